@@ -1,0 +1,1 @@
+"""lotterynet: training by pruning over frozen random weights."""
