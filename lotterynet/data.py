@@ -1,0 +1,78 @@
+"""Data sets as whole tensors. MNIST-sized sets fit in memory (and on a GPU), so they are read
+once through torchvision, normalised, and sliced into batches by the caller.
+
+Where the files are: ``--data-dir``, else ``$LOTTERYNET_DATA``, else ``./data`` — in
+torchvision's layout (``ROOT/MNIST/raw/*-ubyte``, ``ROOT/FashionMNIST/raw/*-ubyte``,
+``ROOT/cifar-10-batches-py``). A missing set raises :class:`DatasetNotFound` with one
+sentence saying where to put which files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import datasets
+
+from .registry import Registry
+
+DATA_ENV = "LOTTERYNET_DATA"
+DATASETS: Registry = Registry("dataset")
+
+
+class DatasetNotFound(FileNotFoundError):
+    """The data set is neither on disk nor downloadable; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    torchvision_class: type
+    files: str  # what has to be where, for the error message
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int = 10
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.mean)
+
+
+def _register(spec: DatasetSpec) -> None:
+    DATASETS.register(spec.name)(spec)
+
+
+_IDX = "{train,t10k}-{images-idx3,labels-idx1}-ubyte"
+_register(DatasetSpec("mnist", datasets.MNIST, f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,)))
+_register(DatasetSpec("fashion-mnist", datasets.FashionMNIST, f"FashionMNIST/raw/{_IDX}",
+                      (0.2860,), (0.3530,)))
+_register(DatasetSpec("cifar10", datasets.CIFAR10, "cifar-10-batches-py/{data_batch_1..5,"
+                      "test_batch}", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)))
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    return Path(data_dir or os.environ.get(DATA_ENV) or "data")
+
+
+def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
+               download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)``: float32 ``(N, C, H, W)`` normalised with the set's mean and std,
+    and int64 labels, for the train (60k/50k) or test split of data set ``name``."""
+    spec: DatasetSpec = DATASETS.get(name)
+    root = resolve_data_dir(root)
+    try:
+        ds = spec.torchvision_class(str(root), train=train, download=download)
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        how = "or allow downloading" if not download else "(the download failed too)"
+        raise DatasetNotFound(
+            f"{name}: no data under {root.resolve()}; put {spec.files} there, point --data-dir "
+            f"or ${DATA_ENV} at the folder that holds them, {how}"
+        ) from err
+    images = torch.as_tensor(np.asarray(ds.data)).float().div_(255)
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    return images.sub_(mean).div_(std).contiguous(), torch.as_tensor(ds.targets).long()

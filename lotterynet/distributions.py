@@ -1,0 +1,83 @@
+"""Distributions of the frozen random weights, by name.
+
+Every sampler has the signature ``sample(shape, fan_in, generator, **options) -> Tensor`` and
+returns float32 on the CPU; ``fan_in`` is the number of inputs a unit of the layer actually
+receives (for the subset-sum structure's first layer that is 1, see ``structures.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .registry import Registry
+
+DISTRIBUTIONS: Registry = Registry("weight distribution (init)")
+
+RELU_GAIN = math.sqrt(2.0)
+
+
+def sample_weights(name: str, shape, fan_in: int, generator=None, **options) -> torch.Tensor:
+    """Draw a frozen weight tensor from the distribution registered as ``name``."""
+    sampler = DISTRIBUTIONS.get(name)
+    return sampler(tuple(shape), fan_in, generator, **options)
+
+
+def _uniform(shape, bound: float, generator) -> torch.Tensor:
+    return torch.empty(shape).uniform_(-bound, bound, generator=generator)
+
+
+def _random_signs(shape, generator) -> torch.Tensor:
+    return torch.randint(0, 2, shape, generator=generator).float() * 2 - 1
+
+
+@DISTRIBUTIONS.register("uniform")
+def uniform(shape, fan_in, generator):
+    """U[-1, 1], the distribution the subset-sum theorems assume (Pensia et al., Thm. 1)."""
+    return _uniform(shape, 1.0, generator)
+
+
+@DISTRIBUTIONS.register("scaled_uniform")
+def scaled_uniform(shape, fan_in, generator):
+    """U[-a, a] with a = 1/sqrt(fan_in) (PyTorch's default Linear/Conv scale)."""
+    return _uniform(shape, 1.0 / math.sqrt(fan_in), generator)
+
+
+@DISTRIBUTIONS.register("kaiming_normal")
+def kaiming_normal(shape, fan_in, generator):
+    """N(0, std^2), std = sqrt(2 / fan_in), as torch.nn.init.kaiming_normal_ (fan_in, ReLU)."""
+    return torch.empty(shape).normal_(0.0, RELU_GAIN / math.sqrt(fan_in), generator=generator)
+
+
+@DISTRIBUTIONS.register("kaiming_uniform")
+def kaiming_uniform(shape, fan_in, generator):
+    """U[-b, b], b = sqrt(6 / fan_in), as torch.nn.init.kaiming_uniform_ (fan_in, ReLU)."""
+    return _uniform(shape, math.sqrt(3.0) * RELU_GAIN / math.sqrt(fan_in), generator)
+
+
+@DISTRIBUTIONS.register("signed_constant")
+def signed_constant(shape, fan_in, generator):
+    """±σ with σ = sqrt(2 / fan_in), the best init in Ramanujan et al. (2020), Sec. 4."""
+    return _random_signs(shape, generator) * (RELU_GAIN / math.sqrt(fan_in))
+
+
+def orseau_range(eps_w: float = 0.01, w_max: float = 1.0) -> tuple[float, float]:
+    """[α, β] = [α'/q, β'/q] of Orseau et al. (2020), Theorem 3:
+    α' = 2ε_w/9, β' = 2w_max/3, q = (α'β')^{1/4}."""
+    alpha_, beta_ = 2 * eps_w / 9, 2 * w_max / 3
+    q = (alpha_ * beta_) ** 0.25
+    return alpha_ / q, beta_ / q
+
+
+@DISTRIBUTIONS.register("hyperbolic")
+def hyperbolic(shape, fan_in, generator, alpha: float | None = None, beta: float | None = None):
+    """Density ∝ 1/|w| on ±[α, β] (Orseau et al. 2020, Sec. 5): |w| = α (β/α)^u, u ~ U[0, 1],
+    with a random sign. Defaults: Theorem 3's range for ε_w = 0.01, w_max = 1."""
+    default_alpha, default_beta = orseau_range()
+    alpha = default_alpha if alpha is None else alpha
+    beta = default_beta if beta is None else beta
+    if not 0 < alpha < beta:
+        raise ValueError(f"hyperbolic needs 0 < alpha < beta, got alpha={alpha}, beta={beta}")
+    u = torch.rand(shape, generator=generator)
+    return _random_signs(shape, generator) * alpha * (beta / alpha) ** u

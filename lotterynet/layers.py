@@ -1,0 +1,114 @@
+"""Drop-in subnet layers: ``SubnetLinear`` / ``SubnetConv1d`` / ``SubnetConv2d`` take the
+positional signature of ``nn.Linear`` / ``nn.Conv*d`` and map inputs to outputs of the same
+shapes; the weights are frozen and random, and what trains is the scores of a
+:class:`~lotterynet.structures` structure chosen by name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.utils import _ntuple
+
+from .masking import MaskedWeight, masked_weights
+from .structures import STRUCTURES, TargetShape
+
+
+class _SubnetLayer(nn.Module):
+    """Shared machinery: build the structure, hold the (frozen) bias, apply ``_op``."""
+
+    def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
+               pairs, activation, shared, seed) -> None:
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self.structure_name = structure
+        self.structure = STRUCTURES.get(structure)(
+            target, sparsity=sparsity, init=init, init_kwargs=init_kwargs, generator=generator,
+            pairs=pairs, activation=activation, shared=shared)
+        if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
+            bound = 1.0 / math.sqrt(target.fan_in)
+            values = torch.empty(target.out_features).uniform_(-bound, bound, generator=generator)
+            self.bias = nn.Parameter(values, requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of this layer's maskable weights that are pruned."""
+        tensors = masked_weights(self)
+        return 1.0 - sum(m.k for m in tensors) / sum(m.weight.numel() for m in tensors)
+
+    @sparsity.setter
+    def sparsity(self, value: float) -> None:
+        for m in masked_weights(self):
+            m.sparsity = value
+
+    def mask(self) -> dict[str, torch.Tensor]:
+        """The current boolean masks, by tensor name (``weight`` for dense, ``u``/``v`` ...)."""
+        return {name: m.mask() for name, m in self.structure.named_modules()
+                if isinstance(m, MaskedWeight)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.structure(x, self._op)
+
+
+class SubnetLinear(_SubnetLayer):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, *,
+                 sparsity: float = 0.5, init: str = "kaiming_normal",
+                 init_kwargs: dict | None = None, structure: str = "dense", pairs: int = 5,
+                 activation: str = "relu", shared: bool = True, seed: int | None = None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._build(TargetShape(out_features, in_features), bias, sparsity=sparsity, init=init,
+                    init_kwargs=init_kwargs, structure=structure, pairs=pairs,
+                    activation=activation, shared=shared, seed=seed)
+
+    def _op(self, x, weight):
+        return F.linear(x, weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, structure={self.structure_name!r}")
+
+
+class _SubnetConvNd(_SubnetLayer):
+    dims: int  # 1 or 2; ``conv`` is the matching torch.nn.functional op
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = False, *, sparsity: float = 0.5,
+                 init: str = "kaiming_normal", init_kwargs: dict | None = None,
+                 structure: str = "dense", pairs: int = 5, activation: str = "relu",
+                 shared: bool = True, seed: int | None = None):
+        super().__init__()
+        ntuple = _ntuple(self.dims)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.dilation = (ntuple(kernel_size), ntuple(stride),
+                                                        ntuple(dilation))
+        self.padding = padding if isinstance(padding, str) else ntuple(padding)
+        target = TargetShape(out_channels, in_channels // groups, self.kernel_size, groups,
+                             channel_dim=1)
+        self._build(target, bias, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
+                    structure=structure, pairs=pairs, activation=activation, shared=shared,
+                    seed=seed)
+
+    def _op(self, x, weight):
+        return type(self).conv(x, weight, self.bias, self.stride, self.padding, self.dilation,
+                               self.groups)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, groups={self.groups}, "
+                f"bias={self.bias is not None}, structure={self.structure_name!r}")
+
+
+class SubnetConv1d(_SubnetConvNd):
+    dims, conv = 1, F.conv1d
+
+
+class SubnetConv2d(_SubnetConvNd):
+    dims, conv = 2, F.conv2d

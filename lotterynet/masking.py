@@ -1,0 +1,140 @@
+"""Edge-popup masks (Ramanujan et al. 2020, Alg. 1): a frozen random tensor ``w`` and a trainable
+score tensor ``s`` of the same shape; the forward pass uses ``w ⊙ m`` with ``m = 1`` on the
+``k`` entries of largest ``|s|``. The backward pass is straight-through:
+``∂L/∂s = ∂L/∂(w ⊙ m) ⊙ w ⊙ sign(s)`` (the sign comes from the ``abs``).
+
+The mask is chosen with ``torch.topk(sorted=False)`` (a selection, not a full sort), ``k`` is a
+Python int fixed by the shape and the sparsity (no host-device sync), and the boolean mask is
+cached until the scores change, so evaluation does not re-rank at all.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import nn
+
+from .distributions import sample_weights
+
+
+def kept_count(numel: int, sparsity: float) -> int:
+    """Number of entries a tensor of ``numel`` entries keeps: ``round((1 - sparsity) * numel)``."""
+    return round((1.0 - sparsity) * numel)
+
+
+def check_sparsity(sparsity, numel: int) -> float:
+    """Validate a sparsity (the fraction *pruned*) for a tensor of ``numel`` entries."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
+        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(
+            f"sparsity is the fraction of weights pruned and must be in [0, 1), got {sparsity!r}"
+        )
+    if kept_count(numel, sparsity) < 1:
+        raise ValueError(
+            f"sparsity {sparsity!r} keeps no weight of a tensor with {numel} entries; "
+            f"use at most {1 - 0.5 / numel:.6g}"
+        )
+    return float(sparsity)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Returns the (precomputed) mask as floats; passes the incoming gradient to the scores."""
+
+    @staticmethod
+    def forward(ctx, magnitudes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return mask.to(magnitudes.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+def topk_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of exactly ``k`` largest entries (ties broken arbitrarily), without sorting."""
+    flat = magnitudes.reshape(-1)
+    if k >= flat.numel():
+        return torch.ones_like(magnitudes, dtype=torch.bool)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[flat.topk(k, sorted=False).indices] = True
+    return mask.view_as(magnitudes)
+
+
+class MaskedWeight(nn.Module):
+    """One maskable tensor: frozen random ``weight`` and trainable ``scores``.
+
+    ``forward()`` returns ``weight ⊙ mask``. ``k`` (entries kept) is set from ``sparsity`` or
+    directly (global top-k, :meth:`set_mask`). Scores are Kaiming-uniform with the weight's
+    fan-in, as in the edge-popup reference.
+    """
+
+    def __init__(self, shape, *, fan_in: int, sparsity: float, init: str = "kaiming_normal",
+                 init_kwargs: dict | None = None, generator: torch.Generator | None = None):
+        super().__init__()
+        weight = sample_weights(init, shape, fan_in, generator, **(init_kwargs or {}))
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        bound = fan_in ** -0.5  # kaiming_uniform_(a=sqrt(5)), the edge-popup score init
+        self.scores = nn.Parameter(torch.empty(shape).uniform_(-bound, bound, generator=generator))
+        self.sparsity = sparsity
+        self._cache: tuple | None = None
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.k / self.weight.numel()
+
+    @sparsity.setter
+    def sparsity(self, value: float) -> None:
+        self.k = kept_count(self.weight.numel(), check_sparsity(value, self.weight.numel()))
+
+    def mask(self) -> torch.Tensor:
+        """The current boolean mask (recomputed only when the scores or ``k`` changed)."""
+        key = (self.scores._version, self.scores.data_ptr(), self.k)
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, topk_mask(self.scores.abs(), self.k))
+        return self._cache[1]
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        """Impose an explicit boolean mask (e.g. from the subset-sum solver): the scores become
+        1 on kept entries and 0 elsewhere, and ``k`` the number kept."""
+        if mask.shape != self.scores.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != {tuple(self.scores.shape)}")
+        with torch.no_grad():
+            self.scores.copy_(mask.to(self.scores.dtype))
+        self.k = int(mask.sum())
+
+    def forward(self) -> torch.Tensor:
+        return self.weight * _StraightThrough.apply(self.scores.abs(), self.mask())
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.weight.shape)}, kept={self.k}/{self.weight.numel()}"
+
+
+def masked_weights(model: nn.Module) -> list[MaskedWeight]:
+    return [m for m in model.modules() if isinstance(m, MaskedWeight)]
+
+
+def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
+    """Rank the scores of all maskable tensors of ``model`` together and give each tensor its
+    share of the ``round((1 - sparsity) * total)`` largest ``|score|``. Returns the new ``k`` per
+    tensor (by module name). A tensor may end up with ``k = 0``.
+
+    This concatenates all scores once per call; call it when the ranking should be refreshed
+    (e.g. once per epoch), not on every batch: between calls each tensor keeps its own top-k.
+    """
+    named = [(n, m) for n, m in model.named_modules() if isinstance(m, MaskedWeight)]
+    if not named:
+        raise ValueError("global_topk: the model has no maskable (subnet) layers")
+    sizes = [m.weight.numel() for _, m in named]
+    total = sum(sizes)
+    k = kept_count(total, check_sparsity(sparsity, total))
+    with torch.no_grad():
+        scores = torch.cat([m.scores.abs().reshape(-1) for _, m in named])
+        winners = scores.topk(k, sorted=False).indices
+        ends = torch.tensor(sizes, device=scores.device).cumsum(0)
+        owner = torch.bucketize(winners, ends, right=True)
+        counts = torch.bincount(owner, minlength=len(named)).tolist()
+    for (_, m), c in zip(named, counts):
+        m.k = int(c)
+    return {n: m.k for n, m in named}

@@ -1,0 +1,19 @@
+"""Architectures by name. ``build_model(name, **kwargs)`` calls the builder registered as
+``name`` and records the call on the model as ``model.spec`` (JSON-able), so that a ticket or a
+checkpoint can rebuild the same model — frozen random weights included, since the builders
+take a ``seed``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .registry import Registry
+
+MODELS: Registry = Registry("architecture")
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    model = MODELS.get(name)(**kwargs)
+    model.spec = {"name": name, **kwargs}
+    return model

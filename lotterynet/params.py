@@ -1,0 +1,26 @@
+"""Parameter accounting in the vocabulary of DESIGN.md."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .masking import masked_weights
+
+
+def count_params(model: nn.Module) -> dict[str, int]:
+    """Counts for a model:
+
+    * ``maskable`` — frozen random weights that carry a score;
+    * ``kept`` — maskable weights the current masks keep (what plots call "parameters");
+    * ``frozen`` — frozen parameters that carry no score (frozen biases, random conv filters);
+    * ``trainable`` — parameters the optimizer updates (scores, and any trained BN/bias).
+    """
+    tensors = masked_weights(model)
+    maskable = sum(m.weight.numel() for m in tensors)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad) - maskable
+    return {
+        "maskable": maskable,
+        "kept": sum(m.k for m in tensors),
+        "frozen": frozen,
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }

@@ -1,0 +1,19 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Local MNIST / Fashion-MNIST: $LOTTERYNET_DATA, else ../shared/data beside the repo."""
+    path = Path(os.environ.get("LOTTERYNET_DATA", SHARED_DATA))
+    if not (path / "MNIST" / "raw").is_dir():
+        pytest.fail(f"MNIST not found under {path}: set LOTTERYNET_DATA")
+    return path

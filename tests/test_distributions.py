@@ -1,0 +1,87 @@
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+import lotterynet as ln
+from lotterynet.distributions import orseau_range
+
+SHAPE, FAN_IN = (400, 500), 500
+
+
+def draw(name, **kw):
+    return ln.sample_weights(name, SHAPE, FAN_IN, torch.Generator().manual_seed(0), **kw)
+
+
+def test_uniform_is_uniform_on_minus1_1():
+    w = draw("uniform").flatten().double()
+    assert stats.kstest(w.numpy(), stats.uniform(loc=-1, scale=2).cdf).pvalue > 1e-3
+
+
+def test_scaled_uniform_bound():
+    w = draw("scaled_uniform").flatten().double()
+    a = 1 / math.sqrt(FAN_IN)
+    assert stats.kstest(w.numpy(), stats.uniform(loc=-a, scale=2 * a).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("name", ["kaiming_normal", "kaiming_uniform"])
+def test_kaiming_matches_torch_std(name):
+    w = draw(name)
+    std = math.sqrt(2 / FAN_IN)
+    assert abs(w.std().item() / std - 1) < 0.01
+    ref = torch.empty(SHAPE)
+    getattr(torch.nn.init, name + "_")(ref, mode="fan_in", nonlinearity="relu")
+    assert abs(ref.std().item() / w.std().item() - 1) < 0.01
+    law = stats.norm(scale=std) if name == "kaiming_normal" else stats.uniform(
+        loc=-math.sqrt(3) * std, scale=2 * math.sqrt(3) * std)
+    assert stats.kstest(w.flatten().double().numpy(), law.cdf).pvalue > 1e-3
+
+
+def test_signed_constant_takes_two_values():
+    w = draw("signed_constant")
+    sigma = math.sqrt(2 / FAN_IN)
+    values = torch.unique(w)
+    assert values.numel() == 2
+    torch.testing.assert_close(values, torch.tensor([-sigma, sigma]))
+    assert abs((w > 0).float().mean().item() - 0.5) < 0.01
+
+
+def test_hyperbolic_log_magnitude_uniform():
+    alpha, beta = 0.01, 2.0
+    w = draw("hyperbolic", alpha=alpha, beta=beta).flatten().double()
+    logs = w.abs().log().numpy()
+    assert logs.min() >= math.log(alpha) - 1e-6 and logs.max() <= math.log(beta) + 1e-6
+    law = stats.uniform(loc=math.log(alpha), scale=math.log(beta / alpha))
+    assert stats.kstest(logs, law.cdf).pvalue > 1e-3
+    assert abs((w > 0).double().mean().item() - 0.5) < 0.01
+
+
+def test_hyperbolic_default_is_orseau_theorem3():
+    alpha, beta = orseau_range(eps_w=0.01, w_max=1.0)
+    q = ((2 * 0.01 / 9) * (2 / 3)) ** 0.25
+    assert alpha == pytest.approx(2 * 0.01 / 9 / q) and beta == pytest.approx(2 / 3 / q)
+    w = draw("hyperbolic").abs()
+    assert w.min() >= alpha * (1 - 1e-6) and w.max() <= beta * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("kw", [{"alpha": 0.0}, {"alpha": 2.0, "beta": 1.0}])
+def test_hyperbolic_bad_range(kw):
+    with pytest.raises(ValueError, match="alpha"):
+        draw("hyperbolic", **kw)
+
+
+def test_unknown_init_lists_choices():
+    with pytest.raises(ValueError) as err:
+        ln.SubnetLinear(4, 4, init="xavier")
+    msg = str(err.value)
+    assert "'xavier'" in msg
+    for name in ["uniform", "scaled_uniform", "kaiming_normal", "kaiming_uniform",
+                 "signed_constant", "hyperbolic"]:
+        assert name in msg
+
+
+def test_layer_passes_init_kwargs():
+    layer = ln.SubnetLinear(30, 20, init="hyperbolic", init_kwargs={"alpha": 0.5, "beta": 0.6})
+    w = layer.structure.weight.weight.abs()
+    assert w.min() >= 0.5 - 1e-6 and w.max() <= 0.6 + 1e-6

@@ -1,0 +1,133 @@
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import lotterynet as ln
+
+STRUCTS = [dict(structure="dense"), dict(structure="subsetsum", activation="relu"),
+           dict(structure="subsetsum", activation="identity", shared=False)]
+
+
+def make_model(seed=0, **kw):
+    return nn.Sequential(
+        ln.SubnetConv2d(1, 4, 3, padding=1, seed=seed, **kw), nn.ReLU(),
+        ln.SubnetConv2d(4, 8, 3, 2, 1, 1, 2, seed=seed + 1, **kw), nn.ReLU(), nn.Flatten(),
+        ln.SubnetLinear(8 * 4 * 4, 10, True, seed=seed + 2, **kw))
+
+
+@pytest.mark.parametrize("kw", STRUCTS)
+def test_drop_in_shapes(kw):
+    x = torch.randn(3, 7)
+    assert ln.SubnetLinear(7, 5, **kw)(x).shape == nn.Linear(7, 5)(x).shape
+    x = torch.randn(2, 6, 11, 13)
+    for args in [(6, 4, 3), (6, 4, (3, 5), 2, 1, 2), (6, 3, 1, 1, 0, 1, 3)]:
+        assert ln.SubnetConv2d(*args, **kw)(x).shape == nn.Conv2d(*args)(x).shape
+    x = torch.randn(2, 6, 20)
+    assert ln.SubnetConv1d(6, 3, 5, 2, **kw)(x).shape == nn.Conv1d(6, 3, 5, 2)(x).shape
+    assert ln.SubnetLinear(7, 5, **kw)(torch.randn(2, 3, 7)).shape == (2, 3, 5)
+
+
+@pytest.mark.parametrize("kw", STRUCTS)
+def test_optimizer_changes_scores_only(kw):
+    model = make_model(**kw)
+    frozen = {n: b.clone() for n, b in model.named_parameters() if not b.requires_grad}
+    scores = {n: p.clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert frozen and scores and all(n.endswith("scores") for n in scores)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    for _ in range(2):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and not torch.equal(p, scores[n]), n
+        else:
+            assert p.grad is None and torch.equal(p, frozen[n]), n
+
+
+@pytest.mark.parametrize("kw", STRUCTS)
+def test_seed_reproduces_weights_masks_outputs(kw):
+    a, b, c = make_model(0, **kw), make_model(0, **kw), make_model(10, **kw)
+    x = torch.randn(4, 1, 8, 8)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                 b.state_dict().values()))
+    assert torch.equal(a(x), b(x))
+    assert not torch.equal(a(x), c(x))
+
+
+def test_unseeded_layers_follow_global_rng():
+    torch.manual_seed(5)
+    a = ln.SubnetLinear(10, 10)
+    torch.manual_seed(5)
+    b = ln.SubnetLinear(10, 10)
+    assert torch.equal(a.structure.weight.weight, b.structure.weight.weight)
+
+
+@pytest.mark.parametrize("kw", STRUCTS)
+def test_state_dict_round_trip(kw):
+    model = make_model(0, **kw)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model(torch.randn(2, 1, 8, 8)).sum().backward()
+    opt.step()  # trained scores, so a fresh model differs
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    fresh = make_model(99, **kw)
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.equal(fresh(x), model(x))
+    assert all(torch.equal(m1, m2) for l1, l2 in zip(model, fresh) if hasattr(l1, "mask")
+               for m1, m2 in zip(l1.mask().values(), l2.mask().values()))
+
+
+def test_count_params_dense_by_hand():
+    model = nn.Sequential(ln.SubnetLinear(784, 500, True, sparsity=0.9),
+                          ln.SubnetConv2d(6, 16, 5, groups=2, sparsity=0.5))
+    maskable = 784 * 500 + 16 * 3 * 25
+    assert ln.count_params(model) == {
+        "maskable": maskable, "kept": round(0.1 * 784 * 500) + round(0.5 * 16 * 3 * 25),
+        "frozen": 500, "trainable": maskable}
+
+
+def test_count_params_subsetsum_by_hand():
+    n, d_in, d_out = 5, 784, 500
+    shared = ln.SubnetLinear(d_in, d_out, structure="subsetsum", pairs=n, sparsity=0.75)
+    counts = ln.count_params(shared)
+    assert counts["maskable"] == n * d_in * (1 + d_out) == 1_963_920
+    assert counts["kept"] == round(0.25 * n * d_in) + round(0.25 * n * d_in * d_out)
+    unshared = ln.SubnetLinear(d_in, d_out, structure="subsetsum", pairs=n, shared=False)
+    assert ln.count_params(unshared)["maskable"] == 2 * n * d_in * d_out
+    conv = ln.SubnetConv2d(6, 16, 5, groups=2, structure="subsetsum", pairs=3)
+    assert ln.count_params(conv)["maskable"] == 6 * 3 + 16 * 3 * 3 * 25
+    assert ln.count_params(nn.Sequential(nn.Linear(3, 2)))["trainable"] == 8
+
+
+def test_sparsity_property_updates_every_tensor():
+    layer = ln.SubnetLinear(20, 10, structure="subsetsum", pairs=2, sparsity=0.5)
+    layer.sparsity = 0.9
+    assert {m.k for m in ln.masked_weights(layer)} == {round(0.1 * 40), round(0.1 * 400)}
+    assert layer.sparsity == pytest.approx(1 - 44 / 440)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(structure="wide"), r"unknown structure 'wide'; valid choices: dense, subsetsum"),
+    (dict(structure="subsetsum", activation="tanh"),
+     r"unknown activation 'tanh'; valid choices: relu, identity"),
+    (dict(structure="subsetsum", pairs=0), r"pairs must be a positive integer, got 0"),
+    (dict(structure="subsetsum", pairs=2.5), r"pairs must be a positive integer, got 2\.5"),
+    (dict(init="glorot"), r"unknown weight distribution \(init\) 'glorot'"),
+    (dict(sparsity=1.0), r"must be in \[0, 1\), got 1\.0"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ln.SubnetLinear(8, 8, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        ln.SubnetConv2d(4, 4, 3, **kwargs)
+
+
+def test_bad_groups():
+    with pytest.raises(ValueError, match="groups=3 must divide in_channels=4"):
+        ln.SubnetConv2d(4, 6, 3, groups=3)

@@ -1,0 +1,101 @@
+"""The collapsed subset-sum layer against a literal float64 computation of Pensia et al.'s
+Figure 1c (every hidden unit materialised), in value and in the gradients of both scores."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lotterynet as ln
+from conftest import requires_cuda
+
+
+def literal_linear(x, u, v, activation, shared):
+    """y_i = Σ_{j,t} v_ijt φ(u_jt x_j) (shared) or φ(u_ijt x_j) (unshared), all units explicit."""
+    phi = F.relu if activation == "relu" else (lambda z: z)
+    if shared:  # hidden (B, in, n), one unit per input and pair
+        hidden = phi(x[:, :, None] * u[None])
+        return torch.einsum("bjt,ijt->bi", hidden, v)
+    hidden = phi(x[:, None, :, None] * u[None])  # (B, out, in, n)
+    return (hidden * v[None]).sum((2, 3))
+
+
+def literal_conv(x, u, v, activation, shared, stride, padding, dilation, groups):
+    """Per output position: y_o = Σ_{j,t,a,b} v_{o j t a b} φ(u · x_j(p + (a, b)))."""
+    phi = F.relu if activation == "relu" else (lambda z: z)
+    out, in_g, n, kh, kw = v.shape
+    patches = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)
+    batch, length = x.shape[0], patches.shape[-1]
+    patches = patches.view(batch, groups, 1, in_g, 1, kh * kw, length)
+    vv = v.reshape(groups, out // groups, in_g, n, kh * kw, 1)
+    uu = (u.view(groups, 1, in_g, n, 1, 1) if shared
+          else u.reshape(groups, out // groups, in_g, n, kh * kw, 1))
+    hidden = phi(patches * uu)  # (B, g, out_g, in_g, n, kk, L): every hidden unit
+    y = (hidden * vv).sum((3, 4, 5)).reshape(batch, out, length)
+    h_out = (x.shape[2] + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    return y.view(batch, out, h_out, -1)
+
+
+def check_against_literal(layer, x, literal):
+    layer.double()
+    x = x.double()
+    y = layer(x)
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    masks = layer.mask()
+    u_w, v_w = layer.structure.u.weight, layer.structure.v.weight
+    m_u = masks["u"].double().requires_grad_()
+    m_v = masks["v"].double().requires_grad_()
+    y_ref = literal(x, u_w * m_u, v_w * m_v)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    (y_ref * g).sum().backward()
+    for name, m_ref, masked in [("u", m_u, layer.structure.u), ("v", m_v, layer.structure.v)]:
+        # straight-through: the score receives ∂L/∂m times sign(s)
+        expected = m_ref.grad * torch.sign(masked.scores.detach())
+        torch.testing.assert_close(masked.scores.grad, expected, rtol=1e-9, atol=1e-10,
+                                   msg=f"gradient of the {name} scores")
+        assert masked.scores.grad.abs().sum() > 0
+
+
+CASES = list(itertools.product(["relu", "identity"], [True, False]))
+
+
+@pytest.mark.parametrize("activation,shared", CASES)
+def test_linear_matches_literal(activation, shared):
+    layer = ln.SubnetLinear(9, 6, structure="subsetsum", pairs=4, activation=activation,
+                            shared=shared, sparsity=0.4, seed=3)
+    x = torch.randn(5, 9, generator=torch.Generator().manual_seed(0))
+    check_against_literal(layer, x, lambda x, u, v: literal_linear(x, u, v, activation, shared))
+
+
+@pytest.mark.parametrize("activation,shared", CASES)
+@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (2, 1, 2, 2)])
+def test_conv2d_matches_literal(activation, shared, stride, padding, dilation, groups):
+    layer = ln.SubnetConv2d(4, 6, 3, stride, padding, dilation, groups, structure="subsetsum",
+                            pairs=3, activation=activation, shared=shared, sparsity=0.3, seed=4)
+    x = torch.randn(2, 4, 9, 9, generator=torch.Generator().manual_seed(1))
+    check_against_literal(layer, x, lambda x, u, v: literal_conv(
+        x, u, v, activation, shared, stride, padding, dilation, groups))
+
+
+def test_identity_collapses_to_product_sum():
+    layer = ln.SubnetLinear(5, 3, structure="subsetsum", activation="identity", pairs=2, seed=0)
+    w, doubles = layer.structure.effective_weight()
+    u, v = layer.structure.u(), layer.structure.v()
+    assert not doubles
+    torch.testing.assert_close(w, (v * u[None]).sum(-1))
+
+
+@requires_cuda
+@pytest.mark.parametrize("activation,shared", CASES)
+def test_cuda_matches_cpu(activation, shared):
+    layer = ln.SubnetConv2d(8, 16, 3, padding=1, structure="subsetsum", activation=activation,
+                            shared=shared, seed=0)
+    x = torch.randn(4, 8, 12, 12)
+    y_cpu = layer(x)
+    layer.cuda()
+    y_gpu = layer(x.cuda())
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(m.cpu(), m_cpu) for m, m_cpu in
+               zip(layer.mask().values(), layer.cpu().mask().values()))
