@@ -157,7 +157,8 @@ def solve(targets, coeffs, k: int | None = None, *, chunk_size: int | None = Non
         progress = len(chunks) > 16
     selection = torch.empty((W, n), dtype=torch.bool, device=c.device)
     approx = torch.empty_like(t)
-    with torch.no_grad(), tqdm(total=W, unit="inst", disable=not progress, desc="subset sum") as bar:
+    bar = tqdm(total=W, unit="inst", disable=not progress, desc="subset sum")
+    with torch.no_grad(), bar:
         for s in chunks:
             part = slice(s, s + chunk_size)
             a, b = _solve_chunk(t[part], c[part], bits_a, bits_b, groups)

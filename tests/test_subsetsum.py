@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from conftest import requires_cuda
 from lotterynet.subsetsum import MEMORY_BUDGET, solve
 
 
@@ -11,7 +12,8 @@ def brute_force(targets, coeffs, k=None):
     """Smallest |t − Σ_{i∈S} c_i| over all subsets S (of size k if given), one at a time."""
     n = coeffs.shape[1]
     if k is None:
-        subsets = [[i for i, b in enumerate(bits) if b] for bits in itertools.product((0, 1), repeat=n)]
+        patterns = itertools.product((0, 1), repeat=n)
+        subsets = [[i for i, b in enumerate(bits) if b] for bits in patterns]
     else:
         subsets = [list(s) for s in itertools.combinations(range(n), k)]
     best = []
@@ -107,7 +109,8 @@ def test_n_32_runs_within_budget():
         (torch.zeros(3), torch.zeros(2, 4), {}, r"coeffs must have shape.*\(2, 4\)"),
         (torch.tensor([0.0, math.nan]), torch.zeros(2, 4), {}, r"targets.*finite.*\(1,\).*nan"),
         (torch.zeros(2), torch.tensor([[0.0, math.inf]] * 2), {}, r"coeffs.*finite.*\(0, 1\).*inf"),
-        (torch.zeros(2), torch.full((2, 3), 1e308, dtype=torch.float64), {}, r"targets\[0\].*overflow"),
+        (torch.zeros(2), torch.full((2, 3), 1e308, dtype=torch.float64), {},
+         r"targets\[0\].*overflow"),
         (torch.zeros(2), torch.zeros(2, 4), {"k": 5}, r"k must be.*\[0, 4\].*k=5"),
         (torch.zeros(2), torch.zeros(2, 4), {"k": -1}, r"k must be.*\[0, 4\].*k=-1"),
         (torch.zeros(2), torch.zeros(2, 4), {"k": 2.0}, r"k must be.*k=2\.0"),
@@ -134,7 +137,7 @@ def test_memory_budget_bounds_the_default_chunk(monkeypatch):
     assert sum(calls) == 5000
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@requires_cuda
 def test_cuda_matches_cpu():
     targets, coeffs = instances(500, 20, seed=9)
     cpu = solve(targets, coeffs)
