@@ -11,6 +11,7 @@ coefficients from U[min w, max w].
 """
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -70,7 +71,8 @@ def main():
     parser.add_argument("--milp-instances", type=int, default=200)
     parser.add_argument("--instances", type=int, default=397_000)
     args = parser.parse_args()
-    print(f"CPU: {cpu_name()}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
+    print(f"CPU: {cpu_name()}, torch threads: {torch.get_num_threads()}, "
+          f"torch {torch.__version__}, load average before start: {os.getloadavg()[0]:.1f}")
 
     # (a) side by side with HiGHS
     n, W = 21, args.milp_instances
@@ -110,6 +112,7 @@ def main():
     (_, _, err), dt = timed(run, targets, coeffs)
     print(f"\n(d) n=30, 2,572 instances on cpu: {dt:.1f} s; error median {err.median():.2e}, "
           f"max {err.max():.2e}")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

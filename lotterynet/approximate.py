@@ -24,6 +24,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -132,6 +133,9 @@ def approximate_layer(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Gen
         "coefficients_kept": int(selection.sum()),
         "weight_error_max": error.max().item(),
         "weight_error_median": error.median().item(),
+        # U[min w, max w] is asymmetric: now and then all n coefficients have the wrong sign
+        "all_coefficients_wrong_sign": int(
+            ((coeffs * table.reshape(-1, 1)) <= 0).all(1).sum()),
         "solve_seconds": seconds,
     }
     return subnet, stats
@@ -166,7 +170,8 @@ def weight_errors(model: nn.Sequential, target: nn.Sequential) -> torch.Tensor:
 
 
 def totals(stats: list[dict]) -> dict:
-    keys = ("targets", "coefficients_drawn", "coefficients_kept", "solve_seconds")
+    keys = ("targets", "coefficients_drawn", "coefficients_kept",
+            "all_coefficients_wrong_sign", "solve_seconds")
     return {key: sum(s[key] for s in stats) for key in keys}
 
 
@@ -177,6 +182,12 @@ def cpu_name() -> str:
             return next(names).strip()
     except (OSError, StopIteration):
         return platform.processor() or "unknown CPU"
+
+
+def machine() -> dict:
+    """Where the numbers were measured (the load average tells whether the cores were shared)."""
+    return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def target_network(builder, checkpoint: Path | None, images, labels, *, epochs: int, seed: int,
@@ -235,8 +246,7 @@ def run_fc2(args) -> dict:
             "params": count_params(model),
         },
         "layers": stats,
-        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+        "machine": machine(),
     }
     write(args.out / "approximation_fc2.json", json.dumps(result, indent=2))
     write(args.out / "approximation_fc2.md", fc2_markdown(result))
@@ -263,6 +273,7 @@ solved exactly by `lotterynet.subsetsum.solve` (meet in the middle) on {r['machi
 | test predictions equal to the target's | {100 * a['predictions_agreeing_with_target']:.2f} % |
 | max / median weight error | {a['weight_error_max']:.2e} / {a['weight_error_median']:.2e} |
 | weights within ε = {r['epsilon']} | {100 * a['weights_within_epsilon']:.3f} % |
+| weights whose n coefficients all have the wrong sign | {a['all_coefficients_wrong_sign']:,} |
 | max logit error | {a['logit_error_max']:.2e} |
 | coefficients drawn / kept | {a['coefficients_drawn']:,} / {a['coefficients_kept']:,} |
 | model maskable / kept parameters (u and v) | {p['maskable']:,} / {p['kept']:,} |
@@ -311,8 +322,7 @@ def run_lenet5(args) -> dict:
                         + ("one set per row" if args.shared_per_row else "one set per weight"),
         "k": args.k, "seed": args.seed, "test_images": "whole test split (10,000)",
         "datasets": results,
-        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+        "machine": machine(),
     }
     write(args.out / "approximation_lenet5.json", json.dumps(result, indent=2))
     plot(results, "weight_error_max", "max |w − approximation|",
