@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .masking import MaskedWeight
+from .plain import split_signs
 from .registry import Registry
 
 STRUCTURES: Registry = Registry("structure")
@@ -39,14 +40,6 @@ class TargetShape:
     @property
     def fan_in(self) -> int:
         return self.in_per_group * math.prod(self.kernel_size)
-
-
-def split_signs(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
-    """``[relu(x), relu(-x)]`` along the channel dimension, per group: channel block g of the
-    result is ``[relu(x_g), relu(-x_g)]``, so a grouped op sees both halves of its own group."""
-    dim = dim % x.ndim
-    xg = x.unflatten(dim, (groups, -1))
-    return torch.stack([F.relu(xg), F.relu(-xg)], dim=dim + 1).flatten(dim, dim + 2)
 
 
 @STRUCTURES.register("dense")
