@@ -142,14 +142,15 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
 
 
 def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
-            structure: str = "dense", include=None, exclude=(), seed: int = 0,
+            structure: str = "dense", include=None, exclude=None, seed: int = 0,
             bias: str = "frozen", batchnorm: str = "non-affine", others: str = "frozen",
             **layer_options) -> nn.Module:
     """Replace the selected Linear/Conv1d/Conv2d layers of ``model`` by subnet layers, in place.
 
     ``include`` / ``exclude``: module-name glob patterns (``fnmatch``; ``"layer4.*"``,
     ``"*.fc2"``, ``"head"``); a module is selected when it matches some ``include`` pattern
-    (all modules if ``include`` is None) and no ``exclude`` pattern. Only selected modules are
+    (all modules if ``include`` is None; the model itself is named ``""``) and no ``exclude``
+    pattern. Only selected modules are
     touched: replaced, batch-norm mode applied, other parameters frozen (``others``).
     ``layer_options`` go to every subnet layer (``init_kwargs``, ``pairs``, ``activation``,
     ``shared``). Returns ``model`` (or the subnet layer, if ``model`` itself is a layer).
@@ -157,7 +158,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
     bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
     others_trainable = OTHERS_MODES.get(others)
     include = None if include is None else _patterns(include, "include")
-    exclude = _patterns(exclude, "exclude")
+    exclude = _patterns(exclude or (), "exclude")
 
     def selected(name: str) -> bool:
         return (include is None or _matches(name, include)) and not _matches(name, exclude)

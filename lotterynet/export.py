@@ -79,6 +79,7 @@ def export_layer(layer: _SubnetLayer, *, sparse: bool = False, name: str = "") -
 def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
     """A deep copy of ``model`` with every subnet layer replaced by :func:`export_layer`."""
     exported = copy.deepcopy(model)
+    exported.__dict__.pop("spec", None)  # no longer the architecture build_model made
     if isinstance(exported, _SubnetLayer):
         return export_layer(exported, sparse=sparse)
     layers = [(n, m) for n, m in exported.named_modules() if isinstance(m, _SubnetLayer)]

@@ -10,11 +10,12 @@ torch or timm version) is an error, not a silently different network.
 
 File layout (no pickle anywhere; loading only parses JSON and raw little-endian bytes)::
 
-    b"LNTICKET" | u32 format version | u64 header length | header (JSON, UTF-8) | payload
-    | sha256 of everything before it (32 bytes)
+    b"LNTICKET" | u32 format version | u64 header length | header (JSON, UTF-8)
+    | zlib(payload) | sha256 of everything before it (32 bytes)
 
 The header lists each mask (``shape``, ``k``) and each tensor (``dtype``, ``shape``) with its
-``offset`` and ``nbytes`` in the payload.
+``offset`` and ``nbytes`` in the payload, and the payload's size (``payload_nbytes``). zlib
+gains nothing on masks of density 1/2 (random bits) and about 1.8× at 1/10, 7.8× at 1/100.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ MAGIC = b"LNTICKET"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sIQ")  # magic, format version, header length
 _DIGEST_BYTES = 32
+_ZLIB_LEVEL = 6
 _DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
     torch.int16, torch.int8, torch.uint8, torch.bool)}
@@ -106,13 +109,13 @@ def save_ticket(model: nn.Module, path) -> int:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which tickets do not store")
         tensors[name] = {"dtype": dtype, "shape": list(t.shape), **payload.add(_tensor_bytes(t))}
     header = {"spec": spec, "masks": masks, "tensors": tensors,
-              "frozen_sha256": frozen_digest(model)}
+              "frozen_sha256": frozen_digest(model), "payload_nbytes": payload.size}
     try:
         header_bytes = json.dumps(header, allow_nan=False).encode()
     except (TypeError, ValueError) as error:
         raise ValueError(f"model.spec is not JSON-able ({error}): {spec!r}") from error
     body = b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)), header_bytes,
-                     *payload.chunks])
+                     zlib.compress(b"".join(payload.chunks), _ZLIB_LEVEL)])
     data = body + hashlib.sha256(body).digest()
     Path(path).write_bytes(data)
     return len(data)
@@ -135,7 +138,16 @@ def _read_verified(path) -> tuple[dict, bytearray]:
     header_end = _PREFIX.size + header_len
     if header_end > len(body):
         raise TicketError(f"{path}: header length {header_len} exceeds the file")
-    return json.loads(body[_PREFIX.size:header_end]), bytearray(body[header_end:])
+    try:
+        header = json.loads(body[_PREFIX.size:header_end])
+        size = header["payload_nbytes"]
+        inflate = zlib.decompressobj()
+        payload = bytearray(inflate.decompress(body[header_end:], size + 1))  # bounded
+    except (ValueError, KeyError, TypeError, zlib.error) as error:
+        raise TicketError(f"{path}: malformed ticket ({error!r})") from error
+    if len(payload) != size or not inflate.eof:
+        raise TicketError(f"{path}: payload is not the {size} bytes its header announces")
+    return header, payload
 
 
 def _slice(payload: bytearray, entry: dict, name: str) -> memoryview:
@@ -190,12 +202,15 @@ def load_ticket(path) -> nn.Module:
     """Rebuild the model of a ticket (``build_model(**spec)``) and impose its masks and stored
     tensors. Raises :class:`TicketError` for any file or model that does not match."""
     header, payload = _read_verified(path)
-    spec = dict(header["spec"])
-    model = build_model(spec.pop("name"), **spec)
-    if frozen_digest(model) != header["frozen_sha256"]:
-        raise TicketError(f"{path}: rebuilding the model from its spec gave different frozen "
-                          "random weights than when the ticket was saved (different torch, timm "
-                          "or lotterynet version?)")
-    _impose_masks(model, header["masks"], payload)
-    _restore_tensors(model, header["tensors"], payload)
+    try:
+        spec = dict(header["spec"])
+        model = build_model(spec.pop("name"), **spec)
+        if frozen_digest(model) != header["frozen_sha256"]:
+            raise TicketError(f"{path}: rebuilding the model from its spec gave different frozen "
+                              "random weights than when the ticket was saved (different torch, "
+                              "timm or lotterynet version?)")
+        _impose_masks(model, header["masks"], payload)
+        _restore_tensors(model, header["tensors"], payload)
+    except (KeyError, TypeError) as error:
+        raise TicketError(f"{path}: malformed ticket header ({error!r})") from error
     return model

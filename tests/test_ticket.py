@@ -141,16 +141,39 @@ def test_other_format_version_is_rejected(tmp_path, ticket_bytes):
              f"version {FORMAT_VERSION + 1}")
 
 
-def test_consistent_but_wrong_contents_are_rejected(tmp_path, ticket_bytes):
-    """A ticket whose checksum is right but whose header disagrees with its payload."""
-    header_len = struct.unpack_from("<Q", ticket_bytes, 12)[0]
-    header = json.loads(ticket_bytes[20:20 + header_len])
-    first = next(iter(header["masks"].values()))
-    first["k"] += 1
+def reheadered(ticket: bytes, edit) -> bytes:
+    """The ticket with ``edit`` applied to its JSON header, and a valid checksum."""
+    header_len = struct.unpack_from("<Q", ticket, 12)[0]
+    header = json.loads(ticket[20:20 + header_len])
+    edit(header)
     new_header = json.dumps(header).encode()
-    body = (ticket_bytes[:12] + struct.pack("<Q", len(new_header)) + new_header
-            + ticket_bytes[20 + header_len:-32])
-    rejected(tmp_path, body + hashlib.sha256(body).digest(), "k=")
+    body = ticket[:12] + struct.pack("<Q", len(new_header)) + new_header + ticket[
+        20 + header_len:-32]
+    return body + hashlib.sha256(body).digest()
+
+
+def bump_first_k(header):
+    next(iter(header["masks"].values()))["k"] += 1
+
+
+def shrink_payload(header):
+    header["payload_nbytes"] -= 1
+
+
+@pytest.mark.parametrize("edit,match", [
+    (bump_first_k, "k="),
+    (shrink_payload, "payload is not"),
+    (lambda header: header.pop("tensors"), "malformed"),
+    (lambda header: header["spec"].update(seed=99), "different frozen"),
+], ids=["wrong-k", "wrong-payload-size", "missing-field", "other-seed"])
+def test_checksummed_but_inconsistent_tickets_are_rejected(tmp_path, ticket_bytes, edit, match):
+    rejected(tmp_path, reheadered(ticket_bytes, edit), match)
+
+
+def test_sparser_tickets_are_smaller(tmp_path):
+    sizes = [save_ticket(build_model("timm", model_name="mobilenetv3_small_050", sparsity=s),
+                         tmp_path / f"{s}.ticket") for s in (0.5, 0.9, 0.99)]
+    assert sizes[0] > 1.5 * sizes[1] and sizes[1] > 3 * sizes[2]
 
 
 def test_model_that_does_not_rebuild_is_rejected(tmp_path):
