@@ -187,3 +187,13 @@ def test_timm_builder_reproducible_and_adapted():
     cnn = build_model("timm", model_name="resnet18", in_chans=1, num_classes=10, img_size=28,
                       model_kwargs={"layers": (1, 1, 1, 1)}, sparsity=0.8)
     assert cnn(x).shape == (2, 10)
+
+
+def test_converting_again_leaves_subnet_layers_alone():
+    model = convert(small_model(), sparsity=0.5, batchnorm="trainable")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    layer = model[0]
+    convert(model, sparsity=0.9, seed=7, batchnorm="trainable")
+    assert model[0] is layer and layer.sparsity == pytest.approx(0.5, abs=0.02)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert all(m.scores.requires_grad for m in ln.masked_weights(model))
