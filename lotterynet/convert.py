@@ -150,8 +150,8 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
     ``include`` / ``exclude``: module-name glob patterns (``fnmatch``; ``"layer4.*"``,
     ``"*.fc2"``, ``"head"``); a module is selected when it matches some ``include`` pattern
     (all modules if ``include`` is None; the model itself is named ``""``) and no ``exclude``
-    pattern. Only selected modules are
-    touched: replaced, batch-norm mode applied, other parameters frozen (``others``).
+    pattern. Only selected modules are touched: replaced, batch-norm mode applied, other
+    parameters frozen (``others``).
     ``layer_options`` go to every subnet layer (``init_kwargs``, ``pairs``, ``activation``,
     ``shared``). Returns ``model`` (or the subnet layer, if ``model`` itself is a layer).
     """
