@@ -28,8 +28,9 @@ def kept_count(numel: int, sparsity: float) -> int:
     return round((1.0 - sparsity) * numel)
 
 
-def check_sparsity(sparsity, numel: int) -> float:
-    """Validate a sparsity (the fraction *pruned*) for a tensor of ``numel`` entries."""
+def check_sparsity(sparsity, numel: int, unit: str = "a tensor") -> float:
+    """Validate a sparsity (the fraction *pruned*) for ``unit`` (a tensor, or one group of a
+    group-wise top-k) of ``numel`` entries."""
     if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
         raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
     if not 0.0 <= sparsity < 1.0:
@@ -38,8 +39,8 @@ def check_sparsity(sparsity, numel: int) -> float:
         )
     if kept_count(numel, sparsity) < 1:
         raise ValueError(
-            f"sparsity {sparsity!r} keeps no weight of a tensor with {numel} entries; "
-            f"use at most {1 - 0.5 / numel:.6g}"
+            f"sparsity {sparsity!r} keeps no weight of {unit} with {numel} entries; "
+            f"use at most {1 - 1 / numel:.6g}"
         )
     return float(sparsity)
 
@@ -117,7 +118,8 @@ class MaskedWeight(nn.Module):
 
     @sparsity.setter
     def sparsity(self, value: float) -> None:
-        self.k = kept_count(self.group_size, check_sparsity(value, self.group_size))
+        unit = "a tensor" if self.group_dim is None else "a group (fixed-size top-k)"
+        self.k = kept_count(self.group_size, check_sparsity(value, self.group_size, unit))
 
     def mask(self) -> torch.Tensor:
         """The current boolean mask (recomputed only when the scores or ``k`` changed)."""

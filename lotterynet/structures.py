@@ -150,9 +150,10 @@ class Structure(nn.Module):
             if not spec.maskable:
                 frozen += spec.numel
                 continue
-            size = spec.numel if spec.group_dim is None else spec.group_size
+            size, unit = ((spec.numel, "a tensor") if spec.group_dim is None
+                          else (spec.group_size, "a group (fixed-size top-k)"))
             maskable += spec.numel
-            kept += kept_count(size, check_sparsity(sparsity, size)) * (spec.numel // size)
+            kept += kept_count(size, check_sparsity(sparsity, size, unit)) * (spec.numel // size)
         return {"maskable": maskable, "kept": kept, "frozen": frozen}
 
 

@@ -131,8 +131,13 @@ def test_fixedsize_conv_keeps_k_per_group_after_training_steps():
 
 
 def test_fixedsize_sparsity_must_keep_one_per_group():
-    with pytest.raises(ValueError, match=r"sparsity 0\.95 keeps no weight of a tensor with 5"):
-        ln.SubnetLinear(4, 3, structure="fixedsize", pairs=5, sparsity=0.95)
+    match = (r"sparsity 0\.9 keeps no weight of a group \(fixed-size top-k\) with 5 entries; "
+             r"use at most 0\.8")
+    with pytest.raises(ValueError, match=match):
+        ln.SubnetLinear(4, 3, structure="fixedsize", pairs=5, sparsity=0.9)
+    with pytest.raises(ValueError, match=match):
+        layer_counts("fixedsize", TargetShape(3, 4), pairs=5, sparsity=0.9)
+    assert ln.SubnetLinear(4, 3, structure="fixedsize", pairs=5, sparsity=0.8).structure.v.k == 1
 
 
 def test_group_topk_option_and_global_topk_refusal():
