@@ -22,7 +22,7 @@ def count_params(model: nn.Module) -> dict[str, int]:
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad) - maskable
     return {
         "maskable": maskable,
-        "kept": sum(m.k for m in tensors),
+        "kept": sum(m.kept for m in tensors),
         "frozen": frozen,
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
