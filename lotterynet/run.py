@@ -140,9 +140,9 @@ def run(config: RunConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, "spec": spec})
     timer = EpochTimer()
-    checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="epoch{epoch}",
-                                 save_top_k=0, save_last=True, every_n_epochs=1,
-                                 auto_insert_metric_name=False)
+    # Without a monitor, top-1 is the newest: last.ckpt is rewritten after every epoch.
+    checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename=LAST.removesuffix(
+        ".ckpt"), save_top_k=1, every_n_epochs=1, enable_version_counter=False)
     ddp = config.devices > 1
     trainer = pl.Trainer(
         max_epochs=min(config.stop_after or config.epochs, config.epochs),
