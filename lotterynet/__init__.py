@@ -1,11 +1,15 @@
 """lotterynet: training by pruning over frozen random weights (edge-popup), with the
 strong-lottery-ticket structures of Pensia et al. (subset-sum) and friends."""
 
+from . import timm_models  # noqa: F401  (registers the "timm" architecture)
+from .convert import convert
 from .distributions import DISTRIBUTIONS, sample_weights
+from .export import export
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import MaskedWeight, global_topk, kept_count, masked_weights
 from .params import count_params
 from .structures import STRUCTURES
+from .ticket import TicketError, load_ticket, save_ticket
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -14,9 +18,14 @@ __all__ = [
     "SubnetConv1d",
     "SubnetConv2d",
     "SubnetLinear",
+    "TicketError",
+    "convert",
     "count_params",
+    "export",
     "global_topk",
     "kept_count",
+    "load_ticket",
     "masked_weights",
     "sample_weights",
+    "save_ticket",
 ]

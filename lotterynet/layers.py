@@ -14,19 +14,27 @@ from torch import nn
 from torch.nn.modules.utils import _ntuple
 
 from .masking import MaskedWeight, masked_weights
-from .structures import STRUCTURES, TargetShape
+from .structures import STRUCTURES, LayerOp, TargetShape
 
 
 class _SubnetLayer(nn.Module):
-    """Shared machinery: build the structure, hold the (frozen) bias, apply ``_op``."""
+    """Shared machinery: build the structure, hold the (frozen) bias, hand the structure the
+    layer's map ``_op(x, weight, bias)`` as a :class:`~lotterynet.structures.LayerOp`.
+
+    ``init=None`` draws the frozen weights from the structure's own default (``kaiming_normal``
+    for dense / subsetsum / fixedsize, ``uniform`` for malach / dacunha, ``hyperbolic`` for
+    orseau); an explicit ``init`` always wins. ``pairs`` (n terms per weight, or n′ channels per
+    output for dacunha), ``activation`` and ``shared`` configure subsetsum / fixedsize,
+    ``hidden`` the hidden width H of malach / orseau; structures ignore what they do not use.
+    """
 
     def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
-               pairs, activation, shared, seed) -> None:
+               pairs, activation, shared, hidden, seed) -> None:
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.structure_name = structure
         self.structure = STRUCTURES.get(structure)(
             target, sparsity=sparsity, init=init, init_kwargs=init_kwargs, generator=generator,
-            pairs=pairs, activation=activation, shared=shared)
+            pairs=pairs, activation=activation, shared=shared, hidden=hidden)
         if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
             bound = 1.0 / math.sqrt(target.fan_in)
             values = torch.empty(target.out_features).uniform_(-bound, bound, generator=generator)
@@ -38,7 +46,7 @@ class _SubnetLayer(nn.Module):
     def sparsity(self) -> float:
         """Fraction of this layer's maskable weights that are pruned."""
         tensors = masked_weights(self)
-        return 1.0 - sum(m.k for m in tensors) / sum(m.weight.numel() for m in tensors)
+        return 1.0 - sum(m.kept for m in tensors) / sum(m.weight.numel() for m in tensors)
 
     @sparsity.setter
     def sparsity(self, value: float) -> None:
@@ -51,22 +59,24 @@ class _SubnetLayer(nn.Module):
                 if isinstance(m, MaskedWeight)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.structure(x, self._op)
+        return self.structure(x, LayerOp(self._op, self.bias))
 
 
 class SubnetLinear(_SubnetLayer):
     def __init__(self, in_features: int, out_features: int, bias: bool = False, *,
-                 sparsity: float = 0.5, init: str = "kaiming_normal",
+                 sparsity: float = 0.5, init: str | None = None,
                  init_kwargs: dict | None = None, structure: str = "dense", pairs: int = 5,
-                 activation: str = "relu", shared: bool = True, seed: int | None = None):
+                 activation: str = "relu", shared: bool = True, hidden: int | None = None,
+                 seed: int | None = None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._build(TargetShape(out_features, in_features), bias, sparsity=sparsity, init=init,
                     init_kwargs=init_kwargs, structure=structure, pairs=pairs,
-                    activation=activation, shared=shared, seed=seed)
+                    activation=activation, shared=shared, hidden=hidden, seed=seed)
 
-    def _op(self, x, weight):
-        return F.linear(x, weight, self.bias)
+    @staticmethod
+    def _op(x, weight, bias):
+        return F.linear(x, weight, bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -78,9 +88,9 @@ class _SubnetConvNd(_SubnetLayer):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = False, *, sparsity: float = 0.5,
-                 init: str = "kaiming_normal", init_kwargs: dict | None = None,
+                 init: str | None = None, init_kwargs: dict | None = None,
                  structure: str = "dense", pairs: int = 5, activation: str = "relu",
-                 shared: bool = True, seed: int | None = None):
+                 shared: bool = True, hidden: int | None = None, seed: int | None = None):
         super().__init__()
         ntuple = _ntuple(self.dims)
         if in_channels % groups or out_channels % groups:
@@ -94,10 +104,10 @@ class _SubnetConvNd(_SubnetLayer):
                              channel_dim=1)
         self._build(target, bias, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                     structure=structure, pairs=pairs, activation=activation, shared=shared,
-                    seed=seed)
+                    hidden=hidden, seed=seed)
 
-    def _op(self, x, weight):
-        return type(self).conv(x, weight, self.bias, self.stride, self.padding, self.dilation,
+    def _op(self, x, weight, bias):
+        return type(self).conv(x, weight, bias, self.stride, self.padding, self.dilation,
                                self.groups)
 
     def extra_repr(self) -> str:

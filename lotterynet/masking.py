@@ -6,6 +6,11 @@ score tensor ``s`` of the same shape; the forward pass uses ``w ⊙ m`` with ``m
 The mask is chosen with ``torch.topk(sorted=False)`` (a selection, not a full sort), ``k`` is a
 Python int fixed by the shape and the sparsity (no host-device sync), and the boolean mask is
 cached until the scores change, so evaluation does not re-rank at all.
+
+A tensor may be split into equal *groups* of ``group_size`` consecutive entries along
+``group_dim``; then each group keeps exactly its own top ``k`` (the fixed-size subset sum of
+Natale et al., where each target weight keeps exactly k of its n terms). The default is one
+group holding the whole tensor, i.e. the layer-wise top-k of edge-popup.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ def kept_count(numel: int, sparsity: float) -> int:
     return round((1.0 - sparsity) * numel)
 
 
-def check_sparsity(sparsity, numel: int) -> float:
-    """Validate a sparsity (the fraction *pruned*) for a tensor of ``numel`` entries."""
+def check_sparsity(sparsity, numel: int, unit: str = "a tensor") -> float:
+    """Validate a sparsity (the fraction *pruned*) for ``unit`` (a tensor, or one group of a
+    group-wise top-k) of ``numel`` entries."""
     if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
         raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
     if not 0.0 <= sparsity < 1.0:
@@ -33,8 +39,8 @@ def check_sparsity(sparsity, numel: int) -> float:
         )
     if kept_count(numel, sparsity) < 1:
         raise ValueError(
-            f"sparsity {sparsity!r} keeps no weight of a tensor with {numel} entries; "
-            f"use at most {1 - 0.5 / numel:.6g}"
+            f"sparsity {sparsity!r} keeps no weight of {unit} with {numel} entries; "
+            f"use at most {1 - 1 / numel:.6g}"
         )
     return float(sparsity)
 
@@ -51,64 +57,114 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-def topk_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of exactly ``k`` largest entries (ties broken arbitrarily), without sorting."""
-    flat = magnitudes.reshape(-1)
-    if k >= flat.numel():
+def group_view(t: torch.Tensor, group_dim: int | None, group_size: int | None):
+    """``(view, dim)``: ``t`` with its groups laid along ``dim`` of ``view`` (one group holding
+    everything when ``group_dim`` is None)."""
+    if group_dim is None:
+        return t.reshape(1, -1), 1
+    dim = group_dim % t.ndim
+    return t.unflatten(dim, (-1, group_size)), dim + 1
+
+
+def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
+              group_size: int | None = None) -> torch.Tensor:
+    """Boolean mask of exactly ``k`` largest entries (ties broken arbitrarily), without sorting;
+    with ``group_dim``, exactly ``k`` per block of ``group_size`` consecutive entries along it."""
+    grouped, dim = group_view(magnitudes, group_dim, group_size)
+    if k >= grouped.shape[dim]:
         return torch.ones_like(magnitudes, dtype=torch.bool)
-    mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[flat.topk(k, sorted=False).indices] = True
+    mask = torch.zeros_like(grouped, dtype=torch.bool)
+    mask.scatter_(dim, grouped.topk(k, dim=dim, sorted=False).indices, True)
     return mask.view_as(magnitudes)
 
 
 class MaskedWeight(nn.Module):
     """One maskable tensor: frozen random ``weight`` and trainable ``scores``.
 
-    ``forward()`` returns ``weight ⊙ mask``. ``k`` (entries kept) is set from ``sparsity`` or
-    directly (global top-k, :meth:`set_mask`). Scores are Kaiming-uniform with the weight's
+    ``forward()`` returns ``weight ⊙ mask``. ``k`` (entries kept per group; one group = the
+    whole tensor unless ``group_dim`` is given) is set from ``sparsity`` or directly (global
+    top-k, :meth:`set_mask`); ``kept`` is the tensor's total. ``weight`` may be passed in
+    already sampled (``init`` is then unused). Scores are Kaiming-uniform with the weight's
     fan-in, as in the edge-popup reference.
     """
 
     def __init__(self, shape, *, fan_in: int, sparsity: float, init: str = "kaiming_normal",
-                 init_kwargs: dict | None = None, generator: torch.Generator | None = None):
+                 init_kwargs: dict | None = None, generator: torch.Generator | None = None,
+                 group_dim: int | None = None, group_size: int | None = None,
+                 weight: torch.Tensor | None = None):
         super().__init__()
-        weight = sample_weights(init, shape, fan_in, generator, **(init_kwargs or {}))
+        if weight is None:
+            weight = sample_weights(init, shape, fan_in, generator, **(init_kwargs or {}))
         self.weight = nn.Parameter(weight, requires_grad=False)
         bound = fan_in ** -0.5  # kaiming_uniform_(a=sqrt(5)), the edge-popup score init
         self.scores = nn.Parameter(torch.empty(shape).uniform_(-bound, bound, generator=generator))
+        if group_dim is not None and (group_size is None or group_size < 1
+                                      or shape[group_dim] % group_size):
+            raise ValueError(f"group_size={group_size!r} must divide the size "
+                             f"{shape[group_dim]} of dimension {group_dim} of {tuple(shape)}")
+        self.group_dim = group_dim
+        self.group_size = weight.numel() if group_dim is None else group_size
         self.sparsity = sparsity
         self._cache: tuple | None = None
 
     @property
+    def kept(self) -> int:
+        """Entries kept in the whole tensor: ``k`` times the number of groups."""
+        return self.k * (self.weight.numel() // self.group_size)
+
+    @property
     def sparsity(self) -> float:
-        return 1.0 - self.k / self.weight.numel()
+        return 1.0 - self.k / self.group_size
 
     @sparsity.setter
     def sparsity(self, value: float) -> None:
-        self.k = kept_count(self.weight.numel(), check_sparsity(value, self.weight.numel()))
+        unit = "a tensor" if self.group_dim is None else "a group (fixed-size top-k)"
+        self.k = kept_count(self.group_size, check_sparsity(value, self.group_size, unit))
 
     def mask(self) -> torch.Tensor:
         """The current boolean mask (recomputed only when the scores or ``k`` changed)."""
         key = (self.scores._version, self.scores.data_ptr(), self.k)
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
-                self._cache = (key, topk_mask(self.scores.abs(), self.k))
+                mask = topk_mask(self.scores.abs(), self.k, self.group_dim, self.group_size)
+                self._cache = (key, mask)
         return self._cache[1]
 
     def set_mask(self, mask: torch.Tensor) -> None:
         """Impose an explicit boolean mask (e.g. from the subset-sum solver): the scores become
-        1 on kept entries and 0 elsewhere, and ``k`` the number kept."""
+        1 on kept entries and 0 elsewhere, and ``k`` the number kept (per group, which must
+        then all keep the same number)."""
         if mask.shape != self.scores.shape:
             raise ValueError(f"mask shape {tuple(mask.shape)} != {tuple(self.scores.shape)}")
+        grouped, dim = group_view(mask, self.group_dim, self.group_size)
+        per_group = grouped.sum(dim).unique()
+        if per_group.numel() != 1:
+            raise ValueError("a group-wise (fixed-size) mask must keep the same number of "
+                             "entries in every group")
         with torch.no_grad():
             self.scores.copy_(mask.to(self.scores.dtype))
-        self.k = int(mask.sum())
+        self.k = int(per_group)
 
     def forward(self) -> torch.Tensor:
         return self.weight * _StraightThrough.apply(self.scores.abs(), self.mask())
 
     def extra_repr(self) -> str:
-        return f"shape={tuple(self.weight.shape)}, kept={self.k}/{self.weight.numel()}"
+        return f"shape={tuple(self.weight.shape)}, kept={self.kept}/{self.weight.numel()}"
+
+
+class FrozenWeight(nn.Module):
+    """A frozen random tensor that carries no score (not maskable); ``forward()`` returns it, so
+    a structure uses it exactly like a :class:`MaskedWeight`."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.weight.shape)}, frozen"
 
 
 def masked_weights(model: nn.Module) -> list[MaskedWeight]:
@@ -126,6 +182,10 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
     named = [(n, m) for n, m in model.named_modules() if isinstance(m, MaskedWeight)]
     if not named:
         raise ValueError("global_topk: the model has no maskable (subnet) layers")
+    grouped = [n for n, m in named if m.group_dim is not None]
+    if grouped:
+        raise ValueError(f"global_topk ranks whole tensors; {', '.join(grouped)} keep a fixed "
+                         "number per group (fixedsize structure) and cannot take a global share")
     sizes = [m.weight.numel() for _, m in named]
     total = sum(sizes)
     k = kept_count(total, check_sparsity(sparsity, total))

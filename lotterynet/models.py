@@ -17,3 +17,6 @@ def build_model(name: str, **kwargs) -> nn.Module:
     model = MODELS.get(name)(**kwargs)
     model.spec = {"name": name, **kwargs}
     return model
+
+
+from . import archs  # noqa: E402,F401  (registers the built-in architectures)

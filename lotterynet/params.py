@@ -12,7 +12,9 @@ def count_params(model: nn.Module) -> dict[str, int]:
 
     * ``maskable`` — frozen random weights that carry a score;
     * ``kept`` — maskable weights the current masks keep (what plots call "parameters");
-    * ``frozen`` — frozen parameters that carry no score (frozen biases, random conv filters);
+    * ``frozen`` — frozen parameters that carry no score (frozen biases, random conv filters,
+      and the norms / embeddings / tokens that :func:`~lotterynet.convert.convert` freezes at
+      their initial values by default);
     * ``trainable`` — parameters the optimizer updates (scores, and any trained BN/bias).
     """
     tensors = masked_weights(model)
@@ -20,7 +22,7 @@ def count_params(model: nn.Module) -> dict[str, int]:
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad) - maskable
     return {
         "maskable": maskable,
-        "kept": sum(m.k for m in tensors),
+        "kept": sum(m.kept for m in tensors),
         "frozen": frozen,
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }

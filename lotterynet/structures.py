@@ -1,6 +1,14 @@
-"""What replaces one target layer. A structure owns the masked random tensors and computes the
-layer's output through ``op(x, weight)``, the target layer's own linear map (``F.linear`` or
-``F.conv*d`` with the layer's stride, padding, dilation, groups and bias).
+"""What replaces one target layer. A structure owns the random tensors and computes the layer's
+output from the layer's own map, handed to ``forward(x, op)`` as a :class:`LayerOp`:
+``op(x, weight)`` is the target layer's ``F.linear`` / ``F.conv*d`` (stride, padding, dilation,
+groups) *with* the layer's bias, ``op.map(x, weight)`` the same map without bias, ``op.bias``
+the bias. One-stage structures (dense, subsetsum, fixedsize) call ``op`` once; two-stage ones
+(malach, orseau, dacunha) call ``op.map`` and then :func:`pointwise` with ``op.bias``.
+
+Every structure declares its tensors once, in the classmethod ``specs(target, **options)``;
+the constructor builds them from it and :func:`layer_counts` counts them without building
+anything, so width matching can be done analytically. Each structure also declares its
+``default_init`` (used when the layer's ``init`` is None).
 
 Shapes follow PyTorch: a target weight is ``(out, in_per_group, *kernel)``.
 """
@@ -8,13 +16,16 @@ Shapes follow PyTorch: a target weight is ``(out, in_per_group, *kernel)``.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .masking import MaskedWeight
+from .distributions import sample_weights
+from .masking import FrozenWeight, MaskedWeight, check_sparsity, kept_count
+from .plain import split_signs
 from .registry import Registry
 
 STRUCTURES: Registry = Registry("structure")
@@ -41,35 +52,129 @@ class TargetShape:
         return self.in_per_group * math.prod(self.kernel_size)
 
 
-def split_signs(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
-    """``[relu(x), relu(-x)]`` along the channel dimension, per group: channel block g of the
-    result is ``[relu(x_g), relu(-x_g)]``, so a grouped op sees both halves of its own group."""
-    dim = dim % x.ndim
-    xg = x.unflatten(dim, (groups, -1))
-    return torch.stack([F.relu(xg), F.relu(-xg)], dim=dim + 1).flatten(dim, dim + 2)
+class LayerOp:
+    """The target layer's own map with its geometry: ``op(x, w)`` adds the layer's bias,
+    ``op.map(x, w)`` does not. ``fn(x, weight, bias)`` is the layer's functional op."""
+
+    __slots__ = ("fn", "bias")
+
+    def __init__(self, fn, bias: torch.Tensor | None):
+        self.fn, self.bias = fn, bias
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, weight, self.bias)
+
+    def map(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, weight, None)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One random tensor of a structure: its shape, the fan-in its init scales with, whether it
+    carries scores (maskable), and the groups of its top-k (see ``masking.topk_mask``)."""
+
+    shape: tuple[int, ...]
+    fan_in: int
+    maskable: bool = True
+    group_dim: int | None = None
+    group_size: int | None = None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; valid choices: {', '.join(ACTIVATIONS)}")
+    return activation
+
+
+def pointwise(h: torch.Tensor, weight: torch.Tensor, groups: int, dim: int,
+              bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1×1 grouped map along channel dimension ``dim``: output o of group g is
+    ``Σ_a weight[o, a] h[g·A + a] + bias[o]`` (A = channels per group). For a Linear target this
+    is a (block-diagonal) linear layer, for a conv target a ``1×1`` conv with ``groups``."""
+    hg = h.movedim(dim, -1).unflatten(-1, (groups, -1))
+    y = torch.einsum("...ga,gba->...gb", hg, weight.view(groups, -1, weight.shape[1]))
+    y = y.flatten(-2)
+    if bias is not None:
+        y = y + bias
+    return y.movedim(-1, dim)
+
+
+class Structure(nn.Module):
+    """Base class: builds the tensors declared by :meth:`specs` (``MaskedWeight`` if maskable,
+    ``FrozenWeight`` otherwise), each drawn from ``init`` (``default_init`` when None)."""
+
+    default_init = "kaiming_normal"
+
+    def __init__(self, target: TargetShape, *, sparsity, init: str | None = None,
+                 init_kwargs: dict | None = None, generator=None, **options):
+        super().__init__()
+        self.target = target
+        init = self.default_init if init is None else init
+        for name, spec in self.specs(target, **options).items():
+            weight = sample_weights(init, spec.shape, spec.fan_in, generator,
+                                    **(init_kwargs or {}))
+            tensor = (MaskedWeight(spec.shape, fan_in=spec.fan_in, sparsity=sparsity,
+                                   generator=generator, group_dim=spec.group_dim,
+                                   group_size=spec.group_size, weight=weight)
+                      if spec.maskable else FrozenWeight(weight))
+            setattr(self, name, tensor)
+
+    @classmethod
+    def specs(cls, target: TargetShape, **options) -> dict[str, TensorSpec]:
+        raise NotImplementedError
+
+    @classmethod
+    def counts(cls, target: TargetShape, *, sparsity: float = 0.0, **options) -> dict[str, int]:
+        """``{"maskable", "kept", "frozen"}`` of one layer, exactly as ``count_params`` of the
+        built layer reports them (biases excluded), without building it."""
+        maskable = kept = frozen = 0
+        for spec in cls.specs(target, **options).values():
+            if not spec.maskable:
+                frozen += spec.numel
+                continue
+            size, unit = ((spec.numel, "a tensor") if spec.group_dim is None
+                          else (spec.group_size, "a group (fixed-size top-k)"))
+            maskable += spec.numel
+            kept += kept_count(size, check_sparsity(sparsity, size, unit)) * (spec.numel // size)
+        return {"maskable": maskable, "kept": kept, "frozen": frozen}
+
+
+def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
+                 **options) -> dict[str, int]:
+    """Maskable / kept / frozen counts of one layer built with ``structure`` (by name) for
+    ``target`` — the analytic form of ``count_params`` (minus biases), for width matching."""
+    return STRUCTURES.get(structure).counts(target, sparsity=sparsity, **options)
 
 
 @STRUCTURES.register("dense")
-class Dense(nn.Module):
+class Dense(Structure):
     """The target layer itself, with frozen random weights under an edge-popup mask."""
 
-    def __init__(self, target: TargetShape, *, sparsity, init, init_kwargs=None, generator=None,
-                 **unused):
-        super().__init__()
-        self.target = target
-        self.weight = MaskedWeight(target.weight_shape, fan_in=target.fan_in, sparsity=sparsity,
-                                   init=init, init_kwargs=init_kwargs, generator=generator)
+    @classmethod
+    def specs(cls, target, **unused):
+        return {"weight": TensorSpec(target.weight_shape, target.fan_in)}
 
     def effective_weight(self) -> tuple[torch.Tensor, bool]:
         """``(weight, doubles_input)``: the single weight of an equivalent plain layer."""
         return self.weight(), False
 
-    def forward(self, x: torch.Tensor, op) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:
         return op(x, self.weight())
 
 
 @STRUCTURES.register("subsetsum")
-class SubsetSum(nn.Module):
+class SubsetSum(Structure):
     """Pensia et al. (2020), Figure 1c: each target weight w_ij is replaced by ``pairs`` = n
     two-layer paths, ``y_i = Σ_{j,t} ṽ_ijt φ(ũ_jt x_j)`` with both coefficient layers masked.
 
@@ -86,28 +191,32 @@ class SubsetSum(nn.Module):
     of the batch, instead of a batch × out × in × n intermediate.
     """
 
-    def __init__(self, target: TargetShape, *, sparsity, init, init_kwargs=None, generator=None,
-                 pairs: int = 5, activation: str = "relu", shared: bool = True, **unused):
-        super().__init__()
-        if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
-            raise ValueError(f"pairs must be a positive integer, got {pairs!r}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; valid choices: {', '.join(ACTIVATIONS)}"
-            )
-        self.target, self.pairs, self.activation, self.shared = target, pairs, activation, shared
+    def __init__(self, target: TargetShape, *, pairs: int = 5, activation: str = "relu",
+                 shared: bool = True, **common):
+        super().__init__(target, pairs=pairs, activation=activation, shared=shared, **common)
+        self.pairs, self.activation, self.shared = pairs, activation, shared
+        self.terms = self.v.weight.shape[2]
+
+    @classmethod
+    def terms_per_weight(cls, pairs: int, activation: str) -> int:
+        return pairs
+
+    @classmethod
+    def specs(cls, target, *, pairs=5, activation="relu", shared=True, **unused):
+        check_positive_int("pairs", pairs)
+        check_activation(activation)
+        terms = cls.terms_per_weight(pairs, activation)
         out, in_g, kernel = target.out_features, target.in_per_group, target.kernel_size
-        v_shape = (out, in_g, pairs, *kernel)
-        u_shape = (target.groups * in_g, pairs) if shared else v_shape
-        common = dict(sparsity=sparsity, init=init, init_kwargs=init_kwargs, generator=generator)
-        # Each hidden unit sees one input; each output sums in_g * n * kernel hidden units.
-        self.u = MaskedWeight(u_shape, fan_in=1, **common)
-        self.v = MaskedWeight(v_shape, fan_in=in_g * pairs * math.prod(kernel), **common)
+        v_shape = (out, in_g, terms, *kernel)
+        u_shape = (target.groups * in_g, terms) if shared else v_shape
+        # Each hidden unit sees one input; each output sums in_g * terms * kernel hidden units.
+        return {"u": TensorSpec(u_shape, 1),
+                "v": TensorSpec(v_shape, in_g * terms * math.prod(kernel))}
 
     def effective_weight(self) -> tuple[torch.Tensor, bool]:
         """``([P, N], True)`` for ReLU (per group, P then N along the input channels),
         ``(W, False)`` for identity; shaped like the target weight (input channels doubled)."""
-        t, n = self.target, self.pairs
+        t, n = self.target, self.terms
         g, out_g, in_g = t.groups, t.out_features // t.groups, t.in_per_group
         v = self.v().reshape(g, out_g, in_g, n, -1)  # (groups, out_g, in_g, n, kernel)
         u = self.u()
@@ -121,8 +230,133 @@ class SubsetSum(nn.Module):
         w = w.reshape(t.out_features, len(signs) * in_g, *t.kernel_size)
         return w, self.activation == "relu"
 
-    def forward(self, x: torch.Tensor, op) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:
         weight, doubles_input = self.effective_weight()
         if doubles_input:
             x = split_signs(x, self.target.groups, self.target.channel_dim)
         return op(x, weight)
+
+
+@STRUCTURES.register("fixedsize")
+class FixedSize(SubsetSum):
+    """Natale et al., *On the Sparsity of the SLTH*: the subset-sum structure where every target
+    weight keeps **exactly k** of its terms (Random Fixed-Size Subset Sum, Theorem 2 /
+    Corollary 1), so every weight of the ticket has the same size. Density per group
+    γ = k / n; the layer's ``sparsity`` sets ``k = round((1 − sparsity) · n)`` (≥ 1, validated),
+    so ``sparsity = 1 − k/n`` asks for a given k.
+
+    * ``v`` (second layer) carries the group-wise top-k over the n scores of each group
+      (a ``MaskedWeight`` with ``group_dim``; still straight-through, no sort).
+    * ReLU: as in the proof of Natale et al.'s Theorem 3 (App. F, ``M_{2i-1} ∈ R^{2 d n* × d}``)
+      each target weight has ``2 · pairs`` terms: ``pairs`` = n* for the positive part of the
+      input and ``pairs`` for the negative part, and *each sign half keeps exactly k*. The
+      first ``pairs`` hidden units of every input get ``u > 0`` (they see relu(x)) and the last
+      ``pairs`` get ``u < 0`` (relu(−x)): ``u`` is drawn from ``init`` and its signs fixed.
+      Identity: ``pairs`` terms per weight, one group of n.
+    * ``u`` (first layer) is frozen and **not maskable**: in Natale et al.'s construction the
+      input-layer edges kept are exactly those reaching a hidden unit with a kept outgoing edge
+      (App. F, "Lemma 3" step), i.e. u's mask is implied by v's; it counts as ``frozen``.
+    """
+
+    def __init__(self, target: TargetShape, **options):
+        super().__init__(target, **options)
+        if self.activation == "relu":
+            sign_dim = 1 if self.shared else 2
+            signs = torch.ones(self.terms)
+            signs[self.pairs:] = -1
+            shape = [1] * self.u.weight.ndim
+            shape[sign_dim] = self.terms
+            with torch.no_grad():
+                self.u.weight.copy_(self.u.weight.abs() * signs.view(shape))
+
+    @classmethod
+    def terms_per_weight(cls, pairs: int, activation: str) -> int:
+        return 2 * pairs if activation == "relu" else pairs
+
+    @classmethod
+    def specs(cls, target, *, pairs=5, activation="relu", shared=True, **unused):
+        specs = super().specs(target, pairs=pairs, activation=activation, shared=shared)
+        u, v = specs["u"], specs["v"]
+        return {"u": TensorSpec(u.shape, u.fan_in, maskable=False),
+                "v": TensorSpec(v.shape, v.fan_in, group_dim=2, group_size=pairs)}
+
+
+class TwoLayer(Structure):
+    """``map(c_in → H) → ReLU → 1×1 map(H → c_out)``: the target layer's own linear/conv map
+    (its geometry, no bias) into H hidden units or channels, ReLU, then a pointwise map with
+    ``stage2_groups`` groups and the layer's bias, applied once at the end. Depth doubles.
+    Tensors: ``u`` of shape ``(H, in_per_group, *kernel)``, ``v`` of shape
+    ``(out, H / stage2_groups)``, both masked layer-wise.
+
+    There is no single equivalent weight (ReLU between the stages), so these structures have
+    no ``effective_weight``: exporting a ticket to plain layers needs it and must refuse them.
+    """
+
+    default_init = "uniform"
+
+    def __init__(self, target: TargetShape, *, pairs: int = 5, hidden: int | None = None,
+                 **common):
+        super().__init__(target, pairs=pairs, hidden=hidden, **common)
+        self.hidden, self.stage2_groups = self.hidden_and_groups(target, pairs, hidden)
+
+    @classmethod
+    def hidden_and_groups(cls, target, pairs, hidden) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @classmethod
+    def specs(cls, target, *, pairs=5, hidden=None, **unused):
+        check_positive_int("pairs", pairs)
+        width, groups = cls.hidden_and_groups(target, pairs, hidden)
+        return {"u": TensorSpec((width, *target.weight_shape[1:]), target.fan_in),
+                "v": TensorSpec((target.out_features, width // groups), width // groups)}
+
+    def forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:
+        h = F.relu(op.map(x, self.u()))
+        return pointwise(h, self.v(), self.stage2_groups, self.target.channel_dim, op.bias)
+
+
+@STRUCTURES.register("malach")
+class Malach(TwoLayer):
+    """Malach et al. (2020), Theorem 2.1: a target layer becomes ``Linear(d_in → H) → ReLU →
+    Linear(H → d_out)`` with U[−1, 1] weights and no block structure (each target weight is
+    found as two hidden neurons, one per sign, Lemmas 2.4–2.5). For a conv target the first
+    map is the layer's own conv into H channels and the second a 1×1 conv (grouped like the
+    layer). ``hidden`` = H; by default ``pairs · in_channels`` (``pairs · d_in`` for Linear),
+    the hidden width of Pensia et al.'s Theorem 1 network with n = ``pairs``.
+    """
+
+    @classmethod
+    def hidden_and_groups(cls, target, pairs, hidden):
+        width = pairs * target.groups * target.in_per_group if hidden is None else hidden
+        check_positive_int("hidden", width)
+        if width % target.groups:
+            raise ValueError(f"hidden={width} must be a multiple of groups={target.groups}")
+        return width, target.groups
+
+
+@STRUCTURES.register("orseau")
+class Orseau(Malach):
+    """Orseau et al. (2020), Theorem 3: Malach's two-layer form with weights drawn from the
+    hyperbolic distribution (density ∝ 1/|w| on ±[α, β]); α, β default to Theorem 3's range
+    (``distributions.orseau_range``), set them through ``init_kwargs``. Each target weight is
+    a golden-ratio sum of at most k′ hidden neurons (Corollary 10)."""
+
+    default_init = "hyperbolic"
+
+
+@STRUCTURES.register("dacunha")
+class DaCunha(TwoLayer):
+    """da Cunha et al. (2022), Lemma 2 / Theorem 1: a target kernel ``K ∈ R^{c1×c0×d×d}``
+    becomes ``Conv2d(c0 → c1·n′, d) → ReLU → Conv2d(c1·n′ → c1, 1, groups=c1)`` with U[−1, 1]
+    weights: output channel ℓ owns its own n′ = ``pairs`` intermediate channels (the
+    block-diagonal mask T of App. B). For Linear the analogous form: ``Linear(d_in → d_out·n′)``,
+    then output i sums its own n′ hidden units. The theorem assumes **non-negative inputs**
+    (X ∈ [0, 1]); on signed inputs the structure still runs but carries no guarantee.
+    """
+
+    @classmethod
+    def hidden_and_groups(cls, target, pairs, hidden):
+        if hidden is not None:
+            raise ValueError(f"dacunha's hidden width is out_channels · pairs; set pairs, not "
+                             f"hidden={hidden!r}")
+        return target.out_features * pairs, target.out_features

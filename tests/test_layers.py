@@ -113,7 +113,9 @@ def test_sparsity_property_updates_every_tensor():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(structure="wide"), r"unknown structure 'wide'; valid choices: dense, subsetsum"),
+    (dict(structure="wide"),
+     r"unknown structure 'wide'; valid choices: dacunha, dense, fixedsize, malach, orseau, "
+     r"subsetsum"),
     (dict(structure="subsetsum", activation="tanh"),
      r"unknown activation 'tanh'; valid choices: relu, identity"),
     (dict(structure="subsetsum", pairs=0), r"pairs must be a positive integer, got 0"),

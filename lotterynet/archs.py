@@ -1,0 +1,152 @@
+"""The architectures of the experiments, registered in :data:`lotterynet.models.MODELS`.
+
+* ``fc2`` 784-500-10 and ``fc4`` 784-500-500-500-10 (Pensia et al., Experiment 2);
+* ``lenet5``: conv 6@5×5 (padding 2) → pool → conv 16@5×5 → pool → 120 → 84 → 10; the convs
+  are random and frozen by default (the paper's setup), subnet layers with ``subnet_convs``;
+* ``conv2`` … ``conv8``: the CIFAR-10 convnets of Ramanujan et al. (3×3 convs, two per block,
+  channels 64/128/256/512, max-pool after each block, then 256-256-10).
+
+Every layer that the structure applies to (all Linear layers of the FC nets, LeNet5's FC part,
+every layer of the conv nets) is built by a :class:`Layers` factory, which makes either subnet
+layers (frozen random weights under an edge-popup mask, no bias) or, for the trained dense
+baseline, plain ``nn`` layers. Pensia et al. replace every FC layer, the last one included:
+their wide sizing (h = 2508 for FC2) is only reproduced when the output layer counts too.
+
+``width``: ``None`` gives the paper's widths; an integer gives the *wide* family, where every
+hidden width is an integer multiple of ``width`` (FC nets: all hidden layers = width; LeNet5:
+both FC hidden layers = width; conv nets: channels width·(1, 2, 4, 8), FC hidden 4·width).
+So the maskable count is a quadratic polynomial in ``width`` (see :mod:`lotterynet.widen`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .distributions import sample_weights
+from .layers import SubnetConv2d, SubnetLinear
+from .models import MODELS
+
+
+@dataclass
+class Layers:
+    """Builds the layers of one model; layer ``i`` gets seed ``seed + i`` so the frozen weights
+    and the initial scores depend only on the seed and the position."""
+
+    structure: str = "dense"
+    sparsity: float = 0.5
+    pairs: int = 5
+    activation: str = "relu"
+    init: str = "kaiming_normal"
+    shared: bool = True
+    trained: bool = False
+    seed: int = 0
+    _count: int = field(default=0, repr=False)
+
+    def _next_seed(self) -> int:
+        self._count += 1
+        return self.seed + self._count - 1
+
+    def _subnet_kwargs(self) -> dict:
+        return dict(sparsity=self.sparsity, init=self.init, structure=self.structure,
+                    pairs=self.pairs, activation=self.activation, shared=self.shared,
+                    seed=self._next_seed())
+
+    def linear(self, d_in: int, d_out: int) -> nn.Module:
+        if self.trained:
+            return _seeded(nn.Linear(d_in, d_out, bias=False), self._next_seed())
+        return SubnetLinear(d_in, d_out, **self._subnet_kwargs())
+
+    def conv(self, c_in: int, c_out: int, kernel: int, padding: int = 0) -> nn.Module:
+        if self.trained:
+            return _seeded(nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False),
+                           self._next_seed())
+        return SubnetConv2d(c_in, c_out, kernel, padding=padding, **self._subnet_kwargs())
+
+    def frozen_conv(self, c_in: int, c_out: int, kernel: int, padding: int = 0) -> nn.Module:
+        """A conv with random frozen filters from ``init`` and no mask (LeNet5 in the paper)."""
+        conv = nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False)
+        generator = torch.Generator().manual_seed(self._next_seed())
+        weight = sample_weights(self.init, conv.weight.shape, c_in * kernel * kernel, generator)
+        conv.weight = nn.Parameter(weight, requires_grad=False)
+        return conv
+
+
+def _seeded(layer: nn.Module, seed: int) -> nn.Module:
+    """Re-initialise an ``nn`` layer as PyTorch does, but from its own seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    return layer
+
+
+def _mlp(layers: Layers, widths: list[int]) -> list[nn.Module]:
+    """Linear layers through ``widths`` with ReLU between them (none after the last)."""
+    modules: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
+        modules += [layers.linear(d_in, d_out)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
+    return modules
+
+
+def _layers(seed, trained, **subnet) -> Layers:
+    return Layers(trained=trained, seed=seed, **subnet)
+
+
+def _fc(depth: int):
+    def build(*, width: int | None = None, in_channels: int = 1, image_size: int = 28,
+              num_classes: int = 10, seed: int = 0, trained: bool = False, **subnet) -> nn.Module:
+        hidden = [width or 500] * depth
+        widths = [in_channels * image_size**2, *hidden, num_classes]
+        return nn.Sequential(nn.Flatten(), *_mlp(_layers(seed, trained, **subnet), widths))
+
+    build.__doc__ = f"FC{depth + 1}: {depth} hidden layer(s) of 500 (or ``width``)."
+    return build
+
+
+for _depth, _name in [(1, "fc2"), (3, "fc4")]:
+    MODELS.register(_name)(_fc(_depth))
+
+
+@MODELS.register("lenet5")
+def lenet5(*, width: int | None = None, in_channels: int = 1, image_size: int = 28,
+           num_classes: int = 10, seed: int = 0, trained: bool = False,
+           subnet_convs: bool = False, **subnet) -> nn.Module:
+    layers = _layers(seed, trained, **subnet)
+    conv = layers.conv if subnet_convs else layers.frozen_conv
+    side = (image_size // 2 - 4) // 2  # conv1 keeps the size (padding 2), conv2 takes 4 off
+    hidden = [width, width] if width else [120, 84]
+    return nn.Sequential(
+        conv(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        conv(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        *_mlp(layers, [16 * side * side, *hidden, num_classes]))
+
+
+def _convnet(blocks: int):
+    def build(*, width: int | None = None, in_channels: int = 3, image_size: int = 32,
+              num_classes: int = 10, seed: int = 0, trained: bool = False,
+              **subnet) -> nn.Module:
+        layers = _layers(seed, trained, **subnet)
+        width = width or 64
+        modules: list[nn.Module] = []
+        c_in = in_channels
+        for block in range(blocks):
+            c_out = width * 2**block
+            modules += [layers.conv(c_in, c_out, 3, padding=1), nn.ReLU(),
+                        layers.conv(c_out, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            c_in = c_out
+        side = image_size // 2**blocks
+        widths = [c_in * side * side, 4 * width, 4 * width, num_classes]
+        return nn.Sequential(*modules, nn.Flatten(), *_mlp(layers, widths))
+
+    build.__doc__ = f"Conv{2 * blocks} of Ramanujan et al. (edge-popup), {blocks} conv block(s)."
+    return build
+
+
+for _blocks in range(1, 5):
+    MODELS.register(f"conv{2 * _blocks}")(_convnet(_blocks))
+
+# The paper recipes' learning rates, used when the config leaves ``lr`` unset.
+DEFAULT_LR = {"fc2": 0.1, "fc4": 0.1, "lenet5": 0.01, "conv2": 0.1, "conv4": 0.1, "conv6": 0.1,
+              "conv8": 0.1}

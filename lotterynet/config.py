@@ -1,0 +1,196 @@
+"""One run's configuration: a dataclass that is at once the YAML schema, the command line and the
+record written to ``results.json``.
+
+Every field carries its help text; :func:`build_parser` turns the fields into flags (with their
+defaults in the help), :func:`load_yaml` reads a file with the same keys, and
+:func:`resolve_config` merges file and flags (flags win) and validates the result. Names
+(architecture, structure, init, data set, optimizer, scheduler) are checked against their
+registries at validation time, so a structure registered by another module is accepted without
+touching this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .registry import Registry
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the value and the choices."""
+
+
+def _opt(default, help: str, **argparse_kwargs):
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+@dataclass
+class RunConfig:
+    # what is trained
+    arch: str = _opt("lenet5", "architecture (fc2, fc4, lenet5, conv2, conv4, conv6, conv8, ...)")
+    structure: str = _opt("subsetsum", "structure of the subnet layers: dense, subsetsum, wide "
+                          "(the dense net widened to match --match), or any registered structure")
+    sparsity: float = _opt(0.5, "fraction of maskable weights PRUNED, in [0, 1) (0.9 keeps 10%%)")
+    pairs: int = _opt(5, "coefficient pairs per target weight of the subset-sum structure "
+                      "(also sizes --structure wide)")
+    activation: str = _opt("relu", "activation inside the subset-sum structure",
+                           choices=["relu", "identity"])
+    init: str = _opt("kaiming_normal", "distribution of the frozen random weights")
+    shared: bool = _opt(True, "share the subset-sum first layer across outputs (the paper's "
+                        "construction); --no-shared gives the literal per-weight Figure 1c")
+    match: str = _opt("subsetsum", "for --structure wide: the structure whose maskable count the "
+                      "wide net matches (built with the same --pairs/--activation)")
+    subnet_convs: bool = _opt(False, "LeNet5: make the conv layers subnet layers too (default: "
+                              "random frozen filters, as in the paper); with --train-weights: "
+                              "train the convs too")
+    train_weights: bool = _opt(False, "the trained dense baseline: the same architecture with "
+                               "ordinary trained weights (no masks)")
+    # data
+    dataset: str = _opt("mnist", "data set (mnist, fashion-mnist, cifar10)")
+    data_dir: str | None = _opt(None, "folder with the data in torchvision's layout (default: "
+                                "$LOTTERYNET_DATA, else ./data; downloaded if missing and online)")
+    val_size: int = _opt(5000, "validation examples held out from the TRAIN set (fixed split)")
+    limit_train: int | None = _opt(None, "train on only the first N training examples")
+    # optimisation (Pensia et al., Experiment 2)
+    epochs: int = _opt(10, "training epochs")
+    stop_after: int | None = _opt(None, "stop after this many epochs, untested, leaving the "
+                                  "checkpoint to --resume (the schedule still spans --epochs)")
+    lr: float | None = _opt(None, "learning rate (default: the architecture's paper recipe: "
+                            "0.1 FC nets and conv nets, 0.01 LeNet5)")
+    optimizer: str = _opt("sgd", "optimizer (sgd, adam)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    weight_decay: float = _opt(5e-4, "weight decay (applies to the scores, or to the weights with "
+                               "--train-weights; frozen weights never change)")
+    scheduler: str = _opt("cosine", "learning-rate schedule (cosine, constant)")
+    batch_size: int = _opt(64, "batch size (per device)")
+    seed: int = _opt(0, "seed of the frozen weights, the scores and the batch order")
+    # hardware
+    accelerator: str = _opt("auto", "Lightning accelerator: auto (CUDA when present), cpu, gpu")
+    devices: int = _opt(1, "devices; N > 1 runs DDP (gloo on the CPU)")
+    precision: str = _opt("32-true", "Lightning precision (32-true, bf16-mixed, 16-mixed)")
+    # output
+    progress_bar: bool = _opt(True, "show Lightning's progress bar")
+    out: str | None = _opt(None, "run directory (default: runs/ARCH-STRUCTURE-s<SPARSITY>-"
+                           "<ACTIVATION>-e<EPOCHS>-seed<SEED>)")
+    overwrite: bool = _opt(False, "allow writing into a run directory that already holds a run")
+    resume: str | None = _opt(None, "continue from this checkpoint (e.g. "
+                              "RUN/checkpoints/last.ckpt), with the config stored in it")
+    wandb: bool = _opt(False, "log to Weights & Biases (offline when no API key is configured)")
+    wandb_project: str = _opt("lotterynet", "W&B project")
+    wandb_group: str | None = _opt(None, "W&B group (a sweep puts its cells in one group)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """The scalar type of a field (``str | None`` -> ``str``)."""
+    return {"str": str, "int": int, "float": float, "bool": bool}[
+        str(f.type).split("|")[0].strip()]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`RunConfig` field, defaulting to ``None`` so that only the flags the
+    user gave override the YAML file; the help shows the dataclass default."""
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        kind = field_type(f)
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        extra = {k: v for k, v in f.metadata.items() if k != "help"}
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, metavar=name.upper(),
+                                help=help_text, **extra)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: "
+                          f"{str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of options")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def make_config(values: dict) -> RunConfig:
+    """A validated :class:`RunConfig` from a mapping of (some of) its fields."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(FIELDS)}")
+    typed = {}
+    for name, value in values.items():
+        kind = field_type(FIELDS[name])
+        if value is None or isinstance(value, kind) or (kind is float and type(value) is int):
+            typed[name] = float(value) if kind is float and value is not None else value
+        else:
+            raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
+    config = RunConfig(**typed)
+    validate(config)
+    return config
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """YAML file (``args.config``) overlaid with the flags that were given."""
+    values = load_yaml(args.config) if getattr(args, "config", None) else {}
+    values.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
+    return make_config(values)
+
+
+def _check_name(registry: Registry, value: str) -> None:
+    try:
+        registry.get(value)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+WIDE = "wide"
+
+
+def validate(config: RunConfig) -> None:
+    """Raise :class:`ConfigError` on the first bad value."""
+    from .data import DATASETS
+    from .distributions import DISTRIBUTIONS
+    from .models import MODELS
+    from .optim import OPTIMIZERS, SCHEDULERS
+    from .structures import ACTIVATIONS, STRUCTURES
+
+    _check_name(MODELS, config.arch)
+    if config.structure != WIDE and config.structure not in STRUCTURES:
+        raise ConfigError(f"unknown structure {config.structure!r}; valid choices: "
+                          f"{', '.join(STRUCTURES.names() + [WIDE])}")
+    _check_name(STRUCTURES, config.match)
+    _check_name(DISTRIBUTIONS, config.init)
+    _check_name(DATASETS, config.dataset)
+    _check_name(OPTIMIZERS, config.optimizer)
+    _check_name(SCHEDULERS, config.scheduler)
+    if config.activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {config.activation!r}; valid choices: "
+                          f"{', '.join(ACTIVATIONS)}")
+    if not 0.0 <= config.sparsity < 1.0:
+        raise ConfigError(f"sparsity is the fraction of weights pruned and must be in [0, 1), "
+                          f"got {config.sparsity!r}")
+    positive = ["epochs", "batch_size", "pairs", "devices"]
+    optional = ("limit_train", "lr", "stop_after")
+    positive += [name for name in optional if getattr(config, name) is not None]
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)!r}")
+    if config.val_size < 0:
+        raise ConfigError(f"val_size must be >= 0, got {config.val_size!r}")
+    if config.resume is not None and not Path(config.resume).is_file():
+        raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")

@@ -1,0 +1,193 @@
+"""``convert(model, ...)``: edge-popup inside a model you already have (timm, torchvision, your
+own). Every selected ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` is replaced, in place, by its
+subnet counterpart (frozen random weights, trainable scores); the model's ``forward`` is not
+touched.
+
+What happens to the rest of the selected modules:
+
+* **bias** of a replaced layer — ``"frozen"`` (random, frozen; the subnet layer's own draw),
+  ``"trainable"`` (the same draw, trained), ``"none"`` (removed).
+* **batch norm** — ``"non-affine"`` (affine weight and bias removed, running statistics kept,
+  as in the edge-popup paper), ``"trainable"`` (left as it is).
+* **any other parameter** (LayerNorm, embeddings, cls/position tokens, layer-scale gammas,
+  layers of other types such as ``Conv3d``) — ``others="frozen"`` (the default: frozen at its
+  initial value, so it is part of the random network and ``count_params`` reports it as
+  ``frozen``) or ``"trainable"`` (left as it is; reported as ``trainable``).
+
+Frozen random values must be reproducible for a ticket to be rebuilt from its seed: each
+replaced layer draws from its own generator, seeded from ``seed`` and the module's name; the
+values of non-converted modules are whatever the model's constructor drew (build the model
+under a fixed torch seed, as the ``"timm"`` builder does).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class Convertible:
+    """How to rebuild a plain layer type as a subnet layer: the class and its positional args."""
+
+    subnet: type
+    args: Callable[[nn.Module], tuple]
+
+
+def _linear_args(m: nn.Linear) -> tuple:
+    return (m.in_features, m.out_features)
+
+
+def _conv_args(m: nn.Conv1d | nn.Conv2d) -> tuple:
+    return (m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+            m.groups)
+
+
+def type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+#: Layer types ``convert`` replaces, by fully qualified class name. A subclass of ``nn.Linear``
+#: or ``nn.Conv*d`` that is not listed here may compute something else (``timm``'s
+#: ``Conv2dSame`` pads dynamically, ``nn.MultiheadAttention`` reads its ``out_proj.weight``
+#: directly), so ``convert`` refuses it rather than change what the model computes.
+CONVERTIBLE: Registry = Registry("convertible layer type")
+CONVERTIBLE.register(type_name(nn.Linear))(Convertible(SubnetLinear, _linear_args))
+CONVERTIBLE.register(type_name(nn.Conv1d))(Convertible(SubnetConv1d, _conv_args))
+CONVERTIBLE.register(type_name(nn.Conv2d))(Convertible(SubnetConv2d, _conv_args))
+# timm's Linear only adds a dtype cast under TorchScript.
+CONVERTIBLE.register("timm.layers.linear.Linear")(Convertible(SubnetLinear, _linear_args))
+_FAMILIES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+@dataclass(frozen=True)
+class BiasMode:
+    keep: bool
+    trainable: bool
+
+
+BIAS_MODES: Registry = Registry("bias mode")
+BIAS_MODES.register("frozen")(BiasMode(keep=True, trainable=False))
+BIAS_MODES.register("trainable")(BiasMode(keep=True, trainable=True))
+BIAS_MODES.register("none")(BiasMode(keep=False, trainable=False))
+
+
+def _non_affine(bn: _BatchNorm) -> None:
+    bn.affine = False
+    bn.weight = None  # nn.Module turns this into register_parameter("weight", None)
+    bn.bias = None
+
+
+BATCHNORM_MODES: Registry = Registry("batchnorm mode")
+BATCHNORM_MODES.register("non-affine")(_non_affine)
+BATCHNORM_MODES.register("trainable")(lambda bn: None)
+
+OTHERS_MODES: Registry = Registry("mode for other parameters (others)")
+OTHERS_MODES.register("frozen")(False)  # the value is requires_grad
+OTHERS_MODES.register("trainable")(True)
+
+
+def layer_seed(seed: int, name: str) -> int:
+    """A stable 63-bit seed for the module called ``name`` (sha256, not Python's salted hash)."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _patterns(patterns, what: str) -> tuple[str, ...]:
+    if isinstance(patterns, str):
+        return (patterns,)
+    if not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"{what} must be glob patterns (strings), got {patterns!r}")
+    return tuple(patterns)
+
+
+def _convertible(module: nn.Module, name: str) -> Convertible | None:
+    """The conversion rule for ``module``, ``None`` if it is not a Linear/Conv1d/Conv2d."""
+    if not isinstance(module, _FAMILIES):
+        return None
+    if type_name(type(module)) not in CONVERTIBLE:
+        raise ValueError(
+            f"module {name!r} is a {type_name(type(module))}, a subclass of a convertible layer "
+            f"that may compute something else; exclude it (exclude=[{name!r}]) or register it "
+            f"in lotterynet.convert.CONVERTIBLE. Known types: {', '.join(CONVERTIBLE.names())}")
+    if getattr(module, "padding_mode", "zeros") != "zeros":
+        raise ValueError(f"module {name!r} has padding_mode={module.padding_mode!r}; subnet "
+                         "convolutions support only padding_mode='zeros'")
+    return CONVERTIBLE.get(type_name(type(module)))
+
+
+def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *,
+                  seed: int, **options) -> nn.Module:
+    keep_bias = bias.keep and module.bias is not None
+    try:
+        layer = rule.subnet(*rule.args(module), keep_bias, seed=layer_seed(seed, name), **options)
+    except ValueError as error:
+        raise ValueError(f"cannot convert module {name!r}: {error}") from error
+    if keep_bias:
+        layer.bias.requires_grad_(bias.trainable)
+    layer.train(module.training)
+    return layer.to(module.weight.device)
+
+
+def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
+            structure: str = "dense", include=None, exclude=None, seed: int = 0,
+            bias: str = "frozen", batchnorm: str = "non-affine", others: str = "frozen",
+            **layer_options) -> nn.Module:
+    """Replace the selected Linear/Conv1d/Conv2d layers of ``model`` by subnet layers, in place.
+
+    ``include`` / ``exclude``: module-name glob patterns (``fnmatch``; ``"layer4.*"``,
+    ``"*.fc2"``, ``"head"``); a module is selected when it matches some ``include`` pattern
+    (all modules if ``include`` is None; the model itself is named ``""``) and no ``exclude``
+    pattern. Only selected modules are touched: replaced, batch-norm mode applied, other
+    parameters frozen (``others``).
+    ``layer_options`` go to every subnet layer (``init_kwargs``, ``pairs``, ``activation``,
+    ``shared``). Returns ``model`` (or the subnet layer, if ``model`` itself is a layer).
+    """
+    bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
+    others_trainable = OTHERS_MODES.get(others)
+    include = None if include is None else _patterns(include, "include")
+    exclude = _patterns(exclude or (), "exclude")
+
+    def selected(name: str) -> bool:
+        return (include is None or _matches(name, include)) and not _matches(name, exclude)
+
+    names: dict[int, list[str]] = {}  # one module may be registered under several names
+    modules: dict[int, nn.Module] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+        modules[id(module)] = module
+    inside_subnets = {id(m) for layer in modules.values() if isinstance(layer, _SubnetLayer)
+                      for m in layer.modules()}
+    replaced: dict[str, nn.Module] = {}
+    for key, module in modules.items():
+        name = names[key][0]
+        if not selected(name) or key in inside_subnets:
+            continue
+        rule = _convertible(module, name)
+        if rule is not None:
+            layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, sparsity=sparsity,
+                                  init=init, structure=structure, **layer_options)
+            replaced.update(dict.fromkeys(names[key], layer))
+        elif isinstance(module, _BatchNorm):
+            bn_mode(module)
+        else:
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(others_trainable)
+    for name, layer in replaced.items():
+        if not name:
+            return layer
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer)
+    return model

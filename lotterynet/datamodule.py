@@ -1,0 +1,119 @@
+"""Lightning data over whole tensors.
+
+MNIST-sized data sets fit on any device, so each split lives there as one tensor and a batch is
+a slice of it: no worker processes, no per-batch host work. The training order is a permutation
+drawn from a generator seeded with ``(seed, epoch)``, so it is the same on every run, survives
+``--resume`` without saving any state, and is split between DDP ranks without overlap.
+
+Validation is held out from the *training* split with a fixed seed (never from the test split);
+the test split is evaluated once, at the end.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from .data import DatasetNotFound, load_split
+
+SPLIT_SEED = 20200601  # the train/validation split; fixed so that every run sees the same one
+EVAL_BATCH = 1000  # evaluation batches: results do not depend on it, per-batch overhead does
+
+
+def load_or_download(name: str, root, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local files first; torchvision's download when they are missing (and we are online)."""
+    try:
+        return load_split(name, root, train=train)
+    except DatasetNotFound as missing:
+        try:
+            return load_split(name, root, train=train, download=True)
+        except (DatasetNotFound, OSError):
+            raise missing from None
+
+
+class EpochPermutation:
+    """Indices ``0..n-1`` in a fresh seeded order every epoch (or in order when not shuffling),
+    this rank's share only. ``set_epoch`` is called by Lightning's fit loop."""
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> torch.Tensor:
+        if not self.shuffle:  # evaluation: interleaved shards, every example exactly once
+            return torch.arange(self.rank, self.n, self.world)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=generator)
+        per_rank = self.n // self.world  # equal shares, so DDP steps stay in lock-step
+        return order[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+    def __len__(self) -> int:
+        return self.n // self.world if self.shuffle else len(range(self.rank, self.n, self.world))
+
+
+class TensorLoader:
+    """Batches ``(x[idx], y[idx])`` sliced from tensors that already live on the device.
+
+    Like a ``DataLoader`` it exposes ``sampler`` (Lightning calls its ``set_epoch``) and
+    ``batch_sampler`` (None: batching is done here)."""
+
+    batch_sampler = None
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                 sampler: EpochPermutation):
+        self.x, self.y, self.batch_size, self.sampler = x, y, batch_size, sampler
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self):
+        order = self.sampler.indices().to(self.x.device)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class TensorDataModule(pl.LightningDataModule):
+    def __init__(self, dataset: str, data_dir=None, *, batch_size: int = 64,
+                 val_size: int = 5000, limit_train: int | None = None, seed: int = 0):
+        super().__init__()
+        self.batch_size, self.seed = batch_size, seed
+        x, y = load_or_download(dataset, data_dir, train=True)
+        if not 0 <= val_size < len(x):
+            raise ValueError(f"val_size must be in [0, {len(x)}), got {val_size}")
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
+        train_idx, val_idx = order[:len(x) - val_size], order[len(x) - val_size:]
+        train_idx = train_idx[:limit_train] if limit_train else train_idx
+        self.splits = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]),
+                       "test": load_or_download(dataset, data_dir, train=False)}
+        self.in_channels, self.image_size = x.shape[1], x.shape[-1]
+        self.num_classes = int(y.max()) + 1
+        self._on_device: dict = {}
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> TensorLoader:
+        device, rank, world = torch.device("cpu"), 0, 1
+        if self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        key = (split, str(device))
+        if key not in self._on_device:  # one host-to-device copy per split, ever
+            self._on_device[key] = tuple(t.to(device) for t in self.splits[split])
+        x, y = self._on_device[key]
+        sampler = EpochPermutation(len(x), shuffle=shuffle, seed=self.seed, rank=rank,
+                                   world=world)
+        return TensorLoader(x, y, batch_size, sampler)
+
+    def train_dataloader(self) -> TensorLoader:
+        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> TensorLoader | list:
+        if not len(self.splits["val"][0]):
+            return []
+        return self._loader("val", shuffle=False, batch_size=EVAL_BATCH)
+
+    def test_dataloader(self) -> TensorLoader:
+        return self._loader("test", shuffle=False, batch_size=EVAL_BATCH)
+

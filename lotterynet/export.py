@@ -1,0 +1,90 @@
+"""``export(model)``: a deep copy of a subnet model in which every subnet layer is a plain torch
+layer with its masked weights baked in, for inference without lotterynet.
+
+Each subnet layer becomes the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` whose weight is its
+structure's ``effective_weight()``: the masked weight for ``dense``; for ``subsetsum`` the
+collapsed weight (DESIGN.md) — with φ = identity one layer ``W_ij = Σ_t ṽ_ijt ũ_jt``, with
+φ = ReLU ``SplitSigns`` (``[relu(x), relu(-x)]`` per group) followed by one layer with weight
+``[P, N]`` on twice the input channels. Any structure that exposes ``effective_weight()`` exports
+the same way. ``sparse=True`` stores each baked weight as the indices and values of its non-zero
+entries (:mod:`lotterynet.plain`), smaller when most weights are pruned.
+
+The result is made of torch modules and of those in :mod:`lotterynet.plain` (torch only,
+TorchScript-scriptable): ``torch.jit.script(export(model))`` runs with no lotterynet at all.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
+from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
+
+
+def _linear_args(layer: SubnetLinear, weight: torch.Tensor) -> tuple:
+    return (weight.shape[1], weight.shape[0], layer.bias is not None)
+
+
+def _conv_args(layer: SubnetConv1d | SubnetConv2d, weight: torch.Tensor) -> tuple:
+    return (weight.shape[1] * layer.groups, weight.shape[0], layer.kernel_size, layer.stride,
+            layer.padding, layer.dilation, layer.groups, layer.bias is not None)
+
+
+@dataclass(frozen=True)
+class PlainForm:
+    """The plain layer a subnet layer type exports to: its class, its sparse twin, the channel
+    dimension of its input, and its constructor's arguments given the baked weight (whose input
+    channels may be doubled)."""
+
+    plain: type
+    sparse: type
+    channel_dim: int
+    args: Callable[[_SubnetLayer, torch.Tensor], tuple]
+
+
+PLAIN_FORMS: dict[type, PlainForm] = {
+    SubnetLinear: PlainForm(nn.Linear, SparseLinear, -1, _linear_args),
+    SubnetConv1d: PlainForm(nn.Conv1d, SparseConv1d, 1, _conv_args),
+    SubnetConv2d: PlainForm(nn.Conv2d, SparseConv2d, 1, _conv_args),
+}
+
+
+def export_layer(layer: _SubnetLayer, *, sparse: bool = False, name: str = "") -> nn.Module:
+    """The plain module computing what ``layer`` computes with its current masks."""
+    if not hasattr(layer.structure, "effective_weight"):
+        raise ValueError(
+            f"layer {name!r}: structure {layer.structure_name!r} has no effective_weight(), so it "
+            "cannot be exported as a plain layer")
+    form = PLAIN_FORMS[type(layer)]
+    with torch.no_grad():
+        weight, doubles_input = layer.structure.effective_weight()
+        plain = form.plain(*form.args(layer, weight)).to(weight.device, weight.dtype)
+        plain.weight.copy_(weight)
+        if layer.bias is not None:
+            plain.bias.copy_(layer.bias)
+    plain.train(layer.training)
+    if sparse:
+        plain = form.sparse(plain)
+    if doubles_input:
+        groups = getattr(layer, "groups", 1)
+        return nn.Sequential(SplitSigns(groups, form.channel_dim), plain)
+    return plain
+
+
+def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
+    """A deep copy of ``model`` with every subnet layer replaced by :func:`export_layer`."""
+    exported = copy.deepcopy(model)
+    exported.__dict__.pop("spec", None)  # no longer the architecture build_model made
+    if isinstance(exported, _SubnetLayer):
+        return export_layer(exported, sparse=sparse)
+    layers = [(n, m) for n, m in exported.named_modules() if isinstance(m, _SubnetLayer)]
+    for name, layer in layers:
+        parent, _, child = name.rpartition(".")
+        setattr(exported.get_submodule(parent), child, export_layer(layer, sparse=sparse,
+                                                                    name=name))
+    return exported

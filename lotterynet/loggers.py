@@ -1,0 +1,95 @@
+"""Metric loggers of a run: a CSV log always, W&B on request.
+
+W&B goes offline by itself when no API key is configured (neither ``$WANDB_API_KEY`` nor an
+``api.wandb.ai`` entry in ``~/.netrc``); an explicit ``$WANDB_MODE`` always wins. Offline runs
+land in ``RUN_DIR/wandb/offline-run-*`` and upload later with ``wandb sync``.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+
+def wandb_has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode() -> str:
+    return os.environ.get("WANDB_MODE") or ("online" if wandb_has_api_key() else "offline")
+
+
+def make_loggers(run_dir: Path, config: dict) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(run_dir, name="", version="")]
+    if config["wandb"]:
+        loggers.append(WandbLogger(
+            project=config["wandb_project"], group=config["wandb_group"], name=run_dir.name,
+            save_dir=str(run_dir), config=config, mode=wandb_mode()))
+    return loggers
+
+
+def finish_wandb(loggers: list[Logger], summary: dict) -> str | None:
+    """Write ``summary`` into the W&B run's summary, close the run; returns its directory."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            run.summary.update(summary)
+            run_dir = run.dir
+            run.finish()
+            return str(Path(run_dir).parent)
+    return None
+
+
+def read_wandb_records(path: str | Path):
+    """The protobuf records of a ``run-*.wandb`` file (W&B's LevelDB-style log: a 7-byte file
+    header, then 32 KiB blocks of chunks, each with a 7-byte header ``<crc32, length, type>``;
+    type 1 = whole record, 2/3/4 = first/middle/last piece). Lets offline runs be inspected
+    without uploading them."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    block, header = 32768, struct.Struct("<IHB")
+    data = Path(path).read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B record log")
+    pos, pieces = 7, b""
+    while pos + header.size <= len(data):
+        left_in_block = block - pos % block
+        if left_in_block < header.size:  # block trailer padding
+            pos += left_in_block
+            continue
+        _, length, kind = header.unpack_from(data, pos)
+        if kind == 0:
+            break
+        pieces += data[pos + header.size:pos + header.size + length]
+        pos += header.size + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pieces)
+            pieces = b""
+            yield record
+
+
+def read_wandb_summary(path: str | Path) -> dict:
+    """Final summary of a ``run-*.wandb`` file: the last value of every logged key (history
+    rows and explicit summary updates)."""
+    import json
+
+    summary: dict = {}
+    for record in read_wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        items = (record.history.item if kind == "history"
+                 else record.summary.update if kind == "summary" else [])
+        for item in items:
+            key = item.key or "/".join(item.nested_key)
+            summary[key] = json.loads(item.value_json)
+    return summary

@@ -1,0 +1,87 @@
+"""The LightningModule: cross-entropy training of whatever ``requires_grad`` in the model — the
+scores of the subnet layers (edge-popup), or the weights of the trained dense baseline.
+
+Its hyperparameters are plain dicts (the model spec, the optimizer settings), so checkpoints
+load with ``torch.load(weights_only=True)`` and rebuild the model through ``build_model``.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
+from .masking import masked_weights
+from .models import build_model
+from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
+
+SUBNET_LAYERS = (SubnetLinear, SubnetConv1d, SubnetConv2d)
+STAGES = ("train", "val", "test")
+
+
+class EdgePopupModule(pl.LightningModule):
+    def __init__(self, spec: dict, optim: dict, config: dict | None = None):
+        """``spec``: ``build_model`` arguments, ``{"name": arch, **kwargs}``; ``optim``:
+        ``optimizer``, ``scheduler``, ``lr``, ``momentum``, ``weight_decay``, ``epochs``;
+        ``config``: the run's whole configuration, kept in the checkpoint for ``--resume``."""
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(**spec)
+        num_classes = spec.get("num_classes", 10)
+        # ModuleDict keys may not shadow Module attributes such as ``train``: key "<stage>_".
+        self.acc = torch.nn.ModuleDict(
+            {f"{s}_": MulticlassAccuracy(num_classes, average="micro") for s in STAGES})
+        self.loss = torch.nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        acc, mean_loss = self.acc[f"{stage}_"], self.loss[f"{stage}_"]
+        acc.update(logits.detach(), y)
+        mean_loss.update(loss.detach(), weight=len(y))
+        # Metric objects are computed (and synced across DDP ranks) once per epoch.
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True,
+                 prog_bar=stage != "test")
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        o = self.hparams.optim
+        optimizer = OPTIMIZERS.get(o["optimizer"])(
+            trainable_parameters(self.model), lr=o["lr"], momentum=o["momentum"],
+            weight_decay=o["weight_decay"])
+        scheduler = SCHEDULERS.get(o["scheduler"])(optimizer, epochs=o["epochs"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
+                                                          "interval": "epoch"}}
+
+
+def layer_densities(model: torch.nn.Module) -> dict[str, float]:
+    """Fraction kept of each subnet layer's maskable weights, by module name."""
+    return {name: 1.0 - m.sparsity for name, m in model.named_modules()
+            if isinstance(m, SUBNET_LAYERS)}
+
+
+def mask_digest(model: torch.nn.Module) -> float:
+    """A fingerprint of all masks: ``Σ_tensors (t + 1) · Σ_{kept i} (i + 1)`` in float64. Two
+    models with the same masks have the same digest; used to check that DDP ranks agree."""
+    total = torch.zeros((), dtype=torch.float64)
+    for t, m in enumerate(masked_weights(model)):
+        kept = m.mask().reshape(-1).nonzero().squeeze(1).cpu().double()
+        total += (t + 1) * (kept + 1).sum()
+    return float(total)

@@ -1,0 +1,39 @@
+"""Optimizers and learning-rate schedules by name.
+
+Only parameters with ``requires_grad`` reach the optimizer: in an edge-popup model those are
+the scores, so weight decay acts on the scores and the frozen random weights never move.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import Registry
+
+OPTIMIZERS: Registry = Registry("optimizer")
+SCHEDULERS: Registry = Registry("scheduler")
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params, *, lr, momentum, weight_decay):
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adam")
+def adam(params, *, lr, momentum, weight_decay):
+    return torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
+
+
+@SCHEDULERS.register("cosine")
+def cosine(optimizer, *, epochs):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+
+
+@SCHEDULERS.register("constant")
+def constant(optimizer, *, epochs):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,91 @@
+"""Plain-torch modules that exported models are made of (see :mod:`lotterynet.export`).
+
+This file imports nothing but torch, and every module here is TorchScript-scriptable, so an
+exported model runs — pickled, or saved with ``torch.jit.script(...).save`` — without
+lotterynet.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def split_signs(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
+    """``[relu(x), relu(-x)]`` along the channel dimension, per group: channel block g of the
+    result is ``[relu(x_g), relu(-x_g)]``, so a grouped op sees both halves of its own group."""
+    dim = dim % x.dim()
+    xg = x.unflatten(dim, [groups, -1])
+    return torch.stack([F.relu(xg), F.relu(-xg)], dim=dim + 1).flatten(dim, dim + 2)
+
+
+class SplitSigns(nn.Module):
+    """The input side of a collapsed subset-sum layer with φ = ReLU: the layer that follows has
+    weight ``[P, N]`` and sees ``[relu(x), relu(-x)]`` (``dim``: channel dimension)."""
+
+    def __init__(self, groups: int, dim: int):
+        super().__init__()
+        self.groups, self.dim = groups, dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return split_signs(x, self.groups, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}, dim={self.dim}"
+
+
+class _SparseStorage(nn.Module):
+    """Keeps a layer's weight as the flat ``indices`` (int32 when they fit) and ``values`` of its
+    non-zero entries, and rebuilds the dense weight for each forward (``sparse_weight``)."""
+
+    def _store_sparse(self, weight: torch.Tensor) -> None:
+        flat = weight.detach().reshape(-1)
+        indices = flat.nonzero().squeeze(1)
+        index_dtype = torch.int32 if flat.numel() <= torch.iinfo(torch.int32).max else torch.int64
+        del self.weight
+        self.register_buffer("indices", indices.to(index_dtype))
+        self.register_buffer("values", flat[indices].clone())
+        self.weight_shape: list[int] = list(weight.shape)
+        self.weight_numel: int = math.prod(weight.shape)
+
+    def sparse_weight(self) -> torch.Tensor:
+        w = torch.zeros(self.weight_numel, dtype=self.values.dtype, device=self.values.device)
+        return w.index_put_([self.indices.long()], self.values).view(self.weight_shape)
+
+
+def _bias_copy(dense: nn.Module) -> nn.Parameter | None:
+    return None if dense.bias is None else nn.Parameter(dense.bias.detach().clone())
+
+
+class SparseLinear(_SparseStorage, nn.Linear):
+    """``nn.Linear`` with a sparsely stored weight."""
+
+    def __init__(self, dense: nn.Linear):
+        super().__init__(dense.in_features, dense.out_features, False, device="meta")
+        self.bias = _bias_copy(dense)
+        self._store_sparse(dense.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.sparse_weight(), self.bias)
+
+
+class _SparseConvNd(_SparseStorage):
+    def __init__(self, dense):
+        super().__init__(dense.in_channels, dense.out_channels, dense.kernel_size, dense.stride,
+                         dense.padding, dense.dilation, dense.groups, False, device="meta")
+        self.bias = _bias_copy(dense)
+        self._store_sparse(dense.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.sparse_weight(), self.bias)
+
+
+class SparseConv1d(_SparseConvNd, nn.Conv1d):
+    """``nn.Conv1d`` with a sparsely stored weight."""
+
+
+class SparseConv2d(_SparseConvNd, nn.Conv2d):
+    """``nn.Conv2d`` with a sparsely stored weight."""

@@ -1,0 +1,191 @@
+"""One training run from a :class:`~lotterynet.config.RunConfig`: build the data and the model,
+train with Lightning (checkpoint every epoch), test once, write ``results.json``.
+
+:func:`run` returns the results dict; the sweep runs many configs through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from .archs import DEFAULT_LR
+from .checkpointing import AtomicCheckpointIO, RNGState
+from .config import WIDE, ConfigError, RunConfig
+from .datamodule import TensorDataModule
+from .loggers import finish_wandb, make_loggers
+from .module import EdgePopupModule, layer_densities, mask_digest
+from .params import count_params
+from .widen import maskable_count, wide_width
+
+RESULTS = "results.json"
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    kind = "trained" if config.train_weights else config.structure
+    if config.structure == WIDE and not config.train_weights:
+        kind = f"wide-{config.match}"
+    return Path("runs") / (f"{config.arch}-{kind}-s{config.sparsity:g}-{config.activation}-"
+                           f"e{config.epochs}-seed{config.seed}")
+
+
+def run_dir_of(config: RunConfig) -> Path:
+    if config.out:
+        return Path(config.out)
+    if config.resume:  # RUN/checkpoints/last.ckpt -> RUN
+        return Path(config.resume).resolve().parent.parent
+    return default_run_dir(config)
+
+
+def is_launched_worker() -> bool:
+    """True in the processes Lightning's DDP launcher starts (rank > 0)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
+    """Refuse to write into a directory that already holds a run, unless resuming from it or
+    ``overwrite`` is set."""
+    if is_launched_worker() or config.overwrite or config.resume:
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"run directory {str(run_dir)!r} is not empty; pass --overwrite, "
+                          f"--resume {run_dir / CHECKPOINTS / LAST}, or another --out")
+
+
+def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
+    """``build_model`` arguments for the config; ``wide`` becomes the dense structure at the width
+    that matches the ``match`` structure's maskable count."""
+    spec = dict(name=config.arch, structure=config.structure, sparsity=config.sparsity,
+                pairs=config.pairs, activation=config.activation, init=config.init,
+                shared=config.shared, seed=config.seed, in_channels=data.in_channels,
+                image_size=data.image_size, num_classes=data.num_classes)
+    if config.subnet_convs:
+        spec["subnet_convs"] = True
+    if config.train_weights:
+        spec.update(trained=True, structure="dense")
+    elif config.structure == WIDE:
+        kwargs = {k: v for k, v in spec.items() if k != "name"}
+        target = maskable_count(config.arch, **{**kwargs, "structure": config.match,
+                                                "sparsity": 0.0})
+        spec.update(structure="dense", width=wide_width(config.arch, target, **kwargs))
+    return spec
+
+
+class EpochTimer(pl.Callback):
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def device_name(trainer: pl.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run(config: RunConfig) -> dict:
+    """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the
+    config, the parameter counts and the final metrics."""
+    run_dir = run_dir_of(config)
+    claim_run_dir(run_dir, config)
+    pl.seed_everything(config.seed, verbose=False)
+    data = TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
+                            val_size=config.val_size, limit_train=config.limit_train,
+                            seed=config.seed)
+    spec = model_spec(config, data)
+    lr = config.lr or DEFAULT_LR.get(config.arch, 0.1)
+    optim = dict(optimizer=config.optimizer, scheduler=config.scheduler, lr=lr,
+                 momentum=config.momentum, weight_decay=config.weight_decay, epochs=config.epochs)
+    try:
+        module = EdgePopupModule(spec, optim, config.to_dict())
+    except (TypeError, ValueError) as err:  # e.g. subnet_convs on an arch without frozen convs
+        raise ConfigError(f"cannot build {config.arch!r} with this config: {err}") from None
+    counts = count_params(module.model)
+    densities = layer_densities(module.model)
+    if not is_launched_worker():
+        width = f", width {spec['width']}" if "width" in spec else ""
+        print(f"{config.arch} {spec['structure']}{width}: maskable {counts['maskable']:,}, "
+              f"kept {counts['kept']:,}, frozen {counts['frozen']:,}, "
+              f"trainable {counts['trainable']:,}", flush=True)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, "spec": spec})
+    timer = EpochTimer()
+    # Without a monitor, top-1 is the newest: last.ckpt is rewritten after every epoch.
+    checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename=LAST.removesuffix(
+        ".ckpt"), save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+    ddp = config.devices > 1
+    trainer = pl.Trainer(
+        max_epochs=min(config.stop_after or config.epochs, config.epochs),
+        accelerator=config.accelerator, devices=config.devices,
+        strategy="ddp" if ddp else "auto", precision=config.precision, logger=loggers,
+        callbacks=[checkpoint, RNGState(), timer], plugins=[AtomicCheckpointIO()],
+        default_root_dir=run_dir, num_sanity_val_steps=0, enable_model_summary=False,
+        enable_progress_bar=config.progress_bar, log_every_n_steps=50)
+    for logger in loggers:
+        logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
+                            **{f"density/{k}": v for k, v in densities.items()}}, step=0)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=config.resume)
+    train_seconds = time.perf_counter() - start
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if trainer.current_epoch < config.epochs:  # stopped early: resumable, not finished
+        finish_wandb(loggers, {})
+        return {"finished": False, "epochs_done": trainer.current_epoch, "run_dir": str(run_dir)}
+    digests = trainer.strategy.all_gather(
+        torch.tensor(mask_digest(module.model), dtype=torch.float64))
+    tested = trainer.test(module, datamodule=data, verbose=False)[0]
+    results = {
+        "finished": True,
+        "config": config.to_dict(),
+        "spec": spec,
+        "lr": lr,
+        "params": counts,
+        "layer_density": densities,
+        "test_acc": tested["test/acc"],
+        "test_loss": tested["test/loss"],
+        "val_acc": fit_metrics.get("val/acc"),
+        "train_acc": fit_metrics.get("train/acc"),
+        "epochs_done": trainer.current_epoch,
+        "seconds_per_epoch": timer.seconds,
+        "train_seconds": train_seconds,
+        "device": device_name(trainer),
+        "devices": trainer.world_size,
+        "mask_digests": [float(d) for d in digests.reshape(-1)],
+        "run_dir": str(run_dir),
+    }
+    wandb_dir = finish_wandb(loggers, {"test/acc": results["test_acc"],
+                                       "params/kept": counts["kept"]})
+    results["wandb_dir"] = wandb_dir
+    if trainer.is_global_zero:
+        write_json_atomic(results, run_dir / RESULTS)
+    return results

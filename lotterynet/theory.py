@@ -1,0 +1,322 @@
+"""How wide must the random network be? The widths and parameter counts each strong-lottery-
+ticket theorem requires for a target fully connected ReLU network, and an empirical random-
+subset-sum study.
+
+    python -m lotterynet.theory --arch fc2 --epsilon 0.01 [--delta 0.01] [--density 0.1]
+    python -m lotterynet.theory --widths 784,500,10 --epsilon 0.01
+    python -m lotterynet.theory study --epsilon 0.05 --n-max 20 --out results/rss_study.png
+
+Notation: target widths ``n_0, …, n_ℓ`` (``n_0`` = input), ``ℓ`` layers, ``N* = Σ n_{i-1} n_i``
+target weights, ``n_max = max_i n_i``. Every bound returns, per target layer i, the number of
+hidden units the random network puts between ``n_{i-1}`` and ``n_i`` (the layer is replaced by
+``n_{i-1} → M_i → n_i``) and that pair of layers' weight count ``M_i (n_{i-1} + n_i)`` as a
+dense random network (Orseau et al., Corollary 7's way of counting). The constants the papers
+leave open (``C``, ``c_amp``, the log base) are arguments; defaults are documented per bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .registry import Registry
+
+ARCHITECTURES: Registry = Registry("target architecture")
+for _name, _widths in {"fc2": (784, 500, 10), "fc4": (784, 500, 500, 500, 10),
+                       "lenet5": (400, 120, 84, 10)}.items():  # lenet5: its FC part
+    ARCHITECTURES.register(_name)(_widths)
+
+BOUNDS: Registry = Registry("width bound")
+
+
+@dataclass(frozen=True)
+class LayerBound:
+    """One target layer ``n_{i-1} → n_i`` replaced by ``n_{i-1} → hidden → n_i``."""
+
+    fan_in: int
+    fan_out: int
+    hidden: int
+
+    @property
+    def params(self) -> int:
+        return self.hidden * (self.fan_in + self.fan_out)
+
+
+def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
+    if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                              for w in widths):
+        raise ValueError(f"widths must be at least two positive integers, got {widths!r}")
+    return tuple(widths)
+
+
+def check_probability(name: str, value: float) -> float:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+def resolve_widths(arch: str | None = None, widths: Sequence[int] | None = None):
+    """Widths from an architecture name (``ARCHITECTURES``) or given explicitly."""
+    if (arch is None) == (widths is None):
+        raise ValueError(f"give exactly one of arch or widths, got arch={arch!r}, "
+                         f"widths={widths!r}; valid archs: {', '.join(ARCHITECTURES.names())}")
+    return ARCHITECTURES.get(arch) if widths is None else check_widths(widths)
+
+
+def _layers(widths, hidden_of: Callable[[int, int], int]) -> list[LayerBound]:
+    return [LayerBound(a, b, hidden_of(a, b)) for a, b in zip(widths[:-1], widths[1:])]
+
+
+def target_weights(widths) -> int:
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+# --- Pensia et al. 2020 ---------------------------------------------------------------------
+
+def pensia_terms(epsilon: float, C: float = 3.0) -> int:
+    """Coefficients per weight of Pensia et al.'s Experiment 1, ``n = C log2(1/ε)`` with the
+    log rounded up: ``C ⌈log2(1/ε)⌉`` — this is how the paper's ``n ≈ 21`` arises for
+    ε = 0.01, C = 3 (3 · 7; the unrounded 3 · log2(100) would be 19.9)."""
+    return math.ceil(C * math.ceil(math.log2(1 / check_probability("epsilon", epsilon))))
+
+
+@BOUNDS.register("pensia")
+def pensia(widths, epsilon, delta, *, C: float = 3.0, **unused) -> list[LayerBound]:
+    """Pensia et al. (2020), Theorem 1: ``M_{2i-1}`` has ``C n_{i-1} log(n_{i-1} n_i ℓ /
+    min{ε, δ})`` rows, i.e. ``n_i^* = C ⌈log2(n_{i-1} n_i ℓ / min{ε, δ})⌉`` hidden units per
+    input neuron (Lemma 3, Eq. 11). C is a universal constant the theorem leaves open; the
+    default 3 and the base-2 log are the paper's Experiment 1 choice (see ``pensia_terms``)."""
+    ell, m = len(widths) - 1, min(epsilon, delta)
+    return _layers(widths, lambda a, b: a * math.ceil(C * math.ceil(math.log2(a * b * ell / m))))
+
+
+# --- Malach et al. 2020 ---------------------------------------------------------------------
+
+@BOUNDS.register("malach")
+def malach(widths, epsilon, delta, **unused) -> list[LayerBound]:
+    """Malach et al. (2020), Theorem 2.1 / A.6, in the explicit form Orseau et al. (2020,
+    Remark 4) give it: ``⌈64 ℓ² n_max³ log(2N/δ) / ε²⌉`` sampled neurons per target weight,
+    under Malach's assumptions (``‖W_i‖_2 ≤ 1``, ``w_max ≤ 1/√n_max``, U[−1, 1] weights).
+    The transcription leaves N and the log open; we take N = N* (target weights) and the
+    natural log, which gives 1.08·10¹⁵ for Orseau's Example 5 ("≤ 2·10¹⁵")."""
+    ell, n_max, n_star = len(widths) - 1, max(widths), target_weights(widths)
+    per_weight = math.ceil(64 * ell**2 * n_max**3 * math.log(2 * n_star / delta) / epsilon**2)
+    return _layers(widths, lambda a, b: a * b * per_weight)
+
+
+# --- Orseau et al. 2020 ---------------------------------------------------------------------
+
+def orseau_k(widths, epsilon, *, w_max: float = 1.0, f_max: float = 1.0,
+             spectral_norm: float = 1.0) -> float:
+    """``k′ = log_{3/2}(3 w_max / ε_w)`` with ``ε_w = ε / (e ℓ n_max^{3/2} F_max
+    Π_i max{1, ‖Ŵ_i‖_2})`` (Orseau et al. 2020, Theorem 3 and Lemma 1, λ = 1 for ReLU).
+    ``spectral_norm`` bounds every ``‖Ŵ_i‖_2``: 1 as in Remark 4 / Example 5, ``w_max n_max``
+    for the worst case of Example 2 / Example 6."""
+    ell, n_max = len(widths) - 1, max(widths)
+    eps_w = epsilon / (math.e * ell * n_max**1.5 * f_max * max(1.0, spectral_norm) ** ell)
+    return math.log(3 * w_max / eps_w, 1.5)
+
+
+@BOUNDS.register("orseau")
+def orseau(widths, epsilon, delta, *, w_max=1.0, f_max=1.0, spectral_norm=1.0,
+           **unused) -> list[LayerBound]:
+    """Orseau et al. (2020), Theorem 3 (batch sampling):
+    ``M_i = ⌈16 k′ (n_i n_{i-1} + ln(2 ℓ k′ / δ))⌉``, hyperbolic weights on [α, β]."""
+    ell = len(widths) - 1
+    k = orseau_k(widths, epsilon, w_max=w_max, f_max=f_max, spectral_norm=spectral_norm)
+    return _layers(widths, lambda a, b: math.ceil(16 * k * (a * b + math.log(2 * ell * k / delta))))
+
+
+@BOUNDS.register("orseau-recycling")
+def orseau_recycling(widths, epsilon, delta, *, w_max=1.0, f_max=1.0, spectral_norm=1.0,
+                     **unused) -> list[LayerBound]:
+    """Orseau et al. (2020), Theorem 30 (sample recycling, App. D):
+    ``M_i = ⌈2 k′ (n_i n_{i-1} + 4 max{n_i, n_{i-1}} ln(2 k′ N* / δ))⌉``. Theorems 3 and 30
+    hold simultaneously, so the smaller of the two is a valid width."""
+    k = orseau_k(widths, epsilon, w_max=w_max, f_max=f_max, spectral_norm=spectral_norm)
+    log_term = math.log(2 * k * target_weights(widths) / delta)
+    return _layers(widths, lambda a, b: math.ceil(2 * k * (a * b + 4 * max(a, b) * log_term)))
+
+
+# --- da Cunha et al. 2022 -------------------------------------------------------------------
+
+@BOUNDS.register("dacunha")
+def dacunha(widths, epsilon, delta, *, C: float = 3.0, kernel: int = 1,
+            **unused) -> list[LayerBound]:
+    """da Cunha et al. (2022), Theorem 1: ``L_{2i-1}`` has ``n = C c_i log(c_{i-1} c_i d_i² ℓ /
+    min{ε, δ})`` output channels (n′ = n / c_i per output channel, Lemma 2), ``L_{2i}`` is
+    ``1×1×n×c_i``. Widths are channels; ``kernel`` = d_i (1 for dense layers). C and the log
+    base are left open: C = 3 and log2, as for Pensia et al. The ``params`` column counts the
+    dense ``d²·c_{i-1}·n + n·c_i`` as well (``hidden · (fan_in + fan_out)`` at d = 1)."""
+    ell, m = len(widths) - 1, min(epsilon, delta)
+    return _layers(widths, lambda a, b: b * math.ceil(
+        C * math.ceil(math.log2(a * b * kernel**2 * ell / m))))
+
+
+# --- Natale et al. --------------------------------------------------------------------------
+
+def binary_entropy(p: float) -> float:
+    return -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+
+
+def natale_terms(a: int, b: int, ell: int, epsilon: float, gamma_: float,
+                 c_amp: float = 1.0) -> int:
+    """Smallest n with ``n ≥ c_amp log2²(2 ℓ a b γ′ n / ε) / H2(γ′)`` — Natale et al.,
+    Theorem 3, Eq. (28), solved by fixed-point iteration (the right side grows like log² n)."""
+    n = 1.0
+    for _ in range(200):
+        nxt = c_amp * math.log2(max(2.0, 2 * ell * a * b * gamma_ * n / epsilon)) ** 2
+        nxt /= binary_entropy(gamma_)
+        if abs(nxt - n) < 1e-9:
+            break
+        n = nxt
+    return math.ceil(n)
+
+
+@BOUNDS.register("natale")
+def natale(widths, epsilon, delta, *, density: float = 0.1, c_amp: float = 1.0,
+           **unused) -> list[LayerBound]:
+    """Natale et al., Theorem 3 (fixed-size subset sum): for a ticket of density γ, with
+    ``ρ = max_i max{n_i/n_{i-1}, n_{i-1}/n_i}`` and ``γ′ = γ/ρ``, layer i gets
+    ``2 n_{i-1} n_i^*`` hidden units (``M_{2i-1} ∈ R^{2 n_{i-1} n_i^* × n_{i-1}}``), n_i^* from
+    Eq. (28) with ``min{ε, δ}`` in place of ε (the paper's App. F sets them equal), and each
+    target weight keeps ``k_i = γ′ n_i^*`` terms per sign half. c_amp is a constant the paper
+    does not quantify (default 1)."""
+    check_probability("density", density)
+    ell, m = len(widths) - 1, min(epsilon, delta)
+    rho = max(max(a / b, b / a) for a, b in zip(widths[:-1], widths[1:]))
+    gamma_ = density / rho
+    return _layers(widths, lambda a, b: 2 * a * natale_terms(a, b, ell, m, gamma_, c_amp))
+
+
+def width_table(widths, epsilon: float, delta: float = 0.01, *,
+                bounds: Sequence[str] | None = None, **constants) -> list[dict]:
+    """One row per bound: hidden units per layer, random-network weights, ratio to N*."""
+    widths = check_widths(tuple(widths))
+    check_probability("epsilon", epsilon)
+    check_probability("delta", delta)
+    rows = []
+    for name in bounds or BOUNDS.names():
+        layers = BOUNDS.get(name)(widths, epsilon, delta, **constants)
+        params = sum(layer.params for layer in layers)
+        rows.append({"bound": name, "hidden": [layer.hidden for layer in layers],
+                     "params": params, "ratio": params / target_weights(widths)})
+    return rows
+
+
+def format_table(widths, rows) -> str:
+    lines = [f"target {'-'.join(map(str, widths))}: {target_weights(widths):,} weights",
+             f"{'bound':<18}{'hidden units per layer':<44}{'params':>12}{'params/N*':>12}"]
+    for r in rows:
+        hidden = ", ".join(f"{h:.3g}" for h in r["hidden"])
+        lines.append(f"{r['bound']:<18}{hidden:<44}{r['params']:>12.3g}{r['ratio']:>12.3g}")
+    return "\n".join(lines)
+
+
+# --- Random subset sum, empirically ---------------------------------------------------------
+
+def subset_sums(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 2^n subset sums of each row of ``samples`` (trials, n) and their sizes, by doubling.
+    Exhaustive, so only for small n (≤ 22); ``lotterynet.subsetsum.solve`` (meet in the
+    middle) is the scalable route."""
+    sums = torch.zeros(samples.shape[0], 1, dtype=samples.dtype)
+    sizes = torch.zeros(1, dtype=torch.long)
+    for i in range(samples.shape[1]):
+        sums = torch.cat([sums, sums + samples[:, i:i + 1]], dim=1)
+        sizes = torch.cat([sizes, sizes + 1])
+    return sums, sizes
+
+
+def covers_grid(sums: torch.Tensor, targets: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Per row of ``sums``: is every target within ε of some sum? (sorted + searchsorted)"""
+    s = sums.sort(dim=1).values
+    idx = torch.searchsorted(s, targets.expand(s.shape[0], -1).contiguous())
+    lo = s.gather(1, (idx - 1).clamp(min=0))
+    hi = s.gather(1, idx.clamp(max=s.shape[1] - 1))
+    err = torch.minimum((targets - lo).abs(), (hi - targets).abs())
+    return (err <= epsilon).all(dim=1)
+
+
+def rss_study(epsilon: float = 0.05, n_values=range(1, 21), trials: int = 100,
+              density: float = 0.5, seed: int = 0, C: float = 3.0) -> dict:
+    """P(n i.i.d. U[−1, 1] samples ε-approximate every point of the grid
+    ``{−1, −1+ε, …, 1}`` by a subset sum), and the same with subsets of exactly
+    ``k = max(1, round(density · n))`` elements (Natale et al.'s fixed-size variant); ``marker_n``
+    is Pensia et al.'s ``n = C ⌈log2(1/ε)⌉``."""
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.linspace(-1, 1, round(2 / epsilon) + 1, dtype=torch.float64)
+    result = {"epsilon": epsilon, "density": density, "trials": trials, "n": [], "any": [],
+              "fixed": [], "C": C, "marker_n": pensia_terms(epsilon, C)}
+    for n in n_values:
+        samples = torch.rand(trials, n, generator=generator, dtype=torch.float64) * 2 - 1
+        sums, sizes = subset_sums(samples)
+        k = max(1, round(density * n))
+        result["n"].append(n)
+        result["any"].append(covers_grid(sums, targets, epsilon).double().mean().item())
+        result["fixed"].append(covers_grid(sums[:, sizes == k], targets, epsilon)
+                               .double().mean().item())
+    return result
+
+
+def plot_study(study: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(study["n"], study["any"], "o-", label="any subset")
+    ax.plot(study["n"], study["fixed"], "s--",
+            label=f"fixed size k = round({study['density']}·n)")
+    ax.axvline(study["marker_n"], color="gray", ls=":",
+               label=f"n = {study['C']:g}⌈log2(1/ε)⌉ = {study['marker_n']}")
+    ax.set_xlabel("n (samples from U[−1, 1])")
+    ax.set_ylabel(f"P(every target in [−1, 1] within ε = {study['epsilon']})")
+    ax.set_title(f"Random subset sum, {study['trials']} trials per n")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lotterynet.theory", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", default="table", choices=["table", "study"])
+    parser.add_argument("--arch", choices=ARCHITECTURES.names())
+    parser.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")])
+    parser.add_argument("--epsilon", type=float, default=None,
+                        help="target accuracy (table: 0.01, study: 0.05)")
+    parser.add_argument("--delta", type=float, default=0.01)
+    parser.add_argument("--density", type=float, default=None,
+                        help="kept fraction: Natale's γ (table: 0.1), fixed-size k/n (study: 0.5)")
+    parser.add_argument("--C", type=float, default=3.0, help="Pensia / da Cunha constant")
+    parser.add_argument("--c-amp", type=float, default=1.0, help="Natale et al.'s c_amp")
+    parser.add_argument("--spectral-norm", type=float, default=1.0,
+                        help="bound on every ‖W_i‖_2 (Orseau et al.)")
+    parser.add_argument("--n-max", type=int, default=20, help="study: largest n (≤ 22)")
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--out", default="rss_study.png")
+    args = parser.parse_args(argv)
+    if args.command == "study":
+        if not 1 <= args.n_max <= 22:
+            raise ValueError(f"--n-max must be in [1, 22] (2^n sums are enumerated), "
+                             f"got {args.n_max}")
+        study = rss_study(args.epsilon or 0.05, range(1, args.n_max + 1), args.trials,
+                          args.density or 0.5, C=args.C)
+        for n, p_any, p_fixed in zip(study["n"], study["any"], study["fixed"]):
+            print(f"n={n:>3}  any={p_any:.3f}  fixed-size={p_fixed:.3f}")
+        plot_study(study, args.out)
+        print(f"wrote {args.out}")
+        return
+    widths = resolve_widths(args.arch or (None if args.widths else "fc2"), args.widths)
+    rows = width_table(widths, args.epsilon or 0.01, args.delta, C=args.C, c_amp=args.c_amp,
+                       density=args.density or 0.1, spectral_norm=args.spectral_norm)
+    print(format_table(widths, rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The ``"timm"`` architecture: any timm model, built without pretrained weights under a fixed
+torch seed (so the values ``convert`` does not replace — norms, tokens, position embeddings —
+are reproducible from the spec) and converted to edge-popup layers::
+
+    build_model("timm", model_name="resnet18", in_chans=1, num_classes=10, img_size=28,
+                sparsity=0.9, seed=0)
+
+``img_size`` is passed to models whose constructor takes one (ViT-style models need it for
+28×28 or 32×32 inputs) and ignored by the others (convolutional nets accept any size). Other
+timm constructor arguments go in ``model_kwargs`` (e.g. ``{"patch_size": 4}`` for a ViT on
+28×28 inputs); other keyword arguments go to :func:`lotterynet.convert.convert`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .convert import convert
+from .models import MODELS
+
+
+def _seeded_create(model_name: str, seed: int, **kwargs) -> nn.Module:
+    import timm  # heavy import, only when a timm model is asked for
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return timm.create_model(model_name, pretrained=False, **kwargs)
+
+
+def create_timm_model(model_name: str, *, seed: int, img_size=None, **model_kwargs) -> nn.Module:
+    """``timm.create_model(model_name, pretrained=False, ...)`` under ``torch.manual_seed(seed)``;
+    ``img_size`` is dropped for models that do not take it."""
+    if img_size is not None:
+        try:
+            return _seeded_create(model_name, seed, img_size=img_size, **model_kwargs)
+        except TypeError as error:
+            if "img_size" not in str(error):
+                raise
+    return _seeded_create(model_name, seed, **model_kwargs)
+
+
+@MODELS.register("timm")
+def timm_model(model_name: str, *, in_chans: int = 3, num_classes: int = 1000, img_size=None,
+               model_kwargs: dict | None = None, sparsity: float = 0.5, seed: int = 0,
+               **convert_kwargs) -> nn.Module:
+    model = create_timm_model(model_name, seed=seed, img_size=img_size, in_chans=in_chans,
+                              num_classes=num_classes, **(model_kwargs or {}))
+    return convert(model, sparsity=sparsity, seed=seed, **convert_kwargs)

@@ -1,0 +1,199 @@
+import fnmatch
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import lotterynet as ln
+from lotterynet.convert import convert
+from lotterynet.layers import _SubnetLayer
+from lotterynet.models import build_model
+from lotterynet.timm_models import create_timm_model
+
+TIMM_CASES = [("resnet18", None), ("vit_tiny_patch16_224", 32), ("convnext_atto", None),
+              ("mobilenetv3_small_100", None)]
+PLAIN = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def timm_model(name, img_size, seed=0, **model_kwargs):
+    return create_timm_model(name, seed=seed, img_size=img_size, num_classes=10, **model_kwargs)
+
+
+def torchvision_resnet18():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10)
+
+
+def models_under_test():
+    return [pytest.param(lambda n=n, s=s: timm_model(n, s), id=n) for n, s in TIMM_CASES] + [
+        pytest.param(torchvision_resnet18, id="torchvision_resnet18")]
+
+
+def sgd_step(model, x):
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    model(x).logsumexp(-1).sum().backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("make", models_under_test())
+def test_convert_and_train_one_step(make):
+    model = make()
+    targets = {n: m.weight.shape for n, m in model.named_modules() if isinstance(m, PLAIN)}
+    norms = {n: p.clone() for n, p in model.named_parameters()
+             if not isinstance(model.get_submodule(n.rpartition(".")[0]),
+                               (*PLAIN, nn.modules.batchnorm._BatchNorm))}
+    assert convert(model, sparsity=0.9, seed=1) is model
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, _SubnetLayer)}
+    assert set(layers) == set(targets)
+    assert not any(type(m) in PLAIN for m in model.modules())
+    counts = ln.count_params(model)
+    assert counts["maskable"] == sum(s.numel() for s in targets.values())
+    assert counts["kept"] == sum(ln.kept_count(s.numel(), 0.9) for s in targets.values())
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            assert m.weight is None and m.bias is None and m.running_mean is not None
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    sgd_step(model, torch.randn(2, 3, 32, 32))
+    for n, p in model.named_parameters():
+        if n.endswith("scores"):
+            assert not torch.equal(p, before[n]), n
+        else:  # frozen: random weights, biases, and everything else (norms, tokens, gammas)
+            assert not p.requires_grad and torch.equal(p, before[n]), n
+    for n, p in norms.items():  # non-converted parameters stay at their initial values
+        assert torch.equal(model.get_parameter(n), p), n
+    assert counts["trainable"] == counts["maskable"]
+    assert counts["frozen"] == sum(p.numel() for p in model.parameters()) - 2 * counts["maskable"]
+
+
+def test_same_call_same_model_and_distinct_layer_seeds():
+    a, b, c = (convert(timm_model("resnet18", None, layers=(1, 1, 1, 1)), sparsity=0.5, seed=s)
+               for s in (0, 0, 1))
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                 b.state_dict().values()))
+    w = a.layer1[0].conv1.structure.weight.weight
+    assert not torch.equal(w, a.layer1[0].conv2.structure.weight.weight)  # same shape
+    assert not torch.equal(w, c.layer1[0].conv1.structure.weight.weight)
+
+
+def test_include_exclude_touch_only_selected_modules():
+    model = timm_model("resnet18", None)
+    original = {n: p.clone() for n, p in model.named_parameters()}
+    untouched = {n: m for n, m in model.named_modules() if not n.startswith("layer1.")}
+    convert(model, sparsity=0.5, include=["layer1.*"], exclude=["*.conv2", "*.bn2"])
+    converted = {n for n, m in model.named_modules() if isinstance(m, _SubnetLayer)}
+    assert converted == {"layer1.0.conv1", "layer1.1.conv1"}
+    assert model.layer1[0].bn1.weight is None and model.layer1[0].bn2.weight.requires_grad
+    for n, m in untouched.items():
+        assert model.get_submodule(n) is m, n
+    for n, p in model.named_parameters():
+        if not fnmatch.fnmatch(n, "layer1.*.*1.*"):
+            assert p.requires_grad and torch.equal(p, original[n]), n
+
+
+def small_model():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(4 * 4 * 4, 3, bias=True))
+
+
+@pytest.mark.parametrize("bias,present,trainable", [("frozen", True, False),
+                                                    ("trainable", True, True),
+                                                    ("none", False, False)])
+def test_bias_modes(bias, present, trainable):
+    model = convert(small_model(), sparsity=0.5, bias=bias)
+    for layer in (model[0], model[4]):
+        assert (layer.bias is not None) == present
+        if present:
+            assert layer.bias.requires_grad == trainable
+    before = model[4].bias.clone() if present else None
+    sgd_step(model, torch.randn(2, 3, 6, 6))
+    if present:
+        assert torch.equal(model[4].bias, before) != trainable
+    n_bias = 7 if present else 0
+    counts = ln.count_params(model)
+    assert counts["trainable"] == counts["maskable"] + (n_bias if trainable else 0)
+    assert counts["frozen"] == (0 if trainable else n_bias)
+
+
+def test_batchnorm_modes():
+    model = convert(small_model(), sparsity=0.5)
+    bn = model[1]
+    assert not bn.affine and bn.weight is None and bn.bias is None
+    sgd_step(model, torch.randn(2, 3, 6, 6))
+    assert not torch.equal(bn.running_mean, torch.zeros(4))
+    plain = small_model()
+    bn = plain[1]
+    model = convert(plain, sparsity=0.5, batchnorm="trainable")
+    assert model[1] is bn and bn.affine and bn.weight.requires_grad
+    assert ln.count_params(model)["trainable"] == ln.count_params(model)["maskable"] + 8
+
+
+def test_others_modes_on_vit():
+    frozen = convert(timm_model("vit_tiny_patch16_224", 32, depth=1), sparsity=0.5)
+    trainable = convert(timm_model("vit_tiny_patch16_224", 32, depth=1), sparsity=0.5,
+                        others="trainable")
+    for model, flag in ((frozen, False), (trainable, True)):
+        assert model.cls_token.requires_grad == flag
+        assert model.pos_embed.requires_grad == flag
+        assert model.blocks[0].norm1.weight.requires_grad == flag
+    n_others = ln.count_params(trainable)["trainable"] - ln.count_params(trainable)["maskable"]
+    assert n_others > 0 and ln.count_params(frozen)["frozen"] > n_others
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(bias="frozn"), ["frozn", "frozen", "trainable", "none"]),
+    (dict(batchnorm="affine"), ["affine", "non-affine", "trainable"]),
+    (dict(others="learn"), ["learn", "frozen", "trainable"]),
+    (dict(structure="nope"), ["nope", "dense", "subsetsum"]),
+])
+def test_bad_values_name_value_and_choices(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        convert(small_model(), sparsity=0.5, **kwargs)
+    assert all(w in str(info.value) for w in words)
+
+
+def test_unsupported_layers_fail_clearly():
+    with pytest.raises(ValueError, match="padding_mode='reflect'"):
+        convert(nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="reflect")), sparsity=0.5)
+    attention = nn.Sequential(nn.MultiheadAttention(8, 2))
+    with pytest.raises(ValueError, match=r"0\.out_proj.*exclude"):
+        convert(attention, sparsity=0.5)
+    convert(attention, sparsity=0.5, exclude=["*.out_proj"])
+    x = torch.randn(3, 1, 8)
+    assert attention[0](x, x, x)[0].shape == x.shape
+    with pytest.raises(ValueError, match="'1'.*keeps no weight"):
+        convert(nn.Sequential(nn.Linear(9, 9), nn.Linear(2, 1)), sparsity=0.9)
+
+
+def test_shared_module_is_converted_once():
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    convert(model, sparsity=0.5)
+    assert isinstance(model[0], ln.SubnetLinear) and model[0] is model[2]
+
+
+def test_timm_builder_reproducible_and_adapted():
+    spec = dict(model_name="vit_tiny_patch16_224", in_chans=1, num_classes=10, img_size=28,
+                model_kwargs={"depth": 2}, sparsity=0.8, seed=4)
+    a, b = build_model("timm", **spec), build_model("timm", **spec)
+    c = build_model("timm", **{**spec, "seed": 5})
+    x = torch.randn(2, 1, 28, 28)
+    a.eval(), b.eval(), c.eval()
+    assert a(x).shape == (2, 10) and torch.equal(a(x), b(x))
+    assert torch.equal(a.pos_embed, b.pos_embed) and not torch.equal(a.pos_embed, c.pos_embed)
+    assert a.spec == {"name": "timm", **spec}
+    # img_size is dropped for models that take none
+    cnn = build_model("timm", model_name="resnet18", in_chans=1, num_classes=10, img_size=28,
+                      model_kwargs={"layers": (1, 1, 1, 1)}, sparsity=0.8)
+    assert cnn(x).shape == (2, 10)
+
+
+def test_converting_again_leaves_subnet_layers_alone():
+    model = convert(small_model(), sparsity=0.5, batchnorm="trainable")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    layer = model[0]
+    convert(model, sparsity=0.9, seed=7, batchnorm="trainable")
+    assert model[0] is layer and layer.sparsity == pytest.approx(0.5, abs=0.02)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert all(m.scores.requires_grad for m in ln.masked_weights(model))

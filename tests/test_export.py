@@ -1,0 +1,122 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import lotterynet as ln
+from lotterynet.convert import convert
+from lotterynet.export import export
+from lotterynet.plain import SparseConv2d, SparseLinear, SplitSigns, split_signs
+from lotterynet.structures import split_signs as structure_split_signs
+from lotterynet.timm_models import create_timm_model
+
+STRUCTS = {
+    "dense": dict(structure="dense"),
+    "relu-shared": dict(structure="subsetsum", activation="relu"),
+    "relu-unshared": dict(structure="subsetsum", activation="relu", shared=False),
+    "identity-shared": dict(structure="subsetsum", activation="identity"),
+    "identity-unshared": dict(structure="subsetsum", activation="identity", shared=False),
+}
+SUBNET_PARTS = (ln.SubnetLinear, ln.SubnetConv1d, ln.SubnetConv2d, ln.MaskedWeight)
+
+
+def subnet_model(seed=0, sparsity=0.7, **kw):
+    """Linear, Conv1d, Conv2d and a grouped, strided Conv2d, with and without bias."""
+    return nn.Sequential(
+        ln.SubnetConv2d(2, 4, 3, padding=1, sparsity=sparsity, seed=seed, **kw), nn.ReLU(),
+        ln.SubnetConv2d(4, 6, 3, 2, 1, 1, 2, True, sparsity=sparsity, seed=seed + 1, **kw),
+        nn.Flatten(2),
+        ln.SubnetConv1d(6, 4, 3, bias=True, sparsity=sparsity, seed=seed + 2, **kw), nn.Tanh(),
+        nn.Flatten(),
+        ln.SubnetLinear(4 * 14, 5, True, sparsity=sparsity, seed=seed + 3, **kw))
+
+
+def train_step(model, x):
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model(x).square().sum().backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
+@pytest.mark.parametrize("kw", STRUCTS.values(), ids=STRUCTS.keys())
+def test_export_computes_what_the_subnet_computes(kw, sparse):
+    model, x = subnet_model(**kw), torch.randn(3, 2, 8, 8)
+    train_step(model, x)  # masks that are not the initial ones
+    exported = export(model, sparse=sparse)
+    assert not any(isinstance(m, SUBNET_PARTS) for m in exported.modules())
+    assert any(isinstance(m, SUBNET_PARTS) for m in model.modules())  # the original is intact
+    doubled = isinstance(exported[0], nn.Sequential)
+    assert doubled == (kw.get("activation") == "relu")
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_collapse_counts_match_the_structure():
+    model = subnet_model(**STRUCTS["relu-shared"])
+    exported = export(model)
+    split, conv = exported[2]
+    assert isinstance(split, SplitSigns) and split.groups == 2
+    assert conv.in_channels == 8 and conv.groups == 2 and conv.weight.shape == (6, 4, 3, 3)
+    identity = export(subnet_model(**STRUCTS["identity-unshared"]))
+    assert isinstance(identity[2], nn.Conv2d) and identity[2].weight.shape == (6, 2, 3, 3)
+    x = torch.randn(2, 6, 5)
+    assert torch.equal(split_signs(x, 3, 1), structure_split_signs(x, 3, 1))
+
+
+def state_bytes(module):
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def test_sparse_storage_keeps_only_kept_entries():
+    model = subnet_model(sparsity=0.9)
+    dense, sparse = export(model), export(model, sparse=True)
+    for name, m in sparse.named_modules():
+        if isinstance(m, (SparseLinear, SparseConv2d)):
+            baked = dense.get_submodule(name).weight
+            assert "weight" not in dict(m.named_parameters())
+            assert m.values.numel() == int((baked != 0).sum()) == m.indices.numel()
+            assert m.indices.dtype == torch.int32
+            assert torch.equal(m.sparse_weight(), baked)
+    assert state_bytes(sparse) < 0.35 * state_bytes(dense)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
+def test_scripted_export_runs_without_lotterynet(tmp_path, sparse):
+    model, x = subnet_model(**STRUCTS["relu-unshared"]), torch.randn(3, 2, 8, 8)
+    torch.jit.script(export(model, sparse=sparse)).save(str(tmp_path / "m.pt"))
+    torch.save(x, tmp_path / "x.pt")
+    script = ("import importlib.util, sys, torch; "
+              "assert importlib.util.find_spec('lotterynet') is None; "
+              "m = torch.jit.load(sys.argv[1]); "
+              "torch.save(m(torch.load(sys.argv[2], weights_only=True)), sys.argv[3])")
+    # -I: isolated mode, neither PYTHONPATH nor the working directory is on sys.path
+    subprocess.run([sys.executable, "-I", "-c", script, tmp_path / "m.pt", tmp_path / "x.pt",
+                    tmp_path / "y.pt"], check=True, cwd=tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "y.pt"), model(x), rtol=1e-5,
+                                   atol=1e-6)
+
+
+@pytest.mark.parametrize("name,options", [("resnet18", dict(layers=(1, 1, 1, 1))),
+                                          ("vit_tiny_patch16_224", dict(img_size=32))])
+def test_export_converted_timm_model(name, options):
+    model = convert(create_timm_model(name, seed=0, num_classes=10, **options),
+                    sparsity=0.8, structure="subsetsum", pairs=2).eval()
+    x = torch.randn(2, 3, 32, 32)
+    exported = export(model, sparse=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_structure_without_effective_weight_fails_clearly():
+    class TwoLayers(nn.Module):
+        def forward(self, x, op):
+            return op(x, torch.ones(2, 3))
+
+    layer = ln.SubnetLinear(3, 2)
+    layer.structure, layer.structure_name = TwoLayers(), "twolayers"
+    with pytest.raises(ValueError, match="'twolayers' has no effective_weight"):
+        export(nn.Sequential(layer))

@@ -1,0 +1,235 @@
+"""malach / orseau / dacunha / fixedsize against literal float64 references, their parameter
+counts against the papers' shapes, and layer_counts against count_params of the built layer."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lotterynet as ln
+from lotterynet.distributions import orseau_range
+from lotterynet.masking import MaskedWeight
+from lotterynet.structures import STRUCTURES, TargetShape, layer_counts
+
+
+def double_run(layer, x):
+    """Float64 forward + backward of ``(y * g).sum()``; returns y, g and the masks as floats
+    that require grad (for the literal reference's straight-through gradients)."""
+    layer.double()
+    x = x.double()
+    y = layer(x)
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    masks = {k: m.double().requires_grad_() for k, m in layer.mask().items()}
+    return x, y, g, masks
+
+
+def check_grads(layer, masks, y_ref, g):
+    (y_ref * g).sum().backward()
+    for name, m in masks.items():
+        scores = getattr(layer.structure, name).scores
+        torch.testing.assert_close(scores.grad, m.grad * torch.sign(scores.detach()),
+                                   rtol=1e-9, atol=1e-10, msg=f"gradient of the {name} scores")
+        assert scores.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("structure", ["malach", "orseau"])
+def test_two_layer_linear_is_literally_two_layers(structure):
+    layer = ln.SubnetLinear(6, 4, True, structure=structure, hidden=9, sparsity=0.3, seed=1)
+    x, y, g, masks = double_run(layer, torch.randn(5, 6))
+    u, v, b = layer.structure.u.weight, layer.structure.v.weight, layer.bias
+    assert u.shape == (9, 6) and v.shape == (4, 9)
+    hidden = [max(0.0, sum(u[h, j] * masks["u"][h, j] * x[s, j] for j in range(6)))
+              for s in range(5) for h in range(9)]
+    y_ref = torch.stack([torch.stack([
+        b[i] + sum(v[i, h] * masks["v"][i, h] * hidden[s * 9 + h] for h in range(9))
+        for i in range(4)]) for s in range(5)])
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    check_grads(layer, masks, y_ref, g)
+
+
+def test_two_layer_conv_is_conv_relu_pointwise():
+    layer = ln.SubnetConv2d(4, 6, 3, 2, 1, 1, 2, True, structure="malach", hidden=8,
+                            sparsity=0.4, seed=2)
+    x, y, g, masks = double_run(layer, torch.randn(2, 4, 7, 7))
+    s = layer.structure
+    h = F.relu(F.conv2d(x, s.u.weight * masks["u"], None, 2, 1, 1, 2))
+    y_ref = F.conv2d(h, (s.v.weight * masks["v"])[..., None, None], layer.bias, groups=2)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    check_grads(layer, masks, y_ref, g)
+
+
+def test_dacunha_conv_literal_per_output_channels():
+    """y_ℓ = b_ℓ + Σ_{t<n′} v_{ℓt} relu((U_{ℓn′+t} ∗ X)), X ≥ 0 as the theorem assumes."""
+    n, c0, c1 = 3, 2, 4
+    layer = ln.SubnetConv2d(c0, c1, 3, padding=1, bias=True, structure="dacunha", pairs=n,
+                            sparsity=0.25, seed=3)
+    x, y, g, masks = double_run(layer, torch.rand(2, c0, 6, 6))
+    s = layer.structure
+    assert s.u.weight.shape == (c1 * n, c0, 3, 3) and s.v.weight.shape == (c1, n)
+    u = s.u.weight * masks["u"]
+    v = s.v.weight * masks["v"]
+    y_ref = torch.stack([layer.bias[ell] + sum(
+        v[ell, t] * F.relu(F.conv2d(x, u[ell * n + t:ell * n + t + 1], padding=1))[:, 0]
+        for t in range(n)) for ell in range(c1)], dim=1)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    check_grads(layer, masks, y_ref, g)
+
+
+def test_dacunha_linear_literal():
+    layer = ln.SubnetLinear(5, 3, structure="dacunha", pairs=2, sparsity=0.2, seed=4)
+    x, y, g, masks = double_run(layer, torch.rand(4, 5))
+    s = layer.structure
+    h = F.relu(x @ (s.u.weight * masks["u"]).T)  # (4, 3 * 2)
+    y_ref = (h.view(4, 3, 2) * (s.v.weight * masks["v"])).sum(-1)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    check_grads(layer, masks, y_ref, g)
+
+
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+def test_fixedsize_literal_per_group_selection(activation):
+    """Every (out, in, sign half) group keeps exactly k of its n terms, the k largest |score|;
+    the output is the literal Σ_{j,t} ṽ_ijt φ(u_jt x_j) over the 2n (ReLU) or n terms."""
+    n, d_in, d_out, sparsity = 5, 4, 3, 0.6
+    k = round((1 - sparsity) * n)
+    layer = ln.SubnetLinear(d_in, d_out, structure="fixedsize", pairs=n, activation=activation,
+                            sparsity=sparsity, seed=5)
+    x, y, g, masks = double_run(layer, torch.randn(6, d_in))
+    s = layer.structure
+    assert set(masks) == {"v"}  # u is frozen and carries no score
+    terms = 2 * n if activation == "relu" else n
+    assert s.u.weight.shape == (d_in, terms) and s.v.weight.shape == (d_out, d_in, terms)
+    if activation == "relu":  # first half sees relu(x), second half relu(-x)
+        assert (s.u.weight[:, :n] > 0).all() and (s.u.weight[:, n:] < 0).all()
+    scores = s.v.scores.detach().abs()
+    for i in range(d_out):
+        for j in range(d_in):
+            for half in range(terms // n):
+                block = slice(half * n, (half + 1) * n)
+                chosen = set(scores[i, j, block].topk(k).indices.tolist())
+                kept = set(torch.nonzero(masks["v"][i, j, block]).flatten().tolist())
+                assert kept == chosen and len(kept) == k
+    phi = F.relu if activation == "relu" else (lambda z: z)
+    hidden = phi(x[:, :, None] * s.u.weight[None])  # (B, in, terms): every hidden unit
+    y_ref = torch.einsum("bjt,ijt->bi", hidden, s.v.weight * masks["v"])
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    check_grads(layer, masks, y_ref, g)
+    assert ln.count_params(layer)["kept"] == d_out * d_in * (terms // n) * k
+
+
+def test_fixedsize_conv_keeps_k_per_group_after_training_steps():
+    layer = ln.SubnetConv2d(4, 6, 3, groups=2, structure="fixedsize", pairs=4, sparsity=0.5)
+    opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+    for _ in range(3):
+        opt.zero_grad()
+        layer(torch.randn(2, 4, 6, 6)).square().sum().backward()
+        opt.step()
+    mask = layer.mask()["v"]  # (out, in_g, 2n, 3, 3)
+    assert mask.shape == (6, 2, 8, 3, 3)
+    assert (mask.unflatten(2, (2, 4)).sum(3) == 2).all()
+
+
+def test_fixedsize_sparsity_must_keep_one_per_group():
+    match = (r"sparsity 0\.9 keeps no weight of a group \(fixed-size top-k\) with 5 entries; "
+             r"use at most 0\.8")
+    with pytest.raises(ValueError, match=match):
+        ln.SubnetLinear(4, 3, structure="fixedsize", pairs=5, sparsity=0.9)
+    with pytest.raises(ValueError, match=match):
+        layer_counts("fixedsize", TargetShape(3, 4), pairs=5, sparsity=0.9)
+    assert ln.SubnetLinear(4, 3, structure="fixedsize", pairs=5, sparsity=0.8).structure.v.k == 1
+
+
+def test_group_topk_option_and_global_topk_refusal():
+    m = MaskedWeight((3, 12), fan_in=12, sparsity=0.5, group_dim=1, group_size=4,
+                     generator=torch.Generator().manual_seed(0))
+    assert m.k == 2 and m.kept == 3 * 3 * 2
+    assert (m.mask().view(3, 3, 4).sum(-1) == 2).all()
+    with pytest.raises(ValueError, match="group_size=5 must divide the size 12"):
+        MaskedWeight((3, 12), fan_in=12, sparsity=0.5, group_dim=1, group_size=5)
+    with pytest.raises(ValueError, match="same number of entries in every group"):
+        m.set_mask(torch.arange(36).view(3, 12) < 3)
+    model = torch.nn.Sequential(ln.SubnetLinear(4, 3, structure="fixedsize"))
+    with pytest.raises(ValueError, match="cannot take a global share"):
+        ln.global_topk(model, 0.5)
+
+
+def test_orseau_weights_are_hyperbolic_in_theorem_range():
+    """|w| ∈ [α, β] and log|w| uniform on [ln α, ln β] (density ∝ 1/|w|), both signs."""
+    layer = ln.SubnetLinear(100, 80, structure="orseau", hidden=300, seed=6)
+    alpha, beta = orseau_range()
+    w = torch.cat([layer.structure.u.weight.flatten(), layer.structure.v.weight.flatten()])
+    assert w.abs().min() >= alpha * (1 - 1e-6) and w.abs().max() <= beta * (1 + 1e-6)
+    u = (w.abs().log() - math.log(alpha)) / math.log(beta / alpha)
+    ks = torch.sort(u.double()).values - torch.linspace(0, 1, u.numel(), dtype=torch.float64)
+    assert ks.abs().max() < 0.01  # Kolmogorov–Smirnov distance to U[0, 1], n = 54,000
+    assert abs((w > 0).double().mean().item() - 0.5) < 0.01
+    malach = ln.SubnetLinear(100, 80, structure="malach", seed=6).structure.u.weight
+    assert malach.abs().max() <= 1 and malach.abs().max() > 0.99  # U[-1, 1]
+    explicit = ln.SubnetLinear(100, 80, structure="orseau", init="kaiming_normal", seed=6)
+    assert explicit.structure.u.weight.abs().min() < alpha  # an explicit init wins
+
+
+def formula(structure, out, in_g, kernel=(), groups=1, n=5, hidden=None, activation="relu"):
+    """Maskable count of one layer, written out from each paper's shapes."""
+    K = math.prod(kernel)
+    if structure == "dense":
+        return out * in_g * K
+    if structure == "subsetsum":
+        return n * groups * in_g + out * in_g * n * K
+    if structure == "fixedsize":
+        return out * in_g * K * (2 * n if activation == "relu" else n)
+    if structure in ("malach", "orseau"):
+        H = n * groups * in_g if hidden is None else hidden
+        return H * in_g * K + out * H // groups
+    return out * n * (in_g * K + 1)  # dacunha
+
+
+CASES = [(s, hidden) for s in STRUCTURES.names() for hidden in (None, 12)
+         if hidden is None or s in ("malach", "orseau")]
+
+
+@pytest.mark.parametrize("structure,hidden", CASES)
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+def test_counts_match_formulas_and_built_layers(structure, hidden, activation):
+    kw = dict(structure=structure, pairs=3, hidden=hidden, activation=activation, sparsity=0.7)
+    lin = ln.SubnetLinear(10, 6, True, **kw)
+    conv = ln.SubnetConv2d(4, 6, (3, 2), groups=2, **kw)
+    for layer, target, shape in [
+            (lin, TargetShape(6, 10), dict(out=6, in_g=10)),
+            (conv, TargetShape(6, 2, (3, 2), 2, 1), dict(out=6, in_g=2, kernel=(3, 2), groups=2))]:
+        built = ln.count_params(layer)
+        counts = layer_counts(structure, target, sparsity=0.7, pairs=3, hidden=hidden,
+                              activation=activation)
+        assert counts["maskable"] == built["maskable"] == formula(
+            structure, n=3, hidden=hidden, activation=activation, **shape)
+        assert counts["kept"] == built["kept"]
+        bias = 0 if layer.bias is None else layer.bias.numel()
+        assert counts["frozen"] + bias == built["frozen"]
+        x = torch.rand(2, 10) if layer is lin else torch.rand(2, 4, 7, 7)
+        ref = (torch.nn.Linear(10, 6) if layer is lin else torch.nn.Conv2d(4, 6, (3, 2), groups=2))
+        assert layer(x).shape == ref(x).shape
+
+
+def test_fc2_malach_width_default_is_pensia_hidden_width():
+    counts = layer_counts("malach", TargetShape(500, 784), pairs=5)
+    assert counts["maskable"] == 5 * 784 * (784 + 500)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(structure="malach", hidden=0), r"hidden must be a positive integer, got 0"),
+    (dict(structure="dacunha", hidden=4), r"set pairs, not hidden=4"),
+    (dict(structure="fixedsize", pairs=-1), r"pairs must be a positive integer, got -1"),
+    (dict(structure="fixedsize", activation="tanh"), r"unknown activation 'tanh'"),
+])
+def test_bad_structure_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ln.SubnetLinear(8, 8, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        layer_counts(kwargs.pop("structure"), TargetShape(8, 8), **kwargs)
+
+
+def test_effective_weight_only_where_it_exists():
+    assert not hasattr(ln.SubnetLinear(4, 3, structure="malach").structure, "effective_weight")
+    w, doubles = ln.SubnetLinear(4, 3, structure="fixedsize").structure.effective_weight()
+    assert w.shape == (3, 8) and doubles

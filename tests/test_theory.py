@@ -1,0 +1,107 @@
+"""The width calculator against the papers' own worked numbers, and the subset-sum study
+against exact small cases."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from lotterynet import theory
+
+EXAMPLE_5 = (100,) * 11  # Orseau et al.: n_max = 100, ℓ = 10 (ε = δ = 0.01)
+
+
+def per_target_weight(bound, **kw):
+    """M_i / n_max², the quantity of Orseau et al.'s Examples 5, 6 and 32."""
+    layers = theory.BOUNDS.get(bound)(EXAMPLE_5, 0.01, 0.01, **kw)
+    assert len({layer.hidden for layer in layers}) == 1  # every layer of Example 5 alike
+    return layers[0].hidden / 100**2
+
+
+def test_orseau_example_5_and_32():
+    assert 600 < per_target_weight("orseau") <= 630            # Example 5
+    assert 130 < per_target_weight("orseau-recycling") <= 144  # Example 32
+    assert 1e15 < per_target_weight("malach") <= 2e15          # Example 5, Malach et al.
+
+
+def test_orseau_example_6_and_32_without_norm_assumption():
+    # ‖W_i‖_2 ≤ w_max n_max = 100 (Example 2's worst case)
+    assert 2400 < per_target_weight("orseau", spectral_norm=100) <= 2450
+    assert 550 < per_target_weight("orseau-recycling", spectral_norm=100) <= 574
+
+
+def test_orseau_k_matches_theorem_3_by_hand():
+    eps_w = 0.01 / (math.e * 10 * 100**1.5)
+    assert theory.orseau_k(EXAMPLE_5, 0.01) == pytest.approx(math.log(3 / eps_w) / math.log(1.5))
+
+
+def test_pensia_n_is_21_for_eps_001_c3():
+    assert theory.pensia_terms(0.01, C=3) == 21
+    assert theory.pensia_terms(0.01, C=2) == 14
+    layers = theory.pensia((784, 500, 10), 0.01, 0.01)
+    assert layers[0].hidden == 784 * 3 * math.ceil(math.log2(784 * 500 * 2 / 0.01))
+
+
+def test_table_rows_for_fc2():
+    rows = theory.width_table(theory.resolve_widths("fc2"), 0.01)
+    assert [r["bound"] for r in rows] == theory.BOUNDS.names()
+    by = {r["bound"]: r for r in rows}
+    for r in rows:
+        assert len(r["hidden"]) == 2 and r["ratio"] == pytest.approx(r["params"] / 397_000)
+    # logarithmic bounds are orders of magnitude below the polynomial one
+    assert by["pensia"]["params"] < by["orseau"]["params"] < by["malach"]["params"]
+    assert by["orseau-recycling"]["params"] < by["orseau"]["params"]
+    assert theory.resolve_widths("lenet5") == (400, 120, 84, 10)
+
+
+def test_natale_sparser_tickets_need_wider_networks():
+    dense = theory.natale((784, 500, 10), 0.01, 0.01, density=0.5)
+    sparse = theory.natale((784, 500, 10), 0.01, 0.01, density=0.05)
+    assert all(s.hidden > d.hidden for s, d in zip(sparse, dense))
+    n = theory.natale_terms(784, 500, 2, 0.01, 0.01)
+    rhs = math.log2(2 * 2 * 784 * 500 * 0.01 * n / 0.01) ** 2 / theory.binary_entropy(0.01)
+    assert n >= rhs > n - 1  # the smallest integer solving Eq. (28)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: theory.resolve_widths("vgg"), r"unknown target architecture 'vgg'; valid "
+                                           r"choices: fc2, fc4, lenet5"),
+    (lambda: theory.resolve_widths(widths=[784]), r"at least two positive integers, got \[784\]"),
+    (lambda: theory.width_table((784, 10), 1.5), r"epsilon must be in \(0, 1\), got 1\.5"),
+    (lambda: theory.width_table((784, 10), 0.1, bounds=["lueker"]),
+     r"unknown width bound 'lueker'; valid choices: dacunha, malach"),
+    (lambda: theory.natale((784, 10), 0.1, 0.1, density=0.0), r"density must be in \(0, 1\)"),
+])
+def test_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_subset_sums_enumerate_every_subset():
+    x = torch.tensor([[0.5, -0.25, 0.125]], dtype=torch.float64)
+    sums, sizes = theory.subset_sums(x)
+    expected = sorted((sum(c), len(c)) for r in range(4) for c in itertools.combinations(
+        x[0].tolist(), r))
+    assert sorted(zip(sums[0].tolist(), sizes.tolist())) == expected
+
+
+def test_covers_grid_exact_cases():
+    targets = torch.linspace(-1, 1, 5, dtype=torch.float64)  # -1, -.5, 0, .5, 1
+    sums = torch.tensor([[-1.0, -0.5, 0.0, 0.5, 1.0], [-1.0, -0.5, 0.0, 0.5, 0.8]],
+                        dtype=torch.float64)
+    assert theory.covers_grid(sums, targets, 0.1).tolist() == [True, False]
+    assert theory.covers_grid(sums, targets, 0.2).tolist() == [True, True]
+
+
+def test_study_probability_rises_with_n():
+    study = theory.rss_study(0.1, [2, 12], trials=40, density=0.5)
+    assert study["any"][0] == 0.0 and study["any"][1] > 0.8  # 4 sums cannot cover 21 targets
+    assert study["fixed"][1] <= study["any"][1]  # fixed-size subsets are a subset of all
+    assert study["marker_n"] == 3 * 4
+
+
+def test_cli_prints_table(capsys):
+    theory.main(["--widths", "784,500,10", "--epsilon", "0.01"])
+    out = capsys.readouterr().out
+    assert "784-500-10: 397,000 weights" in out and "orseau-recycling" in out

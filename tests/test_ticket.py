@@ -1,0 +1,190 @@
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import lotterynet as ln
+from conftest import REPO
+from lotterynet import timm_models  # noqa: F401 (registers the "timm" architecture)
+from lotterynet.models import MODELS, build_model
+from lotterynet.ticket import FORMAT_VERSION, TicketError, load_ticket, save_ticket
+
+
+@MODELS.register("ticket_test_mlp")
+def ticket_test_mlp(*, sparsity, seed, **layer_options):
+    """A subnet MLP with a trainable LayerNorm (a trained non-masked tensor)."""
+    return nn.Sequential(
+        ln.SubnetLinear(12, 16, True, sparsity=sparsity, seed=seed, **layer_options), nn.ReLU(),
+        nn.LayerNorm(16),
+        ln.SubnetLinear(16, 5, True, sparsity=sparsity, seed=seed + 1, **layer_options))
+
+
+CNN = dict(name="timm", model_name="mobilenetv3_small_050", num_classes=10, sparsity=0.7, seed=2)
+MLP = dict(name="ticket_test_mlp", sparsity=0.6, seed=1, structure="subsetsum")
+IMAGES, VECTORS = torch.randn(2, 3, 32, 32), torch.randn(4, 12)
+
+
+def trained(spec, x, steps=2):
+    spec = dict(spec)
+    model = build_model(spec.pop("name"), **spec)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        model(x).logsumexp(-1).sum().backward()
+        opt.step()
+    return model.eval()
+
+
+def masks(model):
+    return {n: m.mask() for n, m in model.named_modules() if isinstance(m, ln.MaskedWeight)}
+
+
+def assert_same_ticket(a, b, x):
+    assert torch.equal(a(x), b(x))
+    ma, mb = masks(a), masks(b)
+    assert ma.keys() == mb.keys() and all(torch.equal(ma[n], mb[n]) for n in ma)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items()
+               if not k.endswith("scores"))
+
+
+@pytest.mark.parametrize("spec,x", [
+    (CNN, IMAGES),
+    ({**CNN, "bias": "trainable", "batchnorm": "trainable"}, IMAGES),
+    ({**MLP, "activation": "relu"}, VECTORS),
+    ({**MLP, "activation": "identity", "shared": False}, VECTORS),
+], ids=["cnn-dense", "cnn-trainable-bn-bias", "mlp-subsetsum-relu",
+        "mlp-subsetsum-identity-unshared"])
+def test_round_trip_is_bit_identical(tmp_path, spec, x):
+    model = trained(spec, x)
+    fresh = build_model(**{k: v for k, v in spec.items() if k != "name"}, name=spec["name"])
+    changed = [k for k, v in fresh.state_dict().items()
+               if not k.endswith("scores") and not torch.equal(v, model.state_dict()[k])]
+    assert changed  # running stats / LayerNorm / trainable BN: restored from the ticket
+    save_ticket(model, tmp_path / "t.ticket")
+    assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), x)
+
+
+def test_global_topk_ks_survive(tmp_path):
+    model = trained({**MLP, "activation": "identity"}, VECTORS)
+    ks = ln.global_topk(model, 0.8)
+    assert len(set(ks.values())) > 1
+    save_ticket(model, tmp_path / "t.ticket")
+    loaded = load_ticket(tmp_path / "t.ticket").eval()
+    assert_same_ticket(model, loaded, VECTORS)
+    assert {n: m.k for n, m in loaded.named_modules() if isinstance(m, ln.MaskedWeight)} == ks
+
+
+def test_fresh_process_rebuilds_bit_identically(tmp_path):
+    model = trained(CNN, IMAGES)
+    save_ticket(model, tmp_path / "t.ticket")
+    torch.save(IMAGES, tmp_path / "x.pt")
+    script = ("import sys, torch; import lotterynet.timm_models; "
+              "from lotterynet.ticket import load_ticket; "
+              "m = load_ticket(sys.argv[1]).eval(); "
+              "torch.save(m(torch.load(sys.argv[2], weights_only=True)), sys.argv[3])")
+    subprocess.run([sys.executable, "-c", script, tmp_path / "t.ticket", tmp_path / "x.pt",
+                    tmp_path / "y.pt"], check=True, cwd=REPO,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), model(IMAGES))
+
+
+def test_dense_resnet18_ticket_is_25x_smaller_than_its_state_dict(tmp_path):
+    plain = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    state_bytes = sum(t.numel() * t.element_size() for t in plain.state_dict().values())
+    model = build_model("timm", model_name="resnet18", num_classes=10, sparsity=0.5)
+    size = save_ticket(model, tmp_path / "t.ticket")
+    assert size == (tmp_path / "t.ticket").stat().st_size
+    assert state_bytes / size >= 25
+    assert size >= ln.count_params(model)["maskable"] / 8  # at least one bit per weight
+
+
+@pytest.fixture(scope="module")
+def ticket_bytes(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ticket") / "t.ticket"
+    save_ticket(trained({**MLP, "activation": "relu"}, VECTORS), path)
+    return path.read_bytes()
+
+
+def rejected(tmp_path, data: bytes, match: str):
+    path = tmp_path / "bad.ticket"
+    path.write_bytes(data)
+    with pytest.raises(TicketError, match=match):
+        load_ticket(path)
+
+
+@pytest.mark.parametrize("where", [0.0, 0.01, 0.3, 0.6, 0.97, 1.0])
+def test_flipped_byte_is_rejected(tmp_path, ticket_bytes, where):
+    data = bytearray(ticket_bytes)
+    i = min(int(where * len(data)), len(data) - 1)
+    data[i] ^= 0x10
+    rejected(tmp_path, bytes(data), "checksum|magic|version|header")
+
+
+@pytest.mark.parametrize("keep", [0, 10, 0.5, -1])
+def test_truncated_ticket_is_rejected(tmp_path, ticket_bytes, keep):
+    n = int(keep * len(ticket_bytes)) if isinstance(keep, float) else keep % len(ticket_bytes)
+    rejected(tmp_path, ticket_bytes[:n], "truncated|checksum")
+
+
+def test_other_format_version_is_rejected(tmp_path, ticket_bytes):
+    body = bytearray(ticket_bytes[:-32])
+    struct.pack_into("<I", body, 8, FORMAT_VERSION + 1)  # a well-formed ticket of version 2
+    rejected(tmp_path, bytes(body) + hashlib.sha256(body).digest(),
+             f"version {FORMAT_VERSION + 1}")
+
+
+def reheadered(ticket: bytes, edit) -> bytes:
+    """The ticket with ``edit`` applied to its JSON header, and a valid checksum."""
+    header_len = struct.unpack_from("<Q", ticket, 12)[0]
+    header = json.loads(ticket[20:20 + header_len])
+    edit(header)
+    new_header = json.dumps(header).encode()
+    body = ticket[:12] + struct.pack("<Q", len(new_header)) + new_header + ticket[
+        20 + header_len:-32]
+    return body + hashlib.sha256(body).digest()
+
+
+def bump_first_k(header):
+    next(iter(header["masks"].values()))["k"] += 1
+
+
+def shrink_payload(header):
+    header["payload_nbytes"] -= 1
+
+
+@pytest.mark.parametrize("edit,match", [
+    (bump_first_k, "k="),
+    (shrink_payload, "payload is not"),
+    (lambda header: header.pop("tensors"), "malformed"),
+    (lambda header: header["spec"].update(seed=99), "different frozen"),
+], ids=["wrong-k", "wrong-payload-size", "missing-field", "other-seed"])
+def test_checksummed_but_inconsistent_tickets_are_rejected(tmp_path, ticket_bytes, edit, match):
+    rejected(tmp_path, reheadered(ticket_bytes, edit), match)
+
+
+def test_sparser_tickets_are_smaller(tmp_path):
+    sizes = [save_ticket(build_model("timm", model_name="mobilenetv3_small_050", sparsity=s),
+                         tmp_path / f"{s}.ticket") for s in (0.5, 0.9, 0.99)]
+    assert sizes[0] > 1.5 * sizes[1] and sizes[1] > 3 * sizes[2]
+
+
+def test_model_that_does_not_rebuild_is_rejected(tmp_path):
+    model = trained({**MLP, "activation": "relu"}, VECTORS)
+    with torch.no_grad():
+        model[0].structure.u.weight.add_(1e-3)  # no longer what the spec's seed draws
+    save_ticket(model, tmp_path / "t.ticket")
+    with pytest.raises(TicketError, match="different frozen"):
+        load_ticket(tmp_path / "t.ticket")
+
+
+def test_model_without_spec_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="build_model"):
+        save_ticket(nn.Sequential(ln.SubnetLinear(3, 2)), tmp_path / "t.ticket")

@@ -1,0 +1,187 @@
+"""train.py end to end on a small MNIST subset (CPU): accuracy, results.json, frozen weights,
+checkpoints (atomic, weights_only, resumable), W&B offline, DDP over gloo, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from lotterynet.cli import build_parser, config_from_args, main
+from lotterynet.config import FIELDS
+from lotterynet.loggers import read_wandb_summary
+from lotterynet.masking import masked_weights
+from lotterynet.models import build_model
+from lotterynet.widen import maskable_count, wide_width
+
+SMALL = ["--limit-train", "2000", "--val-size", "500", "--epochs", "1", "--no-progress-bar"]
+
+
+def train(tmp_path, data_dir, *args, name="run"):
+    out = tmp_path / name
+    code = main([*SMALL, *args, "--data-dir", str(data_dir), "--out", str(out)])
+    return code, out
+
+
+def results_of(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("arch", ["fc2", "lenet5"])
+@pytest.mark.parametrize("structure", ["subsetsum-relu", "subsetsum-identity", "wide"])
+def test_one_epoch_learns_and_keeps_weights_frozen(tmp_path, data_dir, arch, structure):
+    structure, _, activation = structure.partition("-")
+    code, out = train(tmp_path, data_dir, "--arch", arch, "--structure", structure,
+                      "--activation", activation or "relu", "--sparsity", "0.5")
+    assert code == 0
+    results = results_of(out)
+    assert results["test_acc"] > 0.2 and results["epochs_done"] == 1
+    assert results["config"]["arch"] == arch and results["config"]["structure"] == structure
+    assert results["params"]["kept"] == round(results["params"]["maskable"] * 0.5)
+    # Frozen weights: the checkpoint's equal a fresh build from the recorded spec.
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    fresh = build_model(**results["spec"]).state_dict()
+    trained = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    frozen = [k for k in fresh if not k.endswith("scores")]
+    assert frozen and all(torch.equal(fresh[k], trained[k]) for k in frozen)
+    scores = [k for k in fresh if k.endswith("scores")]
+    assert any(not torch.equal(fresh[k], trained[k]) for k in scores)  # the scores did train
+
+
+@pytest.mark.parametrize("arch, width", [("fc2", 2508), ("fc4", 1314), ("lenet5", 378)])
+def test_wide_width_matches_authors_sizing(arch, width):
+    target = maskable_count(arch, structure="subsetsum", pairs=5, sparsity=0.0)
+    assert wide_width(arch, target, sparsity=0.5) == width
+    wide = maskable_count(arch, structure="dense", width=width, sparsity=0.0)
+    assert abs(wide - target) / target < 0.002
+
+
+def test_same_seed_same_frozen_weights_and_masks():
+    def masks(seed):
+        model = build_model("lenet5", structure="subsetsum", seed=seed, sparsity=0.7)
+        return [(m.weight, m.mask()) for m in masked_weights(model)]
+
+    a, b, c = masks(3), masks(3), masks(4)
+    assert all(torch.equal(w1, w2) and torch.equal(m1, m2) for (w1, m1), (w2, m2) in zip(a, b))
+    assert not torch.equal(a[0][0], c[0][0])
+
+
+def test_resume_reaches_the_uninterrupted_result(tmp_path, data_dir):
+    common = ["--arch", "fc2", "--structure", "dense", "--sparsity", "0.5", "--seed", "1",
+              "--epochs", "2"]
+    code, whole = train(tmp_path, data_dir, *common, name="whole")
+    assert code == 0
+    code, part = train(tmp_path, data_dir, *common, "--stop-after", "1", name="part")
+    assert code == 0 and not (part / "results.json").exists()
+    checkpoint = part / "checkpoints" / "last.ckpt"
+    assert "state_dict" in torch.load(checkpoint, weights_only=True)
+    assert main(["--resume", str(checkpoint), "--no-progress-bar"]) == 0
+    a, b = results_of(whole), results_of(part)
+    assert b["epochs_done"] == 2 and len(b["seconds_per_epoch"]) == 1
+    for key in ("test_acc", "test_loss", "val_acc", "mask_digests"):
+        assert a[key] == b[key], key
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, data_dir):
+    args = ["--arch", "fc2", "--structure", "dense", "--limit-train", "200", "--val-size", "100"]
+    code, out = train(tmp_path, data_dir, *args)
+    assert code == 0
+    before = (out / "results.json").read_bytes()
+    code, _ = train(tmp_path, data_dir, *args, "--seed", "5")
+    assert code == 2 and (out / "results.json").read_bytes() == before
+    code, _ = train(tmp_path, data_dir, *args, "--seed", "5", "--overwrite")
+    assert code == 0 and results_of(out)["config"]["seed"] == 5
+
+
+def test_wandb_offline_run_holds_test_accuracy(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense", "--wandb",
+                      "--limit-train", "300", "--val-size", "100")
+    assert code == 0
+    results = results_of(out)
+    logs = list(Path(results["wandb_dir"]).glob("run-*.wandb"))
+    assert len(logs) == 1 and Path(results["wandb_dir"]).name.startswith("offline-run-")
+    summary = read_wandb_summary(logs[0])
+    assert summary["test/acc"] == pytest.approx(results["test_acc"])
+    assert summary["params/kept"] == results["params"]["kept"]
+    assert {"train/loss", "val/acc", "train/acc"} <= set(summary)
+
+
+def test_ddp_on_cpu_two_ranks_agree(tmp_path, data_dir):
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--arch", "fc2", "--structure", "subsetsum",
+         "--accelerator", "cpu", "--devices", "2", "--limit-train", "1000", "--val-size", "200",
+         "--epochs", "1", "--no-progress-bar", "--data-dir", str(data_dir), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = results_of(out)
+    assert results["devices"] == 2
+    first, second = results["mask_digests"]
+    assert first == second and first > 0
+    assert results["test_acc"] > 0.2
+
+
+BAD = [
+    (["--arch", "resnet9000"], "resnet9000", "fc2"),
+    (["--structure", "nope"], "nope", "subsetsum"),
+    (["--structure", "wide", "--match", "nope"], "nope", "subsetsum"),
+    (["--init", "gaussianish"], "gaussianish", "kaiming_normal"),
+    (["--dataset", "imagenet"], "imagenet", "fashion-mnist"),
+    (["--activation", "tanh"], "tanh", "identity"),
+    (["--sparsity", "1.0"], "1.0", "[0, 1)"),
+    (["--sparsity", "-0.1"], "-0.1", "[0, 1)"),
+    (["--epochs", "0"], "epochs", "positive"),
+    (["--config", "/nonexistent/cfg.yaml"], "/nonexistent/cfg.yaml", "not found"),
+    (["--resume", "/nonexistent/last.ckpt"], "/nonexistent/last.ckpt", "not found"),
+]
+
+
+@pytest.mark.parametrize("argv, bad, hint", BAD)
+def test_bad_input_exits_2_with_one_line(argv, bad, hint, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and bad in err and hint in err
+
+
+def test_bad_config_key_and_corrupt_checkpoint(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"arch": "fc2", "learning_rate": 0.1}))
+    corrupt = tmp_path / "last.ckpt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    for argv, bad in [(["--config", str(config)], "learning_rate"),
+                      (["--resume", str(corrupt)], "corrupt")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and bad in err
+
+
+def test_cli_subprocess_bad_input_and_help():
+    proc = subprocess.run([sys.executable, "train.py", "--structure", "bogus"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "bogus" in proc.stderr and "Traceback" not in proc.stderr
+    help_text = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120).stdout
+    for name in FIELDS:
+        assert "--" + name.replace("_", "-") in help_text
+    assert "PRUNED" in help_text and "(default: 0.5)" in help_text
+
+
+def test_flags_override_config_file(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"arch": "fc4", "sparsity": 0.9, "epochs": 7}))
+    args = build_parser().parse_args(["--config", str(config), "--sparsity", "0.25"])
+    resolved = config_from_args(args)
+    assert (resolved.arch, resolved.sparsity, resolved.epochs) == ("fc4", 0.25, 7)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")))
+def test_shipped_configs_are_valid(path):
+    args = build_parser().parse_args(["--config", str(path)])
+    assert config_from_args(args).arch in path.stem
