@@ -10,9 +10,13 @@ The result is a real pruned network: each target ``nn.Linear`` / ``nn.Conv2d`` b
 ``SubnetLinear`` / ``SubnetConv2d`` with ``structure="subsetsum"``, ``activation="identity"``,
 ``shared=False`` and ``pairs=n`` (Pensia et al.'s Figure 1c, one path per coefficient): the
 second-layer weights ``v`` are the coefficients, the first-layer weights ``u`` are 1, and both
-keep exactly the solver's paths, so ``W_ij = Σ_t ũ_ijt ṽ_ijt = Σ_{t∈S_ij} a_ijt``. lotterynet's
-biases are frozen and not maskable, so a target bias is approximated the same way and its
-subset sum is stored as the layer's frozen bias.
+keep exactly the solver's paths, so ``W_ij = Σ_t ũ_ijt ṽ_ijt = Σ_{t∈S_ij} a_ijt``.
+
+The targets are the project's architectures (:mod:`lotterynet.archs`) built with
+``trained=True`` (plain bias-free ``nn`` layers) and trained by a short Adam loop: ``fc2``
+784-500-10 (397,000 weights) and ``lenet5`` with trained convs (``subnet_convs=True``; 2,550
+conv weights). Unlike da Cunha et al.'s LeNet5, these convs have no bias (they count 2,572
+with biases) and the second conv is unpadded, so the conv part ends at 16 × 5 × 5, not 7 × 7.
 
     python -m lotterynet.approximate fc2 --data-dir ../shared/data
     python -m lotterynet.approximate lenet5 --data-dir ../shared/data
@@ -35,27 +39,12 @@ from torch import nn
 
 from .data import DatasetNotFound, load_split
 from .layers import SubnetConv2d, SubnetLinear
+from .models import build_model
 from .params import count_params
 from .subsetsum import solve
 
-LENET5_CONV_PART = 6  # lenet5()[:6] is the convolutional part (ends at 16 × 7 × 7)
-
-
-def fc2() -> nn.Sequential:
-    """Pensia et al.'s FC2 target: 784-500-10, ReLU, no bias (397,000 weights)."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 500, bias=False), nn.ReLU(),
-                         nn.Linear(500, 10, bias=False))
-
-
-def lenet5() -> nn.Sequential:
-    """LeNet5 as in da Cunha et al.: conv 6@5×5 → pool → conv 16@5×5 → pool → 120 → 84 → 10,
-    'same' padding so the conv part ends at 16 × 7 × 7; its convs hold 2,572 weights and biases."""
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 7 * 7, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-        nn.Linear(84, 10),
-    )
+LENET5 = {"name": "lenet5", "subnet_convs": True}  # with trained=True: all layers plain, trained
+LENET5_CONV_PART = 6  # modules 0-5 of lotterynet.archs.lenet5: conv, ReLU, pool, conv, ReLU, pool
 
 
 def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
@@ -82,31 +71,33 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 2000) -> t
 
 def approximate_layer(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator, *,
                       k: int | None = None, shared_per_row: bool = False):
-    """The subset-sum approximation of one trained layer, as a pruned float64 subnet layer.
+    """The subset-sum approximation of one trained bias-free layer, as a pruned float64 subnet
+    layer (subnet layers have no maskable bias, so a layer with a bias is rejected).
 
-    Coefficients: ``U[lo, hi]`` with ``lo, hi`` the smallest and largest of the layer's weights
-    (and bias), ``n`` per weight, or with ``shared_per_row`` one set per output unit used by all
+    Coefficients: ``U[lo, hi]`` with ``lo, hi`` the smallest and largest of the layer's
+    weights, ``n`` per weight, or with ``shared_per_row`` one set per output unit used by all
     of its weights (the authors' variant). ``k``: every weight keeps exactly ``k`` of its ``n``
     coefficients (Natale et al.'s fixed-size subset sum). Returns ``(subnet_layer, stats)``.
     """
     if not isinstance(layer, nn.Linear | nn.Conv2d):
         raise ValueError(f"can approximate nn.Linear or nn.Conv2d, got {type(layer).__name__}")
-    weight = layer.weight.detach().double()
-    out, nw = weight.shape[0], weight[0].numel()
-    table = weight.reshape(out, nw)  # one row per output unit; the bias is its last column
     if layer.bias is not None:
-        table = torch.cat([table, layer.bias.detach().double()[:, None]], dim=1)
-    lo, hi = table.min().item(), table.max().item()
-    draws = out if shared_per_row else table.numel()
+        raise ValueError(f"{layer} has a bias; subnet layers have no maskable bias, so only "
+                         "bias-free targets (bias=False) can be approximated")
+    weight = layer.weight.detach().double()
+    out, per_row = weight.shape[0], weight[0].numel()
+    targets = weight.reshape(-1)
+    lo, hi = targets.min().item(), targets.max().item()
+    draws = out if shared_per_row else targets.numel()
     coeffs = lo + (hi - lo) * torch.rand(draws, n, generator=generator, dtype=torch.float64)
     if shared_per_row:
-        coeffs = coeffs.repeat_interleave(table.shape[1], dim=0)
+        coeffs = coeffs.repeat_interleave(per_row, dim=0)
     start = time.perf_counter()
-    selection, approx, error = solve(table.reshape(-1), coeffs, k)
+    selection, _, error = solve(targets, coeffs, k)
     seconds = time.perf_counter() - start
 
-    options = dict(bias=layer.bias is not None, sparsity=0.5, structure="subsetsum", pairs=n,
-                   activation="identity", shared=False, seed=0)
+    options = dict(sparsity=0.5, structure="subsetsum", pairs=n, activation="identity",
+                   shared=False, seed=0)
     if isinstance(layer, nn.Linear):
         subnet = SubnetLinear(layer.in_features, layer.out_features, **options)
     else:
@@ -114,28 +105,26 @@ def approximate_layer(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Gen
                               layer.stride, layer.padding, layer.dilation, layer.groups, **options)
     subnet.double()
 
-    def as_v(x):  # (out, row, n) -> v's layout (out, in_per_group, n, *kernel)
-        return x[:, :nw].reshape(*weight.shape, n).movedim(-1, 2)
+    def as_v(x):  # (weights, n) -> v's layout (out, in_per_group, n, *kernel)
+        return x.reshape(*weight.shape, n).movedim(-1, 2)
 
     structure = subnet.structure
-    mask = as_v(selection.reshape(out, -1, n))
+    mask = as_v(selection)
     with torch.no_grad():
-        structure.v.weight.copy_(as_v(coeffs.reshape(out, -1, n)))
+        structure.v.weight.copy_(as_v(coeffs))
         structure.u.weight.fill_(1.0)
-        if layer.bias is not None:
-            subnet.bias.copy_(approx.reshape(out, -1)[:, -1])
     structure.v.set_mask(mask)
     structure.u.set_mask(mask)
     stats = {
         "layer": repr(layer),
-        "targets": table.numel(),
+        "targets": targets.numel(),
         "coefficients_drawn": draws * n,
         "coefficients_kept": int(selection.sum()),
         "weight_error_max": error.max().item(),
         "weight_error_median": error.median().item(),
         # U[min w, max w] is asymmetric: now and then all n coefficients have the wrong sign
         "all_coefficients_wrong_sign": int(
-            ((coeffs * table.reshape(-1, 1)) <= 0).all(1).sum()),
+            ((coeffs * targets[:, None]) <= 0).all(1).sum()),
         "solve_seconds": seconds,
     }
     return subnet, stats
@@ -157,15 +146,13 @@ def approximate_model(target: nn.Sequential, n: int, *, seed: int = 0, k: int | 
 
 @torch.no_grad()
 def weight_errors(model: nn.Sequential, target: nn.Sequential) -> torch.Tensor:
-    """``|w_model − w_target|`` of every weight and bias of the approximated layers, read from
-    the built model's effective weights ``Σ_t ũ_ijt ṽ_ijt`` (float64)."""
+    """``|w_model − w_target|`` of every weight of the approximated layers, read from the built
+    model's effective weights ``Σ_t ũ_ijt ṽ_ijt`` (float64)."""
     errors = []
     for subnet, layer in zip(model, target):
         if isinstance(subnet, SubnetLinear | SubnetConv2d):
             weight, _ = subnet.structure.effective_weight()
             errors.append((weight - layer.weight.double()).abs().flatten())
-            if layer.bias is not None:
-                errors.append((subnet.bias - layer.bias.double()).abs())
     return torch.cat(errors)
 
 
@@ -190,11 +177,11 @@ def machine() -> dict:
             "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
-def target_network(builder, checkpoint: Path | None, images, labels, *, epochs: int, seed: int,
-                   save_to: Path):
-    """The trained target: loaded from ``checkpoint`` (a state dict) or trained and saved."""
-    torch.manual_seed(seed)
-    model = builder()
+def target_network(arch: dict, checkpoint: Path | None, images, labels, *, epochs: int,
+                   seed: int, save_to: Path):
+    """The trained target ``build_model(**arch, trained=True, seed=seed)``: loaded from
+    ``checkpoint`` (a state dict) or trained and saved."""
+    model = build_model(**arch, trained=True, seed=seed)
     if checkpoint is not None:
         model.load_state_dict(torch.load(checkpoint, weights_only=True))
         return model.eval(), {"checkpoint": str(checkpoint)}
@@ -215,7 +202,7 @@ def run_fc2(args) -> dict:
     """Experiment 1 of Pensia et al. on FC2 / MNIST, with the pruned network evaluated."""
     train_x, train_y = load_split("mnist", args.data_dir, train=True)
     test_x, test_y = load_split("mnist", args.data_dir, train=False)
-    target, target_info = target_network(fc2, args.checkpoint, train_x, train_y,
+    target, target_info = target_network({"name": "fc2"}, args.checkpoint, train_x, train_y,
                                          epochs=args.epochs, seed=args.seed,
                                          save_to=args.targets_dir / "fc2_mnist.pt")
     n = args.n or args.C * math.ceil(math.log2(1 / args.epsilon))
@@ -226,7 +213,8 @@ def run_fc2(args) -> dict:
     errors = weight_errors(model, target)
     result = {
         "experiment": "Pensia et al. 2020, Experiment 1: subset-sum approximation of FC2",
-        "target": {"architecture": "FC2 784-500-10, ReLU, no bias", "dataset": "mnist",
+        "target": {"architecture": "lotterynet.archs fc2 (trained=True): 784-500-10, ReLU, "
+                                   "no bias", "dataset": "mnist",
                    "test_accuracy": accuracy(target_logits, test_y), **target_info},
         "n": n, "epsilon": args.epsilon, "C": args.C, "k": args.k,
         "coefficients": "U[min w, max w] of each layer, "
@@ -283,13 +271,13 @@ solved exactly by `lotterynet.subsetsum.solve` (meet in the middle) on {r['machi
 
 def run_lenet5(args) -> dict:
     """da Cunha et al.'s Figs. 3-4: LeNet5's conv weights approximated for n = n_min..n_max;
-    max weight error and max relative error of the conv part's output (16 × 7 × 7) per n."""
+    max weight error and max relative error of the conv part's output (16 × 5 × 5) per n."""
     checkpoints = args.checkpoint or [None] * len(args.datasets)
     results = {}
     for dataset, checkpoint in zip(args.datasets, checkpoints):
         train_x, train_y = load_split(dataset, args.data_dir, train=True)
         test_x, test_y = load_split(dataset, args.data_dir, train=False)
-        target, target_info = target_network(lenet5, checkpoint, train_x, train_y,
+        target, target_info = target_network(LENET5, checkpoint, train_x, train_y,
                                              epochs=args.epochs, seed=args.seed,
                                              save_to=args.targets_dir / f"lenet5_{dataset}.pt")
         target64 = copy.deepcopy(target).double()
@@ -317,7 +305,9 @@ def run_lenet5(args) -> dict:
                             "per_n": rows}
     result = {
         "experiment": "da Cunha et al. 2022, Figs. 3-4: subset-sum approximation of LeNet5's "
-                      "conv weights and biases",
+                      "conv weights",
+        "target": "lotterynet.archs lenet5 (trained=True, subnet_convs=True): conv 6@5x5 pad 2, "
+                  "pool, conv 16@5x5, pool, 120, 84, 10; no biases (2,550 conv weights)",
         "coefficients": "U[min w, max w] of each layer, "
                         + ("one set per row" if args.shared_per_row else "one set per weight"),
         "k": args.k, "seed": args.seed, "test_images": "whole test split (10,000)",
@@ -356,10 +346,10 @@ def lenet5_markdown(r: dict) -> str:
     m = r["machine"]
     text = f"""# Subset-sum approximation of LeNet5's conv layers (da Cunha et al. 2022, Figs. 3-4)
 
-The conv weights and biases of a trained LeNet5 are each approximated by the nearest subset sum
-of n coefficients ({r['coefficients']}), built as pruned `SubnetConv2d(structure='subsetsum',
+Target: {r['target']}. Each conv weight is approximated by the nearest subset sum of n
+coefficients ({r['coefficients']}), built as pruned `SubnetConv2d(structure='subsetsum',
 activation='identity', shared=False, pairs=n)` layers. Relative output error of an image:
-max |Δ activation| / max |activation| over the 16 × 7 × 7 output of the conv part; the table
+max |Δ activation| / max |activation| over the 16 × 5 × 5 output of the conv part; the table
 gives its maximum over the {r['test_images']}. Test accuracy: the approximated conv part
 followed by the target's own FC part. Solved on {m['cpu']} ({m['threads']} threads).
 Plots: `lenet5_weight_error.png` (Fig. 3), `lenet5_output_error.png` (Fig. 4).

@@ -4,7 +4,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import lotterynet as ln
-from lotterynet.approximate import approximate_layer, approximate_model, lenet5, main, weight_errors
+from lotterynet.approximate import (
+    LENET5,
+    LENET5_CONV_PART,
+    approximate_layer,
+    approximate_model,
+    main,
+    weight_errors,
+)
+from lotterynet.models import build_model
 from lotterynet.subsetsum import solve
 
 
@@ -15,7 +23,7 @@ def tiny_target():
     x = torch.randn(256, 20, generator=g)
     labels = (x @ torch.randn(20, 4, generator=g)).argmax(1)
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4, bias=False))
+    net = nn.Sequential(nn.Linear(20, 16, bias=False), nn.ReLU(), nn.Linear(16, 4, bias=False))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(30):
         loss = F.cross_entropy(net(x), labels)
@@ -36,16 +44,15 @@ def test_pruned_model_matches_target_within_propagated_bound(tiny_target):
     e1, e2 = (s["weight_error_max"] for s in stats)  # what the solver reports, per layer
     x = torch.randn(64, 20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     w1 = tiny_target[0].weight.detach().double()
-    b1 = tiny_target[0].bias.detach().double()
     w2 = tiny_target[2].weight.detach().double()
-    h = F.relu(x @ w1.T + b1)
+    h = F.relu(x @ w1.T)
     y = h @ w2.T
     with torch.no_grad():
         h_approx = F.relu(first(x))
         y_approx = model(x)
-    # |Δy1| <= e1 (Σ|x| + 1) per unit (the bias is an input of 1); ReLU is 1-Lipschitz;
+    # |Δy1| <= e1 Σ|x| per unit; ReLU is 1-Lipschitz;
     # Δy2 = (W2' − W2) h' + W2 (h' − h)  =>  |Δy2_i| <= e2 Σ|h'| + Σ_j |W2_ij| · bound1
-    bound1 = e1 * (x.abs().sum(1, keepdim=True) + 1)
+    bound1 = e1 * x.abs().sum(1, keepdim=True)
     assert ((h_approx - h).abs() <= bound1 + 1e-12).all()
     bound2 = e2 * h_approx.abs().sum(1, keepdim=True) + bound1 * w2.abs().sum(1)
     assert ((y_approx - y).abs() <= bound2 + 1e-12).all()
@@ -61,16 +68,10 @@ def test_kept_count_equals_solver_selection(tiny_target):
         # re-solve the weights from the model's own coefficients, v laid out as (out, in, n)
         targets = layer.weight.detach().double().reshape(-1)
         selection, _, error = solve(targets, v.weight.detach().reshape(-1, n))
-        assert v.k == subnet.structure.u.k == int(selection.sum())
+        assert v.k == subnet.structure.u.k == int(selection.sum()) == s["coefficients_kept"]
         assert torch.equal(v.mask().reshape(-1, n), selection)
-        # the stats also count the coefficients kept for a bias (folded into the frozen bias)
-        assert s["coefficients_kept"] >= v.k
-        if layer.bias is not None:
-            bias_error = (subnet.bias - layer.bias.double()).abs()
-            assert bias_error.max() <= s["weight_error_max"]
         model_error = (subnet.structure.effective_weight()[0] - layer.weight.double()).abs()
         torch.testing.assert_close(model_error.reshape(-1), error, rtol=0, atol=1e-12)
-    assert stats[1]["coefficients_kept"] == model[2].structure.v.k  # no bias: all in the model
     params = ln.count_params(model)
     assert params["kept"] == 2 * sum(m.structure.v.k for m in (model[0], model[2]))
 
@@ -86,25 +87,26 @@ def test_fixed_size_and_shared_per_row(tiny_target):
 
 
 def test_conv_part_layout():
-    torch.manual_seed(0)
-    conv = lenet5()[:6]
+    conv = build_model(**LENET5, trained=True, seed=0)[:LENET5_CONV_PART]
     model, stats = approximate_model(conv, 9, seed=5)
     assert isinstance(model[0], ln.SubnetConv2d) and isinstance(model[3], ln.SubnetConv2d)
     errors = weight_errors(model, conv)
-    assert errors.numel() == 2572  # da Cunha et al.'s count: conv weights and biases
+    assert errors.numel() == 6 * 25 + 16 * 6 * 25
     # the model's effective kernels are off by exactly the solver's errors
     assert errors.max().item() == pytest.approx(max(s["weight_error_max"] for s in stats),
                                                 abs=1e-12)
     x = torch.randn(4, 1, 28, 28, dtype=torch.float64)
     with torch.no_grad():
         out, ref = model(x), conv.double()(x)
-    assert out.shape == ref.shape == (4, 16, 7, 7)
+    assert out.shape == ref.shape == (4, 16, 5, 5)
     assert (out - ref).abs().max() < 0.5 * ref.abs().max()
 
 
-def test_rejects_other_layers():
+def test_rejects_other_layers_and_biases():
     with pytest.raises(ValueError, match="nn.Linear or nn.Conv2d, got ReLU"):
         approximate_layer(nn.ReLU(), 5, torch.Generator())
+    with pytest.raises(ValueError, match="has a bias.*bias=False"):
+        approximate_layer(nn.Linear(3, 2), 5, torch.Generator())
 
 
 def test_cli_help_and_errors(tmp_path, capsys):
