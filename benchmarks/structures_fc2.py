@@ -1,7 +1,7 @@
 """MNIST fc2 (784-500-10) at a matched kept-parameter budget: dense, wide, subsetsum, malach,
 orseau and fixedsize, each a short ``train.py`` run; writes results/structures_fc2.{md,json}.
 
-    python scripts/structures_fc2.py --data-dir /work/shared/data [--epochs 1 --limit-train 10000]
+    python benchmarks/structures_fc2.py --data-dir ../shared/data [--epochs 1 --limit-train 10000]
 
 The sparsity of every structure is solved analytically from ``layer_counts`` so that the kept
 count equals the budget (dense at 50 %: 198,500). fixedsize keeps at least one term per target
