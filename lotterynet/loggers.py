@@ -7,8 +7,10 @@ land in ``RUN_DIR/wandb/offline-run-*`` and upload later with ``wandb sync``.
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
+import struct
 from pathlib import Path
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
@@ -53,8 +55,6 @@ def read_wandb_records(path: str | Path):
     header, then 32 KiB blocks of chunks, each with a 7-byte header ``<crc32, length, type>``;
     type 1 = whole record, 2/3/4 = first/middle/last piece). Lets offline runs be inspected
     without uploading them."""
-    import struct
-
     from wandb.proto import wandb_internal_pb2
 
     block, header = 32768, struct.Struct("<IHB")
@@ -82,8 +82,6 @@ def read_wandb_records(path: str | Path):
 def read_wandb_summary(path: str | Path) -> dict:
     """Final summary of a ``run-*.wandb`` file: the last value of every logged key (history
     rows and explicit summary updates)."""
-    import json
-
     summary: dict = {}
     for record in read_wandb_records(path):
         kind = record.WhichOneof("record_type")

@@ -185,3 +185,21 @@ def test_flags_override_config_file(tmp_path):
 def test_shipped_configs_are_valid(path):
     args = build_parser().parse_args(["--config", str(path)])
     assert config_from_args(args).arch in path.stem
+
+
+def test_missing_data_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import lotterynet.datamodule as datamodule
+    from lotterynet.data import load_split
+
+    def offline(name, root, *, train, download=False):
+        if download:
+            raise urllib.error.URLError("no network")
+        return load_split(name, root, train=train)
+
+    monkeypatch.setattr(datamodule, "load_split", offline)
+    assert main(["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fashion-mnist" in err and "download failed" in err
