@@ -84,3 +84,15 @@ def test_wandb_sweep_file_covers_the_grid(tmp_path):
     assert spec["parameters"]["arch"]["value"] == "lenet5"
     assert set(spec["parameters"]["structure"]["values"]) == {"subsetsum", "wide"}
     assert "--wandb" in spec["command"]
+
+
+def test_subprocess_pool_runs_cells(tmp_path, data_dir, capsys):
+    out = tmp_path / "pool"
+    argv = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
+            "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1",
+            "--no-baseline", "--jobs-per-device", "2", "--data-dir", str(data_dir),
+            "--sweep-out", str(out)]
+    assert main(argv) == 0
+    assert "[2/2]" in capsys.readouterr().out
+    assert [r["sparsity"] for r in rows(out)] == ["0.9", "0.5"]  # sorted by kept params
+    assert all((out / "cells" / c / "cell.yaml").is_file() for c in os.listdir(out / "cells"))
