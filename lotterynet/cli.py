@@ -54,9 +54,12 @@ def summary_line(results: dict) -> str:
     if not results.get("finished"):
         return (f"stopped after epoch {results['epochs_done']}; resume with --resume "
                 f"{results['run_dir']}/checkpoints/last.ckpt")
-    return (f"test accuracy {100 * results['test_acc']:.2f}% | kept {results['params']['kept']:,}"
-            f" of {results['params']['maskable']:,} maskable | {results['train_seconds']:.0f} s"
-            f" ({results['epochs_done']} epochs) | {results['run_dir']}")
+    params = results["params"]
+    size = (f"kept {params['kept']:,} of {params['maskable']:,} maskable" if params["maskable"]
+            else f"{params['trainable']:,} trained weights")
+    return (f"test accuracy {100 * results['test_acc']:.2f}% | {size} | "
+            f"{results['train_seconds']:.0f} s ({results['epochs_done']} epochs) | "
+            f"{results['run_dir']}")
 
 
 def main(argv: list[str] | None = None) -> int:
