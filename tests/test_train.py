@@ -203,3 +203,20 @@ def test_missing_data_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "fashion-mnist" in err and "download failed" in err
+
+
+def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
+    from lotterynet.checkpointing import atomic_torch_save
+
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def interrupted(obj, f):
+        Path(f).write_bytes(b"half a checkpo")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
