@@ -29,11 +29,12 @@ import csv
 import itertools
 import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,21 +198,32 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int) -> None:
         print(f"[{done}/{total}] {name} done | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
               flush=True)
 
-    if workers == 1:
+    if any(config.devices > 1 for _, config in todo):
+        # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
+        # in its own train.py that sees all devices, one at a time.
+        slots: list[int | None] = [None]
+    elif workers == 1:
         for name, config in todo:
             run(config)
             report(name)
         return
-    slots = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
+    else:
+        slots = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
+    free: queue.Queue = queue.Queue()
+    for slot in slots:
+        free.put(slot)
 
-    def work(index_and_cell):
-        index, (name, config) = index_and_cell
-        run_cell_subprocess(config, slots[index % len(slots)])
-        return name
+    def work(cell: tuple[str, RunConfig]) -> str:
+        slot = free.get()  # a device with a free job slot
+        try:
+            run_cell_subprocess(cell[1], slot)
+        finally:
+            free.put(slot)
+        return cell[0]
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for name in pool.map(work, enumerate(todo)):
-            report(name)
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        for future in as_completed([pool.submit(work, cell) for cell in todo]):
+            report(future.result())
 
 
 def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
