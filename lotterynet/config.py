@@ -103,7 +103,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         kind = field_type(f)
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        help_text = f.metadata["help"]  # states its default itself, or gets it appended
+        help_text += "" if "(default:" in help_text else f" (default: {f.default})"
         extra = {k: v for k, v in f.metadata.items() if k != "help"}
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
