@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 
 def wandb_has_api_key() -> bool:
@@ -39,9 +40,10 @@ def make_loggers(run_dir: Path, config: dict) -> list[Logger]:
 
 
 def finish_wandb(loggers: list[Logger], summary: dict) -> str | None:
-    """Write ``summary`` into the W&B run's summary, close the run; returns its directory."""
+    """Write ``summary`` into the W&B run's summary, close the run; returns its directory.
+    Only rank 0 holds a real W&B run (other DDP ranks get Lightning's dummy)."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
             run = logger.experiment
             run.summary.update(summary)
             run_dir = run.dir
