@@ -1,12 +1,12 @@
 """One run's configuration: a dataclass that is at once the YAML schema, the command line and the
 record written to ``results.json``.
 
-Every field carries its help text; :func:`build_parser` turns the fields into flags (with their
-defaults in the help), :func:`load_yaml` reads a file with the same keys, and
-:func:`resolve_config` merges file and flags (flags win) and validates the result. Names
-(architecture, structure, init, data set, optimizer, scheduler) are checked against their
-registries at validation time, so a structure registered by another module is accepted without
-touching this file.
+Every field carries its help text; :func:`add_config_arguments` turns the fields into flags
+(with their defaults in the help), :func:`load_yaml` reads a file with the same keys, and
+:func:`make_config` validates a merged mapping (``lotterynet.cli`` merges checkpoint, file and
+flags, flags winning). Names (architecture, structure, init, data set, optimizer, scheduler)
+are checked against their registries at validation time, so a structure registered by another
+module is accepted without touching this file.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         kind = field_type(f)
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        help_text = f.metadata["help"]  # states its default itself, or gets it appended
+        help_text += "" if "(default:" in help_text else f" (default: {f.default})"
         extra = {k: v for k, v in f.metadata.items() if k != "help"}
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
@@ -142,13 +143,6 @@ def make_config(values: dict) -> RunConfig:
     config = RunConfig(**typed)
     validate(config)
     return config
-
-
-def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """YAML file (``args.config``) overlaid with the flags that were given."""
-    values = load_yaml(args.config) if getattr(args, "config", None) else {}
-    values.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
-    return make_config(values)
 
 
 def _check_name(registry: Registry, value: str) -> None:

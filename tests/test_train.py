@@ -185,3 +185,38 @@ def test_flags_override_config_file(tmp_path):
 def test_shipped_configs_are_valid(path):
     args = build_parser().parse_args(["--config", str(path)])
     assert config_from_args(args).arch in path.stem
+
+
+def test_missing_data_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import lotterynet.datamodule as datamodule
+    from lotterynet.data import load_split
+
+    def offline(name, root, *, train, download=False):
+        if download:
+            raise urllib.error.URLError("no network")
+        return load_split(name, root, train=train)
+
+    monkeypatch.setattr(datamodule, "load_split", offline)
+    assert main(["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fashion-mnist" in err and "download failed" in err
+
+
+def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
+    from lotterynet.checkpointing import atomic_torch_save
+
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def interrupted(obj, f):
+        Path(f).write_bytes(b"half a checkpo")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
