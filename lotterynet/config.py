@@ -32,7 +32,8 @@ def _opt(default, help: str, **argparse_kwargs):
 @dataclass
 class RunConfig:
     # what is trained
-    arch: str = _opt("lenet5", "architecture (fc2, fc4, lenet5, conv2, conv4, conv6, conv8, ...)")
+    arch: str = _opt("lenet5", "architecture (fc2, fc4, lenet5, conv2, conv4, conv6, conv8, or "
+                     "timm:<model name> for any timm model converted to subnet layers)")
     structure: str = _opt("subsetsum", "structure of the subnet layers: dense, subsetsum, wide "
                           "(the dense net widened to match --match), or any registered structure")
     sparsity: float = _opt(0.5, "fraction of maskable weights PRUNED, in [0, 1) (0.9 keeps 10%%)")
@@ -40,7 +41,11 @@ class RunConfig:
                       "(also sizes --structure wide)")
     activation: str = _opt("relu", "activation inside the subset-sum structure",
                            choices=["relu", "identity"])
-    init: str = _opt("kaiming_normal", "distribution of the frozen random weights")
+    init: str | None = _opt(None, "distribution of the frozen random weights (default: the "
+                            "structure's own: kaiming_normal for dense/subsetsum/fixedsize, "
+                            "uniform for malach/dacunha, hyperbolic for orseau)")
+    hidden: int | None = _opt(None, "hidden width H of the malach/orseau structures (default: "
+                              "pairs x fan-in)")
     shared: bool = _opt(True, "share the subset-sum first layer across outputs (the paper's "
                         "construction); --no-shared gives the literal per-weight Figure 1c")
     match: str = _opt("subsetsum", "for --structure wide: the structure whose maskable count the "
@@ -159,16 +164,23 @@ def validate(config: RunConfig) -> None:
     """Raise :class:`ConfigError` on the first bad value."""
     from .data import DATASETS
     from .distributions import DISTRIBUTIONS
-    from .models import MODELS
+    from .models import MODELS, split_arch
     from .optim import OPTIMIZERS, SCHEDULERS
     from .structures import ACTIVATIONS, STRUCTURES
 
-    _check_name(MODELS, config.arch)
+    family, family_kwargs = split_arch(config.arch)
+    _check_name(MODELS, family)
+    if family_kwargs and (config.structure == WIDE or config.train_weights
+                          or config.subnet_convs):
+        raise ConfigError(f"--arch {config.arch!r} is converted layer by layer; --structure wide, "
+                          f"--train-weights and --subnet-convs need a built-in architecture "
+                          f"({', '.join(n for n in MODELS.names() if n != family)})")
     if config.structure != WIDE and config.structure not in STRUCTURES:
         raise ConfigError(f"unknown structure {config.structure!r}; valid choices: "
                           f"{', '.join(STRUCTURES.names() + [WIDE])}")
     _check_name(STRUCTURES, config.match)
-    _check_name(DISTRIBUTIONS, config.init)
+    if config.init is not None:
+        _check_name(DISTRIBUTIONS, config.init)
     _check_name(DATASETS, config.dataset)
     _check_name(OPTIMIZERS, config.optimizer)
     _check_name(SCHEDULERS, config.scheduler)
@@ -179,7 +191,7 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"sparsity is the fraction of weights pruned and must be in [0, 1), "
                           f"got {config.sparsity!r}")
     positive = ["epochs", "batch_size", "pairs", "devices"]
-    optional = ("limit_train", "lr", "stop_after")
+    optional = ("limit_train", "lr", "stop_after", "hidden")
     positive += [name for name in optional if getattr(config, name) is not None]
     for name in positive:
         if getattr(config, name) <= 0:

@@ -21,6 +21,7 @@ from .checkpointing import AtomicCheckpointIO, RNGState
 from .config import WIDE, ConfigError, RunConfig
 from .datamodule import TensorDataModule
 from .loggers import finish_wandb, make_loggers
+from .models import split_arch
 from .module import EdgePopupModule, layer_densities, mask_digest
 from .params import count_params
 from .widen import maskable_count, wide_width
@@ -64,9 +65,14 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
 def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
     """``build_model`` arguments for the config; ``wide`` becomes the dense structure at the width
     that matches the ``match`` structure's maskable count."""
-    spec = dict(name=config.arch, structure=config.structure, sparsity=config.sparsity,
-                pairs=config.pairs, activation=config.activation, init=config.init,
-                shared=config.shared, seed=config.seed, in_channels=data.in_channels,
+    name, family_kwargs = split_arch(config.arch)
+    layer_options = dict(structure=config.structure, sparsity=config.sparsity,
+                         pairs=config.pairs, activation=config.activation, init=config.init,
+                         shared=config.shared, hidden=config.hidden, seed=config.seed)
+    if family_kwargs:  # e.g. timm:<model>: an existing model, converted layer by layer
+        return dict(name=name, **family_kwargs, **layer_options, in_chans=data.in_channels,
+                    num_classes=data.num_classes, img_size=data.image_size)
+    spec = dict(name=name, **layer_options, in_channels=data.in_channels,
                 image_size=data.image_size, num_classes=data.num_classes)
     if config.subnet_convs:
         spec["subnet_convs"] = True
