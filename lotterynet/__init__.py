@@ -6,24 +6,28 @@ from .convert import convert
 from .distributions import DISTRIBUTIONS, sample_weights
 from .export import export
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
-from .masking import MaskedWeight, global_topk, kept_count, masked_weights
+from .masking import FrozenWeight, MaskedWeight, global_topk, kept_count, masked_weights
 from .params import count_params
-from .structures import STRUCTURES
+from .structures import STRUCTURES, LayerOp, TargetShape, layer_counts
 from .ticket import TicketError, load_ticket, save_ticket
 
 __all__ = [
     "DISTRIBUTIONS",
     "STRUCTURES",
+    "FrozenWeight",
+    "LayerOp",
     "MaskedWeight",
     "SubnetConv1d",
     "SubnetConv2d",
     "SubnetLinear",
+    "TargetShape",
     "TicketError",
     "convert",
     "count_params",
     "export",
     "global_topk",
     "kept_count",
+    "layer_counts",
     "load_ticket",
     "masked_weights",
     "sample_weights",

@@ -40,7 +40,8 @@ class Layers:
     sparsity: float = 0.5
     pairs: int = 5
     activation: str = "relu"
-    init: str = "kaiming_normal"
+    init: str | None = None  # None: each structure's own default
+    hidden: int | None = None
     shared: bool = True
     trained: bool = False
     seed: int = 0
@@ -51,7 +52,8 @@ class Layers:
         return self.seed + self._count - 1
 
     def _subnet_kwargs(self) -> dict:
-        return dict(sparsity=self.sparsity, init=self.init, structure=self.structure,
+        return dict(sparsity=self.sparsity, init=self.init, hidden=self.hidden,
+                    structure=self.structure,
                     pairs=self.pairs, activation=self.activation, shared=self.shared,
                     seed=self._next_seed())
 
@@ -67,10 +69,12 @@ class Layers:
         return SubnetConv2d(c_in, c_out, kernel, padding=padding, **self._subnet_kwargs())
 
     def frozen_conv(self, c_in: int, c_out: int, kernel: int, padding: int = 0) -> nn.Module:
-        """A conv with random frozen filters from ``init`` and no mask (LeNet5 in the paper)."""
+        """A conv with random frozen filters from ``init`` (Kaiming normal by default, the paper's)
+        and no mask (LeNet5 in the paper)."""
         conv = nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False)
         generator = torch.Generator().manual_seed(self._next_seed())
-        weight = sample_weights(self.init, conv.weight.shape, c_in * kernel * kernel, generator)
+        weight = sample_weights(self.init or "kaiming_normal", conv.weight.shape,
+                                c_in * kernel * kernel, generator)
         conv.weight = nn.Parameter(weight, requires_grad=False)
         return conv
 

@@ -28,8 +28,12 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # interrupted or failed: the previous checkpoint stays intact
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -12,6 +12,7 @@ import sys
 from .checkpointing import CheckpointError, load_checkpoint
 from .config import FIELDS, ConfigError, add_config_arguments, load_yaml, make_config
 from .data import DatasetNotFound
+from .sweep import add_sweep_arguments, is_sweep, run_sweep
 
 # What a resumed run takes from the flags, not from the checkpoint's stored config.
 NOT_RESUMED = ("resume", "stop_after", "overwrite")
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="YAML file of options (keys as the flags, with _ or -); flags given "
                              "on the command line override it (default: none)")
     add_config_arguments(parser)
+    add_sweep_arguments(parser)
     return parser
 
 
@@ -52,9 +54,12 @@ def summary_line(results: dict) -> str:
     if not results.get("finished"):
         return (f"stopped after epoch {results['epochs_done']}; resume with --resume "
                 f"{results['run_dir']}/checkpoints/last.ckpt")
-    return (f"test accuracy {100 * results['test_acc']:.2f}% | kept {results['params']['kept']:,}"
-            f" of {results['params']['maskable']:,} maskable | {results['train_seconds']:.0f} s"
-            f" ({results['epochs_done']} epochs) | {results['run_dir']}")
+    params = results["params"]
+    size = (f"kept {params['kept']:,} of {params['maskable']:,} maskable" if params["maskable"]
+            else f"{params['trainable']:,} trained weights")
+    return (f"test accuracy {100 * results['test_acc']:.2f}% | {size} | "
+            f"{results['train_seconds']:.0f} s ({results['epochs_done']} epochs) | "
+            f"{results['run_dir']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help (0) or an argument error (2, already printed)
         return int(exit_.code or 0)
     try:
+        if is_sweep(args):
+            overrides = load_yaml(args.config) if args.config else {}
+            overrides.update({k: v for k, v in vars(args).items()
+                              if k in FIELDS and v is not None})
+            return run_sweep(args, overrides)
         config = config_from_args(args)
         results = run(config)
     except (ConfigError, CheckpointError, DatasetNotFound) as err:

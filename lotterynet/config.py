@@ -1,12 +1,12 @@
 """One run's configuration: a dataclass that is at once the YAML schema, the command line and the
 record written to ``results.json``.
 
-Every field carries its help text; :func:`build_parser` turns the fields into flags (with their
-defaults in the help), :func:`load_yaml` reads a file with the same keys, and
-:func:`resolve_config` merges file and flags (flags win) and validates the result. Names
-(architecture, structure, init, data set, optimizer, scheduler) are checked against their
-registries at validation time, so a structure registered by another module is accepted without
-touching this file.
+Every field carries its help text; :func:`add_config_arguments` turns the fields into flags
+(with their defaults in the help), :func:`load_yaml` reads a file with the same keys, and
+:func:`make_config` validates a merged mapping (``lotterynet.cli`` merges checkpoint, file and
+flags, flags winning). Names (architecture, structure, init, data set, optimizer, scheduler)
+are checked against their registries at validation time, so a structure registered by another
+module is accepted without touching this file.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def _opt(default, help: str, **argparse_kwargs):
 @dataclass
 class RunConfig:
     # what is trained
-    arch: str = _opt("lenet5", "architecture (fc2, fc4, lenet5, conv2, conv4, conv6, conv8, ...)")
+    arch: str = _opt("lenet5", "architecture (fc2, fc4, lenet5, conv2, conv4, conv6, conv8, or "
+                     "timm:<model name> for any timm model converted to subnet layers)")
     structure: str = _opt("subsetsum", "structure of the subnet layers: dense, subsetsum, wide "
                           "(the dense net widened to match --match), or any registered structure")
     sparsity: float = _opt(0.5, "fraction of maskable weights PRUNED, in [0, 1) (0.9 keeps 10%%)")
@@ -40,7 +41,11 @@ class RunConfig:
                       "(also sizes --structure wide)")
     activation: str = _opt("relu", "activation inside the subset-sum structure",
                            choices=["relu", "identity"])
-    init: str = _opt("kaiming_normal", "distribution of the frozen random weights")
+    init: str | None = _opt(None, "distribution of the frozen random weights (default: the "
+                            "structure's own: kaiming_normal for dense/subsetsum/fixedsize, "
+                            "uniform for malach/dacunha, hyperbolic for orseau)")
+    hidden: int | None = _opt(None, "hidden width H of the malach/orseau structures (default: "
+                              "pairs x fan-in)")
     shared: bool = _opt(True, "share the subset-sum first layer across outputs (the paper's "
                         "construction); --no-shared gives the literal per-weight Figure 1c")
     match: str = _opt("subsetsum", "for --structure wide: the structure whose maskable count the "
@@ -103,7 +108,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         kind = field_type(f)
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        help_text = f.metadata["help"]  # states its default itself, or gets it appended
+        help_text += "" if "(default:" in help_text else f" (default: {f.default})"
         extra = {k: v for k, v in f.metadata.items() if k != "help"}
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
@@ -144,13 +150,6 @@ def make_config(values: dict) -> RunConfig:
     return config
 
 
-def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """YAML file (``args.config``) overlaid with the flags that were given."""
-    values = load_yaml(args.config) if getattr(args, "config", None) else {}
-    values.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
-    return make_config(values)
-
-
 def _check_name(registry: Registry, value: str) -> None:
     try:
         registry.get(value)
@@ -165,16 +164,23 @@ def validate(config: RunConfig) -> None:
     """Raise :class:`ConfigError` on the first bad value."""
     from .data import DATASETS
     from .distributions import DISTRIBUTIONS
-    from .models import MODELS
+    from .models import MODELS, split_arch
     from .optim import OPTIMIZERS, SCHEDULERS
     from .structures import ACTIVATIONS, STRUCTURES
 
-    _check_name(MODELS, config.arch)
+    family, family_kwargs = split_arch(config.arch)
+    _check_name(MODELS, family)
+    if family_kwargs and (config.structure == WIDE or config.train_weights
+                          or config.subnet_convs):
+        raise ConfigError(f"--arch {config.arch!r} is converted layer by layer; --structure wide, "
+                          f"--train-weights and --subnet-convs need a built-in architecture "
+                          f"({', '.join(n for n in MODELS.names() if n != family)})")
     if config.structure != WIDE and config.structure not in STRUCTURES:
         raise ConfigError(f"unknown structure {config.structure!r}; valid choices: "
                           f"{', '.join(STRUCTURES.names() + [WIDE])}")
     _check_name(STRUCTURES, config.match)
-    _check_name(DISTRIBUTIONS, config.init)
+    if config.init is not None:
+        _check_name(DISTRIBUTIONS, config.init)
     _check_name(DATASETS, config.dataset)
     _check_name(OPTIMIZERS, config.optimizer)
     _check_name(SCHEDULERS, config.scheduler)
@@ -185,7 +191,7 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"sparsity is the fraction of weights pruned and must be in [0, 1), "
                           f"got {config.sparsity!r}")
     positive = ["epochs", "batch_size", "pairs", "devices"]
-    optional = ("limit_train", "lr", "stop_after")
+    optional = ("limit_train", "lr", "stop_after", "hidden")
     positive += [name for name in optional if getattr(config, name) is not None]
     for name in positive:
         if getattr(config, name) <= 0:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from .data import DatasetNotFound, load_split
+from .data import DATASETS, DatasetNotFound, load_split, resolve_data_dir
 
 SPLIT_SEED = 20200601  # the train/validation split; fixed so that every run sees the same one
 EVAL_BATCH = 1000  # evaluation batches: results do not depend on it, per-batch overhead does
@@ -24,11 +24,14 @@ def load_or_download(name: str, root, *, train: bool) -> tuple[torch.Tensor, tor
     """Local files first; torchvision's download when they are missing (and we are online)."""
     try:
         return load_split(name, root, train=train)
-    except DatasetNotFound as missing:
+    except DatasetNotFound:
         try:
             return load_split(name, root, train=train, download=True)
-        except (DatasetNotFound, OSError):
-            raise missing from None
+        except DatasetNotFound:
+            raise
+        except OSError as err:  # network errors that torchvision lets through
+            raise DatasetNotFound(f"{name}: no data under {resolve_data_dir(root).resolve()} "
+                                  f"and the download failed ({err})") from None
 
 
 class EpochPermutation:
@@ -90,7 +93,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.splits = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]),
                        "test": load_or_download(dataset, data_dir, train=False)}
         self.in_channels, self.image_size = x.shape[1], x.shape[-1]
-        self.num_classes = int(y.max()) + 1
+        self.num_classes = DATASETS.get(dataset).num_classes
         self._on_device: dict = {}
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> TensorLoader:

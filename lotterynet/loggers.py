@@ -7,11 +7,14 @@ land in ``RUN_DIR/wandb/offline-run-*`` and upload later with ``wandb sync``.
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
+import struct
 from pathlib import Path
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 
 def wandb_has_api_key() -> bool:
@@ -37,9 +40,10 @@ def make_loggers(run_dir: Path, config: dict) -> list[Logger]:
 
 
 def finish_wandb(loggers: list[Logger], summary: dict) -> str | None:
-    """Write ``summary`` into the W&B run's summary, close the run; returns its directory."""
+    """Write ``summary`` into the W&B run's summary, close the run; returns its directory.
+    Only rank 0 holds a real W&B run (other DDP ranks get Lightning's dummy)."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
             run = logger.experiment
             run.summary.update(summary)
             run_dir = run.dir
@@ -53,8 +57,6 @@ def read_wandb_records(path: str | Path):
     header, then 32 KiB blocks of chunks, each with a 7-byte header ``<crc32, length, type>``;
     type 1 = whole record, 2/3/4 = first/middle/last piece). Lets offline runs be inspected
     without uploading them."""
-    import struct
-
     from wandb.proto import wandb_internal_pb2
 
     block, header = 32768, struct.Struct("<IHB")
@@ -82,8 +84,6 @@ def read_wandb_records(path: str | Path):
 def read_wandb_summary(path: str | Path) -> dict:
     """Final summary of a ``run-*.wandb`` file: the last value of every logged key (history
     rows and explicit summary updates)."""
-    import json
-
     summary: dict = {}
     for record in read_wandb_records(path):
         kind = record.WhichOneof("record_type")

@@ -1,11 +1,12 @@
 """Edge-popup masks (Ramanujan et al. 2020, Alg. 1): a frozen random tensor ``w`` and a trainable
 score tensor ``s`` of the same shape; the forward pass uses ``w ⊙ m`` with ``m = 1`` on the
 ``k`` entries of largest ``|s|``. The backward pass is straight-through:
-``∂L/∂s = ∂L/∂(w ⊙ m) ⊙ w ⊙ sign(s)`` (the sign comes from the ``abs``).
+``∂L/∂s = ∂L/∂(w ⊙ m) ⊙ w ⊙ sign(s)`` (the sign comes from ranking by ``|s|``).
 
-The mask is chosen with ``torch.topk(sorted=False)`` (a selection, not a full sort), ``k`` is a
-Python int fixed by the shape and the sparsity (no host-device sync), and the boolean mask is
-cached until the scores change, so evaluation does not re-rank at all.
+The mask is chosen by selection, never a full sort: ``torch.topk(sorted=False)`` on CUDA (``k``
+is a Python int fixed by the shape and the sparsity, so there is no host-device sync), a
+quickselect threshold (``kthvalue``) on the CPU, where it is faster; both keep exactly ``k``.
+The boolean mask is cached until the scores change, so evaluation does not re-rank at all.
 
 A tensor may be split into equal *groups* of ``group_size`` consecutive entries along
 ``group_dim``; then each group keeps exactly its own top ``k`` (the fixed-size subset sum of
@@ -45,16 +46,20 @@ def check_sparsity(sparsity, numel: int, unit: str = "a tensor") -> float:
     return float(sparsity)
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Returns the (precomputed) mask as floats; passes the incoming gradient to the scores."""
+class _MaskedProduct(torch.autograd.Function):
+    """``weight ⊙ mask`` forward; straight-through backward to the scores:
+    ``∂L/∂s = ∂L/∂(w ⊙ m) ⊙ w ⊙ sign(s)`` (Ramanujan et al. 2020, Eq. 3 with the |s| ranking).
+    One fused op instead of ``abs``, a float copy of the mask and a product."""
 
     @staticmethod
-    def forward(ctx, magnitudes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return mask.to(magnitudes.dtype)
+    def forward(ctx, scores: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor):
+        ctx.save_for_backward(scores, weight)
+        return torch.where(mask, weight, 0.0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad, None
+        scores, weight = ctx.saved_tensors
+        return grad * weight * scores.sign(), None, None
 
 
 def group_view(t: torch.Tensor, group_dim: int | None, group_size: int | None):
@@ -71,10 +76,20 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     """Boolean mask of exactly ``k`` largest entries (ties broken arbitrarily), without sorting;
     with ``group_dim``, exactly ``k`` per block of ``group_size`` consecutive entries along it."""
     grouped, dim = group_view(magnitudes, group_dim, group_size)
-    if k >= grouped.shape[dim]:
+    n = grouped.shape[dim]
+    if k >= n:
         return torch.ones_like(magnitudes, dtype=torch.bool)
-    mask = torch.zeros_like(grouped, dtype=torch.bool)
-    mask.scatter_(dim, grouped.topk(k, dim=dim, sorted=False).indices, True)
+    if grouped.is_cuda:  # radix select; k is a Python int, so nothing waits on the device
+        mask = torch.zeros_like(grouped, dtype=torch.bool)
+        mask.scatter_(dim, grouped.topk(k, dim=dim, sorted=False).indices, True)
+    else:  # quickselect the k-th largest value; keep what is above it, then ties in order
+        threshold = grouped.kthvalue(n - k + 1, dim=dim, keepdim=True).values
+        mask = grouped > threshold
+        missing = k - mask.sum(dim, keepdim=True)
+        ties = grouped == threshold
+        if bool((ties.sum(dim, keepdim=True) > missing).any()):  # a host read: free on CPU
+            ties &= ties.cumsum(dim) <= missing
+        mask |= ties
     return mask.view_as(magnitudes)
 
 
@@ -146,7 +161,7 @@ class MaskedWeight(nn.Module):
         self.k = int(per_group)
 
     def forward(self) -> torch.Tensor:
-        return self.weight * _StraightThrough.apply(self.scores.abs(), self.mask())
+        return _MaskedProduct.apply(self.scores, self.weight, self.mask())
 
     def extra_repr(self) -> str:
         return f"shape={tuple(self.weight.shape)}, kept={self.kept}/{self.weight.numel()}"

@@ -13,6 +13,13 @@ from .registry import Registry
 MODELS: Registry = Registry("architecture")
 
 
+def split_arch(arch: str) -> tuple[str, dict]:
+    """``"family:model"`` names a family builder and its ``model_name`` (``"timm:resnet18"`` →
+    ``("timm", {"model_name": "resnet18"})``); a plain name has no extra arguments."""
+    family, colon, model_name = arch.partition(":")
+    return (family, {"model_name": model_name}) if colon else (arch, {})
+
+
 def build_model(name: str, **kwargs) -> nn.Module:
     model = MODELS.get(name)(**kwargs)
     model.spec = {"name": name, **kwargs}

@@ -21,6 +21,7 @@ from .checkpointing import AtomicCheckpointIO, RNGState
 from .config import WIDE, ConfigError, RunConfig
 from .datamodule import TensorDataModule
 from .loggers import finish_wandb, make_loggers
+from .models import split_arch
 from .module import EdgePopupModule, layer_densities, mask_digest
 from .params import count_params
 from .widen import maskable_count, wide_width
@@ -64,9 +65,14 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
 def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
     """``build_model`` arguments for the config; ``wide`` becomes the dense structure at the width
     that matches the ``match`` structure's maskable count."""
-    spec = dict(name=config.arch, structure=config.structure, sparsity=config.sparsity,
-                pairs=config.pairs, activation=config.activation, init=config.init,
-                shared=config.shared, seed=config.seed, in_channels=data.in_channels,
+    name, family_kwargs = split_arch(config.arch)
+    layer_options = dict(structure=config.structure, sparsity=config.sparsity,
+                         pairs=config.pairs, activation=config.activation, init=config.init,
+                         shared=config.shared, hidden=config.hidden, seed=config.seed)
+    if family_kwargs:  # e.g. timm:<model>: an existing model, converted layer by layer
+        return dict(name=name, **family_kwargs, **layer_options, in_chans=data.in_channels,
+                    num_classes=data.num_classes, img_size=data.image_size)
+    spec = dict(name=name, **layer_options, in_channels=data.in_channels,
                 image_size=data.image_size, num_classes=data.num_classes)
     if config.subnet_convs:
         spec["subnet_convs"] = True
@@ -112,6 +118,31 @@ def write_json_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
+    spec = model_spec(config, data)
+    optim = dict(optimizer=config.optimizer, scheduler=config.scheduler,
+                 lr=config.lr or DEFAULT_LR.get(config.arch, 0.1), momentum=config.momentum,
+                 weight_decay=config.weight_decay, epochs=config.epochs)
+    try:
+        return EdgePopupModule(spec, optim, config.to_dict())
+    except (TypeError, ValueError) as err:  # e.g. subnet_convs on an arch without frozen convs
+        raise ConfigError(f"cannot build {config.arch!r} with this config: {err}") from None
+
+
+def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer) -> pl.Trainer:
+    # Without a monitor, top-1 is the newest: last.ckpt is rewritten after every epoch.
+    checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename=LAST.removesuffix(
+        ".ckpt"), save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+    return pl.Trainer(
+        max_epochs=min(config.stop_after or config.epochs, config.epochs),
+        accelerator=config.accelerator, devices=config.devices,
+        strategy="ddp" if config.devices > 1 else "auto", precision=config.precision,
+        logger=loggers, callbacks=[checkpoint, RNGState(), timer],
+        plugins=[AtomicCheckpointIO()], default_root_dir=run_dir, num_sanity_val_steps=0,
+        enable_model_summary=False, enable_progress_bar=config.progress_bar,
+        log_every_n_steps=50)
+
+
 def run(config: RunConfig) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the
     config, the parameter counts and the final metrics."""
@@ -121,14 +152,8 @@ def run(config: RunConfig) -> dict:
     data = TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
                             val_size=config.val_size, limit_train=config.limit_train,
                             seed=config.seed)
-    spec = model_spec(config, data)
-    lr = config.lr or DEFAULT_LR.get(config.arch, 0.1)
-    optim = dict(optimizer=config.optimizer, scheduler=config.scheduler, lr=lr,
-                 momentum=config.momentum, weight_decay=config.weight_decay, epochs=config.epochs)
-    try:
-        module = EdgePopupModule(spec, optim, config.to_dict())
-    except (TypeError, ValueError) as err:  # e.g. subnet_convs on an arch without frozen convs
-        raise ConfigError(f"cannot build {config.arch!r} with this config: {err}") from None
+    module = build_module(config, data)
+    spec, lr = module.hparams.spec, module.hparams.optim["lr"]
     counts = count_params(module.model)
     densities = layer_densities(module.model)
     if not is_launched_worker():
@@ -140,17 +165,7 @@ def run(config: RunConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, "spec": spec})
     timer = EpochTimer()
-    # Without a monitor, top-1 is the newest: last.ckpt is rewritten after every epoch.
-    checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename=LAST.removesuffix(
-        ".ckpt"), save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    ddp = config.devices > 1
-    trainer = pl.Trainer(
-        max_epochs=min(config.stop_after or config.epochs, config.epochs),
-        accelerator=config.accelerator, devices=config.devices,
-        strategy="ddp" if ddp else "auto", precision=config.precision, logger=loggers,
-        callbacks=[checkpoint, RNGState(), timer], plugins=[AtomicCheckpointIO()],
-        default_root_dir=run_dir, num_sanity_val_steps=0, enable_model_summary=False,
-        enable_progress_bar=config.progress_bar, log_every_n_steps=50)
+    trainer = make_trainer(config, run_dir, loggers, timer)
     for logger in loggers:
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)

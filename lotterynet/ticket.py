@@ -101,7 +101,7 @@ def save_ticket(model: nn.Module, path) -> int:
     masks = {}
     for name, m in _masked_modules(model).items():
         bits = np.packbits(m.mask().cpu().numpy().reshape(-1), bitorder="little")
-        masks[name] = {"shape": list(m.weight.shape), "k": m.k, **payload.add(bits.tobytes())}
+        masks[name] = {"shape": list(m.weight.shape), "k": m.kept, **payload.add(bits.tobytes())}
     tensors = {}
     for name, t in _split_state(model)[1].items():
         dtype = str(t.dtype).removeprefix("torch.")

@@ -233,3 +233,18 @@ def test_effective_weight_only_where_it_exists():
     assert not hasattr(ln.SubnetLinear(4, 3, structure="malach").structure, "effective_weight")
     w, doubles = ln.SubnetLinear(4, 3, structure="fixedsize").structure.effective_weight()
     assert w.shape == (3, 8) and doubles
+
+
+@pytest.mark.parametrize("structure,kw", [("fixedsize", dict(activation="identity")),
+                                          ("dacunha", {})])
+def test_ticket_round_trip_of_new_structures(tmp_path, structure, kw):
+    """A ticket's ``k`` is the tensor's kept count, also for group-wise (fixed-size) masks."""
+    from lotterynet.models import build_model
+    model = build_model("fc2", structure=structure, sparsity=0.6, **kw)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model(torch.randn(4, 1, 28, 28)).square().sum().backward()
+    opt.step()
+    ln.save_ticket(model, tmp_path / "t.ticket")
+    loaded = ln.load_ticket(tmp_path / "t.ticket")
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))

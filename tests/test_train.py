@@ -13,6 +13,7 @@ import yaml
 from conftest import REPO
 from lotterynet.cli import build_parser, config_from_args, main
 from lotterynet.config import FIELDS
+from lotterynet.distributions import orseau_range
 from lotterynet.loggers import read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
@@ -50,6 +51,35 @@ def test_one_epoch_learns_and_keeps_weights_frozen(tmp_path, data_dir, arch, str
     assert frozen and all(torch.equal(fresh[k], trained[k]) for k in frozen)
     scores = [k for k in fresh if k.endswith("scores")]
     assert any(not torch.equal(fresh[k], trained[k]) for k in scores)  # the scores did train
+
+
+def test_timm_arch_trains_a_converted_timm_model(tmp_path, data_dir):
+    code, out = train(tmp_path, data_dir, "--arch", "timm:mobilenetv3_small_050",
+                      "--structure", "dense", "--sparsity", "0.75", "--limit-train", "256")
+    assert code == 0
+    results = results_of(out)
+    spec = results["spec"]
+    assert (spec["name"], spec["model_name"], spec["in_chans"]) == (
+        "timm", "mobilenetv3_small_050", 1)
+    model = build_model(**spec)  # rebuilt from the recorded spec: same tensors, same counts
+    assert results["params"]["kept"] == sum(m.kept for m in masked_weights(model))
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    trained = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    frozen = [k for k, v in model.named_parameters() if not v.requires_grad]
+    assert frozen and all(torch.equal(model.state_dict()[k], trained[k]) for k in frozen)
+
+
+def test_structure_defaults_and_hidden_reach_the_layers(tmp_path, data_dir):
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "orseau",
+                      "--hidden", "40", "--limit-train", "256")
+    assert code == 0
+    model = build_model(**results_of(out)["spec"])
+    first = model[1].structure  # Flatten, then the first structured layer
+    weights = [m.weight for m in masked_weights(first)]
+    assert weights[0].shape[0] == 40  # H = --hidden
+    alpha, beta = orseau_range()  # orseau's own default init: hyperbolic on ±[α, β]
+    assert all(w.abs().min() >= alpha * (1 - 1e-6) and w.abs().max() <= beta * (1 + 1e-6)
+               for w in weights)
 
 
 @pytest.mark.parametrize("arch, width", [("fc2", 2508), ("fc4", 1314), ("lenet5", 378)])
@@ -139,6 +169,8 @@ BAD = [
     (["--epochs", "0"], "epochs", "positive"),
     (["--config", "/nonexistent/cfg.yaml"], "/nonexistent/cfg.yaml", "not found"),
     (["--resume", "/nonexistent/last.ckpt"], "/nonexistent/last.ckpt", "not found"),
+    (["--arch", "timm:resnet18", "--structure", "wide"], "timm:resnet18", "fc2"),
+    (["--hidden", "0", "--structure", "malach"], "hidden", "positive"),
 ]
 
 
@@ -185,3 +217,38 @@ def test_flags_override_config_file(tmp_path):
 def test_shipped_configs_are_valid(path):
     args = build_parser().parse_args(["--config", str(path)])
     assert config_from_args(args).arch in path.stem
+
+
+def test_missing_data_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import lotterynet.datamodule as datamodule
+    from lotterynet.data import load_split
+
+    def offline(name, root, *, train, download=False):
+        if download:
+            raise urllib.error.URLError("no network")
+        return load_split(name, root, train=train)
+
+    monkeypatch.setattr(datamodule, "load_split", offline)
+    assert main(["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fashion-mnist" in err and "download failed" in err
+
+
+def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
+    from lotterynet.checkpointing import atomic_torch_save
+
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def interrupted(obj, f):
+        Path(f).write_bytes(b"half a checkpo")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

@@ -1,0 +1,92 @@
+"""MNIST fc2 (784-500-10) at a matched kept-parameter budget: dense, wide, subsetsum, malach,
+orseau and fixedsize, each a short ``train.py`` run; writes results/structures_fc2.{md,json}.
+
+    python benchmarks/structures_fc2.py --data-dir ../shared/data [--epochs 1 --limit-train 10000]
+
+The sparsity of every structure is solved analytically from ``layer_counts`` so that the kept
+count equals the budget (dense at 50 %: 198,500). fixedsize keeps at least one term per target
+weight (k ≥ 1), so it cannot go below N* = 397,000 kept (identity; 2 N* with ReLU): it runs at
+that floor, beside subsetsum-identity at the same budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from lotterynet.structures import TargetShape, layer_counts
+from lotterynet.widen import wide_width
+
+FC2 = (784, 500, 10)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def maskable(structure: str, widths=FC2, **options) -> int:
+    return sum(layer_counts(structure, TargetShape(b, a), **options)["maskable"]
+               for a, b in zip(widths[:-1], widths[1:]))
+
+
+def wide_maskable(pairs: int) -> int:
+    h = wide_width("fc2", maskable("subsetsum", pairs=pairs), pairs=pairs)
+    return maskable("dense", (784, h, 10))
+
+
+def runs(budget: int, floor: int) -> list[tuple[str, int, list[str]]]:
+    """(label, budget, train.py flags) per row; sparsity = 1 − budget / maskable."""
+    def row(label, count, budget_, *flags):
+        return label, budget_, [*flags, "--sparsity", f"{1 - budget_ / count:.8f}"]
+    return [
+        row("dense", maskable("dense"), budget, "--structure", "dense"),
+        row("wide (h matched to subsetsum n=5)", wide_maskable(5), budget,
+            "--structure", "wide", "--match", "subsetsum"),
+        row("subsetsum relu n=5", maskable("subsetsum"), budget, "--structure", "subsetsum"),
+        row("malach H=5·d_in, U[-1,1]", maskable("malach"), budget,
+            "--structure", "malach", "--init", "uniform"),
+        row("orseau H=5·d_in, hyperbolic", maskable("orseau"), budget,
+            "--structure", "orseau", "--init", "hyperbolic"),
+        row("subsetsum identity n=5", maskable("subsetsum", activation="identity"), floor,
+            "--structure", "subsetsum", "--activation", "identity"),
+        row("fixedsize identity n=5, k=1", maskable("fixedsize", activation="identity"),
+            floor, "--structure", "fixedsize", "--activation", "identity"),
+    ]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--limit-train", type=int, default=10000)
+    parser.add_argument("--budget", type=int, default=198_500)
+    parser.add_argument("--runs-dir", default="runs/structures_fc2")
+    parser.add_argument("--out", default=str(REPO / "results" / "structures_fc2"))
+    args = parser.parse_args(argv)
+    rows = []
+    for i, (label, budget, flags) in enumerate(runs(args.budget, floor=397_000)):
+        run_dir = Path(args.runs_dir) / str(i)
+        cmd = [sys.executable, str(REPO / "train.py"), "--arch", "fc2", *flags,
+               "--epochs", str(args.epochs), "--limit-train", str(args.limit_train),
+               "--data-dir", args.data_dir, "--no-progress-bar", "--out", str(run_dir),
+               "--overwrite"]
+        subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        result = json.loads((run_dir / "results.json").read_text())
+        rows.append({"structure": label, "budget": budget, "command": " ".join(cmd[1:]),
+                     "sparsity": result["config"]["sparsity"], "init": result["config"]["init"],
+                     **{k: result[k] for k in ("params", "test_acc", "val_acc",
+                                               "train_seconds")}})
+        print(f"{label}: {result['test_acc']:.4f}", flush=True)
+    Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
+    lines = [f"# MNIST fc2 at matched kept-parameter budgets ({args.epochs} epoch(s), first "
+             f"{args.limit_train} training examples, seed 0, CPU)", "",
+             "| structure | init | maskable | kept | sparsity | test acc | train s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['structure']} | {r['init']} | {r['params']['maskable']:,} | "
+              f"{r['params']['kept']:,} | {r['sparsity']:.4f} | {100 * r['test_acc']:.2f} | "
+              f"{r['train_seconds']:.0f} |" for r in rows]
+    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

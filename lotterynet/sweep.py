@@ -1,0 +1,351 @@
+"""Sparsity sweeps: Pensia et al.'s Figure 2 as one command.
+
+A sweep is a grid ``variant × sparsity × epoch budget × seed`` (a *variant* is a set of config
+overrides such as ``{structure: subsetsum, activation: identity}`` or ``{structure: wide}``),
+plus the trained dense baseline for every epoch budget and seed. Every cell is an ordinary run
+(:func:`lotterynet.run.run`) in its own directory ``SWEEP/cells/<cell>/`` with its own
+``results.json``, so a sweep is resumable: finished cells are skipped, a cell that was
+interrupted continues from its last checkpoint.
+
+Aggregation follows the paper: for every variant, sparsity and seed the best test accuracy over
+the epoch budgets; then mean and standard deviation over seeds. Outputs: ``sweep.csv``,
+``sweep.md`` and ``figure.png`` (test accuracy vs. kept parameters, log x, one line per
+variant, the trained baseline as a horizontal line).
+
+Sweep file (YAML)::
+
+    base: {arch: fc2, lr: 0.1, ...}          # RunConfig keys shared by every cell
+    variants: [subsetsum:identity, subsetsum:relu, wide]   # "structure[:activation]" or maps
+    sparsities: [0.5, 0.9]                   # fraction PRUNED
+    epochs: [10, 20]                         # epoch budgets (the best one is kept)
+    seeds: [0]
+    baseline: true                           # the trained dense net, per epoch budget and seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from .checkpointing import CheckpointError, load_checkpoint
+from .config import ConfigError, RunConfig, make_config
+from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
+
+BASELINE = "trained"
+SWEEP_KEYS = ("base", "variants", "sparsities", "epochs", "seeds", "baseline")
+
+
+@dataclass
+class Sweep:
+    base: dict
+    variants: list[dict]
+    sparsities: list[float]
+    epochs: list[int]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    baseline: bool = True
+
+    def cells(self) -> list[tuple[str, dict]]:
+        """``(label, config values)`` of every cell, baseline cells last."""
+        cells = []
+        for variant, sparsity, epochs, seed in itertools.product(
+                self.variants, self.sparsities, self.epochs, self.seeds):
+            values = {**self.base, **variant, "sparsity": sparsity, "epochs": epochs,
+                      "seed": seed}
+            cells.append((variant_label(variant), values))
+        if self.baseline:
+            cells += [(BASELINE, {**self.base, "train_weights": True, "structure": "dense",
+                                  "epochs": epochs, "seed": seed})
+                      for epochs, seed in itertools.product(self.epochs, self.seeds)]
+        return cells
+
+
+def parse_variant(variant) -> dict:
+    """``"subsetsum:identity"`` -> ``{structure: subsetsum, activation: identity}``."""
+    if isinstance(variant, dict):
+        return dict(variant)
+    structure, _, activation = str(variant).partition(":")
+    return {"structure": structure, **({"activation": activation} if activation else {})}
+
+
+def variant_label(variant: dict) -> str:
+    return "/".join(str(v) for v in variant.values())
+
+
+def cell_name(label: str, values: dict) -> str:
+    sparsity = "" if label == BASELINE else f"-s{values['sparsity']:g}"
+    return f"{label.replace('/', '-')}{sparsity}-e{values['epochs']}-seed{values['seed']}"
+
+
+def _list(text: str | None, kind):
+    return None if text is None else [kind(v) for v in text.split(",") if v]
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sweep mode (a grid of runs, aggregated like Figure 2)")
+    group.add_argument("--sweep", metavar="FILE.yaml", help="sweep file (see "
+                       "configs/sweeps/); the run flags above override its base config")
+    group.add_argument("--sweep-variants", metavar="LIST", help="comma list of structure"
+                       "[:activation], e.g. subsetsum:identity,subsetsum:relu,wide")
+    group.add_argument("--sweep-sparsities", metavar="LIST", help="comma list of sparsities "
+                       "(fraction PRUNED)")
+    group.add_argument("--sweep-epochs", metavar="LIST", help="comma list of epoch budgets; "
+                       "the best budget is kept per point")
+    group.add_argument("--sweep-seeds", metavar="LIST", help="comma list of seeds (default 0)")
+    group.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
+                       help="also run the trained dense baseline (default: yes)")
+    group.add_argument("--sweep-out", metavar="DIR", help="sweep directory (default: "
+                       "runs/sweep-ARCH-<sweep file name>)")
+    group.add_argument("--jobs-per-device", type=int, default=1, metavar="N",
+                       help="cells run at once on each device (one subprocess each); with "
+                            "several GPUs every GPU gets its own (default: 1, in-process)")
+    group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
+                       "for `wandb sweep FILE && wandb agent ID` instead of running")
+
+
+def is_sweep(args: argparse.Namespace) -> bool:
+    return bool(args.sweep or args.sweep_sparsities or args.wandb_sweep)
+
+
+def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
+    """The sweep file (if any), overlaid with the sweep flags; run flags override ``base``."""
+    data: dict = {}
+    if args.sweep:
+        path = Path(args.sweep)
+        if not path.is_file():
+            raise ConfigError(f"sweep file {str(path)!r} not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        unknown = sorted(set(data) - set(SWEEP_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown sweep key {unknown[0]!r}; valid keys: "
+                              f"{', '.join(SWEEP_KEYS)}")
+    flags = {"variants": _list(args.sweep_variants, str),
+             "sparsities": _list(args.sweep_sparsities, float),
+             "epochs": _list(args.sweep_epochs, int), "seeds": _list(args.sweep_seeds, int),
+             "baseline": args.baseline}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    for key in ("variants", "sparsities", "epochs"):
+        if not data.get(key):
+            raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
+    sweep = Sweep(base={**(data.get("base") or {}), **overrides},
+                  variants=[parse_variant(v) for v in data["variants"]],
+                  sparsities=[float(s) for s in data["sparsities"]],
+                  epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
+                  baseline=data.get("baseline", True))
+    for _, values in sweep.cells():  # every cell must be a valid run before any starts
+        make_config(values)
+    return sweep
+
+
+def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
+    """The config to run a cell with, or ``None`` when it is finished: an interrupted cell
+    resumes from its last checkpoint, a cell that never checkpointed starts over."""
+    if (cell_dir / RESULTS).is_file():
+        return None
+    values = {**values, "out": str(cell_dir), "progress_bar": False}
+    checkpoint = cell_dir / CHECKPOINTS / LAST
+    try:
+        load_checkpoint(checkpoint)
+        values["resume"] = str(checkpoint)
+    except CheckpointError:
+        values["overwrite"] = True
+    return make_config(values)
+
+
+def run_cell_subprocess(config: RunConfig, device: int | None) -> None:
+    """One cell in its own ``python train.py`` (on one GPU when ``device`` is set)."""
+    config_file = Path(config.out) / "cell.yaml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(yaml.safe_dump(config.to_dict()))
+    env = dict(os.environ)
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(device)
+    train_py = Path(__file__).resolve().parent.parent / "train.py"
+    subprocess.run([sys.executable, str(train_py), "--config", str(config_file)], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int) -> None:
+    cells = sweep.cells()
+    todo = [(cell_name(label, v), cfg) for label, v in cells
+            if (cfg := prepare_cell(v, sweep_dir / "cells" / cell_name(label, v))) is not None]
+    total, done = len(cells), len(cells) - len(todo)
+    print(f"sweep {sweep_dir}: {total} cells, {done} already done, {len(todo)} to run",
+          flush=True)
+    gpus = torch.cuda.device_count()
+    workers = max(1, gpus) * jobs_per_device
+    start = time.perf_counter()
+
+    def report(name: str) -> None:
+        nonlocal done
+        done += 1
+        elapsed = time.perf_counter() - start
+        ran = done - (total - len(todo))
+        eta = elapsed / ran * (total - done)
+        print(f"[{done}/{total}] {name} done | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
+              flush=True)
+
+    if any(config.devices > 1 for _, config in todo):
+        # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
+        # in its own train.py that sees all devices, one at a time.
+        slots: list[int | None] = [None]
+    elif workers == 1:
+        for name, config in todo:
+            run(config)
+            report(name)
+        return
+    else:
+        slots = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
+    free: queue.Queue = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+
+    def work(cell: tuple[str, RunConfig]) -> str:
+        slot = free.get()  # a device with a free job slot
+        try:
+            run_cell_subprocess(cell[1], slot)
+        finally:
+            free.put(slot)
+        return cell[0]
+
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        for future in as_completed([pool.submit(work, cell) for cell in todo]):
+            report(future.result())
+
+
+def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
+    """Best test accuracy over epoch budgets per (variant, sparsity, seed); mean and standard
+    deviation over seeds. Rows sorted by variant, then kept parameters."""
+    best: dict[tuple, dict] = {}
+    for label, values in sweep.cells():
+        results_file = sweep_dir / "cells" / cell_name(label, values) / RESULTS
+        if not results_file.is_file():
+            continue
+        results = json.loads(results_file.read_text())
+        sparsity = 0.0 if label == BASELINE else values["sparsity"]
+        key = (label, sparsity, values["seed"])
+        if key not in best or results["test_acc"] > best[key]["test_acc"]:
+            best[key] = results
+    groups: dict[tuple, list[dict]] = {}
+    for (label, sparsity, _), results in best.items():
+        groups.setdefault((label, sparsity), []).append(results)
+    rows = []
+    for (label, sparsity), runs in groups.items():
+        accs = [100 * r["test_acc"] for r in runs]
+        kept = [r["params"]["kept"] or r["params"]["trainable"] for r in runs]
+        rows.append({"variant": label, "sparsity": sparsity, "kept_params": round(
+            statistics.mean(kept)), "maskable_params": runs[0]["params"]["maskable"],
+            "test_acc_mean": round(statistics.mean(accs), 3),
+            "test_acc_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else 0.0,
+            "seeds": len(runs), "best_epochs": "/".join(
+                str(r["config"]["epochs"]) for r in runs)})
+    return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], r["kept_params"]))
+
+
+def write_table(rows: list[dict], sweep_dir: Path) -> None:
+    with open(sweep_dir / "sweep.csv.tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(sweep_dir / "sweep.csv.tmp", sweep_dir / "sweep.csv")
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
+    (sweep_dir / "sweep.md").write_text("\n".join(lines) + "\n")
+
+
+def plot(rows: list[dict], sweep_dir: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] != BASELINE):
+        points = [r for r in rows if r["variant"] == variant]
+        ax.errorbar([r["kept_params"] for r in points], [r["test_acc_mean"] for r in points],
+                    yerr=[r["test_acc_std"] for r in points], marker="o", capsize=3,
+                    label=variant)
+    for r in rows:
+        if r["variant"] == BASELINE:
+            ax.axhline(r["test_acc_mean"], color="black", linestyle="--",
+                       label=f"trained dense ({r['test_acc_mean']:.2f}%)")
+    ax.set(xscale="log", xlabel="kept parameters", ylabel="test accuracy (%)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    path = sweep_dir / "figure.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def log_to_wandb(rows: list[dict], figure: Path, base: dict, group: str) -> None:
+    import wandb
+
+    from .loggers import wandb_mode
+
+    summary = wandb.init(project=base.get("wandb_project", "lotterynet"), group=group,
+                         job_type="sweep-summary", name=f"{group}-summary", mode=wandb_mode(),
+                         dir=str(figure.parent))
+    table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
+    summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})
+    summary.finish()
+
+
+def write_wandb_sweep(sweep: Sweep, path: Path) -> None:
+    """A W&B grid sweep over the same cells (baseline excluded): ``wandb sweep FILE`` then
+    ``wandb agent ENTITY/PROJECT/ID`` runs ``train.py --wandb --key=value ...`` per cell."""
+    parameters = {key.replace("_", "-"): {"value": value} for key, value in sweep.base.items()
+                  if value is not None}
+    for key in dict.fromkeys(k for v in sweep.variants for k in v):
+        values = list(dict.fromkeys(v.get(key) for v in sweep.variants if key in v))
+        parameters[key.replace("_", "-")] = {"values": values}
+    parameters["sparsity"] = {"values": sweep.sparsities}
+    parameters["epochs"] = {"values": sweep.epochs}
+    parameters["seed"] = {"values": sweep.seeds}
+    spec = {"program": "train.py", "method": "grid", "parameters": parameters,
+            "command": ["${env}", "${interpreter}", "${program}", "--wandb", "--no-progress-bar",
+                        "${args_no_boolean_flags}"]}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
+    sweep = load_sweep(args, overrides)
+    if args.wandb_sweep:
+        write_wandb_sweep(sweep, Path(args.wandb_sweep))
+        print(f"wrote {args.wandb_sweep}: run `wandb sweep {args.wandb_sweep}` then "
+              f"`wandb agent <sweep id>`")
+        return 0
+    if args.jobs_per_device < 1:
+        raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
+    name = Path(args.sweep).stem if args.sweep else "grid"
+    sweep_dir = Path(args.sweep_out or f"runs/sweep-{sweep.base.get('arch', 'lenet5')}-{name}")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if sweep.base.get("wandb"):
+        sweep.base.setdefault("wandb_group", sweep_dir.name)
+    write_json_atomic({"base": sweep.base, "variants": sweep.variants,
+                       "sparsities": sweep.sparsities, "epochs": sweep.epochs,
+                       "seeds": sweep.seeds, "baseline": sweep.baseline},
+                      sweep_dir / "sweep.json")
+    run_cells(sweep, sweep_dir, args.jobs_per_device)
+    rows = aggregate(sweep, sweep_dir)
+    write_table(rows, sweep_dir)
+    figure = plot(rows, sweep_dir, f"{sweep.base.get('arch', '')} on "
+                                   f"{sweep.base.get('dataset', 'mnist')}")
+    if sweep.base.get("wandb"):
+        log_to_wandb(rows, figure, sweep.base, sweep.base["wandb_group"])
+    print((sweep_dir / "sweep.md").read_text(), end="")
+    print(f"sweep done: {sweep_dir / 'sweep.csv'}, {sweep_dir / 'sweep.md'}, {figure}")
+    return 0

@@ -1,0 +1,98 @@
+"""Sparsity sweeps: grid, aggregation (CSV, Markdown, PNG), skipping finished cells, resuming a
+sweep killed in the middle of a cell."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from conftest import REPO
+from lotterynet.cli import main
+
+TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
+        "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
+        "--sweep-epochs", "1"]
+
+
+def rows(sweep_dir):
+    with open(sweep_dir / "sweep.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
+    out = tmp_path / "sweep"
+    argv = [*TINY, "--data-dir", str(data_dir), "--sweep-out", str(out)]
+    assert main(argv) == 0
+    table = rows(out)
+    assert {(r["variant"], r["sparsity"]) for r in table} == {
+        ("subsetsum/identity", "0.5"), ("subsetsum/identity", "0.9"), ("wide", "0.5"),
+        ("wide", "0.9"), ("trained", "0.0")}
+    by_key = {(r["variant"], r["sparsity"]): r for r in table}
+    # wide is sized to the structured net: equal maskable counts within 0.2 %
+    a, b = (int(by_key[(v, "0.9")]["maskable_params"]) for v in ("subsetsum/identity", "wide"))
+    assert abs(a - b) / a < 0.002
+    assert int(by_key[("wide", "0.9")]["kept_params"]) < int(by_key[("wide", "0.5")]["kept_params"])
+    assert all(10 < float(r["test_acc_mean"]) <= 100 for r in table)
+    assert (out / "figure.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| variant |" in (out / "sweep.md").read_text()
+    cells = sorted(p.name for p in (out / "cells").iterdir())
+    assert len(cells) == 5 and all((out / "cells" / c / "results.json").is_file() for c in cells)
+    stamps = {c: (out / "cells" / c / "results.json").stat().st_mtime_ns for c in cells}
+    capsys.readouterr()
+    assert main(argv) == 0  # second invocation: nothing new runs
+    assert "5 already done, 0 to run" in capsys.readouterr().out
+    assert stamps == {c: (out / "cells" / c / "results.json").stat().st_mtime_ns for c in cells}
+    assert rows(out) == table
+
+
+def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir):
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "base": {"arch": "fc2", "structure": "dense", "limit_train": 600, "val_size": 100,
+                 "progress_bar": False},
+        "variants": ["dense"], "sparsities": [0.5], "epochs": [3], "baseline": False}))
+    argv = ["--sweep", str(sweep_file), "--data-dir", str(data_dir)]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    assert main([*argv, "--sweep-out", str(whole)]) == 0
+    proc = subprocess.Popen([sys.executable, "train.py", *argv, "--sweep-out", str(killed)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    checkpoint = killed / "cells" / "dense-s0.5-e3-seed0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-cell: after epoch 1, before the results
+    proc.wait()
+    assert checkpoint.exists() and not (checkpoint.parent.parent / "results.json").exists()
+    assert main([*argv, "--sweep-out", str(killed)]) == 0
+    assert rows(killed) == rows(whole)
+
+
+def test_wandb_sweep_file_covers_the_grid(tmp_path):
+    path = tmp_path / "wandb_sweep.yaml"
+    sweep_file = REPO / "configs" / "sweeps" / "pensia_lenet5.yaml"
+    assert main(["--sweep", str(sweep_file), "--wandb-sweep", str(path)]) == 0
+    spec = yaml.safe_load(path.read_text())
+    grid = yaml.safe_load(sweep_file.read_text())
+    assert spec["program"] == "train.py" and spec["method"] == "grid"
+    assert spec["parameters"]["sparsity"]["values"] == grid["sparsities"]
+    assert spec["parameters"]["epochs"]["values"] == grid["epochs"]
+    assert spec["parameters"]["arch"]["value"] == "lenet5"
+    assert set(spec["parameters"]["structure"]["values"]) == {"subsetsum", "wide"}
+    assert "--wandb" in spec["command"]
+
+
+def test_subprocess_pool_runs_cells(tmp_path, data_dir, capsys):
+    out = tmp_path / "pool"
+    argv = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
+            "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1",
+            "--no-baseline", "--jobs-per-device", "2", "--data-dir", str(data_dir),
+            "--sweep-out", str(out)]
+    assert main(argv) == 0
+    assert "[2/2]" in capsys.readouterr().out
+    assert [r["sparsity"] for r in rows(out)] == ["0.9", "0.5"]  # sorted by kept params
+    assert all((out / "cells" / c / "cell.yaml").is_file() for c in os.listdir(out / "cells"))
