@@ -9,6 +9,7 @@ from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import FrozenWeight, MaskedWeight, global_topk, kept_count, masked_weights
 from .params import count_params
 from .structures import STRUCTURES, LayerOp, TargetShape, layer_counts
+from .subsetsum import solve as solve_subset_sum
 from .ticket import TicketError, load_ticket, save_ticket
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "masked_weights",
     "sample_weights",
     "save_ticket",
+    "solve_subset_sum",
 ]
