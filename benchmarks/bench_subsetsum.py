@@ -12,7 +12,6 @@ coefficients from U[min w, max w].
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from lotterynet.machine import cpu_name
 from lotterynet.subsetsum import solve
 
 
@@ -55,15 +55,6 @@ def run(t, c):
     if t.is_cuda:
         torch.cuda.synchronize()
     return out
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = (line.split(":", 1)[1] for line in f if line.startswith("model name"))
-            return next(names).strip()
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def compare_with_milp(n, W):

@@ -29,7 +29,6 @@ import copy
 import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from torch import nn
 
 from .data import DatasetNotFound, load_split
 from .layers import SubnetConv2d, SubnetLinear
+from .machine import cpu_name
 from .models import build_model
 from .params import count_params
 from .subsetsum import solve
@@ -160,15 +160,6 @@ def totals(stats: list[dict]) -> dict:
     keys = ("targets", "coefficients_drawn", "coefficients_kept",
             "all_coefficients_wrong_sign", "solve_seconds")
     return {key: sum(s[key] for s in stats) for key in keys}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = (line.split(":", 1)[1] for line in f if line.startswith("model name"))
-            return next(names).strip()
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def machine() -> dict:

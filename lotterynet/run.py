@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from .checkpointing import AtomicCheckpointIO, RNGState
 from .config import WIDE, ConfigError, RunConfig
 from .datamodule import TensorDataModule
 from .loggers import finish_wandb, make_loggers
+from .machine import cpu_name
 from .models import split_arch
 from .module import EdgePopupModule, layer_densities, mask_digest
 from .params import count_params
@@ -101,15 +101,7 @@ def device_name(trainer: pl.Trainer) -> str:
     device = trainer.strategy.root_device
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
 
 
 def write_json_atomic(obj, path: Path) -> None:
