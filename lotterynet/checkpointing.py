@@ -24,16 +24,22 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated or not a lotterynet checkpoint."""
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``
+    (``os.replace``, atomic on POSIX): readers see the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
-    except BaseException:  # interrupted or failed: the previous checkpoint stays intact
+    except BaseException:  # interrupted or failed: the previous file stays intact
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

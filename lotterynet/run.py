@@ -16,7 +16,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from .archs import DEFAULT_LR
-from .checkpointing import AtomicCheckpointIO, RNGState
+from .checkpointing import AtomicCheckpointIO, RNGState, atomic_write
 from .config import WIDE, ConfigError, RunConfig
 from .datamodule import TensorDataModule
 from .loggers import finish_wandb, make_loggers
@@ -105,9 +105,7 @@ def device_name(trainer: pl.Trainer) -> str:
 
 
 def write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:

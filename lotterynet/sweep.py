@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from .checkpointing import CheckpointError, load_checkpoint
+from .checkpointing import CheckpointError, atomic_write, load_checkpoint
 from .config import ConfigError, RunConfig, make_config
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
 
@@ -256,11 +256,13 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
 
 
 def write_table(rows: list[dict], sweep_dir: Path) -> None:
-    with open(sweep_dir / "sweep.csv.tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(sweep_dir / "sweep.csv.tmp", sweep_dir / "sweep.csv")
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(sweep_dir / "sweep.csv", write_csv)
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
     (sweep_dir / "sweep.md").write_text("\n".join(lines) + "\n")
