@@ -84,23 +84,27 @@ class ThresholdHint:
     width: float = 0.01
 
 
-def kth_largest_near(values: torch.Tensor, k: int, hint: ThresholdHint) -> torch.Tensor | None:
-    """The ``k``-th largest entry of the 1-D CPU tensor ``values``, found by a quickselect over
-    only the entries in the band ``[lo, hi]`` around ``hint.value``; None when the band does
-    not contain it. Exact: if ``a`` entries lie above ``hi`` with ``a < k`` and the band holds
-    at least ``k − a`` entries, the k-th largest overall is the (k − a)-th largest of the band.
-    The band widens after a miss and narrows while it holds many more entries than needed."""
+def kth_largest_near(values: torch.Tensor, k: int, hint: ThresholdHint
+                     ) -> tuple[torch.Tensor, bool] | None:
+    """``(t, tied)``: the ``k``-th largest entry ``t`` of the 1-D CPU tensor ``values`` and
+    whether other entries equal it, found by a quickselect over only the entries in the band
+    ``[lo, hi]`` around ``hint.value``; None when the band does not contain it. Exact: if ``a``
+    entries lie above ``hi`` with ``a < k`` and the band holds at least ``k − a`` entries, the
+    k-th largest overall is the (k − a)-th largest of the band (and every entry equal to it is
+    in the band). The band widens after a miss and narrows while it holds over 4096 entries."""
     if hint.value is None:
         return None
     lo, hi = hint.value * (1 - hint.width), hint.value * (1 + hint.width)
-    above = int(torch.count_nonzero(values > hi))
-    band = values[(values >= lo) & (values <= hi)] if above < k else values[:0]
+    above_hi = values > hi
+    above = int(torch.count_nonzero(above_hi))
+    band = values[(values >= lo) ^ above_hi] if above < k else values[:0]
     if band.numel() < k - above or above >= k:
         hint.width = min(hint.width * 4, 1.0)
         return None
-    if band.numel() > max(4096, 16 * (k - above)):
+    if band.numel() > 4096:
         hint.width /= 2
-    return band.kthvalue(band.numel() - (k - above) + 1).values
+    threshold = band.kthvalue(band.numel() - (k - above) + 1).values
+    return threshold, int(torch.count_nonzero(band == threshold)) > 1
 
 
 def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
@@ -117,15 +121,18 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
         mask = torch.zeros_like(grouped, dtype=torch.bool)
         mask.scatter_(dim, grouped.topk(k, dim=dim, sorted=False).indices, True)
     else:  # quickselect the k-th largest value; keep what is above it, then ties in order
-        threshold = None
-        if hint is not None and grouped.shape[0] == 1:
-            threshold = kth_largest_near(grouped[0], k, hint)
-        if threshold is None:
+        near = kth_largest_near(grouped[0], k, hint) if (
+            hint is not None and grouped.shape[0] == 1) else None
+        if near is None:
             threshold = grouped.kthvalue(n - k + 1, dim=dim, keepdim=True).values
+            mask = grouped >= threshold
+            tied = bool((torch.count_nonzero(mask, dim) != k).any())  # a host read: free on CPU
+        else:
+            threshold, tied = near
+            mask = grouped >= threshold
         if hint is not None and grouped.shape[0] == 1:
-            hint.value = float(threshold)  # a host read: free on the CPU
-        mask = grouped >= threshold
-        if bool((torch.count_nonzero(mask, dim) != k).any()):  # ties straddle the threshold
+            hint.value = float(threshold)
+        if tied:  # more entries equal the threshold than fit: keep the lowest-index ones
             mask = grouped > threshold
             missing = k - mask.sum(dim, keepdim=True)
             ties = grouped == threshold

@@ -15,8 +15,9 @@ baseline and DDP cells run singly, and ``--no-stack`` runs every cell on its own
 
 Aggregation follows the paper: for every variant, sparsity and seed the best test accuracy over
 the epoch budgets; then mean and standard deviation over seeds. Outputs: ``sweep.csv``,
-``sweep.md`` and ``figure.png`` (test accuracy vs. kept parameters, log x, one line per
-variant, the trained baseline as a horizontal line).
+``sweep.md`` (with Pensia et al.'s accuracy and our gap to it where the paper has the point) and
+``figure.png`` / ``figure.pdf`` (test accuracy vs. kept parameters, log x, one line per
+variant, the paper's points as hollow markers, the trained baseline and chance as lines).
 
 Sweep file (YAML)::
 
@@ -49,6 +50,7 @@ import yaml
 
 from .checkpointing import CheckpointError, atomic_write, load_checkpoint
 from .config import ConfigError, RunConfig, make_config
+from .paper import LABELS, TRAINED, paper_accuracy
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
 from .stack import run_stack, stack_members
 
@@ -308,6 +310,17 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], r["kept_params"]))
 
 
+def add_paper_columns(rows: list[dict], arch: str, dataset: str) -> list[dict]:
+    """Pensia et al.'s accuracy for each point (``paper_acc``) and ours minus theirs (``gap``),
+    for the points the paper has (MNIST, Figure 2); other rows get empty cells."""
+    for row in rows:
+        paper = paper_accuracy(arch, row["variant"], row["sparsity"]) if dataset == "mnist" \
+            else None
+        row["paper_acc"] = "" if paper is None else paper
+        row["gap"] = "" if paper is None else round(row["test_acc_mean"] - paper, 2)
+    return rows
+
+
 def write_table(rows: list[dict], sweep_dir: Path) -> None:
     def write_csv(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
@@ -321,7 +334,20 @@ def write_table(rows: list[dict], sweep_dir: Path) -> None:
     (sweep_dir / "sweep.md").write_text("\n".join(lines) + "\n")
 
 
-def plot(rows: list[dict], sweep_dir: Path, title: str) -> Path:
+def figure_title(sweep: Sweep) -> str:
+    """What a reader needs to place the figure: architecture, data, budgets, seeds."""
+    budgets = "/".join(str(e) for e in sweep.epochs)
+    seeds = len(sweep.seeds)
+    return (f"{sweep.base.get('arch', 'lenet5')} on {sweep.base.get('dataset', 'mnist')}: best of "
+            f"{budgets} epochs, {seeds} seed{'s' if seeds > 1 else ''}")
+
+
+def plot(rows: list[dict], sweep_dir: Path, title: str, arch: str, num_classes: int = 10
+         ) -> Path:
+    """Test accuracy against kept parameters (log x): one line per variant (a band of ± one
+    standard deviation when there are several seeds), Pensia et al.'s points as hollow markers
+    of the same colour, the trained baseline as a dashed line, chance as a dotted one.
+    Written as PNG and PDF."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -330,18 +356,31 @@ def plot(rows: list[dict], sweep_dir: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] != BASELINE):
         points = [r for r in rows if r["variant"] == variant]
-        ax.errorbar([r["kept_params"] for r in points], [r["test_acc_mean"] for r in points],
-                    yerr=[r["test_acc_std"] for r in points], marker="o", capsize=3,
-                    label=variant)
+        kept = [r["kept_params"] for r in points]
+        mean = [r["test_acc_mean"] for r in points]
+        line, = ax.plot(kept, mean, marker="o", label=LABELS.get(variant, variant))
+        if any(r["seeds"] > 1 for r in points):
+            std = [r["test_acc_std"] for r in points]
+            ax.fill_between(kept, [m - s for m, s in zip(mean, std)],
+                            [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
+        paper = [(k, r["paper_acc"]) for k, r in zip(kept, points) if r.get("paper_acc") != ""]
+        if paper:
+            ax.scatter(*zip(*paper), facecolors="none", edgecolors=line.get_color(), s=60,
+                       label=f"{LABELS.get(variant, variant)} (Pensia et al.)")
     for r in rows:
         if r["variant"] == BASELINE:
             ax.axhline(r["test_acc_mean"], color="black", linestyle="--",
                        label=f"trained dense ({r['test_acc_mean']:.2f}%)")
+    if arch in TRAINED:
+        ax.axhline(TRAINED[arch], color="grey", linestyle="--", linewidth=0.8,
+                   label=f"trained dense, Pensia et al. ({TRAINED[arch]:.2f}%)")
+    ax.axhline(100 / num_classes, color="grey", linestyle=":", label="chance")
     ax.set(xscale="log", xlabel="kept parameters", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize="small")
     path = sweep_dir / "figure.png"
     fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -395,10 +434,10 @@ def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
                        "seeds": sweep.seeds, "baseline": sweep.baseline},
                       sweep_dir / "sweep.json")
     run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
-    rows = aggregate(sweep, sweep_dir)
+    arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
+    rows = add_paper_columns(aggregate(sweep, sweep_dir), arch, dataset)
     write_table(rows, sweep_dir)
-    figure = plot(rows, sweep_dir, f"{sweep.base.get('arch', '')} on "
-                                   f"{sweep.base.get('dataset', 'mnist')}")
+    figure = plot(rows, sweep_dir, figure_title(sweep), arch)
     if sweep.base.get("wandb"):
         log_to_wandb(rows, figure, sweep.base, sweep.base["wandb_group"])
     print((sweep_dir / "sweep.md").read_text(), end="")

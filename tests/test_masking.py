@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import lotterynet as ln
-from lotterynet.masking import MaskedWeight, topk_mask
+from lotterynet.masking import MaskedWeight, ThresholdHint, topk_mask
 
 
 @pytest.mark.parametrize("shape", [(10,), (7, 13), (4, 3, 5, 5), (1000, 3)])
@@ -90,3 +90,21 @@ def test_sparsity_that_keeps_nothing_raises():
         ln.SubnetLinear(10, 10, sparsity=0.999)
     with pytest.raises(ValueError, match="sparsity"):
         ln.global_topk(torch.nn.Sequential(ln.SubnetLinear(10, 10)), 1.0)
+
+
+@pytest.mark.parametrize("n, k", [(1000, 1), (1000, 999), (5000, 2500), (60000, 6000)])
+def test_hinted_selection_keeps_exactly_what_the_plain_one_keeps(n, k):
+    """The threshold hint (the last step's k-th value) only narrows the quickselect: over scores
+    that drift as in training, with ties planted at and around the cut-off, the mask is the
+    plain selection's, lowest-index ties first, exactly k kept."""
+    generator = torch.Generator().manual_seed(n + k)
+    scores, hint = torch.randn(n, generator=generator), ThresholdHint()
+    for step in range(40):
+        scores = scores + 0.01 * torch.randn(n, generator=generator)
+        if step % 7 == 0:
+            scores[:50] = scores[100]
+        if step % 11 == 0:
+            scores = scores.round(decimals=2)
+        hinted = topk_mask(scores.abs(), k, hint=hint)
+        assert torch.equal(hinted, topk_mask(scores.abs(), k)) and int(hinted.sum()) == k
+    assert hint.value is not None

@@ -18,10 +18,12 @@ import yaml
 from conftest import REPO
 from lotterynet.cli import main
 from lotterynet.config import ConfigError, make_config
+from lotterynet.loggers import read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.run import run
-from lotterynet.stack import StackedModel, check_stackable, run_stack, stack_models
+from lotterynet.stack import check_stackable, run_stack
+from lotterynet.stacked import StackedModel, stack_models
 
 # Three sparsities, two epoch budgets mixed in one stack (the 0.95 member stops after epoch 1).
 MEMBERS = [(0.5, 2), (0.9, 2), (0.95, 1)]
@@ -108,6 +110,22 @@ def test_incompatible_members_are_refused_naming_the_key(key, value):
                                                      "seed": 1})])  # these may differ
     with pytest.raises(ConfigError, match="train-weights"):
         check_stackable([make_config({**base, "train_weights": True})] * 2)
+
+
+def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
+                progress_bar=False, data_dir=str(data_dir), wandb=True)
+    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
+    cells = [tmp_path / "cells" / name for name in ("dense-s0.5", "dense-s0.9")]
+    results = run_stack(configs, tmp_path / "stack", cells)
+    logs = list((tmp_path / "stack" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(logs) == 1
+    summary = read_wandb_summary(logs[0])
+    for cell, member in zip(cells, results):
+        assert summary[f"{cell.name}/test/acc"] == pytest.approx(member["test_acc"])
+        assert summary[f"{cell.name}/params/kept"] == member["params"]["kept"]
+        assert {f"{cell.name}/{k}" for k in ("train/acc", "val/acc", "lr")} <= set(summary)
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from conftest import REPO
@@ -38,6 +39,12 @@ def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
     assert int(by_key[("wide", "0.9")]["kept_params"]) < int(by_key[("wide", "0.5")]["kept_params"])
     assert all(10 < float(r["test_acc_mean"]) <= 100 for r in table)
     assert (out / "figure.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "figure.pdf").read_bytes()[:4] == b"%PDF"
+    # Pensia et al.'s FC2 points beside ours: 97.24 % for wide at 10 % kept, and the gap to it
+    wide = by_key[("wide", "0.9")]
+    assert float(wide["paper_acc"]) == 97.24
+    assert float(wide["gap"]) == pytest.approx(float(wide["test_acc_mean"]) - 97.24, abs=0.01)
+    assert by_key[("subsetsum/identity", "0.5")]["paper_acc"] == "97.97"
     assert "| variant |" in (out / "sweep.md").read_text()
     cells = sorted(p.name for p in (out / "cells").iterdir())
     assert len(cells) == 5 and all((out / "cells" / c / "results.json").is_file() for c in cells)
