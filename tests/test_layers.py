@@ -167,7 +167,7 @@ def test_weight_is_what_the_forward_uses(kw):
 def test_two_stage_layers_say_why_they_have_no_weight():
     layer = ln.SubnetLinear(4, 3, structure="malach")
     with pytest.raises(AttributeError, match="'malach' has no single weight"):
-        layer.weight
+        _ = layer.weight
     assert not hasattr(layer, "weight") and layer.bias is None  # other attributes unaffected
 
 
