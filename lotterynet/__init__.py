@@ -2,6 +2,7 @@
 strong-lottery-ticket structures of Pensia et al. (subset-sum) and friends."""
 
 from . import timm_models  # noqa: F401  (registers the "timm" architecture)
+from .attention import SubnetMultiheadAttention
 from .convert import convert
 from .distributions import DISTRIBUTIONS, sample_weights
 from .export import export
@@ -21,6 +22,7 @@ __all__ = [
     "SubnetConv1d",
     "SubnetConv2d",
     "SubnetLinear",
+    "SubnetMultiheadAttention",
     "TargetShape",
     "TicketError",
     "convert",

@@ -101,8 +101,8 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     With ``group_dim``, exactly ``k`` per block of ``group_size`` consecutive entries along it."""
     grouped, dim = group_view(magnitudes, group_dim, group_size)
     n = grouped.shape[dim]
-    if k >= n:
-        return torch.ones_like(magnitudes, dtype=torch.bool)
+    if k >= n or k == 0:  # global_topk may leave a tensor nothing
+        return torch.full_like(magnitudes, k > 0, dtype=torch.bool)
     if grouped.is_cuda:  # radix select; k is a Python int, so nothing waits on the device
         threshold = grouped.topk(k, dim=dim, sorted=False).values.amin(dim, keepdim=True)
     else:  # quickselect

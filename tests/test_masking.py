@@ -258,3 +258,12 @@ def test_reference_rules_reproduce_the_reference_bit_for_bit(shape, prune_rate):
         assert torch.equal(tensor.scores.grad, ref.scores.grad)
         for opt in opts:
             opt.step()
+
+
+def test_global_topk_may_leave_a_tensor_nothing():
+    model = torch.nn.Sequential(ln.SubnetLinear(30, 20, seed=0), ln.SubnetLinear(20, 10, seed=1))
+    with torch.no_grad():
+        model[1].structure.weight.scores.add_(10.0)
+    assert ln.global_topk(model, sparsity=0.9)["0.structure.weight"] == 0
+    assert not model[0].mask()["weight"].any() and int(model[1].mask()["weight"].sum()) == 80
+    assert torch.equal(model[0](torch.randn(2, 30)), torch.zeros(2, 20))
