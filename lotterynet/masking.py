@@ -139,10 +139,11 @@ class MaskedWeight(nn.Module):
       mask while the scores' version, storage and ``k`` are unchanged *and* their content is
       equal to a snapshot taken when the mask was computed: ``torch.equal`` is a linear scan,
       several times cheaper than the quickselect it saves (1M scores: 8 ms vs 50 ms on 2
-      shared cores), and it sees every write, whoever made it;
-    * on CUDA outside training, re-ranks every call: a content check needs its answer on the
-      host (a device sync per layer), which costs about as much as the sync-free radix select
-      it would save.
+      shared cores), and it sees every write, whoever made it. The snapshot is one copy of
+      the scores, held only once an evaluation forward has run;
+    * on CUDA outside training, re-ranks every call: a content check would need its answer on
+      the host, a device sync per layer, which the mask path never does; the radix select it
+      would save is sync-free (not measured on a GPU in this change).
     """
 
     def __init__(self, shape, *, fan_in: int, sparsity: float, init: str = "kaiming_normal",
