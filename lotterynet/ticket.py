@@ -19,24 +19,17 @@ A sha256 of the regenerated tensors is stored and checked, so a rebuild that dra
 random values (another torch or timm version, an unseeded layer) is an error, not a silently
 different network; a model of another shape is refused naming the first tensor that differs.
 
-File layout (no pickle anywhere; loading only parses JSON and raw little-endian bytes)::
-
-    b"LNTICKET" | u32 format version | u64 header length | header (JSON, UTF-8)
-    | zlib(payload) | sha256 of everything before it (32 bytes)
-
-The header lists the spec (or null), the ``convert`` calls, each mask (``shape``, ``k``) and
-each tensor (``dtype``, ``shape``) with its ``offset`` and ``nbytes`` in the payload, and the
-payload's size (``payload_nbytes``). zlib gains nothing on masks of density 1/2 (random bits)
-and about 1.8× at 1/10, 7.8× at 1/100.
+The file (:mod:`lotterynet.ticket_file`: no pickle, JSON header, zlib payload, sha256) holds
+the spec (or null), the ``convert`` calls, the bit-packed masks and the stored tensors. zlib
+gains nothing on masks of density 1/2 (random bits) and about 1.8× at 1/10, 7.8× at 1/100.
 
 **Hostile files.** Every way a ticket can be wrong raises :class:`TicketError`, with bounded
-memory: the header is validated (types, shapes, sizes consistent with each other) and the
-sizes it announces are checked against ``max_bytes`` and against the file (zlib cannot expand
-more than 1032×) before anything is allocated; a spec-built model is first built on the
-``meta`` device, and its size checked against ``max_bytes`` and its tensors against the
-header; the payload is inflated only then, never past the size the model needs. The model is
-built with network access refused (a Python audit hook, active only while a ticket loads), so
-a spec cannot make the load download anything.
+memory: the header is validated and the sizes it announces checked against ``max_bytes`` and
+the file before anything is allocated (:mod:`lotterynet.ticket_file`); a spec-built model is
+first built on the ``meta`` device, and its size checked against ``max_bytes`` and its tensors
+against the header; the payload is inflated only then, never past the size the model needs.
+The model is built with network access refused (a Python audit hook, active only while a
+ticket loads), so a spec cannot make the load download anything.
 """
 
 from __future__ import annotations
@@ -44,40 +37,24 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-import json
-import math
-import struct
 import sys
-import zlib
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import ticket_file
 from .attention import SubnetMultiheadAttention
 from .convert import CONVERT_RECORD, convert
 from .layers import _SubnetLayer
 from .masking import MaskedWeight
 from .models import build_model
+from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
 
-MAGIC = b"LNTICKET"
-FORMAT_VERSION = 1
-MAX_BYTES = 8 * 2**30  # default limit on the payload and on a spec-built model, in bytes
-_PREFIX = struct.Struct("<8sIQ")  # magic, format version, header length
-_DIGEST_BYTES = 32
-_ZLIB_LEVEL = 6
-_ZLIB_MAX_RATIO = 1032  # deflate never expands by more than this
-_MAX_NDIM = 16
-_DTYPES = {str(d).removeprefix("torch."): d for d in (
-    torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
-    torch.int16, torch.int8, torch.uint8, torch.bool)}
+__all__ = ["FORMAT_VERSION", "MAX_BYTES", "TicketError", "frozen_digest", "load_ticket",
+           "save_ticket"]
+
 _SUBNETS = (_SubnetLayer, SubnetMultiheadAttention)
-
-
-class TicketError(ValueError):
-    """A ticket file that cannot be loaded faithfully (corrupt, truncated, hostile, wrong
-    version, or a model that does not rebuild to what was saved)."""
 
 
 # --- no network while a ticket loads ---------------------------------------------------------
@@ -183,123 +160,13 @@ def save_ticket(model: nn.Module, path) -> int:
     tensors = {}
     for name, t in stored.items():
         dtype = str(t.dtype).removeprefix("torch.")
-        if dtype not in _DTYPES:
+        if dtype not in DTYPES:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which tickets do not store")
         tensors[name] = {"dtype": dtype, "shape": list(t.shape), **payload.add(_tensor_bytes(t))}
     header = {"spec": spec, "converts": _convert_calls(model), "masks": masks,
               "tensors": tensors, "frozen_sha256": _digest(regenerated),
               "payload_nbytes": payload.size}
-    try:
-        header_bytes = json.dumps(header, allow_nan=False).encode()
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"model.spec or a convert() argument is not JSON-able ({error})") \
-            from error
-    body = b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)), header_bytes,
-                     zlib.compress(b"".join(payload.chunks), _ZLIB_LEVEL)])
-    data = body + hashlib.sha256(body).digest()
-    Path(path).write_bytes(data)
-    return len(data)
-
-
-# --- reading: every check before any allocation ----------------------------------------------
-
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise TicketError(f"malformed ticket header: {message}")
-
-
-def _check_entry(name: str, entry, kind: str, payload_nbytes: int) -> None:
-    """Types and sizes of one mask or tensor entry, consistent with each other."""
-    _require(isinstance(entry, dict), f"{kind} {name!r} is not an object")
-    shape = entry.get("shape")
-    _require(isinstance(shape, list) and len(shape) <= _MAX_NDIM
-             and all(_is_count(d) for d in shape), f"{kind} {name!r} has shape {shape!r}")
-    numel = math.prod(shape)
-    if kind == "mask":
-        _require(_is_count(entry.get("k")) and entry["k"] <= numel,
-                 f"mask {name!r} keeps k={entry.get('k')!r} of {numel}")
-        expected = (numel + 7) // 8
-    else:
-        _require(entry.get("dtype") in _DTYPES, f"tensor {name!r} has dtype {entry.get('dtype')!r}")
-        expected = numel * _DTYPES[entry["dtype"]].itemsize
-    offset, nbytes = entry.get("offset"), entry.get("nbytes")
-    _require(_is_count(offset) and nbytes == expected and offset + nbytes <= payload_nbytes,
-             f"{kind} {name!r} occupies bytes {offset!r}+{nbytes!r}; its shape needs "
-             f"{expected} within a payload of {payload_nbytes}")
-
-
-def _check_header(header, compressed_nbytes: int, max_bytes: int) -> None:
-    _require(isinstance(header, dict), "not a JSON object")
-    size = header.get("payload_nbytes")
-    _require(_is_count(size), f"payload_nbytes={size!r}")
-    if size > max_bytes or size > _ZLIB_MAX_RATIO * compressed_nbytes + 64:
-        raise TicketError(f"the header announces a payload of {size} bytes: over the limit "
-                          f"max_bytes={max_bytes}, or more than {compressed_nbytes} compressed "
-                          "bytes can hold")
-    _require(header.get("spec") is None or (isinstance(header["spec"], dict)
-                                            and isinstance(header["spec"].get("name"), str)),
-             "spec must be null or an object with a name")
-    converts = header.get("converts", [])
-    _require(isinstance(converts, list) and all(
-        isinstance(c, dict) and isinstance(c.get("path"), str)
-        and isinstance(c.get("kwargs"), dict) for c in converts), "converts")
-    _require(isinstance(header.get("frozen_sha256"), str), "frozen_sha256")
-    total = 0
-    for kind, key in (("mask", "masks"), ("tensor", "tensors")):
-        entries = header.get(key)
-        _require(isinstance(entries, dict), f"{key} must be an object")
-        for name, entry in entries.items():
-            _check_entry(name, entry, kind, size)
-            total += entry["nbytes"]
-    _require(total == size, f"the entries hold {total} bytes, payload_nbytes says {size}")
-
-
-def _read_header(path, max_bytes: int) -> tuple[dict, memoryview]:
-    """Header and compressed payload of a ticket file, after the magic, version, checksum and
-    header checks; nothing is inflated yet."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise TicketError(f"{path}: cannot read ({error})") from error
-    if len(data) < _PREFIX.size + _DIGEST_BYTES:
-        raise TicketError(f"{path}: truncated ({len(data)} bytes), not a complete ticket")
-    magic, version, header_len = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise TicketError(f"{path}: not a lotterynet ticket (bad magic {magic!r})")
-    if version != FORMAT_VERSION:
-        raise TicketError(f"{path}: ticket format version {version}; this lotterynet reads "
-                          f"version {FORMAT_VERSION}")
-    body, digest = memoryview(data)[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
-    if hashlib.sha256(body).digest() != digest:
-        raise TicketError(f"{path}: checksum mismatch, the ticket is corrupted or truncated")
-    header_end = _PREFIX.size + header_len
-    if header_end > len(body):
-        raise TicketError(f"{path}: header length {header_len} exceeds the file")
-    try:
-        header = json.loads(bytes(body[_PREFIX.size:header_end]))
-    except (ValueError, RecursionError) as error:
-        raise TicketError(f"{path}: malformed ticket header ({error!r})") from error
-    compressed = body[header_end:]
-    try:
-        _check_header(header, len(compressed), max_bytes)
-    except TicketError as error:
-        raise TicketError(f"{path}: {error}") from None
-    return header, compressed
-
-
-def _inflate(compressed: memoryview, size: int, path) -> memoryview:
-    try:
-        inflate = zlib.decompressobj()
-        payload = bytearray(inflate.decompress(compressed, size + 1))  # never past the size
-    except (zlib.error, MemoryError) as error:
-        raise TicketError(f"{path}: payload does not inflate ({error!r})") from error
-    if len(payload) != size or not inflate.eof:
-        raise TicketError(f"{path}: payload is not the {size} bytes its header announces")
-    return memoryview(payload)
+    return ticket_file.write(path, header, b"".join(payload.chunks))
 
 
 def _entries(model: nn.Module, from_spec: bool) -> dict[str, dict]:
@@ -405,7 +272,7 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     ``max_bytes`` bounds the payload and a spec-built model. Raises :class:`TicketError` for
     any file or model that does not match, before allocating what a hostile header asks for.
     """
-    header, compressed = _read_header(path, max_bytes)
+    header, compressed = read_header(path, max_bytes)
     from_spec = header["spec"] is not None
     try:
         with _offline():
@@ -423,7 +290,7 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
         raise TicketError(f"{path}: rebuilding the model gave different frozen random weights "
                           "than when the ticket was saved (different torch, timm or lotterynet "
                           "version, another model seed, or subnet layers built without a seed?)")
-    payload = _inflate(compressed, header["payload_nbytes"], path)
+    payload = inflate(compressed, header["payload_nbytes"], path)
     _impose_masks(model, header["masks"], payload)
     _restore_tensors(model, header["tensors"], stored, payload)
     return model
