@@ -13,7 +13,8 @@ Either way exactly ``k`` are kept and the mask is the same on every device.
 
 How many are kept (``kept``): ``"round"`` (default) keeps ``round((1 - sparsity) * n)``;
 ``"floor"`` keeps ``n - int(sparsity * n)`` — the reference code prunes ``int(s·n)``, one more
-kept than ``"round"`` whenever the fractional part of ``s·n`` is at least 1/2.
+kept than ``"round"`` when the fractional part of ``s·n`` is above 1/2 (at exactly 1/2 it
+depends on Python's round-half-to-even).
 
 A tensor may be split into equal *groups* of ``group_size`` consecutive entries along
 ``group_dim``; then each group keeps exactly its own top ``k`` (the fixed-size subset sum of
