@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import SubnetLinear
+from .layers import SubnetLinear, _SubnetLayer
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -111,3 +111,7 @@ class SubnetMultiheadAttention(nn.MultiheadAttention):
                 attention.bias_k.copy_(self.bias_k)
                 attention.bias_v.copy_(self.bias_v)
         return attention.train(self.training)
+
+
+#: Every module type that holds maskable tensors as one replaceable unit.
+SUBNET_MODULES = (_SubnetLayer, SubnetMultiheadAttention)

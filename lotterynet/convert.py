@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .attention import SubnetMultiheadAttention
-from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
+from .attention import SUBNET_MODULES, SubnetMultiheadAttention
+from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .registry import Registry
 
 
@@ -89,7 +89,6 @@ CONVERTIBLE.register("timm.layers.linear.Linear")(Convertible(SubnetLinear, _lin
 CONVERTIBLE.register(type_name(nn.MultiheadAttention))(
     Convertible(SubnetMultiheadAttention, _attention_args, _attention_kwargs))
 _FAMILIES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention)
-_SUBNETS = (_SubnetLayer, SubnetMultiheadAttention)
 
 
 @dataclass(frozen=True)
@@ -211,7 +210,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
     for name, module in model.named_modules(remove_duplicate=False):
         names.setdefault(id(module), []).append(name)
         modules[id(module)] = module
-    inside_subnets = {id(m) for layer in modules.values() if isinstance(layer, _SUBNETS)
+    inside_subnets = {id(m) for layer in modules.values() if isinstance(layer, SUBNET_MODULES)
                       for m in layer.modules()}
     inside_subnets |= {id(m) for layer in modules.values()
                        if isinstance(layer, nn.MultiheadAttention) for m in layer.children()}

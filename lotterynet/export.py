@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attention import SubnetMultiheadAttention
+from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .convert import CONVERT_RECORD
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
@@ -89,12 +89,11 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
     for module in exported.modules():  # no longer what build_model / convert made
         module.__dict__.pop("spec", None)
         module.__dict__.pop(CONVERT_RECORD, None)
-    subnets = (_SubnetLayer, SubnetMultiheadAttention)
-    if isinstance(exported, subnets):
+    if isinstance(exported, SUBNET_MODULES):
         return export_layer(exported, sparse=sparse)
     layers, inside = [], set()
     for name, module in exported.named_modules():
-        if isinstance(module, subnets) and id(module) not in inside:
+        if isinstance(module, SUBNET_MODULES) and id(module) not in inside:
             layers.append((name, module))
             inside.update(id(m) for m in module.modules())
     for name, layer in layers:

@@ -44,18 +44,14 @@ import torch
 from torch import nn
 
 from . import ticket_file
-from .attention import SubnetMultiheadAttention
+from .attention import SUBNET_MODULES
 from .convert import CONVERT_RECORD, convert
-from .layers import _SubnetLayer
 from .masking import MaskedWeight
 from .models import build_model
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
 
 __all__ = ["FORMAT_VERSION", "MAX_BYTES", "TicketError", "frozen_digest", "load_ticket",
            "save_ticket"]
-
-_SUBNETS = (_SubnetLayer, SubnetMultiheadAttention)
-
 
 # --- no network while a ticket loads ---------------------------------------------------------
 
@@ -98,7 +94,7 @@ def _split_state(model: nn.Module, from_spec: bool) -> tuple[dict, dict]:
     a spec-built model, else those inside subnet layers) and the parameters and buffers a
     ticket stores (everything else, except the scores)."""
     scores = {f"{n}.scores" for n in _masked_modules(model)}
-    inside = {f"{n}." for n, m in model.named_modules() if isinstance(m, _SUBNETS)}
+    inside = {f"{n}." for n, m in model.named_modules() if isinstance(m, SUBNET_MODULES)}
     regenerated, stored = {}, {}
     for name, value in model.state_dict(keep_vars=True).items():
         if name in scores:
