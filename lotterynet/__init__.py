@@ -2,6 +2,7 @@
 strong-lottery-ticket structures of Pensia et al. (subset-sum) and friends."""
 
 from . import timm_models  # noqa: F401  (registers the "timm" architecture)
+from .attention import SubnetMultiheadAttention
 from .convert import convert
 from .distributions import DISTRIBUTIONS, sample_weights
 from .export import export
@@ -23,6 +24,7 @@ __all__ = [
     "StackedModel",
     "SubnetConv2d",
     "SubnetLinear",
+    "SubnetMultiheadAttention",
     "TargetShape",
     "TicketError",
     "convert",
