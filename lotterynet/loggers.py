@@ -40,10 +40,11 @@ WANDB_ID_FILE = "wandb-id"
 class HistoryCSVLogger(CSVLogger):
     """Lightning's CSV logger, which deletes ``metrics.csv`` when it starts, made to start from
     ``history`` (the rows of the run being resumed) instead: the file keeps every row across
-    any number of kills and resumes."""
+    any number of kills and resumes. Rows are flushed as they are logged (Lightning: every 100
+    steps), so they are on disk before the checkpoint that follows them."""
 
     def __init__(self, run_dir: Path, history: list[dict]):
-        super().__init__(run_dir, name="", version="")
+        super().__init__(run_dir, name="", version="", flush_logs_every_n_steps=1)
         self._history = history
 
     @property
@@ -76,7 +77,8 @@ def resumed_history(checkpoint: str | None) -> list[dict]:
     last_epoch = load_checkpoint(checkpoint)["epoch"]
     with open(source, newline="") as f:
         rows = list(csv.DictReader(f))
-    return [row for row in rows if not row.get("epoch") or float(row["epoch"]) <= last_epoch]
+    complete = [row for row in rows if None not in row.values()]  # not cut off by a kill
+    return [row for row in complete if not row["epoch"] or float(row["epoch"]) <= last_epoch]
 
 
 def wandb_run_id(run_dir: Path, checkpoint: str | None) -> str:
