@@ -25,6 +25,7 @@ Sweep file (YAML)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import ctypes
 import dataclasses
@@ -151,23 +152,23 @@ def read_json(path: Path) -> dict:
 LOCK_FILE = ".sweep.lock"
 
 
-def acquire_sweep_lock(sweep_dir: Path):
-    """An exclusive lock on the sweep directory, held while the returned file is open (the
-    system drops it when the process dies); refuses when another sweep holds it."""
-    lock = open(sweep_dir / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+@contextlib.contextmanager
+def sweep_lock(sweep_dir: Path):
+    """An exclusive lock on the sweep directory while the block runs (the system drops it when
+    the process dies); refuses when another sweep holds it."""
+    with open(sweep_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ConfigError(f"sweep directory {str(sweep_dir)!r} is in use by another sweep "
+                              f"({holder}); wait for it, or choose another --sweep-out") from None
         lock.seek(0)
-        holder = lock.read().strip() or "another process"
-        lock.close()
-        raise ConfigError(f"sweep directory {str(sweep_dir)!r} is in use by another sweep "
-                          f"({holder}); wait for it, or choose another --sweep-out") from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"pid {os.getpid()}\n")
-    lock.flush()
-    return lock
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def die_with_parent(parent: int):
@@ -356,7 +357,12 @@ def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
     sweep_dir = Path(args.sweep_out or f"runs/sweep-{sweep.base.get('arch', 'lenet5')}-{name}")
     check_output_dir(sweep_dir, "--sweep-out")
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    lock = acquire_sweep_lock(sweep_dir)  # noqa: F841  (held until this function returns)
+    with sweep_lock(sweep_dir):
+        return run_locked(sweep, sweep_dir, args)
+
+
+def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
+    """Run the cells that are not done and aggregate them, holding the sweep's lock."""
     if sweep.base.get("wandb"):
         sweep.base.setdefault("wandb_group", sweep_dir.name)
     write_json_atomic({"base": sweep.base, "variants": sweep.variants,
