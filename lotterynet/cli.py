@@ -95,9 +95,9 @@ def config_from_args(args: argparse.Namespace):
     """Checkpoint's config (when resuming) < YAML file < flags given on the command line; a
     resumed run refuses values that would change what it trains."""
     explicit = explicit_values(args)
-    if not args.resume:
+    if not explicit.get("resume"):  # from a flag, or from the config file
         return make_config(explicit)
-    stored = stored_config(args.resume)
+    stored = stored_config(explicit["resume"])
     changed = changed_fields(stored, explicit)
     if changed:
         name = changed[0]
