@@ -11,6 +11,7 @@ import csv
 import json
 import netrc
 import os
+import secrets
 import struct
 from pathlib import Path
 
@@ -83,10 +84,8 @@ def resumed_history(checkpoint: str | None) -> list[dict]:
 
 def wandb_run_id(run_dir: Path, checkpoint: str | None) -> str:
     """The W&B run id of this run: the resumed run's (``RUN/wandb-id``), else a new one."""
-    from wandb.util import generate_id
-
     source = checkpoint_run_dir(checkpoint) / WANDB_ID_FILE if checkpoint else None
-    run_id = source.read_text().strip() if source and source.is_file() else generate_id()
+    run_id = source.read_text().strip() if source and source.is_file() else secrets.token_hex(4)
     if rank_zero_only.rank == 0:
         atomic_write(run_dir / WANDB_ID_FILE, lambda tmp: tmp.write_text(run_id + "\n"))
     return run_id
