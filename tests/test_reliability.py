@@ -199,3 +199,17 @@ def test_wandb_run_id_is_kept_across_resume(tmp_path):
     assert wandb_run_id(first, str(checkpoint)) == run_id
     assert wandb_run_id(tmp_path / "copy", str(checkpoint)) == run_id
     assert wandb_run_id(tmp_path / "new", None) != run_id
+
+
+def test_full_disk_during_training_is_one_line_and_exit_1(tmp_path, data_dir, monkeypatch,
+                                                           capsys):
+    def no_space(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)  # the checkpoint write
+    out = tmp_path / "run"
+    assert main([*SMALL, "--limit-train", "200", "--epochs", "1", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "disk full" in err[0] and "last.ckpt" in err[0]
+    assert not list((out / "checkpoints").iterdir())  # no temp file left behind
