@@ -1,7 +1,8 @@
 """``python train.py``: the command line over :func:`lotterynet.run.run`.
 
 ``main(argv)`` returns the exit code: 0 on success, 2 on bad input (one line on stderr naming
-the bad value and the valid choices, no traceback).
+the bad value and the valid choices, no traceback, before any work starts), 1 when the disk
+fills (one line; the last good checkpoint is kept).
 """
 
 from __future__ import annotations
