@@ -8,7 +8,8 @@ file next to the target, fsyncs it, renames it with ``os.replace`` (atomic on PO
 the folder. A checkpoint is a zip archive (torch's format); :func:`seal` puts a SHA-256 of the
 archive into the zip's own comment field, so ``torch.load`` still reads the file unchanged and
 :func:`load_checkpoint` refuses a file whose bytes no longer match, before unpickling anything.
-Every checkpoint save and load goes through :func:`save_checkpoint` / :func:`load_checkpoint`
+Every checkpoint save and load goes through :func:`atomic_torch_save` and
+:func:`load_checkpoint`
 (Lightning's through :class:`AtomicCheckpointIO`).
 """
 
@@ -133,7 +134,7 @@ def unseal(data: bytes, path) -> bytes:
     return data
 
 
-def save_checkpoint(obj, path: str | os.PathLike) -> None:
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` sealed with its digest, written atomically and durably."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -144,7 +145,7 @@ def save_checkpoint(obj, path: str | os.PathLike) -> None:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        save_checkpoint(checkpoint, path)
+        atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         return load_checkpoint(path, map_location=map_location)

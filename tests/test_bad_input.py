@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from lotterynet.checkpointing import load_checkpoint, save_checkpoint
+from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
 from lotterynet.cli import main
 
 SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "200", "--val-size", "100",
@@ -61,11 +61,11 @@ def checkpoint_variant(stopped_run: Path, tmp: Path, kind: str) -> str:
     elif kind == "foreign":  # a valid torch file, not written by lotterynet
         torch.save({"state_dict": {"w": torch.ones(2)}}, path)
     elif kind == "noconfig":
-        save_checkpoint({"state_dict": {"w": torch.ones(2)}, "epoch": 0}, path)
+        atomic_torch_save({"state_dict": {"w": torch.ones(2)}, "epoch": 0}, path)
     elif kind == "otherarch":  # a stored config that builds another model than its tensors
         checkpoint = load_checkpoint(source)
         checkpoint["hyper_parameters"]["config"]["arch"] = "fc4"
-        save_checkpoint(checkpoint, path)
+        atomic_torch_save(checkpoint, path)
     elif kind == "text":
         path.write_text("not a checkpoint")
     return str(path)

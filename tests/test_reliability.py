@@ -19,9 +19,9 @@ from conftest import REPO
 from lotterynet.checkpointing import (
     CheckpointError,
     DiskFullError,
+    atomic_torch_save,
     load_checkpoint,
     remove_stale_temp_files,
-    save_checkpoint,
 )
 from lotterynet.cli import main
 
@@ -146,7 +146,7 @@ def test_metrics_history_complete_after_two_kills(whole_and_stopped, tmp_path, d
 
 def test_bit_flipped_checkpoint_is_refused_before_loading(tmp_path):
     path = tmp_path / "last.ckpt"
-    save_checkpoint({"state_dict": {"w": torch.arange(1000.0)}}, path)
+    atomic_torch_save({"state_dict": {"w": torch.arange(1000.0)}}, path)
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"],
                        torch.arange(1000.0))  # still an ordinary torch checkpoint
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.arange(1000.0))
@@ -159,14 +159,14 @@ def test_bit_flipped_checkpoint_is_refused_before_loading(tmp_path):
 
 def test_full_disk_says_so_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
-    save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    atomic_torch_save({"state_dict": {"w": torch.ones(3)}}, path)
 
     def no_space(self, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(Path, "write_bytes", no_space)
     with pytest.raises(DiskFullError, match="disk full") as error:
-        save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+        atomic_torch_save({"state_dict": {"w": torch.zeros(3)}}, path)
     assert str(path) in error.value.strerror
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(3))

@@ -202,10 +202,10 @@ def test_missing_data_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
 
 
 def test_checkpoint_save_is_atomic(tmp_path):
-    from lotterynet.checkpointing import atomic_write, save_checkpoint
+    from lotterynet.checkpointing import atomic_torch_save, atomic_write
 
     path = tmp_path / "last.ckpt"
-    save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    atomic_torch_save({"state_dict": {"w": torch.ones(3)}}, path)
 
     def interrupted(tmp):
         Path(tmp).write_bytes(b"half a checkpo")
