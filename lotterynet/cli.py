@@ -65,6 +65,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--jobs-per-device", type=int, default=1, metavar="N",
                        help="cells run at once on each device (one subprocess each); with "
                             "several GPUs every GPU gets its own (default: 1, in-process)")
+    group.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
+                       help="train the cells of each variant and seed as one stacked model "
+                            "(--no-stack: one run per cell; default: stack)")
     group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
                        "for `wandb sweep FILE && wandb agent ID` instead of running")
 

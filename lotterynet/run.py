@@ -152,26 +152,36 @@ def write_json_atomic(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
+def optim_settings(config: RunConfig) -> dict:
+    """The optimizer and schedule of a run, as :class:`EdgePopupModule` takes them."""
+    return dict(optimizer=config.optimizer, scheduler=config.scheduler,
+                lr=config.lr or DEFAULT_LR.get(config.arch, 0.1), momentum=config.momentum,
+                weight_decay=config.weight_decay, epochs=config.epochs)
+
+
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
     spec = model_spec(config, data)
-    optim = dict(optimizer=config.optimizer, scheduler=config.scheduler,
-                 lr=config.lr or DEFAULT_LR.get(config.arch, 0.1), momentum=config.momentum,
-                 weight_decay=config.weight_decay, epochs=config.epochs)
     try:
-        return EdgePopupModule(spec, optim, config.to_dict())
+        return EdgePopupModule(spec, optim_settings(config), config.to_dict())
     except (TypeError, ValueError) as err:  # e.g. subnet_convs on an arch without frozen convs
         raise ConfigError(f"cannot build {config.arch!r} with this config: {err}") from None
 
 
-def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer) -> pl.Trainer:
+def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
+                 callbacks: tuple = (), save_on_train_epoch_end: bool | None = None
+                 ) -> pl.Trainer:
+    """The Trainer of a run (or of a stack, which adds its ``callbacks``, run after the epoch
+    timer, and saves the checkpoint after them, at the end of the training epoch; Lightning
+    runs checkpoint callbacks last)."""
     # Without a monitor, top-1 is the newest: last.ckpt is rewritten after every epoch.
     checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename=LAST.removesuffix(
-        ".ckpt"), save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+        ".ckpt"), save_top_k=1, every_n_epochs=1, enable_version_counter=False,
+        save_on_train_epoch_end=save_on_train_epoch_end)
     return pl.Trainer(
         max_epochs=min(config.stop_after or config.epochs, config.epochs),
         accelerator=config.accelerator, devices=config.devices,
         strategy="ddp" if config.devices > 1 else "auto", precision=config.precision,
-        logger=loggers, callbacks=[checkpoint, RNGState(), timer],
+        logger=loggers, callbacks=[checkpoint, RNGState(), timer, *callbacks],
         plugins=[AtomicCheckpointIO()], default_root_dir=run_dir, num_sanity_val_steps=0,
         enable_model_summary=False, enable_progress_bar=config.progress_bar,
         log_every_n_steps=50)

@@ -7,6 +7,12 @@ plus the trained dense baseline for every epoch budget and seed. Every cell is a
 ``results.json``, so a sweep is resumable: finished cells are skipped, a cell that was
 interrupted continues from its last checkpoint.
 
+By default the cells of one variant and seed train together as one *stack*
+(:mod:`lotterynet.stack`): one model, one forward and backward per batch for every sparsity and
+epoch budget, each member still the same computation as its single run and writing its own
+cell directory; the stack checkpoints into ``SWEEP/stacks/<variant>-seed<seed>/``. The trained
+baseline and DDP cells run singly, and ``--no-stack`` runs every cell on its own.
+
 Aggregation follows the paper: for every variant, sparsity and seed the best test accuracy over
 the epoch budgets; then mean and standard deviation over seeds. Outputs: ``sweep.csv``,
 ``sweep.md`` and ``figure.png`` (test accuracy vs. kept parameters, log x, one line per
@@ -49,6 +55,7 @@ import yaml
 from .checkpointing import CheckpointError, atomic_write, load_checkpoint
 from .config import ConfigError, RunConfig, changed_fields, make_config, string_keys
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
+from .stack import run_stack, stack_members
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
@@ -199,13 +206,54 @@ def run_cell_subprocess(config: RunConfig, device: int | None) -> None:
                    preexec_fn=die_with_parent(os.getpid()))
 
 
-def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int) -> None:
+def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
+                ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]]]:
+    """Split the cells to run into stacks (``{stack_dir: member cell names}``, one per variant
+    and seed) and cells that run singly (the trained baseline, DDP cells, lone cells). A stack
+    killed earlier keeps its recorded members when they still cover every unfinished cell of
+    its group, so it resumes instead of starting over."""
+    groups: dict[Path, list[str]] = {}
+    for label, values in sweep.cells():
+        if label == BASELINE or values.get("devices", 1) != 1:
+            continue
+        stack_dir = sweep_dir / "stacks" / f"{label.replace('/', '-')}-seed{values['seed']}"
+        groups.setdefault(stack_dir, []).append(cell_name(label, values))
+    unfinished = {name for name, _ in todo}
+    stacks: dict[Path, list[str]] = {}
+    for stack_dir, cells in groups.items():
+        left = [c for c in cells if c in unfinished]
+        recorded = stack_members(stack_dir)
+        if not left:
+            continue
+        if recorded and set(left) <= set(recorded) <= set(cells):
+            stacks[stack_dir] = recorded
+        elif len(left) > 1:
+            stacks[stack_dir] = left
+    stacked = {c for members in stacks.values() for c in members}
+    return stacks, [(name, config) for name, config in todo if name not in stacked]
+
+
+def run_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path, report) -> None:
+    values = {cell_name(label, v): v for label, v in sweep.cells()}
+    for stack_dir, members in stacks.items():
+        configs = [make_config({**values[m], "out": str(sweep_dir / "cells" / m),
+                                "progress_bar": False}) for m in members]
+        print(f"stack {stack_dir.name}: {len(members)} members, budgets "
+              f"{sorted({c.epochs for c in configs})}", flush=True)
+        run_stack(configs, stack_dir, [sweep_dir / "cells" / m for m in members])
+        for m in members:
+            report(m)
+
+
+def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True) -> None:
     cells = sweep.cells()
     todo = [(cell_name(label, v), cfg) for label, v in cells
             if (cfg := prepare_cell(v, sweep_dir / "cells" / cell_name(label, v))) is not None]
     total, done = len(cells), len(cells) - len(todo)
-    print(f"sweep {sweep_dir}: {total} cells, {done} already done, {len(todo)} to run",
-          flush=True)
+    stacks, todo = plan_stacks(sweep, sweep_dir, todo) if stack else ({}, todo)
+    to_run = len(todo) + sum(len(m) for m in stacks.values())
+    print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run"
+          f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)
     gpus = torch.cuda.device_count()
     workers = max(1, gpus) * jobs_per_device
     start = time.perf_counter()
@@ -214,10 +262,12 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int) -> None:
         nonlocal done
         done += 1
         elapsed = time.perf_counter() - start
-        ran = done - (total - len(todo))
+        ran = done - (total - to_run)
         eta = elapsed / ran * (total - done)
         print(f"[{done}/{total}] {name} done | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
               flush=True)
+
+    run_stacks(stacks, sweep, sweep_dir, report)
 
     if any(config.devices > 1 for _, config in todo):
         # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
@@ -369,7 +419,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
                        "sparsities": sweep.sparsities, "epochs": sweep.epochs,
                        "seeds": sweep.seeds, "baseline": sweep.baseline},
                       sweep_dir / "sweep.json")
-    run_cells(sweep, sweep_dir, args.jobs_per_device)
+    run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     rows = aggregate(sweep, sweep_dir)
     write_table(rows, sweep_dir)
     figure = plot(rows, sweep_dir, f"{sweep.base.get('arch', '')} on "

@@ -92,7 +92,7 @@ def test_subprocess_pool_runs_cells(tmp_path, data_dir, capsys):
     out = tmp_path / "pool"
     argv = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
             "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1",
-            "--no-baseline", "--jobs-per-device", "2", "--data-dir", str(data_dir),
+            "--no-baseline", "--no-stack", "--jobs-per-device", "2", "--data-dir", str(data_dir),
             "--sweep-out", str(out)]
     assert main(argv) == 0
     assert "[2/2]" in capsys.readouterr().out
