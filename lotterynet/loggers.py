@@ -79,7 +79,8 @@ def resumed_history(checkpoint: str | None) -> list[dict]:
     with open(source, newline="") as f:
         rows = list(csv.DictReader(f))
     complete = [row for row in rows if None not in row.values()]  # not cut off by a kill
-    return [row for row in complete if not row["epoch"] or float(row["epoch"]) <= last_epoch]
+    return [row for row in complete
+            if not row.get("epoch") or float(row["epoch"]) <= last_epoch]
 
 
 def wandb_run_id(run_dir: Path, checkpoint: str | None) -> str:

@@ -147,8 +147,8 @@ def test_killing_the_sweep_kills_its_cells(tmp_path, data_dir):
     proc = subprocess.Popen(
         [sys.executable, "train.py", "--arch", "fc2", "--structure", "dense", "--limit-train",
          "300", "--val-size", "100", "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9",
-         "--sweep-epochs", "500", "--no-baseline", "--jobs-per-device", "2", "--data-dir",
-         str(data_dir), "--sweep-out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL,
+         "--sweep-epochs", "500", "--no-baseline", "--no-stack", "--jobs-per-device", "2",
+         "--data-dir", str(data_dir), "--sweep-out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     cells = str(out / "cells")
     try:
