@@ -2,6 +2,8 @@
 strong-lottery-ticket structures of Pensia et al. (subset-sum) and friends."""
 
 import importlib
+import sys
+import types
 
 # Exported names and their modules (``module.attribute`` where the name differs there), imported
 # on first use (PEP 562): ``import lotterynet`` and ``train.py --help`` stay fast, and torch is
@@ -18,6 +20,21 @@ _EXPORTS = {
     "SubnetMultiheadAttention": "attention", "StackedModel": "stacked",
     "stack_models": "stacked", "run_stack": "stack",
 }
+
+
+class _Package(types.ModuleType):
+    """Keeps ``lotterynet.convert`` and ``lotterynet.export`` the functions: importing the
+    submodules of the same names would otherwise bind the modules to those names (the import
+    system sets the parent's attribute), hiding the lazy export. The submodules stay importable
+    (``from lotterynet.export import export``)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
