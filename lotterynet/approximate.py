@@ -168,11 +168,13 @@ def machine() -> dict:
 
 
 def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, args, *,
-               conv_part: int | None) -> None:
+               conv_part: int | None, target_epochs: int | None = None) -> None:
     """All ``sweeps`` × sizes × seeds on the target of recipe ``target_name``, one JSON per
     sweep in ``args.out``; ``conv_part``: approximate only the first ``conv_part`` modules (da
-    Cunha's conv part, the target's own head on top), else the whole network."""
-    target, info = trained_target(target_name, data_dir=args.data_dir)
+    Cunha's conv part, the target's own head on top), else the whole network.
+    ``target_epochs``: the target run with fewer epochs than its paper's recipe."""
+    epochs = {} if target_epochs is None else {"epochs": target_epochs}
+    target, info = trained_target(target_name, data_dir=args.data_dir, **epochs)
     test_x, test_y = load_split(dataset, args.data_dir, train=False)
     target64 = target.double().eval()
     part = target64[:conv_part] if conv_part else target64
@@ -180,19 +182,25 @@ def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, ar
     reference = predict(part, test_x)
     offset = DATASET_SEED_OFFSET[dataset]
     for sweep in sweeps:
-        rows = []
+        name = f"{net}_{sweep.name}" if net == "fc2" else f"{net}_{dataset}_{sweep.name}"
+        path = args.out / f"approximation_{name}.json"
+        rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+        done = {(r["size"], r["seed"]) for r in rows}
         for size in sweep.sizes:
+            if args.sizes and size not in args.sizes:
+                continue
             for seed in range(offset, offset + args.seeds):
+                if (size, seed) in done:  # measured by an earlier (interrupted) run
+                    continue
                 row = measure(sweep, size, seed, part, head, test_x, test_y, reference)
                 rows.append(row)
                 print(json.dumps({k: row[k] for k in ("construction", "size", "seed",
                                                       "test_accuracy", "weight_error_max")}),
                       flush=True)
-        name = f"{net}_{sweep.name}" if net == "fc2" else f"{net}_{dataset}_{sweep.name}"
-        write_json(args.out / f"approximation_{name}.json",
-                   {"net": net, "construction": sweep.name, "paper": sweep.paper,
-                    "size": sweep.size, "target": info, "dataset": dataset, "rows": rows,
-                    "machine": machine()})
+            rows.sort(key=lambda r: (r["size"], r["seed"]))  # written after every size
+            write_json(path, {"net": net, "construction": sweep.name, "paper": sweep.paper,
+                              "size": sweep.size, "target": info, "dataset": dataset,
+                              "rows": rows, "machine": machine()})
 
 
 def write_json(path: Path, obj) -> None:
@@ -209,14 +217,18 @@ def selected(sweeps: list[Sweep], only) -> list[Sweep]:
 
 
 def run_fc2(args) -> None:
+    epochs = args.target_epochs[0] if args.target_epochs else None
     run_sweeps(selected(FC2_SWEEPS, args.only), "fc2", "pensia_fc2", "mnist", args,
-               conv_part=None)
+               conv_part=None, target_epochs=epochs)
 
 
 def run_lenet5(args) -> None:
-    for dataset in args.datasets:
+    epochs = args.target_epochs or [None] * len(args.datasets)
+    if len(epochs) != len(args.datasets):
+        raise ValueError(f"give one --target-epochs per dataset {args.datasets}, got {epochs}")
+    for dataset, target_epochs in zip(args.datasets, epochs):
         run_sweeps(selected(LENET5_SWEEPS, args.only), "lenet5", f"dacunha_lenet5_{dataset}",
-                   dataset, args, conv_part=LENET5_CONV_PART)
+                   dataset, args, conv_part=LENET5_CONV_PART, target_epochs=target_epochs)
 
 
 # --- summary: curves, the width table, the figure -------------------------------------------
@@ -405,6 +417,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="where the JSON, Markdown and PNG results go (default: results)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per point (default: 5)")
     parser.add_argument("--only", nargs="+", help="run only these constructions")
+    parser.add_argument("--sizes", nargs="+", type=int, help="run only these sizes of each "
+                        "sweep (default: all)")
+    parser.add_argument("--target-epochs", nargs="+", type=int, help="use the target trained "
+                        "for this many epochs instead of the paper's (one per data set; "
+                        "reported beside the paper's)")
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"],
                         choices=["mnist", "fashion-mnist"], help="lenet5: data sets")
     args = parser.parse_args(argv)

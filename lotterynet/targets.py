@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -72,6 +73,9 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
     run_dir = Path(config.out)
     if not (run_dir / RESULTS).is_file():
         run(config)
+        if config.resume and not (run_dir / CHECKPOINTS / LAST).is_file():  # nothing left to
+            (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # train: the resumed
+            shutil.copy(config.resume, run_dir / CHECKPOINTS / LAST)  # checkpoint was tested
     model, results = load_target(run_dir)
     info = {"recipe": name, "run_dir": str(run_dir), "test_accuracy": results["test_acc"],
             "paper_test_accuracy": PAPER_ACCURACY[name], "epochs": results["epochs_done"],
@@ -88,8 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="+", choices=list(RECIPES))
     parser.add_argument("--data-dir")
     parser.add_argument("--epochs", type=int, help="deviate from the recipe's epochs")
+    parser.add_argument("--resume", help="with --epochs: finish from this checkpoint of a longer "
+                        "run of the same recipe (its first EPOCHS epochs; valid only for a "
+                        "constant schedule, where the first epochs do not depend on the total)")
     args = parser.parse_args(argv)
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
+    if args.resume:
+        if args.epochs is None or RECIPES[args.names[0]]["scheduler"] != "constant":
+            parser.error("--resume needs --epochs and a recipe with a constant schedule")
+        overrides["resume"] = args.resume
     for name in args.names:
         _, info = trained_target(name, data_dir=args.data_dir, **overrides)
         print(json.dumps(info), flush=True)
