@@ -344,40 +344,40 @@ def curve_markdown(r: dict) -> str:
     return text
 
 
-def plot(results: list[dict], x_key: str, path: Path, title: str) -> None:
-    """Max weight error and test accuracy (median, min–max band) of every construction against
-    ``x_key`` (``hidden_layer1`` or ``size``), one panel each."""
+def plot(results: list[dict], path: Path, title: str) -> None:
+    """Max weight error and test accuracy (median, min–max band over seeds) of every
+    construction, against the hidden width of layer 1 (top) and the kept parameters (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_err, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for r in results:
-        label = f"{r['construction']} ({r['dataset']})" if r["net"] == "lenet5" else \
-            r["construction"]
-        for ax, key in ((ax_err, "weight_error_max"), (ax_acc, "test_accuracy")):
-            c = curve(r["rows"], key)
-            x = [p[x_key] for p in c]
-            scale = 100 if key == "test_accuracy" else 1
-            line, = ax.plot(x, [scale * p["median"] for p in c], marker="o", markersize=3,
-                            label=label)
-            ax.fill_between(x, [scale * p["min"] for p in c], [scale * p["max"] for p in c],
-                            color=line.get_color(), alpha=0.2)
-    targets = {r["target"]["test_accuracy"] for r in results}
-    for acc in sorted(targets):
-        ax_acc.axhline(100 * acc, color="gray", ls=":", lw=1)
-        ax_acc.axhline(100 * (acc - ACCURACY_SLACK), color="gray", ls="--", lw=0.8)
-    xlabel = "hidden units of layer 1 (log)" if x_key == "hidden_layer1" else "n (log)"
-    ax_err.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="max |w − ŵ| (median, band)")
-    ax_acc.set(xscale="log", xlabel=xlabel, ylabel="test accuracy % (median, min–max)",
-               ylim=(max(0, 100 * min(targets) - 15), 100))
-    for ax in (ax_err, ax_acc):
-        ax.grid(True, which="both", alpha=0.3)
-    ax_acc.legend(fontsize=7)
-    fig.suptitle(title)
+        label = (f"{r['construction']} ({r['dataset']})" if r["net"] == "lenet5"
+                 else r["construction"])
+        for row, x_key in enumerate(("hidden_layer1", "kept")):
+            for ax, key in zip(axes[row], ("weight_error_max", "test_accuracy")):
+                c = curve(r["rows"], key)
+                x = [p[x_key] for p in c]
+                scale = 100 if key == "test_accuracy" else 1
+                line, = ax.plot(x, [scale * p["median"] for p in c], marker="o", markersize=3,
+                                label=label)
+                ax.fill_between(x, [scale * p["min"] for p in c],
+                                [scale * p["max"] for p in c], color=line.get_color(), alpha=0.2)
+    for row, xlabel in enumerate(("hidden units of layer 1", "kept parameters")):
+        ax_err, ax_acc = axes[row]
+        ax_err.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="max |w − ŵ|")
+        ax_acc.set(xscale="log", xlabel=xlabel, ylabel="test accuracy %")
+        for acc in {r["target"]["test_accuracy"] for r in results}:
+            ax_acc.axhline(100 * acc, color="gray", ls=":", lw=1)
+            ax_acc.axhline(100 * (acc - ACCURACY_SLACK), color="gray", ls="--", lw=0.8)
+        for ax in (ax_err, ax_acc):
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0][1].legend(fontsize=7)
+    fig.suptitle(f"{title} — median over seeds, band min–max; dotted: target, dashed: −0.5 pt")
     fig.tight_layout()
-    fig.savefig(path, dpi=140)
+    fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
@@ -391,18 +391,11 @@ def run_table(args) -> None:
             "(subset sum), k of n = 16 (natale_k), m neurons per input (malach, orseau).\n\n"
             + table_markdown(results) + "\n\n## Curves\n" + "".join(map(curve_markdown, results)))
     (args.out / "approximation_table.md").write_text(text)
-    fc2 = [r for r in results if r["net"] == "fc2" and r["construction"] != "natale_k"]
-    if fc2:
-        plot(fc2, "hidden_layer1", args.out / "approximation_fc2.png",
-             "FC2 / MNIST: every construction, all layers replaced")
-    lenet = [r for r in results if r["net"] == "lenet5" and r["construction"] != "natale_k"]
-    if lenet:
-        plot(lenet, "size", args.out / "approximation_lenet5.png",
-             "da Cunha's LeNet5: conv part replaced (Figs. 3-4 protocol)")
-    natale_k = [r for r in results if r["construction"] == "natale_k"]
-    if natale_k:
-        plot(natale_k, "size", args.out / "approximation_natale_k.png",
-             "Natale et al.: exactly k of n = 16 coefficients per weight")
+    for net, title in (("fc2", "FC2 / MNIST, every layer replaced"),
+                       ("lenet5", "da Cunha's LeNet5, conv part replaced")):
+        chosen = [r for r in results if r["net"] == net]
+        if chosen:
+            plot(chosen, args.out / f"approximation_{net}.png", title)
     print(text)
 
 
