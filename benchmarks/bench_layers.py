@@ -1,6 +1,9 @@
-"""Cost of the subset-sum layer and of the mask (issue 2).
+"""Cost of the subset-sum layer and of the mask.
 
 Prints medians and ratios measured in the same run:
+* the layer target: a subset-sum step (784 -> 500, 5 pairs) against the dense layer with the
+  same maskable count (784 x 2505), relu and identity, batch 64 and 256, with and without an
+  update, single and as a stack of four members (``--target-only`` prints just this);
 * one training step (mask, forward, backward) of SubnetLinear(784, 500, subsetsum, pairs=5)
   against a dense SubnetLinear(784, 2500) (about the same maskable count), a dense
   SubnetLinear(784, 500), and the literal computation (the paper's repeat-and-multiply for
@@ -72,6 +75,57 @@ def make_step(name, activation, batch, device):
     return step
 
 
+WIDE_OUT = 2505  # 784 x 2505 = 5 x 784 x (1 + 500): the subset-sum layer's maskable count
+STACK_SPARSITIES = (0.5, 0.75, 0.9, 0.95)
+
+
+def make_target_step(kind, activation, batch, device, update: bool, stacked: bool):
+    """One step of the subset-sum layer (``kind="subsetsum"``) or of the dense layer with the
+    same maskable count (``"wide"``): forward + backward, with or without an SGD update (without
+    one the scores do not change, so the cached mask is reused); ``stacked``: a stack of four
+    members at four sparsities, one forward and backward for all of them."""
+    def layer(sparsity):
+        if kind == "subsetsum":
+            return ln.SubnetLinear(D_IN, D_OUT, structure="subsetsum", pairs=PAIRS,
+                                   activation=activation, sparsity=sparsity, seed=0)
+        return ln.SubnetLinear(D_IN, WIDE_OUT, sparsity=sparsity, seed=0)
+
+    sparsities = STACK_SPARSITIES if stacked else STACK_SPARSITIES[:1]
+    model = ln.StackedModel([layer(s) for s in sparsities]).to(device)
+    scores = [p for p in model.parameters() if p.requires_grad]
+    x = torch.randn(batch, D_IN, device=device)
+
+    def step():
+        for p in scores:
+            p.grad = None
+        sum(y.square().mean() for y in model(x)).backward()
+        if update:
+            with torch.no_grad():
+                torch._foreach_add_(scores, [p.grad for p in scores], alpha=-1e-3)
+
+    return step
+
+
+def target_table(device, repeats: int) -> None:
+    print("\n## subset-sum layer against the dense layer of equal maskable count "
+          f"(784x{WIDE_OUT}), median ms; target <= 1.25x")
+    print("| members | update | activation | batch | subsetsum ms | wide ms | ratio | target |")
+    print("|---|---|---|---|---|---|---|---|")
+    for stacked in (False, True):
+        for update in (True, False):
+            for activation in ("relu", "identity"):
+                for batch in (64, 256):
+                    steps = {kind: make_target_step(kind, activation, batch, device, update,
+                                                    stacked) for kind in ("subsetsum", "wide")}
+                    times = median_times(steps, device, repeats)
+                    ratio = times["subsetsum"] / times["wide"]
+                    print(f"| {len(STACK_SPARSITIES) if stacked else 1} | "
+                          f"{'yes' if update else 'no'} | {activation} | {batch} | "
+                          f"{times['subsetsum'] * 1e3:.2f} | {times['wide'] * 1e3:.2f} | "
+                          f"{ratio:.2f} | {'met' if ratio <= 1.25 else 'NOT met'} |",
+                          flush=True)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -141,6 +195,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--target-only", action="store_true",
+                        help="only the subset-sum vs wide table (the layer target)")
     parser.add_argument("--rss", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss:
@@ -148,6 +204,9 @@ def main():
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    target_table(device, args.repeats)
+    if args.target_only:
+        return
 
     print("\n## training step (mask + forward + backward + update), median ms")
     print("| activation | batch | variant | ms | x subsetsum | extra peak MiB |")

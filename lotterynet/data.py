@@ -10,6 +10,7 @@ sentence saying where to put which files.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class DatasetSpec:
     files: str  # what has to be where, for the error message
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    train_size: int  # examples in the training split
     num_classes: int = 10
 
     @property
@@ -46,15 +48,21 @@ def _register(spec: DatasetSpec) -> None:
 
 
 _IDX = "{train,t10k}-{images-idx3,labels-idx1}-ubyte"
-_register(DatasetSpec("mnist", datasets.MNIST, f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,)))
+_register(DatasetSpec("mnist", datasets.MNIST, f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,), 60000))
 _register(DatasetSpec("fashion-mnist", datasets.FashionMNIST, f"FashionMNIST/raw/{_IDX}",
-                      (0.2860,), (0.3530,)))
+                      (0.2860,), (0.3530,), 60000))
 _register(DatasetSpec("cifar10", datasets.CIFAR10, "cifar-10-batches-py/{data_batch_1..5,"
-                      "test_batch}", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)))
+                      "test_batch}", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000))
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get(DATA_ENV) or "data")
+
+
+def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> DatasetNotFound:
+    reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    return DatasetNotFound(f"{name}: the files under {root.resolve()} are corrupt or unreadable "
+                           f"({reason}); replace {spec.files} with intact copies")
 
 
 def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
@@ -66,11 +74,16 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
     try:
         ds = spec.torchvision_class(str(root), train=train, download=download)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        if "not found" not in str(err).lower():
+            raise _corrupt(name, root, spec, err) from None
         how = "or allow downloading" if not download else "(the download failed too)"
         raise DatasetNotFound(
             f"{name}: no data under {root.resolve()}; put {spec.files} there, point --data-dir "
             f"or ${DATA_ENV} at the folder that holds them, {how}"
         ) from err
+    except (ValueError, AssertionError, IndexError, EOFError, OSError, pickle.UnpicklingError,
+            UnicodeDecodeError) as err:  # files present but truncated, garbled or unreadable
+        raise _corrupt(name, root, spec, err) from None
     images = torch.as_tensor(np.asarray(ds.data)).float().div_(255)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)

@@ -219,16 +219,14 @@ class SubsetSum(Structure):
         t, n = self.target, self.terms
         g, out_g, in_g = t.groups, t.out_features // t.groups, t.in_per_group
         v = self.v().reshape(g, out_g, in_g, n, -1)  # (groups, out_g, in_g, n, kernel)
-        u = self.u()
+        # shared: one coefficient per (input, term), broadcast over outputs and kernel taps
+        u = self.u().reshape((g, 1, in_g, n, 1) if self.shared else v.shape)
         signs = [F.relu(u), F.relu(-u)] if self.activation == "relu" else [u]
-        if self.shared:
-            u = torch.stack(signs).reshape(len(signs), g, in_g, n)
-            w = torch.einsum("goink,sgin->gosik", v, u)
-        else:
-            u = torch.stack(signs).reshape(len(signs), g, out_g, in_g, n, -1)
-            w = torch.einsum("goink,sgoink->gosik", v, u)
-        w = w.reshape(t.out_features, len(signs) * in_g, *t.kernel_size)
-        return w, self.activation == "relu"
+        # A multiply and a sum over the n terms: an einsum here becomes one tiny matrix product
+        # per input channel (784 for FC2), 1.3-1.6x slower forward + backward on the CPU.
+        w = torch.stack([(v * s).sum(3) for s in signs], dim=2)  # (groups, out_g, signs, in_g, k)
+        return w.reshape(t.out_features, len(signs) * in_g, *t.kernel_size), \
+            self.activation == "relu"
 
     def forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:
         weight, doubles_input = self.effective_weight()

@@ -7,10 +7,17 @@ plus the trained dense baseline for every epoch budget and seed. Every cell is a
 ``results.json``, so a sweep is resumable: finished cells are skipped, a cell that was
 interrupted continues from its last checkpoint.
 
+By default the cells of one variant and seed train together as one *stack*
+(:mod:`lotterynet.stack`): one model, one forward and backward per batch for every sparsity and
+epoch budget, each member still the same computation as its single run and writing its own
+cell directory; the stack checkpoints into ``SWEEP/stacks/<variant>-seed<seed>/``. The trained
+baseline and DDP cells run singly, and ``--no-stack`` runs every cell on its own.
+
 Aggregation follows the paper: for every variant, sparsity and seed the best test accuracy over
 the epoch budgets; then mean and standard deviation over seeds. Outputs: ``sweep.csv``,
-``sweep.md`` and ``figure.png`` (test accuracy vs. kept parameters, log x, one line per
-variant, the trained baseline as a horizontal line).
+``sweep.md`` (with Pensia et al.'s accuracy and our gap to it where the paper has the point) and
+``figure.png`` / ``figure.pdf`` (test accuracy vs. kept parameters, log x, one line per
+variant, the paper's points as hollow markers, the trained baseline and chance as lines).
 
 Sweep file (YAML)::
 
@@ -25,11 +32,16 @@ Sweep file (YAML)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import ctypes
+import dataclasses
+import fcntl
 import itertools
 import json
 import os
 import queue
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,8 +54,11 @@ import torch
 import yaml
 
 from .checkpointing import CheckpointError, atomic_write, load_checkpoint
-from .config import ConfigError, RunConfig, make_config
+from .config import ConfigError, RunConfig, changed_fields, make_config, string_keys
+from .paper import LABELS, TRAINED, paper_accuracy
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
+from .stack import run_stack, stack_members
+from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
 SWEEP_KEYS = ("base", "variants", "sparsities", "epochs", "seeds", "baseline")
@@ -90,57 +105,20 @@ def cell_name(label: str, values: dict) -> str:
     return f"{label.replace('/', '-')}{sparsity}-e{values['epochs']}-seed{values['seed']}"
 
 
-def _list(text: str | None, kind):
-    return None if text is None else [kind(v) for v in text.split(",") if v]
-
-
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("sweep mode (a grid of runs, aggregated like Figure 2)")
-    group.add_argument("--sweep", metavar="FILE.yaml", help="sweep file (see "
-                       "configs/sweeps/); the run flags above override its base config")
-    group.add_argument("--sweep-variants", metavar="LIST", help="comma list of structure"
-                       "[:activation], e.g. subsetsum:identity,subsetsum:relu,wide")
-    group.add_argument("--sweep-sparsities", metavar="LIST", help="comma list of sparsities "
-                       "(fraction PRUNED)")
-    group.add_argument("--sweep-epochs", metavar="LIST", help="comma list of epoch budgets; "
-                       "the best budget is kept per point")
-    group.add_argument("--sweep-seeds", metavar="LIST", help="comma list of seeds (default 0)")
-    group.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
-                       help="also run the trained dense baseline (default: yes)")
-    group.add_argument("--sweep-out", metavar="DIR", help="sweep directory (default: "
-                       "runs/sweep-ARCH-<sweep file name>)")
-    group.add_argument("--jobs-per-device", type=int, default=1, metavar="N",
-                       help="cells run at once on each device (one subprocess each); with "
-                            "several GPUs every GPU gets its own (default: 1, in-process)")
-    group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
-                       "for `wandb sweep FILE && wandb agent ID` instead of running")
-
-
-def is_sweep(args: argparse.Namespace) -> bool:
-    return bool(args.sweep or args.sweep_sparsities or args.wandb_sweep)
-
-
 def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
     """The sweep file (if any), overlaid with the sweep flags; run flags override ``base``."""
-    data: dict = {}
-    if args.sweep:
-        path = Path(args.sweep)
-        if not path.is_file():
-            raise ConfigError(f"sweep file {str(path)!r} not found")
-        data = yaml.safe_load(path.read_text()) or {}
-        unknown = sorted(set(data) - set(SWEEP_KEYS))
-        if unknown:
-            raise ConfigError(f"unknown sweep key {unknown[0]!r}; valid keys: "
-                              f"{', '.join(SWEEP_KEYS)}")
-    flags = {"variants": _list(args.sweep_variants, str),
-             "sparsities": _list(args.sweep_sparsities, float),
-             "epochs": _list(args.sweep_epochs, int), "seeds": _list(args.sweep_seeds, int),
+    data = read_sweep_file(args.sweep, SWEEP_KEYS) if args.sweep else {}
+    flags = {"variants": parse_list(args.sweep_variants, str, "--sweep-variants"),
+             "sparsities": parse_list(args.sweep_sparsities, float, "--sweep-sparsities"),
+             "epochs": parse_list(args.sweep_epochs, int, "--sweep-epochs"),
+             "seeds": parse_list(args.sweep_seeds, int, "--sweep-seeds"),
              "baseline": args.baseline}
     data.update({k: v for k, v in flags.items() if v is not None})
+    check_sweep_values(data)
     for key in ("variants", "sparsities", "epochs"):
         if not data.get(key):
             raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
-    sweep = Sweep(base={**(data.get("base") or {}), **overrides},
+    sweep = Sweep(base={**string_keys(data.get("base") or {}, "sweep base"), **overrides},
                   variants=[parse_variant(v) for v in data["variants"]],
                   sparsities=[float(s) for s in data["sparsities"]],
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
@@ -152,17 +130,68 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
 
 def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     """The config to run a cell with, or ``None`` when it is finished: an interrupted cell
-    resumes from its last checkpoint, a cell that never checkpointed starts over."""
-    if (cell_dir / RESULTS).is_file():
-        return None
-    values = {**values, "out": str(cell_dir), "progress_bar": False}
+    resumes from its last checkpoint; a cell that never checkpointed, or that was run with
+    another config than the sweep's now, starts over."""
+    config = make_config({**values, "out": str(cell_dir), "progress_bar": False})
+    results = cell_dir / RESULTS
+    if results.is_file():
+        if not changed_fields(read_json(results).get("config", {}), config.to_dict()):
+            return None
+        results.unlink()  # stale: the cell is run again with the sweep's config
     checkpoint = cell_dir / CHECKPOINTS / LAST
     try:
-        load_checkpoint(checkpoint)
-        values["resume"] = str(checkpoint)
+        stored = load_checkpoint(checkpoint)["hyper_parameters"].get("config") or {}
+        resumable = not changed_fields(stored, config.to_dict())
     except CheckpointError:
-        values["overwrite"] = True
-    return make_config(values)
+        resumable = False
+    if resumable:
+        return dataclasses.replace(config, resume=str(checkpoint))
+    return dataclasses.replace(config, overwrite=True)
+
+
+def read_json(path: Path) -> dict:
+    """The mapping in a JSON file; an unreadable file reads as empty."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+LOCK_FILE = ".sweep.lock"
+
+
+@contextlib.contextmanager
+def sweep_lock(sweep_dir: Path):
+    """An exclusive lock on the sweep directory while the block runs (the system drops it when
+    the process dies); refuses when another sweep holds it."""
+    with open(sweep_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ConfigError(f"sweep directory {str(sweep_dir)!r} is in use by another sweep "
+                              f"({holder}); wait for it, or choose another --sweep-out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        yield
+
+
+def die_with_parent(parent: int):
+    """A ``preexec_fn`` for cell subprocesses: the child is killed when the sweep process dies
+    (Linux ``PR_SET_PDEATHSIG``), also by SIGKILL, so no cell outlives its sweep."""
+    def preexec() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the sweep died before the line above
+            os._exit(1)
+
+    return preexec if sys.platform == "linux" else None
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def run_cell_subprocess(config: RunConfig, device: int | None) -> None:
@@ -175,16 +204,58 @@ def run_cell_subprocess(config: RunConfig, device: int | None) -> None:
         env["CUDA_VISIBLE_DEVICES"] = str(device)
     train_py = Path(__file__).resolve().parent.parent / "train.py"
     subprocess.run([sys.executable, str(train_py), "--config", str(config_file)], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL,
+                   preexec_fn=die_with_parent(os.getpid()))
 
 
-def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int) -> None:
+def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
+                ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]]]:
+    """Split the cells to run into stacks (``{stack_dir: member cell names}``, one per variant
+    and seed) and cells that run singly (the trained baseline, DDP cells, lone cells). A stack
+    killed earlier keeps its recorded members when they still cover every unfinished cell of
+    its group, so it resumes instead of starting over."""
+    groups: dict[Path, list[str]] = {}
+    for label, values in sweep.cells():
+        if label == BASELINE or values.get("devices", 1) != 1:
+            continue
+        stack_dir = sweep_dir / "stacks" / f"{label.replace('/', '-')}-seed{values['seed']}"
+        groups.setdefault(stack_dir, []).append(cell_name(label, values))
+    unfinished = {name for name, _ in todo}
+    stacks: dict[Path, list[str]] = {}
+    for stack_dir, cells in groups.items():
+        left = [c for c in cells if c in unfinished]
+        recorded = stack_members(stack_dir)
+        if not left:
+            continue
+        if recorded and set(left) <= set(recorded) <= set(cells):
+            stacks[stack_dir] = recorded
+        elif len(left) > 1:
+            stacks[stack_dir] = left
+    stacked = {c for members in stacks.values() for c in members}
+    return stacks, [(name, config) for name, config in todo if name not in stacked]
+
+
+def run_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path, report) -> None:
+    values = {cell_name(label, v): v for label, v in sweep.cells()}
+    for stack_dir, members in stacks.items():
+        configs = [make_config({**values[m], "out": str(sweep_dir / "cells" / m),
+                                "progress_bar": False}) for m in members]
+        print(f"stack {stack_dir.name}: {len(members)} members, budgets "
+              f"{sorted({c.epochs for c in configs})}", flush=True)
+        run_stack(configs, stack_dir, [sweep_dir / "cells" / m for m in members])
+        for m in members:
+            report(m)
+
+
+def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True) -> None:
     cells = sweep.cells()
     todo = [(cell_name(label, v), cfg) for label, v in cells
             if (cfg := prepare_cell(v, sweep_dir / "cells" / cell_name(label, v))) is not None]
     total, done = len(cells), len(cells) - len(todo)
-    print(f"sweep {sweep_dir}: {total} cells, {done} already done, {len(todo)} to run",
-          flush=True)
+    stacks, todo = plan_stacks(sweep, sweep_dir, todo) if stack else ({}, todo)
+    to_run = len(todo) + sum(len(m) for m in stacks.values())
+    print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run"
+          f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)
     gpus = torch.cuda.device_count()
     workers = max(1, gpus) * jobs_per_device
     start = time.perf_counter()
@@ -193,10 +264,12 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int) -> None:
         nonlocal done
         done += 1
         elapsed = time.perf_counter() - start
-        ran = done - (total - len(todo))
+        ran = done - (total - to_run)
         eta = elapsed / ran * (total - done)
         print(f"[{done}/{total}] {name} done | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
               flush=True)
+
+    run_stacks(stacks, sweep, sweep_dir, report)
 
     if any(config.devices > 1 for _, config in todo):
         # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
@@ -255,6 +328,17 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], r["kept_params"]))
 
 
+def add_paper_columns(rows: list[dict], arch: str, dataset: str) -> list[dict]:
+    """Pensia et al.'s accuracy for each point (``paper_acc``) and ours minus theirs (``gap``),
+    for the points the paper has (MNIST, Figure 2); other rows get empty cells."""
+    for row in rows:
+        paper = paper_accuracy(arch, row["variant"], row["sparsity"]) if dataset == "mnist" \
+            else None
+        row["paper_acc"] = "" if paper is None else paper
+        row["gap"] = "" if paper is None else round(row["test_acc_mean"] - paper, 2)
+    return rows
+
+
 def write_table(rows: list[dict], sweep_dir: Path) -> None:
     def write_csv(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
@@ -268,7 +352,20 @@ def write_table(rows: list[dict], sweep_dir: Path) -> None:
     (sweep_dir / "sweep.md").write_text("\n".join(lines) + "\n")
 
 
-def plot(rows: list[dict], sweep_dir: Path, title: str) -> Path:
+def figure_title(sweep: Sweep) -> str:
+    """What a reader needs to place the figure: architecture, data, budgets, seeds."""
+    budgets = "/".join(str(e) for e in sweep.epochs)
+    seeds = len(sweep.seeds)
+    return (f"{sweep.base.get('arch', 'lenet5')} on {sweep.base.get('dataset', 'mnist')}: best of "
+            f"{budgets} epochs, {seeds} seed{'s' if seeds > 1 else ''}")
+
+
+def plot(rows: list[dict], sweep_dir: Path, title: str, arch: str, num_classes: int = 10
+         ) -> Path:
+    """Test accuracy against kept parameters (log x): one line per variant (a band of ± one
+    standard deviation when there are several seeds), Pensia et al.'s points as hollow markers
+    of the same colour, the trained baseline as a dashed line, chance as a dotted one.
+    Written as PNG and PDF."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,18 +374,31 @@ def plot(rows: list[dict], sweep_dir: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] != BASELINE):
         points = [r for r in rows if r["variant"] == variant]
-        ax.errorbar([r["kept_params"] for r in points], [r["test_acc_mean"] for r in points],
-                    yerr=[r["test_acc_std"] for r in points], marker="o", capsize=3,
-                    label=variant)
+        kept = [r["kept_params"] for r in points]
+        mean = [r["test_acc_mean"] for r in points]
+        line, = ax.plot(kept, mean, marker="o", label=LABELS.get(variant, variant))
+        if any(r["seeds"] > 1 for r in points):
+            std = [r["test_acc_std"] for r in points]
+            ax.fill_between(kept, [m - s for m, s in zip(mean, std)],
+                            [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
+        paper = [(k, r["paper_acc"]) for k, r in zip(kept, points) if r.get("paper_acc") != ""]
+        if paper:
+            ax.scatter(*zip(*paper), facecolors="none", edgecolors=line.get_color(), s=60,
+                       label=f"{LABELS.get(variant, variant)} (Pensia et al.)")
     for r in rows:
         if r["variant"] == BASELINE:
             ax.axhline(r["test_acc_mean"], color="black", linestyle="--",
                        label=f"trained dense ({r['test_acc_mean']:.2f}%)")
+    if arch in TRAINED:
+        ax.axhline(TRAINED[arch], color="grey", linestyle="--", linewidth=0.8,
+                   label=f"trained dense, Pensia et al. ({TRAINED[arch]:.2f}%)")
+    ax.axhline(100 / num_classes, color="grey", linestyle=":", label="chance")
     ax.set(xscale="log", xlabel="kept parameters", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize="small")
     path = sweep_dir / "figure.png"
     fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -334,18 +444,25 @@ def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
         raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
     name = Path(args.sweep).stem if args.sweep else "grid"
     sweep_dir = Path(args.sweep_out or f"runs/sweep-{sweep.base.get('arch', 'lenet5')}-{name}")
+    check_output_dir(sweep_dir, "--sweep-out")
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(sweep_dir):
+        return run_locked(sweep, sweep_dir, args)
+
+
+def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
+    """Run the cells that are not done and aggregate them, holding the sweep's lock."""
     if sweep.base.get("wandb"):
         sweep.base.setdefault("wandb_group", sweep_dir.name)
     write_json_atomic({"base": sweep.base, "variants": sweep.variants,
                        "sparsities": sweep.sparsities, "epochs": sweep.epochs,
                        "seeds": sweep.seeds, "baseline": sweep.baseline},
                       sweep_dir / "sweep.json")
-    run_cells(sweep, sweep_dir, args.jobs_per_device)
-    rows = aggregate(sweep, sweep_dir)
+    run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
+    arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
+    rows = add_paper_columns(aggregate(sweep, sweep_dir), arch, dataset)
     write_table(rows, sweep_dir)
-    figure = plot(rows, sweep_dir, f"{sweep.base.get('arch', '')} on "
-                                   f"{sweep.base.get('dataset', 'mnist')}")
+    figure = plot(rows, sweep_dir, figure_title(sweep), arch)
     if sweep.base.get("wandb"):
         log_to_wandb(rows, figure, sweep.base, sweep.base["wandb_group"])
     print((sweep_dir / "sweep.md").read_text(), end="")

@@ -120,3 +120,13 @@ def test_structure_without_effective_weight_fails_clearly():
     layer.structure, layer.structure_name = TwoLayers(), "twolayers"
     with pytest.raises(ValueError, match="'twolayers' has no effective_weight"):
         export(nn.Sequential(layer))
+
+
+def test_package_exports_stay_functions_after_their_modules_are_imported():
+    import importlib
+
+    import lotterynet as ln
+
+    importlib.import_module("lotterynet.export")
+    importlib.import_module("lotterynet.convert")
+    assert ln.export is export and ln.convert is convert

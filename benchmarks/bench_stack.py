@@ -1,0 +1,139 @@
+"""Stacked sweep against its cells run one after another (the stacked-sweeps issue).
+
+One epoch of Pensia et al.'s 14 sparsities, measured in one invocation:
+* ``cells``: the 14 runs one after another, each an ordinary ``lotterynet.run.run`` (what
+  ``train.py --sweep --no-stack`` does per cell);
+* ``stack``: the same 14 configs as one stacked model (``lotterynet.stack.run_stack``).
+Prints wall times (data loading, Lightning setup, training, test), CPU times (user + system
+of the process: robust when other jobs share the machine), the training epoch times, their
+ratios, and the peak memory of the stack against one single run, each measured in a fresh
+process (CPU: peak RSS; CUDA: ``max_memory_allocated``).
+
+    python benchmarks/bench_stack.py --arch lenet5 --structure subsetsum --activation identity
+    python benchmarks/bench_stack.py --arch fc2 ... [--device cuda] [--limit-train N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lotterynet.config import make_config
+from lotterynet.machine import cpu_name
+from lotterynet.run import run
+from lotterynet.stack import run_stack
+
+PAPER_SPARSITIES = [0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.98,
+                    0.99]
+
+
+def configs(args, out: Path) -> list:
+    base = dict(arch=args.arch, structure=args.structure, activation=args.activation,
+                epochs=args.epochs, data_dir=args.data_dir, limit_train=args.limit_train,
+                accelerator="gpu" if args.device == "cuda" else "cpu", progress_bar=False)
+    return [make_config({**base, "sparsity": s, "out": str(out / f"s{s:g}")})
+            for s in PAPER_SPARSITIES[:args.members]]
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads: unlike wall time, it does not grow
+    when other processes share the cores."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(fn) -> tuple[float, float, float]:
+    """``(wall seconds, CPU seconds, training-epoch seconds)`` of ``fn()``, which returns the
+    epoch seconds."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    epochs = fn()
+    return time.perf_counter() - wall, cpu_seconds() - cpu, epochs
+
+
+def cells_one_after_another(cells) -> float:
+    return sum(sum(run(c)["seconds_per_epoch"]) for c in cells)
+
+
+def stacked(cells, out: Path) -> float:
+    results = run_stack(cells, out / "stack", [Path(c.out) for c in cells])
+    return sum(results[0]["seconds_per_epoch"])
+
+
+def peak_memory_mib(args, mode: str) -> float:
+    """Peak memory of one single run (``single``) or of the stack, in a fresh process."""
+    command = [sys.executable, __file__, *sys.argv[1:], "--memory-child", mode]
+    return float(subprocess.run(command, capture_output=True, text=True, check=True)
+                 .stdout.strip().splitlines()[-1])
+
+
+def memory_child(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cells = configs(args, Path(tmp))
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        if args.memory_child == "single":
+            run(cells[0])
+        else:
+            run_stack(cells, Path(tmp) / "stack", [Path(c.out) for c in cells])
+    if args.device == "cuda":
+        print(torch.cuda.max_memory_allocated() / 2**20)
+    else:
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="lenet5")
+    parser.add_argument("--structure", default="subsetsum")
+    parser.add_argument("--activation", default="identity")
+    parser.add_argument("--members", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--limit-train", type=int, default=None)
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        return memory_child(args)
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        cells = configs(args, tmp / "cells")
+        cells_wall, cells_cpu, cells_epochs = timed(lambda: cells_one_after_another(cells))
+        shutil.rmtree(tmp / "cells")
+        stack_wall, stack_cpu, stack_epochs = timed(
+            lambda: stacked(configs(args, tmp / "cells"), tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    single_mib, stack_mib = peak_memory_mib(args, "single"), peak_memory_mib(args, "stack")
+    device = torch.cuda.get_device_name() if args.device == "cuda" else (
+        f"{cpu_name()} ({torch.get_num_threads()} threads)")
+    row = {"arch": args.arch, "structure": f"{args.structure}/{args.activation}",
+           "members": len(cells), "epochs": args.epochs, "train_examples":
+           args.limit_train or "all", "device": device,
+           "cells_wall_s": round(cells_wall, 1), "stack_wall_s": round(stack_wall, 1),
+           "wall_speedup": round(cells_wall / stack_wall, 2),
+           "cells_cpu_s": round(cells_cpu, 1), "stack_cpu_s": round(stack_cpu, 1),
+           "cpu_speedup": round(cells_cpu / stack_cpu, 2),
+           "cells_epoch_s": round(cells_epochs, 1), "stack_epoch_s": round(stack_epochs, 1),
+           "epoch_speedup": round(cells_epochs / stack_epochs, 2),
+           "single_peak_mib": round(single_mib), "stack_peak_mib": round(stack_mib),
+           "memory_ratio": round(stack_mib / single_mib, 2)}
+    print(json.dumps(row))
+    print(f"| {row['arch']} | {row['structure']} | {row['members']} | {row['cells_wall_s']} s "
+          f"| {row['stack_wall_s']} s | **{row['wall_speedup']}×** | {row['cpu_speedup']}× "
+          f"| {row['cells_epoch_s']} s "
+          f"| {row['stack_epoch_s']} s | {row['epoch_speedup']}× | {row['single_peak_mib']} MiB "
+          f"| {row['stack_peak_mib']} MiB ({row['memory_ratio']}×) | {device} |")
+
+
+if __name__ == "__main__":
+    main()

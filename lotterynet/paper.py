@@ -1,0 +1,37 @@
+"""Pensia et al. (2020), Experiment 2 / Figure 2: the authors' stored accuracies on MNIST
+(DESIGN.md, "Paper recipes and anchor numbers"), for putting a sweep beside the paper.
+
+``FIGURE2[(arch, variant)]`` maps sparsity (fraction pruned) to test accuracy in percent, each
+the best over the paper's 10/20/30/50/100-epoch runs; ``TRAINED[arch]`` is the trained dense
+baseline (LeNet5 with its random frozen convolutions). ``LABELS`` names the sweep variants in
+the paper's words.
+"""
+
+from __future__ import annotations
+
+_KEPT = (0.5, 0.75, 0.9, 0.95, 0.99)  # 50 %, 25 %, 10 %, 5 %, 1 % kept
+
+
+def _points(*accuracies: float) -> dict[float, float]:
+    return dict(zip(_KEPT, accuracies))
+
+
+FIGURE2: dict[tuple[str, str], dict[float, float]] = {
+    ("fc2", "subsetsum/identity"): _points(97.97, 97.53, 95.77, 89.27, 39.26),
+    ("fc2", "subsetsum/relu"): _points(96.55, 93.30, 78.67, 57.41, 18.18),
+    ("fc2", "wide"): _points(98.17, 98.07, 97.24, 95.67, 87.79),
+    ("fc4", "subsetsum/identity"): _points(97.90, 97.92, 97.20, 93.86, 10.28),
+    ("fc4", "wide"): _points(98.71, 98.73, 98.63, 98.51, 88.76),
+    ("lenet5", "subsetsum/identity"): _points(98.04, 96.78, 87.77, 57.51, 10.28),
+    ("lenet5", "wide"): _points(97.39, 96.63, 92.48, 83.23, 30.48),
+}
+TRAINED = {"fc2": 98.59, "fc4": 98.69, "lenet5": 98.36}
+LABELS = {"subsetsum/identity": "subset-sum, identity", "subsetsum/relu": "subset-sum, ReLU",
+          "wide": "wide random", "trained": "trained dense"}
+
+
+def paper_accuracy(arch: str, variant: str, sparsity: float) -> float | None:
+    """The paper's accuracy for this point on MNIST, or None where it has none."""
+    if variant == "trained":
+        return TRAINED.get(arch)
+    return FIGURE2.get((arch, variant), {}).get(round(sparsity, 6))

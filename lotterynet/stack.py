@@ -1,0 +1,351 @@
+"""Stacked runs: runs that differ only in sparsity (and optionally epoch budget and seed) trained
+together as one model, one forward and one backward pass per batch for all of them.
+
+A stack of S *members* is S ordinary models (``build_model`` of each member's own config)
+trained on the same batches in one Lightning loop. What the members share is stored and
+computed once: equal frozen tensors are one tensor, and the leading frozen modules of an
+``nn.Sequential`` (LeNet5's random convolutions, a ``Flatten``) run once per batch and feed
+every member. Each member keeps its own scores, its own exact top-k masks (its own k), its own
+optimizer (momentum buffers, weight decay) and its own cosine schedule over its own epoch
+budget. The loss is the sum of the members' losses, so the one backward pass gives every
+member exactly the gradient of its own loss: a member performs the same operations on the same
+tensors as its single run, and on the CPU ends with the same masks and scores bit for bit
+(``tests/test_stack.py``).
+
+* **Budgets.** A member whose epoch budget is over stops updating (no forward, no optimizer
+  step, no weight decay) and is tested at once; so one stack over budgets 10/20/30 gives the
+  paper's best-over-budgets points.
+* **Seeds.** Members may have different seeds (their frozen weights and scores come from
+  their own seed); the batch order is the *first* member's seed's, so only members with that
+  seed match their single runs exactly. Sweeps therefore stack per seed.
+* **Outputs.** Each member writes its own cell directory as a single run does:
+  ``results.json`` (with ``stack`` naming the stack), ``metrics.csv`` (its whole history) and
+  ``checkpoints/last.ckpt`` (its model, loadable with ``weights_only=True``). The stack's own
+  directory holds the stack checkpoint (every member's scores, optimizer and schedule state,
+  rewritten every epoch), the stack's ``metrics.csv`` with every member's metrics under its
+  name, and — with ``wandb`` — one W&B run for the whole stack, metrics keyed ``<member>/…``.
+  A killed stack resumes from its checkpoint.
+
+Python use: :class:`~lotterynet.stacked.StackedModel` (plain torch) for your own loop,
+:func:`run_stack` for Lightning.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from .checkpointing import CheckpointError, atomic_torch_save, atomic_write, load_checkpoint
+from .config import ConfigError, RunConfig, make_config
+from .datamodule import TensorDataModule
+from .loggers import finish_wandb, make_loggers
+from .models import build_model
+from .module import layer_densities, mask_digest
+from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
+from .params import count_params
+from .run import (
+    CHECKPOINTS,
+    LAST,
+    RESULTS,
+    EpochTimer,
+    device_name,
+    make_trainer,
+    model_spec,
+    optim_settings,
+    write_json_atomic,
+)
+from .stacked import StackedModel
+
+#: What the members of a stack may differ in; every other model or recipe field must agree.
+VARYING = ("sparsity", "epochs", "seed")
+#: Fields that say where and how a run is written, not what it computes.
+OUTPUT_ONLY = ("out", "resume", "overwrite", "stop_after", "progress_bar", "wandb",
+               "wandb_project", "wandb_group")
+
+
+# ----------------------------------------------------------------------- compatibility
+
+
+def recipe(config: RunConfig) -> dict:
+    """The fields of ``config`` that every member of a stack must share."""
+    return {k: v for k, v in config.to_dict().items() if k not in VARYING + OUTPUT_ONLY}
+
+
+def check_stackable(configs: Sequence[RunConfig]) -> None:
+    """Raise :class:`ConfigError` naming the first key in which two members differ (other than
+    sparsity, epochs and seed), or what keeps them from being stacked at all."""
+    if not configs:
+        raise ConfigError("a stack needs at least one member")
+    first = recipe(configs[0])
+    for config in configs[1:]:
+        for key, value in recipe(config).items():
+            if value != first[key]:
+                raise ConfigError(
+                    f"cannot stack these runs: they differ in {key!r} ({first[key]!r} vs "
+                    f"{value!r}); the members of a stack may differ only in "
+                    f"{', '.join(VARYING)}")
+    if configs[0].train_weights:
+        raise ConfigError("cannot stack --train-weights runs: the trained dense baseline is a "
+                          "single run (stacks are for edge-popup members)")
+    if configs[0].devices != 1:
+        raise ConfigError(f"cannot stack runs on {configs[0].devices} devices: a stack runs on "
+                          f"one device (use --no-stack for DDP cells)")
+
+
+# -------------------------------------------------------------------- the LightningModule
+
+
+class StackModule(pl.LightningModule):
+    """Edge-popup training of a stack: manual optimization with one optimizer and one schedule
+    per member, so each member steps exactly as its single run's :class:`EdgePopupModule`
+    (SGD/AdamW over its trainable tensors, cosine over its own ``epochs``).
+
+    ``members``: one dict per member with ``name`` (its cell name), ``spec`` (``build_model``
+    arguments), ``optim`` (as :class:`EdgePopupModule` takes it) and ``config`` (the member's
+    RunConfig as a dict). Per-epoch sums of loss and correct predictions are kept per member
+    in ``sums[stage]`` (``[loss · n, correct, n]``); :class:`MemberResults` reads them."""
+
+    def __init__(self, members: list[dict]):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.names = [m["name"] for m in members]
+        self.budgets = [m["optim"]["epochs"] for m in members]
+        self.model = StackedModel([build_model(**m["spec"]) for m in members])
+        self.sums: dict[str, torch.Tensor] = {}
+        self._index: dict[tuple, torch.Tensor] = {}
+
+    def training_members(self, epoch: int) -> list[int]:
+        """Members still within their budget in ``epoch`` (0-based)."""
+        return [s for s, budget in enumerate(self.budgets) if epoch < budget]
+
+    def _members_list(self, things) -> list:
+        return things if isinstance(things, list) else [things]
+
+    def configure_optimizers(self):
+        optimizers, schedulers = [], []
+        for member, settings in zip(self.model.members, self.hparams.members):
+            o = settings["optim"]
+            optimizer = OPTIMIZERS.get(o["optimizer"])(
+                trainable_parameters(member), lr=o["lr"], momentum=o["momentum"],
+                weight_decay=o["weight_decay"])
+            optimizers.append(optimizer)
+            schedulers.append(SCHEDULERS.get(o["scheduler"])(optimizer, epochs=o["epochs"]))
+        return optimizers, schedulers
+
+    def on_train_epoch_start(self) -> None:
+        # Each schedule has stepped once per finished epoch of its member's budget. Catching up
+        # here (rather than stepping at the epoch's end) is right after any resume.
+        for s, scheduler in enumerate(self._members_list(self.lr_schedulers())):
+            while scheduler.last_epoch < min(self.current_epoch, self.budgets[s]):
+                scheduler.step()
+        self.sums = {"train": torch.zeros(len(self.budgets), 3, device=self.device)}
+
+    def on_validation_epoch_start(self) -> None:
+        self.sums["val"] = torch.zeros(len(self.budgets), 3, device=self.device)
+
+    def _accumulate(self, stage: str, members: list[int], logits: list[torch.Tensor],
+                    losses: list[torch.Tensor], y: torch.Tensor) -> None:
+        with torch.no_grad():
+            correct = (torch.stack(logits).argmax(-1) == y).sum(1).float()
+            loss = torch.stack(losses).float() * len(y)
+            rows = torch.stack([loss, correct, torch.full_like(loss, len(y))], dim=1)
+            key = (tuple(members), rows.device)
+            if key not in self._index:  # one host-to-device copy per member set, not per step
+                self._index[key] = torch.tensor(members, device=rows.device)
+            self.sums[stage].index_add_(0, self._index[key], rows)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        members = self.training_members(self.current_epoch)
+        logits = self.model(x, members)
+        losses = [F.cross_entropy(out, y) for out in logits]
+        self.manual_backward(sum(losses))  # d(Σ losses)/dθ_s = d(loss_s)/dθ_s for member s
+        optimizers = self._members_list(self.optimizers())
+        for s in members:
+            optimizers[s].step()
+            optimizers[s].zero_grad()
+        self._accumulate("train", members, logits, losses, y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        members = self.training_members(self.current_epoch)
+        logits = self.model(x, members)
+        self._accumulate("val", members, logits, [F.cross_entropy(o, y) for o in logits], y)
+
+    @torch.no_grad()
+    def evaluate(self, member: int, loader) -> dict[str, float]:
+        """Test accuracy and mean loss of one member over ``loader``."""
+        model = self.model.members[member]
+        was_training = model.training
+        model.eval()
+        loss = correct = count = 0.0
+        with self.trainer.precision_plugin.forward_context():
+            for x, y in loader:
+                logits = model(x)
+                loss += float(F.cross_entropy(logits, y, reduction="sum"))
+                correct += float((logits.argmax(-1) == y).sum())
+                count += len(y)
+        model.train(was_training)
+        return {"test_acc": correct / count, "test_loss": loss / count}
+
+
+# ------------------------------------------------------------ each member's cell directory
+
+
+def _epoch_metrics(sums: torch.Tensor | None, s: int, stage: str) -> dict[str, float]:
+    if sums is None or float(sums[s, 2]) == 0:
+        return {}
+    loss, correct, count = (float(v) for v in sums[s])
+    return {f"{stage}/loss": loss / count, f"{stage}/acc": correct / count}
+
+
+class MemberResults(pl.Callback):
+    """Records every member's epoch metrics (its history, kept in the stack checkpoint), logs
+    them under the member's name, and when a member's budget is over tests it and writes its
+    cell directory. Runs at the end of each training epoch, after validation and before the
+    stack checkpoint is saved; after a resume it first finishes members whose budget ended
+    before the checkpoint but whose cell was not written."""
+
+    def __init__(self, cell_dirs: Sequence[Path], stack_dir: Path, timer: EpochTimer):
+        self.cell_dirs, self.stack_dir, self.timer = [Path(d) for d in cell_dirs], stack_dir, timer
+        self.history: list[list[dict]] = [[] for _ in self.cell_dirs]
+        self.started = time.perf_counter()
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "seconds": self.timer.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = state["history"]
+        self.timer.seconds = list(state["seconds"])
+
+    def on_train_start(self, trainer, module: StackModule) -> None:
+        for s, budget in enumerate(module.budgets):
+            if budget <= trainer.current_epoch and not (self.cell_dirs[s] / RESULTS).is_file():
+                self.finish(trainer, module, s)
+
+    def on_train_epoch_end(self, trainer, module: StackModule) -> None:
+        epoch = trainer.current_epoch
+        schedulers = module._members_list(module.lr_schedulers())
+        logged = {}
+        for s in module.training_members(epoch):
+            row = {"epoch": epoch, "lr": schedulers[s].get_last_lr()[0],
+                   **_epoch_metrics(module.sums.get("train"), s, "train"),
+                   **_epoch_metrics(module.sums.get("val"), s, "val")}
+            self.history[s].append(row)
+            logged.update({f"{module.names[s]}/{k}": v for k, v in row.items() if k != "epoch"})
+        for logger in trainer.loggers:
+            logger.log_metrics(logged, step=epoch)
+        finished = [s for s, budget in enumerate(module.budgets) if budget == epoch + 1]
+        finished = [s for s in finished if not (self.cell_dirs[s] / RESULTS).is_file()]
+        for s in finished:  # a cell finished elsewhere is never overwritten
+            self.finish(trainer, module, s)
+        if finished:
+            best = max(json.loads((self.cell_dirs[s] / RESULTS).read_text())["test_acc"]
+                       for s in finished)
+            print(f"stack {self.stack_dir.name}: epoch {epoch + 1}, {len(finished)} member(s) "
+                  f"done (best test accuracy {100 * best:.2f}%)", flush=True)
+
+    def finish(self, trainer, module: StackModule, s: int) -> None:
+        """Test member ``s`` and write its cell directory: its model checkpoint, its metrics
+        history, then (last, atomically) its ``results.json``."""
+        settings = module.hparams.members[s]
+        member, cell = module.model.members[s], self.cell_dirs[s]
+        tested = module.evaluate(s, trainer.datamodule.test_dataloader())
+        state = {f"model.{k}": v for k, v in member.state_dict().items()}
+        atomic_torch_save({"state_dict": state, "hyper_parameters": {
+            k: settings[k] for k in ("spec", "optim", "config")}, "epoch": module.budgets[s]},
+            cell / CHECKPOINTS / LAST)
+        history = self.history[s]
+        write_csv_atomic(history, cell / "metrics.csv")
+        last = history[-1] if history else {}
+        seconds = self.timer.seconds[:module.budgets[s]]
+        results = {
+            "finished": True, "config": settings["config"], "spec": settings["spec"],
+            "lr": settings["optim"]["lr"], "params": count_params(member),
+            "layer_density": layer_densities(member), **tested,
+            "val_acc": last.get("val/acc"), "train_acc": last.get("train/acc"),
+            "epochs_done": module.budgets[s], "seconds_per_epoch": seconds,
+            "train_seconds": sum(seconds), "device": device_name(trainer), "devices": 1,
+            "mask_digests": [mask_digest(member)], "run_dir": str(cell),
+            "stack": {"dir": str(self.stack_dir), "members": len(module.budgets)},
+        }
+        write_json_atomic(results, cell / RESULTS)
+
+
+def write_csv_atomic(rows: list[dict], path: Path) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["epoch"]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
+# ---------------------------------------------------------------------------- the runner
+
+
+def stack_members(stack_dir: str | Path) -> list[str] | None:
+    """The member names recorded in the stack checkpoint of ``stack_dir`` (None: none there)."""
+    try:
+        stored = load_checkpoint(Path(stack_dir) / CHECKPOINTS / LAST)["hyper_parameters"]
+    except CheckpointError:
+        return None
+    return [m.get("name") for m in stored.get("members", [])]
+
+
+def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
+              cell_dirs: Sequence[str | Path] | None = None) -> list[dict]:
+    """Train ``configs`` as one stack in ``stack_dir`` and return every member's results (as
+    ``results.json`` holds them). ``cell_dirs`` (default ``stack_dir/cells/<i>``) are the
+    members' own directories. A stack whose checkpoint is in ``stack_dir`` with the same
+    members resumes from it; members already finished are not trained again."""
+    configs = [c if isinstance(c, RunConfig) else make_config(c) for c in configs]
+    check_stackable(configs)
+    stack_dir = Path(stack_dir)
+    cell_dirs = [Path(d) for d in cell_dirs] if cell_dirs else [
+        stack_dir / "cells" / str(i) for i in range(len(configs))]
+    if len(cell_dirs) != len(configs):
+        raise ValueError(f"{len(configs)} members but {len(cell_dirs)} cell directories")
+    first = configs[0]
+    pl.seed_everything(first.seed, verbose=False)
+    data = TensorDataModule(first.dataset, first.data_dir, batch_size=first.batch_size,
+                            val_size=first.val_size, limit_train=first.limit_train,
+                            seed=first.seed)
+    names = [d.name for d in cell_dirs]
+    members = [dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
+                    config=c.to_dict()) for name, c in zip(names, configs)]
+    try:
+        module = StackModule(members)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"cannot build {first.arch!r} with this config: {err}") from None
+    checkpoint = stack_dir / CHECKPOINTS / LAST
+    resume = checkpoint if stack_members(stack_dir) == names else None
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    loggers = make_loggers(stack_dir, {**first.to_dict(), "members": names,
+                                       "resume": str(resume) if resume else None,
+                                       "sparsities": [c.sparsity for c in configs],
+                                       "epochs": max(c.epochs for c in configs)})
+    timer = EpochTimer()
+    results_writer = MemberResults(cell_dirs, stack_dir, timer)
+    longest = make_config({**first.to_dict(), "epochs": max(c.epochs for c in configs),
+                           "resume": None})
+    trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
+                           save_on_train_epoch_end=True)
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
+               else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
+    finish_wandb(loggers, {f"{name}/{key}": value for name, r in zip(names, results)
+                           if r["finished"] for key, value in
+                           (("test/acc", r["test_acc"]), ("params/kept", r["params"]["kept"]))})
+    return results

@@ -1,0 +1,121 @@
+"""The stacked model: S models of one architecture trained as one (see :mod:`lotterynet.stack`
+for stacked Lightning runs). Plain torch: equal frozen tensors are stored once, and the frozen
+leading modules of ``nn.Sequential`` members run once per batch for every member."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .models import build_model
+
+
+def share_frozen(models: Sequence[nn.Module]) -> None:
+    """Make equal frozen parameters at the same place in several models one tensor, so a stack
+    holds one copy of every frozen weight its members have in common."""
+    seen: dict[str, list[nn.Parameter]] = {}
+    for model in models:
+        for module_name, module in model.named_modules():
+            for name, p in list(module._parameters.items()):
+                if p is None or p.requires_grad:
+                    continue
+                same_place = seen.setdefault(f"{module_name}.{name}", [])
+                twin = next((q for q in same_place if q.shape == p.shape and q.dtype == p.dtype
+                             and q.device == p.device and torch.equal(q, p)), None)
+                if twin is None:
+                    same_place.append(p)
+                else:
+                    module._parameters[name] = twin
+
+
+def frozen_prefix_length(models: Sequence[nn.Module]) -> int:
+    """How many leading modules of ``nn.Sequential`` models hold nothing trainable and no
+    buffers (so they compute a fixed function of the input)."""
+    if not all(isinstance(m, nn.Sequential) for m in models):
+        return 0
+    n = 0
+    for layer in zip(*models):
+        if any(p.requires_grad for m in layer for p in m.parameters()) or any(
+                True for m in layer for _ in m.buffers()):
+            break
+        n += 1
+    return n
+
+
+def check_deterministic(model: nn.Module) -> None:
+    """Refuse models that draw random numbers in training (dropout, drop-path): the members of
+    a stack would draw them from the one RNG in turn, so none would match its single run."""
+    for name, module in model.named_modules():
+        rates = {attr: getattr(module, attr, 0) for attr in ("p", "drop_rate", "drop_prob")}
+        if not isinstance(module, nn.modules.dropout._DropoutNd):
+            rates.pop("p")
+        random = {k: v for k, v in rates.items() if isinstance(v, int | float) and v > 0}
+        if random:
+            attr, rate = next(iter(random.items()))
+            raise ValueError(f"cannot stack a model that draws random numbers in training: "
+                             f"{name or type(module).__name__} has {attr}={rate}; build it "
+                             f"with drop_rate=0 and drop_path_rate=0 (timm: model_kwargs)")
+
+
+def _prefix_key(modules: Sequence[nn.Module]) -> tuple:
+    """Two prefixes with equal keys compute the same function: same modules, same tensors."""
+    return tuple((repr(m), tuple(id(p) for p in m.parameters())) for m in modules)
+
+
+class StackedModel(nn.Module):
+    """S models trained as one: ``forward(x)`` returns the list of every member's output.
+
+    The members are ordinary models of one architecture (e.g. ``build_model`` with S
+    sparsities). Equal frozen tensors become one (:func:`share_frozen`); the frozen leading
+    modules of ``nn.Sequential`` members run once per batch for all members that have the same
+    ones. ``forward(x, members=[...])`` runs only those members (the others do no work)."""
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("a stack needs at least one member")
+        kinds = {type(m).__name__ for m in members}
+        if len(kinds) > 1:
+            raise ValueError(f"a stack's members must be one architecture, got {sorted(kinds)}")
+        for member in members:
+            check_deterministic(member)
+        share_frozen(members)
+        self.members = nn.ModuleList(members)
+        n = frozen_prefix_length(members)
+        # plain lists, not submodules: the modules are registered once, under ``members``
+        groups: dict[tuple, int] = {}
+        self._prefixes: list[nn.Module] = []
+        self._prefix_of: list[int] = []
+        self._rests: list[nn.Module] = []
+        for m in members:
+            key = _prefix_key(list(m)[:n]) if n else ()
+            if key not in groups:
+                groups[key] = len(self._prefixes)
+                self._prefixes.append(m[:n] if n else nn.Identity())
+            self._prefix_of.append(groups[key])
+            self._rests.append(m[n:] if n else m)
+
+    def forward(self, x: torch.Tensor, members: Sequence[int] | None = None
+                ) -> list[torch.Tensor]:
+        members = range(len(self.members)) if members is None else members
+        shared: dict[int, torch.Tensor] = {}
+        outputs = []
+        for s in members:
+            g = self._prefix_of[s]
+            if g not in shared:
+                shared[g] = self._prefixes[g](x)
+            outputs.append(self._rests[s](shared[g]))
+        return outputs
+
+    @property
+    def shared_prefixes(self) -> int:
+        """How many distinct frozen prefixes run per batch (1 when all members share one)."""
+        return len(self._prefixes)
+
+
+def stack_models(arch: str, sparsities: Sequence[float], **kwargs) -> StackedModel:
+    """A :class:`StackedModel` of ``build_model(arch, sparsity=s, **kwargs)`` for every ``s``:
+    ``stack_models("lenet5", [0.5, 0.9], structure="subsetsum", seed=0)``."""
+    return StackedModel([build_model(arch, sparsity=s, **kwargs) for s in sparsities])

@@ -1,0 +1,167 @@
+"""Stacked runs: every member computes exactly what its single run computes (masks, scores,
+accuracy), shared tensors are stored and run once, a killed stack resumes to the uninterrupted
+result, and incompatible members are refused naming the key that differs."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from lotterynet.cli import main
+from lotterynet.config import ConfigError, make_config
+from lotterynet.loggers import read_wandb_summary
+from lotterynet.masking import masked_weights
+from lotterynet.models import build_model
+from lotterynet.run import run
+from lotterynet.stack import check_stackable, run_stack
+from lotterynet.stacked import StackedModel, stack_models
+
+# Three sparsities, two epoch budgets mixed in one stack (the 0.95 member stops after epoch 1).
+MEMBERS = [(0.5, 2), (0.9, 2), (0.95, 1)]
+
+
+def trained_model(run_dir: Path) -> torch.nn.Module:
+    """The model a run (or a stack member) ended with, rebuilt from its checkpoint."""
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    model = build_model(**checkpoint["hyper_parameters"]["spec"])
+    model.load_state_dict({k.removeprefix("model."): v
+                           for k, v in checkpoint["state_dict"].items()})
+    return model
+
+
+@pytest.mark.parametrize("arch", ["fc2", "lenet5"])
+@pytest.mark.parametrize("variant", ["subsetsum:relu", "subsetsum:identity", "wide"])
+def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant):
+    structure, _, activation = variant.partition(":")
+    base = dict(arch=arch, structure=structure, activation=activation or "relu",
+                limit_train=640, val_size=200, lr=0.05, progress_bar=False,
+                data_dir=str(data_dir))
+    configs = [make_config({**base, "sparsity": s, "epochs": e}) for s, e in MEMBERS]
+    cells = [tmp_path / "stack" / f"m{i}" for i in range(len(configs))]
+    stacked = run_stack(configs, tmp_path / "stack", cells)
+    for config, cell, member in zip(configs, cells, stacked):
+        single_dir = tmp_path / f"single-{config.sparsity}"
+        single = run(make_config({**config.to_dict(), "out": str(single_dir)}))
+        a, b = trained_model(single_dir), trained_model(cell)
+        for ma, mb in zip(masked_weights(a), masked_weights(b), strict=True):
+            assert torch.equal(ma.mask(), mb.mask())
+            assert torch.allclose(ma.scores, mb.scores, rtol=0, atol=1e-6)
+            assert ma.kept == mb.kept == round((1 - config.sparsity) * ma.weight.numel())
+        assert abs(single["test_acc"] - member["test_acc"]) <= 0.002
+        assert member["epochs_done"] == config.epochs == single["epochs_done"]
+        assert member["params"] == single["params"]
+    assert stacked[0]["test_acc"] > 0.2  # it learned: chance is 0.1
+
+
+def test_shared_tensors_are_stored_and_run_once():
+    stack = stack_models("lenet5", [0.0, 0.5, 0.9, 0.99], structure="subsetsum", seed=3)
+    assert stack.shared_prefixes == 1
+    calls = []
+    frozen_conv = stack.members[0][0]
+    frozen_conv.register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(5, 1, 28, 28)
+    outputs = stack(x)
+    assert len(calls) == 1  # LeNet5's random convs ran once for four members
+    for s, (sparsity, out) in enumerate(zip([0.0, 0.5, 0.9, 0.99], outputs)):
+        alone = build_model("lenet5", structure="subsetsum", sparsity=sparsity, seed=3)
+        assert torch.equal(alone(x), out)
+        # one copy of every frozen tensor: the members' frozen weights are the same tensor
+        for mine, first in zip(masked_weights(stack.members[s]), masked_weights(stack.members[0])):
+            assert mine.weight is first.weight and (s == 0 or mine.scores is not first.scores)
+    unique = {p.data_ptr() for p in stack.parameters() if not p.requires_grad}
+    assert len(unique) == sum(1 for p in stack.members[0].parameters() if not p.requires_grad)
+    # different seeds: different frozen weights, so nothing is shared between them
+    two_seeds = StackedModel([build_model("lenet5", sparsity=0.5, seed=s) for s in (0, 1)])
+    assert two_seeds.shared_prefixes == 2
+
+
+def test_timm_models_stack_and_stochastic_ones_are_refused():
+    pytest.importorskip("timm")
+    members = [build_model("timm", model_name="resnet10t", structure="dense", sparsity=s,
+                           in_chans=1, num_classes=10, seed=0) for s in (0.5, 0.9)]
+    x = torch.randn(2, 1, 32, 32)
+    expected = [m.eval()(x) for m in members]
+    stack = StackedModel(members).eval()
+    for out, ref in zip(stack(x), expected):
+        assert torch.equal(out, ref)
+    dropout = [build_model("timm", model_name="resnet10t", structure="dense", sparsity=0.5,
+                           in_chans=1, num_classes=10, seed=0,
+                           model_kwargs={"drop_rate": 0.2})] * 2
+    with pytest.raises(ValueError, match="drop_rate"):
+        StackedModel(dropout)
+
+
+@pytest.mark.parametrize("key, value", [("arch", "lenet5"), ("structure", "malach"),
+                                        ("hidden", 64), ("lr", 0.3), ("pairs", 3)])
+def test_incompatible_members_are_refused_naming_the_key(key, value):
+    base = dict(arch="fc2", structure="subsetsum", sparsity=0.5)
+    with pytest.raises(ConfigError, match=rf"differ in '{key}'"):
+        check_stackable([make_config(base), make_config({**base, key: value, "sparsity": 0.9})])
+    check_stackable([make_config(base), make_config({**base, "sparsity": 0.9, "epochs": 3,
+                                                     "seed": 1})])  # these may differ
+    with pytest.raises(ConfigError, match="train-weights"):
+        check_stackable([make_config({**base, "train_weights": True})] * 2)
+
+
+def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
+                progress_bar=False, data_dir=str(data_dir), wandb=True)
+    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
+    cells = [tmp_path / "cells" / name for name in ("dense-s0.5", "dense-s0.9")]
+    results = run_stack(configs, tmp_path / "stack", cells)
+    logs = list((tmp_path / "stack" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(logs) == 1
+    summary = read_wandb_summary(logs[0])
+    for cell, member in zip(cells, results):
+        assert summary[f"{cell.name}/test/acc"] == pytest.approx(member["test_acc"])
+        assert summary[f"{cell.name}/params/kept"] == member["params"]["kept"]
+        assert {f"{cell.name}/{k}" for k in ("train/acc", "val/acc", "lr")} <= set(summary)
+
+
+def sweep_rows(sweep_dir: Path) -> list[dict]:
+    with open(sweep_dir / "sweep.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "base": {"arch": "fc2", "limit_train": 1280, "val_size": 100, "progress_bar": False},
+        "variants": ["subsetsum:identity"], "sparsities": [0.5, 0.9], "epochs": [3],
+        "baseline": False}))
+    argv = ["--sweep", str(sweep_file), "--data-dir", str(data_dir)]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main([*argv, "--sweep-out", str(whole)]) == 0
+    stack_dir = killed / "stacks" / "subsetsum-identity-seed0"
+    proc = subprocess.Popen([sys.executable, "train.py", *argv, "--sweep-out", str(killed)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    checkpoint = stack_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # into epoch 2
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    epoch = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert epoch < 2 and not list((killed / "cells").glob("*/results.json"))
+    assert main([*argv, "--sweep-out", str(killed)]) == 0
+    assert sweep_rows(killed) == sweep_rows(whole)
+    for cell in sorted(p.name for p in (whole / "cells").iterdir()):
+        a, b = trained_model(whole / "cells" / cell), trained_model(killed / "cells" / cell)
+        assert all(torch.equal(x.mask(), y.mask())
+                   for x, y in zip(masked_weights(a), masked_weights(b), strict=True))
+        with open(killed / "cells" / cell / "metrics.csv") as f:  # the whole history survives
+            assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+        results = json.loads((killed / "cells" / cell / "results.json").read_text())
+        assert results["stack"]["dir"] == str(stack_dir)
