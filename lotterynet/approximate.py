@@ -1,165 +1,164 @@
-"""Subset-sum approximation of a trained network, built as a pruned random lotterynet model.
+"""Approximate a trained network by pruning a random one, with every construction of the five
+papers (:mod:`lotterynet.constructions`), and measure the size at which it works.
 
-Pensia et al. (2020), Experiment 1, and da Cunha et al. (2022), Figs. 3-4: every weight ``w``
-of a trained target layer gets its own ``n`` random coefficients ``a_1 .. a_n`` (here from
-``U[min w, max w]`` of its layer), and the subset ``S`` minimising ``|w − Σ_{t∈S} a_t|`` is
-kept. The papers solved one Gurobi MIP per weight (21.5 h on 36 cores for FC2); here
-:func:`lotterynet.subsetsum.solve` solves all of them exactly by meet in the middle.
+Targets are trained through the training stack with each paper's own recipe
+(:mod:`lotterynet.targets`): Pensia et al.'s FC2 (SGD, 10 epochs; paper: 97.19 %) and da Cunha
+et al.'s LeNet5 (biases, 7 × 7 × 16 conv output, Adam, 50 epochs; paper: 98.99 % MNIST /
+89.12 % Fashion-MNIST). Every curve is run over several seeds (the random network / coefficient
+draws; each data set gets its own draws) and summarised by its median and min–max band.
 
-The result is a real pruned network: each target ``nn.Linear`` / ``nn.Conv2d`` becomes a
-``SubnetLinear`` / ``SubnetConv2d`` with ``structure="subsetsum"``, ``activation="identity"``,
-``shared=False`` and ``pairs=n`` (Pensia et al.'s Figure 1c, one path per coefficient): the
-second-layer weights ``v`` are the coefficients, the first-layer weights ``u`` are 1, and both
-keep exactly the solver's paths, so ``W_ij = Σ_t ũ_ijt ṽ_ijt = Σ_{t∈S_ij} a_ijt``.
+* ``fc2``: on FC2 / MNIST, every layer replaced — Pensia (subset sum, U[min w, max w], Fig. 1b
+  network), da Cunha's rule (subset sum, U[−1, 1]), the symmetric range, Natale (fixed size k,
+  vs k at fixed n and vs n at density 1/4), Malach and Orseau (vs hidden width).
+* ``lenet5``: on da Cunha's LeNet5 (MNIST and Fashion-MNIST), the conv part replaced, the
+  target's own FC part on top — da Cunha's Figs. 3–4 (max weight error, max relative error of
+  the 7 × 7 × 16 conv output) and test accuracy, plus Pensia's range and Natale's fixed size.
+  Malach's and Orseau's constructions are for fully connected layers and are not built here.
+* ``table``: the widths each theorem asks for at ε = 0.01 (:mod:`lotterynet.theory`) beside the
+  smallest size whose median test accuracy is within 0.5 points of the target's; one figure of
+  error and accuracy against hidden width for all constructions.
 
-The targets are the project's architectures (:mod:`lotterynet.archs`) built with
-``trained=True`` (plain bias-free ``nn`` layers) and trained by a short Adam loop: ``fc2``
-784-500-10 (397,000 weights) and ``lenet5`` with trained convs (``subnet_convs=True``; 2,550
-conv weights). Unlike da Cunha et al.'s LeNet5, these convs have no bias (they count 2,572
-with biases) and the second conv is unpadded, so the conv part ends at 16 × 5 × 5, not 7 × 7.
-
-    python -m lotterynet.approximate fc2 --data-dir ../shared/data
+    python -m lotterynet.approximate fc2 --data-dir ../shared/data [--only pensia malach]
     python -m lotterynet.approximate lenet5 --data-dir ../shared/data
+    python -m lotterynet.approximate table
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
-import time
+import statistics
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from . import theory
+from .constructions import construct_model, effective_errors, product_network, subset_sum
 from .data import DatasetNotFound, load_split
-from .layers import SubnetConv2d, SubnetLinear
 from .machine import cpu_name
-from .models import build_model
 from .params import count_params
-from .subsetsum import solve
+from .targets import trained_target
 
-LENET5 = {"name": "lenet5", "subnet_convs": True}  # with trained=True: all layers plain, trained
-LENET5_CONV_PART = 6  # modules 0-5 of lotterynet.archs.lenet5: conv, ReLU, pool, conv, ReLU, pool
+EPSILON, DELTA = 0.01, 0.01
+ACCURACY_SLACK = 0.005  # "within 0.5 points of the target's test accuracy"
+NATALE_DENSITY = 0.25
+NATALE_K_N = 16  # Natale vs k: k of this many coefficients per weight
+LENET5_CONV_PART = 6  # lenet5_dacunha modules 0-5: conv, ReLU, pool, conv, ReLU, pool
+DATASET_SEED_OFFSET = {"mnist": 0, "fashion-mnist": 1000}  # independent draws per data set
 
 
-def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
-          lr: float = 1e-3, batch_size: int = 64, seed: int = 0) -> nn.Module:
-    """A plain Adam loop over shuffled mini-batches; returns the model in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(images), generator=generator).split(batch_size):
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+@dataclass(frozen=True)
+class Sweep:
+    """One construction swept over its size: ``build(size)`` gives the per-layer builder
+    ``(layer, generator) -> (subnet, stats)``. ``size`` is n (coefficients per weight) for the
+    subset-sum family, k for Natale at fixed n, m (neurons per input) for Malach / Orseau."""
+
+    name: str
+    paper: str
+    size: str
+    sizes: tuple[int, ...]
+    build: object
+
+    def builder(self, size: int):
+        return self.build(size)
+
+
+def _subset_sum(coefficients, size, k=None):
+    return partial(subset_sum, n=size, k=k, coefficients=coefficients)
+
+
+def _natale_vs_n(coefficients, size):
+    return _subset_sum(coefficients, size, k=max(1, round(NATALE_DENSITY * size)))
+
+
+def _natale_vs_k(coefficients, n, size):
+    return _subset_sum(coefficients, n, k=size)
+
+
+def _product(rule, size):
+    return partial(product_network, m=size, rule=rule, epsilon=EPSILON)
+
+
+def subset_sum_sweeps(default_range: str, n_sizes, natale_n: int, k_sizes,
+                      natale_sizes) -> list[Sweep]:
+    """The subset-sum family with ``default_range`` as the paper's own coefficient range."""
+    return [
+        Sweep("pensia", "Pensia et al. 2020, Exp. 1 (Fig. 1b network), U[min w, max w]", "n",
+              n_sizes, partial(_subset_sum, "layer")),
+        Sweep("dacunha", "da Cunha et al. 2022, Sec. 3, U[-1, 1]", "n", n_sizes,
+              partial(_subset_sum, "unit")),
+        Sweep("symmetric", "subset sum, U[-max|w|, max|w|]", "n", n_sizes,
+              partial(_subset_sum, "symmetric")),
+        Sweep("natale", f"Natale et al., fixed size k = {NATALE_DENSITY:g} n, "
+              f"{default_range} range", "n", natale_sizes,
+              partial(_natale_vs_n, default_range)),
+        Sweep("natale_k", f"Natale et al., fixed n = {natale_n}, k of n, {default_range} range",
+              "k", k_sizes, partial(_natale_vs_k, default_range, natale_n)),
+    ]
+
+
+FC2_SWEEPS = subset_sum_sweeps("layer", (3, 5, 7, 9, 11, 13, 15, 17, 19, 21), NATALE_K_N,
+                               (1, 2, 3, 4, 5, 6, 8), (4, 8, 12, 16, 20)) + [
+    Sweep("malach", "Malach et al. 2020, Lemmas 2.4-2.5, U[-1, 1]", "m", (4, 8, 16, 32, 64),
+          partial(_product, "malach")),
+    Sweep("orseau", "Orseau et al. 2020, Cor. 10 / Thm. 3, hyperbolic", "m",
+          (4, 8, 16, 32, 64), partial(_product, "orseau")),
+]
+LENET5_SWEEPS = subset_sum_sweeps("unit", (5, 8, 10, 12, 14, 16, 18, 20, 22, 25, 30), NATALE_K_N,
+                                  (1, 2, 3, 4, 5, 6, 8), (4, 8, 12, 16, 20, 24))
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Outputs of ``model`` in its own dtype, batch by batch."""
     dtype = next(model.parameters()).dtype
     return torch.cat([model(x.to(dtype)) for x in images.split(batch_size)])
 
 
-def approximate_layer(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator, *,
-                      k: int | None = None, shared_per_row: bool = False):
-    """The subset-sum approximation of one trained bias-free layer, as a pruned float64 subnet
-    layer (subnet layers have no maskable bias, so a layer with a bias is rejected).
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(1) == labels).double().mean().item()
 
-    Coefficients: ``U[lo, hi]`` with ``lo, hi`` the smallest and largest of the layer's
-    weights, ``n`` per weight, or with ``shared_per_row`` one set per output unit used by all
-    of its weights (the authors' variant). ``k``: every weight keeps exactly ``k`` of its ``n``
-    coefficients (Natale et al.'s fixed-size subset sum). Returns ``(subnet_layer, stats)``.
-    """
-    if not isinstance(layer, nn.Linear | nn.Conv2d):
-        raise ValueError(f"can approximate nn.Linear or nn.Conv2d, got {type(layer).__name__}")
-    if layer.bias is not None:
-        raise ValueError(f"{layer} has a bias; subnet layers have no maskable bias, so only "
-                         "bias-free targets (bias=False) can be approximated")
-    weight = layer.weight.detach().double()
-    out, per_row = weight.shape[0], weight[0].numel()
-    targets = weight.reshape(-1)
-    lo, hi = targets.min().item(), targets.max().item()
-    draws = out if shared_per_row else targets.numel()
-    coeffs = lo + (hi - lo) * torch.rand(draws, n, generator=generator, dtype=torch.float64)
-    if shared_per_row:
-        coeffs = coeffs.repeat_interleave(per_row, dim=0)
-    start = time.perf_counter()
-    selection, _, error = solve(targets, coeffs, k)
-    seconds = time.perf_counter() - start
 
-    options = dict(sparsity=0.5, structure="subsetsum", pairs=n, activation="identity",
-                   shared=False, seed=0)
-    if isinstance(layer, nn.Linear):
-        subnet = SubnetLinear(layer.in_features, layer.out_features, **options)
-    else:
-        subnet = SubnetConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                              layer.stride, layer.padding, layer.dilation, layer.groups, **options)
-    subnet.double()
+def total(stats: list[dict], key: str):
+    return sum(s[key] for s in stats)
 
-    def as_v(x):  # (weights, n) -> v's layout (out, in_per_group, n, *kernel)
-        return x.reshape(*weight.shape, n).movedim(-1, 2)
 
-    structure = subnet.structure
-    mask = as_v(selection)
-    with torch.no_grad():
-        structure.v.weight.copy_(as_v(coeffs))
-        structure.u.weight.fill_(1.0)
-    structure.v.set_mask(mask)
-    structure.u.set_mask(mask)
-    stats = {
-        "layer": repr(layer),
-        "targets": targets.numel(),
-        "coefficients_drawn": draws * n,
-        "coefficients_kept": int(selection.sum()),
-        "weight_error_max": error.max().item(),
-        "weight_error_median": error.median().item(),
-        # U[min w, max w] is asymmetric: now and then all n coefficients have the wrong sign
-        "all_coefficients_wrong_sign": int(
-            ((coeffs * targets[:, None]) <= 0).all(1).sum()),
-        "solve_seconds": seconds,
+def measure(sweep: Sweep, size: int, seed: int, part: nn.Sequential, head: nn.Sequential,
+            test_x, test_y, reference: torch.Tensor) -> dict:
+    """Build ``sweep`` at ``size`` on the layers of ``part`` (the approximated part of the
+    target), evaluate ``head(model(x))`` on the test set, and report the errors.
+    ``reference``: the target part's float64 output on the test set."""
+    model, stats = construct_model(part, sweep.builder(size), seed=seed)
+    subset_family = all("coefficient_range" in s for s in stats)
+    errors = effective_errors(model, part) if subset_family else None
+    if not subset_family:  # the product networks are wide: evaluate them in float32
+        model = model.float()
+    features = predict(model, test_x).double()
+    relative = ((features - reference).flatten(1).abs().amax(1)
+                / reference.flatten(1).abs().amax(1))
+    logits = predict(head, features) if len(head) else features
+    row = {
+        "construction": sweep.name, "size": size, "seed": seed,
+        "test_accuracy": accuracy(logits, test_y),
+        "weight_error_max": (errors.max().item() if errors is not None
+                             else max(s["weight_error_max"] for s in stats)),
+        "weight_error_median": (errors.median().item() if errors is not None
+                                else statistics.median(s["weight_error_median"] for s in stats)),
+        "output_relative_error_max": relative.max().item(),
+        "hidden_layer1": stats[0]["hidden"],
+        "coefficients_kept": total(stats, "coefficients_kept"),
+        "solve_seconds": total(stats, "solve_seconds"),
+        "params": count_params(model),
     }
-    return subnet, stats
-
-
-def approximate_model(target: nn.Sequential, n: int, *, seed: int = 0, k: int | None = None,
-                      shared_per_row: bool = False):
-    """Copy of ``target`` (float64) with every ``nn.Linear`` / ``nn.Conv2d`` replaced by its
-    subset-sum approximation; returns ``(model, per-layer stats)``."""
-    generator = torch.Generator().manual_seed(seed)
-    model, stats = copy.deepcopy(target).double().eval(), []
-    for i, layer in enumerate(model):
-        if isinstance(layer, nn.Linear | nn.Conv2d):
-            model[i], layer_stats = approximate_layer(layer, n, generator, k=k,
-                                                      shared_per_row=shared_per_row)
-            stats.append(layer_stats)
-    return model, stats
-
-
-@torch.no_grad()
-def weight_errors(model: nn.Sequential, target: nn.Sequential) -> torch.Tensor:
-    """``|w_model − w_target|`` of every weight of the approximated layers, read from the built
-    model's effective weights ``Σ_t ũ_ijt ṽ_ijt`` (float64)."""
-    errors = []
-    for subnet, layer in zip(model, target):
-        if isinstance(subnet, SubnetLinear | SubnetConv2d):
-            weight, _ = subnet.structure.effective_weight()
-            errors.append((weight - layer.weight.double()).abs().flatten())
-    return torch.cat(errors)
-
-
-def totals(stats: list[dict]) -> dict:
-    keys = ("targets", "coefficients_drawn", "coefficients_kept",
-            "all_coefficients_wrong_sign", "solve_seconds")
-    return {key: sum(s[key] for s in stats) for key in keys}
+    if subset_family:
+        row["all_coefficients_wrong_sign"] = total(stats, "all_coefficients_wrong_sign")
+        row["coefficient_ranges"] = [s["coefficient_range"] for s in stats]
+    return row
 
 
 def machine() -> dict:
@@ -168,261 +167,262 @@ def machine() -> dict:
             "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
-def target_network(arch: dict, checkpoint: Path | None, images, labels, *, epochs: int,
-                   seed: int, save_to: Path):
-    """The trained target ``build_model(**arch, trained=True, seed=seed)``: loaded from
-    ``checkpoint`` (a state dict) or trained and saved."""
-    model = build_model(**arch, trained=True, seed=seed)
-    if checkpoint is not None:
-        model.load_state_dict(torch.load(checkpoint, weights_only=True))
-        return model.eval(), {"checkpoint": str(checkpoint)}
-    start = time.perf_counter()
-    train(model, images, labels, epochs=epochs, seed=seed)
-    info = {"epochs": epochs, "optimizer": "Adam lr 1e-3, batch 64",
-            "train_seconds": round(time.perf_counter() - start, 1), "saved_to": str(save_to)}
-    save_to.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), save_to)
-    return model, info
+def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, args, *,
+               conv_part: int | None, target_epochs: int | None = None) -> None:
+    """All ``sweeps`` × sizes × seeds on the target of recipe ``target_name``, one JSON per
+    sweep in ``args.out``; ``conv_part``: approximate only the first ``conv_part`` modules (da
+    Cunha's conv part, the target's own head on top), else the whole network.
+    ``target_epochs``: the target run with fewer epochs than its paper's recipe."""
+    epochs = {} if target_epochs is None else {"epochs": target_epochs}
+    target, info = trained_target(target_name, data_dir=args.data_dir, **epochs)
+    test_x, test_y = load_split(dataset, args.data_dir, train=False)
+    target64 = target.double().eval()
+    part = target64[:conv_part] if conv_part else target64
+    head = target64[conv_part:] if conv_part else nn.Sequential()
+    reference = predict(part, test_x)
+    offset = DATASET_SEED_OFFSET[dataset]
+    for sweep in sweeps:
+        name = f"{net}_{sweep.name}" if net == "fc2" else f"{net}_{dataset}_{sweep.name}"
+        path = args.out / f"approximation_{name}.json"
+        rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+        done = {(r["size"], r["seed"]) for r in rows}
+        for size in sweep.sizes:
+            if args.sizes and size not in args.sizes:
+                continue
+            for seed in range(offset, offset + args.seeds):
+                if (size, seed) in done:  # measured by an earlier (interrupted) run
+                    continue
+                row = measure(sweep, size, seed, part, head, test_x, test_y, reference)
+                rows.append(row)
+                print(json.dumps({k: row[k] for k in ("construction", "size", "seed",
+                                                      "test_accuracy", "weight_error_max")}),
+                      flush=True)
+            rows.sort(key=lambda r: (r["size"], r["seed"]))  # written after every size
+            write_json(path, {"net": net, "construction": sweep.name, "paper": sweep.paper,
+                              "size": sweep.size, "target": info, "dataset": dataset,
+                              "rows": rows, "machine": machine()})
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return (logits.argmax(1) == labels).double().mean().item()
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def run_fc2(args) -> dict:
-    """Experiment 1 of Pensia et al. on FC2 / MNIST, with the pruned network evaluated."""
-    train_x, train_y = load_split("mnist", args.data_dir, train=True)
-    test_x, test_y = load_split("mnist", args.data_dir, train=False)
-    target, target_info = target_network({"name": "fc2"}, args.checkpoint, train_x, train_y,
-                                         epochs=args.epochs, seed=args.seed,
-                                         save_to=args.targets_dir / "fc2_mnist.pt")
-    n = args.n or args.C * math.ceil(math.log2(1 / args.epsilon))
-    model, stats = approximate_model(target, n, seed=args.seed, k=args.k,
-                                     shared_per_row=args.shared_per_row)
-    target_logits = predict(copy.deepcopy(target).double(), test_x)
-    logits = predict(model, test_x)
-    errors = weight_errors(model, target)
-    result = {
-        "experiment": "Pensia et al. 2020, Experiment 1: subset-sum approximation of FC2",
-        "target": {"architecture": "lotterynet.archs fc2 (trained=True): 784-500-10, ReLU, "
-                                   "no bias", "dataset": "mnist",
-                   "test_accuracy": accuracy(target_logits, test_y), **target_info},
-        "n": n, "epsilon": args.epsilon, "C": args.C, "k": args.k,
-        "coefficients": "U[min w, max w] of each layer, "
-                        + ("one set per row" if args.shared_per_row else "one set per weight"),
-        "seed": args.seed,
-        "approximation": {
-            "model": "SubnetLinear(structure='subsetsum', activation='identity', shared=False, "
-                     f"pairs={n}) per layer, masks from the solver",
-            "test_accuracy": accuracy(logits, test_y),
-            "predictions_agreeing_with_target": (logits.argmax(1) == target_logits.argmax(1))
-            .double().mean().item(),
-            "logit_error_max": (logits - target_logits).abs().max().item(),
-            "weight_error_max": errors.max().item(),
-            "weight_error_median": errors.median().item(),
-            "weights_within_epsilon": (errors <= args.epsilon).double().mean().item(),
-            **totals(stats),
-            "params": count_params(model),
-        },
-        "layers": stats,
-        "machine": machine(),
-    }
-    write(args.out / "approximation_fc2.json", json.dumps(result, indent=2))
-    write(args.out / "approximation_fc2.md", fc2_markdown(result))
-    return result
+def selected(sweeps: list[Sweep], only) -> list[Sweep]:
+    names = [s.name for s in sweeps]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ValueError(f"unknown construction {unknown[0]!r}; valid choices: {', '.join(names)}")
+    return [s for s in sweeps if not only or s.name in only]
 
 
-def fc2_markdown(r: dict) -> str:
-    a, t, p = r["approximation"], r["target"], r["approximation"]["params"]
-    trained = (f"trained {t['epochs']} epochs ({t['optimizer']}, {t['train_seconds']} s)"
-               if "epochs" in t else f"loaded from {t['checkpoint']}")
-    k = "" if r["k"] is None else f", exactly k = {r['k']} kept per weight (Natale et al.)"
-    return f"""# Subset-sum approximation of FC2 (Pensia et al. 2020, Experiment 1)
-
-Target: {t['architecture']} on MNIST, {trained}. Every one of the {a['targets']:,} weights is
-approximated by the nearest subset sum of n = {r['n']} coefficients ({r['coefficients']}{k}),
-solved exactly by `lotterynet.subsetsum.solve` (meet in the middle) on {r['machine']['cpu']}
-({r['machine']['threads']} threads). The approximation is evaluated as a real pruned network:
-{a['model']}.
-
-| quantity | value |
-|---|---|
-| target test accuracy | {100 * t['test_accuracy']:.2f} % |
-| pruned subset-sum network test accuracy | {100 * a['test_accuracy']:.2f} % |
-| test predictions equal to the target's | {100 * a['predictions_agreeing_with_target']:.2f} % |
-| max / median weight error | {a['weight_error_max']:.2e} / {a['weight_error_median']:.2e} |
-| weights within ε = {r['epsilon']} | {100 * a['weights_within_epsilon']:.3f} % |
-| weights whose n coefficients all have the wrong sign | {a['all_coefficients_wrong_sign']:,} |
-| max logit error | {a['logit_error_max']:.2e} |
-| coefficients drawn / kept | {a['coefficients_drawn']:,} / {a['coefficients_kept']:,} |
-| model maskable / kept parameters (u and v) | {p['maskable']:,} / {p['kept']:,} |
-| solve time | {a['solve_seconds']:.1f} s (Pensia et al.: 21.5 h on 36 cores, Gurobi MIP) |
-"""
+def run_fc2(args) -> None:
+    epochs = args.target_epochs[0] if args.target_epochs else None
+    run_sweeps(selected(FC2_SWEEPS, args.only), "fc2", "pensia_fc2", "mnist", args,
+               conv_part=None, target_epochs=epochs)
 
 
-def run_lenet5(args) -> dict:
-    """da Cunha et al.'s Figs. 3-4: LeNet5's conv weights approximated for n = n_min..n_max;
-    max weight error and max relative error of the conv part's output (16 × 5 × 5) per n."""
-    checkpoints = args.checkpoint or [None] * len(args.datasets)
-    results = {}
-    for dataset, checkpoint in zip(args.datasets, checkpoints):
-        train_x, train_y = load_split(dataset, args.data_dir, train=True)
-        test_x, test_y = load_split(dataset, args.data_dir, train=False)
-        target, target_info = target_network(LENET5, checkpoint, train_x, train_y,
-                                             epochs=args.epochs, seed=args.seed,
-                                             save_to=args.targets_dir / f"lenet5_{dataset}.pt")
-        target64 = copy.deepcopy(target).double()
-        conv, head = target[:LENET5_CONV_PART], target64[LENET5_CONV_PART:]
-        reference = predict(target64[:LENET5_CONV_PART], test_x)
-        scale = reference.flatten(1).abs().amax(1)
-        rows = []
-        for n in range(args.n_min, args.n_max + 1):
-            approx, stats = approximate_model(conv, n, seed=args.seed, k=args.k,
-                                              shared_per_row=args.shared_per_row)
-            features = predict(approx, test_x)
-            relative = (features - reference).flatten(1).abs().amax(1) / scale
-            errors = weight_errors(approx, conv)
-            rows.append({
-                "n": n,
-                "weight_error_max": errors.max().item(),
-                "weight_error_median": errors.median().item(),
-                "output_relative_error_max": relative.max().item(),
-                "output_relative_error_median": relative.median().item(),
-                "test_accuracy": accuracy(predict(head, features), test_y),
-                **totals(stats),
-            })
-        results[dataset] = {"target": {"test_accuracy": accuracy(predict(target64, test_x),
-                                                                  test_y), **target_info},
-                            "per_n": rows}
-    result = {
-        "experiment": "da Cunha et al. 2022, Figs. 3-4: subset-sum approximation of LeNet5's "
-                      "conv weights",
-        "target": "lotterynet.archs lenet5 (trained=True, subnet_convs=True): conv 6@5x5 pad 2, "
-                  "pool, conv 16@5x5, pool, 120, 84, 10; no biases (2,550 conv weights)",
-        "coefficients": "U[min w, max w] of each layer, "
-                        + ("one set per row" if args.shared_per_row else "one set per weight"),
-        "k": args.k, "seed": args.seed, "test_images": "whole test split (10,000)",
-        "datasets": results,
-        "machine": machine(),
-    }
-    write(args.out / "approximation_lenet5.json", json.dumps(result, indent=2))
-    plot(results, "weight_error_max", "max |w − approximation|",
-         "LeNet5 conv weights (da Cunha et al. Fig. 3)", args.out / "lenet5_weight_error.png")
-    plot(results, "output_relative_error_max", "max relative output error",
-         "LeNet5 conv part output (da Cunha et al. Fig. 4)", args.out / "lenet5_output_error.png")
-    write(args.out / "approximation_lenet5.md", lenet5_markdown(result))
-    return result
+def run_lenet5(args) -> None:
+    epochs = args.target_epochs or [None] * len(args.datasets)
+    if len(epochs) != len(args.datasets):
+        raise ValueError(f"give one --target-epochs per dataset {args.datasets}, got {epochs}")
+    for dataset, target_epochs in zip(args.datasets, epochs):
+        run_sweeps(selected(LENET5_SWEEPS, args.only), "lenet5", f"dacunha_lenet5_{dataset}",
+                   dataset, args, conv_part=LENET5_CONV_PART, target_epochs=target_epochs)
 
 
-def plot(results: dict, key: str, ylabel: str, title: str, path: Path) -> None:
+# --- summary: curves, the width table, the figure -------------------------------------------
+
+def curve(rows: list[dict], key: str) -> list[dict]:
+    """Per size: median, min and max of ``key`` over the seeds, and the seed count."""
+    sizes = sorted({r["size"] for r in rows})
+    out = []
+    for size in sizes:
+        values = [r[key] for r in rows if r["size"] == size]
+        out.append({"size": size, "median": statistics.median(values), "min": min(values),
+                    "max": max(values), "seeds": len(values),
+                    "hidden_layer1": next(r["hidden_layer1"] for r in rows if r["size"] == size),
+                    "kept": statistics.median(r["params"]["kept"] for r in rows
+                                              if r["size"] == size)})
+    return out
+
+
+def smallest_working(result: dict) -> dict | None:
+    """The smallest size whose median test accuracy is within 0.5 points of the target's."""
+    goal = result["target"]["test_accuracy"] - ACCURACY_SLACK
+    for point in curve(result["rows"], "test_accuracy"):
+        if point["median"] >= goal:
+            return point
+    return None
+
+
+LAYERS = {"fc2": [(784, 500), (500, 10)], "lenet5": [(1 * 25, 6), (6 * 25, 16)]}
+"""(fan-in, fan-out) of the approximated layers; a conv layer's fan-in is c_in · d²."""
+
+
+def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
+    """(n per weight, layer-1 hidden width) that the construction's theorem asks for at
+    ε = δ = 0.01, the largest n over the layers. Pensia et al. Thm. 1 (Lemma 3, Eq. 11):
+    ``n* = C⌈log2(a b ℓ / ε)⌉`` per input, hidden ``a n*``; da Cunha et al. Thm. 1 (Lemma 2):
+    the same n′ per *output* channel with ``a = c_in d²``, hidden ``b n′``; Natale et al.
+    Thm. 3 (Eq. 28) at the construction's density, hidden ``2 a n*``; Malach et al. Thm. 2.1
+    and Orseau et al. Thm. 3 from :mod:`lotterynet.theory` (Orseau's per-weight m of Cor. 10:
+    ``8⌈k′ ln(k′/δ)⌉``). Conv layers (LeNet5) enter the FC bounds with fan-in ``c_in d²``."""
+    pairs, ell = LAYERS[net], len(LAYERS[net])
+    if construction in ("malach", "orseau"):
+        widths = (pairs[0][0], *(b for _, b in pairs))
+        first = theory.BOUNDS.get(construction)(widths, EPSILON, DELTA)[0]
+        k = theory.orseau_k(widths, EPSILON)
+        per_weight = (first.hidden / (first.fan_in * first.fan_out) if construction == "malach"
+                      else 8 * math.ceil(k * math.log(k / DELTA)))
+        return f"{per_weight:.3g}", f"{first.hidden:.3g}"
+    gamma = NATALE_DENSITY
+    if construction == "natale_k":
+        point = smallest_working(result)
+        if point is None:
+            return "—", "—"
+        gamma = point["size"] / NATALE_K_N
+    if construction.startswith("natale"):
+        n = max(theory.natale_terms(a, b, ell, EPSILON, gamma) for a, b in pairs)
+        hidden = 2 * pairs[0][0] * n
+        return f"{n} (γ = {gamma:.3g})", f"{hidden:,}"
+    n = max(3 * math.ceil(math.log2(a * b * ell / EPSILON)) for a, b in pairs)
+    hidden = n * (pairs[0][1] if construction == "dacunha" else pairs[0][0])
+    return str(n), f"{hidden:,}"
+
+
+def load_results(directory: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("approximation_*_*.json"))
+            if "rows" in json.loads(p.read_text())]
+
+
+def table_markdown(results: list[dict]) -> str:
+    lines = ["| net | data | construction | size | theorem asks (per weight) | theorem: hidden, "
+             "layer 1 | smallest working size (median of seeds) | hidden, layer 1 | "
+             "accuracy there (min–max) | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        point = smallest_working(r)
+        per_weight, hidden = theory_sizes(r["net"], r["construction"], r)
+        largest = max(x["size"] for x in r["rows"])
+        if point is None:
+            found, width, acc = f"> {largest} (not reached)", "—", "—"
+        else:
+            acc_curve = {c["size"]: c for c in curve(r["rows"], "test_accuracy")}[point["size"]]
+            found, width = str(point["size"]), f"{point['hidden_layer1']:,}"
+            acc = (f"{100 * acc_curve['median']:.2f} % ({100 * acc_curve['min']:.2f}–"
+                   f"{100 * acc_curve['max']:.2f})")
+        lines.append(f"| {r['net']} | {r['dataset']} | {r['construction']} | {r['size']} | "
+                     f"{per_weight} | {hidden} | {found} | {width} | {acc} | "
+                     f"{100 * r['target']['test_accuracy']:.2f} % |")
+    return "\n".join(lines)
+
+
+def curve_markdown(r: dict) -> str:
+    acc = curve(r["rows"], "test_accuracy")
+    err = curve(r["rows"], "weight_error_max")
+    med = curve(r["rows"], "weight_error_median")
+    rel = curve(r["rows"], "output_relative_error_max")
+    sign = (curve(r["rows"], "all_coefficients_wrong_sign")
+            if "all_coefficients_wrong_sign" in r["rows"][0] else None)
+    t = r["target"]
+    text = (f"\n### {r['net']} / {r['dataset']}: {r['construction']} — {r['paper']}\n\n"
+            f"Target {100 * t['test_accuracy']:.2f} % (paper {100 * t['paper_test_accuracy']:.2f}"
+            f" %, {t['epochs']} of the paper's {t['paper_epochs']} epochs). Median over "
+            f"{acc[0]['seeds']} seeds, [min–max].\n\n"
+            f"| {r['size']} | hidden, layer 1 | kept params | test accuracy | max weight error | "
+            f"median weight error | max rel. output error |"
+            + (" wrong-sign weights |" if sign else "") + "\n|---|---|---|---|---|---|---|"
+            + ("---|" if sign else "") + "\n")
+    for i, a in enumerate(acc):
+        text += (f"| {a['size']} | {a['hidden_layer1']:,} | {a['kept']:,.0f} | "
+                 f"{100 * a['median']:.2f} [{100 * a['min']:.2f}–{100 * a['max']:.2f}] | "
+                 f"{err[i]['median']:.2e} [{err[i]['min']:.1e}–{err[i]['max']:.1e}] | "
+                 f"{med[i]['median']:.1e} | {rel[i]['median']:.2e} |"
+                 + (f" {sign[i]['median']:.0f} [{sign[i]['min']}–{sign[i]['max']}] |"
+                    if sign else "") + "\n")
+    return text
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    """Max weight error and test accuracy (median, min–max band over seeds) of every
+    construction, against the hidden width of layer 1 (top) and the kept parameters (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for dataset, r in results.items():
-        rows = r["per_n"]
-        ax.semilogy([row["n"] for row in rows], [row[key] for row in rows], marker="o",
-                    markersize=3, label=dataset)
-    ax.set(xlabel="n (coefficients per weight)", ylabel=ylabel, title=title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for r in results:
+        label = (f"{r['construction']} ({r['dataset']})" if r["net"] == "lenet5"
+                 else r["construction"])
+        for row, x_key in enumerate(("hidden_layer1", "kept")):
+            for ax, key in zip(axes[row], ("weight_error_max", "test_accuracy")):
+                c = curve(r["rows"], key)
+                x = [p[x_key] for p in c]
+                scale = 100 if key == "test_accuracy" else 1
+                line, = ax.plot(x, [scale * p["median"] for p in c], marker="o", markersize=3,
+                                label=label)
+                ax.fill_between(x, [scale * p["min"] for p in c],
+                                [scale * p["max"] for p in c], color=line.get_color(), alpha=0.2)
+    for row, xlabel in enumerate(("hidden units of layer 1", "kept parameters")):
+        ax_err, ax_acc = axes[row]
+        ax_err.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="max |w − ŵ|")
+        ax_acc.set(xscale="log", xlabel=xlabel, ylabel="test accuracy %")
+        for acc in {r["target"]["test_accuracy"] for r in results}:
+            ax_acc.axhline(100 * acc, color="gray", ls=":", lw=1)
+            ax_acc.axhline(100 * (acc - ACCURACY_SLACK), color="gray", ls="--", lw=0.8)
+        for ax in (ax_err, ax_acc):
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0][1].legend(fontsize=7)
+    fig.suptitle(f"{title} — median over seeds, band min–max; dotted: target, dashed: −0.5 pt")
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
-def lenet5_markdown(r: dict) -> str:
-    m = r["machine"]
-    text = f"""# Subset-sum approximation of LeNet5's conv layers (da Cunha et al. 2022, Figs. 3-4)
-
-Target: {r['target']}. Each conv weight is approximated by the nearest subset sum of n
-coefficients ({r['coefficients']}), built as pruned `SubnetConv2d(structure='subsetsum',
-activation='identity', shared=False, pairs=n)` layers. Relative output error of an image:
-max |Δ activation| / max |activation| over the 16 × 5 × 5 output of the conv part; the table
-gives its maximum over the {r['test_images']}. Test accuracy: the approximated conv part
-followed by the target's own FC part. Solved on {m['cpu']} ({m['threads']} threads).
-Plots: `lenet5_weight_error.png` (Fig. 3), `lenet5_output_error.png` (Fig. 4).
-"""
-    for dataset, d in r["datasets"].items():
-        text += f"""
-## {dataset}: target test accuracy {100 * d['target']['test_accuracy']:.2f} %
-
-| n | max weight error | max rel. output error | test accuracy | coefficients kept / drawn | solve |
-|---|---|---|---|---|---|
-"""
-        text += "".join(
-            f"| {x['n']} | {x['weight_error_max']:.2e} | {x['output_relative_error_max']:.2e} | "
-            f"{100 * x['test_accuracy']:.2f} % | {x['coefficients_kept']:,} / "
-            f"{x['coefficients_drawn']:,} | {x['solve_seconds']:.2f} s |\n"
-            for x in d["per_n"])
-    return text
+def run_table(args) -> None:
+    results = load_results(args.out)
+    if not results:
+        raise ValueError(f"no approximation results in {args.out}; run fc2 / lenet5 first")
+    text = ("# Width the theorems ask for vs. width that works\n\n"
+            f"ε = δ = {EPSILON}; 'works': median test accuracy over the seeds within "
+            f"{100 * ACCURACY_SLACK:g} points of the target's. Sizes: n coefficients per weight "
+            "(subset sum), k of n = 16 (natale_k), m neurons per input (malach, orseau).\n\n"
+            + table_markdown(results) + "\n\n## Curves\n" + "".join(map(curve_markdown, results)))
+    (args.out / "approximation_table.md").write_text(text)
+    for net, title in (("fc2", "FC2 / MNIST, every layer replaced"),
+                       ("lenet5", "da Cunha's LeNet5, conv part replaced")):
+        chosen = [r for r in results if r["net"] == net]
+        if chosen:
+            plot(chosen, args.out / f"approximation_{net}.png", title)
+    print(text)
 
 
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text if text.endswith("\n") else text + "\n")
-
-
-def check(args) -> None:
-    """Reject bad options with a ValueError naming the value and the valid range."""
-    if args.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
-    if args.experiment == "fc2":
-        if not 0 < args.epsilon < 1:
-            raise ValueError(f"--epsilon must be in (0, 1), got {args.epsilon}")
-        if args.C < 1 or (args.n is not None and args.n < 1):
-            raise ValueError(f"--C and --n must be >= 1, got C={args.C}, n={args.n}")
-    else:
-        if not 1 <= args.n_min <= args.n_max:
-            raise ValueError(f"need 1 <= --n-min <= --n-max, got {args.n_min}, {args.n_max}")
-        if args.checkpoint and len(args.checkpoint) != len(args.datasets):
-            raise ValueError(f"give one --checkpoint per dataset {args.datasets}, "
-                             f"got {len(args.checkpoint)}")
-
-
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m lotterynet.approximate", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", help="folder holding MNIST/ and FashionMNIST/ in "
+    parser.add_argument("experiment", choices=["fc2", "lenet5", "table"])
+    parser.add_argument("--data-dir", help="folder holding MNIST/ and FashionMNIST/ in "
                         "torchvision's layout (default: $LOTTERYNET_DATA, else ./data)")
-    common.add_argument("--out", type=Path, default=Path("results"),
+    parser.add_argument("--out", type=Path, default=Path("results"),
                         help="where the JSON, Markdown and PNG results go (default: results)")
-    common.add_argument("--targets-dir", type=Path, default=Path("runs/approximate"),
-                        help="where trained targets are saved (default: runs/approximate)")
-    common.add_argument("--seed", type=int, default=0, help="target init/training and "
-                        "coefficients (default: 0)")
-    common.add_argument("--k", type=int, help="keep exactly k coefficients per weight "
-                        "(Natale et al.'s fixed-size subset sum; default: any number)")
-    common.add_argument("--shared-per-row", action="store_true", help="one set of n "
-                        "coefficients per output unit, shared by its weights (authors' variant)")
-    experiments = parser.add_subparsers(dest="experiment", required=True)
-    p = experiments.add_parser("fc2", parents=[common], help="Pensia et al.'s Experiment 1: "
-                               "FC2 784-500-10 on MNIST")
-    p.add_argument("--checkpoint", type=Path, help="state dict of a trained FC2 (default: train)")
-    p.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
-    p.add_argument("--epsilon", type=float, default=0.01, help="target precision (default 0.01)")
-    p.add_argument("--C", type=int, default=3, help="n = C·ceil(log2(1/ε)) (default 3 → n = 21)")
-    p.add_argument("--n", type=int, help="coefficients per weight (overrides --C/--epsilon)")
-    p = experiments.add_parser("lenet5", parents=[common], help="da Cunha et al.'s Figs. 3-4: "
-                               "LeNet5 conv weights, n = n-min..n-max")
-    p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"],
-                   choices=["mnist", "fashion-mnist"])
-    p.add_argument("--checkpoint", type=Path, nargs="+",
-                   help="state dicts of trained LeNet5s, one per dataset (default: train)")
-    p.add_argument("--epochs", type=int, default=2, help="training epochs (default: 2)")
-    p.add_argument("--n-min", type=int, default=5)
-    p.add_argument("--n-max", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per point (default: 5)")
+    parser.add_argument("--only", nargs="+", help="run only these constructions")
+    parser.add_argument("--sizes", nargs="+", type=int, help="run only these sizes of each "
+                        "sweep (default: all)")
+    parser.add_argument("--target-epochs", nargs="+", type=int, help="use the target trained "
+                        "for this many epochs instead of the paper's (one per data set; "
+                        "reported beside the paper's)")
+    parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"],
+                        choices=["mnist", "fashion-mnist"], help="lenet5: data sets")
     args = parser.parse_args(argv)
     try:
-        check(args)
-        return run_fc2(args) if args.experiment == "fc2" else run_lenet5(args)
-    except DatasetNotFound as err:
-        parser.error(str(err))
-    except ValueError as err:  # bad options (check) or k out of range (subsetsum.solve)
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        {"fc2": run_fc2, "lenet5": run_lenet5, "table": run_table}[args.experiment](args)
+    except (DatasetNotFound, ValueError) as err:
         parser.error(str(err))
 
 

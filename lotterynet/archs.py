@@ -154,3 +154,32 @@ for _blocks in range(1, 5):
 # The paper recipes' learning rates, used when the config leaves ``lr`` unset.
 DEFAULT_LR = {"fc2": 0.1, "fc4": 0.1, "lenet5": 0.01, "conv2": 0.1, "conv4": 0.1, "conv6": 0.1,
               "conv8": 0.1}
+
+
+@MODELS.register("lenet5_dacunha")
+def lenet5_dacunha(*, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
+                   seed: int = 0, trained: bool = False, **unused) -> nn.Module:
+    """da Cunha et al. (2022), Sec. 3: the LeNet5 whose conv weights they approximate — ReLU,
+    **biases** on every layer, and both 5×5 convs zero-padded by 2, so the conv part ends at
+    16 × 7 × 7 ("the activation tensor has dimension 7 × 7 × 16"): 2,550 conv weights + 22 conv
+    biases = their 2,572 parameters; FC 784-120-84-10. Kaiming-uniform weights (He et al.,
+    ReLU gain, the paper's init), zero biases (Flux.jl's default). A *target* architecture:
+    it is built with ``trained=True`` only (``--train-weights``); the subnet options are
+    ignored."""
+    if not trained:
+        raise ValueError("lenet5_dacunha is a target architecture with biases; build it with "
+                         "trained=True (--train-weights)")
+    generator = torch.Generator().manual_seed(seed)
+    side = image_size // 4  # both convs keep the size, two 2×2 pools
+    layers = [nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+              nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+              nn.Linear(16 * side * side, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+              nn.Linear(84, num_classes)]
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d | nn.Linear):
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu", generator=generator)
+            nn.init.zeros_(layer.bias)
+    return nn.Sequential(*layers)
+
+
+DEFAULT_LR["lenet5_dacunha"] = 1e-3

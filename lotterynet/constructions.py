@@ -1,0 +1,252 @@
+"""The constructions of the five strong-lottery-ticket papers, built from a trained target layer
+as real pruned random layers of the project's structures (explicit masks on ``SubnetLinear`` /
+``SubnetConv2d``, ``MaskedWeight.set_mask``), so the result is evaluated as that network.
+
+Subset-sum family — every target weight ``w`` gets its own ``n`` random coefficients and keeps
+the subset whose sum is nearest to ``w`` (exact, :func:`lotterynet.subsetsum.solve`):
+
+* **Pensia et al. (2020), Experiment 1** — coefficients ``U[min w, max w]`` of the layer; built
+  as the ``subsetsum`` structure with ``activation="identity"``, ``shared=False`` and the first
+  layer fixed at 1: the over-parameterised *linear* network of their **Figure 1b** (one path of
+  weight ``a_t`` per coefficient), not the ReLU construction of Figure 1c.
+* **da Cunha et al. (2022), Sec. 3** — the same per-weight subset sum with ``U[−1, 1]``
+  coefficients, applied to conv kernels (``SubnetConv2d``).
+* **Natale et al., Random Fixed-Size Subset Sum (Theorem 2)** — exactly ``k`` of the ``n``
+  coefficients per weight (``solve(k=...)``), built as the ``fixedsize`` structure, whose
+  group-wise top-k then keeps exactly ``k`` per weight.
+
+Product family — ``Linear(d_in → H) → ReLU → Linear(H → d_out)`` with ``H = m · d_in``: hidden
+neuron ``h = i·m + t`` keeps only its edge from input ``i`` (first-layer weight ``u_h``), and a
+kept second-layer edge ``v_{jh}`` adds the *product weight* ``z = u_h v_{jh}`` to target weight
+``w_ji``: neurons with ``u_h > 0`` carry ``relu(x_i)``, those with ``u_h < 0`` carry
+``relu(−x_i)``, and ``w x = w relu(x) − w relu(−x)`` needs ``Σ z ≈ w`` on both halves.
+
+* **Malach et al. (2020), Lemmas 2.4–2.5** — U[−1, 1] weights; per target weight and sign half
+  the single neuron whose product is nearest to ``w`` (two neurons per weight).
+* **Orseau et al. (2020), Corollary 10 / Theorem 3** — hyperbolic weights on Theorem 3's range;
+  per target weight and sign half the greedy golden-ratio decomposition (Lemma 9): products in
+  decreasing magnitude, each taken while it does not overshoot the residual. No search.
+
+The papers' lemmas give every target weight its own neurons (``H = m · d_in · d_out``); here the
+first layer is shared by the outputs (``H = m · d_in``, the project's ``malach`` / ``orseau``
+sizing), each output having its own second-layer weights. Every weight still sees ``m``
+independent products; they are not independent *across* outputs (``u_h`` is common).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import nn
+
+from .distributions import orseau_range
+from .layers import SubnetConv2d, SubnetLinear
+from .subsetsum import solve
+
+COEFFICIENT_RANGES = ("layer", "symmetric", "unit")
+"""``layer``: U[min w, max w] of the layer (Pensia et al.); ``symmetric``: U[−max|w|, max|w|];
+``unit``: U[−1, 1] (da Cunha et al., and the theorems' distribution)."""
+
+GOLDEN_GAMMA = 2 / 3
+"""γ of Orseau et al.'s Corollary 10 (Lemma 9 with 1/φ ≤ γ < 1)."""
+
+
+def coefficient_bounds(weight: torch.Tensor, coefficients: str) -> tuple[float, float]:
+    """``[lo, hi]`` of the uniform coefficient distribution for a layer with weights ``weight``."""
+    if coefficients == "layer":
+        return weight.min().item(), weight.max().item()
+    if coefficients == "symmetric":
+        top = weight.abs().max().item()
+        return -top, top
+    if coefficients == "unit":
+        return -1.0, 1.0
+    raise ValueError(f"unknown coefficient range {coefficients!r}; valid choices: "
+                     f"{', '.join(COEFFICIENT_RANGES)}")
+
+
+def _seed(generator: torch.Generator) -> int:
+    return int(torch.randint(2**62, (), generator=generator))
+
+
+def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:
+    """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one)."""
+    bias = layer.bias is not None
+    if isinstance(layer, nn.Linear):
+        subnet = SubnetLinear(layer.in_features, layer.out_features, bias, **options)
+    elif isinstance(layer, nn.Conv2d):
+        subnet = SubnetConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                              layer.stride, layer.padding, layer.dilation, layer.groups, bias,
+                              **options)
+    else:
+        raise ValueError(f"can approximate nn.Linear or nn.Conv2d, got {type(layer).__name__}")
+    return subnet.double()
+
+
+def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator, *,
+               k: int | None = None, coefficients: str = "layer",
+               shared_per_row: bool = False) -> tuple[nn.Module, dict]:
+    """Subset-sum approximation of one trained layer (Pensia Fig. 1b / da Cunha / Natale).
+
+    ``n`` coefficients per weight from ``coefficients`` (:data:`COEFFICIENT_RANGES`), or with
+    ``shared_per_row`` one set per output unit shared by its weights (the authors' variant);
+    ``k``: exactly ``k`` kept per weight (Natale et al.; the ``fixedsize`` structure). A bias,
+    if any, is approximated the same way (its own ``n`` coefficients) and stored as the layer's
+    frozen bias, since subnet layers have no maskable bias. Returns ``(subnet_layer, stats)``.
+    """
+    weight = layer.weight.detach().double()
+    targets = weight.reshape(-1)
+    if layer.bias is not None:
+        targets = torch.cat([targets, layer.bias.detach().double()])
+    lo, hi = coefficient_bounds(targets, coefficients)
+    per_row = weight[0].numel()
+    draws = weight.shape[0] if shared_per_row else targets.numel()
+    coeffs = lo + (hi - lo) * torch.rand(draws, n, generator=generator, dtype=torch.float64)
+    if shared_per_row:
+        if layer.bias is not None:
+            raise ValueError("shared_per_row is defined for bias-free layers")
+        coeffs = coeffs.repeat_interleave(per_row, dim=0)
+    start = time.perf_counter()
+    selection, approx, error = solve(targets, coeffs, k, progress=False)
+    seconds = time.perf_counter() - start
+
+    if k is None:
+        subnet = _subnet_like(layer, structure="subsetsum", pairs=n, activation="identity",
+                              shared=False, sparsity=0.5, seed=0)
+    else:
+        subnet = _subnet_like(layer, structure="fixedsize", pairs=n, activation="identity",
+                              shared=False, sparsity=1 - k / n, seed=0)
+    structure, weights = subnet.structure, weight.numel()
+
+    def as_v(x):  # (weights, n) -> v's layout (out, in_per_group, n, *kernel)
+        return x[:weights].reshape(*weight.shape, n).movedim(-1, 2)
+
+    with torch.no_grad():
+        structure.v.weight.copy_(as_v(coeffs))
+        structure.u.weight.fill_(1.0)
+        if layer.bias is not None:
+            subnet.bias.copy_(approx[weights:])
+    structure.v.set_mask(as_v(selection))
+    if k is None:  # the fixedsize first layer is frozen, unmasked (implied by v's mask)
+        structure.u.set_mask(as_v(selection))
+    stats = {
+        "targets": targets.numel(),
+        "coefficient_range": [lo, hi],
+        "coefficients_kept": int(selection.sum()),
+        "weight_error_max": error.max().item(),
+        "weight_error_median": error.median().item(),
+        "all_coefficients_wrong_sign": int(((coeffs * targets[:, None]) <= 0).all(1).sum()),
+        "solve_seconds": seconds,
+        "hidden": n * weights,  # one path per coefficient (Fig. 1b, unshared)
+    }
+    return subnet, stats
+
+
+def nearest_product(products: torch.Tensor, allowed: torch.Tensor,
+                    w: torch.Tensor) -> torch.Tensor:
+    """Malach et al., Lemma 2.4: per target ``w[j, i]`` the one allowed candidate ``t`` whose
+    product ``products[j, i, t]`` is nearest to ``w``; bool one-hot (all False if none is
+    allowed). ``allowed`` broadcasts against ``products`` (j, i, m)."""
+    distance = torch.where(allowed, (products - w[..., None]).abs(), torch.inf)
+    best = distance.argmin(-1, keepdim=True)
+    chosen = torch.zeros_like(products, dtype=torch.bool).scatter_(-1, best, True)
+    return chosen & torch.isfinite(distance)
+
+
+def golden_ratio_decomposition(products: torch.Tensor, allowed: torch.Tensor,
+                               w: torch.Tensor) -> torch.Tensor:
+    """Orseau et al., Corollary 10 (Lemma 9): the greedy decomposition of ``w[j, i]`` over the
+    allowed candidates ``products[j, i, :]`` — in decreasing magnitude, take a product when it
+    has ``w``'s sign and does not exceed the residual, so ``0 ≤ |w| − |ŵ|`` always, and
+    ``|w| − |ŵ| ≤ γ^K`` (γ = 2/3) when each interval ``(γ^{i+1}, γ^i]``, i = 1..K, holds a
+    candidate (scaled by ``w_max``). Returns the bool selection (j, i, m)."""
+    sign = torch.sign(w)[..., None]
+    magnitude = torch.where(allowed & (products * sign > 0), (products * sign), 0.0)
+    order = magnitude.argsort(-1, descending=True)
+    ordered = magnitude.gather(-1, order)
+    residual = w.abs().clone()
+    taken = torch.zeros_like(ordered, dtype=torch.bool)
+    for t in range(ordered.shape[-1]):
+        take = (ordered[..., t] > 0) & (ordered[..., t] <= residual)
+        residual -= torch.where(take, ordered[..., t], 0.0)
+        taken[..., t] = take
+    return torch.zeros_like(taken).scatter_(-1, order, taken)
+
+
+PRODUCT_RULES = {"malach": (nearest_product, "malach"),
+                 "orseau": (golden_ratio_decomposition, "orseau")}
+
+
+def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rule: str,
+                    epsilon: float = 0.01) -> tuple[nn.Module, dict]:
+    """Malach's (``rule="malach"``) or Orseau's (``rule="orseau"``) construction of one trained
+    ``nn.Linear`` as a pruned ``SubnetLinear`` of that structure with ``hidden = m · d_in``
+    (module doc). Orseau's hyperbolic range is Theorem 3's for ``ε_w = epsilon`` and
+    ``w_max = max |w|`` of the layer. A bias, if any, is kept as the frozen output bias.
+    Returns ``(subnet_layer, stats)``."""
+    if not isinstance(layer, nn.Linear):
+        raise ValueError(f"the {rule} construction is built for nn.Linear, got "
+                         f"{type(layer).__name__}")
+    select, structure_name = PRODUCT_RULES[rule]
+    w = layer.weight.detach().double()
+    d_out, d_in = w.shape
+    init_kwargs = None
+    if rule == "orseau":
+        alpha, beta = orseau_range(eps_w=epsilon, w_max=w.abs().max().item())
+        init_kwargs = {"alpha": alpha, "beta": beta}
+    subnet = _subnet_like(layer, structure=structure_name, hidden=m * d_in, sparsity=0.5,
+                          init_kwargs=init_kwargs, seed=_seed(generator))
+    u, v = subnet.structure.u, subnet.structure.v
+    inputs = torch.arange(d_in).repeat_interleave(m)  # hidden neuron h = i·m + t sees input i
+    u_own = u.weight.detach()[torch.arange(m * d_in), inputs].view(d_in, m)
+    products = v.weight.detach().view(d_out, d_in, m) * u_own
+    start = time.perf_counter()
+    chosen = select(products, u_own > 0, w) | select(products, u_own < 0, w)
+    seconds = time.perf_counter() - start
+    v.set_mask(chosen.view(d_out, m * d_in))
+    u_mask = torch.zeros(m * d_in, d_in, dtype=torch.bool)
+    u_mask[torch.arange(m * d_in), inputs] = chosen.any(0).view(-1)
+    u.set_mask(u_mask)
+    if layer.bias is not None:
+        with torch.no_grad():
+            subnet.bias.copy_(layer.bias.detach().double())
+    kept = torch.where(chosen, products, 0.0)
+    positive, negative = (kept * (u_own > 0)).sum(-1), (kept * (u_own < 0)).sum(-1)
+    error = torch.maximum((positive - w).abs(), (negative - w).abs())
+    stats = {
+        "targets": w.numel(),
+        "coefficients_kept": int(chosen.sum()),
+        "weight_error_max": error.max().item(),
+        "weight_error_median": error.median().item(),
+        "solve_seconds": seconds,
+        "hidden": m * d_in,
+    }
+    return subnet, stats
+
+
+def construct_model(target: nn.Sequential, build, *, seed: int = 0) -> tuple[nn.Module, list]:
+    """Copy of ``target`` (float64) with every ``nn.Linear`` / ``nn.Conv2d`` replaced by
+    ``build(layer, generator=generator)`` (a construction above with its size bound);
+    returns ``(model, per-layer stats)``."""
+    generator = torch.Generator().manual_seed(seed)
+    model, stats = copy.deepcopy(target).double().eval(), []
+    for i, layer in enumerate(model):
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            model[i], layer_stats = build(layer, generator=generator)
+            stats.append(layer_stats)
+    return model, stats
+
+
+@torch.no_grad()
+def effective_errors(model: nn.Sequential, target: nn.Sequential) -> torch.Tensor:
+    """``|w_model − w_target|`` of every weight and bias of the subset-sum layers, read from the
+    built model's effective weights ``Σ_t ũ ṽ`` and frozen biases (float64)."""
+    errors = []
+    for subnet, layer in zip(model, target):
+        if isinstance(subnet, SubnetLinear | SubnetConv2d):
+            weight, _ = subnet.structure.effective_weight()
+            errors.append((weight - layer.weight.double()).abs().flatten())
+            if layer.bias is not None:
+                errors.append((subnet.bias - layer.bias.double()).abs())
+    return torch.cat(errors)

@@ -1,0 +1,110 @@
+"""The trained target networks of the approximation experiments, each trained through the
+project's training stack (:func:`lotterynet.run.run` with ``train_weights=True``) with its
+paper's own recipe, and cached: a target whose run directory already holds a finished run is
+loaded from its checkpoint, never retrained.
+
+* ``pensia_fc2`` — Pensia et al. (2020), Experiment 1 / Sec. 5: FC2 784-500-10 without bias,
+  SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine annealing, batch 64, 10 epochs; the paper
+  reports 97.19 % test accuracy.
+* ``dacunha_lenet5_<dataset>`` — da Cunha et al. (2022), Sec. 3: their LeNet5
+  (``archs.lenet5_dacunha``: biases, 7 × 7 × 16 conv output), Adam lr 1e-3, β = (0.9, 0.999),
+  batch 64, 50 epochs; 98.99 % (MNIST) / 89.12 % (Fashion-MNIST).
+
+Both train on the whole 60k training split (``val_size=0``) and report the 10k test split.
+
+    python -m lotterynet.targets pensia_fc2 dacunha_lenet5_mnist --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import make_config
+from .models import build_model
+from .run import CHECKPOINTS, LAST, RESULTS, run
+
+PENSIA_SGD = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+                  scheduler="cosine", batch_size=64, epochs=10)
+DACUNHA_ADAM = dict(optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0,
+                    scheduler="constant", batch_size=64, epochs=50)
+
+RECIPES = {
+    "pensia_fc2": dict(arch="fc2", dataset="mnist", **PENSIA_SGD),
+    "dacunha_lenet5_mnist": dict(arch="lenet5_dacunha", dataset="mnist", **DACUNHA_ADAM),
+    "dacunha_lenet5_fashion-mnist": dict(arch="lenet5_dacunha", dataset="fashion-mnist",
+                                         **DACUNHA_ADAM),
+}
+PAPER_ACCURACY = {"pensia_fc2": 0.9719, "dacunha_lenet5_mnist": 0.9899,
+                  "dacunha_lenet5_fashion-mnist": 0.8912}
+TARGETS_DIR = Path("runs/targets")
+
+
+def target_config(name: str, *, data_dir=None, out: Path | None = None, **overrides):
+    """The validated RunConfig of recipe ``name`` (``overrides``: e.g. fewer epochs for a test;
+    any deviation from the paper's recipe is recorded in the run's results)."""
+    recipe = {**RECIPES[name], **overrides}
+    out = out or TARGETS_DIR / f"{name}-e{recipe['epochs']}-seed{recipe.get('seed', 0)}"
+    data_dir = None if data_dir is None else str(data_dir)
+    return make_config({**recipe, "train_weights": True, "val_size": 0, "data_dir": data_dir,
+                        "out": str(out), "progress_bar": False})
+
+
+def load_target(run_dir: Path) -> tuple[nn.Module, dict]:
+    """The trained model of a finished run (rebuilt from the spec stored in its checkpoint)
+    and the run's ``results.json``."""
+    ckpt = torch.load(Path(run_dir) / CHECKPOINTS / LAST, weights_only=True, map_location="cpu")
+    spec = ckpt["hyper_parameters"]["spec"]
+    model = build_model(**spec)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
+                           if k.startswith("model.")})
+    return model.eval(), json.loads((Path(run_dir) / RESULTS).read_text())
+
+
+def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module, dict]:
+    """Recipe ``name`` trained through :func:`lotterynet.run.run`, or loaded when its run
+    directory already holds the finished run. Returns ``(model in eval mode, info)``."""
+    config = target_config(name, data_dir=data_dir, **overrides)
+    run_dir = Path(config.out)
+    if not (run_dir / RESULTS).is_file():
+        run(config)
+        if config.resume and not (run_dir / CHECKPOINTS / LAST).is_file():  # nothing left to
+            (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # train: the resumed
+            shutil.copy(config.resume, run_dir / CHECKPOINTS / LAST)  # checkpoint was tested
+    model, results = load_target(run_dir)
+    info = {"recipe": name, "run_dir": str(run_dir), "test_accuracy": results["test_acc"],
+            "paper_test_accuracy": PAPER_ACCURACY[name], "epochs": results["epochs_done"],
+            "paper_epochs": RECIPES[name]["epochs"], "train_seconds": results["train_seconds"],
+            "optimizer": {k: results["config"][k] for k in
+                          ("optimizer", "lr", "momentum", "weight_decay", "scheduler",
+                           "batch_size")}}
+    return model, info
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lotterynet.targets", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", choices=list(RECIPES))
+    parser.add_argument("--data-dir")
+    parser.add_argument("--epochs", type=int, help="deviate from the recipe's epochs")
+    parser.add_argument("--resume", help="with --epochs: finish from this checkpoint of a longer "
+                        "run of the same recipe (its first EPOCHS epochs; valid only for a "
+                        "constant schedule, where the first epochs do not depend on the total)")
+    args = parser.parse_args(argv)
+    overrides = {} if args.epochs is None else {"epochs": args.epochs}
+    if args.resume:
+        if args.epochs is None or RECIPES[args.names[0]]["scheduler"] != "constant":
+            parser.error("--resume needs --epochs and a recipe with a constant schedule")
+        overrides["resume"] = args.resume
+    for name in args.names:
+        _, info = trained_target(name, data_dir=args.data_dir, **overrides)
+        print(json.dumps(info), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Each construction against a brute-force or float64 reference on tiny layers."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lotterynet as ln
+from lotterynet.constructions import (
+    GOLDEN_GAMMA,
+    coefficient_bounds,
+    construct_model,
+    effective_errors,
+    golden_ratio_decomposition,
+    nearest_product,
+    product_network,
+    subset_sum,
+)
+
+
+def small_linear(d_in=5, d_out=3, seed=0, scale=0.4, bias=False):
+    torch.manual_seed(seed)
+    layer = nn.Linear(d_in, d_out, bias=bias)
+    with torch.no_grad():
+        layer.weight.uniform_(-scale, scale)
+    return layer
+
+
+def brute_force(target: float, coeffs: torch.Tensor, k=None) -> float:
+    """The smallest |target − Σ_{S} coeffs| over all subsets S (of size k if given)."""
+    n = coeffs.numel()
+    best = math.inf
+    for size in range(n + 1) if k is None else [k]:
+        for subset in itertools.combinations(range(n), size):
+            best = min(best, abs(target - coeffs[list(subset)].sum().item()))
+    return best
+
+
+@pytest.mark.parametrize("k", [None, 3])
+@pytest.mark.parametrize("coefficients", ["layer", "symmetric", "unit"])
+def test_subset_sum_picks_the_best_subset_of_each_weight(k, coefficients):
+    layer = small_linear(bias=True)
+    n = 8
+    subnet, stats = subset_sum(layer, n, torch.Generator().manual_seed(1), k=k,
+                               coefficients=coefficients)
+    structure = subnet.structure
+    assert subnet.structure_name == ("subsetsum" if k is None else "fixedsize")
+    v, mask = structure.v.weight.detach(), structure.v.mask()
+    if k is not None:
+        assert (mask.sum(2) == k).all()  # every weight keeps exactly k of its n (Natale)
+    weight, _ = structure.effective_weight()
+    for j, i in itertools.product(range(3), range(5)):
+        w = layer.weight[j, i].item()
+        lo, hi = stats["coefficient_range"]
+        assert lo <= v[j, i].min() and v[j, i].max() <= hi
+        assert abs(weight[j, i].item() - w) == pytest.approx(brute_force(w, v[j, i], k),
+                                                             abs=1e-12)
+    # the bias is approximated by its own subset sum of the same distribution
+    errors = effective_errors(nn.Sequential(subnet), nn.Sequential(layer))
+    assert errors.numel() == 15 + 3
+    assert errors.max().item() == pytest.approx(stats["weight_error_max"], abs=1e-12)
+
+
+def test_coefficient_ranges_and_wrong_sign_count():
+    w = torch.tensor([-0.48, -0.1, 0.05, 0.28], dtype=torch.float64)
+    assert coefficient_bounds(w, "layer") == (-0.48, 0.28)
+    assert coefficient_bounds(w, "symmetric") == (-0.48, 0.48)
+    assert coefficient_bounds(w, "unit") == (-1.0, 1.0)
+    with pytest.raises(ValueError, match="valid choices: layer, symmetric, unit"):
+        coefficient_bounds(w, "wide")
+    # one coefficient per weight: a weight is "wrong-sign" when its only coefficient has the
+    # other sign; with a lopsided range the count is what brute force says
+    layer = nn.Linear(200, 50, bias=False)
+    with torch.no_grad():
+        layer.weight.uniform_(-0.48, 0.28)
+    _, stats = subset_sum(layer, 1, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    lo, hi = stats["coefficient_range"]
+    coeffs = lo + (hi - lo) * torch.rand(10_000, 1, generator=g, dtype=torch.float64)
+    expected = int((coeffs[:, 0] * layer.weight.detach().double().reshape(-1) <= 0).sum())
+    assert stats["all_coefficients_wrong_sign"] == expected > 0
+
+
+def test_nearest_product_is_the_argmin_of_each_sign():
+    g = torch.Generator().manual_seed(2)
+    products = torch.rand(3, 4, 6, generator=g, dtype=torch.float64) * 2 - 1
+    u = torch.rand(4, 6, generator=g, dtype=torch.float64) * 2 - 1
+    w = torch.rand(3, 4, generator=g, dtype=torch.float64) - 0.5
+    for allowed in (u > 0, u < 0):
+        chosen = nearest_product(products, allowed, w)
+        for j, i in itertools.product(range(3), range(4)):
+            candidates = [t for t in range(6) if allowed[i, t]]
+            assert chosen[j, i].sum() == (1 if candidates else 0)
+            if candidates:
+                best = min(candidates, key=lambda t: abs(products[j, i, t] - w[j, i]))
+                assert chosen[j, i, best]
+
+
+def test_golden_ratio_decomposition_meets_lemma_9():
+    """Lemma 9 (γ = 2/3): with one candidate in each (γ^{i+1}, γ^i], i = 1..K, every w ∈ [0, 1]
+    is approximated from below within γ^K; with arbitrary candidates never from above."""
+    K = 12
+    g = torch.Generator().manual_seed(3)
+    lows = GOLDEN_GAMMA ** torch.arange(2, K + 2, dtype=torch.float64)
+    highs = GOLDEN_GAMMA ** torch.arange(1, K + 1, dtype=torch.float64)
+    w = torch.rand(200, 1, generator=g, dtype=torch.float64)
+    signs = torch.where(torch.rand(200, 1, generator=g) < 0.5, -1.0, 1.0).double()
+    buckets = lows + (highs - lows) * torch.rand(200, 1, K, generator=g, dtype=torch.float64)
+    noise = torch.rand(200, 1, 5, generator=g, dtype=torch.float64) * 2 - 1  # other candidates
+    products = torch.cat([buckets, noise], -1) * signs[..., None]
+    chosen = golden_ratio_decomposition(products, torch.ones(1, K + 5, dtype=torch.bool),
+                                        w * signs)
+    approx = (products * chosen).sum(-1) * signs
+    assert (approx <= w + 1e-12).all() and (approx >= -1e-12).all()
+    assert (w - approx).max() <= GOLDEN_GAMMA**K
+    # a weight of sign s only takes candidates of sign s
+    assert ((products * signs[..., None])[chosen] > 0).all()
+
+
+@pytest.mark.parametrize("rule", ["malach", "orseau"])
+def test_product_network_forward_equals_float64_reference(rule):
+    layer = small_linear(d_in=6, d_out=4, bias=True)
+    m = 10
+    subnet, stats = product_network(layer, m, torch.Generator().manual_seed(4), rule=rule)
+    assert subnet.structure_name == rule and subnet.structure.hidden == m * 6
+    u = subnet.structure.u.weight.detach() * subnet.structure.u.mask()
+    v = subnet.structure.v.weight.detach() * subnet.structure.v.mask()
+    assert ((u != 0).sum(1) <= 1).all()  # every hidden neuron keeps at most one input edge
+    x = torch.randn(32, 6, dtype=torch.float64)
+    reference = torch.stack([
+        torch.tensor([sum(v[j, h].item() * max(0.0, sum(u[h, i].item() * x[b, i].item()
+                                                        for i in range(6)))
+                          for h in range(m * 6)) + layer.bias[j].item() for j in range(4)],
+                     dtype=torch.float64)
+        for b in range(4)])
+    with torch.no_grad():
+        out = subnet(x[:4])
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-12)
+    # the network's linear map on each sign half is the target's within the reported error
+    with torch.no_grad():
+        w_pos = subnet(torch.eye(6, dtype=torch.float64)) - layer.bias.double()
+        w_neg = -(subnet(-torch.eye(6, dtype=torch.float64)) - layer.bias.double())
+    error = torch.maximum((w_pos.T - layer.weight.double()).abs(),
+                          (w_neg.T - layer.weight.double()).abs())
+    assert error.max().item() == pytest.approx(stats["weight_error_max"], abs=1e-12)
+
+
+def test_subset_sum_conv_forward_equals_literal_paths():
+    """Figure 1b literally: one path of weight a_t per kept coefficient, convolved separately."""
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    subnet, _ = subset_sum(conv, 6, torch.Generator().manual_seed(5), coefficients="unit")
+    s = subnet.structure
+    paths = (s.v.weight * s.v.mask() * s.u.weight * s.u.mask()).detach()  # (out, in, n, 3, 3)
+    x = torch.randn(2, 2, 7, 7, dtype=torch.float64)
+    literal = sum(F.conv2d(x, paths[:, :, t], padding=1) for t in range(6)) + subnet.bias[
+        None, :, None, None]
+    with torch.no_grad():
+        torch.testing.assert_close(subnet(x), literal, rtol=0, atol=1e-12)
+
+
+def test_construct_model_replaces_every_layer_and_counts():
+    target = nn.Sequential(nn.Flatten(), small_linear(8, 5), nn.ReLU(), small_linear(5, 2, 1))
+    model, stats = construct_model(target, lambda layer, generator: product_network(
+        layer, 4, generator, rule="orseau"), seed=0)
+    assert [type(m).__name__ for m in model] == ["Flatten", "SubnetLinear", "ReLU",
+                                                 "SubnetLinear"]
+    assert [s["hidden"] for s in stats] == [32, 20]
+    kept = ln.count_params(model)["kept"]
+    v_kept = sum(s["coefficients_kept"] for s in stats)
+    assert v_kept < kept <= 2 * v_kept  # kept v edges plus at most one u edge each
+    with pytest.raises(ValueError, match="built for nn.Linear"):
+        product_network(nn.Conv2d(1, 1, 3), 4, torch.Generator(), rule="malach")
