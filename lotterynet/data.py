@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torchvision import datasets
 
+from .idx import read_gzipped_split
 from .registry import Registry
 
 DATA_ENV = "LOTTERYNET_DATA"
@@ -65,14 +66,18 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
     root = resolve_data_dir(root)
     try:
         ds = spec.torchvision_class(str(root), train=train, download=download)
+        data, targets = ds.data, ds.targets
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        how = "or allow downloading" if not download else "(the download failed too)"
-        raise DatasetNotFound(
-            f"{name}: no data under {root.resolve()}; put {spec.files} there, point --data-dir "
-            f"or ${DATA_ENV} at the folder that holds them, {how}"
-        ) from err
-    images = torch.as_tensor(np.asarray(ds.data)).float().div_(255)
+        gzipped = read_gzipped_split(root / spec.torchvision_class.__name__ / "raw", train)
+        if gzipped is None:
+            how = "or allow downloading" if not download else "(the download failed too)"
+            raise DatasetNotFound(
+                f"{name}: no data under {root.resolve()}; put {spec.files} (or .gz) there, point "
+                f"--data-dir or ${DATA_ENV} at the folder that holds them, {how}"
+            ) from err
+        data, targets = gzipped
+    images = torch.as_tensor(np.asarray(data)).float().div_(255)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
-    return images.sub_(mean).div_(std).contiguous(), torch.as_tensor(ds.targets).long()
+    return images.sub_(mean).div_(std).contiguous(), torch.as_tensor(targets).long()
