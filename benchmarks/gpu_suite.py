@@ -12,7 +12,7 @@ Checks, in order, each a step with a time budget (on CUDA; a step over budget is
   mask of 10M scores against a full sort;
 * a LeNet5 edge-popup epoch (subsetsum, identity) on full MNIST, < 2 s, beside the same epoch as
   a bare PyTorch loop (the Lightning overhead); an FC2 wide epoch;
-* a 14-member LeNet5 stack epoch against a single run's (``bench_stack``);
+* a 14-member LeNet5 stack epoch against the single LeNet5 run's above (``bench_stack``);
 * the subset-sum solver: 397,000 instances at n = 21, < 5 s; 2,572 at n = 30 (``bench_subsetsum``);
 * ``train.py --devices 1`` end to end with ``--precision 32`` and ``bf16-mixed``: test accuracies
   within one percentage point.
@@ -23,7 +23,7 @@ row; the others still run), 2 on bad flags.
 
 On a GPU machine (no wandb, no package index; the data travels gzipped). Here, once:
 
-    python benchmarks/gpu_suite.py --pack-data .gpu_data   # gzips ../shared/data's MNIST IDX files
+    benchmarks/gpu_data.sh   # gzips ../shared/data's MNIST IDX files into .gpu_data (git-ignored)
 
 then the device call, from the repository root, with ``carry: [".gpu_data"]``:
 
@@ -38,12 +38,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import io
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,8 +140,11 @@ def cuda_tests(suite: Suite) -> None:
     target = "all pass"
     if not suite.cuda:
         return suite.skip("CUDA tests (pytest -m cuda)", target)
+    # Only the files that hold CUDA tests: the others may import what the GPU machine lacks.
+    files = [str(p) for p in sorted((REPO / "tests").glob("test_*.py"))
+             if "requires_cuda" in p.read_text()]
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p",
-                           "no:cacheprovider"], cwd=REPO, capture_output=True, text=True,
+                           "no:cacheprovider", *files], cwd=REPO, capture_output=True, text=True,
                           timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
     counts = dict((k, int(n)) for n, k in re.findall(r"(\d+) (passed|failed|error|skipped)",
@@ -169,7 +170,12 @@ def syncs_in(step: Callable[[], None], warmup: int = 2, steps: int = 3) -> list[
                 step()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    return [f"{Path(w.filename).name}:{w.lineno}" for w in caught
+    return sync_sites(caught)
+
+
+def sync_sites(caught: list[warnings.WarningMessage]) -> list[str]:
+    """``folder/file:line`` of each sync warning (the Python line that called the op)."""
+    return [f"{'/'.join(Path(w.filename).parts[-2:])}:{w.lineno}" for w in caught
             if "synchroniz" in str(w.message)]
 
 
@@ -206,8 +212,7 @@ class SyncWatch(pl.Callback):
         if batch_idx >= 2:
             torch.cuda.set_sync_debug_mode("default")
             self._watch.__exit__(None, None, None)
-            self.syncs += [f"{Path(w.filename).name}:{w.lineno}" for w in self._caught
-                           if "synchroniz" in str(w.message)]
+            self.syncs += sync_sites(self._caught)
 
 
 def lightning_step_syncs(suite: Suite) -> list[str]:
@@ -398,21 +403,6 @@ def run_suite(suite: Suite, quick: bool) -> list[tuple[str, float, float]]:
     return timings
 
 
-def pack_data(source: Path, dest: Path) -> None:
-    """Gzip ``SOURCE/MNIST/raw/*-ubyte`` into ``DEST/MNIST/raw/*-ubyte.gz`` (what ``carry``
-    takes to the GPU machine; lotterynet reads them as they are)."""
-    files = sorted((source / "MNIST" / "raw").glob("*-ubyte"))
-    if len(files) != 4:
-        raise SystemExit(f"gpu_suite.py: error: want the 4 MNIST IDX files under "
-                         f"{source / 'MNIST' / 'raw'}, found {len(files)}")
-    raw = dest / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        with open(path, "rb") as src, gzip.open(raw / f"{path.name}.gz", "wb") as out:
-            shutil.copyfileobj(src, out)
-    print(f"{len(files)} files gzipped into {raw}")
-
-
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -425,19 +415,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=".gpu_data",
                         help="MNIST in torchvision's layout, plain or gzipped IDX files")
     parser.add_argument("--report", type=Path, default=Path("gpu_report.md"))
-    parser.add_argument("--pack-data", type=Path, metavar="DIR",
-                        help="only gzip ../shared/data's MNIST IDX files into DIR, and exit")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not args.pack_data and not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here (use --device cpu --quick)")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.pack_data:
-        pack_data(REPO.parent / "shared" / "data", args.pack_data)
-        return 0
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         suite = Suite(torch.device(args.device), QUICK if args.quick else Scale(),
