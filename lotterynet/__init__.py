@@ -1,17 +1,31 @@
 """lotterynet: training by pruning over frozen random weights (edge-popup), with the
 strong-lottery-ticket structures of Pensia et al. (subset-sum) and friends."""
 
-from . import timm_models  # noqa: F401  (registers the "timm" architecture)
-from .convert import convert
-from .distributions import DISTRIBUTIONS, sample_weights
-from .export import export
-from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
-from .masking import FrozenWeight, MaskedWeight, global_topk, kept_count, masked_weights
-from .params import count_params
-from .stacked import StackedModel, stack_models
-from .structures import STRUCTURES, LayerOp, TargetShape, layer_counts
-from .subsetsum import solve as solve_subset_sum
-from .ticket import TicketError, load_ticket, save_ticket
+import importlib
+
+# Exported names and their modules (``module.attribute`` where the name differs there), imported
+# on first use (PEP 562): ``import lotterynet`` and ``train.py --help`` stay fast, and torch is
+# loaded only when something needs it.
+_EXPORTS = {
+    "convert": "convert", "DISTRIBUTIONS": "distributions", "sample_weights": "distributions",
+    "export": "export", "SubnetConv1d": "layers", "SubnetConv2d": "layers",
+    "SubnetLinear": "layers", "FrozenWeight": "masking", "MaskedWeight": "masking",
+    "global_topk": "masking", "kept_count": "masking", "masked_weights": "masking",
+    "count_params": "params", "STRUCTURES": "structures", "LayerOp": "structures",
+    "TargetShape": "structures", "layer_counts": "structures",
+    "solve_subset_sum": "subsetsum.solve",
+    "TicketError": "ticket", "load_ticket": "ticket", "save_ticket": "ticket",
+    "SubnetMultiheadAttention": "attention", "StackedModel": "stacked",
+    "stack_models": "stacked", "run_stack": "stack",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lotterynet' has no attribute {name!r}")
+    module, _, attribute = _EXPORTS[name].partition(".")
+    return getattr(importlib.import_module(f".{module}", __name__), attribute or name)
+
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -23,6 +37,7 @@ __all__ = [
     "StackedModel",
     "SubnetConv2d",
     "SubnetLinear",
+    "SubnetMultiheadAttention",
     "TargetShape",
     "TicketError",
     "convert",
@@ -40,11 +55,3 @@ __all__ = [
     "stack_models",
 ]
 
-
-def __getattr__(name: str):
-    """``lotterynet.run_stack`` imports Lightning only when it is asked for."""
-    if name == "run_stack":
-        from .stack import run_stack
-
-        return run_stack
-    raise AttributeError(f"module 'lotterynet' has no attribute {name!r}")

@@ -1,16 +1,27 @@
-"""Checkpoints that are written atomically and load with ``torch.load(weights_only=True)``.
+"""Checkpoints that are written atomically and durably, carry an integrity digest, and load with
+``torch.load(weights_only=True)``.
 
 Lightning's own ``_atomic_save`` goes through an fsspec transaction, which on a local disk
 writes a temporary file under ``/tmp`` and then *moves* it — a copy across file systems, so an
-interrupted save can leave a truncated checkpoint. :class:`AtomicCheckpointIO` writes the
-temporary file next to the target and renames it with ``os.replace`` (atomic on POSIX).
+interrupted save can leave a truncated checkpoint. :func:`atomic_write` writes the temporary
+file next to the target, fsyncs it, renames it with ``os.replace`` (atomic on POSIX) and fsyncs
+the folder. A checkpoint is a zip archive (torch's format); :func:`seal` puts a SHA-256 of the
+archive into the zip's own comment field, so ``torch.load`` still reads the file unchanged and
+:func:`load_checkpoint` refuses a file whose bytes no longer match, before unpickling anything.
+Every checkpoint save and load goes through :func:`atomic_torch_save` and
+:func:`load_checkpoint` (Lightning's through :class:`AtomicCheckpointIO`).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import os
 import pickle
 import random
+import re
+import struct
 import zipfile
 from pathlib import Path
 
@@ -21,25 +32,114 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is missing, truncated or not a lotterynet checkpoint."""
+    """A checkpoint that is missing, truncated, corrupt or not a lotterynet checkpoint."""
+
+
+class DiskFullError(OSError):
+    """The disk filled while writing a file; the previous version of the file is intact."""
+
+
+CHECKPOINTS = "checkpoints"  # RUN/checkpoints/last.ckpt
+TEMP_INFIX = ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TEMP_INFIX}{os.getpid()}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``
-    (``os.replace``, atomic on POSIX): readers see the old file or the new one, never a part."""
+    """``write(tmp)`` to a temporary file beside ``path``, fsync it, rename it over ``path``
+    (``os.replace``, atomic on POSIX) and fsync the folder: readers see the old file or the new
+    one, never a part, and the new one survives a power cut. A full disk raises
+    :class:`DiskFullError` and leaves the old file in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _temp_path(path)
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:  # interrupted or failed: the previous file stays intact
+        _fsync(path.parent)
+    except BaseException as err:  # interrupted or failed: the previous file stays intact
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+            raise DiskFullError(err.errno, f"disk full while writing {str(path)!r}; the "
+                                f"previous {path.name} (if any) is kept unchanged") from None
         raise
 
 
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that interrupted :func:`atomic_write` calls left in
+    ``folder`` (those whose writing process is gone); returns what was deleted."""
+    removed = []
+    for path in Path(folder).glob(f".*{TEMP_INFIX}*"):
+        match = _TEMP_NAME.match(path.name)
+        if match and path.is_file() and not _process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a leftover of an earlier process that had our id
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- integrity digest in the zip comment ------------------------------------------------------
+
+_EOCD = b"PK\x05\x06"  # zip "end of central directory" record: 22 bytes + the comment
+_EOCD_SIZE = 22
+_TAG = b"lotterynet-sha256:"
+_SEAL_SIZE = len(_TAG) + 64
+
+
+def seal(archive: bytes) -> bytes:
+    """``archive`` (a zip without a comment, as ``torch.save`` writes it) with the SHA-256 of
+    everything before the comment-length field stored as the zip comment."""
+    if archive[-_EOCD_SIZE:-_EOCD_SIZE + 4] != _EOCD or archive[-2:] != b"\0\0":
+        raise ValueError("not a zip archive without a comment")
+    digest = hashlib.sha256(archive[:-2]).hexdigest().encode()
+    return archive[:-2] + struct.pack("<H", _SEAL_SIZE) + _TAG + digest
+
+
+def unseal(data: bytes, path) -> bytes:
+    """``data`` if its digest matches, else :class:`CheckpointError` naming ``path``."""
+    end = len(data) - _SEAL_SIZE
+    if end < _EOCD_SIZE or data[end:end + len(_TAG)] != _TAG:
+        raise CheckpointError(f"checkpoint {str(path)!r} has no lotterynet integrity digest: it "
+                              f"is truncated, or was not written by lotterynet")
+    body, stored = data[:end - 2], data[end + len(_TAG):]
+    if (data[end - _EOCD_SIZE:end - _EOCD_SIZE + 4] != _EOCD
+            or hashlib.sha256(body).hexdigest().encode() != stored):
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its bytes do not match its "
+                              f"integrity digest")
+    return data
+
+
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` sealed with its digest, written atomically and durably."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    sealed = seal(buffer.getvalue())
+    atomic_write(path, lambda tmp: tmp.write_bytes(sealed))
+
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -51,11 +151,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
-    """``torch.load(weights_only=True)`` with one-line errors for missing or corrupt files."""
+    """The digest checked, then ``torch.load(weights_only=True)`` of the verified bytes, with
+    one-line errors for missing, corrupt or foreign files."""
     try:
-        checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        data = unseal(Path(path).read_bytes(), path)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {str(path)!r} not found") from None
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: "
+                              f"{err.strerror or err}") from None
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location=map_location or "cpu",
+                                weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unreadable: "
@@ -63,6 +170,26 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a Lightning checkpoint")
     return checkpoint
+
+
+def checkpoint_run_dir(checkpoint: str | os.PathLike) -> Path:
+    """The run a checkpoint belongs to: ``RUN/checkpoints/last.ckpt`` -> ``RUN`` (a checkpoint
+    outside a ``checkpoints`` folder: the folder that holds it)."""
+    folder = Path(checkpoint).resolve().parent
+    return folder.parent if folder.name == CHECKPOINTS else folder
+
+
+def check_state_matches(checkpoint: dict, module: torch.nn.Module, path) -> None:
+    """:class:`CheckpointError` unless the checkpoint's tensors have exactly the module's names
+    and shapes (a checkpoint of another model would fail deep inside Lightning)."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
+              if isinstance(v, torch.Tensor)}
+    if stored != expected:
+        names = sorted(set(stored) ^ set(expected)) or sorted(
+            k for k in stored if stored[k] != expected[k])
+        raise CheckpointError(f"checkpoint {str(path)!r} holds another model than its config "
+                              f"builds (first difference: {names[0]!r})")
 
 
 class RNGState(pl.Callback):

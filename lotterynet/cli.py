@@ -1,7 +1,8 @@
 """``python train.py``: the command line over :func:`lotterynet.run.run`.
 
 ``main(argv)`` returns the exit code: 0 on success, 2 on bad input (one line on stderr naming
-the bad value and the valid choices, no traceback).
+the bad value and the valid choices, no traceback, before any work starts), 1 when the disk
+fills (one line; the last good checkpoint is kept).
 """
 
 from __future__ import annotations
@@ -9,13 +10,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checkpointing import CheckpointError, load_checkpoint
-from .config import FIELDS, ConfigError, add_config_arguments, load_yaml, make_config
-from .data import DatasetNotFound
-from .sweep import add_sweep_arguments, is_sweep, run_sweep
+from .config import (
+    FIELDS,
+    RESUMABLE,
+    ConfigError,
+    add_config_arguments,
+    changed_fields,
+    load_yaml,
+    make_config,
+)
 
-# What a resumed run takes from the flags, not from the checkpoint's stored config.
-NOT_RESUMED = ("resume", "stop_after", "overwrite")
+# What a resumed run never takes from the checkpoint's stored config (where files go, how far to
+# train now): the flags decide, or the location of the checkpoint does.
+NOT_RESUMED = ("resume", "out", "stop_after", "overwrite")
+SWEEP_FLAGS = ("sweep", "sweep_variants", "sweep_sparsities", "sweep_epochs", "sweep_seeds",
+               "baseline", "sweep_out", "wandb_sweep")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,16 +47,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace):
-    """Checkpoint's config (when resuming) < YAML file < flags given on the command line."""
-    values: dict = {}
-    if args.resume:
-        stored = load_checkpoint(args.resume)["hyper_parameters"].get("config", {})
-        values.update({k: v for k, v in stored.items() if k not in NOT_RESUMED})
-    if args.config:
-        values.update(load_yaml(args.config))
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sweep mode (a grid of runs, aggregated like Figure 2)")
+    group.add_argument("--sweep", metavar="FILE.yaml", help="sweep file (see "
+                       "configs/sweeps/); the run flags above override its base config")
+    group.add_argument("--sweep-variants", metavar="LIST", help="comma list of structure"
+                       "[:activation], e.g. subsetsum:identity,subsetsum:relu,wide")
+    group.add_argument("--sweep-sparsities", metavar="LIST", help="comma list of sparsities "
+                       "(fraction PRUNED)")
+    group.add_argument("--sweep-epochs", metavar="LIST", help="comma list of epoch budgets; "
+                       "the best budget is kept per point")
+    group.add_argument("--sweep-seeds", metavar="LIST", help="comma list of seeds (default 0)")
+    group.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
+                       help="also run the trained dense baseline (default: yes)")
+    group.add_argument("--sweep-out", metavar="DIR", help="sweep directory (default: "
+                       "runs/sweep-ARCH-<sweep file name>)")
+    group.add_argument("--jobs-per-device", type=int, default=1, metavar="N",
+                       help="cells run at once on each device (one subprocess each); with "
+                            "several GPUs every GPU gets its own (default: 1, in-process)")
+    group.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
+                       help="train the cells of each variant and seed as one stacked model "
+                            "(--no-stack: one run per cell; default: stack)")
+    group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
+                       "for `wandb sweep FILE && wandb agent ID` instead of running")
+
+
+def is_sweep(args: argparse.Namespace) -> bool:
+    """Any sweep flag makes it a sweep (an incomplete one is then refused, not run as a run)."""
+    return any(getattr(args, name) is not None for name in SWEEP_FLAGS)
+
+
+def explicit_values(args: argparse.Namespace) -> dict:
+    """The YAML file's values overlaid with the flags given on the command line."""
+    values = load_yaml(args.config) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
-    return make_config(values)
+    return values
+
+
+def stored_config(checkpoint: str) -> dict:
+    """The run config a training checkpoint was written with."""
+    from .checkpointing import CheckpointError, load_checkpoint
+
+    stored = load_checkpoint(checkpoint).get("hyper_parameters", {}).get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"checkpoint {checkpoint!r} is not a lotterynet training "
+                              f"checkpoint (it stores no run config)")
+    return stored
+
+
+def config_from_args(args: argparse.Namespace):
+    """Checkpoint's config (when resuming) < YAML file < flags given on the command line; a
+    resumed run refuses values that would change what it trains."""
+    explicit = explicit_values(args)
+    if not explicit.get("resume"):  # from a flag, or from the config file
+        return make_config(explicit)
+    stored = stored_config(explicit["resume"])
+    changed = changed_fields(stored, explicit)
+    if changed:
+        name = changed[0]
+        raise ConfigError(
+            f"--{name.replace('_', '-')} {explicit[name]!r} differs from the resumed run's "
+            f"{stored.get(name)!r}; a resumed run keeps its config (with --resume only these "
+            f"may be given: {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)})")
+    values = {k: v for k, v in stored.items() if k not in NOT_RESUMED}
+    return make_config({**values, **explicit})
 
 
 def summary_line(results: dict) -> str:
@@ -63,23 +126,26 @@ def summary_line(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .run import is_launched_worker, run  # heavy imports after --help / argument errors
-
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help (0) or an argument error (2, already printed)
         return int(exit_.code or 0)
+    # The heavy stack (torch, Lightning) only after parsing: --help and argument errors are fast.
+    from .checkpointing import CheckpointError, DiskFullError
+    from .data import DatasetNotFound
+    from .run import is_launched_worker, run
+    from .sweep import run_sweep
+
     try:
         if is_sweep(args):
-            overrides = load_yaml(args.config) if args.config else {}
-            overrides.update({k: v for k, v in vars(args).items()
-                              if k in FIELDS and v is not None})
-            return run_sweep(args, overrides)
-        config = config_from_args(args)
-        results = run(config)
+            return run_sweep(args, explicit_values(args))
+        results = run(config_from_args(args))
     except (ConfigError, CheckpointError, DatasetNotFound) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
+    except DiskFullError as err:
+        print(f"train.py: error: {err.strerror}", file=sys.stderr)
+        return 1
     if not is_launched_worker():
         print(summary_line(results), flush=True)
     return 0

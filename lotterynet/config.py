@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,34 +121,68 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_yaml(path: str | Path) -> dict:
+    """The mapping in a YAML file, keys with ``-`` read as ``_``; :class:`ConfigError` for a
+    missing, unreadable, malformed or non-mapping file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read as text: "
+                          f"{getattr(err, 'strerror', None) or err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: "
                           f"{str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of options")
+    return string_keys(data, f"config file {str(path)!r}")
+
+
+def string_keys(data: dict, where: str) -> dict:
+    """``data`` with ``-`` in its keys read as ``_``; every key must be a string."""
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: key {key!r} is not a string; valid keys: "
+                              f"{', '.join(FIELDS)}")
     return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def typed_value(name: str, value):
+    """``value`` as field ``name``'s type: an int is a number, but a bool is not an int, a
+    float is not an int (epochs: 1.7 is refused, not truncated) and a string is not a bool."""
+    kind = field_type(FIELDS[name])
+    if value is None or (isinstance(value, kind) and not (kind is int and type(value) is bool)):
+        return value
+    if kind is float and type(value) is int:
+        return float(value)
+    raise ConfigError(f"{name} must be {TYPE_NAMES[kind]}, got {value!r}")
 
 
 def make_config(values: dict) -> RunConfig:
     """A validated :class:`RunConfig` from a mapping of (some of) its fields."""
-    unknown = sorted(set(values) - set(FIELDS))
+    unknown = sorted((k for k in values if k not in FIELDS), key=str)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(FIELDS)}")
-    typed = {}
-    for name, value in values.items():
-        kind = field_type(FIELDS[name])
-        if value is None or isinstance(value, kind) or (kind is float and type(value) is int):
-            typed[name] = float(value) if kind is float and value is not None else value
-        else:
-            raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
-    config = RunConfig(**typed)
+    config = RunConfig(**{name: typed_value(name, value) for name, value in values.items()})
     validate(config)
     return config
+
+
+# What a resumed run may take from the flags; every other value comes from the checkpoint and
+# a flag that differs from it is refused (it would change the meaning of the trained scores).
+RESUMABLE = ("resume", "out", "overwrite", "stop_after", "progress_bar", "data_dir",
+             "accelerator", "devices", "precision", "wandb", "wandb_project", "wandb_group")
+
+
+def changed_fields(stored: dict, wanted: dict) -> list[str]:
+    """The fields, outside :data:`RESUMABLE`, whose ``wanted`` value differs from ``stored``."""
+    defaults = RunConfig().to_dict()
+    return [name for name, value in wanted.items() if name in FIELDS
+            and name not in RESUMABLE and stored.get(name, defaults[name]) != value]
 
 
 def _check_name(registry: Registry, value: str) -> None:
@@ -176,6 +211,7 @@ def validate(config: RunConfig) -> None:
     from .models import MODELS, split_arch
     from .optim import OPTIMIZERS, SCHEDULERS
     from .structures import ACTIVATIONS, STRUCTURES
+    from .validate import check_hardware, check_timm_model
 
     family, family_kwargs = split_arch(config.arch)
     _check_name(MODELS, family)
@@ -196,6 +232,29 @@ def validate(config: RunConfig) -> None:
     if config.activation not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {config.activation!r}; valid choices: "
                           f"{', '.join(ACTIVATIONS)}")
+    if config.structure == WIDE and config.train_weights:
+        raise ConfigError("--train-weights trains the dense net itself: it cannot be combined "
+                          "with --structure wide (valid: --train-weights alone, or --structure "
+                          "wide without it)")
+    check_numbers(config)
+    check_hardware(config)
+    if family_kwargs:
+        check_timm_model(family_kwargs["model_name"])
+    if config.wandb:
+        require_wandb()
+    if config.resume is not None and not Path(config.resume).is_file():
+        raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")
+
+
+SEED_MAX = 2**32 - 1  # what seed_everything and numpy accept
+
+
+def check_numbers(config: RunConfig) -> None:
+    """Finite numbers inside the ranges that torch and Lightning accept."""
+    for name, f in FIELDS.items():
+        value = getattr(config, name)
+        if field_type(f) is float and value is not None and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if not 0.0 <= config.sparsity < 1.0:
         raise ConfigError(f"sparsity is the fraction of weights pruned and must be in [0, 1), "
                           f"got {config.sparsity!r}")
@@ -205,9 +264,15 @@ def validate(config: RunConfig) -> None:
     for name in positive:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(config, name)!r}")
-    if config.val_size < 0:
-        raise ConfigError(f"val_size must be >= 0, got {config.val_size!r}")
-    if config.wandb:
-        require_wandb()
-    if config.resume is not None and not Path(config.resume).is_file():
-        raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")
+    if not 0.0 <= config.momentum < 1.0:
+        raise ConfigError(f"momentum must be in [0, 1), got {config.momentum!r}")
+    if config.weight_decay < 0:
+        raise ConfigError(f"weight_decay must be >= 0, got {config.weight_decay!r}")
+    if not 0 <= config.seed <= SEED_MAX:
+        raise ConfigError(f"seed must be in [0, {SEED_MAX}], got {config.seed!r}")
+    from .data import DATASETS
+
+    train_size = DATASETS.get(config.dataset).train_size
+    if not 0 <= config.val_size < train_size:
+        raise ConfigError(f"val_size must be in [0, {train_size}) for {config.dataset}, got "
+                          f"{config.val_size!r}")

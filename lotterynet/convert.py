@@ -1,12 +1,15 @@
 """``convert(model, ...)``: edge-popup inside a model you already have (timm, torchvision, your
-own). Every selected ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` is replaced, in place, by its
-subnet counterpart (frozen random weights, trainable scores); the model's ``forward`` is not
-touched.
+own). Every selected ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.MultiheadAttention``
+is replaced, in place, by its subnet counterpart (frozen random weights, trainable scores); the
+model's ``forward`` is not touched. Attention (and so ``nn.TransformerEncoderLayer`` or
+torchvision's ViT) becomes :class:`~lotterynet.attention.SubnetMultiheadAttention`: q, k, v
+and output projections each maskable, with its own top-k.
 
 What happens to the rest of the selected modules:
 
-* **bias** of a replaced layer — ``"frozen"`` (random, frozen; the subnet layer's own draw),
-  ``"trainable"`` (the same draw, trained), ``"none"`` (removed).
+* **bias** of a replaced layer (attention: also ``bias_k``/``bias_v``) — ``"frozen"``
+  (random, frozen; the subnet layer's own draw), ``"trainable"`` (the same draw, trained),
+  ``"none"`` (removed; ``bias_k``/``bias_v`` are kept, frozen).
 * **batch norm** — ``"non-affine"`` (affine weight and bias removed, running statistics kept,
   as in the edge-popup paper), ``"trainable"`` (left as it is).
 * **any other parameter** (LayerNorm, embeddings, cls/position tokens, layer-scale gammas,
@@ -24,22 +27,26 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
+from .attention import SUBNET_MODULES, SubnetMultiheadAttention
+from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .registry import Registry
 
 
 @dataclass(frozen=True)
 class Convertible:
-    """How to rebuild a plain layer type as a subnet layer: the class and its positional args."""
+    """How to rebuild a plain layer type as a subnet layer: the class, its positional args
+    (before ``bias``) and its keyword args."""
 
     subnet: type
     args: Callable[[nn.Module], tuple]
+    kwargs: Callable[[nn.Module], dict] = field(default=lambda m: {})
 
 
 def _linear_args(m: nn.Linear) -> tuple:
@@ -51,21 +58,37 @@ def _conv_args(m: nn.Conv1d | nn.Conv2d) -> tuple:
             m.groups)
 
 
+def _attention_args(m: nn.MultiheadAttention) -> tuple:
+    return (m.embed_dim, m.num_heads, m.dropout)
+
+
+def _attention_kwargs(m: nn.MultiheadAttention) -> dict:
+    return dict(add_bias_kv=m.bias_k is not None, add_zero_attn=m.add_zero_attn, kdim=m.kdim,
+                vdim=m.vdim, batch_first=m.batch_first)
+
+
+def _has_bias(m: nn.Module) -> bool:
+    return (m.in_proj_bias if isinstance(m, nn.MultiheadAttention) else m.bias) is not None
+
+
 def type_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
 #: Layer types ``convert`` replaces, by fully qualified class name. A subclass of ``nn.Linear``
 #: or ``nn.Conv*d`` that is not listed here may compute something else (``timm``'s
-#: ``Conv2dSame`` pads dynamically, ``nn.MultiheadAttention`` reads its ``out_proj.weight``
-#: directly), so ``convert`` refuses it rather than change what the model computes.
+#: ``Conv2dSame`` pads dynamically), so ``convert`` refuses it rather than change what the model
+#: computes. The modules inside an ``nn.MultiheadAttention`` (its ``out_proj``) are converted
+#: with it, never on their own.
 CONVERTIBLE: Registry = Registry("convertible layer type")
 CONVERTIBLE.register(type_name(nn.Linear))(Convertible(SubnetLinear, _linear_args))
 CONVERTIBLE.register(type_name(nn.Conv1d))(Convertible(SubnetConv1d, _conv_args))
 CONVERTIBLE.register(type_name(nn.Conv2d))(Convertible(SubnetConv2d, _conv_args))
 # timm's Linear only adds a dtype cast under TorchScript.
 CONVERTIBLE.register("timm.layers.linear.Linear")(Convertible(SubnetLinear, _linear_args))
-_FAMILIES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+CONVERTIBLE.register(type_name(nn.MultiheadAttention))(
+    Convertible(SubnetMultiheadAttention, _attention_args, _attention_kwargs))
+_FAMILIES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention)
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,14 @@ BATCHNORM_MODES.register("trainable")(lambda bn: None)
 OTHERS_MODES: Registry = Registry("mode for other parameters (others)")
 OTHERS_MODES.register("frozen")(False)  # the value is requires_grad
 OTHERS_MODES.register("trainable")(True)
+
+
+#: ``convert`` records each call on the module it converted, under this attribute: a list of
+#: ``{"order": n, "kwargs": {...}}`` (``n`` counts calls in this process, so calls on nested
+#: modules can be replayed in their order). :func:`~lotterynet.ticket.save_ticket` stores them,
+#: :func:`~lotterynet.ticket.load_ticket` replays them on a fresh model.
+CONVERT_RECORD = "lotterynet_converts"
+_CALLS = itertools.count()
 
 
 def layer_seed(seed: int, name: str) -> int:
@@ -130,15 +161,17 @@ def _convertible(module: nn.Module, name: str) -> Convertible | None:
 
 def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *,
                   seed: int, **options) -> nn.Module:
-    keep_bias = bias.keep and module.bias is not None
+    keep_bias = bias.keep and _has_bias(module)
     try:
-        layer = rule.subnet(*rule.args(module), keep_bias, seed=layer_seed(seed, name), **options)
-    except ValueError as error:
+        layer = rule.subnet(*rule.args(module), keep_bias, seed=layer_seed(seed, name),
+                            **rule.kwargs(module), **options)
+    except (ValueError, TypeError) as error:
         raise ValueError(f"cannot convert module {name!r}: {error}") from error
-    if keep_bias:
-        layer.bias.requires_grad_(bias.trainable)
+    for param_name, p in layer.named_parameters():
+        if param_name.rpartition(".")[2] in ("bias", "bias_k", "bias_v"):
+            p.requires_grad_(bias.trainable)
     layer.train(module.training)
-    return layer.to(module.weight.device)
+    return layer.to(next(module.parameters()).device)
 
 
 def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
@@ -153,12 +186,21 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
     pattern. Only selected modules are touched: replaced, batch-norm mode applied, other
     parameters frozen (``others``).
     ``layer_options`` go to every subnet layer (``init_kwargs``, ``pairs``, ``activation``,
-    ``shared``). Returns ``model`` (or the subnet layer, if ``model`` itself is a layer).
+    ``shared``, ``kept``, ``ties``). Returns ``model`` (or the subnet layer, if ``model``
+    itself is a layer).
+
+    The frozen random weights of a replaced layer are drawn anew (from ``init`` and the layer's
+    seed), not taken from the layer it replaces. The call is recorded on the result
+    (:data:`CONVERT_RECORD`) so that a ticket can replay it.
     """
     bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
     others_trainable = OTHERS_MODES.get(others)
     include = None if include is None else _patterns(include, "include")
     exclude = _patterns(exclude or (), "exclude")
+    record = {"order": next(_CALLS), "kwargs": dict(
+        sparsity=sparsity, init=init, structure=structure,
+        include=None if include is None else list(include), exclude=list(exclude), seed=seed,
+        bias=bias, batchnorm=batchnorm, others=others, **layer_options)}
 
     def selected(name: str) -> bool:
         return (include is None or _matches(name, include)) and not _matches(name, exclude)
@@ -168,8 +210,10 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
     for name, module in model.named_modules(remove_duplicate=False):
         names.setdefault(id(module), []).append(name)
         modules[id(module)] = module
-    inside_subnets = {id(m) for layer in modules.values() if isinstance(layer, _SubnetLayer)
+    inside_subnets = {id(m) for layer in modules.values() if isinstance(layer, SUBNET_MODULES)
                       for m in layer.modules()}
+    inside_subnets |= {id(m) for layer in modules.values()
+                       if isinstance(layer, nn.MultiheadAttention) for m in layer.children()}
     replaced: dict[str, nn.Module] = {}
     for key, module in modules.items():
         name = names[key][0]
@@ -185,9 +229,10 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
         else:
             for p in module.parameters(recurse=False):
                 p.requires_grad_(others_trainable)
+    result = replaced.get("", model)
     for name, layer in replaced.items():
-        if not name:
-            return layer
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, layer)
-    return model
+        if name:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, layer)
+    result.__dict__.setdefault(CONVERT_RECORD, []).append(record)
+    return result

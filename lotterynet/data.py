@@ -10,6 +10,7 @@ sentence saying where to put which files.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torchvision import datasets
 
-from .idx import read_gzipped_split
+from .idx import IDXError, read_gzipped_split
 from .registry import Registry
 
 DATA_ENV = "LOTTERYNET_DATA"
@@ -35,6 +36,7 @@ class DatasetSpec:
     files: str  # what has to be where, for the error message
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    train_size: int  # examples in the training split
     num_classes: int = 10
 
     @property
@@ -47,15 +49,21 @@ def _register(spec: DatasetSpec) -> None:
 
 
 _IDX = "{train,t10k}-{images-idx3,labels-idx1}-ubyte"
-_register(DatasetSpec("mnist", datasets.MNIST, f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,)))
+_register(DatasetSpec("mnist", datasets.MNIST, f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,), 60000))
 _register(DatasetSpec("fashion-mnist", datasets.FashionMNIST, f"FashionMNIST/raw/{_IDX}",
-                      (0.2860,), (0.3530,)))
+                      (0.2860,), (0.3530,), 60000))
 _register(DatasetSpec("cifar10", datasets.CIFAR10, "cifar-10-batches-py/{data_batch_1..5,"
-                      "test_batch}", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)))
+                      "test_batch}", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000))
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get(DATA_ENV) or "data")
+
+
+def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> DatasetNotFound:
+    reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    return DatasetNotFound(f"{name}: the files under {root.resolve()} are corrupt or unreadable "
+                           f"({reason}); replace {spec.files} with intact copies")
 
 
 def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
@@ -68,7 +76,12 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
         ds = spec.torchvision_class(str(root), train=train, download=download)
         data, targets = ds.data, ds.targets
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        gzipped = read_gzipped_split(root / spec.torchvision_class.__name__ / "raw", train)
+        if "not found" not in str(err).lower():
+            raise _corrupt(name, root, spec, err) from None
+        try:
+            gzipped = read_gzipped_split(root / spec.torchvision_class.__name__ / "raw", train)
+        except IDXError as idx_err:
+            raise _corrupt(name, root, spec, idx_err) from None
         if gzipped is None:
             how = "or allow downloading" if not download else "(the download failed too)"
             raise DatasetNotFound(
@@ -76,6 +89,9 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
                 f"--data-dir or ${DATA_ENV} at the folder that holds them, {how}"
             ) from err
         data, targets = gzipped
+    except (ValueError, AssertionError, IndexError, EOFError, OSError, pickle.UnpicklingError,
+            UnicodeDecodeError) as err:  # files present but truncated, garbled or unreadable
+        raise _corrupt(name, root, spec, err) from None
     images = torch.as_tensor(np.asarray(data)).float().div_(255)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)

@@ -9,6 +9,9 @@ collapsed weight (DESIGN.md) — with φ = identity one layer ``W_ij = Σ_t ṽ_
 the same way. ``sparse=True`` stores each baked weight as the indices and values of its non-zero
 entries (:mod:`lotterynet.plain`), smaller when most weights are pruned.
 
+``SubnetMultiheadAttention`` becomes the ``nn.MultiheadAttention`` with the same masked weights
+(stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly).
+
 The result is made of torch modules and of those in :mod:`lotterynet.plain` (torch only,
 TorchScript-scriptable): ``torch.jit.script(export(model))`` runs with no lotterynet at all.
 """
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .attention import SUBNET_MODULES, SubnetMultiheadAttention
+from .convert import CONVERT_RECORD
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
 
@@ -54,8 +59,10 @@ PLAIN_FORMS: dict[type, PlainForm] = {
 }
 
 
-def export_layer(layer: _SubnetLayer, *, sparse: bool = False, name: str = "") -> nn.Module:
+def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> nn.Module:
     """The plain module computing what ``layer`` computes with its current masks."""
+    if isinstance(layer, SubnetMultiheadAttention):
+        return layer.plain()
     if not hasattr(layer.structure, "effective_weight"):
         raise ValueError(
             f"layer {name!r}: structure {layer.structure_name!r} has no effective_weight(), so it "
@@ -79,10 +86,16 @@ def export_layer(layer: _SubnetLayer, *, sparse: bool = False, name: str = "") -
 def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
     """A deep copy of ``model`` with every subnet layer replaced by :func:`export_layer`."""
     exported = copy.deepcopy(model)
-    exported.__dict__.pop("spec", None)  # no longer the architecture build_model made
-    if isinstance(exported, _SubnetLayer):
+    for module in exported.modules():  # no longer what build_model / convert made
+        module.__dict__.pop("spec", None)
+        module.__dict__.pop(CONVERT_RECORD, None)
+    if isinstance(exported, SUBNET_MODULES):
         return export_layer(exported, sparse=sparse)
-    layers = [(n, m) for n, m in exported.named_modules() if isinstance(m, _SubnetLayer)]
+    layers, inside = [], set()
+    for name, module in exported.named_modules():
+        if isinstance(module, SUBNET_MODULES) and id(module) not in inside:
+            layers.append((name, module))
+            inside.update(id(m) for m in module.modules())
     for name, layer in layers:
         parent, _, child = name.rpartition(".")
         setattr(exported.get_submodule(parent), child, export_layer(layer, sparse=sparse,

@@ -26,15 +26,27 @@ class _SubnetLayer(nn.Module):
     orseau); an explicit ``init`` always wins. ``pairs`` (n terms per weight, or n′ channels per
     output for dacunha), ``activation`` and ``shared`` configure subsetsum / fixedsize,
     ``hidden`` the hidden width H of malach / orseau; structures ignore what they do not use.
+    ``kept`` / ``ties`` choose the kept-count and tie rules of every mask
+    (:mod:`lotterynet.masking`; ``kept="floor", ties="high"`` is the edge-popup reference's).
+
+    Like the layer it replaces, a subnet layer has a ``weight``: the effective weight its
+    forward uses, read-only (computed from the masks on each access, gradients reach the
+    scores). For ``dense`` it is the masked weight; for ``subsetsum`` / ``fixedsize`` the
+    collapsed weight — with ``activation="relu"`` that is ``[P, N]`` over twice the input
+    channels, applied to ``[relu(x), relu(-x)]`` (:func:`lotterynet.plain.split_signs`).
+    Two-stage structures (malach, orseau, dacunha) have no single weight: reading it raises
+    ``AttributeError`` saying so.
     """
 
     def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
-               pairs, activation, shared, hidden, seed) -> None:
+               pairs, activation, shared, hidden, seed, kept="round", ties="low") -> None:
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.structure_name = structure
         self.structure = STRUCTURES.get(structure)(
             target, sparsity=sparsity, init=init, init_kwargs=init_kwargs, generator=generator,
             pairs=pairs, activation=activation, shared=shared, hidden=hidden)
+        for m in masked_weights(self.structure):
+            m.set_rules(kept, ties)
         if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
             bound = 1.0 / math.sqrt(target.fan_in)
             values = torch.empty(target.out_features).uniform_(-bound, bound, generator=generator)
@@ -53,6 +65,31 @@ class _SubnetLayer(nn.Module):
         for m in masked_weights(self):
             m.sparsity = value
 
+    @property
+    def density(self) -> float:
+        """Fraction of this layer's maskable weights that are kept (1 − sparsity)."""
+        return 1.0 - self.sparsity
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective weight the forward uses (class docstring); read-only."""
+        effective = getattr(self.structure, "effective_weight", None)
+        if effective is None:
+            raise AttributeError("weight")  # __getattr__ explains
+        return effective()[0]
+
+    def __getattr__(self, name: str):
+        if name == "weight":  # reached only when the property above raised
+            raise AttributeError(
+                f"{type(self).__name__} with structure {self.structure_name!r} has no single "
+                "weight: its two stages (map, ReLU, map) are not one linear map; read "
+                "layer.structure.u() / layer.structure.v() instead")
+        return super().__getattr__(name)
+
+    def _structure_repr(self) -> str:
+        return (f"bias={self.bias is not None}, structure={self.structure_name!r}, "
+                f"density={self.density:.4g}")
+
     def mask(self) -> dict[str, torch.Tensor]:
         """The current boolean masks, by tensor name (``weight`` for dense, ``u``/``v`` ...)."""
         return {name: m.mask() for name, m in self.structure.named_modules()
@@ -67,12 +104,13 @@ class SubnetLinear(_SubnetLayer):
                  sparsity: float = 0.5, init: str | None = None,
                  init_kwargs: dict | None = None, structure: str = "dense", pairs: int = 5,
                  activation: str = "relu", shared: bool = True, hidden: int | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, kept: str = "round", ties: str = "low"):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._build(TargetShape(out_features, in_features), bias, sparsity=sparsity, init=init,
                     init_kwargs=init_kwargs, structure=structure, pairs=pairs,
-                    activation=activation, shared=shared, hidden=hidden, seed=seed)
+                    activation=activation, shared=shared, hidden=hidden, seed=seed, kept=kept,
+                    ties=ties)
 
     @staticmethod
     def _op(x, weight, bias):
@@ -80,7 +118,7 @@ class SubnetLinear(_SubnetLayer):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, structure={self.structure_name!r}")
+                f"{self._structure_repr()}")
 
 
 class _SubnetConvNd(_SubnetLayer):
@@ -90,7 +128,8 @@ class _SubnetConvNd(_SubnetLayer):
                  dilation=1, groups: int = 1, bias: bool = False, *, sparsity: float = 0.5,
                  init: str | None = None, init_kwargs: dict | None = None,
                  structure: str = "dense", pairs: int = 5, activation: str = "relu",
-                 shared: bool = True, hidden: int | None = None, seed: int | None = None):
+                 shared: bool = True, hidden: int | None = None, seed: int | None = None,
+                 kept: str = "round", ties: str = "low"):
         super().__init__()
         ntuple = _ntuple(self.dims)
         if in_channels % groups or out_channels % groups:
@@ -104,7 +143,7 @@ class _SubnetConvNd(_SubnetLayer):
                              channel_dim=1)
         self._build(target, bias, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                     structure=structure, pairs=pairs, activation=activation, shared=shared,
-                    hidden=hidden, seed=seed)
+                    hidden=hidden, seed=seed, kept=kept, ties=ties)
 
     def _op(self, x, weight, bias):
         return type(self).conv(x, weight, bias, self.stride, self.padding, self.dilation,
@@ -113,7 +152,7 @@ class _SubnetConvNd(_SubnetLayer):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, groups={self.groups}, "
-                f"bias={self.bias is not None}, structure={self.structure_name!r}")
+                f"{self._structure_repr()}")
 
 
 class SubnetConv1d(_SubnetConvNd):

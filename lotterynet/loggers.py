@@ -7,14 +7,18 @@ land in ``RUN_DIR/wandb/offline-run-*`` and upload later with ``wandb sync``.
 
 from __future__ import annotations
 
+import csv
 import json
 import netrc
 import os
+import secrets
 import struct
 from pathlib import Path
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+
+from .checkpointing import atomic_write, checkpoint_run_dir, load_checkpoint
 
 
 def wandb_has_api_key() -> bool:
@@ -30,12 +34,73 @@ def wandb_mode() -> str:
     return os.environ.get("WANDB_MODE") or ("online" if wandb_has_api_key() else "offline")
 
 
+METRICS_FILE = "metrics.csv"
+WANDB_ID_FILE = "wandb-id"
+
+
+class HistoryCSVLogger(CSVLogger):
+    """Lightning's CSV logger, which deletes ``metrics.csv`` when it starts, made to start from
+    ``history`` (the rows of the run being resumed) instead: the file keeps every row across
+    any number of kills and resumes. Rows are flushed as they are logged (Lightning: every 100
+    steps), so they are on disk before the checkpoint that follows them."""
+
+    def __init__(self, run_dir: Path, history: list[dict]):
+        super().__init__(run_dir, name="", version="", flush_logs_every_n_steps=1)
+        self._history = history
+
+    @property
+    def experiment(self):
+        fresh = self._experiment is None
+        writer = super().experiment
+        if fresh and self._history and rank_zero_only.rank == 0:  # ranks > 0: a dummy writer
+            keys = sorted(set().union(*self._history))
+            writer.metrics_keys = keys
+            atomic_write(writer.metrics_file_path, lambda tmp: _write_rows(tmp, keys,
+                                                                            self._history))
+        return writer
+
+
+def _write_rows(path: Path, keys: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def resumed_history(checkpoint: str | None) -> list[dict]:
+    """The ``metrics.csv`` rows of the run that ``checkpoint`` belongs to, up to the epoch the
+    checkpoint holds (rows logged after it, before a kill, are logged again by the resume)."""
+    if not checkpoint:
+        return []
+    source = checkpoint_run_dir(checkpoint) / METRICS_FILE
+    if not source.is_file():
+        return []
+    last_epoch = load_checkpoint(checkpoint)["epoch"]
+    with open(source, newline="") as f:
+        rows = list(csv.DictReader(f))
+    complete = [row for row in rows if None not in row.values()]  # not cut off by a kill
+    return [row for row in complete
+            if not row.get("epoch") or float(row["epoch"]) <= last_epoch]
+
+
+def wandb_run_id(run_dir: Path, checkpoint: str | None) -> str:
+    """The W&B run id of this run: the resumed run's (``RUN/wandb-id``), else a new one."""
+    source = checkpoint_run_dir(checkpoint) / WANDB_ID_FILE if checkpoint else None
+    run_id = source.read_text().strip() if source and source.is_file() else secrets.token_hex(4)
+    if rank_zero_only.rank == 0:
+        atomic_write(run_dir / WANDB_ID_FILE, lambda tmp: tmp.write_text(run_id + "\n"))
+    return run_id
+
+
 def make_loggers(run_dir: Path, config: dict) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(run_dir, name="", version="")]
+    """The CSV log (continuing the resumed run's history) and, on request, W&B (continuing the
+    resumed run's W&B id)."""
+    loggers: list[Logger] = [HistoryCSVLogger(run_dir, resumed_history(config["resume"]))]
     if config["wandb"]:
         loggers.append(WandbLogger(
             project=config["wandb_project"], group=config["wandb_group"], name=run_dir.name,
-            save_dir=str(run_dir), config=config, mode=wandb_mode()))
+            save_dir=str(run_dir), config=config, mode=wandb_mode(),
+            id=wandb_run_id(run_dir, config["resume"]), resume="allow"))
     return loggers
 
 

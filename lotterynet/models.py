@@ -26,4 +26,4 @@ def build_model(name: str, **kwargs) -> nn.Module:
     return model
 
 
-from . import archs  # noqa: E402,F401  (registers the built-in architectures)
+from . import archs, timm_models  # noqa: E402,F401  (register the architectures)

@@ -16,7 +16,16 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from .archs import DEFAULT_LR
-from .checkpointing import AtomicCheckpointIO, RNGState, atomic_write
+from .checkpointing import (
+    CHECKPOINTS,
+    AtomicCheckpointIO,
+    RNGState,
+    atomic_write,
+    check_state_matches,
+    checkpoint_run_dir,
+    load_checkpoint,
+    remove_stale_temp_files,
+)
 from .config import WIDE, ConfigError, RunConfig
 from .datamodule import TensorDataModule
 from .loggers import finish_wandb, make_loggers
@@ -24,10 +33,10 @@ from .machine import cpu_name
 from .models import split_arch
 from .module import EdgePopupModule, layer_densities, mask_digest
 from .params import count_params
+from .validate import check_output_dir
 from .widen import maskable_count, wide_width
 
 RESULTS = "results.json"
-CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 
 
@@ -40,10 +49,12 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def run_dir_of(config: RunConfig) -> Path:
+    """``--out``, else the run that holds the ``--resume`` checkpoint, else the default name. A
+    path stored inside a checkpoint never decides where files go."""
     if config.out:
         return Path(config.out)
-    if config.resume:  # RUN/checkpoints/last.ckpt -> RUN
-        return Path(config.resume).resolve().parent.parent
+    if config.resume:
+        return checkpoint_run_dir(config.resume)
     return default_run_dir(config)
 
 
@@ -53,13 +64,32 @@ def is_launched_worker() -> bool:
 
 
 def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
-    """Refuse to write into a directory that already holds a run, unless resuming from it or
-    ``overwrite`` is set."""
-    if is_launched_worker() or config.overwrite or config.resume:
+    """Refuse to write where it would destroy or mix up a run: into a directory that holds
+    another run (unless ``overwrite``), or on from a finished run. A resume writes into the run
+    it continues, or into an empty ``--out``."""
+    if is_launched_worker():
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run directory {str(run_dir)!r} is not empty; pass --overwrite, "
-                          f"--resume {run_dir / CHECKPOINTS / LAST}, or another --out")
+    check_output_dir(run_dir, "--out")
+    if config.resume:
+        source = checkpoint_run_dir(config.resume)
+        for folder in dict.fromkeys((source, run_dir.resolve())):
+            if (folder / RESULTS).is_file():
+                raise ConfigError(f"run {str(folder)!r} is finished ({RESULTS} is there); "
+                                  f"there is nothing to resume: start a new run with --out")
+        if run_dir.resolve() == source or not holds_files(run_dir):
+            return
+        raise ConfigError(f"--out {str(run_dir)!r} holds another run; resume into the run "
+                          f"{str(source)!r} itself or into an empty --out")
+    if config.overwrite or not holds_files(run_dir):
+        return
+    last = run_dir / CHECKPOINTS / LAST
+    resume = f"--resume {last}, " if last.is_file() else ""
+    raise ConfigError(f"run directory {str(run_dir)!r} is not empty; pass --overwrite, "
+                      f"{resume}or another --out")
+
+
+def holds_files(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
 
 
 def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
@@ -87,14 +117,28 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
 
 
 class EpochTimer(pl.Callback):
+    """Seconds per training epoch and the epoch's last train/val accuracy; kept in the
+    checkpoint, so a resumed run reports its whole history."""
+
+    METRICS = ("train/acc", "val/acc")
+
     def __init__(self):
         self.seconds: list[float] = []
+        self.metrics: dict[str, float] = {}
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.seconds.append(time.perf_counter() - self._start)
+        self.metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
+                             if k in self.METRICS})
+
+    def state_dict(self) -> dict:
+        return {"seconds": list(self.seconds), "metrics": dict(self.metrics)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seconds, self.metrics = list(state["seconds"]), dict(state["metrics"])
 
 
 def device_name(trainer: pl.Trainer) -> str:
@@ -148,11 +192,14 @@ def run(config: RunConfig) -> dict:
     config, the parameter counts and the final metrics."""
     run_dir = run_dir_of(config)
     claim_run_dir(run_dir, config)
+    remove_stale_temp_files(run_dir / CHECKPOINTS)
     pl.seed_everything(config.seed, verbose=False)
     data = TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
                             val_size=config.val_size, limit_train=config.limit_train,
                             seed=config.seed)
     module = build_module(config, data)
+    if config.resume:
+        check_state_matches(load_checkpoint(config.resume), module, config.resume)
     spec, lr = module.hparams.spec, module.hparams.optim["lr"]
     counts = count_params(module.model)
     densities = layer_densities(module.model)
@@ -166,13 +213,12 @@ def run(config: RunConfig) -> dict:
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, "spec": spec})
     timer = EpochTimer()
     trainer = make_trainer(config, run_dir, loggers, timer)
-    for logger in loggers:
+    for logger in loggers if not config.resume else []:  # a resumed run has logged these
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=config.resume)
     train_seconds = time.perf_counter() - start
-    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.current_epoch < config.epochs:  # stopped early: resumable, not finished
         finish_wandb(loggers, {})
         return {"finished": False, "epochs_done": trainer.current_epoch, "run_dir": str(run_dir)}
@@ -188,8 +234,8 @@ def run(config: RunConfig) -> dict:
         "layer_density": densities,
         "test_acc": tested["test/acc"],
         "test_loss": tested["test/loss"],
-        "val_acc": fit_metrics.get("val/acc"),
-        "train_acc": fit_metrics.get("train/acc"),
+        "val_acc": timer.metrics.get("val/acc"),
+        "train_acc": timer.metrics.get("train/acc"),
         "epochs_done": trainer.current_epoch,
         "seconds_per_epoch": timer.seconds,
         "train_seconds": train_seconds,

@@ -333,6 +333,7 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     resume = checkpoint if stack_members(stack_dir) == names else None
     stack_dir.mkdir(parents=True, exist_ok=True)
     loggers = make_loggers(stack_dir, {**first.to_dict(), "members": names,
+                                       "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
                                        "epochs": max(c.epochs for c in configs)})
     timer = EpochTimer()

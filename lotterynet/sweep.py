@@ -32,11 +32,16 @@ Sweep file (YAML)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import ctypes
+import dataclasses
+import fcntl
 import itertools
 import json
 import os
 import queue
+import signal
 import statistics
 import subprocess
 import sys
@@ -49,10 +54,11 @@ import torch
 import yaml
 
 from .checkpointing import CheckpointError, atomic_write, load_checkpoint
-from .config import ConfigError, RunConfig, make_config
+from .config import ConfigError, RunConfig, changed_fields, make_config, string_keys
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
 from .stack import run_stack, stack_members
+from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
 SWEEP_KEYS = ("base", "variants", "sparsities", "epochs", "seeds", "baseline")
@@ -99,60 +105,20 @@ def cell_name(label: str, values: dict) -> str:
     return f"{label.replace('/', '-')}{sparsity}-e{values['epochs']}-seed{values['seed']}"
 
 
-def _list(text: str | None, kind):
-    return None if text is None else [kind(v) for v in text.split(",") if v]
-
-
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("sweep mode (a grid of runs, aggregated like Figure 2)")
-    group.add_argument("--sweep", metavar="FILE.yaml", help="sweep file (see "
-                       "configs/sweeps/); the run flags above override its base config")
-    group.add_argument("--sweep-variants", metavar="LIST", help="comma list of structure"
-                       "[:activation], e.g. subsetsum:identity,subsetsum:relu,wide")
-    group.add_argument("--sweep-sparsities", metavar="LIST", help="comma list of sparsities "
-                       "(fraction PRUNED)")
-    group.add_argument("--sweep-epochs", metavar="LIST", help="comma list of epoch budgets; "
-                       "the best budget is kept per point")
-    group.add_argument("--sweep-seeds", metavar="LIST", help="comma list of seeds (default 0)")
-    group.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
-                       help="also run the trained dense baseline (default: yes)")
-    group.add_argument("--sweep-out", metavar="DIR", help="sweep directory (default: "
-                       "runs/sweep-ARCH-<sweep file name>)")
-    group.add_argument("--jobs-per-device", type=int, default=1, metavar="N",
-                       help="cells run at once on each device (one subprocess each); with "
-                            "several GPUs every GPU gets its own (default: 1, in-process)")
-    group.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
-                       help="train the cells of each variant and seed as one stacked model "
-                            "(--no-stack: one run per cell; default: stack)")
-    group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
-                       "for `wandb sweep FILE && wandb agent ID` instead of running")
-
-
-def is_sweep(args: argparse.Namespace) -> bool:
-    return bool(args.sweep or args.sweep_sparsities or args.wandb_sweep)
-
-
 def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
     """The sweep file (if any), overlaid with the sweep flags; run flags override ``base``."""
-    data: dict = {}
-    if args.sweep:
-        path = Path(args.sweep)
-        if not path.is_file():
-            raise ConfigError(f"sweep file {str(path)!r} not found")
-        data = yaml.safe_load(path.read_text()) or {}
-        unknown = sorted(set(data) - set(SWEEP_KEYS))
-        if unknown:
-            raise ConfigError(f"unknown sweep key {unknown[0]!r}; valid keys: "
-                              f"{', '.join(SWEEP_KEYS)}")
-    flags = {"variants": _list(args.sweep_variants, str),
-             "sparsities": _list(args.sweep_sparsities, float),
-             "epochs": _list(args.sweep_epochs, int), "seeds": _list(args.sweep_seeds, int),
+    data = read_sweep_file(args.sweep, SWEEP_KEYS) if args.sweep else {}
+    flags = {"variants": parse_list(args.sweep_variants, str, "--sweep-variants"),
+             "sparsities": parse_list(args.sweep_sparsities, float, "--sweep-sparsities"),
+             "epochs": parse_list(args.sweep_epochs, int, "--sweep-epochs"),
+             "seeds": parse_list(args.sweep_seeds, int, "--sweep-seeds"),
              "baseline": args.baseline}
     data.update({k: v for k, v in flags.items() if v is not None})
+    check_sweep_values(data)
     for key in ("variants", "sparsities", "epochs"):
         if not data.get(key):
             raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
-    sweep = Sweep(base={**(data.get("base") or {}), **overrides},
+    sweep = Sweep(base={**string_keys(data.get("base") or {}, "sweep base"), **overrides},
                   variants=[parse_variant(v) for v in data["variants"]],
                   sparsities=[float(s) for s in data["sparsities"]],
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
@@ -164,17 +130,68 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
 
 def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     """The config to run a cell with, or ``None`` when it is finished: an interrupted cell
-    resumes from its last checkpoint, a cell that never checkpointed starts over."""
-    if (cell_dir / RESULTS).is_file():
-        return None
-    values = {**values, "out": str(cell_dir), "progress_bar": False}
+    resumes from its last checkpoint; a cell that never checkpointed, or that was run with
+    another config than the sweep's now, starts over."""
+    config = make_config({**values, "out": str(cell_dir), "progress_bar": False})
+    results = cell_dir / RESULTS
+    if results.is_file():
+        if not changed_fields(read_json(results).get("config", {}), config.to_dict()):
+            return None
+        results.unlink()  # stale: the cell is run again with the sweep's config
     checkpoint = cell_dir / CHECKPOINTS / LAST
     try:
-        load_checkpoint(checkpoint)
-        values["resume"] = str(checkpoint)
+        stored = load_checkpoint(checkpoint)["hyper_parameters"].get("config") or {}
+        resumable = not changed_fields(stored, config.to_dict())
     except CheckpointError:
-        values["overwrite"] = True
-    return make_config(values)
+        resumable = False
+    if resumable:
+        return dataclasses.replace(config, resume=str(checkpoint))
+    return dataclasses.replace(config, overwrite=True)
+
+
+def read_json(path: Path) -> dict:
+    """The mapping in a JSON file; an unreadable file reads as empty."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+LOCK_FILE = ".sweep.lock"
+
+
+@contextlib.contextmanager
+def sweep_lock(sweep_dir: Path):
+    """An exclusive lock on the sweep directory while the block runs (the system drops it when
+    the process dies); refuses when another sweep holds it."""
+    with open(sweep_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ConfigError(f"sweep directory {str(sweep_dir)!r} is in use by another sweep "
+                              f"({holder}); wait for it, or choose another --sweep-out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        yield
+
+
+def die_with_parent(parent: int):
+    """A ``preexec_fn`` for cell subprocesses: the child is killed when the sweep process dies
+    (Linux ``PR_SET_PDEATHSIG``), also by SIGKILL, so no cell outlives its sweep."""
+    def preexec() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the sweep died before the line above
+            os._exit(1)
+
+    return preexec if sys.platform == "linux" else None
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def run_cell_subprocess(config: RunConfig, device: int | None) -> None:
@@ -187,7 +204,8 @@ def run_cell_subprocess(config: RunConfig, device: int | None) -> None:
         env["CUDA_VISIBLE_DEVICES"] = str(device)
     train_py = Path(__file__).resolve().parent.parent / "train.py"
     subprocess.run([sys.executable, str(train_py), "--config", str(config_file)], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL,
+                   preexec_fn=die_with_parent(os.getpid()))
 
 
 def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
@@ -426,7 +444,14 @@ def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
         raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
     name = Path(args.sweep).stem if args.sweep else "grid"
     sweep_dir = Path(args.sweep_out or f"runs/sweep-{sweep.base.get('arch', 'lenet5')}-{name}")
+    check_output_dir(sweep_dir, "--sweep-out")
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(sweep_dir):
+        return run_locked(sweep, sweep_dir, args)
+
+
+def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
+    """Run the cells that are not done and aggregate them, holding the sweep's lock."""
     if sweep.base.get("wandb"):
         sweep.base.setdefault("wandb_group", sweep_dir.name)
     write_json_atomic({"base": sweep.base, "variants": sweep.variants,

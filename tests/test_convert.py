@@ -156,12 +156,16 @@ def test_bad_values_name_value_and_choices(kwargs, words):
 def test_unsupported_layers_fail_clearly():
     with pytest.raises(ValueError, match="padding_mode='reflect'"):
         convert(nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="reflect")), sparsity=0.5)
-    attention = nn.Sequential(nn.MultiheadAttention(8, 2))
-    with pytest.raises(ValueError, match=r"0\.out_proj.*exclude"):
-        convert(attention, sparsity=0.5)
-    convert(attention, sparsity=0.5, exclude=["*.out_proj"])
-    x = torch.randn(3, 1, 8)
-    assert attention[0](x, x, x)[0].shape == x.shape
+    class OwnLinear(nn.Linear):
+        pass
+
+    model = nn.Sequential(nn.Linear(3, 3), OwnLinear(3, 3))
+    with pytest.raises(ValueError, match=r"'1' is a .*OwnLinear.*exclude=\['1'\]"):
+        convert(model, sparsity=0.5)
+    convert(model, sparsity=0.5, exclude=["1"])
+    assert isinstance(model[0], ln.SubnetLinear) and type(model[1]) is OwnLinear
+    with pytest.raises(ValueError, match="'0'.*single linear maps.*'subsetsum'"):
+        convert(nn.Sequential(nn.MultiheadAttention(8, 2)), sparsity=0.5, structure="subsetsum")
     with pytest.raises(ValueError, match="'1'.*keeps no weight"):
         convert(nn.Sequential(nn.Linear(9, 9), nn.Linear(2, 1)), sparsity=0.9)
 

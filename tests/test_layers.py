@@ -133,3 +133,51 @@ def test_bad_arguments(kwargs, match):
 def test_bad_groups():
     with pytest.raises(ValueError, match="groups=3 must divide in_channels=4"):
         ln.SubnetConv2d(4, 6, 3, groups=3)
+
+
+WEIGHTED = STRUCTS + [dict(structure="fixedsize", activation="relu", pairs=2, sparsity=0.5),
+                      dict(structure="subsetsum", activation="identity")]
+
+
+@pytest.mark.parametrize("kw", WEIGHTED)
+def test_weight_is_what_the_forward_uses(kw):
+    """``layer.weight`` in a plain F.linear / F.conv reproduces the layer (on [relu(x),
+    relu(-x)] for the collapsed ReLU subset sum), in float64."""
+    from lotterynet.plain import split_signs
+
+    cases = [(ln.SubnetLinear(7, 5, True, seed=0, **kw), torch.randn(3, 7), -1,
+              lambda x, w, layer: nn.functional.linear(x, w, layer.bias)),
+             (ln.SubnetConv2d(4, 6, 3, 2, 1, 1, 2, True, seed=1, **kw), torch.randn(2, 4, 7, 7),
+              1, lambda x, w, layer: nn.functional.conv2d(x, w, layer.bias, 2, 1, 1, 2)),
+             (ln.SubnetConv1d(4, 2, 3, seed=2, **kw), torch.randn(2, 4, 9), 1,
+              lambda x, w, layer: nn.functional.conv1d(x, w))]
+    for layer, x, dim, plain in cases:
+        layer.double()
+        x = x.double()
+        weight = layer.weight
+        doubled = weight.shape[1] != layer.structure.target.in_per_group
+        assert doubled == (kw.get("activation") == "relu" and kw["structure"] != "dense")
+        inputs = split_signs(x, getattr(layer, "groups", 1), dim) if doubled else x
+        torch.testing.assert_close(plain(inputs, weight, layer), layer(x), rtol=1e-12,
+                                   atol=1e-12)
+        with pytest.raises(AttributeError):
+            layer.weight = weight.detach()
+
+
+def test_two_stage_layers_say_why_they_have_no_weight():
+    layer = ln.SubnetLinear(4, 3, structure="malach")
+    with pytest.raises(AttributeError, match="'malach' has no single weight"):
+        _ = layer.weight
+    assert not hasattr(layer, "weight") and layer.bias is None  # other attributes unaffected
+
+
+def test_attributes_and_repr_match_the_replaced_layer():
+    conv = ln.SubnetConv2d(6, 4, 3, 2, 1, sparsity=0.75, seed=0)
+    plain = nn.Conv2d(6, 4, 3, 2, 1)
+    for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "groups"):
+        assert getattr(conv, name) == getattr(plain, name), name
+    assert conv.weight.shape == plain.weight.shape
+    assert "structure='dense', density=0.25" in repr(conv)
+    linear = ln.SubnetLinear(8, 3, sparsity=0.5, structure="subsetsum", seed=0)
+    assert (linear.in_features, linear.out_features) == (8, 3)
+    assert "structure='subsetsum', density=0.5" in repr(linear)

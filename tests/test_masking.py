@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 import lotterynet as ln
 from lotterynet.masking import MaskedWeight, ThresholdHint, topk_mask
@@ -90,6 +91,183 @@ def test_sparsity_that_keeps_nothing_raises():
         ln.SubnetLinear(10, 10, sparsity=0.999)
     with pytest.raises(ValueError, match="sparsity"):
         ln.global_topk(torch.nn.Sequential(ln.SubnetLinear(10, 10)), 1.0)
+
+
+def true_mask(m):
+    """The top-k of |scores| by a full sort in float64 (lowest index first among ties)."""
+    flat = m.scores.detach().abs().double().reshape(-1)
+    order = sorted(range(flat.numel()), key=lambda i: (-flat[i].item(), i))[:m.k]
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    mask[order] = True
+    return mask.view_as(m.scores)
+
+
+def fused_step(opt_class, **kw):
+    def update(m):
+        opt = opt_class([m.scores], lr=0.5, **kw)
+        m.scores.grad = torch.randn_like(m.scores)
+        opt.step()
+    return update
+
+
+def data_write(m):
+    m.scores.data.copy_(torch.randn_like(m.scores))
+
+
+def load_state(m):
+    m.load_state_dict({**m.state_dict(), "scores": torch.randn_like(m.scores)})
+
+
+def manual_edit(m):
+    with torch.no_grad():
+        m.scores[:5] *= -100.0  # a few entries jump to the top
+
+
+UPDATES = {
+    "sgd-fused": fused_step(torch.optim.SGD, fused=True),
+    "adam-fused": fused_step(torch.optim.Adam, fused=True),
+    "sgd-foreach": fused_step(torch.optim.SGD, foreach=True, momentum=0.9),
+    "adamw-foreach": fused_step(torch.optim.AdamW, foreach=True),
+    "data-write": data_write,
+    "load-state-dict": load_state,
+    "manual-edit": manual_edit,
+}
+
+
+@pytest.mark.parametrize("update", UPDATES.values(), ids=UPDATES.keys())
+@pytest.mark.parametrize("grad_enabled", [True, False], ids=["train", "eval"])
+def test_mask_is_never_stale(update, grad_enabled):
+    m = MaskedWeight((200,), fan_in=1, sparsity=0.5, generator=torch.Generator().manual_seed(0))
+    with torch.set_grad_enabled(grad_enabled):
+        first = m.mask().clone()
+        for _ in range(3):
+            update(m)
+            assert torch.equal(m.mask(), true_mask(m))
+            assert torch.equal(m().detach(), torch.where(true_mask(m), m.weight, 0.0))
+    assert not torch.equal(first, m.mask())
+
+
+def test_evaluation_does_not_rerank_unchanged_scores(monkeypatch):
+    import lotterynet.masking as masking
+
+    calls = []
+    original = masking.topk_mask
+    monkeypatch.setattr(masking, "topk_mask",
+                        lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    layer = ln.SubnetLinear(30, 20, seed=0)
+    x = torch.randn(4, 30)
+    with torch.no_grad():
+        y = layer(x)
+        assert torch.equal(layer(x), y) and torch.equal(layer(x), y)
+    assert len(calls) == 1
+    with torch.inference_mode():
+        layer(x)
+    assert len(calls) == 1
+    layer(x)  # a training forward (grad enabled, trainable scores) always re-ranks
+    layer(x)
+    assert len(calls) == 3
+
+
+def test_kept_rules():
+    assert ln.kept_count(9, 0.5) == 4 and ln.kept_count(9, 0.5, "floor") == 5
+    assert ln.kept_count(10, 0.25) == 8 and ln.kept_count(10, 0.25, "floor") == 8
+    shapes = [(n, s) for n in (7, 9, 27, 75, 150, 363) for s in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    differs = [(n, s) for n, s in shapes if ln.kept_count(n, s) != ln.kept_count(n, s, "floor")]
+    assert differs and all(ln.kept_count(n, s, "floor") == ln.kept_count(n, s) + 1
+                           for n, s in differs)
+    layer = ln.SubnetLinear(3, 3, sparsity=0.5, kept="floor")
+    assert layer.structure.weight.k == 5 and int(layer.mask()["weight"].sum()) == 5
+    with pytest.raises(ValueError, match="kept rule 'ceil'.*round, floor"):
+        ln.SubnetLinear(3, 3, kept="ceil")
+    with pytest.raises(ValueError, match="tie rule 'first'.*low, high"):
+        ln.SubnetLinear(3, 3, ties="first")
+
+
+@pytest.mark.parametrize("ties,expected", [("low", [0, 1, 2, 5]), ("high", [0, 5, 7, 8])])
+def test_tie_rules(ties, expected):
+    magnitudes = torch.tensor([3.0, 1, 1, 0, 0, 2, 0, 1, 1])  # keep 4: 3, 2 and two of four 1s
+    mask = topk_mask(magnitudes, 4, ties=ties)
+    assert mask.nonzero().squeeze(1).tolist() == expected
+    rows = topk_mask(magnitudes.repeat(2), 4, group_dim=0, group_size=9, ties=ties)
+    assert rows.view(2, 9).nonzero()[:, 1].tolist() == expected * 2  # per group, same rule
+
+
+class _ReferenceSubnet(torch.autograd.Function):
+    """The edge-popup reference's mask, re-implemented from its description: sort |s| ascending
+    (stable), zero the first ``int((1 - prune_rate) * n)``, one elsewhere; gradient straight
+    through to |s|."""
+
+    @staticmethod
+    def forward(ctx, magnitudes, prune_rate):
+        order = magnitudes.flatten().sort(stable=True).indices
+        j = int((1 - prune_rate) * magnitudes.numel())
+        flat = torch.ones(magnitudes.numel())
+        flat[order[:j]] = 0
+        return flat.view_as(magnitudes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class ReferenceLinear(nn.Linear):
+    """A linear layer of the reference: weight * mask(|scores|), prune_rate = fraction kept."""
+
+    def __init__(self, *args, prune_rate, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scores = nn.Parameter(torch.zeros_like(self.weight))
+        self.weight.requires_grad_(False)
+        self.prune_rate = prune_rate
+
+    def subnet(self):
+        return _ReferenceSubnet.apply(self.scores.abs(), self.prune_rate)
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight * self.subnet(), self.bias)
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (10, 30), (3, 25)])
+@pytest.mark.parametrize("prune_rate", [0.5, 0.3, 0.05])
+def test_reference_rules_reproduce_the_reference_bit_for_bit(shape, prune_rate):
+    """With kept="floor", ties="high" a layer copied from the reference gives the same masks,
+    outputs and score gradients, step after step; scores on a coarse grid, so ties at the
+    cut-off are many."""
+    out_f, in_f = shape
+    ours = ln.SubnetLinear(in_f, out_f, True, sparsity=1 - prune_rate, kept="floor",
+                           ties="high", seed=0)
+    ref = ReferenceLinear(in_f, out_f, prune_rate=prune_rate)
+    tensor = ours.structure.weight
+    with torch.no_grad():
+        grid = torch.randint(-8, 9, shape, generator=torch.Generator().manual_seed(sum(shape)))
+        tensor.scores.copy_(grid * 0.125)
+        ref.weight.copy_(tensor.weight)
+        ref.bias.copy_(ours.bias)
+        ref.scores.copy_(tensor.scores)
+    default = ln.SubnetLinear(in_f, out_f, sparsity=1 - prune_rate, seed=0)
+    with torch.no_grad():
+        default.structure.weight.scores.copy_(tensor.scores)
+    assert not torch.equal(default.mask()["weight"], ref.subnet().bool())  # the rules matter
+    opts = [torch.optim.SGD([m.scores], lr=0.01) for m in (tensor, ref)]
+    x = torch.randn(16, in_f)
+    for _ in range(3):
+        assert torch.equal(ours.mask()["weight"], ref.subnet().bool())
+        ys = [ours(x), ref(x)]
+        assert torch.equal(*ys)
+        for y, opt in zip(ys, opts):
+            opt.zero_grad()
+            y.square().sum().backward()
+        assert torch.equal(tensor.scores.grad, ref.scores.grad)
+        for opt in opts:
+            opt.step()
+
+
+def test_global_topk_may_leave_a_tensor_nothing():
+    model = torch.nn.Sequential(ln.SubnetLinear(30, 20, seed=0), ln.SubnetLinear(20, 10, seed=1))
+    with torch.no_grad():
+        model[1].structure.weight.scores.add_(10.0)
+    assert ln.global_topk(model, sparsity=0.9)["0.structure.weight"] == 0
+    assert not model[0].mask()["weight"].any() and int(model[1].mask()["weight"].sum()) == 80
+    assert torch.equal(model[0](torch.randn(2, 30)), torch.zeros(2, 20))
 
 
 @pytest.mark.parametrize("n, k", [(1000, 1), (1000, 999), (5000, 2500), (60000, 6000)])

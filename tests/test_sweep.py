@@ -2,11 +2,13 @@
 sweep killed in the middle of a cell."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -103,3 +105,71 @@ def test_subprocess_pool_runs_cells(tmp_path, data_dir, capsys):
     assert "[2/2]" in capsys.readouterr().out
     assert [r["sparsity"] for r in rows(out)] == ["0.9", "0.5"]  # sorted by kept params
     assert all((out / "cells" / c / "cell.yaml").is_file() for c in os.listdir(out / "cells"))
+
+
+ONE_CELL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
+            "--no-progress-bar", "--sweep-variants", "dense", "--sweep-sparsities", "0.5",
+            "--sweep-epochs", "1", "--no-baseline"]
+
+
+def test_second_sweep_in_the_same_directory_is_refused(tmp_path, data_dir, capsys):
+    import fcntl
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    with open(out / ".sweep.lock", "a+") as held:  # another sweep is running here
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "in use by another sweep" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "cells").exists()
+
+
+def test_cell_with_another_config_is_run_again(tmp_path, data_dir, capsys):
+    out = tmp_path / "sweep"
+    argv = [*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
+    assert main([*argv, "--lr", "0.1"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--lr", "0.05"]) == 0
+    assert "0 already done, 1 to run" in capsys.readouterr().out
+    (cell,) = (out / "cells").iterdir()
+    assert json.loads((cell / "results.json").read_text())["config"]["lr"] == 0.05
+    assert main([*argv, "--lr", "0.05"]) == 0
+    assert "1 already done, 0 to run" in capsys.readouterr().out
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_text():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_killing_the_sweep_kills_its_cells(tmp_path, data_dir):
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "--arch", "fc2", "--structure", "dense", "--limit-train",
+         "300", "--val-size", "100", "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9",
+         "--sweep-epochs", "500", "--no-baseline", "--no-stack", "--jobs-per-device", "2",
+         "--data-dir", str(data_dir), "--sweep-out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    cells = str(out / "cells")
+    try:
+        deadline = time.time() + 120
+        while len(processes_mentioning(cells)) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert len(processes_mentioning(cells)) == 2  # both cells are running
+        proc.kill()  # the sweep's main process only
+        proc.wait()
+        deadline = time.time() + 30
+        while processes_mentioning(cells) and time.time() < deadline:
+            time.sleep(0.2)
+        assert processes_mentioning(cells) == []
+    finally:
+        proc.kill()
+        for pid in processes_mentioning(cells):  # only if the test failed
+            os.kill(pid, signal.SIGKILL)

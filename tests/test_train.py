@@ -111,7 +111,7 @@ def test_resume_reaches_the_uninterrupted_result(tmp_path, data_dir):
     assert "state_dict" in torch.load(checkpoint, weights_only=True)
     assert main(["--resume", str(checkpoint), "--no-progress-bar"]) == 0
     a, b = results_of(whole), results_of(part)
-    assert b["epochs_done"] == 2 and len(b["seconds_per_epoch"]) == 1
+    assert b["epochs_done"] == 2 and len(b["seconds_per_epoch"]) == 2  # the whole history
     for key in ("test_acc", "test_loss", "val_acc", "mask_digests"):
         assert a[key] == b[key], key
 
@@ -155,42 +155,6 @@ def test_ddp_on_cpu_two_ranks_agree(tmp_path, data_dir):
     first, second = results["mask_digests"]
     assert first == second and first > 0
     assert results["test_acc"] > 0.2
-
-
-BAD = [
-    (["--arch", "resnet9000"], "resnet9000", "fc2"),
-    (["--structure", "nope"], "nope", "subsetsum"),
-    (["--structure", "wide", "--match", "nope"], "nope", "subsetsum"),
-    (["--init", "gaussianish"], "gaussianish", "kaiming_normal"),
-    (["--dataset", "imagenet"], "imagenet", "fashion-mnist"),
-    (["--activation", "tanh"], "tanh", "identity"),
-    (["--sparsity", "1.0"], "1.0", "[0, 1)"),
-    (["--sparsity", "-0.1"], "-0.1", "[0, 1)"),
-    (["--epochs", "0"], "epochs", "positive"),
-    (["--config", "/nonexistent/cfg.yaml"], "/nonexistent/cfg.yaml", "not found"),
-    (["--resume", "/nonexistent/last.ckpt"], "/nonexistent/last.ckpt", "not found"),
-    (["--arch", "timm:resnet18", "--structure", "wide"], "timm:resnet18", "fc2"),
-    (["--hidden", "0", "--structure", "malach"], "hidden", "positive"),
-]
-
-
-@pytest.mark.parametrize("argv, bad, hint", BAD)
-def test_bad_input_exits_2_with_one_line(argv, bad, hint, capsys):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and bad in err and hint in err
-
-
-def test_bad_config_key_and_corrupt_checkpoint(tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"arch": "fc2", "learning_rate": 0.1}))
-    corrupt = tmp_path / "last.ckpt"
-    corrupt.write_bytes(b"not a checkpoint at all")
-    for argv, bad in [(["--config", str(config)], "learning_rate"),
-                      (["--resume", str(corrupt)], "corrupt")]:
-        assert main(argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and bad in err
 
 
 def test_cli_subprocess_bad_input_and_help():
@@ -237,18 +201,17 @@ def test_missing_data_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "fashion-mnist" in err and "download failed" in err
 
 
-def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
-    from lotterynet.checkpointing import atomic_torch_save
+def test_checkpoint_save_is_atomic(tmp_path):
+    from lotterynet.checkpointing import atomic_torch_save, atomic_write
 
     path = tmp_path / "last.ckpt"
     atomic_torch_save({"state_dict": {"w": torch.ones(3)}}, path)
 
-    def interrupted(obj, f):
-        Path(f).write_bytes(b"half a checkpo")
+    def interrupted(tmp):
+        Path(tmp).write_bytes(b"half a checkpo")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        atomic_torch_save({"state_dict": {"w": torch.zeros(3)}}, path)
+        atomic_write(path, interrupted)
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

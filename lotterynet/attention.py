@@ -1,0 +1,117 @@
+"""``SubnetMultiheadAttention``: ``nn.MultiheadAttention`` with maskable projections.
+
+The query, key, value and output projections are four :class:`~lotterynet.layers.SubnetLinear`
+layers, ``q_proj``, ``k_proj``, ``v_proj`` and ``out_proj``, each with its own scores and its
+own top-k: **packed q/k/v is scored per projection** (each keeps ``1 - sparsity`` of its
+``embed_dim × in_dim`` weights), not as one ``3·embed_dim × embed_dim`` tensor. The module is
+an ``nn.MultiheadAttention`` and runs that class's own ``forward`` (masks, ``batch_first``,
+``need_weights``, ``average_attn_weights``, ``is_causal``, ``add_bias_kv``, ``add_zero_attn``,
+unbatched inputs) on the projections' effective weights, through its separate-projection path
+(``_qkv_same_embed_dim = False``, so torch's fused fast path, which reads packed weights, is
+never taken). Given the same weights it computes what ``nn.MultiheadAttention`` computes.
+
+A projection must be one linear map, so the structure must have a single, undoubled weight:
+``dense``, or ``subsetsum`` / ``fixedsize`` with ``activation="identity"``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import SubnetLinear, _SubnetLayer
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+class SubnetMultiheadAttention(nn.MultiheadAttention):
+    """Drop-in for ``nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, add_bias_kv,
+    add_zero_attn, kdim, vdim, batch_first)``; ``layer_options`` (``sparsity``, ``structure``,
+    ``init``, ``kept``, ...) go to the four projections. ``bias_k`` / ``bias_v`` (with
+    ``add_bias_kv``) are frozen, Xavier-normal as in torch. ``seed`` seeds all of it."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
+                 vdim: int | None = None, batch_first: bool = False, *, seed: int | None = None,
+                 **layer_options):
+        nn.Module.__init__(self)
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.kdim = embed_dim if kdim is None else kdim
+        self.vdim = embed_dim if vdim is None else vdim
+        self._qkv_same_embed_dim = False  # separate projections: never the packed fast path
+        self.dropout, self.batch_first, self.add_zero_attn = dropout, batch_first, add_zero_attn
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+        def draw_seed():
+            return None if generator is None else int(torch.randint(2**62, (), generator=generator))
+
+        for name, d_in in zip(PROJECTIONS, (embed_dim, self.kdim, self.vdim, embed_dim)):
+            layer = SubnetLinear(d_in, embed_dim, bias, seed=draw_seed(), **layer_options)
+            effective = getattr(layer.structure, "effective_weight", None)
+            if effective is None or effective()[1]:
+                raise ValueError(
+                    f"attention projections must be single linear maps; structure "
+                    f"{layer.structure_name!r} with these options is not (use dense, or "
+                    "subsetsum / fixedsize with activation='identity')")
+            setattr(self, name, layer)
+        for name in ("bias_k", "bias_v"):
+            value = None
+            if add_bias_kv:
+                value = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, 1, embed_dim),
+                                                            generator=generator),
+                                     requires_grad=False)
+            setattr(self, name, value)
+
+    # What nn.MultiheadAttention.forward reads, computed from the projections.
+    in_proj_weight = None
+
+    @property
+    def q_proj_weight(self) -> torch.Tensor:
+        return self.q_proj.weight
+
+    @property
+    def k_proj_weight(self) -> torch.Tensor:
+        return self.k_proj.weight
+
+    @property
+    def v_proj_weight(self) -> torch.Tensor:
+        return self.v_proj.weight
+
+    @property
+    def in_proj_bias(self) -> torch.Tensor | None:
+        biases = [self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]
+        return None if biases[0] is None else torch.cat(biases)
+
+    def extra_repr(self) -> str:
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, kdim={self.kdim}, "
+                f"vdim={self.vdim}, batch_first={self.batch_first}, dropout={self.dropout}")
+
+    def plain(self) -> nn.MultiheadAttention:
+        """The ``nn.MultiheadAttention`` computing the same, with the masked weights baked in
+        (q/k/v packed into ``in_proj_weight`` when the three input sizes agree)."""
+        params = next(self.parameters())
+        attention = nn.MultiheadAttention(
+            self.embed_dim, self.num_heads, self.dropout, self.out_proj.bias is not None,
+            self.bias_k is not None, self.add_zero_attn, self.kdim, self.vdim, self.batch_first,
+            device=params.device, dtype=params.dtype)
+        with torch.no_grad():
+            if attention._qkv_same_embed_dim:
+                attention.in_proj_weight.copy_(torch.cat([self.q_proj_weight, self.k_proj_weight,
+                                                          self.v_proj_weight]))
+            else:
+                for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                    getattr(attention, name).copy_(getattr(self, name))
+            if attention.in_proj_bias is not None:
+                attention.in_proj_bias.copy_(self.in_proj_bias)
+                attention.out_proj.bias.copy_(self.out_proj.bias)
+            attention.out_proj.weight.copy_(self.out_proj.weight)
+            if self.bias_k is not None:
+                attention.bias_k.copy_(self.bias_k)
+                attention.bias_v.copy_(self.bias_v)
+        return attention.train(self.training)
+
+
+#: Every module type that holds maskable tensors as one replaceable unit.
+SUBNET_MODULES = (_SubnetLayer, SubnetMultiheadAttention)

@@ -1,0 +1,155 @@
+"""The ticket file format, and the checks that make reading it safe.
+
+Layout (no pickle anywhere; reading only parses JSON and raw little-endian bytes)::
+
+    b"LNTICKET" | u32 format version | u64 header length | header (JSON, UTF-8)
+    | zlib(payload) | sha256 of everything before it (32 bytes)
+
+The header's ``masks`` and ``tensors`` give each entry's ``shape`` (masks: ``k``; tensors:
+``dtype``) and its ``offset`` and ``nbytes`` in the payload, whose size is ``payload_nbytes``.
+:func:`read_header` validates all of it — types, shapes, sizes consistent with each other, the
+announced payload within ``max_bytes`` and within what the file's compressed bytes can inflate
+to (deflate expands at most 1032×) — before anything is allocated; :func:`inflate` then never
+inflates past the announced size. Every failure is a :class:`TicketError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import torch
+
+MAGIC = b"LNTICKET"
+FORMAT_VERSION = 1
+MAX_BYTES = 8 * 2**30  # default limit on the payload and on a spec-built model, in bytes
+_PREFIX = struct.Struct("<8sIQ")  # magic, format version, header length
+_DIGEST_BYTES = 32
+_ZLIB_LEVEL = 6
+_ZLIB_MAX_RATIO = 1032  # deflate never expands by more than this
+_MAX_NDIM = 16
+DTYPES = {str(d).removeprefix("torch."): d for d in (
+    torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+    torch.int16, torch.int8, torch.uint8, torch.bool)}
+
+
+class TicketError(ValueError):
+    """A ticket file that cannot be loaded faithfully (corrupt, truncated, hostile, wrong
+    version, or a model that does not rebuild to what was saved)."""
+
+
+def write(path, header: dict, payload: bytes) -> int:
+    """Write a ticket file; returns its size in bytes."""
+    try:
+        header_bytes = json.dumps(header, allow_nan=False).encode()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"model.spec or a convert() argument is not JSON-able ({error})") \
+            from error
+    body = b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)), header_bytes,
+                     zlib.compress(payload, _ZLIB_LEVEL)])
+    data = body + hashlib.sha256(body).digest()
+    Path(path).write_bytes(data)
+    return len(data)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise TicketError(f"malformed ticket header: {message}")
+
+
+def _check_entry(name: str, entry, kind: str, payload_nbytes: int) -> None:
+    """Types and sizes of one mask or tensor entry, consistent with each other."""
+    _require(isinstance(entry, dict), f"{kind} {name!r} is not an object")
+    shape = entry.get("shape")
+    _require(isinstance(shape, list) and len(shape) <= _MAX_NDIM
+             and all(_is_count(d) for d in shape), f"{kind} {name!r} has shape {shape!r}")
+    numel = math.prod(shape)
+    if kind == "mask":
+        _require(_is_count(entry.get("k")) and entry["k"] <= numel,
+                 f"mask {name!r} keeps k={entry.get('k')!r} of {numel}")
+        expected = (numel + 7) // 8
+    else:
+        _require(entry.get("dtype") in DTYPES, f"tensor {name!r} has dtype {entry.get('dtype')!r}")
+        expected = numel * DTYPES[entry["dtype"]].itemsize
+    offset, nbytes = entry.get("offset"), entry.get("nbytes")
+    _require(_is_count(offset) and nbytes == expected and offset + nbytes <= payload_nbytes,
+             f"{kind} {name!r} occupies bytes {offset!r}+{nbytes!r}; its shape needs "
+             f"{expected} within a payload of {payload_nbytes}")
+
+
+def _check_header(header, compressed_nbytes: int, max_bytes: int) -> None:
+    _require(isinstance(header, dict), "not a JSON object")
+    size = header.get("payload_nbytes")
+    _require(_is_count(size), f"payload_nbytes={size!r}")
+    if size > max_bytes or size > _ZLIB_MAX_RATIO * compressed_nbytes + 64:
+        raise TicketError(f"the header announces a payload of {size} bytes: over the limit "
+                          f"max_bytes={max_bytes}, or more than {compressed_nbytes} compressed "
+                          "bytes can hold")
+    _require(header.get("spec") is None or (isinstance(header["spec"], dict)
+                                            and isinstance(header["spec"].get("name"), str)),
+             "spec must be null or an object with a name")
+    converts = header.get("converts", [])
+    _require(isinstance(converts, list) and all(
+        isinstance(c, dict) and isinstance(c.get("path"), str)
+        and isinstance(c.get("kwargs"), dict) for c in converts), "converts")
+    _require(isinstance(header.get("frozen_sha256"), str), "frozen_sha256")
+    total = 0
+    for kind, key in (("mask", "masks"), ("tensor", "tensors")):
+        entries = header.get(key)
+        _require(isinstance(entries, dict), f"{key} must be an object")
+        for name, entry in entries.items():
+            _check_entry(name, entry, kind, size)
+            total += entry["nbytes"]
+    _require(total == size, f"the entries hold {total} bytes, payload_nbytes says {size}")
+
+
+def read_header(path, max_bytes: int) -> tuple[dict, memoryview]:
+    """Header and compressed payload of a ticket file, after the magic, version, checksum and
+    header checks; nothing is inflated yet."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise TicketError(f"{path}: cannot read ({error})") from error
+    if len(data) < _PREFIX.size + _DIGEST_BYTES:
+        raise TicketError(f"{path}: truncated ({len(data)} bytes), not a complete ticket")
+    magic, version, header_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise TicketError(f"{path}: not a lotterynet ticket (bad magic {magic!r})")
+    if version != FORMAT_VERSION:
+        raise TicketError(f"{path}: ticket format version {version}; this lotterynet reads "
+                          f"version {FORMAT_VERSION}")
+    body, digest = memoryview(data)[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
+    if hashlib.sha256(body).digest() != digest:
+        raise TicketError(f"{path}: checksum mismatch, the ticket is corrupted or truncated")
+    header_end = _PREFIX.size + header_len
+    if header_end > len(body):
+        raise TicketError(f"{path}: header length {header_len} exceeds the file")
+    try:
+        header = json.loads(bytes(body[_PREFIX.size:header_end]))
+    except (ValueError, RecursionError) as error:
+        raise TicketError(f"{path}: malformed ticket header ({error!r})") from error
+    compressed = body[header_end:]
+    try:
+        _check_header(header, len(compressed), max_bytes)
+    except TicketError as error:
+        raise TicketError(f"{path}: {error}") from None
+    return header, compressed
+
+
+def inflate(compressed: memoryview, size: int, path) -> memoryview:
+    try:
+        inflate = zlib.decompressobj()
+        payload = bytearray(inflate.decompress(compressed, size + 1))  # never past the size
+    except (zlib.error, MemoryError) as error:
+        raise TicketError(f"{path}: payload does not inflate ({error!r})") from error
+    if len(payload) != size or not inflate.eof:
+        raise TicketError(f"{path}: payload is not the {size} bytes its header announces")
+    return memoryview(payload)

@@ -1,0 +1,138 @@
+"""Checks that run before any work starts, each raising a one-line
+:class:`~lotterynet.config.ConfigError` that names the bad value and the valid choices: the
+hardware request, ``timm:`` model names, output folders and sweep files.
+
+What Lightning or torch would reject later (after data loading, or after training had started)
+is refused here instead, so a bad invocation leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, RunConfig
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
+
+
+def check_hardware(config: RunConfig) -> None:
+    """Accelerator and precision names, and a device count this machine has."""
+    import torch
+
+    if config.accelerator not in ACCELERATORS:
+        raise ConfigError(f"unknown accelerator {config.accelerator!r}; valid choices: "
+                          f"{', '.join(ACCELERATORS)}")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {config.precision!r}; valid choices: "
+                          f"{', '.join(PRECISIONS)}")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if config.accelerator in ("gpu", "cuda") and not gpus:
+        raise ConfigError(f"--accelerator {config.accelerator}: this machine has no CUDA GPU; "
+                          f"valid choices here: auto, cpu")
+    on_gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and gpus)
+    available, kind = (gpus, "CUDA GPUs") if on_gpu else (os.cpu_count() or 1, "CPU cores")
+    if config.devices > available:
+        raise ConfigError(f"--devices {config.devices}: this machine has {available} {kind}; "
+                          f"valid choices: 1 to {available}")
+
+
+def check_timm_model(name: str) -> None:
+    """``timm:<name>`` must name a timm model (closest names suggested)."""
+    if not name:
+        raise ConfigError("--arch 'timm:' needs a timm model name, e.g. timm:resnet18")
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"closest: {', '.join(close)}" if close else "see timm.list_models()"
+        raise ConfigError(f"unknown timm model {name!r}; {hint}")
+
+
+def check_output_dir(path: str | os.PathLike, flag: str) -> None:
+    """``path`` is, or can be created as, a folder we may write in: probed by creating (and
+    removing) a temporary folder in its nearest existing ancestor."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {str(path)!r}: {str(existing)!r} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=existing))
+    except OSError as err:
+        raise ConfigError(f"{flag} {str(path)!r} is not writable ({err.strerror or err} in "
+                          f"{str(existing)!r}); choose another folder") from None
+
+
+# --- sweep files ---------------------------------------------------------------------------
+
+def read_sweep_file(path: str | os.PathLike, keys: tuple[str, ...]) -> dict:
+    """The mapping in a sweep file, with only ``keys``."""
+    path = Path(path)
+    where = f"sweep file {str(path)!r}"
+    if not path.is_file():
+        raise ConfigError(f"{where} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{where} cannot be read as text: "
+                          f"{getattr(err, 'strerror', None) or err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must hold a mapping with keys {', '.join(keys)}")
+    unknown = [k for k in data if k not in keys]
+    if unknown:
+        raise ConfigError(f"unknown sweep key {unknown[0]!r}; valid keys: {', '.join(keys)}")
+    return data
+
+
+def parse_list(text: str | None, kind: type, flag: str) -> list | None:
+    """A comma list given on the command line, each item read as ``kind``."""
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} must be a comma list of "
+                          f"{'integers' if kind is int else 'numbers'}") from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+SWEEP_LISTS = {  # key: (test of one item, what an item must be)
+    "variants": (lambda v: (isinstance(v, str) and v) or isinstance(v, dict),
+                 "structure[:activation] strings or mappings of run options"),
+    "sparsities": (_is_number, "numbers in [0, 1)"),
+    "epochs": (lambda v: _is_int(v) and v > 0, "positive integers"),
+    "seeds": (_is_int, "integers"),
+}
+
+
+def check_sweep_values(data: dict) -> None:
+    """Types of a merged sweep (file overlaid with flags): lists of the right items, a
+    boolean ``baseline``, a mapping ``base``. Values are checked again as run configs."""
+    for key, (valid, what) in SWEEP_LISTS.items():
+        values = data.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep {key} must be a non-empty list of {what}, got {values!r}")
+        bad = [v for v in values if not valid(v)]
+        if bad:
+            raise ConfigError(f"sweep {key}: {bad[0]!r} is not valid; {key} must be {what}")
+    if not isinstance(data.get("baseline", True), bool):
+        raise ConfigError(f"sweep baseline must be true or false, got {data['baseline']!r}")
+    if not isinstance(data.get("base") or {}, dict):
+        raise ConfigError(f"sweep base must be a mapping of run options, got {data['base']!r}")

@@ -1,0 +1,304 @@
+"""Every bad invocation — names, numbers, hardware, combinations, config files, sweep files,
+resume targets, data folders, output folders — exits with code 2 and one line that names the bad
+value, before any training starts, and leaves nothing behind (the corrected re-run works)."""
+
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
+from lotterynet.cli import main
+
+SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "200", "--val-size", "100",
+         "--no-progress-bar"]
+
+
+def write(path: Path, data) -> str:
+    """``data`` into ``path``: bytes as they are, str as text, anything else as YAML."""
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def stopped_run(tmp_path_factory, data_dir) -> Path:
+    """A run of fc2 stopped after 1 of 2 epochs: RUN/checkpoints/last.ckpt."""
+    out = tmp_path_factory.mktemp("stopped") / "run"
+    assert main([*SMALL, "--epochs", "2", "--stop-after", "1", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, data_dir) -> Path:
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main([*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    return out
+
+
+def checkpoint_variant(stopped_run: Path, tmp: Path, kind: str) -> str:
+    """A broken or foreign copy of the stopped run's checkpoint, in a run folder of its own."""
+    source = stopped_run / "checkpoints" / "last.ckpt"
+    path = tmp / f"{kind}-run" / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    data = source.read_bytes()
+    if kind == "bitflip":  # one bit in the middle of the tensor data
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 0x40
+        path.write_bytes(bytes(flipped))
+    elif kind == "truncated":
+        path.write_bytes(data[:len(data) // 2])
+    elif kind == "foreign":  # a valid torch file, not written by lotterynet
+        torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+    elif kind == "noconfig":
+        atomic_torch_save({"state_dict": {"w": torch.ones(2)}, "epoch": 0}, path)
+    elif kind == "otherarch":  # a stored config that builds another model than its tensors
+        checkpoint = load_checkpoint(source)
+        checkpoint["hyper_parameters"]["config"]["arch"] = "fc4"
+        atomic_torch_save(checkpoint, path)
+    elif kind == "text":
+        path.write_text("not a checkpoint")
+    return str(path)
+
+
+def corrupt_mnist(tmp: Path, data_dir: Path) -> str:
+    """A copy of MNIST whose training images file is garbled after its header."""
+    root = tmp / "corrupt-data"
+    shutil.copytree(data_dir / "MNIST" / "raw", root / "MNIST" / "raw",
+                    ignore=shutil.ignore_patterns("*.gz"))
+    images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+    return str(root)
+
+
+NO_GPU = not torch.cuda.is_available()
+C = "{ckpt}"  # placeholders filled in by the test: files it creates under tmp_path
+# (argv, substrings the one line must contain)
+CASES = [
+    # names
+    (["--arch", "resnet9000"], ["resnet9000", "fc2"]),
+    (["--structure", "nope"], ["nope", "subsetsum"]),
+    (["--structure", "wide", "--match", "nope"], ["nope", "subsetsum"]),
+    (["--init", "gaussianish"], ["gaussianish", "kaiming_normal"]),
+    (["--dataset", "imagenet"], ["imagenet", "fashion-mnist"]),
+    (["--activation", "tanh"], ["tanh", "identity"]),
+    (["--optimizer", "rmsprop"], ["rmsprop", "sgd"]),
+    (["--scheduler", "step"], ["step", "cosine"]),
+    (["--accelerator", "tpu"], ["tpu", "cpu"]),
+    (["--precision", "8-bit"], ["8-bit", "32-true"]),
+    (["--precision", "32"], ["'32'", "32-true"]),
+    (["--arch", "timm:"], ["timm:", "resnet18"]),
+    (["--arch", "timm:resnet18x"], ["resnet18x", "resnet18"]),
+    # numbers
+    (["--sparsity", "1.0"], ["1.0", "[0, 1)"]),
+    (["--sparsity", "-0.1"], ["-0.1", "[0, 1)"]),
+    (["--sparsity", "nan"], ["nan", "sparsity"]),
+    (["--lr", "nan"], ["nan", "lr", "finite"]),
+    (["--lr", "inf"], ["inf", "lr", "finite"]),
+    (["--lr", "0"], ["lr", "positive"]),
+    (["--lr", "-0.1"], ["-0.1", "positive"]),
+    (["--momentum", "-0.5"], ["-0.5", "[0, 1)"]),
+    (["--momentum", "1.5"], ["1.5", "[0, 1)"]),
+    (["--weight-decay", "-0.0001"], ["-0.0001", ">= 0"]),
+    (["--weight-decay", "nan"], ["nan", "weight_decay"]),
+    (["--seed", "-1"], ["-1", "4294967295"]),
+    (["--seed", str(2**32)], [str(2**32), "4294967295"]),
+    (["--epochs", "0"], ["epochs", "positive"]),
+    (["--epochs", "1.7"], ["1.7", "int"]),
+    (["--batch-size", "0"], ["batch_size", "positive"]),
+    (["--pairs", "0"], ["pairs", "positive"]),
+    (["--val-size", "-1"], ["-1", "val_size"]),
+    (["--val-size", "60000"], ["60000", "[0, 60000)"]),
+    (["--limit-train", "0"], ["limit_train", "positive"]),
+    (["--stop-after", "0"], ["stop_after", "positive"]),
+    (["--structure", "malach", "--hidden", "0"], ["hidden", "positive"]),
+    (["--sparsity", "abc"], ["abc", "float"]),
+    (["--jobs-per-device", "two", "--sweep-sparsities", "0.5"], ["two", "int"]),
+    # hardware
+    (["--devices", "0"], ["devices", "positive"]),
+    (["--accelerator", "cpu", "--devices", "999"], ["999", "valid choices: 1 to"]),
+    pytest.param(["--accelerator", "gpu"], ["gpu", "no CUDA GPU", "cpu"],
+                 marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
+    pytest.param(["--accelerator", "cuda", "--devices", "2"], ["cuda", "no CUDA GPU"],
+                 marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
+    # combinations that would silently change meaning
+    (["--train-weights", "--structure", "wide"], ["--train-weights", "wide"]),
+    (["--arch", "timm:resnet18", "--structure", "wide"], ["timm:resnet18", "fc2"]),
+    (["--resume", C, "--sparsity", "0.9"], ["--sparsity 0.9", "0.5", "--stop-after"]),
+    (["--resume", C, "--arch", "fc4"], ["--arch 'fc4'", "'fc2'"]),
+    (["--resume", C, "--epochs", "5"], ["--epochs 5", "2"]),
+    (["--resume", C, "--config", "{cfg_structure}"], ["--structure 'wide'", "'dense'"]),
+    # config files
+    (["--config", "/nonexistent/cfg.yaml"], ["/nonexistent/cfg.yaml", "not found"]),
+    (["--config", "{cfg_invalid}"], ["cfg_invalid", "not valid YAML"]),
+    (["--config", "{cfg_list}"], ["cfg_list", "mapping"]),
+    (["--config", "{cfg_intkey}"], ["1", "not a string", "arch"]),
+    (["--config", "{cfg_binkey}"], ["b'ab'", "not a string"]),
+    (["--config", "{cfg_unknown}"], ["learning_rate", "valid keys"]),
+    (["--config", "{cfg_float_epochs}"], ["1.7", "epochs", "integer"]),
+    (["--config", "{cfg_maybe}"], ["maybe", "shared", "true or false"]),
+    (["--config", "{cfg_bool_epochs}"], ["True", "epochs", "integer"]),
+    (["--config", "{cfg_list_arch}"], ["['fc2']", "arch", "string"]),
+    (["--config", "{cfg_binary}"], ["cfg_binary", "cannot be read"]),
+    (["--config", "{tmp}"], ["not found"]),
+    # sweep files and flags
+    (["--sweep", "/nonexistent/sweep.yaml"], ["/nonexistent/sweep.yaml", "not found"]),
+    (["--sweep", "{sw_unknown}"], ["sparsity", "valid keys", "sparsities"]),
+    (["--sweep", "{sw_float_epochs}"], ["1.7", "epochs", "positive integers"]),
+    (["--sweep", "{sw_maybe}"], ["maybe", "baseline", "true or false"]),
+    (["--sweep", "{sw_text_sparsity}"], ["'abc'", "sparsities", "numbers"]),
+    (["--sweep", "{sw_variants_str}"], ["'wide'", "variants", "list"]),
+    (["--sweep", "{sw_empty}"], ["[]", "sparsities", "non-empty"]),
+    (["--sweep", "{sw_base_list}"], ["base", "mapping"]),
+    (["--sweep", "{sw_base_unknown}"], ["learning_rate", "valid keys"]),
+    (["--sweep", "{sw_base_intkey}"], ["1", "not a string"]),
+    (["--sweep", "{sw_sparsity_range}"], ["1.5", "[0, 1)"]),
+    (["--sweep", "{sw_invalid}"], ["sw_invalid", "not valid YAML"]),
+    (["--sweep", "{sw_list}"], ["sw_list", "mapping"]),
+    (["--sweep-sparsities", "abc"], ["abc", "--sweep-sparsities", "numbers"]),
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1.5", "--sweep-variants", "dense"],
+     ["1.5", "--sweep-epochs", "integers"]),
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "nope"],
+     ["nope", "subsetsum"]),
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-seeds", "-1",
+      "--sweep-variants", "dense"], ["-1", "seed"]),
+    (["--sweep-variants", "dense"], ["sparsities", "--sweep-sparsities"]),
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
+      "--jobs-per-device", "0"], ["jobs-per-device", "positive"]),
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
+      "--sweep-out", "{a_file}"], ["a_file", "not a folder"]),
+    # resume targets
+    (["--resume", "/nonexistent/last.ckpt"], ["/nonexistent/last.ckpt", "not found"]),
+    (["--resume", "{ckpt_bitflip}"], ["bitflip-run", "corrupt", "digest"]),
+    (["--resume", "{ckpt_truncated}"], ["truncated-run", "digest"]),
+    (["--resume", "{ckpt_foreign}"], ["foreign-run", "not written by lotterynet"]),
+    (["--resume", "{ckpt_text}"], ["text-run", "digest"]),
+    (["--resume", "{ckpt_noconfig}"], ["noconfig-run", "no run config"]),
+    (["--resume", "{ckpt_otherarch}"], ["otherarch-run", "another model"]),
+    (["--resume", "{done}"], ["finished", "nothing to resume"]),
+    (["--resume", C, "--out", "{other_run}"], ["other_run", "another run"]),
+    (["--resume", C, "--out", "{finished_dir}"], ["finished", "nothing to resume"]),
+    # data folders
+    (["--data-dir", "{corrupt_data}"], ["mnist", "corrupt-data", "corrupt or unreadable"]),
+    # output folders
+    (["--out", "{a_file}"], ["a_file", "not a folder"]),
+    (["--out", "{a_file}/run"], ["a_file", "not a folder"]),
+    (["--out", "/sys/lotterynet-test/run"], ["/sys/lotterynet-test/run", "not writable"]),
+    (["--out", "{other_run}"], ["other_run", "not empty", "--overwrite"]),
+]
+
+
+def fill(argv: list[str], files: dict) -> list[str]:
+    return [arg.format(**files) for arg in argv]
+
+
+@pytest.fixture(scope="session")
+def broken_inputs(tmp_path_factory, data_dir, stopped_run) -> dict:
+    """Broken checkpoints and a corrupt data folder, made once (the cases only read them)."""
+    tmp = tmp_path_factory.mktemp("broken")
+    kinds = ("bitflip", "truncated", "foreign", "noconfig", "otherarch", "text")
+    return {**{f"ckpt_{k}": checkpoint_variant(stopped_run, tmp, k) for k in kinds},
+            "corrupt_data": corrupt_mnist(tmp, data_dir)}
+
+
+@pytest.fixture
+def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
+    """The files the cases name, under a fresh ``tmp_path``; the checkpoint to resume is a copy
+    of the stopped run, so that a refused resume can be checked to leave it unchanged."""
+    run = tmp_path / "resumable"
+    shutil.copytree(stopped_run, run)
+    other = tmp_path / "other_run"
+    other.mkdir()
+    write(other / "metrics.csv", "step\n0\n")
+    sweep = dict(variants=["dense"], sparsities=[0.5], epochs=[1])
+    configs = {
+        "cfg_structure": {"structure": "wide"},
+        "cfg_invalid": "arch: [fc2\n", "cfg_list": ["arch", "fc2"], "cfg_intkey": {1: 2},
+        "cfg_binkey": "!!binary YWI=: 1\n", "cfg_unknown": {"learning_rate": 0.1},
+        "cfg_float_epochs": {"epochs": 1.7}, "cfg_maybe": "shared: maybe\n",
+        "cfg_bool_epochs": {"epochs": True}, "cfg_list_arch": {"arch": ["fc2"]},
+        "cfg_binary": b"\xff\xfe\x00\x81binary",
+        "sw_unknown": {**sweep, "sparsity": [0.5]}, "sw_float_epochs": {**sweep, "epochs": [1.7]},
+        "sw_maybe": {**sweep, "baseline": "maybe"},
+        "sw_text_sparsity": {**sweep, "sparsities": ["abc"]},
+        "sw_variants_str": {**sweep, "variants": "wide"}, "sw_empty": {**sweep, "sparsities": []},
+        "sw_base_list": {**sweep, "base": [1]},
+        "sw_base_unknown": {**sweep, "base": {"learning_rate": 0.1}},
+        "sw_base_intkey": {**sweep, "base": {1: 2}},
+        "sw_sparsity_range": {**sweep, "sparsities": [1.5]}, "sw_invalid": "variants: [\n",
+        "sw_list": ["variants"],
+    }
+    names = {name: write(tmp_path / name, data) for name, data in configs.items()}
+    return {**names, **broken_inputs, "ckpt": str(run / "checkpoints" / "last.ckpt"),
+            "tmp": str(tmp_path), "done": str(finished_run / "checkpoints" / "last.ckpt"),
+            "finished_dir": str(finished_run), "other_run": str(other),
+            "a_file": write(tmp_path / "a_file", "x")}
+
+
+def snapshot(*folders: Path) -> dict:
+    return {p: p.read_bytes() if p.is_file() else None
+            for folder in folders for p in sorted(folder.rglob("*"))}
+
+
+def test_at_least_60_cases_in_every_family():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("argv, named", CASES)
+def test_bad_input_exits_2_with_one_line_and_leaves_nothing(argv, named, files, tmp_path,
+                                                            finished_run, data_dir, capsys):
+    out = tmp_path / "fresh-out"
+    args = fill(argv, files)
+    extra = [] if "--out" in args or "--resume" in args else ["--out", str(out)]
+    if any(a.startswith("--sweep") for a in args) and "--sweep-out" not in args:
+        extra = ["--sweep-out", str(out)]
+    before = snapshot(tmp_path, finished_run)
+    started = time.perf_counter()
+    code = main([*args, *extra, "--data-dir", str(data_dir)]
+                if "--data-dir" not in args else [*args, *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert all(n in lines[0] for n in named), lines[0]
+    assert snapshot(tmp_path, finished_run) == before  # nothing written, nothing changed
+    assert not out.exists()
+    assert time.perf_counter() - started < 30  # refused before any training
+
+
+def test_corrected_rerun_works_after_a_refusal(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    base = [*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out)]
+    assert main([*base, "--momentum", "-0.5"]) == 2
+    assert main([*base, "--accelerator", "tpu"]) == 2
+    assert main(base) == 0 and (out / "results.json").is_file()
+
+
+def test_subprocess_errors_have_no_traceback_and_help_is_fast(tmp_path):
+    for argv in (["--lr", "nan"], ["--config", write(tmp_path / "k.yaml", {1: 2})],
+                 ["--resume", write(tmp_path / "x.ckpt", b"PK\x03\x04garbage")]):
+        proc = subprocess.run([sys.executable, "train.py", *argv, "--out", str(tmp_path / "o")],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert proc.returncode == 0 and "--resume" in proc.stdout
+    # CPU seconds, not wall-clock, so a busy machine does not decide (unloaded: ~0.3 s wall)
+    assert after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime < 1.0
+    proc = subprocess.run([sys.executable, "-c", "import sys, lotterynet.cli; "
+                           "print('torch' in sys.modules)"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.stdout.strip() == "False"

@@ -1,0 +1,215 @@
+"""Nothing lost, nothing silent: a resume writes only into the run it continues and keeps its
+history; checkpoints are sealed with a digest, written durably, and a full disk says so."""
+
+import csv
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from lotterynet.checkpointing import (
+    CheckpointError,
+    DiskFullError,
+    atomic_torch_save,
+    load_checkpoint,
+    remove_stale_temp_files,
+)
+from lotterynet.cli import main
+
+SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "600", "--val-size", "100",
+         "--no-progress-bar", "--seed", "3"]
+
+
+def tree(folder: Path) -> dict:
+    """Every file under ``folder`` with its bytes, and every folder."""
+    return {p.relative_to(folder): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+def metric_rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def per_epoch(run: Path, key: str) -> dict[int, str]:
+    """``{epoch: value}`` of one metric; fails on an epoch logged twice."""
+    values = [(int(r["epoch"]), r[key]) for r in metric_rows(run) if r.get(key)]
+    epochs = [e for e, _ in values]
+    assert len(epochs) == len(set(epochs)), f"{key} logged twice for an epoch: {epochs}"
+    return dict(values)
+
+
+@pytest.fixture(scope="module")
+def whole_and_stopped(tmp_path_factory, data_dir):
+    """The same 3-epoch run uninterrupted, and stopped after its first epoch."""
+    tmp = tmp_path_factory.mktemp("runs")
+    common = [*SMALL, "--epochs", "3", "--data-dir", str(data_dir)]
+    assert main([*common, "--out", str(tmp / "whole")]) == 0
+    assert main([*common, "--stop-after", "1", "--out", str(tmp / "stopped")]) == 0
+    return tmp / "whole", tmp / "stopped"
+
+
+def assert_same_history_and_result(run: Path, whole: Path) -> None:
+    results, expected = (json.loads((r / "results.json").read_text()) for r in (run, whole))
+    for key in ("test_acc", "val_acc", "train_acc", "mask_digests", "epochs_done"):
+        assert results[key] == expected[key], key
+    assert len(results["seconds_per_epoch"]) == 3
+    for key in ("val/acc", "train/acc", "train/loss"):
+        assert per_epoch(run, key) == per_epoch(whole, key)  # all three epochs, once each
+
+
+def test_resume_into_a_copy_leaves_the_original_byte_identical(whole_and_stopped, tmp_path):
+    whole, stopped = whole_and_stopped
+    original = tree(stopped)
+    copy = tmp_path / "copy"
+    shutil.copytree(stopped, copy)
+    assert main(["--resume", str(copy / "checkpoints" / "last.ckpt")]) == 0
+    assert tree(stopped) == original
+    assert_same_history_and_result(copy, whole)
+
+
+def test_resume_of_a_moved_run_writes_only_where_it_now_is(whole_and_stopped, tmp_path):
+    whole, stopped = whole_and_stopped
+    old, new = tmp_path / "old", tmp_path / "moved" / "run"
+    shutil.copytree(stopped, old)
+    new.parent.mkdir()
+    old.rename(new)
+    assert main(["--resume", str(new / "checkpoints" / "last.ckpt")]) == 0
+    assert not old.exists()
+    assert_same_history_and_result(new, whole)
+
+
+def test_resume_into_an_empty_out_leaves_the_source_alone(whole_and_stopped, tmp_path):
+    whole, stopped = whole_and_stopped
+    original, out = tree(stopped), tmp_path / "elsewhere"
+    assert main(["--resume", str(stopped / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    assert tree(stopped) == original
+    assert_same_history_and_result(out, whole)  # the history came along
+
+
+def test_finished_run_is_not_resumed(whole_and_stopped, capsys):
+    whole, _ = whole_and_stopped
+    before = tree(whole)
+    assert main(["--resume", str(whole / "checkpoints" / "last.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert "is finished" in err and str(whole) in err
+    assert tree(whole) == before
+
+
+def test_run_killed_in_its_test_phase_reports_its_training(whole_and_stopped, tmp_path):
+    whole, _ = whole_and_stopped
+    run = tmp_path / "untested"
+    shutil.copytree(whole, run)
+    (run / "results.json").unlink()  # trained 3 of 3 epochs, killed before the results
+    assert main(["--resume", str(run / "checkpoints" / "last.ckpt")]) == 0
+    assert_same_history_and_result(run, whole)
+
+
+def start(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "train.py", *argv], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def kill_after_next_checkpoint(proc: subprocess.Popen, checkpoint: Path) -> None:
+    """SIGKILL ``proc`` as soon as it has written a checkpoint newer than the current one."""
+    seen = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if checkpoint.exists() and checkpoint.stat().st_mtime_ns != seen:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_metrics_history_complete_after_two_kills(whole_and_stopped, tmp_path, data_dir):
+    whole, _ = whole_and_stopped
+    run = tmp_path / "killed"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    kill_after_next_checkpoint(start([*SMALL, "--epochs", "3", "--data-dir", str(data_dir),
+                                      "--out", str(run)]), checkpoint)
+    kill_after_next_checkpoint(start(["--resume", str(checkpoint)]), checkpoint)
+    assert load_checkpoint(checkpoint)["epoch"] >= 1 and not (run / "results.json").exists()
+    assert main(["--resume", str(checkpoint)]) == 0
+    assert_same_history_and_result(run, whole)
+
+
+def test_bit_flipped_checkpoint_is_refused_before_loading(tmp_path):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"state_dict": {"w": torch.arange(1000.0)}}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"],
+                       torch.arange(1000.0))  # still an ordinary torch checkpoint
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.arange(1000.0))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+
+
+def test_full_disk_says_so_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def no_space(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)
+    with pytest.raises(DiskFullError, match="disk full") as error:
+        atomic_torch_save({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert str(path) in error.value.strerror
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_stale_temp_files_are_removed_and_refusal_names_only_real_files(tmp_path, capsys):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = checkpoints / f".last.ckpt.tmp{dead}"
+    live = checkpoints / f".last.ckpt.tmp{os.getppid()}"  # a writer still running
+    stale.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    assert remove_stale_temp_files(checkpoints) == [stale]
+    assert not stale.exists() and live.exists()
+    # the first checkpoint never completed: the refusal does not recommend --resume
+    assert main(["--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "--resume" not in err
+
+
+def test_wandb_run_id_is_kept_across_resume(tmp_path):
+    from lotterynet.loggers import wandb_run_id
+
+    first = tmp_path / "run"
+    run_id = wandb_run_id(first, None)
+    checkpoint = first / "checkpoints" / "last.ckpt"
+    assert wandb_run_id(first, str(checkpoint)) == run_id
+    assert wandb_run_id(tmp_path / "copy", str(checkpoint)) == run_id
+    assert wandb_run_id(tmp_path / "new", None) != run_id
+
+
+def test_full_disk_during_training_is_one_line_and_exit_1(tmp_path, data_dir, monkeypatch,
+                                                           capsys):
+    def no_space(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)  # the checkpoint write
+    out = tmp_path / "run"
+    assert main([*SMALL, "--limit-train", "200", "--epochs", "1", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "disk full" in err[0] and "last.ckpt" in err[0]
+    assert not list((out / "checkpoints").iterdir())  # no temp file left behind

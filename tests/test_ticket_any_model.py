@@ -1,0 +1,243 @@
+"""Tickets of models that were never registered: converted with convert(), loaded onto a fresh
+instance of the user's own architecture; and tickets that must be refused."""
+
+import hashlib
+import json
+import struct
+import tracemalloc
+import zlib
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import lotterynet as ln
+from lotterynet.ticket import TicketError, load_ticket, save_ticket
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width),
+                                      nn.ReLU(), nn.Conv2d(width, 8, 3, stride=2),
+                                      nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten())
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class TinyTransformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True, add_bias_kv=True)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        h = self.norm(h + self.attn(h, h, h, need_weights=False)[0])
+        return self.head(h.mean(1))
+
+
+def tiny_vit():  # a different torch seed on every call: frozen non-converted values differ
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=8,
+                             depth=1, num_heads=2, embed_dim=16, num_classes=3)
+
+
+CASES = {
+    "cnn-batchnorm": (SmallCNN, torch.randn(4, 3, 8, 8),
+                      dict(sparsity=0.6, seed=3, bias="trainable")),
+    "cnn-two-calls": (SmallCNN, torch.randn(4, 3, 8, 8), None),
+    "attention": (TinyTransformer, torch.randn(2, 5, 6), dict(sparsity=0.5, seed=1)),
+    "timm-vit": (tiny_vit, torch.randn(2, 3, 16, 16),
+                 dict(sparsity=0.7, seed=2, structure="subsetsum", activation="identity",
+                      pairs=2, others="trainable")),
+}
+
+
+def converted(make, options):
+    model = make()
+    if options is None:  # two calls with different options, one of them on a submodule
+        ln.convert(model.features, sparsity=0.5, seed=5, batchnorm="trainable")
+        ln.convert(model, sparsity=0.8, seed=6, include=["head"], kept="floor", ties="high")
+    else:
+        ln.convert(model, **options)
+    return model
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_converted_model_round_trip_is_bit_identical(tmp_path, case):
+    make, x, options = case
+    model = converted(make, options)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).logsumexp(-1).sum().backward()
+        opt.step()
+    model.eval()
+    save_ticket(model, tmp_path / "t.ticket")
+    loaded = load_ticket(tmp_path / "t.ticket", model=make()).eval()
+    assert torch.equal(loaded(x), model(x))
+    masks = {n: m.mask() for n, m in model.named_modules() if isinstance(m, ln.MaskedWeight)}
+    assert masks and all(torch.equal(loaded.get_submodule(n).mask(), mask)
+                         for n, mask in masks.items())
+    state = loaded.state_dict()
+    assert state.keys() == model.state_dict().keys()
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()
+               if not k.endswith("scores"))
+    with pytest.raises(TicketError, match=r"load_ticket\(path, model=MyNet\(\)\)"):
+        load_ticket(tmp_path / "t.ticket")
+
+
+def test_ticket_refuses_a_model_of_another_shape(tmp_path):
+    model = ln.convert(SmallCNN(), sparsity=0.5, seed=0)
+    save_ticket(model, tmp_path / "t.ticket")
+    first = r"mask 'features\.0\.structure\.weight' differs: the ticket has \[4, 3, 3, 3\], "
+    with pytest.raises(TicketError, match=first + r"the model \[6, 3, 3, 3\]"):
+        load_ticket(tmp_path / "t.ticket", model=SmallCNN(width=6))
+    with pytest.raises(TicketError, match=r"the model has no mask 'features\.0\.structure"):
+        load_ticket(tmp_path / "t.ticket", model=TinyTransformer())
+
+
+def test_hand_built_subnet_layers(tmp_path):
+    def make(seed):
+        return nn.Sequential(ln.SubnetLinear(6, 4, True, seed=seed), nn.LayerNorm(4),
+                             ln.SubnetLinear(4, 2, structure="subsetsum", seed=seed))
+    model = make(0)
+    ln.global_topk(model, 0.7)
+    save_ticket(model, tmp_path / "t.ticket")
+    x = torch.randn(3, 6)
+    assert torch.equal(load_ticket(tmp_path / "t.ticket", model=make(0))(x), model(x))
+    with pytest.raises(TicketError, match="different frozen"):
+        load_ticket(tmp_path / "t.ticket", model=make(1))
+
+
+# --- hostile and malformed tickets (issue 12) ------------------------------------------------
+
+def ticket_parts(path):
+    data = path.read_bytes()
+    header_len = struct.unpack_from("<Q", data, 12)[0]
+    return json.loads(data[20:20 + header_len]), data[20 + header_len:-32]
+
+
+def write_ticket(path, header, compressed):
+    header_bytes = json.dumps(header).encode()
+    body = struct.pack("<8sIQ", b"LNTICKET", 1, len(header_bytes)) + header_bytes + compressed
+    path.write_bytes(body + hashlib.sha256(body).digest())
+    return path
+
+
+@pytest.fixture(scope="module")
+def spec_ticket(tmp_path_factory):
+    path = tmp_path_factory.mktemp("t") / "fc2.ticket"
+    save_ticket(ln.models.build_model("fc2", width=8, sparsity=0.5, seed=0), path)
+    return path
+
+
+def peak_python_bytes(fn):
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_huge_announced_payload_is_refused_without_allocating(tmp_path, spec_ticket):
+    header, compressed = ticket_parts(spec_ticket)
+    header["payload_nbytes"] = 31 * 2**30
+    bad = write_ticket(tmp_path / "bad.ticket", header, compressed)
+
+    def load(match, **limits):
+        with pytest.raises(TicketError, match=match):
+            load_ticket(bad, **limits)
+
+    assert peak_python_bytes(lambda: load("payload of 33285996544 bytes: over the limit")) < 2**20
+    # within a raised limit, but more than the file's compressed bytes can inflate to
+    assert peak_python_bytes(lambda: load("compressed bytes can hold", max_bytes=2**40)) < 2**20
+
+
+def test_spec_asking_for_31_gb_is_refused_on_the_meta_device(tmp_path, spec_ticket):
+    header, compressed = ticket_parts(spec_ticket)
+    header["spec"]["width"] = 5_000_000  # fc2 784 -> 5e6 -> 10: weights and scores, 31 GB
+    bad = write_ticket(tmp_path / "bad.ticket", header, compressed)
+    with pytest.raises(TicketError, match=r"model of 31\d{9} bytes, over the limit"):
+        load_ticket(bad)
+    header["spec"]["width"] = 9  # small, but not what the ticket holds
+    with pytest.raises(TicketError, match=r"mask '1\.structure\.weight' differs"):
+        load_ticket(write_ticket(tmp_path / "bad.ticket", header, compressed))
+
+
+def test_zlib_bomb_is_refused(tmp_path, spec_ticket):
+    header, _ = ticket_parts(spec_ticket)
+    bomb = zlib.compress(bytes(256 * 2**20), 9)  # 256 MiB of zeros in about 256 KiB
+    bad = write_ticket(tmp_path / "bomb.ticket", header, bomb)
+
+    def load():
+        with pytest.raises(TicketError, match="payload is not the"):
+            load_ticket(bad)
+
+    peak = peak_python_bytes(load)
+    assert peak < 32 * 2**20  # inflated no further than the announced size
+
+
+def test_spec_cannot_reach_the_network(tmp_path, spec_ticket):
+    header, compressed = ticket_parts(spec_ticket)
+    header["spec"] = {"name": "timm", "model_name": "hf-hub:timm/resnet18.a1_in1k"}
+    bad = write_ticket(tmp_path / "net.ticket", header, compressed)
+    with pytest.raises(TicketError) as info:
+        load_ticket(bad)
+    chain, error = [], info.value
+    while error is not None:
+        chain.append(str(error))
+        error = error.__cause__ or error.__context__
+    assert any("may not use the network" in message for message in chain)
+
+
+def edit(field, value):
+    def apply(header):
+        target = header
+        *path, last = field.split("/")
+        for key in path:
+            target = target[key] if isinstance(target, dict) else target[int(key)]
+        target[last] = value
+    return apply
+
+
+MALFORMED = {
+    "header-not-object": lambda h: h.clear() or h.update({"x": [1]}),
+    "payload-negative": edit("payload_nbytes", -1),
+    "payload-string": edit("payload_nbytes", "315"),
+    "spec-no-name": edit("spec", {"width": 8}),
+    "masks-list": edit("masks", []),
+    "mask-shape-float": edit("masks/1.structure.weight/shape", [8.0, 784]),
+    "mask-shape-negative": edit("masks/1.structure.weight/shape", [-8, -784]),
+    "mask-too-many-dims": edit("masks/1.structure.weight/shape", [1] * 40),
+    "mask-k-bool": edit("masks/1.structure.weight/k", True),
+    "mask-k-too-big": edit("masks/1.structure.weight/k", 10**9),
+    "mask-offset-outside": edit("masks/1.structure.weight/offset", 10**12),
+    "converts-not-list": edit("converts", {"path": ""}),
+}
+
+
+@pytest.mark.parametrize("damage", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_headers_raise_ticket_error(tmp_path, spec_ticket, damage):
+    header, compressed = ticket_parts(spec_ticket)
+    damage(header)
+    with pytest.raises(TicketError, match="malformed|payload"):
+        load_ticket(write_ticket(tmp_path / "bad.ticket", header, compressed))
+
+
+def test_header_that_is_not_json_raises_ticket_error(tmp_path, spec_ticket):
+    _, compressed = ticket_parts(spec_ticket)
+    body = struct.pack("<8sIQ", b"LNTICKET", 1, 5) + b"{\xff[1" + compressed
+    path = tmp_path / "bad.ticket"
+    path.write_bytes(body + hashlib.sha256(body).digest())
+    with pytest.raises(TicketError, match="malformed"):
+        load_ticket(path)
