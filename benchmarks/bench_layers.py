@@ -106,24 +106,31 @@ def make_target_step(kind, activation, batch, device, update: bool, stacked: boo
     return step
 
 
+def target_ratios(device, repeats: int, members=(False, True), updates=(True, False),
+                  activations=("relu", "identity"), batches=(64, 256)):
+    """The layer target, one dict per case: ``members``, ``update``, ``activation``, ``batch``,
+    median seconds of a ``subsetsum`` and a ``wide`` step, and their ``ratio``."""
+    for stacked in members:
+        for update in updates:
+            for activation in activations:
+                for batch in batches:
+                    steps = {kind: make_target_step(kind, activation, batch, device, update,
+                                                    stacked) for kind in ("subsetsum", "wide")}
+                    times = median_times(steps, device, repeats)
+                    yield dict(members=len(STACK_SPARSITIES) if stacked else 1, update=update,
+                               activation=activation, batch=batch, **times,
+                               ratio=times["subsetsum"] / times["wide"])
+
+
 def target_table(device, repeats: int) -> None:
     print("\n## subset-sum layer against the dense layer of equal maskable count "
           f"(784x{WIDE_OUT}), median ms; target <= 1.25x")
     print("| members | update | activation | batch | subsetsum ms | wide ms | ratio | target |")
     print("|---|---|---|---|---|---|---|---|")
-    for stacked in (False, True):
-        for update in (True, False):
-            for activation in ("relu", "identity"):
-                for batch in (64, 256):
-                    steps = {kind: make_target_step(kind, activation, batch, device, update,
-                                                    stacked) for kind in ("subsetsum", "wide")}
-                    times = median_times(steps, device, repeats)
-                    ratio = times["subsetsum"] / times["wide"]
-                    print(f"| {len(STACK_SPARSITIES) if stacked else 1} | "
-                          f"{'yes' if update else 'no'} | {activation} | {batch} | "
-                          f"{times['subsetsum'] * 1e3:.2f} | {times['wide'] * 1e3:.2f} | "
-                          f"{ratio:.2f} | {'met' if ratio <= 1.25 else 'NOT met'} |",
-                          flush=True)
+    for r in target_ratios(device, repeats):
+        print(f"| {r['members']} | {'yes' if r['update'] else 'no'} | {r['activation']} | "
+              f"{r['batch']} | {r['subsetsum'] * 1e3:.2f} | {r['wide'] * 1e3:.2f} | "
+              f"{r['ratio']:.2f} | {'met' if r['ratio'] <= 1.25 else 'NOT met'} |", flush=True)
 
 
 def sync(device):
@@ -191,6 +198,17 @@ def full_sort_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
+def mask_times(numel: int, device, repeats: int) -> tuple[float, float]:
+    """Median seconds of the top-k mask and of the full-sort reference at sparsity 0.5 (checked
+    equal first)."""
+    scores = torch.randn(numel, device=device)
+    k = numel // 2
+    assert torch.equal(topk_mask(scores.abs(), k), full_sort_mask(scores, k))
+    times = median_times({"fast": lambda: topk_mask(scores.abs(), k),
+                          "slow": lambda: full_sort_mask(scores, k)}, device, repeats)
+    return times["fast"], times["slow"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -225,13 +243,7 @@ def main():
     print("| elements | top-k selection | full sort | speed-up |")
     print("|---|---|---|---|")
     for numel in [10**6, 10**7]:
-        scores = torch.randn(numel, device=device)
-        k = numel // 2
-        assert torch.equal(topk_mask(scores.abs(), k), full_sort_mask(scores, k))
-        times = median_times({"fast": lambda s=scores, k=k: topk_mask(s.abs(), k),
-                              "slow": lambda s=scores, k=k: full_sort_mask(s, k)},
-                             device, args.repeats)
-        fast, slow = times["fast"], times["slow"]
+        fast, slow = mask_times(numel, device, args.repeats)
         print(f"| {numel:,} | {fast * 1e3:.1f} | {slow * 1e3:.1f} | {slow / fast:.1f}x |")
 
 

@@ -63,9 +63,9 @@ def cells_one_after_another(cells) -> float:
     return sum(sum(run(c)["seconds_per_epoch"]) for c in cells)
 
 
-def stacked(cells, out: Path) -> float:
-    results = run_stack(cells, out / "stack", [Path(c.out) for c in cells])
-    return sum(results[0]["seconds_per_epoch"])
+def stack_epoch_seconds(cells, out: Path) -> list[float]:
+    """Seconds of each training epoch of the cells trained as one stack."""
+    return run_stack(cells, out / "stack", [Path(c.out) for c in cells])[0]["seconds_per_epoch"]
 
 
 def peak_memory_mib(args, mode: str) -> float:
@@ -110,7 +110,7 @@ def main() -> None:
         cells_wall, cells_cpu, cells_epochs = timed(lambda: cells_one_after_another(cells))
         shutil.rmtree(tmp / "cells")
         stack_wall, stack_cpu, stack_epochs = timed(
-            lambda: stacked(configs(args, tmp / "cells"), tmp))
+            lambda: sum(stack_epoch_seconds(configs(args, tmp / "cells"), tmp)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     single_mib, stack_mib = peak_memory_mib(args, "single"), peak_memory_mib(args, "stack")

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 import torch
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from lotterynet.machine import cpu_name
 from lotterynet.subsetsum import solve
@@ -32,6 +31,8 @@ def instances(W, n, seed):
 
 def milp_one(w, c):
     """min p + q  s.t.  c·b + p − q = w,  b ∈ {0,1}^n,  p, q ≥ 0  (so p + q = |w − c·b|)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp  # only (a) needs scipy
+
     n = len(c)
     res = milp(
         np.r_[np.zeros(n), 1.0, 1.0],

@@ -195,6 +195,15 @@ def _check_name(registry: Registry, value: str) -> None:
 WIDE = "wide"
 
 
+def require_wandb() -> None:
+    """``--wandb`` needs the wandb package, which lotterynet does not import otherwise."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise ConfigError("--wandb needs the wandb package, which is not installed "
+                          "(pip install wandb, or run without --wandb)") from None
+
+
 def validate(config: RunConfig) -> None:
     """Raise :class:`ConfigError` on the first bad value."""
     from .data import DATASETS
@@ -231,6 +240,8 @@ def validate(config: RunConfig) -> None:
     check_hardware(config)
     if family_kwargs:
         check_timm_model(family_kwargs["model_name"])
+    if config.wandb:
+        require_wandb()
     if config.resume is not None and not Path(config.resume).is_file():
         raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torchvision import datasets
 
+from .idx import IDXError, read_gzipped_split
 from .registry import Registry
 
 DATA_ENV = "LOTTERYNET_DATA"
@@ -73,19 +74,26 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
     root = resolve_data_dir(root)
     try:
         ds = spec.torchvision_class(str(root), train=train, download=download)
+        data, targets = ds.data, ds.targets
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         if "not found" not in str(err).lower():
             raise _corrupt(name, root, spec, err) from None
-        how = "or allow downloading" if not download else "(the download failed too)"
-        raise DatasetNotFound(
-            f"{name}: no data under {root.resolve()}; put {spec.files} there, point --data-dir "
-            f"or ${DATA_ENV} at the folder that holds them, {how}"
-        ) from err
+        try:
+            gzipped = read_gzipped_split(root / spec.torchvision_class.__name__ / "raw", train)
+        except IDXError as idx_err:
+            raise _corrupt(name, root, spec, idx_err) from None
+        if gzipped is None:
+            how = "or allow downloading" if not download else "(the download failed too)"
+            raise DatasetNotFound(
+                f"{name}: no data under {root.resolve()}; put {spec.files} (or .gz) there, point "
+                f"--data-dir or ${DATA_ENV} at the folder that holds them, {how}"
+            ) from err
+        data, targets = gzipped
     except (ValueError, AssertionError, IndexError, EOFError, OSError, pickle.UnpicklingError,
             UnicodeDecodeError) as err:  # files present but truncated, garbled or unreadable
         raise _corrupt(name, root, spec, err) from None
-    images = torch.as_tensor(np.asarray(ds.data)).float().div_(255)
+    images = torch.as_tensor(np.asarray(data)).float().div_(255)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
-    return images.sub_(mean).div_(std).contiguous(), torch.as_tensor(ds.targets).long()
+    return images.sub_(mean).div_(std).contiguous(), torch.as_tensor(targets).long()

@@ -7,7 +7,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def requires_cuda(test):
+    """Skipped without a GPU, and marked ``cuda`` so that ``pytest -m cuda`` runs exactly these
+    (the GPU suite does)."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    return pytest.mark.cuda(skip(test))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,61 @@
+"""The GPU suite end to end on the CPU (``--device cpu --quick``), so that it cannot rot."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+CHECKS = {  # report row (start) -> whether it needs CUDA
+    "CUDA tests (pytest -m cuda)": True,
+    "no host-device sync: dense layer step": True,
+    "no host-device sync: subsetsum layer step": True,
+    "no host-device sync: fixedsize layer step": True,
+    "no host-device sync: Lightning training step": True,
+    "layer step subsetsum / wide, relu, batch 64": False,
+    "layer step subsetsum / wide, relu, batch 256": False,
+    "layer step subsetsum / wide, identity, batch 64": False,
+    "layer step subsetsum / wide, identity, batch 256": False,
+    "mask of ": False,
+    "LeNet5 edge-popup epoch": False,
+    "LeNet5 epoch: Lightning / bare PyTorch loop": False,
+    "FC2 wide epoch": False,
+    "-member LeNet5 stack epoch / single run's": False,
+    "subset-sum solver, n = 21": False,
+    "subset-sum solver, n = 30": False,
+    "train.py LeNet5 1 epoch: test acc bf16-mixed vs 32-true": False,
+}
+
+
+def test_quick_cpu_run_reports_every_check(tmp_path, data_dir):
+    report = tmp_path / "report.md"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu_suite.py", "--device", "cpu", "--quick",
+         "--data-dir", str(data_dir), "--report", str(report)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = report.read_text()
+    assert "- device: CPU: " in text and "- torch " in text
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ")]
+    for start, needs_cuda in CHECKS.items():
+        row = next((r for r in rows if start in r[0]), None)
+        assert row is not None, f"no row for {start!r}"
+        if needs_cuda:
+            assert row[3] == "skipped (no CUDA) |"
+        else:
+            assert row[3] in ("REPORT |", "not judged (CPU) |"), row
+            assert re.match(r"[\d.]+", row[1]), row
+
+
+def test_bad_flag_is_one_line_exit_2(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_suite
+
+    with pytest.raises(SystemExit) as exit_:
+        gpu_suite.parse_args(["--device", "tpu"])
+    assert exit_.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -1,0 +1,65 @@
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lotterynet.data import load_split
+from lotterynet.idx import IDXError, read_idx
+
+
+@pytest.fixture(scope="session")
+def gz_data_dir(data_dir, tmp_path_factory):
+    """A data folder holding only gzipped copies of the four MNIST IDX files."""
+    root = tmp_path_factory.mktemp("gz")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in (data_dir / "MNIST" / "raw").glob("*-ubyte"):
+        with open(path, "rb") as src, gzip.open(raw / f"{path.name}.gz", "wb", 1) as dst:
+            shutil.copyfileobj(src, dst)
+    return root
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_gzipped_mnist_loads_identically(data_dir, gz_data_dir, train):
+    images, labels = load_split("mnist", gz_data_dir, train=train)
+    ref_images, ref_labels = load_split("mnist", data_dir, train=train)
+    assert images.shape == ref_images.shape == (60000 if train else 10000, 1, 28, 28)
+    assert torch.equal(images, ref_images) and torch.equal(labels, ref_labels)
+    assert labels.dtype == torch.int64
+
+
+def test_read_idx_matches_the_plain_file(data_dir, gz_data_dir):
+    name = "t10k-labels-idx1-ubyte"
+    plain = read_idx(data_dir / "MNIST" / "raw" / name)
+    assert plain.shape == (10000,) and plain.dtype == np.uint8
+    np.testing.assert_array_equal(read_idx(gz_data_dir / "MNIST" / "raw" / f"{name}.gz"), plain)
+
+
+def test_big_endian_values_are_read_in_native_order(tmp_path):
+    path = tmp_path / "ints.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x0C, 2]) + np.array([2, 3], ">u4").tobytes()
+                + np.arange(6, dtype=">i4").tobytes())
+    np.testing.assert_array_equal(read_idx(path), np.arange(6).reshape(2, 3))
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\x00\x00\x08\x01\x00\x00\x00\x05abc", "needs 13"),  # truncated data
+    (b"\x00\x00\x08\x03\x00", "truncated header"),
+    (b"PK\x03\x04", "not an IDX file"),
+])
+def test_malformed_files_name_the_fault(tmp_path, content, message):
+    path = tmp_path / "bad.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(content)
+    with pytest.raises(IDXError, match=message):
+        read_idx(path)
+
+
+def test_a_gz_name_that_is_not_gzip(tmp_path):
+    path = tmp_path / "labels-idx1-ubyte.gz"
+    path.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")
+    with pytest.raises(IDXError, match="not a readable gzip file"):
+        read_idx(path)
