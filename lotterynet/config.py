@@ -120,23 +120,29 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=help_text, **extra)
 
 
-def load_yaml(path: str | Path) -> dict:
-    """The mapping in a YAML file, keys with ``-`` read as ``_``; :class:`ConfigError` for a
-    missing, unreadable, malformed or non-mapping file."""
+def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
+    """The mapping in the YAML file ``path`` (``where`` names it in errors, ``holds`` says what
+    it should hold); :class:`ConfigError` for a missing, unreadable, malformed or non-mapping
+    file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found")
+        raise ConfigError(f"{where} not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {str(path)!r} cannot be read as text: "
+        raise ConfigError(f"{where} cannot be read as text: "
                           f"{getattr(err, 'strerror', None) or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: "
-                          f"{str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of options")
-    return string_keys(data, f"config file {str(path)!r}")
+        raise ConfigError(f"{where} must hold {holds}")
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    """The mapping in a config file, keys with ``-`` read as ``_``."""
+    where = f"config file {str(Path(path))!r}"
+    return string_keys(read_yaml_mapping(path, where, "a mapping of options"), where)
 
 
 def string_keys(data: dict, where: str) -> dict:

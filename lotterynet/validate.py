@@ -14,9 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, read_yaml_mapping
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
@@ -73,19 +71,8 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> None:
 
 def read_sweep_file(path: str | os.PathLike, keys: tuple[str, ...]) -> dict:
     """The mapping in a sweep file, with only ``keys``."""
-    path = Path(path)
-    where = f"sweep file {str(path)!r}"
-    if not path.is_file():
-        raise ConfigError(f"{where} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{where} cannot be read as text: "
-                          f"{getattr(err, 'strerror', None) or err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must hold a mapping with keys {', '.join(keys)}")
+    data = read_yaml_mapping(path, f"sweep file {str(Path(path))!r}",
+                             f"a mapping with keys {', '.join(keys)}")
     unknown = [k for k in data if k not in keys]
     if unknown:
         raise ConfigError(f"unknown sweep key {unknown[0]!r}; valid keys: {', '.join(keys)}")
