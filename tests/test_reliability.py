@@ -121,17 +121,22 @@ def start(argv: list[str]) -> subprocess.Popen:
 
 
 def kill_after_next_checkpoint(proc: subprocess.Popen, checkpoint: Path) -> None:
-    """SIGKILL ``proc`` in the epoch after it has written a checkpoint newer than the current
-    one. (Not within the few milliseconds right after the save: Lightning hands that epoch's
-    metrics to the loggers only after saving, and a kill exactly there still loses the row —
-    a known gap, see the README's Reliability section.)"""
+    """SIGKILL ``proc`` early in the epoch after its next checkpoint: once it has written a
+    checkpoint newer than the current one and logged that epoch's metrics. (Lightning logs an
+    epoch's metrics only after saving its checkpoint; a kill between the two still loses the
+    row — a known gap, see the README's Reliability section.)"""
+    run = checkpoint.parent.parent
     seen = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
-    deadline = time.time() + 300
+    deadline, epoch = time.time() + 300, None
     while proc.poll() is None and time.time() < deadline:
-        if checkpoint.exists() and checkpoint.stat().st_mtime_ns != seen:
-            time.sleep(0.3)
+        if epoch is None and checkpoint.exists() and checkpoint.stat().st_mtime_ns != seen:
+            epoch = str(load_checkpoint(checkpoint)["epoch"])
+        if epoch is not None and (run / "metrics.csv").exists() and all(
+                any(row.get("epoch") == epoch and row.get(key) for row in metric_rows(run))
+                for key in ("val/acc", "train/acc", "train/loss")):
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
