@@ -14,6 +14,7 @@ Every checkpoint save and load goes through :func:`atomic_torch_save` and
 
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
 import io
@@ -131,6 +132,17 @@ def unseal(data: bytes, path) -> bytes:
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its bytes do not match its "
                               f"integrity digest")
     return data
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
+    """``rows`` as a CSV file with a header of ``columns``, written with :func:`atomic_write`."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:

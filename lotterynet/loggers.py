@@ -18,7 +18,7 @@ from pathlib import Path
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from .checkpointing import atomic_write, checkpoint_run_dir, load_checkpoint
+from .checkpointing import atomic_write, checkpoint_run_dir, load_checkpoint, write_csv_atomic
 
 
 def wandb_has_api_key() -> bool:
@@ -55,16 +55,8 @@ class HistoryCSVLogger(CSVLogger):
         if fresh and self._history and rank_zero_only.rank == 0:  # ranks > 0: a dummy writer
             keys = sorted(set().union(*self._history))
             writer.metrics_keys = keys
-            atomic_write(writer.metrics_file_path, lambda tmp: _write_rows(tmp, keys,
-                                                                            self._history))
+            write_csv_atomic(writer.metrics_file_path, self._history, keys)
         return writer
-
-
-def _write_rows(path: Path, keys: list[str], rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def resumed_history(checkpoint: str | None) -> list[dict]:

@@ -144,10 +144,10 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     if grouped.is_cuda:  # radix select; k is a Python int, so nothing waits on the device
         threshold = grouped.topk(k, dim=dim, sorted=False).values.amin(dim, keepdim=True)
     else:  # quickselect, over the entries near the last threshold when there is a hint
-        near = kth_largest_near(grouped[0], k, hint) if (
-            hint is not None and grouped.shape[0] == 1) else None
+        hinted = hint is not None and grouped.shape[0] == 1
+        near = kth_largest_near(grouped[0], k, hint) if hinted else None
         threshold = near[0] if near else grouped.kthvalue(n - k + 1, dim=dim, keepdim=True).values
-        if hint is not None and grouped.shape[0] == 1:
+        if hinted:
             hint.value = float(threshold)  # a host read: free on the CPU
         at_least = grouped >= threshold
         # Every entry tied with the threshold fits: the tie rule has nothing to choose.

@@ -32,7 +32,6 @@ Python use: :class:`~lotterynet.stacked.StackedModel` (plain torch) for your own
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Sequence
@@ -42,7 +41,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from .checkpointing import CheckpointError, atomic_torch_save, atomic_write, load_checkpoint
+from .checkpointing import CheckpointError, atomic_torch_save, load_checkpoint, write_csv_atomic
 from .config import ConfigError, RunConfig, make_config
 from .datamodule import TensorDataModule
 from .loggers import finish_wandb, make_loggers
@@ -102,6 +101,11 @@ def check_stackable(configs: Sequence[RunConfig]) -> None:
 # -------------------------------------------------------------------- the LightningModule
 
 
+def as_list(things) -> list:
+    """Lightning returns a lone optimizer or scheduler bare, several as a list."""
+    return things if isinstance(things, list) else [things]
+
+
 class StackModule(pl.LightningModule):
     """Edge-popup training of a stack: manual optimization with one optimizer and one schedule
     per member, so each member steps exactly as its single run's :class:`EdgePopupModule`
@@ -126,9 +130,6 @@ class StackModule(pl.LightningModule):
         """Members still within their budget in ``epoch`` (0-based)."""
         return [s for s, budget in enumerate(self.budgets) if epoch < budget]
 
-    def _members_list(self, things) -> list:
-        return things if isinstance(things, list) else [things]
-
     def configure_optimizers(self):
         optimizers, schedulers = [], []
         for member, settings in zip(self.model.members, self.hparams.members):
@@ -143,7 +144,7 @@ class StackModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         # Each schedule has stepped once per finished epoch of its member's budget. Catching up
         # here (rather than stepping at the epoch's end) is right after any resume.
-        for s, scheduler in enumerate(self._members_list(self.lr_schedulers())):
+        for s, scheduler in enumerate(as_list(self.lr_schedulers())):
             while scheduler.last_epoch < min(self.current_epoch, self.budgets[s]):
                 scheduler.step()
         self.sums = {"train": torch.zeros(len(self.budgets), 3, device=self.device)}
@@ -168,7 +169,7 @@ class StackModule(pl.LightningModule):
         logits = self.model(x, members)
         losses = [F.cross_entropy(out, y) for out in logits]
         self.manual_backward(sum(losses))  # d(Σ losses)/dθ_s = d(loss_s)/dθ_s for member s
-        optimizers = self._members_list(self.optimizers())
+        optimizers = as_list(self.optimizers())
         for s in members:
             optimizers[s].step()
             optimizers[s].zero_grad()
@@ -233,7 +234,7 @@ class MemberResults(pl.Callback):
 
     def on_train_epoch_end(self, trainer, module: StackModule) -> None:
         epoch = trainer.current_epoch
-        schedulers = module._members_list(module.lr_schedulers())
+        schedulers = as_list(module.lr_schedulers())
         logged = {}
         for s in module.training_members(epoch):
             row = {"epoch": epoch, "lr": schedulers[s].get_last_lr()[0],
@@ -264,7 +265,8 @@ class MemberResults(pl.Callback):
             k: settings[k] for k in ("spec", "optim", "config")}, "epoch": module.budgets[s]},
             cell / CHECKPOINTS / LAST)
         history = self.history[s]
-        write_csv_atomic(history, cell / "metrics.csv")
+        write_csv_atomic(cell / "metrics.csv", history,
+                         list(dict.fromkeys(k for row in history for k in row)) or ["epoch"])
         last = history[-1] if history else {}
         seconds = self.timer.seconds[:module.budgets[s]]
         results = {
@@ -278,18 +280,6 @@ class MemberResults(pl.Callback):
             "stack": {"dir": str(self.stack_dir), "members": len(module.budgets)},
         }
         write_json_atomic(results, cell / RESULTS)
-
-
-def write_csv_atomic(rows: list[dict], path: Path) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["epoch"]
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(path, write)
 
 
 # ---------------------------------------------------------------------------- the runner
@@ -332,13 +322,14 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     checkpoint = stack_dir / CHECKPOINTS / LAST
     resume = checkpoint if stack_members(stack_dir) == names else None
     stack_dir.mkdir(parents=True, exist_ok=True)
+    budget = max(c.epochs for c in configs)
     loggers = make_loggers(stack_dir, {**first.to_dict(), "members": names,
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
-                                       "epochs": max(c.epochs for c in configs)})
+                                       "epochs": budget})
     timer = EpochTimer()
     results_writer = MemberResults(cell_dirs, stack_dir, timer)
-    longest = make_config({**first.to_dict(), "epochs": max(c.epochs for c in configs),
+    longest = make_config({**first.to_dict(), "epochs": budget,
                            "resume": None})
     trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
                            save_on_train_epoch_end=True)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import ctypes
 import dataclasses
 import fcntl
@@ -53,7 +52,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from .checkpointing import CheckpointError, atomic_write, load_checkpoint
+from .checkpointing import CheckpointError, load_checkpoint, write_csv_atomic
 from .config import ConfigError, RunConfig, changed_fields, make_config, string_keys
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
@@ -340,13 +339,7 @@ def add_paper_columns(rows: list[dict], arch: str, dataset: str) -> list[dict]:
 
 
 def write_table(rows: list[dict], sweep_dir: Path) -> None:
-    def write_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(sweep_dir / "sweep.csv", write_csv)
+    write_csv_atomic(sweep_dir / "sweep.csv", rows, list(rows[0]))
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
     (sweep_dir / "sweep.md").write_text("\n".join(lines) + "\n")
