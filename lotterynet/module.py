@@ -46,11 +46,24 @@ class EdgePopupModule(pl.LightningModule):
         acc, mean_loss = self.acc[f"{stage}_"], self.loss[f"{stage}_"]
         acc.update(logits.detach(), y)
         mean_loss.update(loss.detach(), weight=len(y))
-        # Metric objects are computed (and synced across DDP ranks) once per epoch.
+        # Metric objects are computed (and synced across DDP ranks) once per epoch. The train
+        # stage's epoch values reach the loggers from on_train_epoch_end (see there).
+        to_loggers = stage != "train"
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True,
-                 prog_bar=stage != "test")
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
+                 prog_bar=stage != "test", logger=to_loggers)
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, logger=to_loggers)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Write the epoch's training metrics to the loggers now, before the epoch's checkpoint
+        is saved (Lightning would write them only after it): a run killed between the two then
+        loses no row of ``metrics.csv``, and its resume starts from a complete history."""
+        metrics = self.trainer.callback_metrics
+        row = {key: float(metrics[key]) for key in ("train/acc", "train/loss") if key in metrics}
+        # the step Lightning gives epoch-end rows: the epoch's last batch (its logging counter)
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped - 1
+        for logger in self.loggers:
+            logger.log_metrics({**row, "epoch": self.current_epoch}, step=step)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

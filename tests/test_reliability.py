@@ -122,9 +122,8 @@ def start(argv: list[str]) -> subprocess.Popen:
 
 def kill_after_next_checkpoint(proc: subprocess.Popen, checkpoint: Path) -> None:
     """SIGKILL ``proc`` early in the epoch after its next checkpoint: once it has written a
-    checkpoint newer than the current one and logged that epoch's metrics. (Lightning logs an
-    epoch's metrics only after saving its checkpoint; a kill between the two still loses the
-    row — a known gap, see the README's Reliability section.)"""
+    checkpoint newer than the current one and logged that epoch's metrics (a kill at the
+    checkpoint itself: ``test_kill_right_after_a_checkpoint_loses_no_row``)."""
     run = checkpoint.parent.parent
     seen = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
     deadline, epoch = time.time() + 300, None
@@ -149,6 +148,35 @@ def test_metrics_history_complete_after_two_kills(whole_and_stopped, tmp_path, d
                                       "--out", str(run)]), checkpoint)
     kill_after_next_checkpoint(start(["--resume", str(checkpoint)]), checkpoint)
     assert load_checkpoint(checkpoint)["epoch"] >= 1 and not (run / "results.json").exists()
+    assert main(["--resume", str(checkpoint)]) == 0
+    assert_same_history_and_result(run, whole)
+
+
+DIE_AFTER_CHECKPOINT = """
+import os, sys
+from lotterynet.checkpointing import AtomicCheckpointIO
+from lotterynet.cli import main
+save = AtomicCheckpointIO.save_checkpoint
+def save_then_die(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    os._exit(9)  # as SIGKILL: nothing after the checkpoint's write runs
+AtomicCheckpointIO.save_checkpoint = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_right_after_a_checkpoint_loses_no_row(whole_and_stopped, tmp_path, data_dir):
+    """Killed twice at the worst moment, the instant each epoch's checkpoint is on disk (before
+    anything Lightning does after it), the resumed run still has every epoch's row once."""
+    whole, _ = whole_and_stopped
+    run = tmp_path / "killed"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    for argv in ([*SMALL, "--epochs", "3", "--data-dir", str(data_dir), "--out", str(run)],
+                 ["--resume", str(checkpoint)]):
+        died = subprocess.run([sys.executable, "-c", DIE_AFTER_CHECKPOINT, *argv], cwd=REPO,
+                              capture_output=True)
+        assert died.returncode == 9, died.stderr.decode()[-2000:]
+    assert load_checkpoint(checkpoint)["epoch"] == 1 and not (run / "results.json").exists()
     assert main(["--resume", str(checkpoint)]) == 0
     assert_same_history_and_result(run, whole)
 
