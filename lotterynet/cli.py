@@ -133,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     # The heavy stack (torch, Lightning) only after parsing: --help and argument errors are fast.
     from .checkpointing import CheckpointError, DiskFullError
     from .data import DatasetNotFound
+    from .machine import keep_freed_memory
     from .run import is_launched_worker, run
     from .sweep import run_sweep
+
+    keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
 
     try:
         if is_sweep(args):

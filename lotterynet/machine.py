@@ -1,8 +1,15 @@
-"""Where a number was measured: the CPU's model name, for results and benchmarks."""
+"""The machine a run is on: the CPU's model name (for results and benchmarks) and the one
+allocator setting that CPU training needs."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import platform
+
+#: glibc ``mallopt`` parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 
 
 def cpu_name() -> str:
@@ -13,3 +20,20 @@ def cpu_name() -> str:
             return next(names).strip()
     except (OSError, StopIteration):
         return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of returning
+    each one to the system. An edge-popup step on the CPU creates a dozen score-sized temporary
+    tensors (masks, products, gradients); by default every one above 128 KiB is a fresh ``mmap``
+    whose pages fault in again on first touch, which costs about a third of a LeNet5 subset-sum
+    step (``benchmarks/bench_stack.py``; PyTorch's CPU tuning guide recommends a caching
+    allocator for the same reason). Process-wide, so ``train.py`` and the benchmarks call it,
+    not the library. Returns False where there is no glibc (nothing changes)."""
+    libc_name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(libc_name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+                and mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_MAX))

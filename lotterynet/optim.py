@@ -17,7 +17,11 @@ SCHEDULERS: Registry = Registry("scheduler")
 
 @OPTIMIZERS.register("sgd")
 def sgd(params, *, lr, momentum, weight_decay):
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    """SGD with torch's fused kernel: one pass over each tensor per step instead of four (the
+    decay, momentum and update of the foreach path); on the CPU it gives the same numbers bit for
+    bit (``tests/test_train.py``)."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                           fused=True)
 
 
 @OPTIMIZERS.register("adam")

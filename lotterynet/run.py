@@ -28,6 +28,7 @@ from .checkpointing import (
 )
 from .config import WIDE, ConfigError, RunConfig
 from .datamodule import TensorDataModule
+from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
 from .machine import cpu_name
 from .models import split_arch
@@ -190,6 +191,7 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
 def run(config: RunConfig) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the
     config, the parameter counts and the final metrics."""
+    tie_launched_ranks()  # DDP ranks that rank 0 launches die with it
     run_dir = run_dir_of(config)
     claim_run_dir(run_dir, config)
     remove_stale_temp_files(run_dir / CHECKPOINTS)

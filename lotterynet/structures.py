@@ -228,11 +228,31 @@ class SubsetSum(Structure):
         return w.reshape(t.out_features, len(signs) * in_g, *t.kernel_size), \
             self.activation == "relu"
 
+    #: Input rows (batch, for a Linear layer) up to which a shared Linear layer computes its
+    #: hidden units literally rather than through the collapse; both are exact. The literal
+    #: GEMM (rows × out × in·n) grows with the rows, the collapse's reduction over ṽ (out × in ×
+    #: n, twice for ReLU) does not: below the crossover the literal layer costs what the wide
+    #: dense layer with the same maskable count costs. Crossovers measured with
+    #: ``benchmarks/bench_layers.py --target-only`` (784 → 500, n = 5, one CPU thread).
+    literal_rows = {"identity": 32, "relu": 128}
+
     def forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:
+        t = self.target
+        if (self.shared and not t.kernel_size
+                and x.numel() <= self.literal_rows[self.activation] * t.in_per_group):
+            return self.literal_forward(x, op)
         weight, doubles_input = self.effective_weight()
         if doubles_input:
-            x = split_signs(x, self.target.groups, self.target.channel_dim)
+            x = split_signs(x, t.groups, t.channel_dim)
         return op(x, weight)
+
+    def literal_forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:
+        """Figure 1c as drawn, for a shared Linear layer: the hidden units ``φ(ũ_jt x_j)``
+        (rows × in × n of them), then one linear map with ṽ flattened to (out, in·n)."""
+        hidden = x.unsqueeze(-1) * self.u()
+        if self.activation == "relu":
+            hidden = F.relu(hidden)
+        return op(hidden.flatten(-2), self.v().flatten(1))
 
 
 @STRUCTURES.register("fixedsize")

@@ -33,20 +33,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import fcntl
 import itertools
 import json
 import os
 import queue
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -54,6 +53,7 @@ import yaml
 
 from .checkpointing import CheckpointError, load_checkpoint, write_csv_atomic
 from .config import ConfigError, RunConfig, changed_fields, make_config, string_keys
+from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
 from .stack import run_stack, stack_members
@@ -179,32 +179,24 @@ def sweep_lock(sweep_dir: Path):
         yield
 
 
-def die_with_parent(parent: int):
-    """A ``preexec_fn`` for cell subprocesses: the child is killed when the sweep process dies
-    (Linux ``PR_SET_PDEATHSIG``), also by SIGKILL, so no cell outlives its sweep."""
-    def preexec() -> None:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the sweep died before the line above
-            os._exit(1)
-
-    return preexec if sys.platform == "linux" else None
+CELL_LOG = "train.log"
 
 
-PR_SET_PDEATHSIG = 1
-
-
-def run_cell_subprocess(config: RunConfig, device: int | None) -> None:
-    """One cell in its own ``python train.py`` (on one GPU when ``device`` is set)."""
-    config_file = Path(config.out) / "cell.yaml"
-    config_file.parent.mkdir(parents=True, exist_ok=True)
+def run_cell_subprocess(config: RunConfig, device: int | None) -> int:
+    """One cell in its own ``python train.py`` (on one GPU when ``device`` is set); its output
+    is appended to ``CELL/train.log``. Returns its exit code."""
+    cell_dir = Path(config.out)
+    config_file = cell_dir / "cell.yaml"
+    cell_dir.mkdir(parents=True, exist_ok=True)
     config_file.write_text(yaml.safe_dump(config.to_dict()))
     env = dict(os.environ)
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(device)
     train_py = Path(__file__).resolve().parent.parent / "train.py"
-    subprocess.run([sys.executable, str(train_py), "--config", str(config_file)], env=env,
-                   check=True, stdout=subprocess.DEVNULL,
-                   preexec_fn=die_with_parent(os.getpid()))
+    with open(cell_dir / CELL_LOG, "a") as log:
+        return subprocess.run([sys.executable, str(train_py), "--config", str(config_file)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT,
+                              preexec_fn=partial(die_with_parent, os.getpid())).returncode
 
 
 def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
@@ -246,7 +238,10 @@ def run_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path, rep
             report(m)
 
 
-def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True) -> None:
+def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True
+              ) -> list[str]:
+    """Run every unfinished cell; returns one line per cell that failed in a subprocess (the
+    other cells go on)."""
     cells = sweep.cells()
     todo = [(cell_name(label, v), cfg) for label, v in cells
             if (cfg := prepare_cell(v, sweep_dir / "cells" / cell_name(label, v))) is not None]
@@ -278,24 +273,30 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         for name, config in todo:
             run(config)
             report(name)
-        return
+        return []
     else:
         slots = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
     free: queue.Queue = queue.Queue()
     for slot in slots:
         free.put(slot)
 
-    def work(cell: tuple[str, RunConfig]) -> str:
+    def work(cell: tuple[str, RunConfig]) -> tuple[str, int]:
         slot = free.get()  # a device with a free job slot
         try:
-            run_cell_subprocess(cell[1], slot)
+            return cell[0], run_cell_subprocess(cell[1], slot)
         finally:
             free.put(slot)
-        return cell[0]
 
+    failed = []
     with ThreadPoolExecutor(max_workers=len(slots)) as pool:
         for future in as_completed([pool.submit(work, cell) for cell in todo]):
-            report(future.result())
+            name, code = future.result()
+            if code == 0:
+                report(name)
+            else:
+                failed.append(f"cell {name} failed (exit {code}); its output: "
+                              f"{sweep_dir / 'cells' / name / CELL_LOG}")
+    return failed
 
 
 def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
@@ -451,7 +452,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
                        "sparsities": sweep.sparsities, "epochs": sweep.epochs,
                        "seeds": sweep.seeds, "baseline": sweep.baseline},
                       sweep_dir / "sweep.json")
-    run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
+    failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
     rows = add_paper_columns(aggregate(sweep, sweep_dir), arch, dataset)
     write_table(rows, sweep_dir)
@@ -459,5 +460,10 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     if sweep.base.get("wandb"):
         log_to_wandb(rows, figure, sweep.base, sweep.base["wandb_group"])
     print((sweep_dir / "sweep.md").read_text(), end="")
+    if failed:
+        print("\n".join(f"train.py: error: {line}" for line in failed), file=sys.stderr)
+        print(f"sweep incomplete: {len(failed)} cell(s) failed; the table holds the others "
+              f"(re-run the same command to retry): {sweep_dir / 'sweep.csv'}")
+        return 1
     print(f"sweep done: {sweep_dir / 'sweep.csv'}, {sweep_dir / 'sweep.md'}, {figure}")
     return 0

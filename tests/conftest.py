@@ -23,3 +23,15 @@ def data_dir() -> Path:
     if not (path / "MNIST" / "raw").is_dir():
         pytest.fail(f"MNIST not found under {path}: set LOTTERYNET_DATA")
     return path
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of the processes whose command line contains ``text``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_text():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids

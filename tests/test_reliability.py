@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, processes_mentioning
 from lotterynet.checkpointing import (
     CheckpointError,
     DiskFullError,
@@ -250,3 +250,27 @@ def test_full_disk_during_training_is_one_line_and_exit_1(tmp_path, data_dir, mo
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "disk full" in err[0] and "last.ckpt" in err[0]
     assert not list((out / "checkpoints").iterdir())  # no temp file left behind
+
+
+def test_ddp_ranks_die_with_rank_zero(tmp_path, data_dir):
+    """SIGKILL rank 0 of a two-rank run: the rank it launched does not live on (it would hang
+    in a collective, or train on alone in the same folder)."""
+    out = tmp_path / "ddp"
+    proc = start([*SMALL, "--accelerator", "cpu", "--devices", "2", "--epochs", "500",
+                  "--data-dir", str(data_dir), "--out", str(out)])
+    try:
+        deadline = time.time() + 120
+        while len(processes_mentioning(str(out))) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        ranks = processes_mentioning(str(out))
+        assert len(ranks) == 2 and proc.pid in ranks  # rank 0 and the rank it launched
+        os.kill(proc.pid, signal.SIGKILL)  # rank 0 only, not its process group
+        proc.wait()
+        deadline = time.time() + 30
+        while processes_mentioning(str(out)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert processes_mentioning(str(out)) == []
+    finally:
+        proc.kill()
+        for pid in processes_mentioning(str(out)):  # only if the test failed
+            os.kill(pid, signal.SIGKILL)

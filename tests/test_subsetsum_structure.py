@@ -62,7 +62,14 @@ CASES = list(itertools.product(["relu", "identity"], [True, False]))
 
 
 @pytest.mark.parametrize("activation,shared", CASES)
-def test_linear_matches_literal(activation, shared):
+@pytest.mark.parametrize("literal_rows", [0, 10**6], ids=["collapsed", "literal"])
+def test_linear_matches_literal(activation, shared, literal_rows, monkeypatch):
+    """Both ways a Linear layer can compute (the collapse; hidden units made literally, which
+    a shared layer does for small batches) against the float64 reference."""
+    from lotterynet.structures import SubsetSum
+
+    monkeypatch.setattr(SubsetSum, "literal_rows", {"relu": literal_rows,
+                                                    "identity": literal_rows})
     layer = ln.SubnetLinear(9, 6, structure="subsetsum", pairs=4, activation=activation,
                             shared=shared, sparsity=0.4, seed=3)
     x = torch.randn(5, 9, generator=torch.Generator().manual_seed(0))

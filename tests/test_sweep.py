@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, processes_mentioning
 from lotterynet.cli import main
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
@@ -138,17 +137,6 @@ def test_cell_with_another_config_is_run_again(tmp_path, data_dir, capsys):
     assert "1 already done, 0 to run" in capsys.readouterr().out
 
 
-def processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and text in (entry / "cmdline").read_text():
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
 def test_killing_the_sweep_kills_its_cells(tmp_path, data_dir):
     out = tmp_path / "sweep"
     proc = subprocess.Popen(
@@ -173,3 +161,30 @@ def test_killing_the_sweep_kills_its_cells(tmp_path, data_dir):
         proc.kill()
         for pid in processes_mentioning(cells):  # only if the test failed
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_failing_cell_subprocess_is_one_line_and_the_others_finish(tmp_path, data_dir, capsys,
+                                                                     monkeypatch):
+    """A cell whose ``train.py`` dies (here: an interpreter that fails for sparsity 0.9) is named
+    in one line with its log; the other cell finishes and the sweep exits 1, no traceback."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        "#!/bin/sh\n"  # argv: train.py --config CELL/cell.yaml
+        "if grep -q '^sparsity: 0.9$' \"$3\"; then echo 'RuntimeError: out of memory' >&2; "
+        f"exit 3; fi\nexec {sys.executable} \"$@\"\n")
+    fake_python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake_python))
+    out = tmp_path / "pool"
+    argv = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
+            "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1",
+            "--no-baseline", "--no-stack", "--jobs-per-device", "2", "--data-dir", str(data_dir),
+            "--sweep-out", str(out)]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    failed = out / "cells" / "dense-s0.9-e1-seed0"
+    assert "dense-s0.9-e1-seed0 failed (exit 3)" in line and str(failed / "train.log") in line
+    assert "out of memory" in (failed / "train.log").read_text()
+    assert "Traceback" not in captured.err + captured.out and "sweep incomplete" in captured.out
+    assert (out / "cells" / "dense-s0.5-e1-seed0" / "results.json").is_file()
+    assert [r["sparsity"] for r in rows(out)] == ["0.5"]

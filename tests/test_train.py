@@ -4,6 +4,7 @@ checkpoints (atomic, weights_only, resumable), W&B offline, DDP over gloo, bad i
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,23 @@ def test_checkpoint_save_is_atomic(tmp_path):
         atomic_write(path, interrupted)
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_registry_sgd_is_plain_sgd_bit_for_bit_on_the_cpu():
+    """The fused SGD the runs use updates exactly as torch's single-tensor SGD (momentum and
+    weight decay included), so fusing changed no result."""
+    from lotterynet.optim import OPTIMIZERS
+
+    start = [torch.randn(1000, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    ends = []
+    for make in (OPTIMIZERS.get("sgd"), partial(torch.optim.SGD, foreach=False)):
+        params = [p.clone().requires_grad_() for p in start]
+        opt = make(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+        gen = torch.Generator().manual_seed(7)
+        for _ in range(20):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        ends.append(params)
+    assert all(torch.equal(a, b) for a, b in zip(*ends))
+    assert not torch.equal(ends[0][0], start[0])
