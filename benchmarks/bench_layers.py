@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import lotterynet as ln
+from lotterynet.machine import keep_freed_memory
 from lotterynet.masking import topk_mask
 
 D_IN, D_OUT, PAIRS = 784, 500, 5
@@ -217,6 +218,7 @@ def main():
                         help="only the subset-sum vs wide table (the layer target)")
     parser.add_argument("--rss", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    keep_freed_memory()  # as train.py does
     if args.rss:
         return rss_child(args.rss)
     device = torch.device(args.device)

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from lotterynet.config import make_config
-from lotterynet.machine import cpu_name
+from lotterynet.machine import cpu_name, keep_freed_memory
 from lotterynet.run import run
 from lotterynet.stack import run_stack
 
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    keep_freed_memory()  # as train.py does
     if args.memory_child:
         return memory_child(args)
     tmp = Path(tempfile.mkdtemp())
