@@ -141,8 +141,14 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     n = grouped.shape[dim]
     if k >= n or k == 0:  # global_topk may leave a tensor nothing
         return torch.full_like(magnitudes, k > 0, dtype=torch.bool)
+    # No host reads on CUDA (they would wait for the device) nor under torch.compile (they
+    # would break the graph): the tie ranking then always runs, and a compiled CPU step
+    # selects by plain quickselect.
+    traced = torch.compiler.is_compiling()
     if grouped.is_cuda:  # radix select; k is a Python int, so nothing waits on the device
         threshold = grouped.topk(k, dim=dim, sorted=False).values.amin(dim, keepdim=True)
+    elif traced:
+        threshold = grouped.kthvalue(n - k + 1, dim=dim, keepdim=True).values
     else:  # quickselect, over the entries near the last threshold when there is a hint
         hinted = hint is not None and grouped.shape[0] == 1
         near = kth_largest_near(grouped[0], k, hint) if hinted else None
@@ -157,7 +163,7 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     missing = k - mask.sum(dim, keepdim=True)
     tied = grouped == threshold
     # On the CPU a host read (free there) skips the ranking of ties when all of them fit.
-    if grouped.is_cuda or bool((tied.sum(dim, keepdim=True) > missing).any()):
+    if grouped.is_cuda or traced or bool((tied.sum(dim, keepdim=True) > missing).any()):
         rank = tied.cumsum(dim) if ties == "low" else tied.flip(dim).cumsum(dim).flip(dim)
         tied &= rank <= missing
     return (mask | tied).view_as(magnitudes)
@@ -238,8 +244,13 @@ class MaskedWeight(nn.Module):
         self._nominal_sparsity = value
 
     def mask(self) -> torch.Tensor:
-        """The current boolean mask (see the class docstring for when it is recomputed)."""
+        """The current boolean mask (see the class docstring for when it is recomputed; under
+        ``torch.compile`` on every call, inside the graph)."""
         scores = self.scores
+        if torch.compiler.is_compiling():
+            with torch.no_grad():
+                return topk_mask(scores.abs(), self.k, self.group_dim, self.group_size,
+                                 self.ties)
         key = (scores._version, scores.data_ptr(), self.k, self.ties)
         training = torch.is_grad_enabled() and scores.requires_grad
         cache = self._cache
