@@ -94,12 +94,14 @@ def test_wandb_sweep_file_covers_the_grid(tmp_path):
     assert "--wandb" in spec["command"]
 
 
+POOL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
+        "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1",
+        "--no-baseline", "--no-stack", "--jobs-per-device", "2"]
+
+
 def test_subprocess_pool_runs_cells(tmp_path, data_dir, capsys):
     out = tmp_path / "pool"
-    argv = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
-            "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1",
-            "--no-baseline", "--no-stack", "--jobs-per-device", "2", "--data-dir", str(data_dir),
-            "--sweep-out", str(out)]
+    argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
     assert main(argv) == 0
     assert "[2/2]" in capsys.readouterr().out
     assert [r["sparsity"] for r in rows(out)] == ["0.9", "0.5"]  # sorted by kept params
@@ -175,10 +177,7 @@ def test_a_failing_cell_subprocess_is_one_line_and_the_others_finish(tmp_path, d
     fake_python.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(fake_python))
     out = tmp_path / "pool"
-    argv = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
-            "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1",
-            "--no-baseline", "--no-stack", "--jobs-per-device", "2", "--data-dir", str(data_dir),
-            "--sweep-out", str(out)]
+    argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
     assert main(argv) == 1
     captured = capsys.readouterr()
     (line,) = captured.err.strip().splitlines()
