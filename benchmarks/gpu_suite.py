@@ -262,6 +262,7 @@ def bare_epoch_seconds(config, device: torch.device) -> float:
     optimizer and batches: what an epoch costs without Lightning."""
     data = TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
                             val_size=config.val_size, limit_train=config.limit_train)
+    data.setup()
     module = build_module(config, data).to(device)
     optimizer = module.configure_optimizers()["optimizer"]
     x, y = (t.to(device) for t in data.splits["train"])

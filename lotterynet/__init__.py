@@ -18,7 +18,8 @@ _EXPORTS = {
     "solve_subset_sum": "subsetsum.solve",
     "TicketError": "ticket", "load_ticket": "ticket", "save_ticket": "ticket",
     "SubnetMultiheadAttention": "attention", "StackedModel": "stacked",
-    "stack_models": "stacked", "run_stack": "stack",
+    "stack_models": "stacked", "run_stack": "stack", "EdgePopupModule": "module",
+    "TensorDataModule": "datamodule",
 }
 
 
@@ -47,6 +48,7 @@ def __getattr__(name: str):
 __all__ = [
     "DISTRIBUTIONS",
     "STRUCTURES",
+    "EdgePopupModule",
     "FrozenWeight",
     "LayerOp",
     "MaskedWeight",
@@ -56,6 +58,7 @@ __all__ = [
     "SubnetLinear",
     "SubnetMultiheadAttention",
     "TargetShape",
+    "TensorDataModule",
     "TicketError",
     "convert",
     "count_params",

@@ -183,3 +183,12 @@ def lenet5_dacunha(*, in_channels: int = 1, image_size: int = 28, num_classes: i
 
 
 DEFAULT_LR["lenet5_dacunha"] = 1e-3
+
+#: The structure a run gets when its config leaves ``structure`` unset: Pensia et al.'s subset-sum
+#: structure for the paper's architectures, the plain edge-popup layer (``dense``) for the others
+#: (``conv2``-``conv8``, ``timm:<name>``), as :func:`lotterynet.convert.convert` does.
+PAPER_STRUCTURE = {"fc2": "subsetsum", "fc4": "subsetsum", "lenet5": "subsetsum"}
+
+
+def default_structure(arch: str) -> str:
+    return PAPER_STRUCTURE.get(arch, "dense")

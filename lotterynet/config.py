@@ -35,8 +35,10 @@ class RunConfig:
     # what is trained
     arch: str = _opt("lenet5", "architecture (fc2, fc4, lenet5, conv2, conv4, conv6, conv8, or "
                      "timm:<model name> for any timm model converted to subnet layers)")
-    structure: str = _opt("subsetsum", "structure of the subnet layers: dense, subsetsum, wide "
-                          "(the dense net widened to match --match), or any registered structure")
+    structure: str | None = _opt(None, "structure of the subnet layers: dense, subsetsum, wide "
+                                 "(the dense net widened to match --match), or any registered "
+                                 "structure (default: subsetsum for the paper's fc2, fc4 and "
+                                 "lenet5; dense, plain edge-popup, for every other --arch)")
     sparsity: float = _opt(0.5, "fraction of maskable weights PRUNED, in [0, 1) (0.9 keeps 10%%)")
     pairs: int = _opt(5, "coefficient pairs per target weight of the subset-sum structure "
                       "(also sizes --structure wide)")
@@ -68,8 +70,9 @@ class RunConfig:
                                   "checkpoint to --resume (the schedule still spans --epochs)")
     lr: float | None = _opt(None, "learning rate (default: the architecture's paper recipe: "
                             "0.1 FC nets and conv nets, 0.01 LeNet5)")
-    optimizer: str = _opt("sgd", "optimizer (sgd, adam)")
-    momentum: float = _opt(0.9, "SGD momentum")
+    optimizer: str = _opt("sgd", "optimizer: sgd, adam (torch.optim.Adam, L2 weight decay) or "
+                          "adamw (decoupled weight decay); Adam's betas are (momentum, 0.999)")
+    momentum: float = _opt(0.9, "SGD momentum, Adam's beta1")
     weight_decay: float = _opt(5e-4, "weight decay (applies to the scores, or to the weights with "
                                "--train-weights; frozen weights never change)")
     scheduler: str = _opt("cosine", "learning-rate schedule (cosine, constant)")
@@ -174,6 +177,10 @@ def make_config(values: dict) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(FIELDS)}")
     config = RunConfig(**{name: typed_value(name, value) for name, value in values.items()})
+    if config.structure is None:
+        from .archs import default_structure
+
+        config.structure = default_structure(config.arch)
     validate(config)
     return config
 

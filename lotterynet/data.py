@@ -37,6 +37,7 @@ class DatasetSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     train_size: int  # examples in the training split
+    image_size: int  # height = width of the images
     num_classes: int = 10
 
     @property
@@ -49,11 +50,13 @@ def _register(spec: DatasetSpec) -> None:
 
 
 _IDX = "{train,t10k}-{images-idx3,labels-idx1}-ubyte"
-_register(DatasetSpec("mnist", datasets.MNIST, f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,), 60000))
+_register(DatasetSpec("mnist", datasets.MNIST, f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,), 60000,
+                      28))
 _register(DatasetSpec("fashion-mnist", datasets.FashionMNIST, f"FashionMNIST/raw/{_IDX}",
-                      (0.2860,), (0.3530,), 60000))
+                      (0.2860,), (0.3530,), 60000, 28))
 _register(DatasetSpec("cifar10", datasets.CIFAR10, "cifar-10-batches-py/{data_batch_1..5,"
-                      "test_batch}", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000))
+                      "test_batch}", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000,
+                      32))
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:

@@ -80,21 +80,41 @@ class TensorLoader:
 
 
 class TensorDataModule(pl.LightningDataModule):
-    def __init__(self, dataset: str, data_dir=None, *, batch_size: int = 64,
+    """Train / validation / test splits of a registered data set (``mnist``, ``fashion-mnist``,
+    ``cifar10``) as whole tensors. Lightning's hooks do the work: ``prepare_data`` downloads a
+    missing set (once per machine), ``setup`` reads the splits (once; later calls reuse them).
+    ``in_channels``, ``image_size`` and ``num_classes`` are known before either, from the data
+    set's registry entry."""
+
+    def __init__(self, dataset: str = "mnist", data_dir=None, *, batch_size: int = 64,
                  val_size: int = 5000, limit_train: int | None = None, seed: int = 0):
         super().__init__()
-        self.batch_size, self.seed = batch_size, seed
-        x, y = load_or_download(dataset, data_dir, train=True)
-        if not 0 <= val_size < len(x):
-            raise ValueError(f"val_size must be in [0, {len(x)}), got {val_size}")
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
-        train_idx, val_idx = order[:len(x) - val_size], order[len(x) - val_size:]
-        train_idx = train_idx[:limit_train] if limit_train else train_idx
-        self.splits = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]),
-                       "test": load_or_download(dataset, data_dir, train=False)}
-        self.in_channels, self.image_size = x.shape[1], x.shape[-1]
-        self.num_classes = DATASETS.get(dataset).num_classes
+        self.dataset, self.data_dir = dataset, data_dir
+        self.batch_size, self.val_size, self.limit_train, self.seed = (
+            batch_size, val_size, limit_train, seed)
+        spec = DATASETS.get(dataset)
+        self.in_channels, self.image_size = spec.in_channels, spec.image_size
+        self.num_classes = spec.num_classes
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._on_device: dict = {}
+
+    def prepare_data(self) -> None:
+        if self.splits:  # read already (lotterynet's runs call setup before anything else)
+            return
+        for train in (True, False):
+            load_or_download(self.dataset, self.data_dir, train=train)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        x, y = load_or_download(self.dataset, self.data_dir, train=True)
+        if not 0 <= self.val_size < len(x):
+            raise ValueError(f"val_size must be in [0, {len(x)}), got {self.val_size}")
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
+        train_idx, val_idx = order[:len(x) - self.val_size], order[len(x) - self.val_size:]
+        train_idx = train_idx[:self.limit_train] if self.limit_train else train_idx
+        self.splits = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]),
+                       "test": load_or_download(self.dataset, self.data_dir, train=False)}
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> TensorLoader:
         device, rank, world = torch.device("cpu"), 0, 1

@@ -22,12 +22,31 @@ SUBNET_LAYERS = (SubnetLinear, SubnetConv1d, SubnetConv2d)
 STAGES = ("train", "val", "test")
 
 
+#: What :class:`EdgePopupModule` takes for the optimizer keys it is not given (the paper's SGD
+#: recipe); ``epochs`` None: the cosine schedule spans the Trainer's ``max_epochs``.
+DEFAULT_OPTIM = dict(optimizer="sgd", scheduler="cosine", lr=0.1, momentum=0.9,
+                     weight_decay=5e-4, epochs=None)
+
+
 class EdgePopupModule(pl.LightningModule):
-    def __init__(self, spec: dict, optim: dict, config: dict | None = None):
-        """``spec``: ``build_model`` arguments, ``{"name": arch, **kwargs}``; ``optim``:
-        ``optimizer``, ``scheduler``, ``lr``, ``momentum``, ``weight_decay``, ``epochs``;
-        ``config``: the run's whole configuration, kept in the checkpoint for ``--resume``."""
+    """Edge-popup training of a registered architecture with any ``pl.Trainer``::
+
+        module = EdgePopupModule({"name": "fc2", "structure": "subsetsum", "sparsity": 0.9},
+                                 {"optimizer": "adam", "lr": 1e-3})
+        pl.Trainer(max_epochs=5).fit(module, datamodule=TensorDataModule("mnist"))
+    """
+
+    def __init__(self, spec: dict, optim: dict | None = None, config: dict | None = None):
+        """``spec``: ``build_model`` arguments, ``{"name": arch, **kwargs}``; ``optim``: any of
+        ``optimizer``, ``scheduler``, ``lr``, ``momentum``, ``weight_decay``, ``epochs``
+        (:data:`DEFAULT_OPTIM` for the others); ``config``: the run's whole configuration, kept
+        in the checkpoint for ``--resume``."""
         super().__init__()
+        unknown = sorted(set(optim or {}) - set(DEFAULT_OPTIM))
+        if unknown:
+            raise ValueError(f"unknown optimizer setting {unknown[0]!r}; valid keys: "
+                             f"{', '.join(DEFAULT_OPTIM)}")
+        optim = {**DEFAULT_OPTIM, **(optim or {})}
         self.save_hyperparameters()
         self.model = build_model(**spec)
         num_classes = spec.get("num_classes", 10)
@@ -79,7 +98,8 @@ class EdgePopupModule(pl.LightningModule):
         optimizer = OPTIMIZERS.get(o["optimizer"])(
             trainable_parameters(self.model), lr=o["lr"], momentum=o["momentum"],
             weight_decay=o["weight_decay"])
-        scheduler = SCHEDULERS.get(o["scheduler"])(optimizer, epochs=o["epochs"])
+        epochs = o["epochs"] or self.trainer.max_epochs
+        scheduler = SCHEDULERS.get(o["scheduler"])(optimizer, epochs=epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                           "interval": "epoch"}}
 

@@ -26,6 +26,13 @@ def sgd(params, *, lr, momentum, weight_decay):
 
 @OPTIMIZERS.register("adam")
 def adam(params, *, lr, momentum, weight_decay):
+    """Adam with ``betas=(momentum, 0.999)`` and L2 weight decay (added to the gradient)."""
+    return torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params, *, lr, momentum, weight_decay):
+    """AdamW: Adam with ``betas=(momentum, 0.999)`` and decoupled weight decay."""
     return torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
 
 

@@ -199,6 +199,7 @@ def run(config: RunConfig) -> dict:
     data = TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
                             val_size=config.val_size, limit_train=config.limit_train,
                             seed=config.seed)
+    data.setup()  # a missing or corrupt data set is refused here, before anything is written
     module = build_module(config, data)
     if config.resume:
         check_state_matches(load_checkpoint(config.resume), module, config.resume)

@@ -312,6 +312,7 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     data = TensorDataModule(first.dataset, first.data_dir, batch_size=first.batch_size,
                             val_size=first.val_size, limit_train=first.limit_train,
                             seed=first.seed)
+    data.setup()
     names = [d.name for d in cell_dirs]
     members = [dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
                     config=c.to_dict()) for name, c in zip(names, configs)]
