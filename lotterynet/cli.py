@@ -10,14 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+import yaml
+
 from .config import (
     FIELDS,
     RESUMABLE,
     ConfigError,
     add_config_arguments,
     changed_fields,
+    dotted_flags,
+    lightning_devices,
     load_yaml,
     make_config,
+    nested_config,
 )
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
@@ -40,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Edge-popup training of score masks over frozen random weights (or the "
                     "trained dense baseline), with checkpoints, results.json, CSV and W&B logs.")
     parser.add_argument("--config", metavar="FILE.yaml", default=None,
-                        help="YAML file of options (keys as the flags, with _ or -); flags given "
-                             "on the command line override it (default: none)")
+                        help="YAML file of options: keys as the flags (with _ or -), or "
+                             "LightningCLI-style model:, data: and trainer: sections; flags "
+                             "given on the command line override it (default: none)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as a YAML file (model:, data:, "
+                             "trainer: sections) that --config reads back, and exit")
     add_config_arguments(parser)
     add_sweep_arguments(parser)
     return parser
@@ -80,8 +89,10 @@ def is_sweep(args: argparse.Namespace) -> bool:
 def explicit_values(args: argparse.Namespace) -> dict:
     """The YAML file's values overlaid with the flags given on the command line."""
     values = load_yaml(args.config) if args.config else {}
-    values.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
-    return values
+    flags = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
+    if "trainer" in flags:  # [(KEY, VALUE), ...] over the file's Trainer options
+        flags["trainer"] = {**values.get("trainer", {}), **dict(flags["trainer"])}
+    return lightning_devices({**values, **flags})
 
 
 def stored_config(checkpoint: str) -> dict:
@@ -127,7 +138,7 @@ def summary_line(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(dotted_flags(sys.argv[1:] if argv is None else argv))
     except SystemExit as exit_:  # --help (0) or an argument error (2, already printed)
         return int(exit_.code or 0)
     # The heavy stack (torch, Lightning) only after parsing: --help and argument errors are fast.
@@ -142,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if is_sweep(args):
             return run_sweep(args, explicit_values(args))
-        results = run(config_from_args(args))
+        config = config_from_args(args)
+        if args.print_config:
+            print(yaml.safe_dump(nested_config(config), sort_keys=False), end="")
+            return 0
+        results = run(config)
     except (ConfigError, CheckpointError, DatasetNotFound) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2

@@ -30,6 +30,11 @@ def _opt(default, help: str, **argparse_kwargs):
     return field(default=default, metadata={"help": help, **argparse_kwargs})
 
 
+def devices_value(text: str) -> int | str:
+    """``--devices``: a count, or what Lightning reads (``auto``, ``0,1``)."""
+    return int(text) if text.strip().isdigit() else text
+
+
 @dataclass
 class RunConfig:
     # what is trained
@@ -80,8 +85,14 @@ class RunConfig:
     seed: int = _opt(0, "seed of the frozen weights, the scores and the batch order")
     # hardware
     accelerator: str = _opt("auto", "Lightning accelerator: auto (CUDA when present), cpu, gpu")
-    devices: int = _opt(1, "devices; N > 1 runs DDP (gloo on the CPU)")
+    devices: int = _opt(1, "devices; N > 1 runs DDP (gloo on the CPU); auto, or GPU indices "
+                        "such as 0,1, go to Lightning as --trainer.devices", type=devices_value)
     precision: str = _opt("32-true", "Lightning precision (32-true, bf16-mixed, 16-mixed)")
+    trainer: dict = field(default_factory=dict, metadata={"help": (
+        "any other pl.Trainer option, as Lightning names it: --trainer.gradient_clip_val 0.5, "
+        "--trainer.accumulate_grad_batches=2, --trainer.strategy ddp, --trainer.devices auto; "
+        "values are YAML; callbacks and logger as {class_path: ..., init_args: {...}} "
+        "(default: none)")})
     # output
     progress_bar: bool = _opt(True, "show Lightning's progress bar")
     out: str | None = _opt(None, "run directory (default: runs/ARCH-STRUCTURE-s<SPARSITY>-"
@@ -101,8 +112,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
 def field_type(f: dataclasses.Field) -> type:
-    """The scalar type of a field (``str | None`` -> ``str``)."""
-    return {"str": str, "int": int, "float": float, "bool": bool}[
+    """The type of a field (``str | None`` -> ``str``)."""
+    return {"str": str, "int": int, "float": float, "bool": bool, "dict": dict}[
         str(f.type).split("|")[0].strip()]
 
 
@@ -118,9 +129,102 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
+        elif kind is dict:  # --trainer.KEY VALUE arrives as --trainer KEY=VALUE (dotted_flags)
+            parser.add_argument(flag, type=key_value, action="append", default=None,
+                                metavar="KEY=VALUE", help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=None, metavar=name.upper(),
-                                help=help_text, **extra)
+            parser.add_argument(flag, default=None, metavar=name.upper(), help=help_text,
+                                **{"type": kind, **extra})
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """``"KEY=VALUE"`` -> ``(KEY, VALUE read as YAML)``: ``0.5`` a number, ``auto`` a string,
+    ``[0, 1]`` a list, ``{class_path: ...}`` a mapping."""
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key.replace("-", "_"), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML") from None
+
+
+#: The config file's LightningCLI-style sections: ``model:`` and ``data:`` hold flat keys;
+#: ``trainer:`` holds Lightning's Trainer options, the ones the flat keys already cover read
+#: as them (``max_epochs`` is ``epochs``, an integer ``devices`` is ``devices``).
+SECTIONS = {
+    "model": ("arch", "structure", "sparsity", "pairs", "activation", "init", "hidden", "shared",
+              "match", "subnet_convs", "train_weights", "lr", "optimizer", "momentum",
+              "weight_decay", "scheduler", "seed"),
+    "data": ("dataset", "data_dir", "val_size", "limit_train", "batch_size"),
+}
+TRAINER_KEYS = {"max_epochs": "epochs", "accelerator": "accelerator", "devices": "devices",
+                "precision": "precision", "enable_progress_bar": "progress_bar"}
+
+
+def dotted_flags(argv: list[str]) -> list[str]:
+    """LightningCLI's spelling on the command line: ``--trainer.KEY VALUE`` and
+    ``--trainer.KEY=VALUE`` become ``--trainer KEY=VALUE``; ``--model.KEY`` and ``--data.KEY``
+    become ``--KEY``."""
+    out, args = [], iter(argv)
+    for arg in args:
+        section, dot, rest = arg.partition(".")
+        if not dot or section.lstrip("-") not in ("trainer", *SECTIONS) or \
+                not section.startswith("--"):
+            out.append(arg)
+        elif section == "--trainer":
+            key, equals, value = rest.partition("=")
+            out += ["--trainer", f"{key}={value if equals else next(args, '')}"]
+        else:
+            out.append("--" + rest)
+    return out
+
+
+def flatten_sections(data: dict, where: str) -> dict:
+    """A config mapping with ``model:``/``data:``/``trainer:`` sections as flat keys (plus
+    ``trainer``, the Trainer options no flat key covers); flat keys stay as they are."""
+    flat = {k: v for k, v in data.items() if k not in ("trainer", *SECTIONS)}
+    for section, keys in SECTIONS.items():
+        values = string_keys(section_mapping(data, section, where), f"{where}, {section}")
+        unknown = [k for k in values if k not in keys]
+        if unknown:
+            raise ConfigError(f"{where}: unknown {section} key {unknown[0]!r}; valid keys: "
+                              f"{', '.join(keys)}")
+        flat.update(values)
+    options = string_keys(section_mapping(data, "trainer", where), f"{where}, trainer")
+    for name, key in TRAINER_KEYS.items():
+        if name in options and (name != "devices" or type(options[name]) is int):
+            flat[key] = options.pop(name)
+    if options or isinstance(data.get("trainer"), dict):
+        flat["trainer"] = options
+    return lightning_devices(flat)
+
+
+def lightning_devices(values: dict) -> dict:
+    """``values`` with a ``devices`` that is not a count (``auto``, ``"0,1"``, ``[0, 1]``)
+    moved into the Trainer options, where Lightning reads it."""
+    if "devices" not in values or type(values["devices"]) is int:
+        return values
+    values = dict(values)
+    values["trainer"] = {**(values.get("trainer") or {}), "devices": values.pop("devices")}
+    return values
+
+
+def section_mapping(data: dict, section: str, where: str) -> dict:
+    value = data.get(section) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {section} must be a mapping of options, got {value!r}")
+    return value
+
+
+def nested_config(config: RunConfig) -> dict:
+    """``config`` as a LightningCLI-style mapping (``model:``, ``data:``, ``trainer:`` and the
+    run's own keys), which :func:`load_yaml` reads back as the same config."""
+    flat = config.to_dict()
+    nested = {section: {k: flat.pop(k) for k in keys} for section, keys in SECTIONS.items()}
+    trainer = {name: flat.pop(key) for name, key in TRAINER_KEYS.items()}
+    trainer.update(flat.pop("trainer"))
+    return {**nested, "trainer": trainer, **flat}
 
 
 def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
@@ -143,9 +247,11 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """The mapping in a config file, keys with ``-`` read as ``_``."""
+    """The flat mapping of a config file (flat keys, or LightningCLI-style ``model:``,
+    ``data:`` and ``trainer:`` sections), keys with ``-`` read as ``_``."""
     where = f"config file {str(Path(path))!r}"
-    return string_keys(read_yaml_mapping(path, where, "a mapping of options"), where)
+    return flatten_sections(string_keys(read_yaml_mapping(path, where, "a mapping of options"),
+                                        where), where)
 
 
 def string_keys(data: dict, where: str) -> dict:
@@ -157,7 +263,8 @@ def string_keys(data: dict, where: str) -> dict:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
-TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+              dict: "a mapping"}
 
 
 def typed_value(name: str, value):
@@ -251,6 +358,10 @@ def validate(config: RunConfig) -> None:
                           "wide without it)")
     check_numbers(config)
     check_hardware(config)
+    if config.trainer:
+        from .trainer_options import check_trainer_options
+
+        check_trainer_options(config)
     if family_kwargs:
         check_timm_model(family_kwargs["model_name"])
     if config.wandb:

@@ -34,6 +34,7 @@ from .machine import cpu_name
 from .models import split_arch
 from .module import EdgePopupModule, layer_densities, mask_digest
 from .params import count_params
+from .trainer_options import trainer_options
 from .validate import check_output_dir
 from .widen import maskable_count, wide_width
 
@@ -178,14 +179,25 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename=LAST.removesuffix(
         ".ckpt"), save_top_k=1, every_n_epochs=1, enable_version_counter=False,
         save_on_train_epoch_end=save_on_train_epoch_end)
-    return pl.Trainer(
-        max_epochs=min(config.stop_after or config.epochs, config.epochs),
-        accelerator=config.accelerator, devices=config.devices,
-        strategy="ddp" if config.devices > 1 else "auto", precision=config.precision,
-        logger=loggers, callbacks=[checkpoint, RNGState(), timer, *callbacks],
-        plugins=[AtomicCheckpointIO()], default_root_dir=run_dir, num_sanity_val_steps=0,
-        enable_model_summary=False, enable_progress_bar=config.progress_bar,
-        log_every_n_steps=50)
+    options = trainer_options(config.trainer, run_dir)  # the user's, over the defaults below
+    return pl.Trainer(**{
+        "max_epochs": min(config.stop_after or config.epochs, config.epochs),
+        "accelerator": config.accelerator, "devices": config.devices,
+        "strategy": "ddp" if config.devices > 1 else "auto", "precision": config.precision,
+        "num_sanity_val_steps": 0, "enable_model_summary": False,
+        "enable_progress_bar": config.progress_bar, "log_every_n_steps": 50, **options,
+        "logger": [*loggers, *options.get("logger", [])],
+        "callbacks": [checkpoint, RNGState(), timer, *callbacks, *options.get("callbacks", [])],
+        "plugins": [AtomicCheckpointIO()], "default_root_dir": run_dir})
+
+
+def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
+    """Trained to the end, or stopped by a Trainer option (EarlyStopping, ``max_time``,
+    ``max_steps``); not when stopped by ``--stop-after`` or interrupted."""
+    if trainer.interrupted:
+        return False
+    return trainer.current_epoch >= config.epochs or config.stop_after is None or (
+        trainer.current_epoch < config.stop_after)
 
 
 def run(config: RunConfig) -> dict:
@@ -222,7 +234,7 @@ def run(config: RunConfig) -> dict:
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=config.resume)
     train_seconds = time.perf_counter() - start
-    if trainer.current_epoch < config.epochs:  # stopped early: resumable, not finished
+    if not finished(trainer, config):  # stopped before its end: resumable
         finish_wandb(loggers, {})
         return {"finished": False, "epochs_done": trainer.current_epoch, "run_dir": str(run_dir)}
     digests = trainer.strategy.all_gather(

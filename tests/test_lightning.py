@@ -2,12 +2,17 @@
 under a plain ``pl.Trainer``, the Trainer's own options from a config file, and the defaults
 that one architecture family or the other gets."""
 
+import json
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
+import yaml
 from torch import nn
 
 import lotterynet as ln
 from lotterynet.cli import build_parser, config_from_args
+from lotterynet.config import dotted_flags
 from lotterynet.datamodule import TensorDataModule
 from lotterynet.models import build_model
 from lotterynet.params import count_params
@@ -59,3 +64,69 @@ def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
     assert trainer.lr_scheduler_configs[0].scheduler.T_max == 1  # the Trainer's max_epochs
     tested = trainer.test(module, datamodule=data, verbose=False)[0]
     assert tested["test/acc"] > 0.5
+
+
+NESTED = {
+    "model": {"arch": "fc2", "structure": "dense", "sparsity": 0.5},
+    "data": {"limit_train": 256, "val_size": 128},
+    "trainer": {"max_epochs": 2, "gradient_clip_val": 0.5, "accumulate_grad_batches": 2,
+                "devices": "auto", "enable_progress_bar": False,
+                "callbacks": [{"class_path": "lightning.pytorch.callbacks.EarlyStopping",
+                               "init_args": {"monitor": "val/acc", "mode": "max"}}],
+                "logger": {"class_path": "CSVLogger", "init_args": {"name": "extra"}}},
+}
+
+
+def nested_config(tmp_path, *flags):
+    path = tmp_path / "nested.yaml"
+    path.write_text(yaml.safe_dump(NESTED))
+    return config_from_args(build_parser().parse_args(dotted_flags(["--config", str(path),
+                                                                    *flags])))
+
+
+def test_trainer_section_of_a_config_file_reaches_the_trainer(tmp_path):
+    from pytorch_lightning.callbacks import EarlyStopping
+    from pytorch_lightning.loggers import CSVLogger
+
+    from lotterynet.run import EpochTimer, make_trainer
+
+    config = nested_config(tmp_path, "--trainer.accumulate_grad_batches", "4")
+    assert (config.arch, config.epochs, config.limit_train, config.progress_bar) == (
+        "fc2", 2, 256, False)
+    trainer = make_trainer(config, tmp_path / "run", [], EpochTimer())
+    assert trainer.gradient_clip_val == 0.5
+    assert trainer.accumulate_grad_batches == 4  # the flag over the file
+    assert trainer.max_epochs == 2
+    stops = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
+    assert len(stops) == 1 and stops[0].monitor == "val/acc"
+    extra = [lg for lg in trainer.loggers if isinstance(lg, CSVLogger)]
+    assert extra and Path(extra[0].save_dir) == tmp_path / "run"
+
+
+def test_print_config_reads_back_as_the_same_config(tmp_path, capsys):
+    from lotterynet.cli import main
+
+    path = tmp_path / "nested.yaml"
+    path.write_text(yaml.safe_dump(NESTED))
+    assert main(["--config", str(path), "--print-config", "--trainer.gradient_clip_val=0.25"]) == 0
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    assert set(yaml.safe_load(printed.read_text())) >= {"model", "data", "trainer"}
+    again = config_from_args(build_parser().parse_args(["--config", str(printed)]))
+    assert again == nested_config(tmp_path, "--trainer.gradient_clip_val=0.25")
+    assert again.trainer["gradient_clip_val"] == 0.25
+
+
+def test_trainer_options_train_a_run_end_to_end(tmp_path, data_dir):
+    from lotterynet.cli import main
+
+    out = tmp_path / "run"
+    assert main(["--arch", "fc2", "--structure", "dense", "--limit-train", "256",
+                 "--val-size", "128", "--epochs", "1", "--no-progress-bar",
+                 "--data-dir", str(data_dir), "--out", str(out),
+                 "--trainer.gradient_clip_val", "1.0", "--trainer.accumulate_grad_batches=2",
+                 "--trainer.callbacks", "{class_path: EarlyStopping, init_args: "
+                 "{monitor: val/acc, mode: max}}"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["trainer"]["gradient_clip_val"] == 1.0
+    assert results["finished"] and results["epochs_done"] == 1
