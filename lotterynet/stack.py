@@ -93,6 +93,10 @@ def check_stackable(configs: Sequence[RunConfig]) -> None:
     if configs[0].train_weights:
         raise ConfigError("cannot stack --train-weights runs: the trained dense baseline is a "
                           "single run (stacks are for edge-popup members)")
+    if configs[0].trainer:
+        options = ", ".join(configs[0].trainer)
+        raise ConfigError(f"cannot stack runs with Trainer options ({options}): a stack steps "
+                          f"its members itself (use --no-stack)")
     if configs[0].devices != 1:
         raise ConfigError(f"cannot stack runs on {configs[0].devices} devices: a stack runs on "
                           f"one device (use --no-stack for DDP cells)")

@@ -11,7 +11,8 @@ By default the cells of one variant and seed train together as one *stack*
 (:mod:`lotterynet.stack`): one model, one forward and backward per batch for every sparsity and
 epoch budget, each member still the same computation as its single run and writing its own
 cell directory; the stack checkpoints into ``SWEEP/stacks/<variant>-seed<seed>/``. The trained
-baseline and DDP cells run singly, and ``--no-stack`` runs every cell on its own.
+baseline, DDP cells and cells with Trainer options run singly, and ``--no-stack`` runs every
+cell on its own.
 
 Aggregation follows the paper: for every variant, sparsity and seed the best test accuracy over
 the epoch budgets; then mean and standard deviation over seeds. Outputs: ``sweep.csv``,
@@ -52,7 +53,14 @@ import torch
 import yaml
 
 from .checkpointing import CheckpointError, load_checkpoint, write_csv_atomic
-from .config import ConfigError, RunConfig, changed_fields, make_config, string_keys
+from .config import (
+    ConfigError,
+    RunConfig,
+    changed_fields,
+    flatten_sections,
+    make_config,
+    string_keys,
+)
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
@@ -117,7 +125,8 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
     for key in ("variants", "sparsities", "epochs"):
         if not data.get(key):
             raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
-    sweep = Sweep(base={**string_keys(data.get("base") or {}, "sweep base"), **overrides},
+    base = flatten_sections(string_keys(data.get("base") or {}, "sweep base"), "sweep base")
+    sweep = Sweep(base={**base, **overrides},
                   variants=[parse_variant(v) for v in data["variants"]],
                   sparsities=[float(s) for s in data["sparsities"]],
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
@@ -207,7 +216,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
     its group, so it resumes instead of starting over."""
     groups: dict[Path, list[str]] = {}
     for label, values in sweep.cells():
-        if label == BASELINE or values.get("devices", 1) != 1:
+        if label == BASELINE or values.get("devices", 1) != 1 or values.get("trainer"):
             continue
         stack_dir = sweep_dir / "stacks" / f"{label.replace('/', '-')}-seed{values['seed']}"
         groups.setdefault(stack_dir, []).append(cell_name(label, values))
