@@ -77,6 +77,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
                        help="train the cells of each variant and seed as one stacked model "
                             "(--no-stack: one run per cell; default: stack)")
+    group.add_argument("--yes", action="store_true",
+                       help="start a sweep that is estimated to take many hours on the CPU "
+                            "(without it such a sweep is refused, its estimate printed)")
     group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
                        "for `wandb sweep FILE && wandb agent ID` instead of running")
 
@@ -124,16 +127,24 @@ def config_from_args(args: argparse.Namespace):
     return make_config({**values, **explicit})
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def summary_line(results: dict) -> str:
+    """What the run reached and where its files are."""
+    run_dir = results["run_dir"]
+    checkpoint = f"{run_dir}/checkpoints/last.ckpt"
     if not results.get("finished"):
-        return (f"stopped after epoch {results['epochs_done']}; resume with --resume "
-                f"{results['run_dir']}/checkpoints/last.ckpt")
+        return (f"stopped after {plural(results['epochs_done'], 'epoch')}; resume with "
+                f"--resume {checkpoint}")
     params = results["params"]
     size = (f"kept {params['kept']:,} of {params['maskable']:,} maskable" if params["maskable"]
             else f"{params['trainable']:,} trained weights")
+    wandb = f"\n  W&B:        {results['wandb_dir']}" if results.get("wandb_dir") else ""
     return (f"test accuracy {100 * results['test_acc']:.2f}% | {size} | "
-            f"{results['train_seconds']:.0f} s ({results['epochs_done']} epochs) | "
-            f"{results['run_dir']}")
+            f"{results['train_seconds']:.0f} s ({plural(results['epochs_done'], 'epoch')})\n"
+            f"  results:    {run_dir}/results.json\n  checkpoint: {checkpoint}{wandb}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,8 @@ from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 
 SUBNET_LAYERS = (SubnetLinear, SubnetConv1d, SubnetConv2d)
 STAGES = ("train", "val", "test")
+#: Each stage's mean loss over an epoch; ``train/loss`` itself is the loss of each step.
+EPOCH_LOSS = {"train": "train/loss_epoch", "val": "val/loss", "test": "test/loss"}
 
 
 #: What :class:`EdgePopupModule` takes for the optimizer keys it is not given (the paper's SGD
@@ -70,7 +72,9 @@ class EdgePopupModule(pl.LightningModule):
         to_loggers = stage != "train"
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True,
                  prog_bar=stage != "test", logger=to_loggers)
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, logger=to_loggers)
+        self.log(EPOCH_LOSS[stage], mean_loss, on_step=False, on_epoch=True, logger=to_loggers)
+        if stage == "train":
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -78,7 +82,8 @@ class EdgePopupModule(pl.LightningModule):
         is saved (Lightning would write them only after it): a run killed between the two then
         loses no row of ``metrics.csv``, and its resume starts from a complete history."""
         metrics = self.trainer.callback_metrics
-        row = {key: float(metrics[key]) for key in ("train/acc", "train/loss") if key in metrics}
+        row = {key: float(metrics[key]) for key in ("train/acc", EPOCH_LOSS["train"])
+               if key in metrics}
         # the step Lightning gives epoch-end rows: the epoch's last batch (its logging counter)
         step = self.trainer.fit_loop.epoch_loop._batches_that_stepped - 1
         for logger in self.loggers:
@@ -100,8 +105,9 @@ class EdgePopupModule(pl.LightningModule):
             weight_decay=o["weight_decay"])
         epochs = o["epochs"] or self.trainer.max_epochs
         scheduler = SCHEDULERS.get(o["scheduler"])(optimizer, epochs=epochs)
+        # "name": what LearningRateMonitor logs the rate as.
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
-                                                          "interval": "epoch"}}
+                                                          "interval": "epoch", "name": "lr"}}
 
 
 def layer_densities(model: torch.nn.Module) -> dict[str, float]:

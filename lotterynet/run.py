@@ -7,13 +7,14 @@ train with Lightning (checkpoint every epoch), test once, write ``results.json``
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from .archs import DEFAULT_LR
 from .checkpointing import (
@@ -32,8 +33,9 @@ from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
 from .machine import cpu_name
 from .models import split_arch
-from .module import EdgePopupModule, layer_densities, mask_digest
+from .module import EPOCH_LOSS, EdgePopupModule, layer_densities, mask_digest
 from .params import count_params
+from .quiet import quiet_lightning
 from .trainer_options import trainer_options
 from .validate import check_output_dir
 from .widen import maskable_count, wide_width
@@ -119,14 +121,17 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
 
 
 class EpochTimer(pl.Callback):
-    """Seconds per training epoch and the epoch's last train/val accuracy; kept in the
-    checkpoint, so a resumed run reports its whole history."""
+    """Seconds per training epoch, the epoch's last train/val accuracy and the best validation
+    accuracy; kept in the checkpoint, so a resumed run reports its whole history. With
+    ``announce`` (runs without a progress bar) it prints one line per epoch."""
 
-    METRICS = ("train/acc", "val/acc")
+    METRICS = ("train/acc", "val/acc", EPOCH_LOSS["train"])
 
-    def __init__(self):
+    def __init__(self, announce: bool = False):
         self.seconds: list[float] = []
         self.metrics: dict[str, float] = {}
+        self.best_val_acc: float | None = None
+        self.announce = announce
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start = time.perf_counter()
@@ -135,12 +140,28 @@ class EpochTimer(pl.Callback):
         self.seconds.append(time.perf_counter() - self._start)
         self.metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
                              if k in self.METRICS})
+        if "val/acc" in self.metrics:
+            self.best_val_acc = max(self.best_val_acc or 0.0, self.metrics["val/acc"])
+        if self.announce and trainer.is_global_zero:
+            print(self.epoch_line(trainer.current_epoch + 1, trainer.max_epochs), flush=True)
+
+    def epoch_line(self, epoch: int, epochs: int) -> str:
+        m = self.metrics
+        parts = [f"epoch {epoch}/{epochs}"]
+        if EPOCH_LOSS["train"] in m:
+            parts.append(f"train loss {m[EPOCH_LOSS['train']]:.4f} acc "
+                         f"{100 * m.get('train/acc', 0.0):.2f}%")
+        if "val/acc" in m:
+            parts.append(f"val acc {100 * m['val/acc']:.2f}%")
+        return " | ".join([*parts, f"{self.seconds[-1]:.1f} s"])
 
     def state_dict(self) -> dict:
-        return {"seconds": list(self.seconds), "metrics": dict(self.metrics)}
+        return {"seconds": list(self.seconds), "metrics": dict(self.metrics),
+                "best_val_acc": self.best_val_acc}
 
     def load_state_dict(self, state: dict) -> None:
         self.seconds, self.metrics = list(state["seconds"]), dict(state["metrics"])
+        self.best_val_acc = state.get("best_val_acc")
 
 
 def device_name(trainer: pl.Trainer) -> str:
@@ -179,16 +200,27 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename=LAST.removesuffix(
         ".ckpt"), save_top_k=1, every_n_epochs=1, enable_version_counter=False,
         save_on_train_epoch_end=save_on_train_epoch_end)
+    quiet_lightning()
     options = trainer_options(config.trainer, run_dir)  # the user's, over the defaults below
     return pl.Trainer(**{
         "max_epochs": min(config.stop_after or config.epochs, config.epochs),
         "accelerator": config.accelerator, "devices": config.devices,
         "strategy": "ddp" if config.devices > 1 else "auto", "precision": config.precision,
         "num_sanity_val_steps": 0, "enable_model_summary": False,
-        "enable_progress_bar": config.progress_bar, "log_every_n_steps": 50, **options,
+        "enable_progress_bar": config.progress_bar,
+        "log_every_n_steps": min(50, steps_per_epoch(config)), **options,
         "logger": [*loggers, *options.get("logger", [])],
         "callbacks": [checkpoint, RNGState(), timer, *callbacks, *options.get("callbacks", [])],
         "plugins": [AtomicCheckpointIO()], "default_root_dir": run_dir})
+
+
+def steps_per_epoch(config: RunConfig) -> int:
+    """Training steps per epoch on each device."""
+    from .data import DATASETS
+
+    examples = DATASETS.get(config.dataset).train_size - config.val_size
+    examples = min(examples, config.limit_train or examples)
+    return max(1, math.ceil(examples / config.devices / config.batch_size))
 
 
 def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
@@ -226,8 +258,9 @@ def run(config: RunConfig) -> dict:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, "spec": spec})
-    timer = EpochTimer()
-    trainer = make_trainer(config, run_dir, loggers, timer)
+    timer = EpochTimer(announce=not config.progress_bar)
+    trainer = make_trainer(config, run_dir, loggers, timer,
+                           callbacks=(LearningRateMonitor(logging_interval="step"),))
     for logger in loggers if not config.resume else []:  # a resumed run has logged these
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)

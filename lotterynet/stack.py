@@ -46,7 +46,7 @@ from .config import ConfigError, RunConfig, make_config
 from .datamodule import TensorDataModule
 from .loggers import finish_wandb, make_loggers
 from .models import build_model
-from .module import layer_densities, mask_digest
+from .module import EPOCH_LOSS, layer_densities, mask_digest
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 from .params import count_params
 from .run import (
@@ -209,7 +209,7 @@ def _epoch_metrics(sums: torch.Tensor | None, s: int, stage: str) -> dict[str, f
     if sums is None or float(sums[s, 2]) == 0:
         return {}
     loss, correct, count = (float(v) for v in sums[s])
-    return {f"{stage}/loss": loss / count, f"{stage}/acc": correct / count}
+    return {EPOCH_LOSS[stage]: loss / count, f"{stage}/acc": correct / count}
 
 
 class MemberResults(pl.Callback):

@@ -269,7 +269,9 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         elapsed = time.perf_counter() - start
         ran = done - (total - to_run)
         eta = elapsed / ran * (total - done)
-        print(f"[{done}/{total}] {name} done | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
+        acc = read_json(sweep_dir / "cells" / name / RESULTS).get("test_acc")
+        tested = f"test {100 * acc:.2f}%" if acc is not None else "not finished"
+        print(f"[{done}/{total}] {name}: {tested} | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
               flush=True)
 
     run_stacks(stacks, sweep, sweep_dir, report)
@@ -448,9 +450,56 @@ def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
     name = Path(args.sweep).stem if args.sweep else "grid"
     sweep_dir = Path(args.sweep_out or f"runs/sweep-{sweep.base.get('arch', 'lenet5')}-{name}")
     check_output_dir(sweep_dir, "--sweep-out")
+    check_cpu_cost(sweep, sweep_dir, args.yes)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
         return run_locked(sweep, sweep_dir, args)
+
+
+#: Seconds per training epoch over 55,000 MNIST images on this project's 2-core CPU machine
+#: (single runs, subset-sum / wide; ``results/``, ``BENCHMARKS.md``): what a CPU sweep is
+#: estimated with before it starts.
+CPU_EPOCH_SECONDS = {"fc2": 35.0, "fc4": 60.0, "lenet5": 60.0}
+FULL_EPOCH = 55000
+#: A CPU sweep estimated to take longer than this needs ``--yes`` to start.
+CPU_HOURS_WITHOUT_ASKING = 4.0
+
+
+def cpu_estimate(sweep: Sweep, sweep_dir: Path) -> tuple[float, str] | None:
+    """``(hours, description)`` for the cells of ``sweep`` not finished yet, run one after the
+    other on the CPU; None for an architecture without a stated epoch time."""
+    arch = sweep.base.get("arch", "lenet5")
+    if arch not in CPU_EPOCH_SECONDS:
+        return None
+    todo = [v for label, v in sweep.cells()
+            if not (sweep_dir / "cells" / cell_name(label, v) / RESULTS).is_file()]
+    epochs = 0.0
+    for values in todo:
+        config = make_config(values)
+        examples = min(FULL_EPOCH, config.limit_train or FULL_EPOCH)
+        epochs += config.epochs * examples / FULL_EPOCH
+    seconds = epochs * CPU_EPOCH_SECONDS[arch]
+    return seconds / 3600, (f"{len(todo)} cells, {epochs:,.0f} full-MNIST epochs at "
+                            f"~{CPU_EPOCH_SECONDS[arch]:.0f} s each ({arch}, 2 CPU cores)")
+
+
+def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool) -> None:
+    """On a machine without CUDA, say what the sweep will cost; refuse one of many hours
+    unless ``go_on`` (``--yes``)."""
+    if torch.cuda.is_available():
+        return
+    estimate = cpu_estimate(sweep, sweep_dir)
+    if estimate is None:
+        print(f"sweep on the CPU: no epoch-time figure for {sweep.base.get('arch')}; "
+              f"no estimate", flush=True)
+        return
+    hours, what = estimate
+    if hours > CPU_HOURS_WITHOUT_ASKING and not go_on:
+        raise ConfigError(f"this sweep would take about {hours:,.0f} hours on this CPU ({what}); "
+                          f"run it on a GPU, shrink it (--sweep-epochs, --sweep-sparsities, "
+                          f"--limit-train), or pass --yes to start it anyway")
+    print(f"sweep on the CPU: about {hours:.1f} hours ({what}; stacking saves part of it)",
+          flush=True)
 
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:

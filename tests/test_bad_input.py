@@ -195,6 +195,9 @@ CASES = [
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     (["--config", "{cfg_trainer_list}"], ["cfg_trainer_list", "trainer", "mapping"]),
     (["--config", "{cfg_model_unknown}"], ["learning_rate", "model", "valid keys", "sparsity"]),
+    pytest.param(["--sweep", str(REPO / "configs" / "sweeps" / "pensia_fc2.yaml")],
+                 ["88 hours", "215 cells", "--yes"],
+                 marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     # resume targets
     (["--resume", "/nonexistent/last.ckpt"], ["/nonexistent/last.ckpt", "not found"]),
     (["--resume", "{ckpt_bitflip}"], ["bitflip-run", "corrupt", "digest"]),

@@ -63,7 +63,7 @@ def assert_same_history_and_result(run: Path, whole: Path) -> None:
     for key in ("test_acc", "val_acc", "train_acc", "mask_digests", "epochs_done"):
         assert results[key] == expected[key], key
     assert len(results["seconds_per_epoch"]) == 3
-    for key in ("val/acc", "train/acc", "train/loss"):
+    for key in ("val/acc", "train/acc", "train/loss_epoch"):
         assert per_epoch(run, key) == per_epoch(whole, key)  # all three epochs, once each
 
 
@@ -132,7 +132,7 @@ def kill_after_next_checkpoint(proc: subprocess.Popen, checkpoint: Path) -> None
             epoch = str(load_checkpoint(checkpoint)["epoch"])
         if epoch is not None and (run / "metrics.csv").exists() and all(
                 any(row.get("epoch") == epoch and row.get(key) for row in metric_rows(run))
-                for key in ("val/acc", "train/acc", "train/loss")):
+                for key in ("val/acc", "train/acc", "train/loss_epoch")):
             break
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be killed"

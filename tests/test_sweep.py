@@ -4,6 +4,7 @@ sweep killed in the middle of a cell."""
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def test_subprocess_pool_runs_cells(tmp_path, data_dir, capsys):
     out = tmp_path / "pool"
     argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
     assert main(argv) == 0
-    assert "[2/2]" in capsys.readouterr().out
+    assert re.search(r"\[2/2\] dense-s0\.\d-e1-seed0: test \d+\.\d\d%", capsys.readouterr().out)
     assert [r["sparsity"] for r in rows(out)] == ["0.9", "0.5"]  # sorted by kept params
     assert all((out / "cells" / c / "cell.yaml").is_file() for c in os.listdir(out / "cells"))
 
