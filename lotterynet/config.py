@@ -103,6 +103,11 @@ class RunConfig:
     wandb: bool = _opt(False, "log to Weights & Biases (offline when no API key is configured)")
     wandb_project: str = _opt("lotterynet", "W&B project")
     wandb_group: str | None = _opt(None, "W&B group (a sweep puts its cells in one group)")
+    wandb_entity: str | None = _opt(None, "W&B entity (user or team; default: yours)")
+    wandb_tags: str | None = _opt(None, "W&B tags, a comma list (e.g. paper,fc2)")
+    wandb_notes: str | None = _opt(None, "W&B notes: a sentence on what the run is for")
+    log_model: bool = _opt(False, "also upload the checkpoint to W&B as a model artifact (the "
+                           "ticket, masks and trained tensors, is always logged with --wandb)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -292,10 +297,13 @@ def make_config(values: dict) -> RunConfig:
     return config
 
 
+#: Fields that say where and how a run is written and logged, not what it computes.
+OUTPUT_ONLY = ("out", "resume", "overwrite", "stop_after", "progress_bar", "wandb",
+               "wandb_project", "wandb_group", "wandb_entity", "wandb_tags", "wandb_notes",
+               "log_model")
 # What a resumed run may take from the flags; every other value comes from the checkpoint and
 # a flag that differs from it is refused (it would change the meaning of the trained scores).
-RESUMABLE = ("resume", "out", "overwrite", "stop_after", "progress_bar", "data_dir",
-             "accelerator", "devices", "precision", "wandb", "wandb_project", "wandb_group")
+RESUMABLE = (*OUTPUT_ONLY, "data_dir", "accelerator", "devices", "precision")
 
 
 def changed_fields(stored: dict, wanted: dict) -> list[str]:

@@ -13,8 +13,10 @@ import netrc
 import os
 import secrets
 import struct
+import time
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -76,37 +78,86 @@ def resumed_history(checkpoint: str | None) -> list[dict]:
 
 
 def wandb_run_id(run_dir: Path, checkpoint: str | None) -> str:
-    """The W&B run id of this run: the resumed run's (``RUN/wandb-id``), else a new one."""
+    """The W&B run id of this run: the resumed run's (``RUN/wandb-id``), else the one a W&B
+    sweep agent chose (``$WANDB_RUN_ID``), else a new one."""
     source = checkpoint_run_dir(checkpoint) / WANDB_ID_FILE if checkpoint else None
-    run_id = source.read_text().strip() if source and source.is_file() else secrets.token_hex(4)
+    fresh = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
+    run_id = source.read_text().strip() if source and source.is_file() else fresh
     if rank_zero_only.rank == 0:
         atomic_write(run_dir / WANDB_ID_FILE, lambda tmp: tmp.write_text(run_id + "\n"))
     return run_id
 
 
+class RunWandbLogger(WandbLogger):
+    """Lightning's W&B logger with one config: the run's, given at creation. Lightning's own
+    hyperparameter dump (the module's model spec, optimizer settings and the run config again,
+    nested) is not logged over it."""
+
+    def log_hyperparams(self, params) -> None:
+        pass
+
+
+def wandb_config(config: dict) -> dict:
+    """What a W&B run's config shows: what the run computes, without where its files go or
+    how it is logged (``out``, ``overwrite``, ``progress_bar``, the W&B options, …)."""
+    from .config import OUTPUT_ONLY
+
+    return {k: v for k, v in config.items() if k not in (*OUTPUT_ONLY, "data_dir")}
+
+
 def make_loggers(run_dir: Path, config: dict) -> list[Logger]:
     """The CSV log (continuing the resumed run's history) and, on request, W&B (continuing the
-    resumed run's W&B id)."""
+    resumed run's W&B id), with ``config`` (the run's, flat) as the W&B run's config."""
     loggers: list[Logger] = [HistoryCSVLogger(run_dir, resumed_history(config["resume"]))]
     if config["wandb"]:
-        loggers.append(WandbLogger(
+        tags = [t.strip() for t in (config.get("wandb_tags") or "").split(",") if t.strip()]
+        loggers.append(RunWandbLogger(
             project=config["wandb_project"], group=config["wandb_group"], name=run_dir.name,
-            save_dir=str(run_dir), config=config, mode=wandb_mode(),
-            id=wandb_run_id(run_dir, config["resume"]), resume="allow"))
+            save_dir=str(run_dir), config=wandb_config(config), mode=wandb_mode(),
+            id=wandb_run_id(run_dir, config["resume"]), resume="allow",
+            entity=config.get("wandb_entity"), tags=tags or None,
+            notes=config.get("wandb_notes"), log_model=bool(config.get("log_model"))))
     return loggers
 
 
-def finish_wandb(loggers: list[Logger], summary: dict) -> str | None:
-    """Write ``summary`` into the W&B run's summary, close the run; returns its directory.
+def finish_wandb(loggers: list[Logger], summary: dict, ticket: Path | None = None
+                 ) -> str | None:
+    """Write ``summary`` into the W&B run's summary, log ``ticket`` (a file) as the run's
+    model artifact, close the run; returns its directory once its record log is complete.
     Only rank 0 holds a real W&B run (other DDP ranks get Lightning's dummy)."""
     for logger in loggers:
         if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            import wandb
+
             run = logger.experiment
             run.summary.update(summary)
-            run_dir = run.dir
+            if ticket is not None:
+                artifact = wandb.Artifact(f"ticket-{run.id}", type="model", metadata=summary)
+                artifact.add_file(str(ticket))
+                run.log_artifact(artifact, aliases=["latest", "final"])
+            run_dir = Path(run.dir).parent
             run.finish()
-            return str(Path(run_dir).parent)
+            wait_for_record_log(run_dir)
+            return str(run_dir)
     return None
+
+
+def wait_for_record_log(run_dir: Path, timeout: float = 60.0) -> None:
+    """Wait until the run's ``run-*.wandb`` ends with its ``exit`` record: ``run.finish()``
+    can return while W&B's writer still holds the last block of the file, so a reader right
+    after it would miss the summary (``wandb sync`` too)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for log in run_dir.glob("run-*.wandb"):
+            try:
+                last = None
+                for record in read_wandb_records(log):
+                    last = record.WhichOneof("record_type")
+            except (ValueError, DecodeError):  # caught mid-write
+                last = None
+            if last == "exit":
+                return
+        time.sleep(0.1)
 
 
 def read_wandb_records(path: str | Path):

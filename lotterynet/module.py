@@ -110,10 +110,26 @@ class EdgePopupModule(pl.LightningModule):
                                                           "interval": "epoch", "name": "lr"}}
 
 
+def layer_names(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The subnet layers of ``model`` by a readable name: the module's own name, except where
+    it is only ``nn.Sequential`` positions (``"3"``), which become ``fc1, fc2, …`` for linear
+    layers and ``conv1, conv2, …`` for convolutions, in order (LeNet5's naming)."""
+    counts = {"fc": 0, "conv": 0}
+    names = {}
+    for name, m in model.named_modules():
+        if not isinstance(m, SUBNET_LAYERS):
+            continue
+        if all(part.isdigit() for part in name.split(".")):
+            kind = "fc" if isinstance(m, SubnetLinear) else "conv"
+            counts[kind] += 1
+            name = f"{kind}{counts[kind]}"
+        names[name] = m
+    return names
+
+
 def layer_densities(model: torch.nn.Module) -> dict[str, float]:
-    """Fraction kept of each subnet layer's maskable weights, by module name."""
-    return {name: 1.0 - m.sparsity for name, m in model.named_modules()
-            if isinstance(m, SUBNET_LAYERS)}
+    """Fraction kept of each subnet layer's maskable weights, by :func:`layer_names`."""
+    return {name: 1.0 - m.sparsity for name, m in layer_names(model).items()}
 
 
 def mask_digest(model: torch.nn.Module) -> float:

@@ -36,11 +36,13 @@ from .models import split_arch
 from .module import EPOCH_LOSS, EdgePopupModule, layer_densities, mask_digest
 from .params import count_params
 from .quiet import quiet_lightning
+from .ticket import save_ticket
 from .trainer_options import trainer_options
 from .validate import check_output_dir
 from .widen import maskable_count, wide_width
 
 RESULTS = "results.json"
+TICKET = "model.ticket"
 LAST = "last.ckpt"
 
 
@@ -257,7 +259,8 @@ def run(config: RunConfig) -> dict:
               f"trainable {counts['trainable']:,}", flush=True)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, "spec": spec})
+    width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
+    loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width})
     timer = EpochTimer(announce=not config.progress_bar)
     trainer = make_trainer(config, run_dir, loggers, timer,
                            callbacks=(LearningRateMonitor(logging_interval="step"),))
@@ -292,8 +295,14 @@ def run(config: RunConfig) -> dict:
         "mask_digests": [float(d) for d in digests.reshape(-1)],
         "run_dir": str(run_dir),
     }
-    wandb_dir = finish_wandb(loggers, {"test/acc": results["test_acc"],
-                                       "params/kept": counts["kept"]})
+    ticket = None
+    if config.wandb and trainer.is_global_zero:  # the run's model artifact: masks + tensors
+        ticket = run_dir / TICKET
+        save_ticket(module.model, ticket)
+    summary = {"test/acc": results["test_acc"], "params/kept": counts["kept"],
+               "val/acc_best": timer.best_val_acc}
+    wandb_dir = finish_wandb(loggers, {k: v for k, v in summary.items() if v is not None},
+                             ticket)
     results["wandb_dir"] = wandb_dir
     if trainer.is_global_zero:
         write_json_atomic(results, run_dir / RESULTS)

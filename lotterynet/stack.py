@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpointing import CheckpointError, atomic_torch_save, load_checkpoint, write_csv_atomic
-from .config import ConfigError, RunConfig, make_config
+from .config import OUTPUT_ONLY, ConfigError, RunConfig, make_config
 from .datamodule import TensorDataModule
 from .loggers import finish_wandb, make_loggers
 from .models import build_model
@@ -64,9 +64,6 @@ from .stacked import StackedModel
 
 #: What the members of a stack may differ in; every other model or recipe field must agree.
 VARYING = ("sparsity", "epochs", "seed")
-#: Fields that say where and how a run is written, not what it computes.
-OUTPUT_ONLY = ("out", "resume", "overwrite", "stop_after", "progress_bar", "wandb",
-               "wandb_project", "wandb_group")
 
 
 # ----------------------------------------------------------------------- compatibility

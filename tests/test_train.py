@@ -15,7 +15,7 @@ from conftest import REPO
 from lotterynet.cli import build_parser, config_from_args, main
 from lotterynet.config import FIELDS
 from lotterynet.distributions import orseau_range
-from lotterynet.loggers import read_wandb_summary
+from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.widen import maskable_count, wide_width
@@ -132,7 +132,9 @@ def test_wandb_offline_run_holds_test_accuracy(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
     code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense", "--wandb",
-                      "--limit-train", "300", "--val-size", "100")
+                      "--limit-train", "640", "--val-size", "100", "--wandb-tags", "paper,fc2",
+                      "--wandb-notes", "a test run", "--wandb-entity", "lotterynet-tests",
+                      "--trainer.log_every_n_steps", "2")
     assert code == 0
     results = results_of(out)
     logs = list(Path(results["wandb_dir"]).glob("run-*.wandb"))
@@ -140,7 +142,25 @@ def test_wandb_offline_run_holds_test_accuracy(tmp_path, data_dir, monkeypatch):
     summary = read_wandb_summary(logs[0])
     assert summary["test/acc"] == pytest.approx(results["test_acc"])
     assert summary["params/kept"] == results["params"]["kept"]
-    assert {"train/loss", "val/acc", "train/acc"} <= set(summary)
+    assert summary["val/acc_best"] == pytest.approx(results["val_acc"])
+    assert {"train/loss", "val/acc", "train/acc", "lr", "density/fc1", "density/fc2"} <= set(
+        summary)
+    records = list(read_wandb_records(logs[0]))
+    rows = [{i.key or "/".join(i.nested_key) for i in r.history.item} for r in records
+            if r.WhichOneof("record_type") == "history"]
+    # 10 steps, logged every 2: the step loss and the learning rate, five times each
+    assert sum("train/loss" in row for row in rows) == sum("lr" in row for row in rows) == 5
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    updates = [r.config.update for r in records if r.WhichOneof("record_type") == "config"]
+    keys = [i.key or "/".join(i.nested_key) for u in [run.config.update, *updates] for i in u]
+    keys = [k for k in keys if not k.startswith("_")]  # W&B's own (_wandb)
+    assert len(keys) == len(set(keys)) and {"arch", "sparsity", "lr", "epochs"} <= set(keys)
+    assert not {"overwrite", "progress_bar", "out", "spec", "optim", "config"} & set(keys)
+    assert (list(run.tags), run.notes, run.entity) == (["paper", "fc2"], "a test run",
+                                                       "lotterynet-tests")
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert [(a.type, a.name) for a in artifacts] == [("model", f"ticket-{run.run_id}")]
+    assert (out / "model.ticket").is_file()
 
 
 def test_ddp_on_cpu_two_ranks_agree(tmp_path, data_dir):
