@@ -29,7 +29,7 @@ from .config import (
 # train now): the flags decide, or the location of the checkpoint does.
 NOT_RESUMED = ("resume", "out", "stop_after", "overwrite")
 SWEEP_FLAGS = ("sweep", "sweep_variants", "sweep_sparsities", "sweep_epochs", "sweep_seeds",
-               "baseline", "sweep_out", "wandb_sweep")
+               "baseline", "sweep_out", "wandb_sweep", "cell")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -81,7 +81,10 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        help="start a sweep that is estimated to take many hours on the CPU "
                             "(without it such a sweep is refused, its estimate printed)")
     group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
-                       "for `wandb sweep FILE && wandb agent ID` instead of running")
+                       "for `wandb sweep FILE && wandb agent ID` instead of running: a grid "
+                       "over exactly this sweep's cells, metric test/acc")
+    group.add_argument("--cell", metavar="NAME", help="run only this cell of the sweep, as "
+                       "the sweep would (what the agents of a --wandb-sweep file run)")
 
 
 def is_sweep(args: argparse.Namespace) -> bool:

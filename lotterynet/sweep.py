@@ -421,35 +421,56 @@ def log_to_wandb(rows: list[dict], figure: Path, base: dict, group: str) -> None
     summary.finish()
 
 
-def write_wandb_sweep(sweep: Sweep, path: Path) -> None:
-    """A W&B grid sweep over the same cells (baseline excluded): ``wandb sweep FILE`` then
-    ``wandb agent ENTITY/PROJECT/ID`` runs ``train.py --wandb --key=value ...`` per cell."""
-    parameters = {key.replace("_", "-"): {"value": value} for key, value in sweep.base.items()
-                  if value is not None}
-    for key in dict.fromkeys(k for v in sweep.variants for k in v):
-        values = list(dict.fromkeys(v.get(key) for v in sweep.variants if key in v))
-        parameters[key.replace("_", "-")] = {"values": values}
-    parameters["sparsity"] = {"values": sweep.sparsities}
-    parameters["epochs"] = {"values": sweep.epochs}
-    parameters["seed"] = {"values": sweep.seeds}
-    spec = {"program": "train.py", "method": "grid", "parameters": parameters,
-            "command": ["${env}", "${interpreter}", "${program}", "--wandb", "--no-progress-bar",
-                        "${args_no_boolean_flags}"]}
+def write_wandb_sweep(sweep: Sweep, path: Path) -> Path:
+    """A W&B grid sweep over exactly the cells of ``sweep`` (the trained baseline included):
+    the sweep, resolved, goes beside it as ``<name>.cells.yaml``; the grid is one parameter,
+    ``cell``, naming every cell, and each agent run is ``train.py --sweep <that file> --wandb
+    --cell=NAME``, the cell as the sweep itself runs it. Returns the cells file."""
+    cells_file = path.with_name(f"{path.stem}.cells.yaml")
+    cells_file.write_text(yaml.safe_dump(dataclasses.asdict(sweep), sort_keys=False))
+    spec = {"program": "train.py", "method": "grid",
+            "metric": {"name": "test/acc", "goal": "maximize"},
+            "parameters": {"cell": {"values": [cell_name(label, values)
+                                               for label, values in sweep.cells()]}},
+            "command": ["${env}", "${interpreter}", "${program}", "--sweep",
+                        str(cells_file.resolve()), "--wandb", "--no-progress-bar", "${args}"]}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return cells_file
+
+
+def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
+    """Cell ``name`` of the sweep alone, in its cell directory (what a W&B agent runs; no
+    sweep lock, so agents may run cells side by side)."""
+    cells = {cell_name(label, values): values for label, values in sweep.cells()}
+    if name not in cells:
+        names = list(cells)
+        raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {names[0]}, …, "
+                          f"{names[-1]} ({len(names)} cells; see --wandb-sweep's file)")
+    config = prepare_cell(cells[name], sweep_dir / "cells" / name)
+    if config is None:
+        print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
+        return 0
+    results = run(config)
+    print(f"cell {name}: test {100 * results['test_acc']:.2f}% | {results['run_dir']}")
+    return 0
 
 
 def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
     sweep = load_sweep(args, overrides)
     if args.wandb_sweep:
-        write_wandb_sweep(sweep, Path(args.wandb_sweep))
-        print(f"wrote {args.wandb_sweep}: run `wandb sweep {args.wandb_sweep}` then "
-              f"`wandb agent <sweep id>`")
+        cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep))
+        print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in {cells_file}): "
+              f"run `wandb sweep {args.wandb_sweep}` then `wandb agent <sweep id>`")
         return 0
     if args.jobs_per_device < 1:
         raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
     name = Path(args.sweep).stem if args.sweep else "grid"
     sweep_dir = Path(args.sweep_out or f"runs/sweep-{sweep.base.get('arch', 'lenet5')}-{name}")
     check_output_dir(sweep_dir, "--sweep-out")
+    if sweep.base.get("wandb"):
+        sweep.base.setdefault("wandb_group", sweep_dir.name)
+    if args.cell:
+        return run_one_cell(sweep, sweep_dir, args.cell)
     check_cpu_cost(sweep, sweep_dir, args.yes)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
@@ -504,12 +525,7 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool) -> None:
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
-    if sweep.base.get("wandb"):
-        sweep.base.setdefault("wandb_group", sweep_dir.name)
-    write_json_atomic({"base": sweep.base, "variants": sweep.variants,
-                       "sparsities": sweep.sparsities, "epochs": sweep.epochs,
-                       "seeds": sweep.seeds, "baseline": sweep.baseline},
-                      sweep_dir / "sweep.json")
+    write_json_atomic(dataclasses.asdict(sweep), sweep_dir / "sweep.json")
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
     rows = add_paper_columns(aggregate(sweep, sweep_dir), arch, dataset)

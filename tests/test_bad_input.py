@@ -174,6 +174,8 @@ CASES = [
       "--sweep-variants", "dense"], ["-1", "seed"]),
     (["--sweep-variants", "dense"], ["sparsities", "--sweep-sparsities"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
+      "--cell", "nope"], ["nope", "valid", "dense-s0.5-e1-seed0", "cells"]),
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
       "--jobs-per-device", "0"], ["jobs-per-device", "positive"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
       "--sweep-out", "{a_file}"], ["a_file", "not a folder"]),

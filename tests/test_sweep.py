@@ -81,18 +81,35 @@ def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir):
     assert rows(killed) == rows(whole)
 
 
-def test_wandb_sweep_file_covers_the_grid(tmp_path):
-    path = tmp_path / "wandb_sweep.yaml"
+def wandb_sweep_cells(argv: list[str], path: Path) -> tuple[dict, list[str]]:
+    """The W&B sweep file that ``argv`` writes, and the cells of the sweep itself."""
+    from lotterynet.cli import build_parser, explicit_values
+    from lotterynet.sweep import cell_name, load_sweep
+
+    assert main([*argv, "--wandb-sweep", str(path)]) == 0
+    args = build_parser().parse_args(argv)
+    cells = [cell_name(label, v) for label, v in load_sweep(args, explicit_values(args)).cells()]
+    return yaml.safe_load(path.read_text()), cells
+
+
+def test_wandb_sweep_file_grid_is_the_sweeps_cells(tmp_path):
     sweep_file = REPO / "configs" / "sweeps" / "pensia_lenet5.yaml"
-    assert main(["--sweep", str(sweep_file), "--wandb-sweep", str(path)]) == 0
-    spec = yaml.safe_load(path.read_text())
-    grid = yaml.safe_load(sweep_file.read_text())
+    spec, cells = wandb_sweep_cells(["--sweep", str(sweep_file)], tmp_path / "w.yaml")
     assert spec["program"] == "train.py" and spec["method"] == "grid"
-    assert spec["parameters"]["sparsity"]["values"] == grid["sparsities"]
-    assert spec["parameters"]["epochs"]["values"] == grid["epochs"]
-    assert spec["parameters"]["arch"]["value"] == "lenet5"
-    assert set(spec["parameters"]["structure"]["values"]) == {"subsetsum", "wide"}
-    assert "--wandb" in spec["command"]
+    assert spec["metric"] == {"name": "test/acc", "goal": "maximize"}
+    assert list(spec["parameters"]) == ["cell"]  # one parameter: nothing is crossed
+    assert spec["parameters"]["cell"]["values"] == cells
+    assert len(cells) == 215 and "trained-e100-seed0" in cells
+    assert "--wandb" in spec["command"] and spec["command"][-1] == "${args}"
+
+
+def test_a_wandb_agent_runs_one_cell_of_the_sweep(tmp_path, data_dir):
+    spec, cells = wandb_sweep_cells([*TINY, "--data-dir", str(data_dir)], tmp_path / "w.yaml")
+    command = [a for a in spec["command"][3:-1] if a != "--wandb"]  # as the agent, minus W&B
+    out = tmp_path / "sweep"
+    assert main([*command, f"--cell={cells[1]}", "--sweep-out", str(out)]) == 0
+    assert [p.name for p in (out / "cells").iterdir()] == [cells[1]]
+    assert (out / "cells" / cells[1] / "results.json").is_file()
 
 
 POOL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
