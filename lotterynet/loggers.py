@@ -16,7 +16,6 @@ import struct
 import time
 from pathlib import Path
 
-from google.protobuf.message import DecodeError
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -146,6 +145,8 @@ def wait_for_record_log(run_dir: Path, timeout: float = 60.0) -> None:
     """Wait until the run's ``run-*.wandb`` ends with its ``exit`` record: ``run.finish()``
     can return while W&B's writer still holds the last block of the file, so a reader right
     after it would miss the summary (``wandb sync`` too)."""
+    from google.protobuf.message import DecodeError  # wandb's dependency, as wandb is ours here
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for log in run_dir.glob("run-*.wandb"):
