@@ -134,7 +134,7 @@ def test_wandb_offline_run_holds_test_accuracy(tmp_path, data_dir, monkeypatch):
     code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense", "--wandb",
                       "--limit-train", "640", "--val-size", "100", "--wandb-tags", "paper,fc2",
                       "--wandb-notes", "a test run", "--wandb-entity", "lotterynet-tests",
-                      "--trainer.log_every_n_steps", "2")
+                      "--trainer.log_every_n_steps", "2", "--log-model")
     assert code == 0
     results = results_of(out)
     logs = list(Path(results["wandb_dir"]).glob("run-*.wandb"))
@@ -159,7 +159,8 @@ def test_wandb_offline_run_holds_test_accuracy(tmp_path, data_dir, monkeypatch):
     assert (list(run.tags), run.notes, run.entity) == (["paper", "fc2"], "a test run",
                                                        "lotterynet-tests")
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
-    assert [(a.type, a.name) for a in artifacts] == [("model", f"ticket-{run.run_id}")]
+    assert sorted((a.type, a.name) for a in artifacts) == [  # the ticket; the checkpoint
+        ("model", f"model-{run.run_id}"), ("model", f"ticket-{run.run_id}")]
     assert (out / "model.ticket").is_file()
 
 
