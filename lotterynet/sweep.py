@@ -61,6 +61,7 @@ from .config import (
     make_config,
     string_keys,
 )
+from .datamodule import load_or_download
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
@@ -472,9 +473,20 @@ def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
     if args.cell:
         return run_one_cell(sweep, sweep_dir, args.cell)
     check_cpu_cost(sweep, sweep_dir, args.yes)
+    check_data(sweep)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
         return run_locked(sweep, sweep_dir, args)
+
+
+def check_data(sweep: Sweep) -> None:
+    """Read every data set the sweep's cells use (both splits) before anything is written: a
+    missing or corrupt one is refused up front (:class:`DatasetNotFound`), not when its first
+    cell or stack starts."""
+    for dataset, data_dir in {(v.get("dataset", "mnist"), v.get("data_dir"))
+                              for _, v in sweep.cells()}:
+        for train in (True, False):
+            load_or_download(dataset, data_dir, train=train)
 
 
 #: Seconds per training epoch over 55,000 MNIST images on this project's 2-core CPU machine

@@ -213,6 +213,8 @@ CASES = [
     (["--resume", C, "--out", "{finished_dir}"], ["finished", "nothing to resume"]),
     # data folders
     (["--data-dir", "{corrupt_data}"], ["mnist", "corrupt-data", "corrupt or unreadable"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--data-dir",
+      "{corrupt_data}"], ["mnist", "corrupt-data", "corrupt or unreadable"]),  # no sweep folder
     # output folders
     (["--out", "{a_file}"], ["a_file", "not a folder"]),
     (["--out", "{a_file}/run"], ["a_file", "not a folder"]),
