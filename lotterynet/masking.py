@@ -108,26 +108,30 @@ class ThresholdHint:
 
 
 def kth_largest_near(values: torch.Tensor, k: int, hint: ThresholdHint
-                     ) -> tuple[torch.Tensor, bool] | None:
-    """``(t, tied)``: the ``k``-th largest entry ``t`` of the 1-D CPU tensor ``values`` and
-    whether other entries equal it, found by a quickselect over only the entries in the band
-    ``[lo, hi]`` around ``hint.value``; None when the band does not contain it. Exact: if ``a``
-    entries lie above ``hi`` with ``a < k`` and the band holds at least ``k − a`` entries, the
-    k-th largest overall is the (k − a)-th largest of the band (and every entry equal to it is
-    in the band). The band widens after a miss and narrows while it holds over 4096 entries."""
+                     ) -> tuple[torch.Tensor, int, torch.Tensor] | None:
+    """``(t, places, tied_at)``: the ``k``-th largest entry ``t`` of the 1-D CPU tensor
+    ``values``, how many of the ``k`` places are left for entries equal to ``t`` (``k`` minus
+    those above it) and the indices of all entries equal to ``t`` (ascending), found by a
+    quickselect over only the entries in the band ``[lo, hi]`` around ``hint.value``; None when
+    the band does not contain it. Exact: if ``a`` entries lie above ``hi`` with ``a < k`` and the
+    band holds at least ``k − a`` entries, the k-th largest overall is the (k − a)-th largest of
+    the band (and every entry equal to it is in the band). The band widens after a miss and
+    narrows while it holds over 4096 entries."""
     if hint.value is None:
         return None
     lo, hi = hint.value * (1 - hint.width), hint.value * (1 + hint.width)
     above_hi = values > hi
     above = int(torch.count_nonzero(above_hi))
-    band = values[(values >= lo) ^ above_hi] if above < k else values[:0]
-    if band.numel() < k - above or above >= k:
+    at = ((values >= lo) ^ above_hi).nonzero().squeeze(1) if above < k else above_hi[:0].long()
+    if at.numel() < k - above or above >= k:
         hint.width = min(hint.width * 4, 1.0)
         return None
-    if band.numel() > 4096:
+    if at.numel() > 4096:
         hint.width /= 2
+    band = values[at]
     threshold = band.kthvalue(band.numel() - (k - above) + 1).values
-    return threshold, int(torch.count_nonzero(band == threshold)) > 1
+    places = k - above - int(torch.count_nonzero(band > threshold))
+    return threshold, places, at[band == threshold]
 
 
 def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
@@ -152,12 +156,21 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     else:  # quickselect, over the entries near the last threshold when there is a hint
         hinted = hint is not None and grouped.shape[0] == 1
         near = kth_largest_near(grouped[0], k, hint) if hinted else None
-        threshold = near[0] if near else grouped.kthvalue(n - k + 1, dim=dim, keepdim=True).values
-        if hinted:
+        if near:  # the band also says which entries tie with the threshold: rank only those
+            threshold, places, tied_at = near
             hint.value = float(threshold)  # a host read: free on the CPU
+            if tied_at.numel() <= places:  # every tied entry fits: nothing to choose
+                return (grouped >= threshold).view_as(magnitudes)
+            mask = grouped > threshold
+            keep = tied_at[:places] if ties == "low" else tied_at[tied_at.numel() - places:]
+            mask[0, keep] = True
+            return mask.view_as(magnitudes)
+        threshold = grouped.kthvalue(n - k + 1, dim=dim, keepdim=True).values
+        if hinted:
+            hint.value = float(threshold)
         at_least = grouped >= threshold
         # Every entry tied with the threshold fits: the tie rule has nothing to choose.
-        if (not near[1]) if near else bool((torch.count_nonzero(at_least, dim) == k).all()):
+        if bool((torch.count_nonzero(at_least, dim) == k).all()):
             return at_least.view_as(magnitudes)
     mask = grouped > threshold
     missing = k - mask.sum(dim, keepdim=True)

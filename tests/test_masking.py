@@ -270,11 +270,13 @@ def test_global_topk_may_leave_a_tensor_nothing():
     assert torch.equal(model[0](torch.randn(2, 30)), torch.zeros(2, 20))
 
 
+@pytest.mark.parametrize("ties", ["low", "high"])
 @pytest.mark.parametrize("n, k", [(1000, 1), (1000, 999), (5000, 2500), (60000, 6000)])
-def test_hinted_selection_keeps_exactly_what_the_plain_one_keeps(n, k):
-    """The threshold hint (the last step's k-th value) only narrows the quickselect: over scores
-    that drift as in training, with ties planted at and around the cut-off, the mask is the
-    plain selection's, lowest-index ties first, exactly k kept."""
+def test_hinted_selection_keeps_exactly_what_the_plain_one_keeps(n, k, ties):
+    """The threshold hint (the last step's k-th value) only narrows the quickselect and ranks
+    the ties it finds in its band: over scores that drift as in training, with ties planted at
+    and around the cut-off, the mask is the plain selection's under either tie rule, exactly k
+    kept."""
     generator = torch.Generator().manual_seed(n + k)
     scores, hint = torch.randn(n, generator=generator), ThresholdHint()
     for step in range(40):
@@ -283,6 +285,7 @@ def test_hinted_selection_keeps_exactly_what_the_plain_one_keeps(n, k):
             scores[:50] = scores[100]
         if step % 11 == 0:
             scores = scores.round(decimals=2)
-        hinted = topk_mask(scores.abs(), k, hint=hint)
-        assert torch.equal(hinted, topk_mask(scores.abs(), k)) and int(hinted.sum()) == k
+        hinted = topk_mask(scores.abs(), k, ties=ties, hint=hint)
+        assert torch.equal(hinted, topk_mask(scores.abs(), k, ties=ties))
+        assert int(hinted.sum()) == k
     assert hint.value is not None
