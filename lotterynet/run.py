@@ -28,6 +28,7 @@ from .checkpointing import (
     remove_stale_temp_files,
 )
 from .config import WIDE, ConfigError, RunConfig
+from .data import DATASETS
 from .datamodule import TensorDataModule
 from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
@@ -218,8 +219,6 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
 
 def steps_per_epoch(config: RunConfig) -> int:
     """Training steps per epoch on each device."""
-    from .data import DATASETS
-
     examples = DATASETS.get(config.dataset).train_size - config.val_size
     examples = min(examples, config.limit_train or examples)
     return max(1, math.ceil(examples / config.devices / config.batch_size))

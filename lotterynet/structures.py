@@ -232,8 +232,9 @@ class SubsetSum(Structure):
     #: hidden units literally rather than through the collapse; both are exact. The literal
     #: GEMM (rows × out × in·n) grows with the rows, the collapse's reduction over ṽ (out × in ×
     #: n, twice for ReLU) does not: below the crossover the literal layer costs what the wide
-    #: dense layer with the same maskable count costs. Crossovers measured with
-    #: ``benchmarks/bench_layers.py --target-only`` (784 → 500, n = 5, one CPU thread).
+    #: dense layer with the same maskable count costs. Crossovers measured with the target
+    #: step of ``benchmarks/bench_layers.py`` at batch 16–256 (784 → 500, n = 5, one CPU
+    #: thread, literal vs collapse vs wide).
     literal_rows = {"identity": 32, "relu": 128}
 
     def forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:

@@ -61,7 +61,7 @@ from .config import (
     make_config,
     string_keys,
 )
-from .datamodule import load_or_download
+from .datamodule import TensorDataModule
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
@@ -485,8 +485,7 @@ def check_data(sweep: Sweep) -> None:
     cell or stack starts."""
     for dataset, data_dir in {(v.get("dataset", "mnist"), v.get("data_dir"))
                               for _, v in sweep.cells()}:
-        for train in (True, False):
-            load_or_download(dataset, data_dir, train=train)
+        TensorDataModule(dataset, data_dir).prepare_data()
 
 
 #: Seconds per training epoch over 55,000 MNIST images on this project's 2-core CPU machine
