@@ -249,11 +249,21 @@ class MemberResults(pl.Callback):
         finished = [s for s in finished if not (self.cell_dirs[s] / RESULTS).is_file()]
         for s in finished:  # a cell finished elsewhere is never overwritten
             self.finish(trainer, module, s)
+        if trainer.is_global_zero:
+            print(self.epoch_line(epoch, trainer.max_epochs, logged, finished), flush=True)
+
+    def epoch_line(self, epoch: int, epochs: int, logged: dict, finished: list[int]) -> str:
+        """One console line per stack epoch: how many members trained, their best epoch train
+        accuracy, the epoch's seconds and the members whose budget ended (best test accuracy)."""
+        trained = [v for k, v in logged.items() if k.endswith("/train/acc")]
+        parts = [f"stack {self.stack_dir.name}: epoch {epoch + 1}/{epochs}",
+                 f"{len(trained)} member(s) trained, best train acc "
+                 f"{100 * max(trained, default=0.0):.2f}%"]
         if finished:
             best = max(json.loads((self.cell_dirs[s] / RESULTS).read_text())["test_acc"]
                        for s in finished)
-            print(f"stack {self.stack_dir.name}: epoch {epoch + 1}, {len(finished)} member(s) "
-                  f"done (best test accuracy {100 * best:.2f}%)", flush=True)
+            parts.append(f"{len(finished)} member(s) done (best test accuracy {100 * best:.2f}%)")
+        return " | ".join([*parts, f"{self.timer.seconds[-1]:.1f} s"])
 
     def finish(self, trainer, module: StackModule, s: int) -> None:
         """Test member ``s`` and write its cell directory: its model checkpoint, its metrics

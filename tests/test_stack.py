@@ -133,7 +133,12 @@ def sweep_rows(sweep_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
+def stack_epoch_lines(console: str) -> list[str]:
+    return [line for line in console.splitlines()
+            if line.startswith("stack ") and ": epoch " in line]
+
+
+def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, capsys):
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(yaml.safe_dump({
         "base": {"arch": "fc2", "limit_train": 1280, "val_size": 100, "progress_bar": False},
@@ -142,6 +147,11 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
     argv = ["--sweep", str(sweep_file), "--data-dir", str(data_dir)]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main([*argv, "--sweep-out", str(whole)]) == 0
+    lines = stack_epoch_lines(capsys.readouterr().out)  # one line per stack epoch
+    assert [line.split(": ")[1].split(" |")[0] for line in lines] == [
+        "epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("2 member(s) trained" in line for line in lines)
+    assert ["done" in line for line in lines] == [False, False, True]
     stack_dir = killed / "stacks" / "subsetsum-identity-seed0"
     proc = subprocess.Popen([sys.executable, "train.py", *argv, "--sweep-out", str(killed)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -156,6 +166,9 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
     epoch = torch.load(checkpoint, weights_only=True)["epoch"]
     assert epoch < 2 and not list((killed / "cells").glob("*/results.json"))
     assert main([*argv, "--sweep-out", str(killed)]) == 0
+    resumed = stack_epoch_lines(capsys.readouterr().out)
+    assert [line.split(" |")[0].endswith(f"epoch {e}/3") for e, line in zip((2, 3), resumed)] \
+        == [True, True] and len(resumed) == 2
     assert sweep_rows(killed) == sweep_rows(whole)
     for cell in sorted(p.name for p in (whole / "cells").iterdir()):
         a, b = trained_model(whole / "cells" / cell), trained_model(killed / "cells" / cell)
