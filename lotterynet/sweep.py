@@ -472,7 +472,7 @@ def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
         sweep.base.setdefault("wandb_group", sweep_dir.name)
     if args.cell:
         return run_one_cell(sweep, sweep_dir, args.cell)
-    check_cpu_cost(sweep, sweep_dir, args.yes)
+    check_cpu_cost(sweep, sweep_dir, args.yes, args.stack)
     check_data(sweep)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
@@ -492,35 +492,47 @@ def check_data(sweep: Sweep) -> None:
 #: (single runs, subset-sum / wide; ``results/``, ``BENCHMARKS.md``): what a CPU sweep is
 #: estimated with before it starts.
 CPU_EPOCH_SECONDS = {"fc2": 35.0, "fc4": 60.0, "lenet5": 60.0}
+#: The same for one member of a stack (full-MNIST epoch of a 14-member stack / 14). LeNet5's
+#: members share the frozen convolutions and the loop: ~9.5 s measured (the budget-30 Figure 2
+#: stacks, one thread each, two stacks side by side). FC2 / FC4 members share nothing costly
+#: (``BENCHMARKS.md``: 1.0x), so they cost what a single run costs.
+CPU_STACKED_EPOCH_SECONDS = {"lenet5": 10.0}
 FULL_EPOCH = 55000
 #: A CPU sweep estimated to take longer than this needs ``--yes`` to start.
 CPU_HOURS_WITHOUT_ASKING = 4.0
 
 
-def cpu_estimate(sweep: Sweep, sweep_dir: Path) -> tuple[float, str] | None:
-    """``(hours, description)`` for the cells of ``sweep`` not finished yet, run one after the
-    other on the CPU; None for an architecture without a stated epoch time."""
+def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True
+                 ) -> tuple[float, str] | None:
+    """``(hours, description)`` for the cells of ``sweep`` not finished yet on the CPU, stacked
+    as :func:`run_cells` will stack them; None for an architecture without a stated epoch
+    time."""
     arch = sweep.base.get("arch", "lenet5")
     if arch not in CPU_EPOCH_SECONDS:
         return None
-    todo = [v for label, v in sweep.cells()
-            if not (sweep_dir / "cells" / cell_name(label, v) / RESULTS).is_file()]
-    epochs = 0.0
-    for values in todo:
-        config = make_config(values)
+    todo = [(name, config) for label, v in sweep.cells()
+            if not (sweep_dir / "cells" / (name := cell_name(label, v)) / RESULTS).is_file()
+            and (config := make_config(v))]
+    stacks, single = plan_stacks(sweep, sweep_dir, todo) if stack else ({}, todo)
+    stacked = {name for members in stacks.values() for name in members}
+    per_epoch = {"stacked": CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch]),
+                 "single": CPU_EPOCH_SECONDS[arch]}
+    epochs = {"stacked": 0.0, "single": 0.0}
+    for name, config in todo:
         examples = min(FULL_EPOCH, config.limit_train or FULL_EPOCH)
-        epochs += config.epochs * examples / FULL_EPOCH
-    seconds = epochs * CPU_EPOCH_SECONDS[arch]
-    return seconds / 3600, (f"{len(todo)} cells, {epochs:,.0f} full-MNIST epochs at "
-                            f"~{CPU_EPOCH_SECONDS[arch]:.0f} s each ({arch}, 2 CPU cores)")
+        epochs["stacked" if name in stacked else "single"] += config.epochs * examples / FULL_EPOCH
+    seconds = sum(epochs[k] * per_epoch[k] for k in epochs)
+    parts = [f"{epochs[k]:,.0f} {k} at ~{per_epoch[k]:.0f} s" for k in epochs if epochs[k]]
+    return seconds / 3600, (f"{len(todo)} cells, full-MNIST epochs: {', '.join(parts)} "
+                            f"({arch}, 2 CPU cores)")
 
 
-def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool) -> None:
+def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = True) -> None:
     """On a machine without CUDA, say what the sweep will cost; refuse one of many hours
     unless ``go_on`` (``--yes``)."""
     if torch.cuda.is_available():
         return
-    estimate = cpu_estimate(sweep, sweep_dir)
+    estimate = cpu_estimate(sweep, sweep_dir, stack)
     if estimate is None:
         print(f"sweep on the CPU: no epoch-time figure for {sweep.base.get('arch')}; "
               f"no estimate", flush=True)
@@ -530,8 +542,7 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool) -> None:
         raise ConfigError(f"this sweep would take about {hours:,.0f} hours on this CPU ({what}); "
                           f"run it on a GPU, shrink it (--sweep-epochs, --sweep-sparsities, "
                           f"--limit-train), or pass --yes to start it anyway")
-    print(f"sweep on the CPU: about {hours:.1f} hours ({what}; stacking saves part of it)",
-          flush=True)
+    print(f"sweep on the CPU: about {hours:.1f} hours ({what})", flush=True)
 
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import lotterynet.sweep as sweep_module
 from conftest import REPO, processes_mentioning
-from lotterynet.cli import main
+from lotterynet.cli import build_parser, main
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
         "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
@@ -206,3 +207,24 @@ def test_a_failing_cell_subprocess_is_one_line_and_the_others_finish(tmp_path, d
     assert "Traceback" not in captured.err + captured.out and "sweep incomplete" in captured.out
     assert (out / "cells" / "dense-s0.5-e1-seed0" / "results.json").is_file()
     assert [r["sparsity"] for r in rows(out)] == ["0.5"]
+
+
+def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path, monkeypatch):
+    """The paper-sized LeNet5 CPU sweep: 14 sparsities x 3 variants x budgets 10/20/30 stack
+    (2,520 member-epochs), the trained baseline runs singly (10 + 20 + 30 epochs)."""
+    monkeypatch.setattr(sweep_module, "CPU_EPOCH_SECONDS", {"lenet5": 60.0})
+    monkeypatch.setattr(sweep_module, "CPU_STACKED_EPOCH_SECONDS", {"lenet5": 10.0})
+    args = build_parser().parse_args(["--sweep", str(REPO / "configs/sweeps/cpu_lenet5.yaml")])
+    sweep = sweep_module.load_sweep(args, {})
+    stacked, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
+    assert stacked * 3600 == pytest.approx(2520 * 10 + 60 * 60)
+    assert "2,520 stacked at ~10 s, 60 single at ~60 s" in what
+    unstacked, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=False)
+    assert unstacked * 3600 == pytest.approx(2580 * 60)
+    # finished cells cost nothing: one finished member leaves 13 of its stack
+    label, values = next((lab, v) for lab, v in sweep.cells() if lab != "trained")
+    done = tmp_path / "cells" / sweep_module.cell_name(label, values)
+    done.mkdir(parents=True)
+    (done / "results.json").write_text("{}")
+    left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
+    assert left * 3600 == pytest.approx(stacked * 3600 - values["epochs"] * 10)
