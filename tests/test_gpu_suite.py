@@ -24,6 +24,7 @@ CHECKS = {  # report row (start) -> whether it needs CUDA
     "LeNet5 epoch: Lightning / bare PyTorch loop": False,
     "FC2 wide epoch": False,
     "-member LeNet5 stack epoch / single run's": False,
+    "single runs one after another (epochs)": False,
     "subset-sum solver, n = 21": False,
     "subset-sum solver, n = 30": False,
     "train.py LeNet5 1 epoch: test acc bf16-mixed vs 32-true": False,
