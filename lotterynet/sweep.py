@@ -522,7 +522,8 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True
         examples = min(FULL_EPOCH, config.limit_train or FULL_EPOCH)
         epochs["stacked" if name in stacked else "single"] += config.epochs * examples / FULL_EPOCH
     seconds = sum(epochs[k] * per_epoch[k] for k in epochs)
-    parts = [f"{epochs[k]:,.0f} {k} at ~{per_epoch[k]:.0f} s" for k in epochs if epochs[k]]
+    parts = [f"{epochs[k]:,.{0 if epochs[k] >= 10 else 2}f} {k} at ~{per_epoch[k]:.0f} s"
+             for k in epochs if epochs[k]]
     return seconds / 3600, (f"{len(todo)} cells, full-MNIST epochs: {', '.join(parts)} "
                             f"({arch}, 2 CPU cores)")
 
