@@ -212,7 +212,7 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         "num_sanity_val_steps": 0, "enable_model_summary": False,
         "enable_progress_bar": config.progress_bar,
         "log_every_n_steps": min(50, steps_per_epoch(config)),
-        "limit_val_batches": 1.0 if config.val_size else 0, **options,  # no val split: no loop
+        **({} if config.val_size else {"limit_val_batches": 0}), **options,  # no val split
         "logger": [*loggers, *options.get("logger", [])],
         "callbacks": [checkpoint, RNGState(), timer, *callbacks, *options.get("callbacks", [])],
         "plugins": [AtomicCheckpointIO()], "default_root_dir": run_dir})
