@@ -236,38 +236,39 @@ class MemberResults(pl.Callback):
     def on_train_epoch_end(self, trainer, module: StackModule) -> None:
         epoch = trainer.current_epoch
         schedulers = as_list(module.lr_schedulers())
-        logged = {}
+        logged, train_accs = {}, []
         for s in module.training_members(epoch):
             row = {"epoch": epoch, "lr": schedulers[s].get_last_lr()[0],
                    **_epoch_metrics(module.sums.get("train"), s, "train"),
                    **_epoch_metrics(module.sums.get("val"), s, "val")}
             self.history[s].append(row)
             logged.update({f"{module.names[s]}/{k}": v for k, v in row.items() if k != "epoch"})
+            train_accs.append(row.get("train/acc", 0.0))
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=epoch)
         finished = [s for s, budget in enumerate(module.budgets) if budget == epoch + 1]
-        finished = [s for s in finished if not (self.cell_dirs[s] / RESULTS).is_file()]
-        for s in finished:  # a cell finished elsewhere is never overwritten
-            self.finish(trainer, module, s)
+        # a cell finished elsewhere is never overwritten
+        test_accs = [self.finish(trainer, module, s) for s in finished
+                     if not (self.cell_dirs[s] / RESULTS).is_file()]
         if trainer.is_global_zero:
-            print(self.epoch_line(epoch, trainer.max_epochs, logged, finished), flush=True)
+            print(self.epoch_line(epoch, trainer.max_epochs, train_accs, test_accs), flush=True)
 
-    def epoch_line(self, epoch: int, epochs: int, logged: dict, finished: list[int]) -> str:
+    def epoch_line(self, epoch: int, epochs: int, train_accs: list[float],
+                   test_accs: list[float]) -> str:
         """One console line per stack epoch: how many members trained, their best epoch train
-        accuracy, the epoch's seconds and the members whose budget ended (best test accuracy)."""
-        trained = [v for k, v in logged.items() if k.endswith("/train/acc")]
+        accuracy, the members whose budget ended with it (their best test accuracy) and the
+        epoch's seconds."""
         parts = [f"stack {self.stack_dir.name}: epoch {epoch + 1}/{epochs}",
-                 f"{len(trained)} member(s) trained, best train acc "
-                 f"{100 * max(trained, default=0.0):.2f}%"]
-        if finished:
-            best = max(json.loads((self.cell_dirs[s] / RESULTS).read_text())["test_acc"]
-                       for s in finished)
-            parts.append(f"{len(finished)} member(s) done (best test accuracy {100 * best:.2f}%)")
+                 f"{len(train_accs)} member(s) trained, best train acc "
+                 f"{100 * max(train_accs, default=0.0):.2f}%"]
+        if test_accs:
+            parts.append(f"{len(test_accs)} member(s) done (best test accuracy "
+                         f"{100 * max(test_accs):.2f}%)")
         return " | ".join([*parts, f"{self.timer.seconds[-1]:.1f} s"])
 
-    def finish(self, trainer, module: StackModule, s: int) -> None:
+    def finish(self, trainer, module: StackModule, s: int) -> float:
         """Test member ``s`` and write its cell directory: its model checkpoint, its metrics
-        history, then (last, atomically) its ``results.json``."""
+        history, then (last, atomically) its ``results.json``. Returns its test accuracy."""
         settings = module.hparams.members[s]
         member, cell = module.model.members[s], self.cell_dirs[s]
         tested = module.evaluate(s, trainer.datamodule.test_dataloader())
@@ -291,6 +292,7 @@ class MemberResults(pl.Callback):
             "stack": {"dir": str(self.stack_dir), "members": len(module.budgets)},
         }
         write_json_atomic(results, cell / RESULTS)
+        return tested["test_acc"]
 
 
 # ---------------------------------------------------------------------------- the runner

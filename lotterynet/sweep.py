@@ -510,9 +510,11 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True
     arch = sweep.base.get("arch", "lenet5")
     if arch not in CPU_EPOCH_SECONDS:
         return None
-    todo = [(name, config) for label, v in sweep.cells()
-            if not (sweep_dir / "cells" / (name := cell_name(label, v)) / RESULTS).is_file()
-            and (config := make_config(v))]
+    todo = []
+    for label, values in sweep.cells():
+        name = cell_name(label, values)
+        if not (sweep_dir / "cells" / name / RESULTS).is_file():
+            todo.append((name, make_config(values)))
     stacks, single = plan_stacks(sweep, sweep_dir, todo) if stack else ({}, todo)
     stacked = {name for members in stacks.values() for name in members}
     per_epoch = {"stacked": CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch]),

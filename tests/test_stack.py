@@ -167,8 +167,7 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, ca
     assert epoch < 2 and not list((killed / "cells").glob("*/results.json"))
     assert main([*argv, "--sweep-out", str(killed)]) == 0
     resumed = stack_epoch_lines(capsys.readouterr().out)
-    assert [line.split(" |")[0].endswith(f"epoch {e}/3") for e, line in zip((2, 3), resumed)] \
-        == [True, True] and len(resumed) == 2
+    assert [line.split(": ")[1].split(" |")[0] for line in resumed] == ["epoch 2/3", "epoch 3/3"]
     assert sweep_rows(killed) == sweep_rows(whole)
     for cell in sorted(p.name for p in (whole / "cells").iterdir()):
         a, b = trained_model(whole / "cells" / cell), trained_model(killed / "cells" / cell)
