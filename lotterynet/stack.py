@@ -33,7 +33,7 @@ Python use: :class:`~lotterynet.stacked.StackedModel` (plain torch) for your own
 from __future__ import annotations
 
 import json
-import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,10 +144,13 @@ class StackModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Each schedule has stepped once per finished epoch of its member's budget. Catching up
-        # here (rather than stepping at the epoch's end) is right after any resume.
-        for s, scheduler in enumerate(as_list(self.lr_schedulers())):
-            while scheduler.last_epoch < min(self.current_epoch, self.budgets[s]):
-                scheduler.step()
+        # here (rather than stepping at the epoch's end) is right after any resume, where
+        # torch would warn that the schedule steps before its (fresh) optimizer has.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+            for s, scheduler in enumerate(as_list(self.lr_schedulers())):
+                while scheduler.last_epoch < min(self.current_epoch, self.budgets[s]):
+                    scheduler.step()
         self.sums = {"train": torch.zeros(len(self.budgets), 3, device=self.device)}
 
     def on_validation_epoch_start(self) -> None:
@@ -183,20 +186,21 @@ class StackModule(pl.LightningModule):
         self._accumulate("val", members, logits, [F.cross_entropy(o, y) for o in logits], y)
 
     @torch.no_grad()
-    def evaluate(self, member: int, loader) -> dict[str, float]:
-        """Test accuracy and mean loss of one member over ``loader``."""
-        model = self.model.members[member]
-        was_training = model.training
-        model.eval()
-        loss = correct = count = 0.0
+    def evaluate(self, members: list[int], loader) -> list[dict[str, float]]:
+        """Test accuracy and mean loss of each of ``members`` over ``loader``, in one pass: the
+        frozen prefix runs once per batch for all of them, as in training."""
+        was_training = self.model.training
+        self.model.eval()
+        totals, count = [[0.0, 0.0] for _ in members], 0
         with self.trainer.precision_plugin.forward_context():
             for x, y in loader:
-                logits = model(x)
-                loss += float(F.cross_entropy(logits, y, reduction="sum"))
-                correct += float((logits.argmax(-1) == y).sum())
                 count += len(y)
-        model.train(was_training)
-        return {"test_acc": correct / count, "test_loss": loss / count}
+                for total, logits in zip(totals, self.model(x, members)):
+                    total[0] += float(F.cross_entropy(logits, y, reduction="sum"))
+                    total[1] += float((logits.argmax(-1) == y).sum())
+        self.model.train(was_training)
+        return [{"test_acc": correct / count, "test_loss": loss / count}
+                for loss, correct in totals]
 
 
 # ------------------------------------------------------------ each member's cell directory
@@ -219,7 +223,6 @@ class MemberResults(pl.Callback):
     def __init__(self, cell_dirs: Sequence[Path], stack_dir: Path, timer: EpochTimer):
         self.cell_dirs, self.stack_dir, self.timer = [Path(d) for d in cell_dirs], stack_dir, timer
         self.history: list[list[dict]] = [[] for _ in self.cell_dirs]
-        self.started = time.perf_counter()
 
     def state_dict(self) -> dict:
         return {"history": self.history, "seconds": self.timer.seconds}
@@ -229,9 +232,8 @@ class MemberResults(pl.Callback):
         self.timer.seconds = list(state["seconds"])
 
     def on_train_start(self, trainer, module: StackModule) -> None:
-        for s, budget in enumerate(module.budgets):
-            if budget <= trainer.current_epoch and not (self.cell_dirs[s] / RESULTS).is_file():
-                self.finish(trainer, module, s)
+        self.finish(trainer, module, [s for s, budget in enumerate(module.budgets)
+                                      if budget <= trainer.current_epoch])
 
     def on_train_epoch_end(self, trainer, module: StackModule) -> None:
         epoch = trainer.current_epoch
@@ -246,10 +248,8 @@ class MemberResults(pl.Callback):
             train_accs.append(row.get("train/acc", 0.0))
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=epoch)
-        finished = [s for s, budget in enumerate(module.budgets) if budget == epoch + 1]
-        # a cell finished elsewhere is never overwritten
-        test_accs = [self.finish(trainer, module, s) for s in finished
-                     if not (self.cell_dirs[s] / RESULTS).is_file()]
+        test_accs = self.finish(trainer, module, [s for s, budget in enumerate(module.budgets)
+                                                  if budget == epoch + 1])
         if trainer.is_global_zero:
             print(self.epoch_line(epoch, trainer.max_epochs, train_accs, test_accs), flush=True)
 
@@ -266,12 +266,24 @@ class MemberResults(pl.Callback):
                          f"{100 * max(test_accs):.2f}%)")
         return " | ".join([*parts, f"{self.timer.seconds[-1]:.1f} s"])
 
-    def finish(self, trainer, module: StackModule, s: int) -> float:
-        """Test member ``s`` and write its cell directory: its model checkpoint, its metrics
-        history, then (last, atomically) its ``results.json``. Returns its test accuracy."""
+    def finish(self, trainer, module: StackModule, members: list[int]) -> list[float]:
+        """Test ``members`` (one pass over the test set for all of them) and write each one's
+        cell directory: its model checkpoint, its metrics history, then (last, atomically) its
+        ``results.json``. A cell finished elsewhere is never overwritten. Returns the test
+        accuracies."""
+        members = [s for s in members if not (self.cell_dirs[s] / RESULTS).is_file()]
+        if not members:
+            return []
+        tested = module.evaluate(members, trainer.datamodule.test_dataloader())
+        for s, result in zip(members, tested):
+            self.write_cell(trainer, module, s, result)
+        return [result["test_acc"] for result in tested]
+
+    def write_cell(self, trainer, module: StackModule, s: int, tested: dict) -> None:
+        """Member ``s``'s cell directory, as a single run writes it, with ``tested`` (its test
+        metrics) in ``results.json``."""
         settings = module.hparams.members[s]
         member, cell = module.model.members[s], self.cell_dirs[s]
-        tested = module.evaluate(s, trainer.datamodule.test_dataloader())
         state = {f"model.{k}": v for k, v in member.state_dict().items()}
         atomic_torch_save({"state_dict": state, "hyper_parameters": {
             k: settings[k] for k in ("spec", "optim", "config")}, "epoch": module.budgets[s]},
@@ -292,7 +304,6 @@ class MemberResults(pl.Callback):
             "stack": {"dir": str(self.stack_dir), "members": len(module.budgets)},
         }
         write_json_atomic(results, cell / RESULTS)
-        return tested["test_acc"]
 
 
 # ---------------------------------------------------------------------------- the runner

@@ -278,7 +278,7 @@ def test_hinted_selection_keeps_exactly_what_the_plain_one_keeps(n, k, ties):
     and around the cut-off, the mask is the plain selection's under either tie rule, exactly k
     kept."""
     generator = torch.Generator().manual_seed(n + k)
-    scores, hint = torch.randn(n, generator=generator), ThresholdHint()
+    scores, hint, float_hint = torch.randn(n, generator=generator), ThresholdHint(), ThresholdHint()
     for step in range(40):
         scores = scores + 0.01 * torch.randn(n, generator=generator)
         if step % 7 == 0:
@@ -288,4 +288,21 @@ def test_hinted_selection_keeps_exactly_what_the_plain_one_keeps(n, k, ties):
         hinted = topk_mask(scores.abs(), k, ties=ties, hint=hint)
         assert torch.equal(hinted, topk_mask(scores.abs(), k, ties=ties))
         assert int(hinted.sum()) == k
+        # the 0/1 float mask the forward multiplies by: the same selection on the same path
+        as_float = topk_mask(scores.abs(), k, ties=ties, hint=float_hint, dtype=torch.float32)
+        assert as_float.dtype == torch.float32 and torch.equal(as_float, hinted.float())
     assert hint.value is not None
+
+
+@pytest.mark.parametrize("ties", ["low", "high"])
+@pytest.mark.parametrize("k", [0, 1, 4, 9])
+def test_float_mask_is_the_boolean_mask_on_every_path(ties, k):
+    """Plain selection with ties ranked, group-wise, every entry kept or none: the 0/1 mask in
+    the weight's dtype keeps exactly the entries the boolean one keeps."""
+    magnitudes = torch.tensor([3.0, 1, 1, 0, 0, 2, 0, 1, 1])
+    for args in [dict(), dict(group_dim=0, group_size=9)]:
+        values = magnitudes.repeat(2) if args else magnitudes
+        expected = topk_mask(values, k, ties=ties, **args)
+        for dtype in (torch.float32, torch.float64, torch.bfloat16):
+            got = topk_mask(values, k, ties=ties, dtype=dtype, **args)
+            assert got.dtype == dtype and torch.equal(got, expected.to(dtype))

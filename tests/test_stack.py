@@ -18,6 +18,8 @@ import yaml
 from conftest import REPO
 from lotterynet.cli import main
 from lotterynet.config import ConfigError, make_config
+from lotterynet.data import load_split
+from lotterynet.datamodule import EVAL_BATCH
 from lotterynet.loggers import read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
@@ -82,6 +84,34 @@ def test_shared_tensors_are_stored_and_run_once():
     # different seeds: different frozen weights, so nothing is shared between them
     two_seeds = StackedModel([build_model("lenet5", sparsity=0.5, seed=s) for s in (0, 1)])
     assert two_seeds.shared_prefixes == 2
+
+
+def test_members_that_finish_together_are_tested_in_one_pass(tmp_path, data_dir, monkeypatch):
+    """The test set goes through the stack once per batch for all the members finishing at
+    that epoch (the frozen prefix once, not once per member), and each member's test accuracy
+    is its own trained model's, evaluated alone."""
+    calls = []
+    forward = StackedModel.forward
+
+    def counting(self, x, members=None):
+        if not self.training:
+            calls.append(len(members))
+        return forward(self, x, members)
+
+    monkeypatch.setattr(StackedModel, "forward", counting)
+    base = dict(arch="lenet5", structure="subsetsum", limit_train=128, val_size=0, epochs=1,
+                progress_bar=False, data_dir=str(data_dir))
+    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9, 0.99)]
+    cells = [tmp_path / f"m{i}" for i in range(len(configs))]
+    results = run_stack(configs, tmp_path / "stack", cells)
+    images, labels = load_split("mnist", data_dir, train=False)
+    assert calls == [3] * -(-len(labels) // EVAL_BATCH)  # every test batch: all three at once
+    for result, cell in zip(results, cells):
+        model = trained_model(cell).eval()
+        with torch.no_grad():
+            predicted = torch.cat([model(x).argmax(1) for x in images.split(EVAL_BATCH)])
+        assert result["test_acc"] == pytest.approx((predicted == labels).double().mean().item(),
+                                                   abs=1e-12)
 
 
 def test_timm_models_stack_and_stochastic_ones_are_refused():
