@@ -1,8 +1,12 @@
 """Third-party console lines that say nothing about the run, filtered by their own text: the
-Lightning tip advertising litlogger and torch's ``LeafSpec`` deprecation, raised inside
-Lightning. Everything else Lightning and torch say still reaches the console (the
-``log_every_n_steps`` warning is avoided, not hidden: :func:`lotterynet.run.make_trainer` logs
-at most once per epoch's worth of steps)."""
+Lightning tip advertising litlogger, torch's ``LeafSpec`` deprecation, raised inside
+Lightning, and the two warnings every resume raised, both untrue here — "Previous log files in
+this directory will be deleted" (:class:`~lotterynet.loggers.HistoryCSVLogger` starts from the
+resumed run's rows and keeps them) and "Checkpoint directory … exists and is not empty" (a
+run directory already holding a run is written only by the resume that continues it, or by a
+fresh run that ``--overwrite`` asked for). Everything else Lightning and torch say still
+reaches the console (the ``log_every_n_steps`` warning is avoided, not hidden:
+:func:`lotterynet.run.make_trainer` logs at most once per epoch's worth of steps)."""
 
 from __future__ import annotations
 
@@ -30,3 +34,6 @@ def quiet_lightning() -> None:
         logger.addFilter(DropLines("litlogger"))
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not "
+                            r"empty\. Previous log files in this directory will be deleted")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

@@ -31,3 +31,24 @@ def test_quiet_console_one_line_per_epoch_and_the_paths(tmp_path, data_dir, val_
     assert "(1 epoch)" in proc.stdout and "(1 epochs)" not in proc.stdout
     assert f"{out}/results.json" in proc.stdout
     assert f"{out}/checkpoints/last.ckpt" in proc.stdout
+
+
+def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, data_dir):
+    """Lightning warns on every resume that the log directory's files "will be deleted" and
+    that the checkpoint directory "is not empty": untrue here (the CSV logger keeps the resumed
+    history; only the resume writes there), so neither reaches the console."""
+    out = tmp_path / "run"
+    common = [sys.executable, "train.py", "--no-progress-bar"]
+    first = subprocess.run(
+        [*common, "--arch", "fc2", "--structure", "dense", "--limit-train", "640", "--val-size",
+         "100", "--epochs", "2", "--stop-after", "1", "--data-dir", str(data_dir), "--out",
+         str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = subprocess.run([*common, "--resume", str(out / "checkpoints" / "last.ckpt")],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    console = resumed.stdout + resumed.stderr
+    assert "epoch 2/2" in console
+    for noise in ("will be deleted", "exists and is not empty", "lr_scheduler.step()"):
+        assert noise not in console, noise
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) >= 3  # header + 2 epochs
