@@ -42,7 +42,7 @@ from .constructions import construct_model, effective_errors, product_network, s
 from .data import DatasetNotFound, load_split
 from .machine import cpu_name
 from .params import count_params
-from .targets import trained_target
+from .targets import RECIPES, trained_target
 
 EPSILON, DELTA = 0.01, 0.01
 ACCURACY_SLACK = 0.005  # "within 0.5 points of the target's test accuracy"
@@ -182,8 +182,7 @@ def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, ar
     reference = predict(part, test_x)
     offset = DATASET_SEED_OFFSET[dataset]
     for sweep in sweeps:
-        name = f"{net}_{sweep.name}" if net == "fc2" else f"{net}_{dataset}_{sweep.name}"
-        path = args.out / f"approximation_{name}.json"
+        path = result_path(args.out, net, dataset, sweep.name)
         rows = json.loads(path.read_text())["rows"] if path.is_file() else []
         done = {(r["size"], r["seed"]) for r in rows}
         for size in sweep.sizes:
@@ -203,6 +202,26 @@ def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, ar
                               "rows": rows, "machine": machine()})
 
 
+def result_path(out: Path, net: str, dataset: str, construction: str) -> Path:
+    name = f"{net}_{construction}" if net == "fc2" else f"{net}_{dataset}_{construction}"
+    return out / f"approximation_{name}.json"
+
+
+def check_stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep], recipe: str,
+                         epochs: int | None) -> None:
+    """Refuse, before any work, to add rows to a result file measured on another target
+    (another recipe, or the same trained for another number of epochs): a resume would take
+    its rows as done."""
+    epochs = epochs or RECIPES[recipe]["epochs"]
+    for sweep in sweeps:
+        path = result_path(out, net, dataset, sweep.name)
+        stored = json.loads(path.read_text())["target"] if path.is_file() else None
+        if stored and (stored["recipe"], stored["epochs"]) != (recipe, epochs):
+            raise ValueError(f"{path} holds rows measured on the target {stored['recipe']} "
+                             f"trained {stored['epochs']} epochs, not {epochs}: move it away or "
+                             f"give --out another folder")
+
+
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
@@ -218,17 +237,22 @@ def selected(sweeps: list[Sweep], only) -> list[Sweep]:
 
 def run_fc2(args) -> None:
     epochs = args.target_epochs[0] if args.target_epochs else None
-    run_sweeps(selected(FC2_SWEEPS, args.only), "fc2", "pensia_fc2", "mnist", args,
-               conv_part=None, target_epochs=epochs)
+    sweeps = selected(FC2_SWEEPS, args.only)
+    check_stored_targets(args.out, "fc2", "mnist", sweeps, "pensia_fc2", epochs)
+    run_sweeps(sweeps, "fc2", "pensia_fc2", "mnist", args, conv_part=None, target_epochs=epochs)
 
 
 def run_lenet5(args) -> None:
     epochs = args.target_epochs or [None] * len(args.datasets)
     if len(epochs) != len(args.datasets):
         raise ValueError(f"give one --target-epochs per dataset {args.datasets}, got {epochs}")
+    sweeps = selected(LENET5_SWEEPS, args.only)
     for dataset, target_epochs in zip(args.datasets, epochs):
-        run_sweeps(selected(LENET5_SWEEPS, args.only), "lenet5", f"dacunha_lenet5_{dataset}",
-                   dataset, args, conv_part=LENET5_CONV_PART, target_epochs=target_epochs)
+        check_stored_targets(args.out, "lenet5", dataset, sweeps, f"dacunha_lenet5_{dataset}",
+                             target_epochs)
+    for dataset, target_epochs in zip(args.datasets, epochs):
+        run_sweeps(sweeps, "lenet5", f"dacunha_lenet5_{dataset}", dataset, args,
+                   conv_part=LENET5_CONV_PART, target_epochs=target_epochs)
 
 
 # --- summary: curves, the width table, the figure -------------------------------------------

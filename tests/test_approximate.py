@@ -111,3 +111,20 @@ def test_cli_help_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fc2", "--seeds", "0"])
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_rows_of_another_target_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """A result file measured on the 13-epoch target is not resumed by a run on the paper's
+    50-epoch one (its rows would count as done): exit 2 naming both, before any training,
+    even when the mismatch is in the second data set's file."""
+    monkeypatch.setattr(approximate, "trained_target",
+                        lambda *a, **k: pytest.fail("trained before checking the stored rows"))
+    stored = {"target": {"recipe": "dacunha_lenet5_fashion-mnist", "epochs": 16}, "rows": []}
+    path = tmp_path / "approximation_lenet5_fashion-mnist_pensia.json"
+    path.write_text(json.dumps(stored))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lenet5", "--only", "pensia", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "trained 16 epochs, not 50" in err
+    assert json.loads(path.read_text()) == stored  # untouched
