@@ -84,6 +84,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--milp-instances", type=int, default=200, help="0 skips (a)")
     parser.add_argument("--instances", type=int, default=397_000)
+    parser.add_argument("--repeats", type=int, default=1, help="(b)/(c) timed this many times; "
+                        "the median is reported")
     args = parser.parse_args()
     print(f"CPU: {cpu_name()}, torch threads: {torch.get_num_threads()}, "
           f"torch {torch.__version__}, load average before start: {os.getloadavg()[0]:.1f}")
@@ -99,10 +101,15 @@ def main():
     for label, device in zip("bc", devices):
         t, c = targets.to(device), coeffs.to(device)
         run(t[:2], c[:2])  # warm-up
-        (_, _, err), dt = timed(run, t, c)
+        times = []
+        for _ in range(args.repeats):
+            (_, _, err), dt = timed(run, t, c)
+            times.append(dt)
+        dt = statistics.median(times)
         name = torch.cuda.get_device_name() if device == "cuda" else cpu_name()
         print(f"\n({label}) n={n}, {args.instances:,} instances on {device} ({name}): {dt:.1f} s "
-              f"({1e6 * dt / args.instances:.0f} µs per instance); error median {err.median():.2e},"
+              f"median of {len(times)} ({', '.join(f'{x:.1f}' for x in times)}; "
+              f"{1e6 * dt / args.instances:.0f} µs per instance); error median {err.median():.2e},"
               f" max {err.max():.2e}")
     if not torch.cuda.is_available():
         print("\n(c) CUDA not available: skipped")

@@ -158,8 +158,8 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     """Mask (boolean, or 0/1 in ``dtype``) of exactly ``k`` largest entries, without sorting;
     entries tied at the cut-off are kept by index, lowest first (``ties="low"``) or highest
     first (``"high"``). With ``group_dim``, exactly ``k`` per block of ``group_size``
-    consecutive entries along it. ``hint`` (CPU, one group) narrows the quickselect and is
-    updated to this call's threshold."""
+    consecutive entries along it. ``hint`` (CPU, one group of at least
+    :data:`HINT_MIN_ENTRIES`) narrows the quickselect and is updated to this call's threshold."""
     grouped, dim = group_view(magnitudes, group_dim, group_size)
     n = grouped.shape[dim]
     if k >= n or k == 0:  # global_topk may leave a tensor nothing
