@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import lotterynet as ln
-from lotterynet.masking import MaskedWeight, ThresholdHint, topk_mask
+from lotterynet.masking import HINT_MIN_ENTRIES, MaskedWeight, ThresholdHint, topk_mask
 
 
 @pytest.mark.parametrize("shape", [(10,), (7, 13), (4, 3, 5, 5), (1000, 3)])
@@ -271,7 +271,7 @@ def test_global_topk_may_leave_a_tensor_nothing():
 
 
 @pytest.mark.parametrize("ties", ["low", "high"])
-@pytest.mark.parametrize("n, k", [(1000, 1), (1000, 999), (5000, 2500), (60000, 6000)])
+@pytest.mark.parametrize("n, k", [(10000, 1), (10000, 9999), (20000, 10000), (60000, 6000)])
 def test_hinted_selection_keeps_exactly_what_the_plain_one_keeps(n, k, ties):
     """The threshold hint (the last step's k-th value) only narrows the quickselect and ranks
     the ties it finds in its band: over scores that drift as in training, with ties planted at
@@ -306,3 +306,13 @@ def test_float_mask_is_the_boolean_mask_on_every_path(ties, k):
         for dtype in (torch.float32, torch.float64, torch.bfloat16):
             got = topk_mask(values, k, ties=ties, dtype=dtype, **args)
             assert got.dtype == dtype and torch.equal(got, expected.to(dtype))
+
+
+def test_small_tensors_select_without_the_hint():
+    """Below HINT_MIN_ENTRIES the plain quickselect runs (the hint's extra ops would cost more):
+    the hint stays unset and the mask is the plain one."""
+    scores = torch.randn(HINT_MIN_ENTRIES - 1, generator=torch.Generator().manual_seed(0))
+    hint = ThresholdHint()
+    for _ in range(3):
+        assert torch.equal(topk_mask(scores.abs(), 100, hint=hint), topk_mask(scores.abs(), 100))
+    assert hint.value is None
