@@ -88,7 +88,8 @@ class _MaskedProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         scores, weight = ctx.saved_tensors
-        return grad * weight * scores.sign(), None, None
+        # sign(s) ⊙ w is exact, so this is (g ⊙ w) ⊙ sign(s) bit for bit, in one temporary
+        return scores.sign().mul_(weight).mul_(grad), None, None
 
 
 def group_view(t: torch.Tensor, group_dim: int | None, group_size: int | None):
@@ -115,6 +116,25 @@ class ThresholdHint:
     width: float = 0.01
 
 
+def count_ones(mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """How many entries of a boolean or 0/1 float ``mask`` are set (along ``dim``). A float
+    mask is summed, exact while the count fits the float's integers (float64 from 2**24
+    entries on); ``count_nonzero`` of a float is ~100x slower on the CPU (240k entries: 1.07
+    ms against 11 µs for the sum)."""
+    wide = mask.is_floating_point() and mask.numel() >= 1 << 24
+    return mask.sum(dim, dtype=torch.float64 if wide else None)
+
+
+def compare(op, values: torch.Tensor, threshold, dtype: torch.dtype) -> torch.Tensor:
+    """``op(values, threshold)`` (``torch.ge``, ``torch.gt``) as 0/1 in ``dtype``, written
+    directly: on the CPU a float result is ~4× faster to make than a boolean one (240k
+    entries, one thread: 22 against 90 µs)."""
+    if dtype == torch.bool:
+        return op(values, threshold)
+    return op(values, threshold, out=torch.empty(values.shape, dtype=dtype,
+                                                 device=values.device))
+
+
 def kth_largest_near(values: torch.Tensor, k: int, hint: ThresholdHint
                      ) -> tuple[torch.Tensor, int, torch.Tensor] | None:
     """``(t, places, tied_at)``: the ``k``-th largest entry ``t`` of the 1-D CPU tensor
@@ -128,10 +148,14 @@ def kth_largest_near(values: torch.Tensor, k: int, hint: ThresholdHint
     if hint.value is None:
         return None
     lo, hi = hint.value * (1 - hint.width), hint.value * (1 + hint.width)
-    above_hi = values > hi
-    above = int(torch.count_nonzero(above_hi))
-    at = ((values >= lo) ^ above_hi).nonzero().squeeze(1) if above < k else above_hi[:0].long()
-    if at.numel() < k - above or above >= k:
+    # 0/1 floats, not booleans, and a float sum for the count (240k entries: 22 + 11 µs
+    # against 90 + 43 µs for a boolean and its count_nonzero)
+    above_hi = compare(torch.gt, values, hi, torch.float32)
+    above = int(count_ones(above_hi))
+    if above < k:  # lo <= v <= hi: (v >= lo) minus (v > hi)
+        at = compare(torch.ge, values, lo, torch.float32).sub_(above_hi).bool().nonzero()
+        at = at.squeeze(1)
+    if above >= k or at.numel() < k - above:
         hint.width = min(hint.width * 4, 1.0)
         return None
     if at.numel() > 4096:
@@ -140,15 +164,6 @@ def kth_largest_near(values: torch.Tensor, k: int, hint: ThresholdHint
     threshold = band.kthvalue(band.numel() - (k - above) + 1).values
     places = k - above - int(torch.count_nonzero(band > threshold))
     return threshold, places, at[band == threshold]
-
-
-def compare(op, values: torch.Tensor, threshold, dtype: torch.dtype) -> torch.Tensor:
-    """``op(values, threshold)`` (``torch.ge``, ``torch.gt``) as 0/1 in ``dtype``, written
-    directly: on the CPU a float result is ~3× faster to make than a boolean one."""
-    if dtype == torch.bool:
-        return op(values, threshold)
-    return op(values, threshold, out=torch.empty(values.shape, dtype=dtype,
-                                                 device=values.device))
 
 
 def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
@@ -189,7 +204,7 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
             hint.value = float(threshold)
         at_least = compare(torch.ge, grouped, threshold, dtype)
         # Every entry tied with the threshold fits: the tie rule has nothing to choose.
-        if bool((torch.count_nonzero(at_least, dim) == k).all()):
+        if bool((count_ones(at_least, dim) == k).all()):
             return at_least.view_as(magnitudes)
     mask = grouped > threshold
     missing = k - mask.sum(dim, keepdim=True)

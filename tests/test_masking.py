@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import lotterynet as ln
-from lotterynet.masking import HINT_MIN_ENTRIES, MaskedWeight, ThresholdHint, topk_mask
+from lotterynet.masking import HINT_MIN_ENTRIES, MaskedWeight, ThresholdHint, count_ones, topk_mask
 
 
 @pytest.mark.parametrize("shape", [(10,), (7, 13), (4, 3, 5, 5), (1000, 3)])
@@ -268,6 +268,17 @@ def test_global_topk_may_leave_a_tensor_nothing():
     assert ln.global_topk(model, sparsity=0.9)["0.structure.weight"] == 0
     assert not model[0].mask()["weight"].any() and int(model[1].mask()["weight"].sum()) == 80
     assert torch.equal(model[0](torch.randn(2, 30)), torch.zeros(2, 20))
+
+
+def test_count_ones_is_exact_past_the_integers_of_float32():
+    """A 0/1 float mask is counted by its sum: beyond 2**24 entries a float32 sum would round
+    (2**24 + 3 becomes 2**24 + 4), so the count must come out exact there too."""
+    n = (1 << 24) + 3
+    assert int(count_ones(torch.ones(n))) == n
+    mask = torch.zeros(2, 3000)
+    mask[0, :1234] = 1
+    assert count_ones(mask, 1).tolist() == [1234, 0]
+    assert int(count_ones(mask.bool())) == 1234
 
 
 @pytest.mark.parametrize("ties", ["low", "high"])
