@@ -18,6 +18,7 @@ Both train on the whole 60k training split (``val_size=0``) and report the 10k t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import make_config
+from .config import ConfigError, make_config
 from .models import build_model
 from .run import CHECKPOINTS, LAST, RESULTS, run
 
@@ -68,14 +69,24 @@ def load_target(run_dir: Path) -> tuple[nn.Module, dict]:
 
 def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module, dict]:
     """Recipe ``name`` trained through :func:`lotterynet.run.run`, or loaded when its run
-    directory already holds the finished run. Returns ``(model in eval mode, info)``."""
+    directory already holds the finished run; a run that was killed before it finished
+    continues from its last checkpoint. Returns ``(model in eval mode, info)``."""
     config = target_config(name, data_dir=data_dir, **overrides)
     run_dir = Path(config.out)
     if not (run_dir / RESULTS).is_file():
+        last = run_dir / CHECKPOINTS / LAST
+        if not config.resume and run_dir.is_dir() and any(run_dir.iterdir()):
+            if not last.is_file():
+                raise ConfigError(f"target folder {str(run_dir)!r} holds an unfinished run with "
+                                  f"no checkpoint; delete it to train the target again")
+            config = dataclasses.replace(config, resume=str(last))
         run(config)
         if config.resume and not (run_dir / CHECKPOINTS / LAST).is_file():  # nothing left to
             (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # train: the resumed
             shutil.copy(config.resume, run_dir / CHECKPOINTS / LAST)  # checkpoint was tested
+        if not (run_dir / RESULTS).is_file():  # --stop-after, or a Trainer option that stops it
+            raise ConfigError(f"target run {str(run_dir)!r} stopped before its last epoch; run "
+                              f"the same command again to continue it from its checkpoint")
     model, results = load_target(run_dir)
     info = {"recipe": name, "run_dir": str(run_dir), "test_accuracy": results["test_acc"],
             "paper_test_accuracy": PAPER_ACCURACY[name], "epochs": results["epochs_done"],

@@ -1,3 +1,4 @@
+import csv
 import json
 
 import pytest
@@ -16,6 +17,7 @@ from lotterynet.approximate import (
     smallest_working,
     theory_sizes,
 )
+from lotterynet.config import ConfigError
 from lotterynet.data import load_split
 from lotterynet.models import build_model
 from lotterynet.targets import load_target, trained_target
@@ -49,6 +51,24 @@ def test_targets_are_trained_through_the_training_stack(name, tmp_path, data_dir
     assert (out / "results.json").stat().st_mtime_ns == stamp
     for a, b in zip(model.state_dict().values(), load_target(out)[0].state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_killed_target_training_continues_and_a_stray_folder_is_one_line(tmp_path, data_dir):
+    out = tmp_path / "pensia_fc2"
+    recipe = dict(data_dir=data_dir, epochs=2, limit_train=256, out=out)
+    with pytest.raises(ConfigError, match="stopped"):  # killed after its first epoch
+        trained_target("pensia_fc2", stop_after=1, **recipe)
+    assert not (out / "results.json").exists()
+    _, info = trained_target("pensia_fc2", **recipe)  # continues, it does not start again
+    assert info["epochs"] == 2
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows if r["train/acc"]] == ["0", "1"]  # history kept, no restart
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"unfinished run with no checkpoint; delete it") as err:
+        trained_target("pensia_fc2", **{**recipe, "out": stray})
+    assert "--overwrite" not in str(err.value) and (stray / "notes.txt").read_text() == "mine"
 
 
 def test_measure_on_a_small_network_reports_the_built_model():
