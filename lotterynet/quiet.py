@@ -4,7 +4,9 @@ Lightning, and the two warnings every resume raised, both untrue here — "Previ
 this directory will be deleted" (:class:`~lotterynet.loggers.HistoryCSVLogger` starts from the
 resumed run's rows and keeps them) and "Checkpoint directory … exists and is not empty" (a
 run directory already holding a run is written only by the resume that continues it, or by a
-fresh run that ``--overwrite`` asked for). Everything else Lightning and torch say still
+fresh run that ``--overwrite`` asked for); and, on a resume into another folder, "The dirpath
+has changed … best_model_score … won't be reloaded", moot here (the checkpoint is the last
+epoch's; no metric ranks checkpoints). Everything else Lightning and torch say still
 reaches the console (the ``log_every_n_steps`` warning is avoided, not hidden:
 :func:`lotterynet.run.make_trainer` logs at most once per epoch's worth of steps)."""
 
@@ -37,3 +39,4 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not "
                             r"empty\. Previous log files in this directory will be deleted")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")

@@ -35,8 +35,10 @@ def test_quiet_console_one_line_per_epoch_and_the_paths(tmp_path, data_dir, val_
 
 def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, data_dir):
     """Lightning warns on every resume that the log directory's files "will be deleted" and
-    that the checkpoint directory "is not empty": untrue here (the CSV logger keeps the resumed
-    history; only the resume writes there), so neither reaches the console."""
+    that the checkpoint directory "is not empty", and on a resume into another folder that "the
+    dirpath has changed" so the best-k bookkeeping is not reloaded: untrue or moot here (the CSV
+    logger keeps the resumed history; only the resume writes there; the checkpoint is the last
+    epoch's, no metric ranks it), so none reaches the console."""
     out = tmp_path / "run"
     common = [sys.executable, "train.py", "--no-progress-bar"]
     first = subprocess.run(
@@ -44,11 +46,14 @@ def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, 
          "100", "--epochs", "2", "--stop-after", "1", "--data-dir", str(data_dir), "--out",
          str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
-    resumed = subprocess.run([*common, "--resume", str(out / "checkpoints" / "last.ckpt")],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    console = resumed.stdout + resumed.stderr
-    assert "epoch 2/2" in console
-    for noise in ("will be deleted", "exists and is not empty", "lr_scheduler.step()"):
-        assert noise not in console, noise
+    resume = [*common, "--resume", str(out / "checkpoints" / "last.ckpt")]
+    for extra in (["--out", str(tmp_path / "copy")], []):  # into an empty folder, then in place
+        resumed = subprocess.run([*resume, *extra], cwd=REPO, capture_output=True, text=True,
+                                 timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        console = resumed.stdout + resumed.stderr
+        assert "epoch 2/2" in console
+        for noise in ("will be deleted", "exists and is not empty", "lr_scheduler.step()",
+                      "dirpath has changed"):
+            assert noise not in console, noise
     assert len((out / "metrics.csv").read_text().strip().splitlines()) >= 3  # header + 2 epochs
