@@ -493,11 +493,11 @@ def check_data(sweep: Sweep) -> None:
 #: estimated with before it starts.
 CPU_EPOCH_SECONDS = {"fc2": 35.0, "fc4": 60.0, "lenet5": 60.0}
 #: The same for one member of a stack (full-MNIST epoch of a 14-member stack / 14). LeNet5's
-#: members share the frozen convolutions and the loop: 5.2-5.5 s measured with float masks (the
-#: budget-10 seed-1/2 stacks of ``results/sweep_lenet5_cpu_seeds``, one thread, the 2 cores
-#: shared with two other jobs; 9.5 s before them). FC2 / FC4 members share nothing costly
-#: (``BENCHMARKS.md``: 1.0x), so they cost what a single run costs.
-CPU_STACKED_EPOCH_SECONDS = {"lenet5": 6.0}
+#: members share the frozen convolutions and the loop: 2.6 s on the idle machine with the
+#: member step of 2d54fd8 (``benchmarks/bench_stack.py``, one thread), 5.2-5.5 s before it
+#: with the 2 cores shared with two other jobs; 4 s allows for a shared machine. FC2 / FC4
+#: members share nothing costly (``BENCHMARKS.md``: 1.0x), so they cost what a single run costs.
+CPU_STACKED_EPOCH_SECONDS = {"lenet5": 4.0}
 FULL_EPOCH = 55000
 #: A CPU sweep estimated to take longer than this needs ``--yes`` to start.
 CPU_HOURS_WITHOUT_ASKING = 4.0
