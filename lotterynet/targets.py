@@ -28,7 +28,7 @@ from torch import nn
 
 from .config import ConfigError, make_config
 from .models import build_model
-from .run import CHECKPOINTS, LAST, RESULTS, run
+from .run import CHECKPOINTS, LAST, RESULTS, holds_files, run
 
 PENSIA_SGD = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
                   scheduler="cosine", batch_size=64, epochs=10)
@@ -75,7 +75,7 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
     run_dir = Path(config.out)
     if not (run_dir / RESULTS).is_file():
         last = run_dir / CHECKPOINTS / LAST
-        if not config.resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        if not config.resume and holds_files(run_dir):
             if not last.is_file():
                 raise ConfigError(f"target folder {str(run_dir)!r} holds an unfinished run with "
                                   f"no checkpoint; delete it to train the target again")
