@@ -81,9 +81,9 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
                                   f"no checkpoint; delete it to train the target again")
             config = dataclasses.replace(config, resume=str(last))
         run(config)
-        if config.resume and not (run_dir / CHECKPOINTS / LAST).is_file():  # nothing left to
-            (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # train: the resumed
-            shutil.copy(config.resume, run_dir / CHECKPOINTS / LAST)  # checkpoint was tested
+        if config.resume and not last.is_file():  # nothing left to train: the resumed
+            last.parent.mkdir(parents=True, exist_ok=True)  # checkpoint was tested
+            shutil.copy(config.resume, last)
         if not (run_dir / RESULTS).is_file():  # --stop-after, or a Trainer option that stops it
             raise ConfigError(f"target run {str(run_dir)!r} stopped before its last epoch; run "
                               f"the same command again to continue it from its checkpoint")
