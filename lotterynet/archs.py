@@ -2,7 +2,8 @@
 
 * ``fc2`` 784-500-10 and ``fc4`` 784-500-500-500-10 (Pensia et al., Experiment 2);
 * ``lenet5``: conv 6@5×5 (padding 2) → pool → conv 16@5×5 → pool → 120 → 84 → 10; the convs
-  are random and frozen by default (the paper's setup), subnet layers with ``subnet_convs``;
+  are random and frozen by default (the paper's setup; ``conv_init`` draws them from another
+  distribution), subnet layers with ``subnet_convs``;
 * ``conv2`` … ``conv8``: the CIFAR-10 convnets of Ramanujan et al. (3×3 convs, two per block,
   channels 64/128/256/512, max-pool after each block, then 256-256-10).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -43,6 +45,7 @@ class Layers:
     init: str | None = None  # None: each structure's own default
     hidden: int | None = None
     shared: bool = True
+    fan_in: str = "hidden"
     trained: bool = False
     seed: int = 0
     _count: int = field(default=0, repr=False)
@@ -55,7 +58,7 @@ class Layers:
         return dict(sparsity=self.sparsity, init=self.init, hidden=self.hidden,
                     structure=self.structure,
                     pairs=self.pairs, activation=self.activation, shared=self.shared,
-                    seed=self._next_seed())
+                    fan_in=self.fan_in, seed=self._next_seed())
 
     def linear(self, d_in: int, d_out: int) -> nn.Module:
         if self.trained:
@@ -68,12 +71,13 @@ class Layers:
                            self._next_seed())
         return SubnetConv2d(c_in, c_out, kernel, padding=padding, **self._subnet_kwargs())
 
-    def frozen_conv(self, c_in: int, c_out: int, kernel: int, padding: int = 0) -> nn.Module:
-        """A conv with random frozen filters from ``init`` (Kaiming normal by default, the paper's)
-        and no mask (LeNet5 in the paper)."""
+    def frozen_conv(self, c_in: int, c_out: int, kernel: int, padding: int = 0,
+                    init: str | None = None) -> nn.Module:
+        """A conv with random frozen filters and no mask (LeNet5 in the paper), drawn from
+        ``init``, else the layers' ``init``, else Kaiming normal (the paper's text)."""
         conv = nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False)
         generator = torch.Generator().manual_seed(self._next_seed())
-        weight = sample_weights(self.init or "kaiming_normal", conv.weight.shape,
+        weight = sample_weights(init or self.init or "kaiming_normal", conv.weight.shape,
                                 c_in * kernel * kernel, generator)
         conv.weight = nn.Parameter(weight, requires_grad=False)
         return conv
@@ -116,9 +120,15 @@ for _depth, _name in [(1, "fc2"), (3, "fc4")]:
 @MODELS.register("lenet5")
 def lenet5(*, width: int | None = None, in_channels: int = 1, image_size: int = 28,
            num_classes: int = 10, seed: int = 0, trained: bool = False,
-           subnet_convs: bool = False, **subnet) -> nn.Module:
+           subnet_convs: bool = False, conv_init: str | None = None, **subnet) -> nn.Module:
+    """``conv_init``: the distribution of the random frozen conv filters (default: ``init``).
+    Pensia et al.'s stored Figure 2 runs froze PyTorch's default conv init, U(±1/√fan_in)
+    (``scaled_uniform``): their ``--load-weights`` LeNet5 holds conv filters inside exactly
+    that bound, untrained, beside trained FC weights."""
     layers = _layers(seed, trained, **subnet)
-    conv = layers.conv if subnet_convs else layers.frozen_conv
+    if subnet_convs and conv_init is not None:
+        raise ValueError("conv_init draws the frozen conv filters; subnet_convs has none")
+    conv = layers.conv if subnet_convs else partial(layers.frozen_conv, init=conv_init)
     side = (image_size // 2 - 4) // 2  # conv1 keeps the size (padding 2), conv2 takes 4 off
     hidden = [width, width] if width else [120, 84]
     return nn.Sequential(

@@ -56,11 +56,19 @@ class RunConfig:
                               "pairs x fan-in)")
     shared: bool = _opt(True, "share the subset-sum first layer across outputs (the paper's "
                         "construction); --no-shared gives the literal per-weight Figure 1c")
+    fan_in: str = _opt("hidden", "subset-sum / fixed-size: the fan-in that scales the second "
+                       "layer's Kaiming init and score init: hidden = the pairs x d_in hidden "
+                       "units an output sums (Kaiming's), target = the target layer's d_in "
+                       "(Pensia et al.'s code: sqrt(pairs) larger weights)",
+                       choices=["hidden", "target"])
     match: str = _opt("subsetsum", "for --structure wide: the structure whose maskable count the "
                       "wide net matches (built with the same --pairs/--activation)")
     subnet_convs: bool = _opt(False, "LeNet5: make the conv layers subnet layers too (default: "
                               "random frozen filters, as in the paper); with --train-weights: "
                               "train the convs too")
+    conv_init: str | None = _opt(None, "LeNet5: distribution of the random frozen conv filters "
+                                 "(default: --init; the authors' stored runs froze PyTorch's "
+                                 "default, scaled_uniform)")
     train_weights: bool = _opt(False, "the trained dense baseline: the same architecture with "
                                "ordinary trained weights (no masks)")
     # data
@@ -159,8 +167,8 @@ def key_value(text: str) -> tuple[str, object]:
 #: as them (``max_epochs`` is ``epochs``, an integer ``devices`` is ``devices``).
 SECTIONS = {
     "model": ("arch", "structure", "sparsity", "pairs", "activation", "init", "hidden", "shared",
-              "match", "subnet_convs", "train_weights", "lr", "optimizer", "momentum",
-              "weight_decay", "scheduler", "seed"),
+              "fan_in", "match", "subnet_convs", "conv_init", "train_weights", "lr", "optimizer",
+              "momentum", "weight_decay", "scheduler", "seed"),
     "data": ("dataset", "data_dir", "val_size", "limit_train", "batch_size"),
 }
 TRAINER_KEYS = {"max_epochs": "epochs", "accelerator": "accelerator", "devices": "devices",
@@ -338,15 +346,16 @@ def validate(config: RunConfig) -> None:
     from .distributions import DISTRIBUTIONS
     from .models import MODELS, split_arch
     from .optim import OPTIMIZERS, SCHEDULERS
-    from .structures import ACTIVATIONS, STRUCTURES
+    from .structures import ACTIVATIONS, FAN_INS, STRUCTURES
     from .validate import check_hardware, check_timm_model
 
     family, family_kwargs = split_arch(config.arch)
     _check_name(MODELS, family)
     if family_kwargs and (config.structure == WIDE or config.train_weights
-                          or config.subnet_convs):
+                          or config.subnet_convs or config.fan_in != "hidden"):
         raise ConfigError(f"--arch {config.arch!r} is converted layer by layer; --structure wide, "
-                          f"--train-weights and --subnet-convs need a built-in architecture "
+                          f"--train-weights, --subnet-convs and --fan-in need a built-in "
+                          f"architecture "
                           f"({', '.join(n for n in MODELS.names() if n != family)})")
     if config.structure != WIDE and config.structure not in STRUCTURES:
         raise ConfigError(f"unknown structure {config.structure!r}; valid choices: "
@@ -360,6 +369,15 @@ def validate(config: RunConfig) -> None:
     if config.activation not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {config.activation!r}; valid choices: "
                           f"{', '.join(ACTIVATIONS)}")
+    if config.conv_init is not None:
+        _check_name(DISTRIBUTIONS, config.conv_init)
+        if family != "lenet5" or config.subnet_convs:
+            raise ConfigError(f"conv_init {config.conv_init!r} draws LeNet5's random frozen conv "
+                              f"filters; it needs --arch lenet5 without --subnet-convs (got "
+                              f"--arch {config.arch!r}{' --subnet-convs' * config.subnet_convs})")
+    if config.fan_in not in FAN_INS:
+        raise ConfigError(f"unknown fan_in {config.fan_in!r}; valid choices: "
+                          f"{', '.join(FAN_INS)}")
     if config.structure == WIDE and config.train_weights:
         raise ConfigError("--train-weights trains the dense net itself: it cannot be combined "
                           "with --structure wide (valid: --train-weights alone, or --structure "

@@ -24,7 +24,7 @@ class _SubnetLayer(nn.Module):
     ``init=None`` draws the frozen weights from the structure's own default (``kaiming_normal``
     for dense / subsetsum / fixedsize, ``uniform`` for malach / dacunha, ``hyperbolic`` for
     orseau); an explicit ``init`` always wins. ``pairs`` (n terms per weight, or n′ channels per
-    output for dacunha), ``activation`` and ``shared`` configure subsetsum / fixedsize,
+    output for dacunha), ``activation``, ``shared`` and ``fan_in`` configure subsetsum / fixedsize,
     ``hidden`` the hidden width H of malach / orseau; structures ignore what they do not use.
     ``kept`` / ``ties`` choose the kept-count and tie rules of every mask
     (:mod:`lotterynet.masking`; ``kept="floor", ties="high"`` is the edge-popup reference's).
@@ -39,12 +39,13 @@ class _SubnetLayer(nn.Module):
     """
 
     def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
-               pairs, activation, shared, hidden, seed, kept="round", ties="low") -> None:
+               pairs, activation, shared, hidden, seed, kept="round", ties="low",
+               fan_in="hidden") -> None:
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.structure_name = structure
         self.structure = STRUCTURES.get(structure)(
             target, sparsity=sparsity, init=init, init_kwargs=init_kwargs, generator=generator,
-            pairs=pairs, activation=activation, shared=shared, hidden=hidden)
+            pairs=pairs, activation=activation, shared=shared, hidden=hidden, fan_in=fan_in)
         for m in masked_weights(self.structure):
             m.set_rules(kept, ties)
         if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
@@ -104,13 +105,14 @@ class SubnetLinear(_SubnetLayer):
                  sparsity: float = 0.5, init: str | None = None,
                  init_kwargs: dict | None = None, structure: str = "dense", pairs: int = 5,
                  activation: str = "relu", shared: bool = True, hidden: int | None = None,
-                 seed: int | None = None, kept: str = "round", ties: str = "low"):
+                 seed: int | None = None, kept: str = "round", ties: str = "low",
+                 fan_in: str = "hidden"):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._build(TargetShape(out_features, in_features), bias, sparsity=sparsity, init=init,
                     init_kwargs=init_kwargs, structure=structure, pairs=pairs,
                     activation=activation, shared=shared, hidden=hidden, seed=seed, kept=kept,
-                    ties=ties)
+                    ties=ties, fan_in=fan_in)
 
     @staticmethod
     def _op(x, weight, bias):
@@ -129,7 +131,7 @@ class _SubnetConvNd(_SubnetLayer):
                  init: str | None = None, init_kwargs: dict | None = None,
                  structure: str = "dense", pairs: int = 5, activation: str = "relu",
                  shared: bool = True, hidden: int | None = None, seed: int | None = None,
-                 kept: str = "round", ties: str = "low"):
+                 kept: str = "round", ties: str = "low", fan_in: str = "hidden"):
         super().__init__()
         ntuple = _ntuple(self.dims)
         if in_channels % groups or out_channels % groups:
@@ -143,7 +145,7 @@ class _SubnetConvNd(_SubnetLayer):
                              channel_dim=1)
         self._build(target, bias, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                     structure=structure, pairs=pairs, activation=activation, shared=shared,
-                    hidden=hidden, seed=seed, kept=kept, ties=ties)
+                    hidden=hidden, seed=seed, kept=kept, ties=ties, fan_in=fan_in)
 
     def _op(self, x, weight, bias):
         return type(self).conv(x, weight, bias, self.stride, self.padding, self.dilation,

@@ -113,6 +113,10 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
                 image_size=data.image_size, num_classes=data.num_classes)
     if config.subnet_convs:
         spec["subnet_convs"] = True
+    if config.fan_in != "hidden":
+        spec["fan_in"] = config.fan_in
+    if config.conv_init is not None:
+        spec["conv_init"] = config.conv_init
     if config.train_weights:
         spec.update(trained=True, structure="dense")
     elif config.structure == WIDE:

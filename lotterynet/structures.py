@@ -30,6 +30,11 @@ from .registry import Registry
 
 STRUCTURES: Registry = Registry("structure")
 ACTIVATIONS = ("relu", "identity")
+#: What scales the Kaiming init of a subset-sum second layer ``v`` (and its scores): the
+#: ``n·in`` hidden units an output sums (Kaiming's fan-in), or the target layer's ``in`` —
+#: what Pensia et al.'s code draws (``RedLayer``: std √(2/in)), √n larger. The scores keep
+#: edge-popup's bound 1/√fan_in either way (``RedLayer`` draws them U(±std), √2 wider).
+FAN_INS = ("hidden", "target")
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,9 @@ class SubsetSum(Structure):
     * ``u`` — first layer; ``shared=True``: shape ``(in_channels, n)``, one hidden unit (j, t)
       per input channel and pair, shared by all outputs (and kernel positions), as in the
       paper's layer construction; ``shared=False``: ``u`` has ``v``'s shape (literal Fig. 1c).
-    * ``v`` — second layer, shape ``(out, in_per_group, n, *kernel)``.
+    * ``v`` — second layer, shape ``(out, in_per_group, n, *kernel)``; its Kaiming init (and
+      score init) scales with the ``n·in·kernel`` hidden units an output sums, or with the
+      target's ``in·kernel`` when ``fan_in="target"`` (:data:`FAN_INS`, the authors' code).
 
     Computed through the collapse identity ``relu(a x) = relu(a) relu(x) + relu(-a) relu(-x)``
     (DESIGN.md): with φ = ReLU, ``y = P relu(x) + N relu(-x)`` where
@@ -204,8 +211,9 @@ class SubsetSum(Structure):
     """
 
     def __init__(self, target: TargetShape, *, pairs: int = 5, activation: str = "relu",
-                 shared: bool = True, **common):
-        super().__init__(target, pairs=pairs, activation=activation, shared=shared, **common)
+                 shared: bool = True, fan_in: str = "hidden", **common):
+        super().__init__(target, pairs=pairs, activation=activation, shared=shared,
+                         fan_in=fan_in, **common)
         self.pairs, self.activation, self.shared = pairs, activation, shared
         self.terms = self.v.weight.shape[2]
 
@@ -214,16 +222,20 @@ class SubsetSum(Structure):
         return pairs
 
     @classmethod
-    def specs(cls, target, *, pairs=5, activation="relu", shared=True, **unused):
+    def specs(cls, target, *, pairs=5, activation="relu", shared=True, fan_in="hidden",
+              **unused):
         check_positive_int("pairs", pairs)
         check_activation(activation)
+        if fan_in not in FAN_INS:
+            raise ValueError(f"unknown fan_in {fan_in!r}; valid choices: {', '.join(FAN_INS)}")
         terms = cls.terms_per_weight(pairs, activation)
         out, in_g, kernel = target.out_features, target.in_per_group, target.kernel_size
         v_shape = (out, in_g, terms, *kernel)
         u_shape = (target.groups * in_g, terms) if shared else v_shape
-        # Each hidden unit sees one input; each output sums in_g * terms * kernel hidden units.
-        return {"u": TensorSpec(u_shape, 1),
-                "v": TensorSpec(v_shape, in_g * terms * math.prod(kernel))}
+        # Each hidden unit sees one input; each output sums in_g * terms * kernel hidden units
+        # (fan_in="target": the target weight's in_g * kernel, FAN_INS).
+        v_fan_in = in_g * math.prod(kernel) * (terms if fan_in == "hidden" else 1)
+        return {"u": TensorSpec(u_shape, 1), "v": TensorSpec(v_shape, v_fan_in)}
 
     def effective_weight(self) -> tuple[torch.Tensor, bool]:
         """``([P, N], True)`` for ReLU (per group, P then N along the input channels),
@@ -304,8 +316,10 @@ class FixedSize(SubsetSum):
         return 2 * pairs if activation == "relu" else pairs
 
     @classmethod
-    def specs(cls, target, *, pairs=5, activation="relu", shared=True, **unused):
-        specs = super().specs(target, pairs=pairs, activation=activation, shared=shared)
+    def specs(cls, target, *, pairs=5, activation="relu", shared=True, fan_in="hidden",
+              **unused):
+        specs = super().specs(target, pairs=pairs, activation=activation, shared=shared,
+                              fan_in=fan_in)
         u, v = specs["u"], specs["v"]
         return {"u": TensorSpec(u.shape, u.fan_in, maskable=False),
                 "v": TensorSpec(v.shape, v.fan_in, group_dim=2, group_size=pairs)}

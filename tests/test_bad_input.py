@@ -211,6 +211,12 @@ CASES = [
     (["--resume", "{done}"], ["finished", "nothing to resume"]),
     (["--resume", C, "--out", "{other_run}"], ["other_run", "another run"]),
     (["--resume", C, "--out", "{finished_dir}"], ["finished", "nothing to resume"]),
+    (["--fan-in", "sideways"], ["sideways", "target"]),
+    (["--arch", "timm:resnet18", "--fan-in", "target"], ["timm:resnet18", "--fan-in"]),
+    (["--arch", "lenet5", "--conv-init", "gaussianish"], ["gaussianish", "scaled_uniform"]),
+    (["--arch", "fc2", "--conv-init", "scaled_uniform"], ["conv_init", "lenet5", "'fc2'"]),
+    (["--arch", "lenet5", "--subnet-convs", "--conv-init", "uniform"],
+     ["conv_init", "--subnet-convs"]),
     # data folders
     (["--data-dir", "{corrupt_data}"], ["mnist", "corrupt-data", "corrupt or unreadable"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--data-dir",

@@ -106,3 +106,23 @@ def test_cuda_matches_cpu(activation, shared):
     torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-4, atol=1e-4)
     assert all(torch.equal(m.cpu(), m_cpu) for m, m_cpu in
                zip(layer.mask().values(), layer.cpu().mask().values()))
+
+
+@pytest.mark.parametrize("structure", ["subsetsum", "fixedsize"])
+def test_fan_in_target_draws_the_second_layer_at_the_authors_scale(structure):
+    """``fan_in="target"``: ``v`` and its scores are the same draws as with Kaiming's fan-in
+    (``n·d_in`` hidden units), √n larger — std √(2/d_in), Pensia et al.'s ``RedLayer``; ``u``
+    and the counts do not change; an unknown value names the choices."""
+    common = dict(structure=structure, pairs=5, activation="identity", sparsity=0.6, seed=3)
+    hidden = ln.SubnetLinear(400, 120, **common)
+    target = ln.SubnetLinear(400, 120, fan_in="target", **common)
+    hv, tv = hidden.structure.v, target.structure.v
+    torch.testing.assert_close(tv.weight, hv.weight * 5 ** 0.5)
+    torch.testing.assert_close(tv.scores, hv.scores * 5 ** 0.5)
+    assert target.structure.u.state_dict().keys() == hidden.structure.u.state_dict().keys()
+    assert all(torch.equal(t, h) for t, h in zip(target.structure.u.state_dict().values(),
+                                                 hidden.structure.u.state_dict().values()))
+    assert abs(tv.weight.std().item() / (2 / 400) ** 0.5 - 1) < 0.01  # 240,000 draws
+    assert tv.kept == hv.kept == 96_000  # 2 of every 5 terms
+    with pytest.raises(ValueError, match="'sideways'; valid choices: hidden, target"):
+        ln.SubnetLinear(400, 120, fan_in="sideways", **common)

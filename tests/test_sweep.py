@@ -228,3 +228,17 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     (done / "results.json").write_text("{}")
     left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
     assert left * 3600 == pytest.approx(stacked * 3600 - values["epochs"] * 10)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_sweep_files_build_valid_cells(path):
+    """Every cell of every shipped sweep file is a valid run config (a misspelt value in a
+    sweep's base would otherwise surface only when its cell starts, hours in)."""
+    from lotterynet.config import make_config, validate
+
+    sweep = sweep_module.load_sweep(build_parser().parse_args(["--sweep", str(path)]), {})
+    cells = sweep.cells()
+    assert len(cells) >= 5
+    for _, values in cells:
+        validate(make_config(values))

@@ -54,6 +54,31 @@ def test_one_epoch_learns_and_keeps_weights_frozen(tmp_path, data_dir, arch, str
     assert any(not torch.equal(fresh[k], trained[k]) for k in scores)  # the scores did train
 
 
+def test_authors_protocol_flags_reach_the_frozen_tensors(tmp_path, data_dir):
+    """The authors' stored LeNet5 runs: ``--conv-init scaled_uniform`` draws the frozen convs
+    from PyTorch's default U(±1/√fan_in) (every other tensor is the default build's), and
+    ``--fan-in target`` draws ``v`` √n larger; both reach the spec and the trained run."""
+    code, out = train(tmp_path, data_dir, "--arch", "lenet5", "--structure", "subsetsum",
+                      "--activation", "identity", "--sparsity", "0.5", "--conv-init",
+                      "scaled_uniform", "--fan-in", "target")
+    assert code == 0 and results_of(out)["test_acc"] > 0.2
+    spec = results_of(out)["spec"]
+    assert spec["conv_init"] == "scaled_uniform" and spec["fan_in"] == "target"
+    built = build_model(**spec).state_dict()
+    default = build_model(**{**spec, "conv_init": None, "fan_in": "hidden"}).state_dict()
+    ran = {k.removeprefix("model."): v for k, v in torch.load(
+        out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"].items()}
+    for k, fan_in in (("0.weight", 25), ("3.weight", 150)):
+        assert torch.equal(ran[k], built[k])  # frozen through training
+        assert built[k].abs().max() <= fan_in ** -0.5 < default[k].abs().max()
+    for layer in (7, 9, 11):
+        v = f"{layer}.structure.v.weight"
+        torch.testing.assert_close(built[v], default[v] * 5 ** 0.5)
+    assert all(torch.equal(built[k], default[k]) for k in built
+               if k not in ("0.weight", "3.weight") and not k.endswith("v.weight")
+               and not k.endswith("v.scores"))
+
+
 def test_timm_arch_trains_a_converted_timm_model(tmp_path, data_dir):
     code, out = train(tmp_path, data_dir, "--arch", "timm:mobilenetv3_small_050",
                       "--structure", "dense", "--sparsity", "0.75", "--limit-train", "256")
