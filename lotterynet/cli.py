@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -72,8 +73,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sweep-out", metavar="DIR", help="sweep directory (default: "
                        "runs/sweep-ARCH-<sweep file name>)")
     group.add_argument("--jobs-per-device", type=int, default=1, metavar="N",
-                       help="cells run at once on each device (one subprocess each); with "
-                            "several GPUs every GPU gets its own (default: 1, in-process)")
+                       help="stacks and cells run at once on each device, one subprocess "
+                            "each; with several GPUs every GPU gets its own, on the CPU the "
+                            "cores are shared among them (default: 1, in-process)")
     group.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
                        help="train the cells of each variant and seed as one stacked model "
                             "(--no-stack: one run per cell; default: stack)")
@@ -85,6 +87,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        "over exactly this sweep's cells, metric test/acc")
     group.add_argument("--cell", metavar="NAME", help="run only this cell of the sweep, as "
                        "the sweep would (what the agents of a --wandb-sweep file run)")
+    group.add_argument("--stack-file", metavar="STACK.yaml", help="run the stack a sweep "
+                       "wrote to SWEEP/stacks/<stack>/stack.yaml (what each --jobs-per-device "
+                       "subprocess of a stacked sweep runs)")
 
 
 def is_sweep(args: argparse.Namespace) -> bool:
@@ -150,6 +155,23 @@ def summary_line(results: dict) -> str:
             f"  results:    {run_dir}/results.json\n  checkpoint: {checkpoint}{wandb}")
 
 
+def run_stack_file(args: argparse.Namespace) -> int:
+    """``--stack-file``: the stack exactly as its file says (flags that would change it are
+    refused rather than ignored)."""
+    from .stack import read_stack_file, run_stack
+
+    configs, cells = read_stack_file(args.stack_file)
+    flags = [f"--{k.replace('_', '-')}" for k in explicit_values(args)]
+    flags += [f"--{k.replace('_', '-')}" for k in SWEEP_FLAGS if getattr(args, k) is not None]
+    if flags:
+        raise ConfigError(f"--stack-file runs the stack as its file says; drop "
+                          f"{', '.join(flags)} (edit the file, or run the sweep instead)")
+    results = run_stack(configs, Path(args.stack_file).parent, cells)
+    print(f"stack {args.stack_file}: {sum(r['finished'] for r in results)} of "
+          f"{len(results)} members finished", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(dotted_flags(sys.argv[1:] if argv is None else argv))
@@ -165,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
 
     try:
+        if args.stack_file:
+            return run_stack_file(args)
         if is_sweep(args):
             return run_sweep(args, explicit_values(args))
         config = config_from_args(args)

@@ -186,8 +186,8 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
     pattern. Only selected modules are touched: replaced, batch-norm mode applied, other
     parameters frozen (``others``).
     ``layer_options`` go to every subnet layer (``init_kwargs``, ``pairs``, ``activation``,
-    ``shared``, ``fan_in``, ``kept``, ``ties``). Returns ``model`` (or the subnet layer, if ``model``
-    itself is a layer).
+    ``shared``, ``fan_in``, ``kept``, ``ties``). Returns ``model`` (or the subnet layer, if
+    ``model`` itself is a layer).
 
     The frozen random weights of a replaced layer are drawn anew (from ``init`` and the layer's
     seed), not taken from the layer it replaces. The call is recorded on the result

@@ -40,9 +40,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+import yaml
 
 from .checkpointing import CheckpointError, atomic_torch_save, load_checkpoint, write_csv_atomic
-from .config import OUTPUT_ONLY, ConfigError, RunConfig, make_config
+from .config import OUTPUT_ONLY, ConfigError, RunConfig, make_config, read_yaml_mapping
 from .datamodule import TensorDataModule
 from .loggers import finish_wandb, make_loggers
 from .models import build_model
@@ -316,6 +317,35 @@ def stack_members(stack_dir: str | Path) -> list[str] | None:
     except CheckpointError:
         return None
     return [m.get("name") for m in stored.get("members", [])]
+
+
+STACK_FILE = "stack.yaml"
+
+
+def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
+                     cell_dirs: Sequence[Path]) -> Path:
+    """``STACK/stack.yaml``: the members' configs and cell directories, for
+    :func:`run_stack_file` (``train.py --stack-file``) to run the stack in another process."""
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    path = stack_dir / STACK_FILE
+    path.write_text(yaml.safe_dump({"members": [c.to_dict() for c in configs],
+                                    "cells": [str(d) for d in cell_dirs]}, sort_keys=False))
+    return path
+
+
+def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
+    """The members' configs and cell directories :func:`write_stack_file` wrote to ``path``
+    (the stack then runs in ``path``'s directory); :class:`ConfigError` for a file that is not
+    such a stack or holds an invalid config."""
+    stack = read_yaml_mapping(path, f"--stack-file {str(path)!r}", "a stack file")
+    members, cells = stack.get("members"), stack.get("cells")
+    if not (isinstance(members, list) and isinstance(cells, list) and members
+            and len(members) == len(cells) and all(isinstance(m, dict) for m in members)):
+        raise ConfigError(f"--stack-file {str(path)!r} is not a stack file: it needs 'members' "
+                          f"(a list of run configs) and 'cells' (one directory per member)")
+    configs = [make_config(m) for m in members]
+    check_stackable(configs)
+    return configs, [Path(c) for c in cells]
 
 
 def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,

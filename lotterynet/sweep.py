@@ -12,7 +12,9 @@ By default the cells of one variant and seed train together as one *stack*
 epoch budget, each member still the same computation as its single run and writing its own
 cell directory; the stack checkpoints into ``SWEEP/stacks/<variant>-seed<seed>/``. The trained
 baseline, DDP cells and cells with Trainer options run singly, and ``--no-stack`` runs every
-cell on its own.
+cell on its own. With ``--jobs-per-device N`` every stack and single cell is its own
+``train.py`` subprocess (a stack as ``--stack-file STACK/stack.yaml``), N at once per GPU, or
+on the CPU N at once sharing its threads.
 
 Aggregation follows the paper: for every variant, sparsity and seed the best test accuracy over
 the epoch budgets; then mean and standard deviation over seeds. Outputs: ``sweep.csv``,
@@ -65,7 +67,7 @@ from .datamodule import TensorDataModule
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
-from .stack import run_stack, stack_members
+from .stack import run_stack, stack_members, write_stack_file
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
@@ -192,20 +194,56 @@ def sweep_lock(sweep_dir: Path):
 CELL_LOG = "train.log"
 
 
-def run_cell_subprocess(config: RunConfig, device: int | None) -> int:
-    """One cell in its own ``python train.py`` (on one GPU when ``device`` is set); its output
-    is appended to ``CELL/train.log``. Returns its exit code."""
+@dataclass
+class Job:
+    """One subprocess of a sweep: ``python train.py ARGV``, its output appended to ``log``;
+    ``cells`` are the cells it finishes (one, or a stack's members)."""
+
+    what: str
+    argv: list[str]
+    log: Path
+    cells: list[str]
+
+
+def cell_job(name: str, config: RunConfig) -> Job:
+    """A cell as its own ``train.py --config CELL/cell.yaml``."""
     cell_dir = Path(config.out)
-    config_file = cell_dir / "cell.yaml"
     cell_dir.mkdir(parents=True, exist_ok=True)
+    config_file = cell_dir / "cell.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()))
+    return Job(f"cell {name}", ["--config", str(config_file)], cell_dir / CELL_LOG, [name])
+
+
+def stack_job(stack_dir: Path, configs: list[RunConfig], cells: list[str], sweep_dir: Path
+              ) -> Job:
+    """A stack as its own ``train.py --stack-file STACK/stack.yaml``."""
+    stack_file = write_stack_file(configs, stack_dir, [sweep_dir / "cells" / c for c in cells])
+    return Job(f"stack {stack_dir.name}", ["--stack-file", str(stack_file)],
+               stack_dir / CELL_LOG, cells)
+
+
+def job_env(device: int | None, workers: int) -> dict[str, str]:
+    """The environment of a job: on GPU ``device`` when one is given, otherwise on the CPU
+    with its threads shared among the ``workers`` jobs running at once (``OMP_NUM_THREADS``,
+    unless the environment sets it). On the project's 2-core machine a LeNet5 stack runs no
+    faster on two threads than on one (``BENCHMARKS.md``): two jobs of one thread each use
+    the machine, two of two threads each would contend."""
     env = dict(os.environ)
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(device)
+    else:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, torch.get_num_threads() // workers)))
+    return env
+
+
+def run_job(job: Job, device: int | None, workers: int) -> int:
+    """Run ``job`` (environment: :func:`job_env`) and return its exit code."""
     train_py = Path(__file__).resolve().parent.parent / "train.py"
-    with open(cell_dir / CELL_LOG, "a") as log:
-        return subprocess.run([sys.executable, str(train_py), "--config", str(config_file)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT,
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(job.log, "a") as log:
+        return subprocess.run([sys.executable, str(train_py), *job.argv],
+                              env=job_env(device, workers), stdout=log,
+                              stderr=subprocess.STDOUT,
                               preexec_fn=partial(die_with_parent, os.getpid())).returncode
 
 
@@ -236,13 +274,22 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
     return stacks, [(name, config) for name, config in todo if name not in stacked]
 
 
-def run_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path, report) -> None:
+def stack_configs(members: list[str], sweep: Sweep, sweep_dir: Path) -> list[RunConfig]:
     values = {cell_name(label, v): v for label, v in sweep.cells()}
+    return [make_config({**values[m], "out": str(sweep_dir / "cells" / m), "progress_bar": False})
+            for m in members]
+
+
+def stack_line(stack_dir: Path, configs: list[RunConfig]) -> str:
+    return (f"stack {stack_dir.name}: {len(configs)} members, budgets "
+            f"{sorted({c.epochs for c in configs})}")
+
+
+def run_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path, report) -> None:
+    """The stacks in this process, one after another."""
     for stack_dir, members in stacks.items():
-        configs = [make_config({**values[m], "out": str(sweep_dir / "cells" / m),
-                                "progress_bar": False}) for m in members]
-        print(f"stack {stack_dir.name}: {len(members)} members, budgets "
-              f"{sorted({c.epochs for c in configs})}", flush=True)
+        configs = stack_configs(members, sweep, sweep_dir)
+        print(stack_line(stack_dir, configs), flush=True)
         run_stack(configs, stack_dir, [sweep_dir / "cells" / m for m in members])
         for m in members:
             report(m)
@@ -250,8 +297,10 @@ def run_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path, rep
 
 def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True
               ) -> list[str]:
-    """Run every unfinished cell; returns one line per cell that failed in a subprocess (the
-    other cells go on)."""
+    """Run every unfinished cell: in this process, or with several job slots (GPUs ×
+    ``jobs_per_device``) every stack and every single cell in its own subprocess, as many at
+    once as there are slots. Returns one line per subprocess that failed (the others go
+    on)."""
     cells = sweep.cells()
     todo = [(cell_name(label, v), cfg) for label, v in cells
             if (cfg := prepare_cell(v, sweep_dir / "cells" / cell_name(label, v))) is not None]
@@ -275,39 +324,46 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         print(f"[{done}/{total}] {name}: {tested} | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
               flush=True)
 
-    run_stacks(stacks, sweep, sweep_dir, report)
-
-    if any(config.devices > 1 for _, config in todo):
+    ddp = any(config.devices > 1 for _, config in todo)
+    if workers == 1 or ddp:
+        run_stacks(stacks, sweep, sweep_dir, report)
+        if not ddp:
+            for name, config in todo:
+                run(config)
+                report(name)
+            return []
         # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
         # in its own train.py that sees all devices, one at a time.
-        slots: list[int | None] = [None]
-    elif workers == 1:
-        for name, config in todo:
-            run(config)
-            report(name)
-        return []
-    else:
+        stacks, slots = {}, [None]
+    else:  # every stack and cell in its own subprocess, jobs_per_device at once per device
         slots = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
+    jobs = []
+    for stack_dir, members in stacks.items():
+        configs = stack_configs(members, sweep, sweep_dir)
+        print(f"{stack_line(stack_dir, configs)} (subprocess, output in "
+              f"{stack_dir / CELL_LOG})", flush=True)
+        jobs.append(stack_job(stack_dir, configs, members, sweep_dir))
+    jobs += [cell_job(name, config) for name, config in todo]
     free: queue.Queue = queue.Queue()
     for slot in slots:
         free.put(slot)
 
-    def work(cell: tuple[str, RunConfig]) -> tuple[str, int]:
+    def work(job: Job) -> tuple[Job, int]:
         slot = free.get()  # a device with a free job slot
         try:
-            return cell[0], run_cell_subprocess(cell[1], slot)
+            return job, run_job(job, slot, len(slots))
         finally:
             free.put(slot)
 
     failed = []
     with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-        for future in as_completed([pool.submit(work, cell) for cell in todo]):
-            name, code = future.result()
+        for future in as_completed([pool.submit(work, job) for job in jobs]):
+            job, code = future.result()
             if code == 0:
-                report(name)
+                for name in job.cells:
+                    report(name)
             else:
-                failed.append(f"cell {name} failed (exit {code}); its output: "
-                              f"{sweep_dir / 'cells' / name / CELL_LOG}")
+                failed.append(f"{job.what} failed (exit {code}); its output: {job.log}")
     return failed
 
 

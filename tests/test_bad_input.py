@@ -16,6 +16,7 @@ import yaml
 from conftest import REPO
 from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
 from lotterynet.cli import main
+from lotterynet.config import make_config
 
 SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "200", "--val-size", "100",
          "--no-progress-bar"]
@@ -179,6 +180,11 @@ CASES = [
       "--jobs-per-device", "0"], ["jobs-per-device", "positive"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
       "--sweep-out", "{a_file}"], ["a_file", "not a folder"]),
+    (["--stack-file", "/nonexistent/stack.yaml"], ["/nonexistent/stack.yaml", "not found"]),
+    (["--stack-file", "{st_nomembers}"], ["st_nomembers", "not a stack file", "members"]),
+    (["--stack-file", "{st_badmember}"], ["nope", "lenet5"]),
+    (["--stack-file", "{st_mixed}"], ["differ", "'arch'", "sparsity"]),
+    (["--stack-file", "{st_valid}", "--lr", "0.1"], ["--stack-file", "drop", "--lr"]),
     # Lightning's Trainer options (trainer: in a config file, --trainer.KEY VALUE)
     (["--trainer.gradient_clip_vall", "0.5"], ["gradient_clip_vall", "gradient_clip_val"]),
     (["--trainer.strategy", "bogus"], ["bogus", "ddp"]),
@@ -252,6 +258,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     other.mkdir()
     write(other / "metrics.csv", "step\n0\n")
     sweep = dict(variants=["dense"], sparsities=[0.5], epochs=[1])
+    member = make_config({"arch": "fc2", "structure": "dense", "sparsity": 0.5}).to_dict()
     configs = {
         "cfg_structure": {"structure": "wide"},
         "cfg_invalid": "arch: [fc2\n", "cfg_list": ["arch", "fc2"], "cfg_intkey": {1: 2},
@@ -269,6 +276,10 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "sw_base_intkey": {**sweep, "base": {1: 2}},
         "sw_sparsity_range": {**sweep, "sparsities": [1.5]}, "sw_invalid": "variants: [\n",
         "sw_list": ["variants"],
+        "st_nomembers": {"cells": ["a"]},
+        "st_badmember": {"members": [{"arch": "nope"}], "cells": ["a"]},
+        "st_mixed": {"members": [member, {**member, "arch": "lenet5"}], "cells": ["a", "b"]},
+        "st_valid": {"members": [member], "cells": [str(tmp_path / "cell")]},
     }
     names = {name: write(tmp_path / name, data) for name, data in configs.items()}
     return {**names, **broken_inputs, "ckpt": str(run / "checkpoints" / "last.ckpt"),

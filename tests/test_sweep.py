@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import lotterynet.sweep as sweep_module
@@ -128,6 +129,48 @@ def test_subprocess_pool_runs_cells(tmp_path, data_dir, capsys):
     assert all((out / "cells" / c / "cell.yaml").is_file() for c in os.listdir(out / "cells"))
 
 
+STACKS = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
+          "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
+          "--sweep-epochs", "1", "--no-baseline"]
+
+
+def test_subprocess_pool_runs_stacks(tmp_path, data_dir, capsys, monkeypatch):
+    """With job slots every stack runs in its own ``train.py --stack-file`` (two at once here)
+    and each member ends exactly as in the in-process stack: same masks, same accuracy."""
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # as this process
+    pooled, in_process = tmp_path / "pooled", tmp_path / "in-process"
+    assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(pooled),
+                 "--jobs-per-device", "2"]) == 0
+    assert capsys.readouterr().out.count("(subprocess, output in") == 2
+    for stack in ("subsetsum-identity-seed0", "wide-seed0"):
+        log = (pooled / "stacks" / stack / "train.log").read_text()
+        assert "stack.yaml: 2 of 2 members finished" in log, log
+    assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(in_process)]) == 0
+    assert "(subprocess, output in" not in capsys.readouterr().out
+    cells = sorted(os.listdir(in_process / "cells"))
+    assert cells == sorted(os.listdir(pooled / "cells")) and len(cells) == 4
+    for cell in cells:
+        ours, theirs = (json.loads((d / "cells" / cell / "results.json").read_text())
+                        for d in (pooled, in_process))
+        assert ours["stack"]["members"] == 2
+        assert ours["mask_digests"] == theirs["mask_digests"]
+        assert ours["test_acc"] == theirs["test_acc"]
+    assert rows(pooled) == rows(in_process)
+
+
+def test_jobs_share_the_cpu_threads_unless_told(monkeypatch):
+    """CPU jobs split this process's threads among the jobs running at once; a GPU job gets
+    its GPU; an OMP_NUM_THREADS the user set is kept."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert sweep_module.job_env(None, 4)["OMP_NUM_THREADS"] == "4"
+    assert sweep_module.job_env(None, 32)["OMP_NUM_THREADS"] == "1"
+    assert sweep_module.job_env(3, 2)["CUDA_VISIBLE_DEVICES"] == "3"
+    assert "OMP_NUM_THREADS" not in sweep_module.job_env(3, 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    assert sweep_module.job_env(None, 4)["OMP_NUM_THREADS"] == "7"
+
+
 ONE_CELL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
             "--no-progress-bar", "--sweep-variants", "dense", "--sweep-sparsities", "0.5",
             "--sweep-epochs", "1", "--no-baseline"]
@@ -207,6 +250,26 @@ def test_a_failing_cell_subprocess_is_one_line_and_the_others_finish(tmp_path, d
     assert "Traceback" not in captured.err + captured.out and "sweep incomplete" in captured.out
     assert (out / "cells" / "dense-s0.5-e1-seed0" / "results.json").is_file()
     assert [r["sparsity"] for r in rows(out)] == ["0.5"]
+
+
+def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
+        tmp_path, data_dir, capsys, monkeypatch):
+    """A stack whose ``train.py --stack-file`` dies is named in one line with its log, its
+    members stay out of the table, the other stack's members are in it; exit 1."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        "#!/bin/sh\n"  # argv: train.py --stack-file SWEEP/stacks/<stack>/stack.yaml
+        "case \"$3\" in *wide-seed0*) echo 'Killed' >&2; exit 3;; esac\n"
+        f"exec {sys.executable} \"$@\"\n")
+    fake_python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake_python))
+    out = tmp_path / "pool"
+    assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(out),
+                 "--jobs-per-device", "2"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    log = out / "stacks" / "wide-seed0" / "train.log"
+    assert "stack wide-seed0 failed (exit 3)" in line and str(log) in line
+    assert [r["variant"] for r in rows(out)] == ["subsetsum/identity"] * 2
 
 
 def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path, monkeypatch):
