@@ -528,7 +528,7 @@ def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
         sweep.base.setdefault("wandb_group", sweep_dir.name)
     if args.cell:
         return run_one_cell(sweep, sweep_dir, args.cell)
-    check_cpu_cost(sweep, sweep_dir, args.yes, args.stack)
+    check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, args.jobs_per_device)
     check_data(sweep)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
@@ -559,11 +559,11 @@ FULL_EPOCH = 55000
 CPU_HOURS_WITHOUT_ASKING = 4.0
 
 
-def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True
+def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 1
                  ) -> tuple[float, str] | None:
     """``(hours, description)`` for the cells of ``sweep`` not finished yet on the CPU, stacked
-    as :func:`run_cells` will stack them; None for an architecture without a stated epoch
-    time."""
+    as :func:`run_cells` will stack them and, with ``jobs`` at once, spread over them longest
+    first; None for an architecture without a stated epoch time."""
     arch = sweep.base.get("arch", "lenet5")
     if arch not in CPU_EPOCH_SECONDS:
         return None
@@ -573,26 +573,36 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True
         if not (sweep_dir / "cells" / name / RESULTS).is_file():
             todo.append((name, make_config(values)))
     stacks, single = plan_stacks(sweep, sweep_dir, todo) if stack else ({}, todo)
-    stacked = {name for members in stacks.values() for name in members}
     per_epoch = {"stacked": CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch]),
                  "single": CPU_EPOCH_SECONDS[arch]}
-    epochs = {"stacked": 0.0, "single": 0.0}
-    for name, config in todo:
-        examples = min(FULL_EPOCH, config.limit_train or FULL_EPOCH)
-        epochs["stacked" if name in stacked else "single"] += config.epochs * examples / FULL_EPOCH
-    seconds = sum(epochs[k] * per_epoch[k] for k in epochs)
-    parts = [f"{epochs[k]:,.{0 if epochs[k] >= 10 else 2}f} {k} at ~{per_epoch[k]:.0f} s"
-             for k in epochs if epochs[k]]
-    return seconds / 3600, (f"{len(todo)} cells, full-MNIST epochs: {', '.join(parts)} "
-                            f"({arch}, 2 CPU cores)")
+    configs = dict(todo)
+
+    def epochs(name: str) -> float:
+        examples = min(FULL_EPOCH, configs[name].limit_train or FULL_EPOCH)
+        return configs[name].epochs * examples / FULL_EPOCH
+
+    loads = [sum(epochs(m) for m in members) * per_epoch["stacked"]
+             for members in stacks.values()]
+    loads += [epochs(name) * per_epoch["single"] for name, _ in single]
+    busy = [0.0] * max(1, jobs)
+    for load in sorted(loads, reverse=True):  # each job to the worker free first
+        busy[busy.index(min(busy))] += load
+    counts = {"stacked": sum(epochs(m) for members in stacks.values() for m in members),
+              "single": sum(epochs(name) for name, _ in single)}
+    parts = [f"{counts[k]:,.{0 if counts[k] >= 10 else 2}f} {k} at ~{per_epoch[k]:.0f} s"
+             for k in counts if counts[k]]
+    at_once = f", {jobs} jobs at once" if jobs > 1 else ""
+    return max(busy) / 3600, (f"{len(todo)} cells, full-MNIST epochs: {', '.join(parts)} "
+                              f"({arch}, 2 CPU cores{at_once})")
 
 
-def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = True) -> None:
+def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = True,
+                   jobs: int = 1) -> None:
     """On a machine without CUDA, say what the sweep will cost; refuse one of many hours
     unless ``go_on`` (``--yes``)."""
     if torch.cuda.is_available():
         return
-    estimate = cpu_estimate(sweep, sweep_dir, stack)
+    estimate = cpu_estimate(sweep, sweep_dir, stack, jobs)
     if estimate is None:
         print(f"sweep on the CPU: no epoch-time figure for {sweep.base.get('arch')}; "
               f"no estimate", flush=True)

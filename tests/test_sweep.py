@@ -291,6 +291,12 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     (done / "results.json").write_text("{}")
     left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
     assert left * 3600 == pytest.approx(stacked * 3600 - values["epochs"] * 10)
+    # two jobs at once, longest first onto the worker free first: the three variants' stacks
+    # (840 member-epochs each, one less the finished member), then the baseline's three runs
+    # (30, 20, 10 epochs) onto the worker with one stack: the other ends last, with two stacks
+    parallel, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=2)
+    assert parallel * 3600 == pytest.approx(840 * 10 * 2 - values["epochs"] * 10)
+    assert "2 jobs at once" in what
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")),
