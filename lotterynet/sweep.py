@@ -14,7 +14,8 @@ cell directory; the stack checkpoints into ``SWEEP/stacks/<variant>-seed<seed>/`
 baseline, DDP cells and cells with Trainer options run singly, and ``--no-stack`` runs every
 cell on its own. With ``--jobs-per-device N`` every stack and single cell is its own
 ``train.py`` subprocess (a stack as ``--stack-file STACK/stack.yaml``), N at once per GPU, or
-on the CPU N at once sharing its threads.
+on the CPU N at once sharing its threads; with more slots than stacks, the stacks are cut into
+parts (:func:`plan_stacks`).
 
 Aggregation follows the paper: for every variant, sparsity and seed the best test accuracy over
 the epoch budgets; then mean and standard deviation over seeds. Outputs: ``sweep.csv``,
@@ -247,21 +248,32 @@ def run_job(job: Job, device: int | None, workers: int) -> int:
                               preexec_fn=partial(die_with_parent, os.getpid())).returncode
 
 
-def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
-                ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]]]:
+def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]],
+                slots: int = 1) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]]]:
     """Split the cells to run into stacks (``{stack_dir: member cell names}``, one per variant
-    and seed) and cells that run singly (the trained baseline, DDP cells, lone cells). A stack
-    killed earlier keeps its recorded members when they still cover every unfinished cell of
-    its group, so it resumes instead of starting over."""
-    groups: dict[Path, list[str]] = {}
+    and seed) and cells that run singly (the trained baseline, DDP cells, lone cells). With
+    more job ``slots`` than stacks, each stack is cut into ``slots // stacks`` parts of about
+    equal epochs (``<stack>-part<i>of<n>``) so that every slot trains. A stack killed earlier
+    keeps its recorded members when they still cover every unfinished cell of its group, so it
+    resumes instead of starting over (the parts depend only on the sweep and the slots: the same
+    command resumes them)."""
+    groups: dict[str, list[str]] = {}
+    budgets: dict[str, int] = {}
     for label, values in sweep.cells():
         if label == BASELINE or values.get("devices", 1) != 1 or values.get("trainer"):
             continue
-        stack_dir = sweep_dir / "stacks" / f"{label.replace('/', '-')}-seed{values['seed']}"
-        groups.setdefault(stack_dir, []).append(cell_name(label, values))
+        name = cell_name(label, values)
+        groups.setdefault(f"{label.replace('/', '-')}-seed{values['seed']}", []).append(name)
+        budgets[name] = values["epochs"]
+    parts = max(1, slots // max(1, sum(len(cells) > 1 for cells in groups.values())))
+    planned: dict[Path, list[str]] = {}
+    for group, cells in groups.items():
+        n = min(parts, len(cells))
+        for i, part in enumerate(balanced_parts(cells, budgets, n)):
+            planned[sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group)] = part
     unfinished = {name for name, _ in todo}
     stacks: dict[Path, list[str]] = {}
-    for stack_dir, cells in groups.items():
+    for stack_dir, cells in planned.items():
         left = [c for c in cells if c in unfinished]
         recorded = stack_members(stack_dir)
         if not left:
@@ -272,6 +284,16 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
             stacks[stack_dir] = left
     stacked = {c for members in stacks.values() for c in members}
     return stacks, [(name, config) for name, config in todo if name not in stacked]
+
+
+def balanced_parts(cells: list[str], budgets: dict[str, int], n: int) -> list[list[str]]:
+    """``cells`` in ``n`` parts of about equal epochs (longest budget first onto the part with
+    the fewest; deterministic), each part in the cells' own order."""
+    load, part_of = [0] * n, {}
+    for cell in sorted(cells, key=lambda c: -budgets[c]):  # stable: ties keep the sweep order
+        part_of[cell] = load.index(min(load))
+        load[part_of[cell]] += budgets[cell]
+    return [[c for c in cells if part_of[c] == i] for i in range(n)]
 
 
 def stack_configs(members: list[str], sweep: Sweep, sweep_dir: Path) -> list[RunConfig]:
@@ -305,12 +327,14 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     todo = [(cell_name(label, v), cfg) for label, v in cells
             if (cfg := prepare_cell(v, sweep_dir / "cells" / cell_name(label, v))) is not None]
     total, done = len(cells), len(cells) - len(todo)
-    stacks, todo = plan_stacks(sweep, sweep_dir, todo) if stack else ({}, todo)
+    gpus = torch.cuda.device_count()
+    workers = max(1, gpus) * jobs_per_device
+    ddp = any(config.devices > 1 for _, config in todo)
+    slots = 1 if ddp else workers
+    stacks, todo = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo)
     to_run = len(todo) + sum(len(m) for m in stacks.values())
     print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run"
           f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)
-    gpus = torch.cuda.device_count()
-    workers = max(1, gpus) * jobs_per_device
     start = time.perf_counter()
 
     def report(name: str) -> None:
@@ -324,8 +348,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         print(f"[{done}/{total}] {name}: {tested} | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
               flush=True)
 
-    ddp = any(config.devices > 1 for _, config in todo)
-    if workers == 1 or ddp:
+    if slots == 1:
         run_stacks(stacks, sweep, sweep_dir, report)
         if not ddp:
             for name, config in todo:
@@ -334,9 +357,9 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
             return []
         # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
         # in its own train.py that sees all devices, one at a time.
-        stacks, slots = {}, [None]
+        stacks, devices = {}, [None]
     else:  # every stack and cell in its own subprocess, jobs_per_device at once per device
-        slots = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
+        devices = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
     jobs = []
     for stack_dir, members in stacks.items():
         configs = stack_configs(members, sweep, sweep_dir)
@@ -345,18 +368,18 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         jobs.append(stack_job(stack_dir, configs, members, sweep_dir))
     jobs += [cell_job(name, config) for name, config in todo]
     free: queue.Queue = queue.Queue()
-    for slot in slots:
-        free.put(slot)
+    for device in devices:
+        free.put(device)
 
     def work(job: Job) -> tuple[Job, int]:
-        slot = free.get()  # a device with a free job slot
+        device = free.get()  # a device with a free job slot
         try:
-            return job, run_job(job, slot, len(slots))
+            return job, run_job(job, device, len(devices))
         finally:
-            free.put(slot)
+            free.put(device)
 
     failed = []
-    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         for future in as_completed([pool.submit(work, job) for job in jobs]):
             job, code = future.result()
             if code == 0:
@@ -572,7 +595,7 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
         name = cell_name(label, values)
         if not (sweep_dir / "cells" / name / RESULTS).is_file():
             todo.append((name, make_config(values)))
-    stacks, single = plan_stacks(sweep, sweep_dir, todo) if stack else ({}, todo)
+    stacks, single = plan_stacks(sweep, sweep_dir, todo, jobs) if stack else ({}, todo)
     per_epoch = {"stacked": CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch]),
                  "single": CPU_EPOCH_SECONDS[arch]}
     configs = dict(todo)

@@ -131,28 +131,36 @@ def test_subprocess_pool_runs_cells(tmp_path, data_dir, capsys):
 
 STACKS = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
           "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
-          "--sweep-epochs", "1", "--no-baseline"]
+          "--sweep-epochs", "1,2", "--no-baseline"]
 
 
-def test_subprocess_pool_runs_stacks(tmp_path, data_dir, capsys, monkeypatch):
-    """With job slots every stack runs in its own ``train.py --stack-file`` (two at once here)
-    and each member ends exactly as in the in-process stack: same masks, same accuracy."""
+def test_subprocess_pool_runs_stacks_and_splits_them_over_free_slots(tmp_path, data_dir, capsys,
+                                                                     monkeypatch):
+    """With job slots every stack runs in its own ``train.py --stack-file``; with more slots
+    than stacks (4 for 2 variants) each is cut into parts of equal epochs (one budget-1 and one
+    budget-2 member each). Every member ends exactly as in the in-process stacks of four:
+    same masks, same accuracy."""
     monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # as this process
     pooled, in_process = tmp_path / "pooled", tmp_path / "in-process"
     assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(pooled),
-                 "--jobs-per-device", "2"]) == 0
-    assert capsys.readouterr().out.count("(subprocess, output in") == 2
-    for stack in ("subsetsum-identity-seed0", "wide-seed0"):
-        log = (pooled / "stacks" / stack / "train.log").read_text()
-        assert "stack.yaml: 2 of 2 members finished" in log, log
+                 "--jobs-per-device", "4"]) == 0
+    assert capsys.readouterr().out.count("(subprocess, output in") == 4
+    for variant in ("subsetsum-identity", "wide"):
+        for part in (1, 2):
+            stack = pooled / "stacks" / f"{variant}-seed0-part{part}of2"
+            log = (stack / "train.log").read_text()
+            assert "stack.yaml: 2 of 2 members finished" in log, log
+            members = yaml.safe_load((stack / "stack.yaml").read_text())["members"]
+            assert sorted(m["epochs"] for m in members) == [1, 2]
     assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(in_process)]) == 0
     assert "(subprocess, output in" not in capsys.readouterr().out
+    assert sorted(os.listdir(in_process / "stacks")) == ["subsetsum-identity-seed0", "wide-seed0"]
     cells = sorted(os.listdir(in_process / "cells"))
-    assert cells == sorted(os.listdir(pooled / "cells")) and len(cells) == 4
+    assert cells == sorted(os.listdir(pooled / "cells")) and len(cells) == 8
     for cell in cells:
         ours, theirs = (json.loads((d / "cells" / cell / "results.json").read_text())
                         for d in (pooled, in_process))
-        assert ours["stack"]["members"] == 2
+        assert (ours["stack"]["members"], theirs["stack"]["members"]) == (2, 4)
         assert ours["mask_digests"] == theirs["mask_digests"]
         assert ours["test_acc"] == theirs["test_acc"]
     assert rows(pooled) == rows(in_process)
