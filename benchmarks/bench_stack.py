@@ -7,7 +7,9 @@ One epoch of Pensia et al.'s 14 sparsities, measured in one invocation:
 Prints wall times (data loading, Lightning setup, training, test), CPU times (user + system
 of the process: robust when other jobs share the machine), the training epoch times, their
 ratios, and the peak memory of the stack against one single run, each measured in a fresh
-process (CPU: peak RSS; CUDA: ``max_memory_allocated``).
+process (CPU: peak RSS; CUDA: ``max_memory_allocated``). ``--jobs N`` trains the stack as N
+parts side by side, each its own ``train.py --stack-file`` on its share of the threads (what a
+sweep's ``--jobs-per-device N`` runs); the cells still run one after another on all threads.
 
     python benchmarks/bench_stack.py --arch lenet5 --structure subsetsum --activation identity
     python benchmarks/bench_stack.py --arch fc2 ... [--device cuda] [--limit-train N]
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -30,7 +33,8 @@ import torch
 from lotterynet.config import make_config
 from lotterynet.machine import cpu_name, keep_freed_memory
 from lotterynet.run import run
-from lotterynet.stack import run_stack
+from lotterynet.stack import run_stack, write_stack_file
+from lotterynet.sweep import Job, balanced_parts, run_job
 
 PAPER_SPARSITIES = [0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.98,
                     0.99]
@@ -45,10 +49,10 @@ def configs(args, out: Path) -> list:
 
 
 def cpu_seconds() -> float:
-    """User + system CPU time of this process, all threads: unlike wall time, it does not grow
-    when other processes share the cores."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """User + system CPU time of this process and its finished subprocesses, all threads:
+    unlike wall time, it does not grow when other processes share the cores."""
+    return sum(u.ru_utime + u.ru_stime for u in map(
+        resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 
 
 def timed(fn) -> tuple[float, float, float]:
@@ -66,6 +70,27 @@ def cells_one_after_another(cells) -> float:
 def stack_epoch_seconds(cells, out: Path) -> list[float]:
     """Seconds of each training epoch of the cells trained as one stack."""
     return run_stack(cells, out / "stack", [Path(c.out) for c in cells])[0]["seconds_per_epoch"]
+
+
+def parallel_stack_epoch_seconds(cells, out: Path, jobs: int) -> float:
+    """The cells as ``jobs`` stacks of about equal epochs run side by side, each in its own
+    ``train.py --stack-file`` (as a sweep runs them); the training-epoch seconds of the part
+    that took longest."""
+    budgets = {c.out: c.epochs for c in cells}
+    parts = balanced_parts(list(budgets), budgets, jobs)
+    by_out = {c.out: c for c in cells}
+    runs = []
+    for i, part in enumerate(parts):
+        stack_file = write_stack_file([by_out[o] for o in part], out / f"stack{i}",
+                                      [Path(o) for o in part])
+        runs.append(Job(f"stack {i}", ["--stack-file", str(stack_file)],
+                        out / f"stack{i}" / "train.log", part))
+    with ThreadPoolExecutor(jobs) as pool:
+        codes = list(pool.map(lambda job: run_job(job, None, jobs), runs))
+    if any(codes):
+        raise RuntimeError(f"a stack failed (exit codes {codes}); see {out}/stack*/train.log")
+    return max(sum(json.loads((Path(part[0]) / "results.json").read_text())
+                   ["seconds_per_epoch"]) for part in parts)
 
 
 def peak_memory_mib(args, mode: str) -> float:
@@ -100,6 +125,8 @@ def main() -> None:
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train the stack as this many parts side by side (CPU)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     keep_freed_memory()  # as train.py does
@@ -110,13 +137,18 @@ def main() -> None:
         cells = configs(args, tmp / "cells")
         cells_wall, cells_cpu, cells_epochs = timed(lambda: cells_one_after_another(cells))
         shutil.rmtree(tmp / "cells")
-        stack_wall, stack_cpu, stack_epochs = timed(
-            lambda: sum(stack_epoch_seconds(configs(args, tmp / "cells"), tmp)))
+        if args.jobs > 1:
+            stack_wall, stack_cpu, stack_epochs = timed(lambda: parallel_stack_epoch_seconds(
+                configs(args, tmp / "cells"), tmp, args.jobs))
+        else:
+            stack_wall, stack_cpu, stack_epochs = timed(
+                lambda: sum(stack_epoch_seconds(configs(args, tmp / "cells"), tmp)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     single_mib, stack_mib = peak_memory_mib(args, "single"), peak_memory_mib(args, "stack")
     device = torch.cuda.get_device_name() if args.device == "cuda" else (
-        f"{cpu_name()} ({torch.get_num_threads()} threads)")
+        f"{cpu_name()} ({torch.get_num_threads()} threads"
+        f"{f'; stack: {args.jobs} parts side by side' if args.jobs > 1 else ''})")
     row = {"arch": args.arch, "structure": f"{args.structure}/{args.activation}",
            "members": len(cells), "epochs": args.epochs, "train_examples":
            args.limit_train or "all", "device": device,
