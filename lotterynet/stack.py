@@ -325,7 +325,7 @@ STACK_FILE = "stack.yaml"
 def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
                      cell_dirs: Sequence[Path]) -> Path:
     """``STACK/stack.yaml``: the members' configs and cell directories, for
-    :func:`run_stack_file` (``train.py --stack-file``) to run the stack in another process."""
+    :func:`read_stack_file` (``train.py --stack-file``) to run the stack in another process."""
     stack_dir.mkdir(parents=True, exist_ok=True)
     path = stack_dir / STACK_FILE
     path.write_text(yaml.safe_dump({"members": [c.to_dict() for c in configs],
