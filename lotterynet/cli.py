@@ -75,7 +75,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--jobs-per-device", type=int, default=1, metavar="N",
                        help="stacks and cells run at once on each device, one subprocess "
                             "each; with several GPUs every GPU gets its own, on the CPU the "
-                            "cores are shared among them (default: 1, in-process)")
+                            "cores are shared among them; with more slots than stacks the "
+                            "stacks are cut into parts (default: 1, in-process)")
     group.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
                        help="train the cells of each variant and seed as one stacked model "
                             "(--no-stack: one run per cell; default: stack)")
