@@ -286,14 +286,15 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
     return stacks, [(name, config) for name, config in todo if name not in stacked]
 
 
-def balanced_parts(cells: list[str], budgets: dict[str, int], n: int) -> list[list[str]]:
-    """``cells`` in ``n`` parts of about equal epochs (longest budget first onto the part with
-    the fewest; deterministic), each part in the cells' own order."""
+def balanced_parts(items: list, weights: dict, n: int) -> list[list]:
+    """``items`` in ``n`` parts of about equal total weight (heaviest first onto the part with
+    the least; deterministic), each part in the items' own order: a stack's cells by epoch
+    budget, or a sweep's jobs by seconds onto its workers."""
     load, part_of = [0] * n, {}
-    for cell in sorted(cells, key=lambda c: -budgets[c]):  # stable: ties keep the sweep order
-        part_of[cell] = load.index(min(load))
-        load[part_of[cell]] += budgets[cell]
-    return [[c for c in cells if part_of[c] == i] for i in range(n)]
+    for item in sorted(items, key=lambda i: -weights[i]):  # stable: ties keep the given order
+        part_of[item] = load.index(min(load))
+        load[part_of[item]] += weights[item]
+    return [[i for i in items if part_of[i] == p] for p in range(n)]
 
 
 def stack_configs(members: list[str], sweep: Sweep, sweep_dir: Path) -> list[RunConfig]:
@@ -604,19 +605,18 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
         examples = min(FULL_EPOCH, configs[name].limit_train or FULL_EPOCH)
         return configs[name].epochs * examples / FULL_EPOCH
 
-    loads = [sum(epochs(m) for m in members) * per_epoch["stacked"]
-             for members in stacks.values()]
-    loads += [epochs(name) * per_epoch["single"] for name, _ in single]
-    busy = [0.0] * max(1, jobs)
-    for load in sorted(loads, reverse=True):  # each job to the worker free first
-        busy[busy.index(min(busy))] += load
+    seconds = {stack_dir: sum(epochs(m) for m in members) * per_epoch["stacked"]
+               for stack_dir, members in stacks.items()}
+    seconds |= {name: epochs(name) * per_epoch["single"] for name, _ in single}
+    workers = balanced_parts(list(seconds), seconds, max(1, jobs))
+    wall = max(sum(seconds[job] for job in worker) for worker in workers)
     counts = {"stacked": sum(epochs(m) for members in stacks.values() for m in members),
               "single": sum(epochs(name) for name, _ in single)}
     parts = [f"{counts[k]:,.{0 if counts[k] >= 10 else 2}f} {k} at ~{per_epoch[k]:.0f} s"
              for k in counts if counts[k]]
     at_once = f", {jobs} jobs at once" if jobs > 1 else ""
-    return max(busy) / 3600, (f"{len(todo)} cells, full-MNIST epochs: {', '.join(parts)} "
-                              f"({arch}, 2 CPU cores{at_once})")
+    return wall / 3600, (f"{len(todo)} cells, full-MNIST epochs: {', '.join(parts)} "
+                            f"({arch}, 2 CPU cores{at_once})")
 
 
 def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = True,
