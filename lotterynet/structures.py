@@ -251,32 +251,80 @@ class SubsetSum(Structure):
             self.activation == "relu"
 
     #: Input rows (batch, for a Linear layer) up to which a shared Linear layer computes its
-    #: hidden units literally rather than through the collapse; both are exact. The literal
-    #: GEMM (rows × out × in·n) grows with the rows, the collapse's reduction over ṽ (out × in ×
-    #: n, twice for ReLU) does not: below the crossover the literal layer costs what the wide
-    #: dense layer with the same maskable count costs. Crossovers measured with the target
-    #: step of ``benchmarks/bench_layers.py`` at batch 16–256 (784 → 500, n = 5, one CPU
-    #: thread, literal vs collapse, the collapse summed by :func:`sum_terms`): identity
-    #: literal/collapse 0.96 / 0.99 / 1.25 at 16 / 32 / 64 rows, ReLU 0.92 / 1.26 at 64 / 128.
-    literal_rows = {"identity": 32, "relu": 64}
+    #: hidden units literally rather than through the collapse, by :meth:`literal_kind`; both
+    #: are exact. The literal GEMM (rows × out × in·n) grows with the rows, the collapse's
+    #: reduction over ṽ (out × in × n, twice for ReLU) does not: below the crossover the
+    #: literal layer costs what the wide dense layer with the same maskable count costs.
+    #: Crossovers measured with the target step of ``benchmarks/bench_layers.py`` (784 → 500,
+    #: n = 5, one CPU thread, literal vs collapse): identity literal/collapse 0.96 / 0.99 / 1.25
+    #: at 16 / 32 / 64 rows, ReLU 0.92 / 1.26 at 64 / 128; ReLU with an input that needs no
+    #: gradient (:class:`_InputReluLiteral`, a backward without ∂L/∂h) 0.74 / 1.15 at 256 / 512.
+    literal_rows = {"identity": 32, "relu": 64, "relu, input without gradient": 256}
+
+    def literal_kind(self, x: torch.Tensor) -> str:
+        """The key of :attr:`literal_rows` for input ``x``."""
+        if self.activation == "relu" and not x.requires_grad:
+            return "relu, input without gradient"
+        return self.activation
 
     def forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:
         t = self.target
-        if (self.shared and not t.kernel_size
-                and x.numel() <= self.literal_rows[self.activation] * t.in_per_group):
-            return self.literal_forward(x, op)
+        if self.shared and not t.kernel_size:
+            kind = self.literal_kind(x)
+            if x.numel() <= self.literal_rows[kind] * t.in_per_group:
+                return self.literal_forward(x, op, kind)
         weight, doubles_input = self.effective_weight()
         if doubles_input:
             x = split_signs(x, t.groups, t.channel_dim)
         return op(x, weight)
 
-    def literal_forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:
+    def literal_forward(self, x: torch.Tensor, op: LayerOp, kind: str) -> torch.Tensor:
         """Figure 1c as drawn, for a shared Linear layer: the hidden units ``φ(ũ_jt x_j)``
         (rows × in × n of them), then one linear map with ṽ flattened to (out, in·n)."""
+        if kind == "relu, input without gradient":
+            return _InputReluLiteral.apply(x, self.u(), self.v().flatten(1), op.bias)
         hidden = x.unsqueeze(-1) * self.u()
         if self.activation == "relu":
             hidden = F.relu(hidden)
         return op(hidden.flatten(-2), self.v().flatten(1))
+
+
+class _InputReluLiteral(torch.autograd.Function):
+    """The literal shared ReLU layer, ``y = h ṽᵀ + b`` with ``h_bc = relu(ũ_c x_bj)`` for hidden
+    unit c = (j, t), when the input needs no gradient (the first trainable layer). Autograd
+    would get ``∂L/∂ũ`` through ``∂L/∂h = G ṽ`` (G = ∂L/∂y): a rows × out × in·n GEMM that
+    the wide dense layer does not have (a fifth of a ReLU step at 64 rows). Since
+    ``relu(a x) = a · x · 1[a x > 0]``, for ũ_c ≠ 0 ``x_bj 1[ũ_c x_bj > 0] = h_bc / ũ_c``, so
+
+        ∂L/∂ũ_c = Σ_b (G ṽ)_bc x_bj 1[ũ_c x_bj > 0] = (1/ũ_c) Σ_i ṽ_ic (Gᵀ h)_ic,
+
+    and ``Gᵀ h`` is ``∂L/∂ṽ``, computed anyway: one pass over ṽ and ∂L/∂ṽ replaces the GEMM.
+    A masked ũ_c = 0 makes its unit 0 for every input, where ReLU's derivative is 0 (PyTorch's
+    convention, what autograd gives): its gradient is 0. (With φ = identity a masked ũ_c still
+    receives ``Σ_b x_bj (G ṽ)_bc``, so this shortcut is ReLU's alone.) Under autocast the
+    backward's GEMM runs in the dtype of the output's gradient, as the forward's did."""
+
+    @staticmethod
+    def forward(ctx, x, u, v, bias):
+        hidden = F.relu(x.unsqueeze(-1) * u).flatten(-2)
+        ctx.save_for_backward(u, v, hidden)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return F.linear(hidden, v, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, v, hidden = ctx.saved_tensors
+        grad = grad.reshape(-1, grad.shape[-1])
+        grad_v = (grad.T @ hidden.reshape(-1, hidden.shape[-1]).to(grad.dtype)).to(v.dtype)
+        grad_u = None
+        if ctx.needs_input_grad[1]:
+            # Σ_i ṽ_ic (∂L/∂ṽ)_ic over row blocks of ~1 MiB, whose product stays in cache
+            # (one product of the whole (out, in·n) pair: ~2 ms more of a 22 ms step, 784 → 500)
+            rows = max(1, 2**18 // v.shape[1])
+            dots = sum((a * b).sum(0) for a, b in zip(v.split(rows), grad_v.split(rows)))
+            grad_u = torch.where(u != 0, dots.view_as(u) / u, 0)
+        grad_bias = grad.sum(0).to(ctx.bias_dtype) if ctx.needs_input_grad[3] else None
+        return None, grad_u, grad_v if ctx.needs_input_grad[2] else None, grad_bias
 
 
 @STRUCTURES.register("fixedsize")

@@ -37,9 +37,11 @@ def literal_conv(x, u, v, activation, shared, stride, padding, dilation, groups)
     return y.view(batch, out, h_out, -1)
 
 
-def check_against_literal(layer, x, literal):
+def check_against_literal(layer, x, literal, input_grad=False):
+    """Value, both scores' gradients, the bias's and (``input_grad``) the input's against
+    ``literal(x, ũ, ṽ)`` (+ the layer's bias) in float64."""
     layer.double()
-    x = x.double()
+    x = x.double().requires_grad_(input_grad)
     y = layer(x)
     g = torch.randn_like(y)
     (y * g).sum().backward()
@@ -47,7 +49,9 @@ def check_against_literal(layer, x, literal):
     u_w, v_w = layer.structure.u.weight, layer.structure.v.weight
     m_u = masks["u"].double().requires_grad_()
     m_v = masks["v"].double().requires_grad_()
-    y_ref = literal(x, u_w * m_u, v_w * m_v)
+    x_ref = x.detach().requires_grad_(input_grad)
+    bias = 0 if layer.bias is None else layer.bias.detach().requires_grad_()
+    y_ref = literal(x_ref, u_w * m_u, v_w * m_v) + bias
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     (y_ref * g).sum().backward()
     for name, m_ref, masked in [("u", m_u, layer.structure.u), ("v", m_v, layer.structure.v)]:
@@ -56,6 +60,10 @@ def check_against_literal(layer, x, literal):
         torch.testing.assert_close(masked.scores.grad, expected, rtol=1e-9, atol=1e-10,
                                    msg=f"gradient of the {name} scores")
         assert masked.scores.grad.abs().sum() > 0
+    if layer.bias is not None:
+        torch.testing.assert_close(layer.bias.grad, bias.grad, rtol=1e-10, atol=1e-10)
+    if input_grad:
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
 
 
 CASES = list(itertools.product(["relu", "identity"], [True, False]))
@@ -63,17 +71,25 @@ CASES = list(itertools.product(["relu", "identity"], [True, False]))
 
 @pytest.mark.parametrize("activation,shared", CASES)
 @pytest.mark.parametrize("literal_rows", [0, 10**6], ids=["collapsed", "literal"])
-def test_linear_matches_literal(activation, shared, literal_rows, monkeypatch):
+@pytest.mark.parametrize("input_grad", [False, True], ids=["first-layer", "input-grad"])
+def test_linear_matches_literal(activation, shared, literal_rows, input_grad, monkeypatch):
     """Both ways a Linear layer can compute (the collapse; hidden units made literally, which
-    a shared layer does for small batches) against the float64 reference."""
+    a shared layer does for small batches, with ũ's gradient taken from ṽ's when the input
+    needs none) against the float64 reference, with a bias."""
     from lotterynet.structures import SubsetSum
 
-    monkeypatch.setattr(SubsetSum, "literal_rows", {"relu": literal_rows,
-                                                    "identity": literal_rows})
-    layer = ln.SubnetLinear(9, 6, structure="subsetsum", pairs=4, activation=activation,
-                            shared=shared, sparsity=0.4, seed=3)
+    monkeypatch.setattr(SubsetSum, "literal_rows", dict.fromkeys(SubsetSum.literal_rows,
+                                                                 literal_rows))
+    layer = ln.SubnetLinear(9, 6, bias=True, structure="subsetsum", pairs=4,
+                            activation=activation, shared=shared, sparsity=0.4, seed=3)
+    with torch.no_grad():
+        layer.bias.normal_(generator=torch.Generator().manual_seed(1))
+    layer.bias.requires_grad_()  # frozen by default; a user may train it
     x = torch.randn(5, 9, generator=torch.Generator().manual_seed(0))
-    check_against_literal(layer, x, lambda x, u, v: literal_linear(x, u, v, activation, shared))
+    # an exact zero input: relu(ũ·0) = 0 with derivative 0, in the shortcut as in autograd
+    x[0, 2] = 0
+    check_against_literal(layer, x, lambda x, u, v: literal_linear(x, u, v, activation, shared),
+                          input_grad)
 
 
 @pytest.mark.parametrize("activation,shared", CASES)
@@ -126,3 +142,21 @@ def test_fan_in_target_draws_the_second_layer_at_the_authors_scale(structure):
     assert tv.kept == hv.kept == 96_000  # 2 of every 5 terms
     with pytest.raises(ValueError, match="'sideways'; valid choices: hidden, target"):
         ln.SubnetLinear(400, 120, fan_in="sideways", **common)
+
+
+def test_first_layer_shortcut_under_autocast():
+    """Under bf16 autocast the literal ReLU layer's first-layer backward (ũ's gradient from
+    ṽ's) gives the scores what autograd gives through the hidden units, to bf16 precision."""
+    layer = ln.SubnetLinear(30, 8, structure="subsetsum", pairs=3, sparsity=0.3, seed=5)
+    x = torch.randn(16, 30, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for input_grad in (False, True):  # True: autograd's path, the input needs its gradient
+        layer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x.clone().requires_grad_(input_grad))
+        assert y.dtype == torch.bfloat16
+        y.float().square().sum().backward()
+        grads.append([layer.structure.u.scores.grad, layer.structure.v.scores.grad])
+    for shortcut, autograd in zip(*grads):
+        assert shortcut.dtype == torch.float32
+        torch.testing.assert_close(shortcut, autograd, rtol=2e-2, atol=1e-3 * autograd.abs().max())
