@@ -283,10 +283,15 @@ class SubsetSum(Structure):
         (rows × in × n of them), then one linear map with ṽ flattened to (out, in·n)."""
         if kind == "relu, input without gradient":
             return _InputReluLiteral.apply(x, self.u(), self.v().flatten(1), op.bias)
-        hidden = x.unsqueeze(-1) * self.u()
-        if self.activation == "relu":
-            hidden = F.relu(hidden)
-        return op(hidden.flatten(-2), self.v().flatten(1))
+        return op(hidden_units(x, self.u(), self.activation), self.v().flatten(1))
+
+
+def hidden_units(x: torch.Tensor, u: torch.Tensor, activation: str) -> torch.Tensor:
+    """A shared Linear subset-sum layer's hidden units ``φ(ũ_jt x_j)``, flattened to in·n."""
+    hidden = x.unsqueeze(-1) * u
+    if activation == "relu":
+        hidden = F.relu(hidden)
+    return hidden.flatten(-2)
 
 
 class _InputReluLiteral(torch.autograd.Function):
@@ -306,7 +311,7 @@ class _InputReluLiteral(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, u, v, bias):
-        hidden = F.relu(x.unsqueeze(-1) * u).flatten(-2)
+        hidden = hidden_units(x, u, "relu")
         ctx.save_for_backward(u, v, hidden)
         ctx.bias_dtype = None if bias is None else bias.dtype
         return F.linear(hidden, v, bias)
