@@ -9,7 +9,9 @@ the folder. A checkpoint is a zip archive (torch's format); :func:`seal` puts a 
 archive into the zip's own comment field, so ``torch.load`` still reads the file unchanged and
 :func:`load_checkpoint` refuses a file whose bytes no longer match, before unpickling anything.
 Every checkpoint save and load goes through :func:`atomic_torch_save` and
-:func:`load_checkpoint` (Lightning's through :class:`AtomicCheckpointIO`).
+:func:`load_checkpoint` (Lightning's through :class:`lotterynet.run.AtomicCheckpointIO`).
+Only torch is imported here, so the command line reads a checkpoint to check a resume before
+it imports Lightning.
 """
 
 from __future__ import annotations
@@ -20,25 +22,14 @@ import hashlib
 import io
 import os
 import pickle
-import random
 import re
 import struct
 import zipfile
 from pathlib import Path
 
-import numpy as np
-import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, truncated, corrupt or not a lotterynet checkpoint."""
-
-
-class DiskFullError(OSError):
-    """The disk filled while writing a file; the previous version of the file is intact."""
-
+from .errors import CheckpointError, DiskFullError
 
 CHECKPOINTS = "checkpoints"  # RUN/checkpoints/last.ckpt
 TEMP_INFIX = ".tmp"
@@ -153,15 +144,6 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(sealed))
 
 
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        atomic_torch_save(checkpoint, path)
-
-    def load_checkpoint(self, path, map_location=None, weights_only=None):
-        return load_checkpoint(path, map_location=map_location)
-
-
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     """The digest checked, then ``torch.load(weights_only=True)`` of the verified bytes, with
     one-line errors for missing, corrupt or foreign files."""
@@ -202,27 +184,3 @@ def check_state_matches(checkpoint: dict, module: torch.nn.Module, path) -> None
             k for k in stored if stored[k] != expected[k])
         raise CheckpointError(f"checkpoint {str(path)!r} holds another model than its config "
                               f"builds (first difference: {names[0]!r})")
-
-
-class RNGState(pl.Callback):
-    """Saves and restores the host RNGs (torch, CUDA, numpy, random) with the checkpoint, as
-    plain tensors and lists (weights_only-safe)."""
-
-    def state_dict(self) -> dict:
-        np_state = np.random.get_state()
-        return {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
-            "random": [random.getstate()[0], list(random.getstate()[1]),
-                       random.getstate()[2]],
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        kind, keys, *rest = state["numpy"]
-        np.random.set_state((kind, keys.numpy(), *rest))
-        version, internal, gauss = state["random"]
-        random.setstate((version, tuple(internal), gauss))

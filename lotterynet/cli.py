@@ -25,6 +25,8 @@ from .config import (
     make_config,
     nested_config,
 )
+from .errors import CheckpointError, DatasetNotFound, DiskFullError
+from .machine import keep_freed_memory
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
 # train now): the flags decide, or the location of the checkpoint does.
@@ -109,7 +111,7 @@ def explicit_values(args: argparse.Namespace) -> dict:
 
 def stored_config(checkpoint: str) -> dict:
     """The run config a training checkpoint was written with."""
-    from .checkpointing import CheckpointError, load_checkpoint
+    from .checkpointing import load_checkpoint
 
     stored = load_checkpoint(checkpoint).get("hyper_parameters", {}).get("config")
     if not isinstance(stored, dict):
@@ -178,31 +180,32 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(dotted_flags(sys.argv[1:] if argv is None else argv))
     except SystemExit as exit_:  # --help (0) or an argument error (2, already printed)
         return int(exit_.code or 0)
-    # The heavy stack (torch, Lightning) only after parsing: --help and argument errors are fast.
-    from .checkpointing import CheckpointError, DiskFullError
-    from .data import DatasetNotFound
-    from .machine import keep_freed_memory
-    from .run import is_launched_worker, run
-    from .sweep import run_sweep
-
-    keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
-
     try:
-        if args.stack_file:
-            return run_stack_file(args)
-        if is_sweep(args):
-            return run_sweep(args, explicit_values(args))
-        config = config_from_args(args)
-        if args.print_config:
-            print(yaml.safe_dump(nested_config(config), sort_keys=False), end="")
-            return 0
-        results = run(config)
+        return dispatch(args)
     except (ConfigError, CheckpointError, DatasetNotFound) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
     except DiskFullError as err:
         print(f"train.py: error: {err.strerror}", file=sys.stderr)
         return 1
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """A stack file, a sweep or one run. The heavy stack (torch, Lightning) is imported only
+    once a run's config is valid: --help, bad flags and bad config files answer at once."""
+    if args.stack_file or is_sweep(args):
+        from .sweep import run_sweep
+
+        keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
+        return run_stack_file(args) if args.stack_file else run_sweep(args, explicit_values(args))
+    config = config_from_args(args)  # reads (torch only) the checkpoint a resume continues
+    if args.print_config:
+        print(yaml.safe_dump(nested_config(config), sort_keys=False), end="")
+        return 0
+    from .run import is_launched_worker, run
+
+    keep_freed_memory()
+    results = run(config)
     if not is_launched_worker():
         print(summary_line(results), flush=True)
     return 0

@@ -19,11 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import ConfigError
 from .registry import Registry
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line naming the value and the choices."""
 
 
 def _opt(default, help: str, **argparse_kwargs):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets
 
+from .errors import DatasetNotFound
 from .idx import IDXError, read_gzipped_split
 from .registry import Registry
 
@@ -25,14 +25,10 @@ DATA_ENV = "LOTTERYNET_DATA"
 DATASETS: Registry = Registry("dataset")
 
 
-class DatasetNotFound(FileNotFoundError):
-    """The data set is neither on disk nor downloadable; the message says what to do."""
-
-
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    torchvision_class: type
+    torchvision_name: str  # the class in torchvision.datasets (its folder under the root)
     files: str  # what has to be where, for the error message
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -50,11 +46,11 @@ def _register(spec: DatasetSpec) -> None:
 
 
 _IDX = "{train,t10k}-{images-idx3,labels-idx1}-ubyte"
-_register(DatasetSpec("mnist", datasets.MNIST, f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,), 60000,
+_register(DatasetSpec("mnist", "MNIST", f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,), 60000,
                       28))
-_register(DatasetSpec("fashion-mnist", datasets.FashionMNIST, f"FashionMNIST/raw/{_IDX}",
+_register(DatasetSpec("fashion-mnist", "FashionMNIST", f"FashionMNIST/raw/{_IDX}",
                       (0.2860,), (0.3530,), 60000, 28))
-_register(DatasetSpec("cifar10", datasets.CIFAR10, "cifar-10-batches-py/{data_batch_1..5,"
+_register(DatasetSpec("cifar10", "CIFAR10", "cifar-10-batches-py/{data_batch_1..5,"
                       "test_batch}", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000,
                       32))
 
@@ -76,13 +72,15 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
     spec: DatasetSpec = DATASETS.get(name)
     root = resolve_data_dir(root)
     try:
-        ds = spec.torchvision_class(str(root), train=train, download=download)
+        from torchvision import datasets  # here, not at import: config checks stay light
+
+        ds = getattr(datasets, spec.torchvision_name)(str(root), train=train, download=download)
         data, targets = ds.data, ds.targets
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         if "not found" not in str(err).lower():
             raise _corrupt(name, root, spec, err) from None
         try:
-            gzipped = read_gzipped_split(root / spec.torchvision_class.__name__ / "raw", train)
+            gzipped = read_gzipped_split(root / spec.torchvision_name / "raw", train)
         except IDXError as idx_err:
             raise _corrupt(name, root, spec, idx_err) from None
         if gzipped is None:

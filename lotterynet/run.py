@@ -9,18 +9,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from .archs import DEFAULT_LR
 from .checkpointing import (
     CHECKPOINTS,
-    AtomicCheckpointIO,
-    RNGState,
+    atomic_torch_save,
     atomic_write,
     check_state_matches,
     checkpoint_run_dir,
@@ -125,6 +127,40 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
                                                 "sparsity": 0.0})
         spec.update(structure="dense", width=wide_width(config.arch, target, **kwargs))
     return spec
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint saves and loads through :mod:`lotterynet.checkpointing`."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return load_checkpoint(path, map_location=map_location)
+
+
+class RNGState(pl.Callback):
+    """Saves and restores the host RNGs (torch, CUDA, numpy, random) with the checkpoint, as
+    plain tensors and lists (weights_only-safe)."""
+
+    def state_dict(self) -> dict:
+        np_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+            "random": [random.getstate()[0], list(random.getstate()[1]),
+                       random.getstate()[2]],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, keys.numpy(), *rest))
+        version, internal, gauss = state["random"]
+        random.setstate((version, tuple(internal), gauss))
 
 
 class EpochTimer(pl.Callback):

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from lotterynet.cli import main
 
 
 @pytest.mark.parametrize("val_size", [100, 0])
@@ -40,13 +41,11 @@ def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, 
     logger keeps the resumed history; only the resume writes there; the checkpoint is the last
     epoch's, no metric ranks it), so none reaches the console."""
     out = tmp_path / "run"
-    common = [sys.executable, "train.py", "--no-progress-bar"]
-    first = subprocess.run(
-        [*common, "--arch", "fc2", "--structure", "dense", "--limit-train", "640", "--val-size",
-         "100", "--epochs", "2", "--stop-after", "1", "--data-dir", str(data_dir), "--out",
-         str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr[-2000:]
-    resume = [*common, "--resume", str(out / "checkpoints" / "last.ckpt")]
+    assert main(["--no-progress-bar", "--arch", "fc2", "--structure", "dense", "--limit-train",
+                 "640", "--val-size", "100", "--epochs", "2", "--stop-after", "1", "--data-dir",
+                 str(data_dir), "--out", str(out)]) == 0  # in this process: only resumes print
+    resume = [sys.executable, "train.py", "--no-progress-bar", "--resume",
+              str(out / "checkpoints" / "last.ckpt")]
     for extra in (["--out", str(tmp_path / "copy")], []):  # into an empty folder, then in place
         resumed = subprocess.run([*resume, *extra], cwd=REPO, capture_output=True, text=True,
                                  timeout=300)

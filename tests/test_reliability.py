@@ -154,7 +154,7 @@ def test_metrics_history_complete_after_two_kills(whole_and_stopped, tmp_path, d
 
 DIE_AFTER_CHECKPOINT = """
 import os, sys
-from lotterynet.checkpointing import AtomicCheckpointIO
+from lotterynet.run import AtomicCheckpointIO
 from lotterynet.cli import main
 save = AtomicCheckpointIO.save_checkpoint
 def save_then_die(self, *args, **kwargs):

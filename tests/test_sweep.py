@@ -120,43 +120,33 @@ POOL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-
         "--no-baseline", "--no-stack", "--jobs-per-device", "2"]
 
 
-def test_subprocess_pool_runs_cells(tmp_path, data_dir, capsys):
-    out = tmp_path / "pool"
-    argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
-    assert main(argv) == 0
-    assert re.search(r"\[2/2\] dense-s0\.\d-e1-seed0: test \d+\.\d\d%", capsys.readouterr().out)
-    assert [r["sparsity"] for r in rows(out)] == ["0.9", "0.5"]  # sorted by kept params
-    assert all((out / "cells" / c / "cell.yaml").is_file() for c in os.listdir(out / "cells"))
-
-
 STACKS = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
           "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
           "--sweep-epochs", "1,2", "--no-baseline"]
 
 
-def test_subprocess_pool_runs_stacks_and_splits_them_over_free_slots(tmp_path, data_dir, capsys,
-                                                                     monkeypatch):
+def test_subprocess_pool_splits_a_stack_over_free_slots(tmp_path, data_dir, capsys, monkeypatch):
     """With job slots every stack runs in its own ``train.py --stack-file``; with more slots
-    than stacks (4 for 2 variants) each is cut into parts of equal epochs (one budget-1 and one
-    budget-2 member each). Every member ends exactly as in the in-process stacks of four:
-    same masks, same accuracy."""
+    than stacks (2 for 1 variant) it is cut into parts of equal epochs (one budget-1 and one
+    budget-2 member each). Every member ends exactly as in the in-process stack of four: same
+    masks, same accuracy."""
     monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # as this process
+    one_variant = [*STACKS, "--sweep-variants", "subsetsum:identity"]  # the last flag wins
     pooled, in_process = tmp_path / "pooled", tmp_path / "in-process"
-    assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(pooled),
-                 "--jobs-per-device", "4"]) == 0
-    assert capsys.readouterr().out.count("(subprocess, output in") == 4
-    for variant in ("subsetsum-identity", "wide"):
-        for part in (1, 2):
-            stack = pooled / "stacks" / f"{variant}-seed0-part{part}of2"
-            log = (stack / "train.log").read_text()
-            assert "stack.yaml: 2 of 2 members finished" in log, log
-            members = yaml.safe_load((stack / "stack.yaml").read_text())["members"]
-            assert sorted(m["epochs"] for m in members) == [1, 2]
-    assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(in_process)]) == 0
+    assert main([*one_variant, "--data-dir", str(data_dir), "--sweep-out", str(pooled),
+                 "--jobs-per-device", "2"]) == 0
+    assert capsys.readouterr().out.count("(subprocess, output in") == 2
+    for part in (1, 2):
+        stack = pooled / "stacks" / f"subsetsum-identity-seed0-part{part}of2"
+        log = (stack / "train.log").read_text()
+        assert "stack.yaml: 2 of 2 members finished" in log, log
+        members = yaml.safe_load((stack / "stack.yaml").read_text())["members"]
+        assert sorted(m["epochs"] for m in members) == [1, 2]
+    assert main([*one_variant, "--data-dir", str(data_dir), "--sweep-out", str(in_process)]) == 0
     assert "(subprocess, output in" not in capsys.readouterr().out
-    assert sorted(os.listdir(in_process / "stacks")) == ["subsetsum-identity-seed0", "wide-seed0"]
+    assert os.listdir(in_process / "stacks") == ["subsetsum-identity-seed0"]
     cells = sorted(os.listdir(in_process / "cells"))
-    assert cells == sorted(os.listdir(pooled / "cells")) and len(cells) == 8
+    assert cells == sorted(os.listdir(pooled / "cells")) and len(cells) == 4
     for cell in cells:
         ours, theirs = (json.loads((d / "cells" / cell / "results.json").read_text())
                         for d in (pooled, in_process))
@@ -236,10 +226,10 @@ def test_killing_the_sweep_kills_its_cells(tmp_path, data_dir):
             os.kill(pid, signal.SIGKILL)
 
 
-def test_a_failing_cell_subprocess_is_one_line_and_the_others_finish(tmp_path, data_dir, capsys,
-                                                                     monkeypatch):
-    """A cell whose ``train.py`` dies (here: an interpreter that fails for sparsity 0.9) is named
-    in one line with its log; the other cell finishes and the sweep exits 1, no traceback."""
+def test_pool_runs_cells_and_a_failing_one_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
+    """With job slots each cell runs in its own ``train.py``. A cell whose process dies (here:
+    an interpreter that fails for sparsity 0.9) is named in one line with its log; the other
+    cell finishes, reports its accuracy and the sweep exits 1, no traceback."""
     fake_python = tmp_path / "python"
     fake_python.write_text(
         "#!/bin/sh\n"  # argv: train.py --config CELL/cell.yaml
@@ -256,7 +246,9 @@ def test_a_failing_cell_subprocess_is_one_line_and_the_others_finish(tmp_path, d
     assert "dense-s0.9-e1-seed0 failed (exit 3)" in line and str(failed / "train.log") in line
     assert "out of memory" in (failed / "train.log").read_text()
     assert "Traceback" not in captured.err + captured.out and "sweep incomplete" in captured.out
-    assert (out / "cells" / "dense-s0.5-e1-seed0" / "results.json").is_file()
+    assert re.search(r"\[\d/2\] dense-s0\.5-e1-seed0: test \d+\.\d\d%", captured.out)
+    finished = out / "cells" / "dense-s0.5-e1-seed0"
+    assert (finished / "results.json").is_file() and (finished / "cell.yaml").is_file()
     assert [r["sparsity"] for r in rows(out)] == ["0.5"]
 
 
