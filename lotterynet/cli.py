@@ -26,6 +26,7 @@ from .config import (
     nested_config,
 )
 from .errors import CheckpointError, DatasetNotFound, DiskFullError
+from .grid import load_sweep, write_wandb_sweep
 from .machine import keep_freed_memory
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
@@ -193,11 +194,21 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     """A stack file, a sweep or one run. The heavy stack (torch, Lightning) is imported only
     once a run's config is valid: --help, bad flags and bad config files answer at once."""
-    if args.stack_file or is_sweep(args):
+    if args.stack_file:
+        keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
+        return run_stack_file(args)
+    if is_sweep(args):
+        sweep = load_sweep(args, explicit_values(args))  # every cell's config checked
+        if args.wandb_sweep:
+            cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep))
+            print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "
+                  f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
+                  f"<sweep id>`")
+            return 0
         from .sweep import run_sweep
 
-        keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
-        return run_stack_file(args) if args.stack_file else run_sweep(args, explicit_values(args))
+        keep_freed_memory()
+        return run_sweep(args, sweep)
     config = config_from_args(args)  # reads (torch only) the checkpoint a resume continues
     if args.print_config:
         print(yaml.safe_dump(nested_config(config), sort_keys=False), end="")

@@ -23,14 +23,7 @@ the epoch budgets; then mean and standard deviation over seeds. Outputs: ``sweep
 ``figure.png`` / ``figure.pdf`` (test accuracy vs. kept parameters, log x, one line per
 variant, the paper's points as hollow markers, the trained baseline and chance as lines).
 
-Sweep file (YAML)::
-
-    base: {arch: fc2, lr: 0.1, ...}          # RunConfig keys shared by every cell
-    variants: [subsetsum:identity, subsetsum:relu, wide]   # "structure[:activation]" or maps
-    sparsities: [0.5, 0.9]                   # fraction PRUNED
-    epochs: [10, 20]                         # epoch budgets (the best one is kept)
-    seeds: [0]
-    baseline: true                           # the trained dense net, per epoch budget and seed
+The grid itself and the sweep file's format: :mod:`lotterynet.grid`.
 """
 
 from __future__ import annotations
@@ -39,7 +32,6 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
-import itertools
 import json
 import os
 import queue
@@ -48,7 +40,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -60,84 +52,15 @@ from .config import (
     ConfigError,
     RunConfig,
     changed_fields,
-    flatten_sections,
     make_config,
-    string_keys,
 )
 from .datamodule import TensorDataModule
+from .grid import BASELINE, Sweep, cell_name
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
 from .stack import run_stack, stack_members, write_stack_file
-from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
-
-BASELINE = "trained"
-SWEEP_KEYS = ("base", "variants", "sparsities", "epochs", "seeds", "baseline")
-
-
-@dataclass
-class Sweep:
-    base: dict
-    variants: list[dict]
-    sparsities: list[float]
-    epochs: list[int]
-    seeds: list[int] = field(default_factory=lambda: [0])
-    baseline: bool = True
-
-    def cells(self) -> list[tuple[str, dict]]:
-        """``(label, config values)`` of every cell, baseline cells last."""
-        cells = []
-        for variant, sparsity, epochs, seed in itertools.product(
-                self.variants, self.sparsities, self.epochs, self.seeds):
-            values = {**self.base, **variant, "sparsity": sparsity, "epochs": epochs,
-                      "seed": seed}
-            cells.append((variant_label(variant), values))
-        if self.baseline:
-            cells += [(BASELINE, {**self.base, "train_weights": True, "structure": "dense",
-                                  "epochs": epochs, "seed": seed})
-                      for epochs, seed in itertools.product(self.epochs, self.seeds)]
-        return cells
-
-
-def parse_variant(variant) -> dict:
-    """``"subsetsum:identity"`` -> ``{structure: subsetsum, activation: identity}``."""
-    if isinstance(variant, dict):
-        return dict(variant)
-    structure, _, activation = str(variant).partition(":")
-    return {"structure": structure, **({"activation": activation} if activation else {})}
-
-
-def variant_label(variant: dict) -> str:
-    return "/".join(str(v) for v in variant.values())
-
-
-def cell_name(label: str, values: dict) -> str:
-    sparsity = "" if label == BASELINE else f"-s{values['sparsity']:g}"
-    return f"{label.replace('/', '-')}{sparsity}-e{values['epochs']}-seed{values['seed']}"
-
-
-def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
-    """The sweep file (if any), overlaid with the sweep flags; run flags override ``base``."""
-    data = read_sweep_file(args.sweep, SWEEP_KEYS) if args.sweep else {}
-    flags = {"variants": parse_list(args.sweep_variants, str, "--sweep-variants"),
-             "sparsities": parse_list(args.sweep_sparsities, float, "--sweep-sparsities"),
-             "epochs": parse_list(args.sweep_epochs, int, "--sweep-epochs"),
-             "seeds": parse_list(args.sweep_seeds, int, "--sweep-seeds"),
-             "baseline": args.baseline}
-    data.update({k: v for k, v in flags.items() if v is not None})
-    check_sweep_values(data)
-    for key in ("variants", "sparsities", "epochs"):
-        if not data.get(key):
-            raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
-    base = flatten_sections(string_keys(data.get("base") or {}, "sweep base"), "sweep base")
-    sweep = Sweep(base={**base, **overrides},
-                  variants=[parse_variant(v) for v in data["variants"]],
-                  sparsities=[float(s) for s in data["sparsities"]],
-                  epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
-                  baseline=data.get("baseline", True))
-    for _, values in sweep.cells():  # every cell must be a valid run before any starts
-        make_config(values)
-    return sweep
+from .validate import check_output_dir
 
 
 def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
@@ -502,23 +425,6 @@ def log_to_wandb(rows: list[dict], figure: Path, base: dict, group: str) -> None
     summary.finish()
 
 
-def write_wandb_sweep(sweep: Sweep, path: Path) -> Path:
-    """A W&B grid sweep over exactly the cells of ``sweep`` (the trained baseline included):
-    the sweep, resolved, goes beside it as ``<name>.cells.yaml``; the grid is one parameter,
-    ``cell``, naming every cell, and each agent run is ``train.py --sweep <that file> --wandb
-    --cell=NAME``, the cell as the sweep itself runs it. Returns the cells file."""
-    cells_file = path.with_name(f"{path.stem}.cells.yaml")
-    cells_file.write_text(yaml.safe_dump(dataclasses.asdict(sweep), sort_keys=False))
-    spec = {"program": "train.py", "method": "grid",
-            "metric": {"name": "test/acc", "goal": "maximize"},
-            "parameters": {"cell": {"values": [cell_name(label, values)
-                                               for label, values in sweep.cells()]}},
-            "command": ["${env}", "${interpreter}", "${program}", "--sweep",
-                        str(cells_file.resolve()), "--wandb", "--no-progress-bar", "${args}"]}
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return cells_file
-
-
 def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
     """Cell ``name`` of the sweep alone, in its cell directory (what a W&B agent runs; no
     sweep lock, so agents may run cells side by side)."""
@@ -536,13 +442,8 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
     return 0
 
 
-def run_sweep(args: argparse.Namespace, overrides: dict) -> int:
-    sweep = load_sweep(args, overrides)
-    if args.wandb_sweep:
-        cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep))
-        print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in {cells_file}): "
-              f"run `wandb sweep {args.wandb_sweep}` then `wandb agent <sweep id>`")
-        return 0
+def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
+    """The sweep's cells (or with ``--cell`` one of them), then its table and figure."""
     if args.jobs_per_device < 1:
         raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
     name = Path(args.sweep).stem if args.sweep else "grid"

@@ -341,9 +341,11 @@ def test_subprocess_errors_have_no_traceback_and_help_is_fast(tmp_path):
     assert proc.returncode == 0 and "--resume" in proc.stdout
     # CPU seconds, not wall-clock, so a busy machine does not decide (unloaded: ~0.3 s wall)
     assert after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime < 1.0
-    # the command line imports no torch; a bad flag is refused before Lightning is imported
+    # the command line imports no torch; a bad flag or sweep is refused before Lightning is
     proc = subprocess.run([sys.executable, "-c", "import sys, lotterynet.cli as cli; "
-                           "print('torch' in sys.modules); code = cli.main(['--lr', 'nan']); "
-                           "print(code, 'pytorch_lightning' in sys.modules)"], cwd=REPO,
+                           "print('torch' in sys.modules); print(cli.main(['--lr', 'nan'])); "
+                           "print(cli.main(['--sweep-variants', 'nope', '--sweep-sparsities', "
+                           "'0.5', '--sweep-epochs', '1'])); "
+                           "print('pytorch_lightning' in sys.modules)"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["False", "2", "False"], proc.stderr
+    assert proc.stdout.split() == ["False", "2", "2", "False"], proc.stderr

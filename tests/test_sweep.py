@@ -17,7 +17,8 @@ import yaml
 
 import lotterynet.sweep as sweep_module
 from conftest import REPO, processes_mentioning
-from lotterynet.cli import build_parser, main
+from lotterynet.cli import build_parser, explicit_values, main
+from lotterynet.grid import cell_name, load_sweep
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
         "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
@@ -86,9 +87,6 @@ def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir):
 
 def wandb_sweep_cells(argv: list[str], path: Path) -> tuple[dict, list[str]]:
     """The W&B sweep file that ``argv`` writes, and the cells of the sweep itself."""
-    from lotterynet.cli import build_parser, explicit_values
-    from lotterynet.sweep import cell_name, load_sweep
-
     assert main([*argv, "--wandb-sweep", str(path)]) == 0
     args = build_parser().parse_args(argv)
     cells = [cell_name(label, v) for label, v in load_sweep(args, explicit_values(args)).cells()]
@@ -278,7 +276,7 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     monkeypatch.setattr(sweep_module, "CPU_EPOCH_SECONDS", {"lenet5": 60.0})
     monkeypatch.setattr(sweep_module, "CPU_STACKED_EPOCH_SECONDS", {"lenet5": 10.0})
     args = build_parser().parse_args(["--sweep", str(REPO / "configs/sweeps/cpu_lenet5.yaml")])
-    sweep = sweep_module.load_sweep(args, {})
+    sweep = load_sweep(args, {})
     stacked, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
     assert stacked * 3600 == pytest.approx(2520 * 10 + 60 * 60)
     assert "2,520 stacked at ~10 s, 60 single at ~60 s" in what
@@ -286,7 +284,7 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     assert unstacked * 3600 == pytest.approx(2580 * 60)
     # finished cells cost nothing: one finished member leaves 13 of its stack
     label, values = next((lab, v) for lab, v in sweep.cells() if lab != "trained")
-    done = tmp_path / "cells" / sweep_module.cell_name(label, values)
+    done = tmp_path / "cells" / cell_name(label, values)
     done.mkdir(parents=True)
     (done / "results.json").write_text("{}")
     left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
@@ -306,7 +304,7 @@ def test_shipped_sweep_files_build_valid_cells(path):
     sweep's base would otherwise surface only when its cell starts, hours in)."""
     from lotterynet.config import make_config, validate
 
-    sweep = sweep_module.load_sweep(build_parser().parse_args(["--sweep", str(path)]), {})
+    sweep = load_sweep(build_parser().parse_args(["--sweep", str(path)]), {})
     cells = sweep.cells()
     assert len(cells) >= 5
     for _, values in cells:

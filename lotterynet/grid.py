@@ -1,0 +1,115 @@
+"""A sweep's grid: ``variant × sparsity × epoch budget × seed`` plus the trained baseline, read
+from a sweep file and the ``--sweep-*`` flags, every cell checked as a run config before
+anything runs; and the W&B sweep file that lists its cells. How the cells run:
+:mod:`lotterynet.sweep`.
+
+Only the config layer is imported here (no Lightning), so a bad sweep file is refused, and a
+W&B sweep file written, at once.
+
+Sweep file (YAML)::
+
+    base: {arch: fc2, lr: 0.1, ...}          # RunConfig keys shared by every cell
+    variants: [subsetsum:identity, subsetsum:relu, wide]   # "structure[:activation]" or maps
+    sparsities: [0.5, 0.9]                   # fraction PRUNED
+    epochs: [10, 20]                         # epoch budgets (the best one is kept)
+    seeds: [0]
+    baseline: true                           # the trained dense net, per epoch budget and seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, flatten_sections, make_config, string_keys
+from .validate import check_sweep_values, parse_list, read_sweep_file
+
+BASELINE = "trained"
+SWEEP_KEYS = ("base", "variants", "sparsities", "epochs", "seeds", "baseline")
+
+
+@dataclass
+class Sweep:
+    base: dict
+    variants: list[dict]
+    sparsities: list[float]
+    epochs: list[int]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    baseline: bool = True
+
+    def cells(self) -> list[tuple[str, dict]]:
+        """``(label, config values)`` of every cell, baseline cells last."""
+        cells = []
+        for variant, sparsity, epochs, seed in itertools.product(
+                self.variants, self.sparsities, self.epochs, self.seeds):
+            values = {**self.base, **variant, "sparsity": sparsity, "epochs": epochs,
+                      "seed": seed}
+            cells.append((variant_label(variant), values))
+        if self.baseline:
+            cells += [(BASELINE, {**self.base, "train_weights": True, "structure": "dense",
+                                  "epochs": epochs, "seed": seed})
+                      for epochs, seed in itertools.product(self.epochs, self.seeds)]
+        return cells
+
+
+def parse_variant(variant) -> dict:
+    """``"subsetsum:identity"`` -> ``{structure: subsetsum, activation: identity}``."""
+    if isinstance(variant, dict):
+        return dict(variant)
+    structure, _, activation = str(variant).partition(":")
+    return {"structure": structure, **({"activation": activation} if activation else {})}
+
+
+def variant_label(variant: dict) -> str:
+    return "/".join(str(v) for v in variant.values())
+
+
+def cell_name(label: str, values: dict) -> str:
+    sparsity = "" if label == BASELINE else f"-s{values['sparsity']:g}"
+    return f"{label.replace('/', '-')}{sparsity}-e{values['epochs']}-seed{values['seed']}"
+
+
+def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
+    """The sweep file (if any), overlaid with the sweep flags; run flags override ``base``."""
+    data = read_sweep_file(args.sweep, SWEEP_KEYS) if args.sweep else {}
+    flags = {"variants": parse_list(args.sweep_variants, str, "--sweep-variants"),
+             "sparsities": parse_list(args.sweep_sparsities, float, "--sweep-sparsities"),
+             "epochs": parse_list(args.sweep_epochs, int, "--sweep-epochs"),
+             "seeds": parse_list(args.sweep_seeds, int, "--sweep-seeds"),
+             "baseline": args.baseline}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    check_sweep_values(data)
+    for key in ("variants", "sparsities", "epochs"):
+        if not data.get(key):
+            raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
+    base = flatten_sections(string_keys(data.get("base") or {}, "sweep base"), "sweep base")
+    sweep = Sweep(base={**base, **overrides},
+                  variants=[parse_variant(v) for v in data["variants"]],
+                  sparsities=[float(s) for s in data["sparsities"]],
+                  epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
+                  baseline=data.get("baseline", True))
+    for _, values in sweep.cells():  # every cell must be a valid run before any starts
+        make_config(values)
+    return sweep
+
+
+def write_wandb_sweep(sweep: Sweep, path: Path) -> Path:
+    """A W&B grid sweep over exactly the cells of ``sweep`` (the trained baseline included):
+    the sweep, resolved, goes beside it as ``<name>.cells.yaml``; the grid is one parameter,
+    ``cell``, naming every cell, and each agent run is ``train.py --sweep <that file> --wandb
+    --cell=NAME``, the cell as the sweep itself runs it. Returns the cells file."""
+    cells_file = path.with_name(f"{path.stem}.cells.yaml")
+    cells_file.write_text(yaml.safe_dump(dataclasses.asdict(sweep), sort_keys=False))
+    spec = {"program": "train.py", "method": "grid",
+            "metric": {"name": "test/acc", "goal": "maximize"},
+            "parameters": {"cell": {"values": [cell_name(label, values)
+                                               for label, values in sweep.cells()]}},
+            "command": ["${env}", "${interpreter}", "${program}", "--sweep",
+                        str(cells_file.resolve()), "--wandb", "--no-progress-bar", "${args}"]}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return cells_file
