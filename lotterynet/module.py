@@ -53,9 +53,12 @@ class EdgePopupModule(pl.LightningModule):
         self.model = build_model(**spec)
         num_classes = spec.get("num_classes", 10)
         # ModuleDict keys may not shadow Module attributes such as ``train``: key "<stage>_".
-        self.acc = torch.nn.ModuleDict(
-            {f"{s}_": MulticlassAccuracy(num_classes, average="micro") for s in STAGES})
-        self.loss = torch.nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+        # No check that reads a GPU tensor on the host in every step: torchmetrics' input
+        # validation (torch.unique) and NaN filter (nans.any()) would each wait for the GPU.
+        self.acc = torch.nn.ModuleDict({f"{s}_": MulticlassAccuracy(
+            num_classes, average="micro", validate_args=False) for s in STAGES})
+        self.loss = torch.nn.ModuleDict(
+            {f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -66,7 +69,7 @@ class EdgePopupModule(pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         acc, mean_loss = self.acc[f"{stage}_"], self.loss[f"{stage}_"]
         acc.update(logits.detach(), y)
-        mean_loss.update(loss.detach(), weight=len(y))
+        mean_loss.update(loss.detach(), weight=torch.full_like(loss.detach(), len(y)))
         # Metric objects are computed (and synced across DDP ranks) once per epoch. The train
         # stage's epoch values reach the loggers from on_train_epoch_end (see there).
         to_loggers = stage != "train"

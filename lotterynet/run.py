@@ -177,16 +177,23 @@ class EpochTimer(pl.Callback):
         self.announce = announce
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self._start = time.perf_counter()
+        self._start = self._clock(pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.seconds.append(time.perf_counter() - self._start)
+        self.seconds.append(self._clock(pl_module) - self._start)
         self.metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
                              if k in self.METRICS})
         if "val/acc" in self.metrics:
             self.best_val_acc = max(self.best_val_acc or 0.0, self.metrics["val/acc"])
         if self.announce and trainer.is_global_zero:
             print(self.epoch_line(trainer.current_epoch + 1, trainer.max_epochs), flush=True)
+
+    @staticmethod
+    def _clock(pl_module) -> float:
+        """Seconds, once the work queued on a GPU has run (its steps return before it has)."""
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
 
     def epoch_line(self, epoch: int, epochs: int) -> str:
         m = self.metrics

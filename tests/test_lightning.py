@@ -5,6 +5,7 @@ that one architecture family or the other gets."""
 import json
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
@@ -64,6 +65,21 @@ def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
     assert trainer.lr_scheduler_configs[0].scheduler.T_max == 1  # the Trainer's max_epochs
     tested = trainer.test(module, datamodule=data, verbose=False)[0]
     assert tested["test/acc"] > 0.5
+
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_step_metrics_read_nothing_back_from_the_device():
+    """A step's metric updates queue device work and never wait for it: on the meta device,
+    where any read of a tensor's value raises, the train and val steps run through. (On a GPU
+    torchmetrics' input checks and NaN filter, and a Python-int weight, each cost a sync.)"""
+    module = ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5})
+    module.model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))  # the metrics, not masks
+    module.to("meta")
+    x = torch.empty(8, 1, 28, 28, device="meta")
+    y = torch.empty(8, dtype=torch.long, device="meta")
+    for stage in ("train", "val"):
+        assert module._step((x, y), stage).device.type == "meta"
 
 
 NESTED = {
