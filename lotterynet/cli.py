@@ -24,6 +24,7 @@ from .config import (
     load_yaml,
     make_config,
     nested_config,
+    split_trainer_options,
 )
 from .errors import CheckpointError, DatasetNotFound, DiskFullError
 from .grid import load_sweep, write_wandb_sweep
@@ -106,7 +107,8 @@ def explicit_values(args: argparse.Namespace) -> dict:
     values = load_yaml(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
     if "trainer" in flags:  # [(KEY, VALUE), ...] over the file's Trainer options
-        flags["trainer"] = {**values.get("trainer", {}), **dict(flags["trainer"])}
+        covered, options = split_trainer_options(dict(flags["trainer"]))
+        flags = {**covered, **flags, "trainer": {**values.get("trainer", {}), **options}}
     return lightning_devices({**values, **flags})
 
 
@@ -178,9 +180,13 @@ def run_stack_file(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(dotted_flags(sys.argv[1:] if argv is None else argv))
+        flags = dotted_flags(sys.argv[1:] if argv is None else argv)
+        args = build_parser().parse_args(flags)
     except SystemExit as exit_:  # --help (0) or an argument error (2, already printed)
         return int(exit_.code or 0)
+    except ConfigError as err:  # an unknown --model.KEY / --data.KEY
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
     try:
         return dispatch(args)
     except (ConfigError, CheckpointError, DatasetNotFound) as err:

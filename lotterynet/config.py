@@ -175,7 +175,7 @@ TRAINER_KEYS = {"max_epochs": "epochs", "accelerator": "accelerator", "devices":
 def dotted_flags(argv: list[str]) -> list[str]:
     """LightningCLI's spelling on the command line: ``--trainer.KEY VALUE`` and
     ``--trainer.KEY=VALUE`` become ``--trainer KEY=VALUE``; ``--model.KEY`` and ``--data.KEY``
-    become ``--KEY``."""
+    become ``--KEY`` (``_`` in KEY read as ``-``)."""
     out, args = [], iter(argv)
     for arg in args:
         section, dot, rest = arg.partition(".")
@@ -185,8 +185,13 @@ def dotted_flags(argv: list[str]) -> list[str]:
         elif section == "--trainer":
             key, equals, value = rest.partition("=")
             out += ["--trainer", f"{key}={value if equals else next(args, '')}"]
-        else:
-            out.append("--" + rest)
+        else:  # the key as a flat flag: batch_size or batch-size
+            key, equals, value = rest.partition("=")
+            name = section.lstrip("-")
+            if key.replace("-", "_") not in SECTIONS[name]:
+                raise ConfigError(f"unknown {name} key {key!r} in {arg!r}; valid keys: "
+                                  f"{', '.join(SECTIONS[name])}")
+            out.append("--" + key.replace("_", "-") + equals + value)
     return out
 
 
@@ -201,13 +206,21 @@ def flatten_sections(data: dict, where: str) -> dict:
             raise ConfigError(f"{where}: unknown {section} key {unknown[0]!r}; valid keys: "
                               f"{', '.join(keys)}")
         flat.update(values)
-    options = string_keys(section_mapping(data, "trainer", where), f"{where}, trainer")
-    for name, key in TRAINER_KEYS.items():
-        if name in options and (name != "devices" or type(options[name]) is int):
-            flat[key] = options.pop(name)
+    covered, options = split_trainer_options(
+        string_keys(section_mapping(data, "trainer", where), f"{where}, trainer"))
+    flat.update(covered)
     if options or isinstance(data.get("trainer"), dict):
         flat["trainer"] = options
     return lightning_devices(flat)
+
+
+def split_trainer_options(options: dict) -> tuple[dict, dict]:
+    """Trainer options as ``(flat keys, the rest)``: the ones a flat key covers read as it
+    (``max_epochs`` is ``epochs``, an integer ``devices`` is ``devices``)."""
+    rest = dict(options)
+    covered = {key: rest.pop(name) for name, key in TRAINER_KEYS.items()
+               if name in rest and (name != "devices" or type(rest[name]) is int)}
+    return covered, rest
 
 
 def lightning_devices(values: dict) -> dict:

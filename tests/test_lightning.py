@@ -119,6 +119,25 @@ def test_trainer_section_of_a_config_file_reaches_the_trainer(tmp_path):
     assert extra and Path(extra[0].save_dir) == tmp_path / "run"
 
 
+
+def test_dotted_flags_in_lightnings_spelling(tmp_path, capsys):
+    """On the command line as in the file: ``--trainer.max_epochs`` (and the other Trainer
+    options a flat key covers) read as that key, ``--data.batch_size`` with Lightning's
+    underscore, an unknown section key refused in one line naming the valid ones."""
+    from lotterynet.cli import main
+
+    config = nested_config(tmp_path, "--trainer.max_epochs=7", "--trainer.accelerator", "cpu",
+                           "--trainer.enable_progress_bar", "true", "--data.batch_size", "32",
+                           "--model.weight-decay=0.001")
+    assert (config.epochs, config.accelerator, config.progress_bar) == (7, "cpu", True)
+    assert (config.batch_size, config.weight_decay) == (32, 0.001)
+    assert "max_epochs" not in config.trainer and config.trainer["gradient_clip_val"] == 0.5
+    assert main(["--data.batch_szie", "32"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "train.py: error: unknown data key 'batch_szie' in '--data.batch_szie'; valid keys: "
+        "dataset, data_dir, val_size, limit_train, batch_size")
+
+
 def test_print_config_reads_back_as_the_same_config(tmp_path, capsys):
     from lotterynet.cli import main
 
