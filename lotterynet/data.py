@@ -65,6 +65,12 @@ def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> Datase
                            f"({reason}); replace {spec.files} with intact copies")
 
 
+def _missing(name: str, root: Path, spec: DatasetSpec, how: str) -> DatasetNotFound:
+    return DatasetNotFound(f"{name}: no data under {root.resolve()}; put {spec.files} (or .gz) "
+                           f"there, point --data-dir or ${DATA_ENV} at the folder that holds "
+                           f"them, {how}")
+
+
 def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
                download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)``: float32 ``(N, C, H, W)`` normalised with the set's mean and std,
@@ -77,6 +83,9 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
         ds = getattr(datasets, spec.torchvision_name)(str(root), train=train, download=download)
         data, targets = ds.data, ds.targets
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        if download and "error downloading" in str(err).lower():  # offline
+            last = str(err).strip().splitlines()[-1]  # torchvision: the last mirror's error
+            raise _missing(name, root, spec, f"and the download failed ({last})") from None
         if "not found" not in str(err).lower():
             raise _corrupt(name, root, spec, err) from None
         try:
@@ -85,10 +94,7 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
             raise _corrupt(name, root, spec, idx_err) from None
         if gzipped is None:
             how = "or allow downloading" if not download else "(the download failed too)"
-            raise DatasetNotFound(
-                f"{name}: no data under {root.resolve()}; put {spec.files} (or .gz) there, point "
-                f"--data-dir or ${DATA_ENV} at the folder that holds them, {how}"
-            ) from err
+            raise _missing(name, root, spec, how) from err
         data, targets = gzipped
     except (ValueError, AssertionError, IndexError, EOFError, OSError, pickle.UnpicklingError,
             UnicodeDecodeError) as err:  # files present but truncated, garbled or unreadable

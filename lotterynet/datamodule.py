@@ -11,6 +11,8 @@ the test split is evaluated once, at the end.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 
@@ -21,17 +23,30 @@ EVAL_BATCH = 1000  # evaluation batches: results do not depend on it, per-batch 
 
 
 def load_or_download(name: str, root, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Local files first; torchvision's download when they are missing (and we are online)."""
+    """Local files first; torchvision's download when they are missing (and we are online). A
+    download that fails leaves no empty folders behind."""
     try:
         return load_split(name, root, train=train)
     except DatasetNotFound:
+        folder = resolve_data_dir(root)
+        own = folder / DATASETS.get(name).torchvision_name
+        made = [p for p in (folder, own, own / "raw") if not p.exists()]
         try:
             return load_split(name, root, train=train, download=True)
         except DatasetNotFound:
+            remove_empty(made)
             raise
         except OSError as err:  # network errors that torchvision lets through
-            raise DatasetNotFound(f"{name}: no data under {resolve_data_dir(root).resolve()} "
-                                  f"and the download failed ({err})") from None
+            remove_empty(made)
+            raise DatasetNotFound(f"{name}: no data under {folder.resolve()} and the download "
+                                  f"failed ({err})") from None
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """The folders (deepest last in the list) that are still empty, deepest first."""
+    for folder in reversed(folders):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 class EpochPermutation:

@@ -231,21 +231,24 @@ def test_shipped_configs_are_valid(path):
 
 
 def test_missing_data_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    """Offline (every mirror unreachable, as torchvision reports it): one line that says the
+    data is missing and the download failed, and the folders the download made are gone."""
     import urllib.error
 
-    import lotterynet.datamodule as datamodule
-    from lotterynet.data import load_split
+    import torchvision.datasets.mnist
 
-    def offline(name, root, *, train, download=False):
-        if download:
-            raise urllib.error.URLError("no network")
-        return load_split(name, root, train=train)
+    def unreachable(url, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(datamodule, "load_split", offline)
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", unreachable)
     assert main(["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "empty"),
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "fashion-mnist" in err and "download failed" in err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"train.py: error: fashion-mnist: no data under {tmp_path / 'empty'};")
+    assert err.endswith("and the download failed (<urlopen error [Errno -2] Name or service not "
+                        "known>)")
+    assert list(tmp_path.iterdir()) == []  # neither the data folder nor the run
 
 
 def test_checkpoint_save_is_atomic(tmp_path):
