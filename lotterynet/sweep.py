@@ -68,11 +68,9 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     resumes from its last checkpoint; a cell that never checkpointed, or that was run with
     another config than the sweep's now, starts over."""
     config = make_config({**values, "out": str(cell_dir), "progress_bar": False})
-    results = cell_dir / RESULTS
-    if results.is_file():
-        if not changed_fields(read_json(results).get("config", {}), config.to_dict()):
-            return None
-        results.unlink()  # stale: the cell is run again with the sweep's config
+    if cell_done(config, cell_dir):
+        return None
+    (cell_dir / RESULTS).unlink(missing_ok=True)  # stale: run again with the sweep's config
     checkpoint = cell_dir / CHECKPOINTS / LAST
     try:
         stored = load_checkpoint(checkpoint)["hyper_parameters"].get("config") or {}
@@ -82,6 +80,13 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     if resumable:
         return dataclasses.replace(config, resume=str(checkpoint))
     return dataclasses.replace(config, overwrite=True)
+
+
+def cell_done(config: RunConfig, cell_dir: Path) -> bool:
+    """The cell has its results, and they were run with ``config``."""
+    results = cell_dir / RESULTS
+    return results.is_file() and not changed_fields(read_json(results).get("config", {}),
+                                                    config.to_dict())
 
 
 def read_json(path: Path) -> dict:
@@ -494,9 +499,9 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
         return None
     todo = []
     for label, values in sweep.cells():
-        name = cell_name(label, values)
-        if not (sweep_dir / "cells" / name / RESULTS).is_file():
-            todo.append((name, make_config(values)))
+        name, config = cell_name(label, values), make_config(values)
+        if not cell_done(config, sweep_dir / "cells" / name):
+            todo.append((name, config))
     stacks, single = plan_stacks(sweep, sweep_dir, todo, jobs) if stack else ({}, todo)
     per_epoch = {"stacked": CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch]),
                  "single": CPU_EPOCH_SECONDS[arch]}

@@ -18,6 +18,7 @@ import yaml
 import lotterynet.sweep as sweep_module
 from conftest import REPO, processes_mentioning
 from lotterynet.cli import build_parser, explicit_values, main
+from lotterynet.config import make_config
 from lotterynet.grid import cell_name, load_sweep
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
@@ -282,13 +283,16 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     assert "2,520 stacked at ~10 s, 60 single at ~60 s" in what
     unstacked, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=False)
     assert unstacked * 3600 == pytest.approx(2580 * 60)
-    # finished cells cost nothing: one finished member leaves 13 of its stack
+    # a finished cell costs nothing (one finished member leaves 13 of its stack); a cell
+    # finished with another config than the sweep's now is run again, so it counts
     label, values = next((lab, v) for lab, v in sweep.cells() if lab != "trained")
     done = tmp_path / "cells" / cell_name(label, values)
     done.mkdir(parents=True)
-    (done / "results.json").write_text("{}")
-    left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
-    assert left * 3600 == pytest.approx(stacked * 3600 - values["epochs"] * 10)
+    for lr, saved in ((values["lr"] / 2, 0), (values["lr"], values["epochs"] * 10)):
+        config = make_config({**values, "lr": lr}).to_dict()
+        (done / "results.json").write_text(json.dumps({"config": config}))
+        left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
+        assert left * 3600 == pytest.approx(stacked * 3600 - saved)
     # two jobs at once, longest first onto the worker free first: the three variants' stacks
     # (840 member-epochs each, one less the finished member), then the baseline's three runs
     # (30, 20, 10 epochs) onto the worker with one stack: the other ends last, with two stacks
