@@ -38,7 +38,15 @@ SWEEP_FLAGS = ("sweep", "sweep_variants", "sweep_sparsities", "sweep_epochs", "s
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line (no usage block), exit code 2."""
+    """Argument errors as one line (no usage block), exit code 2; LightningCLI's dotted flags
+    (``--trainer.KEY``, ``--data.KEY``: :func:`~lotterynet.config.dotted_flags`) accepted."""
+
+    def parse_args(self, args=None, namespace=None):
+        try:
+            flags = dotted_flags(sys.argv[1:] if args is None else list(args))
+        except ConfigError as err:  # an unknown --model.KEY / --data.KEY
+            self.error(str(err))
+        return super().parse_args(flags, namespace)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -180,13 +188,9 @@ def run_stack_file(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        flags = dotted_flags(sys.argv[1:] if argv is None else argv)
-        args = build_parser().parse_args(flags)
+        args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help (0) or an argument error (2, already printed)
         return int(exit_.code or 0)
-    except ConfigError as err:  # an unknown --model.KEY / --data.KEY
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
     try:
         return dispatch(args)
     except (ConfigError, CheckpointError, DatasetNotFound) as err:

@@ -13,7 +13,6 @@ from torch import nn
 
 import lotterynet as ln
 from lotterynet.cli import build_parser, config_from_args
-from lotterynet.config import dotted_flags
 from lotterynet.datamodule import TensorDataModule
 from lotterynet.models import build_model
 from lotterynet.params import count_params
@@ -96,8 +95,7 @@ NESTED = {
 def nested_config(tmp_path, *flags):
     path = tmp_path / "nested.yaml"
     path.write_text(yaml.safe_dump(NESTED))
-    return config_from_args(build_parser().parse_args(dotted_flags(["--config", str(path),
-                                                                    *flags])))
+    return config_from_args(build_parser().parse_args(["--config", str(path), *flags]))
 
 
 def test_trainer_section_of_a_config_file_reaches_the_trainer(tmp_path):
