@@ -16,6 +16,7 @@ import yaml
 from .config import (
     FIELDS,
     RESUMABLE,
+    TRAINER_KEYS,
     ConfigError,
     add_config_arguments,
     changed_fields,
@@ -116,6 +117,12 @@ def explicit_values(args: argparse.Namespace) -> dict:
     flags = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
     if "trainer" in flags:  # [(KEY, VALUE), ...] over the file's Trainer options
         covered, options = split_trainer_options(dict(flags["trainer"]))
+        both = [k for k in covered if k in flags and flags[k] != covered[k]]
+        if both:
+            name = next(n for n, k in TRAINER_KEYS.items() if k == both[0])
+            raise ConfigError(f"--trainer.{name} {covered[both[0]]!r} and "
+                              f"--{both[0].replace('_', '-')} {flags[both[0]]!r} disagree; "
+                              f"give one of them")
         flags = {**covered, **flags, "trainer": {**values.get("trainer", {}), **options}}
     return lightning_devices({**values, **flags})
 

@@ -121,7 +121,8 @@ def test_trainer_section_of_a_config_file_reaches_the_trainer(tmp_path):
 def test_dotted_flags_in_lightnings_spelling(tmp_path, capsys):
     """On the command line as in the file: ``--trainer.max_epochs`` (and the other Trainer
     options a flat key covers) read as that key, ``--data.batch_size`` with Lightning's
-    underscore, an unknown section key refused in one line naming the valid ones."""
+    underscore; an unknown section key, or a Trainer option that disagrees with its flat flag,
+    refused in one line."""
     from lotterynet.cli import main
 
     config = nested_config(tmp_path, "--trainer.max_epochs=7", "--trainer.accelerator", "cpu",
@@ -134,6 +135,9 @@ def test_dotted_flags_in_lightnings_spelling(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         "train.py: error: unknown data key 'batch_szie' in '--data.batch_szie'; valid keys: "
         "dataset, data_dir, val_size, limit_train, batch_size")
+    assert main(["--trainer.max_epochs", "4", "--epochs", "5"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "train.py: error: --trainer.max_epochs 4 and --epochs 5 disagree; give one of them")
 
 
 def test_print_config_reads_back_as_the_same_config(tmp_path, capsys):
