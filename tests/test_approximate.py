@@ -53,13 +53,17 @@ def test_targets_are_trained_through_the_training_stack(name, tmp_path, data_dir
         assert torch.equal(a, b)
 
 
-def test_a_killed_target_training_continues_and_a_stray_folder_is_one_line(tmp_path, data_dir):
+def test_a_killed_target_training_continues_and_a_stray_folder_is_one_line(tmp_path, data_dir,
+                                                                           capsys):
     out = tmp_path / "pensia_fc2"
     recipe = dict(data_dir=data_dir, epochs=2, limit_train=256, out=out)
     with pytest.raises(ConfigError, match="stopped"):  # killed after its first epoch
         trained_target("pensia_fc2", stop_after=1, **recipe)
     assert not (out / "results.json").exists()
+    capsys.readouterr()
     _, info = trained_target("pensia_fc2", **recipe)  # continues, it does not start again
+    assert [line.split(" |")[0] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("epoch ")] == ["epoch 2/2"]
     assert info["epochs"] == 2
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows if r["train/acc"]] == ["0", "1"]  # history kept, no restart

@@ -61,8 +61,10 @@ def test_collapse_counts_match_the_structure():
     assert conv.in_channels == 8 and conv.groups == 2 and conv.weight.shape == (6, 4, 3, 3)
     identity = export(subnet_model(**STRUCTS["identity-unshared"]))
     assert isinstance(identity[2], nn.Conv2d) and identity[2].weight.shape == (6, 2, 3, 3)
-    x = torch.randn(2, 6, 5)
-    assert torch.equal(split_signs(x, 3, 1), structure_split_signs(x, 3, 1))
+    x = torch.randn(2, 6, 5)  # 3 groups of 2 channels, each as [relu(x_g), relu(-x_g)]
+    halves = [torch.cat([x[:, g:g + 2].relu(), (-x[:, g:g + 2]).relu()], 1) for g in (0, 2, 4)]
+    assert torch.equal(split_signs(x, 3, 1), torch.cat(halves, 1))
+    assert split_signs is structure_split_signs  # one function for the layer and its export
 
 
 def state_bytes(module):

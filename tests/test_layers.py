@@ -181,3 +181,14 @@ def test_attributes_and_repr_match_the_replaced_layer():
     linear = ln.SubnetLinear(8, 3, sparsity=0.5, structure="subsetsum", seed=0)
     assert (linear.in_features, linear.out_features) == (8, 3)
     assert "structure='subsetsum', density=0.5" in repr(linear)
+
+
+@pytest.mark.parametrize("layer, fan_in", [
+    (lambda: ln.SubnetLinear(784, 4000, bias=True, seed=0), 784),
+    (lambda: ln.SubnetConv2d(8, 4000, 3, bias=True, seed=0), 72)])
+def test_frozen_bias_is_drawn_as_torch_layers_draw_theirs(layer, fan_in):
+    """U(-1/√fan_in, 1/√fan_in), as nn.Linear and nn.Conv2d initialise a bias; frozen."""
+    bias, bound = layer().bias, fan_in ** -0.5
+    assert not bias.requires_grad and bias.abs().max() <= bound
+    assert bias.abs().max() > 0.99 * bound and abs(float(bias.mean())) < 0.05 * bound
+    assert float(bias.std()) == pytest.approx(bound / 3 ** 0.5, rel=0.05)  # uniform's std

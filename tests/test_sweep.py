@@ -63,7 +63,7 @@ def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
     assert rows(out) == table
 
 
-def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir):
+def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir, capsys):
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(yaml.safe_dump({
         "base": {"arch": "fc2", "structure": "dense", "limit_train": 600, "val_size": 100,
@@ -82,7 +82,12 @@ def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir):
     os.killpg(proc.pid, signal.SIGKILL)  # mid-cell: after epoch 1, before the results
     proc.wait()
     assert checkpoint.exists() and not (checkpoint.parent.parent / "results.json").exists()
+    done = torch.load(checkpoint, weights_only=True)["epoch"] + 1  # epochs in the checkpoint
+    capsys.readouterr()
     assert main([*argv, "--sweep-out", str(killed)]) == 0
+    resumed = [line.split(" |")[0] for line in capsys.readouterr().out.splitlines()
+               if line.startswith("epoch ")]
+    assert resumed == [f"epoch {e}/3" for e in range(done + 1, 4)] and done >= 1  # continued
     assert rows(killed) == rows(whole)
 
 

@@ -126,7 +126,12 @@ def test_same_seed_same_frozen_weights_and_masks():
     assert not torch.equal(a[0][0], c[0][0])
 
 
-def test_resume_reaches_the_uninterrupted_result(tmp_path, data_dir):
+def epoch_lines(console: str) -> list[str]:
+    """``epoch k/n`` of each epoch line a run printed."""
+    return [line.split(" |")[0] for line in console.splitlines() if line.startswith("epoch ")]
+
+
+def test_resume_reaches_the_uninterrupted_result(tmp_path, data_dir, capsys):
     common = ["--arch", "fc2", "--structure", "dense", "--sparsity", "0.5", "--seed", "1",
               "--epochs", "2"]
     code, whole = train(tmp_path, data_dir, *common, name="whole")
@@ -135,7 +140,9 @@ def test_resume_reaches_the_uninterrupted_result(tmp_path, data_dir):
     assert code == 0 and not (part / "results.json").exists()
     checkpoint = part / "checkpoints" / "last.ckpt"
     assert "state_dict" in torch.load(checkpoint, weights_only=True)
+    capsys.readouterr()
     assert main(["--resume", str(checkpoint), "--no-progress-bar"]) == 0
+    assert epoch_lines(capsys.readouterr().out) == ["epoch 2/2"]  # continued, not retrained
     a, b = results_of(whole), results_of(part)
     assert b["epochs_done"] == 2 and len(b["seconds_per_epoch"]) == 2  # the whole history
     for key in ("test_acc", "test_loss", "val_acc", "mask_digests"):
