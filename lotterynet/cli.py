@@ -215,6 +215,9 @@ def dispatch(args: argparse.Namespace) -> int:
         keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
         return run_stack_file(args)
     if is_sweep(args):
+        if args.print_config:
+            raise ConfigError("--print-config prints one run's config; drop it or the sweep "
+                              "flags (a sweep writes its resolved grid to SWEEP/sweep.json)")
         sweep = load_sweep(args, explicit_values(args))  # every cell's config checked
         if args.wandb_sweep:
             cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep))

@@ -292,9 +292,12 @@ TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true
 
 def typed_value(name: str, value):
     """``value`` as field ``name``'s type: an int is a number, but a bool is not an int, a
-    float is not an int (epochs: 1.7 is refused, not truncated) and a string is not a bool."""
+    float is not an int (epochs: 1.7 is refused, not truncated), a string is not a bool and
+    ``null`` is a value only where the field can be unset (``str | None``)."""
     kind = field_type(FIELDS[name])
-    if value is None or (isinstance(value, kind) and not (kind is int and type(value) is bool)):
+    if value is None and "None" in str(FIELDS[name].type):
+        return value
+    if isinstance(value, kind) and not (kind is int and type(value) is bool):
         return value
     if kind is float and type(value) is int:
         return float(value)

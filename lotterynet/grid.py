@@ -93,6 +93,10 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
                   sparsities=[float(s) for s in data["sparsities"]],
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
                   baseline=data.get("baseline", True))
+    for key, why in (("resume", "a sweep resumes its own cells: run the same command again"),
+                     ("out", "a sweep writes its cells under --sweep-out")):
+        if sweep.base.get(key):
+            raise ConfigError(f"--{key} {sweep.base[key]!r} is not for a sweep; {why}")
     for _, values in sweep.cells():  # every cell must be a valid run before any starts
         make_config(values)
     return sweep

@@ -119,6 +119,9 @@ def check_sweep_values(data: dict) -> None:
         bad = [v for v in values if not valid(v)]
         if bad:
             raise ConfigError(f"sweep {key}: {bad[0]!r} is not valid; {key} must be {what}")
+        twice = [v for i, v in enumerate(values) if v in values[:i]]
+        if twice:  # the same cell twice would train twice into one folder
+            raise ConfigError(f"sweep {key}: {twice[0]!r} is listed twice")
     if not isinstance(data.get("baseline", True), bool):
         raise ConfigError(f"sweep baseline must be true or false, got {data['baseline']!r}")
     if not isinstance(data.get("base") or {}, dict):

@@ -167,6 +167,12 @@ CASES = [
     (["--sweep", "{sw_invalid}"], ["sw_invalid", "not valid YAML"]),
     (["--sweep", "{sw_list}"], ["sw_list", "mapping"]),
     (["--sweep-sparsities", "abc"], ["abc", "--sweep-sparsities", "numbers"]),
+    (["--config", "{cfg_null_epochs}"], ["epochs", "integer", "None"]),
+    (["--sweep", "{sw_twice}"], ["sparsities", "0.5", "twice"]),
+    (["--sweep", "{sw_base_resume}"], ["--resume 'x.ckpt'", "not for a sweep"]),
+    (["--sweep", "{sw_list}", "--print-config"], ["--print-config", "sweep"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--out",
+      "{tmp}/o"], ["--out", "not for a sweep", "--sweep-out"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1.5", "--sweep-variants", "dense"],
      ["1.5", "--sweep-epochs", "integers"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "nope"],
@@ -275,7 +281,9 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "sw_base_unknown": {**sweep, "base": {"learning_rate": 0.1}},
         "sw_base_intkey": {**sweep, "base": {1: 2}},
         "sw_sparsity_range": {**sweep, "sparsities": [1.5]}, "sw_invalid": "variants: [\n",
-        "sw_list": ["variants"],
+        "sw_list": ["variants"], "cfg_null_epochs": {"epochs": None},
+        "sw_twice": {**sweep, "sparsities": [0.5, 0.5]},
+        "sw_base_resume": {**sweep, "base": {"resume": "x.ckpt"}},
         "st_nomembers": {"cells": ["a"]},
         "st_badmember": {"members": [{"arch": "nope"}], "cells": ["a"]},
         "st_mixed": {"members": [member, {**member, "arch": "lenet5"}], "cells": ["a", "b"]},
@@ -303,8 +311,8 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(argv, named, files, 
     out = tmp_path / "fresh-out"
     args = fill(argv, files)
     extra = [] if "--out" in args or "--resume" in args else ["--out", str(out)]
-    if any(a.startswith("--sweep") for a in args) and "--sweep-out" not in args:
-        extra = ["--sweep-out", str(out)]
+    if any(a.startswith("--sweep") for a in args):  # a sweep takes no --out
+        extra = [] if "--sweep-out" in args else ["--sweep-out", str(out)]
     before = snapshot(tmp_path, finished_run)
     started = time.perf_counter()
     code = main([*args, *extra, "--data-dir", str(data_dir)]
