@@ -233,9 +233,8 @@ def optim_settings(config: RunConfig) -> dict:
 
 
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
-    spec = model_spec(config, data)
-    try:
-        return EdgePopupModule(spec, optim_settings(config), config.to_dict())
+    try:  # the spec too: a wide net's width is measured on the built structured net
+        return EdgePopupModule(model_spec(config, data), optim_settings(config), config.to_dict())
     except (TypeError, ValueError) as err:  # e.g. subnet_convs on an arch without frozen convs
         raise ConfigError(f"cannot build {config.arch!r} with this config: {err}") from None
 

@@ -168,6 +168,7 @@ CASES = [
     (["--sweep", "{sw_list}"], ["sw_list", "mapping"]),
     (["--sweep-sparsities", "abc"], ["abc", "--sweep-sparsities", "numbers"]),
     (["--config", "{cfg_null_epochs}"], ["epochs", "integer", "None"]),
+    (["--arch", "lenet5_dacunha", "--structure", "wide"], ["lenet5_dacunha", "--train-weights"]),
     (["--sweep", "{sw_twice}"], ["sparsities", "0.5", "twice"]),
     (["--sweep", "{sw_base_resume}"], ["--resume 'x.ckpt'", "not for a sweep"]),
     (["--sweep", "{sw_list}", "--print-config"], ["--print-config", "sweep"]),
