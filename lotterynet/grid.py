@@ -106,8 +106,16 @@ def write_wandb_sweep(sweep: Sweep, path: Path) -> Path:
     """A W&B grid sweep over exactly the cells of ``sweep`` (the trained baseline included):
     the sweep, resolved, goes beside it as ``<name>.cells.yaml``; the grid is one parameter,
     ``cell``, naming every cell, and each agent run is ``train.py --sweep <that file> --wandb
-    --cell=NAME``, the cell as the sweep itself runs it. Returns the cells file."""
+    --cell=NAME``, the cell as the sweep itself runs it. Returns the cells file. Refused
+    (:class:`ConfigError`) where the file cannot go or would replace one this did not write."""
     cells_file = path.with_name(f"{path.stem}.cells.yaml")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--wandb-sweep {str(path)!r}: the folder {str(path.parent)!r} does "
+                          f"not exist")
+    for target in (path, cells_file):
+        if target.is_dir() or (target.exists() and not is_wandb_sweep_file(target)):
+            raise ConfigError(f"--wandb-sweep {str(path)!r}: {str(target)!r} exists and is not "
+                              f"a W&B sweep file written by train.py; choose another name")
     cells_file.write_text(yaml.safe_dump(dataclasses.asdict(sweep), sort_keys=False))
     spec = {"program": "train.py", "method": "grid",
             "metric": {"name": "test/acc", "goal": "maximize"},
@@ -117,3 +125,13 @@ def write_wandb_sweep(sweep: Sweep, path: Path) -> Path:
                         str(cells_file.resolve()), "--wandb", "--no-progress-bar", "${args}"]}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return cells_file
+
+
+def is_wandb_sweep_file(path: Path) -> bool:
+    """A file :func:`write_wandb_sweep` wrote (the sweep spec, or the cells beside it)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and (data.get("program") == "train.py"
+                                       or set(data) == {f.name for f in dataclasses.fields(Sweep)})
