@@ -47,7 +47,11 @@ class OneLineParser(argparse.ArgumentParser):
             flags = dotted_flags(sys.argv[1:] if args is None else list(args))
         except ConfigError as err:  # an unknown --model.KEY / --data.KEY
             self.error(str(err))
-        return super().parse_args(flags, namespace)
+        args = super().parse_args(flags, namespace)
+        empty = [name for name, value in vars(args).items() if value == ""]
+        if empty:  # --out "" would silently mean the default folder
+            self.error(f"--{empty[0].replace('_', '-')} is empty; leave it out for its default")
+        return args
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")

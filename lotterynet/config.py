@@ -295,8 +295,11 @@ def typed_value(name: str, value):
     float is not an int (epochs: 1.7 is refused, not truncated), a string is not a bool and
     ``null`` is a value only where the field can be unset (``str | None``)."""
     kind = field_type(FIELDS[name])
-    if value is None and "None" in str(FIELDS[name].type):
-        return value
+    if "None" in str(FIELDS[name].type):  # null is unset; "" would be unset unsaid
+        if value is None:
+            return value
+        if value == "":
+            raise ConfigError(f"{name} is empty; leave it out for its default")
     if isinstance(value, kind) and not (kind is int and type(value) is bool):
         return value
     if kind is float and type(value) is int:
