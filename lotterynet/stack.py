@@ -368,10 +368,9 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
                             seed=first.seed)
     data.setup()
     names = [d.name for d in cell_dirs]
-    members = [dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
-                    config=c.to_dict()) for name, c in zip(names, configs)]
-    try:
-        module = StackModule(members)
+    try:  # the specs too: a wide net's width is measured on the built structured net
+        module = StackModule([dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
+                                   config=c.to_dict()) for name, c in zip(names, configs)])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"cannot build {first.arch!r} with this config: {err}") from None
     checkpoint = stack_dir / CHECKPOINTS / LAST

@@ -142,6 +142,17 @@ def test_incompatible_members_are_refused_naming_the_key(key, value):
         check_stackable([make_config({**base, "train_weights": True})] * 2)
 
 
+
+def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):
+    """A target-only architecture as a wide stack (its width is measured on the built net):
+    the refusal names the architecture, as a single run's does."""
+    configs = [make_config(dict(arch="lenet5_dacunha", structure="wide", sparsity=s,
+                                limit_train=256, val_size=64, data_dir=str(data_dir)))
+               for s in (0.5, 0.9)]
+    with pytest.raises(ConfigError, match=r"cannot build 'lenet5_dacunha'.*--train-weights"):
+        run_stack(configs, tmp_path / "stack")
+    assert not (tmp_path / "stack").exists()
+
 def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
