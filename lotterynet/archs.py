@@ -193,6 +193,8 @@ def lenet5_dacunha(*, in_channels: int = 1, image_size: int = 28, num_classes: i
 
 
 DEFAULT_LR["lenet5_dacunha"] = 1e-3
+#: Architectures built only as trained target networks (``--train-weights``), never masked.
+TARGET_ONLY = ("lenet5_dacunha",)
 
 #: The structure a run gets when its config leaves ``structure`` unset: Pensia et al.'s subset-sum
 #: structure for the paper's architectures, the plain edge-popup layer (``dense``) for the others

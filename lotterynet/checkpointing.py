@@ -163,7 +163,32 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
                               f"{reason}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a Lightning checkpoint")
+    fault = next((f"its {key!r} is not {what}" for key, (valid, what) in LIGHTNING_KEYS.items()
+                  if key in checkpoint and not valid(checkpoint[key])), None)
+    if fault:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a Lightning checkpoint as "
+                              f"lotterynet writes it: {fault}")
     return checkpoint
+
+
+def _is_state(value) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("state"), dict) and \
+        isinstance(value.get("param_groups"), list)
+
+
+#: The parts of a Lightning checkpoint that resuming reads, and what each must be.
+LIGHTNING_KEYS = {
+    "state_dict": (lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items()),
+        "a mapping of names to tensors"),
+    "hyper_parameters": (lambda v: isinstance(v, dict), "a mapping"),
+    "epoch": (lambda v: type(v) is int and v >= 0, "an epoch count"),
+    "global_step": (lambda v: type(v) is int and v >= 0, "a step count"),
+    "optimizer_states": (lambda v: isinstance(v, list) and all(map(_is_state, v)),
+                         "a list of optimizer states"),
+    "lr_schedulers": (lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+                      "a list of schedule states"),
+}
 
 
 def checkpoint_run_dir(checkpoint: str | os.PathLike) -> Path:
@@ -184,3 +209,7 @@ def check_state_matches(checkpoint: dict, module: torch.nn.Module, path) -> None
             k for k in stored if stored[k] != expected[k])
         raise CheckpointError(f"checkpoint {str(path)!r} holds another model than its config "
                               f"builds (first difference: {names[0]!r})")
+    missing = [k for k in ("optimizer_states", "lr_schedulers") if not checkpoint.get(k)]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds no {missing[0]} (weights only?); "
+                              f"a resume needs the RUN/checkpoints/last.ckpt a run writes")

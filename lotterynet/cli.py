@@ -16,10 +16,11 @@ import yaml
 from .config import (
     FIELDS,
     RESUMABLE,
-    TRAINER_KEYS,
     ConfigError,
     add_config_arguments,
     changed_fields,
+    check_agree,
+    check_path,
     dotted_flags,
     lightning_devices,
     load_yaml,
@@ -36,6 +37,11 @@ from .machine import keep_freed_memory
 NOT_RESUMED = ("resume", "out", "stop_after", "overwrite")
 SWEEP_FLAGS = ("sweep", "sweep_variants", "sweep_sparsities", "sweep_epochs", "sweep_seeds",
                "baseline", "sweep_out", "wandb_sweep", "cell")
+#: The flags that name files or folders.
+PATH_FLAGS = ("config", "data_dir", "out", "resume", "sweep", "sweep_out", "wandb_sweep",
+              "stack_file")
+#: How a sweep runs its cells (flags that nothing else reads), with their defaults.
+SWEEP_RUN_FLAGS = {"jobs_per_device": 1, "stack": True, "yes": False}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -51,6 +57,12 @@ class OneLineParser(argparse.ArgumentParser):
         empty = [name for name, value in vars(args).items() if value == ""]
         if empty:  # --out "" would silently mean the default folder
             self.error(f"--{empty[0].replace('_', '-')} is empty; leave it out for its default")
+        for name in PATH_FLAGS:
+            try:
+                if getattr(args, name) is not None:
+                    check_path(f"--{name.replace('_', '-')}", getattr(args, name))
+            except ConfigError as err:
+                self.error(str(err))
         return args
 
     def error(self, message: str):
@@ -89,15 +101,15 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        help="also run the trained dense baseline (default: yes)")
     group.add_argument("--sweep-out", metavar="DIR", help="sweep directory (default: "
                        "runs/sweep-ARCH-<sweep file name>)")
-    group.add_argument("--jobs-per-device", type=int, default=1, metavar="N",
+    group.add_argument("--jobs-per-device", type=int, default=None, metavar="N",
                        help="stacks and cells run at once on each device, one subprocess "
                             "each; with several GPUs every GPU gets its own, on the CPU the "
                             "cores are shared among them; with more slots than stacks the "
                             "stacks are cut into parts (default: 1, in-process)")
-    group.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
+    group.add_argument("--stack", action=argparse.BooleanOptionalAction, default=None,
                        help="train the cells of each variant and seed as one stacked model "
                             "(--no-stack: one run per cell; default: stack)")
-    group.add_argument("--yes", action="store_true",
+    group.add_argument("--yes", action="store_true", default=None,
                        help="start a sweep that is estimated to take many hours on the CPU "
                             "(without it such a sweep is refused, its estimate printed)")
     group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
@@ -120,13 +132,10 @@ def explicit_values(args: argparse.Namespace) -> dict:
     values = load_yaml(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
     if "trainer" in flags:  # [(KEY, VALUE), ...] over the file's Trainer options
-        covered, options = split_trainer_options(dict(flags["trainer"]))
-        both = [k for k in covered if k in flags and flags[k] != covered[k]]
-        if both:
-            name = next(n for n, k in TRAINER_KEYS.items() if k == both[0])
-            raise ConfigError(f"--trainer.{name} {covered[both[0]]!r} and "
-                              f"--{both[0].replace('_', '-')} {flags[both[0]]!r} disagree; "
-                              f"give one of them")
+        given = dict(flags["trainer"])
+        covered, options = split_trainer_options(given)
+        check_agree(flags, covered, given, lambda name: f"--trainer.{name}",
+                    lambda key: f"--{key.replace('_', '-')}")
         flags = {**covered, **flags, "trainer": {**values.get("trainer", {}), **options}}
     return lightning_devices({**values, **flags})
 
@@ -215,6 +224,13 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     """A stack file, a sweep or one run. The heavy stack (torch, Lightning) is imported only
     once a run's config is valid: --help, bad flags and bad config files answer at once."""
+    how = [f"--{k.replace('_', '-')}" for k in SWEEP_RUN_FLAGS if getattr(args, k) is not None]
+    if how and (args.stack_file or not is_sweep(args)):
+        raise ConfigError(f"{how[0]} says how a sweep runs its cells; give it with --sweep or "
+                          f"the --sweep-* flags (a {'stack file' if args.stack_file else 'run'} "
+                          f"does not read it)")
+    for name, default in SWEEP_RUN_FLAGS.items():
+        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     if args.stack_file:
         keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
         return run_stack_file(args)

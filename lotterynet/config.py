@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,8 +157,9 @@ def key_value(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
     try:
         return key.replace("-", "_"), yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML") from None
+    except (yaml.YAMLError, RecursionError):  # (PyYAML recurses once per level of nesting)
+        raise argparse.ArgumentTypeError(f"{text[:60]!r}: the value is not valid YAML, or "
+                                         f"nests too deep") from None
 
 
 #: The config file's LightningCLI-style sections: ``model:`` and ``data:`` hold flat keys;
@@ -206,8 +209,9 @@ def flatten_sections(data: dict, where: str) -> dict:
             raise ConfigError(f"{where}: unknown {section} key {unknown[0]!r}; valid keys: "
                               f"{', '.join(keys)}")
         flat.update(values)
-    covered, options = split_trainer_options(
-        string_keys(section_mapping(data, "trainer", where), f"{where}, trainer"))
+    trainer = string_keys(section_mapping(data, "trainer", where), f"{where}, trainer")
+    covered, options = split_trainer_options(trainer)
+    check_agree(flat, covered, trainer, lambda name: f"{where}: trainer.{name}", str)
     flat.update(covered)
     if options or isinstance(data.get("trainer"), dict):
         flat["trainer"] = options
@@ -221,6 +225,17 @@ def split_trainer_options(options: dict) -> tuple[dict, dict]:
     covered = {key: rest.pop(name) for name, key in TRAINER_KEYS.items()
                if name in rest and (name != "devices" or type(rest[name]) is int)}
     return covered, rest
+
+
+def check_agree(flat: dict, covered: dict, options: dict, trainer_name, flat_name) -> None:
+    """A Trainer option given beside the flat key it stands for (``trainer.max_epochs`` and
+    ``epochs``, ``trainer.devices`` and ``devices``) in one place must say the same, or one of
+    them would be dropped unsaid. ``trainer_name`` / ``flat_name`` spell the two in the
+    error."""
+    for name, key in TRAINER_KEYS.items():
+        if name in options and key in flat and (key not in covered or covered[key] != flat[key]):
+            raise ConfigError(f"{trainer_name(name)} {options[name]!r} and {flat_name(key)} "
+                              f"{flat[key]!r} disagree; give one of them")
 
 
 def lightning_devices(values: dict) -> dict:
@@ -264,6 +279,10 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
                           f"{getattr(err, 'strerror', None) or err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        raise ConfigError(f"{where} nests too deep to read (the YAML reader hit Python's "
+                          f"recursion limit, {sys.getrecursionlimit()}); no option needs "
+                          f"that") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must hold {holds}")
     return data
@@ -307,6 +326,21 @@ def typed_value(name: str, value):
     raise ConfigError(f"{name} must be {TYPE_NAMES[kind]}, got {value!r}")
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits (os.pathconf's PC_NAME_MAX, PC_PATH_MAX)
+#: The fields that name files or folders.
+PATH_FIELDS = ("data_dir", "out", "resume")
+
+
+def check_path(flag: str, path: str) -> None:
+    """A path the file system can hold: no name over NAME_MAX bytes, at most PATH_MAX in all
+    (otherwise every look at it would fail with 'File name too long')."""
+    names = [len(os.fsencode(part)) for part in Path(path).parts]
+    if max(names, default=0) > NAME_MAX or len(os.fsencode(str(path))) >= PATH_MAX:
+        raise ConfigError(f"{flag} {str(path)[:40]!r}…: a path holds at most {PATH_MAX - 1} "
+                          f"bytes and names of at most {NAME_MAX} (this one: "
+                          f"{len(os.fsencode(str(path)))} bytes, its longest name {max(names)})")
+
+
 def make_config(values: dict) -> RunConfig:
     """A validated :class:`RunConfig` from a mapping of (some of) its fields."""
     unknown = sorted((k for k in values if k not in FIELDS), key=str)
@@ -319,6 +353,15 @@ def make_config(values: dict) -> RunConfig:
         config.structure = default_structure(config.arch)
     validate(config)
     return config
+
+
+def steps_per_epoch(config: RunConfig) -> int:
+    """Training batches per epoch on each device (before the Trainer's own limits)."""
+    from .data import DATASETS
+
+    examples = DATASETS.get(config.dataset).train_size - config.val_size
+    examples = min(examples, config.limit_train or examples)
+    return max(1, math.ceil(examples / config.devices / config.batch_size))
 
 
 #: Fields that say where and how a run is written and logged, not what it computes.
@@ -358,6 +401,7 @@ def require_wandb() -> None:
 
 def validate(config: RunConfig) -> None:
     """Raise :class:`ConfigError` on the first bad value."""
+    from .archs import TARGET_ONLY
     from .data import DATASETS
     from .distributions import DISTRIBUTIONS
     from .models import MODELS, split_arch
@@ -373,6 +417,9 @@ def validate(config: RunConfig) -> None:
                           f"--train-weights, --subnet-convs and --fan-in need a built-in "
                           f"architecture "
                           f"({', '.join(n for n in MODELS.names() if n != family)})")
+    if family in TARGET_ONLY and not config.train_weights:
+        raise ConfigError(f"--arch {config.arch} is a target architecture (trained weights with "
+                          f"biases): it runs only with --train-weights")
     if config.structure != WIDE and config.structure not in STRUCTURES:
         raise ConfigError(f"unknown structure {config.structure!r}; valid choices: "
                           f"{', '.join(STRUCTURES.names() + [WIDE])}")
@@ -385,6 +432,9 @@ def validate(config: RunConfig) -> None:
     if config.activation not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {config.activation!r}; valid choices: "
                           f"{', '.join(ACTIVATIONS)}")
+    if config.subnet_convs and family != "lenet5":
+        raise ConfigError(f"--subnet-convs makes LeNet5's random frozen convs subnet layers; "
+                          f"--arch {config.arch} has none (every layer of it already is one)")
     if config.conv_init is not None:
         _check_name(DISTRIBUTIONS, config.conv_init)
         if family != "lenet5" or config.subnet_convs:
@@ -408,6 +458,9 @@ def validate(config: RunConfig) -> None:
         check_timm_model(family_kwargs["model_name"])
     if config.wandb:
         require_wandb()
+    for name in PATH_FIELDS:
+        if getattr(config, name) is not None:
+            check_path(name, getattr(config, name))
     if config.resume is not None and not Path(config.resume).is_file():
         raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")
 

@@ -101,6 +101,30 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
         raise _corrupt(name, root, spec, err) from None
     images = torch.as_tensor(np.asarray(data)).float().div_(255)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    labels = torch.as_tensor(targets).long()
+    check_split(name, root, spec, train, images, labels)
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
-    return images.sub_(mean).div_(std).contiguous(), torch.as_tensor(targets).long()
+    return images.sub_(mean).div_(std).contiguous(), labels
+
+
+def check_split(name: str, root: Path, spec: DatasetSpec, train: bool, images: torch.Tensor,
+                labels: torch.Tensor) -> None:
+    """Files that read cleanly but do not hold the data set (other image sizes, a label per
+    image missing, labels outside the classes, a training split of another size) are refused
+    as corrupt before anything trains on them."""
+    shape = (spec.in_channels, spec.image_size, spec.image_size)
+    faults = {
+        f"images of {tuple(images.shape[1:])}, not {shape}": tuple(images.shape[1:]) != shape,
+        f"{len(images):,} images but {labels.numel():,} labels":
+            labels.shape != (len(images),),
+        f"{len(images):,} training images, not {spec.train_size:,}":
+            train and len(images) != spec.train_size,
+        "no images": len(images) == 0,
+        f"labels outside 0..{spec.num_classes - 1}": labels.numel() > 0 and not (
+            0 <= int(labels.min()) and int(labels.max()) < spec.num_classes),
+    }
+    fault = next((what for what, bad in faults.items() if bad), None)
+    if fault:
+        split = "train" if train else "test"
+        raise _corrupt(name, root, spec, ValueError(f"the {split} split has {fault}"))

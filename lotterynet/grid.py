@@ -31,6 +31,8 @@ from .validate import check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
 SWEEP_KEYS = ("base", "variants", "sparsities", "epochs", "seeds", "baseline")
+#: The run keys the grid sets in every cell, and where a sweep lists their values.
+AXES = {"sparsity": "sparsities", "epochs": "epochs", "seed": "seeds"}
 
 
 @dataclass
@@ -87,6 +89,11 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
     for key in ("variants", "sparsities", "epochs"):
         if not data.get(key):
             raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
+    for variant in map(parse_variant, data["variants"]):
+        axis = next((key for key in AXES if key in variant), None)
+        if axis:  # the grid would override it unsaid
+            raise ConfigError(f"sweep variant {variant!r} sets {axis!r}, which is an axis of "
+                              f"the grid; give it in {AXES[axis]}")
     base = flatten_sections(string_keys(data.get("base") or {}, "sweep base"), "sweep base")
     sweep = Sweep(base={**base, **overrides},
                   variants=[parse_variant(v) for v in data["variants"]],
@@ -131,7 +138,7 @@ def is_wandb_sweep_file(path: Path) -> bool:
     """A file :func:`write_wandb_sweep` wrote (the sweep spec, or the cells beside it)."""
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return False
     return isinstance(data, dict) and (data.get("program") == "train.py"
                                        or set(data) == {f.name for f in dataclasses.fields(Sweep)})

@@ -22,6 +22,9 @@ SUBNET_LAYERS = (SubnetLinear, SubnetConv1d, SubnetConv2d)
 STAGES = ("train", "val", "test")
 #: Each stage's mean loss over an epoch; ``train/loss`` itself is the loss of each step.
 EPOCH_LOSS = {"train": "train/loss_epoch", "val": "val/loss", "test": "test/loss"}
+#: What a training run logs that a callback can monitor (``lr``: the learning-rate monitor).
+MONITORABLE = {"train": ("train/loss", "train/loss_epoch", "train/acc", "lr"),
+               "val": ("val/loss", "val/acc")}
 
 
 #: What :class:`EdgePopupModule` takes for the optimizer keys it is not given (the paper's SGD

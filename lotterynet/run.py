@@ -6,10 +6,11 @@ train with Lightning (checkpoint every epoch), test once, write ``results.json``
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -29,8 +30,7 @@ from .checkpointing import (
     load_checkpoint,
     remove_stale_temp_files,
 )
-from .config import WIDE, ConfigError, RunConfig
-from .data import DATASETS
+from .config import WIDE, ConfigError, RunConfig, steps_per_epoch
 from .datamodule import TensorDataModule
 from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
@@ -232,11 +232,28 @@ def optim_settings(config: RunConfig) -> dict:
                 weight_decay=config.weight_decay, epochs=config.epochs)
 
 
+@contextlib.contextmanager
+def refusing_unbuildable(arch: str):
+    """A model the config cannot build (a fixed-size group that keeps nothing, a structure
+    option the architecture lacks) or whose tensors do not fit in memory (``--pairs 1000000``)
+    is a :class:`ConfigError` naming ``arch``. Wrap the specs too: a wide net's width is measured
+    on the built structured net."""
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"cannot build {arch!r} with this config: {err}") from None
+    except (MemoryError, RuntimeError) as err:
+        asked = re.search(r"allocate (\d+) bytes", str(err))
+        if not (asked or isinstance(err, MemoryError | torch.OutOfMemoryError)):
+            raise
+        size = f" (one tensor alone: {int(asked[1]) / 2**30:,.1f} GiB)" if asked else ""
+        raise ConfigError(f"cannot build {arch!r} with this config: its tensors do not fit in "
+                          f"this machine's memory{size}") from None
+
+
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
-    try:  # the spec too: a wide net's width is measured on the built structured net
+    with refusing_unbuildable(config.arch):
         return EdgePopupModule(model_spec(config, data), optim_settings(config), config.to_dict())
-    except (TypeError, ValueError) as err:  # e.g. subnet_convs on an arch without frozen convs
-        raise ConfigError(f"cannot build {config.arch!r} with this config: {err}") from None
 
 
 def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
@@ -262,13 +279,6 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         "logger": [*loggers, *options.get("logger", [])],
         "callbacks": [checkpoint, RNGState(), timer, *callbacks, *options.get("callbacks", [])],
         "plugins": [AtomicCheckpointIO()], "default_root_dir": run_dir})
-
-
-def steps_per_epoch(config: RunConfig) -> int:
-    """Training steps per epoch on each device."""
-    examples = DATASETS.get(config.dataset).train_size - config.val_size
-    examples = min(examples, config.limit_train or examples)
-    return max(1, math.ceil(examples / config.devices / config.batch_size))
 
 
 def finished(trainer: pl.Trainer, config: RunConfig) -> bool:

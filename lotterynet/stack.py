@@ -43,7 +43,14 @@ import torch.nn.functional as F
 import yaml
 
 from .checkpointing import CheckpointError, atomic_torch_save, load_checkpoint, write_csv_atomic
-from .config import OUTPUT_ONLY, ConfigError, RunConfig, make_config, read_yaml_mapping
+from .config import (
+    OUTPUT_ONLY,
+    ConfigError,
+    RunConfig,
+    check_path,
+    make_config,
+    read_yaml_mapping,
+)
 from .datamodule import TensorDataModule
 from .loggers import finish_wandb, make_loggers
 from .models import build_model
@@ -59,6 +66,7 @@ from .run import (
     make_trainer,
     model_spec,
     optim_settings,
+    refusing_unbuildable,
     write_json_atomic,
 )
 from .stacked import StackedModel
@@ -340,9 +348,13 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
     stack = read_yaml_mapping(path, f"--stack-file {str(path)!r}", "a stack file")
     members, cells = stack.get("members"), stack.get("cells")
     if not (isinstance(members, list) and isinstance(cells, list) and members
-            and len(members) == len(cells) and all(isinstance(m, dict) for m in members)):
+            and len(members) == len(cells) and all(isinstance(m, dict) for m in members)
+            and all(isinstance(c, str) and c for c in cells) and len(set(cells)) == len(cells)):
         raise ConfigError(f"--stack-file {str(path)!r} is not a stack file: it needs 'members' "
-                          f"(a list of run configs) and 'cells' (one directory per member)")
+                          f"(a list of run configs) and 'cells' (one directory per member, "
+                          f"distinct non-empty paths)")
+    for cell in cells:
+        check_path(f"--stack-file {str(path)!r}: cell", cell)
     configs = [make_config(m) for m in members]
     check_stackable(configs)
     return configs, [Path(c) for c in cells]
@@ -368,11 +380,9 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
                             seed=first.seed)
     data.setup()
     names = [d.name for d in cell_dirs]
-    try:  # the specs too: a wide net's width is measured on the built structured net
+    with refusing_unbuildable(first.arch):
         module = StackModule([dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
                                    config=c.to_dict()) for name, c in zip(names, configs)])
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"cannot build {first.arch!r} with this config: {err}") from None
     checkpoint = stack_dir / CHECKPOINTS / LAST
     resume = checkpoint if stack_members(stack_dir) == names else None
     stack_dir.mkdir(parents=True, exist_ok=True)

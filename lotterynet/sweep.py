@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import itertools
 import json
 import os
 import queue
@@ -58,28 +59,42 @@ from .datamodule import TensorDataModule
 from .grid import BASELINE, Sweep, cell_name
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
-from .run import CHECKPOINTS, LAST, RESULTS, run, write_json_atomic
+from .run import CHECKPOINTS, LAST, RESULTS, build_module, run, write_json_atomic
 from .stack import run_stack, stack_members, write_stack_file
 from .validate import check_output_dir
 
 
 def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     """The config to run a cell with, or ``None`` when it is finished: an interrupted cell
-    resumes from its last checkpoint; a cell that never checkpointed, or that was run with
-    another config than the sweep's now, starts over."""
+    resumes from its last checkpoint; a cell that never checkpointed starts over; a cell run
+    with another config than the sweep's now starts over in a fresh folder, its old one kept
+    beside it (:func:`set_aside`)."""
     config = make_config({**values, "out": str(cell_dir), "progress_bar": False})
     if cell_done(config, cell_dir):
         return None
-    (cell_dir / RESULTS).unlink(missing_ok=True)  # stale: run again with the sweep's config
     checkpoint = cell_dir / CHECKPOINTS / LAST
     try:
         stored = load_checkpoint(checkpoint)["hyper_parameters"].get("config") or {}
-        resumable = not changed_fields(stored, config.to_dict())
     except CheckpointError:
-        resumable = False
-    if resumable:
+        stored = None  # never checkpointed (or not readable): nothing to keep
+    stale = (cell_dir / RESULTS).is_file() or (
+        stored is not None and changed_fields(stored, config.to_dict()))
+    if stale:
+        set_aside(cell_dir)
+    elif stored is not None:
         return dataclasses.replace(config, resume=str(checkpoint))
     return dataclasses.replace(config, overwrite=True)
+
+
+def set_aside(cell_dir: Path) -> Path:
+    """Rename a cell folder run with another config to ``CELL.stale-N`` (the first free N), so
+    that re-running a changed sweep loses no earlier result; returns the new name."""
+    kept = next(cell_dir.with_name(f"{cell_dir.name}.stale-{n}") for n in itertools.count(1)
+                if not cell_dir.with_name(f"{cell_dir.name}.stale-{n}").exists())
+    cell_dir.rename(kept)
+    print(f"cell {cell_dir.name} was run with another config; its files are now in {kept}",
+          flush=True)
+    return kept
 
 
 def cell_done(config: RunConfig, cell_dir: Path) -> bool:
@@ -460,6 +475,7 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
         return run_one_cell(sweep, sweep_dir, args.cell)
     check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, args.jobs_per_device)
     check_data(sweep)
+    check_buildable(sweep)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
         return run_locked(sweep, sweep_dir, args)
@@ -472,6 +488,19 @@ def check_data(sweep: Sweep) -> None:
     for dataset, data_dir in {(v.get("dataset", "mnist"), v.get("data_dir"))
                               for _, v in sweep.cells()}:
         TensorDataModule(dataset, data_dir).prepare_data()
+
+
+def check_buildable(sweep: Sweep) -> None:
+    """Build each variant's model once, at its first seed and highest sparsity (where a group of
+    a fixed-size top-k may keep nothing), so that a cell whose model cannot be built is refused
+    before the sweep writes anything, as a single run is."""
+    built = set()
+    for label, values in sweep.cells():
+        if label not in built:
+            built.add(label)
+            sparsest = {} if label == BASELINE else {"sparsity": max(sweep.sparsities)}
+            config = make_config({**values, **sparsest})
+            build_module(config, TensorDataModule(config.dataset, config.data_dir))
 
 
 #: Seconds per training epoch over 55,000 MNIST images on this project's 2-core CPU machine
@@ -541,7 +570,8 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = Tru
         raise ConfigError(f"this sweep would take about {hours:,.0f} hours on this CPU ({what}); "
                           f"run it on a GPU, shrink it (--sweep-epochs, --sweep-sparsities, "
                           f"--limit-train), or pass --yes to start it anyway")
-    print(f"sweep on the CPU: about {hours:.1f} hours ({what})", flush=True)
+    took = f"{hours:.1f} hours" if hours >= 1 else f"{max(1, round(60 * hours))} minutes"
+    print(f"sweep on the CPU: about {took} ({what})", flush=True)
 
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:

@@ -13,19 +13,22 @@ import contextlib
 import importlib
 import inspect
 import logging
+import types
+import typing
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, steps_per_epoch
 
 #: Options the run itself decides, and why.
 OWNED = {
     "default_root_dir": "files go to --out",
     "plugins": "checkpoints are written atomically by lotterynet's own plugin",
     "enable_checkpointing": "every run checkpoints every epoch (RUN/checkpoints/last.ckpt)",
+    "barebones": "a run always logs its metrics (RUN/metrics.csv) and checkpoints",
 }
 #: Options given as class paths: the base class each object must have, and where a bare name
 #: is looked up.
@@ -43,10 +46,71 @@ def _non_negative(value) -> bool:
     return type(value) in (int, float) and value >= 0
 
 
-#: Values that Lightning takes at construction and would only refuse during training.
+def _count_or_none(value) -> bool:
+    return value is None or _count(value)
+
+
+def _positive(value) -> bool:
+    return type(value) in (int, float) and value > 0
+
+
+#: Values that Lightning takes at construction and would only refuse during training (or that
+#: would leave a run without its result), beyond the types of Trainer's signature.
 VALUE_CHECKS = {"accumulate_grad_batches": (_count, "a positive integer"),
                 "gradient_clip_val": (_non_negative, "a number >= 0"),
-                "log_every_n_steps": (_count, "a positive integer")}
+                "log_every_n_steps": (_count, "a positive integer"),
+                "check_val_every_n_epoch": (_count_or_none, "a positive integer or null"),
+                "limit_train_batches": (_positive, "a number > 0 (a run trains)"),
+                "limit_test_batches": (_positive, "a number > 0 (a run ends with its test "
+                                                   "accuracy)"),
+                "num_nodes": (lambda v: v == 1 and type(v) is int,
+                              "1 (lotterynet runs on one machine)"),
+                "val_check_interval": (lambda v: type(v) not in (int, float) or v > 0,
+                                       "> 0 (batches, or a fraction of the epoch)")}
+
+
+def matches(value, hint) -> bool:
+    """Whether a YAML value fits a type hint of ``pl.Trainer.__init__``: plain types (a bool
+    is not an int), ``Literal``, ``Optional``/``Union``, ``list[...]``, ``dict[...]``; a class
+    (``Accelerator``, ``timedelta``) only by ``isinstance``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(matches(k, args[0]) and matches(v, args[1])
+                                               for k, v in value.items())
+    if hint in (int, bool):
+        return type(value) is hint
+    if hint is float:
+        return type(value) in (int, float)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, origin or hint)
+
+
+def describe(hint) -> str:
+    """A type hint in words: ``Optional[bool]`` -> ``true or false, or null``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # (a number covers an integer)
+        args = [a for a in args if not (a is int and float in args)]
+        return ", or ".join(dict.fromkeys(describe(arg) for arg in args))
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin is list:
+        return f"a list of {describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             type(None): "null", dict: "a mapping"}
+    return words.get(origin or hint, getattr(origin or hint, "__name__", str(hint)))
+
+
+try:  # the types of Trainer's signature, which every value is checked against
+    TRAINER_HINTS = typing.get_type_hints(pl.Trainer.__init__)
+except (NameError, TypeError):  # a Lightning whose annotations do not resolve: building the
+    TRAINER_HINTS = {}  # Trainer (check_trainer_options) still checks the values
 
 
 def trainer_parameters() -> list[str]:
@@ -71,7 +135,8 @@ def instantiate(option: str, spec, run_dir: Path) -> list:
     objects = []
     for item in spec if isinstance(spec, list) else [spec]:
         if not isinstance(item, dict) or not isinstance(item.get("class_path"), str) or \
-                set(item) - {"class_path", "init_args"}:
+                set(item) - {"class_path", "init_args"} or \
+                not isinstance(item.get("init_args") or {}, dict):
             raise ConfigError(f"trainer: {option} entry {item!r} must be a mapping "
                               f"{{class_path: NAME, init_args: {{...}}}}")
         cls = import_class(item["class_path"], package)
@@ -104,11 +169,45 @@ def trainer_options(options: dict, run_dir: Path) -> dict:
         if key not in valid:
             raise ConfigError(f"trainer: unknown option {key!r}; valid options: "
                               f"{', '.join(valid)}")
+        hint = TRAINER_HINTS.get(key)
+        if key not in CLASS_OPTIONS and hint is not None and not matches(value, hint):
+            raise ConfigError(f"trainer: {key} must be {describe(hint)}; got {value!r}")
         test, what = VALUE_CHECKS.get(key, (None, ""))
         if test and not test(value):
             raise ConfigError(f"trainer: {key} must be {what}, got {value!r}")
         kwargs[key] = instantiate(key, value, run_dir) if key in CLASS_OPTIONS else value
     return kwargs
+
+
+def check_val_interval(config: RunConfig) -> None:
+    """A ``val_check_interval`` in batches must fit one epoch's batches (Lightning refuses it
+    only when training starts)."""
+    options = config.trainer
+    interval, limit = options.get("val_check_interval"), options.get("limit_train_batches")
+    if type(interval) is not int or options.get("check_val_every_n_epoch", 1) is None:
+        return
+    batches = steps_per_epoch(config)
+    if type(limit) is int:  # limit_train_batches: a count of batches, or a fraction of them
+        batches = min(batches, limit)
+    elif type(limit) is float:
+        batches = int(batches * limit)
+    if interval > batches:
+        raise ConfigError(f"trainer: val_check_interval {interval} is more than the {batches} "
+                          f"training batches of an epoch; give at most {batches}, a fraction "
+                          f"of the epoch (0.5), or check_val_every_n_epoch: null")
+
+
+def check_monitors(callbacks: list, config: RunConfig) -> None:
+    """A callback that monitors a metric (EarlyStopping, ModelCheckpoint) must name one the
+    run logs (Lightning finds out only after the first epoch)."""
+    from .module import MONITORABLE
+
+    logged = MONITORABLE["train"] + (MONITORABLE["val"] if config.val_size else ())
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if monitor is not None and monitor not in logged:
+            raise ConfigError(f"trainer: {type(callback).__name__} monitors {monitor!r}, which "
+                              f"this run does not log; valid choices: {', '.join(logged)}")
 
 
 @contextlib.contextmanager
@@ -127,6 +226,8 @@ def check_trainer_options(config: RunConfig) -> None:
     """Refuse, as one :class:`ConfigError` line, any Trainer option that Lightning would
     refuse: names and class paths here, values by building (not running) the Trainer."""
     kwargs = trainer_options(config.trainer, Path(config.out or "runs"))  # built, never used
+    check_val_interval(config)
+    check_monitors(kwargs.get("callbacks", []), config)
     kwargs.setdefault("devices", config.devices)
     kwargs.setdefault("strategy", "ddp" if config.devices > 1 else "auto")
     try:

@@ -4,11 +4,13 @@ value, before any training starts, and leaves nothing behind (the corrected re-r
 
 import resource
 import shutil
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -17,6 +19,7 @@ from conftest import REPO
 from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
 from lotterynet.cli import main
 from lotterynet.config import make_config
+from lotterynet.idx import read_idx
 
 SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "200", "--val-size", "100",
          "--no-progress-bar"]
@@ -69,6 +72,12 @@ def checkpoint_variant(stopped_run: Path, tmp: Path, kind: str) -> str:
         atomic_torch_save(checkpoint, path)
     elif kind == "text":
         path.write_text("not a checkpoint")
+    else:  # re-sealed (a valid digest) around a part that resuming cannot use
+        checkpoint = load_checkpoint(source)
+        {"hplist": lambda: checkpoint.update(hyper_parameters=[1]),
+         "weightsonly": lambda: checkpoint.pop("optimizer_states"),
+         "badopt": lambda: checkpoint.update(optimizer_states=[{"x": 1}])}[kind]()
+        atomic_torch_save(checkpoint, path)
     return str(path)
 
 
@@ -79,6 +88,28 @@ def corrupt_mnist(tmp: Path, data_dir: Path) -> str:
                     ignore=shutil.ignore_patterns("*.gz"))
     images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])
+    return str(root)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8) as an IDX file."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def wrong_mnist(tmp: Path, data_dir: Path, kind: str) -> str:
+    """A copy of MNIST whose files are well-formed IDX but do not hold MNIST: a label outside
+    0-9, 10 x 10 test images, or one test label missing (the training files are links)."""
+    raw, root = data_dir / "MNIST" / "raw", tmp / f"{kind}-data"
+    (root / "MNIST" / "raw").mkdir(parents=True)
+    for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (root / "MNIST" / "raw" / f).symlink_to(raw / f)
+    images, labels = (read_idx(raw / f"t10k-{k}-ubyte") for k in ("images-idx3", "labels-idx1"))
+    images, labels = {"label10": (images, np.where(np.arange(len(labels)) == 7, 10, labels)),
+                      "small": (images[:, :10, :10], labels),
+                      "count": (images, labels[:-1])}[kind]
+    (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images))
+    (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
     return str(root)
 
 
@@ -178,6 +209,16 @@ CASES = [
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
       "--wandb-sweep", "{tmp}/missing/w.yaml"], ["missing", "does not exist"]),
     (["--sweep", "{sw_twice}"], ["sparsities", "0.5", "twice"]),
+    (["--sweep", "{sw_variant_sparsity}"], ["'sparsity'", "axis", "sparsities"]),
+    (["--sweep", "{sw_target_only}"], ["lenet5_dacunha", "--train-weights"]),
+    (["--sweep", "{sw_unbuildable}"], ["cannot build", "0.95", "at most 0.8"]),
+    (["--jobs-per-device", "2"], ["--jobs-per-device", "sweep"]),
+    (["--no-stack"], ["--stack", "sweep"]),
+    (["--stack-file", "{st_badcells}"], ["st_badcells", "not a stack file", "cell"]),
+    (["--config", "{cfg_deep}"], ["cfg_deep", "nests too deep"]),
+    (["--out", "{tmp}/" + "x" * 300], ["--out", "names of at most 255"]),
+    (["--arch", "fc2", "--pairs", "1000000000"], ["fc2", "do not fit", "GiB"]),
+    (["--arch", "fc2", "--subnet-convs"], ["--subnet-convs", "fc2"]),
     (["--sweep", "{sw_base_resume}"], ["--resume 'x.ckpt'", "not for a sweep"]),
     (["--sweep", "{sw_list}", "--print-config"], ["--print-config", "sweep"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--out",
@@ -217,6 +258,20 @@ CASES = [
     pytest.param(["--devices", "0,1"], ["0,1", "devices", "int"],
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     (["--config", "{cfg_trainer_list}"], ["cfg_trainer_list", "trainer", "mapping"]),
+    (["--config", "{cfg_init_args_list}"], ["init_args", "['x']", "mapping"]),
+    (["--config", "{cfg_two_epochs}"], ["trainer.max_epochs 2", "epochs 3", "disagree"]),
+    (["--devices", "1", "--trainer.devices", "auto"], ["--trainer.devices 'auto'",
+                                                       "--devices 1", "disagree"]),
+    (["--trainer.check_val_every_n_epoch", "0"], ["check_val_every_n_epoch", "positive"]),
+    (["--trainer.val_check_interval", "1000", "--limit-train", "256"],
+     ["val_check_interval 1000", "4 training batches"]),
+    (["--trainer.val_check_interval", "0"], ["val_check_interval", "> 0"]),
+    (["--trainer.barebones", "true"], ["barebones", "metrics.csv"]),
+    (["--trainer.limit_test_batches", "0"], ["limit_test_batches", "test accuracy"]),
+    (["--trainer.num_nodes", "2"], ["num_nodes", "one machine"]),
+    (["--trainer.deterministic", "foo"], ["deterministic", "'warn'", "'foo'"]),
+    (["--trainer.callbacks", "{{class_path: EarlyStopping, init_args: {{monitor: nope}}}}"],
+     ["EarlyStopping", "'nope'", "val/acc"]),
     (["--config", "{cfg_model_unknown}"], ["learning_rate", "model", "valid keys", "sparsity"]),
     pytest.param(["--sweep", str(REPO / "configs" / "sweeps" / "pensia_fc2.yaml")],
                  ["88 hours", "215 cells", "--yes"],
@@ -230,6 +285,9 @@ CASES = [
     (["--resume", "{ckpt_noconfig}"], ["noconfig-run", "no run config"]),
     (["--resume", "{ckpt_otherarch}"], ["otherarch-run", "another model"]),
     (["--resume", "{done}"], ["finished", "nothing to resume"]),
+    (["--resume", "{ckpt_hplist}"], ["hplist-run", "'hyper_parameters' is not a mapping"]),
+    (["--resume", "{ckpt_weightsonly}"], ["weightsonly-run", "no optimizer_states"]),
+    (["--resume", "{ckpt_badopt}"], ["badopt-run", "'optimizer_states' is not a list"]),
     (["--resume", C, "--out", "{other_run}"], ["other_run", "another run"]),
     (["--resume", C, "--out", "{finished_dir}"], ["finished", "nothing to resume"]),
     (["--fan-in", "sideways"], ["sideways", "target"]),
@@ -242,6 +300,9 @@ CASES = [
     (["--data-dir", "{corrupt_data}"], ["mnist", "corrupt-data", "corrupt or unreadable"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--data-dir",
       "{corrupt_data}"], ["mnist", "corrupt-data", "corrupt or unreadable"]),  # no sweep folder
+    (["--data-dir", "{wrong_label10}"], ["label10-data", "labels outside 0..9"]),
+    (["--data-dir", "{wrong_small}"], ["small-data", "(1, 10, 10), not (1, 28, 28)"]),
+    (["--data-dir", "{wrong_count}"], ["count-data", "10,000 images but 9,999 labels"]),
     # output folders
     (["--out", "{a_file}"], ["a_file", "not a folder"]),
     (["--out", "{a_file}/run"], ["a_file", "not a folder"]),
@@ -258,8 +319,10 @@ def fill(argv: list[str], files: dict) -> list[str]:
 def broken_inputs(tmp_path_factory, data_dir, stopped_run) -> dict:
     """Broken checkpoints and a corrupt data folder, made once (the cases only read them)."""
     tmp = tmp_path_factory.mktemp("broken")
-    kinds = ("bitflip", "truncated", "foreign", "noconfig", "otherarch", "text")
+    kinds = ("bitflip", "truncated", "foreign", "noconfig", "otherarch", "text", "hplist",
+             "weightsonly", "badopt")
     return {**{f"ckpt_{k}": checkpoint_variant(stopped_run, tmp, k) for k in kinds},
+            **{f"wrong_{k}": wrong_mnist(tmp, data_dir, k) for k in ("label10", "small", "count")},
             "corrupt_data": corrupt_mnist(tmp, data_dir)}
 
 
@@ -294,6 +357,15 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "cfg_empty_group": {"wandb_group": ""},
         "sw_twice": {**sweep, "sparsities": [0.5, 0.5]},
         "sw_base_resume": {**sweep, "base": {"resume": "x.ckpt"}},
+        "cfg_init_args_list": {"trainer": {"callbacks": [{"class_path": "EarlyStopping",
+                                                           "init_args": ["x"]}]}},
+        "cfg_two_epochs": {"trainer": {"max_epochs": 2}, "epochs": 3},
+        "cfg_deep": "a: " + "[" * 3000 + "]" * 3000 + "\n",
+        "sw_variant_sparsity": {**sweep, "variants": [{"structure": "dense", "sparsity": 0.3}]},
+        "sw_target_only": {**sweep, "variants": ["wide"], "base": {"arch": "lenet5_dacunha"}},
+        "sw_unbuildable": {**sweep, "variants": ["fixedsize"], "sparsities": [0.5, 0.95],
+                           "base": {"arch": "fc2"}},
+        "st_badcells": {"members": [member, {**member, "sparsity": 0.9}], "cells": [1, 2]},
         "st_nomembers": {"cells": ["a"]},
         "st_badmember": {"members": [{"arch": "nope"}], "cells": ["a"]},
         "st_mixed": {"members": [member, {**member, "arch": "lenet5"}], "cells": ["a", "b"]},

@@ -144,12 +144,12 @@ def test_incompatible_members_are_refused_naming_the_key(key, value):
 
 
 def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):
-    """A target-only architecture as a wide stack (its width is measured on the built net):
-    the refusal names the architecture, as a single run's does."""
-    configs = [make_config(dict(arch="lenet5_dacunha", structure="wide", sparsity=s,
+    """A member whose fixed-size groups would keep nothing (5 terms at sparsity 0.95): the
+    refusal names the architecture and the limit, as a single run's does, and writes nothing."""
+    configs = [make_config(dict(arch="fc2", structure="fixedsize", sparsity=s,
                                 limit_train=256, val_size=64, data_dir=str(data_dir)))
-               for s in (0.5, 0.9)]
-    with pytest.raises(ConfigError, match=r"cannot build 'lenet5_dacunha'.*--train-weights"):
+               for s in (0.5, 0.95)]
+    with pytest.raises(ConfigError, match=r"cannot build 'fc2'.*0\.95.*at most 0\.8"):
         run_stack(configs, tmp_path / "stack")
     assert not (tmp_path / "stack").exists()
 

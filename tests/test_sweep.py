@@ -198,8 +198,10 @@ def test_cell_with_another_config_is_run_again(tmp_path, data_dir, capsys):
     capsys.readouterr()
     assert main([*argv, "--lr", "0.05"]) == 0
     assert "0 already done, 1 to run" in capsys.readouterr().out
-    (cell,) = (out / "cells").iterdir()
+    cell, kept = sorted((out / "cells").iterdir())  # the lr-0.1 cell kept beside the rerun
+    assert kept.name == f"{cell.name}.stale-1"
     assert json.loads((cell / "results.json").read_text())["config"]["lr"] == 0.05
+    assert json.loads((kept / "results.json").read_text())["config"]["lr"] == 0.1
     assert main([*argv, "--lr", "0.05"]) == 0
     assert "1 already done, 0 to run" in capsys.readouterr().out
 
@@ -318,3 +320,25 @@ def test_shipped_sweep_files_build_valid_cells(path):
     assert len(cells) >= 5
     for _, values in cells:
         validate(make_config(values))
+
+
+def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsys):
+    """Re-running a changed sweep runs its stale cells again in fresh folders; what they held
+    (results, metrics) is renamed to CELL.stale-N, never deleted."""
+    values = dict(arch="fc2", structure="dense", sparsity=0.5, epochs=1)
+    cell = tmp_path / "cells" / cell_name("dense", {**values, "seed": 0})
+    for n in (1, 2):
+        cell.mkdir(parents=True)
+        old = make_config({**values, "lr": 0.5 / n, "out": str(cell)}).to_dict()
+        (cell / "results.json").write_text(json.dumps({"config": old, "test_acc": n / 10}))
+        (cell / "metrics.csv").write_text(f"epoch\n{n}\n")
+        config = sweep_module.prepare_cell(values, cell)
+        assert config.overwrite and config.resume is None and not cell.exists()
+        kept = cell.with_name(f"{cell.name}.stale-{n}")
+        assert json.loads((kept / "results.json").read_text())["test_acc"] == n / 10
+        assert (kept / "metrics.csv").read_text() == f"epoch\n{n}\n"
+        assert str(kept) in capsys.readouterr().out
+    cell.mkdir()  # a cell with the sweep's own config and results is done: left as it is
+    (cell / "results.json").write_text(json.dumps(
+        {"config": make_config({**values, "out": str(cell)}).to_dict()}))
+    assert sweep_module.prepare_cell(values, cell) is None and (cell / "results.json").is_file()
