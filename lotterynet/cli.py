@@ -229,6 +229,9 @@ def dispatch(args: argparse.Namespace) -> int:
         raise ConfigError(f"{how[0]} says how a sweep runs its cells; give it with --sweep or "
                           f"the --sweep-* flags (a {'stack file' if args.stack_file else 'run'} "
                           f"does not read it)")
+    if args.cell and (how or args.wandb_sweep):
+        raise ConfigError(f"--cell runs one cell in this process; drop "
+                          f"{how[0] if how else '--wandb-sweep'}")
     for name, default in SWEEP_RUN_FLAGS.items():
         setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     if args.stack_file:

@@ -208,6 +208,10 @@ def flatten_sections(data: dict, where: str) -> dict:
         if unknown:
             raise ConfigError(f"{where}: unknown {section} key {unknown[0]!r}; valid keys: "
                               f"{', '.join(keys)}")
+        twice = next((k for k in values if k in flat), None)
+        if twice:
+            raise ConfigError(f"{where}: {twice} is given twice ({twice}: {flat[twice]!r} and "
+                              f"{section}.{twice}: {values[twice]!r}); give it once")
         flat.update(values)
     trainer = string_keys(section_mapping(data, "trainer", where), f"{where}, trainer")
     covered, options = split_trainer_options(trainer)
@@ -265,6 +269,20 @@ def nested_config(config: RunConfig) -> dict:
     return {**nested, "trainer": trainer, **flat}
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that gives one key twice (the last would win
+    unsaid)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [(k.tag, k.value) for k, _ in node.value if isinstance(k, yaml.ScalarNode)
+                and k.tag != "tag:yaml.org,2002:merge"]
+        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {twice[1]!r} is given twice", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
     """The mapping in the YAML file ``path`` (``where`` names it in errors, ``holds`` says what
     it should hold); :class:`ConfigError` for a missing, unreadable, malformed or non-mapping
@@ -273,7 +291,7 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"{where} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{where} cannot be read as text: "
                           f"{getattr(err, 'strerror', None) or err}") from None
@@ -302,7 +320,12 @@ def string_keys(data: dict, where: str) -> dict:
         if not isinstance(key, str):
             raise ConfigError(f"{where}: key {key!r} is not a string; valid keys: "
                               f"{', '.join(FIELDS)}")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    keys = [k.replace("-", "_") for k in data]
+    twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if twice:
+        raise ConfigError(f"{where}: {twice} is given twice (spelt with - and with _); give it "
+                          f"once")
+    return dict(zip(keys, data.values()))
 
 
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
@@ -461,6 +484,9 @@ def validate(config: RunConfig) -> None:
     for name in PATH_FIELDS:
         if getattr(config, name) is not None:
             check_path(name, getattr(config, name))
+    if config.data_dir is not None and Path(config.data_dir).exists() and \
+            not Path(config.data_dir).is_dir():
+        raise ConfigError(f"--data-dir {config.data_dir!r} is a file, not a folder")
     if config.resume is not None and not Path(config.resume).is_file():
         raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")
 
@@ -495,3 +521,11 @@ def check_numbers(config: RunConfig) -> None:
     if not 0 <= config.val_size < train_size:
         raise ConfigError(f"val_size must be in [0, {train_size}) for {config.dataset}, got "
                           f"{config.val_size!r}")
+    if config.limit_train is not None and config.limit_train > train_size - config.val_size:
+        raise ConfigError(f"limit_train {config.limit_train} is more than the "
+                          f"{train_size - config.val_size:,} training examples of "
+                          f"{config.dataset} (val_size {config.val_size} held out); leave it "
+                          f"out to train on all")
+    if config.stop_after is not None and config.stop_after > config.epochs:
+        raise ConfigError(f"stop_after {config.stop_after} is more than the run's "
+                          f"{config.epochs} epochs; it stops a run before its end")

@@ -171,7 +171,8 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
         if param_name.rpartition(".")[2] in ("bias", "bias_k", "bias_v"):
             p.requires_grad_(bias.trainable)
     layer.train(module.training)
-    return layer.to(next(module.parameters()).device)
+    weight = next(module.parameters())  # the replaced layer's device and float dtype
+    return layer.to(weight.device, weight.dtype if weight.is_floating_point() else None)
 
 
 def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",

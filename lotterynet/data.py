@@ -13,6 +13,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import torch
@@ -66,7 +67,8 @@ def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> Datase
 
 
 def _missing(name: str, root: Path, spec: DatasetSpec, how: str) -> DatasetNotFound:
-    return DatasetNotFound(f"{name}: no data under {root.resolve()}; put {spec.files} (or .gz) "
+    gzipped = " (or .gz)" if "ubyte" in spec.files else ""  # IDX files may come gzipped
+    return DatasetNotFound(f"{name}: no data under {root.resolve()}; put {spec.files}{gzipped} "
                            f"there, point --data-dir or ${DATA_ENV} at the folder that holds "
                            f"them, {how}")
 
@@ -96,6 +98,8 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
             how = "or allow downloading" if not download else "(the download failed too)"
             raise _missing(name, root, spec, how) from err
         data, targets = gzipped
+    except URLError as err:  # offline, and the set (CIFAR-10) is downloaded in one piece
+        raise _missing(name, root, spec, f"and the download failed ({err.reason})") from None
     except (ValueError, AssertionError, IndexError, EOFError, OSError, pickle.UnpicklingError,
             UnicodeDecodeError) as err:  # files present but truncated, garbled or unreadable
         raise _corrupt(name, root, spec, err) from None

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 
 from .data import DATASETS, DatasetNotFound, load_split, resolve_data_dir
+from .structures import check_positive_int
 
 SPLIT_SEED = 20200601  # the train/validation split; fixed so that every run sees the same one
 EVAL_BATCH = 1000  # evaluation batches: results do not depend on it, per-batch overhead does
@@ -104,6 +105,11 @@ class TensorDataModule(pl.LightningDataModule):
     def __init__(self, dataset: str = "mnist", data_dir=None, *, batch_size: int = 64,
                  val_size: int = 5000, limit_train: int | None = None, seed: int = 0):
         super().__init__()
+        check_positive_int("batch_size", batch_size)
+        if limit_train is not None:
+            check_positive_int("limit_train", limit_train)
+        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
+            raise ValueError(f"val_size must be an integer >= 0, got {val_size!r}")
         self.dataset, self.data_dir = dataset, data_dir
         self.batch_size, self.val_size, self.limit_train, self.seed = (
             batch_size, val_size, limit_train, seed)

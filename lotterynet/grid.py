@@ -89,24 +89,48 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
     for key in ("variants", "sparsities", "epochs"):
         if not data.get(key):
             raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
-    for variant in map(parse_variant, data["variants"]):
-        axis = next((key for key in AXES if key in variant), None)
-        if axis:  # the grid would override it unsaid
-            raise ConfigError(f"sweep variant {variant!r} sets {axis!r}, which is an axis of "
-                              f"the grid; give it in {AXES[axis]}")
+    variants = [flatten_sections(string_keys(parse_variant(v), "sweep variant"),
+                                 "sweep variant") for v in data["variants"]]
     base = flatten_sections(string_keys(data.get("base") or {}, "sweep base"), "sweep base")
-    sweep = Sweep(base={**base, **overrides},
-                  variants=[parse_variant(v) for v in data["variants"]],
+    for where, values in [("--" if overrides else "", overrides), ("base: ", base),
+                          *(("variant: ", v) for v in variants)]:
+        check_cell_keys(where, values)
+    sweep = Sweep(base={**base, **overrides}, variants=variants,
                   sparsities=[float(s) for s in data["sparsities"]],
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
                   baseline=data.get("baseline", True))
-    for key, why in (("resume", "a sweep resumes its own cells: run the same command again"),
-                     ("out", "a sweep writes its cells under --sweep-out")):
-        if sweep.base.get(key):
-            raise ConfigError(f"--{key} {sweep.base[key]!r} is not for a sweep; {why}")
-    for _, values in sweep.cells():  # every cell must be a valid run before any starts
+    named: dict[str, tuple[str, dict]] = {}
+    for label, values in sweep.cells():  # every cell must be a valid run before any starts
         make_config(values)
+        name = cell_name(label, values)
+        if name in named:  # two cells, one folder
+            raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
+                              f"{describe_cell(label, values)} would share the folder {name!r}; "
+                              f"make the variants or sparsities differ in their names")
+        named[name] = label, values
     return sweep
+
+
+#: What a sweep decides for every cell itself, so no base, variant or flag may set it.
+NOT_IN_CELLS = {
+    **{key: f"it is an axis of the grid: give it in {axis}" for key, axis in AXES.items()},
+    "train_weights": "the trained baseline is a cell of its own (baseline: true)",
+    "resume": "a sweep resumes its own cells: run the same command again",
+    "out": "a sweep writes its cells under --sweep-out",
+    "stop_after": "a sweep runs its cells to their end (stop it and run it again to resume)",
+}
+
+
+def check_cell_keys(where: str, values: dict) -> None:
+    """Refuse a key the sweep sets in every cell (it would be overridden, unsaid)."""
+    key = next((k for k in NOT_IN_CELLS if values.get(k) not in (None, False)), None)
+    if key:
+        shown = f"--{key.replace('_', '-')}" if where == "--" else f"{where}{key}"
+        raise ConfigError(f"{shown} {values[key]!r} is not for a sweep: {NOT_IN_CELLS[key]}")
+
+
+def describe_cell(label: str, values: dict) -> str:
+    return label if label == BASELINE else f"{label} at sparsity {values['sparsity']!r}"
 
 
 def write_wandb_sweep(sweep: Sweep, path: Path) -> Path:

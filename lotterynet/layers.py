@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.modules.utils import _ntuple
 
 from .masking import MaskedWeight, masked_weights
-from .structures import STRUCTURES, LayerOp, TargetShape
+from .structures import STRUCTURES, LayerOp, TargetShape, check_positive_int
 
 
 class _SubnetLayer(nn.Module):
@@ -41,6 +41,8 @@ class _SubnetLayer(nn.Module):
     def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
                pairs, activation, shared, hidden, seed, kept="round", ties="low",
                fan_in="hidden") -> None:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an integer or None, got {seed!r}")
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.structure_name = structure
         self.structure = STRUCTURES.get(structure)(
@@ -108,6 +110,8 @@ class SubnetLinear(_SubnetLayer):
                  seed: int | None = None, kept: str = "round", ties: str = "low",
                  fan_in: str = "hidden"):
         super().__init__()
+        for name, size in (("in_features", in_features), ("out_features", out_features)):
+            check_positive_int(name, size)
         self.in_features, self.out_features = in_features, out_features
         self._build(TargetShape(out_features, in_features), bias, sparsity=sparsity, init=init,
                     init_kwargs=init_kwargs, structure=structure, pairs=pairs,
@@ -134,6 +138,9 @@ class _SubnetConvNd(_SubnetLayer):
                  kept: str = "round", ties: str = "low", fan_in: str = "hidden"):
         super().__init__()
         ntuple = _ntuple(self.dims)
+        for name, size in (("in_channels", in_channels), ("out_channels", out_channels),
+                           ("groups", groups)):
+            check_positive_int(name, size)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")

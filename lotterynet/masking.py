@@ -47,6 +47,9 @@ def kept_count(numel: int, sparsity: float, rule: str = "round") -> int:
     or ``numel - int(sparsity * numel)`` with ``rule="floor"`` (the reference code's count)."""
     if rule not in KEPT_RULES:
         raise ValueError(f"unknown kept rule {rule!r}; valid choices: {', '.join(KEPT_RULES)}")
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or \
+            not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity is the fraction pruned, in [0, 1]; got {sparsity!r}")
     return KEPT_RULES[rule](numel, sparsity)
 
 
@@ -177,7 +180,9 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     :data:`HINT_MIN_ENTRIES`) narrows the quickselect and is updated to this call's threshold."""
     grouped, dim = group_view(magnitudes, group_dim, group_size)
     n = grouped.shape[dim]
-    if k >= n or k == 0:  # global_topk may leave a tensor nothing
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= n:
+        raise ValueError(f"k must be an integer in [0, {n}] (the entries of a group), got {k!r}")
+    if k == n or k == 0:  # global_topk may leave a tensor nothing
         return torch.full_like(magnitudes, k > 0, dtype=dtype)
     # No host reads on CUDA (they would wait for the device) nor under torch.compile (they
     # would break the graph): the tie ranking then always runs, and a compiled CPU step

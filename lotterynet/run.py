@@ -7,6 +7,7 @@ train with Lightning (checkpoint every epoch), test once, write ``results.json``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -221,6 +222,15 @@ def device_name(trainer: pl.Trainer) -> str:
     return f"{cpu_name()} ({torch.get_num_threads()} threads)"
 
 
+def read_json(path: Path) -> dict:
+    """The mapping in a JSON file; a missing or unreadable file reads as empty."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def write_json_atomic(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
@@ -253,7 +263,23 @@ def refusing_unbuildable(arch: str):
 
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
     with refusing_unbuildable(config.arch):
-        return EdgePopupModule(model_spec(config, data), optim_settings(config), config.to_dict())
+        module = EdgePopupModule(model_spec(config, data), optim_settings(config),
+                                 config.to_dict())
+    check_last_batch(config, module.model)
+    return module
+
+
+def check_last_batch(config: RunConfig, model: torch.nn.Module) -> None:
+    """Batch normalisation cannot train on a batch of one example (its variance is 0/0):
+    refuse a split whose last batch would hold one, before training reaches it."""
+    batch_norm = torch.nn.modules.batchnorm._BatchNorm
+    examples = steps_per_epoch(dataclasses.replace(config, batch_size=1))  # per device
+    if examples % config.batch_size == 1 and any(isinstance(m, batch_norm)
+                                                 for m in model.modules()):
+        raise ConfigError(f"the last training batch would hold 1 example ({examples:,} "
+                          f"examples, batch size {config.batch_size}), on which "
+                          f"{config.arch}'s batch norm cannot train; change --batch-size or "
+                          f"--limit-train")
 
 
 def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,

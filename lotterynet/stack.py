@@ -47,6 +47,7 @@ from .config import (
     OUTPUT_ONLY,
     ConfigError,
     RunConfig,
+    changed_fields,
     check_path,
     make_config,
     read_yaml_mapping,
@@ -62,10 +63,12 @@ from .run import (
     LAST,
     RESULTS,
     EpochTimer,
+    check_last_batch,
     device_name,
     make_trainer,
     model_spec,
     optim_settings,
+    read_json,
     refusing_unbuildable,
     write_json_atomic,
 )
@@ -353,10 +356,28 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
         raise ConfigError(f"--stack-file {str(path)!r} is not a stack file: it needs 'members' "
                           f"(a list of run configs) and 'cells' (one directory per member, "
                           f"distinct non-empty paths)")
+    where = f"--stack-file {str(path)!r}"
     for cell in cells:
-        check_path(f"--stack-file {str(path)!r}: cell", cell)
+        check_path(f"{where}: cell", cell)
+    for member, cell in zip(members, map(Path, cells)):  # a sweep writes them as the cell's
+        elsewhere = {"out": member.get("out") and Path(member["out"]) != cell,
+                     "resume": member.get("resume") and cell not in Path(member["resume"]).parents}
+        key = next((k for k, outside in elsewhere.items() if outside), None)
+        if key:
+            raise ConfigError(f"{where}: a member's {key} {member[key]!r} is outside its cell "
+                              f"{str(cell)!r}; a member's files go to its cell")
     configs = [make_config(m) for m in members]
     check_stackable(configs)
+    above = {Path.cwd().resolve(), *Path(path).resolve().parents}
+    for config, cell in zip(configs, map(Path, cells)):
+        if cell.resolve() in above:
+            raise ConfigError(f"{where}: cell {str(cell)!r} is not a folder of its own (it "
+                              f"holds the stack file or is the current folder)")
+        stored = read_json(cell / RESULTS).get("config")
+        if stored is not None and changed_fields(stored, config.to_dict()):
+            raise ConfigError(f"{where}: cell {str(cell)!r} holds a finished run of another "
+                              f"config ({changed_fields(stored, config.to_dict())[0]} differs); "
+                              f"give the member a cell of its own")
     return configs, [Path(c) for c in cells]
 
 
@@ -383,6 +404,7 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     with refusing_unbuildable(first.arch):
         module = StackModule([dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
                                    config=c.to_dict()) for name, c in zip(names, configs)])
+    check_last_batch(first, module.model)
     checkpoint = stack_dir / CHECKPOINTS / LAST
     resume = checkpoint if stack_members(stack_dir) == names else None
     stack_dir.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,12 @@ class TargetShape:
     groups: int = 1
     channel_dim: int = -1
 
+    def __post_init__(self):
+        for name in ("out_features", "in_per_group", "groups"):
+            check_positive_int(name, getattr(self, name))
+        for size in self.kernel_size:
+            check_positive_int("kernel_size", size)
+
     @property
     def weight_shape(self) -> tuple[int, ...]:
         return (self.out_features, self.in_per_group, *self.kernel_size)

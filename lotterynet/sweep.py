@@ -59,7 +59,7 @@ from .datamodule import TensorDataModule
 from .grid import BASELINE, Sweep, cell_name
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
-from .run import CHECKPOINTS, LAST, RESULTS, build_module, run, write_json_atomic
+from .run import CHECKPOINTS, LAST, RESULTS, build_module, read_json, run, write_json_atomic
 from .stack import run_stack, stack_members, write_stack_file
 from .validate import check_output_dir
 
@@ -102,15 +102,6 @@ def cell_done(config: RunConfig, cell_dir: Path) -> bool:
     results = cell_dir / RESULTS
     return results.is_file() and not changed_fields(read_json(results).get("config", {}),
                                                     config.to_dict())
-
-
-def read_json(path: Path) -> dict:
-    """The mapping in a JSON file; an unreadable file reads as empty."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 LOCK_FILE = ".sweep.lock"
@@ -451,8 +442,9 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
     cells = {cell_name(label, values): values for label, values in sweep.cells()}
     if name not in cells:
         names = list(cells)
-        raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {names[0]}, …, "
-                          f"{names[-1]} ({len(names)} cells; see --wandb-sweep's file)")
+        valid = names[0] if len(names) == 1 else f"{names[0]}, …, {names[-1]}"
+        raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
+                          f"({len(names)} cells; see --wandb-sweep's file)")
     config = prepare_cell(cells[name], sweep_dir / "cells" / name)
     if config is None:
         print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
@@ -570,7 +562,8 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = Tru
         raise ConfigError(f"this sweep would take about {hours:,.0f} hours on this CPU ({what}); "
                           f"run it on a GPU, shrink it (--sweep-epochs, --sweep-sparsities, "
                           f"--limit-train), or pass --yes to start it anyway")
-    took = f"{hours:.1f} hours" if hours >= 1 else f"{max(1, round(60 * hours))} minutes"
+    minutes = max(1, round(60 * hours))
+    took = f"{hours:.1f} hours" if hours >= 1 else f"{minutes} minute{'s' * (minutes > 1)}"
     print(f"sweep on the CPU: about {took} ({what})", flush=True)
 
 
@@ -580,15 +573,18 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
     rows = add_paper_columns(aggregate(sweep, sweep_dir), arch, dataset)
-    write_table(rows, sweep_dir)
-    figure = plot(rows, sweep_dir, figure_title(sweep), arch)
-    if sweep.base.get("wandb"):
-        log_to_wandb(rows, figure, sweep.base, sweep.base["wandb_group"])
-    print((sweep_dir / "sweep.md").read_text(), end="")
+    if rows:  # (none when every cell failed)
+        write_table(rows, sweep_dir)
+        figure = plot(rows, sweep_dir, figure_title(sweep), arch)
+        if sweep.base.get("wandb"):
+            log_to_wandb(rows, figure, sweep.base, sweep.base["wandb_group"])
+        print((sweep_dir / "sweep.md").read_text(), end="")
     if failed:
         print("\n".join(f"train.py: error: {line}" for line in failed), file=sys.stderr)
-        print(f"sweep incomplete: {len(failed)} cell(s) failed; the table holds the others "
-              f"(re-run the same command to retry): {sweep_dir / 'sweep.csv'}")
+        table = f"the table holds the others: {sweep_dir / 'sweep.csv'}" if rows else \
+            "no cell finished, so there is no table"
+        print(f"sweep incomplete: {len(failed)} cell(s) failed; {table} (re-run the same "
+              f"command to retry)")
         return 1
     print(f"sweep done: {sweep_dir / 'sweep.csv'}, {sweep_dir / 'sweep.md'}, {figure}")
     return 0

@@ -29,6 +29,8 @@ OWNED = {
     "plugins": "checkpoints are written atomically by lotterynet's own plugin",
     "enable_checkpointing": "every run checkpoints every epoch (RUN/checkpoints/last.ckpt)",
     "barebones": "a run always logs its metrics (RUN/metrics.csv) and checkpoints",
+    "fast_dev_run": "a debugging run writes no checkpoint and no result; use --epochs 1 "
+                    "--limit-train N instead",
 }
 #: Options given as class paths: the base class each object must have, and where a bare name
 #: is looked up.
@@ -66,7 +68,8 @@ VALUE_CHECKS = {"accumulate_grad_batches": (_count, "a positive integer"),
                 "num_nodes": (lambda v: v == 1 and type(v) is int,
                               "1 (lotterynet runs on one machine)"),
                 "val_check_interval": (lambda v: type(v) not in (int, float) or v > 0,
-                                       "> 0 (batches, or a fraction of the epoch)")}
+                                       "> 0 (batches, or a fraction of the epoch)"),
+                "max_steps": (lambda v: v == -1 or _count(v), "-1 (no limit) or positive")}
 
 
 def matches(value, hint) -> bool:
@@ -179,18 +182,27 @@ def trainer_options(options: dict, run_dir: Path) -> dict:
     return kwargs
 
 
-def check_val_interval(config: RunConfig) -> None:
-    """A ``val_check_interval`` in batches must fit one epoch's batches (Lightning refuses it
-    only when training starts)."""
+def check_batches(config: RunConfig) -> None:
+    """What Lightning refuses only when training starts: a ``limit_train_batches`` fraction
+    that leaves no batch, a ``val_check_interval`` in batches longer than the epoch; and a
+    ``min_epochs`` beyond the run's epochs (silently trained past them)."""
     options = config.trainer
-    interval, limit = options.get("val_check_interval"), options.get("limit_train_batches")
-    if type(interval) is not int or options.get("check_val_every_n_epoch", 1) is None:
-        return
     batches = steps_per_epoch(config)
+    limit = options.get("limit_train_batches")
     if type(limit) is int:  # limit_train_batches: a count of batches, or a fraction of them
         batches = min(batches, limit)
     elif type(limit) is float:
         batches = int(batches * limit)
+        if batches < 1:
+            raise ConfigError(f"trainer: limit_train_batches {limit} of the "
+                              f"{steps_per_epoch(config)} training batches leaves none")
+    min_epochs = options.get("min_epochs")
+    if min_epochs is not None and min_epochs > config.epochs:
+        raise ConfigError(f"trainer: min_epochs {min_epochs} is more than the run's "
+                          f"{config.epochs} epochs (--epochs)")
+    interval = options.get("val_check_interval")
+    if type(interval) is not int or options.get("check_val_every_n_epoch", 1) is None:
+        return
     if interval > batches:
         raise ConfigError(f"trainer: val_check_interval {interval} is more than the {batches} "
                           f"training batches of an epoch; give at most {batches}, a fraction "
@@ -202,7 +214,8 @@ def check_monitors(callbacks: list, config: RunConfig) -> None:
     run logs (Lightning finds out only after the first epoch)."""
     from .module import MONITORABLE
 
-    logged = MONITORABLE["train"] + (MONITORABLE["val"] if config.val_size else ())
+    validates = config.val_size and config.trainer.get("limit_val_batches") not in (0, 0.0)
+    logged = MONITORABLE["train"] + (MONITORABLE["val"] if validates else ())
     for callback in callbacks:
         monitor = getattr(callback, "monitor", None)
         if monitor is not None and monitor not in logged:
@@ -226,7 +239,7 @@ def check_trainer_options(config: RunConfig) -> None:
     """Refuse, as one :class:`ConfigError` line, any Trainer option that Lightning would
     refuse: names and class paths here, values by building (not running) the Trainer."""
     kwargs = trainer_options(config.trainer, Path(config.out or "runs"))  # built, never used
-    check_val_interval(config)
+    check_batches(config)
     check_monitors(kwargs.get("callbacks", []), config)
     kwargs.setdefault("devices", config.devices)
     kwargs.setdefault("strategy", "ddp" if config.devices > 1 else "auto")
@@ -234,7 +247,7 @@ def check_trainer_options(config: RunConfig) -> None:
         with quiet_logger("pytorch_lightning.utilities.rank_zero"):
             pl.Trainer(accelerator=config.accelerator, precision=config.precision,
                        max_epochs=config.epochs, **{**kwargs, "logger": False},
-                       enable_checkpointing=False, enable_progress_bar=False,
+                       enable_progress_bar=False,
                        enable_model_summary=False)
     except Exception as err:  # noqa: BLE001 - Lightning's own check of the values
         given = {k: config.trainer[k] for k in config.trainer if k not in CLASS_OPTIONS}

@@ -35,6 +35,9 @@ def check_hardware(config: RunConfig) -> None:
         raise ConfigError(f"--accelerator {config.accelerator}: this machine has no CUDA GPU; "
                           f"valid choices here: auto, cpu")
     on_gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and gpus)
+    if config.precision == "16-mixed" and not on_gpu:  # Lightning would run bf16-mixed, unsaid
+        raise ConfigError(f"--precision 16-mixed needs a CUDA GPU (float16 autocast); on the "
+                          f"CPU: {', '.join(p for p in PRECISIONS if p != '16-mixed')}")
     available, kind = (gpus, "CUDA GPUs") if on_gpu else (os.cpu_count() or 1, "CPU cores")
     if config.devices > available:
         raise ConfigError(f"--devices {config.devices}: this machine has {available} {kind}; "
@@ -83,8 +86,12 @@ def parse_list(text: str | None, kind: type, flag: str) -> list | None:
     """A comma list given on the command line, each item read as ``kind``."""
     if text is None:
         return None
+    items = text.split(",")
+    if not all(v.strip() for v in items):
+        raise ConfigError(f"{flag} {text!r} has an empty item; give a comma list without "
+                          f"blanks")
     try:
-        return [kind(v) for v in text.split(",") if v.strip()]
+        return [kind(v) for v in items]
     except ValueError:
         raise ConfigError(f"{flag} {text!r} must be a comma list of "
                           f"{'integers' if kind is int else 'numbers'}") from None

@@ -2,6 +2,7 @@
 resume targets, data folders, output folders — exits with code 2 and one line that names the bad
 value, before any training starts, and leaves nothing behind (the corrected re-run works)."""
 
+import json
 import resource
 import shutil
 import struct
@@ -209,7 +210,7 @@ CASES = [
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
       "--wandb-sweep", "{tmp}/missing/w.yaml"], ["missing", "does not exist"]),
     (["--sweep", "{sw_twice}"], ["sparsities", "0.5", "twice"]),
-    (["--sweep", "{sw_variant_sparsity}"], ["'sparsity'", "axis", "sparsities"]),
+    (["--sweep", "{sw_variant_sparsity}"], ["variant: sparsity 0.3", "axis", "sparsities"]),
     (["--sweep", "{sw_target_only}"], ["lenet5_dacunha", "--train-weights"]),
     (["--sweep", "{sw_unbuildable}"], ["cannot build", "0.95", "at most 0.8"]),
     (["--jobs-per-device", "2"], ["--jobs-per-device", "sweep"]),
@@ -219,7 +220,41 @@ CASES = [
     (["--out", "{tmp}/" + "x" * 300], ["--out", "names of at most 255"]),
     (["--arch", "fc2", "--pairs", "1000000000"], ["fc2", "do not fit", "GiB"]),
     (["--arch", "fc2", "--subnet-convs"], ["--subnet-convs", "fc2"]),
-    (["--sweep", "{sw_base_resume}"], ["--resume 'x.ckpt'", "not for a sweep"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.5000001", "--sweep-epochs", "1"],
+     ["0.5000001", "would share the folder"]),
+    (["--sweep", "{sw_variant_resume}"], ["variant: resume", "not for a sweep"]),
+    (["--sweep", "{sw_variant_trainer}"], ["variant: epochs 5", "axis", "epochs"]),
+    (["--sweep", "{sw_base_seed}"], ["base: seed 7", "seeds"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
+      "--sparsity", "0.9"], ["--sparsity 0.9", "sparsities"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
+      "--train-weights"], ["--train-weights", "baseline"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
+      "--cell", "dense-s0.5-e1-seed0", "--wandb-sweep", "{tmp}/w.yaml"],
+     ["--cell", "--wandb-sweep"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5,,0.9", "--sweep-epochs", "1"],
+     ["0.5,,0.9", "empty item"]),
+    (["--stack-file", "{st_foreign}"], ["finished run of another config", "sparsity"]),
+    (["--stack-file", "{st_dot}"], ["cell '.'", "not a folder of its own"]),
+    (["--stack-file", "{st_resume}"], ["resume 'x.ckpt'", "outside its cell"]),
+    (["--config", "{cfg_dupkey}"], ["cfg_dupkey", "'arch' is given twice"]),
+    (["--config", "{cfg_section_twice}"], ["arch is given twice", "model.arch"]),
+    (["--config", "{cfg_dash_twice}"], ["batch_size is given twice"]),
+    (["--limit-train", "1000000"], ["limit_train 1000000", "55,000"]),
+    (["--stop-after", "50"], ["stop_after 50", "10 epochs"]),
+    (["--data-dir", "{a_file}"], ["a_file", "not a folder"]),
+    (["--trainer.fast_dev_run", "true"], ["fast_dev_run", "debugging"]),
+    (["--trainer.max_steps", "0"], ["max_steps", "-1"]),
+    (["--trainer.min_epochs", "50"], ["min_epochs 50", "10 epochs"]),
+    (["--trainer.limit_train_batches", "0.00001"], ["limit_train_batches 1e-05", "leaves none"]),
+    (["--trainer.limit_val_batches", "0", "--trainer.callbacks",
+      "{{class_path: EarlyStopping, init_args: {{monitor: val/acc}}}}"],
+     ["EarlyStopping", "'val/acc'", "train/acc"]),
+    pytest.param(["--precision", "16-mixed"], ["16-mixed", "CUDA GPU", "bf16-mixed"],
+                 marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
+    (["--arch", "timm:resnet18", "--limit-train", "65", "--val-size", "100"],
+     ["1 example", "batch norm", "--batch-size"]),
+    (["--sweep", "{sw_base_resume}"], ["base: resume 'x.ckpt'", "not for a sweep"]),
     (["--sweep", "{sw_list}", "--print-config"], ["--print-config", "sweep"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--out",
       "{tmp}/o"], ["--out", "not for a sweep", "--sweep-out"]),
@@ -337,6 +372,9 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     write(other / "metrics.csv", "step\n0\n")
     sweep = dict(variants=["dense"], sparsities=[0.5], epochs=[1])
     member = make_config({"arch": "fc2", "structure": "dense", "sparsity": 0.5}).to_dict()
+    finished = tmp_path / "finished-cell"  # a cell finished with the member's config at 0.5
+    finished.mkdir()
+    write(finished / "results.json", json.dumps({"config": member}))
     configs = {
         "cfg_structure": {"structure": "wide"},
         "cfg_invalid": "arch: [fc2\n", "cfg_list": ["arch", "fc2"], "cfg_intkey": {1: 2},
@@ -366,6 +404,16 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "sw_unbuildable": {**sweep, "variants": ["fixedsize"], "sparsities": [0.5, 0.95],
                            "base": {"arch": "fc2"}},
         "st_badcells": {"members": [member, {**member, "sparsity": 0.9}], "cells": [1, 2]},
+        "sw_variant_resume": {**sweep, "variants": [{"structure": "dense", "resume": "x.ckpt"}]},
+        "sw_variant_trainer": {**sweep, "variants": [{"structure": "dense",
+                                                      "trainer": {"max_epochs": 5}}]},
+        "sw_base_seed": {**sweep, "base": {"model": {"seed": 7}}},
+        "st_foreign": {"members": [{**member, "sparsity": 0.9}], "cells": [str(finished)]},
+        "st_dot": {"members": [member], "cells": ["."]},
+        "st_resume": {"members": [{**member, "resume": "x.ckpt"}], "cells": [str(tmp_path / "c")]},
+        "cfg_dupkey": "arch: fc2\narch: fc4\n",
+        "cfg_section_twice": {"arch": "fc2", "model": {"arch": "fc4"}},
+        "cfg_dash_twice": {"batch-size": 32, "batch_size": 64},
         "st_nomembers": {"cells": ["a"]},
         "st_badmember": {"members": [{"arch": "nope"}], "cells": ["a"]},
         "st_mixed": {"members": [member, {**member, "arch": "lenet5"}], "cells": ["a", "b"]},

@@ -192,3 +192,21 @@ def test_frozen_bias_is_drawn_as_torch_layers_draw_theirs(layer, fan_in):
     assert not bias.requires_grad and bias.abs().max() <= bound
     assert bias.abs().max() > 0.99 * bound and abs(float(bias.mean())) < 0.05 * bound
     assert float(bias.std()) == pytest.approx(bound / 3 ** 0.5, rel=0.05)  # uniform's std
+
+
+@pytest.mark.parametrize("build, named", [
+    (lambda: ln.SubnetLinear(0, 3), "in_features"),
+    (lambda: ln.SubnetLinear(4, True), "out_features"),
+    (lambda: ln.SubnetConv2d(1, 2, 0), "kernel_size"),
+    (lambda: ln.SubnetConv2d(2, 2, 3, groups=0), "groups"),
+    (lambda: ln.SubnetLinear(4, 3, seed=1.5), "seed"),
+    (lambda: ln.TensorDataModule(batch_size=0), "batch_size"),
+    (lambda: ln.TensorDataModule(limit_train=-5), "limit_train"),
+    (lambda: ln.TensorDataModule(val_size=1.5), "val_size"),
+])
+def test_bad_sizes_are_refused_naming_the_argument(build, named):
+    """A zero, negative, boolean or fractional size is refused where it is given, not deep
+    inside a tensor op (ZeroDivisionError, 'negative dimension') or silently (a limit of -5
+    dropping the last 5 examples)."""
+    with pytest.raises((ValueError, TypeError), match=named):
+        build()

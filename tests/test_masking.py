@@ -327,3 +327,15 @@ def test_small_tensors_select_without_the_hint():
     for _ in range(3):
         assert torch.equal(topk_mask(scores.abs(), 100, hint=hint), topk_mask(scores.abs(), 100))
     assert hint.value is None
+
+
+@pytest.mark.parametrize("k", [-1, 11, True, None, 2.0])
+def test_topk_mask_refuses_a_k_outside_the_tensor(k):
+    with pytest.raises(ValueError, match=r"k must be an integer in \[0, 10\]"):
+        topk_mask(torch.rand(10), k)
+
+
+@pytest.mark.parametrize("sparsity", [-0.1, 1.5, float("nan"), True])
+def test_kept_count_refuses_a_sparsity_outside_0_1(sparsity):
+    with pytest.raises(ValueError, match="fraction pruned"):
+        ln.kept_count(10, sparsity)

@@ -278,6 +278,23 @@ def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
     assert [r["variant"] for r in rows(out)] == ["subsetsum/identity"] * 2
 
 
+def test_a_sweep_whose_every_stack_fails_names_them_and_writes_no_table(
+        tmp_path, data_dir, capsys, monkeypatch):
+    """With no cell finished there is nothing to tabulate: each failure is one line, exit 1
+    (an empty table was an IndexError traceback)."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\necho 'Killed' >&2; exit 3\n")
+    fake_python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake_python))
+    out = tmp_path / "pool"
+    assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(out),
+                 "--jobs-per-device", "2"]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 2 and "Traceback" not in captured.err
+    assert "failed (exit 3)" in captured.err and "no cell finished" in captured.out
+    assert not (out / "sweep.csv").exists()
+
+
 def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path, monkeypatch):
     """The paper-sized LeNet5 CPU sweep: 14 sparsities x 3 variants x budgets 10/20/30 stack
     (2,520 member-epochs), the trained baseline runs singly (10 + 20 + 30 epochs)."""
