@@ -358,10 +358,11 @@ def check_path(flag: str, path: str) -> None:
     """A path the file system can hold: no name over NAME_MAX bytes, at most PATH_MAX in all
     (otherwise every look at it would fail with 'File name too long')."""
     names = [len(os.fsencode(part)) for part in Path(path).parts]
-    if max(names, default=0) > NAME_MAX or len(os.fsencode(str(path))) >= PATH_MAX:
+    size = len(os.fsencode(str(path)))
+    if max(names, default=0) > NAME_MAX or size >= PATH_MAX:
         raise ConfigError(f"{flag} {str(path)[:40]!r}…: a path holds at most {PATH_MAX - 1} "
-                          f"bytes and names of at most {NAME_MAX} (this one: "
-                          f"{len(os.fsencode(str(path)))} bytes, its longest name {max(names)})")
+                          f"bytes and names of at most {NAME_MAX} (this one: {size} bytes, its "
+                          f"longest name {max(names)})")
 
 
 def make_config(values: dict) -> RunConfig:
@@ -378,13 +379,18 @@ def make_config(values: dict) -> RunConfig:
     return config
 
 
-def steps_per_epoch(config: RunConfig) -> int:
-    """Training batches per epoch on each device (before the Trainer's own limits)."""
+def examples_per_device(config: RunConfig) -> int:
+    """Training examples each device sees per epoch (the split after ``val_size`` is held out
+    and ``limit_train`` applied, shared among the devices)."""
     from .data import DATASETS
 
     examples = DATASETS.get(config.dataset).train_size - config.val_size
-    examples = min(examples, config.limit_train or examples)
-    return max(1, math.ceil(examples / config.devices / config.batch_size))
+    return math.ceil(min(examples, config.limit_train or examples) / config.devices)
+
+
+def steps_per_epoch(config: RunConfig) -> int:
+    """Training batches per epoch on each device (before the Trainer's own limits)."""
+    return max(1, math.ceil(examples_per_device(config) / config.batch_size))
 
 
 #: Fields that say where and how a run is written and logged, not what it computes.

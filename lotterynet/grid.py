@@ -92,9 +92,10 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
     variants = [flatten_sections(string_keys(parse_variant(v), "sweep variant"),
                                  "sweep variant") for v in data["variants"]]
     base = flatten_sections(string_keys(data.get("base") or {}, "sweep base"), "sweep base")
-    for where, values in [("--" if overrides else "", overrides), ("base: ", base),
-                          *(("variant: ", v) for v in variants)]:
-        check_cell_keys(where, values)
+    for spell, values in [(lambda k: f"--{k.replace('_', '-')}", overrides),
+                          (lambda k: f"base: {k}", base),
+                          *((lambda k: f"variant: {k}", v) for v in variants)]:
+        check_cell_keys(spell, values)
     sweep = Sweep(base={**base, **overrides}, variants=variants,
                   sparsities=[float(s) for s in data["sparsities"]],
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
@@ -121,12 +122,13 @@ NOT_IN_CELLS = {
 }
 
 
-def check_cell_keys(where: str, values: dict) -> None:
-    """Refuse a key the sweep sets in every cell (it would be overridden, unsaid)."""
+def check_cell_keys(spell, values: dict) -> None:
+    """Refuse a key the sweep sets in every cell (it would be overridden, unsaid); ``spell``
+    names a key as the user gave it (a flag, ``base: KEY``)."""
     key = next((k for k in NOT_IN_CELLS if values.get(k) not in (None, False)), None)
     if key:
-        shown = f"--{key.replace('_', '-')}" if where == "--" else f"{where}{key}"
-        raise ConfigError(f"{shown} {values[key]!r} is not for a sweep: {NOT_IN_CELLS[key]}")
+        raise ConfigError(f"{spell(key)} {values[key]!r} is not for a sweep: "
+                          f"{NOT_IN_CELLS[key]}")
 
 
 def describe_cell(label: str, values: dict) -> str:

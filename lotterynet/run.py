@@ -7,7 +7,6 @@ train with Lightning (checkpoint every epoch), test once, write ``results.json``
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import random
@@ -31,7 +30,14 @@ from .checkpointing import (
     load_checkpoint,
     remove_stale_temp_files,
 )
-from .config import WIDE, ConfigError, RunConfig, steps_per_epoch
+from .config import (
+    WIDE,
+    ConfigError,
+    RunConfig,
+    changed_fields,
+    examples_per_device,
+    steps_per_epoch,
+)
 from .datamodule import TensorDataModule
 from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
@@ -231,6 +237,14 @@ def read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def changed_results(config: RunConfig, run_dir: Path) -> list[str] | None:
+    """The fields in which the finished run in ``run_dir`` (its ``results.json``) differs from
+    ``config``: empty when it is ``config``'s run, None when the folder holds no results."""
+    if not (run_dir / RESULTS).is_file():
+        return None
+    return changed_fields(read_json(run_dir / RESULTS).get("config", {}), config.to_dict())
+
+
 def write_json_atomic(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
@@ -273,7 +287,7 @@ def check_last_batch(config: RunConfig, model: torch.nn.Module) -> None:
     """Batch normalisation cannot train on a batch of one example (its variance is 0/0):
     refuse a split whose last batch would hold one, before training reaches it."""
     batch_norm = torch.nn.modules.batchnorm._BatchNorm
-    examples = steps_per_epoch(dataclasses.replace(config, batch_size=1))  # per device
+    examples = examples_per_device(config)
     if examples % config.batch_size == 1 and any(isinstance(m, batch_norm)
                                                  for m in model.modules()):
         raise ConfigError(f"the last training batch would hold 1 example ({examples:,} "

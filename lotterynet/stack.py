@@ -47,7 +47,6 @@ from .config import (
     OUTPUT_ONLY,
     ConfigError,
     RunConfig,
-    changed_fields,
     check_path,
     make_config,
     read_yaml_mapping,
@@ -63,12 +62,12 @@ from .run import (
     LAST,
     RESULTS,
     EpochTimer,
+    changed_results,
     check_last_batch,
     device_name,
     make_trainer,
     model_spec,
     optim_settings,
-    read_json,
     refusing_unbuildable,
     write_json_atomic,
 )
@@ -359,7 +358,8 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
     where = f"--stack-file {str(path)!r}"
     for cell in cells:
         check_path(f"{where}: cell", cell)
-    for member, cell in zip(members, map(Path, cells)):  # a sweep writes them as the cell's
+    cell_dirs = [Path(c) for c in cells]
+    for member, cell in zip(members, cell_dirs):  # a sweep writes them as the cell's
         elsewhere = {"out": member.get("out") and Path(member["out"]) != cell,
                      "resume": member.get("resume") and cell not in Path(member["resume"]).parents}
         key = next((k for k, outside in elsewhere.items() if outside), None)
@@ -369,16 +369,15 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
     configs = [make_config(m) for m in members]
     check_stackable(configs)
     above = {Path.cwd().resolve(), *Path(path).resolve().parents}
-    for config, cell in zip(configs, map(Path, cells)):
+    for config, cell in zip(configs, cell_dirs):
         if cell.resolve() in above:
             raise ConfigError(f"{where}: cell {str(cell)!r} is not a folder of its own (it "
                               f"holds the stack file or is the current folder)")
-        stored = read_json(cell / RESULTS).get("config")
-        if stored is not None and changed_fields(stored, config.to_dict()):
+        differs = changed_results(config, cell)
+        if differs:
             raise ConfigError(f"{where}: cell {str(cell)!r} holds a finished run of another "
-                              f"config ({changed_fields(stored, config.to_dict())[0]} differs); "
-                              f"give the member a cell of its own")
-    return configs, [Path(c) for c in cells]
+                              f"config ({differs[0]} differs); give the member a cell of its own")
+    return configs, cell_dirs
 
 
 def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,

@@ -59,7 +59,16 @@ from .datamodule import TensorDataModule
 from .grid import BASELINE, Sweep, cell_name
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
-from .run import CHECKPOINTS, LAST, RESULTS, build_module, read_json, run, write_json_atomic
+from .run import (
+    CHECKPOINTS,
+    LAST,
+    RESULTS,
+    build_module,
+    changed_results,
+    read_json,
+    run,
+    write_json_atomic,
+)
 from .stack import run_stack, stack_members, write_stack_file
 from .validate import check_output_dir
 
@@ -99,9 +108,7 @@ def set_aside(cell_dir: Path) -> Path:
 
 def cell_done(config: RunConfig, cell_dir: Path) -> bool:
     """The cell has its results, and they were run with ``config``."""
-    results = cell_dir / RESULTS
-    return results.is_file() and not changed_fields(read_json(results).get("config", {}),
-                                                    config.to_dict())
+    return changed_results(config, cell_dir) == []
 
 
 LOCK_FILE = ".sweep.lock"

@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 
-from .config import ConfigError, RunConfig, steps_per_epoch
+from .config import TYPE_NAMES, ConfigError, RunConfig, steps_per_epoch
 
 #: Options the run itself decides, and why.
 OWNED = {
@@ -105,8 +105,7 @@ def describe(hint) -> str:
         return " or ".join(repr(a) for a in args)
     if origin is list:
         return f"a list of {describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
-    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-             type(None): "null", dict: "a mapping"}
+    words = {**TYPE_NAMES, type(None): "null"}
     return words.get(origin or hint, getattr(origin or hint, "__name__", str(hint)))
 
 
@@ -187,7 +186,7 @@ def check_batches(config: RunConfig) -> None:
     that leaves no batch, a ``val_check_interval`` in batches longer than the epoch; and a
     ``min_epochs`` beyond the run's epochs (silently trained past them)."""
     options = config.trainer
-    batches = steps_per_epoch(config)
+    batches = all_batches = steps_per_epoch(config)
     limit = options.get("limit_train_batches")
     if type(limit) is int:  # limit_train_batches: a count of batches, or a fraction of them
         batches = min(batches, limit)
@@ -195,7 +194,7 @@ def check_batches(config: RunConfig) -> None:
         batches = int(batches * limit)
         if batches < 1:
             raise ConfigError(f"trainer: limit_train_batches {limit} of the "
-                              f"{steps_per_epoch(config)} training batches leaves none")
+                              f"{all_batches} training batches leaves none")
     min_epochs = options.get("min_epochs")
     if min_epochs is not None and min_epochs > config.epochs:
         raise ConfigError(f"trainer: min_epochs {min_epochs} is more than the run's "
