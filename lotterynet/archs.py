@@ -31,6 +31,7 @@ from torch import nn
 from .distributions import sample_weights
 from .layers import SubnetConv2d, SubnetLinear
 from .models import MODELS
+from .plain import MaxPool2x2
 
 
 @dataclass
@@ -132,8 +133,8 @@ def lenet5(*, width: int | None = None, in_channels: int = 1, image_size: int = 
     side = (image_size // 2 - 4) // 2  # conv1 keeps the size (padding 2), conv2 takes 4 off
     hidden = [width, width] if width else [120, 84]
     return nn.Sequential(
-        conv(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        conv(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        conv(in_channels, 6, 5, padding=2), nn.ReLU(), MaxPool2x2(),
+        conv(6, 16, 5), nn.ReLU(), MaxPool2x2(), nn.Flatten(),
         *_mlp(layers, [16 * side * side, *hidden, num_classes]))
 
 
@@ -148,7 +149,7 @@ def _convnet(blocks: int):
         for block in range(blocks):
             c_out = width * 2**block
             modules += [layers.conv(c_in, c_out, 3, padding=1), nn.ReLU(),
-                        layers.conv(c_out, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+                        layers.conv(c_out, c_out, 3, padding=1), nn.ReLU(), MaxPool2x2()]
             c_in = c_out
         side = image_size // 2**blocks
         widths = [c_in * side * side, 4 * width, 4 * width, num_classes]
@@ -181,8 +182,8 @@ def lenet5_dacunha(*, in_channels: int = 1, image_size: int = 28, num_classes: i
                          "trained=True (--train-weights)")
     generator = torch.Generator().manual_seed(seed)
     side = image_size // 4  # both convs keep the size, two 2×2 pools
-    layers = [nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-              nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+    layers = [nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), MaxPool2x2(),
+              nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), MaxPool2x2(), nn.Flatten(),
               nn.Linear(16 * side * side, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
               nn.Linear(84, num_classes)]
     for layer in layers:

@@ -36,6 +36,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
+from .masking import check_module
 from .registry import Registry
 
 
@@ -194,6 +195,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
     seed), not taken from the layer it replaces. The call is recorded on the result
     (:data:`CONVERT_RECORD`) so that a ticket can replay it.
     """
+    check_module(model, "convert")
     bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
     others_trainable = OTHERS_MODES.get(others)
     include = None if include is None else _patterns(include, "include")
@@ -215,12 +217,21 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
                       for m in layer.modules()}
     inside_subnets |= {id(m) for layer in modules.values()
                        if isinstance(layer, nn.MultiheadAttention) for m in layer.children()}
+    plan = [(key, names[key][0], module, _convertible(module, names[key][0]))
+            for key, module in modules.items()
+            if selected(names[key][0]) and key not in inside_subnets]
+    converted = any(isinstance(m, SUBNET_MODULES) and selected(names[k][0])
+                    for k, m in modules.items())  # converting again leaves them alone
+    if not converted and all(rule is None for *_, rule in plan):  # refused, nothing changed
+        convertible = [names[key][0] or "(the model)" for key, module in modules.items()
+                       if key not in inside_subnets and type_name(type(module)) in CONVERTIBLE]
+        raise ValueError(
+            f"convert: no layer to convert is selected (include={include and list(include)!r}, "
+            f"exclude={list(exclude)!r}); the model's convertible layers: "
+            f"{', '.join(convertible[:8]) + (', ...' if len(convertible) > 8 else '') or 'none'} "
+            f"(of the types {', '.join(f.__name__ for f in _FAMILIES)})")
     replaced: dict[str, nn.Module] = {}
-    for key, module in modules.items():
-        name = names[key][0]
-        if not selected(name) or key in inside_subnets:
-            continue
-        rule = _convertible(module, name)
+    for key, name, module, rule in plan:
         if rule is not None:
             layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, sparsity=sparsity,
                                   init=init, structure=structure, **layer_options)

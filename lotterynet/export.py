@@ -28,6 +28,7 @@ from torch import nn
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .convert import CONVERT_RECORD
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
+from .masking import check_module
 from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
 
 
@@ -85,7 +86,7 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
 
 def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
     """A deep copy of ``model`` with every subnet layer replaced by :func:`export_layer`."""
-    exported = copy.deepcopy(model)
+    exported = copy.deepcopy(check_module(model, "export"))
     for module in exported.modules():  # no longer what build_model / convert made
         module.__dict__.pop("spec", None)
         module.__dict__.pop(CONVERT_RECORD, None)

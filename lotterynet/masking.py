@@ -354,8 +354,17 @@ class FrozenWeight(nn.Module):
         return f"shape={tuple(self.weight.shape)}, frozen"
 
 
+def check_module(model, caller: str) -> nn.Module:
+    """``model`` itself, or a ``TypeError`` naming ``caller`` if it is not a ``torch.nn.Module``
+    (an AttributeError deep inside would not say what was wrong)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{caller} takes a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
 def masked_weights(model: nn.Module) -> list[MaskedWeight]:
-    return [m for m in model.modules() if isinstance(m, MaskedWeight)]
+    return [m for m in check_module(model, "masked_weights").modules()
+            if isinstance(m, MaskedWeight)]
 
 
 def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:

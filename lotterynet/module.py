@@ -62,6 +62,16 @@ class EdgePopupModule(pl.LightningModule):
             num_classes, average="micro", validate_args=False) for s in STAGES})
         self.loss = torch.nn.ModuleDict(
             {f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES})
+        self._handed: set[str] = set()  # stages whose metrics Lightning holds this epoch
+
+    def on_train_epoch_start(self) -> None:
+        self._handed.discard("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._handed.discard("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._handed.discard("test")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -73,12 +83,17 @@ class EdgePopupModule(pl.LightningModule):
         acc, mean_loss = self.acc[f"{stage}_"], self.loss[f"{stage}_"]
         acc.update(logits.detach(), y)
         mean_loss.update(loss.detach(), weight=torch.full_like(loss.detach(), len(y)))
-        # Metric objects are computed (and synced across DDP ranks) once per epoch. The train
-        # stage's epoch values reach the loggers from on_train_epoch_end (see there).
-        to_loggers = stage != "train"
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True,
-                 prog_bar=stage != "test", logger=to_loggers)
-        self.log(EPOCH_LOSS[stage], mean_loss, on_step=False, on_epoch=True, logger=to_loggers)
+        # Metric objects are computed (and synced across DDP ranks) once per epoch from all of
+        # the epoch's updates, so handing them to Lightning once per epoch is enough; logging
+        # them in every step cost ~1.3 ms of a ~10 ms LeNet5 CPU step. The train stage's epoch
+        # values reach the loggers from on_train_epoch_end (see there).
+        if stage not in self._handed:
+            self._handed.add(stage)
+            to_loggers = stage != "train"
+            self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True,
+                     prog_bar=stage != "test", logger=to_loggers)
+            self.log(EPOCH_LOSS[stage], mean_loss, on_step=False, on_epoch=True,
+                     logger=to_loggers)
         if stage == "train":
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
         return loss

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .masking import masked_weights
+from .masking import check_module, masked_weights
 
 
 def count_params(model: nn.Module) -> dict[str, int]:
@@ -17,7 +17,7 @@ def count_params(model: nn.Module) -> dict[str, int]:
       their initial values by default);
     * ``trainable`` — parameters the optimizer updates (scores, and any trained BN/bias).
     """
-    tensors = masked_weights(model)
+    tensors = masked_weights(check_module(model, "count_params"))
     maskable = sum(m.weight.numel() for m in tensors)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad) - maskable
     return {

@@ -46,7 +46,7 @@ from torch import nn
 from . import ticket_file
 from .attention import SUBNET_MODULES
 from .convert import CONVERT_RECORD, convert
-from .masking import MaskedWeight
+from .masking import MaskedWeight, check_module
 from .models import build_model
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
 
@@ -143,7 +143,7 @@ class _Payload:
 def save_ticket(model: nn.Module, path) -> int:
     """Write ``model``'s ticket to ``path``; returns the file size in bytes. Any model holding
     subnet layers can be saved (module docstring for what is stored)."""
-    masked = _masked_modules(model)
+    masked = _masked_modules(check_module(model, "save_ticket"))
     if not masked:
         raise ValueError("the model has no subnet (maskable) layers: nothing to save as a ticket")
     spec = getattr(model, "spec", None)
@@ -268,6 +268,8 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     ``max_bytes`` bounds the payload and a spec-built model. Raises :class:`TicketError` for
     any file or model that does not match, before allocating what a hostile header asks for.
     """
+    if model is not None:
+        check_module(model, "load_ticket")
     header, compressed = read_header(path, max_bytes)
     from_spec = header["spec"] is not None
     try:

@@ -15,6 +15,7 @@ import inspect
 import logging
 import types
 import typing
+from datetime import timedelta
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -56,6 +57,22 @@ def _positive(value) -> bool:
     return type(value) in (int, float) and value > 0
 
 
+def _positive_duration(value) -> bool:
+    """``max_time`` as Lightning reads it ("DD:HH:MM:SS", a mapping of timedelta's keywords or
+    a timedelta) and longer than zero: a zero limit ends the run before its first step."""
+    if value is None:
+        return True
+    try:
+        if isinstance(value, str):
+            days, hours, minutes, seconds = map(int, value.split(":"))
+            value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        elif isinstance(value, dict):
+            value = timedelta(**value)
+    except (ValueError, TypeError):
+        return False
+    return isinstance(value, timedelta) and value > timedelta(0)
+
+
 #: Values that Lightning takes at construction and would only refuse during training (or that
 #: would leave a run without its result), beyond the types of Trainer's signature.
 VALUE_CHECKS = {"accumulate_grad_batches": (_count, "a positive integer"),
@@ -69,7 +86,9 @@ VALUE_CHECKS = {"accumulate_grad_batches": (_count, "a positive integer"),
                               "1 (lotterynet runs on one machine)"),
                 "val_check_interval": (lambda v: type(v) not in (int, float) or v > 0,
                                        "> 0 (batches, or a fraction of the epoch)"),
-                "max_steps": (lambda v: v == -1 or _count(v), "-1 (no limit) or positive")}
+                "max_steps": (lambda v: v == -1 or _count(v), "-1 (no limit) or positive"),
+                "max_time": (_positive_duration, 'a duration over zero, "DD:HH:MM:SS" or '
+                                                 "{days: D, hours: H, minutes: M, seconds: S}")}
 
 
 def matches(value, hint) -> bool:

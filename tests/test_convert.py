@@ -201,3 +201,26 @@ def test_converting_again_leaves_subnet_layers_alone():
     assert model[0] is layer and layer.sparsity == pytest.approx(0.5, abs=0.02)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert all(m.scores.requires_grad for m in ln.masked_weights(model))
+
+
+@pytest.mark.parametrize("options", [dict(include="layer9.*"), dict(exclude="*"), {}],
+                         ids=["typo-include", "all-excluded", "nothing-convertible"])
+def test_convert_that_selects_no_layer_is_refused_and_changes_nothing(options):
+    model = torchvision_resnet18() if options else nn.Sequential(nn.BatchNorm1d(4), nn.ReLU())
+    before = {n: (type(m), [p.requires_grad for p in m.parameters(recurse=False)])
+              for n, m in model.named_modules()}
+    with pytest.raises(ValueError, match="no layer to convert is selected") as refused:
+        convert(model, sparsity=0.5, **options)
+    assert ("layer1.0.conv1" if options else "layers: none") in str(refused.value)
+    assert {n: (type(m), [p.requires_grad for p in m.parameters(recurse=False)])
+            for n, m in model.named_modules()} == before
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ln.convert("resnet18", sparsity=0.5), lambda: ln.count_params([nn.Linear(2, 2)]),
+    lambda: ln.export(None), lambda: ln.save_ticket({"model": 1}, "unused.ticket"),
+    lambda: ln.load_ticket("unused.ticket", model="fc2")],
+    ids=["convert", "count_params", "export", "save_ticket", "load_ticket"])
+def test_api_entry_points_refuse_what_is_not_a_module(call):
+    with pytest.raises(TypeError, match=r"takes a torch\.nn\.Module, got (str|list|NoneType|dict)"):
+        call()

@@ -8,7 +8,7 @@ from torch import nn
 import lotterynet as ln
 from lotterynet.convert import convert
 from lotterynet.export import export
-from lotterynet.plain import SparseConv2d, SparseLinear, SplitSigns, split_signs
+from lotterynet.plain import MaxPool2x2, SparseConv2d, SparseLinear, SplitSigns, split_signs
 from lotterynet.structures import split_signs as structure_split_signs
 from lotterynet.timm_models import create_timm_model
 
@@ -100,6 +100,24 @@ def test_scripted_export_runs_without_lotterynet(tmp_path, sparse):
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "y.pt"), model(x), rtol=1e-5,
                                    atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
+def test_max_pool_2x2_gives_max_pool2d_outputs_and_gradients():
+    pool = MaxPool2x2()
+    scripted = torch.jit.script(pool)
+    x = torch.randn(4, 3, 10, 12)
+    x[0, 0, 0, 0] = float("nan")  # max-pool propagates NaN
+    x[1, 1, :2, :2] = 0.5  # a tied window
+    for inp in (x, x.contiguous(memory_format=torch.channels_last), x[:, :, :9, :11], x[0]):
+        expected = torch.nn.functional.max_pool2d(inp, 2)
+        for module in (pool, scripted):
+            assert torch.equal(module(inp).nan_to_num(-9.0), expected.nan_to_num(-9.0))
+    leaf = x.nan_to_num().requires_grad_()  # a gradient flows: max-pool's own, a tie to one
+    g = torch.randn(4, 3, 5, 6)
+    (ours,) = torch.autograd.grad(pool(leaf), leaf, g)
+    (theirs,) = torch.autograd.grad(torch.nn.functional.max_pool2d(leaf, 2), leaf, g)
+    assert torch.equal(ours, theirs) and int((ours[1, 1, :2, :2] != 0).sum()) == 1
 
 
 @pytest.mark.parametrize("name,options", [("resnet18", dict(layers=(1, 1, 1, 1))),

@@ -67,6 +67,31 @@ def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
 
 
 
+def test_epoch_metrics_cover_every_batch_of_the_epoch(tmp_path, data_dir):
+    """The metric objects reach Lightning once per epoch; their values are still the whole
+    epoch's. With lr = 0 the model never changes, so each epoch's accuracy and mean loss are
+    the fixed model's over every example of the split."""
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=640, val_size=512)
+    module = ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5},
+                                {"lr": 0.0})
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=data)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    logged.update(trainer.test(module, datamodule=data, verbose=False)[0])
+    module.eval()
+    for stage, split in (("train", "train"), ("val", "val"), ("test", "test")):
+        x, y = data.splits[split]
+        with torch.no_grad():
+            logits = module(x)
+        correct = (logits.argmax(1) == y).float()
+        assert logged[f"{stage}/acc"] == pytest.approx(float(correct.mean()), abs=1e-6)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        assert logged[ln.module.EPOCH_LOSS[stage]] == pytest.approx(float(loss), rel=1e-5)
+        assert float(correct[:64].mean()) != pytest.approx(float(correct.mean()))  # a real test
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_step_metrics_read_nothing_back_from_the_device():
     """A step's metric updates queue device work and never wait for it: on the meta device,
