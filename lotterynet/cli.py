@@ -2,7 +2,7 @@
 
 ``main(argv)`` returns the exit code: 0 on success, 2 on bad input (one line on stderr naming
 the bad value and the valid choices, no traceback, before any work starts), 1 when the disk
-fills (one line; the last good checkpoint is kept).
+fills or the training diverges (one line; the last good checkpoint is kept).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 
 from .config import (
-    FIELDS,
     RESUMABLE,
     ConfigError,
     add_config_arguments,
@@ -22,13 +21,15 @@ from .config import (
     check_agree,
     check_path,
     dotted_flags,
+    given_flags,
     lightning_devices,
     load_yaml,
     make_config,
     nested_config,
+    refuse_unread_flags,
     split_trainer_options,
 )
-from .errors import CheckpointError, DatasetNotFound, DiskFullError
+from .errors import CheckpointError, DatasetNotFound, DiskFullError, TrainingDiverged
 from .grid import load_sweep, write_wandb_sweep
 from .machine import keep_freed_memory
 
@@ -130,7 +131,7 @@ def is_sweep(args: argparse.Namespace) -> bool:
 def explicit_values(args: argparse.Namespace) -> dict:
     """The YAML file's values overlaid with the flags given on the command line."""
     values = load_yaml(args.config) if args.config else {}
-    flags = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
+    flags = given_flags(args)
     if "trainer" in flags:  # [(KEY, VALUE), ...] over the file's Trainer options
         given = dict(flags["trainer"])
         covered, options = split_trainer_options(given)
@@ -153,7 +154,14 @@ def stored_config(checkpoint: str) -> dict:
 
 def config_from_args(args: argparse.Namespace):
     """Checkpoint's config (when resuming) < YAML file < flags given on the command line; a
-    resumed run refuses values that would change what it trains."""
+    resumed run refuses values that would change what it trains, and every run a flag that
+    it would not read."""
+    config = resolved_config(args)
+    refuse_unread_flags(given_flags(args), [config])
+    return config
+
+
+def resolved_config(args: argparse.Namespace):
     explicit = explicit_values(args)
     if not explicit.get("resume"):  # from a flag, or from the config file
         return make_config(explicit)
@@ -218,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DiskFullError as err:
         print(f"train.py: error: {err.strerror}", file=sys.stderr)
+        return 1
+    except TrainingDiverged as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
         return 1
 
 

@@ -149,6 +149,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                 **{"type": kind, **extra})
 
 
+def given_flags(args: argparse.Namespace) -> dict:
+    """The run options given on the command line (flags left out are None)."""
+    return {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
+
+
 def key_value(text: str) -> tuple[str, object]:
     """``"KEY=VALUE"`` -> ``(KEY, VALUE read as YAML)``: ``0.5`` a number, ``auto`` a string,
     ``[0, 1]`` a list, ``{class_path: ...}`` a mapping."""
@@ -495,6 +500,58 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"--data-dir {config.data_dir!r} is a file, not a folder")
     if config.resume is not None and not Path(config.resume).is_file():
         raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")
+
+
+#: The subnet layers' options; each structure reads those its ``specs`` names
+#: (:func:`lotterynet.structures.structure_options`).
+LAYER_OPTIONS = ("pairs", "activation", "shared", "fan_in", "hidden")
+WANDB_OPTIONS = ("wandb_project", "wandb_group", "wandb_entity", "wandb_tags", "wandb_notes",
+                 "log_model")
+
+
+def unread_options(config: RunConfig) -> dict[str, str]:
+    """The fields that the run of ``config`` does not read, each with the reason."""
+    from .models import split_arch
+    from .structures import structure_options
+
+    unread = {name: "it configures W&B logging, which needs --wandb"
+              for name in WANDB_OPTIONS if not config.wandb}
+    if config.train_weights:
+        why = "the trained dense baseline (--train-weights) has no masks and no structure"
+        unread.update({name: why for name in ("sparsity", "match", *LAYER_OPTIONS)})
+        if config.structure != "dense":
+            unread["structure"] = why
+        frozen_convs = split_arch(config.arch)[0] == "lenet5" and not config.subnet_convs
+        if not frozen_convs or config.conv_init is not None:
+            unread["init"] = (f"it draws frozen random weights, and the trained baseline of "
+                              f"--arch {config.arch} has none"
+                              + " but the convs, drawn from --conv-init" * frozen_convs)
+        return unread
+    if config.structure == WIDE:  # a dense net sized to the maskable count of --match's
+        reads = structure_options(config.match) - {"fan_in"}
+        where = f"--structure wide matches --match {config.match}, which does not read it"
+        unread["fan_in"] = ("it scales the init of a structure's second layer; the wide net "
+                            "is dense")
+    else:
+        reads = structure_options(config.structure)
+        where = f"--structure {config.structure} does not read it"
+        unread["match"] = "it sizes --structure wide only"
+    unread.update({name: where for name in LAYER_OPTIONS if name not in reads | set(unread)})
+    return unread
+
+
+def refuse_unread_flags(flags: dict, configs: list[RunConfig], where: str = "this run"
+                        ) -> None:
+    """Refuse a flag given on the command line (``flags``: field → value) that no run of
+    ``configs`` (one run, or a sweep's cells) reads: it would be ignored unsaid. A config
+    file's values are not checked (one file serves several structures)."""
+    for name, value in flags.items():
+        reasons = [unread_options(config).get(name) for config in configs]
+        if all(reasons):
+            flag = f"--{name.replace('_', '-')}"
+            shown = flag if value is True else f"--no-{flag[2:]}" if value is False else \
+                f"{flag} {value!r}"
+            raise ConfigError(f"{shown} does nothing in {where}: {reasons[0]}; drop it")
 
 
 SEED_MAX = 2**32 - 1  # what seed_everything and numpy accept

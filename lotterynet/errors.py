@@ -1,4 +1,5 @@
-"""The errors ``train.py`` reports as one line on stderr (exit code 2; 1 for a full disk).
+"""The errors ``train.py`` reports as one line on stderr (exit code 2; 1 for a full disk or a
+run that diverged).
 
 They live apart from the code that raises them so that the command line can catch them
 without importing torch or Lightning: a bad flag or config file is refused in a fraction of a
@@ -20,3 +21,9 @@ class DatasetNotFound(FileNotFoundError):
 
 class DiskFullError(OSError):
     """The disk filled while writing a file; the previous version of the file is intact."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A run's trainable tensors stopped being finite (NaN or infinite): it is stopped at the
+    end of that epoch, before its checkpoint, rather than finished with a meaningless result
+    (NaN scores keep no entry at all, whatever ``k`` says)."""

@@ -26,7 +26,14 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, flatten_sections, make_config, string_keys
+from .config import (
+    ConfigError,
+    flatten_sections,
+    given_flags,
+    make_config,
+    refuse_unread_flags,
+    string_keys,
+)
 from .validate import check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
@@ -101,14 +108,18 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
                   baseline=data.get("baseline", True))
     named: dict[str, tuple[str, dict]] = {}
+    configs = []
     for label, values in sweep.cells():  # every cell must be a valid run before any starts
-        make_config(values)
+        configs.append(make_config(values))
         name = cell_name(label, values)
         if name in named:  # two cells, one folder
             raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
                               f"{describe_cell(label, values)} would share the folder {name!r}; "
                               f"make the variants or sparsities differ in their names")
         named[name] = label, values
+    if args.wandb_sweep:  # its agents run every cell with --wandb
+        configs = [dataclasses.replace(config, wandb=True) for config in configs]
+    refuse_unread_flags(given_flags(args), configs, "any cell of this sweep")
     return sweep
 
 

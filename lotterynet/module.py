@@ -153,6 +153,16 @@ def layer_densities(model: torch.nn.Module) -> dict[str, float]:
     return {name: 1.0 - m.sparsity for name, m in layer_names(model).items()}
 
 
+def non_finite(model: torch.nn.Module) -> str | None:
+    """The name of the first trainable tensor of ``model`` that holds a NaN or an infinity
+    (None when all are finite): one pass over them, one host read."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        return None
+    bad = (~torch.stack([torch.isfinite(p).all() for _, p in named])).nonzero()
+    return named[int(bad[0])][0] if len(bad) else None
+
+
 def mask_digest(model: torch.nn.Module) -> float:
     """A fingerprint of all masks: ``Σ_tensors (t + 1) · Σ_{kept i} (i + 1)`` in float64. Two
     models with the same masks have the same digest; used to check that DDP ranks agree."""

@@ -39,11 +39,12 @@ from .config import (
     steps_per_epoch,
 )
 from .datamodule import TensorDataModule
+from .errors import TrainingDiverged
 from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
 from .machine import cpu_name
 from .models import split_arch
-from .module import EPOCH_LOSS, EdgePopupModule, layer_densities, mask_digest
+from .module import EPOCH_LOSS, EdgePopupModule, layer_densities, mask_digest, non_finite
 from .params import count_params
 from .quiet import quiet_lightning
 from .ticket import save_ticket
@@ -168,6 +169,30 @@ class RNGState(pl.Callback):
         np.random.set_state((kind, keys.numpy(), *rest))
         version, internal, gauss = state["random"]
         random.setstate((version, tuple(internal), gauss))
+
+
+class StopOnDivergence(pl.Callback):
+    """Stops a run whose trainable tensors are no longer finite with :class:`TrainingDiverged`
+    (at the end of each validation and training epoch; Lightning runs the checkpoint callback
+    after this one, so the last checkpoint stays the last finite one)."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.check(trainer, pl_module)
+
+    @staticmethod
+    def check(trainer, pl_module) -> None:
+        name = non_finite(pl_module.model)
+        if name is None:
+            return
+        checkpoint = Path(trainer.default_root_dir) / CHECKPOINTS / LAST
+        kept = (f"its last finite checkpoint is kept: {checkpoint}" if checkpoint.is_file()
+                else "no checkpoint was written")
+        raise TrainingDiverged(f"training diverged in epoch {trainer.current_epoch + 1}: "
+                               f"{name} holds NaN or infinite values (lr "
+                               f"{pl_module.hparams.optim['lr']:g}); lower --lr; {kept}")
 
 
 class EpochTimer(pl.Callback):
@@ -359,7 +384,8 @@ def run(config: RunConfig) -> dict:
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width})
     timer = EpochTimer(announce=not config.progress_bar)
     trainer = make_trainer(config, run_dir, loggers, timer,
-                           callbacks=(LearningRateMonitor(logging_interval="step"),))
+                           callbacks=(LearningRateMonitor(logging_interval="step"),
+                                      StopOnDivergence()))
     for logger in loggers if not config.resume else []:  # a resumed run has logged these
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)

@@ -52,9 +52,10 @@ from .config import (
     read_yaml_mapping,
 )
 from .datamodule import TensorDataModule
+from .errors import TrainingDiverged
 from .loggers import finish_wandb, make_loggers
 from .models import build_model
-from .module import EPOCH_LOSS, layer_densities, mask_digest
+from .module import EPOCH_LOSS, layer_densities, mask_digest, non_finite
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 from .params import count_params
 from .run import (
@@ -126,7 +127,9 @@ class StackModule(pl.LightningModule):
     ``members``: one dict per member with ``name`` (its cell name), ``spec`` (``build_model``
     arguments), ``optim`` (as :class:`EdgePopupModule` takes it) and ``config`` (the member's
     RunConfig as a dict). Per-epoch sums of loss and correct predictions are kept per member
-    in ``sums[stage]`` (``[loss · n, correct, n]``); :class:`MemberResults` reads them."""
+    in ``sums[stage]`` (``[loss · n, correct, n]``); :class:`MemberResults` reads them.
+    ``diverged`` (kept in the checkpoint): the members whose trainable tensors stopped being
+    finite, with what happened; they train no more and are not tested."""
 
     def __init__(self, members: list[dict]):
         super().__init__()
@@ -137,10 +140,18 @@ class StackModule(pl.LightningModule):
         self.model = StackedModel([build_model(**m["spec"]) for m in members])
         self.sums: dict[str, torch.Tensor] = {}
         self._index: dict[tuple, torch.Tensor] = {}
+        self.diverged: dict[int, str] = {}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["diverged"] = dict(self.diverged)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.diverged = dict(checkpoint.get("diverged", {}))
 
     def training_members(self, epoch: int) -> list[int]:
-        """Members still within their budget in ``epoch`` (0-based)."""
-        return [s for s, budget in enumerate(self.budgets) if epoch < budget]
+        """Members still within their budget in ``epoch`` (0-based) that have not diverged."""
+        return [s for s, budget in enumerate(self.budgets)
+                if epoch < budget and s not in self.diverged]
 
     def configure_optimizers(self):
         optimizers, schedulers = [], []
@@ -226,10 +237,11 @@ def _epoch_metrics(sums: torch.Tensor | None, s: int, stage: str) -> dict[str, f
 
 class MemberResults(pl.Callback):
     """Records every member's epoch metrics (its history, kept in the stack checkpoint), logs
-    them under the member's name, and when a member's budget is over tests it and writes its
-    cell directory. Runs at the end of each training epoch, after validation and before the
-    stack checkpoint is saved; after a resume it first finishes members whose budget ended
-    before the checkpoint but whose cell was not written."""
+    them under the member's name, stops a member whose trainable tensors are no longer finite
+    (``StackModule.diverged``; the others go on), and when a member's budget is over tests it
+    and writes its cell directory. Runs at the end of each training epoch, after validation
+    and before the stack checkpoint is saved; after a resume it first finishes members whose
+    budget ended before the checkpoint but whose cell was not written."""
 
     def __init__(self, cell_dirs: Sequence[Path], stack_dir: Path, timer: EpochTimer):
         self.cell_dirs, self.stack_dir, self.timer = [Path(d) for d in cell_dirs], stack_dir, timer
@@ -259,6 +271,12 @@ class MemberResults(pl.Callback):
             train_accs.append(row.get("train/acc", 0.0))
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=epoch)
+        for s in module.training_members(epoch):
+            tensor = non_finite(module.model.members[s])
+            if tensor is not None:
+                module.diverged[s] = (f"{module.names[s]} diverged in epoch {epoch + 1} ({tensor} "
+                                      f"holds NaN or infinite values, lr "
+                                      f"{module.hparams.members[s]['optim']['lr']:g})")
         test_accs = self.finish(trainer, module, [s for s, budget in enumerate(module.budgets)
                                                   if budget == epoch + 1])
         if trainer.is_global_zero:
@@ -282,7 +300,8 @@ class MemberResults(pl.Callback):
         cell directory: its model checkpoint, its metrics history, then (last, atomically) its
         ``results.json``. A cell finished elsewhere is never overwritten. Returns the test
         accuracies."""
-        members = [s for s in members if not (self.cell_dirs[s] / RESULTS).is_file()]
+        members = [s for s in members if not (self.cell_dirs[s] / RESULTS).is_file()
+                   and s not in module.diverged]
         if not members:
             return []
         tested = module.evaluate(members, trainer.datamodule.test_dataloader())
@@ -385,7 +404,9 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     """Train ``configs`` as one stack in ``stack_dir`` and return every member's results (as
     ``results.json`` holds them). ``cell_dirs`` (default ``stack_dir/cells/<i>``) are the
     members' own directories. A stack whose checkpoint is in ``stack_dir`` with the same
-    members resumes from it; members already finished are not trained again."""
+    members resumes from it; members already finished are not trained again. A member that
+    diverges stops there, the others train to their end; then :class:`TrainingDiverged` names
+    it."""
     configs = [c if isinstance(c, RunConfig) else make_config(c) for c in configs]
     check_stackable(configs)
     stack_dir = Path(stack_dir)
@@ -424,4 +445,8 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     finish_wandb(loggers, {f"{name}/{key}": value for name, r in zip(names, results)
                            if r["finished"] for key, value in
                            (("test/acc", r["test_acc"]), ("params/kept", r["params"]["kept"]))})
+    if module.diverged:
+        others = len(configs) - len(module.diverged)
+        raise TrainingDiverged(f"stack {stack_dir}: {'; '.join(module.diverged.values())}; "
+                               f"lower --lr" + f" (the other {others} finished)" * (others > 0))
     return results

@@ -15,6 +15,7 @@ Shapes follow PyTorch: a target weight is ``(out, in_per_group, *kernel)``.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from dataclasses import dataclass
@@ -166,6 +167,13 @@ def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
     """Maskable / kept / frozen counts of one layer built with ``structure`` (by name) for
     ``target`` — the analytic form of ``count_params`` (minus biases), for width matching."""
     return STRUCTURES.get(structure).counts(target, sparsity=sparsity, **options)
+
+
+def structure_options(structure: str) -> frozenset[str]:
+    """The layer options (``pairs``, ``activation``, ``shared``, ``fan_in``, ``hidden``) that
+    ``structure`` (by name) reads: the keyword parameters of its ``specs``."""
+    parameters = inspect.signature(STRUCTURES.get(structure).specs).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
 
 
 @STRUCTURES.register("dense")

@@ -56,6 +56,7 @@ from .config import (
     make_config,
 )
 from .datamodule import TensorDataModule
+from .errors import TrainingDiverged
 from .grid import BASELINE, Sweep, cell_name
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
@@ -249,22 +250,28 @@ def stack_line(stack_dir: Path, configs: list[RunConfig]) -> str:
             f"{sorted({c.epochs for c in configs})}")
 
 
-def run_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path, report) -> None:
-    """The stacks in this process, one after another."""
+def run_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path, report
+               ) -> list[str]:
+    """The stacks in this process, one after another; returns what diverged."""
+    diverged = []
     for stack_dir, members in stacks.items():
         configs = stack_configs(members, sweep, sweep_dir)
         print(stack_line(stack_dir, configs), flush=True)
-        run_stack(configs, stack_dir, [sweep_dir / "cells" / m for m in members])
+        try:
+            run_stack(configs, stack_dir, [sweep_dir / "cells" / m for m in members])
+        except TrainingDiverged as err:
+            diverged.append(str(err))
         for m in members:
             report(m)
+    return diverged
 
 
 def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True
               ) -> list[str]:
     """Run every unfinished cell: in this process, or with several job slots (GPUs ×
     ``jobs_per_device``) every stack and every single cell in its own subprocess, as many at
-    once as there are slots. Returns one line per subprocess that failed (the others go
-    on)."""
+    once as there are slots. Returns one line per subprocess that failed and per run or stack
+    that diverged (the others go on)."""
     cells = sweep.cells()
     todo = [(cell_name(label, v), cfg) for label, v in cells
             if (cfg := prepare_cell(v, sweep_dir / "cells" / cell_name(label, v))) is not None]
@@ -291,16 +298,20 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
               flush=True)
 
     if slots == 1:
-        run_stacks(stacks, sweep, sweep_dir, report)
+        failed = run_stacks(stacks, sweep, sweep_dir, report)
         if not ddp:
             for name, config in todo:
-                run(config)
+                try:
+                    run(config)
+                except TrainingDiverged as err:
+                    failed.append(f"cell {name}: {err}")
                 report(name)
-            return []
+            return failed
         # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
         # in its own train.py that sees all devices, one at a time.
         stacks, devices = {}, [None]
     else:  # every stack and cell in its own subprocess, jobs_per_device at once per device
+        failed = []
         devices = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
     jobs = []
     for stack_dir, members in stacks.items():
@@ -320,7 +331,6 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         finally:
             free.put(device)
 
-    failed = []
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         for future in as_completed([pool.submit(work, job) for job in jobs]):
             job, code = future.result()

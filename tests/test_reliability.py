@@ -274,3 +274,44 @@ def test_ddp_ranks_die_with_rank_zero(tmp_path, data_dir):
         proc.kill()
         for pid in processes_mentioning(str(out)):  # only if the test failed
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(
+        tmp_path, data_dir, capsys):
+    """lr 1e30 turns the scores into NaN in the first epoch; NaN scores keep no entry, so the
+    run used to finish with chance accuracy and the full kept count in results.json."""
+    out = tmp_path / "run"
+    assert main([*SMALL, "--epochs", "2", "--lr", "1e30", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diverged in epoch 1" in err[0] and "scores" in err[0], err
+    assert "--lr" in err[0] and "no checkpoint was written" in err[0]
+    assert not (out / "results.json").exists()
+    assert not (out / "checkpoints").exists() or not list((out / "checkpoints").iterdir())
+
+
+def test_divergence_in_a_later_epoch_keeps_the_epoch_before(tmp_path, data_dir, monkeypatch,
+                                                             capsys):
+    """A NaN that appears in epoch 2 stops the run before epoch 2's checkpoint: the checkpoint
+    left is epoch 1's, the same bytes of model state as a run stopped after epoch 1."""
+    from lotterynet.module import EdgePopupModule
+
+    def poisoned(self, outputs, batch, batch_idx):  # after the step's optimizer update
+        if self.current_epoch == 1:
+            with torch.no_grad():
+                self.model[1].structure.weight.scores[0, 0] = float("nan")
+
+    common = [*SMALL, "--epochs", "3", "--data-dir", str(data_dir)]
+    assert main([*common, "--stop-after", "1", "--out", str(tmp_path / "stopped")]) == 0
+    monkeypatch.setattr(EdgePopupModule, "on_train_batch_end", poisoned, raising=False)
+    out = tmp_path / "run"
+    assert main([*common, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diverged in epoch 2" in err[0] and "1.structure.weight.scores" \
+        in err[0] and str(out / "checkpoints" / "last.ckpt") in err[0], err
+    kept, stopped = (load_checkpoint(r / "checkpoints" / "last.ckpt")
+                     for r in (out, tmp_path / "stopped"))
+    assert kept["epoch"] == stopped["epoch"] == 0
+    assert kept["state_dict"].keys() == stopped["state_dict"].keys()
+    assert all(torch.equal(kept["state_dict"][k], v) for k, v in stopped["state_dict"].items())
+    assert not (out / "results.json").exists()

@@ -20,11 +20,13 @@ from lotterynet.cli import main
 from lotterynet.config import ConfigError, make_config
 from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH
+from lotterynet.errors import TrainingDiverged
 from lotterynet.loggers import read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
+from lotterynet.optim import trainable_parameters
 from lotterynet.run import run
-from lotterynet.stack import check_stackable, run_stack
+from lotterynet.stack import StackModule, check_stackable, run_stack
 from lotterynet.stacked import StackedModel, stack_models
 
 # Three sparsities, two epoch budgets mixed in one stack (the 0.95 member stops after epoch 1).
@@ -218,3 +220,49 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, ca
             assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
         results = json.loads((killed / "cells" / cell / "results.json").read_text())
         assert results["stack"]["dir"] == str(stack_dir)
+
+
+def test_a_diverged_member_stops_alone_and_is_named(tmp_path, data_dir, monkeypatch):
+    """A member whose scores turn NaN (here: written in epoch 1, after an update) trains no
+    more and is not tested; the others train to their end and write their cells; then the
+    stack raises TrainingDiverged naming it. Run again, it resumes, finds it still diverged and
+    leaves the finished cells as they were."""
+    def poisoned(self, outputs, batch, batch_idx):
+        if self.current_epoch == 0 and batch_idx == 2:
+            with torch.no_grad():
+                trainable_parameters(self.model.members[1])[0].view(-1)[0] = float("inf")
+
+    monkeypatch.setattr(StackModule, "on_train_batch_end", poisoned, raising=False)
+    base = dict(arch="fc2", structure="subsetsum", limit_train=640, val_size=100, epochs=2,
+                lr=0.05, progress_bar=False, data_dir=str(data_dir))
+    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9, 0.95)]
+    cells = [tmp_path / f"m{i}" for i in range(len(configs))]
+    with pytest.raises(TrainingDiverged, match=r"m1 diverged in epoch 1 \(.*scores holds NaN"
+                       r".*the other 2 finished"):
+        run_stack(configs, tmp_path / "stack", cells)
+    assert [(c / "results.json").is_file() for c in cells] == [True, False, True]
+    finished = {c: (c / "results.json").read_bytes() for c in (cells[0], cells[2])}
+    for cell in (cells[0], cells[2]):
+        assert json.loads(finished[cell])["epochs_done"] == 2
+    single = run(make_config({**configs[2].to_dict(), "out": str(tmp_path / "single")}))
+    assert json.loads(finished[cells[2]])["test_acc"] == pytest.approx(single["test_acc"],
+                                                                       abs=0.002)
+    monkeypatch.undo()
+    with pytest.raises(TrainingDiverged, match="m1 diverged in epoch 1"):
+        run_stack(configs, tmp_path / "stack", cells)
+    assert {c: (c / "results.json").read_bytes() for c in (cells[0], cells[2])} == finished
+    assert not (cells[1] / "results.json").exists()
+
+
+def test_a_sweep_names_what_diverged_and_exits_1(tmp_path, data_dir, capsys):
+    argv = ["--arch", "fc2", "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9",
+            "--sweep-epochs", "1", "--no-baseline", "--limit-train", "200", "--val-size", "100",
+            "--lr", "1e30", "--no-progress-bar", "--data-dir", str(data_dir)]
+    for stack in ("--stack", "--no-stack"):
+        out = tmp_path / stack
+        assert main([*argv, stack, "--sweep-out", str(out)]) == 1
+        captured = capsys.readouterr()
+        assert captured.err.count("diverged in epoch 1") == 2  # both members, or both cells
+        assert "the other" not in captured.err
+        assert "no cell finished" in captured.out
+        assert not list(out.glob("cells/*/results.json"))

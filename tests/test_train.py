@@ -231,6 +231,32 @@ def test_flags_override_config_file(tmp_path):
     assert (resolved.arch, resolved.sparsity, resolved.epochs) == ("fc4", 0.25, 7)
 
 
+def test_flags_are_refused_only_where_nothing_reads_them(tmp_path):
+    """A flag the run does not read is refused (tests/test_bad_input.py); the same options are
+    accepted where something reads them, and a config file may hold options for other
+    structures (one file serves several)."""
+    def resolve(*flags):
+        return config_from_args(build_parser().parse_args(list(flags)))
+
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(yaml.safe_dump({"arch": "fc2", "pairs": 3, "activation": "identity"}))
+    assert resolve("--config", str(paper), "--structure", "dense").pairs == 3
+    assert resolve("--structure", "wide", "--match", "malach", "--hidden", "10").hidden == 10
+    assert resolve("--structure", "wide", "--pairs", "3", "--activation", "identity").pairs == 3
+    assert resolve("--train-weights", "--init", "uniform").init == "uniform"  # LeNet5's convs
+    assert resolve("--train-weights", "--structure", "dense").train_weights
+    assert resolve("--structure", "fixedsize", "--no-shared", "--fan-in", "target").fan_in \
+        == "target"
+    # a sweep refuses only what no cell reads: --pairs sizes the subset-sum and wide cells (not
+    # the baseline), and a W&B sweep's agents run every cell with --wandb
+    spec = tmp_path / "w.yaml"
+    assert main(["--sweep-variants", "subsetsum,wide", "--sweep-sparsities", "0.5",
+                 "--sweep-epochs", "1", "--pairs", "3", "--log-model", "--wandb-sweep",
+                 str(spec)]) == 0
+    cells = yaml.safe_load(spec.with_name("w.cells.yaml").read_text())
+    assert cells["base"]["pairs"] == 3 and cells["base"]["log_model"] is True
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")))
 def test_shipped_configs_are_valid(path):
     args = build_parser().parse_args(["--config", str(path)])
