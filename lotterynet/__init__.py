@@ -45,6 +45,11 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(f".{module}", __name__), attribute or name)
 
 
+def __dir__() -> list[str]:
+    """The lazy exports too, so ``dir(lotterynet)`` and tab completion show them."""
+    return sorted({*globals(), *_EXPORTS})
+
+
 __all__ = [
     "DISTRIBUTIONS",
     "STRUCTURES",

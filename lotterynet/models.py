@@ -21,8 +21,12 @@ def split_arch(arch: str) -> tuple[str, dict]:
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
-    model = MODELS.get(name)(**kwargs)
-    model.spec = {"name": name, **kwargs}
+    """The model ``name`` builds (a registered family, or ``family:model`` as ``--arch`` spells
+    it: ``build_model("timm:resnet18", ...)`` is ``build_model("timm", model_name="resnet18",
+    ...)``); ``model.spec`` records the arguments, in the second form."""
+    family, extra = split_arch(name)
+    model = MODELS.get(family)(**extra, **kwargs)
+    model.spec = {"name": family, **extra, **kwargs}
     return model
 
 

@@ -117,5 +117,6 @@ class StackedModel(nn.Module):
 
 def stack_models(arch: str, sparsities: Sequence[float], **kwargs) -> StackedModel:
     """A :class:`StackedModel` of ``build_model(arch, sparsity=s, **kwargs)`` for every ``s``:
-    ``stack_models("lenet5", [0.5, 0.9], structure="subsetsum", seed=0)``."""
+    ``stack_models("lenet5", [0.5, 0.9], structure="subsetsum", seed=0)``, or
+    ``stack_models("timm:resnet10t", [0.5, 0.9], num_classes=10)``."""
     return StackedModel([build_model(arch, sparsity=s, **kwargs) for s in sparsities])

@@ -18,11 +18,13 @@ from torch import nn
 
 from .convert import convert
 from .models import MODELS
+from .validate import check_timm_model
 
 
 def _seeded_create(model_name: str, seed: int, **kwargs) -> nn.Module:
     import timm  # heavy import, only when a timm model is asked for
 
+    check_timm_model(model_name)  # timm's own error names no alternative
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return timm.create_model(model_name, pretrained=False, **kwargs)

@@ -150,3 +150,11 @@ def test_package_exports_stay_functions_after_their_modules_are_imported():
     importlib.import_module("lotterynet.export")
     importlib.import_module("lotterynet.convert")
     assert ln.export is export and ln.convert is convert
+
+
+def test_package_lists_and_resolves_every_export():
+    """``dir(lotterynet)`` (tab completion) shows the lazy exports, and each one resolves."""
+    import lotterynet as ln
+
+    assert set(ln.__all__) <= set(dir(ln))
+    assert all(getattr(ln, name) is not None for name in ln.__all__)

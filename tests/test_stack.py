@@ -125,6 +125,11 @@ def test_timm_models_stack_and_stochastic_ones_are_refused():
     stack = StackedModel(members).eval()
     for out, ref in zip(stack(x), expected):
         assert torch.equal(out, ref)
+    named = stack_models("timm:resnet10t", [0.5, 0.9], structure="dense", in_chans=1,
+                         num_classes=10, seed=0).eval()  # --arch's spelling
+    assert all(torch.equal(a, b) for a, b in zip(named(x), expected, strict=True))
+    with pytest.raises(ValueError, match="unknown timm model 'resnet10tx'"):
+        stack_models("timm:resnet10tx", [0.5])
     dropout = [build_model("timm", model_name="resnet10t", structure="dense", sparsity=0.5,
                            in_chans=1, num_classes=10, seed=0,
                            model_kwargs={"drop_rate": 0.2})] * 2
