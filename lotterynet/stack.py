@@ -141,6 +141,14 @@ class StackModule(pl.LightningModule):
         self.sums: dict[str, torch.Tensor] = {}
         self._index: dict[tuple, torch.Tensor] = {}
         self.diverged: dict[int, str] = {}
+        self.prefixed = False  # whether the data module serves the shared prefix's output
+
+    def setup(self, stage: str) -> None:
+        """The members' one shared frozen prefix (LeNet5's convs) runs once per example of each
+        split, in the data module, as in a single run (``EdgePopupModule.setup``)."""
+        prefix = self.model.shared_prefix
+        self.trainer.datamodule.encode_with(prefix)
+        self.prefixed = prefix is not None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["diverged"] = dict(self.diverged)
@@ -192,7 +200,7 @@ class StackModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         members = self.training_members(self.current_epoch)
-        logits = self.model(x, members)
+        logits = self.model(x, members, self.prefixed)
         losses = [F.cross_entropy(out, y) for out in logits]
         self.manual_backward(sum(losses))  # d(Σ losses)/dθ_s = d(loss_s)/dθ_s for member s
         optimizers = as_list(self.optimizers())
@@ -204,7 +212,7 @@ class StackModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         members = self.training_members(self.current_epoch)
-        logits = self.model(x, members)
+        logits = self.model(x, members, self.prefixed)
         self._accumulate("val", members, logits, [F.cross_entropy(o, y) for o in logits], y)
 
     @torch.no_grad()
@@ -217,7 +225,7 @@ class StackModule(pl.LightningModule):
         with self.trainer.precision_plugin.forward_context():
             for x, y in loader:
                 count += len(y)
-                for total, logits in zip(totals, self.model(x, members)):
+                for total, logits in zip(totals, self.model(x, members, self.prefixed)):
                     total[0] += float(F.cross_entropy(logits, y, reduction="sum"))
                     total[1] += float((logits.argmax(-1) == y).sum())
         self.model.train(was_training)

@@ -79,7 +79,10 @@ class StackedModel(nn.Module):
     The members are ordinary models of one architecture (e.g. ``build_model`` with S
     sparsities). Equal frozen tensors become one (:func:`share_frozen`); the frozen leading
     modules of ``nn.Sequential`` members run once per batch for all members that have the same
-    ones. ``forward(x, members=[...])`` runs only those members (the others do no work)."""
+    ones. ``forward(x, members=[...])`` runs only those members (the others do no work);
+    ``forward(h, prefixed=True)`` takes ``h`` as the output of the one frozen prefix all
+    members share (:attr:`shared_prefix`), computed elsewhere (a data module's
+    ``encode_with``)."""
 
     def __init__(self, members: Sequence[nn.Module]):
         super().__init__()
@@ -106,10 +109,10 @@ class StackedModel(nn.Module):
             self._prefix_of.append(groups[key])
             self._rests.append(m[n:] if n else m)
 
-    def forward(self, x: torch.Tensor, members: Sequence[int] | None = None
-                ) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, members: Sequence[int] | None = None,
+                prefixed: bool = False) -> list[torch.Tensor]:
         members = range(len(self.members)) if members is None else members
-        shared: dict[int, torch.Tensor] = {}
+        shared: dict[int, torch.Tensor] = {0: x} if prefixed else {}
         outputs = []
         for s in members:
             g = self._prefix_of[s]
@@ -122,6 +125,12 @@ class StackedModel(nn.Module):
     def shared_prefixes(self) -> int:
         """How many distinct frozen prefixes run per batch (1 when all members share one)."""
         return len(self._prefixes)
+
+    @property
+    def shared_prefix(self) -> nn.Module | None:
+        """The frozen prefix every member shares, where it holds tensors (LeNet5's convs with
+        one seed: :func:`frozen_prefix`); None otherwise."""
+        return frozen_prefix(self.members[0]) if self.shared_prefixes == 1 else None
 
 
 def stack_models(arch: str, sparsities: Sequence[float], **kwargs) -> StackedModel:

@@ -85,7 +85,30 @@ def test_shared_tensors_are_stored_and_run_once():
     assert len(unique) == sum(1 for p in stack.members[0].parameters() if not p.requires_grad)
     # different seeds: different frozen weights, so nothing is shared between them
     two_seeds = StackedModel([build_model("lenet5", sparsity=0.5, seed=s) for s in (0, 1)])
-    assert two_seeds.shared_prefixes == 2
+    assert two_seeds.shared_prefixes == 2 and two_seeds.shared_prefix is None
+    # given the shared prefix's output, the stack runs only the rest
+    with torch.no_grad():
+        prefixed = stack(stack.shared_prefix(x), prefixed=True)
+    assert len(calls) == 2 and all(torch.equal(a, b) for a, b in zip(prefixed, outputs))
+
+
+def test_a_stack_runs_its_shared_convs_once_per_example(tmp_path, data_dir, monkeypatch):
+    """As in a single run, the data module serves the shared frozen convs' output: each
+    example of each split goes through them once, whatever the epochs and members."""
+    seen = []
+    conv = torch.nn.Conv2d.forward
+
+    def counting(self, x):
+        if x.shape[1] == 1:  # the first convolution
+            seen.append(len(x))
+        return conv(self, x)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", counting)
+    base = dict(arch="lenet5", structure="subsetsum", limit_train=320, val_size=100, epochs=2,
+                progress_bar=False, data_dir=str(data_dir))
+    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9, 0.99)]
+    run_stack(configs, tmp_path / "stack", [tmp_path / f"m{i}" for i in range(3)])
+    assert sum(seen) == 320 + 100 + 10_000
 
 
 def test_members_that_finish_together_are_tested_in_one_pass(tmp_path, data_dir, monkeypatch):
@@ -95,10 +118,10 @@ def test_members_that_finish_together_are_tested_in_one_pass(tmp_path, data_dir,
     calls = []
     forward = StackedModel.forward
 
-    def counting(self, x, members=None):
+    def counting(self, x, members=None, prefixed=False):
         if not self.training:
             calls.append(len(members))
-        return forward(self, x, members)
+        return forward(self, x, members, prefixed)
 
     monkeypatch.setattr(StackedModel, "forward", counting)
     base = dict(arch="lenet5", structure="subsetsum", limit_train=128, val_size=0, epochs=1,
