@@ -514,12 +514,15 @@ def check_buildable(sweep: Sweep) -> None:
 
 #: Seconds per training epoch over 55,000 MNIST images on this project's 2-core CPU machine
 #: (single runs, subset-sum / wide; ``results/``, ``BENCHMARKS.md``): what a CPU sweep is
-#: estimated with before it starts.
-CPU_EPOCH_SECONDS = {"fc2": 35.0, "fc4": 60.0, "lenet5": 60.0}
+#: estimated with before it starts. LeNet5: 4.6 s on one idle thread since its frozen convs
+#: run once per example (``BENCHMARKS.md``; a stack member 3.7 s), with the margin of the
+#: stacked figure below.
+CPU_EPOCH_SECONDS = {"fc2": 35.0, "fc4": 60.0, "lenet5": 5.0}
 #: The same for one member of a stack (full-MNIST epoch of a 14-member stack / 14). LeNet5's
 #: members share the frozen convolutions and the loop: 2.6 s on the idle machine with the
-#: member step of 2d54fd8 (``benchmarks/bench_stack.py``, one thread), 5.2-5.5 s before it
-#: with the 2 cores shared with two other jobs; 4 s allows for a shared machine. FC2 / FC4
+#: member step of 2d54fd8 (``benchmarks/bench_stack.py``, one thread), 3.7 s on the machine of
+#: session 2026-12-03, 5.2-5.5 s with the 2 cores shared with two other jobs; 4 s allows for
+#: a shared machine. FC2 / FC4
 #: members share nothing costly (``BENCHMARKS.md``: 1.0x), so they cost what a single run costs.
 CPU_STACKED_EPOCH_SECONDS = {"lenet5": 4.0}
 FULL_EPOCH = 55000
