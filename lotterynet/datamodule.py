@@ -171,12 +171,14 @@ class TensorDataModule(pl.LightningDataModule):
 
     @torch.no_grad()
     def _encoded(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` through the encoder as a step would take it: converted to the Trainer's
+        precision (``64-true``, ``bf16-true``), inside its precision context (autocast)."""
         if self.encoder is None:
             return x
-        context = (self.trainer.precision_plugin.forward_context() if self.trainer is not None
-                   else contextlib.nullcontext())
-        with context:
-            return torch.cat([self.encoder(chunk) for chunk in x.split(EVAL_BATCH)])
+        plugin = self.trainer.precision_plugin if self.trainer is not None else None
+        with plugin.forward_context() if plugin else contextlib.nullcontext():
+            return torch.cat([self.encoder(plugin.convert_input(chunk) if plugin else chunk)
+                              for chunk in x.split(EVAL_BATCH)])
 
     def train_dataloader(self) -> TensorLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)

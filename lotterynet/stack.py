@@ -222,8 +222,10 @@ class StackModule(pl.LightningModule):
         was_training = self.model.training
         self.model.eval()
         totals, count = [[0.0, 0.0] for _ in members], 0
-        with self.trainer.precision_plugin.forward_context():
+        plugin = self.trainer.precision_plugin
+        with plugin.forward_context():
             for x, y in loader:
+                x = plugin.convert_input(x)  # as Lightning's loops do (64-true, bf16-true)
                 count += len(y)
                 for total, logits in zip(totals, self.model(x, members, self.prefixed)):
                     total[0] += float(F.cross_entropy(logits, y, reduction="sum"))

@@ -92,11 +92,12 @@ def test_epoch_metrics_cover_every_batch_of_the_epoch(tmp_path, data_dir):
         assert float(correct[:64].mean()) != pytest.approx(float(correct.mean()))  # a real test
 
 
+@pytest.mark.parametrize("precision", ["32-true", "64-true", "bf16-true"])
 def test_frozen_convs_run_once_per_example_with_the_same_numbers(tmp_path, data_dir,
-                                                                 monkeypatch):
+                                                                 monkeypatch, precision):
     """LeNet5's frozen convolutions run once per example of each split (the data module serves
-    their output), not once per batch and epoch; the run ends bit for bit where the
-    per-batch path does (scores, momentum, metrics)."""
+    their output, in the run's precision), not once per batch and epoch; the run ends bit for
+    bit where the per-batch path does (scores, momentum, metrics)."""
     seen = []
     conv = nn.Conv2d.forward
 
@@ -114,7 +115,8 @@ def test_frozen_convs_run_once_per_example_with_the_same_numbers(tmp_path, data_
                                      "activation": "identity", "sparsity": 0.5}, {"lr": 0.05})
         trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False,
-                             num_sanity_val_steps=0, default_root_dir=tmp_path / name)
+                             num_sanity_val_steps=0, precision=precision,
+                             default_root_dir=tmp_path / name)
         trainer.fit(module, datamodule=data)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics.update(trainer.test(module, datamodule=data, verbose=False)[0])

@@ -294,3 +294,17 @@ def test_a_sweep_names_what_diverged_and_exits_1(tmp_path, data_dir, capsys):
         assert "the other" not in captured.err
         assert "no cell finished" in captured.out
         assert not list(out.glob("cells/*/results.json"))
+
+
+@pytest.mark.parametrize("arch", ["fc2", "lenet5"])
+@pytest.mark.parametrize("precision", ["64-true", "bf16-true"])
+def test_a_stack_trains_and_tests_in_the_runs_precision(tmp_path, data_dir, precision, arch):
+    """The test pass converts its inputs as Lightning's loops do (it raised on a float32 batch
+    against float64 or bfloat16 weights; LeNet5's frozen convs get them converted from the
+    data module), and a member ends as its single run does."""
+    base = dict(arch=arch, structure="subsetsum", limit_train=128, val_size=64, epochs=1,
+                precision=precision, progress_bar=False, data_dir=str(data_dir))
+    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
+    stacked = run_stack(configs, tmp_path / "stack", [tmp_path / "m0", tmp_path / "m1"])
+    single = run(make_config({**configs[1].to_dict(), "out": str(tmp_path / "single")}))
+    assert stacked[1]["test_acc"] == pytest.approx(single["test_acc"], abs=1e-6)  # float32
