@@ -73,11 +73,12 @@ class EdgePopupModule(pl.LightningModule):
         of each split, in the data module (:meth:`TensorDataModule.encode_with`), and the steps
         run the rest of the model: the same numbers (bit for bit on the CPU), ~25 % less time
         per LeNet5 step there. Other data (your own loaders) goes through the whole model."""
-        data = self.trainer.datamodule
-        prefix = frozen_prefix(self.model) if isinstance(data, TensorDataModule) else None
+        data, self._after_prefix = self.trainer.datamodule, None
         if isinstance(data, TensorDataModule):
+            prefix = frozen_prefix(self.model)
             data.encode_with(prefix)
-        self._after_prefix = None if prefix is None else tuple(self.model)[len(prefix):]
+            if prefix is not None:
+                self._after_prefix = tuple(self.model)[len(prefix):]
 
     def on_train_epoch_start(self) -> None:
         self._handed.discard("train")
@@ -93,9 +94,12 @@ class EdgePopupModule(pl.LightningModule):
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
-        for layer in self._after_prefix or ():  # the data module applied the prefix
-            x = layer(x)
-        logits = x if self._after_prefix else self(x)
+        if self._after_prefix is None:
+            logits = self(x)
+        else:  # the data module applied the frozen prefix
+            logits = x
+            for layer in self._after_prefix:
+                logits = layer(logits)
         loss = F.cross_entropy(logits, y)
         acc, mean_loss = self.acc[f"{stage}_"], self.loss[f"{stage}_"]
         acc.update(logits.detach(), y)

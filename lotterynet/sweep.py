@@ -522,8 +522,8 @@ CPU_EPOCH_SECONDS = {"fc2": 35.0, "fc4": 60.0, "lenet5": 5.0}
 #: members share the frozen convolutions and the loop: 2.6 s on the idle machine with the
 #: member step of 2d54fd8 (``benchmarks/bench_stack.py``, one thread), 3.7 s on the machine of
 #: session 2026-12-03, 5.2-5.5 s with the 2 cores shared with two other jobs; 4 s allows for
-#: a shared machine. FC2 / FC4
-#: members share nothing costly (``BENCHMARKS.md``: 1.0x), so they cost what a single run costs.
+#: a shared machine. FC2 / FC4 members share nothing costly (``BENCHMARKS.md``: 1.0x), so they
+#: cost what a single run costs.
 CPU_STACKED_EPOCH_SECONDS = {"lenet5": 4.0}
 FULL_EPOCH = 55000
 #: A CPU sweep estimated to take longer than this needs ``--yes`` to start.
