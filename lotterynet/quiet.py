@@ -6,7 +6,9 @@ resumed run's rows and keeps them) and "Checkpoint directory … exists and is n
 run directory already holding a run is written only by the resume that continues it, or by a
 fresh run that ``--overwrite`` asked for); and, on a resume into another folder, "The dirpath
 has changed … best_model_score … won't be reloaded", moot here (the checkpoint is the last
-epoch's; no metric ranks checkpoints). Everything else Lightning and torch say still
+epoch's; no metric ranks checkpoints); and torch's deprecation of the
+``torch.distributed.nn.functional.all_gather`` that Lightning's own ``all_gather`` calls (once
+per DDP rank at every run's end). Everything else Lightning and torch say still
 reaches the console (the ``log_every_n_steps`` warning is avoided, not hidden:
 :func:`lotterynet.run.make_trainer` logs at most once per epoch's worth of steps)."""
 
@@ -40,3 +42,5 @@ def quiet_lightning() -> None:
                             r"empty\. Previous log files in this directory will be deleted")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
+    warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather "
+                            r"is deprecated")
