@@ -101,7 +101,9 @@ class RunConfig:
         "values are YAML; callbacks and logger as {class_path: ..., init_args: {...}} "
         "(default: none)")})
     # output
-    progress_bar: bool = _opt(True, "show Lightning's progress bar")
+    progress_bar: bool | None = _opt(None, "show Lightning's progress bar (default: when the "
+                                     "output is a terminal; otherwise, as with "
+                                     "--no-progress-bar, one line per epoch)")
     out: str | None = _opt(None, "run directory (default: runs/ARCH-STRUCTURE-s<SPARSITY>-"
                            "<ACTIVATION>-e<EPOCHS>-seed<SEED>)")
     overwrite: bool = _opt(False, "allow writing into a run directory that already holds a run")

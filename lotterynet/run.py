@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -321,6 +322,12 @@ def check_last_batch(config: RunConfig, model: torch.nn.Module) -> None:
                           f"--limit-train")
 
 
+def shows_progress_bar(config: RunConfig) -> bool:
+    """``--progress-bar`` / ``--no-progress-bar``, or by default whether the output is a
+    terminal (a bar redrawn in a log file is thousands of lines; one line per epoch instead)."""
+    return sys.stdout.isatty() if config.progress_bar is None else config.progress_bar
+
+
 def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
                  callbacks: tuple = (), save_on_train_epoch_end: bool | None = None
                  ) -> pl.Trainer:
@@ -338,7 +345,7 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         "accelerator": config.accelerator, "devices": config.devices,
         "strategy": "ddp" if config.devices > 1 else "auto", "precision": config.precision,
         "num_sanity_val_steps": 0, "enable_model_summary": False,
-        "enable_progress_bar": config.progress_bar,
+        "enable_progress_bar": shows_progress_bar(config),
         "log_every_n_steps": min(50, steps_per_epoch(config)),
         **({} if config.val_size else {"limit_val_batches": 0}), **options,  # no val split
         "logger": [*loggers, *options.get("logger", [])],
@@ -382,7 +389,7 @@ def run(config: RunConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width})
-    timer = EpochTimer(announce=not config.progress_bar)
+    timer = EpochTimer(announce=not shows_progress_bar(config))
     trainer = make_trainer(config, run_dir, loggers, timer,
                            callbacks=(LearningRateMonitor(logging_interval="step"),
                                       StopOnDivergence()))

@@ -34,6 +34,21 @@ def test_quiet_console_one_line_per_epoch_and_the_paths(tmp_path, data_dir, val_
     assert f"{out}/checkpoints/last.ckpt" in proc.stdout
 
 
+@pytest.mark.parametrize("flag", [None, "--progress-bar"])
+def test_progress_bar_by_default_only_on_a_terminal(tmp_path, data_dir, flag):
+    """Output to a pipe or a file gets one line per epoch, not a redrawn bar (thousands of
+    lines in a log); --progress-bar asks for the bar anyway."""
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--arch", "fc2", "--structure", "dense", "--limit-train",
+         "640", "--val-size", "100", "--epochs", "2", *([flag] if flag else []), "--data-dir",
+         str(data_dir), "--out", str(tmp_path / "run")], cwd=REPO, capture_output=True,
+        text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    epoch_lines = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    bar = "it/s]" in proc.stdout + proc.stderr
+    assert (len(epoch_lines), bar) == ((0, True) if flag else (2, False))
+
+
 def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, data_dir):
     """Lightning warns on every resume that the log directory's files "will be deleted" and
     that the checkpoint directory "is not empty", and on a resume into another folder that "the
