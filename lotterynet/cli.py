@@ -227,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFullError as err:
         print(f"train.py: error: {err.strerror}", file=sys.stderr)
         return 1
-    except TrainingDiverged as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
+    except TrainingDiverged as err:  # every DDP rank stops; rank 0 says so for all
+        from .run import is_launched_worker
+
+        if not is_launched_worker():
+            print(f"train.py: error: {err}", file=sys.stderr)
         return 1
 
 

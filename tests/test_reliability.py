@@ -315,3 +315,16 @@ def test_divergence_in_a_later_epoch_keeps_the_epoch_before(tmp_path, data_dir, 
     assert kept["state_dict"].keys() == stopped["state_dict"].keys()
     assert all(torch.equal(kept["state_dict"][k], v) for k, v in stopped["state_dict"].items())
     assert not (out / "results.json").exists()
+
+
+def test_a_diverging_ddp_run_says_so_once(tmp_path, data_dir):
+    """Every rank stops at the same epoch end; rank 0 speaks for all (one line, exit 1)."""
+    proc = subprocess.run(
+        [sys.executable, "train.py", *SMALL, "--accelerator", "cpu", "--devices", "2",
+         "--epochs", "1", "--lr", "1e30", "--data-dir", str(data_dir),
+         "--out", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("train.py: error")]
+    assert len(errors) == 1 and "diverged in epoch 1" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
