@@ -21,33 +21,18 @@ sparsities, one seed: the frozen weights are shared) both ways, from the same sc
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from bench_layers import median_times  # the benchmarks beside this file (sys.path[0])
+from bench_stack import PAPER_SPARSITIES
 
 from lotterynet.machine import cpu_name
+from lotterynet.masking import _MaskedProduct  # the layers' straight-through w ⊙ m
 from lotterynet.models import build_model
 from lotterynet.optim import OPTIMIZERS, trainable_parameters
 
-PAPER_SPARSITIES = [0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.98,
-                    0.99]
 RECIPE = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-
-class StraightThrough(torch.autograd.Function):
-    """``w ⊙ m`` forward, ``∂L/∂s = ∂L/∂(w ⊙ m) ⊙ w ⊙ sign(s)`` backward (as the layers)."""
-
-    @staticmethod
-    def forward(ctx, scores, weight, mask):
-        ctx.save_for_backward(scores, weight)
-        return weight * mask
-
-    @staticmethod
-    def backward(ctx, grad):
-        scores, weight = ctx.saved_tensors
-        return scores.sign().mul_(weight).mul_(grad), None, None
 
 
 def batched_masks(scores: torch.Tensor, ks: list[int], hints: list) -> torch.Tensor:
@@ -101,8 +86,8 @@ class Batched:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         h = x
         for i, ((v, u), (mv, mu)) in enumerate(zip(self.layers, self.masks())):
-            v_eff = StraightThrough.apply(v["scores"], v["weight"], mv)  # (S, out, in, n)
-            u_eff = StraightThrough.apply(u["scores"], u["weight"], mu)  # (S, in, n)
+            v_eff = _MaskedProduct.apply(v["scores"], v["weight"], mv)  # (S, out, in, n)
+            u_eff = _MaskedProduct.apply(u["scores"], u["weight"], mu)  # (S, in, n)
             n = v_eff.shape[-1]
             w = ((v_eff * u_eff.unsqueeze(1)).flatten(0, -2) @ v_eff.new_ones(n)).view(
                 v_eff.shape[:-1])
@@ -133,17 +118,6 @@ def members_step(fcs, optimizers, x, y) -> None:
         optimizer.zero_grad()
 
 
-def median_ms(fn, steps: int) -> float:
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def measure(threads: int, steps: int) -> tuple[float, float]:
     """Median ms per step of the 14 members, and of the batched form, on ``threads``."""
     torch.set_num_threads(threads)
@@ -157,8 +131,9 @@ def measure(threads: int, steps: int) -> tuple[float, float]:
             assert torch.equal(layer.structure.v.mask(torch.float32), mv[s])
             assert torch.equal(layer.structure.u.mask(torch.float32), mu[s])
     optimizers = [OPTIMIZERS.get("sgd")(trainable_parameters(fc), **RECIPE) for fc in fcs]
-    return (median_ms(lambda: members_step(fcs, optimizers, x, y), steps),
-            median_ms(lambda: batched.step(x, y), steps))
+    seconds = median_times({"members": lambda: members_step(fcs, optimizers, x, y),
+                            "batched": lambda: batched.step(x, y)}, torch.device("cpu"), steps)
+    return 1e3 * seconds["members"], 1e3 * seconds["batched"]
 
 
 def main() -> None:
@@ -168,7 +143,8 @@ def main() -> None:
     args = parser.parse_args()
     S = len(PAPER_SPARSITIES)
     print(f"device: {cpu_name()}, torch {torch.__version__}; LeNet5 FC part, subset-sum "
-          f"identity, batch 64, {S} members, medians of {args.steps} steps")
+          f"identity, batch 64, {S} members, medians of {args.steps} steps, the two "
+          f"alternating")
     print("| threads | members, ms/step | batched, ms/step | per member: members / batched "
           "| batched / members |")
     print("|---|---|---|---|---|")
