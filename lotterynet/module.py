@@ -174,14 +174,16 @@ def layer_densities(model: torch.nn.Module) -> dict[str, float]:
     return {name: 1.0 - m.sparsity for name, m in layer_names(model).items()}
 
 
-def non_finite(model: torch.nn.Module) -> str | None:
-    """The name of the first trainable tensor of ``model`` that holds a NaN or an infinity
-    (None when all are finite): one pass over them, one host read."""
+def divergence(model: torch.nn.Module, lr: float) -> str | None:
+    """``"<tensor> holds NaN or infinite values (lr <lr>)"`` for the first trainable tensor of
+    ``model`` that is no longer finite, None while all are: one pass over them, one host
+    read. What a single run (``run.StopOnDivergence``) and a stack member report."""
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if not named:
         return None
     bad = (~torch.stack([torch.isfinite(p).all() for _, p in named])).nonzero()
-    return named[int(bad[0])][0] if len(bad) else None
+    return f"{named[int(bad[0])][0]} holds NaN or infinite values (lr {lr:g})" if len(bad) \
+        else None
 
 
 def mask_digest(model: torch.nn.Module) -> float:

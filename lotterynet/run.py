@@ -45,7 +45,7 @@ from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
 from .machine import cpu_name
 from .models import split_arch
-from .module import EPOCH_LOSS, EdgePopupModule, layer_densities, mask_digest, non_finite
+from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, mask_digest
 from .params import count_params
 from .quiet import quiet_lightning
 from .ticket import save_ticket
@@ -185,15 +185,14 @@ class StopOnDivergence(pl.Callback):
 
     @staticmethod
     def check(trainer, pl_module) -> None:
-        name = non_finite(pl_module.model)
-        if name is None:
+        what = divergence(pl_module.model, pl_module.hparams.optim["lr"])
+        if what is None:
             return
         checkpoint = Path(trainer.default_root_dir) / CHECKPOINTS / LAST
         kept = (f"its last finite checkpoint is kept: {checkpoint}" if checkpoint.is_file()
                 else "no checkpoint was written")
         raise TrainingDiverged(f"training diverged in epoch {trainer.current_epoch + 1}: "
-                               f"{name} holds NaN or infinite values (lr "
-                               f"{pl_module.hparams.optim['lr']:g}); lower --lr; {kept}")
+                               f"{what}; lower --lr; {kept}")
 
 
 class EpochTimer(pl.Callback):

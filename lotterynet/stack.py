@@ -55,7 +55,7 @@ from .datamodule import TensorDataModule
 from .errors import TrainingDiverged
 from .loggers import finish_wandb, make_loggers
 from .models import build_model
-from .module import EPOCH_LOSS, layer_densities, mask_digest, non_finite
+from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 from .params import count_params
 from .run import (
@@ -282,11 +282,9 @@ class MemberResults(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=epoch)
         for s in module.training_members(epoch):
-            tensor = non_finite(module.model.members[s])
-            if tensor is not None:
-                module.diverged[s] = (f"{module.names[s]} diverged in epoch {epoch + 1} ({tensor} "
-                                      f"holds NaN or infinite values, lr "
-                                      f"{module.hparams.members[s]['optim']['lr']:g})")
+            what = divergence(module.model.members[s], module.hparams.members[s]["optim"]["lr"])
+            if what is not None:
+                module.diverged[s] = f"{module.names[s]} diverged in epoch {epoch + 1}: {what}"
         test_accs = self.finish(trainer, module, [s for s, budget in enumerate(module.budgets)
                                                   if budget == epoch + 1])
         if trainer.is_global_zero:

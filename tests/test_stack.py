@@ -265,7 +265,7 @@ def test_a_diverged_member_stops_alone_and_is_named(tmp_path, data_dir, monkeypa
                 lr=0.05, progress_bar=False, data_dir=str(data_dir))
     configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9, 0.95)]
     cells = [tmp_path / f"m{i}" for i in range(len(configs))]
-    with pytest.raises(TrainingDiverged, match=r"m1 diverged in epoch 1 \(.*scores holds NaN"
+    with pytest.raises(TrainingDiverged, match=r"m1 diverged in epoch 1: .*scores holds NaN"
                        r".*the other 2 finished"):
         run_stack(configs, tmp_path / "stack", cells)
     assert [(c / "results.json").is_file() for c in cells] == [True, False, True]
