@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .distributions import seeded_generator
 from .layers import SubnetLinear, _SubnetLayer
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -42,7 +43,7 @@ class SubnetMultiheadAttention(nn.MultiheadAttention):
         self.vdim = embed_dim if vdim is None else vdim
         self._qkv_same_embed_dim = False  # separate projections: never the packed fast path
         self.dropout, self.batch_first, self.add_zero_attn = dropout, batch_first, add_zero_attn
-        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        generator = seeded_generator(seed)
 
         def draw_seed():
             return None if generator is None else int(torch.randint(2**62, (), generator=generator))

@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
+from .distributions import check_seed
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import check_module
 from .registry import Registry
@@ -192,10 +193,12 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
     ``model`` itself is a layer).
 
     The frozen random weights of a replaced layer are drawn anew (from ``init`` and the layer's
-    seed), not taken from the layer it replaces. The call is recorded on the result
-    (:data:`CONVERT_RECORD`) so that a ticket can replay it.
+    seed), not taken from the layer it replaces. A refusal (``ValueError``) leaves the model as
+    it was. The call is recorded on the result (:data:`CONVERT_RECORD`) so that a ticket can
+    replay it.
     """
     check_module(model, "convert")
+    seed = check_seed(seed)
     bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
     others_trainable = OTHERS_MODES.get(others)
     include = None if include is None else _patterns(include, "include")
@@ -231,14 +234,15 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
             f"{', '.join(convertible[:8]) + (', ...' if len(convertible) > 8 else '') or 'none'} "
             f"(of the types {', '.join(f.__name__ for f in _FAMILIES)})")
     replaced: dict[str, nn.Module] = {}
-    for key, name, module, rule in plan:
+    for key, name, module, rule in plan:  # every new layer first: a refusal changes nothing
         if rule is not None:
             layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, sparsity=sparsity,
                                   init=init, structure=structure, **layer_options)
             replaced.update(dict.fromkeys(names[key], layer))
-        elif isinstance(module, _BatchNorm):
+    for *_, module, rule in plan:
+        if rule is None and isinstance(module, _BatchNorm):
             bn_mode(module)
-        else:
+        elif rule is None:
             for p in module.parameters(recurse=False):
                 p.requires_grad_(others_trainable)
     result = replaced.get("", model)
@@ -246,5 +250,10 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
         if name:
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, layer)
+    for module in result.modules():
+        if isinstance(module, nn.TransformerEncoder):
+            # its nested-tensor fast path (eval, with a padding mask) reads the packed
+            # in_proj_weight, which a SubnetMultiheadAttention does not have
+            module.use_nested_tensor = False
     result.__dict__.setdefault(CONVERT_RECORD, []).append(record)
     return result

@@ -8,6 +8,7 @@ receives (for the subset-sum structure's first layer that is 1, see ``structures
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -22,6 +23,22 @@ def sample_weights(name: str, shape, fan_in: int, generator=None, **options) -> 
     """Draw a frozen weight tensor from the distribution registered as ``name``."""
     sampler = DISTRIBUTIONS.get(name)
     return sampler(tuple(shape), fan_in, generator, **options)
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an ``int``, or an error naming it: an integer in the range
+    ``torch.Generator.manual_seed`` takes."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if not -2**63 <= seed < 2**64:
+        raise ValueError(f"seed must be in [-2**63, 2**64), got {seed!r}")
+    return int(seed)
+
+
+def seeded_generator(seed: int | None) -> torch.Generator | None:
+    """A CPU generator seeded with ``seed``, or None for ``seed=None`` (draws then come from
+    torch's global generator)."""
+    return None if seed is None else torch.Generator().manual_seed(check_seed(seed))
 
 
 def _uniform(shape, bound: float, generator) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _ntuple
 
+from .distributions import seeded_generator
 from .masking import MaskedWeight, masked_weights
 from .structures import STRUCTURES, LayerOp, TargetShape, check_positive_int
 
@@ -41,15 +42,12 @@ class _SubnetLayer(nn.Module):
     def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
                pairs, activation, shared, hidden, seed, kept="round", ties="low",
                fan_in="hidden") -> None:
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an integer or None, got {seed!r}")
-        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        generator = seeded_generator(seed)
         self.structure_name = structure
         self.structure = STRUCTURES.get(structure)(
             target, sparsity=sparsity, init=init, init_kwargs=init_kwargs, generator=generator,
-            pairs=pairs, activation=activation, shared=shared, hidden=hidden, fan_in=fan_in)
-        for m in masked_weights(self.structure):
-            m.set_rules(kept, ties)
+            pairs=pairs, activation=activation, shared=shared, hidden=hidden, fan_in=fan_in,
+            kept=kept, ties=ties)
         if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
             bound = 1.0 / math.sqrt(target.fan_in)
             values = torch.empty(target.out_features).uniform_(-bound, bound, generator=generator)
@@ -128,7 +126,7 @@ class SubnetLinear(_SubnetLayer):
 
 
 class _SubnetConvNd(_SubnetLayer):
-    dims: int  # 1 or 2; ``conv`` is the matching torch.nn.functional op
+    dims: int  # 1 or 2: ``plain`` is nn.Conv1d or nn.Conv2d, ``conv`` its functional op
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = False, *, sparsity: float = 0.5,
@@ -137,36 +135,46 @@ class _SubnetConvNd(_SubnetLayer):
                  shared: bool = True, hidden: int | None = None, seed: int | None = None,
                  kept: str = "round", ties: str = "low", fan_in: str = "hidden"):
         super().__init__()
-        ntuple = _ntuple(self.dims)
         for name, size in (("in_channels", in_channels), ("out_channels", out_channels),
                            ("groups", groups)):
             check_positive_int(name, size)
+        for name, sizes in (("kernel_size", kernel_size), ("stride", stride),
+                            ("dilation", dilation)):
+            for size in _ntuple(self.dims)(sizes):
+                check_positive_int(name, size)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
+        # torch's own argument checks and normal forms (padding strings, 'same' with a
+        # stride), on a weightless meta-device copy of the layer this one replaces
+        plain = type(self).plain(in_channels, out_channels, kernel_size, stride, padding,
+                                 dilation, groups, device="meta")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride, self.dilation = (ntuple(kernel_size), ntuple(stride),
-                                                        ntuple(dilation))
-        self.padding = padding if isinstance(padding, str) else ntuple(padding)
+        self.kernel_size, self.stride, self.padding, self.dilation = (
+            plain.kernel_size, plain.stride, plain.padding, plain.dilation)
+        self._geometry = plain.extra_repr()  # as nn.Conv*d prints it (bias=True prints none)
         target = TargetShape(out_channels, in_channels // groups, self.kernel_size, groups,
                              channel_dim=1)
         self._build(target, bias, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                     structure=structure, pairs=pairs, activation=activation, shared=shared,
                     hidden=hidden, seed=seed, kept=kept, ties=ties, fan_in=fan_in)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == self.dims + 1:  # unbatched (C, *spatial), as nn.Conv*d takes
+            return super().forward(x.unsqueeze(0)).squeeze(0)
+        return super().forward(x)
+
     def _op(self, x, weight, bias):
         return type(self).conv(x, weight, bias, self.stride, self.padding, self.dilation,
                                self.groups)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, groups={self.groups}, "
-                f"{self._structure_repr()}")
+        return f"{self._geometry}, {self._structure_repr()}"
 
 
 class SubnetConv1d(_SubnetConvNd):
-    dims, conv = 1, F.conv1d
+    dims, plain, conv = 1, nn.Conv1d, F.conv1d
 
 
 class SubnetConv2d(_SubnetConvNd):
-    dims, conv = 2, F.conv2d
+    dims, plain, conv = 2, nn.Conv2d, F.conv2d

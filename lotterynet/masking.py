@@ -81,18 +81,21 @@ class _MaskedProduct(torch.autograd.Function):
     backward to the scores: ``∂L/∂s = ∂L/∂(w ⊙ m) ⊙ w ⊙ sign(s)`` (Ramanujan et al. 2020,
     Eq. 3 with the |s| ranking). A float mask because on the CPU a product with it is one
     vectorised pass, where ``torch.where`` on a boolean mask costs ~15× more (240k entries:
-    0.05 vs 0.8 ms)."""
+    0.05 vs 0.8 ms). The weight is frozen, but a user may unfreeze it (``requires_grad_``):
+    it then gets the product's own gradient ``∂L/∂(w ⊙ m) ⊙ m`` (the mask is kept for the
+    backward only then)."""
 
     @staticmethod
     def forward(ctx, scores: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor):
-        ctx.save_for_backward(scores, weight)
+        ctx.save_for_backward(scores, weight, mask if ctx.needs_input_grad[1] else None)
         return weight * mask
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        scores, weight = ctx.saved_tensors
+        scores, weight, mask = ctx.saved_tensors
+        grad_weight = grad * mask if ctx.needs_input_grad[1] else None
         # sign(s) ⊙ w is exact, so this is (g ⊙ w) ⊙ sign(s) bit for bit, in one temporary
-        return scores.sign().mul_(weight).mul_(grad), None, None
+        return scores.sign().mul_(weight).mul_(grad), grad_weight, None
 
 
 def group_view(t: torch.Tensor, group_dim: int | None, group_size: int | None):
@@ -227,10 +230,10 @@ class MaskedWeight(nn.Module):
 
     ``forward()`` returns ``weight ⊙ mask``. ``k`` (entries kept per group; one group = the
     whole tensor unless ``group_dim`` is given) is set from ``sparsity`` or directly (global
-    top-k, :meth:`set_mask`); ``kept`` is the tensor's total. ``weight`` may be passed in
-    already sampled (``init`` is then unused). Scores are Kaiming-uniform with the weight's
-    fan-in, as in the edge-popup reference. ``kept`` / ``ties`` select the count and tie rules
-    (module docstring; :meth:`set_rules`).
+    top-k, :meth:`set_mask`) and saved in ``state_dict``; ``kept`` is the tensor's total.
+    ``weight`` may be passed in already sampled (``init`` is then unused). Scores are
+    Kaiming-uniform with the weight's fan-in, as in the edge-popup reference. ``kept`` /
+    ``ties`` select the count and tie rules (module docstring; :meth:`set_rules`).
 
     **When the mask is recomputed.** Scores can change behind the version counter's back:
     fused optimizers (``SGD(fused=True)``, ``Adam(fused=True)``) and writes through
@@ -267,9 +270,8 @@ class MaskedWeight(nn.Module):
                              f"{shape[group_dim]} of dimension {group_dim} of {tuple(shape)}")
         self.group_dim = group_dim
         self.group_size = weight.numel() if group_dim is None else group_size
-        self.kept_rule, self.ties = "round", "low"
-        self.sparsity = sparsity
-        self.set_rules(kept, ties)
+        self._nominal_sparsity = sparsity
+        self.set_rules(kept, ties)  # sets k from the sparsity, under the kept rule
         self._cache: tuple | None = None
         self._hint = ThresholdHint()
 
@@ -295,6 +297,20 @@ class MaskedWeight(nn.Module):
         value = check_sparsity(value, self.group_size, unit, self.kept_rule)
         self.k = kept_count(self.group_size, value, self.kept_rule)
         self._nominal_sparsity = value
+
+    def get_extra_state(self) -> torch.Tensor:
+        """``k`` travels with the scores in ``state_dict``: after :func:`global_topk` or
+        :meth:`set_mask` it is no longer what the sparsity a fresh layer is built with gives,
+        and the same scores with another ``k`` are another mask. A tensor, so that a state dict
+        stays a mapping of names to tensors (``torch.load(weights_only=True)``)."""
+        return torch.tensor([self.k])
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        k = int(state[0])
+        if not 0 <= k <= self.group_size:
+            raise ValueError(f"a state dict's k={k} is not a count of kept entries of "
+                             f"{self.group_size} (the entries of one group of this tensor)")
+        self.k = k
 
     def mask(self, dtype: torch.dtype = torch.bool) -> torch.Tensor:
         """The current mask, boolean or 0/1 in ``dtype`` (see the class docstring for when it
@@ -375,7 +391,8 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
     This concatenates all scores once per call; call it when the ranking should be refreshed
     (e.g. once per epoch), not on every batch: between calls each tensor keeps its own top-k.
     """
-    named = [(n, m) for n, m in model.named_modules() if isinstance(m, MaskedWeight)]
+    named = [(n, m) for n, m in check_module(model, "global_topk").named_modules()
+             if isinstance(m, MaskedWeight)]
     if not named:
         raise ValueError("global_topk: the model has no maskable (subnet) layers")
     grouped = [n for n, m in named if m.group_dim is not None]

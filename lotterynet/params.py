@@ -18,11 +18,11 @@ def count_params(model: nn.Module) -> dict[str, int]:
     * ``trainable`` — parameters the optimizer updates (scores, and any trained BN/bias).
     """
     tensors = masked_weights(check_module(model, "count_params"))
-    maskable = sum(m.weight.numel() for m in tensors)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad) - maskable
+    maskable = {id(m.weight) for m in tensors}
     return {
-        "maskable": maskable,
+        "maskable": sum(m.weight.numel() for m in tensors),
         "kept": sum(m.kept for m in tensors),
-        "frozen": frozen,
+        "frozen": sum(p.numel() for p in model.parameters()
+                      if not p.requires_grad and id(p) not in maskable),
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }

@@ -129,7 +129,8 @@ class Structure(nn.Module):
     default_init = "kaiming_normal"
 
     def __init__(self, target: TargetShape, *, sparsity, init: str | None = None,
-                 init_kwargs: dict | None = None, generator=None, **options):
+                 init_kwargs: dict | None = None, generator=None, kept: str = "round",
+                 ties: str = "low", **options):
         super().__init__()
         self.target = target
         init = self.default_init if init is None else init
@@ -138,7 +139,8 @@ class Structure(nn.Module):
                                     **(init_kwargs or {}))
             tensor = (MaskedWeight(spec.shape, fan_in=spec.fan_in, sparsity=sparsity,
                                    generator=generator, group_dim=spec.group_dim,
-                                   group_size=spec.group_size, weight=weight)
+                                   group_size=spec.group_size, weight=weight, kept=kept,
+                                   ties=ties)
                       if spec.maskable else FrozenWeight(weight))
             setattr(self, name, tensor)
 
@@ -147,10 +149,11 @@ class Structure(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def counts(cls, target: TargetShape, *, sparsity: float = 0.0, **options) -> dict[str, int]:
+    def counts(cls, target: TargetShape, *, sparsity: float = 0.0, kept: str = "round",
+               **options) -> dict[str, int]:
         """``{"maskable", "kept", "frozen"}`` of one layer, exactly as ``count_params`` of the
         built layer reports them (biases excluded), without building it."""
-        maskable = kept = frozen = 0
+        maskable = kept_total = frozen = 0
         for spec in cls.specs(target, **options).values():
             if not spec.maskable:
                 frozen += spec.numel
@@ -158,8 +161,9 @@ class Structure(nn.Module):
             size, unit = ((spec.numel, "a tensor") if spec.group_dim is None
                           else (spec.group_size, "a group (fixed-size top-k)"))
             maskable += spec.numel
-            kept += kept_count(size, check_sparsity(sparsity, size, unit)) * (spec.numel // size)
-        return {"maskable": maskable, "kept": kept, "frozen": frozen}
+            k = kept_count(size, check_sparsity(sparsity, size, unit, kept), kept)
+            kept_total += k * (spec.numel // size)
+        return {"maskable": maskable, "kept": kept_total, "frozen": frozen}
 
 
 def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,

@@ -92,12 +92,13 @@ def _masked_modules(model: nn.Module) -> dict[str, MaskedWeight]:
 def _split_state(model: nn.Module, from_spec: bool) -> tuple[dict, dict]:
     """``(regenerated, stored)``: the frozen parameters the load regenerates (all of them for
     a spec-built model, else those inside subnet layers) and the parameters and buffers a
-    ticket stores (everything else, except the scores)."""
-    scores = {f"{n}.scores" for n in _masked_modules(model)}
+    ticket stores (everything else, except the scores and their ``k``: the masks hold both)."""
+    in_masks = {f"{n}.{what}" for n in _masked_modules(model)
+                for what in ("scores", "_extra_state")}
     inside = {f"{n}." for n, m in model.named_modules() if isinstance(m, SUBNET_MODULES)}
     regenerated, stored = {}, {}
     for name, value in model.state_dict(keep_vars=True).items():
-        if name in scores:
+        if name in in_masks:
             continue
         frozen = isinstance(value, nn.Parameter) and not value.requires_grad
         if frozen and (from_spec or any(name.startswith(prefix) for prefix in inside)):

@@ -128,3 +128,22 @@ def test_torchvision_vit_converts_and_trains_attention():
     exported = ln.export(vit).eval()
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(exported(x), vit.eval()(x), rtol=1e-6, atol=1e-6)
+
+
+def test_converted_encoder_with_padding_mask_in_evaluation():
+    """nn.TransformerEncoder's nested-tensor path (eval, batch_first, a key padding mask) reads
+    the packed in_proj_weight; a converted encoder takes the plain path and computes what its
+    export computes, with and without gradients."""
+    model = convert(nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(E, HEADS, 16, dropout=0.0, batch_first=True), 2),
+        sparsity=0.5, seed=0).eval()
+    x = inputs(True)[0]
+    padding = torch.zeros(N, L, dtype=torch.bool)
+    padding[1, -2:] = True
+    plain = ln.export(model)
+    with torch.no_grad():
+        expected = plain(x, src_key_padding_mask=padding)
+        got = model(x, src_key_padding_mask=padding)
+    kept = ~padding  # torch's nested path zeroes padded positions; compare the others
+    torch.testing.assert_close(got[kept], expected[kept], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(x, src_key_padding_mask=padding)[kept], got[kept])

@@ -224,3 +224,23 @@ def test_convert_that_selects_no_layer_is_refused_and_changes_nothing(options):
 def test_api_entry_points_refuse_what_is_not_a_module(call):
     with pytest.raises(TypeError, match=r"takes a torch\.nn\.Module, got (str|list|NoneType|dict)"):
         call()
+
+
+def test_refused_convert_leaves_the_model_as_it_was():
+    """A layer refused late (here the last, whose one weight 0.9 would prune) must not leave
+    batch norms stripped and norms frozen before it: nothing changes."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.LayerNorm(4), nn.Linear(1, 1))
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    with pytest.raises(ValueError, match="'3'.*keeps no weight"):
+        convert(model, sparsity=0.9)
+    assert type(model[0]) is nn.Conv2d and model[1].affine and model[1].weight is not None
+    assert all(p.requires_grad and torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert set(before) == {n for n, _ in model.named_parameters()}
+
+
+@pytest.mark.parametrize("seed", [None, "0", 1.0])
+def test_convert_needs_an_integer_seed(seed):
+    """Its layers' seeds derive from it: None would hash to one fixed model, unlike a layer's
+    seed=None (torch's global generator)."""
+    with pytest.raises(TypeError, match=f"seed must be an integer, got {seed!r}"):
+        convert(nn.Linear(4, 4), sparsity=0.5, seed=seed)

@@ -210,3 +210,51 @@ def test_bad_sizes_are_refused_naming_the_argument(build, named):
     dropping the last 5 examples)."""
     with pytest.raises((ValueError, TypeError), match=named):
         build()
+
+
+ALL_STRUCTURES = STRUCTS + [dict(structure="malach", hidden=8), dict(structure="orseau"),
+                            dict(structure="dacunha", pairs=2),
+                            dict(structure="fixedsize", pairs=2)]
+
+
+@pytest.mark.parametrize("kw", ALL_STRUCTURES)
+def test_unbatched_conv_input_as_torch_takes_it(kw):
+    """(C, H, W) / (C, L) without a batch dimension, as nn.Conv2d / nn.Conv1d accept it: the
+    batched result's one row, for every structure (ReLU and two-stage ones work along the
+    channel dimension)."""
+    for layer, x in ((ln.SubnetConv2d(4, 6, 3, padding=1, seed=0, **kw), torch.randn(4, 7, 7)),
+                     (ln.SubnetConv1d(4, 6, 3, seed=0, **kw), torch.randn(4, 9))):
+        expected = layer(x.unsqueeze(0))[0]
+        assert torch.equal(layer(x), expected)
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((4, 4, 3), dict(padding="foo"), "Invalid padding string 'foo'"),
+    ((4, 4, 3), dict(stride=2, padding="same"), "padding='same' is not supported for strided"),
+    ((4, 4, 3), dict(stride=0), "stride must be a positive integer, got 0"),
+    ((4, 4, (3, 0)), dict(), "kernel_size must be a positive integer, got 0"),
+    ((4, 4, 3), dict(dilation=(1, 0)), "dilation must be a positive integer, got 0"),
+])
+def test_conv_arguments_are_checked_at_construction(args, kwargs, match):
+    """What nn.Conv2d refuses when built is refused when built (not at the first forward)."""
+    with pytest.raises(ValueError, match=match):
+        ln.SubnetConv2d(*args, **kwargs)
+
+
+def test_conv_repr_shows_what_nn_conv_shows():
+    for args, kwargs in (((4, 6, 3), dict(dilation=2, padding="same", groups=2)),
+                         ((4, 6, (3, 1)), dict(stride=(2, 1), padding=(1, 0)))):
+        plain = nn.Conv2d(*args, **kwargs)
+        assert repr(ln.SubnetConv2d(*args, **kwargs)).splitlines()[1].strip().startswith(
+            plain.extra_repr() + ", bias=False, structure='dense'")
+
+
+def test_seed_takes_any_integer_type_and_names_a_bad_one():
+    import numpy as np
+
+    a, b = ln.SubnetLinear(4, 3, seed=np.int64(3)), ln.SubnetLinear(4, 3, seed=3)
+    assert torch.equal(a.structure.weight.weight, b.structure.weight.weight)
+    with pytest.raises(ValueError, match=r"seed must be in \[-2\*\*63, 2\*\*64\), got 1844"):
+        ln.SubnetLinear(4, 3, seed=2**64)
+    with pytest.raises(TypeError, match="seed must be an integer, got '3'"):
+        ln.SubnetConv2d(4, 3, 1, seed="3")

@@ -339,3 +339,66 @@ def test_topk_mask_refuses_a_k_outside_the_tensor(k):
 def test_kept_count_refuses_a_sparsity_outside_0_1(sparsity):
     with pytest.raises(ValueError, match="fraction pruned"):
         ln.kept_count(10, sparsity)
+
+
+def test_unfrozen_weight_gets_the_products_gradient_float64():
+    """A user who unfreezes the weights (``requires_grad_``) gets ∂L/∂w = ∂L/∂(w⊙m) ⊙ m, by
+    hand in float64, and the scores' gradient is unchanged."""
+    m = MaskedWeight((6, 4), fan_in=4, sparsity=0.5, generator=torch.Generator().manual_seed(2))
+    m.double().requires_grad_(True)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    out = x @ m().T
+    (out ** 2).sum().backward()
+    grad_w_eff = (2 * out).T @ x
+    mask = m.mask().double()
+    torch.testing.assert_close(m.weight.grad, grad_w_eff * mask, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(m.scores.grad, grad_w_eff * m.weight * m.scores.sign(),
+                               rtol=1e-12, atol=1e-12)
+    assert int(m.weight.grad.ne(0).sum()) == m.kept == 12
+    layer = ln.SubnetLinear(10, 10, True, seed=0).requires_grad_(True)
+    assert ln.count_params(layer) == {"maskable": 100, "kept": 50, "frozen": 0,
+                                      "trainable": 210}
+
+
+def test_floor_rule_is_applied_from_the_start():
+    """``kept="floor"`` keeps ``n - int(s·n)``: at 0.96 of 10 entries one, where ``"round"``
+    keeps none; the layer and the analytic count agree."""
+    assert ln.kept_count(10, 0.96, "floor") == 1 and ln.kept_count(10, 0.96) == 0
+    layer = ln.SubnetLinear(5, 2, sparsity=0.96, kept="floor", seed=0)
+    assert int(layer.mask()["weight"].sum()) == 1
+    for structure in ("subsetsum", "fixedsize"):
+        options = dict(structure=structure, pairs=5, activation="identity")
+        target = ln.TargetShape(3, 4)
+        built = ln.SubnetLinear(4, 3, sparsity=0.78, kept="floor", **options)
+        counted = ln.layer_counts(structure, target, sparsity=0.78, kept="floor", pairs=5,
+                                  activation="identity")
+        assert ln.count_params(built)["kept"] == counted["kept"]
+        assert counted["kept"] != ln.layer_counts(structure, target, sparsity=0.78, pairs=5,
+                                                  activation="identity")["kept"]
+    with pytest.raises(ValueError, match="keeps no weight"):
+        ln.SubnetLinear(5, 2, sparsity=0.96)
+
+
+def test_global_topk_and_set_mask_survive_a_state_dict(tmp_path):
+    """``k`` is part of the state: after global_topk / set_mask, a fresh model loading the
+    state dict (through a weights_only file) keeps what the original keeps, bit for bit."""
+    def make():
+        return nn.Sequential(ln.SubnetLinear(8, 16, seed=0), ln.SubnetLinear(16, 4, seed=2),
+                             ln.SubnetLinear(4, 4, structure="fixedsize", pairs=4, seed=3,
+                                             activation="identity"))
+    model = make()
+    ln.global_topk(model[:2], 0.8)
+    wanted = torch.zeros(4, 4, 4, dtype=torch.bool)
+    wanted[..., :3] = True  # 3 of each weight's 4 terms (fixed size: per group)
+    model[2].structure.v.set_mask(wanted)
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    fresh = make()
+    assert ln.count_params(fresh)["kept"] != ln.count_params(model)["kept"]
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    x = torch.randn(5, 8)
+    assert ln.count_params(fresh)["kept"] == ln.count_params(model)["kept"]
+    assert torch.equal(fresh(x), model(x))
+    state = model.state_dict()
+    state["0.structure.weight._extra_state"] = torch.tensor([200])
+    with pytest.raises(ValueError, match="k=200 is not a count of kept entries of 128"):
+        fresh.load_state_dict(state)
