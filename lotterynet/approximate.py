@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from . import theory
+from .checkpointing import savefig_atomic, write_text_atomic
 from .constructions import construct_model, effective_errors, product_network, subset_sum
 from .data import DatasetNotFound, load_split
 from .machine import cpu_name
@@ -223,8 +224,7 @@ def check_stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep],
 
 
 def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def selected(sweeps: list[Sweep], only) -> list[Sweep]:
@@ -401,7 +401,7 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     axes[0][1].legend(fontsize=7)
     fig.suptitle(f"{title} — median over seeds, band min–max; dotted: target, dashed: −0.5 pt")
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    savefig_atomic(fig, path, dpi=130)
     plt.close(fig)
 
 
@@ -414,7 +414,7 @@ def run_table(args) -> None:
             f"{100 * ACCURACY_SLACK:g} points of the target's. Sizes: n coefficients per weight "
             "(subset sum), k of n = 16 (natale_k), m neurons per input (malach, orseau).\n\n"
             + table_markdown(results) + "\n\n## Curves\n" + "".join(map(curve_markdown, results)))
-    (args.out / "approximation_table.md").write_text(text)
+    write_text_atomic(args.out / "approximation_table.md", text)
     for net, title in (("fc2", "FC2 / MNIST, every layer replaced"),
                        ("lenet5", "da Cunha's LeNet5, conv part replaced")):
         chosen = [r for r in results if r["net"] == net]

@@ -136,6 +136,18 @@ def write_csv_atomic(path: str | os.PathLike, rows: list[dict], columns: list[st
     atomic_write(path, write)
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """``text`` as the file ``path`` (UTF-8), written with :func:`atomic_write`."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def savefig_atomic(fig, path: str | os.PathLike, **savefig_kwargs) -> None:
+    """A matplotlib figure saved as ``path`` (its format from the suffix), with
+    :func:`atomic_write`."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:], **savefig_kwargs))
+
+
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` sealed with its digest, written atomically and durably."""
     buffer = io.BytesIO()

@@ -29,7 +29,13 @@ from .config import (
     refuse_unread_flags,
     split_trainer_options,
 )
-from .errors import CheckpointError, DatasetNotFound, DiskFullError, TrainingDiverged
+from .errors import (
+    CheckpointError,
+    DatasetNotFound,
+    DiskFullError,
+    Interrupted,
+    TrainingDiverged,
+)
 from .grid import load_sweep, write_wandb_sweep
 from .machine import keep_freed_memory
 
@@ -141,15 +147,16 @@ def explicit_values(args: argparse.Namespace) -> dict:
     return lightning_devices({**values, **flags})
 
 
-def stored_config(checkpoint: str) -> dict:
-    """The run config a training checkpoint was written with."""
+def stored_run(checkpoint: str) -> tuple[dict, int]:
+    """The run config a training checkpoint was written with, and the epochs it has done."""
     from .checkpointing import load_checkpoint
 
-    stored = load_checkpoint(checkpoint).get("hyper_parameters", {}).get("config")
+    loaded = load_checkpoint(checkpoint)
+    stored = loaded.get("hyper_parameters", {}).get("config")
     if not isinstance(stored, dict):
         raise CheckpointError(f"checkpoint {checkpoint!r} is not a lotterynet training "
                               f"checkpoint (it stores no run config)")
-    return stored
+    return stored, loaded.get("epoch", -1) + 1
 
 
 def config_from_args(args: argparse.Namespace):
@@ -165,7 +172,11 @@ def resolved_config(args: argparse.Namespace):
     explicit = explicit_values(args)
     if not explicit.get("resume"):  # from a flag, or from the config file
         return make_config(explicit)
-    stored = stored_config(explicit["resume"])
+    stored, done = stored_run(explicit["resume"])
+    if explicit.get("stop_after") is not None and explicit["stop_after"] <= done:
+        raise ConfigError(f"--stop-after {explicit['stop_after']}: the resumed run has done "
+                          f"{plural(done, 'epoch')} already; give more, or leave it out to "
+                          f"train to its end")
     changed = changed_fields(stored, explicit)
     if changed:
         name = changed[0]
@@ -227,12 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFullError as err:
         print(f"train.py: error: {err.strerror}", file=sys.stderr)
         return 1
-    except TrainingDiverged as err:  # every DDP rank stops; rank 0 says so for all
+    except (TrainingDiverged, Interrupted) as err:  # every DDP rank stops; rank 0 says so
         from .run import is_launched_worker
 
         if not is_launched_worker():
             print(f"train.py: error: {err}", file=sys.stderr)
-        return 1
+        return getattr(err, "exit_code", 1)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -246,9 +257,15 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.cell and (how or args.wandb_sweep):
         raise ConfigError(f"--cell runs one cell in this process; drop "
                           f"{how[0] if how else '--wandb-sweep'}")
+    if args.wandb_sweep and how:
+        raise ConfigError(f"{how[0]} says how this process runs a sweep's cells; with "
+                          f"--wandb-sweep W&B agents run them, one cell each (drop {how[0]})")
     for name, default in SWEEP_RUN_FLAGS.items():
         setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     if args.stack_file:
+        if args.print_config:
+            raise ConfigError(f"--print-config prints one run's config; the stack's members "
+                              f"are in {args.stack_file} itself (drop --print-config)")
         keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
         return run_stack_file(args)
     if is_sweep(args):
@@ -257,7 +274,10 @@ def dispatch(args: argparse.Namespace) -> int:
                               "flags (a sweep writes its resolved grid to SWEEP/sweep.json)")
         sweep = load_sweep(args, explicit_values(args))  # every cell's config checked
         if args.wandb_sweep:
-            cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep))
+            from .sweep import check_buildable
+
+            check_buildable(sweep)  # what its agents would find only once they start
+            cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), args.sweep_out)
             print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "
                   f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
                   f"<sweep id>`")

@@ -435,6 +435,24 @@ def require_wandb() -> None:
                           "(pip install wandb, or run without --wandb)") from None
 
 
+#: Characters W&B refuses in a project name; it says so only once the run has started.
+WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
+
+
+def check_wandb_names(config: RunConfig) -> None:
+    """The project name and tags W&B would refuse at ``wandb.init``, after the run's files
+    were written: a project of 1 to 128 characters without ``/ \\ # ? % :``, tags of 1 to 64."""
+    project = config.wandb_project
+    if not 1 <= len(project) <= 128 or set(project) & set(WANDB_PROJECT_FORBIDDEN):
+        raise ConfigError(f"--wandb-project {project!r}: a W&B project name has 1 to 128 "
+                          f"characters, none of {' '.join(WANDB_PROJECT_FORBIDDEN)}")
+    tags = [] if config.wandb_tags is None else config.wandb_tags.split(",")
+    for tag in tags:
+        if not 1 <= len(tag.strip()) <= 64:
+            raise ConfigError(f"--wandb-tags {config.wandb_tags!r}: W&B tags have 1 to 64 "
+                              f"characters each (comma-separated), not {tag.strip()!r}")
+
+
 def validate(config: RunConfig) -> None:
     """Raise :class:`ConfigError` on the first bad value."""
     from .archs import TARGET_ONLY
@@ -494,6 +512,7 @@ def validate(config: RunConfig) -> None:
         check_timm_model(family_kwargs["model_name"])
     if config.wandb:
         require_wandb()
+        check_wandb_names(config)
     for name in PATH_FIELDS:
         if getattr(config, name) is not None:
             check_path(name, getattr(config, name))

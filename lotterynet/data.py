@@ -18,7 +18,7 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
-from .errors import DatasetNotFound
+from .errors import DatasetCorrupt, DatasetNotFound
 from .idx import IDXError, read_gzipped_split
 from .registry import Registry
 
@@ -36,6 +36,7 @@ class DatasetSpec:
     train_size: int  # examples in the training split
     image_size: int  # height = width of the images
     num_classes: int = 10
+    test_size: int = 10000  # examples in the test split
 
     @property
     def in_channels(self) -> int:
@@ -60,9 +61,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get(DATA_ENV) or "data")
 
 
-def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> DatasetNotFound:
+def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> DatasetCorrupt:
     reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-    return DatasetNotFound(f"{name}: the files under {root.resolve()} are corrupt or unreadable "
+    return DatasetCorrupt(f"{name}: the files under {root.resolve()} are corrupt or unreadable "
                            f"({reason}); replace {spec.files} with intact copies")
 
 

@@ -22,7 +22,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from .data import DATASETS, DatasetNotFound, load_split, resolve_data_dir
+from .data import DATASETS, load_split, resolve_data_dir
+from .errors import DatasetCorrupt, DatasetNotFound
 from .structures import check_positive_int
 
 SPLIT_SEED = 20200601  # the train/validation split; fixed so that every run sees the same one
@@ -34,6 +35,8 @@ def load_or_download(name: str, root, *, train: bool) -> tuple[torch.Tensor, tor
     download that fails leaves no empty folders behind."""
     try:
         return load_split(name, root, train=train)
+    except DatasetCorrupt:
+        raise
     except DatasetNotFound:
         folder = resolve_data_dir(root)
         own = folder / DATASETS.get(name).torchvision_name

@@ -1,5 +1,5 @@
 """The errors ``train.py`` reports as one line on stderr (exit code 2; 1 for a full disk or a
-run that diverged).
+run that diverged; 130 / 143 for a run stopped by Ctrl-C / SIGTERM).
 
 They live apart from the code that raises them so that the command line can catch them
 without importing torch or Lightning: a bad flag or config file is refused in a fraction of a
@@ -19,6 +19,12 @@ class DatasetNotFound(FileNotFoundError):
     """The data set is neither on disk nor downloadable; the message says what to do."""
 
 
+class DatasetCorrupt(DatasetNotFound):
+    """The data set's files are there but truncated or garbled: said as such, and not
+    downloaded over (a download would hide what is wrong with them, or fail offline and
+    report them missing)."""
+
+
 class DiskFullError(OSError):
     """The disk filled while writing a file; the previous version of the file is intact."""
 
@@ -27,3 +33,14 @@ class TrainingDiverged(RuntimeError):
     """A run's trainable tensors stopped being finite (NaN or infinite): it is stopped at the
     end of that epoch, before its checkpoint, rather than finished with a meaningless result
     (NaN scores keep no entry at all, whatever ``k`` says)."""
+
+
+class Interrupted(RuntimeError):
+    """A run stopped by Ctrl-C or SIGTERM (its last checkpoint stays). ``exit_code`` is what a
+    shell reports for a process the signal ended, 128 + the signal's number, so that a batch
+    scheduler or ``train.py && next`` sees a stopped run as not done (Lightning itself ends
+    one stopped by SIGTERM with exit status 0)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -98,6 +98,9 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
             raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
     variants = [flatten_sections(string_keys(parse_variant(v), "sweep variant"),
                                  "sweep variant") for v in data["variants"]]
+    if not all(variants):
+        raise ConfigError(f"sweep variants {data['variants']!r}: each variant sets at least "
+                          f"its structure (subsetsum:identity, wide, {{structure: dense}})")
     base = flatten_sections(string_keys(data.get("base") or {}, "sweep base"), "sweep base")
     for spell, values in [(lambda k: f"--{k.replace('_', '-')}", overrides),
                           (lambda k: f"base: {k}", base),
@@ -108,15 +111,20 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
                   baseline=data.get("baseline", True))
     named: dict[str, tuple[str, dict]] = {}
+    runs: dict[str, tuple[str, dict]] = {}
     configs = []
     for label, values in sweep.cells():  # every cell must be a valid run before any starts
         configs.append(make_config(values))
-        name = cell_name(label, values)
+        name, run = cell_name(label, values), repr(sorted(configs[-1].to_dict().items()))
         if name in named:  # two cells, one folder
             raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
                               f"{describe_cell(label, values)} would share the folder {name!r}; "
                               f"make the variants or sparsities differ in their names")
-        named[name] = label, values
+        if run in runs:  # a variant that spells out a default of another
+            raise ConfigError(f"sweep cells {describe_cell(*runs[run])} and "
+                              f"{describe_cell(label, values)} are the same run; give each "
+                              f"variant once")
+        named[name], runs[run] = (label, values), (label, values)
     if args.wandb_sweep:  # its agents run every cell with --wandb
         configs = [dataclasses.replace(config, wandb=True) for config in configs]
     refuse_unread_flags(given_flags(args), configs, "any cell of this sweep")
@@ -146,12 +154,13 @@ def describe_cell(label: str, values: dict) -> str:
     return label if label == BASELINE else f"{label} at sparsity {values['sparsity']!r}"
 
 
-def write_wandb_sweep(sweep: Sweep, path: Path) -> Path:
+def write_wandb_sweep(sweep: Sweep, path: Path, sweep_out: str | None = None) -> Path:
     """A W&B grid sweep over exactly the cells of ``sweep`` (the trained baseline included):
     the sweep, resolved, goes beside it as ``<name>.cells.yaml``; the grid is one parameter,
     ``cell``, naming every cell, and each agent run is ``train.py --sweep <that file> --wandb
-    --cell=NAME``, the cell as the sweep itself runs it. Returns the cells file. Refused
-    (:class:`ConfigError`) where the file cannot go or would replace one this did not write."""
+    --cell=NAME`` (with ``--sweep-out`` when given), the cell as the sweep itself runs it.
+    Returns the cells file. Refused (:class:`ConfigError`) where the file cannot go or would
+    replace one this did not write."""
     cells_file = path.with_name(f"{path.stem}.cells.yaml")
     if not path.parent.is_dir():
         raise ConfigError(f"--wandb-sweep {str(path)!r}: the folder {str(path.parent)!r} does "
@@ -160,22 +169,33 @@ def write_wandb_sweep(sweep: Sweep, path: Path) -> Path:
         if target.is_dir() or (target.exists() and not is_wandb_sweep_file(target)):
             raise ConfigError(f"--wandb-sweep {str(path)!r}: {str(target)!r} exists and is not "
                               f"a W&B sweep file written by train.py; choose another name")
-    cells_file.write_text(yaml.safe_dump(dataclasses.asdict(sweep), sort_keys=False))
+    from .checkpointing import write_text_atomic  # (torch: only once there is a file to write)
+
+    def write(target: Path, data: dict) -> None:
+        write_text_atomic(target, WANDB_SWEEP_MARK + yaml.safe_dump(data, sort_keys=False))
+
+    write(cells_file, dataclasses.asdict(sweep))
     spec = {"program": "train.py", "method": "grid",
             "metric": {"name": "test/acc", "goal": "maximize"},
             "parameters": {"cell": {"values": [cell_name(label, values)
                                                for label, values in sweep.cells()]}},
             "command": ["${env}", "${interpreter}", "${program}", "--sweep",
-                        str(cells_file.resolve()), "--wandb", "--no-progress-bar", "${args}"]}
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+                        str(cells_file.resolve()), "--wandb", "--no-progress-bar",
+                        *(["--sweep-out", str(Path(sweep_out).resolve())] if sweep_out else []),
+                        "${args}"]}
+    write(path, spec)
     return cells_file
 
 
+#: The first line of every file :func:`write_wandb_sweep` writes: what it may replace.
+WANDB_SWEEP_MARK = "# written by train.py --wandb-sweep (rewritten by the next such call)\n"
+
+
 def is_wandb_sweep_file(path: Path) -> bool:
-    """A file :func:`write_wandb_sweep` wrote (the sweep spec, or the cells beside it)."""
+    """A file :func:`write_wandb_sweep` wrote (the sweep spec, or the cells beside it), by its
+    first line: a sweep file of the user's is never taken for one, whatever it holds."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        with open(path, encoding="utf-8") as f:
+            return f.readline() == WANDB_SWEEP_MARK
+    except (OSError, UnicodeDecodeError):
         return False
-    return isinstance(data, dict) and (data.get("program") == "train.py"
-                                       or set(data) == {f.name for f in dataclasses.fields(Sweep)})

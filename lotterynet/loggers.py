@@ -19,7 +19,13 @@ from pathlib import Path
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from .checkpointing import atomic_write, checkpoint_run_dir, load_checkpoint, write_csv_atomic
+from .checkpointing import (
+    CheckpointError,
+    atomic_write,
+    checkpoint_run_dir,
+    load_checkpoint,
+    write_csv_atomic,
+)
 
 
 def wandb_has_api_key() -> bool:
@@ -61,19 +67,46 @@ class HistoryCSVLogger(CSVLogger):
 
 
 def resumed_history(checkpoint: str | None) -> list[dict]:
-    """The ``metrics.csv`` rows of the run that ``checkpoint`` belongs to, up to the epoch the
-    checkpoint holds (rows logged after it, before a kill, are logged again by the resume)."""
+    """The ``metrics.csv`` rows of the run that ``checkpoint`` belongs to, up to what the
+    checkpoint holds: rows of its epochs, and rows without an epoch (the learning rate, the
+    parameter counts) of its steps; rows logged after it, before a kill, are logged again by
+    the resume. A file that is not such a log (edited by hand) is a :class:`CheckpointError`,
+    raised before Lightning's CSV logger replaces the file."""
     if not checkpoint:
         return []
     source = checkpoint_run_dir(checkpoint) / METRICS_FILE
     if not source.is_file():
         return []
-    last_epoch = load_checkpoint(checkpoint)["epoch"]
-    with open(source, newline="") as f:
-        rows = list(csv.DictReader(f))
-    complete = [row for row in rows if None not in row.values()]  # not cut off by a kill
-    return [row for row in complete
-            if not row.get("epoch") or float(row["epoch"]) <= last_epoch]
+    stored = load_checkpoint(checkpoint)
+    try:
+        with open(source, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise CheckpointError(f"{source}, the history of the run being resumed, is not a CSV "
+                              f"file ({err}); restore it, or move it away to resume without "
+                              f"it") from None
+    complete = []
+    for line, row in enumerate(rows, start=2):
+        if None in row.values():  # cut off by a kill: logged again by the resume
+            continue
+        numbers = {key: row.get(key) or "0" for key in ("epoch", "step")}
+        if None in row or not all(map(is_number, numbers.values())):
+            raise CheckpointError(
+                f"{source} line {line} is not a row of the run's history (epoch "
+                f"{numbers['epoch']!r}, step {numbers['step']!r}, {len(row)} fields); fix or "
+                f"remove the line, or move the file away to resume without it")
+        epoch, step = row.get("epoch"), float(row.get("step") or 0)
+        if float(epoch) <= stored["epoch"] if epoch else step < stored["global_step"]:
+            complete.append(row)
+    return complete
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def wandb_run_id(run_dir: Path, checkpoint: str | None) -> str:

@@ -19,17 +19,18 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .archs import DEFAULT_LR
 from .checkpointing import (
     CHECKPOINTS,
     atomic_torch_save,
-    atomic_write,
     check_state_matches,
     checkpoint_run_dir,
     load_checkpoint,
     remove_stale_temp_files,
+    write_text_atomic,
 )
 from .config import (
     WIDE,
@@ -40,7 +41,7 @@ from .config import (
     steps_per_epoch,
 )
 from .datamodule import TensorDataModule
-from .errors import TrainingDiverged
+from .errors import Interrupted, TrainingDiverged
 from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
 from .machine import cpu_name
@@ -49,7 +50,7 @@ from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, ma
 from .params import count_params
 from .quiet import quiet_lightning
 from .ticket import save_ticket
-from .trainer_options import trainer_options
+from .trainer_options import epoch_checkpoint, trainer_options
 from .validate import check_output_dir
 from .widen import maskable_count, wide_width
 
@@ -104,6 +105,14 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     resume = f"--resume {last}, " if last.is_file() else ""
     raise ConfigError(f"run directory {str(run_dir)!r} is not empty; pass --overwrite, "
                       f"{resume}or another --out")
+
+
+def clear_previous_run(run_dir: Path) -> None:
+    """``--overwrite``: remove the previous run's result, ticket and checkpoint, so that the
+    folder holds the new run alone — finished only when it finishes, resumable from its own
+    checkpoint if stopped before (its ``metrics.csv`` starts anew with it)."""
+    for path in (run_dir / RESULTS, run_dir / TICKET, run_dir / CHECKPOINTS / LAST):
+        path.unlink(missing_ok=True)
 
 
 def holds_files(folder: Path) -> bool:
@@ -271,7 +280,7 @@ def changed_results(config: RunConfig, run_dir: Path) -> list[str] | None:
 
 
 def write_json_atomic(obj, path: Path) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def optim_settings(config: RunConfig) -> dict:
@@ -333,10 +342,7 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     """The Trainer of a run (or of a stack, which adds its ``callbacks``, run after the epoch
     timer, and saves the checkpoint after them, at the end of the training epoch; Lightning
     runs checkpoint callbacks last)."""
-    # Without a monitor, top-1 is the newest: last.ckpt is rewritten after every epoch.
-    checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename=LAST.removesuffix(
-        ".ckpt"), save_top_k=1, every_n_epochs=1, enable_version_counter=False,
-        save_on_train_epoch_end=save_on_train_epoch_end)
+    checkpoint = epoch_checkpoint(run_dir / CHECKPOINTS, save_on_train_epoch_end)
     quiet_lightning()
     options = trainer_options(config.trainer, run_dir)  # the user's, over the defaults below
     return pl.Trainer(**{
@@ -350,6 +356,23 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         "logger": [*loggers, *options.get("logger", [])],
         "callbacks": [checkpoint, RNGState(), timer, *callbacks, *options.get("callbacks", [])],
         "plugins": [AtomicCheckpointIO()], "default_root_dir": run_dir})
+
+
+@contextlib.contextmanager
+def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | None = None):
+    """Turn Lightning's end of a run stopped by a signal — ``sys.exit(1)`` after Ctrl-C, a
+    ``SystemExit`` without a code after SIGTERM — into :class:`Interrupted`, which names the
+    signal and how to continue from ``checkpoint`` (``resume``; default: its ``--resume``)."""
+    try:
+        yield
+    except SystemExit as stop:
+        if not trainer.interrupted:
+            raise
+        name, number = (("SIGTERM", 15) if isinstance(stop, SIGTERMException)
+                        else ("Ctrl-C (SIGINT)", 2))
+        then = (resume or f"resume with --resume {checkpoint}") if checkpoint.is_file() else \
+            "no epoch had finished, so there is no checkpoint to resume from"
+        raise Interrupted(f"stopped by {name}; {then}", 128 + number) from None
 
 
 def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
@@ -385,6 +408,8 @@ def run(config: RunConfig) -> dict:
               f"kept {counts['kept']:,}, frozen {counts['frozen']:,}, "
               f"trainable {counts['trainable']:,}", flush=True)
 
+    if config.overwrite and not config.resume and not is_launched_worker():
+        clear_previous_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width})
@@ -395,15 +420,18 @@ def run(config: RunConfig) -> dict:
     for logger in loggers if not config.resume else []:  # a resumed run has logged these
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)
+    checkpoint = run_dir / CHECKPOINTS / LAST
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=config.resume)
+    with reporting_interrupts(trainer, checkpoint):
+        trainer.fit(module, datamodule=data, ckpt_path=config.resume)
     train_seconds = time.perf_counter() - start
     if not finished(trainer, config):  # stopped before its end: resumable
         finish_wandb(loggers, {})
         return {"finished": False, "epochs_done": trainer.current_epoch, "run_dir": str(run_dir)}
     digests = trainer.strategy.all_gather(
         torch.tensor(mask_digest(module.model), dtype=torch.float64))
-    tested = trainer.test(module, datamodule=data, verbose=False)[0]
+    with reporting_interrupts(trainer, checkpoint, f"resume with --resume {checkpoint} to test"):
+        tested = trainer.test(module, datamodule=data, verbose=False)[0]
     results = {
         "finished": True,
         "config": config.to_dict(),

@@ -42,7 +42,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from .checkpointing import CheckpointError, atomic_torch_save, load_checkpoint, write_csv_atomic
+from .checkpointing import (
+    CheckpointError,
+    atomic_torch_save,
+    load_checkpoint,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from .config import (
     OUTPUT_ONLY,
     ConfigError,
@@ -70,6 +76,7 @@ from .run import (
     model_spec,
     optim_settings,
     refusing_unbuildable,
+    reporting_interrupts,
     write_json_atomic,
 )
 from .stacked import StackedModel
@@ -365,8 +372,9 @@ def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
     :func:`read_stack_file` (``train.py --stack-file``) to run the stack in another process."""
     stack_dir.mkdir(parents=True, exist_ok=True)
     path = stack_dir / STACK_FILE
-    path.write_text(yaml.safe_dump({"members": [c.to_dict() for c in configs],
-                                    "cells": [str(d) for d in cell_dirs]}, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump({"members": [c.to_dict() for c in configs],
+                                            "cells": [str(d) for d in cell_dirs]},
+                                           sort_keys=False))
     return path
 
 
@@ -447,7 +455,9 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
                            "resume": None})
     trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
                            save_on_train_epoch_end=True)
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    with reporting_interrupts(trainer, checkpoint, f"stack {stack_dir.name}: run the same "
+                              "sweep again to continue from its checkpoint"):
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
     results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
                else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
     finish_wandb(loggers, {f"{name}/{key}": value for name, r in zip(names, results)

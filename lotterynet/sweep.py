@@ -48,7 +48,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from .checkpointing import CheckpointError, load_checkpoint, write_csv_atomic
+from .checkpointing import (
+    CheckpointError,
+    load_checkpoint,
+    savefig_atomic,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from .config import (
     ConfigError,
     RunConfig,
@@ -153,7 +159,7 @@ def cell_job(name: str, config: RunConfig) -> Job:
     cell_dir = Path(config.out)
     cell_dir.mkdir(parents=True, exist_ok=True)
     config_file = cell_dir / "cell.yaml"
-    config_file.write_text(yaml.safe_dump(config.to_dict()))
+    write_text_atomic(config_file, yaml.safe_dump(config.to_dict()))
     return Job(f"cell {name}", ["--config", str(config_file)], cell_dir / CELL_LOG, [name])
 
 
@@ -386,7 +392,7 @@ def write_table(rows: list[dict], sweep_dir: Path) -> None:
     write_csv_atomic(sweep_dir / "sweep.csv", rows, list(rows[0]))
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
-    (sweep_dir / "sweep.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(sweep_dir / "sweep.md", "\n".join(lines) + "\n")
 
 
 def figure_title(sweep: Sweep) -> str:
@@ -434,8 +440,8 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, arch: str, num_classes: 
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     path = sweep_dir / "figure.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
+    savefig_atomic(fig, path, dpi=120, bbox_inches="tight")
+    savefig_atomic(fig, path.with_suffix(".pdf"), bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -478,6 +484,9 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
     name = Path(args.sweep).stem if args.sweep else "grid"
     sweep_dir = Path(args.sweep_out or f"runs/sweep-{sweep.base.get('arch', 'lenet5')}-{name}")
     check_output_dir(sweep_dir, "--sweep-out")
+    if (sweep_dir / RESULTS).is_file() or (sweep_dir / CHECKPOINTS).is_dir():
+        raise ConfigError(f"--sweep-out {str(sweep_dir)!r} holds a run ({RESULTS} or "
+                          f"{CHECKPOINTS}/), not a sweep; choose another folder")
     if sweep.base.get("wandb"):
         sweep.base.setdefault("wandb_group", sweep_dir.name)
     if args.cell:
@@ -549,6 +558,8 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     configs = dict(todo)
 
     def epochs(name: str) -> float:
+        if name not in configs:  # a finished member of a stack that resumes
+            return 0.0
         examples = min(FULL_EPOCH, configs[name].limit_train or FULL_EPOCH)
         return configs[name].epochs * examples / FULL_EPOCH
 

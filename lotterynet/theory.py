@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .checkpointing import savefig_atomic
 from .registry import Registry
 
 ARCHITECTURES: Registry = Registry("target architecture")
@@ -278,7 +279,7 @@ def plot_study(study: dict, path: str) -> None:
     ax.set_title(f"Random subset sum, {study['trials']} trials per n")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    savefig_atomic(fig, path, dpi=120)
     plt.close(fig)
 
 

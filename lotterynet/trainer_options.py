@@ -13,13 +13,14 @@ import contextlib
 import importlib
 import inspect
 import logging
+import math
 import types
 import typing
 from datetime import timedelta
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 
 from .config import TYPE_NAMES, ConfigError, RunConfig, steps_per_epoch
@@ -87,6 +88,9 @@ VALUE_CHECKS = {"accumulate_grad_batches": (_count, "a positive integer"),
                 "val_check_interval": (lambda v: type(v) not in (int, float) or v > 0,
                                        "> 0 (batches, or a fraction of the epoch)"),
                 "max_steps": (lambda v: v == -1 or _count(v), "-1 (no limit) or positive"),
+                "min_steps": (lambda v: v is None or v == 0 or _count(v), "a count >= 0"),
+                "num_sanity_val_steps": (lambda v: v is None or v == -1 or v == 0 or _count(v),
+                                         "-1 (all) or a count >= 0"),
                 "max_time": (_positive_duration, 'a duration over zero, "DD:HH:MM:SS" or '
                                                  "{days: D, hours: H, minutes: M, seconds: S}")}
 
@@ -200,30 +204,61 @@ def trainer_options(options: dict, run_dir: Path) -> dict:
     return kwargs
 
 
+#: Trainer options that limit the batches of splits, and the splits they limit.
+LIMITS = {"limit_train_batches": ("train",), "limit_val_batches": ("val",),
+          "limit_test_batches": ("test",), "overfit_batches": ("train", "val")}
+
+
+def split_batches(config: RunConfig) -> dict[str, int]:
+    """Batches per device of each split, before the Trainer's limits."""
+    from .data import DATASETS
+    from .datamodule import EVAL_BATCH
+
+    def evaluation(examples: int) -> int:
+        return math.ceil(math.ceil(examples / config.devices) / EVAL_BATCH)
+
+    return {"train": steps_per_epoch(config), "val": evaluation(config.val_size),
+            "test": evaluation(DATASETS.get(config.dataset).test_size)}
+
+
 def check_batches(config: RunConfig) -> None:
-    """What Lightning refuses only when training starts: a ``limit_train_batches`` fraction
-    that leaves no batch, a ``val_check_interval`` in batches longer than the epoch; and a
-    ``min_epochs`` beyond the run's epochs (silently trained past them)."""
-    options = config.trainer
-    batches = all_batches = steps_per_epoch(config)
-    limit = options.get("limit_train_batches")
-    if type(limit) is int:  # limit_train_batches: a count of batches, or a fraction of them
-        batches = min(batches, limit)
+    """What Lightning refuses only when a loop starts: a batch limit that is neither a count
+    nor a fraction in [0, 1], a fraction that leaves a split no batch, a ``val_check_interval``
+    in batches longer than the epoch; and a ``min_epochs`` or ``min_steps`` beyond the run's
+    epochs or steps (silently trained past them)."""
+    options, batches = config.trainer, split_batches(config)
+    for name, splits in LIMITS.items():
+        limit = options.get(name)
+        if type(limit) is not float:
+            continue
+        if not 0.0 <= limit <= 1.0:  # nan and inf too
+            raise ConfigError(f"trainer: {name} {limit} is neither a count of batches nor a "
+                              f"fraction in [0, 1]")
+        for split in splits:
+            if limit > 0 and batches[split] and int(batches[split] * limit) < 1:
+                raise ConfigError(f"trainer: {name} {limit} of the {batches[split]} {split} "
+                                  f"batches leaves none; give a count of batches or a larger "
+                                  f"fraction")
+    limit, train = options.get("limit_train_batches"), batches["train"]
+    if type(limit) is int:
+        train = min(train, limit)
     elif type(limit) is float:
-        batches = int(batches * limit)
-        if batches < 1:
-            raise ConfigError(f"trainer: limit_train_batches {limit} of the "
-                              f"{all_batches} training batches leaves none")
+        train = int(train * limit)
     min_epochs = options.get("min_epochs")
     if min_epochs is not None and min_epochs > config.epochs:
         raise ConfigError(f"trainer: min_epochs {min_epochs} is more than the run's "
                           f"{config.epochs} epochs (--epochs)")
+    steps = config.epochs * math.ceil(train / options.get("accumulate_grad_batches", 1))
+    min_steps = options.get("min_steps")
+    if type(min_steps) is int and min_steps > steps:
+        raise ConfigError(f"trainer: min_steps {min_steps} is more than the run's {steps} "
+                          f"optimizer steps ({config.epochs} epochs of {train} batches)")
     interval = options.get("val_check_interval")
     if type(interval) is not int or options.get("check_val_every_n_epoch", 1) is None:
         return
-    if interval > batches:
-        raise ConfigError(f"trainer: val_check_interval {interval} is more than the {batches} "
-                          f"training batches of an epoch; give at most {batches}, a fraction "
+    if interval > train:
+        raise ConfigError(f"trainer: val_check_interval {interval} is more than the {train} "
+                          f"training batches of an epoch; give at most {train}, a fraction "
                           f"of the epoch (0.5), or check_val_every_n_epoch: null")
 
 
@@ -253,6 +288,15 @@ def quiet_logger(name: str):
         logger.setLevel(level)
 
 
+def epoch_checkpoint(dirpath: Path, save_on_train_epoch_end: bool | None = None
+                     ) -> ModelCheckpoint:
+    """The run's own checkpoint, ``dirpath/last.ckpt``, rewritten after every epoch (without a
+    monitor, top-1 is the newest)."""
+    return ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, every_n_epochs=1,
+                           enable_version_counter=False,
+                           save_on_train_epoch_end=save_on_train_epoch_end)
+
+
 def check_trainer_options(config: RunConfig) -> None:
     """Refuse, as one :class:`ConfigError` line, any Trainer option that Lightning would
     refuse: names and class paths here, values by building (not running) the Trainer."""
@@ -264,10 +308,12 @@ def check_trainer_options(config: RunConfig) -> None:
     try:
         with quiet_logger("pytorch_lightning.utilities.rank_zero"):
             pl.Trainer(accelerator=config.accelerator, precision=config.precision,
-                       max_epochs=config.epochs, **{**kwargs, "logger": False},
+                       max_epochs=config.epochs, **{**kwargs, "logger": False, "callbacks": [
+                           epoch_checkpoint(Path("checkpoints")), *kwargs.get("callbacks", [])]},
                        enable_progress_bar=False,
                        enable_model_summary=False)
     except Exception as err:  # noqa: BLE001 - Lightning's own check of the values
-        given = {k: config.trainer[k] for k in config.trainer if k not in CLASS_OPTIONS}
+        given = {k: config.trainer[k] for k in config.trainer
+                 if k not in CLASS_OPTIONS} or config.trainer
         raise ConfigError(f"trainer options {given!r} refused by Lightning: "
                           f"{one_line(err)}") from None

@@ -63,3 +63,23 @@ def test_a_gz_name_that_is_not_gzip(tmp_path):
     path.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")
     with pytest.raises(IDXError, match="not a readable gzip file"):
         read_idx(path)
+
+
+def test_truncated_gz_is_reported_corrupt_not_missing(gz_data_dir, tmp_path, monkeypatch):
+    """A gzipped split cut short is corrupt: said so (not "no data ... and the download
+    failed"), and nothing is downloaded over it."""
+    import torchvision.datasets.mnist
+
+    from lotterynet.datamodule import load_or_download
+    from lotterynet.errors import DatasetCorrupt
+
+    def download(*args, **kwargs):
+        raise AssertionError("a corrupt data set was downloaded over")
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", download)
+    root = tmp_path / "data"
+    shutil.copytree(gz_data_dir, root)
+    labels = root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:-100])
+    with pytest.raises(DatasetCorrupt, match=f"files under {root} are corrupt or unreadable"):
+        load_or_download("mnist", root, train=False)

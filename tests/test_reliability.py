@@ -65,6 +65,12 @@ def assert_same_history_and_result(run: Path, whole: Path) -> None:
     assert len(results["seconds_per_epoch"]) == 3
     for key in ("val/acc", "train/acc", "train/loss_epoch"):
         assert per_epoch(run, key) == per_epoch(whole, key)  # all three epochs, once each
+    assert steps_of(run, "lr") == steps_of(whole, "lr")  # logged after a checkpoint: once
+
+
+def steps_of(run: Path, key: str) -> list[tuple[str, str]]:
+    """``(step, value)`` of the rows logged without an epoch (the learning-rate monitor's)."""
+    return [(r["step"], r[key]) for r in metric_rows(run) if r.get(key) and not r["epoch"]]
 
 
 def test_resume_into_a_copy_leaves_the_original_byte_identical(whole_and_stopped, tmp_path):
@@ -328,3 +334,94 @@ def test_a_diverging_ddp_run_says_so_once(tmp_path, data_dir):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("train.py: error")]
     assert len(errors) == 1 and "diverged in epoch 1" in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+SIGNAL_AFTER_CHECKPOINT = """
+import os, signal, sys
+from lotterynet.run import AtomicCheckpointIO
+from lotterynet.cli import main
+save = AtomicCheckpointIO.save_checkpoint
+def save_then_signal(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    os.kill(os.getpid(), getattr(signal, os.environ["SEND"]))
+AtomicCheckpointIO.save_checkpoint = save_then_signal
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def signalled(argv: list[str], name: str) -> subprocess.CompletedProcess:
+    """``train.py ARGV`` sent signal ``name`` by itself once its first checkpoint is written."""
+    return subprocess.run([sys.executable, "-c", SIGNAL_AFTER_CHECKPOINT, *argv], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, "SEND": name})
+
+
+@pytest.mark.parametrize("name, code, said", [("SIGTERM", 143, "SIGTERM"),
+                                               ("SIGINT", 130, "Ctrl-C (SIGINT)")])
+def test_stopped_by_a_signal_says_so_and_is_not_a_success(whole_and_stopped, tmp_path, data_dir,
+                                                          name, code, said):
+    """Lightning ends a run stopped by SIGTERM with exit status 0 and no word (a scheduler, or
+    ``train.py && next``, took it for done): the run says what stopped it and how to go on,
+    exits 128 + the signal, and its resume ends where the whole run ends, history included
+    (the learning-rate rows logged between the checkpoint and the stop, once)."""
+    whole, _ = whole_and_stopped
+    run = tmp_path / "stopped"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    stopped = signalled([*SMALL, "--epochs", "3", "--data-dir", str(data_dir), "--out", str(run)],
+                        name)
+    assert stopped.returncode == code, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"train.py: error: stopped by {said}; resume with --resume {checkpoint}")
+    assert load_checkpoint(checkpoint)["epoch"] == 0 and not (run / "results.json").exists()
+    assert main(["--resume", str(checkpoint)]) == 0
+    assert_same_history_and_result(run, whole)
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda text: text + ",,x,,,,,,,,,,,,,,\n", "epoch 'x'"),
+    (lambda text: text + "," * 40 + "\n", "fields"),
+    (lambda text: text.replace("val/acc", "val/\udcff", 1), "not a CSV file"),
+])
+def test_history_edited_by_hand_is_refused_and_kept(whole_and_stopped, tmp_path, capsys, edit,
+                                                    said):
+    """A ``metrics.csv`` that is not the run's log any more stops the resume with one line, and
+    the file stays as it was (Lightning's CSV logger would have replaced it)."""
+    _, stopped = whole_and_stopped
+    run = tmp_path / "edited"
+    shutil.copytree(stopped, run)
+    history = run / "metrics.csv"
+    history.write_bytes(edit(history.read_text()).encode("utf-8", "surrogateescape"))
+    before = tree(run)
+    assert main(["--resume", str(run / "checkpoints" / "last.ckpt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and said in err and str(history) in err, err
+    assert tree(run) == before
+
+
+def test_interrupted_overwrite_resumes_as_the_new_run(whole_and_stopped, tmp_path, data_dir):
+    """``--overwrite`` removes the previous run's result and checkpoint before it trains: stopped
+    after its first epoch, the folder is the new run's, resumable, not the old finished one."""
+    whole, _ = whole_and_stopped
+    run = tmp_path / "overwritten"
+    shutil.copytree(whole, run)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    stopped = signalled([*SMALL, "--seed", "4", "--epochs", "2", "--overwrite", "--data-dir",
+                         str(data_dir), "--out", str(run)], "SIGTERM")
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert not (run / "results.json").exists()
+    assert load_checkpoint(checkpoint)["hyper_parameters"]["config"]["seed"] == 4
+    assert main(["--resume", str(checkpoint)]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["config"]["seed"] == 4 and results["epochs_done"] == 2
+
+
+def test_resume_that_would_stop_before_it_starts_is_refused(whole_and_stopped, capsys):
+    """``--stop-after 1`` on a run stopped after one epoch would train nothing and report
+    "stopped after 1 epoch" (rewriting its logs): refused, nothing touched."""
+    _, stopped = whole_and_stopped
+    before = tree(stopped)
+    assert main(["--resume", str(stopped / "checkpoints" / "last.ckpt"), "--stop-after",
+                 "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("train.py: error: --stop-after 1: the resumed run has done 1 epoch already; "
+                   "give more, or leave it out to train to its end")
+    assert tree(stopped) == before

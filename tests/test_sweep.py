@@ -110,6 +110,29 @@ def test_wandb_sweep_file_grid_is_the_sweeps_cells(tmp_path):
     assert "--wandb" in spec["command"] and spec["command"][-1] == "${args}"
 
 
+def test_wandb_sweep_never_replaces_a_users_sweep_file(tmp_path, capsys):
+    """A file is replaced only if an earlier ``--wandb-sweep`` wrote it (its first line), not
+    because it holds the keys of a sweep: the user's own sweep file, given as the target or
+    named like the cells file beside it, stays byte for byte."""
+    source = REPO / "configs" / "sweeps" / "cpu_fc2.yaml"
+    for own, target in (("s.yaml", "s.yaml"), ("w.cells.yaml", "w.yaml")):
+        folder = tmp_path / own.partition(".")[0]
+        folder.mkdir()
+        users = folder / own
+        users.write_text("# my sweep\n" + source.read_text().replace("#", "##"))
+        before = users.read_bytes()
+        assert main(["--sweep", str(users), "--wandb-sweep", str(folder / target)]) == 2
+        assert "is not a W&B sweep file written by train.py" in capsys.readouterr().err
+        assert users.read_bytes() == before
+    again = tmp_path / "again.yaml"
+    for _ in range(2):  # its own files it rewrites
+        assert main(["--sweep", str(source), "--wandb-sweep", str(again), "--sweep-out",
+                     str(tmp_path / "out")]) == 0
+    command = yaml.safe_load(again.read_text())["command"]
+    assert command[command.index("--sweep-out") + 1] == str(tmp_path / "out")  # the agents'
+
+
+
 def test_a_wandb_agent_runs_one_cell_of_the_sweep(tmp_path, data_dir):
     spec, cells = wandb_sweep_cells([*TINY, "--data-dir", str(data_dir)], tmp_path / "w.yaml")
     command = [a for a in spec["command"][3:-1] if a != "--wandb"]  # as the agent, minus W&B
@@ -317,6 +340,15 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
         (done / "results.json").write_text(json.dumps({"config": config}))
         left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
         assert left * 3600 == pytest.approx(stacked * 3600 - saved)
+    # a stack killed after that member finished resumes with its recorded members, the
+    # finished one among them: it costs nothing still
+    group = [cell_name(lab, v) for lab, v in sweep.cells()
+             if lab == label and v["seed"] == values["seed"]]
+    monkeypatch.setattr(sweep_module, "stack_members",
+                        lambda stack_dir: group if stack_dir.name.startswith(
+                            label.replace("/", "-")) else None)
+    resumed, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
+    assert resumed == pytest.approx(left)
     # two jobs at once, longest first onto the worker free first: the three variants' stacks
     # (840 member-epochs each, one less the finished member), then the baseline's three runs
     # (30, 20, 10 epochs) onto the worker with one stack: the other ends last, with two stacks

@@ -304,6 +304,36 @@ def test_checkpoint_save_is_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_figures_and_texts_are_written_atomically(tmp_path, monkeypatch):
+    """Tables and figures go through the same temporary-file-and-rename as checkpoints: a save
+    that fails half way leaves the previous file whole and no temporary file behind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lotterynet.checkpointing import savefig_atomic, write_text_atomic
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    for name, magic in (("figure.png", b"\x89PNG"), ("figure.pdf", b"%PDF")):
+        savefig_atomic(fig, tmp_path / name, dpi=50)
+        assert (tmp_path / name).read_bytes().startswith(magic)
+    write_text_atomic(tmp_path / "sweep.md", "| a |\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def broken(self, tmp, **kwargs):
+        Path(tmp).write_bytes(b"half a fig")
+        raise OSError("device error")
+
+    monkeypatch.setattr(type(fig), "savefig", broken)
+    with pytest.raises(OSError, match="device error"):
+        savefig_atomic(fig, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    plt.close(fig)
+
+
 def test_registry_sgd_is_plain_sgd_bit_for_bit_on_the_cpu():
     """The fused SGD the runs use updates exactly as torch's single-tensor SGD (momentum and
     weight decay included), so fusing changed no result."""
