@@ -7,6 +7,7 @@ train with Lightning (checkpoint every epoch), test once, write ``results.json``
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -105,6 +106,30 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     resume = f"--resume {last}, " if last.is_file() else ""
     raise ConfigError(f"run directory {str(run_dir)!r} is not empty; pass --overwrite, "
                       f"{resume}or another --out")
+
+
+@contextlib.contextmanager
+def holding(run_dir: Path, config: RunConfig):
+    """Create ``run_dir`` and hold an exclusive lock on it (``flock`` on the folder itself, so
+    nothing is added to it; the system drops it when the process dies) while the block runs,
+    then check again what :func:`claim_run_dir` checked before the data was loaded: two runs
+    started into one ``--out`` at once would both have passed that check and written into each
+    other's files. The one that comes second is refused (exit 2)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_launched_worker():  # rank 0 holds it for every rank
+        yield
+        return
+    folder = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"run directory {str(run_dir)!r} is in use by another run; wait "
+                              f"for it, or choose another --out") from None
+        claim_run_dir(run_dir, config)
+        yield
+    finally:
+        os.close(folder)  # and with it the lock
 
 
 def clear_previous_run(run_dir: Path) -> None:
@@ -399,7 +424,7 @@ def run(config: RunConfig) -> dict:
     module = build_module(config, data)
     if config.resume:
         check_state_matches(load_checkpoint(config.resume), module, config.resume)
-    spec, lr = module.hparams.spec, module.hparams.optim["lr"]
+    spec = module.hparams.spec
     counts = count_params(module.model)
     densities = layer_densities(module.model)
     if not is_launched_worker():
@@ -408,9 +433,16 @@ def run(config: RunConfig) -> dict:
               f"kept {counts['kept']:,}, frozen {counts['frozen']:,}, "
               f"trainable {counts['trainable']:,}", flush=True)
 
-    if config.overwrite and not config.resume and not is_launched_worker():
-        clear_previous_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with holding(run_dir, config):
+        if config.overwrite and not config.resume and not is_launched_worker():
+            clear_previous_run(run_dir)
+        return train_and_test(config, run_dir, data, module, counts, densities)
+
+
+def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
+                   module: EdgePopupModule, counts: dict, densities: dict) -> dict:
+    """:func:`run` from the moment its folder is held: train, test, write the results."""
+    spec, lr = module.hparams.spec, module.hparams.optim["lr"]
     width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width})
     timer = EpochTimer(announce=not shows_progress_bar(config))

@@ -425,3 +425,25 @@ def test_resume_that_would_stop_before_it_starts_is_refused(whole_and_stopped, c
     assert err == ("train.py: error: --stop-after 1: the resumed run has done 1 epoch already; "
                    "give more, or leave it out to train to its end")
     assert tree(stopped) == before
+
+
+def test_a_run_folder_in_use_by_another_run_is_refused(tmp_path, data_dir, capsys):
+    """Two runs started into one ``--out`` at once both pass the early "is it empty" check;
+    the folder lock (held here as another run would hold it) makes the second one refuse
+    instead of writing into the first one's files."""
+    import fcntl
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    folder = os.open(out, os.O_RDONLY)
+    fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    argv = [*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out)]
+    try:
+        assert main(argv) == 2
+    finally:
+        os.close(folder)
+    err = capsys.readouterr().err.strip()
+    assert err == (f"train.py: error: run directory {str(out)!r} is in use by another run; "
+                   f"wait for it, or choose another --out")
+    assert list(out.iterdir()) == []
+    assert main(argv) == 0 and (out / "results.json").is_file()  # released: it runs
