@@ -177,7 +177,7 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
     return layer.to(weight.device, weight.dtype if weight.is_floating_point() else None)
 
 
-def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
+def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             structure: str = "dense", include=None, exclude=None, seed: int = 0,
             bias: str = "frozen", batchnorm: str = "non-affine", others: str = "frozen",
             **layer_options) -> nn.Module:
@@ -192,10 +192,10 @@ def convert(model: nn.Module, *, sparsity: float, init: str = "kaiming_normal",
     ``shared``, ``fan_in``, ``kept``, ``ties``). Returns ``model`` (or the subnet layer, if
     ``model`` itself is a layer).
 
-    The frozen random weights of a replaced layer are drawn anew (from ``init`` and the layer's
-    seed), not taken from the layer it replaces. A refusal (``ValueError``) leaves the model as
-    it was. The call is recorded on the result (:data:`CONVERT_RECORD`) so that a ticket can
-    replay it.
+    The frozen random weights of a replaced layer are drawn anew (from ``init``, by default the
+    structure's own as for a subnet layer, and the layer's seed), not taken from the layer it
+    replaces. A refusal (``ValueError``) leaves the model as it was. The call is recorded on the
+    result (:data:`CONVERT_RECORD`) so that a ticket can replay it.
     """
     check_module(model, "convert")
     seed = check_seed(seed)

@@ -103,7 +103,10 @@ class EdgePopupModule(pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         acc, mean_loss = self.acc[f"{stage}_"], self.loss[f"{stage}_"]
         acc.update(logits.detach(), y)
-        mean_loss.update(loss.detach(), weight=torch.full_like(loss.detach(), len(y)))
+        # The batch's mean loss once per example: the epoch's mean over examples, also with a
+        # shorter last batch. (A weight argument would be dropped: with nan_strategy="disable"
+        # MeanMetric replaces the weights by ones, torchmetrics issue #3434.)
+        mean_loss.update(loss.detach().expand(len(y)))
         # Metric objects are computed (and synced across DDP ranks) once per epoch from all of
         # the epoch's updates, so handing them to Lightning once per epoch is enough; logging
         # them in every step cost ~1.3 ms of a ~10 ms LeNet5 CPU step. The train stage's epoch

@@ -232,15 +232,16 @@ class StopOnDivergence(pl.Callback):
 class EpochTimer(pl.Callback):
     """Seconds per training epoch, the epoch's last train/val accuracy and the best validation
     accuracy; kept in the checkpoint, so a resumed run reports its whole history. With
-    ``announce`` (runs without a progress bar) it prints one line per epoch."""
+    ``announce`` (runs without a progress bar) it prints one line per epoch, counting to
+    ``epochs`` (the run's, also when ``--stop-after`` ends this process sooner)."""
 
     METRICS = ("train/acc", "val/acc", EPOCH_LOSS["train"])
 
-    def __init__(self, announce: bool = False):
+    def __init__(self, announce: bool = False, epochs: int | None = None):
         self.seconds: list[float] = []
         self.metrics: dict[str, float] = {}
         self.best_val_acc: float | None = None
-        self.announce = announce
+        self.announce, self.epochs = announce, epochs
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start = self._clock(pl_module)
@@ -252,7 +253,8 @@ class EpochTimer(pl.Callback):
         if "val/acc" in self.metrics:
             self.best_val_acc = max(self.best_val_acc or 0.0, self.metrics["val/acc"])
         if self.announce and trainer.is_global_zero:
-            print(self.epoch_line(trainer.current_epoch + 1, trainer.max_epochs), flush=True)
+            print(self.epoch_line(trainer.current_epoch + 1, self.epochs or trainer.max_epochs),
+                  flush=True)
 
     @staticmethod
     def _clock(pl_module) -> float:
@@ -445,7 +447,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     spec, lr = module.hparams.spec, module.hparams.optim["lr"]
     width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width})
-    timer = EpochTimer(announce=not shows_progress_bar(config))
+    timer = EpochTimer(announce=not shows_progress_bar(config), epochs=config.epochs)
     trainer = make_trainer(config, run_dir, loggers, timer,
                            callbacks=(LearningRateMonitor(logging_interval="step"),
                                       StopOnDivergence()))

@@ -589,6 +589,8 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = Tru
               f"no estimate", flush=True)
         return
     hours, what = estimate
+    if hours == 0:  # nothing left to run
+        return
     if hours > CPU_HOURS_WITHOUT_ASKING and not go_on:
         raise ConfigError(f"this sweep would take about {hours:,.0f} hours on this CPU ({what}); "
                           f"run it on a GPU, shrink it (--sweep-epochs, --sweep-sparsities, "

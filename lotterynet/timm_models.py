@@ -36,11 +36,32 @@ def create_timm_model(model_name: str, *, seed: int, img_size=None, **model_kwar
     ``img_size`` is dropped for models that do not take it."""
     if img_size is not None:
         try:
-            return _seeded_create(model_name, seed, img_size=img_size, **model_kwargs)
+            model = _seeded_create(model_name, seed, img_size=img_size, **model_kwargs)
         except TypeError as error:
             if "img_size" not in str(error):
                 raise
+        else:
+            check_patches(model, model_name)
+            return model
     return _seeded_create(model_name, seed, **model_kwargs)
+
+
+def check_patches(model: nn.Module, model_name: str) -> None:
+    """A ViT-style model whose patches do not tile its image (16×16 patches on 28×28 MNIST:
+    one patch) sees only part of each image, timm dropping the rest without a word: refused,
+    naming the fix."""
+    embed = getattr(model, "patch_embed", None)
+    grid, patch = getattr(embed, "grid_size", None), getattr(embed, "patch_size", None)
+    if grid is None or patch is None or getattr(embed, "dynamic_img_pad", False):
+        return
+    size, covered = tuple(embed.img_size), tuple(g * p for g, p in zip(grid, patch))
+    if covered != size:
+        raise ValueError(
+            f"{model_name} at img_size {size[0]}: its {patch[0]}x{patch[1]} patches cover "
+            f"{covered[0]}x{covered[1]} of the {size[0]}x{size[1]} pixels, the rest is never "
+            f"seen; give a patch size that divides {size[0]} (model_kwargs={{'patch_size': "
+            f"{next(p for p in (7, 4, 2, 1) if size[0] % p == 0)}}}) or "
+            f"model_kwargs={{'dynamic_img_pad': True}}")
 
 
 @MODELS.register("timm")

@@ -28,6 +28,9 @@ from .config import TYPE_NAMES, ConfigError, RunConfig, steps_per_epoch
 #: Options the run itself decides, and why.
 OWNED = {
     "default_root_dir": "files go to --out",
+    "overfit_batches": "lotterynet's data module reshuffles every epoch, so Lightning's "
+                       "fixed overfit batches would not be fixed; train on a fixed subset "
+                       "with --limit-train N",
     "plugins": "checkpoints are written atomically by lotterynet's own plugin",
     "enable_checkpointing": "every run checkpoints every epoch (RUN/checkpoints/last.ckpt)",
     "barebones": "a run always logs its metrics (RUN/metrics.csv) and checkpoints",
@@ -206,7 +209,7 @@ def trainer_options(options: dict, run_dir: Path) -> dict:
 
 #: Trainer options that limit the batches of splits, and the splits they limit.
 LIMITS = {"limit_train_batches": ("train",), "limit_val_batches": ("val",),
-          "limit_test_batches": ("test",), "overfit_batches": ("train", "val")}
+          "limit_test_batches": ("test",)}
 
 
 def split_batches(config: RunConfig) -> dict[str, int]:

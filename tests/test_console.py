@@ -49,7 +49,8 @@ def test_progress_bar_by_default_only_on_a_terminal(tmp_path, data_dir, flag):
     assert (len(epoch_lines), bar) == ((0, True) if flag else (2, False))
 
 
-def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, data_dir):
+def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, data_dir,
+                                                                      capsys):
     """Lightning warns on every resume that the log directory's files "will be deleted" and
     that the checkpoint directory "is not empty", and on a resume into another folder that "the
     dirpath has changed" so the best-k bookkeeping is not reloaded: untrue or moot here (the CSV
@@ -59,6 +60,7 @@ def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, 
     assert main(["--no-progress-bar", "--arch", "fc2", "--structure", "dense", "--limit-train",
                  "640", "--val-size", "100", "--epochs", "2", "--stop-after", "1", "--data-dir",
                  str(data_dir), "--out", str(out)]) == 0  # in this process: only resumes print
+    assert "epoch 1/2 " in capsys.readouterr().out  # the run's epochs, not --stop-after's
     resume = [sys.executable, "train.py", "--no-progress-bar", "--resume",
               str(out / "checkpoints" / "last.ckpt")]
     for extra in (["--out", str(tmp_path / "copy")], []):  # into an empty folder, then in place

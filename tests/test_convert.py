@@ -179,7 +179,7 @@ def test_shared_module_is_converted_once():
 
 def test_timm_builder_reproducible_and_adapted():
     spec = dict(model_name="vit_tiny_patch16_224", in_chans=1, num_classes=10, img_size=28,
-                model_kwargs={"depth": 2}, sparsity=0.8, seed=4)
+                model_kwargs={"depth": 2, "patch_size": 7}, sparsity=0.8, seed=4)
     a, b = build_model("timm", **spec), build_model("timm", **spec)
     c = build_model("timm", **{**spec, "seed": 5})
     x = torch.randn(2, 1, 28, 28)
@@ -187,6 +187,10 @@ def test_timm_builder_reproducible_and_adapted():
     assert a(x).shape == (2, 10) and torch.equal(a(x), b(x))
     assert torch.equal(a.pos_embed, b.pos_embed) and not torch.equal(a.pos_embed, c.pos_embed)
     assert a.spec == {"name": "timm", **spec}
+    # 16x16 patches on 28x28 images would see the top-left 16x16 pixels only
+    with pytest.raises(ValueError, match="16x16 patches cover 16x16 of the 28x28 pixels.*"
+                                         "'patch_size': 7"):
+        build_model("timm", **{**spec, "model_kwargs": {"depth": 2}})
     # img_size is dropped for models that take none
     cnn = build_model("timm", model_name="resnet18", in_chans=1, num_classes=10, img_size=28,
                       model_kwargs={"layers": (1, 1, 1, 1)}, sparsity=0.8)
@@ -244,3 +248,15 @@ def test_convert_needs_an_integer_seed(seed):
     seed=None (torch's global generator)."""
     with pytest.raises(TypeError, match=f"seed must be an integer, got {seed!r}"):
         convert(nn.Linear(4, 4), sparsity=0.5, seed=seed)
+
+
+def test_convert_draws_each_structures_own_init_by_default():
+    """As a subnet layer built directly: malach's U[-1, 1], not Kaiming normal."""
+    converted = convert(nn.Sequential(nn.Linear(40, 30)), sparsity=0.5, structure="malach",
+                        seed=0)[0]
+    direct = ln.SubnetLinear(40, 30, structure="malach", seed=0)
+    for name in ("u", "v"):
+        weight = getattr(converted.structure, name).weight
+        assert weight.abs().max() <= 1 and weight.abs().max() > 0.95, name
+        assert weight.abs().max() == pytest.approx(
+            float(getattr(direct.structure, name).weight.abs().max()), abs=0.05)

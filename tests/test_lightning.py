@@ -70,8 +70,9 @@ def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
 def test_epoch_metrics_cover_every_batch_of_the_epoch(tmp_path, data_dir):
     """The metric objects reach Lightning once per epoch; their values are still the whole
     epoch's. With lr = 0 the model never changes, so each epoch's accuracy and mean loss are
-    the fixed model's over every example of the split."""
-    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=640, val_size=512)
+    the fixed model's over every example of the split — weighted by example: the splits end
+    in a shorter batch (620 = 9 x 64 + 44, 1500 = 1000 + 500)."""
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=620, val_size=1500)
     module = ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5},
                                 {"lr": 0.0})
     trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
