@@ -378,7 +378,9 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         "strategy": "ddp" if config.devices > 1 else "auto", "precision": config.precision,
         "num_sanity_val_steps": 0, "enable_model_summary": False,
         "enable_progress_bar": shows_progress_bar(config),
-        "log_every_n_steps": min(50, steps_per_epoch(config)),
+        # at least once per epoch; Lightning counts optimizer steps (batches / accumulation)
+        "log_every_n_steps": min(50, -(-steps_per_epoch(config) // config.trainer.get(
+            "accumulate_grad_batches", 1))),
         **({} if config.val_size else {"limit_val_batches": 0}), **options,  # no val split
         "logger": [*loggers, *options.get("logger", [])],
         "callbacks": [checkpoint, RNGState(), timer, *callbacks, *options.get("callbacks", [])],
@@ -449,7 +451,10 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width})
     timer = EpochTimer(announce=not shows_progress_bar(config), epochs=config.epochs)
     trainer = make_trainer(config, run_dir, loggers, timer,
-                           callbacks=(LearningRateMonitor(logging_interval="step"),
+                           # the schedule steps once per epoch (module.configure_optimizers),
+                           # so once per epoch says all: per step it was logged again for each
+                           # accumulated batch
+                           callbacks=(LearningRateMonitor(logging_interval="epoch"),
                                       StopOnDivergence()))
     for logger in loggers if not config.resume else []:  # a resumed run has logged these
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],

@@ -2,6 +2,7 @@
 under a plain ``pl.Trainer``, the Trainer's own options from a config file, and the defaults
 that one architecture family or the other gets."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -227,11 +228,18 @@ def test_trainer_options_train_a_run_end_to_end(tmp_path, data_dir):
 
     out = tmp_path / "run"
     assert main(["--arch", "fc2", "--structure", "dense", "--limit-train", "256",
-                 "--val-size", "128", "--epochs", "1", "--no-progress-bar",
+                 "--val-size", "128", "--epochs", "2", "--no-progress-bar",
                  "--data-dir", str(data_dir), "--out", str(out),
                  "--trainer.gradient_clip_val", "1.0", "--trainer.accumulate_grad_batches=2",
                  "--trainer.callbacks", "{class_path: EarlyStopping, init_args: "
                  "{monitor: val/acc, mode: max}}"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["trainer"]["gradient_clip_val"] == 1.0
-    assert results["finished"] and results["epochs_done"] == 1
+    assert results["finished"] and results["epochs_done"] == 2
+    # 4 batches = 2 optimizer steps per epoch: the step metrics are logged in every epoch, and
+    # the learning rate (scheduled per epoch) once per epoch
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["epoch"] for r in rows if r["train/loss"]} == {"0", "1"}
+    lr_steps = [r["step"] for r in rows if r["lr"]]
+    assert len(lr_steps) == len(set(lr_steps)) == 2
