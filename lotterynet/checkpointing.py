@@ -32,6 +32,7 @@ import torch
 from .errors import CheckpointError, DiskFullError
 
 CHECKPOINTS = "checkpoints"  # RUN/checkpoints/last.ckpt
+LAST = "last.ckpt"
 TEMP_INFIX = ".tmp"
 _TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

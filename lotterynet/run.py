@@ -26,6 +26,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from .archs import DEFAULT_LR
 from .checkpointing import (
     CHECKPOINTS,
+    LAST,
     atomic_torch_save,
     check_state_matches,
     checkpoint_run_dir,
@@ -57,7 +58,6 @@ from .widen import maskable_count, wide_width
 
 RESULTS = "results.json"
 TICKET = "model.ticket"
-LAST = "last.ckpt"
 
 
 def default_run_dir(config: RunConfig) -> Path:

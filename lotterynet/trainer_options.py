@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 
+from .checkpointing import CHECKPOINTS, LAST
 from .config import TYPE_NAMES, ConfigError, RunConfig, steps_per_epoch
 
 #: Options the run itself decides, and why.
@@ -207,9 +208,9 @@ def trainer_options(options: dict, run_dir: Path) -> dict:
     return kwargs
 
 
-#: Trainer options that limit the batches of splits, and the splits they limit.
-LIMITS = {"limit_train_batches": ("train",), "limit_val_batches": ("val",),
-          "limit_test_batches": ("test",)}
+#: Trainer options that limit the batches of a split, and the split each limits.
+LIMITS = {"limit_train_batches": "train", "limit_val_batches": "val",
+          "limit_test_batches": "test"}
 
 
 def split_batches(config: RunConfig) -> dict[str, int]:
@@ -230,18 +231,17 @@ def check_batches(config: RunConfig) -> None:
     in batches longer than the epoch; and a ``min_epochs`` or ``min_steps`` beyond the run's
     epochs or steps (silently trained past them)."""
     options, batches = config.trainer, split_batches(config)
-    for name, splits in LIMITS.items():
+    for name, split in LIMITS.items():
         limit = options.get(name)
         if type(limit) is not float:
             continue
         if not 0.0 <= limit <= 1.0:  # nan and inf too
             raise ConfigError(f"trainer: {name} {limit} is neither a count of batches nor a "
                               f"fraction in [0, 1]")
-        for split in splits:
-            if limit > 0 and batches[split] and int(batches[split] * limit) < 1:
-                raise ConfigError(f"trainer: {name} {limit} of the {batches[split]} {split} "
-                                  f"batches leaves none; give a count of batches or a larger "
-                                  f"fraction")
+        if limit > 0 and batches[split] and int(batches[split] * limit) < 1:
+            raise ConfigError(f"trainer: {name} {limit} of the {batches[split]} {split} "
+                              f"batches leaves none; give a count of batches or a larger "
+                              f"fraction")
     limit, train = options.get("limit_train_batches"), batches["train"]
     if type(limit) is int:
         train = min(train, limit)
@@ -295,7 +295,8 @@ def epoch_checkpoint(dirpath: Path, save_on_train_epoch_end: bool | None = None
                      ) -> ModelCheckpoint:
     """The run's own checkpoint, ``dirpath/last.ckpt``, rewritten after every epoch (without a
     monitor, top-1 is the newest)."""
-    return ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, every_n_epochs=1,
+    return ModelCheckpoint(dirpath=dirpath, filename=LAST.removesuffix(".ckpt"), save_top_k=1,
+                           every_n_epochs=1,
                            enable_version_counter=False,
                            save_on_train_epoch_end=save_on_train_epoch_end)
 
@@ -312,7 +313,7 @@ def check_trainer_options(config: RunConfig) -> None:
         with quiet_logger("pytorch_lightning.utilities.rank_zero"):
             pl.Trainer(accelerator=config.accelerator, precision=config.precision,
                        max_epochs=config.epochs, **{**kwargs, "logger": False, "callbacks": [
-                           epoch_checkpoint(Path("checkpoints")), *kwargs.get("callbacks", [])]},
+                           epoch_checkpoint(Path(CHECKPOINTS)), *kwargs.get("callbacks", [])]},
                        enable_progress_bar=False,
                        enable_model_summary=False)
     except Exception as err:  # noqa: BLE001 - Lightning's own check of the values
