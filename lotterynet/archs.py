@@ -47,6 +47,7 @@ class Layers:
     hidden: int | None = None
     shared: bool = True
     fan_in: str = "hidden"
+    score_init: str = "edgepopup"
     trained: bool = False
     seed: int = 0
     _count: int = field(default=0, repr=False)
@@ -59,7 +60,7 @@ class Layers:
         return dict(sparsity=self.sparsity, init=self.init, hidden=self.hidden,
                     structure=self.structure,
                     pairs=self.pairs, activation=self.activation, shared=self.shared,
-                    fan_in=self.fan_in, seed=self._next_seed())
+                    fan_in=self.fan_in, score_init=self.score_init, seed=self._next_seed())
 
     def linear(self, d_in: int, d_out: int) -> nn.Module:
         if self.trained:

@@ -60,6 +60,10 @@ class RunConfig:
                        "units an output sums (Kaiming's), target = the target layer's d_in "
                        "(Pensia et al.'s code: sqrt(pairs) larger weights)",
                        choices=["hidden", "target"])
+    score_init: str = _opt("edgepopup", "bound b of the initial scores U(+-b): edgepopup = "
+                           "1/sqrt(fan-in) (the edge-popup reference), kaiming = sqrt(2/fan-in) "
+                           "(Pensia et al.'s code for the subset-sum layers: sqrt(2) wider)",
+                           choices=["edgepopup", "kaiming"])
     match: str = _opt("subsetsum", "for --structure wide: the structure whose maskable count the "
                       "wide net matches (built with the same --pairs/--activation)")
     subnet_convs: bool = _opt(False, "LeNet5: make the conv layers subnet layers too (default: "
@@ -174,8 +178,8 @@ def key_value(text: str) -> tuple[str, object]:
 #: as them (``max_epochs`` is ``epochs``, an integer ``devices`` is ``devices``).
 SECTIONS = {
     "model": ("arch", "structure", "sparsity", "pairs", "activation", "init", "hidden", "shared",
-              "fan_in", "match", "subnet_convs", "conv_init", "train_weights", "lr", "optimizer",
-              "momentum", "weight_decay", "scheduler", "seed"),
+              "fan_in", "score_init", "match", "subnet_convs", "conv_init", "train_weights", "lr",
+              "optimizer", "momentum", "weight_decay", "scheduler", "seed"),
     "data": ("dataset", "data_dir", "val_size", "limit_train", "batch_size"),
 }
 TRAINER_KEYS = {"max_epochs": "epochs", "accelerator": "accelerator", "devices": "devices",
@@ -458,6 +462,7 @@ def validate(config: RunConfig) -> None:
     from .archs import TARGET_ONLY
     from .data import DATASETS
     from .distributions import DISTRIBUTIONS
+    from .masking import SCORE_BOUNDS
     from .models import MODELS, split_arch
     from .optim import OPTIMIZERS, SCHEDULERS
     from .structures import ACTIVATIONS, FAN_INS, STRUCTURES
@@ -498,6 +503,9 @@ def validate(config: RunConfig) -> None:
     if config.fan_in not in FAN_INS:
         raise ConfigError(f"unknown fan_in {config.fan_in!r}; valid choices: "
                           f"{', '.join(FAN_INS)}")
+    if config.score_init not in SCORE_BOUNDS:
+        raise ConfigError(f"unknown score_init {config.score_init!r}; valid choices: "
+                          f"{', '.join(SCORE_BOUNDS)}")
     if config.structure == WIDE and config.train_weights:
         raise ConfigError("--train-weights trains the dense net itself: it cannot be combined "
                           "with --structure wide (valid: --train-weights alone, or --structure "
@@ -539,7 +547,8 @@ def unread_options(config: RunConfig) -> dict[str, str]:
               for name in WANDB_OPTIONS if not config.wandb}
     if config.train_weights:
         why = "the trained dense baseline (--train-weights) has no masks and no structure"
-        unread.update({name: why for name in ("sparsity", "match", *LAYER_OPTIONS)})
+        unread.update({name: why for name in ("sparsity", "match", "score_init",
+                                              *LAYER_OPTIONS)})
         if config.structure != "dense":
             unread["structure"] = why
         frozen_convs = split_arch(config.arch)[0] == "lenet5" and not config.subnet_convs

@@ -28,7 +28,8 @@ class _SubnetLayer(nn.Module):
     output for dacunha), ``activation``, ``shared`` and ``fan_in`` configure subsetsum / fixedsize,
     ``hidden`` the hidden width H of malach / orseau; structures ignore what they do not use.
     ``kept`` / ``ties`` choose the kept-count and tie rules of every mask
-    (:mod:`lotterynet.masking`; ``kept="floor", ties="high"`` is the edge-popup reference's).
+    (:mod:`lotterynet.masking`; ``kept="floor", ties="high"`` is the edge-popup reference's),
+    ``score_init`` the bound of the initial scores (``masking.SCORE_BOUNDS``).
 
     Like the layer it replaces, a subnet layer has a ``weight``: the effective weight its
     forward uses, read-only (computed from the masks on each access, gradients reach the
@@ -41,13 +42,13 @@ class _SubnetLayer(nn.Module):
 
     def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
                pairs, activation, shared, hidden, seed, kept="round", ties="low",
-               fan_in="hidden") -> None:
+               fan_in="hidden", score_init="edgepopup") -> None:
         generator = seeded_generator(seed)
         self.structure_name = structure
         self.structure = STRUCTURES.get(structure)(
             target, sparsity=sparsity, init=init, init_kwargs=init_kwargs, generator=generator,
             pairs=pairs, activation=activation, shared=shared, hidden=hidden, fan_in=fan_in,
-            kept=kept, ties=ties)
+            kept=kept, ties=ties, score_init=score_init)
         if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
             bound = 1.0 / math.sqrt(target.fan_in)
             values = torch.empty(target.out_features).uniform_(-bound, bound, generator=generator)
@@ -106,7 +107,7 @@ class SubnetLinear(_SubnetLayer):
                  init_kwargs: dict | None = None, structure: str = "dense", pairs: int = 5,
                  activation: str = "relu", shared: bool = True, hidden: int | None = None,
                  seed: int | None = None, kept: str = "round", ties: str = "low",
-                 fan_in: str = "hidden"):
+                 fan_in: str = "hidden", score_init: str = "edgepopup"):
         super().__init__()
         for name, size in (("in_features", in_features), ("out_features", out_features)):
             check_positive_int(name, size)
@@ -114,7 +115,7 @@ class SubnetLinear(_SubnetLayer):
         self._build(TargetShape(out_features, in_features), bias, sparsity=sparsity, init=init,
                     init_kwargs=init_kwargs, structure=structure, pairs=pairs,
                     activation=activation, shared=shared, hidden=hidden, seed=seed, kept=kept,
-                    ties=ties, fan_in=fan_in)
+                    ties=ties, fan_in=fan_in, score_init=score_init)
 
     @staticmethod
     def _op(x, weight, bias):
@@ -133,7 +134,8 @@ class _SubnetConvNd(_SubnetLayer):
                  init: str | None = None, init_kwargs: dict | None = None,
                  structure: str = "dense", pairs: int = 5, activation: str = "relu",
                  shared: bool = True, hidden: int | None = None, seed: int | None = None,
-                 kept: str = "round", ties: str = "low", fan_in: str = "hidden"):
+                 kept: str = "round", ties: str = "low", fan_in: str = "hidden",
+                 score_init: str = "edgepopup"):
         super().__init__()
         for name, size in (("in_channels", in_channels), ("out_channels", out_channels),
                            ("groups", groups)):
@@ -157,7 +159,8 @@ class _SubnetConvNd(_SubnetLayer):
                              channel_dim=1)
         self._build(target, bias, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                     structure=structure, pairs=pairs, activation=activation, shared=shared,
-                    hidden=hidden, seed=seed, kept=kept, ties=ties, fan_in=fan_in)
+                    hidden=hidden, seed=seed, kept=kept, ties=ties, fan_in=fan_in,
+                    score_init=score_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == self.dims + 1:  # unbatched (C, *spatial), as nn.Conv*d takes

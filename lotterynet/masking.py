@@ -40,6 +40,13 @@ KEPT_RULES = {
     "floor": lambda n, s: n - int(s * n),  # the edge-popup reference: prune int(s·n)
 }
 TIE_RULES = ("low", "high")
+#: ``score_init`` rules: the bound b of the initial scores U(±b) from the tensor's fan-in.
+#: ``edgepopup``: 1/√fan_in, the reference's ``kaiming_uniform_(a=√5)``; ``kaiming``:
+#: √(2/fan_in), the Kaiming-normal std — what Pensia et al.'s ``RedLayer`` draws (√2 wider).
+SCORE_BOUNDS = {
+    "edgepopup": lambda fan_in: fan_in ** -0.5,
+    "kaiming": lambda fan_in: (2.0 / fan_in) ** 0.5,
+}
 
 
 def kept_count(numel: int, sparsity: float, rule: str = "round") -> int:
@@ -57,6 +64,14 @@ def check_ties(ties: str) -> str:
     if ties not in TIE_RULES:
         raise ValueError(f"unknown tie rule {ties!r}; valid choices: {', '.join(TIE_RULES)}")
     return ties
+
+
+def score_bound(fan_in: int, rule: str = "edgepopup") -> float:
+    """The bound b of the initial scores U(±b) under ``rule`` (:data:`SCORE_BOUNDS`)."""
+    if rule not in SCORE_BOUNDS:
+        raise ValueError(f"unknown score_init {rule!r}; valid choices: "
+                         f"{', '.join(SCORE_BOUNDS)}")
+    return SCORE_BOUNDS[rule](fan_in)
 
 
 def check_sparsity(sparsity, numel: int, unit: str = "a tensor", rule: str = "round") -> float:
@@ -232,7 +247,8 @@ class MaskedWeight(nn.Module):
     whole tensor unless ``group_dim`` is given) is set from ``sparsity`` or directly (global
     top-k, :meth:`set_mask`) and saved in ``state_dict``; ``kept`` is the tensor's total.
     ``weight`` may be passed in already sampled (``init`` is then unused). Scores are
-    Kaiming-uniform with the weight's fan-in, as in the edge-popup reference. ``kept`` /
+    U(±b), b from the weight's fan-in by ``score_init`` (:data:`SCORE_BOUNDS`; default the
+    edge-popup reference's Kaiming-uniform bound 1/√fan_in). ``kept`` /
     ``ties`` select the count and tie rules (module docstring; :meth:`set_rules`).
 
     **When the mask is recomputed.** Scores can change behind the version counter's back:
@@ -257,12 +273,13 @@ class MaskedWeight(nn.Module):
     def __init__(self, shape, *, fan_in: int, sparsity: float, init: str = "kaiming_normal",
                  init_kwargs: dict | None = None, generator: torch.Generator | None = None,
                  group_dim: int | None = None, group_size: int | None = None,
-                 weight: torch.Tensor | None = None, kept: str = "round", ties: str = "low"):
+                 weight: torch.Tensor | None = None, kept: str = "round", ties: str = "low",
+                 score_init: str = "edgepopup"):
         super().__init__()
+        bound = score_bound(fan_in, score_init)
         if weight is None:
             weight = sample_weights(init, shape, fan_in, generator, **(init_kwargs or {}))
         self.weight = nn.Parameter(weight, requires_grad=False)
-        bound = fan_in ** -0.5  # kaiming_uniform_(a=sqrt(5)), the edge-popup score init
         self.scores = nn.Parameter(torch.empty(shape).uniform_(-bound, bound, generator=generator))
         if group_dim is not None and (group_size is None or group_size < 1
                                       or shape[group_dim] % group_size):

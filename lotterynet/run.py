@@ -151,6 +151,8 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
     layer_options = dict(structure=config.structure, sparsity=config.sparsity,
                          pairs=config.pairs, activation=config.activation, init=config.init,
                          shared=config.shared, hidden=config.hidden, seed=config.seed)
+    if config.score_init != "edgepopup":  # (left out at its default, as in older tickets)
+        layer_options["score_init"] = config.score_init
     if family_kwargs:  # e.g. timm:<model>: an existing model, converted layer by layer
         return dict(name=name, **family_kwargs, **layer_options, in_chans=data.in_channels,
                     num_classes=data.num_classes, img_size=data.image_size)

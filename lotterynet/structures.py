@@ -130,7 +130,7 @@ class Structure(nn.Module):
 
     def __init__(self, target: TargetShape, *, sparsity, init: str | None = None,
                  init_kwargs: dict | None = None, generator=None, kept: str = "round",
-                 ties: str = "low", **options):
+                 ties: str = "low", score_init: str = "edgepopup", **options):
         super().__init__()
         self.target = target
         init = self.default_init if init is None else init
@@ -140,7 +140,7 @@ class Structure(nn.Module):
             tensor = (MaskedWeight(spec.shape, fan_in=spec.fan_in, sparsity=sparsity,
                                    generator=generator, group_dim=spec.group_dim,
                                    group_size=spec.group_size, weight=weight, kept=kept,
-                                   ties=ties)
+                                   ties=ties, score_init=score_init)
                       if spec.maskable else FrozenWeight(weight))
             setattr(self, name, tensor)
 

@@ -29,6 +29,25 @@ def test_mask_keeps_largest_magnitudes():
     assert kept.min() >= dropped.max()
 
 
+@pytest.mark.parametrize("rule, fan_in, bound", [("edgepopup", 40, 40 ** -0.5),
+                                                  ("kaiming", 40, (2 / 40) ** 0.5),
+                                                  ("kaiming", 1, 2 ** 0.5)])
+def test_scores_start_uniform_inside_the_score_init_bound(rule, fan_in, bound):
+    """U(±b): the same draws for either rule, scaled to b (edge-popup 1/√fan_in; kaiming
+    √(2/fan_in), Pensia et al.'s RedLayer); the frozen weight does not depend on the rule."""
+    def build(score_init):
+        return MaskedWeight((200, 50), fan_in=fan_in, sparsity=0.5, score_init=score_init,
+                            generator=torch.Generator().manual_seed(3))
+
+    m, reference = build(rule), build("edgepopup")
+    scores = m.scores.detach()
+    assert scores.abs().max() <= bound and scores.abs().max() > 0.99 * bound
+    torch.testing.assert_close(scores, reference.scores.detach() * (bound * fan_in ** 0.5))
+    assert torch.equal(m.weight, reference.weight)
+    with pytest.raises(ValueError, match="unknown score_init 'wide'; valid choices: edgepopup"):
+        build("wide")
+
+
 def test_mask_with_ties_is_exact():
     mask = topk_mask(torch.ones(100), 37)
     assert int(mask.sum()) == 37

@@ -56,27 +56,32 @@ def test_one_epoch_learns_and_keeps_weights_frozen(tmp_path, data_dir, arch, str
 
 def test_authors_protocol_flags_reach_the_frozen_tensors(tmp_path, data_dir):
     """The authors' stored LeNet5 runs: ``--conv-init scaled_uniform`` draws the frozen convs
-    from PyTorch's default U(±1/√fan_in) (every other tensor is the default build's), and
-    ``--fan-in target`` draws ``v`` √n larger; both reach the spec and the trained run."""
+    from PyTorch's default U(±1/√fan_in) (every other tensor is the default build's),
+    ``--fan-in target`` draws ``v`` and its scores √n larger and ``--score-init kaiming`` every
+    score √2 larger (their ``RedLayer``: U(±√(2/fan_in))); all reach the spec and the trained
+    run."""
     code, out = train(tmp_path, data_dir, "--arch", "lenet5", "--structure", "subsetsum",
                       "--activation", "identity", "--sparsity", "0.5", "--conv-init",
-                      "scaled_uniform", "--fan-in", "target")
+                      "scaled_uniform", "--fan-in", "target", "--score-init", "kaiming")
     assert code == 0 and results_of(out)["test_acc"] > 0.2
     spec = results_of(out)["spec"]
-    assert spec["conv_init"] == "scaled_uniform" and spec["fan_in"] == "target"
+    assert (spec["conv_init"], spec["fan_in"], spec["score_init"]) == (
+        "scaled_uniform", "target", "kaiming")
     built = build_model(**spec).state_dict()
-    default = build_model(**{**spec, "conv_init": None, "fan_in": "hidden"}).state_dict()
+    default = build_model(**{k: v for k, v in spec.items() if k != "score_init"}
+                          | {"conv_init": None, "fan_in": "hidden"}).state_dict()
     ran = {k.removeprefix("model."): v for k, v in torch.load(
         out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"].items()}
     for k, fan_in in (("0.weight", 25), ("3.weight", 150)):
         assert torch.equal(ran[k], built[k])  # frozen through training
         assert built[k].abs().max() <= fan_in ** -0.5 < default[k].abs().max()
+    scaled = {"v.weight": 5 ** 0.5, "v.scores": 10 ** 0.5, "u.scores": 2 ** 0.5}
     for layer in (7, 9, 11):
-        v = f"{layer}.structure.v.weight"
-        torch.testing.assert_close(built[v], default[v] * 5 ** 0.5)
+        for name, factor in scaled.items():
+            k = f"{layer}.structure.{name}"
+            torch.testing.assert_close(built[k], default[k] * factor)
     assert all(torch.equal(built[k], default[k]) for k in built
-               if k not in ("0.weight", "3.weight") and not k.endswith("v.weight")
-               and not k.endswith("v.scores"))
+               if k not in ("0.weight", "3.weight") and k.rpartition("structure.")[2] not in scaled)
 
 
 def test_timm_arch_trains_a_converted_timm_model(tmp_path, data_dir):
