@@ -195,6 +195,13 @@ def lenet5_dacunha(*, in_channels: int = 1, image_size: int = 28, num_classes: i
 
 
 DEFAULT_LR["lenet5_dacunha"] = 1e-3
+
+
+def recipe_lr(arch: str, lr: float | None) -> float:
+    """The learning rate a run uses: ``lr``, else its architecture's recipe (0.1 elsewhere)."""
+    return DEFAULT_LR.get(arch, 0.1) if lr is None else lr
+
+
 #: Architectures built only as trained target networks (``--train-weights``), never masked.
 TARGET_ONLY = ("lenet5_dacunha",)
 

@@ -138,6 +138,8 @@ def explicit_values(args: argparse.Namespace) -> dict:
     """The YAML file's values overlaid with the flags given on the command line."""
     values = load_yaml(args.config) if args.config else {}
     flags = given_flags(args)
+    if "model_kwargs" in flags:  # [(KEY, VALUE), ...] over the file's
+        flags["model_kwargs"] = {**values.get("model_kwargs", {}), **dict(flags["model_kwargs"])}
     if "trainer" in flags:  # [(KEY, VALUE), ...] over the file's Trainer options
         given = dict(flags["trainer"])
         covered, options = split_trainer_options(given)
@@ -180,9 +182,14 @@ def resolved_config(args: argparse.Namespace):
     changed = changed_fields(stored, explicit)
     if changed:
         name = changed[0]
+        was = repr(stored.get(name))
+        if name == "lr" and stored.get(name) is None:  # unset: the architecture's recipe lr
+            from .archs import recipe_lr
+
+            was = f"{recipe_lr(str(stored.get('arch')), None)!r} (its recipe's)"
         raise ConfigError(
             f"--{name.replace('_', '-')} {explicit[name]!r} differs from the resumed run's "
-            f"{stored.get(name)!r}; a resumed run keeps its config (with --resume only these "
+            f"{was}; a resumed run keeps its config (with --resume only these "
             f"may be given: {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)})")
     values = {k: v for k, v in stored.items() if k not in NOT_RESUMED}
     return make_config({**values, **explicit})

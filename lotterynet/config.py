@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -74,6 +75,10 @@ class RunConfig:
                                  "default, scaled_uniform)")
     train_weights: bool = _opt(False, "the trained dense baseline: the same architecture with "
                                "ordinary trained weights (no masks)")
+    model_kwargs: dict = field(default_factory=dict, metadata={"help": (
+        "--arch timm:<name>: more arguments of timm.create_model, values YAML: "
+        "--model-kwargs patch_size=7 (a ViT on 28x28 MNIST), --model-kwargs drop_rate=0.1 "
+        "(default: none)")})
     # data
     dataset: str = _opt("mnist", "data set (mnist, fashion-mnist, cifar10)")
     data_dir: str | None = _opt(None, "folder with the data in torchvision's layout (default: "
@@ -178,8 +183,8 @@ def key_value(text: str) -> tuple[str, object]:
 #: as them (``max_epochs`` is ``epochs``, an integer ``devices`` is ``devices``).
 SECTIONS = {
     "model": ("arch", "structure", "sparsity", "pairs", "activation", "init", "hidden", "shared",
-              "fan_in", "score_init", "match", "subnet_convs", "conv_init", "train_weights", "lr",
-              "optimizer", "momentum", "weight_decay", "scheduler", "seed"),
+              "fan_in", "score_init", "match", "subnet_convs", "conv_init", "train_weights",
+              "model_kwargs", "lr", "optimizer", "momentum", "weight_decay", "scheduler", "seed"),
     "data": ("dataset", "data_dir", "val_size", "limit_train", "batch_size"),
 }
 TRAINER_KEYS = {"max_epochs": "epochs", "accelerator": "accelerator", "devices": "devices",
@@ -414,10 +419,16 @@ RESUMABLE = (*OUTPUT_ONLY, "data_dir", "accelerator", "devices", "precision")
 
 
 def changed_fields(stored: dict, wanted: dict) -> list[str]:
-    """The fields, outside :data:`RESUMABLE`, whose ``wanted`` value differs from ``stored``."""
-    defaults = RunConfig().to_dict()
+    """The fields, outside :data:`RESUMABLE`, whose ``wanted`` value differs from ``stored``;
+    an unset ``lr`` is its architecture's recipe lr (``--lr 0.01`` is a LeNet5 run's lr)."""
+    from .archs import recipe_lr
+
+    stored = {**RunConfig().to_dict(), **stored}
+    arch = str(wanted.get("arch", stored["arch"]))  # (str: a hand-edited file's may be a list)
     return [name for name, value in wanted.items() if name in FIELDS
-            and name not in RESUMABLE and stored.get(name, defaults[name]) != value]
+            and name not in RESUMABLE and stored[name] != value
+            and not (name == "lr" and recipe_lr(arch, value) == recipe_lr(str(stored["arch"]),
+                                                                        stored["lr"]))]
 
 
 def _check_name(registry: Registry, value: str) -> None:
@@ -518,6 +529,7 @@ def validate(config: RunConfig) -> None:
         check_trainer_options(config)
     if family_kwargs:
         check_timm_model(family_kwargs["model_name"])
+    check_model_kwargs(config.model_kwargs)
     if config.wandb:
         require_wandb()
         check_wandb_names(config)
@@ -529,6 +541,28 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"--data-dir {config.data_dir!r} is a file, not a folder")
     if config.resume is not None and not Path(config.resume).is_file():
         raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")
+
+
+#: What ``build_model("timm", ...)`` sets itself: the data set's shape, never pretrained weights.
+TIMM_SET = ("pretrained", "in_chans", "num_classes", "img_size")
+
+
+def check_model_kwargs(model_kwargs: dict) -> None:
+    """``model_kwargs`` go into the run's spec (results.json, the ticket): string keys, JSON
+    values, none of the arguments the data set decides (:data:`TIMM_SET`)."""
+    for key, value in model_kwargs.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"model_kwargs key {key!r} is not a string (an argument name of "
+                              f"timm.create_model)")
+        if key in TIMM_SET:
+            raise ConfigError(f"model_kwargs {key!r}: {', '.join(TIMM_SET)} are set from the "
+                              f"data set (pretrained weights are never loaded); drop it")
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"model_kwargs {key}={value!r} is not a plain value (a number, "
+                              f"string, true/false, null, or a list or mapping of them)") \
+                from None
 
 
 #: The subnet layers' options; each structure reads those its ``specs`` names
@@ -545,6 +579,9 @@ def unread_options(config: RunConfig) -> dict[str, str]:
 
     unread = {name: "it configures W&B logging, which needs --wandb"
               for name in WANDB_OPTIONS if not config.wandb}
+    if not split_arch(config.arch)[1]:
+        unread["model_kwargs"] = (f"it goes to timm.create_model, and --arch {config.arch} is "
+                                  f"not a timm:<name>")
     if config.train_weights:
         why = "the trained dense baseline (--train-weights) has no masks and no structure"
         unread.update({name: why for name in ("sparsity", "match", "score_init",
@@ -580,7 +617,8 @@ def refuse_unread_flags(flags: dict, configs: list[RunConfig], where: str = "thi
         if all(reasons):
             flag = f"--{name.replace('_', '-')}"
             shown = flag if value is True else f"--no-{flag[2:]}" if value is False else \
-                f"{flag} {value!r}"
+                " ".join(f"{flag} {k}={v}" for k, v in value) if isinstance(value, list) else \
+                f"{flag} {value!r}"  # (a list: a mapping flag's [(KEY, VALUE), ...])
             raise ConfigError(f"{shown} does nothing in {where}: {reasons[0]}; drop it")
 
 

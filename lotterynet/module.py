@@ -80,6 +80,19 @@ class EdgePopupModule(pl.LightningModule):
             if prefix is not None:
                 self._after_prefix = tuple(self.model)[len(prefix):]
 
+    def on_fit_start(self) -> None:
+        """Fresh metric states: a ``validate`` or ``test`` call before this fit left states made
+        in inference mode, which the fit's steps (outside it) may not update in place."""
+        for metric in (*self.acc.values(), *self.loss.values()):
+            metric.reset()
+
+    def teardown(self, stage: str) -> None:
+        """Undo :meth:`setup`'s encoding when the Trainer is done (fit, validate, test): the
+        data module's loaders serve the inputs themselves again, as the model takes them."""
+        if self._after_prefix is not None:
+            self.trainer.datamodule.encode_with(None)
+            self._after_prefix = None
+
     def on_train_epoch_start(self) -> None:
         self._handed.discard("train")
 

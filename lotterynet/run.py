@@ -23,7 +23,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from .archs import DEFAULT_LR
+from .archs import recipe_lr
 from .checkpointing import (
     CHECKPOINTS,
     LAST,
@@ -40,7 +40,6 @@ from .config import (
     RunConfig,
     changed_fields,
     examples_per_device,
-    steps_per_epoch,
 )
 from .datamodule import TensorDataModule
 from .errors import Interrupted, TrainingDiverged
@@ -52,7 +51,7 @@ from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, ma
 from .params import count_params
 from .quiet import quiet_lightning
 from .ticket import save_ticket
-from .trainer_options import epoch_checkpoint, trainer_options
+from .trainer_options import epoch_checkpoint, optimizer_steps_per_epoch, trainer_options
 from .validate import check_output_dir
 from .widen import maskable_count, wide_width
 
@@ -154,8 +153,10 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
     if config.score_init != "edgepopup":  # (left out at its default, as in older tickets)
         layer_options["score_init"] = config.score_init
     if family_kwargs:  # e.g. timm:<model>: an existing model, converted layer by layer
-        return dict(name=name, **family_kwargs, **layer_options, in_chans=data.in_channels,
-                    num_classes=data.num_classes, img_size=data.image_size)
+        model_kwargs = {"model_kwargs": config.model_kwargs} if config.model_kwargs else {}
+        return dict(name=name, **family_kwargs, **layer_options, **model_kwargs,
+                    in_chans=data.in_channels, num_classes=data.num_classes,
+                    img_size=data.image_size)
     spec = dict(name=name, **layer_options, in_channels=data.in_channels,
                 image_size=data.image_size, num_classes=data.num_classes)
     if config.subnet_convs:
@@ -315,7 +316,7 @@ def write_json_atomic(obj, path: Path) -> None:
 def optim_settings(config: RunConfig) -> dict:
     """The optimizer and schedule of a run, as :class:`EdgePopupModule` takes them."""
     return dict(optimizer=config.optimizer, scheduler=config.scheduler,
-                lr=config.lr or DEFAULT_LR.get(config.arch, 0.1), momentum=config.momentum,
+                lr=recipe_lr(config.arch, config.lr), momentum=config.momentum,
                 weight_decay=config.weight_decay, epochs=config.epochs)
 
 
@@ -380,9 +381,8 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         "strategy": "ddp" if config.devices > 1 else "auto", "precision": config.precision,
         "num_sanity_val_steps": 0, "enable_model_summary": False,
         "enable_progress_bar": shows_progress_bar(config),
-        # at least once per epoch; Lightning counts optimizer steps (batches / accumulation)
-        "log_every_n_steps": min(50, -(-steps_per_epoch(config) // config.trainer.get(
-            "accumulate_grad_batches", 1))),
+        # at least once per epoch (Lightning counts optimizer steps)
+        "log_every_n_steps": max(1, min(50, optimizer_steps_per_epoch(config))),
         **({} if config.val_size else {"limit_val_batches": 0}), **options,  # no val split
         "logger": [*loggers, *options.get("logger", [])],
         "callbacks": [checkpoint, RNGState(), timer, *callbacks, *options.get("callbacks", [])],

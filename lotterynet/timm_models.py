@@ -56,11 +56,12 @@ def check_patches(model: nn.Module, model_name: str) -> None:
         return
     size, covered = tuple(embed.img_size), tuple(g * p for g, p in zip(grid, patch))
     if covered != size:
+        fit = next(p for p in (7, 4, 2, 1) if size[0] % p == 0)
         raise ValueError(
             f"{model_name} at img_size {size[0]}: its {patch[0]}x{patch[1]} patches cover "
             f"{covered[0]}x{covered[1]} of the {size[0]}x{size[1]} pixels, the rest is never "
-            f"seen; give a patch size that divides {size[0]} (model_kwargs={{'patch_size': "
-            f"{next(p for p in (7, 4, 2, 1) if size[0] % p == 0)}}}) or "
+            f"seen; give a patch size that divides {size[0]}: model_kwargs={{'patch_size': "
+            f"{fit}}} (train.py --model-kwargs patch_size={fit}), or pad the image: "
             f"model_kwargs={{'dynamic_img_pad': True}}")
 
 

@@ -25,6 +25,7 @@ from pytorch_lightning.loggers import Logger
 
 from .checkpointing import CHECKPOINTS, LAST
 from .config import TYPE_NAMES, ConfigError, RunConfig, steps_per_epoch
+from .validate import check_output_dir
 
 #: Options the run itself decides, and why.
 OWNED = {
@@ -175,6 +176,10 @@ def instantiate(option: str, spec, run_dir: Path) -> list:
         init_args = dict(item.get("init_args") or {})
         if "save_dir" in inspect.signature(cls).parameters:
             init_args.setdefault("save_dir", str(run_dir))
+        if isinstance(init_args.get("save_dir"), str) and init_args["save_dir"] != str(run_dir):
+            # (otherwise the logger fails at its first write, after the run's first files)
+            check_output_dir(init_args["save_dir"], f"trainer: {option} "
+                                                    f"{item['class_path']!r} save_dir")
         try:
             objects.append(cls(**init_args))
         except Exception as err:  # noqa: BLE001 - any constructor error is the user's value
@@ -225,6 +230,21 @@ def split_batches(config: RunConfig) -> dict[str, int]:
             "test": evaluation(DATASETS.get(config.dataset).test_size)}
 
 
+def train_batches(config: RunConfig) -> int:
+    """Training batches per epoch on each device, after the Trainer's ``limit_train_batches``
+    (a count, or a fraction of the epoch)."""
+    limit, train = config.trainer.get("limit_train_batches"), split_batches(config)["train"]
+    if type(limit) is int:
+        return min(train, limit)
+    return int(train * limit) if type(limit) is float else train
+
+
+def optimizer_steps_per_epoch(config: RunConfig) -> int:
+    """Optimizer steps per epoch on each device: :func:`train_batches` over
+    ``accumulate_grad_batches`` (Lightning steps on an epoch's last, partial group too)."""
+    return math.ceil(train_batches(config) / config.trainer.get("accumulate_grad_batches", 1))
+
+
 def check_batches(config: RunConfig) -> None:
     """What Lightning refuses only when a loop starts: a batch limit that is neither a count
     nor a fraction in [0, 1], a fraction that leaves a split no batch, a ``val_check_interval``
@@ -242,16 +262,12 @@ def check_batches(config: RunConfig) -> None:
             raise ConfigError(f"trainer: {name} {limit} of the {batches[split]} {split} "
                               f"batches leaves none; give a count of batches or a larger "
                               f"fraction")
-    limit, train = options.get("limit_train_batches"), batches["train"]
-    if type(limit) is int:
-        train = min(train, limit)
-    elif type(limit) is float:
-        train = int(train * limit)
+    train = train_batches(config)
     min_epochs = options.get("min_epochs")
     if min_epochs is not None and min_epochs > config.epochs:
         raise ConfigError(f"trainer: min_epochs {min_epochs} is more than the run's "
                           f"{config.epochs} epochs (--epochs)")
-    steps = config.epochs * math.ceil(train / options.get("accumulate_grad_batches", 1))
+    steps = config.epochs * optimizer_steps_per_epoch(config)
     min_steps = options.get("min_steps")
     if type(min_steps) is int and min_steps > steps:
         raise ConfigError(f"trainer: min_steps {min_steps} is more than the run's {steps} "

@@ -60,9 +60,13 @@ def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=tmp_path)
+    # a validation before training (its metric states made in inference mode) leaves the fit
+    # able to update them
+    before = trainer.validate(module, datamodule=data, verbose=False)[0]["val/acc"]
     trainer.fit(module, datamodule=data)
     assert type(trainer.optimizers[0]) is torch.optim.Adam
     assert trainer.lr_scheduler_configs[0].scheduler.T_max == 1  # the Trainer's max_epochs
+    assert trainer.validate(module, datamodule=data, verbose=False)[0]["val/acc"] > before + 0.2
     tested = trainer.test(module, datamodule=data, verbose=False)[0]
     assert tested["test/acc"] > 0.5
 
@@ -134,6 +138,24 @@ def test_frozen_convs_run_once_per_example_with_the_same_numbers(tmp_path, data_
     assert all(torch.equal(weights[k], v) for k, v in reference[1].items())
     assert all(torch.equal(momentum[i]["momentum_buffer"], s["momentum_buffer"])
                for i, s in reference[2].items())
+
+
+def test_data_module_serves_images_again_once_the_trainer_is_done(tmp_path, data_dir):
+    """During fit and test the data module serves LeNet5's frozen-conv features; afterwards
+    its loaders give the images again, which the model takes: evaluating by hand reproduces
+    the Trainer's test accuracy."""
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=256, val_size=128)
+    module = ln.EdgePopupModule({"name": "lenet5", "structure": "dense", "sparsity": 0.5})
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=data)
+    assert next(iter(data.val_dataloader()))[0].shape[1:] == (1, 28, 28)
+    tested = trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"]
+    module.eval()
+    with torch.no_grad():
+        hits = sum(int((module(x).argmax(1) == y).sum()) for x, y in data.test_dataloader())
+    assert hits / 10_000 == pytest.approx(tested, abs=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
@@ -243,3 +265,18 @@ def test_trainer_options_train_a_run_end_to_end(tmp_path, data_dir):
     assert {r["epoch"] for r in rows if r["train/loss"]} == {"0", "1"}
     lr_steps = [r["step"] for r in rows if r["lr"]]
     assert len(lr_steps) == len(set(lr_steps)) == 2
+
+
+def test_step_metrics_reach_every_epoch_under_a_train_batch_limit(tmp_path, data_dir):
+    """32 batches an epoch cut to 3 by ``limit_train_batches``: the step metrics are logged in
+    each epoch (at most every 3 optimizer steps), not only once 32 steps have passed."""
+    from lotterynet.cli import main
+
+    out = tmp_path / "run"
+    assert main(["--arch", "fc2", "--structure", "dense", "--limit-train", "2000",
+                 "--val-size", "128", "--epochs", "2", "--no-progress-bar",
+                 "--data-dir", str(data_dir), "--out", str(out),
+                 "--trainer.limit_train_batches=3"]) == 0
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["epoch"] for r in rows if r["train/loss"]} == {"0", "1"}

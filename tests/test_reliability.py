@@ -102,6 +102,21 @@ def test_resume_into_an_empty_out_leaves_the_source_alone(whole_and_stopped, tmp
     assert_same_history_and_result(out, whole)  # the history came along
 
 
+def test_resume_takes_the_recipe_lr_of_a_run_stored_without_one(whole_and_stopped, tmp_path,
+                                                                 capsys):
+    """The run left ``lr`` unset (fc2's recipe: 0.1): ``--lr 0.1`` on its resume is the same
+    run and continues it; ``--lr 0.05`` would change it and is refused, nothing written."""
+    whole, stopped = whole_and_stopped
+    checkpoint = str(stopped / "checkpoints" / "last.ckpt")
+    before = tree(stopped)
+    assert main(["--resume", checkpoint, "--lr", "0.05"]) == 2
+    assert "--lr 0.05 differs from the resumed run's 0.1 (its recipe's)" in capsys.readouterr().err
+    assert tree(stopped) == before
+    out = tmp_path / "same-lr"
+    assert main(["--resume", checkpoint, "--lr", "0.1", "--out", str(out)]) == 0
+    assert_same_history_and_result(out, whole)
+
+
 def test_finished_run_is_not_resumed(whole_and_stopped, capsys):
     whole, _ = whole_and_stopped
     before = tree(whole)

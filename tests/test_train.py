@@ -100,6 +100,25 @@ def test_timm_arch_trains_a_converted_timm_model(tmp_path, data_dir):
     assert frozen and all(torch.equal(model.state_dict()[k], trained[k]) for k in frozen)
 
 
+def test_model_kwargs_reach_timm_and_the_spec(tmp_path, data_dir):
+    """``--model-kwargs`` (values YAML) go to timm.create_model: a 2-block ViT with 7×7 patches
+    on 28×28 MNIST (16×16 patches are refused, tests/test_bad_input.py), learning above
+    chance, its spec rebuilding the run's frozen tensors."""
+    code, out = train(tmp_path, data_dir, "--arch", "timm:vit_tiny_patch16_224",
+                      "--model-kwargs", "patch_size=7", "--model-kwargs", "depth=2")
+    assert code == 0
+    results = results_of(out)
+    assert results["test_acc"] > 0.2
+    assert results["config"]["model_kwargs"] == results["spec"]["model_kwargs"] == {
+        "patch_size": 7, "depth": 2}
+    model = build_model(**results["spec"])
+    assert len(model.blocks) == 2 and model.patch_embed.grid_size == (4, 4)
+    trained = {k.removeprefix("model."): v for k, v in torch.load(
+        out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"].items()}
+    frozen = [k for k, v in model.named_parameters() if not v.requires_grad]
+    assert frozen and all(torch.equal(model.state_dict()[k], trained[k]) for k in frozen)
+
+
 def test_structure_defaults_and_hidden_reach_the_layers(tmp_path, data_dir):
     code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "orseau",
                       "--hidden", "40", "--limit-train", "256")
