@@ -26,6 +26,7 @@ from .config import (
     load_yaml,
     make_config,
     nested_config,
+    overlay,
     refuse_unread_flags,
     split_trainer_options,
 )
@@ -138,15 +139,15 @@ def explicit_values(args: argparse.Namespace) -> dict:
     """The YAML file's values overlaid with the flags given on the command line."""
     values = load_yaml(args.config) if args.config else {}
     flags = given_flags(args)
-    if "model_kwargs" in flags:  # [(KEY, VALUE), ...] over the file's
-        flags["model_kwargs"] = {**values.get("model_kwargs", {}), **dict(flags["model_kwargs"])}
-    if "trainer" in flags:  # [(KEY, VALUE), ...] over the file's Trainer options
+    if "model_kwargs" in flags:  # [(KEY, VALUE), ...]
+        flags["model_kwargs"] = dict(flags["model_kwargs"])
+    if "trainer" in flags:  # [(KEY, VALUE), ...]: the Trainer options
         given = dict(flags["trainer"])
         covered, options = split_trainer_options(given)
         check_agree(flags, covered, given, lambda name: f"--trainer.{name}",
                     lambda key: f"--{key.replace('_', '-')}")
-        flags = {**covered, **flags, "trainer": {**values.get("trainer", {}), **options}}
-    return lightning_devices({**values, **flags})
+        flags = {**covered, **flags, "trainer": options}
+    return lightning_devices(overlay(values, flags))
 
 
 def stored_run(checkpoint: str) -> tuple[dict, int]:

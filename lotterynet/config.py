@@ -238,6 +238,20 @@ def flatten_sections(data: dict, where: str) -> dict:
     return lightning_devices(flat)
 
 
+#: The fields that are mappings: given over a file's (or a sweep base's) value, they add keys.
+MAPPING_FIELDS = ("model_kwargs", "trainer")
+
+
+def overlay(values: dict, over: dict) -> dict:
+    """``values`` with ``over``'s on top, the :data:`MAPPING_FIELDS` merged key by key (the
+    flag ``--model-kwargs depth=2`` adds to a file's ``model_kwargs: {patch_size: 7}``)."""
+    merged = {**values, **over}
+    for name in MAPPING_FIELDS:
+        if isinstance(values.get(name), dict) and isinstance(over.get(name), dict):
+            merged[name] = {**values[name], **over[name]}
+    return merged
+
+
 def split_trainer_options(options: dict) -> tuple[dict, dict]:
     """Trainer options as ``(flat keys, the rest)``: the ones a flat key covers read as it
     (``max_epochs`` is ``epochs``, an integer ``devices`` is ``devices``)."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -141,7 +141,7 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
 def _patterns(patterns, what: str) -> tuple[str, ...]:
     if isinstance(patterns, str):
         return (patterns,)
-    if not all(isinstance(p, str) for p in patterns):
+    if not isinstance(patterns, Iterable) or not all(isinstance(p, str) for p in patterns):
         raise ValueError(f"{what} must be glob patterns (strings), got {patterns!r}")
     return tuple(patterns)
 

@@ -86,6 +86,8 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
 
 def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
     """A deep copy of ``model`` with every subnet layer replaced by :func:`export_layer`."""
+    if not isinstance(sparse, bool):
+        raise TypeError(f"sparse must be True or False, got {sparse!r}")
     exported = copy.deepcopy(check_module(model, "export"))
     for module in exported.modules():  # no longer what build_model / convert made
         module.__dict__.pop("spec", None)

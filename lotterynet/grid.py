@@ -31,10 +31,11 @@ from .config import (
     flatten_sections,
     given_flags,
     make_config,
+    overlay,
     refuse_unread_flags,
     string_keys,
 )
-from .validate import check_sweep_values, parse_list, read_sweep_file
+from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
 SWEEP_KEYS = ("base", "variants", "sparsities", "epochs", "seeds", "baseline")
@@ -106,7 +107,7 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
                           (lambda k: f"base: {k}", base),
                           *((lambda k: f"variant: {k}", v) for v in variants)]:
         check_cell_keys(spell, values)
-    sweep = Sweep(base={**base, **overrides}, variants=variants,
+    sweep = Sweep(base=overlay(base, overrides), variants=variants,
                   sparsities=[float(s) for s in data["sparsities"]],
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
                   baseline=data.get("baseline", True))
@@ -162,9 +163,10 @@ def write_wandb_sweep(sweep: Sweep, path: Path, sweep_out: str | None = None) ->
     Returns the cells file. Refused (:class:`ConfigError`) where the file cannot go or would
     replace one this did not write."""
     cells_file = path.with_name(f"{path.stem}.cells.yaml")
-    if not path.parent.is_dir():
+    if not path.parent.exists():
         raise ConfigError(f"--wandb-sweep {str(path)!r}: the folder {str(path.parent)!r} does "
                           f"not exist")
+    check_output_dir(path.parent, "--wandb-sweep's folder")
     for target in (path, cells_file):
         if target.is_dir() or (target.exists() and not is_wandb_sweep_file(target)):
             raise ConfigError(f"--wandb-sweep {str(path)!r}: {str(target)!r} exists and is not "

@@ -51,7 +51,12 @@ from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, ma
 from .params import count_params
 from .quiet import quiet_lightning
 from .ticket import save_ticket
-from .trainer_options import epoch_checkpoint, optimizer_steps_per_epoch, trainer_options
+from .trainer_options import (
+    epoch_checkpoint,
+    one_line,
+    optimizer_steps_per_epoch,
+    trainer_options,
+)
 from .validate import check_output_dir
 from .widen import maskable_count, wide_width
 
@@ -328,7 +333,7 @@ def refusing_unbuildable(arch: str):
     on the built structured net."""
     try:
         yield
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, AssertionError) as err:  # (timm asserts its arguments)
         raise ConfigError(f"cannot build {arch!r} with this config: {err}") from None
     except (MemoryError, RuntimeError) as err:
         asked = re.search(r"allocate (\d+) bytes", str(err))
@@ -344,7 +349,32 @@ def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
         module = EdgePopupModule(model_spec(config, data), optim_settings(config),
                                  config.to_dict())
     check_last_batch(config, module.model)
+    if split_arch(config.arch)[1]:
+        check_logits(config, module.model, data)
     return module
+
+
+def check_logits(config: RunConfig, model: torch.nn.Module, data: TensorDataModule) -> None:
+    """A timm model (its ``model_kwargs`` may change what it returns: ``features_only``) maps
+    a batch of the data set's images to ``(batch, classes)`` logits, checked on two blank
+    images before anything is written rather than at the first loss. Evaluation mode (batch
+    norms keep their statistics) with autograd on (no mask cache is kept)."""
+    side = data.image_size
+    x = torch.zeros(2, data.in_channels, side, side)
+    training = model.training
+    try:
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            out = model.eval()(x)
+    except (RuntimeError, TypeError, ValueError, AssertionError) as err:
+        raise ConfigError(f"{config.arch} with this config cannot take {config.dataset}'s "
+                          f"{data.in_channels}x{side}x{side} images: {one_line(err)}") from None
+    finally:
+        model.train(training)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (2, data.num_classes):
+        raise ConfigError(f"{config.arch} with this config gives {shape} for a batch of 2 "
+                          f"{config.dataset} images, not logits of shape (2, "
+                          f"{data.num_classes}); check --model-kwargs")
 
 
 def check_last_batch(config: RunConfig, model: torch.nn.Module) -> None:

@@ -53,6 +53,7 @@ from .config import (
     OUTPUT_ONLY,
     ConfigError,
     RunConfig,
+    changed_fields,
     check_path,
     make_config,
     read_yaml_mapping,
@@ -354,13 +355,23 @@ class MemberResults(pl.Callback):
 # ---------------------------------------------------------------------------- the runner
 
 
-def stack_members(stack_dir: str | Path) -> list[str] | None:
-    """The member names recorded in the stack checkpoint of ``stack_dir`` (None: none there)."""
+def stack_members(stack_dir: str | Path) -> dict[str, dict] | None:
+    """The members recorded in the stack checkpoint of ``stack_dir``, in order, each name with
+    the run config it was stored with (None: no readable checkpoint there)."""
     try:
         stored = load_checkpoint(Path(stack_dir) / CHECKPOINTS / LAST)["hyper_parameters"]
     except CheckpointError:
         return None
-    return [m.get("name") for m in stored.get("members", [])]
+    return {m.get("name"): m.get("config") or {} for m in stored.get("members", [])}
+
+
+def same_stack(recorded: dict[str, dict] | None, names: Sequence[str],
+               configs: Sequence[RunConfig]) -> bool:
+    """Whether a stack checkpoint's members (:func:`stack_members`) are this stack's: the same
+    names in the same order, each stored with the config it has now (:func:`changed_fields`:
+    what it trains), so that resuming it continues this stack and not another one."""
+    return recorded is not None and list(recorded) == list(names) and not any(
+        changed_fields(recorded[name], config.to_dict()) for name, config in zip(names, configs))
 
 
 STACK_FILE = "stack.yaml"
@@ -420,9 +431,10 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     """Train ``configs`` as one stack in ``stack_dir`` and return every member's results (as
     ``results.json`` holds them). ``cell_dirs`` (default ``stack_dir/cells/<i>``) are the
     members' own directories. A stack whose checkpoint is in ``stack_dir`` with the same
-    members resumes from it; members already finished are not trained again. A member that
-    diverges stops there, the others train to their end; then :class:`TrainingDiverged` names
-    it."""
+    members and configs resumes from it (members already finished are not trained again); the
+    checkpoint of another stack there is refused (:class:`ConfigError`), never overwritten. A
+    member that diverges stops there, the others train to their end; then
+    :class:`TrainingDiverged` names it."""
     configs = [c if isinstance(c, RunConfig) else make_config(c) for c in configs]
     check_stackable(configs)
     stack_dir = Path(stack_dir)
@@ -442,7 +454,11 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
                                    config=c.to_dict()) for name, c in zip(names, configs)])
     check_last_batch(first, module.model)
     checkpoint = stack_dir / CHECKPOINTS / LAST
-    resume = checkpoint if stack_members(stack_dir) == names else None
+    resume = checkpoint if same_stack(stack_members(stack_dir), names, configs) else None
+    if resume is None and checkpoint.exists():
+        raise ConfigError(f"stack folder {str(stack_dir)!r} holds the checkpoint of another "
+                          f"stack (other members, or members with another config); give this "
+                          f"stack a folder of its own, or move that one away")
     stack_dir.mkdir(parents=True, exist_ok=True)
     budget = max(c.epochs for c in configs)
     loggers = make_loggers(stack_dir, {**first.to_dict(), "members": names,

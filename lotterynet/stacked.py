@@ -137,4 +137,7 @@ def stack_models(arch: str, sparsities: Sequence[float], **kwargs) -> StackedMod
     """A :class:`StackedModel` of ``build_model(arch, sparsity=s, **kwargs)`` for every ``s``:
     ``stack_models("lenet5", [0.5, 0.9], structure="subsetsum", seed=0)``, or
     ``stack_models("timm:resnet10t", [0.5, 0.9], num_classes=10)``."""
+    if isinstance(sparsities, str | bytes) or not isinstance(sparsities, Sequence):
+        raise TypeError(f"sparsities must be a sequence of numbers (one member each), got "
+                        f"{sparsities!r}")
     return StackedModel([build_model(arch, sparsity=s, **kwargs) for s in sparsities])

@@ -34,7 +34,8 @@ ACTIVATIONS = ("relu", "identity")
 #: What scales the Kaiming init of a subset-sum second layer ``v`` (and its scores): the
 #: ``n·in`` hidden units an output sums (Kaiming's fan-in), or the target layer's ``in`` —
 #: what Pensia et al.'s code draws (``RedLayer``: std √(2/in)), √n larger. The scores keep
-#: edge-popup's bound 1/√fan_in either way (``RedLayer`` draws them U(±std), √2 wider).
+#: edge-popup's bound 1/√fan_in either way (``RedLayer`` draws them U(±std), √2 wider:
+#: ``score_init="kaiming"``, :data:`lotterynet.masking.SCORE_BOUNDS`).
 FAN_INS = ("hidden", "target")
 
 

@@ -76,7 +76,7 @@ from .run import (
     run,
     write_json_atomic,
 )
-from .stack import run_stack, stack_members, write_stack_file
+from .stack import run_stack, same_stack, stack_members, write_stack_file
 from .validate import check_output_dir
 
 
@@ -102,15 +102,26 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     return dataclasses.replace(config, overwrite=True)
 
 
-def set_aside(cell_dir: Path) -> Path:
-    """Rename a cell folder run with another config to ``CELL.stale-N`` (the first free N), so
-    that re-running a changed sweep loses no earlier result; returns the new name."""
-    kept = next(cell_dir.with_name(f"{cell_dir.name}.stale-{n}") for n in itertools.count(1)
-                if not cell_dir.with_name(f"{cell_dir.name}.stale-{n}").exists())
-    cell_dir.rename(kept)
-    print(f"cell {cell_dir.name} was run with another config; its files are now in {kept}",
+def set_aside(folder: Path, what: str = "cell") -> Path:
+    """Rename a cell (or stack) folder run with another config to ``NAME.stale-N`` (the first
+    free N), so that re-running a changed sweep loses no earlier result; returns the new name."""
+    kept = next(folder.with_name(f"{folder.name}.stale-{n}") for n in itertools.count(1)
+                if not folder.with_name(f"{folder.name}.stale-{n}").exists())
+    folder.rename(kept)
+    print(f"{what} {folder.name} was run with another config; its files are now in {kept}",
           flush=True)
     return kept
+
+
+def set_aside_other_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path
+                           ) -> None:
+    """Set aside the planned stacks' folders whose checkpoint is another stack's (a stack of
+    this sweep run before with another config, or with other members): the stack starts
+    over in a fresh folder instead of resuming it."""
+    for stack_dir, members in stacks.items():
+        if (stack_dir / CHECKPOINTS / LAST).exists() and not same_stack(
+                stack_members(stack_dir), members, stack_configs(members, sweep, sweep_dir)):
+            set_aside(stack_dir, "stack")
 
 
 def cell_done(config: RunConfig, cell_dir: Path) -> bool:
@@ -223,11 +234,13 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
     stacks: dict[Path, list[str]] = {}
     for stack_dir, cells in planned.items():
         left = [c for c in cells if c in unfinished]
-        recorded = stack_members(stack_dir)
         if not left:
             continue
-        if recorded and set(left) <= set(recorded) <= set(cells):
-            stacks[stack_dir] = recorded
+        recorded = stack_members(stack_dir) or {}
+        if recorded and set(left) <= set(recorded) <= set(cells) and \
+                same_stack(recorded, list(recorded), stack_configs(list(recorded), sweep,
+                                                                  sweep_dir)):
+            stacks[stack_dir] = list(recorded)
         elif len(left) > 1:
             stacks[stack_dir] = left
     stacked = {c for members in stacks.values() for c in members}
@@ -287,6 +300,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     ddp = any(config.devices > 1 for _, config in todo)
     slots = 1 if ddp else workers
     stacks, todo = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo)
+    set_aside_other_stacks(stacks, sweep, sweep_dir)
     to_run = len(todo) + sum(len(m) for m in stacks.values())
     print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run"
           f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)

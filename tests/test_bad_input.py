@@ -225,6 +225,8 @@ CASES = [
       "--wandb-sweep", "{a_file}"], ["a_file", "not a W&B sweep file"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
       "--wandb-sweep", "{tmp}/missing/w.yaml"], ["missing", "does not exist"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
+      "--wandb-sweep", "{a_file}/w.yaml"], ["--wandb-sweep's folder", "is a file, not a folder"]),
     (["--sweep", "{sw_twice}"], ["sparsities", "0.5", "twice"]),
     (["--sweep", "{sw_variant_sparsity}"], ["variant: sparsity 0.3", "axis", "sparsities"]),
     (["--sweep", "{sw_target_only}"], ["lenet5_dacunha", "--train-weights"]),
@@ -383,6 +385,14 @@ CASES = [
     (["--arch", "timm:resnet10t", "--model-kwargs", "when=2020-01-01"],
      ["when=datetime.date(2020, 1, 1)", "not a plain value"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "nokey"], ["'nokey'", "KEY=VALUE"]),
+    (["--arch", "timm:vit_tiny_patch16_224", "--model-kwargs", "patch_size=7", "--model-kwargs",
+      "class_token=false"], ["cannot build", "class token"]),  # (timm: an AssertionError)
+    (["--arch", "timm:vit_tiny_patch16_224", "--model-kwargs", "patch_size=7", "--model-kwargs",
+      "features_only=true"], ["gives list", "logits of shape (2, 10)", "--model-kwargs"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
+      "--no-baseline", "--arch", "timm:vit_tiny_patch16_224", "--model-kwargs", "patch_size=7",
+      "--model-kwargs", "global_pool=''"],  # refused before the sweep folder is made
+     ["gives (2, 17, 10)", "logits of shape (2, 10)"]),
     (["--arch", "timm:resnet10t", "--config", "{cfg_model_kwargs}"],
      ["model_kwargs", "mapping", "[7]"]),
     (["--config", "{cfg_score_init}"], ["score_init", "'wider'", "edgepopup, kaiming"]),

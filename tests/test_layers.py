@@ -203,6 +203,10 @@ def test_frozen_bias_is_drawn_as_torch_layers_draw_theirs(layer, fan_in):
     (lambda: ln.TensorDataModule(batch_size=0), "batch_size"),
     (lambda: ln.TensorDataModule(limit_train=-5), "limit_train"),
     (lambda: ln.TensorDataModule(val_size=1.5), "val_size"),
+    (lambda: ln.SubnetLinear(4, 3, score_init="wide"), "score_init 'wide'"),
+    (lambda: ln.stack_models("fc2", "0.5"), "sparsities must be a sequence"),  # not 3 members
+    (lambda: ln.export(ln.SubnetLinear(4, 3), sparse="no"), "sparse must be True or False"),
+    (lambda: ln.convert(nn.Linear(4, 3), sparsity=0.5, include=5), "include must be glob"),
 ])
 def test_bad_sizes_are_refused_naming_the_argument(build, named):
     """A zero, negative, boolean or fractional size is refused where it is given, not deep

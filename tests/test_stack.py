@@ -250,6 +250,41 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, ca
         assert results["stack"]["dir"] == str(stack_dir)
 
 
+def tree(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data_dir, capsys):
+    """The same stacked sweep run again with another lr: its stack checkpoint (same member
+    names) is another stack's, so the stack starts over in a fresh folder (the old one kept as
+    STACK.stale-1) and gives what a fresh sweep with that lr gives; run_stack itself refuses a
+    folder holding another stack's checkpoint, touching nothing."""
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "base": {"arch": "fc2", "limit_train": 640, "val_size": 100, "progress_bar": False},
+        "variants": ["subsetsum:identity"], "sparsities": [0.5, 0.9], "epochs": [2],
+        "baseline": False}))
+    argv = ["--sweep", str(sweep_file), "--data-dir", str(data_dir)]
+    rerun, fresh = tmp_path / "rerun", tmp_path / "fresh"
+    assert main([*argv, "--lr", "0.05", "--sweep-out", str(rerun)]) == 0
+    old_stack = tree(rerun / "stacks" / "subsetsum-identity-seed0")
+    assert main([*argv, "--sweep-out", str(rerun)]) == 0
+    assert "stack subsetsum-identity-seed0 was run with another config" in capsys.readouterr().out
+    stale = rerun / "stacks" / "subsetsum-identity-seed0.stale-1"
+    assert tree(stale) == old_stack
+    assert main([*argv, "--sweep-out", str(fresh)]) == 0
+    assert sweep_rows(rerun) == sweep_rows(fresh)
+    with open(rerun / "cells" / "subsetsum-identity-s0.5-e2-seed0" / "metrics.csv") as f:
+        assert [float(r["lr"]) for r in csv.DictReader(f) if r["lr"]] == [0.1, 0.05]
+    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
+                            "sparsity": s, "epochs": 2, "limit_train": 640, "val_size": 100,
+                            "data_dir": str(data_dir)}) for s in (0.5, 0.9)]
+    with pytest.raises(ConfigError, match="holds the checkpoint of another stack"):
+        run_stack(configs, stale, [stale / "a", stale / "b"])
+    assert tree(stale) == old_stack
+
+
 def test_a_diverged_member_stops_alone_and_is_named(tmp_path, data_dir, monkeypatch):
     """A member whose scores turn NaN (here: written in epoch 1, after an update) trains no
     more and is not tested; the others train to their end and write their cells; then the

@@ -342,8 +342,8 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
         assert left * 3600 == pytest.approx(stacked * 3600 - saved)
     # a stack killed after that member finished resumes with its recorded members, the
     # finished one among them: it costs nothing still
-    group = [cell_name(lab, v) for lab, v in sweep.cells()
-             if lab == label and v["seed"] == values["seed"]]
+    group = {cell_name(lab, v): make_config(v).to_dict() for lab, v in sweep.cells()
+             if lab == label and v["seed"] == values["seed"]}
     monkeypatch.setattr(sweep_module, "stack_members",
                         lambda stack_dir: group if stack_dir.name.startswith(
                             label.replace("/", "-")) else None)
@@ -391,3 +391,20 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
     (cell / "results.json").write_text(json.dumps(
         {"config": make_config({**values, "out": str(cell)}).to_dict()}))
     assert sweep_module.prepare_cell(values, cell) is None and (cell / "results.json").is_file()
+
+
+def test_mapping_flags_add_keys_to_the_sweep_base(tmp_path):
+    """``--model-kwargs`` and ``--trainer`` add to (and override keys of) the sweep base's
+    mappings, as they do to a ``--config`` file's, instead of replacing them whole (which
+    dropped the base's depth and trained a 12-block ViT)."""
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "base": {"arch": "timm:vit_tiny_patch16_224",
+                 "model_kwargs": {"patch_size": 7, "depth": 1},
+                 "trainer": {"gradient_clip_val": 1.0, "max_time": "00:01:00:00"}},
+        "variants": ["dense"], "sparsities": [0.5], "epochs": [1], "baseline": False}))
+    args = build_parser().parse_args(["--sweep", str(sweep_file), "--model-kwargs", "depth=2",
+                                      "--trainer", "gradient_clip_val=0.5"])
+    (_, values), = load_sweep(args, explicit_values(args)).cells()
+    assert values["model_kwargs"] == {"patch_size": 7, "depth": 2}
+    assert values["trainer"] == {"gradient_clip_val": 0.5, "max_time": "00:01:00:00"}
