@@ -209,13 +209,20 @@ def stack_epoch_lines(console: str) -> list[str]:
             if line.startswith("stack ") and ": epoch " in line]
 
 
-def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, capsys):
+def fc2_stack_sweep(tmp_path: Path, data_dir, limit_train: int, epochs: int) -> list[str]:
+    """The arguments of a sweep that is one stack: FC2 subset-sum identity at 50 and 10 %
+    kept, ``epochs`` epochs on ``limit_train`` examples."""
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(yaml.safe_dump({
-        "base": {"arch": "fc2", "limit_train": 1280, "val_size": 100, "progress_bar": False},
-        "variants": ["subsetsum:identity"], "sparsities": [0.5, 0.9], "epochs": [3],
+        "base": {"arch": "fc2", "limit_train": limit_train, "val_size": 100,
+                 "progress_bar": False},
+        "variants": ["subsetsum:identity"], "sparsities": [0.5, 0.9], "epochs": [epochs],
         "baseline": False}))
-    argv = ["--sweep", str(sweep_file), "--data-dir", str(data_dir)]
+    return ["--sweep", str(sweep_file), "--data-dir", str(data_dir)]
+
+
+def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, capsys):
+    argv = fc2_stack_sweep(tmp_path, data_dir, limit_train=1280, epochs=3)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main([*argv, "--sweep-out", str(whole)]) == 0
     lines = stack_epoch_lines(capsys.readouterr().out)  # one line per stack epoch
@@ -260,12 +267,7 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     names) is another stack's, so the stack starts over in a fresh folder (the old one kept as
     STACK.stale-1) and gives what a fresh sweep with that lr gives; run_stack itself refuses a
     folder holding another stack's checkpoint, touching nothing."""
-    sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text(yaml.safe_dump({
-        "base": {"arch": "fc2", "limit_train": 640, "val_size": 100, "progress_bar": False},
-        "variants": ["subsetsum:identity"], "sparsities": [0.5, 0.9], "epochs": [2],
-        "baseline": False}))
-    argv = ["--sweep", str(sweep_file), "--data-dir", str(data_dir)]
+    argv = fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=2)
     rerun, fresh = tmp_path / "rerun", tmp_path / "fresh"
     assert main([*argv, "--lr", "0.05", "--sweep-out", str(rerun)]) == 0
     old_stack = tree(rerun / "stacks" / "subsetsum-identity-seed0")
