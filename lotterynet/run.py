@@ -123,17 +123,26 @@ def holding(run_dir: Path, config: RunConfig):
     if is_launched_worker():  # rank 0 holds it for every rank
         yield
         return
-    folder = os.open(run_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"run directory {str(run_dir)!r} is in use by another run; wait "
-                              f"for it, or choose another --out") from None
+    with locked(run_dir, f"run directory {str(run_dir)!r} is in use by another run; wait for "
+                         f"it, or choose another --out"):
         claim_run_dir(run_dir, config)
         yield
+
+
+@contextlib.contextmanager
+def locked(folder: Path, busy: str):
+    """An exclusive ``flock`` on ``folder`` itself (nothing is added to it; the system drops
+    it when the process dies) while the block runs; :class:`ConfigError` ``busy`` when another
+    process holds it."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(busy) from None
+        yield
     finally:
-        os.close(folder)  # and with it the lock
+        os.close(handle)  # and with it the lock
 
 
 def clear_previous_run(run_dir: Path) -> None:

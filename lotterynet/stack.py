@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -73,6 +74,7 @@ from .run import (
     changed_results,
     check_last_batch,
     device_name,
+    locked,
     make_trainer,
     model_spec,
     optim_settings,
@@ -287,8 +289,8 @@ class MemberResults(pl.Callback):
             self.history[s].append(row)
             logged.update({f"{module.names[s]}/{k}": v for k, v in row.items() if k != "epoch"})
             train_accs.append(row.get("train/acc", 0.0))
-        for logger in trainer.loggers:
-            logger.log_metrics(logged, step=epoch)
+        for logger in trainer.loggers:  # (with its epoch: a resume drops rows past its own)
+            logger.log_metrics({**logged, "epoch": epoch}, step=epoch)
         for s in module.training_members(epoch):
             what = divergence(module.model.members[s], module.hparams.members[s]["optim"]["lr"])
             if what is not None:
@@ -355,23 +357,48 @@ class MemberResults(pl.Callback):
 # ---------------------------------------------------------------------------- the runner
 
 
-def stack_members(stack_dir: str | Path) -> dict[str, dict] | None:
-    """The members recorded in the stack checkpoint of ``stack_dir``, in order, each name with
-    the run config it was stored with (None: no readable checkpoint there)."""
+#: Why a stack checkpoint does not continue a stack (:func:`resumes`).
+CANNOT_CONTINUE = ("other members or configs, or trained to its end with a member's results "
+                   "missing")
+
+
+@dataclass(frozen=True)
+class StackRecord:
+    """What a stack checkpoint holds of its stack: the members in order, each name with the
+    run config it was stored with, the epochs trained and the members that diverged."""
+
+    members: dict[str, dict]
+    epochs_done: int
+    diverged: frozenset[str] = frozenset()
+
+
+def stack_record(stack_dir: str | Path) -> StackRecord | None:
+    """The :class:`StackRecord` of the checkpoint in ``stack_dir`` (None: none readable)."""
     try:
-        stored = load_checkpoint(Path(stack_dir) / CHECKPOINTS / LAST)["hyper_parameters"]
+        stored = load_checkpoint(Path(stack_dir) / CHECKPOINTS / LAST)
     except CheckpointError:
         return None
-    return {m.get("name"): m.get("config") or {} for m in stored.get("members", [])}
+    names = [m.get("name") for m in stored["hyper_parameters"].get("members", [])]
+    return StackRecord({m.get("name"): m.get("config") or {}
+                        for m in stored["hyper_parameters"].get("members", [])},
+                       stored.get("epoch", -1) + 1,
+                       frozenset(names[s] for s in stored.get("diverged", {})))
 
 
-def same_stack(recorded: dict[str, dict] | None, names: Sequence[str],
-               configs: Sequence[RunConfig]) -> bool:
-    """Whether a stack checkpoint's members (:func:`stack_members`) are this stack's: the same
-    names in the same order, each stored with the config it has now (:func:`changed_fields`:
-    what it trains), so that resuming it continues this stack and not another one."""
-    return recorded is not None and list(recorded) == list(names) and not any(
-        changed_fields(recorded[name], config.to_dict()) for name, config in zip(names, configs))
+def resumes(record: StackRecord | None, names: Sequence[str], configs: Sequence[RunConfig],
+            cell_dirs: Sequence[Path]) -> bool:
+    """Whether a stack checkpoint (its :class:`StackRecord`) continues the stack of
+    ``configs``: the same members in the same order, each stored with the config it has now
+    (:func:`changed_fields`: what it trains) — and, once it has trained every member's
+    budget, no member's results missing but a diverged one's (Lightning would stop at once,
+    writing none)."""
+    if record is None or list(record.members) != list(names) or any(
+            changed_fields(record.members[name], config.to_dict())
+            for name, config in zip(names, configs)):
+        return False
+    return record.epochs_done < max(c.epochs for c in configs) or all(
+        (cell / RESULTS).is_file() or name in record.diverged
+        for name, cell in zip(names, cell_dirs))
 
 
 STACK_FILE = "stack.yaml"
@@ -383,8 +410,10 @@ def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
     :func:`read_stack_file` (``train.py --stack-file``) to run the stack in another process."""
     stack_dir.mkdir(parents=True, exist_ok=True)
     path = stack_dir / STACK_FILE
-    write_text_atomic(path, yaml.safe_dump({"members": [c.to_dict() for c in configs],
-                                            "cells": [str(d) for d in cell_dirs]},
+    cells = [Path(d).absolute() for d in cell_dirs]  # (not where a later run happens to be)
+    members = [{**c.to_dict(), "out": str(cell)} for c, cell in zip(configs, cells)]
+    write_text_atomic(path, yaml.safe_dump({"members": members,
+                                            "cells": [str(d) for d in cells]},
                                            sort_keys=False))
     return path
 
@@ -453,13 +482,22 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         module = StackModule([dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
                                    config=c.to_dict()) for name, c in zip(names, configs)])
     check_last_batch(first, module.model)
-    checkpoint = stack_dir / CHECKPOINTS / LAST
-    resume = checkpoint if same_stack(stack_members(stack_dir), names, configs) else None
-    if resume is None and checkpoint.exists():
-        raise ConfigError(f"stack folder {str(stack_dir)!r} holds the checkpoint of another "
-                          f"stack (other members, or members with another config); give this "
-                          f"stack a folder of its own, or move that one away")
     stack_dir.mkdir(parents=True, exist_ok=True)
+    with locked(stack_dir, f"stack folder {str(stack_dir)!r} is in use by another process (a "
+                           f"sweep's stack job, or --stack-file); wait for it"):
+        return train_stack(configs, stack_dir, cell_dirs, data, module)
+
+
+def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path],
+                data: TensorDataModule, module: StackModule) -> list[dict]:
+    """:func:`run_stack`'s training, its folder locked."""
+    first, names = configs[0], module.names
+    checkpoint = stack_dir / CHECKPOINTS / LAST
+    resume = checkpoint if resumes(stack_record(stack_dir), names, configs, cell_dirs) else None
+    if resume is None and checkpoint.exists():
+        raise ConfigError(f"stack folder {str(stack_dir)!r} holds a checkpoint this stack "
+                          f"cannot continue ({CANNOT_CONTINUE}); give this stack a folder of "
+                          f"its own, or move that one away")
     budget = max(c.epochs for c in configs)
     loggers = make_loggers(stack_dir, {**first.to_dict(), "members": names,
                                        "resume": str(resume) if resume else None,

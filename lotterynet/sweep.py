@@ -76,7 +76,7 @@ from .run import (
     run,
     write_json_atomic,
 )
-from .stack import run_stack, same_stack, stack_members, write_stack_file
+from .stack import CANNOT_CONTINUE, resumes, run_stack, stack_record, write_stack_file
 from .validate import check_output_dir
 
 
@@ -90,38 +90,44 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
         return None
     checkpoint = cell_dir / CHECKPOINTS / LAST
     try:
-        stored = load_checkpoint(checkpoint)["hyper_parameters"].get("config") or {}
+        loaded = load_checkpoint(checkpoint)
     except CheckpointError:
-        stored = None  # never checkpointed (or not readable): nothing to keep
+        loaded = {}  # never checkpointed (or not readable): nothing to keep
+    # (a stack member's checkpoint holds its final weights only: not a run to resume)
+    stored = loaded["hyper_parameters"].get("config") or {} \
+        if "optimizer_states" in loaded else None
     stale = (cell_dir / RESULTS).is_file() or (
         stored is not None and changed_fields(stored, config.to_dict()))
     if stale:
-        set_aside(cell_dir)
+        set_aside(cell_dir, f"cell {cell_dir.name} was run with another config")
     elif stored is not None:
         return dataclasses.replace(config, resume=str(checkpoint))
     return dataclasses.replace(config, overwrite=True)
 
 
-def set_aside(folder: Path, what: str = "cell") -> Path:
-    """Rename a cell (or stack) folder run with another config to ``NAME.stale-N`` (the first
-    free N), so that re-running a changed sweep loses no earlier result; returns the new name."""
+def set_aside(folder: Path, why: str) -> Path:
+    """Rename a cell (or stack) folder that this sweep cannot continue to ``NAME.stale-N``
+    (the first free N), so that re-running a changed sweep loses no earlier result, saying
+    ``why``; returns the new name."""
     kept = next(folder.with_name(f"{folder.name}.stale-{n}") for n in itertools.count(1)
                 if not folder.with_name(f"{folder.name}.stale-{n}").exists())
     folder.rename(kept)
-    print(f"{what} {folder.name} was run with another config; its files are now in {kept}",
-          flush=True)
+    print(f"{why}; its files are now in {kept}", flush=True)
     return kept
 
 
 def set_aside_other_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path
                            ) -> None:
-    """Set aside the planned stacks' folders whose checkpoint is another stack's (a stack of
-    this sweep run before with another config, or with other members): the stack starts
-    over in a fresh folder instead of resuming it."""
+    """Set aside the planned stacks' folders whose checkpoint does not continue them
+    (:func:`~lotterynet.stack.resumes`: a stack of this sweep run before with another config
+    or other members, or trained to its end with a member's results lost): the stack starts
+    over in a fresh folder."""
     for stack_dir, members in stacks.items():
-        if (stack_dir / CHECKPOINTS / LAST).exists() and not same_stack(
-                stack_members(stack_dir), members, stack_configs(members, sweep, sweep_dir)):
-            set_aside(stack_dir, "stack")
+        if (stack_dir / CHECKPOINTS / LAST).exists() and not resumes(
+                stack_record(stack_dir), members, stack_configs(members, sweep, sweep_dir),
+                [sweep_dir / "cells" / m for m in members]):
+            set_aside(stack_dir, f"stack {stack_dir.name} cannot be continued "
+                                 f"({CANNOT_CONTINUE})")
 
 
 def cell_done(config: RunConfig, cell_dir: Path) -> bool:
@@ -236,11 +242,12 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
         left = [c for c in cells if c in unfinished]
         if not left:
             continue
-        recorded = stack_members(stack_dir) or {}
-        if recorded and set(left) <= set(recorded) <= set(cells) and \
-                same_stack(recorded, list(recorded), stack_configs(list(recorded), sweep,
-                                                                  sweep_dir)):
-            stacks[stack_dir] = list(recorded)
+        record = stack_record(stack_dir)
+        recorded = list(record.members) if record else []
+        if recorded and set(left) <= set(recorded) <= set(cells) and resumes(
+                record, recorded, stack_configs(recorded, sweep, sweep_dir),
+                [sweep_dir / "cells" / c for c in recorded]):
+            stacks[stack_dir] = recorded
         elif len(left) > 1:
             stacks[stack_dir] = left
     stacked = {c for members in stacks.values() for c in members}
@@ -295,6 +302,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     todo = [(cell_name(label, v), cfg) for label, v in cells
             if (cfg := prepare_cell(v, sweep_dir / "cells" / cell_name(label, v))) is not None]
     total, done = len(cells), len(cells) - len(todo)
+    to_report = {name for name, _ in todo}  # (a resumed stack's finished members are done)
     gpus = torch.cuda.device_count()
     workers = max(1, gpus) * jobs_per_device
     ddp = any(config.devices > 1 for _, config in todo)
@@ -308,6 +316,9 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
 
     def report(name: str) -> None:
         nonlocal done
+        if name not in to_report:
+            return
+        to_report.discard(name)
         done += 1
         elapsed = time.perf_counter() - start
         ran = done - (total - to_run)
@@ -614,10 +625,18 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = Tru
     print(f"sweep on the CPU: about {took} ({what})", flush=True)
 
 
+def unfinished_cells(sweep: Sweep, sweep_dir: Path) -> list[str]:
+    return [name for name in (cell_name(label, v) for label, v in sweep.cells())
+            if not (sweep_dir / "cells" / name / RESULTS).is_file()]
+
+
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / "sweep.json")
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
+    if not failed:  # never "sweep done" with a cell left out, whatever left it
+        failed = [f"cell {name} has no results after the sweep ran it; see its stack's or its "
+                  f"own {CELL_LOG}" for name in unfinished_cells(sweep, sweep_dir)]
     arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
     rows = add_paper_columns(aggregate(sweep, sweep_dir), arch, dataset)
     if rows:  # (none when every cell failed)
@@ -630,7 +649,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         print("\n".join(f"train.py: error: {line}" for line in failed), file=sys.stderr)
         table = f"the table holds the others: {sweep_dir / 'sweep.csv'}" if rows else \
             "no cell finished, so there is no table"
-        print(f"sweep incomplete: {len(failed)} cell(s) failed; {table} (re-run the same "
+        print(f"sweep incomplete: {len(failed)} failure(s); {table} (re-run the same "
               f"command to retry)")
         return 1
     print(f"sweep done: {sweep_dir / 'sweep.csv'}, {sweep_dir / 'sweep.md'}, {figure}")

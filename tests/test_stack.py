@@ -272,7 +272,8 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     assert main([*argv, "--lr", "0.05", "--sweep-out", str(rerun)]) == 0
     old_stack = tree(rerun / "stacks" / "subsetsum-identity-seed0")
     assert main([*argv, "--sweep-out", str(rerun)]) == 0
-    assert "stack subsetsum-identity-seed0 was run with another config" in capsys.readouterr().out
+    assert "stack subsetsum-identity-seed0 cannot be continued (other members or configs" in \
+        capsys.readouterr().out
     stale = rerun / "stacks" / "subsetsum-identity-seed0.stale-1"
     assert tree(stale) == old_stack
     assert main([*argv, "--sweep-out", str(fresh)]) == 0
@@ -282,9 +283,41 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
                             "sparsity": s, "epochs": 2, "limit_train": 640, "val_size": 100,
                             "data_dir": str(data_dir)}) for s in (0.5, 0.9)]
-    with pytest.raises(ConfigError, match="holds the checkpoint of another stack"):
+    with pytest.raises(ConfigError, match="holds a checkpoint this stack cannot continue"):
         run_stack(configs, stale, [stale / "a", stale / "b"])
     assert tree(stale) == old_stack
+
+
+def test_a_lost_cell_of_a_finished_stack_is_trained_again(tmp_path, data_dir):
+    """A stack trained to its end whose member lost its results (deleted by hand): resuming
+    its checkpoint would train nothing and write nothing ("sweep done" without the cell), so
+    the cell is trained again, giving the same masks. The stack's log rows
+    carry their epoch (a resume drops the rows logged after its checkpoint, not by step), and
+    a stack folder in use by another process is refused."""
+    import fcntl
+
+    argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=2), "--sweep-out",
+            str(tmp_path / "out")]
+    assert main(argv) == 0
+    stack_dir = tmp_path / "out" / "stacks" / "subsetsum-identity-seed0"
+    with open(stack_dir / "metrics.csv") as f:
+        assert [(r["epoch"], r["step"]) for r in csv.DictReader(f)] == [("0", "0"), ("1", "1")]
+    lost = tmp_path / "out" / "cells" / "subsetsum-identity-s0.9-e2-seed0" / "results.json"
+    before = json.loads(lost.read_text())
+    lost.unlink()
+    assert main(argv) == 0  # the lone cell left runs singly: the same masks
+    again = json.loads(lost.read_text())
+    assert again["mask_digests"] == before["mask_digests"]
+    assert again["test_acc"] == pytest.approx(before["test_acc"], abs=1e-6)
+    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "sparsity": 0.5,
+                            "limit_train": 640, "val_size": 100, "data_dir": str(data_dir)})]
+    folder = os.open(stack_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running stack job holds it
+        with pytest.raises(ConfigError, match="is in use by another process"):
+            run_stack(configs, stack_dir, [tmp_path / "elsewhere"])
+    finally:
+        os.close(folder)
 
 
 def test_a_diverged_member_stops_alone_and_is_named(tmp_path, data_dir, monkeypatch):

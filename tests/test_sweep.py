@@ -20,6 +20,7 @@ from conftest import REPO, processes_mentioning
 from lotterynet.cli import build_parser, explicit_values, main
 from lotterynet.config import make_config
 from lotterynet.grid import cell_name, load_sweep
+from lotterynet.stack import StackRecord
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
         "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
@@ -344,8 +345,8 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     # finished one among them: it costs nothing still
     group = {cell_name(lab, v): make_config(v).to_dict() for lab, v in sweep.cells()
              if lab == label and v["seed"] == values["seed"]}
-    monkeypatch.setattr(sweep_module, "stack_members",
-                        lambda stack_dir: group if stack_dir.name.startswith(
+    monkeypatch.setattr(sweep_module, "stack_record",
+                        lambda stack_dir: StackRecord(group, 1) if stack_dir.name.startswith(
                             label.replace("/", "-")) else None)
     resumed, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
     assert resumed == pytest.approx(left)
