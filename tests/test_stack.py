@@ -26,7 +26,13 @@ from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.optim import trainable_parameters
 from lotterynet.run import run
-from lotterynet.stack import StackModule, check_stackable, run_stack
+from lotterynet.stack import (
+    StackModule,
+    check_stackable,
+    read_stack_file,
+    run_stack,
+    write_stack_file,
+)
 from lotterynet.stacked import StackedModel, stack_models
 
 # Three sparsities, two epoch budgets mixed in one stack (the 0.95 member stops after epoch 1).
@@ -318,6 +324,22 @@ def test_a_lost_cell_of_a_finished_stack_is_trained_again(tmp_path, data_dir):
             run_stack(configs, stack_dir, [tmp_path / "elsewhere"])
     finally:
         os.close(folder)
+
+
+def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypatch):
+    """A sweep given a relative --sweep-out writes stack files whose cells are absolute: run
+    by hand from another folder (``--stack-file``), the stack writes into the sweep's cells,
+    not into a new tree under the current folder."""
+    monkeypatch.chdir(tmp_path)
+    cells = [Path("sweep/cells/a"), Path("sweep/cells/b")]
+    configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s, "out": str(c)})
+               for s, c in zip((0.5, 0.9), cells)]
+    path = write_stack_file(configs, Path("sweep/stacks/dense-seed0"), cells)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    read, read_cells = read_stack_file(tmp_path / path)
+    assert read_cells == [tmp_path / c for c in cells]
+    assert [c.out for c in read] == [str(tmp_path / c) for c in cells]
 
 
 def test_a_diverged_member_stops_alone_and_is_named(tmp_path, data_dir, monkeypatch):
