@@ -378,9 +378,9 @@ def stack_record(stack_dir: str | Path) -> StackRecord | None:
         stored = load_checkpoint(Path(stack_dir) / CHECKPOINTS / LAST)
     except CheckpointError:
         return None
-    names = [m.get("name") for m in stored["hyper_parameters"].get("members", [])]
-    return StackRecord({m.get("name"): m.get("config") or {}
-                        for m in stored["hyper_parameters"].get("members", [])},
+    members = stored["hyper_parameters"].get("members", [])
+    names = [m.get("name") for m in members]
+    return StackRecord(dict(zip(names, (m.get("config") or {} for m in members))),
                        stored.get("epoch", -1) + 1,
                        frozenset(names[s] for s in stored.get("diverged", {})))
 

@@ -309,7 +309,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     slots = 1 if ddp else workers
     stacks, todo = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo)
     set_aside_other_stacks(stacks, sweep, sweep_dir)
-    to_run = len(todo) + sum(len(m) for m in stacks.values())
+    to_run = len(to_report)
     print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run"
           f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)
     start = time.perf_counter()
