@@ -204,6 +204,12 @@ LIGHTNING_KEYS = {
 }
 
 
+def epochs_done(checkpoint: dict) -> int:
+    """Epochs a loaded training checkpoint has trained (Lightning stores the last one's
+    0-based index; a checkpoint saved before any epoch ended holds none)."""
+    return checkpoint.get("epoch", -1) + 1
+
+
 def checkpoint_run_dir(checkpoint: str | os.PathLike) -> Path:
     """The run a checkpoint belongs to: ``RUN/checkpoints/last.ckpt`` -> ``RUN`` (a checkpoint
     outside a ``checkpoints`` folder: the folder that holds it)."""

@@ -152,14 +152,14 @@ def explicit_values(args: argparse.Namespace) -> dict:
 
 def stored_run(checkpoint: str) -> tuple[dict, int]:
     """The run config a training checkpoint was written with, and the epochs it has done."""
-    from .checkpointing import load_checkpoint
+    from .checkpointing import epochs_done, load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
     stored = loaded.get("hyper_parameters", {}).get("config")
     if not isinstance(stored, dict):
         raise CheckpointError(f"checkpoint {checkpoint!r} is not a lotterynet training "
                               f"checkpoint (it stores no run config)")
-    return stored, loaded.get("epoch", -1) + 1
+    return stored, epochs_done(loaded)
 
 
 def config_from_args(args: argparse.Namespace):

@@ -46,6 +46,7 @@ import yaml
 from .checkpointing import (
     CheckpointError,
     atomic_torch_save,
+    epochs_done,
     load_checkpoint,
     write_csv_atomic,
     write_text_atomic,
@@ -381,7 +382,7 @@ def stack_record(stack_dir: str | Path) -> StackRecord | None:
     members = stored["hyper_parameters"].get("members", [])
     names = [m.get("name") for m in members]
     return StackRecord(dict(zip(names, (m.get("config") or {} for m in members))),
-                       stored.get("epoch", -1) + 1,
+                       epochs_done(stored),
                        frozenset(names[s] for s in stored.get("diverged", {})))
 
 

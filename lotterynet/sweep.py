@@ -116,20 +116,6 @@ def set_aside(folder: Path, why: str) -> Path:
     return kept
 
 
-def set_aside_other_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path
-                           ) -> None:
-    """Set aside the planned stacks' folders whose checkpoint does not continue them
-    (:func:`~lotterynet.stack.resumes`: a stack of this sweep run before with another config
-    or other members, or trained to its end with a member's results lost): the stack starts
-    over in a fresh folder."""
-    for stack_dir, members in stacks.items():
-        if (stack_dir / CHECKPOINTS / LAST).exists() and not resumes(
-                stack_record(stack_dir), members, stack_configs(members, sweep, sweep_dir),
-                [sweep_dir / "cells" / m for m in members]):
-            set_aside(stack_dir, f"stack {stack_dir.name} cannot be continued "
-                                 f"({CANNOT_CONTINUE})")
-
-
 def cell_done(config: RunConfig, cell_dir: Path) -> bool:
     """The cell has its results, and they were run with ``config``."""
     return changed_results(config, cell_dir) == []
@@ -214,14 +200,18 @@ def run_job(job: Job, device: int | None, workers: int) -> int:
 
 
 def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]],
-                slots: int = 1) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]]]:
+                slots: int = 1
+                ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]], list[Path]]:
     """Split the cells to run into stacks (``{stack_dir: member cell names}``, one per variant
     and seed) and cells that run singly (the trained baseline, DDP cells, lone cells). With
     more job ``slots`` than stacks, each stack is cut into ``slots // stacks`` parts of about
     equal epochs (``<stack>-part<i>of<n>``) so that every slot trains. A stack killed earlier
-    keeps its recorded members when they still cover every unfinished cell of its group, so it
-    resumes instead of starting over (the parts depend only on the sweep and the slots: the same
-    command resumes them)."""
+    keeps its recorded members when they still cover every unfinished cell of its group and
+    its checkpoint continues them (:func:`~lotterynet.stack.resumes`), so it resumes instead of
+    starting over (the parts depend only on the sweep and the slots: the same command resumes
+    them). Third: the folders of stacks that start over though a checkpoint is in them (run
+    before with another config or other members, or trained to its end with a member's
+    results lost), to be set aside before they run."""
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
@@ -238,6 +228,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
             planned[sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group)] = part
     unfinished = {name for name, _ in todo}
     stacks: dict[Path, list[str]] = {}
+    stale: list[Path] = []
     for stack_dir, cells in planned.items():
         left = [c for c in cells if c in unfinished]
         if not left:
@@ -250,8 +241,10 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
             stacks[stack_dir] = recorded
         elif len(left) > 1:
             stacks[stack_dir] = left
+            if (stack_dir / CHECKPOINTS / LAST).exists():
+                stale.append(stack_dir)
     stacked = {c for members in stacks.values() for c in members}
-    return stacks, [(name, config) for name, config in todo if name not in stacked]
+    return stacks, [(name, config) for name, config in todo if name not in stacked], stale
 
 
 def balanced_parts(items: list, weights: dict, n: int) -> list[list]:
@@ -307,8 +300,9 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     workers = max(1, gpus) * jobs_per_device
     ddp = any(config.devices > 1 for _, config in todo)
     slots = 1 if ddp else workers
-    stacks, todo = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo)
-    set_aside_other_stacks(stacks, sweep, sweep_dir)
+    stacks, todo, stale = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo, [])
+    for stack_dir in stale:
+        set_aside(stack_dir, f"stack {stack_dir.name} cannot be continued ({CANNOT_CONTINUE})")
     to_run = len(to_report)
     print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run"
           f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)
@@ -577,7 +571,7 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
         name, config = cell_name(label, values), make_config(values)
         if not cell_done(config, sweep_dir / "cells" / name):
             todo.append((name, config))
-    stacks, single = plan_stacks(sweep, sweep_dir, todo, jobs) if stack else ({}, todo)
+    stacks, single, _ = plan_stacks(sweep, sweep_dir, todo, jobs) if stack else ({}, todo, [])
     per_epoch = {"stacked": CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch]),
                  "single": CPU_EPOCH_SECONDS[arch]}
     configs = dict(todo)

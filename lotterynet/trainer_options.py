@@ -312,8 +312,7 @@ def epoch_checkpoint(dirpath: Path, save_on_train_epoch_end: bool | None = None
     """The run's own checkpoint, ``dirpath/last.ckpt``, rewritten after every epoch (without a
     monitor, top-1 is the newest)."""
     return ModelCheckpoint(dirpath=dirpath, filename=LAST.removesuffix(".ckpt"), save_top_k=1,
-                           every_n_epochs=1,
-                           enable_version_counter=False,
+                           every_n_epochs=1, enable_version_counter=False,
                            save_on_train_epoch_end=save_on_train_epoch_end)
 
 
