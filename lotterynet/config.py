@@ -427,20 +427,25 @@ def steps_per_epoch(config: RunConfig) -> int:
 OUTPUT_ONLY = ("out", "resume", "overwrite", "stop_after", "progress_bar", "wandb",
                "wandb_project", "wandb_group", "wandb_entity", "wandb_tags", "wandb_notes",
                "log_model")
+#: Fields a run's results do not depend on: where it ran and where it wrote. A sweep's cell
+#: (or stack) trained with another value of any other field is not the sweep's cell.
+NOT_COMPUTED = (*OUTPUT_ONLY, "data_dir", "accelerator", "devices")
 # What a resumed run may take from the flags; every other value comes from the checkpoint and
 # a flag that differs from it is refused (it would change the meaning of the trained scores).
-RESUMABLE = (*OUTPUT_ONLY, "data_dir", "accelerator", "devices", "precision")
+# A run resumed by hand may change its precision too (continued on a CPU after a GPU).
+RESUMABLE = (*NOT_COMPUTED, "precision")
 
 
-def changed_fields(stored: dict, wanted: dict) -> list[str]:
-    """The fields, outside :data:`RESUMABLE`, whose ``wanted`` value differs from ``stored``;
-    an unset ``lr`` is its architecture's recipe lr (``--lr 0.01`` is a LeNet5 run's lr)."""
+def changed_fields(stored: dict, wanted: dict, ignored: tuple[str, ...] = RESUMABLE
+                   ) -> list[str]:
+    """The fields, outside ``ignored``, whose ``wanted`` value differs from ``stored``; an
+    unset ``lr`` is its architecture's recipe lr (``--lr 0.01`` is a LeNet5 run's lr)."""
     from .archs import recipe_lr
 
     stored = {**RunConfig().to_dict(), **stored}
     arch = str(wanted.get("arch", stored["arch"]))  # (str: a hand-edited file's may be a list)
     return [name for name, value in wanted.items() if name in FIELDS
-            and name not in RESUMABLE and stored[name] != value
+            and name not in ignored and stored[name] != value
             and not (name == "lr" and recipe_lr(arch, value) == recipe_lr(str(stored["arch"]),
                                                                         stored["lr"]))]
 

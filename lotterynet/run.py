@@ -35,6 +35,7 @@ from .checkpointing import (
     write_text_atomic,
 )
 from .config import (
+    NOT_COMPUTED,
     WIDE,
     ConfigError,
     RunConfig,
@@ -320,7 +321,8 @@ def changed_results(config: RunConfig, run_dir: Path) -> list[str] | None:
     ``config``: empty when it is ``config``'s run, None when the folder holds no results."""
     if not (run_dir / RESULTS).is_file():
         return None
-    return changed_fields(read_json(run_dir / RESULTS).get("config", {}), config.to_dict())
+    return changed_fields(read_json(run_dir / RESULTS).get("config", {}), config.to_dict(),
+                          NOT_COMPUTED)
 
 
 def write_json_atomic(obj, path: Path) -> None:

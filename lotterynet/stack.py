@@ -52,6 +52,7 @@ from .checkpointing import (
     write_text_atomic,
 )
 from .config import (
+    NOT_COMPUTED,
     OUTPUT_ONLY,
     ConfigError,
     RunConfig,
@@ -394,7 +395,7 @@ def resumes(record: StackRecord | None, names: Sequence[str], configs: Sequence[
     budget, no member's results missing but a diverged one's (Lightning would stop at once,
     writing none)."""
     if record is None or list(record.members) != list(names) or any(
-            changed_fields(record.members[name], config.to_dict())
+            changed_fields(record.members[name], config.to_dict(), NOT_COMPUTED)
             for name, config in zip(names, configs)):
         return False
     return record.epochs_done < max(c.epochs for c in configs) or all(

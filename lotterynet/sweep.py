@@ -56,6 +56,7 @@ from .checkpointing import (
     write_text_atomic,
 )
 from .config import (
+    NOT_COMPUTED,
     ConfigError,
     RunConfig,
     changed_fields,
@@ -86,7 +87,8 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     with another config than the sweep's now starts over in a fresh folder, its old one kept
     beside it (:func:`set_aside`)."""
     config = make_config({**values, "out": str(cell_dir), "progress_bar": False})
-    if cell_done(config, cell_dir):
+    differs = changed_results(config, cell_dir)
+    if differs == []:
         return None
     checkpoint = cell_dir / CHECKPOINTS / LAST
     try:
@@ -96,10 +98,11 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     # (a stack member's checkpoint holds its final weights only: not a run to resume)
     stored = loaded["hyper_parameters"].get("config") or {} \
         if "optimizer_states" in loaded else None
-    stale = (cell_dir / RESULTS).is_file() or (
-        stored is not None and changed_fields(stored, config.to_dict()))
-    if stale:
-        set_aside(cell_dir, f"cell {cell_dir.name} was run with another config")
+    if differs is None and stored is not None:
+        differs = changed_fields(stored, config.to_dict(), NOT_COMPUTED)
+    if differs:
+        set_aside(cell_dir, f"cell {cell_dir.name} was run with another config ({differs[0]} "
+                            f"differs)")
     elif stored is not None:
         return dataclasses.replace(config, resume=str(checkpoint))
     return dataclasses.replace(config, overwrite=True)

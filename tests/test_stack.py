@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from conftest import REPO
+from lotterynet.checkpointing import epochs_done
 from lotterynet.cli import main
 from lotterynet.config import ConfigError, make_config
 from lotterynet.data import load_split
@@ -292,6 +293,31 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     with pytest.raises(ConfigError, match="holds a checkpoint this stack cannot continue"):
         run_stack(configs, stale, [stale / "a", stale / "b"])
     assert tree(stale) == old_stack
+
+
+def test_a_stack_stopped_in_another_precision_starts_over(tmp_path, data_dir, capsys):
+    """A sweep's cells are its precision's: the sweep's stack, stopped after epoch 1 of 2 in
+    64-bit, is not continued by the 32-bit sweep (1 epoch of each, labelled 32-bit) but set
+    aside, and the sweep gives what a fresh one gives."""
+    argv = fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=2)
+    rerun, fresh = tmp_path / "rerun", tmp_path / "fresh"
+    stack_dir = rerun / "stacks" / "subsetsum-identity-seed0"
+    cells = [rerun / "cells" / f"subsetsum-identity-s{s}-e2-seed0" for s in (0.5, 0.9)]
+    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
+                            "sparsity": s, "epochs": 2, "limit_train": 640, "val_size": 100,
+                            "progress_bar": False, "data_dir": str(data_dir), "out": str(c),
+                            "precision": "64-true", "stop_after": 1})
+               for s, c in zip((0.5, 0.9), cells)]
+    run_stack(configs, stack_dir, cells)
+    assert epochs_done(torch.load(stack_dir / "checkpoints" / "last.ckpt", weights_only=True)
+                       ) == 1
+    assert main([*argv, "--sweep-out", str(rerun)]) == 0
+    said = capsys.readouterr().out
+    assert "stack subsetsum-identity-seed0 cannot be continued" in said
+    assert "Restoring states" not in said and stack_dir.with_name(f"{stack_dir.name}.stale-1"
+                                                                  ).is_dir()
+    assert main([*argv, "--sweep-out", str(fresh)]) == 0
+    assert sweep_rows(rerun) == sweep_rows(fresh)
 
 
 def test_a_lost_cell_of_a_finished_stack_is_trained_again(tmp_path, data_dir):

@@ -374,12 +374,13 @@ def test_shipped_sweep_files_build_valid_cells(path):
 
 def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsys):
     """Re-running a changed sweep runs its stale cells again in fresh folders; what they held
-    (results, metrics) is renamed to CELL.stale-N, never deleted."""
+    (results, metrics) is renamed to CELL.stale-N, never deleted. A finished run's precision
+    is part of its results (a resumed one may change it, as it may change its device)."""
     values = dict(arch="fc2", structure="dense", sparsity=0.5, epochs=1)
     cell = tmp_path / "cells" / cell_name("dense", {**values, "seed": 0})
-    for n in (1, 2):
+    for n, other in enumerate(({"lr": 0.5}, {"lr": 0.25}, {"precision": "64-true"}), 1):
         cell.mkdir(parents=True)
-        old = make_config({**values, "lr": 0.5 / n, "out": str(cell)}).to_dict()
+        old = make_config({**values, **other, "out": str(cell)}).to_dict()
         (cell / "results.json").write_text(json.dumps({"config": old, "test_acc": n / 10}))
         (cell / "metrics.csv").write_text(f"epoch\n{n}\n")
         config = sweep_module.prepare_cell(values, cell)
@@ -387,7 +388,8 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
         kept = cell.with_name(f"{cell.name}.stale-{n}")
         assert json.loads((kept / "results.json").read_text())["test_acc"] == n / 10
         assert (kept / "metrics.csv").read_text() == f"epoch\n{n}\n"
-        assert str(kept) in capsys.readouterr().out
+        said = capsys.readouterr().out
+        assert str(kept) in said and f"({next(iter(other))} differs)" in said
     cell.mkdir()  # a cell with the sweep's own config and results is done: left as it is
     (cell / "results.json").write_text(json.dumps(
         {"config": make_config({**values, "out": str(cell)}).to_dict()}))
