@@ -646,8 +646,9 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         print("\n".join(f"train.py: error: {line}" for line in failed), file=sys.stderr)
         table = f"the table holds the others: {sweep_dir / 'sweep.csv'}" if rows else \
             "no cell finished, so there is no table"
-        print(f"sweep incomplete: {len(failed)} failure(s); {table} (re-run the same "
-              f"command to retry)")
+        print(f"sweep incomplete: {len(unfinished_cells(sweep, sweep_dir))} of "
+              f"{len(sweep.cells())} cells without results ({len(failed)} failure(s)); {table} "
+              f"(re-run the same command to retry)")
         return 1
     print(f"sweep done: {sweep_dir / 'sweep.csv'}, {sweep_dir / 'sweep.md'}, {figure}")
     return 0

@@ -296,9 +296,12 @@ def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
     out = tmp_path / "pool"
     assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(out),
                  "--jobs-per-device", "2"]) == 1
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
     log = out / "stacks" / "wide-seed0" / "train.log"
     assert "stack wide-seed0 failed (exit 3)" in line and str(log) in line
+    # one failure, the stack's four cells (two sparsities, two budgets) without results
+    assert "sweep incomplete: 4 of 8 cells without results (1 failure(s))" in captured.out
     assert [r["variant"] for r in rows(out)] == ["subsetsum/identity"] * 2
 
 
