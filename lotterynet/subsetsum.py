@@ -83,10 +83,20 @@ def _solve_chunk(t, c, bits_a, bits_b, groups):
     return best_a, best_b
 
 
+_INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
 def _check(name: str, x) -> torch.Tensor:
-    x = torch.as_tensor(x).detach()
-    if not (x.dtype.is_floating_point or x.dtype in (torch.int32, torch.int64)):
+    try:
+        x = torch.as_tensor(x).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be numbers (a tensor, an array or nested lists), got "
+                         f"{type(x).__name__} {x!r:.40}") from None
+    if not (x.dtype.is_floating_point or x.dtype in _INTEGERS):
         raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    if x.is_meta:
+        raise ValueError(f"{name} is on the meta device, which holds no values; give it values "
+                         f"first (e.g. module.to_empty(device=...) and an init)")
     x = x.to(torch.float64)
     bad = ~torch.isfinite(x)
     if bad.any():

@@ -116,6 +116,19 @@ def _digest(tensors: dict) -> str:
     return h.hexdigest()
 
 
+def _saved_dtype(regenerated: dict, digest: str) -> torch.dtype | None:
+    """The floating dtype of the saved model's frozen weights, when they are ``regenerated``
+    in another dtype and nothing else differs (a model saved after ``.double()``); else None."""
+    if _digest(regenerated) == digest:
+        return None
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        cast = {n: t.to(dtype) if t.is_floating_point() else t for n, t in regenerated.items()}
+        if any(t.dtype != c.dtype for t, c in zip(regenerated.values(), cast.values())) and \
+                _digest(cast) == digest:
+            return dtype
+    return None
+
+
 def frozen_digest(model: nn.Module) -> str:
     """sha256 over the names and bytes of the frozen parameters a load of ``model``'s ticket
     regenerates."""
@@ -175,12 +188,18 @@ def _entries(model: nn.Module, from_spec: bool) -> dict[str, dict]:
                         for n, t in stored.items()}}
 
 
-def _check_fits(model: nn.Module, header: dict, path) -> None:
+def _check_fits(model: nn.Module, header: dict, path, any_float: bool = False) -> None:
     """Refuse a model whose masks or stored tensors differ from the ticket's, naming the
-    first that differs."""
+    first that differs; with ``any_float`` (a spec's model before it takes the dtype it was
+    saved in) a floating tensor may be in another floating dtype."""
+    def dtype(name: str) -> str:
+        return "floating" if any_float and DTYPES[name].is_floating_point else name
+
     model_side = _entries(model, header["spec"] is not None)
+    model_side["tensors"] = {n: [dtype(d), shape] for n, (d, shape) in
+                             model_side["tensors"].items()}
     for key, describe in (("masks", lambda e: e["shape"]),
-                          ("tensors", lambda e: [e["dtype"], e["shape"]])):
+                          ("tensors", lambda e: [dtype(e["dtype"]), e["shape"]])):
         ours = model_side[key]
         for name, entry in header[key].items():
             if name not in ours:
@@ -214,7 +233,7 @@ def _build_from_spec(header: dict, path, max_bytes: int) -> nn.Module:
     if nbytes > max_bytes:
         raise TicketError(f"{path}: the ticket's spec builds a model of {nbytes} bytes, over the "
                           f"limit max_bytes={max_bytes}")
-    _check_fits(probe, header, path)
+    _check_fits(probe, header, path, any_float=True)
     return build_model(name, **spec)
 
 
@@ -272,7 +291,7 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     if model is not None:
         check_module(model, "load_ticket")
     header, compressed = read_header(path, max_bytes)
-    from_spec = header["spec"] is not None
+    from_spec, built = header["spec"] is not None, model is None
     try:
         with _offline():
             if model is None:
@@ -283,6 +302,12 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
         raise
     except Exception as error:  # the spec and convert arguments are untrusted input
         raise TicketError(f"{path}: the ticket's model does not build ({error!r})") from error
+    saved_in = _saved_dtype(_split_state(model, from_spec)[0], header["frozen_sha256"])
+    if saved_in is not None and built:  # as saved: the spec's model after .to(dtype)
+        model = model.to(saved_in)
+    elif saved_in is not None:
+        raise TicketError(f"{path}: the ticket was saved from a {saved_in} model; load it into "
+                          f"model.to({saved_in})")
     _check_fits(model, header, path)
     regenerated, stored = _split_state(model, from_spec)
     if _digest(regenerated) != header["frozen_sha256"]:

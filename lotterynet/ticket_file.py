@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .checkpointing import atomic_write
+
 MAGIC = b"LNTICKET"
 FORMAT_VERSION = 1
 MAX_BYTES = 8 * 2**30  # default limit on the payload and on a spec-built model, in bytes
@@ -43,7 +45,11 @@ class TicketError(ValueError):
 
 
 def write(path, header: dict, payload: bytes) -> int:
-    """Write a ticket file; returns its size in bytes."""
+    """Write a ticket file (atomically: a kill leaves the old file or the new one); returns
+    its size in bytes."""
+    if Path(path).is_dir():
+        raise ValueError(f"{str(path)!r} is a folder; give the ticket a file name, e.g. "
+                         f"{str(Path(path) / 'model.ticket')!r}")
     try:
         header_bytes = json.dumps(header, allow_nan=False).encode()
     except (TypeError, ValueError) as error:
@@ -52,7 +58,7 @@ def write(path, header: dict, payload: bytes) -> int:
     body = b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)), header_bytes,
                      zlib.compress(payload, _ZLIB_LEVEL)])
     data = body + hashlib.sha256(body).digest()
-    Path(path).write_bytes(data)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return len(data)
 
 

@@ -122,11 +122,24 @@ def test_n_32_runs_within_budget():
         (torch.zeros(2), torch.zeros(2, 4), {"chunk_size": 0}, r"chunk_size.*>= 1.*chunk_size=0"),
         (torch.zeros(1), torch.zeros(1, 60), {}, r"n=60 .*MiB per instance.*use n <= \d+"),
         (torch.zeros(2, dtype=torch.bool), torch.zeros(2, 4), {}, r"targets.*dtype torch.bool"),
+        ("a", torch.zeros(2, 4), {}, r"targets must be numbers .* got str 'a'"),
+        (torch.zeros(2), [[1, "x"]] * 2, {}, r"coeffs must be numbers .* got list"),
+        (torch.zeros(2, device="meta"), torch.zeros(2, 4), {}, r"targets is on the meta device"),
     ],
 )
 def test_bad_input_raises(targets, coeffs, kwargs, match):
     with pytest.raises(ValueError, match=match):
         solve(targets, coeffs, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_integer_instances_are_solved_as_float64(dtype):
+    """Integer weights (quantised networks, hand-made examples) of any width: 7 = 3 + 4 of
+    {3, 4, 6}, 2 is nearest to 3 alone."""
+    selection, approx, error = solve(torch.tensor([7, 2], dtype=dtype),
+                                     torch.tensor([[3, 4, 6], [3, 4, 6]], dtype=dtype))
+    assert selection.tolist() == [[True, True, False], [True, False, False]]
+    assert approx.dtype == torch.float64 and error.tolist() == [0.0, 1.0]
 
 
 def test_memory_budget_bounds_the_default_chunk(monkeypatch):

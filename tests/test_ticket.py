@@ -188,6 +188,42 @@ def test_model_that_does_not_rebuild_is_rejected(tmp_path):
         load_ticket(tmp_path / "t.ticket")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_ticket_saved_in_another_dtype_loads_in_it(tmp_path, dtype):
+    """A model saved after ``.to(dtype)`` is rebuilt from its spec in that dtype, bit for bit;
+    a float32 model given to load it into is refused naming the dtype (was: "different
+    frozen random weights ... another torch version?")."""
+    model = trained(MLP, VECTORS).to(dtype)
+    save_ticket(model, tmp_path / "t.ticket")
+    loaded = load_ticket(tmp_path / "t.ticket")
+    assert next(loaded.parameters()).dtype == dtype
+    assert_same_ticket(model, loaded, VECTORS.to(dtype))
+    spec = dict(MLP)
+    with pytest.raises(TicketError, match=rf"saved from a {dtype} model; load it into "
+                                          rf"model.to\({dtype}\)"):
+        load_ticket(tmp_path / "t.ticket", build_model(spec.pop("name"), **spec))
+
+
+def test_a_ticket_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A save that dies while writing leaves the ticket that was there; a folder is refused."""
+    path = tmp_path / "t.ticket"
+    save_ticket(trained(MLP, VECTORS), path)
+    before = path.read_bytes()
+
+    def dies_half_way(self, data):
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(path), "write_bytes", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        save_ticket(trained(MLP, VECTORS, steps=3), path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["t.ticket"]
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="is a folder; give the ticket a file name"):
+        save_ticket(trained(MLP, VECTORS), tmp_path)
+
+
 def test_model_without_subnet_layers_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no subnet"):
         save_ticket(nn.Sequential(nn.Linear(3, 2)), tmp_path / "t.ticket")
