@@ -105,6 +105,8 @@ def matches(value, hint) -> bool:
     is not an int), ``Literal``, ``Optional``/``Union``, ``list[...]``, ``dict[...]``; a class
     (``Accelerator``, ``timedelta``) only by ``isinstance``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return True
     if origin in (typing.Union, types.UnionType):
         return any(matches(value, arg) for arg in args)
     if origin is typing.Literal:
@@ -174,6 +176,14 @@ def instantiate(option: str, spec, run_dir: Path) -> list:
             raise ConfigError(f"trainer: {option} class_path {item['class_path']!r} is not a "
                               f"{base.__module__}.{base.__name__}")
         init_args = dict(item.get("init_args") or {})
+        hints = init_hints(cls)
+        for name, value in init_args.items():
+            if name in hints and not matches(value, hints[name]):
+                raise ConfigError(f"trainer: {option} {item['class_path']!r} {name} must be "
+                                  f"{describe(hints[name])}; got {value!r}")
+        if init_args.get("save_dir") == "":
+            raise ConfigError(f"trainer: {option} {item['class_path']!r} save_dir is empty; "
+                              f"give a folder, or leave it out to log into the run's folder")
         if "save_dir" in inspect.signature(cls).parameters:
             init_args.setdefault("save_dir", str(run_dir))
         if isinstance(init_args.get("save_dir"), str) and init_args["save_dir"] != str(run_dir):
@@ -186,6 +196,15 @@ def instantiate(option: str, spec, run_dir: Path) -> list:
             raise ConfigError(f"trainer: {option} {item['class_path']!r} with init_args "
                               f"{init_args!r}: {one_line(err)}") from None
     return objects
+
+
+def init_hints(cls: type) -> dict:
+    """The type hints of a callback's or logger's constructor (none where they do not
+    resolve: the constructor still checks its arguments)."""
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - annotations of third-party classes
+        return {}
 
 
 def one_line(err: Exception) -> str:

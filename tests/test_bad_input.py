@@ -335,6 +335,12 @@ CASES = [
     (["--trainer.logger", "[1]"], ["logger", "1", "class_path"]),
     (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{save_dir: {cfg_list}/logs}}}}"],
      ["logger 'CSVLogger' save_dir", "cfg_list", "is a file, not a folder"]),
+    (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{save_dir: ''}}}}"],
+     ["save_dir is empty", "run's folder"]),  # (Lightning: ./lightning_logs of the shell)
+    (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{version: [1]}}}}"],
+     ["CSVLogger", "version", "an integer, or a string, or null", "[1]"]),  # (version_[1]/)
+    (["--trainer.callbacks", "{{class_path: EarlyStopping, init_args: {{monitor: val/acc, "
+                             "patience: 2.5}}}}"], ["EarlyStopping", "patience", "2.5"]),
     pytest.param(["--devices", "0,1"], ["0,1", "devices", "int"],
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     (["--config", "{cfg_trainer_list}"], ["cfg_trainer_list", "trainer", "mapping"]),
