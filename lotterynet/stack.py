@@ -32,6 +32,7 @@ Python use: :class:`~lotterynet.stacked.StackedModel` (plain torch) for your own
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -484,9 +485,12 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         module = StackModule([dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
                                    config=c.to_dict()) for name, c in zip(names, configs)])
     check_last_batch(first, module.model)
-    stack_dir.mkdir(parents=True, exist_ok=True)
-    with locked(stack_dir, f"stack folder {str(stack_dir)!r} is in use by another process (a "
-                           f"sweep's stack job, or --stack-file); wait for it"):
+    with contextlib.ExitStack() as held:  # the stack's folder and its members' cells
+        for folder, what in ((stack_dir, "stack folder"), *((d, "cell") for d in cell_dirs)):
+            folder.mkdir(parents=True, exist_ok=True)
+            held.enter_context(locked(folder, f"{what} {str(folder)!r} is in use by another "
+                                              f"process (a sweep's job, --stack-file or "
+                                              f"--cell); wait for it"))
         return train_stack(configs, stack_dir, cell_dirs, data, module)
 
 

@@ -352,6 +352,46 @@ def test_a_lost_cell_of_a_finished_stack_is_trained_again(tmp_path, data_dir):
         os.close(folder)
 
 
+def test_a_stack_holds_its_members_cells_as_a_run_holds_its_folder(tmp_path, data_dir,
+                                                                    monkeypatch):
+    """A stack and a single run (``--cell``, a W&B agent) never train one cell at once: the
+    stack holds every member's cell folder while it trains, and a stack whose member's cell a
+    run holds is refused before it writes anything."""
+    import fcntl
+
+    import lotterynet.stack as stack_module
+
+    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "sparsity": s,
+                            "limit_train": 640, "val_size": 100, "data_dir": str(data_dir)})
+               for s in (0.5, 0.9)]
+    stack_dir, cells = tmp_path / "stack", [tmp_path / "cells" / "a", tmp_path / "cells" / "b"]
+    busy = []
+
+    def try_each_cell(configs, stack_dir, cell_dirs, data, module):
+        for cell in cell_dirs:
+            handle = os.open(cell, os.O_RDONLY)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy.append(cell)
+            finally:
+                os.close(handle)
+        return []
+
+    monkeypatch.setattr(stack_module, "train_stack", try_each_cell)
+    run_stack(configs, stack_dir, cells)
+    assert busy == cells
+    monkeypatch.undo()
+    handle = os.open(cells[1], os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run training cell b holds it
+        with pytest.raises(ConfigError, match=rf"cell '{cells[1]}' is in use by another"):
+            run_stack(configs, stack_dir, cells)
+    finally:
+        os.close(handle)
+    assert list(stack_dir.iterdir()) == [] and list(cells[0].iterdir()) == []
+
+
 def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypatch):
     """A sweep given a relative --sweep-out writes stack files whose cells are absolute: run
     by hand from another folder (``--stack-file``), the stack writes into the sweep's cells,
