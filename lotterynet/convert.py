@@ -135,7 +135,10 @@ def layer_seed(seed: int, name: str) -> int:
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    """``name``, or a module it is inside, matches a pattern (``"stem"`` covers ``stem.0``)."""
+    parts = name.split(".")
+    return any(fnmatch.fnmatchcase(".".join(parts[:i]), p)
+               for i in range(1, len(parts) + 1) for p in patterns)
 
 
 def _patterns(patterns, what: str) -> tuple[str, ...]:
@@ -184,10 +187,12 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     """Replace the selected Linear/Conv1d/Conv2d layers of ``model`` by subnet layers, in place.
 
     ``include`` / ``exclude``: module-name glob patterns (``fnmatch``; ``"layer4.*"``,
-    ``"*.fc2"``, ``"head"``); a module is selected when it matches some ``include`` pattern
-    (all modules if ``include`` is None; the model itself is named ``""``) and no ``exclude``
-    pattern. Only selected modules are touched: replaced, batch-norm mode applied, other
-    parameters frozen (``others``).
+    ``"*.fc2"``, ``"head"``), each covering the modules it names and everything inside them
+    (``"stem"``: the stem's layers); a module is selected when a name of it is covered by some
+    ``include`` pattern (all modules if ``include`` is None; the model itself is named ``""``)
+    and none by an ``exclude`` pattern. A pattern that names no module is refused (a typo).
+    Only selected modules are touched: replaced, batch-norm mode applied, other parameters
+    frozen (``others``).
     ``layer_options`` go to every subnet layer (``init_kwargs``, ``pairs``, ``activation``,
     ``shared``, ``fan_in``, ``kept``, ``ties``). Returns ``model`` (or the subnet layer, if
     ``model`` itself is a layer).
@@ -208,22 +213,22 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
         include=None if include is None else list(include), exclude=list(exclude), seed=seed,
         bias=bias, batchnorm=batchnorm, others=others, **layer_options)}
 
-    def selected(name: str) -> bool:
-        return (include is None or _matches(name, include)) and not _matches(name, exclude)
-
     names: dict[int, list[str]] = {}  # one module may be registered under several names
     modules: dict[int, nn.Module] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         names.setdefault(id(module), []).append(name)
         modules[id(module)] = module
+
+    def selected(key: int) -> bool:
+        return (include is None or any(_matches(n, include) for n in names[key])) and \
+            not any(_matches(n, exclude) for n in names[key])
     inside_subnets = {id(m) for layer in modules.values() if isinstance(layer, SUBNET_MODULES)
                       for m in layer.modules()}
     inside_subnets |= {id(m) for layer in modules.values()
                        if isinstance(layer, nn.MultiheadAttention) for m in layer.children()}
     plan = [(key, names[key][0], module, _convertible(module, names[key][0]))
-            for key, module in modules.items()
-            if selected(names[key][0]) and key not in inside_subnets]
-    converted = any(isinstance(m, SUBNET_MODULES) and selected(names[k][0])
+            for key, module in modules.items() if selected(key) and key not in inside_subnets]
+    converted = any(isinstance(m, SUBNET_MODULES) and selected(k)
                     for k, m in modules.items())  # converting again leaves them alone
     if not converted and all(rule is None for *_, rule in plan):  # refused, nothing changed
         convertible = [names[key][0] or "(the model)" for key, module in modules.items()
@@ -233,6 +238,13 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             f"exclude={list(exclude)!r}); the model's convertible layers: "
             f"{', '.join(convertible[:8]) + (', ...' if len(convertible) > 8 else '') or 'none'} "
             f"(of the types {', '.join(f.__name__ for f in _FAMILIES)})")
+    every_name = [n for ns in names.values() for n in ns]
+    for what, patterns in (("include", include or ()), ("exclude", exclude)):
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in every_name)]
+        if unmatched:
+            raise ValueError(f"convert: {what} pattern {unmatched[0]!r} names no module of the "
+                             f"model (a typo?); its modules: {', '.join(every_name[1:9])}"
+                             f"{', ...' if len(every_name) > 9 else ''}")
     replaced: dict[str, nn.Module] = {}
     for key, name, module, rule in plan:  # every new layer first: a refusal changes nothing
         if rule is not None:

@@ -92,6 +92,31 @@ def test_include_exclude_touch_only_selected_modules():
             assert p.requires_grad and torch.equal(p, original[n]), n
 
 
+def test_a_pattern_covers_what_is_inside_the_module_it_names():
+    """``exclude=["conv1"]`` keeps a timm ResNet-10-T's deep stem (a Sequential named conv1)
+    dense, as the README's --first-layer-dense line promises (the pattern matched the
+    Sequential alone, and its convolutions were converted); include likewise; a pattern that
+    names no module (a typo) is refused; a module registered twice is excluded by either name."""
+    model = timm_model("resnet10t", None)
+    stem = [n for n, m in model.named_modules() if n.startswith("conv1.") and
+            isinstance(m, nn.Conv2d)]
+    assert len(stem) == 3
+    convert(model, sparsity=0.5, exclude=["conv1", "fc"])
+    kinds = {n: type(m).__name__ for n, m in model.named_modules()}
+    assert [kinds[n] for n in stem] == ["Conv2d"] * 3 and kinds["fc"] == "Linear"
+    assert kinds["layer1.0.conv1"] == "SubnetConv2d" and model.conv1[1].affine
+    only = convert(timm_model("resnet10t", None), sparsity=0.5, include=["layer4"])
+    assert {n.split(".")[0] for n, m in only.named_modules() if isinstance(m, _SubnetLayer)} \
+        == {"layer4"}
+    for options in (dict(exclude=["fcc"]), dict(include=["layer4", "layer5"])):
+        with pytest.raises(ValueError, match=r"pattern '(fcc|layer5)' names no module"):
+            convert(timm_model("resnet10t", None), sparsity=0.5, **options)
+    shared = nn.Linear(4, 4)
+    tied = nn.ModuleDict({"a": shared, "b": shared, "c": nn.Linear(4, 4)})
+    convert(tied, sparsity=0.5, exclude=["b"])
+    assert tied["a"] is tied["b"] is shared and isinstance(tied["c"], _SubnetLayer)
+
+
 def small_model():
     return nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.ReLU(),
                          nn.Flatten(), nn.Linear(4 * 4 * 4, 3, bias=True))
