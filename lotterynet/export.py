@@ -44,8 +44,8 @@ def _conv_args(layer: SubnetConv1d | SubnetConv2d, weight: torch.Tensor) -> tupl
 @dataclass(frozen=True)
 class PlainForm:
     """The plain layer a subnet layer type exports to: its class, its sparse twin, the channel
-    dimension of its input, and its constructor's arguments given the baked weight (whose input
-    channels may be doubled)."""
+    dimension of its input (from the end: batched or not), and its constructor's arguments
+    given the baked weight (whose input channels may be doubled)."""
 
     plain: type
     sparse: type
@@ -55,8 +55,8 @@ class PlainForm:
 
 PLAIN_FORMS: dict[type, PlainForm] = {
     SubnetLinear: PlainForm(nn.Linear, SparseLinear, -1, _linear_args),
-    SubnetConv1d: PlainForm(nn.Conv1d, SparseConv1d, 1, _conv_args),
-    SubnetConv2d: PlainForm(nn.Conv2d, SparseConv2d, 1, _conv_args),
+    SubnetConv1d: PlainForm(nn.Conv1d, SparseConv1d, -2, _conv_args),
+    SubnetConv2d: PlainForm(nn.Conv2d, SparseConv2d, -3, _conv_args),
 }
 
 
@@ -85,7 +85,8 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
 
 
 def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
-    """A deep copy of ``model`` with every subnet layer replaced by :func:`export_layer`."""
+    """A deep copy of ``model`` with every subnet layer replaced by :func:`export_layer` (a
+    layer registered under several names, tied, is one plain layer under all of them)."""
     if not isinstance(sparse, bool):
         raise TypeError(f"sparse must be True or False, got {sparse!r}")
     exported = copy.deepcopy(check_module(model, "export"))
@@ -94,13 +95,15 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
         module.__dict__.pop(CONVERT_RECORD, None)
     if isinstance(exported, SUBNET_MODULES):
         return export_layer(exported, sparse=sparse)
-    layers, inside = [], set()
-    for name, module in exported.named_modules():
-        if isinstance(module, SUBNET_MODULES) and id(module) not in inside:
+    layers: list[tuple[str, nn.Module]] = []  # outermost subnet layers, under every name
+    for name, module in exported.named_modules(remove_duplicate=False):
+        if isinstance(module, SUBNET_MODULES) and not any(
+                name.startswith(f"{outer}.") for outer, _ in layers):
             layers.append((name, module))
-            inside.update(id(m) for m in module.modules())
+    plain: dict[int, nn.Module] = {}
     for name, layer in layers:
+        if id(layer) not in plain:
+            plain[id(layer)] = export_layer(layer, sparse=sparse, name=name)
         parent, _, child = name.rpartition(".")
-        setattr(exported.get_submodule(parent), child, export_layer(layer, sparse=sparse,
-                                                                    name=name))
+        setattr(exported.get_submodule(parent), child, plain[id(layer)])
     return exported

@@ -51,6 +51,23 @@ def test_export_computes_what_the_subnet_computes(kw, sparse):
     assert doubled == (kw.get("activation") == "relu")
     with torch.no_grad():
         torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
+        # each layer alone on an unbatched input, as nn.Conv*d and nn.Linear take it (the
+        # [relu(x), relu(-x)] split of a relu structure split the height of a (C, H, W) input)
+        for i, shape in ((0, (2, 8, 8)), (2, (4, 8, 8)), (4, (6, 16)), (7, (56,))):
+            one = torch.randn(shape)
+            torch.testing.assert_close(exported[i](one), model[i](one), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
+def test_a_tied_layer_exports_to_one_plain_layer_under_each_name():
+    """A subnet layer used twice (registered under two names) is one plain layer under both
+    (the second name kept the subnet layer: not plain, and not scriptable)."""
+    shared = ln.SubnetLinear(4, 4, True, sparsity=0.5, seed=0, structure="subsetsum")
+    model, x = nn.Sequential(shared, nn.Tanh(), shared), torch.randn(3, 4)
+    exported = export(model)
+    assert exported[0] is exported[2] and not any(isinstance(m, SUBNET_PARTS)
+                                                  for m in exported.modules())
+    torch.testing.assert_close(torch.jit.script(exported)(x), model(x), rtol=1e-5, atol=1e-6)
 
 
 def test_collapse_counts_match_the_structure():
