@@ -28,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import itertools
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -141,6 +142,21 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
                for i in range(1, len(parts) + 1) for p in patterns)
 
 
+def _plain_numbers(value):
+    """``value`` with numbers of other types (numpy scalars, ``Fraction``) as Python ints and
+    floats, inside lists and dicts too: what the layers are built with is what a ticket
+    records (JSON) and replays."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_numbers(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain_numbers(v) for k, v in value.items()}
+    return value
+
+
 def _patterns(patterns, what: str) -> tuple[str, ...]:
     if isinstance(patterns, str):
         return (patterns,)
@@ -204,6 +220,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     """
     check_module(model, "convert")
     seed = check_seed(seed)
+    sparsity, layer_options = _plain_numbers(sparsity), _plain_numbers(layer_options)
     bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
     others_trainable = OTHERS_MODES.get(others)
     include = None if include is None else _patterns(include, "include")

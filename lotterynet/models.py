@@ -30,4 +30,11 @@ def build_model(name: str, **kwargs) -> nn.Module:
     return model
 
 
+def recorded_spec(model: nn.Module) -> dict | None:
+    """The call :func:`build_model` recorded on ``model``; None for a model it did not build
+    (a ``spec`` attribute of a user's own model is not one)."""
+    spec = getattr(model, "spec", None)
+    return spec if isinstance(spec, dict) and spec.get("name") in MODELS else None
+
+
 from . import archs, timm_models  # noqa: E402,F401  (register the architectures)

@@ -47,7 +47,7 @@ from . import ticket_file
 from .attention import SUBNET_MODULES
 from .convert import CONVERT_RECORD, convert
 from .masking import MaskedWeight, check_module
-from .models import build_model
+from .models import build_model, recorded_spec
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
 
 __all__ = ["FORMAT_VERSION", "MAX_BYTES", "TicketError", "frozen_digest", "load_ticket",
@@ -132,7 +132,7 @@ def _saved_dtype(regenerated: dict, digest: str) -> torch.dtype | None:
 def frozen_digest(model: nn.Module) -> str:
     """sha256 over the names and bytes of the frozen parameters a load of ``model``'s ticket
     regenerates."""
-    return _digest(_split_state(model, getattr(model, "spec", None) is not None)[0])
+    return _digest(_split_state(model, recorded_spec(model) is not None)[0])
 
 
 def _convert_calls(model: nn.Module) -> list[dict]:
@@ -160,7 +160,7 @@ def save_ticket(model: nn.Module, path) -> int:
     masked = _masked_modules(check_module(model, "save_ticket"))
     if not masked:
         raise ValueError("the model has no subnet (maskable) layers: nothing to save as a ticket")
-    spec = getattr(model, "spec", None)
+    spec = recorded_spec(model)
     regenerated, stored = _split_state(model, spec is not None)
     payload = _Payload()
     masks = {}

@@ -224,6 +224,38 @@ def test_a_ticket_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
         save_ticket(trained(MLP, VECTORS), tmp_path)
 
 
+@pytest.mark.parametrize("spec", [{"width": 3}, "resnet"])
+def test_a_users_own_spec_attribute_is_not_a_build_model_spec(tmp_path, spec):
+    """A model of the user's with a ``spec`` attribute of its own saved a ticket whose header
+    load_ticket refused ("malformed ticket header: spec must be ...")."""
+    class Net(nn.Sequential):
+        def __init__(self):
+            super().__init__(nn.Linear(4, 3))
+            self.spec = spec
+
+    model = ln.convert(Net(), sparsity=0.5, seed=0)
+    save_ticket(model, tmp_path / "t.ticket")
+    assert_same_ticket(model, load_ticket(tmp_path / "t.ticket", model=Net()), VECTORS[:, :4])
+
+
+def test_convert_arguments_of_numpy_types_are_recorded_as_numbers(tmp_path):
+    """numpy scalars and fractions are numbers: the layers are built from, and the ticket
+    records, the same Python number (np.float32 / Fraction / np.int64 made the ticket
+    unsaveable after training)."""
+    import numpy as np
+    from fractions import Fraction
+
+    for options in (dict(sparsity=np.float32(0.3)), dict(sparsity=Fraction(1, 3)),
+                    dict(sparsity=0.5, structure="subsetsum", pairs=np.int64(3))):
+        model = ln.convert(nn.Sequential(nn.Linear(12, 5)), seed=0, **options)
+        save_ticket(model, tmp_path / "t.ticket")
+        loaded = load_ticket(tmp_path / "t.ticket", model=nn.Sequential(nn.Linear(12, 5)))
+        assert_same_ticket(model, loaded, VECTORS)
+        assert [m.kept for m in ln.masked_weights(loaded)] == [
+            round((1 - float(options["sparsity"])) * m.weight.numel())
+            for m in ln.masked_weights(loaded)]
+
+
 def test_model_without_subnet_layers_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no subnet"):
         save_ticket(nn.Sequential(nn.Linear(3, 2)), tmp_path / "t.ticket")
