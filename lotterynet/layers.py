@@ -42,7 +42,9 @@ class _SubnetLayer(nn.Module):
 
     def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
                pairs, activation, shared, hidden, seed, kept="round", ties="low",
-               fan_in="hidden", score_init="edgepopup") -> None:
+               fan_in="hidden", score_init="edgepopup", device=None, dtype=None) -> None:
+        """The structure and bias, drawn on the CPU (the same numbers on every device), then
+        moved to ``device`` / ``dtype`` as ``nn.Linear(..., device=, dtype=)`` makes them."""
         generator = seeded_generator(seed)
         self.structure_name = structure
         self.structure = STRUCTURES.get(structure)(
@@ -55,6 +57,8 @@ class _SubnetLayer(nn.Module):
             self.bias = nn.Parameter(values, requires_grad=False)
         else:
             self.register_parameter("bias", None)
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
 
     @property
     def sparsity(self) -> float:
@@ -80,6 +84,13 @@ class _SubnetLayer(nn.Module):
             raise AttributeError("weight")  # __getattr__ explains
         return effective()[0]
 
+    def __setattr__(self, name: str, value) -> None:
+        if name == "weight":  # (nn.Module would say "attribute 'weight' already exists")
+            raise AttributeError(
+                f"{type(self).__name__}.weight is read-only: it is computed from the frozen "
+                "random weights (in layer.structure) and the masks; what trains is the scores")
+        super().__setattr__(name, value)
+
     def __getattr__(self, name: str):
         if name == "weight":  # reached only when the property above raised
             raise AttributeError(
@@ -102,7 +113,8 @@ class _SubnetLayer(nn.Module):
 
 
 class SubnetLinear(_SubnetLayer):
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, *,
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, device=None,
+                 dtype=None, *,
                  sparsity: float = 0.5, init: str | None = None,
                  init_kwargs: dict | None = None, structure: str = "dense", pairs: int = 5,
                  activation: str = "relu", shared: bool = True, hidden: int | None = None,
@@ -115,7 +127,7 @@ class SubnetLinear(_SubnetLayer):
         self._build(TargetShape(out_features, in_features), bias, sparsity=sparsity, init=init,
                     init_kwargs=init_kwargs, structure=structure, pairs=pairs,
                     activation=activation, shared=shared, hidden=hidden, seed=seed, kept=kept,
-                    ties=ties, fan_in=fan_in, score_init=score_init)
+                    ties=ties, fan_in=fan_in, score_init=score_init, device=device, dtype=dtype)
 
     @staticmethod
     def _op(x, weight, bias):
@@ -130,7 +142,8 @@ class _SubnetConvNd(_SubnetLayer):
     dims: int  # 1 or 2: ``plain`` is nn.Conv1d or nn.Conv2d, ``conv`` its functional op
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = False, *, sparsity: float = 0.5,
+                 dilation=1, groups: int = 1, bias: bool = False, padding_mode: str = "zeros",
+                 device=None, dtype=None, *, sparsity: float = 0.5,
                  init: str | None = None, init_kwargs: dict | None = None,
                  structure: str = "dense", pairs: int = 5, activation: str = "relu",
                  shared: bool = True, hidden: int | None = None, seed: int | None = None,
@@ -147,6 +160,9 @@ class _SubnetConvNd(_SubnetLayer):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode={padding_mode!r}: subnet convolutions support only "
+                             f"padding_mode='zeros'")
         # torch's own argument checks and normal forms (padding strings, 'same' with a
         # stride), on a weightless meta-device copy of the layer this one replaces
         plain = type(self).plain(in_channels, out_channels, kernel_size, stride, padding,
@@ -160,7 +176,7 @@ class _SubnetConvNd(_SubnetLayer):
         self._build(target, bias, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                     structure=structure, pairs=pairs, activation=activation, shared=shared,
                     hidden=hidden, seed=seed, kept=kept, ties=ties, fan_in=fan_in,
-                    score_init=score_init)
+                    score_init=score_init, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == self.dims + 1:  # unbatched (C, *spatial), as nn.Conv*d takes

@@ -160,8 +160,9 @@ def test_weight_is_what_the_forward_uses(kw):
         inputs = split_signs(x, getattr(layer, "groups", 1), dim) if doubled else x
         torch.testing.assert_close(plain(inputs, weight, layer), layer(x), rtol=1e-12,
                                    atol=1e-12)
-        with pytest.raises(AttributeError):
-            layer.weight = weight.detach()
+        for value in (weight.detach(), nn.Parameter(weight.detach())):  # (re-tying weights)
+            with pytest.raises(AttributeError, match=r"\.weight is read-only"):
+                layer.weight = value
 
 
 def test_two_stage_layers_say_why_they_have_no_weight():
@@ -238,11 +239,30 @@ def test_unbatched_conv_input_as_torch_takes_it(kw):
     ((4, 4, 3), dict(stride=0), "stride must be a positive integer, got 0"),
     ((4, 4, (3, 0)), dict(), "kernel_size must be a positive integer, got 0"),
     ((4, 4, 3), dict(dilation=(1, 0)), "dilation must be a positive integer, got 0"),
+    ((4, 4, 3), dict(padding_mode="reflect"), "padding_mode='reflect'.*only padding_mode='zeros'"),
 ])
 def test_conv_arguments_are_checked_at_construction(args, kwargs, match):
     """What nn.Conv2d refuses when built is refused when built (not at the first forward)."""
     with pytest.raises(ValueError, match=match):
         ln.SubnetConv2d(*args, **kwargs)
+
+
+def test_device_and_dtype_are_taken_as_torch_layers_take_them():
+    """``nn.Linear(in, out, bias, device, dtype)`` / ``nn.Conv2d(..., padding_mode, device,
+    dtype)``, positionally or by name (code that passes them, as timm's layers do, fails with a
+    TypeError otherwise): the same numbers as building and then moving the layer."""
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    pairs = [(ln.SubnetLinear(5, 3, True, "cpu", torch.float64, sparsity=0.5, seed=1),
+              ln.SubnetLinear(5, 3, True, sparsity=0.5, seed=1).double()),
+             (ln.SubnetConv2d(4, 6, 3, 1, 1, 1, 2, True, "zeros", "cpu", torch.float64,
+                              structure="subsetsum", sparsity=0.5, seed=2),
+              ln.SubnetConv2d(4, 6, 3, 1, 1, 1, 2, True, structure="subsetsum", sparsity=0.5,
+                              seed=2).double())]
+    for given, moved in pairs:
+        assert all(p.dtype == torch.float64 for p in given.parameters())
+        assert torch.equal(given(x), moved(x))
+    half = ln.SubnetConv1d(4, 2, 3, dtype=torch.bfloat16, device="cpu", seed=0)
+    assert half(torch.randn(1, 4, 7, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
 def test_conv_repr_shows_what_nn_conv_shows():
