@@ -196,6 +196,10 @@ def _check_fits(model: nn.Module, header: dict, path, any_float: bool = False) -
         return "floating" if any_float and DTYPES[name].is_floating_point else name
 
     model_side = _entries(model, header["spec"] is not None)
+    if header["masks"] and not model_side["masks"] and not header.get("converts"):
+        raise TicketError(f"{path}: the model has no subnet layers and the ticket records no "
+                          "convert() call to replay (saved from a part of a converted model?): "
+                          "convert the model as it was before it was saved, then load")
     model_side["tensors"] = {n: [dtype(d), shape] for n, (d, shape) in
                              model_side["tensors"].items()}
     for key, describe in (("masks", lambda e: e["shape"]),

@@ -242,8 +242,9 @@ def test_convert_arguments_of_numpy_types_are_recorded_as_numbers(tmp_path):
     """numpy scalars and fractions are numbers: the layers are built from, and the ticket
     records, the same Python number (np.float32 / Fraction / np.int64 made the ticket
     unsaveable after training)."""
-    import numpy as np
     from fractions import Fraction
+
+    import numpy as np
 
     for options in (dict(sparsity=np.float32(0.3)), dict(sparsity=Fraction(1, 3)),
                     dict(sparsity=0.5, structure="subsetsum", pairs=np.int64(3))):
@@ -254,6 +255,23 @@ def test_convert_arguments_of_numpy_types_are_recorded_as_numbers(tmp_path):
         assert [m.kept for m in ln.masked_weights(loaded)] == [
             round((1 - float(options["sparsity"])) * m.weight.numel())
             for m in ln.masked_weights(loaded)]
+
+
+def test_a_part_of_a_converted_model_says_to_convert_before_loading(tmp_path):
+    """convert() is recorded on the model it was called on: the ticket of a part of it has no
+    call to replay, and a plain model to load it into is told so (was: "has no mask ... saved
+    from another architecture"); the part converted as before loads bit for bit."""
+    def wrapped():
+        torch.manual_seed(0)
+        return nn.ModuleDict({"net": nn.Sequential(nn.Linear(12, 5))})
+
+    model = ln.convert(wrapped(), sparsity=0.5, seed=0)
+    save_ticket(model["net"], tmp_path / "t.ticket")
+    torch.manual_seed(0)
+    with pytest.raises(TicketError, match="no subnet layers and the ticket records no convert"):
+        load_ticket(tmp_path / "t.ticket", model=nn.Sequential(nn.Linear(12, 5)))
+    part = ln.convert(wrapped(), sparsity=0.5, seed=0)["net"]
+    assert_same_ticket(model["net"], load_ticket(tmp_path / "t.ticket", model=part), VECTORS)
 
 
 def test_model_without_subnet_layers_is_refused(tmp_path):
