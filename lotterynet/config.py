@@ -386,7 +386,9 @@ PATH_FIELDS = ("data_dir", "out", "resume")
 
 def check_path(flag: str, path: str) -> None:
     """A path the file system can hold: no name over NAME_MAX bytes, at most PATH_MAX in all
-    (otherwise every look at it would fail with 'File name too long')."""
+    (otherwise every look at it would fail with 'File name too long'), and no NUL byte."""
+    if "\x00" in str(path):
+        raise ConfigError(f"{flag} {str(path)!r}: a path cannot hold a NUL byte")
     names = [len(os.fsencode(part)) for part in Path(path).parts]
     size = len(os.fsencode(str(path)))
     if max(names, default=0) > NAME_MAX or size >= PATH_MAX:

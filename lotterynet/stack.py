@@ -86,6 +86,7 @@ from .run import (
     write_json_atomic,
 )
 from .stacked import StackedModel
+from .validate import check_output_dir
 
 #: What the members of a stack may differ in; every other model or recipe field must agree.
 VARYING = ("sparsity", "epochs", "seed")
@@ -427,15 +428,20 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
     such a stack or holds an invalid config."""
     stack = read_yaml_mapping(path, f"--stack-file {str(path)!r}", "a stack file")
     members, cells = stack.get("members"), stack.get("cells")
-    if not (isinstance(members, list) and isinstance(cells, list) and members
+    if set(stack) - {"members", "cells"} or not (
+            isinstance(members, list) and isinstance(cells, list) and members
             and len(members) == len(cells) and all(isinstance(m, dict) for m in members)
             and all(isinstance(c, str) and c for c in cells) and len(set(cells)) == len(cells)):
-        raise ConfigError(f"--stack-file {str(path)!r} is not a stack file: it needs 'members' "
+        raise ConfigError(f"--stack-file {str(path)!r} is not a stack file: it holds 'members' "
                           f"(a list of run configs) and 'cells' (one directory per member, "
-                          f"distinct non-empty paths)")
+                          f"distinct non-empty paths), nothing else")
     where = f"--stack-file {str(path)!r}"
     for cell in cells:
         check_path(f"{where}: cell", cell)
+        check_output_dir(cell, f"{where}: cell")
+        if (Path(cell) / STACK_FILE).exists() or stack_record(Path(cell)) is not None:
+            raise ConfigError(f"{where}: cell {cell!r} is a stack's folder; give the member a "
+                              f"cell of its own")
     cell_dirs = [Path(c) for c in cells]
     for member, cell in zip(members, cell_dirs):  # a sweep writes them as the cell's
         elsewhere = {"out": member.get("out") and Path(member["out"]) != cell,

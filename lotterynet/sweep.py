@@ -73,6 +73,7 @@ from .run import (
     RESULTS,
     build_module,
     changed_results,
+    locked,
     read_json,
     run,
     write_json_atomic,
@@ -108,15 +109,36 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     return dataclasses.replace(config, overwrite=True)
 
 
-def set_aside(folder: Path, why: str) -> Path:
+def set_aside(folder: Path, why: str, cells: Path | None = None) -> Path:
     """Rename a cell (or stack) folder that this sweep cannot continue to ``NAME.stale-N``
     (the first free N), so that re-running a changed sweep loses no earlier result, saying
-    ``why``; returns the new name."""
+    ``why``; returns the new name. A folder another process is training in is refused
+    (:class:`ConfigError`), never renamed under it. The results that name the folder — its
+    own, and those of the finished cells in ``cells`` a stack trained — name the new one: the
+    old name is about to hold another run."""
     kept = next(folder.with_name(f"{folder.name}.stale-{n}") for n in itertools.count(1)
                 if not folder.with_name(f"{folder.name}.stale-{n}").exists())
-    folder.rename(kept)
+    with locked(folder, f"{str(folder)!r} is in use by another process (a --stack-file or "
+                        f"--cell run); wait for it to end, then run the sweep again"):
+        folder.rename(kept)
+    for results in (kept / RESULTS, *(cells.glob(f"*/{RESULTS}") if cells else ())):
+        repoint(results, folder, kept)
     print(f"{why}; its files are now in {kept}", flush=True)
     return kept
+
+
+def repoint(results: Path, old: Path, new: Path) -> None:
+    """The paths in ``results.json`` (``run_dir``, ``wandb_dir``, ``stack.dir``) that are
+    ``old`` or inside it are where those files now are, in ``new``."""
+    data = read_json(results)
+    stack = data.get("stack") if isinstance(data.get("stack"), dict) else {}
+    old, changed = old.resolve(), False
+    for holder, key in ((data, "run_dir"), (data, "wandb_dir"), (stack, "dir")):
+        path = Path(holder[key]).resolve() if isinstance(holder.get(key), str) else None
+        if path is not None and (path == old or old in path.parents):
+            holder[key], changed = str(new / path.relative_to(old)), True
+    if changed:
+        write_json_atomic(data, results)
 
 
 def cell_done(config: RunConfig, cell_dir: Path) -> bool:
@@ -305,7 +327,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     slots = 1 if ddp else workers
     stacks, todo, stale = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo, [])
     for stack_dir in stale:
-        set_aside(stack_dir, f"stack {stack_dir.name} cannot be continued ({CANNOT_CONTINUE})")
+        set_aside(stack_dir, f"stack {stack_dir.name} cannot be continued ({CANNOT_CONTINUE})",
+                  sweep_dir / "cells")
     to_run = len(to_report)
     print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run"
           f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)

@@ -254,6 +254,10 @@ CASES = [
      ["0.5,,0.9", "empty item"]),
     (["--stack-file", "{st_foreign}"], ["finished run of another config", "sparsity"]),
     (["--stack-file", "{st_dot}"], ["cell '.'", "not a folder of its own"]),
+    (["--stack-file", "{st_stack_cell}"], ["other-stack", "a stack's folder"]),  # (overwrote
+    (["--stack-file", "{st_file_cell}"], ["a_file", "is a file, not a folder"]),  # its checkpoint)
+    (["--stack-file", "{st_nul_cell}"], ["cell", "NUL byte"]),
+    (["--stack-file", "{st_extra_key}"], ["st_extra_key", "nothing else"]),
     (["--stack-file", "{st_resume}"], ["resume 'x.ckpt'", "outside its cell"]),
     (["--config", "{cfg_dupkey}"], ["cfg_dupkey", "'arch' is given twice"]),
     (["--config", "{cfg_section_twice}"], ["arch is given twice", "model.arch"]),
@@ -448,6 +452,9 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     write(other / "metrics.csv", "step\n0\n")
     sweep = dict(variants=["dense"], sparsities=[0.5], epochs=[1])
     member = make_config({"arch": "fc2", "structure": "dense", "sparsity": 0.5}).to_dict()
+    other_stack = tmp_path / "other-stack"  # another stack's folder, named as a member's cell
+    other_stack.mkdir()
+    write(other_stack / "stack.yaml", "members: []\n")
     finished = tmp_path / "finished-cell"  # a cell finished with the member's config at 0.5
     finished.mkdir()
     write(finished / "results.json", json.dumps({"config": member}))
@@ -497,6 +504,10 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "st_badmember": {"members": [{"arch": "nope"}], "cells": ["a"]},
         "st_mixed": {"members": [member, {**member, "arch": "lenet5"}], "cells": ["a", "b"]},
         "st_valid": {"members": [member], "cells": [str(tmp_path / "cell")]},
+        "st_stack_cell": {"members": [member], "cells": [str(other_stack)]},
+        "st_file_cell": {"members": [member], "cells": [str(tmp_path / "a_file")]},
+        "st_nul_cell": {"members": [member], "cells": [str(tmp_path / "a\x00b")]},
+        "st_extra_key": {"members": [member], "cells": [str(tmp_path / "cell")], "junk": [1]},
     }
     names = {name: write(tmp_path / name, data) for name, data in configs.items()}
     return {**names, **broken_inputs, "ckpt": str(run / "checkpoints" / "last.ckpt"),

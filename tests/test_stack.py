@@ -283,6 +283,11 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
         capsys.readouterr().out
     stale = rerun / "stacks" / "subsetsum-identity-seed0.stale-1"
     assert tree(stale) == old_stack
+    # the set-aside cells' results name where they and their stack now are (the old names
+    # hold the new runs)
+    kept = rerun / "cells" / "subsetsum-identity-s0.5-e2-seed0.stale-1"
+    results = json.loads((kept / "results.json").read_text())
+    assert (results["run_dir"], results["stack"]["dir"]) == (str(kept), str(stale))
     assert main([*argv, "--sweep-out", str(fresh)]) == 0
     assert sweep_rows(rerun) == sweep_rows(fresh)
     with open(rerun / "cells" / "subsetsum-identity-s0.5-e2-seed0" / "metrics.csv") as f:
@@ -292,6 +297,19 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
                             "data_dir": str(data_dir)}) for s in (0.5, 0.9)]
     with pytest.raises(ConfigError, match="holds a checkpoint this stack cannot continue"):
         run_stack(configs, stale, [stale / "a", stale / "b"])
+    assert tree(stale) == old_stack
+    # a folder another process trains in (a --stack-file run by hand) is not renamed under it
+    import fcntl
+
+    from lotterynet.sweep import set_aside
+
+    handle = os.open(stale, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="is in use by another process"):
+            set_aside(stale, "cannot be continued")
+    finally:
+        os.close(handle)
     assert tree(stale) == old_stack
 
 
