@@ -654,9 +654,10 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / "sweep.json")
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
+    missing = unfinished_cells(sweep, sweep_dir)
     if not failed:  # never "sweep done" with a cell left out, whatever left it
         failed = [f"cell {name} has no results after the sweep ran it; see its stack's or its "
-                  f"own {CELL_LOG}" for name in unfinished_cells(sweep, sweep_dir)]
+                  f"own {CELL_LOG}" for name in missing]
     arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
     rows = add_paper_columns(aggregate(sweep, sweep_dir), arch, dataset)
     if rows:  # (none when every cell failed)
@@ -669,9 +670,8 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         print("\n".join(f"train.py: error: {line}" for line in failed), file=sys.stderr)
         table = f"the table holds the others: {sweep_dir / 'sweep.csv'}" if rows else \
             "no cell finished, so there is no table"
-        print(f"sweep incomplete: {len(unfinished_cells(sweep, sweep_dir))} of "
-              f"{len(sweep.cells())} cells without results ({len(failed)} failure(s)); {table} "
-              f"(re-run the same command to retry)")
+        print(f"sweep incomplete: {len(missing)} of {len(sweep.cells())} cells without "
+              f"results ({len(failed)} failure(s)); {table} (re-run the same command to retry)")
         return 1
     print(f"sweep done: {sweep_dir / 'sweep.csv'}, {sweep_dir / 'sweep.md'}, {figure}")
     return 0

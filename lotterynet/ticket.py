@@ -117,10 +117,9 @@ def _digest(tensors: dict) -> str:
 
 
 def _saved_dtype(regenerated: dict, digest: str) -> torch.dtype | None:
-    """The floating dtype of the saved model's frozen weights, when they are ``regenerated``
-    in another dtype and nothing else differs (a model saved after ``.double()``); else None."""
-    if _digest(regenerated) == digest:
-        return None
+    """The floating dtype of the saved model's frozen weights, when ``regenerated`` (whose
+    digest is not ``digest``) are them in another dtype and nothing else differs (a model
+    saved after ``.double()``); else None."""
     for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
         cast = {n: t.to(dtype) if t.is_floating_point() else t for n, t in regenerated.items()}
         if any(t.dtype != c.dtype for t, c in zip(regenerated.values(), cast.values())) and \
@@ -306,15 +305,17 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
         raise
     except Exception as error:  # the spec and convert arguments are untrusted input
         raise TicketError(f"{path}: the ticket's model does not build ({error!r})") from error
-    saved_in = _saved_dtype(_split_state(model, from_spec)[0], header["frozen_sha256"])
-    if saved_in is not None and built:  # as saved: the spec's model after .to(dtype)
-        model = model.to(saved_in)
-    elif saved_in is not None:
+    regenerated = _split_state(model, from_spec)[0]
+    same = _digest(regenerated) == header["frozen_sha256"]
+    saved_in = None if same else _saved_dtype(regenerated, header["frozen_sha256"])
+    if saved_in is not None and not built:
         raise TicketError(f"{path}: the ticket was saved from a {saved_in} model; load it into "
                           f"model.to({saved_in})")
+    if saved_in is not None:  # as saved: the spec's model after .to(dtype), digest and all
+        model = model.to(saved_in)
     _check_fits(model, header, path)
-    regenerated, stored = _split_state(model, from_spec)
-    if _digest(regenerated) != header["frozen_sha256"]:
+    stored = _split_state(model, from_spec)[1]
+    if not same and saved_in is None:
         raise TicketError(f"{path}: rebuilding the model gave different frozen random weights "
                           "than when the ticket was saved (different torch, timm or lotterynet "
                           "version, another model seed, or subnet layers built without a seed?)")
