@@ -26,7 +26,7 @@ from lotterynet.loggers import read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.optim import trainable_parameters
-from lotterynet.run import run
+from lotterynet.run import locked, run
 from lotterynet.stack import (
     StackModule,
     check_stackable,
@@ -299,17 +299,11 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
         run_stack(configs, stale, [stale / "a", stale / "b"])
     assert tree(stale) == old_stack
     # a folder another process trains in (a --stack-file run by hand) is not renamed under it
-    import fcntl
-
     from lotterynet.sweep import set_aside
 
-    handle = os.open(stale, os.O_RDONLY)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with locked(stale, "held as a --stack-file run holds it"):
         with pytest.raises(ConfigError, match="is in use by another process"):
             set_aside(stale, "cannot be continued")
-    finally:
-        os.close(handle)
     assert tree(stale) == old_stack
 
 
@@ -344,8 +338,6 @@ def test_a_lost_cell_of_a_finished_stack_is_trained_again(tmp_path, data_dir):
     the cell is trained again, giving the same masks. The stack's log rows
     carry their epoch (a resume drops the rows logged after its checkpoint, not by step), and
     a stack folder in use by another process is refused."""
-    import fcntl
-
     argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=2), "--sweep-out",
             str(tmp_path / "out")]
     assert main(argv) == 0
@@ -361,13 +353,9 @@ def test_a_lost_cell_of_a_finished_stack_is_trained_again(tmp_path, data_dir):
     assert again["test_acc"] == pytest.approx(before["test_acc"], abs=1e-6)
     configs = [make_config({"arch": "fc2", "structure": "subsetsum", "sparsity": 0.5,
                             "limit_train": 640, "val_size": 100, "data_dir": str(data_dir)})]
-    folder = os.open(stack_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running stack job holds it
+    with locked(stack_dir, "held as a running stack job holds it"):
         with pytest.raises(ConfigError, match="is in use by another process"):
             run_stack(configs, stack_dir, [tmp_path / "elsewhere"])
-    finally:
-        os.close(folder)
 
 
 def test_a_stack_holds_its_members_cells_as_a_run_holds_its_folder(tmp_path, data_dir,
@@ -375,8 +363,6 @@ def test_a_stack_holds_its_members_cells_as_a_run_holds_its_folder(tmp_path, dat
     """A stack and a single run (``--cell``, a W&B agent) never train one cell at once: the
     stack holds every member's cell folder while it trains, and a stack whose member's cell a
     run holds is refused before it writes anything."""
-    import fcntl
-
     import lotterynet.stack as stack_module
 
     configs = [make_config({"arch": "fc2", "structure": "subsetsum", "sparsity": s,
@@ -387,26 +373,20 @@ def test_a_stack_holds_its_members_cells_as_a_run_holds_its_folder(tmp_path, dat
 
     def try_each_cell(configs, stack_dir, cell_dirs, data, module):
         for cell in cell_dirs:
-            handle = os.open(cell, os.O_RDONLY)
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                with locked(cell, "free"):
+                    pass
+            except ConfigError:
                 busy.append(cell)
-            finally:
-                os.close(handle)
         return []
 
     monkeypatch.setattr(stack_module, "train_stack", try_each_cell)
     run_stack(configs, stack_dir, cells)
     assert busy == cells
     monkeypatch.undo()
-    handle = os.open(cells[1], os.O_RDONLY)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run training cell b holds it
+    with locked(cells[1], "held as a run training cell b holds it"):
         with pytest.raises(ConfigError, match=rf"cell '{cells[1]}' is in use by another"):
             run_stack(configs, stack_dir, cells)
-    finally:
-        os.close(handle)
     assert list(stack_dir.iterdir()) == [] and list(cells[0].iterdir()) == []
 
 
