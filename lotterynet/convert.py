@@ -21,10 +21,17 @@ Frozen random values must be reproducible for a ticket to be rebuilt from its se
 replaced layer draws from its own generator, seeded from ``seed`` and the module's name; the
 values of non-converted modules are whatever the model's constructor drew (build the model
 under a fixed torch seed, as the ``"timm"`` builder does).
+
+Hooks on a replaced module's calls (``register_forward_pre_hook``, ``register_forward_hook``,
+``register_full_backward_hook``, ...) are the new layer's: its inputs and outputs are the
+replaced module's, so activation recorders, feature extractors and Grad-CAM go on working, and
+the handles they returned still remove them. A module whose hooks depend on its own parameters
+(``weight_norm``, ``spectral_norm``, state-dict hooks) is refused: remove them first.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import itertools
@@ -34,6 +41,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils import parametrize
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .distributions import check_seed
@@ -165,10 +175,48 @@ def _patterns(patterns, what: str) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+CALL_HOOKS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+              "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+              "_backward_pre_hooks", "_backward_hooks", "_is_full_backward_hook")
+STATE_HOOKS = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+               "_load_state_dict_post_hooks")
+
+
+def move_hooks(old: nn.Module, new: nn.Module, *, share: bool = True) -> nn.Module:
+    """Give the freshly built ``new`` the hooks on ``old``'s calls: the same dictionaries, so
+    that the ``RemovableHandle`` a hook's registration returned removes it from ``new``
+    (``share``), or copies of them, so that ``old`` keeps its own."""
+    for attr in CALL_HOOKS:
+        hooks = getattr(old, attr)
+        setattr(new, attr, hooks if share else copy.copy(hooks))
+    return new
+
+
+def _check_hooks(module: nn.Module, name: str) -> None:
+    """Refuse hooks that would not survive the replacement of the module's parameters."""
+    reparametrisations = [type(hook).__name__ for hook in module._forward_pre_hooks.values()
+                          if isinstance(hook, (WeightNorm, SpectralNorm))]
+    if reparametrisations:
+        function = "remove_" + reparametrisations[0].replace("Norm", "_norm").lower()
+        raise ValueError(f"module {name!r} has a {reparametrisations[0]} reparametrisation of the "
+                         "weight that the frozen random weights replace; remove it first "
+                         f"(torch.nn.utils.{function})")
+    state_hooks = [attr for attr in STATE_HOOKS if getattr(module, attr)]
+    if state_hooks:
+        raise ValueError(f"module {name!r} has {state_hooks[0].strip('_').replace('_', ' ')}, "
+                         "written for its own parameters, which conversion replaces; remove "
+                         "them first")
+
+
 def _convertible(module: nn.Module, name: str) -> Convertible | None:
     """The conversion rule for ``module``, ``None`` if it is not a Linear/Conv1d/Conv2d."""
     if not isinstance(module, _FAMILIES):
         return None
+    if parametrize.is_parametrized(module):
+        raise ValueError(f"module {name!r} has parametrizations of "
+                         f"{', '.join(module.parametrizations)}, which the frozen random weights "
+                         "replace; remove them first "
+                         "(torch.nn.utils.parametrize.remove_parametrizations)")
     if type_name(type(module)) not in CONVERTIBLE:
         raise ValueError(
             f"module {name!r} is a {type_name(type(module))}, a subclass of a convertible layer "
@@ -177,6 +225,7 @@ def _convertible(module: nn.Module, name: str) -> Convertible | None:
     if getattr(module, "padding_mode", "zeros") != "zeros":
         raise ValueError(f"module {name!r} has padding_mode={module.padding_mode!r}; subnet "
                          "convolutions support only padding_mode='zeros'")
+    _check_hooks(module, name)
     return CONVERTIBLE.get(type_name(type(module)))
 
 
@@ -193,7 +242,8 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
             p.requires_grad_(bias.trainable)
     layer.train(module.training)
     weight = next(module.parameters())  # the replaced layer's device and float dtype
-    return layer.to(weight.device, weight.dtype if weight.is_floating_point() else None)
+    return move_hooks(module, layer.to(weight.device,
+                                       weight.dtype if weight.is_floating_point() else None))
 
 
 def convert(model: nn.Module, *, sparsity: float, init: str | None = None,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
-from .convert import CONVERT_RECORD
+from .convert import CONVERT_RECORD, move_hooks
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .masking import check_module
 from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
@@ -61,9 +61,10 @@ PLAIN_FORMS: dict[type, PlainForm] = {
 
 
 def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> nn.Module:
-    """The plain module computing what ``layer`` computes with its current masks."""
+    """The plain module computing what ``layer`` computes with its current masks, with the hooks
+    on ``layer``'s calls."""
     if isinstance(layer, SubnetMultiheadAttention):
-        return layer.plain()
+        return move_hooks(layer, layer.plain(), share=False)
     if not hasattr(layer.structure, "effective_weight"):
         raise ValueError(
             f"layer {name!r}: structure {layer.structure_name!r} has no effective_weight(), so it "
@@ -80,8 +81,8 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
         plain = form.sparse(plain)
     if doubles_input:
         groups = getattr(layer, "groups", 1)
-        return nn.Sequential(SplitSigns(groups, form.channel_dim), plain)
-    return plain
+        plain = nn.Sequential(SplitSigns(groups, form.channel_dim), plain)
+    return move_hooks(layer, plain, share=False)
 
 
 def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:

@@ -267,6 +267,43 @@ def test_refused_convert_leaves_the_model_as_it_was():
     assert set(before) == {n for n, _ in model.named_parameters()}
 
 
+def test_hooks_on_a_replaced_layer_are_the_new_layers():
+    """Forward (pre) and backward hooks see the subnet layer's calls, and the handles their
+    registration returned remove them from it."""
+    model = small_model()
+    seen = []
+    pre = model[0].register_forward_pre_hook(lambda m, args: seen.append(("pre", m)))
+    model[0].register_forward_hook(lambda m, args, out: seen.append(("out", m, out)))
+    model[4].register_forward_hook(lambda m, args, kwargs, out: out * 0, with_kwargs=True)
+    model[4].register_full_backward_hook(lambda m, gin, gout: seen.append(("back", m)))
+    convert(model, sparsity=0.5)
+    x = torch.randn(2, 3, 6, 6)
+    out = model(x)
+    assert [s[:2] for s in seen] == [("pre", model[0]), ("out", model[0])]
+    assert torch.equal(seen[1][2], model[0](x)) and not out.any()  # the hook's output is used
+    out.sum().backward()
+    assert seen[-1] == ("back", model[4])
+    pre.remove()
+    seen.clear()
+    model(x)
+    assert [s[0] for s in seen] == ["out"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+@pytest.mark.parametrize("reparametrise,words", [
+    (lambda m: nn.utils.weight_norm(m), "a WeightNorm .*remove_weight_norm"),
+    (lambda m: nn.utils.parametrizations.weight_norm(m),
+     "parametrizations of weight.*remove_parametrizations"),
+    (lambda m: nn.utils.spectral_norm(m), "SpectralNorm.*remove_spectral_norm"),
+    (lambda m: m._register_state_dict_hook(lambda *a: None), "state dict hooks")])
+def test_hooks_written_for_the_replaced_parameters_are_refused(reparametrise, words):
+    model = small_model()
+    reparametrise(model[4])
+    with pytest.raises(ValueError, match=f"module '4' has .*{words}"):
+        convert(model, sparsity=0.5)
+    assert type(model[0]) is nn.Conv2d and isinstance(model[4], nn.Linear)
+
+
 @pytest.mark.parametrize("seed", [None, "0", 1.0])
 def test_convert_needs_an_integer_seed(seed):
     """Its layers' seeds derive from it: None would hash to one fixed model, unlike a layer's

@@ -58,6 +58,22 @@ def test_export_computes_what_the_subnet_computes(kw, sparse):
             torch.testing.assert_close(exported[i](one), model[i](one), rtol=1e-5, atol=1e-6)
 
 
+def test_export_keeps_the_hooks_on_subnet_layers():
+    model = subnet_model(structure="subsetsum", activation="relu")
+    seen = []
+    model[0].register_forward_hook(lambda m, args, out: seen.append(out))
+    model[7].register_forward_pre_hook(lambda m, args: (args[0] * 0,))
+    x = torch.randn(3, 2, 8, 8)
+    with torch.no_grad():
+        exported, expected = export(model), model(x)
+        assert torch.equal(exported(x), expected)  # the zeroing pre-hook, and the same layer 0
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])
+    torch.testing.assert_close(expected, model[7].bias.expand(3, 5))
+    exported[0].register_forward_hook(lambda m, args, out: seen.append(out))
+    model(x)
+    assert len(seen) == 3  # a hook on the export is not the original's
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
 def test_a_tied_layer_exports_to_one_plain_layer_under_each_name():
     """A subnet layer used twice (registered under two names) is one plain layer under both
