@@ -134,8 +134,11 @@ def holding(run_dir: Path, config: RunConfig):
 def locked(folder: Path, busy: str):
     """An exclusive ``flock`` on ``folder`` itself (nothing is added to it; the system drops
     it when the process dies) while the block runs; :class:`ConfigError` ``busy`` when another
-    process holds it."""
-    handle = os.open(folder, os.O_RDONLY)
+    process holds it, or has just moved it away."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except FileNotFoundError:
+        raise ConfigError(busy) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -116,10 +116,10 @@ def set_aside(folder: Path, why: str, cells: Path | None = None) -> Path:
     (:class:`ConfigError`), never renamed under it. The results that name the folder — its
     own, and those of the finished cells in ``cells`` a stack trained — name the new one: the
     old name is about to hold another run."""
-    kept = next(folder.with_name(f"{folder.name}.stale-{n}") for n in itertools.count(1)
-                if not folder.with_name(f"{folder.name}.stale-{n}").exists())
     with locked(folder, f"{str(folder)!r} is in use by another process (a --stack-file or "
                         f"--cell run); wait for it to end, then run the sweep again"):
+        kept = next(folder.with_name(f"{folder.name}.stale-{n}") for n in itertools.count(1)
+                    if not folder.with_name(f"{folder.name}.stale-{n}").exists())
         folder.rename(kept)
     for results in (kept / RESULTS, *(cells.glob(f"*/{RESULTS}") if cells else ())):
         repoint(results, folder, kept)

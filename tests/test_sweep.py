@@ -414,3 +414,18 @@ def test_mapping_flags_add_keys_to_the_sweep_base(tmp_path):
     (_, values), = load_sweep(args, explicit_values(args)).cells()
     assert values["model_kwargs"] == {"patch_size": 7, "depth": 2}
     assert values["trainer"] == {"gradient_clip_val": 0.5, "max_time": "00:01:00:00"}
+
+
+def test_a_cell_set_aside_by_another_agent_is_refused_not_a_traceback(tmp_path):
+    """Two ``--cell`` agents find the same stale cell; the first sets it aside, so the second
+    finds nothing at the name (or the first's new run there): it says the folder is in use,
+    and the first's set-aside folder is left as it is."""
+    cell = tmp_path / "cells" / "dense-s0.5-e1-seed0"
+    cell.mkdir(parents=True)
+    (cell / "results.json").write_text("{}")
+    kept = sweep_module.set_aside(cell, "cell was run with another config")
+    assert kept == cell.with_name(f"{cell.name}.stale-1") and not cell.exists()
+    with pytest.raises(sweep_module.ConfigError, match="is in use by another process"):
+        sweep_module.set_aside(cell, "cell was run with another config")
+    assert os.listdir(tmp_path / "cells") == [kept.name]
+    assert (kept / "results.json").read_text() == "{}"
