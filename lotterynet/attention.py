@@ -19,23 +19,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .distributions import seeded_generator
+from .distributions import float32_draws, seeded_generator
 from .layers import SubnetLinear, _SubnetLayer
+from .structures import check_positive_int
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 class SubnetMultiheadAttention(nn.MultiheadAttention):
     """Drop-in for ``nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, add_bias_kv,
-    add_zero_attn, kdim, vdim, batch_first)``; ``layer_options`` (``sparsity``, ``structure``,
-    ``init``, ``kept``, ...) go to the four projections. ``bias_k`` / ``bias_v`` (with
-    ``add_bias_kv``) are frozen, Xavier-normal as in torch. ``seed`` seeds all of it."""
+    add_zero_attn, kdim, vdim, batch_first, device, dtype)``; ``layer_options``
+    (``sparsity``, ``structure``, ``init``, ``kept``, ...) go to the four projections.
+    ``bias_k`` / ``bias_v`` (with ``add_bias_kv``) are frozen, Xavier-normal as in torch.
+    ``seed`` seeds all of it."""
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
-                 vdim: int | None = None, batch_first: bool = False, *, seed: int | None = None,
-                 **layer_options):
+                 vdim: int | None = None, batch_first: bool = False, device=None, dtype=None, *,
+                 seed: int | None = None, **layer_options):
         nn.Module.__init__(self)
+        for name, size in (("embed_dim", embed_dim), ("num_heads", num_heads)):
+            check_positive_int(name, size)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
@@ -48,22 +52,26 @@ class SubnetMultiheadAttention(nn.MultiheadAttention):
         def draw_seed():
             return None if generator is None else int(torch.randint(2**62, (), generator=generator))
 
-        for name, d_in in zip(PROJECTIONS, (embed_dim, self.kdim, self.vdim, embed_dim)):
-            layer = SubnetLinear(d_in, embed_dim, bias, seed=draw_seed(), **layer_options)
-            effective = getattr(layer.structure, "effective_weight", None)
-            if effective is None or effective()[1]:
-                raise ValueError(
-                    f"attention projections must be single linear maps; structure "
-                    f"{layer.structure_name!r} with these options is not (use dense, or "
-                    "subsetsum / fixedsize with activation='identity')")
-            setattr(self, name, layer)
-        for name in ("bias_k", "bias_v"):
-            value = None
-            if add_bias_kv:
-                value = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, 1, embed_dim),
-                                                            generator=generator),
-                                     requires_grad=False)
-            setattr(self, name, value)
+        with float32_draws() as default:  # then moved, as a SubnetLinear is (layers.py)
+            for name, d_in in zip(PROJECTIONS, (embed_dim, self.kdim, self.vdim, embed_dim)):
+                layer = SubnetLinear(d_in, embed_dim, bias, seed=draw_seed(), **layer_options)
+                effective = getattr(layer.structure, "effective_weight", None)
+                if effective is None or effective()[1]:
+                    raise ValueError(
+                        f"attention projections must be single linear maps; structure "
+                        f"{layer.structure_name!r} with these options is not (use dense, or "
+                        "subsetsum / fixedsize with activation='identity')")
+                setattr(self, name, layer)
+            for name in ("bias_k", "bias_v"):
+                value = None
+                if add_bias_kv:
+                    value = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, 1, embed_dim),
+                                                                generator=generator),
+                                         requires_grad=False)
+                setattr(self, name, value)
+        dtype = dtype or default
+        if device is not None or dtype != torch.float32:
+            self.to(device=device, dtype=dtype)
 
     # What nn.MultiheadAttention.forward reads, computed from the projections.
     in_proj_weight = None

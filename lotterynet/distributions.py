@@ -3,10 +3,13 @@
 Every sampler has the signature ``sample(shape, fan_in, generator, **options) -> Tensor`` and
 returns float32 on the CPU; ``fan_in`` is the number of inputs a unit of the layer actually
 receives (for the subset-sum structure's first layer that is 1, see ``structures.py``).
+Layers and models are drawn under :func:`float32_draws`, so that a seed gives the same numbers
+whatever ``torch.set_default_dtype`` says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -33,6 +36,20 @@ def check_seed(seed) -> int:
     if not -2**63 <= seed < 2**64:
         raise ValueError(f"seed must be in [-2**63, 2**64), got {seed!r}")
     return int(seed)
+
+
+@contextlib.contextmanager
+def float32_draws():
+    """Run the block under torch's float32 default dtype; yields the caller's default dtype,
+    which the caller casts what it built to afterwards (as building it and then calling
+    ``.to(dtype)`` would). Under ``torch.set_default_dtype(torch.float64)`` a seed would
+    otherwise draw other numbers, not the float32 ones in more precision."""
+    caller = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield caller
+    finally:
+        torch.set_default_dtype(caller)
 
 
 def seeded_generator(seed: int | None) -> torch.Generator | None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _ntuple
 
-from .distributions import seeded_generator
+from .distributions import float32_draws, seeded_generator
 from .masking import MaskedWeight, masked_weights
 from .structures import STRUCTURES, LayerOp, TargetShape, check_positive_int
 
@@ -43,21 +43,27 @@ class _SubnetLayer(nn.Module):
     def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
                pairs, activation, shared, hidden, seed, kept="round", ties="low",
                fan_in="hidden", score_init="edgepopup", device=None, dtype=None) -> None:
-        """The structure and bias, drawn on the CPU (the same numbers on every device), then
-        moved to ``device`` / ``dtype`` as ``nn.Linear(..., device=, dtype=)`` makes them."""
+        """The structure and bias, drawn in float32 on the CPU (the same numbers on every
+        device and under any default dtype), then moved to ``device`` / ``dtype`` (default:
+        torch's default dtype) as ``nn.Linear(..., device=, dtype=)`` makes them."""
         generator = seeded_generator(seed)
         self.structure_name = structure
-        self.structure = STRUCTURES.get(structure)(
-            target, sparsity=sparsity, init=init, init_kwargs=init_kwargs, generator=generator,
-            pairs=pairs, activation=activation, shared=shared, hidden=hidden, fan_in=fan_in,
-            kept=kept, ties=ties, score_init=score_init)
-        if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
-            bound = 1.0 / math.sqrt(target.fan_in)
-            values = torch.empty(target.out_features).uniform_(-bound, bound, generator=generator)
-            self.bias = nn.Parameter(values, requires_grad=False)
+        with float32_draws() as default:
+            self.structure = STRUCTURES.get(structure)(
+                target, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
+                generator=generator, pairs=pairs, activation=activation, shared=shared,
+                hidden=hidden, fan_in=fan_in, kept=kept, ties=ties, score_init=score_init)
+            bias_values = None
+            if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
+                bound = 1.0 / math.sqrt(target.fan_in)
+                bias_values = torch.empty(target.out_features).uniform_(-bound, bound,
+                                                                        generator=generator)
+        if bias_values is not None:
+            self.bias = nn.Parameter(bias_values, requires_grad=False)
         else:
             self.register_parameter("bias", None)
-        if device is not None or dtype is not None:
+        dtype = dtype or default
+        if device is not None or dtype != torch.float32:
             self.to(device=device, dtype=dtype)
 
     @property

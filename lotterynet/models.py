@@ -6,8 +6,10 @@ take a ``seed``.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from .distributions import float32_draws
 from .registry import Registry
 
 MODELS: Registry = Registry("architecture")
@@ -25,7 +27,10 @@ def build_model(name: str, **kwargs) -> nn.Module:
     it: ``build_model("timm:resnet18", ...)`` is ``build_model("timm", model_name="resnet18",
     ...)``); ``model.spec`` records the arguments, in the second form."""
     family, extra = split_arch(name)
-    model = MODELS.get(family)(**extra, **kwargs)
+    with float32_draws() as default:  # a seed's numbers, whatever the default dtype
+        model = MODELS.get(family)(**extra, **kwargs)
+    if default != torch.float32:
+        model.to(default)  # as torch's own layers follow the default dtype
     model.spec = {"name": family, **extra, **kwargs}
     return model
 

@@ -147,3 +147,17 @@ def test_converted_encoder_with_padding_mask_in_evaluation():
     kept = ~padding  # torch's nested path zeroes padded positions; compare the others
     torch.testing.assert_close(got[kept], expected[kept], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model(x, src_key_padding_mask=padding)[kept], got[kept])
+
+
+def test_device_dtype_and_sizes_as_nn_multihead_attention_takes_them():
+    """``device`` / ``dtype`` reach every tensor, ``bias_k`` / ``bias_v`` included, with the
+    numbers of building and then moving; bad sizes are refused naming the argument."""
+    given = SubnetMultiheadAttention(8, 2, 0.0, True, True, False, None, None, False, "cpu",
+                                     torch.float64, seed=0)
+    moved = SubnetMultiheadAttention(8, 2, add_bias_kv=True, seed=0).double()
+    assert {p.dtype for p in given.parameters()} == {torch.float64}
+    assert all(torch.equal(a, b) for a, b in zip(given.state_dict().values(),
+                                                 moved.state_dict().values(), strict=True))
+    for embed_dim, num_heads, named in ((8, 0, "num_heads"), (0, 2, "embed_dim")):
+        with pytest.raises(ValueError, match=f"{named} must be a positive integer"):
+            SubnetMultiheadAttention(embed_dim, num_heads)

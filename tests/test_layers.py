@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import lotterynet as ln
+from lotterynet.models import build_model
 
 STRUCTS = [dict(structure="dense"), dict(structure="subsetsum", activation="relu"),
            dict(structure="subsetsum", activation="identity", shared=False)]
@@ -263,6 +264,40 @@ def test_device_and_dtype_are_taken_as_torch_layers_take_them():
         assert torch.equal(given(x), moved(x))
     half = ln.SubnetConv1d(4, 2, 3, dtype=torch.bfloat16, device="cpu", seed=0)
     assert half(torch.randn(1, 4, 7, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+@pytest.fixture
+def float64_default():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("init", ["kaiming_normal", "signed_constant", "hyperbolic"])
+@pytest.mark.parametrize("structure", ["dense", "subsetsum", "orseau"])
+def test_a_seed_draws_the_same_numbers_under_any_default_dtype(structure, init):
+    """Under ``torch.set_default_dtype(torch.float64)`` a layer is float64, as nn.Linear is,
+    holding its seed's float32 draws: the layer built in float32 and then ``.double()``."""
+    built = ln.SubnetConv2d(3, 4, 3, bias=True, structure=structure, init=init, seed=5).double()
+    torch.set_default_dtype(torch.float64)
+    try:
+        under_float64 = ln.SubnetConv2d(3, 4, 3, bias=True, structure=structure, init=init, seed=5)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert built.state_dict().keys() == under_float64.state_dict().keys()
+    for name, value in built.state_dict().items():
+        assert torch.equal(value, under_float64.state_dict()[name]), name
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert torch.equal(built(x), under_float64(x))
+
+
+def test_build_model_under_a_float64_default_is_the_seeds_model_in_float64(float64_default):
+    model = build_model("lenet5", sparsity=0.5, seed=3)
+    torch.set_default_dtype(torch.float32)
+    expected = build_model("lenet5", sparsity=0.5, seed=3).double()
+    assert all(torch.equal(a, b) and a.dtype == torch.float64 for a, b in
+               zip(model.state_dict().values(), expected.state_dict().values(), strict=True)
+               if a.is_floating_point())
 
 
 def test_conv_repr_shows_what_nn_conv_shows():

@@ -204,6 +204,20 @@ def test_a_ticket_saved_in_another_dtype_loads_in_it(tmp_path, dtype):
         load_ticket(tmp_path / "t.ticket", build_model(spec.pop("name"), **spec))
 
 
+def test_a_ticket_loads_under_another_default_dtype(tmp_path):
+    """A float32 ticket loaded after ``torch.set_default_dtype(torch.float64)``: the seeds
+    draw the same numbers, so it rebuilds, in the dtype it was saved in."""
+    model = trained(MLP, VECTORS)
+    save_ticket(model, tmp_path / "t.ticket")
+    torch.set_default_dtype(torch.float64)
+    try:
+        loaded = load_ticket(tmp_path / "t.ticket")
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert_same_ticket(model, loaded, VECTORS)
+
+
 def test_a_ticket_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     """A save that dies while writing leaves the ticket that was there; a folder is refused."""
     path = tmp_path / "t.ticket"
