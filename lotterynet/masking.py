@@ -100,17 +100,34 @@ class _MaskedProduct(torch.autograd.Function):
     it then gets the product's own gradient ``∂L/∂(w ⊙ m) ⊙ m`` (the mask is kept for the
     backward only then)."""
 
+    generate_vmap_rule = True  # torch.func.vmap / grad / jacrev run it too
+
     @staticmethod
-    def forward(ctx, scores: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor):
-        ctx.save_for_backward(scores, weight, mask if ctx.needs_input_grad[1] else None)
+    def forward(scores: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor):
         return weight * mask
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        scores, weight, mask = inputs
+        ctx.save_for_backward(scores, weight, mask if ctx.needs_input_grad[1] else None)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         scores, weight, mask = ctx.saved_tensors
         grad_weight = grad * mask if ctx.needs_input_grad[1] else None
-        # sign(s) ⊙ w is exact, so this is (g ⊙ w) ⊙ sign(s) bit for bit, in one temporary
-        return scores.sign().mul_(weight).mul_(grad), grad_weight, None
+        # (in place on the product, which torch.func.vmap may batch: per-example gradients)
+        return (grad * weight).mul_(scores.sign()), grad_weight, None
+
+
+def _storage_version(t: torch.Tensor) -> tuple:
+    """``(version counter, data pointer)`` of ``t``, ``(None, None)`` for a tensor that has
+    neither (made under ``torch.inference_mode``, or wrapped by ``torch.func``)."""
+    if t.is_inference():
+        return None, None
+    try:
+        return t._version, t.data_ptr()
+    except RuntimeError:  # torch.func's wrappers: "Cannot access data pointer of Tensor ..."
+        return None, None
 
 
 def group_view(t: torch.Tensor, group_dim: int | None, group_size: int | None):
@@ -337,16 +354,16 @@ class MaskedWeight(nn.Module):
             with torch.no_grad():
                 return topk_mask(scores.abs(), self.k, self.group_dim, self.group_size,
                                  self.ties, dtype=dtype)
-        key = (scores._version, scores.data_ptr(), self.k, self.ties, dtype)
+        key = (*_storage_version(scores), self.k, self.ties, dtype)
         training = torch.is_grad_enabled() and scores.requires_grad
+        cacheable = not (training or scores.is_cuda or key[0] is None)
         cache = self._cache
-        if (cache is not None and not training and not scores.is_cuda and cache[0] == key
-                and torch.equal(cache[1], scores)):
+        if cacheable and cache is not None and cache[0] == key and torch.equal(cache[1], scores):
             return cache[2]
         with torch.no_grad():
             mask = topk_mask(scores.abs(), self.k, self.group_dim, self.group_size,
                              self.ties, self._hint, dtype)
-            snapshot = None if training or scores.is_cuda else scores.detach().clone()
+            snapshot = scores.detach().clone() if cacheable else None
         self._cache = None if snapshot is None else (key, snapshot, mask)
         return mask
 
@@ -366,6 +383,9 @@ class MaskedWeight(nn.Module):
         self.k = int(per_group)
 
     def forward(self) -> torch.Tensor:
+        if not torch.compiler.is_compiling() and self.scores.is_inference():
+            # made under torch.inference_mode: nothing to train, nothing to keep for backward
+            return self.weight * self.mask(self.weight.dtype)
         return _MaskedProduct.apply(self.scores, self.weight, self.mask(self.weight.dtype))
 
     def extra_repr(self) -> str:

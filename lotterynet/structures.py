@@ -301,7 +301,7 @@ class SubsetSum(Structure):
         """Figure 1c as drawn, for a shared Linear layer: the hidden units ``φ(ũ_jt x_j)``
         (rows × in × n of them), then one linear map with ṽ flattened to (out, in·n)."""
         if kind == "relu, input without gradient":
-            return _InputReluLiteral.apply(x, self.u(), self.v().flatten(1), op.bias)
+            return _InputReluLiteral.apply(x, self.u(), self.v().flatten(1), op.bias)[0]
         return op(hidden_units(x, self.u(), self.activation), self.v().flatten(1))
 
 
@@ -328,15 +328,23 @@ class _InputReluLiteral(torch.autograd.Function):
     receives ``Σ_b x_bj (G ṽ)_bc``, so this shortcut is ReLU's alone.) Under autocast the
     backward's GEMM runs in the dtype of the output's gradient, as the forward's did."""
 
-    @staticmethod
-    def forward(ctx, x, u, v, bias):
-        hidden = hidden_units(x, u, "relu")
-        ctx.save_for_backward(u, v, hidden)
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        return F.linear(hidden, v, bias)
+    generate_vmap_rule = True  # torch.func.vmap / grad / jacrev run it too
 
     @staticmethod
-    def backward(ctx, grad):
+    def forward(x, u, v, bias):
+        """``(y, h)``: the hidden units are an output so that the backward may keep them."""
+        hidden = hidden_units(x, u, "relu")
+        return F.linear(hidden, v, bias), hidden
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, u, v, bias = inputs
+        ctx.save_for_backward(u, v, output[1])
+        ctx.mark_non_differentiable(output[1])
+        ctx.bias_dtype = None if bias is None else bias.dtype
+
+    @staticmethod
+    def backward(ctx, grad, _):
         u, v, hidden = ctx.saved_tensors
         grad = grad.reshape(-1, grad.shape[-1])
         grad_v = (grad.T @ hidden.reshape(-1, hidden.shape[-1]).to(grad.dtype)).to(v.dtype)

@@ -266,6 +266,37 @@ def test_device_and_dtype_are_taken_as_torch_layers_take_them():
     assert half(torch.randn(1, 4, 7, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("kw", ALL_STRUCTURES)
+def test_a_layer_built_under_inference_mode_runs_in_and_out_of_it(kw):
+    """As nn.Conv2d does (a model loaded for serving inside ``torch.inference_mode()``)."""
+    x = torch.randn(2, 4, 6, 6)
+    expected = ln.SubnetConv2d(4, 6, 3, seed=0, **kw)(x)
+    with torch.inference_mode():
+        layer = ln.SubnetConv2d(4, 6, 3, seed=0, **kw)
+        assert torch.equal(layer(x), expected)
+    assert torch.equal(layer(x), expected)
+
+
+@pytest.mark.parametrize("kw", ALL_STRUCTURES)
+def test_torch_func_per_example_gradients_sum_to_the_batch_gradient(kw):
+    """``torch.func.vmap(torch.func.grad(...))`` over the examples (per-example gradients, as
+    for nn.Conv2d), and ``vmap`` of the forward: what the batched autograd pass gives."""
+    layer = ln.SubnetConv2d(2, 4, 3, bias=True, seed=0, **kw)
+    x = torch.randn(3, 2, 5, 5)
+    layer(x).square().sum().backward()
+    params = {name: p.detach() for name, p in layer.named_parameters()}
+
+    def loss(params, example):
+        return torch.func.functional_call(layer, params, (example[None],)).square().sum()
+
+    per_example = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x)
+    trained = {name: p.grad for name, p in layer.named_parameters() if p.requires_grad}
+    assert trained and all(per_example[name].shape == (3, *g.shape) for name, g in trained.items())
+    for name, grad in trained.items():
+        torch.testing.assert_close(per_example[name].sum(0), grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.func.vmap(layer)(x[:, None]), layer(x)[:, None])
+
+
 @pytest.fixture
 def float64_default():
     torch.set_default_dtype(torch.float64)
