@@ -371,6 +371,9 @@ class MaskedWeight(nn.Module):
         """Impose an explicit boolean mask (e.g. from the subset-sum solver): the scores become
         1 on kept entries and 0 elsewhere, and ``k`` the number kept (per group, which must
         then all keep the same number)."""
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError(f"set_mask takes a boolean tensor (True = kept), got "
+                            f"{mask.dtype if isinstance(mask, torch.Tensor) else type(mask)}")
         if mask.shape != self.scores.shape:
             raise ValueError(f"mask shape {tuple(mask.shape)} != {tuple(self.scores.shape)}")
         grouped, dim = group_view(mask, self.group_dim, self.group_size)
@@ -422,8 +425,9 @@ def masked_weights(model: nn.Module) -> list[MaskedWeight]:
 
 def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
     """Rank the scores of all maskable tensors of ``model`` together and give each tensor its
-    share of the ``round((1 - sparsity) * total)`` largest ``|score|``. Returns the new ``k`` per
-    tensor (by module name). A tensor may end up with ``k = 0``.
+    share of the ``round((1 - sparsity) * total)`` largest ``|score|`` (ties at the cut-off
+    broken by the tensors' tie rule, over the tensors in the model's order). Returns the new
+    ``k`` per tensor (by module name). A tensor may end up with ``k = 0``.
 
     This concatenates all scores once per call; call it when the ranking should be refreshed
     (e.g. once per epoch), not on every batch: between calls each tensor keeps its own top-k.
@@ -438,13 +442,15 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
                          "number per group (fixedsize structure) and cannot take a global share")
     sizes = [m.weight.numel() for _, m in named]
     total = sum(sizes)
+    ties = {m.ties for _, m in named}
+    if len(ties) > 1:
+        raise ValueError(f"global_topk: the model's tensors break ties by different rules "
+                         f"({', '.join(sorted(ties))}); give them one (set_rules)")
     k = kept_count(total, check_sparsity(sparsity, total))
-    with torch.no_grad():
+    with torch.no_grad():  # ties at the cut-off by the tensors' rule, in the models' order
         scores = torch.cat([m.scores.abs().reshape(-1) for _, m in named])
-        winners = scores.topk(k, sorted=False).indices
-        ends = torch.tensor(sizes, device=scores.device).cumsum(0)
-        owner = torch.bucketize(winners, ends, right=True)
-        counts = torch.bincount(owner, minlength=len(named)).tolist()
+        kept = topk_mask(scores, k, ties=ties.pop(), dtype=torch.int64)
+        counts = torch.stack([part.sum() for part in kept.split(sizes)]).tolist()
     for (_, m), c in zip(named, counts):
         m.k = int(c)
     return {n: m.k for n, m in named}

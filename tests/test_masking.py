@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -278,6 +279,31 @@ def test_reference_rules_reproduce_the_reference_bit_for_bit(shape, prune_rate):
         assert torch.equal(tensor.scores.grad, ref.scores.grad)
         for opt in opts:
             opt.step()
+
+
+@pytest.mark.parametrize("ties, first_k", [("low", 1600), ("high", 0)])
+def test_global_topk_breaks_ties_by_the_tensors_rule(ties, first_k):
+    """All scores tied (as after set_mask's 0/1 scores): the budget goes by index over the
+    model's tensors, lowest first for ``ties="low"``, as each tensor's own top-k does."""
+    model = torch.nn.Sequential(*(ln.SubnetLinear(40, 40, seed=s, ties=ties) for s in (0, 1)))
+    with torch.no_grad():
+        for layer in model:
+            layer.structure.weight.scores.fill_(0.5)
+    ks = ln.global_topk(model, sparsity=0.5)
+    assert list(ks.values()) == [first_k, 1600 - first_k]
+    model[1].structure.weight.set_rules(ties="low" if ties == "high" else "high")
+    with pytest.raises(ValueError, match="break ties by different rules .*high, low"):
+        ln.global_topk(model, sparsity=0.5)
+
+
+@pytest.mark.parametrize("mask, words", [
+    (torch.tensor([[2, 0, 0], [0, 0, 0]]), "torch.int64"),
+    (torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]), "torch.float32"),
+    ([[True, False, False], [False, False, False]], "<class 'list'>")])
+def test_set_mask_takes_only_a_boolean_tensor(mask, words):
+    m = MaskedWeight((2, 3), fan_in=3, sparsity=0.5)
+    with pytest.raises(TypeError, match=f"boolean tensor .*got {re.escape(words)}"):
+        m.set_mask(mask)
 
 
 def test_global_topk_may_leave_a_tensor_nothing():
