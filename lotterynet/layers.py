@@ -7,11 +7,11 @@ shapes; the weights are frozen and random, and what trains is the scores of a
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _ntuple
 
 from .distributions import float32_draws, seeded_generator
 from .masking import MaskedWeight, masked_weights
@@ -144,6 +144,20 @@ class SubnetLinear(_SubnetLayer):
                 f"{self._structure_repr()}")
 
 
+def _check_sizes(name: str, sizes, dims: int, least: int) -> None:
+    """``kernel_size`` / ``stride`` / ``dilation`` / ``padding`` as ``nn.Conv{dims}d`` takes
+    them: an integer, or one per spatial dimension, each at least ``least``."""
+    if isinstance(sizes, tuple | list) and len(sizes) == dims:
+        each = sizes
+    else:
+        each = (sizes,)
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= least
+               for v in each):
+        whole = "positive" if least else "non-negative"
+        raise ValueError(f"{name} must be a {whole} integer or a tuple of {dims}, got "
+                         f"{sizes!r}")
+
+
 class _SubnetConvNd(_SubnetLayer):
     dims: int  # 1 or 2: ``plain`` is nn.Conv1d or nn.Conv2d, ``conv`` its functional op
 
@@ -161,8 +175,9 @@ class _SubnetConvNd(_SubnetLayer):
             check_positive_int(name, size)
         for name, sizes in (("kernel_size", kernel_size), ("stride", stride),
                             ("dilation", dilation)):
-            for size in _ntuple(self.dims)(sizes):
-                check_positive_int(name, size)
+            _check_sizes(name, sizes, self.dims, least=1)
+        if not isinstance(padding, str):  # 'same' / 'valid': nn.Conv*d checks them below
+            _check_sizes("padding", padding, self.dims, least=0)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")

@@ -245,6 +245,8 @@ class SubsetSum(Structure):
               **unused):
         check_positive_int("pairs", pairs)
         check_activation(activation)
+        if not isinstance(shared, bool):
+            raise ValueError(f"shared must be True or False, got {shared!r}")
         if fan_in not in FAN_INS:
             raise ValueError(f"unknown fan_in {fan_in!r}; valid choices: {', '.join(FAN_INS)}")
         terms = cls.terms_per_weight(pairs, activation)

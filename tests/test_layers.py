@@ -121,6 +121,7 @@ def test_sparsity_property_updates_every_tensor():
      r"unknown activation 'tanh'; valid choices: relu, identity"),
     (dict(structure="subsetsum", pairs=0), r"pairs must be a positive integer, got 0"),
     (dict(structure="subsetsum", pairs=2.5), r"pairs must be a positive integer, got 2\.5"),
+    (dict(structure="fixedsize", shared="False"), r"shared must be True or False, got 'False'"),
     (dict(init="glorot"), r"unknown weight distribution \(init\) 'glorot'"),
     (dict(sparsity=1.0), r"must be in \[0, 1\), got 1\.0"),
 ])
@@ -237,9 +238,13 @@ def test_unbatched_conv_input_as_torch_takes_it(kw):
 @pytest.mark.parametrize("args, kwargs, match", [
     ((4, 4, 3), dict(padding="foo"), "Invalid padding string 'foo'"),
     ((4, 4, 3), dict(stride=2, padding="same"), "padding='same' is not supported for strided"),
-    ((4, 4, 3), dict(stride=0), "stride must be a positive integer, got 0"),
-    ((4, 4, (3, 0)), dict(), "kernel_size must be a positive integer, got 0"),
-    ((4, 4, 3), dict(dilation=(1, 0)), "dilation must be a positive integer, got 0"),
+    ((4, 4, 3), dict(stride=0), "stride must be a positive integer or a tuple of 2, got 0"),
+    ((4, 4, (3, 0)), dict(), r"kernel_size must be a positive integer .*got \(3, 0\)"),
+    ((4, 4, 3), dict(dilation=(1, 0)), r"dilation must be .*got \(1, 0\)"),
+    ((4, 4, (3, 3, 3)), dict(), r"kernel_size .*or a tuple of 2, got \(3, 3, 3\)"),
+    ((4, 4, 3), dict(stride=(1, 1, 1)), r"stride .*or a tuple of 2, got \(1, 1, 1\)"),
+    ((4, 4, 3), dict(padding=-1), "padding must be a non-negative integer .*got -1"),
+    ((4, 4, 3), dict(padding=1.5), "padding must be a non-negative integer .*got 1.5"),
     ((4, 4, 3), dict(padding_mode="reflect"), "padding_mode='reflect'.*only padding_mode='zeros'"),
 ])
 def test_conv_arguments_are_checked_at_construction(args, kwargs, match):
