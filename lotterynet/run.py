@@ -411,12 +411,11 @@ def shows_progress_bar(config: RunConfig) -> bool:
 
 
 def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
-                 callbacks: tuple = (), save_on_train_epoch_end: bool | None = None
-                 ) -> pl.Trainer:
+                 callbacks: tuple = ()) -> pl.Trainer:
     """The Trainer of a run (or of a stack, which adds its ``callbacks``, run after the epoch
-    timer, and saves the checkpoint after them, at the end of the training epoch; Lightning
+    timer; the checkpoint is saved after them, at the end of the training epoch: Lightning
     runs checkpoint callbacks last)."""
-    checkpoint = epoch_checkpoint(run_dir / CHECKPOINTS, save_on_train_epoch_end)
+    checkpoint = epoch_checkpoint(run_dir / CHECKPOINTS)
     quiet_lightning()
     options = trainer_options(config.trainer, run_dir)  # the user's, over the defaults below
     return pl.Trainer(**{

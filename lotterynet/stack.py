@@ -519,8 +519,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     results_writer = MemberResults(cell_dirs, stack_dir, timer)
     longest = make_config({**first.to_dict(), "epochs": budget,
                            "resume": None})
-    trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
-                           save_on_train_epoch_end=True)
+    trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,))
     with reporting_interrupts(trainer, checkpoint, f"stack {stack_dir.name}: run the same "
                               "sweep again to continue from its checkpoint"):
         trainer.fit(module, datamodule=data, ckpt_path=resume)

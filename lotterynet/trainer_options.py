@@ -326,13 +326,15 @@ def quiet_logger(name: str):
         logger.setLevel(level)
 
 
-def epoch_checkpoint(dirpath: Path, save_on_train_epoch_end: bool | None = None
-                     ) -> ModelCheckpoint:
-    """The run's own checkpoint, ``dirpath/last.ckpt``, rewritten after every epoch (without a
-    monitor, top-1 is the newest)."""
+def epoch_checkpoint(dirpath: Path) -> ModelCheckpoint:
+    """The run's own checkpoint, ``dirpath/last.ckpt``, rewritten at the end of every training
+    epoch (without a monitor, top-1 is the newest), after the epoch's validation and the other
+    callbacks. Lightning would otherwise save after each validation, which with
+    ``check_val_every_n_epoch > 1`` or a fractional ``val_check_interval`` is not once an epoch
+    nor at its end."""
     return ModelCheckpoint(dirpath=dirpath, filename=LAST.removesuffix(".ckpt"), save_top_k=1,
                            every_n_epochs=1, enable_version_counter=False,
-                           save_on_train_epoch_end=save_on_train_epoch_end)
+                           save_on_train_epoch_end=True)
 
 
 def check_trainer_options(config: RunConfig) -> None:
@@ -346,10 +348,11 @@ def check_trainer_options(config: RunConfig) -> None:
     try:
         with quiet_logger("pytorch_lightning.utilities.rank_zero"):
             pl.Trainer(accelerator=config.accelerator, precision=config.precision,
-                       max_epochs=config.epochs, **{**kwargs, "logger": False, "callbacks": [
-                           epoch_checkpoint(Path(CHECKPOINTS)), *kwargs.get("callbacks", [])]},
-                       enable_progress_bar=False,
-                       enable_model_summary=False)
+                       max_epochs=config.epochs, **{
+                           "enable_progress_bar": False, "enable_model_summary": False,
+                           **kwargs, "logger": False, "callbacks": [
+                               epoch_checkpoint(Path(CHECKPOINTS)),
+                               *kwargs.get("callbacks", [])]})
     except Exception as err:  # noqa: BLE001 - Lightning's own check of the values
         given = {k: config.trainer[k] for k in config.trainer
                  if k not in CLASS_OPTIONS} or config.trainer

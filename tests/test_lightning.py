@@ -176,7 +176,7 @@ NESTED = {
     "model": {"arch": "fc2", "structure": "dense", "sparsity": 0.5},
     "data": {"limit_train": 256, "val_size": 128},
     "trainer": {"max_epochs": 2, "gradient_clip_val": 0.5, "accumulate_grad_batches": 2,
-                "devices": "auto", "enable_progress_bar": False,
+                "devices": "auto", "enable_progress_bar": False, "enable_model_summary": True,
                 "callbacks": [{"class_path": "lightning.pytorch.callbacks.EarlyStopping",
                                "init_args": {"monitor": "val/acc", "mode": "max"}}],
                 "logger": {"class_path": "CSVLogger", "init_args": {"name": "extra"}}},

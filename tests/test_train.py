@@ -155,9 +155,13 @@ def epoch_lines(console: str) -> list[str]:
     return [line.split(" |")[0] for line in console.splitlines() if line.startswith("epoch ")]
 
 
-def test_resume_reaches_the_uninterrupted_result(tmp_path, data_dir, capsys):
+@pytest.mark.parametrize("options", [[], ["--trainer.check_val_every_n_epoch", "2"]],
+                         ids=["validated-every-epoch", "validated-every-2nd-epoch"])
+def test_resume_reaches_the_uninterrupted_result(tmp_path, data_dir, capsys, options):
+    """Every epoch ends with its checkpoint, also one without validation (Lightning's own
+    default saves after validations: none after epoch 1 here)."""
     common = ["--arch", "fc2", "--structure", "dense", "--sparsity", "0.5", "--seed", "1",
-              "--epochs", "2"]
+              "--epochs", "2", *options]
     code, whole = train(tmp_path, data_dir, *common, name="whole")
     assert code == 0
     code, part = train(tmp_path, data_dir, *common, "--stop-after", "1", name="part")
@@ -171,6 +175,7 @@ def test_resume_reaches_the_uninterrupted_result(tmp_path, data_dir, capsys):
     assert b["epochs_done"] == 2 and len(b["seconds_per_epoch"]) == 2  # the whole history
     for key in ("test_acc", "test_loss", "val_acc", "mask_digests"):
         assert a[key] == b[key], key
+    assert (part / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path, data_dir):
