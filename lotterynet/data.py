@@ -101,8 +101,9 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
         data, targets = gzipped
     except URLError as err:  # offline, and the set (CIFAR-10) is downloaded in one piece
         raise _missing(name, root, spec, f"and the download failed ({err.reason})") from None
-    except (ValueError, AssertionError, IndexError, EOFError, OSError, pickle.UnpicklingError,
-            UnicodeDecodeError) as err:  # files present but truncated, garbled or unreadable
+    except (ValueError, TypeError, AssertionError, IndexError, EOFError, OSError,
+            pickle.UnpicklingError, UnicodeDecodeError) as err:
+        # files present but truncated, garbled, of other types (int32 labels) or unreadable
         raise _corrupt(name, root, spec, err) from None
     images = torch.as_tensor(np.asarray(data)).float().div_(255)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
@@ -116,7 +117,7 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
 def check_split(name: str, root: Path, spec: DatasetSpec, train: bool, images: torch.Tensor,
                 labels: torch.Tensor) -> None:
     """Files that read cleanly but do not hold the data set (other image sizes, a label per
-    image missing, labels outside the classes, a training split of another size) are refused
+    image missing, labels outside the classes, a split of another size) are refused
     as corrupt before anything trains on them."""
     shape = (spec.in_channels, spec.image_size, spec.image_size)
     faults = {
@@ -125,6 +126,8 @@ def check_split(name: str, root: Path, spec: DatasetSpec, train: bool, images: t
             labels.shape != (len(images),),
         f"{len(images):,} training images, not {spec.train_size:,}":
             train and len(images) != spec.train_size,
+        f"{len(images):,} test images, not {spec.test_size:,}":
+            not train and len(images) != spec.test_size,
         "no images": len(images) == 0,
         f"labels outside 0..{spec.num_classes - 1}": labels.numel() > 0 and not (
             0 <= int(labels.min()) and int(labels.max()) < spec.num_classes),

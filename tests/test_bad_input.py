@@ -92,15 +92,17 @@ def corrupt_mnist(tmp: Path, data_dir: Path) -> str:
     return str(root)
 
 
-def idx_bytes(array: np.ndarray) -> bytes:
-    """``array`` (uint8) as an IDX file."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
+def idx_bytes(array: np.ndarray, big_endian_dtype: str = "u1") -> bytes:
+    """``array`` as an IDX file of uint8 (``u1``) or int32 (``i4``) entries."""
+    code = {"u1": 0x08, "i4": 0x0C}[big_endian_dtype]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(f">{big_endian_dtype}").tobytes()
 
 
 def wrong_mnist(tmp: Path, data_dir: Path, kind: str) -> str:
     """A copy of MNIST whose files are well-formed IDX but do not hold MNIST: a label outside
-    0-9, 10 x 10 test images, or one test label missing (the training files are links)."""
+    0-9, 10 x 10 test images, one test label missing, a test split of 10 examples, or labels
+    stored as int32 (the training files are links)."""
     raw, root = data_dir / "MNIST" / "raw", tmp / f"{kind}-data"
     (root / "MNIST" / "raw").mkdir(parents=True)
     for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
@@ -108,9 +110,11 @@ def wrong_mnist(tmp: Path, data_dir: Path, kind: str) -> str:
     images, labels = (read_idx(raw / f"t10k-{k}-ubyte") for k in ("images-idx3", "labels-idx1"))
     images, labels = {"label10": (images, np.where(np.arange(len(labels)) == 7, 10, labels)),
                       "small": (images[:, :10, :10], labels),
-                      "count": (images, labels[:-1])}[kind]
+                      "count": (images, labels[:-1]), "few": (images[:10], labels[:10]),
+                      "int32": (images, labels)}[kind]
     (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images))
-    (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(
+        idx_bytes(labels, "i4" if kind == "int32" else "u1"))
     return str(root)
 
 
@@ -418,6 +422,8 @@ CASES = [
     (["--data-dir", "{wrong_label10}"], ["label10-data", "labels outside 0..9"]),
     (["--data-dir", "{wrong_small}"], ["small-data", "(1, 10, 10), not (1, 28, 28)"]),
     (["--data-dir", "{wrong_count}"], ["count-data", "10,000 images but 9,999 labels"]),
+    (["--data-dir", "{wrong_few}"], ["few-data", "10 test images, not 10,000"]),
+    (["--data-dir", "{wrong_int32}"], ["int32-data", "corrupt or unreadable", "uint8"]),
     # output folders
     (["--out", "{a_file}"], ["a_file", "not a folder"]),
     (["--out", "{a_file}/run"], ["a_file", "not a folder"]),
@@ -437,7 +443,8 @@ def broken_inputs(tmp_path_factory, data_dir, stopped_run) -> dict:
     kinds = ("bitflip", "truncated", "foreign", "noconfig", "otherarch", "text", "hplist",
              "weightsonly", "badopt")
     return {**{f"ckpt_{k}": checkpoint_variant(stopped_run, tmp, k) for k in kinds},
-            **{f"wrong_{k}": wrong_mnist(tmp, data_dir, k) for k in ("label10", "small", "count")},
+            **{f"wrong_{k}": wrong_mnist(tmp, data_dir, k) for k in ("label10", "small", "count",
+                                                                    "few", "int32")},
             "corrupt_data": corrupt_mnist(tmp, data_dir)}
 
 
