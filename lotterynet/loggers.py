@@ -80,11 +80,17 @@ def resumed_history(checkpoint: str | None) -> list[dict]:
     stored = load_checkpoint(checkpoint)
     try:
         with open(source, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as err:
         raise CheckpointError(f"{source}, the history of the run being resumed, is not a CSV "
                               f"file ({err}); restore it, or move it away to resume without "
                               f"it") from None
+    if reader.fieldnames is not None and "step" not in reader.fieldnames:
+        raise CheckpointError(f"{source}, the history of the run being resumed, has no header "
+                              f"naming its columns (epoch, step, ...): its first line is "
+                              f"{','.join(reader.fieldnames)[:60]!r}; restore it, or move it "
+                              f"away to resume without it")
     complete = []
     for line, row in enumerate(rows, start=2):
         if None in row.values():  # cut off by a kill: logged again by the resume

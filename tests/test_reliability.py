@@ -395,6 +395,8 @@ def test_stopped_by_a_signal_says_so_and_is_not_a_success(whole_and_stopped, tmp
     (lambda text: text + ",,x,,,,,,,,,,,,,,\n", "epoch 'x'"),
     (lambda text: text + "," * 40 + "\n", "fields"),
     (lambda text: text.replace("val/acc", "val/\udcff", 1), "not a CSV file"),
+    (lambda text: text.split("\n", 1)[1], "has no header naming its columns"),
+    (lambda text: 'garbage,,"unterminated\n', "its first line is 'garbage,,unterminated"),
 ])
 def test_history_edited_by_hand_is_refused_and_kept(whole_and_stopped, tmp_path, capsys, edit,
                                                     said):
