@@ -473,15 +473,8 @@ def run(config: RunConfig) -> dict:
     module = build_module(config, data)
     if config.resume:
         check_state_matches(load_checkpoint(config.resume), module, config.resume)
-    spec = module.hparams.spec
     counts = count_params(module.model)
     densities = layer_densities(module.model)
-    if not is_launched_worker():
-        width = f", width {spec['width']}" if "width" in spec else ""
-        print(f"{config.arch} {spec['structure']}{width}: maskable {counts['maskable']:,}, "
-              f"kept {counts['kept']:,}, frozen {counts['frozen']:,}, "
-              f"trainable {counts['trainable']:,}", flush=True)
-
     with holding(run_dir, config):
         if config.overwrite and not config.resume and not is_launched_worker():
             clear_previous_run(run_dir)
@@ -494,6 +487,11 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     spec, lr = module.hparams.spec, module.hparams.optim["lr"]
     width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
     loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width})
+    if not is_launched_worker():  # (after the last refusal: a refused run prints one line)
+        wide = f", width {spec['width']}" if width else ""
+        print(f"{config.arch} {spec['structure']}{wide}: maskable {counts['maskable']:,}, "
+              f"kept {counts['kept']:,}, frozen {counts['frozen']:,}, "
+              f"trainable {counts['trainable']:,}", flush=True)
     timer = EpochTimer(announce=not shows_progress_bar(config), epochs=config.epochs)
     trainer = make_trainer(config, run_dir, loggers, timer,
                            # the schedule steps once per epoch (module.configure_optimizers),
