@@ -164,6 +164,11 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
         data = unseal(Path(path).read_bytes(), path)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {str(path)!r} not found") from None
+    except IsADirectoryError:
+        inside = Path(path) / CHECKPOINTS / LAST
+        hint = (f"give its checkpoint, {str(inside)!r}" if inside.is_file()
+                else f"it holds no {CHECKPOINTS}/{LAST}")
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; {hint}") from None
     except OSError as err:
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: "
                               f"{err.strerror or err}") from None

@@ -375,6 +375,8 @@ CASES = [
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     # resume targets
     (["--resume", "/nonexistent/last.ckpt"], ["/nonexistent/last.ckpt", "not found"]),
+    (["--resume", "{run}"], ["is a folder; give its checkpoint", "resumable/checkpoints/last"]),
+    (["--resume", "{tmp}"], ["is a folder; it holds no checkpoints/last.ckpt"]),
     (["--resume", "{ckpt_bitflip}"], ["bitflip-run", "corrupt", "digest"]),
     (["--resume", "{ckpt_truncated}"], ["truncated-run", "digest"]),
     (["--resume", "{ckpt_foreign}"], ["foreign-run", "not written by lotterynet"]),
@@ -518,6 +520,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     }
     names = {name: write(tmp_path / name, data) for name, data in configs.items()}
     return {**names, **broken_inputs, "ckpt": str(run / "checkpoints" / "last.ckpt"),
+            "run": str(run),
             "tmp": str(tmp_path), "done": str(finished_run / "checkpoints" / "last.ckpt"),
             "finished_dir": str(finished_run), "other_run": str(other),
             "a_file": write(tmp_path / "a_file", "x")}
