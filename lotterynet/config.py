@@ -397,11 +397,24 @@ def check_path(flag: str, path: str) -> None:
                           f"longest name {max(names)})")
 
 
+#: Lightning's historical spellings of a precision, read as it reads them.
+PRECISION_ALIASES = {16: "16-mixed", "16": "16-mixed", 32: "32-true", "32": "32-true",
+                     64: "64-true", "64": "64-true", "bf16": "bf16-mixed"}
+
+
 def make_config(values: dict) -> RunConfig:
     """A validated :class:`RunConfig` from a mapping of (some of) its fields."""
     unknown = sorted((k for k in values if k not in FIELDS), key=str)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(FIELDS)}")
+    precision = values.get("precision", "32-true")
+    if type(precision) in (int, str) and precision in PRECISION_ALIASES:
+        values = {**values, "precision": PRECISION_ALIASES[precision]}
+    elif not isinstance(precision, str):
+        from .validate import PRECISIONS
+
+        raise ConfigError(f"unknown precision {precision!r}; valid choices: "
+                          f"{', '.join(PRECISIONS)} (or Lightning's 16, 32, 64, bf16)")
     config = RunConfig(**{name: typed_value(name, value) for name, value in values.items()})
     if config.structure is None:
         from .archs import default_structure

@@ -29,7 +29,7 @@ def check_hardware(config: RunConfig) -> None:
                           f"{', '.join(ACCELERATORS)}")
     if config.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {config.precision!r}; valid choices: "
-                          f"{', '.join(PRECISIONS)}")
+                          f"{', '.join(PRECISIONS)} (or Lightning's 16, 32, 64, bf16)")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if config.accelerator in ("gpu", "cuda") and not gpus:
         raise ConfigError(f"--accelerator {config.accelerator}: this machine has no CUDA GPU; "

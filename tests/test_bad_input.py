@@ -133,7 +133,8 @@ CASES = [
     (["--scheduler", "step"], ["step", "cosine"]),
     (["--accelerator", "tpu"], ["tpu", "cpu"]),
     (["--precision", "8-bit"], ["8-bit", "32-true"]),
-    (["--precision", "32"], ["'32'", "32-true"]),
+    (["--precision", "17"], ["'17'", "32-true", "Lightning's 16, 32, 64, bf16"]),
+    (["--config", "{cfg_int_precision}"], ["unknown precision 17", "32-true"]),
     (["--arch", "timm:"], ["timm:", "resnet18"]),
     (["--arch", "timm:resnet18x"], ["resnet18x", "resnet18"]),
     # numbers
@@ -506,7 +507,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "st_foreign": {"members": [{**member, "sparsity": 0.9}], "cells": [str(finished)]},
         "st_dot": {"members": [member], "cells": ["."]},
         "st_resume": {"members": [{**member, "resume": "x.ckpt"}], "cells": [str(tmp_path / "c")]},
-        "cfg_dupkey": "arch: fc2\narch: fc4\n",
+        "cfg_dupkey": "arch: fc2\narch: fc4\n", "cfg_int_precision": {"precision": 17},
         "cfg_section_twice": {"arch": "fc2", "model": {"arch": "fc4"}},
         "cfg_dash_twice": {"batch-size": 32, "batch_size": 64},
         "st_nomembers": {"cells": ["a"]},

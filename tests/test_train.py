@@ -13,7 +13,7 @@ import yaml
 
 from conftest import REPO
 from lotterynet.cli import build_parser, config_from_args, main
-from lotterynet.config import FIELDS
+from lotterynet.config import FIELDS, make_config
 from lotterynet.distributions import orseau_range
 from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
@@ -255,6 +255,12 @@ def test_cli_subprocess_bad_input_and_help():
     for name in FIELDS:
         assert "--" + name.replace("_", "-") in help_text
     assert "PRUNED" in help_text and "(default: 0.5)" in help_text
+
+
+@pytest.mark.parametrize("given, unified", [(32, "32-true"), ("32", "32-true"),
+                                             (64, "64-true"), ("bf16", "bf16-mixed")])
+def test_lightnings_historical_precisions_are_read_as_lightning_reads_them(given, unified):
+    assert make_config({"precision": given}).precision == unified
 
 
 def test_flags_override_config_file(tmp_path):
