@@ -53,15 +53,13 @@ class _SubnetLayer(nn.Module):
                 target, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                 generator=generator, pairs=pairs, activation=activation, shared=shared,
                 hidden=hidden, fan_in=fan_in, kept=kept, ties=ties, score_init=score_init)
-            bias_values = None
             if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
                 bound = 1.0 / math.sqrt(target.fan_in)
-                bias_values = torch.empty(target.out_features).uniform_(-bound, bound,
-                                                                        generator=generator)
-        if bias_values is not None:
-            self.bias = nn.Parameter(bias_values, requires_grad=False)
-        else:
-            self.register_parameter("bias", None)
+                values = torch.empty(target.out_features).uniform_(-bound, bound,
+                                                                   generator=generator)
+                self.bias = nn.Parameter(values, requires_grad=False)
+            else:
+                self.register_parameter("bias", None)
         dtype = dtype or default
         if device is not None or dtype != torch.float32:
             self.to(device=device, dtype=dtype)
