@@ -203,7 +203,11 @@ def dotted_flags(argv: list[str]) -> list[str]:
             out.append(arg)
         elif section == "--trainer":
             key, equals, value = rest.partition("=")
-            out += ["--trainer", f"{key}={value if equals else next(args, '')}"]
+            if not equals:
+                value = next(args, None)
+                if value is None or value.startswith("--"):
+                    raise ConfigError(f"{arg} needs a value ({arg} VALUE or {arg}=VALUE)")
+            out += ["--trainer", f"{key}={value}"]
         else:  # the key as a flat flag: batch_size or batch-size
             key, equals, value = rest.partition("=")
             name = section.lstrip("-")

@@ -272,6 +272,8 @@ CASES = [
     (["--data-dir", "{a_file}"], ["a_file", "not a folder"]),
     (["--trainer.fast_dev_run", "true"], ["fast_dev_run", "debugging"]),
     (["--trainer.max_steps", "0"], ["max_steps", "-1"]),
+    (["--trainer.max_epochs"], ["--trainer.max_epochs needs a value"]),
+    (["--trainer.max_epochs", "--epochs", "3"], ["--trainer.max_epochs needs a value"]),
     (["--trainer.min_epochs", "50"], ["min_epochs 50", "10 epochs"]),
     (["--trainer.min_steps", "100000"], ["min_steps 100000", "8600 optimizer steps"]),
     (["--trainer.min_steps", "-5"], ["min_steps", "-5", "count >= 0"]),
