@@ -41,6 +41,7 @@ from . import theory
 from .checkpointing import savefig_atomic, write_text_atomic
 from .constructions import construct_model, effective_errors, product_network, subset_sum
 from .data import DatasetNotFound, load_split
+from .errors import OneLineErrorParser
 from .machine import cpu_name
 from .params import count_params
 from .targets import RECIPES, trained_target
@@ -184,7 +185,7 @@ def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, ar
     offset = DATASET_SEED_OFFSET[dataset]
     for sweep in sweeps:
         path = result_path(args.out, net, dataset, sweep.name)
-        rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+        rows = read_result(path)["rows"] if path.exists() else []
         done = {(r["size"], r["seed"]) for r in rows}
         for size in sweep.sizes:
             if args.sizes and size not in args.sizes:
@@ -216,11 +217,38 @@ def check_stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep],
     epochs = epochs or RECIPES[recipe]["epochs"]
     for sweep in sweeps:
         path = result_path(out, net, dataset, sweep.name)
-        stored = json.loads(path.read_text())["target"] if path.is_file() else None
+        stored = read_result(path)["target"] if path.exists() else None
         if stored and (stored["recipe"], stored["epochs"]) != (recipe, epochs):
             raise ValueError(f"{path} holds rows measured on the target {stored['recipe']} "
                              f"trained {stored['epochs']} epochs, not {epochs}: move it away or "
                              f"give --out another folder")
+
+
+ROW_KEYS = {"construction": str, "size": int, "seed": int, "test_accuracy": float}
+
+
+def read_result(path: Path) -> dict:
+    """An approximation result file (``net``, ``construction``, ``target``, ``rows``), checked:
+    anything else (not JSON, rows without their keys, a folder) is a :class:`ValueError`
+    naming the file, never a half-read table."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not an approximation result file ({err}); move it away "
+                         f"or restore it") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    fault = ("not a mapping with rows" if not isinstance(rows, list) else
+             "no rows" if not rows else
+             f"no known construction {data.get('construction')!r}"
+             if data.get("construction") not in {s.name for s in FC2_SWEEPS} else
+             "no target" if not isinstance(data.get("target"), dict) else
+             next((f"a row without {key}: {type_.__name__}" for row in rows
+                   for key, type_ in ROW_KEYS.items()
+                   if not isinstance(row, dict) or type(row.get(key)) is not type_), None))
+    if fault:
+        raise ValueError(f"{path} is not an approximation result file ({fault}); move it away "
+                         f"or restore it")
+    return data
 
 
 def write_json(path: Path, obj) -> None:
@@ -316,8 +344,7 @@ def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
 
 
 def load_results(directory: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(directory.glob("approximation_*_*.json"))
-            if "rows" in json.loads(p.read_text())]
+    return [read_result(p) for p in sorted(directory.glob("approximation_*_*.json"))]
 
 
 def table_markdown(results: list[dict]) -> str:
@@ -424,7 +451,7 @@ def run_table(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m lotterynet.approximate", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=["fc2", "lenet5", "table"])
@@ -445,6 +472,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        twice = next((d for i, d in enumerate(args.datasets) if d in args.datasets[:i]), None)
+        if twice:
+            raise ValueError(f"--datasets names {twice!r} twice; give each data set once")
         {"fc2": run_fc2, "lenet5": run_lenet5, "table": run_table}[args.experiment](args)
     except (DatasetNotFound, ValueError) as err:
         parser.error(str(err))

@@ -35,6 +35,7 @@ from .errors import (
     DatasetNotFound,
     DiskFullError,
     Interrupted,
+    OneLineErrorParser,
     TrainingDiverged,
 )
 from .grid import load_sweep, write_wandb_sweep
@@ -52,7 +53,7 @@ PATH_FLAGS = ("config", "data_dir", "out", "resume", "sweep", "sweep_out", "wand
 SWEEP_RUN_FLAGS = {"jobs_per_device": 1, "stack": True, "yes": False}
 
 
-class OneLineParser(argparse.ArgumentParser):
+class OneLineParser(OneLineErrorParser):
     """Argument errors as one line (no usage block), exit code 2; LightningCLI's dotted flags
     (``--trainer.KEY``, ``--data.KEY``: :func:`~lotterynet.config.dotted_flags`) accepted."""
 
@@ -72,9 +73,6 @@ class OneLineParser(argparse.ArgumentParser):
             except ConfigError as err:
                 self.error(str(err))
         return args
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,16 @@ second, before the heavy imports.
 """
 
 
+import argparse
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 class ConfigError(ValueError):
     """A bad configuration value; the message is one line naming the value and the choices."""
 

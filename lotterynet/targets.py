@@ -23,12 +23,19 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from .checkpointing import load_checkpoint
 from .config import ConfigError, make_config
+from .errors import (
+    CheckpointError,
+    DatasetNotFound,
+    Interrupted,
+    OneLineErrorParser,
+    TrainingDiverged,
+)
 from .models import build_model
-from .run import CHECKPOINTS, LAST, RESULTS, holds_files, run
+from .run import CHECKPOINTS, LAST, RESULTS, holds_files, read_json, run
 
 PENSIA_SGD = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
                   scheduler="cosine", batch_size=64, epochs=10)
@@ -44,6 +51,8 @@ RECIPES = {
 PAPER_ACCURACY = {"pensia_fc2": 0.9719, "dacunha_lenet5_mnist": 0.9899,
                   "dacunha_lenet5_fashion-mnist": 0.8912}
 TARGETS_DIR = Path("runs/targets")
+#: What a run stopped before its first checkpoint leaves: started again, not refused.
+BEFORE_FIRST_CHECKPOINT = {"metrics.csv", "hparams.yaml", CHECKPOINTS, "wandb-id"}
 
 
 def target_config(name: str, *, data_dir=None, out: Path | None = None, **overrides):
@@ -57,14 +66,24 @@ def target_config(name: str, *, data_dir=None, out: Path | None = None, **overri
 
 
 def load_target(run_dir: Path) -> tuple[nn.Module, dict]:
-    """The trained model of a finished run (rebuilt from the spec stored in its checkpoint)
-    and the run's ``results.json``."""
-    ckpt = torch.load(Path(run_dir) / CHECKPOINTS / LAST, weights_only=True, map_location="cpu")
-    spec = ckpt["hyper_parameters"]["spec"]
-    model = build_model(**spec)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
-                           if k.startswith("model.")})
-    return model.eval(), json.loads((Path(run_dir) / RESULTS).read_text())
+    """The trained model of a finished run (rebuilt from the spec stored in its checkpoint,
+    whose digest is checked) and the run's ``results.json``; a damaged one is a
+    :class:`CheckpointError` naming the file."""
+    path = Path(run_dir) / CHECKPOINTS / LAST
+    ckpt = load_checkpoint(path)
+    try:
+        model = build_model(**ckpt["hyper_parameters"]["spec"])
+        model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
+                               if k.startswith("model.")})
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not hold a target network "
+                              f"({type(err).__name__}: {err}); delete {str(run_dir)!r} to "
+                              f"train it again") from None
+    results = read_json(Path(run_dir) / RESULTS)
+    if not isinstance(results.get("test_acc"), float):
+        raise CheckpointError(f"{str(Path(run_dir) / RESULTS)!r} is not a finished run's "
+                              f"results; delete {str(run_dir)!r} to train the target again")
+    return model.eval(), results
 
 
 def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module, dict]:
@@ -76,10 +95,13 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
     if not (run_dir / RESULTS).is_file():
         last = run_dir / CHECKPOINTS / LAST
         if not config.resume and holds_files(run_dir):
-            if not last.is_file():
-                raise ConfigError(f"target folder {str(run_dir)!r} holds an unfinished run with "
-                                  f"no checkpoint; delete it to train the target again")
-            config = dataclasses.replace(config, resume=str(last))
+            if last.is_file():  # an unfinished run: continued from its checkpoint
+                config = dataclasses.replace(config, resume=str(last))
+            elif {p.name for p in run_dir.iterdir()} <= BEFORE_FIRST_CHECKPOINT:
+                config = dataclasses.replace(config, overwrite=True)  # nothing to keep
+            else:
+                raise ConfigError(f"target folder {str(run_dir)!r} holds an unfinished run "
+                                  f"with no checkpoint; delete it to train the target again")
         run(config)
         if config.resume and not last.is_file():  # nothing left to train: the resumed
             last.parent.mkdir(parents=True, exist_ok=True)  # checkpoint was tested
@@ -98,7 +120,7 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lotterynet.targets", description=__doc__,
+    parser = OneLineErrorParser(prog="python -m lotterynet.targets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", choices=list(RECIPES))
     parser.add_argument("--data-dir")
@@ -110,11 +132,17 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
     if args.resume:
         if args.epochs is None or RECIPES[args.names[0]]["scheduler"] != "constant":
-            parser.error("--resume needs --epochs and a recipe with a constant schedule")
+            parser.error("--resume needs --epochs and a recipe with a constant schedule; to "
+                         "continue a stopped target, run the same command again")
         overrides["resume"] = args.resume
-    for name in args.names:
-        _, info = trained_target(name, data_dir=args.data_dir, **overrides)
-        print(json.dumps(info), flush=True)
+    try:
+        for name in args.names:
+            _, info = trained_target(name, data_dir=args.data_dir, **overrides)
+            print(json.dumps(info), flush=True)
+    except (ConfigError, CheckpointError, DatasetNotFound) as err:
+        parser.error(str(err))
+    except (TrainingDiverged, Interrupted) as err:
+        parser.exit(getattr(err, "exit_code", 1), f"{parser.prog}: error: {err}\n")
 
 
 if __name__ == "__main__":

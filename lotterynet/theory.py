@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .checkpointing import savefig_atomic
+from .errors import OneLineErrorParser
 from .registry import Registry
 
 ARCHITECTURES: Registry = Registry("target architecture")
@@ -283,12 +286,36 @@ def plot_study(study: dict, path: str) -> None:
     plt.close(fig)
 
 
+def widths_list(text: str) -> list[int]:
+    """``784,500,10`` as a list of integers (argparse names the flag when this fails)."""
+    try:
+        return [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated integers, "
+                                         f"e.g. 784,500,10") from None
+
+
+def check_writable_file(parser: argparse.ArgumentParser, out: str) -> None:
+    """``--out`` names a PNG file whose folder exists or can be made (not a folder, not under a
+    file, not a read-only place): refused before the computation, not after it."""
+    path = Path(out)
+    if path.suffix.lower() != ".png" or path.is_dir():
+        parser.error(f"--out {out!r} must name a .png file")
+    parent = next(p for p in path.absolute().parents if p.exists())
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError:
+        parser.error(f"--out {out!r}: {str(parent)!r} is not a writable folder")
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lotterynet.theory", description=__doc__,
+    parser = OneLineErrorParser(prog="python -m lotterynet.theory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="table", choices=["table", "study"])
     parser.add_argument("--arch", choices=ARCHITECTURES.names())
-    parser.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")])
+    parser.add_argument("--widths", type=widths_list, help="layer widths, e.g. 784,500,10")
     parser.add_argument("--epsilon", type=float, default=None,
                         help="target accuracy (table: 0.01, study: 0.05)")
     parser.add_argument("--delta", type=float, default=0.01)
@@ -302,20 +329,49 @@ def main(argv=None) -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--out", default="rss_study.png")
     args = parser.parse_args(argv)
-    if args.command == "study":
-        if not 1 <= args.n_max <= 22:
-            raise ValueError(f"--n-max must be in [1, 22] (2^n sums are enumerated), "
-                             f"got {args.n_max}")
-        study = rss_study(args.epsilon or 0.05, range(1, args.n_max + 1), args.trials,
-                          args.density or 0.5, C=args.C)
+    study = args.command == "study"
+    defaults = {"epsilon": 0.05 if study else 0.01, "density": 0.5 if study else 0.1}
+    for name, default in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    unit = "a number in [1e-12, 1)"
+    checks = {"epsilon": (args.epsilon, 1e-12 <= args.epsilon < 1, unit),
+              "delta": (args.delta, 1e-12 <= args.delta < 1, unit),
+              "density": (args.density, 0 < args.density < 1, "a number in (0, 1)"),
+              "C": (args.C, 0 < args.C < math.inf, "a positive number"),
+              "c-amp": (args.c_amp, 0 < args.c_amp < math.inf, "a positive number"),
+              "spectral-norm": (args.spectral_norm, 0 < args.spectral_norm < 1e6,
+                                "a positive number below 1e6"),
+              "n-max": (args.n_max, 1 <= args.n_max <= 22,
+                        "in [1, 22] (2^n sums are enumerated)"),
+              "trials": (args.trials, 1 <= args.trials <= 10_000, "in [1, 10000]"),
+              "widths": (args.widths, args.widths is None or (
+                  len(args.widths) >= 2 and all(0 < w <= 10**7 for w in args.widths)),
+                  "at least two positive layer widths, e.g. 784,500,10")}
+    for name, (value, valid, what) in checks.items():
+        if not valid:
+            parser.error(f"--{name} must be {what}, got {value!r}")
+    if study:
+        entries = args.trials * (2**args.n_max + round(2 / args.epsilon))
+        if entries > 2**27:  # sums and grid points per trial, in a few float64 copies
+            parser.error(f"--n-max {args.n_max}, --epsilon {args.epsilon} and --trials "
+                         f"{args.trials} hold {entries:,} sums and grid points at once (at "
+                         f"most {2**27:,}); give fewer --trials, a smaller --n-max or a larger "
+                         f"--epsilon")
+        check_writable_file(parser, args.out)
+        study = rss_study(args.epsilon, range(1, args.n_max + 1), args.trials, args.density,
+                          C=args.C)
         for n, p_any, p_fixed in zip(study["n"], study["any"], study["fixed"]):
             print(f"n={n:>3}  any={p_any:.3f}  fixed-size={p_fixed:.3f}")
         plot_study(study, args.out)
         print(f"wrote {args.out}")
         return
-    widths = resolve_widths(args.arch or (None if args.widths else "fc2"), args.widths)
-    rows = width_table(widths, args.epsilon or 0.01, args.delta, C=args.C, c_amp=args.c_amp,
-                       density=args.density or 0.1, spectral_norm=args.spectral_norm)
+    try:
+        widths = resolve_widths(args.arch or (None if args.widths else "fc2"), args.widths)
+    except ValueError as err:
+        parser.error(str(err))
+    rows = width_table(widths, args.epsilon, args.delta, C=args.C, c_amp=args.c_amp,
+                       density=args.density, spectral_norm=args.spectral_norm)
     print(format_table(widths, rows))
 
 

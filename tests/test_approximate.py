@@ -73,6 +73,12 @@ def test_a_killed_target_training_continues_and_a_stray_folder_is_one_line(tmp_p
     with pytest.raises(ConfigError, match=r"unfinished run with no checkpoint; delete it") as err:
         trained_target("pensia_fc2", **{**recipe, "out": stray})
     assert "--overwrite" not in str(err.value) and (stray / "notes.txt").read_text() == "mine"
+    # stopped before its first checkpoint: what the run had written, and it starts again
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    (dead / "metrics.csv").write_text("epoch,step\n")
+    (dead / "checkpoints").mkdir()
+    assert trained_target("pensia_fc2", **{**recipe, "out": dead})[1]["epochs"] == 2
 
 
 def test_measure_on_a_small_network_reports_the_built_model():
@@ -143,7 +149,9 @@ def test_rows_of_another_target_are_refused_before_any_work(tmp_path, capsys, mo
     even when the mismatch is in the second data set's file."""
     monkeypatch.setattr(approximate, "trained_target",
                         lambda *a, **k: pytest.fail("trained before checking the stored rows"))
-    stored = {"target": {"recipe": "dacunha_lenet5_fashion-mnist", "epochs": 16}, "rows": []}
+    stored = {"construction": "pensia",
+              "target": {"recipe": "dacunha_lenet5_fashion-mnist", "epochs": 16},
+              "rows": [{"construction": "pensia", "size": 5, "seed": 0, "test_accuracy": 0.5}]}
     path = tmp_path / "approximation_lenet5_fashion-mnist_pensia.json"
     path.write_text(json.dumps(stored))
     with pytest.raises(SystemExit) as exit_info:
@@ -152,3 +160,43 @@ def test_rows_of_another_target_are_refused_before_any_work(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert str(path) in err and "trained 16 epochs, not 50" in err
     assert json.loads(path.read_text()) == stored  # untouched
+
+
+def test_result_files_and_datasets_it_cannot_use_are_one_line(tmp_path, capsys):
+    """A result file that is not one (not JSON, no rows, a construction it does not know, a
+    folder) is named, not half-read into the table or a traceback; a data set given twice
+    is refused (its second pass took the first's rows as done, under its own target)."""
+    path = tmp_path / "approximation_fc2_pensia.json"
+    for content, said in (("[]", "not a mapping with rows"), ("{bad", "Expecting property"),
+                          ('{"construction": "foo", "rows": [{}]}', "no known construction"),
+                          ('{"construction": "pensia", "target": {}, "rows": [{"size": "5"}]}',
+                           "a row without construction")):
+        path.write_text(content)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["table", "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+        assert f"{path} is not an approximation result file" in err and said in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lenet5", "--datasets", "mnist", "mnist", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--datasets names 'mnist' twice" in capsys.readouterr().err
+
+
+def test_targets_cli_refuses_a_damaged_target_in_one_line(tmp_path, data_dir, capsys,
+                                                          monkeypatch):
+    from lotterynet import targets
+
+    out = tmp_path / "runs" / "targets" / "pensia_fc2-e1-seed0"
+    trained_target("pensia_fc2", data_dir=data_dir, epochs=1, limit_train=256, out=out)
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0x40  # one flipped bit in the weights
+    checkpoint.write_bytes(bytes(data))
+    monkeypatch.chdir(tmp_path)
+    for argv, said in ((["pensia_fc2", "--epochs", "1"], "do not match its integrity digest"),
+                       (["pensia_fc2", "--epochs", "0"], "epochs must be positive")):
+        with pytest.raises(SystemExit) as exit_info:
+            targets.main([*argv, "--data-dir", str(data_dir)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err

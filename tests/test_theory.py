@@ -105,3 +105,24 @@ def test_cli_prints_table(capsys):
     theory.main(["--widths", "784,500,10", "--epsilon", "0.01"])
     out = capsys.readouterr().out
     assert "784-500-10: 397,000 weights" in out and "orseau-recycling" in out
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--epsilon", "0"], "--epsilon must be a number in [1e-12, 1), got 0.0"),
+    (["--delta", "nan"], "--delta must be"),
+    (["--widths", "784"], "--widths must be at least two positive layer widths"),
+    (["--widths", "784,,10"], "is not comma-separated integers"),
+    (["--C", "-3"], "--C must be a positive number"),
+    (["--arch", "fc4", "--widths", "784,500,10"], "give exactly one of arch or widths"),
+    (["study", "--trials", "0"], "--trials must be in [1, 10000]"),
+    (["study", "--n-max", "2", "--epsilon", "1e-6"], "give fewer --trials"),
+    (["study", "--out", "/sys/lotterynet-test.png"], "is not a writable folder"),
+    (["study", "--out", "study.txt"], "must name a .png file"),
+])
+def test_cli_refuses_bad_values_in_one_line_before_computing(argv, said, capsys):
+    """Not a traceback, nor a 0 silently read as the default (``--epsilon 0`` printed the
+    table for 0.01), nor a failure to write the figure after the whole study."""
+    with pytest.raises(SystemExit) as exit_info:
+        theory.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
