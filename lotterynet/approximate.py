@@ -227,24 +227,33 @@ def check_stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep],
 ROW_KEYS = {"construction": str, "size": int, "seed": int, "test_accuracy": float}
 
 
+def result_fault(data) -> str | None:
+    """What keeps ``data`` from being an approximation result file, or None."""
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        return "not a mapping with rows"
+    if not rows:
+        return "no rows"
+    if data.get("construction") not in {sweep.name for sweep in FC2_SWEEPS}:
+        return f"no known construction {data.get('construction')!r}"
+    if not isinstance(data.get("target"), dict):
+        return "no target"
+    for row in rows:
+        for key, kind in ROW_KEYS.items():
+            if not isinstance(row, dict) or type(row.get(key)) is not kind:
+                return f"a row without {key}: {kind.__name__}"
+    return None
+
+
 def read_result(path: Path) -> dict:
     """An approximation result file (``net``, ``construction``, ``target``, ``rows``), checked:
     anything else (not JSON, rows without their keys, a folder) is a :class:`ValueError`
     naming the file, never a half-read table."""
     try:
         data = json.loads(path.read_text())
+        fault = result_fault(data)
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path} is not an approximation result file ({err}); move it away "
-                         f"or restore it") from None
-    rows = data.get("rows") if isinstance(data, dict) else None
-    fault = ("not a mapping with rows" if not isinstance(rows, list) else
-             "no rows" if not rows else
-             f"no known construction {data.get('construction')!r}"
-             if data.get("construction") not in {s.name for s in FC2_SWEEPS} else
-             "no target" if not isinstance(data.get("target"), dict) else
-             next((f"a row without {key}: {type_.__name__}" for row in rows
-                   for key, type_ in ROW_KEYS.items()
-                   if not isinstance(row, dict) or type(row.get(key)) is not type_), None))
+        fault = str(err)
     if fault:
         raise ValueError(f"{path} is not an approximation result file ({fault}); move it away "
                          f"or restore it")
