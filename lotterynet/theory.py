@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,9 @@ from pathlib import Path
 import torch
 
 from .checkpointing import savefig_atomic
-from .errors import OneLineErrorParser
+from .errors import ConfigError, OneLineErrorParser
 from .registry import Registry
+from .validate import check_output_dir
 
 ARCHITECTURES: Registry = Registry("target architecture")
 for _name, _widths in {"fc2": (784, 500, 10), "fc4": (784, 500, 500, 500, 10),
@@ -295,19 +295,15 @@ def widths_list(text: str) -> list[int]:
                                          f"e.g. 784,500,10") from None
 
 
-def check_writable_file(parser: argparse.ArgumentParser, out: str) -> None:
-    """``--out`` names a PNG file whose folder exists or can be made (not a folder, not under a
-    file, not a read-only place): refused before the computation, not after it."""
-    path = Path(out)
-    if path.suffix.lower() != ".png" or path.is_dir():
+def check_png_path(parser: argparse.ArgumentParser, out: str) -> None:
+    """``--out`` names a PNG file in a folder that is, or can be made, writable: refused before
+    the computation, not at the write after it."""
+    if Path(out).suffix.lower() != ".png" or Path(out).is_dir():
         parser.error(f"--out {out!r} must name a .png file")
-    parent = next(p for p in path.absolute().parents if p.exists())
     try:
-        if not parent.is_dir():
-            raise NotADirectoryError
-        tempfile.TemporaryFile(dir=parent).close()
-    except OSError:
-        parser.error(f"--out {out!r}: {str(parent)!r} is not a writable folder")
+        check_output_dir(Path(out).parent, "--out")
+    except ConfigError as err:
+        parser.error(str(err))
 
 
 def main(argv=None) -> None:
@@ -329,8 +325,8 @@ def main(argv=None) -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--out", default="rss_study.png")
     args = parser.parse_args(argv)
-    study = args.command == "study"
-    defaults = {"epsilon": 0.05 if study else 0.01, "density": 0.5 if study else 0.1}
+    studying = args.command == "study"
+    defaults = {"epsilon": 0.05 if studying else 0.01, "density": 0.5 if studying else 0.1}
     for name, default in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -351,14 +347,14 @@ def main(argv=None) -> None:
     for name, (value, valid, what) in checks.items():
         if not valid:
             parser.error(f"--{name} must be {what}, got {value!r}")
-    if study:
+    if studying:
         entries = args.trials * (2**args.n_max + round(2 / args.epsilon))
         if entries > 2**27:  # sums and grid points per trial, in a few float64 copies
             parser.error(f"--n-max {args.n_max}, --epsilon {args.epsilon} and --trials "
                          f"{args.trials} hold {entries:,} sums and grid points at once (at "
                          f"most {2**27:,}); give fewer --trials, a smaller --n-max or a larger "
                          f"--epsilon")
-        check_writable_file(parser, args.out)
+        check_png_path(parser, args.out)
         study = rss_study(args.epsilon, range(1, args.n_max + 1), args.trials, args.density,
                           C=args.C)
         for n, p_any, p_fixed in zip(study["n"], study["any"], study["fixed"]):

@@ -116,7 +116,7 @@ def test_cli_prints_table(capsys):
     (["--arch", "fc4", "--widths", "784,500,10"], "give exactly one of arch or widths"),
     (["study", "--trials", "0"], "--trials must be in [1, 10000]"),
     (["study", "--n-max", "2", "--epsilon", "1e-6"], "give fewer --trials"),
-    (["study", "--out", "/sys/lotterynet-test.png"], "is not a writable folder"),
+    (["study", "--out", "/sys/lotterynet-test.png"], "--out '/sys' is not writable"),
     (["study", "--out", "study.txt"], "must name a .png file"),
 ])
 def test_cli_refuses_bad_values_in_one_line_before_computing(argv, said, capsys):
