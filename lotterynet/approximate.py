@@ -40,11 +40,12 @@ from torch import nn
 from . import theory
 from .checkpointing import savefig_atomic, write_text_atomic
 from .constructions import construct_model, effective_errors, product_network, subset_sum
-from .data import DatasetNotFound, load_split
-from .errors import OneLineErrorParser
+from .data import load_split
+from .errors import REPORTED, ConfigError, OneLineErrorParser, exit_code, message
 from .machine import cpu_name
 from .params import count_params
 from .targets import RECIPES, trained_target
+from .validate import check_output_dir
 
 EPSILON, DELTA = 0.01, 0.01
 ACCURACY_SLACK = 0.005  # "within 0.5 points of the target's test accuracy"
@@ -282,7 +283,7 @@ def run_fc2(args) -> None:
 def run_lenet5(args) -> None:
     epochs = args.target_epochs or [None] * len(args.datasets)
     if len(epochs) != len(args.datasets):
-        raise ValueError(f"give one --target-epochs per dataset {args.datasets}, got {epochs}")
+        raise ConfigError(f"give one --target-epochs per data set {args.datasets}, got {epochs}")
     sweeps = selected(LENET5_SWEEPS, args.only)
     for dataset, target_epochs in zip(args.datasets, epochs):
         check_stored_targets(args.out, "lenet5", dataset, sweeps, f"dacunha_lenet5_{dataset}",
@@ -459,6 +460,44 @@ def run_table(args) -> None:
     print(text)
 
 
+FLAGS_READ = {"fc2": {"data_dir", "seeds", "only", "sizes", "target_epochs"},
+              "lenet5": {"data_dir", "seeds", "only", "sizes", "target_epochs", "datasets"},
+              "table": set()}
+"""The options each experiment reads (``--out`` is read by all): any other given is refused,
+not ignored."""
+
+
+def check_options(args) -> None:
+    """Refuse, before any work, options the experiment would not read or could not use."""
+    given = [k for k in FLAGS_READ["lenet5"] if getattr(args, k) is not None]
+    unread = [k for k in given if k not in FLAGS_READ[args.experiment]]
+    if unread:
+        flag = "--" + unread[0].replace("_", "-")
+        raise ConfigError(f"{flag} is not read by {args.experiment}; it reads "
+                          + (", ".join("--" + k.replace("_", "-")
+                                       for k in sorted(FLAGS_READ[args.experiment]))
+                             or "only --out"))
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.experiment == "fc2" and args.target_epochs and len(args.target_epochs) != 1:
+        raise ConfigError(f"fc2 has one target: give one --target-epochs, got "
+                          f"{args.target_epochs}")
+    if any(e < 1 for e in args.target_epochs or ()):
+        raise ConfigError(f"--target-epochs must be >= 1, got {args.target_epochs}")
+    twice = next((d for i, d in enumerate(args.datasets or ()) if d in args.datasets[:i]), None)
+    if twice:
+        raise ConfigError(f"--datasets names {twice!r} twice; give each data set once")
+    if args.sizes:
+        sweeps = selected(FC2_SWEEPS if args.experiment == "fc2" else LENET5_SWEEPS, args.only)
+        sizes = sorted({size for sweep in sweeps for size in sweep.sizes})
+        outside = [size for size in args.sizes if size not in sizes]
+        if outside:
+            raise ConfigError(f"--sizes {outside[0]} is in no sweep of "
+                              f"{', '.join(s.name for s in sweeps)}; valid sizes: "
+                              f"{', '.join(map(str, sizes))}")
+    check_output_dir(args.out, "--out")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = OneLineErrorParser(
         prog="python -m lotterynet.approximate", description=__doc__,
@@ -468,26 +507,27 @@ def main(argv: list[str] | None = None) -> None:
                         "torchvision's layout (default: $LOTTERYNET_DATA, else ./data)")
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="where the JSON, Markdown and PNG results go (default: results)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per point (default: 5)")
+    parser.add_argument("--seeds", type=int, help="seeds per point (default: 5)")
     parser.add_argument("--only", nargs="+", help="run only these constructions")
     parser.add_argument("--sizes", nargs="+", type=int, help="run only these sizes of each "
                         "sweep (default: all)")
     parser.add_argument("--target-epochs", nargs="+", type=int, help="use the target trained "
                         "for this many epochs instead of the paper's (one per data set; "
                         "reported beside the paper's)")
-    parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"],
-                        choices=["mnist", "fashion-mnist"], help="lenet5: data sets")
+    parser.add_argument("--datasets", nargs="+", choices=["mnist", "fashion-mnist"],
+                        help="lenet5: data sets (default: mnist fashion-mnist)")
     args = parser.parse_args(argv)
     try:
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        twice = next((d for i, d in enumerate(args.datasets) if d in args.datasets[:i]), None)
-        if twice:
-            raise ValueError(f"--datasets names {twice!r} twice; give each data set once")
+        check_options(args)
+        args.seeds = args.seeds or 5
+        args.datasets = args.datasets or ["mnist", "fashion-mnist"]
         {"fc2": run_fc2, "lenet5": run_lenet5, "table": run_table}[args.experiment](args)
-    except (DatasetNotFound, ValueError) as err:
-        parser.error(str(err))
-
+    except (*REPORTED, ValueError) as err:
+        parser.exit(exit_code(err) if isinstance(err, REPORTED) else 2,
+                    f"{parser.prog}: error: {message(err)}\n")
+    except KeyboardInterrupt:  # the rows of every finished size are in their result files
+        parser.exit(130, f"{parser.prog}: error: stopped by Ctrl-C; the same command "
+                         f"continues from the sizes measured so far in {args.out}\n")
 
 if __name__ == "__main__":
     main()

@@ -31,12 +31,13 @@ from .config import (
     split_trainer_options,
 )
 from .errors import (
+    REPORTED,
     CheckpointError,
-    DatasetNotFound,
-    DiskFullError,
     Interrupted,
     OneLineErrorParser,
     TrainingDiverged,
+    exit_code,
+    message,
 )
 from .grid import load_sweep, write_wandb_sweep
 from .machine import keep_freed_memory
@@ -238,18 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return dispatch(args)
-    except (ConfigError, CheckpointError, DatasetNotFound) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
-    except DiskFullError as err:
-        print(f"train.py: error: {err.strerror}", file=sys.stderr)
-        return 1
-    except (TrainingDiverged, Interrupted) as err:  # every DDP rank stops; rank 0 says so
+    except REPORTED as err:
         from .run import is_launched_worker
 
-        if not is_launched_worker():
-            print(f"train.py: error: {err}", file=sys.stderr)
-        return getattr(err, "exit_code", 1)
+        stops_every_rank = isinstance(err, (TrainingDiverged, Interrupted))
+        if not (stops_every_rank and is_launched_worker()):  # rank 0 says so
+            print(f"train.py: error: {message(err)}", file=sys.stderr)
+        return exit_code(err)
 
 
 def dispatch(args: argparse.Namespace) -> int:

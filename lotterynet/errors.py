@@ -54,3 +54,20 @@ class Interrupted(RuntimeError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+REPORTED = (ConfigError, CheckpointError, DatasetNotFound, DiskFullError, TrainingDiverged,
+            Interrupted)
+"""The errors a command reports as one line (``prog: error: MESSAGE``), not a traceback."""
+
+
+def exit_code(err: Exception) -> int:
+    """What a command that stopped on ``err`` (one of :data:`REPORTED`) exits with."""
+    if isinstance(err, (ConfigError, CheckpointError, DatasetNotFound)):
+        return 2
+    return getattr(err, "exit_code", 1)
+
+
+def message(err: Exception) -> str:
+    """The one line reported for ``err``: an OSError's text without its ``[Errno N]``."""
+    return err.strerror if isinstance(err, DiskFullError) else str(err)

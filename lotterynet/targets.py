@@ -27,13 +27,7 @@ from torch import nn
 
 from .checkpointing import load_checkpoint
 from .config import ConfigError, make_config
-from .errors import (
-    CheckpointError,
-    DatasetNotFound,
-    Interrupted,
-    OneLineErrorParser,
-    TrainingDiverged,
-)
+from .errors import REPORTED, CheckpointError, OneLineErrorParser, exit_code, message
 from .models import build_model
 from .run import CHECKPOINTS, LAST, RESULTS, holds_files, read_json, run
 
@@ -139,10 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.names:
             _, info = trained_target(name, data_dir=args.data_dir, **overrides)
             print(json.dumps(info), flush=True)
-    except (ConfigError, CheckpointError, DatasetNotFound) as err:
-        parser.error(str(err))
-    except (TrainingDiverged, Interrupted) as err:
-        parser.exit(getattr(err, "exit_code", 1), f"{parser.prog}: error: {err}\n")
+    except REPORTED as err:
+        parser.exit(exit_code(err), f"{parser.prog}: error: {message(err)}\n")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from lotterynet.approximate import (
 from lotterynet.config import ConfigError
 from lotterynet.data import load_split
 from lotterynet.models import build_model
-from lotterynet.targets import load_target, trained_target
+from lotterynet.targets import RECIPES, load_target, trained_target
 
 
 def test_dacunha_lenet5_matches_the_paper():
@@ -183,6 +183,60 @@ def test_result_files_and_datasets_it_cannot_use_are_one_line(tmp_path, capsys):
     assert "--datasets names 'mnist' twice" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["fc2", "--datasets", "mnist"], "--datasets is not read by fc2"),
+    (["table", "--seeds", "3"], "--seeds is not read by table; it reads only --out"),
+    (["fc2", "--target-epochs", "1", "2"], "give one --target-epochs, got [1, 2]"),
+    (["lenet5", "--target-epochs", "0", "1"], "--target-epochs must be >= 1"),
+    (["fc2", "--sizes", "5", "99"], "--sizes 99 is in no sweep of pensia"),
+    (["fc2", "--only", "malach", "--sizes", "3"], "valid sizes: 4, 8, 16, 32, 64"),
+])
+def test_options_an_experiment_cannot_use_are_refused_before_any_work(argv, said, tmp_path,
+                                                                     capsys, monkeypatch):
+    """Before, these were ignored: a size outside every sweep ran nothing and exited 0, fc2
+    trained on its one target whatever --datasets said."""
+    monkeypatch.setattr(approximate, "trained_target",
+                        lambda *a, **k: pytest.fail("worked before refusing the options"))
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
+
+
+def test_ctrl_c_is_one_line_and_the_same_command_continues(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during a sweep: exit 130 and one line (not a traceback); the sizes finished
+    stay in the result file, and the same command measures only what is left."""
+    info = {"recipe": "pensia_fc2", "epochs": RECIPES["pensia_fc2"]["epochs"]}
+    monkeypatch.setattr(approximate, "trained_target", lambda *a, **k: (
+        nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), info))
+    monkeypatch.setattr(approximate, "load_split", lambda *a, **k: (
+        torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)))
+    measured = []
+
+    def measure(sweep, size, seed, *args):
+        if len(measured) == 3:
+            raise KeyboardInterrupt
+        measured.append((size, seed))
+        return {"construction": sweep.name, "size": size, "seed": seed, "test_accuracy": 0.5,
+                "weight_error_max": 0.1}
+
+    monkeypatch.setattr(approximate, "measure", measure)
+    argv = ["fc2", "--only", "pensia", "--sizes", "3", "5", "--seeds", "2", "--out",
+            str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 130 and len(err.splitlines()) == 1, err
+    assert "stopped by Ctrl-C" in err and str(tmp_path) in err
+    path = tmp_path / "approximation_fc2_pensia.json"
+    assert [(r["size"], r["seed"]) for r in json.loads(path.read_text())["rows"]] == [
+        (3, 0), (3, 1)]  # size 5 was cut short: none of its rows are written
+    measured.clear()
+    main(argv)
+    assert measured == [(5, 0), (5, 1)]
+    assert len(json.loads(path.read_text())["rows"]) == 4
+
+
 def test_targets_cli_refuses_a_damaged_target_in_one_line(tmp_path, data_dir, capsys,
                                                           monkeypatch):
     from lotterynet import targets
@@ -200,3 +254,28 @@ def test_targets_cli_refuses_a_damaged_target_in_one_line(tmp_path, data_dir, ca
             targets.main([*argv, "--data-dir", str(data_dir)])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
+
+
+@pytest.mark.parametrize("command", ["targets", "approximate"])
+def test_a_full_disk_while_training_a_target_is_one_line(command, tmp_path, capsys,
+                                                         monkeypatch):
+    """The errors train.py reports as one line are reported so by the module commands that
+    train targets too (a full disk was a traceback in targets, in approximate as well)."""
+    from lotterynet import targets
+    from lotterynet.errors import DiskFullError
+
+    def full(*args, **kwargs):
+        raise DiskFullError(28, "disk full while writing 'last.ckpt'; the previous version "
+                                "is intact")
+
+    monkeypatch.setattr(targets, "trained_target", full)
+    monkeypatch.setattr(approximate, "trained_target", full)
+    with pytest.raises(SystemExit) as exit_info:
+        if command == "targets":
+            targets.main(["pensia_fc2"])
+        else:
+            main(["fc2", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.splitlines() == [
+        f"python -m lotterynet.{command}: error: disk full while writing 'last.ckpt'; the "
+        f"previous version is intact"], err
