@@ -40,7 +40,7 @@ from .errors import (
     message,
 )
 from .grid import load_sweep, write_wandb_sweep
-from .machine import keep_freed_memory
+from .machine import is_launched_worker, keep_freed_memory
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
 # train now): the flags decide, or the location of the checkpoint does.
@@ -240,8 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dispatch(args)
     except REPORTED as err:
-        from .run import is_launched_worker
-
         stops_every_rank = isinstance(err, (TrainingDiverged, Interrupted))
         if not (stops_every_rank and is_launched_worker()):  # rank 0 says so
             print(f"train.py: error: {message(err)}", file=sys.stderr)
@@ -292,7 +290,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(nested_config(config), sort_keys=False), end="")
         return 0
-    from .run import is_launched_worker, run
+    from .run import run
 
     keep_freed_memory()
     results = run(config)

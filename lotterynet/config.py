@@ -401,9 +401,20 @@ def check_path(flag: str, path: str) -> None:
                           f"longest name {max(names)})")
 
 
+PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 #: Lightning's historical spellings of a precision, read as it reads them.
 PRECISION_ALIASES = {16: "16-mixed", "16": "16-mixed", 32: "32-true", "32": "32-true",
                      64: "64-true", "64": "64-true", "bf16": "bf16-mixed"}
+
+
+def precision_name(value) -> str:
+    """``value`` as one of :data:`PRECISIONS` (an alias read as Lightning reads it)."""
+    if type(value) in (int, str) and value in PRECISION_ALIASES:
+        return PRECISION_ALIASES[value]
+    if value not in PRECISIONS:
+        raise ConfigError(f"unknown precision {value!r}; valid choices: {', '.join(PRECISIONS)} "
+                          f"(or Lightning's 16, 32, 64, bf16)")
+    return value
 
 
 def make_config(values: dict) -> RunConfig:
@@ -411,14 +422,8 @@ def make_config(values: dict) -> RunConfig:
     unknown = sorted((k for k in values if k not in FIELDS), key=str)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(FIELDS)}")
-    precision = values.get("precision", "32-true")
-    if type(precision) in (int, str) and precision in PRECISION_ALIASES:
-        values = {**values, "precision": PRECISION_ALIASES[precision]}
-    elif not isinstance(precision, str):
-        from .validate import PRECISIONS
-
-        raise ConfigError(f"unknown precision {precision!r}; valid choices: "
-                          f"{', '.join(PRECISIONS)} (or Lightning's 16, 32, 64, bf16)")
+    if "precision" in values:
+        values = {**values, "precision": precision_name(values["precision"])}
     config = RunConfig(**{name: typed_value(name, value) for name, value in values.items()})
     if config.structure is None:
         from .archs import default_structure

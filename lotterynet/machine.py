@@ -1,10 +1,11 @@
-"""The machine a run is on: the CPU's model name (for results and benchmarks) and the one
-allocator setting that CPU training needs."""
+"""The machine a run is on: the CPU's model name (for results and benchmarks), the one
+allocator setting that CPU training needs, and whether this process is a DDP worker."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
 
 #: glibc ``mallopt`` parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit.
@@ -38,3 +39,8 @@ def keep_freed_memory() -> bool:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
                 and mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_MAX))
+
+
+def is_launched_worker() -> bool:
+    """True in the processes Lightning's DDP launcher starts (rank > 0)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0

@@ -46,7 +46,7 @@ from .datamodule import TensorDataModule
 from .errors import Interrupted, TrainingDiverged
 from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
-from .machine import cpu_name
+from .machine import cpu_name, is_launched_worker
 from .models import split_arch
 from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, mask_digest
 from .params import count_params
@@ -81,11 +81,6 @@ def run_dir_of(config: RunConfig) -> Path:
     if config.resume:
         return checkpoint_run_dir(config.resume)
     return default_run_dir(config)
-
-
-def is_launched_worker() -> bool:
-    """True in the processes Lightning's DDP launcher starts (rank > 0)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
 def claim_run_dir(run_dir: Path, config: RunConfig) -> None:

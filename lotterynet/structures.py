@@ -114,12 +114,14 @@ def pointwise(h: torch.Tensor, weight: torch.Tensor, groups: int, dim: int,
               bias: torch.Tensor | None) -> torch.Tensor:
     """A 1×1 grouped map along channel dimension ``dim``: output o of group g is
     ``Σ_a weight[o, a] h[g·A + a] + bias[o]`` (A = channels per group). For a Linear target this
-    is a (block-diagonal) linear layer, for a conv target a ``1×1`` conv with ``groups``."""
+    is a (block-diagonal) linear layer, for a conv target a ``1×1`` conv with ``groups``. The
+    bias is added in the product's dtype (under autocast the autocast dtype), as ``nn.Linear``
+    adds its own."""
     hg = h.movedim(dim, -1).unflatten(-1, (groups, -1))
     y = torch.einsum("...ga,gba->...gb", hg, weight.view(groups, -1, weight.shape[1]))
     y = y.flatten(-2)
     if bias is not None:
-        y = y + bias
+        y = y + bias.to(y.dtype)
     return y.movedim(-1, dim)
 
 

@@ -14,10 +14,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, read_yaml_mapping
+from .config import PRECISIONS, ConfigError, RunConfig, precision_name, read_yaml_mapping
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
-PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 
 
 def check_hardware(config: RunConfig) -> None:
@@ -27,15 +26,13 @@ def check_hardware(config: RunConfig) -> None:
     if config.accelerator not in ACCELERATORS:
         raise ConfigError(f"unknown accelerator {config.accelerator!r}; valid choices: "
                           f"{', '.join(ACCELERATORS)}")
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {config.precision!r}; valid choices: "
-                          f"{', '.join(PRECISIONS)} (or Lightning's 16, 32, 64, bf16)")
+    precision = precision_name(config.precision)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if config.accelerator in ("gpu", "cuda") and not gpus:
         raise ConfigError(f"--accelerator {config.accelerator}: this machine has no CUDA GPU; "
                           f"valid choices here: auto, cpu")
     on_gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and gpus)
-    if config.precision == "16-mixed" and not on_gpu:  # Lightning would run bf16-mixed, unsaid
+    if precision == "16-mixed" and not on_gpu:  # Lightning would run bf16-mixed, unsaid
         raise ConfigError(f"--precision 16-mixed needs a CUDA GPU (float16 autocast); on the "
                           f"CPU: {', '.join(p for p in PRECISIONS if p != '16-mixed')}")
     available, kind = (gpus, "CUDA GPUs") if on_gpu else (os.cpu_count() or 1, "CPU cores")

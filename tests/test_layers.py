@@ -235,6 +235,23 @@ def test_unbatched_conv_input_as_torch_takes_it(kw):
         assert torch.equal(layer(x), expected)
 
 
+@pytest.mark.parametrize("kw", ALL_STRUCTURES)
+def test_autocast_gives_what_torch_layers_give(kw):
+    """Under CPU bf16 autocast every structure with a bias returns what nn.Linear / nn.Conv2d
+    return there (bf16), close to its float32 output; the two-stage structures added their
+    bias in float32 and returned float32."""
+    for layer, plain, x in (
+            (ln.SubnetLinear(12, 6, True, seed=0, **kw), nn.Linear(12, 6), torch.randn(3, 12)),
+            (ln.SubnetConv2d(4, 6, 3, groups=2, bias=True, seed=0, **kw),
+             nn.Conv2d(4, 6, 3, groups=2), torch.randn(2, 4, 6, 6))):
+        expected = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y, y_plain = layer(x), plain(x)
+        assert y.dtype == y_plain.dtype == torch.bfloat16
+        torch.testing.assert_close(y.float(), expected, rtol=0.05,
+                                   atol=0.02 * expected.abs().max().item())
+
+
 @pytest.mark.parametrize("args, kwargs, match", [
     ((4, 4, 3), dict(padding="foo"), "Invalid padding string 'foo'"),
     ((4, 4, 3), dict(stride=2, padding="same"), "padding='same' is not supported for strided"),
