@@ -178,6 +178,7 @@ def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, ar
     ``target_epochs``: the target run with fewer epochs than its paper's recipe."""
     epochs = {} if target_epochs is None else {"epochs": target_epochs}
     target, info = trained_target(target_name, data_dir=args.data_dir, **epochs)
+    check_stored_weights(args.out, net, dataset, sweeps, info)
     test_x, test_y = load_split(dataset, args.data_dir, train=False)
     target64 = target.double().eval()
     part = target64[:conv_part] if conv_part else target64
@@ -223,6 +224,22 @@ def check_stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep],
             raise ValueError(f"{path} holds rows measured on the target {stored['recipe']} "
                              f"trained {stored['epochs']} epochs, not {epochs}: move it away or "
                              f"give --out another folder")
+
+
+def check_stored_weights(out: Path, net: str, dataset: str, sweeps: list[Sweep],
+                         info: dict) -> None:
+    """Refuse to add rows to a result file measured on other target weights than ``info``'s
+    (the same recipe trained again elsewhere, or by a lotterynet that drew other initial
+    weights), before measuring anything."""
+    for sweep in sweeps:
+        path = result_path(out, net, dataset, sweep.name)
+        stored = read_result(path)["target"] if path.exists() else None
+        if stored and stored.get("weights_sha256") != info["weights_sha256"]:
+            raise ValueError(f"{path} holds rows measured on other {info['recipe']} target "
+                             f"weights than {info['run_dir']!r} holds (sha256 "
+                             f"{str(stored.get('weights_sha256'))[:12]}, not "
+                             f"{info['weights_sha256'][:12]}): move it away or give --out "
+                             f"another folder")
 
 
 ROW_KEYS = {"construction": str, "size": int, "seed": int, "test_accuracy": float}

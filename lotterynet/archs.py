@@ -28,7 +28,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .distributions import sample_weights
+from .distributions import layer_seed, sample_weights
 from .layers import SubnetConv2d, SubnetLinear
 from .models import MODELS
 from .plain import MaxPool2x2
@@ -36,8 +36,9 @@ from .plain import MaxPool2x2
 
 @dataclass
 class Layers:
-    """Builds the layers of one model; layer ``i`` gets seed ``seed + i`` so the frozen weights
-    and the initial scores depend only on the seed and the position."""
+    """Builds the layers of one model; layer ``i`` gets seed ``layer_seed(seed, str(i))``, so the
+    frozen weights and the initial scores depend only on the seed and the position, and no
+    layer of one seed repeats (or starts with) the draws of a layer of another."""
 
     structure: str = "dense"
     sparsity: float = 0.5
@@ -54,7 +55,7 @@ class Layers:
 
     def _next_seed(self) -> int:
         self._count += 1
-        return self.seed + self._count - 1
+        return layer_seed(self.seed, str(self._count - 1))
 
     def _subnet_kwargs(self) -> dict:
         return dict(sparsity=self.sparsity, init=self.init, hidden=self.hidden,

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import hashlib
 import itertools
 import numbers
 from collections.abc import Callable, Iterable, Sequence
@@ -46,7 +45,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
-from .distributions import check_seed
+from .distributions import check_seed, layer_seed
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import check_module
 from .registry import Registry
@@ -137,12 +136,6 @@ OTHERS_MODES.register("trainable")(True)
 #: :func:`~lotterynet.ticket.load_ticket` replays them on a fresh model.
 CONVERT_RECORD = "lotterynet_converts"
 _CALLS = itertools.count()
-
-
-def layer_seed(seed: int, name: str) -> int:
-    """A stable 63-bit seed for the module called ``name`` (sha256, not Python's salted hash)."""
-    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:

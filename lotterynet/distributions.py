@@ -10,6 +10,7 @@ whatever ``torch.set_default_dtype`` says.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import numbers
 
@@ -20,6 +21,15 @@ from .registry import Registry
 DISTRIBUTIONS: Registry = Registry("weight distribution (init)")
 
 RELU_GAIN = math.sqrt(2.0)
+
+
+def layer_seed(seed: int, name: str) -> int:
+    """A stable 63-bit seed for the layer called ``name`` of a model drawn with ``seed`` (sha256,
+    not Python's salted hash): the layers of one seed, and of different seeds, draw from
+    unrelated streams (``seed + i`` would give layer 1 of seed 0 the draws of layer 0 of
+    seed 1)."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def sample_weights(name: str, shape, fan_in: int, generator=None, **options) -> torch.Tensor:

@@ -30,6 +30,7 @@ from .config import ConfigError, make_config
 from .errors import REPORTED, CheckpointError, OneLineErrorParser, exit_code, message
 from .models import build_model
 from .run import CHECKPOINTS, LAST, RESULTS, holds_files, read_json, run
+from .ticket import tensors_digest
 
 PENSIA_SGD = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
                   scheduler="cosine", batch_size=64, epochs=10)
@@ -105,6 +106,7 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
                               f"the same command again to continue it from its checkpoint")
     model, results = load_target(run_dir)
     info = {"recipe": name, "run_dir": str(run_dir), "test_accuracy": results["test_acc"],
+            "weights_sha256": tensors_digest(model.state_dict()),
             "paper_test_accuracy": PAPER_ACCURACY[name], "epochs": results["epochs_done"],
             "paper_epochs": RECIPES[name]["epochs"], "train_seconds": results["train_seconds"],
             "optimizer": {k: results["config"][k] for k in

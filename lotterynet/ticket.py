@@ -108,7 +108,8 @@ def _split_state(model: nn.Module, from_spec: bool) -> tuple[dict, dict]:
     return regenerated, stored
 
 
-def _digest(tensors: dict) -> str:
+def tensors_digest(tensors: dict) -> str:
+    """sha256 over the names and bytes of ``tensors`` (a state dict, or part of one)."""
     h = hashlib.sha256()
     for name, value in tensors.items():
         h.update(name.encode())
@@ -123,7 +124,7 @@ def _saved_dtype(regenerated: dict, digest: str) -> torch.dtype | None:
     for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
         cast = {n: t.to(dtype) if t.is_floating_point() else t for n, t in regenerated.items()}
         if any(t.dtype != c.dtype for t, c in zip(regenerated.values(), cast.values())) and \
-                _digest(cast) == digest:
+                tensors_digest(cast) == digest:
             return dtype
     return None
 
@@ -131,7 +132,7 @@ def _saved_dtype(regenerated: dict, digest: str) -> torch.dtype | None:
 def frozen_digest(model: nn.Module) -> str:
     """sha256 over the names and bytes of the frozen parameters a load of ``model``'s ticket
     regenerates."""
-    return _digest(_split_state(model, recorded_spec(model) is not None)[0])
+    return tensors_digest(_split_state(model, recorded_spec(model) is not None)[0])
 
 
 def _convert_calls(model: nn.Module) -> list[dict]:
@@ -173,7 +174,7 @@ def save_ticket(model: nn.Module, path) -> int:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which tickets do not store")
         tensors[name] = {"dtype": dtype, "shape": list(t.shape), **payload.add(_tensor_bytes(t))}
     header = {"spec": spec, "converts": _convert_calls(model), "masks": masks,
-              "tensors": tensors, "frozen_sha256": _digest(regenerated),
+              "tensors": tensors, "frozen_sha256": tensors_digest(regenerated),
               "payload_nbytes": payload.size}
     return ticket_file.write(path, header, b"".join(payload.chunks))
 
@@ -306,7 +307,7 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     except Exception as error:  # the spec and convert arguments are untrusted input
         raise TicketError(f"{path}: the ticket's model does not build ({error!r})") from error
     regenerated = _split_state(model, from_spec)[0]
-    same = _digest(regenerated) == header["frozen_sha256"]
+    same = tensors_digest(regenerated) == header["frozen_sha256"]
     saved_in = None if same else _saved_dtype(regenerated, header["frozen_sha256"])
     if saved_in is not None and not built:
         raise TicketError(f"{path}: the ticket was saved from a {saved_in} model; load it into "

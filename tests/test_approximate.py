@@ -203,10 +203,11 @@ def test_options_an_experiment_cannot_use_are_refused_before_any_work(argv, said
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
 
 
-def test_ctrl_c_is_one_line_and_the_same_command_continues(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, capsys, monkeypatch):
     """Ctrl-C during a sweep: exit 130 and one line (not a traceback); the sizes finished
     stay in the result file, and the same command measures only what is left."""
-    info = {"recipe": "pensia_fc2", "epochs": RECIPES["pensia_fc2"]["epochs"]}
+    info = {"recipe": "pensia_fc2", "epochs": RECIPES["pensia_fc2"]["epochs"],
+            "run_dir": "runs/targets/pensia_fc2-e10-seed0", "weights_sha256": "ab" * 32}
     monkeypatch.setattr(approximate, "trained_target", lambda *a, **k: (
         nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), info))
     monkeypatch.setattr(approximate, "load_split", lambda *a, **k: (
@@ -235,6 +236,16 @@ def test_ctrl_c_is_one_line_and_the_same_command_continues(tmp_path, capsys, mon
     main(argv)
     assert measured == [(5, 0), (5, 1)]
     assert len(json.loads(path.read_text())["rows"]) == 4
+    # the same recipe trained to other weights (another machine, another lotterynet's initial
+    # draws) does not add rows to the file: refused, naming both digests, before measuring
+    info["weights_sha256"] = "cd" * 32
+    measured.clear()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:4], "7", *argv[4:]])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and measured == [], err
+    assert f"{path} holds rows measured on other pensia_fc2 target weights" in err
+    assert "sha256 abababababab, not cdcdcdcdcdcd" in err
 
 
 def test_targets_cli_refuses_a_damaged_target_in_one_line(tmp_path, data_dir, capsys,

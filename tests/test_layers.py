@@ -59,6 +59,21 @@ def test_seed_reproduces_weights_masks_outputs(kw):
     assert not torch.equal(a(x), c(x))
 
 
+@pytest.mark.parametrize("arch", ["fc4", "lenet5"])
+def test_the_layers_of_different_model_seeds_draw_unrelated_numbers(arch):
+    """No frozen tensor or score of a seed's model repeats, or starts with, the draws of
+    another tensor of that model or of the next seed's (layer i drew from seed + i: FC4's
+    second hidden layer of seed 0 was the first of seed 1, so seeds were not independent)."""
+    drawn = [(seed, name, t.flatten()) for seed in (0, 1)
+             for name, t in build_model(arch, sparsity=0.5, seed=seed).state_dict().items()
+             if t.is_floating_point() and t.numel() > 1000]
+    for i, (seed_a, name_a, a) in enumerate(drawn):
+        for seed_b, name_b, b in drawn[i + 1:]:
+            n = min(a.numel(), b.numel())
+            r = torch.corrcoef(torch.stack([a[:n], b[:n]]))[0, 1].abs().item()
+            assert r < 0.2, (seed_a, name_a, seed_b, name_b, r)
+
+
 def test_unseeded_layers_follow_global_rng():
     torch.manual_seed(5)
     a = ln.SubnetLinear(10, 10)
