@@ -50,7 +50,8 @@ class SubnetMultiheadAttention(nn.MultiheadAttention):
         generator = seeded_generator(seed)
 
         def draw_seed():
-            return None if generator is None else int(torch.randint(2**62, (), generator=generator))
+            return None if generator is None else int(
+                torch.randint(2**62, (), generator=generator, device="cpu"))
 
         with float32_draws() as default:  # then moved, as a SubnetLinear is (layers.py)
             for name, d_in in zip(PROJECTIONS, (embed_dim, self.kdim, self.vdim, embed_dim)):

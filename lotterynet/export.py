@@ -10,7 +10,9 @@ the same way. ``sparse=True`` stores each baked weight as the indices and values
 entries (:mod:`lotterynet.plain`), smaller when most weights are pruned.
 
 ``SubnetMultiheadAttention`` becomes the ``nn.MultiheadAttention`` with the same masked weights
-(stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly).
+(stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly,
+as ``nn.TransformerEncoderLayer``'s fast path reads its feed-forward layers', which stay dense
+too: :data:`READS_CHILD_WEIGHTS`).
 
 The result is made of torch modules and of those in :mod:`lotterynet.plain` (torch only,
 TorchScript-scriptable): ``torch.jit.script(export(model))`` runs with no lotterynet at all.
@@ -60,6 +62,11 @@ PLAIN_FORMS: dict[type, PlainForm] = {
 }
 
 
+#: Modules that read their child layers' ``weight`` themselves (``nn.TransformerEncoderLayer``'s
+#: fast path in evaluation): their layers are exported dense even with ``sparse=True``.
+READS_CHILD_WEIGHTS = (nn.TransformerEncoderLayer,)
+
+
 def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> nn.Module:
     """The plain module computing what ``layer`` computes with its current masks, with the hooks
     on ``layer``'s calls."""
@@ -103,8 +110,10 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
             layers.append((name, module))
     plain: dict[int, nn.Module] = {}
     for name, layer in layers:
-        if id(layer) not in plain:
-            plain[id(layer)] = export_layer(layer, sparse=sparse, name=name)
         parent, _, child = name.rpartition(".")
-        setattr(exported.get_submodule(parent), child, plain[id(layer)])
+        owner = exported.get_submodule(parent)
+        if id(layer) not in plain:
+            stays_dense = isinstance(owner, READS_CHILD_WEIGHTS)
+            plain[id(layer)] = export_layer(layer, sparse=sparse and not stays_dense, name=name)
+        setattr(owner, child, plain[id(layer)])
     return exported

@@ -219,6 +219,8 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
         raise ValueError(f"k must be an integer in [0, {n}] (the entries of a group), got {k!r}")
     if k == n or k == 0:  # global_topk may leave a tensor nothing
         return torch.full_like(magnitudes, k > 0, dtype=dtype)
+    if magnitudes.is_meta:  # shapes only (a model probed or built on the meta device)
+        return torch.empty_like(magnitudes, dtype=dtype)
     # No host reads on CUDA (they would wait for the device) nor under torch.compile (they
     # would break the graph): the tie ranking then always runs, and a compiled CPU step
     # selects by plain quickselect.

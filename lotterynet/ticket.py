@@ -25,9 +25,10 @@ gains nothing on masks of density 1/2 (random bits) and about 1.8× at 1/10, 7.8
 
 **Hostile files.** Every way a ticket can be wrong raises :class:`TicketError`, with bounded
 memory: the header is validated and the sizes it announces checked against ``max_bytes`` and
-the file before anything is allocated (:mod:`lotterynet.ticket_file`); a spec-built model is
-first built on the ``meta`` device, and its size checked against ``max_bytes`` and its tensors
-against the header; the payload is inflated only then, never past the size the model needs.
+the file before anything is allocated (:mod:`lotterynet.ticket_file`); a spec-built model, or
+the ``convert`` calls replayed on a model you pass, is first built on the ``meta`` device, and
+its size checked against ``max_bytes`` and its tensors against the header; the payload is
+inflated only then, never past the size the model needs.
 The model is built with network access refused (a Python audit hook, active only while a
 ticket loads), so a spec cannot make the load download anything.
 """
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import hashlib
 import sys
 
@@ -160,6 +162,10 @@ def save_ticket(model: nn.Module, path) -> int:
     masked = _masked_modules(check_module(model, "save_ticket"))
     if not masked:
         raise ValueError("the model has no subnet (maskable) layers: nothing to save as a ticket")
+    meta = next((n for n, t in model.state_dict().items() if t.is_meta), None)
+    if meta is not None:
+        raise ValueError(f"tensor {meta!r} is on the meta device, which holds no values: "
+                         f"nothing to save as a ticket (build or load the model's values first)")
     spec = recorded_spec(model)
     regenerated, stored = _split_state(model, spec is not None)
     payload = _Payload()
@@ -241,6 +247,22 @@ def _build_from_spec(header: dict, path, max_bytes: int) -> nn.Module:
     return build_model(name, **spec)
 
 
+def _probe_converts(model: nn.Module, header: dict, path, max_bytes: int) -> None:
+    """Replay the ticket's ``convert()`` calls on a ``meta``-device copy of ``model`` first:
+    the size and tensors of what they build are checked before the real replay allocates
+    anything (a hostile ``pairs`` would otherwise allocate without bound)."""
+    memo = {id(t): nn.Parameter(t.detach().to("meta"), t.requires_grad)
+            if isinstance(t, nn.Parameter) else t.to("meta")
+            for t in (*model.parameters(), *model.buffers())}
+    with torch.device("meta"):
+        probe = _replay_converts(copy.deepcopy(model, memo), header.get("converts", []))
+    nbytes = _state_nbytes(probe)
+    if nbytes > max_bytes:
+        raise TicketError(f"{path}: the ticket's convert() calls build a model of {nbytes} "
+                          f"bytes, over the limit max_bytes={max_bytes}")
+    _check_fits(probe, header, path, any_float=True)
+
+
 def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
     """Apply the ticket's recorded ``convert()`` calls to ``model``, in order."""
     for call in converts:
@@ -289,8 +311,9 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     ``model=None``: rebuilt from the ticket's spec (models made by ``build_model``). Otherwise
     ``model`` is the architecture (a fresh instance, as for ``load_state_dict``): the ticket's
     recorded ``convert()`` calls are replayed on it, in place, and the result returned.
-    ``max_bytes`` bounds the payload and a spec-built model. Raises :class:`TicketError` for
-    any file or model that does not match, before allocating what a hostile header asks for.
+    ``max_bytes`` bounds the payload and the model (spec-built, or yours once converted).
+    Raises :class:`TicketError` for any file or model that does not match, before allocating
+    what a hostile header asks for.
     """
     if model is not None:
         check_module(model, "load_ticket")
@@ -301,6 +324,7 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
             if model is None:
                 model = _build_from_spec(header, path, max_bytes)
             else:
+                _probe_converts(model, header, path, max_bytes)
                 model = _replay_converts(model, header.get("converts", []))
     except TicketError:
         raise

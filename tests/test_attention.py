@@ -104,12 +104,17 @@ def test_transformer_encoder_layer(layer_options):
             assert not p.requires_grad and torch.equal(p, attention[n]), n
 
 
-def test_exported_transformer_is_scriptable():
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
+def test_exported_transformer_is_scriptable(sparse):
+    """With sparse storage too: the encoder layer's fast path (evaluation) reads its
+    feed-forward layers' weight, which a sparsely stored layer did not have."""
     model = convert(nn.TransformerEncoder(
         nn.TransformerEncoderLayer(E, HEADS, 16, dropout=0.0, batch_first=True), 2,
         enable_nested_tensor=False), sparsity=0.5, seed=0).eval()
     x = inputs(True)[0]
-    scripted = torch.jit.script(ln.export(model))
+    exported = ln.export(model, sparse=sparse)
+    torch.testing.assert_close(exported(x), model(x), rtol=1e-6, atol=1e-6)
+    scripted = torch.jit.script(exported)
     torch.testing.assert_close(scripted(x), model(x), rtol=1e-6, atol=1e-6)
 
 

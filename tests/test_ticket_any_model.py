@@ -174,6 +174,28 @@ def test_spec_asking_for_31_gb_is_refused_on_the_meta_device(tmp_path, spec_tick
         load_ticket(write_ticket(tmp_path / "bad.ticket", header, compressed))
 
 
+def test_convert_calls_asking_for_gigabytes_are_refused_on_the_meta_device(tmp_path):
+    """The recorded convert() calls replayed on your model are untrusted too: a ticket asking
+    for pairs=10**8 (16 GB) is refused before anything is allocated (it was allocated, then
+    refused); a small call that does not build the ticket's layers names the difference."""
+    path = tmp_path / "mlp.ticket"
+    save_ticket(ln.convert(nn.Sequential(nn.Linear(4, 4)), sparsity=0.5, seed=0), path)
+    header, compressed = ticket_parts(path)
+    header["converts"][0]["kwargs"].update(structure="subsetsum", activation="identity",
+                                           pairs=10**8)
+    bad = write_ticket(tmp_path / "bad.ticket", header, compressed)
+
+    def load(match):
+        with pytest.raises(TicketError, match=match):
+            load_ticket(bad, model=nn.Sequential(nn.Linear(4, 4)))
+
+    assert peak_python_bytes(lambda: load(r"convert\(\) calls build a model of 16\d{9} "
+                                          r"bytes, over the limit")) < 2**20
+    header["converts"][0]["kwargs"]["pairs"] = 2
+    bad = write_ticket(tmp_path / "bad.ticket", header, compressed)
+    load(r"the model has no mask '0\.structure\.weight'")
+
+
 def test_zlib_bomb_is_refused(tmp_path, spec_ticket):
     header, _ = ticket_parts(spec_ticket)
     bomb = zlib.compress(bytes(256 * 2**20), 9)  # 256 MiB of zeros in about 256 KiB
