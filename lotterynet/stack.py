@@ -480,13 +480,18 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         stack_dir / "cells" / str(i) for i in range(len(configs))]
     if len(cell_dirs) != len(configs):
         raise ValueError(f"{len(configs)} members but {len(cell_dirs)} cell directories")
+    names = [d.name for d in cell_dirs]  # the members' metric prefixes: one each
+    twice = next((d for i, d in enumerate(cell_dirs) if d.name in names[:i]), None)
+    if twice is not None:
+        raise ValueError(f"cell directory {str(twice)!r}: another member's cell has the name "
+                         f"{twice.name!r}; give each member a cell of its own name (its metrics "
+                         f"are logged under it)")
     first = configs[0]
     pl.seed_everything(first.seed, verbose=False)
     data = TensorDataModule(first.dataset, first.data_dir, batch_size=first.batch_size,
                             val_size=first.val_size, limit_train=first.limit_train,
                             seed=first.seed)
     data.setup()
-    names = [d.name for d in cell_dirs]
     with refusing_unbuildable(first.arch):
         module = StackModule([dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
                                    config=c.to_dict()) for name, c in zip(names, configs)])

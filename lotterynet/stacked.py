@@ -53,19 +53,34 @@ def frozen_prefix(model: nn.Module) -> nn.Sequential | None:
     return prefix if prefix is not None and any(True for _ in prefix.parameters()) else None
 
 
+def _training_randomness(module: nn.Module) -> tuple[str, float] | None:
+    """The attribute by which ``module`` draws random numbers in training, and its value: the
+    rate of dropout (``p``; a float ``dropout`` as ``nn.MultiheadAttention`` has; timm's
+    ``drop_rate`` / ``drop_prob``), stochastic depth (torchvision's ``p``) or RReLU's slope
+    range; None when it draws none."""
+    from torchvision.ops import StochasticDepth
+
+    if isinstance(module, nn.RReLU):
+        return ("upper - lower", module.upper - module.lower) if module.upper > module.lower \
+            else None
+    attrs = ("p",) if isinstance(module, nn.modules.dropout._DropoutNd | StochasticDepth) \
+        else ("dropout", "drop_rate", "drop_prob")
+    rates = ((a, getattr(module, a, 0)) for a in attrs)
+    return next(((a, r) for a, r in rates if isinstance(r, int | float) and r > 0), None)
+
+
 def check_deterministic(model: nn.Module) -> None:
-    """Refuse models that draw random numbers in training (dropout, drop-path): the members of
-    a stack would draw them from the one RNG in turn, so none would match its single run."""
+    """Refuse models that draw random numbers in training (dropout, drop-path, RReLU): the
+    members of a stack would draw them from the one RNG in turn, so none would match its
+    single run."""
     for name, module in model.named_modules():
-        rates = {attr: getattr(module, attr, 0) for attr in ("p", "drop_rate", "drop_prob")}
-        if not isinstance(module, nn.modules.dropout._DropoutNd):
-            rates.pop("p")
-        random = {k: v for k, v in rates.items() if isinstance(v, int | float) and v > 0}
+        random = _training_randomness(module)
         if random:
-            attr, rate = next(iter(random.items()))
+            attr, rate = random
             raise ValueError(f"cannot stack a model that draws random numbers in training: "
                              f"{name or type(module).__name__} has {attr}={rate}; build it "
-                             f"with drop_rate=0 and drop_path_rate=0 (timm: model_kwargs)")
+                             f"without (timm: model_kwargs drop_rate=0, drop_path_rate=0; "
+                             f"torch: dropout=0, p=0; nn.LeakyReLU for nn.RReLU)")
 
 
 def _prefix_key(modules: Sequence[nn.Module]) -> tuple:
@@ -111,6 +126,10 @@ class StackedModel(nn.Module):
 
     def forward(self, x: torch.Tensor, members: Sequence[int] | None = None,
                 prefixed: bool = False) -> list[torch.Tensor]:
+        if prefixed and self.shared_prefixes != 1:
+            raise ValueError(f"prefixed=True takes the output of the one frozen prefix every "
+                             f"member shares, but these members have {self.shared_prefixes} "
+                             f"different ones (other seeds' frozen layers): pass the input")
         members = range(len(self.members)) if members is None else members
         shared: dict[int, torch.Tensor] = {0: x} if prefixed else {}
         outputs = []

@@ -3,6 +3,7 @@ accuracy), shared tensors are stored and run once, a killed stack resumes to the
 result, and incompatible members are refused naming the key that differs."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -14,11 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from conftest import REPO
 from lotterynet.checkpointing import epochs_done
 from lotterynet.cli import main
 from lotterynet.config import ConfigError, make_config
+from lotterynet.convert import convert
 from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH
 from lotterynet.errors import TrainingDiverged
@@ -97,6 +100,9 @@ def test_shared_tensors_are_stored_and_run_once():
     with torch.no_grad():
         prefixed = stack(stack.shared_prefix(x), prefixed=True)
     assert len(calls) == 2 and all(torch.equal(a, b) for a, b in zip(prefixed, outputs))
+    # members of two prefixes cannot take one prefix's output (member 1 ran its own on it)
+    with pytest.raises(ValueError, match="these members have 2 different ones"):
+        two_seeds(two_seeds._prefixes[0](x), prefixed=True)
 
 
 def test_a_stack_runs_its_shared_convs_once_per_example(tmp_path, data_dir, monkeypatch):
@@ -166,6 +172,21 @@ def test_timm_models_stack_and_stochastic_ones_are_refused():
     with pytest.raises(ValueError, match="drop_rate"):
         StackedModel(dropout)
 
+    from torchvision.ops import StochasticDepth
+
+    # attention dropout, stochastic depth and RReLU draw in training too (they were stacked,
+    # and member 1 no longer matched its single run); the same modules drawing nothing stack
+    for random, said, quiet in (
+            (nn.MultiheadAttention(8, 2, dropout=0.5), "dropout=0.5",
+             nn.MultiheadAttention(8, 2)),
+            (StochasticDepth(0.1, "row"), "p=0.1", StochasticDepth(0.0, "row")),
+            (nn.RReLU(), "upper - lower=", nn.RReLU(0.2, 0.2))):
+        with pytest.raises(ValueError, match=f"has {said}"):
+            StackedModel([convert(nn.Sequential(nn.Linear(8, 8), random), sparsity=0.5, seed=0)
+                          for _ in range(2)])
+        StackedModel([convert(nn.Sequential(nn.Linear(8, 8), quiet), sparsity=0.5, seed=0)
+                      for _ in range(2)])
+
 
 @pytest.mark.parametrize("key, value", [("arch", "lenet5"), ("structure", "malach"),
                                         ("hidden", 64), ("lr", 0.3), ("pairs", 3)])
@@ -189,6 +210,14 @@ def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):
     with pytest.raises(ConfigError, match=r"cannot build 'fc2'.*0\.95.*at most 0\.8"):
         run_stack(configs, tmp_path / "stack")
     assert not (tmp_path / "stack").exists()
+    # cells named alike (their metrics went under one name, and the same call again was
+    # refused as another stack), or one cell given twice ("in use by another process")
+    configs[1] = dataclasses.replace(configs[1], sparsity=0.9)
+    for cells in ([tmp_path / "p" / "cell", tmp_path / "q" / "cell"], [tmp_path / "c"] * 2):
+        with pytest.raises(ValueError, match=f"cell directory '{cells[1]}': another member's "
+                                             f"cell has the name '{cells[1].name}'"):
+            run_stack(configs, tmp_path / "stack", cells)
+    assert not any(tmp_path.iterdir())
 
 def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
