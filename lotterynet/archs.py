@@ -22,13 +22,13 @@ So the maskable count is a quadratic polynomial in ``width`` (see :mod:`lotteryn
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 
 import torch
 from torch import nn
 
-from .distributions import layer_seed, sample_weights
+from .distributions import check_seed, layer_seed, sample_weights
 from .layers import SubnetConv2d, SubnetLinear
 from .models import MODELS
 from .plain import MaxPool2x2
@@ -51,7 +51,9 @@ class Layers:
     score_init: str = "edgepopup"
     trained: bool = False
     seed: int = 0
-    _count: int = field(default=0, repr=False)
+    kept: str = "round"
+    ties: str = "low"
+    _count: int = field(default=0, init=False, repr=False)
 
     def _next_seed(self) -> int:
         self._count += 1
@@ -61,7 +63,8 @@ class Layers:
         return dict(sparsity=self.sparsity, init=self.init, hidden=self.hidden,
                     structure=self.structure,
                     pairs=self.pairs, activation=self.activation, shared=self.shared,
-                    fan_in=self.fan_in, score_init=self.score_init, seed=self._next_seed())
+                    fan_in=self.fan_in, score_init=self.score_init, kept=self.kept,
+                    ties=self.ties, seed=self._next_seed())
 
     def linear(self, d_in: int, d_out: int) -> nn.Module:
         if self.trained:
@@ -101,8 +104,20 @@ def _mlp(layers: Layers, widths: list[int]) -> list[nn.Module]:
     return modules
 
 
+#: What :class:`Layers` passes to every subnet layer an architecture builds.
+LAYER_OPTIONS = tuple(f.name for f in fields(Layers)
+                      if f.init and f.name not in ("trained", "seed"))
+
+
 def _layers(seed, trained, **subnet) -> Layers:
-    return Layers(trained=trained, seed=seed, **subnet)
+    """The layer factory of one model; an option that is neither the architecture's nor its
+    layers' is refused naming both lists."""
+    unknown = next((k for k in subnet if k not in LAYER_OPTIONS), None)
+    if unknown is not None:
+        raise ValueError(f"unknown model option {unknown!r}; valid choices: the architecture's "
+                         f"(width, in_channels, image_size, num_classes, seed, trained, ...) "
+                         f"and its layers' ({', '.join(LAYER_OPTIONS)})")
+    return Layers(trained=trained, seed=check_seed(seed), **subnet)
 
 
 def _fc(depth: int):
@@ -182,7 +197,7 @@ def lenet5_dacunha(*, in_channels: int = 1, image_size: int = 28, num_classes: i
     if not trained:
         raise ValueError("lenet5_dacunha is a target architecture with biases; build it with "
                          "trained=True (--train-weights)")
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(check_seed(seed))
     side = image_size // 4  # both convs keep the size, two 2×2 pools
     layers = [nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), MaxPool2x2(),
               nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), MaxPool2x2(), nn.Flatten(),

@@ -43,6 +43,7 @@ from torch import nn
 
 from .distributions import orseau_range
 from .layers import SubnetConv2d, SubnetLinear
+from .structures import check_positive_int
 from .subsetsum import solve
 
 COEFFICIENT_RANGES = ("layer", "symmetric", "unit")
@@ -95,6 +96,9 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     if any, is approximated the same way (its own ``n`` coefficients) and stored as the layer's
     frozen bias, since subnet layers have no maskable bias. Returns ``(subnet_layer, stats)``.
     """
+    check_positive_int("n", n)
+    if k is not None and not (check_positive_int("k", k) <= n):
+        raise ValueError(f"k must be in [1, n={n}] (the kept coefficients of a weight), got {k}")
     weight = layer.weight.detach().double()
     targets = weight.reshape(-1)
     if layer.bias is not None:
@@ -188,6 +192,9 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     if not isinstance(layer, nn.Linear):
         raise ValueError(f"the {rule} construction is built for nn.Linear, got "
                          f"{type(layer).__name__}")
+    if rule not in PRODUCT_RULES:
+        raise ValueError(f"unknown rule {rule!r}; valid choices: {', '.join(PRODUCT_RULES)}")
+    check_positive_int("m", m)
     select, structure_name = PRODUCT_RULES[rule]
     w = layer.weight.detach().double()
     d_out, d_in = w.shape

@@ -39,6 +39,7 @@ import contextlib
 import contextvars
 import copy
 import hashlib
+import numbers
 import sys
 
 import numpy as np
@@ -317,6 +318,9 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     """
     if model is not None:
         check_module(model, "load_ticket")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) \
+            or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive integer (bytes), got {max_bytes!r}")
     header, compressed = read_header(path, max_bytes)
     from_spec, built = header["spec"] is not None, model is None
     try:

@@ -173,3 +173,19 @@ def test_construct_model_replaces_every_layer_and_counts():
     assert v_kept < kept <= 2 * v_kept  # kept v edges plus at most one u edge each
     with pytest.raises(ValueError, match="built for nn.Linear"):
         product_network(nn.Conv2d(1, 1, 3), 4, torch.Generator(), rule="malach")
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda g: subset_sum(small_linear(), -1, g), "n must be a positive integer, got -1"),
+    (lambda g: subset_sum(small_linear(), 1.5, g), "n must be a positive integer, got 1.5"),
+    (lambda g: subset_sum(small_linear(), 4, g, k=0), "k must be a positive integer, got 0"),
+    (lambda g: subset_sum(small_linear(), 4, g, k=5), r"k must be in \[1, n=4\]"),
+    (lambda g: product_network(small_linear(), 2, g, rule="bogus"),
+     "unknown rule 'bogus'; valid choices: malach, orseau"),
+    (lambda g: product_network(small_linear(), 0, g, rule="malach"),
+     "m must be a positive integer, got 0"),
+])
+def test_bad_construction_sizes_are_refused_naming_them(call, match):
+    """They failed inside torch (a negative dimension), as a KeyError, or named a sparsity."""
+    with pytest.raises(ValueError, match=match):
+        call(torch.Generator().manual_seed(0))

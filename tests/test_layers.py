@@ -385,3 +385,26 @@ def test_seed_takes_any_integer_type_and_names_a_bad_one():
         ln.SubnetLinear(4, 3, seed=2**64)
     with pytest.raises(TypeError, match="seed must be an integer, got '3'"):
         ln.SubnetConv2d(4, 3, 1, seed="3")
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: build_model("fc2", seed=True), TypeError, "seed must be an integer, got True"),
+    (lambda: build_model("fc2", seed="1"), TypeError, "seed must be an integer, got '1'"),
+    (lambda: build_model("lenet5_dacunha", trained=True, seed=1.0), TypeError,
+     "seed must be an integer, got 1.0"),
+    (lambda: build_model("fc2", sparsty=0.5), ValueError,
+     r"unknown model option 'sparsty'; valid choices: .*\(structure, sparsity, .*, ties\)"),
+    (lambda: ln.load_ticket("x.ticket", max_bytes="10"), ValueError,
+     "max_bytes must be a positive integer"),
+])
+def test_bad_model_options_are_refused_naming_them(call, error, match):
+    """seed=True built seed 1, seed='1' and unknown options failed inside the builder."""
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_built_models_take_the_kept_and_tie_rules_their_layers_take():
+    floor = build_model("fc2", width=3, sparsity=0.55, kept="floor", ties="high")
+    # n - int(0.55 n), the reference code's count (round keeps 1058 of the first 2352)
+    assert [m.kept for m in ln.masked_weights(floor)] == [1059, 14]
+    assert {m.ties for m in ln.masked_weights(floor)} == {"high"}
