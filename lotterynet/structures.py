@@ -147,6 +147,16 @@ class Structure(nn.Module):
                       if spec.maskable else FrozenWeight(weight))
             setattr(self, name, tensor)
 
+    def _apply(self, fn, recurse=True):
+        """Module conversions (``.to``, ``.cuda``, ``.half``, ...) as torch applies them, except
+        that a 5-D tensor (subset sum's ``v`` of a conv layer, ``(out, in, n, kh, kw)``) keeps
+        its memory format: ``model.to(memory_format=torch.channels_last)`` gives every 4- and
+        5-D tensor the format of a conv weight, and the 4-D format fails on 5 dimensions."""
+        def keep_rank5_format(t: torch.Tensor) -> torch.Tensor:
+            return fn(t.unsqueeze(0)).squeeze(0) if t.dim() == 5 else fn(t)
+
+        return super()._apply(keep_rank5_format, recurse)
+
     @classmethod
     def specs(cls, target: TargetShape, **options) -> dict[str, TensorSpec]:
         raise NotImplementedError

@@ -251,6 +251,24 @@ def test_unbatched_conv_input_as_torch_takes_it(kw):
 
 
 @pytest.mark.parametrize("kw", ALL_STRUCTURES)
+def test_channels_last_as_torch_convs_take_it(kw):
+    """``model.to(memory_format=torch.channels_last)`` (timm's --channels-last) works for every
+    structure and changes no number (subset sum's 5-D ``v`` failed in torch); 4-D weights
+    take the format, as nn.Conv2d's does."""
+    layer = ln.SubnetConv2d(4, 6, 3, padding=1, seed=0, **kw)
+    x = torch.randn(2, 4, 6, 6)
+    expected = layer(x)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    layer.to(memory_format=torch.channels_last)
+    got = layer(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    got.sum().backward()
+    assert all(torch.equal(v, state[k]) for k, v in layer.state_dict().items())
+    assert all(p.is_contiguous(memory_format=torch.channels_last)
+               for p in layer.parameters() if p.dim() == 4)
+
+
+@pytest.mark.parametrize("kw", ALL_STRUCTURES)
 def test_autocast_gives_what_torch_layers_give(kw):
     """Under CPU bf16 autocast every structure with a bias returns what nn.Linear / nn.Conv2d
     return there (bf16), close to its float32 output; the two-stage structures added their
