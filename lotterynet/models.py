@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .convert import CONVERT_RECORD
 from .distributions import float32_draws
 from .registry import Registry
 
@@ -32,6 +33,9 @@ def build_model(name: str, **kwargs) -> nn.Module:
     if default != torch.float32:
         model.to(default)  # as torch's own layers follow the default dtype
     model.spec = {"name": family, **extra, **kwargs}
+    for module in model.modules():  # the spec makes these calls again; a ticket replays others
+        for call in module.__dict__.get(CONVERT_RECORD, ()):
+            call["by_builder"] = True
     return model
 
 

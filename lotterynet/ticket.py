@@ -229,39 +229,43 @@ def _state_nbytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
-def _build_from_spec(header: dict, path, max_bytes: int) -> nn.Module:
-    """``build_model(**spec)``, first on the meta device: its size and tensors are checked
-    before the real build allocates anything."""
-    if header["spec"] is None:
-        raise TicketError(f"{path}: the ticket was saved from a model without a spec (your own "
-                          "model, converted with convert()); pass the architecture: "
-                          "load_ticket(path, model=MyNet())")
-    spec = dict(header["spec"])
-    name = spec.pop("name")
-    with torch.device("meta"):
-        probe = build_model(name, **spec)
-    nbytes = _state_nbytes(probe)
-    if nbytes > max_bytes:
-        raise TicketError(f"{path}: the ticket's spec builds a model of {nbytes} bytes, over the "
-                          f"limit max_bytes={max_bytes}")
-    _check_fits(probe, header, path, any_float=True)
-    return build_model(name, **spec)
+def _rebuild(header: dict, base: nn.Module | None) -> nn.Module:
+    """The ticket's model: ``base`` (your architecture; ``build_model(**spec)`` for None) with
+    the recorded ``convert()`` calls replayed, except those a ``build_model`` builder made when
+    ``base`` was built by one (it made them again)."""
+    if base is None:
+        spec = dict(header["spec"])
+        base = build_model(spec.pop("name"), **spec)
+    built = recorded_spec(base) is not None
+    return _replay_converts(base, [call for call in header.get("converts", [])
+                                   if not (built and call.get("by_builder"))])
 
 
-def _probe_converts(model: nn.Module, header: dict, path, max_bytes: int) -> None:
-    """Replay the ticket's ``convert()`` calls on a ``meta``-device copy of ``model`` first:
-    the size and tensors of what they build are checked before the real replay allocates
-    anything (a hostile ``pairs`` would otherwise allocate without bound)."""
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every tensor on the ``meta`` device (nothing allocated)."""
     memo = {id(t): nn.Parameter(t.detach().to("meta"), t.requires_grad)
             if isinstance(t, nn.Parameter) else t.to("meta")
             for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
+def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int) -> nn.Module:
+    """:func:`_rebuild`, first on the ``meta`` device (from a meta copy of your ``model``): its
+    size and tensors are checked against ``max_bytes`` and the header before the real build
+    allocates anything (a hostile spec or ``pairs`` would otherwise allocate without bound)."""
+    if model is None and header["spec"] is None:
+        raise TicketError(f"{path}: the ticket was saved from a model without a spec (your own "
+                          "model, converted with convert()); pass the architecture: "
+                          "load_ticket(path, model=MyNet())")
     with torch.device("meta"):
-        probe = _replay_converts(copy.deepcopy(model, memo), header.get("converts", []))
+        probe = _rebuild(header, None if model is None else _meta_copy(model))
     nbytes = _state_nbytes(probe)
     if nbytes > max_bytes:
-        raise TicketError(f"{path}: the ticket's convert() calls build a model of {nbytes} "
-                          f"bytes, over the limit max_bytes={max_bytes}")
+        what = "spec builds" if model is None else "convert() calls build"
+        raise TicketError(f"{path}: the ticket's {what} a model of {nbytes} bytes, over the "
+                          f"limit max_bytes={max_bytes}")
     _check_fits(probe, header, path, any_float=True)
+    return _rebuild(header, model)
 
 
 def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
@@ -309,9 +313,10 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
                 ) -> nn.Module:
     """The model of a ticket, with its masks and stored tensors imposed.
 
-    ``model=None``: rebuilt from the ticket's spec (models made by ``build_model``). Otherwise
-    ``model`` is the architecture (a fresh instance, as for ``load_state_dict``): the ticket's
-    recorded ``convert()`` calls are replayed on it, in place, and the result returned.
+    ``model=None``: rebuilt from the ticket's spec (models made by ``build_model``, converted
+    further or not). Otherwise ``model`` is the architecture (a fresh instance, as for
+    ``load_state_dict``): the ticket's recorded ``convert()`` calls are replayed on it, in
+    place, and the result returned.
     ``max_bytes`` bounds the payload and the model (spec-built, or yours once converted).
     Raises :class:`TicketError` for any file or model that does not match, before allocating
     what a hostile header asks for.
@@ -325,11 +330,7 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     from_spec, built = header["spec"] is not None, model is None
     try:
         with _offline():
-            if model is None:
-                model = _build_from_spec(header, path, max_bytes)
-            else:
-                _probe_converts(model, header, path, max_bytes)
-                model = _replay_converts(model, header.get("converts", []))
+            model = _build_checked(header, model, path, max_bytes)
     except TicketError:
         raise
     except Exception as error:  # the spec and convert arguments are untrusted input

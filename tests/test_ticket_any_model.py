@@ -104,6 +104,26 @@ def test_ticket_refuses_a_model_of_another_shape(tmp_path):
         load_ticket(tmp_path / "t.ticket", model=TinyTransformer())
 
 
+def test_a_built_model_converted_again_loads_by_path_alone(tmp_path):
+    """build_model, then convert() of what the builder left (here timm's head): the path alone
+    rebuilds it, the spec's calls made once; before, the load named a missing mask."""
+    def build():
+        return ln.models.build_model("timm:resnet10t", in_chans=1, num_classes=3,
+                                     sparsity=0.5, exclude=["fc"])
+
+    model = build()
+    ln.convert(model, include=["fc"], sparsity=0.9, seed=4)
+    save_ticket(model, tmp_path / "t.ticket")
+    x = torch.randn(2, 1, 32, 32)
+    expected = model.eval()(x)
+    for loaded in (load_ticket(tmp_path / "t.ticket"),
+                   load_ticket(tmp_path / "t.ticket", model=build())):
+        assert torch.equal(loaded.eval()(x), expected)
+        assert loaded.fc.structure.weight.kept == model.fc.structure.weight.kept
+    save_ticket(loaded, tmp_path / "again.ticket")  # saved again: the same two calls
+    assert len(ticket_parts(tmp_path / "again.ticket")[0]["converts"]) == 2
+
+
 def test_hand_built_subnet_layers(tmp_path):
     def make(seed):
         return nn.Sequential(ln.SubnetLinear(6, 4, True, seed=seed), nn.LayerNorm(4),
