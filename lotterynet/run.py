@@ -47,6 +47,7 @@ from .errors import Interrupted, TrainingDiverged
 from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
 from .machine import cpu_name, is_launched_worker
+from .masking import masked_weights
 from .models import split_arch
 from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, mask_digest
 from .params import count_params
@@ -529,8 +530,8 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         "run_dir": str(run_dir),
     }
     ticket = None
-    if config.wandb and trainer.is_global_zero:  # the run's model artifact: masks + tensors
-        ticket = run_dir / TICKET
+    if config.wandb and trainer.is_global_zero and masked_weights(module.model):
+        ticket = run_dir / TICKET  # the run's model artifact: masks + tensors
         save_ticket(module.model, ticket)
     summary = {"test/acc": results["test_acc"], "params/kept": counts["kept"],
                "val/acc_best": timer.best_val_acc}

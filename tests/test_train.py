@@ -188,6 +188,18 @@ def test_existing_run_dir_is_not_overwritten(tmp_path, data_dir):
     assert code == 0 and results_of(out)["config"]["seed"] == 5
 
 
+def test_wandb_trained_baseline_run_finishes(tmp_path, data_dir, monkeypatch):
+    """The trained dense baseline (a sweep's baseline cell) has no masks: no ticket, the run
+    finishes and logs (it ended in a traceback, without results.json, at the ticket)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--train-weights", "--wandb",
+                      "--limit-train", "256", "--val-size", "64")
+    assert code == 0 and not (out / "model.ticket").exists()
+    summary = read_wandb_summary(next(Path(results_of(out)["wandb_dir"]).glob("run-*.wandb")))
+    assert summary["test/acc"] == pytest.approx(results_of(out)["test_acc"])
+
+
 def test_wandb_offline_run_holds_test_accuracy(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
