@@ -281,6 +281,14 @@ class MemberResults(pl.Callback):
     def on_train_start(self, trainer, module: StackModule) -> None:
         self.finish(trainer, module, [s for s, budget in enumerate(module.budgets)
                                       if budget <= trainer.current_epoch])
+        self.stop_when_none_trains(trainer, module, trainer.current_epoch)
+
+    @staticmethod
+    def stop_when_none_trains(trainer, module: StackModule, epoch: int) -> None:
+        """End the fit before ``epoch`` when no member trains in it (the members left within
+        their budget diverged): an epoch of no member has no loss to step on."""
+        if not module.training_members(epoch):
+            trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer, module: StackModule) -> None:
         epoch = trainer.current_epoch
@@ -301,6 +309,7 @@ class MemberResults(pl.Callback):
                 module.diverged[s] = f"{module.names[s]} diverged in epoch {epoch + 1}: {what}"
         test_accs = self.finish(trainer, module, [s for s, budget in enumerate(module.budgets)
                                                   if budget == epoch + 1])
+        self.stop_when_none_trains(trainer, module, epoch + 1)
         if trainer.is_global_zero:
             print(self.epoch_line(epoch, trainer.max_epochs, train_accs, test_accs), flush=True)
 
