@@ -386,12 +386,15 @@ class StackRecord:
 
 
 def stack_record(stack_dir: str | Path) -> StackRecord | None:
-    """The :class:`StackRecord` of the checkpoint in ``stack_dir`` (None: none readable)."""
+    """The :class:`StackRecord` of the checkpoint in ``stack_dir`` (None: none readable, or a
+    single run's, such as a finished member's in its cell)."""
     try:
         stored = load_checkpoint(Path(stack_dir) / CHECKPOINTS / LAST)
     except CheckpointError:
         return None
-    members = stored["hyper_parameters"].get("members", [])
+    members = stored["hyper_parameters"].get("members")
+    if not isinstance(members, list):
+        return None
     names = [m.get("name") for m in members]
     return StackRecord(dict(zip(names, (m.get("config") or {} for m in members))),
                        epochs_done(stored),

@@ -228,7 +228,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
                 slots: int = 1
                 ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]], list[Path]]:
     """Split the cells to run into stacks (``{stack_dir: member cell names}``, one per variant
-    and seed) and cells that run singly (the trained baseline, DDP cells, lone cells). With
+    and seed) and cells that run singly (the trained baseline, DDP cells, lone cells, cells
+    that resume a single run's checkpoint). With
     more job ``slots`` than stacks, each stack is cut into ``slots // stacks`` parts of about
     equal epochs (``<stack>-part<i>of<n>``) so that every slot trains. A stack killed earlier
     keeps its recorded members when they still cover every unfinished cell of its group and
@@ -251,7 +252,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
         n = min(parts, len(cells))
         for i, part in enumerate(balanced_parts(cells, budgets, n)):
             planned[sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group)] = part
-    unfinished = {name for name, _ in todo}
+    # a cell interrupted in a single run resumes singly, from its checkpoint
+    unfinished = {name for name, config in todo if not config.resume}
     stacks: dict[Path, list[str]] = {}
     stale: list[Path] = []
     for stack_dir, cells in planned.items():

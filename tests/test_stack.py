@@ -435,6 +435,21 @@ def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypa
     assert [c.out for c in read] == [str(tmp_path / c) for c in cells]
 
 
+def test_a_stack_file_whose_members_finished_runs_again(tmp_path, data_dir, capsys):
+    """A finished member's cell holds its checkpoint: a re-run of the stack file (a sweep's
+    job after a kill, --jobs-per-device) took that cell for a stack's folder and failed
+    forever; now it finds the members done."""
+    cells = [tmp_path / "cells" / name for name in ("a", "b")]
+    configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s, "epochs": e,
+                            "limit_train": 256, "val_size": 64, "progress_bar": False,
+                            "data_dir": str(data_dir), "out": str(c)})
+               for s, e, c in zip((0.5, 0.9), (1, 2), cells)]
+    path = write_stack_file(configs, tmp_path / "stacks" / "dense-seed0", cells)
+    for _ in range(2):
+        assert main(["--stack-file", str(path)]) == 0
+        assert "2 of 2 members finished" in capsys.readouterr().out
+
+
 def test_a_diverged_member_stops_alone_and_is_named(tmp_path, data_dir, monkeypatch):
     """A member whose scores turn NaN (here: written in epoch 1, after an update) trains no
     more and is not tested; the others train to their end and write their cells; then the

@@ -2,6 +2,7 @@
 sweep killed in the middle of a cell."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from conftest import REPO, processes_mentioning
 from lotterynet.cli import build_parser, explicit_values, main
 from lotterynet.config import make_config
 from lotterynet.grid import cell_name, load_sweep
+from lotterynet.run import run
 from lotterynet.stack import StackRecord
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
@@ -429,3 +431,24 @@ def test_a_cell_set_aside_by_another_agent_is_refused_not_a_traceback(tmp_path):
         sweep_module.set_aside(cell, "cell was run with another config")
     assert os.listdir(tmp_path / "cells") == [kept.name]
     assert (kept / "results.json").read_text() == "{}"
+
+
+def test_a_cell_stopped_in_a_single_run_resumes_singly_in_a_stacked_sweep(tmp_path, data_dir,
+                                                                          capsys):
+    """A cell interrupted while it ran singly (``--no-stack``, a ``--cell`` agent) resumes from
+    its checkpoint when the sweep runs stacked; it became a member of a new stack, which
+    started at epoch 0 over its checkpoint and history. The other cells stack."""
+    argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--sweep-sparsities",
+            "0.5,0.9,0.95", "--sweep-epochs", "2", "--no-baseline", "--data-dir",
+            str(data_dir), "--sweep-out", str(tmp_path / "sweep")]
+    args = build_parser().parse_args(argv)
+    (label, values), *_ = load_sweep(args, explicit_values(args)).cells()
+    cell = tmp_path / "sweep" / "cells" / cell_name(label, values)
+    run(dataclasses.replace(sweep_module.prepare_cell(values, cell), stop_after=1))
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(" |")[0] for line in printed if line.startswith("epoch ")] == [
+        "epoch 2/2"]  # the cell's own run, continued
+    assert sum(line.startswith("stack subsetsum-identity-seed0: epoch") for line in printed) == 2
+    assert json.loads((cell / "results.json").read_text())["epochs_done"] == 2
