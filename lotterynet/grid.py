@@ -28,6 +28,7 @@ import yaml
 
 from .config import (
     ConfigError,
+    check_path,
     flatten_sections,
     given_flags,
     make_config,
@@ -107,6 +108,12 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
                           (lambda k: f"base: {k}", base),
                           *((lambda k: f"variant: {k}", v) for v in variants)]:
         check_cell_keys(spell, values)
+    for key, value in overrides.items():  # a flag the variants set would be dropped, unsaid
+        variant = next((v for v in variants if key in v and v[key] != value), None)
+        if variant is not None:
+            raise ConfigError(f"--{key.replace('_', '-')} {value!r}: the sweep's variant "
+                              f"{variant_label(variant)!r} sets {key}: {variant[key]!r}; change "
+                              f"the variants (sweep file or --sweep-variants), not the flag")
     sweep = Sweep(base=overlay(base, overrides), variants=variants,
                   sparsities=[float(s) for s in data["sparsities"]],
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
@@ -117,6 +124,7 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
     for label, values in sweep.cells():  # every cell must be a valid run before any starts
         configs.append(make_config(values))
         name, run = cell_name(label, values), repr(sorted(configs[-1].to_dict().items()))
+        check_path(f"the folder of sweep cell {describe_cell(label, values)}", name)
         if name in named:  # two cells, one folder
             raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
                               f"{describe_cell(label, values)} would share the folder {name!r}; "
@@ -139,6 +147,8 @@ NOT_IN_CELLS = {
     "resume": "a sweep resumes its own cells: run the same command again",
     "out": "a sweep writes its cells under --sweep-out",
     "stop_after": "a sweep runs its cells to their end (stop it and run it again to resume)",
+    "overwrite": "a sweep keeps its finished cells; give another --sweep-out to run it anew",
+    "progress_bar": "a sweep's cells print one line per epoch, without a bar",
 }
 
 
