@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sweep mode (a grid of runs, aggregated like Figure 2)")
     group.add_argument("--sweep", metavar="FILE.yaml", help="sweep file (see "
-                       "configs/sweeps/); the run flags above override its base config")
+                       "configs/sweeps/); the run flags above override its base config "
+                       "(not what its variants set)")
     group.add_argument("--sweep-variants", metavar="LIST", help="comma list of structure"
                        "[:activation], e.g. subsetsum:identity,subsetsum:relu,wide")
     group.add_argument("--sweep-sparsities", metavar="LIST", help="comma list of sparsities "
