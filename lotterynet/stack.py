@@ -443,10 +443,10 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
     if set(stack) - {"members", "cells"} or not (
             isinstance(members, list) and isinstance(cells, list) and members
             and len(members) == len(cells) and all(isinstance(m, dict) for m in members)
-            and all(isinstance(c, str) and c for c in cells) and len(set(cells)) == len(cells)):
+            and all(isinstance(c, str) and c for c in cells)):
         raise ConfigError(f"--stack-file {str(path)!r} is not a stack file: it holds 'members' "
                           f"(a list of run configs) and 'cells' (one directory per member, "
-                          f"distinct non-empty paths), nothing else")
+                          f"non-empty paths), nothing else")
     where = f"--stack-file {str(path)!r}"
     for cell in cells:
         check_path(f"{where}: cell", cell)
@@ -454,6 +454,12 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
         if (Path(cell) / STACK_FILE).exists() or stack_record(Path(cell)) is not None:
             raise ConfigError(f"{where}: cell {cell!r} is a stack's folder; give the member a "
                               f"cell of its own")
+    names = [Path(c).resolve().name for c in cells]  # (the members' metric prefixes)
+    twice = next((c for i, c in enumerate(cells) if names[i] in names[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"{where}: cell {twice!r} has the name of another member's cell "
+                          f"({Path(twice).resolve().name!r}); give each member a cell of its own "
+                          f"name")
     cell_dirs = [Path(c) for c in cells]
     for member, cell in zip(members, cell_dirs):  # a sweep writes them as the cell's
         elsewhere = {"out": member.get("out") and Path(member["out"]) != cell,

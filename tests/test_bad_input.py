@@ -263,6 +263,8 @@ CASES = [
     (["--stack-file", "{st_file_cell}"], ["a_file", "is a file, not a folder"]),  # its checkpoint)
     (["--stack-file", "{st_nul_cell}"], ["cell", "NUL byte"]),
     (["--stack-file", "{st_extra_key}"], ["st_extra_key", "nothing else"]),
+    (["--stack-file", "{st_same_cell}"], ["'c/./a' has the name of another member's cell"]),
+    (["--stack-file", "{st_same_name}"], ["'q/a' has the name of another member's cell ('a')"]),
     (["--stack-file", "{st_resume}"], ["resume 'x.ckpt'", "outside its cell"]),
     (["--config", "{cfg_dupkey}"], ["cfg_dupkey", "'arch' is given twice"]),
     (["--config", "{cfg_section_twice}"], ["arch is given twice", "model.arch"]),
@@ -532,6 +534,10 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "st_file_cell": {"members": [member], "cells": [str(tmp_path / "a_file")]},
         "st_nul_cell": {"members": [member], "cells": [str(tmp_path / "a\x00b")]},
         "st_extra_key": {"members": [member], "cells": [str(tmp_path / "cell")], "junk": [1]},
+        "st_same_cell": {"members": [member, {**member, "sparsity": 0.9}],
+                         "cells": ["c/a", "c/./a"]},
+        "st_same_name": {"members": [member, {**member, "sparsity": 0.9}],
+                         "cells": ["p/a", "q/a"]},
     }
     names = {name: write(tmp_path / name, data) for name, data in configs.items()}
     return {**names, **broken_inputs, "ckpt": str(run / "checkpoints" / "last.ckpt"),
