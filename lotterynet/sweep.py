@@ -36,9 +36,11 @@ import itertools
 import json
 import os
 import queue
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -63,7 +65,7 @@ from .config import (
     make_config,
 )
 from .datamodule import TensorDataModule
-from .errors import TrainingDiverged
+from .errors import Interrupted, TrainingDiverged
 from .grid import BASELINE, Sweep, cell_name
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
@@ -213,15 +215,73 @@ def job_env(device: int | None, workers: int) -> dict[str, str]:
     return env
 
 
-def run_job(job: Job, device: int | None, workers: int) -> int:
-    """Run ``job`` (environment: :func:`job_env`) and return its exit code."""
+def start_job(job: Job, device: int | None, workers: int, log) -> subprocess.Popen:
+    """``job``'s ``train.py`` (environment: :func:`job_env`), its output into ``log``."""
     train_py = Path(__file__).resolve().parent.parent / "train.py"
+    return subprocess.Popen([sys.executable, str(train_py), *job.argv],
+                            env=job_env(device, workers), stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=partial(die_with_parent, os.getpid()))
+
+
+def run_job(job: Job, device: int | None, workers: int) -> int:
+    """Run ``job`` and return its exit code."""
     job.log.parent.mkdir(parents=True, exist_ok=True)
     with open(job.log, "a") as log:
-        return subprocess.run([sys.executable, str(train_py), *job.argv],
-                              env=job_env(device, workers), stdout=log,
-                              stderr=subprocess.STDOUT,
-                              preexec_fn=partial(die_with_parent, os.getpid())).returncode
+        return start_job(job, device, workers, log).wait()
+
+
+class JobRunner:
+    """The jobs a sweep runs at once, each in its own ``train.py``, until :meth:`stop`: then
+    the running ones get SIGTERM (each stops at its next step, keeping its last checkpoint;
+    SIGINT, ignored by jobs started in the background, might not stop them) and the queued
+    ones never start."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self._stopped = False
+
+    def run(self, job: Job, device: int | None, workers: int) -> int | None:
+        """``job``'s exit code; None when the sweep stopped before it started."""
+        with self._lock:
+            if self._stopped:
+                return None
+            job.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(job.log, "a") as log:
+                proc = start_job(job, device, workers, log)
+            self._running.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for proc in self._running:
+                proc.send_signal(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stopping_jobs(runner: JobRunner, sweep_dir: Path):
+    """Ctrl-C or SIGTERM while a sweep's jobs run stops them all (:meth:`JobRunner.stop`) and,
+    once the running ones have ended, raises :class:`Interrupted` with the shell's exit code."""
+    def terminated(signum, frame):
+        raise Interrupted("SIGTERM", 128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    except (KeyboardInterrupt, Interrupted) as err:
+        runner.stop()
+        name, code = ("SIGTERM", err.exit_code) if isinstance(err, Interrupted) else \
+            ("Ctrl-C", 128 + signal.SIGINT)
+        raise Interrupted(f"sweep {sweep_dir} stopped by {name}; run the same command again "
+                          f"to continue (finished cells are kept, stopped ones resume from "
+                          f"their checkpoints)", code) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]],
@@ -377,14 +437,16 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     for device in devices:
         free.put(device)
 
-    def work(job: Job) -> tuple[Job, int]:
+    runner = JobRunner()
+
+    def work(job: Job) -> tuple[Job, int | None]:
         device = free.get()  # a device with a free job slot
         try:
-            return job, run_job(job, device, len(devices))
+            return job, runner.run(job, device, len(devices))
         finally:
             free.put(device)
 
-    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool, stopping_jobs(runner, sweep_dir):
         for future in as_completed([pool.submit(work, job) for job in jobs]):
             job, code = future.result()
             if code == 0:

@@ -232,20 +232,36 @@ def test_cell_with_another_config_is_run_again(tmp_path, data_dir, capsys):
     assert "1 already done, 0 to run" in capsys.readouterr().out
 
 
-def test_killing_the_sweep_kills_its_cells(tmp_path, data_dir):
+def test_stopping_or_killing_the_sweep_stops_its_cells(tmp_path, data_dir):
+    """Ctrl-C to the sweep alone (SIGINT; a terminal sends it to the children too): the
+    running cells stop, the queued one never starts, one line and exit 130. Before, the queued
+    cells still ran to their end, then a traceback. Killed (SIGKILL): its cells die with it."""
     out = tmp_path / "sweep"
-    proc = subprocess.Popen(
-        [sys.executable, "train.py", "--arch", "fc2", "--structure", "dense", "--limit-train",
-         "300", "--val-size", "100", "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9",
-         "--sweep-epochs", "500", "--no-baseline", "--no-stack", "--jobs-per-device", "2",
-         "--data-dir", str(data_dir), "--sweep-out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    argv = [sys.executable, "train.py", "--arch", "fc2", "--structure", "dense",
+            "--limit-train", "300", "--val-size", "100", "--sweep-variants", "dense",
+            "--sweep-sparsities", "0.5,0.9,0.95", "--sweep-epochs", "500", "--no-baseline",
+            "--no-stack", "--jobs-per-device", "2", "--data-dir", str(data_dir),
+            "--sweep-out", str(out)]
     cells = str(out / "cells")
-    try:
+
+    def start_and_wait_for_two_cells():
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
         while len(processes_mentioning(cells)) < 2 and time.time() < deadline:
             time.sleep(0.2)
-        assert len(processes_mentioning(cells)) == 2  # both cells are running
+        assert len(processes_mentioning(cells)) == 2  # two cells run, the third waits
+        return proc
+
+    try:
+        proc = start_and_wait_for_two_cells()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        err = proc.stderr.read()
+        assert len(err.splitlines()) == 1 and "stopped by Ctrl-C" in err, err
+        assert processes_mentioning(cells) == []
+        assert len(list(Path(cells).glob("*/train.log"))) == 2  # the third never started
+        proc = start_and_wait_for_two_cells()
         proc.kill()  # the sweep's main process only
         proc.wait()
         deadline = time.time() + 30
