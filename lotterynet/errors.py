@@ -56,18 +56,25 @@ class Interrupted(RuntimeError):
         self.exit_code = exit_code
 
 
+#: A path that holds the wrong kind of thing: a folder where a file belongs (a damaged run or
+#: sweep folder), a file where a folder does. Bad input, named by its path.
+IN_THE_WAY = (IsADirectoryError, NotADirectoryError, FileExistsError)
+
 REPORTED = (ConfigError, CheckpointError, DatasetNotFound, DiskFullError, TrainingDiverged,
-            Interrupted)
+            Interrupted, *IN_THE_WAY)
 """The errors a command reports as one line (``prog: error: MESSAGE``), not a traceback."""
 
 
 def exit_code(err: Exception) -> int:
     """What a command that stopped on ``err`` (one of :data:`REPORTED`) exits with."""
-    if isinstance(err, (ConfigError, CheckpointError, DatasetNotFound)):
+    if isinstance(err, (ConfigError, CheckpointError, DatasetNotFound, *IN_THE_WAY)):
         return 2
     return getattr(err, "exit_code", 1)
 
 
 def message(err: Exception) -> str:
     """The one line reported for ``err``: an OSError's text without its ``[Errno N]``."""
+    if isinstance(err, IN_THE_WAY):  # (a rename's error names its destination second)
+        return (f"{err.filename2 or err.filename!r}: {err.strerror} (something else is where "
+                f"lotterynet writes or reads: move it away)")
     return err.strerror if isinstance(err, DiskFullError) else str(err)

@@ -64,6 +64,15 @@ def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
     assert "5 already done, 0 to run" in capsys.readouterr().out
     assert stamps == {c: (out / "cells" / c / "results.json").stat().st_mtime_ns for c in cells}
     assert rows(out) == table
+    # a folder where the sweep writes a file: one line naming it, exit 2 (were tracebacks)
+    for name in ("sweep.csv", ".sweep.lock"):
+        (out / name).unlink()
+        (out / name).mkdir()
+        assert main(argv) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"train.py: error: '{out / name}': Is a directory (something else is where "
+            f"lotterynet writes or reads: move it away)")
+        (out / name).rmdir()
 
 
 def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir, capsys):
