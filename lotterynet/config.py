@@ -322,6 +322,8 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
     it should hold); :class:`ConfigError` for a missing, unreadable, malformed or non-mapping
     file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{where} is a folder; give the file in it")
     if not path.is_file():
         raise ConfigError(f"{where} not found")
     try:

@@ -204,7 +204,7 @@ CASES = [
     (["--config", "{cfg_bool_epochs}"], ["True", "epochs", "integer"]),
     (["--config", "{cfg_list_arch}"], ["['fc2']", "arch", "string"]),
     (["--config", "{cfg_binary}"], ["cfg_binary", "cannot be read"]),
-    (["--config", "{tmp}"], ["not found"]),
+    (["--config", "{tmp}"], ["is a folder; give the file in it"]),
     # sweep files and flags
     (["--sweep", "/nonexistent/sweep.yaml"], ["/nonexistent/sweep.yaml", "not found"]),
     (["--sweep", "{sw_unknown}"], ["sparsity", "valid keys", "sparsities"]),
@@ -333,6 +333,7 @@ CASES = [
     (["--sweep", "{sw_long_name}", "--wandb-sweep", "{tmp}/w.yaml"],
      ["folder of sweep cell dense/", "names of at most 255"]),
     (["--stack-file", "/nonexistent/stack.yaml"], ["/nonexistent/stack.yaml", "not found"]),
+    (["--sweep", "{tmp}"], ["sweep file", "is a folder; give the file in it"]),
     (["--stack-file", "{st_nomembers}"], ["st_nomembers", "not a stack file", "members"]),
     (["--stack-file", "{st_badmember}"], ["nope", "lenet5"]),
     (["--stack-file", "{st_mixed}"], ["differ", "'arch'", "sparsity"]),
