@@ -289,9 +289,9 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
                 ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]], list[Path]]:
     """Split the cells to run into stacks (``{stack_dir: member cell names}``, one per variant
     and seed) and cells that run singly (the trained baseline, DDP cells, lone cells, cells
-    that resume a single run's checkpoint). With
-    more job ``slots`` than stacks, each stack is cut into ``slots // stacks`` parts of about
-    equal epochs (``<stack>-part<i>of<n>``) so that every slot trains. A stack killed earlier
+    that resume a single run's checkpoint). With more job ``slots`` than stacks, each stack
+    is cut into ``slots // stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so
+    that every slot trains. A stack killed earlier
     keeps its recorded members when they still cover every unfinished cell of its group and
     its checkpoint continues them (:func:`~lotterynet.stack.resumes`), so it resumes instead of
     starting over (the parts depend only on the sweep and the slots: the same command resumes
