@@ -194,3 +194,7 @@ class TensorDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> TensorLoader:
         return self._loader("test", shuffle=False, batch_size=EVAL_BATCH)
 
+    def predict_dataloader(self) -> TensorLoader:
+        """The test split (``trainer.predict`` returns its logits, in order)."""
+        return self.test_dataloader()
+

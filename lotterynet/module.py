@@ -7,6 +7,9 @@ load with ``torch.load(weights_only=True)`` and rebuild the model through ``buil
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -16,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from .datamodule import TensorDataModule
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import masked_weights
-from .models import build_model
+from .models import MODELS, build_model
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 from .stacked import frozen_prefix
 
@@ -49,11 +52,15 @@ class EdgePopupModule(pl.LightningModule):
         (:data:`DEFAULT_OPTIM` for the others); ``config``: the run's whole configuration, kept
         in the checkpoint for ``--resume``."""
         super().__init__()
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ValueError(f"spec holds build_model's arguments with the architecture as "
+                             f"'name' (one of {', '.join(MODELS.names())}), got {spec!r}")
         unknown = sorted(set(optim or {}) - set(DEFAULT_OPTIM))
         if unknown:
             raise ValueError(f"unknown optimizer setting {unknown[0]!r}; valid keys: "
                              f"{', '.join(DEFAULT_OPTIM)}")
         optim = {**DEFAULT_OPTIM, **(optim or {})}
+        check_optim(optim)
         self.save_hyperparameters()
         self.model = build_model(**spec)
         num_classes = spec.get("num_classes", 10)
@@ -75,6 +82,11 @@ class EdgePopupModule(pl.LightningModule):
         per LeNet5 step there. Other data (your own loaders) goes through the whole model."""
         data, self._after_prefix = self.trainer.datamodule, None
         if isinstance(data, TensorDataModule):
+            classes = self.hparams.spec.get("num_classes", 10)
+            if classes != data.num_classes:
+                raise ValueError(f"the model has {classes} classes, the data set "
+                                 f"{data.dataset!r} {data.num_classes}: build it with "
+                                 f"num_classes={data.num_classes}")
             prefix = frozen_prefix(self.model)
             data.encode_with(prefix)
             if prefix is not None:
@@ -105,14 +117,16 @@ class EdgePopupModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self._after_prefix is None:
+            return self(x)
+        for layer in self._after_prefix:  # the data module applied the frozen prefix
+            x = layer(x)
+        return x
+
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
-        if self._after_prefix is None:
-            logits = self(x)
-        else:  # the data module applied the frozen prefix
-            logits = x
-            for layer in self._after_prefix:
-                logits = layer(logits)
+        logits = self._logits(x)
         loss = F.cross_entropy(logits, y)
         acc, mean_loss = self.acc[f"{stage}_"], self.loss[f"{stage}_"]
         acc.update(logits.detach(), y)
@@ -156,6 +170,11 @@ class EdgePopupModule(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
 
+    def predict_step(self, batch, batch_idx):
+        """The logits of a batch: ``(x, y)`` (the data module's test split, or your loader),
+        ``(x,)`` or ``x``."""
+        return self._logits(batch[0] if isinstance(batch, list | tuple) else batch)
+
     def configure_optimizers(self):
         o = self.hparams.optim
         optimizer = OPTIMIZERS.get(o["optimizer"])(
@@ -166,6 +185,23 @@ class EdgePopupModule(pl.LightningModule):
         # "name": what LearningRateMonitor logs the rate as.
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                           "interval": "epoch", "name": "lr"}}
+
+
+def check_optim(optim: dict) -> None:
+    """One line naming a bad optimizer setting, before any training: names from the
+    registries, numbers for the rest, ``epochs`` None or a positive integer."""
+    OPTIMIZERS.get(optim["optimizer"])
+    SCHEDULERS.get(optim["scheduler"])
+    for key in ("lr", "momentum", "weight_decay"):
+        value = optim[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+                not math.isfinite(value) or value < 0:
+            raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+    epochs = optim["epochs"]
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
+                               or epochs < 1):
+        raise ValueError(f"epochs (the schedule's length) must be a positive integer or None "
+                         f"(the Trainer's max_epochs), got {epochs!r}")
 
 
 def layer_names(model: torch.nn.Module) -> dict[str, torch.nn.Module]:

@@ -38,6 +38,11 @@ def adamw(params, *, lr, momentum, weight_decay):
 
 @SCHEDULERS.register("cosine")
 def cosine(optimizer, *, epochs):
+    """Cosine annealing to 0 over ``epochs`` (stepped once per epoch)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"the cosine schedule needs its length: optim['epochs'] or the "
+                         f"Trainer's max_epochs, got {epochs!r} (a Trainer bounded by "
+                         f"max_steps only has none); give one, or scheduler='constant'")
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
 
 

@@ -4,6 +4,7 @@ that one architecture family or the other gets."""
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,43 @@ def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
     tested = trainer.test(module, datamodule=data, verbose=False)[0]
     assert tested["test/acc"] > 0.5
 
+
+
+@pytest.mark.parametrize("spec, optim, said", [
+    ({"structure": "dense"}, None, "as 'name' (one of conv2, "),
+    ({"name": "fc2"}, {"epochs": -2}, "epochs (the schedule's length) must be a positive"),
+    ({"name": "fc2"}, {"epochs": 0}, "got 0"),
+    ({"name": "fc2"}, {"lr": "0.1"}, "lr must be a finite number >= 0, got '0.1'"),
+])
+def test_module_settings_are_checked_when_built(spec, optim, said):
+    """Before: epochs -2 trained a schedule of length -2, epochs 0 was read as None, a string
+    lr failed inside torch at the first step, a spec without a name in build_model."""
+    with pytest.raises(ValueError, match=re.escape(said)):
+        ln.EdgePopupModule(spec, optim)
+
+
+def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, data_dir):
+    """A Trainer bounded by max_steps alone has no epochs for the cosine schedule (it annealed
+    over max_epochs=-1: the rate was 0 every other epoch); a model of other classes than the
+    data is named in setup (was an IndexError in the loss). ``trainer.predict`` gives the
+    test split's logits, LeNet5's frozen convs run by the data module (had no predict)."""
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=256, val_size=64)
+    options = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"cosine schedule needs its length.*got -1"):
+        pl.Trainer(max_steps=4, **options).fit(ln.EdgePopupModule({"name": "fc2"}), data)
+    with pytest.raises(ValueError, match="the model has 5 classes, the data set 'mnist' 10"):
+        pl.Trainer(max_epochs=1, **options).fit(
+            ln.EdgePopupModule({"name": "fc2", "num_classes": 5}), data)
+    module = ln.EdgePopupModule({"name": "lenet5", "sparsity": 0.5}, {"epochs": 1})
+    trainer = pl.Trainer(max_steps=4, **options)
+    trainer.fit(module, datamodule=data)
+    logits = torch.cat(trainer.predict(module, datamodule=data))
+    images = data.splits["test"][0]
+    with torch.no_grad():
+        expected = module.eval()(images[:500])
+    assert logits.shape == (len(images), 10)
+    torch.testing.assert_close(logits[:500], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_epoch_metrics_cover_every_batch_of_the_epoch(tmp_path, data_dir):
