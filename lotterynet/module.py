@@ -73,6 +73,7 @@ class EdgePopupModule(pl.LightningModule):
             {f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES})
         self._handed: set[str] = set()  # stages whose metrics Lightning holds this epoch
         self._after_prefix: tuple[torch.nn.Module, ...] | None = None  # set by setup
+        self._image_shape: torch.Size | None = None  # the data's own shape, with the prefix
 
     def setup(self, stage: str) -> None:
         """With a :class:`TensorDataModule`, the model's frozen leading modules (LeNet5's random
@@ -91,6 +92,7 @@ class EdgePopupModule(pl.LightningModule):
             data.encode_with(prefix)
             if prefix is not None:
                 self._after_prefix = tuple(self.model)[len(prefix):]
+                self._image_shape = data.splits["test"][0].shape[1:]
 
     def on_fit_start(self) -> None:
         """Fresh metric states: a ``validate`` or ``test`` call before this fit left states made
@@ -118,7 +120,10 @@ class EdgePopupModule(pl.LightningModule):
         return self.model(x)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        if self._after_prefix is None:
+        """The model's output for ``x``; for a batch the data module encoded, only the layers
+        after the frozen prefix. Images (your own loader, while Lightning keeps a data module
+        of an earlier call attached) go through the whole model."""
+        if self._after_prefix is None or x.shape[1:] == self._image_shape:
             return self(x)
         for layer in self._after_prefix:  # the data module applied the frozen prefix
             x = layer(x)

@@ -90,7 +90,8 @@ def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, dat
     """A Trainer bounded by max_steps alone has no epochs for the cosine schedule (it annealed
     over max_epochs=-1: the rate was 0 every other epoch); a model of other classes than the
     data is named in setup (was an IndexError in the loss). ``trainer.predict`` gives the
-    test split's logits, LeNet5's frozen convs run by the data module (had no predict)."""
+    test split's logits, LeNet5's frozen convs run by the data module (had no predict), and
+    then your own loader's."""
     data = ln.TensorDataModule("mnist", str(data_dir), limit_train=256, val_size=64)
     options = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, default_root_dir=tmp_path)
@@ -108,6 +109,10 @@ def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, dat
         expected = module.eval()(images[:500])
     assert logits.shape == (len(images), 10)
     torch.testing.assert_close(logits[:500], expected, rtol=1e-5, atol=1e-5)
+    # your own loader next (Lightning keeps the data module attached): images, whole model
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images[:64]), 32)
+    torch.testing.assert_close(torch.cat(trainer.predict(module, loader)), expected[:64],
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_epoch_metrics_cover_every_batch_of_the_epoch(tmp_path, data_dir):
