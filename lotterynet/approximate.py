@@ -211,16 +211,22 @@ def result_path(out: Path, net: str, dataset: str, construction: str) -> Path:
     return out / f"approximation_{name}.json"
 
 
+def stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep]):
+    """``(path, target)`` of every result file of ``sweeps`` already in ``out``."""
+    for sweep in sweeps:
+        path = result_path(out, net, dataset, sweep.name)
+        if path.exists():
+            yield path, read_result(path)["target"]
+
+
 def check_stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep], recipe: str,
                          epochs: int | None) -> None:
     """Refuse, before any work, to add rows to a result file measured on another target
     (another recipe, or the same trained for another number of epochs): a resume would take
     its rows as done."""
     epochs = epochs or RECIPES[recipe]["epochs"]
-    for sweep in sweeps:
-        path = result_path(out, net, dataset, sweep.name)
-        stored = read_result(path)["target"] if path.exists() else None
-        if stored and (stored["recipe"], stored["epochs"]) != (recipe, epochs):
+    for path, stored in stored_targets(out, net, dataset, sweeps):
+        if (stored["recipe"], stored["epochs"]) != (recipe, epochs):
             raise ValueError(f"{path} holds rows measured on the target {stored['recipe']} "
                              f"trained {stored['epochs']} epochs, not {epochs}: move it away or "
                              f"give --out another folder")
@@ -231,10 +237,8 @@ def check_stored_weights(out: Path, net: str, dataset: str, sweeps: list[Sweep],
     """Refuse to add rows to a result file measured on other target weights than ``info``'s
     (the same recipe trained again elsewhere, or by a lotterynet that drew other initial
     weights), before measuring anything."""
-    for sweep in sweeps:
-        path = result_path(out, net, dataset, sweep.name)
-        stored = read_result(path)["target"] if path.exists() else None
-        if stored and stored.get("weights_sha256") != info["weights_sha256"]:
+    for path, stored in stored_targets(out, net, dataset, sweeps):
+        if stored.get("weights_sha256") != info["weights_sha256"]:
             raise ValueError(f"{path} holds rows measured on other {info['recipe']} target "
                              f"weights than {info['run_dir']!r} holds (sha256 "
                              f"{str(stored.get('weights_sha256'))[:12]}, not "
