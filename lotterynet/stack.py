@@ -434,6 +434,13 @@ def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
     return path
 
 
+def named_twice(cells: Sequence[Path]) -> int | None:
+    """The index of the first cell whose folder name (resolved) another member's cell has
+    before it: the members' metrics are logged under their cells' names, one each."""
+    names = [cell.resolve().name for cell in cells]
+    return next((i for i, name in enumerate(names) if name in names[:i]), None)
+
+
 def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
     """The members' configs and cell directories :func:`write_stack_file` wrote to ``path``
     (the stack then runs in ``path``'s directory); :class:`ConfigError` for a file that is not
@@ -454,12 +461,11 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
         if (Path(cell) / STACK_FILE).exists() or stack_record(Path(cell)) is not None:
             raise ConfigError(f"{where}: cell {cell!r} is a stack's folder; give the member a "
                               f"cell of its own")
-    names = [Path(c).resolve().name for c in cells]  # (the members' metric prefixes)
-    twice = next((c for i, c in enumerate(cells) if names[i] in names[:i]), None)
+    twice = named_twice([Path(c) for c in cells])
     if twice is not None:
-        raise ConfigError(f"{where}: cell {twice!r} has the name of another member's cell "
-                          f"({Path(twice).resolve().name!r}); give each member a cell of its own "
-                          f"name")
+        raise ConfigError(f"{where}: cell {cells[twice]!r} has the name of another member's "
+                          f"cell ({Path(cells[twice]).resolve().name!r}); give each member a "
+                          f"cell of its own name")
     cell_dirs = [Path(c) for c in cells]
     for member, cell in zip(members, cell_dirs):  # a sweep writes them as the cell's
         elsewhere = {"out": member.get("out") and Path(member["out"]) != cell,
@@ -498,12 +504,12 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         stack_dir / "cells" / str(i) for i in range(len(configs))]
     if len(cell_dirs) != len(configs):
         raise ValueError(f"{len(configs)} members but {len(cell_dirs)} cell directories")
-    names = [d.name for d in cell_dirs]  # the members' metric prefixes: one each
-    twice = next((d for i, d in enumerate(cell_dirs) if d.name in names[:i]), None)
+    twice = named_twice(cell_dirs)
     if twice is not None:
-        raise ValueError(f"cell directory {str(twice)!r}: another member's cell has the name "
-                         f"{twice.name!r}; give each member a cell of its own name (its metrics "
-                         f"are logged under it)")
+        raise ValueError(f"cell directory {str(cell_dirs[twice])!r}: another member's cell has "
+                         f"the name {cell_dirs[twice].name!r}; give each member a cell of its "
+                         f"own name (its metrics are logged under it)")
+    names = [d.name for d in cell_dirs]
     first = configs[0]
     pl.seed_everything(first.seed, verbose=False)
     data = TensorDataModule(first.dataset, first.data_dir, batch_size=first.batch_size,
