@@ -59,7 +59,7 @@ from .trainer_options import (
     optimizer_steps_per_epoch,
     trainer_options,
 )
-from .validate import check_output_dir
+from .validate import check_not_folders, check_output_dir
 from .widen import maskable_count, wide_width
 
 RESULTS = "results.json"
@@ -91,6 +91,7 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     if is_launched_worker():
         return
     check_output_dir(run_dir, "--out")
+    check_not_folders([run_dir / RESULTS, run_dir / TICKET])
     if config.resume:
         source = checkpoint_run_dir(config.resume)
         for folder in dict.fromkeys((source, run_dir.resolve())):

@@ -81,7 +81,7 @@ from .run import (
     write_json_atomic,
 )
 from .stack import CANNOT_CONTINUE, resumes, run_stack, stack_record, write_stack_file
-from .validate import check_output_dir
+from .validate import check_not_folders, check_output_dir
 
 
 def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
@@ -716,6 +716,8 @@ def unfinished_cells(sweep: Sweep, sweep_dir: Path) -> list[str]:
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
+    check_not_folders(sweep_dir / "cells" / name / RESULTS
+                      for name in unfinished_cells(sweep, sweep_dir))
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / "sweep.json")
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     missing = unfinished_cells(sweep, sweep_dir)

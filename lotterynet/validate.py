@@ -9,6 +9,7 @@ is refused here instead, so a bad invocation leaves nothing behind.
 from __future__ import annotations
 
 import difflib
+import errno
 import math
 import os
 import tempfile
@@ -65,6 +66,15 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> None:
     except OSError as err:
         raise ConfigError(f"{flag} {str(path)!r} is not writable ({err.strerror or err} in "
                           f"{str(existing)!r}); choose another folder") from None
+
+
+def check_not_folders(paths) -> None:
+    """:class:`IsADirectoryError` (one line, exit 2: :data:`~lotterynet.errors.IN_THE_WAY`) for
+    the first of ``paths`` — files a run will write at its end — that is a folder, so that a
+    damaged run or sweep folder is refused before the training, not after it."""
+    for path in paths:
+        if Path(path).is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
 
 
 # --- sweep files ---------------------------------------------------------------------------

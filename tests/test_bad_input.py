@@ -401,6 +401,7 @@ CASES = [
     (["--resume", "{ckpt_noconfig}"], ["noconfig-run", "no run config"]),
     (["--resume", "{ckpt_otherarch}"], ["otherarch-run", "another model"]),
     (["--resume", "{done}"], ["finished", "nothing to resume"]),
+    (["--resume", "{ckpt_dir_results}"], ["dir-results-run/results.json'", "Is a directory"]),
     (["--resume", "{ckpt_hplist}"], ["hplist-run", "'hyper_parameters' is not a mapping"]),
     (["--resume", "{ckpt_weightsonly}"], ["weightsonly-run", "no optimizer_states"]),
     (["--resume", "{ckpt_badopt}"], ["badopt-run", "'optimizer_states' is not a list"]),
@@ -473,6 +474,9 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     of the stopped run, so that a refused resume can be checked to leave it unchanged."""
     run = tmp_path / "resumable"
     shutil.copytree(stopped_run, run)
+    in_the_way = tmp_path / "dir-results-run"  # a folder where the run writes results.json
+    shutil.copytree(stopped_run, in_the_way)
+    (in_the_way / "results.json").mkdir()
     other = tmp_path / "other_run"
     other.mkdir()
     write(other / "metrics.csv", "step\n0\n")
@@ -542,6 +546,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     }
     names = {name: write(tmp_path / name, data) for name, data in configs.items()}
     return {**names, **broken_inputs, "ckpt": str(run / "checkpoints" / "last.ckpt"),
+            "ckpt_dir_results": str(in_the_way / "checkpoints" / "last.ckpt"),
             "run": str(run),
             "tmp": str(tmp_path), "done": str(finished_run / "checkpoints" / "last.ckpt"),
             "finished_dir": str(finished_run), "other_run": str(other),

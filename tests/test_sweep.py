@@ -73,6 +73,22 @@ def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
             f"train.py: error: '{out / name}': Is a directory (something else is where "
             f"lotterynet writes or reads: move it away)")
         (out / name).rmdir()
+    # ... and a cell's results.json that is a folder is refused before anything trains (it was
+    # reported after its stack had trained)
+    results = out / "cells" / cells[0] / "results.json"
+    results.unlink()
+    results.mkdir()
+    def files():  # (the lock file aside: the loop above removed it)
+        return {p: p.stat().st_mtime_ns for p in out.rglob("*")
+                if p.is_file() and p.name != ".sweep.lock"}
+
+    before = files()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == (
+        f"train.py: error: '{results}': Is a directory (something else is where lotterynet "
+        f"writes or reads: move it away)")
+    assert files() == before
 
 
 def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir, capsys):
