@@ -116,9 +116,12 @@ def is_number(text: str) -> bool:
 
 
 def wandb_run_id(run_dir: Path, checkpoint: str | None) -> str:
-    """The W&B run id of this run: the resumed run's (``RUN/wandb-id``), else the one a W&B
-    sweep agent chose (``$WANDB_RUN_ID``), else a new one."""
-    source = checkpoint_run_dir(checkpoint) / WANDB_ID_FILE if checkpoint else None
+    """The W&B run id of this run: the resumed run's (``RUN/wandb-id``) when the resume writes
+    into that run's own folder, else the one a W&B sweep agent chose (``$WANDB_RUN_ID``), else
+    a new one. A resume into another ``--out`` is a new W&B run: the original folder stays
+    resumable, and one W&B run would get two histories."""
+    origin = checkpoint_run_dir(checkpoint) if checkpoint else None
+    source = origin / WANDB_ID_FILE if origin == Path(run_dir).resolve() else None
     fresh = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
     run_id = source.read_text().strip() if source and source.is_file() else fresh
     if rank_zero_only.rank == 0:

@@ -248,14 +248,18 @@ def test_stale_temp_files_are_removed_and_refusal_names_only_real_files(tmp_path
     assert "--overwrite" in err and "--resume" not in err
 
 
-def test_wandb_run_id_is_kept_across_resume(tmp_path):
+def test_wandb_run_id_is_kept_across_resume_into_the_same_run(tmp_path):
+    """A resume continues its run's W&B run; a resume into another --out (the original stays
+    resumable) is a W&B run of its own, and the original's id file is left as it was."""
     from lotterynet.loggers import wandb_run_id
 
     first = tmp_path / "run"
     run_id = wandb_run_id(first, None)
     checkpoint = first / "checkpoints" / "last.ckpt"
     assert wandb_run_id(first, str(checkpoint)) == run_id
-    assert wandb_run_id(tmp_path / "copy", str(checkpoint)) == run_id
+    forked = wandb_run_id(tmp_path / "copy", str(checkpoint))
+    assert forked != run_id and (tmp_path / "copy" / "wandb-id").read_text() == forked + "\n"
+    assert (first / "wandb-id").read_text() == run_id + "\n"
     assert wandb_run_id(tmp_path / "new", None) != run_id
 
 
