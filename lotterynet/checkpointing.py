@@ -206,6 +206,11 @@ LIGHTNING_KEYS = {
                          "a list of optimizer states"),
     "lr_schedulers": (lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
                       "a list of schedule states"),
+    "pytorch-lightning_version": (lambda v: isinstance(v, str), "a version string"),
+    "loops": (lambda v: isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()),
+              "a mapping of loop states"),
+    "callbacks": (lambda v: isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()),
+                  "a mapping of callback states"),
 }
 
 
@@ -220,20 +225,3 @@ def checkpoint_run_dir(checkpoint: str | os.PathLike) -> Path:
     outside a ``checkpoints`` folder: the folder that holds it)."""
     folder = Path(checkpoint).resolve().parent
     return folder.parent if folder.name == CHECKPOINTS else folder
-
-
-def check_state_matches(checkpoint: dict, module: torch.nn.Module, path) -> None:
-    """:class:`CheckpointError` unless the checkpoint's tensors have exactly the module's names
-    and shapes (a checkpoint of another model would fail deep inside Lightning)."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    stored = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
-              if isinstance(v, torch.Tensor)}
-    if stored != expected:
-        names = sorted(set(stored) ^ set(expected)) or sorted(
-            k for k in stored if stored[k] != expected[k])
-        raise CheckpointError(f"checkpoint {str(path)!r} holds another model than its config "
-                              f"builds (first difference: {names[0]!r})")
-    missing = [k for k in ("optimizer_states", "lr_schedulers") if not checkpoint.get(k)]
-    if missing:
-        raise CheckpointError(f"checkpoint {str(path)!r} holds no {missing[0]} (weights only?); "
-                              f"a resume needs the RUN/checkpoints/last.ckpt a run writes")

@@ -28,7 +28,6 @@ from .checkpointing import (
     CHECKPOINTS,
     LAST,
     atomic_torch_save,
-    check_state_matches,
     checkpoint_run_dir,
     load_checkpoint,
     remove_stale_temp_files,
@@ -43,7 +42,7 @@ from .config import (
     examples_per_device,
 )
 from .datamodule import TensorDataModule
-from .errors import Interrupted, TrainingDiverged
+from .errors import CheckpointError, Interrupted, TrainingDiverged
 from .lifetime import tie_launched_ranks
 from .loggers import finish_wandb, make_loggers
 from .machine import cpu_name, is_launched_worker
@@ -52,6 +51,7 @@ from .models import split_arch
 from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, mask_digest
 from .params import count_params
 from .quiet import quiet_lightning
+from .resumable import check_resumable
 from .ticket import save_ticket
 from .trainer_options import (
     epoch_checkpoint,
@@ -215,13 +215,18 @@ class RNGState(pl.Callback):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        kind, keys, *rest = state["numpy"]
-        np.random.set_state((kind, keys.numpy(), *rest))
-        version, internal, gauss = state["random"]
-        random.setstate((version, tuple(internal), gauss))
+        try:
+            torch.set_rng_state(state["torch"])
+            if state["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
+            kind, keys, *rest = state["numpy"]
+            np.random.set_state((kind, keys.numpy(), *rest))
+            version, internal, gauss = state["random"]
+            random.setstate((version, tuple(internal), gauss))
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise CheckpointError(f"the checkpoint being resumed holds a random-generator "
+                                  f"state that cannot be restored ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
 
 class StopOnDivergence(pl.Callback):
@@ -296,8 +301,19 @@ class EpochTimer(pl.Callback):
                 "best_val_acc": self.best_val_acc}
 
     def load_state_dict(self, state: dict) -> None:
+        valid = {"seconds": lambda v: isinstance(v, list) and all(map(is_real, v)),
+                 "metrics": lambda v: isinstance(v, dict) and all(map(is_real, v.values())),
+                 "best_val_acc": lambda v: v is None or is_real(v)}
+        bad = next((key for key, ok in valid.items() if not ok(state.get(key))), None)
+        if bad:
+            raise CheckpointError(f"the checkpoint being resumed holds an epoch history whose "
+                                  f"{bad!r} is {state.get(bad)!r:.60}, not numbers")
         self.seconds, self.metrics = list(state["seconds"]), dict(state["metrics"])
-        self.best_val_acc = state.get("best_val_acc")
+        self.best_val_acc = state["best_val_acc"]
+
+
+def is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def device_name(trainer: pl.Trainer) -> str:
@@ -469,7 +485,7 @@ def run(config: RunConfig) -> dict:
     data.setup()  # a missing or corrupt data set is refused here, before anything is written
     module = build_module(config, data)
     if config.resume:
-        check_state_matches(load_checkpoint(config.resume), module, config.resume)
+        check_resumable(load_checkpoint(config.resume), module, config.epochs, config.resume)
     counts = count_params(module.model)
     densities = layer_densities(module.model)
     with holding(run_dir, config):

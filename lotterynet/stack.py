@@ -69,6 +69,7 @@ from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 from .params import count_params
+from .resumable import check_resumable
 from .run import (
     CHECKPOINTS,
     LAST,
@@ -540,6 +541,8 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                           f"cannot continue ({CANNOT_CONTINUE}); give this stack a folder of "
                           f"its own, or move that one away")
     budget = max(c.epochs for c in configs)
+    if resume:
+        check_resumable(load_checkpoint(resume), module, budget, resume)
     loggers = make_loggers(stack_dir, {**first.to_dict(), "members": names,
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],

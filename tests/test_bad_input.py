@@ -75,9 +75,24 @@ def checkpoint_variant(stopped_run: Path, tmp: Path, kind: str) -> str:
         path.write_text("not a checkpoint")
     else:  # re-sealed (a valid digest) around a part that resuming cannot use
         checkpoint = load_checkpoint(source)
+        state, tensors = checkpoint["optimizer_states"][0]["state"], checkpoint["state_dict"]
+        callbacks, config = checkpoint["callbacks"], checkpoint["hyper_parameters"]["config"]
         {"hplist": lambda: checkpoint.update(hyper_parameters=[1]),
          "weightsonly": lambda: checkpoint.pop("optimizer_states"),
-         "badopt": lambda: checkpoint.update(optimizer_states=[{"x": 1}])}[kind]()
+         "badopt": lambda: checkpoint.update(optimizer_states=[{"x": 1}]),
+         # each of these was a traceback, a silent other run, or (shortmomentum) a crash of
+         # torch's fused SGD kernel, which read the buffer out of bounds
+         "shortmomentum": lambda: state[1].update(momentum_buffer=torch.zeros(3)),
+         "nomomentum": lambda: state[1].pop("momentum_buffer"),
+         "intscores": lambda: tensors.update({k: v.long() for k, v in tensors.items()
+                                              if k.endswith("scores")}),
+         "otherk": lambda: config.update(sparsity=0.7),  # the layers' k still say 0.5
+         "noepoch": lambda: checkpoint.pop("epoch"),
+         "tmax0": lambda: checkpoint["lr_schedulers"][0].update(T_max=0),
+         "loopstext": lambda: checkpoint["loops"].update(fit_loop="x"),
+         "rngjunk": lambda: callbacks["RNGState"].update(random="x"),
+         "timerjunk": lambda: callbacks["EpochTimer"].update(best_val_acc="x"),
+         }[kind]()
         atomic_torch_save(checkpoint, path)
     return str(path)
 
@@ -405,6 +420,17 @@ CASES = [
     (["--resume", "{ckpt_hplist}"], ["hplist-run", "'hyper_parameters' is not a mapping"]),
     (["--resume", "{ckpt_weightsonly}"], ["weightsonly-run", "no optimizer_states"]),
     (["--resume", "{ckpt_badopt}"], ["badopt-run", "'optimizer_states' is not a list"]),
+    (["--resume", "{ckpt_shortmomentum}"], ["shortmomentum-run", "momentum_buffer (3,)",
+                                            "a parameter of shape"]),
+    (["--resume", "{ckpt_nomomentum}"], ["nomomentum-run", "other kinds of state"]),
+    (["--resume", "{ckpt_intscores}"], ["intscores-run", "scores' is torch.int64",
+                                        "the model's is torch.float32"]),
+    (["--resume", "{ckpt_otherk}"], ["otherk-run", "_extra_state' is [", "config gives"]),
+    (["--resume", "{ckpt_noepoch}"], ["noepoch-run", "holds no epoch"]),
+    (["--resume", "{ckpt_tmax0}"], ["tmax0-run", "T_max = 0", "config gives 2"]),
+    (["--resume", "{ckpt_loopstext}"], ["loopstext-run", "'loops' is not a mapping"]),
+    (["--resume", "{ckpt_rngjunk}"], ["random-generator state", "cannot be restored"]),
+    (["--resume", "{ckpt_timerjunk}"], ["epoch history", "'best_val_acc' is 'x'"]),
     (["--resume", C, "--out", "{other_run}"], ["other_run", "another run"]),
     (["--resume", C, "--out", "{finished_dir}"], ["finished", "nothing to resume"]),
     (["--fan-in", "sideways"], ["sideways", "target"]),
@@ -461,7 +487,8 @@ def broken_inputs(tmp_path_factory, data_dir, stopped_run) -> dict:
     """Broken checkpoints and a corrupt data folder, made once (the cases only read them)."""
     tmp = tmp_path_factory.mktemp("broken")
     kinds = ("bitflip", "truncated", "foreign", "noconfig", "otherarch", "text", "hplist",
-             "weightsonly", "badopt")
+             "weightsonly", "badopt", "shortmomentum", "nomomentum", "intscores", "otherk",
+             "noepoch", "tmax0", "loopstext", "rngjunk", "timerjunk")
     return {**{f"ckpt_{k}": checkpoint_variant(stopped_run, tmp, k) for k in kinds},
             **{f"wrong_{k}": wrong_mnist(tmp, data_dir, k) for k in ("label10", "small", "count",
                                                                     "few", "int32")},
