@@ -78,6 +78,7 @@ from .run import (
     changed_results,
     check_last_batch,
     device_name,
+    is_real,
     locked,
     make_trainer,
     model_spec,
@@ -276,8 +277,16 @@ class MemberResults(pl.Callback):
         return {"history": self.history, "seconds": self.timer.seconds}
 
     def load_state_dict(self, state: dict) -> None:
-        self.history = state["history"]
-        self.timer.seconds = list(state["seconds"])
+        history, seconds = state.get("history"), state.get("seconds")
+        rows = isinstance(history, list) and len(history) == len(self.cell_dirs) and all(
+            isinstance(rows, list) and all(isinstance(row, dict) and all(
+                isinstance(k, str) and is_real(v) for k, v in row.items()) for row in rows)
+            for rows in history)
+        if not (rows and isinstance(seconds, list) and all(map(is_real, seconds))):
+            raise CheckpointError(f"the stack checkpoint being resumed holds member histories "
+                                  f"that are not {len(self.cell_dirs)} lists of rows of numbers "
+                                  f"and epoch seconds: {str(state)[:60]}")
+        self.history, self.timer.seconds = history, list(seconds)
 
     def on_train_start(self, trainer, module: StackModule) -> None:
         self.finish(trainer, module, [s for s, budget in enumerate(module.budgets)
@@ -393,13 +402,16 @@ def stack_record(stack_dir: str | Path) -> StackRecord | None:
         stored = load_checkpoint(Path(stack_dir) / CHECKPOINTS / LAST)
     except CheckpointError:
         return None
-    members = stored["hyper_parameters"].get("members")
-    if not isinstance(members, list):
-        return None
+    members = stored.get("hyper_parameters", {}).get("members")
+    diverged = stored.get("diverged", {})
+    if not (isinstance(members, list) and all(isinstance(m, dict) for m in members)
+            and isinstance(diverged, dict) and all(
+                type(s) is int and 0 <= s < len(members) and isinstance(why, str)
+                for s, why in diverged.items())):
+        return None  # (not a stack checkpoint as run_stack writes it: set aside, not resumed)
     names = [m.get("name") for m in members]
     return StackRecord(dict(zip(names, (m.get("config") or {} for m in members))),
-                       epochs_done(stored),
-                       frozenset(names[s] for s in stored.get("diverged", {})))
+                       epochs_done(stored), frozenset(names[s] for s in diverged))
 
 
 def resumes(record: StackRecord | None, names: Sequence[str], configs: Sequence[RunConfig],

@@ -511,3 +511,43 @@ def test_a_stack_trains_and_tests_in_the_runs_precision(tmp_path, data_dir, prec
     stacked = run_stack(configs, tmp_path / "stack", [tmp_path / "m0", tmp_path / "m1"])
     single = run(make_config({**configs[1].to_dict(), "out": str(tmp_path / "single")}))
     assert stacked[1]["test_acc"] == pytest.approx(single["test_acc"], abs=1e-6)  # float32
+
+
+def test_a_stack_checkpoint_with_junk_members_or_divergences_is_not_resumed(tmp_path):
+    """A sealed stack checkpoint whose members or ``diverged`` record are not what run_stack
+    writes (an edited file) is no stack record (set aside by the sweep, not resumed): before,
+    ``stack_record`` raised, and a ``diverged`` index of -1 named the last member, so a
+    divergence that never happened was reported."""
+    from lotterynet.checkpointing import atomic_torch_save
+    from lotterynet.stack import stack_record
+
+    def record(**changes):
+        checkpoint = {"state_dict": {}, "epoch": 0, "diverged": {1: "b diverged"},
+                      "hyper_parameters": {"members": [{"name": "a", "config": {}},
+                                                       {"name": "b", "config": {}}]}}
+        checkpoint.update(changes)
+        atomic_torch_save(checkpoint, tmp_path / "checkpoints" / "last.ckpt")
+        return stack_record(tmp_path)
+
+    assert record().diverged == frozenset({"b"}) and list(record().members) == ["a", "b"]
+    for junk in ({-1: "x"}, {2: "x"}, {True: "x"}, {0: 0}, {"0": "x"}, [0], "x"):
+        assert record(diverged=junk) is None, junk
+    for junk in ([1, 2], "ab", None):
+        assert record(hyper_parameters={"members": junk}) is None, junk
+    assert record(hyper_parameters={}) is None
+
+
+def test_junk_member_histories_in_a_stack_checkpoint_are_one_line(tmp_path):
+    from lotterynet.errors import CheckpointError
+    from lotterynet.run import EpochTimer
+    from lotterynet.stack import MemberResults
+
+    results = MemberResults([tmp_path / "a", tmp_path / "b"], tmp_path, EpochTimer())
+    good = {"history": [[{"epoch": 0, "val/acc": 0.5}], []], "seconds": [1.5]}
+    results.load_state_dict(good)
+    assert results.history == good["history"] and results.timer.seconds == [1.5]
+    for junk in ({"history": [[]], "seconds": []}, {"history": [[1], [2]], "seconds": []},
+                 {"history": "x", "seconds": 5}, {**good, "seconds": ["x"]},
+                 {"history": [[{"epoch": "x"}], []], "seconds": []}):
+        with pytest.raises(CheckpointError, match="not 2 lists of rows of numbers"):
+            results.load_state_dict(junk)
