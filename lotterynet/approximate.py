@@ -247,6 +247,22 @@ def check_stored_weights(out: Path, net: str, dataset: str, sweeps: list[Sweep],
 
 
 ROW_KEYS = {"construction": str, "size": int, "seed": int, "test_accuracy": float}
+#: What the table and the curves read besides: each key of a result file, of its target and of
+#: its rows, with its JSON type (floats finite).
+TABLE_KEYS = {"net": str, "dataset": str, "size": str, "paper": str}
+TARGET_KEYS = {"test_accuracy": float, "paper_test_accuracy": float, "epochs": int,
+               "paper_epochs": int}
+CURVE_KEYS = {**ROW_KEYS, "hidden_layer1": int, "weight_error_max": float,
+              "weight_error_median": float, "output_relative_error_max": float}
+
+
+def fields_fault(mapping, kinds: dict, where: str) -> str | None:
+    """The first key of ``kinds`` that ``mapping`` lacks or holds with another type."""
+    for key, kind in kinds.items():
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        if type(value) is not kind or (kind is float and not math.isfinite(value)):
+            return f"{where} without {key}: {kind.__name__}"
+    return None
 
 
 def result_fault(data) -> str | None:
@@ -261,19 +277,33 @@ def result_fault(data) -> str | None:
     if not isinstance(data.get("target"), dict):
         return "no target"
     for row in rows:
-        for key, kind in ROW_KEYS.items():
-            if not isinstance(row, dict) or type(row.get(key)) is not kind:
-                return f"a row without {key}: {kind.__name__}"
+        fault = fields_fault(row, ROW_KEYS, "a row")
+        if not fault and (row["construction"] != data["construction"] or row["size"] < 1):
+            fault = f"a row of construction {row['construction']!r}, size {row['size']}"
+        if fault:
+            return fault
     return None
 
 
-def read_result(path: Path) -> dict:
+def table_fault(data: dict) -> str | None:
+    """What keeps a result file (:func:`result_fault` passed) out of the table, or None."""
+    if data.get("net") not in LAYERS:
+        return f"net {data.get('net')!r} is none of {', '.join(LAYERS)}"
+    fault = fields_fault(data, TABLE_KEYS, "a file") or fields_fault(
+        data["target"], TARGET_KEYS, "a target")
+    for row in data["rows"]:
+        fault = fault or fields_fault(row, CURVE_KEYS, "a row") or fields_fault(
+            row.get("params"), {"kept": int}, "a row's params")
+    return fault
+
+
+def read_result(path: Path, for_table: bool = False) -> dict:
     """An approximation result file (``net``, ``construction``, ``target``, ``rows``), checked:
     anything else (not JSON, rows without their keys, a folder) is a :class:`ValueError`
     naming the file, never a half-read table."""
     try:
         data = json.loads(path.read_text())
-        fault = result_fault(data)
+        fault = result_fault(data) or (table_fault(data) if for_table else None)
     except (OSError, ValueError) as err:
         fault = str(err)
     if fault:
@@ -375,7 +405,8 @@ def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
 
 
 def load_results(directory: Path) -> list[dict]:
-    return [read_result(p) for p in sorted(directory.glob("approximation_*_*.json"))]
+    return [read_result(p, for_table=True)
+            for p in sorted(directory.glob("approximation_*_*.json"))]
 
 
 def table_markdown(results: list[dict]) -> str:

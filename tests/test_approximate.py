@@ -1,10 +1,12 @@
 import csv
 import json
+import math
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import REPO
 from lotterynet import approximate
 from lotterynet.approximate import (
     FC2_SWEEPS,
@@ -162,6 +164,28 @@ def test_rows_of_another_target_are_refused_before_any_work(tmp_path, capsys, mo
     assert json.loads(path.read_text()) == stored  # untouched
 
 
+def edited_results():
+    """(content, what the refusal says) for a committed result file with one edit each: the
+    table read these fields unchecked (tracebacks) or took NaN, another construction's row and
+    a negative size silently."""
+    stored = (REPO / "results" / "approximation_fc2_pensia.json").read_text()
+
+    def edit(change):
+        data = json.loads(stored)
+        change(data)
+        return json.dumps(data)
+
+    yield edit(lambda d: d.update(net="vgg")), "net 'vgg' is none of fc2, lenet5"
+    yield edit(lambda d: d.pop("paper")), "a file without paper: str"
+    yield edit(lambda d: d["target"].update(test_accuracy="x")), "a target without test_accuracy"
+    yield edit(lambda d: d["rows"][1].pop("hidden_layer1")), "a row without hidden_layer1: int"
+    yield edit(lambda d: d["rows"][0].update(weight_error_max="x")), "without weight_error_max"
+    yield edit(lambda d: d["rows"][0].update(test_accuracy=math.nan)), "without test_accuracy"
+    yield edit(lambda d: d["rows"][0]["params"].pop("kept")), "a row's params without kept"
+    yield edit(lambda d: d["rows"][0].update(construction="natale")), "construction 'natale'"
+    yield edit(lambda d: d["rows"][0].update(size=-3)), "size -3"
+
+
 def test_result_files_and_datasets_it_cannot_use_are_one_line(tmp_path, capsys):
     """A result file that is not one (not JSON, no rows, a construction it does not know, a
     folder) is named, not half-read into the table or a traceback; a data set given twice
@@ -170,7 +194,8 @@ def test_result_files_and_datasets_it_cannot_use_are_one_line(tmp_path, capsys):
     for content, said in (("[]", "not a mapping with rows"), ("{bad", "Expecting property"),
                           ('{"construction": "foo", "rows": [{}]}', "no known construction"),
                           ('{"construction": "pensia", "target": {}, "rows": [{"size": "5"}]}',
-                           "a row without construction")):
+                           "a row without construction"),
+                          *edited_results()):
         path.write_text(content)
         with pytest.raises(SystemExit) as exit_info:
             main(["table", "--out", str(tmp_path)])
