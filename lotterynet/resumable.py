@@ -145,7 +145,7 @@ def optimizer_fault(stored: dict, optimizer: torch.optim.Optimizer) -> str | Non
             return f"orders the parameters {group.get('params')!r}, this run {ours['params']}"
         bad = next((k for k, v in ours.items() if k in group and not same_type(group[k], v)),
                    None if "lr" in group else "lr")
-        bad = bad or next((k for k, v in group.items() if k != "params" and same_type(v, 0.0)
+        bad = bad or next((k for k, v in group.items() if k != "params" and is_real(v)
                            and not 0 <= v < math.inf), None)
         if bad:
             return f"has {bad} = {group.get(bad)!r}, this run's optimizer {ours.get(bad)!r}"
@@ -186,6 +186,11 @@ def schedule_fault(stored: dict, fresh: dict, epochs: int) -> str | None:
     return None
 
 
+def is_real(value) -> bool:
+    """A real number that is not a bool (finite or not)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def same_type(value, ours) -> bool:
     """``value`` is of ``ours``'s kind: a bool for a bool, a real number for a number (not a
     bool), else the same type (anything for None)."""
@@ -194,5 +199,5 @@ def same_type(value, ours) -> bool:
     if isinstance(ours, bool):
         return isinstance(value, bool)
     if isinstance(ours, numbers.Real):
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return is_real(value)
     return isinstance(value, type(ours))

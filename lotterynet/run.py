@@ -51,7 +51,7 @@ from .models import split_arch
 from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, mask_digest
 from .params import count_params
 from .quiet import quiet_lightning
-from .resumable import check_resumable
+from .resumable import check_resumable, is_real
 from .ticket import save_ticket
 from .trainer_options import (
     epoch_checkpoint,
@@ -310,10 +310,6 @@ class EpochTimer(pl.Callback):
                                   f"{bad!r} is {state.get(bad)!r:.60}, not numbers")
         self.seconds, self.metrics = list(state["seconds"]), dict(state["metrics"])
         self.best_val_acc = state["best_val_acc"]
-
-
-def is_real(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def device_name(trainer: pl.Trainer) -> str:

@@ -69,7 +69,7 @@ from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 from .params import count_params
-from .resumable import check_resumable
+from .resumable import check_resumable, is_real
 from .run import (
     CHECKPOINTS,
     LAST,
@@ -78,7 +78,6 @@ from .run import (
     changed_results,
     check_last_batch,
     device_name,
-    is_real,
     locked,
     make_trainer,
     model_spec,
