@@ -13,9 +13,9 @@ compile time, both step times and their ratio.
 
 from __future__ import annotations
 
-import argparse
 import time
 
+import flags
 import timm
 import torch
 import torch.nn.functional as F
@@ -53,11 +53,11 @@ def make_step(model, shape, device):
     return step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args()
+def main(argv=None) -> None:
+    parser = flags.parser(__file__, __doc__.splitlines()[0])
+    parser.add_argument("--device", type=flags.device, default="cpu")
+    parser.add_argument("--repeats", type=flags.integer(1), default=20)
+    args = parser.parse_args(argv)
     keep_freed_memory()
     device = torch.device(args.device)
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+import flags
 import torch
 import torch.nn.functional as F
 
@@ -210,14 +211,14 @@ def mask_times(numel: int, device, repeats: int) -> tuple[float, float]:
     return times["fast"], times["slow"]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=20)
+def main(argv=None):
+    parser = flags.parser(__file__, __doc__.split("\n")[0])
+    parser.add_argument("--device", type=flags.device, default="cpu")
+    parser.add_argument("--repeats", type=flags.integer(1), default=20)
     parser.add_argument("--target-only", action="store_true",
                         help="only the subset-sum vs wide table (the layer target)")
     parser.add_argument("--rss", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     keep_freed_memory()  # as train.py does
     if args.rss:
         return rss_child(args.rss)

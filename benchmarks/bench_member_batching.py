@@ -20,8 +20,7 @@ sparsities, one seed: the frozen weights are shared) both ways, from the same sc
 
 from __future__ import annotations
 
-import argparse
-
+import flags
 import torch
 import torch.nn.functional as F
 from bench_layers import median_times  # the benchmarks beside this file (sys.path[0])
@@ -144,11 +143,11 @@ def measure(threads: int, steps: int) -> tuple[float, float]:
     return 1e3 * seconds["members"], 1e3 * seconds["batched"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--steps", type=int, default=100)
-    args = parser.parse_args()
+def main(argv=None) -> None:
+    parser = flags.parser(__file__, __doc__.split("\n")[0])
+    parser.add_argument("--threads", type=flags.integer(1), nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=flags.integer(1), default=100)
+    args = parser.parse_args(argv)
     S = len(PAPER_SPARSITIES)
     print(f"device: {cpu_name()}, torch {torch.__version__}; LeNet5 FC part, subset-sum "
           f"identity, batch 64, {S} members, medians of {args.steps} steps, the two "

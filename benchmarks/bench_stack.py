@@ -28,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import flags
 import torch
 
 from lotterynet.config import make_config
@@ -95,7 +96,7 @@ def parallel_stack_epoch_seconds(cells, out: Path, jobs: int) -> float:
 
 def peak_memory_mib(args, mode: str) -> float:
     """Peak memory of one single run (``single``) or of the stack, in a fresh process."""
-    command = [sys.executable, __file__, *sys.argv[1:], "--memory-child", mode]
+    command = [sys.executable, __file__, *args.argv, "--memory-child", mode]
     return float(subprocess.run(command, capture_output=True, text=True, check=True)
                  .stdout.strip().splitlines()[-1])
 
@@ -115,23 +116,30 @@ def memory_child(args) -> None:
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    parser = flags.parser(__file__, __doc__.splitlines()[0])
     parser.add_argument("--arch", default="lenet5")
     parser.add_argument("--structure", default="subsetsum")
     parser.add_argument("--activation", default="identity")
-    parser.add_argument("--members", type=int, default=14)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--limit-train", type=int, default=None)
+    parser.add_argument("--members", type=flags.integer(1, len(PAPER_SPARSITIES)),
+                        default=len(PAPER_SPARSITIES))
+    parser.add_argument("--epochs", type=flags.integer(1), default=1)
+    parser.add_argument("--limit-train", type=flags.integer(1), default=None)
     parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--jobs", type=int, default=1,
+    parser.add_argument("--device", type=flags.device, default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--jobs", type=flags.integer(1), default=1,
                         help="train the stack as this many parts side by side (CPU)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # for the memory children
     keep_freed_memory()  # as train.py does
     if args.memory_child:
         return memory_child(args)
+    with flags.reported(parser):  # a bad --arch/--structure/--device, missing data: one line
+        measure(args)
+
+
+def measure(args) -> None:
     tmp = Path(tempfile.mkdtemp())
     try:
         cells = configs(args, tmp / "cells")

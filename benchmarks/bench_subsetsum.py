@@ -10,11 +10,11 @@ coefficients from U[min w, max w].
     PYTHONPATH=. python benchmarks/bench_subsetsum.py [--milp-instances 200] [--instances 397000]
 """
 
-import argparse
 import os
 import statistics
 import time
 
+import flags
 import numpy as np
 import torch
 
@@ -80,13 +80,14 @@ def compare_with_milp(n, W):
           f"max ours {ours.max():.2e} vs milp {milp_err.max():.2e}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--milp-instances", type=int, default=200, help="0 skips (a)")
-    parser.add_argument("--instances", type=int, default=397_000)
-    parser.add_argument("--repeats", type=int, default=1, help="(b)/(c) timed this many times; "
-                        "the median is reported")
-    args = parser.parse_args()
+def main(argv=None):
+    parser = flags.parser(__file__, __doc__.split("\n")[0])
+    parser.add_argument("--milp-instances", type=flags.integer(0), default=200,
+                        help="0 skips (a)")
+    parser.add_argument("--instances", type=flags.integer(1), default=397_000)
+    parser.add_argument("--repeats", type=flags.integer(1), default=1,
+                        help="(b)/(c) timed this many times; the median is reported")
+    args = parser.parse_args(argv)
     print(f"CPU: {cpu_name()}, torch threads: {torch.get_num_threads()}, "
           f"torch {torch.__version__}, load average before start: {os.getloadavg()[0]:.1f}")
 

@@ -9,10 +9,10 @@ Each ticket is also loaded back and checked for bit-identical outputs.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
+import flags
 import torch
 from torch import nn
 
@@ -56,10 +56,10 @@ CASES = [  # label, build_model arguments, the plain model, an input
 ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sparsity", type=float, default=0.5)
-    args = parser.parse_args()
+def main(argv=None) -> None:
+    parser = flags.parser(__file__, __doc__.splitlines()[0])
+    parser.add_argument("--sparsity", type=flags.sparsity, default=0.5)
+    args = parser.parse_args(argv)
     header = (f"{'model':<36} {'structure':<10} {'plain fp32':>11} {'subnet fp32':>12} "
               f"{'ticket':>10} {'vs plain':>9} {'vs subnet':>10}  round trip")
     print(f"sparsity {args.sparsity}; sizes in MB\n{header}\n{'-' * len(header)}")

@@ -56,6 +56,7 @@ from types import SimpleNamespace
 import bench_layers  # the benchmarks beside this file (sys.path[0] when run as a script)
 import bench_stack
 import bench_subsetsum
+import flags
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -409,22 +410,15 @@ def run_suite(suite: Suite, quick: bool) -> list[tuple[str, float, float]]:
     return timings
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = OneLineParser(prog="gpu_suite.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser = flags.parser(__file__, __doc__.splitlines()[0])
+    parser.add_argument("--device", type=flags.device, default="cuda",
+                        help="cuda, or cpu with --quick (the CI smoke run)")
     parser.add_argument("--quick", action="store_true", help="the 2-minute smoke version")
     parser.add_argument("--data-dir", default=".gpu_data",
                         help="MNIST in torchvision's layout, plain or gzipped IDX files")
     parser.add_argument("--report", type=Path, default=Path("gpu_report.md"))
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device here (use --device cpu --quick)")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -11,13 +11,16 @@ that floor, beside subsetsum-identity at the same budget.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import flags
+
+from lotterynet.data import load_split
 from lotterynet.structures import TargetShape, layer_counts
+from lotterynet.validate import check_output_dir
 from lotterynet.widen import wide_width
 
 FC2 = (784, 500, 10)
@@ -34,10 +37,10 @@ def wide_maskable(pairs: int) -> int:
     return maskable("dense", (784, h, 10))
 
 
-def runs(budget: int, floor: int) -> list[tuple[str, int, list[str]]]:
-    """(label, budget, train.py flags) per row; sparsity = 1 − budget / maskable."""
+def runs(budget: int, floor: int) -> list[tuple[str, int, int, list[str]]]:
+    """(label, maskable, budget, train.py flags but the sparsity) per row."""
     def row(label, count, budget_, *flags):
-        return label, budget_, [*flags, "--sparsity", f"{1 - budget_ / count:.8f}"]
+        return label, count, budget_, list(flags)
     return [
         row("dense", maskable("dense"), budget, "--structure", "dense"),
         row("wide (h matched to subsetsum n=5)", wide_maskable(5), budget,
@@ -55,22 +58,34 @@ def runs(budget: int, floor: int) -> list[tuple[str, int, list[str]]]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = flags.parser(__file__, __doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--limit-train", type=int, default=10000)
-    parser.add_argument("--budget", type=int, default=198_500)
+    parser.add_argument("--epochs", type=flags.integer(1), default=1)
+    parser.add_argument("--limit-train", type=flags.integer(1), default=10000)
+    parser.add_argument("--budget", type=flags.integer(1), default=198_500)
     parser.add_argument("--runs-dir", default="runs/structures_fc2")
     parser.add_argument("--out", default=str(REPO / "results" / "structures_fc2"))
     args = parser.parse_args(argv)
+    plan = runs(args.budget, floor=397_000)
+    largest = min(count for _, count, budget, _ in plan if budget == args.budget)
+    if args.budget > largest:
+        parser.error(f"argument --budget: {args.budget:,} is more than a structure keeps "
+                     f"unpruned; valid: 1 to {largest:,}")
+    with flags.reported(parser):
+        check_output_dir(args.runs_dir, "--runs-dir")
+        check_output_dir(Path(args.out).parent, "--out")
+        load_split("mnist", args.data_dir, train=False)  # missing data: said here, not per run
     rows = []
-    for i, (label, budget, flags) in enumerate(runs(args.budget, floor=397_000)):
+    for i, (label, count, budget, structure_flags) in enumerate(plan):
         run_dir = Path(args.runs_dir) / str(i)
-        cmd = [sys.executable, str(REPO / "train.py"), "--arch", "fc2", *flags,
+        cmd = [sys.executable, str(REPO / "train.py"), "--arch", "fc2", *structure_flags,
+               "--sparsity", f"{1 - budget / count:.8f}",
                "--epochs", str(args.epochs), "--limit-train", str(args.limit_train),
                "--data-dir", args.data_dir, "--no-progress-bar", "--out", str(run_dir),
                "--overwrite"]
-        subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        code = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL).returncode
+        if code:  # train.py said why on stderr, in one line
+            sys.exit(code)
         result = json.loads((run_dir / "results.json").read_text())
         rows.append({"structure": label, "budget": budget, "command": " ".join(cmd[1:]),
                      "sparsity": result["config"]["sparsity"], "init": result["config"]["init"],

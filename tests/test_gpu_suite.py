@@ -5,8 +5,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from conftest import REPO
 
 CHECKS = {  # report row (start) -> whether it needs CUDA
@@ -51,12 +49,3 @@ def test_quick_cpu_run_reports_every_check(tmp_path, data_dir):
             assert row[3] in ("REPORT |", "not judged (CPU) |"), row
             assert re.match(r"[\d.]+", row[1]), row
 
-
-def test_bad_flag_is_one_line_exit_2(capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    import gpu_suite
-
-    with pytest.raises(SystemExit) as exit_:
-        gpu_suite.parse_args(["--device", "tpu"])
-    assert exit_.value.code == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
