@@ -157,6 +157,10 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(sealed))
 
 
+#: The checkpoint a run resumes from: its path and its contents, as read (once) and checked.
+Resumed = tuple[str | os.PathLike, dict]
+
+
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     """The digest checked, then ``torch.load(weights_only=True)`` of the verified bytes, with
     one-line errors for missing, corrupt or foreign files."""

@@ -21,9 +21,9 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from .checkpointing import (
     CheckpointError,
+    Resumed,
     atomic_write,
     checkpoint_run_dir,
-    load_checkpoint,
     write_csv_atomic,
 )
 
@@ -66,18 +66,18 @@ class HistoryCSVLogger(CSVLogger):
         return writer
 
 
-def resumed_history(checkpoint: str | None) -> list[dict]:
-    """The ``metrics.csv`` rows of the run that ``checkpoint`` belongs to, up to what the
-    checkpoint holds: rows of its epochs, and rows without an epoch (the learning rate, the
-    parameter counts) of its steps; rows logged after it, before a kill, are logged again by
-    the resume. A file that is not such a log (edited by hand) is a :class:`CheckpointError`,
-    raised before Lightning's CSV logger replaces the file."""
-    if not checkpoint:
+def resumed_history(resumed: Resumed | None) -> list[dict]:
+    """The ``metrics.csv`` rows of the run that the ``resumed`` checkpoint belongs to, up to
+    what the checkpoint holds: rows of its epochs, and rows without an epoch (the learning
+    rate, the parameter counts) of its steps; rows logged after it, before a kill, are logged
+    again by the resume. A file that is not such a log (edited by hand) is a
+    :class:`CheckpointError`, raised before Lightning's CSV logger replaces the file."""
+    if not resumed:
         return []
+    checkpoint, stored = resumed
     source = checkpoint_run_dir(checkpoint) / METRICS_FILE
     if not source.is_file():
         return []
-    stored = load_checkpoint(checkpoint)
     try:
         with open(source, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -146,16 +146,17 @@ def wandb_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in (*OUTPUT_ONLY, "data_dir")}
 
 
-def make_loggers(run_dir: Path, config: dict) -> list[Logger]:
-    """The CSV log (continuing the resumed run's history) and, on request, W&B (continuing the
-    resumed run's W&B id), with ``config`` (the run's, flat) as the W&B run's config."""
-    loggers: list[Logger] = [HistoryCSVLogger(run_dir, resumed_history(config["resume"]))]
+def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) -> list[Logger]:
+    """The CSV log (continuing the history of the ``resumed`` checkpoint's run) and, on
+    request, W&B (continuing that run's W&B id), with ``config`` (the run's, flat) as the W&B
+    run's config."""
+    loggers: list[Logger] = [HistoryCSVLogger(run_dir, resumed_history(resumed))]
     if config["wandb"]:
         tags = [t.strip() for t in (config.get("wandb_tags") or "").split(",") if t.strip()]
         loggers.append(RunWandbLogger(
             project=config["wandb_project"], group=config["wandb_group"], name=run_dir.name,
             save_dir=str(run_dir), config=wandb_config(config), mode=wandb_mode(),
-            id=wandb_run_id(run_dir, config["resume"]), resume="allow",
+            id=wandb_run_id(run_dir, resumed[0] if resumed else None), resume="allow",
             entity=config.get("wandb_entity"), tags=tags or None,
             notes=config.get("wandb_notes"), log_model=bool(config.get("log_model"))))
     return loggers

@@ -72,9 +72,21 @@ def progress_fault(checkpoint: dict, epochs: int) -> str | None:
                        "completed", default=checkpoint["epoch"])
     if completed != checkpoint["epoch"]:  # (Lightning's current_epoch is the loop's count)
         return f"its epoch {checkpoint['epoch']} is not its loop's ({completed!r})"
+    steps = loop_steps(loops["fit_loop"])
+    if "global_step" in checkpoint and steps is not None and steps != checkpoint["global_step"]:
+        return f"its global_step {checkpoint['global_step']} is not its loop's ({steps})"
     if epochs_done(checkpoint) > epochs:
         return f"it has trained {epochs_done(checkpoint)} epochs of a run of {epochs}"
     return None
+
+
+def loop_steps(fit_loop: dict) -> int | None:
+    """The optimizer steps a fit loop's state counts (Lightning's ``global_step``: automatic
+    and manual optimization each count their own; one of them is 0), or None: not stored."""
+    counts = [nested(fit_loop, *keys, "total", "completed", default=None) for keys in (
+        ("epoch_loop.automatic_optimization.optim_progress", "optimizer", "step"),
+        ("epoch_loop.manual_optimization.optim_step_progress",))]
+    return None if None in counts else sum(counts)
 
 
 def is_counts(state) -> bool:

@@ -27,6 +27,7 @@ from .archs import recipe_lr
 from .checkpointing import (
     CHECKPOINTS,
     LAST,
+    Resumed,
     atomic_torch_save,
     checkpoint_run_dir,
     load_checkpoint,
@@ -191,12 +192,24 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint saves and loads through :mod:`lotterynet.checkpointing`."""
+    """Lightning's checkpoint saves and loads through :mod:`lotterynet.checkpointing`.
+
+    ``resumed``: the checkpoint a run resumes from, read and checked before the Trainer was
+    built (:func:`~lotterynet.resumable.check_resumable`). Lightning restores those contents,
+    not the file read again: what it restores is what was checked, and the file is read
+    once."""
+
+    def __init__(self, resumed: Resumed | None = None):
+        super().__init__()
+        self.resumed = resumed
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
+        if self.resumed and os.fspath(path) == os.fspath(self.resumed[0]):
+            (_, checkpoint), self.resumed = self.resumed, None  # (Lightning edits what it loads)
+            return checkpoint
         return load_checkpoint(path, map_location=map_location)
 
 
@@ -420,10 +433,10 @@ def shows_progress_bar(config: RunConfig) -> bool:
 
 
 def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
-                 callbacks: tuple = ()) -> pl.Trainer:
+                 callbacks: tuple = (), resumed: Resumed | None = None) -> pl.Trainer:
     """The Trainer of a run (or of a stack, which adds its ``callbacks``, run after the epoch
     timer; the checkpoint is saved after them, at the end of the training epoch: Lightning
-    runs checkpoint callbacks last)."""
+    runs checkpoint callbacks last). ``resumed``: see :class:`AtomicCheckpointIO`."""
     checkpoint = epoch_checkpoint(run_dir / CHECKPOINTS)
     quiet_lightning()
     options = trainer_options(config.trainer, run_dir)  # the user's, over the defaults below
@@ -438,7 +451,7 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         **({} if config.val_size else {"limit_val_batches": 0}), **options,  # no val split
         "logger": [*loggers, *options.get("logger", [])],
         "callbacks": [checkpoint, RNGState(), timer, *callbacks, *options.get("callbacks", [])],
-        "plugins": [AtomicCheckpointIO()], "default_root_dir": run_dir})
+        "plugins": [AtomicCheckpointIO(resumed)], "default_root_dir": run_dir})
 
 
 @contextlib.contextmanager
@@ -480,22 +493,26 @@ def run(config: RunConfig) -> dict:
                             seed=config.seed)
     data.setup()  # a missing or corrupt data set is refused here, before anything is written
     module = build_module(config, data)
+    resumed = None
     if config.resume:
-        check_resumable(load_checkpoint(config.resume), module, config.epochs, config.resume)
+        resumed = (config.resume, load_checkpoint(config.resume))
+        check_resumable(resumed[1], module, config.epochs, config.resume)
     counts = count_params(module.model)
     densities = layer_densities(module.model)
     with holding(run_dir, config):
         if config.overwrite and not config.resume and not is_launched_worker():
             clear_previous_run(run_dir)
-        return train_and_test(config, run_dir, data, module, counts, densities)
+        return train_and_test(config, run_dir, data, module, counts, densities, resumed)
 
 
 def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
-                   module: EdgePopupModule, counts: dict, densities: dict) -> dict:
-    """:func:`run` from the moment its folder is held: train, test, write the results."""
+                   module: EdgePopupModule, counts: dict, densities: dict,
+                   resumed: Resumed | None) -> dict:
+    """:func:`run` from the moment its folder is held: train, test, write the results.
+    ``resumed``: the checkpoint of ``config.resume``, checked (:class:`AtomicCheckpointIO`)."""
     spec, lr = module.hparams.spec, module.hparams.optim["lr"]
     width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
-    loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width})
+    loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width}, resumed)
     if not is_launched_worker():  # (after the last refusal: a refused run prints one line)
         wide = f", width {spec['width']}" if width else ""
         print(f"{config.arch} {spec['structure']}{wide}: maskable {counts['maskable']:,}, "
@@ -507,7 +524,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
                            # so once per epoch says all: per step it was logged again for each
                            # accumulated batch
                            callbacks=(LearningRateMonitor(logging_interval="epoch"),
-                                      StopOnDivergence()))
+                                      StopOnDivergence()), resumed=resumed)
     for logger in loggers if not config.resume else []:  # a resumed run has logged these
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)

@@ -36,7 +36,7 @@ import contextlib
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -387,11 +387,13 @@ CANNOT_CONTINUE = ("other members or configs, or trained to its end with a membe
 @dataclass(frozen=True)
 class StackRecord:
     """What a stack checkpoint holds of its stack: the members in order, each name with the
-    run config it was stored with, the epochs trained and the members that diverged."""
+    run config it was stored with, the epochs trained and the members that diverged; and the
+    checkpoint itself as read (a resume checks and restores it without reading it again)."""
 
     members: dict[str, dict]
     epochs_done: int
     diverged: frozenset[str] = frozenset()
+    checkpoint: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def stack_record(stack_dir: str | Path) -> StackRecord | None:
@@ -410,7 +412,7 @@ def stack_record(stack_dir: str | Path) -> StackRecord | None:
         return None  # (not a stack checkpoint as run_stack writes it: set aside, not resumed)
     names = [m.get("name") for m in members]
     return StackRecord(dict(zip(names, (m.get("config") or {} for m in members))),
-                       epochs_done(stored), frozenset(names[s] for s in diverged))
+                       epochs_done(stored), frozenset(names[s] for s in diverged), stored)
 
 
 def resumes(record: StackRecord | None, names: Sequence[str], configs: Sequence[RunConfig],
@@ -546,23 +548,26 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     """:func:`run_stack`'s training, its folder locked."""
     first, names = configs[0], module.names
     checkpoint = stack_dir / CHECKPOINTS / LAST
-    resume = checkpoint if resumes(stack_record(stack_dir), names, configs, cell_dirs) else None
+    record = stack_record(stack_dir)
+    resume = checkpoint if resumes(record, names, configs, cell_dirs) else None
     if resume is None and checkpoint.exists():
         raise ConfigError(f"stack folder {str(stack_dir)!r} holds a checkpoint this stack "
                           f"cannot continue ({CANNOT_CONTINUE}); give this stack a folder of "
                           f"its own, or move that one away")
     budget = max(c.epochs for c in configs)
-    if resume:
-        check_resumable(load_checkpoint(resume), module, budget, resume)
+    resumed = (resume, record.checkpoint) if resume else None
+    if resumed:
+        check_resumable(record.checkpoint, module, budget, resume)
     loggers = make_loggers(stack_dir, {**first.to_dict(), "members": names,
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
-                                       "epochs": budget})
+                                       "epochs": budget}, resumed)
     timer = EpochTimer()
     results_writer = MemberResults(cell_dirs, stack_dir, timer)
     longest = make_config({**first.to_dict(), "epochs": budget,
                            "resume": None})
-    trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,))
+    trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
+                           resumed=resumed)
     with reporting_interrupts(trainer, checkpoint, f"stack {stack_dir.name}: run the same "
                               "sweep again to continue from its checkpoint"):
         trainer.fit(module, datamodule=data, ckpt_path=resume)

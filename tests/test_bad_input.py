@@ -92,6 +92,8 @@ def checkpoint_variant(stopped_run: Path, tmp: Path, kind: str) -> str:
          "loopstext": lambda: checkpoint["loops"].update(fit_loop="x"),
          "rngjunk": lambda: callbacks["RNGState"].update(random="x"),
          "timerjunk": lambda: callbacks["EpochTimer"].update(best_val_acc="x"),
+         # the history's step-logged rows (the learning rate) are kept up to global_step
+         "stepjunk": lambda: checkpoint.update(global_step=checkpoint["global_step"] + 7),
          }[kind]()
         atomic_torch_save(checkpoint, path)
     return str(path)
@@ -431,6 +433,7 @@ CASES = [
     (["--resume", "{ckpt_loopstext}"], ["loopstext-run", "'loops' is not a mapping"]),
     (["--resume", "{ckpt_rngjunk}"], ["random-generator state", "cannot be restored"]),
     (["--resume", "{ckpt_timerjunk}"], ["epoch history", "'best_val_acc' is 'x'"]),
+    (["--resume", "{ckpt_stepjunk}"], ["stepjunk-run", "global_step 11 is not its loop's (4)"]),
     (["--resume", C, "--out", "{other_run}"], ["other_run", "another run"]),
     (["--resume", C, "--out", "{finished_dir}"], ["finished", "nothing to resume"]),
     (["--fan-in", "sideways"], ["sideways", "target"]),
@@ -488,7 +491,7 @@ def broken_inputs(tmp_path_factory, data_dir, stopped_run) -> dict:
     tmp = tmp_path_factory.mktemp("broken")
     kinds = ("bitflip", "truncated", "foreign", "noconfig", "otherarch", "text", "hplist",
              "weightsonly", "badopt", "shortmomentum", "nomomentum", "intscores", "otherk",
-             "noepoch", "tmax0", "loopstext", "rngjunk", "timerjunk")
+             "noepoch", "tmax0", "loopstext", "rngjunk", "timerjunk", "stepjunk")
     return {**{f"ckpt_{k}": checkpoint_variant(stopped_run, tmp, k) for k in kinds},
             **{f"wrong_{k}": wrong_mnist(tmp, data_dir, k) for k in ("label10", "small", "count",
                                                                     "few", "int32")},

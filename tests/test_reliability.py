@@ -83,6 +83,25 @@ def test_resume_into_a_copy_leaves_the_original_byte_identical(whole_and_stopped
     assert_same_history_and_result(copy, whole)
 
 
+def test_lightning_restores_the_checkpoint_that_was_checked(whole_and_stopped, tmp_path,
+                                                           monkeypatch):
+    """The resume's checks and Lightning's restore see one reading of the checkpoint: a file
+    that changes after the checks (here: junk written over it) is not what gets restored."""
+    import lotterynet.run
+
+    whole, stopped = whole_and_stopped
+    copy = tmp_path / "copy"
+    shutil.copytree(stopped, copy)
+    checkpoint, check = copy / "checkpoints" / "last.ckpt", lotterynet.run.check_resumable
+
+    def check_then_spoil(*args):
+        check(*args)
+        checkpoint.write_bytes(b"not a checkpoint")
+    monkeypatch.setattr(lotterynet.run, "check_resumable", check_then_spoil)
+    assert main(["--resume", str(checkpoint)]) == 0
+    assert_same_history_and_result(copy, whole)
+
+
 def test_resume_of_a_moved_run_writes_only_where_it_now_is(whole_and_stopped, tmp_path):
     whole, stopped = whole_and_stopped
     old, new = tmp_path / "old", tmp_path / "moved" / "run"

@@ -17,6 +17,7 @@ import torch
 import yaml
 from torch import nn
 
+import lotterynet.stack
 from conftest import REPO
 from lotterynet.checkpointing import epochs_done
 from lotterynet.cli import main
@@ -257,7 +258,8 @@ def fc2_stack_sweep(tmp_path: Path, data_dir, limit_train: int, epochs: int) -> 
     return ["--sweep", str(sweep_file), "--data-dir", str(data_dir)]
 
 
-def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, capsys):
+def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, capsys,
+                                                         monkeypatch):
     argv = fc2_stack_sweep(tmp_path, data_dir, limit_train=1280, epochs=3)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main([*argv, "--sweep-out", str(whole)]) == 0
@@ -279,6 +281,12 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, ca
     proc.wait()
     epoch = torch.load(checkpoint, weights_only=True)["epoch"]
     assert epoch < 2 and not list((killed / "cells").glob("*/results.json"))
+    check = lotterynet.stack.check_resumable
+
+    def check_then_spoil(*args):  # Lightning restores what was checked, not the file again
+        check(*args)
+        checkpoint.write_bytes(b"not a checkpoint")
+    monkeypatch.setattr(lotterynet.stack, "check_resumable", check_then_spoil)
     assert main([*argv, "--sweep-out", str(killed)]) == 0
     resumed = stack_epoch_lines(capsys.readouterr().out)
     assert [line.split(": ")[1].split(" |")[0] for line in resumed] == ["epoch 2/3", "epoch 3/3"]
