@@ -16,11 +16,13 @@ A projection must be one linear map, so the structure must have a single, undoub
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
 from .distributions import float32_draws, seeded_generator
-from .layers import SubnetLinear, _SubnetLayer
+from .layers import SubnetLinear, _SubnetLayer, check_float_dtype
 from .structures import check_positive_int
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -42,6 +44,10 @@ class SubnetMultiheadAttention(nn.MultiheadAttention):
             check_positive_int(name, size)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or \
+                not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout is a probability, in [0, 1]; got {dropout!r}")
+        check_float_dtype(dtype)
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.kdim = embed_dim if kdim is None else kdim
         self.vdim = embed_dim if vdim is None else vdim

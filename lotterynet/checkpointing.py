@@ -193,6 +193,16 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     return checkpoint
 
 
+def stored_run(checkpoint: str | os.PathLike) -> tuple[dict, int]:
+    """The run config a training checkpoint was written with, and the epochs it has done."""
+    loaded = load_checkpoint(checkpoint)
+    stored = loaded.get("hyper_parameters", {}).get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"checkpoint {str(checkpoint)!r} is not a lotterynet training "
+                              f"checkpoint (it stores no run config)")
+    return stored, epochs_done(loaded)
+
+
 def _is_state(value) -> bool:
     return isinstance(value, dict) and isinstance(value.get("state"), dict) and \
         isinstance(value.get("param_groups"), list)

@@ -32,7 +32,6 @@ from .config import (
 )
 from .errors import (
     REPORTED,
-    CheckpointError,
     Interrupted,
     OneLineErrorParser,
     TrainingDiverged,
@@ -150,18 +149,6 @@ def explicit_values(args: argparse.Namespace) -> dict:
     return lightning_devices(overlay(values, flags))
 
 
-def stored_run(checkpoint: str) -> tuple[dict, int]:
-    """The run config a training checkpoint was written with, and the epochs it has done."""
-    from .checkpointing import epochs_done, load_checkpoint
-
-    loaded = load_checkpoint(checkpoint)
-    stored = loaded.get("hyper_parameters", {}).get("config")
-    if not isinstance(stored, dict):
-        raise CheckpointError(f"checkpoint {checkpoint!r} is not a lotterynet training "
-                              f"checkpoint (it stores no run config)")
-    return stored, epochs_done(loaded)
-
-
 def config_from_args(args: argparse.Namespace):
     """Checkpoint's config (when resuming) < YAML file < flags given on the command line; a
     resumed run refuses values that would change what it trains, and every run a flag that
@@ -175,6 +162,8 @@ def resolved_config(args: argparse.Namespace):
     explicit = explicit_values(args)
     if not explicit.get("resume"):  # from a flag, or from the config file
         return make_config(explicit)
+    from .checkpointing import stored_run
+
     stored, done = stored_run(explicit["resume"])
     if explicit.get("stop_after") is not None and explicit["stop_after"] <= done:
         raise ConfigError(f"--stop-after {explicit['stop_after']}: the resumed run has done "

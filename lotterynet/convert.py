@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.utils import parametrize
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
@@ -139,10 +140,11 @@ _CALLS = itertools.count()
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
-    """``name``, or a module it is inside, matches a pattern (``"stem"`` covers ``stem.0``)."""
-    parts = name.split(".")
+    """``name``, or a module it is inside, matches a pattern (``"stem"`` covers ``stem.0``,
+    ``""``, the model, covers every module)."""
+    parts = name.split(".") if name else []
     return any(fnmatch.fnmatchcase(".".join(parts[:i]), p)
-               for i in range(1, len(parts) + 1) for p in patterns)
+               for i in range(len(parts) + 1) for p in patterns)
 
 
 def _plain_numbers(value):
@@ -205,6 +207,10 @@ def _convertible(module: nn.Module, name: str) -> Convertible | None:
     """The conversion rule for ``module``, ``None`` if it is not a Linear/Conv1d/Conv2d."""
     if not isinstance(module, _FAMILIES):
         return None
+    if isinstance(module, LazyModuleMixin):
+        raise ValueError(f"module {name!r} is an uninitialised lazy module "
+                         f"({type(module).__name__}), whose shapes are not known yet: run one "
+                         "forward pass through the model first")
     if parametrize.is_parametrized(module):
         raise ValueError(f"module {name!r} has parametrizations of "
                          f"{', '.join(module.parametrizations)}, which the frozen random weights "
@@ -250,8 +256,9 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     (``"stem"``: the stem's layers); a module is selected when a name of it is covered by some
     ``include`` pattern (all modules if ``include`` is None; the model itself is named ``""``)
     and none by an ``exclude`` pattern. A pattern that names no module is refused (a typo).
-    Only selected modules are touched: replaced, batch-norm mode applied, other parameters
-    frozen (``others``).
+    Subnet layers (converted before) are left alone; a call that selects no other layer to
+    convert is refused. Only selected modules are touched: replaced, batch-norm mode applied,
+    other parameters frozen (``others``).
     ``layer_options`` go to every subnet layer (``init_kwargs``, ``pairs``, ``activation``,
     ``shared``, ``fan_in``, ``kept``, ``ties``). Returns ``model`` (or the subnet layer, if
     ``model`` itself is a layer).
@@ -267,7 +274,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
     others_trainable = OTHERS_MODES.get(others)
     include = None if include is None else _patterns(include, "include")
-    exclude = _patterns(exclude or (), "exclude")
+    exclude = () if exclude is None else _patterns(exclude, "exclude")
     record = {"order": next(_CALLS), "kwargs": dict(
         sparsity=sparsity, init=init, structure=structure,
         include=None if include is None else list(include), exclude=list(exclude), seed=seed,
@@ -288,9 +295,13 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                        if isinstance(layer, nn.MultiheadAttention) for m in layer.children()}
     plan = [(key, names[key][0], module, _convertible(module, names[key][0]))
             for key, module in modules.items() if selected(key) and key not in inside_subnets]
-    converted = any(isinstance(m, SUBNET_MODULES) and selected(k)
-                    for k, m in modules.items())  # converting again leaves them alone
-    if not converted and all(rule is None for *_, rule in plan):  # refused, nothing changed
+    if all(rule is None for *_, rule in plan):  # refused, nothing changed
+        if any(isinstance(m, SUBNET_MODULES) and selected(k) for k, m in modules.items()):
+            raise ValueError(
+                "convert: the selected layers are already converted (subnet layers) and no "
+                f"other layer is selected, so sparsity={sparsity!r} would change nothing; to "
+                f"change their sparsity set layer.sparsity = {sparsity!r} on each, or rank "
+                f"the whole model's scores with lotterynet.global_topk(model, {sparsity!r})")
         convertible = [names[key][0] or "(the model)" for key, module in modules.items()
                        if key not in inside_subnets and type_name(type(module)) in CONVERTIBLE]
         raise ValueError(

@@ -21,6 +21,7 @@ from .registry import Registry
 DISTRIBUTIONS: Registry = Registry("weight distribution (init)")
 
 RELU_GAIN = math.sqrt(2.0)
+FLOAT32 = torch.finfo(torch.float32)  # the dtype every sampler draws in
 
 
 def layer_seed(seed: int, name: str) -> int:
@@ -34,7 +35,10 @@ def layer_seed(seed: int, name: str) -> int:
 
 def sample_weights(name: str, shape, fan_in: int, generator=None, **options) -> torch.Tensor:
     """Draw a frozen weight tensor from the distribution registered as ``name``."""
+    from .structures import check_positive_int  # structures imports this module
+
     sampler = DISTRIBUTIONS.get(name)
+    check_positive_int("fan_in", fan_in)
     return sampler(tuple(shape), fan_in, generator, **options)
 
 
@@ -66,6 +70,13 @@ def seeded_generator(seed: int | None) -> torch.Generator | None:
     """A CPU generator seeded with ``seed``, or None for ``seed=None`` (draws then come from
     torch's global generator)."""
     return None if seed is None else torch.Generator().manual_seed(check_seed(seed))
+
+
+def _check_finite(distribution: str, name: str, value):
+    """``value``, if it is a finite real number; else an error naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{distribution} {name} must be a finite number, got {value!r}")
+    return value
 
 
 def _uniform(shape, bound: float, generator) -> torch.Tensor:
@@ -117,11 +128,15 @@ def orseau_range(eps_w: float = 0.01, w_max: float = 1.0) -> tuple[float, float]
 @DISTRIBUTIONS.register("hyperbolic")
 def hyperbolic(shape, fan_in, generator, alpha: float | None = None, beta: float | None = None):
     """Density ∝ 1/|w| on ±[α, β] (Orseau et al. 2020, Sec. 5): |w| = α (β/α)^u, u ~ U[0, 1],
-    with a random sign. Defaults: Theorem 3's range for ε_w = 0.01, w_max = 1."""
+    with a random sign. Defaults: Theorem 3's range for ε_w = 0.01, w_max = 1. The draw is in
+    float32, so α, β and β/α must be normal float32 numbers (else the weights are 0, inf or
+    NaN)."""
     default_alpha, default_beta = orseau_range()
-    alpha = default_alpha if alpha is None else alpha
-    beta = default_beta if beta is None else beta
-    if not 0 < alpha < beta:
-        raise ValueError(f"hyperbolic needs 0 < alpha < beta, got alpha={alpha}, beta={beta}")
+    alpha = _check_finite("hyperbolic", "alpha", default_alpha if alpha is None else alpha)
+    beta = _check_finite("hyperbolic", "beta", default_beta if beta is None else beta)
+    if not (FLOAT32.tiny <= alpha < beta <= FLOAT32.max and beta / alpha <= FLOAT32.max):
+        raise ValueError(f"hyperbolic needs {FLOAT32.tiny:.3g} <= alpha < beta <= "
+                         f"{FLOAT32.max:.3g} and beta/alpha <= {FLOAT32.max:.3g} (float32), "
+                         f"got alpha={alpha}, beta={beta}")
     u = torch.rand(shape, generator=generator)
     return _random_signs(shape, generator) * alpha * (beta / alpha) ** u

@@ -18,6 +18,13 @@ from .masking import MaskedWeight, masked_weights
 from .structures import STRUCTURES, LayerOp, TargetShape, check_positive_int
 
 
+def check_float_dtype(dtype) -> None:
+    """``dtype`` of a layer: None (torch's default) or a floating-point ``torch.dtype``."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype (torch.float16, "
+                         f"torch.bfloat16, torch.float32, torch.float64), got {dtype!r}")
+
+
 class _SubnetLayer(nn.Module):
     """Shared machinery: build the structure, hold the (frozen) bias, hand the structure the
     layer's map ``_op(x, weight, bias)`` as a :class:`~lotterynet.structures.LayerOp`.
@@ -46,6 +53,7 @@ class _SubnetLayer(nn.Module):
         """The structure and bias, drawn in float32 on the CPU (the same numbers on every
         device and under any default dtype), then moved to ``device`` / ``dtype`` (default:
         torch's default dtype) as ``nn.Linear(..., device=, dtype=)`` makes them."""
+        check_float_dtype(dtype)
         generator = seeded_generator(seed)
         self.structure_name = structure
         with float32_draws() as default:

@@ -52,6 +52,8 @@ SCORE_BOUNDS = {
 def kept_count(numel: int, sparsity: float, rule: str = "round") -> int:
     """Number of entries a tensor of ``numel`` entries keeps: ``round((1 - sparsity) * numel)``,
     or ``numel - int(sparsity * numel)`` with ``rule="floor"`` (the reference code's count)."""
+    if isinstance(numel, bool) or not isinstance(numel, numbers.Integral) or numel < 0:
+        raise ValueError(f"numel is a number of entries, a non-negative integer; got {numel!r}")
     if rule not in KEPT_RULES:
         raise ValueError(f"unknown kept rule {rule!r}; valid choices: {', '.join(KEPT_RULES)}")
     if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or \

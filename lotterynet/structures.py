@@ -182,8 +182,19 @@ class Structure(nn.Module):
 def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
                  **options) -> dict[str, int]:
     """Maskable / kept / frozen counts of one layer built with ``structure`` (by name) for
-    ``target`` — the analytic form of ``count_params`` (minus biases), for width matching."""
-    return STRUCTURES.get(structure).counts(target, sparsity=sparsity, **options)
+    ``target`` — the analytic form of ``count_params`` (minus biases), for width matching.
+    ``options``: ``kept`` and the subnet layers' structure options (``pairs``, ``hidden``,
+    ...); as in a layer, a structure ignores those it does not read."""
+    counts = STRUCTURES.get(structure).counts
+    if not isinstance(target, TargetShape):
+        raise TypeError(f"target must be a TargetShape(out_features, in_per_group, ...), "
+                        f"got {target!r}")
+    valid = sorted({"kept"}.union(*map(structure_options, STRUCTURES.names())))
+    unknown = [name for name in options if name not in valid]
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for {structure}; valid: sparsity, "
+                         f"{', '.join(valid)}")
+    return counts(target, sparsity=sparsity, **options)
 
 
 def structure_options(structure: str) -> frozenset[str]:

@@ -36,6 +36,11 @@ for _name, _widths in {"fc2": (784, 500, 10), "fc4": (784, 500, 500, 500, 10),
 
 BOUNDS: Registry = Registry("width bound")
 
+#: ε, δ and the density are at least this, the constants (C, c_amp, the spectral norm) below
+#: ``LARGEST``: beyond, the widths overflow a float (``density=1e-306``, ``C=1e308``) or are
+#: absurd (``density=1e-300``: 10³⁰⁷ hidden units).
+SMALLEST, LARGEST = 1e-12, 1e6
+
 
 @dataclass(frozen=True)
 class LayerBound:
@@ -58,8 +63,14 @@ def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
 
 
 def check_probability(name: str, value: float) -> float:
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    if not SMALLEST <= value < 1.0:
+        raise ValueError(f"{name} must be in [{SMALLEST:g}, 1), got {value!r}")
+    return float(value)
+
+
+def check_constant(name: str, value: float) -> float:
+    if not 0.0 < value < LARGEST:
+        raise ValueError(f"{name} must be a positive number below {LARGEST:g}, got {value!r}")
     return float(value)
 
 
@@ -85,7 +96,8 @@ def pensia_terms(epsilon: float, C: float = 3.0) -> int:
     """Coefficients per weight of Pensia et al.'s Experiment 1, ``n = C log2(1/ε)`` with the
     log rounded up: ``C ⌈log2(1/ε)⌉`` — this is how the paper's ``n ≈ 21`` arises for
     ε = 0.01, C = 3 (3 · 7; the unrounded 3 · log2(100) would be 19.9)."""
-    return math.ceil(C * math.ceil(math.log2(1 / check_probability("epsilon", epsilon))))
+    return math.ceil(check_constant("C", C) *
+                     math.ceil(math.log2(1 / check_probability("epsilon", epsilon))))
 
 
 @BOUNDS.register("pensia")
@@ -94,6 +106,7 @@ def pensia(widths, epsilon, delta, *, C: float = 3.0, **unused) -> list[LayerBou
     min{ε, δ})`` rows, i.e. ``n_i^* = C ⌈log2(n_{i-1} n_i ℓ / min{ε, δ})⌉`` hidden units per
     input neuron (Lemma 3, Eq. 11). C is a universal constant the theorem leaves open; the
     default 3 and the base-2 log are the paper's Experiment 1 choice (see ``pensia_terms``)."""
+    check_constant("C", C)
     ell, m = len(widths) - 1, min(epsilon, delta)
     return _layers(widths, lambda a, b: a * math.ceil(C * math.ceil(math.log2(a * b * ell / m))))
 
@@ -156,6 +169,7 @@ def dacunha(widths, epsilon, delta, *, C: float = 3.0, kernel: int = 1,
     ``1×1×n×c_i``. Widths are channels; ``kernel`` = d_i (1 for dense layers). C and the log
     base are left open: C = 3 and log2, as for Pensia et al. The ``params`` column counts the
     dense ``d²·c_{i-1}·n + n·c_i`` as well (``hidden · (fan_in + fan_out)`` at d = 1)."""
+    check_constant("C", C)
     ell, m = len(widths) - 1, min(epsilon, delta)
     return _layers(widths, lambda a, b: b * math.ceil(
         C * math.ceil(math.log2(a * b * kernel**2 * ell / m))))
@@ -191,6 +205,7 @@ def natale(widths, epsilon, delta, *, density: float = 0.1, c_amp: float = 1.0,
     target weight keeps ``k_i = γ′ n_i^*`` terms per sign half. c_amp is a constant the paper
     does not quantify (default 1)."""
     check_probability("density", density)
+    check_constant("c_amp", c_amp)
     ell, m = len(widths) - 1, min(epsilon, delta)
     rho = max(max(a / b, b / a) for a, b in zip(widths[:-1], widths[1:]))
     gamma_ = density / rho
@@ -330,14 +345,13 @@ def main(argv=None) -> None:
     for name, default in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
-    unit = "a number in [1e-12, 1)"
-    checks = {"epsilon": (args.epsilon, 1e-12 <= args.epsilon < 1, unit),
-              "delta": (args.delta, 1e-12 <= args.delta < 1, unit),
-              "density": (args.density, 0 < args.density < 1, "a number in (0, 1)"),
-              "C": (args.C, 0 < args.C < math.inf, "a positive number"),
-              "c-amp": (args.c_amp, 0 < args.c_amp < math.inf, "a positive number"),
-              "spectral-norm": (args.spectral_norm, 0 < args.spectral_norm < 1e6,
-                                "a positive number below 1e6"),
+    unit, constant = f"a number in [{SMALLEST:g}, 1)", f"a positive number below {LARGEST:g}"
+    checks = {"epsilon": (args.epsilon, SMALLEST <= args.epsilon < 1, unit),
+              "delta": (args.delta, SMALLEST <= args.delta < 1, unit),
+              "density": (args.density, SMALLEST <= args.density < 1, unit),
+              "C": (args.C, 0 < args.C < LARGEST, constant),
+              "c-amp": (args.c_amp, 0 < args.c_amp < LARGEST, constant),
+              "spectral-norm": (args.spectral_norm, 0 < args.spectral_norm < LARGEST, constant),
               "n-max": (args.n_max, 1 <= args.n_max <= 22,
                         "in [1, 22] (2^n sums are enumerated)"),
               "trials": (args.trials, 1 <= args.trials <= 10_000, "in [1, 10000]"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .checkpointing import atomic_write
+from .validate import check_output_dir
 
 MAGIC = b"LNTICKET"
 FORMAT_VERSION = 1
@@ -44,12 +46,21 @@ class TicketError(ValueError):
     version, or a model that does not rebuild to what was saved)."""
 
 
+def check_path(path) -> Path:
+    """``path`` as a :class:`Path`, or a TypeError naming it (pathlib's does not)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike (the ticket file), got {path!r}")
+    return Path(path)
+
+
 def write(path, header: dict, payload: bytes) -> int:
     """Write a ticket file (atomically: a kill leaves the old file or the new one); returns
     its size in bytes."""
-    if Path(path).is_dir():
+    path = check_path(path)
+    if path.is_dir():
         raise ValueError(f"{str(path)!r} is a folder; give the ticket a file name, e.g. "
-                         f"{str(Path(path) / 'model.ticket')!r}")
+                         f"{str(path / 'model.ticket')!r}")
+    check_output_dir(path.parent, "the ticket's folder")
     try:
         header_bytes = json.dumps(header, allow_nan=False).encode()
     except (TypeError, ValueError) as error:
@@ -121,7 +132,7 @@ def read_header(path, max_bytes: int) -> tuple[dict, memoryview]:
     """Header and compressed payload of a ticket file, after the magic, version, checksum and
     header checks; nothing is inflated yet."""
     try:
-        data = Path(path).read_bytes()
+        data = check_path(path).read_bytes()
     except OSError as error:
         raise TicketError(f"{path}: cannot read ({error})") from error
     if len(data) < _PREFIX.size + _DIGEST_BYTES:

@@ -292,6 +292,31 @@ def test_targets_cli_refuses_a_damaged_target_in_one_line(tmp_path, data_dir, ca
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
 
 
+def test_targets_resume_refuses_another_recipes_checkpoint(tmp_path, data_dir, capsys,
+                                                          monkeypatch):
+    """``--resume`` finishes a target from a longer run of the same recipe: an MNIST target's
+    checkpoint would have trained the Fashion-MNIST target on MNIST (exit 0 before)."""
+    from lotterynet import targets
+
+    out = tmp_path / "mnist"
+    trained_target("dacunha_lenet5_mnist", data_dir=data_dir, epochs=1, limit_train=256,
+                   out=out)
+    monkeypatch.chdir(tmp_path)
+    checkpoint = str(out / "checkpoints" / "last.ckpt")
+    for names, resume, said in (
+            (["dacunha_lenet5_fashion-mnist"], checkpoint, "its dataset is 'mnist', the "
+                                                           "recipe's 'fashion-mnist'"),
+            (["dacunha_lenet5_mnist", "dacunha_lenet5_fashion-mnist"], checkpoint,
+             "--resume continues one target"),
+            (["dacunha_lenet5_mnist"], "", "--resume is empty")):
+        with pytest.raises(SystemExit) as exit_info:
+            targets.main([*names, "--epochs", "1", "--resume", resume, "--data-dir",
+                          str(data_dir)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("command", ["targets", "approximate"])
 def test_a_full_disk_while_training_a_target_is_one_line(command, tmp_path, capsys,
                                                          monkeypatch):

@@ -105,6 +105,8 @@ def test_a_pattern_covers_what_is_inside_the_module_it_names():
     kinds = {n: type(m).__name__ for n, m in model.named_modules()}
     assert [kinds[n] for n in stem] == ["Conv2d"] * 3 and kinds["fc"] == "Linear"
     assert kinds["layer1.0.conv1"] == "SubnetConv2d" and model.conv1[1].affine
+    everything = convert(small_model(), sparsity=0.5, include="")  # "": the model itself
+    assert isinstance(everything[0], _SubnetLayer) and isinstance(everything[4], _SubnetLayer)
     only = convert(timm_model("resnet10t", None), sparsity=0.5, include=["layer4"])
     assert {n.split(".")[0] for n, m in only.named_modules() if isinstance(m, _SubnetLayer)} \
         == {"layer4"}
@@ -189,6 +191,12 @@ def test_unsupported_layers_fail_clearly():
         convert(model, sparsity=0.5)
     convert(model, sparsity=0.5, exclude=["1"])
     assert isinstance(model[0], ln.SubnetLinear) and type(model[1]) is OwnLinear
+    lazy = nn.Sequential(nn.LazyLinear(3))
+    with pytest.raises(ValueError, match=r"'0' is an uninitialised lazy module \(LazyLinear\)"
+                                         r".*run one forward pass"):
+        convert(lazy, sparsity=0.5)
+    lazy(torch.randn(2, 5))
+    assert isinstance(convert(lazy, sparsity=0.5)[0], ln.SubnetLinear)
     with pytest.raises(ValueError, match="'0'.*single linear maps.*'subsetsum'"):
         convert(nn.Sequential(nn.MultiheadAttention(8, 2)), sparsity=0.5, structure="subsetsum")
     with pytest.raises(ValueError, match="'1'.*keeps no weight"):
@@ -222,18 +230,30 @@ def test_timm_builder_reproducible_and_adapted():
     assert cnn(x).shape == (2, 10)
 
 
-def test_converting_again_leaves_subnet_layers_alone():
-    model = convert(small_model(), sparsity=0.5, batchnorm="trainable")
+def test_converting_again_converts_only_new_layers():
+    """A second call that selects only subnet layers is refused and not recorded (its
+    sparsity was ignored, yet recorded for the ticket to replay); one that selects a new layer
+    converts it and leaves the subnet layers alone."""
+    model = convert(small_model(), sparsity=0.5, batchnorm="trainable", exclude="4")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     layer = model[0]
-    convert(model, sparsity=0.9, seed=7, batchnorm="trainable")
-    assert model[0] is layer and layer.sparsity == pytest.approx(0.5, abs=0.02)
+    with pytest.raises(ValueError, match=r"already converted.*sparsity=0\.9.*"
+                                         r"layer\.sparsity = 0\.9.*global_topk\(model, 0\.9\)"):
+        convert(model, sparsity=0.9, seed=7, batchnorm="trainable", exclude="4")
+    assert len(model.lotterynet_converts) == 1
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    convert(model, sparsity=0.9, seed=7, batchnorm="trainable")
+    assert model[0] is layer and layer.sparsity == 0.5 and model[4].sparsity == 1 - 19 / 192
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items()
+               if not k.startswith("4."))
     assert all(m.scores.requires_grad for m in ln.masked_weights(model))
+    assert len(model.lotterynet_converts) == 2
 
 
-@pytest.mark.parametrize("options", [dict(include="layer9.*"), dict(exclude="*"), {}],
-                         ids=["typo-include", "all-excluded", "nothing-convertible"])
+@pytest.mark.parametrize("options", [dict(include="layer9.*"), dict(exclude="*"),
+                                     dict(exclude=""), {}],
+                         ids=["typo-include", "all-excluded", "model-excluded",
+                              "nothing-convertible"])
 def test_convert_that_selects_no_layer_is_refused_and_changes_nothing(options):
     model = torchvision_resnet18() if options else nn.Sequential(nn.BatchNorm1d(4), nn.ReLU())
     before = {n: (type(m), [p.requires_grad for p in m.parameters(recurse=False)])

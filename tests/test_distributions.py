@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -65,10 +66,29 @@ def test_hyperbolic_default_is_orseau_theorem3():
     assert w.min() >= alpha * (1 - 1e-6) and w.max() <= beta * (1 + 1e-6)
 
 
-@pytest.mark.parametrize("kw", [{"alpha": 0.0}, {"alpha": 2.0, "beta": 1.0}])
-def test_hyperbolic_bad_range(kw):
-    with pytest.raises(ValueError, match="alpha"):
+@pytest.mark.parametrize("kw,match", [
+    ({"alpha": 0.0}, "alpha=0.0"),
+    ({"alpha": 2.0, "beta": 1.0}, "alpha=2.0, beta=1.0"),
+    ({"alpha": "a", "beta": 1}, "hyperbolic alpha must be a finite number, got 'a'"),
+    ({"alpha": 0.1, "beta": math.inf}, "hyperbolic beta must be a finite number, got inf"),
+    ({"alpha": math.nan}, "hyperbolic alpha must be a finite number, got nan"),
+    ({"alpha": 1e-300, "beta": 1e300}, "alpha=1e-300, beta=1e+300"),
+    ({"alpha": 1e-30, "beta": 1e30}, "beta/alpha <= 3.4e+38 (float32)"),  # the ratio
+    ({"alpha": 1e38, "beta": 1e39}, "alpha=1e+38, beta=1e+39"),  # beta past float32
+    ({"alpha": 1e-50, "beta": 1e-49}, "alpha=1e-50, beta=1e-49"),  # alpha rounds to 0
+])
+def test_hyperbolic_bad_range(kw, match):
+    """Each was drawn: as NaN or inf weights, zeros, or a comparison error naming no
+    parameter."""
+    with pytest.raises(ValueError, match=re.escape(match)):
         draw("hyperbolic", **kw)
+
+
+@pytest.mark.parametrize("fan_in", [0, -1, 2.0, None])
+def test_fan_in_must_be_a_positive_integer(fan_in):
+    """Was ZeroDivisionError (0), "math domain error" (-1), or a silently used float."""
+    with pytest.raises(ValueError, match=f"fan_in must be a positive integer, got {fan_in!r}"):
+        ln.sample_weights("kaiming_normal", (3, 3), fan_in)
 
 
 def test_unknown_init_lists_choices():

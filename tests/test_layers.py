@@ -139,6 +139,8 @@ def test_sparsity_property_updates_every_tensor():
     (dict(structure="fixedsize", shared="False"), r"shared must be True or False, got 'False'"),
     (dict(init="glorot"), r"unknown weight distribution \(init\) 'glorot'"),
     (dict(sparsity=1.0), r"must be in \[0, 1\), got 1\.0"),
+    (dict(dtype=torch.complex64), r"dtype must be a floating-point torch\.dtype \(torch\.float16, "
+                                  r".*got torch\.complex64"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -218,6 +220,12 @@ def test_frozen_bias_is_drawn_as_torch_layers_draw_theirs(layer, fan_in):
     (lambda: ln.SubnetConv2d(1, 2, 0), "kernel_size"),
     (lambda: ln.SubnetConv2d(2, 2, 3, groups=0), "groups"),
     (lambda: ln.SubnetLinear(4, 3, seed=1.5), "seed"),
+    (lambda: ln.kept_count(-10, 0.5), "numel .*non-negative integer; got -10"),
+    (lambda: ln.kept_count(10.5, 0.5), "numel .*non-negative integer; got 10.5"),
+    (lambda: ln.SubnetMultiheadAttention(16, 4, dropout=2.0), r"dropout .*\[0, 1\]; got 2.0"),
+    (lambda: ln.SubnetMultiheadAttention(16, 4, dropout=float("nan")), "dropout .*got nan"),
+    (lambda: ln.SubnetMultiheadAttention(16, 4, dtype=torch.complex64),
+     "dtype must be a floating-point .*got torch.complex64"),
     (lambda: ln.TensorDataModule(batch_size=0), "batch_size"),
     (lambda: ln.TensorDataModule(limit_train=-5), "limit_train"),
     (lambda: ln.TensorDataModule(val_size=1.5), "val_size"),

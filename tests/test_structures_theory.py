@@ -229,6 +229,19 @@ def test_bad_structure_arguments(kwargs, match):
         layer_counts(kwargs.pop("structure"), TargetShape(8, 8), **kwargs)
 
 
+@pytest.mark.parametrize("target,options,error,match", [
+    (TargetShape(4, 6), dict(pair=3), ValueError,
+     r"unknown option 'pair' for subsetsum; valid: sparsity, .*hidden, kept, pairs"),
+    ((4, 6), {}, TypeError, r"target must be a TargetShape\(out_features, .*got \(4, 6\)"),
+])
+def test_layer_counts_refuses_a_misspelt_option_and_a_plain_tuple(target, options, error,
+                                                                   match):
+    """A misspelt option was ignored (counted with pairs=5), a tuple failed on its missing
+    ``out_features``."""
+    with pytest.raises(error, match=match):
+        layer_counts("subsetsum", target, **options)
+
+
 def test_effective_weight_only_where_it_exists():
     assert not hasattr(ln.SubnetLinear(4, 3, structure="malach").structure, "effective_weight")
     w, doubles = ln.SubnetLinear(4, 3, structure="fixedsize").structure.effective_weight()

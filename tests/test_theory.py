@@ -68,10 +68,18 @@ def test_natale_sparser_tickets_need_wider_networks():
     (lambda: theory.resolve_widths("vgg"), r"unknown target architecture 'vgg'; valid "
                                            r"choices: fc2, fc4, lenet5"),
     (lambda: theory.resolve_widths(widths=[784]), r"at least two positive integers, got \[784\]"),
-    (lambda: theory.width_table((784, 10), 1.5), r"epsilon must be in \(0, 1\), got 1\.5"),
+    (lambda: theory.width_table((784, 10), 1.5), r"epsilon must be in \[1e-12, 1\), got 1\.5"),
     (lambda: theory.width_table((784, 10), 0.1, bounds=["lueker"]),
      r"unknown width bound 'lueker'; valid choices: dacunha, malach"),
-    (lambda: theory.natale((784, 10), 0.1, 0.1, density=0.0), r"density must be in \(0, 1\)"),
+    (lambda: theory.natale((784, 10), 0.1, 0.1, density=0.0), r"density must be in \[1e-12, 1\)"),
+    # were OverflowError / "math domain error" / 10³⁰⁷ hidden units
+    (lambda: theory.natale((784, 10), 0.1, 0.1, density=5e-324), r"density .* got 5e-324"),
+    (lambda: theory.width_table((784, 10), 0.1, density=1e-306), r"density .* got 1e-306"),
+    (lambda: theory.natale((784, 10), 0.1, 0.1, c_amp=1e308),
+     r"c_amp must be a positive number below 1e\+06, got 1e\+308"),
+    (lambda: theory.pensia((784, 10), 0.1, 0.1, C=1e308), r"C must be .* got 1e\+308"),
+    (lambda: theory.dacunha((784, 10), 0.1, 0.1, C=1e308), r"C must be .* got 1e\+308"),
+    (lambda: theory.rss_study(C=1e308), r"C must be .* got 1e\+308"),
 ])
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
@@ -113,6 +121,12 @@ def test_cli_prints_table(capsys):
     (["--widths", "784"], "--widths must be at least two positive layer widths"),
     (["--widths", "784,,10"], "is not comma-separated integers"),
     (["--C", "-3"], "--C must be a positive number"),
+    (["--C", "1e308"], "--C must be a positive number below 1e+06, got 1e+308"),
+    (["--c-amp", "1e308"], "--c-amp must be a positive number below 1e+06, got 1e+308"),
+    (["--density", "1e-306"], "--density must be a number in [1e-12, 1), got 1e-306"),
+    (["--density", "5e-324"], "--density must be a number in [1e-12, 1), got 5e-324"),
+    (["--density", "1e-300"], "--density must be"),  # printed 8e+307 hidden units
+    (["study", "--C", "1e308", "--n-max", "3", "--trials", "1"], "--C must be"),
     (["--arch", "fc4", "--widths", "784,500,10"], "give exactly one of arch or widths"),
     (["study", "--trials", "0"], "--trials must be in [1, 10000]"),
     (["study", "--n-max", "2", "--epsilon", "1e-6"], "give fewer --trials"),

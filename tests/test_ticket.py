@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -236,6 +237,32 @@ def test_a_ticket_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ValueError, match="is a folder; give the ticket a file name"):
         save_ticket(trained(MLP, VECTORS), tmp_path)
+
+
+def save_linear(path):
+    return save_ticket(ln.convert(nn.Sequential(nn.Linear(4, 3)), sparsity=0.5, seed=0), path)
+
+
+def load_linear(path):
+    return load_ticket(path, model=nn.Sequential(nn.Linear(4, 3)))
+
+
+@pytest.mark.parametrize("call,path,error,said", [
+    (save_linear, "existing_file/x.ticket", ValueError, "existing_file' is a file, not a folder"),
+    (save_linear, "existing_file/a/x.ticket", ValueError, "existing_file' is a file, not a folder"),
+    (save_linear, None, TypeError, "path must be a str or os.PathLike (the ticket file), got None"),
+    (save_linear, 3, TypeError, "path must be a str or os.PathLike (the ticket file), got 3"),
+    (load_linear, None, TypeError, "path must be a str or os.PathLike (the ticket file), got None"),
+])
+def test_a_bad_path_is_refused_naming_it(tmp_path, monkeypatch, call, path, error, said):
+    """Were pathlib's "FileExistsError: [Errno 17] File exists" (a file where the ticket's
+    folder belongs) and "expected str, bytes or os.PathLike object, not NoneType" (naming no
+    argument)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing_file").write_text("")
+    with pytest.raises(error, match=re.escape(said)):
+        call(path)
+    assert os.listdir(tmp_path) == ["existing_file"]
 
 
 @pytest.mark.parametrize("spec", [{"width": 3}, "resnet"])
