@@ -196,11 +196,17 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
 def stored_run(checkpoint: str | os.PathLike) -> tuple[dict, int]:
     """The run config a training checkpoint was written with, and the epochs it has done."""
     loaded = load_checkpoint(checkpoint)
-    stored = loaded.get("hyper_parameters", {}).get("config")
+    return stored_config(loaded, checkpoint), epochs_done(loaded)
+
+
+def stored_config(loaded: dict, path: str | os.PathLike) -> dict:
+    """The run config of the training checkpoint ``loaded`` (read from ``path``)."""
+    hyper_parameters = loaded.get("hyper_parameters")
+    stored = hyper_parameters.get("config") if isinstance(hyper_parameters, dict) else None
     if not isinstance(stored, dict):
-        raise CheckpointError(f"checkpoint {str(checkpoint)!r} is not a lotterynet training "
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a lotterynet training "
                               f"checkpoint (it stores no run config)")
-    return stored, epochs_done(loaded)
+    return stored
 
 
 def _is_state(value) -> bool:

@@ -63,9 +63,6 @@ class OneLineParser(OneLineErrorParser):
         except ConfigError as err:  # an unknown --model.KEY / --data.KEY
             self.error(str(err))
         args = super().parse_args(flags, namespace)
-        empty = [name for name, value in vars(args).items() if value == ""]
-        if empty:  # --out "" would silently mean the default folder
-            self.error(f"--{empty[0].replace('_', '-')} is empty; leave it out for its default")
         for name in PATH_FLAGS:
             try:
                 if getattr(args, name) is not None:

@@ -8,13 +8,27 @@ second, before the heavy imports.
 
 
 import argparse
+import sys
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (no usage block), exit code 2."""
+    """An argument parser whose errors are one line (no usage block), exit code 2. An empty
+    value (``--out ""``, ``--out=``) is refused: a path flag would otherwise silently mean the
+    current folder, a name flag the default."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        for before, arg in zip(["", *args], args):
+            flag = arg[:-1] if arg.startswith("--") and arg.endswith("=") else \
+                before if arg == "" and before.startswith("-") else None
+            if flag:
+                self.error(f"{flag} is empty; leave it out for its default")
+            if arg == "":
+                self.error("an argument is empty (''); drop it or fill it in")
+        return super().parse_known_args(args, namespace)
 
 
 class ConfigError(ValueError):

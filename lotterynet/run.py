@@ -32,10 +32,12 @@ from .checkpointing import (
     checkpoint_run_dir,
     load_checkpoint,
     remove_stale_temp_files,
+    stored_config,
     write_text_atomic,
 )
 from .config import (
     NOT_COMPUTED,
+    RESUMABLE,
     WIDE,
     ConfigError,
     RunConfig,
@@ -485,6 +487,10 @@ def run(config: RunConfig) -> dict:
     config, the parameter counts and the final metrics."""
     tie_launched_ranks()  # DDP ranks that rank 0 launches die with it
     run_dir = run_dir_of(config)
+    resumed = None
+    if config.resume:
+        resumed = (config.resume, load_checkpoint(config.resume))
+        check_same_run(resumed, config)
     claim_run_dir(run_dir, config)
     remove_stale_temp_files(run_dir / CHECKPOINTS)
     pl.seed_everything(config.seed, verbose=False)
@@ -493,9 +499,7 @@ def run(config: RunConfig) -> dict:
                             seed=config.seed)
     data.setup()  # a missing or corrupt data set is refused here, before anything is written
     module = build_module(config, data)
-    resumed = None
-    if config.resume:
-        resumed = (config.resume, load_checkpoint(config.resume))
+    if resumed:
         check_resumable(resumed[1], module, config.epochs, config.resume)
     counts = count_params(module.model)
     densities = layer_densities(module.model)
@@ -503,6 +507,20 @@ def run(config: RunConfig) -> dict:
         if config.overwrite and not config.resume and not is_launched_worker():
             clear_previous_run(run_dir)
         return train_and_test(config, run_dir, data, module, counts, densities, resumed)
+
+
+def check_same_run(resumed: Resumed, config: RunConfig) -> None:
+    """The resumed checkpoint must be of a run of ``config`` (any epochs: a target trains on
+    from a longer run's checkpoint): a :class:`ConfigError` naming the first field that differs
+    (another data set, optimizer...). train.py builds its config from the checkpoint; this
+    guards the runs that do not (``python -m lotterynet.targets --resume``, the Python API)."""
+    path, checkpoint = resumed
+    stored = stored_config(checkpoint, path)
+    changed = changed_fields(stored, config.to_dict(), ignored=(*RESUMABLE, "epochs"))
+    if changed:
+        raise ConfigError(f"--resume {str(path)!r} is a checkpoint of another run: its "
+                          f"{changed[0]} is {stored.get(changed[0])!r}, this run's "
+                          f"{getattr(config, changed[0])!r}")
 
 
 def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,

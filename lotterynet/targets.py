@@ -25,8 +25,8 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpointing import load_checkpoint, stored_run
-from .config import RESUMABLE, ConfigError, changed_fields, make_config
+from .checkpointing import load_checkpoint
+from .config import ConfigError, make_config
 from .errors import REPORTED, CheckpointError, OneLineErrorParser, exit_code, message
 from .models import build_model
 from .run import CHECKPOINTS, LAST, RESULTS, holds_files, read_json, run
@@ -81,24 +81,11 @@ def load_target(run_dir: Path) -> tuple[nn.Module, dict]:
     return model.eval(), results
 
 
-def check_same_recipe(name: str, config) -> None:
-    """A ``--resume`` checkpoint must be of a run of recipe ``name`` (any epochs): a
-    :class:`ConfigError` naming the first field that differs (another data set, optimizer...)."""
-    stored, _ = stored_run(config.resume)
-    changed = changed_fields(stored, config.to_dict(), ignored=(*RESUMABLE, "epochs"))
-    if changed:
-        raise ConfigError(f"--resume {config.resume!r} is a checkpoint of another run than "
-                          f"recipe {name}: its {changed[0]} is {stored.get(changed[0])!r}, the "
-                          f"recipe's {getattr(config, changed[0])!r}")
-
-
 def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module, dict]:
     """Recipe ``name`` trained through :func:`lotterynet.run.run`, or loaded when its run
     directory already holds the finished run; a run that was killed before it finished
     continues from its last checkpoint. Returns ``(model in eval mode, info)``."""
     config = target_config(name, data_dir=data_dir, **overrides)
-    if config.resume:
-        check_same_recipe(name, config)
     run_dir = Path(config.out)
     if not (run_dir / RESULTS).is_file():
         last = run_dir / CHECKPOINTS / LAST
@@ -142,8 +129,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume is not None:
         if len(args.names) > 1:
             parser.error("--resume continues one target: give one name")
-        if not args.resume:
-            parser.error("--resume is empty; give a checkpoint, or leave it out")
         if args.epochs is None or RECIPES[args.names[0]]["scheduler"] != "constant":
             parser.error("--resume needs --epochs and a recipe with a constant schedule; to "
                          "continue a stopped target, run the same command again")

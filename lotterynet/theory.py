@@ -134,8 +134,10 @@ def orseau_k(widths, epsilon, *, w_max: float = 1.0, f_max: float = 1.0,
     ``spectral_norm`` bounds every ``‖Ŵ_i‖_2``: 1 as in Remark 4 / Example 5, ``w_max n_max``
     for the worst case of Example 2 / Example 6."""
     ell, n_max = len(widths) - 1, max(widths)
-    eps_w = epsilon / (math.e * ell * n_max**1.5 * f_max * max(1.0, spectral_norm) ** ell)
-    return math.log(3 * w_max / eps_w, 1.5)
+    # log(1 / ε_w), summed term by term: Π_i max{1, ‖Ŵ_i‖_2} overflows a float for deep targets
+    log_inv_eps_w = (1 + math.log(ell) + 1.5 * math.log(n_max) + math.log(f_max)
+                     + ell * math.log(max(1.0, spectral_norm)) - math.log(epsilon))
+    return (math.log(3 * w_max) + log_inv_eps_w) / math.log(1.5)
 
 
 @BOUNDS.register("orseau")

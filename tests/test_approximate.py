@@ -304,8 +304,9 @@ def test_targets_resume_refuses_another_recipes_checkpoint(tmp_path, data_dir, c
     monkeypatch.chdir(tmp_path)
     checkpoint = str(out / "checkpoints" / "last.ckpt")
     for names, resume, said in (
-            (["dacunha_lenet5_fashion-mnist"], checkpoint, "its dataset is 'mnist', the "
-                                                           "recipe's 'fashion-mnist'"),
+            (["dacunha_lenet5_fashion-mnist"], checkpoint, "is a checkpoint of another run: its "
+                                                           "dataset is 'mnist', this run's "
+                                                           "'fashion-mnist'"),
             (["dacunha_lenet5_mnist", "dacunha_lenet5_fashion-mnist"], checkpoint,
              "--resume continues one target"),
             (["dacunha_lenet5_mnist"], "", "--resume is empty")):
@@ -315,6 +316,28 @@ def test_targets_resume_refuses_another_recipes_checkpoint(tmp_path, data_dir, c
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command, argv, said", [
+    ("approximate", ["table", "--out", ""], "--out is empty"),  # was: results in the cwd
+    ("approximate", ["fc2", "--out="], "--out is empty"),
+    ("targets", ["pensia_fc2", "--data-dir", ""], "--data-dir is empty"),
+    ("targets", [""], "an argument is empty"),
+    ("theory", ["study", "--out", ""], "--out is empty"),
+])
+def test_module_commands_refuse_an_empty_value(command, argv, said, tmp_path, capsys,
+                                               monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"lotterynet.{command}").main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.splitlines() == [
+        f"python -m lotterynet.{command}: error: {said}"
+        + ("; leave it out for its default" if said.startswith("--") else
+           " (''); drop it or fill it in")], err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", ["targets", "approximate"])

@@ -239,6 +239,7 @@ CASES = [
     (["--sweep-sparsities", "abc"], ["abc", "--sweep-sparsities", "numbers"]),
     (["--config", "{cfg_null_epochs}"], ["epochs", "integer", "None"]),
     (["--out", ""], ["--out is empty"]),
+    (["--out="], ["--out is empty"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--cell",
       ""], ["--cell is empty"]),
     (["--config", "{cfg_empty_group}"], ["wandb_group is empty"]),

@@ -407,8 +407,13 @@ def test_seed_takes_any_integer_type_and_names_a_bad_one():
 
     a, b = ln.SubnetLinear(4, 3, seed=np.int64(3)), ln.SubnetLinear(4, 3, seed=3)
     assert torch.equal(a.structure.weight.weight, b.structure.weight.weight)
-    with pytest.raises(ValueError, match=r"seed must be in \[-2\*\*63, 2\*\*64\), got 1844"):
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\), got 1844"):
         ln.SubnetLinear(4, 3, seed=2**64)
+    # torch reads -1 as 2**64 - 1: both would draw the same weights
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\), got -1"):
+        ln.SubnetLinear(4, 3, seed=-1)
+    top = ln.SubnetLinear(4, 3, seed=2**64 - 1).structure.weight.weight
+    assert not torch.equal(top, ln.SubnetLinear(4, 3, seed=2**64 - 2).structure.weight.weight)
     with pytest.raises(TypeError, match="seed must be an integer, got '3'"):
         ln.SubnetConv2d(4, 3, 1, seed="3")
 

@@ -136,6 +136,29 @@ def test_resume_takes_the_recipe_lr_of_a_run_stored_without_one(whole_and_stoppe
     assert_same_history_and_result(out, whole)
 
 
+@pytest.mark.parametrize("change", [{"dataset": "fashion-mnist"}, {"seed": 4},
+                                    {"momentum": 0.5}])
+def test_the_python_api_resumes_only_the_same_run(whole_and_stopped, tmp_path, data_dir,
+                                                  change):
+    """``run(config)`` with ``config.resume`` (the Python API, the targets command) builds its
+    config by hand, not from the checkpoint: one of another data set, seed or optimizer would
+    train on as if it were this run's first epochs. Refused, nothing written."""
+    from lotterynet.config import ConfigError, make_config
+    from lotterynet.run import run
+
+    _, stopped = whole_and_stopped
+    checkpoint = str(stopped / "checkpoints" / "last.ckpt")
+    before, out = tree(stopped), tmp_path / "other"
+    config = make_config({"arch": "fc2", "structure": "dense", "limit_train": 600,
+                          "val_size": 100, "seed": 3, "epochs": 3, "progress_bar": False,
+                          "data_dir": str(data_dir), "out": str(out), "resume": checkpoint,
+                          **change})
+    name, value = next(iter(change.items()))
+    with pytest.raises(ConfigError, match=f"its {name} is .*, this run's {value!r}"):
+        run(config)
+    assert tree(stopped) == before and not out.exists()
+
+
 def test_finished_run_is_not_resumed(whole_and_stopped, capsys):
     whole, _ = whole_and_stopped
     before = tree(whole)

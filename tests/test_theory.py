@@ -35,6 +35,13 @@ def test_orseau_k_matches_theorem_3_by_hand():
     eps_w = 0.01 / (math.e * 10 * 100**1.5)
     assert theory.orseau_k(EXAMPLE_5, 0.01) == pytest.approx(math.log(3 / eps_w) / math.log(1.5))
 
+    # Π_i ‖Ŵ_i‖_2 = (10^6)^79 overflows a float; k′ does not: log_{1.5} of the same product
+    deep = (10,) * 80
+    by_hand = (math.log(3) + 1 + math.log(79) + 1.5 * math.log(10) + 79 * math.log(1e6)
+               - math.log(0.01)) / math.log(1.5)
+    assert theory.orseau_k(deep, 0.01, spectral_norm=1e6) == pytest.approx(by_hand)
+    assert theory.BOUNDS.get("orseau")(deep, 0.01, 0.01, spectral_norm=1e6)[0].hidden > 1e6
+
 
 def test_pensia_n_is_21_for_eps_001_c3():
     assert theory.pensia_terms(0.01, C=3) == 21
