@@ -54,7 +54,7 @@ def make_step(model, shape, device):
 
 
 def main(argv=None) -> None:
-    parser = flags.parser(__file__, __doc__.splitlines()[0])
+    parser = flags.parser(__file__, __doc__)
     parser.add_argument("--device", type=flags.device, default="cpu")
     parser.add_argument("--repeats", type=flags.integer(1), default=20)
     args = parser.parse_args(argv)

@@ -212,7 +212,7 @@ def mask_times(numel: int, device, repeats: int) -> tuple[float, float]:
 
 
 def main(argv=None):
-    parser = flags.parser(__file__, __doc__.split("\n")[0])
+    parser = flags.parser(__file__, __doc__)
     parser.add_argument("--device", type=flags.device, default="cpu")
     parser.add_argument("--repeats", type=flags.integer(1), default=20)
     parser.add_argument("--target-only", action="store_true",

@@ -144,7 +144,7 @@ def measure(threads: int, steps: int) -> tuple[float, float]:
 
 
 def main(argv=None) -> None:
-    parser = flags.parser(__file__, __doc__.split("\n")[0])
+    parser = flags.parser(__file__, __doc__)
     parser.add_argument("--threads", type=flags.integer(1), nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=flags.integer(1), default=100)
     args = parser.parse_args(argv)

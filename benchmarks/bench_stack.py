@@ -117,7 +117,7 @@ def memory_child(args) -> None:
 
 
 def main(argv=None) -> None:
-    parser = flags.parser(__file__, __doc__.splitlines()[0])
+    parser = flags.parser(__file__, __doc__)
     parser.add_argument("--arch", default="lenet5")
     parser.add_argument("--structure", default="subsetsum")
     parser.add_argument("--activation", default="identity")

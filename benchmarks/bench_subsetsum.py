@@ -81,7 +81,7 @@ def compare_with_milp(n, W):
 
 
 def main(argv=None):
-    parser = flags.parser(__file__, __doc__.split("\n")[0])
+    parser = flags.parser(__file__, __doc__)
     parser.add_argument("--milp-instances", type=flags.integer(0), default=200,
                         help="0 skips (a)")
     parser.add_argument("--instances", type=flags.integer(1), default=397_000)

@@ -57,7 +57,7 @@ CASES = [  # label, build_model arguments, the plain model, an input
 
 
 def main(argv=None) -> None:
-    parser = flags.parser(__file__, __doc__.splitlines()[0])
+    parser = flags.parser(__file__, __doc__)
     parser.add_argument("--sparsity", type=flags.sparsity, default=0.5)
     args = parser.parse_args(argv)
     header = (f"{'model':<36} {'structure':<10} {'plain fp32':>11} {'subnet fp32':>12} "

@@ -14,10 +14,11 @@ import torch
 from lotterynet.errors import REPORTED, OneLineErrorParser, exit_code, message
 
 
-def parser(script: str, description: str) -> OneLineErrorParser:
+def parser(script: str, doc: str) -> OneLineErrorParser:
     """The parser of the script at path ``script`` (its ``__file__``: its name starts each
-    error line)."""
-    return OneLineErrorParser(prog=Path(script).name, description=description)
+    error line), described by the first paragraph of its docstring ``doc``."""
+    return OneLineErrorParser(prog=Path(script).name,
+                              description=" ".join(doc.split("\n\n")[0].split()))
 
 
 def integer(minimum: int, maximum: int | None = None):

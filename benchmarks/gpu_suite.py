@@ -411,7 +411,7 @@ def run_suite(suite: Suite, quick: bool) -> list[tuple[str, float, float]]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = flags.parser(__file__, __doc__.splitlines()[0])
+    parser = flags.parser(__file__, __doc__)
     parser.add_argument("--device", type=flags.device, default="cuda",
                         help="cuda, or cpu with --quick (the CI smoke run)")
     parser.add_argument("--quick", action="store_true", help="the 2-minute smoke version")

@@ -58,7 +58,7 @@ def runs(budget: int, floor: int) -> list[tuple[str, int, int, list[str]]]:
 
 
 def main(argv=None) -> None:
-    parser = flags.parser(__file__, __doc__.splitlines()[0])
+    parser = flags.parser(__file__, __doc__)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--epochs", type=flags.integer(1), default=1)
     parser.add_argument("--limit-train", type=flags.integer(1), default=10000)

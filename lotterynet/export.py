@@ -3,11 +3,12 @@ layer with its masked weights baked in, for inference without lotterynet.
 
 Each subnet layer becomes the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` whose weight is its
 structure's ``effective_weight()``: the masked weight for ``dense``; for ``subsetsum`` the
-collapsed weight (DESIGN.md) — with φ = identity one layer ``W_ij = Σ_t ṽ_ijt ũ_jt``, with
-φ = ReLU ``SplitSigns`` (``[relu(x), relu(-x)]`` per group) followed by one layer with weight
-``[P, N]`` on twice the input channels. Any structure that exposes ``effective_weight()`` exports
-the same way. ``sparse=True`` stores each baked weight as the indices and values of its non-zero
-entries (:mod:`lotterynet.plain`), smaller when most weights are pruned.
+collapsed weight (``../shared/DESIGN.md``) — with φ = identity one layer
+``W_ij = Σ_t ṽ_ijt ũ_jt``, with φ = ReLU ``SplitSigns`` (``[relu(x), relu(-x)]`` per group)
+followed by one layer with weight ``[P, N]`` on twice the input channels. Any structure that
+exposes ``effective_weight()`` exports the same way. ``sparse=True`` stores each baked weight as
+the indices and values of its non-zero entries (:mod:`lotterynet.plain`), smaller when most
+weights are pruned.
 
 ``SubnetMultiheadAttention`` becomes the ``nn.MultiheadAttention`` with the same masked weights
 (stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly,

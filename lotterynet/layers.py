@@ -33,7 +33,8 @@ class _SubnetLayer(nn.Module):
     for dense / subsetsum / fixedsize, ``uniform`` for malach / dacunha, ``hyperbolic`` for
     orseau); an explicit ``init`` always wins. ``pairs`` (n terms per weight, or n′ channels per
     output for dacunha), ``activation``, ``shared`` and ``fan_in`` configure subsetsum / fixedsize,
-    ``hidden`` the hidden width H of malach / orseau; structures ignore what they do not use.
+    ``hidden`` the hidden width H of malach / orseau; structures ignore what they do not use
+    (but dacunha refuses ``hidden``: its width is ``out · pairs``).
     ``kept`` / ``ties`` choose the kept-count and tie rules of every mask
     (:mod:`lotterynet.masking`; ``kept="floor", ties="high"`` is the edge-popup reference's),
     ``score_init`` the bound of the initial scores (``masking.SCORE_BOUNDS``).

@@ -1,5 +1,5 @@
 """Pensia et al. (2020), Experiment 2 / Figure 2: the authors' stored accuracies on MNIST
-(DESIGN.md, "Paper recipes and anchor numbers"), for putting a sweep beside the paper.
+(``../shared/DESIGN.md``, "Paper recipes and anchor numbers"), for putting a sweep beside the paper.
 
 ``FIGURE2[(arch, variant)]`` maps sparsity (fraction pruned) to test accuracy in percent, each
 the best over the paper's 10/20/30/50/100-epoch runs; ``TRAINED[arch]`` is the trained dense

@@ -1,4 +1,4 @@
-"""Parameter accounting in the vocabulary of DESIGN.md."""
+"""Parameter accounting in the vocabulary of the design notes (``../shared/DESIGN.md``)."""
 
 from __future__ import annotations
 

@@ -184,7 +184,8 @@ def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
     """Maskable / kept / frozen counts of one layer built with ``structure`` (by name) for
     ``target`` — the analytic form of ``count_params`` (minus biases), for width matching.
     ``options``: ``kept`` and the subnet layers' structure options (``pairs``, ``hidden``,
-    ...); as in a layer, a structure ignores those it does not read."""
+    ...); as in a layer, a structure ignores those it does not read (dacunha refuses
+    ``hidden``)."""
     counts = STRUCTURES.get(structure).counts
     if not isinstance(target, TargetShape):
         raise TypeError(f"target must be a TargetShape(out_features, in_per_group, ...), "
@@ -245,7 +246,7 @@ class SubsetSum(Structure):
       target's ``in·kernel`` when ``fan_in="target"`` (:data:`FAN_INS`, the authors' code).
 
     Computed through the collapse identity ``relu(a x) = relu(a) relu(x) + relu(-a) relu(-x)``
-    (DESIGN.md): with φ = ReLU, ``y = P relu(x) + N relu(-x)`` where
+    (``../shared/DESIGN.md``): with φ = ReLU, ``y = P relu(x) + N relu(-x)`` where
     ``P_ij = Σ_t ṽ_ijt relu(ũ_jt)``, ``N_ij = Σ_t ṽ_ijt relu(-ũ_jt)``, i.e. one op on
     ``[relu(x), relu(-x)]`` with weight ``[P, N]``; with φ = identity, ``W_ij = Σ_t ṽ_ijt ũ_jt``.
     Exact in value and gradient; costs one O(out·in·n·kernel) reduction per step, independent
