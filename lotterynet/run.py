@@ -157,6 +157,16 @@ def clear_previous_run(run_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def write_ticket(model: torch.nn.Module, run_dir: Path) -> Path | None:
+    """``RUN/model.ticket``, the trained subnetwork (1-bit masks + trained tensors + spec,
+    :func:`~lotterynet.ticket.save_ticket`; its W&B model artifact), or None for a model with
+    no masks (the trained baseline)."""
+    if not masked_weights(model):
+        return None
+    save_ticket(model, run_dir / TICKET)
+    return run_dir / TICKET
+
+
 def holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
@@ -577,10 +587,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         "mask_digests": [float(d) for d in digests.reshape(-1)],
         "run_dir": str(run_dir),
     }
-    ticket = None
-    if config.wandb and trainer.is_global_zero and masked_weights(module.model):
-        ticket = run_dir / TICKET  # the run's model artifact: masks + tensors
-        save_ticket(module.model, ticket)
+    ticket = write_ticket(module.model, run_dir) if trainer.is_global_zero else None
     summary = {"test/acc": results["test_acc"], "params/kept": counts["kept"],
                "val/acc_best": timer.best_val_acc}
     wandb_dir = finish_wandb(loggers, {k: v for k, v in summary.items() if v is not None},

@@ -85,6 +85,7 @@ from .run import (
     refusing_unbuildable,
     reporting_interrupts,
     write_json_atomic,
+    write_ticket,
 )
 from .stacked import StackedModel
 from .validate import check_output_dir
@@ -350,8 +351,8 @@ class MemberResults(pl.Callback):
         return [result["test_acc"] for result in tested]
 
     def write_cell(self, trainer, module: StackModule, s: int, tested: dict) -> None:
-        """Member ``s``'s cell directory, as a single run writes it, with ``tested`` (its test
-        metrics) in ``results.json``."""
+        """Member ``s``'s cell directory, as a single run writes it (checkpoint, history,
+        ticket), with ``tested`` (its test metrics) in ``results.json``."""
         settings = module.hparams.members[s]
         member, cell = module.model.members[s], self.cell_dirs[s]
         state = {f"model.{k}": v for k, v in member.state_dict().items()}
@@ -361,6 +362,7 @@ class MemberResults(pl.Callback):
         history = self.history[s]
         write_csv_atomic(cell / "metrics.csv", history,
                          list(dict.fromkeys(k for row in history for k in row)) or ["epoch"])
+        write_ticket(member, cell)
         last = history[-1] if history else {}
         seconds = self.timer.seconds[:module.budgets[s]]
         results = {

@@ -39,6 +39,7 @@ from lotterynet.stack import (
     write_stack_file,
 )
 from lotterynet.stacked import StackedModel, stack_models
+from lotterynet.ticket import load_ticket
 
 # Three sparsities, two epoch budgets mixed in one stack (the 0.95 member stops after epoch 1).
 MEMBERS = [(0.5, 2), (0.9, 2), (0.95, 1)]
@@ -67,6 +68,11 @@ def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant):
         single_dir = tmp_path / f"single-{config.sparsity}"
         single = run(make_config({**config.to_dict(), "out": str(single_dir)}))
         a, b = trained_model(single_dir), trained_model(cell)
+        # each wrote its ticket: the trained subnetwork, without W&B, loading to its model
+        x = torch.randn(3, 1, 28, 28)
+        for model, folder in ((a, single_dir), (b, cell)):
+            ticket = load_ticket(folder / "model.ticket").eval()
+            assert torch.equal(ticket(x), model.eval()(x))
         for ma, mb in zip(masked_weights(a), masked_weights(b), strict=True):
             assert torch.equal(ma.mask(), mb.mask())
             assert torch.allclose(ma.scores, mb.scores, rtol=0, atol=1e-6)
