@@ -197,10 +197,11 @@ def summary_line(results: dict) -> str:
     params = results["params"]
     size = (f"kept {params['kept']:,} of {params['maskable']:,} maskable" if params["maskable"]
             else f"{params['trainable']:,} trained weights")
+    ticket = f"\n  ticket:     {run_dir}/model.ticket" if params["maskable"] else ""  # masks
     wandb = f"\n  W&B:        {results['wandb_dir']}" if results.get("wandb_dir") else ""
     return (f"test accuracy {100 * results['test_acc']:.2f}% | {size} | "
             f"{results['train_seconds']:.0f} s ({plural(results['epochs_done'], 'epoch')})\n"
-            f"  results:    {run_dir}/results.json\n  checkpoint: {checkpoint}{wandb}")
+            f"  results:    {run_dir}/results.json\n  checkpoint: {checkpoint}{ticket}{wandb}")
 
 
 def run_stack_file(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ def test_quiet_console_one_line_per_epoch_and_the_paths(tmp_path, data_dir, val_
     assert "(1 epoch)" in proc.stdout and "(1 epochs)" not in proc.stdout
     assert f"{out}/results.json" in proc.stdout
     assert f"{out}/checkpoints/last.ckpt" in proc.stdout
+    assert f"  ticket:     {out}/model.ticket" in proc.stdout and (out / "model.ticket").is_file()
 
 
 @pytest.mark.parametrize("flag", [None, "--progress-bar"])
