@@ -22,7 +22,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
         for before, arg in zip(["", *args], args):
-            flag = arg[:-1] if arg.startswith("--") and arg.endswith("=") else \
+            flag = arg[:-1] if arg.startswith("--") and arg.find("=") == len(arg) - 1 else \
                 before if arg == "" and before.startswith("-") else None
             if flag:
                 self.error(f"{flag} is empty; leave it out for its default")

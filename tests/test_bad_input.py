@@ -615,6 +615,13 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(argv, named, files, 
     assert time.perf_counter() - started < 30  # refused before any training
 
 
+def test_a_value_ending_in_equals_is_not_an_empty_flag(tmp_path, capsys):
+    """``--out=`` is empty; ``--out=runs/a=`` is a folder named ``a=``."""
+    assert main(["--arch", "fc2", f"--out={tmp_path}/a=", "--print-config"]) == 0
+    assert f"out: {tmp_path}/a=" in capsys.readouterr().out
+    assert main(["--arch", "fc2", "--out=", "--print-config"]) == 2
+
+
 def test_corrected_rerun_works_after_a_refusal(tmp_path, data_dir, capsys):
     out = tmp_path / "run"
     base = [*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out)]
