@@ -29,7 +29,7 @@ from .checkpointing import load_checkpoint
 from .config import ConfigError, make_config
 from .errors import REPORTED, CheckpointError, OneLineErrorParser, exit_code, message
 from .models import build_model
-from .run import CHECKPOINTS, LAST, RESULTS, holds_files, read_json, run
+from .run import CHECKPOINTS, LAST, RESULTS, check_same_run, holds_files, read_json, run
 from .ticket import tensors_digest
 
 PENSIA_SGD = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
@@ -87,6 +87,8 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
     continues from its last checkpoint. Returns ``(model in eval mode, info)``."""
     config = target_config(name, data_dir=data_dir, **overrides)
     run_dir = Path(config.out)
+    if config.resume and (run_dir / RESULTS).is_file():  # (run() checks it otherwise)
+        check_same_run((config.resume, load_checkpoint(config.resume)), config)
     if not (run_dir / RESULTS).is_file():
         last = run_dir / CHECKPOINTS / LAST
         if not config.resume and holds_files(run_dir):

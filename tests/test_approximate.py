@@ -295,18 +295,25 @@ def test_targets_cli_refuses_a_damaged_target_in_one_line(tmp_path, data_dir, ca
 def test_targets_resume_refuses_another_recipes_checkpoint(tmp_path, data_dir, capsys,
                                                           monkeypatch):
     """``--resume`` finishes a target from a longer run of the same recipe: an MNIST target's
-    checkpoint would have trained the Fashion-MNIST target on MNIST (exit 0 before)."""
+    checkpoint would have trained the Fashion-MNIST target on MNIST (exit 0 before). A
+    finished target given another recipe's checkpoint is refused too, not loaded."""
     from lotterynet import targets
 
-    out = tmp_path / "mnist"
+    monkeypatch.chdir(tmp_path)
+    out = targets.TARGETS_DIR / "dacunha_lenet5_mnist-e1-seed0"  # where main finds it, finished
     trained_target("dacunha_lenet5_mnist", data_dir=data_dir, epochs=1, limit_train=256,
                    out=out)
-    monkeypatch.chdir(tmp_path)
+    fashion = tmp_path / "fashion"
+    trained_target("dacunha_lenet5_fashion-mnist", data_dir=data_dir, epochs=1,
+                   limit_train=256, out=fashion)
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
     checkpoint = str(out / "checkpoints" / "last.ckpt")
     for names, resume, said in (
             (["dacunha_lenet5_fashion-mnist"], checkpoint, "is a checkpoint of another run: its "
                                                            "dataset is 'mnist', this run's "
                                                            "'fashion-mnist'"),
+            (["dacunha_lenet5_mnist"], str(fashion / "checkpoints" / "last.ckpt"),
+             "its dataset is 'fashion-mnist', this run's 'mnist'"),
             (["dacunha_lenet5_mnist", "dacunha_lenet5_fashion-mnist"], checkpoint,
              "--resume continues one target"),
             (["dacunha_lenet5_mnist"], "", "--resume is empty")):
@@ -315,7 +322,7 @@ def test_targets_resume_refuses_another_recipes_checkpoint(tmp_path, data_dir, c
                           str(data_dir)])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
-    assert not (tmp_path / "runs").exists()
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
 
 
 @pytest.mark.parametrize("command, argv, said", [
