@@ -39,7 +39,7 @@ from .errors import (
     exit_code,
     message,
 )
-from .grid import load_sweep, write_wandb_sweep
+from .grid import load_sweep, sweep_dir_of, write_wandb_sweep
 from .machine import is_launched_worker, keep_freed_memory
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
@@ -266,7 +266,8 @@ def dispatch(args: argparse.Namespace) -> int:
             from .sweep import check_buildable
 
             check_buildable(sweep)  # what its agents would find only once they start
-            cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), args.sweep_out)
+            cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep),
+                                           sweep_dir_of(sweep, args.sweep, args.sweep_out))
             print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "
                   f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
                   f"<sweep id>`")

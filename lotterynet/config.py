@@ -171,6 +171,9 @@ def key_value(text: str) -> tuple[str, object]:
     key, equals, value = text.partition("=")
     if not equals or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    if not value.strip():  # (YAML would read it as null: the option silently unset)
+        raise argparse.ArgumentTypeError(f"{text!r} gives {key} no value; leave it out for its "
+                                         f"default, or write {key}=null")
     try:
         return key.replace("-", "_"), yaml.safe_load(value)
     except (yaml.YAMLError, RecursionError):  # (PyYAML recurses once per level of nesting)

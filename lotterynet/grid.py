@@ -165,11 +165,20 @@ def describe_cell(label: str, values: dict) -> str:
     return label if label == BASELINE else f"{label} at sparsity {values['sparsity']!r}"
 
 
-def write_wandb_sweep(sweep: Sweep, path: Path, sweep_out: str | None = None) -> Path:
+def sweep_dir_of(sweep: Sweep, sweep_file: str | None, sweep_out: str | None) -> Path:
+    """Where a sweep writes: ``--sweep-out``, else ``runs/sweep-<arch>-<sweep file's name>``
+    (``grid`` for a sweep given by flags alone)."""
+    name = Path(sweep_file).stem if sweep_file else "grid"
+    return Path(sweep_out or f"runs/sweep-{sweep.base.get('arch', 'lenet5')}-{name}")
+
+
+def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path) -> Path:
     """A W&B grid sweep over exactly the cells of ``sweep`` (the trained baseline included):
     the sweep, resolved, goes beside it as ``<name>.cells.yaml``; the grid is one parameter,
     ``cell``, naming every cell, and each agent run is ``train.py --sweep <that file> --wandb
-    --cell=NAME`` (with ``--sweep-out`` when given), the cell as the sweep itself runs it.
+    --cell=NAME --sweep-out SWEEP_DIR``: the cell as the sweep itself runs it, in the folder
+    where the sweep run here would write it (``sweep_dir``, :func:`sweep_dir_of`; so that
+    running the sweep here afterwards finds the agents' cells and only draws the table).
     Returns the cells file. Refused (:class:`ConfigError`) where the file cannot go or would
     replace one this did not write."""
     cells_file = path.with_name(f"{path.stem}.cells.yaml")
@@ -193,8 +202,7 @@ def write_wandb_sweep(sweep: Sweep, path: Path, sweep_out: str | None = None) ->
                                                for label, values in sweep.cells()]}},
             "command": ["${env}", "${interpreter}", "${program}", "--sweep",
                         str(cells_file.resolve()), "--wandb", "--no-progress-bar",
-                        *(["--sweep-out", str(Path(sweep_out).resolve())] if sweep_out else []),
-                        "${args}"]}
+                        "--sweep-out", str(sweep_dir.resolve()), "${args}"]}
     write(path, spec)
     return cells_file
 

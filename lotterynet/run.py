@@ -47,7 +47,7 @@ from .config import (
 from .datamodule import TensorDataModule
 from .errors import CheckpointError, Interrupted, TrainingDiverged
 from .lifetime import tie_launched_ranks
-from .loggers import finish_wandb, make_loggers
+from .loggers import WANDB_ID_FILE, finish_wandb, make_loggers
 from .machine import cpu_name, is_launched_worker
 from .masking import masked_weights
 from .models import split_arch
@@ -90,7 +90,7 @@ def run_dir_of(config: RunConfig) -> Path:
 def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     """Refuse to write where it would destroy or mix up a run: into a directory that holds
     another run (unless ``overwrite``), or on from a finished run. A resume writes into the run
-    it continues, or into an empty ``--out``."""
+    it continues (from that run's last checkpoint), or into an empty ``--out``."""
     if is_launched_worker():
         return
     check_output_dir(run_dir, "--out")
@@ -101,6 +101,12 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
             if (folder / RESULTS).is_file():
                 raise ConfigError(f"run {str(folder)!r} is finished ({RESULTS} is there); "
                                   f"there is nothing to resume: start a new run with --out")
+        last = source / CHECKPOINTS / LAST
+        if run_dir.resolve() == source and Path(config.resume).resolve() != last.resolve():
+            raise ConfigError(f"--resume {config.resume!r} is not the last checkpoint of run "
+                              f"{str(source)!r} ({str(last)!r}); continued there, it would cut "
+                              f"the run's history back to it and replace its last checkpoint: "
+                              f"give an empty --out")
         if run_dir.resolve() == source or not holds_files(run_dir):
             return
         raise ConfigError(f"--out {str(run_dir)!r} holds another run; resume into the run "
@@ -150,10 +156,12 @@ def locked(folder: Path, busy: str):
 
 
 def clear_previous_run(run_dir: Path) -> None:
-    """``--overwrite``: remove the previous run's result, ticket and checkpoint, so that the
-    folder holds the new run alone — finished only when it finishes, resumable from its own
-    checkpoint if stopped before (its ``metrics.csv`` starts anew with it)."""
-    for path in (run_dir / RESULTS, run_dir / TICKET, run_dir / CHECKPOINTS / LAST):
+    """``--overwrite``: remove the previous run's result, ticket, checkpoint and W&B run id, so
+    that the folder holds the new run alone — finished only when it finishes, resumable from its
+    own checkpoint if stopped before, never logging into the old run's W&B history (its
+    ``metrics.csv`` starts anew with it)."""
+    for path in (run_dir / RESULTS, run_dir / TICKET, run_dir / CHECKPOINTS / LAST,
+                 run_dir / WANDB_ID_FILE):
         path.unlink(missing_ok=True)
 
 
@@ -557,10 +565,8 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)
     checkpoint = run_dir / CHECKPOINTS / LAST
-    start = time.perf_counter()
     with reporting_interrupts(trainer, checkpoint):
         trainer.fit(module, datamodule=data, ckpt_path=config.resume)
-    train_seconds = time.perf_counter() - start
     if not finished(trainer, config):  # stopped before its end: resumable
         finish_wandb(loggers, {})
         return {"finished": False, "epochs_done": trainer.current_epoch, "run_dir": str(run_dir)}
@@ -581,7 +587,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         "train_acc": timer.metrics.get("train/acc"),
         "epochs_done": trainer.current_epoch,
         "seconds_per_epoch": timer.seconds,
-        "train_seconds": train_seconds,
+        "train_seconds": sum(timer.seconds),  # every epoch's, those before a resume too
         "device": device_name(trainer),
         "devices": trainer.world_size,
         "mask_digests": [float(d) for d in digests.reshape(-1)],

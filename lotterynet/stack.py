@@ -74,6 +74,7 @@ from .run import (
     CHECKPOINTS,
     LAST,
     RESULTS,
+    TICKET,
     EpochTimer,
     changed_results,
     check_last_batch,
@@ -88,7 +89,7 @@ from .run import (
     write_ticket,
 )
 from .stacked import StackedModel
-from .validate import check_output_dir
+from .validate import check_not_folders, check_output_dir
 
 #: What the members of a stack may differ in; every other model or recipe field must agree.
 VARYING = ("sparsity", "epochs", "seed")
@@ -357,7 +358,8 @@ class MemberResults(pl.Callback):
         member, cell = module.model.members[s], self.cell_dirs[s]
         state = {f"model.{k}": v for k, v in member.state_dict().items()}
         atomic_torch_save({"state_dict": state, "hyper_parameters": {
-            k: settings[k] for k in ("spec", "optim", "config")}, "epoch": module.budgets[s]},
+            k: settings[k] for k in ("spec", "optim", "config")},
+            "epoch": module.budgets[s] - 1},  # Lightning's: the last epoch's 0-based index
             cell / CHECKPOINTS / LAST)
         history = self.history[s]
         write_csv_atomic(cell / "metrics.csv", history,
@@ -525,6 +527,7 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         raise ValueError(f"cell directory {str(cell_dirs[twice])!r}: another member's cell has "
                          f"the name {cell_dirs[twice].name!r}; give each member a cell of its "
                          f"own name (its metrics are logged under it)")
+    check_not_folders(d / file for d in cell_dirs for file in (RESULTS, TICKET))
     names = [d.name for d in cell_dirs]
     first = configs[0]
     pl.seed_everything(first.seed, verbose=False)

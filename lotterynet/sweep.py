@@ -66,13 +66,14 @@ from .config import (
 )
 from .datamodule import TensorDataModule
 from .errors import Interrupted, TrainingDiverged
-from .grid import BASELINE, Sweep, cell_name
+from .grid import BASELINE, Sweep, cell_name, sweep_dir_of
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import (
     CHECKPOINTS,
     LAST,
     RESULTS,
+    TICKET,
     build_module,
     changed_results,
     locked,
@@ -590,8 +591,7 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
     """The sweep's cells (or with ``--cell`` one of them), then its table and figure."""
     if args.jobs_per_device < 1:
         raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
-    name = Path(args.sweep).stem if args.sweep else "grid"
-    sweep_dir = Path(args.sweep_out or f"runs/sweep-{sweep.base.get('arch', 'lenet5')}-{name}")
+    sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
     check_output_dir(sweep_dir, "--sweep-out")
     if (sweep_dir / RESULTS).is_file() or (sweep_dir / CHECKPOINTS).is_dir():
         raise ConfigError(f"--sweep-out {str(sweep_dir)!r} holds a run ({RESULTS} or "
@@ -716,8 +716,8 @@ def unfinished_cells(sweep: Sweep, sweep_dir: Path) -> list[str]:
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
-    check_not_folders(sweep_dir / "cells" / name / RESULTS
-                      for name in unfinished_cells(sweep, sweep_dir))
+    check_not_folders(sweep_dir / "cells" / name / file
+                      for name in unfinished_cells(sweep, sweep_dir) for file in (RESULTS, TICKET))
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / "sweep.json")
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     missing = unfinished_cells(sweep, sweep_dir)

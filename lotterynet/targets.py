@@ -91,11 +91,11 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
         check_same_run((config.resume, load_checkpoint(config.resume)), config)
     if not (run_dir / RESULTS).is_file():
         last = run_dir / CHECKPOINTS / LAST
-        if not config.resume and holds_files(run_dir):
-            if last.is_file():  # an unfinished run: continued from its checkpoint
+        if holds_files(run_dir):  # stopped before its end (begun from --resume or not)
+            if last.is_file():  # continued from its own checkpoint
                 config = dataclasses.replace(config, resume=str(last))
             elif {p.name for p in run_dir.iterdir()} <= BEFORE_FIRST_CHECKPOINT:
-                config = dataclasses.replace(config, overwrite=True)  # nothing to keep
+                shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to keep
             else:
                 raise ConfigError(f"target folder {str(run_dir)!r} holds an unfinished run "
                                   f"with no checkpoint; delete it to train the target again")

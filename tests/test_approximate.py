@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -81,6 +82,34 @@ def test_a_killed_target_training_continues_and_a_stray_folder_is_one_line(tmp_p
     (dead / "metrics.csv").write_text("epoch,step\n")
     (dead / "checkpoints").mkdir()
     assert trained_target("pensia_fc2", **{**recipe, "out": dead})[1]["epochs"] == 2
+
+
+def test_a_target_begun_from_resume_and_stopped_runs_again(tmp_path, data_dir, capsys):
+    """``targets NAME --epochs E --resume CKPT`` stopped before its end: the same command again
+    continues it (was: refused, "--out holds another run", and targets has no --out)."""
+    from lotterynet.run import run
+    from lotterynet.targets import target_config
+
+    name, small = "dacunha_lenet5_mnist", dict(data_dir=data_dir, limit_train=256)
+    longer = tmp_path / "longer"  # a 4-epoch run stopped after its first epoch
+    run(target_config(name, epochs=4, stop_after=1, out=longer, **small))
+    recipe = dict(epochs=3, resume=str(longer / "checkpoints" / "last.ckpt"), **small)
+    for stopped in ({"metrics.csv": "epoch,step\n"}, None):
+        out = tmp_path / "target"
+        if stopped:  # before its first checkpoint
+            out.mkdir()
+            for file, text in stopped.items():
+                (out / file).write_text(text)
+        else:  # after one: its own checkpoint, at epoch 2 of 3
+            with pytest.raises(ConfigError, match="stopped"):
+                trained_target(name, out=out, stop_after=2, **recipe)
+        capsys.readouterr()
+        _, info = trained_target(name, out=out, **recipe)
+        assert info["epochs"] == 3 and (out / "results.json").is_file()
+        assert [line.split(" |")[0] for line in capsys.readouterr().out.splitlines()
+                if line.startswith("epoch ")] == (["epoch 3/3"] if stopped is None else
+                                                  ["epoch 2/3", "epoch 3/3"])
+        shutil.rmtree(out)
 
 
 def test_measure_on_a_small_network_reports_the_built_model():

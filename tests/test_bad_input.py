@@ -240,6 +240,8 @@ CASES = [
     (["--config", "{cfg_null_epochs}"], ["epochs", "integer", "None"]),
     (["--out", ""], ["--out is empty"]),
     (["--out="], ["--out is empty"]),
+    (["--trainer.max_time="], ["'max_time='", "no value", "max_time=null"]),
+    (["--trainer.max_time", ""], ["'max_time='", "no value"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--cell",
       ""], ["--cell is empty"]),
     (["--config", "{cfg_empty_group}"], ["wandb_group is empty"]),

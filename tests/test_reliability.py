@@ -63,6 +63,7 @@ def assert_same_history_and_result(run: Path, whole: Path) -> None:
     for key in ("test_acc", "val_acc", "train_acc", "mask_digests", "epochs_done"):
         assert results[key] == expected[key], key
     assert len(results["seconds_per_epoch"]) == 3
+    assert results["train_seconds"] == sum(results["seconds_per_epoch"])  # before the resume too
     for key in ("val/acc", "train/acc", "train/loss_epoch"):
         assert per_epoch(run, key) == per_epoch(whole, key)  # all three epochs, once each
     assert steps_of(run, "lr") == steps_of(whole, "lr")  # logged after a checkpoint: once
@@ -100,6 +101,38 @@ def test_lightning_restores_the_checkpoint_that_was_checked(whole_and_stopped, t
     monkeypatch.setattr(lotterynet.run, "check_resumable", check_then_spoil)
     assert main(["--resume", str(checkpoint)]) == 0
     assert_same_history_and_result(copy, whole)
+
+
+def test_resume_of_an_older_checkpoint_into_its_run_is_refused(whole_and_stopped, tmp_path,
+                                                               capsys):
+    """A checkpoint of a run that is not its last one (a copy kept of an earlier epoch):
+    continued in that run's folder it would cut the history back and replace the run's
+    last.ckpt. Refused, nothing written; into an empty --out it resumes as usual."""
+    whole, stopped = whole_and_stopped
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped, run_dir)
+    older = run_dir / "checkpoints" / "epoch1.ckpt"
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", older)
+    before = tree(run_dir)
+    assert main(["--resume", str(older)]) == 2
+    err = capsys.readouterr().err
+    assert "is not the last checkpoint of run" in err and "give an empty --out" in err, err
+    assert tree(run_dir) == before
+    assert main(["--resume", str(older), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert tree(run_dir) == before
+    assert_same_history_and_result(tmp_path / "elsewhere", whole)
+
+
+def test_overwrite_forgets_the_old_runs_wandb_id(tmp_path, data_dir):
+    """An --overwrite run is a new run: a later --wandb resume of it must not log into the W&B
+    run of what was there before."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "wandb-id").write_text("0ldrun00\n")
+    (out / "results.json").write_text("{}")
+    assert main([*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out),
+                 "--overwrite"]) == 0
+    assert not (out / "wandb-id").exists()
 
 
 def test_resume_of_a_moved_run_writes_only_where_it_now_is(whole_and_stopped, tmp_path):

@@ -79,6 +79,9 @@ def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant):
             assert ma.kept == mb.kept == round((1 - config.sparsity) * ma.weight.numel())
         assert abs(single["test_acc"] - member["test_acc"]) <= 0.002
         assert member["epochs_done"] == config.epochs == single["epochs_done"]
+        for folder in (cell, single_dir):  # Lightning's epoch index in both checkpoints
+            assert epochs_done(torch.load(folder / "checkpoints" / "last.ckpt",
+                                          weights_only=True)) == config.epochs
         assert member["params"] == single["params"]
     assert stacked[0]["test_acc"] > 0.2  # it learned: chance is 0.1
 
@@ -431,6 +434,28 @@ def test_a_stack_holds_its_members_cells_as_a_run_holds_its_folder(tmp_path, dat
         with pytest.raises(ConfigError, match=rf"cell '{cells[1]}' is in use by another"):
             run_stack(configs, stack_dir, cells)
     assert list(stack_dir.iterdir()) == [] and list(cells[0].iterdir()) == []
+
+
+def test_a_folder_where_a_cell_writes_its_ticket_is_refused_before_training(tmp_path, data_dir,
+                                                                            capsys):
+    """A member writes its ticket when it finishes: a folder in the way was a traceback after
+    the training, again on every re-run. Refused first, in one line, by a sweep and a stack."""
+    sweep = ["--arch", "fc2", "--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.9",
+             "--sweep-epochs", "1", "--limit-train", "64", "--val-size", "0", "--data-dir",
+             str(data_dir), "--sweep-out", str(tmp_path / "sweep")]
+    (tmp_path / "sweep" / "cells" / "dense-s0.9-e1-seed0" / "model.ticket").mkdir(parents=True)
+    assert main(sweep) == 2
+    err = capsys.readouterr().err
+    assert "model.ticket" in err and "move it away" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "sweep" / "stacks").exists()
+    configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s, "epochs": 1,
+                            "limit_train": 64, "val_size": 0, "data_dir": str(data_dir)})
+               for s in (0.5, 0.9)]
+    cells = [tmp_path / "stack" / "a", tmp_path / "stack" / "b"]
+    (cells[1] / "model.ticket").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError, match="model.ticket"):
+        run_stack(configs, tmp_path / "stack", cells)
+    assert not (tmp_path / "stack" / "checkpoints").exists()
 
 
 def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypatch):

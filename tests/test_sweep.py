@@ -161,6 +161,17 @@ def test_wandb_sweep_never_replaces_a_users_sweep_file(tmp_path, capsys):
 
 
 
+def test_wandb_agents_write_where_the_sweep_run_here_writes(tmp_path, monkeypatch):
+    """Without --sweep-out the agents wrote runs/sweep-<arch>-<name>.cells (the cells file's
+    name): running the sweep here afterwards found none of their cells and trained them all."""
+    monkeypatch.chdir(tmp_path)
+    source = REPO / "configs" / "sweeps" / "cpu_fc2.yaml"
+    assert main(["--sweep", str(source), "--wandb-sweep", "w.yaml"]) == 0
+    command = yaml.safe_load((tmp_path / "w.yaml").read_text())["command"]
+    assert command[command.index("--sweep-out") + 1] == str(tmp_path / "runs" /
+                                                           "sweep-fc2-cpu_fc2")
+
+
 def test_a_wandb_agent_runs_one_cell_of_the_sweep(tmp_path, data_dir):
     spec, cells = wandb_sweep_cells([*TINY, "--data-dir", str(data_dir)], tmp_path / "w.yaml")
     command = [a for a in spec["command"][3:-1] if a != "--wandb"]  # as the agent, minus W&B
