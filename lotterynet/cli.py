@@ -199,8 +199,10 @@ def summary_line(results: dict) -> str:
             else f"{params['trainable']:,} trained weights")
     ticket = f"\n  ticket:     {run_dir}/model.ticket" if params["maskable"] else ""  # masks
     wandb = f"\n  W&B:        {results['wandb_dir']}" if results.get("wandb_dir") else ""
+    seconds = results["train_seconds"]
     return (f"test accuracy {100 * results['test_acc']:.2f}% | {size} | "
-            f"{results['train_seconds']:.0f} s ({plural(results['epochs_done'], 'epoch')})\n"
+            f"{seconds:.{1 if seconds < 10 else 0}f} s "
+            f"({plural(results['epochs_done'], 'epoch')})\n"
             f"  results:    {run_dir}/results.json\n  checkpoint: {checkpoint}{ticket}{wandb}")
 
 
