@@ -22,10 +22,11 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
         for before, arg in zip(["", *args], args):
-            flag = arg[:-1] if arg.startswith("--") and arg.find("=") == len(arg) - 1 else \
-                before if arg == "" and before.startswith("-") else None
-            if flag:
+            flag, equals, value = arg.partition("=")  # (--out=runs/a= is a value)
+            if arg.startswith("--") and equals and not value:  # --out=
                 self.error(f"{flag} is empty; leave it out for its default")
+            if arg == "" and before.startswith("-"):  # --out ""
+                self.error(f"{before} is empty; leave it out for its default")
             if arg == "":
                 self.error("an argument is empty (''); drop it or fill it in")
         return super().parse_known_args(args, namespace)

@@ -67,6 +67,9 @@ from .widen import maskable_count, wide_width
 
 RESULTS = "results.json"
 TICKET = "model.ticket"
+#: The files a run (or a stack's cell) writes when it ends: a folder in the place of one is
+#: refused before the training (:func:`~lotterynet.validate.check_not_folders`).
+END_FILES = (RESULTS, TICKET)
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -94,20 +97,20 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     if is_launched_worker():
         return
     check_output_dir(run_dir, "--out")
-    check_not_folders([run_dir / RESULTS, run_dir / TICKET])
+    check_not_folders(run_dir / file for file in END_FILES)
     if config.resume:
         source = checkpoint_run_dir(config.resume)
         for folder in dict.fromkeys((source, run_dir.resolve())):
             if (folder / RESULTS).is_file():
                 raise ConfigError(f"run {str(folder)!r} is finished ({RESULTS} is there); "
                                   f"there is nothing to resume: start a new run with --out")
-        last = source / CHECKPOINTS / LAST
-        if run_dir.resolve() == source and Path(config.resume).resolve() != last.resolve():
+        last, into_source = source / CHECKPOINTS / LAST, run_dir.resolve() == source
+        if into_source and Path(config.resume).resolve() != last.resolve():
             raise ConfigError(f"--resume {config.resume!r} is not the last checkpoint of run "
                               f"{str(source)!r} ({str(last)!r}); continued there, it would cut "
                               f"the run's history back to it and replace its last checkpoint: "
                               f"give an empty --out")
-        if run_dir.resolve() == source or not holds_files(run_dir):
+        if into_source or not holds_files(run_dir):
             return
         raise ConfigError(f"--out {str(run_dir)!r} holds another run; resume into the run "
                           f"{str(source)!r} itself or into an empty --out")
@@ -160,9 +163,8 @@ def clear_previous_run(run_dir: Path) -> None:
     that the folder holds the new run alone — finished only when it finishes, resumable from its
     own checkpoint if stopped before, never logging into the old run's W&B history (its
     ``metrics.csv`` starts anew with it)."""
-    for path in (run_dir / RESULTS, run_dir / TICKET, run_dir / CHECKPOINTS / LAST,
-                 run_dir / WANDB_ID_FILE):
-        path.unlink(missing_ok=True)
+    for name in (*END_FILES, f"{CHECKPOINTS}/{LAST}", WANDB_ID_FILE):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def write_ticket(model: torch.nn.Module, run_dir: Path) -> Path | None:

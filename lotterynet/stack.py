@@ -72,9 +72,9 @@ from .params import count_params
 from .resumable import check_resumable, is_real
 from .run import (
     CHECKPOINTS,
+    END_FILES,
     LAST,
     RESULTS,
-    TICKET,
     EpochTimer,
     changed_results,
     check_last_batch,
@@ -527,7 +527,7 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         raise ValueError(f"cell directory {str(cell_dirs[twice])!r}: another member's cell has "
                          f"the name {cell_dirs[twice].name!r}; give each member a cell of its "
                          f"own name (its metrics are logged under it)")
-    check_not_folders(d / file for d in cell_dirs for file in (RESULTS, TICKET))
+    check_not_folders(d / file for d in cell_dirs for file in END_FILES)
     names = [d.name for d in cell_dirs]
     first = configs[0]
     pl.seed_everything(first.seed, verbose=False)

@@ -71,9 +71,9 @@ from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import (
     CHECKPOINTS,
+    END_FILES,
     LAST,
     RESULTS,
-    TICKET,
     build_module,
     changed_results,
     locked,
@@ -717,7 +717,7 @@ def unfinished_cells(sweep: Sweep, sweep_dir: Path) -> list[str]:
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
     check_not_folders(sweep_dir / "cells" / name / file
-                      for name in unfinished_cells(sweep, sweep_dir) for file in (RESULTS, TICKET))
+                      for name in unfinished_cells(sweep, sweep_dir) for file in END_FILES)
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / "sweep.json")
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     missing = unfinished_cells(sweep, sweep_dir)
