@@ -64,7 +64,7 @@ from .config import (
 )
 from .datamodule import TensorDataModule
 from .errors import TrainingDiverged
-from .loggers import finish_wandb, make_loggers
+from .loggers import METRICS_FILE, finish_wandb, make_loggers
 from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
@@ -385,7 +385,14 @@ class MemberResults(pl.Callback):
 
 #: Why a stack checkpoint does not continue a stack (:func:`resumes`).
 CANNOT_CONTINUE = ("other members or configs, or trained to its end with a member's results "
-                   "missing")
+                   "missing, or its checkpoint gone")
+
+
+def holds_a_stack(stack_dir: Path) -> bool:
+    """``stack_dir`` holds an earlier stack's checkpoint or history (``metrics.csv``): a stack
+    that does not continue it would overwrite what it holds (a committed sweep keeps the
+    history without the checkpoint)."""
+    return (stack_dir / CHECKPOINTS / LAST).exists() or (stack_dir / METRICS_FILE).exists()
 
 
 @dataclass(frozen=True)
@@ -555,9 +562,9 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     checkpoint = stack_dir / CHECKPOINTS / LAST
     record = stack_record(stack_dir)
     resume = checkpoint if resumes(record, names, configs, cell_dirs) else None
-    if resume is None and checkpoint.exists():
-        raise ConfigError(f"stack folder {str(stack_dir)!r} holds a checkpoint this stack "
-                          f"cannot continue ({CANNOT_CONTINUE}); give this stack a folder of "
+    if resume is None and holds_a_stack(stack_dir):
+        raise ConfigError(f"stack folder {str(stack_dir)!r} holds an earlier stack's "
+                          f"checkpoint or history that this stack cannot continue ({CANNOT_CONTINUE}); give this stack a folder of "
                           f"its own, or move that one away")
     budget = max(c.epochs for c in configs)
     resumed = (resume, record.checkpoint) if resume else None

@@ -81,7 +81,14 @@ from .run import (
     run,
     write_json_atomic,
 )
-from .stack import CANNOT_CONTINUE, resumes, run_stack, stack_record, write_stack_file
+from .stack import (
+    CANNOT_CONTINUE,
+    holds_a_stack,
+    resumes,
+    run_stack,
+    stack_record,
+    write_stack_file,
+)
 from .validate import check_not_folders, check_output_dir
 
 
@@ -296,9 +303,10 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
     keeps its recorded members when they still cover every unfinished cell of its group and
     its checkpoint continues them (:func:`~lotterynet.stack.resumes`), so it resumes instead of
     starting over (the parts depend only on the sweep and the slots: the same command resumes
-    them). Third: the folders of stacks that start over though a checkpoint is in them (run
-    before with another config or other members, or trained to its end with a member's
-    results lost), to be set aside before they run."""
+    them). Third: the folders of stacks that start over though an earlier stack's checkpoint
+    or history is in them (run before with another config or other members, trained to its
+    end with a member's results lost, or its checkpoint deleted), to be set aside before they
+    run."""
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
@@ -329,7 +337,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
             stacks[stack_dir] = recorded
         elif len(left) > 1:
             stacks[stack_dir] = left
-            if (stack_dir / CHECKPOINTS / LAST).exists():
+            if holds_a_stack(stack_dir):
                 stale.append(stack_dir)
     stacked = {c for members in stacks.values() for c in members}
     return stacks, [(name, config) for name, config in todo if name not in stacked], stale

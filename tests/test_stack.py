@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -341,7 +342,7 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
                             "sparsity": s, "epochs": 2, "limit_train": 640, "val_size": 100,
                             "data_dir": str(data_dir)}) for s in (0.5, 0.9)]
-    with pytest.raises(ConfigError, match="holds a checkpoint this stack cannot continue"):
+    with pytest.raises(ConfigError, match="history that this stack cannot continue"):
         run_stack(configs, stale, [stale / "a", stale / "b"])
     assert tree(stale) == old_stack
     # a folder another process trains in (a --stack-file run by hand) is not renamed under it
@@ -350,6 +351,38 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     with locked(stale, "held as a --stack-file run holds it"):
         with pytest.raises(ConfigError, match="is in use by another process"):
             set_aside(stale, "cannot be continued")
+    assert tree(stale) == old_stack
+
+
+def test_a_sweep_extended_after_its_stack_checkpoint_is_gone_keeps_the_old_history(
+        tmp_path, data_dir, capsys):
+    """A committed sweep keeps its stack's history (``metrics.csv``) but not its checkpoint.
+    Extended with two sparsities, it trains them as a new stack of the same variant and seed:
+    the old stack's folder is set aside (STACK.stale-1, byte for byte), its cells' results
+    name it there, and the new stack logs into a folder of its own; ``run_stack`` itself
+    refuses a folder holding such a history, touching nothing."""
+    argv = fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=1)
+    out = tmp_path / "out"
+    assert main([*argv, "--sweep-out", str(out)]) == 0
+    stack_dir = out / "stacks" / "subsetsum-identity-seed0"
+    shutil.rmtree(stack_dir / "checkpoints")
+    old_stack = tree(stack_dir)
+    assert main([*argv, "--sweep-out", str(out), "--sweep-sparsities", "0.5,0.7,0.8,0.9"]) == 0
+    assert "stack subsetsum-identity-seed0 cannot be continued" in capsys.readouterr().out
+    stale = stack_dir.with_name(f"{stack_dir.name}.stale-1")
+    assert tree(stale) == old_stack
+    for s in (0.5, 0.9):
+        results = json.loads((out / "cells" / f"subsetsum-identity-s{s}-e1-seed0"
+                              / "results.json").read_text())
+        assert results["stack"]["dir"] == str(stale)
+    with open(stack_dir / "metrics.csv") as f:
+        members = {k.split("/")[0] for k in next(csv.reader(f)) if "/" in k}
+    assert members == {"subsetsum-identity-s0.7-e1-seed0", "subsetsum-identity-s0.8-e1-seed0"}
+    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
+                            "sparsity": s, "epochs": 1, "limit_train": 640, "val_size": 100,
+                            "data_dir": str(data_dir)}) for s in (0.5, 0.9)]
+    with pytest.raises(ConfigError, match="history that this stack cannot continue"):
+        run_stack(configs, stale, [tmp_path / "a", tmp_path / "b"])
     assert tree(stale) == old_stack
 
 
