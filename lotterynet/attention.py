@@ -22,13 +22,14 @@ import torch
 from torch import nn
 
 from .distributions import float32_draws, seeded_generator
-from .layers import SubnetLinear, _SubnetLayer, check_float_dtype
+from .layers import SubnetLinear, _SubnetLayer, check_float_dtype, record_frozen
+from .masking import MaskedSparsity
 from .structures import check_positive_int
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
-class SubnetMultiheadAttention(nn.MultiheadAttention):
+class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
     """Drop-in for ``nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, add_bias_kv,
     add_zero_attn, kdim, vdim, batch_first, device, dtype)``; ``layer_options``
     (``sparsity``, ``structure``, ``init``, ``kept``, ...) go to the four projections.
@@ -79,6 +80,7 @@ class SubnetMultiheadAttention(nn.MultiheadAttention):
         dtype = dtype or default
         if device is not None or dtype != torch.float32:
             self.to(device=device, dtype=dtype)
+        record_frozen(self)
 
     # What nn.MultiheadAttention.forward reads, computed from the projections.
     in_proj_weight = None

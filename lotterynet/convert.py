@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import inspect
 import itertools
 import numbers
 from collections.abc import Callable, Iterable, Sequence
@@ -41,13 +42,13 @@ from dataclasses import dataclass, field
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .distributions import check_seed, layer_seed
-from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
+from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, record_frozen
 from .masking import check_module
 from .registry import Registry
 
@@ -162,6 +163,24 @@ def _plain_numbers(value):
     return value
 
 
+#: What ``convert`` passes on to every subnet layer: the layers' keyword options but those it
+#: sets itself (a layer takes the dtype and device of the layer it replaces).
+LAYER_OPTIONS = tuple(name for name, p in inspect.signature(SubnetLinear).parameters.items()
+                      if p.kind is p.KEYWORD_ONLY
+                      and name not in ("sparsity", "init", "structure", "seed"))
+
+
+def _check_layer_options(options: dict) -> None:
+    unknown = next((key for key in options if key not in LAYER_OPTIONS), None)
+    if unknown in ("dtype", "device"):
+        raise ValueError(f"convert takes no {unknown}: each subnet layer takes the {unknown} of "
+                         f"the layer it replaces; move the model (model.to(...)) before or "
+                         f"after converting it")
+    if unknown is not None:
+        raise ValueError(f"convert: unknown option {unknown!r}; the layer options are "
+                         f"{', '.join(LAYER_OPTIONS)}")
+
+
 def _patterns(patterns, what: str) -> tuple[str, ...]:
     if isinstance(patterns, str):
         return (patterns,)
@@ -196,6 +215,12 @@ def _check_hooks(module: nn.Module, name: str) -> None:
         raise ValueError(f"module {name!r} has a {reparametrisations[0]} reparametrisation of the "
                          "weight that the frozen random weights replace; remove it first "
                          f"(torch.nn.utils.{function})")
+    pruned = next((hook._tensor_name for hook in module._forward_pre_hooks.values()
+                   if isinstance(hook, prune.BasePruningMethod)), None)
+    if pruned is not None:
+        raise ValueError(f"module {name!r} has a torch.nn.utils.prune mask ({pruned}_mask), "
+                         "which the subnet layer's masks replace; remove it first "
+                         f"(torch.nn.utils.prune.remove(module, {pruned!r}))")
     state_hooks = [attr for attr in STATE_HOOKS if getattr(module, attr)]
     if state_hooks:
         raise ValueError(f"module {name!r} has {state_hooks[0].strip('_').replace('_', ' ')}, "
@@ -239,6 +264,7 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
     for param_name, p in layer.named_parameters():
         if param_name.rpartition(".")[2] in ("bias", "bias_k", "bias_v"):
             p.requires_grad_(bias.trainable)
+    record_frozen(layer)
     layer.train(module.training)
     weight = next(module.parameters())  # the replaced layer's device and float dtype
     return move_hooks(module, layer.to(weight.device,
@@ -259,8 +285,9 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     Subnet layers (converted before) are left alone; a call that selects no other layer to
     convert is refused. Only selected modules are touched: replaced, batch-norm mode applied,
     other parameters frozen (``others``).
-    ``layer_options`` go to every subnet layer (``init_kwargs``, ``pairs``, ``activation``,
-    ``shared``, ``fan_in``, ``kept``, ``ties``). Returns ``model`` (or the subnet layer, if
+    ``layer_options`` go to every subnet layer (:data:`LAYER_OPTIONS`: ``init_kwargs``,
+    ``pairs``, ``activation``, ``shared``, ``hidden``, ``kept``, ``ties``, ``fan_in``,
+    ``score_init``); any other is refused. Returns ``model`` (or the subnet layer, if
     ``model`` itself is a layer).
 
     The frozen random weights of a replaced layer are drawn anew (from ``init``, by default the
@@ -269,6 +296,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     result (:data:`CONVERT_RECORD`) so that a ticket can replay it.
     """
     check_module(model, "convert")
+    _check_layer_options(layer_options)
     seed = check_seed(seed)
     sparsity, layer_options = _plain_numbers(sparsity), _plain_numbers(layer_options)
     bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import math
 import numbers
 
@@ -39,6 +40,11 @@ def sample_weights(name: str, shape, fan_in: int, generator=None, **options) -> 
 
     sampler = DISTRIBUTIONS.get(name)
     check_positive_int("fan_in", fan_in)
+    takes = list(inspect.signature(sampler).parameters)[3:]  # after (shape, fan_in, generator)
+    unknown = [key for key in options if key not in takes]
+    if unknown:
+        raise ValueError(f"init {name!r} takes no option {unknown[0]!r} (init_kwargs); its "
+                         f"options: {', '.join(takes) or 'none'}")
     return sampler(tuple(shape), fan_in, generator, **options)
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import float32_draws, seeded_generator
-from .masking import MaskedWeight, masked_weights
+from .masking import MaskedSparsity, MaskedWeight
 from .structures import STRUCTURES, LayerOp, TargetShape, check_positive_int
 
 
@@ -25,7 +25,19 @@ def check_float_dtype(dtype) -> None:
                          f"torch.bfloat16, torch.float32, torch.float64), got {dtype!r}")
 
 
-class _SubnetLayer(nn.Module):
+def record_frozen(layer: nn.Module) -> None:
+    """Note on ``layer``, and on each subnet layer inside it, which of its parameters are
+    frozen as it is made (``frozen_as_built``, names relative to the layer): the ones a ticket
+    regenerates from the seed (:mod:`lotterynet.ticket`), whatever ``requires_grad`` says when
+    it is saved. Called where a layer is made and where :func:`~lotterynet.convert.convert`
+    sets its biases' ``requires_grad``."""
+    for module in layer.modules():
+        if module is layer or isinstance(module, _SubnetLayer):
+            module.frozen_as_built = frozenset(name for name, p in module.named_parameters()
+                                               if not p.requires_grad)
+
+
+class _SubnetLayer(MaskedSparsity, nn.Module):
     """Shared machinery: build the structure, hold the (frozen) bias, hand the structure the
     layer's map ``_op(x, weight, bias)`` as a :class:`~lotterynet.structures.LayerOp`.
 
@@ -72,22 +84,7 @@ class _SubnetLayer(nn.Module):
         dtype = dtype or default
         if device is not None or dtype != torch.float32:
             self.to(device=device, dtype=dtype)
-
-    @property
-    def sparsity(self) -> float:
-        """Fraction of this layer's maskable weights that are pruned."""
-        tensors = masked_weights(self)
-        return 1.0 - sum(m.kept for m in tensors) / sum(m.weight.numel() for m in tensors)
-
-    @sparsity.setter
-    def sparsity(self, value: float) -> None:
-        for m in masked_weights(self):
-            m.sparsity = value
-
-    @property
-    def density(self) -> float:
-        """Fraction of this layer's maskable weights that are kept (1 − sparsity)."""
-        return 1.0 - self.sparsity
+        record_frozen(self)
 
     @property
     def weight(self) -> torch.Tensor:

@@ -564,8 +564,9 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     resume = checkpoint if resumes(record, names, configs, cell_dirs) else None
     if resume is None and holds_a_stack(stack_dir):
         raise ConfigError(f"stack folder {str(stack_dir)!r} holds an earlier stack's "
-                          f"checkpoint or history that this stack cannot continue ({CANNOT_CONTINUE}); give this stack a folder of "
-                          f"its own, or move that one away")
+                          f"checkpoint or history that this stack cannot continue "
+                          f"({CANNOT_CONTINUE}); give this stack a folder of its own, or move "
+                          f"that one away")
     budget = max(c.epochs for c in configs)
     resumed = (resume, record.checkpoint) if resume else None
     if resumed:

@@ -92,22 +92,31 @@ def _masked_modules(model: nn.Module) -> dict[str, MaskedWeight]:
     return {n: m for n, m in model.named_modules() if isinstance(m, MaskedWeight)}
 
 
-def _split_state(model: nn.Module, from_spec: bool) -> tuple[dict, dict]:
-    """``(regenerated, stored)``: the frozen parameters the load regenerates (all of them for
-    a spec-built model, else those inside subnet layers) and the parameters and buffers a
-    ticket stores (everything else, except the scores and their ``k``: the masks hold both)."""
+def frozen_as_built(model: nn.Module, from_spec: bool) -> set[str]:
+    """The parameters a ticket of ``model`` regenerates: those a fresh build of it freezes.
+    For a spec-built model, all that its spec (and the recorded ``convert`` calls) freeze, read
+    off a build on the ``meta`` device; for any other, those its subnet layers froze when they
+    were made (:func:`~lotterynet.layers.record_frozen`). Never the live ``requires_grad``: a
+    model frozen for inference (``requires_grad_(False)``) still stores its trained biases."""
+    if from_spec:
+        header = {"spec": recorded_spec(model), "converts": _convert_calls(model)}
+        with _offline(), torch.device("meta"):
+            probe = _rebuild(header, None)
+        return {name for name, p in probe.named_parameters() if not p.requires_grad}
+    return {f"{prefix}.{name}".lstrip(".") for prefix, m in model.named_modules()
+            if isinstance(m, SUBNET_MODULES) for name in m.frozen_as_built}
+
+
+def _split_state(model: nn.Module, frozen: set[str]) -> tuple[dict, dict]:
+    """``(regenerated, stored)``: the parameters in ``frozen`` (:func:`frozen_as_built`),
+    which the load regenerates, and the parameters and buffers a ticket stores (everything
+    else, except the scores and their ``k``: the masks hold both)."""
     in_masks = {f"{n}.{what}" for n in _masked_modules(model)
                 for what in ("scores", "_extra_state")}
-    inside = {f"{n}." for n, m in model.named_modules() if isinstance(m, SUBNET_MODULES)}
     regenerated, stored = {}, {}
     for name, value in model.state_dict(keep_vars=True).items():
-        if name in in_masks:
-            continue
-        frozen = isinstance(value, nn.Parameter) and not value.requires_grad
-        if frozen and (from_spec or any(name.startswith(prefix) for prefix in inside)):
-            regenerated[name] = value
-        else:
-            stored[name] = value
+        if name not in in_masks:
+            (regenerated if name in frozen else stored)[name] = value
     return regenerated, stored
 
 
@@ -135,7 +144,8 @@ def _saved_dtype(regenerated: dict, digest: str) -> torch.dtype | None:
 def frozen_digest(model: nn.Module) -> str:
     """sha256 over the names and bytes of the frozen parameters a load of ``model``'s ticket
     regenerates."""
-    return tensors_digest(_split_state(model, recorded_spec(model) is not None)[0])
+    from_spec = recorded_spec(model) is not None
+    return tensors_digest(_split_state(model, frozen_as_built(model, from_spec))[0])
 
 
 def _convert_calls(model: nn.Module) -> list[dict]:
@@ -168,7 +178,15 @@ def save_ticket(model: nn.Module, path) -> int:
         raise ValueError(f"tensor {meta!r} is on the meta device, which holds no values: "
                          f"nothing to save as a ticket (build or load the model's values first)")
     spec = recorded_spec(model)
-    regenerated, stored = _split_state(model, spec is not None)
+    regenerated, stored = _split_state(model, frozen_as_built(model, spec is not None))
+    thawed = next((name for name, p in regenerated.items() if p.requires_grad), None)
+    if thawed is not None:
+        raise ValueError(f"parameter {thawed!r} requires grad, but the model is built with it "
+                         f"frozen, so a ticket regenerates it from the seed: freeze it again "
+                         f"(model.get_parameter({thawed!r}).requires_grad_(False)) before "
+                         f"save_ticket, or make it "
+                         f"trainable where the model is made (convert(bias=, batchnorm=, "
+                         f"others='trainable')) so that the ticket stores it")
     payload = _Payload()
     masks = {}
     for name, m in masked.items():
@@ -186,23 +204,24 @@ def save_ticket(model: nn.Module, path) -> int:
     return ticket_file.write(path, header, b"".join(payload.chunks))
 
 
-def _entries(model: nn.Module, from_spec: bool) -> dict[str, dict]:
+def _entries(model: nn.Module, frozen: set[str]) -> dict[str, dict]:
     """What the model's ticket would list: ``{"masks": {name: shape}, "tensors": {name:
     [dtype, shape]}}``."""
-    stored = _split_state(model, from_spec)[1]
+    stored = _split_state(model, frozen)[1]
     return {"masks": {n: list(m.weight.shape) for n, m in _masked_modules(model).items()},
             "tensors": {n: [str(t.dtype).removeprefix("torch."), list(t.shape)]
                         for n, t in stored.items()}}
 
 
-def _check_fits(model: nn.Module, header: dict, path, any_float: bool = False) -> None:
+def _check_fits(model: nn.Module, header: dict, path, frozen: set[str],
+                any_float: bool = False) -> None:
     """Refuse a model whose masks or stored tensors differ from the ticket's, naming the
     first that differs; with ``any_float`` (a spec's model before it takes the dtype it was
     saved in) a floating tensor may be in another floating dtype."""
     def dtype(name: str) -> str:
         return "floating" if any_float and DTYPES[name].is_floating_point else name
 
-    model_side = _entries(model, header["spec"] is not None)
+    model_side = _entries(model, frozen)
     if header["masks"] and not model_side["masks"] and not header.get("converts"):
         raise TicketError(f"{path}: the model has no subnet layers and the ticket records no "
                           "convert() call to replay (saved from a part of a converted model?): "
@@ -264,7 +283,8 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int) 
         what = "spec builds" if model is None else "convert() calls build"
         raise TicketError(f"{path}: the ticket's {what} a model of {nbytes} bytes, over the "
                           f"limit max_bytes={max_bytes}")
-    _check_fits(probe, header, path, any_float=True)
+    _check_fits(probe, header, path, frozen_as_built(probe, header["spec"] is not None),
+                any_float=True)
     return _rebuild(header, model)
 
 
@@ -335,7 +355,8 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
         raise
     except Exception as error:  # the spec and convert arguments are untrusted input
         raise TicketError(f"{path}: the ticket's model does not build ({error!r})") from error
-    regenerated = _split_state(model, from_spec)[0]
+    frozen = frozen_as_built(model, from_spec)
+    regenerated = _split_state(model, frozen)[0]
     same = tensors_digest(regenerated) == header["frozen_sha256"]
     saved_in = None if same else _saved_dtype(regenerated, header["frozen_sha256"])
     if saved_in is not None and not built:
@@ -343,8 +364,8 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
                           f"model.to({saved_in})")
     if saved_in is not None:  # as saved: the spec's model after .to(dtype), digest and all
         model = model.to(saved_in)
-    _check_fits(model, header, path)
-    stored = _split_state(model, from_spec)[1]
+    _check_fits(model, header, path, frozen)
+    stored = _split_state(model, frozen)[1]
     if not same and saved_in is None:
         raise TicketError(f"{path}: rebuilding the model gave different frozen random weights "
                           "than when the ticket was saved (different torch, timm or lotterynet "

@@ -58,6 +58,19 @@ def test_converted_attention_equals_the_original_at_sparsity_0(options, call):
     assert weights is None or torch.equal(weights, ref_weights)
 
 
+def test_attention_sparsity_is_its_projections():
+    """``sparsity`` / ``density`` of subnet attention are over its four projections, and
+    setting the sparsity sets all four (it was a plain attribute: a no-op)."""
+    attention = ln.SubnetMultiheadAttention(8, 2, kdim=4, seed=0, sparsity=0.5)
+    assert (attention.sparsity, attention.density) == (0.5, 0.5)
+    attention.sparsity = 0.75
+    assert [m.k for m in ln.masked_weights(attention)] == [16, 8, 16, 16]
+    assert attention.sparsity == 1 - 56 / 224 and attention.density == 56 / 224
+    with pytest.raises(ValueError, match="keeps no weight of a tensor with 32 entries"):
+        attention.sparsity = 0.99  # q_proj (64 entries) could keep one; k_proj (32) none
+    assert [m.k for m in ln.masked_weights(attention)] == [16, 8, 16, 16]
+
+
 def test_self_attention_and_causal():
     original = nn.MultiheadAttention(E, HEADS, batch_first=True).double().eval()
     converted = convert(copy.deepcopy(original), sparsity=0.0, seed=0).double()

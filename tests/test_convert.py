@@ -1,4 +1,5 @@
 import fnmatch
+import re
 
 import pytest
 import torch
@@ -315,12 +316,30 @@ def test_hooks_on_a_replaced_layer_are_the_new_layers():
     (lambda m: nn.utils.parametrizations.weight_norm(m),
      "parametrizations of weight.*remove_parametrizations"),
     (lambda m: nn.utils.spectral_norm(m), "SpectralNorm.*remove_spectral_norm"),
-    (lambda m: m._register_state_dict_hook(lambda *a: None), "state dict hooks")])
+    (lambda m: m._register_state_dict_hook(lambda *a: None), "state dict hooks"),
+    (lambda m: nn.utils.prune.l1_unstructured(m, "weight", amount=0.5),
+     r"a torch\.nn\.utils\.prune mask \(weight_mask\).*"
+     r"torch\.nn\.utils\.prune\.remove\(module, 'weight'\)")])
 def test_hooks_written_for_the_replaced_parameters_are_refused(reparametrise, words):
     model = small_model()
     reparametrise(model[4])
     with pytest.raises(ValueError, match=f"module '4' has .*{words}"):
         convert(model, sparsity=0.5)
+    assert type(model[0]) is nn.Conv2d and isinstance(model[4], nn.Linear)
+
+
+@pytest.mark.parametrize("option, words", [
+    (dict(dtype=torch.float64), "convert takes no dtype: each subnet layer takes the dtype of "
+                                "the layer it replaces"),
+    (dict(device="meta"), "convert takes no device: each subnet layer takes the device of"),
+    (dict(pair=3), "convert: unknown option 'pair'; the layer options are init_kwargs, pairs, "),
+])
+def test_an_option_no_layer_takes_is_refused(option, words):
+    """dtype / device were passed to the layers and then overridden by the replaced layer's
+    (later a JSON error at save_ticket, or NotImplementedError on the meta device)."""
+    model = small_model()
+    with pytest.raises(ValueError, match=re.escape(words)):
+        convert(model, sparsity=0.5, **option)
     assert type(model[0]) is nn.Conv2d and isinstance(model[4], nn.Linear)
 
 

@@ -128,6 +128,15 @@ def test_sparsity_property_updates_every_tensor():
     assert layer.sparsity == pytest.approx(1 - 44 / 440)
 
 
+def test_a_sparsity_one_tensor_refuses_changes_no_tensor():
+    """Malach's v (4 entries) cannot keep 10 % of its weights; u (80) could: the refusal names
+    v's bound, and u keeps its k (it was changed before v refused)."""
+    layer = ln.SubnetLinear(20, 1, structure="malach", hidden=4, sparsity=0.5)
+    with pytest.raises(ValueError, match="sparsity 0.9 keeps no weight of a tensor with 4 "):
+        layer.sparsity = 0.9
+    assert [m.k for m in ln.masked_weights(layer)] == [40, 2]
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(structure="wide"),
      r"unknown structure 'wide'; valid choices: dacunha, dense, fixedsize, malach, orseau, "
@@ -138,6 +147,10 @@ def test_sparsity_property_updates_every_tensor():
     (dict(structure="subsetsum", pairs=2.5), r"pairs must be a positive integer, got 2\.5"),
     (dict(structure="fixedsize", shared="False"), r"shared must be True or False, got 'False'"),
     (dict(init="glorot"), r"unknown weight distribution \(init\) 'glorot'"),
+    (dict(init="hyperbolic", init_kwargs={"alpa": 0.1}),
+     r"init 'hyperbolic' takes no option 'alpa' \(init_kwargs\); its options: alpha, beta"),
+    (dict(init="uniform", init_kwargs={"std": 1}),
+     r"init 'uniform' takes no option 'std' \(init_kwargs\); its options: none"),
     (dict(sparsity=1.0), r"must be in \[0, 1\), got 1\.0"),
     (dict(dtype=torch.complex64), r"dtype must be a floating-point torch\.dtype \(torch\.float16, "
                                   r".*got torch\.complex64"),

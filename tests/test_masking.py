@@ -326,6 +326,16 @@ def test_count_ones_is_exact_past_the_integers_of_float32():
     assert int(count_ones(mask.bool())) == 1234
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_mask_keeps_exactly_k_among_many_ties(dtype):
+    """4097 tied entries and k = 4096: the mask's own float cannot count them (a bfloat16 or
+    float16 sum of 4097 ones is 4096), yet the mask keeps exactly k, the lowest indices."""
+    magnitudes = torch.cat([torch.ones(4097), torch.zeros(100)])
+    mask = topk_mask(magnitudes, 4096, dtype=dtype)
+    assert mask.dtype == dtype and int(mask.double().sum()) == 4096
+    assert torch.equal(mask.bool(), torch.arange(4197) < 4096)
+
+
 @pytest.mark.parametrize("ties", ["low", "high"])
 @pytest.mark.parametrize("n, k", [(10000, 1), (10000, 9999), (20000, 10000), (60000, 6000)])
 def test_hinted_selection_keeps_exactly_what_the_plain_one_keeps(n, k, ties):

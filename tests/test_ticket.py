@@ -76,6 +76,22 @@ def test_round_trip_is_bit_identical(tmp_path, spec, x):
     assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), x)
 
 
+def test_a_model_frozen_for_inference_saves_its_trained_tensors(tmp_path):
+    """``requires_grad_(False)`` before saving changes nothing: the trained biases and batch
+    norms are stored (what a rebuild freezes is regenerated, not what is frozen now). A weight
+    the build freezes but that requires grad now is refused, naming it, and nothing written."""
+    spec = {**CNN, "bias": "trainable", "batchnorm": "trainable"}
+    model = trained(spec, IMAGES).requires_grad_(False)
+    save_ticket(model, tmp_path / "t.ticket")
+    assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), IMAGES)
+    thawed = next(n for n, p in model.named_parameters() if n.endswith("structure.weight.weight"))
+    model.get_parameter(thawed).requires_grad_(True)
+    with pytest.raises(ValueError, match=rf"parameter '{re.escape(thawed)}' requires grad, but "
+                                         "the model is built with it frozen"):
+        save_ticket(model, tmp_path / "u.ticket")
+    assert not (tmp_path / "u.ticket").exists()
+
+
 def test_global_topk_ks_survive(tmp_path):
     model = trained({**MLP, "activation": "identity"}, VECTORS)
     ks = ln.global_topk(model, 0.8)

@@ -69,8 +69,11 @@ def converted(make, options):
     return model
 
 
+@pytest.mark.parametrize("frozen", [False, True], ids=["as-trained", "frozen-for-inference"])
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_converted_model_round_trip_is_bit_identical(tmp_path, case):
+def test_converted_model_round_trip_is_bit_identical(tmp_path, case, frozen):
+    """Saved as trained, or after ``requires_grad_(False)`` (frozen for inference: the
+    trained biases, norms and batch norms are still stored, not taken for frozen ones)."""
     make, x, options = case
     model = converted(make, options)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
@@ -80,8 +83,12 @@ def test_converted_model_round_trip_is_bit_identical(tmp_path, case):
         model(x).logsumexp(-1).sum().backward()
         opt.step()
     model.eval()
+    if frozen:
+        model.requires_grad_(False)
     save_ticket(model, tmp_path / "t.ticket")
     loaded = load_ticket(tmp_path / "t.ticket", model=make()).eval()
+    if frozen:  # like the saved model: attention's kernels may differ once nothing needs grad
+        loaded.requires_grad_(False)
     assert torch.equal(loaded(x), model(x))
     masks = {n: m.mask() for n, m in model.named_modules() if isinstance(m, ln.MaskedWeight)}
     assert masks and all(torch.equal(loaded.get_submodule(n).mask(), mask)
