@@ -25,7 +25,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
             flag, equals, value = arg.partition("=")  # (--out=runs/a= is a value)
             if arg.startswith("--") and equals and not value:  # --out=
                 self.error(f"{flag} is empty; leave it out for its default")
-            if arg == "" and before.startswith("-"):  # --out ""
+            if arg == "" and before.startswith("-") and before != "--":  # --out ""
                 self.error(f"{before} is empty; leave it out for its default")
             if arg == "":
                 self.error("an argument is empty (''); drop it or fill it in")

@@ -359,6 +359,7 @@ def test_targets_resume_refuses_another_recipes_checkpoint(tmp_path, data_dir, c
     ("approximate", ["fc2", "--out="], "--out is empty"),
     ("targets", ["pensia_fc2", "--data-dir", ""], "--data-dir is empty"),
     ("targets", [""], "an argument is empty"),
+    ("targets", ["--", ""], "an argument is empty"),  # was: "-- is empty"
     ("theory", ["study", "--out", ""], "--out is empty"),
 ])
 def test_module_commands_refuse_an_empty_value(command, argv, said, tmp_path, capsys,
