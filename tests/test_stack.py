@@ -316,6 +316,18 @@ def tree(folder: Path) -> dict:
             if p.is_file()}
 
 
+def assert_run_stack_refuses(folder: Path, data_dir, epochs: int, cells: list[Path]) -> None:
+    """``run_stack`` refuses ``folder``, which holds another stack's checkpoint or history,
+    before writing anything into it."""
+    before = tree(folder)
+    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
+                            "sparsity": s, "epochs": epochs, "limit_train": 640,
+                            "val_size": 100, "data_dir": str(data_dir)}) for s in (0.5, 0.9)]
+    with pytest.raises(ConfigError, match="history that this stack cannot continue"):
+        run_stack(configs, folder, cells)
+    assert tree(folder) == before
+
+
 def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data_dir, capsys):
     """The same stacked sweep run again with another lr: its stack checkpoint (same member
     names) is another stack's, so the stack starts over in a fresh folder (the old one kept as
@@ -339,11 +351,7 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     assert sweep_rows(rerun) == sweep_rows(fresh)
     with open(rerun / "cells" / "subsetsum-identity-s0.5-e2-seed0" / "metrics.csv") as f:
         assert [float(r["lr"]) for r in csv.DictReader(f) if r["lr"]] == [0.1, 0.05]
-    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
-                            "sparsity": s, "epochs": 2, "limit_train": 640, "val_size": 100,
-                            "data_dir": str(data_dir)}) for s in (0.5, 0.9)]
-    with pytest.raises(ConfigError, match="history that this stack cannot continue"):
-        run_stack(configs, stale, [stale / "a", stale / "b"])
+    assert_run_stack_refuses(stale, data_dir, epochs=2, cells=[stale / "a", stale / "b"])
     assert tree(stale) == old_stack
     # a folder another process trains in (a --stack-file run by hand) is not renamed under it
     from lotterynet.sweep import set_aside
@@ -378,11 +386,7 @@ def test_a_sweep_extended_after_its_stack_checkpoint_is_gone_keeps_the_old_histo
     with open(stack_dir / "metrics.csv") as f:
         members = {k.split("/")[0] for k in next(csv.reader(f)) if "/" in k}
     assert members == {"subsetsum-identity-s0.7-e1-seed0", "subsetsum-identity-s0.8-e1-seed0"}
-    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
-                            "sparsity": s, "epochs": 1, "limit_train": 640, "val_size": 100,
-                            "data_dir": str(data_dir)}) for s in (0.5, 0.9)]
-    with pytest.raises(ConfigError, match="history that this stack cannot continue"):
-        run_stack(configs, stale, [tmp_path / "a", tmp_path / "b"])
+    assert_run_stack_refuses(stale, data_dir, epochs=1, cells=[tmp_path / "a", tmp_path / "b"])
     assert tree(stale) == old_stack
 
 
