@@ -41,7 +41,7 @@ from . import theory
 from .checkpointing import savefig_atomic, write_text_atomic
 from .constructions import construct_model, effective_errors, product_network, subset_sum
 from .data import load_split
-from .errors import REPORTED, ConfigError, OneLineErrorParser, exit_code, message
+from .errors import REPORTED, ConfigError, OneLineErrorParser, exit_code, message, unread_option
 from .machine import cpu_name
 from .params import count_params
 from .targets import RECIPES, trained_target
@@ -159,7 +159,7 @@ def measure(sweep: Sweep, size: int, seed: int, part: nn.Sequential, head: nn.Se
         "params": count_params(model),
     }
     if subset_family:
-        row["all_coefficients_wrong_sign"] = total(stats, "all_coefficients_wrong_sign")
+        row[WRONG_SIGN] = total(stats, WRONG_SIGN)
         row["coefficient_ranges"] = [s["coefficient_range"] for s in stats]
     return row
 
@@ -254,6 +254,8 @@ TARGET_KEYS = {"test_accuracy": float, "paper_test_accuracy": float, "epochs": i
                "paper_epochs": int}
 CURVE_KEYS = {**ROW_KEYS, "hidden_layer1": int, "weight_error_max": float,
               "weight_error_median": float, "output_relative_error_max": float}
+#: The rows of the subset-sum family carry it (every row of a file, or none).
+WRONG_SIGN = "all_coefficients_wrong_sign"
 
 
 def fields_fault(mapping, kinds: dict, where: str) -> str | None:
@@ -291,8 +293,9 @@ def table_fault(data: dict) -> str | None:
         return f"net {data.get('net')!r} is none of {', '.join(LAYERS)}"
     fault = fields_fault(data, TABLE_KEYS, "a file") or fields_fault(
         data["target"], TARGET_KEYS, "a target")
+    signs = {WRONG_SIGN: int} if any(WRONG_SIGN in row for row in data["rows"]) else {}
     for row in data["rows"]:
-        fault = fault or fields_fault(row, CURVE_KEYS, "a row") or fields_fault(
+        fault = fault or fields_fault(row, {**CURVE_KEYS, **signs}, "a row") or fields_fault(
             row.get("params"), {"kept": int}, "a row's params")
     return fault
 
@@ -436,8 +439,7 @@ def curve_markdown(r: dict) -> str:
     err = curve(r["rows"], "weight_error_max")
     med = curve(r["rows"], "weight_error_median")
     rel = curve(r["rows"], "output_relative_error_max")
-    sign = (curve(r["rows"], "all_coefficients_wrong_sign")
-            if "all_coefficients_wrong_sign" in r["rows"][0] else None)
+    sign = curve(r["rows"], WRONG_SIGN) if WRONG_SIGN in r["rows"][0] else None
     t = r["target"]
     text = (f"\n### {r['net']} / {r['dataset']}: {r['construction']} — {r['paper']}\n\n"
             f"Target {100 * t['test_accuracy']:.2f} % (paper {100 * t['paper_test_accuracy']:.2f}"
@@ -512,23 +514,18 @@ def run_table(args) -> None:
     print(text)
 
 
-FLAGS_READ = {"fc2": {"data_dir", "seeds", "only", "sizes", "target_epochs"},
-              "lenet5": {"data_dir", "seeds", "only", "sizes", "target_epochs", "datasets"},
-              "table": set()}
-"""The options each experiment reads (``--out`` is read by all): any other given is refused,
-not ignored."""
+FLAGS_READ = {"fc2": {"out", "data_dir", "seeds", "only", "sizes", "target_epochs"},
+              "lenet5": {"out", "data_dir", "seeds", "only", "sizes", "target_epochs",
+                         "datasets"},
+              "table": {"out"}}
+"""The options each experiment reads: any other given is refused, not ignored."""
 
 
 def check_options(args) -> None:
     """Refuse, before any work, options the experiment would not read or could not use."""
-    given = [k for k in FLAGS_READ["lenet5"] if getattr(args, k) is not None]
-    unread = [k for k in given if k not in FLAGS_READ[args.experiment]]
+    unread = unread_option(args, FLAGS_READ, args.experiment)
     if unread:
-        flag = "--" + unread[0].replace("_", "-")
-        raise ConfigError(f"{flag} is not read by {args.experiment}; it reads "
-                          + (", ".join("--" + k.replace("_", "-")
-                                       for k in sorted(FLAGS_READ[args.experiment]))
-                             or "only --out"))
+        raise ConfigError(unread)
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     if args.experiment == "fc2" and args.target_epochs and len(args.target_epochs) != 1:

@@ -84,13 +84,15 @@ class RunConfig:
     data_dir: str | None = _opt(None, "folder with the data in torchvision's layout (default: "
                                 "$LOTTERYNET_DATA, else ./data; downloaded if missing and online)")
     val_size: int = _opt(5000, "validation examples held out from the TRAIN set (fixed split)")
-    limit_train: int | None = _opt(None, "train on only the first N training examples")
+    limit_train: int | None = _opt(None, "train on only N training examples: the first N of "
+                                   "a fixed shuffle of the training split (the same N for "
+                                   "every seed)")
     # optimisation (Pensia et al., Experiment 2)
     epochs: int = _opt(10, "training epochs")
     stop_after: int | None = _opt(None, "stop after this many epochs, untested, leaving the "
                                   "checkpoint to --resume (the schedule still spans --epochs)")
     lr: float | None = _opt(None, "learning rate (default: the architecture's paper recipe: "
-                            "0.1 FC nets and conv nets, 0.01 LeNet5)")
+                            "0.1 FC nets and conv nets, 0.01 LeNet5; 0.1 for timm models)")
     optimizer: str = _opt("sgd", "optimizer: sgd, adam (torch.optim.Adam, L2 weight decay) or "
                           "adamw (decoupled weight decay); Adam's betas are (momentum, 0.999)")
     momentum: float = _opt(0.9, "SGD momentum, Adam's beta1")
@@ -440,11 +442,12 @@ def make_config(values: dict) -> RunConfig:
 
 def examples_per_device(config: RunConfig) -> int:
     """Training examples each device sees per epoch (the split after ``val_size`` is held out
-    and ``limit_train`` applied, shared among the devices)."""
+    and ``limit_train`` applied, in equal shares among the devices: the remainder is left out,
+    as the sampler does, so that DDP steps stay in lock-step)."""
     from .data import DATASETS
 
     examples = DATASETS.get(config.dataset).train_size - config.val_size
-    return math.ceil(min(examples, config.limit_train or examples) / config.devices)
+    return min(examples, config.limit_train or examples) // config.devices
 
 
 def steps_per_epoch(config: RunConfig) -> int:
@@ -705,6 +708,15 @@ def check_numbers(config: RunConfig) -> None:
                           f"{train_size - config.val_size:,} training examples of "
                           f"{config.dataset} (val_size {config.val_size} held out); leave it "
                           f"out to train on all")
+    if examples_per_device(config) == 0:
+        given = (f"val_size {config.val_size}" if config.limit_train is None
+                 else f"limit_train {config.limit_train}")
+        raise ConfigError(f"{given} leaves some of the {config.devices} devices no training "
+                          f"example; give at least {config.devices} training examples, one "
+                          f"for each device")
+    if config.resume and config.overwrite:
+        raise ConfigError("--overwrite with --resume: a resume continues its run and never "
+                          "clears it; drop --overwrite, or start the run anew without --resume")
     if config.stop_after is not None and config.stop_after > config.epochs:
         raise ConfigError(f"stop_after {config.stop_after} is more than the run's "
                           f"{config.epochs} epochs; it stops a run before its end")

@@ -32,6 +32,19 @@ class OneLineErrorParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
+def unread_option(args: argparse.Namespace, reads: dict[str, set[str]], command: str
+                  ) -> str | None:
+    """The refusal of the first option given (not None) that ``command`` does not read, or
+    None; ``reads`` names the options each command reads: an option given to a command that
+    does not read it is refused, not ignored."""
+    given = sorted(k for k in set().union(*reads.values()) if getattr(args, k) is not None)
+    unread = [k for k in given if k not in reads[command]]
+    if not unread:
+        return None
+    flags = ["--" + name.replace("_", "-") for name in (unread[0], *sorted(reads[command]))]
+    return f"{flags[0]} is not read by {command}; it reads {', '.join(flags[1:])}"
+
+
 class ConfigError(ValueError):
     """A bad configuration value; the message is one line naming the value and the choices."""
 

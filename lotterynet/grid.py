@@ -39,6 +39,8 @@ from .config import (
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
+#: What makes a folder a sweep's: the sweep it runs, and the lock a running sweep holds.
+SWEEP_FILE, SWEEP_LOCK = "sweep.json", ".sweep.lock"
 SWEEP_KEYS = ("base", "variants", "sparsities", "epochs", "seeds", "baseline")
 #: The run keys the grid sets in every cell, and where a sweep lists their values.
 AXES = {"sparsity": "sparsities", "epochs": "epochs", "seed": "seeds"}

@@ -81,15 +81,15 @@ def resumed_history(resumed: Resumed | None) -> list[dict]:
     try:
         with open(source, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            rows = list(reader)
+            rows, columns = list(reader), reader.fieldnames  # (None: an empty file)
     except (UnicodeDecodeError, csv.Error) as err:
         raise CheckpointError(f"{source}, the history of the run being resumed, is not a CSV "
                               f"file ({err}); restore it, or move it away to resume without "
                               f"it") from None
-    if reader.fieldnames is not None and "step" not in reader.fieldnames:
+    if columns is not None and "step" not in columns:
         raise CheckpointError(f"{source}, the history of the run being resumed, has no header "
                               f"naming its columns (epoch, step, ...): its first line is "
-                              f"{','.join(reader.fieldnames)[:60]!r}; restore it, or move it "
+                              f"{','.join(columns)[:60]!r}; restore it, or move it "
                               f"away to resume without it")
     complete = []
     for line, row in enumerate(rows, start=2):

@@ -46,6 +46,7 @@ from .config import (
 )
 from .datamodule import TensorDataModule
 from .errors import CheckpointError, Interrupted, TrainingDiverged
+from .grid import SWEEP_FILE, SWEEP_LOCK
 from .lifetime import tie_launched_ranks
 from .loggers import WANDB_ID_FILE, finish_wandb, make_loggers
 from .machine import cpu_name, is_launched_worker
@@ -98,6 +99,11 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
         return
     check_output_dir(run_dir, "--out")
     check_not_folders(run_dir / file for file in END_FILES)
+    sweep = next((name for name in (SWEEP_FILE, SWEEP_LOCK) if (run_dir / name).exists()), None)
+    if sweep is not None:
+        raise ConfigError(f"--out {str(run_dir)!r} is a sweep's folder ({sweep} is there): a run "
+                          f"there would be mixed with its cells, and --overwrite would clear "
+                          f"them; choose another --out")
     if config.resume:
         source = checkpoint_run_dir(config.resume)
         for folder in dict.fromkeys((source, run_dir.resolve())):

@@ -66,7 +66,7 @@ from .config import (
 )
 from .datamodule import TensorDataModule
 from .errors import Interrupted, TrainingDiverged
-from .grid import BASELINE, Sweep, cell_name, sweep_dir_of
+from .grid import BASELINE, SWEEP_FILE, SWEEP_LOCK, Sweep, cell_name, sweep_dir_of
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import (
@@ -156,14 +156,11 @@ def cell_done(config: RunConfig, cell_dir: Path) -> bool:
     return changed_results(config, cell_dir) == []
 
 
-LOCK_FILE = ".sweep.lock"
-
-
 @contextlib.contextmanager
 def sweep_lock(sweep_dir: Path):
     """An exclusive lock on the sweep directory while the block runs (the system drops it when
     the process dies); refuses when another sweep holds it."""
-    with open(sweep_dir / LOCK_FILE, "a+") as lock:
+    with open(sweep_dir / SWEEP_LOCK, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -726,7 +723,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
     check_not_folders(sweep_dir / "cells" / name / file
                       for name in unfinished_cells(sweep, sweep_dir) for file in END_FILES)
-    write_json_atomic(dataclasses.asdict(sweep), sweep_dir / "sweep.json")
+    write_json_atomic(dataclasses.asdict(sweep), sweep_dir / SWEEP_FILE)
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     missing = unfinished_cells(sweep, sweep_dir)
     if not failed:  # never "sweep done" with a cell left out, whatever left it

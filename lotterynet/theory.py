@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .checkpointing import savefig_atomic
-from .errors import ConfigError, OneLineErrorParser
+from .errors import ConfigError, OneLineErrorParser, unread_option
 from .registry import Registry
 from .validate import check_output_dir
 
@@ -323,46 +323,52 @@ def check_png_path(parser: argparse.ArgumentParser, out: str) -> None:
         parser.error(str(err))
 
 
+#: Each command's defaults, and the options it reads: any other given is refused, not ignored.
+DEFAULTS = {"table": {"epsilon": 0.01, "delta": 0.01, "density": 0.1, "C": 3.0, "c_amp": 1.0,
+                      "spectral_norm": 1.0},
+            "study": {"epsilon": 0.05, "density": 0.5, "C": 3.0, "n_max": 20, "trials": 100,
+                      "out": "rss_study.png"}}
+READS = {"table": {"arch", "widths", *DEFAULTS["table"]}, "study": set(DEFAULTS["study"])}
+
+
 def main(argv=None) -> None:
     parser = OneLineErrorParser(prog="python -m lotterynet.theory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="table", choices=["table", "study"])
     parser.add_argument("--arch", choices=ARCHITECTURES.names())
     parser.add_argument("--widths", type=widths_list, help="layer widths, e.g. 784,500,10")
-    parser.add_argument("--epsilon", type=float, default=None,
-                        help="target accuracy (table: 0.01, study: 0.05)")
-    parser.add_argument("--delta", type=float, default=0.01)
-    parser.add_argument("--density", type=float, default=None,
+    parser.add_argument("--epsilon", type=float, help="target accuracy (table: 0.01, study: 0.05)")
+    parser.add_argument("--delta", type=float, help="table: failure probability (0.01)")
+    parser.add_argument("--density", type=float,
                         help="kept fraction: Natale's γ (table: 0.1), fixed-size k/n (study: 0.5)")
-    parser.add_argument("--C", type=float, default=3.0, help="Pensia / da Cunha constant")
-    parser.add_argument("--c-amp", type=float, default=1.0, help="Natale et al.'s c_amp")
-    parser.add_argument("--spectral-norm", type=float, default=1.0,
-                        help="bound on every ‖W_i‖_2 (Orseau et al.)")
-    parser.add_argument("--n-max", type=int, default=20, help="study: largest n (≤ 22)")
-    parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--out", default="rss_study.png")
+    parser.add_argument("--C", type=float, help="Pensia / da Cunha constant (3)")
+    parser.add_argument("--c-amp", type=float, help="table: Natale et al.'s c_amp (1)")
+    parser.add_argument("--spectral-norm", type=float,
+                        help="table: bound on every ‖W_i‖_2 (Orseau et al.; 1)")
+    parser.add_argument("--n-max", type=int, help="study: largest n (≤ 22; 20)")
+    parser.add_argument("--trials", type=int, help="study: trials per n (100)")
+    parser.add_argument("--out", help="study: the figure (rss_study.png)")
     args = parser.parse_args(argv)
-    studying = args.command == "study"
-    defaults = {"epsilon": 0.05 if studying else 0.01, "density": 0.5 if studying else 0.1}
-    for name, default in defaults.items():
+    unread = unread_option(args, READS, args.command)
+    if unread:
+        parser.error(unread)
+    for name, default in DEFAULTS[args.command].items():
         if getattr(args, name) is None:
             setattr(args, name, default)
+    studying = args.command == "study"
     unit, constant = f"a number in [{SMALLEST:g}, 1)", f"a positive number below {LARGEST:g}"
-    checks = {"epsilon": (args.epsilon, SMALLEST <= args.epsilon < 1, unit),
-              "delta": (args.delta, SMALLEST <= args.delta < 1, unit),
-              "density": (args.density, SMALLEST <= args.density < 1, unit),
-              "C": (args.C, 0 < args.C < LARGEST, constant),
-              "c-amp": (args.c_amp, 0 < args.c_amp < LARGEST, constant),
-              "spectral-norm": (args.spectral_norm, 0 < args.spectral_norm < LARGEST, constant),
-              "n-max": (args.n_max, 1 <= args.n_max <= 22,
-                        "in [1, 22] (2^n sums are enumerated)"),
-              "trials": (args.trials, 1 <= args.trials <= 10_000, "in [1, 10000]"),
-              "widths": (args.widths, args.widths is None or (
-                  len(args.widths) >= 2 and all(0 < w <= 10**7 for w in args.widths)),
-                  "at least two positive layer widths, e.g. 784,500,10")}
-    for name, (value, valid, what) in checks.items():
-        if not valid:
-            parser.error(f"--{name} must be {what}, got {value!r}")
+    fraction, positive = (lambda v: SMALLEST <= v < 1), (lambda v: 0 < v < LARGEST)
+    checks = {"epsilon": (fraction, unit), "delta": (fraction, unit),
+              "density": (fraction, unit), "C": (positive, constant),
+              "c_amp": (positive, constant), "spectral_norm": (positive, constant),
+              "n_max": (lambda v: 1 <= v <= 22, "in [1, 22] (2^n sums are enumerated)"),
+              "trials": (lambda v: 1 <= v <= 10_000, "in [1, 10000]"),
+              "widths": (lambda v: len(v) >= 2 and all(0 < w <= 10**7 for w in v),
+                         "at least two positive layer widths, e.g. 784,500,10")}
+    for name, (valid, what) in checks.items():
+        value = getattr(args, name)  # (None: an option this command does not read)
+        if value is not None and not valid(value):
+            parser.error(f"--{name.replace('_', '-')} must be {what}, got {value!r}")
     if studying:
         entries = args.trials * (2**args.n_max + round(2 / args.epsilon))
         if entries > 2**27:  # sums and grid points per trial, in a few float64 copies

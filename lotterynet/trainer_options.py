@@ -22,6 +22,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.strategies import StrategyRegistry
 
 from .checkpointing import CHECKPOINTS, LAST
 from .config import TYPE_NAMES, ConfigError, RunConfig, steps_per_epoch
@@ -79,6 +80,15 @@ def _positive_duration(value) -> bool:
     return isinstance(value, timedelta) and value > timedelta(0)
 
 
+def _launches_fresh_processes(strategy) -> bool:
+    """Not a spawn / fork strategy (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``, ...): those
+    hand rank 0's results back as a bare state dict, which the run's checkpointing (a
+    lotterynet checkpoint or nothing) refuses after the training."""
+    # (dict.get: the registry's own get builds the strategy)
+    entry = dict.get(StrategyRegistry, strategy, {}) if isinstance(strategy, str) else {}
+    return entry.get("init_params", {}).get("start_method", "popen") == "popen"
+
+
 #: Values that Lightning takes at construction and would only refuse during training (or that
 #: would leave a run without its result), beyond the types of Trainer's signature.
 VALUE_CHECKS = {"accumulate_grad_batches": (_count, "a positive integer"),
@@ -96,6 +106,10 @@ VALUE_CHECKS = {"accumulate_grad_batches": (_count, "a positive integer"),
                 "min_steps": (lambda v: v is None or v == 0 or _count(v), "a count >= 0"),
                 "num_sanity_val_steps": (lambda v: v is None or v == -1 or v == 0 or _count(v),
                                          "-1 (all) or a count >= 0"),
+                "strategy": (_launches_fresh_processes,
+                             "one whose ranks start as processes of their own (auto, ddp, "
+                             "ddp_find_unused_parameters_true, ...), not a spawn, fork or "
+                             "notebook one"),
                 "max_time": (_positive_duration, 'a duration over zero, "DD:HH:MM:SS" or '
                                                  "{days: D, hours: H, minutes: M, seconds: S}")}
 

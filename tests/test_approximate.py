@@ -213,6 +213,11 @@ def edited_results():
     yield edit(lambda d: d["rows"][0]["params"].pop("kept")), "a row's params without kept"
     yield edit(lambda d: d["rows"][0].update(construction="natale")), "construction 'natale'"
     yield edit(lambda d: d["rows"][0].update(size=-3)), "size -3"
+    # the wrong-sign count: of every row or of none (the table read it off the first row)
+    yield edit(lambda d: d["rows"][3].pop("all_coefficients_wrong_sign")), \
+        "a row without all_coefficients_wrong_sign: int"
+    yield edit(lambda d: d["rows"][0].update(all_coefficients_wrong_sign="x")), \
+        "a row without all_coefficients_wrong_sign: int"
 
 
 def test_result_files_and_datasets_it_cannot_use_are_one_line(tmp_path, capsys):
@@ -239,7 +244,7 @@ def test_result_files_and_datasets_it_cannot_use_are_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, said", [
     (["fc2", "--datasets", "mnist"], "--datasets is not read by fc2"),
-    (["table", "--seeds", "3"], "--seeds is not read by table; it reads only --out"),
+    (["table", "--seeds", "3"], "--seeds is not read by table; it reads --out"),
     (["fc2", "--target-epochs", "1", "2"], "give one --target-epochs, got [1, 2]"),
     (["lenet5", "--target-epochs", "0", "1"], "--target-epochs must be >= 1"),
     (["fc2", "--sizes", "5", "99"], "--sizes 99 is in no sweep of pensia"),

@@ -319,6 +319,8 @@ CASES = [
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     (["--arch", "timm:resnet18", "--limit-train", "65", "--val-size", "100"],
      ["1 example", "batch norm", "--batch-size"]),
+    (["--arch", "timm:resnet18", "--limit-train", "131", "--val-size", "100", "--devices", "2",
+      "--accelerator", "cpu"], ["1 example (65 examples", "batch norm"]),  # (131 // 2 each)
     (["--sweep", "{sw_base_resume}"], ["base: resume 'x.ckpt'", "not for a sweep"]),
     (["--sweep", "{sw_empty_variant}"], ["{}", "at least its structure"]),
     (["--sweep-variants", "subsetsum,subsetsum:relu", "--sweep-sparsities", "0.5",
@@ -403,6 +405,13 @@ CASES = [
     (["--trainer.barebones", "true"], ["barebones", "metrics.csv"]),
     (["--trainer.limit_test_batches", "0"], ["limit_test_batches", "test accuracy"]),
     (["--trainer.num_nodes", "2"], ["num_nodes", "one machine"]),
+    # (each rank trains on limit_train // devices examples: was 0 epochs, "finished")
+    (["--devices", "2", "--accelerator", "cpu", "--limit-train", "1"],
+     ["limit_train 1", "2 devices no training example"]),
+    # (refused after the training: rank 0's results come back as a bare state dict)
+    (["--trainer.strategy", "ddp_spawn", "--devices", "2", "--accelerator", "cpu"],
+     ["strategy", "'ddp_spawn'", "not a spawn, fork or notebook one"]),
+    (["--trainer.strategy", "ddp_notebook"], ["strategy", "'ddp_notebook'", "auto, ddp"]),
     (["--trainer.deterministic", "foo"], ["deterministic", "'warn'", "'foo'"]),
     (["--trainer.callbacks", "{{class_path: EarlyStopping, init_args: {{monitor: nope}}}}"],
      ["EarlyStopping", "'nope'", "val/acc"]),

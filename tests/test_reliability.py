@@ -135,6 +135,25 @@ def test_overwrite_forgets_the_old_runs_wandb_id(tmp_path, data_dir):
     assert not (out / "wandb-id").exists()
 
 
+@pytest.mark.parametrize("marker", ["sweep.json", ".sweep.lock"])
+def test_a_run_into_a_sweeps_folder_is_refused_even_with_overwrite(tmp_path, data_dir, capsys,
+                                                                   marker):
+    """``--out SWEEP --overwrite`` turned a sweep's folder into a run's (its table and figure
+    replaced, a run mixed with its cells); refused, nothing touched."""
+    sweep = tmp_path / "sweep"
+    (sweep / "cells" / "wide-s0.5-e1-seed0").mkdir(parents=True)
+    (sweep / "cells" / "wide-s0.5-e1-seed0" / "results.json").write_text("{}")
+    (sweep / marker).write_text("{}")
+    before = tree(sweep)
+    assert main([*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(sweep),
+                 "--overwrite"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"train.py: error: --out {str(sweep)!r} is a sweep's folder ({marker} is there): a run "
+        "there would be mixed with its cells, and --overwrite would clear them; choose another "
+        "--out"]
+    assert tree(sweep) == before
+
+
 def test_resume_of_a_moved_run_writes_only_where_it_now_is(whole_and_stopped, tmp_path):
     whole, stopped = whole_and_stopped
     old, new = tmp_path / "old", tmp_path / "moved" / "run"
@@ -492,6 +511,34 @@ def test_history_edited_by_hand_is_refused_and_kept(whole_and_stopped, tmp_path,
     assert len(err.strip().splitlines()) == 1 and said in err and str(history) in err, err
     assert out == ""  # the refusal alone, no parameter counts before it
     assert tree(run) == before
+
+
+def test_an_empty_history_resumes_as_no_history(whole_and_stopped, tmp_path):
+    """A ``metrics.csv`` emptied (0 bytes: a full disk, a truncation) was a traceback ("I/O
+    operation on closed file"); the run resumes with the history of its resumed epochs alone,
+    to the uninterrupted run's result."""
+    whole, stopped = whole_and_stopped
+    run = tmp_path / "emptied"
+    shutil.copytree(stopped, run)
+    (run / "metrics.csv").write_bytes(b"")
+    assert main(["--resume", str(run / "checkpoints" / "last.ckpt")]) == 0
+    results, expected = (json.loads((r / "results.json").read_text()) for r in (run, whole))
+    assert (results["test_acc"], results["mask_digests"]) == (expected["test_acc"],
+                                                              expected["mask_digests"])
+    assert per_epoch(run, "val/acc") == {e: v for e, v in per_epoch(whole, "val/acc").items()
+                                         if e > 0}
+
+
+def test_overwrite_with_resume_is_refused(whole_and_stopped, capsys):
+    """``--overwrite`` was silently ignored by a resume (which continues its run): refused, in
+    one line, nothing touched."""
+    _, stopped = whole_and_stopped
+    before = tree(stopped)
+    assert main(["--resume", str(stopped / "checkpoints" / "last.ckpt"), "--overwrite"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "train.py: error: --overwrite with --resume: a resume continues its run and never clears "
+        "it; drop --overwrite, or start the run anew without --resume"]
+    assert tree(stopped) == before
 
 
 def test_interrupted_overwrite_resumes_as_the_new_run(whole_and_stopped, tmp_path, data_dir):

@@ -139,6 +139,11 @@ def test_cli_prints_table(capsys):
     (["study", "--n-max", "2", "--epsilon", "1e-6"], "give fewer --trials"),
     (["study", "--out", "/sys/lotterynet-test.png"], "--out '/sys' is not writable"),
     (["study", "--out", "study.txt"], "must name a .png file"),
+    # options the command does not read (were ignored)
+    (["study", "--arch", "fc4"], "--arch is not read by study; it reads --C, --density, "
+                                 "--epsilon, --n-max, --out, --trials"),
+    (["--trials", "5"], "--trials is not read by table; it reads --C, --arch, --c-amp"),
+    (["table", "--out", "t.png"], "--out is not read by table"),
 ])
 def test_cli_refuses_bad_values_in_one_line_before_computing(argv, said, capsys):
     """Not a traceback, nor a 0 silently read as the default (``--epsilon 0`` printed the
