@@ -85,8 +85,8 @@ class RunConfig:
                                 "$LOTTERYNET_DATA, else ./data; downloaded if missing and online)")
     val_size: int = _opt(5000, "validation examples held out from the TRAIN set (fixed split)")
     limit_train: int | None = _opt(None, "train on only N training examples: the first N of "
-                                   "a fixed shuffle of the training split (the same N for "
-                                   "every seed)")
+                                   "a fixed (seeded) shuffle of the training split, the same "
+                                   "examples whatever --seed")
     # optimisation (Pensia et al., Experiment 2)
     epochs: int = _opt(10, "training epochs")
     stop_after: int | None = _opt(None, "stop after this many epochs, untested, leaving the "

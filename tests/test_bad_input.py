@@ -408,6 +408,8 @@ CASES = [
     # (each rank trains on limit_train // devices examples: was 0 epochs, "finished")
     (["--devices", "2", "--accelerator", "cpu", "--limit-train", "1"],
      ["limit_train 1", "2 devices no training example"]),
+    (["--devices", "2", "--accelerator", "cpu", "--val-size", "59999"],
+     ["val_size 59999", "2 devices no training example"]),
     # (refused after the training: rank 0's results come back as a bare state dict)
     (["--trainer.strategy", "ddp_spawn", "--devices", "2", "--accelerator", "cpu"],
      ["strategy", "'ddp_spawn'", "not a spawn, fork or notebook one"]),

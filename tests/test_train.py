@@ -12,8 +12,10 @@ import torch
 import yaml
 
 from conftest import REPO
+from lotterynet.archs import recipe_lr
 from lotterynet.cli import build_parser, config_from_args, main
 from lotterynet.config import FIELDS, make_config
+from lotterynet.datamodule import TensorDataModule, load_or_download
 from lotterynet.distributions import orseau_range
 from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
@@ -266,6 +268,21 @@ def test_cli_subprocess_bad_input_and_help():
     for name in FIELDS:
         assert "--" + name.replace("_", "-") in help_text
     assert "PRUNED" in help_text and "(default: 0.5)" in help_text
+
+
+def test_help_says_which_examples_limit_train_keeps_and_the_timm_lr(data_dir):
+    """``--limit-train N`` keeps the first N of a fixed shuffle (the help said "the first N"),
+    and a timm model's recipe lr is 0.1 (the help named only the paper's architectures)."""
+    x, _ = load_or_download("mnist", data_dir, train=True)
+    kept = []
+    for seed in (0, 1):
+        data = TensorDataModule(data_dir=data_dir, limit_train=100, seed=seed)
+        data.setup()
+        kept.append(data.splits["train"][0])
+    assert torch.equal(*kept) and not torch.equal(kept[0], x[:100])
+    assert "the first N of a fixed (seeded) shuffle" in FIELDS["limit_train"].metadata["help"]
+    lr = recipe_lr("timm:resnet18", None)
+    assert f"{lr:g} for timm models" in FIELDS["lr"].metadata["help"]
 
 
 @pytest.mark.parametrize("given, unified", [(32, "32-true"), ("32", "32-true"),
