@@ -184,9 +184,9 @@ def save_ticket(model: nn.Module, path) -> int:
         raise ValueError(f"parameter {thawed!r} requires grad, but the model is built with it "
                          f"frozen, so a ticket regenerates it from the seed: freeze it again "
                          f"(model.get_parameter({thawed!r}).requires_grad_(False)) before "
-                         f"save_ticket, or make it "
-                         f"trainable where the model is made (convert(bias=, batchnorm=, "
-                         f"others='trainable')) so that the ticket stores it")
+                         f"save_ticket, or make it trainable where the model is made "
+                         f"(convert(bias=, batchnorm=, others='trainable')) so that the ticket "
+                         f"stores it")
     payload = _Payload()
     masks = {}
     for name, m in masked.items():
@@ -268,10 +268,13 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int) -> nn.Module:
+def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
+                   ) -> tuple[nn.Module, set[str]]:
     """:func:`_rebuild`, first on the ``meta`` device (from a meta copy of your ``model``): its
     size and tensors are checked against ``max_bytes`` and the header before the real build
-    allocates anything (a hostile spec or ``pairs`` would otherwise allocate without bound)."""
+    allocates anything (a hostile spec or ``pairs`` would otherwise allocate without bound).
+    Returns the model and what it regenerates (:func:`frozen_as_built`, read off the probe:
+    the same build)."""
     if model is None and header["spec"] is None:
         raise TicketError(f"{path}: the ticket was saved from a model without a spec (your own "
                           "model, converted with convert()); pass the architecture: "
@@ -283,9 +286,9 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int) 
         what = "spec builds" if model is None else "convert() calls build"
         raise TicketError(f"{path}: the ticket's {what} a model of {nbytes} bytes, over the "
                           f"limit max_bytes={max_bytes}")
-    _check_fits(probe, header, path, frozen_as_built(probe, header["spec"] is not None),
-                any_float=True)
-    return _rebuild(header, model)
+    frozen = frozen_as_built(probe, header["spec"] is not None)
+    _check_fits(probe, header, path, frozen, any_float=True)
+    return _rebuild(header, model), frozen
 
 
 def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
@@ -347,15 +350,14 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
             or max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive integer (bytes), got {max_bytes!r}")
     header, compressed = read_header(path, max_bytes)
-    from_spec, built = header["spec"] is not None, model is None
+    built = model is None
     try:
         with _offline():
-            model = _build_checked(header, model, path, max_bytes)
+            model, frozen = _build_checked(header, model, path, max_bytes)
     except TicketError:
         raise
     except Exception as error:  # the spec and convert arguments are untrusted input
         raise TicketError(f"{path}: the ticket's model does not build ({error!r})") from error
-    frozen = frozen_as_built(model, from_spec)
     regenerated = _split_state(model, frozen)[0]
     same = tensors_digest(regenerated) == header["frozen_sha256"]
     saved_in = None if same else _saved_dtype(regenerated, header["frozen_sha256"])
