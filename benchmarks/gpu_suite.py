@@ -174,10 +174,17 @@ def syncs_in(step: Callable[[], None], warmup: int = 2, steps: int = 3) -> list[
     return sync_sites(caught)
 
 
+#: What torch warns at a synchronising op in ``set_sync_debug_mode("warn")`` (c10's own text).
+SYNC_WARNING = "called a synchronizing CUDA operation"
+
+
 def sync_sites(caught: list[warnings.WarningMessage]) -> list[str]:
-    """``folder/file:line`` of each sync warning (the Python line that called the op)."""
+    """``folder/file:line`` of each sync warning (the Python line that called the op); not
+    the warning that the debug mode itself "does not yet detect all synchronizing operations",
+    given once per process by the first ``set_sync_debug_mode`` (on the H200 it was counted
+    as a sync of whichever check ran first)."""
     return [f"{'/'.join(Path(w.filename).parts[-2:])}:{w.lineno}" for w in caught
-            if "synchroniz" in str(w.message)]
+            if SYNC_WARNING in str(w.message)]
 
 
 def layer_step(structure: str, device: torch.device) -> Callable[[], None]:

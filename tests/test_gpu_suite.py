@@ -49,3 +49,23 @@ def test_quick_cpu_run_reports_every_check(tmp_path, data_dir):
             assert row[3] in ("REPORT |", "not judged (CPU) |"), row
             assert re.match(r"[\d.]+", row[1]), row
 
+
+
+def test_only_syncs_count_as_syncs(monkeypatch):
+    """The debug mode's own "prototype feature ... does not yet detect all synchronizing
+    operations" warning (given once per process, at the first ``set_sync_debug_mode``) was
+    counted as a sync of the dense layer on the H200; torch's warning at a synchronising op is
+    counted, with its line."""
+    import warnings
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_suite
+
+    def caught(message, filename, lineno):
+        return warnings.WarningMessage(UserWarning(message), UserWarning, filename, lineno)
+
+    notice = caught("Synchronization debug mode is a prototype feature and does not yet detect "
+                    "all synchronizing operations", "/x/torch/cuda/__init__.py", 1270)
+    sync = caught("called a synchronizing CUDA operation", "/repo/lotterynet/masking.py", 240)
+    assert gpu_suite.sync_sites([notice, sync]) == ["lotterynet/masking.py:240"]
+    assert gpu_suite.sync_sites([notice]) == []
