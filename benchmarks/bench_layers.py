@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import lotterynet as ln
+from lotterynet.graphs import StepGraphs
 from lotterynet.machine import keep_freed_memory
 from lotterynet.masking import topk_mask
 
@@ -81,11 +82,14 @@ WIDE_OUT = 2505  # 784 x 2505 = 5 x 784 x (1 + 500): the subset-sum layer's mask
 STACK_SPARSITIES = (0.5, 0.75, 0.9, 0.95)
 
 
-def make_target_step(kind, activation, batch, device, update: bool, stacked: bool):
+def make_target_step(kind, activation, batch, device, update: bool, stacked: bool,
+                     graphed: bool = False):
     """One step of the subset-sum layer (``kind="subsetsum"``) or of the dense layer with the
     same maskable count (``"wide"``): forward + backward, with or without an SGD update (without
     one the scores do not change, so the cached mask is reused); ``stacked``: a stack of four
-    members at four sparsities, one forward and backward for all of them."""
+    members at four sparsities, one forward and backward for all of them; ``graphed``: the
+    forward and backward replayed from a CUDA graph, as training steps are
+    (:class:`lotterynet.graphs.StepGraphs`; eager on the CPU)."""
     def layer(sparsity):
         if kind == "subsetsum":
             return ln.SubnetLinear(D_IN, D_OUT, structure="subsetsum", pairs=PAIRS,
@@ -96,11 +100,12 @@ def make_target_step(kind, activation, batch, device, update: bool, stacked: boo
     model = ln.StackedModel([layer(s) for s in sparsities]).to(device)
     scores = [p for p in model.parameters() if p.requires_grad]
     x = torch.randn(batch, D_IN, device=device)
+    graphs = StepGraphs(graphed)
 
     def step():
         for p in scores:
             p.grad = None
-        sum(y.square().mean() for y in model(x)).backward()
+        sum(y.square().mean() for y in graphs(model, (model,), x)).backward()
         if update:
             with torch.no_grad():
                 torch._foreach_add_(scores, [p.grad for p in scores], alpha=-1e-3)
@@ -109,7 +114,7 @@ def make_target_step(kind, activation, batch, device, update: bool, stacked: boo
 
 
 def target_ratios(device, repeats: int, members=(False, True), updates=(True, False),
-                  activations=("relu", "identity"), batches=(64, 256)):
+                  activations=("relu", "identity"), batches=(64, 256), graphed: bool = False):
     """The layer target, one dict per case: ``members``, ``update``, ``activation``, ``batch``,
     median seconds of a ``subsetsum`` and a ``wide`` step, and their ``ratio``."""
     for stacked in members:
@@ -117,7 +122,8 @@ def target_ratios(device, repeats: int, members=(False, True), updates=(True, Fa
             for activation in activations:
                 for batch in batches:
                     steps = {kind: make_target_step(kind, activation, batch, device, update,
-                                                    stacked) for kind in ("subsetsum", "wide")}
+                                                    stacked, graphed)
+                             for kind in ("subsetsum", "wide")}
                     times = median_times(steps, device, repeats)
                     yield dict(members=len(STACK_SPARSITIES) if stacked else 1, update=update,
                                activation=activation, batch=batch, **times,

@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .datamodule import TensorDataModule
+from .graphs import StepGraphs
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import masked_weights
 from .models import MODELS, build_model
@@ -25,7 +26,8 @@ from .stacked import frozen_prefix
 
 SUBNET_LAYERS = (SubnetLinear, SubnetConv1d, SubnetConv2d)
 STAGES = ("train", "val", "test")
-#: Each stage's mean loss over an epoch; ``train/loss`` itself is the loss of each step.
+#: Each stage's mean loss over an epoch; ``train/loss`` itself is the loss of a step, of
+#: every step whose logs Lightning writes (each ``log_every_n_steps``-th).
 EPOCH_LOSS = {"train": "train/loss_epoch", "val": "val/loss", "test": "test/loss"}
 #: What a training run logs that a callback can monitor (``lr``: the learning-rate monitor).
 MONITORABLE = {"train": ("train/loss", "train/loss_epoch", "train/acc", "lr"),
@@ -46,11 +48,14 @@ class EdgePopupModule(pl.LightningModule):
         pl.Trainer(max_epochs=5).fit(module, datamodule=TensorDataModule("mnist"))
     """
 
-    def __init__(self, spec: dict, optim: dict | None = None, config: dict | None = None):
+    def __init__(self, spec: dict, optim: dict | None = None, config: dict | None = None,
+                 cuda_graphs: bool = True):
         """``spec``: ``build_model`` arguments, ``{"name": arch, **kwargs}``; ``optim``: any of
         ``optimizer``, ``scheduler``, ``lr``, ``momentum``, ``weight_decay``, ``epochs``
         (:data:`DEFAULT_OPTIM` for the others); ``config``: the run's whole configuration, kept
-        in the checkpoint for ``--resume``."""
+        in the checkpoint for ``--resume``; ``cuda_graphs``: replay each training step's
+        forward and backward from a CUDA graph where one may be used
+        (:mod:`lotterynet.graphs`)."""
         super().__init__()
         if not isinstance(spec, dict) or "name" not in spec:
             raise ValueError(f"spec holds build_model's arguments with the architecture as "
@@ -74,6 +79,7 @@ class EdgePopupModule(pl.LightningModule):
         self._handed: set[str] = set()  # stages whose metrics Lightning holds this epoch
         self._after_prefix: tuple[torch.nn.Module, ...] | None = None  # set by setup
         self._image_shape: torch.Size | None = None  # the data's own shape, with the prefix
+        self.graphs = StepGraphs(cuda_graphs)
 
     def setup(self, stage: str) -> None:
         """With a :class:`TensorDataModule`, the model's frozen leading modules (LeNet5's random
@@ -109,6 +115,8 @@ class EdgePopupModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._handed.discard("train")
+        self.graphs.clear()  # capture anew what changed since the last epoch
+        self.graphs.enabled = self.hparams.cuda_graphs and self.trainer.world_size == 1
 
     def on_validation_epoch_start(self) -> None:
         self._handed.discard("val")
@@ -119,19 +127,25 @@ class EdgePopupModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor, graphed: bool = False) -> torch.Tensor:
         """The model's output for ``x``; for a batch the data module encoded, only the layers
         after the frozen prefix. Images (your own loader, while Lightning keeps a data module
-        of an earlier call attached) go through the whole model."""
+        of an earlier call attached) go through the whole model. ``graphed``: through
+        :attr:`graphs` (training steps)."""
         if self._after_prefix is None or x.shape[1:] == self._image_shape:
-            return self(x)
+            return self.graphs(self.model, (self.model,), x) if graphed else self(x)
+        if graphed:
+            return self.graphs(self._after_prefix_logits, self._after_prefix, x)
+        return self._after_prefix_logits(x)
+
+    def _after_prefix_logits(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self._after_prefix:  # the data module applied the frozen prefix
             x = layer(x)
         return x
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
-        logits = self._logits(x)
+        logits = self._logits(x, graphed=stage == "train")
         loss = F.cross_entropy(logits, y)
         acc, mean_loss = self.acc[f"{stage}_"], self.loss[f"{stage}_"]
         acc.update(logits.detach(), y)
@@ -150,9 +164,18 @@ class EdgePopupModule(pl.LightningModule):
                      prog_bar=stage != "test", logger=to_loggers)
             self.log(EPOCH_LOSS[stage], mean_loss, on_step=False, on_epoch=True,
                      logger=to_loggers)
-        if stage == "train":
+        if stage == "train" and self._writes_step_logs():
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
         return loss
+
+    def _writes_step_logs(self) -> bool:
+        """Whether Lightning writes this training step's logs: every ``log_every_n_steps``-th
+        optimizer step, and a stopping one (its ``should_update_logs``, which counts the same
+        steps). Logging in no other step saves ~1 ms of host time per step (``self.log`` moves
+        Lightning's record of the value to its device at every call): half a graphed LeNet5
+        step on a GPU, ~10 % of one on the CPU."""
+        n = self.trainer.log_every_n_steps
+        return n > 0 and ((self.global_step + 1) % n == 0 or self.trainer.should_stop)
 
     def on_train_epoch_end(self) -> None:
         """Write the epoch's training metrics to the loggers now, before the epoch's checkpoint

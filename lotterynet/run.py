@@ -411,7 +411,7 @@ def refusing_unbuildable(arch: str):
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
     with refusing_unbuildable(config.arch):
         module = EdgePopupModule(model_spec(config, data), optim_settings(config),
-                                 config.to_dict())
+                                 config.to_dict(), cuda_graphs=config.cuda_graphs)
     check_last_batch(config, module.model)
     if split_arch(config.arch)[1]:
         check_logits(config, module.model, data)

@@ -37,6 +37,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -64,6 +65,7 @@ from .config import (
 )
 from .datamodule import TensorDataModule
 from .errors import TrainingDiverged
+from .graphs import StepGraphs
 from .loggers import METRICS_FILE, finish_wandb, make_loggers
 from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
@@ -146,9 +148,11 @@ class StackModule(pl.LightningModule):
     RunConfig as a dict). Per-epoch sums of loss and correct predictions are kept per member
     in ``sums[stage]`` (``[loss · n, correct, n]``); :class:`MemberResults` reads them.
     ``diverged`` (kept in the checkpoint): the members whose trainable tensors stopped being
-    finite, with what happened; they train no more and are not tested."""
+    finite, with what happened; they train no more and are not tested. ``cuda_graphs``: replay
+    the training members' forward and backward from a CUDA graph where one may be used
+    (:mod:`lotterynet.graphs`)."""
 
-    def __init__(self, members: list[dict]):
+    def __init__(self, members: list[dict], cuda_graphs: bool = True):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -159,6 +163,7 @@ class StackModule(pl.LightningModule):
         self._index: dict[tuple, torch.Tensor] = {}
         self.diverged: dict[int, str] = {}
         self.prefixed = False  # whether the data module serves the shared prefix's output
+        self.graphs = StepGraphs(cuda_graphs)
 
     def setup(self, stage: str) -> None:
         """The members' one shared frozen prefix (LeNet5's convs) runs once per example of each
@@ -199,6 +204,7 @@ class StackModule(pl.LightningModule):
                 while scheduler.last_epoch < min(self.current_epoch, self.budgets[s]):
                     scheduler.step()
         self.sums = {"train": torch.zeros(len(self.budgets), 3, device=self.device)}
+        self.graphs.clear()  # capture anew what changed since the last epoch
 
     def on_validation_epoch_start(self) -> None:
         self.sums["val"] = torch.zeros(len(self.budgets), 3, device=self.device)
@@ -217,7 +223,8 @@ class StackModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         members = self.training_members(self.current_epoch)
-        logits = self.model(x, members, self.prefixed)
+        logits = self.graphs(partial(self.model, members=members, prefixed=self.prefixed),
+                             [self.model.members[s] for s in members], x, key=tuple(members))
         losses = [F.cross_entropy(out, y) for out in logits]
         self.manual_backward(sum(losses))  # d(Σ losses)/dθ_s = d(loss_s)/dθ_s for member s
         optimizers = as_list(self.optimizers())
@@ -544,7 +551,8 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     data.setup()
     with refusing_unbuildable(first.arch):
         module = StackModule([dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
-                                   config=c.to_dict()) for name, c in zip(names, configs)])
+                                   config=c.to_dict()) for name, c in zip(names, configs)],
+                             cuda_graphs=first.cuda_graphs)
     check_last_batch(first, module.model)
     with contextlib.ExitStack() as held:  # the stack's folder and its members' cells
         for folder, what in ((stack_dir, "stack folder"), *((d, "cell") for d in cell_dirs)):
