@@ -12,7 +12,8 @@ Checks, in order, each a step with a time budget (on CUDA; a step over budget is
   mask of 10M scores against a full sort;
 * a LeNet5 edge-popup epoch (subsetsum, identity) on full MNIST, < 2 s, beside the same epoch as
   a bare PyTorch loop (the Lightning overhead); an FC2 wide epoch;
-* a 14-member LeNet5 stack epoch against the single LeNet5 run's above (``bench_stack``);
+* a 14-member LeNet5 stack epoch against the single LeNet5 run's above (``bench_stack``), and
+  a stack step with the members' masks chosen in one pass against member by member;
 * the subset-sum solver: 397,000 instances at n = 21, < 5 s; 2,572 at n = 30 (``bench_subsetsum``);
 * ``train.py --devices 1`` end to end with ``--precision 32-true`` and ``bf16-mixed``: test
   accuracies within one percentage point.
@@ -67,9 +68,10 @@ from lotterynet.config import make_config
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, TensorLoader
 from lotterynet.graphs import StepGraphs
 from lotterynet.machine import cpu_name
-from lotterynet.optim import OPTIMIZERS
+from lotterynet.models import build_model
+from lotterynet.optim import OPTIMIZERS, trainable_parameters
 from lotterynet.run import EpochTimer, build_module, make_trainer, run
-from lotterynet.stacked import frozen_prefix
+from lotterynet.stacked import StackedModel, frozen_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 600  # seconds: a hung subprocess, not a slow one
@@ -345,6 +347,38 @@ def stack(suite: Suite) -> None:
               f"(epochs)", f"{speedup:.2f}x", ">= 6x", speedup >= 6)
 
 
+def stack_step(members: int, batch_masks: bool, device: torch.device) -> Callable[[], None]:
+    """One training step of a stack of LeNet5's layers after the frozen convs (subset-sum
+    identity, the paper's first ``members`` sparsities, batch 64), graphed as a run's steps
+    are; ``batch_masks``: the members' masks chosen in one pass or member by member."""
+    stack = StackedModel([build_model("lenet5", structure="subsetsum", activation="identity",
+                                      sparsity=s, seed=0)[7:]
+                          for s in bench_stack.PAPER_SPARSITIES[:members]],
+                         batch_masks=batch_masks).to(device)
+    optimizers = [OPTIMIZERS.get("sgd")(trainable_parameters(m), lr=0.01, momentum=0.9,
+                                        weight_decay=5e-4) for m in stack.members]
+    graphs = StepGraphs()
+    x, y = torch.randn(64, 400, device=device), torch.arange(64, device=device) % 10
+
+    def step():
+        sum(F.cross_entropy(out, y) for out in graphs(stack, stack.members, x)).backward()
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def stack_masks(suite: Suite) -> None:
+    members = suite.scale.members
+    times = bench_layers.median_times({batch: stack_step(members, batch, suite.device)
+                                       for batch in (True, False)}, suite.device,
+                                      suite.scale.repeats)
+    suite.add(f"{members}-member stack step: masks in one pass / member by member",
+              f"{times[True] / times[False]:.2f}x ({times[True] * 1e3:.2f} / "
+              f"{times[False] * 1e3:.2f} ms)", "report", None)
+
+
 def solver(suite: Suite) -> None:
     for n, count, target in ((21, suite.scale.n21, 5.0), (30, suite.scale.n30, None)):
         targets, coeffs = (t.to(suite.device) for t in bench_subsetsum.instances(count, n, n))
@@ -384,11 +418,11 @@ def train_cli(suite: Suite) -> None:
               "within 1 pt", gap <= 1.0)
 
 
-# Each check with its budget in seconds on one H100 (full run; --quick scales it): 410 s in
+# Each check with its budget in seconds on one H100 (full run; --quick scales it): 455 s in
 # all, of the 480 s one device call allows.
 CHECKS: list[tuple[Callable[[Suite], None], float]] = [
     (cuda_tests, 45), (no_syncs, 30), (layer_target, 40), (mask_selection, 15), (epochs, 100),
-    (stack, 75), (solver, 30), (train_cli, 100)]
+    (stack, 75), (stack_masks, 20), (solver, 30), (train_cli, 100)]
 
 
 # ---------------------------------------------------------------------------------- report

@@ -263,6 +263,26 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     return torch.logical_or(mask, tied, out=out).view_as(magnitudes)
 
 
+def rows_topk_mask(magnitudes: torch.Tensor, ks: torch.Tensor, ties: str = "low",
+                   dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """Row ``r`` of the ``(S, N)`` ``magnitudes`` keeps its own ``ks[r]`` largest entries
+    (``ks``: integers on the same device), tied entries by index as :func:`topk_mask` keeps
+    them, so each row's mask is the one :func:`topk_mask` gives that row alone. The masks of S
+    tensors of one shape in one pass: a stack's members (:class:`~lotterynet.stacked.
+    StackedModel`). One sort of all rows, where S selections would each launch a dozen small
+    kernels on a GPU."""
+    ks = ks.view(-1, 1)
+    ordered = magnitudes.sort(dim=1, descending=True).values
+    threshold = ordered.gather(1, (ks - 1).clamp(min=0))  # each row's k-th largest
+    mask = magnitudes > threshold
+    missing = ks - mask.sum(1, keepdim=True)
+    tied = magnitudes == threshold
+    rank = tied.cumsum(1) if ties == "low" else tied.flip(1).cumsum(1).flip(1)
+    mask |= tied & (rank <= missing)
+    mask &= ks > 0  # (a row keeping nothing: its "threshold" was its largest entry)
+    return mask if dtype == torch.bool else mask.to(dtype)
+
+
 class MaskedWeight(nn.Module):
     """One maskable tensor: frozen random ``weight`` and trainable ``scores``.
 
@@ -314,6 +334,10 @@ class MaskedWeight(nn.Module):
         self.set_rules(kept, ties)  # sets k from the sparsity, under the kept rule
         self._cache: tuple | None = None
         self._hint = ThresholdHint()
+        #: A mask for the next forwards in place of :meth:`mask` (a stack sets its members'
+        #: masks for one forward, all chosen in one pass: ``StackedModel``); 0/1 in the
+        #: weight's dtype.
+        self.given_mask: torch.Tensor | None = None
 
     def set_rules(self, kept: str = "round", ties: str = "low") -> None:
         """Choose the kept-count rule (``"round"``/``"floor"``) and the tie rule
@@ -396,10 +420,11 @@ class MaskedWeight(nn.Module):
         self.k = int(per_group)
 
     def forward(self) -> torch.Tensor:
+        mask = self.mask(self.weight.dtype) if self.given_mask is None else self.given_mask
         if not torch.compiler.is_compiling() and self.scores.is_inference():
             # made under torch.inference_mode: nothing to train, nothing to keep for backward
-            return self.weight * self.mask(self.weight.dtype)
-        return _MaskedProduct.apply(self.scores, self.weight, self.mask(self.weight.dtype))
+            return self.weight * mask
+        return _MaskedProduct.apply(self.scores, self.weight, mask)
 
     def extra_repr(self) -> str:
         return f"shape={tuple(self.weight.shape)}, kept={self.kept}/{self.weight.numel()}"

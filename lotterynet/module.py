@@ -174,8 +174,11 @@ class EdgePopupModule(pl.LightningModule):
         steps). Logging in no other step saves ~1 ms of host time per step (``self.log`` moves
         Lightning's record of the value to its device at every call): half a graphed LeNet5
         step on a GPU, ~10 % of one on the CPU."""
-        n = self.trainer.log_every_n_steps
-        return n > 0 and ((self.global_step + 1) % n == 0 or self.trainer.should_stop)
+        trainer = self._trainer
+        if trainer is None:  # a step called by hand: self.log warns that nothing is logged
+            return True
+        n = trainer.log_every_n_steps
+        return n > 0 and ((self.global_step + 1) % n == 0 or trainer.should_stop)
 
     def on_train_epoch_end(self) -> None:
         """Write the epoch's training metrics to the loggers now, before the epoch's checkpoint

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .masking import MaskedWeight, masked_weights, rows_topk_mask
 from .models import build_model
 
 
@@ -97,9 +98,16 @@ class StackedModel(nn.Module):
     ones. ``forward(x, members=[...])`` runs only those members (the others do no work);
     ``forward(h, prefixed=True)`` takes ``h`` as the output of the one frozen prefix all
     members share (:attr:`shared_prefix`), computed elsewhere (a data module's
-    ``encode_with``)."""
+    ``encode_with``).
 
-    def __init__(self, members: Sequence[nn.Module]):
+    ``batch_masks``: choose the running members' masks of each maskable tensor in one pass
+    (:func:`~lotterynet.masking.rows_topk_mask`; the same masks) rather than member by member.
+    None (default): on a GPU, where a stack's step is otherwise dominated by the dozen small
+    kernels each member's selection launches per tensor (14 LeNet5 members: ~1,200 of a step's
+    ~2,700 kernels); not on the CPU, where each member's hinted quickselect is cheaper than a
+    sort."""
+
+    def __init__(self, members: Sequence[nn.Module], batch_masks: bool | None = None):
         super().__init__()
         if not members:
             raise ValueError("a stack needs at least one member")
@@ -123,6 +131,9 @@ class StackedModel(nn.Module):
                 self._prefixes.append(m[:n] if n else nn.Identity())
             self._prefix_of.append(groups[key])
             self._rests.append(m[n:] if n else m)
+        self.batch_masks = batch_masks
+        self._masked = [masked_weights(m) for m in members]  # per member, in module order
+        self._ks: dict[tuple, torch.Tensor] = {}  # each k list once on its device
 
     def forward(self, x: torch.Tensor, members: Sequence[int] | None = None,
                 prefixed: bool = False) -> list[torch.Tensor]:
@@ -133,12 +144,45 @@ class StackedModel(nn.Module):
         members = range(len(self.members)) if members is None else members
         shared: dict[int, torch.Tensor] = {0: x} if prefixed else {}
         outputs = []
-        for s in members:
-            g = self._prefix_of[s]
-            if g not in shared:
-                shared[g] = self._prefixes[g](x)
-            outputs.append(self._rests[s](shared[g]))
+        given = self._give_masks(members)
+        try:
+            for s in members:
+                g = self._prefix_of[s]
+                if g not in shared:
+                    shared[g] = self._prefixes[g](x)
+                outputs.append(self._rests[s](shared[g]))
+        finally:
+            for w in given:
+                w.given_mask = None
         return outputs
+
+    def _give_masks(self, members: Sequence[int]) -> list[MaskedWeight]:
+        """Set the running members' masks, tensor by tensor, from one
+        :func:`rows_topk_mask` each (see ``batch_masks``); the weights given one."""
+        if len(members) < 2 or not self._masked[0]:
+            return []
+        on_gpu = self._masked[0][0].scores.is_cuda
+        if not (on_gpu if self.batch_masks is None else self.batch_masks):
+            return []
+        given = []
+        for place, same in enumerate(zip(*(self._masked[s] for s in members))):
+            first = same[0]
+            if first.group_dim is not None or any(
+                    w.group_dim is not None or w.ties != first.ties
+                    or w.scores.shape != first.scores.shape for w in same):
+                continue  # fixed-size groups or mixed rules: each member its own mask
+            ks = tuple(w.k for w in same)
+            key = (place, ks, first.scores.device)
+            if key not in self._ks:  # one host-to-device copy per k list (none in a graph)
+                self._ks[key] = torch.tensor(ks, device=first.scores.device)
+            with torch.no_grad():
+                magnitudes = torch.stack([w.scores.reshape(-1) for w in same]).abs_()
+                masks = rows_topk_mask(magnitudes, self._ks[key], first.ties,
+                                       first.weight.dtype)
+            for w, mask in zip(same, masks):
+                w.given_mask = mask.view_as(w.weight)
+                given.append(w)
+        return given
 
     @property
     def shared_prefixes(self) -> int:

@@ -15,6 +15,7 @@ from lotterynet.models import build_model
 from lotterynet.optim import OPTIMIZERS, trainable_parameters
 from lotterynet.run import build_module
 from lotterynet.stack import StackModule
+from lotterynet.stacked import StackedModel
 
 
 def lenet_fc(sparsity=0.5):
@@ -130,3 +131,22 @@ def test_stack_steps_graphed_match_eager(tmp_path, data_dir):
         accs[graphed] = [r["test_acc"] for r in results]
     assert all(abs(a - b) <= 0.002 for a, b in zip(accs[True], accs[False])), accs
     assert StackModule.__init__.__defaults__ == (True,)  # graphs on unless turned off
+
+
+@requires_cuda
+def test_stack_on_the_gpu_chooses_its_masks_in_one_pass_with_the_same_result():
+    """On CUDA a stack gives its members their masks from one sort per tensor (the default):
+    the masks and logits are those each member's own selection gives."""
+    def stack(batch):
+        return StackedModel([build_model("lenet5", structure="subsetsum", sparsity=s, seed=0)
+                             for s in (0.0, 0.5, 0.9, 0.99)], batch_masks=batch).cuda()
+
+    batched, single = stack(None), stack(False)
+    given = batched._give_masks([0, 1, 2, 3])
+    assert len(given) == 4 * len(masked_weights(batched.members[0]))
+    for w in given:
+        assert torch.equal(w.given_mask, w.mask(w.weight.dtype))
+        w.given_mask = None
+    x = torch.randn(32, 1, 28, 28, device="cuda")
+    for a, b in zip(batched(x), single(x)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

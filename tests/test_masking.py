@@ -6,7 +6,14 @@ import torch
 from torch import nn
 
 import lotterynet as ln
-from lotterynet.masking import HINT_MIN_ENTRIES, MaskedWeight, ThresholdHint, count_ones, topk_mask
+from lotterynet.masking import (
+    HINT_MIN_ENTRIES,
+    MaskedWeight,
+    ThresholdHint,
+    count_ones,
+    rows_topk_mask,
+    topk_mask,
+)
 
 
 @pytest.mark.parametrize("shape", [(10,), (7, 13), (4, 3, 5, 5), (1000, 3)])
@@ -457,3 +464,17 @@ def test_global_topk_and_set_mask_survive_a_state_dict(tmp_path):
     state["0.structure.weight._extra_state"] = torch.tensor([200])
     with pytest.raises(ValueError, match="k=200 is not a count of kept entries of 128"):
         fresh.load_state_dict(state)
+
+
+@pytest.mark.parametrize("ties", ["low", "high"])
+def test_rows_topk_mask_is_each_rows_own_topk_mask(ties):
+    """One pass over S rows, each with its own k (none, one, all, all but one, any), gives
+    every row exactly the mask topk_mask gives it alone, ties included (values on a coarse
+    grid, so many magnitudes tie at every threshold)."""
+    g = torch.Generator().manual_seed(0)
+    magnitudes = torch.randint(0, 12, (7, 300), generator=g).float() / 4
+    ks = [0, 1, 299, 300, 37, 150, 211]
+    masks = rows_topk_mask(magnitudes, torch.tensor(ks), ties, torch.float32)
+    for row, k, mask in zip(magnitudes, ks, masks):
+        assert torch.equal(mask, topk_mask(row, k, ties=ties, dtype=torch.float32))
+        assert int(mask.sum()) == k

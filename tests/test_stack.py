@@ -627,3 +627,36 @@ def test_junk_member_histories_in_a_stack_checkpoint_are_one_line(tmp_path):
                  {"history": [[{"epoch": "x"}], []], "seconds": []}):
         with pytest.raises(CheckpointError, match="not 2 lists of rows of numbers"):
             results.load_state_dict(junk)
+
+
+@pytest.mark.parametrize("structure", ["subsetsum", "fixedsize", "dense"])
+def test_masks_chosen_in_one_pass_train_the_stack_as_member_by_member(structure):
+    """``batch_masks`` (a GPU's default) gives every member the masks its own selection gives:
+    the same logits and, after SGD steps, the same scores, bit for bit on the CPU; no member
+    keeps a given mask after the forward. Fixed-size groups fall back to each member's own."""
+    sparsities = [0.0, 0.4, 0.6, 0.8] if structure == "fixedsize" else [0.0, 0.5, 0.9, 0.99]
+
+    def stack(batch):
+        return StackedModel([build_model("lenet5", structure=structure, sparsity=s, seed=0)
+                             for s in sparsities], batch_masks=batch)
+
+    batched, single = stack(True), stack(False)
+    given = batched._give_masks([0, 1, 3])
+    own = [w for w in masked_weights(batched.members[0]) if w.group_dim is None]
+    assert len(given) == 3 * len(own) and (own or structure == "fixedsize")
+    for w in given:
+        assert torch.equal(w.given_mask, w.mask(w.weight.dtype))
+        w.given_mask = None
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(16) % 10
+    optimizers = [torch.optim.SGD(trainable_parameters(m), lr=0.5, momentum=0.9)
+                  for m in (batched, single)]
+    for _ in range(3):
+        outs = [m(x, members=[0, 1, 3]) for m in (batched, single)]
+        assert all(torch.equal(a, b) for a, b in zip(*outs))
+        for out, opt in zip(outs, optimizers):
+            sum(nn.functional.cross_entropy(o, y) for o in out).backward()
+            opt.step()
+            opt.zero_grad()
+    assert all(torch.equal(a, b) for a, b in zip(batched.parameters(), single.parameters()))
+    assert all(w.given_mask is None for m in batched.members for w in masked_weights(m))
