@@ -15,11 +15,19 @@ start of every training epoch, so whatever happens between epochs (a resume, a n
 callback's ``set_mask``) is captured anew; code that changes a mask or moves parameters in the
 middle of an epoch calls :meth:`StepGraphs.clear`. A graph is only used where replaying it is
 the same computation: a step that records gradients, on a CUDA tensor, outside autocast
-(``bf16-mixed`` and ``16-mixed`` steps run eagerly), on one device.
+(``bf16-mixed`` and ``16-mixed`` steps run eagerly), on one device. A step that cannot be
+captured (one that reads a value on the host, such as ``BatchNorm2d(momentum=None)``) runs
+eagerly from then on, with a warning that says why.
+
+Capturing runs the step's forward and backward a few times on the first batch of a shape
+(torch's warm-up); the buffers those runs change (batch norms' running statistics) are put
+back, so a graphed run's buffers see each batch once, as an eager run's do. Random draws in a
+forward (dropout) come from another place of the generator's stream than an eager run's.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -48,11 +56,13 @@ class StepGraphs:
     """``graphs(fn, modules, x)`` is ``fn(x)`` (a tensor or a list of tensors), replayed from a
     CUDA graph captured at the first call with ``x``'s shape and ``key``, where a graph may be
     used (see the module docstring); eagerly otherwise, or while ``enabled`` is False.
-    ``modules`` hold every parameter ``fn`` trains. ``captures`` counts the graphs made."""
+    ``modules`` hold every parameter ``fn`` trains. ``captures`` counts the graphs made;
+    ``failed`` says why a capture failed (no more are tried)."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.captures = 0
+        self.failed: str | None = None
         self._graphs: dict[tuple, Callable] = {}
 
     def clear(self) -> None:
@@ -60,7 +70,7 @@ class StepGraphs:
         self._graphs.clear()
 
     def usable(self, x: torch.Tensor) -> bool:
-        return (self.enabled and x.is_cuda and torch.is_grad_enabled()
+        return (self.enabled and self.failed is None and x.is_cuda and torch.is_grad_enabled()
                 and not torch.is_autocast_enabled(x.device.type))
 
     def __call__(self, fn: Callable, modules: Sequence[nn.Module], x: torch.Tensor,
@@ -73,8 +83,22 @@ class StepGraphs:
             if len(self._graphs) >= MAX_GRAPHS:
                 return fn(x)
             # The sample becomes the graph's input buffer; every replay copies x into it.
-            graphed = torch.cuda.make_graphed_callables(
-                _Captured(fn, modules), (x.detach().clone(),), allow_unused_input=True)
+            buffers = [(b, b.clone()) for m in modules for b in m.buffers()]
+            try:
+                graphed = torch.cuda.make_graphed_callables(
+                    _Captured(fn, modules), (x.detach().clone(),), allow_unused_input=True)
+            except RuntimeError as err:  # a host read or an op a graph cannot hold
+                self.failed = str(err).strip().splitlines()[0] if str(err).strip() else \
+                    type(err).__name__
+                warnings.warn(f"CUDA graphs off: the training step could not be captured "
+                              f"({self.failed}); its steps run eagerly (--no-cuda-graphs "
+                              f"skips the attempt)", stacklevel=2)
+            finally:  # undo the warm-up's updates of running statistics
+                with torch.no_grad():
+                    for buffer, before in buffers:
+                        buffer.copy_(before)
+            if self.failed is not None:
+                return fn(x)
             self._graphs[name] = graphed
             self.captures += 1
         return graphed(x)

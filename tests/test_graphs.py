@@ -150,3 +150,40 @@ def test_stack_on_the_gpu_chooses_its_masks_in_one_pass_with_the_same_result():
     x = torch.randn(32, 1, 28, 28, device="cuda")
     for a, b in zip(batched(x), single(x)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@requires_cuda
+def test_a_step_that_cannot_be_captured_runs_eagerly_with_a_warning():
+    """A batch norm with a cumulative average reads its step count on the host: no graph can
+    hold that step, so it runs eagerly, with the same result, and no capture is tried again."""
+    import pytest
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.BatchNorm1d(4, momentum=None))
+    model.cuda()
+    graphs = StepGraphs()
+    x = torch.randn(16, 8, device="cuda")
+    with pytest.warns(UserWarning, match="CUDA graphs off"):
+        out = graphs(model, (model,), x)
+    assert graphs.failed and graphs.captures == 0
+    out.sum().backward()
+    assert graphs(model, (model,), x).shape == (16, 4)  # eager, no second warning
+
+
+@requires_cuda
+def test_graphed_batch_norm_counts_each_batch_once():
+    """Capturing runs warm-up forwards; the running statistics they moved are put back, so a
+    graphed batch norm's statistics are the eager one's after the same batches."""
+    import copy
+
+    torch.manual_seed(0)
+    graphed = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.BatchNorm1d(4)).cuda()
+    eager = copy.deepcopy(graphed)
+    graphs = StepGraphs()
+    for _ in range(4):
+        x = torch.randn(16, 8, device="cuda")
+        graphs(graphed, (graphed,), x).square().sum().backward()
+        eager(x).square().sum().backward()
+    assert graphs.captures == 1
+    assert int(graphed[1].num_batches_tracked) == int(eager[1].num_batches_tracked) == 4
+    torch.testing.assert_close(graphed[1].running_var, eager[1].running_var)
+    torch.testing.assert_close(graphed[1].running_mean, eager[1].running_mean)
