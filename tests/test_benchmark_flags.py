@@ -37,6 +37,8 @@ CASES = [  # (script, argv, what the line must name)
     ("structures_fc2", ["--data-dir", "DATA", "--runs-dir", "FILE"], "--runs-dir"),
     ("structures_fc2", ["--data-dir", "EMPTY"], "mnist: no data under"),
     ("gpu_suite", ["--device", "tpu"], "argument --device: 'tpu' is not a device"),
+    ("bench_lightning_overhead", ["--steps", "3"], "argument --steps: 3 is not an integer >= 10"),
+    ("bench_lightning_overhead", ["--data-dir", "EMPTY"], "mnist: no data under"),
 ]
 if NO_GPU:
     CASES += [("bench_compile", ["--device", "cuda"], "no CUDA device(s); valid here: cpu"),

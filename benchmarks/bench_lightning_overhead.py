@@ -1,0 +1,99 @@
+"""Host time a training step spends outside the model: Lightning's loop and our module's
+metrics and logging, against a bare PyTorch loop (issue 11: "if Lightning's per-step overhead
+dominates, find it and remove what is ours").
+
+A tiny model (FC2, width 4, dense edge-popup) so that the model's own work is small and the
+difference between the loops is what they add per step. One training epoch of ``--steps``
+batches of 64, three ways, round robin, medians of ``--repeats``:
+
+* ``bare``: forward, cross-entropy, backward, the same optimizer, nothing else;
+* ``lightning``: ``EdgePopupModule`` under a plain ``pl.Trainer`` (no checkpoint, logger or
+  progress bar), as shipped: the step loss logged in the steps Lightning writes;
+* ``lightning, step loss logged every step``: the same, ``self.log("train/loss")`` in every
+  step, as lotterynet did before (Lightning writes it only every ``log_every_n_steps`` anyway).
+
+    python benchmarks/bench_lightning_overhead.py [--device cuda] [--steps 500] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import flags
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+import lotterynet as ln
+from lotterynet.machine import cpu_name
+from lotterynet.quiet import quiet_lightning
+from lotterynet.run import EpochTimer
+
+SPEC = {"name": "fc2", "structure": "dense", "sparsity": 0.5, "width": 4}
+OPTIM = {"lr": 0.01, "epochs": 1}
+
+
+def lightning_epoch(data, device: str, every_step: bool) -> float:
+    module = ln.EdgePopupModule(SPEC, OPTIM)
+    if every_step:
+        module._writes_step_logs = lambda: True
+    timer = EpochTimer()
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[timer], limit_val_batches=0,
+                         accelerator="gpu" if device == "cuda" else "cpu", devices=1)
+    trainer.fit(module, datamodule=data)
+    return timer.seconds[-1]
+
+
+def bare_epoch(data, device: str) -> float:
+    module = ln.EdgePopupModule(SPEC, OPTIM).to(device)
+    optimizer = torch.optim.SGD(module.model.parameters(), lr=0.01, momentum=0.9,
+                                weight_decay=5e-4, fused=True)
+    x, y = (t.to(device) for t in data.splits["train"])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for xb, yb in zip(x.split(64), y.split(64)):
+        F.cross_entropy(module.model(xb), yb).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    parser = flags.parser(__file__, __doc__)
+    parser.add_argument("--device", type=flags.device, default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--steps", type=flags.integer(10), default=500)
+    parser.add_argument("--repeats", type=flags.integer(1), default=3)
+    parser.add_argument("--data-dir", default="../shared/data")
+    args = parser.parse_args(argv)
+    quiet_lightning()
+    with flags.reported(parser):  # missing data: one line
+        data = ln.TensorDataModule("mnist", args.data_dir, limit_train=64 * args.steps,
+                                   val_size=64)
+        data.setup()
+    runs = {"bare": lambda: bare_epoch(data, args.device),
+            "lightning": lambda: lightning_epoch(data, args.device, every_step=False),
+            "lightning, step loss logged every step":
+                lambda: lightning_epoch(data, args.device, every_step=True)}
+    samples = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, epoch in runs.items():
+            samples[name].append(epoch() / args.steps * 1e3)
+    ms = {name: statistics.median(s) for name, s in samples.items()}
+    device = torch.cuda.get_device_name() if args.device == "cuda" else \
+        f"{cpu_name()} ({torch.get_num_threads()} threads)"
+    print(f"{device}, torch {torch.__version__}, {args.steps} steps of 64, median of "
+          f"{args.repeats}")
+    print("| loop | ms per step | over the bare loop |")
+    print("|---|---|---|")
+    for name, value in ms.items():
+        print(f"| {name} | {value:.3f} | {value - ms['bare']:+.3f} ms |")
+
+
+if __name__ == "__main__":
+    main()
