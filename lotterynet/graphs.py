@@ -69,6 +69,12 @@ class StepGraphs:
         """Drop every graph (and the memory it holds); the next steps capture anew."""
         self._graphs.clear()
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles (a callback's ``deepcopy`` of the module, a checkpoint of the
+        whole object) hold no graph: one replays the memory of the model it was captured on,
+        so a copy captures its own."""
+        return {**self.__dict__, "_graphs": {}}
+
     def usable(self, x: torch.Tensor) -> bool:
         return (self.enabled and self.failed is None and x.is_cuda and torch.is_grad_enabled()
                 and not torch.is_autocast_enabled(x.device.type))

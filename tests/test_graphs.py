@@ -187,3 +187,19 @@ def test_graphed_batch_norm_counts_each_batch_once():
     assert int(graphed[1].num_batches_tracked) == int(eager[1].num_batches_tracked) == 4
     torch.testing.assert_close(graphed[1].running_var, eager[1].running_var)
     torch.testing.assert_close(graphed[1].running_mean, eager[1].running_mean)
+
+
+def test_a_copied_module_holds_no_graph_of_the_original():
+    """A callback's deepcopy of the module (weight averaging, EMA) or a pickle of it does not
+    carry the graphs, which replay the original's memory (and cannot be copied)."""
+    import copy
+    import pickle
+    import threading
+
+    module = ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5})
+    module.graphs._graphs["a captured shape"] = threading.Lock()  # as uncopyable as a graph
+    module.graphs.captures = 1
+    for twin in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
+        assert twin.graphs._graphs == {} and twin.graphs.captures == 1
+        assert twin.graphs.enabled
+    assert "a captured shape" in module.graphs._graphs
