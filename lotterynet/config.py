@@ -444,6 +444,30 @@ def make_config(values: dict) -> RunConfig:
     return config
 
 
+def on_gpu(accelerator: str) -> bool:
+    """Whether Lightning runs on CUDA GPUs with this ``--accelerator``."""
+    import torch
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and
+                                              torch.cuda.is_available())
+
+
+def device_count(config: RunConfig) -> int:
+    """How many devices a run trains on: ``devices``, or as many as ``--trainer.devices``
+    names, as Lightning reads it: ``auto`` every GPU (one process on the CPU), ``-1`` every
+    GPU, ``"0,1"`` or ``[0, 1]`` those GPUs (whether they exist the Trainer checks)."""
+    import torch
+
+    devices = config.trainer.get("devices", config.devices)
+    if type(devices) is int and devices > 0:
+        return devices
+    if devices in ("auto", -1, "-1"):
+        return torch.cuda.device_count() if on_gpu(config.accelerator) else 1
+    if isinstance(devices, str):
+        return max(1, len([d for d in devices.split(",") if d.strip()]))
+    return max(1, len(devices)) if isinstance(devices, list | tuple) else 1
+
+
 def examples_per_device(config: RunConfig) -> int:
     """Training examples each device sees per epoch (the split after ``val_size`` is held out
     and ``limit_train`` applied, in equal shares among the devices: the remainder is left out,
@@ -451,7 +475,7 @@ def examples_per_device(config: RunConfig) -> int:
     from .data import DATASETS
 
     examples = DATASETS.get(config.dataset).train_size - config.val_size
-    return min(examples, config.limit_train or examples) // config.devices
+    return min(examples, config.limit_train or examples) // device_count(config)
 
 
 def steps_per_epoch(config: RunConfig) -> int:
@@ -715,9 +739,9 @@ def check_numbers(config: RunConfig) -> None:
     if examples_per_device(config) == 0:
         given = (f"val_size {config.val_size}" if config.limit_train is None
                  else f"limit_train {config.limit_train}")
-        raise ConfigError(f"{given} leaves some of the {config.devices} devices no training "
-                          f"example; give at least {config.devices} training examples, one "
-                          f"for each device")
+        count = device_count(config)
+        raise ConfigError(f"{given} leaves some of the {count} devices no training example; "
+                          f"give at least {count} training examples, one for each device")
     if config.resume and config.overwrite:
         raise ConfigError("--overwrite with --resume: a resume continues its run and never "
                           "clears it; drop --overwrite, or start the run anew without --resume")

@@ -42,6 +42,7 @@ from .config import (
     ConfigError,
     RunConfig,
     changed_fields,
+    device_count,
     examples_per_device,
 )
 from .datamodule import TensorDataModule
@@ -471,7 +472,8 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     return pl.Trainer(**{
         "max_epochs": min(config.stop_after or config.epochs, config.epochs),
         "accelerator": config.accelerator, "devices": config.devices,
-        "strategy": "ddp" if config.devices > 1 else "auto", "precision": config.precision,
+        "strategy": "ddp" if device_count(config) > 1 else "auto",
+        "precision": config.precision,
         "num_sanity_val_steps": 0, "enable_model_summary": False,
         "enable_progress_bar": shows_progress_bar(config),
         # at least once per epoch (Lightning counts optimizer steps)

@@ -62,6 +62,7 @@ from .config import (
     ConfigError,
     RunConfig,
     changed_fields,
+    device_count,
     make_config,
 )
 from .datamodule import TensorDataModule
@@ -391,7 +392,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     to_report = {name for name, _ in todo}  # (a resumed stack's finished members are done)
     gpus = torch.cuda.device_count()
     workers = max(1, gpus) * jobs_per_device
-    ddp = any(config.devices > 1 for _, config in todo)
+    ddp = any(device_count(config) > 1 for _, config in todo)
     slots = 1 if ddp else workers
     stacks, todo, stale = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo, [])
     for stack_dir in stale:

@@ -25,7 +25,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.strategies import StrategyRegistry
 
 from .checkpointing import CHECKPOINTS, LAST
-from .config import TYPE_NAMES, ConfigError, RunConfig, steps_per_epoch
+from .config import TYPE_NAMES, ConfigError, RunConfig, device_count, steps_per_epoch
 from .validate import check_output_dir
 
 #: Options the run itself decides, and why.
@@ -257,7 +257,7 @@ def split_batches(config: RunConfig) -> dict[str, int]:
     from .datamodule import EVAL_BATCH
 
     def evaluation(examples: int) -> int:
-        return math.ceil(math.ceil(examples / config.devices) / EVAL_BATCH)
+        return math.ceil(math.ceil(examples / device_count(config)) / EVAL_BATCH)
 
     return {"train": steps_per_epoch(config), "val": evaluation(config.val_size),
             "test": evaluation(DATASETS.get(config.dataset).test_size)}
@@ -358,7 +358,7 @@ def check_trainer_options(config: RunConfig) -> None:
     check_batches(config)
     check_monitors(kwargs.get("callbacks", []), config)
     kwargs.setdefault("devices", config.devices)
-    kwargs.setdefault("strategy", "ddp" if config.devices > 1 else "auto")
+    kwargs.setdefault("strategy", "ddp" if device_count(config) > 1 else "auto")
     try:
         with quiet_logger("pytorch_lightning.utilities.rank_zero"):
             pl.Trainer(accelerator=config.accelerator, precision=config.precision,

@@ -15,7 +15,14 @@ import os
 import tempfile
 from pathlib import Path
 
-from .config import PRECISIONS, ConfigError, RunConfig, precision_name, read_yaml_mapping
+from .config import (
+    PRECISIONS,
+    ConfigError,
+    RunConfig,
+    on_gpu,
+    precision_name,
+    read_yaml_mapping,
+)
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 
@@ -32,11 +39,11 @@ def check_hardware(config: RunConfig) -> None:
     if config.accelerator in ("gpu", "cuda") and not gpus:
         raise ConfigError(f"--accelerator {config.accelerator}: this machine has no CUDA GPU; "
                           f"valid choices here: auto, cpu")
-    on_gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and gpus)
-    if precision == "16-mixed" and not on_gpu:  # Lightning would run bf16-mixed, unsaid
+    gpu = on_gpu(config.accelerator)
+    if precision == "16-mixed" and not gpu:  # Lightning would run bf16-mixed, unsaid
         raise ConfigError(f"--precision 16-mixed needs a CUDA GPU (float16 autocast); on the "
                           f"CPU: {', '.join(p for p in PRECISIONS if p != '16-mixed')}")
-    available, kind = (gpus, "CUDA GPUs") if on_gpu else (os.cpu_count() or 1, "CPU cores")
+    available, kind = (gpus, "CUDA GPUs") if gpu else (os.cpu_count() or 1, "CPU cores")
     if config.devices > available:
         raise ConfigError(f"--devices {config.devices}: this machine has {available} {kind}; "
                           f"valid choices: 1 to {available}")

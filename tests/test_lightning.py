@@ -4,6 +4,7 @@ that one architecture family or the other gets."""
 
 import csv
 import json
+import math
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torch import nn
 
 import lotterynet as ln
 from lotterynet.cli import build_parser, config_from_args
-from lotterynet.datamodule import TensorDataModule
+from lotterynet.datamodule import EVAL_BATCH, TensorDataModule
 from lotterynet.models import build_model
 from lotterynet.params import count_params
 from lotterynet.timm_models import create_timm_model
@@ -344,3 +345,28 @@ def test_step_loss_is_logged_only_in_the_steps_whose_logs_lightning_writes(tmp_p
                   if r["train/loss"]}
     assert sorted(losses) == [3, 7, 11, 15, 19]  # Lightning writes steps 4, 8, ... (1-based)
     assert logged.count("train/loss") == 5 and len(set(losses.values())) == 5
+
+
+def test_trainer_devices_are_counted_as_lightning_counts_them(monkeypatch):
+    """``--devices auto`` / ``0,1`` / ``-1`` go to the Trainer as its ``devices``; the shares of
+    the training split, the per-device checks and the strategy count the devices they name
+    (here four GPUs, simulated), not one."""
+    from lotterynet.config import ConfigError, device_count, examples_per_device, make_config
+    from lotterynet.trainer_options import split_batches
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    base = dict(arch="fc2", structure="dense", accelerator="gpu", limit_train=1000,
+                val_size=640)
+    for devices, count in (("auto", 4), ("-1", 4), ("0,1", 2), ("1,2,3", 3), ([0, 3], 2),
+                           (2, 2)):
+        where = {"devices": devices} if type(devices) is int else \
+            {"trainer": {"devices": devices}}  # (the command line moves them there)
+        config = make_config({**base, **where})
+        assert device_count(config) == count, devices
+        assert examples_per_device(config) == 1000 // count
+        assert split_batches(config)["val"] == math.ceil(math.ceil(640 / count) / EVAL_BATCH)
+    cpu = make_config({**base, "accelerator": "cpu", "trainer": {"devices": "auto"}})
+    assert device_count(cpu) == 1 and examples_per_device(cpu) == 1000
+    with pytest.raises(ConfigError, match="leaves some of the 4 devices no training example"):
+        make_config({**base, "trainer": {"devices": "auto"}, "limit_train": 3})
