@@ -313,6 +313,11 @@ class MaskedWeight(nn.Module):
       would save is sync-free (not measured on a GPU in this change).
     """
 
+    #: A mask for the next forwards in place of :meth:`mask` (a stack sets its members' masks
+    #: for one forward, all chosen in one pass: ``StackedModel``); 0/1 in the weight's dtype.
+    #: (A class default: a layer pickled before it existed loads with none.)
+    given_mask: torch.Tensor | None = None
+
     def __init__(self, shape, *, fan_in: int, sparsity: float, init: str = "kaiming_normal",
                  init_kwargs: dict | None = None, generator: torch.Generator | None = None,
                  group_dim: int | None = None, group_size: int | None = None,
@@ -334,10 +339,6 @@ class MaskedWeight(nn.Module):
         self.set_rules(kept, ties)  # sets k from the sparsity, under the kept rule
         self._cache: tuple | None = None
         self._hint = ThresholdHint()
-        #: A mask for the next forwards in place of :meth:`mask` (a stack sets its members'
-        #: masks for one forward, all chosen in one pass: ``StackedModel``); 0/1 in the
-        #: weight's dtype.
-        self.given_mask: torch.Tensor | None = None
 
     def set_rules(self, kept: str = "round", ties: str = "low") -> None:
         """Choose the kept-count rule (``"round"``/``"floor"``) and the tie rule
