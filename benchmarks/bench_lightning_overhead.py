@@ -64,6 +64,25 @@ def bare_epoch(data, device: str) -> float:
     return time.perf_counter() - start
 
 
+def step_times(data, device: str, repeats: int, steps: int) -> dict[str, float]:
+    """Median ms per step of each loop (round robin over ``repeats`` epochs of ``steps``)."""
+    runs = {"bare": lambda: bare_epoch(data, device),
+            "lightning": lambda: lightning_epoch(data, device, every_step=False),
+            "lightning, step loss logged every step":
+                lambda: lightning_epoch(data, device, every_step=True)}
+    samples = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, epoch in runs.items():
+            samples[name].append(epoch() / steps * 1e3)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def tiny_data(data_dir: str, steps: int) -> ln.TensorDataModule:
+    data = ln.TensorDataModule("mnist", data_dir, limit_train=64 * steps, val_size=64)
+    data.setup()
+    return data
+
+
 def main(argv=None) -> None:
     parser = flags.parser(__file__, __doc__)
     parser.add_argument("--device", type=flags.device, default="cpu", choices=["cpu", "cuda"])
@@ -73,18 +92,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     quiet_lightning()
     with flags.reported(parser):  # missing data: one line
-        data = ln.TensorDataModule("mnist", args.data_dir, limit_train=64 * args.steps,
-                                   val_size=64)
-        data.setup()
-    runs = {"bare": lambda: bare_epoch(data, args.device),
-            "lightning": lambda: lightning_epoch(data, args.device, every_step=False),
-            "lightning, step loss logged every step":
-                lambda: lightning_epoch(data, args.device, every_step=True)}
-    samples = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, epoch in runs.items():
-            samples[name].append(epoch() / args.steps * 1e3)
-    ms = {name: statistics.median(s) for name, s in samples.items()}
+        data = tiny_data(args.data_dir, args.steps)
+    ms = step_times(data, args.device, args.repeats, args.steps)
     device = torch.cuda.get_device_name() if args.device == "cuda" else \
         f"{cpu_name()} ({torch.get_num_threads()} threads)"
     print(f"{device}, torch {torch.__version__}, {args.steps} steps of 64, median of "

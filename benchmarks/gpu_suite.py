@@ -11,7 +11,8 @@ Checks, in order, each a step with a time budget (on CUDA; a step over budget is
   maskable count, relu and identity, batch 64 and 256, <= 1.25x (``bench_layers``); the top-k
   mask of 10M scores against a full sort;
 * a LeNet5 edge-popup epoch (subsetsum, identity) on full MNIST, < 2 s, beside the same epoch as
-  a bare PyTorch loop (the Lightning overhead); an FC2 wide epoch;
+  a bare PyTorch loop (the Lightning overhead) and eagerly; an FC2 wide epoch; the host time
+  Lightning adds to a step of a tiny model (``bench_lightning_overhead``);
 * a 14-member LeNet5 stack epoch against the single LeNet5 run's above (``bench_stack``), and
   a stack step with the members' masks chosen in one pass against member by member;
 * the subset-sum solver: 397,000 instances at n = 21, < 5 s; 2,572 at n = 30 (``bench_subsetsum``);
@@ -55,6 +56,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import bench_layers  # the benchmarks beside this file (sys.path[0] when run as a script)
+import bench_lightning_overhead
 import bench_stack
 import bench_subsetsum
 import flags
@@ -329,6 +331,20 @@ def epochs(suite: Suite) -> None:
               f"(test acc {100 * wide['test_acc']:.1f}%)", "report", None)
 
 
+def lightning_overhead(suite: Suite) -> None:
+    """What Lightning and our module add to a step's host time (``bench_lightning_overhead``:
+    a tiny model, so the loops' own time shows)."""
+    steps = 20 if suite.scale.limit_train else 500
+    ms = bench_lightning_overhead.step_times(
+        bench_lightning_overhead.tiny_data(suite.data_dir, steps), suite.device.type,
+        repeats=1 if suite.scale.limit_train else 3, steps=steps)
+    bare = ms.pop("bare")
+    for name, value in ms.items():
+        suite.add(f"host time a step, over a bare loop: {name}",
+                  f"{value:.3f} ms a step, {value - bare:+.3f} ms over the bare loop's "
+                  f"{bare:.3f}", "report", None)
+
+
 def stack(suite: Suite) -> None:
     args = SimpleNamespace(arch="lenet5", structure="subsetsum", activation="identity",
                            epochs=suite.scale.epochs, data_dir=suite.data_dir,
@@ -418,11 +434,11 @@ def train_cli(suite: Suite) -> None:
               "within 1 pt", gap <= 1.0)
 
 
-# Each check with its budget in seconds on one H100 (full run; --quick scales it): 455 s in
+# Each check with its budget in seconds on one H100 (full run; --quick scales it): 445 s in
 # all, of the 480 s one device call allows.
 CHECKS: list[tuple[Callable[[Suite], None], float]] = [
-    (cuda_tests, 45), (no_syncs, 30), (layer_target, 40), (mask_selection, 15), (epochs, 100),
-    (stack, 75), (stack_masks, 20), (solver, 30), (train_cli, 100)]
+    (cuda_tests, 45), (no_syncs, 30), (layer_target, 40), (mask_selection, 15), (epochs, 80),
+    (lightning_overhead, 30), (stack, 75), (stack_masks, 20), (solver, 30), (train_cli, 80)]
 
 
 # ---------------------------------------------------------------------------------- report

@@ -23,6 +23,7 @@ CHECKS = {  # report row (start) -> whether it needs CUDA
     "LeNet5 epoch without CUDA graphs": False,
     "LeNet5 epoch: Lightning / bare PyTorch loop": False,
     "FC2 wide epoch": False,
+    "host time a step, over a bare loop: lightning": False,
     "-member LeNet5 stack epoch / single run's": False,
     "single runs one after another (epochs)": False,
     "-member stack step: masks in one pass / member by member": False,
