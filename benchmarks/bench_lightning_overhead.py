@@ -10,7 +10,9 @@ batches of 64, three ways, round robin, medians of ``--repeats``:
 * ``lightning``: ``EdgePopupModule`` under a plain ``pl.Trainer`` (no checkpoint, logger or
   progress bar), as shipped: the step loss logged in the steps Lightning writes;
 * ``lightning, step loss logged every step``: the same, ``self.log("train/loss")`` in every
-  step, as lotterynet did before (Lightning writes it only every ``log_every_n_steps`` anyway).
+  step, as lotterynet did before (Lightning writes it only every ``log_every_n_steps`` anyway);
+* ``lightning, no metric updates``: as shipped, but torchmetrics' ``update`` of the accuracy
+  and mean loss does nothing (what those updates cost a step; the metrics it logs are void).
 
     python benchmarks/bench_lightning_overhead.py [--device cuda] [--steps 500] [--repeats 3]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 
 import flags
 import pytorch_lightning as pl
@@ -34,16 +37,22 @@ SPEC = {"name": "fc2", "structure": "dense", "sparsity": 0.5, "width": 4}
 OPTIM = {"lr": 0.01, "epochs": 1}
 
 
-def lightning_epoch(data, device: str, every_step: bool) -> float:
+def lightning_epoch(data, device: str, every_step: bool = False,
+                    metrics: bool = True) -> float:
     module = ln.EdgePopupModule(SPEC, OPTIM)
     if every_step:
         module._writes_step_logs = lambda: True
+    if not metrics:
+        for metric in (*module.acc.values(), *module.loss.values()):
+            object.__setattr__(metric, "update", lambda *args, **kwargs: None)
     timer = EpochTimer()
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[timer], limit_val_batches=0,
                          accelerator="gpu" if device == "cuda" else "cpu", devices=1)
-    trainer.fit(module, datamodule=data)
+    with warnings.catch_warnings():  # void metrics: "compute called before update"
+        warnings.filterwarnings("ignore", ".*before the ``update``.*")
+        trainer.fit(module, datamodule=data)
     return timer.seconds[-1]
 
 
@@ -67,9 +76,10 @@ def bare_epoch(data, device: str) -> float:
 def step_times(data, device: str, repeats: int, steps: int) -> dict[str, float]:
     """Median ms per step of each loop (round robin over ``repeats`` epochs of ``steps``)."""
     runs = {"bare": lambda: bare_epoch(data, device),
-            "lightning": lambda: lightning_epoch(data, device, every_step=False),
+            "lightning": lambda: lightning_epoch(data, device),
             "lightning, step loss logged every step":
-                lambda: lightning_epoch(data, device, every_step=True)}
+                lambda: lightning_epoch(data, device, every_step=True),
+            "lightning, no metric updates": lambda: lightning_epoch(data, device, metrics=False)}
     samples = {name: [] for name in runs}
     for _ in range(repeats):
         for name, epoch in runs.items():
