@@ -252,15 +252,25 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
         # Every entry tied with the threshold fits: the tie rule has nothing to choose.
         if bool((count_ones(at_least, dim) == k).all()):
             return at_least.view_as(magnitudes)
-    mask = grouped > threshold
-    missing = k - mask.sum(dim, keepdim=True)
-    tied = grouped == threshold
     # On the CPU a host read (free there) skips the ranking of ties when all of them fit.
-    if grouped.is_cuda or traced or bool((tied.sum(dim, keepdim=True) > missing).any()):
+    return cut_at(grouped, threshold, k, dim, ties, dtype,
+                  host_reads=not (grouped.is_cuda or traced)).view_as(magnitudes)
+
+
+def cut_at(values: torch.Tensor, threshold: torch.Tensor, k, dim: int, ties: str,
+           dtype: torch.dtype, host_reads: bool) -> torch.Tensor:
+    """The entries of ``values`` above ``threshold`` (the ``k``-th largest along ``dim``: an int,
+    or a tensor of one k per slice) and, of those tied with it, as many as make ``k``, by index
+    (``ties``); 0/1 in ``dtype``. ``host_reads``: skip ranking the ties when all of them fit,
+    which the host must read to know."""
+    mask = values > threshold
+    missing = k - mask.sum(dim, keepdim=True)
+    tied = values == threshold
+    if not host_reads or bool((tied.sum(dim, keepdim=True) > missing).any()):
         rank = tied.cumsum(dim) if ties == "low" else tied.flip(dim).cumsum(dim).flip(dim)
         tied &= rank <= missing
-    out = torch.empty(grouped.shape, dtype=dtype, device=grouped.device)
-    return torch.logical_or(mask, tied, out=out).view_as(magnitudes)
+    out = torch.empty(values.shape, dtype=dtype, device=values.device)
+    return torch.logical_or(mask, tied, out=out)
 
 
 def rows_topk_mask(magnitudes: torch.Tensor, ks: torch.Tensor, ties: str = "low",
@@ -273,14 +283,9 @@ def rows_topk_mask(magnitudes: torch.Tensor, ks: torch.Tensor, ties: str = "low"
     kernels on a GPU."""
     ks = ks.view(-1, 1)
     ordered = magnitudes.sort(dim=1, descending=True).values
-    threshold = ordered.gather(1, (ks - 1).clamp(min=0))  # each row's k-th largest
-    mask = magnitudes > threshold
-    missing = ks - mask.sum(1, keepdim=True)
-    tied = magnitudes == threshold
-    rank = tied.cumsum(1) if ties == "low" else tied.flip(1).cumsum(1).flip(1)
-    mask |= tied & (rank <= missing)
-    mask &= ks > 0  # (a row keeping nothing: its "threshold" was its largest entry)
-    return mask if dtype == torch.bool else mask.to(dtype)
+    # Each row's k-th largest; a row keeping none cuts at its largest and fills no tie.
+    threshold = ordered.gather(1, (ks - 1).clamp(min=0))
+    return cut_at(magnitudes, threshold, ks, 1, ties, dtype, host_reads=False)
 
 
 class MaskedWeight(nn.Module):

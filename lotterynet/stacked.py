@@ -165,16 +165,14 @@ class StackedModel(nn.Module):
         if not (on_gpu if self.batch_masks is None else self.batch_masks):
             return []
         given = []
-        for place, same in enumerate(zip(*(self._masked[s] for s in members))):
+        for same in zip(*(self._masked[s] for s in members)):
             first = same[0]
-            if first.group_dim is not None or any(
-                    w.group_dim is not None or w.ties != first.ties
-                    or w.scores.shape != first.scores.shape for w in same):
+            if any(w.group_dim is not None or w.ties != first.ties
+                   or w.scores.shape != first.scores.shape for w in same):
                 continue  # fixed-size groups or mixed rules: each member its own mask
-            ks = tuple(w.k for w in same)
-            key = (place, ks, first.scores.device)
+            key = (tuple(w.k for w in same), first.scores.device)
             if key not in self._ks:  # one host-to-device copy per k list (none in a graph)
-                self._ks[key] = torch.tensor(ks, device=first.scores.device)
+                self._ks[key] = torch.tensor(key[0], device=first.scores.device)
             with torch.no_grad():
                 magnitudes = torch.stack([w.scores.reshape(-1) for w in same]).abs_()
                 masks = rows_topk_mask(magnitudes, self._ks[key], first.ties,
