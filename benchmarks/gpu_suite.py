@@ -289,9 +289,8 @@ def bare_epoch_seconds(config, device: torch.device) -> float:
     x, y = (t.to(device) for t in data.splits["train"])
     prefix = frozen_prefix(module.model)
     rest = module.model[len(prefix):] if prefix is not None else module.model
-    if prefix is not None:
-        with torch.no_grad():
-            x = torch.cat([prefix(chunk) for chunk in x.split(4096)])
+    data.encode_with(prefix)
+    x = data._encoded(x)  # once per example, as the run's loaders serve it
     graphs = StepGraphs(config.cuda_graphs)
     sampler = EpochPermutation(len(x), shuffle=True, seed=config.seed)
     seconds = 0.0

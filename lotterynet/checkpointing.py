@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, DiskFullError
+from .errors import CheckpointError, DiskFullError, first_line
 
 CHECKPOINTS = "checkpoints"  # RUN/checkpoints/last.ckpt
 LAST = "last.ckpt"
@@ -180,9 +180,8 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
         checkpoint = torch.load(io.BytesIO(data), map_location=map_location or "cpu",
                                 weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unreadable: "
-                              f"{reason}") from None
+                              f"{first_line(err)}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a Lightning checkpoint")
     fault = next((f"its {key!r} is not {what}" for key, (valid, what) in LIGHTNING_KEYS.items()

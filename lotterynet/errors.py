@@ -100,6 +100,13 @@ def exit_code(err: Exception) -> int:
     return getattr(err, "exit_code", 1)
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s text, or its type's name when it has none (what a one-line
+    report of an error raised deep inside torch says)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def message(err: Exception) -> str:
     """The one line reported for ``err``: an OSError's text without its ``[Errno N]``."""
     if isinstance(err, IN_THE_WAY):  # (a rename's error names its destination second)

@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .errors import first_line
+
 #: Input shapes captured per epoch (a loader's full batches and its shorter last one, and a
 #: few more); a step of any other shape runs eagerly rather than hold one more graph's memory.
 MAX_GRAPHS = 4
@@ -94,8 +96,7 @@ class StepGraphs:
                 graphed = torch.cuda.make_graphed_callables(
                     _Captured(fn, modules), (x.detach().clone(),), allow_unused_input=True)
             except RuntimeError as err:  # a host read or an op a graph cannot hold
-                self.failed = str(err).strip().splitlines()[0] if str(err).strip() else \
-                    type(err).__name__
+                self.failed = first_line(err)
                 warnings.warn(f"CUDA graphs off: the training step could not be captured "
                               f"({self.failed}); its steps run eagerly (--no-cuda-graphs "
                               f"skips the attempt)", stacklevel=2)
