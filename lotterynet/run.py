@@ -42,7 +42,6 @@ from .config import (
     ConfigError,
     RunConfig,
     changed_fields,
-    device_count,
     examples_per_device,
 )
 from .datamodule import TensorDataModule
@@ -59,6 +58,7 @@ from .quiet import quiet_lightning
 from .resumable import check_resumable, is_real
 from .ticket import save_ticket
 from .trainer_options import (
+    default_strategy,
     epoch_checkpoint,
     one_line,
     optimizer_steps_per_epoch,
@@ -472,8 +472,7 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     return pl.Trainer(**{
         "max_epochs": min(config.stop_after or config.epochs, config.epochs),
         "accelerator": config.accelerator, "devices": config.devices,
-        "strategy": "ddp" if device_count(config) > 1 else "auto",
-        "precision": config.precision,
+        "strategy": default_strategy(config), "precision": config.precision,
         "num_sanity_val_steps": 0, "enable_model_summary": False,
         "enable_progress_bar": shows_progress_bar(config),
         # at least once per epoch (Lightning counts optimizer steps)

@@ -351,6 +351,11 @@ def epoch_checkpoint(dirpath: Path) -> ModelCheckpoint:
                            save_on_train_epoch_end=True)
 
 
+def default_strategy(config: RunConfig) -> str:
+    """DDP when the run trains on several devices (``--trainer.strategy`` overrides it)."""
+    return "ddp" if device_count(config) > 1 else "auto"
+
+
 def check_trainer_options(config: RunConfig) -> None:
     """Refuse, as one :class:`ConfigError` line, any Trainer option that Lightning would
     refuse: names and class paths here, values by building (not running) the Trainer."""
@@ -358,7 +363,7 @@ def check_trainer_options(config: RunConfig) -> None:
     check_batches(config)
     check_monitors(kwargs.get("callbacks", []), config)
     kwargs.setdefault("devices", config.devices)
-    kwargs.setdefault("strategy", "ddp" if device_count(config) > 1 else "auto")
+    kwargs.setdefault("strategy", default_strategy(config))
     try:
         with quiet_logger("pytorch_lightning.utilities.rank_zero"):
             pl.Trainer(accelerator=config.accelerator, precision=config.precision,
