@@ -4,7 +4,8 @@ in one command, written to one Markdown report.
 Checks, in order, each a step with a time budget (on CUDA; a step over budget is noted):
 * ``pytest -m cuda``: the tests skipped on the CPU;
 * no host-device synchronisation in a training step (mask, forward, backward, optimizer) of a
-  dense, a subsetsum and a fixedsize layer and of a whole Lightning training step of LeNet5:
+  dense, a subsetsum and a fixedsize layer, of a whole Lightning training step of LeNet5 and of
+  an eager batched stack step:
   ``torch.cuda.set_sync_debug_mode("warn")`` around the steps, every sync recorded with the line
   that made it (so one run finds them all, where ``"error"`` stops at the first);
 * the layer target: subsetsum (784 -> 500, 5 pairs) against the wide dense layer of the same
@@ -14,7 +15,7 @@ Checks, in order, each a step with a time budget (on CUDA; a step over budget is
   a bare PyTorch loop (the Lightning overhead) and eagerly; an FC2 wide epoch; the host time
   Lightning adds to a step of a tiny model (``bench_lightning_overhead``);
 * a 14-member LeNet5 stack epoch against the single LeNet5 run's above (``bench_stack``), and
-  a stack step with the members' masks chosen in one pass against member by member;
+  a stack step with the members batched (one vmapped forward) against one by one;
 * the subset-sum solver: 397,000 instances at n = 21, < 5 s; 2,572 at n = 30 (``bench_subsetsum``);
 * ``train.py --devices 1`` end to end with ``--precision 32-true`` and ``bf16-mixed``: test
   accuracies within one percentage point.
@@ -57,6 +58,7 @@ from types import SimpleNamespace
 
 import bench_layers  # the benchmarks beside this file (sys.path[0] when run as a script)
 import bench_lightning_overhead
+import bench_member_batching
 import bench_stack
 import bench_subsetsum
 import flags
@@ -70,10 +72,9 @@ from lotterynet.config import make_config
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, TensorLoader
 from lotterynet.graphs import StepGraphs
 from lotterynet.machine import cpu_name
-from lotterynet.models import build_model
-from lotterynet.optim import OPTIMIZERS, trainable_parameters
+from lotterynet.optim import OPTIMIZERS
 from lotterynet.run import EpochTimer, build_module, make_trainer, run
-from lotterynet.stacked import StackedModel, frozen_prefix
+from lotterynet.stacked import frozen_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 600  # seconds: a hung subprocess, not a slow one
@@ -245,6 +246,8 @@ def no_syncs(suite: Suite) -> None:
     cases = {f"{s} layer step": lambda s=s: syncs_in(layer_step(s, suite.device))
              for s in ("dense", "subsetsum", "fixedsize")}
     cases["Lightning training step (LeNet5)"] = lambda: lightning_step_syncs(suite)
+    cases["batched stack step (eager)"] = lambda: syncs_in(
+        bench_member_batching.stack_step(suite.scale.members, True, suite.device, graphed=False))
     for name, find in cases.items():
         check = f"no host-device sync: {name}"
         if not suite.cuda:
@@ -362,34 +365,12 @@ def stack(suite: Suite) -> None:
               f"(epochs)", f"{speedup:.2f}x", ">= 6x", speedup >= 6)
 
 
-def stack_step(members: int, batch_masks: bool, device: torch.device) -> Callable[[], None]:
-    """One training step of a stack of LeNet5's layers after the frozen convs (subset-sum
-    identity, the paper's first ``members`` sparsities, batch 64), graphed as a run's steps
-    are; ``batch_masks``: the members' masks chosen in one pass or member by member."""
-    stack = StackedModel([build_model("lenet5", structure="subsetsum", activation="identity",
-                                      sparsity=s, seed=0)[7:]
-                          for s in bench_stack.PAPER_SPARSITIES[:members]],
-                         batch_masks=batch_masks).to(device)
-    optimizers = [OPTIMIZERS.get("sgd")(trainable_parameters(m), lr=0.01, momentum=0.9,
-                                        weight_decay=5e-4) for m in stack.members]
-    graphs = StepGraphs()
-    x, y = torch.randn(64, 400, device=device), torch.arange(64, device=device) % 10
-
-    def step():
-        sum(F.cross_entropy(out, y) for out in graphs(stack, stack.members, x)).backward()
-        for optimizer in optimizers:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def stack_masks(suite: Suite) -> None:
+def stack_batching(suite: Suite) -> None:
     members = suite.scale.members
-    times = bench_layers.median_times({batch: stack_step(members, batch, suite.device)
-                                       for batch in (True, False)}, suite.device,
-                                      suite.scale.repeats)
-    suite.add(f"{members}-member stack step: masks in one pass / member by member",
+    steps = {batch: bench_member_batching.stack_step(members, batch, suite.device)
+             for batch in (True, False)}
+    times = bench_layers.median_times(steps, suite.device, suite.scale.repeats)
+    suite.add(f"{members}-member stack step: members batched / one by one",
               f"{times[True] / times[False]:.2f}x ({times[True] * 1e3:.2f} / "
               f"{times[False] * 1e3:.2f} ms)", "report", None)
 
@@ -437,7 +418,7 @@ def train_cli(suite: Suite) -> None:
 # all, of the 480 s one device call allows.
 CHECKS: list[tuple[Callable[[Suite], None], float]] = [
     (cuda_tests, 45), (no_syncs, 30), (layer_target, 40), (mask_selection, 15), (epochs, 80),
-    (lightning_overhead, 30), (stack, 75), (stack_masks, 20), (solver, 30), (train_cli, 80)]
+    (lightning_overhead, 30), (stack, 75), (stack_batching, 20), (solver, 30), (train_cli, 80)]
 
 
 # ---------------------------------------------------------------------------------- report

@@ -4,12 +4,14 @@ leading modules of ``nn.Sequential`` members run once per batch for every member
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .masking import MaskedWeight, masked_weights, rows_topk_mask
+from .errors import first_line
+from .masking import masked_weights, rows_topk_mask
 from .models import build_model
 
 
@@ -100,14 +102,19 @@ class StackedModel(nn.Module):
     members share (:attr:`shared_prefix`), computed elsewhere (a data module's
     ``encode_with``).
 
-    ``batch_masks``: choose the running members' masks of each maskable tensor in one pass
-    (:func:`~lotterynet.masking.rows_topk_mask`; the same masks) rather than member by member.
-    None (default): on a GPU, where a stack's step is otherwise dominated by the dozen small
-    kernels each member's selection launches per tensor (14 LeNet5 members: ~1,200 of a step's
-    ~2,700 kernels); not on the CPU, where each member's hinted quickselect is cheaper than a
-    sort."""
+    ``batched``: run the members as one. Each maskable tensor's masks of all running members
+    come from one :func:`~lotterynet.masking.rows_topk_mask` (the masks each member's own
+    selection gives), and where the members allow it (:attr:`unbatchable` is None) one
+    ``torch.func.vmap`` of the first member's forward computes every member's output, over their
+    scores stacked into ``(S, …)`` tensors: a few large kernels per op where member by member
+    launches one small kernel per member and op (the same values up to float rounding; the
+    gradients reach each member's own scores). None (default): on a GPU, where a graphed
+    stack's step is bound by its many small kernels (14 LeNet5 members: ~2,700 kernels,
+    6.5 ms of an H200's time); not on the CPU, where each member's hinted quickselect is
+    cheaper than a sort and the members' steps are bound by memory traffic, not launches
+    (``BENCHMARKS.md``)."""
 
-    def __init__(self, members: Sequence[nn.Module], batch_masks: bool | None = None):
+    def __init__(self, members: Sequence[nn.Module], batched: bool | None = None):
         super().__init__()
         if not members:
             raise ValueError("a stack needs at least one member")
@@ -131,9 +138,12 @@ class StackedModel(nn.Module):
                 self._prefixes.append(m[:n] if n else nn.Identity())
             self._prefix_of.append(groups[key])
             self._rests.append(m[n:] if n else m)
-        self.batch_masks = batch_masks
+        self.batched = batched
         self._masked = [masked_weights(m) for m in members]  # per member, in module order
         self._ks: dict[tuple, torch.Tensor] = {}  # each k list once on its device
+        self._trainable = [[(name, p) for name, p in rest.named_parameters() if p.requires_grad]
+                           for rest in self._rests]
+        self.unbatchable: str | None = self._why_unbatchable()
 
     def forward(self, x: torch.Tensor, members: Sequence[int] | None = None,
                 prefixed: bool = False) -> list[torch.Tensor]:
@@ -141,46 +151,100 @@ class StackedModel(nn.Module):
             raise ValueError(f"prefixed=True takes the output of the one frozen prefix every "
                              f"member shares, but these members have {self.shared_prefixes} "
                              f"different ones (other seeds' frozen layers): pass the input")
-        members = range(len(self.members)) if members is None else members
+        members = list(range(len(self.members)) if members is None else members)
+        masks = self._row_masks(members)
+        if masks and all(m is not None for m in masks) and self.unbatchable is None and \
+                len({self._prefix_of[s] for s in members}) == 1:
+            h = x if prefixed else self._prefixes[self._prefix_of[members[0]]](x)
+            out = self._vmapped(h, members, masks)
+            if out is not None:
+                return list(out.unbind(0))
+        given = [(w, mask[i]) for same, mask in zip(zip(*(self._masked[s] for s in members)),
+                                                    masks) if mask is not None
+                 for i, w in enumerate(same)]
         shared: dict[int, torch.Tensor] = {0: x} if prefixed else {}
         outputs = []
-        given = self._give_masks(members)
         try:
+            for w, mask in given:
+                w.given_mask = mask
             for s in members:
                 g = self._prefix_of[s]
                 if g not in shared:
                     shared[g] = self._prefixes[g](x)
                 outputs.append(self._rests[s](shared[g]))
         finally:
-            for w in given:
+            for w, _ in given:
                 w.given_mask = None
         return outputs
 
-    def _give_masks(self, members: Sequence[int]) -> list[MaskedWeight]:
-        """Set the running members' masks, tensor by tensor, from one
-        :func:`rows_topk_mask` each (see ``batch_masks``); the weights given one."""
+    def _row_masks(self, members: Sequence[int]) -> list[torch.Tensor | None]:
+        """Per maskable tensor (in module order), the running members' masks as one
+        ``(S, *shape)`` tensor from one :func:`rows_topk_mask` (see ``batched``), None for a
+        tensor whose members each choose their own (fixed-size groups, mixed rules); an empty
+        list when the members are not batched."""
         if len(members) < 2 or not self._masked[0]:
             return []
         on_gpu = self._masked[0][0].scores.is_cuda
-        if not (on_gpu if self.batch_masks is None else self.batch_masks):
+        if not (on_gpu if self.batched is None else self.batched):
             return []
-        given = []
+        masks = []
         for same in zip(*(self._masked[s] for s in members)):
             first = same[0]
             if any(w.group_dim is not None or w.ties != first.ties
                    or w.scores.shape != first.scores.shape for w in same):
-                continue  # fixed-size groups or mixed rules: each member its own mask
+                masks.append(None)
+                continue
             key = (tuple(w.k for w in same), first.scores.device)
             if key not in self._ks:  # one host-to-device copy per k list (none in a graph)
                 self._ks[key] = torch.tensor(key[0], device=first.scores.device)
             with torch.no_grad():
                 magnitudes = torch.stack([w.scores.reshape(-1) for w in same]).abs_()
-                masks = rows_topk_mask(magnitudes, self._ks[key], first.ties,
-                                       first.weight.dtype)
-            for w, mask in zip(same, masks):
-                w.given_mask = mask.view_as(w.weight)
-                given.append(w)
-        return given
+                masks.append(rows_topk_mask(magnitudes, self._ks[key], first.ties,
+                                            first.weight.dtype).view(len(same),
+                                                                     *first.weight.shape))
+        return masks
+
+    def _why_unbatchable(self) -> str | None:
+        """Why one vmapped forward cannot stand for the members' own (None when it can): it
+        runs the first member's modules with each member's trainable tensors, so every other
+        tensor must be one the members share, and nothing may change in place (buffers)."""
+        names = [[name for name, _ in t] for t in self._trainable]
+        if any(n != names[0] for n in names):
+            return "the members' trainable tensors differ in name"
+        if any(True for rest in self._rests for _ in rest.buffers()):
+            return "the members hold buffers (batch norm statistics)"
+        frozen = [[p for p in rest.parameters() if not p.requires_grad] for rest in self._rests]
+        if any(len(f) != len(frozen[0]) or any(p is not q for p, q in zip(f, frozen[0]))
+               for f in frozen):
+            return "the members' frozen tensors differ (other seeds)"
+        return None
+
+    def _vmapped(self, h: torch.Tensor, members: list[int], masks: list[torch.Tensor]
+                 ) -> torch.Tensor | None:
+        """``(S, …)``: every member's output on ``h`` (the shared prefix's output), from one
+        ``torch.func.vmap`` of the first member's forward over the members' stacked trainable
+        tensors and masks; None, with a warning, where the forward cannot be vmapped (an op
+        reading a value on the host), and member by member from then on."""
+        first = self._rests[members[0]]
+        weights = self._masked[members[0]]
+        stacked = {name: torch.stack([self._trainable[s][i][1] for s in members])
+                   for i, (name, _) in enumerate(self._trainable[members[0]])}
+
+        def member(tensors: dict, masks: list[torch.Tensor]) -> torch.Tensor:
+            for w, mask in zip(weights, masks):
+                w.given_mask = mask
+            return torch.func.functional_call(first, tensors, (h,))
+
+        try:
+            return torch.func.vmap(member)(stacked, masks)
+        except RuntimeError as err:
+            self.unbatchable = first_line(err)
+            warnings.warn(f"the stack's members run one by one: their forward cannot be "
+                          f"vmapped ({self.unbatchable})", stacklevel=3)
+            return None
+        finally:
+            for w in weights:
+                w.given_mask = None
 
     @property
     def shared_prefixes(self) -> int:

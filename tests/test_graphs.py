@@ -134,22 +134,39 @@ def test_stack_steps_graphed_match_eager(tmp_path, data_dir):
 
 
 @requires_cuda
-def test_stack_on_the_gpu_chooses_its_masks_in_one_pass_with_the_same_result():
-    """On CUDA a stack gives its members their masks from one sort per tensor (the default):
-    the masks and logits are those each member's own selection gives."""
+def test_stack_on_the_gpu_runs_its_members_batched_with_the_same_result():
+    """On CUDA a stack runs its members as one (the default): every member's masks from one
+    sort per tensor (those its own selection gives) and one vmapped forward; graphed training
+    steps then give the scores that eager member-by-member steps give."""
+    sparsities = (0.0, 0.5, 0.9, 0.99)
+
     def stack(batch):
-        return StackedModel([build_model("lenet5", structure="subsetsum", sparsity=s, seed=0)
-                             for s in (0.0, 0.5, 0.9, 0.99)], batch_masks=batch).cuda()
+        return StackedModel([lenet_fc(s) for s in sparsities], batched=batch).cuda()
 
     batched, single = stack(None), stack(False)
-    given = batched._give_masks([0, 1, 2, 3])
-    assert len(given) == 4 * len(masked_weights(batched.members[0]))
-    for w in given:
-        assert torch.equal(w.given_mask, w.mask(w.weight.dtype))
-        w.given_mask = None
-    x = torch.randn(32, 1, 28, 28, device="cuda")
+    assert batched.unbatchable is None
+    masks = batched._row_masks([0, 1, 2, 3])
+    assert len(masks) == len(masked_weights(batched.members[0]))
+    for position, mask in enumerate(masks):
+        for s, m in enumerate(mask):
+            w = masked_weights(batched.members[s])[position]
+            assert torch.equal(m, w.mask(w.weight.dtype))
+    x = torch.randn(32, 400, device="cuda")
     for a, b in zip(batched(x), single(x)):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    graphs = StepGraphs()
+    optimizers = [OPTIMIZERS.get("sgd")(trainable_parameters(m), lr=0.01, momentum=0.9,
+                                        weight_decay=5e-4) for m in (batched, single)]
+    for x, y in batches([64] * 5):
+        x, y = x.cuda(), y.cuda()
+        for model, optimizer, step in zip((batched, single), optimizers,
+                                          (graphs, StepGraphs(enabled=False))):
+            sum(F.cross_entropy(o, y) for o in step(model, model.members, x)).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    assert graphs.captures == 1 and graphs.failed is None
+    for a, b in zip(batched.parameters(), single.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 @requires_cuda

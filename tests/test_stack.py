@@ -27,6 +27,7 @@ from lotterynet.convert import convert
 from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH
 from lotterynet.errors import TrainingDiverged
+from lotterynet.layers import SubnetLinear
 from lotterynet.loggers import read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
@@ -629,34 +630,86 @@ def test_junk_member_histories_in_a_stack_checkpoint_are_one_line(tmp_path):
             results.load_state_dict(junk)
 
 
-@pytest.mark.parametrize("structure", ["subsetsum", "fixedsize", "dense"])
-def test_masks_chosen_in_one_pass_train_the_stack_as_member_by_member(structure):
-    """``batch_masks`` (a GPU's default) gives every member the masks its own selection gives:
-    the same logits and, after SGD steps, the same scores, bit for bit on the CPU; no member
-    keeps a given mask after the forward. Fixed-size groups fall back to each member's own."""
+@pytest.mark.parametrize("structure,activation", [("subsetsum", "identity"),
+                                                   ("subsetsum", "relu"), ("dense", "relu"),
+                                                   ("fixedsize", "relu")])
+def test_batched_members_train_as_member_by_member(structure, activation):
+    """``batched`` (a GPU's default): every member gets the masks its own selection gives (one
+    sort per tensor), and one vmapped forward of all members (not for fixed-size groups, whose
+    members choose their own masks) gives, in float64, the logits and, after SGD steps, the
+    scores and masks of member-by-member steps; no member keeps a given mask afterwards."""
     sparsities = [0.0, 0.4, 0.6, 0.8] if structure == "fixedsize" else [0.0, 0.5, 0.9, 0.99]
 
     def stack(batch):
-        return StackedModel([build_model("lenet5", structure=structure, sparsity=s, seed=0)
-                             for s in sparsities], batch_masks=batch)
+        return StackedModel([build_model("lenet5", structure=structure, activation=activation,
+                                         sparsity=s, seed=0) for s in sparsities],
+                            batched=batch).double()
 
     batched, single = stack(True), stack(False)
-    given = batched._give_masks([0, 1, 3])
-    own = [w for w in masked_weights(batched.members[0]) if w.group_dim is None]
-    assert len(given) == 3 * len(own) and (own or structure == "fixedsize")
-    for w in given:
-        assert torch.equal(w.given_mask, w.mask(w.weight.dtype))
-        w.given_mask = None
-    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert batched.unbatchable is None
+    masks = batched._row_masks([0, 1, 3])
+    for position, mask in enumerate(masks):
+        same = [masked_weights(batched.members[s])[position] for s in (0, 1, 3)]
+        assert (mask is None) == (same[0].group_dim is not None)
+        for w, m in zip(same, [] if mask is None else mask):
+            assert torch.equal(m, w.mask(w.weight.dtype))
+    assert single._row_masks([0, 1, 3]) == []
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
     y = torch.arange(16) % 10
     optimizers = [torch.optim.SGD(trainable_parameters(m), lr=0.5, momentum=0.9)
                   for m in (batched, single)]
-    for _ in range(3):
-        outs = [m(x, members=[0, 1, 3]) for m in (batched, single)]
-        assert all(torch.equal(a, b) for a, b in zip(*outs))
-        for out, opt in zip(outs, optimizers):
-            sum(nn.functional.cross_entropy(o, y) for o in out).backward()
-            opt.step()
-            opt.zero_grad()
-    assert all(torch.equal(a, b) for a, b in zip(batched.parameters(), single.parameters()))
+    vmapped = StackedModel._vmapped
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StackedModel, "_vmapped",
+                      lambda self, *args: calls.append(self) or vmapped(self, *args))
+        for _ in range(3):
+            outs = [m(x, members=[0, 1, 3]) for m in (batched, single)]
+            for a, b in zip(*outs):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+            for out, opt in zip(outs, optimizers):
+                sum(nn.functional.cross_entropy(o, y) for o in out).backward()
+                opt.step()
+                opt.zero_grad()
+    assert calls == ([] if structure == "fixedsize" else [batched] * 3)
+    for a, b in zip(batched.parameters(), single.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(masked_weights(batched), masked_weights(single)):
+        assert torch.equal(a.mask(), b.mask())
     assert all(w.given_mask is None for m in batched.members for w in masked_weights(m))
+
+
+class _HostRead(nn.Module):
+    """Reads a value on the host in its forward (what torch.func.vmap cannot batch)."""
+
+    def forward(self, x):
+        return x * float(x.abs().max() > 0)
+
+
+def test_a_stack_whose_forward_cannot_be_vmapped_runs_member_by_member_with_a_warning():
+    def stack(batch):
+        return StackedModel([nn.Sequential(
+            SubnetLinear(8, 4, sparsity=s, seed=0), _HostRead()) for s in (0.25, 0.75)],
+            batched=batch)
+
+    batched, single = stack(True), stack(False)
+    x = torch.randn(5, 8)
+    with pytest.warns(UserWarning, match="members run one by one.*cannot be vmapped"):
+        out = batched(x)
+    assert batched.unbatchable and "item" in batched.unbatchable.lower()
+    for a, b in zip(out, single(x)):
+        assert torch.equal(a, b)
+    assert all(w.given_mask is None for w in masked_weights(batched))
+
+
+@pytest.mark.parametrize("members,why", [
+    (lambda: [nn.Sequential(SubnetLinear(8, 4, sparsity=s, seed=0), nn.BatchNorm1d(4))
+              for s in (0.25, 0.75)], "buffers"),
+    (lambda: [SubnetLinear(8, 4, sparsity=0.5, seed=seed) for seed in (0, 1)],
+     "frozen tensors differ")])
+def test_what_keeps_a_stack_from_one_vmapped_forward(members, why):
+    stack = StackedModel(members(), batched=True)
+    assert why in stack.unbatchable
+    out = stack(torch.randn(5, 8))
+    assert len(out) == 2 and all(o.shape == (5, 4) for o in out)

@@ -161,3 +161,21 @@ def test_first_layer_shortcut_under_autocast():
     for shortcut, autograd in zip(*grads):
         assert shortcut.dtype == torch.float32
         torch.testing.assert_close(shortcut, autograd, rtol=2e-2, atol=1e-3 * autograd.abs().max())
+
+
+def test_relu_layer_under_vmap_passes_the_gradient_to_a_batched_input():
+    """Inside ``torch.func.vmap`` a batched input reports ``requires_grad=False`` even when a
+    gradient flows to it (a stack's second layer, per-example models): the layer must not take
+    the first-layer shortcut, which gives the input no gradient. The input's and the scores'
+    gradients equal those of a loop over the batch."""
+    layer = ln.SubnetLinear(9, 6, structure="subsetsum", pairs=4, activation="relu",
+                            sparsity=0.4, seed=3).double()
+    x = torch.randn(3, 5, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    grads = []
+    for apply in (torch.func.vmap(layer), lambda xs: torch.stack([layer(x) for x in xs])):
+        layer.zero_grad(set_to_none=True)
+        xs = x.clone().requires_grad_()
+        apply(xs).square().sum().backward()
+        grads.append([xs.grad, layer.structure.u.scores.grad, layer.structure.v.scores.grad])
+    for vmapped, looped in zip(*grads):
+        torch.testing.assert_close(vmapped, looped, rtol=1e-10, atol=1e-12)
