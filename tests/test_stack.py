@@ -56,9 +56,18 @@ def trained_model(run_dir: Path) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("arch", ["fc2", "lenet5"])
-@pytest.mark.parametrize("variant", ["subsetsum:relu", "subsetsum:identity", "wide"])
-def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant):
+@pytest.mark.parametrize("arch,variant,batched", [
+    *((arch, variant, False) for arch in ("fc2", "lenet5")
+      for variant in ("subsetsum:relu", "subsetsum:identity", "wide")),
+    ("lenet5", "subsetsum:relu", True), ("lenet5", "wide", True)])
+def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batched,
+                                         monkeypatch):
+    """``batched``: the stack runs its members as one (a GPU's default) on the CPU too."""
+    vmapped, calls = StackedModel._vmapped, []
+    if batched:
+        monkeypatch.setattr(StackedModel.__init__, "__defaults__", (True,))
+        monkeypatch.setattr(StackedModel, "_vmapped", lambda self, *args: calls.append(
+            vmapped(self, *args)) or calls[-1])
     structure, _, activation = variant.partition(":")
     base = dict(arch=arch, structure=structure, activation=activation or "relu",
                 limit_train=640, val_size=200, lr=0.05, progress_bar=False,
@@ -86,6 +95,7 @@ def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant):
                                           weights_only=True)) == config.epochs
         assert member["params"] == single["params"]
     assert stacked[0]["test_acc"] > 0.2  # it learned: chance is 0.1
+    assert bool(calls) == batched and all(out is not None for out in calls)  # never refused
 
 
 def test_shared_tensors_are_stored_and_run_once():
