@@ -209,11 +209,14 @@ class StackModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.sums["val"] = torch.zeros(len(self.budgets), 3, device=self.device)
 
-    def _accumulate(self, stage: str, members: list[int], logits: list[torch.Tensor],
-                    losses: list[torch.Tensor], y: torch.Tensor) -> None:
+    def _accumulate(self, stage: str, members: list[int], logits: torch.Tensor,
+                    losses: torch.Tensor, y: torch.Tensor) -> None:
+        """Add a batch's loss sum, correct predictions and count to each member's row of
+        ``sums[stage]``; ``logits`` and ``losses`` as :func:`member_losses` takes and gives
+        them."""
         with torch.no_grad():
-            correct = (torch.stack(logits).argmax(-1) == y).sum(1).float()
-            loss = torch.stack(losses).float() * len(y)
+            correct = (logits.argmax(1) == y.unsqueeze(1)).sum(0).float()
+            loss = losses.float() * len(y)
             rows = torch.stack([loss, correct, torch.full_like(loss, len(y))], dim=1)
             key = (tuple(members), rows.device)
             if key not in self._index:  # one host-to-device copy per member set, not per step
@@ -223,10 +226,12 @@ class StackModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         members = self.training_members(self.current_epoch)
-        logits = self.graphs(partial(self.model, members=members, prefixed=self.prefixed),
-                             [self.model.members[s] for s in members], x, key=tuple(members))
-        losses = [F.cross_entropy(out, y) for out in logits]
-        self.manual_backward(sum(losses))  # d(Σ losses)/dθ_s = d(loss_s)/dθ_s for member s
+        logits = torch.stack(self.graphs(partial(self.model, members=members,
+                                                 prefixed=self.prefixed),
+                                         [self.model.members[s] for s in members], x,
+                                         key=tuple(members)), dim=2)
+        losses = member_losses(logits, y)
+        self.manual_backward(losses.sum())  # d(Σ losses)/dθ_s = d(loss_s)/dθ_s for member s
         optimizers = as_list(self.optimizers())
         for s in members:
             optimizers[s].step()
@@ -236,8 +241,8 @@ class StackModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         members = self.training_members(self.current_epoch)
-        logits = self.model(x, members, self.prefixed)
-        self._accumulate("val", members, logits, [F.cross_entropy(o, y) for o in logits], y)
+        logits = torch.stack(self.model(x, members, self.prefixed), dim=2)
+        self._accumulate("val", members, logits, member_losses(logits, y), y)
 
     @torch.no_grad()
     def evaluate(self, members: list[int], loader) -> list[dict[str, float]]:
@@ -257,6 +262,14 @@ class StackModule(pl.LightningModule):
         self.model.train(was_training)
         return [{"test_acc": correct / count, "test_loss": loss / count}
                 for loss, correct in totals]
+
+
+def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each member's mean cross-entropy over the batch, ``(S,)``, from its logits stacked
+    along the last dimension, ``(batch, classes, S)``: one op for all members (the value of
+    ``F.cross_entropy(logits[..., s], y)`` up to float rounding)."""
+    return F.cross_entropy(logits, y.unsqueeze(1).expand(-1, logits.shape[2]),
+                           reduction="none").mean(0)
 
 
 # ------------------------------------------------------------ each member's cell directory

@@ -36,6 +36,7 @@ from lotterynet.run import locked, run
 from lotterynet.stack import (
     StackModule,
     check_stackable,
+    member_losses,
     read_stack_file,
     run_stack,
     write_stack_file,
@@ -723,3 +724,18 @@ def test_what_keeps_a_stack_from_one_vmapped_forward(members, why):
     assert why in stack.unbatchable
     out = stack(torch.randn(5, 8))
     assert len(out) == 2 and all(o.shape == (5, 4) for o in out)
+
+
+def test_member_losses_are_each_members_cross_entropy_with_its_gradient():
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(7, 10, generator=g, dtype=torch.float64, requires_grad=True)
+              for _ in range(3)]
+    y = torch.randint(0, 10, (7,), generator=g)
+    losses = member_losses(torch.stack(logits, dim=2), y)
+    expected = [nn.functional.cross_entropy(out, y) for out in logits]
+    torch.testing.assert_close(losses, torch.stack(expected), rtol=1e-14, atol=0)
+    weights = torch.tensor([1.0, 2.0, -3.0], dtype=torch.float64)
+    batched = torch.autograd.grad((losses * weights).sum(), logits)
+    each = torch.autograd.grad(sum(w * e for w, e in zip(weights, expected)), logits)
+    for a, b in zip(batched, each):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
