@@ -159,9 +159,10 @@ class StackedModel(nn.Module):
             out = self._vmapped(h, members, masks)
             if out is not None:
                 return list(out.unbind(0))
-        given = [(w, mask[i]) for same, mask in zip(zip(*(self._masked[s] for s in members)),
-                                                    masks) if mask is not None
-                 for i, w in enumerate(same)]
+        # member by member; where a tensor's masks were chosen together, each its own row
+        positions = zip(*(self._masked[s] for s in members))  # each tensor of every member
+        given = [(w, mask[row]) for mask, same in zip(masks, positions) if mask is not None
+                 for row, w in enumerate(same)]
         shared: dict[int, torch.Tensor] = {0: x} if prefixed else {}
         outputs = []
         try:
@@ -223,8 +224,9 @@ class StackedModel(nn.Module):
                  ) -> torch.Tensor | None:
         """``(S, …)``: every member's output on ``h`` (the shared prefix's output), from one
         ``torch.func.vmap`` of the first member's forward over the members' stacked trainable
-        tensors and masks; None, with a warning, where the forward cannot be vmapped (an op
-        reading a value on the host), and member by member from then on."""
+        tensors and masks; None where the forward fails (the members run one by one and
+        raise its error as they would), and where it cannot be vmapped (an op reading a value
+        on the host: with a warning, and member by member from then on)."""
         first = self._rests[members[0]]
         weights = self._masked[members[0]]
         stacked = {name: torch.stack([self._trainable[s][i][1] for s in members])
@@ -238,6 +240,8 @@ class StackedModel(nn.Module):
         try:
             return torch.func.vmap(member)(stacked, masks)
         except RuntimeError as err:
+            if not any(word in str(err).lower() for word in ("vmap", "batching rule")):
+                return None  # the forward's own error: the members raise it one by one
             self.unbatchable = first_line(err)
             warnings.warn(f"the stack's members run one by one: their forward cannot be "
                           f"vmapped ({self.unbatchable})", stacklevel=3)

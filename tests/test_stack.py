@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -739,3 +740,14 @@ def test_member_losses_are_each_members_cross_entropy_with_its_gradient():
     each = torch.autograd.grad(sum(w * e for w, e in zip(weights, expected)), logits)
     for a, b in zip(batched, each):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_an_error_of_the_members_own_forward_is_raised_not_taken_for_vmap():
+    stack = StackedModel([SubnetLinear(8, 4, sparsity=s, seed=0) for s in (0.25, 0.75)],
+                         batched=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "cannot be vmapped" warning
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):
+            stack(torch.randn(5, 9))  # 9 inputs for a layer of 8
+    assert stack.unbatchable is None
+    assert len(stack(torch.randn(5, 8))) == 2
