@@ -309,9 +309,11 @@ class SubsetSum(Structure):
     def literal_kind(self, x: torch.Tensor) -> str:
         """The key of :attr:`literal_rows` for input ``x``. Inside ``torch.func.vmap`` a batched
         input says ``requires_grad=False`` whether or not a gradient flows to it, so only an
-        input that is not torch.func's wrapper counts as one without gradient."""
-        if self.activation == "relu" and not x.requires_grad and \
-                not torch._C._functorch.is_functorch_wrapped_tensor(x):
+        input that is not torch.func's wrapper counts as one without gradient (under
+        ``torch.compile``, which cannot trace that check, the input's own flag decides)."""
+        if self.activation == "relu" and not x.requires_grad and (
+                torch.compiler.is_compiling()
+                or not torch._C._functorch.is_functorch_wrapped_tensor(x)):
             return "relu, input without gradient"
         return self.activation
 
