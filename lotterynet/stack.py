@@ -250,18 +250,16 @@ class StackModule(pl.LightningModule):
         frozen prefix runs once per batch for all of them, as in training."""
         was_training = self.model.training
         self.model.eval()
-        totals, count = [[0.0, 0.0] for _ in members], 0
+        self.sums["test"] = torch.zeros(len(self.budgets), 3, device=self.device)
         plugin = self.trainer.precision_plugin
         with plugin.forward_context():
             for x, y in loader:
                 x = plugin.convert_input(x)  # as Lightning's loops do (64-true, bf16-true)
-                count += len(y)
-                for total, logits in zip(totals, self.model(x, members, self.prefixed)):
-                    total[0] += float(F.cross_entropy(logits, y, reduction="sum"))
-                    total[1] += float((logits.argmax(-1) == y).sum())
+                logits = torch.stack(self.model(x, members, self.prefixed), dim=2)
+                self._accumulate("test", members, logits, member_losses(logits, y), y)
         self.model.train(was_training)
-        return [{"test_acc": correct / count, "test_loss": loss / count}
-                for loss, correct in totals]
+        tested = (_epoch_metrics(self.sums["test"], s, "test") for s in members)
+        return [{"test_acc": m["test/acc"], "test_loss": m["test/loss"]} for m in tested]
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
