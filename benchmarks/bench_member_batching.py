@@ -36,7 +36,8 @@ def stack_step(members: int, batched: bool, device: torch.device, graphed: bool 
     """One training step of a stack of LeNet5's layers after the frozen convs (subset-sum
     identity, the paper's first ``members`` sparsities, batch 64), graphed as a run's steps
     are where a graph may be used (or not); ``batched``: the members run as one or one by
-    one."""
+    one. The step's ``stack`` and ``graphs`` are attributes of it (what ran: batched or not,
+    graphed or not)."""
     stack = StackedModel([build_model("lenet5", structure="subsetsum", activation="identity",
                                       sparsity=s, seed=0)[7:]
                           for s in PAPER_SPARSITIES[:members]], batched=batched).to(device)
@@ -51,6 +52,7 @@ def stack_step(members: int, batched: bool, device: torch.device, graphed: bool 
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
+    step.stack, step.graphs = stack, graphs
     return step
 
 

@@ -373,6 +373,12 @@ def stack_batching(suite: Suite) -> None:
     suite.add(f"{members}-member stack step: members batched / one by one",
               f"{times[True] / times[False]:.2f}x ({times[True] * 1e3:.2f} / "
               f"{times[False] * 1e3:.2f} ms)", "report", None)
+    batched = steps[True]
+    ran = "one vmapped forward" if batched.stack.unbatchable is None else \
+        f"members one by one ({batched.stack.unbatchable})"
+    graphed = f"{batched.graphs.captures} graph(s)" if batched.graphs.failed is None else \
+        f"eager ({batched.graphs.failed})"
+    suite.notes.append(f"batched stack step: {ran}, {graphed}")
 
 
 def solver(suite: Suite) -> None:

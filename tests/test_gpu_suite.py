@@ -53,6 +53,7 @@ def test_quick_cpu_run_reports_every_check(tmp_path, data_dir):
         else:
             assert row[3] in ("REPORT |", "not judged (CPU) |"), row
             assert re.match(r"[\d.]+", row[1]), row
+    assert "- batched stack step: one vmapped forward, 0 graph(s)" in text  # (no CUDA graph)
 
 
 
