@@ -226,10 +226,9 @@ class StackModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         members = self.training_members(self.current_epoch)
-        logits = torch.stack(self.graphs(partial(self.model, members=members,
-                                                 prefixed=self.prefixed),
-                                         [self.model.members[s] for s in members], x,
-                                         key=tuple(members)), dim=2)
+        outputs = self.graphs(partial(self.model, members=members, prefixed=self.prefixed),
+                              [self.model.members[s] for s in members], x, key=tuple(members))
+        logits = torch.stack(outputs, dim=2)
         losses = member_losses(logits, y)
         self.manual_backward(losses.sum())  # d(Σ losses)/dθ_s = d(loss_s)/dθ_s for member s
         optimizers = as_list(self.optimizers())

@@ -200,9 +200,8 @@ class StackedModel(nn.Module):
                 self._ks[key] = torch.tensor(key[0], device=first.scores.device)
             with torch.no_grad():
                 magnitudes = torch.stack([w.scores.reshape(-1) for w in same]).abs_()
-                masks.append(rows_topk_mask(magnitudes, self._ks[key], first.ties,
-                                            first.weight.dtype).view(len(same),
-                                                                     *first.weight.shape))
+                rows = rows_topk_mask(magnitudes, self._ks[key], first.ties, first.weight.dtype)
+            masks.append(rows.view(len(same), *first.weight.shape))
         return masks
 
     def _why_unbatchable(self) -> str | None:
