@@ -3,11 +3,12 @@ member's masks of a tensor from one sort, one ``torch.func.vmap`` of the members
 their stacked scores) against ``batched=False`` (each member its own selection and forward).
 
 One training step of LeNet5's layers after its frozen convs (subset-sum identity, 5 pairs,
-batch 64, the paper's 14 sparsities, one seed: the frozen weights are shared): the stack's
-forward, one backward of the summed loss, each member's own SGD step. Per form: the median
-time of a step (the two forms alternating) and the number of top-level ops a step dispatches
-of the eager step (torch profiler), each of which is at least one kernel launch on a GPU. On
-CUDA the timed steps are graphed as a run's are (``--no-graphs``: eager).
+batch 64, the paper's 14 sparsities, one seed: the frozen weights are shared), as
+``StackModule`` steps: the stack's forward, every member's loss in one op, one backward of
+their sum, each member's own SGD step. Per form: the median time of a step (the two forms
+alternating) and the number of top-level ops the eager step dispatches (torch profiler), each
+of which is at least one kernel launch on a GPU. On CUDA the timed steps are graphed as a
+run's are (``--no-graphs``: eager).
 
     python benchmarks/bench_member_batching.py [--device cuda] [--threads 1 2] [--steps 100]
 """
@@ -19,7 +20,6 @@ from collections.abc import Callable
 
 import flags
 import torch
-import torch.nn.functional as F
 from bench_layers import median_times  # the benchmarks beside this file (sys.path[0])
 from bench_stack import PAPER_SPARSITIES
 from torch.profiler import profile
@@ -28,6 +28,7 @@ from lotterynet.graphs import StepGraphs
 from lotterynet.machine import cpu_name
 from lotterynet.models import build_model
 from lotterynet.optim import OPTIMIZERS, trainable_parameters
+from lotterynet.stack import member_losses
 from lotterynet.stacked import StackedModel
 
 
@@ -47,7 +48,8 @@ def stack_step(members: int, batched: bool, device: torch.device, graphed: bool 
     x, y = torch.randn(64, 400, device=device), torch.arange(64, device=device) % 10
 
     def step():
-        sum(F.cross_entropy(out, y) for out in graphs(stack, stack.members, x)).backward()
+        logits = torch.stack(graphs(stack, stack.members, x), dim=2)
+        member_losses(logits, y).sum().backward()  # as StackModule's step
         for optimizer in optimizers:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
