@@ -18,7 +18,7 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
-from .errors import DatasetCorrupt, DatasetNotFound
+from .errors import DatasetCorrupt, DatasetNotFound, first_line
 from .idx import IDXError, read_gzipped_split
 from .registry import Registry
 
@@ -62,9 +62,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> DatasetCorrupt:
-    reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
     return DatasetCorrupt(f"{name}: the files under {root.resolve()} are corrupt or unreadable "
-                           f"({reason}); replace {spec.files} with intact copies")
+                           f"({first_line(err)[:200]}); replace {spec.files} with intact copies")
 
 
 def _missing(name: str, root: Path, spec: DatasetSpec, how: str) -> DatasetNotFound:
