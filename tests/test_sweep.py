@@ -310,17 +310,22 @@ def test_stopping_or_killing_the_sweep_stops_its_cells(tmp_path, data_dir):
             os.kill(pid, signal.SIGKILL)
 
 
+def fail_subprocesses(tmp_path, monkeypatch, shell: str) -> None:
+    """The sweep's subprocesses start through an interpreter that first runs ``shell`` (a
+    ``sh`` script that may exit to fail the job), then the real Python."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f"#!/bin/sh\n{shell}exec {sys.executable} \"$@\"\n")
+    fake_python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake_python))
+
+
 def test_pool_runs_cells_and_a_failing_one_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
     """With job slots each cell runs in its own ``train.py``. A cell whose process dies (here:
     an interpreter that fails for sparsity 0.9) is named in one line with its log; the other
     cell finishes, reports its accuracy and the sweep exits 1, no traceback."""
-    fake_python = tmp_path / "python"
-    fake_python.write_text(
-        "#!/bin/sh\n"  # argv: train.py --config CELL/cell.yaml
-        "if grep -q '^sparsity: 0.9$' \"$3\"; then echo 'RuntimeError: out of memory' >&2; "
-        f"exit 3; fi\nexec {sys.executable} \"$@\"\n")
-    fake_python.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(fake_python))
+    fail_subprocesses(tmp_path, monkeypatch,  # argv: train.py --config CELL/cell.yaml
+                      "if grep -q '^sparsity: 0.9$' \"$3\"; then "
+                      "echo 'RuntimeError: out of memory' >&2; exit 3; fi\n")
     out = tmp_path / "pool"
     argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
     assert main(argv) == 1
@@ -340,13 +345,8 @@ def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
         tmp_path, data_dir, capsys, monkeypatch):
     """A stack whose ``train.py --stack-file`` dies is named in one line with its log, its
     members stay out of the table, the other stack's members are in it; exit 1."""
-    fake_python = tmp_path / "python"
-    fake_python.write_text(
-        "#!/bin/sh\n"  # argv: train.py --stack-file SWEEP/stacks/<stack>/stack.yaml
-        "case \"$3\" in *wide-seed0*) echo 'Killed' >&2; exit 3;; esac\n"
-        f"exec {sys.executable} \"$@\"\n")
-    fake_python.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(fake_python))
+    fail_subprocesses(tmp_path, monkeypatch,  # argv: train.py --stack-file STACK.yaml
+                      "case \"$3\" in *wide-seed0*) echo 'Killed' >&2; exit 3;; esac\n")
     out = tmp_path / "pool"
     assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(out),
                  "--jobs-per-device", "2"]) == 1
@@ -363,10 +363,7 @@ def test_a_sweep_whose_every_stack_fails_names_them_and_writes_no_table(
         tmp_path, data_dir, capsys, monkeypatch):
     """With no cell finished there is nothing to tabulate: each failure is one line, exit 1
     (an empty table was an IndexError traceback)."""
-    fake_python = tmp_path / "python"
-    fake_python.write_text("#!/bin/sh\necho 'Killed' >&2; exit 3\n")
-    fake_python.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(fake_python))
+    fail_subprocesses(tmp_path, monkeypatch, "echo 'Killed' >&2; exit 3\n")
     out = tmp_path / "pool"
     assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(out),
                  "--jobs-per-device", "2"]) == 1
