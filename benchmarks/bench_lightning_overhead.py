@@ -12,7 +12,11 @@ batches of 64, three ways, round robin, medians of ``--repeats``:
 * ``lightning, step loss logged every step``: the same, ``self.log("train/loss")`` in every
   step, as lotterynet did before (Lightning writes it only every ``log_every_n_steps`` anyway);
 * ``lightning, no metric updates``: as shipped, but torchmetrics' ``update`` of the accuracy
-  and mean loss does nothing (what those updates cost a step; the metrics it logs are void).
+  and mean loss does nothing (what those updates cost a step; the metrics it logs are void);
+* ``lightning, manual optimization``: as shipped, but the step calls backward and the
+  optimizer itself (Lightning's manual optimization, as ``StackModule`` steps): what the
+  automatic loop's closure and hooks cost. (Manual optimization would give up the Trainer's
+  ``gradient_clip_val`` and ``accumulate_grad_batches``, which runs may set.)
 
     python benchmarks/bench_lightning_overhead.py [--device cuda] [--steps 500] [--repeats 3]
 """
@@ -37,9 +41,23 @@ SPEC = {"name": "fc2", "structure": "dense", "sparsity": 0.5, "width": 4}
 OPTIM = {"lr": 0.01, "epochs": 1}
 
 
-def lightning_epoch(data, device: str, every_step: bool = False,
-                    metrics: bool = True) -> float:
-    module = ln.EdgePopupModule(SPEC, OPTIM)
+class ManualStep(ln.EdgePopupModule):
+    """``EdgePopupModule`` stepping its optimizer itself (Lightning's manual optimization)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        self.manual_backward(self._step(batch, "train"))
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def lightning_epoch(data, device: str, every_step: bool = False, metrics: bool = True,
+                    manual: bool = False) -> float:
+    module = (ManualStep if manual else ln.EdgePopupModule)(SPEC, OPTIM)
     if every_step:
         module._writes_step_logs = lambda: True
     if not metrics:
@@ -79,7 +97,8 @@ def step_times(data, device: str, repeats: int, steps: int) -> dict[str, float]:
             "lightning": lambda: lightning_epoch(data, device),
             "lightning, step loss logged every step":
                 lambda: lightning_epoch(data, device, every_step=True),
-            "lightning, no metric updates": lambda: lightning_epoch(data, device, metrics=False)}
+            "lightning, no metric updates": lambda: lightning_epoch(data, device, metrics=False),
+            "lightning, manual optimization": lambda: lightning_epoch(data, device, manual=True)}
     samples = {name: [] for name in runs}
     for _ in range(repeats):
         for name, epoch in runs.items():
