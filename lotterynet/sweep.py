@@ -120,17 +120,18 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     return dataclasses.replace(config, overwrite=True)
 
 
-def set_aside(folder: Path, why: str, cells: Path | None = None) -> Path:
-    """Rename a cell (or stack) folder that this sweep cannot continue to ``NAME.stale-N``
-    (the first free N), so that re-running a changed sweep loses no earlier result, saying
-    ``why``; returns the new name. A folder another process is training in is refused
-    (:class:`ConfigError`), never renamed under it. The results that name the folder — its
-    own, and those of the finished cells in ``cells`` a stack trained — name the new one: the
-    old name is about to hold another run."""
+def set_aside(folder: Path, why: str, cells: Path | None = None, tag: str = "stale") -> Path:
+    """Rename a cell (or stack) folder that this sweep cannot continue to ``NAME.<tag>-N``
+    (the first free N; ``stale``, or ``done`` for a stack whose members all finished), so
+    that re-running a changed sweep loses no earlier result, saying ``why``; returns the new
+    name. A folder another process is training in is refused (:class:`ConfigError`), never
+    renamed under it. The results that name the folder — its own, and those of the finished
+    cells in ``cells`` a stack trained — name the new one: the old name is about to hold
+    another run."""
     with locked(folder, f"{str(folder)!r} is in use by another process (a --stack-file or "
                         f"--cell run); wait for it to end, then run the sweep again"):
-        kept = next(folder.with_name(f"{folder.name}.stale-{n}") for n in itertools.count(1)
-                    if not folder.with_name(f"{folder.name}.stale-{n}").exists())
+        kept = next(folder.with_name(f"{folder.name}.{tag}-{n}") for n in itertools.count(1)
+                    if not folder.with_name(f"{folder.name}.{tag}-{n}").exists())
         folder.rename(kept)
     for results in (kept / RESULTS, *(cells.glob(f"*/{RESULTS}") if cells else ())):
         repoint(results, folder, kept)
@@ -292,7 +293,7 @@ def stopping_jobs(runner: JobRunner, sweep_dir: Path):
 
 def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]],
                 slots: int = 1
-                ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]], list[Path]]:
+                ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]], dict[Path, bool]]:
     """Split the cells to run into stacks (``{stack_dir: member cell names}``, one per variant
     and seed) and cells that run singly (the trained baseline, DDP cells, lone cells, cells
     that resume a single run's checkpoint). With more job ``slots`` than stacks, each stack
@@ -304,7 +305,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
     them). Third: the folders of stacks that start over though an earlier stack's checkpoint
     or history is in them (run before with another config or other members, trained to its
     end with a member's results lost, or its checkpoint deleted), to be set aside before they
-    run."""
+    run, each with whether that earlier stack's checkpoint shows every member of it finished
+    (a sweep extended with new cells: nothing of it is lost)."""
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
@@ -322,7 +324,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
     # a cell interrupted in a single run resumes singly, from its checkpoint
     unfinished = {name for name, config in todo if not config.resume}
     stacks: dict[Path, list[str]] = {}
-    stale: list[Path] = []
+    stale: dict[Path, bool] = {}
     for stack_dir, cells in planned.items():
         left = [c for c in cells if c in unfinished]
         if not left:
@@ -336,7 +338,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
         elif len(left) > 1:
             stacks[stack_dir] = left
             if holds_a_stack(stack_dir):
-                stale.append(stack_dir)
+                stale[stack_dir] = bool(recorded) and not set(recorded) & {n for n, _ in todo}
     stacked = {c for members in stacks.values() for c in members}
     return stacks, [(name, config) for name, config in todo if name not in stacked], stale
 
@@ -394,10 +396,15 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     workers = max(1, gpus) * jobs_per_device
     ddp = any(device_count(config) > 1 for _, config in todo)
     slots = 1 if ddp else workers
-    stacks, todo, stale = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo, [])
-    for stack_dir in stale:
-        set_aside(stack_dir, f"stack {stack_dir.name} cannot be continued ({CANNOT_CONTINUE})",
-                  sweep_dir / "cells")
+    stacks, todo, stale = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo, {})
+    for stack_dir, finished in stale.items():
+        if finished:
+            set_aside(stack_dir, f"stack {stack_dir.name} finished all its members before "
+                      f"(their results stay in their cells); this sweep's new cells train as "
+                      f"a new stack", sweep_dir / "cells", tag="done")
+        else:
+            set_aside(stack_dir, f"stack {stack_dir.name} cannot be continued "
+                      f"({CANNOT_CONTINUE})", sweep_dir / "cells")
     to_run = len(to_report)
     print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run"
           f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)
@@ -667,7 +674,7 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
         name, config = cell_name(label, values), make_config(values)
         if not cell_done(config, sweep_dir / "cells" / name):
             todo.append((name, config))
-    stacks, single, _ = plan_stacks(sweep, sweep_dir, todo, jobs) if stack else ({}, todo, [])
+    stacks, single, _ = plan_stacks(sweep, sweep_dir, todo, jobs) if stack else ({}, todo, {})
     per_epoch = {"stacked": CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch]),
                  "single": CPU_EPOCH_SECONDS[arch]}
     configs = dict(todo)

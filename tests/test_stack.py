@@ -375,22 +375,28 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     assert tree(stale) == old_stack
 
 
-def test_a_sweep_extended_after_its_stack_checkpoint_is_gone_keeps_the_old_history(
-        tmp_path, data_dir, capsys):
-    """A committed sweep keeps its stack's history (``metrics.csv``) but not its checkpoint.
-    Extended with two sparsities, it trains them as a new stack of the same variant and seed:
-    the old stack's folder is set aside (STACK.stale-1, byte for byte), its cells' results
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_a_sweep_extended_with_new_cells_keeps_the_old_stacks_history(
+        tmp_path, data_dir, capsys, checkpoint):
+    """A finished sweep extended with two sparsities trains them as a new stack of the same
+    variant and seed: the old stack's folder is set aside byte for byte — as STACK.done-1
+    where its checkpoint shows every member finished, as STACK.stale-1 where the checkpoint
+    is gone (a committed sweep keeps only the history, ``metrics.csv``) — its cells' results
     name it there, and the new stack logs into a folder of its own; ``run_stack`` itself
     refuses a folder holding such a history, touching nothing."""
     argv = fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=1)
     out = tmp_path / "out"
     assert main([*argv, "--sweep-out", str(out)]) == 0
     stack_dir = out / "stacks" / "subsetsum-identity-seed0"
-    shutil.rmtree(stack_dir / "checkpoints")
+    if not checkpoint:
+        shutil.rmtree(stack_dir / "checkpoints")
     old_stack = tree(stack_dir)
     assert main([*argv, "--sweep-out", str(out), "--sweep-sparsities", "0.5,0.7,0.8,0.9"]) == 0
-    assert "stack subsetsum-identity-seed0 cannot be continued" in capsys.readouterr().out
-    stale = stack_dir.with_name(f"{stack_dir.name}.stale-1")
+    said = capsys.readouterr().out
+    finished = "stack subsetsum-identity-seed0 finished all its members before" in said
+    refused = "stack subsetsum-identity-seed0 cannot be continued" in said
+    assert (finished, refused) == (checkpoint, not checkpoint)
+    stale = stack_dir.with_name(f"{stack_dir.name}.{'done' if checkpoint else 'stale'}-1")
     assert tree(stale) == old_stack
     for s in (0.5, 0.9):
         results = json.loads((out / "cells" / f"subsetsum-identity-s{s}-e1-seed0"
