@@ -48,7 +48,7 @@ def stack_step(members: int, batched: bool, device: torch.device, graphed: bool 
     x, y = torch.randn(64, 400, device=device), torch.arange(64, device=device) % 10
 
     def step():
-        logits = torch.stack(graphs(stack, stack.members, x), dim=2)
+        logits = torch.stack(graphs(stack, stack.members, x))
         member_losses(logits, y).sum().backward()  # as StackModule's step
         for optimizer in optimizers:
             optimizer.step()

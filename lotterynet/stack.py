@@ -215,7 +215,7 @@ class StackModule(pl.LightningModule):
         ``sums[stage]``; ``logits`` and ``losses`` as :func:`member_losses` takes and gives
         them."""
         with torch.no_grad():
-            correct = (logits.argmax(1) == y.unsqueeze(1)).sum(0).float()
+            correct = (logits.argmax(2) == y).sum(1).float()
             loss = losses.float() * len(y)
             rows = torch.stack([loss, correct, torch.full_like(loss, len(y))], dim=1)
             key = (tuple(members), rows.device)
@@ -228,7 +228,7 @@ class StackModule(pl.LightningModule):
         members = self.training_members(self.current_epoch)
         outputs = self.graphs(partial(self.model, members=members, prefixed=self.prefixed),
                               [self.model.members[s] for s in members], x, key=tuple(members))
-        logits = torch.stack(outputs, dim=2)
+        logits = torch.stack(outputs)
         losses = member_losses(logits, y)
         self.manual_backward(losses.sum())  # d(Σ losses)/dθ_s = d(loss_s)/dθ_s for member s
         optimizers = as_list(self.optimizers())
@@ -240,7 +240,7 @@ class StackModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         members = self.training_members(self.current_epoch)
-        logits = torch.stack(self.model(x, members, self.prefixed), dim=2)
+        logits = torch.stack(self.model(x, members, self.prefixed))
         self._accumulate("val", members, logits, member_losses(logits, y), y)
 
     @torch.no_grad()
@@ -254,7 +254,7 @@ class StackModule(pl.LightningModule):
         with plugin.forward_context():
             for x, y in loader:
                 x = plugin.convert_input(x)  # as Lightning's loops do (64-true, bf16-true)
-                logits = torch.stack(self.model(x, members, self.prefixed), dim=2)
+                logits = torch.stack(self.model(x, members, self.prefixed))
                 self._accumulate("test", members, logits, member_losses(logits, y), y)
         self.model.train(was_training)
         tested = (_epoch_metrics(self.sums["test"], s, "test") for s in members)
@@ -262,11 +262,15 @@ class StackModule(pl.LightningModule):
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each member's mean cross-entropy over the batch, ``(S,)``, from its logits stacked
-    along the last dimension, ``(batch, classes, S)``: one op for all members (the value of
-    ``F.cross_entropy(logits[..., s], y)`` up to float rounding)."""
-    return F.cross_entropy(logits, y.unsqueeze(1).expand(-1, logits.shape[2]),
-                           reduction="none").mean(0)
+    """Each member's mean cross-entropy over the batch, ``(S,)``, from the members' logits
+    stacked, ``(S, batch, classes)``: one op for all members. Its value is that of
+    ``F.cross_entropy(logits[s], y)`` up to float rounding, and its gradient that one's bit
+    for bit: the log-softmax runs over the last dimension of ``(S · batch, classes)`` rows, as
+    a single run's does (over a strided class dimension its kernel rounds differently, and a
+    member drifts from its single run within a few epochs)."""
+    members, batch, classes = logits.shape
+    return F.cross_entropy(logits.reshape(members * batch, classes), y.repeat(members),
+                           reduction="none").view(members, batch).mean(1)
 
 
 # ------------------------------------------------------------ each member's cell directory

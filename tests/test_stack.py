@@ -64,7 +64,9 @@ def trained_model(run_dir: Path) -> torch.nn.Module:
     ("lenet5", "subsetsum:relu", True), ("lenet5", "wide", True)])
 def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batched,
                                          monkeypatch):
-    """``batched``: the stack runs its members as one (a GPU's default) on the CPU too."""
+    """One by one (the CPU's default) each member ends with its single run's masks and scores
+    bit for bit; ``batched``: the stack runs its members as one (a GPU's default) on the CPU
+    too, the same masks and the scores up to float rounding (batched products)."""
     vmapped, calls = StackedModel._vmapped, []
     if batched:
         monkeypatch.setattr(StackedModel.__init__, "__defaults__", (True,))
@@ -88,9 +90,10 @@ def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batc
             assert torch.equal(ticket(x), model.eval()(x))
         for ma, mb in zip(masked_weights(a), masked_weights(b), strict=True):
             assert torch.equal(ma.mask(), mb.mask())
-            assert torch.allclose(ma.scores, mb.scores, rtol=0, atol=1e-6)
+            assert torch.allclose(ma.scores, mb.scores, rtol=0, atol=1e-6 if batched else 0)
             assert ma.kept == mb.kept == round((1 - config.sparsity) * ma.weight.numel())
-        assert abs(single["test_acc"] - member["test_acc"]) <= 0.002
+        # one by one: the same count of correct test examples (float32 vs float64 quotient)
+        assert abs(single["test_acc"] - member["test_acc"]) <= (0.002 if batched else 1e-6)
         assert member["epochs_done"] == config.epochs == single["epochs_done"]
         for folder in (cell, single_dir):  # Lightning's epoch index in both checkpoints
             assert epochs_done(torch.load(folder / "checkpoints" / "last.ckpt",
@@ -733,19 +736,20 @@ def test_what_keeps_a_stack_from_one_vmapped_forward(members, why):
     assert len(out) == 2 and all(o.shape == (5, 4) for o in out)
 
 
-def test_member_losses_are_each_members_cross_entropy_with_its_gradient():
+@pytest.mark.parametrize("batch", [64, 24, 7])
+def test_member_losses_are_each_members_cross_entropy_with_its_gradient_bit_for_bit(batch):
+    """The loss a stack steps on: each member's cross-entropy (to float rounding) and, in
+    float32 as trained, the gradient of their sum bit for bit that of each member's own (as a
+    single run computes it), for full batches and a shorter last one."""
     g = torch.Generator().manual_seed(0)
-    logits = [torch.randn(7, 10, generator=g, dtype=torch.float64, requires_grad=True)
-              for _ in range(3)]
-    y = torch.randint(0, 10, (7,), generator=g)
-    losses = member_losses(torch.stack(logits, dim=2), y)
+    logits = [torch.randn(batch, 10, generator=g, requires_grad=True) for _ in range(14)]
+    y = torch.randint(0, 10, (batch,), generator=g)
+    losses = member_losses(torch.stack(logits), y)
     expected = [nn.functional.cross_entropy(out, y) for out in logits]
-    torch.testing.assert_close(losses, torch.stack(expected), rtol=1e-14, atol=0)
-    weights = torch.tensor([1.0, 2.0, -3.0], dtype=torch.float64)
-    batched = torch.autograd.grad((losses * weights).sum(), logits)
-    each = torch.autograd.grad(sum(w * e for w, e in zip(weights, expected)), logits)
-    for a, b in zip(batched, each):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(losses, torch.stack(expected), rtol=1e-6, atol=0)
+    stacked = torch.autograd.grad(losses.sum(), logits)
+    each = torch.autograd.grad(sum(expected), logits)
+    assert all(torch.equal(a, b) for a, b in zip(stacked, each))
 
 
 def test_an_error_of_the_members_own_forward_is_raised_not_taken_for_vmap():
