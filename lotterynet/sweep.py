@@ -323,6 +323,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
             planned[sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group)] = part
     # a cell interrupted in a single run resumes singly, from its checkpoint
     unfinished = {name for name, config in todo if not config.resume}
+    to_train = {name for name, _ in todo}
     stacks: dict[Path, list[str]] = {}
     stale: dict[Path, bool] = {}
     for stack_dir, cells in planned.items():
@@ -338,7 +339,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
         elif len(left) > 1:
             stacks[stack_dir] = left
             if holds_a_stack(stack_dir):
-                stale[stack_dir] = bool(recorded) and not set(recorded) & {n for n, _ in todo}
+                stale[stack_dir] = bool(recorded) and not set(recorded) & to_train
     stacked = {c for members in stacks.values() for c in members}
     return stacks, [(name, config) for name, config in todo if name not in stacked], stale
 
@@ -398,13 +399,11 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     slots = 1 if ddp else workers
     stacks, todo, stale = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo, {})
     for stack_dir, finished in stale.items():
-        if finished:
-            set_aside(stack_dir, f"stack {stack_dir.name} finished all its members before "
-                      f"(their results stay in their cells); this sweep's new cells train as "
-                      f"a new stack", sweep_dir / "cells", tag="done")
-        else:
-            set_aside(stack_dir, f"stack {stack_dir.name} cannot be continued "
-                      f"({CANNOT_CONTINUE})", sweep_dir / "cells")
+        why = ("finished all its members before (their results stay in their cells); this "
+               "sweep's new cells train as a new stack") if finished else \
+            f"cannot be continued ({CANNOT_CONTINUE})"
+        set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells",
+                  tag="done" if finished else "stale")
     to_run = len(to_report)
     print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run"
           f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)
