@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,10 @@ def processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a subprocess a test stops with SIGINT: the signal's default action in
+    the child, where Python then raises KeyboardInterrupt. A test run started in the background
+    (``pytest &`` in a script, ``nohup``) ignores SIGINT, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

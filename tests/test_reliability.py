@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, processes_mentioning
+from conftest import REPO, default_sigint, processes_mentioning
 from lotterynet.checkpointing import (
     CheckpointError,
     DiskFullError,
@@ -465,7 +465,8 @@ sys.exit(main(sys.argv[1:]))
 def signalled(argv: list[str], name: str) -> subprocess.CompletedProcess:
     """``train.py ARGV`` sent signal ``name`` by itself once its first checkpoint is written."""
     return subprocess.run([sys.executable, "-c", SIGNAL_AFTER_CHECKPOINT, *argv], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, "SEND": name})
+                          capture_output=True, text=True, env={**os.environ, "SEND": name},
+                          preexec_fn=default_sigint)
 
 
 @pytest.mark.parametrize("name, code, said", [("SIGTERM", 143, "SIGTERM"),

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 import lotterynet.sweep as sweep_module
-from conftest import REPO, processes_mentioning
+from conftest import REPO, default_sigint, processes_mentioning
 from lotterynet.cli import build_parser, explicit_values, main
 from lotterynet.config import make_config
 from lotterynet.grid import cell_name, load_sweep
@@ -282,7 +282,7 @@ def test_stopping_or_killing_the_sweep_stops_its_cells(tmp_path, data_dir):
 
     def start_and_wait_for_two_cells():
         proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
         deadline = time.time() + 120
         while len(processes_mentioning(cells)) < 2 and time.time() < deadline:
             time.sleep(0.2)
