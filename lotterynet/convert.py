@@ -26,7 +26,9 @@ Hooks on a replaced module's calls (``register_forward_pre_hook``, ``register_fo
 ``register_full_backward_hook``, ...) are the new layer's: its inputs and outputs are the
 replaced module's, so activation recorders, feature extractors and Grad-CAM go on working, and
 the handles they returned still remove them. A module whose hooks depend on its own parameters
-(``weight_norm``, ``spectral_norm``, state-dict hooks) is refused: remove them first.
+(``weight_norm``, ``spectral_norm``, state-dict hooks) is refused: remove them first. So is a
+layer that shares a parameter with another module (tied weights, such as a language model's
+head and its embedding): its replacement would draw weights of its own and untie them.
 """
 
 from __future__ import annotations
@@ -253,6 +255,28 @@ def _convertible(module: nn.Module, name: str) -> Convertible | None:
     return CONVERTIBLE.get(type_name(type(module)))
 
 
+def _check_tied(modules: dict[int, nn.Module], names: dict[int, list[str]],
+                to_replace: list[nn.Module]) -> None:
+    """Refuse a layer to replace that shares a parameter with a module outside it (weight tying:
+    a language model's head and its embedding, two layers of one weight): its replacement draws
+    its own frozen weights and scores, which would silently untie them."""
+    holders: dict[int, list[tuple[int, str]]] = {}  # parameter -> (module, its name there)
+    for key, module in modules.items():
+        for param_name, p in module.named_parameters(recurse=False):
+            holders.setdefault(id(p), []).append((key, param_name))
+    for module in to_replace:
+        inside = {id(m) for m in module.modules()}
+        for param_name, p in module.named_parameters():
+            other = next(((key, n) for key, n in holders[id(p)] if key not in inside), None)
+            if other is not None:
+                name = names[id(module)][0]
+                tied_to = ".".join(filter(None, (names[other[0]][0], other[1])))
+                raise ValueError(
+                    f"module {name!r} shares its {param_name} with {tied_to!r} (tied weights); "
+                    f"converting it would give it frozen random weights and scores of its own "
+                    f"and untie them: exclude it (exclude=[{name!r}]), or untie them first")
+
+
 def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *,
                   seed: int, **options) -> nn.Module:
     keep_bias = bias.keep and _has_bias(module)
@@ -323,6 +347,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                        if isinstance(layer, nn.MultiheadAttention) for m in layer.children()}
     plan = [(key, names[key][0], module, _convertible(module, names[key][0]))
             for key, module in modules.items() if selected(key) and key not in inside_subnets]
+    _check_tied(modules, names, [module for *_, module, rule in plan if rule is not None])
     if all(rule is None for *_, rule in plan):  # refused, nothing changed
         if any(isinstance(m, SUBNET_MODULES) and selected(k) for k, m in modules.items()):
             raise ValueError(

@@ -114,8 +114,9 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
                 f"density={self.density:.4g}")
 
     def mask(self) -> dict[str, torch.Tensor]:
-        """The current boolean masks, by tensor name (``weight`` for dense, ``u``/``v`` ...)."""
-        return {name: m.mask() for name, m in self.structure.named_modules()
+        """The current boolean masks, by tensor name (``weight`` for dense, ``u``/``v`` ...):
+        copies, which the caller may change without changing the layer's cached mask."""
+        return {name: m.mask().clone() for name, m in self.structure.named_modules()
                 if isinstance(m, MaskedWeight)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

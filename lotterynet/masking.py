@@ -388,7 +388,8 @@ class MaskedWeight(nn.Module):
 
     def mask(self, dtype: torch.dtype = torch.bool) -> torch.Tensor:
         """The current mask, boolean or 0/1 in ``dtype`` (see the class docstring for when it
-        is recomputed; under ``torch.compile`` on every call, inside the graph)."""
+        is recomputed; under ``torch.compile`` on every call, inside the graph). It may be the
+        cached tensor that the next forwards use: read it, do not change it in place."""
         scores = self.scores
         if torch.compiler.is_compiling():
             with torch.no_grad():

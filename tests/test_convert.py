@@ -120,6 +120,26 @@ def test_a_pattern_covers_what_is_inside_the_module_it_names():
     assert tied["a"] is tied["b"] is shared and isinstance(tied["c"], _SubnetLayer)
 
 
+def test_a_layer_with_tied_weights_is_refused():
+    """A layer sharing a parameter with another module (a head tied to the embedding, two
+    layers of one weight) would get frozen weights and scores of its own, untied without a
+    word: refused, naming the tie, with the model unchanged; excluded, it keeps its tie."""
+    model = nn.ModuleDict({"emb": nn.Embedding(10, 8), "body": nn.Linear(8, 8),
+                           "head": nn.Linear(8, 10, bias=False)})
+    model["head"].weight = model["emb"].weight
+    with pytest.raises(ValueError, match=r"module 'head' shares its weight with 'emb\.weight' "
+                                         r"\(tied weights\).*exclude=\['head'\]"):
+        convert(model, sparsity=0.5)
+    assert type(model["body"]) is nn.Linear and model["head"].weight is model["emb"].weight
+    convert(model, sparsity=0.5, exclude=["head"])
+    assert isinstance(model["body"], _SubnetLayer) and model["head"].weight is model["emb"].weight
+    twins = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    twins[1].weight = twins[0].weight
+    with pytest.raises(ValueError, match=r"module '0' shares its weight with '1\.weight'"):
+        convert(twins, sparsity=0.5)
+    assert type(twins[0]) is type(twins[1]) is nn.Linear
+
+
 def small_model():
     return nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.ReLU(),
                          nn.Flatten(), nn.Linear(4 * 4 * 4, 3, bias=True))

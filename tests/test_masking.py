@@ -72,6 +72,18 @@ def test_mask_cache_follows_score_updates():
     assert torch.equal(m.mask(), torch.arange(20) >= 18)
 
 
+def test_a_layers_masks_are_copies_the_caller_may_change():
+    """``layer.mask()`` in evaluation hands out copies: a caller who intersects the mask it got
+    with something else, in place, changes neither the next mask nor the output."""
+    layer = ln.SubnetLinear(10, 10, sparsity=0.5, seed=0).eval()
+    x = torch.randn(2, 10)
+    with torch.no_grad():
+        before = layer(x)
+        layer.mask()["weight"].zero_()
+        assert int(layer.mask()["weight"].sum()) == 50
+        assert torch.equal(layer(x), before)
+
+
 def test_straight_through_gradient_float64():
     """∂L/∂s = ∂L/∂(w⊙m) ⊙ w ⊙ sign(s), computed by hand in float64."""
     m = MaskedWeight((6, 4), fan_in=4, sparsity=0.5, generator=torch.Generator().manual_seed(2))
