@@ -28,6 +28,7 @@ import yaml
 
 from .config import (
     ConfigError,
+    RunConfig,
     check_path,
     flatten_sections,
     given_flags,
@@ -35,6 +36,7 @@ from .config import (
     overlay,
     refuse_unread_flags,
     string_keys,
+    unread_options,
 )
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
@@ -136,10 +138,25 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
                               f"{describe_cell(label, values)} are the same run; give each "
                               f"variant once")
         named[name], runs[run] = (label, values), (label, values)
+    refuse_unread_variant_keys(variants, [label for label, _ in sweep.cells()], configs)
     if args.wandb_sweep:  # its agents run every cell with --wandb
         configs = [dataclasses.replace(config, wandb=True) for config in configs]
     refuse_unread_flags(given_flags(args), configs, "any cell of this sweep")
     return sweep
+
+
+def refuse_unread_variant_keys(variants: list[dict], labels: list[str],
+                               configs: list[RunConfig]) -> None:
+    """Refuse a key a variant sets that none of its cells reads (``dense:identity``: a dense
+    layer has no activation): it would be dropped unsaid, and the variant trained twice."""
+    for variant in variants:
+        label = variant_label(variant)
+        cells = [config for cell_label, config in zip(labels, configs) if cell_label == label]
+        for key, value in variant.items():
+            reasons = [unread_options(config).get(key) for config in cells]
+            if all(reasons):
+                raise ConfigError(f"sweep variant {label!r} sets {key}: {value!r}, which does "
+                                  f"nothing in its runs: {reasons[0]}; drop it")
 
 
 #: What a sweep decides for every cell itself, so no base, variant or flag may set it.

@@ -608,6 +608,11 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
     if (sweep_dir / RESULTS).is_file() or (sweep_dir / CHECKPOINTS).is_dir():
         raise ConfigError(f"--sweep-out {str(sweep_dir)!r} holds a run ({RESULTS} or "
                           f"{CHECKPOINTS}/), not a sweep; choose another folder")
+    if sweep_dir.is_dir() and any(sweep_dir.iterdir()) and not any(
+            (sweep_dir / name).exists() for name in (SWEEP_FILE, SWEEP_LOCK, "cells", "stacks")):
+        raise ConfigError(f"--sweep-out {str(sweep_dir)!r} holds files but not a sweep (no "
+                          f"{SWEEP_FILE}, no cells/), which its table and figure could "
+                          f"overwrite; choose a new or empty folder")
     if sweep.base.get("wandb"):
         sweep.base.setdefault("wandb_group", sweep_dir.name)
     if args.cell:
