@@ -622,20 +622,26 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")
 
 
-#: What ``build_model("timm", ...)`` sets itself: the data set's shape, never pretrained weights.
-TIMM_SET = ("pretrained", "in_chans", "num_classes", "img_size")
+#: What ``build_model("timm", ...)`` sets itself from the data set's shape, and the
+#: ``timm.create_model`` arguments that load weights (a random network's never are).
+TIMM_SET = ("in_chans", "num_classes", "img_size")
+TIMM_WEIGHTS = ("pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay")
 
 
 def check_model_kwargs(model_kwargs: dict) -> None:
     """``model_kwargs`` go into the run's spec (results.json, the ticket): string keys, JSON
-    values, none of the arguments the data set decides (:data:`TIMM_SET`)."""
+    values, none of the arguments the data set decides (:data:`TIMM_SET`) or that load weights
+    (:data:`TIMM_WEIGHTS`)."""
     for key, value in model_kwargs.items():
         if not isinstance(key, str):
             raise ConfigError(f"model_kwargs key {key!r} is not a string (an argument name of "
                               f"timm.create_model)")
         if key in TIMM_SET:
             raise ConfigError(f"model_kwargs {key!r}: {', '.join(TIMM_SET)} are set from the "
-                              f"data set (pretrained weights are never loaded); drop it")
+                              f"data set; drop it")
+        if key in TIMM_WEIGHTS:
+            raise ConfigError(f"model_kwargs {key!r}: the frozen weights are random, never "
+                              f"loaded ({', '.join(TIMM_WEIGHTS)} are refused); drop it")
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError):

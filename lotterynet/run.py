@@ -398,15 +398,16 @@ def refusing_unbuildable(arch: str):
     on the built structured net."""
     try:
         yield
-    except (TypeError, ValueError, AssertionError) as err:  # (timm asserts its arguments)
-        raise ConfigError(f"cannot build {arch!r} with this config: {err}") from None
-    except (MemoryError, RuntimeError) as err:
+    except (TypeError, ValueError, AssertionError, ArithmeticError, LookupError, RuntimeError,
+            MemoryError) as err:  # (timm asserts, divides by and looks up its arguments)
         asked = re.search(r"allocate (\d+) bytes", str(err))
-        if not (asked or isinstance(err, MemoryError | torch.OutOfMemoryError)):
-            raise
-        size = f" (one tensor alone: {int(asked[1]) / 2**30:,.1f} GiB)" if asked else ""
-        raise ConfigError(f"cannot build {arch!r} with this config: its tensors do not fit in "
-                          f"this machine's memory{size}") from None
+        if asked or isinstance(err, MemoryError | torch.OutOfMemoryError):
+            size = f" (one tensor alone: {int(asked[1]) / 2**30:,.1f} GiB)" if asked else ""
+            raise ConfigError(f"cannot build {arch!r} with this config: its tensors do not fit "
+                              f"in this machine's memory{size}") from None
+        said = str(err) if isinstance(err, (TypeError, ValueError)) else \
+            f"{type(err).__name__}: {str(err) or 'no message'}"
+        raise ConfigError(f"cannot build {arch!r} with this config: {said}") from None
 
 
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
