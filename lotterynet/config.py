@@ -181,7 +181,7 @@ def key_value(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"{text!r} gives {key} no value; leave it out for its "
                                          f"default, or write {key}=null")
     try:
-        return key.replace("-", "_"), yaml.safe_load(value)
+        return key.replace("-", "_"), yaml.load(value, Loader=ConfigLoader)
     except (yaml.YAMLError, RecursionError):  # (PyYAML recurses once per level of nesting)
         raise argparse.ArgumentTypeError(f"{text[:60]!r}: the value is not valid YAML, or "
                                          f"nests too deep") from None
@@ -312,9 +312,29 @@ def nested_config(config: RunConfig) -> dict:
     return {**nested, "trainer": trainer, **flat}
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
+def expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """The values under a composed YAML ``node`` with every alias written out, counted
+    without writing them out (``sizes``: the count of each node already counted)."""
+    if id(node) not in sizes:
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        sizes[id(node)] = 1 + sum(expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+class ConfigLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a mapping that gives one key twice (the last would win
-    unsaid)."""
+    unsaid) and a document whose aliases expand it past :attr:`MAX_VALUES` values (a few
+    hundred bytes of ``*name`` can stand for billions, which every later step would walk)."""
+
+    MAX_VALUES = 100_000
+
+    def construct_document(self, node):
+        if expanded_size(node, {}) > self.MAX_VALUES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"its aliases (*name) expand it to more than {self.MAX_VALUES:,} "
+                f"values; no option needs that", node.start_mark)
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         keys = [(k.tag, k.value) for k, _ in node.value if isinstance(k, yaml.ScalarNode)
@@ -336,7 +356,7 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"{where} not found")
     try:
-        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
+        data = yaml.load(path.read_text(), Loader=ConfigLoader) or {}
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{where} cannot be read as text: "
                           f"{getattr(err, 'strerror', None) or err}") from None

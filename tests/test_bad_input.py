@@ -19,7 +19,7 @@ import yaml
 from conftest import REPO
 from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
 from lotterynet.cli import main
-from lotterynet.config import make_config
+from lotterynet.config import load_yaml, make_config
 from lotterynet.idx import read_idx
 
 SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "200", "--val-size", "100",
@@ -260,6 +260,9 @@ CASES = [
     (["--no-stack"], ["--stack", "sweep"]),
     (["--stack-file", "{st_badcells}"], ["st_badcells", "not a stack file", "cell"]),
     (["--config", "{cfg_deep}"], ["cfg_deep", "nests too deep"]),
+    (["--config", "{cfg_aliases}"], ["cfg_aliases", "aliases (*name) expand it to more than "
+                                                    "100,000 values"]),
+    (["--sweep", "{sw_aliases}"], ["sw_aliases", "expand it to more than 100,000 values"]),
     (["--out", "{tmp}/" + "x" * 300], ["--out", "names of at most 255"]),
     (["--arch", "fc2", "--pairs", "1000000000"], ["fc2", "do not fit", "GiB"]),
     (["--arch", "fc2", "--subnet-convs"], ["--subnet-convs", "fc2"]),
@@ -572,6 +575,9 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
                                                            "init_args": ["x"]}]}},
         "cfg_two_epochs": {"trainer": {"max_epochs": 2}, "epochs": 3},
         "cfg_deep": "a: " + "[" * 3000 + "]" * 3000 + "\n",
+        "cfg_aliases": "model_kwargs:\n" + alias_bomb("  "),
+        "sw_aliases": "variants: [dense]\nsparsities: [0.5]\nepochs: [1]\nbase:\n"
+                      "  model_kwargs:\n" + alias_bomb("    "),
         "sw_variant_sparsity": {**sweep, "variants": [{"structure": "dense", "sparsity": 0.3}]},
         "sw_target_only": {**sweep, "variants": ["wide"], "base": {"arch": "lenet5_dacunha"}},
         "sw_unbuildable": {**sweep, "variants": ["fixedsize"], "sparsities": [0.5, 0.95],
@@ -610,6 +616,13 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
             "a_file": write(tmp_path / "a_file", "x")}
 
 
+def alias_bomb(indent: str) -> str:
+    """YAML mapping lines, ten levels of ten aliases each: 10^10 values in 0.3 KB (a config
+    holding them hung, filling the memory)."""
+    return "".join(f"{indent}x{i}: &x{i} [{', '.join([f'*x{i - 1}' if i else '1'] * 10)}]\n"
+                   for i in range(10))
+
+
 def snapshot(*folders: Path) -> dict:
     return {p: p.read_bytes() if p.is_file() else None
             for folder in folders for p in sorted(folder.rglob("*"))}
@@ -639,6 +652,16 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(argv, named, files, 
     assert snapshot(tmp_path, finished_run) == before  # nothing written, nothing changed
     assert not out.exists()
     assert time.perf_counter() - started < 30  # refused before any training
+
+
+def test_a_config_may_still_use_a_few_aliases(tmp_path):
+    """The bound on aliases leaves their everyday use (a value given once, a merge key)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("base: &b {lr: 0.05, momentum: 0.8}\nmodel: {<<: *b, arch: fc2}\n"
+                      "model_kwargs: &k {a: [1, 2]}\n")
+    values = load_yaml(config)
+    assert values["lr"] == 0.05 and values["arch"] == "fc2" and values["model_kwargs"] == \
+        {"a": [1, 2]}
 
 
 def test_a_value_ending_in_equals_is_not_an_empty_flag(tmp_path, capsys):
