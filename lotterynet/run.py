@@ -372,11 +372,16 @@ def read_json(path: Path) -> dict:
 
 def changed_results(config: RunConfig, run_dir: Path) -> list[str] | None:
     """The fields in which the finished run in ``run_dir`` (its ``results.json``) differs from
-    ``config``: empty when it is ``config``'s run, None when the folder holds no results."""
+    ``config``: empty when it is ``config``'s run, None when the folder holds no results.
+    Results without a test accuracy in [0, 1] (damaged, hand-edited) differ in ``test_acc``:
+    they are no finished run's."""
     if not (run_dir / RESULTS).is_file():
         return None
-    return changed_fields(read_json(run_dir / RESULTS).get("config", {}), config.to_dict(),
-                          NOT_COMPUTED)
+    results = read_json(run_dir / RESULTS)
+    acc = results.get("test_acc")
+    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
+        return ["test_acc"]
+    return changed_fields(results.get("config", {}), config.to_dict(), NOT_COMPUTED)
 
 
 def write_json_atomic(obj, path: Path) -> None:

@@ -113,8 +113,8 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     if differs is None and stored is not None:
         differs = changed_fields(stored, config.to_dict(), NOT_COMPUTED)
     if differs:
-        set_aside(cell_dir, f"cell {cell_dir.name} was run with another config ({differs[0]} "
-                            f"differs)")
+        set_aside(cell_dir, f"cell {cell_dir.name} was run with another config, or its "
+                            f"results are damaged ({differs[0]} differs)")
     elif stored is not None:
         return dataclasses.replace(config, resume=str(checkpoint))
     return dataclasses.replace(config, overwrite=True)

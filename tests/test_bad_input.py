@@ -547,7 +547,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     write(other_stack / "stack.yaml", "members: []\n")
     finished = tmp_path / "finished-cell"  # a cell finished with the member's config at 0.5
     finished.mkdir()
-    write(finished / "results.json", json.dumps({"config": member}))
+    write(finished / "results.json", json.dumps({"config": member, "test_acc": 0.5}))
     configs = {
         "cfg_structure": {"structure": "wide"},
         "cfg_invalid": "arch: [fc2\n", "cfg_list": ["arch", "fc2"], "cfg_intkey": {1: 2},

@@ -392,7 +392,7 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     done.mkdir(parents=True)
     for lr, saved in ((values["lr"] / 2, 0), (values["lr"], values["epochs"] * 10)):
         config = make_config({**values, "lr": lr}).to_dict()
-        (done / "results.json").write_text(json.dumps({"config": config}))
+        (done / "results.json").write_text(json.dumps({"config": config, "test_acc": 0.5}))
         left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
         assert left * 3600 == pytest.approx(stacked * 3600 - saved)
     # a stack killed after that member finished resumes with its recorded members, the
@@ -444,9 +444,18 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
         assert (kept / "metrics.csv").read_text() == f"epoch\n{n}\n"
         said = capsys.readouterr().out
         assert str(kept) in said and f"({next(iter(other))} differs)" in said
+    ours = make_config({**values, "out": str(cell)}).to_dict()
+    damaged = [{"test_acc": "high"}, {"test_acc": None}, {}, {"test_acc": float("nan")},
+               {"test_acc": 5.0}, {"test_acc": True}]  # (it broke the table, or entered it)
+    for n, acc in enumerate(damaged, 4):
+        cell.mkdir()
+        (cell / "results.json").write_text(json.dumps({"config": ours, **acc}))
+        config = sweep_module.prepare_cell(values, cell)
+        assert config.overwrite and not cell.exists()
+        assert cell.with_name(f"{cell.name}.stale-{n}").is_dir()
+        assert "its results are damaged (test_acc differs)" in capsys.readouterr().out
     cell.mkdir()  # a cell with the sweep's own config and results is done: left as it is
-    (cell / "results.json").write_text(json.dumps(
-        {"config": make_config({**values, "out": str(cell)}).to_dict()}))
+    (cell / "results.json").write_text(json.dumps({"config": ours, "test_acc": 0.5}))
     assert sweep_module.prepare_cell(values, cell) is None and (cell / "results.json").is_file()
 
 
