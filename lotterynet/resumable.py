@@ -108,9 +108,10 @@ def nested(mapping: dict, *keys, default):
 def check_model_state(checkpoint: dict, module: torch.nn.Module, path) -> None:
     """:class:`CheckpointError` unless the checkpoint's tensors have exactly the module's names
     and shapes, a dtype of the same kind (a float stays a float: precision may change between
-    runs), live on the CPU, and hold the module's extra states (each layer's kept count ``k``,
-    which the run's config decides) — a checkpoint of another model would fail deep inside
-    Lightning, one with another ``k`` would train another mask."""
+    runs), live on the CPU, are finite, and hold the module's extra states (each layer's kept
+    count ``k``, which the run's config decides) — a checkpoint of another model would fail
+    deep inside Lightning, one with another ``k`` would train another mask, one with NaN
+    scores would train an epoch before it stopped as diverged."""
     expected, stored = module.state_dict(), checkpoint["state_dict"]
     names = sorted(set(stored) ^ set(expected)) or [
         k for k in expected if stored[k].shape != expected[k].shape]
@@ -122,6 +123,10 @@ def check_model_state(checkpoint: dict, module: torch.nn.Module, path) -> None:
         if tensor.device.type != "cpu" or not same_kind(tensor.dtype, ours.dtype):
             raise CheckpointError(f"checkpoint {str(path)!r}: its {name!r} is {tensor.dtype} on "
                                   f"{tensor.device.type}, the model's is {ours.dtype}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"checkpoint {str(path)!r}: its {name!r} holds NaN or "
+                                  f"infinite values, which no training continues; resume from "
+                                  f"another checkpoint or start the run over")
         if name.endswith("_extra_state") and not torch.equal(tensor, ours):
             raise CheckpointError(f"checkpoint {str(path)!r}: its {name!r} is "
                                   f"{tensor.tolist()}, the run's config gives {ours.tolist()} "
@@ -144,8 +149,8 @@ def fresh_optimizers(module) -> tuple[list, list]:
 def optimizer_fault(stored: dict, optimizer: torch.optim.Optimizer) -> str | None:
     """What in an optimizer's stored state does not fit ``optimizer`` (None: it fits): the same
     groups of the same parameter indices, settings of the same types, and per parameter the
-    same kinds of state, each a tensor of the parameter's shape or a 0-dimensional one (a step
-    count). Settings a torch version adds or drops are not asked for."""
+    same kinds of state, each a finite tensor of the parameter's shape or a 0-dimensional one
+    (a step count). Settings a torch version adds or drops are not asked for."""
     fresh = optimizer.state_dict()["param_groups"]
     groups = stored["param_groups"]
     if not all(isinstance(g, dict) for g in groups):
@@ -177,6 +182,8 @@ def optimizer_fault(stored: dict, optimizer: torch.optim.Optimizer) -> str | Non
                         else repr(value)[:40])
                 return (f"has {key} {what} for a parameter of shape {tuple(param.shape)} "
                         f"{param.dtype}")
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                return f"has NaN or infinite values in a parameter's {key}"
     return None
 
 

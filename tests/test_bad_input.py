@@ -3,6 +3,7 @@ resume targets, data folders, output folders — exits with code 2 and one line 
 value, before any training starts, and leaves nothing behind (the corrected re-run works)."""
 
 import json
+import math
 import resource
 import shutil
 import struct
@@ -84,6 +85,11 @@ def checkpoint_variant(stopped_run: Path, tmp: Path, kind: str) -> str:
          # torch's fused SGD kernel, which read the buffer out of bounds
          "shortmomentum": lambda: state[1].update(momentum_buffer=torch.zeros(3)),
          "nomomentum": lambda: state[1].pop("momentum_buffer"),
+         # NaN scores (or momentum) trained an epoch and wrote its history before it stopped
+         # as diverged, advising a lower --lr
+         "nanscores": lambda: next(v for k, v in tensors.items()
+                                   if k.endswith("scores")).view(-1)[7].fill_(math.nan),
+         "infmomentum": lambda: state[1]["momentum_buffer"].view(-1)[0].fill_(math.inf),
          "intscores": lambda: tensors.update({k: v.long() for k, v in tensors.items()
                                               if k.endswith("scores")}),
          "otherk": lambda: config.update(sparsity=0.7),  # the layers' k still say 0.5
@@ -447,6 +453,10 @@ CASES = [
     (["--resume", "{ckpt_shortmomentum}"], ["shortmomentum-run", "momentum_buffer (3,)",
                                             "a parameter of shape"]),
     (["--resume", "{ckpt_nomomentum}"], ["nomomentum-run", "other kinds of state"]),
+    (["--resume", "{ckpt_nanscores}"], ["nanscores-run", "scores' holds NaN or infinite values",
+                                        "start the run over"]),
+    (["--resume", "{ckpt_infmomentum}"], ["infmomentum-run", "NaN or infinite values in a "
+                                                             "parameter's momentum_buffer"]),
     (["--resume", "{ckpt_intscores}"], ["intscores-run", "scores' is torch.int64",
                                         "the model's is torch.float32"]),
     (["--resume", "{ckpt_otherk}"], ["otherk-run", "_extra_state' is [", "config gives"]),
@@ -520,7 +530,8 @@ def broken_inputs(tmp_path_factory, data_dir, stopped_run) -> dict:
     """Broken checkpoints and a corrupt data folder, made once (the cases only read them)."""
     tmp = tmp_path_factory.mktemp("broken")
     kinds = ("bitflip", "truncated", "foreign", "noconfig", "otherarch", "text", "hplist",
-             "weightsonly", "badopt", "shortmomentum", "nomomentum", "intscores", "otherk",
+             "weightsonly", "badopt", "shortmomentum", "nomomentum", "nanscores", "infmomentum",
+             "intscores", "otherk",
              "noepoch", "tmax0", "loopstext", "rngjunk", "timerjunk", "stepjunk")
     return {**{f"ckpt_{k}": checkpoint_variant(stopped_run, tmp, k) for k in kinds},
             **{f"wrong_{k}": wrong_mnist(tmp, data_dir, k) for k in ("label10", "small", "count",
