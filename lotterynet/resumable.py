@@ -30,11 +30,13 @@ TRAINING_KEYS = ("epoch", "global_step", "optimizer_states", "lr_schedulers",
                  "pytorch-lightning_version")
 
 
-def check_resumable(checkpoint: dict, module: torch.nn.Module, epochs: int, path) -> None:
+def check_resumable(checkpoint: dict, module: torch.nn.Module, epochs: int, path, *,
+                    finite: bool = True) -> None:
     """:class:`CheckpointError` naming the first part of ``checkpoint`` (as
     :func:`~lotterynet.checkpointing.load_checkpoint` read it) that cannot continue the
-    training of ``module`` for ``epochs`` epochs."""
-    check_model_state(checkpoint, module, path)
+    training of ``module`` for ``epochs`` epochs. ``finite=False`` lets tensors be NaN or
+    infinite (a stack's checkpoint holds a diverged member as it stopped, never trained on)."""
+    check_model_state(checkpoint, module, path, finite)
     missing = next((k for k in TRAINING_KEYS if k not in checkpoint), None)
     if missing or not checkpoint["optimizer_states"] or not checkpoint["lr_schedulers"]:
         raise CheckpointError(f"checkpoint {str(path)!r} holds no {missing or 'optimizer_states'} "
@@ -47,7 +49,8 @@ def check_resumable(checkpoint: dict, module: torch.nn.Module, epochs: int, path
         if not fault and len(stored) != len(fresh):
             fault = f"it holds {len(stored)} {kind} states, this run has {len(fresh)}"
     for stored, optimizer in zip(checkpoint["optimizer_states"], optimizers):
-        fault = fault or prefixed("its optimizer state", optimizer_fault(stored, optimizer))
+        fault = fault or prefixed("its optimizer state",
+                                  optimizer_fault(stored, optimizer, finite))
     for stored, schedule in zip(checkpoint["lr_schedulers"], schedules):
         fault = fault or prefixed("its schedule state",
                                   schedule_fault(stored, schedule.state_dict(), epochs))
@@ -105,7 +108,8 @@ def nested(mapping: dict, *keys, default):
     return mapping
 
 
-def check_model_state(checkpoint: dict, module: torch.nn.Module, path) -> None:
+def check_model_state(checkpoint: dict, module: torch.nn.Module, path,
+                      finite: bool = True) -> None:
     """:class:`CheckpointError` unless the checkpoint's tensors have exactly the module's names
     and shapes, a dtype of the same kind (a float stays a float: precision may change between
     runs), live on the CPU, are finite, and hold the module's extra states (each layer's kept
@@ -123,7 +127,7 @@ def check_model_state(checkpoint: dict, module: torch.nn.Module, path) -> None:
         if tensor.device.type != "cpu" or not same_kind(tensor.dtype, ours.dtype):
             raise CheckpointError(f"checkpoint {str(path)!r}: its {name!r} is {tensor.dtype} on "
                                   f"{tensor.device.type}, the model's is {ours.dtype}")
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if finite and tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"checkpoint {str(path)!r}: its {name!r} holds NaN or "
                                   f"infinite values, which no training continues; resume from "
                                   f"another checkpoint or start the run over")
@@ -146,7 +150,8 @@ def fresh_optimizers(module) -> tuple[list, list]:
     return list(built[0]), list(built[1])
 
 
-def optimizer_fault(stored: dict, optimizer: torch.optim.Optimizer) -> str | None:
+def optimizer_fault(stored: dict, optimizer: torch.optim.Optimizer,
+                    finite: bool = True) -> str | None:
     """What in an optimizer's stored state does not fit ``optimizer`` (None: it fits): the same
     groups of the same parameter indices, settings of the same types, and per parameter the
     same kinds of state, each a finite tensor of the parameter's shape or a 0-dimensional one
@@ -182,7 +187,7 @@ def optimizer_fault(stored: dict, optimizer: torch.optim.Optimizer) -> str | Non
                         else repr(value)[:40])
                 return (f"has {key} {what} for a parameter of shape {tuple(param.shape)} "
                         f"{param.dtype}")
-            if value.is_floating_point() and not torch.isfinite(value).all():
+            if finite and value.is_floating_point() and not torch.isfinite(value).all():
                 return f"has NaN or infinite values in a parameter's {key}"
     return None
 

@@ -592,7 +592,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     budget = max(c.epochs for c in configs)
     resumed = (resume, record.checkpoint) if resume else None
     if resumed:
-        check_resumable(record.checkpoint, module, budget, resume)
+        check_resumable(record.checkpoint, module, budget, resume, finite=False)
     loggers = make_loggers(stack_dir, {**first.to_dict(), "members": names,
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
