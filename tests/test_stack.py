@@ -309,8 +309,8 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, ca
     assert epoch < 2 and not list((killed / "cells").glob("*/results.json"))
     check = lotterynet.stack.check_resumable
 
-    def check_then_spoil(*args):  # Lightning restores what was checked, not the file again
-        check(*args)
+    def check_then_spoil(*args, **kwargs):  # Lightning restores what was checked, not the file
+        check(*args, **kwargs)
         checkpoint.write_bytes(b"not a checkpoint")
     monkeypatch.setattr(lotterynet.stack, "check_resumable", check_then_spoil)
     assert main([*argv, "--sweep-out", str(killed)]) == 0
