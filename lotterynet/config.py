@@ -635,9 +635,12 @@ def validate(config: RunConfig) -> None:
     for name in PATH_FIELDS:
         if getattr(config, name) is not None:
             check_path(name, getattr(config, name))
-    if config.data_dir is not None and Path(config.data_dir).exists() and \
-            not Path(config.data_dir).is_dir():
-        raise ConfigError(f"--data-dir {config.data_dir!r} is a file, not a folder")
+    from .data import DATA_ENV
+
+    data_dir = config.data_dir or os.environ.get(DATA_ENV)
+    if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        where = "--data-dir" if config.data_dir else f"${DATA_ENV}"
+        raise ConfigError(f"{where} {data_dir!r} is a file, not a folder")
     if config.resume is not None and not Path(config.resume).is_file():
         raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")
 

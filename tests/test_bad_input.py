@@ -665,6 +665,18 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(argv, named, files, 
     assert time.perf_counter() - started < 30  # refused before any training
 
 
+def test_a_data_folder_from_the_environment_that_is_a_file_is_named(tmp_path, monkeypatch,
+                                                                    capsys):
+    """``$LOTTERYNET_DATA`` naming a file is refused as ``--data-dir`` is (it read as corrupt
+    data)."""
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setenv("LOTTERYNET_DATA", str(tmp_path / "a_file"))
+    assert main([*SMALL, "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"$LOTTERYNET_DATA '{tmp_path / 'a_file'}' is a file, not a folder")
+    assert "\n" not in err and not (tmp_path / "run").exists()
+
+
 def test_a_config_may_still_use_a_few_aliases(tmp_path):
     """The bound on aliases leaves their everyday use (a value given once, a merge key)."""
     config = tmp_path / "c.yaml"
