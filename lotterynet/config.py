@@ -642,7 +642,9 @@ def validate(config: RunConfig) -> None:
         where = "--data-dir" if config.data_dir else f"${DATA_ENV}"
         raise ConfigError(f"{where} {data_dir!r} is a file, not a folder")
     if config.resume is not None and not Path(config.resume).is_file():
-        raise ConfigError(f"--resume: checkpoint {config.resume!r} not found")
+        what = "is a folder; give the checkpoint file in it" if Path(config.resume).is_dir() \
+            else "not found"
+        raise ConfigError(f"--resume: checkpoint {config.resume!r} {what}")
 
 
 #: What ``build_model("timm", ...)`` sets itself from the data set's shape, and the

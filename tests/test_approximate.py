@@ -350,7 +350,8 @@ def test_targets_resume_refuses_another_recipes_checkpoint(tmp_path, data_dir, c
              "its dataset is 'fashion-mnist', this run's 'mnist'"),
             (["dacunha_lenet5_mnist", "dacunha_lenet5_fashion-mnist"], checkpoint,
              "--resume continues one target"),
-            (["dacunha_lenet5_mnist"], "", "--resume is empty")):
+            (["dacunha_lenet5_mnist"], "", "--resume is empty"),
+            (["dacunha_lenet5_mnist"], str(fashion), "is a folder; give the checkpoint file")):
         with pytest.raises(SystemExit) as exit_info:
             targets.main([*names, "--epochs", "1", "--resume", resume, "--data-dir",
                           str(data_dir)])
