@@ -48,7 +48,7 @@ from .datamodule import TensorDataModule
 from .errors import CheckpointError, Interrupted, TrainingDiverged
 from .grid import SWEEP_FILE, SWEEP_LOCK
 from .lifetime import tie_launched_ranks
-from .loggers import WANDB_ID_FILE, finish_wandb, make_loggers
+from .loggers import METRICS_FILE, WANDB_ID_FILE, finish_wandb, make_loggers
 from .machine import cpu_name, is_launched_worker
 from .masking import masked_weights
 from .models import split_arch
@@ -99,7 +99,7 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     if is_launched_worker():
         return
     check_output_dir(run_dir, "--out")
-    check_not_folders(run_dir / file for file in END_FILES)
+    check_not_folders(run_dir / file for file in (*END_FILES, METRICS_FILE))  # (its history)
     sweep = next((name for name in (SWEEP_FILE, SWEEP_LOCK) if (run_dir / name).exists()), None)
     if sweep is not None:
         raise ConfigError(f"--out {str(run_dir)!r} is a sweep's folder ({sweep} is there): a run "

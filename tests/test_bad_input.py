@@ -447,6 +447,7 @@ CASES = [
     (["--resume", "{ckpt_otherarch}"], ["otherarch-run", "another model"]),
     (["--resume", "{done}"], ["finished", "nothing to resume"]),
     (["--resume", "{ckpt_dir_results}"], ["dir-results-run/results.json'", "Is a directory"]),
+    (["--resume", "{ckpt_dir_metrics}"], ["dir-metrics-run/metrics.csv'", "Is a directory"]),
     (["--resume", "{ckpt_hplist}"], ["hplist-run", "'hyper_parameters' is not a mapping"]),
     (["--resume", "{ckpt_weightsonly}"], ["weightsonly-run", "no optimizer_states"]),
     (["--resume", "{ckpt_badopt}"], ["badopt-run", "'optimizer_states' is not a list"]),
@@ -548,6 +549,10 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     in_the_way = tmp_path / "dir-results-run"  # a folder where the run writes results.json
     shutil.copytree(stopped_run, in_the_way)
     (in_the_way / "results.json").mkdir()
+    history_in_the_way = tmp_path / "dir-metrics-run"  # a folder where its history is
+    shutil.copytree(stopped_run, history_in_the_way)
+    (history_in_the_way / "metrics.csv").unlink()
+    (history_in_the_way / "metrics.csv").mkdir()
     other = tmp_path / "other_run"
     other.mkdir()
     write(other / "metrics.csv", "step\n0\n")
@@ -621,6 +626,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     names = {name: write(tmp_path / name, data) for name, data in configs.items()}
     return {**names, **broken_inputs, "ckpt": str(run / "checkpoints" / "last.ckpt"),
             "ckpt_dir_results": str(in_the_way / "checkpoints" / "last.ckpt"),
+            "ckpt_dir_metrics": str(history_in_the_way / "checkpoints" / "last.ckpt"),
             "run": str(run),
             "tmp": str(tmp_path), "done": str(finished_run / "checkpoints" / "last.ckpt"),
             "finished_dir": str(finished_run), "other_run": str(other),
