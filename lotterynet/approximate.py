@@ -278,12 +278,18 @@ def result_fault(data) -> str | None:
         return f"no known construction {data.get('construction')!r}"
     if not isinstance(data.get("target"), dict):
         return "no target"
+    seen = set()
     for row in rows:
         fault = fields_fault(row, ROW_KEYS, "a row")
-        if not fault and (row["construction"] != data["construction"] or row["size"] < 1):
-            fault = f"a row of construction {row['construction']!r}, size {row['size']}"
+        if not fault and (row["construction"] != data["construction"] or row["size"] < 1
+                          or not 0 <= row["test_accuracy"] <= 1):
+            fault = (f"a row of construction {row['construction']!r}, size {row['size']}, "
+                     f"test accuracy {row['test_accuracy']}")
+        if not fault and (row["size"], row["seed"]) in seen:
+            fault = f"two rows of size {row['size']}, seed {row['seed']}"
         if fault:
             return fault
+        seen.add((row["size"], row["seed"]))
     return None
 
 
@@ -297,6 +303,8 @@ def table_fault(data: dict) -> str | None:
     for row in data["rows"]:
         fault = fault or fields_fault(row, {**CURVE_KEYS, **signs}, "a row") or fields_fault(
             row.get("params"), {"kept": int}, "a row's params")
+        if not fault and row["hidden_layer1"] < 1:
+            fault = f"a row of {row['hidden_layer1']} hidden units in layer 1"
     return fault
 
 
@@ -307,6 +315,8 @@ def read_result(path: Path, for_table: bool = False) -> dict:
     try:
         data = json.loads(path.read_text())
         fault = result_fault(data) or (table_fault(data) if for_table else None)
+        if not fault and for_table and not path.name.startswith(f"approximation_{data['net']}_"):
+            fault = f"net {data['net']!r} in a file named {path.name!r}"
     except (OSError, ValueError) as err:
         fault = str(err)
     if fault:

@@ -213,6 +213,12 @@ def edited_results():
     yield edit(lambda d: d["rows"][0]["params"].pop("kept")), "a row's params without kept"
     yield edit(lambda d: d["rows"][0].update(construction="natale")), "construction 'natale'"
     yield edit(lambda d: d["rows"][0].update(size=-3)), "size -3"
+    # these entered the table as they were
+    yield edit(lambda d: d.update(net="lenet5")), \
+        "net 'lenet5' in a file named 'approximation_fc2_pensia.json'"
+    yield edit(lambda d: d["rows"][0].update(hidden_layer1=-1)), "-1 hidden units in layer 1"
+    yield edit(lambda d: d["rows"].append(d["rows"][0])), "two rows of size 3, seed 0"
+    yield edit(lambda d: d["rows"][0].update(test_accuracy=1.5)), "test accuracy 1.5"
     # the wrong-sign count: of every row or of none (the table read it off the first row)
     yield edit(lambda d: d["rows"][3].pop("all_coefficients_wrong_sign")), \
         "a row without all_coefficients_wrong_sign: int"
