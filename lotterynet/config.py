@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -717,19 +718,26 @@ def unread_options(config: RunConfig) -> dict[str, str]:
     return unread
 
 
-def refuse_unread_flags(flags: dict, configs: list[RunConfig], where: str = "this run"
-                        ) -> None:
-    """Refuse a flag given on the command line (``flags``: field → value) that no run of
-    ``configs`` (one run, or a sweep's cells) reads: it would be ignored unsaid. A config
-    file's values are not checked (one file serves several structures)."""
+def flag_spelling(name: str, value) -> str:
+    """A run option as given on the command line (a list: a mapping flag's
+    ``[(KEY, VALUE), ...]``)."""
+    flag = f"--{name.replace('_', '-')}"
+    return flag if value is True else f"--no-{flag[2:]}" if value is False else \
+        " ".join(f"{flag} {k}={v}" for k, v in value) if isinstance(value, list) else \
+        f"{flag} {value!r}"
+
+
+def refuse_unread_flags(flags: dict, configs: list[RunConfig], where: str = "this run",
+                        spell: Callable[[str, object], str] = flag_spelling) -> None:
+    """Refuse an option given on the command line (``flags``: field → value; or by a sweep
+    variant, which ``spell`` names) that no run of ``configs`` (one run, or a sweep's cells)
+    reads: it would be ignored unsaid. A config file's values are not checked (one file serves
+    several structures)."""
     for name, value in flags.items():
         reasons = [unread_options(config).get(name) for config in configs]
         if all(reasons):
-            flag = f"--{name.replace('_', '-')}"
-            shown = flag if value is True else f"--no-{flag[2:]}" if value is False else \
-                " ".join(f"{flag} {k}={v}" for k, v in value) if isinstance(value, list) else \
-                f"{flag} {value!r}"  # (a list: a mapping flag's [(KEY, VALUE), ...])
-            raise ConfigError(f"{shown} does nothing in {where}: {reasons[0]}; drop it")
+            raise ConfigError(f"{spell(name, value)} does nothing in {where}: {reasons[0]}; "
+                              f"drop it")
 
 
 SEED_MAX = 2**32 - 1  # what seed_everything and numpy accept

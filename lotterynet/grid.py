@@ -36,7 +36,6 @@ from .config import (
     overlay,
     refuse_unread_flags,
     string_keys,
-    unread_options,
 )
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
@@ -152,11 +151,8 @@ def refuse_unread_variant_keys(variants: list[dict], labels: list[str],
     for variant in variants:
         label = variant_label(variant)
         cells = [config for cell_label, config in zip(labels, configs) if cell_label == label]
-        for key, value in variant.items():
-            reasons = [unread_options(config).get(key) for config in cells]
-            if all(reasons):
-                raise ConfigError(f"sweep variant {label!r} sets {key}: {value!r}, which does "
-                                  f"nothing in its runs: {reasons[0]}; drop it")
+        refuse_unread_flags(variant, cells, "its runs", spell=lambda key, value, label=label: (
+            f"sweep variant {label!r} sets {key}: {value!r}, which"))
 
 
 #: What a sweep decides for every cell itself, so no base, variant or flag may set it.

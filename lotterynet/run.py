@@ -379,7 +379,7 @@ def changed_results(config: RunConfig, run_dir: Path) -> list[str] | None:
         return None
     results = read_json(run_dir / RESULTS)
     acc = results.get("test_acc")
-    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
+    if not (is_real(acc) and 0 <= acc <= 1):
         return ["test_acc"]
     return changed_fields(results.get("config", {}), config.to_dict(), NOT_COMPUTED)
 
