@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import DatasetCorrupt, DatasetNotFound, first_line
-from .idx import IDXError, read_gzipped_split
+from .idx import IDXError, read_split
 from .registry import Registry
 
 DATA_ENV = "LOTTERYNET_DATA"
@@ -91,13 +91,13 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
         if "not found" not in str(err).lower():
             raise _corrupt(name, root, spec, err) from None
         try:
-            gzipped = read_gzipped_split(root / spec.torchvision_name / "raw", train)
+            split = read_split(root / spec.torchvision_name / "raw", train)
         except IDXError as idx_err:
             raise _corrupt(name, root, spec, idx_err) from None
-        if gzipped is None:
+        if split is None:
             how = "or allow downloading" if not download else "(the download failed too)"
             raise _missing(name, root, spec, how) from err
-        data, targets = gzipped
+        data, targets = split
     except URLError as err:  # offline, and the set (CIFAR-10) is downloaded in one piece
         raise _missing(name, root, spec, f"and the download failed ({err.reason})") from None
     except (ValueError, TypeError, AssertionError, IndexError, EOFError, OSError,

@@ -1,7 +1,8 @@
 """IDX files (the format of MNIST and Fashion-MNIST), plain or gzipped.
 
-torchvision reads only the uncompressed ``*-ubyte`` files; the gzipped ones (``*-ubyte.gz``, as
-published, and five times smaller to carry to a GPU machine) are read here. An IDX file is a
+torchvision reads only the uncompressed ``*-ubyte`` files, all four of a set; where some are
+gzipped (``*-ubyte.gz``, as published, and five times smaller to carry to a GPU machine) a split
+is read here, each file in the form it is in. An IDX file is a
 4-byte magic number ``0, 0, dtype code, ndim``, ``ndim`` big-endian uint32 sizes, then the data.
 """
 
@@ -51,11 +52,13 @@ def read_idx(path: str | Path) -> np.ndarray:
     return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
 
 
-def read_gzipped_split(raw: Path, train: bool) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(images, labels)`` of an MNIST-layout split from ``RAW/{train,t10k}-*-ubyte.gz``, or
-    ``None`` when those files are not both there."""
+def read_split(raw: Path, train: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(images, labels)`` of an MNIST-layout split from ``RAW/{train,t10k}-*-ubyte``, each
+    file plain or gzipped (``.gz``: the plain one when both are there), or ``None`` when a file
+    is missing in both forms."""
     prefix = "train" if train else "t10k"
-    paths = [raw / f"{prefix}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
+    paths = [raw / f"{prefix}-{kind}-ubyte" for kind in ("images-idx3", "labels-idx1")]
+    paths = [p if p.is_file() else p.with_name(p.name + ".gz") for p in paths]
     if not all(p.is_file() for p in paths):
         return None
     images, labels = map(read_idx, paths)

@@ -30,6 +30,20 @@ def test_gzipped_mnist_loads_identically(data_dir, gz_data_dir, train):
     assert labels.dtype == torch.int64
 
 
+def test_a_folder_of_plain_and_gzipped_files_loads_identically(data_dir, gz_data_dir, tmp_path):
+    """Some files plain, some gzipped (a half-unpacked download): each is read in its form."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(gz_data_dir / "MNIST" / "raw" / name, raw / name)
+    for name in ("train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (raw / name).symlink_to(data_dir.resolve() / "MNIST" / "raw" / name)
+    for train in (True, False):
+        images, labels = load_split("mnist", tmp_path, train=train)
+        ref_images, ref_labels = load_split("mnist", data_dir, train=train)
+        assert torch.equal(images, ref_images) and torch.equal(labels, ref_labels)
+
+
 def test_read_idx_matches_the_plain_file(data_dir, gz_data_dir):
     name = "t10k-labels-idx1-ubyte"
     plain = read_idx(data_dir / "MNIST" / "raw" / name)
