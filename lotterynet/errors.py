@@ -17,7 +17,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
     current folder, a name flag the default."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {escape_line_breaks(message)}\n")
 
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
@@ -107,9 +107,15 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def escape_line_breaks(text: str) -> str:
+    """``text`` on one line: a line break inside it (from a path or value the user gave) is
+    written as ``\\n`` / ``\\r``, as Python writes it in a string."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def message(err: Exception) -> str:
     """The one line reported for ``err``: an OSError's text without its ``[Errno N]``."""
     if isinstance(err, IN_THE_WAY):  # (a rename's error names its destination second)
         return (f"{err.filename2 or err.filename!r}: {err.strerror} (something else is where "
                 f"lotterynet writes or reads: move it away)")
-    return err.strerror if isinstance(err, DiskFullError) else str(err)
+    return escape_line_breaks(err.strerror if isinstance(err, DiskFullError) else str(err))

@@ -683,6 +683,19 @@ def test_a_data_folder_from_the_environment_that_is_a_file_is_named(tmp_path, mo
     assert "\n" not in err and not (tmp_path / "run").exists()
 
 
+def test_a_path_with_a_line_break_is_reported_on_one_line(tmp_path, data_dir, capsys):
+    """A line break inside a path the user gave is written as ``\\n``: the report stays one
+    line (it named the folder over two)."""
+    folder = tmp_path / "my\ndata"
+    shutil.move(corrupt_mnist(tmp_path, data_dir), folder)
+    assert main([*SMALL, "--epochs", "1", "--data-dir", str(folder),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert f"the files under {tmp_path}/my\\ndata are corrupt" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_config_may_still_use_a_few_aliases(tmp_path):
     """The bound on aliases leaves their everyday use (a value given once, a merge key)."""
     config = tmp_path / "c.yaml"
