@@ -70,7 +70,7 @@ class DiskFullError(OSError):
 class TrainingDiverged(RuntimeError):
     """A run's trainable tensors stopped being finite (NaN or infinite): it is stopped at the
     end of that epoch, before its checkpoint, rather than finished with a meaningless result
-    (NaN scores keep no entry at all, whatever ``k`` says)."""
+    (a NaN score ranks below every other: its weight is pruned for good, silently)."""
 
 
 class Interrupted(RuntimeError):

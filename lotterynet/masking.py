@@ -26,6 +26,7 @@ group holding the whole tensor, i.e. the layer-wise top-k of edge-popup.
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -91,6 +92,14 @@ def check_sparsity(sparsity, numel: int, unit: str = "a tensor", rule: str = "ro
             f"use at most {1 - 1 / numel:.6g}"
         )
     return float(sparsity)
+
+
+def score_magnitudes(scores: torch.Tensor) -> torch.Tensor:
+    """``|scores|``, the key the mask ranks by, with a NaN score (a diverged one) ranked below
+    every other (as −1): exactly ``k`` entries are kept whatever the scores hold, and the same
+    ones on every device and whatever the threshold hint's history. (A NaN compares false with
+    any threshold: it was neither above nor tied with one, so the mask kept fewer than ``k``.)"""
+    return scores.abs().nan_to_num_(nan=-1.0, posinf=math.inf)
 
 
 class _MaskedProduct(torch.autograd.Function):
@@ -393,7 +402,7 @@ class MaskedWeight(nn.Module):
         scores = self.scores
         if torch.compiler.is_compiling():
             with torch.no_grad():
-                return topk_mask(scores.abs(), self.k, self.group_dim, self.group_size,
+                return topk_mask(score_magnitudes(scores), self.k, self.group_dim, self.group_size,
                                  self.ties, dtype=dtype)
         key = (*_storage_version(scores), self.k, self.ties, dtype)
         training = torch.is_grad_enabled() and scores.requires_grad
@@ -402,7 +411,7 @@ class MaskedWeight(nn.Module):
         if cacheable and cache is not None and cache[0] == key and torch.equal(cache[1], scores):
             return cache[2]
         with torch.no_grad():
-            mask = topk_mask(scores.abs(), self.k, self.group_dim, self.group_size,
+            mask = topk_mask(score_magnitudes(scores), self.k, self.group_dim, self.group_size,
                              self.ties, self._hint, dtype)
             snapshot = scores.detach().clone() if cacheable else None
         self._cache = None if snapshot is None else (key, snapshot, mask)
@@ -515,7 +524,7 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
                          f"({', '.join(sorted(ties))}); give them one (set_rules)")
     k = kept_count(total, check_sparsity(sparsity, total))
     with torch.no_grad():  # ties at the cut-off by the tensors' rule, in the models' order
-        scores = torch.cat([m.scores.abs().reshape(-1) for _, m in named])
+        scores = score_magnitudes(torch.cat([m.scores.reshape(-1) for _, m in named]))
         kept = topk_mask(scores, k, ties=ties.pop(), dtype=torch.int64)
         counts = torch.stack([part.sum() for part in kept.split(sizes)]).tolist()
     for (_, m), c in zip(named, counts):

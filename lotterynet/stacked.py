@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .errors import first_line
-from .masking import masked_weights, rows_topk_mask
+from .masking import masked_weights, rows_topk_mask, score_magnitudes
 from .models import build_model
 
 
@@ -199,7 +199,7 @@ class StackedModel(nn.Module):
             if key not in self._ks:  # one host-to-device copy per k list (none in a graph)
                 self._ks[key] = torch.tensor(key[0], device=first.scores.device)
             with torch.no_grad():
-                magnitudes = torch.stack([w.scores.reshape(-1) for w in same]).abs_()
+                magnitudes = score_magnitudes(torch.stack([w.scores.reshape(-1) for w in same]))
                 rows = rows_topk_mask(magnitudes, self._ks[key], first.ties, first.weight.dtype)
             masks.append(rows.view(len(same), *first.weight.shape))
         return masks

@@ -117,6 +117,10 @@ def test_global_topk_ranks_all_tensors_together():
     assert model[0].structure.weight.k == 200 and model[1].structure.weight.k == 200
     assert ln.count_params(model)["kept"] == 400
     assert bool(model[0].mask()["weight"].view(-1)[400:].all())
+    with torch.no_grad():  # NaN scores in layer 1 rank below all: its 200 go to layer 0
+        model[1].structure.weight.scores.fill_(math.nan)
+    assert ln.global_topk(model, sparsity=0.5) == {"0.structure.weight": 400,
+                                                   "1.structure.weight": 0}
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5", None, True])
@@ -490,3 +494,35 @@ def test_rows_topk_mask_is_each_rows_own_topk_mask(ties):
     for row, k, mask in zip(magnitudes, ks, masks):
         assert torch.equal(mask, topk_mask(row, k, ties=ties, dtype=torch.float32))
         assert int(mask.sum()) == k
+
+
+
+def sorted_mask(key: torch.Tensor, k: int, ties: str) -> torch.Tensor:
+    """The reference: a full stable sort of ``key``, descending, ties by index (lowest first
+    for ``"low"``), and its first ``k``."""
+    flipped = ties == "high"
+    order = torch.sort(-(key.flip(0) if flipped else key), stable=True).indices[:k]
+    mask = torch.zeros(key.numel(), dtype=torch.bool)
+    mask[key.numel() - 1 - order if flipped else order] = True
+    return mask
+
+
+@pytest.mark.parametrize("n", [300, 4 * HINT_MIN_ENTRIES])  # plain and hinted selection
+@pytest.mark.parametrize("ties", ["low", "high"])
+def test_nan_scores_rank_below_every_other_and_exactly_k_are_kept(n, ties):
+    """A NaN score (a diverged one) compares false with any threshold, so it was neither above
+    nor tied with one: the mask kept fewer than k (and the hinted path kept what the hint's
+    history gave). NaNs now rank below every magnitude: exactly k kept, the largest finite
+    first, NaNs only when too few are finite, by the tie rule; the full sort's mask."""
+    layer = MaskedWeight((n,), fan_in=n, sparsity=0.7, ties=ties)
+    k, generator = layer.k, torch.Generator().manual_seed(n)
+    for nans in (0, 1, 17, n - k - 1, n - k + 5):  # the last: some NaNs must be kept
+        with torch.no_grad():
+            layer.scores.add_(1e-3 * torch.randn(n, generator=generator))  # drift, as in training
+            layer.scores[torch.randperm(n, generator=generator)[:nans]] = math.nan
+        nan = layer.scores.detach().isnan()
+        mask = layer.mask()
+        assert int(mask.sum()) == k
+        assert torch.equal(mask, sorted_mask(layer.scores.detach().abs().nan_to_num(-1.0), k,
+                                             ties))
+        assert int((mask & nan).sum()) == max(0, k - int((~nan).sum()))

@@ -761,3 +761,17 @@ def test_an_error_of_the_members_own_forward_is_raised_not_taken_for_vmap():
             stack(torch.randn(5, 9))  # 9 inputs for a layer of 8
     assert stack.unbatchable is None
     assert len(stack(torch.randn(5, 8))) == 2
+
+
+def test_a_batched_stack_ranks_nan_scores_as_each_member_does():
+    """The masks of all members in one sort treat a NaN score (a diverged member) as the
+    member's own selection does, below every magnitude: each member keeps exactly its k."""
+    members = [SubnetLinear(40, 30, sparsity=s, seed=0) for s in (0.5, 0.9, 0.97)]
+    with torch.no_grad():
+        for i, m in enumerate(members):
+            m.structure.weight.scores.view(-1)[: 10 + 20 * i] = float("nan")
+    stack = StackedModel(members, batched=True)
+    (masks,) = stack._row_masks([0, 1, 2])
+    for m, mask in zip(members, masks):
+        assert torch.equal(mask, m.structure.weight.mask(mask.dtype))
+        assert int(mask.sum()) == m.structure.weight.k
