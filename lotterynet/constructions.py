@@ -79,7 +79,7 @@ def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | Subn
     elif isinstance(layer, nn.Conv2d):
         subnet = SubnetConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
                               layer.stride, layer.padding, layer.dilation, layer.groups, bias,
-                              **options)
+                              layer.padding_mode, **options)
     else:
         raise ValueError(f"can approximate nn.Linear or nn.Conv2d, got {type(layer).__name__}")
     return subnet.double()
@@ -117,7 +117,7 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
 
     if k is None:
         subnet = _subnet_like(layer, structure="subsetsum", pairs=n, activation="identity",
-                              shared=False, sparsity=0.5, seed=0)
+                              shared=False, sparsity=0.0, seed=0)  # (set_mask sets k below)
     else:
         subnet = _subnet_like(layer, structure="fixedsize", pairs=n, activation="identity",
                               shared=False, sparsity=1 - k / n, seed=0)
@@ -202,7 +202,7 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     if rule == "orseau":
         alpha, beta = orseau_range(eps_w=epsilon, w_max=w.abs().max().item())
         init_kwargs = {"alpha": alpha, "beta": beta}
-    subnet = _subnet_like(layer, structure=structure_name, hidden=m * d_in, sparsity=0.5,
+    subnet = _subnet_like(layer, structure=structure_name, hidden=m * d_in, sparsity=0.0,
                           init_kwargs=init_kwargs, seed=_seed(generator))
     u, v = subnet.structure.u, subnet.structure.v
     inputs = torch.arange(d_in).repeat_interleave(m)  # hidden neuron h = i·m + t sees input i
@@ -226,32 +226,36 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
         "coefficients_kept": int(chosen.sum()),
         "weight_error_max": error.max().item(),
         "weight_error_median": error.median().item(),
+        "weight_errors": error.flatten(),  # (a tensor: the model's median is over all weights)
         "solve_seconds": seconds,
         "hidden": m * d_in,
     }
     return subnet, stats
 
 
-def construct_model(target: nn.Sequential, build, *, seed: int = 0) -> tuple[nn.Module, list]:
-    """Copy of ``target`` (float64) with every ``nn.Linear`` / ``nn.Conv2d`` replaced by
-    ``build(layer, generator=generator)`` (a construction above with its size bound);
-    returns ``(model, per-layer stats)``."""
+def construct_model(target: nn.Module, build, *, seed: int = 0) -> tuple[nn.Module, list]:
+    """Copy of ``target`` (float64) with every ``nn.Linear`` / ``nn.Conv2d`` in it, at any depth,
+    replaced by ``build(layer, generator=generator)`` (a construction above with its size
+    bound), in module order; returns ``(model, per-layer stats)``."""
     generator = torch.Generator().manual_seed(seed)
     model, stats = copy.deepcopy(target).double().eval(), []
-    for i, layer in enumerate(model):
+    for name, layer in list(model.named_modules()):
         if isinstance(layer, nn.Linear | nn.Conv2d):
-            model[i], layer_stats = build(layer, generator=generator)
+            built, layer_stats = build(layer, generator=generator)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, built)
             stats.append(layer_stats)
     return model, stats
 
 
 @torch.no_grad()
-def effective_errors(model: nn.Sequential, target: nn.Sequential) -> torch.Tensor:
+def effective_errors(model: nn.Module, target: nn.Module) -> torch.Tensor:
     """``|w_model − w_target|`` of every weight and bias of the subset-sum layers, read from the
     built model's effective weights ``Σ_t ũ ṽ`` and frozen biases (float64)."""
     errors = []
-    for subnet, layer in zip(model, target):
+    for name, subnet in model.named_modules():
         if isinstance(subnet, SubnetLinear | SubnetConv2d):
+            layer = target.get_submodule(name)
             weight, _ = subnet.structure.effective_weight()
             errors.append((weight - layer.weight.double()).abs().flatten())
             if layer.bias is not None:

@@ -184,8 +184,59 @@ def test_construct_model_replaces_every_layer_and_counts():
      "unknown rule 'bogus'; valid choices: malach, orseau"),
     (lambda g: product_network(small_linear(), 0, g, rule="malach"),
      "m must be a positive integer, got 0"),
+    (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=0),
+     "eps_w must be a positive finite number, got 0"),
+    (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=-0.01),
+     "eps_w must be a positive finite number, got -0.01"),
+    (lambda g: product_network(small_linear(scale=0.0), 4, g, rule="orseau"),
+     "w_max must be a positive finite number, got 0.0"),  # an all-zero target
+    (lambda g: subset_sum(nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), 4, g),
+     "padding_mode='circular'"),  # it padded with zeros: another function at the borders
 ])
 def test_bad_construction_sizes_are_refused_naming_them(call, match):
     """They failed inside torch (a negative dimension), as a KeyError, or named a sparsity."""
     with pytest.raises(ValueError, match=match):
         call(torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("build", [
+    lambda layer, g: subset_sum(layer, 1, g, coefficients="unit"),
+    lambda layer, g: subset_sum(layer, 1, g, k=1, coefficients="unit"),
+    lambda layer, g: product_network(layer, 1, g, rule="malach"),
+    lambda layer, g: product_network(layer, 1, g, rule="orseau")])
+def test_a_one_weight_layer_is_built(build):
+    """A layer of one weight (refused as "sparsity 0.5 keeps no weight": the builders' placeholder
+    sparsity, before their masks were set) is built and keeps what its selection chose."""
+    layer = small_linear(d_in=1, d_out=1)
+    subnet, stats = build(layer, torch.Generator().manual_seed(0))
+    assert ln.count_params(subnet)["kept"] >= stats["coefficients_kept"]
+
+
+def test_construct_model_replaces_layers_at_any_depth():
+    """Layers inside nested modules are built too (they stayed the exact trained layers, and the
+    errors covered only the top-level ones)."""
+    target = nn.Sequential(nn.Sequential(small_linear(8, 6), nn.ReLU()), small_linear(6, 3, 1))
+    model, stats = construct_model(target, lambda layer, generator: subset_sum(
+        layer, 4, generator, coefficients="unit"), seed=0)
+    assert isinstance(model[0][0], ln.SubnetLinear) and isinstance(model[1], ln.SubnetLinear)
+    assert [s["targets"] for s in stats] == [48, 18]
+    assert effective_errors(model, target).numel() == 66
+
+
+def test_a_product_networks_median_error_is_over_every_weight():
+    """The median weight error of a model of several product layers is the median of all their
+    weights' errors (it was the median of the layers' medians: two layers counted equally)."""
+    from functools import partial
+
+    from lotterynet.approximate import Sweep, _product, measure
+
+    target = nn.Sequential(small_linear(20, 10, 0), nn.ReLU(), small_linear(10, 2, 1))
+    sweep = Sweep("malach", "Malach", "m", (3,), partial(_product, "malach"))
+    x = torch.randn(8, 20, dtype=torch.float64)
+    row = measure(sweep, 3, 0, target, nn.Sequential(), x, torch.zeros(8, dtype=torch.long),
+                  target.double()(x))
+    model, stats = construct_model(target, sweep.builder(3), seed=0)
+    errors = torch.cat([s["weight_errors"] for s in stats])
+    assert errors.numel() == 220
+    assert row["weight_error_median"] == errors.median().item()
+    assert row["weight_error_max"] == errors.max().item()
