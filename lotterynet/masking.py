@@ -237,7 +237,11 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     # No host reads on CUDA (they would wait for the device) nor under torch.compile (they
     # would break the graph): the tie ranking then always runs, and a compiled CPU step
     # selects by plain quickselect.
-    traced = torch.compiler.is_compiling()
+    # torch.func's transforms (vmap over stacked scores: model ensembling) can do neither
+    # host reads nor ops with out= on the tensors they wrap (a check dynamo cannot trace).
+    compiling = torch.compiler.is_compiling()
+    functional = not compiling and torch._C._functorch.is_functorch_wrapped_tensor(grouped)
+    traced = compiling or functional
     if grouped.is_cuda:  # radix select; k is a Python int, so nothing waits on the device
         threshold = grouped.topk(k, dim=dim, sorted=False).values.amin(dim, keepdim=True)
     elif traced:
@@ -263,21 +267,25 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
             return at_least.view_as(magnitudes)
     # On the CPU a host read (free there) skips the ranking of ties when all of them fit.
     return cut_at(grouped, threshold, k, dim, ties, dtype,
-                  host_reads=not (grouped.is_cuda or traced)).view_as(magnitudes)
+                  host_reads=not (grouped.is_cuda or traced), functional=functional
+                  ).view_as(magnitudes)
 
 
 def cut_at(values: torch.Tensor, threshold: torch.Tensor, k, dim: int, ties: str,
-           dtype: torch.dtype, host_reads: bool) -> torch.Tensor:
+           dtype: torch.dtype, host_reads: bool, functional: bool = False) -> torch.Tensor:
     """The entries of ``values`` above ``threshold`` (the ``k``-th largest along ``dim``: an int,
     or a tensor of one k per slice) and, of those tied with it, as many as make ``k``, by index
     (``ties``); 0/1 in ``dtype``. ``host_reads``: skip ranking the ties when all of them fit,
-    which the host must read to know."""
+    which the host must read to know. ``functional``: under a ``torch.func`` transform, which
+    batches no op with ``out=``."""
     mask = values > threshold
     missing = k - mask.sum(dim, keepdim=True)
     tied = values == threshold
     if not host_reads or bool((tied.sum(dim, keepdim=True) > missing).any()):
         rank = tied.cumsum(dim) if ties == "low" else tied.flip(dim).cumsum(dim).flip(dim)
         tied &= rank <= missing
+    if functional:
+        return torch.logical_or(mask, tied).to(dtype)
     out = torch.empty(values.shape, dtype=dtype, device=values.device)
     return torch.logical_or(mask, tied, out=out)
 

@@ -373,6 +373,39 @@ def test_torch_func_per_example_gradients_sum_to_the_batch_gradient(kw):
     torch.testing.assert_close(torch.func.vmap(layer)(x[:, None]), layer(x)[:, None])
 
 
+@pytest.mark.parametrize("kw", ALL_STRUCTURES)
+def test_torch_func_model_ensembling_over_stacked_scores(kw):
+    """The ``torch.func`` ensembling recipe (``stack_module_state``, ``vmap`` of
+    ``functional_call`` over the stacked parameters): each member's output and score gradients,
+    to float rounding (batched products sum in another order; a wrong mask would be far off).
+    The mask selection raised: no batching rule for its ``out=`` ops. One conv
+    layer small enough for plain selection, one linear layer large enough for the hinted one;
+    ``k`` is the base module's, as for any non-parameter state under ``functional_call``."""
+    import copy
+
+    members = [nn.Sequential(ln.SubnetConv2d(2, 4, 3, seed=0, **kw), nn.Flatten(),
+                             ln.SubnetLinear(4 * 3 * 3, 2500, seed=1, **kw)) for _ in range(3)]
+    for i, member in enumerate(members):
+        for weight in ln.masked_weights(member):
+            torch.nn.init.uniform_(weight.scores, -1, 1, generator=torch.Generator().manual_seed(i))
+    params, buffers = torch.func.stack_module_state(members)
+    base = copy.deepcopy(members[0]).to("meta")
+    x = torch.randn(4, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+
+    def loss(params, buffers):
+        return torch.func.functional_call(base, (params, buffers), (x,)).square().sum()
+
+    outputs = torch.func.vmap(lambda p, b: torch.func.functional_call(base, (p, b), (x,)))(
+        params, buffers)
+    grads = torch.func.vmap(torch.func.grad(loss))(params, buffers)
+    for i, member in enumerate(members):
+        torch.testing.assert_close(outputs[i], member(x), rtol=1e-4, atol=1e-4)
+        member(x).square().sum().backward()
+        for name, p in member.named_parameters():
+            if p.requires_grad:
+                torch.testing.assert_close(grads[name][i], p.grad, rtol=1e-3, atol=1e-3)
+
+
 @pytest.fixture
 def float64_default():
     torch.set_default_dtype(torch.float64)
