@@ -541,6 +541,11 @@ def _check_name(registry: Registry, value: str) -> None:
 WIDE = "wide"
 
 
+#: What ``$WANDB_MODE`` may say (wandb's own settings refuse anything else, at ``wandb.init``,
+#: after the run's first files are written).
+WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
+
+
 def require_wandb() -> None:
     """``--wandb`` needs the wandb package, which lotterynet does not import otherwise."""
     try:
@@ -548,6 +553,10 @@ def require_wandb() -> None:
     except ImportError:
         raise ConfigError("--wandb needs the wandb package, which is not installed "
                           "(pip install wandb, or run without --wandb)") from None
+    mode = os.environ.get("WANDB_MODE")
+    if mode and mode not in WANDB_MODES:
+        raise ConfigError(f"$WANDB_MODE is {mode!r}; valid choices: {', '.join(WANDB_MODES)} "
+                          f"(or unset: online with an API key, else offline)")
 
 
 #: Characters W&B refuses in a project name; it says so only once the run has started.

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from .checkpointing import (
@@ -45,6 +46,18 @@ METRICS_FILE = "metrics.csv"
 WANDB_ID_FILE = "wandb-id"
 
 
+class AtomicExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, whose rewrite of the whole file when a column first appears
+    (``test/acc`` at the test, after the last checkpoint) goes through
+    :func:`~lotterynet.checkpointing.write_csv_atomic`: Lightning reopens the file with ``"w"``,
+    so a kill during the rewrite left the history cut short."""
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        write_csv_atomic(self.metrics_file_path, rows, fieldnames)
+
+
 class HistoryCSVLogger(CSVLogger):
     """Lightning's CSV logger, which deletes ``metrics.csv`` when it starts, made to start from
     ``history`` (the rows of the run being resumed) instead: the file keeps every row across
@@ -57,13 +70,14 @@ class HistoryCSVLogger(CSVLogger):
 
     @property
     def experiment(self):
-        fresh = self._experiment is None
-        writer = super().experiment
-        if fresh and self._history and rank_zero_only.rank == 0:  # ranks > 0: a dummy writer
-            keys = sorted(set().union(*self._history))
-            writer.metrics_keys = keys
-            write_csv_atomic(writer.metrics_file_path, self._history, keys)
-        return writer
+        if self._experiment is None and rank_zero_only.rank == 0:  # ranks > 0: a dummy writer
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AtomicExperimentWriter(log_dir=self.log_dir)
+            if self._history:
+                keys = sorted(set().union(*self._history))
+                self._experiment.metrics_keys = keys
+                write_csv_atomic(self._experiment.metrics_file_path, self._history, keys)
+        return super().experiment
 
 
 def resumed_history(resumed: Resumed | None) -> list[dict]:
@@ -104,7 +118,23 @@ def resumed_history(resumed: Resumed | None) -> list[dict]:
         epoch, step = row.get("epoch"), float(row.get("step") or 0)
         if float(epoch) <= stored["epoch"] if epoch else step < stored["global_step"]:
             complete.append(row)
+    missing = missing_epochs(complete, stored["epoch"])
+    if missing:
+        raise CheckpointError(
+            f"{source}, the history of the run being resumed, has no rows of epoch "
+            f"{missing[0]}{'' if len(missing) == 1 else f' to {missing[-1]}'}, which its "
+            f"checkpoint (epoch {stored['epoch']}) has trained: it was cut short; restore it, "
+            f"or move it away to resume without it")
     return complete
+
+
+def missing_epochs(rows: list[dict], before: int) -> list[int]:
+    """The epochs before ``before`` that a history of ``rows`` should hold and does not: from
+    0 when it holds the run's first step (a row of step 0), else from its first epoch (the run
+    was resumed once without its history). Every epoch logs rows (its end's at least)."""
+    epochs = {int(float(r["epoch"])) for r in rows if r.get("epoch")}
+    first = 0 if any(float(r.get("step") or 0) == 0 for r in rows) else min(epochs, default=0)
+    return sorted(set(range(first, before)) - epochs)
 
 
 def is_number(text: str) -> bool:
@@ -115,18 +145,30 @@ def is_number(text: str) -> bool:
     return True
 
 
-def wandb_run_id(run_dir: Path, checkpoint: str | None) -> str:
-    """The W&B run id of this run: the resumed run's (``RUN/wandb-id``) when the resume writes
-    into that run's own folder, else the one a W&B sweep agent chose (``$WANDB_RUN_ID``), else
-    a new one. A resume into another ``--out`` is a new W&B run: the original folder stays
-    resumable, and one W&B run would get two histories."""
+def wandb_run_id(run_dir: Path, checkpoint: str | None) -> tuple[str, bool]:
+    """The W&B run id of this run and whether it continues the resumed run's: the resumed
+    run's (``RUN/wandb-id``) when the resume writes into that run's own folder, else the one a
+    W&B sweep agent chose (``$WANDB_RUN_ID``), else a new one. A resume into another ``--out``
+    is a new W&B run: the original folder stays resumable, and one W&B run would get two
+    histories."""
     origin = checkpoint_run_dir(checkpoint) if checkpoint else None
     source = origin / WANDB_ID_FILE if origin == Path(run_dir).resolve() else None
+    continued = bool(source and source.is_file())
     fresh = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
-    run_id = source.read_text().strip() if source and source.is_file() else fresh
+    run_id = source.read_text().strip() if continued else fresh
     if rank_zero_only.rank == 0:
         atomic_write(run_dir / WANDB_ID_FILE, lambda tmp: tmp.write_text(run_id + "\n"))
-    return run_id
+    return run_id, continued
+
+
+def replay_history(logger: WandbLogger, rows: list[dict]) -> None:
+    """Log the resumed run's history (``metrics.csv`` rows) into a W&B run that does not hold
+    it, as the training logged it: a new run (a resume into another ``--out``), or an offline
+    one — W&B cannot resume offline runs: the resume's ``offline-run-*`` folder starts a
+    history of its own, which replaces the first folder's when both are synced."""
+    for row in rows:
+        metrics = {k: float(v) for k, v in row.items() if v not in ("", None) and k != "step"}
+        logger.log_metrics(metrics, step=int(float(row.get("step") or 0)))
 
 
 class RunWandbLogger(WandbLogger):
@@ -150,15 +192,20 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) ->
     """The CSV log (continuing the history of the ``resumed`` checkpoint's run) and, on
     request, W&B (continuing that run's W&B id), with ``config`` (the run's, flat) as the W&B
     run's config."""
-    loggers: list[Logger] = [HistoryCSVLogger(run_dir, resumed_history(resumed))]
+    history = resumed_history(resumed)
+    loggers: list[Logger] = [HistoryCSVLogger(run_dir, history)]
     if config["wandb"]:
         tags = [t.strip() for t in (config.get("wandb_tags") or "").split(",") if t.strip()]
-        loggers.append(RunWandbLogger(
+        run_id, continued = wandb_run_id(run_dir, resumed[0] if resumed else None)
+        mode = wandb_mode()
+        wandb_logger = RunWandbLogger(
             project=config["wandb_project"], group=config["wandb_group"], name=run_dir.name,
-            save_dir=str(run_dir), config=wandb_config(config), mode=wandb_mode(),
-            id=wandb_run_id(run_dir, resumed[0] if resumed else None), resume="allow",
-            entity=config.get("wandb_entity"), tags=tags or None,
-            notes=config.get("wandb_notes"), log_model=bool(config.get("log_model"))))
+            save_dir=str(run_dir), config=wandb_config(config), mode=mode, id=run_id,
+            resume="allow", entity=config.get("wandb_entity"), tags=tags or None,
+            notes=config.get("wandb_notes"), log_model=bool(config.get("log_model")))
+        if not (continued and mode in ("online", "shared", "run")):  # (the server holds it)
+            replay_history(wandb_logger, history)
+        loggers.append(wandb_logger)
     return loggers
 
 
@@ -179,6 +226,8 @@ def finish_wandb(loggers: list[Logger], summary: dict, ticket: Path | None = Non
                 run.log_artifact(artifact, aliases=["latest", "final"])
             run_dir = Path(run.dir).parent
             run.finish()
+            if run.settings.mode == "disabled":  # ($WANDB_MODE) a run that writes nothing
+                return None
             wait_for_record_log(run_dir)
             return str(run_dir)
     return None

@@ -348,13 +348,14 @@ def test_wandb_run_id_is_kept_across_resume_into_the_same_run(tmp_path):
     from lotterynet.loggers import wandb_run_id
 
     first = tmp_path / "run"
-    run_id = wandb_run_id(first, None)
+    run_id, continued = wandb_run_id(first, None)
+    assert not continued
     checkpoint = first / "checkpoints" / "last.ckpt"
-    assert wandb_run_id(first, str(checkpoint)) == run_id
-    forked = wandb_run_id(tmp_path / "copy", str(checkpoint))
+    assert wandb_run_id(first, str(checkpoint)) == (run_id, True)
+    forked, continued = wandb_run_id(tmp_path / "copy", str(checkpoint))
     assert forked != run_id and (tmp_path / "copy" / "wandb-id").read_text() == forked + "\n"
-    assert (first / "wandb-id").read_text() == run_id + "\n"
-    assert wandb_run_id(tmp_path / "new", None) != run_id
+    assert not continued and (first / "wandb-id").read_text() == run_id + "\n"
+    assert wandb_run_id(tmp_path / "new", None)[0] != run_id
 
 
 def test_full_disk_during_training_is_one_line_and_exit_1(tmp_path, data_dir, monkeypatch,
@@ -512,6 +513,66 @@ def test_history_edited_by_hand_is_refused_and_kept(whole_and_stopped, tmp_path,
     assert len(err.strip().splitlines()) == 1 and said in err and str(history) in err, err
     assert out == ""  # the refusal alone, no parameter counts before it
     assert tree(run) == before
+
+
+def test_a_history_cut_short_is_refused_and_kept(whole_and_stopped, tmp_path, data_dir,
+                                                capsys):
+    """A ``metrics.csv`` that lost the rows of whole epochs (cut short by hand, or by a kill
+    while Lightning rewrote it) stops the resume with one line naming the first lost epoch
+    (the resume went on and the run ended with a history missing them); the file is kept."""
+    _, stopped = whole_and_stopped
+    run = tmp_path / "cut"
+    shutil.copytree(stopped, run)
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    assert main(["--resume", checkpoint, "--stop-after", "2"]) == 0  # epochs 0 and 1 done
+    capsys.readouterr()
+    history = run / "metrics.csv"
+    lines = history.read_text().splitlines(keepends=True)
+    history.write_text("".join(lines[:3]))  # the header, the step-0 rows
+    before = tree(run)
+    assert main(["--resume", checkpoint]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(history) in err, err
+    assert "has no rows of epoch 0, which its checkpoint (epoch 1) has trained" in err
+    assert tree(run) == before
+
+
+def test_a_failed_rewrite_of_the_history_keeps_its_rows(tmp_path, monkeypatch):
+    """Lightning rewrites the whole file when a column first appears (``test/acc`` at the
+    test), reopening it with "w": a kill or full disk during the rewrite left it cut short.
+    The rewrite is atomic: after a failed one the file holds every row it held."""
+    import csv
+
+    from lotterynet.loggers import HistoryCSVLogger
+
+    logger = HistoryCSVLogger(tmp_path, [])
+    logger.log_metrics({"train/loss": 0.5}, step=0)
+    logger.log_metrics({"train/loss": 0.25}, step=1)
+    logger.save()
+    before = (tmp_path / "metrics.csv").read_bytes()
+
+    def fail(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", fail)
+    with pytest.raises(OSError):  # (the logger saves every row as it is logged)
+        logger.log_metrics({"test/acc": 0.9}, step=2)
+        logger.save()
+    assert (tmp_path / "metrics.csv").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temporary file left
+
+
+def test_a_history_begun_by_a_resume_without_one_is_not_cut_short(whole_and_stopped, tmp_path):
+    """A run resumed once with its history moved away logs from its resumed epoch on: a later
+    resume takes that history as it is."""
+    _, stopped = whole_and_stopped
+    run = tmp_path / "moved"
+    shutil.copytree(stopped, run)
+    (run / "metrics.csv").rename(tmp_path / "old-metrics.csv")
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    assert main(["--resume", checkpoint, "--stop-after", "2"]) == 0
+    assert main(["--resume", checkpoint]) == 0
+    assert sorted(per_epoch(run, "val/acc")) == [1, 2]
 
 
 def test_an_empty_history_resumes_as_no_history(whole_and_stopped, tmp_path):

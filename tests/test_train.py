@@ -4,6 +4,7 @@ checkpoints (atomic, weights_only, resumable), W&B offline, DDP over gloo, bad i
 import json
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -416,3 +417,55 @@ def test_registry_sgd_is_plain_sgd_bit_for_bit_on_the_cpu():
         ends.append(params)
     assert all(torch.equal(a, b) for a, b in zip(*ends))
     assert not torch.equal(ends[0][0], start[0])
+
+
+def test_a_bad_wandb_mode_is_refused_before_anything_is_written(tmp_path, data_dir, monkeypatch,
+                                                                 capsys):
+    """``$WANDB_MODE`` is input the run reads: a value wandb refuses was a traceback at
+    ``wandb.init`` (exit 1) that left files blocking the corrected command."""
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--wandb", "--limit-train", "256",
+                      "--val-size", "64")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists()
+    assert err == ("train.py: error: $WANDB_MODE is 'bogus'; valid choices: online, offline, "
+                   "disabled, shared, dryrun, run (or unset: online with an API key, else offline)")
+
+
+def test_a_disabled_wandb_run_names_no_folder(tmp_path, data_dir, monkeypatch, capsys):
+    """``WANDB_MODE=disabled`` writes nothing: the run names no W&B folder (it named one that
+    does not exist, after waiting a minute for its record log)."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    started = time.perf_counter()
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--wandb", "--limit-train", "256",
+                      "--val-size", "64")
+    assert code == 0 and results_of(out)["wandb_dir"] is None
+    assert "W&B:" not in capsys.readouterr().out
+    assert time.perf_counter() - started < 50
+
+
+def wandb_history(results: dict) -> list[dict]:
+    """The history rows (key → value) of the run's offline W&B record log."""
+    (log,) = Path(results["wandb_dir"]).glob("run-*.wandb")
+    return [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+            for r in read_wandb_records(log) if r.WhichOneof("record_type") == "history"]
+
+
+def test_a_resumed_offline_wandb_run_holds_the_whole_history(tmp_path, data_dir, monkeypatch):
+    """W&B cannot resume an offline run: the resume's folder began a history of its own at
+    ``_step`` 0 (which replaces the first folder's on ``wandb sync``). The resumed history is
+    logged into it first: the resume's folder holds every row of the uninterrupted run."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    args = ["--arch", "fc2", "--structure", "dense", "--wandb", "--limit-train", "640",
+            "--val-size", "100", "--epochs", "2", "--trainer.log_every_n_steps", "2"]
+    assert train(tmp_path, data_dir, *args, name="whole")[0] == 0
+    code, stopped = train(tmp_path, data_dir, *args, "--stop-after", "1", name="stopped")
+    assert code == 0 and main(["--resume", str(stopped / "checkpoints" / "last.ckpt")]) == 0
+    whole, resumed = (wandb_history(results_of(tmp_path / name)) for name in ("whole", "stopped"))
+
+    def rows(history):  # what the training logged, without W&B's own keys (_step, _runtime…)
+        return [{k: v for k, v in row.items() if not k.startswith("_")} for row in history]
+
+    assert len(whole) > 10 and rows(resumed) == rows(whole)
+    assert [row["_step"] for row in resumed] == list(range(len(whole)))
