@@ -77,6 +77,7 @@ class EdgePopupModule(pl.LightningModule):
         self.loss = torch.nn.ModuleDict(
             {f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES})
         self._handed: set[str] = set()  # stages whose metrics Lightning holds this epoch
+        self._loss_logged = True  # whether the last training step logged its loss
         self._after_prefix: tuple[torch.nn.Module, ...] | None = None  # set by setup
         self._image_shape: torch.Size | None = None  # the data's own shape, with the prefix
         self.graphs = StepGraphs(cuda_graphs)
@@ -164,8 +165,10 @@ class EdgePopupModule(pl.LightningModule):
                      prog_bar=stage != "test", logger=to_loggers)
             self.log(EPOCH_LOSS[stage], mean_loss, on_step=False, on_epoch=True,
                      logger=to_loggers)
-        if stage == "train" and self._writes_step_logs():
-            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
+        if stage == "train":
+            self._loss_logged = self._writes_step_logs()
+            if self._loss_logged:
+                self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
         return loss
 
     def _writes_step_logs(self) -> bool:
@@ -179,6 +182,15 @@ class EdgePopupModule(pl.LightningModule):
             return True
         n = trainer.log_every_n_steps
         return n > 0 and ((self.global_step + 1) % n == 0 or trainer.should_stop)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """A step stopped by a callback's hook (``max_time``: the Timer sets ``should_stop``
+        after the step) is one Lightning writes logs for: its loss is logged now (Lightning
+        wrote the last logged step's loss under it)."""
+        trainer = self._trainer
+        if trainer.should_stop and not self._loss_logged and trainer.log_every_n_steps > 0:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self) -> None:
         """Write the epoch's training metrics to the loggers now, before the epoch's checkpoint

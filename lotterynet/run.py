@@ -515,6 +515,13 @@ def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
         trainer.current_epoch < config.stop_after)
 
 
+def epochs_completed(trainer: pl.Trainer) -> int:
+    """Epochs trained to their last batch: Lightning counts an epoch that a callback stopped
+    part way (``max_time``) as done."""
+    partial = not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+    return trainer.current_epoch - (partial and trainer.current_epoch > 0)
+
+
 def run(config: RunConfig) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the
     config, the parameter counts and the final metrics."""
@@ -600,7 +607,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         "test_loss": tested["test/loss"],
         "val_acc": timer.metrics.get("val/acc"),
         "train_acc": timer.metrics.get("train/acc"),
-        "epochs_done": trainer.current_epoch,
+        "epochs_done": epochs_completed(trainer),
         "seconds_per_epoch": timer.seconds,
         "train_seconds": sum(timer.seconds),  # every epoch's, those before a resume too
         "device": device_name(trainer),

@@ -3,6 +3,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,3 +44,21 @@ def default_sigint() -> None:
     the child, where Python then raises KeyboardInterrupt. A test run started in the background
     (``pytest &`` in a script, ``nohup``) ignores SIGINT, and its children would inherit that."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+
+class StopAtStep(pl.Callback):
+    """A Lightning callback (named by class path in a run's ``trainer.callbacks``) that stops
+    training after optimizer step ``step``, as ``max_time``'s Timer does: from its
+    ``on_train_batch_end``, part way through an epoch. It keeps that step's loss in
+    ``StopAtStep.losses``."""
+
+    losses: list[float] = []
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            trainer.should_stop = True
+            StopAtStep.losses.append(float(outputs["loss"]))

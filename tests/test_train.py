@@ -1,6 +1,7 @@
 """train.py end to end on a small MNIST subset (CPU): accuracy, results.json, frozen weights,
 checkpoints (atomic, weights_only, resumable), W&B offline, DDP over gloo, bad input."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -469,3 +470,24 @@ def test_a_resumed_offline_wandb_run_holds_the_whole_history(tmp_path, data_dir,
 
     assert len(whole) > 10 and rows(resumed) == rows(whole)
     assert [row["_step"] for row in resumed] == list(range(len(whole)))
+
+
+def test_a_run_stopped_part_way_through_an_epoch_logs_that_steps_loss(tmp_path, data_dir):
+    """A callback that stops training part way through an epoch (``max_time``): the epoch is
+    not counted as done (Lightning's count said 2 after 1.3 epochs), and the stopping step's
+    row holds its own loss (it held the last logged step's)."""
+    from conftest import StopAtStep
+
+    config = tmp_path / "stop.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"log_every_n_steps": 4, "callbacks": [
+        {"class_path": "conftest.StopAtStep", "init_args": {"step": 13}}]}}))
+    StopAtStep.losses.clear()
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense",
+                      "--limit-train", "640", "--val-size", "64", "--epochs", "3",
+                      "--config", str(config))
+    assert code == 0 and results_of(out)["epochs_done"] == 1 and len(StopAtStep.losses) == 1
+    with open(out / "metrics.csv", newline="") as f:
+        losses = {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f)
+                  if r["train/loss"]}
+    assert sorted(losses) == [3, 7, 11, 12]  # every 4th step, and the stopping one
+    assert losses[12] == pytest.approx(StopAtStep.losses[0], rel=1e-6)
