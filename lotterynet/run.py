@@ -307,9 +307,14 @@ class EpochTimer(pl.Callback):
         self.metrics: dict[str, float] = {}
         self.best_val_acc: float | None = None
         self.announce, self.epochs = announce, epochs
+        self._validated = False  # whether the epoch under way has validated
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start = self._clock(pl_module)
+        self._validated = False  # (check_val_every_n_epoch: not every epoch validates)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._validated = not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.seconds.append(self._clock(pl_module) - self._start)
@@ -318,8 +323,8 @@ class EpochTimer(pl.Callback):
         if "val/acc" in self.metrics:
             self.best_val_acc = max(self.best_val_acc or 0.0, self.metrics["val/acc"])
         if self.announce and trainer.is_global_zero:
-            print(self.epoch_line(trainer.current_epoch + 1, self.epochs or trainer.max_epochs),
-                  flush=True)
+            print(self.epoch_line(trainer.current_epoch + 1, self.epochs or trainer.max_epochs,
+                                  self._validated), flush=True)
 
     @staticmethod
     def _clock(pl_module) -> float:
@@ -328,13 +333,15 @@ class EpochTimer(pl.Callback):
             torch.cuda.synchronize(pl_module.device)
         return time.perf_counter()
 
-    def epoch_line(self, epoch: int, epochs: int) -> str:
+    def epoch_line(self, epoch: int, epochs: int, validated: bool = True) -> str:
+        """The epoch's line; its validation accuracy only when the epoch ``validated`` (the
+        last one stays in ``metrics``)."""
         m = self.metrics
         parts = [f"epoch {epoch}/{epochs}"]
         if EPOCH_LOSS["train"] in m:
             parts.append(f"train loss {m[EPOCH_LOSS['train']]:.4f} acc "
                          f"{100 * m.get('train/acc', 0.0):.2f}%")
-        if "val/acc" in m:
+        if "val/acc" in m and validated:
             parts.append(f"val acc {100 * m['val/acc']:.2f}%")
         return " | ".join([*parts, f"{self.seconds[-1]:.1f} s"])
 

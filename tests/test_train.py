@@ -491,3 +491,15 @@ def test_a_run_stopped_part_way_through_an_epoch_logs_that_steps_loss(tmp_path, 
                   if r["train/loss"]}
     assert sorted(losses) == [3, 7, 11, 12]  # every 4th step, and the stopping one
     assert losses[12] == pytest.approx(StopAtStep.losses[0], rel=1e-6)
+
+
+def test_an_epoch_line_shows_a_validation_accuracy_only_when_the_epoch_validated(
+        tmp_path, data_dir, capsys):
+    """With validation every 2nd epoch, epochs 1 and 3 say no validation accuracy (epoch 3
+    repeated epoch 2's, from a validation that did not run)."""
+    code, _ = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense",
+                    "--limit-train", "256", "--val-size", "64", "--epochs", "3",
+                    "--trainer.check_val_every_n_epoch", "2")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert code == 0 and len(lines) == 3
+    assert ["val acc" in line for line in lines] == [False, True, False]
