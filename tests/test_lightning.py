@@ -78,13 +78,28 @@ def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
     ({"structure": "dense"}, None, "as 'name' (one of conv2, "),
     ({"name": "fc2"}, {"epochs": -2}, "epochs (the schedule's length) must be a positive"),
     ({"name": "fc2"}, {"epochs": 0}, "got 0"),
-    ({"name": "fc2"}, {"lr": "0.1"}, "lr must be a finite number >= 0, got '0.1'"),
+    ({"name": "fc2"}, {"lr": "0.1"}, "lr must be a finite number > 0, got '0.1'"),
+    ({"name": "fc2"}, {"lr": 0}, "lr must be a finite number > 0, got 0"),  # trained nothing
+    ({"name": "fc2"}, {"momentum": 1.0}, "momentum must be a finite number in [0, 1), got 1.0"),
+    ({"name": "fc2"}, {"weight_decay": -1e-4}, "weight_decay must be a finite number >= 0"),
 ])
 def test_module_settings_are_checked_when_built(spec, optim, said):
     """Before: epochs -2 trained a schedule of length -2, epochs 0 was read as None, a string
-    lr failed inside torch at the first step, a spec without a name in build_model."""
+    lr failed inside torch at the first step, a spec without a name in build_model; lr 0
+    trained silently and momentum 1 failed inside fit (train.py's flags refuse both)."""
     with pytest.raises(ValueError, match=re.escape(said)):
         ln.EdgePopupModule(spec, optim)
+
+
+@pytest.mark.parametrize("kwargs, said", [
+    (dict(limit_train=10**6), "limit_train 1000000 is more than the 55,000 training examples"),
+    (dict(val_size=60000), "val_size must be in [0, 60000) for mnist, got 60000"),
+])
+def test_data_module_sizes_are_checked_when_built(kwargs, said):
+    """A limit above the training split was taken silently (train.py's flag refuses it), a
+    validation split of the whole set was refused only in setup."""
+    with pytest.raises(ValueError, match=re.escape(said)):
+        ln.TensorDataModule("mnist", **kwargs)
 
 
 def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, data_dir):
