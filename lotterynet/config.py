@@ -552,7 +552,7 @@ def require_wandb() -> None:
         import wandb  # noqa: F401
     except ImportError:
         raise ConfigError("--wandb needs the wandb package, which is not installed "
-                          "(pip install wandb, or run without --wandb)") from None
+                          "(pip install wandb, or run without W&B: --no-wandb)") from None
     mode = os.environ.get("WANDB_MODE")
     if mode and mode not in WANDB_MODES:
         raise ConfigError(f"$WANDB_MODE is {mode!r}; valid choices: {', '.join(WANDB_MODES)} "

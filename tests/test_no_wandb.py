@@ -30,4 +30,5 @@ def test_wandb_flag_without_wandb_is_one_line_exit_2(tmp_path, data_dir):
         f"{str(tmp_path)!r}]))")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("train.py: error: --wandb needs the wandb package, which is "
-                                   "not installed (pip install wandb, or run without --wandb)")
+                                   "not installed (pip install wandb, or run without W&B: "
+                                   "--no-wandb)")
