@@ -695,7 +695,7 @@ WANDB_OPTIONS = ("wandb_project", "wandb_group", "wandb_entity", "wandb_tags", "
 def unread_options(config: RunConfig) -> dict[str, str]:
     """The fields that the run of ``config`` does not read, each with the reason."""
     from .models import split_arch
-    from .structures import structure_options
+    from .structures import sizing_options, structure_options
 
     unread = {name: "it configures W&B logging, which needs --wandb"
               for name in WANDB_OPTIONS if not config.wandb}
@@ -715,8 +715,9 @@ def unread_options(config: RunConfig) -> dict[str, str]:
                               + " but the convs, drawn from --conv-init" * frozen_convs)
         return unread
     if config.structure == WIDE:  # a dense net sized to the maskable count of --match's
-        reads = structure_options(config.match) - {"fan_in"}
-        where = f"--structure wide matches --match {config.match}, which does not read it"
+        reads = sizing_options(config.match)
+        where = (f"--structure wide is sized to --match {config.match}'s maskable count, which "
+                 f"it does not change")
         unread["fan_in"] = ("it scales the init of a structure's second layer; the wide net "
                             "is dense")
     else:

@@ -205,6 +205,26 @@ def structure_options(structure: str) -> frozenset[str]:
     return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
 
 
+#: Two values of each layer option, to probe whether it changes a structure's size.
+OPTION_PROBES = {"pairs": (2, 3), "activation": ACTIVATIONS, "shared": (True, False),
+                 "fan_in": FAN_INS}
+
+
+def sizing_options(structure: str) -> frozenset[str]:
+    """The layer options of ``structure`` that change how many maskable weights it has (what
+    ``--structure wide`` is sized to), probed on a small layer: ``activation`` sizes the
+    ``fixedsize`` structure (2n terms for ReLU) but not ``subsetsum``; ``fan_in`` none. An
+    option without probe values (``hidden``) counts as sizing."""
+    specs, target = STRUCTURES.get(structure).specs, TargetShape(3, 4)
+
+    def maskable(**option) -> int:
+        return sum(t.numel for t in specs(target, **option).values() if t.maskable)
+
+    return frozenset(name for name in structure_options(structure)
+                     if name not in OPTION_PROBES
+                     or len({maskable(**{name: v}) for v in OPTION_PROBES[name]}) > 1)
+
+
 @STRUCTURES.register("dense")
 class Dense(Structure):
     """The target layer itself, with frozen random weights under an edge-popup mask."""

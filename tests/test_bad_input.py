@@ -202,6 +202,13 @@ CASES = [
     (["--structure", "subsetsum", "--match", "dense"], ["--match 'dense'", "wide only"]),
     (["--structure", "wide", "--hidden", "10"], ["--hidden 10", "--match subsetsum"]),
     (["--structure", "wide", "--fan-in", "target"], ["--fan-in 'target'", "wide net is dense"]),
+    # the subset-sum net's size does not depend on its activation (it trained the ReLU net)
+    (["--structure", "wide", "--activation", "identity"],
+     ["--activation 'identity'", "sized to --match subsetsum's maskable count"]),
+    (["--structure", "wide", "--match", "fixedsize", "--no-shared"],
+     ["--no-shared", "--match fixedsize's"]),
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "wide,wide:identity"],
+     ["variant 'wide/identity' sets activation: 'identity'", "does nothing"]),
     (["--train-weights", "--sparsity", "0.9"], ["--sparsity 0.9", "--train-weights"]),
     (["--train-weights", "--score-init", "kaiming"], ["--score-init 'kaiming'", "no masks"]),
     (["--arch", "fc2", "--train-weights", "--init", "uniform"], ["--init 'uniform'", "fc2"]),
