@@ -617,11 +617,13 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
         sweep.base.setdefault("wandb_group", sweep_dir.name)
     if args.cell:
         return run_one_cell(sweep, sweep_dir, args.cell)
-    check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, args.jobs_per_device)
+    cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, args.jobs_per_device)
     check_data(sweep)
     check_buildable(sweep)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
+        if cost:  # (said once every check has passed: a refusal stays one line)
+            print(cost, flush=True)
         return run_locked(sweep, sweep_dir, args)
 
 
@@ -704,26 +706,24 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
 
 
 def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = True,
-                   jobs: int = 1) -> None:
-    """On a machine without CUDA, say what the sweep will cost; refuse one of many hours
-    unless ``go_on`` (``--yes``)."""
+                   jobs: int = 1) -> str | None:
+    """On a machine without CUDA, what the sweep will cost (a line to print, None: nothing to
+    say); refuse one of many hours unless ``go_on`` (``--yes``)."""
     if torch.cuda.is_available():
-        return
+        return None
     estimate = cpu_estimate(sweep, sweep_dir, stack, jobs)
     if estimate is None:
-        print(f"sweep on the CPU: no epoch-time figure for {sweep.base.get('arch')}; "
-              f"no estimate", flush=True)
-        return
+        return f"sweep on the CPU: no epoch-time figure for {sweep.base.get('arch')}; no estimate"
     hours, what = estimate
     if hours == 0:  # nothing left to run
-        return
+        return None
     if hours > CPU_HOURS_WITHOUT_ASKING and not go_on:
         raise ConfigError(f"this sweep would take about {hours:,.0f} hours on this CPU ({what}); "
                           f"run it on a GPU, shrink it (--sweep-epochs, --sweep-sparsities, "
                           f"--limit-train), or pass --yes to start it anyway")
     minutes = max(1, round(60 * hours))
     took = f"{hours:.1f} hours" if hours >= 1 else f"{minutes} minute{'s' * (minutes > 1)}"
-    print(f"sweep on the CPU: about {took} ({what})", flush=True)
+    return f"sweep on the CPU: about {took} ({what})"
 
 
 def unfinished_cells(sweep: Sweep, sweep_dir: Path) -> list[str]:
