@@ -338,8 +338,9 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
             stacks[stack_dir] = recorded
         elif len(left) > 1:
             stacks[stack_dir] = left
-            if holds_a_stack(stack_dir):
-                stale[stack_dir] = bool(recorded) and not set(recorded) & to_train
+            if holds_a_stack(stack_dir):  # done: every member it trained has its results
+                stale[stack_dir] = bool(recorded) and not set(recorded) & to_train and all(
+                    (sweep_dir / "cells" / c / RESULTS).is_file() for c in recorded)
     stacked = {c for members in stacks.values() for c in members}
     return stacks, [(name, config) for name, config in todo if name not in stacked], stale
 

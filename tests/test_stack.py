@@ -437,6 +437,30 @@ def test_a_stack_stopped_in_another_precision_starts_over(tmp_path, data_dir, ca
     assert sweep_rows(rerun) == sweep_rows(fresh)
 
 
+def test_a_stopped_stack_whose_members_left_the_sweep_is_not_called_finished(
+        tmp_path, data_dir, capsys):
+    """A stack stopped part way, re-run by a sweep that no longer lists its members (another
+    epoch budget), is set aside as STACK.stale-1, "cannot be continued": it was STACK.done-1,
+    said to have finished all its members, whose cells held no results."""
+    argv = fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=2)
+    out = tmp_path / "out"
+    stack_dir = out / "stacks" / "subsetsum-identity-seed0"
+    cells = [out / "cells" / f"subsetsum-identity-s{s}-e2-seed0" for s in (0.5, 0.9)]
+    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
+                            "sparsity": s, "epochs": 2, "limit_train": 640, "val_size": 100,
+                            "progress_bar": False, "data_dir": str(data_dir), "out": str(c),
+                            "stop_after": 1})
+               for s, c in zip((0.5, 0.9), cells)]
+    run_stack(configs, stack_dir, cells)
+    capsys.readouterr()
+    assert main([*argv, "--sweep-out", str(out), "--sweep-epochs", "1"]) == 0
+    said = capsys.readouterr().out
+    assert "stack subsetsum-identity-seed0 cannot be continued" in said
+    assert "finished all its members" not in said
+    assert stack_dir.with_name(f"{stack_dir.name}.stale-1").is_dir()
+    assert not any((c / "results.json").is_file() for c in cells)
+
+
 def test_a_lost_cell_of_a_finished_stack_is_trained_again(tmp_path, data_dir):
     """A stack trained to its end whose member lost its results (deleted by hand): resuming
     its checkpoint would train nothing and write nothing ("sweep done" without the cell), so
