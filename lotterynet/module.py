@@ -235,12 +235,12 @@ def check_optim(optim: dict) -> None:
     registries, numbers for the rest, ``epochs`` None or a positive integer."""
     OPTIMIZERS.get(optim["optimizer"])
     SCHEDULERS.get(optim["scheduler"])
-    ranges = {"lr": (0, math.inf, "> 0"), "momentum": (0, 1, "in [0, 1)"),
-              "weight_decay": (0, math.inf, ">= 0")}  # (as train.py's flags)
+    ranges = {"lr": (0, math.inf, ">= 0"), "momentum": (0, 1, "in [0, 1)"),
+              "weight_decay": (0, math.inf, ">= 0")}  # (lr 0: a model held fixed)
     for key, (low, high, said) in ranges.items():
         value = optim[key]
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
-                not low <= value < high or (key == "lr" and value == 0):
+                not low <= value < high:
             raise ValueError(f"{key} must be a finite number {said}, got {value!r}")
     epochs = optim["epochs"]
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)

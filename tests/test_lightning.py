@@ -78,15 +78,15 @@ def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
     ({"structure": "dense"}, None, "as 'name' (one of conv2, "),
     ({"name": "fc2"}, {"epochs": -2}, "epochs (the schedule's length) must be a positive"),
     ({"name": "fc2"}, {"epochs": 0}, "got 0"),
-    ({"name": "fc2"}, {"lr": "0.1"}, "lr must be a finite number > 0, got '0.1'"),
-    ({"name": "fc2"}, {"lr": 0}, "lr must be a finite number > 0, got 0"),  # trained nothing
+    ({"name": "fc2"}, {"lr": "0.1"}, "lr must be a finite number >= 0, got '0.1'"),
+    ({"name": "fc2"}, {"lr": -0.1}, "lr must be a finite number >= 0, got -0.1"),
     ({"name": "fc2"}, {"momentum": 1.0}, "momentum must be a finite number in [0, 1), got 1.0"),
     ({"name": "fc2"}, {"weight_decay": -1e-4}, "weight_decay must be a finite number >= 0"),
 ])
 def test_module_settings_are_checked_when_built(spec, optim, said):
     """Before: epochs -2 trained a schedule of length -2, epochs 0 was read as None, a string
-    lr failed inside torch at the first step, a spec without a name in build_model; lr 0
-    trained silently and momentum 1 failed inside fit (train.py's flags refuse both)."""
+    lr failed inside torch at the first step, a spec without a name in build_model; momentum 1
+    failed inside fit (train.py's flag refuses it). (lr 0 holds a model fixed.)"""
     with pytest.raises(ValueError, match=re.escape(said)):
         ln.EdgePopupModule(spec, optim)
 
