@@ -14,6 +14,7 @@ import random
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -361,6 +362,20 @@ class EpochTimer(pl.Callback):
         self.best_val_acc = state["best_val_acc"]
 
 
+def check_callback_states(checkpoint: dict, callbacks: Sequence[pl.Callback]) -> None:
+    """Loads the checkpoint's states of ``callbacks`` (fresh ones, of the kinds the run's
+    Trainer gets) to refuse one that cannot be restored before the run prints or writes
+    anything: Lightning restores them only inside ``fit``. The host RNGs are left as they
+    were."""
+    states, host_rngs = checkpoint.get("callbacks", {}), RNGState().state_dict()
+    try:
+        for callback in callbacks:
+            if callback.state_key in states:
+                callback.load_state_dict(states[callback.state_key])
+    finally:
+        RNGState().load_state_dict(host_rngs)
+
+
 def device_name(trainer: pl.Trainer) -> str:
     device = trainer.strategy.root_device
     if device.type == "cuda":
@@ -548,6 +563,7 @@ def run(config: RunConfig) -> dict:
     module = build_module(config, data)
     if resumed:
         check_resumable(resumed[1], module, config.epochs, config.resume)
+        check_callback_states(resumed[1], (RNGState(), EpochTimer()))
     counts = count_params(module.model)
     densities = layer_densities(module.model)
     with holding(run_dir, config):

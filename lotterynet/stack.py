@@ -78,7 +78,9 @@ from .run import (
     LAST,
     RESULTS,
     EpochTimer,
+    RNGState,
     changed_results,
+    check_callback_states,
     check_last_batch,
     device_name,
     locked,
@@ -593,6 +595,8 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     resumed = (resume, record.checkpoint) if resume else None
     if resumed:
         check_resumable(record.checkpoint, module, budget, resume, finite=False)
+        check_callback_states(record.checkpoint, (RNGState(), EpochTimer(), MemberResults(
+            cell_dirs, stack_dir, EpochTimer())))
     loggers = make_loggers(stack_dir, {**first.to_dict(), "members": names,
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],

@@ -675,6 +675,31 @@ def test_junk_member_histories_in_a_stack_checkpoint_are_one_line(tmp_path):
             results.load_state_dict(junk)
 
 
+def test_callback_states_are_checked_before_the_run_and_leave_the_host_rngs(tmp_path):
+    """A resume loads the stored callback states into throwaway callbacks before anything is
+    printed or written (Lightning restores them only inside ``fit``, after the run's first
+    lines): junk is refused there, and the host RNGs stay as they were."""
+    from lotterynet.errors import CheckpointError
+    from lotterynet.run import EpochTimer, RNGState, check_callback_states
+    from lotterynet.stack import MemberResults
+
+    torch.manual_seed(1)
+    stored = {"RNGState": RNGState().state_dict(), "EpochTimer": EpochTimer().state_dict(),
+              "MemberResults": {"history": [[], []], "seconds": []}}
+    callbacks = (RNGState(), EpochTimer(), MemberResults([tmp_path / "a", tmp_path / "b"],
+                                                          tmp_path, EpochTimer()))
+    torch.manual_seed(2)
+    expected = torch.rand(4)
+    torch.manual_seed(2)
+    check_callback_states({"callbacks": stored}, callbacks)
+    assert torch.equal(torch.rand(4), expected)
+    junk = {**stored, "MemberResults": {"history": "x", "seconds": []}}
+    torch.manual_seed(2)
+    with pytest.raises(CheckpointError, match="not 2 lists of rows of numbers"):
+        check_callback_states({"callbacks": junk}, callbacks)
+    assert torch.equal(torch.rand(4), expected)  # (restored on the refusal too)
+
+
 @pytest.mark.parametrize("structure,activation", [("subsetsum", "identity"),
                                                    ("subsetsum", "relu"), ("dense", "relu"),
                                                    ("fixedsize", "relu")])
