@@ -544,6 +544,8 @@ WIDE = "wide"
 #: What ``$WANDB_MODE`` may say (wandb's own settings refuse anything else, at ``wandb.init``,
 #: after the run's first files are written).
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
+#: Those of them whose runs live on the W&B server (a resumed run's history is there).
+WANDB_SERVER_MODES = ("online", "shared", "run")
 
 
 def require_wandb() -> None:

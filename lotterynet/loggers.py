@@ -27,6 +27,7 @@ from .checkpointing import (
     checkpoint_run_dir,
     write_csv_atomic,
 )
+from .config import WANDB_SERVER_MODES
 
 
 def wandb_has_api_key() -> bool:
@@ -203,7 +204,7 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) ->
             save_dir=str(run_dir), config=wandb_config(config), mode=mode, id=run_id,
             resume="allow", entity=config.get("wandb_entity"), tags=tags or None,
             notes=config.get("wandb_notes"), log_model=bool(config.get("log_model")))
-        if not (continued and mode in ("online", "shared", "run")):  # (the server holds it)
+        if not (continued and mode in WANDB_SERVER_MODES):  # (the server holds it)
             replay_history(wandb_logger, history)
         loggers.append(wandb_logger)
     return loggers
