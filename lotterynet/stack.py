@@ -329,11 +329,13 @@ class MemberResults(pl.Callback):
         schedulers = as_list(module.lr_schedulers())
         logged, train_accs = {}, []
         for s in module.training_members(epoch):
-            row = {"epoch": epoch, "lr": schedulers[s].get_last_lr()[0],
+            row = {"epoch": epoch, "step": (epoch + 1) * trainer.num_training_batches - 1,
+                   "lr": schedulers[s].get_last_lr()[0],
                    **_epoch_metrics(module.sums.get("train"), s, "train"),
                    **_epoch_metrics(module.sums.get("val"), s, "val")}
             self.history[s].append(row)
-            logged.update({f"{module.names[s]}/{k}": v for k, v in row.items() if k != "epoch"})
+            logged.update({f"{module.names[s]}/{k}": v for k, v in row.items()
+                           if k not in ("epoch", "step")})
             train_accs.append(row.get("train/acc", 0.0))
         for logger in trainer.loggers:  # (with its epoch: a resume drops rows past its own)
             logger.log_metrics({**logged, "epoch": epoch}, step=epoch)
@@ -384,16 +386,21 @@ class MemberResults(pl.Callback):
             k: settings[k] for k in ("spec", "optim", "config")},
             "epoch": module.budgets[s] - 1},  # Lightning's: the last epoch's 0-based index
             cell / CHECKPOINTS / LAST)
-        history = self.history[s]
-        write_csv_atomic(cell / "metrics.csv", history,
-                         list(dict.fromkeys(k for row in history for k in row)) or ["epoch"])
+        history, counts, densities = self.history[s], count_params(member), layer_densities(member)
+        budget, steps = module.budgets[s], trainer.num_training_batches
+        rows = [{"step": 0, "params/maskable": counts["maskable"], "params/kept": counts["kept"],
+                 **{f"density/{k}": v for k, v in densities.items()}},
+                *history,  # (then the test row, at the step after the last, as a single run's)
+                {"epoch": budget, "step": budget * steps, "test/acc": tested["test_acc"],
+                 "test/loss": tested["test_loss"]}]
+        write_csv_atomic(cell / "metrics.csv", rows,
+                         sorted(dict.fromkeys(k for row in rows for k in row)))
         write_ticket(member, cell)
         last = history[-1] if history else {}
         seconds = self.timer.seconds[:module.budgets[s]]
         results = {
             "finished": True, "config": settings["config"], "spec": settings["spec"],
-            "lr": settings["optim"]["lr"], "params": count_params(member),
-            "layer_density": layer_densities(member), **tested,
+            "lr": settings["optim"]["lr"], "params": counts, "layer_density": densities, **tested,
             "val_acc": last.get("val/acc"), "train_acc": last.get("train/acc"),
             "epochs_done": module.budgets[s], "seconds_per_epoch": seconds,
             "train_seconds": sum(seconds), "device": device_name(trainer), "devices": 1,

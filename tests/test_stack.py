@@ -99,8 +99,29 @@ def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batc
             assert epochs_done(torch.load(folder / "checkpoints" / "last.ckpt",
                                           weights_only=True)) == config.epochs
         assert member["params"] == single["params"]
+        assert_history_as_a_single_runs(cell, single_dir)
     assert stacked[0]["test_acc"] > 0.2  # it learned: chance is 0.1
     assert bool(calls) == batched and all(out is not None for out in calls)  # never refused
+
+
+def assert_history_as_a_single_runs(cell: Path, single_dir: Path) -> None:
+    """A member's ``metrics.csv`` has its single run's columns but the per-step loss, the same
+    parameter-count row first, its epochs' rows and its test row at the same steps (it held the
+    epoch rows alone)."""
+    def rows(folder: Path) -> list[dict]:
+        with open(folder / "metrics.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    def at(rows: list[dict], key: str) -> list[tuple]:
+        return [(r["epoch"], r["step"], float(r[key])) for r in rows if r[key]]
+
+    ours, theirs = rows(cell), rows(single_dir)
+    assert set(ours[0]) == set(theirs[0]) - {"train/loss"}
+    assert ours[0] == {k: v for k, v in theirs[0].items() if k != "train/loss"}
+    for key in ("train/acc", "val/acc", "test/acc"):
+        assert [row[:2] for row in at(ours, key)] == [row[:2] for row in at(theirs, key)]
+        assert [row[2] for row in at(ours, key)] == pytest.approx(  # (float32 quotients)
+            [row[2] for row in at(theirs, key)], abs=1e-6), key
 
 
 def test_shared_tensors_are_stored_and_run_once():
@@ -322,7 +343,7 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, ca
         assert all(torch.equal(x.mask(), y.mask())
                    for x, y in zip(masked_weights(a), masked_weights(b), strict=True))
         with open(killed / "cells" / cell / "metrics.csv") as f:  # the whole history survives
-            assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+            assert [int(r["epoch"]) for r in csv.DictReader(f) if r["train/acc"]] == [0, 1, 2]
         results = json.loads((killed / "cells" / cell / "results.json").read_text())
         assert results["stack"]["dir"] == str(stack_dir)
 
