@@ -22,6 +22,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from stat import S_ISREG
 
 import torch
 
@@ -128,21 +129,46 @@ def _check_header(header, compressed_nbytes: int, max_bytes: int) -> None:
     _require(total == size, f"the entries hold {total} bytes, payload_nbytes says {size}")
 
 
+def _deflate_bound(nbytes: int) -> int:
+    """The most bytes zlib's deflate makes of ``nbytes`` (zlib's ``compressBound``, rounded
+    up)."""
+    return nbytes + (nbytes >> 12) + (nbytes >> 14) + (nbytes >> 25) + 64
+
+
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path`` once it is a regular file that starts as a ticket of this format
+    and is no larger than a ticket whose header and payload are each within ``max_bytes`` can
+    be: nothing larger is read (a device, a pipe or a huge file is refused from its size and
+    first bytes)."""
+    try:
+        stat = path.stat()  # (before open: opening a named pipe waits for a writer)
+        if not S_ISREG(stat.st_mode):
+            raise TicketError(f"{path}: not a regular file, so not a ticket")
+        with open(path, "rb") as f:
+            prefix = f.read(_PREFIX.size)
+            if len(prefix) < _PREFIX.size or stat.st_size < _PREFIX.size + _DIGEST_BYTES:
+                raise TicketError(f"{path}: truncated ({stat.st_size} bytes), not a complete "
+                                  f"ticket")
+            magic, version, _ = _PREFIX.unpack(prefix)
+            if magic != MAGIC:
+                raise TicketError(f"{path}: not a lotterynet ticket (bad magic {magic!r})")
+            if version != FORMAT_VERSION:
+                raise TicketError(f"{path}: ticket format version {version}; this lotterynet "
+                                  f"reads version {FORMAT_VERSION}")
+            largest = _PREFIX.size + max_bytes + _deflate_bound(max_bytes) + _DIGEST_BYTES
+            if stat.st_size > largest:
+                raise TicketError(f"{path}: {stat.st_size} bytes, more than a ticket within "
+                                  f"the limit max_bytes={max_bytes} can hold")
+            return prefix + f.read(stat.st_size - _PREFIX.size)
+    except OSError as error:
+        raise TicketError(f"{path}: cannot read ({error})") from error
+
+
 def read_header(path, max_bytes: int) -> tuple[dict, memoryview]:
     """Header and compressed payload of a ticket file, after the magic, version, checksum and
     header checks; nothing is inflated yet."""
-    try:
-        data = check_path(path).read_bytes()
-    except OSError as error:
-        raise TicketError(f"{path}: cannot read ({error})") from error
-    if len(data) < _PREFIX.size + _DIGEST_BYTES:
-        raise TicketError(f"{path}: truncated ({len(data)} bytes), not a complete ticket")
+    data = _read_bounded(check_path(path), max_bytes)
     magic, version, header_len = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise TicketError(f"{path}: not a lotterynet ticket (bad magic {magic!r})")
-    if version != FORMAT_VERSION:
-        raise TicketError(f"{path}: ticket format version {version}; this lotterynet reads "
-                          f"version {FORMAT_VERSION}")
     body, digest = memoryview(data)[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
     if hashlib.sha256(body).digest() != digest:
         raise TicketError(f"{path}: checksum mismatch, the ticket is corrupted or truncated")

@@ -3,6 +3,8 @@ instance of the user's own architecture; and tickets that must be refused."""
 
 import hashlib
 import json
+import os
+import shutil
 import struct
 import tracemalloc
 import zlib
@@ -188,6 +190,29 @@ def test_huge_announced_payload_is_refused_without_allocating(tmp_path, spec_tic
     assert peak_python_bytes(lambda: load("payload of 33285996544 bytes: over the limit")) < 2**20
     # within a raised limit, but more than the file's compressed bytes can inflate to
     assert peak_python_bytes(lambda: load("compressed bytes can hold", max_bytes=2**40)) < 2**20
+
+
+def test_a_huge_file_a_device_or_a_pipe_is_refused_before_it_is_read(tmp_path, spec_ticket):
+    """The file's kind, size and first bytes are checked before it is read (a 2 GiB file took
+    2.5 GB and 10 s to be called "bad magic", /dev/zero filled the memory, a pipe hung)."""
+    def refused(path, match, **limits):
+        with pytest.raises(TicketError, match=match):
+            load_ticket(path, **limits)
+
+    big = tmp_path / "big.ticket"
+    with open(big, "wb") as f:
+        f.truncate(2**31)  # (sparse: no disk used)
+    assert peak_python_bytes(lambda: refused(big, "bad magic", max_bytes=1000)) < 2**20
+    padded = tmp_path / "padded.ticket"  # a ticket's first bytes, then 2 GiB
+    shutil.copy(spec_ticket, padded)
+    with open(padded, "r+b") as f:
+        f.truncate(2**31)
+    assert peak_python_bytes(lambda: refused(padded, "2147483648 bytes, more than a ticket "
+                                                     "within the limit max_bytes=1000",
+                                             max_bytes=1000)) < 2**20
+    refused("/dev/zero", "not a regular file")
+    os.mkfifo(tmp_path / "pipe")
+    refused(tmp_path / "pipe", "not a regular file")
 
 
 def test_spec_asking_for_31_gb_is_refused_on_the_meta_device(tmp_path, spec_ticket):
