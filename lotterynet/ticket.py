@@ -88,6 +88,17 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
+EXTRA_STATE = "_extra_state"  # a state dict's name for what get_extra_state returns
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile``d ``model`` runs (a ticket names its tensors as the
+    module's, without the wrapper's ``_orig_mod.``), or ``model`` itself."""
+    dynamo = sys.modules.get("torch._dynamo")  # (not imported: nothing was compiled)
+    return model._orig_mod if dynamo and isinstance(model, dynamo.eval_frame.OptimizedModule) \
+        else model
+
+
 def _masked_modules(model: nn.Module) -> dict[str, MaskedWeight]:
     return {n: m for n, m in model.named_modules() if isinstance(m, MaskedWeight)}
 
@@ -112,7 +123,7 @@ def _split_state(model: nn.Module, frozen: set[str]) -> tuple[dict, dict]:
     which the load regenerates, and the parameters and buffers a ticket stores (everything
     else, except the scores and their ``k``: the masks hold both)."""
     in_masks = {f"{n}.{what}" for n in _masked_modules(model)
-                for what in ("scores", "_extra_state")}
+                for what in ("scores", EXTRA_STATE)}
     regenerated, stored = {}, {}
     for name, value in model.state_dict(keep_vars=True).items():
         if name not in in_masks:
@@ -144,6 +155,7 @@ def _saved_dtype(regenerated: dict, digest: str) -> torch.dtype | None:
 def frozen_digest(model: nn.Module) -> str:
     """sha256 over the names and bytes of the frozen parameters a load of ``model``'s ticket
     regenerates."""
+    model = _uncompiled(model)
     from_spec = recorded_spec(model) is not None
     return tensors_digest(_split_state(model, frozen_as_built(model, from_spec))[0])
 
@@ -170,10 +182,16 @@ class _Payload:
 def save_ticket(model: nn.Module, path) -> int:
     """Write ``model``'s ticket to ``path``; returns the file size in bytes. Any model holding
     subnet layers can be saved (module docstring for what is stored)."""
-    masked = _masked_modules(check_module(model, "save_ticket"))
+    model = _uncompiled(check_module(model, "save_ticket"))
+    masked = _masked_modules(model)
     if not masked:
         raise ValueError("the model has no subnet (maskable) layers: nothing to save as a ticket")
-    meta = next((n for n, t in model.state_dict().items() if t.is_meta), None)
+    state = model.state_dict()
+    other = next(((n, t) for n, t in state.items() if not isinstance(t, torch.Tensor)), None)
+    if other is not None:
+        raise ValueError(f"state {other[0]!r} is a {type(other[1]).__name__}, not a tensor: a "
+                         f"ticket stores tensors only (return a tensor from get_extra_state)")
+    meta = next((n for n, t in state.items() if t.is_meta), None)
     if meta is not None:
         raise ValueError(f"tensor {meta!r} is on the meta device, which holds no values: "
                          f"nothing to save as a ticket (build or load the model's values first)")
@@ -255,9 +273,20 @@ def _rebuild(header: dict, base: nn.Module | None) -> nn.Module:
     if base is None:
         spec = dict(header["spec"])
         base = build_model(spec.pop("name"), **spec)
-    built = recorded_spec(base) is not None
     return _replay_converts(base, [call for call in header.get("converts", [])
-                                   if not (built and call.get("by_builder"))])
+                                   if not (call.get("by_builder") and _built(base, call["path"]))])
+
+
+def _built(model: nn.Module, path: str) -> bool:
+    """Whether the module at ``path`` in ``model``, or one that holds it, was made by
+    :func:`~lotterynet.models.build_model` (a built model wrapped in yours: its builder's
+    ``convert()`` calls are made again when your model is)."""
+    names = path.split(".") if path else []
+    for depth in range(len(names) + 1):
+        module = model.get_submodule(".".join(names[:depth])) if depth else model
+        if recorded_spec(module) is not None:
+            return True
+    return False
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
@@ -279,6 +308,11 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         raise TicketError(f"{path}: the ticket was saved from a model without a spec (your own "
                           "model, converted with convert()); pass the architecture: "
                           "load_ticket(path, model=MyNet())")
+    if model is not None and header["spec"] is not None and recorded_spec(model) is None:
+        name = header["spec"]["name"]
+        raise TicketError(f"{path}: the ticket was saved from build_model({name!r}, ...), which "
+                          f"rebuilds it: load_ticket(path) without model=, or pass a model "
+                          f"build_model made")
     with torch.device("meta"):
         probe = _rebuild(header, None if model is None else _meta_copy(model))
     nbytes = _state_nbytes(probe)
@@ -328,6 +362,10 @@ def _restore_tensors(model: nn.Module, tensors: dict, stored: dict, payload: mem
             continue
         raw = payload[entry["offset"]:entry["offset"] + entry["nbytes"]]
         value = torch.frombuffer(raw, dtype=torch.uint8).view(target.dtype).reshape(target.shape)
+        owner, _, what = name.rpartition(".")
+        if what == EXTRA_STATE:  # (a state dict holds a copy: set it as load_state_dict does)
+            model.get_submodule(owner).set_extra_state(value.clone())
+            continue
         with torch.no_grad():
             target.copy_(value)
 
@@ -344,8 +382,9 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     Raises :class:`TicketError` for any file or model that does not match, before allocating
     what a hostile header asks for.
     """
+    compiled = model
     if model is not None:
-        check_module(model, "load_ticket")
+        model = _uncompiled(check_module(model, "load_ticket"))
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) \
             or max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive integer (bytes), got {max_bytes!r}")
@@ -375,4 +414,4 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     payload = inflate(compressed, header["payload_nbytes"], path)
     _impose_masks(model, header["masks"], payload)
     _restore_tensors(model, header["tensors"], stored, payload)
-    return model
+    return compiled if compiled is not None and _uncompiled(compiled) is model else model

@@ -133,6 +133,89 @@ def test_a_built_model_converted_again_loads_by_path_alone(tmp_path):
     assert len(ticket_parts(tmp_path / "again.ticket")[0]["converts"]) == 2
 
 
+def test_a_built_model_inside_yours_loads_into_yours(tmp_path):
+    """A build_model network held by your module (``nn.Sequential``, EdgePopupModule): the
+    builder's convert() calls are made again by your model, not replayed over them (it said
+    the layers were already converted), and a spec ticket given a model build_model did not
+    make says so (it was "'NoneType' object is not iterable")."""
+    from lotterynet.module import EdgePopupModule
+
+    spec = dict(name="timm", model_name="resnet10t", in_chans=1, num_classes=3, sparsity=0.5,
+                seed=0)
+
+    def wrapped():
+        kwargs = dict(spec)
+        return nn.Sequential(ln.models.build_model(kwargs.pop("name"), **kwargs),
+                             nn.LogSoftmax(-1))
+
+    x = torch.randn(2, 1, 32, 32)
+    for make in (wrapped, lambda: EdgePopupModule(spec)):
+        model = make().eval()
+        save_ticket(model, tmp_path / "t.ticket")
+        assert torch.equal(load_ticket(tmp_path / "t.ticket", model=make()).eval()(x), model(x))
+    save_ticket(ln.models.build_model("fc2", width=8, sparsity=0.5, seed=0), tmp_path / "s.ticket")
+    with pytest.raises(TicketError, match=r"saved from build_model\('fc2', ...\), which "
+                                          r"rebuilds it: load_ticket\(path\) without model="):
+        load_ticket(tmp_path / "s.ticket", model=nn.Sequential(nn.Flatten(), nn.Linear(784, 8)))
+
+
+def test_a_compiled_model_saves_the_ticket_of_the_model_it_runs(tmp_path):
+    """``torch.compile(model)``'s ticket is ``model``'s (its tensor names had the wrapper's
+    ``_orig_mod.`` prefix: every frozen weight was stored, 30x the size, and the path alone did
+    not load it); loading into a compiled model returns it, its module loaded."""
+    def build():
+        return ln.models.build_model("fc2", width=8, sparsity=0.5, seed=0)
+
+    model = build()
+    with torch.no_grad():
+        model[1].structure.weight.scores.neg_()  # another mask than a fresh build's
+    plain = save_ticket(model, tmp_path / "plain.ticket")
+    assert save_ticket(torch.compile(model), tmp_path / "t.ticket") == plain
+    assert ln.ticket.frozen_digest(torch.compile(model)) == ln.ticket.frozen_digest(model)
+    into = torch.compile(build())
+    assert load_ticket(tmp_path / "t.ticket", model=into) is into
+    x = torch.randn(2, 1, 28, 28)
+    for loaded in (load_ticket(tmp_path / "t.ticket"), into._orig_mod):
+        assert torch.equal(loaded.eval()(x), model.eval()(x))
+
+
+class Scaled(nn.Module):
+    """A calibrated output scale kept as extra state."""
+
+    def __init__(self, as_tensor: bool = True):
+        super().__init__()
+        self.scale, self.as_tensor = 1.0, as_tensor
+
+    def forward(self, x):
+        return x * self.scale
+
+    def get_extra_state(self):
+        return torch.tensor([self.scale]) if self.as_tensor else {"scale": self.scale}
+
+    def set_extra_state(self, state):
+        self.scale = float(state[0])
+
+
+def test_extra_state_is_restored_and_must_be_a_tensor(tmp_path):
+    """A module's extra state (a copy in a state dict) is set as load_state_dict sets it: it
+    was stored, then written into the copy and lost. Extra state that is no tensor is refused
+    naming it (an AttributeError)."""
+    def architecture(as_tensor=True):
+        return nn.Sequential(nn.Linear(4, 4), Scaled(as_tensor))
+
+    def make(as_tensor=True):
+        return ln.convert(architecture(as_tensor), sparsity=0.5, seed=0)
+
+    model = make()
+    model[1].scale = 3.0
+    save_ticket(model, tmp_path / "t.ticket")
+    loaded = load_ticket(tmp_path / "t.ticket", model=architecture())
+    x = torch.randn(2, 4)
+    assert loaded[1].scale == 3.0 and torch.equal(loaded(x), model(x))
+    with pytest.raises(ValueError, match="state '1._extra_state' is a dict, not a tensor"):
+        save_ticket(make(as_tensor=False), tmp_path / "d.ticket")
+
+
 def test_hand_built_subnet_layers(tmp_path):
     def make(seed):
         return nn.Sequential(ln.SubnetLinear(6, 4, True, seed=seed), nn.LayerNorm(4),
