@@ -414,7 +414,9 @@ class MaskedWeight(nn.Module):
                                  self.ties, dtype=dtype)
         key = (*_storage_version(scores), self.k, self.ties, dtype)
         training = torch.is_grad_enabled() and scores.requires_grad
-        cacheable = not (training or scores.is_cuda or key[0] is None)
+        # (a mask made under inference mode cannot be saved for a backward outside it)
+        cacheable = not (training or scores.is_cuda or key[0] is None
+                         or torch.is_inference_mode_enabled())
         cache = self._cache
         if cacheable and cache is not None and cache[0] == key and torch.equal(cache[1], scores):
             return cache[2]

@@ -211,6 +211,23 @@ def test_evaluation_does_not_rerank_unchanged_scores(monkeypatch):
     assert len(calls) == 3
 
 
+def test_a_mask_made_under_inference_mode_is_not_kept_for_training():
+    """Scores frozen, weights trained under the mask (allowed): a forward under
+    ``torch.inference_mode`` (Lightning's validate/test/predict) cached its inference tensor,
+    and the next training step raised "Inference tensors cannot be saved for backward"."""
+    layer = ln.SubnetLinear(6, 4, sparsity=0.5, seed=0)
+    layer.structure.weight.scores.requires_grad_(False)
+    layer.structure.weight.weight.requires_grad_(True)
+    x = torch.randn(3, 6)
+    with torch.inference_mode():
+        expected = layer(x)
+    out = layer(x)
+    out.sum().backward()
+    mask = layer.mask()["weight"]
+    assert torch.equal(out, expected)
+    assert torch.equal(layer.structure.weight.weight.grad, x.sum(0).expand(4, 6) * mask)
+
+
 def test_kept_rules():
     assert ln.kept_count(9, 0.5) == 4 and ln.kept_count(9, 0.5, "floor") == 5
     assert ln.kept_count(10, 0.25) == 8 and ln.kept_count(10, 0.25, "floor") == 8
