@@ -385,7 +385,10 @@ class _InputReluLiteral(torch.autograd.Function):
     def forward(x, u, v, bias):
         """``(y, h)``: the hidden units are an output so that the backward may keep them."""
         hidden = hidden_units(x, u, "relu")
-        return F.linear(hidden, v, bias), hidden
+        y = F.linear(hidden, v, bias)
+        # (of rows of tokens with a bias, F.linear's output is a view, which a Function may not
+        # return to an in-place op that follows it, such as nn.ReLU(inplace=True))
+        return (y if y._base is None else y.clone()), hidden
 
     @staticmethod
     def setup_context(ctx, inputs, output):

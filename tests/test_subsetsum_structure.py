@@ -179,3 +179,25 @@ def test_relu_layer_under_vmap_passes_the_gradient_to_a_batched_input():
         grads.append([xs.grad, layer.structure.u.scores.grad, layer.structure.v.scores.grad])
     for vmapped, looped in zip(*grads):
         torch.testing.assert_close(vmapped, looped, rtol=1e-10, atol=1e-12)
+
+
+def test_an_in_place_op_may_follow_the_first_layer_on_tokens():
+    """Rows of tokens (input of 3 dims) through the literal first-layer path with a bias, then
+    ``nn.ReLU(inplace=True)`` (torchvision's Swin V2): the Function's output was a view, and
+    the in-place ReLU raised; it now gives what an out-of-place ReLU gives."""
+    def model(inplace: bool) -> torch.nn.Module:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(inplace=inplace),
+                                  torch.nn.Linear(8, 3))
+        return ln.convert(net, sparsity=0.5, structure="subsetsum", seed=0)
+
+    x = torch.randn(4, 5, 2)
+    outputs, grads = [], []
+    for inplace in (True, False):
+        net = model(inplace)
+        out = net(x)
+        out.sum().backward()
+        outputs.append(out)
+        grads.append([p.grad for p in net.parameters() if p.requires_grad])
+    assert torch.equal(outputs[0], outputs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
