@@ -7,6 +7,7 @@ load with ``torch.load(weights_only=True)`` and rebuild the model through ``buil
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 
@@ -20,7 +21,7 @@ from .datamodule import TensorDataModule
 from .graphs import StepGraphs
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import masked_weights
-from .models import MODELS, build_model
+from .models import MODELS, build_model, split_arch
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 from .stacked import frozen_prefix
 
@@ -38,6 +39,15 @@ MONITORABLE = {"train": ("train/loss", "train/loss_epoch", "train/acc", "lr"),
 #: recipe); ``epochs`` None: the cosine schedule spans the Trainer's ``max_epochs``.
 DEFAULT_OPTIM = dict(optimizer="sgd", scheduler="cosine", lr=0.1, momentum=0.9,
                      weight_decay=5e-4, epochs=None)
+
+
+def spec_classes(spec: dict) -> int:
+    """The classes of the model ``build_model(**spec)`` builds: its ``num_classes``, or its
+    builder's default (timm's 1000, the paper architectures' 10)."""
+    if "num_classes" in spec:
+        return spec["num_classes"]
+    builder = MODELS.get(split_arch(spec["name"])[0])
+    return inspect.signature(builder).parameters["num_classes"].default
 
 
 class EdgePopupModule(pl.LightningModule):
@@ -68,12 +78,12 @@ class EdgePopupModule(pl.LightningModule):
         check_optim(optim)
         self.save_hyperparameters()
         self.model = build_model(**spec)
-        num_classes = spec.get("num_classes", 10)
+        self.num_classes = spec_classes(spec)
         # ModuleDict keys may not shadow Module attributes such as ``train``: key "<stage>_".
         # No check that reads a GPU tensor on the host in every step: torchmetrics' input
         # validation (torch.unique) and NaN filter (nans.any()) would each wait for the GPU.
         self.acc = torch.nn.ModuleDict({f"{s}_": MulticlassAccuracy(
-            num_classes, average="micro", validate_args=False) for s in STAGES})
+            self.num_classes, average="micro", validate_args=False) for s in STAGES})
         self.loss = torch.nn.ModuleDict(
             {f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES})
         self._handed: set[str] = set()  # stages whose metrics Lightning holds this epoch
@@ -90,9 +100,8 @@ class EdgePopupModule(pl.LightningModule):
         per LeNet5 step there. Other data (your own loaders) goes through the whole model."""
         data, self._after_prefix = self.trainer.datamodule, None
         if isinstance(data, TensorDataModule):
-            classes = self.hparams.spec.get("num_classes", 10)
-            if classes != data.num_classes:
-                raise ValueError(f"the model has {classes} classes, the data set "
+            if self.num_classes != data.num_classes:
+                raise ValueError(f"the model has {self.num_classes} classes, the data set "
                                  f"{data.dataset!r} {data.num_classes}: build it with "
                                  f"num_classes={data.num_classes}")
             prefix = frozen_prefix(self.model)

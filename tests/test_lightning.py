@@ -116,6 +116,10 @@ def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, dat
     with pytest.raises(ValueError, match="the model has 5 classes, the data set 'mnist' 10"):
         pl.Trainer(max_epochs=1, **options).fit(
             ln.EdgePopupModule({"name": "fc2", "num_classes": 5}), data)
+    # (timm's default head has 1000 classes: it trained to 0 % accuracy, taken to have 10)
+    with pytest.raises(ValueError, match="the model has 1000 classes, the data set 'mnist' 10"):
+        pl.Trainer(max_epochs=1, **options).fit(ln.EdgePopupModule(
+            {"name": "timm:resnet10t", "in_chans": 1, "sparsity": 0.9}), data)
     module = ln.EdgePopupModule({"name": "lenet5", "sparsity": 0.5}, {"epochs": 1})
     trainer = pl.Trainer(max_steps=4, **options)
     trainer.fit(module, datamodule=data)
