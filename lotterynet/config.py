@@ -675,7 +675,7 @@ def check_model_kwargs(model_kwargs: dict) -> None:
                               f"timm.create_model)")
         if key in TIMM_SET:
             raise ConfigError(f"model_kwargs {key!r}: {', '.join(TIMM_SET)} are set from the "
-                              f"data set; drop it")
+                              f"data set (build_model's own arguments); drop it")
         if key in TIMM_WEIGHTS:
             raise ConfigError(f"model_kwargs {key!r}: the frozen weights are random, never "
                               f"loaded ({', '.join(TIMM_WEIGHTS)} are refused); drop it")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import check_model_kwargs
 from .convert import convert
 from .models import MODELS
 from .validate import check_timm_model
@@ -69,6 +70,7 @@ def check_patches(model: nn.Module, model_name: str) -> None:
 def timm_model(model_name: str, *, in_chans: int = 3, num_classes: int = 1000, img_size=None,
                model_kwargs: dict | None = None, sparsity: float = 0.5, seed: int = 0,
                **convert_kwargs) -> nn.Module:
+    check_model_kwargs(model_kwargs or {})  # (a ticket's spec is untrusted: no file is read)
     model = create_timm_model(model_name, seed=seed, img_size=img_size, in_chans=in_chans,
                               num_classes=num_classes, **(model_kwargs or {}))
     return convert(model, sparsity=sparsity, seed=seed, **convert_kwargs)

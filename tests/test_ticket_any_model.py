@@ -357,6 +357,21 @@ def test_spec_cannot_reach_the_network(tmp_path, spec_ticket):
     assert any("may not use the network" in message for message in chain)
 
 
+def test_a_spec_cannot_make_the_load_read_a_file(tmp_path, spec_ticket, monkeypatch):
+    """A spec's timm ``model_kwargs`` that load weights (``checkpoint_path``, ``pretrained``) are
+    refused before timm is called: a ticket made the load read any file it named."""
+    header, compressed = ticket_parts(spec_ticket)
+    opened = []
+    monkeypatch.setattr(torch, "load", lambda *a, **kw: opened.append(a) or {})
+    for weights in ({"checkpoint_path": str(spec_ticket)}, {"pretrained": True}):
+        header["spec"] = {"name": "timm", "model_name": "resnet10t", "in_chans": 1,
+                          "num_classes": 10, "model_kwargs": weights}
+        bad = write_ticket(tmp_path / "file.ticket", header, compressed)
+        with pytest.raises(TicketError, match=f"{next(iter(weights))}.*never loaded"):
+            load_ticket(bad)
+    assert not opened
+
+
 def edit(field, value):
     def apply(header):
         target = header
