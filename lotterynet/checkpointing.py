@@ -97,6 +97,7 @@ def _process_alive(pid: int) -> bool:
 
 # --- integrity digest in the zip comment ------------------------------------------------------
 
+TICKET_MAGIC = b"LNTICKET"  # how a ticket file starts (lotterynet.ticket_file)
 _EOCD = b"PK\x05\x06"  # zip "end of central directory" record: 22 bytes + the comment
 _EOCD_SIZE = 22
 _TAG = b"lotterynet-sha256:"
@@ -115,6 +116,10 @@ def seal(archive: bytes) -> bytes:
 def unseal(data: bytes, path) -> bytes:
     """``data`` if its digest matches, else :class:`CheckpointError` naming ``path``."""
     end = len(data) - _SEAL_SIZE
+    if data.startswith(TICKET_MAGIC):
+        raise CheckpointError(f"{str(path)!r} is a ticket (the trained subnetwork, for "
+                              f"load_ticket), not a training checkpoint: a run resumes from its "
+                              f"RUN/checkpoints/last.ckpt")
     if end < _EOCD_SIZE or data[end:end + len(_TAG)] != _TAG:
         raise CheckpointError(f"checkpoint {str(path)!r} has no lotterynet integrity digest: it "
                               f"is truncated, or was not written by lotterynet")

@@ -26,10 +26,10 @@ from stat import S_ISREG
 
 import torch
 
-from .checkpointing import atomic_write
+from .checkpointing import TICKET_MAGIC, atomic_write
 from .validate import check_output_dir
 
-MAGIC = b"LNTICKET"
+MAGIC = TICKET_MAGIC
 FORMAT_VERSION = 1
 MAX_BYTES = 8 * 2**30  # default limit on the payload and on a spec-built model, in bytes
 _PREFIX = struct.Struct("<8sIQ")  # magic, format version, header length

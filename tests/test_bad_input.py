@@ -449,6 +449,8 @@ CASES = [
     (["--resume", "{ckpt_bitflip}"], ["bitflip-run", "corrupt", "digest"]),
     (["--resume", "{ckpt_truncated}"], ["truncated-run", "digest"]),
     (["--resume", "{ckpt_foreign}"], ["foreign-run", "not written by lotterynet"]),
+    (["--resume", "{ticket}"], ["model.ticket' is a ticket", "not a training checkpoint",
+                                "RUN/checkpoints/last.ckpt"]),
     (["--resume", "{ckpt_text}"], ["text-run", "digest"]),
     (["--resume", "{ckpt_noconfig}"], ["noconfig-run", "no run config"]),
     (["--resume", "{ckpt_otherarch}"], ["otherarch-run", "another model"]),
@@ -636,6 +638,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
             "ckpt_dir_metrics": str(history_in_the_way / "checkpoints" / "last.ckpt"),
             "run": str(run),
             "tmp": str(tmp_path), "done": str(finished_run / "checkpoints" / "last.ckpt"),
+            "ticket": str(finished_run / "model.ticket"),
             "finished_dir": str(finished_run), "other_run": str(other),
             "a_file": write(tmp_path / "a_file", "x")}
 
