@@ -110,10 +110,10 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
         """The ``nn.MultiheadAttention`` computing the same, with the masked weights baked in
         (q/k/v packed into ``in_proj_weight`` when the three input sizes agree)."""
         params = next(self.parameters())
-        attention = nn.MultiheadAttention(
+        attention = nn.MultiheadAttention(  # (on meta, then empty: no draw from the torch RNG)
             self.embed_dim, self.num_heads, self.dropout, self.out_proj.bias is not None,
             self.bias_k is not None, self.add_zero_attn, self.kdim, self.vdim, self.batch_first,
-            device=params.device, dtype=params.dtype)
+            device="meta", dtype=params.dtype).to_empty(device=params.device)
         with torch.no_grad():
             if attention._qkv_same_embed_dim:
                 attention.in_proj_weight.copy_(torch.cat([self.q_proj_weight, self.k_proj_weight,

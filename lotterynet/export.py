@@ -1,5 +1,5 @@
 """``export(model)``: a deep copy of a subnet model in which every subnet layer is a plain torch
-layer with its masked weights baked in, for inference without lotterynet.
+layer with its masked weights baked in, for inference (scripted: without lotterynet).
 
 Each subnet layer becomes the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` whose weight is its
 structure's ``effective_weight()``: the masked weight for ``dense``; for ``subsetsum`` the
@@ -16,7 +16,8 @@ as ``nn.TransformerEncoderLayer``'s fast path reads its feed-forward layers', wh
 too: :data:`READS_CHILD_WEIGHTS`).
 
 The result is made of torch modules and of those in :mod:`lotterynet.plain` (torch only,
-TorchScript-scriptable): ``torch.jit.script(export(model))`` runs with no lotterynet at all.
+TorchScript-scriptable): ``torch.jit.script(export(model))`` runs with no lotterynet at all
+(a pickle of it does not, where it holds one of those).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
     form = PLAIN_FORMS[type(layer)]
     with torch.no_grad():
         weight, doubles_input = layer.structure.effective_weight()
-        plain = form.plain(*form.args(layer, weight)).to(weight.device, weight.dtype)
+        plain = form.plain(*form.args(layer, weight), device="meta",  # (no draw from the RNG)
+                           dtype=weight.dtype).to_empty(device=weight.device)
         plain.weight.copy_(weight)
         if layer.bias is not None:
             plain.bias.copy_(layer.bias)

@@ -1,8 +1,9 @@
 """Plain-torch modules that exported models are made of (see :mod:`lotterynet.export`).
 
 This file imports nothing but torch, and every module here is TorchScript-scriptable, so an
-exported model runs — pickled, or saved with ``torch.jit.script(...).save`` — without
-lotterynet.
+exported model saved with ``torch.jit.script(...).save`` runs without lotterynet. A pickled
+one (``torch.save(model)``) that holds a module of this file (sparse storage, the subset-sum
+ReLU split, LeNet5's pool) names it by its import path, so unpickling it needs lotterynet.
 """
 
 from __future__ import annotations

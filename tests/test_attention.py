@@ -125,7 +125,9 @@ def test_exported_transformer_is_scriptable(sparse):
         nn.TransformerEncoderLayer(E, HEADS, 16, dropout=0.0, batch_first=True), 2,
         enable_nested_tensor=False), sparsity=0.5, seed=0).eval()
     x = inputs(True)[0]
+    rng = torch.get_rng_state()
     exported = ln.export(model, sparse=sparse)
+    assert torch.equal(torch.get_rng_state(), rng)  # (nothing drawn to be overwritten)
     torch.testing.assert_close(exported(x), model(x), rtol=1e-6, atol=1e-6)
     scripted = torch.jit.script(exported)
     torch.testing.assert_close(scripted(x), model(x), rtol=1e-6, atol=1e-6)

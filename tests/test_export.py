@@ -44,7 +44,9 @@ def train_step(model, x):
 def test_export_computes_what_the_subnet_computes(kw, sparse):
     model, x = subnet_model(**kw), torch.randn(3, 2, 8, 8)
     train_step(model, x)  # masks that are not the initial ones
+    rng = torch.get_rng_state()
     exported = export(model, sparse=sparse)
+    assert torch.equal(torch.get_rng_state(), rng)  # (its plain layers drew weights it overwrote)
     assert not any(isinstance(m, SUBNET_PARTS) for m in exported.modules())
     assert any(isinstance(m, SUBNET_PARTS) for m in model.modules())  # the original is intact
     doubled = isinstance(exported[0], nn.Sequential)
