@@ -50,8 +50,8 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
             raise ValueError(f"dropout is a probability, in [0, 1]; got {dropout!r}")
         check_float_dtype(dtype)
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
-        self.kdim = embed_dim if kdim is None else kdim
-        self.vdim = embed_dim if vdim is None else vdim
+        self.kdim = embed_dim if kdim is None else check_positive_int("kdim", kdim)
+        self.vdim = embed_dim if vdim is None else check_positive_int("vdim", vdim)
         self._qkv_same_embed_dim = False  # separate projections: never the packed fast path
         self.dropout, self.batch_first, self.add_zero_attn = dropout, batch_first, add_zero_attn
         generator = seeded_generator(seed)

@@ -181,3 +181,6 @@ def test_device_dtype_and_sizes_as_nn_multihead_attention_takes_them():
     for embed_dim, num_heads, named in ((8, 0, "num_heads"), (0, 2, "embed_dim")):
         with pytest.raises(ValueError, match=f"{named} must be a positive integer"):
             SubnetMultiheadAttention(embed_dim, num_heads)
+    for named in ("kdim", "vdim"):  # (the projection's in_features was named)
+        with pytest.raises(ValueError, match=f"{named} must be a positive integer, got 0"):
+            SubnetMultiheadAttention(8, 2, **{named: 0})
