@@ -9,7 +9,7 @@ draws; each data set gets its own draws) and summarised by its median and min–
 
 * ``fc2``: on FC2 / MNIST, every layer replaced — Pensia (subset sum, U[min w, max w], Fig. 1b
   network), da Cunha's rule (subset sum, U[−1, 1]), the symmetric range, Natale (fixed size k,
-  vs k at fixed n and vs n at density 1/4), Malach and Orseau (vs hidden width).
+  vs k at fixed n and vs n at k = n/4), Malach and Orseau (vs hidden width).
 * ``lenet5``: on da Cunha's LeNet5 (MNIST and Fashion-MNIST), the conv part replaced, the
   target's own FC part on top — da Cunha's Figs. 3–4 (max weight error, max relative error of
   the 7 × 7 × 16 conv output) and test accuracy, plus Pensia's range and Natale's fixed size.
@@ -387,12 +387,14 @@ LAYERS = {"fc2": [(784, 500), (500, 10)], "lenet5": [(1 * 25, 6), (6 * 25, 16)]}
 
 def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
     """(n per weight, layer-1 hidden width) that the construction's theorem asks for at
-    ε = δ = 0.01, the largest n over the layers. Pensia et al. Thm. 1 (Lemma 3, Eq. 11):
-    ``n* = C⌈log2(a b ℓ / ε)⌉`` per input, hidden ``a n*``; da Cunha et al. Thm. 1 (Lemma 2):
-    the same n′ per *output* channel with ``a = c_in d²``, hidden ``b n′``; Natale et al.
-    Thm. 3 (Eq. 28) at the construction's density, hidden ``2 a n*``; Malach et al. Thm. 2.1
-    and Orseau et al. Thm. 3 from :mod:`lotterynet.theory` (Orseau's per-weight m of Cor. 10:
-    ``8⌈k′ ln(k′/δ)⌉``). Conv layers (LeNet5) enter the FC bounds with fan-in ``c_in d²``."""
+    ε = δ = 0.01: n is the largest over the layers, the hidden width is layer 1's from layer 1's
+    own n. Pensia et al. Thm. 1 (Lemma 3, Eq. 11): ``n* = C⌈log2(a b ℓ / ε)⌉`` per input,
+    hidden ``a n*``; da Cunha et al. Thm. 1 (Lemma 2): the same n′ per *output* channel with
+    ``a = c_in d²``, hidden ``b n′``; Natale et al. Thm. 3 (Eq. 28) at γ′ = k/n, the fraction
+    of each subset-sum block the construction keeps (the theorem's ticket density is
+    ``γ = ρ γ′``), hidden ``2 a n*``; Malach et al. Thm. 2.1 and Orseau et al. Thm. 3 from
+    :mod:`lotterynet.theory` (Orseau's per-weight m of Cor. 10: ``8⌈k′ ln(k′/δ)⌉``). Conv
+    layers (LeNet5) enter the FC bounds with fan-in ``c_in d²``."""
     pairs, ell = LAYERS[net], len(LAYERS[net])
     if construction in ("malach", "orseau"):
         widths = (pairs[0][0], *(b for _, b in pairs))
@@ -401,19 +403,19 @@ def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
         per_weight = (first.hidden / (first.fan_in * first.fan_out) if construction == "malach"
                       else 8 * math.ceil(k * math.log(k / DELTA)))
         return f"{per_weight:.3g}", f"{first.hidden:.3g}"
-    gamma = NATALE_DENSITY
+    gamma_ = NATALE_DENSITY
     if construction == "natale_k":
         point = smallest_working(result)
         if point is None:
             return "—", "—"
-        gamma = point["size"] / NATALE_K_N
+        gamma_ = point["size"] / NATALE_K_N
+    fan_in, fan_out = pairs[0]
     if construction.startswith("natale"):
-        n = max(theory.natale_terms(a, b, ell, EPSILON, gamma) for a, b in pairs)
-        hidden = 2 * pairs[0][0] * n
-        return f"{n} (γ = {gamma:.3g})", f"{hidden:,}"
-    n = max(3 * math.ceil(math.log2(a * b * ell / EPSILON)) for a, b in pairs)
-    hidden = n * (pairs[0][1] if construction == "dacunha" else pairs[0][0])
-    return str(n), f"{hidden:,}"
+        ns = [theory.natale_terms(a, b, ell, EPSILON, gamma_) for a, b in pairs]
+        return f"{max(ns)} (γ′ = {gamma_:.3g})", f"{2 * fan_in * ns[0]:,}"
+    ns = [3 * math.ceil(math.log2(a * b * ell / EPSILON)) for a, b in pairs]
+    hidden = ns[0] * (fan_out if construction == "dacunha" else fan_in)
+    return str(max(ns)), f"{hidden:,}"
 
 
 def load_results(directory: Path) -> list[dict]:
@@ -513,6 +515,9 @@ def run_table(args) -> None:
             f"ε = δ = {EPSILON}; 'works': median test accuracy over the seeds within "
             f"{100 * ACCURACY_SLACK:g} points of the target's. Sizes: n coefficients per weight "
             "(subset sum), k of n = 16 (natale_k), m neurons per input (malach, orseau). "
+            "Natale's γ′ = k/n is the fraction of each subset-sum block kept (Natale et al., "
+            "Thm. 3, whose ticket density is γ = ργ′). The theorem's n per weight is the "
+            "largest over the layers, its layer-1 hidden width is from layer 1's own n. "
             "The two hidden widths count different networks: the theorem's is its own "
             "construction's (Pensia's Fig. 1c and Natale's share layer 1 among a layer's "
             "outputs: n·d_in), the built one is the network measured here (the subset-sum family "

@@ -44,15 +44,18 @@ SMALLEST, LARGEST = 1e-12, 1e6
 
 @dataclass(frozen=True)
 class LayerBound:
-    """One target layer ``n_{i-1} → n_i`` replaced by ``n_{i-1} → hidden → n_i``."""
+    """One target layer ``n_{i-1} → n_i`` replaced by ``n_{i-1} → hidden → n_i``; for a
+    convolution (``kernel`` = d > 1, widths are channels) the first of the two is d × d and the
+    second 1 × 1 (da Cunha et al. 2022, Theorem 1)."""
 
     fan_in: int
     fan_out: int
     hidden: int
+    kernel: int = 1
 
     @property
     def params(self) -> int:
-        return self.hidden * (self.fan_in + self.fan_out)
+        return self.hidden * (self.kernel**2 * self.fan_in + self.fan_out)
 
 
 def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
@@ -82,12 +85,13 @@ def resolve_widths(arch: str | None = None, widths: Sequence[int] | None = None)
     return ARCHITECTURES.get(arch) if widths is None else check_widths(widths)
 
 
-def _layers(widths, hidden_of: Callable[[int, int], int]) -> list[LayerBound]:
-    return [LayerBound(a, b, hidden_of(a, b)) for a, b in zip(widths[:-1], widths[1:])]
+def _layers(widths, hidden_of: Callable[[int, int], int], kernel: int = 1) -> list[LayerBound]:
+    return [LayerBound(a, b, hidden_of(a, b), kernel) for a, b in zip(widths[:-1], widths[1:])]
 
 
-def target_weights(widths) -> int:
-    return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+def target_weights(widths, kernel: int = 1) -> int:
+    """``N* = d² Σ n_{i-1} n_i``: d × d kernels between channels (d = 1: dense layers)."""
+    return kernel**2 * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
 
 
 # --- Pensia et al. 2020 ---------------------------------------------------------------------
@@ -169,12 +173,15 @@ def dacunha(widths, epsilon, delta, *, C: float = 3.0, kernel: int = 1,
     """da Cunha et al. (2022), Theorem 1: ``L_{2i-1}`` has ``n = C c_i log(c_{i-1} c_i d_i² ℓ /
     min{ε, δ})`` output channels (n′ = n / c_i per output channel, Lemma 2), ``L_{2i}`` is
     ``1×1×n×c_i``. Widths are channels; ``kernel`` = d_i (1 for dense layers). C and the log
-    base are left open: C = 3 and log2, as for Pensia et al. The ``params`` column counts the
-    dense ``d²·c_{i-1}·n + n·c_i`` as well (``hidden · (fan_in + fan_out)`` at d = 1)."""
+    base are left open: C = 3 and log2, as for Pensia et al. ``params`` counts the random
+    ``L_{2i-1}`` and ``L_{2i}`` whole, ``d²·c_{i-1}·n + n·c_i`` (the block-diagonal mask on
+    ``L_{2i}`` is fixed by the proof of Lemma 2, Sec. 4.3, not part of the network)."""
     check_constant("C", C)
+    if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1:
+        raise ValueError(f"kernel must be a positive integer, got {kernel!r}")
     ell, m = len(widths) - 1, min(epsilon, delta)
     return _layers(widths, lambda a, b: b * math.ceil(
-        C * math.ceil(math.log2(a * b * kernel**2 * ell / m))))
+        C * math.ceil(math.log2(a * b * kernel**2 * ell / m))), kernel)
 
 
 # --- Natale et al. --------------------------------------------------------------------------
@@ -214,18 +221,29 @@ def natale(widths, epsilon, delta, *, density: float = 0.1, c_amp: float = 1.0,
     return _layers(widths, lambda a, b: 2 * a * natale_terms(a, b, ell, m, gamma_, c_amp))
 
 
+#: The bounds for convolutional layers (``kernel`` = d > 1); the others are for dense layers.
+CONV_BOUNDS = ("dacunha",)
+
+
 def width_table(widths, epsilon: float, delta: float = 0.01, *,
-                bounds: Sequence[str] | None = None, **constants) -> list[dict]:
-    """One row per bound: hidden units per layer, random-network weights, ratio to N*."""
+                bounds: Sequence[str] | None = None, kernel: int = 1,
+                **constants) -> list[dict]:
+    """One row per bound: hidden units per layer, random-network weights, ratio to the target's
+    ``N* = d² Σ n_{i-1} n_i`` weights. ``kernel`` = d > 1 makes the widths channels of d × d
+    convolutions, which only ``CONV_BOUNDS`` count (the default bounds then)."""
     widths = check_widths(tuple(widths))
     check_probability("epsilon", epsilon)
     check_probability("delta", delta)
     rows = []
-    for name in bounds or BOUNDS.names():
-        layers = BOUNDS.get(name)(widths, epsilon, delta, **constants)
+    for name in bounds or (BOUNDS.names() if kernel == 1 else CONV_BOUNDS):
+        bound = BOUNDS.get(name)
+        if kernel != 1 and name not in CONV_BOUNDS:
+            raise ValueError(f"the {name} bound is for dense layers; kernel={kernel!r} is "
+                             f"counted by {', '.join(CONV_BOUNDS)} only")
+        layers = bound(widths, epsilon, delta, kernel=kernel, **constants)
         params = sum(layer.params for layer in layers)
         rows.append({"bound": name, "hidden": [layer.hidden for layer in layers],
-                     "params": params, "ratio": params / target_weights(widths)})
+                     "params": params, "ratio": params / target_weights(widths, kernel)})
     return rows
 
 
@@ -340,7 +358,9 @@ def main(argv=None) -> None:
     parser.add_argument("--epsilon", type=float, help="target accuracy (table: 0.01, study: 0.05)")
     parser.add_argument("--delta", type=float, help="table: failure probability (0.01)")
     parser.add_argument("--density", type=float,
-                        help="kept fraction: Natale's γ (table: 0.1), fixed-size k/n (study: 0.5)")
+                        help="table: Natale et al.'s ticket density γ = ργ′ (Theorem 3; each "
+                        "subset-sum block keeps γ′ = γ/ρ of its n terms; 0.1); study: the "
+                        "fixed-size k/n (0.5)")
     parser.add_argument("--C", type=float, help="Pensia / da Cunha constant (3)")
     parser.add_argument("--c-amp", type=float, help="table: Natale et al.'s c_amp (1)")
     parser.add_argument("--spectral-norm", type=float,

@@ -146,6 +146,32 @@ def test_curves_and_the_width_table():
     assert theory_sizes("fc2", "dacunha", result) == ("81", f"{81 * 500:,}")
 
 
+def test_theorem_widths_of_lenet5_take_layer_1s_own_n():
+    """Layer 1's hidden width comes from layer 1's n, not the largest n over the layers (it
+    printed 1,425 / 342 / 47,550 / 68,550). LeNet5's conv layers (c_in d², c_out) = (25, 6),
+    (150, 16); ℓ = 2, ε = 0.01."""
+    rows = [{"size": k, "seed": 0, "test_accuracy": acc, "hidden_layer1": 1, "params": {"kept": 1}}
+            for k, acc in [(1, 0.5), (2, 0.99)]]
+    result = {"rows": rows, "target": {"test_accuracy": 0.99}}  # natale_k works at k = 2 of 16
+    # Pensia Thm. 1, n = 3⌈log2(a b ℓ / ε)⌉: layer 1 3⌈log2(30,000)⌉ = 3 · 15 = 45,
+    # layer 2 3⌈log2(480,000)⌉ = 3 · 19 = 57; hidden 25 · 45
+    assert theory_sizes("lenet5", "pensia", result) == ("57", "1,125")
+    assert theory_sizes("lenet5", "symmetric", result) == ("57", "1,125")
+    # da Cunha Thm. 1: the same n′ per output channel, hidden 6 · 45
+    assert theory_sizes("lenet5", "dacunha", result) == ("57", "270")
+    # Natale Eq. (28) at γ′ = 1/4, H2(1/4) = 0.81128: layer 1 n* = 667 (log2²(2·2·25·6·¼·667 /
+    # 0.01) / H2 = 23.2542² / 0.81128 = 666.55), layer 2 n* = 951 (27.7660² / 0.81128 = 950.29);
+    # hidden 2 · 25 · 667
+    assert theory_sizes("lenet5", "natale", result) == ("951 (γ′ = 0.25)", "33,350")
+    # at γ′ = 2/16, H2(1/8) = 0.54356: layer 1 n* = 954 (log2²(2·2·25·6·⅛·954 / 0.01) / H2
+    # = 22.7705² / 0.54356 = 953.88), layer 2 1,371 (27.2937² / 0.54356 = 1,370.48);
+    # hidden 2 · 25 · 954
+    assert theory_sizes("lenet5", "natale_k", result) == ("1371 (γ′ = 0.125)", "47,700")
+    # FC2's largest n is layer 1's: 2 · 784 · 1,585 (Eq. (28): 1,585 for (784, 500), 1,033 for
+    # (500, 10) at γ′ = 1/4)
+    assert theory_sizes("fc2", "natale", result) == ("1585 (γ′ = 0.25)", "2,485,280")
+
+
 def test_paper_defaults_of_the_coefficient_range():
     ranges = {s.name: s.builder(5).keywords["coefficients"] for s in FC2_SWEEPS
               if s.name in ("pensia", "dacunha", "symmetric", "natale")}

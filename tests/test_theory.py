@@ -62,6 +62,22 @@ def test_table_rows_for_fc2():
     assert theory.resolve_widths("lenet5") == (400, 120, 84, 10)
 
 
+def test_dacunha_counts_the_conv_kernels():
+    """da Cunha et al. Thm. 1 with c_0 = 6, c_1 = 16, d = 5, ℓ = 1, ε = δ = 0.01:
+    n = C c_1 ⌈log2(c_0 c_1 d² ℓ / ε)⌉ = 3 · 16 · ⌈log2(240,000)⌉ = 48 · 18 = 864; L_1 is
+    5 × 5 × 6 × 864 and L_2 1 × 1 × 864 × 16 (was counted 864 · (6 + 16) = 19,008)."""
+    (layer,) = theory.dacunha((6, 16), 0.01, 0.01, kernel=5)
+    assert layer.hidden == 864
+    assert layer.params == 143_424  # 25 · 6 · 864 + 864 · 16 = 129,600 + 13,824
+    (row,) = theory.width_table((6, 16), 0.01, kernel=5)  # only da Cunha counts kernels
+    assert row["bound"] == "dacunha" and row["params"] == 143_424
+    assert row["ratio"] == 143_424 / 2_400  # N* = 5² · 6 · 16 (was divided by 96)
+    # d = 1: 3 · 16 · ⌈log2(6 · 16 / 0.01)⌉ = 48 · 14 = 672 hidden, 672 · (6 + 16) weights
+    (dense,) = theory.dacunha((6, 16), 0.01, 0.01)
+    assert (dense.hidden, dense.params) == (672, 14_784)
+    assert theory.target_weights((6, 16), kernel=5) == 2_400
+
+
 def test_natale_sparser_tickets_need_wider_networks():
     dense = theory.natale((784, 500, 10), 0.01, 0.01, density=0.5)
     sparse = theory.natale((784, 500, 10), 0.01, 0.01, density=0.05)
@@ -86,6 +102,10 @@ def test_natale_sparser_tickets_need_wider_networks():
      r"c_amp must be a positive number below 1e\+06, got 1e\+308"),
     (lambda: theory.pensia((784, 10), 0.1, 0.1, C=1e308), r"C must be .* got 1e\+308"),
     (lambda: theory.dacunha((784, 10), 0.1, 0.1, C=1e308), r"C must be .* got 1e\+308"),
+    (lambda: theory.dacunha((6, 16), 0.1, 0.1, kernel=0), r"kernel must be a positive integer"),
+    # the dense bounds would have printed a dense network's widths for a conv target
+    (lambda: theory.width_table((6, 16), 0.1, kernel=5, bounds=["dacunha", "pensia"]),
+     r"the pensia bound is for dense layers; kernel=5 is counted by dacunha only"),
     (lambda: theory.rss_study(C=1e308), r"C must be .* got 1e\+308"),
 ])
 def test_bad_arguments(call, match):
@@ -120,6 +140,20 @@ def test_cli_prints_table(capsys):
     theory.main(["--widths", "784,500,10", "--epsilon", "0.01"])
     out = capsys.readouterr().out
     assert "784-500-10: 397,000 weights" in out and "orseau-recycling" in out
+
+
+def test_cli_help_says_which_gamma_density_is(capsys):
+    """Natale et al. Thm. 3: a ticket of density γ = ργ′ keeps γ′ of each subset-sum block;
+    ``--density`` is γ (``natale`` divides it by ρ), the study's is k/n."""
+    with pytest.raises(SystemExit) as exit_info:
+        theory.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    assert "table: Natale et al.'s ticket density γ = ργ′" in help_text
+    assert "keeps γ′ = γ/ρ of its n terms; 0.1); study: the fixed-size k/n (0.5)" in help_text
+    # FC2: ρ = max(784/500, 500/10) = 50, so density 0.1 keeps γ′ = 0.1 / 50 of each block
+    layers = theory.natale((784, 500, 10), 0.01, 0.01, density=0.1)
+    assert layers[0].hidden == 2 * 784 * theory.natale_terms(784, 500, 2, 0.01, 0.1 / 50)
 
 
 @pytest.mark.parametrize("argv, said", [
