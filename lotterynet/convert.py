@@ -18,9 +18,13 @@ What happens to the rest of the selected modules:
   ``frozen``) or ``"trainable"`` (left as it is; reported as ``trainable``).
 
 Frozen random values must be reproducible for a ticket to be rebuilt from its seed: each
-replaced layer draws from its own generator, seeded from ``seed`` and the module's name; the
-values of non-converted modules are whatever the model's constructor drew (build the model
-under a fixed torch seed, as the ``"timm"`` builder does).
+replaced layer draws from its own generator, seeded from ``seed`` and the module's name inside
+the module converted (so parts of one model converted in separate calls, block by block, need
+a ``seed`` each: with the same one, same-named layers get the same weights; or convert the
+model once with ``include``); the values of non-converted modules are whatever the model's
+constructor drew (build the model under a fixed torch seed, as the ``"timm"`` builder does).
+A layer scale frozen near 0 (timm's and torchvision's ConvNeXt: 1e-6) silences its residual
+branch: convert warns of it.
 
 Hooks on a replaced module's calls (``register_forward_pre_hook``, ``register_forward_hook``,
 ``register_full_backward_hook``, ...) are the new layer's: its inputs and outputs are the
@@ -38,6 +42,8 @@ import fnmatch
 import inspect
 import itertools
 import numbers
+import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -295,6 +301,26 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
                                        weight.dtype if weight.is_floating_point() else None))
 
 
+#: A frozen layer scale no larger than this scales its residual branch away.
+NEAR_ZERO = 1e-4
+#: How layer scales are named: timm's ``gamma`` (ConvNeXt, ``LayerScale``), CaiT's
+#: ``gamma_1``, torchvision's ``layer_scale``.
+LAYER_SCALE = re.compile(r"gamma|layer_scale")
+
+
+def _warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
+    """Warn of frozen layer scales within :data:`NEAR_ZERO` of 0 (timm's ConvNeXt: 1e-6 at
+    init): each makes its residual branch add almost nothing whatever the masks, so the network
+    is little more than its stem, downsampling and head."""
+    tiny = [name for name, p in frozen if LAYER_SCALE.search(name.rpartition(".")[2])
+            and not p.is_meta and p.numel() and float(p.detach().abs().max()) <= NEAR_ZERO]
+    if tiny:
+        warnings.warn(f"convert: {len(tiny)} frozen layer scale(s) are within {NEAR_ZERO:g} of "
+                      f"0, such as {tiny[0]!r}: the residual branches they scale add almost "
+                      f"nothing to the network; others='trainable' trains them, or build the "
+                      f"model with a larger init (timm: ls_init_value=1.0)", stacklevel=3)
+
+
 def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             structure: str = "dense", include=None, exclude=None, seed: int = 0,
             bias: str = "frozen", batchnorm: str = "non-affine", others: str = "frozen",
@@ -381,6 +407,10 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
         elif rule is None:
             for p in module.parameters(recurse=False):
                 p.requires_grad_(others_trainable)
+    if not others_trainable:
+        _warn_frozen_layer_scales([(f"{name}.{p_name}".lstrip("."), p) for key, name, module, rule
+                                in plan if rule is None and not isinstance(module, _BatchNorm)
+                                for p_name, p in module.named_parameters(recurse=False)])
     result = replaced.get("", model)
     for name, layer in replaced.items():
         if name:

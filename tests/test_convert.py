@@ -189,6 +189,18 @@ def test_others_modes_on_vit():
     assert n_others > 0 and ln.count_params(frozen)["frozen"] > n_others
 
 
+def test_layer_scales_frozen_near_zero_are_warned_of(recwarn):
+    """ConvNeXt's layer scales (1e-6 at init) frozen by ``others="frozen"`` silence every
+    residual branch: a warning names one; trained, or of a model without them, none."""
+    with pytest.warns(UserWarning, match=r"convert: 18 frozen layer scale\(s\) are within "
+                                         r"0.0001 of 0, such as 'features.1.0.layer_scale'"):
+        convert(torchvision.models.convnext_tiny(num_classes=10), sparsity=0.5)
+    recwarn.clear()
+    convert(torchvision.models.convnext_tiny(num_classes=10), sparsity=0.5, others="trainable")
+    convert(timm_model("vit_tiny_patch16_224", 32, depth=1), sparsity=0.5)  # (a 1e-6 cls token)
+    assert not [w for w in recwarn if "layer scale" in str(w.message)]
+
+
 @pytest.mark.parametrize("kwargs,words", [
     (dict(bias="frozn"), ["frozn", "frozen", "trainable", "none"]),
     (dict(batchnorm="affine"), ["affine", "non-affine", "trainable"]),
