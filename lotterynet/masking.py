@@ -414,12 +414,12 @@ class MaskedWeight(nn.Module):
                                  self.ties, dtype=dtype)
         key = (*_storage_version(scores), self.k, self.ties, dtype)
         training = torch.is_grad_enabled() and scores.requires_grad
-        # (a mask made under inference mode cannot be saved for a backward outside it)
-        cacheable = not (training or scores.is_cuda or key[0] is None
-                         or torch.is_inference_mode_enabled())
+        reusable = not (training or scores.is_cuda or key[0] is None)
         cache = self._cache
-        if cacheable and cache is not None and cache[0] == key and torch.equal(cache[1], scores):
+        if reusable and cache is not None and cache[0] == key and torch.equal(cache[1], scores):
             return cache[2]
+        # (one made under inference mode is not kept: a backward outside it cannot save it)
+        cacheable = reusable and not torch.is_inference_mode_enabled()
         with torch.no_grad():
             mask = topk_mask(score_magnitudes(scores), self.k, self.group_dim, self.group_size,
                              self.ties, self._hint, dtype)
