@@ -206,12 +206,23 @@ def full_sort_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
+def check_keeps_largest(mask: torch.Tensor, scores: torch.Tensor, k: int) -> None:
+    """``mask`` keeps ``k`` of the largest ``|scores|``: ``k`` entries, none smaller than an
+    entry it drops. Which of the scores tied at the threshold are kept is free (``topk_mask``
+    keeps the lowest indices, a full sort any), so masks are not compared entry by entry."""
+    magnitudes, keep = scores.abs().flatten(), mask.flatten()
+    kept, dropped = magnitudes[keep], magnitudes[~keep]
+    assert kept.numel() == k, f"the mask keeps {kept.numel()} scores, not {k}"
+    assert not (kept.numel() and dropped.numel()) or kept.min() >= dropped.max(), \
+        f"the mask drops a score of {dropped.max():g} and keeps one of {kept.min():g}"
+
+
 def mask_times(numel: int, device, repeats: int) -> tuple[float, float]:
-    """Median seconds of the top-k mask and of the full-sort reference at sparsity 0.5 (checked
-    equal first)."""
-    scores = torch.randn(numel, device=device)
+    """Median seconds of the top-k mask and of the full-sort reference at sparsity 0.5 (the mask
+    checked first), on seeded random scores."""
+    scores = torch.randn(numel, generator=torch.Generator(device).manual_seed(0), device=device)
     k = numel // 2
-    assert torch.equal(topk_mask(scores.abs(), k), full_sort_mask(scores, k))
+    check_keeps_largest(topk_mask(scores.abs(), k), scores, k)
     times = median_times({"fast": lambda: topk_mask(scores.abs(), k),
                           "slow": lambda: full_sort_mask(scores, k)}, device, repeats)
     return times["fast"], times["slow"]

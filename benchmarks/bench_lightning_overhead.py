@@ -4,7 +4,9 @@ dominates, find it and remove what is ours").
 
 A tiny model (FC2, width 4, dense edge-popup) so that the model's own work is small and the
 difference between the loops is what they add per step. One training epoch of ``--steps``
-batches of 64, three ways, round robin, medians of ``--repeats``:
+batches of 64, five ways, each first run once untimed (the one-time costs: the first Trainer,
+first allocations), then round robin, the order reversed every other repeat, medians of
+``--repeats``:
 
 * ``bare``: forward, cross-entropy, backward, the same optimizer, nothing else;
 * ``lightning``: ``EdgePopupModule`` under a plain ``pl.Trainer`` (no checkpoint, logger or
@@ -92,17 +94,21 @@ def bare_epoch(data, device: str) -> float:
 
 
 def step_times(data, device: str, repeats: int, steps: int) -> dict[str, float]:
-    """Median ms per step of each loop (round robin over ``repeats`` epochs of ``steps``)."""
+    """Median ms per step of each loop: one untimed epoch of each (the warm-up), then
+    ``repeats`` timed epochs of ``steps``, round robin, every other round in reverse order (so
+    neither the first nor the last place is always the same loop's)."""
     runs = {"bare": lambda: bare_epoch(data, device),
             "lightning": lambda: lightning_epoch(data, device),
             "lightning, step loss logged every step":
                 lambda: lightning_epoch(data, device, every_step=True),
             "lightning, no metric updates": lambda: lightning_epoch(data, device, metrics=False),
             "lightning, manual optimization": lambda: lightning_epoch(data, device, manual=True)}
+    for epoch in runs.values():
+        epoch()
     samples = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, epoch in runs.items():
-            samples[name].append(epoch() / steps * 1e3)
+    for i in range(repeats):
+        for name in list(runs)[::1 if i % 2 == 0 else -1]:
+            samples[name].append(runs[name]() / steps * 1e3)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 

@@ -7,9 +7,10 @@ One epoch of Pensia et al.'s 14 sparsities, measured in one invocation:
 Prints wall times (data loading, Lightning setup, training, test), CPU times (user + system
 of the process: robust when other jobs share the machine), the training epoch times, their
 ratios, and the peak memory of the stack against one single run, each measured in a fresh
-process (CPU: peak RSS; CUDA: ``max_memory_allocated``). ``--jobs N`` trains the stack as N
-parts side by side, each its own ``train.py --stack-file`` on its share of the threads (what a
-sweep's ``--jobs-per-device N`` runs); the cells still run one after another on all threads.
+process (CPU: that process's own peak RSS, VmHWM; CUDA: ``max_memory_allocated``). ``--jobs N``
+trains the stack as N parts side by side, each its own ``train.py --stack-file`` on its share of
+the threads (what a sweep's ``--jobs-per-device N`` runs); the cells still run one after another
+on all threads.
 
     python benchmarks/bench_stack.py --arch lenet5 --structure subsetsum --activation identity
     python benchmarks/bench_stack.py --arch fc2 ... [--device cuda] [--limit-train N]
@@ -28,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import bench_layers  # the benchmarks beside this file (sys.path[0] when run as a script)
 import flags
 import torch
 
@@ -113,7 +115,7 @@ def memory_child(args) -> None:
     if args.device == "cuda":
         print(torch.cuda.max_memory_allocated() / 2**20)
     else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(bench_layers.peak_rss_kib() / 1024)
 
 
 def main(argv=None) -> None:

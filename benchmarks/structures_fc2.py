@@ -12,6 +12,7 @@ that floor, beside subsetsum-identity at the same budget.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import flags
 
 from lotterynet.data import load_split
-from lotterynet.structures import TargetShape, layer_counts
+from lotterynet.structures import STRUCTURES, TargetShape, layer_counts
 from lotterynet.validate import check_output_dir
 from lotterynet.widen import wide_width
 
@@ -57,14 +58,23 @@ def runs(budget: int, floor: int) -> list[tuple[str, int, int, list[str]]]:
     ]
 
 
+def init_used(spec: dict) -> str:
+    """The distribution a run drew its weights from: its ``init``, else its structure's default
+    (what ``Structure`` does with ``init=None``; ``wide`` is in the spec as ``dense``)."""
+    return spec["init"] or STRUCTURES.get(spec["structure"]).default_init
+
+
 def main(argv=None) -> None:
     parser = flags.parser(__file__, __doc__)
-    parser.add_argument("--data-dir", required=True)
+    # Every path made absolute as it is parsed, against the caller's directory: the runs'
+    # train.py and this script then read and write the same places.
+    parser.add_argument("--data-dir", required=True, type=os.path.abspath)
     parser.add_argument("--epochs", type=flags.integer(1), default=1)
     parser.add_argument("--limit-train", type=flags.integer(1), default=10000)
     parser.add_argument("--budget", type=flags.integer(1), default=198_500)
-    parser.add_argument("--runs-dir", default="runs/structures_fc2")
-    parser.add_argument("--out", default=str(REPO / "results" / "structures_fc2"))
+    parser.add_argument("--runs-dir", default="runs/structures_fc2", type=os.path.abspath)
+    parser.add_argument("--out", default=str(REPO / "results" / "structures_fc2"),
+                        type=os.path.abspath)
     args = parser.parse_args(argv)
     plan = runs(args.budget, floor=397_000)
     largest = min(count for _, count, budget, _ in plan if budget == args.budget)
@@ -75,6 +85,7 @@ def main(argv=None) -> None:
         check_output_dir(args.runs_dir, "--runs-dir")
         check_output_dir(Path(args.out).parent, "--out")
         load_split("mnist", args.data_dir, train=False)  # missing data: said here, not per run
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # written after all the training
     rows = []
     for i, (label, count, budget, structure_flags) in enumerate(plan):
         run_dir = Path(args.runs_dir) / str(i)
@@ -83,12 +94,12 @@ def main(argv=None) -> None:
                "--epochs", str(args.epochs), "--limit-train", str(args.limit_train),
                "--data-dir", args.data_dir, "--no-progress-bar", "--out", str(run_dir),
                "--overwrite"]
-        code = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL).returncode
+        code = subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode
         if code:  # train.py said why on stderr, in one line
             sys.exit(code)
         result = json.loads((run_dir / "results.json").read_text())
         rows.append({"structure": label, "budget": budget, "command": " ".join(cmd[1:]),
-                     "sparsity": result["config"]["sparsity"], "init": result["config"]["init"],
+                     "sparsity": result["config"]["sparsity"], "init": init_used(result["spec"]),
                      **{k: result[k] for k in ("params", "test_acc", "val_acc",
                                                "train_seconds")}})
         print(f"{label}: {result['test_acc']:.4f}", flush=True)

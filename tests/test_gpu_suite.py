@@ -26,7 +26,8 @@ CHECKS = {  # report row (start) -> whether it needs CUDA
     "FC2 wide epoch": False,
     "host time a step, over a bare loop: lightning": False,
     "-member LeNet5 stack epoch / single run's": False,
-    "single runs one after another (epochs)": False,
+    "single runs one after another, extrapolated: 2 x one run's epoch / the stack's epoch":
+        False,
     "-member stack step: members batched / one by one": False,
     "subset-sum solver, n = 21": False,
     "subset-sum solver, n = 30": False,
@@ -54,6 +55,17 @@ def test_quick_cpu_run_reports_every_check(tmp_path, data_dir):
             assert row[3] in ("REPORT |", "not judged (CPU) |"), row
             assert re.match(r"[\d.]+", row[1]), row
     assert "- batched stack step: one vmapped forward, 0 graph(s)" in text  # (no CUDA graph)
+    stack_vs_runs = next(r for r in rows if "single runs one after another" in r[0])
+    assert re.fullmatch(r"[\d.]+x \(2 x [\d.]+ / [\d.]+ s\)", stack_vs_runs[1])
+
+
+def test_quick_epochs_are_timed_after_a_warm_up(monkeypatch):
+    """Epoch times are the last of two epochs, the first paying the warm-up: under --quick too
+    (its one epoch, warm-up included, was the single run the stack was compared with)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_suite
+
+    assert gpu_suite.QUICK.epochs == gpu_suite.Scale().epochs == 2
 
 
 
