@@ -44,7 +44,7 @@ from .data import load_split
 from .errors import REPORTED, ConfigError, OneLineErrorParser, exit_code, message, unread_option
 from .machine import cpu_name
 from .params import count_params
-from .targets import RECIPES, trained_target
+from .targets import RECIPES, add_targets_dir, trained_target
 from .validate import check_output_dir
 
 EPSILON, DELTA = 0.01, 0.01
@@ -176,7 +176,8 @@ def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, ar
     Cunha's conv part, the target's own head on top), else the whole network.
     ``target_epochs``: the target run with fewer epochs than its paper's recipe."""
     epochs = {} if target_epochs is None else {"epochs": target_epochs}
-    target, info = trained_target(target_name, data_dir=args.data_dir, **epochs)
+    target, info = trained_target(target_name, data_dir=args.data_dir,
+                                  targets_dir=args.targets_dir, **epochs)
     check_stored_weights(args.out, net, dataset, sweeps, info)
     test_x, test_y = load_split(dataset, args.data_dir, train=False)
     target64 = target.double().eval()
@@ -575,6 +576,7 @@ def main(argv: list[str] | None = None) -> None:
                         "torchvision's layout (default: $LOTTERYNET_DATA, else ./data)")
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="where the JSON, Markdown and PNG results go (default: results)")
+    add_targets_dir(parser)
     parser.add_argument("--seeds", type=int, help="seeds per point (default: 5)")
     parser.add_argument("--only", nargs="+", help="run only these constructions")
     parser.add_argument("--sizes", nargs="+", type=int, help="run only these sizes of each "

@@ -50,11 +50,13 @@ TARGETS_DIR = Path("runs/targets")
 BEFORE_FIRST_CHECKPOINT = {"metrics.csv", "hparams.yaml", CHECKPOINTS, "wandb-id"}
 
 
-def target_config(name: str, *, data_dir=None, out: Path | None = None, **overrides):
+def target_config(name: str, *, data_dir=None, out: Path | None = None,
+                  targets_dir: Path = TARGETS_DIR, **overrides):
     """The validated RunConfig of recipe ``name`` (``overrides``: e.g. fewer epochs for a test;
-    any deviation from the paper's recipe is recorded in the run's results)."""
+    any deviation from the paper's recipe is recorded in the run's results), run in ``out``,
+    by default a folder of ``targets_dir`` named by the recipe, its epochs and seed."""
     recipe = {**RECIPES[name], **overrides}
-    out = out or TARGETS_DIR / f"{name}-e{recipe['epochs']}-seed{recipe.get('seed', 0)}"
+    out = out or Path(targets_dir) / f"{name}-e{recipe['epochs']}-seed{recipe.get('seed', 0)}"
     data_dir = None if data_dir is None else str(data_dir)
     return make_config({**recipe, "train_weights": True, "val_size": 0, "data_dir": data_dir,
                         "out": str(out), "progress_bar": False})
@@ -117,11 +119,18 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
     return model, info
 
 
+def add_targets_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--targets-dir", type=Path, default=TARGETS_DIR,
+                        help=f"where the trained targets' runs are kept (default: {TARGETS_DIR}, "
+                        f"under the working folder)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = OneLineErrorParser(prog="python -m lotterynet.targets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", choices=list(RECIPES))
     parser.add_argument("--data-dir")
+    add_targets_dir(parser)
     parser.add_argument("--epochs", type=int, help="deviate from the recipe's epochs")
     parser.add_argument("--resume", help="with --epochs: finish from this checkpoint of a longer "
                         "run of the same recipe (its first EPOCHS epochs; valid only for a "
@@ -137,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         overrides["resume"] = args.resume
     try:
         for name in args.names:
-            _, info = trained_target(name, data_dir=args.data_dir, **overrides)
+            _, info = trained_target(name, data_dir=args.data_dir,
+                                     targets_dir=args.targets_dir, **overrides)
             print(json.dumps(info), flush=True)
     except REPORTED as err:
         parser.exit(exit_code(err), f"{parser.prog}: error: {message(err)}\n")

@@ -438,3 +438,26 @@ def test_a_full_disk_while_training_a_target_is_one_line(command, tmp_path, caps
     assert exit_info.value.code == 1 and err.splitlines() == [
         f"python -m lotterynet.{command}: error: disk full while writing 'last.ckpt'; the "
         f"previous version is intact"], err
+
+
+def test_the_targets_folder_is_an_option_of_both_commands(tmp_path, monkeypatch, capsys):
+    """``--targets-dir`` moves the trained targets' runs out of ``./runs/targets`` (the working
+    folder's: the only way to keep them elsewhere was to change folder)."""
+    import lotterynet.targets as targets
+
+    assert targets.target_config("pensia_fc2", targets_dir=tmp_path).out == \
+        str(tmp_path / "pensia_fc2-e10-seed0")
+    assert targets.target_config("pensia_fc2").out == "runs/targets/pensia_fc2-e10-seed0"
+    asked = []
+
+    def stop(name, **kwargs):
+        asked.append(kwargs["targets_dir"])
+        raise ConfigError("stopped here")
+
+    monkeypatch.setattr(targets, "trained_target", stop)
+    monkeypatch.setattr(approximate, "trained_target", stop)
+    for command, argv in ((targets.main, ["pensia_fc2"]),
+                          (approximate.main, ["fc2", "--out", str(tmp_path / "results")])):
+        with pytest.raises(SystemExit):
+            command([*argv, "--targets-dir", str(tmp_path / "t")])
+    assert asked == [tmp_path / "t", tmp_path / "t"]
