@@ -528,13 +528,22 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
         raise Interrupted(f"stopped by {name}; {then}", 128 + number) from None
 
 
+def in_precision(trainer: pl.Trainer, module: pl.LightningModule) -> pl.LightningModule:
+    """``module`` in the dtype of the Trainer's precision (``64-true``: float64), as Lightning
+    makes it only after it has restored a checkpoint into it: a float64 checkpoint restored
+    into float32 parameters came back rounded, and a resume no longer matched the run."""
+    return trainer.precision_plugin.convert_module(module)
+
+
 def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
     """Trained to the end, or stopped by a Trainer option (EarlyStopping, ``max_time``,
     ``max_steps``); not when stopped by ``--stop-after`` or interrupted."""
     if trainer.interrupted:
         return False
-    return trainer.current_epoch >= config.epochs or config.stop_after is None or (
-        trainer.current_epoch < config.stop_after)
+    stopped_by_option = trainer.should_stop or (  # (in --stop-after's epoch too)
+        trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps)
+    return stopped_by_option or trainer.current_epoch >= config.epochs or (
+        config.stop_after is None or trainer.current_epoch < config.stop_after)
 
 
 def epochs_completed(trainer: pl.Trainer) -> int:
@@ -611,7 +620,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)
     checkpoint = run_dir / CHECKPOINTS / LAST
     with reporting_interrupts(trainer, checkpoint):
-        trainer.fit(module, datamodule=data, ckpt_path=config.resume)
+        trainer.fit(in_precision(trainer, module), datamodule=data, ckpt_path=config.resume)
     if not finished(trainer, config):  # stopped before its end: resumable
         finish_wandb(loggers, {})
         return {"finished": False, "epochs_done": trainer.current_epoch, "run_dir": str(run_dir)}

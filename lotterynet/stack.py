@@ -83,6 +83,7 @@ from .run import (
     check_callback_states,
     check_last_batch,
     device_name,
+    in_precision,
     locked,
     make_trainer,
     model_spec,
@@ -616,7 +617,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                            resumed=resumed)
     with reporting_interrupts(trainer, checkpoint, f"stack {stack_dir.name}: run the same "
                               "sweep again to continue from its checkpoint"):
-        trainer.fit(module, datamodule=data, ckpt_path=resume)
+        trainer.fit(in_precision(trainer, module), datamodule=data, ckpt_path=resume)
     results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
                else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
     finish_wandb(loggers, {f"{name}/{key}": value for name, r in zip(names, results)

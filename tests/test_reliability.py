@@ -69,6 +69,23 @@ def assert_same_history_and_result(run: Path, whole: Path) -> None:
     assert steps_of(run, "lr") == steps_of(whole, "lr")  # logged after a checkpoint: once
 
 
+def test_a_float64_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
+    """``--precision 64-true``: Lightning restores the checkpoint before it converts the module
+    to float64, so the stored scores came back rounded to float32 and the resumed run drifted
+    from the uninterrupted one (another test accuracy, other mask bits)."""
+    common = [*SMALL, "--structure", "subsetsum", "--activation", "identity", "--epochs", "3",
+              "--precision", "64-true", "--data-dir", str(data_dir)]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*common, "--stop-after", "1", "--out", str(tmp_path / "run")]) == 0
+    assert main(["--resume", str(tmp_path / "run" / "checkpoints" / "last.ckpt")]) == 0
+    assert_same_history_and_result(tmp_path / "run", tmp_path / "whole")
+    scores = [{k: v for k, v in torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)[
+        "state_dict"].items() if k.endswith("scores")} for r in (tmp_path / "run",
+                                                                 tmp_path / "whole")]
+    assert scores[0].keys() == scores[1].keys() and all(
+        v.dtype == torch.float64 and torch.equal(v, scores[1][k]) for k, v in scores[0].items())
+
+
 def steps_of(run: Path, key: str) -> list[tuple[str, str]]:
     """``(step, value)`` of the rows logged without an epoch (the learning-rate monitor's)."""
     return [(r["step"], r[key]) for r in metric_rows(run) if r.get(key) and not r["epoch"]]

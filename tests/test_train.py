@@ -497,6 +497,18 @@ def test_a_run_stopped_part_way_through_an_epoch_logs_that_steps_loss(tmp_path, 
     assert losses[12] == pytest.approx(StopAtStep.losses[0], rel=1e-6)
 
 
+def test_a_trainer_stop_in_the_stop_after_epoch_finishes_the_run(tmp_path, data_dir):
+    """A Trainer option that ends the run (``max_steps``, EarlyStopping) in the epoch where
+    ``--stop-after`` stops too: the run is finished and tested (it said "stopped after 2
+    epochs; resume", and the resume trained on past the option's end)."""
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense",
+                      "--limit-train", "256", "--val-size", "64", "--epochs", "3",
+                      "--stop-after", "2", "--trainer.max_steps", "8")  # 4 steps an epoch
+    results = results_of(out)
+    assert code == 0 and results["finished"] and results["epochs_done"] == 2
+    assert 0 < results["test_acc"] <= 1
+
+
 def test_an_epoch_line_shows_a_validation_accuracy_only_when_the_epoch_validated(
         tmp_path, data_dir, capsys):
     """With validation every 2nd epoch, epochs 1 and 3 say no validation accuracy (epoch 3
