@@ -20,8 +20,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.loggers import Logger
+from pytorch_lightning.callbacks import (
+    BatchSizeFinder,
+    Callback,
+    LearningRateFinder,
+    ModelCheckpoint,
+    StochasticWeightAveraging,
+)
+from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.strategies import StrategyRegistry
 
 from .checkpointing import CHECKPOINTS, LAST
@@ -44,6 +50,13 @@ OWNED = {
 #: is looked up.
 CLASS_OPTIONS = {"callbacks": (Callback, "pytorch_lightning.callbacks"),
                  "logger": (Logger, "pytorch_lightning.loggers")}
+#: Callbacks that change what the run's config says (and its resume restores) behind it.
+REFUSED_CALLBACKS = {
+    BatchSizeFinder: "it trains at a batch size it finds, not --batch-size",
+    LearningRateFinder: "it sets the lr it finds, not --lr; run it on your own Trainer",
+    StochasticWeightAveraging: "it swaps the run's schedule for its own, and the ticket's masks "
+                               "are not the averaged model's",
+}
 EXAMPLES = {"pytorch_lightning.callbacks": "EarlyStopping",
             "pytorch_lightning.loggers": "TensorBoardLogger"}
 
@@ -189,6 +202,11 @@ def instantiate(option: str, spec, run_dir: Path) -> list:
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise ConfigError(f"trainer: {option} class_path {item['class_path']!r} is not a "
                               f"{base.__module__}.{base.__name__}")
+        refused = next((why for kind, why in REFUSED_CALLBACKS.items() if issubclass(cls, kind)),
+                       None)
+        if refused:
+            raise ConfigError(f"trainer: {option} {item['class_path']!r} is not for a run: "
+                              f"{refused}")
         init_args = dict(item.get("init_args") or {})
         hints = init_hints(cls)
         for name, value in init_args.items():
@@ -209,6 +227,11 @@ def instantiate(option: str, spec, run_dir: Path) -> list:
         except Exception as err:  # noqa: BLE001 - any constructor error is the user's value
             raise ConfigError(f"trainer: {option} {item['class_path']!r} with init_args "
                               f"{init_args!r}: {one_line(err)}") from None
+        if isinstance(objects[-1], CSVLogger) and \
+                Path(objects[-1].log_dir).resolve() == run_dir.resolve():
+            raise ConfigError(f"trainer: {option} {item['class_path']!r} would write its "
+                              f"metrics.csv over the run's own, in {str(run_dir)!r}; give it a "
+                              f"name or version (a folder of its own)")
     return objects
 
 
@@ -359,7 +382,9 @@ def default_strategy(config: RunConfig) -> str:
 def check_trainer_options(config: RunConfig) -> None:
     """Refuse, as one :class:`ConfigError` line, any Trainer option that Lightning would
     refuse: names and class paths here, values by building (not running) the Trainer."""
-    kwargs = trainer_options(config.trainer, Path(config.out or "runs"))  # built, never used
+    from .run import run_dir_of  # (run builds its Trainer from these options)
+
+    kwargs = trainer_options(config.trainer, run_dir_of(config))  # built, never used
     check_batches(config)
     check_monitors(kwargs.get("callbacks", []), config)
     kwargs.setdefault("devices", config.devices)
@@ -377,3 +402,9 @@ def check_trainer_options(config: RunConfig) -> None:
                  if k not in CLASS_OPTIONS} or config.trainer
         raise ConfigError(f"trainer options {given!r} refused by Lightning: "
                           f"{one_line(err)}") from None
+    if kwargs.get("gradient_clip_val") and config.precision.endswith("-mixed") and \
+            config.optimizer == "sgd":  # (Lightning raises at the first clipped step)
+        raise ConfigError(f"trainer gradient_clip_val {kwargs['gradient_clip_val']!r} with "
+                          f"--precision {config.precision} and --optimizer sgd: Lightning does "
+                          f"not clip the gradients of the fused SGD under mixed precision; use "
+                          f"--optimizer adam or adamw, or --precision 32-true or bf16-true")

@@ -401,6 +401,17 @@ CASES = [
     (["--trainer.callbacks", "{{class_path: EarlyStopping, init_args: {{monitr: x}}}}"],
      ["EarlyStopping", "monitr"]),
     (["--trainer.logger", "[1]"], ["logger", "1", "class_path"]),
+    # (each trained and tested on other settings than the run's, or crashed part way)
+    (["--trainer.callbacks", "{{class_path: StochasticWeightAveraging, init_args: "
+                             "{{swa_lrs: 0.01}}}}"], ["StochasticWeightAveraging", "not for a run",
+                                                      "schedule"]),
+    (["--trainer.callbacks", "{{class_path: BatchSizeFinder}}"], ["BatchSizeFinder",
+                                                                  "--batch-size"]),
+    (["--trainer.callbacks", "{{class_path: LearningRateFinder}}"], ["LearningRateFinder", "--lr"]),
+    (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{name: '', version: ''}}}}"],
+     ["CSVLogger", "metrics.csv over the run's own", "fresh-out"]),
+    (["--precision", "bf16-mixed", "--trainer.gradient_clip_val", "0.5"],
+     ["gradient_clip_val 0.5", "fused SGD under mixed precision", "--optimizer adam"]),
     (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{save_dir: {cfg_list}/logs}}}}"],
      ["logger 'CSVLogger' save_dir", "cfg_list", "is a file, not a folder"]),
     (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{save_dir: ''}}}}"],
