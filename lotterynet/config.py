@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -345,6 +346,13 @@ class ConfigLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {twice[1]!r} is given twice", node.start_mark)
         return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 reads a float with an exponent only with a dot and a signed exponent: 1e-3, 5E-4
+# and 1.0e6 were strings (a refused lr); as YAML 1.2 and LightningCLI they are numbers.
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:

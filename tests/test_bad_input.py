@@ -729,6 +729,19 @@ def test_a_config_may_still_use_a_few_aliases(tmp_path):
         {"a": [1, 2]}
 
 
+def test_numbers_with_an_exponent_are_numbers(tmp_path):
+    """``1e-3`` is a float in a config file, a sweep file and ``--trainer.KEY VALUE`` (YAML 1.1
+    read it as a string: lr 1e-3 and gradient_clip_val 1e-6 were refused as not numbers)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 1e-3\nweight_decay: 5E-4\n")
+    assert load_yaml(config) == {"lr": 0.001, "weight_decay": 0.0005}
+    other = tmp_path / "o.yaml"
+    other.write_text("a: 1.0e6\nb: '1e-3'\n")
+    assert load_yaml(other) == {"a": 1e6, "b": "1e-3"}  # (quoted: a string)
+    assert main(["--arch", "fc2", "--config", str(config), "--trainer.gradient_clip_val", "1e-6",
+                 "--out", str(tmp_path / "run"), "--print-config"]) == 0
+
+
 def test_a_value_ending_in_equals_is_not_an_empty_flag(tmp_path, capsys):
     """``--out=`` is empty; ``--out=runs/a=`` is a folder named ``a=``."""
     assert main(["--arch", "fc2", f"--out={tmp_path}/a=", "--print-config"]) == 0
