@@ -507,7 +507,9 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         "log_every_n_steps": max(1, min(50, optimizer_steps_per_epoch(config))),
         **({} if config.val_size else {"limit_val_batches": 0}), **options,  # no val split
         "logger": [*loggers, *options.get("logger", [])],
-        "callbacks": [checkpoint, RNGState(), timer, *callbacks, *options.get("callbacks", [])],
+        # (the run's checkpoint last, after a checkpoint callback of the user's: Lightning runs
+        # them in this order, and the run's holds the state the user's has then)
+        "callbacks": [RNGState(), timer, *callbacks, *options.get("callbacks", []), checkpoint],
         "plugins": [AtomicCheckpointIO(resumed)], "default_root_dir": run_dir})
 
 

@@ -509,6 +509,22 @@ def test_a_trainer_stop_in_the_stop_after_epoch_finishes_the_run(tmp_path, data_
     assert 0 < results["test_acc"] <= 1
 
 
+def test_the_runs_checkpoint_holds_a_user_checkpoint_callbacks_state_of_that_epoch(tmp_path,
+                                                                                   data_dir):
+    """A ModelCheckpoint of the user's beside the run's: ``last.ckpt`` holds its state after
+    the epoch's save (it held the epoch before's, naming a best file already deleted)."""
+    config = tmp_path / "best.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "ModelCheckpoint", "init_args": {"monitor": "val/acc", "mode": "max",
+                                                        "filename": "best-{epoch}"}}]}}))
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense",
+                      "--limit-train", "256", "--val-size", "200", "--epochs", "3",
+                      "--config", str(config))
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    best = [s["best_model_path"] for k, s in state.items() if "val/acc" in k]
+    assert code == 0 and len(best) == 1 and Path(best[0]).is_file()
+
+
 def test_an_epoch_line_shows_a_validation_accuracy_only_when_the_epoch_validated(
         tmp_path, data_dir, capsys):
     """With validation every 2nd epoch, epochs 1 and 3 say no validation accuracy (epoch 3
