@@ -337,6 +337,30 @@ def check_batches(config: RunConfig) -> None:
                           f"of the epoch (0.5), or check_val_every_n_epoch: null")
 
 
+#: Options that only change how the validation split is read.
+VALIDATION_OPTIONS = ("check_val_every_n_epoch", "val_check_interval", "limit_val_batches",
+                      "num_sanity_val_steps")
+
+
+def check_inert(config: RunConfig) -> None:
+    """Refuse an option that would change nothing (accepted, it read as if it had): validation
+    settings without a validation split, a validation every N epochs never reached, a clipping
+    algorithm without a clipping value."""
+    options = config.trainer
+    given = [name for name in VALIDATION_OPTIONS if name in options]
+    if given and not config.val_size:
+        raise ConfigError(f"trainer: {given[0]} with --val-size 0: the run has no validation "
+                          f"split (hold one out with --val-size N)")
+    every = options.get("check_val_every_n_epoch")
+    if type(every) is int and every > config.epochs:
+        raise ConfigError(f"trainer: check_val_every_n_epoch {every} is more than the run's "
+                          f"{config.epochs} epochs (--epochs): it would never validate")
+    if "gradient_clip_algorithm" in options and not options.get("gradient_clip_val"):
+        raise ConfigError(f"trainer: gradient_clip_algorithm "
+                          f"{options['gradient_clip_algorithm']!r} without gradient_clip_val: "
+                          f"nothing is clipped; give gradient_clip_val too")
+
+
 def check_monitors(callbacks: list, config: RunConfig) -> None:
     """A callback that monitors a metric (EarlyStopping, ModelCheckpoint) must name one the
     run logs (Lightning finds out only after the first epoch)."""
@@ -402,6 +426,7 @@ def check_trainer_options(config: RunConfig) -> None:
                  if k not in CLASS_OPTIONS} or config.trainer
         raise ConfigError(f"trainer options {given!r} refused by Lightning: "
                           f"{one_line(err)}") from None
+    check_inert(config)
     if kwargs.get("gradient_clip_val") and config.precision.endswith("-mixed") and \
             config.optimizer == "sgd":  # (Lightning raises at the first clipped step)
         raise ConfigError(f"trainer gradient_clip_val {kwargs['gradient_clip_val']!r} with "

@@ -410,6 +410,12 @@ CASES = [
     (["--trainer.callbacks", "{{class_path: LearningRateFinder}}"], ["LearningRateFinder", "--lr"]),
     (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{name: '', version: ''}}}}"],
      ["CSVLogger", "metrics.csv over the run's own", "fresh-out"]),
+    # (options that would change nothing)
+    (["--val-size", "0", "--trainer.check_val_every_n_epoch", "2"],
+     ["check_val_every_n_epoch with --val-size 0", "no validation split"]),
+    (["--epochs", "2", "--trainer.check_val_every_n_epoch", "5"],
+     ["check_val_every_n_epoch 5", "2 epochs", "never validate"]),
+    (["--trainer.gradient_clip_algorithm", "value"], ["'value' without gradient_clip_val"]),
     (["--precision", "bf16-mixed", "--trainer.gradient_clip_val", "0.5"],
      ["gradient_clip_val 0.5", "fused SGD under mixed precision", "--optimizer adam"]),
     (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{save_dir: {cfg_list}/logs}}}}"],
