@@ -307,6 +307,7 @@ class EpochTimer(pl.Callback):
         self.seconds: list[float] = []
         self.metrics: dict[str, float] = {}
         self.best_val_acc: float | None = None
+        self.val_epoch: int | None = None  # the last epoch that validated (1-based)
         self.announce, self.epochs = announce, epochs
         self._validated = False  # whether the epoch under way has validated
 
@@ -323,6 +324,8 @@ class EpochTimer(pl.Callback):
                              if k in self.METRICS})
         if "val/acc" in self.metrics:
             self.best_val_acc = max(self.best_val_acc or 0.0, self.metrics["val/acc"])
+        if self._validated:
+            self.val_epoch = trainer.current_epoch + 1
         if self.announce and trainer.is_global_zero:
             print(self.epoch_line(trainer.current_epoch + 1, self.epochs or trainer.max_epochs,
                                   self._validated), flush=True)
@@ -348,7 +351,7 @@ class EpochTimer(pl.Callback):
 
     def state_dict(self) -> dict:
         return {"seconds": list(self.seconds), "metrics": dict(self.metrics),
-                "best_val_acc": self.best_val_acc}
+                "best_val_acc": self.best_val_acc, "val_epoch": self.val_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         valid = {"seconds": lambda v: isinstance(v, list) and all(map(is_real, v)),
@@ -358,8 +361,12 @@ class EpochTimer(pl.Callback):
         if bad:
             raise CheckpointError(f"the checkpoint being resumed holds an epoch history whose "
                                   f"{bad!r} is {state.get(bad)!r:.60}, not numbers")
+        val_epoch = state.get("val_epoch")  # (None in a checkpoint written before it)
+        if val_epoch is not None and (type(val_epoch) is not int or val_epoch < 1):
+            raise CheckpointError(f"the checkpoint being resumed holds an epoch history whose "
+                                  f"'val_epoch' is {val_epoch!r:.60}, not an epoch")
         self.seconds, self.metrics = list(state["seconds"]), dict(state["metrics"])
-        self.best_val_acc = state["best_val_acc"]
+        self.best_val_acc, self.val_epoch = state["best_val_acc"], val_epoch
 
 
 def check_callback_states(checkpoint: dict, callbacks: Sequence[pl.Callback]) -> None:
@@ -640,6 +647,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         "test_acc": tested["test/acc"],
         "test_loss": tested["test/loss"],
         "val_acc": timer.metrics.get("val/acc"),
+        "val_epoch": timer.val_epoch,  # (check_val_every_n_epoch: maybe before the last)
         "train_acc": timer.metrics.get("train/acc"),
         "epochs_done": epochs_completed(trainer),
         "seconds_per_epoch": timer.seconds,

@@ -403,6 +403,7 @@ class MemberResults(pl.Callback):
             "finished": True, "config": settings["config"], "spec": settings["spec"],
             "lr": settings["optim"]["lr"], "params": counts, "layer_density": densities, **tested,
             "val_acc": last.get("val/acc"), "train_acc": last.get("train/acc"),
+            "val_epoch": module.budgets[s] if "val/acc" in last else None,
             "epochs_done": module.budgets[s], "seconds_per_epoch": seconds,
             "train_seconds": sum(seconds), "device": device_name(trainer), "devices": 1,
             "mask_digests": [mask_digest(member)], "run_dir": str(cell),

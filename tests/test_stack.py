@@ -99,6 +99,7 @@ def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batc
             assert epochs_done(torch.load(folder / "checkpoints" / "last.ckpt",
                                           weights_only=True)) == config.epochs
         assert member["params"] == single["params"]
+        assert member["val_epoch"] == single["val_epoch"] == config.epochs
         assert_history_as_a_single_runs(cell, single_dir)
     assert stacked[0]["test_acc"] > 0.2  # it learned: chance is 0.1
     assert bool(calls) == batched and all(out is not None for out in calls)  # never refused

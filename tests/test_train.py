@@ -529,9 +529,10 @@ def test_an_epoch_line_shows_a_validation_accuracy_only_when_the_epoch_validated
         tmp_path, data_dir, capsys):
     """With validation every 2nd epoch, epochs 1 and 3 say no validation accuracy (epoch 3
     repeated epoch 2's, from a validation that did not run)."""
-    code, _ = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense",
-                    "--limit-train", "256", "--val-size", "64", "--epochs", "3",
-                    "--trainer.check_val_every_n_epoch", "2")
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense",
+                      "--limit-train", "256", "--val-size", "64", "--epochs", "3",
+                      "--trainer.check_val_every_n_epoch", "2")
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert code == 0 and len(lines) == 3
     assert ["val acc" in line for line in lines] == [False, True, False]
+    assert results_of(out)["val_epoch"] == 2  # (its val_acc is epoch 2's: it said not which)
