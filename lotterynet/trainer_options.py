@@ -227,6 +227,12 @@ def instantiate(option: str, spec, run_dir: Path) -> list:
         except Exception as err:  # noqa: BLE001 - any constructor error is the user's value
             raise ConfigError(f"trainer: {option} {item['class_path']!r} with init_args "
                               f"{init_args!r}: {one_line(err)}") from None
+        if isinstance(objects[-1], ModelCheckpoint) and objects[-1].save_last and (
+                objects[-1].dirpath is None
+                or Path(objects[-1].dirpath).resolve() == (run_dir / CHECKPOINTS).resolve()):
+            raise ConfigError(f"trainer: {option} {item['class_path']!r} save_last: the run "
+                              f"keeps its own {CHECKPOINTS}/{LAST} there (this one would be "
+                              f"last-v1.ckpt); drop save_last, or give it a dirpath of its own")
         if isinstance(objects[-1], CSVLogger) and \
                 Path(objects[-1].log_dir).resolve() == run_dir.resolve():
             raise ConfigError(f"trainer: {option} {item['class_path']!r} would write its "

@@ -408,6 +408,8 @@ CASES = [
     (["--trainer.callbacks", "{{class_path: BatchSizeFinder}}"], ["BatchSizeFinder",
                                                                   "--batch-size"]),
     (["--trainer.callbacks", "{{class_path: LearningRateFinder}}"], ["LearningRateFinder", "--lr"]),
+    (["--trainer.callbacks", "{{class_path: ModelCheckpoint, init_args: {{save_last: true}}}}"],
+     ["ModelCheckpoint", "save_last", "its own checkpoints/last.ckpt"]),
     (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{name: '', version: ''}}}}"],
      ["CSVLogger", "metrics.csv over the run's own", "fresh-out"]),
     # (options that would change nothing)
