@@ -401,16 +401,16 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, sparsity=sparsity,
                                   init=init, structure=structure, **layer_options)
             replaced.update(dict.fromkeys(names[key], layer))
-    for *_, module, rule in plan:
+    other_params = []  # (name, parameter)
+    for _, name, module, rule in plan:
         if rule is None and isinstance(module, _BatchNorm):
             bn_mode(module)
         elif rule is None:
-            for p in module.parameters(recurse=False):
+            for p_name, p in module.named_parameters(recurse=False):
                 p.requires_grad_(others_trainable)
+                other_params.append((f"{name}.{p_name}".lstrip("."), p))
     if not others_trainable:
-        _warn_frozen_layer_scales([(f"{name}.{p_name}".lstrip("."), p) for key, name, module, rule
-                                in plan if rule is None and not isinstance(module, _BatchNorm)
-                                for p_name, p in module.named_parameters(recurse=False)])
+        _warn_frozen_layer_scales(other_params)
     result = replaced.get("", model)
     for name, layer in replaced.items():
         if name:

@@ -356,17 +356,15 @@ class EpochTimer(pl.Callback):
     def load_state_dict(self, state: dict) -> None:
         valid = {"seconds": lambda v: isinstance(v, list) and all(map(is_real, v)),
                  "metrics": lambda v: isinstance(v, dict) and all(map(is_real, v.values())),
-                 "best_val_acc": lambda v: v is None or is_real(v)}
+                 "best_val_acc": lambda v: v is None or is_real(v),
+                 # (None too in a checkpoint written before it was kept)
+                 "val_epoch": lambda v: v is None or (type(v) is int and v >= 1)}
         bad = next((key for key, ok in valid.items() if not ok(state.get(key))), None)
         if bad:
             raise CheckpointError(f"the checkpoint being resumed holds an epoch history whose "
                                   f"{bad!r} is {state.get(bad)!r:.60}, not numbers")
-        val_epoch = state.get("val_epoch")  # (None in a checkpoint written before it)
-        if val_epoch is not None and (type(val_epoch) is not int or val_epoch < 1):
-            raise CheckpointError(f"the checkpoint being resumed holds an epoch history whose "
-                                  f"'val_epoch' is {val_epoch!r:.60}, not an epoch")
         self.seconds, self.metrics = list(state["seconds"]), dict(state["metrics"])
-        self.best_val_acc, self.val_epoch = state["best_val_acc"], val_epoch
+        self.best_val_acc, self.val_epoch = state["best_val_acc"], state.get("val_epoch")
 
 
 def check_callback_states(checkpoint: dict, callbacks: Sequence[pl.Callback]) -> None:

@@ -381,30 +381,29 @@ class MemberResults(pl.Callback):
         """Member ``s``'s cell directory, as a single run writes it (checkpoint, history,
         ticket), with ``tested`` (its test metrics) in ``results.json``."""
         settings = module.hparams.members[s]
-        member, cell = module.model.members[s], self.cell_dirs[s]
+        member, cell, budget = module.model.members[s], self.cell_dirs[s], module.budgets[s]
         state = {f"model.{k}": v for k, v in member.state_dict().items()}
         atomic_torch_save({"state_dict": state, "hyper_parameters": {
             k: settings[k] for k in ("spec", "optim", "config")},
-            "epoch": module.budgets[s] - 1},  # Lightning's: the last epoch's 0-based index
+            "epoch": budget - 1},  # Lightning's: the last epoch's 0-based index
             cell / CHECKPOINTS / LAST)
         history, counts, densities = self.history[s], count_params(member), layer_densities(member)
-        budget, steps = module.budgets[s], trainer.num_training_batches
         rows = [{"step": 0, "params/maskable": counts["maskable"], "params/kept": counts["kept"],
                  **{f"density/{k}": v for k, v in densities.items()}},
                 *history,  # (then the test row, at the step after the last, as a single run's)
-                {"epoch": budget, "step": budget * steps, "test/acc": tested["test_acc"],
-                 "test/loss": tested["test_loss"]}]
+                {"epoch": budget, "step": budget * trainer.num_training_batches,
+                 "test/acc": tested["test_acc"], "test/loss": tested["test_loss"]}]
         write_csv_atomic(cell / "metrics.csv", rows,
                          sorted(dict.fromkeys(k for row in rows for k in row)))
         write_ticket(member, cell)
         last = history[-1] if history else {}
-        seconds = self.timer.seconds[:module.budgets[s]]
+        seconds = self.timer.seconds[:budget]
         results = {
             "finished": True, "config": settings["config"], "spec": settings["spec"],
             "lr": settings["optim"]["lr"], "params": counts, "layer_density": densities, **tested,
             "val_acc": last.get("val/acc"), "train_acc": last.get("train/acc"),
-            "val_epoch": module.budgets[s] if "val/acc" in last else None,
-            "epochs_done": module.budgets[s], "seconds_per_epoch": seconds,
+            "val_epoch": budget if "val/acc" in last else None,
+            "epochs_done": budget, "seconds_per_epoch": seconds,
             "train_seconds": sum(seconds), "device": device_name(trainer), "devices": 1,
             "mask_digests": [mask_digest(member)], "run_dir": str(cell),
             "stack": {"dir": str(self.stack_dir), "members": len(module.budgets)},

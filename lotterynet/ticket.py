@@ -282,11 +282,8 @@ def _built(model: nn.Module, path: str) -> bool:
     :func:`~lotterynet.models.build_model` (a built model wrapped in yours: its builder's
     ``convert()`` calls are made again when your model is)."""
     names = path.split(".") if path else []
-    for depth in range(len(names) + 1):
-        module = model.get_submodule(".".join(names[:depth])) if depth else model
-        if recorded_spec(module) is not None:
-            return True
-    return False
+    return any(recorded_spec(model.get_submodule(".".join(names[:depth]))) is not None
+               for depth in range(len(names) + 1))  # (get_submodule(""): the model itself)
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
