@@ -1,14 +1,18 @@
 """Data sets as whole tensors. MNIST-sized sets fit in memory (and on a GPU), so they are read
-once through torchvision, normalised, and sliced into batches by the caller.
+once, normalised, and sliced into batches by the caller. The IDX sets (MNIST, Fashion-MNIST) are
+read by :mod:`lotterynet.idx`, which names the file at fault, and checked to be the set asked
+for; torchvision downloads them, and reads and downloads CIFAR-10.
 
 Where the files are: ``--data-dir``, else ``$LOTTERYNET_DATA``, else ``./data`` — in
 torchvision's layout (``ROOT/MNIST/raw/*-ubyte``, ``ROOT/FashionMNIST/raw/*-ubyte``,
 ``ROOT/cifar-10-batches-py``). A missing set raises :class:`DatasetNotFound` with one
-sentence saying where to put which files.
+sentence saying where to put which files; files that are there but unreadable, or do not hold
+the set, raise :class:`DatasetCorrupt`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import DatasetCorrupt, DatasetNotFound, first_line
-from .idx import IDXError, read_split
+from .idx import IDXError, read_split, split_files
 from .registry import Registry
 
 DATA_ENV = "LOTTERYNET_DATA"
@@ -37,10 +41,17 @@ class DatasetSpec:
     image_size: int  # height = width of the images
     num_classes: int = 10
     test_size: int = 10000  # examples in the test split
+    # an IDX set's SHA-256 of the (train, test) labels as read, which tell it from another set
+    label_sha256: tuple[str, str] | None = None
 
     @property
     def in_channels(self) -> int:
         return len(self.mean)
+
+    @property
+    def idx(self) -> bool:
+        """Whether the set is IDX files, read by :mod:`lotterynet.idx`."""
+        return self.label_sha256 is not None
 
 
 def _register(spec: DatasetSpec) -> None:
@@ -49,9 +60,13 @@ def _register(spec: DatasetSpec) -> None:
 
 _IDX = "{train,t10k}-{images-idx3,labels-idx1}-ubyte"
 _register(DatasetSpec("mnist", "MNIST", f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,), 60000,
-                      28))
+                      28, label_sha256=(
+                          "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+                          "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5")))
 _register(DatasetSpec("fashion-mnist", "FashionMNIST", f"FashionMNIST/raw/{_IDX}",
-                      (0.2860,), (0.3530,), 60000, 28))
+                      (0.2860,), (0.3530,), 60000, 28, label_sha256=(
+                          "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+                          "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9")))
 _register(DatasetSpec("cifar10", "CIFAR10", "cifar-10-batches-py/{data_batch_1..5,"
                       "test_batch}", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000,
                       32))
@@ -62,12 +77,21 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> DatasetCorrupt:
+    """``err`` in full when it is an :class:`IDXError` (it names the file), else cut short."""
+    fault = str(err) if isinstance(err, IDXError) else first_line(err)[:200]
     return DatasetCorrupt(f"{name}: the files under {root.resolve()} are corrupt or unreadable "
-                           f"({first_line(err)[:200]}); replace {spec.files} with intact copies")
+                           f"({fault}); replace {spec.files} with intact copies")
 
 
-def _missing(name: str, root: Path, spec: DatasetSpec, how: str) -> DatasetNotFound:
-    gzipped = " (or .gz)" if "ubyte" in spec.files else ""  # IDX files may come gzipped
+def _missing(name: str, root: Path, spec: DatasetSpec, how: str,
+             missing: list[Path] | None = None) -> DatasetNotFound:
+    """``missing``: the files of an IDX split that are not there, named when others are."""
+    gzipped = " (or .gz)" if spec.idx else ""  # IDX files may come gzipped
+    if missing and any(missing[0].parent.glob("*-ubyte*")):
+        return DatasetNotFound(f"{name}: {missing[0].parent.resolve()} lacks "
+                               f"{' and '.join(p.name.removesuffix('.gz') for p in missing)}"
+                               f"{gzipped}; put {'them' if len(missing) > 1 else 'it'} "
+                               f"there, {how}")
     return DatasetNotFound(f"{name}: no data under {root.resolve()}; put {spec.files}{gzipped} "
                            f"there, point --data-dir or ${DATA_ENV} at the folder that holds "
                            f"them, {how}")
@@ -79,38 +103,69 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
     and int64 labels, for the train (60k/50k) or test split of data set ``name``."""
     spec: DatasetSpec = DATASETS.get(name)
     root = resolve_data_dir(root)
-    try:
-        from torchvision import datasets  # here, not at import: config checks stay light
-
-        ds = getattr(datasets, spec.torchvision_name)(str(root), train=train, download=download)
-        data, targets = ds.data, ds.targets
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        if download and "error downloading" in str(err).lower():  # offline
-            last = str(err).strip().splitlines()[-1]  # torchvision: the last mirror's error
-            raise _missing(name, root, spec, f"and the download failed ({last})") from None
-        if "not found" not in str(err).lower():
-            raise _corrupt(name, root, spec, err) from None
+    if spec.idx:
+        files = _idx_files(name, root, spec, train, download)
         try:
-            split = read_split(root / spec.torchvision_name / "raw", train)
-        except IDXError as idx_err:
-            raise _corrupt(name, root, spec, idx_err) from None
-        if split is None:
-            how = "or allow downloading" if not download else "(the download failed too)"
-            raise _missing(name, root, spec, how) from err
-        data, targets = split
-    except URLError as err:  # offline, and the set (CIFAR-10) is downloaded in one piece
-        raise _missing(name, root, spec, f"and the download failed ({err.reason})") from None
-    except (ValueError, TypeError, AssertionError, IndexError, EOFError, OSError,
-            pickle.UnpicklingError, UnicodeDecodeError) as err:
-        # files present but truncated, garbled, of other types (int32 labels) or unreadable
-        raise _corrupt(name, root, spec, err) from None
+            data, targets = read_split(files)
+        except IDXError as err:
+            raise _corrupt(name, root, spec, err) from None
+    else:
+        data, targets = _torchvision_split(name, root, spec, train, download)
     images = torch.as_tensor(np.asarray(data)).float().div_(255)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     labels = torch.as_tensor(targets).long()
     check_split(name, root, spec, train, images, labels)
+    if spec.idx:
+        check_labels(name, spec, train, targets, files[1])
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     return images.sub_(mean).div_(std).contiguous(), labels
+
+
+def _idx_files(name: str, root: Path, spec: DatasetSpec, train: bool,
+               download: bool) -> list[Path]:
+    """The split's images and labels files (:func:`~lotterynet.idx.split_files`), downloaded
+    by torchvision when some are missing and ``download``; the ones missing are named."""
+    raw = root / spec.torchvision_name / "raw"
+    files = split_files(raw, train)
+    missing = [p for p in files if not p.is_file()]
+    if missing and not download:
+        raise _missing(name, root, spec, "or allow downloading", missing)
+    if missing:
+        from torchvision import datasets  # here, not at import: config checks stay light
+
+        # its download alone: its constructor would first read a legacy processed/ folder
+        dataset = object.__new__(getattr(datasets, spec.torchvision_name))
+        dataset.root = str(root)
+        try:
+            dataset.download()
+        except (RuntimeError, OSError) as err:  # every mirror failed; a folder not writable
+            last = str(err).strip().splitlines()[-1]  # torchvision: the last mirror's error
+            raise _missing(name, root, spec, f"and the download failed ({last})",
+                           missing) from None
+        files = split_files(raw, train)
+    return files
+
+
+def _torchvision_split(name: str, root: Path, spec: DatasetSpec, train: bool,
+                       download: bool) -> tuple:
+    """``(data, targets)`` of a set that torchvision reads (CIFAR-10), downloaded when asked."""
+    try:
+        from torchvision import datasets  # here, not at import: config checks stay light
+
+        ds = getattr(datasets, spec.torchvision_name)(str(root), train=train, download=download)
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        if "not found" not in str(err).lower():
+            raise _corrupt(name, root, spec, err) from None
+        how = "or allow downloading" if not download else "(the download failed too)"
+        raise _missing(name, root, spec, how) from err
+    except URLError as err:  # offline, and the set is downloaded in one piece
+        raise _missing(name, root, spec, f"and the download failed ({err.reason})") from None
+    except (ValueError, TypeError, AssertionError, IndexError, EOFError, OSError,
+            pickle.UnpicklingError, UnicodeDecodeError) as err:
+        # files present but truncated, garbled or unreadable
+        raise _corrupt(name, root, spec, err) from None
+    return ds.data, ds.targets
 
 
 def check_split(name: str, root: Path, spec: DatasetSpec, train: bool, images: torch.Tensor,
@@ -135,3 +190,23 @@ def check_split(name: str, root: Path, spec: DatasetSpec, train: bool, images: t
     if fault:
         split = "train" if train else "test"
         raise _corrupt(name, root, spec, ValueError(f"the {split} split has {fault}"))
+
+
+def check_labels(name: str, spec: DatasetSpec, train: bool, labels: np.ndarray,
+                 path: Path) -> None:
+    """An IDX set's labels, read from ``path``, are the set's own (by their SHA-256): the files
+    of another set (Fashion-MNIST's in MNIST's folder, one split of each) are refused, as are
+    labels altered in place."""
+    split = 0 if train else 1
+    digest = hashlib.sha256(labels.tobytes()).hexdigest()
+    if digest == spec.label_sha256[split]:
+        return
+    owner = next((other for other in map(DATASETS.get, DATASETS.names())
+                  if other.idx and digest == other.label_sha256[split]), None)
+    split_name = "training" if train else "test"
+    if owner:
+        raise DatasetCorrupt(f"{name}: {path} holds {owner.name}'s {split_name} labels, not "
+                             f"{name}'s; put {name}'s files there ({owner.name}'s belong "
+                             f"under {owner.torchvision_name}/raw)")
+    raise DatasetCorrupt(f"{name}: {path} does not hold {name}'s {split_name} labels (a damaged "
+                         f"copy, or another data set's); replace it with an intact copy")

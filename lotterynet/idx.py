@@ -1,9 +1,10 @@
 """IDX files (the format of MNIST and Fashion-MNIST), plain or gzipped.
 
-torchvision reads only the uncompressed ``*-ubyte`` files, all four of a set; where some are
-gzipped (``*-ubyte.gz``, as published, and five times smaller to carry to a GPU machine) a split
-is read here, each file in the form it is in. An IDX file is a
-4-byte magic number ``0, 0, dtype code, ndim``, ``ndim`` big-endian uint32 sizes, then the data.
+The IDX sets are read here, not by torchvision: each file in the form it is in (``*-ubyte``, or
+``*-ubyte.gz`` as published, five times smaller to carry to a GPU machine), and every fault
+names its file (torchvision's errors name none, and it prefers a stale ``processed/`` folder to
+the raw files). An IDX file is a 4-byte magic number ``0, 0, dtype code, ndim``, ``ndim``
+big-endian uint32 sizes, then the data.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +30,9 @@ def read_bytes(path: Path) -> bytearray:
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             return bytearray(f.read())
-    except (gzip.BadGzipFile, EOFError) as err:
-        raise IDXError(f"{path}: not a readable gzip file ({err})") from None
+    except (OSError, EOFError, zlib.error) as err:  # (gzip.BadGzipFile is an OSError)
+        what = "not a readable gzip file" if path.suffix == ".gz" else "unreadable"
+        raise IDXError(f"{path}: {what} ({err})") from None
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -52,17 +55,21 @@ def read_idx(path: str | Path) -> np.ndarray:
     return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
 
 
-def read_split(raw: Path, train: bool) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(images, labels)`` of an MNIST-layout split from ``RAW/{train,t10k}-*-ubyte``, each
-    file plain or gzipped (``.gz``: the plain one when both are there), or ``None`` when a file
-    is missing in both forms."""
+def split_files(raw: Path, train: bool) -> list[Path]:
+    """The images and labels files of an MNIST-layout split, ``RAW/{train,t10k}-*-ubyte``: each
+    the plain file where it is there, else the gzipped one (``.gz``, which may be missing too)."""
     prefix = "train" if train else "t10k"
     paths = [raw / f"{prefix}-{kind}-ubyte" for kind in ("images-idx3", "labels-idx1")]
-    paths = [p if p.is_file() else p.with_name(p.name + ".gz") for p in paths]
-    if not all(p.is_file() for p in paths):
-        return None
-    images, labels = map(read_idx, paths)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise IDXError(f"{raw}: {prefix} images {images.shape} and labels {labels.shape} do not "
-                       f"match (want N x H x W images and N labels)")
-    return images, labels
+    return [p if p.is_file() else p.with_name(p.name + ".gz") for p in paths]
+
+
+def read_split(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` from a split's :func:`split_files`: uint8 ``N x H x W`` images and
+    uint8 labels, as MNIST's files hold them (whether their counts agree is the caller's
+    check)."""
+    arrays = tuple(map(read_idx, paths))
+    for path, array, ndim in zip(paths, arrays, (3, 1)):
+        if array.ndim != ndim or array.dtype != np.uint8:
+            raise IDXError(f"{path}: {array.ndim}-dimensional {array.dtype} data, not "
+                           f"{ndim}-dimensional uint8")
+    return arrays

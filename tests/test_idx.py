@@ -1,4 +1,5 @@
 import gzip
+import re
 import shutil
 
 import numpy as np
@@ -76,6 +77,16 @@ def test_a_gz_name_that_is_not_gzip(tmp_path):
     path = tmp_path / "labels-idx1-ubyte.gz"
     path.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")
     with pytest.raises(IDXError, match="not a readable gzip file"):
+        read_idx(path)
+
+
+def test_a_damaged_compressed_stream_is_named(tmp_path):
+    """A gzip header over a damaged deflate stream fails in zlib, not in gzip: an IDXError
+    that names the file all the same (it was a zlib.error traceback)."""
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(b"")[:10] + b"\xff" * 20)  # a block of the reserved type
+    with pytest.raises(IDXError, match=f"^{re.escape(str(path))}: not a readable gzip file "
+                                       r"\(.*invalid block type\)$"):
         read_idx(path)
 
 

@@ -1,0 +1,172 @@
+"""MNIST-layout data folders that are damaged, incomplete or of another data set: each refused
+with one line that names the file at fault (or the files missing), and what to do."""
+
+import re
+import shutil
+import urllib.error
+
+import pytest
+import torch
+import torchvision.datasets.mnist
+
+from lotterynet.cli import main
+from lotterynet.data import load_split
+from lotterynet.datamodule import load_or_download
+from lotterynet.errors import DatasetCorrupt, DatasetNotFound
+from lotterynet.idx import read_idx
+
+FILES = [f"{split}-{kind}-ubyte" for split in ("train", "t10k")
+         for kind in ("images-idx3", "labels-idx1")]
+
+
+def linked_set(root, data_dir, folder="MNIST", source="MNIST", files=FILES):
+    """``root`` with ``files`` of ``data_dir``'s ``source`` linked into ``root/folder/raw``."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (raw / name).symlink_to((data_dir / source / "raw" / name).resolve())
+    return raw
+
+
+def offline(monkeypatch):
+    def unreachable(url, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", unreachable)
+
+
+def test_a_stale_processed_folder_is_not_read(data_dir, tmp_path):
+    """torchvision prefers a legacy ``processed/`` folder to the raw files; junk there gave a
+    KeyError traceback (an empty one: "corrupt", blamed on the intact raw files)."""
+    linked_set(tmp_path, data_dir)
+    processed = tmp_path / "MNIST" / "processed"
+    processed.mkdir()
+    (processed / "training.pt").write_bytes(b"junk\n")
+    (processed / "test.pt").write_bytes(b"")
+    for train, prefix in ((True, "train"), (False, "t10k")):
+        _, labels = load_split("mnist", tmp_path, train=train)
+        want = read_idx(data_dir / "MNIST" / "raw" / f"{prefix}-labels-idx1-ubyte")
+        assert torch.equal(labels, torch.as_tensor(want).long())
+
+
+def test_a_plain_file_wins_over_a_gzipped_one(data_dir, tmp_path):
+    raw = linked_set(tmp_path, data_dir)
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    assert load_split("mnist", tmp_path, train=False)[1].shape == (10000,)
+
+
+@pytest.mark.parametrize("damage, fault", [
+    (lambda data: b"hello world\n" * 100, r"not an IDX file \(magic bytes 68656c6c\)"),
+    (lambda data: b"", r"not an IDX file \(magic bytes none\)"),
+    (lambda data: data[:1000], "1,000 bytes, but its header .* needs 47,040,016"),
+    (lambda data: data[:3] + b"\x01" + data[4:8] + data[16:60016],  # a labels file's form
+     "1-dimensional uint8 data, not 3-dimensional uint8"),
+])
+def test_a_damaged_raw_file_is_named(data_dir, tmp_path, damage, fault):
+    """Junk said "(AssertionError)", an empty file "(invalid literal for int() with base 16:
+    b'')", a truncated one a reshape error: none named the file."""
+    raw = linked_set(tmp_path, data_dir)
+    images = raw / "train-images-idx3-ubyte"
+    data = images.read_bytes()
+    images.unlink()
+    images.write_bytes(damage(data))
+    with pytest.raises(DatasetCorrupt, match=f"\\({re.escape(str(images))}: {fault}\\); "
+                                             "replace MNIST/raw/"):
+        load_split("mnist", tmp_path, train=True)
+
+
+@pytest.mark.parametrize("present, lacks", [
+    (FILES[:2], "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (or .gz); put them there"),
+    (FILES[:3], "t10k-labels-idx1-ubyte (or .gz); put it there"),
+])
+def test_the_missing_files_are_named(data_dir, tmp_path, monkeypatch, present, lacks):
+    """Some of a set's files there, the split's others not: those are named (it said "no data
+    under" the folder that held the rest)."""
+    raw = linked_set(tmp_path, data_dir, files=present)
+    offline(monkeypatch)
+    with pytest.raises(DatasetNotFound) as refused:
+        load_or_download("mnist", tmp_path, train=False)
+    assert str(refused.value) == (f"mnist: {raw} lacks {lacks}, and the download failed "
+                                  "(<urlopen error [Errno -2] Name or service not known>)")
+
+
+def test_a_dangling_data_folder_is_missing_not_corrupt(tmp_path, monkeypatch):
+    """A --data-dir that links to nothing holds no data (it read as "corrupt")."""
+    folder = tmp_path / "data"
+    folder.symlink_to(tmp_path / "gone")
+    offline(monkeypatch)
+    with pytest.raises(DatasetNotFound) as refused:
+        load_or_download("mnist", folder, train=True)
+    assert not isinstance(refused.value, DatasetCorrupt)
+    assert str(refused.value).startswith(f"mnist: no data under {tmp_path / 'gone'}; put ")
+
+
+def test_a_download_fills_the_raw_folder_and_is_read_there(data_dir, tmp_path, monkeypatch):
+    """Missing files are downloaded by torchvision (its download alone: a stale processed/
+    folder is not read) and read from the raw folder."""
+    def download(url, download_root, filename, md5):  # the files as torchvision leaves them
+        name = filename.removesuffix(".gz")
+        shutil.copy(data_dir / "MNIST" / "raw" / name, f"{download_root}/{name}")
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", download)
+    (tmp_path / "MNIST" / "processed").mkdir(parents=True)
+    for name in ("training.pt", "test.pt"):
+        (tmp_path / "MNIST" / "processed" / name).write_bytes(b"junk\n")
+    _, labels = load_or_download("mnist", tmp_path, train=False)
+    want = read_idx(data_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte")
+    assert torch.equal(labels, torch.as_tensor(want).long())
+    assert sorted(p.name for p in (tmp_path / "MNIST" / "raw").iterdir()) == sorted(FILES)
+
+
+def fashion_in_mnist(root, data_dir):
+    linked_set(root, data_dir, source="FashionMNIST")
+
+
+def mixed_splits(root, data_dir):
+    linked_set(root, data_dir, files=FILES[:2])
+    linked_set(root, data_dir, source="FashionMNIST", files=FILES[2:])
+
+
+def mnist_in_fashion(root, data_dir):
+    linked_set(root, data_dir, folder="FashionMNIST")
+
+
+def relabelled(root, data_dir):
+    """MNIST whose test labels have two entries swapped: still 0..9, still 10,000."""
+    raw = linked_set(root, data_dir, files=FILES[:3])
+    data = bytearray((data_dir / "MNIST" / "raw" / FILES[3]).read_bytes())
+    data[8], data[9] = data[9], data[8]
+    assert data[8] != data[9]
+    (raw / FILES[3]).write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("make, dataset, train, held", [
+    (fashion_in_mnist, "mnist", True, "MNIST/raw/train-labels-idx1-ubyte holds fashion-mnist's "
+     "training labels, not mnist's; put mnist's files there (fashion-mnist's belong under "
+     "FashionMNIST/raw)"),
+    (mixed_splits, "mnist", False, "MNIST/raw/t10k-labels-idx1-ubyte holds fashion-mnist's test "
+     "labels, not mnist's"),
+    (mnist_in_fashion, "fashion-mnist", False, "FashionMNIST/raw/t10k-labels-idx1-ubyte holds "
+     "mnist's test labels, not fashion-mnist's; put fashion-mnist's files there (mnist's "
+     "belong under MNIST/raw)"),
+    (relabelled, "mnist", False, "MNIST/raw/t10k-labels-idx1-ubyte does not hold mnist's test "
+     "labels (a damaged copy, or another data set's); replace it with an intact copy"),
+])
+def test_files_of_another_data_set_are_refused(data_dir, tmp_path, make, dataset, train, held):
+    """Files that read cleanly but do not hold the set asked for (they trained silently)."""
+    make(tmp_path, data_dir)
+    with pytest.raises(DatasetCorrupt) as refused:
+        load_split(dataset, tmp_path, train=train)
+    assert str(refused.value).startswith(f"{dataset}: {tmp_path}/{held}")
+
+
+def test_another_data_set_is_refused_on_the_command_line(data_dir, tmp_path, capsys):
+    """Exit code 2, one line naming the file, nothing written."""
+    mixed_splits(tmp_path / "data", data_dir)
+    out = tmp_path / "run"
+    assert main(["--arch", "fc2", "--structure", "dense", "--epochs", "1", "--data-dir",
+                 str(tmp_path / "data"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path}/data/MNIST/raw/t10k-labels-idx1-ubyte holds fashion-mnist's" in err
+    assert not out.exists()
