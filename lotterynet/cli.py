@@ -265,11 +265,12 @@ def dispatch(args: argparse.Namespace) -> int:
                               "flags (a sweep writes its resolved grid to SWEEP/sweep.json)")
         sweep = load_sweep(args, explicit_values(args))  # every cell's config checked
         if args.wandb_sweep:
-            from .sweep import check_buildable
+            from .sweep import check_buildable, check_sweep_dir
 
-            check_buildable(sweep)  # what its agents would find only once they start
-            cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep),
-                                           sweep_dir_of(sweep, args.sweep, args.sweep_out))
+            sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
+            check_sweep_dir(sweep_dir)  # what its agents would find only once they start
+            check_buildable(sweep)
+            cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), sweep_dir)
             print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "
                   f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
                   f"<sweep id>`")

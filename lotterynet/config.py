@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import math
+import netrc
 import os
 import re
 import sys
@@ -556,17 +557,39 @@ WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
 WANDB_SERVER_MODES = ("online", "shared", "run")
 
 
+def wandb_has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode() -> str:
+    """``$WANDB_MODE``, else online with an API key (``$WANDB_API_KEY`` or an
+    ``api.wandb.ai`` entry in ``~/.netrc``), else offline."""
+    mode = os.environ.get("WANDB_MODE")
+    return mode if mode is not None else ("online" if wandb_has_api_key() else "offline")
+
+
 def require_wandb() -> None:
-    """``--wandb`` needs the wandb package, which lotterynet does not import otherwise."""
+    """``--wandb`` needs the wandb package, which lotterynet does not import otherwise, and a
+    mode wandb takes: ``wandb.init`` refuses any other (an empty one too), and a server mode
+    without an API key, only after the run's first files were written."""
     try:
         import wandb  # noqa: F401
     except ImportError:
         raise ConfigError("--wandb needs the wandb package, which is not installed "
                           "(pip install wandb, or run without W&B: --no-wandb)") from None
-    mode = os.environ.get("WANDB_MODE")
-    if mode and mode not in WANDB_MODES:
+    mode = wandb_mode()
+    if mode not in WANDB_MODES:
         raise ConfigError(f"$WANDB_MODE is {mode!r}; valid choices: {', '.join(WANDB_MODES)} "
                           f"(or unset: online with an API key, else offline)")
+    if mode in WANDB_SERVER_MODES and not wandb_has_api_key():
+        raise ConfigError(f"$WANDB_MODE is {mode!r} but no W&B API key is configured: run "
+                          f"`wandb login` (or set $WANDB_API_KEY), or log offline "
+                          f"(WANDB_MODE=offline, or unset) and `wandb sync` later")
 
 
 #: Characters W&B refuses in a project name; it says so only once the run has started.
@@ -747,6 +770,14 @@ def flag_spelling(name: str, value) -> str:
         f"{flag} {value!r}"
 
 
+def read_options(config: RunConfig) -> dict:
+    """``config`` as its run reads it (what a W&B run's config shows): without the fields of
+    :func:`unread_options`, and a trained baseline's ``sparsity`` 0, as its sweep row has it
+    (it prunes nothing; its stored ``sparsity`` is the default's)."""
+    values = {k: v for k, v in config.to_dict().items() if k not in unread_options(config)}
+    return {**values, "sparsity": 0.0} if config.train_weights else values
+
+
 def refuse_unread_flags(flags: dict, configs: list[RunConfig], where: str = "this run",
                         spell: Callable[[str, object], str] = flag_spelling) -> None:
     """Refuse an option given on the command line (``flags``: field → value; or by a sweep
@@ -801,6 +832,11 @@ def check_numbers(config: RunConfig) -> None:
         count = device_count(config)
         raise ConfigError(f"{given} leaves some of the {count} devices no training example; "
                           f"give at least {count} training examples, one for each device")
+    if 0 < config.val_size < device_count(config):  # (each device validates its share)
+        count = device_count(config)
+        raise ConfigError(f"val_size {config.val_size} leaves some of the {count} devices no "
+                          f"validation example; give at least {count} (one for each device), "
+                          f"or 0 for no validation")
     if config.resume and config.overwrite:
         raise ConfigError("--overwrite with --resume: a resume continues its run and never "
                           "clears it; drop --overwrite, or start the run anew without --resume")

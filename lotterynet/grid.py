@@ -210,8 +210,15 @@ def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path) -> Path:
     def write(target: Path, data: dict) -> None:
         write_text_atomic(target, WANDB_SWEEP_MARK + yaml.safe_dump(data, sort_keys=False))
 
-    write(cells_file, dataclasses.asdict(sweep))
-    spec = {"program": "train.py", "method": "grid",
+    cells = dataclasses.asdict(sweep)
+    if cells["base"].get("data_dir"):  # (agents may start in another folder)
+        cells["base"]["data_dir"] = str(Path(cells["base"]["data_dir"]).resolve())
+    write(cells_file, cells)
+    where = {"project": sweep.base.get("wandb_project", RunConfig.wandb_project)}
+    if sweep.base.get("wandb_entity"):
+        where["entity"] = sweep.base["wandb_entity"]
+    spec = {**where, "program": str(TRAIN_PY) if TRAIN_PY.is_file() else "train.py",
+            "method": "grid",
             "metric": {"name": "test/acc", "goal": "maximize"},
             "parameters": {"cell": {"values": [cell_name(label, values)
                                                for label, values in sweep.cells()]}},
@@ -221,6 +228,10 @@ def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path) -> Path:
     write(path, spec)
     return cells_file
 
+
+#: The script the agents run: the ``train.py`` beside this package (an editable install or a
+#: checkout), named absolutely so that ``wandb agent`` may start anywhere.
+TRAIN_PY = Path(__file__).resolve().parent.parent / "train.py"
 
 #: The first line of every file :func:`write_wandb_sweep` writes: what it may replace.
 WANDB_SWEEP_MARK = "# written by train.py --wandb-sweep (rewritten by the next such call)\n"

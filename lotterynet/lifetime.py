@@ -32,3 +32,25 @@ def tie_launched_ranks() -> None:
         die_with_parent(int(launcher))
     else:
         os.environ[LAUNCHER_ENV] = str(os.getpid())
+
+
+def stop_all_ranks_on_sigterm(trainer) -> None:
+    """SIGTERM stops every rank of a run at the same batch, however it arrives.
+
+    Lightning's handler broadcasts rank 0's flag from inside the handler, on every rank that
+    gets the signal: a scheduler's SIGTERM to the whole process group, which rank 0 also
+    forwards to the ranks it launched, made those broadcast once more than rank 0, and the run
+    hung. Here the handler only notes the signal: rank 0 sets the flag that Lightning's
+    training loop broadcasts before every batch (every rank stops at that batch; rank 0 exits
+    143, and the ranks it launched die with it), and a rank it launched passes the signal on
+    to rank 0 instead of acting on it."""
+    connector = trainer._signal_connector  # (it installs the handler at fit, from here)
+    launcher = os.environ.get(LAUNCHER_ENV)
+
+    def note(signum, frame) -> None:
+        if trainer.global_rank > 0 and launcher and int(launcher) != os.getpid():
+            os.kill(int(launcher), signum)
+        else:
+            connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = note

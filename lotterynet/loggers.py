@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import netrc
 import os
 import secrets
 import struct
@@ -27,21 +26,7 @@ from .checkpointing import (
     checkpoint_run_dir,
     write_csv_atomic,
 )
-from .config import WANDB_SERVER_MODES
-
-
-def wandb_has_api_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def wandb_mode() -> str:
-    return os.environ.get("WANDB_MODE") or ("online" if wandb_has_api_key() else "offline")
-
+from .config import WANDB_SERVER_MODES, wandb_mode
 
 METRICS_FILE = "metrics.csv"
 WANDB_ID_FILE = "wandb-id"
@@ -116,6 +101,12 @@ def resumed_history(resumed: Resumed | None) -> list[dict]:
                 f"{source} line {line} is not a row of the run's history (epoch "
                 f"{numbers['epoch']!r}, step {numbers['step']!r}, {len(row)} fields); fix or "
                 f"remove the line, or move the file away to resume without it")
+        text = next((key for key, value in row.items() if value and not is_number(value)), None)
+        if text is not None:
+            raise CheckpointError(
+                f"{source} line {line} holds {row[text]!r} as {text}, not a number: it is not "
+                f"a row of the run's history; fix or remove the line, or move the file away "
+                f"to resume without it")
         epoch, step = row.get("epoch"), float(row.get("step") or 0)
         if float(epoch) <= stored["epoch"] if epoch else step < stored["global_step"]:
             complete.append(row)
@@ -151,10 +142,12 @@ def wandb_run_id(run_dir: Path, checkpoint: str | None) -> tuple[str, bool]:
     run's (``RUN/wandb-id``) when the resume writes into that run's own folder, else the one a
     W&B sweep agent chose (``$WANDB_RUN_ID``), else a new one. A resume into another ``--out``
     is a new W&B run: the original folder stays resumable, and one W&B run would get two
-    histories."""
+    histories. Under a sweep agent (``$WANDB_SWEEP_ID``) the run is always the agent's (W&B
+    ignores any other id there): a cell an interrupted agent left is continued in a new run,
+    which gets its history."""
     origin = checkpoint_run_dir(checkpoint) if checkpoint else None
     source = origin / WANDB_ID_FILE if origin == Path(run_dir).resolve() else None
-    continued = bool(source and source.is_file())
+    continued = bool(source and source.is_file()) and not os.environ.get("WANDB_SWEEP_ID")
     fresh = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
     run_id = source.read_text().strip() if continued else fresh
     if rank_zero_only.rank == 0:
@@ -189,6 +182,15 @@ def wandb_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in (*OUTPUT_ONLY, "data_dir")}
 
 
+def wandb_options(config: dict) -> dict:
+    """Where a W&B run of ``config`` goes (``wandb.init``'s keywords): project, group,
+    entity, tags, notes and mode — for a run, a stack and a sweep's summary alike."""
+    tags = [t.strip() for t in (config.get("wandb_tags") or "").split(",") if t.strip()]
+    return {"project": config.get("wandb_project", "lotterynet"),
+            "group": config.get("wandb_group"), "entity": config.get("wandb_entity"),
+            "tags": tags or None, "notes": config.get("wandb_notes"), "mode": wandb_mode()}
+
+
 def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) -> list[Logger]:
     """The CSV log (continuing the history of the ``resumed`` checkpoint's run) and, on
     request, W&B (continuing that run's W&B id), with ``config`` (the run's, flat) as the W&B
@@ -196,42 +198,51 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) ->
     history = resumed_history(resumed)
     loggers: list[Logger] = [HistoryCSVLogger(run_dir, history)]
     if config["wandb"]:
-        tags = [t.strip() for t in (config.get("wandb_tags") or "").split(",") if t.strip()]
         run_id, continued = wandb_run_id(run_dir, resumed[0] if resumed else None)
-        mode = wandb_mode()
+        options = wandb_options(config)
         wandb_logger = RunWandbLogger(
-            project=config["wandb_project"], group=config["wandb_group"], name=run_dir.name,
-            save_dir=str(run_dir), config=wandb_config(config), mode=mode, id=run_id,
-            resume="allow", entity=config.get("wandb_entity"), tags=tags or None,
-            notes=config.get("wandb_notes"), log_model=bool(config.get("log_model")))
-        if not (continued and mode in WANDB_SERVER_MODES):  # (the server holds it)
+            name=run_dir.name, save_dir=str(run_dir), config=wandb_config(config), id=run_id,
+            resume="allow", log_model=bool(config.get("log_model")), **options)
+        if not (continued and options["mode"] in WANDB_SERVER_MODES):  # (the server has it)
             replay_history(wandb_logger, history)
         loggers.append(wandb_logger)
     return loggers
 
 
-def finish_wandb(loggers: list[Logger], summary: dict, ticket: Path | None = None
+def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] | None = None
                  ) -> str | None:
-    """Write ``summary`` into the W&B run's summary, log ``ticket`` (a file) as the run's
-    model artifact, close the run; returns its directory once its record log is complete.
-    Only rank 0 holds a real W&B run (other DDP ranks get Lightning's dummy)."""
+    """Write ``summary`` into the W&B run's summary, log each of ``tickets`` (files) as a
+    model artifact (``ticket-<run id>`` for the run's own, keyed ``""``; ``ticket-<run
+    id>-<member>`` for a stack member's, keyed by its name, its ``<member>/…`` summary as
+    metadata), close the run; returns its directory once its record log is complete. Only
+    rank 0 holds a real W&B run (other DDP ranks get Lightning's dummy)."""
     for logger in loggers:
         if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
             import wandb
 
             run = logger.experiment
             run.summary.update(summary)
-            if ticket is not None:
-                artifact = wandb.Artifact(f"ticket-{run.id}", type="model", metadata=summary)
+            for member, ticket in (tickets or {}).items():
+                prefix = f"{member}/" if member else ""
+                metadata = {k.removeprefix(prefix): v for k, v in summary.items()
+                            if k.startswith(prefix)}
+                artifact = wandb.Artifact(f"ticket-{run.id}" + f"-{member}" * bool(member),
+                                          type="model", metadata=metadata)
                 artifact.add_file(str(ticket))
                 run.log_artifact(artifact, aliases=["latest", "final"])
-            run_dir = Path(run.dir).parent
-            run.finish()
-            if run.settings.mode == "disabled":  # ($WANDB_MODE) a run that writes nothing
-                return None
-            wait_for_record_log(run_dir)
-            return str(run_dir)
+            return close_wandb_run(run)
     return None
+
+
+def close_wandb_run(run) -> str | None:
+    """Finish the W&B ``run``; its directory once its record log is complete (None for a
+    disabled run, which writes nothing)."""
+    run_dir = Path(run.dir).parent
+    run.finish()
+    if run.settings.mode == "disabled":  # ($WANDB_MODE)
+        return None
+    wait_for_record_log(run_dir)
+    return str(run_dir)
 
 
 def wait_for_record_log(run_dir: Path, timeout: float = 60.0) -> None:

@@ -44,11 +44,12 @@ from .config import (
     RunConfig,
     changed_fields,
     examples_per_device,
+    read_options,
 )
 from .datamodule import TensorDataModule
 from .errors import CheckpointError, Interrupted, TrainingDiverged
 from .grid import SWEEP_FILE, SWEEP_LOCK
-from .lifetime import tie_launched_ranks
+from .lifetime import stop_all_ranks_on_sigterm, tie_launched_ranks
 from .loggers import METRICS_FILE, WANDB_ID_FILE, finish_wandb, make_loggers
 from .machine import cpu_name, is_launched_worker
 from .masking import masked_weights
@@ -502,7 +503,7 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     checkpoint = epoch_checkpoint(run_dir / CHECKPOINTS)
     quiet_lightning()
     options = trainer_options(config.trainer, run_dir)  # the user's, over the defaults below
-    return pl.Trainer(**{
+    trainer = pl.Trainer(**{
         "max_epochs": min(config.stop_after or config.epochs, config.epochs),
         "accelerator": config.accelerator, "devices": config.devices,
         "strategy": default_strategy(config), "precision": config.precision,
@@ -516,6 +517,8 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         # them in this order, and the run's holds the state the user's has then)
         "callbacks": [RNGState(), timer, *callbacks, *options.get("callbacks", []), checkpoint],
         "plugins": [AtomicCheckpointIO(resumed)], "default_root_dir": run_dir})
+    stop_all_ranks_on_sigterm(trainer)
+    return trainer
 
 
 @contextlib.contextmanager
@@ -609,7 +612,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     ``resumed``: the checkpoint of ``config.resume``, checked (:class:`AtomicCheckpointIO`)."""
     spec, lr = module.hparams.spec, module.hparams.optim["lr"]
     width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
-    loggers = make_loggers(run_dir, {**config.to_dict(), "lr": lr, **width}, resumed)
+    loggers = make_loggers(run_dir, {**read_options(config), "lr": lr, **width}, resumed)
     if not is_launched_worker():  # (after the last refusal: a refused run prints one line)
         wide = f", width {spec['width']}" if width else ""
         print(f"{config.arch} {spec['structure']}{wide}: maskable {counts['maskable']:,}, "
@@ -659,7 +662,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     summary = {"test/acc": results["test_acc"], "params/kept": counts["kept"],
                "val/acc_best": timer.best_val_acc}
     wandb_dir = finish_wandb(loggers, {k: v for k, v in summary.items() if v is not None},
-                             ticket)
+                             None if ticket is None else {"": ticket})
     results["wandb_dir"] = wandb_dir
     if trainer.is_global_zero:
         write_json_atomic(results, run_dir / RESULTS)

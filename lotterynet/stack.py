@@ -61,6 +61,7 @@ from .config import (
     changed_fields,
     check_path,
     make_config,
+    read_options,
     read_yaml_mapping,
 )
 from .datamodule import TensorDataModule
@@ -77,6 +78,7 @@ from .run import (
     END_FILES,
     LAST,
     RESULTS,
+    TICKET,
     EpochTimer,
     RNGState,
     changed_results,
@@ -338,8 +340,10 @@ class MemberResults(pl.Callback):
             logged.update({f"{module.names[s]}/{k}": v for k, v in row.items()
                            if k not in ("epoch", "step")})
             train_accs.append(row.get("train/acc", 0.0))
-        for logger in trainer.loggers:  # (with its epoch: a resume drops rows past its own)
-            logger.log_metrics({**logged, "epoch": epoch}, step=epoch)
+        for logger in trainer.loggers:  # (with its epoch: a resume drops rows past its own;
+            # at the members' optimizer step, as their single runs and metrics.csv have it)
+            logger.log_metrics({**logged, "epoch": epoch},
+                               step=(epoch + 1) * trainer.num_training_batches - 1)
         for s in module.training_members(epoch):
             what = divergence(module.model.members[s], module.hparams.members[s]["optim"]["lr"])
             if what is not None:
@@ -587,6 +591,15 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         return train_stack(configs, stack_dir, cell_dirs, data, module)
 
 
+def member_summary(results: dict, history: list[dict]) -> dict:
+    """What a member's W&B summary holds (under its name), as a single run's: test accuracy,
+    best validation accuracy, parameter counts and the kept fraction of each layer."""
+    vals = [row["val/acc"] for row in history if "val/acc" in row]
+    return {"test/acc": results["test_acc"], **({"val/acc_best": max(vals)} if vals else {}),
+            **{f"params/{k}": v for k, v in results["params"].items()},
+            **{f"density/{k}": v for k, v in results["layer_density"].items()}}
+
+
 def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path],
                 data: TensorDataModule, module: StackModule) -> list[dict]:
     """:func:`run_stack`'s training, its folder locked."""
@@ -605,7 +618,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
         check_resumable(record.checkpoint, module, budget, resume, finite=False)
         check_callback_states(record.checkpoint, (RNGState(), EpochTimer(), MemberResults(
             cell_dirs, stack_dir, EpochTimer())))
-    loggers = make_loggers(stack_dir, {**first.to_dict(), "members": names,
+    loggers = make_loggers(stack_dir, {**read_options(first), "members": names,
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
                                        "epochs": budget}, resumed)
@@ -620,9 +633,12 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
         trainer.fit(in_precision(trainer, module), datamodule=data, ckpt_path=resume)
     results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
                else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
-    finish_wandb(loggers, {f"{name}/{key}": value for name, r in zip(names, results)
-                           if r["finished"] for key, value in
-                           (("test/acc", r["test_acc"]), ("params/kept", r["params"]["kept"]))})
+    finished = [(name, r, history) for name, r, history in
+                zip(names, results, results_writer.history) if r["finished"]]
+    finish_wandb(loggers, {f"{name}/{key}": value for name, r, history in finished
+                           for key, value in member_summary(r, history).items()},
+                 {name: Path(r["run_dir"]) / TICKET for name, r, _ in finished
+                  if (Path(r["run_dir"]) / TICKET).is_file()})
     if module.diverged:
         others = len(configs) - len(module.diverged)
         raise TrainingDiverged(f"stack {stack_dir}: {'; '.join(module.diverged.values())}; "

@@ -569,17 +569,19 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, arch: str, num_classes: 
     return path
 
 
-def log_to_wandb(rows: list[dict], figure: Path, base: dict, group: str) -> None:
+def log_to_wandb(rows: list[dict], figure: Path, base: dict) -> None:
+    """The sweep's table and figure, as a run of its own in the cells' W&B group (and
+    project, entity, tags, notes)."""
     import wandb
 
-    from .loggers import wandb_mode
+    from .loggers import close_wandb_run, wandb_options
 
-    summary = wandb.init(project=base.get("wandb_project", "lotterynet"), group=group,
-                         job_type="sweep-summary", name=f"{group}-summary", mode=wandb_mode(),
-                         dir=str(figure.parent))
+    options = wandb_options(base)
+    summary = wandb.init(job_type="sweep-summary", name=f"{options['group']}-summary",
+                         dir=str(figure.parent), **options)
     table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
     summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})
-    summary.finish()
+    close_wandb_run(summary)
 
 
 def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
@@ -600,11 +602,9 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
     return 0
 
 
-def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
-    """The sweep's cells (or with ``--cell`` one of them), then its table and figure."""
-    if args.jobs_per_device < 1:
-        raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
-    sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
+def check_sweep_dir(sweep_dir: Path) -> None:
+    """``--sweep-out``: a folder a sweep may write (new, empty, or a sweep's own), not a run's
+    nor one holding other files, which its table and figure could overwrite."""
     check_output_dir(sweep_dir, "--sweep-out")
     if (sweep_dir / RESULTS).is_file() or (sweep_dir / CHECKPOINTS).is_dir():
         raise ConfigError(f"--sweep-out {str(sweep_dir)!r} holds a run ({RESULTS} or "
@@ -614,6 +614,14 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
         raise ConfigError(f"--sweep-out {str(sweep_dir)!r} holds files but not a sweep (no "
                           f"{SWEEP_FILE}, no cells/), which its table and figure could "
                           f"overwrite; choose a new or empty folder")
+
+
+def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
+    """The sweep's cells (or with ``--cell`` one of them), then its table and figure."""
+    if args.jobs_per_device < 1:
+        raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
+    sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
+    check_sweep_dir(sweep_dir)
     if sweep.base.get("wandb"):
         sweep.base.setdefault("wandb_group", sweep_dir.name)
     if args.cell:
@@ -748,7 +756,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         write_table(rows, sweep_dir)
         figure = plot(rows, sweep_dir, figure_title(sweep), arch)
         if sweep.base.get("wandb"):
-            log_to_wandb(rows, figure, sweep.base, sweep.base["wandb_group"])
+            log_to_wandb(rows, figure, sweep.base)
         print((sweep_dir / "sweep.md").read_text(), end="")
     if failed:
         print("\n".join(f"train.py: error: {line}" for line in failed), file=sys.stderr)

@@ -27,7 +27,7 @@ from pytorch_lightning.callbacks import (
     ModelCheckpoint,
     StochasticWeightAveraging,
 )
-from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.strategies import StrategyRegistry
 
 from .checkpointing import CHECKPOINTS, LAST
@@ -415,6 +415,12 @@ def check_trainer_options(config: RunConfig) -> None:
     from .run import run_dir_of  # (run builds its Trainer from these options)
 
     kwargs = trainer_options(config.trainer, run_dir_of(config))  # built, never used
+    loggers = kwargs.get("logger")
+    if config.wandb and any(isinstance(x, WandbLogger) for x in
+                            (loggers if isinstance(loggers, list) else [loggers])):
+        raise ConfigError("trainer: logger WandbLogger beside --wandb would log every metric "
+                          "twice into the run's W&B run; drop it and give its project, entity, "
+                          "group, tags or notes as --wandb-project, --wandb-entity, …")
     check_batches(config)
     check_monitors(kwargs.get("callbacks", []), config)
     kwargs.setdefault("devices", config.devices)

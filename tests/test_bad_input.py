@@ -412,6 +412,8 @@ CASES = [
      ["ModelCheckpoint", "save_last", "its own checkpoints/last.ckpt"]),
     (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{name: '', version: ''}}}}"],
      ["CSVLogger", "metrics.csv over the run's own", "fresh-out"]),
+    (["--wandb", "--trainer.logger", "{{class_path: WandbLogger, init_args: {{project: p}}}}"],
+     ["WandbLogger beside --wandb", "twice", "--wandb-project"]),
     # (options that would change nothing)
     (["--val-size", "0", "--trainer.check_val_every_n_epoch", "2"],
      ["check_val_every_n_epoch with --val-size 0", "no validation split"]),
@@ -450,6 +452,8 @@ CASES = [
      ["limit_train 1", "2 devices no training example"]),
     (["--devices", "2", "--accelerator", "cpu", "--val-size", "59999"],
      ["val_size 59999", "2 devices no training example"]),
+    (["--devices", "2", "--accelerator", "cpu", "--val-size", "1"],  # (a traceback per rank)
+     ["val_size 1", "2 devices no validation example", "or 0"]),
     # (refused after the training: rank 0's results come back as a bare state dict)
     (["--trainer.strategy", "ddp_spawn", "--devices", "2", "--accelerator", "cpu"],
      ["strategy", "'ddp_spawn'", "not a spawn, fork or notebook one"]),

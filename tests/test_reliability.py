@@ -1,6 +1,7 @@
 """Nothing lost, nothing silent: a resume writes only into the run it continues and keeps its
 history; checkpoints are sealed with a digest, written durably, and a full disk says so."""
 
+import contextlib
 import csv
 import errno
 import json
@@ -413,6 +414,40 @@ def test_ddp_ranks_die_with_rank_zero(tmp_path, data_dir):
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("to", ["group", "launched rank"])
+def test_sigterm_to_a_ddp_run_stops_every_rank(tmp_path, data_dir, to):
+    """A scheduler's SIGTERM goes to the whole process group: the rank rank 0 launched got it
+    twice (from the group, and forwarded by rank 0), broadcast once more than rank 0 from
+    Lightning's handler, and the run hung for good; so did a SIGTERM to that rank alone. Now
+    it stops: one line, exit 143, no rank left."""
+    out = tmp_path / "ddp"
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *SMALL, "--accelerator", "cpu", "--devices", "2",
+         "--epochs", "500", "--data-dir", str(data_dir), "--out", str(out)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        (launched,) = [pid for pid in processes_mentioning(str(out)) if pid != proc.pid]
+        if to == "group":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            os.kill(launched, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143, err[-2000:]
+        assert err.strip().splitlines()[-1].startswith("train.py: error: stopped by SIGTERM; "
+                                                       "resume with --resume")
+        deadline = time.time() + 30
+        while processes_mentioning(str(out)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert processes_mentioning(str(out)) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # only if the test failed
+
+
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(
         tmp_path, data_dir, capsys):
     """lr 1e30 turns the scores into NaN in the first epoch; NaN scores keep no entry, so the
@@ -508,8 +543,19 @@ def test_stopped_by_a_signal_says_so_and_is_not_a_success(whole_and_stopped, tmp
     assert_same_history_and_result(run, whole)
 
 
+def with_a_word_for_a_metric(text: str) -> str:
+    """``metrics.csv`` with its first row's first metric value (not epoch or step) a word."""
+    header, first, rest = text.split("\n", 2)
+    values = first.split(",")
+    column = next(i for i, (name, value) in enumerate(zip(header.split(","), values))
+                  if value and name not in ("epoch", "step"))
+    values[column] = "abc"
+    return "\n".join([header, ",".join(values), rest])
+
+
 @pytest.mark.parametrize("edit, said", [
     (lambda text: text + ",,x,,,,,,,,,,,,,,\n", "epoch 'x'"),
+    (with_a_word_for_a_metric, "holds 'abc' as"),
     (lambda text: text + "," * 40 + "\n", "fields"),
     (lambda text: text.replace("val/acc", "val/\udcff", 1), "not a CSV file"),
     (lambda text: text.split("\n", 1)[1], "has no header naming its columns"),

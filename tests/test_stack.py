@@ -29,7 +29,7 @@ from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH
 from lotterynet.errors import TrainingDiverged
 from lotterynet.layers import SubnetLinear
-from lotterynet.loggers import read_wandb_summary
+from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.optim import trainable_parameters
@@ -281,7 +281,21 @@ def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir,
     for cell, member in zip(cells, results):
         assert summary[f"{cell.name}/test/acc"] == pytest.approx(member["test_acc"])
         assert summary[f"{cell.name}/params/kept"] == member["params"]["kept"]
+        assert summary[f"{cell.name}/val/acc_best"] == pytest.approx(member["val_acc"])
+        assert summary[f"{cell.name}/density/fc1"] == pytest.approx(1 - member["config"][
+            "sparsity"], abs=1e-4)
         assert {f"{cell.name}/{k}" for k in ("train/acc", "val/acc", "lr")} <= set(summary)
+    # as single runs log them: each member's ticket an artifact, epochs at optimizer steps
+    records = list(read_wandb_records(logs[0]))
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert sorted(a.name for a in artifacts) == [f"ticket-{run.run_id}-{c.name}" for c in cells]
+    steps = [json.loads(i.value_json) for r in records if r.WhichOneof("record_type") ==
+             "history" for i in r.history.item
+             if (i.key or "/".join(i.nested_key)) == "trainer/global_step"]
+    assert steps == [4]  # 300 examples, batch 64: 5 steps
+    with open(cells[0] / "metrics.csv") as f:
+        assert [row["step"] for row in csv.DictReader(f) if row["lr"]] == ["4"]
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict]:
@@ -486,15 +500,16 @@ def test_a_stopped_stack_whose_members_left_the_sweep_is_not_called_finished(
 def test_a_lost_cell_of_a_finished_stack_is_trained_again(tmp_path, data_dir):
     """A stack trained to its end whose member lost its results (deleted by hand): resuming
     its checkpoint would train nothing and write nothing ("sweep done" without the cell), so
-    the cell is trained again, giving the same masks. The stack's log rows
-    carry their epoch (a resume drops the rows logged after its checkpoint, not by step), and
+    the cell is trained again, giving the same masks. The stack's log rows carry their epoch
+    (a resume drops the rows logged after its checkpoint) and the members' optimizer step
+    (10 a epoch here), and
     a stack folder in use by another process is refused."""
     argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=2), "--sweep-out",
             str(tmp_path / "out")]
     assert main(argv) == 0
     stack_dir = tmp_path / "out" / "stacks" / "subsetsum-identity-seed0"
     with open(stack_dir / "metrics.csv") as f:
-        assert [(r["epoch"], r["step"]) for r in csv.DictReader(f)] == [("0", "0"), ("1", "1")]
+        assert [(r["epoch"], r["step"]) for r in csv.DictReader(f)] == [("0", "9"), ("1", "19")]
     lost = tmp_path / "out" / "cells" / "subsetsum-identity-s0.9-e2-seed0" / "results.json"
     before = json.loads(lost.read_text())
     lost.unlink()

@@ -130,7 +130,8 @@ def wandb_sweep_cells(argv: list[str], path: Path) -> tuple[dict, list[str]]:
 def test_wandb_sweep_file_grid_is_the_sweeps_cells(tmp_path):
     sweep_file = REPO / "configs" / "sweeps" / "pensia_lenet5.yaml"
     spec, cells = wandb_sweep_cells(["--sweep", str(sweep_file)], tmp_path / "w.yaml")
-    assert spec["program"] == "train.py" and spec["method"] == "grid"
+    assert spec["program"] == str(REPO / "train.py") and spec["method"] == "grid"
+    assert spec["project"] == "lotterynet" and "entity" not in spec  # the cells' project
     assert spec["metric"] == {"name": "test/acc", "goal": "maximize"}
     assert list(spec["parameters"]) == ["cell"]  # one parameter: nothing is crossed
     assert spec["parameters"]["cell"]["values"] == cells
@@ -159,6 +160,36 @@ def test_wandb_sweep_never_replaces_a_users_sweep_file(tmp_path, capsys):
     command = yaml.safe_load(again.read_text())["command"]
     assert command[command.index("--sweep-out") + 1] == str(tmp_path / "out")  # the agents'
 
+
+
+def test_wandb_sweep_files_its_runs_where_the_cells_log_and_runs_anywhere(tmp_path, monkeypatch):
+    """The spec named no project (``wandb sweep`` filed it under an automatic one, ignoring
+    ``--wandb-project`` / ``--wandb-entity``: W&B moves a sweep's runs into the sweep's
+    project), and its program and data folder were relative, so an agent started in another
+    folder could not run a cell."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    source = REPO / "configs" / "sweeps" / "cpu_fc2.yaml"
+    assert main(["--sweep", str(source), "--wandb-sweep", "w.yaml", "--wandb-project", "mine",
+                 "--wandb-entity", "team", "--data-dir", "data"]) == 0
+    spec = yaml.safe_load((tmp_path / "w.yaml").read_text())
+    assert (spec["project"], spec["entity"]) == ("mine", "team")
+    assert Path(spec["program"]).is_absolute() and Path(spec["program"]).is_file()
+    cells = yaml.safe_load((tmp_path / "w.cells.yaml").read_text())
+    assert cells["base"]["data_dir"] == str(tmp_path / "data")
+
+
+@pytest.mark.parametrize("holds", ["notes.txt", "results.json"])
+def test_wandb_sweep_refuses_a_sweep_out_its_agents_would_refuse(tmp_path, capsys, holds):
+    """``--wandb-sweep`` wrote its files for a ``--sweep-out`` holding other files or a run,
+    which every agent then refused (exit 2)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / holds).write_text("{}")
+    source = REPO / "configs" / "sweeps" / "cpu_fc2.yaml"
+    assert main(["--sweep", str(source), "--wandb-sweep", str(tmp_path / "w.yaml"),
+                 "--sweep-out", str(out)]) == 2
+    assert "--sweep-out" in capsys.readouterr().err and not (tmp_path / "w.yaml").exists()
 
 
 def test_wandb_agents_write_where_the_sweep_run_here_writes(tmp_path, monkeypatch):
@@ -510,3 +541,27 @@ def test_a_cell_stopped_in_a_single_run_resumes_singly_in_a_stacked_sweep(tmp_pa
         "epoch 2/2"]  # the cell's own run, continued
     assert sum(line.startswith("stack subsetsum-identity-seed0: epoch") for line in printed) == 2
     assert json.loads((cell / "results.json").read_text())["epochs_done"] == 2
+
+
+def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch):
+    """The table-and-figure run was given only the project and group: with ``--wandb-entity``
+    it landed outside the cells' entity, without their tags and notes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lotterynet.loggers import read_wandb_records
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    figure = tmp_path / "figure.png"
+    plt.plot([1, 2])
+    plt.savefig(figure)
+    plt.close("all")
+    base = {"wandb_project": "p", "wandb_group": "g", "wandb_entity": "e",
+            "wandb_tags": "a, b", "wandb_notes": "n"}
+    sweep_module.log_to_wandb([{"cell": "x", "test_acc": 0.5}], figure, base)
+    (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    (record,) = [r.run for r in read_wandb_records(log) if r.WhichOneof("record_type") == "run"]
+    assert (record.project, record.run_group, record.entity, list(record.tags), record.notes,
+            record.display_name) == ("p", "g", "e", ["a", "b"], "n", "g-summary")

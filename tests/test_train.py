@@ -194,16 +194,30 @@ def test_existing_run_dir_is_not_overwritten(tmp_path, data_dir):
     assert code == 0 and results_of(out)["config"]["seed"] == 5
 
 
+def wandb_config_of(log: Path) -> dict:
+    """The config (key → value) of a run's offline W&B record log, without W&B's own keys."""
+    records = list(read_wandb_records(log))
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    updates = [r.config.update for r in records if r.WhichOneof("record_type") == "config"]
+    return {i.key: json.loads(i.value_json) for u in [run.config.update, *updates] for i in u
+            if not i.key.startswith("_")}
+
+
 def test_wandb_trained_baseline_run_finishes(tmp_path, data_dir, monkeypatch):
     """The trained dense baseline (a sweep's baseline cell) has no masks: no ticket, the run
-    finishes and logs (it ended in a traceback, without results.json, at the ticket)."""
+    finishes and logs (it ended in a traceback, without results.json, at the ticket). Its W&B
+    config says it prunes nothing (it said sparsity 0.5, the default it never reads, so W&B
+    grouped it with the 50 %-sparse runs) and holds no option of the structures."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
     code, out = train(tmp_path, data_dir, "--arch", "fc2", "--train-weights", "--wandb",
                       "--limit-train", "256", "--val-size", "64")
     assert code == 0 and not (out / "model.ticket").exists()
-    summary = read_wandb_summary(next(Path(results_of(out)["wandb_dir"]).glob("run-*.wandb")))
-    assert summary["test/acc"] == pytest.approx(results_of(out)["test_acc"])
+    log = next(Path(results_of(out)["wandb_dir"]).glob("run-*.wandb"))
+    assert read_wandb_summary(log)["test/acc"] == pytest.approx(results_of(out)["test_acc"])
+    config = wandb_config_of(log)
+    assert config["sparsity"] == 0.0 and config["train_weights"] is True
+    assert not {"pairs", "activation", "init", "score_init", "model_kwargs"} & set(config)
 
 
 def test_wandb_offline_run_holds_test_accuracy(tmp_path, data_dir, monkeypatch):
@@ -235,6 +249,7 @@ def test_wandb_offline_run_holds_test_accuracy(tmp_path, data_dir, monkeypatch):
     keys = [i.key or "/".join(i.nested_key) for u in [run.config.update, *updates] for i in u]
     keys = [k for k in keys if not k.startswith("_")]  # W&B's own (_wandb)
     assert len(keys) == len(set(keys)) and {"arch", "sparsity", "lr", "epochs"} <= set(keys)
+    assert wandb_config_of(logs[0])["sparsity"] == 0.5
     assert not {"overwrite", "progress_bar", "out", "spec", "optim", "config"} & set(keys)
     assert (list(run.tags), run.notes, run.entity) == (["paper", "fc2"], "a test run",
                                                        "lotterynet-tests")
@@ -424,17 +439,26 @@ def test_registry_sgd_is_plain_sgd_bit_for_bit_on_the_cpu():
     assert not torch.equal(ends[0][0], start[0])
 
 
+@pytest.mark.parametrize("mode, said", [
+    ("bogus", "$WANDB_MODE is 'bogus'; valid choices: online, offline, disabled, shared, dryrun, "
+              "run (or unset: online with an API key, else offline)"),
+    ("", "$WANDB_MODE is ''; valid choices: online"),
+    ("online", "$WANDB_MODE is 'online' but no W&B API key is configured: run `wandb login`"),
+    ("shared", "$WANDB_MODE is 'shared' but no W&B API key is configured"),
+])
 def test_a_bad_wandb_mode_is_refused_before_anything_is_written(tmp_path, data_dir, monkeypatch,
-                                                                 capsys):
-    """``$WANDB_MODE`` is input the run reads: a value wandb refuses was a traceback at
-    ``wandb.init`` (exit 1) that left files blocking the corrected command."""
-    monkeypatch.setenv("WANDB_MODE", "bogus")
+                                                                 capsys, mode, said):
+    """``$WANDB_MODE`` is input the run reads: a value wandb refuses (an empty one too), or a
+    server mode without an API key, was a traceback at ``wandb.init`` (exit 1) that left files
+    blocking the corrected command."""
+    monkeypatch.setenv("WANDB_MODE", mode)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # (no ~/.netrc entry)
     code, out = train(tmp_path, data_dir, "--arch", "fc2", "--wandb", "--limit-train", "256",
                       "--val-size", "64")
     err = capsys.readouterr().err.strip()
     assert code == 2 and not out.exists()
-    assert err == ("train.py: error: $WANDB_MODE is 'bogus'; valid choices: online, offline, "
-                   "disabled, shared, dryrun, run (or unset: online with an API key, else offline)")
+    assert len(err.splitlines()) == 1 and err.startswith(f"train.py: error: {said}"), err
 
 
 def test_a_disabled_wandb_run_names_no_folder(tmp_path, data_dir, monkeypatch, capsys):
@@ -536,3 +560,20 @@ def test_an_epoch_line_shows_a_validation_accuracy_only_when_the_epoch_validated
     assert code == 0 and len(lines) == 3
     assert ["val acc" in line for line in lines] == [False, True, False]
     assert results_of(out)["val_epoch"] == 2  # (its val_acc is epoch 2's: it said not which)
+
+
+def test_a_cell_resumed_by_another_wandb_agent_is_that_agents_run(tmp_path, monkeypatch):
+    """W&B gives a sweep agent's run the agent's id whatever the run asks for: a cell that an
+    interrupted agent left, resumed by the next agent, kept the first agent's id in
+    ``RUN/wandb-id`` and (online) skipped logging its history into the new run."""
+    from lotterynet.loggers import wandb_run_id
+
+    run_dir = tmp_path / "cell"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "wandb-id").write_text("agentc\n")
+    checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
+    monkeypatch.setenv("WANDB_RUN_ID", "agentd")
+    assert wandb_run_id(run_dir, checkpoint) == ("agentc", True)  # a resume by hand
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep1")
+    assert wandb_run_id(run_dir, checkpoint) == ("agentd", False)
+    assert (run_dir / "wandb-id").read_text() == "agentd\n"
