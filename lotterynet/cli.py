@@ -30,6 +30,7 @@ from .config import (
     overlay,
     refuse_unread_flags,
     split_trainer_options,
+    without_devices_named_in,
 )
 from .errors import (
     REPORTED,
@@ -144,7 +145,7 @@ def explicit_values(args: argparse.Namespace) -> dict:
         check_agree(flags, covered, given, lambda name: f"--trainer.{name}",
                     lambda key: f"--{key.replace('_', '-')}")
         flags = {**covered, **flags, "trainer": options}
-    return lightning_devices(overlay(values, flags))
+    return lightning_devices(overlay(without_devices_named_in(values, flags), flags))
 
 
 def config_from_args(args: argparse.Namespace):
@@ -180,7 +181,7 @@ def resolved_config(args: argparse.Namespace):
             f"{was}; a resumed run keeps its config (with --resume only these "
             f"may be given: {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)})")
     values = {k: v for k, v in stored.items() if k not in NOT_RESUMED}
-    return make_config({**values, **explicit})
+    return make_config({**without_devices_named_in(values, explicit), **explicit})
 
 
 def plural(count: int, noun: str) -> str:
@@ -199,10 +200,11 @@ def summary_line(results: dict) -> str:
             else f"{params['trainable']:,} trained weights")
     ticket = f"\n  ticket:     {run_dir}/model.ticket" if params["maskable"] else ""  # masks
     wandb = f"\n  W&B:        {results['wandb_dir']}" if results.get("wandb_dir") else ""
-    seconds = results["train_seconds"]
+    seconds, partial = results["train_seconds"], results.get("partial_epoch")
+    part = f" and {partial['batches']} of {partial['of']} batches" if partial else ""
     return (f"test accuracy {100 * results['test_acc']:.2f}% | {size} | "
             f"{seconds:.{1 if seconds < 10 else 0}f} s "
-            f"({plural(results['epochs_done'], 'epoch')})\n"
+            f"({plural(results['epochs_done'], 'epoch')}{part})\n"
             f"  results:    {run_dir}/results.json\n  checkpoint: {checkpoint}{ticket}{wandb}")
 
 

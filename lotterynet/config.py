@@ -288,6 +288,18 @@ def check_agree(flat: dict, covered: dict, options: dict, trainer_name, flat_nam
                               f"{flat[key]!r} disagree; give one of them")
 
 
+def without_devices_named_in(values: dict, over: dict) -> dict:
+    """``values`` without its devices (flat, or ``trainer.devices``) when ``over``, which
+    comes on top of it, names them in either form: the later wins (a file's
+    ``trainer.devices: auto`` outlived ``--devices 2``, and Lightning read it)."""
+    if "devices" not in over and "devices" not in (over.get("trainer") or {}):
+        return values
+    values = {k: v for k, v in values.items() if k != "devices"}
+    if isinstance(values.get("trainer"), dict):
+        values["trainer"] = {k: v for k, v in values["trainer"].items() if k != "devices"}
+    return values
+
+
 def lightning_devices(values: dict) -> dict:
     """``values`` with a ``devices`` that is not a count (``auto``, ``"0,1"``, ``[0, 1]``)
     moved into the Trainer options, where Lightning reads it."""

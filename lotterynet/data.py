@@ -149,17 +149,28 @@ def _idx_files(name: str, root: Path, spec: DatasetSpec, train: bool,
 
 def _torchvision_split(name: str, root: Path, spec: DatasetSpec, train: bool,
                        download: bool) -> tuple:
-    """``(data, targets)`` of a set that torchvision reads (CIFAR-10), downloaded when asked."""
-    try:
-        from torchvision import datasets  # here, not at import: config checks stay light
+    """``(data, targets)`` of a set that torchvision reads (CIFAR-10), downloaded when asked.
+    Files there that fail torchvision's MD5 check are corrupt, not missing (torchvision says
+    "not found or corrupted" for both)."""
+    from torchvision import datasets  # here, not at import: config checks stay light
 
-        ds = getattr(datasets, spec.torchvision_name)(str(root), train=train, download=download)
+    dataset = getattr(datasets, spec.torchvision_name)
+    folder = root / dataset.base_folder
+    present = folder.is_dir() and any(folder.iterdir())
+    try:
+        ds = dataset(str(root), train=train, download=download)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        if "not found" not in str(err).lower():
-            raise _corrupt(name, root, spec, err) from None
+        if present or "not found" not in str(err).lower():
+            raise _corrupt(name, root, spec, RuntimeError(
+                f"{folder} holds files that fail torchvision's MD5 check" if present
+                else err)) from None
         how = "or allow downloading" if not download else "(the download failed too)"
         raise _missing(name, root, spec, how) from err
     except URLError as err:  # offline, and the set is downloaded in one piece
+        if present:
+            raise _corrupt(name, root, spec, RuntimeError(
+                f"{folder} holds files that fail torchvision's MD5 check, and downloading "
+                f"intact ones failed: {err.reason}")) from None
         raise _missing(name, root, spec, f"and the download failed ({err.reason})") from None
     except (ValueError, TypeError, AssertionError, IndexError, EOFError, OSError,
             pickle.UnpicklingError, UnicodeDecodeError) as err:

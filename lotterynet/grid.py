@@ -170,7 +170,8 @@ NOT_IN_CELLS = {
 def check_cell_keys(spell, values: dict) -> None:
     """Refuse a key the sweep sets in every cell (it would be overridden, unsaid); ``spell``
     names a key as the user gave it (a flag, ``base: KEY``)."""
-    key = next((k for k in NOT_IN_CELLS if values.get(k) not in (None, False)), None)
+    key = next((k for k in NOT_IN_CELLS  # (a flag's false is no value: --no-progress-bar)
+                if values.get(k) is not None and values.get(k) is not False), None)
     if key:
         raise ConfigError(f"{spell(key)} {values[key]!r} is not for a sweep: "
                           f"{NOT_IN_CELLS[key]}")

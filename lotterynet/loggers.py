@@ -93,10 +93,10 @@ def resumed_history(resumed: Resumed | None) -> list[dict]:
                               f"away to resume without it")
     complete = []
     for line, row in enumerate(rows, start=2):
-        if None in row.values():  # cut off by a kill: logged again by the resume
-            continue
+        if None in row.values() and line == len(rows) + 1:  # the last line, cut off by a
+            continue  # kill: logged again by the resume
         numbers = {key: row.get(key) or "0" for key in ("epoch", "step")}
-        if None in row or not all(map(is_number, numbers.values())):
+        if None in row or None in row.values() or not all(map(is_number, numbers.values())):
             raise CheckpointError(
                 f"{source} line {line} is not a row of the run's history (epoch "
                 f"{numbers['epoch']!r}, step {numbers['step']!r}, {len(row)} fields); fix or "
@@ -110,7 +110,7 @@ def resumed_history(resumed: Resumed | None) -> list[dict]:
         epoch, step = row.get("epoch"), float(row.get("step") or 0)
         if float(epoch) <= stored["epoch"] if epoch else step < stored["global_step"]:
             complete.append(row)
-    missing = missing_epochs(complete, stored["epoch"])
+    missing = missing_epochs(complete, stored["epoch"] + 1)  # (its epoch: the last one's index)
     if missing:
         raise CheckpointError(
             f"{source}, the history of the run being resumed, has no rows of epoch "

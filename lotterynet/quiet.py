@@ -8,7 +8,10 @@ fresh run that ``--overwrite`` asked for); and, on a resume into another folder,
 has changed … best_model_score … won't be reloaded", moot here (the checkpoint is the last
 epoch's; no metric ranks checkpoints); and torch's deprecation of the
 ``torch.distributed.nn.functional.all_gather`` that Lightning's own ``all_gather`` calls (once
-per DDP rank at every run's end). Everything else Lightning and torch say still
+per DDP rank at every run's end); and Lightning's "Detected KeyboardInterrupt, attempting
+graceful shutdown" before the run's own line saying that Ctrl-C stopped it (SIGTERM's
+"Received SIGTERM" goes with Lightning's handler: :func:`lotterynet.lifetime.
+stop_all_ranks_on_sigterm`). Everything else Lightning and torch say still
 reaches the console (the ``log_every_n_steps`` warning is avoided, not hidden:
 :func:`lotterynet.run.make_trainer` logs at most once per epoch's worth of steps)."""
 
@@ -35,7 +38,7 @@ def quiet_lightning() -> None:
     """Install the filters (once per process)."""
     logger = logging.getLogger(LIGHTNING_INFO)
     if not any(isinstance(f, DropLines) for f in logger.filters):
-        logger.addFilter(DropLines("litlogger"))
+        logger.addFilter(DropLines("litlogger", "Detected KeyboardInterrupt"))
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not "

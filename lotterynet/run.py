@@ -125,10 +125,11 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
                           f"{str(source)!r} itself or into an empty --out")
     if config.overwrite or not holds_files(run_dir):
         return
-    last = run_dir / CHECKPOINTS / LAST
-    resume = f"--resume {last}, " if last.is_file() else ""
-    raise ConfigError(f"run directory {str(run_dir)!r} is not empty; pass --overwrite, "
-                      f"{resume}or another --out")
+    last = run_dir / CHECKPOINTS / LAST  # (a finished run is not resumed: not offered)
+    resume = f"--resume {last}, " if last.is_file() and not (run_dir / RESULTS).is_file() else ""
+    finished = f" (a finished run: {RESULTS} is there)" if (run_dir / RESULTS).is_file() else ""
+    raise ConfigError(f"run directory {str(run_dir)!r} is not empty{finished}; pass "
+                      f"--overwrite, {resume}or another --out")
 
 
 @contextlib.contextmanager
@@ -309,6 +310,9 @@ class EpochTimer(pl.Callback):
         self.metrics: dict[str, float] = {}
         self.best_val_acc: float | None = None
         self.val_epoch: int | None = None  # the last epoch that validated (1-based)
+        # the last epoch, when a Trainer option (max_time) stopped it part way: its batches
+        # trained, of how many (it is not counted in epochs_done)
+        self.partial: dict[str, int] | None = None
         self.announce, self.epochs = announce, epochs
         self._validated = False  # whether the epoch under way has validated
 
@@ -321,6 +325,9 @@ class EpochTimer(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.seconds.append(self._clock(pl_module) - self._start)
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        self.partial = None if progress.is_last_batch else {
+            "batches": progress.current.completed, "of": trainer.num_training_batches}
         self.metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
                              if k in self.METRICS})
         if "val/acc" in self.metrics:
@@ -348,6 +355,9 @@ class EpochTimer(pl.Callback):
                          f"{100 * m.get('train/acc', 0.0):.2f}%")
         if "val/acc" in m and validated:
             parts.append(f"val acc {100 * m['val/acc']:.2f}%")
+        if self.partial:
+            parts.append(f"stopped after {self.partial['batches']} of {self.partial['of']} "
+                         f"batches")
         return " | ".join([*parts, f"{self.seconds[-1]:.1f} s"])
 
     def state_dict(self) -> dict:
@@ -651,6 +661,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         "val_epoch": timer.val_epoch,  # (check_val_every_n_epoch: maybe before the last)
         "train_acc": timer.metrics.get("train/acc"),
         "epochs_done": epochs_completed(trainer),
+        "partial_epoch": timer.partial,  # (then the last of seconds_per_epoch, val_epoch)
         "seconds_per_epoch": timer.seconds,
         "train_seconds": sum(timer.seconds),  # every epoch's, those before a resume too
         "device": device_name(trainer),

@@ -407,7 +407,7 @@ class MemberResults(pl.Callback):
             "lr": settings["optim"]["lr"], "params": counts, "layer_density": densities, **tested,
             "val_acc": last.get("val/acc"), "train_acc": last.get("train/acc"),
             "val_epoch": budget if "val/acc" in last else None,
-            "epochs_done": budget, "seconds_per_epoch": seconds,
+            "epochs_done": budget, "partial_epoch": None, "seconds_per_epoch": seconds,
             "train_seconds": sum(seconds), "device": device_name(trainer), "devices": 1,
             "mask_digests": [mask_digest(member)], "run_dir": str(cell),
             "stack": {"dir": str(self.stack_dir), "members": len(module.budgets)},

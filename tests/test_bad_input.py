@@ -373,6 +373,11 @@ CASES = [
       "--overwrite"], ["--overwrite", "not for a sweep", "--sweep-out"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
       "--progress-bar"], ["--progress-bar", "not for a sweep"]),
+    # (a zero is a value: it was taken for an unset flag, and the grid's own used unsaid)
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
+      "--sweep-seeds", "1", "--seed", "0"], ["--seed 0", "not for a sweep", "axis"]),
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
+      "--sparsity", "0"], ["--sparsity 0", "not for a sweep", "axis"]),
     (["--sweep", "{sw_long_name}", "--wandb-sweep", "{tmp}/w.yaml"],
      ["folder of sweep cell dense/", "names of at most 255"]),
     (["--stack-file", "/nonexistent/stack.yaml"], ["/nonexistent/stack.yaml", "not found"]),
@@ -501,6 +506,8 @@ CASES = [
     (["--resume", "{ckpt_stepjunk}"], ["stepjunk-run", "global_step 11 is not its loop's (4)"]),
     (["--resume", C, "--out", "{other_run}"], ["other_run", "another run"]),
     (["--resume", C, "--out", "{finished_dir}"], ["finished", "nothing to resume"]),
+    (["--arch", "fc2", "--out", "{finished_dir}"],  # (it offered a --resume, then refused)
+     ["not empty (a finished run: results.json is there); pass --overwrite, or another --out"]),
     (["--fan-in", "sideways"], ["sideways", "target"]),
     (["--score-init", "wider"], ["wider", "edgepopup", "kaiming"]),
     (["--arch", "fc2", "--model-kwargs", "patch_size=7"],

@@ -170,3 +170,26 @@ def test_another_data_set_is_refused_on_the_command_line(data_dir, tmp_path, cap
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"{tmp_path}/data/MNIST/raw/t10k-labels-idx1-ubyte holds fashion-mnist's" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_cifar_files_that_fail_their_checksum_are_corrupt_not_missing(tmp_path, monkeypatch,
+                                                                      download):
+    """torchvision says "not found or corrupted" for both: CIFAR-10 files that are there but
+    fail its MD5 check were reported as no data (put the files there), offline too."""
+    import torchvision.datasets.cifar
+
+    def unreachable(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", unreachable)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in ("data_batch_1", "test_batch"):
+        (folder / name).write_bytes(b"not the batch")
+    with pytest.raises(DatasetCorrupt, match=re.escape(f"{folder} holds files that fail "
+                                                       f"torchvision's MD5 check")):
+        load_split("cifar10", tmp_path, train=True, download=download)
+    shutil.rmtree(folder)  # and with nothing there: missing
+    with pytest.raises(DatasetNotFound, match="cifar10: no data under"):
+        load_split("cifar10", tmp_path, train=True, download=download)

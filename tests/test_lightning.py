@@ -366,6 +366,32 @@ def test_step_loss_is_logged_only_in_the_steps_whose_logs_lightning_writes(tmp_p
     assert logged.count("train/loss") == 5 and len(set(losses.values())) == 5
 
 
+def test_devices_on_the_command_line_win_over_the_files_in_either_form(tmp_path, monkeypatch):
+    """A config file's ``trainer.devices: auto`` (the README's example) outlived ``--devices
+    2``, and Lightning read it: the run trained on one device (its config said 2); a resume
+    with ``--devices`` likewise kept the stored ``trainer.devices``."""
+    from lotterynet.config import device_count, make_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {arch: fc2}\ntrainer: {devices: auto}\n")
+
+    def resolved(*argv):
+        return config_from_args(build_parser().parse_args(["--accelerator", "gpu", *argv]))
+
+    assert device_count(resolved("--config", str(path))) == 4
+    assert device_count(resolved("--config", str(path), "--devices", "2")) == 2
+    assert device_count(resolved("--config", str(path), "--trainer.devices", "0,1,2")) == 3
+    path.write_text("model: {arch: fc2}\ntrainer: {devices: 3}\n")  # (an int: flat devices)
+    assert device_count(resolved("--config", str(path), "--devices", "auto")) == 4
+    stored = make_config({"arch": "fc2", "accelerator": "gpu", "trainer": {"devices": "auto"}})
+    monkeypatch.setattr("lotterynet.checkpointing.stored_run",
+                        lambda path: (stored.to_dict(), 1))
+    (tmp_path / "last.ckpt").write_bytes(b"")  # (its config is the stored_run above)
+    assert device_count(resolved("--resume", str(tmp_path / "last.ckpt"), "--devices", "2")) == 2
+
+
 def test_trainer_devices_are_counted_as_lightning_counts_them(monkeypatch):
     """``--devices auto`` / ``0,1`` / ``-1`` go to the Trainer as its ``devices``; the shares of
     the training split, the per-device checks and the strategy count the devices they name

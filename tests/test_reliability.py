@@ -538,6 +538,8 @@ def test_stopped_by_a_signal_says_so_and_is_not_a_success(whole_and_stopped, tmp
     assert stopped.returncode == code, stopped.stderr[-2000:]
     assert stopped.stderr.strip().splitlines()[-1] == (
         f"train.py: error: stopped by {said}; resume with --resume {checkpoint}")
+    assert "Detected KeyboardInterrupt" not in stopped.stderr  # (Lightning's, a line before)
+    assert "Received SIGTERM" not in stopped.stderr
     assert load_checkpoint(checkpoint)["epoch"] == 0 and not (run / "results.json").exists()
     assert main(["--resume", str(checkpoint)]) == 0
     assert_same_history_and_result(run, whole)
@@ -556,6 +558,8 @@ def with_a_word_for_a_metric(text: str) -> str:
 @pytest.mark.parametrize("edit, said", [
     (lambda text: text + ",,x,,,,,,,,,,,,,,\n", "epoch 'x'"),
     (with_a_word_for_a_metric, "holds 'abc' as"),
+    (lambda text: text.replace("\n", "\n0,1\n", 1), "line 2 is not a row"),  # (only the last
+    # line may be short: a kill's)
     (lambda text: text + "," * 40 + "\n", "fields"),
     (lambda text: text.replace("val/acc", "val/\udcff", 1), "not a CSV file"),
     (lambda text: text.split("\n", 1)[1], "has no header naming its columns"),
@@ -578,11 +582,15 @@ def test_history_edited_by_hand_is_refused_and_kept(whole_and_stopped, tmp_path,
     assert tree(run) == before
 
 
+@pytest.mark.parametrize("lost", [0, 1])
 def test_a_history_cut_short_is_refused_and_kept(whole_and_stopped, tmp_path, data_dir,
-                                                capsys):
+                                                capsys, lost):
     """A ``metrics.csv`` that lost the rows of whole epochs (cut short by hand, or by a kill
     while Lightning rewrote it) stops the resume with one line naming the first lost epoch
-    (the resume went on and the run ended with a history missing them); the file is kept."""
+    (the resume went on and the run ended with a history missing them; the last epoch's rows
+    were not even looked for); the file is kept."""
+    import csv
+
     _, stopped = whole_and_stopped
     run = tmp_path / "cut"
     shutil.copytree(stopped, run)
@@ -590,13 +598,18 @@ def test_a_history_cut_short_is_refused_and_kept(whole_and_stopped, tmp_path, da
     assert main(["--resume", checkpoint, "--stop-after", "2"]) == 0  # epochs 0 and 1 done
     capsys.readouterr()
     history = run / "metrics.csv"
-    lines = history.read_text().splitlines(keepends=True)
-    history.write_text("".join(lines[:3]))  # the header, the step-0 rows
+    with open(history, newline="") as f:
+        reader = csv.DictReader(f)
+        rows, columns = [r for r in reader if r["epoch"] != str(lost)], reader.fieldnames
+    with open(history, "w", newline="") as f:  # (without the rows of epoch `lost`)
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
     before = tree(run)
     assert main(["--resume", checkpoint]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(history) in err, err
-    assert "has no rows of epoch 0, which its checkpoint (epoch 1) has trained" in err
+    assert f"has no rows of epoch {lost}, which its checkpoint (epoch 1) has trained" in err
     assert tree(run) == before
 
 

@@ -3,6 +3,7 @@ checkpoints (atomic, weights_only, resumable), W&B offline, DDP over gloo, bad i
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -500,7 +501,8 @@ def test_a_resumed_offline_wandb_run_holds_the_whole_history(tmp_path, data_dir,
     assert [row["_step"] for row in resumed] == list(range(len(whole)))
 
 
-def test_a_run_stopped_part_way_through_an_epoch_logs_that_steps_loss(tmp_path, data_dir):
+def test_a_run_stopped_part_way_through_an_epoch_logs_that_steps_loss(tmp_path, data_dir,
+                                                                      capsys):
     """A callback that stops training part way through an epoch (``max_time``): the epoch is
     not counted as done (Lightning's count said 2 after 1.3 epochs), and the stopping step's
     row holds its own loss (it held the last logged step's)."""
@@ -513,7 +515,15 @@ def test_a_run_stopped_part_way_through_an_epoch_logs_that_steps_loss(tmp_path, 
     code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense",
                       "--limit-train", "640", "--val-size", "64", "--epochs", "3",
                       "--config", str(config))
-    assert code == 0 and results_of(out)["epochs_done"] == 1 and len(StopAtStep.losses) == 1
+    results = results_of(out)
+    assert code == 0 and results["epochs_done"] == 1 and len(StopAtStep.losses) == 1
+    # said alike everywhere (the console counted the part as an epoch and the total did not)
+    assert results["partial_epoch"] == {"batches": 3, "of": 10}
+    assert results["val_epoch"] == 2 and len(results["seconds_per_epoch"]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert any(re.match(r"epoch 2/3 \|.* \| stopped after 3 of 10 batches \| [\d.]+ s$", line)
+               for line in lines), lines
+    assert any("(1 epoch and 3 of 10 batches)" in line for line in lines), lines
     with open(out / "metrics.csv", newline="") as f:
         losses = {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f)
                   if r["train/loss"]}
