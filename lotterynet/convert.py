@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 import inspect
 import itertools
 import numbers
@@ -321,6 +322,34 @@ def _warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
                       f"model with a larger init (timm: ls_init_value=1.0)", stacklevel=3)
 
 
+@functools.cache
+def _forward_source(cls: type) -> str:
+    """The source of ``cls.forward`` ("" where there is none to read)."""
+    try:
+        return inspect.getsource(cls.forward)
+    except (OSError, TypeError):
+        return ""
+
+
+def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module]) -> None:
+    """Warn of a converted layer whose weight its parent's forward reads itself
+    (``self.qkv.weight``: torchvision's Swin attention passes it to ``F.linear``) when that
+    weight is ``[P, 2N]`` over ``[relu(x), relu(-x)]`` (subset-sum / fixedsize with ReLU), not
+    ``[out, in]``: that forward then fails with a shape error naming no layer."""
+    for name, layer in replaced.items():
+        parent, _, child = name.rpartition(".")
+        if not name or getattr(getattr(layer, "structure", None), "activation", None) != "relu":
+            continue
+        owner = type(model.get_submodule(parent))
+        if re.search(rf"\bself\.{re.escape(child)}\.weight\b", _forward_source(owner)):
+            warnings.warn(f"convert: {owner.__name__}.forward reads self.{child}.weight itself "
+                          f"(layer {name!r}), which with activation='relu' is [P, 2N] over "
+                          f"[relu(x), relu(-x)], not [out, in], so that forward will fail: "
+                          f"convert such layers with activation='identity' (a call of their "
+                          f"own, include=[...]) or exclude them", stacklevel=3)
+            return
+
+
 def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             structure: str = "dense", include=None, exclude=None, seed: int = 0,
             bias: str = "frozen", batchnorm: str = "non-affine", others: str = "frozen",
@@ -416,6 +445,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
         if name:
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, layer)
+    _warn_weight_readers(model, replaced)
     for module in result.modules():
         if isinstance(module, nn.TransformerEncoder):
             # its nested-tensor fast path (eval, with a padding mask) reads the packed

@@ -287,11 +287,19 @@ def _built(model: nn.Module, path: str) -> bool:
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every tensor on the ``meta`` device (nothing allocated)."""
+    """A copy of ``model`` with every tensor on the ``meta`` device (nothing allocated). A
+    model that cannot be copied is refused as such (the fault is not the ticket's)."""
     memo = {id(t): nn.Parameter(t.detach().to("meta"), t.requires_grad)
             if isinstance(t, nn.Parameter) else t.to("meta")
             for t in (*model.parameters(), *model.buffers())}
-    return copy.deepcopy(model, memo)
+    try:
+        return copy.deepcopy(model, memo)
+    except Exception as error:  # noqa: BLE001 - whatever the user's module holds
+        raise TicketError(f"model= {type(model).__name__} cannot be copied (copy.deepcopy: "
+                          f"{error!r}), which load_ticket does to check the ticket's convert() "
+                          f"calls on a meta-device copy before they allocate; give a model "
+                          f"without what cannot be copied (locks, open files, generators)"
+                          ) from error
 
 
 def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int

@@ -201,6 +201,34 @@ def test_layer_scales_frozen_near_zero_are_warned_of(recwarn):
     assert not [w for w in recwarn if "layer scale" in str(w.message)]
 
 
+class ReadsItsLayersWeight(nn.Module):
+    """A module whose forward passes a layer's weight to ``F.linear`` itself, as torchvision's
+    Swin attention does with ``self.qkv.weight``."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.proj.weight, self.proj.bias)
+
+
+@pytest.mark.parametrize("structure", ["subsetsum", "fixedsize"])
+def test_a_layer_whose_weight_its_parent_reads_is_warned_of_under_relu(recwarn, structure):
+    """With ReLU a subset-sum layer's weight is [P, 2N]: a parent reading it itself failed at
+    its first forward with "mat1 and mat2 shapes cannot be multiplied (2x6 and 12x4)", naming
+    no layer. convert names it; with identity (an [out, in] weight) it works, unwarned."""
+    with pytest.warns(UserWarning, match=r"ReadsItsLayersWeight.forward reads self.proj.weight "
+                                         r"itself \(layer '0.proj'\).*activation='identity'"):
+        relu = convert(nn.Sequential(ReadsItsLayersWeight()), sparsity=0.5, structure=structure)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        relu(torch.randn(2, 6))
+    recwarn.clear()
+    identity = convert(nn.Sequential(ReadsItsLayersWeight()), sparsity=0.5, structure=structure,
+                       activation="identity")
+    assert identity(torch.randn(2, 6)).shape == (2, 4) and not recwarn.list
+
+
 @pytest.mark.parametrize("kwargs,words", [
     (dict(bias="frozn"), ["frozn", "frozen", "trainable", "none"]),
     (dict(batchnorm="affine"), ["affine", "non-affine", "trainable"]),

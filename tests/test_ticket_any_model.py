@@ -113,6 +113,20 @@ def test_ticket_refuses_a_model_of_another_shape(tmp_path):
         load_ticket(tmp_path / "t.ticket", model=TinyTransformer())
 
 
+def test_a_model_that_cannot_be_copied_is_named_not_the_ticket(tmp_path):
+    """load_ticket copies your model to the meta device first; a model holding a lock made it
+    say "the ticket's model does not build", blaming a sound ticket."""
+    import threading
+
+    model = ln.convert(SmallCNN(), sparsity=0.5, seed=0)
+    save_ticket(model, tmp_path / "t.ticket")
+    fresh = SmallCNN()
+    fresh.lock = threading.Lock()
+    with pytest.raises(TicketError, match=r"model= SmallCNN cannot be copied \(copy\.deepcopy: "
+                                          r"TypeError\(\"cannot pickle '_thread\.lock'"):
+        load_ticket(tmp_path / "t.ticket", model=fresh)
+
+
 def test_a_built_model_converted_again_loads_by_path_alone(tmp_path):
     """build_model, then convert() of what the builder left (here timm's head): the path alone
     rebuilds it, the spec's calls made once; before, the load named a missing mask."""
