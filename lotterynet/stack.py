@@ -169,6 +169,7 @@ class StackModule(pl.LightningModule):
         self.diverged: dict[int, str] = {}
         self.prefixed = False  # whether the data module serves the shared prefix's output
         self.graphs = StepGraphs(cuda_graphs)
+        self.step_losses: torch.Tensor | None = None  # the last step's, of its members
 
     def setup(self, stage: str) -> None:
         """The members' one shared frozen prefix (LeNet5's convs) runs once per example of each
@@ -235,6 +236,7 @@ class StackModule(pl.LightningModule):
                               [self.model.members[s] for s in members], x, key=tuple(members))
         logits = torch.stack(outputs)
         losses = member_losses(logits, y)
+        self.step_losses = losses.detach()  # (read on the steps a run logs its loss at)
         self.manual_backward(losses.sum())  # d(Σ losses)/dθ_s = d(loss_s)/dθ_s for member s
         optimizers = as_list(self.optimizers())
         for s in members:
@@ -326,6 +328,22 @@ class MemberResults(pl.Callback):
         their budget diverged): an epoch of no member has no loss to step on."""
         if not module.training_members(epoch):
             trainer.should_stop = True
+
+    def on_train_batch_end(self, trainer, module: StackModule, outputs, batch, batch_idx
+                           ) -> None:
+        """On the steps where a single run logs its step loss (every ``log_every_n_steps``),
+        each training member's, into its history and under its name."""
+        if not trainer._logger_connector.should_update_logs:
+            return
+        epoch, step = trainer.current_epoch, trainer.fit_loop.epoch_loop._batches_that_stepped
+        members = module.training_members(epoch)
+        losses = module.step_losses.float().tolist()
+        for s, loss in zip(members, losses):
+            self.history[s].append({"epoch": epoch, "step": step, "train/loss": loss})
+        for logger in trainer.loggers:
+            logger.log_metrics({**{f"{module.names[s]}/train/loss": loss
+                                   for s, loss in zip(members, losses)}, "epoch": epoch},
+                               step=step)
 
     def on_train_epoch_end(self, trainer, module: StackModule) -> None:
         epoch = trainer.current_epoch

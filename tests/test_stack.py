@@ -106,9 +106,9 @@ def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batc
 
 
 def assert_history_as_a_single_runs(cell: Path, single_dir: Path) -> None:
-    """A member's ``metrics.csv`` has its single run's columns but the per-step loss, the same
-    parameter-count row first, its epochs' rows and its test row at the same steps (it held the
-    epoch rows alone)."""
+    """A member's ``metrics.csv`` has its single run's columns, the same parameter-count row
+    first, its step losses, epochs' rows and test row at the same steps (it held the epoch rows
+    alone, then all but the step losses)."""
     def rows(folder: Path) -> list[dict]:
         with open(folder / "metrics.csv", newline="") as f:
             return list(csv.DictReader(f))
@@ -117,9 +117,8 @@ def assert_history_as_a_single_runs(cell: Path, single_dir: Path) -> None:
         return [(r["epoch"], r["step"], float(r[key])) for r in rows if r[key]]
 
     ours, theirs = rows(cell), rows(single_dir)
-    assert set(ours[0]) == set(theirs[0]) - {"train/loss"}
-    assert ours[0] == {k: v for k, v in theirs[0].items() if k != "train/loss"}
-    for key in ("train/acc", "val/acc", "test/acc"):
+    assert set(ours[0]) == set(theirs[0]) and ours[0] == theirs[0]
+    for key in ("train/loss", "train/acc", "val/acc", "test/acc"):
         assert [row[:2] for row in at(ours, key)] == [row[:2] for row in at(theirs, key)]
         assert [row[2] for row in at(ours, key)] == pytest.approx(  # (float32 quotients)
             [row[2] for row in at(theirs, key)], abs=1e-6), key
@@ -293,7 +292,8 @@ def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir,
     steps = [json.loads(i.value_json) for r in records if r.WhichOneof("record_type") ==
              "history" for i in r.history.item
              if (i.key or "/".join(i.nested_key)) == "trainer/global_step"]
-    assert steps == [4]  # 300 examples, batch 64: 5 steps
+    assert steps == [4, 4]  # 300 examples, batch 64: 5 steps; the step loss, then the epoch
+    assert {f"{c.name}/train/loss" for c in cells} <= set(summary)
     with open(cells[0] / "metrics.csv") as f:
         assert [row["step"] for row in csv.DictReader(f) if row["lr"]] == ["4"]
 
