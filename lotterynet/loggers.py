@@ -123,9 +123,11 @@ def resumed_history(resumed: Resumed | None) -> list[dict]:
 def missing_epochs(rows: list[dict], before: int) -> list[int]:
     """The epochs before ``before`` that a history of ``rows`` should hold and does not: from
     0 when it holds the run's first step (a row of step 0), else from its first epoch (the run
-    was resumed once without its history). Every epoch logs rows (its end's at least)."""
+    was resumed once without its history; none for a history of no epoch: no history). Every
+    epoch logs rows (its end's at least)."""
     epochs = {int(float(r["epoch"])) for r in rows if r.get("epoch")}
-    first = 0 if any(float(r.get("step") or 0) == 0 for r in rows) else min(epochs, default=0)
+    first = 0 if any(float(r.get("step") or 0) == 0 for r in rows) else min(epochs,
+                                                                           default=before)
     return sorted(set(range(first, before)) - epochs)
 
 
