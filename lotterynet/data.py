@@ -41,8 +41,9 @@ class DatasetSpec:
     image_size: int  # height = width of the images
     num_classes: int = 10
     test_size: int = 10000  # examples in the test split
-    # an IDX set's SHA-256 of the (train, test) labels as read, which tell it from another set
-    label_sha256: tuple[str, str] | None = None
+    # an IDX set's SHA-256 of each split's (images, labels) as read, (train, test): they tell
+    # it from another set and from a damaged copy
+    sha256: tuple[tuple[str, str], tuple[str, str]] | None = None
 
     @property
     def in_channels(self) -> int:
@@ -51,7 +52,7 @@ class DatasetSpec:
     @property
     def idx(self) -> bool:
         """Whether the set is IDX files, read by :mod:`lotterynet.idx`."""
-        return self.label_sha256 is not None
+        return self.sha256 is not None
 
 
 def _register(spec: DatasetSpec) -> None:
@@ -60,13 +61,17 @@ def _register(spec: DatasetSpec) -> None:
 
 _IDX = "{train,t10k}-{images-idx3,labels-idx1}-ubyte"
 _register(DatasetSpec("mnist", "MNIST", f"MNIST/raw/{_IDX}", (0.1307,), (0.3081,), 60000,
-                      28, label_sha256=(
-                          "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
-                          "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5")))
+                      28, sha256=(
+                          ("741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+                           "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13"),
+                          ("6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+                           "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5"))))
 _register(DatasetSpec("fashion-mnist", "FashionMNIST", f"FashionMNIST/raw/{_IDX}",
-                      (0.2860,), (0.3530,), 60000, 28, label_sha256=(
-                          "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
-                          "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9")))
+                      (0.2860,), (0.3530,), 60000, 28, sha256=(
+                          ("2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+                           "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7"),
+                          ("c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+                           "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9"))))
 _register(DatasetSpec("cifar10", "CIFAR10", "cifar-10-batches-py/{data_batch_1..5,"
                       "test_batch}", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000,
                       32))
@@ -116,7 +121,8 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
     labels = torch.as_tensor(targets).long()
     check_split(name, root, spec, train, images, labels)
     if spec.idx:
-        check_labels(name, spec, train, targets, files[1])
+        for kind, array, path in zip(("images", "labels"), (data, targets), files):
+            check_fingerprint(name, spec, train, kind, array, path)
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     return images.sub_(mean).div_(std).contiguous(), labels
@@ -203,21 +209,21 @@ def check_split(name: str, root: Path, spec: DatasetSpec, train: bool, images: t
         raise _corrupt(name, root, spec, ValueError(f"the {split} split has {fault}"))
 
 
-def check_labels(name: str, spec: DatasetSpec, train: bool, labels: np.ndarray,
-                 path: Path) -> None:
-    """An IDX set's labels, read from ``path``, are the set's own (by their SHA-256): the files
-    of another set (Fashion-MNIST's in MNIST's folder, one split of each) are refused, as are
-    labels altered in place."""
-    split = 0 if train else 1
-    digest = hashlib.sha256(labels.tobytes()).hexdigest()
-    if digest == spec.label_sha256[split]:
+def check_fingerprint(name: str, spec: DatasetSpec, train: bool, kind: str, array: np.ndarray,
+                      path: Path) -> None:
+    """An IDX set's ``kind`` ("images" or "labels"), read from ``path``, are the set's own (by
+    their SHA-256): the files of another set (Fashion-MNIST's in MNIST's folder, one split of
+    each) are refused, as are images or labels altered in place."""
+    split, part = (0 if train else 1), ("images", "labels").index(kind)
+    digest = hashlib.sha256(array.tobytes()).hexdigest()
+    if digest == spec.sha256[split][part]:
         return
     owner = next((other for other in map(DATASETS.get, DATASETS.names())
-                  if other.idx and digest == other.label_sha256[split]), None)
-    split_name = "training" if train else "test"
+                  if other.idx and digest == other.sha256[split][part]), None)
+    what = f"{'training' if train else 'test'} {kind}"
     if owner:
-        raise DatasetCorrupt(f"{name}: {path} holds {owner.name}'s {split_name} labels, not "
-                             f"{name}'s; put {name}'s files there ({owner.name}'s belong "
-                             f"under {owner.torchvision_name}/raw)")
-    raise DatasetCorrupt(f"{name}: {path} does not hold {name}'s {split_name} labels (a damaged "
-                         f"copy, or another data set's); replace it with an intact copy")
+        raise DatasetCorrupt(f"{name}: {path} holds {owner.name}'s {what}, not {name}'s; put "
+                             f"{name}'s files there ({owner.name}'s belong under "
+                             f"{owner.torchvision_name}/raw)")
+    raise DatasetCorrupt(f"{name}: {path} does not hold {name}'s {what} (a damaged copy, or "
+                         f"another data set's); replace it with an intact copy")

@@ -131,26 +131,38 @@ def mnist_in_fashion(root, data_dir):
     linked_set(root, data_dir, folder="FashionMNIST")
 
 
+def swapped_bytes(root, data_dir, file, first):
+    """MNIST with bytes ``first`` and ``first + 1`` of ``file`` swapped: it still reads."""
+    raw = linked_set(root, data_dir, files=[name for name in FILES if name != file])
+    data = bytearray((data_dir / "MNIST" / "raw" / file).read_bytes())
+    data[first], data[first + 1] = data[first + 1], data[first]
+    assert data[first] != data[first + 1]
+    (raw / file).write_bytes(bytes(data))
+
+
 def relabelled(root, data_dir):
     """MNIST whose test labels have two entries swapped: still 0..9, still 10,000."""
-    raw = linked_set(root, data_dir, files=FILES[:3])
-    data = bytearray((data_dir / "MNIST" / "raw" / FILES[3]).read_bytes())
-    data[8], data[9] = data[9], data[8]
-    assert data[8] != data[9]
-    (raw / FILES[3]).write_bytes(bytes(data))
+    swapped_bytes(root, data_dir, FILES[3], 8)
+
+
+def repainted(root, data_dir):
+    """MNIST whose first test image has two pixels swapped (row 7, at the 7's top edge)."""
+    swapped_bytes(root, data_dir, FILES[2], 16 + 28 * 7 + 5)
 
 
 @pytest.mark.parametrize("make, dataset, train, held", [
-    (fashion_in_mnist, "mnist", True, "MNIST/raw/train-labels-idx1-ubyte holds fashion-mnist's "
-     "training labels, not mnist's; put mnist's files there (fashion-mnist's belong under "
+    (fashion_in_mnist, "mnist", True, "MNIST/raw/train-images-idx3-ubyte holds fashion-mnist's "
+     "training images, not mnist's; put mnist's files there (fashion-mnist's belong under "
      "FashionMNIST/raw)"),
-    (mixed_splits, "mnist", False, "MNIST/raw/t10k-labels-idx1-ubyte holds fashion-mnist's test "
-     "labels, not mnist's"),
-    (mnist_in_fashion, "fashion-mnist", False, "FashionMNIST/raw/t10k-labels-idx1-ubyte holds "
-     "mnist's test labels, not fashion-mnist's; put fashion-mnist's files there (mnist's "
+    (mixed_splits, "mnist", False, "MNIST/raw/t10k-images-idx3-ubyte holds fashion-mnist's test "
+     "images, not mnist's"),
+    (mnist_in_fashion, "fashion-mnist", False, "FashionMNIST/raw/t10k-images-idx3-ubyte holds "
+     "mnist's test images, not fashion-mnist's; put fashion-mnist's files there (mnist's "
      "belong under MNIST/raw)"),
     (relabelled, "mnist", False, "MNIST/raw/t10k-labels-idx1-ubyte does not hold mnist's test "
      "labels (a damaged copy, or another data set's); replace it with an intact copy"),
+    (repainted, "mnist", False, "MNIST/raw/t10k-images-idx3-ubyte does not hold mnist's test "
+     "images (a damaged copy, or another data set's); replace it with an intact copy"),
 ])
 def test_files_of_another_data_set_are_refused(data_dir, tmp_path, make, dataset, train, held):
     """Files that read cleanly but do not hold the set asked for (they trained silently)."""
@@ -168,7 +180,7 @@ def test_another_data_set_is_refused_on_the_command_line(data_dir, tmp_path, cap
                  str(tmp_path / "data"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert f"{tmp_path}/data/MNIST/raw/t10k-labels-idx1-ubyte holds fashion-mnist's" in err
+    assert f"{tmp_path}/data/MNIST/raw/t10k-images-idx3-ubyte holds fashion-mnist's" in err
     assert not out.exists()
 
 
