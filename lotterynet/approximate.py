@@ -565,6 +565,8 @@ def check_options(args) -> None:
                               f"{', '.join(s.name for s in sweeps)}; valid sizes: "
                               f"{', '.join(map(str, sizes))}")
     check_output_dir(args.out, "--out")
+    if args.experiment != "table":
+        check_output_dir(args.targets_dir, "--targets-dir")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,6 +31,7 @@ from .errors import REPORTED, CheckpointError, OneLineErrorParser, exit_code, me
 from .models import build_model
 from .run import CHECKPOINTS, LAST, RESULTS, check_same_run, holds_files, read_json, run
 from .ticket import tensors_digest
+from .validate import check_output_dir
 
 PENSIA_SGD = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
                   scheduler="cosine", batch_size=64, epochs=10)
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                          "continue a stopped target, run the same command again")
         overrides["resume"] = args.resume
     try:
+        check_output_dir(args.targets_dir, "--targets-dir")
         for name in args.names:
             _, info = trained_target(name, data_dir=args.data_dir,
                                      targets_dir=args.targets_dir, **overrides)

@@ -461,3 +461,24 @@ def test_the_targets_folder_is_an_option_of_both_commands(tmp_path, monkeypatch,
         with pytest.raises(SystemExit):
             command([*argv, "--targets-dir", str(tmp_path / "t")])
     assert asked == [tmp_path / "t", tmp_path / "t"]
+
+
+def test_a_bad_targets_folder_is_named_as_targets_dir_before_any_work(tmp_path, monkeypatch,
+                                                                      capsys):
+    """``--targets-dir`` under a file was reported as ``--out '<dir>/pensia_fc2-e10-seed0'``
+    (a flag the user did not give it to), and only once the target's run began."""
+    import lotterynet.targets as targets
+
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "t"
+    for module in (targets, approximate):
+        monkeypatch.setattr(module, "trained_target",
+                            lambda *a, **k: pytest.fail("worked before refusing --targets-dir"))
+    for command, argv in ((targets.main, ["pensia_fc2"]),
+                          (approximate.main, ["fc2", "--out", str(tmp_path / "results")]),
+                          (approximate.main, ["lenet5", "--out", str(tmp_path / "results")])):
+        with pytest.raises(SystemExit) as exit_info:
+            command([*argv, "--targets-dir", str(bad)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.splitlines()[1:] == [], err
+        assert f"error: --targets-dir {str(bad)!r}: {str(tmp_path / 'file')!r} is a file" in err
