@@ -140,7 +140,9 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
         "coefficients_kept": int(selection.sum()),
         "weight_error_max": error.max().item(),
         "weight_error_median": error.median().item(),
-        "all_coefficients_wrong_sign": int(((coeffs * targets[:, None]) <= 0).all(1).sum()),
+        # (a target of 0 is met exactly by the empty subset: no coefficient is wrong for it)
+        "all_coefficients_wrong_sign": int((((coeffs * targets[:, None]) <= 0).all(1)
+                                            & (targets != 0)).sum()),
         "solve_seconds": seconds,
         "hidden": n * weights,  # one path per coefficient (Fig. 1b, unshared)
     }

@@ -84,6 +84,20 @@ def test_coefficient_ranges_and_wrong_sign_count():
     assert stats["all_coefficients_wrong_sign"] == expected > 0
 
 
+def test_a_zero_target_is_not_a_wrong_sign_weight():
+    """A weight of 0 is met exactly by the empty subset; every product ``a·0 <= 0`` counted it
+    among the weights whose coefficients all have the wrong sign."""
+    layer = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.0, 0.5, 0.0, -0.5], [0.0, 0.0, 0.25, 0.0]]))
+    _, stats = subset_sum(layer, 3, torch.Generator().manual_seed(0), coefficients="layer")
+    coeffs = -0.5 + torch.rand(8, 3, generator=torch.Generator().manual_seed(0),
+                               dtype=torch.float64)  # the same draws, U[-0.5, 0.5]
+    w = layer.weight.detach().double().reshape(-1)
+    expected = int(((coeffs * w[:, None] < 0).all(1) & (w != 0)).sum())
+    assert stats["all_coefficients_wrong_sign"] == expected < 3
+
+
 def test_nearest_product_is_the_argmin_of_each_sign():
     g = torch.Generator().manual_seed(2)
     products = torch.rand(3, 4, 6, generator=g, dtype=torch.float64) * 2 - 1
