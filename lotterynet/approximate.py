@@ -44,7 +44,7 @@ from .data import load_split
 from .errors import REPORTED, ConfigError, OneLineErrorParser, exit_code, message, unread_option
 from .machine import cpu_name
 from .params import count_params
-from .targets import RECIPES, add_targets_dir, trained_target
+from .targets import RECIPES, add_targets_dir, checked_targets_dir, trained_target
 from .validate import check_output_dir
 
 EPSILON, DELTA = 0.01, 0.01
@@ -534,9 +534,10 @@ def run_table(args) -> None:
     print(text)
 
 
-FLAGS_READ = {"fc2": {"out", "data_dir", "seeds", "only", "sizes", "target_epochs"},
-              "lenet5": {"out", "data_dir", "seeds", "only", "sizes", "target_epochs",
-                         "datasets"},
+FLAGS_READ = {"fc2": {"out", "data_dir", "targets_dir", "seeds", "only", "sizes",
+                      "target_epochs"},
+              "lenet5": {"out", "data_dir", "targets_dir", "seeds", "only", "sizes",
+                         "target_epochs", "datasets"},
               "table": {"out"}}
 """The options each experiment reads: any other given is refused, not ignored."""
 
@@ -566,7 +567,7 @@ def check_options(args) -> None:
                               f"{', '.join(map(str, sizes))}")
     check_output_dir(args.out, "--out")
     if args.experiment != "table":
-        check_output_dir(args.targets_dir, "--targets-dir")
+        args.targets_dir = checked_targets_dir(args.targets_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -121,9 +121,17 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
 
 
 def add_targets_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--targets-dir", type=Path, default=TARGETS_DIR,
+    parser.add_argument("--targets-dir", type=Path,
                         help=f"where the trained targets' runs are kept (default: {TARGETS_DIR}, "
                         f"under the working folder)")
+
+
+def checked_targets_dir(targets_dir: Path | None) -> Path:
+    """``--targets-dir`` (:data:`TARGETS_DIR` when not given), refused before any work unless
+    it is, or can be made, a writable folder."""
+    targets_dir = TARGETS_DIR if targets_dir is None else targets_dir
+    check_output_dir(targets_dir, "--targets-dir")
+    return targets_dir
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,10 +154,10 @@ def main(argv: list[str] | None = None) -> None:
                          "continue a stopped target, run the same command again")
         overrides["resume"] = args.resume
     try:
-        check_output_dir(args.targets_dir, "--targets-dir")
+        targets_dir = checked_targets_dir(args.targets_dir)
         for name in args.names:
-            _, info = trained_target(name, data_dir=args.data_dir,
-                                     targets_dir=args.targets_dir, **overrides)
+            _, info = trained_target(name, data_dir=args.data_dir, targets_dir=targets_dir,
+                                     **overrides)
             print(json.dumps(info), flush=True)
     except REPORTED as err:
         parser.exit(exit_code(err), f"{parser.prog}: error: {message(err)}\n")

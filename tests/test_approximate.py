@@ -277,6 +277,7 @@ def test_result_files_and_datasets_it_cannot_use_are_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("argv, said", [
     (["fc2", "--datasets", "mnist"], "--datasets is not read by fc2"),
     (["table", "--seeds", "3"], "--seeds is not read by table; it reads --out"),
+    (["table", "--targets-dir", "t"], "--targets-dir is not read by table; it reads --out"),
     (["fc2", "--target-epochs", "1", "2"], "give one --target-epochs, got [1, 2]"),
     (["lenet5", "--target-epochs", "0", "1"], "--target-epochs must be >= 1"),
     (["fc2", "--sizes", "5", "99"], "--sizes 99 is in no sweep of pensia"),
