@@ -50,6 +50,7 @@ from .checkpointing import (
     atomic_torch_save,
     epochs_done,
     load_checkpoint,
+    remove_stale_temp_files,
     write_csv_atomic,
     write_text_atomic,
 )
@@ -606,6 +607,9 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
             held.enter_context(locked(folder, f"{what} {str(folder)!r} is in use by another "
                                               f"process (a sweep's job, --stack-file or "
                                               f"--cell); wait for it"))
+        for folder in (stack_dir, *cell_dirs):  # what a killed stack's writes left, as a run
+            for written in (folder, folder / CHECKPOINTS):  # removes its own
+                remove_stale_temp_files(written)
         return train_stack(configs, stack_dir, cell_dirs, data, module)
 
 

@@ -556,6 +556,31 @@ def test_a_stack_holds_its_members_cells_as_a_run_holds_its_folder(tmp_path, dat
     assert list(stack_dir.iterdir()) == [] and list(cells[0].iterdir()) == []
 
 
+def test_a_stack_removes_what_a_killed_stacks_writes_left(tmp_path, data_dir, monkeypatch):
+    """A stack killed while it wrote its checkpoint (or a member's checkpoint, ticket or
+    results) leaves a temporary file beside it; the stack that starts next in those folders
+    removes it, as a run does its own (they piled up, one stack checkpoint's size each), and
+    keeps one whose writer is still running."""
+    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "sparsity": s,
+                            "limit_train": 640, "val_size": 100, "data_dir": str(data_dir)})
+               for s in (0.5, 0.9)]
+    stack_dir, cells = tmp_path / "stack", [tmp_path / "cells" / "a", tmp_path / "cells" / "b"]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = [stack_dir / "checkpoints" / f".last.ckpt.tmp{dead}",
+             cells[0] / "checkpoints" / f".last.ckpt.tmp{dead}",
+             cells[1] / f".results.json.tmp{dead}"]
+    live = stack_dir / "checkpoints" / f".last.ckpt.tmp{os.getppid()}"  # a writer still running
+    for path in (*stale, live):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    left = []
+    monkeypatch.setattr(lotterynet.stack, "train_stack", lambda *args: left.extend(
+        p for p in (*stale, live) if p.exists()) or [])
+    run_stack(configs, stack_dir, cells)
+    assert left == [live]
+
+
 def test_a_folder_where_a_cell_writes_its_ticket_is_refused_before_training(tmp_path, data_dir,
                                                                             capsys):
     """A member writes its ticket when it finishes: a folder in the way was a traceback after
