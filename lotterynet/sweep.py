@@ -511,6 +511,10 @@ def add_paper_columns(rows: list[dict], arch: str, dataset: str) -> list[dict]:
     return rows
 
 
+#: What :func:`write_table` and :func:`plot` write into the sweep's folder.
+TABLE_FILES = ("sweep.csv", "sweep.md", "figure.png", "figure.pdf")
+
+
 def write_table(rows: list[dict], sweep_dir: Path) -> None:
     write_csv_atomic(sweep_dir / "sweep.csv", rows, list(rows[0]))
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -758,6 +762,9 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         if sweep.base.get("wandb"):
             log_to_wandb(rows, figure, sweep.base)
         print((sweep_dir / "sweep.md").read_text(), end="")
+    else:  # an earlier run's table would stand for cells this one set aside or failed
+        for name in TABLE_FILES:
+            (sweep_dir / name).unlink(missing_ok=True)
     if failed:
         print("\n".join(f"train.py: error: {line}" for line in failed), file=sys.stderr)
         table = f"the table holds the others: {sweep_dir / 'sweep.csv'}" if rows else \

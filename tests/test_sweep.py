@@ -404,6 +404,22 @@ def test_a_sweep_whose_every_stack_fails_names_them_and_writes_no_table(
     assert not (out / "sweep.csv").exists()
 
 
+def test_a_changed_sweep_whose_every_cell_fails_leaves_no_earlier_table(
+        tmp_path, data_dir, capsys, monkeypatch):
+    """A finished sweep run again with another lr sets its cells aside; when every new cell
+    then fails there is no table, as it says: the earlier run's table, figure included, is
+    not left standing for cells that are now in CELL.stale-1 (the cells themselves are)."""
+    out = tmp_path / "pool"
+    argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
+    assert main(argv) == 0 and rows(out)
+    fail_subprocesses(tmp_path, monkeypatch, "echo 'Killed' >&2; exit 3\n")
+    assert main([*argv, "--lr", "0.05"]) == 1
+    assert "no cell finished, so there is no table" in capsys.readouterr().out
+    assert [p.name for p in out.iterdir() if p.suffix in (".csv", ".md", ".png", ".pdf")] == []
+    assert all((out / "cells" / f"dense-s{s}-e1-seed0.stale-1" / "results.json").is_file()
+               for s in (0.5, 0.9))
+
+
 def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path, monkeypatch):
     """The paper-sized LeNet5 CPU sweep: 14 sparsities x 3 variants x budgets 10/20/30 stack
     (2,520 member-epochs), the trained baseline runs singly (10 + 20 + 30 epochs)."""
