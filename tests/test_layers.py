@@ -403,7 +403,10 @@ def test_torch_func_model_ensembling_over_stacked_scores(kw):
         member(x).square().sum().backward()
         for name, p in member.named_parameters():
             if p.requires_grad:
-                torch.testing.assert_close(grads[name][i], p.grad, rtol=1e-3, atol=1e-3)
+                # orseau's hyperbolic weights give gradients up to ~1e8 beside ones near 0
+                # that are sums of large terms: float32 rounding is relative to the largest
+                torch.testing.assert_close(grads[name][i], p.grad, rtol=1e-3,
+                                           atol=1e-6 * float(p.grad.abs().max()))
 
 
 @pytest.fixture

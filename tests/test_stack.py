@@ -502,14 +502,15 @@ def test_a_lost_cell_of_a_finished_stack_is_trained_again(tmp_path, data_dir):
     its checkpoint would train nothing and write nothing ("sweep done" without the cell), so
     the cell is trained again, giving the same masks. The stack's log rows carry their epoch
     (a resume drops the rows logged after its checkpoint) and the members' optimizer step
-    (10 a epoch here), and
-    a stack folder in use by another process is refused."""
+    (10 a epoch here: the step losses' row, logged every 10 steps, then the epoch's), and a
+    stack folder in use by another process is refused."""
     argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=2), "--sweep-out",
             str(tmp_path / "out")]
     assert main(argv) == 0
     stack_dir = tmp_path / "out" / "stacks" / "subsetsum-identity-seed0"
     with open(stack_dir / "metrics.csv") as f:
-        assert [(r["epoch"], r["step"]) for r in csv.DictReader(f)] == [("0", "9"), ("1", "19")]
+        assert [(r["epoch"], r["step"]) for r in csv.DictReader(f)] == [
+            ("0", "9"), ("0", "9"), ("1", "19"), ("1", "19")]
     lost = tmp_path / "out" / "cells" / "subsetsum-identity-s0.9-e2-seed0" / "results.json"
     before = json.loads(lost.read_text())
     lost.unlink()
