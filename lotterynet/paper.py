@@ -30,8 +30,26 @@ LABELS = {"subsetsum/identity": "subset-sum, identity", "subsetsum/relu": "subse
           "wide": "wide random", "trained": "trained dense"}
 
 
-def paper_accuracy(arch: str, variant: str, sparsity: float) -> float | None:
-    """The paper's accuracy for this point on MNIST, or None where it has none."""
-    if variant == "trained":
+def figure2_curve(config: dict) -> str | None:
+    """The curve of Figure 2 that a run with ``config`` (a :class:`RunConfig` as a dict) is a
+    point of — a ``FIGURE2`` variant or ``"trained"`` — or None where the run is not one of
+    the paper's networks: other data, or another network (not n = 5 coefficient pairs, a hidden
+    width of its own, LeNet5's convolutions pruned too, a wide net not sized as the subset-sum
+    one). Initialisation and recipe may differ: those are what a sweep compares."""
+    if config["dataset"] != "mnist":
+        return None
+    if config["train_weights"]:
+        return "trained" if config["structure"] == "dense" else None
+    if config["pairs"] != 5 or config["hidden"] is not None or config["subnet_convs"]:
+        return None
+    if config["structure"] == "subsetsum":
+        return f"subsetsum/{config['activation']}"
+    return "wide" if config["structure"] == "wide" and config["match"] == "subsetsum" else None
+
+
+def paper_accuracy(config: dict) -> float | None:
+    """The paper's accuracy for the point a run with ``config`` is, or None where it has none."""
+    curve, arch = figure2_curve(config), config["arch"]
+    if curve == "trained":
         return TRAINED.get(arch)
-    return FIGURE2.get((arch, variant), {}).get(round(sparsity, 6))
+    return FIGURE2.get((arch, curve), {}).get(round(config["sparsity"], 6))

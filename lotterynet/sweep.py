@@ -473,7 +473,9 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
 
 def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     """Best test accuracy over epoch budgets per (variant, sparsity, seed); mean and standard
-    deviation over seeds. Rows sorted by variant, then kept parameters."""
+    deviation over seeds; Pensia et al.'s accuracy for the point (``paper_acc``, from the
+    cells' own settings) and ours minus theirs (``gap``), empty where the paper has none.
+    Rows sorted by variant, then kept parameters."""
     best: dict[tuple, dict] = {}
     for label, values in sweep.cells():
         results_file = sweep_dir / "cells" / cell_name(label, values) / RESULTS
@@ -497,18 +499,10 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
             "test_acc_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else 0.0,
             "seeds": len(runs), "best_epochs": "/".join(
                 str(r["config"]["epochs"]) for r in runs)})
+        paper = paper_accuracy(runs[0]["config"])
+        rows[-1]["paper_acc"] = "" if paper is None else paper
+        rows[-1]["gap"] = "" if paper is None else round(rows[-1]["test_acc_mean"] - paper, 2)
     return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], r["kept_params"]))
-
-
-def add_paper_columns(rows: list[dict], arch: str, dataset: str) -> list[dict]:
-    """Pensia et al.'s accuracy for each point (``paper_acc``) and ours minus theirs (``gap``),
-    for the points the paper has (MNIST, Figure 2); other rows get empty cells."""
-    for row in rows:
-        paper = paper_accuracy(arch, row["variant"], row["sparsity"]) if dataset == "mnist" \
-            else None
-        row["paper_acc"] = "" if paper is None else paper
-        row["gap"] = "" if paper is None else round(row["test_acc_mean"] - paper, 2)
-    return rows
 
 
 #: What :func:`write_table` and :func:`plot` write into the sweep's folder.
@@ -530,12 +524,12 @@ def figure_title(sweep: Sweep) -> str:
             f"{budgets} epochs, {seeds} seed{'s' if seeds > 1 else ''}")
 
 
-def plot(rows: list[dict], sweep_dir: Path, title: str, arch: str, num_classes: int = 10
-         ) -> Path:
+def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | None,
+         num_classes: int = 10) -> Path:
     """Test accuracy against kept parameters (log x): one line per variant (a band of ± one
     standard deviation when there are several seeds), Pensia et al.'s points as hollow markers
-    of the same colour, the trained baseline as a dashed line, chance as a dotted one.
-    Written as PNG and PDF."""
+    of the same colour, the trained baseline as a dashed line (the paper's, ``paper_trained``,
+    as a thin grey one), chance as a dotted one. Written as PNG and PDF."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -559,9 +553,9 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, arch: str, num_classes: 
         if r["variant"] == BASELINE:
             ax.axhline(r["test_acc_mean"], color="black", linestyle="--",
                        label=f"trained dense ({r['test_acc_mean']:.2f}%)")
-    if arch in TRAINED:
-        ax.axhline(TRAINED[arch], color="grey", linestyle="--", linewidth=0.8,
-                   label=f"trained dense, Pensia et al. ({TRAINED[arch]:.2f}%)")
+    if paper_trained is not None:
+        ax.axhline(paper_trained, color="grey", linestyle="--", linewidth=0.8,
+                   label=f"trained dense, Pensia et al. ({paper_trained:.2f}%)")
     ax.axhline(100 / num_classes, color="grey", linestyle=":", label="chance")
     ax.set(xscale="log", xlabel="kept parameters", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3, which="both")
@@ -755,10 +749,11 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         failed = [f"cell {name} has no results after the sweep ran it; see its stack's or its "
                   f"own {CELL_LOG}" for name in missing]
     arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
-    rows = add_paper_columns(aggregate(sweep, sweep_dir), arch, dataset)
+    rows = aggregate(sweep, sweep_dir)
     if rows:  # (none when every cell failed)
         write_table(rows, sweep_dir)
-        figure = plot(rows, sweep_dir, figure_title(sweep), arch)
+        figure = plot(rows, sweep_dir, figure_title(sweep),
+                      TRAINED.get(arch) if dataset == "mnist" else None)
         if sweep.base.get("wandb"):
             log_to_wandb(rows, figure, sweep.base)
         print((sweep_dir / "sweep.md").read_text(), end="")

@@ -20,7 +20,7 @@ import lotterynet.sweep as sweep_module
 from conftest import REPO, default_sigint, processes_mentioning
 from lotterynet.cli import build_parser, explicit_values, main
 from lotterynet.config import make_config
-from lotterynet.grid import cell_name, load_sweep
+from lotterynet.grid import Sweep, cell_name, load_sweep, parse_variant
 from lotterynet.run import run
 from lotterynet.stack import StackRecord
 
@@ -32,6 +32,36 @@ TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-prog
 def rows(sweep_dir):
     with open(sweep_dir / "sweep.csv") as f:
         return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("base, variants, paper", [
+    ({}, ["subsetsum:identity", "wide"], {"subsetsum/identity": 95.77, "wide": 97.24,
+                                         "trained": 98.59}),
+    # the variant named "subsetsum" is the identity curve when its base says so
+    ({"activation": "identity"}, [{"structure": "subsetsum"}], {"subsetsum": 95.77,
+                                                                 "trained": 98.59}),
+    # n = 3 pairs: neither the subset-sum net nor the wide net of its size is the paper's
+    ({"pairs": 3}, ["subsetsum:identity", "wide"], {"subsetsum/identity": "", "wide": "",
+                                                    "trained": 98.59}),
+    ({"hidden": 100}, ["wide"], {"wide": "", "trained": 98.59}),
+    ({"dataset": "fashion-mnist"}, ["wide"], {"wide": "", "trained": ""}),
+])
+def test_paper_points_follow_the_cells_own_settings(tmp_path, base, variants, paper):
+    """A row's paper_acc is Pensia et al.'s point only where the cells are the paper's network
+    (it was matched on the variant's label: a base that changed the network kept the paper's
+    number, a variant spelt as a map lost it)."""
+    sweep = Sweep(base={"arch": "fc2", **base}, variants=[
+        parse_variant(v) for v in variants], sparsities=[0.9], epochs=[1])
+    for label, values in sweep.cells():
+        cell = tmp_path / "cells" / cell_name(label, values)
+        cell.mkdir(parents=True)
+        (cell / "results.json").write_text(json.dumps({
+            "config": make_config(values).to_dict(), "test_acc": 0.9,
+            "params": {"kept": 10, "trainable": 10, "maskable": 100}}))
+    table = sweep_module.aggregate(sweep, tmp_path)
+    assert {r["variant"]: r["paper_acc"] for r in table} == paper
+    assert all(r["gap"] == ("" if r["paper_acc"] == "" else round(90 - r["paper_acc"], 2))
+               for r in table)
 
 
 def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
