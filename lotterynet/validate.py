@@ -132,9 +132,9 @@ def check_sweep_values(data: dict) -> None:
     """Types of a merged sweep (file overlaid with flags): lists of the right items, a
     boolean ``baseline``, a mapping ``base``. Values are checked again as run configs."""
     for key, (valid, what) in SWEEP_LISTS.items():
-        values = data.get(key)
-        if values is None:
+        if key not in data:  # (a key left empty, "seeds:", is refused: it ran seed 0 alone)
             continue
+        values = data[key]
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep {key} must be a non-empty list of {what}, got {values!r}")
         bad = [v for v in values if not valid(v)]

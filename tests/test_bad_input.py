@@ -266,6 +266,7 @@ CASES = [
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
       "--wandb-sweep", "{a_file}/w.yaml"], ["--wandb-sweep's folder", "is a file, not a folder"]),
     (["--sweep", "{sw_twice}"], ["sparsities", "0.5", "twice"]),
+    (["--sweep", "{sw_null_seeds}"], ["seeds", "non-empty list", "got None"]),  # ran seed 0
     (["--sweep", "{sw_variant_sparsity}"], ["variant: sparsity 0.3", "axis", "sparsities"]),
     (["--sweep", "{sw_target_only}"], ["lenet5_dacunha", "--train-weights"]),
     (["--sweep", "{sw_unbuildable}"], ["cannot build", "0.95", "at most 0.8"]),
@@ -624,6 +625,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "sw_list": ["variants"], "cfg_null_epochs": {"epochs": None},
         "cfg_empty_group": {"wandb_group": ""},
         "sw_twice": {**sweep, "sparsities": [0.5, 0.5]},
+        "sw_null_seeds": {**sweep, "seeds": None},
         "sw_empty_variant": {**sweep, "variants": ["wide", {}]},
         "sw_base_resume": {**sweep, "base": {"resume": "x.ckpt"}},
         "cfg_init_args_list": {"trainer": {"callbacks": [{"class_path": "EarlyStopping",
