@@ -177,8 +177,13 @@ class EdgePopupModule(pl.LightningModule):
         if stage == "train":
             self._loss_logged = self._writes_step_logs()
             if self._loss_logged:
-                self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
+                self._log_step_loss(loss)
         return loss
+
+    def _log_step_loss(self, loss: torch.Tensor) -> None:
+        """The step's ``train/loss``: under DDP the mean over the ranks' batches (the loss of
+        the step's whole batch), not rank 0's alone; an all-reduce in logged steps only."""
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, sync_dist=True)
 
     def _writes_step_logs(self) -> bool:
         """Whether Lightning writes this training step's logs: every ``log_every_n_steps``-th
@@ -198,8 +203,7 @@ class EdgePopupModule(pl.LightningModule):
         wrote the last logged step's loss under it)."""
         trainer = self._trainer
         if trainer.should_stop and not self._loss_logged and trainer.log_every_n_steps > 0:
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
+            self._log_step_loss(outputs["loss"] if isinstance(outputs, dict) else outputs)
 
     def on_train_epoch_end(self) -> None:
         """Write the epoch's training metrics to the loggers now, before the epoch's checkpoint

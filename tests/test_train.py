@@ -12,17 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from conftest import REPO
 from lotterynet.archs import recipe_lr
 from lotterynet.cli import build_parser, config_from_args, main
 from lotterynet.config import FIELDS, make_config
-from lotterynet.datamodule import TensorDataModule, load_or_download
+from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
 from lotterynet.distributions import orseau_range
 from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
+from lotterynet.run import build_module
 from lotterynet.widen import maskable_count, wide_width
 
 SMALL = ["--limit-train", "2000", "--val-size", "500", "--epochs", "1", "--no-progress-bar"]
@@ -262,12 +264,14 @@ def test_wandb_offline_run_holds_test_accuracy(tmp_path, data_dir, monkeypatch):
 
 def test_ddp_on_cpu_two_ranks_agree(tmp_path, data_dir):
     """Two gloo ranks end with the same masks: LeNet5's subset-sum layers, and each rank
-    serving its share of the frozen convs' output from its own data module."""
+    serving its share of the frozen convs' output from its own data module. The first step's
+    train/loss is the mean of the two ranks' batch losses (it was rank 0's alone)."""
     out = tmp_path / "ddp"
     proc = subprocess.run(
         [sys.executable, "train.py", "--arch", "lenet5", "--structure", "subsetsum", "--lr", "0.05",
          "--accelerator", "cpu", "--devices", "2", "--limit-train", "1000", "--val-size", "200",
-         "--epochs", "1", "--no-progress-bar", "--data-dir", str(data_dir), "--out", str(out)],
+         "--epochs", "1", "--no-progress-bar", "--data-dir", str(data_dir), "--out", str(out),
+         "--trainer.log_every_n_steps", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "all_gather is deprecated" not in proc.stderr  # torch's, about Lightning's call
@@ -276,6 +280,20 @@ def test_ddp_on_cpu_two_ranks_agree(tmp_path, data_dir):
     first, second = results["mask_digests"]
     assert first == second and first > 0
     assert results["test_acc"] > 0.2
+    with open(out / "metrics.csv") as f:
+        logged = next(float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"])
+    config = make_config({**results["config"], "devices": 1})
+    data = TensorDataModule(config.dataset, data_dir, val_size=config.val_size,
+                            limit_train=config.limit_train, seed=config.seed)
+    data.setup()
+    module = build_module(config, data)  # the weights and scores before the first step
+    x, y = data.splits["train"]
+    with torch.no_grad():
+        losses = [F.cross_entropy(module.model(x[i]), y[i]) for i in (
+            EpochPermutation(len(x), shuffle=True, seed=config.seed, rank=rank,
+                             world=2).indices()[:config.batch_size] for rank in (0, 1))]
+    assert abs(losses[0] - losses[1]) > 1e-3  # (so that rank 0's alone would be told apart)
+    assert logged == pytest.approx(float(sum(losses) / 2), rel=1e-5)
 
 
 def test_cli_subprocess_bad_input_and_help():
