@@ -121,13 +121,17 @@ def frozen_as_built(model: nn.Module, from_spec: bool) -> set[str]:
 def _split_state(model: nn.Module, frozen: set[str]) -> tuple[dict, dict]:
     """``(regenerated, stored)``: the parameters in ``frozen`` (:func:`frozen_as_built`),
     which the load regenerates, and the parameters and buffers a ticket stores (everything
-    else, except the scores and their ``k``: the masks hold both)."""
-    in_masks = {f"{n}.{what}" for n in _masked_modules(model)
-                for what in ("scores", EXTRA_STATE)}
-    regenerated, stored = {}, {}
+    else, except the scores and their ``k``: the masks hold both). A module registered under
+    several names, or a tensor tied to another, is listed once, under its first name."""
+    in_masks = {f"{n}.{what}" for n, m in model.named_modules(remove_duplicate=False)
+                if isinstance(m, MaskedWeight) for what in ("scores", EXTRA_STATE)}
+    regenerated, stored, seen = {}, {}, set()
     for name, value in model.state_dict(keep_vars=True).items():
-        if name not in in_masks:
-            (regenerated if name in frozen else stored)[name] = value
+        if name in in_masks or id(value) in seen:  # (a tensor again: a module used twice, tied)
+            continue
+        if name.rpartition(".")[2] != EXTRA_STATE:  # (made by each call, maybe one tensor)
+            seen.add(id(value))
+        (regenerated if name in frozen else stored)[name] = value
     return regenerated, stored
 
 

@@ -243,6 +243,28 @@ def test_hand_built_subnet_layers(tmp_path):
         load_ticket(tmp_path / "t.ticket", model=make(1))
 
 
+
+def test_a_layer_used_twice_is_stored_once(tmp_path):
+    """A module registered under two names (one layer applied twice) is one mask in the
+    ticket; under its second name its frozen random weight, its float scores and its k were
+    stored as tensors, and the load wrote the trained scores back over the mask's 0/1."""
+    def architecture():
+        shared = nn.Linear(4, 4)
+        return nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(4, 2))
+
+    model = ln.convert(architecture(), sparsity=0.5, seed=0, bias="trainable")
+    model(torch.randn(3, 4)).sum().backward()
+    torch.optim.SGD(model.parameters(), lr=0.5).step()
+    save_ticket(model, tmp_path / "t.ticket")
+    header = ticket_parts(tmp_path / "t.ticket")[0]
+    assert list(header["masks"]) == ["0.structure.weight", "3.structure.weight"]
+    assert list(header["tensors"]) == ["0.bias", "3.bias"]
+    loaded = load_ticket(tmp_path / "t.ticket", model=architecture())
+    x = torch.randn(3, 4)
+    assert loaded[0] is loaded[2] and torch.equal(loaded(x), model(x))
+    scores = loaded[0].structure.weight.scores
+    assert torch.equal(scores, loaded[0].mask()["weight"].float())
+
 # --- hostile and malformed tickets (issue 12) ------------------------------------------------
 
 def ticket_parts(path):
