@@ -322,6 +322,10 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         raise TicketError(f"{path}: the ticket was saved from build_model({name!r}, ...), which "
                           f"rebuilds it: load_ticket(path) without model=, or pass a model "
                           f"build_model made")
+    if model is not None and any(not call.get("by_builder") for call in _convert_calls(model)):
+        raise TicketError(f"{path}: model= {type(model).__name__} is converted already, and "
+                          f"load_ticket replays the ticket's convert() calls on it: pass a "
+                          f"fresh, unconverted instance (load_ticket(path, model=MyNet()))")
     with torch.device("meta"):
         probe = _rebuild(header, None if model is None else _meta_copy(model))
     nbytes = _state_nbytes(probe)

@@ -127,6 +127,17 @@ def test_a_model_that_cannot_be_copied_is_named_not_the_ticket(tmp_path):
         load_ticket(tmp_path / "t.ticket", model=fresh)
 
 
+def test_a_model_converted_already_is_named_not_the_ticket(tmp_path):
+    """load_ticket replays the ticket's convert() calls on model=; a model converted already
+    (the one trained, or one converted with another seed) made it say "the ticket's model does
+    not build" and advise changing the layers' sparsity."""
+    model = ln.convert(SmallCNN(), sparsity=0.5, seed=0)
+    save_ticket(model, tmp_path / "t.ticket")
+    for converted_already in (model, ln.convert(SmallCNN(), sparsity=0.9, seed=1)):
+        with pytest.raises(TicketError, match=r"model= SmallCNN is converted already, .* "
+                                              r"pass a fresh, unconverted instance"):
+            load_ticket(tmp_path / "t.ticket", model=converted_already)
+
 def test_a_built_model_converted_again_loads_by_path_alone(tmp_path):
     """build_model, then convert() of what the builder left (here timm's head): the path alone
     rebuilds it, the spec's calls made once; before, the load named a missing mask."""
