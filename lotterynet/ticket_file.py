@@ -95,7 +95,8 @@ def _check_entry(name: str, entry, kind: str, payload_nbytes: int) -> None:
                  f"mask {name!r} keeps k={entry.get('k')!r} of {numel}")
         expected = (numel + 7) // 8
     else:
-        _require(entry.get("dtype") in DTYPES, f"tensor {name!r} has dtype {entry.get('dtype')!r}")
+        _require(isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPES,
+                 f"tensor {name!r} has dtype {entry.get('dtype')!r}")
         expected = numel * DTYPES[entry["dtype"]].itemsize
     offset, nbytes = entry.get("offset"), entry.get("nbytes")
     _require(_is_count(offset) and nbytes == expected and offset + nbytes <= payload_nbytes,
