@@ -301,7 +301,11 @@ class EpochTimer(pl.Callback):
     """Seconds per training epoch, the epoch's last train/val accuracy and the best validation
     accuracy; kept in the checkpoint, so a resumed run reports its whole history. With
     ``announce`` (runs without a progress bar) it prints one line per epoch, counting to
-    ``epochs`` (the run's, also when ``--stop-after`` ends this process sooner)."""
+    ``epochs`` (the run's, also when ``--stop-after`` ends this process sooner).
+
+    The checkpoint keeps too whether a Trainer option (EarlyStopping, ``max_time``) stopped the
+    run in its epoch: a run killed in its test phase resumes to test, not to train on past the
+    option's stop (Lightning does not keep ``should_stop``)."""
 
     METRICS = ("train/acc", "val/acc", EPOCH_LOSS["train"])
 
@@ -315,6 +319,15 @@ class EpochTimer(pl.Callback):
         self.partial: dict[str, int] | None = None
         self.announce, self.epochs = announce, epochs
         self._validated = False  # whether the epoch under way has validated
+        self.stopped = False  # a resumed checkpoint's: a Trainer option stopped the run
+        self._trainer: pl.Trainer | None = None  # (its should_stop is saved: state_dict)
+
+    def setup(self, trainer, pl_module, stage):
+        self._trainer = trainer
+
+    def on_train_start(self, trainer, pl_module):
+        # (here, not when restored: Lightning then counts the checkpoint's epoch as done)
+        trainer.should_stop = trainer.should_stop or self.stopped
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start = self._clock(pl_module)
@@ -362,20 +375,26 @@ class EpochTimer(pl.Callback):
 
     def state_dict(self) -> dict:
         return {"seconds": list(self.seconds), "metrics": dict(self.metrics),
-                "best_val_acc": self.best_val_acc, "val_epoch": self.val_epoch}
+                "best_val_acc": self.best_val_acc, "val_epoch": self.val_epoch,
+                "partial": self.partial,
+                "stopped": bool(self._trainer is not None and self._trainer.should_stop)}
 
     def load_state_dict(self, state: dict) -> None:
         valid = {"seconds": lambda v: isinstance(v, list) and all(map(is_real, v)),
                  "metrics": lambda v: isinstance(v, dict) and all(map(is_real, v.values())),
                  "best_val_acc": lambda v: v is None or is_real(v),
                  # (None too in a checkpoint written before it was kept)
-                 "val_epoch": lambda v: v is None or (type(v) is int and v >= 1)}
+                 "val_epoch": lambda v: v is None or (type(v) is int and v >= 1),
+                 "partial": lambda v: v is None or (isinstance(v, dict) and set(v) == {
+                     "batches", "of"} and all(type(n) is int and n >= 0 for n in v.values())),
+                 "stopped": lambda v: v is None or isinstance(v, bool)}
         bad = next((key for key, ok in valid.items() if not ok(state.get(key))), None)
         if bad:
             raise CheckpointError(f"the checkpoint being resumed holds an epoch history whose "
                                   f"{bad!r} is {state.get(bad)!r:.60}, not numbers")
         self.seconds, self.metrics = list(state["seconds"]), dict(state["metrics"])
         self.best_val_acc, self.val_epoch = state["best_val_acc"], state.get("val_epoch")
+        self.partial, self.stopped = state.get("partial"), bool(state.get("stopped"))
 
 
 def check_callback_states(checkpoint: dict, callbacks: Sequence[pl.Callback]) -> None:

@@ -247,6 +247,33 @@ def test_run_killed_in_its_test_phase_reports_its_training(whole_and_stopped, tm
     assert_same_history_and_result(run, whole)
 
 
+@pytest.mark.parametrize("callback", [
+    {"class_path": "EarlyStopping",  # stops at the end of epoch 1
+     "init_args": {"monitor": "val/acc", "mode": "max", "stopping_threshold": 0.1}},
+    {"class_path": "conftest.StopAtStep", "init_args": {"step": 13}}])  # as max_time: part way
+def test_a_run_a_trainer_option_stopped_killed_in_its_test_phase_tests_the_same_model(
+        tmp_path, data_dir, callback):
+    """Stopped by a Trainer option (EarlyStopping, ``max_time``) before its last epoch, then
+    killed before its results: the resume tests the model that the option stopped at (it
+    trained on, another epoch or more, Lightning keeping no ``should_stop``), and says the
+    same part of an epoch."""
+    config = tmp_path / "stop.yaml"
+    config.write_text(json.dumps({"trainer": {"callbacks": [callback]}}))
+    common = [*SMALL, "--limit-train", "640", "--epochs", "3", "--config", str(config),
+              "--data-dir", str(data_dir)]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    run = tmp_path / "untested"
+    shutil.copytree(tmp_path / "whole", run)
+    (run / "results.json").unlink()
+    assert main(["--resume", str(run / "checkpoints" / "last.ckpt")]) == 0
+    results, expected = (json.loads((r / "results.json").read_text())
+                         for r in (run, tmp_path / "whole"))
+    for key in ("test_acc", "mask_digests", "epochs_done", "partial_epoch", "val_epoch",
+                "seconds_per_epoch"):
+        assert results[key] == expected[key], key
+    assert (run / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
+
+
 def start(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "train.py", *argv], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
