@@ -48,6 +48,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.lazy import LazyModuleMixin
@@ -297,9 +298,12 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
             p.requires_grad_(bias.trainable)
     record_frozen(layer)
     layer.train(module.training)
-    weight = next(module.parameters())  # the replaced layer's device and float dtype
-    return move_hooks(module, layer.to(weight.device,
-                                       weight.dtype if weight.is_floating_point() else None))
+    weight = next(module.parameters())  # the replaced layer's device, float dtype, layout
+    channels_last = weight.dim() == 4 and not weight.is_contiguous() and \
+        weight.is_contiguous(memory_format=torch.channels_last)
+    return move_hooks(module, layer.to(
+        weight.device, weight.dtype if weight.is_floating_point() else None,
+        memory_format=torch.channels_last if channels_last else torch.preserve_format))
 
 
 #: A frozen layer scale no larger than this scales its residual branch away.

@@ -421,3 +421,21 @@ def test_convert_draws_each_structures_own_init_by_default():
         assert weight.abs().max() <= 1 and weight.abs().max() > 0.95, name
         assert weight.abs().max() == pytest.approx(
             float(getattr(direct.structure, name).weight.abs().max()), abs=0.05)
+
+
+def test_a_channels_last_model_keeps_its_layout():
+    """A model moved to channels_last before convert() keeps it: its convolutions' frozen
+    weights and scores were contiguous, so the converted model was not the one that converting
+    first, then moving, makes (another convolution kernel: other outputs, and slower)."""
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten(1),
+                             nn.Linear(4 * 6 * 6, 2))
+
+    after = convert(make(), sparsity=0.5, seed=0).to(memory_format=torch.channels_last)
+    before = convert(make().to(memory_format=torch.channels_last), sparsity=0.5, seed=0)
+    for name, p in before.named_parameters():
+        assert p.is_contiguous(memory_format=torch.channels_last) == \
+            after.get_parameter(name).is_contiguous(memory_format=torch.channels_last), name
+    x = torch.randn(2, 3, 10, 10).to(memory_format=torch.channels_last)
+    assert torch.equal(before(x), after(x))
