@@ -83,7 +83,7 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
         weight, doubles_input = layer.structure.effective_weight()
         plain = form.plain(*form.args(layer, weight), device="meta",  # (no draw from the RNG)
                            dtype=weight.dtype).to_empty(device=weight.device)
-        plain.weight.copy_(weight)
+        plain.weight = nn.Parameter(weight.clone())  # (in its layout: channels_last stays)
         if layer.bias is not None:
             plain.bias.copy_(layer.bias)
     plain.train(layer.training)

@@ -60,6 +60,16 @@ def test_export_computes_what_the_subnet_computes(kw, sparse):
             torch.testing.assert_close(exported[i](one), model[i](one), rtol=1e-5, atol=1e-6)
 
 
+def test_a_channels_last_model_exports_channels_last():
+    """The plain convolutions of a channels_last model are channels_last, computing exactly
+    what the subnet layers compute; they were contiguous (another kernel, other outputs)."""
+    model = subnet_model().to(memory_format=torch.channels_last)
+    x = torch.randn(3, 2, 8, 8).to(memory_format=torch.channels_last)
+    exported = export(model)
+    assert exported[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(exported(x), model(x))
+
 def test_export_keeps_the_hooks_on_subnet_layers():
     model = subnet_model(structure="subsetsum", activation="relu")
     seen = []
