@@ -335,6 +335,13 @@ def _forward_source(cls: type) -> str:
         return ""
 
 
+def reads_weight(owner: nn.Module, child: str) -> bool:
+    """Whether ``owner``'s forward reads its layer ``child``'s weight itself
+    (``self.qkv.weight``: torchvision's Swin attention passes it to ``F.linear``)."""
+    source = _forward_source(type(owner))
+    return re.search(rf"\bself\.{re.escape(child)}\.weight\b", source) is not None
+
+
 def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module]) -> None:
     """Warn of a converted layer whose weight its parent's forward reads itself
     (``self.qkv.weight``: torchvision's Swin attention passes it to ``F.linear``) when that
@@ -344,11 +351,11 @@ def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module]) -> No
         parent, _, child = name.rpartition(".")
         if not name or getattr(getattr(layer, "structure", None), "activation", None) != "relu":
             continue
-        owner = type(model.get_submodule(parent))
-        if re.search(rf"\bself\.{re.escape(child)}\.weight\b", _forward_source(owner)):
-            warnings.warn(f"convert: {owner.__name__}.forward reads self.{child}.weight itself "
-                          f"(layer {name!r}), which with activation='relu' is [P, 2N] over "
-                          f"[relu(x), relu(-x)], not [out, in], so that forward will fail: "
+        owner = model.get_submodule(parent)
+        if reads_weight(owner, child):
+            warnings.warn(f"convert: {type(owner).__name__}.forward reads self.{child}.weight "
+                          f"itself (layer {name!r}), which with activation='relu' is [P, 2N] "
+                          f"over [relu(x), relu(-x)], not [out, in], so that forward will fail: "
                           f"convert such layers with activation='identity' (a call of their "
                           f"own, include=[...]) or exclude them", stacklevel=3)
             return

@@ -12,8 +12,8 @@ weights are pruned.
 
 ``SubnetMultiheadAttention`` becomes the ``nn.MultiheadAttention`` with the same masked weights
 (stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly,
-as ``nn.TransformerEncoderLayer``'s fast path reads its feed-forward layers', which stay dense
-too: :data:`READS_CHILD_WEIGHTS`).
+as ``nn.TransformerEncoderLayer``'s fast path reads its feed-forward layers', and torchvision's
+Swin attention its ``qkv`` and ``proj``, which stay dense too: :data:`READS_CHILD_WEIGHTS`).
 
 The result is made of torch modules and of those in :mod:`lotterynet.plain` (torch only,
 TorchScript-scriptable): ``torch.jit.script(export(model))`` runs with no lotterynet at all
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
-from .convert import CONVERT_RECORD, move_hooks
+from .convert import CONVERT_RECORD, move_hooks, reads_weight
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .masking import check_module
 from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
@@ -65,7 +65,8 @@ PLAIN_FORMS: dict[type, PlainForm] = {
 
 
 #: Modules that read their child layers' ``weight`` themselves (``nn.TransformerEncoderLayer``'s
-#: fast path in evaluation): their layers are exported dense even with ``sparse=True``.
+#: fast path in evaluation): their layers are exported dense even with ``sparse=True``, as are
+#: those whose parent's forward reads ``self.<layer>.weight`` (torchvision's Swin attention).
 READS_CHILD_WEIGHTS = (nn.TransformerEncoderLayer,)
 
 
@@ -116,7 +117,7 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
         parent, _, child = name.rpartition(".")
         owner = exported.get_submodule(parent)
         if id(layer) not in plain:
-            stays_dense = isinstance(owner, READS_CHILD_WEIGHTS)
+            stays_dense = isinstance(owner, READS_CHILD_WEIGHTS) or reads_weight(owner, child)
             plain[id(layer)] = export_layer(layer, sparse=sparse and not stays_dense, name=name)
         setattr(owner, child, plain[id(layer)])
     return exported

@@ -176,6 +176,23 @@ def test_export_converted_timm_model(name, options):
         torch.testing.assert_close(exported(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+def test_a_layer_whose_weight_its_parent_reads_exports_dense():
+    """torchvision's Swin attention passes ``self.qkv.weight`` and ``self.proj.weight`` to its
+    function itself: with ``sparse=True`` those layers stay dense (the export failed at its
+    first forward: 'SparseLinear' object has no attribute 'weight')."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = convert(SwinTransformer([4, 4], 8, [1, 1], [2, 2], [2, 2], num_classes=3),
+                    sparsity=0.5).eval()
+    exported = export(model, sparse=True).eval()
+    attention = exported.features[1][0].attn
+    assert type(attention.qkv) is nn.Linear and type(attention.proj) is nn.Linear
+    assert type(exported.head) is SparseLinear
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
+
 def test_structure_without_effective_weight_fails_clearly():
     class TwoLayers(nn.Module):
         def forward(self, x, op):
