@@ -57,7 +57,7 @@ from .models import split_arch
 from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, mask_digest
 from .params import count_params
 from .quiet import quiet_lightning
-from .resumable import check_resumable, is_real
+from .resumable import check_resumable, is_real, nested
 from .ticket import save_ticket
 from .trainer_options import (
     default_strategy,
@@ -241,8 +241,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         if self.resumed and os.fspath(path) == os.fspath(self.resumed[0]):
             (_, checkpoint), self.resumed = self.resumed, None  # (Lightning edits what it loads)
-            return checkpoint
+            return with_its_epoch_completed(checkpoint)
         return load_checkpoint(path, map_location=map_location)
+
+
+def with_its_epoch_completed(checkpoint: dict) -> dict:
+    """``checkpoint`` with the epoch at whose end it was saved counted as completed. The run's
+    checkpoint is saved in the epoch's ``on_train_epoch_end``, before Lightning counts the
+    epoch completed; a resume counts it so when it goes on to train, but not when it trains no
+    further (a run stopped by ``max_steps``, killed in its test phase, said an epoch fewer)."""
+    counts = nested(checkpoint, "loops", "fit_loop", "epoch_progress", default={})
+    for count in (counts.get("current"), counts.get("total")):
+        if isinstance(count, dict) and count.get("ready") == count.get("started") == \
+                count.get("processed") == count.get("completed", -2) + 1:
+            count["completed"] = count["processed"]
+    return checkpoint
 
 
 class RNGState(pl.Callback):
@@ -547,6 +560,10 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         "callbacks": [RNGState(), timer, *callbacks, *options.get("callbacks", []), checkpoint],
         "plugins": [AtomicCheckpointIO(resumed)], "default_root_dir": run_dir})
     stop_all_ranks_on_sigterm(trainer)
+    # Lightning resumes a fit bounded by max_steps as if from within an epoch, whatever the
+    # checkpoint: from the run's, saved at an epoch's end, it called that epoch's end hooks
+    # again (the epoch timer failed) and counted the epoch twice (it stopped an epoch early)
+    trainer.fit_loop._iteration_based_training = lambda: False
     return trainer
 
 

@@ -247,31 +247,58 @@ def test_run_killed_in_its_test_phase_reports_its_training(whole_and_stopped, tm
     assert_same_history_and_result(run, whole)
 
 
-@pytest.mark.parametrize("callback", [
-    {"class_path": "EarlyStopping",  # stops at the end of epoch 1
-     "init_args": {"monitor": "val/acc", "mode": "max", "stopping_threshold": 0.1}},
-    {"class_path": "conftest.StopAtStep", "init_args": {"step": 13}}])  # as max_time: part way
-def test_a_run_a_trainer_option_stopped_killed_in_its_test_phase_tests_the_same_model(
-        tmp_path, data_dir, callback):
-    """Stopped by a Trainer option (EarlyStopping, ``max_time``) before its last epoch, then
-    killed before its results: the resume tests the model that the option stopped at (it
-    trained on, another epoch or more, Lightning keeping no ``should_stop``), and says the
-    same part of an epoch."""
-    config = tmp_path / "stop.yaml"
-    config.write_text(json.dumps({"trainer": {"callbacks": [callback]}}))
+def trained(tmp_path: Path, data_dir: Path, trainer: dict, *argv: str) -> list[str]:
+    """The run's arguments with ``trainer`` as its config file's Trainer options (3 epochs of
+    10 batches), after training it uninterrupted into ``tmp_path / "whole"``."""
+    config = tmp_path / "options.yaml"
+    config.write_text(json.dumps({"trainer": trainer}))
     common = [*SMALL, "--limit-train", "640", "--epochs", "3", "--config", str(config),
-              "--data-dir", str(data_dir)]
+              "--data-dir", str(data_dir), *argv]
     assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    return common
+
+
+def assert_same_run(run: Path, whole: Path) -> None:
+    results, expected = (json.loads((r / "results.json").read_text()) for r in (run, whole))
+    for key in ("test_acc", "mask_digests", "epochs_done", "partial_epoch", "val_epoch"):
+        assert results[key] == expected[key], key
+    assert len(results["seconds_per_epoch"]) == len(expected["seconds_per_epoch"])
+    assert (run / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
+
+
+@pytest.mark.parametrize("trainer", [
+    {"callbacks": [{"class_path": "EarlyStopping",  # stops at the end of epoch 1
+                    "init_args": {"monitor": "val/acc", "mode": "max",
+                                  "stopping_threshold": 0.1}}]},
+    {"callbacks": [{"class_path": "conftest.StopAtStep",  # as max_time: part way
+                    "init_args": {"step": 13}}]},
+    {"max_steps": 25}])  # (part way through epoch 3)
+def test_a_run_a_trainer_option_stopped_killed_in_its_test_phase_tests_the_same_model(
+        tmp_path, data_dir, trainer):
+    """Stopped by a Trainer option (EarlyStopping, ``max_time``, ``max_steps``) then killed
+    before its results: the resume tests the model that the option stopped at (it trained on,
+    another epoch or more, Lightning keeping no ``should_stop``), and says the same epochs and
+    part of an epoch (after ``max_steps``, one epoch fewer)."""
+    trained(tmp_path, data_dir, trainer)
     run = tmp_path / "untested"
     shutil.copytree(tmp_path / "whole", run)
     (run / "results.json").unlink()
     assert main(["--resume", str(run / "checkpoints" / "last.ckpt")]) == 0
-    results, expected = (json.loads((r / "results.json").read_text())
-                         for r in (run, tmp_path / "whole"))
-    for key in ("test_acc", "mask_digests", "epochs_done", "partial_epoch", "val_epoch",
-                "seconds_per_epoch"):
-        assert results[key] == expected[key], key
-    assert (run / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
+    assert_same_run(run, tmp_path / "whole")
+
+
+@pytest.mark.parametrize("trainer", [{"max_steps": 25},
+                                     {"max_steps": 9, "accumulate_grad_batches": 3}])
+def test_a_run_bounded_by_max_steps_resumes_to_the_uninterrupted_run(tmp_path, data_dir,
+                                                                    trainer):
+    """Lightning resumes a fit with ``max_steps`` as if from within an epoch: it ran the end of
+    the checkpoint's epoch again (the run failed with a traceback) and counted that epoch
+    twice."""
+    common = trained(tmp_path, data_dir, trainer)
+    run = tmp_path / "run"
+    assert main([*common, "--stop-after", "1", "--out", str(run)]) == 0
+    assert main(["--resume", str(run / "checkpoints" / "last.ckpt")]) == 0
+    assert_same_run(run, tmp_path / "whole")
 
 
 def start(argv: list[str]) -> subprocess.Popen:
