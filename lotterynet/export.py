@@ -87,13 +87,12 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
         plain.weight = nn.Parameter(weight.clone())  # (in its layout: channels_last stays)
         if layer.bias is not None:
             plain.bias.copy_(layer.bias)
-    plain.train(layer.training)
     if sparse:
         plain = form.sparse(plain)
     if doubles_input:
         groups = getattr(layer, "groups", 1)
         plain = nn.Sequential(SplitSigns(groups, form.channel_dim), plain)
-    return move_hooks(layer, plain, share=False)
+    return move_hooks(layer, plain.train(layer.training), share=False)
 
 
 def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:

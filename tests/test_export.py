@@ -70,6 +70,15 @@ def test_a_channels_last_model_exports_channels_last():
     with torch.no_grad():
         assert torch.equal(exported(x), model(x))
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
+def test_export_keeps_the_evaluation_mode(sparse):
+    """The modules export makes for a layer in evaluation are in evaluation: the sparse layers,
+    and the split and the Sequential holding it, were made (and left) in training mode."""
+    exported = export(subnet_model(structure="subsetsum", activation="relu").eval(),
+                      sparse=sparse)
+    assert [n for n, m in exported.named_modules() if m.training] == []
+    assert all(m.training for m in export(subnet_model(), sparse=sparse).modules())
+
 def test_export_keeps_the_hooks_on_subnet_layers():
     model = subnet_model(structure="subsetsum", activation="relu")
     seen = []
