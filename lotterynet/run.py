@@ -571,11 +571,12 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
 def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | None = None):
     """Turn Lightning's end of a run stopped by a signal — ``sys.exit(1)`` after Ctrl-C, a
     ``SystemExit`` without a code after SIGTERM — into :class:`Interrupted`, which names the
-    signal and how to continue from ``checkpoint`` (``resume``; default: its ``--resume``)."""
+    signal and how to continue from ``checkpoint`` (``resume``; default: its ``--resume``);
+    and so a Ctrl-C outside Lightning's fit and test (writing the ticket or the results)."""
     try:
         yield
-    except SystemExit as stop:
-        if not trainer.interrupted:
+    except (SystemExit, KeyboardInterrupt) as stop:
+        if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
         name, number = (("SIGTERM", 15) if isinstance(stop, SIGTERMException)
                         else ("Ctrl-C (SIGINT)", 2))
@@ -680,37 +681,37 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     if not finished(trainer, config):  # stopped before its end: resumable
         finish_wandb(loggers, {})
         return {"finished": False, "epochs_done": trainer.current_epoch, "run_dir": str(run_dir)}
-    digests = trainer.strategy.all_gather(
-        torch.tensor(mask_digest(module.model), dtype=torch.float64))
     with reporting_interrupts(trainer, checkpoint, f"resume with --resume {checkpoint} to test"):
+        digests = trainer.strategy.all_gather(
+            torch.tensor(mask_digest(module.model), dtype=torch.float64))
         tested = trainer.test(module, datamodule=data, verbose=False)[0]
-    results = {
-        "finished": True,
-        "config": config.to_dict(),
-        "spec": spec,
-        "lr": lr,
-        "params": counts,
-        "layer_density": densities,
-        "test_acc": tested["test/acc"],
-        "test_loss": tested["test/loss"],
-        "val_acc": timer.metrics.get("val/acc"),
-        "val_epoch": timer.val_epoch,  # (check_val_every_n_epoch: maybe before the last)
-        "train_acc": timer.metrics.get("train/acc"),
-        "epochs_done": epochs_completed(trainer),
-        "partial_epoch": timer.partial,  # (then the last of seconds_per_epoch, val_epoch)
-        "seconds_per_epoch": timer.seconds,
-        "train_seconds": sum(timer.seconds),  # every epoch's, those before a resume too
-        "device": device_name(trainer),
-        "devices": trainer.world_size,
-        "mask_digests": [float(d) for d in digests.reshape(-1)],
-        "run_dir": str(run_dir),
-    }
-    ticket = write_ticket(module.model, run_dir) if trainer.is_global_zero else None
-    summary = {"test/acc": results["test_acc"], "params/kept": counts["kept"],
-               "val/acc_best": timer.best_val_acc}
-    wandb_dir = finish_wandb(loggers, {k: v for k, v in summary.items() if v is not None},
-                             None if ticket is None else {"": ticket})
-    results["wandb_dir"] = wandb_dir
-    if trainer.is_global_zero:
-        write_json_atomic(results, run_dir / RESULTS)
-    return results
+        results = {
+            "finished": True,
+            "config": config.to_dict(),
+            "spec": spec,
+            "lr": lr,
+            "params": counts,
+            "layer_density": densities,
+            "test_acc": tested["test/acc"],
+            "test_loss": tested["test/loss"],
+            "val_acc": timer.metrics.get("val/acc"),
+            "val_epoch": timer.val_epoch,  # (check_val_every_n_epoch: maybe before the last)
+            "train_acc": timer.metrics.get("train/acc"),
+            "epochs_done": epochs_completed(trainer),
+            "partial_epoch": timer.partial,  # (then the last of seconds_per_epoch, val_epoch)
+            "seconds_per_epoch": timer.seconds,
+            "train_seconds": sum(timer.seconds),  # every epoch's, those before a resume too
+            "device": device_name(trainer),
+            "devices": trainer.world_size,
+            "mask_digests": [float(d) for d in digests.reshape(-1)],
+            "run_dir": str(run_dir),
+        }
+        ticket = write_ticket(module.model, run_dir) if trainer.is_global_zero else None
+        summary = {"test/acc": results["test_acc"], "params/kept": counts["kept"],
+                   "val/acc_best": timer.best_val_acc}
+        wandb_dir = finish_wandb(loggers, {k: v for k, v in summary.items() if v is not None},
+                                 None if ticket is None else {"": ticket})
+        results["wandb_dir"] = wandb_dir
+        if trainer.is_global_zero:
+            write_json_atomic(results, run_dir / RESULTS)
+        return results

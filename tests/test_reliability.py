@@ -599,6 +599,43 @@ def test_stopped_by_a_signal_says_so_and_is_not_a_success(whole_and_stopped, tmp
     assert_same_history_and_result(run, whole)
 
 
+CTRL_C_IN = """
+import os, signal, sys
+import lotterynet.run as run
+from lotterynet.cli import main
+name = os.environ["IN"]
+called = getattr(run, name)
+def interrupted(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return called(*args, **kwargs)
+setattr(run, name, interrupted)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("where", ["build_module", "write_ticket"])
+def test_ctrl_c_outside_the_trainer_is_one_line_too(whole_and_stopped, tmp_path, data_dir,
+                                                    where):
+    """Ctrl-C before the Trainer runs (the data and the model being built) or after its test
+    (the ticket, the results being written) is said in one line and exits 130 as in training
+    (it was a traceback); the run stopped after its test resumes to the same result."""
+    whole, _ = whole_and_stopped
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    stopped = subprocess.run(
+        [sys.executable, "-c", CTRL_C_IN, *SMALL, "--epochs", "3", "--data-dir", str(data_dir),
+         "--out", str(run)], cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "IN": where}, preexec_fn=default_sigint)
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
+    then = f"; resume with --resume {checkpoint} to test" if where == "write_ticket" else ""
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"train.py: error: stopped by Ctrl-C (SIGINT){then}")
+    if then:
+        assert not (run / "results.json").exists()
+        assert main(["--resume", str(checkpoint)]) == 0
+        assert_same_history_and_result(run, whole)
+
+
 def with_a_word_for_a_metric(text: str) -> str:
     """``metrics.csv`` with its first row's first metric value (not epoch or step) a word."""
     header, first, rest = text.split("\n", 2)
