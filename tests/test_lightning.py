@@ -161,6 +161,22 @@ def test_epoch_metrics_cover_every_batch_of_the_epoch(tmp_path, data_dir):
         assert float(correct[:64].mean()) != pytest.approx(float(correct.mean()))  # a real test
 
 
+def test_epoch_loss_is_summed_in_float32_under_a_half_precision(tmp_path, data_dir):
+    """Under ``bf16-true`` (the module moved to bfloat16, its metric states with it) the test
+    loss is still the mean of the 10 batches' losses: its sums were bfloat16 (2.5312 for
+    2.5109 here; a full MNIST epoch's stopped growing)."""
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=64, val_size=0)
+    module = ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5})
+    trainer = pl.Trainer(precision="bf16-true", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    tested = trainer.test(module, datamodule=data, verbose=False)[0]
+    with torch.no_grad():
+        losses = [float(torch.nn.functional.cross_entropy(module(x.bfloat16()), y))
+                  for x, y in data.test_dataloader()]
+    assert len(losses) == 10 and module.dtype == torch.bfloat16
+    assert tested["test/loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+
+
 @pytest.mark.parametrize("precision", ["32-true", "64-true", "bf16-true"])
 def test_frozen_convs_run_once_per_example_with_the_same_numbers(tmp_path, data_dir,
                                                                  monkeypatch, precision):
