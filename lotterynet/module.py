@@ -107,7 +107,12 @@ class EdgePopupModule(pl.LightningModule):
         convolutions and pools, :func:`~lotterynet.stacked.frozen_prefix`) run once per example
         of each split, in the data module (:meth:`TensorDataModule.encode_with`), and the steps
         run the rest of the model: the same numbers (bit for bit on the CPU), ~25 % less time
-        per LeNet5 step there. Other data (your own loaders) goes through the whole model."""
+        per LeNet5 step there. Other data (your own loaders) goes through the whole model.
+
+        The module takes its precision's dtype here (``64-true``: float64), before Lightning
+        restores a ``ckpt_path`` into it (Lightning converts it only after): a float64
+        checkpoint came back rounded to float32, and a resume drifted from the run."""
+        self.trainer.precision_plugin.convert_module(self)
         data, self._after_prefix = self.trainer.datamodule, None
         if isinstance(data, TensorDataModule):
             if self.num_classes != data.num_classes:

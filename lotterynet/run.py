@@ -588,7 +588,8 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
 def in_precision(trainer: pl.Trainer, module: pl.LightningModule) -> pl.LightningModule:
     """``module`` in the dtype of the Trainer's precision (``64-true``: float64), as Lightning
     makes it only after it has restored a checkpoint into it: a float64 checkpoint restored
-    into float32 parameters came back rounded, and a resume no longer matched the run."""
+    into float32 parameters came back rounded, and a resume no longer matched the run. (A
+    stack's module; :class:`EdgePopupModule` converts itself in its ``setup``.)"""
     return trainer.precision_plugin.convert_module(module)
 
 
@@ -677,7 +678,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)
     checkpoint = run_dir / CHECKPOINTS / LAST
     with reporting_interrupts(trainer, checkpoint):
-        trainer.fit(in_precision(trainer, module), datamodule=data, ckpt_path=config.resume)
+        trainer.fit(module, datamodule=data, ckpt_path=config.resume)  # (its setup: its dtype)
     if not finished(trainer, config):  # stopped before its end: resumable
         finish_wandb(loggers, {})
         return {"finished": False, "epochs_done": trainer.current_epoch, "run_dir": str(run_dir)}
