@@ -101,6 +101,11 @@ from .validate import check_not_folders, check_output_dir
 
 #: What the members of a stack may differ in; every other model or recipe field must agree.
 VARYING = ("sparsity", "epochs", "seed")
+#: The precision whose runs are not stacked: float16 autocast scales each run's loss by its
+#: own ``GradScaler``, and a stack steps its members through Lightning's one scaler, whose
+#: ``update`` after each member's step changes the scale the next members' gradients are
+#: unscaled by (S updates a step: the scale grows S times as fast as a single run's).
+UNSTACKABLE_PRECISION = "16-mixed"
 
 
 # ----------------------------------------------------------------------- compatibility
@@ -134,6 +139,11 @@ def check_stackable(configs: Sequence[RunConfig]) -> None:
     if configs[0].devices != 1:
         raise ConfigError(f"cannot stack runs on {configs[0].devices} devices: a stack runs on "
                           f"one device (use --no-stack for DDP cells)")
+    if configs[0].precision == UNSTACKABLE_PRECISION:
+        raise ConfigError("cannot stack 16-mixed runs: each run scales its loss by a gradient "
+                          "scaler of its own, whose scale follows its own overflows; a stack's "
+                          "members would share Lightning's one scaler, updated after every "
+                          "member's step (use --no-stack, or bf16-mixed)")
 
 
 # -------------------------------------------------------------------- the LightningModule

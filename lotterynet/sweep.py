@@ -64,6 +64,7 @@ from .config import (
     changed_fields,
     device_count,
     make_config,
+    precision_name,
 )
 from .datamodule import TensorDataModule
 from .errors import Interrupted, TrainingDiverged
@@ -84,6 +85,7 @@ from .run import (
 )
 from .stack import (
     CANNOT_CONTINUE,
+    UNSTACKABLE_PRECISION,
     holds_a_stack,
     resumes,
     run_stack,
@@ -295,10 +297,10 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
                 slots: int = 1
                 ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]], dict[Path, bool]]:
     """Split the cells to run into stacks (``{stack_dir: member cell names}``, one per variant
-    and seed) and cells that run singly (the trained baseline, DDP cells, lone cells, cells
-    that resume a single run's checkpoint). With more job ``slots`` than stacks, each stack
-    is cut into ``slots // stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so
-    that every slot trains. A stack killed earlier
+    and seed) and cells that run singly (the trained baseline, DDP and 16-mixed cells, lone
+    cells, cells that resume a single run's checkpoint). With more job ``slots`` than stacks,
+    each stack is cut into ``slots // stacks`` parts of about equal epochs
+    (``<stack>-part<i>of<n>``) so that every slot trains. A stack killed earlier
     keeps its recorded members when they still cover every unfinished cell of its group and
     its checkpoint continues them (:func:`~lotterynet.stack.resumes`), so it resumes instead of
     starting over (the parts depend only on the sweep and the slots: the same command resumes
@@ -310,7 +312,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
-        if label == BASELINE or values.get("devices", 1) != 1 or values.get("trainer"):
+        if label == BASELINE or values.get("devices", 1) != 1 or values.get("trainer") or \
+                precision_name(values.get("precision", "32-true")) == UNSTACKABLE_PRECISION:
             continue
         name = cell_name(label, values)
         groups.setdefault(f"{label.replace('/', '-')}-seed{values['seed']}", []).append(name)

@@ -28,6 +28,7 @@ from lotterynet.convert import convert
 from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH
 from lotterynet.errors import TrainingDiverged
+from lotterynet.grid import Sweep, cell_name
 from lotterynet.layers import SubnetLinear
 from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
@@ -43,6 +44,7 @@ from lotterynet.stack import (
     write_stack_file,
 )
 from lotterynet.stacked import StackedModel, stack_models
+from lotterynet.sweep import plan_stacks
 from lotterynet.ticket import load_ticket
 
 # Three sparsities, two epoch budgets mixed in one stack (the 0.95 member stops after epoch 1).
@@ -247,6 +249,25 @@ def test_incompatible_members_are_refused_naming_the_key(key, value):
     with pytest.raises(ConfigError, match="train-weights"):
         check_stackable([make_config({**base, "train_weights": True})] * 2)
 
+
+
+def test_16_mixed_runs_are_not_stacked_and_a_sweep_runs_them_singly(tmp_path, monkeypatch):
+    """float16 autocast scales each run's loss by its own GradScaler; a stack's members would
+    share Lightning's one, updated after every member's step (its scale grew S times a step,
+    and the members after an update unscaled their gradients by the new scale)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # (16-mixed needs a GPU)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    base = dict(arch="fc2", structure="subsetsum", accelerator="gpu",
+                precision=16)  # (Lightning's "16-mixed")
+    with pytest.raises(ConfigError, match="cannot stack 16-mixed runs.*--no-stack"):
+        check_stackable([make_config({**base, "sparsity": s}) for s in (0.5, 0.9)])
+    sweep = Sweep(base=base, variants=[{"structure": "subsetsum"}], sparsities=[0.5, 0.9],
+                  epochs=[2], baseline=False)
+    todo = [(cell_name(label, v), make_config(v)) for label, v in sweep.cells()]
+    stacks, single, _ = plan_stacks(sweep, tmp_path, todo)
+    assert stacks == {} and single == todo
+    sweep.base = {**base, "precision": "bf16-mixed"}  # (no scaler: stacked)
+    assert len(plan_stacks(sweep, tmp_path, todo)[0]) == 1
 
 
 def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):
