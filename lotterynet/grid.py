@@ -30,6 +30,7 @@ from .config import (
     ConfigError,
     RunConfig,
     check_path,
+    check_wandb_names,
     flatten_sections,
     given_flags,
     make_config,
@@ -138,8 +139,10 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
                               f"variant once")
         named[name], runs[run] = (label, values), (label, values)
     refuse_unread_variant_keys(variants, [label for label, _ in sweep.cells()], configs)
-    if args.wandb_sweep:  # its agents run every cell with --wandb
+    if args.wandb_sweep:  # its agents run every cell with --wandb (and the names W&B takes)
         configs = [dataclasses.replace(config, wandb=True) for config in configs]
+        for config in configs:
+            check_wandb_names(config)
     refuse_unread_flags(given_flags(args), configs, "any cell of this sweep")
     return sweep
 

@@ -222,6 +222,17 @@ def test_wandb_sweep_refuses_a_sweep_out_its_agents_would_refuse(tmp_path, capsy
     assert "--sweep-out" in capsys.readouterr().err and not (tmp_path / "w.yaml").exists()
 
 
+@pytest.mark.parametrize("flag, value", [("--wandb-project", "my/project"),
+                                         ("--wandb-tags", "fc2," + "x" * 65)])
+def test_wandb_sweep_refuses_names_its_agents_would_refuse(tmp_path, capsys, flag, value):
+    """``--wandb-sweep`` wrote its files for a project or tag W&B does not take, which every
+    agent's ``--wandb`` run then refused (exit 2), as ``--wandb`` refuses them up front."""
+    source = REPO / "configs" / "sweeps" / "cpu_fc2.yaml"
+    assert main(["--sweep", str(source), "--wandb-sweep", str(tmp_path / "w.yaml"), flag,
+                 value]) == 2
+    assert flag in capsys.readouterr().err and not (tmp_path / "w.yaml").exists()
+
+
 def test_wandb_agents_write_where_the_sweep_run_here_writes(tmp_path, monkeypatch):
     """Without --sweep-out the agents wrote runs/sweep-<arch>-<name>.cells (the cells file's
     name): running the sweep here afterwards found none of their cells and trained them all."""
