@@ -34,13 +34,15 @@ def figure2_curve(config: dict) -> str | None:
     """The curve of Figure 2 that a run with ``config`` (a :class:`RunConfig` as a dict) is a
     point of — a ``FIGURE2`` variant or ``"trained"`` — or None where the run is not one of
     the paper's networks: other data, or another network (not n = 5 coefficient pairs, a hidden
-    width of its own, LeNet5's convolutions pruned too, a wide net not sized as the subset-sum
-    one). Initialisation and recipe may differ: those are what a sweep compares."""
+    width of its own, first-layer coefficients not shared by all outputs, LeNet5's convolutions
+    pruned too, a wide net not sized as the subset-sum one). Initialisation and recipe may
+    differ: those are what a sweep compares."""
     if config["dataset"] != "mnist":
         return None
     if config["train_weights"]:
         return "trained" if config["structure"] == "dense" else None
-    if config["pairs"] != 5 or config["hidden"] is not None or config["subnet_convs"]:
+    if (config["pairs"] != 5 or config["hidden"] is not None or not config["shared"]
+            or config["subnet_convs"]):
         return None
     if config["structure"] == "subsetsum":
         return f"subsetsum/{config['activation']}"

@@ -44,6 +44,10 @@ def rows(sweep_dir):
     ({"pairs": 3}, ["subsetsum:identity", "wide"], {"subsetsum/identity": "", "wide": "",
                                                     "trained": 98.59}),
     ({"hidden": 100}, ["wide"], {"wide": "", "trained": 98.59}),
+    # unshared first layers (2n·d_in·d_out): neither the paper's subset-sum net nor, sized to
+    # it, its wide net (h = 5000, not 2508)
+    ({"shared": False}, ["subsetsum:identity", "wide"], {"subsetsum/identity": "", "wide": "",
+                                                         "trained": 98.59}),
     ({"dataset": "fashion-mnist"}, ["wide"], {"wide": "", "trained": ""}),
 ])
 def test_paper_points_follow_the_cells_own_settings(tmp_path, base, variants, paper):
