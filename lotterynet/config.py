@@ -56,7 +56,7 @@ class RunConfig:
                             "structure's own: kaiming_normal for dense/subsetsum/fixedsize, "
                             "uniform for malach/dacunha, hyperbolic for orseau)")
     hidden: int | None = _opt(None, "hidden width H of the malach/orseau structures (default: "
-                              "pairs x fan-in)")
+                              "pairs x in_features / in_channels of the target layer)")
     shared: bool = _opt(True, "share the subset-sum first layer across outputs (the paper's "
                         "construction); --no-shared gives the literal per-weight Figure 1c")
     fan_in: str = _opt("hidden", "subset-sum / fixed-size: the fan-in that scales the second "

@@ -216,6 +216,18 @@ def test_fc2_malach_width_default_is_pensia_hidden_width():
     assert counts["maskable"] == 5 * 784 * (784 + 500)
 
 
+def test_conv_malach_width_default_is_pairs_in_channels_as_help_says():
+    """A conv target's default H is pairs · in_channels, not pairs · fan-in (in · k · k), which
+    --hidden's help said."""
+    import dataclasses
+
+    from lotterynet.config import RunConfig
+    conv = ln.SubnetConv2d(4, 6, 3, groups=2, structure="malach", pairs=2)
+    assert conv.structure.u.weight.shape == (2 * 4, 2, 3, 3)
+    help_text = {f.name: f for f in dataclasses.fields(RunConfig)}["hidden"].metadata["help"]
+    assert "pairs x in_features / in_channels" in help_text and "fan-in" not in help_text
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(structure="malach", hidden=0), r"hidden must be a positive integer, got 0"),
     (dict(structure="dacunha", hidden=4), r"set pairs, not hidden=4"),
