@@ -21,7 +21,8 @@ def maskable_count(arch: str, **kwargs) -> int:
 
 
 def wide_width(arch: str, target: int, **model_kwargs) -> int:
-    """The integer ``width`` whose dense-masked ``arch`` has about ``target`` maskable weights."""
+    """The integer ``width`` whose dense-masked ``arch`` has the maskable count nearest to
+    ``target`` (the smaller width on a tie)."""
     kwargs = {**model_kwargs, "structure": "dense", "sparsity": 0.0}
     c1, c2, c3 = (maskable_count(arch, width=h, **kwargs) for h in (1, 2, 3))
     a = (c3 - 2 * c2 + c1) / 2  # finite differences of the quadratic
@@ -31,4 +32,7 @@ def wide_width(arch: str, target: int, **model_kwargs) -> int:
         h = (target - c) / b
     else:
         h = (-b + math.sqrt(b * b - 4 * a * (c - target))) / (2 * a)
-    return max(1, round(h))
+    # the root's neighbours, not round(h): the count is convex in h, so near h = m + 1/2 the
+    # rounded width can be the farther one (conv2: up to 300 weights more than needed)
+    below = max(1, math.floor(h))
+    return min((below, below + 1), key=lambda w: abs(a * w * w + b * w + c - target))

@@ -149,6 +149,16 @@ def test_wide_width_matches_authors_sizing(arch, width):
     assert abs(wide - target) / target < 0.002
 
 
+def test_wide_width_is_the_width_of_the_nearest_count():
+    """conv2 (CIFAR-10) counts 1049·h² + 67·h: 21,460,582 at h = 143, 21,761,712 at 144. A
+    target of 21,611,000 is nearer 143's count, though its real root (143.50...) rounds up."""
+    kwargs = dict(in_channels=3, image_size=32)
+    assert [maskable_count("conv2", structure="dense", width=h, sparsity=0.0, **kwargs)
+            for h in (143, 144)] == [21_460_582, 21_761_712]
+    assert wide_width("conv2", 21_611_000, **kwargs) == 143
+    assert wide_width("conv2", 21_611_200, **kwargs) == 144
+
+
 def test_same_seed_same_frozen_weights_and_masks():
     def masks(seed):
         model = build_model("lenet5", structure="subsetsum", seed=seed, sparsity=0.7)
