@@ -3,9 +3,9 @@ hidden widths enlarged until its maskable count matches the structured network's
 
 The architectures' ``width`` family makes every hidden width an integer multiple of ``width``,
 so the maskable count of the wide (dense-masked) net is a quadratic ``a·h² + b·h + c``. Three
-tiny builds (h = 1, 2, 3) determine it exactly; solving ``a·h² + b·h + c = N`` and rounding
-gives the authors' numbers (n = 5: FC2 h = 2508, FC4 h = 1314, LeNet5 h = 378) without
-hard-coding any architecture.
+tiny builds (h = 1, 2, 3) determine it exactly; solving ``a·h² + b·h + c = N`` and taking the
+root's neighbour with the nearer count gives the authors' numbers (n = 5: FC2 h = 2508,
+FC4 h = 1314, LeNet5 h = 378) without hard-coding any architecture.
 """
 
 from __future__ import annotations
