@@ -4,7 +4,7 @@ Every sampler has the signature ``sample(shape, fan_in, generator, **options) ->
 returns float32 on the CPU; ``fan_in`` is the number of inputs a unit of the layer actually
 receives (for the subset-sum structure's first layer that is 1, see ``structures.py``).
 Layers and models are drawn under :func:`float32_draws`, so that a seed gives the same numbers
-whatever ``torch.set_default_dtype`` says.
+whatever ``torch.set_default_dtype`` says, and on any number of threads.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ DISTRIBUTIONS: Registry = Registry("weight distribution (init)")
 
 RELU_GAIN = math.sqrt(2.0)
 FLOAT32 = torch.finfo(torch.float32)  # the dtype every sampler draws in
+#: Entries per call of an elementwise op with a vectorised kernel (below torch's parallel grain
+#: size, 32768, and a multiple of every SIMD block): see :func:`_one_thread`.
+CHUNK = 16384
 
 
 def layer_seed(seed: int, name: str) -> int:
@@ -84,6 +87,15 @@ def _check_finite(distribution: str, name: str, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{distribution} {name} must be a finite number, got {value!r}")
     return value
+
+
+def _one_thread(fn, t: torch.Tensor) -> torch.Tensor:
+    """``fn(t)`` for an elementwise ``fn``, the same numbers whatever the thread count: torch
+    splits a large tensor among its threads, and the entries at the end of each thread's share
+    go through the scalar version of a kernel, whose ``pow`` / ``exp`` differ from the
+    vectorised ones in the last bit. In chunks that one thread runs whole, every entry takes
+    the path it takes on one thread."""
+    return torch.cat([fn(chunk) for chunk in t.reshape(-1).split(CHUNK)]).view(t.shape)
 
 
 def _uniform(shape, bound: float, generator) -> torch.Tensor:
@@ -152,4 +164,4 @@ def hyperbolic(shape, fan_in, generator, alpha: float | None = None, beta: float
                          f"{FLOAT32.max:.3g} and beta/alpha <= {FLOAT32.max:.3g} (float32), "
                          f"got alpha={alpha}, beta={beta}")
     u = torch.rand(shape, generator=generator)
-    return _random_signs(shape, generator) * alpha * (beta / alpha) ** u
+    return _random_signs(shape, generator) * alpha * _one_thread(lambda x: (beta / alpha) ** x, u)

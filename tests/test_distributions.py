@@ -6,7 +6,7 @@ import torch
 from scipy import stats
 
 import lotterynet as ln
-from lotterynet.distributions import orseau_range
+from lotterynet.distributions import DISTRIBUTIONS, orseau_range
 
 SHAPE, FAN_IN = (400, 500), 500
 
@@ -64,6 +64,24 @@ def test_hyperbolic_default_is_orseau_theorem3():
     assert alpha == pytest.approx(2 * 0.01 / 9 / q) and beta == pytest.approx(2 / 3 / q)
     w = draw("hyperbolic").abs()
     assert w.min() >= alpha * (1 - 1e-6) and w.max() <= beta * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("name", DISTRIBUTIONS.names())
+def test_a_seed_draws_the_same_numbers_on_any_number_of_threads(name):
+    """The frozen weights of a seed do not depend on torch's thread count (a sweep's
+    ``--jobs-per-device 2`` runs its jobs on one thread each): hyperbolic's ``(β/α)^u`` over a
+    tensor torch split among threads took the scalar ``pow`` for the entries at the end of each
+    thread's share, one bit off the vectorised one."""
+    threads = torch.get_num_threads()
+    drawn = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            drawn.append(ln.sample_weights(name, (1001, 1003), 1003,
+                                           torch.Generator().manual_seed(0)))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(drawn[0], w) for w in drawn[1:])
 
 
 @pytest.mark.parametrize("kw,match", [
