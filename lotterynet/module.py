@@ -7,10 +7,12 @@ load with ``torch.load(weights_only=True)`` and rebuild the model through ``buil
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import numbers
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -312,10 +314,13 @@ def divergence(model: torch.nn.Module, lr: float) -> str | None:
 
 
 def mask_digest(model: torch.nn.Module) -> float:
-    """A fingerprint of all masks: ``Σ_tensors (t + 1) · Σ_{kept i} (i + 1)`` in float64. Two
-    models with the same masks have the same digest; used to check that DDP ranks agree."""
-    total = torch.zeros((), dtype=torch.float64)
-    for t, m in enumerate(masked_weights(model)):
-        kept = m.mask().reshape(-1).nonzero().squeeze(1).cpu().double()
-        total += (t + 1) * (kept + 1).sum()
-    return float(total)
+    """A fingerprint of all masks: the first 52 bits of the SHA-256 of every mask's shape and
+    bits, in order, as a float64 (exact, so that DDP ranks can gather it). Two models with the
+    same masks have the same digest, and two with other masks another one (it was a sum of
+    the kept indices: keeping entries 0 and 3 read as keeping 1 and 2)."""
+    digest = hashlib.sha256()
+    for m in masked_weights(model):
+        mask = m.mask()
+        digest.update(repr(tuple(mask.shape)).encode())
+        digest.update(np.packbits(mask.reshape(-1).bool().cpu().numpy()).tobytes())
+    return float(int.from_bytes(digest.digest()[:7], "big") >> 4)

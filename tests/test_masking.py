@@ -543,3 +543,18 @@ def test_nan_scores_rank_below_every_other_and_exactly_k_are_kept(n, ties):
         assert torch.equal(mask, sorted_mask(layer.scores.detach().abs().nan_to_num(-1.0), k,
                                              ties))
         assert int((mask & nan).sum()) == max(0, k - int((~nan).sum()))
+
+
+def test_mask_digest_tells_masks_of_the_same_index_sum_apart():
+    """Keeping entries 0 and 3 is not keeping 1 and 2 (the digest summed the kept indices), nor
+    the same bits in another shape; the same masks give the same digest."""
+    from lotterynet.module import mask_digest
+
+    def digest(kept, shape=(1, 4)):
+        layer = ln.SubnetLinear(shape[1], shape[0], bias=False, structure="dense", sparsity=0.5)
+        layer.structure.weight.set_mask(torch.tensor(kept, dtype=torch.bool).view(shape))
+        return mask_digest(layer)
+
+    assert digest([1, 0, 0, 1]) == digest([1, 0, 0, 1])
+    assert digest([1, 0, 0, 1]) != digest([0, 1, 1, 0])
+    assert digest([1, 0, 0, 1]) != digest([1, 0, 0, 1], shape=(2, 2))
