@@ -518,6 +518,30 @@ def test_shipped_sweep_files_build_valid_cells(path):
         validate(make_config(values))
 
 
+PAPER_SPARSITIES = [0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.98,
+                    0.99]
+
+
+@pytest.mark.parametrize("name", ["pensia_fc2.yaml", "pensia_fc4.yaml", "pensia_lenet5.yaml",
+                                  "authors_lenet5.yaml"])
+def test_paper_sweep_files_hold_the_papers_recipe(name):
+    """The Figure 2 sweep files run Pensia et al.'s Experiment 2 recipe in every cell
+    (../shared/DESIGN.md): SGD, momentum 0.9, weight decay 5e-4, batch 64, cosine, lr 0.1 for
+    the FC nets and 0.01 for LeNet5, Kaiming-normal frozen weights, 5 pairs, the paper's 14
+    sparsities and 5 budgets, trained on all 60,000 MNIST training images as the paper (and the
+    authors' code) does: the FC files held 5,000 out for validation."""
+    sweep = load_sweep(build_parser().parse_args(["--sweep", str(REPO / "configs" / "sweeps" /
+                                                                  name)]), {})
+    assert sweep.sparsities == PAPER_SPARSITIES and sweep.epochs == [10, 20, 30, 50, 100]
+    for _, values in sweep.cells():
+        config = make_config(values)
+        lr = 0.01 if config.arch == "lenet5" else 0.1
+        assert (config.optimizer, config.lr, config.momentum, config.weight_decay,
+                config.batch_size, config.scheduler, config.init, config.pairs) == \
+            ("sgd", lr, 0.9, 5e-4, 64, "cosine", "kaiming_normal", 5)
+        assert (config.dataset, config.val_size, config.limit_train) == ("mnist", 0, None)
+
+
 def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsys):
     """Re-running a changed sweep runs its stale cells again in fresh folders; what they held
     (results, metrics) is renamed to CELL.stale-N, never deleted. A finished run's precision
