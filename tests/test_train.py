@@ -347,6 +347,23 @@ def test_flags_override_config_file(tmp_path):
     assert (resolved.arch, resolved.sparsity, resolved.epochs) == ("fc4", 0.25, 7)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("edgepopup_conv*.yaml")),
+                         ids=lambda p: p.name)
+def test_edgepopup_configs_hold_the_papers_recipe(path):
+    """Ramanujan et al.'s CIFAR-10 recipe (hidden-networks' configs/smallscale/convN/*_usc_*):
+    every layer a subnet layer, signed-constant weights, half kept, SGD lr 0.1, momentum 0.9,
+    weight decay 1e-4, batch 128, cosine over 100 epochs, trained on all 50,000 training
+    images (the reference evaluates on the test set; no validation hold-out)."""
+    config = config_from_args(build_parser().parse_args(["--config", str(path)]))
+    assert (config.arch, config.dataset) == (path.stem.split("_")[1], "cifar10")
+    assert (config.structure, config.init, config.sparsity, config.train_weights) == \
+        ("dense", "signed_constant", 0.5, False)
+    assert (config.optimizer, config.lr, config.momentum, config.weight_decay,
+            config.batch_size, config.scheduler, config.epochs) == \
+        ("sgd", 0.1, 0.9, 1e-4, 128, "cosine", 100)
+    assert (config.val_size, config.limit_train) == (0, None)
+
+
 def test_flags_are_refused_only_where_nothing_reads_them(tmp_path):
     """A flag the run does not read is refused (tests/test_bad_input.py); the same options are
     accepted where something reads them, and a config file may hold options for other
