@@ -364,6 +364,22 @@ def test_edgepopup_configs_hold_the_papers_recipe(path):
     assert (config.val_size, config.limit_train) == (0, None)
 
 
+@pytest.mark.parametrize("arch", ["fc2", "fc4", "lenet5"])
+def test_pensia_configs_hold_the_papers_recipe(arch):
+    """Pensia et al.'s Experiment 2 recipe (../shared/DESIGN.md), as the Figure 2 sweep files
+    hold it: SGD, momentum 0.9, weight decay 5e-4, batch 64, cosine, lr 0.1 (FC) or 0.01
+    (LeNet5), Kaiming-normal weights, 5 pairs, trained on all 60,000 MNIST training images (the
+    files held 5,000 out for validation)."""
+    config = config_from_args(build_parser().parse_args(
+        ["--config", str(REPO / "configs" / f"pensia_{arch}.yaml")]))
+    assert (config.arch, config.dataset, config.structure, config.pairs, config.init) == \
+        (arch, "mnist", "subsetsum", 5, "kaiming_normal")
+    assert (config.optimizer, config.lr, config.momentum, config.weight_decay,
+            config.batch_size, config.scheduler) == \
+        ("sgd", 0.01 if arch == "lenet5" else 0.1, 0.9, 5e-4, 64, "cosine")
+    assert (config.val_size, config.limit_train) == (0, None)
+
+
 def test_flags_are_refused_only_where_nothing_reads_them(tmp_path):
     """A flag the run does not read is refused (tests/test_bad_input.py); the same options are
     accepted where something reads them, and a config file may hold options for other
