@@ -681,7 +681,8 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
                  ) -> tuple[float, str] | None:
     """``(hours, description)`` for the cells of ``sweep`` not finished yet on the CPU, stacked
     as :func:`run_cells` will stack them and, with ``jobs`` at once, spread over them longest
-    first; None for an architecture without a stated epoch time."""
+    first (over at most as many as the CPU has cores); None for an architecture without a
+    stated epoch time."""
     arch = sweep.base.get("arch", "lenet5")
     if arch not in CPU_EPOCH_SECONDS:
         return None
@@ -704,7 +705,8 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     seconds = {stack_dir: sum(epochs(m) for m in members) * per_epoch["stacked"]
                for stack_dir, members in stacks.items()}
     seconds |= {name: epochs(name) * per_epoch["single"] for name, _ in single}
-    workers = balanced_parts(list(seconds), seconds, max(1, jobs))
+    # (jobs beyond the CPU's cores share them: they add no throughput)
+    workers = balanced_parts(list(seconds), seconds, max(1, min(jobs, os.cpu_count() or 1)))
     wall = max(sum(seconds[job] for job in worker) for worker in workers)
     counts = {"stacked": sum(epochs(m) for members in stacks.values() for m in members),
               "single": sum(epochs(name) for name, _ in single)}

@@ -502,6 +502,12 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     parallel, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=2)
     assert parallel * 3600 == pytest.approx(840 * 10 * 2 - values["epochs"] * 10)
     assert "2 jobs at once" in what
+    # jobs beyond the cores share them: 64 jobs on 2 cores take no less than 2 jobs (they
+    # made an 88-hour sweep look like 1.7 hours and start without --yes)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    many, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=64)
+    assert many >= (stacked * 3600 - values["epochs"] * 10) / 2 / 3600
+    assert "64 jobs at once" in what
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")),
