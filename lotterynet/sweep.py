@@ -171,11 +171,36 @@ def sweep_lock(sweep_dir: Path):
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             raise ConfigError(f"sweep directory {str(sweep_dir)!r} is in use by another sweep "
-                              f"({holder}); wait for it, or choose another --sweep-out") from None
+                              f"({holder}) or a --stack-file run of one of its stacks; wait "
+                              f"for it, or choose another --sweep-out") from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()}\n")
         lock.flush()
+        yield
+
+
+#: Set in the environment of a sweep's jobs (:func:`job_env`): they run under its lock.
+SWEEP_JOB = "LOTTERYNET_SWEEP_JOB"
+
+
+@contextlib.contextmanager
+def outside_a_running_sweep(stack_file: Path):
+    """A ``--stack-file`` run by hand of a sweep's stack (``SWEEP/stacks/STACK/stack.yaml``)
+    holds its sweep's lock shared while the block runs: refused while that sweep runs (it runs
+    the stack itself, or will), and the sweep refused meanwhile. The sweep's own jobs run
+    under its lock."""
+    lock_file = Path(stack_file).absolute().parent.parent.parent / SWEEP_LOCK
+    if os.environ.get(SWEEP_JOB) or not lock_file.is_file():
+        yield
+        return
+    with open(lock_file) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"--stack-file {str(stack_file)!r}: its sweep "
+                              f"{str(lock_file.parent)!r} is running and runs this stack; wait "
+                              f"for it, or stop it first") from None
         yield
 
 
@@ -216,7 +241,7 @@ def job_env(device: int | None, workers: int) -> dict[str, str]:
     unless the environment sets it). On the project's 2-core machine a LeNet5 stack runs no
     faster on two threads than on one (``BENCHMARKS.md``): two jobs of one thread each use
     the machine, two of two threads each would contend."""
-    env = dict(os.environ)
+    env = {**os.environ, SWEEP_JOB: str(os.getpid())}
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(device)
     else:

@@ -19,10 +19,10 @@ import yaml
 import lotterynet.sweep as sweep_module
 from conftest import REPO, default_sigint, processes_mentioning
 from lotterynet.cli import build_parser, explicit_values, main
-from lotterynet.config import make_config
+from lotterynet.config import ConfigError, make_config
 from lotterynet.grid import Sweep, cell_name, load_sweep, parse_variant
 from lotterynet.run import run
-from lotterynet.stack import StackRecord
+from lotterynet.stack import StackRecord, write_stack_file
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
         "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
@@ -327,6 +327,39 @@ def test_second_sweep_in_the_same_directory_is_refused(tmp_path, data_dir, capsy
     err = capsys.readouterr().err
     assert "in use by another sweep" in err and len(err.strip().splitlines()) == 1
     assert not (out / "cells").exists()
+
+
+def test_a_stack_file_run_by_hand_is_refused_while_its_sweep_runs(tmp_path, data_dir, capsys,
+                                                                  monkeypatch):
+    """A sweep's stack file run by hand while the sweep runs (which runs that stack, or will:
+    by hand it trained a queued stack, and the sweep's own job then failed on it) is refused in
+    one line, nothing written; the sweep's own jobs run it, and so does a hand run once the
+    sweep has ended, holding the sweep off meanwhile."""
+    import fcntl
+
+    out = tmp_path / "sweep"
+    cells = [out / "cells" / name for name in ("a", "b")]
+    configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s, "epochs": 1,
+                            "limit_train": 256, "val_size": 64, "progress_bar": False,
+                            "data_dir": str(data_dir), "out": str(c)})
+               for s, c in zip((0.5, 0.9), cells)]
+    path = write_stack_file(configs, out / "stacks" / "dense-seed0", cells)
+    monkeypatch.delenv("LOTTERYNET_SWEEP_JOB", raising=False)
+    with open(out / ".sweep.lock", "a+") as held:  # the sweep is running
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["--stack-file", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "is running and runs this stack" in err and len(err.strip().splitlines()) == 1
+        assert not any(c.exists() for c in cells)
+        with monkeypatch.context() as job:  # one of its jobs
+            job.setenv(sweep_module.SWEEP_JOB, sweep_module.job_env(None, 1)[
+                sweep_module.SWEEP_JOB])
+            assert main(["--stack-file", str(path)]) == 0
+    assert main(["--stack-file", str(path)]) == 0  # by hand, the sweep over
+    assert "2 of 2 members finished" in capsys.readouterr().out
+    with sweep_module.outside_a_running_sweep(path), pytest.raises(
+            ConfigError, match="or a --stack-file run"), sweep_module.sweep_lock(out):
+        pass
 
 
 def test_cell_with_another_config_is_run_again(tmp_path, data_dir, capsys):
