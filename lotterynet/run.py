@@ -498,19 +498,24 @@ def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
 def check_logits(config: RunConfig, model: torch.nn.Module, data: TensorDataModule) -> None:
     """A timm model (its ``model_kwargs`` may change what it returns: ``features_only``) maps
     a batch of the data set's images to ``(batch, classes)`` logits, checked on two blank
-    images before anything is written rather than at the first loss. Evaluation mode (batch
-    norms keep their statistics) with autograd on (no mask cache is kept)."""
+    images before anything is written rather than at the first loss. In evaluation mode, then
+    in training mode (what only training runs: drop path, its rate), with autograd on (no mask
+    cache is kept); the batch norms' statistics are put back."""
     side = data.image_size
     x = torch.zeros(2, data.in_channels, side, side)
-    training = model.training
+    training, buffers = model.training, [b.clone() for b in model.buffers()]
     try:
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             out = model.eval()(x)
+            model.train()(x)
     except (RuntimeError, TypeError, ValueError, AssertionError) as err:
         raise ConfigError(f"{config.arch} with this config cannot take {config.dataset}'s "
                           f"{data.in_channels}x{side}x{side} images: {one_line(err)}") from None
     finally:
         model.train(training)
+        with torch.no_grad():
+            for buffer, saved in zip(model.buffers(), buffers):
+                buffer.copy_(saved)
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != (2, data.num_classes):
         raise ConfigError(f"{config.arch} with this config gives {shape} for a batch of 2 "

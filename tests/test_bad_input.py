@@ -526,6 +526,8 @@ CASES = [
      ["cannot build", "KeyError: 'nope'"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "output_stride=3"],
      ["cannot build", "AssertionError: no message"]),
+    (["--arch", "timm:resnet10t", "--model-kwargs", "drop_path_rate=1.5"],  # (training only)
+     ["cannot take", "bernoulli_ expects p to be in [0, 1]"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "when=2020-01-01"],
      ["when=datetime.date(2020, 1, 1)", "not a plain value"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "nokey"], ["'nokey'", "KEY=VALUE"]),
