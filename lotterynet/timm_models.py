@@ -50,10 +50,12 @@ def create_timm_model(model_name: str, *, seed: int, img_size=None, **model_kwar
 def check_patches(model: nn.Module, model_name: str) -> None:
     """A ViT-style model whose patches do not tile its image (16×16 patches on 28×28 MNIST:
     one patch) sees only part of each image, timm dropping the rest without a word: refused,
-    naming the fix."""
+    naming the fix. Padding the image takes both of timm's dynamic options: with
+    ``dynamic_img_pad`` alone the padded image's patches outnumber the position embeddings."""
     embed = getattr(model, "patch_embed", None)
     grid, patch = getattr(embed, "grid_size", None), getattr(embed, "patch_size", None)
-    if grid is None or patch is None or getattr(embed, "dynamic_img_pad", False):
+    padded = getattr(embed, "dynamic_img_pad", False) and getattr(model, "dynamic_img_size", False)
+    if grid is None or patch is None or padded:
         return
     size, covered = tuple(embed.img_size), tuple(g * p for g, p in zip(grid, patch))
     if covered != size:
@@ -63,7 +65,7 @@ def check_patches(model: nn.Module, model_name: str) -> None:
             f"{covered[0]}x{covered[1]} of the {size[0]}x{size[1]} pixels, the rest is never "
             f"seen; give a patch size that divides {size[0]}: model_kwargs={{'patch_size': "
             f"{fit}}} (train.py --model-kwargs patch_size={fit}), or pad the image: "
-            f"model_kwargs={{'dynamic_img_pad': True}}")
+            f"model_kwargs={{'dynamic_img_size': True, 'dynamic_img_pad': True}}")
 
 
 @MODELS.register("timm")

@@ -285,6 +285,12 @@ def test_timm_builder_reproducible_and_adapted():
     with pytest.raises(ValueError, match="16x16 patches cover 16x16 of the 28x28 pixels.*"
                                          "'patch_size': 7"):
         build_model("timm", **{**spec, "model_kwargs": {"depth": 2}})
+    # padding the image, as that refusal says: dynamic_img_pad alone has too few position
+    # embeddings for the padded image's patches (it was let through, to fail at the forward)
+    padded = {"depth": 2, "dynamic_img_size": True, "dynamic_img_pad": True}
+    with pytest.raises(ValueError, match="'dynamic_img_size': True, 'dynamic_img_pad': True"):
+        build_model("timm", **{**spec, "model_kwargs": {"depth": 2, "dynamic_img_pad": True}})
+    assert build_model("timm", **{**spec, "model_kwargs": padded})(x).shape == (2, 10)
     # img_size is dropped for models that take none
     cnn = build_model("timm", model_name="resnet18", in_chans=1, num_classes=10, img_size=28,
                       model_kwargs={"layers": (1, 1, 1, 1)}, sparsity=0.8)
