@@ -640,7 +640,9 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"--arch {config.arch!r} is converted layer by layer; --structure wide, "
                           f"--train-weights, --subnet-convs and --fan-in need a built-in "
                           f"architecture "
-                          f"({', '.join(n for n in MODELS.names() if n != family)})")
+                          f"({', '.join(n for n in MODELS.names() if n != family)})"
+                          + "; a sweep of it needs --no-baseline (baseline: false), its "
+                            "trained baseline being a --train-weights run" * config.train_weights)
     if family in TARGET_ONLY and not config.train_weights:
         raise ConfigError(f"--arch {config.arch} is a target architecture (trained weights with "
                           f"biases): it runs only with --train-weights")

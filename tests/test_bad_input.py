@@ -195,6 +195,8 @@ CASES = [
     # combinations that would silently change meaning
     (["--train-weights", "--structure", "wide"], ["--train-weights", "wide"]),
     (["--arch", "timm:resnet18", "--structure", "wide"], ["timm:resnet18", "fc2"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--arch",
+      "timm:resnet10t"], ["--train-weights", "a sweep of it needs --no-baseline"]),
     # flags the run would not read (ignored unsaid): refused, the reason named
     (["--structure", "dense", "--pairs", "3"], ["--pairs 3", "--structure dense", "drop it"]),
     (["--arch", "fc2", "--structure", "dense", "--no-shared"], ["--no-shared", "dense"]),
