@@ -495,8 +495,17 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
                 for name in job.cells:
                     report(name)
             else:
-                failed.append(f"{job.what} failed (exit {code}); its output: {job.log}")
+                failed.append(f"{job.what} {how_it_ended(code)}; its output: {job.log}")
     return failed
+
+
+def how_it_ended(code: int | None) -> str:
+    """A failed job's end, from its exit code: a negative one is the signal that killed it
+    (``Popen``'s convention); the kernel's out-of-memory killer sends SIGKILL."""
+    if code is None or code >= 0:
+        return f"failed (exit {code})"
+    name = signal.Signals(-code).name
+    return f"was killed by {name}{' (out of memory?)' if name == 'SIGKILL' else ''}"
 
 
 def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:

@@ -450,19 +450,23 @@ def test_pool_runs_cells_and_a_failing_one_is_one_line(tmp_path, data_dir, capsy
     assert [r["sparsity"] for r in rows(out)] == ["0.5"]
 
 
+@pytest.mark.parametrize("death, said", [
+    ("echo 'Killed' >&2; exit 3", "failed (exit 3)"),
+    # the out-of-memory killer's way (it read "failed (exit -9)")
+    ("kill -9 $$", "was killed by SIGKILL (out of memory?)")])
 def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
-        tmp_path, data_dir, capsys, monkeypatch):
-    """A stack whose ``train.py --stack-file`` dies is named in one line with its log, its
-    members stay out of the table, the other stack's members are in it; exit 1."""
+        tmp_path, data_dir, capsys, monkeypatch, death, said):
+    """A stack whose ``train.py --stack-file`` dies is named in one line with its log and how
+    it ended, its members stay out of the table, the other stack's members are in it; exit 1."""
     fail_subprocesses(tmp_path, monkeypatch,  # argv: train.py --stack-file STACK.yaml
-                      "case \"$3\" in *wide-seed0*) echo 'Killed' >&2; exit 3;; esac\n")
+                      f"case \"$3\" in *wide-seed0*) {death};; esac\n")
     out = tmp_path / "pool"
     assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(out),
                  "--jobs-per-device", "2"]) == 1
     captured = capsys.readouterr()
     (line,) = captured.err.strip().splitlines()
     log = out / "stacks" / "wide-seed0" / "train.log"
-    assert "stack wide-seed0 failed (exit 3)" in line and str(log) in line
+    assert f"stack wide-seed0 {said}" in line and str(log) in line
     # one failure, the stack's four cells (two sparsities, two budgets) without results
     assert "sweep incomplete: 4 of 8 cells without results (1 failure(s))" in captured.out
     assert [r["variant"] for r in rows(out)] == ["subsetsum/identity"] * 2
