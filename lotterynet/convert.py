@@ -327,26 +327,32 @@ def _warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
 
 
 @functools.cache
-def _forward_source(cls: type) -> str:
-    """The source of ``cls.forward`` ("" where there is none to read)."""
-    try:
-        return inspect.getsource(cls.forward)
-    except (OSError, TypeError):
-        return ""
+def _forward_sources(cls: type) -> str:
+    """The source of every ``forward`` that ``cls`` defines or inherits (a subclass's may hand
+    over to its base's: ``super().forward``); "" for one there is none to read."""
+    sources = []
+    for base in cls.__mro__:
+        if "forward" in vars(base):
+            try:
+                sources.append(inspect.getsource(base.forward))
+            except (OSError, TypeError):
+                pass
+    return "\n".join(sources)
 
 
 def reads_weight(owner: nn.Module, child: str) -> bool:
     """Whether ``owner``'s forward reads its layer ``child``'s weight itself
-    (``self.qkv.weight``: torchvision's Swin attention passes it to ``F.linear``)."""
-    source = _forward_source(type(owner))
+    (``self.qkv.weight``: torchvision's Swin attention passes it to ``F.linear``;
+    ``nn.TransformerEncoderLayer``'s fast path its feed-forward layers')."""
+    source = _forward_sources(type(owner))
     return re.search(rf"\bself\.{re.escape(child)}\.weight\b", source) is not None
 
 
 def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module]) -> None:
     """Warn of a converted layer whose weight its parent's forward reads itself
-    (``self.qkv.weight``: torchvision's Swin attention passes it to ``F.linear``) when that
-    weight is ``[P, 2N]`` over ``[relu(x), relu(-x)]`` (subset-sum / fixedsize with ReLU), not
-    ``[out, in]``: that forward then fails with a shape error naming no layer."""
+    (:func:`reads_weight`) when that weight is ``[P, 2N]`` over ``[relu(x), relu(-x)]``
+    (subset-sum / fixedsize with ReLU), not ``[out, in]``: that forward then fails with a shape
+    error naming no layer."""
     for name, layer in replaced.items():
         parent, _, child = name.rpartition(".")
         if not name or getattr(getattr(layer, "structure", None), "activation", None) != "relu":

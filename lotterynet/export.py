@@ -13,7 +13,8 @@ weights are pruned.
 ``SubnetMultiheadAttention`` becomes the ``nn.MultiheadAttention`` with the same masked weights
 (stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly,
 as ``nn.TransformerEncoderLayer``'s fast path reads its feed-forward layers', and torchvision's
-Swin attention its ``qkv`` and ``proj``, which stay dense too: :data:`READS_CHILD_WEIGHTS`).
+Swin attention its ``qkv`` and ``proj``, which stay dense too:
+:func:`~lotterynet.convert.reads_weight`).
 
 The result is made of torch modules and of those in :mod:`lotterynet.plain` (torch only,
 TorchScript-scriptable): ``torch.jit.script(export(model))`` runs with no lotterynet at all
@@ -64,12 +65,6 @@ PLAIN_FORMS: dict[type, PlainForm] = {
 }
 
 
-#: Modules that read their child layers' ``weight`` themselves (``nn.TransformerEncoderLayer``'s
-#: fast path in evaluation): their layers are exported dense even with ``sparse=True``, as are
-#: those whose parent's forward reads ``self.<layer>.weight`` (torchvision's Swin attention).
-READS_CHILD_WEIGHTS = (nn.TransformerEncoderLayer,)
-
-
 def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> nn.Module:
     """The plain module computing what ``layer`` computes with its current masks, with the hooks
     on ``layer``'s calls."""
@@ -116,7 +111,8 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
         parent, _, child = name.rpartition(".")
         owner = exported.get_submodule(parent)
         if id(layer) not in plain:
-            stays_dense = isinstance(owner, READS_CHILD_WEIGHTS) or reads_weight(owner, child)
-            plain[id(layer)] = export_layer(layer, sparse=sparse and not stays_dense, name=name)
+            # (a layer whose weight its parent's forward reads itself stays dense)
+            plain[id(layer)] = export_layer(
+                layer, sparse=sparse and not reads_weight(owner, child), name=name)
         setattr(owner, child, plain[id(layer)])
     return exported

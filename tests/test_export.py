@@ -202,6 +202,25 @@ def test_a_layer_whose_weight_its_parent_reads_exports_dense():
     with torch.no_grad():
         torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
 
+
+def test_a_layer_whose_weight_its_parents_base_forward_reads_exports_dense():
+    """The same through a subclass whose own forward hands over to its base's (only the
+    subclass's forward was read: its qkv was exported sparse, and the base's forward failed)."""
+    from torchvision.models.swin_transformer import ShiftedWindowAttention
+
+    class Attention(ShiftedWindowAttention):
+        def forward(self, x):
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    model = convert(nn.Sequential(Attention(8, [2, 2], [0, 0], 2)), sparsity=0.5).eval()
+    exported = export(model, sparse=True).eval()
+    assert type(exported[0].qkv) is nn.Linear and type(exported[0].proj) is nn.Linear
+    x = torch.randn(2, 4, 4, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
+
+
 def test_structure_without_effective_weight_fails_clearly():
     class TwoLayers(nn.Module):
         def forward(self, x, op):
