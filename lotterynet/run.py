@@ -125,9 +125,9 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
                           f"{str(source)!r} itself or into an empty --out")
     if config.overwrite or not holds_files(run_dir):
         return
-    last = run_dir / CHECKPOINTS / LAST  # (a finished run is not resumed: not offered)
-    resume = f"--resume {last}, " if last.is_file() and not (run_dir / RESULTS).is_file() else ""
-    finished = f" (a finished run: {RESULTS} is there)" if (run_dir / RESULTS).is_file() else ""
+    last, done = run_dir / CHECKPOINTS / LAST, (run_dir / RESULTS).is_file()
+    resume = f"--resume {last}, " if last.is_file() and not done else ""  # (not a finished run)
+    finished = f" (a finished run: {RESULTS} is there)" if done else ""
     raise ConfigError(f"run directory {str(run_dir)!r} is not empty{finished}; pass "
                       f"--overwrite, {resume}or another --out")
 
