@@ -511,9 +511,11 @@ class MaskedSparsity:
 
 def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
     """Rank the scores of all maskable tensors of ``model`` together and give each tensor its
-    share of the ``round((1 - sparsity) * total)`` largest ``|score|`` (ties at the cut-off
-    broken by the tensors' tie rule, over the tensors in the model's order). Returns the new
-    ``k`` per tensor (by module name). A tensor may end up with ``k = 0``.
+    share of the largest ``|score|``: as many as the tensors' ``kept`` rule keeps of all their
+    entries together (``round((1 - sparsity) * total)``, or ``total - int(sparsity * total)``
+    for ``"floor"``), ties at the cut-off broken by the tensors' tie rule, over the tensors in
+    the model's order. Returns the new ``k`` per tensor (by module name). A tensor may end up
+    with ``k = 0``.
 
     This concatenates all scores once per call; call it when the ranking should be refreshed
     (e.g. once per epoch), not on every batch: between calls each tensor keeps its own top-k.
@@ -528,11 +530,16 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
                          "number per group (fixedsize structure) and cannot take a global share")
     sizes = [m.weight.numel() for _, m in named]
     total = sum(sizes)
-    ties = {m.ties for _, m in named}
+    ties, rules = {m.ties for _, m in named}, {m.kept_rule for _, m in named}
     if len(ties) > 1:
         raise ValueError(f"global_topk: the model's tensors break ties by different rules "
                          f"({', '.join(sorted(ties))}); give them one (set_rules)")
-    k = kept_count(total, check_sparsity(sparsity, total))
+    if len(rules) > 1:
+        raise ValueError(f"global_topk: the model's tensors count kept entries by different "
+                         f"rules ({', '.join(sorted(rules))}); give them one (set_rules)")
+    rule = rules.pop()
+    k = kept_count(total, check_sparsity(sparsity, total, "the model's maskable tensors", rule),
+                   rule)
     with torch.no_grad():  # ties at the cut-off by the tensors' rule, in the models' order
         scores = score_magnitudes(torch.cat([m.scores.reshape(-1) for _, m in named]))
         kept = topk_mask(scores, k, ties=ties.pop(), dtype=torch.int64)

@@ -336,6 +336,26 @@ def test_global_topk_breaks_ties_by_the_tensors_rule(ties, first_k):
         ln.global_topk(model, sparsity=0.5)
 
 
+def test_global_topk_counts_by_the_tensors_kept_rule():
+    """18 entries at 0.75: ``"floor"`` keeps 18 − int(13.5) = 5 in all, where ``"round"``
+    keeps round(4.5) = 4; at 0.96 of 10 entries ``"floor"`` keeps 1 where ``"round"`` keeps
+    none (refused) — the same counts as one tensor of that size under each rule."""
+    def model(kept, shapes=((3, 3), (3, 3))):
+        return torch.nn.Sequential(*(ln.SubnetLinear(*shape, seed=s, kept=kept)
+                                     for s, shape in enumerate(shapes)))
+
+    floor, rounded = model("floor"), model("round")
+    assert sum(ln.global_topk(floor, sparsity=0.75).values()) == 5
+    assert sum(ln.global_topk(rounded, sparsity=0.75).values()) == 4
+    assert ln.count_params(floor)["kept"] == 5
+    assert sum(ln.global_topk(model("floor", [(5, 2)]), sparsity=0.96).values()) == 1
+    with pytest.raises(ValueError, match="sparsity 0.96 keeps no weight"):
+        ln.global_topk(model("round", [(5, 2)]), sparsity=0.96)
+    floor[1].structure.weight.set_rules(kept="round")
+    with pytest.raises(ValueError, match="count kept entries by different rules .*floor, round"):
+        ln.global_topk(floor, sparsity=0.75)
+
+
 @pytest.mark.parametrize("mask, words", [
     (torch.tensor([[2, 0, 0], [0, 0, 0]]), "torch.int64"),
     (torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]), "torch.float32"),
