@@ -25,7 +25,8 @@ kept second-layer edge ``v_{jh}`` adds the *product weight* ``z = u_h v_{jh}`` t
   the single neuron whose product is nearest to ``w`` (two neurons per weight).
 * **Orseau et al. (2020), Corollary 10 / Theorem 3** — hyperbolic weights on Theorem 3's range;
   per target weight and sign half the greedy golden-ratio decomposition (Lemma 9): products in
-  decreasing magnitude, each taken while it does not overshoot the residual. No search.
+  decreasing magnitude, each taken while it does not overshoot the residual, at most k′ of
+  them (Theorem 3, Step 2). No search.
 
 The papers' lemmas give every target weight its own neurons (``H = m · d_in · d_out``); here the
 first layer is shared by the outputs (``H = m · d_in``, the project's ``malach`` / ``orseau``
@@ -36,7 +37,9 @@ independent products; they are not independent *across* outputs (``u_h`` is comm
 from __future__ import annotations
 
 import copy
+import math
 import time
+from functools import partial
 
 import torch
 from torch import nn
@@ -161,23 +164,42 @@ def nearest_product(products: torch.Tensor, allowed: torch.Tensor,
 
 
 def golden_ratio_decomposition(products: torch.Tensor, allowed: torch.Tensor,
-                               w: torch.Tensor) -> torch.Tensor:
+                               w: torch.Tensor, cap: int | None = None) -> torch.Tensor:
     """Orseau et al., Corollary 10 (Lemma 9): the greedy decomposition of ``w[j, i]`` over the
     allowed candidates ``products[j, i, :]`` — in decreasing magnitude, take a product when it
-    has ``w``'s sign and does not exceed the residual, so ``0 ≤ |w| − |ŵ|`` always, and
-    ``|w| − |ŵ| ≤ γ^K`` (γ = 2/3) when each interval ``(γ^{i+1}, γ^i]``, i = 1..K, holds a
-    candidate (scaled by ``w_max``). Returns the bool selection (j, i, m)."""
+    has ``w``'s sign and does not exceed the residual, and at most ``cap`` of them (the mask
+    size ``|b| ≤ k′`` of Corollary 10; None: no cap). So ``0 ≤ |w| − |ŵ|`` always, and
+    ``|w| − |ŵ| ≤ γ^K`` (γ = 2/3, ``|w| ≤ 1``; scaled by ``w_max``) when each interval
+    ``(γ^{i+1}, γ^i]``, i = 1..K, holds a candidate and ``cap ≥ K``: uncapped, the residual is
+    at most γ^i once the candidates above γ^{i+1} are passed (Lemma 9's induction), and after
+    the t-th product taken it is at most γ^t (one taken from ``(γ^{i+1}, γ^i]`` leaves less
+    than ``min(γ^t, γ^{i-1}) − γ^{i+1} ≤ γ^{t+1}``), so stopping at ``K`` costs nothing.
+    Returns the bool selection (j, i, m)."""
     sign = torch.sign(w)[..., None]
     magnitude = torch.where(allowed & (products * sign > 0), (products * sign), 0.0)
     order = magnitude.argsort(-1, descending=True)
     ordered = magnitude.gather(-1, order)
     residual = w.abs().clone()
     taken = torch.zeros_like(ordered, dtype=torch.bool)
+    count = torch.zeros_like(residual, dtype=torch.int64)
     for t in range(ordered.shape[-1]):
         take = (ordered[..., t] > 0) & (ordered[..., t] <= residual)
+        if cap is not None:
+            take &= count < cap
         residual -= torch.where(take, ordered[..., t], 0.0)
+        count += take
         taken[..., t] = take
     return torch.zeros_like(taken).scatter_(-1, order, taken)
+
+
+def golden_ratio_cap(w_max: float, epsilon: float) -> int:
+    """``⌊k′⌋``, ``k′ = log_{3/2}(3 w_max / ε_w)``: the most products per target weight and
+    sign half in Orseau et al.'s Theorem 3 (Step 2: Corollary 10 at accuracy ε_w/2 for each of
+    ŵ⁺ and ŵ⁻, a mask of size at most k′). It is at least Lemma 9's
+    ``k = ⌈log_{3/2}(2 w_max / ε_w)⌉``, what the γ^k bound needs (0 when ε_w > 2 w_max:
+    ŵ = 0 is then within ε_w/2 of every weight). (A relative 1e-12 keeps an integer k′
+    whole.)"""
+    return math.floor(math.log(3 * w_max / epsilon, 1.5) * (1 + 1e-12))
 
 
 PRODUCT_RULES = {"malach": (nearest_product, "malach"),
@@ -189,7 +211,8 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     """Malach's (``rule="malach"``) or Orseau's (``rule="orseau"``) construction of one trained
     ``nn.Linear`` as a pruned ``SubnetLinear`` of that structure with ``hidden = m · d_in``
     (module doc). Orseau's hyperbolic range is Theorem 3's for ``ε_w = epsilon`` and
-    ``w_max = max |w|`` of the layer. A bias, if any, is kept as the frozen output bias.
+    ``w_max = max |w|`` of the layer, and each weight's sign half sums at most
+    :func:`golden_ratio_cap` products. A bias, if any, is kept as the frozen output bias.
     Returns ``(subnet_layer, stats)``."""
     if not isinstance(layer, nn.Linear):
         raise ValueError(f"the {rule} construction is built for nn.Linear, got "
@@ -202,8 +225,10 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     d_out, d_in = w.shape
     init_kwargs = None
     if rule == "orseau":
-        alpha, beta = orseau_range(eps_w=epsilon, w_max=w.abs().max().item())
+        w_max = w.abs().max().item()
+        alpha, beta = orseau_range(eps_w=epsilon, w_max=w_max)
         init_kwargs = {"alpha": alpha, "beta": beta}
+        select = partial(select, cap=golden_ratio_cap(w_max, epsilon))
     subnet = _subnet_like(layer, structure=structure_name, hidden=m * d_in, sparsity=0.0,
                           init_kwargs=init_kwargs, seed=_seed(generator))
     u, v = subnet.structure.u, subnet.structure.v

@@ -14,6 +14,7 @@ from lotterynet.constructions import (
     coefficient_bounds,
     construct_model,
     effective_errors,
+    golden_ratio_cap,
     golden_ratio_decomposition,
     nearest_product,
     product_network,
@@ -132,6 +133,66 @@ def test_golden_ratio_decomposition_meets_lemma_9():
     assert (w - approx).max() <= GOLDEN_GAMMA**K
     # a weight of sign s only takes candidates of sign s
     assert ((products * signs[..., None])[chosen] > 0).all()
+
+
+def test_golden_ratio_decomposition_takes_at_most_cap_products():
+    """Uncapped, the greedy takes all five candidates below 1 (0.6 + 0.3 + 0.05 + 0.03 + 0.01);
+    capped at 2 it stops after 0.6 + 0.3, within γ² of w (Lemma 9 with K = 2: 0.6 and 0.3
+    lie in (γ², γ] and (γ³, γ²]). With random candidates, one in each (γ^{i+1}, γ^i],
+    i = 1..K, and many small ones, the cap K keeps the γ^K bound."""
+    products = torch.tensor([[[0.01, 0.3, 0.6, 0.03, 0.05]]], dtype=torch.float64)
+    every = torch.ones(1, 5, dtype=torch.bool)
+    w = torch.tensor([[1.0]], dtype=torch.float64)
+    assert golden_ratio_decomposition(products, every, w).tolist() == [[[True] * 5]]
+    chosen = golden_ratio_decomposition(products, every, w, cap=2)
+    assert chosen.tolist() == [[[False, True, True, False, False]]]
+    assert 1.0 - (products * chosen).sum().item() == pytest.approx(0.1, abs=1e-15)
+    K = 4
+    g = torch.Generator().manual_seed(6)
+    lows = GOLDEN_GAMMA ** torch.arange(2, K + 2, dtype=torch.float64)
+    highs = GOLDEN_GAMMA ** torch.arange(1, K + 1, dtype=torch.float64)
+    w = torch.rand(500, 1, generator=g, dtype=torch.float64)
+    buckets = lows + (highs - lows) * torch.rand(500, 1, K, generator=g, dtype=torch.float64)
+    small = torch.rand(500, 1, 20, generator=g, dtype=torch.float64) * GOLDEN_GAMMA ** (K + 1)
+    products = torch.cat([buckets, small], -1)
+    every = torch.ones(1, K + 20, dtype=torch.bool)
+    assert golden_ratio_decomposition(products, every, w).sum(-1).max() > K
+    chosen = golden_ratio_decomposition(products, every, w, cap=K)
+    approx = (products * chosen).sum(-1)
+    assert chosen.sum(-1).max() == K and (approx <= w + 1e-12).all()
+    assert (w - approx).max() <= GOLDEN_GAMMA**K
+
+
+def test_orseau_product_network_keeps_at_most_k_prime_products():
+    """ε_w = w_max: k′ = log_{3/2} 3 = 2.71, so each weight's sign half sums at most 2 products
+    (Theorem 3, Step 2), where the uncapped greedy takes up to 4 of these m = 20 candidates;
+    a half with a candidate in each (γ^{i+1}, γ^i]·w_max, i = 1..k, k = ⌈log_{3/2} 2⌉ = 2, is
+    within ε_w/2 (Corollary 10)."""
+    # k′ = 5 and 14 exactly: float logs give 4.999… and 13.999…
+    assert [golden_ratio_cap(1.0, 3 / 1.5**k) for k in (5, 14)] == [5, 14]
+    layer = small_linear(d_in=6, d_out=4, scale=0.4)
+    w = layer.weight.detach().double()
+    w_max = w.abs().max().item()
+    m = 20
+    subnet, _ = product_network(layer, m, torch.Generator().manual_seed(1), rule="orseau",
+                                epsilon=w_max)
+    u, v = subnet.structure.u, subnet.structure.v
+    u_own = u.weight.detach()[torch.arange(6 * m), torch.arange(6).repeat_interleave(m)]
+    products = v.weight.detach().view(4, 6, m) * u_own.view(6, m)
+    chosen = v.mask().view(4, 6, m)
+    halves = (u_own.view(6, m) > 0, u_own.view(6, m) < 0)
+    for half, uncapped, covered in zip(halves, (4, 3), (9, 14)):
+        kept = chosen & half
+        assert kept.sum(-1).max() == 2
+        assert golden_ratio_decomposition(products, half, w).sum(-1).max() == uncapped
+        approx = (products * kept).sum(-1)
+        magnitude = products * torch.sign(w)[..., None] / w_max
+        event = torch.ones_like(w, dtype=torch.bool)
+        for i in (1, 2):
+            event &= ((magnitude > GOLDEN_GAMMA ** (i + 1)) & (magnitude <= GOLDEN_GAMMA**i)
+                      & half).any(-1)
+        assert event.sum() == covered
+        assert ((approx - w).abs()[event] <= w_max / 2).all()
 
 
 @pytest.mark.parametrize("rule", ["malach", "orseau"])
