@@ -478,7 +478,9 @@ def make_config(values: dict) -> RunConfig:
     if "precision" in values:
         values = {**values, "precision": precision_name(values["precision"])}
     config = RunConfig(**{name: typed_value(name, value) for name, value in values.items()})
-    if config.structure is None:
+    if config.train_weights and config.structure != WIDE:  # (wide: refused below)
+        config.structure = "dense"  # what it trains, whatever a shared config file says
+    elif config.structure is None:
         from .archs import default_structure
 
         config.structure = default_structure(config.arch)
@@ -546,8 +548,11 @@ def changed_fields(stored: dict, wanted: dict, ignored: tuple[str, ...] = RESUMA
 
     stored = {**RunConfig().to_dict(), **stored}
     arch = str(wanted.get("arch", stored["arch"]))  # (str: a hand-edited file's may be a list)
+    # a trained baseline is dense whatever its structure says (older runs stored the arch's)
+    trained = stored["train_weights"] and wanted.get("train_weights", True)
     return [name for name, value in wanted.items() if name in FIELDS
             and name not in ignored and stored[name] != value
+            and not (name == "structure" and trained)
             and not (name == "lr" and recipe_lr(arch, value) == recipe_lr(str(stored["arch"]),
                                                                         stored["lr"]))]
 
@@ -751,10 +756,8 @@ def unread_options(config: RunConfig) -> dict[str, str]:
                                   f"not a timm:<name>")
     if config.train_weights:
         why = "the trained dense baseline (--train-weights) has no masks and no structure"
-        unread.update({name: why for name in ("sparsity", "match", "score_init",
+        unread.update({name: why for name in ("structure", "sparsity", "match", "score_init",
                                               *LAYER_OPTIONS)})
-        if config.structure != "dense":
-            unread["structure"] = why
         frozen_convs = split_arch(config.arch)[0] == "lenet5" and not config.subnet_convs
         if not frozen_convs or config.conv_init is not None:
             unread["init"] = (f"it draws frozen random weights, and the trained baseline of "

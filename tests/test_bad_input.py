@@ -212,6 +212,7 @@ CASES = [
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "wide,wide:identity"],
      ["variant 'wide/identity' sets activation: 'identity'", "does nothing"]),
     (["--train-weights", "--sparsity", "0.9"], ["--sparsity 0.9", "--train-weights"]),
+    (["--train-weights", "--structure", "dense"], ["--structure 'dense'", "no structure"]),
     (["--train-weights", "--score-init", "kaiming"], ["--score-init 'kaiming'", "no masks"]),
     (["--arch", "fc2", "--train-weights", "--init", "uniform"], ["--init 'uniform'", "fc2"]),
     (["--train-weights", "--conv-init", "uniform", "--init", "kaiming_uniform"],

@@ -18,12 +18,14 @@ import yaml
 from conftest import REPO
 from lotterynet.archs import recipe_lr
 from lotterynet.cli import build_parser, config_from_args, main
-from lotterynet.config import FIELDS, make_config
+from lotterynet.config import FIELDS, changed_fields, make_config
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
 from lotterynet.distributions import orseau_range
+from lotterynet.grid import Sweep
 from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
+from lotterynet.paper import TRAINED, paper_accuracy
 from lotterynet.run import build_module
 from lotterynet.widen import maskable_count, wide_width
 
@@ -380,6 +382,22 @@ def test_pensia_configs_hold_the_papers_recipe(arch):
     assert (config.val_size, config.limit_train) == (0, None)
 
 
+@pytest.mark.parametrize("flags", [["--arch", "fc2"],
+                                   ["--config", str(REPO / "configs" / "pensia_fc2.yaml")]],
+                         ids=["default", "config-file"])
+def test_a_trained_baseline_run_by_hand_is_stored_as_the_sweeps_baseline_cell(flags):
+    """A --train-weights run trains the dense net: its config (results.json's) says structure
+    dense, as a sweep's baseline cell does, and is the paper's trained point (it said
+    subsetsum, fc2's default or the config file's). A run stored so before still matches."""
+    config = config_from_args(build_parser().parse_args([*flags, "--train-weights"]))
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
+                  sparsities=[0.5], epochs=[10])
+    cell = make_config(sweep.cells()[-1][1])
+    assert config.structure == cell.structure == "dense"
+    assert paper_accuracy(config.to_dict()) == TRAINED["fc2"]
+    assert changed_fields({**config.to_dict(), "structure": "subsetsum"}, config.to_dict()) == []
+
+
 def test_flags_are_refused_only_where_nothing_reads_them(tmp_path):
     """A flag the run does not read is refused (tests/test_bad_input.py); the same options are
     accepted where something reads them, and a config file may hold options for other
@@ -395,7 +413,6 @@ def test_flags_are_refused_only_where_nothing_reads_them(tmp_path):
     assert resolve("--structure", "wide", "--match", "fixedsize", "--activation",
                    "identity").activation == "identity"  # (2n terms for ReLU: it sizes)
     assert resolve("--train-weights", "--init", "uniform").init == "uniform"  # LeNet5's convs
-    assert resolve("--train-weights", "--structure", "dense").train_weights
     assert resolve("--structure", "fixedsize", "--no-shared", "--fan-in", "target").fan_in \
         == "target"
     # a sweep refuses only what no cell reads: --pairs sizes the subset-sum and wide cells (not
