@@ -65,21 +65,29 @@ class MaxPool2x2(nn.MaxPool2d):
 
 class _SparseStorage(nn.Module):
     """Keeps a layer's weight as the flat ``indices`` (int32 when they fit) and ``values`` of its
-    non-zero entries, and rebuilds the dense weight for each forward (``sparse_weight``)."""
+    non-zero entries, and rebuilds the dense weight for each forward (``sparse_weight``), in
+    the weight's memory layout: a channels_last weight comes back channels_last (a convolution's
+    result depends on the layout, by float rounding)."""
 
     def _store_sparse(self, weight: torch.Tensor) -> None:
-        flat = weight.detach().reshape(-1)
+        order = sorted(range(weight.dim()), key=lambda d: -weight.stride(d))  # in memory order
+        stored = weight.detach().permute(order)
+        if not stored.is_contiguous():  # (no dense layout: stored contiguous)
+            order, stored = list(range(weight.dim())), weight.detach()
+        flat = stored.reshape(-1)
         indices = flat.nonzero().squeeze(1)
         index_dtype = torch.int32 if flat.numel() <= torch.iinfo(torch.int32).max else torch.int64
         del self.weight
         self.register_buffer("indices", indices.to(index_dtype))
         self.register_buffer("values", flat[indices].clone())
-        self.weight_shape: list[int] = list(weight.shape)
+        self.weight_shape: list[int] = list(stored.shape)  # (in memory order)
+        self.weight_order: list[int] = [order.index(d) for d in range(weight.dim())]
         self.weight_numel: int = math.prod(weight.shape)
 
     def sparse_weight(self) -> torch.Tensor:
         w = torch.zeros(self.weight_numel, dtype=self.values.dtype, device=self.values.device)
-        return w.index_put_([self.indices.long()], self.values).view(self.weight_shape)
+        w = w.index_put_([self.indices.long()], self.values)
+        return w.view(self.weight_shape).permute(self.weight_order)
 
 
 def _bias_copy(dense: nn.Module) -> nn.Parameter | None:

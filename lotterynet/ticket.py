@@ -15,6 +15,9 @@ random weights:
   regenerated (from the convert seeds, or your layers' own seeds); frozen tensors outside them
   (norms, tokens, embeddings frozen by ``convert``) are stored.
 
+Tensors laid out channels last (``model.to(memory_format=torch.channels_last)``) are listed by
+name and come back so: a convolution's result depends on the layout, by float rounding.
+
 A sha256 of the regenerated tensors is stored and checked, so a rebuild that draws different
 random values (another torch or timm version, an unseeded layer) is an error, not a silently
 different network; a model of another shape is refused naming the first tensor that differs.
@@ -135,6 +138,45 @@ def _split_state(model: nn.Module, frozen: set[str]) -> tuple[dict, dict]:
     return regenerated, stored
 
 
+#: The memory formats a ticket records, by the number of dimensions of the tensors they lay out.
+LAYOUTS = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _strides(shape: torch.Size, memory_format: torch.memory_format) -> tuple:
+    return torch.empty(shape, device="meta", memory_format=memory_format).stride()
+
+
+def _laid_out(t: torch.Tensor) -> bool:
+    """Whether ``t`` has the strides of its dimension's :data:`LAYOUTS` format (not only
+    ``is_contiguous`` in it: a 1x1 kernel's weight is, in both formats)."""
+    return t.dim() in LAYOUTS and t.stride() == _strides(t.shape, LAYOUTS[t.dim()]) \
+        != _strides(t.shape, torch.contiguous_format)
+
+
+def _channels_last(model: nn.Module) -> list[str]:
+    """The names of ``model``'s tensors laid out channels last (``model.to(memory_format=
+    torch.channels_last)``), each tensor once (under its first name)."""
+    names, seen = [], set()
+    for name, value in model.state_dict(keep_vars=True).items():
+        if id(value) not in seen and name.rpartition(".")[2] != EXTRA_STATE:
+            seen.add(id(value))
+            if _laid_out(value):
+                names.append(name)
+    return names
+
+
+def _restore_layouts(model: nn.Module, names: list[str], path) -> None:
+    """Lay the ticket's channels-last tensors out so again, values unchanged (a rebuild makes
+    them contiguous, and a convolution's result depends on the layout, by float rounding)."""
+    state = model.state_dict(keep_vars=True)
+    for name in names:
+        value = state.get(name)
+        if value is None or value.dim() not in LAYOUTS:
+            raise TicketError(f"{path}: the ticket lays out {name!r} channels last, but the "
+                              f"model has no 4- or 5-dimensional tensor of that name")
+        value.data = torch.empty_like(value, memory_format=LAYOUTS[value.dim()]).copy_(value)
+
+
 def tensors_digest(tensors: dict) -> str:
     """sha256 over the names and bytes of ``tensors`` (a state dict, or part of one)."""
     h = hashlib.sha256()
@@ -222,7 +264,7 @@ def save_ticket(model: nn.Module, path) -> int:
         tensors[name] = {"dtype": dtype, "shape": list(t.shape), **payload.add(_tensor_bytes(t))}
     header = {"spec": spec, "converts": _convert_calls(model), "masks": masks,
               "tensors": tensors, "frozen_sha256": tensors_digest(regenerated),
-              "payload_nbytes": payload.size}
+              "channels_last": _channels_last(model), "payload_nbytes": payload.size}
     return ticket_file.write(path, header, b"".join(payload.chunks))
 
 
@@ -427,4 +469,5 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     payload = inflate(compressed, header["payload_nbytes"], path)
     _impose_masks(model, header["masks"], payload)
     _restore_tensors(model, header["tensors"], stored, payload)
+    _restore_layouts(model, header.get("channels_last", []), path)  # (older tickets: none)
     return compiled if compiled is not None and _uncompiled(compiled) is model else model

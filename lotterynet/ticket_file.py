@@ -6,7 +6,8 @@ Layout (no pickle anywhere; reading only parses JSON and raw little-endian bytes
     | zlib(payload) | sha256 of everything before it (32 bytes)
 
 The header's ``masks`` and ``tensors`` give each entry's ``shape`` (masks: ``k``; tensors:
-``dtype``) and its ``offset`` and ``nbytes`` in the payload, whose size is ``payload_nbytes``.
+``dtype``) and its ``offset`` and ``nbytes`` in the payload, whose size is ``payload_nbytes``;
+``channels_last`` names the tensors laid out channels last (absent in older tickets: none).
 :func:`read_header` validates all of it — types, shapes, sizes consistent with each other, the
 announced payload within ``max_bytes`` and within what the file's compressed bytes can inflate
 to (deflate expands at most 1032×) — before anything is allocated; :func:`inflate` then never
@@ -120,6 +121,9 @@ def _check_header(header, compressed_nbytes: int, max_bytes: int) -> None:
         isinstance(c, dict) and isinstance(c.get("path"), str)
         and isinstance(c.get("kwargs"), dict) for c in converts), "converts")
     _require(isinstance(header.get("frozen_sha256"), str), "frozen_sha256")
+    laid_out = header.get("channels_last", [])
+    _require(isinstance(laid_out, list) and all(isinstance(n, str) for n in laid_out),
+             "channels_last must be a list of tensor names")
     total = 0
     for kind, key in (("mask", "masks"), ("tensor", "tensors")):
         entries = header.get(key)

@@ -60,15 +60,21 @@ def test_export_computes_what_the_subnet_computes(kw, sparse):
             torch.testing.assert_close(exported[i](one), model[i](one), rtol=1e-5, atol=1e-6)
 
 
-def test_a_channels_last_model_exports_channels_last():
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
+def test_a_channels_last_model_exports_channels_last(sparse):
     """The plain convolutions of a channels_last model are channels_last, computing exactly
-    what the subnet layers compute; they were contiguous (another kernel, other outputs)."""
+    what the subnet layers compute; they were contiguous (another kernel, other outputs), and
+    with sparse storage the weight each forward rebuilds was still contiguous."""
     model = subnet_model().to(memory_format=torch.channels_last)
     x = torch.randn(3, 2, 8, 8).to(memory_format=torch.channels_last)
-    exported = export(model)
-    assert exported[0].weight.is_contiguous(memory_format=torch.channels_last)
+    exported = export(model, sparse=sparse)
+    for i in (0, 2):
+        weight = exported[i].sparse_weight() if sparse else exported[i].weight
+        assert weight.stride() == model[i].weight.stride() != model[i].weight.contiguous().stride()
+        assert torch.equal(weight, model[i].weight)
     with torch.no_grad():
         assert torch.equal(exported(x), model(x))
+    assert torch.equal(torch.jit.script(exported)(x), exported(x))
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
 def test_export_keeps_the_evaluation_mode(sparse):

@@ -442,6 +442,7 @@ MALFORMED = {
     "mask-k-too-big": edit("masks/1.structure.weight/k", 10**9),
     "mask-offset-outside": edit("masks/1.structure.weight/offset", 10**12),
     "converts-not-list": edit("converts", {"path": ""}),
+    "channels-last-not-list": edit("channels_last", "0.weight"),
     "tensor-dtype-list": edit("tensors/x", {"dtype": ["float32"], "shape": [1], "offset": 0,
                                             "nbytes": 4}),  # (was a TypeError: unhashable)
 }
