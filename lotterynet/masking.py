@@ -484,6 +484,19 @@ def masked_weights(model: nn.Module) -> list[MaskedWeight]:
             if isinstance(m, MaskedWeight)]
 
 
+def pruned_fraction(model: nn.Module) -> float:
+    """The sparsity ``model``'s masks actually reach: pruned / maskable over all its maskable
+    tensors (the counts of :func:`~lotterynet.params.count_params`). The nominal sparsity is
+    rounded to a kept count once per tensor, once over the model after :func:`global_topk`,
+    and once per *group* in the fixedsize structure: groups of 3 terms at sparsity 0.6 keep
+    round(1.2) = 1 term each, so 2/3 of the weights are pruned, not 0.6."""
+    tensors = masked_weights(check_module(model, "pruned_fraction"))
+    if not tensors:
+        raise ValueError("pruned_fraction: the model has no maskable (subnet) layers")
+    maskable = sum(m.weight.numel() for m in tensors)
+    return (maskable - sum(m.kept for m in tensors)) / maskable
+
+
 class MaskedSparsity:
     """``sparsity`` / ``density`` of a layer over the maskable tensors inside it (a subnet
     layer, subnet attention). Setting the sparsity sets every tensor's, or, when one of them

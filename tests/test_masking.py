@@ -356,6 +356,22 @@ def test_global_topk_counts_by_the_tensors_kept_rule():
         ln.global_topk(floor, sparsity=0.75)
 
 
+def test_pruned_fraction_is_what_the_masks_prune():
+    """fixedsize rounds per group: 3 terms at sparsity 0.6 keep round(1.2) = 1 each (16 of the
+    48 terms of a 4 → 2 ReLU layer), "floor" keeps 3 − int(1.8) = 2 (32); a dense 3 × 3 keeps
+    round(3.6) = 4 of 9, and 1 after global_topk at 0.9."""
+    fixed = ln.SubnetLinear(4, 2, structure="fixedsize", pairs=3, sparsity=0.6, seed=0)
+    assert ln.pruned_fraction(fixed) == 32 / 48
+    floor = ln.SubnetLinear(4, 2, structure="fixedsize", pairs=3, sparsity=0.6, kept="floor")
+    assert ln.pruned_fraction(floor) == 16 / 48
+    model = torch.nn.Sequential(ln.SubnetLinear(3, 3, sparsity=0.6, seed=1), fixed)
+    assert ln.pruned_fraction(model) == (5 + 32) / 57
+    ln.global_topk(model[:1], 0.9)
+    assert ln.pruned_fraction(model) == (8 + 32) / 57
+    with pytest.raises(ValueError, match="pruned_fraction: the model has no maskable"):
+        ln.pruned_fraction(torch.nn.Linear(2, 2))
+
+
 @pytest.mark.parametrize("mask, words", [
     (torch.tensor([[2, 0, 0], [0, 0, 0]]), "torch.int64"),
     (torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]), "torch.float32"),
