@@ -277,6 +277,19 @@ def _entries(model: nn.Module, frozen: set[str]) -> dict[str, dict]:
                         for n, t in stored.items()}}
 
 
+def _second_names(model: nn.Module) -> set[str]:
+    """The state-dict names under which ``model`` holds a module or tensor it holds under an
+    earlier name too (a layer applied twice, tied weights): a ticket stores it under the first."""
+    firsts = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        firsts.setdefault(id(module), name)
+    state = model.state_dict(keep_vars=True)
+    for name, value in state.items():
+        firsts.setdefault(id(value), name)
+    return {name for name, value in state.items() if firsts[id(value)] != name or
+            firsts[id(model.get_submodule(owner := name.rpartition(".")[0]))] != owner}
+
+
 def _check_fits(model: nn.Module, header: dict, path, frozen: set[str],
                 any_float: bool = False) -> None:
     """Refuse a model whose masks or stored tensors differ from the ticket's, naming the
@@ -296,6 +309,11 @@ def _check_fits(model: nn.Module, header: dict, path, frozen: set[str],
                           ("tensors", lambda e: [dtype(e["dtype"]), e["shape"]])):
         ours = model_side[key]
         for name, entry in header[key].items():
+            if name not in ours and name in _second_names(model):
+                raise TicketError(f"{path}: the ticket stores {name!r}, a second name of a layer "
+                                  "or tensor the model uses twice, as an older lotterynet did "
+                                  "(it loaded such a layer wrongly): re-save the ticket with "
+                                  "this one, from the trained model or its run's checkpoint")
             if name not in ours:
                 raise TicketError(f"{path}: the model has no {key[:-1]} {name!r} (the ticket "
                                   "was saved from another architecture)")

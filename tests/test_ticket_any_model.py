@@ -276,6 +276,36 @@ def test_a_layer_used_twice_is_stored_once(tmp_path):
     scores = loaded[0].structure.weight.scores
     assert torch.equal(scores, loaded[0].mask()["weight"].float())
 
+
+def test_an_older_ticket_of_a_layer_used_twice_says_to_re_save_it(tmp_path):
+    """A ticket an older lotterynet wrote of a layer used twice (its tensors under the second
+    name too: bias, frozen weight, scores, k) is refused saying so, not blaming the
+    architecture ('the model has no tensor '2.bias' (... another architecture)')."""
+    def architecture():
+        shared = nn.Linear(4, 4)
+        return nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(4, 2))
+
+    model = ln.convert(architecture(), sparsity=0.5, seed=0, bias="trainable")
+    save_ticket(model, tmp_path / "t.ticket")
+    header, compressed = ticket_parts(tmp_path / "t.ticket")
+    del header["channels_last"]
+    payload = bytearray(zlib.decompress(compressed))
+    twice = {"2.bias": model[0].bias, "2.structure.weight.weight": model[0].structure.weight.weight,
+             "2.structure.weight.scores": model[0].structure.weight.scores,
+             "2.structure.weight._extra_state": model[0].structure.weight.get_extra_state()}
+    for name, t in twice.items():
+        data = t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        header["tensors"][name] = {"dtype": str(t.dtype).removeprefix("torch."),
+                                   "shape": list(t.shape), "offset": len(payload),
+                                   "nbytes": len(data)}
+        payload += data
+    header["payload_nbytes"] = len(payload)
+    older = write_ticket(tmp_path / "older.ticket", header, zlib.compress(bytes(payload)))
+    with pytest.raises(TicketError, match=r"stores '2\.bias', a second name of a layer or "
+                                          r"tensor the model uses twice, as an older lotterynet "
+                                          r"did .*: re-save the ticket with this one"):
+        load_ticket(older, model=architecture())
+
 # --- hostile and malformed tickets (issue 12) ------------------------------------------------
 
 def ticket_parts(path):
