@@ -107,7 +107,7 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
     if not all(variants):
         raise ConfigError(f"sweep variants {data['variants']!r}: each variant sets at least "
                           f"its structure (subsetsum:identity, wide, {{structure: dense}})")
-    base = flatten_sections(string_keys(data.get("base") or {}, "sweep base"), "sweep base")
+    base = flatten_sections(string_keys(data.get("base", {}), "sweep base"), "sweep base")
     for spell, values in [(lambda k: f"--{k.replace('_', '-')}", overrides),
                           (lambda k: f"base: {k}", base),
                           *((lambda k: f"variant: {k}", v) for v in variants)]:

@@ -145,5 +145,6 @@ def check_sweep_values(data: dict) -> None:
             raise ConfigError(f"sweep {key}: {twice[0]!r} is listed twice")
     if not isinstance(data.get("baseline", True), bool):
         raise ConfigError(f"sweep baseline must be true or false, got {data['baseline']!r}")
-    if not isinstance(data.get("base") or {}, dict):
-        raise ConfigError(f"sweep base must be a mapping of run options, got {data['base']!r}")
+    if not isinstance(data.get("base", {}), dict):  # (null and [] too: they ran as {})
+        raise ConfigError(f"sweep base must be a mapping of run options (leave it out for "
+                          f"none), got {data['base']!r}")

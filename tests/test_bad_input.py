@@ -247,6 +247,8 @@ CASES = [
     (["--sweep", "{sw_variants_str}"], ["'wide'", "variants", "list"]),
     (["--sweep", "{sw_empty}"], ["[]", "sparsities", "non-empty"]),
     (["--sweep", "{sw_base_list}"], ["base", "mapping"]),
+    (["--sweep", "{sw_base_null}"], ["base", "mapping", "leave it out", "None"]),  # ran as {}
+    (["--sweep", "{sw_base_empty_list}"], ["base", "mapping", "[]"]),
     (["--sweep", "{sw_base_unknown}"], ["learning_rate", "valid keys"]),
     (["--sweep", "{sw_base_intkey}"], ["1", "not a string"]),
     (["--sweep", "{sw_sparsity_range}"], ["1.5", "[0, 1)"]),
@@ -624,6 +626,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "sw_text_sparsity": {**sweep, "sparsities": ["abc"]},
         "sw_variants_str": {**sweep, "variants": "wide"}, "sw_empty": {**sweep, "sparsities": []},
         "sw_base_list": {**sweep, "base": [1]},
+        "sw_base_null": {**sweep, "base": None}, "sw_base_empty_list": {**sweep, "base": []},
         "sw_base_unknown": {**sweep, "base": {"learning_rate": 0.1}},
         "sw_base_intkey": {**sweep, "base": {1: 2}},
         "sw_sparsity_range": {**sweep, "sparsities": [1.5]}, "sw_invalid": "variants: [\n",
