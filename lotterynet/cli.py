@@ -36,6 +36,7 @@ from .errors import (
     REPORTED,
     Interrupted,
     OneLineErrorParser,
+    Terminated,
     TrainingDiverged,
     exit_code,
     message,
@@ -234,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return dispatch(args)
-    except (*REPORTED, KeyboardInterrupt) as err:
+    except (*REPORTED, KeyboardInterrupt, Terminated) as err:
         if isinstance(err, KeyboardInterrupt):  # (where no Trainer reports it: loading data)
             err = Interrupted("stopped by Ctrl-C (SIGINT)", 128 + 2)
+        if isinstance(err, Terminated):  # (the same)
+            err = Interrupted("stopped by SIGTERM", 128 + 15)
         stops_every_rank = isinstance(err, (TrainingDiverged, Interrupted))
         if not (stops_every_rank and is_launched_worker()):  # rank 0 says so
             print(f"train.py: error: {message(err)}", file=sys.stderr)

@@ -84,6 +84,13 @@ class Interrupted(RuntimeError):
         self.exit_code = exit_code
 
 
+class Terminated(BaseException):
+    """SIGTERM where Lightning does not handle it (data being read, the ticket or the results
+    being written), raised by the run's handler (:class:`~lotterynet.lifetime.SigtermStop`)
+    as Python raises KeyboardInterrupt for Ctrl-C: a BaseException, so that no ``except
+    Exception`` on the way turns it into another error. Reported as :class:`Interrupted`."""
+
+
 #: A path that holds the wrong kind of thing: a folder where a file belongs (a damaged run or
 #: sweep folder), a file where a folder does. Bad input, named by its path.
 IN_THE_WAY = (IsADirectoryError, NotADirectoryError, FileExistsError)

@@ -1,13 +1,18 @@
 """Processes that never outlive the process that started them: sweep cells run as subprocesses
 and DDP ranks launched by Lightning die with their parent, also when it is SIGKILLed (Linux
-``PR_SET_PDEATHSIG``), so a re-run never finds a stray copy training in the same folder."""
+``PR_SET_PDEATHSIG``), so a re-run never finds a stray copy training in the same folder. And
+how SIGTERM stops a run, wherever it arrives and on whichever rank."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
+import threading
+
+from .errors import Terminated
 
 PR_SET_PDEATHSIG = 1
 #: Set by a run for the DDP ranks Lightning launches from it: the pid they must not outlive.
@@ -27,11 +32,69 @@ def die_with_parent(parent: int) -> None:
 def tie_launched_ranks() -> None:
     """In a run: record this process as the one the DDP ranks it launches must die with. In a
     launched rank: die with that process (also if it died before this rank got here)."""
-    launcher = os.environ.get(LAUNCHER_ENV)
-    if int(os.environ.get("LOCAL_RANK", "0")) > 0 and launcher:
-        die_with_parent(int(launcher))
+    launcher = launching_run()
+    if launcher:
+        die_with_parent(launcher)
     else:
         os.environ[LAUNCHER_ENV] = str(os.getpid())
+
+
+def launching_run() -> int | None:
+    """In a DDP rank that a run launched: the pid of that run's process (rank 0); else None."""
+    launcher = os.environ.get(LAUNCHER_ENV)
+    return int(launcher) if int(os.environ.get("LOCAL_RANK", "0")) > 0 and launcher else None
+
+
+class SigtermStop:
+    """A run's SIGTERM handler from its start to its end (:func:`stopping_on_sigterm`): the run
+    stops with its one line and exit 143 wherever the signal finds it, as on Ctrl-C.
+
+    Inside Lightning's fit and test, Lightning's handler calls this one after its own (it keeps
+    the handler it found, and puts it back at its teardown): the run stops at its next batch
+    (:func:`stop_all_ranks_on_sigterm`), and this one only notes the signal. Elsewhere (the data
+    being read, the ticket or the results being written) it raises :class:`Terminated`; a rank
+    the run launched passes the signal on to rank 0 instead. A run that has had SIGTERM
+    ignores more of it: the copy that a launched rank forwards to rank 0, which got the
+    scheduler's SIGTERM too, could land after Lightning's teardown had put back the default
+    handler, and killed rank 0 by the signal on its way out, before its line."""
+
+    def __init__(self):
+        self.received = False
+
+    def __call__(self, signum, frame) -> None:
+        in_lightning = signal.getsignal(signal.SIGTERM) is not self  # (its handler calls this)
+        launcher = launching_run()
+        if launcher:
+            if not in_lightning:  # (Lightning's: stop_all_ranks_on_sigterm's forwards it)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(launcher, signum)
+            return
+        first, self.received = not self.received, True
+        if first and not in_lightning:
+            raise Terminated
+
+    def stop_if_received(self) -> None:
+        """Raise :class:`Terminated` if the run has had SIGTERM: one that Lightning's handler
+        noted after the loop's last look at it would else go unheeded."""
+        if self.received:
+            raise Terminated
+
+
+@contextlib.contextmanager
+def stopping_on_sigterm():
+    """:class:`SigtermStop` installed while the block runs (Python installs handlers only in the
+    main thread: elsewhere one that is not installed). A run that has had SIGTERM keeps it
+    after the block, ignoring more: its process is on its way out."""
+    stop = SigtermStop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield stop
+    finally:
+        if not stop.received:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def stop_all_ranks_on_sigterm(trainer) -> None:

@@ -47,9 +47,14 @@ from .config import (
     read_options,
 )
 from .datamodule import TensorDataModule
-from .errors import CheckpointError, Interrupted, TrainingDiverged
+from .errors import CheckpointError, Interrupted, Terminated, TrainingDiverged
 from .grid import SWEEP_FILE, SWEEP_LOCK
-from .lifetime import stop_all_ranks_on_sigterm, tie_launched_ranks
+from .lifetime import (
+    SigtermStop,
+    stop_all_ranks_on_sigterm,
+    stopping_on_sigterm,
+    tie_launched_ranks,
+)
 from .loggers import METRICS_FILE, WANDB_ID_FILE, finish_wandb, make_loggers
 from .machine import cpu_name, is_launched_worker
 from .masking import masked_weights
@@ -577,13 +582,14 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
     """Turn Lightning's end of a run stopped by a signal — ``sys.exit(1)`` after Ctrl-C, a
     ``SystemExit`` without a code after SIGTERM — into :class:`Interrupted`, which names the
     signal and how to continue from ``checkpoint`` (``resume``; default: its ``--resume``);
-    and so a Ctrl-C outside Lightning's fit and test (writing the ticket or the results)."""
+    and so a Ctrl-C or SIGTERM (:class:`Terminated`) outside Lightning's fit and test (writing
+    the ticket or the results)."""
     try:
         yield
-    except (SystemExit, KeyboardInterrupt) as stop:
+    except (SystemExit, KeyboardInterrupt, Terminated) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        name, number = (("SIGTERM", 15) if isinstance(stop, SIGTERMException)
+        name, number = (("SIGTERM", 15) if isinstance(stop, (SIGTERMException, Terminated))
                         else ("Ctrl-C (SIGINT)", 2))
         then = (resume or f"resume with --resume {checkpoint}") if checkpoint.is_file() else \
             "no epoch had finished, so there is no checkpoint to resume from"
@@ -618,8 +624,16 @@ def epochs_completed(trainer: pl.Trainer) -> int:
 
 def run(config: RunConfig) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the
-    config, the parameter counts and the final metrics."""
+    config, the parameter counts and the final metrics. SIGTERM stops it with
+    :class:`Interrupted` from its start to its results (:class:`~lotterynet.lifetime.
+    SigtermStop`), also outside Lightning's fit and test."""
     tie_launched_ranks()  # DDP ranks that rank 0 launches die with it
+    with stopping_on_sigterm() as sigterm:
+        return set_up_and_run(config, sigterm)
+
+
+def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
+    """:func:`run` once its SIGTERM handler is installed."""
     run_dir = run_dir_of(config)
     resumed = None
     if config.resume:
@@ -641,7 +655,8 @@ def run(config: RunConfig) -> dict:
     with holding(run_dir, config):
         if config.overwrite and not config.resume and not is_launched_worker():
             clear_previous_run(run_dir)
-        return train_and_test(config, run_dir, data, module, counts, densities, resumed)
+        return train_and_test(config, run_dir, data, module, counts, densities, resumed,
+                              sigterm)
 
 
 def check_same_run(resumed: Resumed, config: RunConfig) -> None:
@@ -660,9 +675,11 @@ def check_same_run(resumed: Resumed, config: RunConfig) -> None:
 
 def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
                    module: EdgePopupModule, counts: dict, densities: dict,
-                   resumed: Resumed | None) -> dict:
+                   resumed: Resumed | None, sigterm: SigtermStop) -> dict:
     """:func:`run` from the moment its folder is held: train, test, write the results.
-    ``resumed``: the checkpoint of ``config.resume``, checked (:class:`AtomicCheckpointIO`)."""
+    ``resumed``: the checkpoint of ``config.resume``, checked (:class:`AtomicCheckpointIO`).
+    ``sigterm``: the run's handler, asked after fit and test for a SIGTERM that Lightning
+    noted too late to act on."""
     spec, lr = module.hparams.spec, module.hparams.optim["lr"]
     width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
     loggers = make_loggers(run_dir, {**read_options(config), "lr": lr, **width}, resumed)
@@ -684,13 +701,16 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     checkpoint = run_dir / CHECKPOINTS / LAST
     with reporting_interrupts(trainer, checkpoint):
         trainer.fit(module, datamodule=data, ckpt_path=config.resume)  # (its setup: its dtype)
-    if not finished(trainer, config):  # stopped before its end: resumable
-        finish_wandb(loggers, {})
-        return {"finished": False, "epochs_done": trainer.current_epoch, "run_dir": str(run_dir)}
+        sigterm.stop_if_received()
+        if not finished(trainer, config):  # stopped before its end: resumable
+            finish_wandb(loggers, {})
+            return {"finished": False, "epochs_done": trainer.current_epoch,
+                    "run_dir": str(run_dir)}
     with reporting_interrupts(trainer, checkpoint, f"resume with --resume {checkpoint} to test"):
         digests = trainer.strategy.all_gather(
             torch.tensor(mask_digest(module.model), dtype=torch.float64))
         tested = trainer.test(module, datamodule=data, verbose=False)[0]
+        sigterm.stop_if_received()
         results = {
             "finished": True,
             "config": config.to_dict(),

@@ -502,6 +502,42 @@ def test_sigterm_to_a_ddp_run_stops_every_rank(tmp_path, data_dir, to):
             os.killpg(proc.pid, signal.SIGKILL)  # only if the test failed
 
 
+LATE_SIGTERM = """
+import os, signal, sys
+from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
+from lotterynet.run import AtomicCheckpointIO
+from lotterynet.cli import main
+save, teardown = AtomicCheckpointIO.save_checkpoint, _SignalConnector.teardown
+def save_then_signal(self, *args, **kwargs):  # the scheduler's SIGTERM
+    save(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+def teardown_then_signal(self):  # the copy a launched rank forwarded, landing late
+    teardown(self)
+    if self.received_sigterm:
+        os.kill(os.getpid(), signal.SIGTERM)
+AtomicCheckpointIO.save_checkpoint = save_then_signal
+_SignalConnector.teardown = teardown_then_signal
+code = main(sys.argv[1:])
+os.kill(os.getpid(), signal.SIGTERM)  # and later still
+sys.exit(code)
+"""
+
+
+def test_a_second_sigterm_after_lightnings_teardown_does_not_kill_a_stopping_run(tmp_path,
+                                                                                 data_dir):
+    """The race behind a DDP run's SIGTERM to its process group: rank 0 got a second SIGTERM
+    (forwarded by the rank it launched) after Lightning's teardown had put back the handler
+    it found, the default one, and died by it (-15) instead of exiting 143 with its line."""
+    run = tmp_path / "run"
+    stopped = subprocess.run(
+        [sys.executable, "-c", LATE_SIGTERM, *SMALL, "--epochs", "2", "--data-dir",
+         str(data_dir), "--out", str(run)], cwd=REPO, capture_output=True, text=True)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"train.py: error: stopped by SIGTERM; resume with --resume "
+        f"{run / 'checkpoints' / 'last.ckpt'}")
+
+
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(
         tmp_path, data_dir, capsys):
     """lr 1e30 turns the scores into NaN in the first epoch; NaN scores keep no entry, so the
@@ -599,39 +635,44 @@ def test_stopped_by_a_signal_says_so_and_is_not_a_success(whole_and_stopped, tmp
     assert_same_history_and_result(run, whole)
 
 
-CTRL_C_IN = """
+SIGNAL_IN = """
 import os, signal, sys
 import lotterynet.run as run
 from lotterynet.cli import main
 name = os.environ["IN"]
 called = getattr(run, name)
 def interrupted(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), getattr(signal, os.environ["SEND"]))
     return called(*args, **kwargs)
 setattr(run, name, interrupted)
 sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("where", ["build_module", "write_ticket"])
-def test_ctrl_c_outside_the_trainer_is_one_line_too(whole_and_stopped, tmp_path, data_dir,
-                                                    where):
-    """Ctrl-C before the Trainer runs (the data and the model being built) or after its test
-    (the ticket, the results being written) is said in one line and exits 130 as in training
-    (it was a traceback); the run stopped after its test resumes to the same result."""
+@pytest.mark.parametrize("where, name", [
+    ("build_module", "SIGINT"), ("write_ticket", "SIGINT"), ("TensorDataModule", "SIGTERM"),
+    ("write_ticket", "SIGTERM"), ("write_json_atomic", "SIGTERM")])
+def test_a_signal_outside_the_trainer_is_one_line_too(whole_and_stopped, tmp_path, data_dir,
+                                                      where, name):
+    """Ctrl-C or SIGTERM before the Trainer runs (the data being read, the model built) or
+    after its test (the ticket, the results being written) is said in one line and exits 130
+    / 143 as in training (Ctrl-C was a traceback; SIGTERM killed the run without a word); the
+    run stopped after its test leaves no part of a file and resumes to the same result."""
     whole, _ = whole_and_stopped
     run = tmp_path / "run"
     checkpoint = run / "checkpoints" / "last.ckpt"
     stopped = subprocess.run(
-        [sys.executable, "-c", CTRL_C_IN, *SMALL, "--epochs", "3", "--data-dir", str(data_dir),
+        [sys.executable, "-c", SIGNAL_IN, *SMALL, "--epochs", "3", "--data-dir", str(data_dir),
          "--out", str(run)], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, "IN": where}, preexec_fn=default_sigint)
-    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
-    then = f"; resume with --resume {checkpoint} to test" if where == "write_ticket" else ""
-    assert stopped.stderr.strip().splitlines()[-1] == (
-        f"train.py: error: stopped by Ctrl-C (SIGINT){then}")
+        env={**os.environ, "IN": where, "SEND": name}, preexec_fn=default_sigint)
+    code, said = (130, "Ctrl-C (SIGINT)") if name == "SIGINT" else (143, "SIGTERM")
+    assert stopped.returncode == code and "Traceback" not in stopped.stderr, \
+        stopped.stderr[-2000:]
+    then = f"; resume with --resume {checkpoint} to test" if where.startswith("write") else ""
+    assert stopped.stderr.strip().splitlines()[-1] == f"train.py: error: stopped by {said}{then}"
     if then:
         assert not (run / "results.json").exists()
+        assert not list(run.rglob(".*.tmp*"))  # (no part of a ticket or results file)
         assert main(["--resume", str(checkpoint)]) == 0
         assert_same_history_and_result(run, whole)
 
