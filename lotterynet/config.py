@@ -90,6 +90,11 @@ class RunConfig:
     limit_train: int | None = _opt(None, "train on only N training examples: the first N of "
                                    "a fixed (seeded) shuffle of the training split, the same "
                                    "examples whatever --seed")
+    augment: str = _opt("none", "augmentation of the training batches, drawn anew every batch "
+                        "(seeded by --seed, the epoch and the batch): none, or crop-flip = "
+                        "edge-popup's CIFAR-10 one, a random crop of the image padded by 4 "
+                        "black pixels and a random horizontal flip; validation and test images "
+                        "are never augmented")
     # optimisation (Pensia et al., Experiment 2)
     epochs: int = _opt(10, "training epochs")
     stop_after: int | None = _opt(None, "stop after this many epochs, untested, leaving the "
@@ -197,7 +202,7 @@ SECTIONS = {
     "model": ("arch", "structure", "sparsity", "pairs", "activation", "init", "hidden", "shared",
               "fan_in", "score_init", "match", "subnet_convs", "conv_init", "train_weights",
               "model_kwargs", "lr", "optimizer", "momentum", "weight_decay", "scheduler", "seed"),
-    "data": ("dataset", "data_dir", "val_size", "limit_train", "batch_size"),
+    "data": ("dataset", "data_dir", "val_size", "limit_train", "augment", "batch_size"),
 }
 TRAINER_KEYS = {"max_epochs": "epochs", "accelerator": "accelerator", "devices": "devices",
                 "precision": "precision", "enable_progress_bar": "progress_bar"}
@@ -630,6 +635,7 @@ def check_wandb_names(config: RunConfig) -> None:
 def validate(config: RunConfig) -> None:
     """Raise :class:`ConfigError` on the first bad value."""
     from .archs import TARGET_ONLY
+    from .augment import AUGMENTATIONS
     from .data import DATASETS
     from .distributions import DISTRIBUTIONS
     from .masking import SCORE_BOUNDS
@@ -658,6 +664,7 @@ def validate(config: RunConfig) -> None:
     if config.init is not None:
         _check_name(DISTRIBUTIONS, config.init)
     _check_name(DATASETS, config.dataset)
+    _check_name(AUGMENTATIONS, config.augment)
     _check_name(OPTIMIZERS, config.optimizer)
     _check_name(SCHEDULERS, config.scheduler)
     if config.activation not in ACTIVATIONS:

@@ -8,6 +8,10 @@ drawn from a generator seeded with ``(seed, epoch)``, so it is the same on every
 Validation is held out from the *training* split with a fixed seed (never from the test split);
 the test split is evaluated once, at the end.
 
+Training batches may be augmented (``augment``, a name in :data:`~lotterynet.augment.AUGMENTATIONS`:
+``crop-flip`` is edge-popup's CIFAR-10 random crop and flip) on the device, each batch from a
+generator seeded with ``(seed, epoch, rank, batch)``; validation and test batches never are.
+
 A model whose leading modules are a fixed function of the input (LeNet5's frozen random
 convolutions) has them applied to each split once (:meth:`TensorDataModule.encode_with`, which
 :class:`~lotterynet.module.EdgePopupModule` calls), not once per batch and epoch.
@@ -16,12 +20,15 @@ convolutions) has them applied to each split once (:meth:`TensorDataModule.encod
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from .augment import AUGMENTATIONS, batch_seed, unchanged
 from .data import DATASETS, load_split, resolve_data_dir
 from .errors import DatasetCorrupt, DatasetNotFound
 from .structures import check_positive_int
@@ -83,7 +90,10 @@ class EpochPermutation:
 
 
 class TensorLoader:
-    """Batches ``(x[idx], y[idx])`` sliced from tensors that already live on the device.
+    """Batches ``(augment(x[idx], seed), y[idx])`` sliced from tensors that already live on
+    the device; ``augment`` (default: none) gets each batch's own seed,
+    :func:`~lotterynet.augment.batch_seed` of the sampler's seed, epoch and rank and the batch's
+    index in the epoch.
 
     Like a ``DataLoader`` it exposes ``sampler`` (Lightning calls its ``set_epoch``) and
     ``batch_sampler`` (None: batching is done here)."""
@@ -91,17 +101,21 @@ class TensorLoader:
     batch_sampler = None
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                 sampler: EpochPermutation):
+                 sampler: EpochPermutation,
+                 augment: Callable[[torch.Tensor, int], torch.Tensor] = unchanged):
         self.x, self.y, self.batch_size, self.sampler = x, y, batch_size, sampler
+        self.augment = augment
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch_size)
 
     def __iter__(self):
         order = self.sampler.indices().to(self.x.device)
-        for start in range(0, len(order), self.batch_size):
+        sampler = self.sampler
+        for batch, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start:start + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            seed = batch_seed(sampler.seed, sampler.epoch, sampler.rank, batch)
+            yield self.augment(self.x[idx], seed), self.y[idx]
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -109,11 +123,14 @@ class TensorDataModule(pl.LightningDataModule):
     ``cifar10``) as whole tensors. Lightning's hooks do the work: ``prepare_data`` downloads a
     missing set (once per machine), ``setup`` reads the splits (once; later calls reuse them).
     ``in_channels``, ``image_size`` and ``num_classes`` are known before either, from the data
-    set's registry entry."""
+    set's registry entry. ``augment`` names the training batches' augmentation
+    (:data:`~lotterynet.augment.AUGMENTATIONS`; default ``none``)."""
 
     def __init__(self, dataset: str = "mnist", data_dir=None, *, batch_size: int = 64,
-                 val_size: int = 5000, limit_train: int | None = None, seed: int = 0):
+                 val_size: int = 5000, limit_train: int | None = None, seed: int = 0,
+                 augment: str = "none"):
         super().__init__()
+        AUGMENTATIONS.get(augment)  # an unknown name: ValueError naming the choices
         check_positive_int("batch_size", batch_size)
         if limit_train is not None:
             check_positive_int("limit_train", limit_train)
@@ -122,6 +139,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.dataset, self.data_dir = dataset, data_dir
         self.batch_size, self.val_size, self.limit_train, self.seed = (
             batch_size, val_size, limit_train, seed)
+        self.augment = augment
         spec = DATASETS.get(dataset)
         if val_size >= spec.train_size:
             raise ValueError(f"val_size must be in [0, {spec.train_size}) for {dataset}, got "
@@ -136,16 +154,23 @@ class TensorDataModule(pl.LightningDataModule):
         self._on_device: dict = {}
         self.encoder: nn.Module | None = None
 
-    def encode_with(self, encoder: nn.Module | None) -> None:
+    def encode_with(self, encoder: nn.Module | None) -> bool:
         """Serve every split's inputs as ``encoder(x)`` (None: as they are), computed once per
         split and device, without gradient, in chunks of :data:`EVAL_BATCH`, inside the
         Trainer's precision context (so under mixed precision they are what the same modules
         give in a step). ``encoder`` must be a fixed function of each example alone: frozen
         tensors, no batch statistics, no randomness. On the CPU the result is bit for bit the
-        per-batch one (each example's output does not depend on its batch)."""
+        per-batch one (each example's output does not depend on its batch).
+
+        Returns whether the inputs are served encoded: not when the training batches are
+        augmented (each batch's images are new, so their encoding cannot be computed ahead;
+        the model then runs whole on every batch)."""
+        if self.augment != "none":
+            encoder = None
         if encoder is not self.encoder:  # keep the plain copies, drop the other encoder's
             self._on_device = {k: v for k, v in self._on_device.items() if k[2] is None}
         self.encoder = encoder
+        return encoder is not None
 
     def prepare_data(self) -> None:
         if self.splits:  # read already (lotterynet's runs call setup before anything else)
@@ -165,7 +190,8 @@ class TensorDataModule(pl.LightningDataModule):
         self.splits = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]),
                        "test": load_or_download(self.dataset, self.data_dir, train=False)}
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> TensorLoader:
+    def _loader(self, split: str, shuffle: bool, batch_size: int,
+                augment: str = "none") -> TensorLoader:
         device, rank, world = torch.device("cpu"), 0, 1
         if self.trainer is not None:
             device = self.trainer.strategy.root_device
@@ -177,7 +203,11 @@ class TensorDataModule(pl.LightningDataModule):
         x, y = self._on_device[key]
         sampler = EpochPermutation(len(x), shuffle=shuffle, seed=self.seed, rank=rank,
                                    world=world)
-        return TensorLoader(x, y, batch_size, sampler)
+        spec = DATASETS.get(self.dataset)
+        black = -torch.tensor(spec.mean) / torch.tensor(spec.std)  # a zero pixel, normalised
+        fill = black.view(-1, 1, 1).to(device)
+        return TensorLoader(x, y, batch_size, sampler,
+                            partial(AUGMENTATIONS.get(augment), fill=fill))
 
     @torch.no_grad()
     def _encoded(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,7 +221,8 @@ class TensorDataModule(pl.LightningDataModule):
                               for chunk in x.split(EVAL_BATCH)])
 
     def train_dataloader(self) -> TensorLoader:
-        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+        return self._loader("train", shuffle=True, batch_size=self.batch_size,
+                            augment=self.augment)
 
     def val_dataloader(self) -> TensorLoader | list:
         if not len(self.splits["val"][0]):

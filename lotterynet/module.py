@@ -109,7 +109,8 @@ class EdgePopupModule(pl.LightningModule):
         convolutions and pools, :func:`~lotterynet.stacked.frozen_prefix`) run once per example
         of each split, in the data module (:meth:`TensorDataModule.encode_with`), and the steps
         run the rest of the model: the same numbers (bit for bit on the CPU), ~25 % less time
-        per LeNet5 step there. Other data (your own loaders) goes through the whole model.
+        per LeNet5 step there. Other data (your own loaders), and every split of a data module
+        that augments its training batches, goes through the whole model.
 
         The module takes its precision's dtype here (``64-true``: float64), before Lightning
         restores a ``ckpt_path`` into it (Lightning converts it only after): a float64
@@ -122,8 +123,7 @@ class EdgePopupModule(pl.LightningModule):
                                  f"{data.dataset!r} {data.num_classes}: build it with "
                                  f"num_classes={data.num_classes}")
             prefix = frozen_prefix(self.model)
-            data.encode_with(prefix)
-            if prefix is not None:
+            if data.encode_with(prefix):
                 self._after_prefix = tuple(self.model)[len(prefix):]
                 self._image_shape = data.splits["test"][0].shape[1:]
 

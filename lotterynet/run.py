@@ -644,7 +644,7 @@ def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
     pl.seed_everything(config.seed, verbose=False)
     data = TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
                             val_size=config.val_size, limit_train=config.limit_train,
-                            seed=config.seed)
+                            seed=config.seed, augment=config.augment)
     data.setup()  # a missing or corrupt data set is refused here, before anything is written
     module = build_module(config, data)
     if resumed:

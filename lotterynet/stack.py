@@ -184,10 +184,9 @@ class StackModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """The members' one shared frozen prefix (LeNet5's convs) runs once per example of each
-        split, in the data module, as in a single run (``EdgePopupModule.setup``)."""
-        prefix = self.model.shared_prefix
-        self.trainer.datamodule.encode_with(prefix)
-        self.prefixed = prefix is not None
+        split, in the data module, as in a single run (``EdgePopupModule.setup``; not when the
+        training batches are augmented: then the members run whole)."""
+        self.prefixed = self.trainer.datamodule.encode_with(self.model.shared_prefix)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["diverged"] = dict(self.diverged)
@@ -604,7 +603,7 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     pl.seed_everything(first.seed, verbose=False)
     data = TensorDataModule(first.dataset, first.data_dir, batch_size=first.batch_size,
                             val_size=first.val_size, limit_train=first.limit_train,
-                            seed=first.seed)
+                            seed=first.seed, augment=first.augment)
     data.setup()
     with refusing_unbuildable(first.arch):
         module = StackModule([dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),

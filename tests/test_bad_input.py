@@ -151,6 +151,7 @@ CASES = [
     (["--structure", "wide", "--match", "nope"], ["nope", "subsetsum"]),
     (["--init", "gaussianish"], ["gaussianish", "kaiming_normal"]),
     (["--dataset", "imagenet"], ["imagenet", "fashion-mnist"]),
+    (["--augment", "mirror"], ["augmentation 'mirror'", "crop-flip, none"]),
     (["--activation", "tanh"], ["tanh", "identity"]),
     (["--optimizer", "rmsprop"], ["rmsprop", "sgd"]),
     (["--scheduler", "step"], ["step", "cosine"]),

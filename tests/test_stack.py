@@ -60,15 +60,17 @@ def trained_model(run_dir: Path) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("arch,variant,batched", [
-    *((arch, variant, False) for arch in ("fc2", "lenet5")
+@pytest.mark.parametrize("arch,variant,batched,augment", [
+    *((arch, variant, False, "none") for arch in ("fc2", "lenet5")
       for variant in ("subsetsum:relu", "subsetsum:identity", "wide")),
-    ("lenet5", "subsetsum:relu", True), ("lenet5", "wide", True)])
-def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batched,
+    ("lenet5", "subsetsum:relu", True, "none"), ("lenet5", "wide", True, "none"),
+    ("lenet5", "subsetsum:relu", False, "crop-flip")])
+def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batched, augment,
                                          monkeypatch):
     """One by one (the CPU's default) each member ends with its single run's masks and scores
     bit for bit; ``batched``: the stack runs its members as one (a GPU's default) on the CPU
-    too, the same masks and the scores up to float rounding (batched products)."""
+    too, the same masks and the scores up to float rounding (batched products). Augmented
+    training batches (``augment``) are the same in the stack as in each single run."""
     vmapped, calls = StackedModel._vmapped, []
     if batched:
         monkeypatch.setattr(StackedModel.__init__, "__defaults__", (True,))
@@ -77,7 +79,7 @@ def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batc
     structure, _, activation = variant.partition(":")
     base = dict(arch=arch, structure=structure, activation=activation or "relu",
                 limit_train=640, val_size=200, lr=0.05, progress_bar=False,
-                data_dir=str(data_dir))
+                data_dir=str(data_dir), augment=augment)
     configs = [make_config({**base, "sparsity": s, "epochs": e}) for s, e in MEMBERS]
     cells = [tmp_path / "stack" / f"m{i}" for i in range(len(configs))]
     stacked = run_stack(configs, tmp_path / "stack", cells)

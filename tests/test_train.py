@@ -355,7 +355,8 @@ def test_edgepopup_configs_hold_the_papers_recipe(path):
     """Ramanujan et al.'s CIFAR-10 recipe (hidden-networks' configs/smallscale/convN/*_usc_*):
     every layer a subnet layer, signed-constant weights, half kept, SGD lr 0.1, momentum 0.9,
     weight decay 1e-4, batch 128, cosine over 100 epochs, trained on all 50,000 training
-    images (the reference evaluates on the test set; no validation hold-out)."""
+    images (the reference evaluates on the test set; no validation hold-out), augmented by the
+    reference's random crop (4-pixel padding) and horizontal flip (data/cifar.py)."""
     config = config_from_args(build_parser().parse_args(["--config", str(path)]))
     assert (config.arch, config.dataset) == (path.stem.split("_")[1], "cifar10")
     assert (config.structure, config.init, config.sparsity, config.train_weights) == \
@@ -363,7 +364,7 @@ def test_edgepopup_configs_hold_the_papers_recipe(path):
     assert (config.optimizer, config.lr, config.momentum, config.weight_decay,
             config.batch_size, config.scheduler, config.epochs) == \
         ("sgd", 0.1, 0.9, 1e-4, 128, "cosine", 100)
-    assert (config.val_size, config.limit_train) == (0, None)
+    assert (config.val_size, config.limit_train, config.augment) == (0, None, "crop-flip")
 
 
 @pytest.mark.parametrize("arch", ["fc2", "fc4", "lenet5"])
@@ -379,7 +380,7 @@ def test_pensia_configs_hold_the_papers_recipe(arch):
     assert (config.optimizer, config.lr, config.momentum, config.weight_decay,
             config.batch_size, config.scheduler) == \
         ("sgd", 0.01 if arch == "lenet5" else 0.1, 0.9, 5e-4, 64, "cosine")
-    assert (config.val_size, config.limit_train) == (0, None)
+    assert (config.val_size, config.limit_train, config.augment) == (0, None, "none")
 
 
 @pytest.mark.parametrize("flags", [["--arch", "fc2"],
