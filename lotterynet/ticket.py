@@ -55,6 +55,7 @@ from .convert import CONVERT_RECORD, convert
 from .masking import MaskedWeight, check_module
 from .models import build_model, recorded_spec
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
+from .timm_models import sourced
 
 __all__ = ["FORMAT_VERSION", "MAX_BYTES", "TicketError", "frozen_digest", "load_ticket",
            "save_ticket"]
@@ -113,7 +114,7 @@ def frozen_as_built(model: nn.Module, from_spec: bool) -> set[str]:
     were made (:func:`~lotterynet.layers.record_frozen`). Never the live ``requires_grad``: a
     model frozen for inference (``requires_grad_(False)``) still stores its trained biases."""
     if from_spec:
-        header = {"spec": recorded_spec(model), "converts": _convert_calls(model)}
+        header = {"spec": _ticket_spec(model), "converts": _convert_calls(model)}
         with _offline(), torch.device("meta"):
             probe = _rebuild(header, None)
         return {name for name, p in probe.named_parameters() if not p.requires_grad}
@@ -202,8 +203,23 @@ def frozen_digest(model: nn.Module) -> str:
     """sha256 over the names and bytes of the frozen parameters a load of ``model``'s ticket
     regenerates."""
     model = _uncompiled(model)
-    from_spec = recorded_spec(model) is not None
+    from_spec = _ticket_spec(model) is not None
     return tensors_digest(_split_state(model, frozen_as_built(model, from_spec))[0])
+
+
+def _sourced(spec: dict | None) -> str | None:
+    """The timm model name of ``spec`` when timm builds it from a config it fetches or reads
+    (``hf-hub:``, ``local-dir:``), which loading a ticket never does; else None."""
+    name = spec.get("model_name") if spec is not None and spec["name"] == "timm" else None
+    return name if isinstance(name, str) and sourced(name) else None
+
+
+def _ticket_spec(model: nn.Module) -> dict | None:
+    """The spec a ticket of ``model`` rebuilds it from: :func:`recorded_spec`, but None for a
+    timm model built from a fetched or read config (:func:`_sourced`), whose ticket is then one
+    of your own model's (``load_ticket(path, model=...)``)."""
+    spec = recorded_spec(model)
+    return None if _sourced(spec) else spec
 
 
 def _convert_calls(model: nn.Module) -> list[dict]:
@@ -241,7 +257,7 @@ def save_ticket(model: nn.Module, path) -> int:
     if meta is not None:
         raise ValueError(f"tensor {meta!r} is on the meta device, which holds no values: "
                          f"nothing to save as a ticket (build or load the model's values first)")
-    spec = recorded_spec(model)
+    spec = _ticket_spec(model)
     regenerated, stored = _split_state(model, frozen_as_built(model, spec is not None))
     thawed = next((name for name, p in regenerated.items() if p.requires_grad), None)
     if thawed is not None:
@@ -373,10 +389,17 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
     allocates anything (a hostile spec or ``pairs`` would otherwise allocate without bound).
     Returns the model and what it regenerates (:func:`frozen_as_built`, read off the probe:
     the same build)."""
+    sourced_name = _sourced(header["spec"])
+    if sourced_name is not None:
+        raise TicketError(f"{path}: the ticket's spec is timm's {sourced_name!r}, which timm "
+                          f"builds from a config it fetches or reads, as loading a ticket never "
+                          f"does: save the ticket again with this lotterynet (without the spec) "
+                          f"and load it with load_ticket(path, model=...)")
     if model is None and header["spec"] is None:
         raise TicketError(f"{path}: the ticket was saved from a model without a spec (your own "
-                          "model, converted with convert()); pass the architecture: "
-                          "load_ticket(path, model=MyNet())")
+                          "model, converted with convert(), or timm's hf-hub: or local-dir: "
+                          "model, built from a config a load does not fetch or read); pass the "
+                          "architecture: load_ticket(path, model=MyNet())")
     if model is not None and header["spec"] is not None and recorded_spec(model) is None:
         name = header["spec"]["name"]
         raise TicketError(f"{path}: the ticket was saved from build_model({name!r}, ...), which "

@@ -22,10 +22,16 @@ from .models import MODELS
 from .validate import check_timm_model
 
 
+def sourced(model_name: str) -> bool:
+    """Whether timm builds ``model_name`` from a config it fetches or reads: a source prefix,
+    ``hf-hub:`` (the Hugging Face Hub) or ``local-dir:`` (a folder's ``config.json``)."""
+    return ":" in model_name
+
+
 def _seeded_create(model_name: str, seed: int, **kwargs) -> nn.Module:
     import timm  # heavy import, only when a timm model is asked for
 
-    if ":" not in model_name:  # (a hub name, "hf-hub:…", is timm's to fetch from the network)
+    if not sourced(model_name):  # (a sourced one is timm's to fetch or read)
         check_timm_model(model_name)  # timm's own error names no alternative
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

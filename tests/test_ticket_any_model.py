@@ -421,17 +421,42 @@ def test_zlib_bomb_is_refused(tmp_path, spec_ticket):
     assert peak < 32 * 2**20  # inflated no further than the announced size
 
 
-def test_spec_cannot_reach_the_network(tmp_path, spec_ticket):
+@pytest.mark.parametrize("model_name", ["hf-hub:timm/resnet18.a1_in1k", "local-dir:{folder}"])
+def test_a_spec_cannot_make_the_load_fetch_or_read_a_config(tmp_path, spec_ticket, model_name,
+                                                           monkeypatch):
+    """A spec naming a timm model that timm builds from a config it fetches (hf-hub:) or reads
+    (local-dir:, the folder's config.json) is refused before timm is asked, with or without
+    model=: the hub was asked (refused offline), the folder read."""
+    (tmp_path / "config.json").write_text('{"architecture": "resnet10t"}')
     header, compressed = ticket_parts(spec_ticket)
-    header["spec"] = {"name": "timm", "model_name": "hf-hub:timm/resnet18.a1_in1k"}
+    model_name = model_name.format(folder=tmp_path)
+    header["spec"] = {"name": "timm", "model_name": model_name}
     bad = write_ticket(tmp_path / "net.ticket", header, compressed)
-    with pytest.raises(TicketError) as info:
-        load_ticket(bad)
-    chain, error = [], info.value
-    while error is not None:
-        chain.append(str(error))
-        error = error.__cause__ or error.__context__
-    assert any("may not use the network" in message for message in chain)
+    monkeypatch.setattr(timm, "create_model", None)  # (not called)
+    for model in (None, ln.models.build_model("fc2", width=8, sparsity=0.5, seed=0)):
+        with pytest.raises(TicketError, match=f"the ticket's spec is timm's '{model_name}', "
+                                              "which timm builds from a config it fetches or "
+                                              "reads, as loading a ticket never does: save the "
+                                              "ticket again"):
+            load_ticket(bad, model=model)
+
+
+def test_a_timm_model_built_from_a_folders_config_saves_a_ticket_of_your_own_model(tmp_path):
+    """build_model('timm', model_name='local-dir:...') saves its ticket without the spec, as
+    your own model's: load_ticket(path) says to pass the model (it read the folder's config,
+    whatever it holds now), and a load into the model, built anew or by timm, is exact."""
+    (tmp_path / "config.json").write_text('{"architecture": "resnet10t"}')
+    kwargs = dict(model_name=f"local-dir:{tmp_path}", in_chans=1, num_classes=10)
+    model = ln.models.build_model("timm", **kwargs, sparsity=0.5, seed=0).eval()
+    save_ticket(model, tmp_path / "t.ticket")
+    assert ticket_parts(tmp_path / "t.ticket")[0]["spec"] is None
+    with pytest.raises(TicketError, match=r"or timm's hf-hub: or local-dir: model, .*\); pass the "
+                                          r"architecture: load_ticket\(path, model=MyNet\(\)\)"):
+        load_ticket(tmp_path / "t.ticket")
+    x = torch.randn(2, 1, 32, 32)
+    for fresh in (ln.models.build_model("timm", **kwargs, sparsity=0.5, seed=0),
+                  timm.create_model(kwargs.pop("model_name"), pretrained=False, **kwargs)):
+        assert torch.equal(load_ticket(tmp_path / "t.ticket", model=fresh).eval()(x), model(x))
 
 
 def test_a_spec_cannot_make_the_load_read_a_file(tmp_path, spec_ticket, monkeypatch):
