@@ -248,10 +248,14 @@ class StackModule(pl.LightningModule):
         losses = member_losses(logits, y)
         self.step_losses = losses.detach()  # (read on the steps a run logs its loss at)
         self.manual_backward(losses.sum())  # d(Σ losses)/dθ_s = d(loss_s)/dθ_s for member s
+        # Lightning counts a global step per step of its optimizer wrappers: all members but
+        # the last step theirs bare, so that the stack's step count (its checkpoint's
+        # global_step) is the batches trained, as a single run's, not S per batch
         optimizers = as_list(self.optimizers())
         for s in members:
-            optimizers[s].step()
-            optimizers[s].zero_grad()
+            optimizer = optimizers[s] if s == members[-1] else optimizers[s].optimizer
+            optimizer.step()
+            optimizer.zero_grad()
         self._accumulate("train", members, logits, losses, y)
 
     def validation_step(self, batch, batch_idx):
@@ -417,7 +421,8 @@ class MemberResults(pl.Callback):
         state = {f"model.{k}": v for k, v in member.state_dict().items()}
         atomic_torch_save({"state_dict": state, "hyper_parameters": {
             k: settings[k] for k in ("spec", "optim", "config")},
-            "epoch": budget - 1},  # Lightning's: the last epoch's 0-based index
+            "epoch": budget - 1,  # Lightning's: the last epoch's 0-based index
+            "global_step": budget * trainer.num_training_batches},  # (its single run's)
             cell / CHECKPOINTS / LAST)
         history, counts, densities = self.history[s], count_params(member), layer_densities(member)
         rows = [{"step": 0, "params/maskable": counts["maskable"], "params/kept": counts["kept"],

@@ -290,6 +290,30 @@ def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):
             run_stack(configs, tmp_path / "stack", cells)
     assert not any(tmp_path.iterdir())
 
+
+def test_a_stack_counts_steps_as_its_single_runs(tmp_path, data_dir):
+    """Lightning counts a step per optimizer step, S a batch in a stack of S: the stack's
+    checkpoint said global_step 30 after 2 epochs of 10 batches with members of 2 and 1
+    epochs. It says 20, the longest member's single run's; each member's checkpoint says its
+    single run's (20, 10), and its history has the single run's steps."""
+    base = dict(arch="fc2", structure="dense", limit_train=640, val_size=100,
+                progress_bar=False, data_dir=str(data_dir))
+    configs = [make_config({**base, "sparsity": s, "epochs": e}) for s, e in ((0.5, 2),
+                                                                                (0.9, 1))]
+    cells = [tmp_path / "stack" / f"m{i}" for i in range(2)]
+    run_stack(configs, tmp_path / "stack", cells)
+
+    def global_step(folder: Path) -> int:
+        return torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+
+    assert global_step(tmp_path / "stack") == 20
+    for config, cell, steps in zip(configs, cells, (20, 10)):
+        single_dir = tmp_path / f"single-{config.sparsity}"
+        run(make_config({**config.to_dict(), "out": str(single_dir)}))
+        assert global_step(cell) == global_step(single_dir) == steps
+        assert_history_as_a_single_runs(cell, single_dir)
+
+
 def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
