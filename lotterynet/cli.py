@@ -16,6 +16,7 @@ import yaml
 
 from .config import (
     RESUMABLE,
+    TRAINER_KEYS,
     ConfigError,
     add_config_arguments,
     changed_fields,
@@ -169,20 +170,37 @@ def resolved_config(args: argparse.Namespace):
         raise ConfigError(f"--stop-after {explicit['stop_after']}: the resumed run has done "
                           f"{plural(done, 'epoch')} already; give more, or leave it out to "
                           f"train to its end")
-    changed = changed_fields(stored, explicit)
+    values = without_devices_named_in(
+        {k: v for k, v in stored.items() if k not in NOT_RESUMED}, explicit)
+    run_options = values.get("trainer") if isinstance(values.get("trainer"), dict) else {}
+    changed = [(f"--{name.replace('_', '-')}", explicit[name], repr(stored.get(name)))
+               for name in changed_fields(stored, explicit) if name != "trainer"]
+    changed += [(f"--trainer.{name}", explicit["trainer"][name],
+                 repr(run_options[name]) if name in run_options else None)
+                for name in changed_trainer_options(run_options, explicit.get("trainer") or {})]
     if changed:
-        name = changed[0]
-        was = repr(stored.get(name))
-        if name == "lr" and stored.get(name) is None:  # unset: the architecture's recipe lr
+        flag, given, was = changed[0]
+        if flag == "--lr" and stored.get("lr") is None:  # unset: the architecture's recipe lr
             from .archs import recipe_lr
 
             was = f"{recipe_lr(str(stored.get('arch')), None)!r} (its recipe's)"
+        differs = f"differs from the resumed run's {was}" if was else \
+            "is not one of the resumed run's Trainer options"
         raise ConfigError(
-            f"--{name.replace('_', '-')} {explicit[name]!r} differs from the resumed run's "
-            f"{was}; a resumed run keeps its config (with --resume only these "
-            f"may be given: {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)})")
-    values = {k: v for k, v in stored.items() if k not in NOT_RESUMED}
-    return make_config({**without_devices_named_in(values, explicit), **explicit})
+            f"{flag} {given!r} {differs}; a resumed run keeps its config (with --resume only "
+            f"these may be given: {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)})")
+    if "trainer" in explicit:  # the options given (the run's own, but devices) over the others
+        explicit = {**explicit, "trainer": {**run_options, **explicit["trainer"]}}
+    return make_config({**values, **explicit})
+
+
+def changed_trainer_options(run_options: dict, given: dict) -> list[str]:
+    """The Trainer options ``given`` to a resume (``--trainer.KEY``, a config file's
+    ``trainer:``) that differ from the resumed run's ``run_options``, each compared with its
+    own: the others were not given, and one given as it was changes nothing. A non-integer
+    ``devices``, a flag that a resume may change, is never one of them."""
+    return [name for name, value in given.items() if TRAINER_KEYS.get(name) not in RESUMABLE
+            and (name not in run_options or run_options[name] != value)]
 
 
 def plural(count: int, noun: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import REPO, default_sigint, processes_mentioning
 from lotterynet.checkpointing import (
@@ -227,6 +228,34 @@ def test_the_python_api_resumes_only_the_same_run(whole_and_stopped, tmp_path, d
     with pytest.raises(ConfigError, match=f"its {name} is .*, this run's {value!r}"):
         run(config)
     assert tree(stopped) == before and not out.exists()
+
+
+def test_a_resume_compares_each_trainer_option_given_with_the_runs_own(tmp_path, data_dir,
+                                                                       capsys):
+    """``--trainer.KEY`` on a resume was compared with all the run's Trainer options at once:
+    the refusal named options the command did not give (and refused one given unchanged, or a
+    ``--devices auto``, which a resume may change). Now it names the option that differs."""
+    run = tmp_path / "run"
+    assert main([*SMALL, "--epochs", "2", "--stop-after", "1", "--trainer.gradient_clip_val",
+                 "1.0", "--trainer.deterministic", "true", "--data-dir", str(data_dir),
+                 "--out", str(run)]) == 0
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    for given, value, said in [
+            ("gradient_clip_val", "2.0", "--trainer.gradient_clip_val 2.0 differs from the "
+                                         "resumed run's 1.0; "),
+            ("benchmark", "true", "--trainer.benchmark True is not one of the resumed run's "
+                                  "Trainer options; ")]:
+        assert main(["--resume", checkpoint, f"--trainer.{given}", value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"train.py: error: {said}"), err
+        others = {"gradient_clip_val", "deterministic", "benchmark"} - {given}
+        assert not any(name in err[0] for name in others), err
+    assert main(["--resume", checkpoint, "--trainer.gradient_clip_val", "1.0", "--devices",
+                 "auto", "--print-config"]) == 0
+    trainer = yaml.safe_load(capsys.readouterr().out)["trainer"]
+    assert (trainer["gradient_clip_val"], trainer["deterministic"], trainer["devices"]) == (
+        1.0, True, "auto")
 
 
 def test_finished_run_is_not_resumed(whole_and_stopped, capsys):
