@@ -238,6 +238,26 @@ def _check_hooks(module: nn.Module, name: str) -> None:
                          "them first")
 
 
+class UnconvertibleLayers(ValueError):
+    """Selected layers whose types subclass a convertible one but are not :data:`CONVERTIBLE`
+    themselves (timm's ``StdConv2d``: ``layers``, ``{name: type}``), all named at once."""
+
+    def __init__(self, layers: dict[str, type]):
+        self.layers = layers
+        (first, cls), many = next(iter(layers.items())), len(layers) > 1
+        types = tuple(dict.fromkeys(t.__name__ for t in layers.values()))
+        exclude = list(layers) if len(layers) <= 3 else \
+            f"[name for name, m in model.named_modules() if type(m).__name__ in {types!r}]"
+        what = (f"{len(layers)} modules, such as {first!r} (a {type_name(cls)}), are of "
+                f"type{'s' * (len(types) > 1)} {', '.join(types)}, each" if many else
+                f"module {first!r} is a {type_name(cls)},")
+        super().__init__(
+            f"{what} a subclass of a convertible layer (known: {', '.join(CONVERTIBLE.names())}) "
+            f"that may compute something else; exclude {'them' if many else 'it'} "
+            f"(exclude={exclude}) or register the type{'s' * (len(types) > 1)} in "
+            f"lotterynet.convert.CONVERTIBLE")
+
+
 def _convertible(module: nn.Module, name: str) -> Convertible | None:
     """The conversion rule for ``module``, ``None`` if it is not a Linear/Conv1d/Conv2d."""
     if not isinstance(module, _FAMILIES):
@@ -252,10 +272,7 @@ def _convertible(module: nn.Module, name: str) -> Convertible | None:
                          "replace; remove them first "
                          "(torch.nn.utils.parametrize.remove_parametrizations)")
     if type_name(type(module)) not in CONVERTIBLE:
-        raise ValueError(
-            f"module {name!r} is a {type_name(type(module))}, a subclass of a convertible layer "
-            f"that may compute something else; exclude it (exclude=[{name!r}]) or register it "
-            f"in lotterynet.convert.CONVERTIBLE. Known types: {', '.join(CONVERTIBLE.names())}")
+        raise UnconvertibleLayers({name: type(module)})
     if getattr(module, "padding_mode", "zeros") != "zeros":
         raise ValueError(f"module {name!r} has padding_mode={module.padding_mode!r}; subnet "
                          "convolutions support only padding_mode='zeros'")
@@ -417,8 +434,15 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                       for m in layer.modules()}
     inside_subnets |= {id(m) for layer in modules.values()
                        if isinstance(layer, nn.MultiheadAttention) for m in layer.children()}
-    plan = [(key, names[key][0], module, _convertible(module, names[key][0]))
-            for key, module in modules.items() if selected(key) and key not in inside_subnets]
+    plan, unconvertible = [], {}
+    for key, module in modules.items():
+        if selected(key) and key not in inside_subnets:
+            try:
+                plan.append((key, names[key][0], module, _convertible(module, names[key][0])))
+            except UnconvertibleLayers as error:  # (named all together)
+                unconvertible.update(error.layers)
+    if unconvertible:
+        raise UnconvertibleLayers(unconvertible)
     _check_tied(modules, names, [module for *_, module, rule in plan if rule is not None])
     if all(rule is None for *_, rule in plan):  # refused, nothing changed
         if any(isinstance(m, SUBNET_MODULES) and selected(k) for k, m in modules.items()):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import check_model_kwargs
-from .convert import convert
+from .convert import UnconvertibleLayers, convert
 from .models import MODELS
 from .validate import check_timm_model
 
@@ -81,4 +81,9 @@ def timm_model(model_name: str, *, in_chans: int = 3, num_classes: int = 1000, i
     check_model_kwargs(model_kwargs or {})  # (a ticket's spec is untrusted: no file is read)
     model = create_timm_model(model_name, seed=seed, img_size=img_size, in_chans=in_chans,
                               num_classes=num_classes, **(model_kwargs or {}))
-    return convert(model, sparsity=sparsity, seed=seed, **convert_kwargs)
+    try:
+        return convert(model, sparsity=sparsity, seed=seed, **convert_kwargs)
+    except UnconvertibleLayers as error:
+        raise ValueError(f"{error}; build_model('timm', ...) passes exclude= to convert, but "
+                         f"train.py --arch timm:{model_name} cannot exclude layers: take a timm "
+                         f"model without them") from None

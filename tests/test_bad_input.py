@@ -530,6 +530,9 @@ CASES = [
      ["cannot build", "ZeroDivisionError"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "act_layer=nope"],
      ["cannot build", "KeyError: 'nope'"]),
+    (["--arch", "timm:resnetv2_50x1_bit"],  # (its weight-standardised convolutions: it said
+     ["53 modules", "StdConv2d", "train.py --arch timm:resnetv2_50x1_bit cannot exclude layers",
+      "take a timm model without them"]),  # exclude=['stem.conv'], which train.py lacks)
     (["--arch", "timm:resnet10t", "--model-kwargs", "output_stride=3"],
      ["cannot build", "AssertionError: no message"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "drop_path_rate=1.5"],  # (training only)

@@ -445,3 +445,30 @@ def test_a_channels_last_model_keeps_its_layout():
             after.get_parameter(name).is_contiguous(memory_format=torch.channels_last), name
     x = torch.randn(2, 3, 10, 10).to(memory_format=torch.channels_last)
     assert torch.equal(before(x), after(x))
+
+
+def test_layers_of_subclasses_convert_does_not_take_are_named_all_together():
+    """Every selected layer of a convertible type's subclass (timm's weight-standardised
+    StdConv2d, StdConv2dSame) is named in one refusal, with an exclude= that takes them all;
+    the first alone was named (exclude=['0']), then the next, one refusal at a time."""
+    from timm.layers import StdConv2d, StdConv2dSame
+
+    def make(n):
+        return nn.Sequential(StdConv2d(2, 2, 1), StdConv2dSame(2, 2, 1),
+                             *(StdConv2d(2, 2, 1) for _ in range(n - 2)), nn.Conv2d(2, 2, 1))
+
+    model = make(2)
+    with pytest.raises(ValueError, match=re.escape(
+            "2 modules, such as '0' (a timm.layers.std_conv.StdConv2d), are of types StdConv2d, "
+            "StdConv2dSame, each a subclass of a convertible layer (known: ") + ".* that may "
+            "compute something else; exclude them \\(exclude=\\['0', '1'\\]\\) or register the "
+            "types in lotterynet.convert.CONVERTIBLE$"):
+        convert(model, sparsity=0.5)
+    assert type(model[2]) is nn.Conv2d  # (the refusal changed nothing)
+    assert isinstance(convert(model, sparsity=0.5, exclude=["0", "1"])[2], ln.SubnetConv2d)
+    model = make(5)
+    with pytest.raises(ValueError) as refused:
+        convert(model, sparsity=0.5)
+    exclude = re.search(r"\(exclude=(.*)\) or register", str(refused.value))[1]
+    assert str(refused.value).startswith("5 modules, such as '0'")
+    assert eval(exclude, {"model": model}) == ["0", "1", "2", "3", "4"]
