@@ -3,7 +3,9 @@
 MNIST-sized data sets fit on any device, so each split lives there as one tensor and a batch is
 a slice of it: no worker processes, no per-batch host work. The training order is a permutation
 drawn from a generator seeded with ``(seed, epoch)``, so it is the same on every run, survives
-``--resume`` without saving any state, and is split between DDP ranks without overlap.
+``--resume`` without saving it, and is split between DDP ranks without overlap; the training
+loader's one state is how many batches of its epoch it has handed out (a checkpoint saved part
+way through an epoch resumes with the next one).
 
 Validation is held out from the *training* split with a fixed seed (never from the test split);
 the test split is evaluated once, at the end.
@@ -96,26 +98,44 @@ class TensorLoader:
     index in the epoch.
 
     Like a ``DataLoader`` it exposes ``sampler`` (Lightning calls its ``set_epoch``) and
-    ``batch_sampler`` (None: batching is done here)."""
+    ``batch_sampler`` (None: batching is done here). It is stateful as Lightning reads it
+    (``state_dict``/``load_state_dict``: the epoch and the batches of it handed out, which
+    Lightning's fit loop stores in a checkpoint), so that a checkpoint saved part way through
+    an epoch (``ModelCheckpoint(every_n_train_steps=...)``) resumes with the epoch's next batch,
+    not its first."""
 
     batch_sampler = None
+    STATE_KEYS = ("epoch", "batches")
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                  sampler: EpochPermutation,
                  augment: Callable[[torch.Tensor, int], torch.Tensor] = unchanged):
         self.x, self.y, self.batch_size, self.sampler = x, y, batch_size, sampler
         self.augment = augment
+        self.position = (sampler.epoch, 0)  # (epoch, its batches handed out)
+        self._resume: tuple[int, int] | None = None  # the position to continue from
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch_size)
 
     def __iter__(self):
-        order = self.sampler.indices().to(self.x.device)
         sampler = self.sampler
-        for batch, start in enumerate(range(0, len(order), self.batch_size)):
-            idx = order[start:start + self.batch_size]
+        resume, self._resume = self._resume, None
+        skip = resume[1] if resume is not None and resume[0] == sampler.epoch else 0
+        order = sampler.indices().to(self.x.device)
+        for batch in range(skip, len(self)):
+            idx = order[batch * self.batch_size:(batch + 1) * self.batch_size]
             seed = batch_seed(sampler.seed, sampler.epoch, sampler.rank, batch)
+            self.position = (sampler.epoch, batch + 1)
             yield self.augment(self.x[idx], seed), self.y[idx]
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(zip(self.STATE_KEYS, self.position))
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from ``state`` (a :meth:`state_dict`): the next iteration over the same
+        epoch starts after the batches it handed out; another epoch starts at its first."""
+        self._resume = (state["epoch"], state["batches"])
 
 
 class TensorDataModule(pl.LightningDataModule):

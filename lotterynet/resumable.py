@@ -18,6 +18,7 @@ import numbers
 import torch
 
 from .checkpointing import epochs_done
+from .datamodule import TensorLoader
 from .errors import CheckpointError
 
 #: What a schedule's state may hold other than its fresh value: how far it has stepped.
@@ -25,6 +26,9 @@ SCHEDULE_PROGRESS = ("last_epoch", "_step_count", "_last_lr", "_get_lr_called_wi
                      "_is_initial")
 #: What Lightning's ModelCheckpoint reads from its stored state without a default.
 CHECKPOINT_CALLBACK_KEYS = ("best_model_score", "best_model_path")
+#: Where Lightning's fit loop stores its training loaders' states in its own (the one
+#: :meth:`~lotterynet.datamodule.TensorLoader.state_dict`: where in its epoch it stopped).
+LOADER_STATES = "combined_loader"
 #: A resume needs these; a checkpoint that lacks one is not a training checkpoint.
 TRAINING_KEYS = ("epoch", "global_step", "optimizer_states", "lr_schedulers",
                  "pytorch-lightning_version")
@@ -66,8 +70,14 @@ def progress_fault(checkpoint: dict, epochs: int) -> str | None:
     """What in the checkpoint's loop and callback states Lightning could not restore, or what
     says it has trained more than ``epochs`` (None: nothing)."""
     loops = checkpoint.get("loops", {"fit_loop": {}})
-    if "fit_loop" not in loops or not all(map(is_counts, loops.values())):
+    if "fit_loop" not in loops or not all(map(is_counts, without_loader_states(loops).values())):
         return "its loop states are not Lightning's mappings of counts"
+    states = nested(loops, "fit_loop", "state_dict", LOADER_STATES, default=[])
+    if not (isinstance(states, list) and len(states) <= 1 and all(
+            isinstance(state, dict) and set(state) == set(TensorLoader.STATE_KEYS)
+            and is_counts(state) for state in states)):  # (the run has one training loader)
+        return (f"its training loader's state ({LOADER_STATES}) is not one position "
+                f"({', '.join(TensorLoader.STATE_KEYS)}: counts)")
     for name, state in checkpoint.get("callbacks", {}).items():
         if name.startswith("ModelCheckpoint") and not set(CHECKPOINT_CALLBACK_KEYS) <= set(state):
             return f"its ModelCheckpoint state lacks {' or '.join(CHECKPOINT_CALLBACK_KEYS)}"
@@ -81,6 +91,16 @@ def progress_fault(checkpoint: dict, epochs: int) -> str | None:
     if epochs_done(checkpoint) > epochs:
         return f"it has trained {epochs_done(checkpoint)} epochs of a run of {epochs}"
     return None
+
+
+def without_loader_states(loops: dict) -> dict:
+    """``loops`` without the fit loop's stored loader states (a list: the one part of the loop
+    states that is not counts)."""
+    own = nested(loops, "fit_loop", "state_dict", default=None)
+    if not isinstance(own, dict) or LOADER_STATES not in own:
+        return loops
+    return {**loops, "fit_loop": {**loops["fit_loop"], "state_dict": {
+        k: v for k, v in own.items() if k != LOADER_STATES}}}
 
 
 def loop_steps(fit_loop: dict) -> int | None:

@@ -96,6 +96,9 @@ def checkpoint_variant(stopped_run: Path, tmp: Path, kind: str) -> str:
          "noepoch": lambda: checkpoint.pop("epoch"),
          "tmax0": lambda: checkpoint["lr_schedulers"][0].update(T_max=0),
          "loopstext": lambda: checkpoint["loops"].update(fit_loop="x"),
+         # Lightning would restore a second loader's state into the run's one, mid-run
+         "loaderjunk": lambda: checkpoint["loops"]["fit_loop"]["state_dict"][
+             "combined_loader"].append({"epoch": 0, "batches": 1}),
          "rngjunk": lambda: callbacks["RNGState"].update(random="x"),
          "timerjunk": lambda: callbacks["EpochTimer"].update(best_val_acc="x"),
          # the history's step-logged rows (the learning rate) are kept up to global_step
@@ -508,6 +511,8 @@ CASES = [
     (["--resume", "{ckpt_noepoch}"], ["noepoch-run", "holds no epoch"]),
     (["--resume", "{ckpt_tmax0}"], ["tmax0-run", "T_max = 0", "config gives 2"]),
     (["--resume", "{ckpt_loopstext}"], ["loopstext-run", "'loops' is not a mapping"]),
+    (["--resume", "{ckpt_loaderjunk}"], ["loaderjunk-run", "training loader's state",
+                                         "one position (epoch, batches: counts)"]),
     (["--resume", "{ckpt_rngjunk}"], ["random-generator state", "cannot be restored"]),
     (["--resume", "{ckpt_timerjunk}"], ["epoch history", "'best_val_acc' is 'x'"]),
     (["--resume", "{ckpt_stepjunk}"], ["stepjunk-run", "global_step 11 is not its loop's (4)"]),
@@ -584,7 +589,7 @@ def broken_inputs(tmp_path_factory, data_dir, stopped_run) -> dict:
     kinds = ("bitflip", "truncated", "foreign", "noconfig", "otherarch", "text", "hplist",
              "weightsonly", "badopt", "shortmomentum", "nomomentum", "nanscores", "infmomentum",
              "intscores", "otherk",
-             "noepoch", "tmax0", "loopstext", "rngjunk", "timerjunk", "stepjunk")
+             "noepoch", "tmax0", "loopstext", "loaderjunk", "rngjunk", "timerjunk", "stepjunk")
     return {**{f"ckpt_{k}": checkpoint_variant(stopped_run, tmp, k) for k in kinds},
             **{f"wrong_{k}": wrong_mnist(tmp, data_dir, k) for k in ("label10", "small", "count",
                                                                     "few", "int32")},

@@ -197,6 +197,43 @@ def test_own_trainer_resume_in_float64_reaches_the_uninterrupted_run(tmp_path, d
     assert all(torch.equal(resumed[k], v) for k, v in straight.items())
 
 
+@pytest.mark.parametrize("augment", ["none", "crop-flip"])
+def test_own_trainer_resumed_mid_epoch_trains_on_the_batches_left(tmp_path, data_dir, augment):
+    """A checkpoint saved part way through an epoch (``ModelCheckpoint(every_n_train_steps=3)``,
+    5 batches an epoch) resumes with the epoch's next batch: the resumed fit sees exactly the
+    batches (augmented alike) the uninterrupted one saw after it — it replayed the epoch's first
+    batches, the training loader being stateless — and ends bit for bit where that one does."""
+    spec = {"name": "fc2", "structure": "dense", "sparsity": 0.5}
+
+    class Batches(pl.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.seen.append((trainer.current_epoch, batch_idx, *batch))
+
+    def fit(ckpt_path=None, callbacks=()):
+        module = ln.EdgePopupModule(spec, {"lr": 0.05})
+        data = ln.TensorDataModule("mnist", str(data_dir), limit_train=320, val_size=0,
+                                   augment=augment)
+        batches = Batches()
+        pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=tmp_path,
+                   enable_checkpointing=bool(callbacks), callbacks=[batches, *callbacks]
+                   ).fit(module, data, ckpt_path=ckpt_path)
+        return module.model.state_dict(), batches.seen
+
+    saving = pl.callbacks.ModelCheckpoint(tmp_path / "ck", every_n_train_steps=3, save_top_k=-1)
+    straight, seen = fit(callbacks=[saving])
+    assert [(epoch, idx) for epoch, idx, *_ in seen] == [(e, i) for e in (0, 1) for i in range(5)]
+    for name, done in (("epoch=0-step=3.ckpt", 3), ("epoch=1-step=6.ckpt", 6)):
+        resumed, seen_resumed = fit(tmp_path / "ck" / name)
+        assert [(e, i) for e, i, *_ in seen_resumed] == [(e, i) for e, i, *_ in seen[done:]]
+        assert all(torch.equal(a, b) for ours, theirs in zip(seen_resumed, seen[done:])
+                   for a, b in zip(ours[2:], theirs[2:]))
+        assert all(torch.equal(resumed[k], v) for k, v in straight.items()), name
+
+
 @pytest.mark.parametrize("precision", ["32-true", "64-true", "bf16-true"])
 def test_frozen_convs_run_once_per_example_with_the_same_numbers(tmp_path, data_dir,
                                                                  monkeypatch, precision):
