@@ -56,19 +56,23 @@ def create_timm_model(model_name: str, *, seed: int, img_size=None, **model_kwar
 def check_patches(model: nn.Module, model_name: str) -> None:
     """A ViT-style model whose patches do not tile its image (16×16 patches on 28×28 MNIST:
     one patch) sees only part of each image, timm dropping the rest without a word: refused,
-    naming the fix. Padding the image takes both of timm's dynamic options: with
+    naming the fix (a hybrid's patches tile its backbone's feature map, not the image).
+    Padding the image takes both of timm's dynamic options: with
     ``dynamic_img_pad`` alone the padded image's patches outnumber the position embeddings."""
     embed = getattr(model, "patch_embed", None)
     grid, patch = getattr(embed, "grid_size", None), getattr(embed, "patch_size", None)
     padded = getattr(embed, "dynamic_img_pad", False) and getattr(model, "dynamic_img_size", False)
     if grid is None or patch is None or padded:
         return
-    size, covered = tuple(embed.img_size), tuple(g * p for g, p in zip(grid, patch))
+    feature = getattr(embed, "feature_size", None)  # (a hybrid's: its backbone's output)
+    size = tuple(embed.img_size if feature is None else feature)
+    covered = tuple(g * p for g, p in zip(grid, patch))
     if covered != size:
         fit = next(p for p in (7, 4, 2, 1) if size[0] % p == 0)
         raise ValueError(
-            f"{model_name} at img_size {size[0]}: its {patch[0]}x{patch[1]} patches cover "
-            f"{covered[0]}x{covered[1]} of the {size[0]}x{size[1]} pixels, the rest is never "
+            f"{model_name} at img_size {embed.img_size[0]}: its {patch[0]}x{patch[1]} patches "
+            f"cover {covered[0]}x{covered[1]} of the {size[0]}x{size[1]} "
+            f"{'pixels' if feature is None else 'backbone features'}, the rest is never "
             f"seen; give a patch size that divides {size[0]}: model_kwargs={{'patch_size': "
             f"{fit}}} (train.py --model-kwargs patch_size={fit}), or pad the image: "
             f"model_kwargs={{'dynamic_img_size': True, 'dynamic_img_pad': True}}")

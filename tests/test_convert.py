@@ -297,6 +297,18 @@ def test_timm_builder_reproducible_and_adapted():
     assert cnn(x).shape == (2, 10)
 
 
+def test_a_hybrid_vits_patches_tile_its_backbones_features():
+    """A hybrid ViT's patches tile its backbone's feature map (8x8 for a 32x32 image), not the
+    image: it was refused at any size ('8x8 patches cover 8x8 of the 32x32 pixels'). Its
+    weight-standardised stem convolution is excluded, as the refusal of it says."""
+    spec = dict(model_name="vit_tiny_r_s16_p8_224", in_chans=1, num_classes=10, img_size=32,
+                sparsity=0.5, seed=0)
+    with pytest.raises(ValueError, match=r"exclude=\['patch_embed\.backbone\.conv'\]"):
+        build_model("timm", **spec)
+    model = build_model("timm", **spec, exclude=["patch_embed.backbone.conv"]).eval()
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
 def test_converting_again_converts_only_new_layers():
     """A second call that selects only subnet layers is refused and not recorded (its
     sparsity was ignored, yet recorded for the ticket to replay); one that selects a new layer
