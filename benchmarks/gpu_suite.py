@@ -4,8 +4,8 @@ in one command, written to one Markdown report.
 Checks, in order, each a step with a time budget (on CUDA; a step over budget is noted):
 * ``pytest -m cuda``: the tests skipped on the CPU;
 * no host-device synchronisation in a training step (mask, forward, backward, optimizer) of a
-  dense, a subsetsum and a fixedsize layer, of a whole Lightning training step of LeNet5 and of
-  an eager batched stack step:
+  dense, a subsetsum and a fixedsize layer, of a whole Lightning training step of LeNet5, of
+  an eager batched stack step and of the CIFAR-10 crop-flip augmentation of a training batch:
   ``torch.cuda.set_sync_debug_mode("warn")`` around the steps, every sync recorded with the line
   that made it (so one run finds them all, where ``"error"`` stops at the first);
 * the layer target: subsetsum (784 -> 500, 5 pairs) against the wide dense layer of the same
@@ -69,6 +69,7 @@ import torch
 import torch.nn.functional as F
 
 import lotterynet as ln
+from lotterynet.augment import AUGMENTATIONS, batch_seed
 from lotterynet.cli import main as cli_main
 from lotterynet.config import make_config
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, TensorLoader
@@ -212,6 +213,15 @@ def layer_step(structure: str, device: torch.device) -> Callable[[], None]:
     return step
 
 
+def augment_step(device: torch.device) -> Callable[[], None]:
+    """The crop-flip augmentation of a batch of 128 CIFAR-10-sized images, each call with the
+    next batch's seed, as the training loader draws them."""
+    x = torch.randn(128, 3, 32, 32, device=device)
+    fill = torch.full((3, 1, 1), -1.9, device=device)
+    batches = iter(range(10**6))
+    return lambda: AUGMENTATIONS.get("crop-flip")(x, batch_seed(0, 0, 0, next(batches)), fill)
+
+
 class SyncWatch(pl.Callback):
     """Records the syncs of Lightning training steps (batches after the first two)."""
 
@@ -250,6 +260,8 @@ def no_syncs(suite: Suite) -> None:
     cases["Lightning training step (LeNet5)"] = lambda: lightning_step_syncs(suite)
     cases["batched stack step (eager)"] = lambda: syncs_in(
         bench_member_batching.stack_step(suite.scale.members, True, suite.device, graphed=False))
+    cases["crop-flip augmentation (CIFAR-10 batch)"] = lambda: syncs_in(
+        augment_step(suite.device))
     for name, find in cases.items():
         check = f"no host-device sync: {name}"
         if not suite.cuda:

@@ -14,6 +14,7 @@ CHECKS = {  # report row (start) -> whether it needs CUDA
     "no host-device sync: fixedsize layer step": True,
     "no host-device sync: Lightning training step": True,
     "no host-device sync: batched stack step": True,
+    "no host-device sync: crop-flip augmentation": True,
     "layer step subsetsum / wide, relu, batch 64": False,
     "layer step subsetsum / wide, relu, batch 256": False,
     "layer step subsetsum / wide, identity, batch 64": False,
