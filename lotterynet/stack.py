@@ -68,6 +68,7 @@ from .config import (
 from .datamodule import TensorDataModule
 from .errors import TrainingDiverged
 from .graphs import StepGraphs
+from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import METRICS_FILE, finish_wandb, make_loggers
 from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
@@ -589,7 +590,17 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     members and configs resumes from it (members already finished are not trained again); the
     checkpoint of another stack there is refused (:class:`ConfigError`), never overwritten. A
     member that diverges stops there, the others train to their end; then
-    :class:`TrainingDiverged` names it."""
+    :class:`TrainingDiverged` names it. SIGTERM stops it with :class:`Interrupted` from its start
+    to its end, as a single run (:func:`~lotterynet.run.run`; its handler,
+    :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit."""
+    with stopping_on_sigterm() as sigterm:
+        return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm)
+
+
+def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
+                         cell_dirs: Sequence[str | Path] | None, sigterm: SigtermStop
+                         ) -> list[dict]:
+    """:func:`run_stack` once its SIGTERM handler is installed."""
     configs = [c if isinstance(c, RunConfig) else make_config(c) for c in configs]
     check_stackable(configs)
     stack_dir = Path(stack_dir)
@@ -624,7 +635,7 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         for folder in (stack_dir, *cell_dirs):  # what a killed stack's writes left, as a run
             for written in (folder, folder / CHECKPOINTS):  # removes its own
                 remove_stale_temp_files(written)
-        return train_stack(configs, stack_dir, cell_dirs, data, module)
+        return train_stack(configs, stack_dir, cell_dirs, data, module, sigterm)
 
 
 def member_summary(results: dict, history: list[dict]) -> dict:
@@ -637,8 +648,10 @@ def member_summary(results: dict, history: list[dict]) -> dict:
 
 
 def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path],
-                data: TensorDataModule, module: StackModule) -> list[dict]:
-    """:func:`run_stack`'s training, its folder locked."""
+                data: TensorDataModule, module: StackModule, sigterm: SigtermStop
+                ) -> list[dict]:
+    """:func:`run_stack`'s training, its folder locked. ``sigterm``: the stack's handler,
+    asked after the fit for a SIGTERM that Lightning noted too late to act on."""
     first, names = configs[0], module.names
     checkpoint = stack_dir / CHECKPOINTS / LAST
     record = stack_record(stack_dir)
@@ -667,14 +680,15 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     with reporting_interrupts(trainer, checkpoint, f"stack {stack_dir.name}: run the same "
                               "sweep again to continue from its checkpoint"):
         trainer.fit(in_precision(trainer, module), datamodule=data, ckpt_path=resume)
-    results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
-               else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
-    finished = [(name, r, history) for name, r, history in
-                zip(names, results, results_writer.history) if r["finished"]]
-    finish_wandb(loggers, {f"{name}/{key}": value for name, r, history in finished
-                           for key, value in member_summary(r, history).items()},
-                 {name: Path(r["run_dir"]) / TICKET for name, r, _ in finished
-                  if (Path(r["run_dir"]) / TICKET).is_file()})
+        sigterm.stop_if_received()
+        results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
+                   else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
+        finished = [(name, r, history) for name, r, history in
+                    zip(names, results, results_writer.history) if r["finished"]]
+        finish_wandb(loggers, {f"{name}/{key}": value for name, r, history in finished
+                               for key, value in member_summary(r, history).items()},
+                     {name: Path(r["run_dir"]) / TICKET for name, r, _ in finished
+                      if (Path(r["run_dir"]) / TICKET).is_file()})
     if module.diverged:
         others = len(configs) - len(module.diverged)
         raise TrainingDiverged(f"stack {stack_dir}: {'; '.join(module.diverged.values())}; "

@@ -501,7 +501,12 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
 
 def how_it_ended(code: int | None) -> str:
     """A failed job's end, from its exit code: a negative one is the signal that killed it
-    (``Popen``'s convention); the kernel's out-of-memory killer sends SIGKILL."""
+    (``Popen``'s convention; the kernel's out-of-memory killer sends SIGKILL), 130 and 143 a
+    ``train.py`` that stopped on Ctrl-C or SIGTERM (128 + the signal; its log says how to go
+    on), which a stack does wherever the signal finds it (it was killed by it outside its
+    fit)."""
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        return f"was stopped by {signal.Signals(code - 128).name} (exit {code})"
     if code is None or code >= 0:
         return f"failed (exit {code})"
     name = signal.Signals(-code).name

@@ -26,6 +26,8 @@ from lotterynet.checkpointing import (
     remove_stale_temp_files,
 )
 from lotterynet.cli import main
+from lotterynet.config import make_config
+from lotterynet.stack import write_stack_file
 
 SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "600", "--val-size", "100",
          "--no-progress-bar", "--seed", "3"]
@@ -565,6 +567,54 @@ def test_a_second_sigterm_after_lightnings_teardown_does_not_kill_a_stopping_run
     assert stopped.stderr.strip().splitlines()[-1] == (
         f"train.py: error: stopped by SIGTERM; resume with --resume "
         f"{run / 'checkpoints' / 'last.ckpt'}")
+
+
+STACK_SIGTERM = """
+import os, signal, sys
+from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
+import lotterynet.run as run
+import lotterynet.stack as stack
+from lotterynet.cli import main
+name = os.environ["IN"]
+owner = run.AtomicCheckpointIO if name == "save_checkpoint" else stack
+called, teardown = getattr(owner, name), _SignalConnector.teardown
+def signalled(*args, **kwargs):  # the scheduler's SIGTERM
+    os.kill(os.getpid(), signal.SIGTERM)
+    return called(*args, **kwargs)
+def teardown_then_signal(self):  # a copy of it landing late, after Lightning's teardown
+    teardown(self)
+    if self.received_sigterm:
+        os.kill(os.getpid(), signal.SIGTERM)
+setattr(owner, name, signalled)
+_SignalConnector.teardown = teardown_then_signal
+code = main(sys.argv[1:])
+os.kill(os.getpid(), signal.SIGTERM)  # and later still
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("where", ["TensorDataModule", "save_checkpoint", "finish_wandb"])
+def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(tmp_path, data_dir, where):
+    """A stack (``--stack-file``, as a sweep's job runs it) stops on SIGTERM as a single run
+    does: while it reads the data, in its fit with a second SIGTERM after Lightning's teardown,
+    or once its members' results are written; one line, exit 143 (it was killed by the signal:
+    the sweep said "was killed by SIGTERM" of a stack it had not stopped)."""
+    stack_dir = tmp_path / "stacks" / "s"
+    cells = [tmp_path / "cells" / name for name in ("a", "b")]
+    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
+                            "limit_train": 128, "val_size": 64, "epochs": 1, "sparsity": s,
+                            "progress_bar": False, "data_dir": str(data_dir)})
+               for s in (0.5, 0.9)]
+    stack_file = write_stack_file(configs, stack_dir, cells)
+    stopped = subprocess.run([sys.executable, "-c", STACK_SIGTERM, "--stack-file",
+                              str(stack_file)], cwd=REPO, capture_output=True, text=True,
+                             env={**os.environ, "IN": where})
+    assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
+    then = "" if where == "TensorDataModule" else \
+        "; stack s: run the same sweep again to continue from its checkpoint"
+    assert stopped.stderr.strip().splitlines()[-1] == f"train.py: error: stopped by SIGTERM{then}"
+    # (the members' cells are written at the end of their last epoch, before its checkpoint)
+    assert all((cell / "results.json").is_file() == bool(then) for cell in cells)
 
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(

@@ -472,6 +472,16 @@ def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
     assert [r["variant"] for r in rows(out)] == ["subsetsum/identity"] * 2
 
 
+def test_a_job_stopped_by_a_signal_is_said_so():
+    """A job's ``train.py`` that stopped on SIGTERM or Ctrl-C exits 128 + the signal after its
+    line (a stack does wherever SIGTERM finds it; it was killed by it outside its fit): the
+    sweep says it was stopped, not that it failed (exit 143)."""
+    assert sweep_module.how_it_ended(143) == "was stopped by SIGTERM (exit 143)"
+    assert sweep_module.how_it_ended(130) == "was stopped by SIGINT (exit 130)"
+    assert sweep_module.how_it_ended(-15) == "was killed by SIGTERM"
+    assert sweep_module.how_it_ended(3) == "failed (exit 3)"
+
+
 def test_a_sweep_whose_every_stack_fails_names_them_and_writes_no_table(
         tmp_path, data_dir, capsys, monkeypatch):
     """With no cell finished there is nothing to tabulate: each failure is one line, exit 1
