@@ -781,8 +781,27 @@ def unread_options(config: RunConfig) -> dict[str, str]:
         reads = structure_options(config.structure)
         where = f"--structure {config.structure} does not read it"
         unread["match"] = "it sizes --structure wide only"
+    layers = config.match if config.structure == WIDE else config.structure
+    if "hidden" in reads and config.hidden is not None and hidden_replaces_pairs(layers,
+                                                                                  config.hidden):
+        unread["pairs"] = (f"--hidden {config.hidden} sets the hidden width of {layers}, which "
+                           f"pairs sets only by default (pairs x in_features)")
     unread.update({name: where for name in LAYER_OPTIONS if name not in reads | set(unread)})
     return unread
+
+
+def hidden_replaces_pairs(structure: str, hidden: int) -> bool:
+    """Whether ``structure``'s layers are the same whatever ``pairs`` once ``hidden`` is given
+    (malach and orseau: pairs only sizes their default hidden width), probed on a small
+    layer."""
+    from .structures import OPTION_PROBES, STRUCTURES, TargetShape
+
+    specs = STRUCTURES.get(structure).specs
+    try:
+        return len({frozenset(specs(TargetShape(3, 4), pairs=pairs, hidden=hidden).items())
+                    for pairs in OPTION_PROBES["pairs"]}) == 1
+    except ValueError:  # (dacunha refuses hidden, and its build says so)
+        return False
 
 
 def flag_spelling(name: str, value) -> str:

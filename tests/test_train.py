@@ -411,6 +411,7 @@ def test_flags_are_refused_only_where_nothing_reads_them(tmp_path):
     assert resolve("--config", str(paper), "--structure", "dense").pairs == 3
     assert resolve("--structure", "wide", "--match", "malach", "--hidden", "10").hidden == 10
     assert resolve("--structure", "wide", "--pairs", "3").pairs == 3
+    assert resolve("--structure", "malach", "--pairs", "3").pairs == 3  # (its default hidden)
     assert resolve("--structure", "wide", "--match", "fixedsize", "--activation",
                    "identity").activation == "identity"  # (2n terms for ReLU: it sizes)
     assert resolve("--train-weights", "--init", "uniform").init == "uniform"  # LeNet5's convs
@@ -424,6 +425,13 @@ def test_flags_are_refused_only_where_nothing_reads_them(tmp_path):
                  str(spec)]) == 0
     cells = yaml.safe_load(spec.with_name("w.cells.yaml").read_text())
     assert cells["base"]["pairs"] == 3 and cells["base"]["log_model"] is True
+    # a base (or flag) pairs that the subset-sum cells read, beside a malach variant whose
+    # --hidden replaces it
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "base": {"arch": "fc2", "pairs": 3}, "sparsities": [0.5], "epochs": [1],
+        "variants": ["subsetsum", {"structure": "wide", "match": "malach", "hidden": 10}]}))
+    assert main(["--sweep", str(sweep), "--pairs", "4", "--wandb-sweep", str(spec)]) == 0
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")))
