@@ -360,13 +360,28 @@ class MemberResults(pl.Callback):
                                    for s, loss in zip(members, losses)}, "epoch": epoch},
                                step=step)
 
+    def on_train_batch_start(self, trainer, module: StackModule, batch, batch_idx) -> None:
+        """At an epoch's first batch, each training member's learning rate for the epoch, at
+        the step where a single run's ``LearningRateMonitor`` logs it (the epoch's start; in
+        the member's history, as there, without an epoch; in the stack's log with it, as its
+        every row). Not in ``on_train_epoch_start``: callbacks run before the module's, where
+        the schedules catch up (``StackModule.on_train_epoch_start``)."""
+        if batch_idx:
+            return
+        epoch, step = trainer.current_epoch, trainer.fit_loop.epoch_loop._batches_that_stepped
+        schedulers = as_list(module.lr_schedulers())
+        rates = {s: schedulers[s].get_last_lr()[0] for s in module.training_members(epoch)}
+        for s, lr in rates.items():
+            self.history[s].append({"step": step, "lr": lr})
+        for logger in trainer.loggers:
+            logger.log_metrics({**{f"{module.names[s]}/lr": lr for s, lr in rates.items()},
+                                "epoch": epoch}, step=step)
+
     def on_train_epoch_end(self, trainer, module: StackModule) -> None:
         epoch = trainer.current_epoch
-        schedulers = as_list(module.lr_schedulers())
         logged, train_accs = {}, []
         for s in module.training_members(epoch):
             row = {"epoch": epoch, "step": (epoch + 1) * trainer.num_training_batches - 1,
-                   "lr": schedulers[s].get_last_lr()[0],
                    **_epoch_metrics(module.sums.get("train"), s, "train"),
                    **_epoch_metrics(module.sums.get("val"), s, "val")}
             self.history[s].append(row)

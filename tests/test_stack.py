@@ -111,8 +111,9 @@ def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batc
 
 def assert_history_as_a_single_runs(cell: Path, single_dir: Path) -> None:
     """A member's ``metrics.csv`` has its single run's columns, the same parameter-count row
-    first, its step losses, epochs' rows and test row at the same steps (it held the epoch rows
-    alone, then all but the step losses)."""
+    first, its learning rates (at each epoch's start), step losses, epochs' rows and test row
+    at the same steps (it held the epoch rows alone, then all but the step losses, then the
+    learning rates at each epoch's end)."""
     def rows(folder: Path) -> list[dict]:
         with open(folder / "metrics.csv", newline="") as f:
             return list(csv.DictReader(f))
@@ -122,7 +123,7 @@ def assert_history_as_a_single_runs(cell: Path, single_dir: Path) -> None:
 
     ours, theirs = rows(cell), rows(single_dir)
     assert set(ours[0]) == set(theirs[0]) and ours[0] == theirs[0]
-    for key in ("train/loss", "train/acc", "val/acc", "test/acc"):
+    for key in ("lr", "train/loss", "train/acc", "val/acc", "test/acc"):
         assert [row[:2] for row in at(ours, key)] == [row[:2] for row in at(theirs, key)]
         assert [row[2] for row in at(ours, key)] == pytest.approx(  # (float32 quotients)
             [row[2] for row in at(theirs, key)], abs=1e-6), key
@@ -339,10 +340,12 @@ def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir,
     steps = [json.loads(i.value_json) for r in records if r.WhichOneof("record_type") ==
              "history" for i in r.history.item
              if (i.key or "/".join(i.nested_key)) == "trainer/global_step"]
-    assert steps == [4, 4]  # 300 examples, batch 64: 5 steps; the step loss, then the epoch
+    # 300 examples, batch 64: 5 steps; the learning rate at the epoch's start, the step loss,
+    # then the epoch
+    assert steps == [0, 4, 4]
     assert {f"{c.name}/train/loss" for c in cells} <= set(summary)
     with open(cells[0] / "metrics.csv") as f:
-        assert [row["step"] for row in csv.DictReader(f) if row["lr"]] == ["4"]
+        assert [row["step"] for row in csv.DictReader(f) if row["lr"]] == ["0"]
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict]:
@@ -406,6 +409,8 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, ca
                    for x, y in zip(masked_weights(a), masked_weights(b), strict=True))
         with open(killed / "cells" / cell / "metrics.csv") as f:  # the whole history survives
             assert [int(r["epoch"]) for r in csv.DictReader(f) if r["train/acc"]] == [0, 1, 2]
+        with open(stack_dir / "metrics.csv") as f:  # each epoch's rate once, at its start
+            assert [r["step"] for r in csv.DictReader(f) if r[f"{cell}/lr"]] == ["0", "20", "40"]
         results = json.loads((killed / "cells" / cell / "results.json").read_text())
         assert results["stack"]["dir"] == str(stack_dir)
 
@@ -549,15 +554,16 @@ def test_a_lost_cell_of_a_finished_stack_is_trained_again(tmp_path, data_dir):
     its checkpoint would train nothing and write nothing ("sweep done" without the cell), so
     the cell is trained again, giving the same masks. The stack's log rows carry their epoch
     (a resume drops the rows logged after its checkpoint) and the members' optimizer step
-    (10 a epoch here: the step losses' row, logged every 10 steps, then the epoch's), and a
-    stack folder in use by another process is refused."""
+    (10 a epoch here: the learning rates' row at the epoch's start, the step losses' row,
+    logged every 10 steps, then the epoch's), and a stack folder in use by another process is
+    refused."""
     argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=2), "--sweep-out",
             str(tmp_path / "out")]
     assert main(argv) == 0
     stack_dir = tmp_path / "out" / "stacks" / "subsetsum-identity-seed0"
     with open(stack_dir / "metrics.csv") as f:
         assert [(r["epoch"], r["step"]) for r in csv.DictReader(f)] == [
-            ("0", "9"), ("0", "9"), ("1", "19"), ("1", "19")]
+            ("0", "0"), ("0", "9"), ("0", "9"), ("1", "10"), ("1", "19"), ("1", "19")]
     lost = tmp_path / "out" / "cells" / "subsetsum-identity-s0.9-e2-seed0" / "results.json"
     before = json.loads(lost.read_text())
     lost.unlink()
