@@ -12,6 +12,7 @@ module is accepted without touching this file.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import math
@@ -211,9 +212,11 @@ TRAINER_KEYS = {"max_epochs": "epochs", "accelerator": "accelerator", "devices":
 def dotted_flags(argv: list[str]) -> list[str]:
     """LightningCLI's spelling on the command line: ``--trainer.KEY VALUE`` and
     ``--trainer.KEY=VALUE`` become ``--trainer KEY=VALUE``; ``--model.KEY`` and ``--data.KEY``
-    become ``--KEY`` (``_`` in KEY read as ``-``)."""
-    out, args = [], iter(argv)
-    for arg in args:
+    become ``--KEY`` (``_`` in KEY read as ``-``), a true-or-false KEY given a value
+    (``--model.shared false``, ``--model.shared=false``) ``--KEY`` or ``--no-KEY``."""
+    out, args = [], collections.deque(argv)
+    while args:
+        arg = args.popleft()
         section, dot, rest = arg.partition(".")
         if not dot or section.lstrip("-") not in ("trainer", *SECTIONS) or \
                 not section.startswith("--"):
@@ -221,7 +224,7 @@ def dotted_flags(argv: list[str]) -> list[str]:
         elif section == "--trainer":
             key, equals, value = rest.partition("=")
             if not equals:
-                value = next(args, None)
+                value = args.popleft() if args else None
                 if value is None or value.startswith("--"):
                     raise ConfigError(f"{arg} needs a value ({arg} VALUE or {arg}=VALUE)")
             out += ["--trainer", f"{key}={value}"]
@@ -231,8 +234,28 @@ def dotted_flags(argv: list[str]) -> list[str]:
             if key.replace("-", "_") not in SECTIONS[name]:
                 raise ConfigError(f"unknown {name} key {key!r} in {arg!r}; valid keys: "
                                   f"{', '.join(SECTIONS[name])}")
-            out.append("--" + key.replace("_", "-") + equals + value)
+            flag = "--" + key.replace("_", "-")
+            if field_type(FIELDS[key.replace("-", "_")]) is not bool:
+                out.append(flag + equals + value)
+            elif equals or (args and not args[0].startswith("--")):  # a value: true or false
+                out.append(bool_flag(arg.partition("=")[0], flag, value if equals
+                                     else args.popleft()))
+            else:
+                out.append(flag)
     return out
+
+
+def bool_flag(dotted: str, flag: str, value: str) -> str:
+    """``--model.KEY VALUE`` (``dotted``: ``--model.KEY``) of a true-or-false KEY as its flag
+    (``flag``: ``--KEY``): ``--KEY`` or ``--no-KEY``."""
+    try:
+        read = yaml.load(value, Loader=ConfigLoader)
+    except yaml.YAMLError:
+        read = None
+    if type(read) is not bool:
+        raise ConfigError(f"{dotted} {value!r}: {flag[2:]} is true or false ({dotted} true "
+                          f"or false, {flag} or --no-{flag[2:]})")
+    return flag if read else f"--no-{flag[2:]}"
 
 
 def flatten_sections(data: dict, where: str) -> dict:

@@ -345,6 +345,24 @@ def test_trainer_section_of_a_config_file_reaches_the_trainer(tmp_path):
 
 
 
+def test_dotted_true_or_false_keys_take_a_value_as_in_lightning(capsys):
+    """``--model.shared false`` (LightningCLI's spelling, also ``=false``) is ``--no-shared``:
+    it was refused as an unrecognized argument ``false``."""
+    from lotterynet.cli import build_parser, config_from_args, main
+
+    def resolve(*flags):
+        return config_from_args(build_parser().parse_args(["--structure", "subsetsum", *flags]))
+
+    assert not resolve("--model.shared", "false").shared
+    assert not resolve("--model.shared=false", "--epochs", "3").shared
+    assert resolve("--model.shared", "true", "--model.subnet_convs=yes").subnet_convs
+    assert resolve("--model.shared", "--epochs", "3").shared  # bare: true
+    assert main(["--model.shared", "maybe"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "train.py: error: --model.shared 'maybe': shared is true or false (--model.shared true "
+        "or false, --shared or --no-shared)")
+
+
 def test_dotted_flags_in_lightnings_spelling(tmp_path, capsys):
     """On the command line as in the file: ``--trainer.max_epochs`` (and the other Trainer
     options a flat key covers) read as that key, ``--data.batch_size`` with Lightning's
