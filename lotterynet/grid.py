@@ -33,6 +33,7 @@ from .config import (
     check_wandb_names,
     flatten_sections,
     given_flags,
+    load_yaml,
     make_config,
     overlay,
     refuse_unread_flags,
@@ -108,16 +109,23 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
         raise ConfigError(f"sweep variants {data['variants']!r}: each variant sets at least "
                           f"its structure (subsetsum:identity, wide, {{structure: dense}})")
     base = flatten_sections(string_keys(data.get("base", {}), "sweep base"), "sweep base")
-    for spell, values in [(lambda k: f"--{k.replace('_', '-')}", overrides),
-                          (lambda k: f"base: {k}", base),
+    # (overrides: the --config file's values under the flags'; each named as the user gave it)
+    in_file = set(load_yaml(args.config)) - set(given_flags(args)) if args.config else set()
+
+    def given(key: str) -> str:
+        return f"config file {args.config!r}: {key}" if key in in_file else \
+            f"--{key.replace('_', '-')}"
+
+    for spell, values in [(given, overrides), (lambda k: f"base: {k}", base),
                           *((lambda k: f"variant: {k}", v) for v in variants)]:
         check_cell_keys(spell, values)
     for key, value in overrides.items():  # a flag the variants set would be dropped, unsaid
         variant = next((v for v in variants if key in v and v[key] != value), None)
         if variant is not None:
-            raise ConfigError(f"--{key.replace('_', '-')} {value!r}: the sweep's variant "
+            change = "or drop it from the config file" if key in in_file else "not the flag"
+            raise ConfigError(f"{given(key)} {value!r}: the sweep's variant "
                               f"{variant_label(variant)!r} sets {key}: {variant[key]!r}; change "
-                              f"the variants (sweep file or --sweep-variants), not the flag")
+                              f"the variants (sweep file or --sweep-variants), {change}")
     sweep = Sweep(base=overlay(base, overrides), variants=variants,
                   sparsities=[float(s) for s in data["sparsities"]],
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
