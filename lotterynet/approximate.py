@@ -456,7 +456,7 @@ def curve_markdown(r: dict) -> str:
     text = (f"\n### {r['net']} / {r['dataset']}: {r['construction']} — {r['paper']}\n\n"
             f"Target {100 * t['test_accuracy']:.2f} % (paper {100 * t['paper_test_accuracy']:.2f}"
             f" %, {t['epochs']} of the paper's {t['paper_epochs']} epochs). Median over "
-            f"{acc[0]['seeds']} seeds, [min–max].\n\n"
+            f"{acc[0]['seeds']} seed{'s' * (acc[0]['seeds'] != 1)}, [min–max].\n\n"
             f"| {r['size']} | hidden, layer 1 | kept params | test accuracy | max weight error | "
             f"median weight error | max rel. output error |"
             + (" wrong-sign weights |" if sign else "") + "\n|---|---|---|---|---|---|---|"

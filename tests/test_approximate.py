@@ -14,6 +14,7 @@ from lotterynet.approximate import (
     LENET5_CONV_PART,
     LENET5_SWEEPS,
     curve,
+    curve_markdown,
     main,
     measure,
     predict,
@@ -144,6 +145,19 @@ def test_curves_and_the_width_table():
     # Pensia's Theorem 1 at ε = 0.01 for FC2: 3⌈log2(784·500·2/0.01)⌉ = 81 per input
     assert theory_sizes("fc2", "pensia", result) == ("81", f"{81 * 784:,}")
     assert theory_sizes("fc2", "dacunha", result) == ("81", f"{81 * 500:,}")
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_a_curve_says_how_many_seeds_it_is_over(seeds):
+    """'Median over 1 seed' ('1 seeds' before), '2 seeds'."""
+    rows = [{"size": 2, "seed": s, "test_accuracy": 0.9, "hidden_layer1": 20, "params": {
+        "kept": 2}, "weight_error_max": 0.1, "weight_error_median": 0.01,
+        "output_relative_error_max": 0.2} for s in range(seeds)]
+    result = {"rows": rows, "net": "fc2", "dataset": "mnist", "construction": "pensia",
+              "paper": "Pensia et al.", "size": "n", "target": {
+                  "test_accuracy": 0.98, "paper_test_accuracy": 0.97, "epochs": 10,
+                  "paper_epochs": 10}}
+    assert f"Median over {seeds} seed{'s' * (seeds > 1)}, [min–max]." in curve_markdown(result)
 
 
 def test_theorem_widths_of_lenet5_take_layer_1s_own_n():
