@@ -547,15 +547,17 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], r["kept_params"]))
 
 
-#: What :func:`write_table` and :func:`plot` write into the sweep's folder.
-TABLE_FILES = ("sweep.csv", "sweep.md", "figure.png", "figure.pdf")
+#: What :func:`write_table` (the table as CSV and Markdown) and :func:`plot` (the figure as
+#: PNG and PDF) write into the sweep's folder.
+TABLE_CSV, TABLE_MD, FIGURES = "sweep.csv", "sweep.md", ("figure.png", "figure.pdf")
+TABLE_FILES = (TABLE_CSV, TABLE_MD, *FIGURES)
 
 
 def write_table(rows: list[dict], sweep_dir: Path) -> None:
-    write_csv_atomic(sweep_dir / "sweep.csv", rows, list(rows[0]))
+    write_csv_atomic(sweep_dir / TABLE_CSV, rows, list(rows[0]))
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
-    write_text_atomic(sweep_dir / "sweep.md", "\n".join(lines) + "\n")
+    write_text_atomic(sweep_dir / TABLE_MD, "\n".join(lines) + "\n")
 
 
 def figure_title(sweep: Sweep) -> str:
@@ -602,11 +604,10 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     ax.set(xscale="log", xlabel="kept parameters", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
-    path = sweep_dir / "figure.png"
-    savefig_atomic(fig, path, dpi=120, bbox_inches="tight")
-    savefig_atomic(fig, path.with_suffix(".pdf"), bbox_inches="tight")
+    for name in FIGURES:
+        savefig_atomic(fig, sweep_dir / name, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return path
+    return sweep_dir / FIGURES[0]
 
 
 def log_to_wandb(rows: list[dict], figure: Path, base: dict) -> None:
@@ -800,16 +801,16 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
                       TRAINED.get(arch) if dataset == "mnist" else None)
         if sweep.base.get("wandb"):
             log_to_wandb(rows, figure, sweep.base)
-        print((sweep_dir / "sweep.md").read_text(), end="")
+        print((sweep_dir / TABLE_MD).read_text(), end="")
     else:  # an earlier run's table would stand for cells this one set aside or failed
         for name in TABLE_FILES:
             (sweep_dir / name).unlink(missing_ok=True)
     if failed:
         print("\n".join(f"train.py: error: {line}" for line in failed), file=sys.stderr)
-        table = f"the table holds the others: {sweep_dir / 'sweep.csv'}" if rows else \
+        table = f"the table holds the others: {sweep_dir / TABLE_CSV}" if rows else \
             "no cell finished, so there is no table"
         print(f"sweep incomplete: {len(missing)} of {len(sweep.cells())} cells without "
               f"results ({len(failed)} failure(s)); {table} (re-run the same command to retry)")
         return 1
-    print(f"sweep done: {sweep_dir / 'sweep.csv'}, {sweep_dir / 'sweep.md'}, {figure}")
+    print(f"sweep done: {sweep_dir / TABLE_CSV}, {sweep_dir / TABLE_MD}, {figure}")
     return 0

@@ -68,6 +68,18 @@ def test_paper_points_follow_the_cells_own_settings(tmp_path, base, variants, pa
                for r in table)
 
 
+def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
+    """write_table and plot write exactly TABLE_FILES, the names a sweep whose every cell
+    failed removes (the names were written out twice, once in each list)."""
+    rows = [{"variant": variant, "sparsity": 0.5, "kept_params": 100, "test_acc_mean": 90.0,
+             "test_acc_std": 0.0, "seeds": 1, "paper_acc": ""}
+            for variant in ("subsetsum", "trained")]
+    sweep_module.write_table(rows, tmp_path)
+    figure = sweep_module.plot(rows, tmp_path, "title", None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sweep_module.TABLE_FILES)
+    assert figure.name in sweep_module.TABLE_FILES
+
+
 def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
     out = tmp_path / "sweep"
     argv = [*TINY, "--data-dir", str(data_dir), "--sweep-out", str(out)]
