@@ -43,6 +43,7 @@ from .errors import (
     message,
 )
 from .grid import load_sweep, sweep_dir_of, write_wandb_sweep
+from .lifetime import ending_with_the_run
 from .machine import is_launched_worker, keep_freed_memory
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
@@ -252,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help (0) or an argument error (2, already printed)
         return int(exit_.code or 0)
     try:
-        return dispatch(args)
+        with ending_with_the_run():  # (a run stopped by SIGTERM ignores more on the way out)
+            return dispatch(args)
     except (*REPORTED, KeyboardInterrupt, Terminated) as err:
         if isinstance(err, KeyboardInterrupt):  # (where no Trainer reports it: loading data)
             err = Interrupted("stopped by Ctrl-C (SIGINT)", 128 + 2)

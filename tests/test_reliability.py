@@ -617,6 +617,41 @@ def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(tmp_path, data_d
     assert all((cell / "results.json").is_file() == bool(then) for cell in cells)
 
 
+@pytest.mark.parametrize("entry", ["run", "run_stack"])
+def test_a_run_stopped_by_sigterm_in_a_library_callers_process_puts_its_handler_back(
+        tmp_path, data_dir, monkeypatch, entry):
+    """run() or run_stack() called from a notebook or a service: a SIGTERM that stopped it left
+    its handler installed, and the caller's process ignored every later SIGTERM (only
+    train.py's process, on its way out, should). The handler the caller had is put back."""
+    import lotterynet.run as run_module
+    import lotterynet.stack as stack_module
+    from lotterynet.errors import Interrupted, Terminated
+
+    module = run_module if entry == "run" else stack_module
+    data_module = module.TensorDataModule
+
+    def terminated(*args, **kwargs):  # the signal lands while the data is read
+        os.kill(os.getpid(), signal.SIGTERM)
+        return data_module(*args, **kwargs)
+
+    monkeypatch.setattr(module, "TensorDataModule", terminated)
+    config = {"arch": "fc2", "structure": "dense", "limit_train": 600, "val_size": 100,
+              "seed": 3, "epochs": 1, "data_dir": str(data_dir), "out": str(tmp_path / "run")}
+
+    def callers(signum, frame):  # the caller's own handler
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, callers)
+    try:
+        with pytest.raises((Terminated, Interrupted)):
+            if entry == "run":
+                run_module.run(make_config(config))
+            else:
+                stack_module.run_stack([config, {**config, "sparsity": 0.9}], tmp_path / "stack")
+        assert signal.getsignal(signal.SIGTERM) is callers
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(
         tmp_path, data_dir, capsys):
     """lr 1e30 turns the scores into NaN in the first epoch; NaN scores keep no entry, so the
