@@ -68,6 +68,29 @@ def test_paper_points_follow_the_cells_own_settings(tmp_path, base, variants, pa
                for r in table)
 
 
+def test_a_row_says_the_fraction_its_masks_prune_beside_the_nominal_sparsity(tmp_path):
+    """fixedsize keeps round((1 - s) n) of each group of n terms: at n = 3, s = 0.6 one of
+    three, so 2/3 pruned; the row's sparsity stays the grid's 0.6 and ``pruned`` says 0.6667
+    (the table showed only the nominal 0.6). The trained baseline prunes nothing."""
+    from lotterynet.datamodule import TensorDataModule
+    from lotterynet.params import count_params
+    from lotterynet.run import build_module
+
+    sweep = Sweep(base={"arch": "fc2", "pairs": 3}, variants=[
+        {"structure": "fixedsize", "activation": "identity"}], sparsities=[0.6], epochs=[1])
+    for label, values in sweep.cells():
+        config = make_config(values)
+        module = build_module(config, TensorDataModule(config.dataset, config.data_dir))
+        cell = tmp_path / "cells" / cell_name(label, values)
+        cell.mkdir(parents=True)
+        (cell / "results.json").write_text(json.dumps({
+            "config": config.to_dict(), "test_acc": 0.9, "params": count_params(module.model)}))
+    fixedsize, trained = sweep_module.aggregate(sweep, tmp_path)
+    assert (fixedsize["sparsity"], fixedsize["pruned"]) == (0.6, 0.6667)
+    assert fixedsize["kept_params"] * 3 == fixedsize["maskable_params"]
+    assert (trained["sparsity"], trained["pruned"]) == (0.0, 0.0)
+
+
 def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
     """write_table and plot write exactly TABLE_FILES, the names a sweep whose every cell
     failed removes (the names were written out twice, once in each list)."""
