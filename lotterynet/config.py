@@ -19,6 +19,7 @@ import math
 import netrc
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +84,12 @@ class RunConfig:
         "--arch timm:<name>: more arguments of timm.create_model, values YAML: "
         "--model-kwargs patch_size=7 (a ViT on 28x28 MNIST), --model-kwargs drop_rate=0.1 "
         "(default: none)")})
+    exclude: list = field(default_factory=list, metadata={"metavar": "PATTERN", "help": (
+        "--arch timm:<name>: layers the conversion leaves as timm built them, as module-name "
+        "glob patterns (convert's exclude=; a pattern covers the modules inside those it "
+        "names): --exclude stem.conv 'stages.*.conv1', such as the StdConv2d layers that a "
+        "refusal names. They are not masked: their random weights (never pretrained) are "
+        "trained as ordinary weights, with --lr and --weight-decay (default: none)")})
     # data
     dataset: str = _opt("mnist", "data set (mnist, fashion-mnist, cifar10)")
     data_dir: str | None = _opt(None, "folder with the data in torchvision's layout (default: "
@@ -151,7 +158,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 def field_type(f: dataclasses.Field) -> type:
     """The type of a field (``str | None`` -> ``str``)."""
-    return {"str": str, "int": int, "float": float, "bool": bool, "dict": dict}[
+    return {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list}[
         str(f.type).split("|")[0].strip()]
 
 
@@ -170,6 +177,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         elif kind is dict:  # --trainer.KEY VALUE arrives as --trainer KEY=VALUE (dotted_flags)
             parser.add_argument(flag, type=key_value, action="append", default=None,
                                 metavar="KEY=VALUE", help=help_text)
+        elif kind is list:  # --exclude A B, or --exclude A --exclude B
+            parser.add_argument(flag, nargs="+", action="extend", default=None, help=help_text,
+                                **extra)
         else:
             parser.add_argument(flag, default=None, metavar=name.upper(), help=help_text,
                                 **{"type": kind, **extra})
@@ -202,7 +212,8 @@ def key_value(text: str) -> tuple[str, object]:
 SECTIONS = {
     "model": ("arch", "structure", "sparsity", "pairs", "activation", "init", "hidden", "shared",
               "fan_in", "score_init", "match", "subnet_convs", "conv_init", "train_weights",
-              "model_kwargs", "lr", "optimizer", "momentum", "weight_decay", "scheduler", "seed"),
+              "model_kwargs", "exclude", "lr", "optimizer", "momentum", "weight_decay",
+              "scheduler", "seed"),
     "data": ("dataset", "data_dir", "val_size", "limit_train", "augment", "batch_size"),
 }
 TRAINER_KEYS = {"max_epochs": "epochs", "accelerator": "accelerator", "devices": "devices",
@@ -444,7 +455,7 @@ def string_keys(data: dict, where: str) -> dict:
 
 
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-              dict: "a mapping"}
+              dict: "a mapping", list: "a list"}
 
 
 def typed_value(name: str, value):
@@ -721,6 +732,7 @@ def validate(config: RunConfig) -> None:
     if family_kwargs:
         check_timm_model(family_kwargs["model_name"])
     check_model_kwargs(config.model_kwargs)
+    check_exclude(config.exclude)
     if config.wandb:
         require_wandb()
         check_wandb_names(config)
@@ -767,6 +779,15 @@ def check_model_kwargs(model_kwargs: dict) -> None:
                 from None
 
 
+def check_exclude(patterns: list) -> None:
+    """``exclude`` (convert's, in the run's spec): module-name glob patterns, each a string
+    that names something."""
+    bad = next((p for p in patterns if not isinstance(p, str) or not p), None)
+    if bad is not None:
+        raise ConfigError(f"exclude {bad!r} is not a module-name pattern (a non-empty string "
+                          f"such as stem.conv or 'stages.*.conv1')")
+
+
 #: The subnet layers' options; each structure reads those its ``specs`` names
 #: (:func:`lotterynet.structures.structure_options`).
 LAYER_OPTIONS = ("pairs", "activation", "shared", "fan_in", "hidden")
@@ -784,6 +805,8 @@ def unread_options(config: RunConfig) -> dict[str, str]:
     if not split_arch(config.arch)[1]:
         unread["model_kwargs"] = (f"it goes to timm.create_model, and --arch {config.arch} is "
                                   f"not a timm:<name>")
+        unread["exclude"] = (f"it names layers that the conversion of a timm:<name> model "
+                             f"leaves as they are, and --arch {config.arch} is not one")
     if config.train_weights:
         why = "the trained dense baseline (--train-weights) has no masks and no structure"
         unread.update({name: why for name in ("structure", "sparsity", "match", "score_init",
@@ -829,11 +852,12 @@ def hidden_replaces_pairs(structure: str, hidden: int) -> bool:
 
 def flag_spelling(name: str, value) -> str:
     """A run option as given on the command line (a list: a mapping flag's
-    ``[(KEY, VALUE), ...]``)."""
+    ``[(KEY, VALUE), ...]``, or ``--exclude``'s patterns)."""
     flag = f"--{name.replace('_', '-')}"
+    if name in MAPPING_FIELDS:
+        return " ".join(f"{flag} {k}={v}" for k, v in value)
     return flag if value is True else f"--no-{flag[2:]}" if value is False else \
-        " ".join(f"{flag} {k}={v}" for k, v in value) if isinstance(value, list) else \
-        f"{flag} {value!r}"
+        f"{flag} {shlex.join(value)}" if isinstance(value, list) else f"{flag} {value!r}"
 
 
 def read_options(config: RunConfig) -> dict:

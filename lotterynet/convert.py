@@ -158,6 +158,24 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
                for i in range(len(parts) + 1) for p in patterns)
 
 
+def covering_patterns(model: nn.Module, names: Iterable[str]) -> list[str]:
+    """Patterns that cover (:func:`_matches`) exactly the modules ``names`` of ``model`` and
+    those inside them: each name with its numbers (block indices) read as ``*`` where that
+    covers nothing else (``stages.*.blocks.*.conv1``), else the name itself."""
+    names = list(names)
+    every = [name for name, _ in model.named_modules(remove_duplicate=False)]
+    wanted = {name for name in every if _matches(name, names)}
+    patterns: list[str] = []
+    for name in names:
+        if _matches(name, patterns):
+            continue
+        parts = [re.sub(r"([*?[])", r"[\1]", part) for part in name.split(".")] if name else []
+        general = ".".join("*" if part.isdigit() else part for part in parts)
+        covers_more = any(_matches(n, [general]) for n in every if n not in wanted)
+        patterns.append(".".join(parts) if covers_more else general)
+    return patterns
+
+
 def _plain_numbers(value):
     """``value`` with numbers of other types (numpy scalars, ``Fraction``) as Python ints and
     floats, inside lists and dicts too: what the layers are built with is what a ticket
@@ -240,10 +258,12 @@ def _check_hooks(module: nn.Module, name: str) -> None:
 
 class UnconvertibleLayers(ValueError):
     """Selected layers whose types subclass a convertible one but are not :data:`CONVERTIBLE`
-    themselves (timm's ``StdConv2d``: ``layers``, ``{name: type}``), all named at once."""
+    themselves (timm's ``StdConv2d``: ``layers``, ``{name: type}``), all named at once;
+    ``exclude``: the ``exclude=`` that leaves them out too, the call's patterns and those that
+    cover exactly these layers (:func:`covering_patterns`)."""
 
-    def __init__(self, layers: dict[str, type]):
-        self.layers = layers
+    def __init__(self, layers: dict[str, type], exclude: list[str] | None = None):
+        self.layers, self.exclude = layers, exclude
         (first, cls), many = next(iter(layers.items())), len(layers) > 1
         types = tuple(dict.fromkeys(t.__name__ for t in layers.values()))
         exclude = list(layers) if len(layers) <= 3 else \
@@ -442,7 +462,8 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             except UnconvertibleLayers as error:  # (named all together)
                 unconvertible.update(error.layers)
     if unconvertible:
-        raise UnconvertibleLayers(unconvertible)
+        raise UnconvertibleLayers(unconvertible,
+                                  [*exclude, *covering_patterns(model, unconvertible)])
     _check_tied(modules, names, [module for *_, module, rule in plan if rule is not None])
     if all(rule is None for *_, rule in plan):  # refused, nothing changed
         if any(isinstance(m, SUBNET_MODULES) and selected(k) for k, m in modules.items()):

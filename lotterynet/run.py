@@ -206,8 +206,9 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
     if config.score_init != "edgepopup":  # (left out at its default, as in older tickets)
         layer_options["score_init"] = config.score_init
     if family_kwargs:  # e.g. timm:<model>: an existing model, converted layer by layer
-        model_kwargs = {"model_kwargs": config.model_kwargs} if config.model_kwargs else {}
-        return dict(name=name, **family_kwargs, **layer_options, **model_kwargs,
+        given = {key: getattr(config, key) for key in ("model_kwargs", "exclude")
+                 if getattr(config, key)}  # (left out when unset, as in older specs)
+        return dict(name=name, **family_kwargs, **layer_options, **given,
                     in_chans=data.in_channels, num_classes=data.num_classes,
                     img_size=data.image_size)
     spec = dict(name=name, **layer_options, in_channels=data.in_channels,

@@ -13,6 +13,8 @@ timm constructor arguments go in ``model_kwargs`` (e.g. ``{"patch_size": 4}`` fo
 
 from __future__ import annotations
 
+import shlex
+
 import torch
 from torch import nn
 
@@ -88,6 +90,6 @@ def timm_model(model_name: str, *, in_chans: int = 3, num_classes: int = 1000, i
     try:
         return convert(model, sparsity=sparsity, seed=seed, **convert_kwargs)
     except UnconvertibleLayers as error:
-        raise ValueError(f"{error}; build_model('timm', ...) passes exclude= to convert, but "
-                         f"train.py --arch timm:{model_name} cannot exclude layers: take a timm "
-                         f"model without them") from None
+        raise ValueError(f"{error}; train.py --arch timm:{model_name} leaves them as they are "
+                         f"(not masked, trained) with --exclude {shlex.join(error.exclude)}"
+                         ) from None

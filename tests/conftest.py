@@ -8,6 +8,13 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+#: timm's ResNetV2-50x1-BiT at 128 channels (GroupNorm's 32 groups need them; 338k weights):
+#: 53 weight-standardised StdConv2d layers, which convert does not take, and a plain Conv2d
+#: head; ``STD_CONVS``: the --exclude patterns its refusal advises, exactly those 53 layers.
+TINY_BIT = ["--arch", "timm:resnetv2_50x1_bit", "--model-kwargs", "channels=[128,128,128,128]",
+            "--model-kwargs", "stem_chs=32"]
+STD_CONVS = ["stem.conv", "stages.*.blocks.*.downsample.conv", "stages.*.blocks.*.conv1",
+             "stages.*.blocks.*.conv2", "stages.*.blocks.*.conv3"]
 
 
 

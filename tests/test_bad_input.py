@@ -304,6 +304,10 @@ CASES = [
      ["0.5000001", "would share the folder"]),
     (["--sweep", "{sw_variant_resume}"], ["variant: resume", "not for a sweep"]),
     (["--sweep", "{sw_variant_trainer}"], ["variant: epochs 5", "axis", "epochs"]),
+    (["--sweep", "{sw_variant_exclude}"], ["sets exclude: ['0'], which does nothing",
+                                           "--arch lenet5 is not one"]),
+    (["--config", "{cfg_exclude_text}"], ["exclude must be a list, got 'conv1.0'"]),
+    (["--config", "{cfg_exclude_empty}"], ["exclude '' is not a module-name pattern"]),
     (["--sweep", "{sw_base_seed}"], ["base: seed 7", "seeds"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
       "--sparsity", "0.9"], ["--sparsity 0.9", "sparsities"]),
@@ -547,8 +551,16 @@ CASES = [
     (["--arch", "timm:resnet10t", "--model-kwargs", "act_layer=nope"],
      ["cannot build", "KeyError: 'nope'"]),
     (["--arch", "timm:resnetv2_50x1_bit"],  # (its weight-standardised convolutions: it said
-     ["53 modules", "StdConv2d", "train.py --arch timm:resnetv2_50x1_bit cannot exclude layers",
-      "take a timm model without them"]),  # exclude=['stem.conv'], which train.py lacks)
+     ["53 modules", "StdConv2d", "train.py --arch timm:resnetv2_50x1_bit leaves them as they "
+      "are (not masked, trained) with --exclude stem.conv 'stages.*.blocks.*.downsample.conv' "
+      "'stages.*.blocks.*.conv1' 'stages.*.blocks.*.conv2' 'stages.*.blocks.*.conv3'"]),
+    (["--arch", "timm:resnetv2_50x1_bit", "--exclude", "stem.conv", "stages.*.conv1"],
+     ["36 modules", "--exclude stem.conv 'stages.*.conv1' 'stages.*.blocks.*.downsample.conv' "
+      "'stages.*.blocks.*.conv2' 'stages.*.blocks.*.conv3'"]),  # (the patterns given, and more)
+    (["--arch", "fc2", "--exclude", "0", "2"],  # (read by the conversion of a timm model only)
+     ["--exclude 0 2 does nothing", "--arch fc2 is not one", "drop it"]),
+    (["--arch", "timm:resnet10t", "--exclude", "conv1.0", "conv1.9"],
+     ["cannot build", "exclude pattern 'conv1.9' names no module of the model (a typo?)"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "output_stride=3"],
      ["cannot build", "AssertionError: no message"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "drop_path_rate=1.5"],  # (training only)
@@ -673,6 +685,9 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "st_badcells": {"members": [member, {**member, "sparsity": 0.9}], "cells": [1, 2]},
         "sw_variant_resume": {**sweep, "variants": [{"structure": "dense", "resume": "x.ckpt"}]},
         "sw_long_name": {**sweep, "variants": [{"structure": "dense", "wandb_notes": "x" * 300}]},
+        "sw_variant_exclude": {**sweep, "variants": [{"structure": "dense", "exclude": ["0"]}]},
+        "cfg_exclude_text": {"arch": "timm:resnet10t", "model": {"exclude": "conv1.0"}},
+        "cfg_exclude_empty": {"arch": "timm:resnet10t", "exclude": ["conv1.0", ""]},
         "sw_variant_trainer": {**sweep, "variants": [{"structure": "dense",
                                                       "trainer": {"max_epochs": 5}}]},
         "sw_base_seed": {**sweep, "base": {"model": {"seed": 7}}},

@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 
 import lotterynet as ln
-from lotterynet.convert import convert
+from lotterynet.convert import UnconvertibleLayers, convert
 from lotterynet.layers import _SubnetLayer
 from lotterynet.models import build_model
 from lotterynet.timm_models import create_timm_model
@@ -484,3 +484,23 @@ def test_layers_of_subclasses_convert_does_not_take_are_named_all_together():
     exclude = re.search(r"\(exclude=(.*)\) or register", str(refused.value))[1]
     assert str(refused.value).startswith("5 modules, such as '0'")
     assert eval(exclude, {"model": model}) == ["0", "1", "2", "3", "4"]
+
+
+def test_the_refusal_carries_the_exclude_that_leaves_out_exactly_those_layers():
+    """``UnconvertibleLayers.exclude``: the call's patterns and, per layer, its name with the
+    block numbers as ``*`` where that covers no other module (``*.std``), else the name itself
+    (``*.0`` would cover ``3.0``, a plain Conv2d); convert with it converts every other layer."""
+    from timm.layers import StdConv2d
+
+    def make():
+        blocks = [nn.ModuleDict({"std": StdConv2d(2, 2, 1), "fc": nn.Conv2d(2, 2, 1)})
+                  for _ in range(2)]
+        return nn.Sequential(*blocks, nn.Sequential(StdConv2d(2, 2, 1)),
+                             nn.Sequential(nn.Conv2d(2, 2, 1)))
+
+    with pytest.raises(UnconvertibleLayers) as refused:
+        convert(make(), sparsity=0.5, exclude=["0.fc"])
+    assert refused.value.exclude == ["0.fc", "*.std", "2.0"]
+    model = convert(make(), sparsity=0.5, exclude=refused.value.exclude)
+    assert [n for n, m in model.named_modules() if isinstance(m, ln.SubnetConv2d)] == \
+        ["1.fc", "3.0"]

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 import lotterynet.sweep as sweep_module
-from conftest import REPO, default_sigint, processes_mentioning
+from conftest import REPO, STD_CONVS, TINY_BIT, default_sigint, processes_mentioning
 from lotterynet.cli import build_parser, explicit_values, main
 from lotterynet.config import ConfigError, make_config
 from lotterynet.grid import Sweep, cell_name, load_sweep, parse_variant
@@ -678,6 +678,23 @@ def test_mapping_flags_add_keys_to_the_sweep_base(tmp_path):
     (_, values), = load_sweep(args, explicit_values(args)).cells()
     assert values["model_kwargs"] == {"patch_size": 7, "depth": 2}
     assert values["trainer"] == {"gradient_clip_val": 0.5, "max_time": "00:01:00:00"}
+
+
+def test_a_sweep_variant_may_exclude_layers_of_a_timm_model(tmp_path):
+    """A variant's ``exclude`` reaches its cells' configs and models: convert leaves the
+    StdConv2d layers as they are (every cell's model builds), where the variant without it is
+    refused before the sweep starts, naming the --exclude that builds it."""
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "variants": [{"structure": "dense", "exclude": STD_CONVS}, "dense"],
+        "sparsities": [0.5, 0.9], "epochs": [1], "baseline": False}))
+    args = build_parser().parse_args(["--sweep", str(sweep_file), *TINY_BIT])
+    sweep = load_sweep(args, explicit_values(args))
+    excluding = [values for label, values in sweep.cells() if "exclude" in values]
+    assert len(excluding) == 2 and all(v["exclude"] == STD_CONVS for v in excluding)
+    sweep_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[:1]))
+    with pytest.raises(ConfigError, match=re.escape("--exclude stem.conv 'stages.*.blocks")):
+        sweep_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[1:]))
 
 
 def test_a_cell_set_aside_by_another_agent_is_refused_not_a_traceback(tmp_path):

@@ -4,6 +4,7 @@ checkpoints (atomic, weights_only, resumable), W&B offline, DDP over gloo, bad i
 import csv
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -15,18 +16,20 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from conftest import REPO
+from conftest import REPO, STD_CONVS, TINY_BIT
 from lotterynet.archs import recipe_lr
 from lotterynet.cli import build_parser, config_from_args, main
 from lotterynet.config import FIELDS, changed_fields, make_config
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
 from lotterynet.distributions import orseau_range
 from lotterynet.grid import Sweep
+from lotterynet.layers import SubnetConv2d
 from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.paper import TRAINED, paper_accuracy
 from lotterynet.run import build_module
+from lotterynet.ticket import load_ticket
 from lotterynet.widen import maskable_count, wide_width
 
 SMALL = ["--limit-train", "2000", "--val-size", "500", "--epochs", "1", "--no-progress-bar"]
@@ -128,6 +131,42 @@ def test_model_kwargs_reach_timm_and_the_spec(tmp_path, data_dir):
         out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"].items()}
     frozen = [k for k, v in model.named_parameters() if not v.requires_grad]
     assert frozen and all(torch.equal(model.state_dict()[k], trained[k]) for k in frozen)
+
+
+def test_exclude_leaves_timm_layers_trained_and_is_kept_by_resume_and_ticket(tmp_path, data_dir,
+                                                                             capsys):
+    """A timm model with layers convert does not take (StdConv2d) is refused naming the
+    ``--exclude`` that leaves them out; with it the run learns, those layers unmasked and
+    trained (the rest frozen as the spec builds it), the patterns in results.json's config and
+    spec; a resume refuses other patterns and keeps the run's; its ticket rebuilds the trained
+    model bit for bit (train.py had no --exclude)."""
+    assert train(tmp_path, data_dir, *TINY_BIT, name="refused")[0] == 2
+    assert shlex.split(capsys.readouterr().err.partition(" --exclude ")[2]) == STD_CONVS
+    code, out = train(tmp_path, data_dir, *TINY_BIT, "--exclude", *STD_CONVS[:2], "--exclude",
+                      *STD_CONVS[2:], "--limit-train", "1000", "--epochs", "2", "--stop-after", "1")
+    assert code == 0
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    assert main(["--resume", str(checkpoint), "--exclude", "stem.conv"]) == 2
+    assert "--exclude ['stem.conv'] differs from the resumed run's ['stem.conv', 'stages.*" in \
+        capsys.readouterr().err
+    assert main(["--resume", str(checkpoint), "--no-progress-bar"]) == 0
+    results = results_of(out)
+    assert results["test_acc"] > 0.2
+    assert results["config"]["exclude"] == results["spec"]["exclude"] == STD_CONVS
+    fresh = build_model(**results["spec"])
+    kept = {f"{n}.weight" for n, m in fresh.named_modules() if type(m).__name__ == "StdConv2d"}
+    assert len(kept) == 53 and isinstance(fresh.head.fc, SubnetConv2d)  # (the only one)
+    ran = build_model(**results["spec"]).eval()
+    ran.load_state_dict({k.removeprefix("model."): v for k, v in torch.load(
+        checkpoint, weights_only=True)["state_dict"].items()})
+    for name, p in fresh.named_parameters():  # trained: what changed in the run
+        assert p.requires_grad == (name in kept or name == "head.fc.scores"), name
+        assert torch.equal(p, ran.get_parameter(name)) != p.requires_grad, name
+    x = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    ticket = load_ticket(out / "model.ticket").eval()
+    assert torch.equal(ticket(x), ran(x))
+    assert all(torch.equal(v, ticket.state_dict()[k]) for k, v in ran.state_dict().items()
+               if not k.endswith("scores"))
 
 
 def test_structure_defaults_and_hidden_reach_the_layers(tmp_path, data_dir):
