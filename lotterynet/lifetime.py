@@ -40,9 +40,13 @@ def tie_launched_ranks() -> None:
 
 
 def launching_run() -> int | None:
-    """In a DDP rank that a run launched: the pid of that run's process (rank 0); else None."""
+    """In a DDP rank that a run launched: the pid of that run's process (rank 0); else None.
+    Not this process's own pid: a rank that another launcher started (torchrun sets
+    ``LOCAL_RANK``) records itself as its ranks' run, and signalled itself for ever."""
     launcher = os.environ.get(LAUNCHER_ENV)
-    return int(launcher) if int(os.environ.get("LOCAL_RANK", "0")) > 0 and launcher else None
+    if int(os.environ.get("LOCAL_RANK", "0")) > 0 and launcher and int(launcher) != os.getpid():
+        return int(launcher)
+    return None
 
 
 class SigtermStop:

@@ -652,6 +652,30 @@ def test_a_run_stopped_by_sigterm_in_a_library_callers_process_puts_its_handler_
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_rank_another_launcher_started_stops_on_sigterm_and_runs_twice(monkeypatch):
+    """A DDP rank that torchrun (not a lotterynet run) started has LOCAL_RANK > 0 and records
+    itself as the run its own ranks die with: SIGTERM outside Lightning's fit (reading the
+    data) made its handler signal its own process, again and again (a RecursionError, not the
+    one line and exit 143), and a second run() in it exited at once (it 'died with' itself)."""
+    import lotterynet.lifetime as lifetime
+    from lotterynet.errors import Terminated
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.delenv(lifetime.LAUNCHER_ENV, raising=False)
+    tied = []
+    monkeypatch.setattr(lifetime, "die_with_parent", tied.append)
+    lifetime.tie_launched_ranks()
+    lifetime.tie_launched_ranks()  # (a second run in the same process)
+    assert tied == [] and lifetime.launching_run() is None
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(Terminated), lifetime.stopping_on_sigterm():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # (the signal lands here)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(
         tmp_path, data_dir, capsys):
     """lr 1e30 turns the scores into NaN in the first epoch; NaN scores keep no entry, so the
