@@ -29,14 +29,26 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def tie_launched_ranks() -> None:
-    """In a run: record this process as the one the DDP ranks it launches must die with. In a
+@contextlib.contextmanager
+def tying_launched_ranks():
+    """While a run lasts: record its process as the one the DDP ranks it launches must die
+    with (:data:`LAUNCHER_ENV`, which they inherit), and put back what the variable was after
+    it (a notebook's later torchrun workers must not be handed this process's pid). In a
     launched rank: die with that process (also if it died before this rank got here)."""
     launcher = launching_run()
     if launcher:
         die_with_parent(launcher)
-    else:
-        os.environ[LAUNCHER_ENV] = str(os.getpid())
+        yield
+        return
+    previous = os.environ.get(LAUNCHER_ENV)
+    os.environ[LAUNCHER_ENV] = str(os.getpid())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(LAUNCHER_ENV, None)
+        else:
+            os.environ[LAUNCHER_ENV] = previous
 
 
 def launching_run() -> int | None:

@@ -53,7 +53,7 @@ from .lifetime import (
     SigtermStop,
     stop_all_ranks_on_sigterm,
     stopping_on_sigterm,
-    tie_launched_ranks,
+    tying_launched_ranks,
 )
 from .loggers import METRICS_FILE, WANDB_ID_FILE, finish_wandb, make_loggers
 from .machine import cpu_name, is_launched_worker
@@ -628,8 +628,7 @@ def run(config: RunConfig) -> dict:
     config, the parameter counts and the final metrics. SIGTERM stops it with
     :class:`Interrupted` from its start to its results (:class:`~lotterynet.lifetime.
     SigtermStop`), also outside Lightning's fit and test."""
-    tie_launched_ranks()  # DDP ranks that rank 0 launches die with it
-    with stopping_on_sigterm() as sigterm:
+    with tying_launched_ranks(), stopping_on_sigterm() as sigterm:  # (its DDP ranks die with it)
         return set_up_and_run(config, sigterm)
 
 

@@ -652,6 +652,33 @@ def test_a_run_stopped_by_sigterm_in_a_library_callers_process_puts_its_handler_
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_run_in_a_library_callers_process_leaves_its_environment_as_it_was(
+        tmp_path, data_dir, monkeypatch):
+    """run() records its pid in LOTTERYNET_LAUNCHER_PID for the DDP ranks it launches; it left
+    it there, so a notebook's later torchrun workers (LOCAL_RANK > 0) took that process for
+    their launcher and tied themselves to it. The variable is there during the run only."""
+    import pytorch_lightning as pl
+
+    import lotterynet.lifetime as lifetime
+    import lotterynet.run as run_module
+
+    monkeypatch.delenv(lifetime.LAUNCHER_ENV, raising=False)
+    during, fit = [], pl.Trainer.fit
+
+    def noting_the_launcher(*args, **kwargs):  # (where Lightning would launch the ranks)
+        during.append(os.environ.get(lifetime.LAUNCHER_ENV))
+        return fit(*args, **kwargs)
+    monkeypatch.setattr(pl.Trainer, "fit", noting_the_launcher)
+    run_module.run(make_config({"arch": "fc2", "structure": "dense", "limit_train": 256,
+                                "val_size": 100, "epochs": 1, "data_dir": str(data_dir),
+                                "out": str(tmp_path / "run")}))
+    assert during == [str(os.getpid())] and lifetime.LAUNCHER_ENV not in os.environ
+    monkeypatch.setenv(lifetime.LAUNCHER_ENV, "12345")  # (a caller's own value is put back)
+    with lifetime.tying_launched_ranks():
+        assert os.environ[lifetime.LAUNCHER_ENV] == str(os.getpid())
+    assert os.environ[lifetime.LAUNCHER_ENV] == "12345"
+
+
 def test_a_rank_another_launcher_started_stops_on_sigterm_and_runs_twice(monkeypatch):
     """A DDP rank that torchrun (not a lotterynet run) started has LOCAL_RANK > 0 and records
     itself as the run its own ranks die with: SIGTERM outside Lightning's fit (reading the
@@ -664,8 +691,10 @@ def test_a_rank_another_launcher_started_stops_on_sigterm_and_runs_twice(monkeyp
     monkeypatch.delenv(lifetime.LAUNCHER_ENV, raising=False)
     tied = []
     monkeypatch.setattr(lifetime, "die_with_parent", tied.append)
-    lifetime.tie_launched_ranks()
-    lifetime.tie_launched_ranks()  # (a second run in the same process)
+    with lifetime.tying_launched_ranks():
+        pass
+    with lifetime.tying_launched_ranks():  # (a second run in the same process)
+        assert lifetime.launching_run() is None
     assert tied == [] and lifetime.launching_run() is None
     previous = signal.getsignal(signal.SIGTERM)
     try:
