@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,19 @@ def parse_variant(variant) -> dict:
 
 
 def variant_label(variant: dict) -> str:
-    return "/".join(str(v) for v in variant.values())
+    """The variant's values joined by ``/`` (``subsetsum/identity``): its rows in the table, and
+    with ``-`` for ``/`` its cells' and stacks' folder names. A list or mapping (``exclude``,
+    ``model_kwargs``) is ``KEY=<hash of its value>``, so that its quotes, brackets, spaces and
+    ``*`` stay out of the folder names and a long value does not lengthen them; a variant of
+    scalars keeps the names it always had."""
+    return "/".join(f"{key}={digest(value)}" if isinstance(value, (list, tuple, dict))
+                    else str(value) for key, value in variant.items())
+
+
+def digest(value) -> str:
+    """8 hex digits of the SHA-256 of ``value``'s repr: the same for the same value in every
+    process (unlike :func:`hash`)."""
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:8]
 
 
 def cell_name(label: str, values: dict) -> str:

@@ -697,6 +697,45 @@ def test_a_sweep_variant_may_exclude_layers_of_a_timm_model(tmp_path):
         sweep_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[1:]))
 
 
+def test_a_variants_list_or_mapping_names_its_folders_by_a_hash(tmp_path):
+    """A variant's ``exclude`` or ``model_kwargs`` is ``KEY=<hash>`` in its cells' folder names
+    (they were ``dense-['stem.conv', 'stages.*.blocks.*.downsample.conv', …]-s0.5-…``: quotes,
+    brackets, spaces and ``*``, as long as the list), one per value; a variant of scalars keeps
+    the names that the sweeps in results/ were written with."""
+    def names(sweep: dict, *flags: str) -> list[str]:
+        sweep_file = tmp_path / "s.yaml"
+        sweep_file.write_text(yaml.safe_dump(sweep, sort_keys=False))
+        args = build_parser().parse_args(["--sweep", str(sweep_file), *flags])
+        return [cell_name(*cell) for cell in load_sweep(args, explicit_values(args)).cells()]
+
+    bit = {"channels": [128] * 4, "stem_chs": 32}
+    listed = names({
+        "base": {"arch": "timm:resnetv2_50x1_bit", "model_kwargs": bit},
+        "variants": [{"structure": "dense", "exclude": STD_CONVS},
+                     {"structure": "dense", "exclude": STD_CONVS[:1]},
+                     {"structure": "dense", "exclude": STD_CONVS,
+                      "model_kwargs": {**bit, "channels": [64] * 4}},
+                     {"structure": "subsetsum", "exclude": STD_CONVS}],
+        "sparsities": [0.5], "epochs": [1], "baseline": False})
+    assert listed == ["dense-exclude=4fe8ab4f-s0.5-e1-seed0",
+                      "dense-exclude=0112b2d1-s0.5-e1-seed0",
+                      "dense-exclude=4fe8ab4f-model_kwargs=4bf87c42-s0.5-e1-seed0",
+                      "subsetsum-exclude=4fe8ab4f-s0.5-e1-seed0"]
+    scalars = names({"variants": ["subsetsum:identity", {"structure": "fixedsize", "pairs": 3},
+                                  "wide"], "sparsities": [0.5, 0.99], "epochs": [1, 10]},
+                    "--arch", "fc2", "--sweep-seeds", "0,1")
+    assert scalars[:24:4] + scalars[24:] == [
+        "subsetsum-identity-s0.5-e1-seed0", "subsetsum-identity-s0.99-e1-seed0",
+        "fixedsize-3-s0.5-e1-seed0", "fixedsize-3-s0.99-e1-seed0", "wide-s0.5-e1-seed0",
+        "wide-s0.99-e1-seed0", "trained-e1-seed0", "trained-e1-seed1", "trained-e10-seed0",
+        "trained-e10-seed1"]
+    assert scalars[:4] == ["subsetsum-identity-s0.5-e1-seed0", "subsetsum-identity-s0.5-e1-seed1",
+                           "subsetsum-identity-s0.5-e10-seed0",
+                           "subsetsum-identity-s0.5-e10-seed1"]
+    for name in listed + scalars:
+        assert re.fullmatch(r"[\w.=-]+", name) and len(name) < 64, name
+
+
 def test_a_cell_set_aside_by_another_agent_is_refused_not_a_traceback(tmp_path):
     """Two ``--cell`` agents find the same stale cell; the first sets it aside, so the second
     finds nothing at the name (or the first's new run there): it says the folder is in use,
