@@ -99,8 +99,10 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     """The config to run a cell with, or ``None`` when it is finished: an interrupted cell
     resumes from its last checkpoint; a cell that never checkpointed starts over; a cell run
     with another config than the sweep's now starts over in a fresh folder, its old one kept
-    beside it (:func:`set_aside`)."""
+    beside it (:func:`set_aside`). Results written in another sweep folder (this one copied
+    from it) are first made to name this one (:func:`relocate`)."""
     config = make_config({**values, "out": str(cell_dir), "progress_bar": False})
+    relocate(cell_dir)
     differs = changed_results(config, cell_dir)
     if differs == []:
         return None
@@ -141,13 +143,27 @@ def set_aside(folder: Path, why: str, cells: Path | None = None, tag: str = "sta
     return kept
 
 
+def relocate(cell_dir: Path) -> None:
+    """A cell's ``results.json`` names the folder it was written in (``run_dir``): in a sweep
+    folder copied or moved elsewhere (``cp -r A B``), A's cell, where whatever follows it (a
+    stack's tickets, a cell set aside) would go. Its paths inside that sweep folder are made
+    the same paths inside the one the cell is in now (:func:`repoint`)."""
+    written = read_json(cell_dir / RESULTS).get("run_dir")
+    if isinstance(written, str) and Path(written).parts[-2:] == cell_dir.parts[-2:] and \
+            Path(written).resolve() != cell_dir.resolve():
+        repoint(cell_dir / RESULTS, Path(written).parent.parent, cell_dir.parent.parent)
+
+
 def repoint(results: Path, old: Path, new: Path) -> None:
-    """The paths in ``results.json`` (``run_dir``, ``wandb_dir``, ``stack.dir``) that are
-    ``old`` or inside it are where those files now are, in ``new``."""
+    """The paths in ``results.json`` (``run_dir``, ``wandb_dir``, ``stack.dir``, the config's
+    ``out`` and ``resume``) that are ``old`` or inside it are where those files now are, in
+    ``new``."""
     data = read_json(results)
-    stack = data.get("stack") if isinstance(data.get("stack"), dict) else {}
+    stack, config = (data.get(key) if isinstance(data.get(key), dict) else {}
+                     for key in ("stack", "config"))
     old, changed = old.resolve(), False
-    for holder, key in ((data, "run_dir"), (data, "wandb_dir"), (stack, "dir")):
+    for holder, key in ((data, "run_dir"), (data, "wandb_dir"), (stack, "dir"), (config, "out"),
+                        (config, "resume")):
         path = Path(holder[key]).resolve() if isinstance(holder.get(key), str) else None
         if path is not None and (path == old or old in path.parents):
             holder[key], changed = str(new / path.relative_to(old)), True

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,6 +159,32 @@ def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
         f"train.py: error: '{results}': Is a directory (something else is where lotterynet "
         f"writes or reads: move it away)")
     assert files() == before
+
+
+def test_a_copied_sweep_names_its_own_cells(tmp_path, data_dir, capsys):
+    """``cp -r A B``: B's finished cells' results named A's folders (``run_dir``, the stack's
+    ``dir``, ``config.out``), where whatever followed them (a stack's tickets, a cell set
+    aside) went. Re-run with A gone, B trains nothing, writes its table and names only B."""
+    original, copy = tmp_path / "A", tmp_path / "B"
+    argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir)]
+    assert main([*argv, "--sweep-out", str(original)]) == 0
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    for name in sweep_module.TABLE_FILES:
+        (copy / name).unlink()
+    capsys.readouterr()
+    start = time.time_ns()
+    assert main([*argv, "--sweep-out", str(copy)]) == 0
+    assert "3 cells, 3 already done, 0 to run" in capsys.readouterr().out
+    assert len(rows(copy)) == 3 and not original.exists()
+    written = [p for p in copy.rglob("*") if p.is_file() and p.stat().st_mtime_ns >= start]
+    assert not [p for p in written if str(original).encode() in p.read_bytes()]
+    stacks = set()
+    for cell in (copy / "cells").iterdir():
+        results = json.loads((cell / "results.json").read_text())
+        assert results["run_dir"] == results["config"]["out"] == str(cell)
+        stacks |= {results["stack"]["dir"]} if "stack" in results else set()
+    assert stacks == {str(copy / "stacks" / "subsetsum-identity-seed0")}
 
 
 def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir, capsys):
