@@ -698,12 +698,14 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
         sigterm.stop_if_received()
         results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
                    else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
-        finished = [(name, r, history) for name, r, history in
-                    zip(names, results, results_writer.history) if r["finished"]]
-        finish_wandb(loggers, {f"{name}/{key}": value for name, r, history in finished
+        finished = [(name, r, history, cell) for name, r, history, cell in
+                    zip(names, results, results_writer.history, cell_dirs) if r["finished"]]
+        # (each ticket in its cell as it is now: a cell finished before the stack's folders
+        # were copied or moved names the old one in its run_dir)
+        finish_wandb(loggers, {f"{name}/{key}": value for name, r, history, _ in finished
                                for key, value in member_summary(r, history).items()},
-                     {name: Path(r["run_dir"]) / TICKET for name, r, _ in finished
-                      if (Path(r["run_dir"]) / TICKET).is_file()})
+                     {name: cell / TICKET for name, _, _, cell in finished
+                      if (cell / TICKET).is_file()})
     if module.diverged:
         others = len(configs) - len(module.diverged)
         raise TrainingDiverged(f"stack {stack_dir}: {'; '.join(module.diverged.values())}; "

@@ -315,6 +315,25 @@ def test_a_stack_counts_steps_as_its_single_runs(tmp_path, data_dir):
         assert_history_as_a_single_runs(cell, single_dir)
 
 
+def test_a_copied_stack_logs_the_tickets_of_its_own_cells(tmp_path, data_dir, monkeypatch):
+    """A finished stack's folders copied (``cp -r A B``, A deleted) and run again: each
+    member's ticket was looked for in the cell its results.json names, A's, so none was
+    logged; they are B's."""
+    base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
+                progress_bar=False, data_dir=str(data_dir))
+    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
+    names = ("dense-s0.5", "dense-s0.9")
+    original, copy = tmp_path / "A", tmp_path / "B"
+    run_stack(configs, original / "stack", [original / name for name in names])
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    logged = []
+    monkeypatch.setattr(lotterynet.stack, "finish_wandb",
+                        lambda loggers, summary, tickets: logged.append(tickets))
+    run_stack(configs, copy / "stack", [copy / name for name in names])
+    assert logged == [{name: copy / name / "model.ticket" for name in names}]
+
+
 def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
