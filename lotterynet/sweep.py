@@ -147,11 +147,27 @@ def relocate(cell_dir: Path) -> None:
     """A cell's ``results.json`` names the folder it was written in (``run_dir``): in a sweep
     folder copied or moved elsewhere (``cp -r A B``), A's cell, where whatever follows it (a
     stack's tickets, a cell set aside) would go. Its paths inside that sweep folder are made
-    the same paths inside the one the cell is in now (:func:`repoint`)."""
+    the same paths inside the one the cell is in now (:func:`repoint`). A cell whose
+    ``run_dir`` names where it is stays as written: the same folder, or a relative path that
+    leads to it from one of the folders above it (the repository's root, where the committed
+    sweeps were run; their ``results/SWEEP/cells/CELL``), wherever the sweep is run from."""
     written = read_json(cell_dir / RESULTS).get("run_dir")
     if isinstance(written, str) and Path(written).parts[-2:] == cell_dir.parts[-2:] and \
-            Path(written).resolve() != cell_dir.resolve():
+            not names(Path(written), cell_dir):
         repoint(cell_dir / RESULTS, Path(written).parent.parent, cell_dir.parent.parent)
+
+
+def names(written: Path, folder: Path) -> bool:
+    """``written`` (a path a results.json holds) is ``folder``: the same folder from here, or
+    relative and leading to it from a folder above it."""
+    here = folder.resolve()
+    if written.resolve() == here:
+        return True
+    if written.is_absolute():
+        return False
+    parts = Path(os.path.normpath(written)).parts
+    parts = parts[next((i for i, p in enumerate(parts) if p != os.pardir), len(parts)):]
+    return bool(parts) and here.parts[-len(parts):] == parts
 
 
 def repoint(results: Path, old: Path, new: Path) -> None:

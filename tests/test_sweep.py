@@ -187,6 +187,28 @@ def test_a_copied_sweep_names_its_own_cells(tmp_path, data_dir, capsys):
     assert stacks == {str(copy / "stacks" / "subsetsum-identity-seed0")}
 
 
+def test_a_sweep_run_from_elsewhere_keeps_its_relative_paths(tmp_path, data_dir, capsys,
+                                                              monkeypatch):
+    """The committed sweeps' results name their cells relative to the repository's root
+    (``results/SWEEP/cells/CELL``): re-run from another folder, by its absolute path, or from
+    inside it, the sweep was not moved, and no results.json is rewritten."""
+    monkeypatch.chdir(tmp_path)
+    argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir)]
+    assert main([*argv, "--sweep-out", "results/s"]) == 0
+    sweep_dir = tmp_path / "results" / "s"
+    before = {p: p.read_bytes() for p in sweep_dir.glob("cells/*/results.json")}
+    assert len(before) == 3
+    assert all(json.loads(b)["run_dir"].startswith("results/s/cells/") for b in before.values())
+    (tmp_path / "elsewhere").mkdir()
+    for cwd, out in ((tmp_path / "elsewhere", sweep_dir), (sweep_dir, "."),
+                     (sweep_dir / "cells", ".."), (tmp_path, sweep_dir)):
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        assert main([*argv, "--sweep-out", str(out)]) == 0
+        assert "3 cells, 3 already done, 0 to run" in capsys.readouterr().out
+        assert {p: p.read_bytes() for p in sweep_dir.glob("cells/*/results.json")} == before
+
+
 def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir, capsys):
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(yaml.safe_dump({
