@@ -93,9 +93,21 @@ def variant_label(variant: dict) -> str:
 
 
 def digest(value) -> str:
-    """8 hex digits of the SHA-256 of ``value``'s repr: the same for the same value in every
-    process (unlike :func:`hash`)."""
-    return hashlib.sha256(repr(value).encode()).hexdigest()[:8]
+    """8 hex digits of the SHA-256 of ``value``'s repr, its mappings' keys in order
+    (:func:`canonical`): the same for the same value in every process (unlike :func:`hash`),
+    however its mappings were written."""
+    return hashlib.sha256(repr(canonical(value)).encode()).hexdigest()[:8]
+
+
+def canonical(value):
+    """``value`` with the keys of its mappings sorted (strings first), at every depth, and its
+    tuples as lists: equal values are the same ``canonical`` and have the same repr."""
+    if isinstance(value, dict):
+        return {key: canonical(item) for key, item in
+                sorted(value.items(), key=lambda kv: (not isinstance(kv[0], str), str(kv[0])))}
+    if isinstance(value, (list, tuple)):
+        return [canonical(item) for item in value]
+    return value
 
 
 def cell_name(label: str, values: dict) -> str:
@@ -148,14 +160,14 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
     configs = []
     for label, values in sweep.cells():  # every cell must be a valid run before any starts
         configs.append(make_config(values))
-        name, run = cell_name(label, values), repr(sorted(configs[-1].to_dict().items()))
+        name, run = cell_name(label, values), repr(canonical(configs[-1].to_dict()))
         check_path(f"the folder of sweep cell {describe_cell(label, values)}", name)
         if name in named:  # two cells, one folder
             raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
                               f"{describe_cell(label, values)} would share the folder {name!r}; "
                               f"make the variants or sparsities differ in their names")
-        if run in runs:  # a variant that spells out a default of another
-            raise ConfigError(f"sweep cells {describe_cell(*runs[run])} and "
+        if run in runs:  # a variant that spells out a default of another (a mapping's keys
+            raise ConfigError(f"sweep cells {describe_cell(*runs[run])} and "  # in any order)
                               f"{describe_cell(label, values)} are the same run; give each "
                               f"variant once")
         named[name], runs[run] = (label, values), (label, values)

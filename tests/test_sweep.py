@@ -785,6 +785,30 @@ def test_a_variants_list_or_mapping_names_its_folders_by_a_hash(tmp_path):
         assert re.fullmatch(r"[\w.=-]+", name) and len(name) < 64, name
 
 
+def test_a_variants_mapping_names_the_same_folders_in_any_key_order(tmp_path):
+    """``model_kwargs: {stem_chs: 32, channels: ...}`` is the same run as ``{channels: ...,
+    stem_chs: 32}``: its cells keep their folders (a finished sweep's file with the mapping's
+    keys written in another order re-ran every cell into new ones), and a variant that spells
+    out the base's mapping in another order is the same run as one that leaves it out."""
+    def names(*variants: dict, base=None) -> list[str]:
+        sweep_file = tmp_path / "s.yaml"
+        sweep_file.write_text(yaml.safe_dump({
+            "base": {"arch": "timm:resnetv2_50x1_bit", "exclude": STD_CONVS, **(base or {})},
+            "variants": list(variants), "sparsities": [0.5], "epochs": [1], "baseline": False},
+            sort_keys=False))
+        args = build_parser().parse_args(["--sweep", str(sweep_file)])
+        return [cell_name(*cell) for cell in load_sweep(args, explicit_values(args)).cells()]
+
+    bit = {"channels": [128] * 4, "stem_chs": 32, "conv_layer": {"b": 1, "a": [{"y": 2, "x": 1}]}}
+    reordered = {"stem_chs": 32, "conv_layer": {"a": [{"x": 1, "y": 2}], "b": 1},
+                 "channels": [128] * 4}
+    assert names({"structure": "dense", "model_kwargs": bit}) == \
+        names({"structure": "dense", "model_kwargs": reordered})
+    with pytest.raises(ConfigError, match="are the same run; give each variant once"):
+        names({"structure": "dense"}, {"structure": "dense", "model_kwargs": reordered},
+              base={"model_kwargs": bit})
+
+
 def test_a_cell_set_aside_by_another_agent_is_refused_not_a_traceback(tmp_path):
     """Two ``--cell`` agents find the same stale cell; the first sets it aside, so the second
     finds nothing at the name (or the first's new run there): it says the folder is in use,
