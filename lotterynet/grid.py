@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from .config import (
+    TRAINER_KEYS,
     ConfigError,
     RunConfig,
     check_path,
@@ -38,6 +39,7 @@ from .config import (
     make_config,
     overlay,
     refuse_unread_flags,
+    split_trainer_options,
     string_keys,
 )
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
@@ -134,12 +136,17 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
         raise ConfigError(f"sweep variants {data['variants']!r}: each variant sets at least "
                           f"its structure (subsetsum:identity, wide, {{structure: dense}})")
     base = flatten_sections(string_keys(data.get("base", {}), "sweep base"), "sweep base")
-    # (overrides: the --config file's values under the flags'; each named as the user gave it)
-    in_file = set(load_yaml(args.config)) - set(given_flags(args)) if args.config else set()
+    # (overrides: the --config file's values under the flags'; each named as the user gave it:
+    # --trainer.max_epochs 4 is the command line's epochs, not a config file's)
+    covered = split_trainer_options(dict(getattr(args, "trainer", None) or []))[0]
+    flagged = {**{key: f"--trainer.{name}" for name, key in TRAINER_KEYS.items()
+                  if key in covered},
+               **{key: f"--{key.replace('_', '-')}" for key in given_flags(args)}}
+    in_file = set(load_yaml(args.config)) - set(flagged) if args.config else set()
 
     def given(key: str) -> str:
         return f"config file {args.config!r}: {key}" if key in in_file else \
-            f"--{key.replace('_', '-')}"
+            flagged.get(key, f"--{key.replace('_', '-')}")
 
     for spell, values in [(given, overrides), (lambda k: f"base: {k}", base),
                           *((lambda k: f"variant: {k}", v) for v in variants)]:

@@ -249,6 +249,10 @@ CASES = [
                                       "drop it from the config file"]),
     (["--config", "{cfg_seed}", "--sweep-variants", "dense", "--sweep-sparsities", "0.5",
       "--sweep-epochs", "1"], ["config file", "cfg_seed': seed 3 is not for a sweep"]),
+    # (the flag's value over the file's: named as the flag, --trainer.max_epochs, as given)
+    (["--config", "{cfg_trainer_epochs}", "--trainer.max_epochs", "4", "--sweep-variants",
+      "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1"],
+     ["--trainer.max_epochs 4 is not for a sweep"]),
     (["--config", "{cfg_bool_epochs}"], ["True", "epochs", "integer"]),
     (["--config", "{cfg_list_arch}"], ["['fc2']", "arch", "string"]),
     (["--config", "{cfg_binary}"], ["cfg_binary", "cannot be read"]),
@@ -649,6 +653,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "cfg_binkey": "!!binary YWI=: 1\n", "cfg_unknown": {"learning_rate": 0.1},
         "cfg_float_epochs": {"epochs": 1.7}, "cfg_maybe": "shared: maybe\n",
         "cfg_relu": {"arch": "fc2", "activation": "relu"}, "cfg_seed": {"seed": 3},
+        "cfg_trainer_epochs": {"trainer": {"max_epochs": 3}},
         "cfg_bool_epochs": {"epochs": True}, "cfg_list_arch": {"arch": ["fc2"]},
         "cfg_binary": b"\xff\xfe\x00\x81binary", "cfg_trainer_list": {"trainer": [1]},
         "cfg_model_unknown": {"model": {"learning_rate": 0.1}},
