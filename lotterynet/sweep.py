@@ -148,9 +148,10 @@ def relocate(cell_dir: Path) -> None:
     folder copied or moved elsewhere (``cp -r A B``), A's cell, where whatever follows it (a
     stack's tickets, a cell set aside) would go. Its paths inside that sweep folder are made
     the same paths inside the one the cell is in now (:func:`repoint`). A cell whose
-    ``run_dir`` names where it is stays as written: the same folder, or a relative path that
-    leads to it from one of the folders above it (the repository's root, where the committed
-    sweeps were run; their ``results/SWEEP/cells/CELL``), wherever the sweep is run from."""
+    ``run_dir`` names where it is (:func:`names`) stays as written: the same folder, or a
+    relative path that leads to it from one of the folders above it (the repository's root,
+    where the committed sweeps were run; their ``results/SWEEP/cells/CELL``), wherever the
+    sweep is run from."""
     written = read_json(cell_dir / RESULTS).get("run_dir")
     if isinstance(written, str) and Path(written).parts[-2:] == cell_dir.parts[-2:] and \
             not names(Path(written), cell_dir):
@@ -158,31 +159,44 @@ def relocate(cell_dir: Path) -> None:
 
 
 def names(written: Path, folder: Path) -> bool:
-    """``written`` (a path a results.json holds) is ``folder``: the same folder from here, or
-    relative and leading to it from a folder above it."""
-    here = folder.resolve()
-    if written.resolve() == here:
+    """``written`` (a path a results.json holds) is ``folder``: the same folder from here, or,
+    where it leads to no folder from here, relative and leading to it from a folder above it
+    (:func:`within`). One that leads from here to another folder (the sweep this one was
+    copied from) is not ``folder``."""
+    if written.resolve() == folder.resolve():
         return True
-    if written.is_absolute():
-        return False
+    return not written.exists() and within(str(written), folder) == Path(".")
+
+
+def within(written: str, folder: Path) -> Path | None:
+    """Where ``written`` (a path a results.json holds) is inside ``folder`` (``.``: the folder
+    itself), or None where it is not: resolved from here, or, relative, read from a folder
+    above ``folder`` (``results/SWEEP/stacks/X`` is in ``/repo/results/SWEEP``, wherever the
+    sweep, written from the repository's root, is run from)."""
+    here, path = folder.resolve(), Path(written).resolve()
+    if path == here or here in path.parents:
+        return path.relative_to(here)
+    if Path(written).is_absolute():
+        return None
     parts = Path(os.path.normpath(written)).parts
     parts = parts[next((i for i, p in enumerate(parts) if p != os.pardir), len(parts)):]
-    return bool(parts) and here.parts[-len(parts):] == parts
+    return next((Path(*parts[j:]) for j in range(min(len(parts), len(here.parts)), 0, -1)
+                 if parts[:j] == here.parts[-j:]), None)
 
 
 def repoint(results: Path, old: Path, new: Path) -> None:
     """The paths in ``results.json`` (``run_dir``, ``wandb_dir``, ``stack.dir``, the config's
-    ``out`` and ``resume``) that are ``old`` or inside it are where those files now are, in
-    ``new``."""
+    ``out`` and ``resume``) that are ``old`` or inside it (:func:`within`) are where those
+    files now are, in ``new``."""
     data = read_json(results)
     stack, config = (data.get(key) if isinstance(data.get(key), dict) else {}
                      for key in ("stack", "config"))
-    old, changed = old.resolve(), False
+    changed = False
     for holder, key in ((data, "run_dir"), (data, "wandb_dir"), (stack, "dir"), (config, "out"),
                         (config, "resume")):
-        path = Path(holder[key]).resolve() if isinstance(holder.get(key), str) else None
-        if path is not None and (path == old or old in path.parents):
-            holder[key], changed = str(new / path.relative_to(old)), True
+        inside = within(holder[key], old) if isinstance(holder.get(key), str) else None
+        if inside is not None:
+            holder[key], changed = str(new / inside), True
     if changed:
         write_json_atomic(data, results)
 

@@ -191,7 +191,8 @@ def test_a_sweep_run_from_elsewhere_keeps_its_relative_paths(tmp_path, data_dir,
                                                               monkeypatch):
     """The committed sweeps' results name their cells relative to the repository's root
     (``results/SWEEP/cells/CELL``): re-run from another folder, by its absolute path, or from
-    inside it, the sweep was not moved, and no results.json is rewritten."""
+    inside it, the sweep was not moved, and no results.json is rewritten; a copy beside it
+    names its own cells."""
     monkeypatch.chdir(tmp_path)
     argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir)]
     assert main([*argv, "--sweep-out", "results/s"]) == 0
@@ -207,6 +208,39 @@ def test_a_sweep_run_from_elsewhere_keeps_its_relative_paths(tmp_path, data_dir,
         assert main([*argv, "--sweep-out", str(out)]) == 0
         assert "3 cells, 3 already done, 0 to run" in capsys.readouterr().out
         assert {p: p.read_bytes() for p in sweep_dir.glob("cells/*/results.json")} == before
+    shutil.copytree(sweep_dir, tmp_path / "results" / "t")  # (copied: A still there)
+    assert main([*argv, "--sweep-out", "results/t"]) == 0
+    assert {p: p.read_bytes() for p in sweep_dir.glob("cells/*/results.json")} == before
+    for cell in (tmp_path / "results" / "t" / "cells").iterdir():
+        assert json.loads((cell / "results.json").read_text())["run_dir"] == str(
+            Path("results/t/cells") / cell.name)
+
+
+def test_a_sweep_run_from_elsewhere_repoints_what_it_sets_aside(tmp_path, data_dir, capsys,
+                                                                 monkeypatch):
+    """A sweep written from one folder (results naming ``results/s/...``, relative), grown by a
+    sparsity, one cell damaged, and run again from another: the stack is set aside, and the
+    cells it trained name its new folder, not the new stack's; the cell set aside as
+    ``.stale-1`` names its new folder too."""
+    monkeypatch.chdir(tmp_path)
+    argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir),
+            "--no-baseline"]
+    assert main([*argv, "--sweep-out", "results/s"]) == 0
+    sweep_dir = tmp_path / "results" / "s"
+    stale = sweep_dir / "cells" / "subsetsum-identity-s0.9-e1-seed0"
+    damaged = json.loads((stale / "results.json").read_text())
+    (stale / "results.json").write_text(json.dumps({**damaged, "test_acc": 2.0}))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main([*argv, "--sweep-sparsities", "0.5,0.75,0.9", "--sweep-out", str(sweep_dir)]) == 0
+    assert "results are damaged" in capsys.readouterr().out
+    earlier, = (sweep_dir / "stacks").glob("subsetsum-identity-seed0.*-1")  # (stale: a member
+    kept = json.loads((sweep_dir / "cells" / "subsetsum-identity-s0.5-e1-seed0" /  # runs again)
+                       "results.json").read_text())
+    assert Path(kept["stack"]["dir"]) == earlier
+    set_aside = json.loads((stale.with_name(stale.name + ".stale-1") / "results.json").read_text())
+    assert Path(set_aside["run_dir"]) == stale.with_name(stale.name + ".stale-1")
 
 
 def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir, capsys):
