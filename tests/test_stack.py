@@ -610,7 +610,7 @@ def test_a_stack_holds_its_members_cells_as_a_run_holds_its_folder(tmp_path, dat
     stack_dir, cells = tmp_path / "stack", [tmp_path / "cells" / "a", tmp_path / "cells" / "b"]
     busy = []
 
-    def try_each_cell(configs, stack_dir, cell_dirs, data, module):
+    def try_each_cell(configs, stack_dir, cell_dirs, *rest):  # (data, module, sigterm)
         for cell in cell_dirs:
             try:
                 with locked(cell, "free"):
