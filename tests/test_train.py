@@ -155,12 +155,15 @@ def test_exclude_leaves_timm_layers_trained_and_is_kept_by_resume_and_ticket(tmp
     assert results["config"]["exclude"] == results["spec"]["exclude"] == STD_CONVS
     fresh = build_model(**results["spec"])
     kept = {f"{n}.weight" for n, m in fresh.named_modules() if type(m).__name__ == "StdConv2d"}
-    assert len(kept) == 53 and isinstance(fresh.head.fc, SubnetConv2d)  # (the only one)
+    assert len(kept) == 53 and isinstance(fresh.head.fc, SubnetConv2d)
+    subnets = [n for n, m in fresh.named_modules() if isinstance(m, SubnetConv2d)]
+    assert subnets == ["head.fc"]  # (the only layer masked: its scores the only ones)
     ran = build_model(**results["spec"]).eval()
     ran.load_state_dict({k.removeprefix("model."): v for k, v in torch.load(
         checkpoint, weights_only=True)["state_dict"].items()})
     for name, p in fresh.named_parameters():  # trained: what changed in the run
-        assert p.requires_grad == (name in kept or name.endswith("scores")), name
+        assert p.requires_grad == (name in kept or name.startswith("head.fc.")
+                                   and name.endswith("scores")), name
         assert torch.equal(p, ran.get_parameter(name)) != p.requires_grad, name
     x = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     ticket = load_ticket(out / "model.ticket").eval()
