@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ from .config import (
 from .datamodule import TensorDataModule
 from .errors import TrainingDiverged
 from .graphs import StepGraphs
+from .grid import SWEEP_FILE
 from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import METRICS_FILE, finish_wandb, make_loggers
 from .models import build_model
@@ -532,13 +534,20 @@ STACK_FILE = "stack.yaml"
 def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
                      cell_dirs: Sequence[Path]) -> Path:
     """``STACK/stack.yaml``: the members' configs and cell directories, for
-    :func:`read_stack_file` (``train.py --stack-file``) to run the stack in another process."""
+    :func:`read_stack_file` (``train.py --stack-file``) to run the stack in another process.
+    The cells (and the members' ``out`` and ``resume``) are written relative to the file's
+    folder (a sweep's ``../../cells/CELL``): read from there, not from where a later run
+    happens to be, they go with the folder when it is copied or moved (``cp -r A B``)."""
     stack_dir.mkdir(parents=True, exist_ok=True)
     path = stack_dir / STACK_FILE
-    cells = [Path(d).absolute() for d in cell_dirs]  # (not where a later run happens to be)
-    members = [{**c.to_dict(), "out": str(cell)} for c, cell in zip(configs, cells)]
-    write_text_atomic(path, yaml.safe_dump({"members": members,
-                                            "cells": [str(d) for d in cells]},
+
+    def from_here(where: str | Path) -> str:
+        return os.path.relpath(Path(where).absolute(), stack_dir.absolute())
+
+    cells = [from_here(d) for d in cell_dirs]
+    members = [{**c.to_dict(), "out": cell, "resume": c.resume and from_here(c.resume)}
+               for c, cell in zip(configs, cells)]
+    write_text_atomic(path, yaml.safe_dump({"members": members, "cells": cells},
                                            sort_keys=False))
     return path
 
@@ -552,8 +561,10 @@ def named_twice(cells: Sequence[Path]) -> int | None:
 
 def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
     """The members' configs and cell directories :func:`write_stack_file` wrote to ``path``
-    (the stack then runs in ``path``'s directory); :class:`ConfigError` for a file that is not
-    such a stack or holds an invalid config."""
+    (the stack then runs in ``path``'s directory): a relative path in it is read from that
+    folder, an absolute one as it is, but a sweep's stack file naming another sweep's cells
+    names its own (:func:`in_its_sweep`); :class:`ConfigError` for a file that is not such a
+    stack or holds an invalid config."""
     stack = read_yaml_mapping(path, f"--stack-file {str(path)!r}", "a stack file")
     members, cells = stack.get("members"), stack.get("cells")
     if set(stack) - {"members", "cells"} or not (
@@ -566,35 +577,69 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
     where = f"--stack-file {str(path)!r}"
     for cell in cells:
         check_path(f"{where}: cell", cell)
-        check_output_dir(cell, f"{where}: cell")
-        if (Path(cell) / STACK_FILE).exists() or stack_record(Path(cell)) is not None:
-            raise ConfigError(f"{where}: cell {cell!r} is a stack's folder; give the member a "
-                              f"cell of its own")
-    twice = named_twice([Path(c) for c in cells])
-    if twice is not None:
-        raise ConfigError(f"{where}: cell {cells[twice]!r} has the name of another member's "
-                          f"cell ({Path(cells[twice]).resolve().name!r}); give each member a "
-                          f"cell of its own name")
-    cell_dirs = [Path(c) for c in cells]
-    for member, cell in zip(members, cell_dirs):  # a sweep writes them as the cell's
-        elsewhere = {"out": member.get("out") and Path(member["out"]) != cell,
-                     "resume": member.get("resume") and cell not in Path(member["resume"]).parents}
+    folder = Path(path).absolute().parent
+
+    def read(written: str) -> Path:
+        return Path(written) if Path(written).is_absolute() else \
+            Path(os.path.normpath(folder / written))
+
+    written_dirs = [read(c) for c in cells]
+    for member, cell, written in zip(members, written_dirs, cells):  # a sweep writes them so
+        elsewhere = {"out": member.get("out") and read(member["out"]) != cell,
+                     "resume": member.get("resume") and cell not in read(member["resume"]).parents}
         key = next((k for k, outside in elsewhere.items() if outside), None)
         if key:
             raise ConfigError(f"{where}: a member's {key} {member[key]!r} is outside its cell "
-                              f"{str(cell)!r}; a member's files go to its cell")
-    configs = [make_config(m) for m in members]
+                              f"{written!r}; a member's files go to its cell")
+    cell_dirs = in_its_sweep(path, written_dirs)
+    shown = cells if cell_dirs == written_dirs else [str(c) for c in cell_dirs]
+    for cell, name in zip(cell_dirs, shown):
+        check_output_dir(cell, f"{where}: cell")
+        if (cell / STACK_FILE).exists() or stack_record(cell) is not None:
+            raise ConfigError(f"{where}: cell {name!r} is a stack's folder; give the member a "
+                              f"cell of its own")
+    twice = named_twice(cell_dirs)
+    if twice is not None:
+        raise ConfigError(f"{where}: cell {shown[twice]!r} has the name of another member's "
+                          f"cell ({cell_dirs[twice].resolve().name!r}); give each member a "
+                          f"cell of its own name")
+    configs = [make_config({**member, "out": str(cell), "resume": member.get("resume") and str(
+        cell / read(member["resume"]).relative_to(written))})
+        for member, cell, written in zip(members, cell_dirs, written_dirs)]
     check_stackable(configs)
     above = {Path.cwd().resolve(), *Path(path).resolve().parents}
-    for config, cell in zip(configs, cell_dirs):
+    for config, cell, name in zip(configs, cell_dirs, shown):
         if cell.resolve() in above:
-            raise ConfigError(f"{where}: cell {str(cell)!r} is not a folder of its own (it "
-                              f"holds the stack file or is the current folder)")
+            raise ConfigError(f"{where}: cell {name!r} is not a folder of its own (it holds "
+                              f"the stack file or is the current folder)")
         differs = changed_results(config, cell)
         if differs:
-            raise ConfigError(f"{where}: cell {str(cell)!r} holds a finished run of another "
-                              f"config ({differs[0]} differs); give the member a cell of its own")
+            raise ConfigError(f"{where}: cell {name!r} holds a finished run of another config "
+                              f"({differs[0]} differs); give the member a cell of its own")
     return configs, cell_dirs
+
+
+def in_its_sweep(path: str | Path, cells: list[Path]) -> list[Path]:
+    """The cells a stack file at ``path`` runs. A sweep writes its stacks' files in
+    ``SWEEP/stacks/STACK`` and their cells in ``SWEEP/cells``; one there whose cells are all in
+    another folder's ``cells`` was written before the cells were relative to its folder:
+    absolute, naming the sweep it was since copied or moved from (``cp -r A B``: A's cells),
+    or relative to the folder the sweep ran in (the committed sweeps' ``results/SWEEP/cells/
+    CELL``, now read from the file's folder). It runs its own sweep's cells of those names, as
+    the sweep run again would rewrite it to say. Other cells (a file not in a sweep's
+    ``stacks``, or naming cells of no one sweep) are as written."""
+    sweep = Path(path).absolute().parent.parent.parent
+    folders = {cell.parent for cell in cells}
+    if Path(path).absolute().parent.parent.name != "stacks" or len(folders) != 1 or \
+            not (sweep / SWEEP_FILE).is_file():
+        return cells
+    (written,) = folders
+    if written.name != "cells" or written.resolve() == (sweep / "cells").resolve():
+        return cells
+    print(f"--stack-file {str(path)!r}: its cells name {str(written)!r}, not its own sweep's "
+          f"{str(sweep / 'cells')!r} (an older stack file, its sweep since copied or moved, or "
+          f"written from another folder); it runs the cells of the same names there", flush=True)
+    return [sweep / "cells" / cell.name for cell in cells]
 
 
 def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,

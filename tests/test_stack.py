@@ -677,19 +677,77 @@ def test_a_folder_where_a_cell_writes_its_ticket_is_refused_before_training(tmp_
 
 
 def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypatch):
-    """A sweep given a relative --sweep-out writes stack files whose cells are absolute: run
-    by hand from another folder (``--stack-file``), the stack writes into the sweep's cells,
-    not into a new tree under the current folder."""
+    """A sweep given a relative --sweep-out writes stack files whose cells are relative to the
+    file's folder: run by hand from another folder (``--stack-file``), the stack writes into
+    the sweep's cells, not into a new tree under the current folder. A file naming its cells
+    absolutely, outside any sweep (written by hand), runs them as it names them."""
     monkeypatch.chdir(tmp_path)
     cells = [Path("sweep/cells/a"), Path("sweep/cells/b")]
     configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s, "out": str(c)})
                for s, c in zip((0.5, 0.9), cells)]
     path = write_stack_file(configs, Path("sweep/stacks/dense-seed0"), cells)
+    assert yaml.safe_load(path.read_text())["cells"] == ["../../cells/a", "../../cells/b"]
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     read, read_cells = read_stack_file(tmp_path / path)
     assert read_cells == [tmp_path / c for c in cells]
     assert [c.out for c in read] == [str(tmp_path / c) for c in cells]
+    by_hand = tmp_path / "mine" / "stack.yaml"
+    by_hand.parent.mkdir()
+    absolute = [str(tmp_path / cell) for cell in cells]
+    by_hand.write_text(yaml.safe_dump({"members": [{**c.to_dict(), "out": cell}
+                                                   for c, cell in zip(configs, absolute)],
+                                       "cells": absolute}))
+    assert read_stack_file(by_hand)[1] == [tmp_path / c for c in cells]
+
+
+def test_a_copied_sweeps_stack_file_runs_its_own_cells(tmp_path, data_dir, capsys,
+                                                        monkeypatch):
+    """``cp -r A B``, A deleted: B's stack file, run by hand from another folder, named A's
+    cells absolutely and trained into them, recreating A. Written relative to its folder, it
+    trains B's cells; an older file naming A's cells absolutely, or naming them relative to the
+    folder the sweep ran from, is read as naming B's (the sweep run again would rewrite it so),
+    saying so in one line."""
+    argv = fc2_stack_sweep(tmp_path, data_dir, limit_train=128, epochs=1)
+    original, copy = tmp_path / "A", tmp_path / "B"
+    assert main([*argv, "--sweep-out", str(original)]) == 0
+    names = [f"subsetsum-identity-s{s}-e1-seed0" for s in (0.5, 0.9)]
+    cells = [original / "cells" / name for name in names]
+    write_stack_file([make_config(json.loads((cell / "results.json").read_text())["config"])
+                      for cell in cells], original / "stacks" / "subsetsum-identity-seed0",
+                     cells)  # (as the sweep's job, --jobs-per-device, runs it)
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    path = copy / "stacks" / "subsetsum-identity-seed0" / "stack.yaml"
+    stack = yaml.safe_load(path.read_text())
+    assert stack["cells"] == [f"../../cells/{name}" for name in names]
+
+    def naming(cells: list[str]) -> str:
+        return yaml.safe_dump({"members": [{**m, "out": c} for m, c in zip(stack["members"],
+                                                                            cells)],
+                               "cells": cells})
+
+    older = naming([str(original / "cells" / name) for name in names])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("LOTTERYNET_SWEEP_JOB", raising=False)
+    capsys.readouterr()
+    for text, note in ((path.read_text(), False), (older, True)):  # as written now, as before
+        for folder in (copy / "cells", path.parent):  # (the stack to train again)
+            shutil.rmtree(folder)
+        path.parent.mkdir()
+        path.write_text(text)
+        assert main(["--stack-file", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "2 of 2 members finished" in out
+        assert (f"its cells name {str(original / 'cells')!r}" in out) == note
+        for name in names:
+            results = json.loads((copy / "cells" / name / "results.json").read_text())
+            assert results["run_dir"] == str(copy / "cells" / name)
+        assert not original.exists() and not os.listdir(elsewhere)
+    path.write_text(naming([f"B/cells/{name}" for name in names]))  # (written from tmp_path)
+    assert read_stack_file(path)[1] == [copy / "cells" / name for name in names]
 
 
 def test_a_stack_file_whose_members_finished_runs_again(tmp_path, data_dir, capsys):
