@@ -816,9 +816,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("where, name", [
+@pytest.mark.parametrize("where, name", [  # (each signal before the Trainer and after it)
     ("build_module", "SIGINT"), ("write_ticket", "SIGINT"), ("TensorDataModule", "SIGTERM"),
-    ("write_ticket", "SIGTERM"), ("write_json_atomic", "SIGTERM")])
+    ("write_json_atomic", "SIGTERM")])
 def test_a_signal_outside_the_trainer_is_one_line_too(whole_and_stopped, tmp_path, data_dir,
                                                       where, name):
     """Ctrl-C or SIGTERM before the Trainer runs (the data being read, the model built) or
