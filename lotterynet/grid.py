@@ -90,8 +90,26 @@ def variant_label(variant: dict) -> str:
     ``model_kwargs``) is ``KEY=<hash of its value>``, so that its quotes, brackets, spaces and
     ``*`` stay out of the folder names and a long value does not lengthen them; a variant of
     scalars keeps the names it always had."""
-    return "/".join(f"{key}={digest(value)}" if isinstance(value, (list, tuple, dict))
-                    else str(value) for key, value in variant.items())
+    return "/".join(value_label(key, value) for key, value in variant.items())
+
+
+#: The kinds of value that a variant's label names by a hash (:func:`variant_label`).
+HASHED = (list, tuple, dict)
+
+
+def value_label(key: str, value) -> str:
+    """``value`` as it stands in its variant's label: ``KEY=<hash>`` for a list or mapping,
+    else itself."""
+    return f"{key}={digest(value)}" if isinstance(value, HASHED) else str(value)
+
+
+def hash_legend(variants: list[dict]) -> dict[str, str]:
+    """``KEY=<hash>`` -> ``KEY = <value>`` (the value whose repr is hashed, :func:`canonical`)
+    for every list or mapping that the variants' labels name by its hash, in the order of the
+    variants: what the table's reader needs to decode them. Empty for variants of scalars."""
+    return {value_label(key, value): f"{key} = {canonical(value)!r}"
+            for variant in variants for key, value in variant.items()
+            if isinstance(value, HASHED)}
 
 
 def digest(value) -> str:

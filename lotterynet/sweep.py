@@ -19,9 +19,10 @@ parts (:func:`plan_stacks`).
 
 Aggregation follows the paper: for every variant, sparsity and seed the best test accuracy over
 the epoch budgets; then mean and standard deviation over seeds. Outputs: ``sweep.csv``,
-``sweep.md`` (with Pensia et al.'s accuracy and our gap to it where the paper has the point) and
-``figure.png`` / ``figure.pdf`` (test accuracy vs. kept parameters, log x, one line per
-variant, the paper's points as hollow markers, the trained baseline and chance as lines).
+``sweep.md`` (with Pensia et al.'s accuracy and our gap to it where the paper has the point, and
+under the table the values of the variants' ``KEY=<hash>``, if any) and ``figure.png`` /
+``figure.pdf`` (test accuracy vs. kept parameters, log x, one line per variant, the paper's
+points as hollow markers, the trained baseline and chance as lines).
 
 The grid itself and the sweep file's format: :mod:`lotterynet.grid`.
 """
@@ -68,7 +69,7 @@ from .config import (
 )
 from .datamodule import TensorDataModule
 from .errors import Interrupted, TrainingDiverged
-from .grid import BASELINE, SWEEP_FILE, SWEEP_LOCK, Sweep, cell_name, sweep_dir_of
+from .grid import BASELINE, SWEEP_FILE, SWEEP_LOCK, Sweep, cell_name, hash_legend, sweep_dir_of
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import (
@@ -605,10 +606,16 @@ TABLE_CSV, TABLE_MD, FIGURES = "sweep.csv", "sweep.md", ("figure.png", "figure.p
 TABLE_FILES = (TABLE_CSV, TABLE_MD, *FIGURES)
 
 
-def write_table(rows: list[dict], sweep_dir: Path) -> None:
+def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict]) -> None:
+    """The rows as CSV and as a Markdown table, under which a legend of the ``KEY=<hash>``
+    that name the variants' lists and mappings (:func:`lotterynet.grid.hash_legend`), where
+    there are any."""
     write_csv_atomic(sweep_dir / TABLE_CSV, rows, list(rows[0]))
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
+    legend = hash_legend(variants)
+    if legend:
+        lines += ["", *(f"- `{label}`: `{value}`" for label, value in legend.items())]
     write_text_atomic(sweep_dir / TABLE_MD, "\n".join(lines) + "\n")
 
 
@@ -848,7 +855,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
     rows = aggregate(sweep, sweep_dir)
     if rows:  # (none when every cell failed)
-        write_table(rows, sweep_dir)
+        write_table(rows, sweep_dir, sweep.variants)
         figure = plot(rows, sweep_dir, figure_title(sweep),
                       TRAINED.get(arch) if dataset == "mnist" else None)
         if sweep.base.get("wandb"):

@@ -21,7 +21,7 @@ import lotterynet.sweep as sweep_module
 from conftest import REPO, STD_CONVS, TINY_BIT, default_sigint, processes_mentioning
 from lotterynet.cli import build_parser, explicit_values, main
 from lotterynet.config import ConfigError, make_config
-from lotterynet.grid import Sweep, cell_name, load_sweep, parse_variant
+from lotterynet.grid import Sweep, cell_name, load_sweep, parse_variant, variant_label
 from lotterynet.run import run
 from lotterynet.stack import StackRecord, write_stack_file
 
@@ -98,10 +98,39 @@ def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
     rows = [{"variant": variant, "sparsity": 0.5, "kept_params": 100, "test_acc_mean": 90.0,
              "test_acc_std": 0.0, "seeds": 1, "paper_acc": ""}
             for variant in ("subsetsum", "trained")]
-    sweep_module.write_table(rows, tmp_path)
+    sweep_module.write_table(rows, tmp_path, [{"structure": "subsetsum"}])
     figure = sweep_module.plot(rows, tmp_path, "title", None)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sweep_module.TABLE_FILES)
     assert figure.name in sweep_module.TABLE_FILES
+
+
+def test_the_table_says_what_its_hashed_variant_values_are(tmp_path):
+    """sweep.md's rows name a variant's list or mapping ``KEY=<hash>``; a legend under the
+    table gives each hash's value, once however many variants share it (a mapping's keys in
+    any order are one value); a sweep of scalar variants has the table alone, as before."""
+    def table(variants: list[dict]) -> str:
+        rows = [{"variant": variant_label(variant), "sparsity": 0.5, "test_acc_mean": 90.0}
+                for variant in variants]
+        sweep_module.write_table(rows, tmp_path, variants)
+        return (tmp_path / "sweep.md").read_text()
+
+    bit = {"stem_chs": 32, "channels": [64] * 4}
+    assert table([{"structure": "dense", "exclude": STD_CONVS},
+                  {"structure": "dense", "exclude": STD_CONVS[:1],
+                   "model_kwargs": {"channels": [64] * 4, "stem_chs": 32}},
+                  {"structure": "subsetsum", "exclude": STD_CONVS, "model_kwargs": bit}]) == (
+        "| variant | sparsity | test_acc_mean |\n|---|---|---|\n"
+        "| dense/exclude=4fe8ab4f | 0.5 | 90.0 |\n"
+        "| dense/exclude=0112b2d1/model_kwargs=4bf87c42 | 0.5 | 90.0 |\n"
+        "| subsetsum/exclude=4fe8ab4f/model_kwargs=4bf87c42 | 0.5 | 90.0 |\n\n"
+        "- `exclude=4fe8ab4f`: `exclude = ['stem.conv', 'stages.*.blocks.*.downsample.conv', "
+        "'stages.*.blocks.*.conv1', 'stages.*.blocks.*.conv2', 'stages.*.blocks.*.conv3']`\n"
+        "- `exclude=0112b2d1`: `exclude = ['stem.conv']`\n"
+        "- `model_kwargs=4bf87c42`: `model_kwargs = {'channels': [64, 64, 64, 64], "
+        "'stem_chs': 32}`\n")
+    assert table([{"structure": "subsetsum", "activation": "identity"}, {"structure": "wide"}]) \
+        == ("| variant | sparsity | test_acc_mean |\n|---|---|---|\n"
+            "| subsetsum/identity | 0.5 | 90.0 |\n| wide | 0.5 | 90.0 |\n")
 
 
 def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
