@@ -43,7 +43,7 @@ from .errors import (
     message,
 )
 from .grid import load_sweep, sweep_dir_of, write_wandb_sweep
-from .lifetime import ending_with_the_run
+from .lifetime import ending_with_the_run, stopping_on_sigterm
 from .machine import is_launched_worker, keep_freed_memory
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help (0) or an argument error (2, already printed)
         return int(exit_.code or 0)
     try:
-        with ending_with_the_run():  # (a run stopped by SIGTERM ignores more on the way out)
+        # SIGTERM anywhere (a stack or sweep file being read, the summary printed) is one line
+        with ending_with_the_run(), stopping_on_sigterm():  # and ignored on the way out
             return dispatch(args)
     except (*REPORTED, KeyboardInterrupt, Terminated) as err:
         if isinstance(err, KeyboardInterrupt):  # (where no Trainer reports it: loading data)

@@ -119,7 +119,12 @@ def stopping_on_sigterm():
     """:class:`SigtermStop` installed while the block runs (Python installs handlers only in the
     main thread: elsewhere one that is not installed), then the handler it found put back. In
     ``train.py`` (:func:`ending_with_the_run`) a run that has had SIGTERM keeps it after the
-    block, ignoring more: its process is on its way out."""
+    block, ignoring more: its process is on its way out. Inside a block of its own (a run in
+    ``train.py``'s, which covers reading the flags' files too), the one handler installed."""
+    installed = signal.getsignal(signal.SIGTERM)
+    if isinstance(installed, SigtermStop):
+        yield installed
+        return
     stop = SigtermStop()
     if threading.current_thread() is not threading.main_thread():
         yield stop

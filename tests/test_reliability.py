@@ -593,12 +593,14 @@ sys.exit(code)
 """
 
 
-@pytest.mark.parametrize("where", ["TensorDataModule", "save_checkpoint", "finish_wandb"])
+@pytest.mark.parametrize("where", ["read_stack_file", "TensorDataModule", "save_checkpoint",
+                                   "finish_wandb"])
 def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(tmp_path, data_dir, where):
     """A stack (``--stack-file``, as a sweep's job runs it) stops on SIGTERM as a single run
-    does: while it reads the data, in its fit with a second SIGTERM after Lightning's teardown,
-    or once its members' results are written; one line, exit 143 (it was killed by the signal:
-    the sweep said "was killed by SIGTERM" of a stack it had not stopped)."""
+    does: while its file or the data are read, in its fit with a second SIGTERM after
+    Lightning's teardown, or once its members' results are written; one line, exit 143 (it was
+    killed by the signal: the sweep said "was killed by SIGTERM" of a stack it had not
+    stopped)."""
     stack_dir = tmp_path / "stacks" / "s"
     cells = [tmp_path / "cells" / name for name in ("a", "b")]
     configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
@@ -610,7 +612,7 @@ def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(tmp_path, data_d
                               str(stack_file)], cwd=REPO, capture_output=True, text=True,
                              env={**os.environ, "IN": where})
     assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
-    then = "" if where == "TensorDataModule" else \
+    then = "" if where in ("read_stack_file", "TensorDataModule") else \
         "; stack s: run the same sweep again to continue from its checkpoint"
     assert stopped.stderr.strip().splitlines()[-1] == f"train.py: error: stopped by SIGTERM{then}"
     # (the members' cells are written at the end of their last epoch, before its checkpoint)
