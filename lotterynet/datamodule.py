@@ -125,9 +125,11 @@ class TensorLoader:
         order = sampler.indices().to(self.x.device)
         for batch in range(skip, len(self)):
             idx = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            seed = batch_seed(sampler.seed, sampler.epoch, sampler.rank, batch)
             self.position = (sampler.epoch, batch + 1)
-            yield self.augment(self.x[idx], seed), self.y[idx]
+            x = self.x[idx]
+            if self.augment is not unchanged:  # (no seed hashed per step for nothing)
+                x = self.augment(x, batch_seed(sampler.seed, sampler.epoch, sampler.rank, batch))
+            yield x, self.y[idx]
 
     def state_dict(self) -> dict[str, int]:
         return dict(zip(self.STATE_KEYS, self.position))
@@ -223,11 +225,12 @@ class TensorDataModule(pl.LightningDataModule):
         x, y = self._on_device[key]
         sampler = EpochPermutation(len(x), shuffle=shuffle, seed=self.seed, rank=rank,
                                    world=world)
-        spec = DATASETS.get(self.dataset)
-        black = -torch.tensor(spec.mean) / torch.tensor(spec.std)  # a zero pixel, normalised
-        fill = black.view(-1, 1, 1).to(device)
-        return TensorLoader(x, y, batch_size, sampler,
-                            partial(AUGMENTATIONS.get(augment), fill=fill))
+        augmentation = AUGMENTATIONS.get(augment)
+        if augmentation is not unchanged:  # (validation, test and --augment none: as they are)
+            spec = DATASETS.get(self.dataset)
+            black = -torch.tensor(spec.mean) / torch.tensor(spec.std)  # a zero pixel, normalised
+            augmentation = partial(augmentation, fill=black.view(-1, 1, 1).to(device))
+        return TensorLoader(x, y, batch_size, sampler, augmentation)
 
     @torch.no_grad()
     def _encoded(self, x: torch.Tensor) -> torch.Tensor:
