@@ -107,14 +107,15 @@ def _masked_modules(model: nn.Module) -> dict[str, MaskedWeight]:
     return {n: m for n, m in model.named_modules() if isinstance(m, MaskedWeight)}
 
 
-def frozen_as_built(model: nn.Module, from_spec: bool) -> set[str]:
+def frozen_as_built(model: nn.Module, spec: dict | None) -> set[str]:
     """The parameters a ticket of ``model`` regenerates: those a fresh build of it freezes.
-    For a spec-built model, all that its spec (and the recorded ``convert`` calls) freeze, read
-    off a build on the ``meta`` device; for any other, those its subnet layers froze when they
-    were made (:func:`~lotterynet.layers.record_frozen`). Never the live ``requires_grad``: a
-    model frozen for inference (``requires_grad_(False)``) still stores its trained biases."""
-    if from_spec:
-        header = {"spec": _ticket_spec(model), "converts": _convert_calls(model)}
+    For a spec-built model (``spec``: its ticket's, :func:`_ticket_spec`), all that its spec
+    (and the recorded ``convert`` calls) freeze, read off a build on the ``meta`` device; for
+    any other, those its subnet layers froze when they were made
+    (:func:`~lotterynet.layers.record_frozen`). Never the live ``requires_grad``: a model frozen
+    for inference (``requires_grad_(False)``) still stores its trained biases."""
+    if spec is not None:
+        header = {"spec": spec, "converts": _convert_calls(model)}
         with _offline(), torch.device("meta"):
             probe = _rebuild(header, None)
         return {name for name, p in probe.named_parameters() if not p.requires_grad}
@@ -203,8 +204,7 @@ def frozen_digest(model: nn.Module) -> str:
     """sha256 over the names and bytes of the frozen parameters a load of ``model``'s ticket
     regenerates."""
     model = _uncompiled(model)
-    from_spec = _ticket_spec(model) is not None
-    return tensors_digest(_split_state(model, frozen_as_built(model, from_spec))[0])
+    return tensors_digest(_split_state(model, frozen_as_built(model, _ticket_spec(model)))[0])
 
 
 def _sourced(spec: dict | None) -> str | None:
@@ -258,7 +258,7 @@ def save_ticket(model: nn.Module, path) -> int:
         raise ValueError(f"tensor {meta!r} is on the meta device, which holds no values: "
                          f"nothing to save as a ticket (build or load the model's values first)")
     spec = _ticket_spec(model)
-    regenerated, stored = _split_state(model, frozen_as_built(model, spec is not None))
+    regenerated, stored = _split_state(model, frozen_as_built(model, spec))
     thawed = next((name for name, p in regenerated.items() if p.requires_grad), None)
     if thawed is not None:
         raise ValueError(f"parameter {thawed!r} requires grad, but the model is built with it "
@@ -416,7 +416,7 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         what = "spec builds" if model is None else "convert() calls build"
         raise TicketError(f"{path}: the ticket's {what} a model of {nbytes} bytes, over the "
                           f"limit max_bytes={max_bytes}")
-    frozen = frozen_as_built(probe, header["spec"] is not None)
+    frozen = frozen_as_built(probe, header["spec"])
     _check_fits(probe, header, path, frozen, any_float=True)
     return _rebuild(header, model), frozen
 
