@@ -352,15 +352,9 @@ class MemberResults(pl.Callback):
         each training member's, into its history and under its name."""
         if not trainer._logger_connector.should_update_logs:
             return
-        epoch, step = trainer.current_epoch, trainer.fit_loop.epoch_loop._batches_that_stepped
-        members = module.training_members(epoch)
-        losses = module.step_losses.float().tolist()
-        for s, loss in zip(members, losses):
-            self.history[s].append({"epoch": epoch, "step": step, "train/loss": loss})
-        for logger in trainer.loggers:
-            logger.log_metrics({**{f"{module.names[s]}/train/loss": loss
-                                   for s, loss in zip(members, losses)}, "epoch": epoch},
-                               step=step)
+        members = module.training_members(trainer.current_epoch)
+        self.log_members(trainer, module, "train/loss",
+                         dict(zip(members, module.step_losses.float().tolist())), epoch=True)
 
     def on_train_batch_start(self, trainer, module: StackModule, batch, batch_idx) -> None:
         """At an epoch's first batch, each training member's learning rate for the epoch, at
@@ -370,14 +364,23 @@ class MemberResults(pl.Callback):
         the schedules catch up (``StackModule.on_train_epoch_start``)."""
         if batch_idx:
             return
-        epoch, step = trainer.current_epoch, trainer.fit_loop.epoch_loop._batches_that_stepped
         schedulers = as_list(module.lr_schedulers())
-        rates = {s: schedulers[s].get_last_lr()[0] for s in module.training_members(epoch)}
-        for s, lr in rates.items():
-            self.history[s].append({"step": step, "lr": lr})
+        self.log_members(trainer, module, "lr", {
+            s: schedulers[s].get_last_lr()[0]
+            for s in module.training_members(trainer.current_epoch)}, epoch=False)
+
+    def log_members(self, trainer, module: StackModule, key: str, values: dict[int, float],
+                    epoch: bool) -> None:
+        """Each member ``s``'s ``values[s]`` at the step the loop is at: a row ``key`` in its
+        history (with the epoch where ``epoch``), and ``NAME/key`` in the stack's loggers (with
+        the epoch, as their every row)."""
+        now, step = trainer.current_epoch, trainer.fit_loop.epoch_loop._batches_that_stepped
+        for s, value in values.items():
+            self.history[s].append({**({"epoch": now} if epoch else {}), "step": step,
+                                    key: value})
         for logger in trainer.loggers:
-            logger.log_metrics({**{f"{module.names[s]}/lr": lr for s, lr in rates.items()},
-                                "epoch": epoch}, step=step)
+            logger.log_metrics({**{f"{module.names[s]}/{key}": v for s, v in values.items()},
+                                "epoch": now}, step=step)
 
     def on_train_epoch_end(self, trainer, module: StackModule) -> None:
         epoch = trainer.current_epoch
