@@ -132,21 +132,29 @@ def check_stackable(configs: Sequence[RunConfig]) -> None:
                     f"cannot stack these runs: they differ in {key!r} ({first[key]!r} vs "
                     f"{value!r}); the members of a stack may differ only in "
                     f"{', '.join(VARYING)}")
-    if configs[0].train_weights:
-        raise ConfigError("cannot stack --train-weights runs: the trained dense baseline is a "
-                          "single run (stacks are for edge-popup members)")
-    if configs[0].trainer:
-        options = ", ".join(configs[0].trainer)
-        raise ConfigError(f"cannot stack runs with Trainer options ({options}): a stack steps "
-                          f"its members itself (use --no-stack)")
-    if configs[0].devices != 1:
-        raise ConfigError(f"cannot stack runs on {configs[0].devices} devices: a stack runs on "
-                          f"one device (use --no-stack for DDP cells)")
-    if configs[0].precision == UNSTACKABLE_PRECISION:
-        raise ConfigError("cannot stack 16-mixed runs: each run scales its loss by a gradient "
-                          "scaler of its own, whose scale follows its own overflows; a stack's "
-                          "members would share Lightning's one scaler, updated after every "
-                          "member's step (use --no-stack, or bf16-mixed)")
+    why = unstackable(configs[0])
+    if why:
+        raise ConfigError(why)
+
+
+def unstackable(config: RunConfig) -> str | None:
+    """Why a run of ``config`` cannot be a stack's member (a sweep runs such cells singly),
+    or None."""
+    if config.train_weights:
+        return ("cannot stack --train-weights runs: the trained dense baseline is a single run "
+                "(stacks are for edge-popup members)")
+    if config.trainer:
+        return (f"cannot stack runs with Trainer options ({', '.join(config.trainer)}): a stack "
+                f"steps its members itself (use --no-stack)")
+    if config.devices != 1:
+        return (f"cannot stack runs on {config.devices} devices: a stack runs on one device "
+                f"(use --no-stack for DDP cells)")
+    if config.precision == UNSTACKABLE_PRECISION:
+        return ("cannot stack 16-mixed runs: each run scales its loss by a gradient scaler of "
+                "its own, whose scale follows its own overflows; a stack's members would share "
+                "Lightning's one scaler, updated after every member's step (use --no-stack, or "
+                "bf16-mixed)")
+    return None
 
 
 # -------------------------------------------------------------------- the LightningModule

@@ -65,7 +65,6 @@ from .config import (
     changed_fields,
     device_count,
     make_config,
-    precision_name,
 )
 from .datamodule import TensorDataModule
 from .errors import Interrupted, TrainingDiverged
@@ -86,11 +85,11 @@ from .run import (
 )
 from .stack import (
     CANNOT_CONTINUE,
-    UNSTACKABLE_PRECISION,
     holds_a_stack,
     resumes,
     run_stack,
     stack_record,
+    unstackable,
     write_stack_file,
 )
 from .validate import check_not_folders, check_output_dir
@@ -384,8 +383,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
-        if label == BASELINE or values.get("devices", 1) != 1 or values.get("trainer") or \
-                precision_name(values.get("precision", "32-true")) == UNSTACKABLE_PRECISION:
+        if unstackable(make_config(values)):  # (the trained baseline, DDP, 16-mixed, ...)
             continue
         name = cell_name(label, values)
         groups.setdefault(f"{label.replace('/', '-')}-seed{values['seed']}", []).append(name)
