@@ -130,14 +130,23 @@ def _split_state(model: nn.Module, frozen: set[str]) -> tuple[dict, dict]:
     several names, or a tensor tied to another, is listed once, under its first name."""
     in_masks = {f"{n}.{what}" for n, m in model.named_modules(remove_duplicate=False)
                 if isinstance(m, MaskedWeight) for what in ("scores", EXTRA_STATE)}
-    regenerated, stored, seen = {}, {}, set()
-    for name, value in model.state_dict(keep_vars=True).items():
-        if name in in_masks or id(value) in seen:  # (a tensor again: a module used twice, tied)
-            continue
-        if name.rpartition(".")[2] != EXTRA_STATE:  # (made by each call, maybe one tensor)
-            seen.add(id(value))
+    regenerated, stored = {}, {}
+    for name, value in _first_names(model, skip=in_masks):
         (regenerated if name in frozen else stored)[name] = value
     return regenerated, stored
+
+
+def _first_names(model: nn.Module, skip: set[str] = frozenset()):
+    """``(name, value)`` of ``model``'s state (``keep_vars``) but the names in ``skip``, each
+    tensor once, under its first name (a module used twice, a tensor tied to another); every
+    extra state (made by each call, maybe one tensor)."""
+    seen = set()
+    for name, value in model.state_dict(keep_vars=True).items():
+        if name in skip or id(value) in seen:
+            continue
+        if name.rpartition(".")[2] != EXTRA_STATE:
+            seen.add(id(value))
+        yield name, value
 
 
 #: The memory formats a ticket records, by the number of dimensions of the tensors they lay out.
@@ -158,13 +167,8 @@ def _laid_out(t: torch.Tensor) -> bool:
 def _channels_last(model: nn.Module) -> list[str]:
     """The names of ``model``'s tensors laid out channels last (``model.to(memory_format=
     torch.channels_last)``), each tensor once (under its first name)."""
-    names, seen = [], set()
-    for name, value in model.state_dict(keep_vars=True).items():
-        if id(value) not in seen and name.rpartition(".")[2] != EXTRA_STATE:
-            seen.add(id(value))
-            if _laid_out(value):
-                names.append(name)
-    return names
+    return [name for name, value in _first_names(model)
+            if name.rpartition(".")[2] != EXTRA_STATE and _laid_out(value)]
 
 
 def _restore_layouts(model: nn.Module, names: list[str], path) -> None:
