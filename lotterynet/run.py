@@ -597,14 +597,6 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
         raise Interrupted(f"stopped by {name}; {then}", 128 + number) from None
 
 
-def in_precision(trainer: pl.Trainer, module: pl.LightningModule) -> pl.LightningModule:
-    """``module`` in the dtype of the Trainer's precision (``64-true``: float64), as Lightning
-    makes it only after it has restored a checkpoint into it: a float64 checkpoint restored
-    into float32 parameters came back rounded, and a resume no longer matched the run. (A
-    stack's module; :class:`EdgePopupModule` converts itself in its ``setup``.)"""
-    return trainer.precision_plugin.convert_module(module)
-
-
 def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
     """Trained to the end, or stopped by a Trainer option (EarlyStopping, ``max_time``,
     ``max_steps``); not when stopped by ``--stop-after`` or interrupted."""

@@ -89,7 +89,6 @@ from .run import (
     check_callback_states,
     check_last_batch,
     device_name,
-    in_precision,
     locked,
     make_trainer,
     model_spec,
@@ -196,7 +195,10 @@ class StackModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         """The members' one shared frozen prefix (LeNet5's convs) runs once per example of each
         split, in the data module, as in a single run (``EdgePopupModule.setup``; not when the
-        training batches are augmented: then the members run whole)."""
+        training batches are augmented: then the members run whole). The stack takes its
+        precision's dtype here, before Lightning restores a checkpoint into it, as a single
+        run's module does (``EdgePopupModule.setup``)."""
+        self.trainer.precision_plugin.convert_module(self)
         self.prefixed = self.trainer.datamodule.encode_with(self.model.shared_prefix)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -750,7 +752,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                            resumed=resumed)
     with reporting_interrupts(trainer, checkpoint, f"stack {stack_dir.name}: run the same "
                               "sweep again to continue from its checkpoint"):
-        trainer.fit(in_precision(trainer, module), datamodule=data, ckpt_path=resume)
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
         sigterm.stop_if_received()
         results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
                    else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
