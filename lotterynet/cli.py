@@ -40,6 +40,7 @@ from .errors import (
     Terminated,
     TrainingDiverged,
     exit_code,
+    interrupted,
     message,
 )
 from .grid import load_sweep, sweep_dir_of, write_wandb_sweep
@@ -257,10 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         with ending_with_the_run(), stopping_on_sigterm():  # and ignored on the way out
             return dispatch(args)
     except (*REPORTED, KeyboardInterrupt, Terminated) as err:
-        if isinstance(err, KeyboardInterrupt):  # (where no Trainer reports it: loading data)
-            err = Interrupted("stopped by Ctrl-C (SIGINT)", 128 + 2)
-        if isinstance(err, Terminated):  # (the same)
-            err = Interrupted("stopped by SIGTERM", 128 + 15)
+        if isinstance(err, (KeyboardInterrupt, Terminated)):  # (where no run reports it)
+            err = interrupted(isinstance(err, Terminated))
         stops_every_rank = isinstance(err, (TrainingDiverged, Interrupted))
         if not (stops_every_rank and is_launched_worker()):  # rank 0 says so
             print(f"train.py: error: {message(err)}", file=sys.stderr)

@@ -8,6 +8,7 @@ second, before the heavy imports.
 
 
 import argparse
+import signal
 import sys
 
 
@@ -82,6 +83,14 @@ class Interrupted(RuntimeError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def interrupted(sigterm: bool, then: str | None = None) -> Interrupted:
+    """What a run stopped by SIGTERM (``sigterm``) or else by Ctrl-C reports: the
+    :class:`Interrupted` that names the signal, with the shell's exit code for it (128 + its
+    number), and ``then``, how to go on, after a semicolon."""
+    name, number = ("SIGTERM", signal.SIGTERM) if sigterm else ("Ctrl-C (SIGINT)", signal.SIGINT)
+    return Interrupted(f"stopped by {name}" + (f"; {then}" if then else ""), 128 + number)
 
 
 class Terminated(BaseException):

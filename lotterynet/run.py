@@ -47,7 +47,7 @@ from .config import (
     read_options,
 )
 from .datamodule import TensorDataModule
-from .errors import CheckpointError, Interrupted, Terminated, TrainingDiverged
+from .errors import CheckpointError, Terminated, TrainingDiverged, interrupted
 from .grid import SWEEP_FILE, SWEEP_LOCK
 from .lifetime import (
     SigtermStop,
@@ -590,11 +590,9 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
     except (SystemExit, KeyboardInterrupt, Terminated) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        name, number = (("SIGTERM", 15) if isinstance(stop, (SIGTERMException, Terminated))
-                        else ("Ctrl-C (SIGINT)", 2))
         then = (resume or f"resume with --resume {checkpoint}") if checkpoint.is_file() else \
             "no epoch had finished, so there is no checkpoint to resume from"
-        raise Interrupted(f"stopped by {name}; {then}", 128 + number) from None
+        raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then) from None
 
 
 def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
