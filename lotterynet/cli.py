@@ -43,7 +43,7 @@ from .errors import (
     interrupted,
     message,
 )
-from .grid import load_sweep, sweep_dir_of, write_wandb_sweep
+from .grid import Overrides, load_sweep, sweep_dir_of, write_wandb_sweep
 from .lifetime import ending_with_the_run, stopping_on_sigterm
 from .machine import is_launched_worker, keep_freed_memory
 
@@ -139,8 +139,15 @@ def is_sweep(args: argparse.Namespace) -> bool:
 
 def explicit_values(args: argparse.Namespace) -> dict:
     """The YAML file's values overlaid with the flags given on the command line."""
+    return given_values(args).values
+
+
+def given_values(args: argparse.Namespace) -> Overrides:
+    """:func:`explicit_values`, with how the command gave each (the config file's keys, the
+    flag of each other: what a sweep's refusals name), the config file read once."""
     values = load_yaml(args.config) if args.config else {}
     flags = given_flags(args)
+    flagged = {key: f"--{key.replace('_', '-')}" for key in flags}
     if "model_kwargs" in flags:  # [(KEY, VALUE), ...]
         flags["model_kwargs"] = dict(flags["model_kwargs"])
     if "trainer" in flags:  # [(KEY, VALUE), ...]: the Trainer options
@@ -149,7 +156,10 @@ def explicit_values(args: argparse.Namespace) -> dict:
         check_agree(flags, covered, given, lambda name: f"--trainer.{name}",
                     lambda key: f"--{key.replace('_', '-')}")
         flags = {**covered, **flags, "trainer": options}
-    return lightning_devices(overlay(without_devices_named_in(values, flags), flags))
+        flagged = {**{key: f"--trainer.{name}" for name, key in TRAINER_KEYS.items()
+                      if key in covered}, **flagged}
+    return Overrides(lightning_devices(overlay(without_devices_named_in(values, flags), flags)),
+                     frozenset(set(values) - set(flagged)), flagged)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -292,7 +302,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.print_config:
             raise ConfigError("--print-config prints one run's config; drop it or the sweep "
                               "flags (a sweep writes its resolved grid to SWEEP/sweep.json)")
-        sweep = load_sweep(args, explicit_values(args))  # every cell's config checked
+        sweep = load_sweep(args, given_values(args))  # every cell's config checked
         if args.wandb_sweep:
             from .sweep import check_buildable, check_sweep_dir
 

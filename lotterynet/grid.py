@@ -28,18 +28,15 @@ from pathlib import Path
 import yaml
 
 from .config import (
-    TRAINER_KEYS,
     ConfigError,
     RunConfig,
     check_path,
     check_wandb_names,
     flatten_sections,
     given_flags,
-    load_yaml,
     make_config,
     overlay,
     refuse_unread_flags,
-    split_trainer_options,
     string_keys,
 )
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
@@ -135,8 +132,21 @@ def cell_name(label: str, values: dict) -> str:
     return f"{label.replace('/', '-')}{sparsity}-e{values['epochs']}-seed{values['seed']}"
 
 
-def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
-    """The sweep file (if any), overlaid with the sweep flags; run flags override ``base``."""
+@dataclass(frozen=True)
+class Overrides:
+    """A sweep command's run values, over its ``base`` (its ``--config`` file's, the flags'
+    on top: :func:`lotterynet.cli.given_values`, which reads the file), and how the command
+    gave each: ``in_file``, the keys only the config file sets; ``flagged``, the flag that
+    set each other one (``--trainer.max_epochs`` for the epochs a Trainer flag gave)."""
+
+    values: dict = field(default_factory=dict)
+    in_file: frozenset[str] = frozenset()
+    flagged: dict[str, str] = field(default_factory=dict)
+
+
+def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
+    """The sweep file (if any), overlaid with the sweep flags; the run values ``given``
+    override ``base``."""
     data = read_sweep_file(args.sweep, SWEEP_KEYS) if args.sweep else {}
     flags = {"variants": parse_list(args.sweep_variants, str, "--sweep-variants"),
              "sparsities": parse_list(args.sweep_sparsities, float, "--sweep-sparsities"),
@@ -154,26 +164,22 @@ def load_sweep(args: argparse.Namespace, overrides: dict) -> Sweep:
         raise ConfigError(f"sweep variants {data['variants']!r}: each variant sets at least "
                           f"its structure (subsetsum:identity, wide, {{structure: dense}})")
     base = flatten_sections(string_keys(data.get("base", {}), "sweep base"), "sweep base")
-    # (overrides: the --config file's values under the flags'; each named as the user gave it:
-    # --trainer.max_epochs 4 is the command line's epochs, not a config file's)
-    covered = split_trainer_options(dict(getattr(args, "trainer", None) or []))[0]
-    flagged = {**{key: f"--trainer.{name}" for name, key in TRAINER_KEYS.items()
-                  if key in covered},
-               **{key: f"--{key.replace('_', '-')}" for key in given_flags(args)}}
-    in_file = set(load_yaml(args.config)) - set(flagged) if args.config else set()
+    # (each run value named as the user gave it: --trainer.max_epochs 4 is the command
+    # line's epochs, not a config file's)
+    overrides, in_file = given.values, given.in_file
 
-    def given(key: str) -> str:
+    def spelled(key: str) -> str:
         return f"config file {args.config!r}: {key}" if key in in_file else \
-            flagged.get(key, f"--{key.replace('_', '-')}")
+            given.flagged.get(key, f"--{key.replace('_', '-')}")
 
-    for spell, values in [(given, overrides), (lambda k: f"base: {k}", base),
+    for spell, values in [(spelled, overrides), (lambda k: f"base: {k}", base),
                           *((lambda k: f"variant: {k}", v) for v in variants)]:
         check_cell_keys(spell, values)
     for key, value in overrides.items():  # a flag the variants set would be dropped, unsaid
         variant = next((v for v in variants if key in v and v[key] != value), None)
         if variant is not None:
             change = "or drop it from the config file" if key in in_file else "not the flag"
-            raise ConfigError(f"{given(key)} {value!r}: the sweep's variant "
+            raise ConfigError(f"{spelled(key)} {value!r}: the sweep's variant "
                               f"{variant_label(variant)!r} sets {key}: {variant[key]!r}; change "
                               f"the variants (sweep file or --sweep-variants), {change}")
     sweep = Sweep(base=overlay(base, overrides), variants=variants,

@@ -19,9 +19,9 @@ import yaml
 
 import lotterynet.sweep as sweep_module
 from conftest import REPO, STD_CONVS, TINY_BIT, default_sigint, processes_mentioning
-from lotterynet.cli import build_parser, explicit_values, main
+from lotterynet.cli import build_parser, given_values, main
 from lotterynet.config import ConfigError, make_config
-from lotterynet.grid import Sweep, cell_name, load_sweep, parse_variant, variant_label
+from lotterynet.grid import Overrides, Sweep, cell_name, load_sweep, parse_variant, variant_label
 from lotterynet.run import run
 from lotterynet.stack import StackRecord, write_stack_file
 
@@ -304,7 +304,7 @@ def wandb_sweep_cells(argv: list[str], path: Path) -> tuple[dict, list[str]]:
     """The W&B sweep file that ``argv`` writes, and the cells of the sweep itself."""
     assert main([*argv, "--wandb-sweep", str(path)]) == 0
     args = build_parser().parse_args(argv)
-    cells = [cell_name(label, v) for label, v in load_sweep(args, explicit_values(args)).cells()]
+    cells = [cell_name(label, v) for label, v in load_sweep(args, given_values(args)).cells()]
     return yaml.safe_load(path.read_text()), cells
 
 
@@ -665,7 +665,7 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     monkeypatch.setattr(sweep_module, "CPU_EPOCH_SECONDS", {"lenet5": 60.0})
     monkeypatch.setattr(sweep_module, "CPU_STACKED_EPOCH_SECONDS", {"lenet5": 10.0})
     args = build_parser().parse_args(["--sweep", str(REPO / "configs/sweeps/cpu_lenet5.yaml")])
-    sweep = load_sweep(args, {})
+    sweep = load_sweep(args, Overrides())
     stacked, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
     assert stacked * 3600 == pytest.approx(2520 * 10 + 60 * 60)
     assert "2,520 stacked at ~10 s, 60 single at ~60 s" in what
@@ -711,7 +711,7 @@ def test_shipped_sweep_files_build_valid_cells(path):
     sweep's base would otherwise surface only when its cell starts, hours in)."""
     from lotterynet.config import make_config, validate
 
-    sweep = load_sweep(build_parser().parse_args(["--sweep", str(path)]), {})
+    sweep = load_sweep(build_parser().parse_args(["--sweep", str(path)]), Overrides())
     cells = sweep.cells()
     assert len(cells) >= 5
     for _, values in cells:
@@ -731,7 +731,7 @@ def test_paper_sweep_files_hold_the_papers_recipe(name):
     sparsities and 5 budgets, trained on all 60,000 MNIST training images as the paper (and the
     authors' code) does: the FC files held 5,000 out for validation."""
     sweep = load_sweep(build_parser().parse_args(["--sweep", str(REPO / "configs" / "sweeps" /
-                                                                  name)]), {})
+                                                                  name)]), Overrides())
     assert sweep.sparsities == PAPER_SPARSITIES and sweep.epochs == [10, 20, 30, 50, 100]
     for _, values in sweep.cells():
         config = make_config(values)
@@ -787,7 +787,7 @@ def test_mapping_flags_add_keys_to_the_sweep_base(tmp_path):
         "variants": ["dense"], "sparsities": [0.5], "epochs": [1], "baseline": False}))
     args = build_parser().parse_args(["--sweep", str(sweep_file), "--model-kwargs", "depth=2",
                                       "--trainer", "gradient_clip_val=0.5"])
-    (_, values), = load_sweep(args, explicit_values(args)).cells()
+    (_, values), = load_sweep(args, given_values(args)).cells()
     assert values["model_kwargs"] == {"patch_size": 7, "depth": 2}
     assert values["trainer"] == {"gradient_clip_val": 0.5, "max_time": "00:01:00:00"}
 
@@ -801,7 +801,7 @@ def test_a_sweep_variant_may_exclude_layers_of_a_timm_model(tmp_path):
         "variants": [{"structure": "dense", "exclude": STD_CONVS}, "dense"],
         "sparsities": [0.5, 0.9], "epochs": [1], "baseline": False}))
     args = build_parser().parse_args(["--sweep", str(sweep_file), *TINY_BIT])
-    sweep = load_sweep(args, explicit_values(args))
+    sweep = load_sweep(args, given_values(args))
     excluding = [values for label, values in sweep.cells() if "exclude" in values]
     assert len(excluding) == 2 and all(v["exclude"] == STD_CONVS for v in excluding)
     sweep_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[:1]))
@@ -818,7 +818,7 @@ def test_a_variants_list_or_mapping_names_its_folders_by_a_hash(tmp_path):
         sweep_file = tmp_path / "s.yaml"
         sweep_file.write_text(yaml.safe_dump(sweep, sort_keys=False))
         args = build_parser().parse_args(["--sweep", str(sweep_file), *flags])
-        return [cell_name(*cell) for cell in load_sweep(args, explicit_values(args)).cells()]
+        return [cell_name(*cell) for cell in load_sweep(args, given_values(args)).cells()]
 
     bit = {"channels": [128] * 4, "stem_chs": 32}
     listed = names({
@@ -860,7 +860,7 @@ def test_a_variants_mapping_names_the_same_folders_in_any_key_order(tmp_path):
             "variants": list(variants), "sparsities": [0.5], "epochs": [1], "baseline": False},
             sort_keys=False))
         args = build_parser().parse_args(["--sweep", str(sweep_file)])
-        return [cell_name(*cell) for cell in load_sweep(args, explicit_values(args)).cells()]
+        return [cell_name(*cell) for cell in load_sweep(args, given_values(args)).cells()]
 
     bit = {"channels": [128] * 4, "stem_chs": 32, "conv_layer": {"b": 1, "a": [{"y": 2, "x": 1}]}}
     reordered = {"stem_chs": 32, "conv_layer": {"a": [{"x": 1, "y": 2}], "b": 1},
@@ -896,7 +896,7 @@ def test_a_cell_stopped_in_a_single_run_resumes_singly_in_a_stacked_sweep(tmp_pa
             "0.5,0.9,0.95", "--sweep-epochs", "2", "--no-baseline", "--data-dir",
             str(data_dir), "--sweep-out", str(tmp_path / "sweep")]
     args = build_parser().parse_args(argv)
-    (label, values), *_ = load_sweep(args, explicit_values(args)).cells()
+    (label, values), *_ = load_sweep(args, given_values(args)).cells()
     cell = tmp_path / "sweep" / "cells" / cell_name(label, values)
     run(dataclasses.replace(sweep_module.prepare_cell(values, cell), stop_after=1))
     capsys.readouterr()
