@@ -446,14 +446,25 @@ def read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def read_results(run_dir: Path) -> dict | None:
+    """``run_dir``'s ``results.json``: None where there is none; one not readable as a mapping
+    reads as empty."""
+    return read_json(run_dir / RESULTS) if (run_dir / RESULTS).is_file() else None
+
+
 def changed_results(config: RunConfig, run_dir: Path) -> list[str] | None:
     """The fields in which the finished run in ``run_dir`` (its ``results.json``) differs from
-    ``config``: empty when it is ``config``'s run, None when the folder holds no results.
-    Results without a test accuracy in [0, 1] (damaged, hand-edited) differ in ``test_acc``:
-    they are no finished run's."""
-    if not (run_dir / RESULTS).is_file():
+    ``config`` (:func:`results_differ`)."""
+    return results_differ(config, read_results(run_dir))
+
+
+def results_differ(config: RunConfig, results: dict | None) -> list[str] | None:
+    """The fields in which a run's ``results`` (as :func:`read_results` read them) differ from
+    ``config``: empty when they are ``config``'s run's, None when there are none. Results
+    without a test accuracy in [0, 1] (damaged, hand-edited) differ in ``test_acc``: they are
+    no finished run's."""
+    if results is None:
         return None
-    results = read_json(run_dir / RESULTS)
     acc = results.get("test_acc")
     if not (is_real(acc) and 0 <= acc <= 1):
         return ["test_acc"]

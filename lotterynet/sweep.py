@@ -80,6 +80,8 @@ from .run import (
     changed_results,
     locked,
     read_json,
+    read_results,
+    results_differ,
     run,
     write_json_atomic,
 )
@@ -102,8 +104,7 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     beside it (:func:`set_aside`). Results written in another sweep folder (this one copied
     from it) are first made to name this one (:func:`relocate`)."""
     config = make_config({**values, "out": str(cell_dir), "progress_bar": False})
-    relocate(cell_dir)
-    differs = changed_results(config, cell_dir)
+    differs = results_differ(config, relocate(cell_dir, read_results(cell_dir)))
     if differs == []:
         return None
     checkpoint = cell_dir / CHECKPOINTS / LAST
@@ -143,7 +144,7 @@ def set_aside(folder: Path, why: str, cells: Path | None = None, tag: str = "sta
     return kept
 
 
-def relocate(cell_dir: Path) -> None:
+def relocate(cell_dir: Path, results: dict | None) -> dict | None:
     """A cell's ``results.json`` names the folder it was written in (``run_dir``): in a sweep
     folder copied or moved elsewhere (``cp -r A B``), A's cell, where whatever follows it (a
     stack's tickets, a cell set aside) would go. Its paths inside that sweep folder are made
@@ -151,11 +152,14 @@ def relocate(cell_dir: Path) -> None:
     ``run_dir`` names where it is (:func:`names`) stays as written: the same folder, or a
     relative path that leads to it from one of the folders above it (the repository's root,
     where the committed sweeps were run; their ``results/SWEEP/cells/CELL``), wherever the
-    sweep is run from."""
-    written = read_json(cell_dir / RESULTS).get("run_dir")
+    sweep is run from. ``results``: the cell's, as read (None: it has none); returns them as
+    they are now."""
+    written = (results or {}).get("run_dir")
     if isinstance(written, str) and Path(written).parts[-2:] == cell_dir.parts[-2:] and \
-            not names(Path(written), cell_dir):
-        repoint(cell_dir / RESULTS, Path(written).parent.parent, cell_dir.parent.parent)
+            not names(Path(written), cell_dir) and \
+            repointed(results, Path(written).parent.parent, cell_dir.parent.parent):
+        write_json_atomic(results, cell_dir / RESULTS)
+    return results
 
 
 def names(written: Path, folder: Path) -> bool:
@@ -185,10 +189,17 @@ def within(written: str, folder: Path) -> Path | None:
 
 
 def repoint(results: Path, old: Path, new: Path) -> None:
-    """The paths in ``results.json`` (``run_dir``, ``wandb_dir``, ``stack.dir``, the config's
-    ``out`` and ``resume``) that are ``old`` or inside it (:func:`within`) are where those
-    files now are, in ``new``."""
+    """The paths in ``results.json`` that are ``old`` or inside it are where those files now
+    are, in ``new`` (:func:`repointed`)."""
     data = read_json(results)
+    if repointed(data, old, new):
+        write_json_atomic(data, results)
+
+
+def repointed(data: dict, old: Path, new: Path) -> bool:
+    """The paths in ``data`` (a results.json's: ``run_dir``, ``wandb_dir``, ``stack.dir``, the
+    config's ``out`` and ``resume``) that are ``old`` or inside it (:func:`within`) made
+    where those files now are, in ``new``; whether any was."""
     stack, config = (data.get(key) if isinstance(data.get(key), dict) else {}
                      for key in ("stack", "config"))
     changed = False
@@ -197,8 +208,7 @@ def repoint(results: Path, old: Path, new: Path) -> None:
         inside = within(holder[key], old) if isinstance(holder.get(key), str) else None
         if inside is not None:
             holder[key], changed = str(new / inside), True
-    if changed:
-        write_json_atomic(data, results)
+    return changed
 
 
 def cell_done(config: RunConfig, cell_dir: Path) -> bool:
