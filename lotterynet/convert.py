@@ -322,6 +322,25 @@ def _check_tied(modules: dict[int, nn.Module], names: dict[int, list[str]],
                     f"and untie them: exclude it (exclude=[{name!r}]), or untie them first")
 
 
+#: The memory formats other than contiguous a tensor can be laid out in (channels last), by its
+#: number of dimensions; what ``convert`` keeps and a ticket records.
+LAYOUTS = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _strides(shape: torch.Size, memory_format: torch.memory_format) -> tuple:
+    return torch.empty(shape, device="meta", memory_format=memory_format).stride()
+
+
+def laid_out(t: torch.Tensor) -> bool:
+    """Whether ``t`` is laid out in its dimension's :data:`LAYOUTS` format, as
+    ``model.to(memory_format=torch.channels_last)`` lays it out: its strides are that format's,
+    and not the contiguous ones. Not ``is_contiguous(memory_format=...)``, which ignores the
+    stride of a size-1 dimension: a 1x1 kernel's weight, or one of 1 input channel, is
+    "contiguous" in both formats whichever it has."""
+    return t.dim() in LAYOUTS and tuple(t.stride()) == _strides(t.shape, LAYOUTS[t.dim()]) \
+        != _strides(t.shape, torch.contiguous_format)
+
+
 def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *,
                   seed: int, **options) -> nn.Module:
     keep_bias = bias.keep and _has_bias(module)
@@ -336,11 +355,9 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
     record_frozen(layer)
     layer.train(module.training)
     weight = next(module.parameters())  # the replaced layer's device, float dtype, layout
-    channels_last = weight.dim() == 4 and not weight.is_contiguous() and \
-        weight.is_contiguous(memory_format=torch.channels_last)
     return move_hooks(module, layer.to(
         weight.device, weight.dtype if weight.is_floating_point() else None,
-        memory_format=torch.channels_last if channels_last else torch.preserve_format))
+        memory_format=LAYOUTS[weight.dim()] if laid_out(weight) else torch.preserve_format))
 
 
 #: A frozen layer scale no larger than this scales its residual branch away.

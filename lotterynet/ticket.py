@@ -51,7 +51,7 @@ from torch import nn
 
 from . import ticket_file
 from .attention import SUBNET_MODULES
-from .convert import CONVERT_RECORD, convert
+from .convert import CONVERT_RECORD, LAYOUTS, convert, laid_out
 from .masking import MaskedWeight, check_module
 from .models import build_model, recorded_spec
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
@@ -149,26 +149,11 @@ def _first_names(model: nn.Module, skip: set[str] = frozenset()):
         yield name, value
 
 
-#: The memory formats a ticket records, by the number of dimensions of the tensors they lay out.
-LAYOUTS = {4: torch.channels_last, 5: torch.channels_last_3d}
-
-
-def _strides(shape: torch.Size, memory_format: torch.memory_format) -> tuple:
-    return torch.empty(shape, device="meta", memory_format=memory_format).stride()
-
-
-def _laid_out(t: torch.Tensor) -> bool:
-    """Whether ``t`` has the strides of its dimension's :data:`LAYOUTS` format (not only
-    ``is_contiguous`` in it: a 1x1 kernel's weight is, in both formats)."""
-    return t.dim() in LAYOUTS and t.stride() == _strides(t.shape, LAYOUTS[t.dim()]) \
-        != _strides(t.shape, torch.contiguous_format)
-
-
 def _channels_last(model: nn.Module) -> list[str]:
     """The names of ``model``'s tensors laid out channels last (``model.to(memory_format=
     torch.channels_last)``), each tensor once (under its first name)."""
     return [name for name, value in _first_names(model)
-            if name.rpartition(".")[2] != EXTRA_STATE and _laid_out(value)]
+            if name.rpartition(".")[2] != EXTRA_STATE and laid_out(value)]
 
 
 def _restore_layouts(model: nn.Module, names: list[str], path) -> None:

@@ -459,6 +459,52 @@ def test_a_channels_last_model_keeps_its_layout():
     assert torch.equal(before(x), after(x))
 
 
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "contiguous"])
+def test_kernels_with_a_size_1_dimension_keep_their_layout(tmp_path, channels_last):
+    """A 1x1 kernel's weight, or one of 1 input channel, is ``is_contiguous`` in both formats:
+    convert took such a channels_last weight for a contiguous one and made its frozen weights
+    and scores contiguous, where a ticket (reading the exact strides) took them for channels
+    last. One rule (``convert.laid_out``): each keeps the plain model's layout through convert,
+    a ticket's reload (bit for bit) and export (the layout the subnet layer computes with)."""
+    from lotterynet.convert import laid_out
+
+    def make(laid=channels_last):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 1), nn.ReLU(),
+                              nn.Conv2d(6, 2, 3))
+        return model.to(memory_format=torch.channels_last) if laid else model
+
+    plain = make()
+    strides = {name: p.stride() for name, p in plain.named_parameters()}
+    assert [laid_out(plain[i].weight) for i in (0, 2, 4)] == [channels_last] * 3
+    model = convert(plain, sparsity=0.5, seed=0).eval()
+    for i in (0, 2, 4):
+        frozen = model[i].structure.weight
+        assert frozen.weight.stride() == frozen.scores.stride() == strides[f"{i}.weight"]
+    x = torch.randn(2, 1, 9, 9)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    with torch.no_grad():
+        out = model(x)
+    ln.save_ticket(model, tmp_path / "t.ticket")
+    loaded = ln.load_ticket(tmp_path / "t.ticket", model=make(laid=False)).eval()
+    for name, value in model.state_dict().items():
+        assert loaded.state_dict()[name].stride() == value.stride(), name
+        if not name.endswith("scores"):  # (the ticket holds the masks: 0/1 scores)
+            assert torch.equal(loaded.state_dict()[name], value), name
+    for i in (0, 2, 4):
+        assert torch.equal(loaded[i].mask()["weight"], model[i].mask()["weight"])
+    with torch.no_grad():
+        assert torch.equal(loaded(x), out)
+    for sparse in (False, True):
+        exported = ln.export(model, sparse=sparse)
+        for i in (0, 2, 4):
+            weight = exported[i].sparse_weight() if sparse else exported[i].weight
+            assert weight.stride() == model[i].weight.stride()
+            assert torch.equal(weight, model[i].weight)
+        with torch.no_grad():
+            assert torch.equal(exported(x), out)
+
+
 def test_layers_of_subclasses_convert_does_not_take_are_named_all_together():
     """Every selected layer of a convertible type's subclass (timm's weight-standardised
     StdConv2d, StdConv2dSame) is named in one refusal, with an exclude= that takes them all;
