@@ -590,20 +590,40 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
 
 
 @contextlib.contextmanager
-def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | None = None):
+def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | None = None,
+                         resumed: str | None = None):
     """Turn Lightning's end of a run stopped by a signal — ``sys.exit(1)`` after Ctrl-C, a
     ``SystemExit`` without a code after SIGTERM — into :class:`Interrupted`, which names the
-    signal and how to continue from ``checkpoint`` (``resume``; default: its ``--resume``);
-    and so a Ctrl-C or SIGTERM (:class:`Terminated`) outside Lightning's fit and test (writing
-    the ticket or the results)."""
+    signal and how to continue from ``checkpoint`` (``resume``; default: its ``--resume``), or
+    while there is none (a run resumed into a new ``--out`` before its first epoch there) from
+    the checkpoint the run ``resumed``; and so a Ctrl-C or SIGTERM (:class:`Terminated`)
+    outside Lightning's fit and test (writing the ticket or the results)."""
     try:
         yield
     except (SystemExit, KeyboardInterrupt, Terminated) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
         then = (resume or f"resume with --resume {checkpoint}") if checkpoint.is_file() else \
+            resume_hint(resumed) or \
             "no epoch had finished, so there is no checkpoint to resume from"
         raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then) from None
+
+
+@contextlib.contextmanager
+def reporting_interrupts_before_fit(config: RunConfig):
+    """A Ctrl-C or SIGTERM (:class:`Terminated`) before the run's fit (its checkpoint or data
+    being read, its model built) as :class:`Interrupted`: a resumed run's names the checkpoint
+    to resume from again; a new run's has none to name (nothing to resume)."""
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated) as stop:
+        raise interrupted(isinstance(stop, Terminated), resume_hint(config.resume)) from None
+
+
+def resume_hint(checkpoint: str | None) -> str | None:
+    """How to go on from ``checkpoint``, the one a run resumed from; None without one."""
+    return f"resume with --resume {checkpoint}" if checkpoint and Path(checkpoint).is_file() \
+        else None
 
 
 def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
@@ -630,7 +650,8 @@ def run(config: RunConfig) -> dict:
     :class:`Interrupted` from its start to its results (:class:`~lotterynet.lifetime.
     SigtermStop`), also outside Lightning's fit and test."""
     with tying_launched_ranks(), stopping_on_sigterm() as sigterm:  # (its DDP ranks die with it)
-        return set_up_and_run(config, sigterm)
+        with reporting_interrupts_before_fit(config):  # (in its fit: reporting_interrupts)
+            return set_up_and_run(config, sigterm)
 
 
 def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
@@ -700,7 +721,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)
     checkpoint = run_dir / CHECKPOINTS / LAST
-    with reporting_interrupts(trainer, checkpoint):
+    with reporting_interrupts(trainer, checkpoint, resumed=config.resume):
         trainer.fit(module, datamodule=data, ckpt_path=config.resume)  # (its setup: its dtype)
         sigterm.stop_if_received()
         if not finished(trainer, config):  # stopped before its end: resumable

@@ -846,6 +846,40 @@ def test_a_signal_outside_the_trainer_is_one_line_too(whole_and_stopped, tmp_pat
         assert_same_history_and_result(run, whole)
 
 
+@pytest.mark.parametrize("where", ["TensorDataModule", "training_step"])
+def test_a_resumed_run_stopped_by_sigterm_before_its_own_checkpoint_names_the_one_it_resumed(
+        whole_and_stopped, tmp_path, monkeypatch, capsys, where):
+    """A resumed run stopped by SIGTERM before its fit (the data being read) said only "stopped
+    by SIGTERM", and one resumed into a new --out stopped in its fit before its first epoch
+    there ended said there was no checkpoint to resume from; the checkpoint it resumed is
+    there to resume again, and the line says so as a stop after a checkpoint does (a new run
+    stopped before its first has none: its line says no more, as above)."""
+    import lotterynet.run as run_module
+    from lotterynet.module import EdgePopupModule
+
+    _, stopped = whole_and_stopped
+    run = tmp_path / "run"
+    shutil.copytree(stopped, run)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    owner = run_module if where == "TensorDataModule" else EdgePopupModule
+    called = getattr(owner, where)
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return called(*args, **kwargs)
+
+    monkeypatch.setattr(owner, where, signalled)
+    out = ["--out", str(tmp_path / "new")] if where == "training_step" else []
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["--resume", str(checkpoint), *out]) == 143
+    finally:  # (train.py's handler stays on its way out)
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"train.py: error: stopped by SIGTERM; resume with --resume {checkpoint}"
+    assert load_checkpoint(checkpoint)["epoch"] == 0 and not (run / "results.json").exists()
+
+
 def with_a_word_for_a_metric(text: str) -> str:
     """``metrics.csv`` with its first row's first metric value (not epoch or step) a word."""
     header, first, rest = text.split("\n", 2)
