@@ -632,6 +632,13 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
     return configs, cell_dirs
 
 
+def sweep_folder_of(stack_file: str | Path) -> Path:
+    """The sweep folder a stack file is in where a sweep wrote it
+    (``SWEEP/stacks/STACK/stack.yaml``: ``SWEEP``, absolute), whether or not it is a sweep's:
+    where its sweep's cells and lock would be."""
+    return Path(stack_file).absolute().parent.parent.parent
+
+
 def in_its_sweep(path: str | Path, cells: list[Path]) -> list[Path]:
     """The cells a stack file at ``path`` runs. A sweep writes its stacks' files in
     ``SWEEP/stacks/STACK`` and their cells in ``SWEEP/cells``; one there whose cells are all in
@@ -641,7 +648,7 @@ def in_its_sweep(path: str | Path, cells: list[Path]) -> list[Path]:
     CELL``, now read from the file's folder). It runs its own sweep's cells of those names, as
     the sweep run again would rewrite it to say. Other cells (a file not in a sweep's
     ``stacks``, or naming cells of no one sweep) are as written."""
-    sweep = Path(path).absolute().parent.parent.parent
+    sweep = sweep_folder_of(path)
     folders = {cell.parent for cell in cells}
     if Path(path).absolute().parent.parent.name != "stacks" or len(folders) != 1 or \
             not (sweep / SWEEP_FILE).is_file():

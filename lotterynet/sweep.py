@@ -91,6 +91,7 @@ from .stack import (
     resumes,
     run_stack,
     stack_record,
+    sweep_folder_of,
     unstackable,
     write_stack_file,
 )
@@ -246,7 +247,7 @@ def outside_a_running_sweep(stack_file: Path):
     holds its sweep's lock shared while the block runs: refused while that sweep runs (it runs
     the stack itself, or will), and the sweep refused meanwhile. The sweep's own jobs run
     under its lock."""
-    lock_file = Path(stack_file).absolute().parent.parent.parent / SWEEP_LOCK
+    lock_file = sweep_folder_of(stack_file) / SWEEP_LOCK
     if os.environ.get(SWEEP_JOB) or not lock_file.is_file():
         yield
         return
