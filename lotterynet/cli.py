@@ -44,7 +44,7 @@ from .errors import (
     message,
 )
 from .grid import Overrides, load_sweep, sweep_dir_of, write_wandb_sweep
-from .lifetime import ending_with_the_run, stopping_on_sigterm
+from .lifetime import stopping_on_sigterm
 from .machine import is_launched_worker, keep_freed_memory
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         # SIGTERM anywhere (a stack or sweep file being read, the summary printed) is one line
-        with ending_with_the_run(), stopping_on_sigterm():  # and ignored on the way out
+        with stopping_on_sigterm(ends_the_process=True):  # and ignored on the way out
             return dispatch(args)
     except (*REPORTED, KeyboardInterrupt, Terminated) as err:
         if isinstance(err, (KeyboardInterrupt, Terminated)):  # (where no run reports it)

@@ -96,31 +96,15 @@ class SigtermStop:
             raise Terminated
 
 
-#: Whether this process ends once a run in it stops on SIGTERM: ``train.py``'s (its
-#: :func:`~lotterynet.cli.main` runs in :func:`ending_with_the_run`).
-_ends_with_the_run = False
-
-
 @contextlib.contextmanager
-def ending_with_the_run():
-    """``train.py``'s process ends with its run: a run stopped by SIGTERM in the block keeps
-    its handler after it, ignoring more SIGTERM on the process's way out. Elsewhere (a notebook,
-    a library caller's own process) the handler the run found is put back."""
-    global _ends_with_the_run
-    before, _ends_with_the_run = _ends_with_the_run, True
-    try:
-        yield
-    finally:
-        _ends_with_the_run = before
-
-
-@contextlib.contextmanager
-def stopping_on_sigterm():
+def stopping_on_sigterm(ends_the_process: bool = False):
     """:class:`SigtermStop` installed while the block runs (Python installs handlers only in the
-    main thread: elsewhere one that is not installed), then the handler it found put back. In
-    ``train.py`` (:func:`ending_with_the_run`) a run that has had SIGTERM keeps it after the
-    block, ignoring more: its process is on its way out. Inside a block of its own (a run in
-    ``train.py``'s, which covers reading the flags' files too), the one handler installed."""
+    main thread: elsewhere one that is not installed), then the handler it found put back.
+    ``ends_the_process`` (``train.py``'s, whose process ends with the block): a block that has
+    had SIGTERM keeps it after, ignoring more: its process is on its way out. Elsewhere (a
+    notebook, a library caller's own process) the handler the run found is put back. Inside a
+    block of its own (a run in ``train.py``'s, which covers reading the flags' files too), the
+    one handler installed."""
     installed = signal.getsignal(signal.SIGTERM)
     if isinstance(installed, SigtermStop):
         yield installed
@@ -133,7 +117,7 @@ def stopping_on_sigterm():
     try:
         yield stop
     finally:
-        if not (stop.received and _ends_with_the_run):
+        if not (stop.received and ends_the_process):
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
