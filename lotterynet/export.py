@@ -77,11 +77,14 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
     form = PLAIN_FORMS[type(layer)]
     with torch.no_grad():
         weight, doubles_input = layer.structure.effective_weight()
-        plain = form.plain(*form.args(layer, weight), device="meta",  # (no draw from the RNG)
-                           dtype=weight.dtype).to_empty(device=weight.device)
-        plain.weight = nn.Parameter(weight.clone())  # (in its layout: channels_last stays)
+        # built on the meta device (no draw from the RNG, nothing allocated), then given the
+        # baked weight (in its layout: channels_last stays) and the bias, copied; the sparse
+        # form copies what it keeps (the weight's non-zero entries, the bias) itself
+        plain = form.plain(*form.args(layer, weight), device="meta", dtype=weight.dtype)
+        plain.weight = nn.Parameter(weight if sparse else weight.clone())
         if layer.bias is not None:
-            plain.bias.copy_(layer.bias)
+            plain.bias = nn.Parameter(layer.bias.detach().to(weight.device, weight.dtype,
+                                                             copy=not sparse))
     if sparse:
         plain = form.sparse(plain)
     if doubles_input:

@@ -144,6 +144,34 @@ def test_sparse_storage_keeps_only_kept_entries():
     assert state_bytes(sparse) < 0.35 * state_bytes(dense)
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
+def test_export_allocates_no_dense_weight_it_throws_away(sparse):
+    """A layer's export makes its baked weight (the masked product) and, stored dense, one
+    copy of it: no dense weight it then replaces (the plain layer's own, materialised empty),
+    nor, stored sparse, a copy of one whose non-zero entries are all it keeps."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from lotterynet.export import export_layer
+
+    layer = ln.SubnetConv2d(6, 8, 3, bias=True, sparsity=0.9, seed=0)
+    with torch.no_grad():
+        layer.structure.weight.mask(torch.float32)  # (cached: the export computes no mask)
+    made = []
+
+    class NewDenseWeights(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {t.untyped_storage().data_ptr() for t in args if isinstance(t, torch.Tensor)}
+            if isinstance(out, torch.Tensor) and out.shape == (8, 6, 3, 3) and \
+                    not out.is_meta and out.untyped_storage().data_ptr() not in inputs:
+                made.append(func.__name__)
+            return out
+
+    with NewDenseWeights():
+        export_layer(layer, sparse=sparse)
+    assert made == (["mul.Tensor"] if sparse else ["mul.Tensor", "clone.default"])
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
 def test_scripted_export_runs_without_lotterynet(tmp_path, sparse):
