@@ -519,6 +519,7 @@ def make_config(values: dict) -> RunConfig:
     config = RunConfig(**{name: typed_value(name, value) for name, value in values.items()})
     if config.train_weights and config.structure != WIDE:  # (wide: refused below)
         config.structure = "dense"  # what it trains, whatever a shared config file says
+        config.sparsity = 0.0  # what it prunes (nothing), not the default it never reads
     elif config.structure is None:
         from .archs import default_structure
 
@@ -587,11 +588,12 @@ def changed_fields(stored: dict, wanted: dict, ignored: tuple[str, ...] = RESUMA
 
     stored = {**RunConfig().to_dict(), **stored}
     arch = str(wanted.get("arch", stored["arch"]))  # (str: a hand-edited file's may be a list)
-    # a trained baseline is dense whatever its structure says (older runs stored the arch's)
+    # a trained baseline is dense and prunes nothing whatever its structure and sparsity say
+    # (older runs stored the arch's structure and the default sparsity)
     trained = stored["train_weights"] and wanted.get("train_weights", True)
     return [name for name, value in wanted.items() if name in FIELDS
             and name not in ignored and stored[name] != value
-            and not (name == "structure" and trained)
+            and not (name in ("structure", "sparsity") and trained)
             and not (name == "lr" and recipe_lr(arch, value) == recipe_lr(str(stored["arch"]),
                                                                         stored["lr"]))]
 
@@ -862,8 +864,8 @@ def flag_spelling(name: str, value) -> str:
 
 def read_options(config: RunConfig) -> dict:
     """``config`` as its run reads it (what a W&B run's config shows): without the fields of
-    :func:`unread_options`, and a trained baseline's ``sparsity`` 0, as its sweep row has it
-    (it prunes nothing; its stored ``sparsity`` is the default's)."""
+    :func:`unread_options`, but for a trained baseline's ``sparsity``, 0 (it prunes nothing),
+    as its sweep row and results.json have it."""
     values = {k: v for k, v in config.to_dict().items() if k not in unread_options(config)}
     return {**values, "sparsity": 0.0} if config.train_weights else values
 

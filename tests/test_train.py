@@ -17,9 +17,10 @@ import torch.nn.functional as F
 import yaml
 
 from conftest import REPO, STD_CONVS, TINY_BIT
+from lotterynet import checkpointing
 from lotterynet.archs import recipe_lr
 from lotterynet.cli import build_parser, config_from_args, main
-from lotterynet.config import FIELDS, changed_fields, make_config
+from lotterynet.config import FIELDS, NOT_COMPUTED, changed_fields, make_config, read_options
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
 from lotterynet.distributions import orseau_range
 from lotterynet.grid import Sweep
@@ -28,7 +29,7 @@ from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.paper import TRAINED, paper_accuracy
-from lotterynet.run import build_module
+from lotterynet.run import build_module, check_same_run
 from lotterynet.ticket import load_ticket
 from lotterynet.widen import maskable_count, wide_width
 
@@ -428,17 +429,29 @@ def test_pensia_configs_hold_the_papers_recipe(arch):
 @pytest.mark.parametrize("flags", [["--arch", "fc2"],
                                    ["--config", str(REPO / "configs" / "pensia_fc2.yaml")]],
                          ids=["default", "config-file"])
-def test_a_trained_baseline_run_by_hand_is_stored_as_the_sweeps_baseline_cell(flags):
+def test_a_trained_baseline_run_by_hand_is_stored_as_the_sweeps_baseline_cell(
+        flags, tmp_path, monkeypatch):
     """A --train-weights run trains the dense net: its config (results.json's) says structure
     dense, as a sweep's baseline cell does, and is the paper's trained point (it said
-    subsetsum, fc2's default or the config file's). A run stored so before still matches."""
+    subsetsum, fc2's default or the config file's); and sparsity 0, as its sweep row and W&B
+    config do (it said 0.5, the default it never reads). A run stored so before still matches:
+    a sweep's finished baseline cell, a resume of it."""
     config = config_from_args(build_parser().parse_args([*flags, "--train-weights"]))
     sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
-                  sparsities=[0.5], epochs=[10])
+                  sparsities=[0.7], epochs=[10])
     cell = make_config(sweep.cells()[-1][1])
     assert config.structure == cell.structure == "dense"
+    assert config.sparsity == cell.sparsity == read_options(config)["sparsity"] == 0.0
     assert paper_accuracy(config.to_dict()) == TRAINED["fc2"]
-    assert changed_fields({**config.to_dict(), "structure": "subsetsum"}, config.to_dict()) == []
+    before = {**config.to_dict(), "structure": "subsetsum", "sparsity": 0.5}
+    assert changed_fields(before, config.to_dict()) == []
+    assert changed_fields(before, config.to_dict(), NOT_COMPUTED) == []  # (a sweep's cell)
+    checkpoint = tmp_path / "last.ckpt"
+    checkpoint.write_bytes(b"")
+    monkeypatch.setattr(checkpointing, "stored_run", lambda path: (before, 1))
+    resumed = config_from_args(build_parser().parse_args(["--resume", str(checkpoint)]))
+    assert (resumed.structure, resumed.sparsity, resumed.train_weights) == ("dense", 0.0, True)
+    check_same_run((checkpoint, {"hyper_parameters": {"config": before}}), resumed)
 
 
 def test_flags_are_refused_only_where_nothing_reads_them(tmp_path):
