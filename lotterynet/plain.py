@@ -84,6 +84,14 @@ class _SparseStorage(nn.Module):
         self.weight_order: list[int] = [order.index(d) for d in range(weight.dim())]
         self.weight_numel: int = math.prod(weight.shape)
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling (``torch.load``, ``copy.deepcopy``). A layer pickled before
+        ``weight_order`` existed stored its entries in the weight's own order
+        (``weight_shape`` its shape), which the identity order reads exactly as it did then."""
+        super().__setstate__(state)
+        if "weight_order" not in self.__dict__:
+            self.weight_order = list(range(len(self.weight_shape)))
+
     def sparse_weight(self) -> torch.Tensor:
         w = torch.zeros(self.weight_numel, dtype=self.values.dtype, device=self.values.device)
         w = w.index_put_([self.indices.long()], self.values)

@@ -173,6 +173,27 @@ def test_export_allocates_no_dense_weight_it_throws_away(sparse):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
+def test_a_sparse_export_pickled_before_weight_order_runs_as_before(tmp_path):
+    """A sparse export pickled (torch.save(model)) before the sparse layers kept their
+    weight's layout (weight_order) stored each weight's entries in its own order: it loads and
+    computes what it did (its forward failed: no attribute 'weight_order'), scripted too."""
+    from lotterynet.plain import _SparseStorage
+
+    exported, x = export(subnet_model(), sparse=True).eval(), torch.randn(3, 2, 8, 8)
+    with torch.no_grad():
+        expected = exported(x)
+    old = [m for m in exported.modules() if isinstance(m, _SparseStorage)]
+    assert len(old) == 4 and all(m.weight_order == list(range(len(m.weight_shape))) for m in old)
+    for m in old:  # (the entries of a contiguous weight are in its own order, as they were)
+        del m.weight_order
+    torch.save(exported, tmp_path / "old.pt")
+    loaded = torch.load(tmp_path / "old.pt", weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected)
+        assert torch.equal(torch.jit.script(loaded)(x), expected)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
 def test_scripted_export_runs_without_lotterynet(tmp_path, sparse):
     model, x = subnet_model(**STRUCTS["relu-unshared"]), torch.randn(3, 2, 8, 8)
