@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .config import (
+    ARCH_OPTIONS,
     RESUMABLE,
     TRAINER_KEYS,
     ConfigError,
@@ -29,6 +30,7 @@ from .config import (
     make_config,
     nested_config,
     overlay,
+    refuse_unread_file_options,
     refuse_unread_flags,
     split_trainer_options,
     without_devices_named_in,
@@ -168,7 +170,15 @@ def config_from_args(args: argparse.Namespace):
     it would not read."""
     config = resolved_config(args)
     refuse_unread_flags(given_flags(args), [config])
+    if args.config:
+        refuse_unread_file_options(args.config, in_file(given_values(args)), [config])
     return config
+
+
+def in_file(given: Overrides) -> dict:
+    """The values that the ``--config`` file alone gives (no flag replaced them; devices that
+    a ``--trainer.devices`` flag did are gone)."""
+    return {key: given.values[key] for key in given.in_file if key in given.values}
 
 
 def resolved_config(args: argparse.Namespace):
@@ -302,7 +312,12 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.print_config:
             raise ConfigError("--print-config prints one run's config; drop it or the sweep "
                               "flags (a sweep writes its resolved grid to SWEEP/sweep.json)")
-        sweep = load_sweep(args, given_values(args))  # every cell's config checked
+        given = given_values(args)
+        sweep = load_sweep(args, given)  # every cell's config checked
+        if any(in_file(given).get(key) for key in ARCH_OPTIONS):  # (the cells' configs again)
+            refuse_unread_file_options(args.config, in_file(given),
+                                       [make_config(v) for _, v in sweep.cells()],
+                                       "any cell of this sweep")
         if args.wandb_sweep:
             from .sweep import check_buildable, check_sweep_dir
 

@@ -875,12 +875,28 @@ def refuse_unread_flags(flags: dict, configs: list[RunConfig], where: str = "thi
     """Refuse an option given on the command line (``flags``: field → value; or by a sweep
     variant, which ``spell`` names) that no run of ``configs`` (one run, or a sweep's cells)
     reads: it would be ignored unsaid. A config file's values are not checked (one file serves
-    several structures)."""
+    several structures), but for :data:`ARCH_OPTIONS` (:func:`refuse_unread_file_options`)."""
     for name, value in flags.items():
         reasons = [unread_options(config).get(name) for config in configs]
         if all(reasons):
             raise ConfigError(f"{spell(name, value)} does nothing in {where}: {reasons[0]}; "
                               f"drop it")
+
+
+#: The options of a ``timm:<name>`` architecture alone (timm.create_model's, the conversion's):
+#: given by a config file to a run of a built-in one they are refused as their flags are, not
+#: stored with a run they do nothing in.
+ARCH_OPTIONS = ("model_kwargs", "exclude")
+
+
+def refuse_unread_file_options(path: str, values: dict, configs: list[RunConfig],
+                               where: str = "this run") -> None:
+    """Refuse an :data:`ARCH_OPTIONS` value that the config file ``path`` gives (``values``:
+    the file's values that no flag replaced) and no run of ``configs`` reads, named as the
+    file's; an empty one is its default (``--print-config`` writes them so)."""
+    given = {name: values[name] for name in ARCH_OPTIONS if values.get(name)}
+    refuse_unread_flags(given, configs, where, spell=lambda name, value: (
+        f"config file {str(path)!r}: {name} {value!r}"))
 
 
 SEED_MAX = 2**32 - 1  # what seed_everything and numpy accept

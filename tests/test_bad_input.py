@@ -563,6 +563,15 @@ CASES = [
       "'stages.*.blocks.*.conv2' 'stages.*.blocks.*.conv3'"]),  # (the patterns given, and more)
     (["--arch", "fc2", "--exclude", "0", "2"],  # (read by the conversion of a timm model only)
      ["--exclude 0 2 does nothing", "--arch fc2 is not one", "drop it"]),
+    (["--config", "{cfg_exclude_builtin}"],  # (as the flag: it was stored, doing nothing)
+     ["config file", "cfg_exclude_builtin': exclude ['0'] does nothing", "--arch fc2 is not one",
+      "drop it"]),
+    (["--config", "{cfg_kwargs_builtin}"],
+     ["config file", "cfg_kwargs_builtin': model_kwargs {'drop_rate': 0.1} does nothing",
+      "timm.create_model", "--arch lenet5"]),
+    (["--config", "{cfg_exclude_builtin}", "--sweep-variants", "dense", "--sweep-sparsities",
+      "0.5", "--sweep-epochs", "1"], ["cfg_exclude_builtin': exclude ['0'] does nothing in any "
+                                      "cell of this sweep"]),
     (["--arch", "timm:resnet10t", "--exclude", "conv1.0", "conv1.9"],
      ["cannot build", "exclude pattern 'conv1.9' names no module of the model (a typo?)"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "output_stride=3"],
@@ -693,6 +702,8 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "sw_variant_exclude": {**sweep, "variants": [{"structure": "dense", "exclude": ["0"]}]},
         "cfg_exclude_text": {"arch": "timm:resnet10t", "model": {"exclude": "conv1.0"}},
         "cfg_exclude_empty": {"arch": "timm:resnet10t", "exclude": ["conv1.0", ""]},
+        "cfg_exclude_builtin": {"model": {"arch": "fc2", "exclude": ["0"]}},
+        "cfg_kwargs_builtin": {"model_kwargs": {"drop_rate": 0.1}},
         "sw_variant_trainer": {**sweep, "variants": [{"structure": "dense",
                                                       "trainer": {"max_epochs": 5}}]},
         "sw_base_seed": {**sweep, "base": {"model": {"seed": 7}}},
