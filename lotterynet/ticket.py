@@ -7,7 +7,9 @@ random weights:
 
 * a model made by :func:`~lotterynet.models.build_model` is rebuilt from its spec
   (``model.spec``, which holds the seed): ``load_ticket(path)``; every frozen tensor is
-  regenerated;
+  regenerated. A module replaced after the build (timm's ``reset_classifier``, a layer
+  assigned), converted or not, is not something a spec rebuilds: ``save_ticket`` refuses it,
+  naming it;
 * any other model (your own, converted with :func:`~lotterynet.convert.convert`, or holding
   subnet layers you built): ``load_ticket(path, model=MyNet())`` takes the architecture from
   you, as ``load_state_dict`` does, replays the recorded ``convert()`` calls (arguments and
@@ -107,17 +109,20 @@ def _masked_modules(model: nn.Module) -> dict[str, MaskedWeight]:
     return {n: m for n, m in model.named_modules() if isinstance(m, MaskedWeight)}
 
 
-def frozen_as_built(model: nn.Module, spec: dict | None) -> set[str]:
+def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None = None
+                    ) -> set[str]:
     """The parameters a ticket of ``model`` regenerates: those a fresh build of it freezes.
     For a spec-built model (``spec``: its ticket's, :func:`_ticket_spec`), all that its spec
-    (and the recorded ``convert`` calls) freeze, read off a build on the ``meta`` device; for
-    any other, those its subnet layers froze when they were made
-    (:func:`~lotterynet.layers.record_frozen`). Never the live ``requires_grad``: a model frozen
-    for inference (``requires_grad_(False)``) still stores its trained biases."""
+    (and the recorded ``convert`` calls) freeze, read off a build on the ``meta`` device
+    (``probe``, when it is made already); for any other, those its subnet layers froze when
+    they were made (:func:`~lotterynet.layers.record_frozen`). Never the live
+    ``requires_grad``: a model frozen for inference (``requires_grad_(False)``) still stores
+    its trained biases."""
     if spec is not None:
-        header = {"spec": spec, "converts": _convert_calls(model)}
-        with _offline(), torch.device("meta"):
-            probe = _rebuild(header, None)
+        if probe is None:
+            header = {"spec": spec, "converts": _convert_calls(model)}
+            with _offline(), torch.device("meta"):
+                probe = _rebuild(header, None)
         return {name for name, p in probe.named_parameters() if not p.requires_grad}
     return {f"{prefix}.{name}".lstrip(".") for prefix, m in model.named_modules()
             if isinstance(m, SUBNET_MODULES) for name in m.frozen_as_built}
@@ -247,7 +252,8 @@ def save_ticket(model: nn.Module, path) -> int:
         raise ValueError(f"tensor {meta!r} is on the meta device, which holds no values: "
                          f"nothing to save as a ticket (build or load the model's values first)")
     spec = _ticket_spec(model)
-    regenerated, stored = _split_state(model, frozen_as_built(model, spec))
+    probe = None if spec is None else _rebuilt_as_saved(model, spec)
+    regenerated, stored = _split_state(model, frozen_as_built(model, spec, probe))
     thawed = next((name for name, p in regenerated.items() if p.requires_grad), None)
     if thawed is not None:
         raise ValueError(f"parameter {thawed!r} requires grad, but the model is built with it "
@@ -280,6 +286,53 @@ def _entries(model: nn.Module, frozen: set[str]) -> dict[str, dict]:
     return {"masks": {n: list(m.weight.shape) for n, m in _masked_modules(model).items()},
             "tensors": {n: [str(t.dtype).removeprefix("torch."), list(t.shape)]
                         for n, t in stored.items()}}
+
+
+#: Why save_ticket refuses a spec-built model that its spec does not rebuild, and what to do.
+NOT_AS_BUILT = ("a module replaced after build_model made the model (timm's reset_classifier, "
+                "a layer assigned), converted or not, is not recorded, so the ticket would "
+                "rebuild another model: make the change where the model is built, by "
+                "build_model's arguments (num_classes=...) or an architecture of your own "
+                "registered in lotterynet.models.MODELS")
+
+
+def _rebuilt_as_saved(model: nn.Module, spec: dict) -> nn.Module:
+    """The model a ticket of ``model`` rebuilds: its ``spec``'s, the ``convert()`` calls
+    recorded on ``model`` replayed, on the ``meta`` device. A ``model`` that is not that model
+    (:data:`NOT_AS_BUILT`) is refused (``ValueError``): a call that does not replay there (it
+    converted a layer put in place of one that the spec converts), or the first module or
+    tensor that differs (a replacement left plain, another shape)."""
+    with _offline(), torch.device("meta"):
+        probe = _rebuild({"spec": spec}, None)
+        for call in _replayed(probe, _convert_calls(model)):
+            try:
+                probe = _replay_converts(probe, [call])
+            except ValueError as error:
+                where = f"module {call['path']!r}" if call["path"] else "the model"
+                include = call["kwargs"].get("include")
+                raise ValueError(
+                    f"save_ticket: the convert() call on {where}"
+                    f"{f' (include={include!r})' if include is not None else ''} does not "
+                    f"replay on the model the spec builds (convert refuses it there): "
+                    f"{NOT_AS_BUILT}") from error
+    built = dict(probe.named_modules())
+    modules = dict(model.named_modules())
+    for name in dict.fromkeys([*modules, *built]):
+        if type(modules.get(name)) is not type(built.get(name)):
+            ours, theirs = (f"a {type(m[name]).__name__}" if name in m else "none"
+                            for m in (modules, built))
+            raise ValueError(f"save_ticket: module {name!r} is not the one the model's spec "
+                             f"rebuilds (the model has {ours}, the spec {theirs}): "
+                             f"{NOT_AS_BUILT}")
+    shapes = [{n: list(getattr(t, "shape", ())) for n, t in m.state_dict().items()}
+              for m in (model, probe)]
+    for name in dict.fromkeys([*shapes[0], *shapes[1]]):
+        if shapes[0].get(name) != shapes[1].get(name):
+            ours, theirs = (shape.get(name, "none") for shape in shapes)
+            raise ValueError(f"save_ticket: tensor {name!r} is not the one the model's spec "
+                             f"rebuilds (the model has {ours}, the spec {theirs}): "
+                             f"{NOT_AS_BUILT}")
+    return probe
 
 
 def _second_names(model: nn.Module) -> set[str]:
@@ -342,8 +395,14 @@ def _rebuild(header: dict, base: nn.Module | None) -> nn.Module:
     if base is None:
         spec = dict(header["spec"])
         base = build_model(spec.pop("name"), **spec)
-    return _replay_converts(base, [call for call in header.get("converts", [])
-                                   if not (call.get("by_builder") and _built(base, call["path"]))])
+    return _replay_converts(base, _replayed(base, header.get("converts", [])))
+
+
+def _replayed(base: nn.Module, converts: list[dict]) -> list[dict]:
+    """The ``convert()`` calls a rebuild on ``base`` replays: all but those a ``build_model``
+    builder made when ``base`` was built by one (it made them again)."""
+    return [call for call in converts
+            if not (call.get("by_builder") and _built(base, call["path"]))]
 
 
 def _built(model: nn.Module, path: str) -> bool:

@@ -158,6 +158,37 @@ def test_a_built_model_converted_again_loads_by_path_alone(tmp_path):
     assert len(ticket_parts(tmp_path / "again.ticket")[0]["converts"]) == 2
 
 
+def test_a_module_replaced_after_build_model_is_refused_at_save(tmp_path):
+    """A built model whose module was replaced afterwards (timm's reset_classifier, a layer
+    assigned), converted or not, is refused by save_ticket in one line saying to make the
+    change where the model is built: the ticket rebuilds the model from its spec and the
+    recorded convert() calls, which do not hold the replacement. It said that convert's
+    selected layers were already converted, or that fc.bias requires grad."""
+    def build(classes=3):
+        return ln.models.build_model("timm:resnet10t", in_chans=1, num_classes=classes,
+                                     sparsity=0.5)
+
+    reset, assigned, plain = build(), build(), build()
+    reset.reset_classifier(5)
+    ln.convert(reset, include=["fc"], sparsity=0.5, seed=1)
+    assigned.fc = ln.convert(nn.Linear(512, 5), sparsity=0.5, seed=1)
+    plain.fc = nn.Linear(512, 3)
+    for model, what in ((reset, r"the convert\(\) call on the model \(include=\['fc'\]\) "),
+                        (assigned, r"the convert\(\) call on module 'fc' "),
+                        (plain, r"module 'fc' is not the one the model's spec rebuilds \(the "
+                                r"model has a Linear, the spec a SubnetLinear\)")):
+        with pytest.raises(ValueError, match=rf"^save_ticket: {what}.* make the change where "
+                                             r"the model is built, by build_model's arguments "
+                                             r"\(num_classes=\.\.\.\)") as refused:
+            save_ticket(model, tmp_path / "t.ticket")
+        assert "\n" not in str(refused.value)
+        assert not (tmp_path / "t.ticket").exists()
+    model = build(classes=5).eval()  # the head built in: saved, rebuilt bit for bit
+    save_ticket(model, tmp_path / "t.ticket")
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(load_ticket(tmp_path / "t.ticket").eval()(x), model(x))
+
+
 def test_a_built_model_inside_yours_loads_into_yours(tmp_path):
     """A build_model network held by your module (``nn.Sequential``, EdgePopupModule): the
     builder's convert() calls are made again by your model, not replayed over them (it said
