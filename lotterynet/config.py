@@ -519,12 +519,13 @@ def make_config(values: dict) -> RunConfig:
     config = RunConfig(**{name: typed_value(name, value) for name, value in values.items()})
     if config.train_weights and config.structure != WIDE:  # (wide: refused below)
         config.structure = "dense"  # what it trains, whatever a shared config file says
-        config.sparsity = 0.0  # what it prunes (nothing), not the default it never reads
     elif config.structure is None:
         from .archs import default_structure
 
         config.structure = default_structure(config.arch)
-    validate(config)
+    validate(config)  # (a trained baseline's sparsity too: a bad value in its file is refused)
+    if config.train_weights:
+        config.sparsity = 0.0  # what it prunes (nothing), not the default it never reads
     return config
 
 

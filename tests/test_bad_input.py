@@ -237,6 +237,7 @@ CASES = [
     # config files
     (["--config", "/nonexistent/cfg.yaml"], ["/nonexistent/cfg.yaml", "not found"]),
     (["--config", "{cfg_invalid}"], ["cfg_invalid", "not valid YAML"]),
+    (["--config", "{cfg_sparsity}", "--train-weights"], ["1.5", "[0, 1)"]),  # (read as 0)
     (["--config", "{cfg_list}"], ["cfg_list", "mapping"]),
     (["--config", "{cfg_intkey}"], ["1", "not a string", "arch"]),
     (["--config", "{cfg_binkey}"], ["b'ab'", "not a string"]),
@@ -657,7 +658,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     finished.mkdir()
     write(finished / "results.json", json.dumps({"config": member, "test_acc": 0.5}))
     configs = {
-        "cfg_structure": {"structure": "wide"},
+        "cfg_structure": {"structure": "wide"}, "cfg_sparsity": {"sparsity": 1.5},
         "cfg_invalid": "arch: [fc2\n", "cfg_list": ["arch", "fc2"], "cfg_intkey": {1: 2},
         "cfg_binkey": "!!binary YWI=: 1\n", "cfg_unknown": {"learning_rate": 0.1},
         "cfg_float_epochs": {"epochs": 1.7}, "cfg_maybe": "shared: maybe\n",
