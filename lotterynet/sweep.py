@@ -102,8 +102,8 @@ def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
     """The config to run a cell with, or ``None`` when it is finished: an interrupted cell
     resumes from its last checkpoint; a cell that never checkpointed starts over; a cell run
     with another config than the sweep's now starts over in a fresh folder, its old one kept
-    beside it (:func:`set_aside`). Results written in another sweep folder (this one copied
-    from it) are first made to name this one (:func:`relocate`)."""
+    beside it (:func:`set_aside`). Its results are first read as the sweep stores them
+    (relative to its folder: :func:`relocate`)."""
     config = make_config({**values, "out": str(cell_dir), "progress_bar": False})
     differs = results_differ(config, relocate(cell_dir, read_results(cell_dir)))
     if differs == []:
@@ -145,22 +145,58 @@ def set_aside(folder: Path, why: str, cells: Path | None = None, tag: str = "sta
     return kept
 
 
+#: The folders of a sweep that its cells' results name (their own, the stacks that trained
+#: them), the first part of every path it stores inside itself (:func:`relocate`).
+SWEEP_PARTS = ("cells", "stacks")
+
+
 def relocate(cell_dir: Path, results: dict | None) -> dict | None:
-    """A cell's ``results.json`` names the folder it was written in (``run_dir``): in a sweep
-    folder copied or moved elsewhere (``cp -r A B``), A's cell, where whatever follows it (a
-    stack's tickets, a cell set aside) would go. Its paths inside that sweep folder are made
-    the same paths inside the one the cell is in now (:func:`repoint`). A cell whose
-    ``run_dir`` names where it is (:func:`names`) stays as written: the same folder, or a
-    relative path that leads to it from one of the folders above it (the repository's root,
-    where the committed sweeps were run; their ``results/SWEEP/cells/CELL``), wherever the
-    sweep is run from. ``results``: the cell's, as read (None: it has none); returns them as
-    they are now."""
-    written = (results or {}).get("run_dir")
-    if isinstance(written, str) and Path(written).parts[-2:] == cell_dir.parts[-2:] and \
-            not names(Path(written), cell_dir) and \
-            repointed(results, Path(written).parent.parent, cell_dir.parent.parent):
+    """A cell's ``results.json`` names where its files are (``run_dir``, the config's ``out``
+    and ``resume``, ``wandb_dir``) and the stack that trained it (``stack.dir``). A sweep
+    stores those inside its folder relative to it (``cells/CELL``, ``stacks/STACK``:
+    :func:`stored_in_sweep`), so that the folder may be copied or moved (``cp -r A B``) or
+    the repository cloned elsewhere and its results still name its own cells, unchanged.
+    Results written otherwise (by the run itself, or by an older sweep) are brought to that
+    form: a path absolute, or relative to the folder the sweep ran in (the committed sweeps'
+    ``results/SWEEP/cells/CELL``, wherever the sweep is run from: :func:`within`), into this
+    sweep folder, or into the one a copied sweep was written in (where ``run_dir`` names the
+    cell of this name in another folder: :func:`names`). Other paths (``wandb_dir`` in
+    another folder) stay as written. ``results``: the cell's, as read (None: it has none);
+    returns them as they are now, written back where any path changed."""
+    if results is None:
+        return None
+    written, folders = results.get("run_dir"), [cell_dir.parent.parent]
+    if isinstance(written, str) and not stored_in_sweep(written) and \
+            Path(written).parts[-2:] == cell_dir.parts[-2:] and not names(Path(written), cell_dir):
+        folders.append(Path(written).parent.parent)  # the sweep folder it was copied from
+    changed = False
+    for holder, key in path_fields(results):
+        inside = None if stored_in_sweep(holder[key]) else next(
+            (path for folder in folders if (path := within(holder[key], folder)) is not None),
+            None)
+        if inside is not None and stored_in_sweep(str(inside)):
+            holder[key], changed = str(inside), True
+    if changed:
         write_json_atomic(results, cell_dir / RESULTS)
     return results
+
+
+def stored_in_sweep(written: str) -> bool:
+    """``written`` (a path a cell's results hold) is as a sweep stores a path inside itself:
+    relative to the sweep folder, in its ``cells`` or ``stacks``."""
+    parts = Path(os.path.normpath(written)).parts
+    return not Path(written).is_absolute() and bool(parts) and parts[0] in SWEEP_PARTS
+
+
+def path_fields(data: dict) -> list[tuple[dict, str]]:
+    """The paths a results.json holds, as ``(mapping, key)``: ``run_dir``, ``wandb_dir``,
+    the stack's ``dir``, the config's ``out`` and ``resume``; those that are set."""
+    stack, config = (data.get(key) if isinstance(data.get(key), dict) else {}
+                     for key in ("stack", "config"))
+    return [(holder, key) for holder, key in ((data, "run_dir"), (data, "wandb_dir"),
+                                              (stack, "dir"), (config, "out"),
+                                              (config, "resume"))
+            if isinstance(holder.get(key), str)]
 
 
 def names(written: Path, folder: Path) -> bool:
@@ -190,26 +226,18 @@ def within(written: str, folder: Path) -> Path | None:
 
 
 def repoint(results: Path, old: Path, new: Path) -> None:
-    """The paths in ``results.json`` that are ``old`` or inside it are where those files now
-    are, in ``new`` (:func:`repointed`)."""
+    """The paths in a cell's ``results.json`` (:func:`path_fields`) that are ``old`` (a cell's
+    or stack's folder in the sweep) or inside it (:func:`within`) are where those files now
+    are, in ``new`` (its new name beside it), stored as the sweep stores them
+    (``cells/CELL.stale-1``: :func:`relocate`)."""
     data = read_json(results)
-    if repointed(data, old, new):
-        write_json_atomic(data, results)
-
-
-def repointed(data: dict, old: Path, new: Path) -> bool:
-    """The paths in ``data`` (a results.json's: ``run_dir``, ``wandb_dir``, ``stack.dir``, the
-    config's ``out`` and ``resume``) that are ``old`` or inside it (:func:`within`) made
-    where those files now are, in ``new``; whether any was."""
-    stack, config = (data.get(key) if isinstance(data.get(key), dict) else {}
-                     for key in ("stack", "config"))
     changed = False
-    for holder, key in ((data, "run_dir"), (data, "wandb_dir"), (stack, "dir"), (config, "out"),
-                        (config, "resume")):
-        inside = within(holder[key], old) if isinstance(holder.get(key), str) else None
+    for holder, key in path_fields(data):
+        inside = within(holder[key], old)
         if inside is not None:
-            holder[key], changed = str(new / inside), True
-    return changed
+            holder[key], changed = str(Path(new.parent.name, new.name, inside)), True
+    if changed:
+        write_json_atomic(data, results)
 
 
 def cell_done(config: RunConfig, cell_dir: Path) -> bool:
@@ -503,7 +531,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         elapsed = time.perf_counter() - start
         ran = done - (total - to_run)
         eta = elapsed / ran * (total - done)
-        acc = read_json(sweep_dir / "cells" / name / RESULTS).get("test_acc")
+        cell_dir = sweep_dir / "cells" / name  # (stored as the sweep stores its paths)
+        acc = (relocate(cell_dir, read_results(cell_dir)) or {}).get("test_acc")
         tested = f"test {100 * acc:.2f}%" if acc is not None else "not finished"
         print(f"[{done}/{total}] {name}: {tested} | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
               flush=True)
@@ -707,6 +736,7 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
         print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
         return 0
     results = run(config)
+    relocate(sweep_dir / "cells" / name, read_results(sweep_dir / "cells" / name))
     print(f"cell {name}: test {100 * results['test_acc']:.2f}% | {results['run_dir']}")
     return 0
 

@@ -432,7 +432,7 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, ca
         with open(stack_dir / "metrics.csv") as f:  # each epoch's rate once, at its start
             assert [r["step"] for r in csv.DictReader(f) if r[f"{cell}/lr"]] == ["0", "20", "40"]
         results = json.loads((killed / "cells" / cell / "results.json").read_text())
-        assert results["stack"]["dir"] == str(stack_dir)
+        assert results["stack"]["dir"] == f"stacks/{stack_dir.name}"  # (in the sweep folder)
 
 
 def tree(folder: Path) -> dict:
@@ -467,10 +467,11 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     stale = rerun / "stacks" / "subsetsum-identity-seed0.stale-1"
     assert tree(stale) == old_stack
     # the set-aside cells' results name where they and their stack now are (the old names
-    # hold the new runs)
+    # hold the new runs), in the sweep folder
     kept = rerun / "cells" / "subsetsum-identity-s0.5-e2-seed0.stale-1"
     results = json.loads((kept / "results.json").read_text())
-    assert (results["run_dir"], results["stack"]["dir"]) == (str(kept), str(stale))
+    assert (results["run_dir"], results["stack"]["dir"]) == (f"cells/{kept.name}",
+                                                            f"stacks/{stale.name}")
     assert main([*argv, "--sweep-out", str(fresh)]) == 0
     assert sweep_rows(rerun) == sweep_rows(fresh)
     with open(rerun / "cells" / "subsetsum-identity-s0.5-e2-seed0" / "metrics.csv") as f:
@@ -512,7 +513,7 @@ def test_a_sweep_extended_with_new_cells_keeps_the_old_stacks_history(
     for s in (0.5, 0.9):
         results = json.loads((out / "cells" / f"subsetsum-identity-s{s}-e1-seed0"
                               / "results.json").read_text())
-        assert results["stack"]["dir"] == str(stale)
+        assert results["stack"]["dir"] == f"stacks/{stale.name}"
     with open(stack_dir / "metrics.csv") as f:
         members = {k.split("/")[0] for k in next(csv.reader(f)) if "/" in k}
     assert members == {"subsetsum-identity-s0.7-e1-seed0", "subsetsum-identity-s0.8-e1-seed0"}

@@ -190,45 +190,73 @@ def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
     assert files() == before
 
 
+def as_older_sweeps_wrote(sweep_dir: Path, written: str | Path) -> None:
+    """The cells' results in ``sweep_dir`` as sweeps wrote them before they stored their paths
+    relative to the sweep folder: from ``written``, the folder as ``--sweep-out`` gave it."""
+    for path in sweep_dir.glob("cells/*/results.json"):
+        results = json.loads(path.read_text())
+        for holder, key in ((results, "run_dir"), (results["config"], "out"),
+                            (results.get("stack", {}), "dir")):
+            if key in holder:
+                assert not Path(holder[key]).is_absolute()
+                holder[key] = str(Path(written) / holder[key])
+        path.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def test_a_copied_sweep_names_its_own_cells(tmp_path, data_dir, capsys):
     """``cp -r A B``: B's finished cells' results named A's folders (``run_dir``, the stack's
-    ``dir``, ``config.out``), where whatever followed them (a stack's tickets, a cell set
-    aside) went. Re-run with A gone, B trains nothing, writes its table and names only B."""
-    original, copy = tmp_path / "A", tmp_path / "B"
+    ``dir``, ``config.out``, absolute), where whatever followed them (a stack's tickets, a cell
+    set aside) went, and a re-run in B rewrote them. A sweep stores them relative to its
+    folder: re-run with A gone, B trains nothing, writes its table and leaves every
+    results.json byte for byte; an older sweep's copy, naming A's folders, is brought to the
+    same files."""
+    original, copy, older = tmp_path / "A", tmp_path / "B", tmp_path / "C"
     argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir)]
     assert main([*argv, "--sweep-out", str(original)]) == 0
-    shutil.copytree(original, copy)
-    shutil.rmtree(original)
-    for name in sweep_module.TABLE_FILES:
-        (copy / name).unlink()
-    capsys.readouterr()
-    start = time.time_ns()
-    assert main([*argv, "--sweep-out", str(copy)]) == 0
-    assert "3 cells, 3 already done, 0 to run" in capsys.readouterr().out
-    assert len(rows(copy)) == 3 and not original.exists()
-    written = [p for p in copy.rglob("*") if p.is_file() and p.stat().st_mtime_ns >= start]
-    assert not [p for p in written if str(original).encode() in p.read_bytes()]
+    stored = {p.relative_to(original): p.read_bytes()
+              for p in original.glob("cells/*/results.json")}
+    assert len(stored) == 3
     stacks = set()
-    for cell in (copy / "cells").iterdir():
-        results = json.loads((cell / "results.json").read_text())
-        assert results["run_dir"] == results["config"]["out"] == str(cell)
+    for path, text in stored.items():
+        results = json.loads(text)
+        assert results["run_dir"] == results["config"]["out"] == str(path.parent)
         stacks |= {results["stack"]["dir"]} if "stack" in results else set()
-    assert stacks == {str(copy / "stacks" / "subsetsum-identity-seed0")}
+    assert stacks == {"stacks/subsetsum-identity-seed0"}
+    shutil.copytree(original, copy)
+    shutil.copytree(original, older)
+    as_older_sweeps_wrote(older, original)
+    shutil.rmtree(original)
+    for sweep_dir in (copy, older):
+        for name in sweep_module.TABLE_FILES:
+            (sweep_dir / name).unlink()
+        capsys.readouterr()
+        start = time.time_ns()
+        assert main([*argv, "--sweep-out", str(sweep_dir)]) == 0
+        assert "3 cells, 3 already done, 0 to run" in capsys.readouterr().out
+        assert len(rows(sweep_dir)) == 3 and not original.exists()
+        written = [p for p in sweep_dir.rglob("*") if p.is_file() and p.stat().st_mtime_ns >= start]
+        assert not [p for p in written if str(original).encode() in p.read_bytes()]
+        assert {p.relative_to(sweep_dir): p.read_bytes()
+                for p in sweep_dir.glob("cells/*/results.json")} == stored
 
 
 def test_a_sweep_run_from_elsewhere_keeps_its_relative_paths(tmp_path, data_dir, capsys,
                                                               monkeypatch):
-    """The committed sweeps' results name their cells relative to the repository's root
-    (``results/SWEEP/cells/CELL``): re-run from another folder, by its absolute path, or from
-    inside it, the sweep was not moved, and no results.json is rewritten; a copy beside it
-    names its own cells."""
+    """The committed sweeps' results named their cells relative to the repository's root
+    (``results/SWEEP/cells/CELL``): re-run from another folder they are read as this sweep's
+    cells, stored relative to the sweep folder as a sweep stores them now; re-run from
+    another folder, by its absolute path, or from inside it, the sweep was not moved, and no
+    results.json is rewritten; a copy beside it names its own cells."""
     monkeypatch.chdir(tmp_path)
     argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir)]
     assert main([*argv, "--sweep-out", "results/s"]) == 0
     sweep_dir = tmp_path / "results" / "s"
     before = {p: p.read_bytes() for p in sweep_dir.glob("cells/*/results.json")}
     assert len(before) == 3
-    assert all(json.loads(b)["run_dir"].startswith("results/s/cells/") for b in before.values())
+    assert all(json.loads(b)["run_dir"].startswith("cells/") for b in before.values())
+    as_older_sweeps_wrote(sweep_dir, "results/s")
+    assert all(json.loads(p.read_bytes())["run_dir"].startswith("results/s/cells/")
+               for p in before)
     (tmp_path / "elsewhere").mkdir()
     for cwd, out in ((tmp_path / "elsewhere", sweep_dir), (sweep_dir, "."),
                      (sweep_dir / "cells", ".."), (tmp_path, sweep_dir)):
@@ -238,24 +266,27 @@ def test_a_sweep_run_from_elsewhere_keeps_its_relative_paths(tmp_path, data_dir,
         assert "3 cells, 3 already done, 0 to run" in capsys.readouterr().out
         assert {p: p.read_bytes() for p in sweep_dir.glob("cells/*/results.json")} == before
     shutil.copytree(sweep_dir, tmp_path / "results" / "t")  # (copied: A still there)
+    as_older_sweeps_wrote(tmp_path / "results" / "t", "results/s")  # (naming A's cells)
     assert main([*argv, "--sweep-out", "results/t"]) == 0
     assert {p: p.read_bytes() for p in sweep_dir.glob("cells/*/results.json")} == before
-    for cell in (tmp_path / "results" / "t" / "cells").iterdir():
-        assert json.loads((cell / "results.json").read_text())["run_dir"] == str(
-            Path("results/t/cells") / cell.name)
+    assert {p.relative_to(tmp_path / "results" / "t"): p.read_bytes()
+            for p in (tmp_path / "results" / "t").glob("cells/*/results.json")} == {
+        p.relative_to(sweep_dir): text for p, text in before.items()}
 
 
 def test_a_sweep_run_from_elsewhere_repoints_what_it_sets_aside(tmp_path, data_dir, capsys,
                                                                  monkeypatch):
-    """A sweep written from one folder (results naming ``results/s/...``, relative), grown by a
-    sparsity, one cell damaged, and run again from another: the stack is set aside, and the
-    cells it trained name its new folder, not the new stack's; the cell set aside as
-    ``.stale-1`` names its new folder too."""
+    """A sweep written from one folder (results naming ``results/s/...``, relative, as older
+    sweeps wrote them), grown by a sparsity, one cell damaged, and run again from another: the
+    stack is set aside, and the cells it trained name its new folder, not the new stack's; the
+    cell set aside as ``.stale-1`` names its new folder too (relative to the sweep folder, as
+    a sweep stores them)."""
     monkeypatch.chdir(tmp_path)
     argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir),
             "--no-baseline"]
     assert main([*argv, "--sweep-out", "results/s"]) == 0
     sweep_dir = tmp_path / "results" / "s"
+    as_older_sweeps_wrote(sweep_dir, "results/s")
     stale = sweep_dir / "cells" / "subsetsum-identity-s0.9-e1-seed0"
     damaged = json.loads((stale / "results.json").read_text())
     (stale / "results.json").write_text(json.dumps({**damaged, "test_acc": 2.0}))
@@ -267,9 +298,9 @@ def test_a_sweep_run_from_elsewhere_repoints_what_it_sets_aside(tmp_path, data_d
     earlier, = (sweep_dir / "stacks").glob("subsetsum-identity-seed0.*-1")  # (stale: a member
     kept = json.loads((sweep_dir / "cells" / "subsetsum-identity-s0.5-e1-seed0" /  # runs again)
                        "results.json").read_text())
-    assert Path(kept["stack"]["dir"]) == earlier
+    assert kept["stack"]["dir"] == f"stacks/{earlier.name}"
     set_aside = json.loads((stale.with_name(stale.name + ".stale-1") / "results.json").read_text())
-    assert Path(set_aside["run_dir"]) == stale.with_name(stale.name + ".stale-1")
+    assert set_aside["run_dir"] == f"cells/{stale.name}.stale-1"
 
 
 def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir, capsys):
