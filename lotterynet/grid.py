@@ -109,6 +109,16 @@ def hash_legend(variants: list[dict]) -> dict[str, str]:
             if isinstance(value, HASHED)}
 
 
+def spelled_labels(variants: list[dict]) -> dict[str, str]:
+    """The label of each variant that names a list or mapping by its hash -> that label with
+    the values written out (``dense/exclude=['stem.conv']``), for the readers of the CSV table,
+    W&B's and the figure. Empty for variants of scalars."""
+    return {variant_label(variant): "/".join(
+                f"{key}={canonical(value)!r}" if isinstance(value, HASHED) else str(value)
+                for key, value in variant.items())
+            for variant in variants if any(isinstance(v, HASHED) for v in variant.values())}
+
+
 def digest(value) -> str:
     """8 hex digits of the SHA-256 of ``value``'s repr, its mappings' keys in order
     (:func:`canonical`): the same for the same value in every process (unlike :func:`hash`),

@@ -68,7 +68,16 @@ from .config import (
 )
 from .datamodule import TensorDataModule
 from .errors import Interrupted, TrainingDiverged
-from .grid import BASELINE, SWEEP_FILE, SWEEP_LOCK, Sweep, cell_name, hash_legend, sweep_dir_of
+from .grid import (
+    BASELINE,
+    SWEEP_FILE,
+    SWEEP_LOCK,
+    Sweep,
+    cell_name,
+    hash_legend,
+    spelled_labels,
+    sweep_dir_of,
+)
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .run import (
@@ -644,11 +653,24 @@ TABLE_CSV, TABLE_MD, FIGURES = "sweep.csv", "sweep.md", ("figure.png", "figure.p
 TABLE_FILES = (TABLE_CSV, TABLE_MD, *FIGURES)
 
 
+def spelled_rows(rows: list[dict], variants: list[dict]) -> list[dict]:
+    """The rows with a ``variant_values`` column after ``variant`` that writes out the lists
+    and mappings its label names by a hash (:func:`lotterynet.grid.spelled_labels`), where any
+    variant has one: the table as a CSV file or a W&B table is read without sweep.md's legend."""
+    spelled = spelled_labels(variants)
+    if not spelled:
+        return rows
+    return [{"variant": row["variant"],
+             "variant_values": spelled.get(row["variant"], row["variant"]), **row}
+            for row in rows]
+
+
 def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict]) -> None:
-    """The rows as CSV and as a Markdown table, under which a legend of the ``KEY=<hash>``
-    that name the variants' lists and mappings (:func:`lotterynet.grid.hash_legend`), where
-    there are any."""
-    write_csv_atomic(sweep_dir / TABLE_CSV, rows, list(rows[0]))
+    """The rows as CSV (with :func:`spelled_rows`' column) and as a Markdown table, under which
+    a legend of the ``KEY=<hash>`` that name the variants' lists and mappings
+    (:func:`lotterynet.grid.hash_legend`), where there are any."""
+    csv_rows = spelled_rows(rows, variants)
+    write_csv_atomic(sweep_dir / TABLE_CSV, csv_rows, list(csv_rows[0]))
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
     legend = hash_legend(variants)
@@ -665,23 +687,34 @@ def figure_title(sweep: Sweep) -> str:
             f"{budgets} epochs, {seeds} seed{'s' if seeds > 1 else ''}")
 
 
+#: The longest variant label the figure's legend spells out (:func:`plot`).
+LEGEND_LABEL_MAX = 48
+
+
 def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | None,
-         num_classes: int = 10) -> Path:
+         num_classes: int = 10, spelled: dict[str, str] | None = None) -> Path:
     """Test accuracy against kept parameters (log x): one line per variant (a band of ± one
     standard deviation when there are several seeds), Pensia et al.'s points as hollow markers
     of the same colour, the trained baseline as a dashed line (the paper's, ``paper_trained``,
-    as a thin grey one), chance as a dotted one. Written as PNG and PDF."""
+    as a thin grey one), chance as a dotted one. Written as PNG and PDF. A variant is named
+    in the legend with its lists and mappings written out (``spelled``:
+    :func:`lotterynet.grid.spelled_labels`) where that is at most :data:`LEGEND_LABEL_MAX`
+    characters long, else by its label's hashes (sweep.md's legend decodes them)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    def legend_name(variant: str) -> str:
+        written = (spelled or {}).get(variant, variant)
+        return LABELS.get(variant, written if len(written) <= LEGEND_LABEL_MAX else variant)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] != BASELINE):
         points = [r for r in rows if r["variant"] == variant]
         kept = [r["kept_params"] for r in points]
         mean = [r["test_acc_mean"] for r in points]
-        line, = ax.plot(kept, mean, marker="o", label=LABELS.get(variant, variant))
+        line, = ax.plot(kept, mean, marker="o", label=legend_name(variant))
         if any(r["seeds"] > 1 for r in points):
             std = [r["test_acc_std"] for r in points]
             ax.fill_between(kept, [m - s for m, s in zip(mean, std)],
@@ -689,7 +722,7 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
         paper = [(k, r["paper_acc"]) for k, r in zip(kept, points) if r.get("paper_acc") != ""]
         if paper:
             ax.scatter(*zip(*paper), facecolors="none", edgecolors=line.get_color(), s=60,
-                       label=f"{LABELS.get(variant, variant)} (Pensia et al.)")
+                       label=f"{legend_name(variant)} (Pensia et al.)")
     for r in rows:
         if r["variant"] == BASELINE:
             ax.axhline(r["test_acc_mean"], color="black", linestyle="--",
@@ -896,9 +929,10 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     if rows:  # (none when every cell failed)
         write_table(rows, sweep_dir, sweep.variants)
         figure = plot(rows, sweep_dir, figure_title(sweep),
-                      TRAINED.get(arch) if dataset == "mnist" else None)
+                      TRAINED.get(arch) if dataset == "mnist" else None,
+                      spelled=spelled_labels(sweep.variants))
         if sweep.base.get("wandb"):
-            log_to_wandb(rows, figure, sweep.base)
+            log_to_wandb(spelled_rows(rows, sweep.variants), figure, sweep.base)
         print((sweep_dir / TABLE_MD).read_text(), end="")
     else:  # an earlier run's table would stand for cells this one set aside or failed
         for name in TABLE_FILES:

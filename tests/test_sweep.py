@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+import lotterynet.grid as grid_module
 import lotterynet.sweep as sweep_module
 from conftest import REPO, STD_CONVS, TINY_BIT, default_sigint, processes_mentioning
 from lotterynet.cli import build_parser, given_values, main
@@ -131,6 +132,34 @@ def test_the_table_says_what_its_hashed_variant_values_are(tmp_path):
     assert table([{"structure": "subsetsum", "activation": "identity"}, {"structure": "wide"}]) \
         == ("| variant | sparsity | test_acc_mean |\n|---|---|---|\n"
             "| subsetsum/identity | 0.5 | 90.0 |\n| wide | 0.5 | 90.0 |\n")
+
+
+def test_the_csv_table_and_the_figure_spell_out_hashed_variant_values(tmp_path, monkeypatch):
+    """sweep.csv (read without sweep.md's legend) has a ``variant_values`` column that writes
+    out the lists and mappings a variant's label names by a hash; the figure's legend names a
+    variant so where that is short, by its hashes where not. Scalar variants: no column."""
+    long_one = {"structure": "dense", "exclude": STD_CONVS}
+    short_one = {"structure": "dense", "exclude": ["stem.conv"]}
+    rows = [{"variant": variant_label(variant), "sparsity": 0.5, "kept_params": 100 + i,
+             "test_acc_mean": 90.0, "test_acc_std": 0.0, "seeds": 1, "paper_acc": ""}
+            for i, variant in enumerate((long_one, short_one))]
+    rows.append({**rows[0], "variant": "trained", "sparsity": 0.0})
+    sweep_module.write_table(rows, tmp_path, [long_one, short_one])
+    with open(tmp_path / "sweep.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0])[:2] == ["variant", "variant_values"]
+    assert [(r["variant"], r["variant_values"]) for r in table] == [
+        ("dense/exclude=4fe8ab4f", f"dense/exclude={STD_CONVS!r}"),
+        ("dense/exclude=0112b2d1", "dense/exclude=['stem.conv']"), ("trained", "trained")]
+    legends = []
+    monkeypatch.setattr(sweep_module, "savefig_atomic", lambda fig, *_, **__: legends.append(
+        [t.get_text() for t in fig.axes[0].get_legend().get_texts()]))
+    sweep_module.plot(rows, tmp_path, "title", None,
+                      spelled=grid_module.spelled_labels([long_one, short_one]))
+    assert legends[0][:2] == ["dense/exclude=4fe8ab4f", "dense/exclude=['stem.conv']"]
+    scalar = [{**rows[0], "variant": "wide"}]
+    sweep_module.write_table(scalar, tmp_path, [{"structure": "wide"}])
+    assert (tmp_path / "sweep.csv").read_text().splitlines()[0].startswith("variant,sparsity,")
 
 
 def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
