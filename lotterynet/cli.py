@@ -252,7 +252,7 @@ def summary_line(results: dict) -> str:
 def run_stack_file(args: argparse.Namespace) -> int:
     """``--stack-file``: the stack exactly as its file says (flags that would change it are
     refused rather than ignored)."""
-    from .stack import read_stack_file, run_stack
+    from .stack import read_stack_file, run_stack, sweep_folder_of
     from .sweep import outside_a_running_sweep
 
     configs, cells = read_stack_file(args.stack_file)
@@ -261,7 +261,8 @@ def run_stack_file(args: argparse.Namespace) -> int:
     if flags:
         raise ConfigError(f"--stack-file runs the stack as its file says; drop "
                           f"{', '.join(flags)} (edit the file, or run the sweep instead)")
-    with outside_a_running_sweep(Path(args.stack_file)):
+    with outside_a_running_sweep(sweep_folder_of(args.stack_file),
+                                 f"--stack-file {args.stack_file!r}"):
         results = run_stack(configs, Path(args.stack_file).parent, cells)
     print(f"stack {args.stack_file}: {sum(r['finished'] for r in results)} of "
           f"{len(results)} members finished", flush=True)

@@ -100,7 +100,6 @@ from .stack import (
     resumes,
     run_stack,
     stack_record,
-    sweep_folder_of,
     unstackable,
     write_stack_file,
 )
@@ -265,8 +264,9 @@ def sweep_lock(sweep_dir: Path):
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             raise ConfigError(f"sweep directory {str(sweep_dir)!r} is in use by another sweep "
-                              f"({holder}) or a --stack-file run of one of its stacks; wait "
-                              f"for it, or choose another --sweep-out") from None
+                              f"({holder}) or a --stack-file or --cell run of one of its "
+                              f"stacks or cells; wait for it, or choose another --sweep-out"
+                              ) from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()}\n")
@@ -279,12 +279,14 @@ SWEEP_JOB = "LOTTERYNET_SWEEP_JOB"
 
 
 @contextlib.contextmanager
-def outside_a_running_sweep(stack_file: Path):
-    """A ``--stack-file`` run by hand of a sweep's stack (``SWEEP/stacks/STACK/stack.yaml``)
-    holds its sweep's lock shared while the block runs: refused while that sweep runs (it runs
-    the stack itself, or will), and the sweep refused meanwhile. The sweep's own jobs run
-    under its lock."""
-    lock_file = sweep_folder_of(stack_file) / SWEEP_LOCK
+def outside_a_running_sweep(sweep_dir: Path, what: str):
+    """A run by hand of one of a sweep's stacks or cells (``what``: ``--stack-file PATH``,
+    ``--cell NAME``) holds the sweep's lock shared while the block runs: refused while the
+    sweep runs (it runs that stack or cell itself, or will: by hand it trained a queued one,
+    and the sweep's own job then failed on it or trained it again), and the sweep refused
+    meanwhile; runs by hand side by side (W&B agents' cells) share it. The sweep's own jobs
+    run under its lock."""
+    lock_file = sweep_dir / SWEEP_LOCK
     if os.environ.get(SWEEP_JOB) or not lock_file.is_file():
         yield
         return
@@ -292,9 +294,8 @@ def outside_a_running_sweep(stack_file: Path):
         try:
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(f"--stack-file {str(stack_file)!r}: its sweep "
-                              f"{str(lock_file.parent)!r} is running and runs this stack; wait "
-                              f"for it, or stop it first") from None
+            raise ConfigError(f"{what}: its sweep {str(sweep_dir)!r} is running and runs it; "
+                              f"wait for it, or stop it first") from None
         yield
 
 
@@ -756,20 +757,22 @@ def log_to_wandb(rows: list[dict], figure: Path, base: dict) -> None:
 
 
 def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
-    """Cell ``name`` of the sweep alone, in its cell directory (what a W&B agent runs; no
-    sweep lock, so agents may run cells side by side)."""
+    """Cell ``name`` of the sweep alone, in its cell directory (what a W&B agent runs; the
+    sweep's lock held shared, :func:`outside_a_running_sweep`, so agents may run cells side
+    by side)."""
     cells = {cell_name(label, values): values for label, values in sweep.cells()}
     if name not in cells:
         names = list(cells)
         valid = names[0] if len(names) == 1 else f"{names[0]}, …, {names[-1]}"
         raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
                           f"({len(names)} cells; see --wandb-sweep's file)")
-    config = prepare_cell(cells[name], sweep_dir / "cells" / name)
-    if config is None:
-        print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
-        return 0
-    results = run(config)
-    relocate(sweep_dir / "cells" / name, read_results(sweep_dir / "cells" / name))
+    with outside_a_running_sweep(sweep_dir, f"--cell {name!r}"):
+        config = prepare_cell(cells[name], sweep_dir / "cells" / name)
+        if config is None:
+            print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
+            return 0
+        results = run(config)
+        relocate(sweep_dir / "cells" / name, read_results(sweep_dir / "cells" / name))
     print(f"cell {name}: test {100 * results['test_acc']:.2f}% | {results['run_dir']}")
     return 0
 

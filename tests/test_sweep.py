@@ -556,7 +556,7 @@ def test_a_stack_file_run_by_hand_is_refused_while_its_sweep_runs(tmp_path, data
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert main(["--stack-file", str(path)]) == 2
         err = capsys.readouterr().err
-        assert "is running and runs this stack" in err and len(err.strip().splitlines()) == 1
+        assert "is running and runs it" in err and len(err.strip().splitlines()) == 1
         assert not any(c.exists() for c in cells)
         with monkeypatch.context() as job:  # one of its jobs
             job.setenv(sweep_module.SWEEP_JOB, sweep_module.job_env(None, 1)[
@@ -564,8 +564,34 @@ def test_a_stack_file_run_by_hand_is_refused_while_its_sweep_runs(tmp_path, data
             assert main(["--stack-file", str(path)]) == 0
     assert main(["--stack-file", str(path)]) == 0  # by hand, the sweep over
     assert "2 of 2 members finished" in capsys.readouterr().out
-    with sweep_module.outside_a_running_sweep(path), pytest.raises(
-            ConfigError, match="or a --stack-file run"), sweep_module.sweep_lock(out):
+    with sweep_module.outside_a_running_sweep(out, "--stack-file"), pytest.raises(
+            ConfigError, match="or a --stack-file or --cell run"), sweep_module.sweep_lock(out):
+        pass
+
+
+def test_a_cell_run_by_hand_is_refused_while_its_sweep_runs(tmp_path, data_dir, capsys,
+                                                            monkeypatch):
+    """``--cell`` of a sweep that is running (which runs that cell, or will: a queued
+    stack's member trained by hand was trained again, or failed the stack) is refused in one
+    line, nothing written; once the sweep has ended it runs, holding the sweep off meanwhile,
+    and two such runs (W&B agents) share the sweep's lock."""
+    import fcntl
+
+    out = tmp_path / "sweep"
+    argv = [*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out),
+            "--cell", "dense-s0.5-e1-seed0"]
+    out.mkdir()
+    monkeypatch.delenv(sweep_module.SWEEP_JOB, raising=False)
+    with open(out / ".sweep.lock", "a+") as held:  # the sweep is running
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--cell 'dense-s0.5-e1-seed0': its sweep" in err and "is running" in err
+        assert len(err.strip().splitlines()) == 1 and not (out / "cells").exists()
+    assert main(argv) == 0 and (out / "cells" / "dense-s0.5-e1-seed0" / "results.json").is_file()
+    with sweep_module.outside_a_running_sweep(out, "--cell a"), \
+            sweep_module.outside_a_running_sweep(out, "--cell b"), pytest.raises(
+            ConfigError, match="or a --stack-file or --cell run"), sweep_module.sweep_lock(out):
         pass
 
 
