@@ -67,7 +67,7 @@ from .config import (
     make_config,
 )
 from .datamodule import TensorDataModule
-from .errors import Interrupted, TrainingDiverged
+from .errors import Interrupted, TrainingDiverged, interrupted
 from .grid import (
     BASELINE,
     SWEEP_FILE,
@@ -404,11 +404,10 @@ def stopping_jobs(runner: JobRunner, sweep_dir: Path):
         yield
     except (KeyboardInterrupt, Interrupted) as err:
         runner.stop()
-        name, code = ("SIGTERM", err.exit_code) if isinstance(err, Interrupted) else \
-            ("Ctrl-C", 128 + signal.SIGINT)
-        raise Interrupted(f"sweep {sweep_dir} stopped by {name}; run the same command again "
-                          f"to continue (finished cells are kept, stopped ones resume from "
-                          f"their checkpoints)", code) from None
+        stopped = interrupted(isinstance(err, Interrupted), "run the same command again to "
+                              "continue (finished cells are kept, stopped ones resume from "
+                              "their checkpoints)")
+        raise Interrupted(f"sweep {sweep_dir} {stopped}", stopped.exit_code) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
