@@ -610,14 +610,15 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
 
 
 @contextlib.contextmanager
-def reporting_interrupts_before_fit(config: RunConfig):
-    """A Ctrl-C or SIGTERM (:class:`Terminated`) before the run's fit (its checkpoint or data
-    being read, its model built) as :class:`Interrupted`: a resumed run's names the checkpoint
-    to resume from again; a new run's has none to name (nothing to resume)."""
+def reporting_interrupts_before_fit(then: str | None):
+    """A Ctrl-C or SIGTERM (:class:`Terminated`) before a run's or a stack's fit (its
+    checkpoint or data being read, its model built) as :class:`Interrupted`, saying ``then``
+    how to go on from the checkpoint it would resume (a resumed run's, a stack's); None
+    where there is none (nothing to resume)."""
     try:
         yield
     except (KeyboardInterrupt, Terminated) as stop:
-        raise interrupted(isinstance(stop, Terminated), resume_hint(config.resume)) from None
+        raise interrupted(isinstance(stop, Terminated), then) from None
 
 
 def resume_hint(checkpoint: str | None) -> str | None:
@@ -650,7 +651,8 @@ def run(config: RunConfig) -> dict:
     :class:`Interrupted` from its start to its results (:class:`~lotterynet.lifetime.
     SigtermStop`), also outside Lightning's fit and test."""
     with tying_launched_ranks(), stopping_on_sigterm() as sigterm:  # (its DDP ranks die with it)
-        with reporting_interrupts_before_fit(config):  # (in its fit: reporting_interrupts)
+        # (in its fit: reporting_interrupts)
+        with reporting_interrupts_before_fit(resume_hint(config.resume)):
             return set_up_and_run(config, sigterm)
 
 

@@ -95,6 +95,7 @@ from .run import (
     optim_settings,
     refusing_unbuildable,
     reporting_interrupts,
+    reporting_interrupts_before_fit,
     write_json_atomic,
     write_ticket,
 )
@@ -673,8 +674,15 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     :class:`TrainingDiverged` names it. SIGTERM stops it with :class:`Interrupted` from its start
     to its end, as a single run (:func:`~lotterynet.run.run`; its handler,
     :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit."""
-    with stopping_on_sigterm() as sigterm:
+    continuing = f"stack {Path(stack_dir).name}: {RUN_AGAIN}"
+    resumable = (Path(stack_dir) / CHECKPOINTS / LAST).is_file()
+    with stopping_on_sigterm() as sigterm, \
+            reporting_interrupts_before_fit(continuing if resumable else None):
         return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm)
+
+
+#: How a stopped stack goes on (the sweep sees which of its members are done).
+RUN_AGAIN = "run the same sweep again to continue from its checkpoint"
 
 
 def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
@@ -757,8 +765,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                            "resume": None})
     trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
                            resumed=resumed)
-    with reporting_interrupts(trainer, checkpoint, f"stack {stack_dir.name}: run the same "
-                              "sweep again to continue from its checkpoint"):
+    with reporting_interrupts(trainer, checkpoint, f"stack {stack_dir.name}: {RUN_AGAIN}"):
         trainer.fit(module, datamodule=data, ckpt_path=resume)
         sigterm.stop_if_received()
         results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()

@@ -880,6 +880,34 @@ def test_a_resumed_run_stopped_by_sigterm_before_its_own_checkpoint_names_the_on
     assert load_checkpoint(checkpoint)["epoch"] == 0 and not (run / "results.json").exists()
 
 
+@pytest.mark.parametrize("resumable", [True, False])
+def test_a_stack_stopped_before_its_fit_says_how_to_go_on_where_it_can(tmp_path, data_dir,
+                                                                        monkeypatch, resumable):
+    """A stack stopped by SIGTERM while its data is read (before its fit) said only "stopped
+    by SIGTERM" though its checkpoint was there to continue from; it says so as in its fit,
+    and a stack with none says no more."""
+    import lotterynet.stack as stack_module
+    from lotterynet.errors import Interrupted
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(stack_module, "TensorDataModule", terminated)
+    stack_dir = tmp_path / "stacks" / "s"
+    if resumable:  # (read after the data: here only there)
+        (stack_dir / "checkpoints").mkdir(parents=True)
+        (stack_dir / "checkpoints" / "last.ckpt").touch()
+    config = {"arch": "fc2", "structure": "dense", "epochs": 1, "data_dir": str(data_dir)}
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            stack_module.run_stack([config, {**config, "sparsity": 0.9}], stack_dir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    then = "; stack s: run the same sweep again to continue from its checkpoint"
+    assert str(stopped.value) == "stopped by SIGTERM" + (then if resumable else "")
+    assert stopped.value.exit_code == 143
+
+
 def with_a_word_for_a_metric(text: str) -> str:
     """``metrics.csv`` with its first row's first metric value (not epoch or step) a word."""
     header, first, rest = text.split("\n", 2)
