@@ -613,7 +613,9 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     (``pruned``: the nominal ``sparsity`` is rounded to a kept count per tensor, and per group
     of terms in fixedsize, which keeps 1 of 3 at 0.6); Pensia et al.'s accuracy for the point
     (``paper_acc``, from the cells' own settings) and ours minus theirs (``gap``), empty where
-    the paper has none.
+    the paper has none. ``kept_params`` counts the masked weights alone: where a variant also
+    trains weights (``--exclude``'s layers), a ``trained_params`` column counts them (the
+    trained baseline's: all its weights).
     Rows sorted by variant, then kept parameters."""
     best: dict[tuple, dict] = {}
     for label, values in sweep.cells():
@@ -635,8 +637,12 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
         maskable = runs[0]["params"]["maskable"]  # (0: the trained baseline, unpruned)
         pruned = 1 - statistics.mean(r["params"]["kept"] for r in runs) / maskable \
             if maskable else 0.0
+        # (a score per maskable weight: whatever else trains is a weight)
+        trained = statistics.mean(r["params"]["trainable"] - r["params"]["maskable"]
+                                  for r in runs)
         rows.append({"variant": label, "sparsity": sparsity, "pruned": round(pruned, 4),
             "kept_params": round(statistics.mean(kept)), "maskable_params": maskable,
+            "trained_params": round(trained),
             "test_acc_mean": round(statistics.mean(accs), 3),
             "test_acc_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else 0.0,
             "seeds": len(runs), "best_epochs": "/".join(
@@ -644,6 +650,8 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
         paper = paper_accuracy(runs[0]["config"])
         rows[-1]["paper_acc"] = "" if paper is None else paper
         rows[-1]["gap"] = "" if paper is None else round(rows[-1]["test_acc_mean"] - paper, 2)
+    if not any(row["trained_params"] for row in rows if row["variant"] != BASELINE):
+        rows = [{k: v for k, v in row.items() if k != "trained_params"} for row in rows]
     return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], r["kept_params"]))
 
 

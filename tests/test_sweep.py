@@ -70,6 +70,31 @@ def test_paper_points_follow_the_cells_own_settings(tmp_path, base, variants, pa
                for r in table)
 
 
+def test_a_variant_that_trains_weights_beside_its_masks_has_them_counted(tmp_path):
+    """``kept_params`` counts masked weights alone: a variant that trains some layers
+    (``--exclude``) shows them in a ``trained_params`` column (the trained baseline: all its
+    weights); a sweep whose variants train none has no such column, as before."""
+    def table(trained: int) -> list[dict]:
+        sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "dense"}],
+                      sparsities=[0.5], epochs=[1])
+        for label, values in sweep.cells():
+            cell = tmp_path / str(trained) / "cells" / cell_name(label, values)
+            cell.mkdir(parents=True)
+            params = {"maskable": 0, "kept": 0, "frozen": 0, "trainable": 60} \
+                if label == "trained" else \
+                {"maskable": 100, "kept": 50, "frozen": 0, "trainable": 100 + trained}
+            (cell / "results.json").write_text(json.dumps({
+                "config": make_config(values).to_dict(), "test_acc": 0.9, "params": params}))
+        return sweep_module.aggregate(sweep, tmp_path / str(trained))
+
+    dense, baseline = table(30)
+    assert (dense["kept_params"], dense["trained_params"]) == (50, 30)
+    assert (baseline["kept_params"], baseline["trained_params"]) == (60, 60)
+    assert list(dense)[:6] == ["variant", "sparsity", "pruned", "kept_params",
+                               "maskable_params", "trained_params"]
+    assert all("trained_params" not in row for row in table(0))
+
+
 def test_a_row_says_the_fraction_its_masks_prune_beside_the_nominal_sparsity(tmp_path):
     """fixedsize keeps round((1 - s) n) of each group of n terms: at n = 3, s = 0.6 one of
     three, so 2/3 pruned; the row's sparsity stays the grid's 0.6 and ``pruned`` says 0.6667

@@ -157,6 +157,9 @@ def test_exclude_leaves_timm_layers_trained_and_is_kept_by_resume_and_ticket(tmp
     fresh = build_model(**results["spec"])
     kept = {f"{n}.weight" for n, m in fresh.named_modules() if type(m).__name__ == "StdConv2d"}
     assert len(kept) == 53 and isinstance(fresh.head.fc, SubnetConv2d)
+    # (what a sweep's table counts as trained_params: trainable beyond the scores)
+    assert results["params"]["trainable"] - results["params"]["maskable"] == sum(
+        fresh.get_parameter(name).numel() for name in kept)
     subnets = [n for n, m in fresh.named_modules() if isinstance(m, SubnetConv2d)]
     assert subnets == ["head.fc"]  # (the only layer masked: its scores the only ones)
     ran = build_model(**results["spec"]).eval()
