@@ -59,7 +59,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .distributions import check_seed, layer_seed
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, record_frozen
-from .masking import check_module
+from .masking import check_module, uncompiled
 from .registry import Registry
 
 
@@ -443,9 +443,12 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     The frozen random weights of a replaced layer are drawn anew (from ``init``, by default the
     structure's own as for a subnet layer, and the layer's seed), not taken from the layer it
     replaces. A refusal (``ValueError``) leaves the model as it was. The call is recorded on the
-    result (:data:`CONVERT_RECORD`) so that a ticket can replay it.
+    result (:data:`CONVERT_RECORD`) so that a ticket can replay it. A ``torch.compile``d model
+    is converted as the module it runs (names, seeds and record without ``_orig_mod.``) and
+    returned compiled.
     """
-    check_module(model, "convert")
+    compiled = check_module(model, "convert")
+    model = uncompiled(compiled)
     _check_layer_options(layer_options)
     seed = check_seed(seed)
     sparsity, layer_options = _plain_numbers(sparsity), _plain_numbers(layer_options)
@@ -531,4 +534,4 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             # in_proj_weight, which a SubnetMultiheadAttention does not have
             module.use_nested_tensor = False
     result.__dict__.setdefault(CONVERT_RECORD, []).append(record)
-    return result
+    return compiled if result is model else result

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -477,6 +478,15 @@ def check_module(model, caller: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{caller} takes a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile``d ``model`` runs (its names without the wrapper's
+    ``_orig_mod.``: what ``convert`` selects and seeds layers by, what a ticket stores), or
+    ``model`` itself."""
+    dynamo = sys.modules.get("torch._dynamo")  # (not imported: nothing was compiled)
+    return model._orig_mod if dynamo and isinstance(model, dynamo.eval_frame.OptimizedModule) \
+        else model
 
 
 def masked_weights(model: nn.Module) -> list[MaskedWeight]:

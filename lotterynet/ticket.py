@@ -55,6 +55,7 @@ from . import ticket_file
 from .attention import SUBNET_MODULES
 from .convert import CONVERT_RECORD, LAYOUTS, convert, laid_out
 from .masking import MaskedWeight, check_module
+from .masking import uncompiled as _uncompiled
 from .models import build_model, recorded_spec
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
 from .timm_models import sourced
@@ -95,14 +96,6 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 
 EXTRA_STATE = "_extra_state"  # a state dict's name for what get_extra_state returns
-
-
-def _uncompiled(model: nn.Module) -> nn.Module:
-    """The module a ``torch.compile``d ``model`` runs (a ticket names its tensors as the
-    module's, without the wrapper's ``_orig_mod.``), or ``model`` itself."""
-    dynamo = sys.modules.get("torch._dynamo")  # (not imported: nothing was compiled)
-    return model._orig_mod if dynamo and isinstance(model, dynamo.eval_frame.OptimizedModule) \
-        else model
 
 
 def _masked_modules(model: nn.Module) -> dict[str, MaskedWeight]:

@@ -550,3 +550,25 @@ def test_the_refusal_carries_the_exclude_that_leaves_out_exactly_those_layers():
     model = convert(make(), sparsity=0.5, exclude=refused.value.exclude)
     assert [n for n, m in model.named_modules() if isinstance(m, ln.SubnetConv2d)] == \
         ["1.fc", "3.0"]
+
+
+def test_a_compiled_model_is_converted_as_the_module_it_runs(tmp_path):
+    """``convert(torch.compile(model))`` converts ``model`` as ``convert(model)`` does and
+    returns the compiled model: its layers were named ``_orig_mod.…`` (other seeds, so other
+    frozen weights; ``exclude=["2"]`` refused as naming no module) and the call was recorded on
+    the wrapper, which a ticket does not read, so the ticket saved had no convert() call and
+    did not load."""
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    plain = convert(make(), sparsity=0.5, seed=3, exclude=["2"])
+    compiled = torch.compile(make())
+    assert convert(compiled, sparsity=0.5, seed=3, exclude=["2"]) is compiled
+    model = compiled._orig_mod
+    assert isinstance(model[0], ln.SubnetLinear) and type(model[2]) is nn.Linear
+    assert torch.equal(model[0].structure.weight.weight, plain[0].structure.weight.weight)
+    ln.save_ticket(compiled, tmp_path / "t.ticket")
+    loaded = ln.load_ticket(tmp_path / "t.ticket", model=make())
+    x = torch.randn(2, 6)
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
