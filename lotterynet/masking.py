@@ -365,10 +365,16 @@ class MaskedWeight(nn.Module):
 
     def set_rules(self, kept: str = "round", ties: str = "low") -> None:
         """Choose the kept-count rule (``"round"``/``"floor"``) and the tie rule
-        (``"low"``/``"high"``); ``k`` is recomputed from the last sparsity set."""
+        (``"low"``/``"high"``); ``k`` is recomputed from the last sparsity set, under the new
+        count rule, unless it was set since by other means (:func:`global_topk`,
+        :meth:`set_mask`, a state dict's or a ticket's ``k``), which it keeps."""
         kept_count(1, 0.0, kept)  # validates the name
+        k = getattr(self, "k", None)  # (None: being built)
+        from_sparsity = k is None or k == kept_count(self.group_size, self._nominal_sparsity,
+                                                     self.kept_rule)
         self.kept_rule, self.ties = kept, check_ties(ties)
-        self.sparsity = self._nominal_sparsity
+        if from_sparsity:
+            self.sparsity = self._nominal_sparsity
 
     @property
     def kept(self) -> int:

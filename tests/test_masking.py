@@ -594,3 +594,26 @@ def test_mask_digest_tells_masks_of_the_same_index_sum_apart():
     assert digest([1, 0, 0, 1]) == digest([1, 0, 0, 1])
     assert digest([1, 0, 0, 1]) != digest([0, 1, 1, 0])
     assert digest([1, 0, 0, 1]) != digest([1, 0, 0, 1], shape=(2, 2))
+
+
+def test_set_rules_keeps_a_k_set_other_than_by_the_sparsity():
+    """A ``k`` from global_topk or a state dict (a ticket's too) survives ``set_rules``, which
+    recomputed it from the sparsity the tensor was built with, silently undoing the global
+    ranking (and bringing back pruned entries of a loaded ticket, tied at score 0); a ``k``
+    from that sparsity is still recounted under the new kept rule."""
+    model = torch.nn.Sequential(*(ln.SubnetLinear(10, 10, seed=s, sparsity=0.5)
+                                  for s in (0, 1)))
+    with torch.no_grad():
+        model[1].structure.weight.scores.mul_(1e-3)
+    ks = ln.global_topk(model, sparsity=0.6)
+    assert ks == {"0.structure.weight": 80, "1.structure.weight": 0}
+    for layer in model:
+        layer.structure.weight.set_rules(kept="floor", ties="high")
+    assert [layer.structure.weight.k for layer in model] == [80, 0]
+    loaded = ln.SubnetLinear(10, 10, seed=0, sparsity=0.5)
+    loaded.load_state_dict(model[0].state_dict())
+    loaded.structure.weight.set_rules(ties="high")
+    assert loaded.structure.weight.k == 80
+    odd = ln.SubnetLinear(5, 2, seed=0, sparsity=0.76)  # 10 entries: round(2.4) = 2 kept
+    odd.structure.weight.set_rules(kept="floor")
+    assert odd.structure.weight.k == 3  # 10 - int(7.6)
