@@ -33,7 +33,7 @@ from torch import nn
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .convert import CONVERT_RECORD, move_hooks, reads_weight
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
-from .masking import check_module
+from .masking import check_module, uncompiled
 from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
 
 
@@ -95,10 +95,11 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
 
 def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
     """A deep copy of ``model`` with every subnet layer replaced by :func:`export_layer` (a
-    layer registered under several names, tied, is one plain layer under all of them)."""
+    layer registered under several names, tied, is one plain layer under all of them); of a
+    ``torch.compile``d model, of the module it runs (uncompiled: scriptable)."""
     if not isinstance(sparse, bool):
         raise TypeError(f"sparse must be True or False, got {sparse!r}")
-    exported = copy.deepcopy(check_module(model, "export"))
+    exported = copy.deepcopy(uncompiled(check_module(model, "export")))
     for module in exported.modules():  # no longer what build_model / convert made
         module.__dict__.pop("spec", None)
         module.__dict__.pop(CONVERT_RECORD, None)

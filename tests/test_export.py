@@ -317,3 +317,18 @@ def test_a_model_on_the_meta_device_exports_shapes_and_is_no_ticket(tmp_path):
         ("2.weight", (2, 3), "meta"), ("2.bias", (2,), "meta")]
     with pytest.raises(ValueError, match="tensor '0.bias' is on the meta device"):
         ln.save_ticket(model, tmp_path / "meta.ticket")
+
+
+def test_a_compiled_model_exports_the_plain_model_it_runs():
+    """``export(torch.compile(model))`` is ``export(model)``, the plain model itself: it was a
+    copy of the compiled wrapper, which ``torch.jit.script`` refused with "module, class,
+    method, function, traceback, frame, or code object was expected, got Sequential"."""
+    torch.manual_seed(0)
+    model = convert(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), sparsity=0.5,
+                    seed=0).eval()
+    x = torch.randn(4, 6)
+    for sparse in (False, True):
+        exported = export(torch.compile(model), sparse=sparse)
+        assert type(exported) is nn.Sequential
+        assert type(exported[0]) is (SparseLinear if sparse else nn.Linear)
+        assert torch.equal(torch.jit.script(exported)(x), model(x))
