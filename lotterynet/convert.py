@@ -445,7 +445,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     replaces. A refusal (``ValueError``) leaves the model as it was. The call is recorded on the
     result (:data:`CONVERT_RECORD`) so that a ticket can replay it. A ``torch.compile``d model
     is converted as the module it runs (names, seeds and record without ``_orig_mod.``) and
-    returned compiled.
+    returned compiled (a compiled layer: its subnet layer, which the wrapper cannot run).
     """
     compiled = check_module(model, "convert")
     model = uncompiled(compiled)
