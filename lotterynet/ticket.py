@@ -175,15 +175,31 @@ def tensors_digest(tensors: dict) -> str:
     return h.hexdigest()
 
 
-def _saved_dtype(regenerated: dict, digest: str) -> torch.dtype | None:
-    """The floating dtype of the saved model's frozen weights, when ``regenerated`` (whose
-    digest is not ``digest``) are them in another dtype and nothing else differs (a model
-    saved after ``.double()``); else None."""
-    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
-        cast = {n: t.to(dtype) if t.is_floating_point() else t for n, t in regenerated.items()}
-        if any(t.dtype != c.dtype for t, c in zip(regenerated.values(), cast.values())) and \
-                tensors_digest(cast) == digest:
-            return dtype
+#: Narrower floating dtypes a model's frozen weights may have been rounded through and cast
+#: back from (``model.half()`` for a quick evaluation, then ``model.float()``).
+ROUNDED_THROUGH = (torch.float16, torch.bfloat16)
+
+
+def _as_saved(regenerated: dict, digest: str
+              ) -> tuple[torch.dtype | None, torch.dtype | None] | None:
+    """``(rounded_through, saved_in)`` when ``regenerated`` (whose digest is not ``digest``)
+    are the saved model's frozen weights but for what casts did to them since the model was
+    built: rounded through a narrower dtype and cast back (:data:`ROUNDED_THROUGH`), and/or
+    in another floating dtype (``saved_in``: a model saved after ``.double()``); else None."""
+    def through(t: torch.Tensor, via: torch.dtype | None) -> torch.Tensor:
+        if via is None or not t.is_floating_point() or t.dtype.itemsize <= via.itemsize:
+            return t
+        return t.to(via).to(t.dtype)
+
+    for via in (None, *ROUNDED_THROUGH):
+        rounded = {n: through(t, via) for n, t in regenerated.items()}
+        if via is not None and tensors_digest(rounded) == digest:
+            return via, None
+        for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+            cast = {n: t.to(dtype) if t.is_floating_point() else t for n, t in rounded.items()}
+            if any(t.dtype != c.dtype for t, c in zip(rounded.values(), cast.values())) and \
+                    tensors_digest(cast) == digest:
+                return via, dtype
     return None
 
 
@@ -536,15 +552,21 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
         raise TicketError(f"{path}: the ticket's model does not build ({error!r})") from error
     regenerated = _split_state(model, frozen)[0]
     same = tensors_digest(regenerated) == header["frozen_sha256"]
-    saved_in = None if same else _saved_dtype(regenerated, header["frozen_sha256"])
+    as_saved = None if same else _as_saved(regenerated, header["frozen_sha256"])
+    rounded_through, saved_in = as_saved or (None, None)
     if saved_in is not None and not built:
         raise TicketError(f"{path}: the ticket was saved from a {saved_in} model; load it into "
                           f"model.to({saved_in})")
+    if rounded_through is not None:  # as saved: rounded as the casts since its build rounded
+        with torch.no_grad():
+            for p in regenerated.values():
+                if p.is_floating_point() and p.dtype.itemsize > rounded_through.itemsize:
+                    p.copy_(p.to(rounded_through))
     if saved_in is not None:  # as saved: the spec's model after .to(dtype), digest and all
         model = model.to(saved_in)
     _check_fits(model, header, path, frozen)
     stored = _split_state(model, frozen)[1]
-    if not same and saved_in is None:
+    if not same and as_saved is None:
         raise TicketError(f"{path}: rebuilding the model gave different frozen random weights "
                           "than when the ticket was saved (different torch, timm or lotterynet "
                           "version, another model seed, or subnet layers built without a seed?)")

@@ -246,6 +246,24 @@ def test_a_ticket_saved_in_another_dtype_loads_in_it(tmp_path, dtype):
         load_ticket(tmp_path / "t.ticket", build_model(spec.pop("name"), **spec))
 
 
+@pytest.mark.parametrize("through", [torch.float16, torch.bfloat16])
+def test_a_model_cast_through_a_narrower_dtype_and_back_loads(tmp_path, through):
+    """A model taken to half precision and back (``model.half()`` for a quick evaluation,
+    then ``.float()``) saved a ticket whose frozen weights are the seed's rounded, which no
+    rebuild drew: its load said "different frozen random weights ... different torch
+    version?"; it is rebuilt rounded so, bit for bit, by spec and into your model, and saved
+    later in float64 too."""
+    model = trained(MLP, VECTORS).to(through).float()
+    save_ticket(model, tmp_path / "t.ticket")
+    spec = dict(MLP)
+    for loaded in (load_ticket(tmp_path / "t.ticket"),
+                   load_ticket(tmp_path / "t.ticket", build_model(spec.pop("name"), **spec))):
+        assert next(loaded.parameters()).dtype == torch.float32
+        assert_same_ticket(model, loaded, VECTORS)
+    save_ticket(model.double(), tmp_path / "t64.ticket")
+    assert_same_ticket(model, load_ticket(tmp_path / "t64.ticket"), VECTORS.double())
+
+
 def test_a_ticket_loads_under_another_default_dtype(tmp_path):
     """A float32 ticket loaded after ``torch.set_default_dtype(torch.float64)``: the seeds
     draw the same numbers, so it rebuilds, in the dtype it was saved in."""
