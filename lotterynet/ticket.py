@@ -462,6 +462,14 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         raise TicketError(f"{path}: the ticket was saved from build_model({name!r}, ...), which "
                           f"rebuilds it: load_ticket(path) without model=, or pass a model "
                           f"build_model made")
+    meta = None if model is None else next(
+        (n for n, t in model.state_dict(keep_vars=True).items()
+         if isinstance(t, torch.Tensor) and t.is_meta), None)
+    if meta is not None:
+        raise TicketError(f"{path}: model= {type(model).__name__}'s tensor {meta!r} is on the "
+                          f"meta device, which holds no values, and a ticket restores what it "
+                          f"stores into the model's tensors: build the model on a real device "
+                          f"(cpu, cuda)")
     if model is not None and any(not call.get("by_builder") for call in _convert_calls(model)):
         raise TicketError(f"{path}: model= {type(model).__name__} is converted already, and "
                           f"load_ticket replays the ticket's convert() calls on it: pass a "

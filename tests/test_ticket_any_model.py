@@ -549,3 +549,20 @@ def test_header_that_is_not_json_raises_ticket_error(tmp_path, spec_ticket):
     path.write_bytes(body + hashlib.sha256(body).digest())
     with pytest.raises(TicketError, match="malformed"):
         load_ticket(path)
+
+
+def test_a_model_on_the_meta_device_is_refused_at_load(tmp_path):
+    """``load_ticket(path, model=...)`` of a model built on the meta device (no values to
+    restore the ticket into) is refused in one line naming a tensor; it failed inside torch
+    with "NotImplementedError: Cannot copy out of meta tensor; no data!"."""
+    def make():
+        return nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3), nn.Linear(3, 2))
+
+    save_ticket(ln.convert(make(), sparsity=0.5, seed=0), tmp_path / "t.ticket")
+    with torch.device("meta"):
+        model = make()
+    with pytest.raises(TicketError, match=r"t\.ticket: model= Sequential's tensor '0\.weight' is "
+                                          r"on the meta device, .* build the model on a real "
+                                          r"device \(cpu, cuda\)$"):
+        load_ticket(tmp_path / "t.ticket", model=model)
+    assert isinstance(load_ticket(tmp_path / "t.ticket", model=make())[0], ln.SubnetLinear)
