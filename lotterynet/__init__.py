@@ -18,7 +18,8 @@ _EXPORTS = {
     "TargetShape": "structures", "layer_counts": "structures",
     "solve_subset_sum": "subsetsum.solve",
     "TicketError": "ticket", "load_ticket": "ticket", "save_ticket": "ticket",
-    "SubnetMultiheadAttention": "attention", "StackedModel": "stacked",
+    "SubnetMultiheadAttention": "attention", "SUBNET_MODULES": "attention",
+    "StackedModel": "stacked",
     "stack_models": "stacked", "run_stack": "stack", "EdgePopupModule": "module",
     "TensorDataModule": "datamodule",
 }
@@ -54,6 +55,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "DISTRIBUTIONS",
     "STRUCTURES",
+    "SUBNET_MODULES",
     "EdgePopupModule",
     "FrozenWeight",
     "LayerOp",

@@ -131,5 +131,6 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
         return attention.train(self.training)
 
 
-#: Every module type that holds maskable tensors as one replaceable unit.
+#: Every module type that holds maskable tensors as one replaceable unit (also what torch.fx
+#: should take as leaf modules: their mask selection is not symbolically traceable).
 SUBNET_MODULES = (_SubnetLayer, SubnetMultiheadAttention)

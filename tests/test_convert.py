@@ -572,3 +572,24 @@ def test_a_compiled_model_is_converted_as_the_module_it_runs(tmp_path):
     loaded = ln.load_ticket(tmp_path / "t.ticket", model=make())
     x = torch.randn(2, 6)
     assert torch.equal(loaded.eval()(x), model.eval()(x))
+
+
+def test_a_converted_model_traces_with_fx_taking_its_subnet_layers_as_leaves():
+    """torchvision's feature extractor (torch.fx) over a converted model: its subnet layers'
+    mask selection is not symbolically traceable, so FX refuses them as traced code; as leaf
+    modules (``ln.SUBNET_MODULES``, what README says to pass) the extracted features and
+    logits are the model's."""
+    from torch.fx.proxy import TraceError
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model = ln.convert(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(1),
+                                     nn.Linear(8 * 6 * 6, 10)), sparsity=0.5, seed=0).eval()
+    nodes = {"1": "features", "3": "logits"}
+    with pytest.raises(TraceError, match="control flow"):
+        create_feature_extractor(model, nodes)
+    features = create_feature_extractor(model, nodes,
+                                        tracer_kwargs={"leaf_modules": list(ln.SUBNET_MODULES)})
+    x = torch.randn(2, 3, 8, 8)
+    out = features(x)
+    assert torch.equal(out["logits"], model(x))
+    assert torch.equal(out["features"], model[:2](x))
