@@ -544,12 +544,12 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
     entries together (``round((1 - sparsity) * total)``, or ``total - int(sparsity * total)``
     for ``"floor"``), ties at the cut-off broken by the tensors' tie rule, over the tensors in
     the model's order. Returns the new ``k`` per tensor (by module name). A tensor may end up
-    with ``k = 0``.
+    with ``k = 0``. A ``torch.compile``d model's names are its module's (:func:`uncompiled`).
 
     This concatenates all scores once per call; call it when the ranking should be refreshed
     (e.g. once per epoch), not on every batch: between calls each tensor keeps its own top-k.
     """
-    named = [(n, m) for n, m in check_module(model, "global_topk").named_modules()
+    named = [(n, m) for n, m in uncompiled(check_module(model, "global_topk")).named_modules()
              if isinstance(m, MaskedWeight)]
     if not named:
         raise ValueError("global_topk: the model has no maskable (subnet) layers")

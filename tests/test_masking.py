@@ -121,6 +121,9 @@ def test_global_topk_ranks_all_tensors_together():
         model[1].structure.weight.scores.fill_(math.nan)
     assert ln.global_topk(model, sparsity=0.5) == {"0.structure.weight": 400,
                                                    "1.structure.weight": 0}
+    # a compiled model's are its module's names (not the wrapper's _orig_mod.…)
+    assert ln.global_topk(torch.compile(model), sparsity=0.5) == {"0.structure.weight": 400,
+                                                                  "1.structure.weight": 0}
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5", None, True])
