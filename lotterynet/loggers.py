@@ -161,10 +161,22 @@ def replay_history(logger: WandbLogger, rows: list[dict]) -> None:
     """Log the resumed run's history (``metrics.csv`` rows) into a W&B run that does not hold
     it, as the training logged it: a new run (a resume into another ``--out``), or an offline
     one — W&B cannot resume offline runs: the resume's ``offline-run-*`` folder starts a
-    history of its own, which replaces the first folder's when both are synced."""
+    history of its own, which replaces the first folder's when both are synced. A count the
+    training logged as an integer (``params/maskable``, ``epoch``; the CSV writes it without a
+    point) is logged as one again, not as a float."""
     for row in rows:
-        metrics = {k: float(v) for k, v in row.items() if v not in ("", None) and k != "step"}
+        metrics = {k: logged_number(v) for k, v in row.items()
+                   if v not in ("", None) and k != "step"}
         logger.log_metrics(metrics, step=int(float(row.get("step") or 0)))
+
+
+def logged_number(text: str) -> int | float:
+    """A ``metrics.csv`` value as the training logged it: ``1991420`` an int, ``0.5``,
+    ``1.0``, ``1e-05`` or ``nan`` a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 class RunWandbLogger(WandbLogger):

@@ -25,7 +25,7 @@ from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_do
 from lotterynet.distributions import orseau_range
 from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetConv2d
-from lotterynet.loggers import read_wandb_records, read_wandb_summary
+from lotterynet.loggers import read_wandb_records, read_wandb_summary, replay_history
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.paper import TRAINED, paper_accuracy
@@ -262,6 +262,27 @@ def wandb_config_of(log: Path) -> dict:
     updates = [r.config.update for r in records if r.WhichOneof("record_type") == "config"]
     return {i.key: json.loads(i.value_json) for u in [run.config.update, *updates] for i in u
             if not i.key.startswith("_")}
+
+
+def test_wandb_replay_logs_counts_as_integers():
+    """A resume that replays the run's metrics.csv into a new W&B run logs what the training
+    logged: the counts (params/maskable, epoch) as integers, the rest as floats. Every value
+    was replayed as a float, so the resumed offline run's params/maskable read 1.99142e+06
+    where the first run's read 1991420."""
+    logged = []
+
+    class Logger:
+        def log_metrics(self, metrics, step):
+            logged.append((metrics, step))
+
+    replay_history(Logger(), [
+        {"params/maskable": "1991420", "lr": "", "epoch": "", "step": "0"},
+        {"epoch": "0", "train/acc": "1.0", "lr": "1e-05", "val/loss": "nan", "step": "31"}])
+    (first, step0), (second, step31) = logged
+    assert (step0, step31) == (0, 31) and first == {"params/maskable": 1991420}
+    assert type(first["params/maskable"]) is int and type(second["epoch"]) is int
+    assert [type(second[k]) for k in ("train/acc", "lr", "val/loss")] == [float] * 3
+    assert second["train/acc"] == 1.0 and second["lr"] == 1e-05
 
 
 def test_wandb_trained_baseline_run_finishes(tmp_path, data_dir, monkeypatch):
