@@ -76,6 +76,18 @@ class SigtermStop:
 
     def __init__(self):
         self.received = False
+        self.interrupted = False  # (Ctrl-C, where train.py's block handles it: ctrl_c)
+
+    def ctrl_c(self, signum, frame) -> None:
+        """``train.py``'s SIGINT handler: the first Ctrl-C raises KeyboardInterrupt, as
+        Python's own handler does; the run stops on it. Later ones, while it stops, are
+        ignored: Lightning ignores them only until its teardown, which puts back the handler
+        it found, so a second Ctrl-C (a key held down, pressed again) raised a traceback in
+        whatever the stop was doing (W&B's finish, the interpreter's exit) or killed the
+        process by the signal."""
+        first, self.interrupted = not self.interrupted, True
+        if first:
+            raise KeyboardInterrupt
 
     def __call__(self, signum, frame) -> None:
         in_lightning = signal.getsignal(signal.SIGTERM) is not self  # (its handler calls this)
@@ -101,10 +113,12 @@ def stopping_on_sigterm(ends_the_process: bool = False):
     """:class:`SigtermStop` installed while the block runs (Python installs handlers only in the
     main thread: elsewhere one that is not installed), then the handler it found put back.
     ``ends_the_process`` (``train.py``'s, whose process ends with the block): a block that has
-    had SIGTERM keeps it after, ignoring more: its process is on its way out. Elsewhere (a
-    notebook, a library caller's own process) the handler the run found is put back. Inside a
-    block of its own (a run in ``train.py``'s, which covers reading the flags' files too), the
-    one handler installed."""
+    had SIGTERM keeps it after, ignoring more: its process is on its way out; and so for
+    Ctrl-C (:meth:`SigtermStop.ctrl_c` in the block, installed in place of Python's own
+    handler, not where SIGINT is ignored: a job started in the background; ignored after).
+    Elsewhere (a notebook, a library caller's own process) the handler the run found is put
+    back, and Ctrl-C left as it is. Inside a block of its own (a run in ``train.py``'s, which
+    covers reading the flags' files too), the one handler installed."""
     installed = signal.getsignal(signal.SIGTERM)
     if isinstance(installed, SigtermStop):
         yield installed
@@ -114,11 +128,18 @@ def stopping_on_sigterm(ends_the_process: bool = False):
         yield stop
         return
     previous = signal.signal(signal.SIGTERM, stop)
+    ctrl_c = ends_the_process and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if ctrl_c:
+        signal.signal(signal.SIGINT, stop.ctrl_c)
     try:
         yield stop
     finally:
         if not (stop.received and ends_the_process):
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if ctrl_c:  # (ignored, not handled: Python resets a handler to the default action
+            # at its exit, after the atexit hooks, where Ctrl-C then killed the process)
+            signal.signal(signal.SIGINT, signal.SIG_IGN if stop.interrupted
+                          else signal.default_int_handler)
 
 
 def stop_all_ranks_on_sigterm(trainer) -> None:

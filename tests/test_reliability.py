@@ -707,6 +707,38 @@ def test_a_rank_another_launcher_started_stops_on_sigterm_and_runs_twice(monkeyp
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_second_ctrl_c_while_train_py_stops_is_ignored():
+    """train.py's first Ctrl-C stops the run (KeyboardInterrupt); more while it stops are
+    ignored. Lightning ignored them only until its teardown put back the handler it found
+    (Python's), so a second Ctrl-C a moment later raised a traceback in the stop (W&B's
+    finish, an atexit hook) or killed the process by the signal at its exit. A block without
+    Ctrl-C puts Python's handler back; a library caller's (not ending the process) leaves it
+    alone."""
+    import lotterynet.lifetime as lifetime
+
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (as Python starts train.py)
+    try:
+        with lifetime.stopping_on_sigterm():
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with lifetime.stopping_on_sigterm(ends_the_process=True):
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt), lifetime.stopping_on_sigterm(
+                ends_the_process=True):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # (the signal lands here)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # (the process on its way out)
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            pytest.fail("a second Ctrl-C while the run stops raised KeyboardInterrupt")
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # (to the process's end)
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(
         tmp_path, data_dir, capsys):
     """lr 1e30 turns the scores into NaN in the first epoch; NaN scores keep no entry, so the
