@@ -114,11 +114,14 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
                           f"them; choose another --out")
     if config.resume:
         source = checkpoint_run_dir(config.resume)
-        for folder in dict.fromkeys((source, run_dir.resolve())):
-            if (folder / RESULTS).is_file():
-                raise ConfigError(f"run {str(folder)!r} is finished ({RESULTS} is there); "
-                                  f"there is nothing to resume: start a new run with --out")
+        if (source / RESULTS).is_file():
+            raise ConfigError(f"run {str(source)!r} is finished ({RESULTS} is there); "
+                              f"there is nothing to resume: start a new run with --out")
         last, into_source = source / CHECKPOINTS / LAST, run_dir.resolve() == source
+        if not into_source and (run_dir / RESULTS).is_file():  # (the run resumed is not)
+            raise ConfigError(f"--out {str(run_dir)!r} holds a finished run ({RESULTS} is "
+                              f"there); resume into the run {str(source)!r} itself or into "
+                              f"an empty --out")
         if into_source and Path(config.resume).resolve() != last.resolve():
             raise ConfigError(f"--resume {config.resume!r} is not the last checkpoint of run "
                               f"{str(source)!r} ({str(last)!r}); continued there, it would cut "

@@ -537,7 +537,8 @@ CASES = [
     (["--resume", "{ckpt_timerjunk}"], ["epoch history", "'best_val_acc' is 'x'"]),
     (["--resume", "{ckpt_stepjunk}"], ["stepjunk-run", "global_step 11 is not its loop's (4)"]),
     (["--resume", C, "--out", "{other_run}"], ["other_run", "another run"]),
-    (["--resume", C, "--out", "{finished_dir}"], ["finished", "nothing to resume"]),
+    (["--resume", C, "--out", "{finished_dir}"],  # (it said nothing was left to resume)
+     ["--out", "holds a finished run", "resume into the run", "or into an empty --out"]),
     (["--arch", "fc2", "--out", "{finished_dir}"],  # (it offered a --resume, then refused)
      ["not empty (a finished run: results.json is there); pass --overwrite, or another --out"]),
     (["--fan-in", "sideways"], ["sideways", "target"]),
