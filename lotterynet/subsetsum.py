@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from numbers import Integral
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -88,7 +89,8 @@ _INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 def _check(name: str, x) -> torch.Tensor:
     try:
-        x = torch.as_tensor(x).detach()
+        # a list's floats are Python's float64: through numpy, not torch's float32 default
+        x = (x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))).detach()
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"{name} must be numbers (a tensor, an array or nested lists), got "
                          f"{type(x).__name__} {x!r:.40}") from None

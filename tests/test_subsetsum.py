@@ -89,6 +89,15 @@ def test_accepts_float32_and_returns_float64():
     )
 
 
+def test_python_lists_are_read_as_float64():
+    """A list's floats are float64: torch's default float32 rounded 0.1 + 1e-12 to 0.1 (error 0)
+    and 1e39 to inf (refused as not finite)."""
+    _, _, error = solve([0.1 + 1e-12], [[0.1]])
+    assert error.item() == pytest.approx(1e-12, rel=1e-3)
+    _, approx, _ = solve([1e39], [[1e39, 1.0]])
+    assert approx.item() == 1e39
+
+
 def test_empty_batch():
     selection, approx, error = solve(torch.zeros(0), torch.zeros(0, 5))
     assert selection.shape == (0, 5) and approx.shape == error.shape == (0,)
