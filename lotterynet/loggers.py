@@ -8,6 +8,7 @@ land in ``RUN_DIR/wandb/offline-run-*`` and upload later with ``wandb sync``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import secrets
@@ -80,8 +81,9 @@ def resumed_history(resumed: Resumed | None) -> list[dict]:
         return []
     try:
         with open(source, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows, columns = list(reader), reader.fieldnames  # (None: an empty file)
+            content = f.read()
+        reader = csv.DictReader(io.StringIO(content, newline=""))
+        rows, columns = list(reader), reader.fieldnames  # (None: an empty file)
     except (UnicodeDecodeError, csv.Error) as err:
         raise CheckpointError(f"{source}, the history of the run being resumed, is not a CSV "
                               f"file ({err}); restore it, or move it away to resume without "
@@ -93,8 +95,9 @@ def resumed_history(resumed: Resumed | None) -> list[dict]:
                               f"away to resume without it")
     complete = []
     for line, row in enumerate(rows, start=2):
-        if None in row.values() and line == len(rows) + 1:  # the last line, cut off by a
-            continue  # kill: logged again by the resume
+        if None in row.values() and line == len(rows) + 1 and not content.endswith(("\n", "\r")):
+            continue  # the last line, cut off by a kill (not at its end): logged again by the
+            # resume; a short last line that ends, as an appended one does, is not the log's
         numbers = {key: row.get(key) or "0" for key in ("epoch", "step")}
         if None in row or None in row.values() or not all(map(is_number, numbers.values())):
             raise CheckpointError(

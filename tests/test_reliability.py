@@ -956,6 +956,8 @@ def with_a_word_for_a_metric(text: str) -> str:
     (lambda text: text.replace("\n", "\n0,1\n", 1), "line 2 is not a row"),  # (only the last
     # line may be short: a kill's)
     (lambda text: text + "," * 40 + "\n", "fields"),
+    (lambda text: text + "1,2\n", "is not a row"),  # (a short last line that ends: appended,
+    # not cut off by a kill; it was dropped, and the resume replaced the file)
     (lambda text: text.replace("val/acc", "val/\udcff", 1), "not a CSV file"),
     (lambda text: text.split("\n", 1)[1], "has no header naming its columns"),
     (lambda text: 'garbage,,"unterminated\n', "its first line is 'garbage,,unterminated"),
@@ -1006,6 +1008,24 @@ def test_a_history_cut_short_is_refused_and_kept(whole_and_stopped, tmp_path, da
     assert len(err.strip().splitlines()) == 1 and str(history) in err, err
     assert f"has no rows of epoch {lost}, which its checkpoint (epoch 1) has trained" in err
     assert tree(run) == before
+
+
+def test_only_a_last_line_a_kill_cut_off_is_left_out_of_the_history(tmp_path):
+    """A kill part way through Lightning's append leaves a short last line without its end:
+    the resume leaves it out and logs it again. A short last line that ends (appended by hand)
+    is not the run's log: refused as any other line that is not a row (it was dropped)."""
+    from lotterynet.errors import CheckpointError
+    from lotterynet.loggers import resumed_history
+
+    history = tmp_path / "metrics.csv"
+    rows = "epoch,lr,step,train/loss\r\n,0.1,0,\r\n0,,7,0.5\r\n"
+    resumed = (tmp_path / "checkpoints" / "last.ckpt", {"epoch": 0, "global_step": 8})
+    history.write_text(rows + "1,,9", newline="")  # (the kill: in epoch 1's row)
+    assert [r["step"] for r in resumed_history(resumed)] == ["0", "7"]
+    for appended in ("1,,9\r\n", "1,,9\n", "hello,world\n"):
+        history.write_text(rows + appended, newline="")
+        with pytest.raises(CheckpointError, match="line 4 is not a row"):
+            resumed_history(resumed)
 
 
 def test_a_failed_rewrite_of_the_history_keeps_its_rows(tmp_path, monkeypatch):
