@@ -74,6 +74,28 @@ def _seed(generator: torch.Generator) -> int:
     return int(torch.randint(2**62, (), generator=generator))
 
 
+def _check_target(layer, kinds: tuple[type, ...], what: str) -> None:
+    """A trained layer the constructions can read: of ``kinds``, with weights, on a device
+    that holds values, and finite (a NaN weight built a network of NaN errors)."""
+    if not isinstance(layer, kinds):
+        raise ValueError(f"{what} is built for {' or '.join(f'nn.{k.__name__}' for k in kinds)},"
+                         f" got {type(layer).__name__}")
+    for name in ("weight", "bias"):
+        tensor = getattr(layer, name)
+        if tensor is None:
+            continue
+        if tensor.is_meta:
+            raise ValueError(f"the layer's {name} is on the meta device, which holds no "
+                             f"values; load the trained weights first")
+        if name == "weight" and tensor.numel() == 0:
+            raise ValueError(f"the layer has no weights (weight shape {tuple(tensor.shape)})")
+        bad = ~torch.isfinite(tensor.detach())
+        if bad.any():
+            where = tuple(torch.nonzero(bad)[0].tolist())
+            raise ValueError(f"the layer's {name}{list(where)} = {tensor[where].item()} is not "
+                             f"finite; a trained layer's weights must be finite numbers")
+
+
 def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:
     """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one)."""
     bias = layer.bias is not None
@@ -99,6 +121,7 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     if any, is approximated the same way (its own ``n`` coefficients) and stored as the layer's
     frozen bias, since subnet layers have no maskable bias. Returns ``(subnet_layer, stats)``.
     """
+    _check_target(layer, (nn.Linear, nn.Conv2d), "the subset-sum approximation")
     check_positive_int("n", n)
     if k is not None and not (check_positive_int("k", k) <= n):
         raise ValueError(f"k must be in [1, n={n}] (the kept coefficients of a weight), got {k}")
@@ -214,9 +237,7 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     ``w_max = max |w|`` of the layer, and each weight's sign half sums at most
     :func:`golden_ratio_cap` products. A bias, if any, is kept as the frozen output bias.
     Returns ``(subnet_layer, stats)``."""
-    if not isinstance(layer, nn.Linear):
-        raise ValueError(f"the {rule} construction is built for nn.Linear, got "
-                         f"{type(layer).__name__}")
+    _check_target(layer, (nn.Linear,), f"the {rule} construction")
     if rule not in PRODUCT_RULES:
         raise ValueError(f"unknown rule {rule!r}; valid choices: {', '.join(PRODUCT_RULES)}")
     check_positive_int("m", m)

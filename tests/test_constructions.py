@@ -22,6 +22,13 @@ from lotterynet.constructions import (
 )
 
 
+def nan_weight():
+    layer = small_linear()
+    with torch.no_grad():
+        layer.weight[0, 1] = math.nan
+    return layer
+
+
 def small_linear(d_in=5, d_out=3, seed=0, scale=0.4, bias=False):
     torch.manual_seed(seed)
     layer = nn.Linear(d_in, d_out, bias=bias)
@@ -267,6 +274,15 @@ def test_construct_model_replaces_every_layer_and_counts():
      "w_max must be a positive finite number, got 0.0"),  # an all-zero target
     (lambda g: subset_sum(nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), 4, g),
      "padding_mode='circular'"),  # it padded with zeros: another function at the borders
+    # a NaN weight built a network of NaN errors; an LSTM, an empty or a meta layer failed in
+    # torch (AttributeError, min() of no elements, .item() of a meta tensor)
+    (lambda g: product_network(nan_weight(), 4, g, rule="malach"),
+     r"weight\[0, 1\] = nan is not finite"),
+    (lambda g: subset_sum(nan_weight(), 4, g), r"weight\[0, 1\] = nan is not finite"),
+    (lambda g: subset_sum(nn.LSTM(2, 2), 4, g), "built for nn.Linear or nn.Conv2d, got LSTM"),
+    (lambda g: subset_sum(nn.Linear(0, 2), 4, g), r"no weights \(weight shape \(2, 0\)\)"),
+    (lambda g: product_network(nn.Linear(2, 2, device="meta"), 4, g, rule="malach"),
+     "meta device"),
 ])
 def test_bad_construction_sizes_are_refused_naming_them(call, match):
     """They failed inside torch (a negative dimension), as a KeyError, or named a sparsity."""
