@@ -208,9 +208,10 @@ def resolved_config(args: argparse.Namespace):
             was = f"{recipe_lr(str(stored.get('arch')), None)!r} (its recipe's)"
         differs = f"differs from the resumed run's {was}" if was else \
             "is not one of the resumed run's Trainer options"
-        raise ConfigError(
+        allowed = [f"--{k.replace('_', '-')}" for k in RESUMABLE if k != "overwrite"]
+        raise ConfigError(  # (--overwrite: refused with a resume, which never clears its run)
             f"{flag} {given!r} {differs}; a resumed run keeps its config (with --resume only "
-            f"these may be given: {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)})")
+            f"these may be given: {', '.join(allowed)})")
     if "trainer" in explicit:  # the options given (the run's own, but devices) over the others
         explicit = {**explicit, "trainer": {**run_options, **explicit["trainer"]}}
     return make_config({**values, **explicit})

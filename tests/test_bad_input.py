@@ -230,7 +230,8 @@ CASES = [
     (["--wandb-tags", "a,b"], ["--wandb-tags 'a,b'", "needs --wandb"]),
     (["--sweep-variants", "subsetsum,wide", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
       "--hidden", "3"], ["--hidden 3", "any cell of this sweep"]),
-    (["--resume", C, "--sparsity", "0.9"], ["--sparsity 0.9", "0.5", "--stop-after"]),
+    (["--resume", C, "--sparsity", "0.9"],  # (not --overwrite, which a resume refuses)
+     ["--sparsity 0.9", "0.5", "may be given: --out, --resume, --stop-after"]),
     (["--resume", C, "--arch", "fc4"], ["--arch 'fc4'", "'fc2'"]),
     (["--resume", C, "--epochs", "5"], ["--epochs 5", "2"]),
     (["--resume", C, "--config", "{cfg_structure}"], ["--structure 'wide'", "'dense'"]),
