@@ -303,6 +303,10 @@ def effective_errors(model: nn.Module, target: nn.Module) -> torch.Tensor:
     errors = []
     for name, subnet in model.named_modules():
         if isinstance(subnet, SubnetLinear | SubnetConv2d):
+            if not hasattr(subnet.structure, "effective_weight"):
+                raise ValueError(f"effective_errors reads subset-sum layers; {name or 'the model'}"
+                                 f" is a {type(subnet.structure).__name__.lower()} layer (a "
+                                 f"product network's errors are its stats['weight_errors'])")
             layer = target.get_submodule(name)
             weight, _ = subnet.structure.effective_weight()
             errors.append((weight - layer.weight.double()).abs().flatten())

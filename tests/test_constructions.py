@@ -331,3 +331,12 @@ def test_a_product_networks_median_error_is_over_every_weight():
     assert errors.numel() == 220
     assert row["weight_error_median"] == errors.median().item()
     assert row["weight_error_max"] == errors.max().item()
+
+
+def test_effective_errors_of_a_product_network_is_refused_in_one_line():
+    """It failed with AttributeError: 'Malach' object has no attribute 'effective_weight'."""
+    target = nn.Sequential(small_linear())
+    model, _ = construct_model(
+        target, lambda layer, generator: product_network(layer, 2, generator, rule="malach"))
+    with pytest.raises(ValueError, match=r"0 is a malach layer .*stats\['weight_errors'\]"):
+        effective_errors(model, target)
