@@ -394,15 +394,17 @@ def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
     ``a = c_in d²``, hidden ``b n′``; Natale et al. Thm. 3 (Eq. 28) at γ′ = k/n, the fraction
     of each subset-sum block the construction keeps (the theorem's ticket density is
     ``γ = ρ γ′``), hidden ``2 a n*``; Malach et al. Thm. 2.1 and Orseau et al. Thm. 3 from
-    :mod:`lotterynet.theory` (Orseau's per-weight m of Cor. 10: ``8⌈k′ ln(k′/δ)⌉``). Conv
+    :mod:`lotterynet.theory` (Orseau's per-weight m of Thm. 3, Step 2: ``8⌈k′ ln(k′/δ_w)⌉``
+    with Step 3's union bound ``δ_w = δ/(2N*)`` over the target's N* weights). Conv
     layers (LeNet5) enter the FC bounds with fan-in ``c_in d²``."""
     pairs, ell = LAYERS[net], len(LAYERS[net])
     if construction in ("malach", "orseau"):
         widths = (pairs[0][0], *(b for _, b in pairs))
         first = theory.BOUNDS.get(construction)(widths, EPSILON, DELTA)[0]
         k = theory.orseau_k(widths, EPSILON)
+        delta_w = DELTA / (2 * theory.target_weights(widths))
         per_weight = (first.hidden / (first.fan_in * first.fan_out) if construction == "malach"
-                      else 8 * math.ceil(k * math.log(k / DELTA)))
+                      else 8 * math.ceil(k * math.log(k / delta_w)))
         return f"{per_weight:.3g}", f"{first.hidden:.3g}"
     gamma_ = NATALE_DENSITY
     if construction == "natale_k":
