@@ -247,8 +247,12 @@ def width_table(widths, epsilon: float, delta: float = 0.01, *,
     return rows
 
 
-def format_table(widths, rows) -> str:
-    lines = [f"target {'-'.join(map(str, widths))}: {target_weights(widths):,} weights",
+def format_table(widths, rows, kernel: int = 1) -> str:
+    """``width_table``'s rows as text; ``kernel``: the one the rows were counted with (d × d
+    convolutions between channels: the target then has ``d² Σ n_{i-1} n_i`` weights)."""
+    shape = f" ({kernel} × {kernel} kernels)" if kernel != 1 else ""
+    lines = [f"target {'-'.join(map(str, widths))}{shape}: {target_weights(widths, kernel):,} "
+             f"weights",
              f"{'bound':<18}{'hidden units per layer':<44}{'params':>12}{'params/N*':>12}"]
     for r in rows:
         hidden = ", ".join(f"{h:.3g}" for h in r["hidden"])

@@ -76,6 +76,9 @@ def test_dacunha_counts_the_conv_kernels():
     (dense,) = theory.dacunha((6, 16), 0.01, 0.01)
     assert (dense.hidden, dense.params) == (672, 14_784)
     assert theory.target_weights((6, 16), kernel=5) == 2_400
+    # the printed table's target has those 2,400 weights (its header said 96, its ratio 2,400's)
+    assert theory.format_table((6, 16), [row], kernel=5).startswith(
+        "target 6-16 (5 × 5 kernels): 2,400 weights")
 
 
 def test_natale_sparser_tickets_need_wider_networks():
