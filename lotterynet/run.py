@@ -667,7 +667,8 @@ def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
         resumed = (config.resume, load_checkpoint(config.resume))
         check_same_run(resumed, config)
     claim_run_dir(run_dir, config)
-    remove_stale_temp_files(run_dir / CHECKPOINTS)
+    for folder in (run_dir, run_dir / CHECKPOINTS):  # what a killed run's writes left (its
+        remove_stale_temp_files(folder)  # results, ticket, history, W&B id; its checkpoint)
     pl.seed_everything(config.seed, verbose=False)
     data = TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
                             val_size=config.val_size, limit_train=config.limit_train,

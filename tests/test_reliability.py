@@ -445,6 +445,26 @@ def test_stale_temp_files_are_removed_and_refusal_names_only_real_files(tmp_path
     assert "--overwrite" in err and "--resume" not in err
 
 
+def test_a_resume_removes_what_a_killed_runs_writes_left_in_its_folder(whole_and_stopped,
+                                                                       tmp_path):
+    """A run killed while it wrote its results, ticket or history leaves the temporary file
+    beside it, in the run's folder: only the checkpoints' folder was cleaned at the next
+    start, so these stayed for good (a ticket's: the size of the masks). The resume removes
+    them as it does a checkpoint's."""
+    _, stopped = whole_and_stopped
+    run = tmp_path / "killed"
+    shutil.copytree(stopped, run)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    left = [run / f".{name}.tmp{dead}" for name in ("results.json", "model.ticket",
+                                                    "metrics.csv")]
+    left.append(run / "checkpoints" / f".last.ckpt.tmp{dead}")
+    for path in left:
+        path.write_bytes(b"half")
+    assert main(["--resume", str(run / "checkpoints" / "last.ckpt")]) == 0
+    assert not list(run.rglob(".*.tmp*")) and (run / "results.json").is_file()
+
+
 def test_wandb_run_id_is_kept_across_resume_into_the_same_run(tmp_path):
     """A resume continues its run's W&B run; a resume into another --out (the original stays
     resumable) is a W&B run of its own, and the original's id file is left as it was."""
