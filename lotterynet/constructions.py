@@ -284,15 +284,17 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
 def construct_model(target: nn.Module, build, *, seed: int = 0) -> tuple[nn.Module, list]:
     """Copy of ``target`` (float64) with every ``nn.Linear`` / ``nn.Conv2d`` in it, at any depth,
     replaced by ``build(layer, generator=generator)`` (a construction above with its size
-    bound), in module order; returns ``(model, per-layer stats)``."""
+    bound), in module order; returns ``(model, per-layer stats)``. A layer used at several
+    places (tied) is built once and that one construction put at each of them."""
     generator = torch.Generator().manual_seed(seed)
-    model, stats = copy.deepcopy(target).double().eval(), []
-    for name, layer in list(model.named_modules()):
+    model, stats, built = copy.deepcopy(target).double().eval(), [], {}
+    for name, layer in list(model.named_modules(remove_duplicate=False)):
         if isinstance(layer, nn.Linear | nn.Conv2d):
-            built, layer_stats = build(layer, generator=generator)
+            if id(layer) not in built:
+                built[id(layer)], layer_stats = build(layer, generator=generator)
+                stats.append(layer_stats)
             parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, built)
-            stats.append(layer_stats)
+            setattr(model.get_submodule(parent), child, built[id(layer)])
     return model, stats
 
 

@@ -314,6 +314,16 @@ def test_construct_model_replaces_layers_at_any_depth():
     assert effective_errors(model, target).numel() == 66
 
 
+def test_construct_model_builds_a_tied_layer_once_and_puts_it_everywhere():
+    """A layer used twice was replaced at its first place only: the second stayed the exact
+    trained layer, counted in no stats."""
+    layer = small_linear(4, 4)
+    model, stats = construct_model(nn.Sequential(layer, nn.ReLU(), layer),
+                                   lambda layer, generator: subset_sum(layer, 4, generator))
+    assert isinstance(model[0], ln.SubnetLinear) and model[2] is model[0]
+    assert [s["targets"] for s in stats] == [16]
+
+
 def test_a_product_networks_median_error_is_over_every_weight():
     """The median weight error of a model of several product layers is the median of all their
     weights' errors (it was the median of the layers' medians: two layers counted equally)."""
