@@ -9,6 +9,7 @@ fails, 130 / 143 when stopped by Ctrl-C / SIGTERM (resumable from its checkpoint
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -236,7 +237,7 @@ def summary_line(results: dict) -> str:
     checkpoint = f"{run_dir}/checkpoints/last.ckpt"
     if not results.get("finished"):
         return (f"stopped after {plural(results['epochs_done'], 'epoch')}; resume with "
-                f"--resume {checkpoint}")
+                f"--resume {shlex.quote(checkpoint)}")
     params = results["params"]
     size = (f"kept {params['kept']:,} of {params['maskable']:,} maskable" if params["maskable"]
             else f"{params['trainable']:,} trained weights")

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -134,7 +135,7 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     if config.overwrite or not holds_files(run_dir):
         return
     last, done = run_dir / CHECKPOINTS / LAST, (run_dir / RESULTS).is_file()
-    resume = f"--resume {last}, " if last.is_file() and not done else ""  # (not a finished run)
+    resume = f"--resume {shlex.quote(str(last))}, " if last.is_file() and not done else ""
     finished = f" (a finished run: {RESULTS} is there)" if done else ""
     raise ConfigError(f"run directory {str(run_dir)!r} is not empty{finished}; pass "
                       f"--overwrite, {resume}or another --out")
@@ -606,7 +607,7 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
     except (SystemExit, KeyboardInterrupt, Terminated) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        then = (resume or f"resume with --resume {checkpoint}") if checkpoint.is_file() else \
+        then = (resume or resume_hint(checkpoint)) if checkpoint.is_file() else \
             resume_hint(resumed) or \
             "no epoch had finished, so there is no checkpoint to resume from"
         raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then) from None
@@ -626,8 +627,8 @@ def reporting_interrupts_before_fit(then: str | None):
 
 def resume_hint(checkpoint: str | None) -> str | None:
     """How to go on from ``checkpoint``, the one a run resumed from; None without one."""
-    return f"resume with --resume {checkpoint}" if checkpoint and Path(checkpoint).is_file() \
-        else None
+    return f"resume with --resume {shlex.quote(str(checkpoint))}" if checkpoint and \
+        Path(checkpoint).is_file() else None  # (as a shell reads it: a path with a space)
 
 
 def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
@@ -734,7 +735,8 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
             finish_wandb(loggers, {})
             return {"finished": False, "epochs_done": trainer.current_epoch,
                     "run_dir": str(run_dir)}
-    with reporting_interrupts(trainer, checkpoint, f"resume with --resume {checkpoint} to test"):
+    with reporting_interrupts(trainer, checkpoint,
+                              f"resume with --resume {shlex.quote(str(checkpoint))} to test"):
         digests = trainer.strategy.all_gather(
             torch.tensor(mask_digest(module.model), dtype=torch.float64))
         tested = trainer.test(module, datamodule=data, verbose=False)[0]

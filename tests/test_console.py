@@ -77,3 +77,22 @@ def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, 
                       "dirpath has changed"):
             assert noise not in console, noise
     assert len((out / "metrics.csv").read_text().strip().splitlines()) >= 3  # header + 2 epochs
+
+
+def test_a_resume_hint_is_a_command_a_shell_reads_as_printed(tmp_path, capsys):
+    """The --resume a stopped run's line, the summary of a run stopped by --stop-after and a
+    refusal offer is quoted where the path needs it (an --out with a space): it was printed
+    bare, and pasted into a shell it named two paths."""
+    from lotterynet.cli import summary_line
+    from lotterynet.run import resume_hint
+
+    run = tmp_path / "my runs" / "run 1"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    quoted = f"--resume '{checkpoint}'"
+    assert summary_line({"finished": False, "epochs_done": 1, "run_dir": str(run)}).endswith(
+        quoted)
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"")  # (what the line and the refusal look for)
+    assert resume_hint(str(checkpoint)) == f"resume with {quoted}"
+    assert main(["--arch", "fc2", "--out", str(run)]) == 2
+    assert f"pass --overwrite, {quoted}, or another --out" in capsys.readouterr().err
