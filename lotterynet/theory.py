@@ -17,6 +17,7 @@ leave open (``C``, ``c_amp``, the log base) are arguments; defaults are document
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -137,6 +138,9 @@ def orseau_k(widths, epsilon, *, w_max: float = 1.0, f_max: float = 1.0,
     Π_i max{1, ‖Ŵ_i‖_2})`` (Orseau et al. 2020, Theorem 3 and Lemma 1, λ = 1 for ReLU).
     ``spectral_norm`` bounds every ``‖Ŵ_i‖_2``: 1 as in Remark 4 / Example 5, ``w_max n_max``
     for the worst case of Example 2 / Example 6."""
+    for name, value in (("w_max", w_max), ("f_max", f_max), ("spectral_norm", spectral_norm)):
+        if not 0 < value < math.inf:  # (k′ takes their logs: no overflow to guard against)
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     ell, n_max = len(widths) - 1, max(widths)
     # log(1 / ε_w), summed term by term: Π_i max{1, ‖Ŵ_i‖_2} overflows a float for deep targets
     log_inv_eps_w = (1 + math.log(ell) + 1.5 * math.log(n_max) + math.log(f_max)
@@ -234,6 +238,12 @@ def width_table(widths, epsilon: float, delta: float = 0.01, *,
     widths = check_widths(tuple(widths))
     check_probability("epsilon", epsilon)
     check_probability("delta", delta)
+    known = sorted({p.name for name in BOUNDS.names()
+                    for p in inspect.signature(BOUNDS.get(name)).parameters.values()
+                    if p.kind is p.KEYWORD_ONLY} - {"kernel"})
+    unknown = [name for name in constants if name not in known]
+    if unknown:  # (a bound ignores the constants of the others: a misspelt one was ignored)
+        raise ValueError(f"unknown constant {unknown[0]!r}; valid: {', '.join(known)}")
     rows = []
     for name in bounds or (BOUNDS.names() if kernel == 1 else CONV_BOUNDS):
         bound = BOUNDS.get(name)

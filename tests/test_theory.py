@@ -110,6 +110,13 @@ def test_natale_sparser_tickets_need_wider_networks():
     (lambda: theory.width_table((6, 16), 0.1, kernel=5, bounds=["dacunha", "pensia"]),
      r"the pensia bound is for dense layers; kernel=5 is counted by dacunha only"),
     (lambda: theory.rss_study(C=1e308), r"C must be .* got 1e\+308"),
+    # a misspelt constant was ignored; w_max = 0 was 'math domain error', a negative
+    # spectral norm taken as 1
+    (lambda: theory.width_table((784, 10), 0.1, spectral_nrom=100),
+     r"unknown constant 'spectral_nrom'; valid: C, c_amp, density, f_max, spectral_norm, w_max"),
+    (lambda: theory.width_table((784, 10), 0.1, w_max=0), r"w_max must be a positive finite"),
+    (lambda: theory.orseau((784, 10), 0.1, 0.1, spectral_norm=-1),
+     r"spectral_norm must be a positive finite number, got -1"),
 ])
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
