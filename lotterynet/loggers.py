@@ -147,17 +147,44 @@ def wandb_run_id(run_dir: Path, checkpoint: str | None) -> tuple[str, bool]:
     run's (``RUN/wandb-id``) when the resume writes into that run's own folder, else the one a
     W&B sweep agent chose (``$WANDB_RUN_ID``), else a new one. A resume into another ``--out``
     is a new W&B run: the original folder stays resumable, and one W&B run would get two
-    histories. Under a sweep agent (``$WANDB_SWEEP_ID``) the run is always the agent's (W&B
-    ignores any other id there): a cell an interrupted agent left is continued in a new run,
-    which gets its history."""
+    histories; so is a resume of a copy (``cp -r R C``), whose id file names R, which still
+    holds that id (:func:`own_wandb_id`). Under a sweep agent (``$WANDB_SWEEP_ID``) the run is
+    always the agent's (W&B ignores any other id there): a cell an interrupted agent left is
+    continued in a new run, which gets its history."""
     origin = checkpoint_run_dir(checkpoint) if checkpoint else None
-    source = origin / WANDB_ID_FILE if origin == Path(run_dir).resolve() else None
-    continued = bool(source and source.is_file()) and not os.environ.get("WANDB_SWEEP_ID")
-    fresh = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
-    run_id = source.read_text().strip() if continued else fresh
+    here = Path(run_dir).resolve()
+    kept = own_wandb_id(here) if origin == here else None
+    continued = kept is not None and not os.environ.get("WANDB_SWEEP_ID")
+    run_id = kept if continued else os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
     if rank_zero_only.rank == 0:
-        atomic_write(run_dir / WANDB_ID_FILE, lambda tmp: tmp.write_text(run_id + "\n"))
+        atomic_write(run_dir / WANDB_ID_FILE,
+                     lambda tmp: tmp.write_text(f"{run_id}\n{here}\n"))
     return run_id, continued
+
+
+def own_wandb_id(run_dir: Path) -> str | None:
+    """The W&B id in ``run_dir``'s id file, unless the file was written in another folder that
+    still holds that id: a copy of a run (``cp -r R C``), whose W&B run is R's (a moved run's
+    first folder is gone, and the id goes with it)."""
+    recorded = read_wandb_id(run_dir)
+    if recorded is None:
+        return None
+    run_id, written_in = recorded
+    if written_in != run_dir and (read_wandb_id(written_in) or ("",))[0] == run_id:
+        return None
+    return run_id
+
+
+def read_wandb_id(run_dir: Path) -> tuple[str, Path] | None:
+    """``(id, the folder its file was written in)`` from ``run_dir``'s W&B id file (an older
+    file holds the id alone: ``run_dir``); None without one."""
+    try:
+        run_id, _, written_in = (run_dir / WANDB_ID_FILE).read_text().partition("\n")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    written_in = written_in.removesuffix("\n")
+    return (run_id.strip(), Path(written_in) if written_in else run_dir) if run_id.strip() \
+        else None
 
 
 def replay_history(logger: WandbLogger, rows: list[dict]) -> None:

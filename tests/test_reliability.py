@@ -476,9 +476,32 @@ def test_wandb_run_id_is_kept_across_resume_into_the_same_run(tmp_path):
     checkpoint = first / "checkpoints" / "last.ckpt"
     assert wandb_run_id(first, str(checkpoint)) == (run_id, True)
     forked, continued = wandb_run_id(tmp_path / "copy", str(checkpoint))
-    assert forked != run_id and (tmp_path / "copy" / "wandb-id").read_text() == forked + "\n"
-    assert not continued and (first / "wandb-id").read_text() == run_id + "\n"
+    assert forked != run_id and (tmp_path / "copy" / "wandb-id").read_text().startswith(
+        forked + "\n")
+    assert not continued and (first / "wandb-id").read_text() == f"{run_id}\n{first}\n"
     assert wandb_run_id(tmp_path / "new", None)[0] != run_id
+
+
+def test_a_copied_run_resumed_is_a_wandb_run_of_its_own_and_a_moved_one_keeps_its_id(tmp_path):
+    """``cp -r R C`` then a resume of C: C's id file is R's, and C's resume logged into R's
+    W&B run, which R's own resume continues too (one W&B run, two histories). The file names
+    the folder it was written in: C's resume is a new W&B run while R holds the id; a moved run
+    (R gone) keeps it, and so does an id file of an older version (the id alone)."""
+    from lotterynet.loggers import wandb_run_id
+
+    first = tmp_path / "run"
+    run_id, _ = wandb_run_id(first, None)
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    forked, continued = wandb_run_id(copy, str(copy / "checkpoints" / "last.ckpt"))
+    assert forked != run_id and not continued
+    assert wandb_run_id(first, str(first / "checkpoints" / "last.ckpt")) == (run_id, True)
+    assert wandb_run_id(copy, str(copy / "checkpoints" / "last.ckpt")) == (forked, True)
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    assert wandb_run_id(moved, str(moved / "checkpoints" / "last.ckpt")) == (run_id, True)
+    (moved / "wandb-id").write_text("0ldrun00\n")
+    assert wandb_run_id(moved, str(moved / "checkpoints" / "last.ckpt")) == ("0ldrun00", True)
 
 
 def test_full_disk_during_training_is_one_line_and_exit_1(tmp_path, data_dir, monkeypatch,
