@@ -196,12 +196,16 @@ def binary_entropy(p: float) -> float:
 
 def natale_terms(a: int, b: int, ell: int, epsilon: float, gamma_: float,
                  c_amp: float = 1.0) -> int:
-    """Smallest n with ``n ≥ c_amp log2²(2 ℓ a b γ′ n / ε) / H2(γ′)`` — Natale et al.,
-    Theorem 3, Eq. (28), solved by fixed-point iteration (the right side grows like log² n)."""
-    n = 1.0
+    """Smallest n from which on ``n ≥ c_amp log2²(2 ℓ a b γ′ n / ε) / H2(γ′)`` — Natale et
+    al., Theorem 3, Eq. (28): its largest fixed point, by fixed-point iteration from above
+    (the right side grows like log² n, so the iterates fall to that point, each one meeting the
+    inequality). From below the iteration stopped at a spurious small root where the log's
+    argument is under 2 (ℓ = 3, a = b = 1, ε = 0.99, γ′ = 1/4: n = 2, whose right side is
+    3.2; the inequality holds from n = 50 on)."""
+    base = math.log2(2 * ell * a * b * gamma_ / epsilon)  # + log2 n: no overflow at n = 1e300
+    n = 1e300
     for _ in range(200):
-        nxt = c_amp * math.log2(max(2.0, 2 * ell * a * b * gamma_ * n / epsilon)) ** 2
-        nxt /= binary_entropy(gamma_)
+        nxt = c_amp * max(1.0, base + math.log2(n)) ** 2 / binary_entropy(gamma_)
         if abs(nxt - n) < 1e-9:
             break
         n = nxt

@@ -88,6 +88,13 @@ def test_natale_sparser_tickets_need_wider_networks():
     n = theory.natale_terms(784, 500, 2, 0.01, 0.01)
     rhs = math.log2(2 * 2 * 784 * 500 * 0.01 * n / 0.01) ** 2 / theory.binary_entropy(0.01)
     assert n >= rhs > n - 1  # the smallest integer solving Eq. (28)
+    # tiny widths: the iteration from below stopped at n = 2 (a root where the log's argument
+    # is under 2), whose right side is 3.2; the inequality holds from 47 on
+    def right(n):
+        return math.log2(max(2, 2 * 3 * 0.25 * n / 0.99)) ** 2 / theory.binary_entropy(0.25)
+
+    n = theory.natale_terms(1, 1, 3, 0.99, 0.25)
+    assert n == 47 and all(m >= right(m) for m in range(n, 10 * n)) and right(n - 1) > n - 1
 
 
 @pytest.mark.parametrize("call,match", [
