@@ -87,10 +87,18 @@ def _solve_chunk(t, c, bits_a, bits_b, groups):
 _INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
+def _numbers(x) -> torch.Tensor:
+    """A list's floats are Python's float64: read through numpy, not at torch's float32
+    default; a list of tensors (one that requires grad numpy refuses) as torch reads it."""
+    try:
+        return torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError, RuntimeError):
+        return torch.as_tensor(x)
+
+
 def _check(name: str, x) -> torch.Tensor:
     try:
-        # a list's floats are Python's float64: through numpy, not torch's float32 default
-        x = (x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))).detach()
+        x = (x if isinstance(x, torch.Tensor) else _numbers(x)).detach()
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"{name} must be numbers (a tensor, an array or nested lists), got "
                          f"{type(x).__name__} {x!r:.40}") from None

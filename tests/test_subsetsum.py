@@ -1,5 +1,6 @@
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -96,6 +97,11 @@ def test_python_lists_are_read_as_float64():
     assert error.item() == pytest.approx(1e-12, rel=1e-3)
     _, approx, _ = solve([1e39], [[1e39, 1.0]])
     assert approx.item() == 1e39
+    # a list of tensors, one requiring grad (numpy refuses it), is read as torch reads it
+    with warnings.catch_warnings():  # (torch's own: a tensor that requires grad made a scalar)
+        warnings.simplefilter("ignore", UserWarning)
+        _, _, error = solve([torch.tensor(1.0, requires_grad=True)], [[torch.tensor(0.25)]])
+    assert error.item() == 0.75
 
 
 def test_empty_batch():
