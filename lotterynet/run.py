@@ -15,7 +15,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -608,27 +608,35 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
         then = (resume or resume_hint(checkpoint)) if checkpoint.is_file() else \
-            resume_hint(resumed) or \
+            resume_hint(resumed, checkpoint.parent.parent) or \
             "no epoch had finished, so there is no checkpoint to resume from"
         raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then) from None
 
 
 @contextlib.contextmanager
-def reporting_interrupts_before_fit(then: str | None):
+def reporting_interrupts_before_fit(then: Callable[[], str | None]):
     """A Ctrl-C or SIGTERM (:class:`Terminated`) before a run's or a stack's fit (its
-    checkpoint or data being read, its model built) as :class:`Interrupted`, saying ``then``
+    checkpoint or data being read, its model built) as :class:`Interrupted`, saying ``then()``
     how to go on from the checkpoint it would resume (a resumed run's, a stack's); None
     where there is none (nothing to resume)."""
     try:
         yield
     except (KeyboardInterrupt, Terminated) as stop:
-        raise interrupted(isinstance(stop, Terminated), then) from None
+        raise interrupted(isinstance(stop, Terminated), then()) from None
 
 
-def resume_hint(checkpoint: str | None) -> str | None:
-    """How to go on from ``checkpoint``, the one a run resumed from; None without one."""
-    return f"resume with --resume {shlex.quote(str(checkpoint))}" if checkpoint and \
-        Path(checkpoint).is_file() else None  # (as a shell reads it: a path with a space)
+def resume_hint(checkpoint: str | Path | None, run_dir: Path | None = None) -> str | None:
+    """How to go on from ``checkpoint``, the one a run resumed from, None without one; a run
+    resumed into ``run_dir``, another ``--out`` than the checkpoint's run, goes on there while
+    that holds no file of its own (else into an empty one: a resume into an ``--out`` that
+    holds files is refused, and without ``--out`` it would continue the checkpoint's run)."""
+    if not (checkpoint and Path(checkpoint).is_file()):
+        return None
+    hint = f"resume with --resume {shlex.quote(str(checkpoint))}"  # (as a shell reads it)
+    if run_dir is None or run_dir.resolve() == checkpoint_run_dir(checkpoint):
+        return hint
+    return f"{hint} --out {shlex.quote(str(run_dir))}" if not holds_files(run_dir) else \
+        f"{hint} and an empty --out ({str(run_dir)!r} holds this attempt's files)"
 
 
 def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
@@ -656,7 +664,8 @@ def run(config: RunConfig) -> dict:
     SigtermStop`), also outside Lightning's fit and test."""
     with tying_launched_ranks(), stopping_on_sigterm() as sigterm:  # (its DDP ranks die with it)
         # (in its fit: reporting_interrupts)
-        with reporting_interrupts_before_fit(resume_hint(config.resume)):
+        with reporting_interrupts_before_fit(lambda: resume_hint(config.resume,
+                                                                 run_dir_of(config))):
             return set_up_and_run(config, sigterm)
 
 

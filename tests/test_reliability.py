@@ -921,18 +921,22 @@ def test_a_signal_outside_the_trainer_is_one_line_too(whole_and_stopped, tmp_pat
         assert_same_history_and_result(run, whole)
 
 
-@pytest.mark.parametrize("where", ["TensorDataModule", "training_step"])
+@pytest.mark.parametrize("where,out", [("TensorDataModule", False), ("TensorDataModule", True),
+                                       ("training_step", True)])
 def test_a_resumed_run_stopped_by_sigterm_before_its_own_checkpoint_names_the_one_it_resumed(
-        whole_and_stopped, tmp_path, monkeypatch, capsys, where):
+        whole_and_stopped, tmp_path, monkeypatch, capsys, where, out):
     """A resumed run stopped by SIGTERM before its fit (the data being read) said only "stopped
     by SIGTERM", and one resumed into a new --out stopped in its fit before its first epoch
     there ended said there was no checkpoint to resume from; the checkpoint it resumed is
     there to resume again, and the line says so as a stop after a checkpoint does (a new run
-    stopped before its first has none: its line says no more, as above)."""
+    stopped before its first has none: its line says no more, as above): with the --out while
+    that holds nothing (the hint followed resumes there), else into an empty one (without
+    --out the hint would continue the checkpoint's own run, and into one that holds files a
+    resume is refused)."""
     import lotterynet.run as run_module
     from lotterynet.module import EdgePopupModule
 
-    _, stopped = whole_and_stopped
+    whole, stopped = whole_and_stopped
     run = tmp_path / "run"
     shutil.copytree(stopped, run)
     checkpoint = run / "checkpoints" / "last.ckpt"
@@ -943,16 +947,24 @@ def test_a_resumed_run_stopped_by_sigterm_before_its_own_checkpoint_names_the_on
         os.kill(os.getpid(), signal.SIGTERM)
         return called(*args, **kwargs)
 
-    monkeypatch.setattr(owner, where, signalled)
-    out = ["--out", str(tmp_path / "new")] if where == "training_step" else []
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        assert main(["--resume", str(checkpoint), *out]) == 143
-    finally:  # (train.py's handler stays on its way out)
-        signal.signal(signal.SIGTERM, previous)
+    new = tmp_path / "new"
+    with monkeypatch.context() as patched:
+        patched.setattr(owner, where, signalled)
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            assert main(["--resume", str(checkpoint), *(["--out", str(new)] if out else [])]) \
+                == 143
+        finally:  # (train.py's handler stays on its way out)
+            signal.signal(signal.SIGTERM, previous)
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"train.py: error: stopped by SIGTERM; resume with --resume {checkpoint}"
+    then = f"resume with --resume {checkpoint}" + ("" if not out else f" --out {new}"
+        if where == "TensorDataModule" else f" and an empty --out ({str(new)!r} holds this "
+                                            f"attempt's files)")
+    assert err[-1] == f"train.py: error: stopped by SIGTERM; {then}"
     assert load_checkpoint(checkpoint)["epoch"] == 0 and not (run / "results.json").exists()
+    if out and where == "TensorDataModule":  # the hint, followed
+        assert main(["--resume", str(checkpoint), "--out", str(new)]) == 0
+        assert_same_history_and_result(new, whole)
 
 
 @pytest.mark.parametrize("resumable", [True, False])
