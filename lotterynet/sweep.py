@@ -279,18 +279,21 @@ SWEEP_JOB = "LOTTERYNET_SWEEP_JOB"
 
 
 @contextlib.contextmanager
-def outside_a_running_sweep(sweep_dir: Path, what: str):
+def outside_a_running_sweep(sweep_dir: Path, what: str, is_a_sweep: bool = False):
     """A run by hand of one of a sweep's stacks or cells (``what``: ``--stack-file PATH``,
     ``--cell NAME``) holds the sweep's lock shared while the block runs: refused while the
     sweep runs (it runs that stack or cell itself, or will: by hand it trained a queued one,
     and the sweep's own job then failed on it or trained it again), and the sweep refused
     meanwhile; runs by hand side by side (W&B agents' cells) share it. The sweep's own jobs
-    run under its lock."""
+    run under its lock. ``is_a_sweep``: ``sweep_dir`` is one (a ``--cell``'s, where no sweep
+    may have run yet: its lock file is made); else a folder without a lock file is not
+    (a stack file outside a sweep's folders)."""
     lock_file = sweep_dir / SWEEP_LOCK
-    if os.environ.get(SWEEP_JOB) or not lock_file.is_file():
+    if os.environ.get(SWEEP_JOB) or not (is_a_sweep or lock_file.is_file()):
         yield
         return
-    with open(lock_file) as lock:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -773,7 +776,7 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
         valid = names[0] if len(names) == 1 else f"{names[0]}, …, {names[-1]}"
         raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
                           f"({len(names)} cells; see --wandb-sweep's file)")
-    with outside_a_running_sweep(sweep_dir, f"--cell {name!r}"):
+    with outside_a_running_sweep(sweep_dir, f"--cell {name!r}", is_a_sweep=True):
         config = prepare_cell(cells[name], sweep_dir / "cells" / name)
         if config is None:
             print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")

@@ -614,10 +614,13 @@ def test_a_cell_run_by_hand_is_refused_while_its_sweep_runs(tmp_path, data_dir, 
         assert "--cell 'dense-s0.5-e1-seed0': its sweep" in err and "is running" in err
         assert len(err.strip().splitlines()) == 1 and not (out / "cells").exists()
     assert main(argv) == 0 and (out / "cells" / "dense-s0.5-e1-seed0" / "results.json").is_file()
-    with sweep_module.outside_a_running_sweep(out, "--cell a"), \
-            sweep_module.outside_a_running_sweep(out, "--cell b"), pytest.raises(
-            ConfigError, match="or a --stack-file or --cell run"), sweep_module.sweep_lock(out):
-        pass
+    fresh = tmp_path / "agents"  # (W&B agents' cells, before any sweep has run there)
+    for folder in (out, fresh):
+        with sweep_module.outside_a_running_sweep(folder, "--cell a", is_a_sweep=True), \
+                sweep_module.outside_a_running_sweep(folder, "--cell b", is_a_sweep=True), \
+                pytest.raises(ConfigError, match="or a --stack-file or --cell run"), \
+                sweep_module.sweep_lock(folder):
+            pass
 
 
 def test_cell_with_another_config_is_run_again(tmp_path, data_dir, capsys):
