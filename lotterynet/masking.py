@@ -358,8 +358,9 @@ class MaskedWeight(nn.Module):
                              f"{shape[group_dim]} of dimension {group_dim} of {tuple(shape)}")
         self.group_dim = group_dim
         self.group_size = weight.numel() if group_dim is None else group_size
-        self._nominal_sparsity = sparsity
-        self.set_rules(kept, ties)  # sets k from the sparsity, under the kept rule
+        self._nominal_sparsity: float | None = None
+        self.set_rules(kept, ties)
+        self.sparsity = sparsity  # k, under the kept rule
         self._cache: tuple | None = None
         self._hint = ThresholdHint()
 
@@ -369,11 +370,8 @@ class MaskedWeight(nn.Module):
         count rule, unless it was set since by other means (:func:`global_topk`,
         :meth:`set_mask`, a state dict's or a ticket's ``k``), which it keeps."""
         kept_count(1, 0.0, kept)  # validates the name
-        k = getattr(self, "k", None)  # (None: being built)
-        from_sparsity = k is None or k == kept_count(self.group_size, self._nominal_sparsity,
-                                                     self.kept_rule)
         self.kept_rule, self.ties = kept, check_ties(ties)
-        if from_sparsity:
+        if self._nominal_sparsity is not None:  # (None: k was set by other means)
             self.sparsity = self._nominal_sparsity
 
     @property
@@ -390,6 +388,11 @@ class MaskedWeight(nn.Module):
         value = self.checked_sparsity(value)
         self.k = kept_count(self.group_size, value, self.kept_rule)
         self._nominal_sparsity = value
+
+    def keep(self, k: int) -> None:
+        """Keep ``k`` entries (per group), set other than by a sparsity (:func:`global_topk`,
+        :meth:`set_mask`, a state dict's ``k`` that differs): :meth:`set_rules` keeps it."""
+        self.k, self._nominal_sparsity = k, None
 
     def checked_sparsity(self, value) -> float:
         """``value`` as a sparsity of this tensor, or the error that names why it is not."""
@@ -408,7 +411,8 @@ class MaskedWeight(nn.Module):
         if not 0 <= k <= self.group_size:
             raise ValueError(f"a state dict's k={k} is not a count of kept entries of "
                              f"{self.group_size} (the entries of one group of this tensor)")
-        self.k = k
+        if k != self.k:  # (the k the layer has: still its sparsity's)
+            self.keep(k)
 
     def mask(self, dtype: torch.dtype = torch.bool) -> torch.Tensor:
         """The current mask, boolean or 0/1 in ``dtype`` (see the class docstring for when it
@@ -450,7 +454,7 @@ class MaskedWeight(nn.Module):
                              "entries in every group")
         with torch.no_grad():
             self.scores.copy_(mask.to(self.scores.dtype))
-        self.k = int(per_group)
+        self.keep(int(per_group))
 
     def forward(self) -> torch.Tensor:
         mask = self.mask(self.weight.dtype) if self.given_mask is None else self.given_mask
@@ -574,5 +578,5 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
         kept = topk_mask(scores, k, ties=ties.pop(), dtype=torch.int64)
         counts = torch.stack([part.sum() for part in kept.split(sizes)]).tolist()
     for (_, m), c in zip(named, counts):
-        m.k = int(c)
+        m.keep(int(c))
     return {n: m.k for n, m in named}

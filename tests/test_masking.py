@@ -617,6 +617,15 @@ def test_set_rules_keeps_a_k_set_other_than_by_the_sparsity():
     loaded.load_state_dict(model[0].state_dict())
     loaded.structure.weight.set_rules(ties="high")
     assert loaded.structure.weight.k == 80
+    pair = torch.nn.Sequential(*(ln.SubnetLinear(5, 2, seed=s, sparsity=0.75) for s in (0, 1)))
+    with torch.no_grad():  # two large scores in each: a global 4 of 20 keeps 2 and 2
+        for layer, top in zip(pair, (10.0, 8.0)):
+            layer.structure.weight.scores.fill_(0.1).view(-1)[:2] = top
+    assert ln.global_topk(pair, sparsity=0.8) == {"0.structure.weight": 2,  # (what 0.75 keeps)
+                                                  "1.structure.weight": 2}
+    for layer in pair:  # a ranking's k that happens to be the sparsity's is the ranking's
+        layer.structure.weight.set_rules(kept="floor")
+    assert [layer.structure.weight.k for layer in pair] == [2, 2]
     odd = ln.SubnetLinear(5, 2, seed=0, sparsity=0.76)  # 10 entries: round(2.4) = 2 kept
     odd.structure.weight.set_rules(kept="floor")
     assert odd.structure.weight.k == 3  # 10 - int(7.6)
