@@ -9,7 +9,6 @@ fails, 130 / 143 when stopped by Ctrl-C / SIGTERM (resumable from its checkpoint
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from .errors import (
     exit_code,
     interrupted,
     message,
+    resume_flag,
 )
 from .grid import Overrides, load_sweep, sweep_dir_of, write_wandb_sweep
 from .lifetime import stopping_on_sigterm
@@ -237,7 +237,7 @@ def summary_line(results: dict) -> str:
     checkpoint = f"{run_dir}/checkpoints/last.ckpt"
     if not results.get("finished"):
         return (f"stopped after {plural(results['epochs_done'], 'epoch')}; resume with "
-                f"--resume {shlex.quote(checkpoint)}")
+                f"{resume_flag(checkpoint)}")
     params = results["params"]
     size = (f"kept {params['kept']:,} of {params['maskable']:,} maskable" if params["maskable"]
             else f"{params['trainable']:,} trained weights")

@@ -8,6 +8,8 @@ second, before the heavy imports.
 
 
 import argparse
+import os
+import shlex
 import signal
 import sys
 
@@ -83,6 +85,12 @@ class Interrupted(RuntimeError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def resume_flag(checkpoint: str | os.PathLike) -> str:
+    """``--resume CKPT`` for the lines that say how to go on, as a shell reads it: the path
+    quoted where it needs it (a space: ``runs/a b``)."""
+    return f"--resume {shlex.quote(str(checkpoint))}"
 
 
 def interrupted(sigterm: bool, then: str | None = None) -> Interrupted:

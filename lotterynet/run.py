@@ -48,7 +48,7 @@ from .config import (
     read_options,
 )
 from .datamodule import TensorDataModule
-from .errors import CheckpointError, Terminated, TrainingDiverged, interrupted
+from .errors import CheckpointError, Terminated, TrainingDiverged, interrupted, resume_flag
 from .grid import SWEEP_FILE, SWEEP_LOCK
 from .lifetime import (
     SigtermStop,
@@ -135,7 +135,7 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     if config.overwrite or not holds_files(run_dir):
         return
     last, done = run_dir / CHECKPOINTS / LAST, (run_dir / RESULTS).is_file()
-    resume = f"--resume {shlex.quote(str(last))}, " if last.is_file() and not done else ""
+    resume = f"{resume_flag(last)}, " if last.is_file() and not done else ""
     finished = f" (a finished run: {RESULTS} is there)" if done else ""
     raise ConfigError(f"run directory {str(run_dir)!r} is not empty{finished}; pass "
                       f"--overwrite, {resume}or another --out")
@@ -632,7 +632,7 @@ def resume_hint(checkpoint: str | Path | None, run_dir: Path | None = None) -> s
     holds files is refused, and without ``--out`` it would continue the checkpoint's run)."""
     if not (checkpoint and Path(checkpoint).is_file()):
         return None
-    hint = f"resume with --resume {shlex.quote(str(checkpoint))}"  # (as a shell reads it)
+    hint = f"resume with {resume_flag(checkpoint)}"
     if run_dir is None or run_dir.resolve() == checkpoint_run_dir(checkpoint):
         return hint
     return f"{hint} --out {shlex.quote(str(run_dir))}" if not holds_files(run_dir) else \
@@ -745,7 +745,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
             return {"finished": False, "epochs_done": trainer.current_epoch,
                     "run_dir": str(run_dir)}
     with reporting_interrupts(trainer, checkpoint,
-                              f"resume with --resume {shlex.quote(str(checkpoint))} to test"):
+                              f"resume with {resume_flag(checkpoint)} to test"):
         digests = trainer.strategy.all_gather(
             torch.tensor(mask_digest(module.model), dtype=torch.float64))
         tested = trainer.test(module, datamodule=data, verbose=False)[0]
