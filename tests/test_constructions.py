@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -272,6 +273,8 @@ def test_construct_model_replaces_every_layer_and_counts():
      "eps_w must be a positive finite number, got -0.01"),
     (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=10.0),
      r"epsilon=10.0 is at least 3 max\|w\| = 1\.\d+: Theorem 3's product range"),  # "alpha < beta"
+    (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=np.float32(10)),
+     r"epsilon=(np\.float32\()?10\.0\)? is at least 3 max\|w\|"),  # np.float32 too
     (lambda g: product_network(small_linear(scale=0.0), 4, g, rule="orseau"),
      "w_max must be a positive finite number, got 0.0"),  # an all-zero target
     (lambda g: subset_sum(nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), 4, g),
