@@ -168,8 +168,18 @@ def _restore_layouts(model: nn.Module, names: list[str], path) -> None:
 
 def tensors_digest(tensors: dict) -> str:
     """sha256 over the names and bytes of ``tensors`` (a state dict, or part of one)."""
+    return _digest(tensors)
+
+
+def _digest(tensors: dict, via: torch.dtype | None = None, dtype: torch.dtype | None = None
+            ) -> str:
+    """:func:`tensors_digest` of ``tensors`` rounded through ``via`` (:func:`_rounded_through`)
+    and cast to the floating dtype ``dtype``, one tensor at a time (no copy of the whole)."""
     h = hashlib.sha256()
     for name, value in tensors.items():
+        value = _rounded_through(value, via)
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
         h.update(name.encode())
         h.update(_tensor_bytes(value))
     return h.hexdigest()
@@ -180,25 +190,32 @@ def tensors_digest(tensors: dict) -> str:
 ROUNDED_THROUGH = (torch.float16, torch.bfloat16)
 
 
+def _rounded_through(t: torch.Tensor, via: torch.dtype | None) -> torch.Tensor:
+    """``t`` rounded through the floating dtype ``via`` and cast back (``t`` itself where
+    ``via`` is None, ``t`` is not floating or no wider than ``via``)."""
+    if via is None or not t.is_floating_point() or t.dtype.itemsize <= via.itemsize:
+        return t
+    return t.to(via).to(t.dtype)
+
+
 def _as_saved(regenerated: dict, digest: str
               ) -> tuple[torch.dtype | None, torch.dtype | None] | None:
     """``(rounded_through, saved_in)`` when ``regenerated`` (whose digest is not ``digest``)
     are the saved model's frozen weights but for what casts did to them since the model was
     built: rounded through a narrower dtype and cast back (:data:`ROUNDED_THROUGH`), and/or
-    in another floating dtype (``saved_in``: a model saved after ``.double()``); else None."""
-    def through(t: torch.Tensor, via: torch.dtype | None) -> torch.Tensor:
-        if via is None or not t.is_floating_point() or t.dtype.itemsize <= via.itemsize:
-            return t
-        return t.to(via).to(t.dtype)
-
+    in another floating dtype (``saved_in``: a model saved after ``.double()``); else None.
+    Each candidate that changes something is hashed once, the first match returned."""
+    tensors = list(regenerated.values())
     for via in (None, *ROUNDED_THROUGH):
-        rounded = {n: through(t, via) for n, t in regenerated.items()}
-        if via is not None and tensors_digest(rounded) == digest:
+        if via is not None and all(_rounded_through(t, via) is t for t in tensors):
+            continue  # nothing to round: as via=None
+        if via is not None and _digest(regenerated, via) == digest:
             return via, None
         for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
-            cast = {n: t.to(dtype) if t.is_floating_point() else t for n, t in rounded.items()}
-            if any(t.dtype != c.dtype for t, c in zip(rounded.values(), cast.values())) and \
-                    tensors_digest(cast) == digest:
+            if dtype == via or all(t.dtype == dtype or not t.is_floating_point()
+                                   for t in tensors):
+                continue  # nothing cast, or cast as the rounding through it already did
+            if _digest(regenerated, via, dtype) == digest:
                 return via, dtype
     return None
 
@@ -568,8 +585,8 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     if rounded_through is not None:  # as saved: rounded as the casts since its build rounded
         with torch.no_grad():
             for p in regenerated.values():
-                if p.is_floating_point() and p.dtype.itemsize > rounded_through.itemsize:
-                    p.copy_(p.to(rounded_through))
+                if (rounded := _rounded_through(p, rounded_through)) is not p:
+                    p.copy_(rounded)
     if saved_in is not None:  # as saved: the spec's model after .to(dtype), digest and all
         model = model.to(saved_in)
     _check_fits(model, header, path, frozen)
