@@ -261,6 +261,13 @@ class _Payload:
         return entry
 
 
+def _meta_tensor(model: nn.Module) -> str | None:
+    """The name of ``model``'s first state tensor on the ``meta`` device (which holds no
+    values), else None."""
+    return next((n for n, t in model.state_dict(keep_vars=True).items()
+                 if isinstance(t, torch.Tensor) and t.is_meta), None)
+
+
 def save_ticket(model: nn.Module, path) -> int:
     """Write ``model``'s ticket to ``path``; returns the file size in bytes. Any model holding
     subnet layers can be saved (module docstring for what is stored)."""
@@ -273,7 +280,7 @@ def save_ticket(model: nn.Module, path) -> int:
     if other is not None:
         raise ValueError(f"state {other[0]!r} is a {type(other[1]).__name__}, not a tensor: a "
                          f"ticket stores tensors only (return a tensor from get_extra_state)")
-    meta = next((n for n, t in state.items() if t.is_meta), None)
+    meta = _meta_tensor(model)
     if meta is not None:
         raise ValueError(f"tensor {meta!r} is on the meta device, which holds no values: "
                          f"nothing to save as a ticket (build or load the model's values first)")
@@ -322,6 +329,18 @@ NOT_AS_BUILT = ("a module replaced after build_model made the model (timm's rese
                 "registered in lotterynet.models.MODELS")
 
 
+def _refuse_differing(what: str, ours: dict, theirs: dict, show) -> None:
+    """Refuse (``ValueError``, :data:`NOT_AS_BUILT`) the first name whose value (a module's
+    type, a tensor's shape) differs between ``ours`` (the model's) and ``theirs`` (the model
+    its spec rebuilds), or that only one of them holds; ``show`` writes a value."""
+    for name in dict.fromkeys([*ours, *theirs]):
+        if ours.get(name) != theirs.get(name):
+            mine, spec = (show(m[name]) if name in m else "none" for m in (ours, theirs))
+            raise ValueError(f"save_ticket: {what} {name!r} is not the one the model's spec "
+                             f"rebuilds (the model has {mine}, the spec {spec}): "
+                             f"{NOT_AS_BUILT}")
+
+
 def _rebuilt_as_saved(model: nn.Module, spec: dict) -> nn.Module:
     """The model a ticket of ``model`` rebuilds: its ``spec``'s, the ``convert()`` calls
     recorded on ``model`` replayed, on the ``meta`` device. A ``model`` that is not that model
@@ -341,23 +360,10 @@ def _rebuilt_as_saved(model: nn.Module, spec: dict) -> nn.Module:
                     f"{f' (include={include!r})' if include is not None else ''} does not "
                     f"replay on the model the spec builds (convert refuses it there): "
                     f"{NOT_AS_BUILT}") from error
-    built = dict(probe.named_modules())
-    modules = dict(model.named_modules())
-    for name in dict.fromkeys([*modules, *built]):
-        if type(modules.get(name)) is not type(built.get(name)):
-            ours, theirs = (f"a {type(m[name]).__name__}" if name in m else "none"
-                            for m in (modules, built))
-            raise ValueError(f"save_ticket: module {name!r} is not the one the model's spec "
-                             f"rebuilds (the model has {ours}, the spec {theirs}): "
-                             f"{NOT_AS_BUILT}")
-    shapes = [{n: list(getattr(t, "shape", ())) for n, t in m.state_dict().items()}
-              for m in (model, probe)]
-    for name in dict.fromkeys([*shapes[0], *shapes[1]]):
-        if shapes[0].get(name) != shapes[1].get(name):
-            ours, theirs = (shape.get(name, "none") for shape in shapes)
-            raise ValueError(f"save_ticket: tensor {name!r} is not the one the model's spec "
-                             f"rebuilds (the model has {ours}, the spec {theirs}): "
-                             f"{NOT_AS_BUILT}")
+    _refuse_differing("module", *({n: type(m) for n, m in net.named_modules()}
+                                  for net in (model, probe)), lambda t: f"a {t.__name__}")
+    _refuse_differing("tensor", *({n: list(getattr(t, "shape", ())) for n, t in
+                                   net.state_dict().items()} for net in (model, probe)), str)
     return probe
 
 
@@ -479,9 +485,7 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         raise TicketError(f"{path}: the ticket was saved from build_model({name!r}, ...), which "
                           f"rebuilds it: load_ticket(path) without model=, or pass a model "
                           f"build_model made")
-    meta = None if model is None else next(
-        (n for n, t in model.state_dict(keep_vars=True).items()
-         if isinstance(t, torch.Tensor) and t.is_meta), None)
+    meta = None if model is None else _meta_tensor(model)
     if meta is not None:
         raise TicketError(f"{path}: model= {type(model).__name__}'s tensor {meta!r} is on the "
                           f"meta device, which holds no values, and a ticket restores what it "
