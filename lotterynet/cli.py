@@ -169,10 +169,11 @@ def config_from_args(args: argparse.Namespace):
     """Checkpoint's config (when resuming) < YAML file < flags given on the command line; a
     resumed run refuses values that would change what it trains, and every run a flag that
     it would not read."""
-    config = resolved_config(args)
+    given = given_values(args)
+    config = resolved_config(given.values)
     refuse_unread_flags(given_flags(args), [config])
     if args.config:
-        refuse_unread_file_options(args.config, in_file(given_values(args)), [config])
+        refuse_unread_file_options(args.config, in_file(given), [config])
     return config
 
 
@@ -182,8 +183,9 @@ def in_file(given: Overrides) -> dict:
     return {key: given.values[key] for key in given.in_file if key in given.values}
 
 
-def resolved_config(args: argparse.Namespace):
-    explicit = explicit_values(args)
+def resolved_config(explicit: dict):
+    """The run's config from the values the command gave (:func:`given_values`), over the
+    resumed run's where it resumes one."""
     if not explicit.get("resume"):  # from a flag, or from the config file
         return make_config(explicit)
     from .checkpointing import stored_run
