@@ -502,7 +502,7 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         what = "spec builds" if model is None else "convert() calls build"
         raise TicketError(f"{path}: the ticket's {what} a model of {nbytes} bytes, over the "
                           f"limit max_bytes={max_bytes}")
-    frozen = frozen_as_built(probe, header["spec"])
+    frozen = frozen_as_built(probe, header["spec"], probe)  # (the same build: not again)
     _check_fits(probe, header, path, frozen, any_float=True)
     return _rebuild(header, model), frozen
 
