@@ -238,7 +238,8 @@ def width_table(widths, epsilon: float, delta: float = 0.01, *,
                 **constants) -> list[dict]:
     """One row per bound: hidden units per layer, random-network weights, ratio to the target's
     ``N* = d² Σ n_{i-1} n_i`` weights. ``kernel`` = d > 1 makes the widths channels of d × d
-    convolutions, which only ``CONV_BOUNDS`` count (the default bounds then)."""
+    convolutions, which only ``CONV_BOUNDS`` count (the default bounds then); each row names
+    the ``kernel`` it was counted with (:func:`format_table` reads its target from it)."""
     widths = check_widths(tuple(widths))
     check_probability("epsilon", epsilon)
     check_probability("delta", delta)
@@ -257,13 +258,20 @@ def width_table(widths, epsilon: float, delta: float = 0.01, *,
         layers = bound(widths, epsilon, delta, kernel=kernel, **constants)
         params = sum(layer.params for layer in layers)
         rows.append({"bound": name, "hidden": [layer.hidden for layer in layers],
-                     "params": params, "ratio": params / target_weights(widths, kernel)})
+                     "params": params, "ratio": params / target_weights(widths, kernel),
+                     "kernel": kernel})
     return rows
 
 
-def format_table(widths, rows, kernel: int = 1) -> str:
-    """``width_table``'s rows as text; ``kernel``: the one the rows were counted with (d × d
-    convolutions between channels: the target then has ``d² Σ n_{i-1} n_i`` weights)."""
+def format_table(widths, rows) -> str:
+    """``width_table``'s rows as text. The header's target is read with the kernel the rows
+    were counted with (their ``kernel``, 1 where a row has none: d × d convolutions between
+    channels then have ``d² Σ n_{i-1} n_i`` weights)."""
+    kernels = {r.get("kernel", 1) for r in rows}
+    if len(kernels) > 1:
+        raise ValueError(f"the rows were counted with different kernels {sorted(kernels)}: one "
+                         f"table has one target")
+    kernel = kernels.pop() if kernels else 1
     shape = f" ({kernel} × {kernel} kernels)" if kernel != 1 else ""
     lines = [f"target {'-'.join(map(str, widths))}{shape}: {target_weights(widths, kernel):,} "
              f"weights",
