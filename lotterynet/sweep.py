@@ -96,6 +96,7 @@ from .run import (
 )
 from .stack import (
     CANNOT_CONTINUE,
+    RUN_AGAIN,
     holds_a_stack,
     resumes,
     run_stack,
@@ -554,7 +555,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         if not ddp:
             for name, config in todo:
                 try:
-                    run(config)
+                    with continued_by_the_sweep(name, Path(config.out)):
+                        run(config)
                 except TrainingDiverged as err:
                     failed.append(f"cell {name}: {err}")
                 report(name)
@@ -594,6 +596,20 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
             else:
                 failed.append(f"{job.what} {how_it_ended(code)}; its output: {job.log}")
     return failed
+
+
+@contextlib.contextmanager
+def continued_by_the_sweep(name: str, cell_dir: Path):
+    """A cell that the sweep runs in its own process, stopped by Ctrl-C or SIGTERM with a
+    checkpoint in its folder, says to run the same sweep again, as a stack does: the run's own
+    line gave the ``--resume`` of that one cell, which left the rest of the sweep unrun."""
+    try:
+        yield
+    except Interrupted as err:
+        if not (cell_dir / CHECKPOINTS / LAST).is_file():
+            raise  # (nothing to continue: the run's line says so)
+        raise interrupted(err.exit_code == 128 + signal.SIGTERM,
+                          f"cell {name}: {RUN_AGAIN}") from None
 
 
 def how_it_ended(code: int | None) -> str:

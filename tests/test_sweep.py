@@ -1044,3 +1044,30 @@ def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch):
     (record,) = [r.run for r in read_wandb_records(log) if r.WhichOneof("record_type") == "run"]
     assert (record.project, record.run_group, record.entity, list(record.tags), record.notes,
             record.display_name) == ("p", "g", "e", ["a", "b"], "n", "g-summary")
+
+
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
+        tmp_path, monkeypatch, checkpointed):
+    """A cell run in the sweep's own process (the trained baseline, ``--no-stack``) stopped by
+    SIGTERM or Ctrl-C said ``resume with --resume CELL/checkpoints/last.ckpt``: that one cell,
+    the rest of the sweep left unrun. With a checkpoint it says to run the sweep again, as a
+    stack does; without one, the run's own line (nothing to resume) as before."""
+    from lotterynet.errors import Interrupted, interrupted
+
+    def stopped(config):
+        if checkpointed:
+            (Path(config.out) / "checkpoints").mkdir(parents=True)
+            (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"")
+        raise interrupted(True, "resume with --resume X" if checkpointed else
+                          "no epoch had finished, so there is no checkpoint to resume from")
+
+    monkeypatch.setattr(sweep_module, "run", stopped)
+    sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
+    with pytest.raises(Interrupted) as err:
+        sweep_module.run_cells(sweep, tmp_path, 1, stack=False)
+    assert err.value.exit_code == 143
+    assert str(err.value) == ("stopped by SIGTERM; cell trained-e1-seed0: run the same sweep "
+                              "again to continue from its checkpoint" if checkpointed else
+                              "stopped by SIGTERM; no epoch had finished, so there is no "
+                              "checkpoint to resume from")
