@@ -824,7 +824,8 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
     sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
     check_sweep_dir(sweep_dir)
     if sweep.base.get("wandb"):
-        sweep.base.setdefault("wandb_group", sweep_dir.name)
+        # (the folder's own name, also where --sweep-out is "." or ends in "..")
+        sweep.base.setdefault("wandb_group", Path(os.path.abspath(sweep_dir)).name)
     if args.cell:
         return run_one_cell(sweep, sweep_dir, args.cell)
     cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, args.jobs_per_device)

@@ -1071,3 +1071,20 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
                               "again to continue from its checkpoint" if checkpointed else
                               "stopped by SIGTERM; no epoch had finished, so there is no "
                               "checkpoint to resume from")
+
+
+@pytest.mark.parametrize("out", [".", "../mysweep", "sub/.."])
+def test_the_wandb_group_of_a_sweep_is_its_folders_name_however_it_is_spelled(
+        tmp_path, monkeypatch, out):
+    """``--sweep-out .`` with ``--wandb`` (a sweep run from its own folder) was refused with
+    'wandb_group is empty; leave it out for its default', a flag the user never gave: the
+    group was the name of the path as spelled (``''``; ``'..'`` for ``sub/..``). It is the
+    folder's own name."""
+    (tmp_path / "mysweep").mkdir()
+    monkeypatch.chdir(tmp_path / "mysweep")
+    groups = []
+    monkeypatch.setattr(sweep_module, "run_one_cell",
+                        lambda sweep, sweep_dir, name: groups.append(sweep.base["wandb_group"])
+                        or 0)
+    assert main([*TINY, "--wandb", "--sweep-out", out, "--cell", "trained-e1-seed0"]) == 0
+    assert groups == ["mysweep"]
