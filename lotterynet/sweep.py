@@ -833,6 +833,8 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
     check_buildable(sweep)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
+        check_not_folders(sweep_dir / "cells" / name / file
+                          for name in unfinished_cells(sweep, sweep_dir) for file in END_FILES)
         if cost:  # (said once every check has passed: a refusal stays one line)
             print(cost, flush=True)
         return run_locked(sweep, sweep_dir, args)
@@ -946,8 +948,6 @@ def unfinished_cells(sweep: Sweep, sweep_dir: Path) -> list[str]:
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
-    check_not_folders(sweep_dir / "cells" / name / file
-                      for name in unfinished_cells(sweep, sweep_dir) for file in END_FILES)
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / SWEEP_FILE)
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     missing = unfinished_cells(sweep, sweep_dir)

@@ -1088,3 +1088,18 @@ def test_the_wandb_group_of_a_sweep_is_its_folders_name_however_it_is_spelled(
                         or 0)
     assert main([*TINY, "--wandb", "--sweep-out", out, "--cell", "trained-e1-seed0"]) == 0
     assert groups == ["mysweep"]
+
+
+def test_a_folder_where_a_cells_results_go_is_refused_before_the_cost_line(
+        tmp_path, monkeypatch, capsys):
+    """A folder where an unfinished cell's results.json goes was refused after the sweep had
+    printed its CPU cost: two lines for one refusal (the cost line says the sweep starts). It
+    is refused before that line, as every other bad input is."""
+    monkeypatch.setattr(sweep_module, "check_cpu_cost", lambda *a, **k: "sweep on the CPU: ...")
+    monkeypatch.setattr(sweep_module, "check_data", lambda sweep: None)
+    monkeypatch.setattr(sweep_module, "check_buildable", lambda sweep: None)
+    (tmp_path / "sweep" / "cells" / "wide-s0.5-e1-seed0" / "results.json").mkdir(parents=True)
+    assert main([*TINY, "--sweep-out", str(tmp_path / "sweep")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "wide-s0.5-e1-seed0/results.json" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "sweep" / "sweep.json").exists()
