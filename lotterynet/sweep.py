@@ -401,6 +401,7 @@ def stopping_jobs(runner: JobRunner, sweep_dir: Path):
     """Ctrl-C or SIGTERM while a sweep's jobs run stops them all (:meth:`JobRunner.stop`) and,
     once the running ones have ended, raises :class:`Interrupted` with the shell's exit code."""
     def terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (a second one while the jobs stop)
         raise Interrupted("SIGTERM", 128 + signum)
 
     previous = signal.signal(signal.SIGTERM, terminated)
@@ -574,10 +575,27 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
               f"{stack_dir / CELL_LOG})", flush=True)
         jobs.append(stack_job(stack_dir, configs, members, sweep_dir))
     jobs += [cell_job(name, config) for name, config in todo]
+
+    def finished(job: Job, code: int | None) -> None:
+        if code == 0:
+            for name in job.cells:
+                report(name)
+        else:
+            failed.append(f"{job.what} {how_it_ended(code)}; its output: {job.log}")
+
+    run_jobs(jobs, devices, sweep_dir, finished)
+    return failed
+
+
+def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finished) -> None:
+    """Run ``jobs``, each in its own ``train.py``, one per entry of ``devices`` at once (a
+    GPU's number, or None: the CPU), calling ``finished(job, exit code)`` as each ends. Ctrl-C
+    or SIGTERM stops them all (:func:`stopping_jobs`), and waits for them to end with a second
+    SIGTERM ignored meanwhile (its handler was put back before that wait, so the second one
+    raised there and its line replaced the sweep's)."""
     free: queue.Queue = queue.Queue()
     for device in devices:
         free.put(device)
-
     runner = JobRunner()
 
     def work(job: Job) -> tuple[Job, int | None]:
@@ -587,15 +605,14 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         finally:
             free.put(device)
 
-    with ThreadPoolExecutor(max_workers=len(devices)) as pool, stopping_jobs(runner, sweep_dir):
-        for future in as_completed([pool.submit(work, job) for job in jobs]):
-            job, code = future.result()
-            if code == 0:
-                for name in job.cells:
-                    report(name)
-            else:
-                failed.append(f"{job.what} {how_it_ended(code)}; its output: {job.log}")
-    return failed
+    # (the pool, which waits for the running jobs as it closes, inside stopping_jobs)
+    with stopping_jobs(runner, sweep_dir), ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        try:
+            for future in as_completed([pool.submit(work, job) for job in jobs]):
+                finished(*future.result())
+        except BaseException:
+            runner.stop()  # (before the pool waits for the running jobs to end)
+            raise
 
 
 @contextlib.contextmanager

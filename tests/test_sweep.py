@@ -1103,3 +1103,47 @@ def test_a_folder_where_a_cells_results_go_is_refused_before_the_cost_line(
     out, err = capsys.readouterr()
     assert out == "" and "wide-s0.5-e1-seed0/results.json" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "sweep" / "sweep.json").exists()
+
+
+def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypatch):
+    """SIGTERM stops a sweep's jobs and waits for them to end; a second SIGTERM during that wait
+    (a scheduler's, sent twice) found the handler from before the sweep put back already: it
+    raised there, and its line ('stopped by SIGTERM', from train.py's handler) replaced the
+    sweep's, which says how to go on. It is ignored: the sweep's line, once the jobs ended."""
+    import threading
+
+    from lotterynet.errors import Interrupted
+
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1), sys.exit(143)))\n"
+             "print('up', flush=True)\n"
+             "time.sleep(30)\n")
+
+    def start(job, device, workers, log):
+        return subprocess.Popen([sys.executable, "-c", child], stdout=log)
+
+    def second(signum, frame):
+        raise RuntimeError("the handler from before the sweep")
+
+    monkeypatch.setattr(sweep_module, "start_job", start)
+    jobs = [sweep_module.Job(f"stack {i}", [], tmp_path / f"{i}.log", [f"c{i}"]) for i in (1, 2)]
+
+    def signal_twice():
+        while not all(job.log.is_file() and "up" in job.log.read_text() for job in jobs):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.4)  # (the jobs take a second to stop)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    ended = []
+    previous = signal.signal(signal.SIGTERM, second)
+    try:
+        threading.Thread(target=signal_twice, daemon=True).start()
+        with pytest.raises(Interrupted) as err:
+            sweep_module.run_jobs(jobs, [None, None], tmp_path / "sweep",
+                                  lambda job, code: ended.append(code))
+        assert signal.getsignal(signal.SIGTERM) is second
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert err.value.exit_code == 143 and str(err.value).startswith(
+        f"sweep {tmp_path / 'sweep'} stopped by SIGTERM; run the same command again")
