@@ -468,10 +468,10 @@ def typed_value(name: str, value):
             return value
         if value == "":
             raise ConfigError(f"{name} is empty; leave it out for its default")
+    if kind is float and isinstance(value, float | int) and type(value) is not bool:
+        return float(value) + 0.0  # (-0.0 is 0: one run, one folder name)
     if isinstance(value, kind) and not (kind is int and type(value) is bool):
         return value
-    if kind is float and type(value) is int:
-        return float(value)
     raise ConfigError(f"{name} must be {TYPE_NAMES[kind]}, got {value!r}")
 
 

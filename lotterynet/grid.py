@@ -193,7 +193,7 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
                               f"{variant_label(variant)!r} sets {key}: {variant[key]!r}; change "
                               f"the variants (sweep file or --sweep-variants), {change}")
     sweep = Sweep(base=overlay(base, overrides), variants=variants,
-                  sparsities=[float(s) for s in data["sparsities"]],
+                  sparsities=[float(s) + 0.0 for s in data["sparsities"]],  # (-0.0: 0)
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
                   baseline=data.get("baseline", True))
     named: dict[str, tuple[str, dict]] = {}

@@ -1147,3 +1147,14 @@ def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypa
         signal.signal(signal.SIGTERM, previous)
     assert err.value.exit_code == 143 and str(err.value).startswith(
         f"sweep {tmp_path / 'sweep'} stopped by SIGTERM; run the same command again")
+
+
+def test_a_negative_zero_sparsity_is_zero():
+    """``-0`` (a sweep's sparsity, a run's) is the run that 0 is: its cell was named
+    ``…-s-0-…`` beside 0's ``…-s0-…``, and a run stored ``sparsity: -0.0``."""
+    args = build_parser().parse_args(["--arch", "fc2", "--sweep-variants", "dense",
+                                      "--sweep-sparsities=-0", "--sweep-epochs", "1",
+                                      "--no-baseline"])
+    (label, values), = load_sweep(args, given_values(args)).cells()
+    assert cell_name(label, values) == "dense-s0-e1-seed0"
+    assert str(make_config({"sparsity": -0.0}).sparsity) == "0.0"
