@@ -501,7 +501,9 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         what = "spec builds" if model is None else "convert() calls build"
         raise TicketError(f"{path}: the ticket's {what} a model of {nbytes} bytes, over the "
                           f"limit max_bytes={max_bytes}")
-    frozen = frozen_as_built(probe, header["spec"], probe)  # (the same build: not again)
+    # (a spec's build: the probe, not again; a model's own copy keeps its live requires_grad,
+    # which a model frozen for inference has turned off everywhere: a fresh build)
+    frozen = frozen_as_built(probe, header["spec"], probe if model is None else None)
     _check_fits(probe, header, path, frozen, any_float=True)
     return _rebuild(header, model), frozen
 

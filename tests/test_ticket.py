@@ -84,6 +84,9 @@ def test_a_model_frozen_for_inference_saves_its_trained_tensors(tmp_path):
     model = trained(spec, IMAGES).requires_grad_(False)
     save_ticket(model, tmp_path / "t.ticket")
     assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), IMAGES)
+    into = build_model(**{k: v for k, v in spec.items() if k != "name"}, name=spec["name"])
+    loaded = load_ticket(tmp_path / "t.ticket", model=into.requires_grad_(False))  # (your model,
+    assert_same_ticket(model, loaded.eval(), IMAGES)  # frozen too: what its build freezes)
     thawed = next(n for n, p in model.named_parameters() if n.endswith("structure.weight.weight"))
     model.get_parameter(thawed).requires_grad_(True)
     with pytest.raises(ValueError, match=rf"parameter '{re.escape(thawed)}' requires grad, but "
