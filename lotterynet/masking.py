@@ -359,7 +359,7 @@ class MaskedWeight(nn.Module):
         self.group_dim = group_dim
         self.group_size = weight.numel() if group_dim is None else group_size
         self._nominal_sparsity: float | None = None
-        self.set_rules(kept, ties)
+        self.set_rules(kept, ties)  # (no k yet)
         self.sparsity = sparsity  # k, under the kept rule
         self._cache: tuple | None = None
         self._hint = ThresholdHint()
@@ -370,9 +370,13 @@ class MaskedWeight(nn.Module):
         count rule, unless it was set since by other means (:func:`global_topk`,
         :meth:`set_mask`, a state dict's or a ticket's ``k``), which it keeps."""
         kept_count(1, 0.0, kept)  # validates the name
+        nominal = self._nominal_sparsity  # (None: k was set by other means, :meth:`keep`)
+        # (a k unlike its sparsity's: one set before keep recorded it, a layer pickled so)
+        from_sparsity = nominal is not None and self.k == kept_count(
+            self.group_size, nominal, self.kept_rule)
         self.kept_rule, self.ties = kept, check_ties(ties)
-        if self._nominal_sparsity is not None:  # (None: k was set by other means)
-            self.sparsity = self._nominal_sparsity
+        if from_sparsity:
+            self.sparsity = nominal
 
     @property
     def kept(self) -> int:
@@ -391,7 +395,7 @@ class MaskedWeight(nn.Module):
 
     def keep(self, k: int) -> None:
         """Keep ``k`` entries (per group), set other than by a sparsity (:func:`global_topk`,
-        :meth:`set_mask`, a state dict's ``k`` that differs): :meth:`set_rules` keeps it."""
+        :meth:`set_mask`, a state dict's or a ticket's ``k``): :meth:`set_rules` keeps it."""
         self.k, self._nominal_sparsity = k, None
 
     def checked_sparsity(self, value) -> float:
@@ -411,8 +415,7 @@ class MaskedWeight(nn.Module):
         if not 0 <= k <= self.group_size:
             raise ValueError(f"a state dict's k={k} is not a count of kept entries of "
                              f"{self.group_size} (the entries of one group of this tensor)")
-        if k != self.k:  # (the k the layer has: still its sparsity's)
-            self.keep(k)
+        self.keep(k)  # (whatever set it where the state dict was made)
 
     def mask(self, dtype: torch.dtype = torch.bool) -> torch.Tensor:
         """The current mask, boolean or 0/1 in ``dtype`` (see the class docstring for when it

@@ -623,9 +623,11 @@ def test_set_rules_keeps_a_k_set_other_than_by_the_sparsity():
             layer.structure.weight.scores.fill_(0.1).view(-1)[:2] = top
     assert ln.global_topk(pair, sparsity=0.8) == {"0.structure.weight": 2,  # (what 0.75 keeps)
                                                   "1.structure.weight": 2}
-    for layer in pair:  # a ranking's k that happens to be the sparsity's is the ranking's
-        layer.structure.weight.set_rules(kept="floor")
-    assert [layer.structure.weight.k for layer in pair] == [2, 2]
+    loaded = torch.nn.Sequential(*(ln.SubnetLinear(5, 2, seed=s, sparsity=0.75) for s in (0, 1)))
+    loaded.load_state_dict(pair.state_dict())
+    for layer in (*pair, *loaded):  # a ranking's k that happens to be the sparsity's is the
+        layer.structure.weight.set_rules(kept="floor")  # ranking's, loaded or not
+    assert [layer.structure.weight.k for layer in (*pair, *loaded)] == [2, 2, 2, 2]
     odd = ln.SubnetLinear(5, 2, seed=0, sparsity=0.76)  # 10 entries: round(2.4) = 2 kept
     odd.structure.weight.set_rules(kept="floor")
     assert odd.structure.weight.k == 3  # 10 - int(7.6)
