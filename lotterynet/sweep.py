@@ -398,8 +398,9 @@ class JobRunner:
 
 @contextlib.contextmanager
 def stopping_jobs(runner: JobRunner, sweep_dir: Path):
-    """Ctrl-C or SIGTERM while a sweep's jobs run stops them all (:meth:`JobRunner.stop`) and,
-    once the running ones have ended, raises :class:`Interrupted` with the shell's exit code."""
+    """Ctrl-C or SIGTERM while a sweep's jobs run stops them all (:meth:`JobRunner.stop`) and
+    raises :class:`Interrupted` with the shell's exit code (once the running ones have ended:
+    :func:`run_jobs` waits for them inside this block)."""
     def terminated(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (a second one while the jobs stop)
         raise Interrupted("SIGTERM", 128 + signum)
@@ -590,9 +591,9 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
 def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finished) -> None:
     """Run ``jobs``, each in its own ``train.py``, one per entry of ``devices`` at once (a
     GPU's number, or None: the CPU), calling ``finished(job, exit code)`` as each ends. Ctrl-C
-    or SIGTERM stops them all (:func:`stopping_jobs`), and waits for them to end with a second
-    SIGTERM ignored meanwhile (its handler was put back before that wait, so the second one
-    raised there and its line replaced the sweep's)."""
+    or SIGTERM stops them all (:func:`stopping_jobs`) and waits for them to end, a SIGTERM
+    ignored meanwhile (after the first, or after a Ctrl-C), so that the sweep's line says how
+    it stopped."""
     free: queue.Queue = queue.Queue()
     for device in devices:
         free.put(device)
@@ -611,6 +612,8 @@ def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finish
             for future in as_completed([pool.submit(work, job) for job in jobs]):
                 finished(*future.result())
         except BaseException:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (after a Ctrl-C too; stopping_jobs
+            # puts the handler back)
             runner.stop()  # (before the pool waits for the running jobs to end)
             raise
 

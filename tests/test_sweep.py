@@ -1105,11 +1105,13 @@ def test_a_folder_where_a_cells_results_go_is_refused_before_the_cost_line(
     assert not (tmp_path / "sweep" / "sweep.json").exists()
 
 
-def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypatch):
-    """SIGTERM stops a sweep's jobs and waits for them to end; a second SIGTERM during that wait
-    (a scheduler's, sent twice) found the handler from before the sweep put back already: it
-    raised there, and its line ('stopped by SIGTERM', from train.py's handler) replaced the
-    sweep's, which says how to go on. It is ignored: the sweep's line, once the jobs ended."""
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypatch, first):
+    """SIGTERM (or Ctrl-C) stops a sweep's jobs and waits for them to end; a SIGTERM during that
+    wait (a scheduler's, sent twice) found the handler from before the sweep put back already,
+    or after a Ctrl-C the sweep's own: it raised there, and its line ('stopped by SIGTERM')
+    replaced the sweep's, which says how it stopped and how to go on. It is ignored: the
+    sweep's line, once the jobs ended."""
     import threading
 
     from lotterynet.errors import Interrupted
@@ -1131,12 +1133,13 @@ def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypa
     def signal_twice():
         while not all(job.log.is_file() and "up" in job.log.read_text() for job in jobs):
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), first)
         time.sleep(0.4)  # (the jobs take a second to stop)
         os.kill(os.getpid(), signal.SIGTERM)
 
     ended = []
     previous = signal.signal(signal.SIGTERM, second)
+    signal_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         threading.Thread(target=signal_twice, daemon=True).start()
         with pytest.raises(Interrupted) as err:
@@ -1145,8 +1148,10 @@ def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypa
         assert signal.getsignal(signal.SIGTERM) is second
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert err.value.exit_code == 143 and str(err.value).startswith(
-        f"sweep {tmp_path / 'sweep'} stopped by SIGTERM; run the same command again")
+        signal.signal(signal.SIGINT, signal_int)
+    said = "SIGTERM" if first == signal.SIGTERM else "Ctrl-C (SIGINT)"
+    assert err.value.exit_code == 128 + first and str(err.value).startswith(
+        f"sweep {tmp_path / 'sweep'} stopped by {said}; run the same command again")
 
 
 def test_a_negative_zero_sparsity_is_zero():
