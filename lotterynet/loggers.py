@@ -180,7 +180,7 @@ def read_wandb_id(run_dir: Path) -> tuple[str, Path] | None:
     file holds the id alone: ``run_dir``); None without one."""
     try:
         run_id, _, written_in = (run_dir / WANDB_ID_FILE).read_text().partition("\n")
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # (none, or another folder's that cannot be read)
         return None
     written_in = written_in.removesuffix("\n")
     return (run_id.strip(), Path(written_in) if written_in else run_dir) if run_id.strip() \

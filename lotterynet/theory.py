@@ -201,7 +201,7 @@ def natale_terms(a: int, b: int, ell: int, epsilon: float, gamma_: float,
     (the right side grows like log² n, so the iterates fall to that point, each one meeting the
     inequality). From below the iteration stopped at a spurious small root where the log's
     argument is under 2 (ℓ = 3, a = b = 1, ε = 0.99, γ′ = 1/4: n = 2, whose right side is
-    3.2; the inequality holds from n = 50 on)."""
+    3.2; the inequality holds from n = 47 on)."""
     base = math.log2(2 * ell * a * b * gamma_ / epsilon)  # + log2 n: no overflow at n = 1e300
     n = 1e300
     for _ in range(200):
