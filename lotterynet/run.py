@@ -123,6 +123,10 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
             raise ConfigError(f"--out {str(run_dir)!r} holds a finished run ({RESULTS} is "
                               f"there); resume into the run {str(source)!r} itself or into "
                               f"an empty --out")
+        if into_source and Path(config.resume).resolve().parent.name != CHECKPOINTS:
+            raise ConfigError(f"--resume {config.resume!r} is not in a run's {CHECKPOINTS}/ "
+                              f"folder, so there is no run to continue it in (its history is "
+                              f"the run's); give an empty --out")
         if into_source and Path(config.resume).resolve() != last.resolve():
             raise ConfigError(f"--resume {config.resume!r} is not the last checkpoint of run "
                               f"{str(source)!r} ({str(last)!r}); continued there, it would cut "

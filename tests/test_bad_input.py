@@ -234,6 +234,7 @@ CASES = [
      ["--sparsity 0.9", "0.5", "may be given: --out, --resume, --stop-after"]),
     (["--resume", C, "--arch", "fc4"], ["--arch 'fc4'", "'fc2'"]),
     (["--resume", C, "--epochs", "5"], ["--epochs 5", "2"]),
+    (["--resume", "{loose}"], ["loose.ckpt", "not in a run's checkpoints/ folder", "--out"]),
     (["--resume", C, "--config", "{cfg_structure}"], ["--structure 'wide'", "'dense'"]),
     # config files
     (["--config", "/nonexistent/cfg.yaml"], ["/nonexistent/cfg.yaml", "not found"]),
@@ -730,10 +731,13 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
                          "cells": ["p/a", "q/a"]},
     }
     names = {name: write(tmp_path / name, data) for name, data in configs.items()}
+    loose = tmp_path / "loose" / "loose.ckpt"  # a checkpoint copied out of its run
+    loose.parent.mkdir()
+    shutil.copy(run / "checkpoints" / "last.ckpt", loose)
     return {**names, **broken_inputs, "ckpt": str(run / "checkpoints" / "last.ckpt"),
             "ckpt_dir_results": str(in_the_way / "checkpoints" / "last.ckpt"),
             "ckpt_dir_metrics": str(history_in_the_way / "checkpoints" / "last.ckpt"),
-            "run": str(run),
+            "run": str(run), "loose": str(loose),
             "tmp": str(tmp_path), "done": str(finished_run / "checkpoints" / "last.ckpt"),
             "ticket": str(finished_run / "model.ticket"),
             "finished_dir": str(finished_run), "other_run": str(other),
