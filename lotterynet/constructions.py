@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import time
 from functools import partial
 
@@ -248,13 +247,11 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     init_kwargs = None
     if rule == "orseau":
         w_max = w.abs().max().item()
-        # a number as orseau_range reads one (np.float32 too, bools not)
-        real = isinstance(epsilon, numbers.Real) and not isinstance(epsilon, bool)
-        if real and 0 < w_max and 3 * w_max <= epsilon < math.inf:
+        alpha, beta = orseau_range(eps_w=epsilon, w_max=w_max)  # (checks both numbers)
+        if 3 * w_max <= epsilon:
             raise ValueError(f"epsilon={epsilon!r} is at least 3 max|w| = {3 * w_max:.4g}: "
                              f"Theorem 3's product range [2ε/9, 2 w_max/3] is empty (every "
                              f"weight is within ε/3 of 0); give an epsilon below {3 * w_max:.4g}")
-        alpha, beta = orseau_range(eps_w=epsilon, w_max=w_max)
         init_kwargs = {"alpha": alpha, "beta": beta}
         select = partial(select, cap=golden_ratio_cap(w_max, epsilon))
     subnet = _subnet_like(layer, structure=structure_name, hidden=m * d_in, sparsity=0.0,
