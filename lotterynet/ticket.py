@@ -260,11 +260,11 @@ class _Payload:
         return entry
 
 
-def _meta_tensor(model: nn.Module) -> str | None:
-    """The name of ``model``'s first state tensor on the ``meta`` device (which holds no
-    values), else None."""
-    return next((n for n, t in model.state_dict(keep_vars=True).items()
-                 if isinstance(t, torch.Tensor) and t.is_meta), None)
+def _meta_tensor(state: dict) -> str | None:
+    """The name of the first tensor of a model's ``state`` (dict) on the ``meta`` device
+    (which holds no values), else None."""
+    return next((n for n, t in state.items() if isinstance(t, torch.Tensor) and t.is_meta),
+                None)
 
 
 def save_ticket(model: nn.Module, path) -> int:
@@ -279,7 +279,7 @@ def save_ticket(model: nn.Module, path) -> int:
     if other is not None:
         raise ValueError(f"state {other[0]!r} is a {type(other[1]).__name__}, not a tensor: a "
                          f"ticket stores tensors only (return a tensor from get_extra_state)")
-    meta = _meta_tensor(model)
+    meta = _meta_tensor(state)
     if meta is not None:
         raise ValueError(f"tensor {meta!r} is on the meta device, which holds no values: "
                          f"nothing to save as a ticket (build or load the model's values first)")
@@ -484,7 +484,7 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         raise TicketError(f"{path}: the ticket was saved from build_model({name!r}, ...), which "
                           f"rebuilds it: load_ticket(path) without model=, or pass a model "
                           f"build_model made")
-    meta = None if model is None else _meta_tensor(model)
+    meta = None if model is None else _meta_tensor(model.state_dict(keep_vars=True))
     if meta is not None:
         raise TicketError(f"{path}: model= {type(model).__name__}'s tensor {meta!r} is on the "
                           f"meta device, which holds no values, and a ticket restores what it "
