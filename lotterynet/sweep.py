@@ -397,10 +397,10 @@ class JobRunner:
 
 
 @contextlib.contextmanager
-def stopping_jobs(runner: JobRunner, sweep_dir: Path):
-    """Ctrl-C or SIGTERM while a sweep's jobs run stops them all (:meth:`JobRunner.stop`) and
-    raises :class:`Interrupted` with the shell's exit code (once the running ones have ended:
-    :func:`run_jobs` waits for them inside this block)."""
+def stopping_jobs(sweep_dir: Path):
+    """Ctrl-C or SIGTERM while a sweep's jobs run raises :class:`Interrupted` with the shell's
+    exit code, once :func:`run_jobs` has stopped the jobs (:meth:`JobRunner.stop`) and the
+    running ones have ended, inside this block."""
     def terminated(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (a second one while the jobs stop)
         raise Interrupted("SIGTERM", 128 + signum)
@@ -409,7 +409,6 @@ def stopping_jobs(runner: JobRunner, sweep_dir: Path):
     try:
         yield
     except (KeyboardInterrupt, Interrupted) as err:
-        runner.stop()
         stopped = interrupted(isinstance(err, Interrupted), "run the same command again to "
                               "continue (finished cells are kept, stopped ones resume from "
                               "their checkpoints)")
@@ -610,7 +609,7 @@ def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finish
             free.put(device)
 
     # (the pool, which waits for the running jobs as it closes, inside stopping_jobs)
-    with stopping_jobs(runner, sweep_dir), ThreadPoolExecutor(max_workers=len(devices)) as pool:
+    with stopping_jobs(sweep_dir), ThreadPoolExecutor(max_workers=len(devices)) as pool:
         try:
             for future in as_completed([pool.submit(work, job) for job in jobs]):
                 finished(*future.result())
