@@ -15,7 +15,6 @@ from pathlib import Path
 import yaml
 
 from .config import (
-    ARCH_OPTIONS,
     RESUMABLE,
     TRAINER_KEYS,
     ConfigError,
@@ -173,14 +172,8 @@ def config_from_args(args: argparse.Namespace):
     config = resolved_config(given.values)
     refuse_unread_flags(given_flags(args), [config])
     if args.config:
-        refuse_unread_file_options(args.config, in_file(given), [config])
+        refuse_unread_file_options(args.config, given.file_values, [config])
     return config
-
-
-def in_file(given: Overrides) -> dict:
-    """The values that the ``--config`` file alone gives (no flag replaced them; devices that
-    a ``--trainer.devices`` flag did are gone)."""
-    return {key: given.values[key] for key in given.in_file if key in given.values}
 
 
 def resolved_config(explicit: dict):
@@ -317,12 +310,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.print_config:
             raise ConfigError("--print-config prints one run's config; drop it or the sweep "
                               "flags (a sweep writes its resolved grid to SWEEP/sweep.json)")
-        given = given_values(args)
-        sweep = load_sweep(args, given)  # every cell's config checked
-        if any(in_file(given).get(key) for key in ARCH_OPTIONS):  # (the cells' configs again)
-            refuse_unread_file_options(args.config, in_file(given),
-                                       [make_config(v) for _, v in sweep.cells()],
-                                       "any cell of this sweep")
+        sweep = load_sweep(args, given_values(args))  # every cell's config checked
         if args.wandb_sweep:
             from .sweep import check_buildable, check_sweep_dir
 

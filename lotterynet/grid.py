@@ -36,6 +36,7 @@ from .config import (
     given_flags,
     make_config,
     overlay,
+    refuse_unread_file_options,
     refuse_unread_flags,
     string_keys,
 )
@@ -153,6 +154,12 @@ class Overrides:
     in_file: frozenset[str] = frozenset()
     flagged: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def file_values(self) -> dict:
+        """The values that the ``--config`` file alone gives (no flag replaced them; devices
+        that a ``--trainer.devices`` flag did are gone)."""
+        return {key: self.values[key] for key in self.in_file if key in self.values}
+
 
 def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
     """The sweep file (if any), overlaid with the sweep flags; the run values ``given``
@@ -218,6 +225,9 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
         for config in configs:
             check_wandb_names(config)
     refuse_unread_flags(given_flags(args), configs, "any cell of this sweep")
+    if args.config:
+        refuse_unread_file_options(args.config, given.file_values, configs,
+                                   "any cell of this sweep")
     return sweep
 
 
