@@ -15,7 +15,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -602,31 +602,41 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
                          resumed: str | None = None):
     """Turn Lightning's end of a run stopped by a signal — ``sys.exit(1)`` after Ctrl-C, a
     ``SystemExit`` without a code after SIGTERM — into :class:`Interrupted`, which names the
-    signal and how to continue from ``checkpoint`` (``resume``; default: its ``--resume``), or
-    while there is none (a run resumed into a new ``--out`` before its first epoch there) from
-    the checkpoint the run ``resumed``; and so a Ctrl-C or SIGTERM (:class:`Terminated`)
-    outside Lightning's fit and test (writing the ticket or the results)."""
+    signal and how to go on (:func:`how_to_go_on`, or that there is nothing to resume); and
+    so a Ctrl-C or SIGTERM (:class:`Terminated`) outside Lightning's fit and test (writing the
+    ticket or the results)."""
     try:
         yield
     except (SystemExit, KeyboardInterrupt, Terminated) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        then = (resume or resume_hint(checkpoint)) if checkpoint.is_file() else \
-            resume_hint(resumed, checkpoint.parent.parent) or \
+        then = how_to_go_on(checkpoint, resume, resumed) or \
             "no epoch had finished, so there is no checkpoint to resume from"
         raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then) from None
 
 
 @contextlib.contextmanager
-def reporting_interrupts_before_fit(then: Callable[[], str | None]):
+def reporting_interrupts_before_fit(checkpoint: Path, resume: str | None = None,
+                                    resumed: str | None = None):
     """A Ctrl-C or SIGTERM (:class:`Terminated`) before a run's or a stack's fit (its
-    checkpoint or data being read, its model built) as :class:`Interrupted`, saying ``then()``
-    how to go on from the checkpoint it would resume (a resumed run's, a stack's); None
-    where there is none (nothing to resume)."""
+    checkpoint or data being read, its model built) as :class:`Interrupted`, saying how to
+    go on as in its fit (:func:`how_to_go_on`), or no more where there is nothing to resume."""
     try:
         yield
     except (KeyboardInterrupt, Terminated) as stop:
-        raise interrupted(isinstance(stop, Terminated), then()) from None
+        raise interrupted(isinstance(stop, Terminated),
+                          how_to_go_on(checkpoint, resume, resumed)) from None
+
+
+def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | None = None
+                 ) -> str | None:
+    """How a run or stack stopped now goes on: from its own ``checkpoint``
+    (``RUN/checkpoints/last.ckpt``) while there is one, as ``resume`` says (default: its
+    ``--resume``), else from the checkpoint the run ``resumed`` (:func:`resume_hint`: a run
+    resumed into a new ``--out`` before its first epoch there ended); None with neither."""
+    if checkpoint.is_file():
+        return resume or resume_hint(checkpoint)
+    return resume_hint(resumed, checkpoint.parent.parent)
 
 
 def resume_hint(checkpoint: str | Path | None, run_dir: Path | None = None) -> str | None:
@@ -668,8 +678,8 @@ def run(config: RunConfig) -> dict:
     SigtermStop`), also outside Lightning's fit and test."""
     with tying_launched_ranks(), stopping_on_sigterm() as sigterm:  # (its DDP ranks die with it)
         # (in its fit: reporting_interrupts)
-        with reporting_interrupts_before_fit(lambda: resume_hint(config.resume,
-                                                                 run_dir_of(config))):
+        with reporting_interrupts_before_fit(run_dir_of(config) / CHECKPOINTS / LAST,
+                                             resumed=config.resume):
             return set_up_and_run(config, sigterm)
 
 
