@@ -674,10 +674,8 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     :class:`TrainingDiverged` names it. SIGTERM stops it with :class:`Interrupted` from its start
     to its end, as a single run (:func:`~lotterynet.run.run`; its handler,
     :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit."""
-    def continuing() -> str | None:
-        resumable = (Path(stack_dir) / CHECKPOINTS / LAST).is_file()
-        return f"stack {Path(stack_dir).name}: {RUN_AGAIN}" if resumable else None
-    with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(continuing):
+    with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(
+            Path(stack_dir) / CHECKPOINTS / LAST, f"stack {Path(stack_dir).name}: {RUN_AGAIN}"):
         return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm)
 
 
