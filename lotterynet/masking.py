@@ -254,22 +254,34 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
             threshold, places, tied_at = near
             hint.value = float(threshold)  # a host read: free on the CPU
             if tied_at.numel() <= places:  # every tied entry fits: nothing to choose
-                return compare(torch.ge, grouped, threshold, dtype).view_as(magnitudes)
+                return laid_out_as(compare(torch.ge, grouped, threshold, dtype), magnitudes)
             mask = compare(torch.gt, grouped, threshold, dtype)
             keep = tied_at[:places] if ties == "low" else tied_at[tied_at.numel() - places:]
             mask[0, keep] = True
-            return mask.view_as(magnitudes)
+            return laid_out_as(mask, magnitudes)
         threshold = grouped.kthvalue(n - k + 1, dim=dim, keepdim=True).values
         if hinted:
             hint.value = float(threshold)
         at_least = compare(torch.ge, grouped, threshold, dtype)
         # Every entry tied with the threshold fits: the tie rule has nothing to choose.
         if bool((count_ones(at_least, dim) == k).all()):
-            return at_least.view_as(magnitudes)
+            return laid_out_as(at_least, magnitudes)
     # On the CPU a host read (free there) skips the ranking of ties when all of them fit.
-    return cut_at(grouped, threshold, k, dim, ties, dtype,
-                  host_reads=not (grouped.is_cuda or traced), functional=functional
-                  ).view_as(magnitudes)
+    return laid_out_as(cut_at(grouped, threshold, k, dim, ties, dtype,
+                              host_reads=not (grouped.is_cuda or traced), functional=functional),
+                       magnitudes)
+
+
+def laid_out_as(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``mask``, computed in the logical order of ``like``'s entries, in ``like``'s shape and
+    memory layout: a channels_last weight's mask is channels_last too, so ``weight * mask`` reads
+    both tensors in one order (mixed layouts: ~2x slower on the CPU, 2.4M entries 0.94 against
+    0.50 ms) and the user's ``layer.mask()`` has the scores' layout. A contiguous ``like`` (the
+    usual case) costs no copy."""
+    mask = mask.view(like.shape)
+    if mask.stride() == like.stride():
+        return mask
+    return torch.empty_like(like, dtype=mask.dtype).copy_(mask)
 
 
 def cut_at(values: torch.Tensor, threshold: torch.Tensor, k, dim: int, ties: str,

@@ -289,6 +289,29 @@ def test_channels_last_as_torch_convs_take_it(kw):
                for p in layer.parameters() if p.dim() == 4)
 
 
+@pytest.mark.parametrize("in_channels", [3, 1])
+def test_a_channels_last_layers_mask_is_laid_out_as_its_weight(in_channels):
+    """A channels_last SubnetConv2d's mask is channels_last like its scores and weight (it was
+    contiguous: ``weight * mask`` read two layouts, ~2x slower), and the layer computes bit for
+    bit what nn.Conv2d in that format computes with the masked weight, in the same output
+    layout. (A 1-in-channel kernel's strides are one memory order in both formats: torch gives
+    ``|scores|`` and ``weight * mask`` the contiguous strides whatever the operands have.)"""
+    layer = ln.SubnetConv2d(in_channels, 6, 3, padding=1, seed=0).to(
+        memory_format=torch.channels_last)
+    frozen = layer.structure.weight
+    for dtype in (torch.bool, torch.float32):
+        assert frozen.mask(dtype).stride() == layer.weight.stride()
+    assert layer.mask()["weight"].stride() == layer.weight.stride()
+    plain = nn.Conv2d(in_channels, 6, 3, padding=1, bias=False)
+    with torch.no_grad():
+        plain.weight.copy_(layer.weight)
+    plain.to(memory_format=torch.channels_last)
+    x = torch.randn(2, in_channels, 7, 7).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got, expected = layer(x), plain(x)
+    assert torch.equal(got, expected) and got.stride() == expected.stride()
+
+
 @pytest.mark.parametrize("kw", ALL_STRUCTURES)
 def test_autocast_gives_what_torch_layers_give(kw):
     """Under CPU bf16 autocast every structure with a bias returns what nn.Linear / nn.Conv2d
