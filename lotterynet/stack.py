@@ -33,6 +33,7 @@ Python use: :class:`~lotterynet.stacked.StackedModel` (plain torch) for your own
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import warnings
@@ -489,10 +490,24 @@ CANNOT_CONTINUE = ("other members or configs, or trained to its end with a membe
 
 
 def holds_a_stack(stack_dir: Path) -> bool:
-    """``stack_dir`` holds an earlier stack's checkpoint or history (``metrics.csv``): a stack
-    that does not continue it would overwrite what it holds (a committed sweep keeps the
-    history without the checkpoint)."""
-    return (stack_dir / CHECKPOINTS / LAST).exists() or (stack_dir / METRICS_FILE).exists()
+    """``stack_dir`` holds an earlier stack's checkpoint or the history (``metrics.csv``) of
+    an epoch it finished: a stack that does not continue it would overwrite what it holds (a
+    committed sweep keeps the history without the checkpoint). One stopped before its first
+    epoch ended holds neither: nothing to keep, a stack starts over in its folder."""
+    return (stack_dir / CHECKPOINTS / LAST).exists() or logged_an_epoch(stack_dir / METRICS_FILE)
+
+
+def logged_an_epoch(history: Path) -> bool:
+    """A stack's ``history`` logged an epoch's end: its header names a member's epoch train
+    loss, which only an epoch's end logs. A file that is not such a CSV log counts (kept)."""
+    if not history.exists():
+        return False
+    try:
+        with open(history, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return True
+    return any(column.endswith(f"/{EPOCH_LOSS['train']}") for column in header)
 
 
 @dataclass(frozen=True)
@@ -747,6 +762,9 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                           f"checkpoint or history that this stack cannot continue "
                           f"({CANNOT_CONTINUE}); give this stack a folder of its own, or move "
                           f"that one away")
+    if resume is None and (stack_dir / METRICS_FILE).exists():
+        print(f"stack {stack_dir.name}: its folder holds no checkpoint and no finished epoch "
+              f"(stopped before its first epoch ended): it starts over there", flush=True)
     budget = max(c.epochs for c in configs)
     resumed = (resume, record.checkpoint) if resume else None
     if resumed:

@@ -530,8 +530,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
                "sweep's new cells train as a new stack") if finished else \
             f"cannot be continued ({CANNOT_CONTINUE})" if (
                 stack_dir / CHECKPOINTS / LAST).is_file() else \
-            ("has no checkpoint to continue from (stopped before its first epoch ended, or its "
-             "checkpoint deleted): it starts over")
+            ("has no checkpoint to continue from (deleted; its history is kept): it starts "
+             "over")
         set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells",
                   tag="done" if finished else "stale")
     to_run = len(to_report)

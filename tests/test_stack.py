@@ -521,6 +521,30 @@ def test_a_sweep_extended_with_new_cells_keeps_the_old_stacks_history(
     assert tree(stale) == old_stack
 
 
+def test_a_stack_stopped_before_its_first_epoch_ended_starts_over_in_its_folder(
+        tmp_path, data_dir, capsys, monkeypatch):
+    """A stack stopped (Ctrl-C) in its first epoch leaves a history of no finished epoch and
+    no checkpoint: nothing to keep. Each re-run starts it over in its folder, saying so; none
+    sets it aside (it was set aside as STACK.stale-N on every re-run), and the sweep then ends
+    as a fresh one does."""
+    argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=1),
+            "--sweep-out", str(tmp_path / "out")]
+    stacks = tmp_path / "out" / "stacks"
+    with monkeypatch.context() as stopping:
+        stopping.setattr(StackModule, "training_step", lambda *args: (_ for _ in ()).throw(
+            KeyboardInterrupt))
+        assert main(argv) == 130
+        assert (stacks / "subsetsum-identity-seed0" / "metrics.csv").is_file()
+        capsys.readouterr()
+        assert main(argv) == 130
+    assert main(argv) == 0
+    assert [p.name for p in stacks.iterdir()] == ["subsetsum-identity-seed0"]
+    assert capsys.readouterr().out.count(
+        "stack subsetsum-identity-seed0: its folder holds no checkpoint and no finished epoch "
+        "(stopped before its first epoch ended): it starts over there") == 2
+    assert len(list((tmp_path / "out" / "cells").glob("*/results.json"))) == 2
+
+
 def test_a_stack_stopped_in_another_precision_starts_over(tmp_path, data_dir, capsys):
     """A sweep's cells are its precision's: the sweep's stack, stopped after epoch 1 of 2 in
     64-bit, is not continued by the 32-bit sweep (1 epoch of each, labelled 32-bit) but set
