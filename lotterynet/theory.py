@@ -219,13 +219,19 @@ def natale(widths, epsilon, delta, *, density: float = 0.1, c_amp: float = 1.0,
     ``ρ = max_i max{n_i/n_{i-1}, n_{i-1}/n_i}`` and ``γ′ = γ/ρ``, layer i gets
     ``2 n_{i-1} n_i^*`` hidden units (``M_{2i-1} ∈ R^{2 n_{i-1} n_i^* × n_{i-1}}``), n_i^* from
     Eq. (28) with ``min{ε, δ}`` in place of ε (the paper's App. F sets them equal), and each
-    target weight keeps ``k_i = γ′ n_i^*`` terms per sign half. c_amp is a constant the paper
-    does not quantify (default 1)."""
+    target weight keeps ``k_i = γ′ n_i^*`` terms per sign half. ``γ′ ≤ 1/2``: the proof
+    prunes by Corollary 1, which needs ``k ≤ n/2``. c_amp is a constant the paper does not
+    quantify (default 1)."""
     check_probability("density", density)
     check_constant("c_amp", c_amp)
     ell, m = len(widths) - 1, min(epsilon, delta)
     rho = max(max(a / b, b / a) for a, b in zip(widths[:-1], widths[1:]))
     gamma_ = density / rho
+    if gamma_ > 0.5:
+        raise ValueError(f"density {density!r} keeps γ′ = density/ρ = {gamma_:.4g} of each "
+                         f"subset-sum block (ρ = {rho:.4g}); Natale et al.'s Theorem 3 needs "
+                         f"γ′ ≤ 1/2 (Corollary 1's k ≤ n/2): give a density of at most "
+                         f"{rho / 2:.4g}")
     return _layers(widths, lambda a, b: 2 * a * natale_terms(a, b, ell, m, gamma_, c_amp))
 
 
@@ -432,10 +438,10 @@ def main(argv=None) -> None:
         return
     try:
         widths = resolve_widths(args.arch or (None if args.widths else "fc2"), args.widths)
+        rows = width_table(widths, args.epsilon, args.delta, C=args.C, c_amp=args.c_amp,
+                           density=args.density, spectral_norm=args.spectral_norm)
     except ValueError as err:
         parser.error(str(err))
-    rows = width_table(widths, args.epsilon, args.delta, C=args.C, c_amp=args.c_amp,
-                       density=args.density, spectral_norm=args.spectral_norm)
     print(format_table(widths, rows))
 
 

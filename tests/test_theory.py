@@ -86,6 +86,7 @@ def test_natale_sparser_tickets_need_wider_networks():
     dense = theory.natale((784, 500, 10), 0.01, 0.01, density=0.5)
     sparse = theory.natale((784, 500, 10), 0.01, 0.01, density=0.05)
     assert all(s.hidden > d.hidden for s, d in zip(sparse, dense))
+    assert theory.natale((100, 100), 0.01, 0.01, density=0.5)  # γ′ = 1/2: Theorem 3's largest
     n = theory.natale_terms(784, 500, 2, 0.01, 0.01)
     rhs = math.log2(2 * 2 * 784 * 500 * 0.01 * n / 0.01) ** 2 / theory.binary_entropy(0.01)
     assert n >= rhs > n - 1  # the smallest integer solving Eq. (28)
@@ -109,6 +110,11 @@ def test_natale_sparser_tickets_need_wider_networks():
     # were OverflowError / "math domain error" / 10³⁰⁷ hidden units
     (lambda: theory.natale((784, 10), 0.1, 0.1, density=5e-324), r"density .* got 5e-324"),
     (lambda: theory.width_table((784, 10), 0.1, density=1e-306), r"density .* got 1e-306"),
+    # γ′ = density/ρ above 1/2 is outside Theorem 3 (Corollary 1's k ≤ n/2); it gave widths
+    (lambda: theory.natale((100, 100), 0.1, 0.1, density=0.6),
+     r"density 0\.6 keeps γ′ = density/ρ = 0\.6 .* needs γ′ ≤ 1/2 .* at most 0\.5$"),
+    (lambda: theory.width_table((100, 80), 0.1, density=0.7),
+     r"γ′ = density/ρ = 0\.56 of each subset-sum block \(ρ = 1\.25\).* at most 0\.625$"),
     (lambda: theory.natale((784, 10), 0.1, 0.1, c_amp=1e308),
      r"c_amp must be a positive number below 1e\+06, got 1e\+308"),
     (lambda: theory.pensia((784, 10), 0.1, 0.1, C=1e308), r"C must be .* got 1e\+308"),
@@ -186,6 +192,7 @@ def test_cli_help_says_which_gamma_density_is(capsys):
     (["--density", "1e-306"], "--density must be a number in [1e-12, 1), got 1e-306"),
     (["--density", "5e-324"], "--density must be a number in [1e-12, 1), got 5e-324"),
     (["--density", "1e-300"], "--density must be"),  # printed 8e+307 hidden units
+    (["--widths", "100,100", "--density", "0.6"], "needs γ′ ≤ 1/2"),  # printed its widths
     (["study", "--C", "1e308", "--n-max", "3", "--trials", "1"], "--C must be"),
     (["--arch", "fc4", "--widths", "784,500,10"], "give exactly one of arch or widths"),
     (["study", "--trials", "0"], "--trials must be in [1, 10000]"),
