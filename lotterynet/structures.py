@@ -339,7 +339,9 @@ class SubsetSum(Structure):
 
     def forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:
         t = self.target
-        if self.shared and not t.kernel_size:
+        # (an integer input goes to the op, which refuses it as nn.Linear does: the literal
+        # product with ũ would promote it and return what a float input gives)
+        if self.shared and not t.kernel_size and x.is_floating_point():
             kind = self.literal_kind(x)
             if x.numel() <= self.literal_rows[kind] * t.in_per_group:
                 return self.literal_forward(x, op, kind)

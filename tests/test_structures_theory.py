@@ -273,3 +273,19 @@ def test_ticket_round_trip_of_new_structures(tmp_path, structure, kw):
     loaded = ln.load_ticket(tmp_path / "t.ticket")
     x = torch.randn(3, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("structure", ["subsetsum", "fixedsize"])
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+@pytest.mark.parametrize("rows", [4, 400])  # the literal path (few rows) and the collapse
+def test_an_integer_input_is_refused_as_nn_linear_refuses_it(structure, activation, rows):
+    """A long input of a few rows went through the literal product ``x ũ``, which promoted it
+    and returned a float output; of more rows the layer refused it (``nn.Linear``'s dtype
+    error): whether it ran depended on the batch size."""
+    x = torch.randint(-3, 4, (rows, 20))
+    with pytest.raises(RuntimeError, match="same dtype") as plain:
+        torch.nn.Linear(20, 3)(x)
+    layer = ln.SubnetLinear(20, 3, structure=structure, activation=activation, sparsity=0.5)
+    with pytest.raises(RuntimeError, match="same dtype") as subnet:
+        layer(x)
+    assert type(subnet.value) is type(plain.value)
