@@ -2,8 +2,9 @@
 
 ``main(argv)`` returns the exit code: 0 on success, 2 on bad input (one line on stderr naming
 the bad value and the valid choices, no traceback, before any work starts), 1 when the disk
-fills, the training diverges (one line; the last good checkpoint is kept) or a sweep's cell
-fails, 130 / 143 when stopped by Ctrl-C / SIGTERM (resumable from its checkpoint).
+fills, the training diverges or runs out of memory (one line; the last good checkpoint is
+kept) or a sweep's cell fails, 130 / 143 when stopped by Ctrl-C / SIGTERM (resumable from its
+checkpoint).
 """
 
 from __future__ import annotations

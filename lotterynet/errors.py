@@ -1,5 +1,5 @@
-"""The errors ``train.py`` reports as one line on stderr (exit code 2; 1 for a full disk or a
-run that diverged; 130 / 143 for a run stopped by Ctrl-C / SIGTERM).
+"""The errors ``train.py`` reports as one line on stderr (exit code 2; 1 for a full disk, a
+run that diverged or ran out of memory; 130 / 143 for a run stopped by Ctrl-C / SIGTERM).
 
 They live apart from the code that raises them so that the command line can catch them
 without importing torch or Lightning: a bad flag or config file is refused in a fraction of a
@@ -76,6 +76,11 @@ class TrainingDiverged(RuntimeError):
     (a NaN score ranks below every other: its weight is pruned for good, silently)."""
 
 
+class OutOfMemory(RuntimeError):
+    """Memory (the GPU's or the machine's) ran out while a run trained: not bad input (the
+    same run may fit elsewhere), so exit code 1, as a full disk."""
+
+
 class Interrupted(RuntimeError):
     """A run stopped by Ctrl-C or SIGTERM (its last checkpoint stays). ``exit_code`` is what a
     shell reports for a process the signal ended, 128 + the signal's number, so that a batch
@@ -113,7 +118,7 @@ class Terminated(BaseException):
 IN_THE_WAY = (IsADirectoryError, NotADirectoryError, FileExistsError)
 
 REPORTED = (ConfigError, CheckpointError, DatasetNotFound, DiskFullError, TrainingDiverged,
-            Interrupted, *IN_THE_WAY)
+            OutOfMemory, Interrupted, *IN_THE_WAY)
 """The errors a command reports as one line (``prog: error: MESSAGE``), not a traceback."""
 
 

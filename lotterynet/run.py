@@ -48,7 +48,14 @@ from .config import (
     read_options,
 )
 from .datamodule import TensorDataModule
-from .errors import CheckpointError, Terminated, TrainingDiverged, interrupted, resume_flag
+from .errors import (
+    CheckpointError,
+    OutOfMemory,
+    Terminated,
+    TrainingDiverged,
+    interrupted,
+    resume_flag,
+)
 from .grid import SWEEP_FILE, SWEEP_LOCK
 from .lifetime import (
     SigtermStop,
@@ -500,14 +507,45 @@ def refusing_unbuildable(arch: str):
         yield
     except (TypeError, ValueError, AssertionError, ArithmeticError, LookupError, RuntimeError,
             MemoryError) as err:  # (timm asserts, divides by and looks up its arguments)
-        asked = re.search(r"allocate (\d+) bytes", str(err))
-        if asked or isinstance(err, MemoryError | torch.OutOfMemoryError):
-            size = f" (one tensor alone: {int(asked[1]) / 2**30:,.1f} GiB)" if asked else ""
+        size = memory_refused(err)
+        if size is not None:
             raise ConfigError(f"cannot build {arch!r} with this config: its tensors do not fit "
                               f"in this machine's memory{size}") from None
         said = str(err) if isinstance(err, (TypeError, ValueError)) else \
             f"{type(err).__name__}: {str(err) or 'no message'}"
         raise ConfigError(f"cannot build {arch!r} with this config: {said}") from None
+
+
+def memory_refused(err: BaseException) -> str | None:
+    """None unless ``err`` says memory ran out (a MemoryError, CUDA's OutOfMemoryError, the
+    CPU allocator's RuntimeError "... can't allocate memory: you tried to allocate N bytes");
+    then the size of the tensor refused, as " (one tensor alone: N GiB)", or "" where it names
+    none."""
+    asked = re.search(r"allocate (\d+) bytes", str(err))
+    if not (asked or isinstance(err, MemoryError | torch.OutOfMemoryError)):
+        return None
+    return f" (one tensor alone: {int(asked[1]) / 2**30:,.1f} GiB)" if asked else ""
+
+
+@contextlib.contextmanager
+def reporting_out_of_memory(trainer: pl.Trainer, config: RunConfig):
+    """Memory that runs out while ``config``'s run trains (a tensor the GPU or the CPU
+    allocator refuses) as :class:`OutOfMemory`, one line: the run and the epoch, what needs
+    less memory, and how to go on from its last checkpoint (:func:`how_to_go_on`)."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as err:
+        size = memory_refused(err)
+        if size is None:
+            raise
+        run_dir = Path(trainer.default_root_dir)
+        then = how_to_go_on(run_dir / CHECKPOINTS / LAST, resumed=config.resume)
+        raise OutOfMemory(
+            f"run {str(run_dir)!r}: memory ran out in training epoch {trainer.current_epoch + 1}"
+            f"{size}; a new run with a smaller --batch-size (now {config.batch_size}) or a "
+            f"narrower model (--pairs, --hidden) needs less" +
+            (f", or {then} where more memory is free" if then else f"; {NOTHING_TO_RESUME}")
+        ) from None
 
 
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
@@ -597,6 +635,10 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     return trainer
 
 
+#: How a run stopped in its first epoch goes on.
+NOTHING_TO_RESUME = "no epoch had finished, so there is no checkpoint to resume from"
+
+
 @contextlib.contextmanager
 def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | None = None,
                          resumed: str | None = None):
@@ -610,8 +652,7 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
     except (SystemExit, KeyboardInterrupt, Terminated) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        then = how_to_go_on(checkpoint, resume, resumed) or \
-            "no epoch had finished, so there is no checkpoint to resume from"
+        then = how_to_go_on(checkpoint, resume, resumed) or NOTHING_TO_RESUME
         raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then) from None
 
 
@@ -751,7 +792,8 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)
     checkpoint = run_dir / CHECKPOINTS / LAST
-    with reporting_interrupts(trainer, checkpoint, resumed=config.resume):
+    with reporting_interrupts(trainer, checkpoint, resumed=config.resume), \
+            reporting_out_of_memory(trainer, config):
         trainer.fit(module, datamodule=data, ckpt_path=config.resume)  # (its setup: its dtype)
         sigterm.stop_if_received()
         if not finished(trainer, config):  # stopped before its end: resumable

@@ -823,6 +823,40 @@ def test_divergence_in_a_later_epoch_keeps_the_epoch_before(tmp_path, data_dir, 
     assert not (out / "results.json").exists()
 
 
+@pytest.mark.parametrize("device, epoch", [("cuda", 2), ("cpu", 1)])
+def test_memory_running_out_in_training_is_one_line_and_exit_1(tmp_path, data_dir, monkeypatch,
+                                                               capsys, device, epoch):
+    """An out-of-memory error in a training step (CUDA's OutOfMemoryError, the CPU allocator's
+    RuntimeError) was a traceback; it is one line naming the run, the epoch and what needs less
+    memory, with how to resume where a checkpoint was written, exit 1 (not bad input)."""
+    from lotterynet.module import EdgePopupModule
+
+    refused = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "
+                                     "has a total capacity of 79.15 GiB") if device == "cuda" \
+        else RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not "
+                          "enough memory: you tried to allocate 4294967296 bytes.")
+    step = EdgePopupModule.training_step
+
+    def out_of_memory(self, batch, batch_idx):
+        if self.current_epoch == epoch - 1:
+            raise refused
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(EdgePopupModule, "training_step", out_of_memory)
+    out = tmp_path / "run"
+    assert main([*SMALL, "--epochs", "2", "--batch-size", "200", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    then = (f", or resume with --resume {out / 'checkpoints' / 'last.ckpt'} where more memory "
+            f"is free") if epoch > 1 else \
+        "; no epoch had finished, so there is no checkpoint to resume from"
+    size = "" if device == "cuda" else " (one tensor alone: 4.0 GiB)"
+    assert err == [f"train.py: error: run {str(out)!r}: memory ran out in training epoch "
+                   f"{epoch}{size}; a new run with a smaller --batch-size (now 200) or a narrower "
+                   f"model (--pairs, --hidden) needs less{then}"]
+    assert not (out / "results.json").exists()
+
+
 def test_a_diverging_ddp_run_says_so_once(tmp_path, data_dir):
     """Every rank stops at the same epoch end; rank 0 speaks for all (one line, exit 1)."""
     proc = subprocess.run(
