@@ -47,7 +47,7 @@ from torch import nn
 from .distributions import orseau_range
 from .layers import SubnetConv2d, SubnetLinear
 from .structures import check_positive_int
-from .subsetsum import solve
+from .subsetsum import check_values, solve
 
 COEFFICIENT_RANGES = ("layer", "symmetric", "unit")
 """``layer``: U[min w, max w] of the layer (Pensia et al.); ``symmetric``: U[−max|w|, max|w|];
@@ -82,18 +82,10 @@ def _check_target(layer, kinds: tuple[type, ...], what: str) -> None:
                          f" got {type(layer).__name__}")
     for name in ("weight", "bias"):
         tensor = getattr(layer, name)
-        if tensor is None:
-            continue
-        if tensor.is_meta:
-            raise ValueError(f"the layer's {name} is on the meta device, which holds no "
-                             f"values; load the trained weights first")
-        if name == "weight" and tensor.numel() == 0:
-            raise ValueError(f"the layer has no weights (weight shape {tuple(tensor.shape)})")
-        bad = ~torch.isfinite(tensor.detach())
-        if bad.any():
-            where = tuple(torch.nonzero(bad)[0].tolist())
-            raise ValueError(f"the layer's {name}{list(where)} = {tensor[where].item()} is not "
-                             f"finite; a trained layer's weights must be finite numbers")
+        if tensor is not None:
+            check_values(f"the layer's {name}", tensor, "load the trained weights first")
+    if layer.weight.numel() == 0:
+        raise ValueError(f"the layer has no weights (weight shape {tuple(layer.weight.shape)})")
 
 
 def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:

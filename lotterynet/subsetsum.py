@@ -104,14 +104,21 @@ def _check(name: str, x) -> torch.Tensor:
                          f"{type(x).__name__} {x!r:.40}") from None
     if not (x.dtype.is_floating_point or x.dtype in _INTEGERS):
         raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    return check_values(name, x, "give it values first (e.g. module.to_empty(device=...) and "
+                                  "an init)")
+
+
+def check_values(name: str, x: torch.Tensor, remedy: str) -> torch.Tensor:
+    """``x`` (real numbers) as float64, refused in one line if it is on the meta device
+    (saying ``remedy``) or holds a NaN or an infinity (naming the first)."""
     if x.is_meta:
-        raise ValueError(f"{name} is on the meta device, which holds no values; give it values "
-                         f"first (e.g. module.to_empty(device=...) and an init)")
-    x = x.to(torch.float64)
+        raise ValueError(f"{name} is on the meta device, which holds no values; {remedy}")
+    x = x.detach().to(torch.float64)
     bad = ~torch.isfinite(x)
     if bad.any():
-        where = tuple(torch.nonzero(bad)[0].tolist())
-        raise ValueError(f"{name} must be finite; {name}[{where}] = {x[where].item()}")
+        where = torch.nonzero(bad)[0].tolist()
+        raise ValueError(f"{name}{where} = {x[tuple(where)].item()} is not finite; {name} "
+                         f"must hold finite numbers")
     return x
 
 
