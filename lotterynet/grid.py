@@ -82,23 +82,26 @@ def parse_variant(variant) -> dict:
     return {"structure": structure, **({"activation": activation} if activation else {})}
 
 
-def variant_label(variant: dict) -> str:
+def variant_label(variant: dict, spelled: bool = False) -> str:
     """The variant's values joined by ``/`` (``subsetsum/identity``): its rows in the table, and
     with ``-`` for ``/`` its cells' and stacks' folder names. A list or mapping (``exclude``,
     ``model_kwargs``) is ``KEY=<hash of its value>``, so that its quotes, brackets, spaces and
     ``*`` stay out of the folder names and a long value does not lengthen them; a variant of
-    scalars keeps the names it always had."""
-    return "/".join(value_label(key, value) for key, value in variant.items())
+    scalars keeps the names it always had. ``spelled``: with those values written out
+    instead (:func:`spelled_labels`)."""
+    return "/".join(value_label(key, value, spelled) for key, value in variant.items())
 
 
 #: The kinds of value that a variant's label names by a hash (:func:`variant_label`).
 HASHED = (list, tuple, dict)
 
 
-def value_label(key: str, value) -> str:
-    """``value`` as it stands in its variant's label: ``KEY=<hash>`` for a list or mapping,
-    else itself."""
-    return f"{key}={digest(value)}" if isinstance(value, HASHED) else str(value)
+def value_label(key: str, value, spelled: bool = False) -> str:
+    """``value`` as it stands in its variant's label: ``KEY=<hash>`` for a list or mapping
+    (``spelled``: ``KEY=<its value>``, :func:`canonical`'s repr), else itself."""
+    if not isinstance(value, HASHED):
+        return str(value)
+    return f"{key}={canonical(value)!r}" if spelled else f"{key}={digest(value)}"
 
 
 def hash_legend(variants: list[dict]) -> dict[str, str]:
@@ -114,9 +117,7 @@ def spelled_labels(variants: list[dict]) -> dict[str, str]:
     """The label of each variant that names a list or mapping by its hash -> that label with
     the values written out (``dense/exclude=['stem.conv']``), for the readers of the CSV table,
     W&B's and the figure. Empty for variants of scalars."""
-    return {variant_label(variant): "/".join(
-                f"{key}={canonical(value)!r}" if isinstance(value, HASHED) else str(value)
-                for key, value in variant.items())
+    return {variant_label(variant): variant_label(variant, spelled=True)
             for variant in variants if any(isinstance(v, HASHED) for v in variant.values())}
 
 

@@ -702,11 +702,11 @@ TABLE_CSV, TABLE_MD, FIGURES = "sweep.csv", "sweep.md", ("figure.png", "figure.p
 TABLE_FILES = (TABLE_CSV, TABLE_MD, *FIGURES)
 
 
-def spelled_rows(rows: list[dict], variants: list[dict]) -> list[dict]:
+def spelled_rows(rows: list[dict], spelled: dict[str, str]) -> list[dict]:
     """The rows with a ``variant_values`` column after ``variant`` that writes out the lists
-    and mappings its label names by a hash (:func:`lotterynet.grid.spelled_labels`), where any
-    variant has one: the table as a CSV file or a W&B table is read without sweep.md's legend."""
-    spelled = spelled_labels(variants)
+    and mappings its label names by a hash (``spelled``: :func:`lotterynet.grid.spelled_labels`),
+    where any variant has one: the table as a CSV file or a W&B table is read without
+    sweep.md's legend."""
     if not spelled:
         return rows
     return [{"variant": row["variant"],
@@ -714,11 +714,12 @@ def spelled_rows(rows: list[dict], variants: list[dict]) -> list[dict]:
             for row in rows]
 
 
-def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict]) -> None:
-    """The rows as CSV (with :func:`spelled_rows`' column) and as a Markdown table, under which
-    a legend of the ``KEY=<hash>`` that name the variants' lists and mappings
-    (:func:`lotterynet.grid.hash_legend`), where there are any."""
-    csv_rows = spelled_rows(rows, variants)
+def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict],
+                spelled: dict[str, str]) -> None:
+    """The rows as CSV (with :func:`spelled_rows`' column, from ``spelled``) and as a Markdown
+    table, under which a legend of the ``KEY=<hash>`` that name the variants' lists and
+    mappings (:func:`lotterynet.grid.hash_legend`), where there are any."""
+    csv_rows = spelled_rows(rows, spelled)
     write_csv_atomic(sweep_dir / TABLE_CSV, csv_rows, list(csv_rows[0]))
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
@@ -979,12 +980,12 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
     rows = aggregate(sweep, sweep_dir)
     if rows:  # (none when every cell failed)
-        write_table(rows, sweep_dir, sweep.variants)
+        spelled = spelled_labels(sweep.variants)
+        write_table(rows, sweep_dir, sweep.variants, spelled)
         figure = plot(rows, sweep_dir, figure_title(sweep),
-                      TRAINED.get(arch) if dataset == "mnist" else None,
-                      spelled=spelled_labels(sweep.variants))
+                      TRAINED.get(arch) if dataset == "mnist" else None, spelled=spelled)
         if sweep.base.get("wandb"):
-            log_to_wandb(spelled_rows(rows, sweep.variants), figure, sweep.base)
+            log_to_wandb(spelled_rows(rows, spelled), figure, sweep.base)
         print((sweep_dir / TABLE_MD).read_text(), end="")
     else:  # an earlier run's table would stand for cells this one set aside or failed
         for name in TABLE_FILES:

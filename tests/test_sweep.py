@@ -124,7 +124,7 @@ def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
     rows = [{"variant": variant, "sparsity": 0.5, "kept_params": 100, "test_acc_mean": 90.0,
              "test_acc_std": 0.0, "seeds": 1, "paper_acc": ""}
             for variant in ("subsetsum", "trained")]
-    sweep_module.write_table(rows, tmp_path, [{"structure": "subsetsum"}])
+    sweep_module.write_table(rows, tmp_path, [{"structure": "subsetsum"}], {})
     figure = sweep_module.plot(rows, tmp_path, "title", None)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sweep_module.TABLE_FILES)
     assert figure.name in sweep_module.TABLE_FILES
@@ -137,7 +137,7 @@ def test_the_table_says_what_its_hashed_variant_values_are(tmp_path):
     def table(variants: list[dict]) -> str:
         rows = [{"variant": variant_label(variant), "sparsity": 0.5, "test_acc_mean": 90.0}
                 for variant in variants]
-        sweep_module.write_table(rows, tmp_path, variants)
+        sweep_module.write_table(rows, tmp_path, variants, grid_module.spelled_labels(variants))
         return (tmp_path / "sweep.md").read_text()
 
     bit = {"stem_chs": 32, "channels": [64] * 4}
@@ -169,7 +169,8 @@ def test_the_csv_table_and_the_figure_spell_out_hashed_variant_values(tmp_path, 
              "test_acc_mean": 90.0, "test_acc_std": 0.0, "seeds": 1, "paper_acc": ""}
             for i, variant in enumerate((long_one, short_one))]
     rows.append({**rows[0], "variant": "trained", "sparsity": 0.0})
-    sweep_module.write_table(rows, tmp_path, [long_one, short_one])
+    spelled = grid_module.spelled_labels([long_one, short_one])
+    sweep_module.write_table(rows, tmp_path, [long_one, short_one], spelled)
     with open(tmp_path / "sweep.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0])[:2] == ["variant", "variant_values"]
@@ -179,11 +180,10 @@ def test_the_csv_table_and_the_figure_spell_out_hashed_variant_values(tmp_path, 
     legends = []
     monkeypatch.setattr(sweep_module, "savefig_atomic", lambda fig, *_, **__: legends.append(
         [t.get_text() for t in fig.axes[0].get_legend().get_texts()]))
-    sweep_module.plot(rows, tmp_path, "title", None,
-                      spelled=grid_module.spelled_labels([long_one, short_one]))
+    sweep_module.plot(rows, tmp_path, "title", None, spelled=spelled)
     assert legends[0][:2] == ["dense/exclude=4fe8ab4f", "dense/exclude=['stem.conv']"]
     scalar = [{**rows[0], "variant": "wide"}]
-    sweep_module.write_table(scalar, tmp_path, [{"structure": "wide"}])
+    sweep_module.write_table(scalar, tmp_path, [{"structure": "wide"}], {})
     assert (tmp_path / "sweep.csv").read_text().splitlines()[0].startswith("variant,sparsity,")
 
 
