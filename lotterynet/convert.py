@@ -381,24 +381,30 @@ def _warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
 
 
 @functools.cache
-def _forward_sources(cls: type) -> str:
+def _sources(cls: type, forward_only: bool) -> str:
     """The source of every ``forward`` that ``cls`` defines or inherits (a subclass's may hand
-    over to its base's: ``super().forward``); "" for one there is none to read."""
+    over to its base's: ``super().forward``), or with ``forward_only=False`` of every class it
+    is or inherits from below ``nn.Module`` (all their methods); "" for one there is none to
+    read."""
     sources = []
     for base in cls.__mro__:
-        if "forward" in vars(base):
-            try:
-                sources.append(inspect.getsource(base.forward))
-            except (OSError, TypeError):
-                pass
+        if forward_only and "forward" not in vars(base) or base in (nn.Module, object):
+            continue
+        try:
+            sources.append(inspect.getsource(base.forward if forward_only else base))
+        except (OSError, TypeError):
+            pass
     return "\n".join(sources)
 
 
-def reads_weight(owner: nn.Module, child: str) -> bool:
+def reads_weight(owner: nn.Module, child: str, *, forward_only: bool = True) -> bool:
     """Whether ``owner``'s forward reads its layer ``child``'s weight itself
     (``self.qkv.weight``: torchvision's Swin attention passes it to ``F.linear``;
-    ``nn.TransformerEncoderLayer``'s fast path its feed-forward layers')."""
-    source = _forward_sources(type(owner))
+    ``nn.TransformerEncoderLayer``'s fast path its feed-forward layers'); with
+    ``forward_only=False``, whether any method of ``owner``'s class does (timm's MobileViT
+    cross attention passes ``self.qkv_proj.weight`` to ``F.conv2d`` in a method of its own,
+    ConViT's ``get_rel_indices`` reads ``self.qk.weight.device``)."""
+    source = _sources(type(owner), forward_only)
     return re.search(rf"\bself\.{re.escape(child)}\.weight\b", source) is not None
 
 

@@ -13,8 +13,8 @@ weights are pruned.
 ``SubnetMultiheadAttention`` becomes the ``nn.MultiheadAttention`` with the same masked weights
 (stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly,
 as ``nn.TransformerEncoderLayer``'s fast path reads its feed-forward layers', and torchvision's
-Swin attention its ``qkv`` and ``proj``, which stay dense too:
-:func:`~lotterynet.convert.reads_weight`).
+Swin attention its ``qkv`` and ``proj``, which stay dense too, as does any layer whose weight
+a method of its parent reads: :func:`~lotterynet.convert.reads_weight`).
 
 The result is made of torch modules and of those in :mod:`lotterynet.plain` (torch only,
 TorchScript-scriptable): ``torch.jit.script(export(model))`` runs with no lotterynet at all
@@ -115,8 +115,10 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
         parent, _, child = name.rpartition(".")
         owner = exported.get_submodule(parent)
         if id(layer) not in plain:
-            # (a layer whose weight its parent's forward reads itself stays dense)
+            # (a layer whose weight its parent reads itself, in its forward or in another
+            # method, stays dense: a sparse layer has no weight)
             plain[id(layer)] = export_layer(
-                layer, sparse=sparse and not reads_weight(owner, child), name=name)
+                layer, sparse=sparse and not reads_weight(owner, child, forward_only=False),
+                name=name)
         setattr(owner, child, plain[id(layer)])
     return exported

@@ -276,6 +276,35 @@ def test_a_layer_whose_weight_its_parents_base_forward_reads_exports_dense():
         torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
 
 
+class ReadsWeightInAMethod(nn.Module):
+    """Reads a layer's weight in a method of its own, not in its forward: timm's MobileViT
+    cross attention (``self.qkv_proj.weight`` to ``F.conv2d``), ConViT's ``get_rel_indices``
+    (``self.qk.weight.device``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.out = nn.Linear(6, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.out(self._project(x))
+
+    def _project(self, x):
+        return nn.functional.linear(x, self.proj.weight, self.proj.bias)
+
+
+def test_a_layer_whose_weight_its_parent_reads_outside_its_forward_exports_dense():
+    """Such a layer stays dense too (only the forward was read: it was exported sparse and the
+    method failed with 'SparseLinear' object has no attribute 'weight'); its sibling, which
+    nothing reads, is sparse."""
+    torch.manual_seed(0)
+    model = convert(nn.Sequential(ReadsWeightInAMethod()), sparsity=0.5).eval()
+    exported = export(model, sparse=True).eval()
+    assert type(exported[0].proj) is nn.Linear and type(exported[0].out) is SparseLinear
+    x = torch.randn(2, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
+
+
 def test_structure_without_effective_weight_fails_clearly():
     class TwoLayers(nn.Module):
         def forward(self, x, op):
