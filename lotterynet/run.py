@@ -694,6 +694,20 @@ def resume_hint(checkpoint: str | Path | None, run_dir: Path | None = None) -> s
         f"{hint} and an empty --out ({str(run_dir)!r} holds this attempt's files)"
 
 
+def history_left_behind(resumed: Resumed, run_dir: Path) -> str | None:
+    """What a resume says at its start when the history of the epochs its checkpoint trained
+    is not beside it (no ``metrics.csv`` of its run: a checkpoint copied out of its run
+    folder), so that ``run_dir``'s begins after them (:func:`~lotterynet.loggers.
+    resumed_history`); None where that history is there, carried on."""
+    checkpoint, stored = resumed
+    if (checkpoint_run_dir(checkpoint) / METRICS_FILE).is_file():
+        return None
+    done = stored["epoch"] + 1  # (saved at the end of its last epoch: its index)
+    return (f"--resume {str(checkpoint)!r}: no {METRICS_FILE} of its run beside it, so "
+            f"{str(run_dir / METRICS_FILE)!r} begins at epoch {done + 1}; the metrics of "
+            f"epoch{'s 1 to' * (done > 1)} {done} are in the original run's {METRICS_FILE} only")
+
+
 def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
     """Trained to the end, or stopped by a Trainer option (EarlyStopping, ``max_time``,
     ``max_steps``); not when stopped by ``--stop-after`` or interrupted."""
@@ -781,6 +795,8 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         print(f"{config.arch} {spec['structure']}{wide}: maskable {counts['maskable']:,}, "
               f"kept {counts['kept']:,}, frozen {counts['frozen']:,}, "
               f"trainable {counts['trainable']:,}", flush=True)
+        if resumed and (note := history_left_behind(resumed, run_dir)):
+            print(note, flush=True)
     timer = EpochTimer(announce=not shows_progress_bar(config), epochs=config.epochs)
     trainer = make_trainer(config, run_dir, loggers, timer,
                            # the schedule steps once per epoch (module.configure_optimizers),

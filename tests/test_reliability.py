@@ -194,6 +194,22 @@ def test_resume_into_an_empty_out_leaves_the_source_alone(whole_and_stopped, tmp
     assert_same_history_and_result(out, whole)  # the history came along
 
 
+def test_a_loose_checkpoint_resumed_says_its_history_stayed_behind(whole_and_stopped, tmp_path,
+                                                                    capsys):
+    """A checkpoint copied out of its run, resumed into a new --out: its metrics.csv began at
+    the resumed epoch without a word; the resume says so at its start (a resume of the run
+    itself carries its history on and says nothing)."""
+    _, stopped = whole_and_stopped
+    loose, out = tmp_path / "loose.ckpt", tmp_path / "new"
+    shutil.copy(stopped / "checkpoints" / "last.ckpt", loose)
+    assert main(["--resume", str(loose), "--out", str(out)]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[1] == (f"--resume {str(loose)!r}: no metrics.csv of its run beside it, so "
+                       f"{str(out / 'metrics.csv')!r} begins at epoch 2; the metrics of epoch 1 "
+                       f"are in the original run's metrics.csv only")
+    assert sorted(per_epoch(out, "val/acc")) == [1, 2]
+
+
 def test_resume_takes_the_recipe_lr_of_a_run_stored_without_one(whole_and_stopped, tmp_path,
                                                                  capsys):
     """The run left ``lr`` unset (fc2's recipe: 0.1): ``--lr 0.1`` on its resume is the same
