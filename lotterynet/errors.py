@@ -17,7 +17,9 @@ import sys
 class OneLineErrorParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (no usage block), exit code 2. An empty
     value (``--out ""``, ``--out=``) is refused: a path flag would otherwise silently mean the
-    current folder, a name flag the default."""
+    current folder, a name flag the default. A value given to a flag that takes none
+    (``--baseline maybe``, ``--baseline=maybe``) is refused naming the flag and its forms
+    (argparse said "unrecognized arguments: maybe", or "ignored explicit argument")."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {escape_line_breaks(message)}\n")
@@ -32,7 +34,21 @@ class OneLineErrorParser(argparse.ArgumentParser):
                 self.error(f"{before} is empty; leave it out for its default")
             if arg == "":
                 self.error("an argument is empty (''); drop it or fill it in")
-        return super().parse_known_args(args, namespace)
+            if arg.startswith("--") and equals:  # --baseline=maybe
+                self.refuse_a_value(flag, value)
+        namespace, extras = super().parse_known_args(args, namespace)
+        for before, arg in zip(args, args[1:]):  # --baseline maybe (maybe left over)
+            if arg in extras:
+                self.refuse_a_value(before, arg)
+        return namespace, extras
+
+    def refuse_a_value(self, flag: str, value: str) -> None:
+        """Refuse ``value`` given to ``flag`` if that is a flag that takes no value."""
+        action = self._option_string_actions.get(flag)
+        if action is not None and action.nargs == 0:
+            forms = " or ".join(action.option_strings) if len(action.option_strings) > 1 \
+                else f"{flag} alone, or leave it out"
+            self.error(f"{flag} takes no value, not {value!r}: give {forms}")
 
 
 def unread_option(args: argparse.Namespace, reads: dict[str, set[str]], command: str

@@ -615,6 +615,10 @@ CASES = [
     (["--out", "{a_file}/run"], ["a_file", "not a folder"]),
     (["--out", "/sys/lotterynet-test/run"], ["/sys/lotterynet-test/run", "not writable"]),
     (["--out", "{other_run}"], ["other_run", "not empty", "--overwrite"]),
+    # a value given to a flag that takes none (argparse: "unrecognized arguments: maybe")
+    (["--baseline", "maybe"], ["--baseline takes no value, not 'maybe'", "--no-baseline"]),
+    (["--progress-bar=yes"], ["--progress-bar takes no value, not 'yes'", "--no-progress-bar"]),
+    (["--yes", "please"], ["--yes takes no value, not 'please'", "leave it out"]),
 ]
 
 
