@@ -197,23 +197,33 @@ def _rounded_through(t: torch.Tensor, via: torch.dtype | None) -> torch.Tensor:
     return t.to(via).to(t.dtype)
 
 
-def _as_saved(regenerated: dict, digest: str
+def _float_dtypes(tensors) -> set[torch.dtype]:
+    return {t.dtype for t in tensors if t.is_floating_point()}
+
+
+def _as_saved(regenerated: dict, digest: str, saved_dtypes: list[str] | None = None
               ) -> tuple[torch.dtype | None, torch.dtype | None] | None:
     """``(rounded_through, saved_in)`` when ``regenerated`` (whose digest is not ``digest``)
     are the saved model's frozen weights but for what casts did to them since the model was
     built: rounded through a narrower dtype and cast back (:data:`ROUNDED_THROUGH`), and/or
     in another floating dtype (``saved_in``: a model saved after ``.double()``); else None.
-    Each candidate that changes something is hashed once, the first match returned."""
+    Each candidate that changes something is hashed once, the first match returned; only
+    those whose floating dtypes are the saved weights' (``saved_dtypes``, the ticket's
+    ``frozen_dtypes``; None for an older ticket, which does not record them: all), so a
+    ticket that rebuilds other weights costs at most two hashes more, not nine."""
     tensors = list(regenerated.values())
+    floats = _float_dtypes(tensors)
+    saved = None if saved_dtypes is None else {DTYPES[name] for name in saved_dtypes}
     for via in (None, *ROUNDED_THROUGH):
         if via is not None and all(_rounded_through(t, via) is t for t in tensors):
             continue  # nothing to round: as via=None
-        if via is not None and _digest(regenerated, via) == digest:
-            return via, None
-        for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
-            if dtype == via or all(t.dtype == dtype or not t.is_floating_point()
-                                   for t in tensors):
+        for dtype in (None, torch.float64, torch.float32, torch.float16, torch.bfloat16):
+            if dtype is None and via is None:
+                continue  # the digest that did not match
+            if dtype is not None and (dtype == via or floats <= {dtype}):
                 continue  # nothing cast, or cast as the rounding through it already did
+            if saved is not None and ({dtype} if dtype else floats) != saved:
+                continue  # not in the dtypes the weights were saved in
             if _digest(regenerated, via, dtype) == digest:
                 return via, dtype
     return None
@@ -307,6 +317,8 @@ def save_ticket(model: nn.Module, path) -> int:
         tensors[name] = {"dtype": dtype, "shape": list(t.shape), **payload.add(_tensor_bytes(t))}
     header = {"spec": spec, "converts": _convert_calls(model), "masks": masks,
               "tensors": tensors, "frozen_sha256": tensors_digest(regenerated),
+              "frozen_dtypes": sorted(str(d).removeprefix("torch.")
+                                      for d in _float_dtypes(regenerated.values())),
               "channels_last": _channels_last(model), "payload_nbytes": payload.size}
     return ticket_file.write(path, header, b"".join(payload.chunks))
 
@@ -582,7 +594,8 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
         raise TicketError(f"{path}: the ticket's model does not build ({error!r})") from error
     regenerated = _split_state(model, frozen)[0]
     same = tensors_digest(regenerated) == header["frozen_sha256"]
-    as_saved = None if same else _as_saved(regenerated, header["frozen_sha256"])
+    as_saved = None if same else _as_saved(regenerated, header["frozen_sha256"],
+                                           header.get("frozen_dtypes"))
     rounded_through, saved_in = as_saved or (None, None)
     if saved_in is not None and not built:
         raise TicketError(f"{path}: the ticket was saved from a {saved_in} model; load it into "

@@ -7,7 +7,8 @@ Layout (no pickle anywhere; reading only parses JSON and raw little-endian bytes
 
 The header's ``masks`` and ``tensors`` give each entry's ``shape`` (masks: ``k``; tensors:
 ``dtype``) and its ``offset`` and ``nbytes`` in the payload, whose size is ``payload_nbytes``;
-``channels_last`` names the tensors laid out channels last (absent in older tickets: none).
+``channels_last`` names the tensors laid out channels last (absent in older tickets: none),
+``frozen_dtypes`` the floating dtypes of the regenerated weights (absent in older tickets).
 :func:`read_header` validates all of it — types, shapes, sizes consistent with each other, the
 announced payload within ``max_bytes`` and within what the file's compressed bytes can inflate
 to (deflate expands at most 1032×) — before anything is allocated; :func:`inflate` then never
@@ -124,6 +125,10 @@ def _check_header(header, compressed_nbytes: int, max_bytes: int) -> None:
     laid_out = header.get("channels_last", [])
     _require(isinstance(laid_out, list) and all(isinstance(n, str) for n in laid_out),
              "channels_last must be a list of tensor names")
+    frozen = header.get("frozen_dtypes", [])
+    _require(isinstance(frozen, list) and all(
+        isinstance(n, str) and n in DTYPES and DTYPES[n].is_floating_point for n in frozen),
+        "frozen_dtypes must be a list of floating dtype names")
     total = 0
     for kind, key in (("mask", "masks"), ("tensor", "tensors")):
         entries = header.get(key)

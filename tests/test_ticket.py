@@ -213,7 +213,8 @@ def shrink_payload(header):
     (shrink_payload, "payload"),
     (lambda header: header.pop("tensors"), "malformed"),
     (lambda header: header["spec"].update(seed=99), "different frozen"),
-], ids=["wrong-k", "wrong-payload-size", "missing-field", "other-seed"])
+    (lambda header: header.update(frozen_dtypes=["int64"]), "malformed.*frozen_dtypes"),
+], ids=["wrong-k", "wrong-payload-size", "missing-field", "other-seed", "bad-frozen-dtypes"])
 def test_checksummed_but_inconsistent_tickets_are_rejected(tmp_path, ticket_bytes, edit, match):
     rejected(tmp_path, reheadered(ticket_bytes, edit), match)
 
@@ -231,6 +232,31 @@ def test_model_that_does_not_rebuild_is_rejected(tmp_path):
     save_ticket(model, tmp_path / "t.ticket")
     with pytest.raises(TicketError, match="different frozen"):
         load_ticket(tmp_path / "t.ticket")
+
+
+def test_a_rebuild_of_other_weights_is_hashed_only_in_the_saved_dtypes(tmp_path, monkeypatch):
+    """A ticket records the floating dtypes of its frozen weights (``frozen_dtypes``): a
+    rebuild that draws other weights is refused after 3 hashes of them (as built, rounded
+    through float16, through bfloat16), not 10 (every rounding and dtype, as an older ticket,
+    which does not record them, still does: refused the same, and its dtype found)."""
+    from lotterynet import ticket as ticket_module
+
+    model = trained(MLP, VECTORS)
+    with torch.no_grad():
+        model[0].structure.u.weight.add_(1e-3)  # no longer what the spec's seed draws
+    save_ticket(model, tmp_path / "t.ticket")
+    save_ticket(trained(MLP, VECTORS).double(), tmp_path / "t64.ticket")
+    for name in ("t", "t64"):
+        (tmp_path / f"{name}-older.ticket").write_bytes(reheadered(
+            (tmp_path / f"{name}.ticket").read_bytes(), lambda h: h.pop("frozen_dtypes")))
+    hashes, digest = [], ticket_module._digest
+    monkeypatch.setattr(ticket_module, "_digest", lambda *a: hashes.append(a) or digest(*a))
+    for name, expected in (("t", 3), ("t-older", 10)):
+        hashes.clear()
+        with pytest.raises(TicketError, match="different frozen"):
+            load_ticket(tmp_path / f"{name}.ticket")
+        assert len(hashes) == expected
+    assert next(load_ticket(tmp_path / "t64-older.ticket").parameters()).dtype == torch.float64
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
