@@ -33,7 +33,7 @@ from torch import nn
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .convert import CONVERT_RECORD, move_hooks, reads_weight
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
-from .masking import check_module, uncompiled
+from .masking import uncompiled
 from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
 
 
@@ -99,7 +99,7 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
     ``torch.compile``d model, of the module it runs (uncompiled: scriptable)."""
     if not isinstance(sparse, bool):
         raise TypeError(f"sparse must be True or False, got {sparse!r}")
-    exported = copy.deepcopy(uncompiled(check_module(model, "export")))
+    exported = copy.deepcopy(uncompiled(model, "export"))
     for module in exported.modules():  # no longer what build_model / convert made
         module.__dict__.pop("spec", None)
         module.__dict__.pop(CONVERT_RECORD, None)

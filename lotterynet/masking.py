@@ -505,10 +505,12 @@ def check_module(model, caller: str) -> nn.Module:
     return model
 
 
-def uncompiled(model: nn.Module) -> nn.Module:
+def uncompiled(model: nn.Module, caller: str | None = None) -> nn.Module:
     """The module a ``torch.compile``d ``model`` runs (its names without the wrapper's
     ``_orig_mod.``: what ``convert`` selects and seeds layers by, what a ticket stores), or
-    ``model`` itself."""
+    ``model`` itself; with ``caller``, first refused as :func:`check_module` refuses it."""
+    if caller is not None:
+        check_module(model, caller)
     dynamo = sys.modules.get("torch._dynamo")  # (not imported: nothing was compiled)
     return model._orig_mod if dynamo and isinstance(model, dynamo.eval_frame.OptimizedModule) \
         else model
@@ -568,7 +570,7 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
     This concatenates all scores once per call; call it when the ranking should be refreshed
     (e.g. once per epoch), not on every batch: between calls each tensor keeps its own top-k.
     """
-    named = [(n, m) for n, m in uncompiled(check_module(model, "global_topk")).named_modules()
+    named = [(n, m) for n, m in uncompiled(model, "global_topk").named_modules()
              if isinstance(m, MaskedWeight)]
     if not named:
         raise ValueError("global_topk: the model has no maskable (subnet) layers")

@@ -54,7 +54,7 @@ from torch import nn
 from . import ticket_file
 from .attention import SUBNET_MODULES
 from .convert import CONVERT_RECORD, LAYOUTS, convert, laid_out
-from .masking import MaskedWeight, check_module, uncompiled
+from .masking import MaskedWeight, uncompiled
 from .models import build_model, recorded_spec
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
 from .timm_models import sourced
@@ -232,7 +232,7 @@ def _as_saved(regenerated: dict, digest: str, saved_dtypes: list[str] | None = N
 def frozen_digest(model: nn.Module) -> str:
     """sha256 over the names and bytes of the frozen parameters a load of ``model``'s ticket
     regenerates."""
-    model = uncompiled(model)
+    model = uncompiled(model, "frozen_digest")
     return tensors_digest(_split_state(model, frozen_as_built(model, _ticket_spec(model)))[0])
 
 
@@ -280,7 +280,7 @@ def _meta_tensor(state: dict) -> str | None:
 def save_ticket(model: nn.Module, path) -> int:
     """Write ``model``'s ticket to ``path``; returns the file size in bytes. Any model holding
     subnet layers can be saved (module docstring for what is stored)."""
-    model = uncompiled(check_module(model, "save_ticket"))
+    model = uncompiled(model, "save_ticket")
     masked = _masked_modules(model)
     if not masked:
         raise ValueError("the model has no subnet (maskable) layers: nothing to save as a ticket")
@@ -579,7 +579,7 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     """
     compiled = model
     if model is not None:
-        model = uncompiled(check_module(model, "load_ticket"))
+        model = uncompiled(model, "load_ticket")
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) \
             or max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive integer (bytes), got {max_bytes!r}")

@@ -10,6 +10,7 @@ import lotterynet as ln
 from lotterynet.convert import UnconvertibleLayers, convert
 from lotterynet.layers import _SubnetLayer
 from lotterynet.models import build_model
+from lotterynet.ticket import frozen_digest
 from lotterynet.timm_models import create_timm_model
 
 TIMM_CASES = [("resnet18", None), ("vit_tiny_patch16_224", 32), ("convnext_atto", None),
@@ -347,8 +348,10 @@ def test_convert_that_selects_no_layer_is_refused_and_changes_nothing(options):
 @pytest.mark.parametrize("call", [
     lambda: ln.convert("resnet18", sparsity=0.5), lambda: ln.count_params([nn.Linear(2, 2)]),
     lambda: ln.export(None), lambda: ln.save_ticket({"model": 1}, "unused.ticket"),
-    lambda: ln.load_ticket("unused.ticket", model="fc2")],
-    ids=["convert", "count_params", "export", "save_ticket", "load_ticket"])
+    lambda: ln.load_ticket("unused.ticket", model="fc2"), lambda: ln.global_topk("model", 0.5),
+    lambda: frozen_digest("resnet18")],
+    ids=["convert", "count_params", "export", "save_ticket", "load_ticket", "global_topk",
+         "frozen_digest"])
 def test_api_entry_points_refuse_what_is_not_a_module(call):
     with pytest.raises(TypeError, match=r"takes a torch\.nn\.Module, got (str|list|NoneType|dict)"):
         call()
