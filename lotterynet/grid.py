@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from .config import (
+    WIDE,
     ConfigError,
     RunConfig,
     check_path,
@@ -172,15 +173,28 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
              "seeds": parse_list(args.sweep_seeds, int, "--sweep-seeds"),
              "baseline": args.baseline}
     data.update({k: v for k, v in flags.items() if v is not None})
-    check_sweep_values(data)
+
+    def given_in(key: str) -> str:
+        """Where the sweep got ``key``: its flag, else the sweep file."""
+        if flags.get(key) is not None:
+            return "--baseline" if key == "baseline" else f"--sweep-{key}"
+        return f"sweep file {str(Path(args.sweep))!r}: {key}"
+
+    check_sweep_values(data, given_in)
     for key in ("variants", "sparsities", "epochs"):
         if not data.get(key):
             raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
     variants = [flatten_sections(string_keys(parse_variant(v), "sweep variant"),
                                  "sweep variant") for v in data["variants"]]
-    if not all(variants):
-        raise ConfigError(f"sweep variants {data['variants']!r}: each variant sets at least "
-                          f"its structure (subsetsum:identity, wide, {{structure: dense}})")
+    bare = next((given for given, v in zip(data["variants"], variants)
+                 if "structure" not in v), None)
+    if bare is not None:  # (it ran as the default structure, labelled without one)
+        from .structures import STRUCTURES  # (torch: only to say what the choices are)
+
+        raise ConfigError(f"{given_in('variants')}: {bare!r} sets no structure; each variant "
+                          f"sets at least its structure, one of "
+                          f"{', '.join(STRUCTURES.names() + [WIDE])} (subsetsum:identity, "
+                          f"wide, {{structure: dense}})")
     base = flatten_sections(string_keys(data.get("base", {}), "sweep base"), "sweep base")
     # (each run value named as the user gave it: --trainer.max_epochs 4 is the command
     # line's epochs, not a config file's)

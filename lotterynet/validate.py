@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import (
     PRECISIONS,
+    SEED_MAX,
     ConfigError,
     RunConfig,
     on_gpu,
@@ -92,7 +93,8 @@ def read_sweep_file(path: str | os.PathLike, keys: tuple[str, ...]) -> dict:
                              f"a mapping with keys {', '.join(keys)}")
     unknown = [k for k in data if k not in keys]
     if unknown:
-        raise ConfigError(f"unknown sweep key {unknown[0]!r}; valid keys: {', '.join(keys)}")
+        raise ConfigError(f"sweep file {str(Path(path))!r}: unknown key {unknown[0]!r}; valid "
+                          f"keys: {', '.join(keys)}")
     return data
 
 
@@ -122,29 +124,32 @@ def _is_number(value) -> bool:
 SWEEP_LISTS = {  # key: (test of one item, what an item must be)
     "variants": (lambda v: (isinstance(v, str) and v) or isinstance(v, dict),
                  "structure[:activation] strings or mappings of run options"),
-    "sparsities": (_is_number, "numbers in [0, 1)"),
+    "sparsities": (lambda v: _is_number(v) and 0 <= v < 1, "numbers in [0, 1)"),
     "epochs": (lambda v: _is_int(v) and v > 0, "positive integers"),
-    "seeds": (_is_int, "integers"),
+    "seeds": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX, f"integers in [0, {SEED_MAX}]"),
 }
 
 
-def check_sweep_values(data: dict) -> None:
+def check_sweep_values(data: dict, given_in) -> None:
     """Types of a merged sweep (file overlaid with flags): lists of the right items, a
-    boolean ``baseline``, a mapping ``base``. Values are checked again as run configs."""
+    boolean ``baseline``, a mapping ``base``; ``given_in(key)`` names where the sweep got a
+    key (its flag, or the sweep file and the key). Values are checked again as run configs."""
     for key, (valid, what) in SWEEP_LISTS.items():
         if key not in data:  # (a key left empty, "seeds:", is refused: it ran seed 0 alone)
             continue
         values = data[key]
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"sweep {key} must be a non-empty list of {what}, got {values!r}")
+            raise ConfigError(f"{given_in(key)} must be a non-empty list of {what}, got "
+                              f"{values!r}")
         bad = [v for v in values if not valid(v)]
         if bad:
-            raise ConfigError(f"sweep {key}: {bad[0]!r} is not valid; {key} must be {what}")
+            raise ConfigError(f"{given_in(key)}: {bad[0]!r} is not valid; {key} must be {what}")
         twice = [v for i, v in enumerate(values) if v in values[:i]]
         if twice:  # the same cell twice would train twice into one folder
-            raise ConfigError(f"sweep {key}: {twice[0]!r} is listed twice")
+            raise ConfigError(f"{given_in(key)}: {twice[0]!r} is listed twice")
     if not isinstance(data.get("baseline", True), bool):
-        raise ConfigError(f"sweep baseline must be true or false, got {data['baseline']!r}")
+        raise ConfigError(f"{given_in('baseline')} must be true or false, got "
+                          f"{data['baseline']!r}")
     if not isinstance(data.get("base", {}), dict):  # (null and [] too: they ran as {})
-        raise ConfigError(f"sweep base must be a mapping of run options (leave it out for "
-                          f"none), got {data['base']!r}")
+        raise ConfigError(f"{given_in('base')} must be a mapping of run options (leave it out "
+                          f"for none), got {data['base']!r}")
