@@ -517,14 +517,16 @@ def refusing_unbuildable(arch: str):
 
 
 def memory_refused(err: BaseException) -> str | None:
-    """None unless ``err`` says memory ran out (a MemoryError, CUDA's OutOfMemoryError, the
-    CPU allocator's RuntimeError "... can't allocate memory: you tried to allocate N bytes");
-    then the size of the tensor refused, as " (one tensor alone: N GiB)", or "" where it names
-    none."""
-    asked = re.search(r"allocate (\d+) bytes", str(err))
+    """None unless ``err`` says memory ran out (a MemoryError, CUDA's OutOfMemoryError "...
+    Tried to allocate 2.00 GiB", the CPU allocator's RuntimeError "... can't allocate memory:
+    you tried to allocate N bytes"); then the size of the tensor refused, as " (one tensor
+    alone: 2.0 GiB)", or "" where it names none."""
+    asked = re.search(r"allocate (?:(\d+) bytes|([\d.]+ [KMGT]iB))", str(err))
     if not (asked or isinstance(err, MemoryError | torch.OutOfMemoryError)):
         return None
-    return f" (one tensor alone: {int(asked[1]) / 2**30:,.1f} GiB)" if asked else ""
+    if asked is None:
+        return ""
+    return f" (one tensor alone: {asked[2] or f'{int(asked[1]) / 2**30:,.1f} GiB'})"
 
 
 @contextlib.contextmanager

@@ -866,7 +866,7 @@ def test_memory_running_out_in_training_is_one_line_and_exit_1(tmp_path, data_di
     then = (f", or resume with --resume {out / 'checkpoints' / 'last.ckpt'} where more memory "
             f"is free") if epoch > 1 else \
         "; no epoch had finished, so there is no checkpoint to resume from"
-    size = "" if device == "cuda" else " (one tensor alone: 4.0 GiB)"
+    size = f" (one tensor alone: {'2.00' if device == 'cuda' else '4.0'} GiB)"
     assert err == [f"train.py: error: run {str(out)!r}: memory ran out in training epoch "
                    f"{epoch}{size}; a new run with a smaller --batch-size (now 200) or a narrower "
                    f"model (--pairs, --hidden) needs less{then}"]
