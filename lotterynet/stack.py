@@ -182,7 +182,7 @@ class StackModule(pl.LightningModule):
 
     def __init__(self, members: list[dict], cuda_graphs: bool = True):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # (logged by train_stack, paths relative)
         self.automatic_optimization = False
         self.names = [m["name"] for m in members]
         self.budgets = [m["optim"]["epochs"] for m in members]
@@ -565,20 +565,28 @@ def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
     """``STACK/stack.yaml``: the members' configs and cell directories, for
     :func:`read_stack_file` (``train.py --stack-file``) to run the stack in another process.
     The cells (and the members' ``out`` and ``resume``) are written relative to the file's
-    folder (a sweep's ``../../cells/CELL``): read from there, not from where a later run
-    happens to be, they go with the folder when it is copied or moved (``cp -r A B``)."""
+    folder (:func:`members_in`): read from there, not from where a later run happens to be,
+    they go with the folder when it is copied or moved (``cp -r A B``)."""
     stack_dir.mkdir(parents=True, exist_ok=True)
     path = stack_dir / STACK_FILE
+    members = members_in(stack_dir, configs, cell_dirs)
+    write_text_atomic(path, yaml.safe_dump({"members": members,
+                                            "cells": [m["out"] for m in members]},
+                                           sort_keys=False))
+    return path
 
+
+def members_in(stack_dir: Path, configs: Sequence[RunConfig], cell_dirs: Sequence[Path]
+               ) -> list[dict]:
+    """The members' configs as the stack's own files name them (``stack.yaml``,
+    ``hparams.yaml``): ``out`` the member's cell and ``resume``, relative to ``stack_dir``
+    (a sweep's ``../../cells/CELL``), so that they name no folder of the machine they ran on
+    and go with the folders when they are copied or moved."""
     def from_here(where: str | Path) -> str:
         return os.path.relpath(Path(where).absolute(), stack_dir.absolute())
 
-    cells = [from_here(d) for d in cell_dirs]
-    members = [{**c.to_dict(), "out": cell, "resume": c.resume and from_here(c.resume)}
-               for c, cell in zip(configs, cells)]
-    write_text_atomic(path, yaml.safe_dump({"members": members, "cells": cells},
-                                           sort_keys=False))
-    return path
+    return [{**c.to_dict(), "out": from_here(cell), "resume": c.resume and from_here(c.resume)}
+            for c, cell in zip(configs, cell_dirs)]
 
 
 def named_twice(cells: Sequence[Path]) -> int | None:
@@ -775,6 +783,10 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
                                        "epochs": budget}, resumed)
+    for logger in loggers:  # (hparams.yaml: the members' cells named as stack.yaml names them)
+        logger.log_hyperparams({**module.hparams, "members": [
+            {**member, "config": config} for member, config in
+            zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
     timer = EpochTimer()
     results_writer = MemberResults(cell_dirs, stack_dir, timer)
     longest = make_config({**first.to_dict(), "epochs": budget,

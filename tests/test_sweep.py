@@ -261,9 +261,9 @@ def test_a_copied_sweep_names_its_own_cells(tmp_path, data_dir, capsys):
     """``cp -r A B``: B's finished cells' results named A's folders (``run_dir``, the stack's
     ``dir``, ``config.out``, absolute), where whatever followed them (a stack's tickets, a cell
     set aside) went, and a re-run in B rewrote them. A sweep stores them relative to its
-    folder: re-run with A gone, B trains nothing, writes its table and leaves every
-    results.json byte for byte; an older sweep's copy, naming A's folders, is brought to the
-    same files."""
+    folder (and its stacks' own files relative to theirs): re-run with A gone, B trains
+    nothing, writes its table and leaves every results.json byte for byte; an older sweep's
+    copy, naming A's folders, is brought to the same files."""
     original, copy, older = tmp_path / "A", tmp_path / "B", tmp_path / "C"
     argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir)]
     assert main([*argv, "--sweep-out", str(original)]) == 0
@@ -276,6 +276,10 @@ def test_a_copied_sweep_names_its_own_cells(tmp_path, data_dir, capsys):
         assert results["run_dir"] == results["config"]["out"] == str(path.parent)
         stacks |= {results["stack"]["dir"]} if "stack" in results else set()
     assert stacks == {"stacks/subsetsum-identity-seed0"}
+    # (the stack's hparams.yaml named its members' cells absolutely: it names them as
+    # stack.yaml does, ../../cells/CELL)
+    assert not [p for p in original.glob("stacks/*/*")
+                if p.is_file() and str(original).encode() in p.read_bytes()]
     shutil.copytree(original, copy)
     shutil.copytree(original, older)
     as_older_sweeps_wrote(older, original)
