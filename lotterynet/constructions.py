@@ -22,7 +22,8 @@ kept second-layer edge ``v_{jh}`` adds the *product weight* ``z = u_h v_{jh}`` t
 ``relu(−x_i)``, and ``w x = w relu(x) − w relu(−x)`` needs ``Σ z ≈ w`` on both halves.
 
 * **Malach et al. (2020), Lemmas 2.4–2.5** — U[−1, 1] weights; per target weight and sign half
-  the single neuron whose product is nearest to ``w`` (two neurons per weight).
+  the single neuron whose product is nearest to ``w``, or none where 0 is nearer (at most two
+  neurons per weight, as the lemma's mask).
 * **Orseau et al. (2020), Corollary 10 / Theorem 3** — hyperbolic weights on Theorem 3's range;
   per target weight and sign half the greedy golden-ratio decomposition (Lemma 9): products in
   decreasing magnitude, each taken while it does not overshoot the residual, at most k′ of
@@ -169,13 +170,16 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
 
 def nearest_product(products: torch.Tensor, allowed: torch.Tensor,
                     w: torch.Tensor) -> torch.Tensor:
-    """Malach et al., Lemma 2.4: per target ``w[j, i]`` the one allowed candidate ``t`` whose
-    product ``products[j, i, t]`` is nearest to ``w``; bool one-hot (all False if none is
-    allowed). ``allowed`` broadcasts against ``products`` (j, i, m)."""
+    """Malach et al., Lemma 2.4: per target ``w[j, i]`` at most one allowed candidate ``t``
+    (the lemma's mask keeps ``Σ_j ‖b^(j)‖_0 ≤ 2`` weights, at most one per sign half): the one
+    whose product ``products[j, i, t]`` is nearest to ``w``, or none when ``|w|`` (the error of
+    keeping none, the half then adding 0) is no larger than its distance — a target of 0 keeps
+    none and is exact. Bool, at most one True per ``(j, i)``; ``allowed`` broadcasts against
+    ``products`` (j, i, m)."""
     distance = torch.where(allowed, (products - w[..., None]).abs(), torch.inf)
-    best = distance.argmin(-1, keepdim=True)
-    chosen = torch.zeros_like(products, dtype=torch.bool).scatter_(-1, best, True)
-    return chosen & torch.isfinite(distance)
+    best = distance.min(-1, keepdim=True)
+    chosen = torch.zeros_like(products, dtype=torch.bool).scatter_(-1, best.indices, True)
+    return chosen & (best.values < w.abs()[..., None])
 
 
 def golden_ratio_decomposition(products: torch.Tensor, allowed: torch.Tensor,

@@ -107,19 +107,30 @@ def test_a_zero_target_is_not_a_wrong_sign_weight():
     assert stats["all_coefficients_wrong_sign"] == expected < 3
 
 
-def test_nearest_product_is_the_argmin_of_each_sign():
+def test_nearest_product_is_the_argmin_of_each_sign_or_none():
+    """Lemma 2.4's mask keeps at most one neuron per sign half: the nearest product, or none
+    where 0 is nearer to w (it always kept one: w = 0 had the nearest product's error, a small
+    w one of a coarse product, 0.5 here, instead of |w|)."""
     g = torch.Generator().manual_seed(2)
     products = torch.rand(3, 4, 6, generator=g, dtype=torch.float64) * 2 - 1
     u = torch.rand(4, 6, generator=g, dtype=torch.float64) * 2 - 1
     w = torch.rand(3, 4, generator=g, dtype=torch.float64) - 0.5
+    w[0, 0] = 0.0
+    products[1, 1], w[1, 1] = torch.linspace(0.6, 0.9, 6, dtype=torch.float64), 0.1
+    nones = 0
     for allowed in (u > 0, u < 0):
         chosen = nearest_product(products, allowed, w)
         for j, i in itertools.product(range(3), range(4)):
-            candidates = [t for t in range(6) if allowed[i, t]]
-            assert chosen[j, i].sum() == (1 if candidates else 0)
-            if candidates:
-                best = min(candidates, key=lambda t: abs(products[j, i, t] - w[j, i]))
+            candidates = [t for t in range(6) if allowed[i, t]] + [None]  # None: keep none
+            best = min(candidates, key=lambda t: abs(
+                (0 if t is None else products[j, i, t]) - w[j, i]))
+            assert chosen[j, i].sum() == (best is not None)
+            if best is not None:
                 assert chosen[j, i, best]
+            nones += best is None
+        assert not chosen[0, 0].any()  # a weight of 0 is met exactly by no neuron
+        assert not chosen[1, 1].any()  # every product ≥ 0.6 for w = 0.1: none is nearer
+    assert nones > 2
 
 
 def test_golden_ratio_decomposition_meets_lemma_9():
