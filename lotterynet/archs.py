@@ -32,6 +32,7 @@ from .distributions import check_seed, layer_seed, sample_weights
 from .layers import SubnetConv2d, SubnetLinear
 from .models import MODELS
 from .plain import MaxPool2x2
+from .structures import check_positive_int
 
 
 @dataclass
@@ -109,6 +110,12 @@ LAYER_OPTIONS = tuple(f.name for f in fields(Layers)
                       if f.init and f.name not in ("trained", "seed"))
 
 
+def _width(width: int | None) -> int | None:
+    """``width`` checked: None (the paper's widths) or a positive integer (0 is refused, not
+    taken for None)."""
+    return None if width is None else check_positive_int("width", width)
+
+
 def _layers(seed, trained, **subnet) -> Layers:
     """The layer factory of one model; an option that is neither the architecture's nor its
     layers' is refused naming both lists."""
@@ -123,7 +130,7 @@ def _layers(seed, trained, **subnet) -> Layers:
 def _fc(depth: int):
     def build(*, width: int | None = None, in_channels: int = 1, image_size: int = 28,
               num_classes: int = 10, seed: int = 0, trained: bool = False, **subnet) -> nn.Module:
-        hidden = [width or 500] * depth
+        hidden = [_width(width) or 500] * depth
         widths = [in_channels * image_size**2, *hidden, num_classes]
         return nn.Sequential(nn.Flatten(), *_mlp(_layers(seed, trained, **subnet), widths))
 
@@ -148,7 +155,7 @@ def lenet5(*, width: int | None = None, in_channels: int = 1, image_size: int = 
         raise ValueError("conv_init draws the frozen conv filters; subnet_convs has none")
     conv = layers.conv if subnet_convs else partial(layers.frozen_conv, init=conv_init)
     side = (image_size // 2 - 4) // 2  # conv1 keeps the size (padding 2), conv2 takes 4 off
-    hidden = [width, width] if width else [120, 84]
+    hidden = [width, width] if _width(width) else [120, 84]
     return nn.Sequential(
         conv(in_channels, 6, 5, padding=2), nn.ReLU(), MaxPool2x2(),
         conv(6, 16, 5), nn.ReLU(), MaxPool2x2(), nn.Flatten(),
@@ -160,7 +167,7 @@ def _convnet(blocks: int):
               num_classes: int = 10, seed: int = 0, trained: bool = False,
               **subnet) -> nn.Module:
         layers = _layers(seed, trained, **subnet)
-        width = width or 64
+        width = _width(width) or 64
         modules: list[nn.Module] = []
         c_in = in_channels
         for block in range(blocks):

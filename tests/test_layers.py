@@ -497,11 +497,15 @@ def test_seed_takes_any_integer_type_and_names_a_bad_one():
      "seed must be an integer, got 1.0"),
     (lambda: build_model("fc2", sparsty=0.5), ValueError,
      r"unknown model option 'sparsty'; valid choices: .*\(structure, sparsity, .*, ties\)"),
+    (lambda: build_model("fc2", width=0), ValueError, "width must be a positive integer, got 0"),
+    (lambda: build_model("lenet5", width=0), ValueError, "width must be a positive integer"),
+    (lambda: build_model("conv2", width=0), ValueError, "width must be a positive integer"),
     (lambda: ln.load_ticket("x.ticket", max_bytes="10"), ValueError,
      "max_bytes must be a positive integer"),
 ])
 def test_bad_model_options_are_refused_naming_them(call, error, match):
-    """seed=True built seed 1, seed='1' and unknown options failed inside the builder."""
+    """seed=True built seed 1, seed='1' and unknown options failed inside the builder; width=0
+    built the paper's widths (it was read as None)."""
     with pytest.raises(error, match=match):
         call()
 
