@@ -22,6 +22,7 @@ convolutions) has them applied to each split once (:meth:`TensorDataModule.encod
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from .augment import AUGMENTATIONS, batch_seed, unchanged
+from .config import SEED_MAX
 from .data import DATASETS, load_split, resolve_data_dir
 from .errors import DatasetCorrupt, DatasetNotFound
 from .structures import check_positive_int
@@ -158,9 +160,12 @@ class TensorDataModule(pl.LightningDataModule):
             check_positive_int("limit_train", limit_train)
         if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
             raise ValueError(f"val_size must be an integer >= 0, got {val_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or \
+                not 0 <= seed <= SEED_MAX:  # (what the epochs' and batches' seeds are made of)
+            raise ValueError(f"seed must be an integer in [0, {SEED_MAX}], got {seed!r}")
         self.dataset, self.data_dir = dataset, data_dir
         self.batch_size, self.val_size, self.limit_train, self.seed = (
-            batch_size, val_size, limit_train, seed)
+            batch_size, val_size, limit_train, int(seed))
         self.augment = augment
         spec = DATASETS.get(dataset)
         if val_size >= spec.train_size:

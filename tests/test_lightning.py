@@ -94,10 +94,16 @@ def test_module_settings_are_checked_when_built(spec, optim, said):
 @pytest.mark.parametrize("kwargs, said", [
     (dict(limit_train=10**6), "limit_train 1000000 is more than the 55,000 training examples"),
     (dict(val_size=60000), "val_size must be in [0, 60000) for mnist, got 60000"),
+    (dict(seed="0"), "seed must be an integer in [0, 4294967295], got '0'"),
+    (dict(seed=-1), "seed must be an integer in [0, 4294967295], got -1"),
+    (dict(seed=2**50), "seed must be an integer in [0, 4294967295], got 1125899906842624"),
 ])
 def test_data_module_sizes_are_checked_when_built(kwargs, said):
     """A limit above the training split was taken silently (train.py's flag refuses it), a
-    validation split of the whole set was refused only in setup."""
+    validation split of the whole set was refused only in setup. A seed of another type, or
+    past what the epoch's permutation seed (seed * 1_000_003 + epoch) and the augmentation's
+    batch seeds take, failed in the first training epoch (TypeError, an overflow, struct.error
+    with augment)."""
     with pytest.raises(ValueError, match=re.escape(said)):
         ln.TensorDataModule("mnist", **kwargs)
 
