@@ -107,13 +107,24 @@ from .stack import (
 from .validate import check_not_folders, check_output_dir
 
 
-def prepare_cell(values: dict, cell_dir: Path) -> RunConfig | None:
-    """The config to run a cell with, or ``None`` when it is finished: an interrupted cell
-    resumes from its last checkpoint; a cell that never checkpointed starts over; a cell run
-    with another config than the sweep's now starts over in a fresh folder, its old one kept
-    beside it (:func:`set_aside`). Its results are first read as the sweep stores them
-    (relative to its folder: :func:`relocate`)."""
-    config = make_config({**values, "out": str(cell_dir), "progress_bar": False})
+def cell_config(values: dict, cell_dir: Path) -> RunConfig:
+    """A cell's config as the sweep runs it: in its folder, without a progress bar."""
+    return make_config({**values, "out": str(cell_dir), "progress_bar": False})
+
+
+def cell_configs(sweep: Sweep, sweep_dir: Path) -> dict[str, RunConfig]:
+    """Every cell's :func:`cell_config` by its name, in the order of ``sweep.cells()``."""
+    return {name: cell_config(values, sweep_dir / "cells" / name)
+            for name, values in ((cell_name(label, v), v) for label, v in sweep.cells())}
+
+
+def prepare_cell(config: RunConfig) -> RunConfig | None:
+    """The config to run a cell with (its :func:`cell_config` is ``config``), or ``None`` when
+    it is finished: an interrupted cell resumes from its last checkpoint; a cell that never
+    checkpointed starts over; a cell run with another config than the sweep's now starts over
+    in a fresh folder, its old one kept beside it (:func:`set_aside`). Its results are first
+    read as the sweep stores them (relative to its folder: :func:`relocate`)."""
+    cell_dir = Path(config.out)
     differs = results_differ(config, relocate(cell_dir, read_results(cell_dir)))
     if differs == []:
         return None
@@ -417,28 +428,29 @@ def stopping_jobs(sweep_dir: Path):
         signal.signal(signal.SIGTERM, previous)
 
 
-def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]],
-                slots: int = 1
+def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
+                todo: list[tuple[str, RunConfig]], slots: int = 1
                 ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]], dict[Path, bool]]:
-    """Split the cells to run into stacks (``{stack_dir: member cell names}``, one per variant
-    and seed) and cells that run singly (the trained baseline, DDP and 16-mixed cells, lone
-    cells, cells that resume a single run's checkpoint). With more job ``slots`` than stacks,
-    each stack is cut into ``slots // stacks`` parts of about equal epochs
-    (``<stack>-part<i>of<n>``) so that every slot trains. A stack killed earlier
-    keeps its recorded members when they still cover every unfinished cell of its group and
-    its checkpoint continues them (:func:`~lotterynet.stack.resumes`), so it resumes instead of
-    starting over (the parts depend only on the sweep and the slots: the same command resumes
-    them). Third: the folders of stacks that start over though an earlier stack's checkpoint
-    or history is in them (run before with another config or other members, trained to its
-    end with a member's results lost, or its checkpoint deleted), to be set aside before they
-    run, each with whether that earlier stack's checkpoint shows every member of it finished
-    (a sweep extended with new cells: nothing of it is lost)."""
+    """Split the cells to run (``todo``; ``configs``: every cell's, :func:`cell_configs`) into
+    stacks (``{stack_dir: member cell names}``, one per variant and seed) and cells that run
+    singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a
+    single run's checkpoint). With more job ``slots`` than stacks, each stack is cut into
+    ``slots // stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every
+    slot trains. A stack killed earlier keeps its recorded members when they still cover every
+    unfinished cell of its group and its checkpoint continues them
+    (:func:`~lotterynet.stack.resumes`), so it resumes instead of starting over (the parts
+    depend only on the sweep and the slots: the same command resumes them). Third: the
+    folders of stacks that start over though an earlier stack's checkpoint or history is in
+    them (run before with another config or other members, trained to its end with a
+    member's results lost, or its checkpoint deleted), to be set aside before they run, each
+    with whether that earlier stack's checkpoint shows every member of it finished (a sweep
+    extended with new cells: nothing of it is lost)."""
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
-        if unstackable(make_config(values)):  # (the trained baseline, DDP, 16-mixed, ...)
-            continue
         name = cell_name(label, values)
+        if unstackable(configs[name]):  # (the trained baseline, DDP, 16-mixed, ...)
+            continue
         groups.setdefault(f"{label.replace('/', '-')}-seed{values['seed']}", []).append(name)
         budgets[name] = values["epochs"]
     parts = max(1, slots // max(1, sum(len(cells) > 1 for cells in groups.values())))
@@ -459,7 +471,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, todo: list[tuple[str, RunConfig]]
         record = stack_record(stack_dir)
         recorded = list(record.members) if record else []
         if recorded and set(left) <= set(recorded) <= set(cells) and resumes(
-                record, recorded, stack_configs(recorded, sweep, sweep_dir),
+                record, recorded, [configs[c] for c in recorded],
                 [sweep_dir / "cells" / c for c in recorded]):
             stacks[stack_dir] = recorded
         elif len(left) > 1:
@@ -482,26 +494,20 @@ def balanced_parts(items: list, weights: dict, n: int) -> list[list]:
     return [[i for i in items if part_of[i] == p] for p in range(n)]
 
 
-def stack_configs(members: list[str], sweep: Sweep, sweep_dir: Path) -> list[RunConfig]:
-    values = {cell_name(label, v): v for label, v in sweep.cells()}
-    return [make_config({**values[m], "out": str(sweep_dir / "cells" / m), "progress_bar": False})
-            for m in members]
-
-
 def stack_line(stack_dir: Path, configs: list[RunConfig]) -> str:
     return (f"stack {stack_dir.name}: {len(configs)} members, budgets "
             f"{sorted({c.epochs for c in configs})}")
 
 
-def run_stacks(stacks: dict[Path, list[str]], sweep: Sweep, sweep_dir: Path, report
+def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], report
                ) -> list[str]:
     """The stacks in this process, one after another; returns what diverged."""
     diverged = []
     for stack_dir, members in stacks.items():
-        configs = stack_configs(members, sweep, sweep_dir)
-        print(stack_line(stack_dir, configs), flush=True)
+        members_configs = [configs[m] for m in members]
+        print(stack_line(stack_dir, members_configs), flush=True)
         try:
-            run_stack(configs, stack_dir, [sweep_dir / "cells" / m for m in members])
+            run_stack(members_configs, stack_dir, [Path(c.out) for c in members_configs])
         except TrainingDiverged as err:
             diverged.append(str(err))
         for m in members:
@@ -515,16 +521,17 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     ``jobs_per_device``) every stack and every single cell in its own subprocess, as many at
     once as there are slots. Returns one line per subprocess that failed and per run or stack
     that diverged (the others go on)."""
-    cells = sweep.cells()
-    todo = [(cell_name(label, v), cfg) for label, v in cells
-            if (cfg := prepare_cell(v, sweep_dir / "cells" / cell_name(label, v))) is not None]
-    total, done = len(cells), len(cells) - len(todo)
+    configs = cell_configs(sweep, sweep_dir)
+    todo = [(name, cfg) for name, config in configs.items()
+            if (cfg := prepare_cell(config)) is not None]
+    total, done = len(configs), len(configs) - len(todo)
     to_report = {name for name, _ in todo}  # (a resumed stack's finished members are done)
     gpus = torch.cuda.device_count()
     workers = max(1, gpus) * jobs_per_device
     ddp = any(device_count(config) > 1 for _, config in todo)
     slots = 1 if ddp else workers
-    stacks, todo, stale = plan_stacks(sweep, sweep_dir, todo, slots) if stack else ({}, todo, {})
+    stacks, todo, stale = plan_stacks(sweep, sweep_dir, configs, todo, slots) if stack else \
+        ({}, todo, {})
     for stack_dir, finished in stale.items():
         why = ("finished all its members before (their results stay in their cells); this "
                "sweep's new cells train as a new stack") if finished else \
@@ -555,7 +562,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
               flush=True)
 
     if slots == 1:
-        failed = run_stacks(stacks, sweep, sweep_dir, report)
+        failed = run_stacks(stacks, configs, report)
         if not ddp:
             for name, config in todo:
                 try:
@@ -573,10 +580,10 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         devices = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
     jobs = []
     for stack_dir, members in stacks.items():
-        configs = stack_configs(members, sweep, sweep_dir)
-        print(f"{stack_line(stack_dir, configs)} (subprocess, output in "
+        members_configs = [configs[m] for m in members]
+        print(f"{stack_line(stack_dir, members_configs)} (subprocess, output in "
               f"{stack_dir / CELL_LOG})", flush=True)
-        jobs.append(stack_job(stack_dir, configs, members, sweep_dir))
+        jobs.append(stack_job(stack_dir, members_configs, members, sweep_dir))
     jobs += [cell_job(name, config) for name, config in todo]
 
     def finished(job: Job, code: int | None) -> None:
@@ -816,7 +823,7 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
         raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
                           f"({len(names)} cells; see --wandb-sweep's file)")
     with outside_a_running_sweep(sweep_dir, f"--cell {name!r}", is_a_sweep=True):
-        config = prepare_cell(cells[name], sweep_dir / "cells" / name)
+        config = prepare_cell(cell_config(cells[name], sweep_dir / "cells" / name))
         if config is None:
             print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
             return 0
@@ -912,18 +919,17 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     arch = sweep.base.get("arch", "lenet5")
     if arch not in CPU_EPOCH_SECONDS:
         return None
-    todo = []
-    for label, values in sweep.cells():
-        name, config = cell_name(label, values), make_config(values)
-        if not cell_done(config, sweep_dir / "cells" / name):
-            todo.append((name, config))
-    stacks, single, _ = plan_stacks(sweep, sweep_dir, todo, jobs) if stack else ({}, todo, {})
+    configs = cell_configs(sweep, sweep_dir)
+    todo = [(name, config) for name, config in configs.items()
+            if not cell_done(config, Path(config.out))]
+    stacks, single, _ = plan_stacks(sweep, sweep_dir, configs, todo, jobs) if stack else \
+        ({}, todo, {})
     per_epoch = {"stacked": CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch]),
                  "single": CPU_EPOCH_SECONDS[arch]}
-    configs = dict(todo)
+    unfinished = dict(todo)
 
     def epochs(name: str) -> float:
-        if name not in configs:  # a finished member of a stack that resumes
+        if name not in unfinished:  # a finished member of a stack that resumes
             return 0.0
         examples = min(FULL_EPOCH, configs[name].limit_train or FULL_EPOCH)
         return configs[name].epochs * examples / FULL_EPOCH

@@ -28,7 +28,7 @@ from lotterynet.convert import convert
 from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH
 from lotterynet.errors import TrainingDiverged
-from lotterynet.grid import Sweep, cell_name
+from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetLinear
 from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
@@ -44,7 +44,7 @@ from lotterynet.stack import (
     write_stack_file,
 )
 from lotterynet.stacked import StackedModel, stack_models
-from lotterynet.sweep import plan_stacks
+from lotterynet.sweep import cell_configs, plan_stacks
 from lotterynet.ticket import load_ticket
 
 # Three sparsities, two epoch budgets mixed in one stack (the 0.95 member stops after epoch 1).
@@ -267,11 +267,12 @@ def test_16_mixed_runs_are_not_stacked_and_a_sweep_runs_them_singly(tmp_path, mo
         check_stackable([make_config({**base, "sparsity": s}) for s in (0.5, 0.9)])
     sweep = Sweep(base=base, variants=[{"structure": "subsetsum"}], sparsities=[0.5, 0.9],
                   epochs=[2], baseline=False)
-    todo = [(cell_name(label, v), make_config(v)) for label, v in sweep.cells()]
-    stacks, single, _ = plan_stacks(sweep, tmp_path, todo)
-    assert stacks == {} and single == todo
+    configs = cell_configs(sweep, tmp_path)
+    stacks, single, _ = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
+    assert stacks == {} and single == list(configs.items())
     sweep.base = {**base, "precision": "bf16-mixed"}  # (no scaler: stacked)
-    assert len(plan_stacks(sweep, tmp_path, todo)[0]) == 1
+    configs = cell_configs(sweep, tmp_path)
+    assert len(plan_stacks(sweep, tmp_path, configs, list(configs.items()))[0]) == 1
 
 
 def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):

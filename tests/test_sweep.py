@@ -871,7 +871,7 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
         old = make_config({**values, **other, "out": str(cell)}).to_dict()
         (cell / "results.json").write_text(json.dumps({"config": old, "test_acc": n / 10}))
         (cell / "metrics.csv").write_text(f"epoch\n{n}\n")
-        config = sweep_module.prepare_cell(values, cell)
+        config = sweep_module.prepare_cell(sweep_module.cell_config(values, cell))
         assert config.overwrite and config.resume is None and not cell.exists()
         kept = cell.with_name(f"{cell.name}.stale-{n}")
         assert json.loads((kept / "results.json").read_text())["test_acc"] == n / 10
@@ -884,13 +884,14 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
     for n, acc in enumerate(damaged, 4):
         cell.mkdir()
         (cell / "results.json").write_text(json.dumps({"config": ours, **acc}))
-        config = sweep_module.prepare_cell(values, cell)
+        config = sweep_module.prepare_cell(sweep_module.cell_config(values, cell))
         assert config.overwrite and not cell.exists()
         assert cell.with_name(f"{cell.name}.stale-{n}").is_dir()
         assert "its results are damaged (test_acc differs)" in capsys.readouterr().out
     cell.mkdir()  # a cell with the sweep's own config and results is done: left as it is
     (cell / "results.json").write_text(json.dumps({"config": ours, "test_acc": 0.5}))
-    assert sweep_module.prepare_cell(values, cell) is None and (cell / "results.json").is_file()
+    assert sweep_module.prepare_cell(sweep_module.cell_config(values, cell)) is None
+    assert (cell / "results.json").is_file()
 
 
 def test_mapping_flags_add_keys_to_the_sweep_base(tmp_path):
@@ -1016,7 +1017,8 @@ def test_a_cell_stopped_in_a_single_run_resumes_singly_in_a_stacked_sweep(tmp_pa
     args = build_parser().parse_args(argv)
     (label, values), *_ = load_sweep(args, given_values(args)).cells()
     cell = tmp_path / "sweep" / "cells" / cell_name(label, values)
-    run(dataclasses.replace(sweep_module.prepare_cell(values, cell), stop_after=1))
+    run(dataclasses.replace(sweep_module.prepare_cell(sweep_module.cell_config(values, cell)),
+                            stop_after=1))
     capsys.readouterr()
     assert main(argv) == 0
     printed = capsys.readouterr().out.splitlines()
