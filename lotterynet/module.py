@@ -53,13 +53,29 @@ class FloatMean(MeanMetric):
         return super()._apply(lambda t: fn(t).to(t.dtype), exclude_state)
 
 
-def spec_classes(spec: dict) -> int:
-    """The classes of the model ``build_model(**spec)`` builds: its ``num_classes``, or its
-    builder's default (timm's 1000, the paper architectures' 10)."""
-    if "num_classes" in spec:
-        return spec["num_classes"]
+def spec_value(spec: dict, key: str):
+    """The argument ``key`` of the model ``build_model(**spec)`` builds: the spec's, or its
+    builder's default (``num_classes``: timm's 1000, the paper architectures' 10); None for
+    an argument the builder does not name."""
+    if key in spec:
+        return spec[key]
     builder = MODELS.get(split_arch(spec["name"])[0])
-    return inspect.signature(builder).parameters["num_classes"].default
+    parameter = inspect.signature(builder).parameters.get(key)
+    return None if parameter is None else parameter.default
+
+
+def check_images(spec: dict, data: TensorDataModule) -> None:
+    """The model ``build_model(**spec)`` builds takes the data set's images: its channels
+    (``in_channels``, timm's ``in_chans``) and their side (``image_size``, timm's ``img_size``
+    where given); else one line naming the argument to build it with (a model of other images
+    failed at its first step, in a convolution or a matrix product)."""
+    for keys, have in ((("in_channels", "in_chans"), data.in_channels),
+                       (("image_size", "img_size"), data.image_size)):
+        for key in keys:
+            value = spec_value(spec, key)
+            if value is not None and value not in (have, (have, have), [have, have]):
+                raise ValueError(f"the model's {key} is {value!r}, the data set "
+                                 f"{data.dataset!r} has {have}: build it with {key}={have}")
 
 
 class EdgePopupModule(pl.LightningModule):
@@ -90,7 +106,7 @@ class EdgePopupModule(pl.LightningModule):
         check_optim(optim)
         self.save_hyperparameters()
         self.model = build_model(**spec)
-        self.num_classes = spec_classes(spec)
+        self.num_classes = spec_value(spec, "num_classes")
         # ModuleDict keys may not shadow Module attributes such as ``train``: key "<stage>_".
         # No check that reads a GPU tensor on the host in every step: torchmetrics' input
         # validation (torch.unique) and NaN filter (nans.any()) would each wait for the GPU.
@@ -122,6 +138,7 @@ class EdgePopupModule(pl.LightningModule):
                 raise ValueError(f"the model has {self.num_classes} classes, the data set "
                                  f"{data.dataset!r} {data.num_classes}: build it with "
                                  f"num_classes={data.num_classes}")
+            check_images(self.hparams.spec, data)
             prefix = frozen_prefix(self.model)
             if data.encode_with(prefix):
                 self._after_prefix = tuple(self.model)[len(prefix):]

@@ -18,6 +18,7 @@ import lotterynet as ln
 from lotterynet.cli import build_parser, config_from_args
 from lotterynet.datamodule import EVAL_BATCH, TensorDataModule
 from lotterynet.models import build_model
+from lotterynet.module import check_images
 from lotterynet.params import count_params
 from lotterynet.timm_models import create_timm_model
 
@@ -111,9 +112,10 @@ def test_data_module_sizes_are_checked_when_built(kwargs, said):
 def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, data_dir):
     """A Trainer bounded by max_steps alone has no epochs for the cosine schedule (it annealed
     over max_epochs=-1: the rate was 0 every other epoch); a model of other classes than the
-    data is named in setup (was an IndexError in the loss). ``trainer.predict`` gives the
-    test split's logits, LeNet5's frozen convs run by the data module (had no predict), and
-    then your own loader's."""
+    data is named in setup (was an IndexError in the loss), and so are other input channels
+    or another image size (a convolution's or a matrix product's error at the first step).
+    ``trainer.predict`` gives the test split's logits, LeNet5's frozen convs run by the data
+    module (had no predict), and then your own loader's."""
     data = ln.TensorDataModule("mnist", str(data_dir), limit_train=256, val_size=64)
     options = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, default_root_dir=tmp_path)
@@ -126,6 +128,22 @@ def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, dat
     with pytest.raises(ValueError, match="the model has 1000 classes, the data set 'mnist' 10"):
         pl.Trainer(max_epochs=1, **options).fit(ln.EdgePopupModule(
             {"name": "timm:resnet10t", "in_chans": 1, "sparsity": 0.9}), data)
+    # a model of other images failed at its first step, in torch's words
+    with pytest.raises(ValueError, match="the model's in_channels is 3, the data set 'mnist' "
+                                         "has 1: build it with in_channels=1"):
+        pl.Trainer(max_epochs=1, **options).fit(
+            ln.EdgePopupModule({"name": "conv2", "width": 2}), data)
+    with pytest.raises(ValueError, match="the model's image_size is 32, the data set 'mnist' "
+                                         "has 28: build it with image_size=28"):
+        pl.Trainer(max_epochs=1, **options).fit(
+            ln.EdgePopupModule({"name": "conv2", "width": 2, "in_channels": 1}), data)
+    timm_spec = {"name": "timm:vit_tiny_patch16_224", "in_chans": 1}
+    for img_size in (None, 28, (28, 28)):  # (None: timm's default, not checked)
+        check_images({**timm_spec, "img_size": img_size}, data)
+    with pytest.raises(ValueError, match=r"img_size is \(32, 32\), .* img_size=28"):
+        check_images({**timm_spec, "img_size": (32, 32)}, data)
+    with pytest.raises(ValueError, match="in_chans is 3, .* build it with in_chans=1"):
+        check_images({"name": "timm:resnet10t"}, data)
     module = ln.EdgePopupModule({"name": "lenet5", "sparsity": 0.5}, {"epochs": 1})
     trainer = pl.Trainer(max_steps=4, **options)
     trainer.fit(module, datamodule=data)
