@@ -23,7 +23,7 @@ from .datamodule import TensorDataModule
 from .graphs import StepGraphs
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import masked_weights
-from .models import MODELS, build_model, split_arch
+from .models import MODELS, build_model, plain_values, split_arch
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 from .stacked import frozen_prefix
 
@@ -102,7 +102,8 @@ class EdgePopupModule(pl.LightningModule):
         if unknown:
             raise ValueError(f"unknown optimizer setting {unknown[0]!r}; valid keys: "
                              f"{', '.join(DEFAULT_OPTIM)}")
-        optim = {**DEFAULT_OPTIM, **(optim or {})}
+        # (numpy numbers as Python's: a checkpoint loads with torch.load(weights_only=True))
+        spec, optim = plain_values(spec), plain_values({**DEFAULT_OPTIM, **(optim or {})})
         check_optim(optim)
         self.save_hyperparameters()
         self.model = build_model(**spec)

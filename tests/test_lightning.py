@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -107,6 +108,25 @@ def test_data_module_sizes_are_checked_when_built(kwargs, said):
     with augment)."""
     with pytest.raises(ValueError, match=re.escape(said)):
         ln.TensorDataModule("mnist", **kwargs)
+
+
+def test_numpy_numbers_in_a_spec_are_kept_as_python_numbers(tmp_path):
+    """A sparsity from np.linspace (np.float64), an np.int64 seed and width and an np.float32
+    lr stayed numpy scalars in the module's hyperparameters and the model's spec: its
+    checkpoints did not load with torch.load(weights_only=True) (nor load_from_checkpoint,
+    'Unsupported global: numpy._core.multiarray.scalar'), and save_ticket refused the model
+    after its training ('not JSON-able')."""
+    spec = {"name": "fc2", "width": np.int64(4), "structure": "dense",
+            "sparsity": np.linspace(0, 1, 5)[2], "seed": np.int64(3)}
+    module = ln.EdgePopupModule(spec, {"lr": np.float32(0.5)})
+    torch.save(dict(module.hparams), tmp_path / "hparams.pt")
+    saved = torch.load(tmp_path / "hparams.pt", weights_only=True)
+    assert saved["spec"] == module.model.spec == {**spec, "width": 4, "sparsity": 0.5, "seed": 3}
+    assert [type(saved["spec"][key]) for key in ("width", "sparsity", "seed")] == [int, float, int]
+    assert type(saved["optim"]["lr"]) is float
+    ln.save_ticket(module.model, tmp_path / "model.ticket")
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(ln.load_ticket(tmp_path / "model.ticket").eval()(x), module.model.eval()(x))
 
 
 def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, data_dir):
