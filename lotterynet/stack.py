@@ -783,16 +783,16 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
                                        "epochs": budget}, resumed)
-    for logger in loggers:  # (hparams.yaml: the members' cells named as stack.yaml names them)
-        logger.log_hyperparams({**module.hparams, "members": [
-            {**member, "config": config} for member, config in
-            zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
     timer = EpochTimer()
     results_writer = MemberResults(cell_dirs, stack_dir, timer)
     longest = make_config({**first.to_dict(), "epochs": budget,
                            "resume": None})
     trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
                            resumed=resumed)
+    for logger in loggers:  # (hparams.yaml: the members' cells named as stack.yaml names them)
+        logger.log_hyperparams({**module.hparams, "members": [
+            {**member, "config": config} for member, config in
+            zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
     with reporting_interrupts(trainer, checkpoint, f"stack {stack_dir.name}: {RUN_AGAIN}"):
         trainer.fit(module, datamodule=data, ckpt_path=resume)
         sigterm.stop_if_received()
