@@ -498,8 +498,9 @@ def holds_a_stack(stack_dir: Path) -> bool:
 
 
 def logged_an_epoch(history: Path) -> bool:
-    """A stack's ``history`` logged an epoch's end: its header names a member's epoch train
-    loss, which only an epoch's end logs. A file that is not such a CSV log counts (kept)."""
+    """A stack's ``history`` logged an epoch's end: its header names a member's train
+    accuracy, which only an epoch's end logs (in the logs of every version of the stack; the
+    older had no epoch train loss). A file that is not such a CSV log counts (kept)."""
     if not history.exists():
         return False
     try:
@@ -507,7 +508,7 @@ def logged_an_epoch(history: Path) -> bool:
             header = next(csv.reader(f), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return True
-    return any(column.endswith(f"/{EPOCH_LOSS['train']}") for column in header)
+    return any(column.endswith("/train/acc") for column in header)
 
 
 @dataclass(frozen=True)

@@ -546,6 +546,19 @@ def test_a_stack_stopped_before_its_first_epoch_ended_starts_over_in_its_folder(
     assert len(list((tmp_path / "out" / "cells").glob("*/results.json"))) == 2
 
 
+@pytest.mark.parametrize("header, kept", [
+    ("epoch,step,a/lr,b/lr", False),  # (stopped before its first epoch ended)
+    ("epoch,step,a/lr,a/train/loss,b/lr,b/train/loss", False),  # (... after some steps)
+    ("epoch,step,a/lr,a/train/acc,a/train/loss,a/train/loss_epoch,a/val/acc", True),
+    ("step,a/lr,a/train/acc,a/train/loss", True)])  # (an older stack's log: no epoch loss)
+def test_a_stack_history_is_kept_where_it_logged_an_epoch(tmp_path, header, kept):
+    """A stack folder without a checkpoint holds a stack worth keeping (set aside, not
+    overwritten) where its metrics.csv logged an epoch's end, in this version's log or an
+    older one's (the committed sweeps' stacks)."""
+    (tmp_path / "metrics.csv").write_text(f"{header}\n0,0,0.1,0.1\n")
+    assert lotterynet.stack.holds_a_stack(tmp_path) is kept
+
+
 def test_a_stack_stopped_in_another_precision_starts_over(tmp_path, data_dir, capsys):
     """A sweep's cells are its precision's: the sweep's stack, stopped after epoch 1 of 2 in
     64-bit, is not continued by the 32-bit sweep (1 epoch of each, labelled 32-bit) but set
