@@ -16,6 +16,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -150,6 +151,19 @@ class EdgePopupModule(pl.LightningModule):
         in inference mode, which the fit's steps (outside it) may not update in place."""
         for metric in (*self.acc.values(), *self.loss.values()):
             metric.reset()
+
+    def on_train_start(self) -> None:
+        """A cosine schedule that ends before the Trainer's ``max_epochs`` (``optim['epochs']``
+        shorter, or the length a ``ckpt_path`` restored: a resumed run keeps its schedule's)
+        is refused before the first step: past its end ``CosineAnnealingLR``'s rate rises
+        again, to the full ``lr`` at twice its length."""
+        schedule, max_epochs = self.lr_schedulers(), self.trainer.max_epochs
+        if isinstance(schedule, CosineAnnealingLR) and max_epochs > schedule.T_max:
+            raise ValueError(
+                f"the cosine schedule spans {schedule.T_max} epochs, the Trainer's max_epochs "
+                f"is {max_epochs}: past its end the rate would rise again; give optim['epochs'] "
+                f">= max_epochs (None: max_epochs) when the run starts, or max_epochs <= "
+                f"{schedule.T_max}")
 
     def teardown(self, stage: str) -> None:
         """Undo :meth:`setup`'s encoding when the Trainer is done (fit, validate, test): the

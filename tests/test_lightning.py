@@ -241,6 +241,29 @@ def test_own_trainer_resume_in_float64_reaches_the_uninterrupted_run(tmp_path, d
     assert all(torch.equal(resumed[k], v) for k, v in straight.items())
 
 
+def test_a_cosine_schedule_shorter_than_the_trainer_is_refused(tmp_path, data_dir):
+    """optim['epochs'] 1 under max_epochs 3, or a run of max_epochs 1 resumed with
+    max_epochs 2 (its restored schedule keeps its length), trained on silently past the
+    schedule's end, where CosineAnnealingLR's rate rises again (lr 0 in the second epoch,
+    the full lr in the third)."""
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=64, val_size=0)
+    options = dict(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                   default_root_dir=tmp_path)
+    spec = {"name": "fc2", "structure": "dense", "width": 4}
+    with pytest.raises(ValueError, match=re.escape(
+            "the cosine schedule spans 1 epochs, the Trainer's max_epochs is 3: past its end "
+            "the rate would rise again; give optim['epochs'] >= max_epochs")):
+        pl.Trainer(max_epochs=3, enable_checkpointing=False, **options).fit(
+            ln.EdgePopupModule(spec, {"epochs": 1}), data)
+    pl.Trainer(max_epochs=1, callbacks=[pl.callbacks.ModelCheckpoint(tmp_path, save_last=True)],
+               **options).fit(ln.EdgePopupModule(spec), data)
+    with pytest.raises(ValueError, match="spans 1 epochs, the Trainer's max_epochs is 2"):
+        pl.Trainer(max_epochs=2, enable_checkpointing=False, **options).fit(
+            ln.EdgePopupModule(spec), data, ckpt_path=tmp_path / "last.ckpt")
+    pl.Trainer(max_epochs=2, enable_checkpointing=False, **options).fit(  # (constant: any)
+        ln.EdgePopupModule(spec, {"scheduler": "constant"}), data)
+
+
 @pytest.mark.parametrize("augment", ["none", "crop-flip"])
 def test_own_trainer_resumed_mid_epoch_trains_on_the_batches_left(tmp_path, data_dir, augment):
     """A checkpoint saved part way through an epoch (``ModelCheckpoint(every_n_train_steps=3)``,
