@@ -339,9 +339,14 @@ class SubsetSum(Structure):
 
     def forward(self, x: torch.Tensor, op: LayerOp) -> torch.Tensor:
         t = self.target
-        # (an integer input goes to the op, which refuses it as nn.Linear does: the literal
-        # product with ũ would promote it and return what a float input gives)
-        if self.shared and not t.kernel_size and x.is_floating_point():
+        # (an input of another dtype than the layer's, integer or floating, goes to the op,
+        # which refuses it as nn.Linear does, unless autocast casts both, as it does all but
+        # float64: the literal product with ũ would promote it and return what an input of the
+        # layer's dtype gives)
+        dtypes = (x.dtype, self.v.weight.dtype)
+        if self.shared and not t.kernel_size and x.is_floating_point() and (
+                dtypes[0] == dtypes[1] or torch.is_autocast_enabled(x.device.type)
+                and torch.float64 not in dtypes):
             kind = self.literal_kind(x)
             if x.numel() <= self.literal_rows[kind] * t.in_per_group:
                 return self.literal_forward(x, op, kind)

@@ -275,17 +275,35 @@ def test_ticket_round_trip_of_new_structures(tmp_path, structure, kw):
     assert torch.equal(loaded(x), model(x))
 
 
+def outcome(layer, x):
+    """The output's dtype, or the type of the error ``layer(x)`` raises."""
+    try:
+        return layer(x).dtype
+    except Exception as e:
+        return type(e)
+
+
 @pytest.mark.parametrize("structure", ["subsetsum", "fixedsize"])
 @pytest.mark.parametrize("activation", ["relu", "identity"])
 @pytest.mark.parametrize("rows", [4, 400])  # the literal path (few rows) and the collapse
-def test_an_integer_input_is_refused_as_nn_linear_refuses_it(structure, activation, rows):
-    """A long input of a few rows went through the literal product ``x ũ``, which promoted it
-    and returned a float output; of more rows the layer refused it (``nn.Linear``'s dtype
-    error): whether it ran depended on the batch size."""
-    x = torch.randint(-3, 4, (rows, 20))
+@pytest.mark.parametrize("input_dtype, layer_dtype", [
+    (torch.long, torch.float32), (torch.float16, torch.float32), (torch.float32, torch.float64)])
+def test_an_input_of_another_dtype_is_refused_as_nn_linear_refuses_it(
+        structure, activation, rows, input_dtype, layer_dtype):
+    """An input of another dtype than the layer's (long, or float16 to a float32 layer, float32
+    to a float64 one) of a few rows went through the literal product ``x ũ``, which promoted it
+    and returned the output of an input in the layer's dtype; of more rows the layer refused it
+    (``nn.Linear``'s dtype error): whether it ran depended on the batch size. Under bfloat16
+    autocast, which casts both unless one is float64, the layer runs where nn.Linear runs."""
+    x = torch.randint(-3, 4, (rows, 20)).to(input_dtype)
     with pytest.raises(RuntimeError, match="same dtype") as plain:
-        torch.nn.Linear(20, 3)(x)
+        torch.nn.Linear(20, 3).to(layer_dtype)(x)
     layer = ln.SubnetLinear(20, 3, structure=structure, activation=activation, sparsity=0.5)
+    layer.to(layer_dtype)
     with pytest.raises(RuntimeError, match="same dtype") as subnet:
         layer(x)
     assert type(subnet.value) is type(plain.value)
+    linear = torch.nn.Linear(20, 3).to(layer_dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for given in (x.float(), x.bfloat16(), x.to(layer_dtype)):
+            assert outcome(layer, given) == outcome(linear, given)
