@@ -67,16 +67,16 @@ def spec_value(spec: dict, key: str):
 
 def check_images(spec: dict, data: TensorDataModule) -> None:
     """The model ``build_model(**spec)`` builds takes the data set's images: its channels
-    (``in_channels``, timm's ``in_chans``) and their side (``image_size``, timm's ``img_size``
-    where given); else one line naming the argument to build it with (a model of other images
-    failed at its first step, in a convolution or a matrix product)."""
-    for keys, have in ((("in_channels", "in_chans"), data.in_channels),
-                       (("image_size", "img_size"), data.image_size)):
-        for key in keys:
-            value = spec_value(spec, key)
-            if value is not None and value not in (have, (have, have), [have, have]):
-                raise ValueError(f"the model's {key} is {value!r}, the data set "
-                                 f"{data.dataset!r} has {have}: build it with {key}={have}")
+    (``in_channels``, timm's ``in_chans``) and, for the paper architectures, their side
+    (``image_size``; timm drops an ``img_size`` that a model does not take, and a ViT's own
+    check names it); else one line naming the argument to build it with (a model of other
+    images failed at its first step, in a convolution or a matrix product)."""
+    for key, have in (("in_channels", data.in_channels), ("in_chans", data.in_channels),
+                      ("image_size", data.image_size)):
+        value = spec_value(spec, key)
+        if value is not None and value != have:
+            raise ValueError(f"the model's {key} is {value!r}, the data set {data.dataset!r} "
+                             f"has {have}: build it with {key}={have}")
 
 
 class EdgePopupModule(pl.LightningModule):
