@@ -116,14 +116,18 @@ def _width(width: int | None) -> int | None:
     return None if width is None else check_positive_int("width", width)
 
 
-def _layers(seed, trained, **subnet) -> Layers:
-    """The layer factory of one model; an option that is neither the architecture's nor its
-    layers' is refused naming both lists."""
-    unknown = next((k for k in subnet if k not in LAYER_OPTIONS), None)
+def _check_options(options: dict, own: str) -> None:
+    """An option that is neither the architecture's (``own``) nor its layers' is refused
+    naming both lists."""
+    unknown = next((k for k in options if k not in LAYER_OPTIONS), None)
     if unknown is not None:
         raise ValueError(f"unknown model option {unknown!r}; valid choices: the architecture's "
-                         f"(width, in_channels, image_size, num_classes, seed, trained, ...) "
-                         f"and its layers' ({', '.join(LAYER_OPTIONS)})")
+                         f"({own}) and its layers' ({', '.join(LAYER_OPTIONS)})")
+
+
+def _layers(seed, trained, **subnet) -> Layers:
+    """The layer factory of one model; an unknown option is refused (:func:`_check_options`)."""
+    _check_options(subnet, "width, in_channels, image_size, num_classes, seed, trained, ...")
     return Layers(trained=trained, seed=check_seed(seed), **subnet)
 
 
@@ -200,10 +204,11 @@ def lenet5_dacunha(*, in_channels: int = 1, image_size: int = 28, num_classes: i
     biases = their 2,572 parameters; FC 784-120-84-10. Kaiming-uniform weights (He et al.,
     ReLU gain, the paper's init), zero biases (Flux.jl's default). A *target* architecture:
     it is built with ``trained=True`` only (``--train-weights``); the subnet options are
-    ignored."""
+    ignored (any other option is refused)."""
     if not trained:
         raise ValueError("lenet5_dacunha is a target architecture with biases; build it with "
                          "trained=True (--train-weights)")
+    _check_options(unused, "in_channels, image_size, num_classes, seed, trained")
     generator = torch.Generator().manual_seed(check_seed(seed))
     side = image_size // 4  # both convs keep the size, two 2×2 pools
     layers = [nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), MaxPool2x2(),

@@ -500,12 +500,16 @@ def test_seed_takes_any_integer_type_and_names_a_bad_one():
     (lambda: build_model("fc2", width=0), ValueError, "width must be a positive integer, got 0"),
     (lambda: build_model("lenet5", width=0), ValueError, "width must be a positive integer"),
     (lambda: build_model("conv2", width=0), ValueError, "width must be a positive integer"),
+    (lambda: build_model("lenet5_dacunha", trained=True, num_clases=5), ValueError,
+     r"unknown model option 'num_clases'; valid choices: the architecture's \(in_channels, "
+     r"image_size, num_classes, seed, trained\) and its layers' \(structure, "),
     (lambda: ln.load_ticket("x.ticket", max_bytes="10"), ValueError,
      "max_bytes must be a positive integer"),
 ])
 def test_bad_model_options_are_refused_naming_them(call, error, match):
     """seed=True built seed 1, seed='1' and unknown options failed inside the builder; width=0
-    built the paper's widths (it was read as None)."""
+    built the paper's widths (it was read as None); lenet5_dacunha, which ignores the layer
+    options, ignored any other too (a misspelt num_classes built 10 classes)."""
     with pytest.raises(error, match=match):
         call()
 
