@@ -106,9 +106,12 @@ class EdgePopupModule(pl.LightningModule):
         # (numpy numbers as Python's: a checkpoint loads with torch.load(weights_only=True))
         spec, optim = plain_values(spec), plain_values({**DEFAULT_OPTIM, **(optim or {})})
         check_optim(optim)
+        self.num_classes = spec_value(spec, "num_classes")
+        if self.num_classes is None:
+            raise ValueError(f"architecture {spec['name']!r} takes no num_classes, which the "
+                             f"module's accuracy needs: give its builder a num_classes argument")
         self.save_hyperparameters()
         self.model = build_model(**spec)
-        self.num_classes = spec_value(spec, "num_classes")
         # ModuleDict keys may not shadow Module attributes such as ``train``: key "<stage>_".
         # No check that reads a GPU tensor on the host in every step: torchmetrics' input
         # validation (torch.unique) and NaN filter (nans.any()) would each wait for the GPU.

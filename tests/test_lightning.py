@@ -18,7 +18,7 @@ from torch import nn
 import lotterynet as ln
 from lotterynet.cli import build_parser, config_from_args
 from lotterynet.datamodule import EVAL_BATCH, TensorDataModule
-from lotterynet.models import build_model
+from lotterynet.models import MODELS, build_model
 from lotterynet.module import check_images
 from lotterynet.params import count_params
 from lotterynet.timm_models import create_timm_model
@@ -108,6 +108,15 @@ def test_data_module_sizes_are_checked_when_built(kwargs, said):
     with augment)."""
     with pytest.raises(ValueError, match=re.escape(said)):
         ln.TensorDataModule("mnist", **kwargs)
+
+
+def test_an_architecture_without_num_classes_is_refused_naming_it(monkeypatch):
+    """A registered builder without a num_classes argument failed with KeyError: 'num_classes'
+    (then, with spec_value, built a module of None classes)."""
+    monkeypatch.setitem(MODELS._entries, "mine", lambda **kwargs: nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="architecture 'mine' takes no num_classes, which the "
+                                         "module's accuracy needs"):
+        ln.EdgePopupModule({"name": "mine"})
 
 
 def test_numpy_numbers_in_a_spec_are_kept_as_python_numbers(tmp_path):
