@@ -529,24 +529,31 @@ def memory_refused(err: BaseException) -> str | None:
     return f" (one tensor alone: {asked[2] or f'{int(asked[1]) / 2**30:,.1f} GiB'})"
 
 
+#: How a run stopped in its first epoch goes on.
+NOTHING_TO_RESUME = "no epoch had finished, so there is no checkpoint to resume from"
+
+
 @contextlib.contextmanager
-def reporting_out_of_memory(trainer: pl.Trainer, config: RunConfig):
-    """Memory that runs out while ``config``'s run trains (a tensor the GPU or the CPU
-    allocator refuses) as :class:`OutOfMemory`, one line: the run and the epoch, what needs
-    less memory, and how to go on from its last checkpoint (:func:`how_to_go_on`)."""
+def reporting_out_of_memory(trainer: pl.Trainer, what: str, less: str, checkpoint: Path,
+                            resume: str | None = None, resumed: str | None = None,
+                            testing: bool = False):
+    """Memory that runs out inside (a tensor the GPU or the CPU allocator refuses) as
+    :class:`OutOfMemory`, one line: ``what`` (the run or the stack), the training epoch it ran
+    out in (its test where ``testing``: Lightning forgets the stage it failed in), the size
+    refused, what needs ``less`` memory, and how to go on where more memory is free
+    (:func:`how_to_go_on` of ``checkpoint``, ``resume``, ``resumed``), or that there is
+    nothing to resume."""
     try:
         yield
     except (RuntimeError, MemoryError) as err:
         size = memory_refused(err)
         if size is None:
             raise
-        run_dir = Path(trainer.default_root_dir)
-        then = how_to_go_on(run_dir / CHECKPOINTS / LAST, resumed=config.resume)
-        raise OutOfMemory(
-            f"run {str(run_dir)!r}: memory ran out in training epoch {trainer.current_epoch + 1}"
-            f"{size}; a new run with a smaller --batch-size (now {config.batch_size}) or a "
-            f"narrower model (--pairs, --hidden) needs less" +
-            (f", or {then} where more memory is free" if then else f"; {NOTHING_TO_RESUME}")
+        when = "testing its trained model" if testing else \
+            f"in training epoch {trainer.current_epoch + 1}"
+        then = how_to_go_on(checkpoint, resume, resumed)
+        raise OutOfMemory(f"{what}: memory ran out {when}{size}; {less}" + (
+            f", or {then} where more memory is free" if then else f"; {NOTHING_TO_RESUME}")
         ) from None
 
 
@@ -635,10 +642,6 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     # again (the epoch timer failed) and counted the epoch twice (it stopped an epoch early)
     trainer.fit_loop._iteration_based_training = lambda: False
     return trainer
-
-
-#: How a run stopped in its first epoch goes on.
-NOTHING_TO_RESUME = "no epoch had finished, so there is no checkpoint to resume from"
 
 
 @contextlib.contextmanager
@@ -810,16 +813,20 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
         logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)
     checkpoint = run_dir / CHECKPOINTS / LAST
+    what = f"run {str(run_dir)!r}"
+    less = (f"a new run with a smaller --batch-size (now {config.batch_size}) or a narrower "
+            f"model (--pairs, --hidden) needs less")
     with reporting_interrupts(trainer, checkpoint, resumed=config.resume), \
-            reporting_out_of_memory(trainer, config):
+            reporting_out_of_memory(trainer, what, less, checkpoint, resumed=config.resume):
         trainer.fit(module, datamodule=data, ckpt_path=config.resume)  # (its setup: its dtype)
         sigterm.stop_if_received()
         if not finished(trainer, config):  # stopped before its end: resumable
             finish_wandb(loggers, {})
             return {"finished": False, "epochs_done": trainer.current_epoch,
                     "run_dir": str(run_dir)}
-    with reporting_interrupts(trainer, checkpoint,
-                              f"resume with {resume_flag(checkpoint)} to test"):
+    to_test = f"resume with {resume_flag(checkpoint)} to test"
+    with reporting_interrupts(trainer, checkpoint, to_test), reporting_out_of_memory(
+            trainer, what, less, checkpoint, to_test, config.resume, testing=True):
         digests = trainer.strategy.all_gather(
             torch.tensor(mask_digest(module.model), dtype=torch.float64))
         tested = trainer.test(module, datamodule=data, verbose=False)[0]

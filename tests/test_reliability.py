@@ -839,38 +839,47 @@ def test_divergence_in_a_later_epoch_keeps_the_epoch_before(tmp_path, data_dir, 
     assert not (out / "results.json").exists()
 
 
-@pytest.mark.parametrize("device, epoch", [("cuda", 2), ("cpu", 1)])
+@pytest.mark.parametrize("device, epoch", [("cuda", 2), ("cpu", 1), ("cpu", None)])
 def test_memory_running_out_in_training_is_one_line_and_exit_1(tmp_path, data_dir, monkeypatch,
                                                                capsys, device, epoch):
     """An out-of-memory error in a training step (CUDA's OutOfMemoryError, the CPU allocator's
     RuntimeError) was a traceback; it is one line naming the run, the epoch and what needs less
-    memory, with how to resume where a checkpoint was written, exit 1 (not bad input)."""
+    memory, with how to resume where a checkpoint was written, exit 1 (not bad input). So in
+    the test of the trained model (``epoch`` None), which was a traceback too: its resume
+    tests it."""
     from lotterynet.module import EdgePopupModule
 
     refused = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "
                                      "has a total capacity of 79.15 GiB") if device == "cuda" \
         else RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not "
                           "enough memory: you tried to allocate 4294967296 bytes.")
-    step = EdgePopupModule.training_step
+    name = "training_step" if epoch else "test_step"
+    step = getattr(EdgePopupModule, name)
 
     def out_of_memory(self, batch, batch_idx):
-        if self.current_epoch == epoch - 1:
+        if epoch is None or self.current_epoch == epoch - 1:
             raise refused
         return step(self, batch, batch_idx)
 
-    monkeypatch.setattr(EdgePopupModule, "training_step", out_of_memory)
+    monkeypatch.setattr(EdgePopupModule, name, out_of_memory)
     out = tmp_path / "run"
     assert main([*SMALL, "--epochs", "2", "--batch-size", "200", "--data-dir", str(data_dir),
                  "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    then = (f", or resume with --resume {out / 'checkpoints' / 'last.ckpt'} where more memory "
-            f"is free") if epoch > 1 else \
-        "; no epoch had finished, so there is no checkpoint to resume from"
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    when = f"in training epoch {epoch}" if epoch else "testing its trained model"
+    then = {2: f", or resume with --resume {checkpoint} where more memory is free",
+            1: "; no epoch had finished, so there is no checkpoint to resume from",
+            None: f", or resume with --resume {checkpoint} to test where more memory is free"}
     size = f" (one tensor alone: {'2.00' if device == 'cuda' else '4.0'} GiB)"
-    assert err == [f"train.py: error: run {str(out)!r}: memory ran out in training epoch "
-                   f"{epoch}{size}; a new run with a smaller --batch-size (now 200) or a narrower "
-                   f"model (--pairs, --hidden) needs less{then}"]
+    assert err == [f"train.py: error: run {str(out)!r}: memory ran out {when}{size}; a new run "
+                   f"with a smaller --batch-size (now 200) or a narrower model (--pairs, "
+                   f"--hidden) needs less{then[epoch]}"]
     assert not (out / "results.json").exists()
+    if epoch is None:  # the hint, followed
+        monkeypatch.setattr(EdgePopupModule, name, step)
+        assert main(["--resume", str(checkpoint)]) == 0
+        assert json.loads((out / "results.json").read_text())["epochs_done"] == 2
 
 
 def test_a_diverging_ddp_run_says_so_once(tmp_path, data_dir):
