@@ -646,18 +646,18 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
 
 @contextlib.contextmanager
 def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | None = None,
-                         resumed: str | None = None):
+                         resumed: str | None = None, nothing: str = NOTHING_TO_RESUME):
     """Turn Lightning's end of a run stopped by a signal — ``sys.exit(1)`` after Ctrl-C, a
     ``SystemExit`` without a code after SIGTERM — into :class:`Interrupted`, which names the
-    signal and how to go on (:func:`how_to_go_on`, or that there is nothing to resume); and
-    so a Ctrl-C or SIGTERM (:class:`Terminated`) outside Lightning's fit and test (writing the
-    ticket or the results)."""
+    signal and how to go on (:func:`how_to_go_on`, or ``nothing``: that there is nothing to
+    resume); and so a Ctrl-C or SIGTERM (:class:`Terminated`) outside Lightning's fit and test
+    (writing the ticket or the results)."""
     try:
         yield
     except (SystemExit, KeyboardInterrupt, Terminated) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        then = how_to_go_on(checkpoint, resume, resumed) or NOTHING_TO_RESUME
+        then = how_to_go_on(checkpoint, resume, resumed) or nothing
         raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then) from None
 
 

@@ -82,6 +82,7 @@ from .run import (
     CHECKPOINTS,
     END_FILES,
     LAST,
+    NOTHING_TO_RESUME,
     RESULTS,
     TICKET,
     EpochTimer,
@@ -705,6 +706,8 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
 
 #: How a stopped stack goes on (the sweep sees which of its members are done).
 RUN_AGAIN = "run the same sweep again to continue from its checkpoint"
+#: ... and one stopped before its first epoch ended (:func:`train_stack` starts it over).
+START_OVER = f"{NOTHING_TO_RESUME}; run the same sweep again to start it over in its folder"
 
 
 def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
@@ -794,7 +797,9 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
         logger.log_hyperparams({**module.hparams, "members": [
             {**member, "config": config} for member, config in
             zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
-    with reporting_interrupts(trainer, checkpoint, f"stack {stack_dir.name}: {RUN_AGAIN}"):
+    what = f"stack {stack_dir.name}"
+    with reporting_interrupts(trainer, checkpoint, f"{what}: {RUN_AGAIN}",
+                              nothing=f"{what}: {START_OVER}"):
         trainer.fit(module, datamodule=data, ckpt_path=resume)
         sigterm.stop_if_received()
         results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()

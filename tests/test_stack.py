@@ -525,9 +525,10 @@ def test_a_sweep_extended_with_new_cells_keeps_the_old_stacks_history(
 def test_a_stack_stopped_before_its_first_epoch_ended_starts_over_in_its_folder(
         tmp_path, data_dir, capsys, monkeypatch):
     """A stack stopped (Ctrl-C) in its first epoch leaves a history of no finished epoch and
-    no checkpoint: nothing to keep. Each re-run starts it over in its folder, saying so; none
-    sets it aside (it was set aside as STACK.stale-N on every re-run), and the sweep then ends
-    as a fresh one does."""
+    no checkpoint: nothing to keep. Its line says to run the sweep again (it said only that
+    there was no checkpoint to resume from). Each re-run starts it over in its folder, saying
+    so; none sets it aside (it was set aside as STACK.stale-N on every re-run), and the sweep
+    then ends as a fresh one does."""
     argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=640, epochs=1),
             "--sweep-out", str(tmp_path / "out")]
     stacks = tmp_path / "out" / "stacks"
@@ -536,7 +537,10 @@ def test_a_stack_stopped_before_its_first_epoch_ended_starts_over_in_its_folder(
             KeyboardInterrupt))
         assert main(argv) == 130
         assert (stacks / "subsetsum-identity-seed0" / "metrics.csv").is_file()
-        capsys.readouterr()
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            "train.py: error: stopped by Ctrl-C (SIGINT); stack subsetsum-identity-seed0: no "
+            "epoch had finished, so there is no checkpoint to resume from; run the same sweep "
+            "again to start it over in its folder")
         assert main(argv) == 130
     assert main(argv) == 0
     assert [p.name for p in stacks.iterdir()] == ["subsetsum-identity-seed0"]
