@@ -93,8 +93,8 @@ class TrainingDiverged(RuntimeError):
 
 
 class OutOfMemory(RuntimeError):
-    """Memory (the GPU's or the machine's) ran out while a run trained: not bad input (the
-    same run may fit elsewhere), so exit code 1, as a full disk."""
+    """Memory (the GPU's or the machine's) ran out while a run or a stack trained or tested:
+    not bad input (the same run may fit elsewhere), so exit code 1, as a full disk."""
 
 
 class Interrupted(RuntimeError):

@@ -536,13 +536,12 @@ NOTHING_TO_RESUME = "no epoch had finished, so there is no checkpoint to resume 
 @contextlib.contextmanager
 def reporting_out_of_memory(trainer: pl.Trainer, what: str, less: str, checkpoint: Path,
                             resume: str | None = None, resumed: str | None = None,
-                            testing: bool = False):
+                            nothing: str = NOTHING_TO_RESUME, testing: bool = False):
     """Memory that runs out inside (a tensor the GPU or the CPU allocator refuses) as
     :class:`OutOfMemory`, one line: ``what`` (the run or the stack), the training epoch it ran
     out in (its test where ``testing``: Lightning forgets the stage it failed in), the size
     refused, what needs ``less`` memory, and how to go on where more memory is free
-    (:func:`how_to_go_on` of ``checkpoint``, ``resume``, ``resumed``), or that there is
-    nothing to resume."""
+    (:func:`how_to_go_on` of ``checkpoint``, ``resume``, ``resumed``), or ``nothing``."""
     try:
         yield
     except (RuntimeError, MemoryError) as err:
@@ -553,8 +552,7 @@ def reporting_out_of_memory(trainer: pl.Trainer, what: str, less: str, checkpoin
             f"in training epoch {trainer.current_epoch + 1}"
         then = how_to_go_on(checkpoint, resume, resumed)
         raise OutOfMemory(f"{what}: memory ran out {when}{size}; {less}" + (
-            f", or {then} where more memory is free" if then else f"; {NOTHING_TO_RESUME}")
-        ) from None
+            f", or {then} where more memory is free" if then else f"; {nothing}")) from None
 
 
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:

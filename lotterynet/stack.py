@@ -98,6 +98,7 @@ from .run import (
     refusing_unbuildable,
     reporting_interrupts,
     reporting_interrupts_before_fit,
+    reporting_out_of_memory,
     write_json_atomic,
     write_ticket,
 )
@@ -696,8 +697,9 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     members and configs resumes from it (members already finished are not trained again); the
     checkpoint of another stack there is refused (:class:`ConfigError`), never overwritten. A
     member that diverges stops there, the others train to their end; then
-    :class:`TrainingDiverged` names it. SIGTERM stops it with :class:`Interrupted` from its start
-    to its end, as a single run (:func:`~lotterynet.run.run`; its handler,
+    :class:`TrainingDiverged` names it. Memory that runs out stops it with
+    :class:`~lotterynet.errors.OutOfMemory`. SIGTERM stops it with :class:`Interrupted` from
+    its start to its end, as a single run (:func:`~lotterynet.run.run`; its handler,
     :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit."""
     with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(
             Path(stack_dir) / CHECKPOINTS / LAST, f"stack {Path(stack_dir).name}: {RUN_AGAIN}"):
@@ -798,8 +800,12 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
             {**member, "config": config} for member, config in
             zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
     what = f"stack {stack_dir.name}"
+    less = (f"a sweep with --no-stack (one run per cell) or a smaller --batch-size (now "
+            f"{first.batch_size}) needs less")
     with reporting_interrupts(trainer, checkpoint, f"{what}: {RUN_AGAIN}",
-                              nothing=f"{what}: {START_OVER}"):
+                              nothing=f"{what}: {START_OVER}"), \
+            reporting_out_of_memory(trainer, what, less, checkpoint, RUN_AGAIN,
+                                    nothing=START_OVER):
         trainer.fit(module, datamodule=data, ckpt_path=resume)
         sigterm.stop_if_received()
         results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()

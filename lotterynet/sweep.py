@@ -67,7 +67,7 @@ from .config import (
     make_config,
 )
 from .datamodule import TensorDataModule
-from .errors import Interrupted, TrainingDiverged, interrupted
+from .errors import Interrupted, OutOfMemory, TrainingDiverged, interrupted
 from .grid import (
     BASELINE,
     SWEEP_FILE,
@@ -501,18 +501,19 @@ def stack_line(stack_dir: Path, configs: list[RunConfig]) -> str:
 
 def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], report
                ) -> list[str]:
-    """The stacks in this process, one after another; returns what diverged."""
-    diverged = []
+    """The stacks in this process, one after another; returns what diverged or ran out of
+    memory (the others go on, as they do beside a job that failed)."""
+    failed = []
     for stack_dir, members in stacks.items():
         members_configs = [configs[m] for m in members]
         print(stack_line(stack_dir, members_configs), flush=True)
         try:
             run_stack(members_configs, stack_dir, [Path(c.out) for c in members_configs])
-        except TrainingDiverged as err:
-            diverged.append(str(err))
+        except (TrainingDiverged, OutOfMemory) as err:
+            failed.append(str(err))
         for m in members:
             report(m)
-    return diverged
+    return failed
 
 
 def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True
@@ -520,7 +521,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     """Run every unfinished cell: in this process, or with several job slots (GPUs ×
     ``jobs_per_device``) every stack and every single cell in its own subprocess, as many at
     once as there are slots. Returns one line per subprocess that failed and per run or stack
-    that diverged (the others go on)."""
+    that diverged or ran out of memory (the others go on)."""
     configs = cell_configs(sweep, sweep_dir)
     todo = [(name, cfg) for name, config in configs.items()
             if (cfg := prepare_cell(config)) is not None]
@@ -568,7 +569,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
                 try:
                     with continued_by_the_sweep(name, Path(config.out)):
                         run(config)
-                except TrainingDiverged as err:
+                except (TrainingDiverged, OutOfMemory) as err:
                     failed.append(f"cell {name}: {err}")
                 report(name)
             return failed

@@ -550,6 +550,36 @@ def test_a_stack_stopped_before_its_first_epoch_ended_starts_over_in_its_folder(
     assert len(list((tmp_path / "out" / "cells").glob("*/results.json"))) == 2
 
 
+@pytest.mark.parametrize("epoch", [2, 1])
+def test_memory_running_out_in_a_stack_is_one_line_and_the_sweep_exits_1(
+        tmp_path, data_dir, capsys, monkeypatch, epoch):
+    """An out-of-memory error in a stack's training step was a traceback that ended the sweep;
+    it is one line naming the stack, the epoch and what needs less memory, with the stack's
+    way to go on (its checkpoint, or none yet: run the same sweep again), and the sweep goes
+    on to its end and exits 1 (as beside a failed job)."""
+    step = StackModule.training_step
+
+    def out_of_memory(self, batch, batch_idx):
+        if self.current_epoch == epoch - 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(StackModule, "training_step", out_of_memory)
+    argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=256, epochs=2),
+            "--sweep-out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    then = (", or run the same sweep again to continue from its checkpoint where more memory "
+            "is free") if epoch > 1 else ("; no epoch had finished, so there is no checkpoint "
+                                          "to resume from; run the same sweep again to start "
+                                          "it over in its folder")
+    assert captured.err.strip().splitlines() == [
+        f"train.py: error: stack subsetsum-identity-seed0: memory ran out in training epoch "
+        f"{epoch} (one tensor alone: 2.00 GiB); a sweep with --no-stack (one run per cell) or "
+        f"a smaller --batch-size (now 64) needs less{then}"]
+    assert "sweep incomplete: 2 of 2 cells without results (1 failure(s))" in captured.out
+
+
 @pytest.mark.parametrize("header, kept", [
     ("epoch,step,a/lr,b/lr", False),  # (stopped before its first epoch ended)
     ("epoch,step,a/lr,a/train/loss,b/lr,b/train/loss", False),  # (... after some steps)
