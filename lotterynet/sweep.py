@@ -592,7 +592,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
             for name in job.cells:
                 report(name)
         else:
-            failed.append(f"{job.what} {how_it_ended(code)}; its output: {job.log}")
+            failed.append(f"{job.what} {how_it_ended(code, job)}; its output: {job.log}")
 
     run_jobs(jobs, devices, sweep_dir, finished)
     return failed
@@ -642,18 +642,38 @@ def continued_by_the_sweep(name: str, cell_dir: Path):
                           f"cell {name}: {RUN_AGAIN}") from None
 
 
-def how_it_ended(code: int | None) -> str:
+def how_it_ended(code: int | None, job: Job | None = None) -> str:
     """A failed job's end, from its exit code: a negative one is the signal that killed it
     (``Popen``'s convention; the kernel's out-of-memory killer sends SIGKILL), 130 and 143 a
     ``train.py`` that stopped on Ctrl-C or SIGTERM (128 + the signal; its log says how to go
     on), which a stack does wherever the signal finds it (it was killed by it outside its
-    fit)."""
+    fit); any other, with the line that ``job``'s ``train.py`` reported its error in, if it
+    did (:func:`reported`)."""
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         return f"was stopped by {signal.Signals(code - 128).name} (exit {code})"
     if code is None or code >= 0:
-        return f"failed (exit {code})"
+        return f"failed (exit {code})" + (reported(job) if job else "")
     name = signal.Signals(-code).name
     return f"was killed by {name}{' (out of memory?)' if name == 'SIGKILL' else ''}"
+
+
+#: How ``train.py`` begins the one line it reports an error in (:func:`~lotterynet.cli.main`).
+ERROR = "train.py: error: "
+
+
+def reported(job: Job) -> str:
+    """``": LINE"`` where ``job``'s log ends in its ``train.py``'s one-line error (memory that
+    ran out, bad input: ``train.py: error: LINE``, LINE less the job's name), else ``""`` (a
+    traceback, a kill)."""
+    try:
+        with open(job.log, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 16384))
+            last = log.read().decode(errors="replace").rstrip().rpartition("\n")[2]
+    except OSError:
+        return ""
+    if not last.startswith(ERROR):
+        return ""
+    return f": {last.removeprefix(ERROR).removeprefix(f'{job.what}: ')}"
 
 
 def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
@@ -998,7 +1018,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         for name in TABLE_FILES:
             (sweep_dir / name).unlink(missing_ok=True)
     if failed:
-        print("\n".join(f"train.py: error: {line}" for line in failed), file=sys.stderr)
+        print("\n".join(f"{ERROR}{line}" for line in failed), file=sys.stderr)
         table = f"the table holds the others: {sweep_dir / TABLE_CSV}" if rows else \
             "no cell finished, so there is no table"
         print(f"sweep incomplete: {len(missing)} of {len(sweep.cells())} cells without "

@@ -747,17 +747,23 @@ def test_a_job_stopped_by_a_signal_is_said_so():
     assert sweep_module.how_it_ended(3) == "failed (exit 3)"
 
 
+@pytest.mark.parametrize("death, said", [
+    ("echo 'Killed' >&2; exit 3", "failed (exit 3); its output: "),
+    # a job's own one-line error (memory ran out), said beside the exit code: it said only
+    # "failed (exit 1)"
+    ("echo \"train.py: error: stack $(basename $(dirname $3)): memory ran out in training epoch "
+     "1\" >&2; exit 1", "failed (exit 1): memory ran out in training epoch 1; its output: ")])
 def test_a_sweep_whose_every_stack_fails_names_them_and_writes_no_table(
-        tmp_path, data_dir, capsys, monkeypatch):
+        tmp_path, data_dir, capsys, monkeypatch, death, said):
     """With no cell finished there is nothing to tabulate: each failure is one line, exit 1
-    (an empty table was an IndexError traceback)."""
-    fail_subprocesses(tmp_path, monkeypatch, "echo 'Killed' >&2; exit 3\n")
+    (an empty table was an IndexError traceback), with what the job said of it, if it did."""
+    fail_subprocesses(tmp_path, monkeypatch, f"{death}\n")
     out = tmp_path / "pool"
     assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(out),
                  "--jobs-per-device", "2"]) == 1
     captured = capsys.readouterr()
     assert len(captured.err.strip().splitlines()) == 2 and "Traceback" not in captured.err
-    assert "failed (exit 3)" in captured.err and "no cell finished" in captured.out
+    assert captured.err.count(said) == 2 and "no cell finished" in captured.out
     assert not (out / "sweep.csv").exists()
 
 
