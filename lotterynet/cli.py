@@ -13,8 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from .config import (
     RESUMABLE,
     TRAINER_KEYS,
@@ -24,6 +22,7 @@ from .config import (
     check_agree,
     check_path,
     dotted_flags,
+    dump_yaml,
     given_flags,
     lightning_devices,
     load_yaml,
@@ -329,7 +328,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_sweep(args, sweep)
     config = config_from_args(args)  # reads (torch only) the checkpoint a resume continues
     if args.print_config:
-        print(yaml.safe_dump(nested_config(config), sort_keys=False), end="")
+        print(dump_yaml(nested_config(config), sort_keys=False), end="")
         return 0
     from .run import run
 

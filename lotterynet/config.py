@@ -400,11 +400,21 @@ class ConfigLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+class ConfigDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting the strings :class:`ConfigLoader` reads as numbers: a
+    folder or W&B name ``1e3`` printed bare came back as the number 1000.0 (refused)."""
+
+
 # YAML 1.1 reads a float with an exponent only with a dot and a signed exponent: 1e-3, 5E-4
 # and 1.0e6 were strings (a refused lr); as YAML 1.2 and LightningCLI they are numbers.
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
+ConfigDumper.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
+
+
+def dump_yaml(data, **options) -> str:
+    """``data`` as YAML that :class:`ConfigLoader` reads back as ``data``."""
+    return yaml.dump(data, Dumper=ConfigDumper, **options)
 
 
 def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:

@@ -841,6 +841,17 @@ def test_numbers_with_an_exponent_are_numbers(tmp_path):
                  "--out", str(tmp_path / "run"), "--print-config"]) == 0
 
 
+def test_printed_strings_that_look_like_numbers_read_back_as_strings(tmp_path, capsys):
+    """--print-config wrote a folder or W&B name ``1e3`` bare, which --config reads back as the
+    number 1000.0 (YAML 1.2) and refused ('out must be a string'); it is quoted now."""
+    assert main(["--arch", "fc2", "--out", "1e3", "--data-dir", "5E-2", "--wandb",
+                 "--wandb-group", "1e3", "--print-config"]) == 0
+    printed = write(tmp_path / "printed.yaml", capsys.readouterr().out)
+    assert main(["--config", printed, "--print-config"]) == 0
+    assert capsys.readouterr().out == Path(printed).read_text()
+    assert load_yaml(printed)["out"] == "1e3"
+
+
 def test_a_value_ending_in_equals_is_not_an_empty_flag(tmp_path, capsys):
     """``--out=`` is empty; ``--out=runs/a=`` is a folder named ``a=``."""
     assert main(["--arch", "fc2", f"--out={tmp_path}/a=", "--print-config"]) == 0
