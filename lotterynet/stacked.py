@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .errors import first_line
-from .masking import masked_weights, rows_topk_mask, score_magnitudes
+from .masking import laid_out_as, masked_weights, rows_topk_mask, score_magnitudes
 from .models import build_model
 
 
@@ -201,7 +201,7 @@ class StackedModel(nn.Module):
             with torch.no_grad():
                 magnitudes = score_magnitudes(torch.stack([w.scores.reshape(-1) for w in same]))
                 rows = rows_topk_mask(magnitudes, self._ks[key], first.ties, first.weight.dtype)
-            masks.append(rows.view(len(same), *first.weight.shape))
+            masks.append(laid_out_as(rows, first.weight, len(same)))
         return masks
 
     def _why_unbatchable(self) -> str | None:

@@ -29,7 +29,7 @@ from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH
 from lotterynet.errors import TrainingDiverged
 from lotterynet.grid import Sweep
-from lotterynet.layers import SubnetLinear
+from lotterynet.layers import SubnetConv2d, SubnetLinear
 from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
@@ -1091,3 +1091,21 @@ def test_a_batched_stack_ranks_nan_scores_as_each_member_does():
     for m, mask in zip(members, masks):
         assert torch.equal(mask, m.structure.weight.mask(mask.dtype))
         assert int(mask.sum()) == m.structure.weight.k
+
+
+def test_a_channels_last_stacks_batched_masks_are_laid_out_as_its_members_weights():
+    """A batched stack's masks of a channels_last conv member are laid out as its weight (they
+    were contiguous rows: ``weight * mask`` read two layouts, as the single layer did before
+    ``masking.laid_out_as``), hold each member's own mask, and the vmapped forward gives what
+    the members give one by one."""
+    members = [nn.Sequential(SubnetConv2d(3, 8, 3, sparsity=s, seed=0), nn.Flatten())
+               for s in (0.25, 0.5, 0.75)]
+    stack = StackedModel(members, batched=True).to(memory_format=torch.channels_last)
+    (masks,) = stack._row_masks([0, 1, 2])
+    for member, mask in zip(members, masks):
+        w = member[0].structure.weight
+        assert mask.stride() == w.weight.stride() != w.weight.contiguous().stride()
+        assert torch.equal(mask, w.mask(mask.dtype))
+    x = torch.randn(2, 3, 6, 6).to(memory_format=torch.channels_last)
+    for a, b in zip(stack(x), [m(x) for m in members]):
+        torch.testing.assert_close(a, b)
