@@ -72,7 +72,8 @@ def remove_empty(folders: list[Path]) -> None:
 
 class EpochPermutation:
     """Indices ``0..n-1`` in a fresh seeded order every epoch (or in order when not shuffling),
-    this rank's share only. ``set_epoch`` is called by Lightning's fit loop."""
+    this rank's share only. ``set_epoch`` is called by Lightning's fit loop, and by
+    :class:`TensorLoader` at the end of each whole pass."""
 
     def __init__(self, n: int, *, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
         self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, seed, rank, world
@@ -132,6 +133,10 @@ class TensorLoader:
             if self.augment is not unchanged:  # (no seed hashed per step for nothing)
                 x = self.augment(x, batch_seed(sampler.seed, sampler.epoch, sampler.rank, batch))
             yield x, self.y[idx]
+        # a whole pass ends its epoch: a loop of your own that iterates the loader again gets
+        # the next epoch's order, as a shuffling DataLoader's would be new (Lightning sets
+        # each epoch's itself); it got the same order every epoch
+        sampler.set_epoch(sampler.epoch + 1)
 
     def state_dict(self) -> dict[str, int]:
         return dict(zip(self.STATE_KEYS, self.position))

@@ -17,7 +17,7 @@ from torch import nn
 
 import lotterynet as ln
 from lotterynet.cli import build_parser, config_from_args
-from lotterynet.datamodule import EVAL_BATCH, TensorDataModule
+from lotterynet.datamodule import EVAL_BATCH, EpochPermutation, TensorDataModule
 from lotterynet.models import MODELS, build_model
 from lotterynet.module import check_images
 from lotterynet.params import count_params
@@ -136,6 +136,22 @@ def test_numpy_numbers_in_a_spec_are_kept_as_python_numbers(tmp_path):
     ln.save_ticket(module.model, tmp_path / "model.ticket")
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(ln.load_ticket(tmp_path / "model.ticket").eval()(x), module.model.eval()(x))
+
+
+def test_the_training_loader_iterated_again_serves_the_next_epoch(data_dir):
+    """In a loop of your own (no Lightning to call set_epoch), each pass over the data
+    module's training loader was the same epoch 0 order; a whole pass now ends its epoch, as a
+    shuffling DataLoader reshuffles. A pass cut short (Lightning's batch limits) does not."""
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=256, val_size=64, seed=3)
+    data.setup()
+    loader = data.train_dataloader()
+    labels = data.splits["train"][1]
+    for epoch in range(2):
+        order = EpochPermutation(256, shuffle=True, seed=3)
+        order.set_epoch(epoch)
+        assert torch.equal(torch.cat([y for _, y in loader]), labels[order.indices()])
+    next(iter(loader))
+    assert loader.sampler.epoch == 2
 
 
 def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, data_dir):
