@@ -823,8 +823,9 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
             return {"finished": False, "epochs_done": trainer.current_epoch,
                     "run_dir": str(run_dir)}
     to_test = f"resume with {resume_flag(checkpoint)} to test"
-    with reporting_interrupts(trainer, checkpoint, to_test), reporting_out_of_memory(
-            trainer, what, less, checkpoint, to_test, config.resume, testing=True):
+    with reporting_interrupts(trainer, checkpoint, to_test, resumed=config.resume), \
+            reporting_out_of_memory(trainer, what, less, checkpoint, to_test, config.resume,
+                                    testing=True):
         digests = trainer.strategy.all_gather(
             torch.tensor(mask_digest(module.model), dtype=torch.float64))
         tested = trainer.test(module, datamodule=data, verbose=False)[0]

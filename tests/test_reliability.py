@@ -1026,6 +1026,38 @@ def test_a_resumed_run_stopped_by_sigterm_before_its_own_checkpoint_names_the_on
         assert_same_history_and_result(new, whole)
 
 
+def test_a_finished_run_resumed_into_a_new_out_stopped_testing_names_the_checkpoint(
+        whole_and_stopped, tmp_path, monkeypatch, capsys):
+    """A checkpoint of all its run's epochs resumed into a new --out (to test it) trains no epoch
+    there, so that --out has no checkpoint of its own: stopped while testing, it said "no
+    epoch had finished, so there is no checkpoint to resume from"; it names the checkpoint it
+    resumed, as a stop in its fit does."""
+    from lotterynet.module import EdgePopupModule
+
+    whole, _ = whole_and_stopped
+    trained = tmp_path / "trained"  # (its run, all epochs trained, stopped before its test)
+    shutil.copytree(whole, trained)
+    (trained / "results.json").unlink()
+    checkpoint = trained / "checkpoints" / "last.ckpt"
+    called = EdgePopupModule.test_step
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return called(*args, **kwargs)
+
+    new = tmp_path / "new"
+    monkeypatch.setattr(EdgePopupModule, "test_step", signalled)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["--resume", str(checkpoint), "--out", str(new)]) == 143
+    finally:  # (train.py's handler stays on its way out)
+        signal.signal(signal.SIGTERM, previous)
+    assert not (new / "checkpoints" / "last.ckpt").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"train.py: error: stopped by SIGTERM; resume with --resume {checkpoint} and an empty "
+        f"--out ({str(new)!r} holds this attempt's files)")
+
+
 @pytest.mark.parametrize("resumable", [True, False])
 def test_a_stack_stopped_before_its_fit_says_how_to_go_on_where_it_can(tmp_path, data_dir,
                                                                         monkeypatch, resumable):
