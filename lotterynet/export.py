@@ -11,10 +11,11 @@ the indices and values of its non-zero entries (:mod:`lotterynet.plain`), smalle
 weights are pruned.
 
 ``SubnetMultiheadAttention`` becomes the ``nn.MultiheadAttention`` with the same masked weights
-(stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly,
-as ``nn.TransformerEncoderLayer``'s fast path reads its feed-forward layers', and torchvision's
-Swin attention its ``qkv`` and ``proj``, which stay dense too, as does any layer whose weight
-a method of its parent reads: :func:`~lotterynet.convert.reads_weight`).
+(stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly).
+A sparse layer's ``weight`` is the dense weight rebuilt from its entries, for a module that
+reads a layer's weight itself (``nn.TransformerEncoderLayer``'s fast path its feed-forward
+layers', torchvision's Swin attention its ``qkv`` and ``proj``, timm's MobileViT cross attention
+its ``qkv_proj``'s).
 
 The result is made of torch modules and of those in :mod:`lotterynet.plain` (torch only,
 TorchScript-scriptable): ``torch.jit.script(export(model))`` runs with no lotterynet at all
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
-from .convert import CONVERT_RECORD, move_hooks, reads_weight
+from .convert import CONVERT_RECORD, move_hooks
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .masking import uncompiled
 from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
@@ -115,10 +116,6 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
         parent, _, child = name.rpartition(".")
         owner = exported.get_submodule(parent)
         if id(layer) not in plain:
-            # (a layer whose weight its parent reads itself, in its forward or in another
-            # method, stays dense: a sparse layer has no weight)
-            plain[id(layer)] = export_layer(
-                layer, sparse=sparse and not reads_weight(owner, child, forward_only=False),
-                name=name)
+            plain[id(layer)] = export_layer(layer, sparse=sparse, name=name)
         setattr(owner, child, plain[id(layer)])
     return exported

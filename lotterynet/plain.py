@@ -97,6 +97,17 @@ class _SparseStorage(nn.Module):
         w = w.index_put_([self.indices.long()], self.values)
         return w.view(self.weight_shape).permute(self.weight_order)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight, rebuilt from the stored entries (read-only), for a module that
+        reads its layer's weight itself (``F.linear(x, self.qkv.weight, ...)``,
+        ``self.qk.weight.device``)."""
+        return self.sparse_weight()
+
+    def reset_parameters(self) -> None:
+        """Nothing to draw: the stored entries are the weight (the layer's own ``__init__``
+        calls this before they are stored)."""
+
 
 def _bias_copy(dense: nn.Module) -> nn.Parameter | None:
     return None if dense.bias is None else nn.Parameter(dense.bias.detach().clone())

@@ -240,10 +240,11 @@ def test_export_converted_timm_model(name, options):
         torch.testing.assert_close(exported(x), model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_a_layer_whose_weight_its_parent_reads_exports_dense():
+def test_a_layer_whose_weight_its_parent_reads_exports_sparse_and_runs():
     """torchvision's Swin attention passes ``self.qkv.weight`` and ``self.proj.weight`` to its
-    function itself: with ``sparse=True`` those layers stay dense (the export failed at its
-    first forward: 'SparseLinear' object has no attribute 'weight')."""
+    function itself: with ``sparse=True`` those layers are sparse too, their ``weight`` the
+    dense weight rebuilt (a sparse layer had none: the export failed at its first forward,
+    'SparseLinear' object has no attribute 'weight')."""
     from torchvision.models.swin_transformer import SwinTransformer
 
     torch.manual_seed(0)
@@ -251,27 +252,8 @@ def test_a_layer_whose_weight_its_parent_reads_exports_dense():
                     sparsity=0.5).eval()
     exported = export(model, sparse=True).eval()
     attention = exported.features[1][0].attn
-    assert type(attention.qkv) is nn.Linear and type(attention.proj) is nn.Linear
-    assert type(exported.head) is SparseLinear
+    assert type(attention.qkv) is SparseLinear and type(attention.proj) is SparseLinear
     x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
-
-
-def test_a_layer_whose_weight_its_parents_base_forward_reads_exports_dense():
-    """The same through a subclass whose own forward hands over to its base's (only the
-    subclass's forward was read: its qkv was exported sparse, and the base's forward failed)."""
-    from torchvision.models.swin_transformer import ShiftedWindowAttention
-
-    class Attention(ShiftedWindowAttention):
-        def forward(self, x):
-            return super().forward(x)
-
-    torch.manual_seed(0)
-    model = convert(nn.Sequential(Attention(8, [2, 2], [0, 0], 2)), sparsity=0.5).eval()
-    exported = export(model, sparse=True).eval()
-    assert type(exported[0].qkv) is nn.Linear and type(exported[0].proj) is nn.Linear
-    x = torch.randn(2, 4, 4, 8)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
 
@@ -292,17 +274,42 @@ class ReadsWeightInAMethod(nn.Module):
         return nn.functional.linear(x, self.proj.weight, self.proj.bias)
 
 
-def test_a_layer_whose_weight_its_parent_reads_outside_its_forward_exports_dense():
-    """Such a layer stays dense too (only the forward was read: it was exported sparse and the
-    method failed with 'SparseLinear' object has no attribute 'weight'); its sibling, which
-    nothing reads, is sparse."""
+class ReadsItsChildsLayersWeights(nn.Module):
+    """Reads the weight of its child's layer (``self.inner.out.weight``, a grandparent of it)
+    and one by ``getattr``: no reading of its source finds them."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.head = ReadsWeightInAMethod(), nn.Conv1d(3, 2, 1)
+
+    def forward(self, x):
+        h = self.inner(x) * self.inner.out.weight.abs().sum()
+        weight = getattr(self.head, "weight")  # noqa: B009 (what the test reads)
+        return nn.functional.conv1d(h.unsqueeze(-1), weight, self.head.bias)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
+def test_a_sparse_layers_weight_is_its_dense_weight_for_any_module_that_reads_it():
+    """A sparse layer's ``weight`` is the dense weight rebuilt from its entries, so a module
+    that reads it itself runs, eager and scripted: a parent in a method of its own, a
+    grandparent (``self.inner.out.weight``), ``getattr(self.head, 'weight')``. (Only the
+    first kept its layer dense: the others failed with 'SparseLinear' object has no attribute
+    'weight'.)"""
     torch.manual_seed(0)
-    model = convert(nn.Sequential(ReadsWeightInAMethod()), sparsity=0.5).eval()
+    model = convert(nn.Sequential(ReadsItsChildsLayersWeights()), sparsity=0.5).eval()
     exported = export(model, sparse=True).eval()
-    assert type(exported[0].proj) is nn.Linear and type(exported[0].out) is SparseLinear
+    reader = exported[0]
+    assert [type(m) for m in (reader.inner.proj, reader.inner.out, reader.head)] == \
+        [SparseLinear, SparseLinear, ln.plain.SparseConv1d]
+    dense = export(model)[0]
+    for sparse, baked in ((reader.inner.out, dense.inner.out), (reader.head, dense.head)):
+        assert torch.equal(sparse.weight, baked.weight) and "weight" not in sparse.state_dict()
     x = torch.randn(2, 6)
     with torch.no_grad():
-        torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
+        expected = model(x)
+        torch.testing.assert_close(exported(x), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.jit.script(exported)(x), expected, rtol=1e-5,
+                                   atol=1e-6)
 
 
 def test_structure_without_effective_weight_fails_clearly():
