@@ -381,37 +381,43 @@ def _warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
 
 
 @functools.cache
-def _sources(cls: type, forward_only: bool) -> str:
-    """The source of every ``forward`` that ``cls`` defines or inherits (a subclass's may hand
-    over to its base's: ``super().forward``), or with ``forward_only=False`` of every class it
-    is or inherits from below ``nn.Module`` (all their methods); "" for one there is none to
-    read."""
-    sources = []
-    for base in cls.__mro__:
-        if forward_only and "forward" not in vars(base) or base in (nn.Module, object):
+def _sources(cls: type) -> str:
+    """The source of ``forward`` and of every method it calls on ``self`` (``self.NAME(``),
+    and so on, each as every class of ``cls``'s MRO below ``nn.Module`` defines it (a
+    subclass's forward may hand over to its base's: ``super().forward``); "" where there is
+    none to read. Not the methods the forward does not call (``__init__``, timm's
+    ``init_weights`` and ``set_input_size``): the forward works whatever they read."""
+    bases = [base for base in cls.__mro__ if base not in (nn.Module, object)]
+    sources, todo, seen = [], ["forward"], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
             continue
-        try:
-            sources.append(inspect.getsource(base.forward if forward_only else base))
-        except (OSError, TypeError):
-            pass
+        seen.add(name)
+        for base in bases:
+            try:
+                source = inspect.getsource(vars(base)[name])
+            except (KeyError, OSError, TypeError):
+                continue
+            sources.append(source)
+            todo += re.findall(r"\bself\.(\w+)\(", source)
     return "\n".join(sources)
 
 
-def reads_weight(owner: nn.Module, child: str, *, forward_only: bool = True) -> bool:
-    """Whether ``owner``'s forward reads its layer ``child``'s weight itself
-    (``self.qkv.weight``: torchvision's Swin attention passes it to ``F.linear``;
-    ``nn.TransformerEncoderLayer``'s fast path its feed-forward layers'); with
-    ``forward_only=False``, whether any method of ``owner``'s class does (timm's MobileViT
-    cross attention passes ``self.qkv_proj.weight`` to ``F.conv2d`` in a method of its own,
-    ConViT's ``get_rel_indices`` reads ``self.qk.weight.device``)."""
-    source = _sources(type(owner), forward_only)
-    return re.search(rf"\bself\.{re.escape(child)}\.weight\b", source) is not None
+def reads_weight(owner: nn.Module, child: str) -> bool:
+    """Whether ``owner``'s forward, or a method it calls, reads its layer ``child``'s weight
+    itself, for more than its device or dtype (``self.qkv.weight``: torchvision's Swin
+    attention passes it to ``F.linear`` in its forward, timm's MobileViT cross attention
+    ``self.qkv_proj.weight`` to ``F.conv2d`` in a method of its own; ConViT's
+    ``get_rel_indices`` reads only ``self.qk.weight.device``)."""
+    return re.search(rf"\bself\.{re.escape(child)}\.weight\b(?!\.(device|dtype)\b)",
+                     _sources(type(owner))) is not None
 
 
 def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module]) -> None:
-    """Warn of a converted layer whose weight its parent's forward reads itself
-    (:func:`reads_weight`) when that weight is ``[P, 2N]`` over ``[relu(x), relu(-x)]``
-    (subset-sum / fixedsize with ReLU), not ``[out, in]``: that forward then fails with a shape
+    """Warn of a converted layer whose weight its parent's forward, or a method it calls, reads
+    itself (:func:`reads_weight`) when that weight is ``[P, 2N]`` over ``[relu(x), relu(-x)]``
+    (subset-sum / fixedsize with ReLU), not ``[out, in]``: the forward then fails with a shape
     error naming no layer."""
     for name, layer in replaced.items():
         parent, _, child = name.rpartition(".")
@@ -419,9 +425,9 @@ def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module]) -> No
             continue
         owner = model.get_submodule(parent)
         if reads_weight(owner, child):
-            warnings.warn(f"convert: {type(owner).__name__}.forward reads self.{child}.weight "
-                          f"itself (layer {name!r}), which with activation='relu' is [P, 2N] "
-                          f"over [relu(x), relu(-x)], not [out, in], so that forward will fail: "
+            warnings.warn(f"convert: {type(owner).__name__} reads self.{child}.weight itself "
+                          f"(layer {name!r}), which with activation='relu' is [P, 2N] over "
+                          f"[relu(x), relu(-x)], not [out, in], so its forward will fail: "
                           f"convert such layers with activation='identity' (a call of their "
                           f"own, include=[...]) or exclude them", stacklevel=3)
             return

@@ -214,20 +214,72 @@ class ReadsItsLayersWeight(nn.Module):
         return nn.functional.linear(x, self.proj.weight, self.proj.bias)
 
 
+class ReadsItsLayersWeightInAMethod(nn.Module):
+    """The same in a method of its own, not in its forward, as timm's MobileViT cross attention
+    passes ``self.qkv_proj.weight`` to ``F.conv2d``."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self._project(x)
+
+    def _project(self, x):
+        return nn.functional.linear(x, self.proj.weight, self.proj.bias)
+
+
+class HandsOverToItsBase(ReadsItsLayersWeightInAMethod):
+    """A subclass whose forward hands over to its base's."""
+
+    def forward(self, x):
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("reader", [ReadsItsLayersWeight, ReadsItsLayersWeightInAMethod,
+                                    HandsOverToItsBase])
 @pytest.mark.parametrize("structure", ["subsetsum", "fixedsize"])
-def test_a_layer_whose_weight_its_parent_reads_is_warned_of_under_relu(recwarn, structure):
+def test_a_layer_whose_weight_its_parent_reads_is_warned_of_under_relu(recwarn, structure,
+                                                                       reader):
     """With ReLU a subset-sum layer's weight is [P, 2N]: a parent reading it itself failed at
     its first forward with "mat1 and mat2 shapes cannot be multiplied (2x6 and 12x4)", naming
-    no layer. convert names it; with identity (an [out, in] weight) it works, unwarned."""
-    with pytest.warns(UserWarning, match=r"ReadsItsLayersWeight.forward reads self.proj.weight "
-                                         r"itself \(layer '0.proj'\).*activation='identity'"):
-        relu = convert(nn.Sequential(ReadsItsLayersWeight()), sparsity=0.5, structure=structure)
+    no layer. convert names it, read in the parent's forward, in a method it calls (only the
+    forward was read) or in its base's; with identity (an [out, in] weight) it works,
+    unwarned."""
+    with pytest.warns(UserWarning, match=rf"{reader.__name__} reads self.proj.weight itself "
+                                         r"\(layer '0.proj'\).*activation='identity'"):
+        relu = convert(nn.Sequential(reader()), sparsity=0.5, structure=structure)
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         relu(torch.randn(2, 6))
     recwarn.clear()
-    identity = convert(nn.Sequential(ReadsItsLayersWeight()), sparsity=0.5, structure=structure,
+    identity = convert(nn.Sequential(reader()), sparsity=0.5, structure=structure,
                        activation="identity")
     assert identity(torch.randn(2, 6)).shape == (2, 4) and not recwarn.list
+
+
+class ReadsItsLayersDeviceOrWeightOffItsForward(nn.Module):
+    """Reads its layer's weight only for its device (ConViT's ``get_rel_indices``) and in a
+    method its forward does not call (timm's ``PatchEmbed.set_input_size``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.proj(x.to(self.proj.weight.device))
+
+    def resize(self):
+        return self.proj.weight.clone()
+
+
+def test_a_parent_reading_its_layers_weight_where_its_forward_does_not_is_not_warned_of(
+        recwarn):
+    """Its forward works with the [P, 2N] weight: convert does not warn (a read of the device
+    was warned of: XCiT's positional encoding; and the methods a forward does not call are not
+    read, or every timm ViT's PatchEmbed would be, for its set_input_size)."""
+    relu = convert(nn.Sequential(ReadsItsLayersDeviceOrWeightOffItsForward()), sparsity=0.5,
+                   structure="subsetsum")
+    assert relu(torch.randn(2, 6)).shape == (2, 4) and not recwarn.list
 
 
 @pytest.mark.parametrize("kwargs,words", [
