@@ -55,6 +55,7 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
         self._qkv_same_embed_dim = False  # separate projections: never the packed fast path
         self.dropout, self.batch_first, self.add_zero_attn = dropout, batch_first, add_zero_attn
         generator = seeded_generator(seed)
+        self.seeded = seed is not None  # (else a ticket stores the frozen weights: ticket.py)
 
         def draw_seed():
             return None if generator is None else int(

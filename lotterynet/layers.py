@@ -68,6 +68,7 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
         torch's default dtype) as ``nn.Linear(..., device=, dtype=)`` makes them."""
         check_float_dtype(dtype)
         generator = seeded_generator(seed)
+        self.seeded = seed is not None  # (else a ticket stores the frozen weights: ticket.py)
         self.structure_name = structure
         with float32_draws() as default:
             self.structure = STRUCTURES.get(structure)(

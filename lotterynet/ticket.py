@@ -15,7 +15,8 @@ random weights:
   you, as ``load_state_dict`` does, replays the recorded ``convert()`` calls (arguments and
   seeds) on it, then applies masks and tensors. The frozen tensors inside subnet layers are
   regenerated (from the convert seeds, or your layers' own seeds); frozen tensors outside them
-  (norms, tokens, embeddings frozen by ``convert``) are stored.
+  (norms, tokens, embeddings frozen by ``convert``), and those of a subnet layer made without a
+  seed (``SubnetLinear(..., seed=None)``, drawn from torch's global generator), are stored.
 
 Tensors laid out channels last (``model.to(memory_format=torch.channels_last)``) are listed by
 name and come back so: a convolution's result depends on the layout, by float rounding.
@@ -101,23 +102,29 @@ def _masked_modules(model: nn.Module) -> dict[str, MaskedWeight]:
     return {n: m for n, m in model.named_modules() if isinstance(m, MaskedWeight)}
 
 
-def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None = None
-                    ) -> set[str]:
+def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None = None,
+                    stored: set[str] | None = None) -> set[str]:
     """The parameters a ticket of ``model`` regenerates: those a fresh build of it freezes.
     For a spec-built model (``spec``: its ticket's, :func:`_ticket_spec`), all that its spec
     (and the recorded ``convert`` calls) freeze, read off a build on the ``meta`` device
     (``probe``, when it is made already); for any other, those its subnet layers froze when
-    they were made (:func:`~lotterynet.layers.record_frozen`). Never the live
-    ``requires_grad``: a model frozen for inference (``requires_grad_(False)``) still stores
-    its trained biases."""
+    they were made (:func:`~lotterynet.layers.record_frozen`) but not those of a layer made
+    without a seed (``seed=None``: drawn from torch's global generator, which no load
+    replays), which the ticket stores. At a load, ``stored`` names what the ticket stores: all
+    that the build froze but those is regenerated (an older lotterynet stored nothing of a
+    layer without a seed, and drew it again). Never the live ``requires_grad``: a model frozen
+    for inference (``requires_grad_(False)``) still stores its trained biases."""
     if spec is not None:
         if probe is None:
             header = {"spec": spec, "converts": _convert_calls(model)}
             with _offline(), torch.device("meta"):
                 probe = _rebuild(header, None)
-        return {name for name, p in probe.named_parameters() if not p.requires_grad}
-    return {f"{prefix}.{name}".lstrip(".") for prefix, m in model.named_modules()
-            if isinstance(m, SUBNET_MODULES) for name in m.frozen_as_built}
+        frozen = {name for name, p in probe.named_parameters() if not p.requires_grad}
+    else:
+        frozen = {f"{prefix}.{name}".lstrip(".") for prefix, m in model.named_modules()
+                  if isinstance(m, SUBNET_MODULES) and (m.seeded or stored is not None)
+                  for name in m.frozen_as_built}
+    return frozen if stored is None else frozen - stored
 
 
 def _split_state(model: nn.Module, frozen: set[str]) -> tuple[dict, dict]:
@@ -515,7 +522,8 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
                           f"limit max_bytes={max_bytes}")
     # (a spec's build: the probe, not again; a model's own copy keeps its live requires_grad,
     # which a model frozen for inference has turned off everywhere: a fresh build)
-    frozen = frozen_as_built(probe, header["spec"], probe if model is None else None)
+    frozen = frozen_as_built(probe, header["spec"], probe if model is None else None,
+                             set(header["tensors"]))
     _check_fits(probe, header, path, frozen, any_float=True)
     return _rebuild(header, model), frozen
 

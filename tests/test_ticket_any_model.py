@@ -285,6 +285,41 @@ def test_hand_built_subnet_layers(tmp_path):
         load_ticket(tmp_path / "t.ticket", model=make(1))
 
 
+class Unseeded(nn.Module):
+    def __init__(self, seed=None):
+        super().__init__()
+        self.fc = ln.SubnetLinear(6, 4, True, sparsity=0.5, seed=seed)
+        self.attn = ln.SubnetMultiheadAttention(4, 2, add_bias_kv=True, batch_first=True,
+                                                sparsity=0.5, seed=seed)
+
+    def forward(self, x):
+        x = self.fc(x)
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+def test_subnet_layers_made_without_a_seed_store_their_frozen_weights(tmp_path):
+    """A subnet layer made without a seed draws its frozen weights from torch's global
+    generator, which no load replays: its ticket stores them, so a fresh model loads it, and
+    one with seeded layers too (it was "different frozen random weights", at load). An older
+    lotterynet's ticket of such layers stored none: it still loads where the global generator
+    is replayed, and only there."""
+    torch.manual_seed(0)
+    model = Unseeded()
+    ln.global_topk(model, 0.7)
+    save_ticket(model, tmp_path / "t.ticket")
+    x = torch.randn(2, 3, 6)
+    for fresh in (Unseeded(), Unseeded(seed=1)):
+        assert torch.equal(load_ticket(tmp_path / "t.ticket", model=fresh)(x), model(x))
+    for layer in model.modules():  # as an older lotterynet saved it
+        if isinstance(layer, ln.SUBNET_MODULES):
+            layer.seeded = True
+    save_ticket(model, tmp_path / "older.ticket")
+    torch.manual_seed(0)
+    assert torch.equal(load_ticket(tmp_path / "older.ticket", model=Unseeded())(x), model(x))
+    with pytest.raises(TicketError, match="different frozen"):
+        load_ticket(tmp_path / "older.ticket", model=Unseeded())
+
+
 
 def test_a_layer_used_twice_is_stored_once(tmp_path):
     """A module registered under two names (one layer applied twice) is one mask in the
