@@ -236,10 +236,18 @@ def _as_saved(regenerated: dict, digest: str, saved_dtypes: list[str] | None = N
     return None
 
 
+def _trained(model: nn.Module) -> nn.Module:
+    """The model an :class:`~lotterynet.module.EdgePopupModule` trains (``module.model``, which
+    ``build_model`` made: its ticket has the spec), or ``model`` itself."""
+    lightning = sys.modules.get(f"{__package__}.module")  # (not imported: no such module)
+    return uncompiled(model.model) if lightning and isinstance(
+        model, lightning.EdgePopupModule) else model
+
+
 def frozen_digest(model: nn.Module) -> str:
     """sha256 over the names and bytes of the frozen parameters a load of ``model``'s ticket
     regenerates."""
-    model = uncompiled(model, "frozen_digest")
+    model = _trained(uncompiled(model, "frozen_digest"))
     return tensors_digest(_split_state(model, frozen_as_built(model, _ticket_spec(model)))[0])
 
 
@@ -286,8 +294,9 @@ def _meta_tensor(state: dict) -> str | None:
 
 def save_ticket(model: nn.Module, path) -> int:
     """Write ``model``'s ticket to ``path``; returns the file size in bytes. Any model holding
-    subnet layers can be saved (module docstring for what is stored)."""
-    model = uncompiled(model, "save_ticket")
+    subnet layers can be saved (module docstring for what is stored); for an
+    :class:`~lotterynet.module.EdgePopupModule`, the model it trains (``module.model``)."""
+    model = _trained(uncompiled(model, "save_ticket"))
     masked = _masked_modules(model)
     if not masked:
         raise ValueError("the model has no subnet (maskable) layers: nothing to save as a ticket")
@@ -580,7 +589,8 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     ``model=None``: rebuilt from the ticket's spec (models made by ``build_model``, converted
     further or not). Otherwise ``model`` is the architecture (a fresh instance, as for
     ``load_state_dict``): the ticket's recorded ``convert()`` calls are replayed on it, in
-    place, and the result returned.
+    place, and the result returned (an :class:`~lotterynet.module.EdgePopupModule` given for a
+    ticket with a spec: its model loaded, the module returned).
     ``max_bytes`` bounds the payload and the model (spec-built, or yours once converted).
     Raises :class:`TicketError` for any file or model that does not match, before allocating
     what a hostile header asks for.
@@ -592,6 +602,8 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
             or max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive integer (bytes), got {max_bytes!r}")
     header, compressed = read_header(path, max_bytes)
+    if model is not None and header["spec"] is not None:
+        model = _trained(model)  # (a ticket without one: an older one of the whole module)
     built = model is None
     try:
         with _offline():
@@ -625,4 +637,5 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     _impose_masks(model, header["masks"], payload)
     _restore_tensors(model, header["tensors"], stored, payload)
     _restore_layouts(model, header.get("channels_last", []), path)  # (older tickets: none)
-    return compiled if compiled is not None and uncompiled(compiled) is model else model
+    return compiled if compiled is not None and _trained(uncompiled(compiled)) is model \
+        else model

@@ -105,6 +105,21 @@ def test_global_topk_ks_survive(tmp_path):
     assert {n: m.k for n, m in loaded.named_modules() if isinstance(m, ln.MaskedWeight)} == ks
 
 
+def test_a_lightning_modules_ticket_is_its_models(tmp_path):
+    """save_ticket of an EdgePopupModule writes the ticket of the model it trains, which
+    build_model made: with its spec, so the path alone loads it (it was saved without, as the
+    module's, and the path alone was refused); into a module, its model loads."""
+    module = ln.EdgePopupModule({"name": "fc2", "width": 8, "sparsity": 0.5, "seed": 0})
+    with torch.no_grad():
+        module.model[1].structure.weight.scores.neg_()  # another mask than a fresh build's
+    save_ticket(module, tmp_path / "t.ticket")
+    x = torch.randn(2, 1, 28, 28)
+    assert_same_ticket(module.model.eval(), load_ticket(tmp_path / "t.ticket").eval(), x)
+    into = ln.EdgePopupModule({"name": "fc2", "width": 8, "sparsity": 0.5, "seed": 0})
+    assert load_ticket(tmp_path / "t.ticket", model=into) is into
+    assert_same_ticket(module.model, into.model.eval(), x)
+
+
 def test_fresh_process_rebuilds_bit_identically(tmp_path):
     model = trained(CNN, IMAGES)
     save_ticket(model, tmp_path / "t.ticket")
