@@ -38,7 +38,9 @@ def adamw(params, *, lr, momentum, weight_decay):
 
 @SCHEDULERS.register("cosine")
 def cosine(optimizer, *, epochs):
-    """Cosine annealing to 0 over ``epochs`` (stepped once per epoch)."""
+    """Cosine annealing to 0 over ``epochs`` (stepped once per epoch): torch's
+    ``CosineAnnealingLR``, whose rate climbs back after ``epochs`` steps (it is periodic), so
+    a loop must not step it further (``EdgePopupModule`` refuses a Trainer that would)."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"the cosine schedule needs its length: optim['epochs'] or the "
                          f"Trainer's max_epochs, got {epochs!r} (a Trainer bounded by "
