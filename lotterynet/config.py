@@ -350,7 +350,9 @@ def lightning_devices(values: dict) -> dict:
 
 
 def section_mapping(data: dict, section: str, where: str) -> dict:
-    value = data.get(section) or {}
+    """The mapping under ``section`` (none, or a bare ``section:``, is empty); an empty list,
+    ``false``, ``0`` or ``''`` there is refused like any other non-mapping, not read as empty."""
+    value = {} if data.get(section) is None else data[section]
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: {section} must be a mapping of options, got {value!r}")
     return value

@@ -258,6 +258,9 @@ CASES = [
      ["--trainer.max_epochs 4 is not for a sweep"]),
     (["--config", "{cfg_bool_epochs}"], ["True", "epochs", "integer"]),
     (["--config", "{cfg_list_arch}"], ["['fc2']", "arch", "string"]),
+    # (an empty list or false was read as an empty section)
+    (["--config", "{cfg_model_empty_list}"], ["model must be a mapping", "got []"]),
+    (["--config", "{cfg_trainer_false}"], ["trainer must be a mapping", "got False"]),
     (["--config", "{cfg_binary}"], ["cfg_binary", "cannot be read"]),
     (["--config", "{tmp}"], ["is a folder; give the file in it"]),
     # sweep files and flags
@@ -676,6 +679,8 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "cfg_trainer_epochs": {"trainer": {"max_epochs": 3}},
         "cfg_bool_epochs": {"epochs": True}, "cfg_list_arch": {"arch": ["fc2"]},
         "cfg_binary": b"\xff\xfe\x00\x81binary", "cfg_trainer_list": {"trainer": [1]},
+        "cfg_model_empty_list": {"arch": "fc2", "model": []},
+        "cfg_trainer_false": {"trainer": False},
         "cfg_model_unknown": {"model": {"learning_rate": 0.1}},
         "cfg_score_init": {"model": {"score_init": "wider"}},
         "cfg_model_kwargs": {"model": {"model_kwargs": [7]}},
