@@ -429,7 +429,7 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"{where} not found")
     try:
-        data = yaml.load(path.read_text(), Loader=ConfigLoader) or {}
+        data = yaml.load(path.read_text(), Loader=ConfigLoader)
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{where} cannot be read as text: "
                           f"{getattr(err, 'strerror', None) or err}") from None
@@ -439,7 +439,9 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
         raise ConfigError(f"{where} nests too deep to read (the YAML reader hit Python's "
                           f"recursion limit, {sys.getrecursionlimit()}); no option needs "
                           f"that") from None
-    if not isinstance(data, dict):
+    if data is None:  # an empty file, or comments only
+        return {}
+    if not isinstance(data, dict):  # ([] and false too: they were read as an empty file)
         raise ConfigError(f"{where} must hold {holds}")
     return data
 

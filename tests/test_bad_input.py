@@ -261,6 +261,8 @@ CASES = [
     # (an empty list or false was read as an empty section)
     (["--config", "{cfg_model_empty_list}"], ["model must be a mapping", "got []"]),
     (["--config", "{cfg_trainer_false}"], ["trainer must be a mapping", "got False"]),
+    (["--config", "{cfg_empty_list}"], ["cfg_empty_list", "mapping"]),
+    (["--sweep", "{sw_false}"], ["sw_false", "mapping"]),
     (["--config", "{cfg_binary}"], ["cfg_binary", "cannot be read"]),
     (["--config", "{tmp}"], ["is a folder; give the file in it"]),
     # sweep files and flags
@@ -680,7 +682,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "cfg_bool_epochs": {"epochs": True}, "cfg_list_arch": {"arch": ["fc2"]},
         "cfg_binary": b"\xff\xfe\x00\x81binary", "cfg_trainer_list": {"trainer": [1]},
         "cfg_model_empty_list": {"arch": "fc2", "model": []},
-        "cfg_trainer_false": {"trainer": False},
+        "cfg_trainer_false": {"trainer": False}, "cfg_empty_list": "[]\n", "sw_false": "false\n",
         "cfg_model_unknown": {"model": {"learning_rate": 0.1}},
         "cfg_score_init": {"model": {"score_init": "wider"}},
         "cfg_model_kwargs": {"model": {"model_kwargs": [7]}},
