@@ -78,7 +78,14 @@ _register(DatasetSpec("cifar10", "CIFAR10", "cifar-10-batches-py/{data_batch_1..
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    return Path(data_dir or os.environ.get(DATA_ENV) or "data")
+    root = Path(data_dir or os.environ.get(DATA_ENV) or "data")
+    try:
+        root.resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop (RuntimeError before Python 3.13)
+        raise DatasetNotFound(f"the data folder {str(root)!r} cannot be reached: a symbolic "
+                              f"link on its way leads in a loop; point --data-dir or "
+                              f"${DATA_ENV} at the folder that holds the data") from None
+    return root
 
 
 def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> DatasetCorrupt:

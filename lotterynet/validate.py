@@ -66,7 +66,12 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> None:
     """``path`` is, or can be created as, a folder we may write in: probed by creating (and
     removing) a temporary folder in its nearest existing ancestor."""
     path = Path(path)
-    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor))
+    existing = next(p for p in (path, *path.parents)
+                    if os.path.lexists(p) or p == Path(p.anchor))
+    if existing.is_symlink() and not existing.exists():  # (mkdir under it: a traceback)
+        raise ConfigError(f"{flag} {str(path)!r}: {str(existing)!r} is a symbolic link that "
+                          f"leads nowhere (broken, or a loop); point it at a folder, or choose "
+                          f"another")
     if not existing.is_dir():
         raise ConfigError(f"{flag} {str(path)!r}: {str(existing)!r} is a file, not a folder")
     try:

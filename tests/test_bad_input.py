@@ -348,6 +348,9 @@ CASES = [
     (["--limit-train", "1000000"], ["limit_train 1000000", "55,000"]),
     (["--stop-after", "50"], ["stop_after 50", "10 epochs"]),
     (["--data-dir", "{a_file}"], ["a_file", "not a folder"]),
+    # (a symbolic link loop on the way: a traceback at the run's mkdir, at the data's resolve())
+    (["--out", "{loop}/run"], ["--out", "loop' is a symbolic link that leads nowhere"]),
+    (["--data-dir", "{loop}/data"], ["data folder", "loop/data", "symbolic link", "loop"]),
     (["--trainer.fast_dev_run", "true"], ["fast_dev_run", "debugging"]),
     (["--trainer.max_steps", "0"], ["max_steps", "-1"]),
     (["--trainer.max_epochs"], ["--trainer.max_epochs needs a value"]),
@@ -747,6 +750,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
                          "cells": ["p/a", "q/a"]},
     }
     names = {name: write(tmp_path / name, data) for name, data in configs.items()}
+    (tmp_path / "loop").symlink_to("loop")
     loose = tmp_path / "loose" / "loose.ckpt"  # a checkpoint copied out of its run
     loose.parent.mkdir()
     shutil.copy(run / "checkpoints" / "last.ckpt", loose)
@@ -757,7 +761,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
             "tmp": str(tmp_path), "done": str(finished_run / "checkpoints" / "last.ckpt"),
             "ticket": str(finished_run / "model.ticket"),
             "finished_dir": str(finished_run), "other_run": str(other),
-            "a_file": write(tmp_path / "a_file", "x")}
+            "loop": str(tmp_path / "loop"), "a_file": write(tmp_path / "a_file", "x")}
 
 
 def alias_bomb(indent: str) -> str:
