@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import inspect
 import json
 import math
 import netrc
@@ -620,6 +621,12 @@ def _check_name(registry: Registry, value: str) -> None:
         raise ConfigError(str(err)) from None
 
 
+def names_a_model(builder: Callable) -> bool:
+    """Whether an architecture's builder is a family that ``--arch FAMILY:NAME`` names a model
+    of (its ``model_name``), as ``timm`` is."""
+    return "model_name" in inspect.signature(builder).parameters
+
+
 WIDE = "wide"
 
 
@@ -696,7 +703,12 @@ def validate(config: RunConfig) -> None:
     from .validate import check_hardware, check_timm_model
 
     family, family_kwargs = split_arch(config.arch)
-    _check_name(MODELS, family)
+    if family not in MODELS or bool(family_kwargs) != names_a_model(MODELS.get(family)):
+        # (fc2:x was checked as a timm model name; a bare timm failed to build, unnamed)
+        choices = [f"{n}:<model name>" if names_a_model(MODELS.get(n)) else n
+                   for n in MODELS.names()]
+        raise ConfigError(f"unknown architecture {config.arch!r}; valid choices: "
+                          f"{', '.join(choices)}")
     if family_kwargs and (config.structure == WIDE or config.train_weights
                           or config.subnet_convs or config.fan_in != "hidden"):
         raise ConfigError(f"--arch {config.arch!r} is converted layer by layer; --structure wide, "
