@@ -416,7 +416,8 @@ def main(argv=None) -> None:
               "n_max": (lambda v: 1 <= v <= 22, "in [1, 22] (2^n sums are enumerated)"),
               "trials": (lambda v: 1 <= v <= 10_000, "in [1, 10000]"),
               "widths": (lambda v: len(v) >= 2 and all(0 < w <= 10**7 for w in v),
-                         "at least two positive layer widths, e.g. 784,500,10")}
+                         "at least two positive layer widths of at most 10,000,000, e.g. "
+                         "784,500,10")}
     for name, (valid, what) in checks.items():
         value = getattr(args, name)  # (None: an option this command does not read)
         if value is not None and not valid(value):

@@ -185,6 +185,7 @@ def test_cli_help_says_which_gamma_density_is(capsys):
     (["--epsilon", "0"], "--epsilon must be a number in [1e-12, 1), got 0.0"),
     (["--delta", "nan"], "--delta must be"),
     (["--widths", "784"], "--widths must be at least two positive layer widths"),
+    (["--widths", "20000000,10"], "layer widths of at most 10,000,000"),  # (said: positive)
     (["--widths", "784,,10"], "is not comma-separated integers"),
     (["--C", "-3"], "--C must be a positive number"),
     (["--C", "1e308"], "--C must be a positive number below 1e+06, got 1e+308"),
