@@ -201,7 +201,11 @@ def natale_terms(a: int, b: int, ell: int, epsilon: float, gamma_: float,
     (the right side grows like log² n, so the iterates fall to that point, each one meeting the
     inequality). From below the iteration stopped at a spurious small root where the log's
     argument is under 2 (ℓ = 3, a = b = 1, ε = 0.99, γ′ = 1/4: n = 2, whose right side is
-    3.2; the inequality holds from n = 47 on)."""
+    3.2; the inequality holds from n = 47 on). ``0 < γ′ ≤ 1/2``: the proof prunes by
+    Corollary 1, which needs ``k = γ′n ≤ n/2``."""
+    if not 0.0 < gamma_ <= 0.5:
+        raise ValueError(f"γ′ must be in (0, 1/2] (Natale et al.'s Corollary 1: k ≤ n/2), "
+                         f"got {gamma_!r}")
     base = math.log2(2 * ell * a * b * gamma_ / epsilon)  # + log2 n: no overflow at n = 1e300
     n = 1e300
     for _ in range(200):
@@ -219,9 +223,8 @@ def natale(widths, epsilon, delta, *, density: float = 0.1, c_amp: float = 1.0,
     ``ρ = max_i max{n_i/n_{i-1}, n_{i-1}/n_i}`` and ``γ′ = γ/ρ``, layer i gets
     ``2 n_{i-1} n_i^*`` hidden units (``M_{2i-1} ∈ R^{2 n_{i-1} n_i^* × n_{i-1}}``), n_i^* from
     Eq. (28) with ``min{ε, δ}`` in place of ε (the paper's App. F sets them equal), and each
-    target weight keeps ``k_i = γ′ n_i^*`` terms per sign half. ``γ′ ≤ 1/2``: the proof
-    prunes by Corollary 1, which needs ``k ≤ n/2``. c_amp is a constant the paper does not
-    quantify (default 1)."""
+    target weight keeps ``k_i = γ′ n_i^*`` terms per sign half (``γ′ ≤ 1/2``:
+    :func:`natale_terms`). c_amp is a constant the paper does not quantify (default 1)."""
     check_probability("density", density)
     check_constant("c_amp", c_amp)
     ell, m = len(widths) - 1, min(epsilon, delta)

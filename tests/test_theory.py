@@ -115,6 +115,8 @@ def test_natale_sparser_tickets_need_wider_networks():
      r"density 0\.6 keeps γ′ = density/ρ = 0\.6 .* needs γ′ ≤ 1/2 .* at most 0\.5$"),
     (lambda: theory.width_table((100, 80), 0.1, density=0.7),
      r"γ′ = density/ρ = 0\.56 of each subset-sum block \(ρ = 1\.25\).* at most 0\.625$"),
+    (lambda: theory.natale_terms(784, 10, 1, 0.1, 9 / 16),  # (γ′ = k/n, not via natale)
+     r"γ′ must be in \(0, 1/2\] \(Natale et al.'s Corollary 1: k ≤ n/2\), got 0\.5625$"),
     (lambda: theory.natale((784, 10), 0.1, 0.1, c_amp=1e308),
      r"c_amp must be a positive number below 1e\+06, got 1e\+308"),
     (lambda: theory.pensia((784, 10), 0.1, 0.1, C=1e308), r"C must be .* got 1e\+308"),
