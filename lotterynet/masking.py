@@ -279,11 +279,13 @@ def laid_out_as(mask: torch.Tensor, like: torch.Tensor, members: int | None = No
     both tensors in one order (mixed layouts: ~2x slower on the CPU, 2.4M entries 0.94 against
     0.50 ms) and the user's ``layer.mask()`` has the scores' layout. A contiguous ``like`` (the
     usual case) costs no copy. ``members``: ``mask`` holds that many masks of ``like``'s shape
-    one after another (a stack's, ``(members, *like.shape)``), each laid out as ``like``."""
+    one after another (a stack's, ``(members, *like.shape)``), each laid out as ``like``
+    (up to the strides of size-1 dimensions: a 1x1 kernel's mask is not copied)."""
     shape = like.shape if members is None else (members, *like.shape)
     mask = mask.view(shape)
-    if mask.stride()[mask.dim() - like.dim():] == like.stride():
-        return mask
+    if all(a == b for a, b, n in zip(mask.stride()[mask.dim() - like.dim():], like.stride(),
+                                     like.shape) if n > 1):
+        return mask  # (one memory order: a size-1 dimension's stride orders nothing)
     layout = torch.empty_like(like, device="meta").stride()  # like's (a dense one if it is not)
     if members is not None:
         layout = (like.numel(), *layout)

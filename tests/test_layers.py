@@ -312,6 +312,20 @@ def test_a_channels_last_layers_mask_is_laid_out_as_its_weight(in_channels):
     assert torch.equal(got, expected) and got.stride() == expected.stride()
 
 
+def test_a_mask_laid_out_as_a_1x1_channels_last_weight_is_not_copied():
+    """A 1x1 kernel's channels_last strides differ from the contiguous ones only in its size-1
+    dimensions, one memory order: laid_out_as returns the mask itself (it copied it, on every
+    ranking), and copies where the order differs."""
+    from lotterynet.masking import laid_out_as
+
+    mask = torch.arange(64 * 32 * 9.0)
+    for shape, copied in (((64, 32, 1, 1), False), ((64, 32, 3, 3), True)):
+        like = torch.empty(shape).to(memory_format=torch.channels_last)
+        laid = laid_out_as(mask[:like.numel()], like)
+        assert (laid.data_ptr() != mask.data_ptr()) == copied
+        assert torch.equal(laid, mask[:like.numel()].view(shape))
+
+
 @pytest.mark.parametrize("kw", ALL_STRUCTURES)
 def test_autocast_gives_what_torch_layers_give(kw):
     """Under CPU bf16 autocast every structure with a bias returns what nn.Linear / nn.Conv2d
