@@ -48,6 +48,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -176,18 +177,21 @@ def covering_patterns(model: nn.Module, names: Iterable[str]) -> list[str]:
     return patterns
 
 
-def _plain_numbers(value):
+def plain_numbers(value):
     """``value`` with numbers of other types (numpy scalars, ``Fraction``) as Python ints and
-    floats, inside lists and dicts too: what the layers are built with is what a ticket
-    records (JSON) and replays."""
+    floats, and numpy's other scalars (``np.bool_``, ``np.str_``) as Python's, inside lists,
+    tuples and dicts too: what a model or its layers are built with is what a ticket records
+    (JSON) and replays, and what a ``weights_only`` checkpoint holds."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, np.generic):
+        return value.item()
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain_numbers(v) for v in value)
+        return type(value)(plain_numbers(v) for v in value)
     if isinstance(value, dict):
-        return {k: _plain_numbers(v) for k, v in value.items()}
+        return {k: plain_numbers(v) for k, v in value.items()}
     return value
 
 
@@ -463,7 +467,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     model = uncompiled(compiled)
     _check_layer_options(layer_options)
     seed = check_seed(seed)
-    sparsity, layer_options = _plain_numbers(sparsity), _plain_numbers(layer_options)
+    sparsity, layer_options = plain_numbers(sparsity), plain_numbers(layer_options)
     bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
     others_trainable = OTHERS_MODES.get(others)
     include = None if include is None else _patterns(include, "include")

@@ -6,11 +6,10 @@ take a ``seed``.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from .convert import CONVERT_RECORD
+from .convert import CONVERT_RECORD, plain_numbers
 from .distributions import float32_draws
 from .registry import Registry
 
@@ -24,26 +23,13 @@ def split_arch(arch: str) -> tuple[str, dict]:
     return (family, {"model_name": model_name}) if colon else (arch, {})
 
 
-def plain_values(value):
-    """``value`` with its numpy scalars made Python's, in dicts, lists and tuples too. A spec
-    of numpy numbers (a sparsity from ``np.linspace``) builds what the same Python numbers
-    build, which a ticket's JSON header and a ``weights_only`` checkpoint can hold."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {key: plain_values(item) for key, item in value.items()}
-    if type(value) in (list, tuple):
-        return type(value)(plain_values(item) for item in value)
-    return value
-
-
 def build_model(name: str, **kwargs) -> nn.Module:
     """The model ``name`` builds (a registered family, or ``family:model`` as ``--arch`` spells
     it: ``build_model("timm:resnet18", ...)`` is ``build_model("timm", model_name="resnet18",
     ...)``); ``model.spec`` records the arguments, in the second form, numpy scalars as Python
-    numbers (:func:`plain_values`)."""
+    numbers (:func:`~lotterynet.convert.plain_numbers`)."""
     family, extra = split_arch(name)
-    kwargs = plain_values(kwargs)
+    kwargs = plain_numbers(kwargs)
     with float32_draws() as default:  # a seed's numbers, whatever the default dtype
         model = MODELS.get(family)(**extra, **kwargs)
     if default != torch.float32:

@@ -20,11 +20,12 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from .convert import plain_numbers
 from .datamodule import TensorDataModule
 from .graphs import StepGraphs
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import masked_weights
-from .models import MODELS, build_model, plain_values, split_arch
+from .models import MODELS, build_model, split_arch
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 from .stacked import frozen_prefix
 
@@ -103,8 +104,9 @@ class EdgePopupModule(pl.LightningModule):
         if unknown:
             raise ValueError(f"unknown optimizer setting {unknown[0]!r}; valid keys: "
                              f"{', '.join(DEFAULT_OPTIM)}")
-        # (numpy numbers as Python's: a checkpoint loads with torch.load(weights_only=True))
-        spec, optim = plain_values(spec), plain_values({**DEFAULT_OPTIM, **(optim or {})})
+        # The hyperparameters with numpy numbers as Python's, which a checkpoint loaded with
+        # torch.load(weights_only=True) holds (build_model makes its model.spec so itself).
+        spec, optim = plain_numbers(spec), plain_numbers({**DEFAULT_OPTIM, **(optim or {})})
         check_optim(optim)
         self.num_classes = spec_value(spec, "num_classes")
         if self.num_classes is None:

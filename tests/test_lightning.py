@@ -125,13 +125,15 @@ def test_numpy_numbers_in_a_spec_are_kept_as_python_numbers(tmp_path):
     checkpoints did not load with torch.load(weights_only=True) (nor load_from_checkpoint,
     'Unsupported global: numpy._core.multiarray.scalar'), and save_ticket refused the model
     after its training ('not JSON-able')."""
-    spec = {"name": "fc2", "width": np.int64(4), "structure": "dense",
-            "sparsity": np.linspace(0, 1, 5)[2], "seed": np.int64(3)}
+    spec = {"name": "fc2", "width": np.int64(4), "structure": np.str_("dense"),
+            "sparsity": np.linspace(0, 1, 5)[2], "seed": np.int64(3), "trained": np.False_}
     module = ln.EdgePopupModule(spec, {"lr": np.float32(0.5)})
     torch.save(dict(module.hparams), tmp_path / "hparams.pt")
     saved = torch.load(tmp_path / "hparams.pt", weights_only=True)
     assert saved["spec"] == module.model.spec == {**spec, "width": 4, "sparsity": 0.5, "seed": 3}
-    assert [type(saved["spec"][key]) for key in ("width", "sparsity", "seed")] == [int, float, int]
+    keys = ("width", "structure", "sparsity", "seed", "trained")
+    for got in (saved["spec"], module.model.spec):
+        assert [type(got[key]) for key in keys] == [int, str, float, int, bool]
     assert type(saved["optim"]["lr"]) is float
     ln.save_ticket(module.model, tmp_path / "model.ticket")
     x = torch.randn(2, 1, 28, 28)
