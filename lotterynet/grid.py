@@ -25,14 +25,13 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .config import (
     WIDE,
     ConfigError,
     RunConfig,
     check_path,
     check_wandb_names,
+    dump_yaml,
     flatten_sections,
     given_flags,
     make_config,
@@ -311,7 +310,7 @@ def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path) -> Path:
     from .checkpointing import write_text_atomic  # (torch: only once there is a file to write)
 
     def write(target: Path, data: dict) -> None:
-        write_text_atomic(target, WANDB_SWEEP_MARK + yaml.safe_dump(data, sort_keys=False))
+        write_text_atomic(target, WANDB_SWEEP_MARK + dump_yaml(data, sort_keys=False))
 
     cells = dataclasses.asdict(sweep)
     if cells["base"].get("data_dir"):  # (agents may start in another folder)

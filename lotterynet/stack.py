@@ -45,7 +45,6 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-import yaml
 
 from .checkpointing import (
     CheckpointError,
@@ -63,6 +62,7 @@ from .config import (
     RunConfig,
     changed_fields,
     check_path,
+    dump_yaml,
     make_config,
     read_options,
     read_yaml_mapping,
@@ -573,9 +573,8 @@ def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
     stack_dir.mkdir(parents=True, exist_ok=True)
     path = stack_dir / STACK_FILE
     members = members_in(stack_dir, configs, cell_dirs)
-    write_text_atomic(path, yaml.safe_dump({"members": members,
-                                            "cells": [m["out"] for m in members]},
-                                           sort_keys=False))
+    write_text_atomic(path, dump_yaml({"members": members,
+                                       "cells": [m["out"] for m in members]}, sort_keys=False))
     return path
 
 

@@ -49,7 +49,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import yaml
 
 from .checkpointing import (
     CheckpointError,
@@ -64,6 +63,7 @@ from .config import (
     RunConfig,
     changed_fields,
     device_count,
+    dump_yaml,
     make_config,
 )
 from .datamodule import TensorDataModule
@@ -333,7 +333,7 @@ def cell_job(name: str, config: RunConfig) -> Job:
     cell_dir = Path(config.out)
     cell_dir.mkdir(parents=True, exist_ok=True)
     config_file = cell_dir / "cell.yaml"
-    write_text_atomic(config_file, yaml.safe_dump(config.to_dict()))
+    write_text_atomic(config_file, dump_yaml(config.to_dict()))
     return Job(f"cell {name}", ["--config", str(config_file)], cell_dir / CELL_LOG, [name])
 
 

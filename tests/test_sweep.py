@@ -21,10 +21,10 @@ import lotterynet.grid as grid_module
 import lotterynet.sweep as sweep_module
 from conftest import REPO, STD_CONVS, TINY_BIT, default_sigint, processes_mentioning
 from lotterynet.cli import build_parser, given_values, main
-from lotterynet.config import ConfigError, make_config
+from lotterynet.config import ConfigError, ConfigLoader, make_config
 from lotterynet.grid import Overrides, Sweep, cell_name, load_sweep, parse_variant, variant_label
 from lotterynet.run import run
-from lotterynet.stack import StackRecord, write_stack_file
+from lotterynet.stack import StackRecord, read_stack_file, write_stack_file
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
         "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
@@ -447,6 +447,24 @@ def test_wandb_sweep_files_its_runs_where_the_cells_log_and_runs_anywhere(tmp_pa
     assert Path(spec["program"]).is_absolute() and Path(spec["program"]).is_file()
     cells = yaml.safe_load((tmp_path / "w.cells.yaml").read_text())
     assert cells["base"]["data_dir"] == str(tmp_path / "data")
+
+
+def test_the_files_a_sweep_writes_read_back_strings_that_look_like_numbers(tmp_path):
+    """A cell's ``cell.yaml`` (``--config``, a ``--jobs-per-device`` job), a stack's
+    ``stack.yaml`` (``--stack-file``) and a W&B sweep's cells file (``--sweep``, every agent)
+    were written with ``yaml.safe_dump``: a W&B group or folder named ``1e3`` or ``5E-2`` was
+    written bare and read back as the number 1000.0 or 0.05 (refused)."""
+    names = {"wandb_group": "1e3", "data_dir": "5E-2"}
+    config = make_config({"arch": "fc2", "out": str(tmp_path / "cells" / "a"), **names})
+    cell = sweep_module.cell_job("a", config)
+    assert yaml.load(Path(cell.argv[1]).read_text(), Loader=ConfigLoader) == config.to_dict()
+    stack_file = write_stack_file([config], tmp_path / "stacks" / "s", [tmp_path / "cells" / "a"])
+    member = read_stack_file(stack_file)[0][0]
+    assert (member.wandb_group, member.data_dir) == ("1e3", "5E-2")
+    argv = ["--sweep", str(REPO / "configs" / "sweeps" / "cpu_fc2.yaml"), "--wandb-group", "1e3"]
+    assert main([*argv, "--wandb-sweep", str(tmp_path / "w.yaml")]) == 0
+    args = build_parser().parse_args(["--sweep", str(tmp_path / "w.cells.yaml")])
+    assert load_sweep(args, given_values(args)).base["wandb_group"] == "1e3"
 
 
 @pytest.mark.parametrize("holds", ["notes.txt", "results.json"])
