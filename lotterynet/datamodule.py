@@ -22,7 +22,6 @@ convolutions) has them applied to each split once (:meth:`TensorDataModule.encod
 from __future__ import annotations
 
 import contextlib
-import numbers
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 from .augment import AUGMENTATIONS, batch_seed, unchanged
 from .config import SEED_MAX
 from .data import DATASETS, load_split, resolve_data_dir
+from .distributions import check_seed
 from .errors import DatasetCorrupt, DatasetNotFound
 from .structures import check_positive_int
 
@@ -165,12 +165,11 @@ class TensorDataModule(pl.LightningDataModule):
             check_positive_int("limit_train", limit_train)
         if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
             raise ValueError(f"val_size must be an integer >= 0, got {val_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or \
-                not 0 <= seed <= SEED_MAX:  # (what the epochs' and batches' seeds are made of)
-            raise ValueError(f"seed must be an integer in [0, {SEED_MAX}], got {seed!r}")
+        # the run config's seeds, [0, SEED_MAX]: what the epochs' and batches' seeds are made of
+        seed = check_seed(seed, bits=SEED_MAX.bit_length())
         self.dataset, self.data_dir = dataset, data_dir
         self.batch_size, self.val_size, self.limit_train, self.seed = (
-            batch_size, val_size, limit_train, int(seed))
+            batch_size, val_size, limit_train, seed)
         self.augment = augment
         spec = DATASETS.get(dataset)
         if val_size >= spec.train_size:
