@@ -327,13 +327,13 @@ def save_ticket(model: nn.Module, path) -> int:
         masks[name] = {"shape": list(m.weight.shape), "k": m.kept, **payload.add(bits.tobytes())}
     tensors = {}
     for name, t in stored.items():
-        dtype = str(t.dtype).removeprefix("torch.")
+        dtype = ticket_file.dtype_name(t.dtype)
         if dtype not in DTYPES:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which tickets do not store")
         tensors[name] = {"dtype": dtype, "shape": list(t.shape), **payload.add(_tensor_bytes(t))}
     header = {"spec": spec, "converts": _convert_calls(model), "masks": masks,
               "tensors": tensors, "frozen_sha256": tensors_digest(regenerated),
-              "frozen_dtypes": sorted(str(d).removeprefix("torch.")
+              "frozen_dtypes": sorted(ticket_file.dtype_name(d)
                                       for d in _float_dtypes(regenerated.values())),
               "channels_last": _channels_last(model), "payload_nbytes": payload.size}
     return ticket_file.write(path, header, b"".join(payload.chunks))
@@ -344,7 +344,7 @@ def _entries(model: nn.Module, frozen: set[str]) -> dict[str, dict]:
     [dtype, shape]}}``."""
     stored = _split_state(model, frozen)[1]
     return {"masks": {n: list(m.weight.shape) for n, m in _masked_modules(model).items()},
-            "tensors": {n: [str(t.dtype).removeprefix("torch."), list(t.shape)]
+            "tensors": {n: [ticket_file.dtype_name(t.dtype), list(t.shape)]
                         for n, t in stored.items()}}
 
 

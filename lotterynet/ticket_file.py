@@ -39,7 +39,14 @@ _DIGEST_BYTES = 32
 _ZLIB_LEVEL = 6
 _ZLIB_MAX_RATIO = 1032  # deflate never expands by more than this
 _MAX_NDIM = 16
-DTYPES = {str(d).removeprefix("torch."): d for d in (
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A ticket's name of ``dtype`` (``"float32"``), the key of :data:`DTYPES`."""
+    return str(dtype).removeprefix("torch.")
+
+
+DTYPES = {dtype_name(d): d for d in (
     torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
     torch.int16, torch.int8, torch.uint8, torch.bool)}
 
