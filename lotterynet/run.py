@@ -660,15 +660,17 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
 
 
 @contextlib.contextmanager
-def reporting_interrupts_before_fit(checkpoint: Path, resume: str | None = None,
+def reporting_interrupts_before_fit(checkpoint: Path | None, resume: str | None = None,
                                     resumed: str | None = None):
     """A Ctrl-C or SIGTERM (:class:`Terminated`) before a run's or a stack's fit (its
     checkpoint or data being read, its model built) as :class:`Interrupted`, saying how to
-    go on as in its fit (:func:`how_to_go_on`), or no more where there is nothing to resume."""
+    go on as in its fit (:func:`how_to_go_on`), or no more where there is nothing to resume.
+    ``checkpoint`` None: a fresh run, whose folder may still hold the checkpoint of the run
+    that ``--overwrite`` is about to clear, not its own."""
     try:
         yield
     except (KeyboardInterrupt, Terminated) as stop:
-        raise interrupted(isinstance(stop, Terminated),
+        raise interrupted(isinstance(stop, Terminated), checkpoint and
                           how_to_go_on(checkpoint, resume, resumed)) from None
 
 
@@ -735,9 +737,10 @@ def run(config: RunConfig) -> dict:
     :class:`Interrupted` from its start to its results (:class:`~lotterynet.lifetime.
     SigtermStop`), also outside Lightning's fit and test."""
     with tying_launched_ranks(), stopping_on_sigterm() as sigterm:  # (its DDP ranks die with it)
-        # (in its fit: reporting_interrupts)
-        with reporting_interrupts_before_fit(run_dir_of(config) / CHECKPOINTS / LAST,
-                                             resumed=config.resume):
+        # (in its fit: reporting_interrupts; a fresh run's folder holds no checkpoint of its
+        # own yet, only, with --overwrite, the old run's until it is cleared)
+        own = run_dir_of(config) / CHECKPOINTS / LAST if config.resume else None
+        with reporting_interrupts_before_fit(own, resumed=config.resume):
             return set_up_and_run(config, sigterm)
 
 

@@ -15,14 +15,19 @@ random weights:
   you, as ``load_state_dict`` does, replays the recorded ``convert()`` calls (arguments and
   seeds) on it, then applies masks and tensors. The frozen tensors inside subnet layers are
   regenerated (from the convert seeds, or your layers' own seeds); frozen tensors outside them
-  (norms, tokens, embeddings frozen by ``convert``), and those of a subnet layer made without a
-  seed (``SubnetLinear(..., seed=None)``, drawn from torch's global generator), are stored.
+  (norms, tokens, embeddings frozen by ``convert``) are stored.
+
+Either way the frozen weights of a subnet layer made without a seed (``SubnetLinear(...,
+seed=None)``, drawn from torch's global generator, which no load replays) are stored, 32 bits a
+float32 weight (give the layer a seed for a 1-bit ticket), and load only into a model whose
+layer is made without one too: a ticket never replaces what a seeded layer regenerates.
 
 Tensors laid out channels last (``model.to(memory_format=torch.channels_last)``) are listed by
 name and come back so: a convolution's result depends on the layout, by float rounding.
 
-A sha256 of the regenerated tensors is stored and checked, so a rebuild that draws different
-random values (another torch or timm version, an unseeded layer) is an error, not a silently
+A sha256 of the regenerated tensors (not of the stored ones, which the file holds) is checked,
+so a rebuild that draws different random values (another torch or timm version, or, for a
+ticket of an older lotterynet, which stored none, an unseeded layer) is an error, not a silently
 different network; a model of another shape is refused naming the first tensor that differs.
 
 The file (:mod:`lotterynet.ticket_file`: no pickle, JSON header, zlib payload, sha256) holds
@@ -108,12 +113,14 @@ def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None
     For a spec-built model (``spec``: its ticket's, :func:`_ticket_spec`), all that its spec
     (and the recorded ``convert`` calls) freeze, read off a build on the ``meta`` device
     (``probe``, when it is made already); for any other, those its subnet layers froze when
-    they were made (:func:`~lotterynet.layers.record_frozen`) but not those of a layer made
-    without a seed (``seed=None``: drawn from torch's global generator, which no load
-    replays), which the ticket stores. At a load, ``stored`` names what the ticket stores: all
-    that the build froze but those is regenerated (an older lotterynet stored nothing of a
-    layer without a seed, and drew it again). Never the live ``requires_grad``: a model frozen
-    for inference (``requires_grad_(False)``) still stores its trained biases."""
+    they were made (:func:`~lotterynet.layers.record_frozen`). Either way not those of a
+    subnet layer of ``model`` made without a seed (``seed=None``: drawn from torch's global
+    generator, which no load replays), which the ticket stores; at a load, only those of them
+    that the ticket stores (``stored``: an older lotterynet stored none, and drew them again).
+    A ticket never replaces what a seeded layer regenerates. Never the live ``requires_grad``:
+    a model frozen for inference (``requires_grad_(False)``) still stores its trained biases."""
+    seeded = {f"{prefix}.{name}".lstrip("."): m.seeded for prefix, m in model.named_modules()
+              if isinstance(m, SUBNET_MODULES) for name in m.frozen_as_built}
     if spec is not None:
         if probe is None:
             header = {"spec": spec, "converts": _convert_calls(model)}
@@ -121,10 +128,9 @@ def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None
                 probe = _rebuild(header, None)
         frozen = {name for name, p in probe.named_parameters() if not p.requires_grad}
     else:
-        frozen = {f"{prefix}.{name}".lstrip(".") for prefix, m in model.named_modules()
-                  if isinstance(m, SUBNET_MODULES) and (m.seeded or stored is not None)
-                  for name in m.frozen_as_built}
-    return frozen if stored is None else frozen - stored
+        frozen = set(seeded)
+    unseeded = {name for name, is_seeded in seeded.items() if not is_seeded}
+    return frozen - (unseeded if stored is None else unseeded & stored)
 
 
 def _split_state(model: nn.Module, frozen: set[str]) -> tuple[dict, dict]:
@@ -431,6 +437,11 @@ def _check_fits(model: nn.Module, header: dict, path, frozen: set[str],
                                   "or tensor the model uses twice, as an older lotterynet did "
                                   "(it loaded such a layer wrongly): re-save the ticket with "
                                   "this one, from the trained model or its run's checkpoint")
+            if name not in ours and name in frozen:
+                raise TicketError(f"{path}: the ticket stores {name!r}, which the model "
+                                  "regenerates: a ticket stores the frozen weights of a subnet "
+                                  "layer made without a seed (and no others), which load into "
+                                  "a model whose layer is made without one too")
             if name not in ours:
                 raise TicketError(f"{path}: the model has no {key[:-1]} {name!r} (the ticket "
                                   "was saved from another architecture)")

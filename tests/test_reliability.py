@@ -1026,6 +1026,33 @@ def test_a_resumed_run_stopped_by_sigterm_before_its_own_checkpoint_names_the_on
         assert_same_history_and_result(new, whole)
 
 
+def test_an_overwrite_stopped_before_its_fit_does_not_name_the_old_runs_checkpoint(
+        whole_and_stopped, tmp_path, data_dir, monkeypatch, capsys):
+    """``--out R --overwrite`` stopped while its data is read (R's old run not yet cleared)
+    said "resume with --resume R/checkpoints/last.ckpt": the old run's checkpoint, of another
+    config. A fresh run has no checkpoint to resume before its fit: its line says no more."""
+    import lotterynet.run as run_module
+
+    _, stopped = whole_and_stopped
+    run = tmp_path / "run"
+    shutil.copytree(stopped, run)
+    data_module = run_module.TensorDataModule
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return data_module(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "TensorDataModule", signalled)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main([*SMALL, "--epochs", "2", "--data-dir", str(data_dir), "--out", str(run),
+                     "--overwrite"]) == 143
+    finally:  # (train.py's handler stays on its way out)
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "train.py: error: stopped by SIGTERM"
+
+
 def test_a_finished_run_resumed_into_a_new_out_stopped_testing_names_the_checkpoint(
         whole_and_stopped, tmp_path, monkeypatch, capsys):
     """A checkpoint of all its run's epochs resumed into a new --out (to test it) trains no epoch

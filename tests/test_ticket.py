@@ -120,6 +120,20 @@ def test_a_lightning_modules_ticket_is_its_models(tmp_path):
     assert_same_ticket(module.model, into.model.eval(), x)
 
 
+def test_a_registered_architectures_layers_made_without_a_seed_store_their_weights(
+        tmp_path, monkeypatch):
+    """An architecture of your own, registered in MODELS, whose subnet layer is made without a
+    seed: its ticket stores that layer's frozen weights (as for a model without a spec), so the
+    path alone loads it whatever torch's global generator drew since (was: "different frozen
+    random weights")."""
+    monkeypatch.setitem(MODELS._entries, "unseeded_mlp", lambda *, sparsity, seed: nn.Sequential(
+        ln.SubnetLinear(12, 8, True, sparsity=sparsity), nn.ReLU(),
+        ln.SubnetLinear(8, 5, True, sparsity=sparsity, seed=seed)))
+    model = build_model("unseeded_mlp", sparsity=0.5, seed=0).eval()
+    save_ticket(model, tmp_path / "t.ticket")
+    assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), VECTORS)
+
+
 def test_fresh_process_rebuilds_bit_identically(tmp_path):
     model = trained(CNN, IMAGES)
     save_ticket(model, tmp_path / "t.ticket")

@@ -4,6 +4,7 @@ instance of the user's own architecture; and tickets that must be refused."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import tracemalloc
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 import lotterynet as ln
+from lotterynet import ticket_file
 from lotterynet.ticket import TicketError, load_ticket, save_ticket
 
 
@@ -299,17 +301,18 @@ class Unseeded(nn.Module):
 
 def test_subnet_layers_made_without_a_seed_store_their_frozen_weights(tmp_path):
     """A subnet layer made without a seed draws its frozen weights from torch's global
-    generator, which no load replays: its ticket stores them, so a fresh model loads it, and
-    one with seeded layers too (it was "different frozen random weights", at load). An older
-    lotterynet's ticket of such layers stored none: it still loads where the global generator
-    is replayed, and only there."""
+    generator, which no load replays: its ticket stores them, so a fresh model loads it (it
+    was "different frozen random weights", at load), but not one whose layers are seeded: a
+    ticket never replaces what a load regenerates. An older lotterynet's ticket of such layers
+    stored none: it still loads where the global generator is replayed, and only there."""
     torch.manual_seed(0)
     model = Unseeded()
     ln.global_topk(model, 0.7)
     save_ticket(model, tmp_path / "t.ticket")
     x = torch.randn(2, 3, 6)
-    for fresh in (Unseeded(), Unseeded(seed=1)):
-        assert torch.equal(load_ticket(tmp_path / "t.ticket", model=fresh)(x), model(x))
+    assert torch.equal(load_ticket(tmp_path / "t.ticket", model=Unseeded())(x), model(x))
+    with pytest.raises(TicketError, match="stores 'fc.bias', which the model regenerates"):
+        load_ticket(tmp_path / "t.ticket", model=Unseeded(seed=1))
     for layer in model.modules():  # as an older lotterynet saved it
         if isinstance(layer, ln.SUBNET_MODULES):
             layer.seeded = True
@@ -319,6 +322,29 @@ def test_subnet_layers_made_without_a_seed_store_their_frozen_weights(tmp_path):
     with pytest.raises(TicketError, match="different frozen"):
         load_ticket(tmp_path / "older.ticket", model=Unseeded())
 
+
+@pytest.mark.parametrize("which", ["spec", "converted", "seeded-layers"])
+def test_a_ticket_cannot_replace_frozen_weights_a_load_regenerates(tmp_path, which):
+    """A ticket stores the frozen weights of subnet layers made without a seed, and only those:
+    a forged one that stores those of a layer a load regenerates (spec-built, converted or made
+    with a seed) is refused (they were set, outside the sha256 check)."""
+    make, into = {"spec": (lambda: ln.models.build_model("fc2", width=8, sparsity=0.5, seed=0),
+                           lambda: None),
+                  "converted": (lambda: ln.convert(nn.Linear(6, 4), sparsity=0.5),
+                                lambda: nn.Linear(6, 4)),
+                  "seeded-layers": (lambda: Unseeded(seed=1),) * 2}[which]
+    model = make()
+    save_ticket(model, tmp_path / "t.ticket")
+    name, weight = next((n, p) for n, p in model.named_parameters() if not p.requires_grad)
+    frozen = ln.ticket.frozen_as_built(model, getattr(model, "spec", None)) - {name}
+    rest = ln.ticket.tensors_digest({n: t for n, t in model.state_dict().items() if n in frozen})
+    forged = with_tensors(tmp_path / "t.ticket", tmp_path / "forged.ticket",
+                          {name: torch.full_like(weight, 3.0)},
+                          lambda header: header.update(frozen_sha256=rest))
+    with pytest.raises(TicketError, match=f"stores {re.escape(repr(name))}, which the model "
+                                          "regenerates: a ticket stores the frozen weights of a "
+                                          "subnet layer made without a seed"):
+        load_ticket(forged, model=into())
 
 
 def test_a_layer_used_twice_is_stored_once(tmp_path):
@@ -353,20 +379,11 @@ def test_an_older_ticket_of_a_layer_used_twice_says_to_re_save_it(tmp_path):
 
     model = ln.convert(architecture(), sparsity=0.5, seed=0, bias="trainable")
     save_ticket(model, tmp_path / "t.ticket")
-    header, compressed = ticket_parts(tmp_path / "t.ticket")
-    del header["channels_last"]
-    payload = bytearray(zlib.decompress(compressed))
     twice = {"2.bias": model[0].bias, "2.structure.weight.weight": model[0].structure.weight.weight,
              "2.structure.weight.scores": model[0].structure.weight.scores,
              "2.structure.weight._extra_state": model[0].structure.weight.get_extra_state()}
-    for name, t in twice.items():
-        data = t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-        header["tensors"][name] = {"dtype": str(t.dtype).removeprefix("torch."),
-                                   "shape": list(t.shape), "offset": len(payload),
-                                   "nbytes": len(data)}
-        payload += data
-    header["payload_nbytes"] = len(payload)
-    older = write_ticket(tmp_path / "older.ticket", header, zlib.compress(bytes(payload)))
+    older = with_tensors(tmp_path / "t.ticket", tmp_path / "older.ticket", twice,
+                         lambda header: header.pop("channels_last"))
     with pytest.raises(TicketError, match=r"stores '2\.bias', a second name of a layer or "
                                           r"tensor the model uses twice, as an older lotterynet "
                                           r"did .*: re-save the ticket with this one"):
@@ -378,6 +395,22 @@ def ticket_parts(path):
     data = path.read_bytes()
     header_len = struct.unpack_from("<Q", data, 12)[0]
     return json.loads(data[20:20 + header_len]), data[20 + header_len:-32]
+
+
+def with_tensors(path, out, tensors: dict, edit=lambda header: None):
+    """The ticket at ``path`` written to ``out`` (a valid file) storing ``tensors`` (name:
+    tensor) too, its header ``edit``ed: as a forger, or an older lotterynet, would write it."""
+    header, compressed = ticket_parts(path)
+    edit(header)
+    payload = bytearray(zlib.decompress(compressed))
+    for name, t in tensors.items():
+        data = t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        header["tensors"][name] = {"dtype": ticket_file.dtype_name(t.dtype),
+                                   "shape": list(t.shape), "offset": len(payload),
+                                   "nbytes": len(data)}
+        payload += data
+    header["payload_nbytes"] = len(payload)
+    return write_ticket(out, header, zlib.compress(bytes(payload)))
 
 
 def write_ticket(path, header, compressed):
