@@ -615,7 +615,7 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     header, compressed = read_header(path, max_bytes)
     if model is not None and header["spec"] is not None:
         model = _trained(model)  # (a ticket without one: an older one of the whole module)
-    built = model is None
+    into, built = model, model is None
     try:
         with _offline():
             model, frozen = _build_checked(header, model, path, max_bytes)
@@ -648,5 +648,4 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     _impose_masks(model, header["masks"], payload)
     _restore_tensors(model, header["tensors"], stored, payload)
     _restore_layouts(model, header.get("channels_last", []), path)  # (older tickets: none)
-    return compiled if compiled is not None and _trained(uncompiled(compiled)) is model \
-        else model
+    return compiled if not built and model is into else model

@@ -105,10 +105,12 @@ def test_global_topk_ks_survive(tmp_path):
     assert {n: m.k for n, m in loaded.named_modules() if isinstance(m, ln.MaskedWeight)} == ks
 
 
-def test_a_lightning_modules_ticket_is_its_models(tmp_path):
+def test_a_lightning_modules_ticket_is_its_models(tmp_path, monkeypatch):
     """save_ticket of an EdgePopupModule writes the ticket of the model it trains, which
     build_model made: with its spec, so the path alone loads it (it was saved without, as the
-    module's, and the path alone was refused); into a module, its model loads."""
+    module's, and the path alone was refused); into a module, its model loads. An older
+    ticket, the whole module's, loads into a compiled module and returns it (was: the module,
+    uncompiled)."""
     module = ln.EdgePopupModule({"name": "fc2", "width": 8, "sparsity": 0.5, "seed": 0})
     with torch.no_grad():
         module.model[1].structure.weight.scores.neg_()  # another mask than a fresh build's
@@ -117,6 +119,13 @@ def test_a_lightning_modules_ticket_is_its_models(tmp_path):
     assert_same_ticket(module.model.eval(), load_ticket(tmp_path / "t.ticket").eval(), x)
     into = ln.EdgePopupModule({"name": "fc2", "width": 8, "sparsity": 0.5, "seed": 0})
     assert load_ticket(tmp_path / "t.ticket", model=into) is into
+    assert_same_ticket(module.model, into.model.eval(), x)
+    with monkeypatch.context() as older:  # as an older lotterynet saved it: no spec
+        older.setattr(ln.ticket, "_trained", lambda model: model)
+        save_ticket(module, tmp_path / "older.ticket")
+    into = torch.compile(ln.EdgePopupModule({"name": "fc2", "width": 8, "sparsity": 0.5,
+                                             "seed": 0}))
+    assert load_ticket(tmp_path / "older.ticket", model=into) is into
     assert_same_ticket(module.model, into.model.eval(), x)
 
 
