@@ -661,17 +661,17 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
 
 @contextlib.contextmanager
 def reporting_interrupts_before_fit(checkpoint: Path | None, resume: str | None = None,
-                                    resumed: str | None = None):
+                                    resumed: str | None = None, nothing: str | None = None):
     """A Ctrl-C or SIGTERM (:class:`Terminated`) before a run's or a stack's fit (its
     checkpoint or data being read, its model built) as :class:`Interrupted`, saying how to
-    go on as in its fit (:func:`how_to_go_on`), or no more where there is nothing to resume.
-    ``checkpoint`` None: a fresh run, whose folder may still hold the checkpoint of the run
-    that ``--overwrite`` is about to clear, not its own."""
+    go on as in its fit (:func:`how_to_go_on`), or ``nothing`` (default: no more) where there
+    is nothing to resume. ``checkpoint`` None: a fresh run, whose folder may still hold the
+    checkpoint of the run that ``--overwrite`` is about to clear, not its own."""
     try:
         yield
     except (KeyboardInterrupt, Terminated) as stop:
-        raise interrupted(isinstance(stop, Terminated), checkpoint and
-                          how_to_go_on(checkpoint, resume, resumed)) from None
+        then = checkpoint and how_to_go_on(checkpoint, resume, resumed)
+        raise interrupted(isinstance(stop, Terminated), then or nothing) from None
 
 
 def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | None = None

@@ -700,8 +700,10 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     :class:`~lotterynet.errors.OutOfMemory`. SIGTERM stops it with :class:`Interrupted` from
     its start to its end, as a single run (:func:`~lotterynet.run.run`; its handler,
     :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit."""
+    what = f"stack {Path(stack_dir).name}"
     with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(
-            Path(stack_dir) / CHECKPOINTS / LAST, f"stack {Path(stack_dir).name}: {RUN_AGAIN}"):
+            Path(stack_dir) / CHECKPOINTS / LAST, f"{what}: {RUN_AGAIN}",
+            nothing=f"{what}: {START_OVER}"):
         return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm)
 
 

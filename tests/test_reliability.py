@@ -671,11 +671,15 @@ def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(tmp_path, data_d
                               str(stack_file)], cwd=REPO, capture_output=True, text=True,
                              env={**os.environ, "IN": where})
     assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
-    then = "" if where in ("read_stack_file", "TensorDataModule") else \
-        "; stack s: run the same sweep again to continue from its checkpoint"
+    then = {"read_stack_file": "", "TensorDataModule": (
+        "; stack s: no epoch had finished, so there is no checkpoint to resume from; run the "
+        "same sweep again to start it over in its folder")}.get(
+        where, "; stack s: run the same sweep again to continue from its checkpoint")
     assert stopped.stderr.strip().splitlines()[-1] == f"train.py: error: stopped by SIGTERM{then}"
     # (the members' cells are written at the end of their last epoch, before its checkpoint)
-    assert all((cell / "results.json").is_file() == bool(then) for cell in cells)
+    assert all((cell / "results.json").is_file() == (where not in ("read_stack_file",
+                                                                  "TensorDataModule"))
+               for cell in cells)
 
 
 @pytest.mark.parametrize("entry", ["run", "run_stack"])
@@ -1089,8 +1093,8 @@ def test_a_finished_run_resumed_into_a_new_out_stopped_testing_names_the_checkpo
 def test_a_stack_stopped_before_its_fit_says_how_to_go_on_where_it_can(tmp_path, data_dir,
                                                                         monkeypatch, resumable):
     """A stack stopped by SIGTERM while its data is read (before its fit) said only "stopped
-    by SIGTERM" though its checkpoint was there to continue from; it says so as in its fit,
-    and a stack with none says no more."""
+    by SIGTERM" though its checkpoint was there to continue from, and so did one with none,
+    which in its fit says that the sweep starts it over; each says so as in its fit."""
     import lotterynet.stack as stack_module
     from lotterynet.errors import Interrupted
 
@@ -1108,8 +1112,10 @@ def test_a_stack_stopped_before_its_fit_says_how_to_go_on_where_it_can(tmp_path,
             stack_module.run_stack([config, {**config, "sparsity": 0.9}], stack_dir)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    then = "; stack s: run the same sweep again to continue from its checkpoint"
-    assert str(stopped.value) == "stopped by SIGTERM" + (then if resumable else "")
+    then = "run the same sweep again to continue from its checkpoint" if resumable else (
+        "no epoch had finished, so there is no checkpoint to resume from; run the same sweep "
+        "again to start it over in its folder")
+    assert str(stopped.value) == f"stopped by SIGTERM; stack s: {then}"
     assert stopped.value.exit_code == 143
 
 
