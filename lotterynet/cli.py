@@ -35,6 +35,7 @@ from .config import (
     without_devices_named_in,
 )
 from .errors import (
+    ERROR,
     REPORTED,
     Interrupted,
     OneLineErrorParser,
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             err = interrupted(isinstance(err, Terminated))
         stops_every_rank = isinstance(err, (TrainingDiverged, Interrupted))
         if not (stops_every_rank and is_launched_worker()):  # rank 0 says so
-            print(f"train.py: error: {message(err)}", file=sys.stderr)
+            print(f"{ERROR}{message(err)}", file=sys.stderr)
         return exit_code(err)
 
 

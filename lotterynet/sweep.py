@@ -67,7 +67,7 @@ from .config import (
     make_config,
 )
 from .datamodule import TensorDataModule
-from .errors import Interrupted, OutOfMemory, TrainingDiverged, interrupted
+from .errors import ERROR, Interrupted, OutOfMemory, TrainingDiverged, interrupted
 from .grid import (
     BASELINE,
     SWEEP_FILE,
@@ -655,10 +655,6 @@ def how_it_ended(code: int | None, job: Job | None = None) -> str:
         return f"failed (exit {code})" + (reported(job) if job else "")
     name = signal.Signals(-code).name
     return f"was killed by {name}{' (out of memory?)' if name == 'SIGKILL' else ''}"
-
-
-#: How ``train.py`` begins the one line it reports an error in (:func:`~lotterynet.cli.main`).
-ERROR = "train.py: error: "
 
 
 def reported(job: Job) -> str:
