@@ -886,6 +886,18 @@ def test_memory_running_out_in_training_is_one_line_and_exit_1(tmp_path, data_di
         assert json.loads((out / "results.json").read_text())["epochs_done"] == 2
 
 
+@pytest.mark.parametrize("asked, size", [(1048576, "1.0 MiB"), (536870912, "0.5 GiB"),
+                                         (4294967296, "4.0 GiB"), (300, "300 bytes")])
+def test_the_size_memory_refused_is_said_in_a_unit_it_shows_in(asked, size):
+    """The CPU allocator's byte count was always said in GiB, one decimal: a tensor of 1 MiB
+    refused was '(one tensor alone: 0.0 GiB)'."""
+    from lotterynet.run import memory_refused
+
+    refused = RuntimeError(f"DefaultCPUAllocator: not enough memory: you tried to allocate "
+                           f"{asked} bytes.")
+    assert memory_refused(refused) == f" (one tensor alone: {size})"
+
+
 def test_a_diverging_ddp_run_says_so_once(tmp_path, data_dir):
     """Every rank stops at the same epoch end; rank 0 speaks for all (one line, exit 1)."""
     proc = subprocess.run(
