@@ -502,7 +502,9 @@ def holds_a_stack(stack_dir: Path) -> bool:
 def logged_an_epoch(history: Path) -> bool:
     """A stack's ``history`` logged an epoch's end: its header names a member's train
     accuracy, which only an epoch's end logs (in the logs of every version of the stack; the
-    older had no epoch train loss). A file that is not such a CSV log counts (kept)."""
+    older had no epoch train loss). A file read as CSV without such a column (a stack stopped
+    before its first epoch ended) does not count; one that cannot be read as CSV (a folder,
+    bytes that are not UTF-8) counts: kept, not overwritten unseen."""
     if not history.exists():
         return False
     try:
