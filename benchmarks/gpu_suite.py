@@ -70,6 +70,7 @@ import torch.nn.functional as F
 
 import lotterynet as ln
 from lotterynet.augment import AUGMENTATIONS, batch_seed
+from lotterynet.checkpointing import write_text_atomic
 from lotterynet.cli import main as cli_main
 from lotterynet.config import make_config
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, TensorLoader
@@ -78,6 +79,7 @@ from lotterynet.machine import cpu_name
 from lotterynet.optim import OPTIMIZERS
 from lotterynet.run import EpochTimer, build_module, make_trainer, run
 from lotterynet.stacked import frozen_prefix
+from lotterynet.validate import check_not_folders, check_output_dir
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 600  # seconds: a hung subprocess, not a slow one
@@ -470,8 +472,7 @@ def write_report(path: Path, suite: Suite, timings: list[tuple[str, float, float
                for name, s, b in timings)]
     if suite.notes:
         lines += ["", "## notes", "", *(f"- {note}" for note in suite.notes)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def run_suite(suite: Suite, quick: bool) -> list[tuple[str, float, float]]:
@@ -492,14 +493,27 @@ def run_suite(suite: Suite, quick: bool) -> list[tuple[str, float, float]]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The flags, each checked before the suite starts: an unknown flag is named before the
+    default device is checked (argparse would check it first), the report's folder is one we
+    may write in, and MNIST is under ``--data-dir``."""
     parser = flags.parser(__file__, __doc__)
-    parser.add_argument("--device", type=flags.device, default="cuda",
-                        help="cuda, or cpu with --quick (the CI smoke run)")
+    parser.add_argument("--device", type=flags.device,
+                        help="cuda (the default), or cpu with --quick (the CI smoke run)")
     parser.add_argument("--quick", action="store_true", help="the 2-minute smoke version")
     parser.add_argument("--data-dir", default=".gpu_data",
                         help="MNIST in torchvision's layout, plain or gzipped IDX files")
     parser.add_argument("--report", type=Path, default=Path("gpu_report.md"))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.device is None:
+        try:
+            args.device = flags.device("cuda")
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"argument --device: the default {err}")
+    with flags.reported(parser):
+        check_not_folders([args.report])
+        check_output_dir(args.report.parent, "--report")
+        TensorDataModule("mnist", args.data_dir).prepare_data()
+    return args
 
 
 def main(argv=None) -> int:

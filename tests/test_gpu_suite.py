@@ -5,6 +5,9 @@ import re
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from conftest import REPO
 
 CHECKS = {  # report row (start) -> whether it needs CUDA
@@ -68,6 +71,38 @@ def test_quick_epochs_are_timed_after_a_warm_up(monkeypatch):
 
     assert gpu_suite.QUICK.epochs == gpu_suite.Scale().epochs == 2
 
+
+CPU = ["--device", "cpu", "--quick", "--data-dir", "{data}"]
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--nope"], "unrecognized arguments: --nope"),  # not the default device (no CUDA here)
+    ([], "argument --device: the default 'cuda': this machine has no CUDA device(s); valid "
+         "here: cpu"),
+    ([*CPU, "--report", "{tmp}/file/report.md"],
+     "--report '{tmp}/file': '{tmp}/file' is a file, not a folder"),
+    ([*CPU, "--report", "{tmp}"],
+     "'{tmp}': Is a directory (something else is where lotterynet writes or reads: move it away)"),
+    ([*CPU, "--data-dir", "{tmp}/loop"],
+     "the data folder '{tmp}/loop' cannot be reached: a symbolic link on its way leads in a loop; "
+     "point --data-dir or $LOTTERYNET_DATA at the folder that holds the data"),
+])
+def test_bad_flags_are_refused_before_the_suite_starts(monkeypatch, tmp_path, capsys, data_dir,
+                                                       argv, line):
+    """One line, exit code 2, before any check runs: a --report the suite could not write (it
+    crashed on it after the whole suite), data that is not there, an unknown flag (the default
+    --device cuda, checked first by argparse, was named in its place on a machine without CUDA)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_suite
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gpu_suite, "run_suite", lambda *_: pytest.fail("the suite started"))
+    (tmp_path / "file").write_text("")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(SystemExit) as exit:
+        gpu_suite.main([a.format(tmp=tmp_path, data=data_dir) for a in argv])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == f"gpu_suite.py: error: {line.format(tmp=tmp_path)}\n"
 
 
 def test_only_syncs_count_as_syncs(monkeypatch):
