@@ -69,8 +69,11 @@ def _non_negative(value) -> bool:
     return type(value) in (int, float) and value >= 0
 
 
-def _count_or_none(value) -> bool:
-    return value is None or _count(value)
+def _or_none(test):
+    """``test``, or null, which ``pl.Trainer``'s signature takes: Lightning's default where
+    that is None (``--trainer.gradient_clip_val null`` unsets a config file's value), no
+    validation by epoch for ``check_val_every_n_epoch``."""
+    return lambda value: value is None or test(value)
 
 
 def _positive(value) -> bool:
@@ -105,12 +108,13 @@ def _launches_fresh_processes(strategy) -> bool:
 #: Values that Lightning takes at construction and would only refuse during training (or that
 #: would leave a run without its result), beyond the types of Trainer's signature.
 VALUE_CHECKS = {"accumulate_grad_batches": (_count, "a positive integer"),
-                "gradient_clip_val": (_non_negative, "a number >= 0"),
-                "log_every_n_steps": (_count, "a positive integer"),
-                "check_val_every_n_epoch": (_count_or_none, "a positive integer or null"),
-                "limit_train_batches": (_positive, "a number > 0 (a run trains)"),
-                "limit_test_batches": (_positive, "a number > 0 (a run ends with its test "
-                                                   "accuracy)"),
+                "gradient_clip_val": (_or_none(_non_negative), "a number >= 0, or null"),
+                "log_every_n_steps": (_or_none(_count), "a positive integer, or null"),
+                "check_val_every_n_epoch": (_or_none(_count), "a positive integer or null"),
+                "limit_train_batches": (_or_none(_positive), "a number > 0 (a run trains), or "
+                                                             "null"),
+                "limit_test_batches": (_or_none(_positive), "a number > 0 (a run ends with its "
+                                                            "test accuracy), or null"),
                 "num_nodes": (lambda v: v == 1 and type(v) is int,
                               "1 (lotterynet runs on one machine)"),
                 "val_check_interval": (lambda v: type(v) not in (int, float) or v > 0,
