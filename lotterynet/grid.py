@@ -78,8 +78,8 @@ def parse_variant(variant) -> dict:
     """``"subsetsum:identity"`` -> ``{structure: subsetsum, activation: identity}``."""
     if isinstance(variant, dict):
         return dict(variant)
-    structure, _, activation = str(variant).partition(":")
-    return {"structure": structure, **({"activation": activation} if activation else {})}
+    structure, colon, activation = str(variant).partition(":")
+    return {"structure": structure, **({"activation": activation} if colon else {})}
 
 
 def variant_label(variant: dict, spelled: bool = False) -> str:

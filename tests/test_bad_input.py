@@ -390,6 +390,10 @@ CASES = [
       "--sweep-epochs", "1"], ["subsetsum at sparsity 0.5", "subsetsum/relu", "same run"]),
     (["--sweep-variants", "dense,dense:identity", "--sweep-sparsities", "0.5", "--sweep-epochs",
       "1"], ["variant 'dense/identity' sets activation: 'identity'", "dense does not read it"]),
+    (["--sweep-variants", "subsetsum:", "--sweep-sparsities", "0.5", "--sweep-epochs", "1"],
+     ["unknown activation ''", "relu, identity"]),  # (it ran with the default activation)
+    (["--sweep-variants", ":identity", "--sweep-sparsities", "0.5", "--sweep-epochs", "1"],
+     ["structure is empty"]),
     (["--sweep", "{sw_list}", "--print-config"], ["--print-config", "sweep"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--out",
       "{tmp}/o"], ["--out", "not for a sweep", "--sweep-out"]),
