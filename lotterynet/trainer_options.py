@@ -109,7 +109,8 @@ def _launches_fresh_processes(strategy) -> bool:
 #: would leave a run without its result), beyond the types of Trainer's signature.
 VALUE_CHECKS = {"accumulate_grad_batches": (_count, "a positive integer"),
                 "gradient_clip_val": (_or_none(_non_negative), "a number >= 0, or null"),
-                "log_every_n_steps": (_or_none(_count), "a positive integer, or null"),
+                # (not null: Lightning's 50 over the run's own at-least-once-an-epoch default)
+                "log_every_n_steps": (_count, "a positive integer"),
                 "check_val_every_n_epoch": (_or_none(_count), "a positive integer or null"),
                 "limit_train_batches": (_or_none(_positive), "a number > 0 (a run trains), or "
                                                              "null"),

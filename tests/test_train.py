@@ -756,17 +756,18 @@ def test_a_cell_resumed_by_another_wandb_agent_is_that_agents_run(tmp_path, monk
 
 
 def test_trainer_options_whose_lightning_default_is_null_can_be_unset(tmp_path, capsys):
-    """``--trainer.KEY null`` unsets a config file's gradient_clip_val, limit_train_batches,
-    limit_test_batches or log_every_n_steps: null is their default in ``pl.Trainer``'s signature
-    (it was refused, "must be a number >= 0, got None"), and gives Lightning's default."""
+    """``--trainer.KEY null`` unsets a config file's gradient_clip_val, limit_train_batches or
+    limit_test_batches: null is their default in ``pl.Trainer``'s signature (it was refused,
+    "must be a number >= 0, got None"), and gives Lightning's default. Not log_every_n_steps,
+    whose null would be Lightning's 50 steps, not the run's own default (at least once an
+    epoch): it stays refused."""
     import pytorch_lightning as pl
 
     from lotterynet.trainer_options import trainer_options
 
-    keys = ("gradient_clip_val", "limit_train_batches", "limit_test_batches",
-            "log_every_n_steps")
+    keys = ("gradient_clip_val", "limit_train_batches", "limit_test_batches")
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"trainer": dict(zip(keys, (0.5, 3, 2, 1)))}))
+    config.write_text(yaml.safe_dump({"trainer": dict(zip(keys, (0.5, 3, 2)))}))
     nulls = [arg for key in keys for arg in (f"--trainer.{key}", "null")]
     assert main(["--arch", "fc2", "--config", str(config), *nulls, "--print-config"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["trainer"].items() >= \
@@ -776,3 +777,5 @@ def test_trainer_options_whose_lightning_default_is_null_can_be_unset(tmp_path, 
                                  enable_progress_bar=False, enable_model_summary=False)
                       for options in (given, {}))
     assert [getattr(built, key) for key in keys] == [getattr(default, key) for key in keys]
+    assert main(["--arch", "fc2", "--trainer.log_every_n_steps", "null", "--print-config"]) == 2
+    assert "log_every_n_steps must be a positive integer, got None" in capsys.readouterr().err
