@@ -439,9 +439,10 @@ def _check_fits(model: nn.Module, header: dict, path, frozen: set[str],
                                   "this one, from the trained model or its run's checkpoint")
             if name not in ours and name in frozen:
                 raise TicketError(f"{path}: the ticket stores {name!r}, which the model "
-                                  "regenerates: a ticket stores the frozen weights of a subnet "
-                                  "layer made without a seed (and no others), which load into "
-                                  "a model whose layer is made without one too")
+                                  "regenerates (from its spec, a convert() seed or its layer's "
+                                  "own seed): a ticket may supply the frozen weight only of a "
+                                  "subnet layer made without a seed, into a model whose layer "
+                                  "is made without one too")
             if name not in ours:
                 raise TicketError(f"{path}: the model has no {key[:-1]} {name!r} (the ticket "
                                   "was saved from another architecture)")
@@ -648,4 +649,4 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     _impose_masks(model, header["masks"], payload)
     _restore_tensors(model, header["tensors"], stored, payload)
     _restore_layouts(model, header.get("channels_last", []), path)  # (older tickets: none)
-    return compiled if not built and model is into else model
+    return compiled if model is into else model

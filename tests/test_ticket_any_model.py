@@ -342,8 +342,9 @@ def test_a_ticket_cannot_replace_frozen_weights_a_load_regenerates(tmp_path, whi
                           {name: torch.full_like(weight, 3.0)},
                           lambda header: header.update(frozen_sha256=rest))
     with pytest.raises(TicketError, match=f"stores {re.escape(repr(name))}, which the model "
-                                          "regenerates: a ticket stores the frozen weights of a "
-                                          "subnet layer made without a seed"):
+                                          r"regenerates \(from its spec, a convert\(\) seed or "
+                                          "its layer's own seed\): a ticket may supply the "
+                                          "frozen weight only of a subnet layer made without"):
         load_ticket(forged, model=into())
 
 
