@@ -36,6 +36,7 @@ from .config import (
 )
 from .errors import (
     ERROR,
+    PROG,
     REPORTED,
     Interrupted,
     OneLineErrorParser,
@@ -83,7 +84,7 @@ class OneLineParser(OneLineErrorParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="train.py",
+        prog=PROG,
         description="Edge-popup training of score masks over frozen random weights (or the "
                     "trained dense baseline), with checkpoints, results.json, CSV and W&B logs.")
     parser.add_argument("--config", metavar="FILE.yaml", default=None,

@@ -137,9 +137,11 @@ REPORTED = (ConfigError, CheckpointError, DatasetNotFound, DiskFullError, Traini
             OutOfMemory, Interrupted, *IN_THE_WAY)
 """The errors a command reports as one line (``prog: error: MESSAGE``), not a traceback."""
 
-#: How ``train.py`` begins the one line it reports an error in (:func:`~lotterynet.cli.main`;
-#: a sweep reads it at the end of a job's log and writes its failures with it).
-ERROR = "train.py: error: "
+#: The command's name, and how it begins the one line it reports an error in (its parser's
+#: and :func:`~lotterynet.cli.main`'s; a sweep reads it at the end of a job's log and writes
+#: its failures with it).
+PROG = "train.py"
+ERROR = f"{PROG}: error: "
 
 
 def exit_code(err: Exception) -> int:
