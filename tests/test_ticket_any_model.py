@@ -343,7 +343,7 @@ def test_a_ticket_cannot_replace_frozen_weights_a_load_regenerates(tmp_path, whi
                           lambda header: header.update(frozen_sha256=rest))
     with pytest.raises(TicketError, match=f"stores {re.escape(repr(name))}, which the model "
                                           r"regenerates \(from its spec, a convert\(\) seed or "
-                                          "its layer's own seed\): a ticket may supply the "
+                                          r"its layer's own seed\): a ticket may supply the "
                                           "frozen weight only of a subnet layer made without"):
         load_ticket(forged, model=into())
 
