@@ -166,7 +166,7 @@ CASES = [
     (["--arch", "timm:resnet18x"], ["resnet18x", "resnet18"]),
     # (fc2:x was checked as a timm model name; a bare timm failed to build, unnamed)
     (["--arch", "fc2:resnet18"], ["architecture 'fc2:resnet18'",
-                                  "lenet5_dacunha, timm:<model name>"]),
+                                  "lenet5_dacunha", "timm:<model name>"]),
     (["--arch", "timm"], ["architecture 'timm'", "timm:<model name>"]),
     # numbers
     (["--sparsity", "1.0"], ["1.0", "[0, 1)"]),

@@ -49,7 +49,6 @@ CASES = [  # (script, argv, what the line must name)
 ]
 if NO_GPU:
     CASES += [("bench_compile", ["--device", "cuda"], "no CUDA device(s); valid here: cpu"),
-              ("gpu_suite", [], "argument --device: 'cuda': this machine has no CUDA"),
               ("bench_stack", ["--device", "cuda"], "argument --device: 'cuda': this machine")]
 
 
