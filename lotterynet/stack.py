@@ -788,7 +788,9 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
         check_resumable(record.checkpoint, module, budget, resume, finite=False)
         check_callback_states(record.checkpoint, (RNGState(), EpochTimer(), MemberResults(
             cell_dirs, stack_dir, EpochTimer())))
-    loggers = make_loggers(stack_dir, {**read_options(first), "members": names,
+    options = [read_options(c) for c in configs]  # (the W&B run's config: what all share)
+    shared = {k: v for k, v in options[0].items() if all(o.get(k) == v for o in options)}
+    loggers = make_loggers(stack_dir, {**shared, "members": names,
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
                                        "epochs": budget}, resumed)
