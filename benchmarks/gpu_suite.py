@@ -79,7 +79,7 @@ from lotterynet.machine import cpu_name
 from lotterynet.optim import OPTIMIZERS
 from lotterynet.run import EpochTimer, build_module, make_trainer, run
 from lotterynet.stacked import frozen_prefix
-from lotterynet.validate import check_not_folders, check_output_dir
+from lotterynet.validate import check_output_dir
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 600  # seconds: a hung subprocess, not a slow one
@@ -509,8 +509,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             args.device = flags.device("cuda")
         except argparse.ArgumentTypeError as err:
             parser.error(f"argument --device: the default {err}")
+    if args.report.is_dir():
+        parser.error(f"--report {str(args.report)!r} is a folder; give the report's file, "
+                     f"e.g. {str(args.report / 'gpu_report.md')!r}")
     with flags.reported(parser):
-        check_not_folders([args.report])
         check_output_dir(args.report.parent, "--report")
         TensorDataModule("mnist", args.data_dir).prepare_data()
     return args

@@ -81,8 +81,8 @@ CPU = ["--device", "cpu", "--quick", "--data-dir", "{data}"]
          "here: cpu"),
     ([*CPU, "--report", "{tmp}/file/report.md"],
      "--report '{tmp}/file': '{tmp}/file' is a file, not a folder"),
-    ([*CPU, "--report", "{tmp}"],
-     "'{tmp}': Is a directory (something else is where lotterynet writes or reads: move it away)"),
+    ([*CPU, "--report", "{tmp}"],  # (the in-the-way line, which named no flag)
+     "--report '{tmp}' is a folder; give the report's file, e.g. '{tmp}/gpu_report.md'"),
     ([*CPU, "--data-dir", "{tmp}/loop"],
      "the data folder '{tmp}/loop' cannot be reached: a symbolic link on its way leads in a loop; "
      "point --data-dir or $LOTTERYNET_DATA at the folder that holds the data"),
