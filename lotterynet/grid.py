@@ -186,8 +186,9 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
     variants = [flatten_sections(string_keys(parse_variant(v), "sweep variant"),
                                  "sweep variant") for v in data["variants"]]
     bare = next((given for given, v in zip(data["variants"], variants)
-                 if "structure" not in v), None)
-    if bare is not None:  # (it ran as the default structure, labelled without one)
+                 if v.get("structure") in (None, "")), None)
+    if bare is not None:  # (it ran as the default structure, labelled without one; ':identity'
+        # was told to leave its empty structure out "for its default")
         from .structures import STRUCTURES  # (torch: only to say what the choices are)
 
         raise ConfigError(f"{given_in('variants')}: {bare!r} sets no structure; each variant "

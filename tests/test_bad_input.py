@@ -393,7 +393,7 @@ CASES = [
     (["--sweep-variants", "subsetsum:", "--sweep-sparsities", "0.5", "--sweep-epochs", "1"],
      ["unknown activation ''", "relu, identity"]),  # (it ran with the default activation)
     (["--sweep-variants", ":identity", "--sweep-sparsities", "0.5", "--sweep-epochs", "1"],
-     ["structure is empty"]),
+     ["--sweep-variants: ':identity' sets no structure", "subsetsum:identity"]),
     (["--sweep", "{sw_list}", "--print-config"], ["--print-config", "sweep"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--out",
       "{tmp}/o"], ["--out", "not for a sweep", "--sweep-out"]),
