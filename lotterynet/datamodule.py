@@ -166,7 +166,7 @@ class TensorDataModule(pl.LightningDataModule):
         if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
             raise ValueError(f"val_size must be an integer >= 0, got {val_size!r}")
         # the run config's seeds, [0, SEED_MAX]: what the epochs' and batches' seeds are made of
-        seed = check_seed(seed, bits=SEED_MAX.bit_length())
+        seed = check_seed(seed, below=SEED_MAX + 1)
         self.dataset, self.data_dir = dataset, data_dir
         self.batch_size, self.val_size, self.limit_train, self.seed = (
             batch_size, val_size, limit_train, seed)

@@ -51,14 +51,17 @@ def sample_weights(name: str, shape, fan_in: int, generator=None, **options) -> 
     return sampler(tuple(shape), fan_in, generator, **options)
 
 
-def check_seed(seed, bits: int = 64) -> int:
-    """``seed`` as an ``int``, or an error naming it: an integer in [0, 2**bits). The default
+def check_seed(seed, below: int = 2**64) -> int:
+    """``seed`` as an ``int``, or an error naming it: an integer in [0, below). The default
     is the range ``torch.Generator.manual_seed`` takes without wrapping (it also takes negative
-    seeds, but reads -1 as 2**64 - 1, so two seeds would draw the same weights)."""
+    seeds, but reads -1 as 2**64 - 1, so two seeds would draw the same weights). The message
+    writes a power of two ``below`` as 2**n."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
-    if not 0 <= seed < 2**bits:
-        raise ValueError(f"seed must be in [0, 2**{bits}), got {seed!r}")
+    if not 0 <= seed < below:
+        power = below.bit_length() - 1
+        bound = f"2**{power}" if below == 2**power else str(below)
+        raise ValueError(f"seed must be in [0, {bound}), got {seed!r}")
     return int(seed)
 
 

@@ -6,7 +6,7 @@ import torch
 from scipy import stats
 
 import lotterynet as ln
-from lotterynet.distributions import DISTRIBUTIONS, orseau_range
+from lotterynet.distributions import DISTRIBUTIONS, check_seed, orseau_range
 
 SHAPE, FAN_IN = (400, 500), 500
 
@@ -123,3 +123,21 @@ def test_layer_passes_init_kwargs():
     layer = ln.SubnetLinear(30, 20, init="hyperbolic", init_kwargs={"alpha": 0.5, "beta": 0.6})
     w = layer.structure.weight.weight.abs()
     assert w.min() >= 0.5 - 1e-6 and w.max() <= 0.6 + 1e-6
+
+
+@pytest.mark.parametrize("below, said", [(2**64, "2**64"), (2**32, "2**32"), (10, "10")])
+def test_check_seed_takes_0_to_below_minus_1_and_names_the_range(below, said):
+    assert check_seed(0, below=below) == 0
+    assert check_seed(below - 1, below=below) == below - 1
+    for bad in (-1, below):
+        with pytest.raises(ValueError, match=re.escape(f"seed must be in [0, {said}), got {bad}")):
+            check_seed(bad, below=below)
+
+
+def test_the_data_modules_seed_bound_is_seed_max_whatever_it_is(monkeypatch):
+    """It was given bits=SEED_MAX.bit_length(), right only while SEED_MAX is 2**n - 1: a
+    SEED_MAX of 10**6 let seeds up to 2**20 - 1 through."""
+    monkeypatch.setattr("lotterynet.datamodule.SEED_MAX", 10**6)
+    assert ln.TensorDataModule("mnist", seed=10**6).seed == 10**6
+    with pytest.raises(ValueError, match=re.escape("seed must be in [0, 1000001), got 1000001")):
+        ln.TensorDataModule("mnist", seed=10**6 + 1)
