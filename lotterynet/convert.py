@@ -181,13 +181,17 @@ def plain_numbers(value):
     """``value`` with numbers of other types (numpy scalars, ``Fraction``) as Python ints and
     floats, and numpy's other scalars (``np.bool_``, ``np.str_``) as Python's, inside lists,
     tuples and dicts too: what a model or its layers are built with is what a ticket records
-    (JSON) and replays, and what a ``weights_only`` checkpoint holds."""
+    (JSON) and replays, and what a ``weights_only`` checkpoint holds. A list or tuple keeps its
+    type: a namedtuple is rebuilt from its fields, any other from an iterable of its items (as
+    ``list``, ``tuple`` and ``torch.Size`` are)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(plain_numbers(v) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(plain_numbers(v) for v in value)
     if isinstance(value, dict):

@@ -648,3 +648,21 @@ def test_a_converted_model_traces_with_fx_taking_its_subnet_layers_as_leaves():
     out = features(x)
     assert torch.equal(out["logits"], model(x))
     assert torch.equal(out["features"], model[:2](x))
+
+
+def test_plain_numbers_keeps_a_namedtuple_and_makes_its_numbers_plain():
+    """A namedtuple is rebuilt from its fields: rebuilt from one iterable (as a list or tuple
+    is) it failed, "missing 1 required positional argument: 'width'"; a tuple and a list keep
+    their types too."""
+    import collections
+
+    import numpy as np
+
+    from lotterynet.convert import plain_numbers
+
+    Shape = collections.namedtuple("Shape", "depth width")
+    made = plain_numbers({"shape": Shape(np.int64(2), [np.float32(0.5)]),
+                          "sizes": (np.int64(3), torch.Size([4]))})
+    assert made == {"shape": Shape(2, [0.5]), "sizes": (3, torch.Size([4]))}
+    assert type(made["shape"]) is Shape and type(made["shape"].depth) is int
+    assert type(made["shape"].width[0]) is float and type(made["sizes"][1]) is torch.Size
