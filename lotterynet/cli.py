@@ -333,9 +333,11 @@ def dispatch(args: argparse.Namespace) -> int:
         print(dump_yaml(nested_config(config), sort_keys=False), end="")
         return 0
     from .run import run
+    from .sweep import as_a_sweeps_job
 
     keep_freed_memory()
-    results = run(config)
+    with as_a_sweeps_job(config):
+        results = run(config)
     if not is_launched_worker():
         print(summary_line(results), flush=True)
     return 0

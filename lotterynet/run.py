@@ -562,8 +562,8 @@ def reporting_out_of_memory(trainer: pl.Trainer, what: str, less: str, checkpoin
         when = "testing its trained model" if testing else \
             f"in training epoch {trainer.current_epoch + 1}"
         then = how_to_go_on(checkpoint, resume, resumed)
-        raise OutOfMemory(f"{what}: memory ran out {when}{size}; {less}" + (
-            f", or {then} where more memory is free" if then else f"; {nothing}")) from None
+        raise OutOfMemory(f"{what}: memory ran out {when}{size}; {less}", then,
+                          nothing) from None
 
 
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:

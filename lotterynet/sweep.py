@@ -97,6 +97,7 @@ from .run import (
 from .stack import (
     CANNOT_CONTINUE,
     RUN_AGAIN,
+    START_OVER,
     holds_a_stack,
     resumes,
     run_stack,
@@ -630,16 +631,31 @@ def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finish
 
 @contextlib.contextmanager
 def continued_by_the_sweep(name: str, cell_dir: Path):
-    """A cell that the sweep runs in its own process, stopped by Ctrl-C or SIGTERM with a
-    checkpoint in its folder, says to run the same sweep again, as a stack does: the run's own
-    line gave the ``--resume`` of that one cell, which left the rest of the sweep unrun."""
+    """A cell that the sweep runs (in its own process, or as its job), stopped by Ctrl-C or
+    SIGTERM with a checkpoint in its folder, or out of memory, says to run the same sweep
+    again, as a stack does: the run's own line gave the ``--resume`` of that one cell, which
+    left the rest of the sweep unrun (a cell without a checkpoint starts over:
+    :func:`prepare_cell`)."""
+    checkpoint = cell_dir / CHECKPOINTS / LAST
     try:
         yield
     except Interrupted as err:
-        if not (cell_dir / CHECKPOINTS / LAST).is_file():
+        if not checkpoint.is_file():
             raise  # (nothing to continue: the run's line says so)
         raise interrupted(err.exit_code == 128 + signal.SIGTERM,
                           f"cell {name}: {RUN_AGAIN}") from None
+    except OutOfMemory as err:
+        raise OutOfMemory(err.args[0], RUN_AGAIN if checkpoint.is_file() else None,
+                          START_OVER) from None
+
+
+def as_a_sweeps_job(config: RunConfig) -> contextlib.AbstractContextManager:
+    """Where this process is a sweep's job for one cell (``train.py --config CELL/cell.yaml``,
+    :data:`SWEEP_JOB` in its environment), the run of ``config`` goes on as the sweep's cells
+    do (:func:`continued_by_the_sweep`): the sweep quotes its line (:func:`reported`)."""
+    if not os.environ.get(SWEEP_JOB):
+        return contextlib.nullcontext()
+    return continued_by_the_sweep(Path(config.out).name, Path(config.out))
 
 
 def how_it_ended(code: int | None, job: Job | None = None) -> str:

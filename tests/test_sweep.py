@@ -1103,6 +1103,44 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
                               "checkpoint to resume from")
 
 
+@pytest.mark.parametrize("checkpointed", [True, False])
+@pytest.mark.parametrize("as_a_job", [False, True])
+def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
+        tmp_path, monkeypatch, capsys, checkpointed, as_a_job):
+    """A cell run in the sweep's own process that ran out of memory said ``..., or resume with
+    --resume CELL/checkpoints/last.ckpt where more memory is free``, and so did a cell run as
+    the sweep's job (``train.py --config CELL/cell.yaml``, whose line the sweep quotes): that
+    one cell, the rest of the sweep left unrun. Both say to run the sweep again, as a stack
+    does: to continue from the cell's checkpoint, or, without one, to start it over."""
+    import lotterynet.run as run_module
+    from lotterynet.errors import OutOfMemory
+
+    def ran_out(config):
+        if checkpointed:
+            (Path(config.out) / "checkpoints").mkdir(parents=True)
+            (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"")
+        raise OutOfMemory(f"run {config.out!r}: memory ran out in training epoch 2; X needs "
+                          f"less", "resume with --resume X" if checkpointed else None,
+                          "no epoch had finished, so there is no checkpoint to resume from")
+
+    then = (", or run the same sweep again to continue from its checkpoint where more memory "
+            "is free") if checkpointed else (
+        "; no epoch had finished, so there is no checkpoint to resume from; run the same sweep "
+        "again to start it over in its folder")
+    cell = tmp_path / "cells" / "trained-e1-seed0"
+    said = f"run {str(cell)!r}: memory ran out in training epoch 2; X needs less{then}"
+    if as_a_job:
+        monkeypatch.setattr(run_module, "run", ran_out)
+        monkeypatch.setenv(sweep_module.SWEEP_JOB, "1")
+        assert main(["--arch", "fc2", "--out", str(cell)]) == 1
+        assert capsys.readouterr().err.strip() == f"train.py: error: {said}"
+        return
+    monkeypatch.setattr(sweep_module, "run", ran_out)
+    sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
+    assert sweep_module.run_cells(sweep, tmp_path, 1, stack=False) == [
+        f"cell trained-e1-seed0: {said}"]
+
+
 @pytest.mark.parametrize("out", [".", "../mysweep", "sub/.."])
 def test_the_wandb_group_of_a_sweep_is_its_folders_name_however_it_is_spelled(
         tmp_path, monkeypatch, out):
