@@ -17,7 +17,13 @@ from torch import nn
 
 def split_signs(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
     """``[relu(x), relu(-x)]`` along the channel dimension, per group: channel block g of the
-    result is ``[relu(x_g), relu(-x_g)]``, so a grouped op sees both halves of its own group."""
+    result is ``[relu(x_g), relu(-x_g)]``, so a grouped op sees both halves of its own group.
+    Under autocast the halves are made in the autocast dtype, as the op they feed casts them
+    (relu and negation are exact there): CPU autocast refuses to stack float16 tensors."""
+    if not torch.jit.is_scripting():  # (TorchScript cannot ask a device's autocast state)
+        if (x.is_floating_point() and x.dtype != torch.float64
+                and torch.is_autocast_enabled(x.device.type)):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
     dim = dim % x.dim()
     xg = x.unflatten(dim, [groups, -1])
     return torch.stack([F.relu(xg), F.relu(-xg)], dim=dim + 1).flatten(dim, dim + 2)

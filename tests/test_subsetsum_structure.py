@@ -201,3 +201,19 @@ def test_an_in_place_op_may_follow_the_first_layer_on_tokens():
         grads.append([p.grad for p in net.parameters() if p.requires_grad])
     assert torch.equal(outputs[0], outputs[1])
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
+@pytest.mark.parametrize("rows", [4, 400])
+def test_a_float16_input_runs_under_cpu_bfloat16_autocast(rows):
+    """As nn.Linear and nn.Conv2d run there, at every batch size, giving what a float32 copy of
+    the input gives. The collapsed ReLU layer (a shared Linear layer past ``literal_rows``, and
+    every unshared or conv layer) stacked ``[relu(x), relu(-x)]`` in float16, which CPU
+    autocast refuses ("Unexpected floating ScalarType in at::autocast::prioritize")."""
+    common = dict(structure="subsetsum", sparsity=0.5, seed=0)
+    for layer, x in ((ln.SubnetLinear(20, 7, True, **common), torch.randn(rows, 20)),
+                     (ln.SubnetLinear(20, 7, True, shared=False, **common), torch.randn(rows, 20)),
+                     (ln.SubnetConv2d(4, 6, 3, bias=True, **common),
+                      torch.randn(rows // 4, 4, 6, 6))):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x.half())
+            assert y.dtype == torch.bfloat16 and torch.equal(y, layer(x.half().float()))
