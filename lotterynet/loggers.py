@@ -157,9 +157,24 @@ def wandb_run_id(run_dir: Path, checkpoint: str | None) -> tuple[str, bool]:
     continued = kept is not None and not os.environ.get("WANDB_SWEEP_ID")
     run_id = kept if continued else os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
     if rank_zero_only.rank == 0:
-        atomic_write(run_dir / WANDB_ID_FILE,
-                     lambda tmp: tmp.write_text(f"{run_id}\n{here}\n"))
+        keep_wandb_id(here, run_id)
     return run_id, continued
+
+
+def summary_wandb_id(folder: Path) -> str:
+    """The W&B id of the one run that ``folder`` (a sweep's) logs its summary into each time
+    it is aggregated: the one its id file keeps (:func:`own_wandb_id`: not a copied folder's),
+    else a new one, kept there."""
+    here = Path(folder).resolve()
+    run_id = own_wandb_id(here) or secrets.token_hex(4)
+    keep_wandb_id(here, run_id)
+    return run_id
+
+
+def keep_wandb_id(folder: Path, run_id: str) -> None:
+    """Write ``folder``'s W&B id file (atomically): ``run_id`` and the folder, resolved, that
+    it was written in (:func:`own_wandb_id`)."""
+    atomic_write(folder / WANDB_ID_FILE, lambda tmp: tmp.write_text(f"{run_id}\n{folder}\n"))
 
 
 def own_wandb_id(run_dir: Path) -> str | None:

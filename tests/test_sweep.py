@@ -1054,7 +1054,8 @@ def test_a_cell_stopped_in_a_single_run_resumes_singly_in_a_stacked_sweep(tmp_pa
 
 def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch):
     """The table-and-figure run was given only the project and group: with ``--wandb-entity``
-    it landed outside the cells' entity, without their tags and notes."""
+    it landed outside the cells' entity, without their tags and notes. Each aggregation made
+    another summary run; it resumes the sweep's one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1069,11 +1070,19 @@ def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch):
     plt.close("all")
     base = {"wandb_project": "p", "wandb_group": "g", "wandb_entity": "e",
             "wandb_tags": "a, b", "wandb_notes": "n"}
-    sweep_module.log_to_wandb([{"cell": "x", "test_acc": 0.5}], figure, base)
-    (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
-    (record,) = [r.run for r in read_wandb_records(log) if r.WhichOneof("record_type") == "run"]
-    assert (record.project, record.run_group, record.entity, list(record.tags), record.notes,
-            record.display_name) == ("p", "g", "e", ["a", "b"], "n", "g-summary")
+    for _ in range(2):  # a sweep aggregated again (re-run once finished)
+        sweep_module.log_to_wandb([{"cell": "x", "test_acc": 0.5}], figure, base)
+    records = [r.run for log in (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+               for r in read_wandb_records(log) if r.WhichOneof("record_type") == "run"]
+    assert len(records) == 2
+    for record in records:
+        assert (record.project, record.run_group, record.entity, list(record.tags),
+                record.notes, record.display_name) == ("p", "g", "e", ["a", "b"], "n",
+                                                       "g-summary")
+    # one summary run: the second aggregation resumed the first's (a new run each time
+    # collected duplicate summary runs on the dashboard), its id kept in the sweep's folder
+    assert {r.run_id for r in records} == {
+        (tmp_path / "wandb-id").read_text().splitlines()[0]}
 
 
 @pytest.mark.parametrize("checkpointed", [True, False])
