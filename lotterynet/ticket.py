@@ -19,7 +19,8 @@ random weights:
 
 Either way the frozen weights of a subnet layer made without a seed (``SubnetLinear(...,
 seed=None)``, drawn from torch's global generator, which no load replays) are stored, 32 bits a
-float32 weight (give the layer a seed for a 1-bit ticket), and load only into a model whose
+float32 weight (give the layer a seed for a 1-bit ticket; ``save_ticket`` warns, naming such
+layers and the bytes their weights take), and load only into a model whose
 layer is made without one too: a ticket never replaces what a seeded layer regenerates.
 
 Tensors laid out channels last (``model.to(memory_format=torch.channels_last)``) are listed by
@@ -52,6 +53,7 @@ import copy
 import hashlib
 import numbers
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -119,8 +121,7 @@ def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None
     that the ticket stores (``stored``: an older lotterynet stored none, and drew them again).
     A ticket never replaces what a seeded layer regenerates. Never the live ``requires_grad``:
     a model frozen for inference (``requires_grad_(False)``) still stores its trained biases."""
-    seeded = {f"{prefix}.{name}".lstrip("."): m.seeded for prefix, m in model.named_modules()
-              if isinstance(m, SUBNET_MODULES) for name in m.frozen_as_built}
+    seeded = _subnet_frozen(model)
     if spec is not None:
         if probe is None:
             header = {"spec": spec, "converts": _convert_calls(model)}
@@ -131,6 +132,36 @@ def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None
         frozen = set(seeded)
     unseeded = {name for name, is_seeded in seeded.items() if not is_seeded}
     return frozen - (unseeded if stored is None else unseeded & stored)
+
+
+def _subnet_frozen(model: nn.Module) -> dict[str, bool]:
+    """``{name: seeded}`` for each parameter that a subnet layer of ``model`` froze when it
+    was made: whether the layer was made with a seed (else a ticket stores it)."""
+    return {f"{prefix}.{name}".lstrip("."): m.seeded for prefix, m in model.named_modules()
+            if isinstance(m, SUBNET_MODULES) for name in m.frozen_as_built}
+
+
+def _warn_unseeded(model: nn.Module, stored: dict, size: int) -> None:
+    """Warn, once for the ticket, that subnet layers of ``model`` made without a seed made it
+    ``size`` bytes: it stores their frozen weights (``stored``: what it stores), which a seed
+    would regenerate. An attention's projections are counted in it."""
+    frozen = [name for name, seeded in _subnet_frozen(model).items()
+              if not seeded and name in stored]
+    if not frozen:
+        return
+    layers = []  # (named_modules lists a module before those inside it)
+    for name, m in model.named_modules():
+        if isinstance(m, SUBNET_MODULES) and not m.seeded and not any(
+                name.startswith(f"{outer}." if outer else "") for outer in layers):
+            layers.append(name)
+    nbytes = sum(stored[name].numel() * stored[name].element_size() for name in frozen)
+    shown = ", ".join(repr(name) if name else "the model" for name in layers[:3])
+    warnings.warn(f"save_ticket: {len(layers)} subnet layer(s) made without a seed ({shown}"
+                  f"{', ...' if len(layers) > 3 else ''}): the ticket stores their frozen "
+                  f"weights, drawn from torch's global generator, which no load replays: "
+                  f"{nbytes:,} of its {size:,} bytes; made with a seed (SubnetLinear(..., "
+                  f"seed=0)) a layer's weights are regenerated and its ticket holds its 1-bit "
+                  f"mask only", stacklevel=3)
 
 
 def _split_state(model: nn.Module, frozen: set[str]) -> tuple[dict, dict]:
@@ -301,7 +332,8 @@ def _meta_tensor(state: dict) -> str | None:
 def save_ticket(model: nn.Module, path) -> int:
     """Write ``model``'s ticket to ``path``; returns the file size in bytes. Any model holding
     subnet layers can be saved (module docstring for what is stored); for an
-    :class:`~lotterynet.module.EdgePopupModule`, the model it trains (``module.model``)."""
+    :class:`~lotterynet.module.EdgePopupModule`, the model it trains (``module.model``). Warns
+    (``UserWarning``) when subnet layers made without a seed make it store their frozen weights."""
     model = _trained(uncompiled(model, "save_ticket"))
     masked = _masked_modules(model)
     if not masked:
@@ -342,7 +374,9 @@ def save_ticket(model: nn.Module, path) -> int:
               "frozen_dtypes": sorted(ticket_file.dtype_name(d)
                                       for d in _float_dtypes(regenerated.values())),
               "channels_last": _channels_last(model), "payload_nbytes": payload.size}
-    return ticket_file.write(path, header, b"".join(payload.chunks))
+    size = ticket_file.write(path, header, b"".join(payload.chunks))
+    _warn_unseeded(model, stored, size)
+    return size
 
 
 def _entries(model: nn.Module, frozen: set[str]) -> dict[str, dict]:

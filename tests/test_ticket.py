@@ -134,12 +134,14 @@ def test_a_registered_architectures_layers_made_without_a_seed_store_their_weigh
     """An architecture of your own, registered in MODELS, whose subnet layer is made without a
     seed: its ticket stores that layer's frozen weights (as for a model without a spec), so the
     path alone loads it whatever torch's global generator drew since (was: "different frozen
-    random weights")."""
+    random weights"), and save_ticket warns that it does."""
     monkeypatch.setitem(MODELS._entries, "unseeded_mlp", lambda *, sparsity, seed: nn.Sequential(
         ln.SubnetLinear(12, 8, True, sparsity=sparsity), nn.ReLU(),
         ln.SubnetLinear(8, 5, True, sparsity=sparsity, seed=seed)))
     model = build_model("unseeded_mlp", sparsity=0.5, seed=0).eval()
-    save_ticket(model, tmp_path / "t.ticket")
+    with pytest.warns(UserWarning, match=r"1 subnet layer\(s\) made without a seed \('0'\): the "
+                                         r"ticket stores their frozen weights, .*: 416 of its"):
+        save_ticket(model, tmp_path / "t.ticket")  # (12 x 8 + 8 float32 values)
     assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), VECTORS)
 
 
