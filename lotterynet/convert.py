@@ -412,28 +412,34 @@ def _sources(cls: type) -> str:
     return "\n".join(sources)
 
 
-def reads_weight(owner: nn.Module, child: str) -> bool:
-    """Whether ``owner``'s forward, or a method it calls, reads its layer ``child``'s weight
-    itself, for more than its device or dtype (``self.qkv.weight``: torchvision's Swin
-    attention passes it to ``F.linear`` in its forward, timm's MobileViT cross attention
-    ``self.qkv_proj.weight`` to ``F.conv2d`` in a method of its own; ConViT's
-    ``get_rel_indices`` reads only ``self.qk.weight.device``)."""
-    return re.search(rf"\bself\.{re.escape(child)}\.weight\b(?!\.(device|dtype)\b)",
-                     _sources(type(owner))) is not None
+def reads_weight(owner: nn.Module, path: str) -> bool:
+    """Whether ``owner``'s forward, or a method it calls, reads the weight of its layer at
+    ``path`` (its child ``qkv``, or further down: ``attn.qkv``) itself, as
+    ``self.PATH.weight`` or ``getattr(self.PATH, "weight")``, for more than its device or dtype
+    (``self.qkv.weight``: torchvision's Swin attention passes it to ``F.linear`` in its forward,
+    timm's MobileViT cross attention ``self.qkv_proj.weight`` to ``F.conv2d`` in a method of its
+    own; ConViT's ``get_rel_indices`` reads only ``self.qk.weight.device``). Not a read through
+    another name (``qkv = self.qkv``, ``getattr(self, name)``) or an index
+    (``self.blocks[0].weight``): only what names the layer by its path is read."""
+    layer = re.escape(f"self.{path}")
+    return re.search(rf"(\b{layer}\.weight\b|\bgetattr\(\s*{layer}\s*,\s*[\"']weight[\"']\s*\))"
+                     rf"(?!\.(device|dtype)\b)", _sources(type(owner))) is not None
 
 
 def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module]) -> None:
     """Warn of a converted layer whose weight its parent's forward, or a method it calls, reads
-    itself (:func:`reads_weight`) when that weight is ``[P, 2N]`` over ``[relu(x), relu(-x)]``
-    (subset-sum / fixedsize with ReLU), not ``[out, in]``: the forward then fails with a shape
-    error naming no layer."""
+    itself (:func:`reads_weight`), or a module's above it, when that weight is ``[P, 2N]`` over
+    ``[relu(x), relu(-x)]`` (subset-sum / fixedsize with ReLU), not ``[out, in]``: the forward
+    then fails with a shape error naming no layer."""
     for name, layer in replaced.items():
-        parent, _, child = name.rpartition(".")
         if not name or getattr(getattr(layer, "structure", None), "activation", None) != "relu":
             continue
-        owner = model.get_submodule(parent)
-        if reads_weight(owner, child):
-            warnings.warn(f"convert: {type(owner).__name__} reads self.{child}.weight itself "
+        parts = name.split(".")
+        for above in reversed(range(len(parts))):  # its parent first, then up to the model
+            owner, path = model.get_submodule(".".join(parts[:above])), ".".join(parts[above:])
+            if not reads_weight(owner, path):
+                continue
+            warnings.warn(f"convert: {type(owner).__name__} reads self.{path}.weight itself "
                           f"(layer {name!r}), which with activation='relu' is [P, 2N] over "
                           f"[relu(x), relu(-x)], not [out, in], so its forward will fail: "
                           f"convert such layers with activation='identity' (a call of their "

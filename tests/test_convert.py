@@ -236,18 +236,48 @@ class HandsOverToItsBase(ReadsItsLayersWeightInAMethod):
         return super().forward(x)
 
 
-@pytest.mark.parametrize("reader", [ReadsItsLayersWeight, ReadsItsLayersWeightInAMethod,
-                                    HandsOverToItsBase])
+class ReadsItsLayersWeightByGetattr(nn.Module):
+    """Reads it as ``getattr(self.proj, "weight")``."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(6, 4)
+
+    def forward(self, x):
+        weight = getattr(self.proj, "weight")  # noqa: B009 (what the test reads)
+        return nn.functional.linear(x, weight, self.proj.bias)
+
+
+class ReadsItsChildsLayersWeight(nn.Module):
+    """Reads the weight of its child's layer (``self.inner.proj.weight``: a grandparent of
+    it), in a method of its own; the child itself does not read it."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.ModuleDict({"proj": nn.Linear(6, 4)})
+
+    def forward(self, x):
+        return self._project(x)
+
+    def _project(self, x):
+        return nn.functional.linear(x, self.inner.proj.weight, self.inner.proj.bias)
+
+
+@pytest.mark.parametrize("reader,path", [
+    (ReadsItsLayersWeight, "proj"), (ReadsItsLayersWeightInAMethod, "proj"),
+    (HandsOverToItsBase, "proj"), (ReadsItsLayersWeightByGetattr, "proj"),
+    (ReadsItsChildsLayersWeight, "inner.proj")])
 @pytest.mark.parametrize("structure", ["subsetsum", "fixedsize"])
 def test_a_layer_whose_weight_its_parent_reads_is_warned_of_under_relu(recwarn, structure,
-                                                                       reader):
+                                                                       reader, path):
     """With ReLU a subset-sum layer's weight is [P, 2N]: a parent reading it itself failed at
     its first forward with "mat1 and mat2 shapes cannot be multiplied (2x6 and 12x4)", naming
     no layer. convert names it, read in the parent's forward, in a method it calls (only the
-    forward was read) or in its base's; with identity (an [out, in] weight) it works,
+    forward was read) or in its base's, by getattr, or by a grandparent (only
+    ``self.NAME.weight`` in the parent was read); with identity (an [out, in] weight) it works,
     unwarned."""
-    with pytest.warns(UserWarning, match=rf"{reader.__name__} reads self.proj.weight itself "
-                                         r"\(layer '0.proj'\).*activation='identity'"):
+    with pytest.warns(UserWarning, match=rf"{reader.__name__} reads self.{path}.weight itself "
+                                         rf"\(layer '0.{path}'\).*activation='identity'"):
         relu = convert(nn.Sequential(reader()), sparsity=0.5, structure=structure)
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         relu(torch.randn(2, 6))
@@ -258,15 +288,16 @@ def test_a_layer_whose_weight_its_parent_reads_is_warned_of_under_relu(recwarn, 
 
 
 class ReadsItsLayersDeviceOrWeightOffItsForward(nn.Module):
-    """Reads its layer's weight only for its device (ConViT's ``get_rel_indices``) and in a
-    method its forward does not call (timm's ``PatchEmbed.set_input_size``)."""
+    """Reads its layer's weight only for its device (ConViT's ``get_rel_indices``) or dtype
+    and in a method its forward does not call (timm's ``PatchEmbed.set_input_size``)."""
 
     def __init__(self):
         super().__init__()
         self.proj = nn.Linear(6, 4)
 
     def forward(self, x):
-        return self.proj(x.to(self.proj.weight.device))
+        dtype = getattr(self.proj, "weight").dtype  # noqa: B009 (what the test reads)
+        return self.proj(x.to(self.proj.weight.device, dtype))
 
     def resize(self):
         return self.proj.weight.clone()
