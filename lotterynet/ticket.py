@@ -257,20 +257,18 @@ def _as_saved(regenerated: dict, digest: str, saved_dtypes: list[str] | None = N
     ticket that rebuilds other weights costs at most two hashes more, not nine."""
     tensors = list(regenerated.values())
     floats = _float_dtypes(tensors)
-    saved = None if saved_dtypes is None else {DTYPES[name] for name in saved_dtypes}
-    for via in (None, *ROUNDED_THROUGH):
-        if via is not None and all(_rounded_through(t, via) is t for t in tensors):
-            continue  # nothing to round: as via=None
-        for dtype in (None, torch.float64, torch.float32, torch.float16, torch.bfloat16):
-            if dtype is None and via is None:
-                continue  # the digest that did not match
-            if dtype is not None and (dtype == via or floats <= {dtype}):
-                continue  # nothing cast, or cast as the rounding through it already did
-            if saved is not None and ({dtype} if dtype else floats) != saved:
-                continue  # not in the dtypes the weights were saved in
-            if _digest(regenerated, via, dtype) == digest:
-                return via, dtype
-    return None
+    # None: no rounding, no cast; else only a rounding or a cast that changes something
+    vias = [None, *(via for via in ROUNDED_THROUGH
+                    if any(_rounded_through(t, via) is not t for t in tensors))]
+    casts = [None, *(dtype for dtype in (torch.float64, torch.float32, torch.float16,
+                                         torch.bfloat16) if not floats <= {dtype})]
+    if saved_dtypes is not None:  # only into the dtypes the weights were saved in
+        saved = {DTYPES[name] for name in saved_dtypes}
+        casts = [dtype for dtype in casts if ({dtype} if dtype else floats) == saved]
+    # (never via == dtype: (None, None) is the digest that did not match, and a cast to the
+    # dtype rounded through gives what the cast alone does)
+    return next(((via, dtype) for via in vias for dtype in casts
+                 if dtype != via and _digest(regenerated, via, dtype) == digest), None)
 
 
 def _trained(model: nn.Module) -> nn.Module:
