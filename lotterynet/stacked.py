@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .convert import laid_out
 from .errors import first_line
 from .masking import laid_out_as, masked_weights, rows_topk_mask, score_magnitudes
 from .models import build_model
@@ -86,6 +87,22 @@ def check_deterministic(model: nn.Module) -> None:
                              f"torch: dropout=0, p=0; nn.LeakyReLU for nn.RReLU)")
 
 
+def check_one_layout(models: Sequence[nn.Module]) -> None:
+    """Refuse models whose tensors of one name are laid out differently (channels last in one,
+    not in another): a stack makes equal frozen tensors one (:func:`share_frozen`) and lays
+    every member's masks out as the first member's weights, so a member would compute in
+    another layout than its single run (other numbers, by float rounding) or read two
+    (slower)."""
+    first = {name: laid_out(p) for name, p in models[0].named_parameters()}
+    for s, model in enumerate(models[1:], 1):
+        for name, p in model.named_parameters():
+            if name in first and laid_out(p) != first[name]:
+                a, b = (s, 0) if laid_out(p) else (0, s)
+                raise ValueError(f"a stack's members must be laid out alike: {name} is "
+                                 f"channels last in member {a} but not in member {b}; give "
+                                 f"every member one memory format (model.to(memory_format=...))")
+
+
 def _prefix_key(modules: Sequence[nn.Module]) -> tuple:
     """Two prefixes with equal keys compute the same function: same modules, same tensors."""
     return tuple((repr(m), tuple(id(p) for p in m.parameters())) for m in modules)
@@ -123,6 +140,7 @@ class StackedModel(nn.Module):
             raise ValueError(f"a stack's members must be one architecture, got {sorted(kinds)}")
         for member in members:
             check_deterministic(member)
+        check_one_layout(members)
         share_frozen(members)
         self.members = nn.ModuleList(members)
         n = frozen_prefix_length(members)

@@ -159,6 +159,23 @@ def test_shared_tensors_are_stored_and_run_once():
         two_seeds(two_seeds._prefixes[0](x), prefixed=True)
 
 
+def test_members_laid_out_differently_are_refused():
+    """One member channels last, another not: the stack made the frozen weights one tensor (of
+    the first member's layout) and laid every member's masks out as the first's, so the other
+    computed in a layout not its own (its output off its single run's by rounding) or read two
+    (slower). Refused, naming the tensor; members laid out alike stack."""
+    def member(channels_last: bool) -> nn.Module:
+        model = nn.Sequential(SubnetConv2d(4, 8, 3, sparsity=0.5, seed=0), nn.Flatten())
+        return model.to(memory_format=torch.channels_last) if channels_last else model
+
+    for layouts, said in (((False, True), "member 1 but not in member 0"),
+                          ((True, False), "member 0 but not in member 1")):
+        with pytest.raises(ValueError, match=r"laid out alike: 0\.structure\.weight\.weight is "
+                                             rf"channels last in {said}; give every member one"):
+            StackedModel([member(c) for c in layouts])
+    StackedModel([member(True), member(True)])
+
+
 def test_a_stack_runs_its_shared_convs_once_per_example(tmp_path, data_dir, monkeypatch):
     """As in a single run, the data module serves the shared frozen convs' output: each
     example of each split goes through them once, whatever the epochs and members."""
