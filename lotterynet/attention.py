@@ -36,6 +36,9 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
     ``bias_k`` / ``bias_v`` (with ``add_bias_kv``) are frozen, Xavier-normal as in torch.
     ``seed`` seeds all of it."""
 
+    #: As a subnet layer's (layers.py): a layer pickled before it existed loads as seeded.
+    seeded: bool = True
+
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
                  vdim: int | None = None, batch_first: bool = False, device=None, dtype=None, *,

@@ -60,6 +60,10 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
     ``AttributeError`` saying so.
     """
 
+    #: Whether the layer was made with a seed (else a ticket stores its frozen weights). A class
+    #: default: a layer pickled before it existed loads as seeded, as its tickets were then.
+    seeded: bool = True
+
     def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
                pairs, activation, shared, hidden, seed, kept="round", ties="low",
                fan_in="hidden", score_init="edgepopup", device=None, dtype=None) -> None:

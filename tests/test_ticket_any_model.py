@@ -333,6 +333,23 @@ def test_subnet_layers_made_without_a_seed_store_their_frozen_weights(tmp_path):
         load_ticket(tmp_path / "older.ticket", model=Unseeded())
 
 
+def test_subnet_layers_pickled_before_they_recorded_their_seed_save_their_ticket(tmp_path):
+    """A model pickled whole (torch.save(model)) by a lotterynet whose subnet layers did not
+    record whether they were made with a seed (``layer.seeded``) failed at save_ticket
+    (AttributeError: 'seeded'); its layers load as seeded, as that lotterynet's tickets took
+    them: the ticket is the one the model saved before it was pickled."""
+    model = Unseeded(seed=1)
+    ln.global_topk(model, 0.7)
+    save_ticket(model, tmp_path / "t.ticket")
+    for layer in model.modules():  # as an older lotterynet pickled it
+        if isinstance(layer, ln.SUBNET_MODULES):
+            del layer.seeded
+    torch.save(model, tmp_path / "older.pt")
+    older = torch.load(tmp_path / "older.pt", weights_only=False)
+    save_ticket(older, tmp_path / "older.ticket")
+    assert (tmp_path / "older.ticket").read_bytes() == (tmp_path / "t.ticket").read_bytes()
+
+
 @pytest.mark.parametrize("which", ["spec", "converted", "seeded-layers"])
 def test_a_ticket_cannot_replace_frozen_weights_a_load_regenerates(tmp_path, which):
     """A ticket stores the frozen weights of subnet layers made without a seed, and only those:
