@@ -7,6 +7,13 @@ from torch import nn
 from .masking import check_module, masked_weights
 
 
+def kept_params(counts: dict[str, int]) -> int:
+    """The weights a network of :func:`count_params`' ``counts`` keeps, as a sweep's table and
+    W&B's ``params/kept`` count them: those its masks keep, or, with no masks (the trained
+    dense baseline, which keeps all its weights), every parameter it trains."""
+    return counts["kept"] if counts["maskable"] else counts["trainable"]
+
+
 def count_params(model: nn.Module) -> dict[str, int]:
     """Counts for a model:
 

@@ -68,7 +68,7 @@ from .machine import cpu_name, is_launched_worker
 from .masking import masked_weights
 from .models import split_arch
 from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, mask_digest
-from .params import count_params
+from .params import count_params, kept_params
 from .quiet import quiet_lightning
 from .resumable import check_resumable, is_real, nested
 from .ticket import save_ticket
@@ -822,7 +822,8 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
                            callbacks=(LearningRateMonitor(logging_interval="epoch"),
                                       StopOnDivergence()), resumed=resumed)
     for logger in loggers if not config.resume else []:  # a resumed run has logged these
-        logger.log_metrics({"params/maskable": counts["maskable"], "params/kept": counts["kept"],
+        logger.log_metrics({"params/maskable": counts["maskable"],
+                            "params/kept": kept_params(counts),
                             **{f"density/{k}": v for k, v in densities.items()}}, step=0)
     checkpoint = run_dir / CHECKPOINTS / LAST
     what = f"run {str(run_dir)!r}"
@@ -866,7 +867,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
             "run_dir": str(run_dir),
         }
         ticket = write_ticket(module.model, run_dir) if trainer.is_global_zero else None
-        summary = {"test/acc": results["test_acc"], "params/kept": counts["kept"],
+        summary = {"test/acc": results["test_acc"], "params/kept": kept_params(counts),
                    "val/acc_best": timer.best_val_acc}
         wandb_dir = finish_wandb(loggers, {k: v for k, v in summary.items() if v is not None},
                                  None if ticket is None else {"": ticket})

@@ -80,6 +80,7 @@ from .grid import (
 )
 from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
+from .params import kept_params
 from .run import (
     CHECKPOINTS,
     END_FILES,
@@ -714,7 +715,7 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     rows = []
     for (label, sparsity), runs in groups.items():
         accs = [100 * r["test_acc"] for r in runs]
-        kept = [r["params"]["kept"] or r["params"]["trainable"] for r in runs]
+        kept = [kept_params(r["params"]) for r in runs]
         maskable = runs[0]["params"]["maskable"]  # (0: the trained baseline, unpruned)
         pruned = 1 - statistics.mean(r["params"]["kept"] for r in runs) / maskable \
             if maskable else 0.0

@@ -289,7 +289,9 @@ def test_wandb_trained_baseline_run_finishes(tmp_path, data_dir, monkeypatch):
     """The trained dense baseline (a sweep's baseline cell) has no masks: no ticket, the run
     finishes and logs (it ended in a traceback, without results.json, at the ticket). Its W&B
     config says it prunes nothing (it said sparsity 0.5, the default it never reads, so W&B
-    grouped it with the 50 %-sparse runs) and holds no option of the structures."""
+    grouped it with the 50 %-sparse runs) and holds no option of the structures. Its
+    ``params/kept`` is every weight it trains, as the sweep's table counts it (it logged 0:
+    the kept weights of masks it has none of)."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
     code, out = train(tmp_path, data_dir, "--arch", "fc2", "--train-weights", "--wandb",
@@ -297,6 +299,13 @@ def test_wandb_trained_baseline_run_finishes(tmp_path, data_dir, monkeypatch):
     assert code == 0 and not (out / "model.ticket").exists()
     log = next(Path(results_of(out)["wandb_dir"]).glob("run-*.wandb"))
     assert read_wandb_summary(log)["test/acc"] == pytest.approx(results_of(out)["test_acc"])
+    params = results_of(out)["params"]
+    logged = [json.loads(i.value_json) for r in read_wandb_records(log)
+              if r.WhichOneof("record_type") in ("history", "summary")
+              for i in (r.history.item if r.WhichOneof("record_type") == "history"
+                        else r.summary.update)
+              if (i.key or "/".join(i.nested_key)) == "params/kept"]
+    assert params["maskable"] == 0 and len(logged) > 1 and set(logged) == {params["trainable"]}
     config = wandb_config_of(log)
     assert config["sparsity"] == 0.0 and config["train_weights"] is True
     assert not {"pairs", "activation", "init", "score_init", "model_kwargs"} & set(config)
