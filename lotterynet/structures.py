@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -461,9 +461,8 @@ class FixedSize(SubsetSum):
               **unused):
         specs = super().specs(target, pairs=pairs, activation=activation, shared=shared,
                               fan_in=fan_in)
-        u, v = specs["u"], specs["v"]
-        return {"u": TensorSpec(u.shape, u.fan_in, maskable=False),
-                "v": TensorSpec(v.shape, v.fan_in, group_dim=2, group_size=pairs)}
+        return {"u": replace(specs["u"], maskable=False),
+                "v": replace(specs["v"], group_dim=2, group_size=pairs)}
 
 
 class TwoLayer(Structure):
