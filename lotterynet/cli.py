@@ -314,10 +314,15 @@ def dispatch(args: argparse.Namespace) -> int:
                               "flags (a sweep writes its resolved grid to SWEEP/sweep.json)")
         sweep = load_sweep(args, given_values(args))  # every cell's config checked
         if args.wandb_sweep:
-            from .sweep import check_buildable, check_sweep_dir
+            from .sweep import check_buildable, check_sweep_dir, wandb_group
 
+            if sweep.base.get("wandb") is False:  # (its agents run every cell with --wandb)
+                raise ConfigError(f"--wandb-sweep: its agents log every cell to W&B (where "
+                                  f"the sweep's metric, test/acc, is read); drop "
+                                  f"{'--no-wandb' if args.wandb is False else 'wandb: false'}")
             sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
             check_sweep_dir(sweep_dir)  # what its agents would find only once they start
+            wandb_group(sweep, sweep_dir)  # (its agents' group)
             check_buildable(sweep)
             cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), sweep_dir)
             print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "

@@ -676,13 +676,22 @@ def require_wandb() -> None:
 WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
 
 
+#: The longest project and group name W&B takes (a longer group is refused by its server).
+WANDB_NAME_MAX = 128
+
+
 def check_wandb_names(config: RunConfig) -> None:
-    """The project name and tags W&B would refuse at ``wandb.init``, after the run's files
-    were written: a project of 1 to 128 characters without ``/ \\ # ? % :``, tags of 1 to 64."""
+    """The project name, group and tags W&B would refuse at ``wandb.init``, after the run's
+    files were written: a project of 1 to 128 characters without ``/ \\ # ? % :``, a group of
+    at most 128, tags of 1 to 64."""
     project = config.wandb_project
-    if not 1 <= len(project) <= 128 or set(project) & set(WANDB_PROJECT_FORBIDDEN):
-        raise ConfigError(f"--wandb-project {project!r}: a W&B project name has 1 to 128 "
-                          f"characters, none of {' '.join(WANDB_PROJECT_FORBIDDEN)}")
+    if not 1 <= len(project) <= WANDB_NAME_MAX or set(project) & set(WANDB_PROJECT_FORBIDDEN):
+        raise ConfigError(f"--wandb-project {project!r}: a W&B project name has 1 to "
+                          f"{WANDB_NAME_MAX} characters, none of "
+                          f"{' '.join(WANDB_PROJECT_FORBIDDEN)}")
+    if config.wandb_group is not None and len(config.wandb_group) > WANDB_NAME_MAX:
+        raise ConfigError(f"--wandb-group {config.wandb_group!r}: {len(config.wandb_group)} "
+                          f"characters; W&B takes a group name of at most {WANDB_NAME_MAX}")
     tags = [] if config.wandb_tags is None else config.wandb_tags.split(",")
     for tag in tags:
         if not 1 <= len(tag.strip()) <= 64:

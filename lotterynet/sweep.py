@@ -59,6 +59,7 @@ from .checkpointing import (
 )
 from .config import (
     NOT_COMPUTED,
+    WANDB_NAME_MAX,
     ConfigError,
     RunConfig,
     changed_fields,
@@ -883,6 +884,20 @@ def check_sweep_dir(sweep_dir: Path) -> None:
                           f"overwrite; choose a new or empty folder")
 
 
+def wandb_group(sweep: Sweep, sweep_dir: Path) -> str:
+    """The W&B group of the sweep's cells: ``--wandb-group``, else the sweep folder's own name
+    (also where ``--sweep-out`` is "." or ends in ".."), refused (:class:`ConfigError`) where
+    it is longer than W&B takes."""
+    if sweep.base.get("wandb_group") is not None:  # (checked with the cells' configs)
+        return sweep.base["wandb_group"]
+    group = Path(os.path.abspath(sweep_dir)).name
+    if len(group) > WANDB_NAME_MAX:
+        raise ConfigError(f"--sweep-out {str(sweep_dir)!r}: its folder's name, the sweep's W&B "
+                          f"group, has {len(group)} characters; W&B takes a group name of at "
+                          f"most {WANDB_NAME_MAX} (choose a shorter folder, or --wandb-group)")
+    return group
+
+
 def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
     """The sweep's cells (or with ``--cell`` one of them), then its table and figure."""
     if args.jobs_per_device < 1:
@@ -890,8 +905,7 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
     sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
     check_sweep_dir(sweep_dir)
     if sweep.base.get("wandb"):
-        # (the folder's own name, also where --sweep-out is "." or ends in "..")
-        sweep.base.setdefault("wandb_group", Path(os.path.abspath(sweep_dir)).name)
+        sweep.base["wandb_group"] = wandb_group(sweep, sweep_dir)
     if args.cell:
         return run_one_cell(sweep, sweep_dir, args.cell)
     cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, args.jobs_per_device)

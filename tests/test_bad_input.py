@@ -373,6 +373,16 @@ CASES = [
     (["--wandb", "--wandb-project", "a/b"], ["--wandb-project 'a/b'", "1 to 128", "/ \\ #"]),
     (["--wandb", "--wandb-tags", "paper,,fc2"], ["--wandb-tags 'paper,,fc2'", "1 to 64", "''"]),
     (["--wandb", "--wandb-tags", "x" * 65], ["--wandb-tags", "1 to 64"]),
+    # a W&B group longer than W&B takes (its server refuses it): given, or a sweep folder's name
+    (["--wandb", "--wandb-group", "g" * 129], ["--wandb-group", "129 characters", "at most 128"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--wandb",
+      "--sweep-out", "{tmp}/" + "s" * 129], ["--sweep-out", "129 characters", "at most 128"]),
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
+      "--sweep-out", "{tmp}/" + "s" * 129, "--wandb-sweep", "{tmp}/w.yaml"],
+     ["--sweep-out", "129 characters", "at most 128"]),
+    # --no-wandb beside --wandb-sweep: its agents log to W&B whatever it says
+    (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
+      "--no-wandb", "--wandb-sweep", "{tmp}/w.yaml"], ["--wandb-sweep", "drop --no-wandb"]),
     (["--trainer.callbacks", "{{class_path: ModelCheckpoint, init_args: {{dirpath: x}}}}"],
      ["ModelCheckpoint", "state_key"]),  # the run's own last.ckpt would be its twin
     (["--trainer.limit_val_batches", "0", "--trainer.callbacks",
