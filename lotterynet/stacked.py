@@ -174,9 +174,12 @@ class StackedModel(nn.Module):
         if masks and all(m is not None for m in masks) and self.unbatchable is None and \
                 len({self._prefix_of[s] for s in members}) == 1:
             h = x if prefixed else self._prefixes[self._prefix_of[members[0]]](x)
-            out = self._vmapped(h, members, masks)
-            if out is not None:
-                return list(out.unbind(0))
+            try:
+                return list(self._vmapped(h, members, masks).unbind(0))
+            except Exception as err:  # (told apart below, not by its words: torch rewords
+                failed = first_line(err)  # them; its frames, the tensors they hold, freed)
+        else:
+            failed = None
         # member by member; where a tensor's masks were chosen together, each its own row
         positions = zip(*(self._masked[s] for s in members))  # each tensor of every member
         given = [(w, mask[row]) for mask, same in zip(masks, positions) if mask is not None
@@ -194,6 +197,10 @@ class StackedModel(nn.Module):
         finally:
             for w, _ in given:
                 w.given_mask = None
+        if failed is not None:  # the members ran: vmap's own failure, not their forward's
+            self.unbatchable = failed
+            warnings.warn(f"the stack's members run one by one: their forward cannot be "
+                          f"vmapped ({self.unbatchable})", stacklevel=2)
         return outputs
 
     def _row_masks(self, members: Sequence[int]) -> list[torch.Tensor | None]:
@@ -238,12 +245,13 @@ class StackedModel(nn.Module):
         return None
 
     def _vmapped(self, h: torch.Tensor, members: list[int], masks: list[torch.Tensor]
-                 ) -> torch.Tensor | None:
+                 ) -> torch.Tensor:
         """``(S, …)``: every member's output on ``h`` (the shared prefix's output), from one
         ``torch.func.vmap`` of the first member's forward over the members' stacked trainable
-        tensors and masks; None where the forward fails (the members run one by one and
-        raise its error as they would), and where it cannot be vmapped (an op reading a value
-        on the host: with a warning, and member by member from then on)."""
+        tensors and masks. Where it raises, :meth:`forward` runs the members one by one: they
+        raise the error of a forward that fails as they would, and where they run, the
+        forward is one vmap cannot run (an op reading a value on the host; whatever its
+        error says): with a warning, member by member from then on (:attr:`unbatchable`)."""
         first = self._rests[members[0]]
         weights = self._masked[members[0]]
         stacked = {name: torch.stack([self._trainable[s][i][1] for s in members])
@@ -256,13 +264,6 @@ class StackedModel(nn.Module):
 
         try:
             return torch.func.vmap(member)(stacked, masks)
-        except RuntimeError as err:
-            if not any(word in str(err).lower() for word in ("vmap", "batching rule")):
-                return None  # the forward's own error: the members raise it one by one
-            self.unbatchable = first_line(err)
-            warnings.warn(f"the stack's members run one by one: their forward cannot be "
-                          f"vmapped ({self.unbatchable})", stacklevel=3)
-            return None
         finally:
             for w in weights:
                 w.given_mask = None

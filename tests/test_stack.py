@@ -1089,15 +1089,59 @@ def test_member_losses_are_each_members_cross_entropy_with_its_gradient_bit_for_
     assert all(torch.equal(a, b) for a, b in zip(stacked, each))
 
 
-def test_an_error_of_the_members_own_forward_is_raised_not_taken_for_vmap():
-    stack = StackedModel([SubnetLinear(8, 4, sparsity=s, seed=0) for s in (0.25, 0.75)],
-                         batched=True)
+def test_a_forward_vmap_cannot_run_is_told_by_the_members_running_not_by_its_words(
+        monkeypatch):
+    """A forward vmap could not run was told from the forward's own error by the words "vmap"
+    or "batching rule" in its message: reworded by torch, the stack fell back member by member
+    every step, calling vmap again each time, unwarned. Where vmap raises and the members
+    then run one by one, it is vmap's failure, whatever it says: warned once, and member by
+    member from then on."""
+    def stack(batch):
+        return StackedModel([SubnetLinear(8, 4, sparsity=s, seed=0) for s in (0.25, 0.75)],
+                            batched=batch)
+
+    batched, single = stack(True), stack(False)
+    calls = []
+
+    def reworded(function):
+        calls.append(function)
+        raise RuntimeError("something else\nits second line")
+
+    monkeypatch.setattr(torch.func, "vmap", reworded)
+    x = torch.randn(5, 8)
+    with pytest.warns(UserWarning, match=r"members run one by one: their forward cannot be "
+                                         r"vmapped \(something else\)$"):
+        out = batched(x)
+    assert batched.unbatchable == "something else"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once
+        assert all(torch.equal(a, b) for a, b in zip(batched(x), single(x)))
+    assert len(calls) == 1  # (not tried again)
+    assert all(torch.equal(a, b) for a, b in zip(out, single(x)))
+    assert all(w.given_mask is None for w in masked_weights(batched))
+
+
+class _Refuses(nn.Module):
+    """A forward whose own error names vmap."""
+
+    def forward(self, x):
+        raise RuntimeError("my op has no batching rule for vmap")
+
+
+@pytest.mark.parametrize("members, x, said", [
+    (lambda s: SubnetLinear(8, 4, sparsity=s, seed=0), torch.randn(5, 9),  # 9 inputs for 8
+     "cannot be multiplied"),
+    (lambda s: nn.Sequential(SubnetLinear(8, 4, sparsity=s, seed=0), _Refuses()),
+     torch.randn(5, 8), "no batching rule for vmap")])  # (was taken for vmap's by its words)
+def test_an_error_of_the_members_own_forward_is_raised_not_taken_for_vmap(members, x, said):
+    stack = StackedModel([members(s) for s in (0.25, 0.75)], batched=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "cannot be vmapped" warning
-        with pytest.raises(RuntimeError, match="cannot be multiplied"):
-            stack(torch.randn(5, 9))  # 9 inputs for a layer of 8
+        with pytest.raises(RuntimeError, match=said):
+            stack(x)
     assert stack.unbatchable is None
-    assert len(stack(torch.randn(5, 8))) == 2
+    if said == "cannot be multiplied":
+        assert len(stack(torch.randn(5, 8))) == 2
 
 
 def test_a_batched_stack_ranks_nan_scores_as_each_member_does():
