@@ -709,10 +709,17 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm)
 
 
-#: How a stopped stack goes on (the sweep sees which of its members are done).
-RUN_AGAIN = "run the same sweep again to continue from its checkpoint"
-#: ... and one stopped before its first epoch ended (:func:`train_stack` starts it over).
-START_OVER = f"{NOTHING_TO_RESUME}; run the same sweep again to start it over in its folder"
+def run_again(what: str = "sweep") -> tuple[str, str]:
+    """How a stopped stack or sweep cell goes on, by running the same ``what`` again (the
+    sweep, which sees which of its members are done; a cell's ``--cell`` command): from its
+    checkpoint, and, stopped before its first epoch ended, starting over in its folder
+    (:func:`train_stack`, :func:`~lotterynet.sweep.prepare_cell`)."""
+    return (f"run the same {what} again to continue from its checkpoint",
+            f"{NOTHING_TO_RESUME}; run the same {what} again to start it over in its folder")
+
+
+#: How a stopped stack goes on, and one stopped before its first epoch ended (:func:`run_again`).
+RUN_AGAIN, START_OVER = run_again()
 
 
 def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,

@@ -98,10 +98,9 @@ from .run import (
 )
 from .stack import (
     CANNOT_CONTINUE,
-    RUN_AGAIN,
-    START_OVER,
     holds_a_stack,
     resumes,
+    run_again,
     run_stack,
     stack_record,
     unstackable,
@@ -632,23 +631,25 @@ def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finish
 
 
 @contextlib.contextmanager
-def continued_by_the_sweep(name: str, cell_dir: Path):
+def continued_by_the_sweep(name: str, cell_dir: Path, what: str = "sweep"):
     """A cell that the sweep runs (in its own process, or as its job), stopped by Ctrl-C or
     SIGTERM with a checkpoint in its folder, or out of memory, says to run the same sweep
     again, as a stack does: the run's own line gave the ``--resume`` of that one cell, which
     left the rest of the sweep unrun (a cell without a checkpoint starts over:
-    :func:`prepare_cell`)."""
+    :func:`prepare_cell`). ``what``: what runs it again (:func:`run_again`; a W&B agent's
+    ``--cell``, :func:`run_one_cell`, the same ``--cell command``)."""
     checkpoint = cell_dir / CHECKPOINTS / LAST
+    again, over = run_again(what)
     try:
         yield
     except Interrupted as err:
         if not checkpoint.is_file():
             raise  # (nothing to continue: the run's line says so)
         raise interrupted(err.exit_code == 128 + signal.SIGTERM,
-                          f"cell {name}: {RUN_AGAIN}") from None
+                          f"cell {name}: {again}") from None
     except OutOfMemory as err:
-        raise OutOfMemory(err.args[0], RUN_AGAIN if checkpoint.is_file() else None,
-                          START_OVER) from None
+        raise OutOfMemory(err.args[0], again if checkpoint.is_file() else None,
+                          over) from None
 
 
 def as_a_sweeps_job(config: RunConfig) -> contextlib.AbstractContextManager:
@@ -852,7 +853,8 @@ def log_to_wandb(rows: list[dict], figure: Path, base: dict) -> None:
 def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
     """Cell ``name`` of the sweep alone, in its cell directory (what a W&B agent runs; the
     sweep's lock held shared, :func:`outside_a_running_sweep`, so agents may run cells side
-    by side)."""
+    by side). Stopped or out of memory, it says to run the same ``--cell`` command again
+    (:func:`continued_by_the_sweep`), which continues from the cell's checkpoint."""
     cells = {cell_name(label, values): values for label, values in sweep.cells()}
     if name not in cells:
         names = list(cells)
@@ -864,7 +866,8 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
         if config is None:
             print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
             return 0
-        results = run(config)
+        with continued_by_the_sweep(name, sweep_dir / "cells" / name, "--cell command"):
+            results = run(config)
         relocate(sweep_dir / "cells" / name, read_results(sweep_dir / "cells" / name))
     print(f"cell {name}: test {100 * results['test_acc']:.2f}% | {results['run_dir']}")
     return 0

@@ -1086,12 +1086,14 @@ def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("checkpointed", [True, False])
+@pytest.mark.parametrize("one_cell", [False, True])
 def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
-        tmp_path, monkeypatch, checkpointed):
+        tmp_path, monkeypatch, checkpointed, one_cell):
     """A cell run in the sweep's own process (the trained baseline, ``--no-stack``) stopped by
     SIGTERM or Ctrl-C said ``resume with --resume CELL/checkpoints/last.ckpt``: that one cell,
     the rest of the sweep left unrun. With a checkpoint it says to run the sweep again, as a
-    stack does; without one, the run's own line (nothing to resume) as before."""
+    stack does (a cell run by ``--cell``, a W&B agent's: the same ``--cell`` command); without
+    one, the run's own line (nothing to resume) as before."""
     from lotterynet.errors import Interrupted, interrupted
 
     def stopped(config):
@@ -1104,23 +1106,28 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
     monkeypatch.setattr(sweep_module, "run", stopped)
     sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
     with pytest.raises(Interrupted) as err:
-        sweep_module.run_cells(sweep, tmp_path, 1, stack=False)
+        if one_cell:
+            sweep_module.run_one_cell(sweep, tmp_path, "trained-e1-seed0")
+        else:
+            sweep_module.run_cells(sweep, tmp_path, 1, stack=False)
     assert err.value.exit_code == 143
-    assert str(err.value) == ("stopped by SIGTERM; cell trained-e1-seed0: run the same sweep "
-                              "again to continue from its checkpoint" if checkpointed else
+    again = "--cell command" if one_cell else "sweep"
+    assert str(err.value) == (f"stopped by SIGTERM; cell trained-e1-seed0: run the same {again} "
+                              f"again to continue from its checkpoint" if checkpointed else
                               "stopped by SIGTERM; no epoch had finished, so there is no "
                               "checkpoint to resume from")
 
 
 @pytest.mark.parametrize("checkpointed", [True, False])
-@pytest.mark.parametrize("as_a_job", [False, True])
+@pytest.mark.parametrize("how", ["in its process", "as its job", "--cell"])
 def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
-        tmp_path, monkeypatch, capsys, checkpointed, as_a_job):
+        tmp_path, monkeypatch, capsys, checkpointed, how):
     """A cell run in the sweep's own process that ran out of memory said ``..., or resume with
     --resume CELL/checkpoints/last.ckpt where more memory is free``, and so did a cell run as
-    the sweep's job (``train.py --config CELL/cell.yaml``, whose line the sweep quotes): that
-    one cell, the rest of the sweep left unrun. Both say to run the sweep again, as a stack
-    does: to continue from the cell's checkpoint, or, without one, to start it over."""
+    the sweep's job (``train.py --config CELL/cell.yaml``, whose line the sweep quotes) and
+    one run by ``--cell`` (a W&B agent's): that one cell, outside its sweep. They say to run
+    the sweep (the ``--cell`` command) again, as a stack does: to continue from the cell's
+    checkpoint, or, without one, to start it over."""
     import lotterynet.run as run_module
     from lotterynet.errors import OutOfMemory
 
@@ -1132,20 +1139,26 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
                           f"less", "resume with --resume X" if checkpointed else None,
                           "no epoch had finished, so there is no checkpoint to resume from")
 
-    then = (", or run the same sweep again to continue from its checkpoint where more memory "
-            "is free") if checkpointed else (
-        "; no epoch had finished, so there is no checkpoint to resume from; run the same sweep "
-        "again to start it over in its folder")
+    again = "--cell command" if how == "--cell" else "sweep"
+    then = (f", or run the same {again} again to continue from its checkpoint where more "
+            f"memory is free") if checkpointed else (
+        f"; no epoch had finished, so there is no checkpoint to resume from; run the same "
+        f"{again} again to start it over in its folder")
     cell = tmp_path / "cells" / "trained-e1-seed0"
     said = f"run {str(cell)!r}: memory ran out in training epoch 2; X needs less{then}"
-    if as_a_job:
+    sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
+    if how == "as its job":
         monkeypatch.setattr(run_module, "run", ran_out)
         monkeypatch.setenv(sweep_module.SWEEP_JOB, "1")
         assert main(["--arch", "fc2", "--out", str(cell)]) == 1
         assert capsys.readouterr().err.strip() == f"train.py: error: {said}"
         return
     monkeypatch.setattr(sweep_module, "run", ran_out)
-    sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
+    if how == "--cell":
+        with pytest.raises(OutOfMemory) as err:
+            sweep_module.run_one_cell(sweep, tmp_path, "trained-e1-seed0")
+        assert str(err.value) == said
+        return
     assert sweep_module.run_cells(sweep, tmp_path, 1, stack=False) == [
         f"cell trained-e1-seed0: {said}"]
 
