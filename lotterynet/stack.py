@@ -79,6 +79,7 @@ from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
 from .params import count_params
 from .resumable import check_resumable, is_real
 from .run import (
+    CELLS_ANEW,
     CHECKPOINTS,
     END_FILES,
     LAST,
@@ -813,7 +814,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
             zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
     what = f"stack {stack_dir.name}"
     less = (f"a sweep with --no-stack (one run per cell) or a smaller --batch-size (now "
-            f"{first.batch_size}) needs less")
+            f"{first.batch_size}; {CELLS_ANEW}) needs less")
     with reporting_interrupts(trainer, checkpoint, f"{what}: {RUN_AGAIN}",
                               nothing=f"{what}: {START_OVER}"), \
             reporting_out_of_memory(trainer, what, less, checkpoint, RUN_AGAIN,

@@ -83,6 +83,7 @@ from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .params import kept_params
 from .run import (
+    A_SWEEPS_CELL,
     CHECKPOINTS,
     END_FILES,
     LAST,
@@ -637,9 +638,11 @@ def continued_by_the_sweep(name: str, cell_dir: Path, what: str = "sweep"):
     again, as a stack does: the run's own line gave the ``--resume`` of that one cell, which
     left the rest of the sweep unrun (a cell without a checkpoint starts over:
     :func:`prepare_cell`). ``what``: what runs it again (:func:`run_again`; a W&B agent's
-    ``--cell``, :func:`run_one_cell`, the same ``--cell command``)."""
+    ``--cell``, :func:`run_one_cell`, the same ``--cell command``). What needs less memory is
+    then the sweep's (:data:`~lotterynet.run.A_SWEEPS_CELL`)."""
     checkpoint = cell_dir / CHECKPOINTS / LAST
     again, over = run_again(what)
+    in_a_sweep = A_SWEEPS_CELL.set(True)
     try:
         yield
     except Interrupted as err:
@@ -650,6 +653,8 @@ def continued_by_the_sweep(name: str, cell_dir: Path, what: str = "sweep"):
     except OutOfMemory as err:
         raise OutOfMemory(err.args[0], again if checkpoint.is_file() else None,
                           over) from None
+    finally:
+        A_SWEEPS_CELL.reset(in_a_sweep)
 
 
 def as_a_sweeps_job(config: RunConfig) -> contextlib.AbstractContextManager:

@@ -575,9 +575,10 @@ def test_a_stack_stopped_before_its_first_epoch_ended_starts_over_in_its_folder(
 def test_memory_running_out_in_a_stack_is_one_line_and_the_sweep_exits_1(
         tmp_path, data_dir, capsys, monkeypatch, epoch):
     """An out-of-memory error in a stack's training step was a traceback that ended the sweep;
-    it is one line naming the stack, the epoch and what needs less memory, with the stack's
-    way to go on (its checkpoint, or none yet: run the same sweep again), and the sweep goes
-    on to its end and exits 1 (as beside a failed job)."""
+    it is one line naming the stack, the epoch and what needs less memory (a smaller batch:
+    the sweep's, whose cells then start over), with the stack's way to go on (its checkpoint,
+    or none yet: run the same sweep again), and the sweep goes on to its end and exits 1 (as
+    beside a failed job)."""
     step = StackModule.training_step
 
     def out_of_memory(self, batch, batch_idx):
@@ -597,7 +598,8 @@ def test_memory_running_out_in_a_stack_is_one_line_and_the_sweep_exits_1(
     assert captured.err.strip().splitlines() == [
         f"train.py: error: stack subsetsum-identity-seed0: memory ran out in training epoch "
         f"{epoch} (one tensor alone: 2.00 GiB); a sweep with --no-stack (one run per cell) or "
-        f"a smaller --batch-size (now 64) needs less{then}"]
+        f"a smaller --batch-size (now 64; its cells then start over as new ones, the old set "
+        f"aside as stale) needs less{then}"]
     assert "sweep incomplete: 2 of 2 cells without results (1 failure(s))" in captured.out
 
 

@@ -1127,7 +1127,9 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
     the sweep's job (``train.py --config CELL/cell.yaml``, whose line the sweep quotes) and
     one run by ``--cell`` (a W&B agent's): that one cell, outside its sweep. They say to run
     the sweep (the ``--cell`` command) again, as a stack does: to continue from the cell's
-    checkpoint, or, without one, to start it over."""
+    checkpoint, or, without one, to start it over. What needs less memory is the sweep's: a
+    smaller --batch-size given to it (not to a new run of the cell) changes every cell, which
+    then start over as new ones."""
     import lotterynet.run as run_module
     from lotterynet.errors import OutOfMemory
 
@@ -1135,8 +1137,9 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         if checkpointed:
             (Path(config.out) / "checkpoints").mkdir(parents=True)
             (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"")
-        raise OutOfMemory(f"run {config.out!r}: memory ran out in training epoch 2; X needs "
-                          f"less", "resume with --resume X" if checkpointed else None,
+        raise OutOfMemory(f"run {config.out!r}: memory ran out in training epoch 2; "
+                          f"{run_module.needs_less(config)}",
+                          "resume with --resume X" if checkpointed else None,
                           "no epoch had finished, so there is no checkpoint to resume from")
 
     again = "--cell command" if how == "--cell" else "sweep"
@@ -1145,7 +1148,9 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         f"; no epoch had finished, so there is no checkpoint to resume from; run the same "
         f"{again} again to start it over in its folder")
     cell = tmp_path / "cells" / "trained-e1-seed0"
-    said = f"run {str(cell)!r}: memory ran out in training epoch 2; X needs less{then}"
+    said = (f"run {str(cell)!r}: memory ran out in training epoch 2; a sweep with a smaller "
+            f"--batch-size (now 64) or a narrower model (--pairs, --hidden) needs less (its "
+            f"cells then start over as new ones, the old set aside as stale){then}")
     sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
     if how == "as its job":
         monkeypatch.setattr(run_module, "run", ran_out)
@@ -1161,6 +1166,9 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         return
     assert sweep_module.run_cells(sweep, tmp_path, 1, stack=False) == [
         f"cell trained-e1-seed0: {said}"]
+    assert run_module.needs_less(make_config({"batch_size": 8})) == (  # (outside a sweep)
+        "a new run with a smaller --batch-size (now 8) or a narrower model (--pairs, --hidden) "
+        "needs less")
 
 
 @pytest.mark.parametrize("out", [".", "../mysweep", "sub/.."])
