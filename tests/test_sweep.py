@@ -1188,6 +1188,25 @@ def test_the_wandb_group_of_a_sweep_is_its_folders_name_however_it_is_spelled(
     assert groups == ["mysweep"]
 
 
+@pytest.mark.parametrize("how", [["--wandb"], ["--wandb-sweep", "w.yaml"]])
+def test_a_default_sweep_folder_too_long_for_a_wandb_group_is_named_by_its_sweep_file(
+        tmp_path, monkeypatch, capsys, how):
+    """The default sweep folder (no --sweep-out), whose name, the W&B group, is too long for
+    W&B, was refused as ``--sweep-out 'runs/sweep-…'``, a flag the user never gave. It names
+    the folder and the sweep file its name comes from, and the flags that choose another."""
+    monkeypatch.chdir(tmp_path)
+    sweep_file = f"{'s' * 120}.yaml"
+    (tmp_path / sweep_file).write_text(yaml.safe_dump({
+        "base": {"arch": "fc2"}, "variants": ["dense"], "sparsities": [0.5], "epochs": [1]}))
+    assert main(["--sweep", sweep_file, *how]) == 2
+    folder = f"runs/sweep-fc2-{'s' * 120}"
+    assert capsys.readouterr().err.strip() == (
+        f"train.py: error: the sweep's folder {folder!r} (its name from the sweep file "
+        f"{sweep_file!r}): its name, the sweep's W&B group, has 130 characters; W&B takes a "
+        f"group name of at most 128 (choose --sweep-out, or --wandb-group)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sweep_file]  # nothing written
+
+
 def test_a_folder_where_a_cells_results_go_is_refused_before_the_cost_line(
         tmp_path, monkeypatch, capsys):
     """A folder where an unfinished cell's results.json goes was refused after the sweep had
