@@ -22,6 +22,7 @@ def split_signs(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
     (relu and negation are exact there): CPU autocast refuses to stack float16 tensors."""
     if not torch.jit.is_scripting():  # (TorchScript cannot ask a device's autocast state)
         if (x.is_floating_point() and x.dtype != torch.float64
+                and torch.amp.is_autocast_available(x.device.type)  # (not meta: it has none)
                 and torch.is_autocast_enabled(x.device.type)):
             x = x.to(torch.get_autocast_dtype(x.device.type))
     dim = dim % x.dim()

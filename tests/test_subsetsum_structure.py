@@ -217,3 +217,16 @@ def test_a_float16_input_runs_under_cpu_bfloat16_autocast(rows):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = layer(x.half())
             assert y.dtype == torch.bfloat16 and torch.equal(y, layer(x.half().float()))
+
+
+def test_the_relu_split_runs_on_the_meta_device():
+    """As before it asked the input's device whether autocast is on: shape inference and FLOP
+    counters run a layer, or its export's SplitSigns, on meta tensors, and torch has no
+    autocast for meta ("unknown device type for autocast")."""
+    common = dict(structure="subsetsum", sparsity=0.5, seed=0)
+    for layer, x in ((ln.SubnetLinear(20, 7, True, **common), torch.randn(400, 20)),
+                     (ln.SubnetLinear(20, 7, True, shared=False, **common), torch.randn(4, 20)),
+                     (ln.SubnetConv2d(4, 6, 3, bias=True, **common), torch.randn(1, 4, 6, 6)),
+                     (ln.plain.SplitSigns(2, 1), torch.randn(3, 4))):
+        shape = layer(x).shape
+        assert layer.to("meta")(x.to("meta")).shape == shape
