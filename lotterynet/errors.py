@@ -95,18 +95,18 @@ class TrainingDiverged(RuntimeError):
 class OutOfMemory(RuntimeError):
     """Memory (the GPU's or the machine's) ran out while a run or a stack trained or tested:
     not bad input (the same run may fit elsewhere), so exit code 1, as a full disk. Its parts:
-    ``ran_out`` (what ran out of memory where, and what needs less), ``then`` (how to go on
-    where more memory is free) or, None, ``nothing`` (why there is nothing to go on from), so
-    that a sweep can say its own way of going on for a cell it runs (:func:`~lotterynet.sweep.
+    ``ran_out`` (what ran out of memory where), ``less`` (what needs less), ``then`` (how to go
+    on where more memory is free) or, None, ``nothing`` (why there is nothing to go on from),
+    so that a sweep can say its own ways for a cell it runs (:func:`~lotterynet.sweep.
     continued_by_the_sweep`)."""
 
-    def __init__(self, ran_out: str, then: str | None, nothing: str):
-        super().__init__(ran_out, then, nothing)  # (as args: it pickles)
+    def __init__(self, ran_out: str, less: str, then: str | None, nothing: str):
+        super().__init__(ran_out, less, then, nothing)  # (as args: it pickles)
 
     def __str__(self) -> str:
-        ran_out, then, nothing = self.args
-        return f"{ran_out}, or {then} where more memory is free" if then else \
-            f"{ran_out}; {nothing}"
+        ran_out, less, then, nothing = self.args
+        return f"{ran_out}; {less}, or {then} where more memory is free" if then else \
+            f"{ran_out}; {less}; {nothing}"
 
 
 class Interrupted(RuntimeError):

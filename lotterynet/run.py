@@ -7,7 +7,6 @@ train with Lightning (checkpoint every epoch), test once, write ``results.json``
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import fcntl
 import json
 import os
@@ -544,22 +543,18 @@ def in_binary_units(count: int) -> str:
 #: How a run stopped in its first epoch goes on.
 NOTHING_TO_RESUME = "no epoch had finished, so there is no checkpoint to resume from"
 
-#: True while the run is a sweep's cell (:func:`~lotterynet.sweep.continued_by_the_sweep`):
-#: a smaller batch or model that needs less memory is then the sweep's (:func:`needs_less`).
-A_SWEEPS_CELL: contextvars.ContextVar[bool] = contextvars.ContextVar("A_SWEEPS_CELL",
-                                                                     default=False)
 #: What a sweep given another --batch-size (or model) does: every cell's config changed, it
 #: runs them anew, each old one renamed CELL.stale-N (:func:`~lotterynet.sweep.prepare_cell`).
 CELLS_ANEW = "its cells then start over as new ones, the old set aside as stale"
 
 
-def needs_less(config: RunConfig) -> str:
+def needs_less(config: RunConfig, in_a_sweep: bool = False) -> str:
     """What needs less memory where ``config``'s run ran out: a new run with a smaller batch
-    or a narrower model; for a sweep's cell (:data:`A_SWEEPS_CELL`), a sweep with them, whose
-    cells start over (:data:`CELLS_ANEW`): a new run of that one cell would not be the sweep's."""
+    or a narrower model; for a sweep's cell, a sweep with them, whose cells start over
+    (:data:`CELLS_ANEW`): a new run of that one cell would not be the sweep's."""
     smaller = (f"a smaller --batch-size (now {config.batch_size}) or a narrower model "
                f"(--pairs, --hidden)")
-    return f"a sweep with {smaller} needs less ({CELLS_ANEW})" if A_SWEEPS_CELL.get() else \
+    return f"a sweep with {smaller} needs less ({CELLS_ANEW})" if in_a_sweep else \
         f"a new run with {smaller} needs less"
 
 
@@ -581,8 +576,7 @@ def reporting_out_of_memory(trainer: pl.Trainer, what: str, less: str, checkpoin
         when = "testing its trained model" if testing else \
             f"in training epoch {trainer.current_epoch + 1}"
         then = how_to_go_on(checkpoint, resume, resumed)
-        raise OutOfMemory(f"{what}: memory ran out {when}{size}; {less}", then,
-                          nothing) from None
+        raise OutOfMemory(f"{what}: memory ran out {when}{size}", less, then, nothing) from None
 
 
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:

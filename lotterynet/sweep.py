@@ -83,7 +83,6 @@ from .lifetime import die_with_parent
 from .paper import LABELS, TRAINED, paper_accuracy
 from .params import kept_params
 from .run import (
-    A_SWEEPS_CELL,
     CHECKPOINTS,
     END_FILES,
     LAST,
@@ -91,10 +90,12 @@ from .run import (
     build_module,
     changed_results,
     locked,
+    needs_less,
     read_json,
     read_results,
     results_differ,
     run,
+    run_dir_of,
     write_json_atomic,
 )
 from .stack import (
@@ -570,7 +571,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         if not ddp:
             for name, config in todo:
                 try:
-                    with continued_by_the_sweep(name, Path(config.out)):
+                    with continued_by_the_sweep(name, config):
                         run(config)
                 except (TrainingDiverged, OutOfMemory) as err:
                     failed.append(f"cell {name}: {err}")
@@ -632,17 +633,16 @@ def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finish
 
 
 @contextlib.contextmanager
-def continued_by_the_sweep(name: str, cell_dir: Path, what: str = "sweep"):
+def continued_by_the_sweep(name: str, config: RunConfig, what: str = "sweep"):
     """A cell that the sweep runs (in its own process, or as its job), stopped by Ctrl-C or
     SIGTERM with a checkpoint in its folder, or out of memory, says to run the same sweep
     again, as a stack does: the run's own line gave the ``--resume`` of that one cell, which
     left the rest of the sweep unrun (a cell without a checkpoint starts over:
     :func:`prepare_cell`). ``what``: what runs it again (:func:`run_again`; a W&B agent's
     ``--cell``, :func:`run_one_cell`, the same ``--cell command``). What needs less memory is
-    then the sweep's (:data:`~lotterynet.run.A_SWEEPS_CELL`)."""
-    checkpoint = cell_dir / CHECKPOINTS / LAST
+    then the sweep's (:func:`~lotterynet.run.needs_less`): a smaller batch given to it."""
+    checkpoint = run_dir_of(config) / CHECKPOINTS / LAST
     again, over = run_again(what)
-    in_a_sweep = A_SWEEPS_CELL.set(True)
     try:
         yield
     except Interrupted as err:
@@ -651,10 +651,9 @@ def continued_by_the_sweep(name: str, cell_dir: Path, what: str = "sweep"):
         raise interrupted(err.exit_code == 128 + signal.SIGTERM,
                           f"cell {name}: {again}") from None
     except OutOfMemory as err:
-        raise OutOfMemory(err.args[0], again if checkpoint.is_file() else None,
-                          over) from None
-    finally:
-        A_SWEEPS_CELL.reset(in_a_sweep)
+        ran_out = err.args[0]
+        raise OutOfMemory(ran_out, needs_less(config, in_a_sweep=True),
+                          again if checkpoint.is_file() else None, over) from None
 
 
 def as_a_sweeps_job(config: RunConfig) -> contextlib.AbstractContextManager:
@@ -663,7 +662,7 @@ def as_a_sweeps_job(config: RunConfig) -> contextlib.AbstractContextManager:
     do (:func:`continued_by_the_sweep`): the sweep quotes its line (:func:`reported`)."""
     if not os.environ.get(SWEEP_JOB):
         return contextlib.nullcontext()
-    return continued_by_the_sweep(Path(config.out).name, Path(config.out))
+    return continued_by_the_sweep(run_dir_of(config).name, config)
 
 
 def how_it_ended(code: int | None, job: Job | None = None) -> str:
@@ -871,7 +870,7 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
         if config is None:
             print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
             return 0
-        with continued_by_the_sweep(name, sweep_dir / "cells" / name, "--cell command"):
+        with continued_by_the_sweep(name, config, "--cell command"):
             results = run(config)
         relocate(sweep_dir / "cells" / name, read_results(sweep_dir / "cells" / name))
     print(f"cell {name}: test {100 * results['test_acc']:.2f}% | {results['run_dir']}")

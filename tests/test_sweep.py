@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -1137,10 +1138,11 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         if checkpointed:
             (Path(config.out) / "checkpoints").mkdir(parents=True)
             (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"")
-        raise OutOfMemory(f"run {config.out!r}: memory ran out in training epoch 2; "
-                          f"{run_module.needs_less(config)}",
-                          "resume with --resume X" if checkpointed else None,
-                          "no epoch had finished, so there is no checkpoint to resume from")
+        trainer = SimpleNamespace(current_epoch=1)  # (in its second epoch)
+        with run_module.reporting_out_of_memory(
+                trainer, f"run {config.out!r}", run_module.needs_less(config),
+                Path(config.out) / "checkpoints" / "last.ckpt"):
+            raise MemoryError
 
     again = "--cell command" if how == "--cell" else "sweep"
     then = (f", or run the same {again} again to continue from its checkpoint where more "
