@@ -178,6 +178,9 @@ class StackedModel(nn.Module):
                 return list(self._vmapped(h, members, masks).unbind(0))
             except Exception as err:  # (told apart below, not by its words: torch rewords
                 failed = first_line(err)  # them; its frames, the tensors they hold, freed)
+                why = "vmapping them ran out of memory" if isinstance(
+                    err, torch.OutOfMemoryError | MemoryError) else \
+                    "their forward cannot be vmapped"
         else:
             failed = None
         # member by member; where a tensor's masks were chosen together, each its own row
@@ -199,8 +202,8 @@ class StackedModel(nn.Module):
                 w.given_mask = None
         if failed is not None:  # the members ran: vmap's own failure, not their forward's
             self.unbatchable = failed
-            warnings.warn(f"the stack's members run one by one: their forward cannot be "
-                          f"vmapped ({self.unbatchable})", stacklevel=2)
+            warnings.warn(f"the stack's members run one by one: {why} ({failed})",
+                          stacklevel=2)
         return outputs
 
     def _row_masks(self, members: Sequence[int]) -> list[torch.Tensor | None]:

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -1091,13 +1092,19 @@ def test_member_losses_are_each_members_cross_entropy_with_its_gradient_bit_for_
     assert all(torch.equal(a, b) for a, b in zip(stacked, each))
 
 
+@pytest.mark.parametrize("error, said", [
+    (RuntimeError("something else\nits second line"),
+     "their forward cannot be vmapped (something else)"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"),
+     "vmapping them ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB)")])
 def test_a_forward_vmap_cannot_run_is_told_by_the_members_running_not_by_its_words(
-        monkeypatch):
+        monkeypatch, error, said):
     """A forward vmap could not run was told from the forward's own error by the words "vmap"
     or "batching rule" in its message: reworded by torch, the stack fell back member by member
     every step, calling vmap again each time, unwarned. Where vmap raises and the members
     then run one by one, it is vmap's failure, whatever it says: warned once, and member by
-    member from then on."""
+    member from then on; where vmap's S members at once ran out of memory, the warning says
+    so (not that the forward cannot be vmapped)."""
     def stack(batch):
         return StackedModel([SubnetLinear(8, 4, sparsity=s, seed=0) for s in (0.25, 0.75)],
                             batched=batch)
@@ -1105,16 +1112,15 @@ def test_a_forward_vmap_cannot_run_is_told_by_the_members_running_not_by_its_wor
     batched, single = stack(True), stack(False)
     calls = []
 
-    def reworded(function):
+    def failing(function):
         calls.append(function)
-        raise RuntimeError("something else\nits second line")
+        raise error
 
-    monkeypatch.setattr(torch.func, "vmap", reworded)
+    monkeypatch.setattr(torch.func, "vmap", failing)
     x = torch.randn(5, 8)
-    with pytest.warns(UserWarning, match=r"members run one by one: their forward cannot be "
-                                         r"vmapped \(something else\)$"):
+    with pytest.warns(UserWarning, match=re.escape(f"members run one by one: {said}") + "$"):
         out = batched(x)
-    assert batched.unbatchable == "something else"
+    assert batched.unbatchable == said[said.index("(") + 1:-1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once
         assert all(torch.equal(a, b) for a, b in zip(batched(x), single(x)))
