@@ -89,18 +89,26 @@ def check_deterministic(model: nn.Module) -> None:
 
 def check_one_layout(models: Sequence[nn.Module]) -> None:
     """Refuse models whose tensors of one name are laid out differently (channels last in one,
-    not in another): a stack makes equal frozen tensors one (:func:`share_frozen`) and lays
-    every member's masks out as the first member's weights, so a member would compute in
-    another layout than its single run (other numbers, by float rounding) or read two
-    (slower)."""
-    first = {name: laid_out(p) for name, p in models[0].named_parameters()}
+    contiguous in another; any other strides): a stack makes equal frozen tensors one
+    (:func:`share_frozen`) and lays every member's masks out as the first member's weights, so
+    a member would compute in another layout than its single run (other numbers, by float
+    rounding) or read two (slower). The strides of size-1 dimensions order nothing and are
+    not compared (as :func:`~lotterynet.masking.laid_out_as`)."""
+    def strides(p: torch.Tensor) -> tuple:
+        return tuple(stride for stride, n in zip(p.stride(), p.shape) if n > 1)
+
+    def layout(p: torch.Tensor) -> str:
+        return "channels last" if laid_out(p) else "contiguous" if p.is_contiguous() else \
+            f"laid out with strides {tuple(p.stride())}"
+
+    first = dict(models[0].named_parameters())
     for s, model in enumerate(models[1:], 1):
         for name, p in model.named_parameters():
-            if name in first and laid_out(p) != first[name]:
-                a, b = (s, 0) if laid_out(p) else (0, s)
+            if name in first and strides(p) != strides(first[name]):
                 raise ValueError(f"a stack's members must be laid out alike: {name} is "
-                                 f"channels last in member {a} but not in member {b}; give "
-                                 f"every member one memory format (model.to(memory_format=...))")
+                                 f"{layout(p)} in member {s} but {layout(first[name])} in "
+                                 f"member 0; give every member one memory format "
+                                 f"(model.to(memory_format=...))")
 
 
 def _prefix_key(modules: Sequence[nn.Module]) -> tuple:

@@ -164,17 +164,27 @@ def test_members_laid_out_differently_are_refused():
     """One member channels last, another not: the stack made the frozen weights one tensor (of
     the first member's layout) and laid every member's masks out as the first's, so the other
     computed in a layout not its own (its output off its single run's by rounding) or read two
-    (slower). Refused, naming the tensor; members laid out alike stack."""
-    def member(channels_last: bool) -> nn.Module:
+    (slower). Refused, naming the tensor, and so a weight laid out otherwise (strides neither
+    format has: it was taken for contiguous); members laid out alike stack."""
+    def member(layout: str) -> nn.Module:
         model = nn.Sequential(SubnetConv2d(4, 8, 3, sparsity=0.5, seed=0), nn.Flatten())
-        return model.to(memory_format=torch.channels_last) if channels_last else model
+        if layout == "channels last":
+            model.to(memory_format=torch.channels_last)
+        if layout == "other":  # (8, 4, 3, 3) with the kernel's columns outermost after out
+            frozen = model[0].structure.weight.weight
+            frozen.data = frozen.data.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
+        return model
 
-    for layouts, said in (((False, True), "member 1 but not in member 0"),
-                          ((True, False), "member 0 but not in member 1")):
+    for layouts, said in (
+            (("contiguous", "channels last"), "channels last in member 1 but contiguous"),
+            (("channels last", "contiguous"), "contiguous in member 1 but channels last"),
+            (("contiguous", "other"),
+             r"laid out with strides \(36, 9, 1, 3\) in member 1 but contiguous")):
         with pytest.raises(ValueError, match=r"laid out alike: 0\.structure\.weight\.weight is "
-                                             rf"channels last in {said}; give every member one"):
+                                             rf"{said} in member 0; give every member one"):
             StackedModel([member(c) for c in layouts])
-    StackedModel([member(True), member(True)])
+    StackedModel([member("channels last"), member("channels last")])
+    StackedModel([member("other"), member("other")])
 
 
 def test_a_stack_runs_its_shared_convs_once_per_example(tmp_path, data_dir, monkeypatch):
