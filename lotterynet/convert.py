@@ -177,26 +177,40 @@ def covering_patterns(model: nn.Module, names: Iterable[str]) -> list[str]:
     return patterns
 
 
-def plain_numbers(value):
+def plain_numbers(value, name: str = ""):
     """``value`` with numbers of other types (numpy scalars, ``Fraction``) as Python ints and
     floats, and numpy's other scalars (``np.bool_``, ``np.str_``) as Python's, inside lists,
     tuples and dicts too: what a model or its layers are built with is what a ticket records
-    (JSON) and replays, and what a ``weights_only`` checkpoint holds. A list or tuple keeps its
-    type: a namedtuple is rebuilt from its fields, any other from an iterable of its items (as
-    ``list``, ``tuple`` and ``torch.Size`` are)."""
+    (JSON) and replays, and what a ``weights_only`` checkpoint holds. A value that either does
+    not give back as it was is refused (``TypeError`` naming the argument: ``name`` for
+    ``value``, or the keys of a dict of arguments): a namedtuple (a list in the ticket, refused
+    by the checkpoint), a set, a dict with a key that is not a string (JSON's keys are), any
+    other object. (A tuple comes back from the ticket as a list.)"""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
-        return type(value)(*(plain_numbers(v) for v in value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain_numbers(v) for v in value)
-    if isinstance(value, dict):
-        return {k: plain_numbers(v) for k, v in value.items()}
-    return value
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    named = isinstance(value, tuple) and hasattr(value, "_fields")
+    if isinstance(value, (list, tuple)) and not named:
+        return type(value)(plain_numbers(v, f"{name}[{i}]") for i, v in enumerate(value))
+    keys = [k for k in value if not isinstance(k, str)] if isinstance(value, dict) else []
+    if isinstance(value, dict) and not keys:
+        return {k: plain_numbers(v, f"{name}[{k!r}]" if name else k) for k, v in value.items()}
+    if named:
+        what, instead = f"a namedtuple ({type(value).__name__})", "a tuple or a dict of its fields"
+    elif keys:
+        what, instead = f"a dict with the key {keys[0]!r}", "a dict with string keys"
+    elif isinstance(value, (set, frozenset)):
+        what, instead = f"of type {type(value).__name__}", "a list"
+    else:
+        what, instead = f"of type {type(value).__name__}", "a name the model looks it up by"
+    raise TypeError(f"argument {name}={value!r} is {what}, which a ticket (JSON) or a "
+                    f"weights_only checkpoint cannot give back as it is: pass {instead} "
+                    f"(numbers, strings, True/False, None, and lists, tuples and dicts of them)")
 
 
 #: What ``convert`` passes on to every subnet layer: the layers' keyword options but those it
@@ -477,7 +491,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     model = uncompiled(compiled)
     _check_layer_options(layer_options)
     seed = check_seed(seed)
-    sparsity, layer_options = plain_numbers(sparsity), plain_numbers(layer_options)
+    sparsity, layer_options = plain_numbers(sparsity, "sparsity"), plain_numbers(layer_options)
     bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
     others_trainable = OTHERS_MODES.get(others)
     include = None if include is None else _patterns(include, "include")

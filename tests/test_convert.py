@@ -681,19 +681,32 @@ def test_a_converted_model_traces_with_fx_taking_its_subnet_layers_as_leaves():
     assert torch.equal(out["features"], model[:2](x))
 
 
-def test_plain_numbers_keeps_a_namedtuple_and_makes_its_numbers_plain():
-    """A namedtuple is rebuilt from its fields: rebuilt from one iterable (as a list or tuple
-    is) it failed, "missing 1 required positional argument: 'width'"; a tuple and a list keep
-    their types too."""
+def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_plain():
+    """A namedtuple (a list in the ticket's JSON, refused by a weights_only checkpoint), a set,
+    a dict with a key that is not a string, or another object is refused, naming the argument:
+    the namedtuple was kept, so its model built and saved its ticket, which did not load
+    ("'list' object has no attribute ..."). A tuple, a list and torch.Size keep their types."""
     import collections
+    import fractions
 
     import numpy as np
 
     from lotterynet.convert import plain_numbers
 
     Shape = collections.namedtuple("Shape", "depth width")
-    made = plain_numbers({"shape": Shape(np.int64(2), [np.float32(0.5)]),
-                          "sizes": (np.int64(3), torch.Size([4]))})
-    assert made == {"shape": Shape(2, [0.5]), "sizes": (3, torch.Size([4]))}
-    assert type(made["shape"]) is Shape and type(made["shape"].depth) is int
-    assert type(made["shape"].width[0]) is float and type(made["sizes"][1]) is torch.Size
+    for value, message in (
+            ({"shape": Shape(2, 3)}, r"argument shape=Shape\(depth=2, width=3\) is a namedtuple "
+                                     r"\(Shape\), .*: pass a tuple or a dict of its fields"),
+            ({"kw": {"a": [{1, 2}]}}, r"argument kw\['a'\]\[0\]=\{1, 2\} is of type set.* pass a "
+                                      r"list \(numbers, strings,"),
+            ({"kw": {1: 2}}, r"argument kw=\{1: 2\} is a dict with the key 1, .*string keys"),
+            ({"act": nn.GELU}, r"argument act=<class .*GELU'> is of type type, .*: pass a name")):
+        with pytest.raises(TypeError, match=message):
+            plain_numbers(value)
+    with pytest.raises(TypeError, match=r"argument sparsity=\{0.5\} is of type set"):
+        convert(nn.Sequential(nn.Linear(3, 3)), sparsity={0.5})
+    made = plain_numbers({"sizes": (np.int64(3), torch.Size([4]), [fractions.Fraction(1, 2)]),
+                          "flags": [np.bool_(True), None, np.str_("x")]})
+    assert made == {"sizes": (3, torch.Size([4]), [0.5]), "flags": [True, None, "x"]}
+    assert type(made["sizes"][0]) is int and type(made["sizes"][1]) is torch.Size
+    assert [type(v) for v in made["flags"]] == [bool, type(None), str]

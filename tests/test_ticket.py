@@ -145,6 +145,28 @@ def test_a_registered_architectures_layers_made_without_a_seed_store_their_weigh
     assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), VECTORS)
 
 
+def test_an_argument_a_ticket_cannot_give_back_is_refused_where_the_model_is_built(
+        tmp_path, monkeypatch):
+    """A namedtuple argument built and saved its ticket, whose JSON gave it back as a list, so
+    the load failed ("the ticket's model does not build (AttributeError: 'list' object has no
+    attribute 'hidden')"): build_model refuses it, naming it and what to pass. A tuple, which
+    the ticket gives back as a list, builds the same model from it."""
+    import collections
+
+    Shape = collections.namedtuple("Shape", "hidden out")
+    monkeypatch.setitem(MODELS._entries, "shaped_mlp", lambda *, shape, seed: nn.Sequential(
+        ln.SubnetLinear(12, shape[0], True, sparsity=0.5, seed=seed), nn.ReLU(),
+        ln.SubnetLinear(shape[0], shape[1], True, sparsity=0.5, seed=seed + 1)))
+    with pytest.raises(TypeError, match=r"^argument shape=Shape\(hidden=8, out=5\) is a "
+                                        r"namedtuple \(Shape\), which a ticket \(JSON\) or a "
+                                        r"weights_only checkpoint cannot give back as it is: pass "
+                                        r"a tuple or a dict of its fields \(numbers, "):
+        build_model("shaped_mlp", shape=Shape(8, 5), seed=0)
+    model = build_model("shaped_mlp", shape=(8, 5), seed=0).eval()
+    save_ticket(model, tmp_path / "t.ticket")
+    assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), VECTORS)
+
+
 def test_fresh_process_rebuilds_bit_identically(tmp_path):
     model = trained(CNN, IMAGES)
     save_ticket(model, tmp_path / "t.ticket")
