@@ -133,7 +133,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        "the sweep would (what the agents of a --wandb-sweep file run)")
     group.add_argument("--stack-file", metavar="STACK.yaml", help="run the stack a sweep "
                        "wrote to SWEEP/stacks/<stack>/stack.yaml (what each --jobs-per-device "
-                       "subprocess of a stacked sweep runs)")
+                       "subprocess of a stacked sweep runs; of the run flags it takes only "
+                       "--data-dir, where the data is)")
 
 
 def is_sweep(args: argparse.Namespace) -> bool:
@@ -250,16 +251,19 @@ def summary_line(results: dict) -> str:
 
 def run_stack_file(args: argparse.Namespace) -> int:
     """``--stack-file``: the stack exactly as its file says (flags that would change it are
-    refused rather than ignored)."""
+    refused rather than ignored); ``--data-dir``, where the data is, may be given, as with
+    ``--resume``."""
     from .stack import read_stack_file, run_stack, sweep_folder_of
     from .sweep import outside_a_running_sweep
 
-    configs, cells = read_stack_file(args.stack_file)
-    flags = [f"--{k.replace('_', '-')}" for k in explicit_values(args)]
+    values = explicit_values(args)
+    configs, cells = read_stack_file(args.stack_file, values.get("data_dir"))
+    flags = [f"--{k.replace('_', '-')}" for k in values if k != "data_dir"]
     flags += [f"--{k.replace('_', '-')}" for k in SWEEP_FLAGS if getattr(args, k) is not None]
     if flags:
         raise ConfigError(f"--stack-file runs the stack as its file says; drop "
-                          f"{', '.join(flags)} (edit the file, or run the sweep instead)")
+                          f"{', '.join(flags)} (edit the file, or run the sweep instead; only "
+                          f"--data-dir may be given)")
     with outside_a_running_sweep(sweep_folder_of(args.stack_file),
                                  f"--stack-file {args.stack_file!r}"):
         results = run_stack(configs, Path(args.stack_file).parent, cells)

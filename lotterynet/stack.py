@@ -572,10 +572,13 @@ def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
     :func:`read_stack_file` (``train.py --stack-file``) to run the stack in another process.
     The cells (and the members' ``out`` and ``resume``) are written relative to the file's
     folder (:func:`members_in`): read from there, not from where a later run happens to be,
-    they go with the folder when it is copied or moved (``cp -r A B``)."""
+    they go with the folder when it is copied or moved (``cp -r A B``). The data folder, given
+    relative to where the sweep runs and going with no copy of it, is written absolute: the
+    stack run by hand from another folder reads the same data."""
     stack_dir.mkdir(parents=True, exist_ok=True)
     path = stack_dir / STACK_FILE
-    members = members_in(stack_dir, configs, cell_dirs)
+    members = [{**m, "data_dir": m["data_dir"] and str(Path(m["data_dir"]).resolve())}
+               for m in members_in(stack_dir, configs, cell_dirs)]
     write_text_atomic(path, dump_yaml({"members": members,
                                        "cells": [m["out"] for m in members]}, sort_keys=False))
     return path
@@ -601,12 +604,14 @@ def named_twice(cells: Sequence[Path]) -> int | None:
     return next((i for i, name in enumerate(names) if name in names[:i]), None)
 
 
-def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
+def read_stack_file(path: str | Path, data_dir: str | None = None
+                    ) -> tuple[list[RunConfig], list[Path]]:
     """The members' configs and cell directories :func:`write_stack_file` wrote to ``path``
     (the stack then runs in ``path``'s directory): a relative path in it is read from that
     folder, an absolute one as it is, but a sweep's stack file naming another sweep's cells
-    names its own (:func:`in_its_sweep`); :class:`ConfigError` for a file that is not such a
-    stack or holds an invalid config."""
+    names its own (:func:`in_its_sweep`); ``data_dir``, where given, replaces the members'
+    (as a resume's ``--data-dir``: where the data is changes nothing the stack trains);
+    :class:`ConfigError` for a file that is not such a stack or holds an invalid config."""
     stack = read_yaml_mapping(path, f"--stack-file {str(path)!r}", "a stack file")
     members, cells = stack.get("members"), stack.get("cells")
     if set(stack) - {"members", "cells"} or not (
@@ -645,7 +650,8 @@ def read_stack_file(path: str | Path) -> tuple[list[RunConfig], list[Path]]:
         raise ConfigError(f"{where}: cell {shown[twice]!r} has the name of another member's "
                           f"cell ({cell_dirs[twice].resolve().name!r}); give each member a "
                           f"cell of its own name")
-    configs = [make_config({**member, "out": str(cell), "resume": member.get("resume") and str(
+    configs = [make_config({**member, **({"data_dir": data_dir} if data_dir else {}),
+                            "out": str(cell), "resume": member.get("resume") and str(
         cell / read(member["resume"]).relative_to(written))})
         for member, cell, written in zip(members, cell_dirs, written_dirs)]
     check_stackable(configs)

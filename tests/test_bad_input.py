@@ -446,7 +446,10 @@ CASES = [
     (["--stack-file", "{st_nomembers}"], ["st_nomembers", "not a stack file", "members"]),
     (["--stack-file", "{st_badmember}"], ["nope", "lenet5"]),
     (["--stack-file", "{st_mixed}"], ["differ", "'arch'", "sparsity"]),
-    (["--stack-file", "{st_valid}", "--lr", "0.1"], ["--stack-file", "drop", "--lr"]),
+    (["--stack-file", "{st_valid}", "--lr", "0.1"],
+     ["--stack-file", "drop", "--lr", "only --data-dir may be given"]),
+    (["--stack-file", "{st_valid}", "--data-dir", "{a_file}"],  # (taken, as with --resume)
+     ["--data-dir", "a_file", "is a file, not a folder"]),
     (["--stack-file", "{st_valid}", "--print-config"], ["--print-config", "st_valid"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
       "--jobs-per-device", "2", "--wandb-sweep", "{tmp}/w.yaml"],

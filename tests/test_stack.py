@@ -787,12 +787,16 @@ def test_a_folder_where_a_cell_writes_its_ticket_is_refused_before_training(tmp_
 def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypatch):
     """A sweep given a relative --sweep-out writes stack files whose cells are relative to the
     file's folder: run by hand from another folder (``--stack-file``), the stack writes into
-    the sweep's cells, not into a new tree under the current folder. A file naming its cells
-    absolutely, outside any sweep (written by hand), runs them as it names them."""
+    the sweep's cells, not into a new tree under the current folder. Its data folder, given
+    relative to where the sweep ran (``--data-dir ../data``), is written absolute: it named
+    a folder under the current one, where no data was (and ``--data-dir`` was refused beside
+    ``--stack-file``; now it is taken, as with ``--resume``, and the stack checkpoint resumes
+    with it). A file naming its cells absolutely, outside any sweep (written by hand), runs
+    them as it names them."""
     monkeypatch.chdir(tmp_path)
     cells = [Path("sweep/cells/a"), Path("sweep/cells/b")]
-    configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s, "out": str(c)})
-               for s, c in zip((0.5, 0.9), cells)]
+    configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s, "out": str(c),
+                            "data_dir": "data"}) for s, c in zip((0.5, 0.9), cells)]
     path = write_stack_file(configs, Path("sweep/stacks/dense-seed0"), cells)
     assert yaml.safe_load(path.read_text())["cells"] == ["../../cells/a", "../../cells/b"]
     (tmp_path / "elsewhere").mkdir()
@@ -800,6 +804,14 @@ def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypa
     read, read_cells = read_stack_file(tmp_path / path)
     assert read_cells == [tmp_path / c for c in cells]
     assert [c.out for c in read] == [str(tmp_path / c) for c in cells]
+    assert [c.data_dir for c in read] == [str((tmp_path / "data").resolve())] * 2
+    ran = []
+    monkeypatch.setattr(lotterynet.stack, "run_stack", lambda configs, *_: ran.extend(configs)
+                        or [{"finished": False}] * len(configs))
+    assert main(["--stack-file", str(tmp_path / path), "--data-dir", "mine"]) == 0
+    assert [c.data_dir for c in ran] == ["mine"] * 2
+    record = lotterynet.stack.StackRecord({"a": read[0].to_dict(), "b": read[1].to_dict()}, 0)
+    assert lotterynet.stack.resumes(record, ["a", "b"], ran, read_cells)
     by_hand = tmp_path / "mine" / "stack.yaml"
     by_hand.parent.mkdir()
     absolute = [str(tmp_path / cell) for cell in cells]

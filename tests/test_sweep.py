@@ -461,7 +461,7 @@ def test_the_files_a_sweep_writes_read_back_strings_that_look_like_numbers(tmp_p
     assert yaml.load(Path(cell.argv[1]).read_text(), Loader=ConfigLoader) == config.to_dict()
     stack_file = write_stack_file([config], tmp_path / "stacks" / "s", [tmp_path / "cells" / "a"])
     member = read_stack_file(stack_file)[0][0]
-    assert (member.wandb_group, member.data_dir) == ("1e3", "5E-2")
+    assert (member.wandb_group, member.data_dir) == ("1e3", str(Path("5E-2").resolve()))
     argv = ["--sweep", str(REPO / "configs" / "sweeps" / "cpu_fc2.yaml"), "--wandb-group", "1e3"]
     assert main([*argv, "--wandb-sweep", str(tmp_path / "w.yaml")]) == 0
     args = build_parser().parse_args(["--sweep", str(tmp_path / "w.cells.yaml")])
