@@ -65,6 +65,7 @@ from .config import (
     changed_fields,
     device_count,
     dump_yaml,
+    examples_per_device,
     make_config,
 )
 from .datamodule import TensorDataModule
@@ -969,6 +970,9 @@ CPU_EPOCH_SECONDS = {"fc2": 35.0, "fc4": 60.0, "lenet5": 5.0}
 #: a shared machine. FC2 / FC4 members share nothing costly (``BENCHMARKS.md``: 1.0x), so they
 #: cost what a single run costs.
 CPU_STACKED_EPOCH_SECONDS = {"lenet5": 4.0}
+#: The training examples of the epochs timed above (60,000 less 5,000 held out): a cell's
+#: epoch is estimated in proportion to its own (all 60,000 with ``val_size: 0``, as the
+#: paper's sweeps; ``--limit-train``).
 FULL_EPOCH = 55000
 #: A CPU sweep estimated to take longer than this needs ``--yes`` to start.
 CPU_HOURS_WITHOUT_ASKING = 4.0
@@ -995,8 +999,7 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     def epochs(name: str) -> float:
         if name not in unfinished:  # a finished member of a stack that resumes
             return 0.0
-        examples = min(FULL_EPOCH, configs[name].limit_train or FULL_EPOCH)
-        return configs[name].epochs * examples / FULL_EPOCH
+        return configs[name].epochs * examples_per_device(configs[name]) / FULL_EPOCH
 
     seconds = {stack_dir: sum(epochs(m) for m in members) * per_epoch["stacked"]
                for stack_dir, members in stacks.items()}
@@ -1009,7 +1012,7 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     parts = [f"{counts[k]:,.{0 if counts[k] >= 10 else 2}f} {k} at ~{per_epoch[k]:.0f} s"
              for k in counts if counts[k]]
     at_once = f", {jobs} jobs at once" if jobs > 1 else ""
-    return wall / 3600, (f"{len(todo)} cells, full-MNIST epochs: {', '.join(parts)} "
+    return wall / 3600, (f"{len(todo)} cells, epochs of {FULL_EPOCH:,} images: {', '.join(parts)} "
                             f"({arch}, 2 CPU cores{at_once})")
 
 

@@ -532,7 +532,7 @@ CASES = [
      ["EarlyStopping", "'nope'", "val/acc"]),
     (["--config", "{cfg_model_unknown}"], ["learning_rate", "model", "valid keys", "sparsity"]),
     pytest.param(["--sweep", str(REPO / "configs" / "sweeps" / "pensia_fc2.yaml")],
-                 ["88 hours", "215 cells", "--yes"],
+                 ["96 hours", "215 cells", "--yes"],
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     # resume targets
     (["--resume", "/nonexistent/last.ckpt"], ["/nonexistent/last.ckpt", "not found"]),

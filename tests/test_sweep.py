@@ -810,10 +810,11 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     args = build_parser().parse_args(["--sweep", str(REPO / "configs/sweeps/cpu_lenet5.yaml")])
     sweep = load_sweep(args, Overrides())
     stacked, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
-    assert stacked * 3600 == pytest.approx(2520 * 10 + 60 * 60)
-    assert "2,520 stacked at ~10 s, 60 single at ~60 s" in what
+    full = 60 / 55  # (its epochs hold all 60,000 images; the epoch times are of 55,000)
+    assert stacked * 3600 == pytest.approx((2520 * 10 + 60 * 60) * full)
+    assert "epochs of 55,000 images: 2,749 stacked at ~10 s, 65 single at ~60 s" in what
     unstacked, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=False)
-    assert unstacked * 3600 == pytest.approx(2580 * 60)
+    assert unstacked * 3600 == pytest.approx(2580 * 60 * full)
     # a finished cell costs nothing (one finished member leaves 13 of its stack); a cell
     # finished with another config than the sweep's now is run again, so it counts
     label, values = next((lab, v) for lab, v in sweep.cells() if lab != "trained")
@@ -823,7 +824,7 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
         config = make_config({**values, "lr": lr}).to_dict()
         (done / "results.json").write_text(json.dumps({"config": config, "test_acc": 0.5}))
         left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
-        assert left * 3600 == pytest.approx(stacked * 3600 - saved)
+        assert left * 3600 == pytest.approx(stacked * 3600 - saved * full)
     # a stack killed after that member finished resumes with its recorded members, the
     # finished one among them: it costs nothing still
     group = {cell_name(lab, v): make_config(v).to_dict() for lab, v in sweep.cells()
@@ -837,13 +838,13 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     # (840 member-epochs each, one less the finished member), then the baseline's three runs
     # (30, 20, 10 epochs) onto the worker with one stack: the other ends last, with two stacks
     parallel, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=2)
-    assert parallel * 3600 == pytest.approx(840 * 10 * 2 - values["epochs"] * 10)
+    assert parallel * 3600 == pytest.approx((840 * 10 * 2 - values["epochs"] * 10) * full)
     assert "2 jobs at once" in what
     # jobs beyond the cores share them: 64 jobs on 2 cores take no less than 2 jobs (they
     # made an 88-hour sweep look like 1.7 hours and start without --yes)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     many, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=64)
-    assert many >= (stacked * 3600 - values["epochs"] * 10) / 2 / 3600
+    assert many >= (stacked * 3600 - values["epochs"] * 10 * full) / 2 / 3600
     assert "64 jobs at once" in what
 
 
