@@ -76,7 +76,7 @@ from .loggers import METRICS_FILE, finish_wandb, make_loggers
 from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
 from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
-from .params import count_params
+from .params import count_params, kept_params
 from .resumable import check_resumable, is_real
 from .run import (
     CELLS_ANEW,
@@ -461,7 +461,8 @@ class MemberResults(pl.Callback):
             "global_step": budget * trainer.num_training_batches},  # (its single run's)
             cell / CHECKPOINTS / LAST)
         history, counts, densities = self.history[s], count_params(member), layer_densities(member)
-        rows = [{"step": 0, "params/maskable": counts["maskable"], "params/kept": counts["kept"],
+        rows = [{"step": 0, "params/maskable": counts["maskable"],
+                 "params/kept": kept_params(counts),
                  **{f"density/{k}": v for k, v in densities.items()}},
                 *history,  # (then the test row, at the step after the last, as a single run's)
                 {"epoch": budget, "step": budget * trainer.num_training_batches,
