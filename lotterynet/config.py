@@ -957,9 +957,13 @@ def check_numbers(config: RunConfig) -> None:
         raise ConfigError(f"momentum must be in [0, 1), got {config.momentum!r}")
     if config.weight_decay < 0:
         raise ConfigError(f"weight_decay must be >= 0, got {config.weight_decay!r}")
-    if not 0 <= config.seed <= SEED_MAX:
-        raise ConfigError(f"seed must be in [0, {SEED_MAX}], got {config.seed!r}")
     from .data import DATASETS
+    from .distributions import check_seed
+
+    try:  # (the data module's check, and its message)
+        check_seed(config.seed, below=SEED_MAX + 1)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
     train_size = DATASETS.get(config.dataset).train_size
     if not 0 <= config.val_size < train_size:
