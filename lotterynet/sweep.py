@@ -636,21 +636,19 @@ def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finish
 @contextlib.contextmanager
 def continued_by_the_sweep(name: str, config: RunConfig, what: str = "sweep"):
     """A cell that the sweep runs (in its own process, or as its job), stopped by Ctrl-C or
-    SIGTERM with a checkpoint in its folder, or out of memory, says to run the same sweep
-    again, as a stack does: the run's own line gave the ``--resume`` of that one cell, which
-    left the rest of the sweep unrun (a cell without a checkpoint starts over:
-    :func:`prepare_cell`). ``what``: what runs it again (:func:`run_again`; a W&B agent's
-    ``--cell``, :func:`run_one_cell`, the same ``--cell command``). What needs less memory is
-    then the sweep's (:func:`~lotterynet.run.needs_less`): a smaller batch given to it."""
+    SIGTERM or out of memory, says to run the same sweep again, as a stack does: to continue
+    from its checkpoint, or, without one, to start it over (:func:`prepare_cell`); the run's
+    own line gave the ``--resume`` of that one cell, which left the rest of the sweep unrun.
+    ``what``: what runs it again (:func:`run_again`; a W&B agent's ``--cell``,
+    :func:`run_one_cell`, the same ``--cell command``). What needs less memory is then the
+    sweep's (:func:`~lotterynet.run.needs_less`): a smaller batch given to it."""
     checkpoint = run_dir_of(config) / CHECKPOINTS / LAST
     again, over = run_again(what)
     try:
         yield
     except Interrupted as err:
-        if not checkpoint.is_file():
-            raise  # (nothing to continue: the run's line says so)
         raise interrupted(err.exit_code == 128 + signal.SIGTERM,
-                          f"cell {name}: {again}") from None
+                          f"cell {name}: {again if checkpoint.is_file() else over}") from None
     except OutOfMemory as err:
         ran_out = err.args[0]
         raise OutOfMemory(ran_out, needs_less(config, in_a_sweep=True),

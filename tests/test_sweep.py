@@ -1095,7 +1095,8 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
     SIGTERM or Ctrl-C said ``resume with --resume CELL/checkpoints/last.ckpt``: that one cell,
     the rest of the sweep left unrun. With a checkpoint it says to run the sweep again, as a
     stack does (a cell run by ``--cell``, a W&B agent's: the same ``--cell`` command); without
-    one, the run's own line (nothing to resume) as before."""
+    one, that there is nothing to resume and that the sweep run again starts it over (it
+    repeated the run's own line, which told of no way on)."""
     from lotterynet.errors import Interrupted, interrupted
 
     def stopped(config):
@@ -1114,10 +1115,10 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
             sweep_module.run_cells(sweep, tmp_path, 1, stack=False)
     assert err.value.exit_code == 143
     again = "--cell command" if one_cell else "sweep"
-    assert str(err.value) == (f"stopped by SIGTERM; cell trained-e1-seed0: run the same {again} "
-                              f"again to continue from its checkpoint" if checkpointed else
-                              "stopped by SIGTERM; no epoch had finished, so there is no "
-                              "checkpoint to resume from")
+    assert str(err.value) == "stopped by SIGTERM; cell trained-e1-seed0: " + (
+        f"run the same {again} again to continue from its checkpoint" if checkpointed else
+        f"no epoch had finished, so there is no checkpoint to resume from; run the same "
+        f"{again} again to start it over in its folder")
 
 
 @pytest.mark.parametrize("checkpointed", [True, False])
