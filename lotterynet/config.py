@@ -44,8 +44,10 @@ def devices_value(text: str) -> int | str:
 @dataclass
 class RunConfig:
     # what is trained
-    arch: str = _opt("lenet5", "architecture (fc2, fc4, lenet5, conv2, conv4, conv6, conv8, or "
-                     "timm:<model name> for any timm model converted to subnet layers)")
+    arch: str = _opt("lenet5", "architecture (fc2, fc4, lenet5, conv2, conv4, conv6, conv8, "
+                     "lenet5_dacunha (da Cunha et al.'s target LeNet5 with biases: only with "
+                     "--train-weights), or timm:<model name> for any timm model converted to "
+                     "subnet layers)")
     structure: str | None = _opt(None, "structure of the subnet layers: dense, subsetsum, wide "
                                  "(the dense net widened to match --match), or any registered "
                                  "structure (default: subsetsum for the paper's fc2, fc4 and "

@@ -18,7 +18,7 @@ import yaml
 
 from conftest import REPO, STD_CONVS, TINY_BIT
 from lotterynet import checkpointing
-from lotterynet.archs import recipe_lr
+from lotterynet.archs import TARGET_ONLY, recipe_lr
 from lotterynet.cli import build_parser, config_from_args, main
 from lotterynet.config import FIELDS, NOT_COMPUTED, changed_fields, make_config, read_options
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
@@ -27,7 +27,7 @@ from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetConv2d
 from lotterynet.loggers import read_wandb_records, read_wandb_summary, replay_history
 from lotterynet.masking import masked_weights
-from lotterynet.models import build_model
+from lotterynet.models import MODELS, build_model
 from lotterynet.paper import TRAINED, paper_accuracy
 from lotterynet.run import build_module, check_same_run
 from lotterynet.ticket import load_ticket
@@ -409,6 +409,16 @@ def test_help_says_which_examples_limit_train_keeps_and_the_timm_lr(data_dir):
     assert "the first N of a fixed (seeded) shuffle" in FIELDS["limit_train"].metadata["help"]
     lr = recipe_lr("timm:resnet18", None)
     assert f"{lr:g} for timm models" in FIELDS["lr"].metadata["help"]
+
+
+def test_help_names_every_architecture():
+    """``--arch``'s help (a fixed text: --help imports no torch) names every registered
+    architecture, as the error for an unknown one lists them; it left out lenet5_dacunha,
+    a target architecture, which it now names with the --train-weights it needs."""
+    text = FIELDS["arch"].metadata["help"]
+    assert all(re.search(rf"\b{name}\b", text) for name in MODELS.names())
+    for name in TARGET_ONLY:
+        assert re.search(rf"{name} \([^)]*only with --train-weights\)", text)
 
 
 @pytest.mark.parametrize("given, unified", [(32, "32-true"), ("32", "32-true"),
