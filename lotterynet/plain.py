@@ -15,15 +15,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def autocast_on(x: torch.Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device; False for a device torch has no autocast for
+    (meta: asking it raises "unknown device type for autocast")."""
+    device = x.device.type
+    return torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+
+
 def split_signs(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
     """``[relu(x), relu(-x)]`` along the channel dimension, per group: channel block g of the
     result is ``[relu(x_g), relu(-x_g)]``, so a grouped op sees both halves of its own group.
     Under autocast the halves are made in the autocast dtype, as the op they feed casts them
     (relu and negation are exact there): CPU autocast refuses to stack float16 tensors."""
     if not torch.jit.is_scripting():  # (TorchScript cannot ask a device's autocast state)
-        if (x.is_floating_point() and x.dtype != torch.float64
-                and torch.amp.is_autocast_available(x.device.type)  # (not meta: it has none)
-                and torch.is_autocast_enabled(x.device.type)):
+        if x.is_floating_point() and x.dtype != torch.float64 and autocast_on(x):
             x = x.to(torch.get_autocast_dtype(x.device.type))
     dim = dim % x.dim()
     xg = x.unflatten(dim, [groups, -1])

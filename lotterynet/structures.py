@@ -26,7 +26,7 @@ from torch import nn
 
 from .distributions import sample_weights
 from .masking import FrozenWeight, MaskedWeight, check_sparsity, kept_count
-from .plain import split_signs
+from .plain import autocast_on, split_signs
 from .registry import Registry
 
 STRUCTURES: Registry = Registry("structure")
@@ -345,7 +345,7 @@ class SubsetSum(Structure):
         # layer's dtype gives)
         dtypes = (x.dtype, self.v.weight.dtype)
         if self.shared and not t.kernel_size and x.is_floating_point() and (
-                dtypes[0] == dtypes[1] or torch.is_autocast_enabled(x.device.type)
+                dtypes[0] == dtypes[1] or autocast_on(x)
                 and torch.float64 not in dtypes):
             kind = self.literal_kind(x)
             if x.numel() <= self.literal_rows[kind] * t.in_per_group:

@@ -230,3 +230,16 @@ def test_the_relu_split_runs_on_the_meta_device():
                      (ln.plain.SplitSigns(2, 1), torch.randn(3, 4))):
         shape = layer(x).shape
         assert layer.to("meta")(x.to("meta")).shape == shape
+
+
+def test_an_input_of_another_dtype_runs_on_meta_as_nn_linear_does():
+    """A shared Linear layer asks whether autocast is on to take an input of another dtype
+    than its own: on meta, which torch has no autocast for, asking raised "unknown device type
+    for autocast", where nn.Linear gives its output (the CPU refuses both alike)."""
+    x = torch.randn(3, 20, dtype=torch.float16)
+    for layer in (ln.SubnetLinear(20, 7, True, structure="subsetsum", sparsity=0.5, seed=0),
+                  torch.nn.Linear(20, 7)):
+        with pytest.raises(RuntimeError, match="same dtype"):
+            layer(x)
+        y = layer.to("meta")(x.to("meta"))
+        assert y.shape == (3, 7) and y.dtype == torch.float32
