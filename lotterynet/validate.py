@@ -131,7 +131,8 @@ SWEEP_LISTS = {  # key: (test of one item, what an item must be)
                  "structure[:activation] strings or mappings of run options"),
     "sparsities": (lambda v: _is_number(v) and 0 <= v < 1, "numbers in [0, 1)"),
     "epochs": (lambda v: _is_int(v) and v > 0, "positive integers"),
-    "seeds": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX, f"integers in [0, {SEED_MAX}]"),
+    "seeds": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX,  # (as check_seed words it)
+              f"integers in [0, 2**{SEED_MAX.bit_length()})"),
 }
 
 

@@ -283,7 +283,7 @@ CASES = [
     (["--sweep", "{sw_base_unknown}"], ["learning_rate", "valid keys"]),
     (["--sweep", "{sw_base_intkey}"], ["1", "not a string"]),
     (["--sweep", "{sw_sparsity_range}"], ["sw_sparsity_range", "sparsities: 1.5", "[0, 1)"]),
-    (["--sweep", "{sw_negative_seed}"], ["sw_negative_seed", "seeds: -1", "[0, 4294967295]"]),
+    (["--sweep", "{sw_negative_seed}"], ["sw_negative_seed", "seeds: -1", "[0, 2**32)"]),
     (["--sweep", "{sw_bare_variant}"], ["sw_bare_variant", "variants: {'activation': 'relu'}",
                                         "sets no structure", "subsetsum, wide"]),
     (["--sweep", "{sw_invalid}"], ["sw_invalid", "not valid YAML"]),
