@@ -570,14 +570,20 @@ def device_count(config: RunConfig) -> int:
     return max(1, len(devices)) if isinstance(devices, list | tuple) else 1
 
 
-def examples_per_device(config: RunConfig) -> int:
-    """Training examples each device sees per epoch (the split after ``val_size`` is held out
-    and ``limit_train`` applied, in equal shares among the devices: the remainder is left out,
-    as the sampler does, so that DDP steps stay in lock-step)."""
+def training_examples(config: RunConfig) -> int:
+    """Training examples per epoch: the split after ``val_size`` is held out and
+    ``limit_train`` applied."""
     from .data import DATASETS
 
     examples = DATASETS.get(config.dataset).train_size - config.val_size
-    return min(examples, config.limit_train or examples) // device_count(config)
+    return min(examples, config.limit_train or examples)
+
+
+def examples_per_device(config: RunConfig) -> int:
+    """Training examples each device sees per epoch (:func:`training_examples` in equal shares
+    among the devices: the remainder is left out, as the sampler does, so that DDP steps stay
+    in lock-step)."""
+    return training_examples(config) // device_count(config)
 
 
 def steps_per_epoch(config: RunConfig) -> int:

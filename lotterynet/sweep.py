@@ -65,8 +65,8 @@ from .config import (
     changed_fields,
     device_count,
     dump_yaml,
-    examples_per_device,
     make_config,
+    training_examples,
 )
 from .datamodule import TensorDataModule
 from .errors import ERROR, Interrupted, OutOfMemory, TrainingDiverged, interrupted
@@ -997,7 +997,8 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     def epochs(name: str) -> float:
         if name not in unfinished:  # a finished member of a stack that resumes
             return 0.0
-        return configs[name].epochs * examples_per_device(configs[name]) / FULL_EPOCH
+        # (all its examples: DDP ranks on the CPU share its cores)
+        return configs[name].epochs * training_examples(configs[name]) / FULL_EPOCH
 
     seconds = {stack_dir: sum(epochs(m) for m in members) * per_epoch["stacked"]
                for stack_dir, members in stacks.items()}

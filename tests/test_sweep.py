@@ -815,6 +815,12 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     assert "epochs of 55,000 images: 2,749 stacked at ~10 s, 65 single at ~60 s" in what
     unstacked, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=False)
     assert unstacked * 3600 == pytest.approx(2580 * 60 * full)
+    # DDP ranks on the CPU share its cores: two take as long as one (each half the examples)
+    ddp = build_parser().parse_args(["--sweep", str(REPO / "configs/sweeps/cpu_lenet5.yaml"),
+                                     "--devices", "2", "--accelerator", "cpu"])
+    ranks, _ = sweep_module.cpu_estimate(load_sweep(ddp, given_values(ddp)), tmp_path / "ddp",
+                                         stack=False)
+    assert ranks == pytest.approx(unstacked)
     # a finished cell costs nothing (one finished member leaves 13 of its stack); a cell
     # finished with another config than the sweep's now is run again, so it counts
     label, values = next((lab, v) for lab, v in sweep.cells() if lab != "trained")
