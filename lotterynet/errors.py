@@ -9,6 +9,7 @@ second, before the heavy imports.
 
 import argparse
 import os
+import re
 import shlex
 import signal
 import sys
@@ -107,6 +108,32 @@ class OutOfMemory(RuntimeError):
         ran_out, less, then, nothing = self.args
         return f"{ran_out}; {less}, or {then} where more memory is free" if then else \
             f"{ran_out}; {less}; {nothing}"
+
+
+def memory_refused(err: BaseException) -> str | None:
+    """None unless ``err`` says memory ran out (a MemoryError, CUDA's OutOfMemoryError "...
+    Tried to allocate 2.00 GiB", the CPU allocator's RuntimeError "... can't allocate memory:
+    you tried to allocate N bytes"); then the size of the tensor refused, as " (one tensor
+    alone: 2.0 GiB)" (:func:`in_binary_units`), or "" where it names none."""
+    import torch  # (torch is imported by then: only training runs out of memory)
+
+    asked = re.search(r"allocate (?:(\d+) bytes|([\d.]+ [KMGT]iB))", str(err))
+    if not (asked or isinstance(err, MemoryError | torch.OutOfMemoryError)):
+        return None
+    if asked is None:
+        return ""
+    return f" (one tensor alone: {asked[2] or in_binary_units(int(asked[1]))})"
+
+
+def in_binary_units(count: int) -> str:
+    """``count`` bytes, one decimal, in the largest of KiB, MiB, GiB and TiB of which it is at
+    least half (1048576: '1.0 MiB', not '0.0 GiB'); under 512, in bytes."""
+    size, unit = float(count), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 512:
+            break
+        size, unit = size / 1024, larger
+    return f"{count} bytes" if unit == "bytes" else f"{size:,.1f} {unit}"
 
 
 class Interrupted(RuntimeError):

@@ -11,7 +11,6 @@ import fcntl
 import json
 import os
 import random
-import re
 import shlex
 import sys
 import time
@@ -54,6 +53,7 @@ from .errors import (
     Terminated,
     TrainingDiverged,
     interrupted,
+    memory_refused,
     resume_flag,
 )
 from .grid import SWEEP_FILE, SWEEP_LOCK
@@ -514,30 +514,6 @@ def refusing_unbuildable(arch: str):
         said = str(err) if isinstance(err, (TypeError, ValueError)) else \
             f"{type(err).__name__}: {str(err) or 'no message'}"
         raise ConfigError(f"cannot build {arch!r} with this config: {said}") from None
-
-
-def memory_refused(err: BaseException) -> str | None:
-    """None unless ``err`` says memory ran out (a MemoryError, CUDA's OutOfMemoryError "...
-    Tried to allocate 2.00 GiB", the CPU allocator's RuntimeError "... can't allocate memory:
-    you tried to allocate N bytes"); then the size of the tensor refused, as " (one tensor
-    alone: 2.0 GiB)" (:func:`in_binary_units`), or "" where it names none."""
-    asked = re.search(r"allocate (?:(\d+) bytes|([\d.]+ [KMGT]iB))", str(err))
-    if not (asked or isinstance(err, MemoryError | torch.OutOfMemoryError)):
-        return None
-    if asked is None:
-        return ""
-    return f" (one tensor alone: {asked[2] or in_binary_units(int(asked[1]))})"
-
-
-def in_binary_units(count: int) -> str:
-    """``count`` bytes, one decimal, in the largest of KiB, MiB, GiB and TiB of which it is at
-    least half (1048576: '1.0 MiB', not '0.0 GiB'); under 512, in bytes."""
-    size, unit = float(count), "bytes"
-    for larger in ("KiB", "MiB", "GiB", "TiB"):
-        if size < 512:
-            break
-        size, unit = size / 1024, larger
-    return f"{count} bytes" if unit == "bytes" else f"{size:,.1f} {unit}"
 
 
 #: How a run stopped in its first epoch goes on.

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .convert import laid_out
-from .errors import first_line
+from .errors import first_line, memory_refused
 from .masking import laid_out_as, masked_weights, rows_topk_mask, score_magnitudes
 from .models import build_model
 
@@ -186,9 +186,8 @@ class StackedModel(nn.Module):
                 return list(self._vmapped(h, members, masks).unbind(0))
             except Exception as err:  # (told apart below, not by its words: torch rewords
                 failed = first_line(err)  # them; its frames, the tensors they hold, freed)
-                why = "vmapping them ran out of memory" if isinstance(
-                    err, torch.OutOfMemoryError | MemoryError) else \
-                    "their forward cannot be vmapped"
+                why = "their forward cannot be vmapped" if memory_refused(err) is None else \
+                    "vmapping them ran out of memory"
         else:
             failed = None
         # member by member; where a tensor's masks were chosen together, each its own row

@@ -891,7 +891,7 @@ def test_memory_running_out_in_training_is_one_line_and_exit_1(tmp_path, data_di
 def test_the_size_memory_refused_is_said_in_a_unit_it_shows_in(asked, size):
     """The CPU allocator's byte count was always said in GiB, one decimal: a tensor of 1 MiB
     refused was '(one tensor alone: 0.0 GiB)'."""
-    from lotterynet.run import memory_refused
+    from lotterynet.errors import memory_refused
 
     refused = RuntimeError(f"DefaultCPUAllocator: not enough memory: you tried to allocate "
                            f"{asked} bytes.")

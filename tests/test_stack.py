@@ -1118,7 +1118,11 @@ def test_member_losses_are_each_members_cross_entropy_with_its_gradient_bit_for_
     (RuntimeError("something else\nits second line"),
      "their forward cannot be vmapped (something else)"),
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"),
-     "vmapping them ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB)")])
+     "vmapping them ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB)"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't "
+                  "allocate memory: you tried to allocate 2147483648 bytes."),
+     "vmapping them ran out of memory ([enforce fail at alloc_cpu.cpp:121] data. "
+     "DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes.)")])
 def test_a_forward_vmap_cannot_run_is_told_by_the_members_running_not_by_its_words(
         monkeypatch, error, said):
     """A forward vmap could not run was told from the forward's own error by the words "vmap"
