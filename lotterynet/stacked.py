@@ -92,8 +92,9 @@ def check_one_layout(models: Sequence[nn.Module]) -> None:
     contiguous in another; any other strides): a stack makes equal frozen tensors one
     (:func:`share_frozen`) and lays every member's masks out as the first member's weights, so
     a member would compute in another layout than its single run (other numbers, by float
-    rounding) or read two (slower). The strides of size-1 dimensions order nothing and are
-    not compared (as :func:`~lotterynet.masking.laid_out_as`)."""
+    rounding) or read two (slower). Tensors of other shapes are not compared (they share
+    nothing), nor the strides of size-1 dimensions, which order nothing (as
+    :func:`~lotterynet.masking.laid_out_as`)."""
     def strides(p: torch.Tensor) -> tuple:
         return tuple(stride for stride, n in zip(p.stride(), p.shape) if n > 1)
 
@@ -104,7 +105,8 @@ def check_one_layout(models: Sequence[nn.Module]) -> None:
     first = dict(models[0].named_parameters())
     for s, model in enumerate(models[1:], 1):
         for name, p in model.named_parameters():
-            if name in first and strides(p) != strides(first[name]):
+            if name in first and p.shape == first[name].shape and \
+                    strides(p) != strides(first[name]):
                 raise ValueError(f"a stack's members must be laid out alike: {name} is "
                                  f"{layout(p)} in member {s} but {layout(first[name])} in "
                                  f"member 0; give every member one memory format "

@@ -165,7 +165,8 @@ def test_members_laid_out_differently_are_refused():
     the first member's layout) and laid every member's masks out as the first's, so the other
     computed in a layout not its own (its output off its single run's by rounding) or read two
     (slower). Refused, naming the tensor, and so a weight laid out otherwise (strides neither
-    format has: it was taken for contiguous); members laid out alike stack."""
+    format has: it was taken for contiguous); members laid out alike stack, and so do members
+    whose tensors differ in shape."""
     def member(layout: str) -> nn.Module:
         model = nn.Sequential(SubnetConv2d(4, 8, 3, sparsity=0.5, seed=0), nn.Flatten())
         if layout == "channels last":
@@ -185,6 +186,8 @@ def test_members_laid_out_differently_are_refused():
             StackedModel([member(c) for c in layouts])
     StackedModel([member("channels last"), member("channels last")])
     StackedModel([member("other"), member("other")])
+    # tensors of other shapes share nothing: their strides differ, and they are not compared
+    StackedModel([SubnetLinear(n, 10, sparsity=0.5, seed=0) for n in (20, 30)])
 
 
 def test_a_stack_runs_its_shared_convs_once_per_example(tmp_path, data_dir, monkeypatch):
