@@ -890,23 +890,23 @@ def check_sweep_dir(sweep_dir: Path) -> None:
                           f"overwrite; choose a new or empty folder")
 
 
-def wandb_group(sweep: Sweep, sweep_file: str | None, sweep_out: str | None) -> str:
+def wandb_group(sweep: Sweep, sweep_dir: Path, sweep_file: str | None, out_given: bool
+                ) -> str:
     """The W&B group of the sweep's cells: ``--wandb-group``, else the name of the sweep's own
-    folder (:func:`sweep_dir_of` of ``sweep_file`` and ``sweep_out``; also where
-    ``--sweep-out`` is "." or ends in ".."), refused (:class:`ConfigError`) where it is longer
-    than W&B takes, naming what the user gave: ``--sweep-out``, or the sweep file (the default
-    folder's name is made from it)."""
+    folder ``sweep_dir`` (:func:`sweep_dir_of`; also where ``--sweep-out`` is "." or ends in
+    ".."), refused (:class:`ConfigError`) where it is longer than W&B takes, naming what the
+    user gave: ``--sweep-out`` (``out_given``), or the sweep file ``sweep_file`` (the default
+    folder's name is made from it; ``--arch`` for a sweep given by flags)."""
     if sweep.base.get("wandb_group") is not None:  # (checked with the cells' configs)
         return sweep.base["wandb_group"]
-    sweep_dir = sweep_dir_of(sweep, sweep_file, sweep_out)
     group = Path(os.path.abspath(sweep_dir)).name
     if len(group) > WANDB_NAME_MAX:
-        folder = f"--sweep-out {str(sweep_dir)!r}: its folder's name" if sweep_out else (
+        folder = f"--sweep-out {str(sweep_dir)!r}: its folder's name" if out_given else (
             f"the sweep's folder {str(sweep_dir)!r} (its name from "
             f"{f'the sweep file {sweep_file!r}' if sweep_file else '--arch'}): its name")
         raise ConfigError(f"{folder}, the sweep's W&B group, has {len(group)} characters; W&B "
                           f"takes a group name of at most {WANDB_NAME_MAX} (choose "
-                          f"{'a shorter folder' if sweep_out else '--sweep-out'}, or "
+                          f"{'a shorter folder' if out_given else '--sweep-out'}, or "
                           f"--wandb-group)")
     return group
 
@@ -918,7 +918,8 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
     sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
     check_sweep_dir(sweep_dir)
     if sweep.base.get("wandb"):
-        sweep.base["wandb_group"] = wandb_group(sweep, args.sweep, args.sweep_out)
+        sweep.base["wandb_group"] = wandb_group(sweep, sweep_dir, args.sweep,
+                                                 bool(args.sweep_out))
     if args.cell:
         return run_one_cell(sweep, sweep_dir, args.cell)
     cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, args.jobs_per_device)
