@@ -88,6 +88,17 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return root
 
 
+def absolute_data_dir(data_dir: str | os.PathLike | None = None) -> str:
+    """The data folder ``data_dir`` means here (:func:`resolve_data_dir`: the default too,
+    ``$LOTTERYNET_DATA`` as set here, else ``./data`` here), absolute: what a file run later
+    by another process records (a sweep's stack file, a ``--wandb-sweep`` cells file), so that
+    it reads the data the sweep would have read wherever it is started, not what
+    ``$LOTTERYNET_DATA`` or ``./data`` means there. Where the data is elsewhere (another
+    machine), ``--data-dir`` beside ``--stack-file`` names it (for W&B agents, ``--data-dir``
+    where the ``--wandb-sweep`` file is written)."""
+    return str(resolve_data_dir(data_dir).resolve())
+
+
 def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> DatasetCorrupt:
     """``err`` in full when it is an :class:`IDXError` (it names the file), else cut short."""
     fault = str(err) if isinstance(err, IDXError) else first_line(err)[:200]

@@ -309,13 +309,14 @@ def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path) -> Path:
             raise ConfigError(f"--wandb-sweep {str(path)!r}: {str(target)!r} exists and is not "
                               f"a W&B sweep file written by train.py; choose another name")
     from .checkpointing import write_text_atomic  # (torch: only once there is a file to write)
+    from .data import absolute_data_dir
 
     def write(target: Path, data: dict) -> None:
         write_text_atomic(target, WANDB_SWEEP_MARK + dump_yaml(data, sort_keys=False))
 
     cells = dataclasses.asdict(sweep)
-    if cells["base"].get("data_dir"):  # (agents may start in another folder)
-        cells["base"]["data_dir"] = str(Path(cells["base"]["data_dir"]).resolve())
+    # (agents may start in another folder)
+    cells["base"]["data_dir"] = absolute_data_dir(cells["base"].get("data_dir"))
     write(cells_file, cells)
     where = {"project": sweep.base.get("wandb_project", RunConfig.wandb_project)}
     if sweep.base.get("wandb_entity"):

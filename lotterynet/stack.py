@@ -67,6 +67,7 @@ from .config import (
     read_options,
     read_yaml_mapping,
 )
+from .data import absolute_data_dir
 from .datamodule import TensorDataModule
 from .errors import TrainingDiverged
 from .graphs import StepGraphs
@@ -574,11 +575,12 @@ def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
     The cells (and the members' ``out`` and ``resume``) are written relative to the file's
     folder (:func:`members_in`): read from there, not from where a later run happens to be,
     they go with the folder when it is copied or moved (``cp -r A B``). The data folder, given
-    relative to where the sweep runs and going with no copy of it, is written absolute: the
-    stack run by hand from another folder reads the same data."""
+    relative to where the sweep runs or not given (``./data`` there), and going with no copy
+    of it, is written absolute (:func:`absolute_data_dir`): the stack run by hand from another
+    folder reads the same data."""
     stack_dir.mkdir(parents=True, exist_ok=True)
     path = stack_dir / STACK_FILE
-    members = [{**m, "data_dir": m["data_dir"] and str(Path(m["data_dir"]).resolve())}
+    members = [{**m, "data_dir": absolute_data_dir(m["data_dir"])}
                for m in members_in(stack_dir, configs, cell_dirs)]
     write_text_atomic(path, dump_yaml({"members": members,
                                        "cells": [m["out"] for m in members]}, sort_keys=False))

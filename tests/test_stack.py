@@ -787,19 +787,26 @@ def test_a_folder_where_a_cell_writes_its_ticket_is_refused_before_training(tmp_
     assert not (tmp_path / "stack" / "checkpoints").exists()
 
 
-def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypatch):
+@pytest.mark.parametrize("given, env", [("data", None), (None, None), (None, "data")])
+def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypatch, given,
+                                                               env):
     """A sweep given a relative --sweep-out writes stack files whose cells are relative to the
     file's folder: run by hand from another folder (``--stack-file``), the stack writes into
     the sweep's cells, not into a new tree under the current folder. Its data folder, given
     relative to where the sweep ran (``--data-dir ../data``), is written absolute: it named
     a folder under the current one, where no data was (and ``--data-dir`` was refused beside
     ``--stack-file``; now it is taken, as with ``--resume``, and the stack checkpoint resumes
-    with it). A file naming its cells absolutely, outside any sweep (written by hand), runs
-    them as it names them."""
+    with it). So is the default (``./data`` there, or a relative $LOTTERYNET_DATA), which was
+    written as null and so read ./data where the stack was run. A file naming its cells
+    absolutely, outside any sweep (written by hand), runs them as it names them."""
     monkeypatch.chdir(tmp_path)
+    if env:
+        monkeypatch.setenv("LOTTERYNET_DATA", env)
+    else:
+        monkeypatch.delenv("LOTTERYNET_DATA", raising=False)
     cells = [Path("sweep/cells/a"), Path("sweep/cells/b")]
     configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s, "out": str(c),
-                            "data_dir": "data"}) for s, c in zip((0.5, 0.9), cells)]
+                            "data_dir": given}) for s, c in zip((0.5, 0.9), cells)]
     path = write_stack_file(configs, Path("sweep/stacks/dense-seed0"), cells)
     assert yaml.safe_load(path.read_text())["cells"] == ["../../cells/a", "../../cells/b"]
     (tmp_path / "elsewhere").mkdir()

@@ -433,16 +433,20 @@ def test_wandb_sweep_never_replaces_a_users_sweep_file(tmp_path, capsys):
 
 
 
-def test_wandb_sweep_files_its_runs_where_the_cells_log_and_runs_anywhere(tmp_path, monkeypatch):
+@pytest.mark.parametrize("given", [["--data-dir", "data"], []])
+def test_wandb_sweep_files_its_runs_where_the_cells_log_and_runs_anywhere(tmp_path, monkeypatch,
+                                                                           given):
     """The spec named no project (``wandb sweep`` filed it under an automatic one, ignoring
     ``--wandb-project`` / ``--wandb-entity``: W&B moves a sweep's runs into the sweep's
     project), and its program and data folder were relative, so an agent started in another
-    folder could not run a cell."""
+    folder could not run a cell. The default data folder (no --data-dir: ./data here) was
+    written as null, so an agent read ./data where it started: it is written absolute too."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOTTERYNET_DATA", raising=False)
     (tmp_path / "data").mkdir()
     source = REPO / "configs" / "sweeps" / "cpu_fc2.yaml"
     assert main(["--sweep", str(source), "--wandb-sweep", "w.yaml", "--wandb-project", "mine",
-                 "--wandb-entity", "team", "--data-dir", "data"]) == 0
+                 "--wandb-entity", "team", *given]) == 0
     spec = yaml.safe_load((tmp_path / "w.yaml").read_text())
     assert (spec["project"], spec["entity"]) == ("mine", "team")
     assert Path(spec["program"]).is_absolute() and Path(spec["program"]).is_file()
