@@ -804,9 +804,10 @@ TIMM_WEIGHTS = ("pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_c
 
 
 def check_model_kwargs(model_kwargs: dict) -> None:
-    """``model_kwargs`` go into the run's spec (results.json, the ticket): string keys, JSON
-    values, none of the arguments the data set decides (:data:`TIMM_SET`) or that load weights
-    (:data:`TIMM_WEIGHTS`)."""
+    """``model_kwargs`` go into the run's spec (results.json, the ticket): string keys, values
+    a ticket gives back (:func:`~lotterynet.convert.plain_numbers`, with no NaN or infinity,
+    which its JSON cannot hold), none of the arguments the data set decides
+    (:data:`TIMM_SET`) or that load weights (:data:`TIMM_WEIGHTS`)."""
     for key, value in model_kwargs.items():
         if not isinstance(key, str):
             raise ConfigError(f"model_kwargs key {key!r} is not a string (an argument name of "
@@ -817,12 +818,15 @@ def check_model_kwargs(model_kwargs: dict) -> None:
         if key in TIMM_WEIGHTS:
             raise ConfigError(f"model_kwargs {key!r}: the frozen weights are random, never "
                               f"loaded ({', '.join(TIMM_WEIGHTS)} are refused); drop it")
+        from .convert import plain_numbers  # (torch: only for a model's arguments)
+
         try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError):
-            raise ConfigError(f"model_kwargs {key}={value!r} is not a plain value (a number, "
-                              f"string, true/false, null, or a list or mapping of them)") \
-                from None
+            json.dumps(plain_numbers(value, key), allow_nan=False)
+        except TypeError as error:
+            raise ConfigError(f"model_kwargs: {error}") from None
+        except ValueError:
+            raise ConfigError(f"model_kwargs {key}={value!r} holds NaN or infinity, which a "
+                              f"ticket (JSON) cannot hold; pass a finite number") from None
 
 
 def check_exclude(patterns: list) -> None:

@@ -43,6 +43,7 @@ import functools
 import inspect
 import itertools
 import numbers
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -177,15 +178,26 @@ def covering_patterns(model: nn.Module, names: Iterable[str]) -> list[str]:
     return patterns
 
 
+#: What :func:`plain_numbers` advises passing instead of a value of these types (the first
+#: that matches; another object: a plain value).
+PLAIN_INSTEAD = (((set, frozenset), "a list"),
+                 ((torch.Tensor, np.ndarray), "its .item() or .tolist()"),
+                 (os.PathLike, "it as a string, str(path)"),
+                 (torch.dtype, "its name, a string such as 'float32'"),
+                 (Callable, "a name the model looks it up by"))  # (a class, a function)
+
+
 def plain_numbers(value, name: str = ""):
     """``value`` with numbers of other types (numpy scalars, ``Fraction``) as Python ints and
     floats, and numpy's other scalars (``np.bool_``, ``np.str_``) as Python's, inside lists,
     tuples and dicts too: what a model or its layers are built with is what a ticket records
-    (JSON) and replays, and what a ``weights_only`` checkpoint holds. A value that either does
-    not give back as it was is refused (``TypeError`` naming the argument: ``name`` for
-    ``value``, or the keys of a dict of arguments): a namedtuple (a list in the ticket, refused
-    by the checkpoint), a set, a dict with a key that is not a string (JSON's keys are), any
-    other object. (A tuple comes back from the ticket as a list.)"""
+    (JSON) and replays, and what a ``weights_only`` checkpoint holds. Taken: numbers, strings,
+    True/False, None, and lists, tuples (``torch.Size`` too) and string-keyed dicts of them; a
+    list or tuple keeps its type here, though a ticket gives a tuple back as a list. Refused,
+    as neither gives it back (``TypeError`` naming the argument: ``name`` for ``value``, or
+    the keys of a dict of arguments, and what to pass, :data:`PLAIN_INSTEAD`): a namedtuple
+    (a list in the ticket, refused by the checkpoint), a dict with a key that is not a string
+    (JSON's keys are), and any other object (a set, a tensor, a path, a class, ...)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -204,13 +216,15 @@ def plain_numbers(value, name: str = ""):
         what, instead = f"a namedtuple ({type(value).__name__})", "a tuple or a dict of its fields"
     elif keys:
         what, instead = f"a dict with the key {keys[0]!r}", "a dict with string keys"
-    elif isinstance(value, (set, frozenset)):
-        what, instead = f"of type {type(value).__name__}", "a list"
     else:
-        what, instead = f"of type {type(value).__name__}", "a name the model looks it up by"
-    raise TypeError(f"argument {name}={value!r} is {what}, which a ticket (JSON) or a "
-                    f"weights_only checkpoint cannot give back as it is: pass {instead} "
-                    f"(numbers, strings, True/False, None, and lists, tuples and dicts of them)")
+        what = f"of type {type(value).__name__}"
+        instead = next((advice for types, advice in PLAIN_INSTEAD if isinstance(value, types)),
+                       "a plain value")
+    shown = " ".join(repr(value).split())  # (one line: a tensor's repr has several)
+    raise TypeError(f"argument {name}={shown[:80]}{'...' * (len(shown) > 80)} is {what}, which "
+                    f"a ticket (JSON) or a weights_only checkpoint cannot give back as it is: "
+                    f"pass {instead} (numbers, strings, True/False, None, and lists, tuples "
+                    f"and dicts of them)")
 
 
 #: What ``convert`` passes on to every subnet layer: the layers' keyword options but those it

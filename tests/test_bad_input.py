@@ -615,7 +615,9 @@ CASES = [
     (["--arch", "timm:resnet10t", "--model-kwargs", "drop_path_rate=1.5"],  # (training only)
      ["cannot take", "bernoulli_ expects p to be in [0, 1]"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "when=2020-01-01"],
-     ["when=datetime.date(2020, 1, 1)", "not a plain value"]),
+     ["model_kwargs: argument when=datetime.date(2020, 1, 1) is of type date", "a plain value"]),
+    (["--arch", "timm:resnet10t", "--model-kwargs", "drop_rate=.nan"],
+     ["model_kwargs drop_rate=nan", "NaN or infinity", "a finite number"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "nokey"], ["'nokey'", "KEY=VALUE"]),
     (["--arch", "timm:vit_tiny_patch16_224", "--model-kwargs", "patch_size=7", "--model-kwargs",
       "class_token=false"], ["cannot build", "class token"]),  # (timm: an AssertionError)

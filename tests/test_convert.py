@@ -685,9 +685,13 @@ def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_
     """A namedtuple (a list in the ticket's JSON, refused by a weights_only checkpoint), a set,
     a dict with a key that is not a string, or another object is refused, naming the argument:
     the namedtuple was kept, so its model built and saved its ticket, which did not load
-    ("'list' object has no attribute ..."). A tuple, a list and torch.Size keep their types."""
+    ("'list' object has no attribute ..."). What to pass fits the value: a tensor, an array, a
+    path or a dtype was told "pass a name the model looks it up by" (as a class is), a tensor
+    on several lines. A tuple, a list and torch.Size keep their types."""
     import collections
+    import datetime
     import fractions
+    import pathlib
 
     import numpy as np
 
@@ -700,11 +704,23 @@ def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_
             ({"kw": {"a": [{1, 2}]}}, r"argument kw\['a'\]\[0\]=\{1, 2\} is of type set.* pass a "
                                       r"list \(numbers, strings,"),
             ({"kw": {1: 2}}, r"argument kw=\{1: 2\} is a dict with the key 1, .*string keys"),
-            ({"act": nn.GELU}, r"argument act=<class .*GELU'> is of type type, .*: pass a name")):
-        with pytest.raises(TypeError, match=message):
+            ({"act": nn.GELU}, r"argument act=<class .*GELU'> is of type type, .*: pass a name"),
+            ({"w": torch.ones(2, 30)}, r"^argument w=tensor\(\[\[1\., 1\., .*\.\.\. is of type "
+                                       r"Tensor, .*: pass its \.item\(\) or \.tolist\(\) \("),
+            ({"w": np.arange(3)}, r"w=array\(\[0, 1, 2\]\) is of type ndarray, .*\.tolist\(\)"),
+            ({"p": pathlib.Path("a")}, r"p=\w*Path\('a'\) is of type \w*Path, .*: pass it as a "
+                                       r"string, str\(path\) \("),
+            ({"dt": torch.float16}, r"dt=torch.float16 is of type dtype, .*: pass its name, a "
+                                    r"string such as 'float32' \("),
+            ({"d": datetime.date(2020, 1, 1)}, r"is of type date, .*: pass a plain value \(")):
+        with pytest.raises(TypeError, match=message) as refused:
             plain_numbers(value)
+        assert "\n" not in str(refused.value)
     with pytest.raises(TypeError, match=r"argument sparsity=\{0.5\} is of type set"):
         convert(nn.Sequential(nn.Linear(3, 3)), sparsity={0.5})
+    with pytest.raises(TypeError, match=r"argument sparsity=tensor\(0.9000\) .*: pass its "
+                                        r"\.item\(\)"):
+        convert(nn.Sequential(nn.Linear(3, 3)), sparsity=torch.tensor(0.9))
     made = plain_numbers({"sizes": (np.int64(3), torch.Size([4]), [fractions.Fraction(1, 2)]),
                           "flags": [np.bool_(True), None, np.str_("x")]})
     assert made == {"sizes": (3, torch.Size([4]), [0.5]), "flags": [True, None, "x"]}
