@@ -441,10 +441,11 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a
     single run's checkpoint). With more job ``slots`` than stacks, each stack is cut into
     ``slots // stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every
-    slot trains. A stack killed earlier keeps its recorded members when they still cover every
-    unfinished cell of its group and its checkpoint continues them
-    (:func:`~lotterynet.stack.resumes`), so it resumes instead of starting over (the parts
-    depend only on the sweep and the slots: the same command resumes them). Third: the
+    slot trains. A stack killed earlier keeps its recorded members while some are unfinished
+    and its checkpoint continues them (:func:`~lotterynet.stack.resumes`), so it resumes
+    instead of starting over (the parts depend only on the sweep and the slots: the same
+    command resumes them); the cells of its group it lacks (a sweep extended meanwhile) then
+    run singly, each resumable from its own checkpoint, rather than start it over. Third: the
     folders of stacks that start over though an earlier stack's checkpoint or history is in
     them (run before with another config or other members, trained to its end with a
     member's results lost, or its checkpoint deleted), to be set aside before they run, each
@@ -475,10 +476,10 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
             continue
         record = stack_record(stack_dir)
         recorded = list(record.members) if record else []
-        if recorded and set(left) <= set(recorded) <= set(cells) and resumes(
+        if set(left) & set(recorded) and set(recorded) <= set(cells) and resumes(
                 record, recorded, [configs[c] for c in recorded],
                 [sweep_dir / "cells" / c for c in recorded]):
-            stacks[stack_dir] = recorded
+            stacks[stack_dir] = recorded  # (its group's cells it lacks, new ones: singly)
         elif len(left) > 1:
             stacks[stack_dir] = left
             if holds_a_stack(stack_dir):  # done: every member it trained has its results

@@ -306,6 +306,26 @@ def test_16_mixed_runs_are_not_stacked_and_a_sweep_runs_them_singly(tmp_path, mo
     assert len(plan_stacks(sweep, tmp_path, configs, list(configs.items()))[0]) == 1
 
 
+def test_a_stopped_stack_whose_group_the_sweep_extends_resumes_and_the_new_cells_run_singly(
+        tmp_path, monkeypatch):
+    """A stack stopped after an epoch of two, then its sweep run with a new sparsity in its
+    group: the stack was set aside as STACK.stale-1 and its members started over with the new
+    one (its epochs lost). It resumes with its own members, and the new cell runs singly
+    (resumable from its own checkpoint, so a later run stacks nothing of it anew)."""
+    import lotterynet.sweep as sweep_module
+
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
+                  sparsities=[0.5, 0.9], epochs=[2], baseline=False)
+    configs = cell_configs(sweep, tmp_path)
+    record = lotterynet.stack.StackRecord({n: c.to_dict() for n, c in configs.items()}, 1)
+    monkeypatch.setattr(sweep_module, "stack_record", lambda stack_dir: record)
+    sweep.sparsities = [0.5, 0.7, 0.9]
+    configs = cell_configs(sweep, tmp_path)
+    stacks, single, stale = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
+    assert stacks == {tmp_path / "stacks" / "subsetsum-seed0": list(record.members)}
+    assert [name for name, _ in single] == ["subsetsum-s0.7-e2-seed0"] and stale == {}
+
+
 def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):
     """A member whose fixed-size groups would keep nothing (5 terms at sparsity 0.95): the
     refusal names the architecture and the limit, as a single run's does, and writes nothing."""
