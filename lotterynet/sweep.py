@@ -50,6 +50,7 @@ from pathlib import Path
 
 import torch
 
+from .archs import recipe_lr
 from .checkpointing import (
     CheckpointError,
     load_checkpoint,
@@ -130,7 +131,8 @@ def prepare_cell(config: RunConfig) -> RunConfig | None:
     in a fresh folder, its old one kept beside it (:func:`set_aside`). Its results are first
     read as the sweep stores them (relative to its folder: :func:`relocate`)."""
     cell_dir = Path(config.out)
-    differs = results_differ(config, relocate(cell_dir, read_results(cell_dir)))
+    results = relocate(cell_dir, read_results(cell_dir))
+    differs = results_differ(config, results)
     if differs == []:
         return None
     checkpoint = cell_dir / CHECKPOINTS / LAST
@@ -143,12 +145,27 @@ def prepare_cell(config: RunConfig) -> RunConfig | None:
         if "optimizer_states" in loaded else None
     if differs is None and stored is not None:
         differs = changed_fields(stored, config.to_dict(), NOT_COMPUTED)
+    elif differs:
+        stored = results.get("config", {})
     if differs:
-        set_aside(cell_dir, f"cell {cell_dir.name} was run with another config, or its "
-                            f"results are damaged ({differs[0]} differs)")
+        why = "has damaged results (no test accuracy in [0, 1])" if differs == ["test_acc"] \
+            else f"was run with another config ({changes(stored, config, differs)})"
+        set_aside(cell_dir, f"cell {cell_dir.name} {why}; it trains anew (the sweep never reads "
+                            f"a set-aside cell back, even run with its old config again)")
     elif stored is not None:
         return dataclasses.replace(config, resume=str(checkpoint))
     return dataclasses.replace(config, overwrite=True)
+
+
+def changes(stored: dict, config: RunConfig, names: list[str]) -> str:
+    """``NAME OLD -> NEW, ...`` for the fields ``names`` (:func:`changed_fields`) of a run's
+    ``stored`` config that ``config`` changes; an unset ``lr`` is its recipe's."""
+    old, new = {**RunConfig().to_dict(), **stored}, config.to_dict()
+
+    def shown(values: dict, name: str):
+        return recipe_lr(str(values["arch"]), values["lr"]) if name == "lr" else values[name]
+
+    return ", ".join(f"{name} {shown(old, name)!r} -> {shown(new, name)!r}" for name in names)
 
 
 def set_aside(folder: Path, why: str, cells: Path | None = None, tag: str = "stale") -> Path:

@@ -353,7 +353,7 @@ def test_a_sweep_run_from_elsewhere_repoints_what_it_sets_aside(tmp_path, data_d
     monkeypatch.chdir(tmp_path / "elsewhere")
     capsys.readouterr()
     assert main([*argv, "--sweep-sparsities", "0.5,0.75,0.9", "--sweep-out", str(sweep_dir)]) == 0
-    assert "results are damaged" in capsys.readouterr().out
+    assert "has damaged results" in capsys.readouterr().out
     earlier, = (sweep_dir / "stacks").glob("subsetsum-identity-seed0.*-1")  # (stale: a member
     kept = json.loads((sweep_dir / "cells" / "subsetsum-identity-s0.5-e1-seed0" /  # runs again)
                        "results.json").read_text())
@@ -902,7 +902,8 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
     is part of its results (a resumed one may change it, as it may change its device)."""
     values = dict(arch="fc2", structure="dense", sparsity=0.5, epochs=1)
     cell = tmp_path / "cells" / cell_name("dense", {**values, "seed": 0})
-    for n, other in enumerate(({"lr": 0.5}, {"lr": 0.25}, {"precision": "64-true"}), 1):
+    for n, other in enumerate(({"lr": 0.5}, {"lr": 0.25, "momentum": 0.8},
+                               {"precision": "64-true"}), 1):
         cell.mkdir(parents=True)
         old = make_config({**values, **other, "out": str(cell)}).to_dict()
         (cell / "results.json").write_text(json.dumps({"config": old, "test_acc": n / 10}))
@@ -913,7 +914,10 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
         assert json.loads((kept / "results.json").read_text())["test_acc"] == n / 10
         assert (kept / "metrics.csv").read_text() == f"epoch\n{n}\n"
         said = capsys.readouterr().out
-        assert str(kept) in said and f"({next(iter(other))} differs)" in said
+        now = {"lr": 0.1, "momentum": 0.9, "precision": "32-true"}  # (fc2's recipe lr: 0.1)
+        changes = ", ".join(f"{key} {was!r} -> {now[key]!r}" for key, was in other.items())
+        assert str(kept) in said and f"another config ({changes}); it trains anew (the sweep " \
+            f"never reads a set-aside cell back, even run with its old config again)" in said
     ours = make_config({**values, "out": str(cell)}).to_dict()
     damaged = [{"test_acc": "high"}, {"test_acc": None}, {}, {"test_acc": float("nan")},
                {"test_acc": 5.0}, {"test_acc": True}]  # (it broke the table, or entered it)
@@ -923,7 +927,8 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
         config = sweep_module.prepare_cell(sweep_module.cell_config(values, cell))
         assert config.overwrite and not cell.exists()
         assert cell.with_name(f"{cell.name}.stale-{n}").is_dir()
-        assert "its results are damaged (test_acc differs)" in capsys.readouterr().out
+        assert "has damaged results (no test accuracy in [0, 1]); it trains anew" in \
+            capsys.readouterr().out
     cell.mkdir()  # a cell with the sweep's own config and results is done: left as it is
     (cell / "results.json").write_text(json.dumps({"config": ours, "test_acc": 0.5}))
     assert sweep_module.prepare_cell(sweep_module.cell_config(values, cell)) is None
