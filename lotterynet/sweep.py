@@ -530,13 +530,25 @@ def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], rep
     for stack_dir, members in stacks.items():
         members_configs = [configs[m] for m in members]
         print(stack_line(stack_dir, members_configs), flush=True)
+        ended = NOT_FINISHED
         try:
             run_stack(members_configs, stack_dir, [Path(c.out) for c in members_configs])
         except (TrainingDiverged, OutOfMemory) as err:
             failed.append(str(err))
+            ended = how_it_stopped(err)  # (raised once the others finished)
         for m in members:
-            report(m)
+            report(m, ended)
     return failed
+
+
+#: How a cell that ran without results ended, in its progress line (:func:`run_cells`).
+NOT_FINISHED = "not finished"
+#: What the line of a :class:`TrainingDiverged` (a run's or a stack's) says.
+DIVERGED = "diverged in epoch"
+
+
+def how_it_stopped(err: Exception) -> str:
+    return "diverged" if isinstance(err, TrainingDiverged) else "out of memory"
 
 
 def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True
@@ -570,7 +582,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
           f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)
     start = time.perf_counter()
 
-    def report(name: str) -> None:
+    def report(name: str, ended: str = NOT_FINISHED) -> None:
+        """The progress line of a cell that ran: its test accuracy, else how it ``ended``."""
         nonlocal done
         if name not in to_report:
             return
@@ -581,7 +594,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         eta = elapsed / ran * (total - done)
         cell_dir = sweep_dir / "cells" / name  # (stored as the sweep stores its paths)
         acc = (relocate(cell_dir, read_results(cell_dir)) or {}).get("test_acc")
-        tested = f"test {100 * acc:.2f}%" if acc is not None else "not finished"
+        tested = f"test {100 * acc:.2f}%" if acc is not None else ended
         print(f"[{done}/{total}] {name}: {tested} | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
               flush=True)
 
@@ -589,12 +602,14 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         failed = run_stacks(stacks, configs, report)
         if not ddp:
             for name, config in todo:
+                ended = NOT_FINISHED
                 try:
                     with continued_by_the_sweep(name, config):
                         run(config)
                 except (TrainingDiverged, OutOfMemory) as err:
                     failed.append(f"cell {name}: {err}")
-                report(name)
+                    ended = how_it_stopped(err)
+                report(name, ended)
             return failed
         # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
         # in its own train.py that sees all devices, one at a time.
@@ -1085,8 +1100,13 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         print("\n".join(f"{ERROR}{line}" for line in failed), file=sys.stderr)
         table = f"the table holds the others: {sweep_dir / TABLE_CSV}" if rows else \
             "no cell finished, so there is no table"
+        # (a divergence is deterministic: TrainingDiverged's line, in this process or a job's)
+        diverged = sum(DIVERGED in line for line in failed)
+        again = "a cell that diverged diverges again when re-run: it needs a lower --lr" \
+            if diverged == len(failed) else "re-run the same command to retry" + (
+                " the others; a cell that diverged needs a lower --lr" if diverged else "")
         print(f"sweep incomplete: {len(missing)} of {len(sweep.cells())} cells without "
-              f"results ({len(failed)} failure(s)); {table} (re-run the same command to retry)")
+              f"results ({len(failed)} failure(s)); {table} ({again})")
         return 1
     print(f"sweep done: {sweep_dir / TABLE_CSV}, {sweep_dir / TABLE_MD}, {figure}")
     return 0
