@@ -465,9 +465,9 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     run singly, each resumable from its own checkpoint, rather than start it over. Third: the
     folders of stacks that start over though an earlier stack's checkpoint or history is in
     them (run before with another config or other members, trained to its end with a
-    member's results lost, or its checkpoint deleted), to be set aside before they run, each
-    with whether that earlier stack's checkpoint shows every member of it finished (a sweep
-    extended with new cells: nothing of it is lost)."""
+    member's results lost, or its checkpoint never written or deleted), to be set aside
+    before they run, each with whether that earlier stack's checkpoint shows every member of
+    it finished (a sweep extended with new cells: nothing of it is lost)."""
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
@@ -573,8 +573,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
                "sweep's new cells train as a new stack") if finished else \
             f"cannot be continued ({CANNOT_CONTINUE})" if (
                 stack_dir / CHECKPOINTS / LAST).is_file() else \
-            ("has no checkpoint to continue from (deleted; its history is kept): it starts "
-             "over")
+            ("has no checkpoint to continue from (none was written, or it was deleted; its "
+             "history is kept): it starts over")
         set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells",
                   tag="done" if finished else "stale")
     to_run = len(to_report)

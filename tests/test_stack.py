@@ -562,7 +562,8 @@ def test_a_sweep_extended_with_new_cells_keeps_the_old_stacks_history(
     assert main([*argv, "--sweep-out", str(out), "--sweep-sparsities", "0.5,0.7,0.8,0.9"]) == 0
     said = capsys.readouterr().out
     finished = "stack subsetsum-identity-seed0 finished all its members before" in said
-    refused = "stack subsetsum-identity-seed0 has no checkpoint to continue from" in said
+    refused = "stack subsetsum-identity-seed0 has no checkpoint to continue from (none was " \
+        "written, or it was deleted; its history is kept): it starts over" in said
     assert (finished, refused) == (checkpoint, not checkpoint)
     stale = stack_dir.with_name(f"{stack_dir.name}.{'done' if checkpoint else 'stale'}-1")
     assert tree(stale) == old_stack
