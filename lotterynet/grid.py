@@ -183,6 +183,11 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
     for key in ("variants", "sparsities", "epochs"):
         if not data.get(key):
             raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
+    odd = next((v for v in data["variants"] if isinstance(v, str) and v.count(":") > 1), None)
+    if odd is not None:  # (it read as activation 'identity:x')
+        raise ConfigError(f"{given_in('variants')}: {odd!r} is not structure[:activation] "
+                          f"(subsetsum:identity, wide); a mapping sets more ({{structure: "
+                          f"subsetsum, activation: identity, pairs: 3}})")
     variants = [flatten_sections(string_keys(parse_variant(v), "sweep variant"),
                                  "sweep variant") for v in data["variants"]]
     bare = next((given for given, v in zip(data["variants"], variants)
@@ -218,11 +223,31 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
                   sparsities=[float(s) + 0.0 for s in data["sparsities"]],  # (-0.0: 0)
                   epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
                   baseline=data.get("baseline", True))
+    # where each cell's values came from, besides the grid and the flags
+    parts = {variant_label(v): [(f"{given_in('variants')}: {g!r}", v)]
+             for g, v in zip(data["variants"], variants)}
+    in_base = [(given_in("base"), {k: v for k, v in base.items() if k not in overrides})
+               ] if base else []
+
+    def made(label: str, values: dict) -> RunConfig:
+        """The cell's config; a bad value refused naming the variant or the sweep file's base
+        it came from (the first of them without whose keys the cell is valid)."""
+        try:
+            return make_config(values)
+        except ConfigError as err:
+            for where, part in [*parts.get(label, []), *in_base]:
+                try:
+                    make_config({k: v for k, v in values.items() if k not in part})
+                except ConfigError:
+                    continue
+                raise ConfigError(f"{where}: {err}") from None
+            raise
+
     named: dict[str, tuple[str, dict]] = {}
     runs: dict[str, tuple[str, dict]] = {}
     configs = []
     for label, values in sweep.cells():  # every cell must be a valid run before any starts
-        configs.append(make_config(values))
+        configs.append(made(label, values))
         name, run = cell_name(label, values), repr(canonical(configs[-1].to_dict()))
         check_path(f"the folder of sweep cell {describe_cell(label, values)}", name)
         if name in named:  # two cells, one folder

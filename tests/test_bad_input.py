@@ -280,7 +280,13 @@ CASES = [
     (["--sweep", "{sw_base_list}"], ["base", "mapping"]),
     (["--sweep", "{sw_base_null}"], ["base", "mapping", "leave it out", "None"]),  # ran as {}
     (["--sweep", "{sw_base_empty_list}"], ["base", "mapping", "[]"]),
-    (["--sweep", "{sw_base_unknown}"], ["learning_rate", "valid keys"]),
+    (["--sweep", "{sw_base_unknown}"], ["sw_base_unknown", "base: unknown config key "
+                                        "'learning_rate'", "valid keys"]),
+    (["--sweep", "{sw_variant_unknown}"], ["sw_variant_unknown", "variants: {'lrr': 0.1, "
+                                           "'structure': 'subsetsum'}: unknown config key "
+                                           "'lrr'"]),
+    (["--sweep", "{sw_variant_structure}"], ["sw_variant_structure", "variants: {'structure': "
+                                             "'subsetsm'}: unknown structure 'subsetsm'"]),
     (["--sweep", "{sw_base_intkey}"], ["1", "not a string"]),
     (["--sweep", "{sw_sparsity_range}"], ["sw_sparsity_range", "sparsities: 1.5", "[0, 1)"]),
     (["--sweep", "{sw_negative_seed}"], ["sw_negative_seed", "seeds: -1", "[0, 2**32)"]),
@@ -410,7 +416,13 @@ CASES = [
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1.5", "--sweep-variants", "dense"],
      ["1.5", "--sweep-epochs", "integers"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "nope"],
-     ["nope", "subsetsum"]),
+     ["--sweep-variants: 'nope': unknown structure 'nope'", "subsetsum"]),
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants",
+      "subsetsum:idnetity"], ["--sweep-variants: 'subsetsum:idnetity': unknown activation "
+                              "'idnetity'", "relu, identity"]),
+    (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants",
+      "subsetsum:identity:x"], ["--sweep-variants: 'subsetsum:identity:x' is not "
+                                "structure[:activation]"]),  # (read as activation 'identity:x')
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-seeds", "-1",
       "--sweep-variants", "dense"], ["-1", "seed"]),
     (["--sweep-variants", "dense"], ["sparsities", "--sweep-sparsities"]),
@@ -721,6 +733,8 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
                                                    "pairs": 3}]},
         "sw_base_null": {**sweep, "base": None}, "sw_base_empty_list": {**sweep, "base": []},
         "sw_base_unknown": {**sweep, "base": {"learning_rate": 0.1}},
+        "sw_variant_unknown": {**sweep, "variants": [{"structure": "subsetsum", "lrr": 0.1}]},
+        "sw_variant_structure": {**sweep, "variants": [{"structure": "subsetsm"}]},
         "sw_base_intkey": {**sweep, "base": {1: 2}},
         "sw_sparsity_range": {**sweep, "sparsities": [1.5]}, "sw_invalid": "variants: [\n",
         "sw_negative_seed": {**sweep, "seeds": [-1]},
