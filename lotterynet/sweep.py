@@ -578,8 +578,9 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells",
                   tag="done" if finished else "stale")
     to_run = len(to_report)
-    print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run"
-          f"{f' ({len(stacks)} stacks)' if stacks else ''}", flush=True)
+    stacked = f" ({len(stacks)} stack{'s' * (len(stacks) > 1)})" if stacks else ""
+    print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run{stacked}",
+          flush=True)
     start = time.perf_counter()
 
     def report(name: str, ended: str = NOT_FINISHED) -> None:
