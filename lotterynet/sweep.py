@@ -624,7 +624,9 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         print(f"{stack_line(stack_dir, members_configs)} (subprocess, output in "
               f"{stack_dir / CELL_LOG})", flush=True)
         jobs.append(stack_job(stack_dir, members_configs, members, sweep_dir))
-    jobs += [cell_job(name, config) for name, config in todo]
+    for name, config in todo:
+        jobs.append(cell_job(name, config))
+        print(f"cell {name} (subprocess, output in {jobs[-1].log})", flush=True)
 
     def finished(job: Job, code: int | None) -> None:
         if code == 0:

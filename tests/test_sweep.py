@@ -733,6 +733,9 @@ def test_pool_runs_cells_and_a_failing_one_is_one_line(tmp_path, data_dir, capsy
     assert "out of memory" in (failed / "train.log").read_text()
     assert "Traceback" not in captured.err + captured.out and "sweep incomplete" in captured.out
     assert re.search(r"\[\d/2\] dense-s0\.5-e1-seed0: test \d+\.\d\d%", captured.out)
+    for cell in ("dense-s0.5-e1-seed0", "dense-s0.9-e1-seed0"):  # (as a stack's job is said)
+        assert f"cell {cell} (subprocess, output in {out / 'cells' / cell / 'train.log'})" in \
+            captured.out
     finished = out / "cells" / "dense-s0.5-e1-seed0"
     assert (finished / "results.json").is_file() and (finished / "cell.yaml").is_file()
     assert [r["sparsity"] for r in rows(out)] == ["0.5"]
