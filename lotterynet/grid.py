@@ -284,7 +284,8 @@ def refuse_unread_variant_keys(variants: list[dict], labels: list[str],
 
 #: What a sweep decides for every cell itself, so no base, variant or flag may set it.
 NOT_IN_CELLS = {
-    **{key: f"it is an axis of the grid: give it in {axis}" for key, axis in AXES.items()},
+    **{key: f"it is an axis of the grid: give it in --sweep-{axis} (or the sweep file's "
+            f"{axis})" for key, axis in AXES.items()},
     "train_weights": "the trained baseline is a cell of its own (baseline: true)",
     "resume": "a sweep resumes its own cells: run the same command again",
     "out": "a sweep writes its cells under --sweep-out",

@@ -312,7 +312,8 @@ CASES = [
       "--wandb-sweep", "{a_file}/w.yaml"], ["--wandb-sweep's folder", "is a file, not a folder"]),
     (["--sweep", "{sw_twice}"], ["sparsities", "0.5", "twice"]),
     (["--sweep", "{sw_null_seeds}"], ["seeds", "non-empty list", "got None"]),  # ran seed 0
-    (["--sweep", "{sw_variant_sparsity}"], ["variant: sparsity 0.3", "axis", "sparsities"]),
+    (["--sweep", "{sw_variant_sparsity}"], ["variant: sparsity 0.3", "axis", "--sweep-sparsities "
+                                            "(or the sweep file's sparsities)"]),
     (["--sweep", "{sw_target_only}"], ["lenet5_dacunha", "--train-weights"]),
     (["--sweep", "{sw_unbuildable}"], ["cannot build", "0.95", "at most 0.8"]),
     (["--jobs-per-device", "2"], ["--jobs-per-device", "sweep"]),
