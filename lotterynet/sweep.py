@@ -889,6 +889,10 @@ def log_to_wandb(rows: list[dict], figure: Path, base: dict) -> None:
     close_wandb_run(summary)
 
 
+#: The most cells a refused ``--cell`` lists (of more: the first and the last).
+CELLS_LISTED = 8
+
+
 def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
     """Cell ``name`` of the sweep alone, in its cell directory (what a W&B agent runs; the
     sweep's lock held shared, :func:`outside_a_running_sweep`, so agents may run cells side
@@ -897,7 +901,8 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
     cells = {cell_name(label, values): values for label, values in sweep.cells()}
     if name not in cells:
         names = list(cells)
-        valid = names[0] if len(names) == 1 else f"{names[0]}, …, {names[-1]}"
+        valid = ", ".join(names) if len(names) <= CELLS_LISTED else \
+            f"{names[0]}, …, {names[-1]}"
         raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
                           f"({len(names)} cells; see --wandb-sweep's file)")
     with outside_a_running_sweep(sweep_dir, f"--cell {name!r}", is_a_sweep=True):

@@ -429,6 +429,9 @@ CASES = [
     (["--sweep-variants", "dense"], ["sparsities", "--sweep-sparsities"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
       "--cell", "nope"], ["nope", "valid", "dense-s0.5-e1-seed0", "cells"]),
+    (["--sweep-sparsities", "0.1,0.2,0.3,0.4", "--sweep-epochs", "1", "--sweep-variants", "dense",
+      "--cell", "nope"], ["valid: dense-s0.1-e1-seed0, dense-s0.2-e1-seed0, dense-s0.3-e1-seed0, "
+                          "dense-s0.4-e1-seed0, trained-e1-seed0 (5 cells"]),  # (not "…")
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
       "--jobs-per-device", "0"], ["jobs-per-device", "positive"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
