@@ -813,10 +813,12 @@ def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict],
 
 def figure_title(sweep: Sweep) -> str:
     """What a reader needs to place the figure: architecture, data, budgets, seeds."""
-    budgets = "/".join(str(e) for e in sweep.epochs)
+    *more, last = [str(e) for e in sweep.epochs]
+    budgets = f"best of {', '.join(more)} or {last} epochs" if more else \
+        f"{last} epoch{'s' * (last != '1')}"
     seeds = len(sweep.seeds)
-    return (f"{sweep.base.get('arch', 'lenet5')} on {sweep.base.get('dataset', 'mnist')}: best of "
-            f"{budgets} epochs, {seeds} seed{'s' if seeds > 1 else ''}")
+    return (f"{sweep.base.get('arch', 'lenet5')} on {sweep.base.get('dataset', 'mnist')}: "
+            f"{budgets}, {seeds} seed{'s' if seeds > 1 else ''}")
 
 
 #: The longest variant label the figure's legend spells out (:func:`plot`).

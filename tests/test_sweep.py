@@ -938,6 +938,14 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
     assert (cell / "results.json").is_file()
 
 
+@pytest.mark.parametrize("epochs, said", [
+    ([1], "1 epoch"), ([2], "2 epochs"), ([1, 2], "best of 1 or 2 epochs"),  # (not "1/2")
+    ([10, 20, 30], "best of 10, 20 or 30 epochs")])
+def test_the_figure_title_names_the_epoch_budgets(epochs, said):
+    sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=epochs, seeds=[0, 1])
+    assert sweep_module.figure_title(sweep) == f"fc2 on mnist: {said}, 2 seeds"
+
+
 def test_mapping_flags_add_keys_to_the_sweep_base(tmp_path):
     """``--model-kwargs`` and ``--trainer`` add to (and override keys of) the sweep base's
     mappings, as they do to a ``--config`` file's, instead of replacing them whole (which
