@@ -93,6 +93,11 @@ class TrainingDiverged(RuntimeError):
     (a NaN score ranks below every other: its weight is pruned for good, silently)."""
 
 
+#: What the line of every :class:`TrainingDiverged` says, a run's or a stack member's, before
+#: the epoch's number (by which a sweep tells, in a job's last line, a divergence).
+DIVERGED_IN = "diverged in epoch"
+
+
 class OutOfMemory(RuntimeError):
     """Memory (the GPU's or the machine's) ran out while a run or a stack trained or tested:
     not bad input (the same run may fit elsewhere), so exit code 1, as a full disk. Its parts:

@@ -48,6 +48,7 @@ from .config import (
 )
 from .datamodule import TensorDataModule
 from .errors import (
+    DIVERGED_IN,
     CheckpointError,
     OutOfMemory,
     Terminated,
@@ -327,7 +328,7 @@ class StopOnDivergence(pl.Callback):
         checkpoint = Path(trainer.default_root_dir) / CHECKPOINTS / LAST
         kept = (f"its last finite checkpoint is kept: {checkpoint}" if checkpoint.is_file()
                 else "no checkpoint was written")
-        raise TrainingDiverged(f"training diverged in epoch {trainer.current_epoch + 1}: "
+        raise TrainingDiverged(f"training {DIVERGED_IN} {trainer.current_epoch + 1}: "
                                f"{what}; lower --lr; {kept}")
 
 

@@ -69,7 +69,7 @@ from .config import (
 )
 from .data import absolute_data_dir
 from .datamodule import TensorDataModule
-from .errors import TrainingDiverged
+from .errors import DIVERGED_IN, TrainingDiverged
 from .graphs import StepGraphs
 from .grid import SWEEP_FILE
 from .lifetime import SigtermStop, stopping_on_sigterm
@@ -416,7 +416,7 @@ class MemberResults(pl.Callback):
         for s in module.training_members(epoch):
             what = divergence(module.model.members[s], module.hparams.members[s]["optim"]["lr"])
             if what is not None:
-                module.diverged[s] = f"{module.names[s]} diverged in epoch {epoch + 1}: {what}"
+                module.diverged[s] = f"{module.names[s]} {DIVERGED_IN} {epoch + 1}: {what}"
         test_accs = self.finish(trainer, module, [s for s, budget in enumerate(module.budgets)
                                                   if budget == epoch + 1])
         self.stop_when_none_trains(trainer, module, epoch + 1)

@@ -70,7 +70,7 @@ from .config import (
     training_examples,
 )
 from .datamodule import TensorDataModule
-from .errors import ERROR, Interrupted, OutOfMemory, TrainingDiverged, interrupted
+from .errors import DIVERGED_IN, ERROR, Interrupted, OutOfMemory, TrainingDiverged, interrupted
 from .grid import (
     BASELINE,
     SWEEP_FILE,
@@ -543,8 +543,6 @@ def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], rep
 
 #: How a cell that ran without results ended, in its progress line (:func:`run_cells`).
 NOT_FINISHED = "not finished"
-#: What the line of a :class:`TrainingDiverged` (a run's or a stack's) says.
-DIVERGED = "diverged in epoch"
 
 
 def how_it_stopped(err: Exception) -> str:
@@ -1111,7 +1109,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         table = f"the table holds the others: {sweep_dir / TABLE_CSV}" if rows else \
             "no cell finished, so there is no table"
         # (a divergence is deterministic: TrainingDiverged's line, in this process or a job's)
-        diverged = sum(DIVERGED in line for line in failed)
+        diverged = sum(DIVERGED_IN in line for line in failed)
         again = "a cell that diverged diverges again when re-run: it needs a lower --lr" \
             if diverged == len(failed) else "re-run the same command to retry" + (
                 " the others; a cell that diverged needs a lower --lr" if diverged else "")
