@@ -627,11 +627,10 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         print(f"cell {name} (subprocess, output in {jobs[-1].log})", flush=True)
 
     def finished(job: Job, code: int | None) -> None:
-        if code == 0:
-            for name in job.cells:
-                report(name)
-        else:
+        if code != 0:
             failed.append(f"{job.what} {how_it_ended(code, job)}; its output: {job.log}")
+        for name in job.cells:  # (a failed stack's finished members too)
+            report(name)
 
     run_jobs(jobs, devices, sweep_dir, finished)
     return failed

@@ -748,7 +748,8 @@ def test_pool_runs_cells_and_a_failing_one_is_one_line(tmp_path, data_dir, capsy
 def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
         tmp_path, data_dir, capsys, monkeypatch, death, said):
     """A stack whose ``train.py --stack-file`` dies is named in one line with its log and how
-    it ended, its members stay out of the table, the other stack's members are in it; exit 1."""
+    it ended, its members stay out of the table (each has its progress line: not finished),
+    the other stack's members are in it; exit 1."""
     fail_subprocesses(tmp_path, monkeypatch,  # argv: train.py --stack-file STACK.yaml
                       f"case \"$3\" in *wide-seed0*) {death};; esac\n")
     out = tmp_path / "pool"
@@ -761,6 +762,8 @@ def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
     # one failure, the stack's four cells (two sparsities, two budgets) without results
     assert "sweep incomplete: 4 of 8 cells without results (1 failure(s))" in captured.out
     assert [r["variant"] for r in rows(out)] == ["subsetsum/identity"] * 2
+    # every cell has its progress line, the failed stack's too (they had none: [4/8] last)
+    assert "[8/8] " in captured.out and captured.out.count(": not finished |") == 4
 
 
 def test_a_job_stopped_by_a_signal_is_said_so():
