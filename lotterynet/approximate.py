@@ -192,6 +192,7 @@ def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, ar
         for size in sweep.sizes:
             if args.sizes and size not in args.sizes:
                 continue
+            measured = len(rows)
             for seed in range(offset, offset + args.seeds):
                 if (size, seed) in done:  # measured by an earlier (interrupted) run
                     continue
@@ -200,6 +201,8 @@ def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, ar
                 print(json.dumps({k: row[k] for k in ("construction", "size", "seed",
                                                       "test_accuracy", "weight_error_max")}),
                       flush=True)
+            if len(rows) == measured:  # nothing new: the file keeps its machine and target
+                continue
             rows.sort(key=lambda r: (r["size"], r["seed"]))  # written after every size
             write_json(path, {"net": net, "construction": sweep.name, "paper": sweep.paper,
                               "size": sweep.size, "target": info, "dataset": dataset,

@@ -349,6 +349,13 @@ def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, caps
     main(argv)
     assert measured == [(5, 0), (5, 1)]
     assert len(json.loads(path.read_text())["rows"]) == 4
+    # a resume with nothing left to measure leaves the file as it was (it was rewritten with
+    # the resuming run's machine and target record)
+    before, stamp = path.read_bytes(), path.stat().st_mtime_ns
+    monkeypatch.setattr(approximate, "machine", lambda: {"cpu": "another machine"})
+    measured.clear()
+    main(argv)
+    assert measured == [] and path.read_bytes() == before and path.stat().st_mtime_ns == stamp
     # the same recipe trained to other weights (another machine, another lotterynet's initial
     # draws) does not add rows to the file: refused, naming both digests, before measuring
     info["weights_sha256"] = "cd" * 32
