@@ -111,8 +111,11 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     ``n`` coefficients per weight from ``coefficients`` (:data:`COEFFICIENT_RANGES`), or with
     ``shared_per_row`` one set per output unit shared by its weights (the authors' variant);
     ``k``: exactly ``k`` kept per weight (Natale et al.; the ``fixedsize`` structure). A bias,
-    if any, is approximated the same way (its own ``n`` coefficients) and stored as the layer's
-    frozen bias, since subnet layers have no maskable bias. Returns ``(subnet_layer, stats)``.
+    if any, is approximated the same way (its own ``n`` coefficients, the range drawn over the
+    weights and the bias: every value the subset sums approximate) and stored as the layer's
+    frozen bias, since subnet layers have no maskable bias; ``coefficients_kept`` counts the
+    kept coefficients of the weights, the masked edges of the built layer. Returns
+    ``(subnet_layer, stats)``.
     """
     _check_target(layer, (nn.Linear, nn.Conv2d), "the subset-sum approximation")
     check_positive_int("n", n)
@@ -156,7 +159,8 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     stats = {
         "targets": targets.numel(),
         "coefficient_range": [lo, hi],
-        "coefficients_kept": int(selection.sum()),
+        # the masked edges of v (a bias's kept coefficients are summed into its frozen value)
+        "coefficients_kept": int(selection[:weights].sum()),
         "weight_error_max": error.max().item(),
         "weight_error_median": error.median().item(),
         # (a target of 0 is met exactly by the empty subset: no coefficient is wrong for it)

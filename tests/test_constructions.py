@@ -60,6 +60,9 @@ def test_subset_sum_picks_the_best_subset_of_each_weight(k, coefficients):
     v, mask = structure.v.weight.detach(), structure.v.mask()
     if k is not None:
         assert (mask.sum(2) == k).all()  # every weight keeps exactly k of its n (Natale)
+    # the kept coefficients are the built layer's masked edges: the bias's subset is its frozen
+    # value (they counted the bias's coefficients too: 15 k + 3 k at k = 3)
+    assert stats["coefficients_kept"] == mask.sum()
     weight, _ = structure.effective_weight()
     for j, i in itertools.product(range(3), range(5)):
         w = layer.weight[j, i].item()
