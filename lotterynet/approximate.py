@@ -114,6 +114,7 @@ FC2_SWEEPS = subset_sum_sweeps("layer", (3, 5, 7, 9, 11, 13, 15, 17, 19, 21), NA
 ]
 LENET5_SWEEPS = subset_sum_sweeps("unit", (5, 8, 10, 12, 14, 16, 18, 20, 22, 25, 30), NATALE_K_N,
                                   (1, 2, 3, 4, 5, 6, 8), (4, 8, 12, 16, 20, 24))
+SWEEPS = {"fc2": FC2_SWEEPS, "lenet5": LENET5_SWEEPS}
 
 
 @torch.no_grad()
@@ -332,9 +333,14 @@ def write_json(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
-def selected(sweeps: list[Sweep], only) -> list[Sweep]:
+def selected(net: str, only) -> list[Sweep]:
+    """The sweeps of ``net`` that ``--only`` names (all without it)."""
+    sweeps = SWEEPS[net]
     names = [s.name for s in sweeps]
     unknown = sorted(set(only or ()) - set(names))
+    if unknown and unknown[0] in {s.name for s in FC2_SWEEPS}:  # (malach, orseau)
+        raise ValueError(f"construction {unknown[0]!r} builds fully connected layers only, not "
+                         f"{net}'s conv layers; valid choices for {net}: {', '.join(names)}")
     if unknown:
         raise ValueError(f"unknown construction {unknown[0]!r}; valid choices: {', '.join(names)}")
     return [s for s in sweeps if not only or s.name in only]
@@ -342,7 +348,7 @@ def selected(sweeps: list[Sweep], only) -> list[Sweep]:
 
 def run_fc2(args) -> None:
     epochs = args.target_epochs[0] if args.target_epochs else None
-    sweeps = selected(FC2_SWEEPS, args.only)
+    sweeps = selected("fc2", args.only)
     check_stored_targets(args.out, "fc2", "mnist", sweeps, "pensia_fc2", epochs)
     run_sweeps(sweeps, "fc2", "pensia_fc2", "mnist", args, conv_part=None, target_epochs=epochs)
 
@@ -351,7 +357,7 @@ def run_lenet5(args) -> None:
     epochs = args.target_epochs or [None] * len(args.datasets)
     if len(epochs) != len(args.datasets):
         raise ConfigError(f"give one --target-epochs per data set {args.datasets}, got {epochs}")
-    sweeps = selected(LENET5_SWEEPS, args.only)
+    sweeps = selected("lenet5", args.only)
     for dataset, target_epochs in zip(args.datasets, epochs):
         check_stored_targets(args.out, "lenet5", dataset, sweeps, f"dacunha_lenet5_{dataset}",
                              target_epochs)
@@ -563,7 +569,7 @@ def check_options(args) -> None:
     if twice:
         raise ConfigError(f"--datasets names {twice!r} twice; give each data set once")
     if args.sizes:
-        sweeps = selected(FC2_SWEEPS if args.experiment == "fc2" else LENET5_SWEEPS, args.only)
+        sweeps = selected(args.experiment, args.only)
         sizes = sorted({size for sweep in sweeps for size in sweep.sizes})
         outside = [size for size in args.sizes if size not in sizes]
         if outside:

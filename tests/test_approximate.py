@@ -303,6 +303,10 @@ def test_result_files_and_datasets_it_cannot_use_are_one_line(tmp_path, capsys):
     (["lenet5", "--target-epochs", "0", "1"], "--target-epochs must be >= 1"),
     (["fc2", "--sizes", "5", "99"], "--sizes 99 is in no sweep of pensia"),
     (["fc2", "--only", "malach", "--sizes", "3"], "valid sizes: 4, 8, 16, 32, 64"),
+    # was "unknown construction 'malach'": it is known, for fully connected layers
+    (["lenet5", "--only", "malach"], "construction 'malach' builds fully connected layers only, "
+     "not lenet5's conv layers; valid choices for lenet5: pensia, dacunha, symmetric, natale, "
+     "natale_k"),
 ])
 def test_options_an_experiment_cannot_use_are_refused_before_any_work(argv, said, tmp_path,
                                                                      capsys, monkeypatch):
