@@ -169,7 +169,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per :class:`RunConfig` field, defaulting to ``None`` so that only the flags the
     user gave override the YAML file; the help shows the dataclass default."""
     for name, f in FIELDS.items():
-        flag = "--" + name.replace("_", "-")
+        flag = flag_name(name)
         kind = field_type(f)
         help_text = f.metadata["help"]  # states its default itself, or gets it appended
         help_text += "" if "(default:" in help_text else f" (default: {f.default})"
@@ -900,10 +900,15 @@ def hidden_replaces_pairs(structure: str, hidden: int) -> bool:
         return False
 
 
+def flag_name(name: str) -> str:
+    """The flag of the run option ``name`` (``batch_size`` -> ``--batch-size``)."""
+    return f"--{name.replace('_', '-')}"
+
+
 def flag_spelling(name: str, value) -> str:
     """A run option as given on the command line (a list: a mapping flag's
     ``[(KEY, VALUE), ...]``, or ``--exclude``'s patterns)."""
-    flag = f"--{name.replace('_', '-')}"
+    flag = flag_name(name)
     if name in MAPPING_FIELDS:
         return " ".join(f"{flag} {k}={v}" for k, v in value)
     return flag if value is True else f"--no-{flag[2:]}" if value is False else \
@@ -964,7 +969,8 @@ def check_numbers(config: RunConfig) -> None:
     positive += [name for name in optional if getattr(config, name) is not None]
     for name in positive:
         if getattr(config, name) <= 0:
-            raise ConfigError(f"{name} must be positive, got {getattr(config, name)!r}")
+            raise ConfigError(f"{flag_name(name)} must be positive, got "
+                              f"{getattr(config, name)!r}")
     if not 0.0 <= config.momentum < 1.0:
         raise ConfigError(f"momentum must be in [0, 1), got {config.momentum!r}")
     if config.weight_decay < 0:
