@@ -235,8 +235,8 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     ``nn.Linear`` as a pruned ``SubnetLinear`` of that structure with ``hidden = m · d_in``
     (module doc). Orseau's hyperbolic range is Theorem 3's for ``ε_w = epsilon`` and
     ``w_max = max |w|`` of the layer, and each weight's sign half sums at most
-    :func:`golden_ratio_cap` products. A bias, if any, is kept as the frozen output bias.
-    Returns ``(subnet_layer, stats)``."""
+    :func:`golden_ratio_cap` products (an all-zero layer keeps none: exact). A bias, if any,
+    is kept as the frozen output bias. Returns ``(subnet_layer, stats)``."""
     _check_target(layer, (nn.Linear,), f"the {rule} construction")
     if rule not in PRODUCT_RULES:
         raise ValueError(f"unknown rule {rule!r}; valid choices: {', '.join(PRODUCT_RULES)}")
@@ -246,7 +246,9 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     d_out, d_in = w.shape
     init_kwargs = None
     if rule == "orseau":
-        w_max = w.abs().max().item()
+        # an all-zero target keeps nothing (no product has its sign) and is exact, as Malach's:
+        # its random weights are drawn on Theorem 3's range for w_max = ε (any would do)
+        w_max = w.abs().max().item() or epsilon
         alpha, beta = orseau_range(eps_w=epsilon, w_max=w_max)  # (checks both numbers)
         if 3 * w_max <= epsilon:
             raise ValueError(f"epsilon={epsilon!r} is at least 3 max|w| = {3 * w_max:.4g}: "

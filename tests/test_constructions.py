@@ -289,8 +289,6 @@ def test_construct_model_replaces_every_layer_and_counts():
      r"epsilon=10.0 is at least 3 max\|w\| = 1\.\d+: Theorem 3's product range"),  # "alpha < beta"
     (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=np.float32(10)),
      r"epsilon=(np\.float32\()?10\.0\)? is at least 3 max\|w\|"),  # np.float32 too
-    (lambda g: product_network(small_linear(scale=0.0), 4, g, rule="orseau"),
-     "w_max must be a positive finite number, got 0.0"),  # an all-zero target
     (lambda g: subset_sum(nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), 4, g),
      "padding_mode='circular'"),  # it padded with zeros: another function at the borders
     # a NaN weight built a network of NaN errors; an LSTM, an empty or a meta layer failed in
@@ -307,6 +305,18 @@ def test_bad_construction_sizes_are_refused_naming_them(call, match):
     """They failed inside torch (a negative dimension), as a KeyError, or named a sparsity."""
     with pytest.raises(ValueError, match=match):
         call(torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("rule", ["malach", "orseau"])
+def test_an_all_zero_target_is_built_exactly_keeping_nothing(rule):
+    """Orseau's construction refused it naming an internal function ("orseau_range: w_max must
+    be a positive finite number, got 0.0"); Malach's, like the subset sums, is exact on it."""
+    subnet, stats = product_network(small_linear(scale=0.0), 4,
+                                    torch.Generator().manual_seed(0), rule=rule)
+    assert stats["weight_error_max"] == 0 and stats["coefficients_kept"] == 0
+    assert ln.count_params(subnet)["kept"] == 0
+    with torch.no_grad():
+        assert not subnet(torch.randn(2, 5, dtype=torch.float64)).any()
 
 
 @pytest.mark.parametrize("build", [
