@@ -391,21 +391,25 @@ def smallest_working(result: dict) -> dict | None:
     return None
 
 
-LAYERS = {"fc2": [(784, 500), (500, 10)], "lenet5": [(1 * 25, 6), (6 * 25, 16)]}
+NETS = {"fc2": ((784, 500, 10), 1), "lenet5": ((1, 6, 16), 5)}
+"""(widths, kernel d) of the approximated layers: units, or channels of d × d convolutions."""
+LAYERS = {net: [(a * d**2, b) for a, b in zip(widths[:-1], widths[1:])]
+          for net, (widths, d) in NETS.items()}
 """(fan-in, fan-out) of the approximated layers; a conv layer's fan-in is c_in · d²."""
 
 
 def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
     """(n per weight, layer-1 hidden width) that the construction's theorem asks for at
     ε = δ = 0.01: n is the largest over the layers, the hidden width is layer 1's from layer 1's
-    own n. Pensia et al. Thm. 1 (Lemma 3, Eq. 11): ``n* = C⌈log2(a b ℓ / ε)⌉`` per input,
-    hidden ``a n*``; da Cunha et al. Thm. 1 (Lemma 2): the same n′ per *output* channel with
-    ``a = c_in d²``, hidden ``b n′``; Natale et al. Thm. 3 (Eq. 28) at γ′ = k/n, the fraction
-    of each subset-sum block the construction keeps (the theorem's ticket density is
-    ``γ = ρ γ′``), hidden ``2 a n*``; Malach et al. Thm. 2.1 and Orseau et al. Thm. 3 from
-    :mod:`lotterynet.theory` (Orseau's per-weight m of Thm. 3, Step 2: ``8⌈k′ ln(k′/δ_w)⌉``
-    with Step 3's union bound ``δ_w = δ/(2N*)`` over the target's N* weights). Conv
-    layers (LeNet5) enter the FC bounds with fan-in ``c_in d²``."""
+    own n. da Cunha et al. Thm. 1 (Lemma 2, :func:`theory.dacunha`):
+    ``n′ = C⌈log2(c_in c_out d² ℓ / min{ε, δ})⌉`` per *output* channel, hidden ``b n′``;
+    Pensia et al. Thm. 1 (Lemma 3, Eq. 11, :func:`theory.pensia`): the same n* (at d = 1; a
+    conv layer enters with fan-in ``a = c_in d²``) per input, hidden ``a n*``; Natale et al.
+    Thm. 3 (Eq. 28) at γ′ = k/n, the fraction of each subset-sum block the construction keeps
+    (the theorem's ticket density is ``γ = ρ γ′``), hidden ``2 a n*``; Malach et al. Thm. 2.1
+    and Orseau et al. Thm. 3 from :mod:`lotterynet.theory` (Orseau's per-weight m of Thm. 3,
+    Step 2: ``8⌈k′ ln(k′/δ_w)⌉`` with Step 3's union bound ``δ_w = δ/(2N*)`` over the target's
+    N* weights). Conv layers (LeNet5) enter the FC bounds with fan-in ``c_in d²``."""
     pairs, ell = LAYERS[net], len(LAYERS[net])
     if construction in ("malach", "orseau"):
         widths = (pairs[0][0], *(b for _, b in pairs))
@@ -423,10 +427,12 @@ def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
         gamma_ = point["size"] / NATALE_K_N
     fan_in, fan_out = pairs[0]
     if construction.startswith("natale"):
-        ns = [theory.natale_terms(a, b, ell, EPSILON, gamma_) for a, b in pairs]
+        ns = [theory.natale_terms(a, b, ell, min(EPSILON, DELTA), gamma_) for a, b in pairs]
         return f"{max(ns)} (γ′ = {gamma_:.3g})", f"{2 * fan_in * ns[0]:,}"
-    ns = [3 * math.ceil(math.log2(a * b * ell / EPSILON)) for a, b in pairs]
-    hidden = ns[0] * (fan_out if construction == "dacunha" else fan_in)
+    widths, kernel = NETS[net]
+    layers = theory.dacunha(widths, EPSILON, DELTA, kernel=kernel)  # (Pensia's n* at d = 1)
+    ns = [layer.hidden // layer.fan_out for layer in layers]
+    hidden = layers[0].hidden if construction == "dacunha" else ns[0] * fan_in
     return str(max(ns)), f"{hidden:,}"
 
 

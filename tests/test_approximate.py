@@ -131,7 +131,7 @@ def test_measure_on_a_small_network_reports_the_built_model():
     assert high["coefficient_ranges"] == [[-1.0, 1.0]] * 2  # da Cunha's U[-1, 1]
 
 
-def test_curves_and_the_width_table():
+def test_curves_and_the_width_table(monkeypatch):
     rows = [{"size": n, "seed": s, "test_accuracy": acc, "hidden_layer1": 10 * n,
              "params": {"kept": n}} for n, accs in [(2, (0.5, 0.96, 0.2)), (4, (0.97, 0.99, 0.9)),
                                                     (8, (0.99, 0.99, 0.99))]
@@ -152,6 +152,13 @@ def test_curves_and_the_width_table():
     assert asked == "7.54e+03"  # 7,536 to the table's 3 digits
     assert asked == f"{8 * math.ceil(k * math.log(k * 2 * 397_000 / 0.01)):.3g}"
     assert asked != f"{8 * math.ceil(k * math.log(k / 0.01)):.3g}"  # δ_w = δ: 2.87e+03
+    # Pensia's and da Cunha's n are theory.pensia's / theory.dacunha's, with their min{ε, δ}
+    # (it was recomputed with ε): at δ = 0.001, 3⌈log2(784·500·2/0.001)⌉ = 3 · 30 = 90 per
+    # input; LeNet5's layer 2 3⌈log2(6·16·25·2/0.001)⌉ = 69, layer 1 57 per output, · 6
+    monkeypatch.setattr(approximate, "DELTA", 0.001)
+    assert theory_sizes("fc2", "pensia", result) == ("90", f"{90 * 784:,}") == (
+        "90", f"{theory.pensia((784, 500, 10), 0.01, 0.001)[0].hidden:,}")
+    assert theory_sizes("lenet5", "dacunha", result) == ("69", "342")
 
 
 @pytest.mark.parametrize("seeds", [1, 2])
