@@ -1082,6 +1082,15 @@ def unfinished_cells(sweep: Sweep, sweep_dir: Path) -> list[str]:
             if not (sweep_dir / "cells" / name / RESULTS).is_file()]
 
 
+def cells_outside(sweep: Sweep, sweep_dir: Path) -> list[str]:
+    """The finished cells in the sweep's folder that its grid does not hold (run by a sweep
+    of a wider grid there), which its table leaves out; not those set aside (``CELL.stale-N``,
+    :func:`set_aside`)."""
+    grid = {cell_name(label, v) for label, v in sweep.cells()}
+    return sorted(name for name in (p.parent.name for p in (sweep_dir / "cells").glob(
+        f"*/{RESULTS}")) if name not in grid and ".stale-" not in name)
+
+
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / SWEEP_FILE)
@@ -1100,6 +1109,11 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         if sweep.base.get("wandb"):
             log_to_wandb(spelled_rows(rows, spelled), figure, sweep.base)
         print((sweep_dir / TABLE_MD).read_text(), end="")
+        if outside := cells_outside(sweep, sweep_dir):
+            print(f"not in the table: {len(outside)} finished cell(s) of {sweep_dir / 'cells'} "
+                  f"outside this sweep's grid ({', '.join(outside[:3])}"
+                  f"{', …' if len(outside) > 3 else ''}); a sweep whose grid holds them "
+                  f"tabulates them", flush=True)
     else:  # an earlier run's table would stand for cells this one set aside or failed
         for name in TABLE_FILES:
             (sweep_dir / name).unlink(missing_ok=True)

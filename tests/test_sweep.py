@@ -218,6 +218,10 @@ def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
     assert "5 already done, 0 to run" in capsys.readouterr().out
     assert stamps == {c: (out / "cells" / c / "results.json").stat().st_mtime_ns for c in cells}
     assert rows(out) == table
+    # a narrower grid there: its table leaves the trained baseline out, and says so (silently)
+    assert main([*argv, "--no-baseline"]) == 0
+    assert "not in the table: 1 finished cell(s) of " in capsys.readouterr().out
+    assert len(rows(out)) == 4
     # a folder where the sweep writes a file: one line naming it, exit 2 (were tracebacks)
     for name in ("sweep.csv", ".sweep.lock"):
         (out / name).unlink()
