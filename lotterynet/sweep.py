@@ -1123,9 +1123,11 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
             "no cell finished, so there is no table"
         # (a divergence is deterministic: TrainingDiverged's line, in this process or a job's)
         diverged = sum(DIVERGED_IN in line for line in failed)
-        again = "a cell that diverged diverges again when re-run: it needs a lower --lr" \
+        lower = ("a lower lr: --lr runs every cell anew (another config), lr in a variant's "
+                 "mapping that variant's")
+        again = f"a cell that diverged diverges again when re-run: it needs {lower}" \
             if diverged == len(failed) else "re-run the same command to retry" + (
-                " the others; a cell that diverged needs a lower --lr" if diverged else "")
+                f" the others; a cell that diverged needs {lower}" if diverged else "")
         print(f"sweep incomplete: {len(missing)} of {len(sweep.cells())} cells without "
               f"results ({len(failed)} failure(s)); {table} ({again})")
         return 1

@@ -964,8 +964,9 @@ def test_a_sweep_names_what_diverged_and_exits_1(tmp_path, data_dir, capsys):
             assert "no cell finished" in captured.out
             assert not list(out.glob("cells/*/results.json"))
             assert re.search(r"\[\d/2\] dense-s0\.5-e2-seed0: diverged \|", captured.out)
-            assert "(a cell that diverged diverges again when re-run: it needs a lower --lr)" \
-                in captured.out and "re-run the same command" not in captured.out
+            assert ("(a cell that diverged diverges again when re-run: it needs a lower lr: --lr "
+                    "runs every cell anew (another config), lr in a variant's mapping that "
+                    "variant's)") in captured.out and "re-run the same command" not in captured.out
             assert ("2 to run (1 stack)" in captured.out) == (stack == "--stack")  # ("1 stacks")
 
 
