@@ -969,8 +969,7 @@ def check_numbers(config: RunConfig) -> None:
     positive += [name for name in optional if getattr(config, name) is not None]
     for name in positive:
         if getattr(config, name) <= 0:
-            raise ConfigError(f"{flag_name(name)} must be positive, got "
-                              f"{getattr(config, name)!r}")
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)!r}")
     if not 0.0 <= config.momentum < 1.0:
         raise ConfigError(f"momentum must be in [0, 1), got {config.momentum!r}")
     if config.weight_decay < 0:
