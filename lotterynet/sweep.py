@@ -627,10 +627,12 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         print(f"cell {name} (subprocess, output in {jobs[-1].log})", flush=True)
 
     def finished(job: Job, code: int | None) -> None:
+        ended = NOT_FINISHED
         if code != 0:
             failed.append(f"{job.what} {how_it_ended(code, job)}; its output: {job.log}")
+            ended = "diverged" if DIVERGED_IN in failed[-1] else ended  # (its last line)
         for name in job.cells:  # (a failed stack's finished members too)
-            report(name)
+            report(name, ended)
 
     run_jobs(jobs, devices, sweep_dir, finished)
     return failed
@@ -1112,7 +1114,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         if outside := cells_outside(sweep, sweep_dir):
             print(f"not in the table: {len(outside)} finished cell(s) of {sweep_dir / 'cells'} "
                   f"outside this sweep's grid ({', '.join(outside[:3])}"
-                  f"{', …' if len(outside) > 3 else ''}); a sweep whose grid holds them "
+                  f"{', …' if len(outside) > 3 else ''}); a sweep of their grid and config "
                   f"tabulates them", flush=True)
     else:  # an earlier run's table would stand for cells this one set aside or failed
         for name in TABLE_FILES:

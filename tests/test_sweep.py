@@ -785,7 +785,10 @@ def test_a_job_stopped_by_a_signal_is_said_so():
     # a job's own one-line error (memory ran out), said beside the exit code: it said only
     # "failed (exit 1)"
     ("echo \"train.py: error: stack $(basename $(dirname $3)): memory ran out in training epoch "
-     "1\" >&2; exit 1", "failed (exit 1): memory ran out in training epoch 1; its output: ")])
+     "1\" >&2; exit 1", "failed (exit 1): memory ran out in training epoch 1; its output: "),
+    # a divergence: its cells' progress lines say so (they said "not finished")
+    ("echo \"train.py: error: stack $(basename $(dirname $3)): a diverged in epoch 1: x\" >&2; "
+     "exit 1", "failed (exit 1): a diverged in epoch 1: x; its output: ")])
 def test_a_sweep_whose_every_stack_fails_names_them_and_writes_no_table(
         tmp_path, data_dir, capsys, monkeypatch, death, said):
     """With no cell finished there is nothing to tabulate: each failure is one line, exit 1
@@ -797,6 +800,7 @@ def test_a_sweep_whose_every_stack_fails_names_them_and_writes_no_table(
     captured = capsys.readouterr()
     assert len(captured.err.strip().splitlines()) == 2 and "Traceback" not in captured.err
     assert captured.err.count(said) == 2 and "no cell finished" in captured.out
+    assert captured.out.count(": diverged |") == (8 if "diverged" in said else 0)
     assert not (out / "sweep.csv").exists()
 
 
