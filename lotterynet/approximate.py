@@ -41,7 +41,15 @@ from . import theory
 from .checkpointing import savefig_atomic, write_text_atomic
 from .constructions import construct_model, effective_errors, product_network, subset_sum
 from .data import load_split
-from .errors import REPORTED, ConfigError, OneLineErrorParser, exit_code, message, unread_option
+from .errors import (
+    REPORTED,
+    ConfigError,
+    OneLineErrorParser,
+    exit_code,
+    message,
+    plural,
+    unread_option,
+)
 from .machine import cpu_name
 from .params import count_params
 from .targets import RECIPES, add_targets_dir, checked_targets_dir, trained_target
@@ -473,7 +481,7 @@ def curve_markdown(r: dict) -> str:
     text = (f"\n### {r['net']} / {r['dataset']}: {r['construction']} — {r['paper']}\n\n"
             f"Target {100 * t['test_accuracy']:.2f} % (paper {100 * t['paper_test_accuracy']:.2f}"
             f" %, {t['epochs']} of the paper's {t['paper_epochs']} epochs). Median over "
-            f"{acc[0]['seeds']} seed{'s' * (acc[0]['seeds'] != 1)}, [min–max].\n\n"
+            f"{plural(acc[0]['seeds'], 'seed')}, [min–max].\n\n"
             f"| {r['size']} | hidden, layer 1 | kept params | test accuracy | max weight error | "
             f"median weight error | max rel. output error |"
             + (" wrong-sign weights |" if sign else "") + "\n|---|---|---|---|---|---|---|"

@@ -45,6 +45,7 @@ from .errors import (
     exit_code,
     interrupted,
     message,
+    plural,
     resume_flag,
 )
 from .grid import Overrides, load_sweep, sweep_dir_of, write_wandb_sweep
@@ -223,10 +224,6 @@ def changed_trainer_options(run_options: dict, given: dict) -> list[str]:
     ``devices``, a flag that a resume may change, is never one of them."""
     return [name for name, value in given.items() if TRAINER_KEYS.get(name) not in RESUMABLE
             and (name not in run_options or run_options[name] != value)]
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def summary_line(results: dict) -> str:

@@ -130,6 +130,11 @@ def memory_refused(err: BaseException) -> str | None:
     return f" (one tensor alone: {asked[2] or in_binary_units(int(asked[1]))})"
 
 
+def plural(count: int, noun: str) -> str:
+    """``count`` and ``noun``, in the plural but for one: '1 epoch', '2 epochs'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def in_binary_units(count: int) -> str:
     """``count`` bytes, one decimal, in the largest of KiB, MiB, GiB and TiB of which it is at
     least half (1048576: '1.0 MiB', not '0.0 GiB'); under 512, in bytes."""

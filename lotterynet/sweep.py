@@ -70,7 +70,15 @@ from .config import (
     training_examples,
 )
 from .datamodule import TensorDataModule
-from .errors import DIVERGED_IN, ERROR, Interrupted, OutOfMemory, TrainingDiverged, interrupted
+from .errors import (
+    DIVERGED_IN,
+    ERROR,
+    Interrupted,
+    OutOfMemory,
+    TrainingDiverged,
+    interrupted,
+    plural,
+)
 from .grid import (
     BASELINE,
     SWEEP_FILE,
@@ -576,7 +584,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells",
                   tag="done" if finished else "stale")
     to_run = len(to_report)
-    stacked = f" ({len(stacks)} stack{'s' * (len(stacks) > 1)})" if stacks else ""
+    stacked = f" ({plural(len(stacks), 'stack')})" if stacks else ""
     print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run{stacked}",
           flush=True)
     start = time.perf_counter()
@@ -812,12 +820,11 @@ def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict],
 
 def figure_title(sweep: Sweep) -> str:
     """What a reader needs to place the figure: architecture, data, budgets, seeds."""
-    *more, last = [str(e) for e in sweep.epochs]
-    budgets = f"best of {', '.join(more)} or {last} epochs" if more else \
-        f"{last} epoch{'s' * (last != '1')}"
-    seeds = len(sweep.seeds)
+    *more, last = sweep.epochs
+    budgets = f"best of {', '.join(map(str, more))} or {last} epochs" if more else \
+        plural(last, "epoch")
     return (f"{sweep.base.get('arch', 'lenet5')} on {sweep.base.get('dataset', 'mnist')}: "
-            f"{budgets}, {seeds} seed{'s' if seeds > 1 else ''}")
+            f"{budgets}, {plural(len(sweep.seeds), 'seed')}")
 
 
 #: The longest variant label the figure's legend spells out (:func:`plot`).
@@ -1075,7 +1082,7 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = Tru
                           f"run it on a GPU, shrink it (--sweep-epochs, --sweep-sparsities, "
                           f"--limit-train), or pass --yes to start it anyway")
     minutes = max(1, round(60 * hours))
-    took = f"{hours:.1f} hours" if hours >= 1 else f"{minutes} minute{'s' * (minutes > 1)}"
+    took = f"{hours:.1f} hours" if hours >= 1 else plural(minutes, "minute")
     return f"sweep on the CPU: about {took} ({what})"
 
 
