@@ -283,13 +283,21 @@ def laid_out_as(mask: torch.Tensor, like: torch.Tensor, members: int | None = No
     (up to the strides of size-1 dimensions: a 1x1 kernel's mask is not copied)."""
     shape = like.shape if members is None else (members, *like.shape)
     mask = mask.view(shape)
-    if all(a == b for a, b, n in zip(mask.stride()[mask.dim() - like.dim():], like.stride(),
-                                     like.shape) if n > 1):
-        return mask  # (one memory order: a size-1 dimension's stride orders nothing)
+    if memory_order(mask, like.dim()) == memory_order(like):
+        return mask
     layout = torch.empty_like(like, device="meta").stride()  # like's (a dense one if it is not)
     if members is not None:
         layout = (like.numel(), *layout)
     return torch.empty_strided(shape, layout, dtype=mask.dtype, device=mask.device).copy_(mask)
+
+
+def memory_order(t: torch.Tensor, dims: int | None = None) -> tuple[int, ...]:
+    """The strides of ``t``'s last ``dims`` dimensions (all of them by default) of more than one
+    entry: equal for two tensors of one shape that lay their entries out in one order (a size-1
+    dimension's stride orders nothing)."""
+    dims = t.dim() if dims is None else dims
+    return tuple(stride for stride, n in zip(t.stride()[t.dim() - dims:], t.shape[t.dim() - dims:])
+                 if n > 1)
 
 
 def cut_at(values: torch.Tensor, threshold: torch.Tensor, k, dim: int, ties: str,

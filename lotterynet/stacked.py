@@ -12,7 +12,7 @@ from torch import nn
 
 from .convert import laid_out
 from .errors import first_line, memory_refused
-from .masking import laid_out_as, masked_weights, rows_topk_mask, score_magnitudes
+from .masking import laid_out_as, masked_weights, memory_order, rows_topk_mask, score_magnitudes
 from .models import build_model
 
 
@@ -93,11 +93,8 @@ def check_one_layout(models: Sequence[nn.Module]) -> None:
     (:func:`share_frozen`) and lays every member's masks out as the first member's weights, so
     a member would compute in another layout than its single run (other numbers, by float
     rounding) or read two (slower). Tensors of other shapes are not compared (they share
-    nothing), nor the strides of size-1 dimensions, which order nothing (as
-    :func:`~lotterynet.masking.laid_out_as`)."""
-    def strides(p: torch.Tensor) -> tuple:
-        return tuple(stride for stride, n in zip(p.stride(), p.shape) if n > 1)
-
+    nothing), nor the strides of size-1 dimensions, which order nothing
+    (:func:`~lotterynet.masking.memory_order`)."""
     def layout(p: torch.Tensor) -> str:
         return "channels last" if laid_out(p) else "contiguous" if p.is_contiguous() else \
             f"laid out with strides {tuple(p.stride())}"
@@ -106,7 +103,7 @@ def check_one_layout(models: Sequence[nn.Module]) -> None:
     for s, model in enumerate(models[1:], 1):
         for name, p in model.named_parameters():
             if name in first and p.shape == first[name].shape and \
-                    strides(p) != strides(first[name]):
+                    memory_order(p) != memory_order(first[name]):
                 raise ValueError(f"a stack's members must be laid out alike: {name} is "
                                  f"{layout(p)} in member {s} but {layout(first[name])} in "
                                  f"member 0; give every member one memory format "
