@@ -181,8 +181,9 @@ def machine() -> dict:
 def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, args, *,
                conv_part: int | None, target_epochs: int | None = None) -> None:
     """All ``sweeps`` × sizes × seeds on the target of recipe ``target_name``, one JSON per
-    sweep in ``args.out``; ``conv_part``: approximate only the first ``conv_part`` modules (da
-    Cunha's conv part, the target's own head on top), else the whole network.
+    sweep in ``args.out``, each row with the :func:`machine` that measured it (a resume may
+    add rows measured elsewhere); ``conv_part``: approximate only the first ``conv_part``
+    modules (da Cunha's conv part, the target's own head on top), else the whole network.
     ``target_epochs``: the target run with fewer epochs than its paper's recipe."""
     epochs = {} if target_epochs is None else {"epochs": target_epochs}
     target, info = trained_target(target_name, data_dir=args.data_dir,
@@ -196,7 +197,10 @@ def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, ar
     offset = DATASET_SEED_OFFSET[dataset]
     for sweep in sweeps:
         path = result_path(args.out, net, dataset, sweep.name)
-        rows = read_result(path)["rows"] if path.exists() else []
+        stored = read_result(path) if path.exists() else {"rows": [], "target": info}
+        rows = stored["rows"]
+        for row in rows:  # a file written before rows had their own: its one record is theirs
+            row.setdefault("machine", stored.get("machine"))
         done = {(r["size"], r["seed"]) for r in rows}
         for size in sweep.sizes:
             if args.sizes and size not in args.sizes:
@@ -206,16 +210,19 @@ def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, ar
                 if (size, seed) in done:  # measured by an earlier (interrupted) run
                     continue
                 row = measure(sweep, size, seed, part, head, test_x, test_y, reference)
+                row["machine"] = machine()
                 rows.append(row)
                 print(json.dumps({k: row[k] for k in ("construction", "size", "seed",
                                                       "test_accuracy", "weight_error_max")}),
                       flush=True)
-            if len(rows) == measured:  # nothing new: the file keeps its machine and target
+            if len(rows) == measured:  # nothing new: the file is left as it was
                 continue
             rows.sort(key=lambda r: (r["size"], r["seed"]))  # written after every size
+            # (the target the file's first rows were measured on: check_stored_weights made
+            # sure every later row's has the same weights)
             write_json(path, {"net": net, "construction": sweep.name, "paper": sweep.paper,
-                              "size": sweep.size, "target": info, "dataset": dataset,
-                              "rows": rows, "machine": machine()})
+                              "size": sweep.size, "target": stored["target"],
+                              "dataset": dataset, "rows": rows})
 
 
 def result_path(out: Path, net: str, dataset: str, construction: str) -> Path:

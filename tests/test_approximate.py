@@ -346,6 +346,7 @@ def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, caps
                 "weight_error_max": 0.1}
 
     monkeypatch.setattr(approximate, "measure", measure)
+    monkeypatch.setattr(approximate, "machine", lambda: {"cpu": "first"})
     argv = ["fc2", "--only", "pensia", "--sizes", "3", "5", "--seeds", "2", "--out",
             str(tmp_path)]
     with pytest.raises(SystemExit) as exit_info:
@@ -354,16 +355,29 @@ def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, caps
     assert exit_info.value.code == 130 and len(err.splitlines()) == 1, err
     assert "stopped by Ctrl-C" in err and str(tmp_path) in err
     path = tmp_path / "approximation_fc2_pensia.json"
-    assert [(r["size"], r["seed"]) for r in json.loads(path.read_text())["rows"]] == [
-        (3, 0), (3, 1)]  # size 5 was cut short: none of its rows are written
+    data = json.loads(path.read_text())
+    assert [(r["size"], r["seed"], r["machine"]) for r in data["rows"]] == [
+        (3, 0, {"cpu": "first"}), (3, 1, {"cpu": "first"})]  # size 5 was cut short
+    # the continuation on another machine, of a file of before per-row records (one record
+    # of the file's): every row keeps the record of where it was measured, the file its
+    # target's (the resume replaced the file's one record, earlier rows' too, with its own)
+    data["machine"] = {"cpu": "first"}
+    for row in data["rows"]:
+        del row["machine"]
+    path.write_text(json.dumps(data))
+    monkeypatch.setattr(approximate, "machine", lambda: {"cpu": "second"})
+    first_run_dir, info["run_dir"] = info["run_dir"], "elsewhere/pensia_fc2-e10-seed0"
     measured.clear()
     main(argv)
     assert measured == [(5, 0), (5, 1)]
-    assert len(json.loads(path.read_text())["rows"]) == 4
+    data = json.loads(path.read_text())
+    assert [(r["size"], r["machine"]["cpu"]) for r in data["rows"]] == [
+        (3, "first"), (3, "first"), (5, "second"), (5, "second")]
+    assert "machine" not in data and data["target"]["run_dir"] == first_run_dir
     # a resume with nothing left to measure leaves the file as it was (it was rewritten with
     # the resuming run's machine and target record)
     before, stamp = path.read_bytes(), path.stat().st_mtime_ns
-    monkeypatch.setattr(approximate, "machine", lambda: {"cpu": "another machine"})
+    monkeypatch.setattr(approximate, "machine", lambda: {"cpu": "third"})
     measured.clear()
     main(argv)
     assert measured == [] and path.read_bytes() == before and path.stat().st_mtime_ns == stamp
