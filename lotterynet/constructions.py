@@ -45,7 +45,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .distributions import orseau_range
+from .distributions import check_positive, orseau_range
 from .layers import SubnetConv2d, SubnetLinear
 from .structures import check_positive_int
 from .subsetsum import check_values, solve
@@ -246,10 +246,11 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     d_out, d_in = w.shape
     init_kwargs = None
     if rule == "orseau":
+        check_positive("epsilon", epsilon)
         # an all-zero target keeps nothing (no product has its sign) and is exact, as Malach's:
         # its random weights are drawn on Theorem 3's range for w_max = ε (any would do)
         w_max = w.abs().max().item() or epsilon
-        alpha, beta = orseau_range(eps_w=epsilon, w_max=w_max)  # (checks both numbers)
+        alpha, beta = orseau_range(eps_w=epsilon, w_max=w_max)
         if 3 * w_max <= epsilon:
             raise ValueError(f"epsilon={epsilon!r} is at least 3 max|w| = {3 * w_max:.4g}: "
                              f"Theorem 3's product range [2ε/9, 2 w_max/3] is empty (every "

@@ -139,15 +139,20 @@ def signed_constant(shape, fan_in, generator):
     return _random_signs(shape, generator) * (RELU_GAIN / math.sqrt(fan_in))
 
 
+def check_positive(name: str, value):
+    """``value``, if it is a positive finite real number; else an error naming ``name``."""
+    positive = isinstance(value, numbers.Real) and 0 < value < math.inf
+    if isinstance(value, bool) or not positive:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
 def orseau_range(eps_w: float = 0.01, w_max: float = 1.0) -> tuple[float, float]:
     """[α, β] = [α'/q, β'/q] of Orseau et al. (2020), Theorem 3:
     α' = 2ε_w/9, β' = 2w_max/3, q = (α'β')^{1/4}. Both must be positive and finite (``w_max``:
     the largest |weight| of the target, so an all-zero target has no range)."""
     for name, value in (("eps_w", eps_w), ("w_max", w_max)):
-        positive = isinstance(value, numbers.Real) and 0 < value < math.inf
-        if isinstance(value, bool) or not positive:
-            raise ValueError(f"orseau_range: {name} must be a positive finite number, got "
-                             f"{value!r}")
+        check_positive(f"orseau_range: {name}", value)
     alpha_, beta_ = 2 * eps_w / 9, 2 * w_max / 3
     q = (alpha_ * beta_) ** 0.25
     return alpha_ / q, beta_ / q

@@ -281,10 +281,13 @@ def test_construct_model_replaces_every_layer_and_counts():
      "unknown rule 'bogus'; valid choices: malach, orseau"),
     (lambda g: product_network(small_linear(), 0, g, rule="malach"),
      "m must be a positive integer, got 0"),
+    # they named orseau_range's eps_w, not the argument given
     (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=0),
-     "eps_w must be a positive finite number, got 0"),
+     "^epsilon must be a positive finite number, got 0$"),
     (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=-0.01),
-     "eps_w must be a positive finite number, got -0.01"),
+     "^epsilon must be a positive finite number, got -0.01$"),
+    (lambda g: product_network(small_linear(scale=0.0), 4, g, rule="orseau", epsilon=math.nan),
+     "^epsilon must be a positive finite number, got nan$"),
     (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=10.0),
      r"epsilon=10.0 is at least 3 max\|w\| = 1\.\d+: Theorem 3's product range"),  # "alpha < beta"
     (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=np.float32(10)),
