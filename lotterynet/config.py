@@ -15,7 +15,6 @@ import argparse
 import collections
 import dataclasses
 import inspect
-import json
 import math
 import netrc
 import os
@@ -821,7 +820,7 @@ def check_model_kwargs(model_kwargs: dict) -> None:
         from .convert import plain_numbers  # (torch: only for a model's arguments)
 
         try:
-            json.dumps(plain_numbers(value, key), allow_nan=False)
+            plain_numbers(value, key)
         except TypeError as error:
             raise ConfigError(f"model_kwargs: {error}") from None
         except ValueError:

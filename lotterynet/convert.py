@@ -42,6 +42,7 @@ import fnmatch
 import functools
 import inspect
 import itertools
+import math
 import numbers
 import os
 import re
@@ -197,10 +198,14 @@ def plain_numbers(value, name: str = ""):
     as neither gives it back (``TypeError`` naming the argument: ``name`` for ``value``, or
     the keys of a dict of arguments, and what to pass, :data:`PLAIN_INSTEAD`): a namedtuple
     (a list in the ticket, refused by the checkpoint), a dict with a key that is not a string
-    (JSON's keys are), and any other object (a set, a tensor, a path, a class, ...)."""
+    (JSON's keys are), and any other object (a set, a tensor, a path, a class, ...); NaN or
+    infinity, which a ticket's JSON cannot hold (``ValueError`` naming the argument)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"argument {name}={float(value)!r} is NaN or infinity, which a "
+                             f"ticket (JSON) cannot hold: pass a finite number")
         return float(value)
     if isinstance(value, np.generic):
         return value.item()

@@ -687,7 +687,8 @@ def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_
     the namedtuple was kept, so its model built and saved its ticket, which did not load
     ("'list' object has no attribute ..."). What to pass fits the value: a tensor, an array, a
     path or a dtype was told "pass a name the model looks it up by" (as a class is), a tensor
-    on several lines. A tuple, a list and torch.Size keep their types."""
+    on several lines. NaN or infinity (which a ticket's JSON cannot hold) is refused too. A
+    tuple, a list and torch.Size keep their types."""
     import collections
     import datetime
     import fractions
@@ -726,3 +727,5 @@ def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_
     assert made == {"sizes": (3, torch.Size([4]), [0.5]), "flags": [True, None, "x"]}
     assert type(made["sizes"][0]) is int and type(made["sizes"][1]) is torch.Size
     assert [type(v) for v in made["flags"]] == [bool, type(None), str]
+    with pytest.raises(ValueError, match=r"^argument kw\['a'\]\[1\]=nan is NaN or infinity"):
+        plain_numbers({"kw": {"a": [1.0, np.float32("nan")]}})

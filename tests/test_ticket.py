@@ -149,8 +149,9 @@ def test_an_argument_a_ticket_cannot_give_back_is_refused_where_the_model_is_bui
         tmp_path, monkeypatch):
     """A namedtuple argument built and saved its ticket, whose JSON gave it back as a list, so
     the load failed ("the ticket's model does not build (AttributeError: 'list' object has no
-    attribute 'hidden')"): build_model refuses it, naming it and what to pass. A tuple, which
-    the ticket gives back as a list, builds the same model from it."""
+    attribute 'hidden')"): build_model refuses it, naming it and what to pass. So is NaN or
+    infinity (a model built with it failed save_ticket: "not JSON-able"). A tuple, which the
+    ticket gives back as a list, builds the same model from it."""
     import collections
 
     Shape = collections.namedtuple("Shape", "hidden out")
@@ -162,6 +163,9 @@ def test_an_argument_a_ticket_cannot_give_back_is_refused_where_the_model_is_bui
                                         r"weights_only checkpoint cannot give back as it is: pass "
                                         r"a tuple or a dict of its fields \(numbers, "):
         build_model("shaped_mlp", shape=Shape(8, 5), seed=0)
+    with pytest.raises(ValueError, match=r"^argument shape\[1\]=inf is NaN or infinity, which a "
+                                         r"ticket \(JSON\) cannot hold: pass a finite number$"):
+        build_model("shaped_mlp", shape=(8, float("inf")), seed=0)
     model = build_model("shaped_mlp", shape=(8, 5), seed=0).eval()
     save_ticket(model, tmp_path / "t.ticket")
     assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), VECTORS)
