@@ -7,9 +7,10 @@ et al.'s LeNet5 (biases, 7 × 7 × 16 conv output, Adam, 50 epochs; paper: 98.99
 89.12 % Fashion-MNIST). Every curve is run over several seeds (the random network / coefficient
 draws; each data set gets its own draws) and summarised by its median and min–max band.
 
-* ``fc2``: on FC2 / MNIST, every layer replaced — Pensia (subset sum, U[min w, max w], Fig. 1b
-  network), da Cunha's rule (subset sum, U[−1, 1]), the symmetric range, Natale (fixed size k,
-  vs k at fixed n and vs n at k = n/4), Malach and Orseau (vs hidden width).
+* ``fc2``: on FC2 / MNIST, every layer replaced — Pensia (subset sum, U[min, max] of the
+  layer's weights and biases, Fig. 1b network), da Cunha's rule (subset sum, U[−1, 1]), the
+  symmetric range, Natale (fixed size k, vs k at fixed n and vs n at k = n/4), Malach and
+  Orseau (vs hidden width).
 * ``lenet5``: on da Cunha's LeNet5 (MNIST and Fashion-MNIST), the conv part replaced, the
   target's own FC part on top — da Cunha's Figs. 3–4 (max weight error, max relative error of
   the 7 × 7 × 16 conv output) and test accuracy, plus Pensia's range and Natale's fixed size.
@@ -99,12 +100,12 @@ def subset_sum_sweeps(default_range: str, n_sizes, natale_n: int, k_sizes,
                       natale_sizes) -> list[Sweep]:
     """The subset-sum family with ``default_range`` as the paper's own coefficient range."""
     return [
-        Sweep("pensia", "Pensia et al. 2020, Exp. 1 (Fig. 1b network), U[min w, max w]", "n",
-              n_sizes, partial(_subset_sum, "layer")),
+        Sweep("pensia", "Pensia et al. 2020, Exp. 1 (Fig. 1b network), U[min, max] of the "
+              "layer's weights and biases", "n", n_sizes, partial(_subset_sum, "layer")),
         Sweep("dacunha", "da Cunha et al. 2022, Sec. 3, U[-1, 1]", "n", n_sizes,
               partial(_subset_sum, "unit")),
-        Sweep("symmetric", "subset sum, U[-max|w|, max|w|]", "n", n_sizes,
-              partial(_subset_sum, "symmetric")),
+        Sweep("symmetric", "subset sum, U[-a, a], a the layer's largest |weight or bias|", "n",
+              n_sizes, partial(_subset_sum, "symmetric")),
         Sweep("natale", f"Natale et al., fixed size k = {NATALE_DENSITY:g} n, "
               f"{default_range} range", "n", natale_sizes,
               partial(_natale_vs_n, default_range)),

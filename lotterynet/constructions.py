@@ -5,10 +5,11 @@ as real pruned random layers of the project's structures (explicit masks on ``Su
 Subset-sum family — every target weight ``w`` gets its own ``n`` random coefficients and keeps
 the subset whose sum is nearest to ``w`` (exact, :func:`lotterynet.subsetsum.solve`):
 
-* **Pensia et al. (2020), Experiment 1** — coefficients ``U[min w, max w]`` of the layer; built
-  as the ``subsetsum`` structure with ``activation="identity"``, ``shared=False`` and the first
-  layer fixed at 1: the over-parameterised *linear* network of their **Figure 1b** (one path of
-  weight ``a_t`` per coefficient), not the ReLU construction of Figure 1c.
+* **Pensia et al. (2020), Experiment 1** — coefficients ``U[min, max]`` of the layer's weights
+  and biases (their FC2 has no biases: ``U[min w, max w]``); built as the ``subsetsum``
+  structure with ``activation="identity"``, ``shared=False`` and the first layer fixed at 1:
+  the over-parameterised *linear* network of their **Figure 1b** (one path of weight ``a_t``
+  per coefficient), not the ReLU construction of Figure 1c.
 * **da Cunha et al. (2022), Sec. 3** — the same per-weight subset sum with ``U[−1, 1]``
   coefficients, applied to conv kernels (``SubnetConv2d``).
 * **Natale et al., Random Fixed-Size Subset Sum (Theorem 2)** — exactly ``k`` of the ``n``
@@ -51,15 +52,17 @@ from .structures import check_positive_int
 from .subsetsum import check_values, solve
 
 COEFFICIENT_RANGES = ("layer", "symmetric", "unit")
-"""``layer``: U[min w, max w] of the layer (Pensia et al.); ``symmetric``: U[−max|w|, max|w|];
-``unit``: U[−1, 1] (da Cunha et al., and the theorems' distribution)."""
+"""``layer``: U[min, max] of the layer's weights and biases (Pensia et al.); ``symmetric``:
+U[−a, a], ``a`` the layer's largest |weight or bias|; ``unit``: U[−1, 1] (da Cunha et al., and
+the theorems' distribution)."""
 
 GOLDEN_GAMMA = 2 / 3
 """γ of Orseau et al.'s Corollary 10 (Lemma 9 with 1/φ ≤ γ < 1)."""
 
 
 def coefficient_bounds(weight: torch.Tensor, coefficients: str) -> tuple[float, float]:
-    """``[lo, hi]`` of the uniform coefficient distribution for a layer with weights ``weight``."""
+    """``[lo, hi]`` of the uniform coefficient distribution for a layer whose weights and biases
+    are the values of ``weight`` (every value the subset sums approximate)."""
     if coefficients == "layer":
         return weight.min().item(), weight.max().item()
     if coefficients == "symmetric":

@@ -83,6 +83,14 @@ def test_coefficient_ranges_and_wrong_sign_count():
     assert coefficient_bounds(w, "unit") == (-1.0, 1.0)
     with pytest.raises(ValueError, match="valid choices: layer, symmetric, unit"):
         coefficient_bounds(w, "wide")
+    # the layer's range is over its weights and biases (what the sweeps' descriptions say)
+    biased = nn.Linear(2, 1)
+    with torch.no_grad():
+        biased.weight.copy_(torch.tensor([[0.25, -0.5]]))
+        biased.bias.fill_(-0.75)
+    ranges = [subset_sum(biased, 1, torch.Generator(), coefficients=c)[1]["coefficient_range"]
+              for c in ("layer", "symmetric")]
+    assert ranges == [[-0.75, 0.25], [-0.75, 0.75]]
     # one coefficient per weight: a weight is "wrong-sign" when its only coefficient has the
     # other sign; with a lopsided range the count is what brute force says
     layer = nn.Linear(200, 50, bias=False)
