@@ -90,11 +90,15 @@ class DiskFullError(OSError):
 class TrainingDiverged(RuntimeError):
     """A run's trainable tensors stopped being finite (NaN or infinite): it is stopped at the
     end of that epoch, before its checkpoint, rather than finished with a meaningless result
-    (a NaN score ranks below every other: its weight is pruned for good, silently)."""
+    (a NaN score ranks below every other: its weight is pruned for good, silently).
+    ``exit_code``: what ``train.py`` exits with, its own, by which a sweep tells a job that
+    diverged (:func:`exit_code`)."""
+
+    exit_code = 3
 
 
 #: What the line of every :class:`TrainingDiverged` says, a run's or a stack member's, before
-#: the epoch's number (by which a sweep tells, in a job's last line, a divergence).
+#: the epoch's number.
 DIVERGED_IN = "diverged in epoch"
 
 

@@ -71,7 +71,6 @@ from .config import (
 )
 from .datamodule import TensorDataModule
 from .errors import (
-    DIVERGED_IN,
     ERROR,
     Interrupted,
     OutOfMemory,
@@ -358,6 +357,17 @@ class Job:
     cells: list[str]
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A stack, cell or job that ended without its results: its line, and whether it
+    diverged, known from how it ended (a :class:`TrainingDiverged` raised in the sweep's
+    process, a job's exit code, :attr:`TrainingDiverged.exit_code`), not from what its line
+    says."""
+
+    line: str
+    diverged: bool = False
+
+
 def cell_job(name: str, config: RunConfig) -> Job:
     """A cell as its own ``train.py --config CELL/cell.yaml``."""
     cell_dir = Path(config.out)
@@ -531,9 +541,10 @@ def stack_line(stack_dir: Path, configs: list[RunConfig]) -> str:
 
 
 def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], report
-               ) -> list[str]:
-    """The stacks in this process, one after another; returns what diverged or ran out of
-    memory (the others go on, as they do beside a job that failed)."""
+               ) -> list[Failure]:
+    """The stacks in this process, one after another; returns the :class:`Failure` of each
+    that diverged or ran out of memory (the others go on, as they do beside a job that
+    failed)."""
     failed = []
     for stack_dir, members in stacks.items():
         members_configs = [configs[m] for m in members]
@@ -542,7 +553,7 @@ def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], rep
         try:
             run_stack(members_configs, stack_dir, [Path(c.out) for c in members_configs])
         except (TrainingDiverged, OutOfMemory) as err:
-            failed.append(str(err))
+            failed.append(Failure(str(err), isinstance(err, TrainingDiverged)))
             ended = how_it_stopped(err)  # (raised once the others finished)
         for m in members:
             report(m, ended)
@@ -558,11 +569,11 @@ def how_it_stopped(err: Exception) -> str:
 
 
 def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True
-              ) -> list[str]:
+              ) -> list[Failure]:
     """Run every unfinished cell: in this process, or with several job slots (GPUs ×
     ``jobs_per_device``) every stack and every single cell in its own subprocess, as many at
-    once as there are slots. Returns one line per subprocess that failed and per run or stack
-    that diverged or ran out of memory (the others go on)."""
+    once as there are slots. Returns a :class:`Failure` per subprocess that failed and per run
+    or stack that diverged or ran out of memory (the others go on)."""
     configs = cell_configs(sweep, sweep_dir)
     todo = [(name, cfg) for name, config in configs.items()
             if (cfg := prepare_cell(config)) is not None]
@@ -614,7 +625,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
                     with continued_by_the_sweep(name, config):
                         run(config)
                 except (TrainingDiverged, OutOfMemory) as err:
-                    failed.append(f"cell {name}: {err}")
+                    failed.append(Failure(f"cell {name}: {err}",
+                                          isinstance(err, TrainingDiverged)))
                     ended = how_it_stopped(err)
                 report(name, ended)
             return failed
@@ -637,8 +649,10 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     def finished(job: Job, code: int | None) -> None:
         ended = NOT_FINISHED
         if code != 0:
-            failed.append(f"{job.what} {how_it_ended(code, job)}; its output: {job.log}")
-            ended = "diverged" if DIVERGED_IN in failed[-1] else ended  # (its last line)
+            diverged = code == TrainingDiverged.exit_code
+            failed.append(Failure(f"{job.what} {how_it_ended(code, job)}; its output: "
+                                  f"{job.log}", diverged))
+            ended = "diverged" if diverged else ended
         for name in job.cells:  # (a failed stack's finished members too)
             report(name, ended)
 
@@ -1106,8 +1120,8 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     missing = unfinished_cells(sweep, sweep_dir)
     if not failed:  # never "sweep done" with a cell left out, whatever left it
-        failed = [f"cell {name} has no results after the sweep ran it; see its stack's or its "
-                  f"own {CELL_LOG}" for name in missing]
+        failed = [Failure(f"cell {name} has no results after the sweep ran it; see its "
+                          f"stack's or its own {CELL_LOG}") for name in missing]
     arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
     rows = aggregate(sweep, sweep_dir)
     if rows:  # (none when every cell failed)
@@ -1127,11 +1141,11 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         for name in TABLE_FILES:
             (sweep_dir / name).unlink(missing_ok=True)
     if failed:
-        print("\n".join(f"{ERROR}{line}" for line in failed), file=sys.stderr)
+        print("\n".join(f"{ERROR}{failure.line}" for failure in failed), file=sys.stderr)
         table = f"the table holds the others: {sweep_dir / TABLE_CSV}" if rows else \
             "no cell finished, so there is no table"
-        # (a divergence is deterministic: TrainingDiverged's line, in this process or a job's)
-        diverged = sum(DIVERGED_IN in line for line in failed)
+        # (a divergence is deterministic: a re-run diverges again)
+        diverged = sum(failure.diverged for failure in failed)
         lower = ("a lower lr: --lr runs every cell anew (another config), lr in a variant's "
                  "mapping that variant's")
         again = f"a cell that diverged diverges again when re-run: it needs {lower}" \

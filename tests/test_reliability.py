@@ -808,7 +808,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoin
     run used to finish with chance accuracy and the full kept count in results.json."""
     out = tmp_path / "run"
     assert main([*SMALL, "--epochs", "2", "--lr", "1e30", "--data-dir", str(data_dir),
-                 "--out", str(out)]) == 1
+                 "--out", str(out)]) == 3  # (its own: a sweep tells a job that diverged by it)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "diverged in epoch 1" in err[0] and "scores" in err[0], err
     assert "--lr" in err[0] and "no checkpoint was written" in err[0]
@@ -831,7 +831,7 @@ def test_divergence_in_a_later_epoch_keeps_the_epoch_before(tmp_path, data_dir, 
     assert main([*common, "--stop-after", "1", "--out", str(tmp_path / "stopped")]) == 0
     monkeypatch.setattr(EdgePopupModule, "on_train_batch_end", poisoned, raising=False)
     out = tmp_path / "run"
-    assert main([*common, "--out", str(out)]) == 1
+    assert main([*common, "--out", str(out)]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "diverged in epoch 2" in err[0] and "1.structure.weight.scores" \
         in err[0] and str(out / "checkpoints" / "last.ckpt") in err[0], err
@@ -899,13 +899,13 @@ def test_the_size_memory_refused_is_said_in_a_unit_it_shows_in(asked, size):
 
 
 def test_a_diverging_ddp_run_says_so_once(tmp_path, data_dir):
-    """Every rank stops at the same epoch end; rank 0 speaks for all (one line, exit 1)."""
+    """Every rank stops at the same epoch end; rank 0 speaks for all (one line, exit 3)."""
     proc = subprocess.run(
         [sys.executable, "train.py", *SMALL, "--accelerator", "cpu", "--devices", "2",
          "--epochs", "1", "--lr", "1e30", "--data-dir", str(data_dir),
          "--out", str(tmp_path / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     errors = [line for line in proc.stderr.splitlines() if line.startswith("train.py: error")]
     assert len(errors) == 1 and "diverged in epoch 1" in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
