@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .registry import Registry
+from .registry import check_choice
 
 
 def _opt(default, help: str, **argparse_kwargs):
@@ -54,8 +54,7 @@ class RunConfig:
     sparsity: float = _opt(0.5, "fraction of maskable weights PRUNED, in [0, 1) (0.9 keeps 10%%)")
     pairs: int = _opt(5, "coefficient pairs per target weight of the subset-sum structure "
                       "(also sizes --structure wide)")
-    activation: str = _opt("relu", "activation inside the subset-sum structure",
-                           choices=["relu", "identity"])
+    activation: str = _opt("relu", "activation inside the subset-sum structure")
     init: str | None = _opt(None, "distribution of the frozen random weights (default: the "
                             "structure's own: kaiming_normal for dense/subsetsum/fixedsize, "
                             "uniform for malach/dacunha, hyperbolic for orseau)")
@@ -66,12 +65,10 @@ class RunConfig:
     fan_in: str = _opt("hidden", "subset-sum / fixed-size: the fan-in that scales the second "
                        "layer's Kaiming init and score init: hidden = the pairs x d_in hidden "
                        "units an output sums (Kaiming's), target = the target layer's d_in "
-                       "(Pensia et al.'s code: sqrt(pairs) larger weights)",
-                       choices=["hidden", "target"])
+                       "(Pensia et al.'s code: sqrt(pairs) larger weights)")
     score_init: str = _opt("edgepopup", "bound b of the initial scores U(+-b): edgepopup = "
                            "1/sqrt(fan-in) (the edge-popup reference), kaiming = sqrt(2/fan-in) "
-                           "(Pensia et al.'s code for the subset-sum layers: sqrt(2) wider)",
-                           choices=["edgepopup", "kaiming"])
+                           "(Pensia et al.'s code for the subset-sum layers: sqrt(2) wider)")
     match: str = _opt("subsetsum", "for --structure wide: the structure whose maskable count the "
                       "wide net matches (built with the same --pairs/--activation)")
     subnet_convs: bool = _opt(False, "LeNet5: make the conv layers subnet layers too (default: "
@@ -621,9 +618,11 @@ def changed_fields(stored: dict, wanted: dict, ignored: tuple[str, ...] = RESUMA
                                                                         stored["lr"]))]
 
 
-def _check_name(registry: Registry, value: str) -> None:
+def _check_name(check: Callable, *args) -> None:
+    """``check(*args)``, a name check (a registry's ``get``, :func:`check_choice`, a layer's),
+    its ``ValueError`` as a :class:`ConfigError`."""
     try:
-        registry.get(value)
+        check(*args)
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
@@ -712,10 +711,10 @@ def validate(config: RunConfig) -> None:
     from .augment import AUGMENTATIONS
     from .data import DATASETS
     from .distributions import DISTRIBUTIONS
-    from .masking import SCORE_BOUNDS
+    from .masking import check_score_init
     from .models import MODELS, split_arch
     from .optim import OPTIMIZERS, SCHEDULERS
-    from .structures import ACTIVATIONS, FAN_INS, STRUCTURES
+    from .structures import STRUCTURES, check_activation, check_fan_in
     from .validate import check_hardware, check_timm_model
 
     family, family_kwargs = split_arch(config.arch)
@@ -736,34 +735,26 @@ def validate(config: RunConfig) -> None:
     if family in TARGET_ONLY and not config.train_weights:
         raise ConfigError(f"--arch {config.arch} is a target architecture (trained weights with "
                           f"biases): it runs only with --train-weights")
-    if config.structure != WIDE and config.structure not in STRUCTURES:
-        raise ConfigError(f"unknown structure {config.structure!r}; valid choices: "
-                          f"{', '.join(STRUCTURES.names() + [WIDE])}")
-    _check_name(STRUCTURES, config.match)
+    _check_name(check_choice, "structure", config.structure, [*STRUCTURES.names(), WIDE])
+    _check_name(STRUCTURES.get, config.match)
     if config.init is not None:
-        _check_name(DISTRIBUTIONS, config.init)
-    _check_name(DATASETS, config.dataset)
-    _check_name(AUGMENTATIONS, config.augment)
-    _check_name(OPTIMIZERS, config.optimizer)
-    _check_name(SCHEDULERS, config.scheduler)
-    if config.activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {config.activation!r}; valid choices: "
-                          f"{', '.join(ACTIVATIONS)}")
+        _check_name(DISTRIBUTIONS.get, config.init)
+    _check_name(DATASETS.get, config.dataset)
+    _check_name(AUGMENTATIONS.get, config.augment)
+    _check_name(OPTIMIZERS.get, config.optimizer)
+    _check_name(SCHEDULERS.get, config.scheduler)
+    _check_name(check_activation, config.activation)
     if config.subnet_convs and family != "lenet5":
         raise ConfigError(f"--subnet-convs makes LeNet5's random frozen convs subnet layers; "
                           f"--arch {config.arch} has none (every layer of it already is one)")
     if config.conv_init is not None:
-        _check_name(DISTRIBUTIONS, config.conv_init)
+        _check_name(DISTRIBUTIONS.get, config.conv_init)
         if family != "lenet5" or config.subnet_convs:
             raise ConfigError(f"conv_init {config.conv_init!r} draws LeNet5's random frozen conv "
                               f"filters; it needs --arch lenet5 without --subnet-convs (got "
                               f"--arch {config.arch!r}{' --subnet-convs' * config.subnet_convs})")
-    if config.fan_in not in FAN_INS:
-        raise ConfigError(f"unknown fan_in {config.fan_in!r}; valid choices: "
-                          f"{', '.join(FAN_INS)}")
-    if config.score_init not in SCORE_BOUNDS:
-        raise ConfigError(f"unknown score_init {config.score_init!r}; valid choices: "
-                          f"{', '.join(SCORE_BOUNDS)}")
+    _check_name(check_fan_in, config.fan_in)
+    _check_name(check_score_init, config.score_init)
     if config.structure == WIDE and config.train_weights:
         raise ConfigError("--train-weights trains the dense net itself: it cannot be combined "
                           "with --structure wide (valid: --train-weights alone, or --structure "

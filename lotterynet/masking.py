@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .distributions import sample_weights
+from .registry import check_choice
 
 #: ``kept`` rules: entries a tensor of ``n`` entries keeps at sparsity ``s``.
 KEPT_RULES = {
@@ -56,26 +57,28 @@ def kept_count(numel: int, sparsity: float, rule: str = "round") -> int:
     or ``numel - int(sparsity * numel)`` with ``rule="floor"`` (the reference code's count)."""
     if isinstance(numel, bool) or not isinstance(numel, numbers.Integral) or numel < 0:
         raise ValueError(f"numel is a number of entries, a non-negative integer; got {numel!r}")
-    if rule not in KEPT_RULES:
-        raise ValueError(f"unknown kept rule {rule!r}; valid choices: {', '.join(KEPT_RULES)}")
+    check_kept(rule)
     if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or \
             not 0.0 <= sparsity <= 1.0:
         raise ValueError(f"sparsity is the fraction pruned, in [0, 1]; got {sparsity!r}")
     return KEPT_RULES[rule](numel, sparsity)
 
 
+def check_kept(rule: str) -> str:
+    return check_choice("kept rule", rule, KEPT_RULES)
+
+
 def check_ties(ties: str) -> str:
-    if ties not in TIE_RULES:
-        raise ValueError(f"unknown tie rule {ties!r}; valid choices: {', '.join(TIE_RULES)}")
-    return ties
+    return check_choice("tie rule", ties, TIE_RULES)
+
+
+def check_score_init(rule: str) -> str:
+    return check_choice("score_init", rule, SCORE_BOUNDS)
 
 
 def score_bound(fan_in: int, rule: str = "edgepopup") -> float:
     """The bound b of the initial scores U(±b) under ``rule`` (:data:`SCORE_BOUNDS`)."""
-    if rule not in SCORE_BOUNDS:
-        raise ValueError(f"unknown score_init {rule!r}; valid choices: "
-                         f"{', '.join(SCORE_BOUNDS)}")
-    return SCORE_BOUNDS[rule](fan_in)
+    return SCORE_BOUNDS[check_score_init(rule)](fan_in)
 
 
 def check_sparsity(sparsity, numel: int, unit: str = "a tensor", rule: str = "round") -> float:
@@ -397,7 +400,7 @@ class MaskedWeight(nn.Module):
         (``"low"``/``"high"``); ``k`` is recomputed from the last sparsity set, under the new
         count rule, unless it was set since by other means (:func:`global_topk`,
         :meth:`set_mask`, a state dict's or a ticket's ``k``), which it keeps."""
-        kept_count(1, 0.0, kept)  # validates the name
+        check_kept(kept)
         nominal = self._nominal_sparsity  # (None: k was set by other means, :meth:`keep`)
         # (a k unlike its sparsity's: one set before keep recorded it, a layer pickled so)
         from_sparsity = nominal is not None and self.k == kept_count(

@@ -4,10 +4,19 @@ name always fails the same way: a ``ValueError`` naming the value and the valid 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def check_choice(kind: str, value, choices: Iterable[str]):
+    """``value`` if it is one of ``choices``, else a ``ValueError`` naming the ``kind``, the
+    value and the choices, in the order given."""
+    choices = list(choices)  # (a list: an unhashable value is not a choice, not a TypeError)
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; valid choices: {', '.join(choices)}")
+    return value
 
 
 class Registry(Generic[T]):
@@ -25,12 +34,7 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
-        try:
-            return self._entries[name]
-        except (KeyError, TypeError):
-            raise ValueError(
-                f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}"
-            ) from None
+        return self._entries[check_choice(self.kind, name, self.names())]
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -27,7 +27,7 @@ from torch import nn
 from .distributions import sample_weights
 from .masking import FrozenWeight, MaskedWeight, check_sparsity, kept_count
 from .plain import autocast_on, split_signs
-from .registry import Registry
+from .registry import Registry, check_choice
 
 STRUCTURES: Registry = Registry("structure")
 ACTIVATIONS = ("relu", "identity")
@@ -104,10 +104,11 @@ def check_positive_int(name: str, value) -> int:
 
 
 def check_activation(activation: str) -> str:
-    if activation not in ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {activation!r}; valid choices: {', '.join(ACTIVATIONS)}")
-    return activation
+    return check_choice("activation", activation, ACTIVATIONS)
+
+
+def check_fan_in(fan_in: str) -> str:
+    return check_choice("fan_in", fan_in, FAN_INS)
 
 
 def pointwise(h: torch.Tensor, weight: torch.Tensor, groups: int, dim: int,
@@ -291,8 +292,7 @@ class SubsetSum(Structure):
         check_activation(activation)
         if not isinstance(shared, bool):
             raise ValueError(f"shared must be True or False, got {shared!r}")
-        if fan_in not in FAN_INS:
-            raise ValueError(f"unknown fan_in {fan_in!r}; valid choices: {', '.join(FAN_INS)}")
+        check_fan_in(fan_in)
         terms = cls.terms_per_weight(pairs, activation)
         out, in_g, kernel = target.out_features, target.in_per_group, target.kernel_size
         v_shape = (out, in_g, terms, *kernel)
