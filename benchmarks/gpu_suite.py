@@ -77,7 +77,7 @@ from lotterynet.datamodule import EpochPermutation, TensorDataModule, TensorLoad
 from lotterynet.graphs import StepGraphs
 from lotterynet.machine import cpu_name
 from lotterynet.optim import OPTIMIZERS
-from lotterynet.run import EpochTimer, build_module, make_trainer, run
+from lotterynet.run import EpochTimer, build_module, data_module, make_trainer, run
 from lotterynet.stacked import frozen_prefix
 from lotterynet.validate import check_output_dir
 
@@ -248,8 +248,7 @@ class SyncWatch(pl.Callback):
 def lightning_step_syncs(suite: Suite) -> list[str]:
     config = suite.config(arch="lenet5", structure="subsetsum", activation="identity", epochs=1,
                           limit_train=64 * 6, val_size=0, out=suite.out("sync"))
-    data = TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
-                            val_size=config.val_size, limit_train=config.limit_train)
+    data = data_module(config)
     watch = SyncWatch()
     trainer = make_trainer(config, Path(config.out), [], EpochTimer(), callbacks=(watch,))
     trainer.fit(build_module(config, data), datamodule=data)
@@ -300,8 +299,7 @@ def bare_epoch_seconds(config, device: torch.device) -> float:
     """The last of ``config.epochs`` training epochs as a bare PyTorch loop over the same model,
     optimizer and batches, the frozen prefix run once per example and the rest through the same
     CUDA graphs as the run's: what an epoch costs without Lightning."""
-    data = TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
-                            val_size=config.val_size, limit_train=config.limit_train)
+    data = data_module(config)
     data.setup()
     module = build_module(config, data).to(device)
     optimizer = module.configure_optimizers()["optimizer"]

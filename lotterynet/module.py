@@ -26,7 +26,7 @@ from .graphs import StepGraphs
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import masked_weights
 from .models import MODELS, build_model, split_arch
-from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
+from .optim import OPTIMIZERS, SCHEDULERS, optimizer_and_schedule
 from .stacked import frozen_prefix
 
 SUBNET_LAYERS = (SubnetLinear, SubnetConv1d, SubnetConv2d)
@@ -287,11 +287,8 @@ class EdgePopupModule(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.hparams.optim
-        optimizer = OPTIMIZERS.get(o["optimizer"])(
-            trainable_parameters(self.model), lr=o["lr"], momentum=o["momentum"],
-            weight_decay=o["weight_decay"])
-        epochs = o["epochs"] or self.trainer.max_epochs
-        scheduler = SCHEDULERS.get(o["scheduler"])(optimizer, epochs=epochs)
+        optimizer, scheduler = optimizer_and_schedule(self.model, o,
+                                                      o["epochs"] or self.trainer.max_epochs)
         # "name": what LearningRateMonitor logs the rate as.
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                           "interval": "epoch", "name": "lr"}}

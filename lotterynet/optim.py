@@ -55,3 +55,14 @@ def constant(optimizer, *, epochs):
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def optimizer_and_schedule(model: nn.Module, optim: dict, epochs: int | None):
+    """The optimizer of ``model``'s trainable parameters and its schedule over ``epochs``, as
+    ``optim`` (a run's ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``scheduler``)
+    names them: one construction for a single run and each member of a stack, which then take
+    the same steps."""
+    optimizer = OPTIMIZERS.get(optim["optimizer"])(
+        trainable_parameters(model), lr=optim["lr"], momentum=optim["momentum"],
+        weight_decay=optim["weight_decay"])
+    return optimizer, SCHEDULERS.get(optim["scheduler"])(optimizer, epochs=epochs)

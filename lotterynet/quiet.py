@@ -17,6 +17,7 @@ reaches the console (the ``log_every_n_steps`` warning is avoided, not hidden:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 
@@ -32,6 +33,18 @@ class DropLines(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(text in record.getMessage() for text in self.texts)
+
+
+@contextlib.contextmanager
+def lightning_info_off():
+    """Lightning's info lines ("GPU available: ...") off while the block runs."""
+    logger = logging.getLogger(LIGHTNING_INFO)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def quiet_lightning() -> None:

@@ -556,6 +556,19 @@ def reporting_out_of_memory(trainer: pl.Trainer, what: str, less: str, checkpoin
         raise OutOfMemory(f"{what}: memory ran out {when}{size}", less, then, nothing) from None
 
 
+def params_metrics(counts: dict, densities: dict) -> dict:
+    """What a run logs at step 0: its maskable and kept counts and each layer's density."""
+    return {"params/maskable": counts["maskable"], "params/kept": kept_params(counts),
+            **{f"density/{k}": v for k, v in densities.items()}}
+
+
+def data_module(config: RunConfig) -> TensorDataModule:
+    """The run's data: its data set, folder, batches, held-out split, seed and augmentation."""
+    return TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
+                            val_size=config.val_size, limit_train=config.limit_train,
+                            seed=config.seed, augment=config.augment)
+
+
 def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
     with refusing_unbuildable(config.arch):
         module = EdgePopupModule(model_spec(config, data), optim_settings(config),
@@ -756,9 +769,7 @@ def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
     for folder in (run_dir, run_dir / CHECKPOINTS):  # what a killed run's writes left (its
         remove_stale_temp_files(folder)  # results, ticket, history, W&B id; its checkpoint)
     pl.seed_everything(config.seed, verbose=False)
-    data = TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
-                            val_size=config.val_size, limit_train=config.limit_train,
-                            seed=config.seed, augment=config.augment)
+    data = data_module(config)
     data.setup()  # a missing or corrupt data set is refused here, before anything is written
     module = build_module(config, data)
     if resumed:
@@ -812,9 +823,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
                            callbacks=(LearningRateMonitor(logging_interval="epoch"),
                                       StopOnDivergence()), resumed=resumed)
     for logger in loggers if not config.resume else []:  # a resumed run has logged these
-        logger.log_metrics({"params/maskable": counts["maskable"],
-                            "params/kept": kept_params(counts),
-                            **{f"density/{k}": v for k, v in densities.items()}}, step=0)
+        logger.log_metrics(params_metrics(counts, densities), step=0)
     checkpoint = run_dir / CHECKPOINTS / LAST
     what = f"run {str(run_dir)!r}"
     less = needs_less(config)

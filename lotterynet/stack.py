@@ -76,8 +76,8 @@ from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import METRICS_FILE, finish_wandb, make_loggers
 from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
-from .optim import OPTIMIZERS, SCHEDULERS, trainable_parameters
-from .params import count_params, kept_params
+from .optim import optimizer_and_schedule
+from .params import count_params
 from .resumable import check_resumable, is_real
 from .run import (
     CELLS_ANEW,
@@ -92,11 +92,13 @@ from .run import (
     changed_results,
     check_callback_states,
     check_last_batch,
+    data_module,
     device_name,
     locked,
     make_trainer,
     model_spec,
     optim_settings,
+    params_metrics,
     refusing_unbuildable,
     reporting_interrupts,
     reporting_interrupts_before_fit,
@@ -221,12 +223,10 @@ class StackModule(pl.LightningModule):
     def configure_optimizers(self):
         optimizers, schedulers = [], []
         for member, settings in zip(self.model.members, self.hparams.members):
-            o = settings["optim"]
-            optimizer = OPTIMIZERS.get(o["optimizer"])(
-                trainable_parameters(member), lr=o["lr"], momentum=o["momentum"],
-                weight_decay=o["weight_decay"])
+            optimizer, scheduler = optimizer_and_schedule(member, settings["optim"],
+                                                          settings["optim"]["epochs"])
             optimizers.append(optimizer)
-            schedulers.append(SCHEDULERS.get(o["scheduler"])(optimizer, epochs=o["epochs"]))
+            schedulers.append(scheduler)
         return optimizers, schedulers
 
     def on_train_epoch_start(self) -> None:
@@ -462,9 +462,7 @@ class MemberResults(pl.Callback):
             "global_step": budget * trainer.num_training_batches},  # (its single run's)
             cell / CHECKPOINTS / LAST)
         history, counts, densities = self.history[s], count_params(member), layer_densities(member)
-        rows = [{"step": 0, "params/maskable": counts["maskable"],
-                 "params/kept": kept_params(counts),
-                 **{f"density/{k}": v for k, v in densities.items()}},
+        rows = [{"step": 0, **params_metrics(counts, densities)},
                 *history,  # (then the test row, at the step after the last, as a single run's)
                 {"epoch": budget, "step": budget * trainer.num_training_batches,
                  "test/acc": tested["test_acc"], "test/loss": tested["test_loss"]}]
@@ -752,9 +750,7 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | P
     names = [d.name for d in cell_dirs]
     first = configs[0]
     pl.seed_everything(first.seed, verbose=False)
-    data = TensorDataModule(first.dataset, first.data_dir, batch_size=first.batch_size,
-                            val_size=first.val_size, limit_train=first.limit_train,
-                            seed=first.seed, augment=first.augment)
+    data = data_module(first)
     data.setup()
     with refusing_unbuildable(first.arch):
         module = StackModule([dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),

@@ -9,10 +9,8 @@ top of the run's own: the epoch checkpoint, the CSV log and W&B keep working.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
-import logging
 import math
 import types
 import typing
@@ -32,6 +30,7 @@ from pytorch_lightning.strategies import StrategyRegistry
 
 from .checkpointing import CHECKPOINTS, LAST
 from .config import TYPE_NAMES, ConfigError, RunConfig, device_count, steps_per_epoch
+from .quiet import lightning_info_off
 from .validate import check_output_dir
 
 #: Options the run itself decides, and why.
@@ -386,18 +385,6 @@ def check_monitors(callbacks: list, config: RunConfig) -> None:
                               f"this run does not log; valid choices: {', '.join(logged)}")
 
 
-@contextlib.contextmanager
-def quiet_logger(name: str):
-    """Lightning's info lines ("GPU available: ...") off while the block runs."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def epoch_checkpoint(dirpath: Path) -> ModelCheckpoint:
     """The run's own checkpoint, ``dirpath/last.ckpt``, rewritten at the end of every training
     epoch (without a monitor, top-1 is the newest), after the epoch's validation and the other
@@ -420,9 +407,7 @@ def check_trainer_options(config: RunConfig) -> None:
     from .run import run_dir_of  # (run builds its Trainer from these options)
 
     kwargs = trainer_options(config.trainer, run_dir_of(config))  # built, never used
-    loggers = kwargs.get("logger")
-    if config.wandb and any(isinstance(x, WandbLogger) for x in
-                            (loggers if isinstance(loggers, list) else [loggers])):
+    if config.wandb and any(isinstance(x, WandbLogger) for x in kwargs.get("logger", [])):
         raise ConfigError("trainer: logger WandbLogger beside --wandb would log every metric "
                           "twice into the run's W&B run; drop it and give its project, entity, "
                           "group, tags or notes as --wandb-project, --wandb-entity, …")
@@ -431,7 +416,7 @@ def check_trainer_options(config: RunConfig) -> None:
     kwargs.setdefault("devices", config.devices)
     kwargs.setdefault("strategy", default_strategy(config))
     try:
-        with quiet_logger("pytorch_lightning.utilities.rank_zero"):
+        with lightning_info_off():
             pl.Trainer(accelerator=config.accelerator, precision=config.precision,
                        max_epochs=config.epochs, **{
                            "enable_progress_bar": False, "enable_model_summary": False,
