@@ -26,12 +26,19 @@ def split_signs(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
     """``[relu(x), relu(-x)]`` along the channel dimension, per group: channel block g of the
     result is ``[relu(x_g), relu(-x_g)]``, so a grouped op sees both halves of its own group.
     Under autocast the halves are made in the autocast dtype, as the op they feed casts them
-    (relu and negation are exact there): CPU autocast refuses to stack float16 tensors."""
-    if not torch.jit.is_scripting():  # (TorchScript cannot ask a device's autocast state)
-        if x.is_floating_point() and x.dtype != torch.float64 and autocast_on(x):
-            x = x.to(torch.get_autocast_dtype(x.device.type))
+    (relu and negation are exact there): CPU autocast refuses to stack float16 tensors under
+    bfloat16 (and bfloat16 under float16), as ``torch.stack`` is a promote op. TorchScript
+    cannot ask a device's autocast state, so a scripted model makes the halves as one
+    product with ``[1, -1]`` instead, which no autocast casts (the same values; slower to
+    train through, hence not always)."""
     dim = dim % x.dim()
     xg = x.unflatten(dim, [groups, -1])
+    if torch.jit.is_scripting():
+        signs = 1 - 2 * torch.arange(2, dtype=x.dtype, device=x.device)
+        return F.relu(xg.unsqueeze(dim + 1) * signs.view([2] + [1] * (x.dim() - dim))).flatten(
+            dim, dim + 2)
+    if x.is_floating_point() and x.dtype != torch.float64 and autocast_on(x):
+        xg = xg.to(torch.get_autocast_dtype(x.device.type))
     return torch.stack([F.relu(xg), F.relu(-xg)], dim=dim + 1).flatten(dim, dim + 2)
 
 
