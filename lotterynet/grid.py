@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import (
+    FIELDS,
     WIDE,
     ConfigError,
     RunConfig,
@@ -309,11 +310,17 @@ def describe_cell(label: str, values: dict) -> str:
     return label if label == BASELINE else f"{label} at sparsity {values['sparsity']!r}"
 
 
+def config_value(values: dict, key: str):
+    """``key`` of the run that config ``values`` make (a sweep's base, a cell's values): its
+    value there, else :class:`~lotterynet.config.RunConfig`'s default."""
+    return values.get(key, FIELDS[key].default)
+
+
 def sweep_dir_of(sweep: Sweep, sweep_file: str | None, sweep_out: str | None) -> Path:
     """Where a sweep writes: ``--sweep-out``, else ``runs/sweep-<arch>-<sweep file's name>``
     (``grid`` for a sweep given by flags alone)."""
     name = Path(sweep_file).stem if sweep_file else "grid"
-    return Path(sweep_out or f"runs/sweep-{sweep.base.get('arch', 'lenet5')}-{name}")
+    return Path(sweep_out or f"runs/sweep-{config_value(sweep.base, 'arch')}-{name}")
 
 
 def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path) -> Path:

@@ -84,6 +84,7 @@ from .grid import (
     SWEEP_LOCK,
     Sweep,
     cell_name,
+    config_value,
     hash_legend,
     spelled_labels,
     sweep_dir_of,
@@ -837,7 +838,7 @@ def figure_title(sweep: Sweep) -> str:
     *more, last = sweep.epochs
     budgets = f"best of {', '.join(map(str, more))} or {last} epochs" if more else \
         plural(last, "epoch")
-    return (f"{sweep.base.get('arch', 'lenet5')} on {sweep.base.get('dataset', 'mnist')}: "
+    return (f"{config_value(sweep.base, 'arch')} on {config_value(sweep.base, 'dataset')}: "
             f"{budgets}, {plural(len(sweep.seeds), 'seed')}")
 
 
@@ -1001,7 +1002,7 @@ def check_data(sweep: Sweep) -> None:
     """Read every data set the sweep's cells use (both splits) before anything is written: a
     missing or corrupt one is refused up front (:class:`DatasetNotFound`), not when its first
     cell or stack starts."""
-    for dataset, data_dir in {(v.get("dataset", "mnist"), v.get("data_dir"))
+    for dataset, data_dir in {(config_value(v, "dataset"), v.get("data_dir"))
                               for _, v in sweep.cells()}:
         TensorDataModule(dataset, data_dir).prepare_data()
 
@@ -1046,7 +1047,7 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     as :func:`run_cells` will stack them and, with ``jobs`` at once, spread over them longest
     first (over at most as many as the CPU has cores); None for an architecture without a
     stated epoch time."""
-    arch = sweep.base.get("arch", "lenet5")
+    arch = config_value(sweep.base, "arch")
     if arch not in CPU_EPOCH_SECONDS:
         return None
     configs = cell_configs(sweep, sweep_dir)
@@ -1087,7 +1088,8 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = Tru
         return None
     estimate = cpu_estimate(sweep, sweep_dir, stack, jobs)
     if estimate is None:
-        return f"sweep on the CPU: no epoch-time figure for {sweep.base.get('arch')}; no estimate"
+        return (f"sweep on the CPU: no epoch-time figure for "
+                f"{config_value(sweep.base, 'arch')}; no estimate")
     hours, what = estimate
     if hours == 0:  # nothing left to run
         return None
@@ -1122,7 +1124,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     if not failed:  # never "sweep done" with a cell left out, whatever left it
         failed = [Failure(f"cell {name} has no results after the sweep ran it; see its "
                           f"stack's or its own {CELL_LOG}") for name in missing]
-    arch, dataset = sweep.base.get("arch", "lenet5"), sweep.base.get("dataset", "mnist")
+    arch, dataset = config_value(sweep.base, "arch"), config_value(sweep.base, "dataset")
     rows = aggregate(sweep, sweep_dir)
     if rows:  # (none when every cell failed)
         spelled = spelled_labels(sweep.variants)
