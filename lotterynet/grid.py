@@ -60,14 +60,15 @@ class Sweep:
     seeds: list[int] = field(default_factory=lambda: [0])
     baseline: bool = True
 
-    def cells(self) -> list[tuple[str, dict]]:
-        """``(label, config values)`` of every cell, baseline cells last."""
+    def cells(self, keyless: bool = False) -> list[tuple[str, dict]]:
+        """``(label, config values)`` of every cell, baseline cells last; ``keyless``: with
+        the labels that sweeps wrote before (:func:`variant_label`)."""
         cells = []
         for variant, sparsity, epochs, seed in itertools.product(
                 self.variants, self.sparsities, self.epochs, self.seeds):
             values = {**self.base, **variant, "sparsity": sparsity, "epochs": epochs,
                       "seed": seed}
-            cells.append((variant_label(variant), values))
+            cells.append((variant_label(variant, keyless=keyless), values))
         if self.baseline:
             cells += [(BASELINE, {**self.base, "train_weights": True, "structure": "dense",
                                   "epochs": epochs, "seed": seed})
@@ -83,26 +84,32 @@ def parse_variant(variant) -> dict:
     return {"structure": structure, **({"activation": activation} if colon else {})}
 
 
-def variant_label(variant: dict, spelled: bool = False) -> str:
-    """The variant's values joined by ``/`` (``subsetsum/identity``): its rows in the table, and
-    with ``-`` for ``/`` its cells' and stacks' folder names. A list or mapping (``exclude``,
-    ``model_kwargs``) is ``KEY=<hash of its value>``, so that its quotes, brackets, spaces and
-    ``*`` stay out of the folder names and a long value does not lengthen them; a variant of
-    scalars keeps the names it always had. ``spelled``: with those values written out
-    instead (:func:`spelled_labels`)."""
-    return "/".join(value_label(key, value, spelled) for key, value in variant.items())
+def variant_label(variant: dict, spelled: bool = False, keyless: bool = False) -> str:
+    """The variant's values joined by ``/``, each as :func:`value_label` writes it
+    (``subsetsum/identity/pairs=3``): its rows in the table, and with ``-`` for ``/`` its
+    cells' and stacks' folder names. ``spelled``: with its lists and mappings written out
+    (:func:`spelled_labels`); ``keyless``: as sweeps labelled it before a scalar named its
+    key (``subsetsum/identity/3``), whose folders a sweep renames
+    (:func:`lotterynet.sweep.rename_keyless_folders`)."""
+    return "/".join(value_label(key, value, spelled, keyless) for key, value in variant.items())
 
 
 #: The kinds of value that a variant's label names by a hash (:func:`variant_label`).
 HASHED = (list, tuple, dict)
+#: The keys whose value a variant's label writes alone (``subsetsum/identity``): the labels of
+#: the paper's curves, and of every sweep in results/, as they always were.
+UNNAMED = ("structure", "activation")
 
 
-def value_label(key: str, value, spelled: bool = False) -> str:
+def value_label(key: str, value, spelled: bool = False, keyless: bool = False) -> str:
     """``value`` as it stands in its variant's label: ``KEY=<hash>`` for a list or mapping
-    (``spelled``: ``KEY=<its value>``, :func:`canonical`'s repr), else itself."""
-    if not isinstance(value, HASHED):
-        return str(value)
-    return f"{key}={canonical(value)!r}" if spelled else f"{key}={digest(value)}"
+    (``spelled``: ``KEY=<its value>``, :func:`canonical`'s repr), itself for a structure or
+    activation, else ``KEY=VALUE`` (``pairs=3``: a value says what it sets, and two variants
+    that set one value in other keys have other labels); ``keyless``: a scalar itself, as
+    labels were before."""
+    if isinstance(value, HASHED):
+        return f"{key}={canonical(value)!r}" if spelled else f"{key}={digest(value)}"
+    return str(value) if key in UNNAMED or keyless else f"{key}={value}"
 
 
 def hash_legend(variants: list[dict]) -> dict[str, str]:
@@ -251,10 +258,14 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
         configs.append(made(label, values))
         name, run = cell_name(label, values), repr(canonical(configs[-1].to_dict()))
         check_path(f"the folder of sweep cell {describe_cell(label, values)}", name)
-        if name in named:  # two cells, one folder
+        if name in named:  # two cells, one folder: sparsities alike to 6 digits (:g), or
+            # values alike but for '/' and '-' (a path)
+            fix = "give sparsities that differ within 6 significant digits" if \
+                named[name][0] == label else "make the variants' values differ in more than " \
+                                             "'/' against '-'"
             raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
                               f"{describe_cell(label, values)} would share the folder {name!r}; "
-                              f"make the variants or sparsities differ in their names")
+                              f"{fix}")
         if run in runs:  # a variant that spells out a default of another (a mapping's keys
             raise ConfigError(f"sweep cells {describe_cell(*runs[run])} and "  # in any order)
                               f"{describe_cell(label, values)} are the same run; give each "

@@ -37,6 +37,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import signal
 import statistics
 import subprocess
@@ -290,6 +291,42 @@ def repoint(results: Path, old: Path, new: Path) -> None:
         write_json_atomic(data, results)
 
 
+def renamed_folders(sweep: Sweep) -> dict[str, str]:
+    """The folders of the grid's cells and stacks (``cells/NAME``, ``stacks/NAME``) under the
+    names that sweeps gave them before a variant's label named its values' keys
+    (``cells/subsetsum-identity-3-s0.5-e10-seed0``: :func:`~lotterynet.grid.variant_label`'s
+    ``keyless``) -> their names now (``cells/subsetsum-identity-pairs=3-s0.5-e10-seed0``);
+    without an old name that two folders would now share (a grid whose old names were
+    refused) or that is a folder's name now."""
+    pairs = {(f"{kind}/{name(old, values)}", f"{kind}/{name(new, values)}")
+             for (old, values), (new, _) in zip(sweep.cells(keyless=True), sweep.cells())
+             for kind, name in (("cells", cell_name), ("stacks", stack_name))}
+    olds, now = [old for old, _ in pairs], {new for _, new in pairs}
+    return {old: new for old, new in pairs if olds.count(old) == 1 and old not in now}
+
+
+def rename_keyless_folders(sweep: Sweep, sweep_dir: Path, cell: str | None = None) -> None:
+    """Rename each folder of the sweep that is under its old name and not its new one
+    (:func:`renamed_folders`; a stack's parts, ``-part<i>of<n>``, too) to the new (``cell``:
+    that cell's folder alone, a ``--cell``'s), saying so, the cells' results that name it
+    repointed (:func:`repoint`): a sweep run before is reused and resumed as before, not
+    trained anew."""
+    renamed = renamed_folders(sweep)
+    for kind in SWEEP_PARTS:
+        for old in sorted((sweep_dir / kind).glob("*")):
+            stem, part = re.fullmatch(r"(.+?)((?:-part\d+of\d+)?)", old.name).groups()
+            name = renamed.get(f"{kind}/{stem}")
+            new = sweep_dir / f"{name}{part}" if name else old
+            if new == old or new.exists() or (cell and new != sweep_dir / "cells" / cell):
+                continue
+            relocate(old, read_results(old))  # (a cell's results, in the form repoint reads)
+            old.rename(new)
+            for results in (sweep_dir / "cells").glob(f"*/{RESULTS}"):
+                repoint(results, old, new)
+            print(f"{kind[:-1]} {old.name} is now {new.name} (a variant's label names the key "
+                  f"of each value but its structure and activation)", flush=True)
+
+
 def cell_done(config: RunConfig, cell_dir: Path) -> bool:
     """The cell has its results, and they were run with ``config``."""
     return changed_results(config, cell_dir) == []
@@ -469,6 +506,12 @@ def stopping_jobs(sweep_dir: Path):
         signal.signal(signal.SIGTERM, previous)
 
 
+def stack_name(label: str, values: dict) -> str:
+    """The folder in ``stacks/`` of the stack of a variant's cells of one seed (of its parts,
+    with ``-part<i>of<n>``: :func:`plan_stacks`)."""
+    return f"{label.replace('/', '-')}-seed{values['seed']}"
+
+
 def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                 todo: list[tuple[str, RunConfig]], slots: int = 1
                 ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]], dict[Path, bool]]:
@@ -493,7 +536,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
         name = cell_name(label, values)
         if unstackable(configs[name]):  # (the trained baseline, DDP, 16-mixed, ...)
             continue
-        groups.setdefault(f"{label.replace('/', '-')}-seed{values['seed']}", []).append(name)
+        groups.setdefault(stack_name(label, values), []).append(name)
         budgets[name] = values["epochs"]
     parts = max(1, slots // max(1, sum(len(cells) > 1 for cells in groups.values())))
     planned: dict[Path, list[str]] = {}
@@ -923,12 +966,18 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
     (:func:`continued_by_the_sweep`), which continues from the cell's checkpoint."""
     cells = {cell_name(label, values): values for label, values in sweep.cells()}
     if name not in cells:
+        if renamed := renamed_folders(sweep).get(f"cells/{name}"):  # (a W&B sweep's, before)
+            raise ConfigError(f"--cell {name!r} is this sweep's cell "
+                              f"{renamed.removeprefix('cells/')!r} by its old name (a "
+                              f"variant's label names the key of each value now); run that "
+                              f"one, or write the W&B sweep anew (--wandb-sweep)")
         names = list(cells)
         valid = ", ".join(names) if len(names) <= CELLS_LISTED else \
             f"{names[0]}, …, {names[-1]}"
         raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
                           f"({len(names)} cells; see --wandb-sweep's file)")
     with outside_a_running_sweep(sweep_dir, f"--cell {name!r}", is_a_sweep=True):
+        rename_keyless_folders(sweep, sweep_dir, name)
         config = prepare_cell(cell_config(cells[name], sweep_dir / "cells" / name))
         if config is None:
             print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
@@ -986,6 +1035,9 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
                                                  bool(args.sweep_out))
     if args.cell:
         return run_one_cell(sweep, sweep_dir, args.cell)
+    if (sweep_dir / "cells").is_dir():  # (before the cells left are counted)
+        with sweep_lock(sweep_dir):
+            rename_keyless_folders(sweep, sweep_dir)
     cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, args.jobs_per_device)
     check_data(sweep)
     check_buildable(sweep)

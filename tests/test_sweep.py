@@ -1002,8 +1002,10 @@ def test_a_sweep_variant_may_exclude_layers_of_a_timm_model(tmp_path):
 def test_a_variants_list_or_mapping_names_its_folders_by_a_hash(tmp_path):
     """A variant's ``exclude`` or ``model_kwargs`` is ``KEY=<hash>`` in its cells' folder names
     (they were ``dense-['stem.conv', 'stages.*.blocks.*.downsample.conv', …]-s0.5-…``: quotes,
-    brackets, spaces and ``*``, as long as the list), one per value; a variant of scalars keeps
-    the names that the sweeps in results/ were written with."""
+    brackets, spaces and ``*``, as long as the list), one per value; a scalar is ``KEY=VALUE``
+    but a structure and an activation, so that the sweeps in results/ keep their names, and two
+    variants that set one value in other keys have folders of their own (both were
+    ``malach-3-…``, refused as sharing it)."""
     def names(sweep: dict, *flags: str) -> list[str]:
         sweep_file = tmp_path / "s.yaml"
         sweep_file.write_text(yaml.safe_dump(sweep, sort_keys=False))
@@ -1028,14 +1030,78 @@ def test_a_variants_list_or_mapping_names_its_folders_by_a_hash(tmp_path):
                     "--arch", "fc2", "--sweep-seeds", "0,1")
     assert scalars[:24:4] + scalars[24:] == [
         "subsetsum-identity-s0.5-e1-seed0", "subsetsum-identity-s0.99-e1-seed0",
-        "fixedsize-3-s0.5-e1-seed0", "fixedsize-3-s0.99-e1-seed0", "wide-s0.5-e1-seed0",
+        "fixedsize-pairs=3-s0.5-e1-seed0", "fixedsize-pairs=3-s0.99-e1-seed0", "wide-s0.5-e1-seed0",
         "wide-s0.99-e1-seed0", "trained-e1-seed0", "trained-e1-seed1", "trained-e10-seed0",
         "trained-e10-seed1"]
     assert scalars[:4] == ["subsetsum-identity-s0.5-e1-seed0", "subsetsum-identity-s0.5-e1-seed1",
                            "subsetsum-identity-s0.5-e10-seed0",
                            "subsetsum-identity-s0.5-e10-seed1"]
-    for name in listed + scalars:
+    keyed = names({"variants": [{"structure": "malach", "pairs": 3},
+                                {"structure": "malach", "hidden": 3}],
+                   "sparsities": [0.5], "epochs": [1], "baseline": False}, "--arch", "fc2")
+    assert keyed == ["malach-pairs=3-s0.5-e1-seed0", "malach-hidden=3-s0.5-e1-seed0"]
+    with pytest.raises(ConfigError, match=r"would share the folder 'wide-s0.5-e1-seed0'; give "
+                                          r"sparsities that differ within 6 significant digits"):
+        names({"variants": ["wide"], "sparsities": [0.5, 0.5000001], "epochs": [1]})
+    for name in listed + scalars + keyed:
         assert re.fullmatch(r"[\w.=-]+", name) and len(name) < 64, name
+
+
+def test_a_sweep_written_before_labels_named_their_keys_is_renamed_not_trained(
+        tmp_path, data_dir, capsys):
+    """A sweep folder written when a variant's scalars stood without their keys
+    (``subsetsum-identity-2-…``, now ``subsetsum-identity-pairs=2-…``): its cells and stack
+    take their new names, their results naming them, and nothing trains; a ``--cell`` renames
+    its own cell, and one named the old way (a W&B sweep's) is refused naming the new."""
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({"variants": [
+        {"structure": "subsetsum", "activation": "identity", "pairs": 2}]}, sort_keys=False))
+    out = tmp_path / "sweep"
+    argv = ["--sweep", str(sweep_file), *TINY[:7], "--sweep-sparsities", "0.5,0.9",
+            "--sweep-epochs", "1", "--no-baseline", "--data-dir", str(data_dir),
+            "--sweep-out", str(out)]
+    assert main(argv) == 0
+    table = rows(out)
+    assert {r["variant"] for r in table} == {"subsetsum/identity/pairs=2"}
+
+    def results() -> dict:
+        return {p.parent.name: json.loads(p.read_text()) for p in out.glob("cells/*/results.json")}
+
+    def as_before(*folders: Path) -> None:  # (as the sweep wrote them before)
+        for new in folders:
+            new.rename(new.with_name(new.name.replace("pairs=", "")))
+            for path in out.glob("cells/*/results.json"):
+                sweep_module.repoint(path, new, new.with_name(new.name.replace("pairs=", "")))
+
+    stored = results()
+    stacks = {r["stack"]["dir"] for r in stored.values()}
+    assert stacks == {"stacks/subsetsum-identity-pairs=2-seed0"}
+    as_before(*out.glob("cells/*"), *out.glob("stacks/*"))
+    assert {r["stack"]["dir"] for r in results().values()} == {"stacks/subsetsum-identity-2-seed0"}
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for kind, old, new in (("cell", "subsetsum-identity-2-s0.5-e1-seed0",
+                            "subsetsum-identity-pairs=2-s0.5-e1-seed0"),
+                           ("stack", "subsetsum-identity-2-seed0",
+                            "subsetsum-identity-pairs=2-seed0")):
+        assert f"{kind} {old} is now {new} (a variant's label names the key" in printed
+    assert "2 cells, 2 already done, 0 to run" in printed and "not in the table" not in printed
+    assert results() == stored and rows(out) == table
+    assert [p.name for p in out.glob("stacks/*")] == ["subsetsum-identity-pairs=2-seed0"]
+    cells = sorted(out.glob("cells/*"))
+    as_before(*cells)
+    assert main([*argv, f"--cell={cells[0].name}"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"cell subsetsum-identity-2-s0.5-e1-seed0 is now {cells[0].name} (a variant's label "
+        f"names the key of each value but its structure and activation)",
+        f"cell {cells[0].name} is done: {cells[0] / 'results.json'}"]
+    assert main([*argv, "--cell=subsetsum-identity-2-s0.9-e1-seed0"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "train.py: error: --cell 'subsetsum-identity-2-s0.9-e1-seed0' is this sweep's cell "
+        "'subsetsum-identity-pairs=2-s0.9-e1-seed0' by its old name (a variant's label names "
+        "the key of each value now); run that one, or write the W&B sweep anew (--wandb-sweep)")
+    assert results()[cells[0].name] == stored[cells[0].name]
 
 
 def test_a_variants_mapping_names_the_same_folders_in_any_key_order(tmp_path):
