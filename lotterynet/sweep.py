@@ -70,6 +70,7 @@ from .config import (
     make_config,
     training_examples,
 )
+from .data import DATASETS
 from .datamodule import TensorDataModule
 from .errors import (
     ERROR,
@@ -885,17 +886,22 @@ def figure_title(sweep: Sweep) -> str:
             f"{budgets}, {plural(len(sweep.seeds), 'seed')}")
 
 
+def chance_accuracy(sweep: Sweep) -> float:
+    """The test accuracy (%) of a guess: 100 over the classes of the sweep's data set."""
+    return 100 / DATASETS.get(config_value(sweep.base, "dataset")).num_classes
+
+
 #: The longest variant label the figure's legend spells out (:func:`plot`).
 LEGEND_LABEL_MAX = 48
 
 
 def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | None,
-         num_classes: int = 10, spelled: dict[str, str] | None = None) -> Path:
+         chance: float, spelled: dict[str, str] | None = None) -> Path:
     """Test accuracy against kept parameters (log x): one line per variant (a band of ± one
     standard deviation when there are several seeds), Pensia et al.'s points as hollow markers
     of the same colour, the trained baseline as a dashed line (the paper's, ``paper_trained``,
-    as a thin grey one), chance as a dotted one. Written as PNG and PDF. A variant is named
-    in the legend with its lists and mappings written out (``spelled``:
+    as a thin grey one), ``chance`` as a dotted one (:func:`chance_accuracy`). Written as PNG
+    and PDF. A variant is named in the legend with its lists and mappings written out (``spelled``:
     :func:`lotterynet.grid.spelled_labels`) where that is at most :data:`LEGEND_LABEL_MAX`
     characters long, else by its label's hashes (sweep.md's legend decodes them)."""
     import matplotlib
@@ -928,7 +934,7 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     if paper_trained is not None:
         ax.axhline(paper_trained, color="grey", linestyle="--", linewidth=0.8,
                    label=f"trained dense, Pensia et al. ({paper_trained:.2f}%)")
-    ax.axhline(100 / num_classes, color="grey", linestyle=":", label="chance")
+    ax.axhline(chance, color="grey", linestyle=":", label="chance")
     ax.set(xscale="log", xlabel="kept parameters", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
@@ -1182,7 +1188,8 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         spelled = spelled_labels(sweep.variants)
         write_table(rows, sweep_dir, sweep.variants, spelled)
         figure = plot(rows, sweep_dir, figure_title(sweep),
-                      TRAINED.get(arch) if dataset == "mnist" else None, spelled=spelled)
+                      TRAINED.get(arch) if dataset == "mnist" else None,
+                      chance_accuracy(sweep), spelled=spelled)
         if sweep.base.get("wandb"):
             log_to_wandb(spelled_rows(rows, spelled), figure, sweep.base)
         print((sweep_dir / TABLE_MD).read_text(), end="")

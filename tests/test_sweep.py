@@ -965,6 +965,17 @@ def test_the_figure_title_names_the_epoch_budgets(epochs, said):
     assert sweep_module.figure_title(sweep) == f"fc2 on mnist: {said}, 2 seeds"
 
 
+def test_the_figures_chance_line_is_the_sweeps_data_sets(monkeypatch):
+    """It was 10 % whatever the data set (plot's num_classes, never given)."""
+    from lotterynet.data import DATASETS
+
+    hundred = dataclasses.replace(DATASETS.get("cifar10"), name="cifar100", num_classes=100)
+    monkeypatch.setitem(DATASETS._entries, "cifar100", hundred)
+    for dataset, chance in [("mnist", 10.0), ("cifar100", 1.0)]:
+        sweep = Sweep(base={"dataset": dataset}, variants=[], sparsities=[0.5], epochs=[1])
+        assert sweep_module.chance_accuracy(sweep) == chance
+
+
 def test_mapping_flags_add_keys_to_the_sweep_base(tmp_path):
     """``--model-kwargs`` and ``--trainer`` add to (and override keys of) the sweep base's
     mappings, as they do to a ``--config`` file's, instead of replacing them whole (which
