@@ -37,7 +37,7 @@ from lotterynet.config import make_config
 from lotterynet.machine import cpu_name, keep_freed_memory
 from lotterynet.run import run
 from lotterynet.stack import run_stack, write_stack_file
-from lotterynet.sweep import Job, balanced_parts, run_job
+from lotterynet.sweep import Job, JobRunner, balanced_parts
 
 PAPER_SPARSITIES = [0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.98,
                     0.99]
@@ -88,8 +88,9 @@ def parallel_stack_epoch_seconds(cells, out: Path, jobs: int) -> float:
                                       [Path(o) for o in part])
         runs.append(Job(f"stack {i}", ["--stack-file", str(stack_file)],
                         out / f"stack{i}" / "train.log", part))
+    runner = JobRunner()
     with ThreadPoolExecutor(jobs) as pool:
-        codes = list(pool.map(lambda job: run_job(job, None, jobs), runs))
+        codes = list(pool.map(lambda job: runner.run(job, None, jobs), runs))
     if any(codes):
         raise RuntimeError(f"a stack failed (exit codes {codes}); see {out}/stack*/train.log")
     return max(sum(json.loads((Path(part[0]) / "results.json").read_text())

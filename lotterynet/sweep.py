@@ -446,13 +446,6 @@ def start_job(job: Job, device: int | None, workers: int, log) -> subprocess.Pop
                             preexec_fn=partial(die_with_parent, os.getpid()))
 
 
-def run_job(job: Job, device: int | None, workers: int) -> int:
-    """Run ``job`` and return its exit code."""
-    job.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(job.log, "a") as log:
-        return start_job(job, device, workers, log).wait()
-
-
 class JobRunner:
     """The jobs a sweep runs at once, each in its own ``train.py``, until :meth:`stop`: then
     the running ones get SIGTERM (each stops at its next step, keeping its last checkpoint;
