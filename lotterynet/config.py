@@ -951,9 +951,12 @@ def check_numbers(config: RunConfig) -> None:
         value = getattr(config, name)
         if field_type(f) is float and value is not None and not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    if not 0.0 <= config.sparsity < 1.0:
-        raise ConfigError(f"sparsity is the fraction of weights pruned and must be in [0, 1), "
-                          f"got {config.sparsity!r}")
+    from .masking import check_sparsity_range
+
+    try:  # (the layers' check, and its message)
+        check_sparsity_range(config.sparsity)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     positive = ["epochs", "batch_size", "pairs", "devices"]
     optional = ("limit_train", "lr", "stop_after", "hidden")
     positive += [name for name in optional if getattr(config, name) is not None]
@@ -967,20 +970,11 @@ def check_numbers(config: RunConfig) -> None:
     from .data import DATASETS
     from .distributions import check_seed
 
-    try:  # (the data module's check, and its message)
+    try:  # (the data module's checks, and their messages)
         check_seed(config.seed, below=SEED_MAX + 1)
+        DATASETS.get(config.dataset).check_split_sizes(config.val_size, config.limit_train)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-
-    train_size = DATASETS.get(config.dataset).train_size
-    if not 0 <= config.val_size < train_size:
-        raise ConfigError(f"val_size must be in [0, {train_size}) for {config.dataset}, got "
-                          f"{config.val_size!r}")
-    if config.limit_train is not None and config.limit_train > train_size - config.val_size:
-        raise ConfigError(f"limit_train {config.limit_train} is more than the "
-                          f"{train_size - config.val_size:,} training examples of "
-                          f"{config.dataset} (val_size {config.val_size} held out); leave it "
-                          f"out to train on all")
     if examples_per_device(config) == 0:
         given = (f"val_size {config.val_size}" if config.limit_train is None
                  else f"limit_train {config.limit_train}")

@@ -54,6 +54,18 @@ class DatasetSpec:
         """Whether the set is IDX files, read by :mod:`lotterynet.idx`."""
         return self.sha256 is not None
 
+    def check_split_sizes(self, val_size: int, limit_train: int | None) -> None:
+        """A ``ValueError`` naming ``val_size`` or ``limit_train`` unless the validation split
+        (``val_size`` training examples held out) leaves a training example, and the
+        ``limit_train`` trained on fit in what is left."""
+        if not 0 <= val_size < self.train_size:
+            raise ValueError(f"val_size must be in [0, {self.train_size}) for {self.name}, got "
+                             f"{val_size!r}")
+        if limit_train is not None and limit_train > self.train_size - val_size:
+            raise ValueError(f"limit_train {limit_train} is more than the "
+                             f"{self.train_size - val_size:,} training examples of {self.name} "
+                             f"(val_size {val_size} held out); leave it out to train on all")
+
 
 def _register(spec: DatasetSpec) -> None:
     DATASETS.register(spec.name)(spec)

@@ -172,13 +172,7 @@ class TensorDataModule(pl.LightningDataModule):
             batch_size, val_size, limit_train, seed)
         self.augment = augment
         spec = DATASETS.get(dataset)
-        if val_size >= spec.train_size:
-            raise ValueError(f"val_size must be in [0, {spec.train_size}) for {dataset}, got "
-                             f"{val_size!r}")
-        if limit_train is not None and limit_train > spec.train_size - val_size:
-            raise ValueError(f"limit_train {limit_train} is more than the "
-                             f"{spec.train_size - val_size:,} training examples of {dataset} "
-                             f"(val_size {val_size} held out)")
+        spec.check_split_sizes(val_size, limit_train)
         self.in_channels, self.image_size = spec.in_channels, spec.image_size
         self.num_classes = spec.num_classes
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -81,15 +81,21 @@ def score_bound(fan_in: int, rule: str = "edgepopup") -> float:
     return SCORE_BOUNDS[check_score_init(rule)](fan_in)
 
 
-def check_sparsity(sparsity, numel: int, unit: str = "a tensor", rule: str = "round") -> float:
-    """Validate a sparsity (the fraction *pruned*) for ``unit`` (a tensor, or one group of a
-    group-wise top-k) of ``numel`` entries."""
+def check_sparsity_range(sparsity) -> float:
+    """A sparsity, the fraction *pruned*: a number in [0, 1)."""
     if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
         raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(
             f"sparsity is the fraction of weights pruned and must be in [0, 1), got {sparsity!r}"
         )
+    return float(sparsity)
+
+
+def check_sparsity(sparsity, numel: int, unit: str = "a tensor", rule: str = "round") -> float:
+    """Validate a sparsity (the fraction *pruned*, :func:`check_sparsity_range`) for ``unit``
+    (a tensor, or one group of a group-wise top-k) of ``numel`` entries."""
+    check_sparsity_range(sparsity)
     if kept_count(numel, sparsity, rule) < 1:
         raise ValueError(
             f"sparsity {sparsity!r} keeps no weight of {unit} with {numel} entries; "

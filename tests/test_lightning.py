@@ -94,7 +94,8 @@ def test_module_settings_are_checked_when_built(spec, optim, said):
 
 
 @pytest.mark.parametrize("kwargs, said", [
-    (dict(limit_train=10**6), "limit_train 1000000 is more than the 55,000 training examples"),
+    (dict(limit_train=10**6), "limit_train 1000000 is more than the 55,000 training examples "
+                              "of mnist (val_size 5000 held out); leave it out to train on all"),
     (dict(val_size=60000), "val_size must be in [0, 60000) for mnist, got 60000"),
     (dict(seed="0"), "seed must be an integer, got '0'"),
     (dict(seed=-1), "seed must be in [0, 2**32), got -1"),
