@@ -69,7 +69,7 @@ from .config import (
 )
 from .data import absolute_data_dir
 from .datamodule import TensorDataModule
-from .errors import DIVERGED_IN, TrainingDiverged
+from .errors import DIVERGED_IN, TrainingDiverged, plural
 from .graphs import StepGraphs
 from .grid import SWEEP_FILE
 from .lifetime import SigtermStop, stopping_on_sigterm
@@ -429,10 +429,10 @@ class MemberResults(pl.Callback):
         accuracy, the members whose budget ended with it (their best test accuracy) and the
         epoch's seconds."""
         parts = [f"stack {self.stack_dir.name}: epoch {epoch + 1}/{epochs}",
-                 f"{len(train_accs)} member(s) trained, best train acc "
+                 f"{plural(len(train_accs), 'member')} trained, best train acc "
                  f"{100 * max(train_accs, default=0.0):.2f}%"]
         if test_accs:
-            parts.append(f"{len(test_accs)} member(s) done (best test accuracy "
+            parts.append(f"{plural(len(test_accs), 'member')} done (best test accuracy "
                          f"{100 * max(test_accs):.2f}%)")
         return " | ".join([*parts, f"{self.timer.seconds[-1]:.1f} s"])
 

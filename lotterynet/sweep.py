@@ -1187,7 +1187,8 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
             log_to_wandb(spelled_rows(rows, spelled), figure, sweep.base)
         print((sweep_dir / TABLE_MD).read_text(), end="")
         if outside := cells_outside(sweep, sweep_dir):
-            print(f"not in the table: {len(outside)} finished cell(s) of {sweep_dir / 'cells'} "
+            print(f"not in the table: {plural(len(outside), 'finished cell')} of "
+                  f"{sweep_dir / 'cells'} "
                   f"outside this sweep's grid ({', '.join(outside[:3])}"
                   f"{', …' if len(outside) > 3 else ''}); a sweep of their grid and config "
                   f"tabulates them", flush=True)
@@ -1206,7 +1207,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
             if diverged == len(failed) else "re-run the same command to retry" + (
                 f" the others; a cell that diverged needs {lower}" if diverged else "")
         print(f"sweep incomplete: {len(missing)} of {len(sweep.cells())} cells without "
-              f"results ({len(failed)} failure(s)); {table} ({again})")
+              f"results ({plural(len(failed), 'failure')}); {table} ({again})")
         return 1
     print(f"sweep done: {sweep_dir / TABLE_CSV}, {sweep_dir / TABLE_MD}, {figure}")
     return 0

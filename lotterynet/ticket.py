@@ -62,6 +62,7 @@ from torch import nn
 from . import ticket_file
 from .attention import SUBNET_MODULES
 from .convert import CONVERT_RECORD, LAYOUTS, convert, laid_out
+from .errors import plural
 from .masking import MaskedWeight, uncompiled
 from .models import build_model, recorded_spec
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
@@ -156,7 +157,7 @@ def _warn_unseeded(model: nn.Module, stored: dict, size: int) -> None:
             layers.append(name)
     nbytes = sum(stored[name].numel() * stored[name].element_size() for name in frozen)
     shown = ", ".join(repr(name) if name else "the model" for name in layers[:3])
-    warnings.warn(f"save_ticket: {len(layers)} subnet layer(s) made without a seed ({shown}"
+    warnings.warn(f"save_ticket: {plural(len(layers), 'subnet layer')} made without a seed ({shown}"
                   f"{', ...' if len(layers) > 3 else ''}): the ticket stores their frozen "
                   f"weights, drawn from torch's global generator, which no load replays: "
                   f"{nbytes:,} of its {size:,} bytes; made with a seed (SubnetLinear(..., "

@@ -454,7 +454,7 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, ca
     lines = stack_epoch_lines(capsys.readouterr().out)  # one line per stack epoch
     assert [line.split(": ")[1].split(" |")[0] for line in lines] == [
         "epoch 1/3", "epoch 2/3", "epoch 3/3"]
-    assert all("2 member(s) trained" in line for line in lines)
+    assert all("2 members trained" in line for line in lines)
     assert ["done" in line for line in lines] == [False, False, True]
     stack_dir = killed / "stacks" / "subsetsum-identity-seed0"
     proc = subprocess.Popen([sys.executable, "train.py", *argv, "--sweep-out", str(killed)],
@@ -635,7 +635,7 @@ def test_memory_running_out_in_a_stack_is_one_line_and_the_sweep_exits_1(
         f"{epoch} (one tensor alone: 2.00 GiB); a sweep with --no-stack (one run per cell) or "
         f"a smaller --batch-size (now 64; its cells then start over as new ones, the old set "
         f"aside as stale) needs less{then}"]
-    assert "sweep incomplete: 2 of 2 cells without results (1 failure(s))" in captured.out
+    assert "sweep incomplete: 2 of 2 cells without results (1 failure)" in captured.out
 
 
 @pytest.mark.parametrize("header, kept", [

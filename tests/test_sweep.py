@@ -220,7 +220,7 @@ def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
     assert rows(out) == table
     # a narrower grid there: its table leaves the trained baseline out, and says so (silently)
     assert main([*argv, "--no-baseline"]) == 0
-    assert "not in the table: 1 finished cell(s) of " in capsys.readouterr().out
+    assert "not in the table: 1 finished cell of " in capsys.readouterr().out
     assert len(rows(out)) == 4
     # a folder where the sweep writes a file: one line naming it, exit 2 (were tracebacks)
     for name in ("sweep.csv", ".sweep.lock"):
@@ -764,7 +764,7 @@ def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
     log = out / "stacks" / "wide-seed0" / "train.log"
     assert f"stack wide-seed0 {said}" in line and str(log) in line
     # one failure, the stack's four cells (two sparsities, two budgets) without results
-    assert "sweep incomplete: 4 of 8 cells without results (1 failure(s))" in captured.out
+    assert "sweep incomplete: 4 of 8 cells without results (1 failure)" in captured.out
     assert [r["variant"] for r in rows(out)] == ["subsetsum/identity"] * 2
     # every cell has its progress line, the failed stack's too (they had none: [4/8] last)
     assert "[8/8] " in captured.out and captured.out.count(": not finished |") == 4

@@ -139,7 +139,7 @@ def test_a_registered_architectures_layers_made_without_a_seed_store_their_weigh
         ln.SubnetLinear(12, 8, True, sparsity=sparsity), nn.ReLU(),
         ln.SubnetLinear(8, 5, True, sparsity=sparsity, seed=seed)))
     model = build_model("unseeded_mlp", sparsity=0.5, seed=0).eval()
-    with pytest.warns(UserWarning, match=r"1 subnet layer\(s\) made without a seed \('0'\): the "
+    with pytest.warns(UserWarning, match=r"1 subnet layer made without a seed \('0'\): the "
                                          r"ticket stores their frozen weights, .*: 416 of its"):
         save_ticket(model, tmp_path / "t.ticket")  # (12 x 8 + 8 float32 values)
     assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), VECTORS)

@@ -311,7 +311,7 @@ def test_subnet_layers_made_without_a_seed_store_their_frozen_weights(tmp_path):
     torch.manual_seed(0)
     model = Unseeded()
     ln.global_topk(model, 0.7)
-    with pytest.warns(UserWarning, match=r"save_ticket: 2 subnet layer\(s\) made without a seed "
+    with pytest.warns(UserWarning, match=r"save_ticket: 2 subnet layers made without a seed "
                                          r"\('fc', 'attn'\): the ticket stores their frozen "
                                          r"weights, .* 464 of its [\d,]+ bytes; made with a seed "
                                          r".* its ticket holds its 1-bit mask only") as said:
