@@ -61,11 +61,8 @@ class Layers:
         return layer_seed(self.seed, str(self._count - 1))
 
     def _subnet_kwargs(self) -> dict:
-        return dict(sparsity=self.sparsity, init=self.init, hidden=self.hidden,
-                    structure=self.structure,
-                    pairs=self.pairs, activation=self.activation, shared=self.shared,
-                    fan_in=self.fan_in, score_init=self.score_init, kept=self.kept,
-                    ties=self.ties, seed=self._next_seed())
+        return ({name: getattr(self, name) for name in MODEL_LAYER_OPTIONS}
+                | {"seed": self._next_seed()})
 
     def linear(self, d_in: int, d_out: int) -> nn.Module:
         if self.trained:
@@ -105,9 +102,11 @@ def _mlp(layers: Layers, widths: list[int]) -> list[nn.Module]:
     return modules
 
 
-#: What :class:`Layers` passes to every subnet layer an architecture builds.
-LAYER_OPTIONS = tuple(f.name for f in fields(Layers)
-                      if f.init and f.name not in ("trained", "seed"))
+#: The options of :func:`~lotterynet.models.build_model` that :class:`Layers` passes to every
+#: subnet layer an architecture builds (its fields but ``trained`` and ``seed``, which it
+#: reads itself).
+MODEL_LAYER_OPTIONS = tuple(f.name for f in fields(Layers)
+                            if f.init and f.name not in ("trained", "seed"))
 
 
 def _width(width: int | None) -> int | None:
@@ -119,10 +118,10 @@ def _width(width: int | None) -> int | None:
 def _check_options(options: dict, own: str) -> None:
     """An option that is neither the architecture's (``own``) nor its layers' is refused
     naming both lists."""
-    unknown = next((k for k in options if k not in LAYER_OPTIONS), None)
+    unknown = next((k for k in options if k not in MODEL_LAYER_OPTIONS), None)
     if unknown is not None:
         raise ValueError(f"unknown model option {unknown!r}; valid choices: the architecture's "
-                         f"({own}) and its layers' ({', '.join(LAYER_OPTIONS)})")
+                         f"({own}) and its layers' ({', '.join(MODEL_LAYER_OPTIONS)})")
 
 
 def _layers(seed, trained, **subnet) -> Layers:

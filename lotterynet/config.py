@@ -828,9 +828,6 @@ def check_exclude(patterns: list) -> None:
                           f"such as stem.conv or 'stages.*.conv1')")
 
 
-#: The subnet layers' options; each structure reads those its ``specs`` names
-#: (:func:`lotterynet.structures.structure_options`).
-LAYER_OPTIONS = ("pairs", "activation", "shared", "fan_in", "hidden")
 WANDB_OPTIONS = ("wandb_project", "wandb_group", "wandb_entity", "wandb_tags", "wandb_notes",
                  "log_model")
 
@@ -838,7 +835,7 @@ WANDB_OPTIONS = ("wandb_project", "wandb_group", "wandb_entity", "wandb_tags", "
 def unread_options(config: RunConfig) -> dict[str, str]:
     """The fields that the run of ``config`` does not read, each with the reason."""
     from .models import split_arch
-    from .structures import sizing_options, structure_options
+    from .structures import STRUCTURE_OPTIONS, sizing_options, structure_options
 
     unread = {name: "it configures W&B logging, which needs --wandb"
               for name in WANDB_OPTIONS if not config.wandb}
@@ -850,7 +847,7 @@ def unread_options(config: RunConfig) -> dict[str, str]:
     if config.train_weights:
         why = "the trained dense baseline (--train-weights) has no masks and no structure"
         unread.update({name: why for name in ("structure", "sparsity", "match", "score_init",
-                                              *LAYER_OPTIONS)})
+                                              *STRUCTURE_OPTIONS)})
         frozen_convs = split_arch(config.arch)[0] == "lenet5" and not config.subnet_convs
         if not frozen_convs or config.conv_init is not None:
             unread["init"] = (f"it draws frozen random weights, and the trained baseline of "
@@ -872,7 +869,7 @@ def unread_options(config: RunConfig) -> dict[str, str]:
                                                                                   config.hidden):
         unread["pairs"] = (f"--hidden {config.hidden} sets the hidden width of {layers}, which "
                            f"pairs sets only by default (pairs x in_features)")
-    unread.update({name: where for name in LAYER_OPTIONS if name not in reads | set(unread)})
+    unread.update({name: where for name in STRUCTURE_OPTIONS if name not in reads | set(unread)})
     return unread
 
 
@@ -958,19 +955,18 @@ def check_numbers(config: RunConfig) -> None:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     positive = ["epochs", "batch_size", "pairs", "devices"]
-    optional = ("limit_train", "lr", "stop_after", "hidden")
+    optional = ("limit_train", "stop_after", "hidden")
     positive += [name for name in optional if getattr(config, name) is not None]
     for name in positive:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(config, name)!r}")
-    if not 0.0 <= config.momentum < 1.0:
-        raise ConfigError(f"momentum must be in [0, 1), got {config.momentum!r}")
-    if config.weight_decay < 0:
-        raise ConfigError(f"weight_decay must be >= 0, got {config.weight_decay!r}")
     from .data import DATASETS
     from .distributions import check_seed
+    from .optim import check_optim
 
-    try:  # (the data module's checks, and their messages)
+    optim = {"momentum": config.momentum, "weight_decay": config.weight_decay}
+    try:  # (the module's and the data module's checks, and their messages)
+        check_optim(optim if config.lr is None else {"lr": config.lr, **optim})
         check_seed(config.seed, below=SEED_MAX + 1)
         DATASETS.get(config.dataset).check_split_sizes(config.val_size, config.limit_train)
     except ValueError as error:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import math
-import numbers
 
 import numpy as np
 import pytorch_lightning as pl
@@ -20,13 +18,14 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from .config import RunConfig
 from .convert import plain_numbers
 from .datamodule import TensorDataModule
 from .graphs import StepGraphs
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
 from .masking import masked_weights
 from .models import MODELS, build_model, split_arch
-from .optim import OPTIMIZERS, SCHEDULERS, optimizer_and_schedule
+from .optim import check_optim, optim_settings, optimizer_and_schedule
 from .stacked import frozen_prefix
 
 SUBNET_LAYERS = (SubnetLinear, SubnetConv1d, SubnetConv2d)
@@ -39,10 +38,12 @@ MONITORABLE = {"train": ("train/loss", "train/loss_epoch", "train/acc", "lr"),
                "val": ("val/loss", "val/acc")}
 
 
-#: What :class:`EdgePopupModule` takes for the optimizer keys it is not given (the paper's SGD
-#: recipe); ``epochs`` None: the cosine schedule spans the Trainer's ``max_epochs``.
-DEFAULT_OPTIM = dict(optimizer="sgd", scheduler="cosine", lr=0.1, momentum=0.9,
-                     weight_decay=5e-4, epochs=None)
+def default_optim(arch: str) -> dict:
+    """What :class:`EdgePopupModule` takes for the optimizer keys it is not given: those of
+    ``train.py --arch <arch>`` (the recipe's ``lr`` of ``arch``,
+    :func:`~lotterynet.archs.recipe_lr`, and :class:`~lotterynet.config.RunConfig`'s
+    defaults), but ``epochs`` None: the cosine schedule spans the Trainer's ``max_epochs``."""
+    return {**optim_settings(RunConfig(arch=arch)), "epochs": None}
 
 
 class FloatMean(MeanMetric):
@@ -92,22 +93,24 @@ class EdgePopupModule(pl.LightningModule):
                  cuda_graphs: bool = True):
         """``spec``: ``build_model`` arguments, ``{"name": arch, **kwargs}``; ``optim``: any of
         ``optimizer``, ``scheduler``, ``lr``, ``momentum``, ``weight_decay``, ``epochs``
-        (:data:`DEFAULT_OPTIM` for the others); ``config``: the run's whole configuration, kept
-        in the checkpoint for ``--resume``; ``cuda_graphs``: replay each training step's
-        forward and backward from a CUDA graph where one may be used
+        (:func:`default_optim` of the architecture for the others); ``config``: the run's
+        whole configuration, kept in the checkpoint for ``--resume``; ``cuda_graphs``: replay
+        each training step's forward and backward from a CUDA graph where one may be used
         (:mod:`lotterynet.graphs`)."""
         super().__init__()
         if not isinstance(spec, dict) or "name" not in spec:
             raise ValueError(f"spec holds build_model's arguments with the architecture as "
                              f"'name' (one of {', '.join(MODELS.names())}), got {spec!r}")
-        unknown = sorted(set(optim or {}) - set(DEFAULT_OPTIM))
+        defaults = default_optim(str(spec["name"]))
+        unknown = sorted(set(optim or {}) - set(defaults))
         if unknown:
             raise ValueError(f"unknown optimizer setting {unknown[0]!r}; valid keys: "
-                             f"{', '.join(DEFAULT_OPTIM)}")
+                             f"{', '.join(defaults)}")
+        optim = {**defaults, **(optim or {})}
+        check_optim(optim)
         # The hyperparameters with numpy numbers as Python's, which a checkpoint loaded with
         # torch.load(weights_only=True) holds (build_model makes its model.spec so itself).
-        spec, optim = plain_numbers(spec), plain_numbers({**DEFAULT_OPTIM, **(optim or {})})
-        check_optim(optim)
+        spec, optim = plain_numbers(spec), plain_numbers(optim)
         self.num_classes = spec_value(spec, "num_classes")
         if self.num_classes is None:
             raise ValueError(f"architecture {spec['name']!r} takes no num_classes, which the "
@@ -292,25 +295,6 @@ class EdgePopupModule(pl.LightningModule):
         # "name": what LearningRateMonitor logs the rate as.
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                           "interval": "epoch", "name": "lr"}}
-
-
-def check_optim(optim: dict) -> None:
-    """One line naming a bad optimizer setting, before any training: names from the
-    registries, numbers for the rest, ``epochs`` None or a positive integer."""
-    OPTIMIZERS.get(optim["optimizer"])
-    SCHEDULERS.get(optim["scheduler"])
-    ranges = {"lr": (0, math.inf, ">= 0"), "momentum": (0, 1, "in [0, 1)"),
-              "weight_decay": (0, math.inf, ">= 0")}  # (lr 0: a model held fixed)
-    for key, (low, high, said) in ranges.items():
-        value = optim[key]
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
-                not low <= value < high:
-            raise ValueError(f"{key} must be a finite number {said}, got {value!r}")
-    epochs = optim["epochs"]
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
-                               or epochs < 1):
-        raise ValueError(f"epochs (the schedule's length) must be a positive integer or None "
-                         f"(the Trainer's max_epochs), got {epochs!r}")
 
 
 def layer_names(model: torch.nn.Module) -> dict[str, torch.nn.Module]:

@@ -6,9 +6,13 @@ the scores, so weight decay acts on the scores and the frozen random weights nev
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import nn
 
+from .archs import recipe_lr
 from .registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
@@ -66,3 +70,39 @@ def optimizer_and_schedule(model: nn.Module, optim: dict, epochs: int | None):
         trainable_parameters(model), lr=optim["lr"], momentum=optim["momentum"],
         weight_decay=optim["weight_decay"])
     return optimizer, SCHEDULERS.get(optim["scheduler"])(optimizer, epochs=epochs)
+
+
+def optim_settings(config) -> dict:
+    """The optimizer and schedule of a run (a :class:`~lotterynet.config.RunConfig`), as
+    :class:`~lotterynet.module.EdgePopupModule` takes them: an unset ``lr`` is the recipe's of
+    its architecture (:func:`~lotterynet.archs.recipe_lr`)."""
+    return dict(optimizer=config.optimizer, scheduler=config.scheduler,
+                lr=recipe_lr(config.arch, config.lr), momentum=config.momentum,
+                weight_decay=config.weight_decay, epochs=config.epochs)
+
+
+#: What each optimizer number must be (``lr`` 0 would hold the model fixed: refused).
+OPTIM_NUMBERS = {"lr": (lambda v: 0 < v < math.inf, "a positive finite number"),
+                 "momentum": (lambda v: 0 <= v < 1, "a finite number in [0, 1)"),
+                 "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number >= 0")}
+
+
+def check_optim(optim: dict) -> None:
+    """One line (``ValueError``) naming the first bad setting of those ``optim`` holds: names
+    from the registries, ``lr``, ``momentum`` and ``weight_decay`` as :data:`OPTIM_NUMBERS`
+    says, ``epochs`` None or a positive integer. The one check of a run's config
+    (``check_numbers``) and of :class:`~lotterynet.module.EdgePopupModule`'s settings."""
+    if "optimizer" in optim:
+        OPTIMIZERS.get(optim["optimizer"])
+    if "scheduler" in optim:
+        SCHEDULERS.get(optim["scheduler"])
+    for key, (holds, said) in OPTIM_NUMBERS.items():
+        value = optim.get(key)
+        if key in optim and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                             or not holds(value)):
+            raise ValueError(f"{key} must be {said}, got {value!r}")
+    epochs = optim.get("epochs")
+    if epochs is not None and (isinstance(epochs, bool) or
+                               not isinstance(epochs, numbers.Integral) or epochs < 1):
+        raise ValueError(f"epochs (the schedule's length) must be a positive integer or None "
+                         f"(the Trainer's max_epochs), got {epochs!r}")

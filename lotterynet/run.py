@@ -24,7 +24,6 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from .archs import recipe_lr
 from .checkpointing import (
     CHECKPOINTS,
     LAST,
@@ -69,6 +68,7 @@ from .machine import cpu_name, is_launched_worker
 from .masking import masked_weights
 from .models import split_arch
 from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, mask_digest
+from .optim import optim_settings
 from .params import count_params, kept_params
 from .quiet import quiet_lightning
 from .resumable import check_resumable, is_real, nested
@@ -489,13 +489,6 @@ def results_differ(config: RunConfig, results: dict | None) -> list[str] | None:
 
 def write_json_atomic(obj, path: Path) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
-def optim_settings(config: RunConfig) -> dict:
-    """The optimizer and schedule of a run, as :class:`EdgePopupModule` takes them."""
-    return dict(optimizer=config.optimizer, scheduler=config.scheduler,
-                lr=recipe_lr(config.arch, config.lr), momentum=config.momentum,
-                weight_decay=config.weight_decay, epochs=config.epochs)
 
 
 @contextlib.contextmanager

@@ -191,7 +191,7 @@ def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
     if not isinstance(target, TargetShape):
         raise TypeError(f"target must be a TargetShape(out_features, in_per_group, ...), "
                         f"got {target!r}")
-    valid = sorted({"kept"}.union(*map(structure_options, STRUCTURES.names())))
+    valid = sorted({"kept", *STRUCTURE_OPTIONS})
     unknown = [name for name in options if name not in valid]
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} for {structure}; valid: sparsity, "
@@ -199,9 +199,14 @@ def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
     return counts(target, sparsity=sparsity, **options)
 
 
+#: The subnet layers' options that a layer hands every structure; each reads those its
+#: ``specs`` names (:func:`structure_options`).
+STRUCTURE_OPTIONS = ("pairs", "activation", "shared", "fan_in", "hidden")
+
+
 def structure_options(structure: str) -> frozenset[str]:
-    """The layer options (``pairs``, ``activation``, ``shared``, ``fan_in``, ``hidden``) that
-    ``structure`` (by name) reads: the keyword parameters of its ``specs``."""
+    """The layer options (of :data:`STRUCTURE_OPTIONS`) that ``structure`` (by name) reads:
+    the keyword parameters of its ``specs``."""
     parameters = inspect.signature(STRUCTURES.get(structure).specs).parameters.values()
     return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
 

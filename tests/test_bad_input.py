@@ -174,7 +174,7 @@ CASES = [
     (["--sparsity", "nan"], ["nan", "sparsity"]),
     (["--lr", "nan"], ["nan", "lr", "finite"]),
     (["--lr", "inf"], ["inf", "lr", "finite"]),
-    (["--lr", "0"], ["lr must be positive, got 0.0"]),
+    (["--lr", "0"], ["lr must be a positive finite number, got 0.0"]),
     (["--lr", "-0.1"], ["-0.1", "positive"]),
     (["--momentum", "-0.5"], ["-0.5", "[0, 1)"]),
     (["--momentum", "1.5"], ["1.5", "[0, 1)"]),

@@ -80,17 +80,33 @@ def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
     ({"structure": "dense"}, None, "as 'name' (one of conv2, "),
     ({"name": "fc2"}, {"epochs": -2}, "epochs (the schedule's length) must be a positive"),
     ({"name": "fc2"}, {"epochs": 0}, "got 0"),
-    ({"name": "fc2"}, {"lr": "0.1"}, "lr must be a finite number >= 0, got '0.1'"),
-    ({"name": "fc2"}, {"lr": -0.1}, "lr must be a finite number >= 0, got -0.1"),
+    ({"name": "fc2"}, {"lr": "0.1"}, "lr must be a positive finite number, got '0.1'"),
+    ({"name": "fc2"}, {"lr": -0.1}, "lr must be a positive finite number, got -0.1"),
+    ({"name": "fc2"}, {"lr": 0}, "lr must be a positive finite number, got 0"),
+    ({"name": "fc2"}, {"lr": math.nan}, "lr must be a positive finite number, got nan"),
     ({"name": "fc2"}, {"momentum": 1.0}, "momentum must be a finite number in [0, 1), got 1.0"),
     ({"name": "fc2"}, {"weight_decay": -1e-4}, "weight_decay must be a finite number >= 0"),
 ])
 def test_module_settings_are_checked_when_built(spec, optim, said):
     """Before: epochs -2 trained a schedule of length -2, epochs 0 was read as None, a string
     lr failed inside torch at the first step, a spec without a name in build_model; momentum 1
-    failed inside fit (train.py's flag refuses it). (lr 0 holds a model fixed.)"""
+    failed inside fit. The numbers are checked as train.py's flags are (one check,
+    optim.check_optim): lr 0, which train.py refuses, was taken (a model that never moves),
+    and a NaN lr was refused as a value a ticket cannot hold, not as an lr."""
     with pytest.raises(ValueError, match=re.escape(said)):
         ln.EdgePopupModule(spec, optim)
+
+
+@pytest.mark.parametrize("arch, lr", [("lenet5", 0.01), ("fc2", 0.1)])
+def test_module_takes_the_run_defaults_of_its_architecture(arch, lr):
+    """Without an lr the module trained LeNet5 at 0.1, ten times the recipe's 0.01 that
+    ``train.py --arch lenet5`` uses: the settings it is not given are a run's."""
+    from lotterynet.config import RunConfig
+    from lotterynet.optim import optim_settings
+
+    optim = ln.EdgePopupModule({"name": arch}).hparams.optim
+    assert optim == {**optim_settings(RunConfig(arch=arch)), "epochs": None}
+    assert optim["lr"] == lr
 
 
 @pytest.mark.parametrize("kwargs, said", [
@@ -131,14 +147,14 @@ def test_numpy_numbers_in_a_spec_are_kept_as_python_numbers(tmp_path):
     after its training ('not JSON-able')."""
     spec = {"name": "fc2", "width": np.int64(4), "structure": np.str_("dense"),
             "sparsity": np.linspace(0, 1, 5)[2], "seed": np.int64(3), "trained": np.False_}
-    module = ln.EdgePopupModule(spec, {"lr": np.float32(0.5)})
+    module = ln.EdgePopupModule(spec, {"lr": np.float32(0.5), "epochs": np.int64(2)})
     torch.save(dict(module.hparams), tmp_path / "hparams.pt")
     saved = torch.load(tmp_path / "hparams.pt", weights_only=True)
     assert saved["spec"] == module.model.spec == {**spec, "width": 4, "sparsity": 0.5, "seed": 3}
     keys = ("width", "structure", "sparsity", "seed", "trained")
     for got in (saved["spec"], module.model.spec):
         assert [type(got[key]) for key in keys] == [int, str, float, int, bool]
-    assert type(saved["optim"]["lr"]) is float
+    assert (type(saved["optim"]["lr"]), type(saved["optim"]["epochs"])) == (float, int)
     ln.save_ticket(module.model, tmp_path / "model.ticket")
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(ln.load_ticket(tmp_path / "model.ticket").eval()(x), module.model.eval()(x))

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 import lotterynet as ln
 from lotterynet.distributions import orseau_range
 from lotterynet.masking import MaskedWeight
-from lotterynet.structures import STRUCTURES, TargetShape, layer_counts
+from lotterynet.structures import (STRUCTURE_OPTIONS, STRUCTURES, TargetShape, layer_counts,
+                                   structure_options)
 
 
 def double_run(layer, x):
@@ -252,6 +253,12 @@ def test_layer_counts_refuses_a_misspelt_option_and_a_plain_tuple(target, option
     ``out_features``."""
     with pytest.raises(error, match=match):
         layer_counts("subsetsum", target, **options)
+
+
+def test_the_structure_options_are_those_the_structures_read():
+    """STRUCTURE_OPTIONS (what layer_counts and the run's unread options go by) is the union of
+    what each structure's specs reads, none missing and none extra."""
+    assert set(STRUCTURE_OPTIONS) == set().union(*map(structure_options, STRUCTURES.names()))
 
 
 def test_effective_weight_only_where_it_exists():
