@@ -138,3 +138,18 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
 #: Every module type that holds maskable tensors as one replaceable unit (also what torch.fx
 #: should take as leaf modules: their mask selection is not symbolically traceable).
 SUBNET_MODULES = (_SubnetLayer, SubnetMultiheadAttention)
+
+
+def outermost_subnet_modules(model: nn.Module, remove_duplicate: bool = True,
+                             where=lambda module: True) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the :data:`SUBNET_MODULES` of ``model`` (those ``where`` accepts)
+    that are inside no other such module (an attention's, not its projections; ``model``
+    alone, named ``""``, where it is one), in the model's order; a module registered under
+    several names under each of them only with ``remove_duplicate`` False (as
+    ``named_modules``)."""
+    outermost: list[tuple[str, nn.Module]] = []  # (a module is listed before those inside it)
+    for name, module in model.named_modules(remove_duplicate=remove_duplicate):
+        if isinstance(module, SUBNET_MODULES) and where(module) and not any(
+                name.startswith(f"{outer}." if outer else "") for outer, _ in outermost):
+            outermost.append((name, module))
+    return outermost

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attention import SUBNET_MODULES, SubnetMultiheadAttention
+from .attention import SUBNET_MODULES, SubnetMultiheadAttention, outermost_subnet_modules
 from .convert import CONVERT_RECORD, move_hooks
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .masking import uncompiled
@@ -106,13 +106,8 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
         module.__dict__.pop(CONVERT_RECORD, None)
     if isinstance(exported, SUBNET_MODULES):
         return export_layer(exported, sparse=sparse)
-    layers: list[tuple[str, nn.Module]] = []  # outermost subnet layers, under every name
-    for name, module in exported.named_modules(remove_duplicate=False):
-        if isinstance(module, SUBNET_MODULES) and not any(
-                name.startswith(f"{outer}.") for outer, _ in layers):
-            layers.append((name, module))
     plain: dict[int, nn.Module] = {}
-    for name, layer in layers:
+    for name, layer in outermost_subnet_modules(exported, remove_duplicate=False):
         parent, _, child = name.rpartition(".")
         owner = exported.get_submodule(parent)
         if id(layer) not in plain:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import float32_draws, seeded_generator
-from .masking import MaskedSparsity, MaskedWeight
+from .masking import MaskedSparsity, named_masked_weights
 from .structures import STRUCTURES, LayerOp, TargetShape, check_positive_int
 
 
@@ -121,8 +121,8 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
     def mask(self) -> dict[str, torch.Tensor]:
         """The current boolean masks, by tensor name (``weight`` for dense, ``u``/``v`` ...):
         copies, which the caller may change without changing the layer's cached mask."""
-        return {name: m.mask().clone() for name, m in self.structure.named_modules()
-                if isinstance(m, MaskedWeight)}
+        return {name: m.mask().clone()
+                for name, m in named_masked_weights(self.structure).items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.structure(x, LayerOp(self._op, self.bias))

@@ -541,9 +541,19 @@ def uncompiled(model: nn.Module, caller: str | None = None) -> nn.Module:
         else model
 
 
+def named_masked_weights(model: nn.Module, remove_duplicate: bool = True
+                         ) -> dict[str, MaskedWeight]:
+    """``model``'s maskable tensors by module name, in the model's order (what a ticket's
+    format and :func:`global_topk`'s tie order follow); a tensor registered under several
+    names once, under its first, unless ``remove_duplicate`` is False (as
+    ``named_modules``)."""
+    return {name: m for name, m in check_module(model, "named_masked_weights").named_modules(
+        remove_duplicate=remove_duplicate) if isinstance(m, MaskedWeight)}
+
+
 def masked_weights(model: nn.Module) -> list[MaskedWeight]:
-    return [m for m in check_module(model, "masked_weights").modules()
-            if isinstance(m, MaskedWeight)]
+    """``model``'s maskable tensors, in its order, each once (:func:`named_masked_weights`)."""
+    return list(named_masked_weights(check_module(model, "masked_weights")).values())
 
 
 def pruned_fraction(model: nn.Module) -> float:
@@ -595,8 +605,7 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
     This concatenates all scores once per call; call it when the ranking should be refreshed
     (e.g. once per epoch), not on every batch: between calls each tensor keeps its own top-k.
     """
-    named = [(n, m) for n, m in uncompiled(model, "global_topk").named_modules()
-             if isinstance(m, MaskedWeight)]
+    named = list(named_masked_weights(uncompiled(model, "global_topk")).items())
     if not named:
         raise ValueError("global_topk: the model has no maskable (subnet) layers")
     grouped = [n for n, m in named if m.group_dim is not None]

@@ -22,13 +22,12 @@ from .config import RunConfig
 from .convert import plain_numbers
 from .datamodule import TensorDataModule
 from .graphs import StepGraphs
-from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear
+from .layers import SubnetLinear, _SubnetLayer
 from .masking import masked_weights
 from .models import MODELS, build_model, split_arch
 from .optim import check_optim, optim_settings, optimizer_and_schedule
 from .stacked import frozen_prefix
 
-SUBNET_LAYERS = (SubnetLinear, SubnetConv1d, SubnetConv2d)
 STAGES = ("train", "val", "test")
 #: Each stage's mean loss over an epoch; ``train/loss`` itself is the loss of a step, of
 #: every step whose logs Lightning writes (each ``log_every_n_steps``-th).
@@ -304,7 +303,7 @@ def layer_names(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     counts = {"fc": 0, "conv": 0}
     names = {}
     for name, m in model.named_modules():
-        if not isinstance(m, SUBNET_LAYERS):
+        if not isinstance(m, _SubnetLayer):
             continue
         if all(part.isdigit() for part in name.split(".")):
             kind = "fc" if isinstance(m, SubnetLinear) else "conv"

@@ -60,10 +60,10 @@ import torch
 from torch import nn
 
 from . import ticket_file
-from .attention import SUBNET_MODULES
+from .attention import SUBNET_MODULES, outermost_subnet_modules
 from .convert import CONVERT_RECORD, LAYOUTS, convert, laid_out
 from .errors import plural
-from .masking import MaskedWeight, uncompiled
+from .masking import named_masked_weights, uncompiled
 from .models import build_model, recorded_spec
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
 from .timm_models import sourced
@@ -106,10 +106,6 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 EXTRA_STATE = "_extra_state"  # a state dict's name for what get_extra_state returns
 
 
-def _masked_modules(model: nn.Module) -> dict[str, MaskedWeight]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, MaskedWeight)}
-
-
 def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None = None,
                     stored: set[str] | None = None) -> set[str]:
     """The parameters a ticket of ``model`` regenerates: those a fresh build of it freezes.
@@ -150,11 +146,7 @@ def _warn_unseeded(model: nn.Module, stored: dict, size: int) -> None:
               if not seeded and name in stored]
     if not frozen:
         return
-    layers = []  # (named_modules lists a module before those inside it)
-    for name, m in model.named_modules():
-        if isinstance(m, SUBNET_MODULES) and not m.seeded and not any(
-                name.startswith(f"{outer}." if outer else "") for outer in layers):
-            layers.append(name)
+    layers = [name for name, _ in outermost_subnet_modules(model, where=lambda m: not m.seeded)]
     nbytes = sum(stored[name].numel() * stored[name].element_size() for name in frozen)
     shown = ", ".join(repr(name) if name else "the model" for name in layers[:3])
     warnings.warn(f"save_ticket: {plural(len(layers), 'subnet layer')} made without a seed ({shown}"
@@ -170,8 +162,8 @@ def _split_state(model: nn.Module, frozen: set[str]) -> tuple[dict, dict]:
     which the load regenerates, and the parameters and buffers a ticket stores (everything
     else, except the scores and their ``k``: the masks hold both). A module registered under
     several names, or a tensor tied to another, is listed once, under its first name."""
-    in_masks = {f"{n}.{what}" for n, m in model.named_modules(remove_duplicate=False)
-                if isinstance(m, MaskedWeight) for what in ("scores", EXTRA_STATE)}
+    in_masks = {f"{n}.{what}" for n in named_masked_weights(model, remove_duplicate=False)
+                for what in ("scores", EXTRA_STATE)}
     regenerated, stored = {}, {}
     for name, value in _first_names(model, skip=in_masks):
         (regenerated if name in frozen else stored)[name] = value
@@ -334,7 +326,7 @@ def save_ticket(model: nn.Module, path) -> int:
     :class:`~lotterynet.module.EdgePopupModule`, the model it trains (``module.model``). Warns
     (``UserWarning``) when subnet layers made without a seed make it store their frozen weights."""
     model = _trained(uncompiled(model, "save_ticket"))
-    masked = _masked_modules(model)
+    masked = named_masked_weights(model)
     if not masked:
         raise ValueError("the model has no subnet (maskable) layers: nothing to save as a ticket")
     state = model.state_dict()
@@ -382,7 +374,7 @@ def _entries(model: nn.Module, frozen: set[str]) -> dict[str, dict]:
     """What the model's ticket would list: ``{"masks": {name: shape}, "tensors": {name:
     [dtype, shape]}}``."""
     stored = _split_state(model, frozen)[1]
-    return {"masks": {n: list(m.weight.shape) for n, m in _masked_modules(model).items()},
+    return {"masks": {n: list(m.weight.shape) for n, m in named_masked_weights(model).items()},
             "tensors": {n: [ticket_file.dtype_name(t.dtype), list(t.shape)]
                         for n, t in stored.items()}}
 
@@ -598,7 +590,7 @@ def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
 
 
 def _impose_masks(model: nn.Module, masks: dict, payload: memoryview) -> None:
-    modules = _masked_modules(model)
+    modules = named_masked_weights(model)
     for name, entry in masks.items():
         m = modules[name]
         raw = payload[entry["offset"]:entry["offset"] + entry["nbytes"]]
