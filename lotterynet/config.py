@@ -587,10 +587,12 @@ def steps_per_epoch(config: RunConfig) -> int:
     return max(1, math.ceil(examples_per_device(config) / config.batch_size))
 
 
+#: The W&B run's options, read only with ``--wandb``.
+WANDB_OPTIONS = ("wandb_project", "wandb_group", "wandb_entity", "wandb_tags", "wandb_notes",
+                 "log_model")
 #: Fields that say where and how a run is written and logged, not what it computes.
 OUTPUT_ONLY = ("out", "resume", "overwrite", "stop_after", "progress_bar", "wandb",
-               "wandb_project", "wandb_group", "wandb_entity", "wandb_tags", "wandb_notes",
-               "log_model")
+               *WANDB_OPTIONS)
 #: Fields a run's results do not depend on: where it ran and where it wrote. A sweep's cell
 #: (or stack) trained with another value of any other field is not the sweep's cell.
 NOT_COMPUTED = (*OUTPUT_ONLY, "data_dir", "accelerator", "devices", "cuda_graphs")
@@ -826,10 +828,6 @@ def check_exclude(patterns: list) -> None:
     if bad is not None:
         raise ConfigError(f"exclude {bad!r} is not a module-name pattern (a non-empty string "
                           f"such as stem.conv or 'stages.*.conv1')")
-
-
-WANDB_OPTIONS = ("wandb_project", "wandb_group", "wandb_entity", "wandb_tags", "wandb_notes",
-                 "log_model")
 
 
 def unread_options(config: RunConfig) -> dict[str, str]:

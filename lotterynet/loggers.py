@@ -14,6 +14,7 @@ import os
 import secrets
 import struct
 import time
+from functools import partial
 from pathlib import Path
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
@@ -28,6 +29,7 @@ from .checkpointing import (
     write_csv_atomic,
 )
 from .config import WANDB_SERVER_MODES, wandb_mode
+from .grid import config_value
 
 METRICS_FILE = "metrics.csv"
 WANDB_ID_FILE = "wandb-id"
@@ -244,10 +246,11 @@ def wandb_config(config: dict) -> dict:
 def wandb_options(config: dict) -> dict:
     """Where a W&B run of ``config`` goes (``wandb.init``'s keywords): project, group,
     entity, tags, notes and mode — for a run, a stack and a sweep's summary alike."""
-    tags = [t.strip() for t in (config.get("wandb_tags") or "").split(",") if t.strip()]
-    return {"project": config.get("wandb_project", "lotterynet"),
-            "group": config.get("wandb_group"), "entity": config.get("wandb_entity"),
-            "tags": tags or None, "notes": config.get("wandb_notes"), "mode": wandb_mode()}
+    option = partial(config_value, config)  # (a sweep's base has only the fields it sets)
+    tags = [t.strip() for t in (option("wandb_tags") or "").split(",") if t.strip()]
+    return {"project": option("wandb_project"), "group": option("wandb_group"),
+            "entity": option("wandb_entity"), "tags": tags or None,
+            "notes": option("wandb_notes"), "mode": wandb_mode()}
 
 
 def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) -> list[Logger]:

@@ -466,7 +466,7 @@ class MemberResults(pl.Callback):
                 *history,  # (then the test row, at the step after the last, as a single run's)
                 {"epoch": budget, "step": budget * trainer.num_training_batches,
                  "test/acc": tested["test_acc"], "test/loss": tested["test_loss"]}]
-        write_csv_atomic(cell / "metrics.csv", rows,
+        write_csv_atomic(cell / METRICS_FILE, rows,
                          sorted(dict.fromkeys(k for row in rows for k in row)))
         write_ticket(member, cell)
         last = history[-1] if history else {}

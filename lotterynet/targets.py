@@ -28,6 +28,7 @@ from torch import nn
 from .checkpointing import load_checkpoint
 from .config import ConfigError, make_config
 from .errors import REPORTED, CheckpointError, OneLineErrorParser, exit_code, message
+from .loggers import METRICS_FILE, WANDB_ID_FILE
 from .models import build_model
 from .run import CHECKPOINTS, LAST, RESULTS, check_same_run, holds_files, read_json, run
 from .ticket import tensors_digest
@@ -48,7 +49,7 @@ PAPER_ACCURACY = {"pensia_fc2": 0.9719, "dacunha_lenet5_mnist": 0.9899,
                   "dacunha_lenet5_fashion-mnist": 0.8912}
 TARGETS_DIR = Path("runs/targets")
 #: What a run stopped before its first checkpoint leaves: started again, not refused.
-BEFORE_FIRST_CHECKPOINT = {"metrics.csv", "hparams.yaml", CHECKPOINTS, "wandb-id"}
+BEFORE_FIRST_CHECKPOINT = {METRICS_FILE, "hparams.yaml", CHECKPOINTS, WANDB_ID_FILE}
 
 
 def target_config(name: str, *, data_dir=None, out: Path | None = None,
