@@ -46,6 +46,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from .convert import CONVERTIBLE, type_name
 from .distributions import check_positive, orseau_range
 from .layers import SubnetConv2d, SubnetLinear
 from .structures import check_positive_int
@@ -93,17 +94,11 @@ def _check_target(layer, kinds: tuple[type, ...], what: str) -> None:
 
 
 def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:
-    """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one)."""
-    bias = layer.bias is not None
-    if isinstance(layer, nn.Linear):
-        subnet = SubnetLinear(layer.in_features, layer.out_features, bias, **options)
-    elif isinstance(layer, nn.Conv2d):
-        subnet = SubnetConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                              layer.stride, layer.padding, layer.dilation, layer.groups, bias,
-                              layer.padding_mode, **options)
-    else:
-        raise ValueError(f"can approximate nn.Linear or nn.Conv2d, got {type(layer).__name__}")
-    return subnet.double()
+    """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one), as
+    ``convert`` makes it (:data:`~lotterynet.convert.CONVERTIBLE`'s rule for ``layer``'s
+    family: the callers checked it is one of the two)."""
+    rule = CONVERTIBLE.get(type_name(nn.Linear if isinstance(layer, nn.Linear) else nn.Conv2d))
+    return rule.build(layer, layer.bias is not None, **options).double()
 
 
 def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator, *,

@@ -75,6 +75,10 @@ class Convertible:
     args: Callable[[nn.Module], tuple]
     kwargs: Callable[[nn.Module], dict] = field(default=lambda m: {})
 
+    def build(self, module: nn.Module, bias: bool, **options) -> nn.Module:
+        """The subnet layer with ``module``'s geometry, a bias or not, and ``options``."""
+        return self.subnet(*self.args(module), bias, **self.kwargs(module), **options)
+
 
 def _linear_args(m: nn.Linear) -> tuple:
     return (m.in_features, m.out_features)
@@ -83,6 +87,10 @@ def _linear_args(m: nn.Linear) -> tuple:
 def _conv_args(m: nn.Conv1d | nn.Conv2d) -> tuple:
     return (m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
             m.groups)
+
+
+def _conv_kwargs(m: nn.Conv1d | nn.Conv2d) -> dict:
+    return dict(padding_mode=m.padding_mode)  # (subnet convolutions refuse all but 'zeros')
 
 
 def _attention_args(m: nn.MultiheadAttention) -> tuple:
@@ -109,8 +117,8 @@ def type_name(cls: type) -> str:
 #: with it, never on their own.
 CONVERTIBLE: Registry = Registry("convertible layer type")
 CONVERTIBLE.register(type_name(nn.Linear))(Convertible(SubnetLinear, _linear_args))
-CONVERTIBLE.register(type_name(nn.Conv1d))(Convertible(SubnetConv1d, _conv_args))
-CONVERTIBLE.register(type_name(nn.Conv2d))(Convertible(SubnetConv2d, _conv_args))
+CONVERTIBLE.register(type_name(nn.Conv1d))(Convertible(SubnetConv1d, _conv_args, _conv_kwargs))
+CONVERTIBLE.register(type_name(nn.Conv2d))(Convertible(SubnetConv2d, _conv_args, _conv_kwargs))
 # timm's Linear only adds a dtype cast under TorchScript.
 CONVERTIBLE.register("timm.layers.linear.Linear")(Convertible(SubnetLinear, _linear_args))
 CONVERTIBLE.register(type_name(nn.MultiheadAttention))(
@@ -334,9 +342,6 @@ def _convertible(module: nn.Module, name: str) -> Convertible | None:
                          "(torch.nn.utils.parametrize.remove_parametrizations)")
     if type_name(type(module)) not in CONVERTIBLE:
         raise UnconvertibleLayers({name: type(module)})
-    if getattr(module, "padding_mode", "zeros") != "zeros":
-        raise ValueError(f"module {name!r} has padding_mode={module.padding_mode!r}; subnet "
-                         "convolutions support only padding_mode='zeros'")
     _check_hooks(module, name)
     return CONVERTIBLE.get(type_name(type(module)))
 
@@ -386,8 +391,7 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
                   seed: int, **options) -> nn.Module:
     keep_bias = bias.keep and _has_bias(module)
     try:
-        layer = rule.subnet(*rule.args(module), keep_bias, seed=layer_seed(seed, name),
-                            **rule.kwargs(module), **options)
+        layer = rule.build(module, keep_bias, seed=layer_seed(seed, name), **options)
     except (ValueError, TypeError) as error:
         raise ValueError(f"cannot convert module {name!r}: {error}") from error
     for param_name, p in layer.named_parameters():
