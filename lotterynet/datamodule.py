@@ -163,8 +163,8 @@ class TensorDataModule(pl.LightningDataModule):
         check_positive_int("batch_size", batch_size)
         if limit_train is not None:
             check_positive_int("limit_train", limit_train)
-        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
-            raise ValueError(f"val_size must be an integer >= 0, got {val_size!r}")
+        if isinstance(val_size, bool) or not isinstance(val_size, int):
+            raise ValueError(f"val_size must be an integer, got {val_size!r}")
         # the run config's seeds, [0, SEED_MAX]: what the epochs' and batches' seeds are made of
         seed = check_seed(seed, below=SEED_MAX + 1)
         self.dataset, self.data_dir = dataset, data_dir
@@ -207,8 +207,6 @@ class TensorDataModule(pl.LightningDataModule):
         if self.splits:
             return
         x, y = load_or_download(self.dataset, self.data_dir, train=True)
-        if not 0 <= self.val_size < len(x):
-            raise ValueError(f"val_size must be in [0, {len(x)}), got {self.val_size}")
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
         train_idx, val_idx = order[:len(x) - self.val_size], order[len(x) - self.val_size:]
         train_idx = train_idx[:self.limit_train] if self.limit_train else train_idx

@@ -113,6 +113,8 @@ def test_module_takes_the_run_defaults_of_its_architecture(arch, lr):
     (dict(limit_train=10**6), "limit_train 1000000 is more than the 55,000 training examples "
                               "of mnist (val_size 5000 held out); leave it out to train on all"),
     (dict(val_size=60000), "val_size must be in [0, 60000) for mnist, got 60000"),
+    (dict(val_size=-1), "val_size must be in [0, 60000) for mnist, got -1"),
+    (dict(val_size=5.0), "val_size must be an integer, got 5.0"),
     (dict(seed="0"), "seed must be an integer, got '0'"),
     (dict(seed=-1), "seed must be in [0, 2**32), got -1"),
     (dict(seed=2**32), "seed must be in [0, 2**32), got 4294967296"),
