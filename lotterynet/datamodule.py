@@ -149,8 +149,9 @@ class TensorLoader:
 
 class TensorDataModule(pl.LightningDataModule):
     """Train / validation / test splits of a registered data set (``mnist``, ``fashion-mnist``,
-    ``cifar10``) as whole tensors. Lightning's hooks do the work: ``prepare_data`` downloads a
-    missing set (once per machine), ``setup`` reads the splits (once; later calls reuse them).
+    ``cifar10``) as whole tensors. Lightning's hooks do the work: ``setup`` reads the splits,
+    downloading a missing set (once; later calls reuse them), and ``prepare_data``, which
+    Lightning calls first in one process per machine, is that process's ``setup``.
     ``in_channels``, ``image_size`` and ``num_classes`` are known before either, from the data
     set's registry entry. ``augment`` names the training batches' augmentation
     (:data:`~lotterynet.augment.AUGMENTATIONS`; default ``none``)."""
@@ -198,10 +199,9 @@ class TensorDataModule(pl.LightningDataModule):
         return encoder is not None
 
     def prepare_data(self) -> None:
-        if self.splits:  # read already (lotterynet's runs call setup before anything else)
-            return
-        for train in (True, False):
-            load_or_download(self.dataset, self.data_dir, train=train)
+        """Downloads a missing set in one process per machine, before the others read it (a
+        DDP run's): it is :meth:`setup`, whose splits this process then reuses."""
+        self.setup()
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -17,7 +17,7 @@ from torch import nn
 
 import lotterynet as ln
 from lotterynet.cli import build_parser, config_from_args
-from lotterynet.datamodule import EVAL_BATCH, EpochPermutation, TensorDataModule
+from lotterynet.datamodule import EVAL_BATCH, EpochPermutation, TensorDataModule, load_or_download
 from lotterynet.models import MODELS, build_model
 from lotterynet.module import check_images
 from lotterynet.params import count_params
@@ -56,7 +56,17 @@ def test_adam_is_adam_and_adamw_is_adamw():
     assert type(OPTIMIZERS.get("adamw")(params, **settings)) is torch.optim.AdamW
 
 
-def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
+def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir, monkeypatch):
+    """The README's use: validate, fit, validate and test under a plain Trainer, which read
+    each split once (prepare_data read, normalised and checked both and threw them away, for
+    setup to read them again)."""
+    reads = []
+
+    def counted(name, root, *, train):
+        reads.append(train)
+        return load_or_download(name, root, train=train)
+
+    monkeypatch.setattr(ln.datamodule, "load_or_download", counted)
     data = ln.TensorDataModule("mnist", str(data_dir), limit_train=512, val_size=256)
     assert not data.splits  # nothing is read before Lightning's hooks
     module = ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5},
@@ -73,6 +83,7 @@ def test_module_and_datamodule_train_under_a_plain_trainer(tmp_path, data_dir):
     assert trainer.validate(module, datamodule=data, verbose=False)[0]["val/acc"] > before + 0.2
     tested = trainer.test(module, datamodule=data, verbose=False)[0]
     assert tested["test/acc"] > 0.5
+    assert reads == [True, False]
 
 
 
