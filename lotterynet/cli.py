@@ -43,6 +43,7 @@ from .errors import (
     Terminated,
     TrainingDiverged,
     exit_code,
+    flag_name,
     interrupted,
     message,
     plural,
@@ -77,7 +78,7 @@ class OneLineParser(OneLineErrorParser):
         for name in PATH_FLAGS:
             try:
                 if getattr(args, name) is not None:
-                    check_path(f"--{name.replace('_', '-')}", getattr(args, name))
+                    check_path(flag_name(name), getattr(args, name))
             except ConfigError as err:
                 self.error(str(err))
         return args
@@ -153,14 +154,13 @@ def given_values(args: argparse.Namespace) -> Overrides:
     flag of each other: what a sweep's refusals name), the config file read once."""
     values = load_yaml(args.config) if args.config else {}
     flags = given_flags(args)
-    flagged = {key: f"--{key.replace('_', '-')}" for key in flags}
+    flagged = {key: flag_name(key) for key in flags}
     if "model_kwargs" in flags:  # [(KEY, VALUE), ...]
         flags["model_kwargs"] = dict(flags["model_kwargs"])
     if "trainer" in flags:  # [(KEY, VALUE), ...]: the Trainer options
         given = dict(flags["trainer"])
         covered, options = split_trainer_options(given)
-        check_agree(flags, covered, given, lambda name: f"--trainer.{name}",
-                    lambda key: f"--{key.replace('_', '-')}")
+        check_agree(flags, covered, given, lambda name: f"--trainer.{name}", flag_name)
         flags = {**covered, **flags, "trainer": options}
         flagged = {**{key: f"--trainer.{name}" for name, key in TRAINER_KEYS.items()
                       if key in covered}, **flagged}
@@ -195,7 +195,7 @@ def resolved_config(explicit: dict):
     values = without_devices_named_in(
         {k: v for k, v in stored.items() if k not in NOT_RESUMED}, explicit)
     run_options = values.get("trainer") if isinstance(values.get("trainer"), dict) else {}
-    changed = [(f"--{name.replace('_', '-')}", explicit[name], repr(stored.get(name)))
+    changed = [(flag_name(name), explicit[name], repr(stored.get(name)))
                for name in changed_fields(stored, explicit) if name != "trainer"]
     changed += [(f"--trainer.{name}", explicit["trainer"][name],
                  repr(run_options[name]) if name in run_options else None)
@@ -208,7 +208,7 @@ def resolved_config(explicit: dict):
             was = f"{recipe_lr(str(stored.get('arch')), None)!r} (its recipe's)"
         differs = f"differs from the resumed run's {was}" if was else \
             "is not one of the resumed run's Trainer options"
-        allowed = [f"--{k.replace('_', '-')}" for k in RESUMABLE if k != "overwrite"]
+        allowed = [flag_name(k) for k in RESUMABLE if k != "overwrite"]
         raise ConfigError(  # (--overwrite: refused with a resume, which never clears its run)
             f"{flag} {given!r} {differs}; a resumed run keeps its config (with --resume only "
             f"these may be given: {', '.join(allowed)})")
@@ -255,8 +255,8 @@ def run_stack_file(args: argparse.Namespace) -> int:
 
     values = explicit_values(args)
     configs, cells = read_stack_file(args.stack_file, values.get("data_dir"))
-    flags = [f"--{k.replace('_', '-')}" for k in values if k != "data_dir"]
-    flags += [f"--{k.replace('_', '-')}" for k in SWEEP_FLAGS if getattr(args, k) is not None]
+    flags = [flag_name(k) for k in values if k != "data_dir"]
+    flags += [flag_name(k) for k in SWEEP_FLAGS if getattr(args, k) is not None]
     if flags:
         raise ConfigError(f"--stack-file runs the stack as its file says; drop "
                           f"{', '.join(flags)} (edit the file, or run the sweep instead; only "
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     """A stack file, a sweep or one run. The heavy stack (torch, Lightning) is imported only
     once a run's config is valid: --help, bad flags and bad config files answer at once."""
-    how = [f"--{k.replace('_', '-')}" for k in SWEEP_RUN_FLAGS if getattr(args, k) is not None]
+    how = [flag_name(k) for k in SWEEP_RUN_FLAGS if getattr(args, k) is not None]
     if how and (args.stack_file or not is_sweep(args)):
         raise ConfigError(f"{how[0]} says how a sweep runs its cells; give it with --sweep or "
                           f"the --sweep-* flags (a {'stack file' if args.stack_file else 'run'} "

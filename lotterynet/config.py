@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, flag_name
 from .registry import check_choice
 
 
@@ -244,7 +244,7 @@ def dotted_flags(argv: list[str]) -> list[str]:
             if key.replace("-", "_") not in SECTIONS[name]:
                 raise ConfigError(f"unknown {name} key {key!r} in {arg!r}; valid keys: "
                                   f"{', '.join(SECTIONS[name])}")
-            flag = "--" + key.replace("_", "-")
+            flag = flag_name(key)
             if field_type(FIELDS[key.replace("-", "_")]) is not bool:
                 out.append(flag + equals + value)
             elif equals or (args and not args[0].startswith("--")):  # a value: true or false
@@ -883,11 +883,6 @@ def hidden_replaces_pairs(structure: str, hidden: int) -> bool:
                     for pairs in OPTION_PROBES["pairs"]}) == 1
     except ValueError:  # (dacunha refuses hidden, and its build says so)
         return False
-
-
-def flag_name(name: str) -> str:
-    """The flag of the run option ``name`` (``batch_size`` -> ``--batch-size``)."""
-    return f"--{name.replace('_', '-')}"
 
 
 def flag_spelling(name: str, value) -> str:

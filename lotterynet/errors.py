@@ -52,6 +52,11 @@ class OneLineErrorParser(argparse.ArgumentParser):
             self.error(f"{flag} takes no value, not {value!r}: give {forms}")
 
 
+def flag_name(name: str) -> str:
+    """The flag of the option ``name`` (``batch_size`` -> ``--batch-size``)."""
+    return f"--{name.replace('_', '-')}"
+
+
 def unread_option(args: argparse.Namespace, reads: dict[str, set[str]], command: str
                   ) -> str | None:
     """The refusal of the first option given (not None) that ``command`` does not read, or
@@ -61,7 +66,7 @@ def unread_option(args: argparse.Namespace, reads: dict[str, set[str]], command:
     unread = [k for k in given if k not in reads[command]]
     if not unread:
         return None
-    flags = ["--" + name.replace("_", "-") for name in (unread[0], *sorted(reads[command]))]
+    flags = [flag_name(name) for name in (unread[0], *sorted(reads[command]))]
     return f"{flags[0]} is not read by {command}; it reads {', '.join(flags[1:])}"
 
 

@@ -41,6 +41,7 @@ from .config import (
     refuse_unread_flags,
     string_keys,
 )
+from .errors import flag_name
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
@@ -215,7 +216,7 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
 
     def spelled(key: str) -> str:
         return f"config file {args.config!r}: {key}" if key in in_file else \
-            given.flagged.get(key, f"--{key.replace('_', '-')}")
+            given.flagged.get(key, flag_name(key))
 
     for spell, values in [(spelled, overrides), (lambda k: f"base: {k}", base),
                           *((lambda k: f"variant: {k}", v) for v in variants)]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .checkpointing import savefig_atomic
-from .errors import ConfigError, OneLineErrorParser, unread_option
+from .errors import ConfigError, OneLineErrorParser, flag_name, unread_option
 from .registry import Registry
 from .validate import check_output_dir
 
@@ -424,7 +424,7 @@ def main(argv=None) -> None:
     for name, (valid, what) in checks.items():
         value = getattr(args, name)  # (None: an option this command does not read)
         if value is not None and not valid(value):
-            parser.error(f"--{name.replace('_', '-')} must be {what}, got {value!r}")
+            parser.error(f"{flag_name(name)} must be {what}, got {value!r}")
     if studying:
         entries = args.trials * (2**args.n_max + round(2 / args.epsilon))
         if entries > 2**27:  # sums and grid points per trial, in a few float64 copies
