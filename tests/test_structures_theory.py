@@ -10,8 +10,13 @@ import torch.nn.functional as F
 import lotterynet as ln
 from lotterynet.distributions import orseau_range
 from lotterynet.masking import MaskedWeight
-from lotterynet.structures import (STRUCTURE_OPTIONS, STRUCTURES, TargetShape, layer_counts,
-                                   structure_options)
+from lotterynet.structures import (
+    STRUCTURE_OPTIONS,
+    STRUCTURES,
+    TargetShape,
+    layer_counts,
+    structure_options,
+)
 
 
 def double_run(layer, x):
