@@ -76,9 +76,6 @@ class Sweep:
     sizes: tuple[int, ...]
     build: object
 
-    def builder(self, size: int):
-        return self.build(size)
-
 
 def _subset_sum(coefficients, size, k=None):
     return partial(subset_sum, n=size, k=k, coefficients=coefficients)
@@ -146,7 +143,7 @@ def measure(sweep: Sweep, size: int, seed: int, part: nn.Sequential, head: nn.Se
     """Build ``sweep`` at ``size`` on the layers of ``part`` (the approximated part of the
     target), evaluate ``head(model(x))`` on the test set, and report the errors.
     ``reference``: the target part's float64 output on the test set."""
-    model, stats = construct_model(part, sweep.builder(size), seed=seed)
+    model, stats = construct_model(part, sweep.build(size), seed=seed)
     subset_family = all("coefficient_range" in s for s in stats)
     errors = (effective_errors(model, part) if subset_family
               else torch.cat([s.pop("weight_errors") for s in stats]))

@@ -201,11 +201,11 @@ def test_theorem_widths_of_lenet5_take_layer_1s_own_n():
 
 
 def test_paper_defaults_of_the_coefficient_range():
-    ranges = {s.name: s.builder(5).keywords["coefficients"] for s in FC2_SWEEPS
+    ranges = {s.name: s.build(5).keywords["coefficients"] for s in FC2_SWEEPS
               if s.name in ("pensia", "dacunha", "symmetric", "natale")}
     assert ranges == {"pensia": "layer", "dacunha": "unit", "symmetric": "symmetric",
                       "natale": "layer"}
-    lenet = {s.name: s.builder(5).keywords["coefficients"] for s in LENET5_SWEEPS}
+    lenet = {s.name: s.build(5).keywords["coefficients"] for s in LENET5_SWEEPS}
     assert lenet["natale"] == lenet["natale_k"] == lenet["dacunha"] == "unit"
     assert approximate.DATASET_SEED_OFFSET["mnist"] != approximate.DATASET_SEED_OFFSET[
         "fashion-mnist"]  # independent draws per data set

@@ -376,7 +376,7 @@ def test_a_product_networks_median_error_is_over_every_weight():
     x = torch.randn(8, 20, dtype=torch.float64)
     row = measure(sweep, 3, 0, target, nn.Sequential(), x, torch.zeros(8, dtype=torch.long),
                   target.double()(x))
-    model, stats = construct_model(target, sweep.builder(3), seed=0)
+    model, stats = construct_model(target, sweep.build(3), seed=0)
     errors = torch.cat([s["weight_errors"] for s in stats])
     assert errors.numel() == 220
     assert row["weight_error_median"] == errors.median().item()
