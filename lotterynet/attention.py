@@ -21,8 +21,8 @@ import numbers
 import torch
 from torch import nn
 
-from .distributions import float32_draws, seeded_generator
-from .layers import SubnetLinear, _SubnetLayer, check_float_dtype, record_frozen
+from .distributions import draw_seed
+from .layers import SubnetLinear, _SubnetLayer, check_float_dtype, drawn
 from .masking import MaskedSparsity
 from .structures import check_positive_int
 
@@ -57,16 +57,10 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
         self.vdim = embed_dim if vdim is None else check_positive_int("vdim", vdim)
         self._qkv_same_embed_dim = False  # separate projections: never the packed fast path
         self.dropout, self.batch_first, self.add_zero_attn = dropout, batch_first, add_zero_attn
-        generator = seeded_generator(seed)
-        self.seeded = seed is not None  # (else a ticket stores the frozen weights: ticket.py)
-
-        def draw_seed():
-            return None if generator is None else int(
-                torch.randint(2**62, (), generator=generator, device="cpu"))
-
-        with float32_draws() as default:  # then moved, as a SubnetLinear is (layers.py)
+        with drawn(self, seed, device, dtype) as generator:  # as a SubnetLinear is drawn
             for name, d_in in zip(PROJECTIONS, (embed_dim, self.kdim, self.vdim, embed_dim)):
-                layer = SubnetLinear(d_in, embed_dim, bias, seed=draw_seed(), **layer_options)
+                layer = SubnetLinear(d_in, embed_dim, bias, seed=draw_seed(generator),
+                                     **layer_options)
                 effective = getattr(layer.structure, "effective_weight", None)
                 if effective is None or effective()[1]:
                     raise ValueError(
@@ -81,10 +75,6 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
                                                                 generator=generator),
                                          requires_grad=False)
                 setattr(self, name, value)
-        dtype = dtype or default
-        if device is not None or dtype != torch.float32:
-            self.to(device=device, dtype=dtype)
-        record_frozen(self)
 
     # What nn.MultiheadAttention.forward reads, computed from the projections.
     in_proj_weight = None

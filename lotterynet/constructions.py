@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from .convert import CONVERTIBLE, type_name
-from .distributions import check_positive, orseau_range
+from .distributions import check_positive, draw_seed, orseau_range
 from .layers import SubnetConv2d, SubnetLinear
 from .structures import check_positive_int
 from .subsetsum import check_values, solve
@@ -73,10 +73,6 @@ def coefficient_bounds(weight: torch.Tensor, coefficients: str) -> tuple[float, 
         return -1.0, 1.0
     raise ValueError(f"unknown coefficient range {coefficients!r}; valid choices: "
                      f"{', '.join(COEFFICIENT_RANGES)}")
-
-
-def _seed(generator: torch.Generator) -> int:
-    return int(torch.randint(2**62, (), generator=generator))
 
 
 def _check_target(layer, kinds: tuple[type, ...], what: str) -> None:
@@ -256,7 +252,7 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
         init_kwargs = {"alpha": alpha, "beta": beta}
         select = partial(select, cap=golden_ratio_cap(w_max, epsilon))
     subnet = _subnet_like(layer, structure=structure_name, hidden=m * d_in, sparsity=0.0,
-                          init_kwargs=init_kwargs, seed=_seed(generator))
+                          init_kwargs=init_kwargs, seed=draw_seed(generator))
     u, v = subnet.structure.u, subnet.structure.v
     inputs = torch.arange(d_in).repeat_interleave(m)  # hidden neuron h = i·m + t sees input i
     u_own = u.weight.detach()[torch.arange(m * d_in), inputs].view(d_in, m)

@@ -79,10 +79,29 @@ def float32_draws():
         torch.set_default_dtype(caller)
 
 
+def cast_drawn(module: torch.nn.Module, default: torch.dtype, device=None, dtype=None
+               ) -> torch.nn.Module:
+    """``module``, drawn under :func:`float32_draws` (float32, on the CPU), moved to ``device``
+    and ``dtype`` (None: ``default``, the caller's default dtype that :func:`float32_draws`
+    yielded), as ``nn.Linear(..., device=, dtype=)`` makes its tensors; left where it is when
+    that is where it is."""
+    dtype = dtype or default
+    if device is not None or dtype != torch.float32:
+        module.to(device=device, dtype=dtype)
+    return module
+
+
 def seeded_generator(seed: int | None) -> torch.Generator | None:
     """A CPU generator seeded with ``seed``, or None for ``seed=None`` (draws then come from
     torch's global generator)."""
     return None if seed is None else torch.Generator().manual_seed(check_seed(seed))
+
+
+def draw_seed(generator: torch.Generator | None) -> int | None:
+    """A seed in [0, 2**62) drawn from the CPU ``generator``, for a part built with a seed of
+    its own; None (no seed: torch's global generator) for ``generator`` None."""
+    return None if generator is None else int(
+        torch.randint(2**62, (), generator=generator, device="cpu"))
 
 
 def _check_finite(distribution: str, name: str, value):

@@ -6,6 +6,7 @@ shapes; the weights are frozen and random, and what trains is the scores of a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributions import float32_draws, seeded_generator
+from .distributions import cast_drawn, float32_draws, seeded_generator
 from .masking import MaskedSparsity, named_masked_weights
 from .structures import STRUCTURES, LayerOp, TargetShape, check_positive_int
 
@@ -35,6 +36,20 @@ def record_frozen(layer: nn.Module) -> None:
         if module is layer or isinstance(module, _SubnetLayer):
             module.frozen_as_built = frozenset(name for name, p in module.named_parameters()
                                                if not p.requires_grad)
+
+
+@contextlib.contextmanager
+def drawn(layer: nn.Module, seed: int | None, device=None, dtype=None):
+    """Build ``layer``'s tensors in the block, from the generator it yields (``seed``'s; None:
+    torch's global generator): drawn in float32 on the CPU (the same numbers on every device
+    and under any default dtype), then moved to ``device`` / ``dtype`` (:func:`cast_drawn`),
+    and its frozen parameters recorded (:func:`record_frozen`)."""
+    generator = seeded_generator(seed)
+    layer.seeded = seed is not None  # (else a ticket stores the frozen weights: ticket.py)
+    with float32_draws() as default:
+        yield generator
+    cast_drawn(layer, default, device, dtype)
+    record_frozen(layer)
 
 
 class _SubnetLayer(MaskedSparsity, nn.Module):
@@ -71,10 +86,8 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
         device and under any default dtype), then moved to ``device`` / ``dtype`` (default:
         torch's default dtype) as ``nn.Linear(..., device=, dtype=)`` makes them."""
         check_float_dtype(dtype)
-        generator = seeded_generator(seed)
-        self.seeded = seed is not None  # (else a ticket stores the frozen weights: ticket.py)
         self.structure_name = structure
-        with float32_draws() as default:
+        with drawn(self, seed, device, dtype) as generator:
             self.structure = STRUCTURES.get(structure)(
                 target, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                 generator=generator, pairs=pairs, activation=activation, shared=shared,
@@ -86,10 +99,6 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
                 self.bias = nn.Parameter(values, requires_grad=False)
             else:
                 self.register_parameter("bias", None)
-        dtype = dtype or default
-        if device is not None or dtype != torch.float32:
-            self.to(device=device, dtype=dtype)
-        record_frozen(self)
 
     @property
     def weight(self) -> torch.Tensor:

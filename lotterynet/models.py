@@ -6,11 +6,10 @@ take a ``seed``.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .convert import CONVERT_RECORD, plain_numbers
-from .distributions import float32_draws
+from .distributions import cast_drawn, float32_draws
 from .registry import Registry
 
 MODELS: Registry = Registry("architecture")
@@ -32,8 +31,7 @@ def build_model(name: str, **kwargs) -> nn.Module:
     kwargs = plain_numbers(kwargs)
     with float32_draws() as default:  # a seed's numbers, whatever the default dtype
         model = MODELS.get(family)(**extra, **kwargs)
-    if default != torch.float32:
-        model.to(default)  # as torch's own layers follow the default dtype
+    cast_drawn(model, default)  # as torch's own layers follow the default dtype
     model.spec = {"name": family, **extra, **kwargs}
     for module in model.modules():  # the spec makes these calls again; a ticket replays others
         for call in module.__dict__.get(CONVERT_RECORD, ()):
