@@ -49,13 +49,24 @@ from torch import nn
 from .convert import CONVERTIBLE, type_name
 from .distributions import check_positive, draw_seed, orseau_range
 from .layers import SubnetConv2d, SubnetLinear
+from .registry import check_choice
 from .structures import check_positive_int
 from .subsetsum import check_values, solve
 
-COEFFICIENT_RANGES = ("layer", "symmetric", "unit")
-"""``layer``: U[min, max] of the layer's weights and biases (Pensia et al.); ``symmetric``:
-U[−a, a], ``a`` the layer's largest |weight or bias|; ``unit``: U[−1, 1] (da Cunha et al., and
-the theorems' distribution)."""
+
+def _symmetric(values: torch.Tensor) -> tuple[float, float]:
+    top = values.abs().max().item()
+    return -top, top
+
+
+COEFFICIENT_RANGES = {
+    "layer": lambda values: (values.min().item(), values.max().item()),
+    "symmetric": _symmetric,
+    "unit": lambda values: (-1.0, 1.0),
+}
+"""``[lo, hi]`` of the uniform coefficients from the values of a layer's weights and biases:
+``layer``: U[min, max] of them (Pensia et al.); ``symmetric``: U[−a, a], ``a`` the largest
+|weight or bias|; ``unit``: U[−1, 1] (da Cunha et al., and the theorems' distribution)."""
 
 GOLDEN_GAMMA = 2 / 3
 """γ of Orseau et al.'s Corollary 10 (Lemma 9 with 1/φ ≤ γ < 1)."""
@@ -63,16 +74,10 @@ GOLDEN_GAMMA = 2 / 3
 
 def coefficient_bounds(weight: torch.Tensor, coefficients: str) -> tuple[float, float]:
     """``[lo, hi]`` of the uniform coefficient distribution for a layer whose weights and biases
-    are the values of ``weight`` (every value the subset sums approximate)."""
-    if coefficients == "layer":
-        return weight.min().item(), weight.max().item()
-    if coefficients == "symmetric":
-        top = weight.abs().max().item()
-        return -top, top
-    if coefficients == "unit":
-        return -1.0, 1.0
-    raise ValueError(f"unknown coefficient range {coefficients!r}; valid choices: "
-                     f"{', '.join(COEFFICIENT_RANGES)}")
+    are the values of ``weight`` (every value the subset sums approximate):
+    :data:`COEFFICIENT_RANGES`."""
+    return COEFFICIENT_RANGES[check_choice("coefficient range", coefficients,
+                                           COEFFICIENT_RANGES)](weight)
 
 
 def _check_target(layer, kinds: tuple[type, ...], what: str) -> None:
@@ -219,8 +224,8 @@ def golden_ratio_cap(w_max: float, epsilon: float) -> int:
     return math.floor(math.log(3 * w_max / epsilon, 1.5) * (1 + 1e-12))
 
 
-PRODUCT_RULES = {"malach": (nearest_product, "malach"),
-                 "orseau": (golden_ratio_decomposition, "orseau")}
+#: The product networks' selections, by ``rule``, which is also the structure they build.
+PRODUCT_RULES = {"malach": nearest_product, "orseau": golden_ratio_decomposition}
 
 
 def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rule: str,
@@ -232,10 +237,8 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     :func:`golden_ratio_cap` products (an all-zero layer keeps none: exact). A bias, if any,
     is kept as the frozen output bias. Returns ``(subnet_layer, stats)``."""
     _check_target(layer, (nn.Linear,), f"the {rule} construction")
-    if rule not in PRODUCT_RULES:
-        raise ValueError(f"unknown rule {rule!r}; valid choices: {', '.join(PRODUCT_RULES)}")
+    select = PRODUCT_RULES[check_choice("rule", rule, PRODUCT_RULES)]
     check_positive_int("m", m)
-    select, structure_name = PRODUCT_RULES[rule]
     w = layer.weight.detach().double()
     d_out, d_in = w.shape
     init_kwargs = None
@@ -251,7 +254,7 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
                              f"weight is within ε/3 of 0); give an epsilon below {3 * w_max:.4g}")
         init_kwargs = {"alpha": alpha, "beta": beta}
         select = partial(select, cap=golden_ratio_cap(w_max, epsilon))
-    subnet = _subnet_like(layer, structure=structure_name, hidden=m * d_in, sparsity=0.0,
+    subnet = _subnet_like(layer, structure=rule, hidden=m * d_in, sparsity=0.0,
                           init_kwargs=init_kwargs, seed=draw_seed(generator))
     u, v = subnet.structure.u, subnet.structure.v
     inputs = torch.arange(d_in).repeat_interleave(m)  # hidden neuron h = i·m + t sees input i
