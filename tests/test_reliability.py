@@ -635,7 +635,7 @@ import lotterynet.run as run
 import lotterynet.stack as stack
 from lotterynet.cli import main
 name = os.environ["IN"]
-owner = run.AtomicCheckpointIO if name == "save_checkpoint" else stack
+owner = {"save_checkpoint": run.AtomicCheckpointIO, "TensorDataModule": run}.get(name, stack)
 called, teardown = getattr(owner, name), _SignalConnector.teardown
 def signalled(*args, **kwargs):  # the scheduler's SIGTERM
     os.kill(os.getpid(), signal.SIGTERM)
@@ -692,14 +692,13 @@ def test_a_run_stopped_by_sigterm_in_a_library_callers_process_puts_its_handler_
     import lotterynet.stack as stack_module
     from lotterynet.errors import Interrupted, Terminated
 
-    module = run_module if entry == "run" else stack_module
-    data_module = module.TensorDataModule
+    data_module = run_module.TensorDataModule  # (run.data_module: a run's and a stack's)
 
     def terminated(*args, **kwargs):  # the signal lands while the data is read
         os.kill(os.getpid(), signal.SIGTERM)
         return data_module(*args, **kwargs)
 
-    monkeypatch.setattr(module, "TensorDataModule", terminated)
+    monkeypatch.setattr(run_module, "TensorDataModule", terminated)
     config = {"arch": "fc2", "structure": "dense", "limit_train": 600, "val_size": 100,
               "seed": 3, "epochs": 1, "data_dir": str(data_dir), "out": str(tmp_path / "run")}
 
@@ -1107,12 +1106,13 @@ def test_a_stack_stopped_before_its_fit_says_how_to_go_on_where_it_can(tmp_path,
     """A stack stopped by SIGTERM while its data is read (before its fit) said only "stopped
     by SIGTERM" though its checkpoint was there to continue from, and so did one with none,
     which in its fit says that the sweep starts it over; each says so as in its fit."""
+    import lotterynet.run as run_module
     import lotterynet.stack as stack_module
     from lotterynet.errors import Interrupted
 
     def terminated(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
-    monkeypatch.setattr(stack_module, "TensorDataModule", terminated)
+    monkeypatch.setattr(run_module, "TensorDataModule", terminated)  # (run.data_module)
     stack_dir = tmp_path / "stacks" / "s"
     if resumable:  # (read after the data: here only there)
         (stack_dir / "checkpoints").mkdir(parents=True)
