@@ -500,8 +500,10 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     other parameters frozen (``others``).
     ``layer_options`` go to every subnet layer (:data:`LAYER_OPTIONS`: ``init_kwargs``,
     ``pairs``, ``activation``, ``shared``, ``hidden``, ``kept``, ``ties``, ``fan_in``,
-    ``score_init``); any other is refused. Returns ``model`` (or the subnet layer, if
-    ``model`` itself is a layer).
+    ``score_init``); any other is refused, and so is a structure option that ``structure``
+    does not read given a value other than its default (``pairs=3`` with the default dense
+    structure: :func:`~lotterynet.structures.check_structure_options`). Returns ``model`` (or
+    the subnet layer, if ``model`` itself is a layer).
 
     The frozen random weights of a replaced layer are drawn anew (from ``init``, by default the
     structure's own as for a subnet layer, and the layer's seed), not taken from the layer it

@@ -16,7 +16,13 @@ from torch import nn
 
 from .distributions import cast_drawn, float32_draws, seeded_generator
 from .masking import MaskedSparsity, named_masked_weights
-from .structures import STRUCTURES, LayerOp, TargetShape, check_positive_int
+from .structures import (
+    STRUCTURES,
+    LayerOp,
+    TargetShape,
+    check_positive_int,
+    check_structure_options,
+)
 
 
 def check_float_dtype(dtype) -> None:
@@ -58,10 +64,13 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
 
     ``init=None`` draws the frozen weights from the structure's own default (``kaiming_normal``
     for dense / subsetsum / fixedsize, ``uniform`` for malach / dacunha, ``hyperbolic`` for
-    orseau); an explicit ``init`` always wins. ``pairs`` (n terms per weight, or n′ channels per
-    output for dacunha), ``activation``, ``shared`` and ``fan_in`` configure subsetsum / fixedsize,
-    ``hidden`` the hidden width H of malach / orseau; structures ignore what they do not use
-    (but dacunha refuses ``hidden``: its width is ``out · pairs``).
+    orseau); an explicit ``init`` always wins. ``pairs`` configures every structure but dense
+    (n terms per weight; n′ channels per output for dacunha; malach's / orseau's default hidden
+    width ``pairs · in``), ``activation``, ``shared`` and ``fan_in`` subsetsum / fixedsize,
+    ``hidden`` the hidden width H of malach / orseau (dacunha refuses it: its width is
+    ``out · pairs``); an option that the structure does not read is refused unless it is at
+    its default (:func:`~lotterynet.structures.check_structure_options`): ``pairs=3`` on a
+    dense layer is not silently a dense layer.
     ``kept`` / ``ties`` choose the kept-count and tie rules of every mask
     (:mod:`lotterynet.masking`; ``kept="floor", ties="high"`` is the edge-popup reference's),
     ``score_init`` the bound of the initial scores (``masking.SCORE_BOUNDS``).
@@ -86,6 +95,8 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
         device and under any default dtype), then moved to ``device`` / ``dtype`` (default:
         torch's default dtype) as ``nn.Linear(..., device=, dtype=)`` makes them."""
         check_float_dtype(dtype)
+        check_structure_options(structure, dict(pairs=pairs, activation=activation,
+                                                shared=shared, hidden=hidden, fan_in=fan_in))
         self.structure_name = structure
         with drawn(self, seed, device, dtype) as generator:
             self.structure = STRUCTURES.get(structure)(

@@ -72,6 +72,7 @@ from .optim import optim_settings
 from .params import count_params, kept_params
 from .quiet import quiet_lightning
 from .resumable import check_resumable, is_real, nested
+from .structures import without_ignored_options
 from .ticket import save_ticket
 from .trainer_options import (
     default_strategy,
@@ -214,7 +215,9 @@ def holds_files(folder: Path) -> bool:
 
 def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
     """``build_model`` arguments for the config; ``wide`` becomes the dense structure at the width
-    that matches the ``match`` structure's maskable count."""
+    that matches the ``match`` structure's maskable count. Without the structure options that
+    the structure built does not read (a config file's ``activation`` under ``--structure
+    dense``), which its layers would refuse."""
     name, family_kwargs = split_arch(config.arch)
     layer_options = dict(structure=config.structure, sparsity=config.sparsity,
                          pairs=config.pairs, activation=config.activation, init=config.init,
@@ -224,9 +227,9 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
     if family_kwargs:  # e.g. timm:<model>: an existing model, converted layer by layer
         given = {key: getattr(config, key) for key in ("model_kwargs", "exclude")
                  if getattr(config, key)}  # (left out when unset, as in older specs)
-        return dict(name=name, **family_kwargs, **layer_options, **given,
-                    in_chans=data.in_channels, num_classes=data.num_classes,
-                    img_size=data.image_size)
+        return without_ignored_options(dict(
+            name=name, **family_kwargs, **layer_options, **given, in_chans=data.in_channels,
+            num_classes=data.num_classes, img_size=data.image_size))
     spec = dict(name=name, **layer_options, in_channels=data.in_channels,
                 image_size=data.image_size, num_classes=data.num_classes)
     if config.subnet_convs:
@@ -239,10 +242,11 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
         spec.update(trained=True, structure="dense")
     elif config.structure == WIDE:
         kwargs = {k: v for k, v in spec.items() if k != "name"}
-        target = maskable_count(config.arch, **{**kwargs, "structure": config.match,
-                                                "sparsity": 0.0})
-        spec.update(structure="dense", width=wide_width(config.arch, target, **kwargs))
-    return spec
+        target = maskable_count(config.arch, **without_ignored_options(
+            {**kwargs, "structure": config.match, "sparsity": 0.0}))
+        dense = without_ignored_options({**kwargs, "structure": "dense"})
+        spec.update(structure="dense", width=wide_width(config.arch, target, **dense))
+    return without_ignored_options(spec)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

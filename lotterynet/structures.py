@@ -185,8 +185,8 @@ def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
     """Maskable / kept / frozen counts of one layer built with ``structure`` (by name) for
     ``target`` — the analytic form of ``count_params`` (minus biases), for width matching.
     ``options``: ``kept`` and the subnet layers' structure options (``pairs``, ``hidden``,
-    ...); as in a layer, a structure ignores those it does not read (dacunha refuses
-    ``hidden``)."""
+    ...); as in a layer, one that ``structure`` does not read is refused unless it is at its
+    default (:func:`check_structure_options`)."""
     counts = STRUCTURES.get(structure).counts
     if not isinstance(target, TargetShape):
         raise TypeError(f"target must be a TargetShape(out_features, in_per_group, ...), "
@@ -196,12 +196,14 @@ def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} for {structure}; valid: sparsity, "
                          f"{', '.join(valid)}")
+    check_structure_options(structure, options)
     return counts(target, sparsity=sparsity, **options)
 
 
-#: The subnet layers' options that a layer hands every structure; each reads those its
-#: ``specs`` names (:func:`structure_options`).
-STRUCTURE_OPTIONS = ("pairs", "activation", "shared", "fan_in", "hidden")
+#: The subnet layers' options that a layer hands every structure, with their defaults (the
+#: subnet layers'); each reads those its ``specs`` names (:func:`structure_options`).
+STRUCTURE_OPTIONS = {"pairs": 5, "activation": "relu", "shared": True, "fan_in": "hidden",
+                     "hidden": None}
 
 
 def structure_options(structure: str) -> frozenset[str]:
@@ -209,6 +211,39 @@ def structure_options(structure: str) -> frozenset[str]:
     the keyword parameters of its ``specs``."""
     parameters = inspect.signature(STRUCTURES.get(structure).specs).parameters.values()
     return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+
+
+def ignored_options(structure: str, options: dict) -> dict:
+    """The structure options in ``options`` that ``structure`` (by name) does not read and that
+    are not at their default (:data:`STRUCTURE_OPTIONS`): a layer would be built without them."""
+    reads = structure_options(structure)
+    return {name: options[name] for name, default in STRUCTURE_OPTIONS.items()
+            if name in options and name not in reads and options[name] != default}
+
+
+def check_structure_options(structure: str, options: dict) -> None:
+    """Refuse, in one line, a structure option that ``structure`` does not read given a value
+    other than its default (``pairs=3`` on a dense layer), naming the structures that read it.
+    Every subnet layer's build checks its options so, and :func:`layer_counts`."""
+    ignored = ignored_options(structure, options)
+    if ignored:
+        name, value = next(iter(ignored.items()))
+        readers = [s for s in STRUCTURES.names() if name in structure_options(s)]
+        raise ValueError(f"{name}={value!r} is not an option of structure {structure!r} (it "
+                         f"configures {', '.join(readers)}); drop it or choose one of those "
+                         f"structures")
+
+
+def without_ignored_options(options: dict) -> dict:
+    """``options`` (``build_model``'s or ``convert``'s arguments, with their ``structure``)
+    without :func:`ignored_options`: what a spec or ``convert()`` call recorded before such
+    options were refused (a ``--structure wide`` run's dense spec holds ``--activation``)
+    builds what it built then. An unknown structure is left for the build to refuse."""
+    structure = options.get("structure", "dense")
+    if structure not in STRUCTURES.names():  # (a list: an unhashable one is not a name)
+        return options
+    ignored = ignored_options(structure, options)
+    return {name: value for name, value in options.items() if name not in ignored}
 
 
 #: Two values of each layer option, to probe whether it changes a structure's size.

@@ -65,6 +65,7 @@ from .convert import CONVERT_RECORD, LAYOUTS, convert, laid_out
 from .errors import plural
 from .masking import named_masked_weights, uncompiled
 from .models import build_model, recorded_spec
+from .structures import without_ignored_options
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
 from .timm_models import sourced
 
@@ -488,9 +489,9 @@ def _rebuild(header: dict, base: nn.Module | None) -> nn.Module:
     """The ticket's model: ``base`` (your architecture; ``build_model(**spec)`` for None) with
     the recorded ``convert()`` calls replayed, except those a ``build_model`` builder made when
     ``base`` was built by one (it made them again)."""
-    if base is None:
-        spec = dict(header["spec"])
-        base = build_model(spec.pop("name"), **spec)
+    if base is None:  # (a spec or call saved before ignored options were refused: as then)
+        spec = without_ignored_options(header["spec"])
+        base = build_model(**spec)
     return _replay_converts(base, _replayed(base, header.get("converts", [])))
 
 
@@ -579,7 +580,7 @@ def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
     for call in converts:
         path = call["path"]
         target = model.get_submodule(path)
-        result = convert(target, **call["kwargs"])
+        result = convert(target, **without_ignored_options(call["kwargs"]))
         if result is not target:  # the call converted a layer itself
             if not path:
                 model = result

@@ -497,10 +497,17 @@ def test_hooks_written_for_the_replaced_parameters_are_refused(reparametrise, wo
                                 "the layer it replaces"),
     (dict(device="meta"), "convert takes no device: each subnet layer takes the device of"),
     (dict(pair=3), "convert: unknown option 'pair'; the layer options are init_kwargs, pairs, "),
+    (dict(pairs=3), "pairs=3 is not an option of structure 'dense' (it configures dacunha, "
+                    "fixedsize, malach, orseau, subsetsum); drop it or choose one of those"),
+    (dict(pairs=5, activation="relu", shared=False, hidden=7),  # (at their defaults: taken)
+     "shared=False is not an option of structure 'dense' (it configures fixedsize, subsetsum)"),
+    (dict(structure="subsetsum", shared=False, hidden=7),
+     "hidden=7 is not an option of structure 'subsetsum' (it configures dacunha, malach, "),
 ])
 def test_an_option_no_layer_takes_is_refused(option, words):
     """dtype / device were passed to the layers and then overridden by the replaced layer's
-    (later a JSON error at save_ticket, or NotImplementedError on the meta device)."""
+    (later a JSON error at save_ticket, or NotImplementedError on the meta device); a structure
+    option that the structure does not read was ignored (every layer dense, unsaid)."""
     model = small_model()
     with pytest.raises(ValueError, match=re.escape(words)):
         convert(model, sparsity=0.5, **option)

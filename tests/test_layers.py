@@ -519,11 +519,22 @@ def test_seed_takes_any_integer_type_and_names_a_bad_one():
      r"image_size, num_classes, seed, trained\) and its layers' \(structure, "),
     (lambda: ln.load_ticket("x.ticket", max_bytes="10"), ValueError,
      "max_bytes must be a positive integer"),
+    # a structure option that the structure does not read (built without it, unsaid)
+    (lambda: build_model("fc2", width=3, pairs=3), ValueError,
+     r"^pairs=3 is not an option of structure 'dense' \(it configures dacunha, fixedsize, "),
+    (lambda: build_model("lenet5", width=3, structure="malach", subnet_convs=True,
+                         activation="identity"), ValueError,
+     r"^activation='identity' is not an option of structure 'malach'"),
+    (lambda: ln.SubnetConv2d(2, 3, 3, structure="subsetsum", hidden=4), ValueError,
+     r"^hidden=4 is not an option of structure 'subsetsum' \(it configures dacunha, malach, "),
+    (lambda: ln.SubnetMultiheadAttention(4, 2, shared=False), ValueError,
+     r"^shared=False is not an option of structure 'dense' \(it configures fixedsize, "),
 ])
 def test_bad_model_options_are_refused_naming_them(call, error, match):
     """seed=True built seed 1, seed='1' and unknown options failed inside the builder; width=0
     built the paper's widths (it was read as None); lenet5_dacunha, which ignores the layer
-    options, ignored any other too (a misspelt num_classes built 10 classes)."""
+    options, ignored any other too (a misspelt num_classes built 10 classes); a structure
+    option that the structure does not read built the model without it."""
     with pytest.raises(error, match=match):
         call()
 

@@ -41,6 +41,23 @@ def test_readme_timm_example_builds_the_dense_edge_popup_model():
     assert count_params(build_model(**spec))["maskable"] == weights
 
 
+@pytest.mark.parametrize("structure", ["dense", "wide"])
+def test_a_config_files_option_of_another_structure_is_left_out_of_the_spec(structure):
+    """pensia_fc2.yaml sets activation: identity, which a config file may give any structure:
+    the spec of a dense or wide run leaves it out, which the dense layers would refuse (its
+    layers ignored it before they refused such options)."""
+    from lotterynet.run import model_spec
+
+    config_file = Path(__file__).resolve().parent.parent / "configs" / "pensia_fc2.yaml"
+    config = config_from_args(build_parser().parse_args(
+        ["--config", str(config_file), "--structure", structure]))
+    assert config.activation == "identity"
+    spec = model_spec(config, TensorDataModule("mnist"))
+    assert spec["structure"] == "dense" and "activation" not in spec
+    assert spec.get("width") == (2508 if structure == "wide" else None)  # (as the paper's)
+    build_model(**spec)
+
+
 def test_paper_archs_keep_the_subset_sum_default():
     for arch, structure in (("fc2", "subsetsum"), ("lenet5", "subsetsum"), ("conv4", "dense")):
         config = config_from_args(build_parser().parse_args(["--arch", arch]))

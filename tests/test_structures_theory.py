@@ -195,18 +195,21 @@ CASES = [(s, hidden) for s in STRUCTURES.names() for hidden in (None, 12)
          if hidden is None or s in ("malach", "orseau")]
 
 
-@pytest.mark.parametrize("structure,hidden", CASES)
-@pytest.mark.parametrize("activation", ["relu", "identity"])
+@pytest.mark.parametrize("structure,hidden,activation", [
+    (s, hidden, activation) for s, hidden in CASES for activation in ("relu", "identity")
+    if activation == "relu" or "activation" in structure_options(s)])
 def test_counts_match_formulas_and_built_layers(structure, hidden, activation):
-    kw = dict(structure=structure, pairs=3, hidden=hidden, activation=activation, sparsity=0.7)
+    options = {name: value for name, value in dict(pairs=3, hidden=hidden,
+                                                   activation=activation).items()
+               if name in structure_options(structure)}  # (another is refused)
+    kw = dict(structure=structure, sparsity=0.7, **options)
     lin = ln.SubnetLinear(10, 6, True, **kw)
     conv = ln.SubnetConv2d(4, 6, (3, 2), groups=2, **kw)
     for layer, target, shape in [
             (lin, TargetShape(6, 10), dict(out=6, in_g=10)),
             (conv, TargetShape(6, 2, (3, 2), 2, 1), dict(out=6, in_g=2, kernel=(3, 2), groups=2))]:
         built = ln.count_params(layer)
-        counts = layer_counts(structure, target, sparsity=0.7, pairs=3, hidden=hidden,
-                              activation=activation)
+        counts = layer_counts(structure, target, sparsity=0.7, **options)
         assert counts["maskable"] == built["maskable"] == formula(
             structure, n=3, hidden=hidden, activation=activation, **shape)
         assert counts["kept"] == built["kept"]
@@ -239,6 +242,16 @@ def test_conv_malach_width_default_is_pairs_in_channels_as_help_says():
     (dict(structure="dacunha", hidden=4), r"set pairs, not hidden=4"),
     (dict(structure="fixedsize", pairs=-1), r"pairs must be a positive integer, got -1"),
     (dict(structure="fixedsize", activation="tanh"), r"unknown activation 'tanh'"),
+    # options that the structure does not read, which it ignored (a dense layer built unsaid)
+    (dict(structure="malach", activation="identity"),
+     r"^activation='identity' is not an option of structure 'malach' \(it configures "
+     r"fixedsize, subsetsum\); drop it or choose one of those structures$"),
+    (dict(structure="dense", pairs=3), r"^pairs=3 is not an option of structure 'dense' "
+     r"\(it configures dacunha, fixedsize, malach, orseau, subsetsum\)"),
+    (dict(structure="subsetsum", hidden=7), r"^hidden=7 is not an option of structure "
+     r"'subsetsum' \(it configures dacunha, malach, orseau\)"),
+    (dict(structure="dacunha", shared=False, fan_in="target"), r"^shared=False is not an "
+     r"option of structure 'dacunha' \(it configures fixedsize, subsetsum\)"),
 ])
 def test_bad_structure_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -264,6 +277,21 @@ def test_the_structure_options_are_those_the_structures_read():
     """STRUCTURE_OPTIONS (what layer_counts and the run's unread options go by) is the union of
     what each structure's specs reads, none missing and none extra."""
     assert set(STRUCTURE_OPTIONS) == set().union(*map(structure_options, STRUCTURES.names()))
+
+
+def test_an_option_at_its_default_is_accepted_by_every_structure():
+    """STRUCTURE_OPTIONS' defaults are the subnet layers': a caller that passes every option
+    at its default (build_model's layers, convert's, a stack's) builds any structure, though
+    the structure reads only some of them."""
+    import inspect
+
+    for layer in (ln.SubnetLinear, ln.SubnetConv2d):
+        parameters = inspect.signature(layer).parameters
+        assert {name: parameters[name].default for name in STRUCTURE_OPTIONS} == \
+            STRUCTURE_OPTIONS
+    for structure in STRUCTURES.names():
+        ln.SubnetLinear(4, 3, structure=structure, **STRUCTURE_OPTIONS)
+        layer_counts(structure, TargetShape(3, 4), **STRUCTURE_OPTIONS)
 
 
 def test_effective_weight_only_where_it_exists():

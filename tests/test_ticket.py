@@ -285,6 +285,22 @@ def test_checksummed_but_inconsistent_tickets_are_rejected(tmp_path, ticket_byte
     rejected(tmp_path, reheadered(ticket_bytes, edit), match)
 
 
+def test_a_ticket_whose_spec_or_convert_call_holds_an_ignored_option_loads(tmp_path,
+                                                                         ticket_bytes):
+    """Layers ignored a structure option that their structure does not read before they refused
+    it (``hidden`` on subsetsum; ``--structure wide``'s dense spec held ``--activation``): a
+    ticket saved then, whose spec or ``convert()`` call holds one, loads as it was built."""
+    path = tmp_path / "older.ticket"
+    path.write_bytes(reheadered(ticket_bytes, lambda header: header["spec"].update(hidden=7)))
+    (tmp_path / "t.ticket").write_bytes(ticket_bytes)
+    assert_same_ticket(load_ticket(tmp_path / "t.ticket"), load_ticket(path), VECTORS)
+    save_linear(tmp_path / "linear.ticket")
+    path.write_bytes(reheadered((tmp_path / "linear.ticket").read_bytes(), lambda header: (
+        header["converts"][0]["kwargs"].update(activation="identity"))))
+    assert_same_ticket(load_linear(tmp_path / "linear.ticket"), load_linear(path),
+                       VECTORS[:, :4])
+
+
 def test_sparser_tickets_are_smaller(tmp_path):
     sizes = [save_ticket(build_model("timm", model_name="mobilenetv3_small_050", sparsity=s),
                          tmp_path / f"{s}.ticket") for s in (0.5, 0.9, 0.99)]
