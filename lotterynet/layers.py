@@ -110,6 +110,21 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
                 self.bias = nn.Parameter(values, requires_grad=False)
             else:
                 self.register_parameter("bias", None)
+        self.drawn_with = dict(target=target, bias=bias, sparsity=sparsity, init=init,
+                               init_kwargs=init_kwargs, structure=structure, pairs=pairs,
+                               activation=activation, shared=shared, hidden=hidden, seed=seed,
+                               kept=kept, ties=ties, fan_in=fan_in, score_init=score_init)
+
+    #: What the layer was built from (:meth:`redrawn`); None for a layer pickled before then.
+    drawn_with: dict | None = None
+
+    def redrawn(self) -> nn.Module:
+        """The layer's structure and bias drawn again from what it was built from (its seed
+        and options), float32 on the CPU: the frozen weights a ticket regenerates, which
+        :func:`~lotterynet.ticket.save_ticket` checks the layer's against."""
+        fresh = _SubnetLayer()
+        fresh._build(**self.drawn_with, dtype=torch.float32)
+        return fresh
 
     @property
     def weight(self) -> torch.Tensor:

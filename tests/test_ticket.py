@@ -307,11 +307,26 @@ def test_sparser_tickets_are_smaller(tmp_path):
     assert sizes[0] > 1.5 * sizes[1] and sizes[1] > 3 * sizes[2]
 
 
+#: A ticket's frozen_sha256 that no rebuild gives (another torch version drew other weights).
+OTHER_WEIGHTS = "0" * 64
+
+
 def test_model_that_does_not_rebuild_is_rejected(tmp_path):
+    """A model whose frozen weights are no longer what its spec's seed draws (changed in place)
+    is refused at save, naming the first, and nothing written (was: saved, and its load said
+    "different frozen random weights ... another torch version?"); a ticket whose rebuild
+    draws other weights than were saved is refused at load."""
     model = trained({**MLP, "activation": "relu"}, VECTORS)
+    save_ticket(model, tmp_path / "t.ticket")
     with torch.no_grad():
         model[0].structure.u.weight.add_(1e-3)  # no longer what the spec's seed draws
-    save_ticket(model, tmp_path / "t.ticket")
+    with pytest.raises(ValueError, match=r"save_ticket: frozen parameter '0\.structure\.u\."
+                                         r"weight' is no longer what its seed draws .* save a "
+                                         r"checkpoint \(model\.state_dict\(\)\) instead"):
+        save_ticket(model, tmp_path / "u.ticket")
+    assert not (tmp_path / "u.ticket").exists()
+    (tmp_path / "t.ticket").write_bytes(reheadered(
+        (tmp_path / "t.ticket").read_bytes(), lambda h: h.update(frozen_sha256=OTHER_WEIGHTS)))
     with pytest.raises(TicketError, match="different frozen"):
         load_ticket(tmp_path / "t.ticket")
 
@@ -323,10 +338,9 @@ def test_a_rebuild_of_other_weights_is_hashed_only_in_the_saved_dtypes(tmp_path,
     which does not record them, still does: refused the same, and its dtype found)."""
     from lotterynet import ticket as ticket_module
 
-    model = trained(MLP, VECTORS)
-    with torch.no_grad():
-        model[0].structure.u.weight.add_(1e-3)  # no longer what the spec's seed draws
-    save_ticket(model, tmp_path / "t.ticket")
+    save_ticket(trained(MLP, VECTORS), tmp_path / "t.ticket")
+    (tmp_path / "t.ticket").write_bytes(reheadered(
+        (tmp_path / "t.ticket").read_bytes(), lambda h: h.update(frozen_sha256=OTHER_WEIGHTS)))
     save_ticket(trained(MLP, VECTORS).double(), tmp_path / "t64.ticket")
     for name in ("t", "t64"):
         (tmp_path / f"{name}-older.ticket").write_bytes(reheadered(

@@ -288,6 +288,57 @@ def test_hand_built_subnet_layers(tmp_path):
         load_ticket(tmp_path / "t.ticket", model=make(1))
 
 
+def train_frozen_weights(model, refreeze):
+    """One step of plain SGD on every parameter, frozen ones made trainable; with ``refreeze``
+    all but the scores frozen again after it (as a refusal at save advised: freeze it again)."""
+    model.requires_grad_(True)
+    model(torch.randn(4, 6)).square().sum().backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sub_(0.1 * p.grad)
+    if refreeze:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.endswith("scores"))
+
+
+def tiny_mlp():
+    return ln.convert(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), sparsity=0.5,
+                      seed=0)
+
+
+def hand_built():
+    return nn.Sequential(ln.SubnetLinear(6, 8, seed=1), nn.ReLU(),
+                         ln.SubnetLinear(8, 3, True, seed=2))
+
+
+def edit_bias(model):
+    with torch.no_grad():
+        model[2].bias.add_(1e-3)
+
+
+@pytest.mark.parametrize("make,change,first", [
+    (tiny_mlp, lambda m: train_frozen_weights(m, refreeze=True), "0.bias"),
+    (tiny_mlp, lambda m: train_frozen_weights(m, refreeze=False), "0.bias"),
+    (hand_built, edit_bias, "2.bias"),
+], ids=["trained-then-frozen-again", "trained", "hand-built-edited-in-place"])
+def test_frozen_weights_changed_since_the_model_was_made_are_refused_at_save(tmp_path, make,
+                                                                            change, first):
+    """A ticket regenerates frozen weights from their seeds, so a model whose frozen weights
+    were trained (then frozen again, as a refusal of the thawed weight advised, or not) or
+    edited in place is refused at save, naming the first, with what to do, and nothing written
+    (was: saved, and its load said "different frozen random weights ... another torch
+    version?", the masks lost; a thawed weight was told to freeze it again)."""
+    model = make()
+    save_ticket(model, tmp_path / "t.ticket")  # as made: saves
+    change(model)
+    with pytest.raises(ValueError, match=rf"^save_ticket: frozen parameter '{re.escape(first)}' "
+                                         r"is no longer what its seed draws \(trained, or "
+                                         r"changed in place, since the model was made\).* save "
+                                         r"a checkpoint \(model\.state_dict\(\)\) instead"):
+        save_ticket(model, tmp_path / "u.ticket")
+    assert not (tmp_path / "u.ticket").exists()
+
+
 class Unseeded(nn.Module):
     def __init__(self, seed=None):
         super().__init__()
