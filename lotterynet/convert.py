@@ -37,6 +37,7 @@ head and its embedding): its replacement would draw weights of its own and untie
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import fnmatch
 import functools
@@ -159,6 +160,9 @@ OTHERS_MODES.register("trainable")(True)
 #: :func:`~lotterynet.ticket.load_ticket` replays them on a fresh model.
 CONVERT_RECORD = "lotterynet_converts"
 _CALLS = itertools.count()
+#: True while :mod:`lotterynet.ticket` builds a model on the ``meta`` device to check what a
+#: load would allocate: only there may ``convert`` take a model whose parameters hold no values.
+PROBING = contextvars.ContextVar("lotterynet_convert_probing", default=False)
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -514,6 +518,14 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     """
     compiled = check_module(model, "convert")
     model = uncompiled(compiled)
+    meta = next((name for name, p in model.named_parameters() if p.is_meta), None)
+    if meta is not None and not PROBING.get():
+        raise ValueError(f"convert: parameter {meta!r} is on the meta device, which holds no "
+                         f"values, so the frozen random weights drawn from the seed when "
+                         f"converting would be lost (to_empty leaves them, and the scores, "
+                         f"uninitialised): build the model on a real device (cpu, cuda), then "
+                         f"convert it; to restore a subnetwork found, load its ticket "
+                         f"(load_ticket(path, model=...))")
     _check_layer_options(layer_options)
     seed = check_seed(seed)
     sparsity, layer_options = plain_numbers(sparsity, "sparsity"), plain_numbers(layer_options)

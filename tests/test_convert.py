@@ -165,6 +165,20 @@ def test_bias_modes(bias, present, trainable):
     assert counts["frozen"] == (0 if trainable else n_bias)
 
 
+def test_a_model_on_the_meta_device_is_refused():
+    """A model on the meta device was converted, but the frozen weights its seed drew were
+    lost there (no subnet layer has reset_parameters; to_empty left them uninitialised): it is
+    refused, naming a parameter, and left as it was. (A ticket's own meta build converts:
+    test_ticket_any_model's loads.)"""
+    with torch.device("meta"):
+        model = small_model()
+    with pytest.raises(ValueError, match=r"convert: parameter '0\.weight' is on the meta "
+                                         r"device, which holds no values, .* build the model "
+                                         r"on a real device \(cpu, cuda\), then convert it"):
+        convert(model, sparsity=0.5)
+    assert type(model[0]) is nn.Conv2d and isinstance(model[4], nn.Linear)
+
+
 def test_batchnorm_modes():
     model = convert(small_model(), sparsity=0.5)
     bn = model[1]
