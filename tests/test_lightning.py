@@ -255,12 +255,13 @@ def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, dat
 
 def test_epoch_metrics_cover_every_batch_of_the_epoch(tmp_path, data_dir):
     """The metric objects reach Lightning once per epoch; their values are still the whole
-    epoch's. With lr = 0 the model never changes, so each epoch's accuracy and mean loss are
-    the fixed model's over every example of the split — weighted by example: the splits end
+    epoch's. With an lr far below the scores' float32 resolution (lr must be positive) the
+    model never changes, so each epoch's accuracy and mean loss are the fixed model's over
+    every example of the split — weighted by example: the splits end
     in a shorter batch (620 = 9 x 64 + 44, 1500 = 1000 + 500)."""
     data = ln.TensorDataModule("mnist", str(data_dir), limit_train=620, val_size=1500)
     module = ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5},
-                                {"lr": 0.0})
+                                {"lr": 1e-30})
     trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=tmp_path)

@@ -126,7 +126,7 @@ def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
              "test_acc_std": 0.0, "seeds": 1, "paper_acc": ""}
             for variant in ("subsetsum", "trained")]
     sweep_module.write_table(rows, tmp_path, [{"structure": "subsetsum"}], {})
-    figure = sweep_module.plot(rows, tmp_path, "title", None)
+    figure = sweep_module.plot(rows, tmp_path, "title", None, 10.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sweep_module.TABLE_FILES)
     assert figure.name in sweep_module.TABLE_FILES
 
@@ -181,7 +181,7 @@ def test_the_csv_table_and_the_figure_spell_out_hashed_variant_values(tmp_path, 
     legends = []
     monkeypatch.setattr(sweep_module, "savefig_atomic", lambda fig, *_, **__: legends.append(
         [t.get_text() for t in fig.axes[0].get_legend().get_texts()]))
-    sweep_module.plot(rows, tmp_path, "title", None, spelled=spelled)
+    sweep_module.plot(rows, tmp_path, "title", None, 10.0, spelled=spelled)
     assert legends[0][:2] == ["dense/exclude=4fe8ab4f", "dense/exclude=['stem.conv']"]
     scalar = [{**rows[0], "variant": "wide"}]
     sweep_module.write_table(scalar, tmp_path, [{"structure": "wide"}], {})
