@@ -738,7 +738,7 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"--arch {config.arch} is a target architecture (trained weights with "
                           f"biases): it runs only with --train-weights")
     _check_name(check_choice, "structure", config.structure, [*STRUCTURES.names(), WIDE])
-    _check_name(STRUCTURES.get, config.match)
+    _check_name(check_choice, "match", config.match, STRUCTURES.names())  # (not wide itself)
     if config.init is not None:
         _check_name(DISTRIBUTIONS.get, config.init)
     _check_name(DATASETS.get, config.dataset)

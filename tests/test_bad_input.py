@@ -151,7 +151,8 @@ CASES = [
     # names
     (["--arch", "resnet9000"], ["resnet9000", "fc2"]),
     (["--structure", "nope"], ["nope", "subsetsum"]),
-    (["--structure", "wide", "--match", "nope"], ["nope", "subsetsum"]),
+    (["--structure", "wide", "--match", "nope"], ["unknown match 'nope'", "subsetsum"]),
+    (["--structure", "wide", "--match", "wide"], ["unknown match 'wide'", "subsetsum"]),
     (["--init", "gaussianish"], ["gaussianish", "kaiming_normal"]),
     (["--dataset", "imagenet"], ["imagenet", "fashion-mnist"]),
     (["--augment", "mirror"], ["augmentation 'mirror'", "crop-flip, none"]),
