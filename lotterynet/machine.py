@@ -1,5 +1,6 @@
-"""The machine a run is on: the CPU's model name (for results and benchmarks), the one
-allocator setting that CPU training needs, and whether this process is a DDP worker."""
+"""The machine a run is on: the CPU's model name (for results and benchmarks), the memory it
+has available, the one allocator setting that CPU training needs, and whether this process is
+a DDP worker."""
 
 from __future__ import annotations
 
@@ -21,6 +22,17 @@ def cpu_name() -> str:
             return next(names).strip()
     except (OSError, StopIteration):
         return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give a process: /proc/meminfo's MemAvailable
+    plus SwapFree (Linux); None where that is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return sum(int(fields[key].split()[0]) * 1024 for key in ("MemAvailable", "SwapFree"))
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
 
 
 def keep_freed_memory() -> bool:

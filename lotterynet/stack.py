@@ -91,11 +91,13 @@ from .run import (
     RNGState,
     changed_results,
     check_callback_states,
+    check_fits,
     check_last_batch,
     data_module,
     device_name,
     locked,
     make_trainer,
+    memory_needed,
     model_spec,
     optim_settings,
     params_metrics,
@@ -753,9 +755,12 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | P
     data = data_module(first)
     data.setup()
     with refusing_unbuildable(first.arch):
-        module = StackModule([dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
-                                   config=c.to_dict()) for name, c in zip(names, configs)],
-                             cuda_graphs=first.cuda_graphs)
+        members = [dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
+                        config=c.to_dict()) for name, c in zip(names, configs)]
+        need = memory_needed([(m["spec"], m["optim"]) for m in members], first.precision)
+    check_fits(f"stack {stack_dir.name} ({plural(len(members), 'member')})", need, first)
+    with refusing_unbuildable(first.arch):
+        module = StackModule(members, cuda_graphs=first.cuda_graphs)
     check_last_batch(first, module.model)
     with contextlib.ExitStack() as held:  # the stack's folder and its members' cells
         for folder, what in ((stack_dir, "stack folder"), *((d, "cell") for d in cell_dirs)):

@@ -325,7 +325,8 @@ CASES = [
                                                     "100,000 values"]),
     (["--sweep", "{sw_aliases}"], ["sw_aliases", "expand it to more than 100,000 values"]),
     (["--out", "{tmp}/" + "x" * 300], ["--out", "names of at most 255"]),
-    (["--arch", "fc2", "--pairs", "1000000000"], ["fc2", "do not fit", "one tensor alone: "]),
+    (["--arch", "fc2", "--pairs", "1000000000"], ["fc2 subsetsum needs at least", "TiB of "
+                                                  "memory to train", "available"]),
     (["--arch", "fc2", "--subnet-convs"], ["--subnet-convs", "fc2"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5,0.5000001", "--sweep-epochs", "1"],
      ["0.5000001", "would share the folder"]),

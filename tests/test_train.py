@@ -189,6 +189,40 @@ def test_structure_defaults_and_hidden_reach_the_layers(tmp_path, data_dir):
                for w in weights)
 
 
+@pytest.mark.parametrize("gpu", [False, True])
+def test_a_model_that_cannot_fit_in_memory_is_refused_before_it_is_built(
+        tmp_path, data_dir, monkeypatch, capsys, gpu):
+    """A model too large for the machine (conv2 malach: 804M maskable weights) was built and
+    trained until the kernel's out-of-memory kill ended it: no line of its own, and its folder
+    left behind (a run again into it was refused as not empty). What its tensors certainly
+    take (counted on a build on the meta device: every parameter, and each score's gradient
+    and momentum) is compared with the memory this machine has available before the model is
+    built or the folder made: one line, exit 2. Here FC2 subset-sum, 30.4 MiB in training on
+    the CPU, with 16 MiB available; for a run on a GPU, the host holds the model as built
+    (15.2 MiB, float32), with 8 MiB. The count is exactly what its build holds."""
+    import lotterynet.run
+
+    monkeypatch.setattr(lotterynet.run, "on_gpu", lambda accelerator: gpu)
+    monkeypatch.setattr(lotterynet.run, "available_memory", lambda: 2**23 if gpu else 2**24)
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--sparsity", "0.99")
+    need = "15.2 MiB of memory to build (3,982,840 parameters, drawn in float32) and this " \
+        "machine has 8.0 MiB" if gpu else "30.4 MiB of memory to train (3,982,840 " \
+        "parameters in float32, 1,991,420 of them trained, each with a gradient and 1 " \
+        "optimizer state) and this machine has 16.0 MiB"
+    assert capsys.readouterr().err.splitlines() == [
+        f"train.py: error: fc2 subsetsum needs at least {need} available; the sparsity does "
+        f"not change it (pruned weights are held all the same): fewer parameters (a smaller "
+        f"--pairs or --hidden, another --structure or --arch) need less, or a machine with "
+        f"more memory"]
+    assert code == 2 and not out.exists()
+    config = config_from_args(build_parser().parse_args(["--arch", "fc2"]))
+    spec = lotterynet.run.model_spec(config, TensorDataModule(config.dataset, data_dir))
+    built = build_model(**spec)
+    assert lotterynet.run.memory_needed([(spec, {"optimizer": "sgd", "momentum": 0.9})],
+                                        "32-true").built == 15931360 == sum(
+        t.numel() * t.element_size() for t in (*built.parameters(), *built.buffers()))
+
+
 @pytest.mark.parametrize("arch, width", [("fc2", 2508), ("fc4", 1314), ("lenet5", 378)])
 def test_wide_width_matches_authors_sizing(arch, width):
     target = maskable_count(arch, structure="subsetsum", pairs=5, sparsity=0.0)
