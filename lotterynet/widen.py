@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import math
 
+from .masking import masked_weights
 from .models import build_model
-from .params import count_params
+from .ticket import _on_meta as on_meta
 
 
 def maskable_count(arch: str, **kwargs) -> int:
-    return count_params(build_model(arch, **kwargs))["maskable"]
+    """The maskable weights of ``arch`` built with ``kwargs``, counted on a build on the
+    ``meta`` device: nothing is allocated (the structured net a wide run matches may be larger
+    than the machine's memory, which the run's own check then says)."""
+    with on_meta():
+        return sum(m.weight.numel() for m in masked_weights(build_model(arch, **kwargs)))
 
 
 def wide_width(arch: str, target: int, **model_kwargs) -> int:

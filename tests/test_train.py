@@ -223,6 +223,25 @@ def test_a_model_that_cannot_fit_in_memory_is_refused_before_it_is_built(
         t.numel() * t.element_size() for t in (*built.parameters(), *built.buffers()))
 
 
+def test_the_wide_sizing_builds_nothing_for_real(monkeypatch):
+    """A wide run's width was measured on real builds, the structured net it matches at its
+    full size among them (conv2 malach: 6 GiB drawn before the run's memory check refused
+    it); they are built on the meta device, nothing allocated, with the same counts."""
+    import lotterynet.widen
+
+    on_meta = []
+
+    def recording(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        on_meta.append(all(p.is_meta for p in model.parameters()))
+        return model
+
+    monkeypatch.setattr(lotterynet.widen, "build_model", recording)
+    target = maskable_count("fc2", structure="subsetsum", pairs=5, sparsity=0.0)
+    assert target == 1991420 and wide_width("fc2", target, sparsity=0.5) == 2508
+    assert on_meta == [True] * 4
+
+
 @pytest.mark.parametrize("arch, width", [("fc2", 2508), ("fc4", 1314), ("lenet5", 378)])
 def test_wide_width_matches_authors_sizing(arch, width):
     target = maskable_count(arch, structure="subsetsum", pairs=5, sparsity=0.0)
