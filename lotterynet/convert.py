@@ -37,6 +37,7 @@ head and its embedding): its replacement would draw weights of its own and untie
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import fnmatch
@@ -160,9 +161,23 @@ OTHERS_MODES.register("trainable")(True)
 #: :func:`~lotterynet.ticket.load_ticket` replays them on a fresh model.
 CONVERT_RECORD = "lotterynet_converts"
 _CALLS = itertools.count()
-#: True while :mod:`lotterynet.ticket` builds a model on the ``meta`` device to check what a
-#: load would allocate: only there may ``convert`` take a model whose parameters hold no values.
+#: True inside :func:`on_meta`: only there may ``convert`` take a model whose parameters hold
+#: no values.
 PROBING = contextvars.ContextVar("lotterynet_convert_probing", default=False)
+
+
+@contextlib.contextmanager
+def on_meta():
+    """Build on the ``meta`` device (nothing allocated), ``convert()`` calls included, which
+    refuse a model on it anywhere else: what a ticket's load would allocate, a run's memory
+    and a wide net's width are counted so (:mod:`lotterynet.ticket`, :mod:`lotterynet.run`,
+    :mod:`lotterynet.widen`)."""
+    token = PROBING.set(True)
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        PROBING.reset(token)
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:

@@ -47,6 +47,7 @@ from .config import (
     on_gpu,
     read_options,
 )
+from .convert import on_meta
 from .datamodule import TensorDataModule
 from .errors import (
     DIVERGED_IN,
@@ -77,7 +78,6 @@ from .params import count_params, kept_params
 from .quiet import quiet_lightning
 from .resumable import check_resumable, is_real, nested
 from .structures import without_ignored_options
-from .ticket import _on_meta as on_meta
 from .ticket import save_ticket
 from .trainer_options import (
     default_strategy,

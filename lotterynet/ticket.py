@@ -66,7 +66,7 @@ from torch import nn
 
 from . import ticket_file
 from .attention import SUBNET_MODULES, outermost_subnet_modules
-from .convert import CONVERT_RECORD, LAYOUTS, PROBING, convert, laid_out
+from .convert import CONVERT_RECORD, LAYOUTS, convert, laid_out, on_meta
 from .errors import plural
 from .masking import named_masked_weights, uncompiled
 from .models import build_model, recorded_spec
@@ -103,18 +103,6 @@ def _offline():
         _OFFLINE.reset(token)
 
 
-@contextlib.contextmanager
-def _on_meta():
-    """Build on the ``meta`` device (nothing allocated), ``convert()`` calls included, which
-    refuse a model on it anywhere else (:data:`~lotterynet.convert.PROBING`)."""
-    token = PROBING.set(True)
-    try:
-        with torch.device("meta"):
-            yield
-    finally:
-        PROBING.reset(token)
-
-
 # --- what a ticket stores --------------------------------------------------------------------
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -140,7 +128,7 @@ def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None
     if spec is not None:
         if probe is None:
             header = {"spec": spec, "converts": _convert_calls(model)}
-            with _offline(), _on_meta():
+            with _offline(), on_meta():
                 probe = _rebuild(header, None)
         frozen = {name for name, p in probe.named_parameters() if not p.requires_grad}
     else:
@@ -619,7 +607,7 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         raise TicketError(f"{path}: model= {type(model).__name__} is converted already, and "
                           f"load_ticket replays the ticket's convert() calls on it: pass a "
                           f"fresh, unconverted instance (load_ticket(path, model=MyNet()))")
-    with _on_meta():
+    with on_meta():
         probe = _rebuild(header, None if model is None else _meta_copy(model))
     nbytes = _state_nbytes(probe)
     if nbytes > max_bytes:

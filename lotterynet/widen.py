@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 
+from .convert import on_meta
 from .masking import masked_weights
 from .models import build_model
-from .ticket import _on_meta as on_meta
 
 
 def maskable_count(arch: str, **kwargs) -> int:
