@@ -74,6 +74,7 @@ from .graphs import StepGraphs
 from .grid import SWEEP_FILE
 from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import METRICS_FILE, finish_wandb, make_loggers
+from .memory import check_fits, memory_needed
 from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
 from .optim import optimizer_and_schedule
@@ -91,13 +92,11 @@ from .run import (
     RNGState,
     changed_results,
     check_callback_states,
-    check_fits,
     check_last_batch,
     data_module,
     device_name,
     locked,
     make_trainer,
-    memory_needed,
     model_spec,
     optim_settings,
     params_metrics,

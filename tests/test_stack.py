@@ -20,6 +20,7 @@ import torch
 import yaml
 from torch import nn
 
+import lotterynet.memory
 import lotterynet.run
 import lotterynet.stack
 from conftest import REPO
@@ -351,7 +352,7 @@ def test_a_stack_whose_members_cannot_fit_in_memory_together_is_refused(
     """A stack's members train in one process: their memory needs add up (two FC2 subset-sum
     members, 30.4 MiB each in training, with 48 MiB available: each alone would fit). The
     stack is refused before its members are built, in one line, and writes nothing."""
-    monkeypatch.setattr(lotterynet.run, "available_memory", lambda: 48 * 2**20)
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 48 * 2**20)
     configs = [make_config(dict(arch="fc2", sparsity=s, limit_train=256, val_size=64,
                                 data_dir=str(data_dir))) for s in (0.5, 0.9)]
     with pytest.raises(ConfigError, match=r"^stack stack \(2 members\) needs at least 60\.8 "

@@ -29,7 +29,7 @@ from lotterynet.loggers import read_wandb_records, read_wandb_summary, replay_hi
 from lotterynet.masking import masked_weights
 from lotterynet.models import MODELS, build_model
 from lotterynet.paper import TRAINED, paper_accuracy
-from lotterynet.run import build_module, check_same_run
+from lotterynet.run import build_module, check_same_run, model_spec
 from lotterynet.ticket import load_ticket
 from lotterynet.widen import maskable_count, wide_width
 
@@ -200,10 +200,10 @@ def test_a_model_that_cannot_fit_in_memory_is_refused_before_it_is_built(
     built or the folder made: one line, exit 2. Here FC2 subset-sum, 30.4 MiB in training on
     the CPU, with 16 MiB available; for a run on a GPU, the host holds the model as built
     (15.2 MiB, float32), with 8 MiB. The count is exactly what its build holds."""
-    import lotterynet.run
+    import lotterynet.memory
 
-    monkeypatch.setattr(lotterynet.run, "on_gpu", lambda accelerator: gpu)
-    monkeypatch.setattr(lotterynet.run, "available_memory", lambda: 2**23 if gpu else 2**24)
+    monkeypatch.setattr(lotterynet.memory, "on_gpu", lambda accelerator: gpu)
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 2**23 if gpu else 2**24)
     code, out = train(tmp_path, data_dir, "--arch", "fc2", "--sparsity", "0.99")
     need = "15.2 MiB of memory to build (3,982,840 parameters, drawn in float32) and this " \
         "machine has 8.0 MiB" if gpu else "30.4 MiB of memory to train (3,982,840 " \
@@ -216,10 +216,10 @@ def test_a_model_that_cannot_fit_in_memory_is_refused_before_it_is_built(
         f"more memory"]
     assert code == 2 and not out.exists()
     config = config_from_args(build_parser().parse_args(["--arch", "fc2"]))
-    spec = lotterynet.run.model_spec(config, TensorDataModule(config.dataset, data_dir))
+    spec = model_spec(config, TensorDataModule(config.dataset, data_dir))
     built = build_model(**spec)
-    assert lotterynet.run.memory_needed([(spec, {"optimizer": "sgd", "momentum": 0.9})],
-                                        "32-true").built == 15931360 == sum(
+    assert lotterynet.memory.memory_needed([(spec, {"optimizer": "sgd", "momentum": 0.9})],
+                                           "32-true").built == 15931360 == sum(
         t.numel() * t.element_size() for t in (*built.parameters(), *built.buffers()))
 
 
