@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .checkpointing import savefig_atomic
+from .distributions import check_positive
 from .errors import ConfigError, OneLineErrorParser, flag_name, unread_option
 from .registry import Registry
 from .validate import check_output_dir
@@ -139,8 +140,7 @@ def orseau_k(widths, epsilon, *, w_max: float = 1.0, f_max: float = 1.0,
     ``spectral_norm`` bounds every ``‖Ŵ_i‖_2``: 1 as in Remark 4 / Example 5, ``w_max n_max``
     for the worst case of Example 2 / Example 6."""
     for name, value in (("w_max", w_max), ("f_max", f_max), ("spectral_norm", spectral_norm)):
-        if not 0 < value < math.inf:  # (k′ takes their logs: no overflow to guard against)
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        check_positive(name, value)  # (k′ takes their logs: no overflow to guard against)
     ell, n_max = len(widths) - 1, max(widths)
     # log(1 / ε_w), summed term by term: Π_i max{1, ‖Ŵ_i‖_2} overflows a float for deep targets
     log_inv_eps_w = (1 + math.log(ell) + 1.5 * math.log(n_max) + math.log(f_max)

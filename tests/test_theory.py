@@ -133,6 +133,11 @@ def test_natale_sparser_tickets_need_wider_networks():
     (lambda: theory.width_table((784, 10), 0.1, w_max=0), r"w_max must be a positive finite"),
     (lambda: theory.orseau((784, 10), 0.1, 0.1, spectral_norm=-1),
      r"spectral_norm must be a positive finite number, got -1"),
+    # a string was a TypeError from '<', True taken as 1
+    (lambda: theory.orseau_k((784, 10), 0.1, w_max="1"),
+     r"w_max must be a positive finite number, got '1'"),
+    (lambda: theory.orseau_k((784, 10), 0.1, f_max=True),
+     r"f_max must be a positive finite number, got True"),
 ])
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
