@@ -64,7 +64,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .distributions import check_seed, layer_seed
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, record_frozen
-from .masking import check_module, uncompiled
+from .masking import KeepsNoWeight, check_module, uncompiled
 from .registry import Registry
 
 
@@ -424,6 +424,37 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
         memory_format=LAYOUTS[weight.dim()] if laid_out(weight) else torch.preserve_format))
 
 
+def _builds(module: nn.Module, rule: Convertible, **options) -> bool:
+    """Whether ``module``'s subnet layer builds with ``options`` (on the meta device: nothing
+    allocated)."""
+    try:
+        with on_meta():
+            rule.build(module, False, seed=0, **options)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _keeps_nothing(model: nn.Module, refused: dict[str, ValueError],
+                   layers: dict[str, tuple[nn.Module, Convertible]], exclude: Sequence[str],
+                   options: dict) -> ValueError:
+    """The first of the ``refused`` layers' refusals (the sparsity keeps no weight of one of
+    their tensors), with the other ways round it than a lower sparsity for the whole model:
+    leaving those layers out, when others are left to convert (deit's patch embedding, of 3
+    input channels: subset sum's shared ``u`` of 3·pairs entries), and ``shared=False`` where
+    every one of them then keeps weights (``u`` as large as ``v``)."""
+    ways = []
+    if len(refused) < len(layers):
+        what = "the layer" if len(refused) == 1 else f"the {len(refused)} layers that keep none"
+        ways.append(f"leave {what} out "
+                    f"(exclude={[*exclude, *covering_patterns(model, refused)]})")
+    if options.get("shared", True) is True and all(
+            _builds(*layers[name], **{**options, "shared": False}) for name in refused):
+        ways.append("unshare the first-stage weights u (shared=False)")
+    first = next(iter(refused.values()))
+    return ValueError(f"{first}{', ' * bool(ways)}{' or '.join(ways)}")
+
+
 #: A frozen layer scale no larger than this scales its residual branch away.
 NEAR_ZERO = 1e-4
 #: How layer scales are named: timm's ``gamma`` (ConvNeXt, ``LayerScale``), CaiT's
@@ -599,11 +630,21 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                              f"model (a typo?); its modules: {', '.join(every_name[1:9])}"
                              f"{', ...' if len(every_name) > 9 else ''}")
     replaced: dict[str, nn.Module] = {}
+    keep_nothing: dict[str, ValueError] = {}  # layer name -> its refusal
+    options = dict(sparsity=sparsity, init=init, structure=structure, **layer_options)
     for key, name, module, rule in plan:  # every new layer first: a refusal changes nothing
         if rule is not None:
-            layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, sparsity=sparsity,
-                                  init=init, structure=structure, **layer_options)
+            try:
+                layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, **options)
+            except ValueError as error:
+                if not isinstance(error.__cause__, KeepsNoWeight):
+                    raise
+                keep_nothing[name] = error
+                continue
             replaced.update(dict.fromkeys(names[key], layer))
+    if keep_nothing:
+        layers = {name: (module, rule) for _, name, module, rule in plan if rule is not None}
+        raise _keeps_nothing(model, keep_nothing, layers, exclude, options)
     other_params = []  # (name, parameter)
     for _, name, module, rule in plan:
         if rule is None and isinstance(module, _BatchNorm):

@@ -92,12 +92,17 @@ def check_sparsity_range(sparsity) -> float:
     return float(sparsity)
 
 
+class KeepsNoWeight(ValueError):
+    """:func:`check_sparsity`'s refusal of a sparsity that keeps no entry of a tensor (or
+    group): ``convert`` tells it from a layer's other refusals to advise leaving the layer out."""
+
+
 def check_sparsity(sparsity, numel: int, unit: str = "a tensor", rule: str = "round") -> float:
     """Validate a sparsity (the fraction *pruned*, :func:`check_sparsity_range`) for ``unit``
     (a tensor, or one group of a group-wise top-k) of ``numel`` entries."""
     check_sparsity_range(sparsity)
     if kept_count(numel, sparsity, rule) < 1:
-        raise ValueError(
+        raise KeepsNoWeight(
             f"sparsity {sparsity!r} keeps no weight of {unit} with {numel} entries; "
             f"use at most {1 - 1 / numel:.6g}"
         )

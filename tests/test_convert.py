@@ -466,6 +466,27 @@ def test_refused_convert_leaves_the_model_as_it_was():
     assert set(before) == {n for n, _ in model.named_parameters()}
 
 
+@pytest.mark.parametrize("sparsity,options,advice", [
+    (0.99, dict(), r"use at most 0\.979167, leave the layer out \(exclude=\['0'\]\)"),
+    (0.99, dict(structure="subsetsum", activation="identity", pairs=2),
+     r"with 6 entries; use at most 0\.833333, leave the layer out \(exclude=\['0'\]\) or "
+     r"unshare the first-stage weights u \(shared=False\)"),
+    (0.9998, dict(exclude=["3"]),
+     r"use at most 0\.979167, leave the 2 layers that keep none out \(exclude=\['3', '0', '2'\]\)"),
+    (0.99, dict(structure="fixedsize", activation="identity", pairs=2),  # (every layer)
+     r"with 2 entries; use at most 0\.5"),
+], ids=["dense", "subsetsum_shared", "two_layers", "every_layer"])
+def test_a_layer_that_would_keep_no_weight_is_refused_with_the_ways_round_it(
+        sparsity, options, advice):
+    """One small layer (a patch embedding of 3 input channels) whose tensor the sparsity leaves
+    empty: the refusal offers leaving it out, and shared=False where its shared u is the tensor
+    and unsharing it keeps weights, not only a lower sparsity for the whole model."""
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.Linear(64, 200), nn.Linear(200, 10), nn.ReLU())
+    with pytest.raises(ValueError, match=rf"^cannot convert module '0': .*{advice}$"):
+        convert(model, sparsity=sparsity, **options)
+    assert type(model[0]) is nn.Conv2d
+
+
 def test_hooks_on_a_replaced_layer_are_the_new_layers():
     """Forward (pre) and backward hooks see the subnet layer's calls, and the handles their
     registration returned remove them from it."""
