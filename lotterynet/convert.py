@@ -15,7 +15,9 @@ What happens to the rest of the selected modules:
 * **any other parameter** (LayerNorm, embeddings, cls/position tokens, layer-scale gammas,
   layers of other types such as ``Conv3d``) — ``others="frozen"`` (the default: frozen at its
   initial value, so it is part of the random network and ``count_params`` reports it as
-  ``frozen``) or ``"trainable"`` (left as it is; reported as ``trainable``).
+  ``frozen``) or ``"trainable"`` (left as it is; reported as ``trainable``). A layer of a type
+  not replaced (:data:`LEFT_DENSE`: ``ConvTranspose2d``, ``Conv3d``, ...) is so left dense,
+  never pruned, and frozen is never trained either: convert warns of such layers.
 
 Frozen random values must be reproducible for a ticket to be rebuilt from its seed: each
 replaced layer draws from its own generator, seeded from ``seed`` and the module's name inside
@@ -475,6 +477,25 @@ def _warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
                       f"model with a larger init (timm: ls_init_value=1.0)", stacklevel=3)
 
 
+#: Weight-bearing layer types ``convert`` does not replace (a UNet decoder's transposed
+#: convolutions): a selected one is left dense, its parameters under ``others``.
+LEFT_DENSE = (nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Bilinear)
+
+
+def _warn_layers_left_dense(left: list[tuple[str, nn.Module]], trainable: bool) -> None:
+    """Warn of the selected layers (name, module) of :data:`LEFT_DENSE` types: never pruned,
+    and frozen at their initial random weights (``others="frozen"``): never trained either."""
+    if left:
+        types = ", ".join(dict.fromkeys(type(module).__name__ for _, module in left))
+        shown = ", ".join(repr(name) for name, _ in left[:3]) + ", ..." * (len(left) > 3)
+        fate = ("trained but never pruned (others='trainable')" if trainable else
+                "frozen at their initial random weights (others='frozen'), so neither pruned "
+                "nor trained; others='trainable' trains them (dense)")
+        warnings.warn(f"convert: {len(left)} layer(s) of types it does not replace ({types}: "
+                      f"{shown}) are left dense, {fate}; exclude them to leave them as the "
+                      f"model made them", stacklevel=3)
+
+
 @functools.cache
 def _sources(cls: type) -> str:
     """The source of ``forward`` and of every method it calls on ``self`` (``self.NAME(``),
@@ -655,6 +676,8 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                 other_params.append((f"{name}.{p_name}".lstrip("."), p))
     if not others_trainable:
         _warn_frozen_layer_scales(other_params)
+    _warn_layers_left_dense([(name, module) for _, name, module, rule in plan
+                             if rule is None and isinstance(module, LEFT_DENSE)], others_trainable)
     result = replaced.get("", model)
     for name, layer in replaced.items():
         if name:

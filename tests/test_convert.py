@@ -216,6 +216,30 @@ def test_layer_scales_frozen_near_zero_are_warned_of(recwarn):
     assert not [w for w in recwarn if "layer scale" in str(w.message)]
 
 
+@pytest.mark.parametrize("others,fate", [
+    ("frozen", r"frozen at their initial random weights \(others='frozen'\), so neither pruned "
+               r"nor trained; others='trainable' trains them \(dense\)"),
+    ("trainable", r"trained but never pruned \(others='trainable'\)")], ids=["frozen", "trainable"])
+def test_layers_convert_does_not_replace_are_warned_of(recwarn, others, fate):
+    """A UNet decoder's transposed convolutions (and Conv3d, Bilinear) are left dense under
+    ``others``: a warning names them and what becomes of them; excluded, or in a model of
+    Conv2d/Linear layers, none."""
+    def unet():
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ConvTranspose2d(8, 4, 2, 2), nn.ReLU(),
+                             nn.Conv3d(1, 2, 1), nn.LayerNorm(4), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match=rf"^convert: 2 layer\(s\) of types it does not replace "
+                                         rf"\(ConvTranspose2d, Conv3d: '1', '3'\) are left dense, "
+                                         rf"{fate}; exclude them to leave them as the model made "
+                                         rf"them$"):
+        model = convert(unet(), sparsity=0.5, others=others)
+    assert model[1].weight.requires_grad is (others == "trainable")
+    recwarn.clear()
+    convert(unet(), sparsity=0.5, others=others, exclude=["1", "3"])
+    convert(nn.Sequential(nn.Conv2d(3, 8, 3), nn.LayerNorm(4), nn.Linear(4, 2)), sparsity=0.5,
+            others=others)
+    assert not [w for w in recwarn if "does not replace" in str(w.message)]
+
+
 class ReadsItsLayersWeight(nn.Module):
     """A module whose forward passes a layer's weight to ``F.linear`` itself, as torchvision's
     Swin attention does with ``self.qkv.weight``."""
