@@ -65,6 +65,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .distributions import check_seed, layer_seed
+from .errors import plural
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, record_frozen
 from .masking import KeepsNoWeight, check_module, uncompiled
 from .registry import Registry
@@ -471,7 +472,8 @@ def _warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
     tiny = [name for name, p in frozen if LAYER_SCALE.search(name.rpartition(".")[2])
             and not p.is_meta and p.numel() and float(p.detach().abs().max()) <= NEAR_ZERO]
     if tiny:
-        warnings.warn(f"convert: {len(tiny)} frozen layer scale(s) are within {NEAR_ZERO:g} of "
+        warnings.warn(f"convert: {plural(len(tiny), 'frozen layer scale')} "
+                      f"{'is' if len(tiny) == 1 else 'are'} within {NEAR_ZERO:g} of "
                       f"0, such as {tiny[0]!r}: the residual branches they scale add almost "
                       f"nothing to the network; others='trainable' trains them, or build the "
                       f"model with a larger init (timm: ls_init_value=1.0)", stacklevel=3)
@@ -491,8 +493,9 @@ def _warn_layers_left_dense(left: list[tuple[str, nn.Module]], trainable: bool) 
         fate = ("trained but never pruned (others='trainable')" if trainable else
                 "frozen at their initial random weights (others='frozen'), so neither pruned "
                 "nor trained; others='trainable' trains them (dense)")
-        warnings.warn(f"convert: {len(left)} layer(s) of types it does not replace ({types}: "
-                      f"{shown}) are left dense, {fate}; exclude them to leave them as the "
+        warnings.warn(f"convert: {plural(len(left), 'layer')} of types it does not replace "
+                      f"({types}: {shown}) {'is' if len(left) == 1 else 'are'} left dense, "
+                      f"{fate}; exclude them to leave them as the "
                       f"model made them", stacklevel=3)
 
 

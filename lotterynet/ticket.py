@@ -623,11 +623,14 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
 
 
 def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
-    """Apply the ticket's recorded ``convert()`` calls to ``model``, in order."""
+    """Apply the ticket's recorded ``convert()`` calls to ``model``, in order, without their
+    warnings (layers left dense, near-zero layer scales), which the calls gave when made."""
     for call in converts:
         path = call["path"]
         target = model.get_submodule(path)
-        result = convert(target, **without_ignored_options(call["kwargs"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            result = convert(target, **without_ignored_options(call["kwargs"]))
         if result is not target:  # the call converted a layer itself
             if not path:
                 model = result
