@@ -579,6 +579,15 @@ class MaskedSparsity:
     layer, subnet attention). Setting the sparsity sets every tensor's, or, when one of them
     refuses the value (it would keep none of its weights), none."""
 
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this on every module before compiling: a subnet layer
+        (its mask selection, its top-k) is not TorchScript, which failed deep inside torch
+        ("Unknown type annotation: 'bool'"); the model to script is its export."""
+        raise TypeError(f"torch.jit.script: {type(self).__name__} is a subnet layer, which is "
+                        f"not scriptable; script the exported model, masks baked in: "
+                        f"torch.jit.script(lotterynet.export(model)) (or torch.export / "
+                        f"torch.compile the model itself)")
+
     @property
     def sparsity(self) -> float:
         """Fraction of this layer's maskable weights that are pruned."""

@@ -113,6 +113,19 @@ def test_a_tied_layer_exports_to_one_plain_layer_under_each_name():
     torch.testing.assert_close(torch.jit.script(exported)(x), model(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
+@pytest.mark.parametrize("make", [
+    lambda: convert(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), sparsity=0.5,
+                    seed=0),
+    lambda: ln.SubnetMultiheadAttention(8, 2, sparsity=0.5, seed=0)])
+def test_scripting_the_subnet_model_itself_says_to_script_its_export(make):
+    """torch.jit.script of a converted model failed deep inside torch ("Unknown type
+    annotation: 'bool'"); it is one line naming the layer and what to script instead."""
+    with pytest.raises(TypeError, match=r"^torch\.jit\.script: Subnet\w+ is a subnet layer, "
+                                        r"which is not scriptable; script the exported model"):
+        torch.jit.script(make())
+
+
 def test_collapse_counts_match_the_structure():
     model = subnet_model(**STRUCTS["relu-shared"])
     exported = export(model)
