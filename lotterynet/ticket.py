@@ -32,9 +32,10 @@ ticket of an older lotterynet, which stored none, an unseeded layer) is an error
 different network; a model of another shape is refused naming the first tensor that differs.
 A model whose frozen weights are no longer what a load regenerates (trained, or changed in
 place, since it was made) cannot be a ticket: ``save_ticket`` refuses it, naming the first,
-before writing anything. It compares them with a rebuild: a spec's model built as the load
-builds it, or each seeded subnet layer of your model drawn again (float32 on the CPU; about
-0.2 s for a ResNet-18 on one core); an attention's frozen ``bias_k`` / ``bias_v`` are not.
+before writing anything. It compares them with each seeded subnet layer drawn again, one layer
+at a time (float32 on the CPU; about 0.2 s for a ResNet-18 on one core; never the whole model
+twice in memory); an attention's frozen ``bias_k`` / ``bias_v`` and the frozen tensors outside
+subnet layers (LeNet5's random convs, a timm model's excluded layers) are not compared.
 
 The file (:mod:`lotterynet.ticket_file`: no pickle, JSON header, zlib payload, sha256) holds
 the spec (or null), the ``convert`` calls, the bit-packed masks and the stored tensors. zlib
@@ -349,8 +350,7 @@ def save_ticket(model: nn.Module, path) -> int:
     probe = None if spec is None else _rebuilt_as_saved(model, spec)
     frozen = frozen_as_built(model, spec, probe)
     regenerated, stored = _split_state(model, frozen)
-    changed = _first_changed(regenerated, _split_state(probe, frozen)[0].items()
-                             if probe is not None else _redrawn(model, regenerated))
+    changed = _first_changed(regenerated, _redrawn(model, regenerated))
     if changed is not None:
         raise ValueError(f"save_ticket: frozen parameter {changed!r} is no longer what its seed "
                          f"draws (trained, or changed in place, since the model was made), and "
@@ -448,12 +448,12 @@ def _refuse_differing(what: str, ours: dict, theirs: dict, show) -> None:
 
 def _rebuilt_as_saved(model: nn.Module, spec: dict) -> nn.Module:
     """The model a ticket of ``model`` rebuilds: its ``spec``'s, the ``convert()`` calls
-    recorded on ``model`` replayed, on torch's default device (as a load builds it: its frozen
-    weights are what the load regenerates). A ``model`` that is not that model
+    recorded on ``model`` replayed, on the ``meta`` device (nothing allocated: a save at a
+    run's end must not need the model's memory twice). A ``model`` that is not that model
     (:data:`NOT_AS_BUILT`) is refused (``ValueError``): a call that does not replay there (it
     converted a layer put in place of one that the spec converts), or the first module or
     tensor that differs (a replacement left plain, another shape)."""
-    with _offline():
+    with _offline(), on_meta():
         probe = _rebuild({"spec": spec}, None)
         for call in _replayed(probe, _convert_calls(model)):
             try:

@@ -331,6 +331,19 @@ def test_model_that_does_not_rebuild_is_rejected(tmp_path):
         load_ticket(tmp_path / "t.ticket")
 
 
+def test_saving_a_spec_models_ticket_builds_no_second_model(tmp_path, monkeypatch):
+    """save_ticket's rebuild of a spec's model (its structure and shapes checked against the
+    model's) is on the meta device and its frozen weights are compared a layer at a time: it
+    was a real second model (at a run's end, twice the model's memory)."""
+    from lotterynet import ticket as ticket_module
+
+    built, build = [], ticket_module.build_model
+    monkeypatch.setattr(ticket_module, "build_model",
+                        lambda **spec: built.append(build(**spec)) or built[-1])
+    save_ticket(trained(MLP, VECTORS), tmp_path / "t.ticket")
+    assert built and all(p.is_meta for model in built for p in model.parameters())
+
+
 def test_a_rebuild_of_other_weights_is_hashed_only_in_the_saved_dtypes(tmp_path, monkeypatch):
     """A ticket records the floating dtypes of its frozen weights (``frozen_dtypes``): a
     rebuild that draws other weights is refused after 3 hashes of them (as built, rounded
