@@ -73,7 +73,7 @@ from lotterynet.augment import AUGMENTATIONS, batch_seed
 from lotterynet.checkpointing import write_text_atomic
 from lotterynet.cli import main as cli_main
 from lotterynet.config import make_config
-from lotterynet.datamodule import EpochPermutation, TensorDataModule, TensorLoader
+from lotterynet.datamodule import EpochPermutation, TensorLoader, check_data_set
 from lotterynet.graphs import StepGraphs
 from lotterynet.machine import cpu_name
 from lotterynet.optim import OPTIMIZERS
@@ -512,7 +512,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f"e.g. {str(args.report / 'gpu_report.md')!r}")
     with flags.reported(parser):
         check_output_dir(args.report.parent, "--report")
-        TensorDataModule("mnist", args.data_dir).prepare_data()
+        check_data_set("mnist", args.data_dir)
     return args
 
 

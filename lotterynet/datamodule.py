@@ -147,6 +147,14 @@ class TensorLoader:
         self._resume = (state["epoch"], state["batches"])
 
 
+def check_data_set(name: str, root) -> None:
+    """Read both splits of data set ``name`` (downloading a missing set) and let them go: a
+    missing or corrupt set refused (:class:`DatasetNotFound`, :class:`DatasetCorrupt`) before
+    anything else starts, without a data module's splits made of them."""
+    for train in (True, False):
+        load_or_download(name, root, train=train)
+
+
 class TensorDataModule(pl.LightningDataModule):
     """Train / validation / test splits of a registered data set (``mnist``, ``fashion-mnist``,
     ``cifar10``) as whole tensors. Lightning's hooks do the work: ``setup`` reads the splits,

@@ -71,7 +71,7 @@ from .config import (
     training_examples,
 )
 from .data import DATASETS
-from .datamodule import TensorDataModule
+from .datamodule import TensorDataModule, check_data_set
 from .errors import (
     ERROR,
     Interrupted,
@@ -1055,7 +1055,7 @@ def check_data(sweep: Sweep) -> None:
     cell or stack starts."""
     for dataset, data_dir in {(config_value(v, "dataset"), v.get("data_dir"))
                               for _, v in sweep.cells()}:
-        TensorDataModule(dataset, data_dir).prepare_data()
+        check_data_set(dataset, data_dir)
 
 
 def check_buildable(sweep: Sweep) -> None:
