@@ -21,7 +21,7 @@ import numbers
 import torch
 from torch import nn
 
-from .distributions import draw_seed
+from .distributions import draw_seed, float32_draws, seeded_generator
 from .layers import SubnetLinear, _SubnetLayer, check_float_dtype, drawn
 from .masking import MaskedSparsity
 from .structures import check_positive_int
@@ -68,13 +68,26 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
                         f"{layer.structure_name!r} with these options is not (use dense, or "
                         "subsetsum / fixedsize with activation='identity')")
                 setattr(self, name, layer)
-            for name in ("bias_k", "bias_v"):
-                value = None
-                if add_bias_kv:
-                    value = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, 1, embed_dim),
-                                                                generator=generator),
-                                         requires_grad=False)
-                setattr(self, name, value)
+            _draw_bias_kv(self, generator, add_bias_kv, embed_dim)
+        self.drawn_with = dict(seed=seed, add_bias_kv=add_bias_kv, embed_dim=embed_dim)
+
+    #: What ``bias_k`` / ``bias_v`` were drawn from (:meth:`redrawn`); None for a layer pickled
+    #: before then.
+    drawn_with: dict | None = None
+
+    def redrawn(self) -> nn.Module:
+        """A module holding ``bias_k`` / ``bias_v`` drawn again from the seed, float32 on the
+        CPU: what :func:`~lotterynet.ticket.save_ticket` checks the layer's against (the
+        projections are subnet layers, each drawn again by its own
+        :meth:`~lotterynet.layers._SubnetLayer.redrawn`)."""
+        fresh = nn.Module()
+        generator = seeded_generator(self.drawn_with["seed"])
+        with float32_draws():
+            for _ in PROJECTIONS:  # the projections' seeds come first from the generator
+                draw_seed(generator)
+            _draw_bias_kv(fresh, generator, self.drawn_with["add_bias_kv"],
+                          self.drawn_with["embed_dim"])
+        return fresh
 
     # What nn.MultiheadAttention.forward reads, computed from the projections.
     in_proj_weight = None
@@ -123,6 +136,18 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
                 attention.bias_k.copy_(self.bias_k)
                 attention.bias_v.copy_(self.bias_v)
         return attention.train(self.training)
+
+
+def _draw_bias_kv(module: nn.Module, generator, add_bias_kv: bool, embed_dim: int) -> None:
+    """Set ``module.bias_k`` / ``bias_v``: frozen, Xavier-normal ``[1, 1, embed_dim]`` drawn
+    from ``generator`` with ``add_bias_kv`` (as torch draws them), else None."""
+    for name in ("bias_k", "bias_v"):
+        value = None
+        if add_bias_kv:
+            value = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, 1, embed_dim),
+                                                        generator=generator),
+                                 requires_grad=False)
+        setattr(module, name, value)
 
 
 #: Every module type that holds maskable tensors as one replaceable unit (also what torch.fx

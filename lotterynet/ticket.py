@@ -34,8 +34,8 @@ A model whose frozen weights are no longer what a load regenerates (trained, or 
 place, since it was made) cannot be a ticket: ``save_ticket`` refuses it, naming the first,
 before writing anything. It compares them with each seeded subnet layer drawn again, one layer
 at a time (float32 on the CPU; about 0.2 s for a ResNet-18 on one core; never the whole model
-twice in memory); an attention's frozen ``bias_k`` / ``bias_v`` and the frozen tensors outside
-subnet layers (LeNet5's random convs, a timm model's excluded layers) are not compared.
+twice in memory), an attention's frozen ``bias_k`` / ``bias_v`` too; the frozen tensors
+outside subnet layers (LeNet5's random convs, a timm model's excluded layers) are not compared.
 
 The file (:mod:`lotterynet.ticket_file`: no pickle, JSON header, zlib payload, sha256) holds
 the spec (or null), the ``convert`` calls, the bit-packed masks and the stored tensors. zlib
@@ -390,11 +390,12 @@ def save_ticket(model: nn.Module, path) -> int:
 
 def _redrawn(model: nn.Module, regenerated: dict):
     """``(name, tensor)`` of each of ``regenerated`` (:func:`_split_state`) that a subnet layer
-    of ``model`` draws again from its seed (:meth:`~lotterynet.layers._SubnetLayer.redrawn`),
-    one layer at a time: what a load into a fresh instance regenerates. Not those of a layer
-    made without a seed (drawn from torch's global generator, which a draw would advance), or
-    pickled before layers recorded what they were built from, or an attention's ``bias_k`` /
-    ``bias_v``."""
+    of ``model`` draws again from its seed (:meth:`~lotterynet.layers._SubnetLayer.redrawn`;
+    an attention's ``bias_k`` / ``bias_v``,
+    :meth:`~lotterynet.attention.SubnetMultiheadAttention.redrawn`), one layer at a time: what
+    a load into a fresh instance regenerates. Not those of a layer made without a seed (drawn
+    from torch's global generator, which a draw would advance), or pickled before layers
+    recorded what they were built from."""
     for prefix, layer in model.named_modules():
         if (getattr(layer, "drawn_with", None) or {}).get("seed") is not None:
             for name, value in layer.redrawn().named_parameters():

@@ -316,18 +316,26 @@ def edit_bias(model):
         model[2].bias.add_(1e-3)
 
 
+def edit_bias_v(model):
+    with torch.no_grad():
+        model.attn.bias_v.add_(1e-3)
+
+
 @pytest.mark.parametrize("make,change,first", [
     (tiny_mlp, lambda m: train_frozen_weights(m, refreeze=True), "0.bias"),
     (tiny_mlp, lambda m: train_frozen_weights(m, refreeze=False), "0.bias"),
     (hand_built, edit_bias, "2.bias"),
-], ids=["trained-then-frozen-again", "trained", "hand-built-edited-in-place"])
+    (lambda: Unseeded(seed=1), edit_bias_v, "attn.bias_v"),
+], ids=["trained-then-frozen-again", "trained", "hand-built-edited-in-place",
+        "attention-bias-v-edited-in-place"])
 def test_frozen_weights_changed_since_the_model_was_made_are_refused_at_save(tmp_path, make,
                                                                             change, first):
     """A ticket regenerates frozen weights from their seeds, so a model whose frozen weights
     were trained (then frozen again, as a refusal of the thawed weight advised, or not) or
     edited in place is refused at save, naming the first, with what to do, and nothing written
     (was: saved, and its load said "different frozen random weights ... another torch
-    version?", the masks lost; a thawed weight was told to freeze it again)."""
+    version?", the masks lost; a thawed weight was told to freeze it again; an attention's
+    ``bias_k`` / ``bias_v`` were not compared at all)."""
     model = make()
     save_ticket(model, tmp_path / "t.ticket")  # as made: saves
     change(model)
