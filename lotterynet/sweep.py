@@ -870,18 +870,34 @@ def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict],
     write_text_atomic(sweep_dir / TABLE_MD, "\n".join(lines) + "\n")
 
 
+def cells_use(sweep: Sweep, key: str) -> list:
+    """The values of ``key`` the sweep's cells run with (a variant may set its own), each once,
+    in the cells' order."""
+    return list(dict.fromkeys(config_value(values, key) for _, values in sweep.cells()))
+
+
 def figure_title(sweep: Sweep) -> str:
-    """What a reader needs to place the figure: architecture, data, budgets, seeds."""
+    """What a reader needs to place the figure: architectures, data, budgets, seeds."""
     *more, last = sweep.epochs
     budgets = f"best of {', '.join(map(str, more))} or {last} epochs" if more else \
         plural(last, "epoch")
-    return (f"{config_value(sweep.base, 'arch')} on {config_value(sweep.base, 'dataset')}: "
-            f"{budgets}, {plural(len(sweep.seeds), 'seed')}")
+    return (f"{', '.join(cells_use(sweep, 'arch'))} on {', '.join(cells_use(sweep, 'dataset'))}"
+            f": {budgets}, {plural(len(sweep.seeds), 'seed')}")
 
 
-def chance_accuracy(sweep: Sweep) -> float:
-    """The test accuracy (%) of a guess: 100 over the classes of the sweep's data set."""
-    return 100 / DATASETS.get(config_value(sweep.base, "dataset")).num_classes
+def chance_accuracy(sweep: Sweep) -> float | None:
+    """The test accuracy (%) of a guess: 100 over the classes of the cells' data sets, None
+    where they differ in their number of classes (no one chance line)."""
+    classes = {DATASETS.get(dataset).num_classes for dataset in cells_use(sweep, "dataset")}
+    return 100 / classes.pop() if len(classes) == 1 else None
+
+
+def paper_trained_accuracy(sweep: Sweep) -> float | None:
+    """Pensia et al.'s trained dense accuracy (%) for the figure, where every cell is one of
+    their architectures on MNIST (the same one), else None."""
+    archs = cells_use(sweep, "arch")
+    return TRAINED.get(archs[0]) if len(archs) == 1 and cells_use(sweep, "dataset") == [
+        "mnist"] else None
 
 
 #: The longest variant label the figure's legend spells out (:func:`plot`).
@@ -889,12 +905,13 @@ LEGEND_LABEL_MAX = 48
 
 
 def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | None,
-         chance: float, spelled: dict[str, str] | None = None) -> Path:
+         chance: float | None, spelled: dict[str, str] | None = None) -> Path:
     """Test accuracy against kept parameters (log x): one line per variant (a band of ± one
     standard deviation when there are several seeds), Pensia et al.'s points as hollow markers
     of the same colour, the trained baseline as a dashed line (the paper's, ``paper_trained``,
-    as a thin grey one), ``chance`` as a dotted one (:func:`chance_accuracy`). Written as PNG
-    and PDF. A variant is named in the legend with its lists and mappings written out (``spelled``:
+    as a thin grey one: :func:`paper_trained_accuracy`), ``chance`` as a dotted one
+    (:func:`chance_accuracy`; None: none). Written as PNG and PDF. A variant is named in the
+    legend with its lists and mappings written out (``spelled``:
     :func:`lotterynet.grid.spelled_labels`) where that is at most :data:`LEGEND_LABEL_MAX`
     characters long, else by its label's hashes (sweep.md's legend decodes them)."""
     import matplotlib
@@ -927,7 +944,8 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     if paper_trained is not None:
         ax.axhline(paper_trained, color="grey", linestyle="--", linewidth=0.8,
                    label=f"trained dense, Pensia et al. ({paper_trained:.2f}%)")
-    ax.axhline(chance, color="grey", linestyle=":", label="chance")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", label="chance")
     ax.set(xscale="log", xlabel="kept parameters", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
@@ -1175,13 +1193,11 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     if not failed:  # never "sweep done" with a cell left out, whatever left it
         failed = [Failure(f"cell {name} has no results after the sweep ran it; see its "
                           f"stack's or its own {CELL_LOG}") for name in missing]
-    arch, dataset = config_value(sweep.base, "arch"), config_value(sweep.base, "dataset")
     rows = aggregate(sweep, sweep_dir)
     if rows:  # (none when every cell failed)
         spelled = spelled_labels(sweep.variants)
         write_table(rows, sweep_dir, sweep.variants, spelled)
-        figure = plot(rows, sweep_dir, figure_title(sweep),
-                      TRAINED.get(arch) if dataset == "mnist" else None,
+        figure = plot(rows, sweep_dir, figure_title(sweep), paper_trained_accuracy(sweep),
                       chance_accuracy(sweep), spelled=spelled)
         if sweep.base.get("wandb"):
             log_to_wandb(spelled_rows(rows, spelled), figure, sweep.base)

@@ -976,6 +976,28 @@ def test_the_figures_chance_line_is_the_sweeps_data_sets(monkeypatch):
         assert sweep_module.chance_accuracy(sweep) == chance
 
 
+@pytest.mark.parametrize("variant, title, chance, paper", [
+    ({}, "fc2 on mnist", 10.0, 98.59),
+    # (in the cells' order: the trained baseline's, the base's, last)
+    ({"arch": "fc4"}, "fc4, fc2 on mnist", 10.0, None),
+    ({"dataset": "fashion-mnist"}, "fc2 on fashion-mnist, mnist", 10.0, None),
+    ({"dataset": "cifar100"}, "fc2 on cifar100, mnist", None, None)])
+def test_the_figure_follows_the_data_and_archs_its_cells_use(monkeypatch, variant, title,
+                                                              chance, paper):
+    """A variant may set its own arch or data set: the title names every one the cells use,
+    the chance line is drawn only where they share one number of classes, the paper's trained
+    line only where every cell is that arch on MNIST (all three read the sweep's base alone)."""
+    from lotterynet.data import DATASETS
+
+    hundred = dataclasses.replace(DATASETS.get("cifar10"), name="cifar100", num_classes=100)
+    monkeypatch.setitem(DATASETS._entries, "cifar100", hundred)
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "wide", **variant}],
+                  sparsities=[0.5], epochs=[1])
+    assert sweep_module.figure_title(sweep) == f"{title}: 1 epoch, 1 seed"
+    assert sweep_module.chance_accuracy(sweep) == chance
+    assert sweep_module.paper_trained_accuracy(sweep) == paper
+
+
 def test_mapping_flags_add_keys_to_the_sweep_base(tmp_path):
     """``--model-kwargs`` and ``--trainer`` add to (and override keys of) the sweep base's
     mappings, as they do to a ``--config`` file's, instead of replacing them whole (which
