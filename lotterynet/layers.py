@@ -111,7 +111,8 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
             else:
                 self.register_parameter("bias", None)
         self.drawn_with = dict(target=target, bias=bias, sparsity=sparsity, init=init,
-                               init_kwargs=init_kwargs, structure=structure, pairs=pairs,
+                               init_kwargs=dict(init_kwargs or {}),  # (not the caller's dict)
+                               structure=structure, pairs=pairs,
                                activation=activation, shared=shared, hidden=hidden, seed=seed,
                                kept=kept, ties=ties, fan_in=fan_in, score_init=score_init)
 

@@ -347,6 +347,23 @@ def test_frozen_weights_changed_since_the_model_was_made_are_refused_at_save(tmp
     assert not (tmp_path / "u.ticket").exists()
 
 
+def test_a_layers_init_kwargs_changed_by_its_caller_afterwards_changes_nothing(tmp_path):
+    """A subnet layer keeps a copy of its ``init_kwargs``: it held the caller's dict, so a
+    later change to that dict made save_ticket's draw-again differ from the layer's frozen
+    weights, and refuse the model as changed since it was made."""
+    def made(options):
+        return nn.Sequential(ln.SubnetLinear(6, 4, init="hyperbolic", init_kwargs=options,
+                                             seed=1))
+
+    options = {"alpha": 0.01, "beta": 1.0}
+    model = made(options)
+    options["alpha"] = 0.1
+    save_ticket(model, tmp_path / "t.ticket")
+    x = torch.randn(2, 6)
+    assert torch.equal(load_ticket(tmp_path / "t.ticket",
+                                   model=made({"alpha": 0.01, "beta": 1.0}))(x), model(x))
+
+
 class Unseeded(nn.Module):
     def __init__(self, seed=None):
         super().__init__()
