@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -87,6 +88,12 @@ OPTIM_NUMBERS = {"lr": (lambda v: 0 < v < math.inf, "a positive finite number"),
                  "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number >= 0")}
 
 
+def shown(value) -> str:
+    """``value`` as a refusal shows it: its repr, a numpy number's as the Python number it
+    holds (``nan``, not ``np.float64(nan)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def check_optim(optim: dict) -> None:
     """One line (``ValueError``) naming the first bad setting of those ``optim`` holds: names
     from the registries, ``lr``, ``momentum`` and ``weight_decay`` as :data:`OPTIM_NUMBERS`
@@ -100,9 +107,9 @@ def check_optim(optim: dict) -> None:
         value = optim.get(key)
         if key in optim and (isinstance(value, bool) or not isinstance(value, numbers.Real)
                              or not holds(value)):
-            raise ValueError(f"{key} must be {said}, got {value!r}")
+            raise ValueError(f"{key} must be {said}, got {shown(value)}")
     epochs = optim.get("epochs")
     if epochs is not None and (isinstance(epochs, bool) or
                                not isinstance(epochs, numbers.Integral) or epochs < 1):
         raise ValueError(f"epochs (the schedule's length) must be a positive integer or None "
-                         f"(the Trainer's max_epochs), got {epochs!r}")
+                         f"(the Trainer's max_epochs), got {shown(epochs)}")

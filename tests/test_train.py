@@ -11,6 +11,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -678,6 +679,19 @@ def test_registry_sgd_is_plain_sgd_bit_for_bit_on_the_cpu():
         ends.append(params)
     assert all(torch.equal(a, b) for a, b in zip(*ends))
     assert not torch.equal(ends[0][0], start[0])
+
+
+@pytest.mark.parametrize("optim, said", [
+    ({"lr": np.float64("nan")}, "lr must be a positive finite number, got nan"),
+    ({"momentum": np.float32(1)}, "momentum must be a finite number in [0, 1), got 1.0"),
+    ({"epochs": np.int64(0)}, "or None (the Trainer's max_epochs), got 0"),
+])
+def test_a_refused_numpy_setting_is_shown_as_the_number_it_holds(optim, said):
+    """A setting from numpy (an lr from np.logspace) was refused as 'got np.float64(nan)'."""
+    from lotterynet.module import EdgePopupModule
+
+    with pytest.raises(ValueError, match=re.escape(said) + "$"):
+        EdgePopupModule({"name": "fc2"}, optim)
 
 
 @pytest.mark.parametrize("mode, said", [
