@@ -234,7 +234,8 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     ``nn.Linear`` as a pruned ``SubnetLinear`` of that structure with ``hidden = m · d_in``
     (module doc). Orseau's hyperbolic range is Theorem 3's for ``ε_w = epsilon`` and
     ``w_max = max |w|`` of the layer, and each weight's sign half sums at most
-    :func:`golden_ratio_cap` products (an all-zero layer keeps none: exact). A bias, if any,
+    :func:`golden_ratio_cap` products (a layer with ``3 max |w| ≤ epsilon``, all-zero too,
+    keeps none: every weight is within ε/3 of 0). A bias, if any,
     is kept as the frozen output bias. Returns ``(subnet_layer, stats)``."""
     _check_target(layer, (nn.Linear,), f"the {rule} construction")
     select = PRODUCT_RULES[check_choice("rule", rule, PRODUCT_RULES)]
@@ -244,16 +245,16 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     init_kwargs = None
     if rule == "orseau":
         check_positive("epsilon", epsilon)
-        # an all-zero target keeps nothing (no product has its sign) and is exact, as Malach's:
-        # its random weights are drawn on Theorem 3's range for w_max = ε (any would do)
-        w_max = w.abs().max().item() or epsilon
-        alpha, beta = orseau_range(eps_w=epsilon, w_max=w_max)
-        if 3 * w_max <= epsilon:
-            raise ValueError(f"epsilon={epsilon!r} is at least 3 max|w| = {3 * w_max:.4g}: "
-                             f"Theorem 3's product range [2ε/9, 2 w_max/3] is empty (every "
-                             f"weight is within ε/3 of 0); give an epsilon below {3 * w_max:.4g}")
+        w_max = w.abs().max().item()
+        # With 3 w_max ≤ ε (an all-zero layer too) Theorem 3's range [2ε/9, 2 w_max/3] is empty
+        # and its mask size k′ = log_{3/2}(3 w_max / ε) ≤ 0: every weight is within ε/3 of 0,
+        # so keeping nothing meets the theorem's ε/2 on each half (exact on an all-zero layer,
+        # as Malach's). Its random weights are then drawn on the range for w_max = ε (any
+        # would do).
+        empty = 3 * w_max <= epsilon
+        alpha, beta = orseau_range(eps_w=epsilon, w_max=epsilon if empty else w_max)
         init_kwargs = {"alpha": alpha, "beta": beta}
-        select = partial(select, cap=golden_ratio_cap(w_max, epsilon))
+        select = partial(select, cap=0 if empty else golden_ratio_cap(w_max, epsilon))
     subnet = _subnet_like(layer, structure=rule, hidden=m * d_in, sparsity=0.0,
                           init_kwargs=init_kwargs, seed=draw_seed(generator))
     u, v = subnet.structure.u, subnet.structure.v
