@@ -50,6 +50,7 @@ import math
 import numbers
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -229,14 +230,27 @@ def plain_numbers(value, name: str = ""):
     the keys of a dict of arguments, and what to pass, :data:`PLAIN_INSTEAD`): a namedtuple
     (a list in the ticket, refused by the checkpoint), a dict with a key that is not a string
     (JSON's keys are), and any other object (a set, a tensor, a path, a class, ...); NaN or
-    infinity, which a ticket's JSON cannot hold (``ValueError`` naming the argument)."""
+    infinity, which a ticket's JSON cannot hold, and a number beyond a float's range (a huge
+    ``Fraction`` or ``np.longdouble``; ``ValueError`` naming the argument)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError(f"argument {name}={float(value)!r} is NaN or infinity, which a "
+        try:
+            number = float(value)
+        except OverflowError:  # (a Fraction; a long double gives infinity)
+            number = None
+        if number is None or math.isinf(number) and value != number:
+            # written from its log10, not its repr (a Fraction's may be past Python's limit
+            # of 4300 digits, and is no easier to read)
+            digits, sign = math.log10(abs(int(value))), "-" if value < 0 else ""
+            raise ValueError(f"argument {name}={sign}{10 ** (digits % 1):.4g}e+"
+                             f"{math.floor(digits)} (a {type(value).__name__}) is beyond a "
+                             f"float's range (±{sys.float_info.max:.4g}), which a ticket "
+                             f"(JSON) records numbers in: pass a number within it")
+        if not math.isfinite(number):
+            raise ValueError(f"argument {name}={number!r} is NaN or infinity, which a "
                              f"ticket (JSON) cannot hold: pass a finite number")
-        return float(value)
+        return number
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, (bool, str)):

@@ -756,8 +756,10 @@ def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_
     the namedtuple was kept, so its model built and saved its ticket, which did not load
     ("'list' object has no attribute ..."). What to pass fits the value: a tensor, an array, a
     path or a dtype was told "pass a name the model looks it up by" (as a class is), a tensor
-    on several lines. NaN or infinity (which a ticket's JSON cannot hold) is refused too. A
-    tuple, a list and torch.Size keep their types."""
+    on several lines. NaN or infinity (which a ticket's JSON cannot hold) is refused too, and a
+    number beyond a float's range, written readably (a huge Fraction raised OverflowError from
+    deep inside, or ValueError writing its repr). A tuple, a list and torch.Size keep their
+    types."""
     import collections
     import datetime
     import fractions
@@ -798,3 +800,11 @@ def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_
     assert [type(v) for v in made["flags"]] == [bool, type(None), str]
     with pytest.raises(ValueError, match=r"^argument kw\['a'\]\[1\]=nan is NaN or infinity"):
         plain_numbers({"kw": {"a": [1.0, np.float32("nan")]}})
+    for huge, shown in ((fractions.Fraction(-10**400, 3), r"-3\.333e\+399"),
+                        (fractions.Fraction(10**5000), r"1e\+5000")):  # (repr: past 4300 digits)
+        with pytest.raises(ValueError, match=rf"^argument w\[0\]={shown} \(a Fraction\) is "
+                                             rf"beyond a float's range \(±1\.798e\+308\), .*: "
+                                             rf"pass a number within it$"):
+            plain_numbers({"w": [huge]})
+    with pytest.raises(ValueError, match=r"^argument sparsity=1e\+400 \(a Fraction\) is beyond"):
+        convert(nn.Sequential(nn.Linear(3, 3)), sparsity=fractions.Fraction(10**400))
