@@ -290,13 +290,18 @@ def construct_model(target: nn.Module, build, *, seed: int = 0) -> tuple[nn.Modu
     """Copy of ``target`` (float64) with every ``nn.Linear`` / ``nn.Conv2d`` in it, at any depth,
     replaced by ``build(layer, generator=generator)`` (a construction above with its size
     bound), in module order; returns ``(model, per-layer stats)``. A layer used at several
-    places (tied) is built once and that one construction put at each of them."""
+    places (tied) is built once and that one construction put at each of them. A layer that
+    ``build`` refuses (``ValueError``) is refused naming it (its module path in ``target``)."""
     generator = torch.Generator().manual_seed(seed)
     model, stats, built = copy.deepcopy(target).double().eval(), [], {}
     for name, layer in list(model.named_modules(remove_duplicate=False)):
         if isinstance(layer, nn.Linear | nn.Conv2d):
             if id(layer) not in built:
-                built[id(layer)], layer_stats = build(layer, generator=generator)
+                try:
+                    built[id(layer)], layer_stats = build(layer, generator=generator)
+                except ValueError as error:
+                    label = f"layer {name!r}" if name else "the model"
+                    raise ValueError(f"{label}: {error}") from None
                 stats.append(layer_stats)
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, built[id(layer)])

@@ -366,6 +366,15 @@ def test_construct_model_replaces_layers_at_any_depth():
     assert effective_errors(model, target).numel() == 66
 
 
+def test_construct_model_names_the_layer_a_construction_refuses():
+    """A refusal of one of the model's layers (a NaN weight, here) did not say which layer."""
+    target = nn.Sequential(nn.Sequential(small_linear(3, 5), nn.ReLU()), nan_weight())
+    with pytest.raises(ValueError, match=r"^layer '1': the layer's weight\[0, 1\] = nan is "
+                                         r"not finite"):
+        construct_model(target, lambda layer, generator: product_network(
+            layer, 2, generator, rule="malach"))
+
+
 def test_construct_model_builds_a_tied_layer_once_and_puts_it_everywhere():
     """A layer used twice was replaced at its first place only: the second stayed the exact
     trained layer, counted in no stats."""
