@@ -303,6 +303,8 @@ def construct_model(target: nn.Module, build, *, seed: int = 0) -> tuple[nn.Modu
                     label = f"layer {name!r}" if name else "the model"
                     raise ValueError(f"{label}: {error}") from None
                 stats.append(layer_stats)
+            if not name:  # the target is itself the layer
+                return built[id(layer)], stats
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, built[id(layer)])
     return model, stats

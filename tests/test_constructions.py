@@ -366,6 +366,14 @@ def test_construct_model_replaces_layers_at_any_depth():
     assert effective_errors(model, target).numel() == 66
 
 
+def test_construct_model_of_a_single_layer_is_its_construction():
+    """A target that is itself an nn.Linear came back unchanged (the trained layer, under the
+    stats of a construction it did not hold)."""
+    model, stats = construct_model(small_linear(), lambda layer, generator: subset_sum(
+        layer, 4, generator))
+    assert isinstance(model, ln.SubnetLinear) and [s["targets"] for s in stats] == [15]
+
+
 def test_construct_model_names_the_layer_a_construction_refuses():
     """A refusal of one of the model's layers (a NaN weight, here) did not say which layer."""
     target = nn.Sequential(nn.Sequential(small_linear(3, 5), nn.ReLU()), nan_weight())
