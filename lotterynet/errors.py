@@ -109,11 +109,14 @@ DIVERGED_IN = "diverged in epoch"
 
 class OutOfMemory(RuntimeError):
     """Memory (the GPU's or the machine's) ran out while a run or a stack trained or tested:
-    not bad input (the same run may fit elsewhere), so exit code 1, as a full disk. Its parts:
+    not bad input (the same run may fit elsewhere). ``exit_code``: its own, by which a sweep
+    tells a job that ran out of memory (as :class:`TrainingDiverged`'s). Its parts:
     ``ran_out`` (what ran out of memory where), ``less`` (what needs less), ``then`` (how to go
     on where more memory is free) or, None, ``nothing`` (why there is nothing to go on from),
     so that a sweep can say its own ways for a cell it runs (:func:`~lotterynet.sweep.
     continued_by_the_sweep`)."""
+
+    exit_code = 4
 
     def __init__(self, ran_out: str, less: str, then: str | None, nothing: str):
         super().__init__(ran_out, less, then, nothing)  # (as args: it pickles)

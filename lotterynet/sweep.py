@@ -77,6 +77,7 @@ from .errors import (
     Interrupted,
     OutOfMemory,
     TrainingDiverged,
+    exit_code,
     interrupted,
     plural,
 )
@@ -396,15 +397,30 @@ class Job:
     cells: list[str]
 
 
+#: How a cell that ran without results ended, in its progress line (:func:`run_cells`), by the
+#: exit code of what ran it (:attr:`Failure.code`); any other: :data:`NOT_FINISHED`.
+ENDED = {TrainingDiverged.exit_code: "diverged", OutOfMemory.exit_code: "out of memory"}
+NOT_FINISHED = "not finished"
+
+
 @dataclass(frozen=True)
 class Failure:
-    """A stack, cell or job that ended without its results: its line, and whether it
-    diverged, known from how it ended (a :class:`TrainingDiverged` raised in the sweep's
-    process, a job's exit code, :attr:`TrainingDiverged.exit_code`), not from what its line
-    says."""
+    """A stack, cell or job that ended without its results: its line, and its exit code
+    (``code``: a job's, or the one its error gives ``train.py``, :func:`~lotterynet.errors.
+    exit_code`, where it ran in the sweep's process; None: none), by which how it ended is
+    known, not by what its line says."""
 
     line: str
-    diverged: bool = False
+    code: int | None = None
+
+    @property
+    def ended(self) -> str:
+        """Its cells' word in their progress lines (:data:`ENDED`)."""
+        return ENDED.get(self.code, NOT_FINISHED)
+
+    @property
+    def diverged(self) -> bool:
+        return self.code == TrainingDiverged.exit_code
 
 
 def cell_job(name: str, config: RunConfig) -> Job:
@@ -587,23 +603,24 @@ def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], rep
     for stack_dir, members in stacks.items():
         members_configs = [configs[m] for m in members]
         print(stack_line(stack_dir, members_configs), flush=True)
-        ended = NOT_FINISHED
-        try:
-            run_stack(members_configs, stack_dir, [Path(c.out) for c in members_configs])
-        except (TrainingDiverged, OutOfMemory) as err:
-            failed.append(Failure(str(err), isinstance(err, TrainingDiverged)))
-            ended = how_it_stopped(err)  # (raised once the others finished)
+        failure = failure_of(partial(run_stack, members_configs, stack_dir,
+                                     [Path(c.out) for c in members_configs]))
+        if failure:  # (raised once the others finished)
+            failed.append(failure)
         for m in members:
-            report(m, ended)
+            report(m, failure)
     return failed
 
 
-#: How a cell that ran without results ended, in its progress line (:func:`run_cells`).
-NOT_FINISHED = "not finished"
-
-
-def how_it_stopped(err: Exception) -> str:
-    return "diverged" if isinstance(err, TrainingDiverged) else "out of memory"
+def failure_of(train, what: str = "") -> Failure | None:
+    """Call ``train``, which trains a stack or a cell in the sweep's process: None, or the
+    :class:`Failure` (its line: ``what`` and the error's) where it diverged or ran out of
+    memory, which leaves the sweep's other cells to go on."""
+    try:
+        train()
+    except (TrainingDiverged, OutOfMemory) as err:
+        return Failure(f"{what}{err}", exit_code(err))
+    return None
 
 
 def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True
@@ -638,8 +655,9 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
           flush=True)
     start = time.perf_counter()
 
-    def report(name: str, ended: str = NOT_FINISHED) -> None:
-        """The progress line of a cell that ran: its test accuracy, else how it ``ended``."""
+    def report(name: str, failure: Failure | None = None) -> None:
+        """The progress line of a cell that ran: its test accuracy, else how it ended (its
+        stack's or its own ``failure``'s word, :attr:`Failure.ended`)."""
         nonlocal done
         if name not in to_report:
             return
@@ -650,7 +668,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         eta = elapsed / ran * (total - done)
         cell_dir = sweep_dir / "cells" / name  # (stored as the sweep stores its paths)
         acc = (relocate(cell_dir, read_results(cell_dir)) or {}).get("test_acc")
-        tested = f"test {100 * acc:.2f}%" if acc is not None else ended
+        tested = f"test {100 * acc:.2f}%" if acc is not None else \
+            failure.ended if failure else NOT_FINISHED
         print(f"[{done}/{total}] {name}: {tested} | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
               flush=True)
 
@@ -658,15 +677,10 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         failed = run_stacks(stacks, configs, report)
         if not ddp:
             for name, config in todo:
-                ended = NOT_FINISHED
-                try:
-                    with continued_by_the_sweep(name, config):
-                        run(config)
-                except (TrainingDiverged, OutOfMemory) as err:
-                    failed.append(Failure(f"cell {name}: {err}",
-                                          isinstance(err, TrainingDiverged)))
-                    ended = how_it_stopped(err)
-                report(name, ended)
+                failure = failure_of(partial(run_in_the_sweep, name, config), f"cell {name}: ")
+                if failure:
+                    failed.append(failure)
+                report(name, failure)
             return failed
         # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
         # in its own train.py that sees all devices, one at a time.
@@ -685,14 +699,12 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         print(f"cell {name} (subprocess, output in {jobs[-1].log})", flush=True)
 
     def finished(job: Job, code: int | None) -> None:
-        ended = NOT_FINISHED
-        if code != 0:
-            diverged = code == TrainingDiverged.exit_code
-            failed.append(Failure(f"{job.what} {how_it_ended(code, job)}; its output: "
-                                  f"{job.log}", diverged))
-            ended = "diverged" if diverged else ended
+        failure = None if code == 0 else \
+            Failure(f"{job.what} {how_it_ended(code, job)}; its output: {job.log}", code)
+        if failure:
+            failed.append(failure)
         for name in job.cells:  # (a failed stack's finished members too)
-            report(name, ended)
+            report(name, failure)
 
     run_jobs(jobs, devices, sweep_dir, finished)
     return failed
@@ -748,6 +760,13 @@ def continued_by_the_sweep(name: str, config: RunConfig, what: str = "sweep"):
         ran_out = err.args[0]
         raise OutOfMemory(ran_out, needs_less(config, in_a_sweep=True),
                           again if checkpoint.is_file() else None, over) from None
+
+
+def run_in_the_sweep(name: str, config: RunConfig) -> None:
+    """Cell ``name`` run in the sweep's process, as the sweep continues it
+    (:func:`continued_by_the_sweep`)."""
+    with continued_by_the_sweep(name, config):
+        run(config)
 
 
 def as_a_sweeps_job(config: RunConfig) -> contextlib.AbstractContextManager:

@@ -843,11 +843,12 @@ def test_divergence_in_a_later_epoch_keeps_the_epoch_before(tmp_path, data_dir, 
 
 
 @pytest.mark.parametrize("device, epoch", [("cuda", 2), ("cpu", 1), ("cpu", None)])
-def test_memory_running_out_in_training_is_one_line_and_exit_1(tmp_path, data_dir, monkeypatch,
+def test_memory_running_out_in_training_is_one_line_and_exit_4(tmp_path, data_dir, monkeypatch,
                                                                capsys, device, epoch):
     """An out-of-memory error in a training step (CUDA's OutOfMemoryError, the CPU allocator's
     RuntimeError) was a traceback; it is one line naming the run, the epoch and what needs less
-    memory, with how to resume where a checkpoint was written, exit 1 (not bad input). So in
+    memory, with how to resume where a checkpoint was written, exit 4 (not bad input; its
+    own, by which a sweep tells a job that ran out of memory). So in
     the test of the trained model (``epoch`` None), which was a traceback too: its resume
     tests it."""
     from lotterynet.module import EdgePopupModule
@@ -867,7 +868,7 @@ def test_memory_running_out_in_training_is_one_line_and_exit_1(tmp_path, data_di
     monkeypatch.setattr(EdgePopupModule, name, out_of_memory)
     out = tmp_path / "run"
     assert main([*SMALL, "--epochs", "2", "--batch-size", "200", "--data-dir", str(data_dir),
-                 "--out", str(out)]) == 1
+                 "--out", str(out)]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     checkpoint = out / "checkpoints" / "last.ckpt"
     when = f"in training epoch {epoch}" if epoch else "testing its trained model"

@@ -726,14 +726,14 @@ def test_pool_runs_cells_and_a_failing_one_is_one_line(tmp_path, data_dir, capsy
     cell finishes, reports its accuracy and the sweep exits 1, no traceback."""
     fail_subprocesses(tmp_path, monkeypatch,  # argv: train.py --config CELL/cell.yaml
                       "if grep -q '^sparsity: 0.9$' \"$3\"; then "
-                      "echo 'RuntimeError: out of memory' >&2; exit 4; fi\n")
+                      "echo 'RuntimeError: out of memory' >&2; exit 5; fi\n")
     out = tmp_path / "pool"
     argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
     assert main(argv) == 1
     captured = capsys.readouterr()
     (line,) = captured.err.strip().splitlines()
     failed = out / "cells" / "dense-s0.9-e1-seed0"
-    assert "dense-s0.9-e1-seed0 failed (exit 4)" in line and str(failed / "train.log") in line
+    assert "dense-s0.9-e1-seed0 failed (exit 5)" in line and str(failed / "train.log") in line
     assert "out of memory" in (failed / "train.log").read_text()
     assert "Traceback" not in captured.err + captured.out and "sweep incomplete" in captured.out
     assert re.search(r"\[\d/2\] dense-s0\.5-e1-seed0: test \d+\.\d\d%", captured.out)
@@ -746,7 +746,7 @@ def test_pool_runs_cells_and_a_failing_one_is_one_line(tmp_path, data_dir, capsy
 
 
 @pytest.mark.parametrize("death, said", [
-    ("echo 'Killed' >&2; exit 4", "failed (exit 4)"),
+    ("echo 'Killed' >&2; exit 5", "failed (exit 5)"),
     # the out-of-memory killer's way (it read "failed (exit -9)")
     ("kill -9 $$", "was killed by SIGKILL (out of memory?)")])
 def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
@@ -780,24 +780,25 @@ def test_a_job_stopped_by_a_signal_is_said_so():
     assert sweep_module.how_it_ended(3) == "failed (exit 3)"
 
 
-@pytest.mark.parametrize("death, said, diverged", [
-    ("echo 'Killed' >&2; exit 4", "failed (exit 4); its output: ", False),
-    # a job's own one-line error (memory ran out), said beside the exit code: it said only
-    # "failed (exit 1)"
+@pytest.mark.parametrize("death, said, ended", [
+    ("echo 'Killed' >&2; exit 5", "failed (exit 5); its output: ", "not finished"),
+    # a job's own one-line error (memory ran out), said beside the exit code (it said only
+    # "failed (exit 1)"), told by its exit code (OutOfMemory's): its cells' progress lines say
+    # so, as those of a stack run in the sweep's process (they said "not finished")
     ("echo \"train.py: error: stack $(basename $(dirname $3)): memory ran out in training epoch "
-     "1\" >&2; exit 1", "failed (exit 1): memory ran out in training epoch 1; its output: ",
-     False),
+     "1\" >&2; exit 4", "failed (exit 4): memory ran out in training epoch 1; its output: ",
+     "out of memory"),
     # a divergence, told by its exit code (TrainingDiverged's): its cells' progress lines say
     # so (they said "not finished")
     ("echo \"train.py: error: stack $(basename $(dirname $3)): a diverged in epoch 1: x\" >&2; "
-     "exit 3", "failed (exit 3): a diverged in epoch 1: x; its output: ", True),
+     "exit 3", "failed (exit 3): a diverged in epoch 1: x; its output: ", "diverged"),
     # a failure whose line says "diverged in epoch" is not a divergence (it was: the sweep
     # searched the line)
     ("echo \"train.py: error: stack $(basename $(dirname $3)): m diverged in epoch 1 before; "
      "disk full\" >&2; exit 1", "failed (exit 1): m diverged in epoch 1 before; disk full; "
-     "its output: ", False)])
+     "its output: ", "not finished")])
 def test_a_sweep_whose_every_stack_fails_names_them_and_writes_no_table(
-        tmp_path, data_dir, capsys, monkeypatch, death, said, diverged):
+        tmp_path, data_dir, capsys, monkeypatch, death, said, ended):
     """With no cell finished there is nothing to tabulate: each failure is one line, exit 1
     (an empty table was an IndexError traceback), with what the job said of it, if it did."""
     fail_subprocesses(tmp_path, monkeypatch, f"{death}\n")
@@ -807,8 +808,8 @@ def test_a_sweep_whose_every_stack_fails_names_them_and_writes_no_table(
     captured = capsys.readouterr()
     assert len(captured.err.strip().splitlines()) == 2 and "Traceback" not in captured.err
     assert captured.err.count(said) == 2 and "no cell finished" in captured.out
-    assert captured.out.count(": diverged |") == (8 if diverged else 0)
-    assert ("a cell that diverged diverges again" in captured.out) == diverged
+    assert captured.out.count(f": {ended} |") == 8
+    assert ("a cell that diverged diverges again" in captured.out) == (ended == "diverged")
     assert not (out / "sweep.csv").exists()
 
 
@@ -820,7 +821,7 @@ def test_a_changed_sweep_whose_every_cell_fails_leaves_no_earlier_table(
     out = tmp_path / "pool"
     argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
     assert main(argv) == 0 and rows(out)
-    fail_subprocesses(tmp_path, monkeypatch, "echo 'Killed' >&2; exit 4\n")
+    fail_subprocesses(tmp_path, monkeypatch, "echo 'Killed' >&2; exit 5\n")
     assert main([*argv, "--lr", "0.05"]) == 1
     assert "no cell finished, so there is no table" in capsys.readouterr().out
     assert [p.name for p in out.iterdir() if p.suffix in (".csv", ".md", ".png", ".pdf")] == []
@@ -1303,7 +1304,7 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
     if how == "as its job":
         monkeypatch.setattr(run_module, "run", ran_out)
         monkeypatch.setenv(sweep_module.SWEEP_JOB, "1")
-        assert main(["--arch", "fc2", "--out", str(cell)]) == 1
+        assert main(["--arch", "fc2", "--out", str(cell)]) == 4  # (OutOfMemory's: 1 before)
         assert capsys.readouterr().err.strip() == f"train.py: error: {said}"
         return
     monkeypatch.setattr(sweep_module, "run", ran_out)
@@ -1313,7 +1314,7 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         assert str(err.value) == said
         return
     assert sweep_module.run_cells(sweep, tmp_path, 1, stack=False) == [
-        sweep_module.Failure(f"cell trained-e1-seed0: {said}", diverged=False)]
+        sweep_module.Failure(f"cell trained-e1-seed0: {said}", OutOfMemory.exit_code)]
     assert run_module.needs_less(make_config({"batch_size": 8})) == (  # (outside a sweep)
         "a new run with a smaller --batch-size (now 8) or a narrower model (--pairs, --hidden) "
         "needs less")
