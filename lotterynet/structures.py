@@ -579,8 +579,9 @@ class DaCunha(TwoLayer):
     """
 
     @classmethod
+    def specs(cls, target, *, pairs=5, **unused):  # (no hidden: its width is out · pairs)
+        return super().specs(target, pairs=pairs)
+
+    @classmethod
     def hidden_and_groups(cls, target, pairs, hidden):
-        if hidden is not None:
-            raise ValueError(f"dacunha's hidden width is out_channels · pairs; set pairs, not "
-                             f"hidden={hidden!r}")
         return target.out_features * pairs, target.out_features

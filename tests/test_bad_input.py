@@ -215,6 +215,9 @@ CASES = [
     (["--structure", "wide", "--match", "malach", "--hidden", "10", "--pairs", "3"],
      ["--pairs 3", "--hidden 10", "malach", "only by default"]),
     (["--structure", "orseau", "--hidden", "10", "--pairs", "3"], ["--pairs 3", "--hidden 10"]),
+    # dacunha's width is out · pairs: it claimed --hidden, refused only once its layers were built
+    (["--structure", "dacunha", "--hidden", "3"], ["--hidden 3", "--structure dacunha does not "
+                                                   "read it"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep", "{sw_malach_pairs}"],
      ["sets pairs: 3", "--hidden 10", "only by default"]),
     (["--structure", "wide", "--fan-in", "target"], ["--fan-in 'target'", "wide net is dense"]),

@@ -564,7 +564,7 @@ def test_hooks_written_for_the_replaced_parameters_are_refused(reparametrise, wo
     (dict(pairs=5, activation="relu", shared=False, hidden=7),  # (at their defaults: taken)
      "shared=False is not an option of structure 'dense' (it configures fixedsize, subsetsum)"),
     (dict(structure="subsetsum", shared=False, hidden=7),
-     "hidden=7 is not an option of structure 'subsetsum' (it configures dacunha, malach, "),
+     "hidden=7 is not an option of structure 'subsetsum' (it configures malach, orseau)"),
 ])
 def test_an_option_no_layer_takes_is_refused(option, words):
     """dtype / device were passed to the layers and then overridden by the replaced layer's
