@@ -516,10 +516,11 @@ def precision_name(value) -> str:
     """``value`` as one of :data:`PRECISIONS` (an alias read as Lightning reads it)."""
     if type(value) in (int, str) and value in PRECISION_ALIASES:
         return PRECISION_ALIASES[value]
-    if value not in PRECISIONS:
-        raise ConfigError(f"unknown precision {value!r}; valid choices: {', '.join(PRECISIONS)} "
-                          f"(or Lightning's 16, 32, 64, bf16)")
-    return value
+    try:
+        return check_choice("precision", value, PRECISIONS)
+    except ValueError as err:
+        aliases = ", ".join(alias for alias in PRECISION_ALIASES if isinstance(alias, str))
+        raise ConfigError(f"{err} (or Lightning's {aliases})") from None
 
 
 def make_config(values: dict) -> RunConfig:
@@ -724,8 +725,7 @@ def validate(config: RunConfig) -> None:
         # (fc2:x was checked as a timm model name; a bare timm failed to build, unnamed)
         choices = [f"{n}:<model name>" if names_a_model(MODELS.get(n)) else n
                    for n in MODELS.names()]
-        raise ConfigError(f"unknown architecture {config.arch!r}; valid choices: "
-                          f"{', '.join(choices)}")
+        _check_name(check_choice, "architecture", config.arch, choices)  # (refused: not one)
     if family_kwargs and (config.structure == WIDE or config.train_weights
                           or config.subnet_convs or config.fan_in != "hidden"):
         raise ConfigError(f"--arch {config.arch!r} is converted layer by layer; --structure wide, "
