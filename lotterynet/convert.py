@@ -68,7 +68,7 @@ from .attention import SUBNET_MODULES, SubnetMultiheadAttention
 from .distributions import check_seed, layer_seed
 from .errors import plural
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, record_frozen
-from .masking import KeepsNoWeight, check_module, uncompiled
+from .masking import KeepsNoWeight, MaskedWeight, check_module, uncompiled
 from .registry import Registry
 
 
@@ -423,13 +423,20 @@ def laid_out(t: torch.Tensor) -> bool:
         != _strides(t.shape, torch.contiguous_format)
 
 
-def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *,
-                  seed: int, **options) -> nn.Module:
-    keep_bias = bias.keep and _has_bias(module)
+def _built(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *, seed: int,
+           **options) -> nn.Module:
+    """``module``'s subnet layer as ``rule`` builds it (on the default device: the meta one
+    under :func:`on_meta`), or its refusal naming the module."""
     try:
-        layer = rule.build(module, keep_bias, seed=layer_seed(seed, name), **options)
+        return rule.build(module, bias.keep and _has_bias(module), seed=layer_seed(seed, name),
+                          **options)
     except (ValueError, TypeError) as error:
         raise ValueError(f"cannot convert module {name!r}: {error}") from error
+
+
+def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *,
+                  seed: int, **options) -> nn.Module:
+    layer = _built(module, name, rule, bias, seed=seed, **options)
     for param_name, p in layer.named_parameters():
         if param_name.rpartition(".")[2] in ("bias", "bias_k", "bias_v"):
             p.requires_grad_(bias.trainable)
@@ -452,14 +459,18 @@ def _builds(module: nn.Module, rule: Convertible, **options) -> bool:
     return True
 
 
-def _keeps_nothing(model: nn.Module, refused: dict[str, ValueError],
+def _keeps_nothing(model: nn.Module, refused: list[str],
                    layers: dict[str, tuple[nn.Module, Convertible]], exclude: Sequence[str],
                    options: dict) -> ValueError:
-    """The first of the ``refused`` layers' refusals (the sparsity keeps no weight of one of
-    their tensors), with the other ways round it than a lower sparsity for the whole model:
-    leaving those layers out, when others are left to convert (deit's patch embedding, of 3
-    input channels: subset sum's shared ``u`` of 3·pairs entries), and ``shared=False`` where
-    every one of them then keeps weights (``u`` as large as ``v``)."""
+    """The refusal of the layers named ``refused`` (the sparsity keeps no weight of one of their
+    tensors), for the tensor or group of fewest entries among theirs, whose "use at most" is
+    the lowest: the sparsity at which every layer keeps a weight (a layer's own refusal names
+    the first of its tensors that keeps none, which need not be its smallest: an attention's
+    k of kdim before its v of a smaller vdim). With the other ways round it than a lower
+    sparsity for the whole model: leaving those layers out, when others are left to convert
+    (deit's patch embedding, of 3 input channels: subset sum's shared ``u`` of 3·pairs
+    entries), and ``shared=False`` where every one of them then keeps weights (``u`` as large
+    as ``v``)."""
     ways = []
     if len(refused) < len(layers):
         what = "the layer" if len(refused) == 1 else f"the {len(refused)} layers that keep none"
@@ -468,7 +479,16 @@ def _keeps_nothing(model: nn.Module, refused: dict[str, ValueError],
     if options.get("shared", True) is True and all(
             _builds(*layers[name], **{**options, "shared": False}) for name in refused):
         ways.append("unshare the first-stage weights u (shared=False)")
-    first = next(iter(refused.values()))
+    with on_meta():  # (the tensors, of every size, that a sparsity of 0 keeps)
+        tensors = [(tensor, name) for name in refused for tensor in
+                   layers[name][1].build(layers[name][0], False, seed=0,
+                                         **{**options, "sparsity": 0.0}).modules()
+                   if isinstance(tensor, MaskedWeight)]
+    tensor, name = min(tensors, key=lambda t: t[0].group_size)  # (the first of the smallest)
+    try:
+        tensor.checked_sparsity(options["sparsity"])
+    except KeepsNoWeight as error:  # (it does: its layer refused one at least as large)
+        first = f"cannot convert module {name!r}: {error}"
     return ValueError(f"{first}{', ' * bool(ways)}{' or '.join(ways)}")
 
 
@@ -667,22 +687,26 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             raise ValueError(f"convert: {what} pattern {unmatched[0]!r} names no module of the "
                              f"model (a typo?); its modules: {', '.join(every_name[1:9])}"
                              f"{', ...' if len(every_name) > 9 else ''}")
-    replaced: dict[str, nn.Module] = {}
-    keep_nothing: dict[str, ValueError] = {}  # layer name -> its refusal
     options = dict(sparsity=sparsity, init=init, structure=structure, **layer_options)
-    for key, name, module, rule in plan:  # every new layer first: a refusal changes nothing
-        if rule is not None:
+    layers = {name: (module, rule) for _, name, module, rule in plan if rule is not None}
+    keep_nothing: list[str] = []  # the layers of a tensor the sparsity keeps no weight of
+    # every new layer first on the meta device (nothing allocated), then for real before any
+    # goes in: a refusal comes before any layer is built, and changes nothing
+    with on_meta():
+        for name, (module, rule) in layers.items():
             try:
-                layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, **options)
+                _built(module, name, rule, bias_mode, seed=seed, **options)
             except ValueError as error:
                 if not isinstance(error.__cause__, KeepsNoWeight):
                     raise
-                keep_nothing[name] = error
-                continue
-            replaced.update(dict.fromkeys(names[key], layer))
+                keep_nothing.append(name)
     if keep_nothing:
-        layers = {name: (module, rule) for _, name, module, rule in plan if rule is not None}
         raise _keeps_nothing(model, keep_nothing, layers, exclude, options)
+    replaced: dict[str, nn.Module] = {}
+    for key, name, module, rule in plan:
+        if rule is not None:
+            layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, **options)
+            replaced.update(dict.fromkeys(names[key], layer))
     other_params = []  # (name, parameter)
     for _, name, module, rule in plan:
         if rule is None and isinstance(module, _BatchNorm):

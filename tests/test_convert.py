@@ -514,6 +514,37 @@ def test_a_layer_that_would_keep_no_weight_is_refused_with_the_ways_round_it(
     assert type(model[0]) is nn.Conv2d
 
 
+@pytest.mark.parametrize("model,sparsity,refusal", [
+    (nn.Sequential(nn.Linear(4, 5), nn.Linear(64, 64), nn.Linear(5, 2)), 0.98,
+     r"'2': sparsity 0\.98 keeps no weight of a tensor with 10 entries; use at most 0\.9, leave "
+     r"the 2 layers that keep none out \(exclude=\['0', '2'\]\)"),
+    (nn.Sequential(nn.MultiheadAttention(8, 2, kdim=2, vdim=1)), 0.97,
+     r"'0': sparsity 0\.97 keeps no weight of a tensor with 8 entries; use at most 0\.875"),
+], ids=["later_layer", "attention_v"])
+def test_a_refusal_to_keep_no_weight_names_the_lowest_limit_and_builds_no_layer(
+        monkeypatch, model, sparsity, refusal):
+    """Layers whose tensor the sparsity leaves empty: the refusal's "use at most" was the first
+    refused layer's, or its first refused tensor's (0.95 for '0', at which '2' keeps none
+    still; 0.9375 for the attention's k of kdim 2, checked before its v of vdim 1), and every
+    other layer was built for real before it (a large model's memory, thrown away). It names
+    the limit at which every layer keeps a weight, of the smallest tensor among them, and
+    builds layers on the meta device only."""
+    from lotterynet.convert import Convertible
+
+    devices = set()
+    build = Convertible.build
+
+    def recorded_build(self, *args, **kwargs):
+        layer = build(self, *args, **kwargs)
+        devices.add(next(layer.parameters()).device.type)
+        return layer
+
+    monkeypatch.setattr(Convertible, "build", recorded_build)
+    with pytest.raises(ValueError, match=rf"^cannot convert module {refusal}$"):
+        convert(model, sparsity=sparsity)
+    assert devices == {"meta"}
+
+
 def test_hooks_on_a_replaced_layer_are_the_new_layers():
     """Forward (pre) and backward hooks see the subnet layer's calls, and the handles their
     registration returned remove them from it."""
