@@ -528,8 +528,9 @@ def make_config(values: dict) -> RunConfig:
     unknown = sorted((k for k in values if k not in FIELDS), key=str)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(FIELDS)}")
+    given_precision = values.get("precision")  # (as the user spelled it: 16, not 16-mixed)
     if "precision" in values:
-        values = {**values, "precision": precision_name(values["precision"])}
+        values = {**values, "precision": precision_name(given_precision)}
     config = RunConfig(**{name: typed_value(name, value) for name, value in values.items()})
     if config.train_weights and config.structure != WIDE:  # (wide: refused below)
         config.structure = "dense"  # what it trains, whatever a shared config file says
@@ -537,7 +538,8 @@ def make_config(values: dict) -> RunConfig:
         from .archs import default_structure
 
         config.structure = default_structure(config.arch)
-    validate(config)  # (a trained baseline's sparsity too: a bad value in its file is refused)
+    # (a trained baseline's sparsity too: a bad value in its file is refused)
+    validate(config, given_precision)
     if config.train_weights:
         config.sparsity = 0.0  # what it prunes (nothing), not the default it never reads
     return config
@@ -708,8 +710,9 @@ def check_wandb_names(config: RunConfig) -> None:
                               f"characters each (comma-separated), not {tag.strip()!r}")
 
 
-def validate(config: RunConfig) -> None:
-    """Raise :class:`ConfigError` on the first bad value."""
+def validate(config: RunConfig, given_precision=None) -> None:
+    """Raise :class:`ConfigError` on the first bad value (a precision refused named as given,
+    ``given_precision``: Lightning's ``16`` as 16, not as the ``16-mixed`` it reads)."""
     from .archs import TARGET_ONLY
     from .augment import AUGMENTATIONS
     from .data import DATASETS
@@ -762,7 +765,7 @@ def validate(config: RunConfig) -> None:
                           "with --structure wide (valid: --train-weights alone, or --structure "
                           "wide without it)")
     check_numbers(config)
-    check_hardware(config)
+    check_hardware(config, given_precision)
     if config.trainer:
         from .trainer_options import check_trainer_options
 

@@ -28,8 +28,9 @@ from .config import (
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 
 
-def check_hardware(config: RunConfig) -> None:
-    """Accelerator and precision names, and a device count this machine has."""
+def check_hardware(config: RunConfig, given_precision=None) -> None:
+    """Accelerator and precision names, and a device count this machine has; a precision
+    refused is named as given (``given_precision``, where it was), not as Lightning reads it."""
     import torch
 
     if config.accelerator not in ACCELERATORS:
@@ -42,8 +43,9 @@ def check_hardware(config: RunConfig) -> None:
                           f"valid choices here: auto, cpu")
     gpu = on_gpu(config.accelerator)
     if precision == "16-mixed" and not gpu:  # Lightning would run bf16-mixed, unsaid
-        raise ConfigError(f"--precision 16-mixed needs a CUDA GPU (float16 autocast); on the "
-                          f"CPU: {', '.join(p for p in PRECISIONS if p != '16-mixed')}")
+        raise ConfigError(f"--precision {given_precision or precision} needs a CUDA GPU "
+                          f"(float16 autocast); on the CPU: "
+                          f"{', '.join(p for p in PRECISIONS if p != '16-mixed')}")
     available, kind = (gpus, "CUDA GPUs") if gpu else (os.cpu_count() or 1, "CPU cores")
     if config.devices > available:
         raise ConfigError(f"--devices {config.devices}: this machine has {available} {kind}; "

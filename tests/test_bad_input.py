@@ -402,6 +402,9 @@ CASES = [
      ["EarlyStopping", "'val/acc'", "train/acc"]),
     pytest.param(["--precision", "16-mixed"], ["16-mixed", "CUDA GPU", "bf16-mixed"],
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
+    # Lightning's 16 is named as given (it was named as the 16-mixed that Lightning reads)
+    pytest.param(["--precision", "16"], ["--precision 16 needs a CUDA GPU", "bf16-mixed"],
+                 marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     (["--arch", "timm:resnet18", "--limit-train", "65", "--val-size", "100"],
      ["1 example", "batch norm", "--batch-size"]),
     (["--arch", "timm:resnet18", "--limit-train", "131", "--val-size", "100", "--devices", "2",
