@@ -571,25 +571,36 @@ def reads_weight(owner: nn.Module, path: str) -> bool:
                      rf"(?!\.(device|dtype)\b)", _sources(type(owner))) is not None
 
 
-def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module]) -> None:
-    """Warn of a converted layer whose weight its parent's forward, or a method it calls, reads
-    itself (:func:`reads_weight`), or a module's above it, when that weight is ``[P, 2N]`` over
-    ``[relu(x), relu(-x)]`` (subset-sum / fixedsize with ReLU), not ``[out, in]``: the forward
-    then fails with a shape error naming no layer."""
-    for name, layer in replaced.items():
+def _check_weight_readers(model: nn.Module, layers: dict[str, nn.Module],
+                          exclude: Sequence[str]) -> None:
+    """Refuse new layers (``layers``, by name) whose weight their parent's forward, or a method
+    it calls, reads itself (:func:`reads_weight`), or a module's above it, when that weight is
+    ``[P, 2N]`` over ``[relu(x), relu(-x)]`` (subset-sum / fixedsize with ReLU), not
+    ``[out, in]``: the forward would fail with a shape error naming no layer (torchvision's
+    Swin attention: ``F.linear(x, self.qkv.weight, ...)``), as an attention whose projections
+    are not one linear map each would, which its layer refuses. All are named at once, with
+    the patterns that cover them (:func:`covering_patterns`)."""
+    read = {}  # layer name -> (the reader's type name, the layer's path from it)
+    for name, layer in layers.items():
         if not name or getattr(getattr(layer, "structure", None), "activation", None) != "relu":
             continue
         parts = name.split(".")
         for above in reversed(range(len(parts))):  # its parent first, then up to the model
             owner, path = model.get_submodule(".".join(parts[:above])), ".".join(parts[above:])
-            if not reads_weight(owner, path):
-                continue
-            warnings.warn(f"convert: {type(owner).__name__} reads self.{path}.weight itself "
-                          f"(layer {name!r}), which with activation='relu' is [P, 2N] over "
-                          f"[relu(x), relu(-x)], not [out, in], so its forward will fail: "
-                          f"convert such layers with activation='identity' (a call of their "
-                          f"own, include=[...]) or exclude them", stacklevel=3)
-            return
+            if reads_weight(owner, path):
+                read[name] = (type(owner).__name__, path)
+                break
+    if read:
+        (name, (owner, path)), more = next(iter(read.items())), len(read) - 1
+        them, their = ("them", "their") if more else ("it", "its")
+        others = f"; {plural(more, 'other layer')} read so too" if more else ""
+        patterns = covering_patterns(model, read)
+        raise ValueError(
+            f"convert: {owner} reads self.{path}.weight itself (layer {name!r}{others}), which "
+            f"with activation='relu' is [P, 2N] over [relu(x), relu(-x)], not [out, in], so its "
+            f"forward would fail: convert {them} with activation='identity', in a call of "
+            f"{their} own (include={patterns}), and leave {them} out of this one "
+            f"(exclude={[*exclude, *patterns]})")
 
 
 def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
@@ -690,18 +701,24 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     options = dict(sparsity=sparsity, init=init, structure=structure, **layer_options)
     layers = {name: (module, rule) for _, name, module, rule in plan if rule is not None}
     keep_nothing: list[str] = []  # the layers of a tensor the sparsity keeps no weight of
+    on_meta_layers: dict[str, nn.Module] = {}  # every name of each
     # every new layer first on the meta device (nothing allocated), then for real before any
     # goes in: a refusal comes before any layer is built, and changes nothing
     with on_meta():
-        for name, (module, rule) in layers.items():
+        for key, name, module, rule in plan:
+            if rule is None:
+                continue
             try:
-                _built(module, name, rule, bias_mode, seed=seed, **options)
+                layer = _built(module, name, rule, bias_mode, seed=seed, **options)
             except ValueError as error:
                 if not isinstance(error.__cause__, KeepsNoWeight):
                     raise
                 keep_nothing.append(name)
+                continue
+            on_meta_layers.update(dict.fromkeys(names[key], layer))
     if keep_nothing:
         raise _keeps_nothing(model, keep_nothing, layers, exclude, options)
+    _check_weight_readers(model, on_meta_layers, exclude)
     replaced: dict[str, nn.Module] = {}
     for key, name, module, rule in plan:
         if rule is not None:
@@ -724,7 +741,6 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
         if name:
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, layer)
-    _warn_weight_readers(model, replaced)
     for module in result.modules():
         if isinstance(module, nn.TransformerEncoder):
             # its nested-tensor fast path (eval, with a padding mask) reads the packed

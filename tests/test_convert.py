@@ -309,23 +309,50 @@ class ReadsItsChildsLayersWeight(nn.Module):
     (HandsOverToItsBase, "proj"), (ReadsItsLayersWeightByGetattr, "proj"),
     (ReadsItsChildsLayersWeight, "inner.proj")])
 @pytest.mark.parametrize("structure", ["subsetsum", "fixedsize"])
-def test_a_layer_whose_weight_its_parent_reads_is_warned_of_under_relu(recwarn, structure,
-                                                                       reader, path):
+def test_a_layer_whose_weight_its_parent_reads_is_refused_under_relu(recwarn, structure,
+                                                                     reader, path):
     """With ReLU a subset-sum layer's weight is [P, 2N]: a parent reading it itself failed at
     its first forward with "mat1 and mat2 shapes cannot be multiplied (2x6 and 12x4)", naming
-    no layer. convert names it, read in the parent's forward, in a method it calls (only the
-    forward was read) or in its base's, by getattr, or by a grandparent (only
-    ``self.NAME.weight`` in the parent was read); with identity (an [out, in] weight) it works,
-    unwarned."""
-    with pytest.warns(UserWarning, match=rf"{reader.__name__} reads self.{path}.weight itself "
-                                         rf"\(layer '0.{path}'\).*activation='identity'"):
-        relu = convert(nn.Sequential(reader()), sparsity=0.5, structure=structure)
-    with pytest.raises(RuntimeError, match="cannot be multiplied"):
-        relu(torch.randn(2, 6))
-    recwarn.clear()
-    identity = convert(nn.Sequential(reader()), sparsity=0.5, structure=structure,
-                       activation="identity")
-    assert identity(torch.randn(2, 6)).shape == (2, 4) and not recwarn.list
+    no layer, after convert had warned of it and converted the model all the same (QA:
+    torchvision's swin_t, subsetsum). convert refuses it in one line, changing nothing, as an
+    attention of such projections is refused: the layer read in the parent's forward, in a
+    method it calls or in its base's, by getattr, or by a grandparent; the include and exclude
+    it names convert the model, the layer with activation='identity' (an [out, in] weight),
+    and it runs."""
+    model = nn.Sequential(reader(), nn.ReLU(), nn.Linear(4, 3))
+    pattern = f"*.{path}"  # (covering_patterns: '0.proj' read with its number as *)
+    with pytest.raises(ValueError, match=(
+            rf"^convert: {reader.__name__} reads self\.{path}\.weight itself "
+            rf"\(layer '0\.{path}'\), which with activation='relu' is \[P, 2N\] .*, so its "
+            rf"forward would fail: convert it with activation='identity', in a call of its own "
+            rf"\(include=\['\*\.{path}'\]\), and leave it out of this one "
+            rf"\(exclude=\['\*\.{path}'\]\)$")):
+        convert(model, sparsity=0.5, structure=structure)
+    assert not any(isinstance(m, ln.SUBNET_MODULES) for m in model.modules())
+    convert(model, sparsity=0.5, structure=structure, exclude=[pattern])
+    convert(model, sparsity=0.5, structure=structure, activation="identity", include=[pattern])
+    assert model.get_submodule(f"0.{path}").structure.activation == "identity"
+    assert model[2].structure.activation == "relu"
+    assert model(torch.randn(2, 6)).shape == (2, 3) and not recwarn.list
+
+
+def test_swin_converted_with_relu_subset_sum_is_refused_naming_its_attention_layers():
+    """torchvision's Swin attention passes self.qkv.weight and self.proj.weight to
+    F.linear itself: swin_t converted with subsetsum (ReLU) was warned of, one layer, and its
+    forward failed deep in torch. The refusal names both layers of every block, as patterns;
+    converted as it says, the model runs."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    model = SwinTransformer([4, 4], 8, [1, 1], [2, 2], [2, 2], num_classes=3)
+    patterns = ["features.*.*.attn.qkv", "features.*.*.attn.proj"]
+    with pytest.raises(ValueError, match=re.escape(
+            "convert: ShiftedWindowAttention reads self.qkv.weight itself (layer "
+            "'features.1.0.attn.qkv'; 3 other layers read so too)") + ".*" + re.escape(
+            f"(include={patterns}), and leave them out of this one (exclude={patterns})")):
+        convert(model, sparsity=0.5, structure="subsetsum")
+    convert(model, sparsity=0.5, structure="subsetsum", exclude=patterns)
+    convert(model, sparsity=0.5, structure="subsetsum", activation="identity", include=patterns)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3)
 
 
 class ReadsItsLayersDeviceOrWeightOffItsForward(nn.Module):
@@ -344,11 +371,11 @@ class ReadsItsLayersDeviceOrWeightOffItsForward(nn.Module):
         return self.proj.weight.clone()
 
 
-def test_a_parent_reading_its_layers_weight_where_its_forward_does_not_is_not_warned_of(
+def test_a_parent_reading_its_layers_weight_where_its_forward_does_not_is_not_refused(
         recwarn):
-    """Its forward works with the [P, 2N] weight: convert does not warn (a read of the device
-    was warned of: XCiT's positional encoding; and the methods a forward does not call are not
-    read, or every timm ViT's PatchEmbed would be, for its set_input_size)."""
+    """Its forward works with the [P, 2N] weight: convert neither refuses nor warns (a read of
+    the device was warned of: XCiT's positional encoding; and the methods a forward does not
+    call are not read, or every timm ViT's PatchEmbed would be, for its set_input_size)."""
     relu = convert(nn.Sequential(ReadsItsLayersDeviceOrWeightOffItsForward()), sparsity=0.5,
                    structure="subsetsum")
     assert relu(torch.randn(2, 6)).shape == (2, 4) and not recwarn.list
