@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import dataclasses
 import fcntl
 import itertools
@@ -54,6 +55,8 @@ import torch
 from .archs import recipe_lr
 from .checkpointing import (
     CheckpointError,
+    atomic_torch_save,
+    atomic_write,
     load_checkpoint,
     savefig_atomic,
     write_csv_atomic,
@@ -93,6 +96,7 @@ from .grid import (
     sweep_dir_of,
 )
 from .lifetime import die_with_parent
+from .loggers import METRICS_FILE
 from .paper import LABELS, TRAINED, paper_accuracy
 from .params import kept_params
 from .run import (
@@ -113,6 +117,7 @@ from .run import (
 )
 from .stack import (
     CANNOT_CONTINUE,
+    STACK_FILE,
     holds_a_stack,
     resumes,
     run_again,
@@ -314,6 +319,8 @@ def rename_keyless_folders(sweep: Sweep, sweep_dir: Path, cell: str | None = Non
     repointed (:func:`repoint`): a sweep run before is reused and resumed as before, not
     trained anew."""
     renamed = renamed_folders(sweep)
+    cells = {old.removeprefix("cells/"): new.removeprefix("cells/")
+             for old, new in renamed.items() if old.startswith("cells/")}
     for kind in SWEEP_PARTS:
         for old in sorted((sweep_dir / kind).glob("*")):
             stem, part = re.fullmatch(r"(.+?)((?:-part\d+of\d+)?)", old.name).groups()
@@ -322,11 +329,50 @@ def rename_keyless_folders(sweep: Sweep, sweep_dir: Path, cell: str | None = Non
             if new == old or new.exists() or (cell and new != sweep_dir / "cells" / cell):
                 continue
             relocate(old, read_results(old))  # (a cell's results, in the form repoint reads)
+            if kind == "stacks":  # (before: a stack renamed is never renamed again)
+                rename_members(old, cells, cell_configs(sweep, sweep_dir))
             old.rename(new)
             for results in (sweep_dir / "cells").glob(f"*/{RESULTS}"):
                 repoint(results, old, new)
             print(f"{kind[:-1]} {old.name} is now {new.name} (a variant's label names the key "
                   f"of each value but its structure and activation)", flush=True)
+
+
+def rename_members(stack_dir: Path, cells: dict[str, str], configs: dict[str, RunConfig]
+                   ) -> None:
+    """A stack folder that :func:`rename_keyless_folders` renames: what in it names its members
+    by their cells' old names (``cells``: old -> new) names them by the new, so that a stack
+    stopped before continues from its checkpoint (:func:`~lotterynet.stack.resumes` matches
+    members by name) instead of being set aside and trained anew: its stack file (written anew
+    from the members' ``configs``, the sweep's cells', as the sweep writes it), the columns of
+    its history (``NAME/train/acc``) and, last, the checkpoint's members (by which a stack
+    whose renaming was cut short is renamed again)."""
+    record = stack_record(stack_dir)
+    if record is None or not set(record.members) & set(cells):
+        return
+    members = [cells.get(name, name) for name in record.members]
+    if (stack_dir / STACK_FILE).is_file() and set(members) <= set(configs):
+        write_stack_file([configs[m] for m in members], stack_dir,
+                         [Path(configs[m].out) for m in members])
+    try:
+        with open(stack_dir / METRICS_FILE, newline="", encoding="utf-8") as f:
+            header, *rows = csv.reader(f)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError):  # (none, empty or not a
+        header = None  # history: left as it is, for the resume to read as before)
+
+    def renamed(column: str) -> str:  # NAME/KEY
+        name, slash, key = column.partition("/")
+        return f"{cells.get(name, name)}{slash}{key}"
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([[renamed(c) for c in header], *rows])
+
+    if header is not None:
+        atomic_write(stack_dir / METRICS_FILE, write)
+    for member in record.checkpoint["hyper_parameters"]["members"]:
+        member["name"] = cells.get(member["name"], member["name"])
+    atomic_torch_save(record.checkpoint, stack_dir / CHECKPOINTS / LAST)
 
 
 def cell_done(config: RunConfig, cell_dir: Path) -> bool:

@@ -1138,6 +1138,43 @@ def test_a_sweep_written_before_labels_named_their_keys_is_renamed_not_trained(
     assert results()[cells[0].name] == stored[cells[0].name]
 
 
+def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_names(tmp_path):
+    """A stack stopped (after its first epoch of two) when its variant's label had no keys
+    (``subsetsum-2-seed0``, its members ``subsetsum-2-s0.5-e2-seed0``, ...): once its folder
+    and cells are renamed, the sweep continues it from its checkpoint, whose members, history
+    and stack file name the cells by their new names. Its checkpoint named the old cells: the
+    stack was set aside as one that cannot be continued and trained anew, its stack file naming
+    the old cells."""
+    from lotterynet.checkpointing import atomic_torch_save
+    from lotterynet.stack import stack_record
+
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum", "pairs": 2}],
+                  sparsities=[0.5, 0.9], epochs=[2], baseline=False)
+    configs = sweep_module.cell_configs(sweep, tmp_path)
+    olds = {cell_name(label, values): values for label, values in sweep.cells(keyless=True)}
+    old = tmp_path / "stacks" / "subsetsum-2-seed0"  # (as a sweep wrote it before)
+    (old / "checkpoints").mkdir(parents=True)
+    atomic_torch_save({"state_dict": {}, "epoch": 0, "hyper_parameters": {"members": [
+        {"name": name, "config": config.to_dict()}
+        for name, config in zip(olds, configs.values())]}}, old / "checkpoints" / "last.ckpt")
+    write_stack_file([sweep_module.cell_config(v, tmp_path / "cells" / n) for n, v in olds.items()],
+                     old, [tmp_path / "cells" / name for name in olds])
+    (old / "metrics.csv").write_text("epoch,step," + ",".join(
+        f"{name}/train/acc" for name in olds) + "\n0,3,0.5,0.25\n")
+    for name in olds:
+        (tmp_path / "cells" / name).mkdir(parents=True)
+    sweep_module.rename_keyless_folders(sweep, tmp_path)
+    stack, cells = tmp_path / "stacks" / "subsetsum-pairs=2-seed0", list(configs)
+    assert cells == ["subsetsum-pairs=2-s0.5-e2-seed0", "subsetsum-pairs=2-s0.9-e2-seed0"]
+    todo = [(name, sweep_module.prepare_cell(config)) for name, config in configs.items()]
+    assert sweep_module.plan_stacks(sweep, tmp_path, configs, todo) == ({stack: cells}, [], {})
+    assert list(stack_record(stack).members) == cells
+    assert read_stack_file(stack / "stack.yaml")[1] == [tmp_path / "cells" / c for c in cells]
+    with open(stack / "metrics.csv") as f:
+        assert list(csv.reader(f)) == [["epoch", "step", *(f"{c}/train/acc" for c in cells)],
+                                       ["0", "3", "0.5", "0.25"]]
+
+
 def test_a_variants_mapping_names_the_same_folders_in_any_key_order(tmp_path):
     """``model_kwargs: {stem_chs: 32, channels: ...}`` is the same run as ``{channels: ...,
     stem_chs: 32}``: its cells keep their folders (a finished sweep's file with the mapping's
