@@ -17,6 +17,10 @@ their wide sizing (h = 2508 for FC2) is only reproduced when the output layer co
 hidden width is an integer multiple of ``width`` (FC nets: all hidden layers = width; LeNet5:
 both FC hidden layers = width; conv nets: channels width·(1, 2, 4, 8), FC hidden 4·width).
 So the maskable count is a quadratic polynomial in ``width`` (see :mod:`lotterynet.widen`).
+
+Each architecture is registered with its :class:`Recipe` (:func:`register`): the learning rate
+and structure a run gets when its config leaves them unset, and whether it is a target
+architecture only, so adding an architecture is one place.
 """
 
 from __future__ import annotations
@@ -29,10 +33,46 @@ import torch
 from torch import nn
 
 from .distributions import check_seed, layer_seed, sample_weights
+from .errors import plural
 from .layers import SubnetConv2d, SubnetLinear
-from .models import MODELS
+from .models import MODELS, split_arch
 from .plain import MaxPool2x2
 from .structures import check_positive_int
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An architecture's recipe, what a run's config leaves unset: the learning rate ``lr``, the
+    ``structure`` (Pensia et al.'s ``subsetsum`` for the paper's architectures, the plain
+    edge-popup layer ``dense`` for the others, as :func:`lotterynet.convert.convert` does), and
+    ``target_only``: built only as a trained target network (``--train-weights``), never
+    masked. An architecture registered without one (the ``timm`` family) gets the defaults."""
+
+    lr: float = 0.1
+    structure: str = "dense"
+    target_only: bool = False
+
+
+def register(name: str, **recipe):
+    """Registers a builder in :data:`~lotterynet.models.MODELS` as ``name``, with its
+    :class:`Recipe` (``recipe``: its fields)."""
+    def add(build):
+        build.recipe = Recipe(**recipe)
+        return MODELS.register(name)(build)
+
+    return add
+
+
+def recipe(arch: str) -> Recipe:
+    """The recipe of ``arch`` (``family:model``: its family's); the defaults for a name
+    registered without one, or not registered."""
+    family = split_arch(arch)[0]
+    return getattr(MODELS.get(family), "recipe", Recipe()) if family in MODELS else Recipe()
+
+
+def recipe_lr(arch: str, lr: float | None) -> float:
+    """The learning rate a run uses: ``lr``, else its architecture's recipe's."""
+    return recipe(arch).lr if lr is None else lr
 
 
 @dataclass
@@ -137,15 +177,15 @@ def _fc(depth: int):
         widths = [in_channels * image_size**2, *hidden, num_classes]
         return nn.Sequential(nn.Flatten(), *_mlp(_layers(seed, trained, **subnet), widths))
 
-    build.__doc__ = f"FC{depth + 1}: {depth} hidden layer(s) of 500 (or ``width``)."
+    build.__doc__ = f"FC{depth + 1}: {plural(depth, 'hidden layer')} of 500 (or ``width``)."
     return build
 
 
 for _depth, _name in [(1, "fc2"), (3, "fc4")]:
-    MODELS.register(_name)(_fc(_depth))
+    register(_name, structure="subsetsum")(_fc(_depth))
 
 
-@MODELS.register("lenet5")
+@register("lenet5", lr=0.01, structure="subsetsum")
 def lenet5(*, width: int | None = None, in_channels: int = 1, image_size: int = 28,
            num_classes: int = 10, seed: int = 0, trained: bool = False,
            subnet_convs: bool = False, conv_init: str | None = None, **subnet) -> nn.Module:
@@ -182,19 +222,16 @@ def _convnet(blocks: int):
         widths = [c_in * side * side, 4 * width, 4 * width, num_classes]
         return nn.Sequential(*modules, nn.Flatten(), *_mlp(layers, widths))
 
-    build.__doc__ = f"Conv{2 * blocks} of Ramanujan et al. (edge-popup), {blocks} conv block(s)."
+    build.__doc__ = (f"Conv{2 * blocks} of Ramanujan et al. (edge-popup), "
+                     f"{plural(blocks, 'conv block')}.")
     return build
 
 
 for _blocks in range(1, 5):
-    MODELS.register(f"conv{2 * _blocks}")(_convnet(_blocks))
-
-# The paper recipes' learning rates, used when the config leaves ``lr`` unset.
-DEFAULT_LR = {"fc2": 0.1, "fc4": 0.1, "lenet5": 0.01, "conv2": 0.1, "conv4": 0.1, "conv6": 0.1,
-              "conv8": 0.1}
+    register(f"conv{2 * _blocks}")(_convnet(_blocks))
 
 
-@MODELS.register("lenet5_dacunha")
+@register("lenet5_dacunha", lr=1e-3, target_only=True)
 def lenet5_dacunha(*, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
                    seed: int = 0, trained: bool = False, **unused) -> nn.Module:
     """da Cunha et al. (2022), Sec. 3: the LeNet5 whose conv weights they approximate — ReLU,
@@ -219,24 +256,3 @@ def lenet5_dacunha(*, in_channels: int = 1, image_size: int = 28, num_classes: i
             nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu", generator=generator)
             nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
-
-
-DEFAULT_LR["lenet5_dacunha"] = 1e-3
-
-
-def recipe_lr(arch: str, lr: float | None) -> float:
-    """The learning rate a run uses: ``lr``, else its architecture's recipe (0.1 elsewhere)."""
-    return DEFAULT_LR.get(arch, 0.1) if lr is None else lr
-
-
-#: Architectures built only as trained target networks (``--train-weights``), never masked.
-TARGET_ONLY = ("lenet5_dacunha",)
-
-#: The structure a run gets when its config leaves ``structure`` unset: Pensia et al.'s subset-sum
-#: structure for the paper's architectures, the plain edge-popup layer (``dense``) for the others
-#: (``conv2``-``conv8``, ``timm:<name>``), as :func:`lotterynet.convert.convert` does.
-PAPER_STRUCTURE = {"fc2": "subsetsum", "fc4": "subsetsum", "lenet5": "subsetsum"}
-
-
-def default_structure(arch: str) -> str:
-    return PAPER_STRUCTURE.get(arch, "dense")

@@ -535,9 +535,9 @@ def make_config(values: dict) -> RunConfig:
     if config.train_weights and config.structure != WIDE:  # (wide: refused below)
         config.structure = "dense"  # what it trains, whatever a shared config file says
     elif config.structure is None:
-        from .archs import default_structure
+        from .archs import recipe
 
-        config.structure = default_structure(config.arch)
+        config.structure = recipe(config.arch).structure
     # (a trained baseline's sparsity too: a bad value in its file is refused)
     validate(config, given_precision)
     if config.train_weights:
@@ -713,7 +713,7 @@ def check_wandb_names(config: RunConfig) -> None:
 def validate(config: RunConfig, given_precision=None) -> None:
     """Raise :class:`ConfigError` on the first bad value (a precision refused named as given,
     ``given_precision``: Lightning's ``16`` as 16, not as the ``16-mixed`` it reads)."""
-    from .archs import TARGET_ONLY
+    from .archs import recipe
     from .augment import AUGMENTATIONS
     from .data import DATASETS
     from .distributions import DISTRIBUTIONS
@@ -737,7 +737,7 @@ def validate(config: RunConfig, given_precision=None) -> None:
                           f"({', '.join(n for n in MODELS.names() if n != family)})"
                           + "; a sweep of it needs --no-baseline (baseline: false), its "
                             "trained baseline being a --train-weights run" * config.train_weights)
-    if family in TARGET_ONLY and not config.train_weights:
+    if recipe(family).target_only and not config.train_weights:
         raise ConfigError(f"--arch {config.arch} is a target architecture (trained weights with "
                           f"biases): it runs only with --train-weights")
     _check_name(check_choice, "structure", config.structure, [*STRUCTURES.names(), WIDE])
