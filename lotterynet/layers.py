@@ -17,6 +17,7 @@ from torch import nn
 from .distributions import cast_drawn, float32_draws, seeded_generator
 from .masking import MaskedSparsity, named_masked_weights
 from .structures import (
+    STRUCTURE_OPTIONS,
     STRUCTURES,
     LayerOp,
     TargetShape,
@@ -89,20 +90,22 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
     seeded: bool = True
 
     def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
-               pairs, activation, shared, hidden, seed, kept="round", ties="low",
-               fan_in="hidden", score_init="edgepopup", device=None, dtype=None) -> None:
+               seed, kept="round", ties="low", score_init="edgepopup", device=None, dtype=None,
+               **options) -> None:
         """The structure and bias, drawn in float32 on the CPU (the same numbers on every
         device and under any default dtype), then moved to ``device`` / ``dtype`` (default:
-        torch's default dtype) as ``nn.Linear(..., device=, dtype=)`` makes them."""
+        torch's default dtype) as ``nn.Linear(..., device=, dtype=)`` makes them. ``options``:
+        the structure options (:data:`~lotterynet.structures.STRUCTURE_OPTIONS`); one not
+        given takes its default there (``fan_in``, which a layer pickled before it existed
+        did not record)."""
         check_float_dtype(dtype)
-        check_structure_options(structure, dict(pairs=pairs, activation=activation,
-                                                shared=shared, hidden=hidden, fan_in=fan_in))
+        options = STRUCTURE_OPTIONS | options
+        check_structure_options(structure, options)
         self.structure_name = structure
         with drawn(self, seed, device, dtype) as generator:
             self.structure = STRUCTURES.get(structure)(
                 target, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
-                generator=generator, pairs=pairs, activation=activation, shared=shared,
-                hidden=hidden, fan_in=fan_in, kept=kept, ties=ties, score_init=score_init)
+                generator=generator, kept=kept, ties=ties, score_init=score_init, **options)
             if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
                 bound = 1.0 / math.sqrt(target.fan_in)
                 values = torch.empty(target.out_features).uniform_(-bound, bound,
@@ -112,9 +115,8 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
                 self.register_parameter("bias", None)
         self.drawn_with = dict(target=target, bias=bias, sparsity=sparsity, init=init,
                                init_kwargs=dict(init_kwargs or {}),  # (not the caller's dict)
-                               structure=structure, pairs=pairs,
-                               activation=activation, shared=shared, hidden=hidden, seed=seed,
-                               kept=kept, ties=ties, fan_in=fan_in, score_init=score_init)
+                               structure=structure, seed=seed, kept=kept, ties=ties,
+                               score_init=score_init, **options)
 
     #: What the layer was built from (:meth:`redrawn`); None for a layer pickled before then.
     drawn_with: dict | None = None
