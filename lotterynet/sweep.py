@@ -1179,18 +1179,15 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
                  ) -> tuple[float, str] | None:
     """``(hours, description)`` for the cells of ``sweep`` not finished yet on the CPU, stacked
     as :func:`run_cells` will stack them and, with ``jobs`` at once, spread over them longest
-    first (over at most as many as the CPU has cores); None for an architecture without a
-    stated epoch time."""
-    arch = config_value(sweep.base, "arch")
-    if arch not in CPU_EPOCH_SECONDS:
+    first (over at most as many as the CPU has cores), each cell at its own architecture's
+    epoch time; None where an architecture of the cells has no stated epoch time."""
+    if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
         return None
     configs = cell_configs(sweep, sweep_dir)
     todo = [(name, config) for name, config in configs.items()
             if not cell_done(config, Path(config.out))]
     stacks, single, _ = plan_stacks(sweep, sweep_dir, configs, todo, jobs) if stack else \
         ({}, todo, {})
-    per_epoch = {"stacked": CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch]),
-                 "single": CPU_EPOCH_SECONDS[arch]}
     unfinished = dict(todo)
 
     def epochs(name: str) -> float:
@@ -1199,19 +1196,27 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
         # (all its examples: DDP ranks on the CPU share its cores)
         return configs[name].epochs * training_examples(configs[name]) / FULL_EPOCH
 
-    seconds = {stack_dir: sum(epochs(m) for m in members) * per_epoch["stacked"]
+    def cost(name: str, kind: str) -> float:
+        """The seconds of cell ``name``'s epochs left, ``kind`` "stacked" or "single"."""
+        arch = configs[name].arch
+        return epochs(name) * (CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch])
+                               if kind == "stacked" else CPU_EPOCH_SECONDS[arch])
+
+    seconds = {stack_dir: sum(cost(m, "stacked") for m in members)
                for stack_dir, members in stacks.items()}
-    seconds |= {name: epochs(name) * per_epoch["single"] for name, _ in single}
+    seconds |= {name: cost(name, "single") for name, _ in single}
     # (jobs beyond the CPU's cores share them: they add no throughput)
     workers = balanced_parts(list(seconds), seconds, max(1, min(jobs, os.cpu_count() or 1)))
     wall = max(sum(seconds[job] for job in worker) for worker in workers)
-    counts = {"stacked": sum(epochs(m) for members in stacks.values() for m in members),
-              "single": sum(epochs(name) for name, _ in single)}
-    parts = [f"{counts[k]:,.{0 if counts[k] >= 10 else 2}f} {k} at ~{per_epoch[k]:.0f} s"
-             for k in counts if counts[k]]
+    kinds = {"stacked": [m for members in stacks.values() for m in members],
+             "single": [name for name, _ in single]}
+    counts = {k: sum(map(epochs, names)) for k, names in kinds.items()}
+    parts = [f"{counts[k]:,.{0 if counts[k] >= 10 else 2}f} {k} at "
+             f"~{sum(cost(n, k) for n in names) / counts[k]:.0f} s"  # (a mean, over archs)
+             for k, names in kinds.items() if counts[k]]
     at_once = f", {jobs} jobs at once" if jobs > 1 else ""
     return wall / 3600, (f"{len(todo)} cells, epochs of {FULL_EPOCH:,} images: {', '.join(parts)} "
-                            f"({arch}, 2 CPU cores{at_once})")
+                            f"({', '.join(cells_use(sweep, 'arch'))}, 2 CPU cores{at_once})")
 
 
 def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = True,
@@ -1222,8 +1227,8 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = Tru
         return None
     estimate = cpu_estimate(sweep, sweep_dir, stack, jobs)
     if estimate is None:
-        return (f"sweep on the CPU: no epoch-time figure for "
-                f"{config_value(sweep.base, 'arch')}; no estimate")
+        unknown = [arch for arch in cells_use(sweep, "arch") if arch not in CPU_EPOCH_SECONDS]
+        return f"sweep on the CPU: no epoch-time figure for {', '.join(unknown)}; no estimate"
     hours, what = estimate
     if hours == 0:  # nothing left to run
         return None

@@ -881,6 +881,23 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     assert "64 jobs at once" in what
 
 
+def test_cpu_estimate_times_each_cell_at_its_own_architecture(tmp_path, monkeypatch):
+    """A variant may set its own arch: its cells are estimated at that arch's epoch time (they
+    were at the base's, as was the line's arch), and an arch without one leaves the sweep
+    without an estimate, the line naming it (it named the base's)."""
+    monkeypatch.setattr(sweep_module, "CPU_EPOCH_SECONDS", {"fc2": 30.0, "lenet5": 60.0})
+    monkeypatch.setattr(sweep_module, "CPU_STACKED_EPOCH_SECONDS", {"lenet5": 10.0})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    sweep = Sweep(base={"arch": "lenet5"}, variants=[{"structure": "subsetsum", "arch": "fc2"}],
+                  sparsities=[0.5, 0.9], epochs=[1])
+    hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
+    assert hours * 3600 == pytest.approx(2 * 30 + 60)  # (an fc2 stack, the LeNet5 baseline)
+    assert what.endswith("2.00 stacked at ~30 s, 1.00 single at ~60 s (fc2, lenet5, 2 CPU cores)")
+    sweep.variants.append({"structure": "dense", "arch": "fc4"})
+    assert sweep_module.check_cpu_cost(sweep, tmp_path, go_on=False) == \
+        "sweep on the CPU: no epoch-time figure for fc4; no estimate"
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_sweep_files_build_valid_cells(path):
