@@ -571,34 +571,52 @@ def reads_weight(owner: nn.Module, path: str) -> bool:
                      rf"(?!\.(device|dtype)\b)", _sources(type(owner))) is not None
 
 
+def _no_single_weight(layer: nn.Module) -> tuple[str, str] | None:
+    """Why a new layer has no single ``[out, in]`` weight that a module reading it could use,
+    and the option that gives it one; None where it has one (dense, subset-sum / fixedsize
+    with identity) or is no subnet layer (an attention, whose projections are checked by it).
+    """
+    structure = getattr(layer, "structure", None)
+    if structure is None:
+        return None
+    if not hasattr(structure, "effective_weight"):  # two stages (malach, orseau, dacunha)
+        return (f"with structure={layer.structure_name!r} does not exist: its two stages (map, "
+                f"ReLU, map) are not one linear map", "structure='dense'")
+    if getattr(structure, "activation", None) == "relu":
+        return ("with activation='relu' is [P, 2N] over [relu(x), relu(-x)], not [out, in]",
+                "activation='identity'")
+    return None
+
+
 def _check_weight_readers(model: nn.Module, layers: dict[str, nn.Module],
                           exclude: Sequence[str]) -> None:
     """Refuse new layers (``layers``, by name) whose weight their parent's forward, or a method
-    it calls, reads itself (:func:`reads_weight`), or a module's above it, when that weight is
-    ``[P, 2N]`` over ``[relu(x), relu(-x)]`` (subset-sum / fixedsize with ReLU), not
-    ``[out, in]``: the forward would fail with a shape error naming no layer (torchvision's
-    Swin attention: ``F.linear(x, self.qkv.weight, ...)``), as an attention whose projections
-    are not one linear map each would, which its layer refuses. All are named at once, with
-    the patterns that cover them (:func:`covering_patterns`)."""
-    read = {}  # layer name -> (the reader's type name, the layer's path from it)
+    it calls, reads itself (:func:`reads_weight`), or a module's above it, when they have no
+    single ``[out, in]`` weight (:func:`_no_single_weight`): with ReLU a subset-sum / fixedsize
+    weight is ``[P, 2N]`` over ``[relu(x), relu(-x)]``, and a two-stage structure has none, so
+    the forward would fail with a shape error, or an ``AttributeError``, naming no layer
+    (torchvision's Swin attention: ``F.linear(x, self.qkv.weight, ...)``), as an attention
+    whose projections are not one linear map each would, which its layer refuses. All are
+    named at once, with the patterns that cover them (:func:`covering_patterns`)."""
+    read = {}  # layer name -> (the reader's type name, the layer's path from it, why)
     for name, layer in layers.items():
-        if not name or getattr(getattr(layer, "structure", None), "activation", None) != "relu":
+        why = _no_single_weight(layer)
+        if not name or why is None:
             continue
         parts = name.split(".")
         for above in reversed(range(len(parts))):  # its parent first, then up to the model
             owner, path = model.get_submodule(".".join(parts[:above])), ".".join(parts[above:])
             if reads_weight(owner, path):
-                read[name] = (type(owner).__name__, path)
+                read[name] = (type(owner).__name__, path, why)
                 break
     if read:
-        (name, (owner, path)), more = next(iter(read.items())), len(read) - 1
+        (name, (owner, path, (reason, remedy))), more = next(iter(read.items())), len(read) - 1
         them, their = ("them", "their") if more else ("it", "its")
         others = f"; {plural(more, 'other layer')} read so too" if more else ""
         patterns = covering_patterns(model, read)
         raise ValueError(
             f"convert: {owner} reads self.{path}.weight itself (layer {name!r}{others}), which "
-            f"with activation='relu' is [P, 2N] over [relu(x), relu(-x)], not [out, in], so its "
-            f"forward would fail: convert {them} with activation='identity', in a call of "
+            f"{reason}, so its forward would fail: convert {them} with {remedy}, in a call of "
             f"{their} own (include={patterns}), and leave {them} out of this one "
             f"(exclude={[*exclude, *patterns]})")
 

@@ -336,6 +336,29 @@ def test_a_layer_whose_weight_its_parent_reads_is_refused_under_relu(recwarn, st
     assert model(torch.randn(2, 6)).shape == (2, 3) and not recwarn.list
 
 
+@pytest.mark.parametrize("structure", ["malach", "orseau", "dacunha"])
+def test_a_layer_whose_weight_its_parent_reads_is_refused_under_a_two_stage_structure(
+        recwarn, structure):
+    """A two-stage layer has no single weight: a parent reading it itself failed at its first
+    forward with "SubnetLinear with structure 'malach' has no single weight", naming no layer,
+    after convert had converted the model. convert refuses it as it refuses a ReLU subset-sum
+    layer read so; the include and exclude it names convert the model, the layer dense, and
+    it runs."""
+    model = nn.Sequential(ReadsItsLayersWeight(), nn.ReLU(), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match=(
+            rf"^convert: ReadsItsLayersWeight reads self\.proj\.weight itself \(layer "
+            rf"'0\.proj'\), which with structure='{structure}' does not exist: its two stages "
+            rf"\(map, ReLU, map\) are not one linear map, so its forward would fail: convert it "
+            rf"with structure='dense', in a call of its own \(include=\['\*\.proj'\]\), and "
+            rf"leave it out of this one \(exclude=\['\*\.proj'\]\)$")):
+        convert(model, sparsity=0.5, structure=structure)
+    assert not any(isinstance(m, ln.SUBNET_MODULES) for m in model.modules())
+    convert(model, sparsity=0.5, structure=structure, exclude=["*.proj"])
+    convert(model, sparsity=0.5, structure="dense", include=["*.proj"])
+    assert model[0].proj.structure_name == "dense" and model[2].structure_name == structure
+    assert model(torch.randn(2, 6)).shape == (2, 3) and not recwarn.list
+
+
 def test_swin_converted_with_relu_subset_sum_is_refused_naming_its_attention_layers():
     """torchvision's Swin attention passes self.qkv.weight and self.proj.weight to
     F.linear itself: swin_t converted with subsetsum (ReLU) was warned of, one layer, and its
