@@ -801,8 +801,8 @@ TIMM_WEIGHTS = ("pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_c
 def check_model_kwargs(model_kwargs: dict) -> None:
     """``model_kwargs`` go into the run's spec (results.json, the ticket): string keys, values
     a ticket gives back (:func:`~lotterynet.convert.plain_numbers`, with no NaN or infinity,
-    which its JSON cannot hold), none of the arguments the data set decides
-    (:data:`TIMM_SET`) or that load weights (:data:`TIMM_WEIGHTS`)."""
+    which its JSON cannot hold, nor a number beyond a float's range), none of the arguments
+    the data set decides (:data:`TIMM_SET`) or that load weights (:data:`TIMM_WEIGHTS`)."""
     for key, value in model_kwargs.items():
         if not isinstance(key, str):
             raise ConfigError(f"model_kwargs key {key!r} is not a string (an argument name of "
@@ -817,11 +817,8 @@ def check_model_kwargs(model_kwargs: dict) -> None:
 
         try:
             plain_numbers(value, key)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise ConfigError(f"model_kwargs: {error}") from None
-        except ValueError:
-            raise ConfigError(f"model_kwargs {key}={value!r} holds NaN or infinity, which a "
-                              f"ticket (JSON) cannot hold; pass a finite number") from None
 
 
 def check_exclude(patterns: list) -> None:

@@ -4,12 +4,14 @@ value, before any training starts, and leaves nothing behind (the corrected re-r
 
 import json
 import math
+import re
 import resource
 import shutil
 import struct
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from conftest import REPO
 from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
 from lotterynet.cli import main
 from lotterynet.config import load_yaml, make_config
+from lotterynet.errors import ConfigError
 from lotterynet.idx import read_idx
 
 SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "200", "--val-size", "100",
@@ -641,7 +644,7 @@ CASES = [
     (["--arch", "timm:resnet10t", "--model-kwargs", "when=2020-01-01"],
      ["model_kwargs: argument when=datetime.date(2020, 1, 1) is of type date", "a plain value"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "drop_rate=.nan"],
-     ["model_kwargs drop_rate=nan", "NaN or infinity", "a finite number"]),
+     ["model_kwargs: argument drop_rate=nan is NaN or infinity", "a finite number"]),
     (["--arch", "timm:resnet10t", "--model-kwargs", "nokey"], ["'nokey'", "KEY=VALUE"]),
     (["--arch", "timm:vit_tiny_patch16_224", "--model-kwargs", "patch_size=7", "--model-kwargs",
       "class_token=false"], ["cannot build", "class token"]),  # (timm: an AssertionError)
@@ -886,6 +889,18 @@ def test_a_config_may_still_use_a_few_aliases(tmp_path):
     values = load_yaml(config)
     assert values["lr"] == 0.05 and values["arch"] == "fc2" and values["model_kwargs"] == \
         {"a": [1, 2]}
+
+
+@pytest.mark.parametrize("value,named", [
+    (Fraction(10**400), "drop_rate=1e+400"), ([0.1, Fraction(-10**400)], "drop_rate[1]=-1e+400")])
+def test_a_model_argument_beyond_a_floats_range_is_refused_as_such(value, named):
+    """A model argument beyond a float's range (the Python API's: a config file's number is a
+    float or an int) was refused as 'model_kwargs drop_rate=Fraction(...) holds NaN or
+    infinity', which it does not: check_model_kwargs reports what plain_numbers found."""
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"model_kwargs: argument {named} (a Fraction) is beyond a float's range "
+            f"(±1.798e+308)")):
+        make_config({"arch": "timm:resnet10t", "model_kwargs": {"drop_rate": value}})
 
 
 def test_numbers_with_an_exponent_are_numbers(tmp_path):
