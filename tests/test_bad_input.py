@@ -162,7 +162,7 @@ CASES = [
     (["--activation", "tanh"], ["tanh", "identity"]),
     (["--optimizer", "rmsprop"], ["rmsprop", "sgd"]),
     (["--scheduler", "step"], ["step", "cosine"]),
-    (["--accelerator", "tpu"], ["tpu", "cpu"]),
+    (["--accelerator", "tpu"], ["unknown accelerator 'tpu'; valid choices: auto, cpu, gpu, cuda"]),
     (["--precision", "8-bit"], ["8-bit", "32-true"]),
     (["--precision", "17"], ["'17'", "32-true", "Lightning's 16, 32, 64, bf16"]),
     (["--config", "{cfg_int_precision}"], ["unknown precision 17", "32-true"]),
