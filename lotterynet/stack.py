@@ -127,11 +127,9 @@ def recipe(config: RunConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in VARYING + OUTPUT_ONLY}
 
 
-def check_stackable(configs: Sequence[RunConfig], given_precision=None) -> None:
+def check_stackable(configs: Sequence[RunConfig]) -> None:
     """Raise :class:`ConfigError` naming the first key in which two members differ (other than
-    sparsity, epochs and seed), or what keeps them from being stacked at all (their precision
-    named as given, ``given_precision``, where it was: Lightning's ``16`` as 16, not as the
-    ``16-mixed`` it reads)."""
+    sparsity, epochs and seed), or what keeps them from being stacked at all."""
     if not configs:
         raise ConfigError("a stack needs at least one member")
     first = recipe(configs[0])
@@ -142,12 +140,12 @@ def check_stackable(configs: Sequence[RunConfig], given_precision=None) -> None:
                     f"cannot stack these runs: they differ in {key!r} ({first[key]!r} vs "
                     f"{value!r}); the members of a stack may differ only in "
                     f"{', '.join(VARYING)}")
-    why = unstackable(configs[0], given_precision)
+    why = unstackable(configs[0])
     if why:
         raise ConfigError(why)
 
 
-def unstackable(config: RunConfig, given_precision=None) -> str | None:
+def unstackable(config: RunConfig) -> str | None:
     """Why a run of ``config`` cannot be a stack's member (a sweep runs such cells singly),
     or None."""
     if config.train_weights:
@@ -160,10 +158,10 @@ def unstackable(config: RunConfig, given_precision=None) -> str | None:
         return (f"cannot stack runs on {config.devices} devices: a stack runs on one device "
                 f"(use --no-stack for DDP cells)")
     if config.precision == UNSTACKABLE_PRECISION:
-        return (f"cannot stack --precision {given_precision or config.precision} runs: each run "
-                f"scales its loss by a gradient scaler of its own, whose scale follows its own "
-                f"overflows; a stack's members would share Lightning's one scaler, updated "
-                f"after every member's step (use --no-stack, or bf16-mixed)")
+        return ("cannot stack 16-mixed runs: each run scales its loss by a gradient scaler of "
+                "its own, whose scale follows its own overflows; a stack's members would share "
+                "Lightning's one scaler, updated after every member's step (use --no-stack, or "
+                "bf16-mixed)")
     return None
 
 
@@ -658,7 +656,7 @@ def read_stack_file(path: str | Path, data_dir: str | None = None
                             "out": str(cell), "resume": member.get("resume") and str(
         cell / read(member["resume"]).relative_to(written))})
         for member, cell, written in zip(members, cell_dirs, written_dirs)]
-    check_stackable(configs, members[0].get("precision"))
+    check_stackable(configs)
     above = {Path.cwd().resolve(), *Path(path).resolve().parents}
     for config, cell, name in zip(configs, cell_dirs, shown):
         if cell.resolve() in above:
@@ -737,10 +735,8 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | P
                          cell_dirs: Sequence[str | Path] | None, sigterm: SigtermStop
                          ) -> list[dict]:
     """:func:`run_stack` once its SIGTERM handler is installed."""
-    given_precision = configs[0].get("precision") if configs and isinstance(configs[0], dict) \
-        else None
     configs = [c if isinstance(c, RunConfig) else make_config(c) for c in configs]
-    check_stackable(configs, given_precision)
+    check_stackable(configs)
     stack_dir = Path(stack_dir)
     cell_dirs = [Path(d) for d in cell_dirs] if cell_dirs else [
         stack_dir / "cells" / str(i) for i in range(len(configs))]
