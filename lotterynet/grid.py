@@ -221,6 +221,13 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
     for spell, values in [(spelled, overrides), (lambda k: f"base: {k}", base),
                           *((lambda k: f"variant: {k}", v) for v in variants)]:
         check_cell_keys(spell, values)
+    for variant in variants:
+        key = next((k for k in SWEEP_WIDE if k in variant), None)
+        if key is not None:
+            raise ConfigError(f"variant {variant_label(variant)!r} sets {key}: "
+                              f"{variant[key]!r}, which is the whole sweep's: its cells log to "
+                              f"one W&B group, beside one summary run; set it in the base "
+                              f"(or {flag_name(key)})")
     for key, value in overrides.items():  # a flag the variants set would be dropped, unsaid
         variant = next((v for v in variants if key in v and v[key] != value), None)
         if variant is not None:
@@ -294,6 +301,10 @@ def refuse_unread_variant_keys(variants: list[dict], labels: list[str],
         refuse_unread_flags(variant, cells, "its runs", spell=lambda key, value, label=label: (
             f"sweep variant {label!r} sets {key}: {value!r}, which"))
 
+
+#: What a sweep sets for all its cells at once (:func:`~lotterynet.sweep.wandb_group`), so a
+#: variant may not: whether they log to W&B, and where.
+SWEEP_WIDE = ("wandb", "wandb_project", "wandb_entity", "wandb_group")
 
 #: What a sweep decides for every cell itself, so no base, variant or flag may set it.
 NOT_IN_CELLS = {

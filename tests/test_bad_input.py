@@ -223,6 +223,9 @@ CASES = [
                                                    "read it"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep", "{sw_malach_pairs}"],
      ["sets pairs: 3", "--hidden 10", "only by default"]),
+    # (its cells logged to W&B outside the sweep's group, and no summary run)
+    (["--sweep", "{sw_variant_wandb}"], ["variant 'wide/wandb=True' sets wandb: True",
+                                         "whole sweep's", "--wandb"]),
     (["--structure", "wide", "--fan-in", "target"], ["--fan-in 'target'", "wide net is dense"]),
     # the subset-sum net's size does not depend on its activation (it trained the ReLU net)
     (["--structure", "wide", "--activation", "identity"],
@@ -746,6 +749,8 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "sw_base_list": {**sweep, "base": [1]},
         "sw_malach_pairs": {**sweep, "variants": [{"structure": "malach", "hidden": 10,
                                                    "pairs": 3}]},
+        "sw_variant_wandb": {**sweep, "variants": ["subsetsum", {"structure": "wide",
+                                                               "wandb": True}]},
         "sw_base_null": {**sweep, "base": None}, "sw_base_empty_list": {**sweep, "base": []},
         "sw_base_unknown": {**sweep, "base": {"learning_rate": 0.1}},
         "sw_variant_unknown": {**sweep, "variants": [{"structure": "subsetsum", "lrr": 0.1}]},
