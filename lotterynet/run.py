@@ -571,7 +571,7 @@ def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
     optim = optim_settings(config)
     with refusing_unbuildable(config.arch):
         spec = model_spec(config, data)
-        need = memory_needed([(spec, optim)], config.precision)
+        need = memory_needed([(spec, optim)], config)
     check_fits(f"{config.arch} {spec['structure']}", need, config)
     with refusing_unbuildable(config.arch):
         module = EdgePopupModule(spec, optim, config.to_dict(), cuda_graphs=config.cuda_graphs)

@@ -196,32 +196,78 @@ def test_a_model_that_cannot_fit_in_memory_is_refused_before_it_is_built(
     """A model too large for the machine (conv2 malach: 804M maskable weights) was built and
     trained until the kernel's out-of-memory kill ended it: no line of its own, and its folder
     left behind (a run again into it was refused as not empty). What its tensors certainly
-    take (counted on a build on the meta device: every parameter, and each score's gradient
-    and momentum) is compared with the memory this machine has available before the model is
-    built or the folder made: one line, exit 2. Here FC2 subset-sum, 30.4 MiB in training on
-    the CPU, with 16 MiB available; for a run on a GPU, the host holds the model as built
-    (15.2 MiB, float32), with 8 MiB. The count is exactly what its build holds."""
+    take (counted on a build on the meta device: every parameter, each score's gradient and
+    momentum, and what autograd saves for the backward in a forward of one training batch,
+    run on the meta device) is compared with the memory this machine has available before
+    the model is built or the folder made: one line, exit 2. Here FC2 subset-sum, 39.7 MiB in
+    training on the CPU (9.3 MiB of it saved for the backward: counted without it, 30.4 MiB,
+    the run was let train), with 32 MiB available; for a run on a GPU, the host holds the
+    model as built (15.2 MiB, float32), with 8 MiB. The count is exactly what its build
+    holds."""
     import lotterynet.memory
 
     monkeypatch.setattr(lotterynet.memory, "on_gpu", lambda accelerator: gpu)
-    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 2**23 if gpu else 2**24)
-    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--sparsity", "0.99")
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 2**23 if gpu else 2**25)
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--sparsity", "0.99",
+                      "--limit-train", "256", "--epochs", "1")
     need = "15.2 MiB of memory to build (3,982,840 parameters, drawn in float32) and this " \
-        "machine has 8.0 MiB" if gpu else "30.4 MiB of memory to train (3,982,840 " \
+        "machine has 8.0 MiB" if gpu else "39.7 MiB of memory to train (3,982,840 " \
         "parameters in float32, 1,991,420 of them trained, each with a gradient and 1 " \
-        "optimizer state) and this machine has 16.0 MiB"
+        "optimizer state, and 9.3 MiB of activations and masked weights that a batch of 64 " \
+        "saves for the backward) and this machine has 32.0 MiB"
+    batch = "" if gpu else " or a smaller --batch-size"
     assert capsys.readouterr().err.splitlines() == [
         f"train.py: error: fc2 subsetsum needs at least {need} available; the sparsity does "
         f"not change it (pruned weights are held all the same): fewer parameters (a smaller "
-        f"--pairs or --hidden, another --structure or --arch) need less, or a machine with "
-        f"more memory"]
+        f"--pairs or --hidden, another --structure or --arch){batch} need less, or a machine "
+        f"with more memory"]
     assert code == 2 and not out.exists()
     config = config_from_args(build_parser().parse_args(["--arch", "fc2"]))
     spec = model_spec(config, TensorDataModule(config.dataset, data_dir))
     built = build_model(**spec)
     assert lotterynet.memory.memory_needed([(spec, {"optimizer": "sgd", "momentum": 0.9})],
-                                           "32-true").built == 15931360 == sum(
+                                           config).built == 15931360 == sum(
         t.numel() * t.element_size() for t in (*built.parameters(), *built.buffers()))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "64-true"])
+def test_the_memory_count_holds_what_a_training_batch_saves_for_the_backward(precision):
+    """A training step holds, beyond the parameters, their gradients and the optimizer's state,
+    what autograd saves in the forward for the backward; the count left it out (conv2 malach:
+    12.0 GiB counted, 15.1 GiB with it, its peak 21.7 GB). It is counted on the meta device:
+    for a dense FC2 (784-500-10) a batch of B saves its input (B x 784, for the first weight's
+    gradient), the hidden activation (B x 500, once, for the ReLU's and the second weight's
+    gradients) and the second masked weight (500 x 10, for the hidden activation's gradient),
+    in the precision's width (2 bytes under a mixed precision: autocast's, a lower bound). The
+    parameters it saves (the scores and frozen weights of the masked products) are counted
+    once, as parameters. A batch of B takes the training examples' number where fewer."""
+    import lotterynet.memory
+
+    def need(**config):
+        config = make_config(dict(arch="fc2", structure="dense", precision=precision, **config))
+        return lotterynet.memory.memory_needed(
+            [(dict(name="fc2", structure="dense"), {"optimizer": "sgd", "momentum": 0.9})], config)
+
+    width = {"32-true": 4, "bf16-mixed": 2, "64-true": 8}[precision]
+    one, more, few = need(batch_size=1), need(batch_size=65), need(batch_size=65, limit_train=9)
+    assert one.saved == ((784 + 500) + 500 * 10) * width
+    assert more.saved - one.saved == more.trained - one.trained == 64 * (784 + 500) * width
+    assert (one.batch, more.batch, few.batch) == (1, 65, 9)
+    assert few.saved - one.saved == 8 * (784 + 500) * width
+
+
+def test_a_forward_that_cannot_run_on_the_meta_device_counts_nothing_saved():
+    """A model whose forward reads a value off its data cannot run on the meta device: what
+    it saves for the backward is then not counted (0, still a lower bound), not an error."""
+    from lotterynet.memory import saved_for_backward
+
+    class Reads(torch.nn.Module):
+        def forward(self, x):
+            return x * float(x.detach().sum())
+
+    linear = torch.nn.Linear(3, 4, device="meta")
+    assert saved_for_backward([linear], (2, 3), torch.float32) == 2 * 3 * 4  # its input
+    assert saved_for_backward([torch.nn.Sequential(linear, Reads())], (2, 3), torch.float32) == 0
 
 
 def test_the_wide_sizing_builds_nothing_for_real(monkeypatch):
