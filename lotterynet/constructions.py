@@ -286,12 +286,39 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     return subnet, stats
 
 
+def _kept_trained(module: nn.Module, path: str = "") -> list[str]:
+    """``'path' (Type: names)`` of every module of ``module`` outside its ``nn.Linear`` /
+    ``nn.Conv2d`` layers (a layer's own submodules go with it) that holds parameters or
+    floating buffers (running statistics) of its own: no construction replaces them."""
+    if isinstance(module, nn.Linear | nn.Conv2d):
+        return []
+    own = [*(n for n, _ in module.named_parameters(recurse=False)),
+           *(n for n, b in module.named_buffers(recurse=False) if b.is_floating_point())]
+    label = repr(path) if path else "the model"
+    found = [f"{label} ({type(module).__name__}: {', '.join(own)})"] if own else []
+    for name, child in module.named_children():
+        found += _kept_trained(child, f"{path}.{name}" if path else name)
+    return found
+
+
 def construct_model(target: nn.Module, build, *, seed: int = 0) -> tuple[nn.Module, list]:
     """Copy of ``target`` (float64) with every ``nn.Linear`` / ``nn.Conv2d`` in it, at any depth,
     replaced by ``build(layer, generator=generator)`` (a construction above with its size
     bound), in module order; returns ``(model, per-layer stats)``. A layer used at several
     places (tied) is built once and that one construction put at each of them. A layer that
-    ``build`` refuses (``ValueError``) is refused naming it (its module path in ``target``)."""
+    ``build`` refuses (``ValueError``) is refused naming it (its module path in ``target``);
+    a target with no such layer, or with trained values elsewhere (another layer type's
+    parameters, a norm's running statistics: they would stay in the pruned random network),
+    is refused naming those modules, before anything is built."""
+    kept = _kept_trained(target)
+    if kept:
+        more = f" and {len(kept) - 3} more" if len(kept) > 3 else ""
+        raise ValueError(f"the constructions replace nn.Linear and nn.Conv2d layers only; "
+                         f"none replaces the trained values of {', '.join(kept[:3])}{more}: they "
+                         f"would stay in the pruned random network")
+    if not any(isinstance(m, nn.Linear | nn.Conv2d) for m in target.modules()):
+        raise ValueError(f"the constructions replace nn.Linear and nn.Conv2d layers; the model "
+                         f"({type(target).__name__}) has none")
     generator = torch.Generator().manual_seed(seed)
     model, stats, built = copy.deepcopy(target).double().eval(), [], {}
     for name, layer in list(model.named_modules(remove_duplicate=False)):

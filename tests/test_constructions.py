@@ -383,6 +383,31 @@ def test_construct_model_names_the_layer_a_construction_refuses():
             layer, 2, generator, rule="malach"))
 
 
+@pytest.mark.parametrize("target, match", [
+    (nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.ReLU(), nn.Flatten(),
+                   nn.Linear(24, 2)),
+     r"^the constructions replace nn.Linear and nn.Conv2d layers only; none replaces the "
+     r"trained values of '0' \(Conv1d: weight, bias\), '1' \(BatchNorm1d: weight, bias, "
+     r"running_mean, running_var\): they would stay in the pruned random network$"),
+    (nn.MultiheadAttention(4, 2), r"of the model \(MultiheadAttention: in_proj_weight, "
+                                  r"in_proj_bias\): they would stay"),
+    (nn.Sequential(nn.Sequential(*[nn.LayerNorm(2) for _ in range(5)]), nn.Linear(2, 2)),
+     r"'0.0' \(LayerNorm: weight, bias\), '0.1' .*, '0.2' .* and 2 more: they would stay"),
+    (nn.Bilinear(2, 2, 2), r"the model \(Bilinear: weight, bias\)"),
+    (nn.Sequential(nn.Flatten(), nn.ReLU()),
+     r"^the constructions replace nn.Linear and nn.Conv2d layers; the model \(Sequential\) "
+     r"has none$"),
+], ids=["conv1d-batchnorm", "attention", "five-norms", "bilinear", "no-layer"])
+def test_construct_model_refuses_a_target_whose_trained_values_it_would_keep(target, match):
+    """Only the Linear / Conv2d layers were built: a Conv1d's and a norm's trained parameters
+    and running statistics, MultiheadAttention's in_proj, stayed in the "pruned random
+    network" without a word; a model with none came back unchanged with no stats."""
+    built = []
+    with pytest.raises(ValueError, match=match):
+        construct_model(target, lambda layer, generator: built.append(layer))
+    assert not built  # before anything is built
+
+
 def test_construct_model_builds_a_tied_layer_once_and_puts_it_everywhere():
     """A layer used twice was replaced at its first place only: the second stayed the exact
     trained layer, counted in no stats."""
