@@ -53,7 +53,14 @@ from .errors import (
 )
 from .machine import cpu_name
 from .params import count_params
-from .targets import RECIPES, add_targets_dir, checked_targets_dir, trained_target
+from .run import RESULTS
+from .targets import (
+    RECIPES,
+    add_targets_dir,
+    checked_targets_dir,
+    target_config,
+    trained_target,
+)
 from .validate import check_output_dir
 
 EPSILON, DELTA = 0.01, 0.01
@@ -176,17 +183,46 @@ def machine() -> dict:
             "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
-def run_sweeps(sweeps: list[Sweep], net: str, target_name: str, dataset: str, args, *,
-               conv_part: int | None, target_epochs: int | None = None) -> None:
-    """All ``sweeps`` × sizes × seeds on the target of recipe ``target_name``, one JSON per
+def run_targets(net: str, sweeps: list[Sweep], targets: list[tuple[str, str, int | None]],
+                args, *, conv_part: int | None) -> None:
+    """:func:`run_sweeps` on each target ``(dataset, recipe, target_epochs)`` (``target_epochs``:
+    the target run with fewer epochs than its paper's recipe, None: the paper's). Before any
+    work, every stored result file is checked (:func:`check_stored_targets`), and the targets
+    trained already are loaded and the stored rows checked against their weights; a target
+    still to train is checked once it is trained."""
+    for dataset, recipe, epochs in targets:
+        check_stored_targets(args.out, net, dataset, sweeps, recipe, epochs)
+    ready = {dataset: checked_target(net, dataset, sweeps, recipe, epochs, args)
+             for dataset, recipe, epochs in targets if target_trained(recipe, epochs, args)}
+    for dataset, recipe, epochs in targets:
+        target, info = ready.get(dataset) or checked_target(net, dataset, sweeps, recipe,
+                                                            epochs, args)
+        run_sweeps(sweeps, net, dataset, target, info, args, conv_part=conv_part)
+
+
+def target_trained(recipe: str, epochs: int | None, args) -> bool:
+    """Whether the run of the target lies finished in ``--targets-dir`` (loaded, not trained)."""
+    config = target_config(recipe, targets_dir=args.targets_dir,
+                           **({} if epochs is None else {"epochs": epochs}))
+    return (Path(config.out) / RESULTS).is_file()
+
+
+def checked_target(net: str, dataset: str, sweeps: list[Sweep], recipe: str,
+                   epochs: int | None, args) -> tuple[nn.Module, dict]:
+    """The target of ``recipe`` (trained now unless it is already), the stored rows of
+    ``sweeps`` checked against its weights (:func:`check_stored_weights`)."""
+    target, info = trained_target(recipe, data_dir=args.data_dir, targets_dir=args.targets_dir,
+                                  **({} if epochs is None else {"epochs": epochs}))
+    check_stored_weights(args.out, net, dataset, sweeps, info)
+    return target, info
+
+
+def run_sweeps(sweeps: list[Sweep], net: str, dataset: str, target: nn.Module, info: dict,
+               args, *, conv_part: int | None) -> None:
+    """All ``sweeps`` × sizes × seeds on ``target`` (``info``: its record), one JSON per
     sweep in ``args.out``, each row with the :func:`machine` that measured it (a resume may
     add rows measured elsewhere); ``conv_part``: approximate only the first ``conv_part``
-    modules (da Cunha's conv part, the target's own head on top), else the whole network.
-    ``target_epochs``: the target run with fewer epochs than its paper's recipe."""
-    epochs = {} if target_epochs is None else {"epochs": target_epochs}
-    target, info = trained_target(target_name, data_dir=args.data_dir,
-                                  targets_dir=args.targets_dir, **epochs)
-    check_stored_weights(args.out, net, dataset, sweeps, info)
+    modules (da Cunha's conv part, the target's own head on top), else the whole network."""
     test_x, test_y = load_split(dataset, args.data_dir, train=False)
     target64 = target.double().eval()
     part = target64[:conv_part] if conv_part else target64
@@ -239,14 +275,19 @@ def stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep]):
 def check_stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep], recipe: str,
                          epochs: int | None) -> None:
     """Refuse, before any work, to add rows to a result file measured on another target
-    (another recipe, or the same trained for another number of epochs): a resume would take
-    its rows as done."""
+    (another recipe, or the same trained for another number of epochs), or on a target whose
+    weights' digest it does not record (files written before 5665077): a resume would take its
+    rows as done."""
     epochs = epochs or RECIPES[recipe]["epochs"]
     for path, stored in stored_targets(out, net, dataset, sweeps):
         if (stored["recipe"], stored["epochs"]) != (recipe, epochs):
             raise ValueError(f"{path} holds rows measured on the target {stored['recipe']} "
                              f"trained {stored['epochs']} epochs, not {epochs}: move it away or "
                              f"give --out another folder")
+        if "weights_sha256" not in stored:  # (check_stored_weights could not tell its target)
+            raise ValueError(f"{path} was measured before targets were recorded by digest (its "
+                             f"target has no weights_sha256), so its rows cannot be resumed: "
+                             f"move it away or give --out another folder to measure them again")
 
 
 def check_stored_weights(out: Path, net: str, dataset: str, sweeps: list[Sweep],
@@ -255,10 +296,10 @@ def check_stored_weights(out: Path, net: str, dataset: str, sweeps: list[Sweep],
     (the same recipe trained again elsewhere, or by a lotterynet that drew other initial
     weights), before measuring anything."""
     for path, stored in stored_targets(out, net, dataset, sweeps):
-        if stored.get("weights_sha256") != info["weights_sha256"]:
+        if stored["weights_sha256"] != info["weights_sha256"]:  # (none: refused already)
             raise ValueError(f"{path} holds rows measured on other {info['recipe']} target "
                              f"weights than {info['run_dir']!r} holds (sha256 "
-                             f"{str(stored.get('weights_sha256'))[:12]}, not "
+                             f"{stored['weights_sha256'][:12]}, not "
                              f"{info['weights_sha256'][:12]}): move it away or give --out "
                              f"another folder")
 
@@ -361,22 +402,18 @@ def selected(net: str, only) -> list[Sweep]:
 
 def run_fc2(args) -> None:
     epochs = args.target_epochs[0] if args.target_epochs else None
-    sweeps = selected("fc2", args.only)
-    check_stored_targets(args.out, "fc2", "mnist", sweeps, "pensia_fc2", epochs)
-    run_sweeps(sweeps, "fc2", "pensia_fc2", "mnist", args, conv_part=None, target_epochs=epochs)
+    run_targets("fc2", selected("fc2", args.only), [("mnist", "pensia_fc2", epochs)], args,
+                conv_part=None)
 
 
 def run_lenet5(args) -> None:
     epochs = args.target_epochs or [None] * len(args.datasets)
     if len(epochs) != len(args.datasets):
         raise ConfigError(f"give one --target-epochs per data set {args.datasets}, got {epochs}")
-    sweeps = selected("lenet5", args.only)
-    for dataset, target_epochs in zip(args.datasets, epochs):
-        check_stored_targets(args.out, "lenet5", dataset, sweeps, f"dacunha_lenet5_{dataset}",
-                             target_epochs)
-    for dataset, target_epochs in zip(args.datasets, epochs):
-        run_sweeps(sweeps, "lenet5", f"dacunha_lenet5_{dataset}", dataset, args,
-                   conv_part=LENET5_CONV_PART, target_epochs=target_epochs)
+    run_targets("lenet5", selected("lenet5", args.only),
+                [(dataset, f"dacunha_lenet5_{dataset}", target_epochs)
+                 for dataset, target_epochs in zip(args.datasets, epochs)], args,
+                conv_part=LENET5_CONV_PART)
 
 
 # --- summary: curves, the width table, the figure -------------------------------------------

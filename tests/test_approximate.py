@@ -245,6 +245,45 @@ def test_rows_of_another_target_are_refused_before_any_work(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert str(path) in err and "trained 16 epochs, not 50" in err
     assert json.loads(path.read_text()) == stored  # untouched
+    # a committed file of before targets were recorded by digest: its rows cannot be resumed
+    # (it was refused only after the target had trained, as "sha256 None, not 3faeb4368002")
+    path = tmp_path / "approximation_fc2_pensia.json"
+    shutil.copy(REPO / "results" / path.name, path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fc2", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.splitlines() == [
+        f"python -m lotterynet.approximate: error: {path} was measured before targets were "
+        f"recorded by digest (its target has no weights_sha256), so its rows cannot be resumed: "
+        f"move it away or give --out another folder to measure them again"], err
+
+
+def test_stored_rows_are_checked_against_the_targets_trained_already_before_any_work(
+        tmp_path, capsys, monkeypatch):
+    """lenet5 on both data sets, both targets trained: a Fashion-MNIST file measured on other
+    weights is refused before the MNIST sweeps are measured (it was refused after them)."""
+    for name in ("dacunha_lenet5_mnist", "dacunha_lenet5_fashion-mnist"):  # finished runs
+        run_dir = tmp_path / "t" / f"{name}-e50-seed0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.json").write_text("{}")
+    monkeypatch.setattr(approximate, "trained_target", lambda name, **k: (
+        nn.Sequential(), {"recipe": name, "epochs": 50, "run_dir": name,
+                          "weights_sha256": "ab" * 32}))
+    monkeypatch.setattr(approximate, "load_split",
+                        lambda *a, **k: pytest.fail("measured before checking the stored rows"))
+    path = tmp_path / "approximation_lenet5_fashion-mnist_pensia.json"
+    path.write_text(json.dumps({
+        "construction": "pensia", "rows": [{"construction": "pensia", "size": 5, "seed": 1000,
+                                            "test_accuracy": 0.5}],
+        "target": {"recipe": "dacunha_lenet5_fashion-mnist", "epochs": 50,
+                   "weights_sha256": "cd" * 32}}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lenet5", "--only", "pensia", "--out", str(tmp_path), "--targets-dir",
+              str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert f"{path} holds rows measured on other dacunha_lenet5_fashion-mnist target" in err
+    assert "sha256 cdcdcdcdcdcd, not abababababab" in err
 
 
 def edited_results():
