@@ -97,9 +97,12 @@ def _check_target(layer, kinds: tuple[type, ...], what: str) -> None:
 def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:
     """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one), as
     ``convert`` makes it (:data:`~lotterynet.convert.CONVERTIBLE`'s rule for ``layer``'s
-    family: the callers checked it is one of the two)."""
+    family: the callers checked it is one of the two), drawn on the CPU and moved to
+    ``layer``'s device (the same seed gives the same network on any device)."""
     rule = CONVERTIBLE.get(type_name(nn.Linear if isinstance(layer, nn.Linear) else nn.Conv2d))
-    return rule.build(layer, layer.bias is not None, **options).double()
+    with torch.device("cpu"):  # (whatever the default device)
+        subnet = rule.build(layer, layer.bias is not None, **options)
+    return subnet.to(layer.weight.device, torch.float64)
 
 
 def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator, *,
@@ -109,7 +112,9 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
 
     ``n`` coefficients per weight from ``coefficients`` (:data:`COEFFICIENT_RANGES`), or with
     ``shared_per_row`` one set per output unit shared by its weights (the authors' variant);
-    ``k``: exactly ``k`` kept per weight (Natale et al.; the ``fixedsize`` structure). A bias,
+    ``k``: exactly ``k`` kept per weight (Natale et al.; the ``fixedsize`` structure). The
+    coefficients are drawn on the CPU and solved for on ``layer``'s device, where the layer is
+    built (the same seed gives the same network on any device). A bias,
     if any, is approximated the same way (its own ``n`` coefficients, the range drawn over the
     weights and the bias: every value the subset sums approximate) and stored as the layer's
     frozen bias, since subnet layers have no maskable bias; ``coefficients_kept`` counts the
@@ -127,7 +132,8 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     lo, hi = coefficient_bounds(targets, coefficients)
     per_row = weight[0].numel()
     draws = weight.shape[0] if shared_per_row else targets.numel()
-    coeffs = lo + (hi - lo) * torch.rand(draws, n, generator=generator, dtype=torch.float64)
+    coeffs = lo + (hi - lo) * torch.rand(draws, n, generator=generator, dtype=torch.float64,
+                                         device="cpu").to(targets.device)
     if shared_per_row:
         if layer.bias is not None:
             raise ValueError("shared_per_row is defined for bias-free layers")
@@ -236,7 +242,9 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     ``w_max = max |w|`` of the layer, and each weight's sign half sums at most
     :func:`golden_ratio_cap` products (a layer with ``3 max |w| ≤ epsilon``, all-zero too,
     keeps none: every weight is within ε/3 of 0). A bias, if any,
-    is kept as the frozen output bias. Returns ``(subnet_layer, stats)``."""
+    is kept as the frozen output bias. The random layer is drawn on the CPU and moved to
+    ``layer``'s device, where its products are chosen (the same seed gives the same network on
+    any device). Returns ``(subnet_layer, stats)``."""
     _check_target(layer, (nn.Linear,), f"the {rule} construction")
     select = PRODUCT_RULES[check_choice("rule", rule, PRODUCT_RULES)]
     check_positive_int("m", m)
@@ -258,15 +266,16 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     subnet = _subnet_like(layer, structure=rule, hidden=m * d_in, sparsity=0.0,
                           init_kwargs=init_kwargs, seed=draw_seed(generator))
     u, v = subnet.structure.u, subnet.structure.v
-    inputs = torch.arange(d_in).repeat_interleave(m)  # hidden neuron h = i·m + t sees input i
-    u_own = u.weight.detach()[torch.arange(m * d_in), inputs].view(d_in, m)
+    neurons = torch.arange(m * d_in, device=w.device)
+    inputs = neurons // m  # hidden neuron h = i·m + t sees input i
+    u_own = u.weight.detach()[neurons, inputs].view(d_in, m)
     products = v.weight.detach().view(d_out, d_in, m) * u_own
     start = time.perf_counter()
     chosen = select(products, u_own > 0, w) | select(products, u_own < 0, w)
     seconds = time.perf_counter() - start
     v.set_mask(chosen.view(d_out, m * d_in))
-    u_mask = torch.zeros(m * d_in, d_in, dtype=torch.bool)
-    u_mask[torch.arange(m * d_in), inputs] = chosen.any(0).view(-1)
+    u_mask = torch.zeros(m * d_in, d_in, dtype=torch.bool, device=w.device)
+    u_mask[neurons, inputs] = chosen.any(0).view(-1)
     u.set_mask(u_mask)
     if layer.bias is not None:
         with torch.no_grad():

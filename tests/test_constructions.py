@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lotterynet as ln
+from conftest import requires_cuda
 from lotterynet.constructions import (
     GOLDEN_GAMMA,
     coefficient_bounds,
@@ -353,6 +354,47 @@ def test_a_one_weight_layer_is_built(build):
     layer = small_linear(d_in=1, d_out=1)
     subnet, stats = build(layer, torch.Generator().manual_seed(0))
     assert ln.count_params(subnet)["kept"] >= stats["coefficients_kept"]
+
+
+DEVICE_BUILDS = [
+    lambda layer, g: subset_sum(layer, 4, g),
+    lambda layer, g: subset_sum(layer, 4, g, k=2, coefficients="unit"),
+    lambda layer, g: product_network(layer, 3, g, rule="malach"),
+    lambda layer, g: product_network(layer, 3, g, rule="orseau")]
+
+
+def assert_same_network(built, reference):
+    assert built.state_dict().keys() == reference.state_dict().keys()
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(built.state_dict()[name].cpu(), value, rtol=0, atol=1e-12,
+                                   msg=name)
+
+
+@pytest.mark.parametrize("build", DEVICE_BUILDS)
+def test_the_constructions_draw_on_the_cpu_whatever_the_default_device(build):
+    """The coefficients and random layers were drawn and built on the default device, not the
+    CPU and then the layer's: under another one, the subset sums were refused naming coeffs the
+    caller never passed ("coeffs is on the meta device"), the product networks failed in torch
+    ("Tensor on device cpu is not on the expected device meta!")."""
+    layer = small_linear(bias=True)
+    reference, _ = build(layer, torch.Generator().manual_seed(3))
+    with torch.device("meta"):
+        built, _ = build(layer, torch.Generator().manual_seed(3))
+    assert {p.device.type for p in built.parameters()} == {"cpu"}
+    assert_same_network(built, reference)
+
+
+@requires_cuda
+@pytest.mark.parametrize("build", DEVICE_BUILDS)
+def test_a_cuda_layer_is_built_on_cuda_as_on_the_cpu(build):
+    """The coefficients were drawn on the CPU beside the layer's CUDA targets: "targets are on
+    cuda:0 but coeffs on cpu"; the same seed now builds the same network, on the layer's
+    device."""
+    layer = small_linear(bias=True)
+    reference, _ = build(layer, torch.Generator().manual_seed(3))
+    built, _ = build(layer.cuda(), torch.Generator().manual_seed(3))
+    assert {p.device.type for p in built.parameters()} == {"cuda"}
+    assert_same_network(built, reference)
 
 
 def test_construct_model_replaces_layers_at_any_depth():
