@@ -263,8 +263,14 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
         alpha, beta = orseau_range(eps_w=epsilon, w_max=epsilon if empty else w_max)
         init_kwargs = {"alpha": alpha, "beta": beta}
         select = partial(select, cap=0 if empty else golden_ratio_cap(w_max, epsilon))
-    subnet = _subnet_like(layer, structure=rule, hidden=m * d_in, sparsity=0.0,
-                          init_kwargs=init_kwargs, seed=draw_seed(generator))
+    try:
+        subnet = _subnet_like(layer, structure=rule, hidden=m * d_in, sparsity=0.0,
+                              init_kwargs=init_kwargs, seed=draw_seed(generator))
+    except ValueError as error:
+        if init_kwargs is None:
+            raise
+        raise ValueError(f"epsilon={epsilon} puts Theorem 3's hyperbolic range for this layer "
+                         f"(max |w| = {w_max:.3g}) outside float32: {error}") from None
     u, v = subnet.structure.u, subnet.structure.v
     neurons = torch.arange(m * d_in, device=w.device)
     inputs = neurons // m  # hidden neuron h = i·m + t sees input i

@@ -297,6 +297,12 @@ def test_construct_model_replaces_every_layer_and_counts():
      "^epsilon must be a positive finite number, got -0.01$"),
     (lambda g: product_network(small_linear(scale=0.0), 4, g, rule="orseau", epsilon=math.nan),
      "^epsilon must be a positive finite number, got nan$"),
+    # refused naming only the hyperbolic range it gives ("hyperbolic needs ... alpha=4.7e-226")
+    (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=1e-300),
+     r"^epsilon=1e-300 puts Theorem 3's hyperbolic range for this layer \(max \|w\| = 0.371\) "
+     r"outside float32: hyperbolic needs .* got alpha=4.\d+e-226"),
+    (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=1e300),
+     "^epsilon=1e[+]300 puts Theorem 3's hyperbolic range"),
     (lambda g: subset_sum(nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), 4, g),
      "padding_mode='circular'"),  # it padded with zeros: another function at the borders
     # a NaN weight built a network of NaN errors; an LSTM, an empty or a meta layer failed in
