@@ -186,18 +186,39 @@ def machine() -> dict:
 def run_targets(net: str, sweeps: list[Sweep], targets: list[tuple[str, str, int | None]],
                 args, *, conv_part: int | None) -> None:
     """:func:`run_sweeps` on each target ``(dataset, recipe, target_epochs)`` (``target_epochs``:
-    the target run with fewer epochs than its paper's recipe, None: the paper's). Before any
-    work, every stored result file is checked (:func:`check_stored_targets`), and the targets
-    trained already are loaded and the stored rows checked against their weights; a target
-    still to train is checked once it is trained."""
+    the target run with fewer epochs than its paper's recipe, None: the paper's), the sweeps
+    with cells left to measure (:func:`cells_left`) only: a target with none is not trained.
+    Before any work, every stored result file is checked (:func:`check_stored_targets`), those
+    that get rows (:func:`check_digests_recorded`) against the targets trained already too; a
+    target still to train is checked once it is trained."""
     for dataset, recipe, epochs in targets:
         check_stored_targets(args.out, net, dataset, sweeps, recipe, epochs)
-    ready = {dataset: checked_target(net, dataset, sweeps, recipe, epochs, args)
+    todo = {dataset: [s for s in sweeps if cells_left(s, net, dataset, args)]
+            for dataset, _, _ in targets}
+    if not any(todo.values()):
+        files = [str(path) for dataset, _, _ in targets
+                 for path, _ in stored_targets(args.out, net, dataset, sweeps)]
+        print(f"nothing to do: every size and seed asked for is in {', '.join(files)}")
+        return
+    targets = [target for target in targets if todo[target[0]]]
+    for dataset, _, _ in targets:
+        check_digests_recorded(args.out, net, dataset, todo[dataset])
+    ready = {dataset: checked_target(net, dataset, todo[dataset], recipe, epochs, args)
              for dataset, recipe, epochs in targets if target_trained(recipe, epochs, args)}
     for dataset, recipe, epochs in targets:
-        target, info = ready.get(dataset) or checked_target(net, dataset, sweeps, recipe,
+        target, info = ready.get(dataset) or checked_target(net, dataset, todo[dataset], recipe,
                                                             epochs, args)
-        run_sweeps(sweeps, net, dataset, target, info, args, conv_part=conv_part)
+        run_sweeps(todo[dataset], net, dataset, target, info, args, conv_part=conv_part)
+
+
+def cells_left(sweep: Sweep, net: str, dataset: str, args) -> list[tuple[int, int]]:
+    """The ``(size, seed)`` cells of ``sweep`` asked for (``--sizes``, ``--seeds``) that its
+    result file in ``args.out`` does not hold yet, in order."""
+    path = result_path(args.out, net, dataset, sweep.name)
+    done = {(r["size"], r["seed"]) for r in read_result(path)["rows"]} if path.exists() else ()
+    offset = DATASET_SEED_OFFSET[dataset]
+    return [(size, seed) for size in sweep.sizes if not args.sizes or size in args.sizes
+            for seed in range(offset, offset + args.seeds) if (size, seed) not in done]
 
 
 def target_trained(recipe: str, epochs: int | None, args) -> bool:
@@ -228,29 +249,21 @@ def run_sweeps(sweeps: list[Sweep], net: str, dataset: str, target: nn.Module, i
     part = target64[:conv_part] if conv_part else target64
     head = target64[conv_part:] if conv_part else nn.Sequential()
     reference = predict(part, test_x)
-    offset = DATASET_SEED_OFFSET[dataset]
     for sweep in sweeps:
+        cells = cells_left(sweep, net, dataset, args)  # (the rest: measured by an earlier run)
         path = result_path(args.out, net, dataset, sweep.name)
         stored = read_result(path) if path.exists() else {"rows": [], "target": info}
         rows = stored["rows"]
         for row in rows:  # a file written before rows had their own: its one record is theirs
             row.setdefault("machine", stored.get("machine"))
-        done = {(r["size"], r["seed"]) for r in rows}
-        for size in sweep.sizes:
-            if args.sizes and size not in args.sizes:
-                continue
-            measured = len(rows)
-            for seed in range(offset, offset + args.seeds):
-                if (size, seed) in done:  # measured by an earlier (interrupted) run
-                    continue
+        for size in dict.fromkeys(size for size, _ in cells):
+            for seed in (seed for at, seed in cells if at == size):
                 row = measure(sweep, size, seed, part, head, test_x, test_y, reference)
                 row["machine"] = machine()
                 rows.append(row)
                 print(json.dumps({k: row[k] for k in ("construction", "size", "seed",
                                                       "test_accuracy", "weight_error_max")}),
                       flush=True)
-            if len(rows) == measured:  # nothing new: the file is left as it was
-                continue
             rows.sort(key=lambda r: (r["size"], r["seed"]))  # written after every size
             # (the target the file's first rows were measured on: check_stored_weights made
             # sure every later row's has the same weights)
@@ -275,16 +288,22 @@ def stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep]):
 def check_stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep], recipe: str,
                          epochs: int | None) -> None:
     """Refuse, before any work, to add rows to a result file measured on another target
-    (another recipe, or the same trained for another number of epochs), or on a target whose
-    weights' digest it does not record (files written before 5665077): a resume would take its
-    rows as done."""
+    (another recipe, or the same trained for another number of epochs): a resume would take
+    its rows as done."""
     epochs = epochs or RECIPES[recipe]["epochs"]
     for path, stored in stored_targets(out, net, dataset, sweeps):
         if (stored["recipe"], stored["epochs"]) != (recipe, epochs):
             raise ValueError(f"{path} holds rows measured on the target {stored['recipe']} "
                              f"trained {stored['epochs']} epochs, not {epochs}: move it away or "
                              f"give --out another folder")
-        if "weights_sha256" not in stored:  # (check_stored_weights could not tell its target)
+
+
+def check_digests_recorded(out: Path, net: str, dataset: str, sweeps: list[Sweep]) -> None:
+    """Refuse, before any work, to add rows to a result file that does not record the digest
+    of its target's weights (files written before 5665077): :func:`check_stored_weights`
+    could not tell whether its rows were measured on this target."""
+    for path, stored in stored_targets(out, net, dataset, sweeps):
+        if "weights_sha256" not in stored:
             raise ValueError(f"{path} was measured before targets were recorded by digest (its "
                              f"target has no weights_sha256), so its rows cannot be resumed: "
                              f"move it away or give --out another folder to measure them again")

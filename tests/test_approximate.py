@@ -256,6 +256,10 @@ def test_rows_of_another_target_are_refused_before_any_work(tmp_path, capsys, mo
         f"python -m lotterynet.approximate: error: {path} was measured before targets were "
         f"recorded by digest (its target has no weights_sha256), so its rows cannot be resumed: "
         f"move it away or give --out another folder to measure them again"], err
+    # ... and a command that adds no rows to it says so, without training (it printed nothing)
+    main(["fc2", "--only", "pensia", "--sizes", "3", "5", "--out", str(tmp_path)])
+    assert capsys.readouterr().out == (f"nothing to do: every size and seed asked for is in "
+                                       f"{path}\n")
 
 
 def test_stored_rows_are_checked_against_the_targets_trained_already_before_any_work(
@@ -414,12 +418,20 @@ def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, caps
         (3, "first"), (3, "first"), (5, "second"), (5, "second")]
     assert "machine" not in data and data["target"]["run_dir"] == first_run_dir
     # a resume with nothing left to measure leaves the file as it was (it was rewritten with
-    # the resuming run's machine and target record)
+    # the resuming run's machine and target record), does not load the target, and says so
+    # (it printed nothing)
     before, stamp = path.read_bytes(), path.stat().st_mtime_ns
     monkeypatch.setattr(approximate, "machine", lambda: {"cpu": "third"})
+    target = approximate.trained_target
+    monkeypatch.setattr(approximate, "trained_target",
+                        lambda *a, **k: pytest.fail("loaded a target with nothing to measure"))
     measured.clear()
+    capsys.readouterr()
     main(argv)
     assert measured == [] and path.read_bytes() == before and path.stat().st_mtime_ns == stamp
+    assert capsys.readouterr().out == (f"nothing to do: every size and seed asked for is in "
+                                       f"{path}\n")
+    monkeypatch.setattr(approximate, "trained_target", target)
     # the same recipe trained to other weights (another machine, another lotterynet's initial
     # draws) does not add rows to the file: refused, naming both digests, before measuring
     info["weights_sha256"] = "cd" * 32
