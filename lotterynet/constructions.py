@@ -94,6 +94,18 @@ def _check_target(layer, kinds: tuple[type, ...], what: str) -> None:
         raise ValueError(f"the layer has no weights (weight shape {tuple(layer.weight.shape)})")
 
 
+def _check_generator(generator) -> None:
+    """``generator``: a CPU ``torch.Generator`` (the constructions draw on the CPU) or None
+    (torch's global one)."""
+    if generator is None or isinstance(generator, torch.Generator) and \
+            generator.device.type == "cpu":
+        return
+    got = (f"one on {generator.device}" if isinstance(generator, torch.Generator)
+           else repr(generator))
+    raise TypeError(f"generator must be a CPU torch.Generator (the constructions draw on the "
+                    f"CPU) or None, got {got}")
+
+
 def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:
     """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one), as
     ``convert`` makes it (:data:`~lotterynet.convert.CONVERTIBLE`'s rule for ``layer``'s
@@ -122,6 +134,7 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     ``(subnet_layer, stats)``.
     """
     _check_target(layer, (nn.Linear, nn.Conv2d), "the subset-sum approximation")
+    _check_generator(generator)
     check_positive_int("n", n)
     if k is not None and not (check_positive_int("k", k) <= n):
         raise ValueError(f"k must be in [1, n={n}] (the kept coefficients of a weight), got {k}")
@@ -246,6 +259,7 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     ``layer``'s device, where its products are chosen (the same seed gives the same network on
     any device). Returns ``(subnet_layer, stats)``."""
     _check_target(layer, (nn.Linear,), f"the {rule} construction")
+    _check_generator(generator)
     select = PRODUCT_RULES[check_choice("rule", rule, PRODUCT_RULES)]
     check_positive_int("m", m)
     w = layer.weight.detach().double()

@@ -401,6 +401,19 @@ def test_a_cuda_layer_is_built_on_cuda_as_on_the_cpu(build):
     built, _ = build(layer.cuda(), torch.Generator().manual_seed(3))
     assert {p.device.type for p in built.parameters()} == {"cuda"}
     assert_same_network(built, reference)
+    with pytest.raises(TypeError, match="^generator must be a CPU torch.Generator .* got one on "
+                                        "cuda:0$"):
+        build(layer.cuda(), torch.Generator(device="cuda"))
+
+
+@pytest.mark.parametrize("generator, got", [(3, "3"), ("seed", "'seed'")])
+@pytest.mark.parametrize("build", DEVICE_BUILDS[::2])
+def test_a_generator_that_is_not_a_cpu_generator_is_refused_naming_it(build, generator, got):
+    """subset_sum(layer, 4, generator=3) failed with torch's many-line TypeError of torch.rand's
+    signatures; product_network with torch.randint's."""
+    with pytest.raises(TypeError, match=rf"^generator must be a CPU torch.Generator \(the "
+                                        rf"constructions draw on the CPU\) or None, got {got}$"):
+        build(small_linear(), generator)
 
 
 def test_construct_model_replaces_layers_at_any_depth():
