@@ -41,7 +41,7 @@ from torch import nn
 from . import theory
 from .checkpointing import savefig_atomic, write_text_atomic
 from .constructions import construct_model, effective_errors, product_network, subset_sum
-from .data import load_split
+from .datamodule import load_or_download
 from .errors import (
     REPORTED,
     ConfigError,
@@ -244,7 +244,7 @@ def run_sweeps(sweeps: list[Sweep], net: str, dataset: str, target: nn.Module, i
     sweep in ``args.out``, each row with the :func:`machine` that measured it (a resume may
     add rows measured elsewhere); ``conv_part``: approximate only the first ``conv_part``
     modules (da Cunha's conv part, the target's own head on top), else the whole network."""
-    test_x, test_y = load_split(dataset, args.data_dir, train=False)
+    test_x, test_y = load_or_download(dataset, args.data_dir, train=False)  # as the target's
     target64 = target.double().eval()
     part = target64[:conv_part] if conv_part else target64
     head = target64[conv_part:] if conv_part else nn.Sequential()
@@ -662,7 +662,8 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=["fc2", "lenet5", "table"])
     parser.add_argument("--data-dir", help="folder holding MNIST/ and FashionMNIST/ in "
-                        "torchvision's layout (default: $LOTTERYNET_DATA, else ./data)")
+                        "torchvision's layout (default: $LOTTERYNET_DATA, else ./data; "
+                        "downloaded if missing and online)")
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="where the JSON, Markdown and PNG results go (default: results)")
     add_targets_dir(parser)

@@ -273,7 +273,7 @@ def test_stored_rows_are_checked_against_the_targets_trained_already_before_any_
     monkeypatch.setattr(approximate, "trained_target", lambda name, **k: (
         nn.Sequential(), {"recipe": name, "epochs": 50, "run_dir": name,
                           "weights_sha256": "ab" * 32}))
-    monkeypatch.setattr(approximate, "load_split",
+    monkeypatch.setattr(approximate, "load_or_download",
                         lambda *a, **k: pytest.fail("measured before checking the stored rows"))
     path = tmp_path / "approximation_lenet5_fashion-mnist_pensia.json"
     path.write_text(json.dumps({
@@ -377,7 +377,7 @@ def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, caps
             "run_dir": "runs/targets/pensia_fc2-e10-seed0", "weights_sha256": "ab" * 32}
     monkeypatch.setattr(approximate, "trained_target", lambda *a, **k: (
         nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), info))
-    monkeypatch.setattr(approximate, "load_split", lambda *a, **k: (
+    monkeypatch.setattr(approximate, "load_or_download", lambda *a, **k: (
         torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)))
     measured = []
 
@@ -442,6 +442,30 @@ def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, caps
     assert exit_info.value.code == 2 and measured == [], err
     assert f"{path} holds rows measured on other pensia_fc2 target weights" in err
     assert "sha256 abababababab, not cdcdcdcdcdcd" in err
+
+
+def test_missing_test_data_is_downloaded_as_the_targets_are(tmp_path, capsys, monkeypatch):
+    """The test split is loaded as the training stack loads the target's data: downloaded
+    when missing, and a failed download says so (it ended "or allow downloading", which
+    approximate has no way to do)."""
+    from torchvision import datasets
+
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network here")
+
+    monkeypatch.setattr(datasets.MNIST, "download", offline)
+    monkeypatch.setattr(approximate, "trained_target", lambda *a, **k: (
+        nn.Sequential(), {"recipe": "pensia_fc2", "epochs": 10, "run_dir": "r",
+                          "weights_sha256": "ab" * 32}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fc2", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.splitlines() == [
+        f"python -m lotterynet.approximate: error: mnist: no data under {tmp_path / 'none'}; put "
+        f"MNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte (or .gz) there, point "
+        f"--data-dir or $LOTTERYNET_DATA at the folder that holds them, and the download "
+        f"failed (no network here)"], err
+    assert not (tmp_path / "none").exists()  # the download's empty folders are removed
 
 
 def test_targets_cli_refuses_a_damaged_target_in_one_line(tmp_path, data_dir, capsys,
