@@ -1,5 +1,6 @@
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,48 @@ def default_sigint() -> None:
     the child, where Python then raises KeyboardInterrupt. A test run started in the background
     (``pytest &`` in a script, ``nohup``) ignores SIGINT, and its children would inherit that."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="module")
+def _started_together(tmp_path_factory, data_dir):
+    started = {}  # test id -> (its folder, its process, its stdout file, its stderr file)
+    yield started, tmp_path_factory, data_dir
+    for _, proc, *_ in started.values():  # (those of a test that failed before waiting)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def started_together(request, _started_together):
+    """``started_together(job)``: the folder and the finished process (a CompletedProcess, its
+    output as text) of this case of a parametrised subprocess test, the first of its cases to
+    ask having started every collected case's process at once. ``job(folder, data_dir,
+    **params)``, given an empty folder of the case's own and the case's parameters, writes
+    what the process needs there and returns its argv and environment (it runs in the
+    repository, SIGINT at its default action, as :func:`default_sigint`). The cases' processes
+    are as independent as when each test started its own; the CI machine's second core runs
+    one while another imports torch and Lightning, most of a short run's seconds."""
+    started, tmp_path_factory, data_dir = _started_together
+
+    def run(job) -> tuple[Path, subprocess.CompletedProcess]:
+        if request.node.nodeid not in started:
+            for case in request.session.items:
+                if getattr(case, "function", None) is request.function and \
+                        case.nodeid not in started:
+                    folder = tmp_path_factory.mktemp(case.originalname[:30])
+                    argv, env = job(folder, data_dir, **case.callspec.params)
+                    out, err = folder / ".stdout", folder / ".stderr"
+                    with open(out, "w") as out_file, open(err, "w") as err_file:
+                        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out_file,
+                                                stderr=err_file, preexec_fn=default_sigint)
+                    started[case.nodeid] = folder, proc, out, err
+        folder, proc, out, err = started[request.node.nodeid]
+        proc.wait(timeout=600)
+        return folder, subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(),
+                                                   err.read_text())
+
+    return run
 
 
 

@@ -652,24 +652,29 @@ sys.exit(code)
 """
 
 
+def stack_sigterm(folder: Path, data_dir: Path, where: str) -> tuple[list[str], dict]:
+    """A stack file of two members under ``folder`` (stacks/s, cells/a and cells/b), and the
+    command that runs it sent SIGTERM in ``where``."""
+    cells = [folder / "cells" / name for name in ("a", "b")]
+    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
+                            "limit_train": 128, "val_size": 64, "epochs": 1, "sparsity": s,
+                            "progress_bar": False, "data_dir": str(data_dir)})
+               for s in (0.5, 0.9)]
+    stack_file = write_stack_file(configs, folder / "stacks" / "s", cells)
+    return ([sys.executable, "-c", STACK_SIGTERM, "--stack-file", str(stack_file)],
+            {**os.environ, "IN": where})
+
+
 @pytest.mark.parametrize("where", ["read_stack_file", "TensorDataModule", "save_checkpoint",
                                    "finish_wandb"])
-def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(tmp_path, data_dir, where):
+def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(started_together, where):
     """A stack (``--stack-file``, as a sweep's job runs it) stops on SIGTERM as a single run
     does: while its file or the data are read, in its fit with a second SIGTERM after
     Lightning's teardown, or once its members' results are written; one line, exit 143 (it was
     killed by the signal: the sweep said "was killed by SIGTERM" of a stack it had not
     stopped)."""
-    stack_dir = tmp_path / "stacks" / "s"
-    cells = [tmp_path / "cells" / name for name in ("a", "b")]
-    configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
-                            "limit_train": 128, "val_size": 64, "epochs": 1, "sparsity": s,
-                            "progress_bar": False, "data_dir": str(data_dir)})
-               for s in (0.5, 0.9)]
-    stack_file = write_stack_file(configs, stack_dir, cells)
-    stopped = subprocess.run([sys.executable, "-c", STACK_SIGTERM, "--stack-file",
-                              str(stack_file)], cwd=REPO, capture_output=True, text=True,
-                             env={**os.environ, "IN": where})
+    folder, stopped = started_together(stack_sigterm)
+    cells = [folder / "cells" / name for name in ("a", "b")]
     assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
     then = {"read_stack_file": "", "TensorDataModule": (
         "; stack s: no epoch had finished, so there is no checkpoint to resume from; run the "
@@ -931,19 +936,26 @@ def signalled(argv: list[str], name: str) -> subprocess.CompletedProcess:
                           preexec_fn=default_sigint)
 
 
+def signalled_after_a_checkpoint(folder: Path, data_dir: Path, name: str,
+                                 **_) -> tuple[list[str], dict]:
+    """What :func:`signalled` runs: a 3-epoch run into ``folder / "stopped"``."""
+    return ([sys.executable, "-c", SIGNAL_AFTER_CHECKPOINT, *SMALL, "--epochs", "3",
+             "--data-dir", str(data_dir), "--out", str(folder / "stopped")],
+            {**os.environ, "SEND": name})
+
+
 @pytest.mark.parametrize("name, code, said", [("SIGTERM", 143, "SIGTERM"),
                                                ("SIGINT", 130, "Ctrl-C (SIGINT)")])
-def test_stopped_by_a_signal_says_so_and_is_not_a_success(whole_and_stopped, tmp_path, data_dir,
+def test_stopped_by_a_signal_says_so_and_is_not_a_success(whole_and_stopped, started_together,
                                                           name, code, said):
     """Lightning ends a run stopped by SIGTERM with exit status 0 and no word (a scheduler, or
     ``train.py && next``, took it for done): the run says what stopped it and how to go on,
     exits 128 + the signal, and its resume ends where the whole run ends, history included
     (the learning-rate rows logged between the checkpoint and the stop, once)."""
     whole, _ = whole_and_stopped
-    run = tmp_path / "stopped"
+    folder, stopped = started_together(signalled_after_a_checkpoint)
+    run = folder / "stopped"
     checkpoint = run / "checkpoints" / "last.ckpt"
-    stopped = signalled([*SMALL, "--epochs", "3", "--data-dir", str(data_dir), "--out", str(run)],
-                        name)
     assert stopped.returncode == code, stopped.stderr[-2000:]
     assert stopped.stderr.strip().splitlines()[-1] == (
         f"train.py: error: stopped by {said}; resume with --resume {checkpoint}")
@@ -968,22 +980,26 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def signalled_in(folder: Path, data_dir: Path, where: str, name: str) -> tuple[list[str], dict]:
+    """A 3-epoch run into ``folder / "run"`` sent signal ``name`` by itself in ``where``."""
+    return ([sys.executable, "-c", SIGNAL_IN, *SMALL, "--epochs", "3", "--data-dir",
+             str(data_dir), "--out", str(folder / "run")],
+            {**os.environ, "IN": where, "SEND": name})
+
+
 @pytest.mark.parametrize("where, name", [  # (each signal before the Trainer and after it)
     ("build_module", "SIGINT"), ("write_ticket", "SIGINT"), ("TensorDataModule", "SIGTERM"),
     ("write_json_atomic", "SIGTERM")])
-def test_a_signal_outside_the_trainer_is_one_line_too(whole_and_stopped, tmp_path, data_dir,
+def test_a_signal_outside_the_trainer_is_one_line_too(whole_and_stopped, started_together,
                                                       where, name):
     """Ctrl-C or SIGTERM before the Trainer runs (the data being read, the model built) or
     after its test (the ticket, the results being written) is said in one line and exits 130
     / 143 as in training (Ctrl-C was a traceback; SIGTERM killed the run without a word); the
     run stopped after its test leaves no part of a file and resumes to the same result."""
     whole, _ = whole_and_stopped
-    run = tmp_path / "run"
+    folder, stopped = started_together(signalled_in)
+    run = folder / "run"
     checkpoint = run / "checkpoints" / "last.ckpt"
-    stopped = subprocess.run(
-        [sys.executable, "-c", SIGNAL_IN, *SMALL, "--epochs", "3", "--data-dir", str(data_dir),
-         "--out", str(run)], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, "IN": where, "SEND": name}, preexec_fn=default_sigint)
     code, said = (130, "Ctrl-C (SIGINT)") if name == "SIGINT" else (143, "SIGTERM")
     assert stopped.returncode == code and "Traceback" not in stopped.stderr, \
         stopped.stderr[-2000:]
