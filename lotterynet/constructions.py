@@ -366,10 +366,34 @@ def construct_model(target: nn.Module, build, *, seed: int = 0) -> tuple[nn.Modu
     return model, stats
 
 
+def _target_layer(target: nn.Module, name: str, subnet: nn.Module,
+                  weight: torch.Tensor) -> nn.Linear | nn.Conv2d:
+    """The layer at ``name`` in ``target`` that ``subnet`` (effective weight ``weight``) was
+    built from: of its family, with that weight shape and a bias where it has one; else refused
+    naming what is there."""
+    kind = nn.Linear if isinstance(subnet, SubnetLinear) else nn.Conv2d
+    try:
+        layer = target.get_submodule(name)
+    except AttributeError:
+        layer = None
+    if isinstance(layer, kind) and layer.weight.shape == weight.shape \
+            and (layer.bias is None) == (subnet.bias is None):
+        return layer
+    def of(weight, bias):
+        return f" of weight {tuple(weight.shape)}{'' if bias is None else ' and a bias'}"
+
+    found = "no module" if layer is None else f"a {type(layer).__name__}" + (
+        of(layer.weight, layer.bias) if isinstance(layer, nn.Linear | nn.Conv2d) else "")
+    raise ValueError(f"effective_errors compares a model with the target it was built from; the "
+                     f"target has {found} at {repr(name) if name else 'its root'}, where the "
+                     f"model's layer was built from an nn.{kind.__name__}{of(weight, subnet.bias)}")
+
+
 @torch.no_grad()
 def effective_errors(model: nn.Module, target: nn.Module) -> torch.Tensor:
     """``|w_model − w_target|`` of every weight and bias of the subset-sum layers, read from the
-    built model's effective weights ``Σ_t ũ ṽ`` and frozen biases (float64)."""
+    built model's effective weights ``Σ_t ũ ṽ`` and frozen biases (float64); ``target``: the
+    one the model was built from (another is refused naming the layer it lacks)."""
     errors = []
     for name, subnet in model.named_modules():
         if isinstance(subnet, SubnetLinear | SubnetConv2d):
@@ -377,9 +401,12 @@ def effective_errors(model: nn.Module, target: nn.Module) -> torch.Tensor:
                 raise ValueError(f"effective_errors reads subset-sum layers; {name or 'the model'}"
                                  f" is a {type(subnet.structure).__name__.lower()} layer (a "
                                  f"product network's errors are its stats['weight_errors'])")
-            layer = target.get_submodule(name)
             weight, _ = subnet.structure.effective_weight()
+            layer = _target_layer(target, name, subnet, weight)
             errors.append((weight - layer.weight.double()).abs().flatten())
             if layer.bias is not None:
                 errors.append((subnet.bias - layer.bias.double()).abs())
+    if not errors:
+        raise ValueError(f"effective_errors reads a constructed model's subset-sum layers; the "
+                         f"model ({type(model).__name__}) has none")
     return torch.cat(errors)

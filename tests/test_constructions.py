@@ -498,6 +498,28 @@ def test_a_product_networks_median_error_is_over_every_weight():
     assert row["weight_error_max"] == errors.max().item()
 
 
+@pytest.mark.parametrize("target, found", [
+    (nn.Sequential(nn.Linear(4, 3)), "a Linear of weight \\(3, 4\\) and a bias at '0'"),
+    (nn.Sequential(nn.ReLU()), "a ReLU at '0'"),
+    (nn.Sequential(), "no module at '0'"),
+    (nn.Sequential(nn.Linear(5, 3, bias=False)), "a Linear of weight \\(3, 5\\) at '0'"),
+])
+def test_effective_errors_against_another_target_is_refused_naming_the_layer(target, found):
+    """It failed in torch (a size mismatch, "'ReLU' object has no attribute 'weight'",
+    "Sequential has no attribute `0`"), or, the target's layer without the model's bias, left
+    the bias out of the errors; a model of no subset-sum layer failed in torch.cat."""
+    built = nn.Sequential(small_linear(bias=True))
+    model, _ = construct_model(built, lambda layer, generator: subset_sum(layer, 3, generator))
+    with pytest.raises(ValueError, match=rf"^effective_errors compares a model with the target "
+                                         rf"it was built from; the target has {found}, where the "
+                                         rf"model's layer was built from an nn.Linear of weight "
+                                         rf"\(3, 5\) and a bias$"):
+        effective_errors(model, target)
+    with pytest.raises(ValueError, match=r"^effective_errors reads a constructed model's "
+                                         r"subset-sum layers; the model \(Sequential\) has none$"):
+        effective_errors(built, built)  # (torch.cat of no tensors)
+
+
 def test_effective_errors_of_a_product_network_is_refused_in_one_line():
     """It failed with AttributeError: 'Malach' object has no attribute 'effective_weight'."""
     target = nn.Sequential(small_linear())
