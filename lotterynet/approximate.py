@@ -532,6 +532,12 @@ def table_markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+NATALE_KEPT = ("Kept params count the kept weights of the masked layers: Natale's `fixedsize` "
+               "masks only the coefficient layer v (its first layer u is frozen at 1, each kept "
+               "v implying its u), so k per weight, where the other subset-sum constructions "
+               "mask u and v and count 2 per kept coefficient: double Natale's to compare.")
+
+
 def curve_markdown(r: dict) -> str:
     acc = curve(r["rows"], "test_accuracy")
     err = curve(r["rows"], "weight_error_max")
@@ -542,7 +548,8 @@ def curve_markdown(r: dict) -> str:
     text = (f"\n### {r['net']} / {r['dataset']}: {r['construction']} — {r['paper']}\n\n"
             f"Target {100 * t['test_accuracy']:.2f} % (paper {100 * t['paper_test_accuracy']:.2f}"
             f" %, {t['epochs']} of the paper's {t['paper_epochs']} epochs). Median over "
-            f"{plural(acc[0]['seeds'], 'seed')}, [min–max].\n\n"
+            f"{plural(acc[0]['seeds'], 'seed')}, [min–max]."
+            + (f" {NATALE_KEPT}" if r["construction"].startswith("natale") else "") + "\n\n"
             f"| {r['size']} | hidden, layer 1 | kept params | test accuracy | max weight error | "
             f"median weight error | max rel. output error |"
             + (" wrong-sign weights |" if sign else "") + "\n|---|---|---|---|---|---|---|"
@@ -578,7 +585,8 @@ def plot(results: list[dict], path: Path, title: str) -> None:
                                 label=label)
                 ax.fill_between(x, [scale * p["min"] for p in c],
                                 [scale * p["max"] for p in c], color=line.get_color(), alpha=0.2)
-    for row, xlabel in enumerate(("hidden units of layer 1", "kept parameters")):
+    for row, xlabel in enumerate(("hidden units of layer 1",
+                                  "kept parameters (Natale's: v only, see the table)")):
         ax_err, ax_acc = axes[row]
         ax_err.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="max |w − ŵ|")
         ax_acc.set(xscale="log", xlabel=xlabel, ylabel="test accuracy %")
@@ -609,7 +617,12 @@ def run_table(args) -> None:
             "construction's (Pensia's Fig. 1c and Natale's share layer 1 among a layer's "
             "outputs: n·d_in), the built one is the network measured here (the subset-sum family "
             "as Pensia's Fig. 1b, every weight its own n paths: n·d_in·d_out); compare the sizes "
-            "per weight.\n\n"
+            "per weight. Orseau's m is Theorem 3's at the whole-network ε, whose per-weight "
+            "ε_w = ε / (e ℓ n_max^{3/2}) (theory.orseau_k, k′ = log_{3/2}(3/ε_w)) is "
+            f"{3 / 1.5 ** theory.orseau_k(NETS['fc2'][0], EPSILON):.2g} for FC2; the network "
+            f"built here uses ε_w = {EPSILON} per weight (its hyperbolic range and ⌊k′⌋ cap). "
+            "Kept params (curves, figures): Natale's count v's kept weights only, the others' "
+            "both layers' (below).\n\n"
             + table_markdown(results) + "\n\n## Curves\n" + "".join(map(curve_markdown, results)))
     write_text_atomic(args.out / "approximation_table.md", text)
     for net, title in (("fc2", "FC2 / MNIST, every layer replaced"),

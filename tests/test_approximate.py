@@ -174,6 +174,22 @@ def test_a_curve_says_how_many_seeds_it_is_over(seeds):
     assert f"Median over {seeds} seed{'s' * (seeds > 1)}, [min–max]." in curve_markdown(result)
 
 
+def test_the_table_states_natales_kept_basis_and_orseaus_epsilon(tmp_path, capsys):
+    """Natale's kept params count v alone (u frozen), the others' u and v: the curve says so
+    (it made Natale look ~2× cheaper); Orseau's theorem m is at ε_w ≈ 8.4e-8, the built
+    network's at ε_w = 0.01: the table says so (it named neither)."""
+    for name in ("natale", "pensia"):
+        shutil.copy(REPO / "results" / f"approximation_fc2_{name}.json", tmp_path)
+    main(["table", "--out", str(tmp_path)])
+    text = (tmp_path / "approximation_table.md").read_text()
+    assert capsys.readouterr().out == text + "\n"
+    natale, pensia = text.split("\n### ")[1:]
+    assert approximate.NATALE_KEPT in natale and approximate.NATALE_KEPT not in pensia
+    assert "Natale's `fixedsize` masks only the coefficient layer v" in approximate.NATALE_KEPT
+    assert ("per-weight ε_w = ε / (e ℓ n_max^{3/2}) (theory.orseau_k, k′ = log_{3/2}(3/ε_w)) "
+            "is 8.4e-08 for FC2; the network built here uses ε_w = 0.01 per weight") in text
+
+
 def test_theorem_widths_of_lenet5_take_layer_1s_own_n():
     """Layer 1's hidden width comes from layer 1's n, not the largest n over the layers (it
     printed 1,425 / 342 / 47,550 / 68,550). LeNet5's conv layers (c_in d², c_out) = (25, 6),
