@@ -324,6 +324,9 @@ def check_stored_weights(out: Path, net: str, dataset: str, sweeps: list[Sweep],
 
 
 ROW_KEYS = {"construction": str, "size": int, "seed": int, "test_accuracy": float}
+#: What a resume reads of a file's target, and its weights_sha256: str where it records one
+#: (files of before 5665077 do not).
+RESUME_KEYS = {"recipe": str, "epochs": int}
 #: What the table and the curves read besides: each key of a result file, of its target and of
 #: its rows, with its JSON type (floats finite).
 TABLE_KEYS = {"net": str, "dataset": str, "size": str, "paper": str}
@@ -367,7 +370,8 @@ def result_fault(data) -> str | None:
         if fault:
             return fault
         seen.add((row["size"], row["seed"]))
-    return None
+    digest = {"weights_sha256": str} if "weights_sha256" in data["target"] else {}
+    return fields_fault(data["target"], {**RESUME_KEYS, **digest}, "a target")
 
 
 def table_fault(data: dict) -> str | None:

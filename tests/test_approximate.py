@@ -272,6 +272,19 @@ def test_rows_of_another_target_are_refused_before_any_work(tmp_path, capsys, mo
         f"python -m lotterynet.approximate: error: {path} was measured before targets were "
         f"recorded by digest (its target has no weights_sha256), so its rows cannot be resumed: "
         f"move it away or give --out another folder to measure them again"], err
+    # a target record a resume cannot read (tracebacks: KeyError 'recipe', TypeError)
+    for target, said in (({}, "a target without recipe: str"),
+                         ({"recipe": "pensia_fc2", "epochs": "10"}, "a target without epochs"),
+                         ({"recipe": "pensia_fc2", "epochs": 10, "weights_sha256": 5},
+                          "a target without weights_sha256: str")):
+        bad = tmp_path / "bad"
+        bad.mkdir(exist_ok=True)
+        (bad / path.name).write_text(json.dumps({**stored, "target": target}))
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fc2", "--only", "pensia", "--out", str(bad)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+        assert f"{bad / path.name} is not an approximation result file ({said}" in err, err
     # ... and a command that adds no rows to it says so, without training (it printed nothing)
     main(["fc2", "--only", "pensia", "--sizes", "3", "5", "--out", str(tmp_path)])
     assert capsys.readouterr().out == (f"nothing to do: every size and seed asked for is in "
