@@ -1,9 +1,11 @@
 """What a run prints: no third-party noise, one line per epoch without a progress bar, and a
 summary that names the files it wrote."""
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,14 +13,16 @@ from conftest import REPO
 from lotterynet.cli import main
 
 
+def quiet_run(folder: Path, data_dir: Path, val_size: int) -> tuple[list[str], dict]:
+    return ([sys.executable, "train.py", "--arch", "fc2", "--structure", "dense", "--limit-train",
+             "640", "--val-size", str(val_size), "--epochs", "1", "--no-progress-bar",
+             "--data-dir", str(data_dir), "--out", str(folder / "run")], dict(os.environ))
+
+
 @pytest.mark.parametrize("val_size", [100, 0])
-def test_quiet_console_one_line_per_epoch_and_the_paths(tmp_path, data_dir, val_size):
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "train.py", "--arch", "fc2", "--structure", "dense", "--limit-train",
-         "640", "--val-size", str(val_size), "--epochs", "1", "--no-progress-bar", "--data-dir",
-         str(data_dir), "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-        timeout=300)
+def test_quiet_console_one_line_per_epoch_and_the_paths(started_together, val_size):
+    folder, proc = started_together(quiet_run)
+    out = folder / "run"
     assert proc.returncode == 0, proc.stderr[-2000:]
     console = proc.stdout + proc.stderr
     # "Total length of `list` across ranks is zero": Lightning on an empty validation loader;
@@ -38,15 +42,17 @@ def test_quiet_console_one_line_per_epoch_and_the_paths(tmp_path, data_dir, val_
     assert f"  ticket:     {out}/model.ticket" in proc.stdout and (out / "model.ticket").is_file()
 
 
+def run_with(folder: Path, data_dir: Path, flag: str | None) -> tuple[list[str], dict]:
+    return ([sys.executable, "train.py", "--arch", "fc2", "--structure", "dense", "--limit-train",
+             "640", "--val-size", "100", "--epochs", "2", *([flag] if flag else []),
+             "--data-dir", str(data_dir), "--out", str(folder / "run")], dict(os.environ))
+
+
 @pytest.mark.parametrize("flag", [None, "--progress-bar"])
-def test_progress_bar_by_default_only_on_a_terminal(tmp_path, data_dir, flag):
+def test_progress_bar_by_default_only_on_a_terminal(started_together, flag):
     """Output to a pipe or a file gets one line per epoch, not a redrawn bar (thousands of
     lines in a log); --progress-bar asks for the bar anyway."""
-    proc = subprocess.run(
-        [sys.executable, "train.py", "--arch", "fc2", "--structure", "dense", "--limit-train",
-         "640", "--val-size", "100", "--epochs", "2", *([flag] if flag else []), "--data-dir",
-         str(data_dir), "--out", str(tmp_path / "run")], cwd=REPO, capture_output=True,
-        text=True, timeout=300)
+    _, proc = started_together(run_with)
     assert proc.returncode == 0, proc.stderr[-2000:]
     epoch_lines = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
     bar = "it/s]" in proc.stdout + proc.stderr
