@@ -270,7 +270,8 @@ def test_a_copied_sweep_names_its_own_cells(tmp_path, data_dir, capsys):
     nothing, writes its table and leaves every results.json byte for byte; an older sweep's
     copy, naming A's folders, is brought to the same files."""
     original, copy, older = tmp_path / "A", tmp_path / "B", tmp_path / "C"
-    argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir)]
+    argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--pairs", "1",
+            "--data-dir", str(data_dir)]
     assert main([*argv, "--sweep-out", str(original)]) == 0
     stored = {p.relative_to(original): p.read_bytes()
               for p in original.glob("cells/*/results.json")}
@@ -311,7 +312,8 @@ def test_a_sweep_run_from_elsewhere_keeps_its_relative_paths(tmp_path, data_dir,
     another folder, by its absolute path, or from inside it, the sweep was not moved, and no
     results.json is rewritten; a copy beside it names its own cells."""
     monkeypatch.chdir(tmp_path)
-    argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir)]
+    argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--pairs", "1",
+            "--data-dir", str(data_dir)]
     assert main([*argv, "--sweep-out", "results/s"]) == 0
     sweep_dir = tmp_path / "results" / "s"
     before = {p: p.read_bytes() for p in sweep_dir.glob("cells/*/results.json")}
@@ -345,8 +347,8 @@ def test_a_sweep_run_from_elsewhere_repoints_what_it_sets_aside(tmp_path, data_d
     cell set aside as ``.stale-1`` names its new folder too (relative to the sweep folder, as
     a sweep stores them)."""
     monkeypatch.chdir(tmp_path)
-    argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--data-dir", str(data_dir),
-            "--no-baseline"]
+    argv = [*TINY, "--sweep-variants", "subsetsum:identity", "--pairs", "1",
+            "--data-dir", str(data_dir), "--no-baseline"]
     assert main([*argv, "--sweep-out", "results/s"]) == 0
     sweep_dir = tmp_path / "results" / "s"
     as_older_sweeps_wrote(sweep_dir, "results/s")
@@ -525,9 +527,9 @@ POOL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-
         "--no-baseline", "--no-stack", "--jobs-per-device", "2"]
 
 
-STACKS = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
-          "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
-          "--sweep-epochs", "1,2", "--no-baseline"]
+STACKS = ["--arch", "fc2", "--pairs", "1", "--limit-train", "300", "--val-size", "100",
+          "--no-progress-bar", "--sweep-variants", "subsetsum:identity,wide",
+          "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1,2", "--no-baseline"]
 
 
 def test_subprocess_pool_splits_a_stack_over_free_slots(tmp_path, data_dir, capsys, monkeypatch):
