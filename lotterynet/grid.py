@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .config import (
     FIELDS,
+    WANDB_OPTIONS,
     WIDE,
     ConfigError,
     RunConfig,
@@ -225,9 +226,10 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
         key = next((k for k in SWEEP_WIDE if k in variant), None)
         if key is not None:
             raise ConfigError(f"variant {variant_label(variant)!r} sets {key}: "
-                              f"{variant[key]!r}, which is the whole sweep's: its cells log to "
-                              f"one W&B group, beside one summary run; set it in the base "
-                              f"(or {flag_name(key)})")
+                              f"{variant[key]!r}, which is the whole sweep's: W&B options say "
+                              f"how cells are logged, not what they train, and a sweep's cells "
+                              f"log to one W&B group beside one summary run; set it in the "
+                              f"base (or {flag_name(key)})")
     for key, value in overrides.items():  # a flag the variants set would be dropped, unsaid
         variant = next((v for v in variants if key in v and v[key] != value), None)
         if variant is not None:
@@ -266,6 +268,10 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
         configs.append(made(label, values))
         name, run = cell_name(label, values), repr(canonical(configs[-1].to_dict()))
         check_path(f"the folder of sweep cell {describe_cell(label, values)}", name)
+        if run in runs:  # a variant given twice, or spelling out a default of another (a
+            raise ConfigError(f"sweep cells {describe_cell(*runs[run])} and "  # mapping's keys
+                              f"{describe_cell(label, values)} are the same run; give each "
+                              f"variant once")  # in any order)
         if name in named:  # two cells, one folder: sparsities alike to 6 digits (:g), or
             # values alike but for '/' and '-' (a path)
             fix = "give sparsities that differ within 6 significant digits" if \
@@ -274,10 +280,6 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
             raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
                               f"{describe_cell(label, values)} would share the folder {name!r}; "
                               f"{fix}")
-        if run in runs:  # a variant that spells out a default of another (a mapping's keys
-            raise ConfigError(f"sweep cells {describe_cell(*runs[run])} and "  # in any order)
-                              f"{describe_cell(label, values)} are the same run; give each "
-                              f"variant once")
         named[name], runs[run] = (label, values), (label, values)
     refuse_unread_variant_keys(variants, [label for label, _ in sweep.cells()], configs)
     if args.wandb_sweep:  # its agents run every cell with --wandb (and the names W&B takes)
@@ -303,8 +305,9 @@ def refuse_unread_variant_keys(variants: list[dict], labels: list[str],
 
 
 #: What a sweep sets for all its cells at once (:func:`~lotterynet.sweep.wandb_group`), so a
-#: variant may not: whether they log to W&B, and where.
-SWEEP_WIDE = ("wandb", "wandb_project", "wandb_entity", "wandb_group")
+#: variant may not: whether and how they log to W&B (a variant that differed from another only
+#: there would be the same run, trained twice).
+SWEEP_WIDE = ("wandb", *WANDB_OPTIONS)
 
 #: What a sweep decides for every cell itself, so no base, variant or flag may set it.
 NOT_IN_CELLS = {

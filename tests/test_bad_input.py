@@ -226,6 +226,12 @@ CASES = [
     # (its cells logged to W&B outside the sweep's group, and no summary run)
     (["--sweep", "{sw_variant_wandb}"], ["variant 'wide/wandb=True' sets wandb: True",
                                          "whole sweep's", "--wandb"]),
+    # (a variant differing only in a W&B option was the same run, trained twice)
+    (["--sweep", "{sw_variant_tags}", "--wandb"], ["variant 'subsetsum/wandb_tags=b' sets "
+                                                  "wandb_tags: 'b'", "--wandb-tags"]),
+    # (a variant given twice was told to give sparsities that differ)
+    (["--sweep", "{sw_variant_twice}"], ["subsetsum/identity at sparsity 0.5 and",
+                                         "are the same run; give each variant once"]),
     (["--structure", "wide", "--fan-in", "target"], ["--fan-in 'target'", "wide net is dense"]),
     # the subset-sum net's size does not depend on its activation (it trained the ReLU net)
     (["--structure", "wide", "--activation", "identity"],
@@ -751,6 +757,10 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
                                                    "pairs": 3}]},
         "sw_variant_wandb": {**sweep, "variants": ["subsetsum", {"structure": "wide",
                                                                "wandb": True}]},
+        "sw_variant_tags": {**sweep, "variants": ["subsetsum", {"structure": "subsetsum",
+                                                               "wandb_tags": "b"}]},
+        "sw_variant_twice": {**sweep, "variants": ["subsetsum:identity", {
+            "structure": "subsetsum", "activation": "identity"}]},
         "sw_base_null": {**sweep, "base": None}, "sw_base_empty_list": {**sweep, "base": []},
         "sw_base_unknown": {**sweep, "base": {"learning_rate": 0.1}},
         "sw_variant_unknown": {**sweep, "variants": [{"structure": "subsetsum", "lrr": 0.1}]},
