@@ -133,10 +133,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        "over exactly this sweep's cells, metric test/acc")
     group.add_argument("--cell", metavar="NAME", help="run only this cell of the sweep, as "
                        "the sweep would (what the agents of a --wandb-sweep file run)")
-    group.add_argument("--stack-file", metavar="STACK.yaml", help="run the stack a sweep "
-                       "wrote to SWEEP/stacks/<stack>/stack.yaml (what each --jobs-per-device "
-                       "subprocess of a stacked sweep runs; of the run flags it takes only "
-                       "--data-dir, where the data is)")
+    group.add_argument("--stack-file", metavar="STACK.yaml", help="run the stack that a "
+                       "stacked sweep with --jobs-per-device wrote to "
+                       "SWEEP/stacks/<stack>/stack.yaml for the subprocess it starts (a sweep "
+                       "in one process writes none); of the run flags it takes only "
+                       "--data-dir, where the data is")
 
 
 def is_sweep(args: argparse.Namespace) -> bool:
