@@ -1215,8 +1215,9 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
              f"~{sum(cost(n, k) for n in names) / counts[k]:.0f} s"  # (a mean, over archs)
              for k, names in kinds.items() if counts[k]]
     at_once = f", {jobs} jobs at once" if jobs > 1 else ""
-    return wall / 3600, (f"{len(todo)} cells, epochs of {FULL_EPOCH:,} images: {', '.join(parts)} "
-                            f"({', '.join(cells_use(sweep, 'arch'))}, 2 CPU cores{at_once})")
+    return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {FULL_EPOCH:,} images: "
+                         f"{', '.join(parts)} ({', '.join(cells_use(sweep, 'arch'))}, 2 CPU "
+                         f"cores{at_once})")
 
 
 def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = True,

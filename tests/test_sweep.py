@@ -895,6 +895,10 @@ def test_cpu_estimate_times_each_cell_at_its_own_architecture(tmp_path, monkeypa
     hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
     assert hours * 3600 == pytest.approx(2 * 30 + 60)  # (an fc2 stack, the LeNet5 baseline)
     assert what.endswith("2.00 stacked at ~30 s, 1.00 single at ~60 s (fc2, lenet5, 2 CPU cores)")
+    assert what.startswith("3 cells, ")
+    lone = Sweep(base={"arch": "lenet5"}, variants=[{}], sparsities=[0.5], epochs=[1],
+                 baseline=False)
+    assert sweep_module.cpu_estimate(lone, tmp_path / "lone")[1].startswith("1 cell, ")
     sweep.variants.append({"structure": "dense", "arch": "fc4"})
     assert sweep_module.check_cpu_cost(sweep, tmp_path, go_on=False) == \
         "sweep on the CPU: no epoch-time figure for fc4; no estimate"
