@@ -46,6 +46,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from .archs import recipe_lr
 from .checkpointing import (
     CheckpointError,
     atomic_torch_save,
@@ -488,9 +489,8 @@ class MemberResults(pl.Callback):
 # ---------------------------------------------------------------------------- the runner
 
 
-#: Why a stack checkpoint does not continue a stack (:func:`resumes`).
-CANNOT_CONTINUE = ("other members or configs, or trained to its end with a member's results "
-                   "missing, or its checkpoint gone")
+#: Why a stack whose checkpoint is gone does not continue (its history is kept).
+NO_CHECKPOINT = "it has no checkpoint (none was written, or it was deleted)"
 
 
 def holds_a_stack(stack_dir: Path) -> bool:
@@ -551,17 +551,48 @@ def stack_record(stack_dir: str | Path) -> StackRecord | None:
 def resumes(record: StackRecord | None, names: Sequence[str], configs: Sequence[RunConfig],
             cell_dirs: Sequence[Path]) -> bool:
     """Whether a stack checkpoint (its :class:`StackRecord`) continues the stack of
-    ``configs``: the same members in the same order, each stored with the config it has now
-    (:func:`changed_fields`: what it trains) — and, once it has trained every member's
-    budget, no member's results missing but a diverged one's (Lightning would stop at once,
-    writing none)."""
-    if record is None or list(record.members) != list(names) or any(
-            changed_fields(record.members[name], config.to_dict(), NOT_COMPUTED)
-            for name, config in zip(names, configs)):
-        return False
-    return record.epochs_done < max(c.epochs for c in configs) or all(
-        (cell / RESULTS).is_file() or name in record.diverged
-        for name, cell in zip(names, cell_dirs))
+    ``configs`` (:func:`cannot_continue`)."""
+    return cannot_continue(record, names, configs, cell_dirs) is None
+
+
+def cannot_continue(record: StackRecord | None, names: Sequence[str],
+                    configs: Sequence[RunConfig], cell_dirs: Sequence[Path]) -> str | None:
+    """Why a stack checkpoint (its :class:`StackRecord`; None: none readable) does not
+    continue the stack of ``configs`` (``names``: its members), None where it does: it must
+    hold the same members in the same order, each stored with the config it has now
+    (:func:`changed_fields`: what it trains; the differences as :func:`changes` says them) —
+    and, once it has trained every member's budget, no member's results missing but a
+    diverged one's (Lightning would stop at once, writing none)."""
+    if record is None:
+        return "its checkpoint cannot be read as a stack's"
+    if list(record.members) != list(names):
+        without = [n for n in record.members if n not in names]
+        new = [n for n in names if n not in record.members]
+        return "it was run with other members (" + ("; ".join(
+            [*([f"now without {', '.join(without)}"] if without else []),
+             *([f"now with {', '.join(new)}"] if new else [])]) or "in another order") + ")"
+    changed = dict.fromkeys(changes(record.members[name], config, differs)
+                            for name, config in zip(names, configs)
+                            if (differs := changed_fields(record.members[name],
+                                                          config.to_dict(), NOT_COMPUTED)))
+    if changed:
+        return f"it was run with another config ({'; '.join(changed)})"
+    lost = [name for name, cell in zip(names, cell_dirs)
+            if not (cell / RESULTS).is_file() and name not in record.diverged]
+    if record.epochs_done >= max(c.epochs for c in configs) and lost:
+        return f"it trained to its end, and the results of {', '.join(lost)} are missing"
+    return None
+
+
+def changes(stored: dict, config: RunConfig, names: list[str]) -> str:
+    """``NAME OLD -> NEW, ...`` for the fields ``names`` (:func:`changed_fields`) of a run's
+    ``stored`` config that ``config`` changes; an unset ``lr`` is its recipe's."""
+    old, new = {**RunConfig().to_dict(), **stored}, config.to_dict()
+
+    def shown(values: dict, name: str):
+        return recipe_lr(str(values["arch"]), values["lr"]) if name == "lr" else values[name]
+
+    return ", ".join(f"{name} {shown(old, name)!r} -> {shown(new, name)!r}" for name in names)
 
 
 STACK_FILE = "stack.yaml"
@@ -790,12 +821,13 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     first, names = configs[0], module.names
     checkpoint = stack_dir / CHECKPOINTS / LAST
     record = stack_record(stack_dir)
-    resume = checkpoint if resumes(record, names, configs, cell_dirs) else None
+    why = cannot_continue(record, names, configs, cell_dirs)
+    resume = checkpoint if why is None else None
     if resume is None and holds_a_stack(stack_dir):
         raise ConfigError(f"stack folder {str(stack_dir)!r} holds an earlier stack's "
                           f"checkpoint or history that this stack cannot continue "
-                          f"({CANNOT_CONTINUE}); give this stack a folder of its own, or move "
-                          f"that one away")
+                          f"({why if checkpoint.exists() else NO_CHECKPOINT}); give this stack "
+                          f"a folder of its own, or move that one away")
     if resume is None and (stack_dir / METRICS_FILE).exists():
         print(f"stack {stack_dir.name}: its folder holds no checkpoint and no finished epoch "
               f"(stopped before its first epoch ended): it starts over there", flush=True)

@@ -52,7 +52,6 @@ from pathlib import Path
 
 import torch
 
-from .archs import recipe_lr
 from .checkpointing import (
     CheckpointError,
     atomic_torch_save,
@@ -116,10 +115,10 @@ from .run import (
     write_json_atomic,
 )
 from .stack import (
-    CANNOT_CONTINUE,
     STACK_FILE,
+    cannot_continue,
+    changes,
     holds_a_stack,
-    resumes,
     run_again,
     run_stack,
     stack_record,
@@ -171,17 +170,6 @@ def prepare_cell(config: RunConfig) -> RunConfig | None:
     elif stored is not None:
         return dataclasses.replace(config, resume=str(checkpoint))
     return dataclasses.replace(config, overwrite=True)
-
-
-def changes(stored: dict, config: RunConfig, names: list[str]) -> str:
-    """``NAME OLD -> NEW, ...`` for the fields ``names`` (:func:`changed_fields`) of a run's
-    ``stored`` config that ``config`` changes; an unset ``lr`` is its recipe's."""
-    old, new = {**RunConfig().to_dict(), **stored}, config.to_dict()
-
-    def shown(values: dict, name: str):
-        return recipe_lr(str(values["arch"]), values["lr"]) if name == "lr" else values[name]
-
-    return ", ".join(f"{name} {shown(old, name)!r} -> {shown(new, name)!r}" for name in names)
 
 
 def set_aside(folder: Path, why: str, cells: Path | None = None, tag: str = "stale") -> Path:
@@ -570,7 +558,8 @@ def stack_name(label: str, values: dict) -> str:
 
 def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                 todo: list[tuple[str, RunConfig]], slots: int = 1
-                ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]], dict[Path, bool]]:
+                ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]],
+                           dict[Path, tuple[str, str]]]:
     """Split the cells to run (``todo``; ``configs``: every cell's, :func:`cell_configs`) into
     stacks (``{stack_dir: member cell names}``, one per variant and seed) and cells that run
     singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a
@@ -582,10 +571,10 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     command resumes them); the cells of its group it lacks (a sweep extended meanwhile) then
     run singly, each resumable from its own checkpoint, rather than start it over. Third: the
     folders of stacks that start over though an earlier stack's checkpoint or history is in
-    them (run before with another config or other members, trained to its end with a
-    member's results lost, or its checkpoint never written or deleted), to be set aside
-    before they run, each with whether that earlier stack's checkpoint shows every member of
-    it finished (a sweep extended with new cells: nothing of it is lost)."""
+    them, to be set aside before they run, each with ``(tag, why)``: :func:`set_aside`'s
+    ``tag``, ``done`` where that stack's checkpoint shows every member of it finished (a sweep
+    extended with new cells: nothing of it is lost), else ``stale``, and why
+    (:func:`~lotterynet.stack.cannot_continue`)."""
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
@@ -604,24 +593,36 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     unfinished = {name for name, config in todo if not config.resume}
     to_train = {name for name, _ in todo}
     stacks: dict[Path, list[str]] = {}
-    stale: dict[Path, bool] = {}
+    said: dict[Path, tuple[str, str]] = {}
     for stack_dir, cells in planned.items():
         left = [c for c in cells if c in unfinished]
         if not left:
             continue
         record = stack_record(stack_dir)
         recorded = list(record.members) if record else []
-        if set(left) & set(recorded) and set(recorded) <= set(cells) and resumes(
-                record, recorded, [configs[c] for c in recorded],
-                [sweep_dir / "cells" / c for c in recorded]):
+        members = recorded if set(left) & set(recorded) and set(recorded) <= set(cells) \
+            else left  # (the checkpoint's, where it may continue them; else those left)
+        why = cannot_continue(record, members, [configs[c] for c in members],
+                              [sweep_dir / "cells" / c for c in members])
+        if why is None:
             stacks[stack_dir] = recorded  # (its group's cells it lacks, new ones: singly)
         elif len(left) > 1:
             stacks[stack_dir] = left
-            if holds_a_stack(stack_dir):  # done: every member it trained has its results
-                stale[stack_dir] = bool(recorded) and not set(recorded) & to_train and all(
-                    (sweep_dir / "cells" / c / RESULTS).is_file() for c in recorded)
+            if not holds_a_stack(stack_dir):
+                continue
+            if recorded and not set(recorded) & to_train and all(
+                    (sweep_dir / "cells" / c / RESULTS).is_file() for c in recorded):
+                said[stack_dir] = ("done", "finished all its members before (their results "
+                                           "stay in their cells); this sweep's new cells train "
+                                           "as a new stack")
+            elif (stack_dir / CHECKPOINTS / LAST).is_file():
+                said[stack_dir] = ("stale", f"cannot be continued: {why}")
+            else:
+                said[stack_dir] = ("stale", "has no checkpoint to continue from (none was "
+                                            "written, or it was deleted; its history is kept): "
+                                            "it starts over")
     stacked = {c for members in stacks.values() for c in members}
-    return stacks, [(name, config) for name, config in todo if name not in stacked], stale
+    return stacks, [(name, config) for name, config in todo if name not in stacked], said
 
 
 def balanced_parts(items: list, weights: dict, n: int) -> list[list]:
@@ -684,17 +685,10 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     workers = max(1, gpus) * jobs_per_device
     ddp = any(device_count(config) > 1 for _, config in todo)
     slots = 1 if ddp else workers
-    stacks, todo, stale = plan_stacks(sweep, sweep_dir, configs, todo, slots) if stack else \
+    stacks, todo, said = plan_stacks(sweep, sweep_dir, configs, todo, slots) if stack else \
         ({}, todo, {})
-    for stack_dir, finished in stale.items():
-        why = ("finished all its members before (their results stay in their cells); this "
-               "sweep's new cells train as a new stack") if finished else \
-            f"cannot be continued ({CANNOT_CONTINUE})" if (
-                stack_dir / CHECKPOINTS / LAST).is_file() else \
-            ("has no checkpoint to continue from (none was written, or it was deleted; its "
-             "history is kept): it starts over")
-        set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells",
-                  tag="done" if finished else "stale")
+    for stack_dir, (tag, why) in said.items():
+        set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells", tag=tag)
     to_run = len(to_report)
     stacked = f" ({plural(len(stacks), 'stack')})" if stacks else ""
     print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run{stacked}",

@@ -40,6 +40,7 @@ from lotterynet.optim import trainable_parameters
 from lotterynet.run import locked, run
 from lotterynet.stack import (
     StackModule,
+    cannot_continue,
     check_stackable,
     member_losses,
     read_stack_file,
@@ -323,9 +324,19 @@ def test_a_stopped_stack_whose_group_the_sweep_extends_resumes_and_the_new_cells
     monkeypatch.setattr(sweep_module, "stack_record", lambda stack_dir: record)
     sweep.sparsities = [0.5, 0.7, 0.9]
     configs = cell_configs(sweep, tmp_path)
-    stacks, single, stale = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
-    assert stacks == {tmp_path / "stacks" / "subsetsum-seed0": list(record.members)}
-    assert [name for name, _ in single] == ["subsetsum-s0.7-e2-seed0"] and stale == {}
+    stacks, single, said = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
+    stack_dir = tmp_path / "stacks" / "subsetsum-seed0"
+    assert stacks == {stack_dir: list(record.members)}
+    assert [name for name, _ in single] == ["subsetsum-s0.7-e2-seed0"] and said == {}
+    # run again with another lr besides the new sparsity, it says why it cannot continue as a
+    # changed cell does (it said one of four reasons: "other members or configs, ...")
+    (stack_dir / "checkpoints").mkdir(parents=True)
+    (stack_dir / "checkpoints" / "last.ckpt").touch()
+    sweep.base = {"arch": "fc2", "lr": 0.05}
+    configs = cell_configs(sweep, tmp_path)
+    stacks, single, said = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
+    assert stacks == {stack_dir: list(configs)} and single == [] and said == {stack_dir: (
+        "stale", "cannot be continued: it was run with another config (lr 0.1 -> 0.05)")}
 
 
 def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):
@@ -520,7 +531,9 @@ def assert_run_stack_refuses(folder: Path, data_dir, epochs: int, cells: list[Pa
     configs = [make_config({"arch": "fc2", "structure": "subsetsum", "activation": "identity",
                             "sparsity": s, "epochs": epochs, "limit_train": 640,
                             "val_size": 100, "data_dir": str(data_dir)}) for s in (0.5, 0.9)]
-    with pytest.raises(ConfigError, match="history that this stack cannot continue"):
+    with pytest.raises(ConfigError, match=r"history that this stack cannot continue \((it "
+                       r"was run with other members \(now without .*; now with .*\)|it has no "
+                       r"checkpoint \(none was written, or it was deleted\))\); give"):
         run_stack(configs, folder, cells)
     assert tree(folder) == before
 
@@ -535,8 +548,8 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     assert main([*argv, "--lr", "0.05", "--sweep-out", str(rerun)]) == 0
     old_stack = tree(rerun / "stacks" / "subsetsum-identity-seed0")
     assert main([*argv, "--sweep-out", str(rerun)]) == 0
-    assert "stack subsetsum-identity-seed0 cannot be continued (other members or configs" in \
-        capsys.readouterr().out
+    assert "stack subsetsum-identity-seed0 cannot be continued: it was run with another config " \
+        "(lr 0.05 -> 0.1); its files are now in" in capsys.readouterr().out
     stale = rerun / "stacks" / "subsetsum-identity-seed0.stale-1"
     assert tree(stale) == old_stack
     # the set-aside cells' results name where they and their stack now are (the old names
@@ -686,11 +699,39 @@ def test_a_stack_stopped_in_another_precision_starts_over(tmp_path, data_dir, ca
                        ) == 1
     assert main([*argv, "--sweep-out", str(rerun)]) == 0
     said = capsys.readouterr().out
-    assert "stack subsetsum-identity-seed0 cannot be continued" in said
+    assert "stack subsetsum-identity-seed0 cannot be continued: it was run with another config " \
+        "(precision '64-true' -> '32-true'); its files" in said
     assert "Restoring states" not in said and stack_dir.with_name(f"{stack_dir.name}.stale-1"
                                                                   ).is_dir()
     assert main([*argv, "--sweep-out", str(fresh)]) == 0
     assert sweep_rows(rerun) == sweep_rows(fresh)
+
+
+def test_a_stack_that_cannot_be_continued_says_why(tmp_path):
+    """Why a stack checkpoint does not continue a stack is the one reason that holds (it said
+    all four: "other members or configs, or trained to its end with a member's results
+    missing, or its checkpoint gone"): the members added or dropped, a changed config as a
+    changed cell says it, the members whose results are missing."""
+    configs = {n: make_config({"arch": "fc2", "structure": "subsetsum", "sparsity": s})
+               for n, s in (("a", 0.5), ("b", 0.9), ("c", 0.7))}
+    cells = {n: tmp_path / n for n in configs}
+    record = lotterynet.stack.StackRecord({n: configs[n].to_dict() for n in "ab"}, 1)
+
+    def why(record, names):
+        return cannot_continue(record, names, [configs[n] for n in names],
+                               [cells[n] for n in names])
+
+    assert why(None, "ab") == "its checkpoint cannot be read as a stack's"
+    assert why(record, "ac") == "it was run with other members (now without b; now with c)"
+    assert why(record, "ba") == "it was run with other members (in another order)"
+    assert why(record, "ab") is None
+    configs = {n: dataclasses.replace(c, lr=0.05, seed=1) for n, c in configs.items()}
+    assert why(record, "ab") == "it was run with another config (lr 0.1 -> 0.05, seed 0 -> 1)"
+    configs = {n: dataclasses.replace(c, lr=0.05, seed=0, epochs=1) for n, c in configs.items()}
+    cells["b"].mkdir()
+    (cells["b"] / "results.json").write_text("{}")
+    assert why(dataclasses.replace(record, members={n: configs[n].to_dict() for n in "ab"}),
+               "ab") == "it trained to its end, and the results of a are missing"
 
 
 def test_a_stopped_stack_whose_members_left_the_sweep_is_not_called_finished(
@@ -711,7 +752,9 @@ def test_a_stopped_stack_whose_members_left_the_sweep_is_not_called_finished(
     capsys.readouterr()
     assert main([*argv, "--sweep-out", str(out), "--sweep-epochs", "1"]) == 0
     said = capsys.readouterr().out
-    assert "stack subsetsum-identity-seed0 cannot be continued" in said
+    assert "stack subsetsum-identity-seed0 cannot be continued: it was run with other members " \
+        "(now without subsetsum-identity-s0.5-e2-seed0, subsetsum-identity-s0.9-e2-seed0; now " \
+        "with subsetsum-identity-s0.5-e1-seed0, subsetsum-identity-s0.9-e1-seed0); its" in said
     assert "finished all its members" not in said
     assert stack_dir.with_name(f"{stack_dir.name}.stale-1").is_dir()
     assert not any((c / "results.json").is_file() for c in cells)
