@@ -559,7 +559,7 @@ def stack_name(label: str, values: dict) -> str:
 def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                 todo: list[tuple[str, RunConfig]], slots: int = 1
                 ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]],
-                           dict[Path, tuple[str, str]]]:
+                           dict[Path, tuple[str | None, str]]]:
     """Split the cells to run (``todo``; ``configs``: every cell's, :func:`cell_configs`) into
     stacks (``{stack_dir: member cell names}``, one per variant and seed) and cells that run
     singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a
@@ -569,12 +569,14 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     and its checkpoint continues them (:func:`~lotterynet.stack.resumes`), so it resumes
     instead of starting over (the parts depend only on the sweep and the slots: the same
     command resumes them); the cells of its group it lacks (a sweep extended meanwhile) then
-    run singly, each resumable from its own checkpoint, rather than start it over. Third: the
-    folders of stacks that start over though an earlier stack's checkpoint or history is in
-    them, to be set aside before they run, each with ``(tag, why)``: :func:`set_aside`'s
-    ``tag``, ``done`` where that stack's checkpoint shows every member of it finished (a sweep
-    extended with new cells: nothing of it is lost), else ``stale``, and why
-    (:func:`~lotterynet.stack.cannot_continue`)."""
+    run singly, each resumable from its own checkpoint, rather than start it over; its
+    members finished meanwhile outside it (``--cell``) train again with it. Third: what to
+    say of a stack before it runs, ``(tag, why)``: the folders of stacks that start over
+    though an earlier stack's checkpoint or history is in them, to be set aside (as
+    :func:`set_aside`'s ``tag``: ``done`` where that stack's checkpoint shows every member of
+    it finished, a sweep extended with new cells, nothing of it lost; else ``stale``) with
+    why (:func:`~lotterynet.stack.cannot_continue`); and, tag None, the resumed stacks whose
+    members finished outside them train again, their results kept."""
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
@@ -593,7 +595,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     unfinished = {name for name, config in todo if not config.resume}
     to_train = {name for name, _ in todo}
     stacks: dict[Path, list[str]] = {}
-    said: dict[Path, tuple[str, str]] = {}
+    said: dict[Path, tuple[str | None, str]] = {}
     for stack_dir, cells in planned.items():
         left = [c for c in cells if c in unfinished]
         if not left:
@@ -606,6 +608,15 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                               [sweep_dir / "cells" / c for c in members])
         if why is None:
             stacks[stack_dir] = recorded  # (its group's cells it lacks, new ones: singly)
+            again = [c for c in recorded if c not in to_train and c not in record.diverged
+                     and record.epochs_done < configs[c].epochs]
+            if again:  # (a stack resumes with every member its checkpoint holds)
+                one = len(again) == 1
+                said[stack_dir] = (None, f"resumes with every member its checkpoint holds: "
+                                         f"{', '.join(again)}, finished meanwhile outside it, "
+                                         f"{'trains' if one else 'train'} again with it "
+                                         f"({'its' if one else 'their'} own results are kept, "
+                                         f"not overwritten)")
         elif len(left) > 1:
             stacks[stack_dir] = left
             if not holds_a_stack(stack_dir):
@@ -688,7 +699,10 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     stacks, todo, said = plan_stacks(sweep, sweep_dir, configs, todo, slots) if stack else \
         ({}, todo, {})
     for stack_dir, (tag, why) in said.items():
-        set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells", tag=tag)
+        if tag:
+            set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells", tag=tag)
+        else:
+            print(f"stack {stack_dir.name} {why}", flush=True)
     to_run = len(to_report)
     stacked = f" ({plural(len(stacks), 'stack')})" if stacks else ""
     print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run{stacked}",

@@ -328,6 +328,15 @@ def test_a_stopped_stack_whose_group_the_sweep_extends_resumes_and_the_new_cells
     stack_dir = tmp_path / "stacks" / "subsetsum-seed0"
     assert stacks == {stack_dir: list(record.members)}
     assert [name for name, _ in single] == ["subsetsum-s0.7-e2-seed0"] and said == {}
+    # a member finished meanwhile by its own --cell run trains again with its stack (which
+    # resumes with every member its checkpoint holds), its results kept: said in one line
+    done = configs["subsetsum-s0.5-e2-seed0"]
+    todo = [(name, config) for name, config in configs.items() if config is not done]
+    stacks, _, said = plan_stacks(sweep, tmp_path, configs, todo)
+    assert stacks == {stack_dir: list(record.members)} and said == {stack_dir: (
+        None, "resumes with every member its checkpoint holds: subsetsum-s0.5-e2-seed0, "
+              "finished meanwhile outside it, trains again with it (its own results are kept, "
+              "not overwritten)")}
     # run again with another lr besides the new sparsity, it says why it cannot continue as a
     # changed cell does (it said one of four reasons: "other members or configs, ...")
     (stack_dir / "checkpoints").mkdir(parents=True)
