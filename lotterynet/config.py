@@ -881,7 +881,7 @@ def hidden_replaces_pairs(structure: str, hidden: int) -> bool:
     try:
         return len({frozenset(specs(TargetShape(3, 4), pairs=pairs, hidden=hidden).items())
                     for pairs in OPTION_PROBES["pairs"]}) == 1
-    except ValueError:  # (dacunha refuses hidden, and its build says so)
+    except ValueError:  # (a hidden value the structure refuses: its build says so)
         return False
 
 

@@ -333,7 +333,8 @@ def _kept_trained(module: nn.Module, path: str = "") -> list[str]:
 def construct_model(target: nn.Module, build, *, seed: int = 0) -> tuple[nn.Module, list]:
     """Copy of ``target`` (float64) with every ``nn.Linear`` / ``nn.Conv2d`` in it, at any depth,
     replaced by ``build(layer, generator=generator)`` (a construction above with its size
-    bound), in module order; returns ``(model, per-layer stats)``. A layer used at several
+    bound), in module order; returns ``(model, per-layer stats)`` (a target that is itself such
+    a layer: its construction). A layer used at several
     places (tied) is built once and that one construction put at each of them. A layer that
     ``build`` refuses (``ValueError``) is refused naming it (its module path in ``target``);
     a target with no such layer, or with trained values elsewhere (another layer type's

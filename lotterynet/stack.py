@@ -548,13 +548,6 @@ def stack_record(stack_dir: str | Path) -> StackRecord | None:
                        epochs_done(stored), frozenset(names[s] for s in diverged), stored)
 
 
-def resumes(record: StackRecord | None, names: Sequence[str], configs: Sequence[RunConfig],
-            cell_dirs: Sequence[Path]) -> bool:
-    """Whether a stack checkpoint (its :class:`StackRecord`) continues the stack of
-    ``configs`` (:func:`cannot_continue`)."""
-    return cannot_continue(record, names, configs, cell_dirs) is None
-
-
 def cannot_continue(record: StackRecord | None, names: Sequence[str],
                     configs: Sequence[RunConfig], cell_dirs: Sequence[Path]) -> str | None:
     """Why a stack checkpoint (its :class:`StackRecord`; None: none readable) does not

@@ -330,7 +330,7 @@ def rename_members(stack_dir: Path, cells: dict[str, str], configs: dict[str, Ru
                    ) -> None:
     """A stack folder that :func:`rename_keyless_folders` renames: what in it names its members
     by their cells' old names (``cells``: old -> new) names them by the new, so that a stack
-    stopped before continues from its checkpoint (:func:`~lotterynet.stack.resumes` matches
+    stopped before continues from its checkpoint (:func:`~lotterynet.stack.cannot_continue` matches
     members by name) instead of being set aside and trained anew: its stack file (written anew
     from the members' ``configs``, the sweep's cells', as the sweep writes it), the columns of
     its history (``NAME/train/acc``) and, last, the checkpoint's members (by which a stack
@@ -566,7 +566,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     single run's checkpoint). With more job ``slots`` than stacks, each stack is cut into
     ``slots // stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every
     slot trains. A stack killed earlier keeps its recorded members while some are unfinished
-    and its checkpoint continues them (:func:`~lotterynet.stack.resumes`), so it resumes
+    and its checkpoint continues them (:func:`~lotterynet.stack.cannot_continue`), so it resumes
     instead of starting over (the parts depend only on the sweep and the slots: the same
     command resumes them); the cells of its group it lacks (a sweep extended meanwhile) then
     run singly, each resumable from its own checkpoint, rather than start it over; its

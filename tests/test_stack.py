@@ -911,7 +911,7 @@ def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypa
     assert main(["--stack-file", str(tmp_path / path), "--data-dir", "mine"]) == 0
     assert [c.data_dir for c in ran] == ["mine"] * 2
     record = lotterynet.stack.StackRecord({"a": read[0].to_dict(), "b": read[1].to_dict()}, 0)
-    assert lotterynet.stack.resumes(record, ["a", "b"], ran, read_cells)
+    assert lotterynet.stack.cannot_continue(record, ["a", "b"], ran, read_cells) is None
     by_hand = tmp_path / "mine" / "stack.yaml"
     by_hand.parent.mkdir()
     absolute = [str(tmp_path / cell) for cell in cells]
