@@ -588,18 +588,20 @@ def _no_single_weight(layer: nn.Module) -> tuple[str, str] | None:
     return None
 
 
-def _check_weight_readers(model: nn.Module, layers: dict[str, nn.Module],
-                          exclude: Sequence[str]) -> None:
-    """Refuse new layers (``layers``, by name) whose weight their parent's forward, or a method
-    it calls, reads itself (:func:`reads_weight`), or a module's above it, when they have no
-    single ``[out, in]`` weight (:func:`_no_single_weight`): with ReLU a subset-sum / fixedsize
-    weight is ``[P, 2N]`` over ``[relu(x), relu(-x)]``, and a two-stage structure has none, so
-    the forward would fail with a shape error, or an ``AttributeError``, naming no layer
-    (torchvision's Swin attention: ``F.linear(x, self.qkv.weight, ...)``), as an attention
-    whose projections are not one linear map each would, which its layer refuses. All are
-    named at once, with the patterns that cover them (:func:`covering_patterns`)."""
+def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module],
+                         exclude: Sequence[str]) -> None:
+    """Warn of new layers (``replaced``, by name) whose weight their parent's forward, or a
+    method it calls, reads itself (:func:`reads_weight`), or a module's above it, when they have
+    no single ``[out, in]`` weight (:func:`_no_single_weight`): with ReLU a subset-sum /
+    fixedsize weight is ``[P, 2N]`` over ``[relu(x), relu(-x)]``, and a two-stage structure has
+    none, so the forward fails where it runs that read with a shape error, or an
+    ``AttributeError``, naming no layer (torchvision's Swin attention:
+    ``F.linear(x, self.qkv.weight, ...)``). A warning, not a refusal: the match is of source
+    text, which may never run (timm's MobileViT reads ``self.qkv_proj.weight`` only in a cross
+    attention it does not use) or read only what works (``.shape``). All are named at once,
+    with the patterns that cover them (:func:`covering_patterns`)."""
     read = {}  # layer name -> (the reader's type name, the layer's path from it, why)
-    for name, layer in layers.items():
+    for name, layer in replaced.items():
         why = _no_single_weight(layer)
         if not name or why is None:
             continue
@@ -614,11 +616,11 @@ def _check_weight_readers(model: nn.Module, layers: dict[str, nn.Module],
         them, their = ("them", "their") if more else ("it", "its")
         others = f"; {plural(more, 'other layer')} read so too" if more else ""
         patterns = covering_patterns(model, read)
-        raise ValueError(
+        warnings.warn(
             f"convert: {owner} reads self.{path}.weight itself (layer {name!r}{others}), which "
-            f"{reason}, so its forward would fail: convert {them} with {remedy}, in a call of "
-            f"{their} own (include={patterns}), and leave {them} out of this one "
-            f"(exclude={[*exclude, *patterns]})")
+            f"{reason}, so its forward will fail if it runs that read: convert {them} with "
+            f"{remedy}, in a call of {their} own (include={patterns}), and leave {them} out of "
+            f"this one (exclude={[*exclude, *patterns]})", stacklevel=3)
 
 
 def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
@@ -719,24 +721,18 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     options = dict(sparsity=sparsity, init=init, structure=structure, **layer_options)
     layers = {name: (module, rule) for _, name, module, rule in plan if rule is not None}
     keep_nothing: list[str] = []  # the layers of a tensor the sparsity keeps no weight of
-    on_meta_layers: dict[str, nn.Module] = {}  # every name of each
     # every new layer first on the meta device (nothing allocated), then for real before any
     # goes in: a refusal comes before any layer is built, and changes nothing
     with on_meta():
-        for key, name, module, rule in plan:
-            if rule is None:
-                continue
+        for name, (module, rule) in layers.items():
             try:
-                layer = _built(module, name, rule, bias_mode, seed=seed, **options)
+                _built(module, name, rule, bias_mode, seed=seed, **options)
             except ValueError as error:
                 if not isinstance(error.__cause__, KeepsNoWeight):
                     raise
                 keep_nothing.append(name)
-                continue
-            on_meta_layers.update(dict.fromkeys(names[key], layer))
     if keep_nothing:
         raise _keeps_nothing(model, keep_nothing, layers, exclude, options)
-    _check_weight_readers(model, on_meta_layers, exclude)
     replaced: dict[str, nn.Module] = {}
     for key, name, module, rule in plan:
         if rule is not None:
@@ -759,6 +755,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
         if name:
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, layer)
+    _warn_weight_readers(model, replaced, exclude)
     for module in result.modules():
         if isinstance(module, nn.TransformerEncoder):
             # its nested-tensor fast path (eval, with a padding mask) reads the packed

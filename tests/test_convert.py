@@ -309,26 +309,28 @@ class ReadsItsChildsLayersWeight(nn.Module):
     (HandsOverToItsBase, "proj"), (ReadsItsLayersWeightByGetattr, "proj"),
     (ReadsItsChildsLayersWeight, "inner.proj")])
 @pytest.mark.parametrize("structure", ["subsetsum", "fixedsize"])
-def test_a_layer_whose_weight_its_parent_reads_is_refused_under_relu(recwarn, structure,
-                                                                     reader, path):
-    """With ReLU a subset-sum layer's weight is [P, 2N]: a parent reading it itself failed at
+def test_a_layer_whose_weight_its_parent_reads_is_warned_of_under_relu(recwarn, structure,
+                                                                       reader, path):
+    """With ReLU a subset-sum layer's weight is [P, 2N]: a parent reading it itself fails at
     its first forward with "mat1 and mat2 shapes cannot be multiplied (2x6 and 12x4)", naming
-    no layer, after convert had warned of it and converted the model all the same (QA:
-    torchvision's swin_t, subsetsum). convert refuses it in one line, changing nothing, as an
-    attention of such projections is refused: the layer read in the parent's forward, in a
-    method it calls or in its base's, by getattr, or by a grandparent; the include and exclude
-    it names convert the model, the layer with activation='identity' (an [out, in] weight),
-    and it runs."""
+    no layer (QA: torchvision's swin_t, subsetsum). convert warns of it in one line (a warning:
+    the read matched in the source may never run): the layer read in the parent's forward, in
+    a method it calls or in its base's, by getattr, or by a grandparent; the include and
+    exclude it names convert the model, the layer with activation='identity' (an [out, in]
+    weight), unwarned, and it runs."""
     model = nn.Sequential(reader(), nn.ReLU(), nn.Linear(4, 3))
     pattern = f"*.{path}"  # (covering_patterns: '0.proj' read with its number as *)
-    with pytest.raises(ValueError, match=(
+    with pytest.warns(UserWarning, match=(
             rf"^convert: {reader.__name__} reads self\.{path}\.weight itself "
             rf"\(layer '0\.{path}'\), which with activation='relu' is \[P, 2N\] .*, so its "
-            rf"forward would fail: convert it with activation='identity', in a call of its own "
-            rf"\(include=\['\*\.{path}'\]\), and leave it out of this one "
+            rf"forward will fail if it runs that read: convert it with activation='identity', "
+            rf"in a call of its own \(include=\['\*\.{path}'\]\), and leave it out of this one "
             rf"\(exclude=\['\*\.{path}'\]\)$")):
-        convert(model, sparsity=0.5, structure=structure)
-    assert not any(isinstance(m, ln.SUBNET_MODULES) for m in model.modules())
+        relu = convert(nn.Sequential(reader(), nn.ReLU(), nn.Linear(4, 3)), sparsity=0.5,
+                       structure=structure)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        relu(torch.randn(2, 6))
+    recwarn.clear()
     convert(model, sparsity=0.5, structure=structure, exclude=[pattern])
     convert(model, sparsity=0.5, structure=structure, activation="identity", include=[pattern])
     assert model.get_submodule(f"0.{path}").structure.activation == "identity"
@@ -337,45 +339,81 @@ def test_a_layer_whose_weight_its_parent_reads_is_refused_under_relu(recwarn, st
 
 
 @pytest.mark.parametrize("structure", ["malach", "orseau", "dacunha"])
-def test_a_layer_whose_weight_its_parent_reads_is_refused_under_a_two_stage_structure(
+def test_a_layer_whose_weight_its_parent_reads_is_warned_of_under_a_two_stage_structure(
         recwarn, structure):
-    """A two-stage layer has no single weight: a parent reading it itself failed at its first
-    forward with "SubnetLinear with structure 'malach' has no single weight", naming no layer,
-    after convert had converted the model. convert refuses it as it refuses a ReLU subset-sum
-    layer read so; the include and exclude it names convert the model, the layer dense, and
-    it runs."""
+    """A two-stage layer has no single weight: a parent reading it itself fails at its first
+    forward with "SubnetLinear with structure 'malach' has no single weight", naming no layer.
+    convert warns of it as of a ReLU subset-sum layer read so; the include and exclude it
+    names convert the model, the layer dense, unwarned, and it runs."""
     model = nn.Sequential(ReadsItsLayersWeight(), nn.ReLU(), nn.Linear(4, 3))
-    with pytest.raises(ValueError, match=(
+    with pytest.warns(UserWarning, match=(
             rf"^convert: ReadsItsLayersWeight reads self\.proj\.weight itself \(layer "
             rf"'0\.proj'\), which with structure='{structure}' does not exist: its two stages "
-            rf"\(map, ReLU, map\) are not one linear map, so its forward would fail: convert it "
-            rf"with structure='dense', in a call of its own \(include=\['\*\.proj'\]\), and "
-            rf"leave it out of this one \(exclude=\['\*\.proj'\]\)$")):
-        convert(model, sparsity=0.5, structure=structure)
-    assert not any(isinstance(m, ln.SUBNET_MODULES) for m in model.modules())
+            rf"\(map, ReLU, map\) are not one linear map, so its forward will fail if it runs "
+            rf"that read: convert it with structure='dense', in a call of its own "
+            rf"\(include=\['\*\.proj'\]\), and leave it out of this one "
+            rf"\(exclude=\['\*\.proj'\]\)$")):
+        convert(nn.Sequential(ReadsItsLayersWeight()), sparsity=0.5, structure=structure)
+    recwarn.clear()
     convert(model, sparsity=0.5, structure=structure, exclude=["*.proj"])
     convert(model, sparsity=0.5, structure="dense", include=["*.proj"])
     assert model[0].proj.structure_name == "dense" and model[2].structure_name == structure
     assert model(torch.randn(2, 6)).shape == (2, 3) and not recwarn.list
 
 
-def test_swin_converted_with_relu_subset_sum_is_refused_naming_its_attention_layers():
+def test_swin_converted_with_relu_subset_sum_is_warned_of_naming_its_attention_layers(recwarn):
     """torchvision's Swin attention passes self.qkv.weight and self.proj.weight to
     F.linear itself: swin_t converted with subsetsum (ReLU) was warned of, one layer, and its
-    forward failed deep in torch. The refusal names both layers of every block, as patterns;
-    converted as it says, the model runs."""
+    forward failed deep in torch. The warning names both layers of every block, as patterns;
+    converted as it says, the model runs, unwarned."""
     from torchvision.models.swin_transformer import SwinTransformer
 
-    model = SwinTransformer([4, 4], 8, [1, 1], [2, 2], [2, 2], num_classes=3)
+    def swin():
+        return SwinTransformer([4, 4], 8, [1, 1], [2, 2], [2, 2], num_classes=3)
     patterns = ["features.*.*.attn.qkv", "features.*.*.attn.proj"]
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.warns(UserWarning, match=re.escape(
             "convert: ShiftedWindowAttention reads self.qkv.weight itself (layer "
             "'features.1.0.attn.qkv'; 3 other layers read so too)") + ".*" + re.escape(
             f"(include={patterns}), and leave them out of this one (exclude={patterns})")):
-        convert(model, sparsity=0.5, structure="subsetsum")
+        convert(swin(), sparsity=0.5, structure="subsetsum")
+    recwarn.clear()
+    model = swin()
     convert(model, sparsity=0.5, structure="subsetsum", exclude=patterns)
     convert(model, sparsity=0.5, structure="subsetsum", activation="identity", include=patterns)
-    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3) and not recwarn.list
+
+
+class ReadsItsLayersWeightOnlyWhereItWorks(nn.Module):
+    """Reads its layer's weight in a branch its forward does not take (timm's MobileViT v2
+    reads ``self.qkv_proj.weight`` only in a cross attention it never calls) and for its
+    shape only."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.cross = nn.Linear(6, 4), False
+
+    def forward(self, x):
+        if self.cross:
+            return nn.functional.linear(x, self.proj.weight, self.proj.bias)
+        return self.proj(x)[:, :self.proj.weight.shape[0]]
+
+
+def test_a_parent_whose_read_of_its_layers_weight_works_is_converted_and_runs(
+        recwarn, tmp_path):
+    """The read is matched in the source text, which cannot tell whether the forward runs it,
+    or reads only what works: such a model (timm's mobilevitv2_050, vit_small_patch16_dinov3,
+    ...) was refused by convert, and its ticket no longer loaded. It is converted after a
+    warning, runs, and its ticket's save and load (replaying the call) warn no more."""
+    def model():
+        return nn.Sequential(ReadsItsLayersWeightOnlyWhereItWorks(), nn.ReLU(), nn.Linear(4, 3))
+    with pytest.warns(UserWarning, match=r"^convert: ReadsItsLayersWeightOnlyWhereItWorks "
+                                         r"reads self\.proj\.weight itself"):
+        relu = convert(model(), sparsity=0.5, structure="subsetsum", seed=0)
+    assert relu(torch.randn(2, 6)).shape == (2, 3)
+    recwarn.clear()
+    ln.save_ticket(relu, tmp_path / "m.ticket")
+    loaded = ln.load_ticket(tmp_path / "m.ticket", model=model())
+    assert loaded(torch.randn(2, 6)).shape == (2, 3) and not recwarn.list
 
 
 class ReadsItsLayersDeviceOrWeightOffItsForward(nn.Module):
