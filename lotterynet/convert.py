@@ -481,8 +481,8 @@ def _keeps_nothing(model: nn.Module, refused: list[str],
         ways.append("unshare the first-stage weights u (shared=False)")
     with on_meta():  # (the tensors, of every size, that a sparsity of 0 keeps)
         tensors = [(tensor, name) for name in refused for tensor in
-                   layers[name][1].build(layers[name][0], False, seed=0,
-                                         **{**options, "sparsity": 0.0}).modules()
+                   _built(layers[name][0], name, layers[name][1], BIAS_MODES.get("none"),
+                          seed=0, **{**options, "sparsity": 0.0}).modules()
                    if isinstance(tensor, MaskedWeight)]
     tensor, name = min(tensors, key=lambda t: t[0].group_size)  # (the first of the smallest)
     try:

@@ -633,6 +633,17 @@ def test_a_refusal_to_keep_no_weight_names_the_lowest_limit_and_builds_no_layer(
     assert devices == {"meta"}
 
 
+def test_a_layer_refused_while_its_sparsity_limit_is_sought_is_named():
+    """A layer the sparsity keeps no weight of is built again at sparsity 0 to find the limit;
+    an attention of ReLU subset-sum projections is refused there, which named no layer
+    ('attention projections must be single linear maps; ...'): the refusal names it, as every
+    other refusal of a layer does."""
+    with pytest.raises(ValueError, match=r"^cannot convert module '0': attention projections "
+                                         r"must be single linear maps"):
+        convert(nn.Sequential(nn.MultiheadAttention(8, 2, kdim=2, vdim=1)), sparsity=0.999,
+                structure="subsetsum")
+
+
 def test_hooks_on_a_replaced_layer_are_the_new_layers():
     """Forward (pre) and backward hooks see the subnet layer's calls, and the handles their
     registration returned remove them from it."""
