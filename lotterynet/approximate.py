@@ -491,7 +491,7 @@ def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
         delta_w = DELTA / (2 * theory.target_weights(widths))
         per_weight = (first.hidden / (first.fan_in * first.fan_out) if construction == "malach"
                       else 8 * math.ceil(k * math.log(k / delta_w)))
-        return f"{per_weight:.3g}", f"{first.hidden:.3g}"
+        return theory_count(per_weight), theory_count(first.hidden)
     gamma_ = NATALE_DENSITY
     if construction == "natale_k":
         point = smallest_working(result)
@@ -501,12 +501,18 @@ def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
     fan_in, fan_out = pairs[0]
     if construction.startswith("natale"):
         ns = [theory.natale_terms(a, b, ell, min(EPSILON, DELTA), gamma_) for a, b in pairs]
-        return f"{max(ns)} (γ′ = {gamma_:.3g})", f"{2 * fan_in * ns[0]:,}"
+        return f"{theory_count(max(ns))} (γ′ = {gamma_:.3g})", theory_count(2 * fan_in * ns[0])
     widths, kernel = NETS[net]
     layers = theory.dacunha(widths, EPSILON, DELTA, kernel=kernel)  # (Pensia's n* at d = 1)
     ns = [layer.hidden // layer.fan_out for layer in layers]
     hidden = layers[0].hidden if construction == "dacunha" else ns[0] * fan_in
-    return str(max(ns)), f"{hidden:,}"
+    return theory_count(max(ns)), theory_count(hidden)
+
+
+def theory_count(x: float) -> str:
+    """A size as the table writes it: exact with thousands separators (Orseau's m = 7,536),
+    to 3 digits in e-notation only where it is astronomically large (Malach's 2.24e+16)."""
+    return f"{x:,.0f}" if x < 1e12 else f"{x:.3g}"
 
 
 def load_results(directory: Path) -> list[dict]:

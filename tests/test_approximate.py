@@ -149,9 +149,11 @@ def test_curves_and_the_width_table(monkeypatch):
     # FC2's 397,000 weights; with δ in its place the table said 2.87e+03)
     k = theory.orseau_k((784, 500, 10), 0.01)
     asked = theory_sizes("fc2", "orseau", result)[0]
-    assert asked == "7.54e+03"  # 7,536 to the table's 3 digits
-    assert asked == f"{8 * math.ceil(k * math.log(k * 2 * 397_000 / 0.01)):.3g}"
-    assert asked != f"{8 * math.ceil(k * math.log(k / 0.01)):.3g}"  # δ_w = δ: 2.87e+03
+    assert asked == "7,536"  # exact, as README quotes it (it printed 7.54e+03)
+    assert asked == f"{8 * math.ceil(k * math.log(k * 2 * 397_000 / 0.01)):,}"
+    assert asked != f"{8 * math.ceil(k * math.log(k / 0.01)):,}"  # δ_w = δ: 2,872
+    # e-notation only where astronomically large: Malach's m per weight and hidden width
+    assert theory_sizes("fc2", "malach", result) == ("2.24e+16", "8.8e+21")
     # Pensia's and da Cunha's n are theory.pensia's / theory.dacunha's, with their min{ε, δ}
     # (it was recomputed with ε): at δ = 0.001, 3⌈log2(784·500·2/0.001)⌉ = 3 · 30 = 90 per
     # input; LeNet5's layer 2 3⌈log2(6·16·25·2/0.001)⌉ = 69, layer 1 57 per output, · 6
@@ -210,10 +212,10 @@ def test_theorem_widths_of_lenet5_take_layer_1s_own_n():
     # at γ′ = 2/16, H2(1/8) = 0.54356: layer 1 n* = 954 (log2²(2·2·25·6·⅛·954 / 0.01) / H2
     # = 22.7705² / 0.54356 = 953.88), layer 2 1,371 (27.2937² / 0.54356 = 1,370.48);
     # hidden 2 · 25 · 954
-    assert theory_sizes("lenet5", "natale_k", result) == ("1371 (γ′ = 0.125)", "47,700")
+    assert theory_sizes("lenet5", "natale_k", result) == ("1,371 (γ′ = 0.125)", "47,700")
     # FC2's largest n is layer 1's: 2 · 784 · 1,585 (Eq. (28): 1,585 for (784, 500), 1,033 for
     # (500, 10) at γ′ = 1/4)
-    assert theory_sizes("fc2", "natale", result) == ("1585 (γ′ = 0.25)", "2,485,280")
+    assert theory_sizes("fc2", "natale", result) == ("1,585 (γ′ = 0.25)", "2,485,280")
 
 
 def test_paper_defaults_of_the_coefficient_range():
