@@ -95,7 +95,7 @@ from .grid import (
     sweep_dir_of,
 )
 from .lifetime import die_with_parent
-from .loggers import METRICS_FILE
+from .loggers import METRICS_FILE, read_wandb_id
 from .paper import LABELS, TRAINED, paper_accuracy
 from .params import kept_params
 from .run import (
@@ -1264,6 +1264,24 @@ def cells_outside(sweep: Sweep, sweep_dir: Path) -> list[str]:
         f"*/{RESULTS}")) if name not in grid and ".stale-" not in name)
 
 
+def cells_without_wandb(sweep: Sweep, sweep_dir: Path) -> list[str]:
+    """The finished cells of the sweep's grid that have no W&B run (trained without
+    ``--wandb``): neither their own folder nor the stack's that trained them (their results'
+    ``stack.dir``) holds a W&B id file (:func:`~lotterynet.loggers.read_wandb_id`)."""
+    missing = []
+    for name in (cell_name(label, v) for label, v in sweep.cells()):
+        cell_dir = sweep_dir / "cells" / name
+        results = relocate(cell_dir, read_results(cell_dir))
+        if results is None:
+            continue
+        stack = results.get("stack") if isinstance(results.get("stack"), dict) else {}
+        # (a stack's folder as the sweep stores it, relative to it: :func:`stored_in_sweep`)
+        trained_in = sweep_dir / stack["dir"] if isinstance(stack.get("dir"), str) else cell_dir
+        if read_wandb_id(trained_in) is None:
+            missing.append(name)
+    return missing
+
+
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / SWEEP_FILE)
@@ -1281,6 +1299,12 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         if sweep.base.get("wandb"):
             log_to_wandb(spelled_rows(rows, spelled), figure, sweep.base)
         print((sweep_dir / TABLE_MD).read_text(), end="")
+        if sweep.base.get("wandb") and (unlogged := cells_without_wandb(sweep, sweep_dir)):
+            one = len(unlogged) == 1
+            print(f"{plural(len(unlogged), 'finished cell')} {'has' if one else 'have'} no W&B "
+                  f"run (trained without --wandb): {', '.join(unlogged)}; "
+                  f"{'its row is' if one else 'their rows are'} in the summary table",
+                  flush=True)
         if outside := cells_outside(sweep, sweep_dir):
             print(f"not in the table: {plural(len(outside), 'finished cell')} of "
                   f"{sweep_dir / 'cells'} "

@@ -24,6 +24,7 @@ from conftest import REPO, STD_CONVS, TINY_BIT, default_sigint, processes_mentio
 from lotterynet.cli import build_parser, given_values, main
 from lotterynet.config import ConfigError, ConfigLoader, make_config
 from lotterynet.grid import Overrides, Sweep, cell_name, load_sweep, parse_variant, variant_label
+from lotterynet.loggers import keep_wandb_id
 from lotterynet.run import run
 from lotterynet.stack import StackRecord, read_stack_file, write_stack_file
 
@@ -188,7 +189,7 @@ def test_the_csv_table_and_the_figure_spell_out_hashed_variant_values(tmp_path, 
     assert (tmp_path / "sweep.csv").read_text().splitlines()[0].startswith("variant,sparsity,")
 
 
-def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
+def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys, monkeypatch):
     out = tmp_path / "sweep"
     argv = [*TINY, "--data-dir", str(data_dir), "--sweep-out", str(out)]
     assert main(argv) == 0
@@ -218,6 +219,22 @@ def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys):
     assert "5 already done, 0 to run" in capsys.readouterr().out
     assert stamps == {c: (out / "cells" / c / "results.json").stat().st_mtime_ns for c in cells}
     assert rows(out) == table
+    # --wandb added later: the cells trained without it have no W&B run, and the sweep says
+    # which (their rows are in its summary table); a cell or stack with its id file has one
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(sweep_module, "log_to_wandb", lambda *_: None)
+    stored = {c: json.loads((out / "cells" / c / "results.json").read_text()) for c in cells}
+    logged = [c for c in cells if "stack" not in stored[c]][:1]
+    keep_wandb_id(out / "cells" / logged[0], "a1")
+    stack = next(r["stack"]["dir"] for r in stored.values() if "stack" in r)
+    keep_wandb_id(out / stack, "b2")
+    logged += [c for c in cells if stored[c].get("stack", {}).get("dir") == stack]
+    assert main([*argv, "--wandb"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "no W&B run" in x)
+    head, _, names = line.removesuffix("; their rows are in the summary table").partition(": ")
+    unlogged = [c for c in cells if c not in logged]
+    assert head == f"{len(unlogged)} finished cells have no W&B run (trained without --wandb)"
+    assert sorted(names.split(", ")) == unlogged
     # a narrower grid there: its table leaves the trained baseline out, and says so (silently)
     assert main([*argv, "--no-baseline"]) == 0
     assert "not in the table: 1 finished cell of " in capsys.readouterr().out
