@@ -106,6 +106,14 @@ def _check_generator(generator) -> None:
                     f"CPU) or None, got {got}")
 
 
+def _clock(device: torch.device) -> float:
+    """Seconds, once the work queued on ``device`` has run (a GPU's kernels return before they
+    have: unsynchronized, a solve on CUDA was timed as the time to queue it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:
     """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one), as
     ``convert`` makes it (:data:`~lotterynet.convert.CONVERTIBLE`'s rule for ``layer``'s
@@ -151,9 +159,9 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
         if layer.bias is not None:
             raise ValueError("shared_per_row is defined for bias-free layers")
         coeffs = coeffs.repeat_interleave(per_row, dim=0)
-    start = time.perf_counter()
+    start = _clock(targets.device)
     selection, approx, error = solve(targets, coeffs, k, progress=False)
-    seconds = time.perf_counter() - start
+    seconds = _clock(targets.device) - start
 
     if k is None:
         subnet = _subnet_like(layer, structure="subsetsum", pairs=n, activation="identity",
@@ -290,9 +298,9 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     inputs = neurons // m  # hidden neuron h = i·m + t sees input i
     u_own = u.weight.detach()[neurons, inputs].view(d_in, m)
     products = v.weight.detach().view(d_out, d_in, m) * u_own
-    start = time.perf_counter()
+    start = _clock(w.device)
     chosen = select(products, u_own > 0, w) | select(products, u_own < 0, w)
-    seconds = time.perf_counter() - start
+    seconds = _clock(w.device) - start
     v.set_mask(chosen.view(d_out, m * d_in))
     u_mask = torch.zeros(m * d_in, d_in, dtype=torch.bool, device=w.device)
     u_mask[neurons, inputs] = chosen.any(0).view(-1)

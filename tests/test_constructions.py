@@ -11,6 +11,7 @@ from torch import nn
 
 import lotterynet as ln
 from conftest import requires_cuda
+from lotterynet import constructions
 from lotterynet.constructions import (
     GOLDEN_GAMMA,
     coefficient_bounds,
@@ -404,6 +405,29 @@ def test_a_cuda_layer_is_built_on_cuda_as_on_the_cpu(build):
     with pytest.raises(TypeError, match="^generator must be a CPU torch.Generator .* got one on "
                                         "cuda:0$"):
         build(layer.cuda(), torch.Generator(device="cuda"))
+
+
+@pytest.mark.parametrize("build", DEVICE_BUILDS)
+def test_solve_seconds_wait_for_the_layers_device(build, monkeypatch):
+    """The solve and the product selection were timed with time.perf_counter() alone: on a GPU,
+    whose kernels return before they have run, solve_seconds under-reported. Both clock reads
+    go through constructions._clock on the layer's device, which synchronizes a CUDA one."""
+    reads = []
+
+    def clock(device):
+        reads.append(device)
+        return 10.0 * len(reads)
+
+    monkeypatch.setattr(constructions, "_clock", clock)
+    layer = small_linear()
+    _, stats = build(layer, torch.Generator().manual_seed(3))
+    assert reads == [layer.weight.device] * 2 and stats["solve_seconds"] == 10.0
+    monkeypatch.undo()
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", synced.append)
+    constructions._clock(torch.device("cpu"))
+    constructions._clock(torch.device("cuda", 1))  # (no GPU needed: synchronize is faked)
+    assert synced == [torch.device("cuda", 1)]
 
 
 @pytest.mark.parametrize("generator, got", [(3, "3"), ("seed", "'seed'")])
