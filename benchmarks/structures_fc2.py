@@ -19,7 +19,7 @@ from pathlib import Path
 
 import flags
 
-from lotterynet.data import load_split
+from lotterynet.datamodule import load_or_download
 from lotterynet.structures import STRUCTURES, TargetShape, layer_counts
 from lotterynet.validate import check_output_dir
 from lotterynet.widen import wide_width
@@ -68,7 +68,9 @@ def main(argv=None) -> None:
     parser = flags.parser(__file__, __doc__)
     # Every path made absolute as it is parsed, against the caller's directory: the runs'
     # train.py and this script then read and write the same places.
-    parser.add_argument("--data-dir", required=True, type=os.path.abspath)
+    parser.add_argument("--data-dir", required=True, type=os.path.abspath,
+                        help="folder holding MNIST/ in torchvision's layout (downloaded if "
+                        "missing and online)")
     parser.add_argument("--epochs", type=flags.integer(1), default=1)
     parser.add_argument("--limit-train", type=flags.integer(1), default=10000)
     parser.add_argument("--budget", type=flags.integer(1), default=198_500)
@@ -84,7 +86,8 @@ def main(argv=None) -> None:
     with flags.reported(parser):
         check_output_dir(args.runs_dir, "--runs-dir")
         check_output_dir(Path(args.out).parent, "--out")
-        load_split("mnist", args.data_dir, train=False)  # missing data: said here, not per run
+        # missing data: downloaded (or said) here, as the runs' train.py would, not per run
+        load_or_download("mnist", args.data_dir, train=False)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # written after all the training
     rows = []
     for i, (label, count, budget, structure_flags) in enumerate(plan):

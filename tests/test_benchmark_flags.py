@@ -42,7 +42,6 @@ CASES = [  # (script, argv, what the line must name)
     ("structures_fc2", ["--data-dir", "DATA", "--budget", "500000"],
      "argument --budget: 500,000 is more than a structure keeps unpruned; valid: 1 to"),
     ("structures_fc2", ["--data-dir", "DATA", "--runs-dir", "FILE"], "--runs-dir"),
-    ("structures_fc2", ["--data-dir", "EMPTY"], "mnist: no data under"),
     ("gpu_suite", ["--device", "tpu"], "argument --device: 'tpu' is not a device"),
     ("bench_lightning_overhead", ["--steps", "3"], "argument --steps: 3 is not an integer >= 10"),
     ("bench_lightning_overhead", ["--data-dir", "EMPTY"], "mnist: no data under"),
@@ -150,6 +149,30 @@ def test_structures_fc2_paths_are_the_callers_and_inits_the_ones_used(monkeypatc
                      "orseau H=5·d_in, hyperbolic": "hyperbolic",
                      "subsetsum identity n=5": "kaiming_normal",
                      "fixedsize identity n=5, k=1": "kaiming_normal"}
+
+
+def test_structures_fc2_downloads_missing_data_as_its_runs_do(monkeypatch, tmp_path, capsys):
+    """Missing MNIST was refused with "..., or allow downloading", which the script has no way
+    to do, while its train.py runs download what is missing: it loads the data as they do
+    (datamodule.load_or_download), so offline the one line says the download failed, before
+    any run, and leaves no folder behind."""
+    from torchvision import datasets
+
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network here")
+
+    monkeypatch.setattr(datasets.MNIST, "download", offline)
+    structures_fc2 = benchmark("structures_fc2", monkeypatch)
+    runs = []
+    monkeypatch.setattr(structures_fc2.subprocess, "run", lambda cmd, **kwargs: runs.append(cmd))
+    with pytest.raises(SystemExit) as exit_:
+        structures_fc2.main(["--data-dir", str(tmp_path / "none"), "--runs-dir",
+                             str(tmp_path / "runs"), "--out", str(tmp_path / "fc2")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and runs == [] and len(err.splitlines()) == 1, err
+    assert err.startswith(f"structures_fc2.py: error: mnist: no data under {tmp_path / 'none'}")
+    assert err.rstrip().endswith("and the download failed (no network here)"), err
+    assert not (tmp_path / "none").exists()
 
 
 def test_lightning_overhead_warms_up_every_loop_and_alternates_the_order(monkeypatch):
