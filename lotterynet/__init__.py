@@ -21,7 +21,7 @@ _EXPORTS = {
     "SubnetMultiheadAttention": "attention", "SUBNET_MODULES": "attention",
     "StackedModel": "stacked",
     "stack_models": "stacked", "run_stack": "stack", "EdgePopupModule": "module",
-    "TensorDataModule": "datamodule",
+    "TensorDataModule": "datamodule", "build_model": "models",
 }
 
 
@@ -68,6 +68,7 @@ __all__ = [
     "TargetShape",
     "TensorDataModule",
     "TicketError",
+    "build_model",
     "convert",
     "count_params",
     "export",

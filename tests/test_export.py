@@ -1,5 +1,7 @@
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -369,6 +371,14 @@ def test_package_lists_and_resolves_every_export():
 
     assert set(ln.__all__) <= set(dir(ln))
     assert all(getattr(ln, name) is not None for name in ln.__all__)
+
+
+def test_every_name_the_readme_calls_from_lotterynet_is_exported():
+    """README writes the library's API as ``ln.NAME``; each such name is one of lotterynet's
+    exports (``ln.build_model`` was not)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    used = set(re.findall(r"\bln\.(\w+)", readme))
+    assert used and used <= set(ln.__all__), sorted(used - set(ln.__all__))
 
 
 def test_a_model_on_the_meta_device_exports_shapes_and_is_no_ticket(tmp_path):
