@@ -539,8 +539,18 @@ def _rebuild(header: dict, base: nn.Module | None) -> nn.Module:
     ``base`` was built by one (it made them again)."""
     if base is None:  # (a spec or call saved before ignored options were refused: as then)
         spec = without_ignored_options(header["spec"])
-        base = build_model(**spec)
+        with _warned_when_made():  # (a timm spec's build converts)
+            base = build_model(**spec)
     return _replay_converts(base, _replayed(base, header.get("converts", [])))
+
+
+@contextlib.contextmanager
+def _warned_when_made():
+    """Without convert's warnings (layers left dense, near-zero layer scales, weights read by
+    a parent), which the model's build gave when it was made: a load repeats none of them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def _replayed(base: nn.Module, converts: list[dict]) -> list[dict]:
@@ -625,12 +635,11 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
 
 def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
     """Apply the ticket's recorded ``convert()`` calls to ``model``, in order, without their
-    warnings (layers left dense, near-zero layer scales), which the calls gave when made."""
+    warnings (:func:`_warned_when_made`)."""
     for call in converts:
         path = call["path"]
         target = model.get_submodule(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+        with _warned_when_made():
             result = convert(target, **without_ignored_options(call["kwargs"]))
         if result is not target:  # the call converted a layer itself
             if not path:

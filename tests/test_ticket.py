@@ -5,6 +5,7 @@ import re
 import struct
 import subprocess
 import sys
+import warnings
 
 import pytest
 import timm
@@ -143,6 +144,28 @@ def test_a_registered_architectures_layers_made_without_a_seed_store_their_weigh
                                          r"ticket stores their frozen weights, .*: 416 of its"):
         save_ticket(model, tmp_path / "t.ticket")  # (12 x 8 + 8 float32 values)
     assert_same_ticket(model, load_ticket(tmp_path / "t.ticket").eval(), VECTORS)
+
+
+def test_a_ticket_loaded_by_path_repeats_none_of_the_builds_warnings(tmp_path, monkeypatch):
+    """A registered architecture whose build converts with a warning (here a ConvTranspose2d
+    left dense; a timm model's near-zero layer scales, a parent reading a layer's weight): its
+    ticket loaded by path alone rebuilds it from the spec without repeating the warning, as
+    the replayed convert() calls never did (it was given again at every load)."""
+    def upsampling(*, seed):
+        torch.manual_seed(seed)  # (the dense ConvTranspose2d's weights, as a builder would)
+        return ln.convert(nn.Sequential(nn.Linear(6, 4), nn.Unflatten(1, (1, 2, 2)),
+                                        nn.ConvTranspose2d(1, 1, 2)),
+                          sparsity=0.5, seed=seed, include=["0", "2"])
+
+    monkeypatch.setitem(MODELS._entries, "upsampling", upsampling)
+    with pytest.warns(UserWarning, match=r"left dense"):
+        model = build_model("upsampling", seed=0)
+    save_ticket(model, tmp_path / "t.ticket")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_ticket(tmp_path / "t.ticket")
+    x = torch.randn(3, 6)
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
 
 
 def test_an_argument_a_ticket_cannot_give_back_is_refused_where_the_model_is_built(
