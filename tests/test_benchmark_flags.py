@@ -57,6 +57,7 @@ def test_bad_flag_is_one_line_exit_2(script, argv, named, capsys, monkeypatch, t
                                      data_dir):
     (tmp_path / "FILE").write_text("a file, not a folder")
     (tmp_path / "EMPTY").mkdir()
+    offline(monkeypatch)  # (an EMPTY case would download MNIST on a machine online, and run)
     places = {"DATA": str(data_dir), "EMPTY": str(tmp_path / "EMPTY"),
               "FILE": str(tmp_path / "FILE")}
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
@@ -70,6 +71,16 @@ def test_bad_flag_is_one_line_exit_2(script, argv, named, capsys, monkeypatch, t
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"{script}.py: error: "), err
     assert named in err, err
+
+
+def offline(monkeypatch) -> None:
+    """torchvision's MNIST (and Fashion-MNIST) downloads fail, as on a machine offline."""
+    from torchvision import datasets
+
+    def download(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network here")
+
+    monkeypatch.setattr(datasets.MNIST, "download", download)
 
 
 def benchmark(name: str, monkeypatch):
@@ -156,12 +167,7 @@ def test_structures_fc2_downloads_missing_data_as_its_runs_do(monkeypatch, tmp_p
     to do, while its train.py runs download what is missing: it loads the data as they do
     (datamodule.load_or_download), so offline the one line says the download failed, before
     any run, and leaves no folder behind."""
-    from torchvision import datasets
-
-    def offline(self):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network here")
-
-    monkeypatch.setattr(datasets.MNIST, "download", offline)
+    offline(monkeypatch)
     structures_fc2 = benchmark("structures_fc2", monkeypatch)
     runs = []
     monkeypatch.setattr(structures_fc2.subprocess, "run", lambda cmd, **kwargs: runs.append(cmd))
