@@ -148,6 +148,8 @@ def wrong_mnist(tmp: Path, data_dir: Path, kind: str) -> str:
 
 
 NO_GPU = not torch.cuda.is_available()
+#: A valid path of 150 one-letter names, whose cell folder name would be 300 characters long.
+LONG_PATH = "/".join(["x"] * 150)
 C = "{ckpt}"  # placeholders filled in by the test: files it creates under tmp_path
 # (argv, substrings the one line must contain)
 CASES = [
@@ -475,8 +477,9 @@ CASES = [
       "--sweep-seeds", "1", "--seed", "0"], ["--seed 0", "not for a sweep", "axis"]),
     (["--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--sweep-variants", "dense",
       "--sparsity", "0"], ["--sparsity 0", "not for a sweep", "axis"]),
-    (["--sweep", "{sw_long_name}", "--wandb-sweep", "{tmp}/w.yaml"],
-     ["folder of sweep cell dense/", "names of at most 255"]),
+    # (a path of many short names, as the variant's data_dir: '/' is '-' in the cell's name)
+    (["--sweep", "{sw_long_name}", "--wandb-sweep", "{tmp}/w.yaml", "--data-dir", LONG_PATH],
+     ["folder of sweep cell data_dir=x/x/", "names of at most 255"]),
     (["--stack-file", "/nonexistent/stack.yaml"], ["/nonexistent/stack.yaml", "not found"]),
     (["--sweep", "{tmp}"], ["sweep file", "is a folder; give the file in it"]),
     (["--stack-file", "{st_nomembers}"], ["st_nomembers", "not a stack file", "members"]),
@@ -788,7 +791,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
                            "base": {"arch": "fc2"}},
         "st_badcells": {"members": [member, {**member, "sparsity": 0.9}], "cells": [1, 2]},
         "sw_variant_resume": {**sweep, "variants": [{"structure": "dense", "resume": "x.ckpt"}]},
-        "sw_long_name": {**sweep, "variants": [{"structure": "dense", "wandb_notes": "x" * 300}]},
+        "sw_long_name": {**sweep, "variants": [{"structure": "dense", "data_dir": LONG_PATH}]},
         "sw_variant_exclude": {**sweep, "variants": [{"structure": "dense", "exclude": ["0"]}]},
         "cfg_exclude_text": {"arch": "timm:resnet10t", "model": {"exclude": "conv1.0"}},
         "cfg_exclude_empty": {"arch": "timm:resnet10t", "exclude": ["conv1.0", ""]},
