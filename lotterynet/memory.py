@@ -56,8 +56,9 @@ def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig) -> Me
     gradient and the optimizer's state (:func:`optimizer_states`), all allocated by the end of
     the first step, and what autograd saves for the backward in one forward of a training
     batch of ``config``'s data set (:func:`saved_for_backward`; its batch size, or all the
-    examples where they are fewer). Nothing else (the gradients flowing back, the data, the
-    allocators' own) is counted."""
+    examples where they are fewer; the batch itself where a layer saves it). Nothing else (the
+    gradients flowing back, a step's temporaries, the data set, the allocators' own) is
+    counted."""
     dtype = CAST.get(config.precision, torch.float32)
     batch = min(config.batch_size, examples_per_device(config))
     need = MemoryNeed(0, 0, 0, 0, 0, dtype, 0, batch)
@@ -91,7 +92,8 @@ def saved_for_backward(models: Sequence[torch.nn.Module], shape: tuple[int, ...]
     the activations, and the masked weights the subnet layers compute, each storage once (two
     tensors that share one are one), its floating tensors in ``dtype``; not the models' own
     parameters and buffers, counted already. None (0) where a forward cannot run on ``meta``
-    (an operation without a meta kernel, a value read off the data): still a lower bound."""
+    (an operation without a meta kernel, a value read off the data, whatever it raises there:
+    the run is not refused for it): still a lower bound."""
     held = {t.untyped_storage()._cdata for m in models for t in (*m.parameters(), *m.buffers())}
     saved: dict[int, torch.Tensor] = {}  # by storage (the tensor kept: its id stays unique)
 
@@ -108,7 +110,7 @@ def saved_for_backward(models: Sequence[torch.nn.Module], shape: tuple[int, ...]
             x = models[0][:n](x) if n else x
             for model in models:  # (built in training mode)
                 (model[n:] if n else model)(x)
-    except (NotImplementedError, RuntimeError):
+    except Exception:  # noqa: BLE001 (a forward that runs on a real device may fail on meta)
         return 0
     return sum(t.untyped_storage().nbytes() // t.element_size()
                * (dtype if t.is_floating_point() else t.dtype).itemsize for t in saved.values())

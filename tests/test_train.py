@@ -265,9 +265,15 @@ def test_a_forward_that_cannot_run_on_the_meta_device_counts_nothing_saved():
         def forward(self, x):
             return x * float(x.detach().sum())
 
+    class ToNumpy(torch.nn.Module):  # (on meta: a TypeError, which train.py would have taken
+        def forward(self, x):  # for a model that cannot be built, and refused the run)
+            return x + float(x.detach().numpy().sum())
+
     linear = torch.nn.Linear(3, 4, device="meta")
     assert saved_for_backward([linear], (2, 3), torch.float32) == 2 * 3 * 4  # its input
-    assert saved_for_backward([torch.nn.Sequential(linear, Reads())], (2, 3), torch.float32) == 0
+    for reads in (Reads(), ToNumpy()):
+        assert saved_for_backward([torch.nn.Sequential(linear, reads)], (2, 3),
+                                  torch.float32) == 0
 
 
 def test_the_wide_sizing_builds_nothing_for_real(monkeypatch):
