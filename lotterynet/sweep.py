@@ -1186,10 +1186,9 @@ CPU_HOURS_WITHOUT_ASKING = 4.0
 def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 1
                  ) -> tuple[float, str] | None:
     """``(hours, description)`` for the cells of ``sweep`` not finished yet on the CPU, stacked
-    as :func:`run_cells` will stack them (a stack that resumes: every member it holds, for the
-    epochs each has left) and, with ``jobs`` at once, spread over them longest first (over at
-    most as many as the CPU has cores), each cell at its own architecture's epoch time; None
-    where an architecture of the cells has no stated epoch time."""
+    as :func:`run_cells` will stack them and, with ``jobs`` at once, spread over them longest
+    first (over at most as many as the CPU has cores), each cell at its own architecture's
+    epoch time; None where an architecture of the cells has no stated epoch time."""
     if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
         return None
     configs = cell_configs(sweep, sweep_dir)
@@ -1197,20 +1196,13 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
             if not cell_done(config, Path(config.out))]
     stacks, single, _ = plan_stacks(sweep, sweep_dir, configs, todo, jobs) if stack else \
         ({}, todo, {})
-    # a stack that resumes (as plan_stacks resumes it) trains every member its checkpoint
-    # holds, a finished one too, for the epochs each has left; a diverged one no more
-    trained: dict[str, int] = {}
-    for stack_dir, members in stacks.items():
-        record = stack_record(stack_dir)
-        if cannot_continue(record, members, [configs[m] for m in members],
-                           [sweep_dir / "cells" / m for m in members]) is None:
-            trained |= {m: configs[m].epochs if m in record.diverged else record.epochs_done
-                        for m in members}
+    unfinished = dict(todo)
 
     def epochs(name: str) -> float:
-        left = max(0, configs[name].epochs - trained.get(name, 0))
+        if name not in unfinished:  # a finished member of a stack that resumes
+            return 0.0
         # (all its examples: DDP ranks on the CPU share its cores)
-        return left * training_examples(configs[name]) / FULL_EPOCH
+        return configs[name].epochs * training_examples(configs[name]) / FULL_EPOCH
 
     def cost(name: str, kind: str) -> float:
         """The seconds of cell ``name``'s epochs left, ``kind`` "stacked" or "single"."""
