@@ -539,15 +539,16 @@ def _rebuild(header: dict, base: nn.Module | None) -> nn.Module:
     ``base`` was built by one (it made them again)."""
     if base is None:  # (a spec or call saved before ignored options were refused: as then)
         spec = without_ignored_options(header["spec"])
-        with _warned_when_made():  # (a timm spec's build converts)
+        with _without_user_warnings():  # (a timm spec's build converts)
             base = build_model(**spec)
     return _replay_converts(base, _replayed(base, header.get("converts", [])))
 
 
 @contextlib.contextmanager
-def _warned_when_made():
-    """Without convert's warnings (layers left dense, near-zero layer scales, weights read by
-    a parent), which the model's build gave when it was made: a load repeats none of them."""
+def _without_user_warnings():
+    """Without ``UserWarning`` s, which a load's rebuild would give again (convert's: layers
+    left dense, near-zero layer scales, weights read by a parent; a builder's own): the
+    model's build gave them when it was made."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         yield
@@ -635,11 +636,11 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
 
 def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
     """Apply the ticket's recorded ``convert()`` calls to ``model``, in order, without their
-    warnings (:func:`_warned_when_made`)."""
+    warnings (:func:`_without_user_warnings`)."""
     for call in converts:
         path = call["path"]
         target = model.get_submodule(path)
-        with _warned_when_made():
+        with _without_user_warnings():
             result = convert(target, **without_ignored_options(call["kwargs"]))
         if result is not target:  # the call converted a layer itself
             if not path:
