@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from functools import partial
 
 import torch
@@ -49,6 +48,7 @@ from torch import nn
 from .convert import CONVERTIBLE, type_name
 from .distributions import check_positive, draw_seed, orseau_range
 from .layers import SubnetConv2d, SubnetLinear
+from .machine import device_clock
 from .registry import check_choice
 from .structures import check_positive_int
 from .subsetsum import check_values, solve
@@ -106,14 +106,6 @@ def _check_generator(generator) -> None:
                     f"CPU) or None, got {got}")
 
 
-def _clock(device: torch.device) -> float:
-    """Seconds, once the work queued on ``device`` has run (a GPU's kernels return before they
-    have: unsynchronized, a solve on CUDA was timed as the time to queue it)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:
     """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one), as
     ``convert`` makes it (:data:`~lotterynet.convert.CONVERTIBLE`'s rule for ``layer``'s
@@ -159,9 +151,9 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
         if layer.bias is not None:
             raise ValueError("shared_per_row is defined for bias-free layers")
         coeffs = coeffs.repeat_interleave(per_row, dim=0)
-    start = _clock(targets.device)
+    start = device_clock(targets.device)
     selection, approx, error = solve(targets, coeffs, k, progress=False)
-    seconds = _clock(targets.device) - start
+    seconds = device_clock(targets.device) - start
 
     if k is None:
         subnet = _subnet_like(layer, structure="subsetsum", pairs=n, activation="identity",
@@ -298,9 +290,9 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     inputs = neurons // m  # hidden neuron h = i·m + t sees input i
     u_own = u.weight.detach()[neurons, inputs].view(d_in, m)
     products = v.weight.detach().view(d_out, d_in, m) * u_own
-    start = _clock(w.device)
+    start = device_clock(w.device)
     chosen = select(products, u_own > 0, w) | select(products, u_own < 0, w)
-    seconds = _clock(w.device) - start
+    seconds = device_clock(w.device) - start
     v.set_mask(chosen.view(d_out, m * d_in))
     u_mask = torch.zeros(m * d_in, d_in, dtype=torch.bool, device=w.device)
     u_mask[neurons, inputs] = chosen.any(0).view(-1)

@@ -1,6 +1,6 @@
 """The machine a run is on: the CPU's model name (for results and benchmarks), the memory it
-has available, the one allocator setting that CPU training needs, and whether this process is
-a DDP worker."""
+has available, the one allocator setting that CPU training needs, whether this process is
+a DDP worker, and a clock for work queued on a GPU."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import time
 
 #: glibc ``mallopt`` parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -56,3 +57,14 @@ def keep_freed_memory() -> bool:
 def is_launched_worker() -> bool:
     """True in the processes Lightning's DDP launcher starts (rank > 0)."""
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+def device_clock(device) -> float:
+    """Seconds (``time.perf_counter``), once the work queued on ``device`` (a
+    ``torch.device``) has run: a GPU's kernels return before they have, so an unsynchronized
+    clock times only their queueing."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

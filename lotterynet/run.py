@@ -13,7 +13,6 @@ import os
 import random
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,7 +63,7 @@ from .lifetime import (
     tying_launched_ranks,
 )
 from .loggers import METRICS_FILE, WANDB_ID_FILE, finish_wandb, make_loggers
-from .machine import cpu_name, is_launched_worker
+from .machine import cpu_name, device_clock, is_launched_worker
 from .masking import masked_weights
 from .memory import check_fits, memory_needed
 from .models import split_arch
@@ -370,14 +369,14 @@ class EpochTimer(pl.Callback):
         trainer.should_stop = trainer.should_stop or self.stopped
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self._start = self._clock(pl_module)
+        self._start = device_clock(pl_module.device)
         self._validated = False  # (check_val_every_n_epoch: not every epoch validates)
 
     def on_validation_epoch_end(self, trainer, pl_module):
         self._validated = not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.seconds.append(self._clock(pl_module) - self._start)
+        self.seconds.append(device_clock(pl_module.device) - self._start)
         progress = trainer.fit_loop.epoch_loop.batch_progress
         self.partial = None if progress.is_last_batch else {
             "batches": progress.current.completed, "of": trainer.num_training_batches}
@@ -390,13 +389,6 @@ class EpochTimer(pl.Callback):
         if self.announce and trainer.is_global_zero:
             print(self.epoch_line(trainer.current_epoch + 1, self.epochs or trainer.max_epochs,
                                   self._validated), flush=True)
-
-    @staticmethod
-    def _clock(pl_module) -> float:
-        """Seconds, once the work queued on a GPU has run (its steps return before it has)."""
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        return time.perf_counter()
 
     def epoch_line(self, epoch: int, epochs: int, validated: bool = True) -> str:
         """The epoch's line; its validation accuracy only when the epoch ``validated`` (the

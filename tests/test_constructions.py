@@ -23,6 +23,7 @@ from lotterynet.constructions import (
     product_network,
     subset_sum,
 )
+from lotterynet.machine import device_clock
 
 
 def nan_weight():
@@ -411,22 +412,22 @@ def test_a_cuda_layer_is_built_on_cuda_as_on_the_cpu(build):
 def test_solve_seconds_wait_for_the_layers_device(build, monkeypatch):
     """The solve and the product selection were timed with time.perf_counter() alone: on a GPU,
     whose kernels return before they have run, solve_seconds under-reported. Both clock reads
-    go through constructions._clock on the layer's device, which synchronizes a CUDA one."""
+    go through machine.device_clock on the layer's device, which synchronizes a CUDA one."""
     reads = []
 
     def clock(device):
         reads.append(device)
         return 10.0 * len(reads)
 
-    monkeypatch.setattr(constructions, "_clock", clock)
+    monkeypatch.setattr(constructions, "device_clock", clock)
     layer = small_linear()
     _, stats = build(layer, torch.Generator().manual_seed(3))
     assert reads == [layer.weight.device] * 2 and stats["solve_seconds"] == 10.0
     monkeypatch.undo()
     synced = []
     monkeypatch.setattr(torch.cuda, "synchronize", synced.append)
-    constructions._clock(torch.device("cpu"))
-    constructions._clock(torch.device("cuda", 1))  # (no GPU needed: synchronize is faked)
+    device_clock(torch.device("cpu"))
+    device_clock(torch.device("cuda", 1))  # (no GPU needed: synchronize is faked)
     assert synced == [torch.device("cuda", 1)]
 
 
