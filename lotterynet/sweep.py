@@ -965,6 +965,14 @@ def chance_accuracy(sweep: Sweep) -> float | None:
     return 100 / classes.pop() if len(classes) == 1 else None
 
 
+def baseline_name(sweep: Sweep) -> str:
+    """The trained baseline's name in the figure: "trained dense", with the architecture and
+    data set it was trained on (the base's) where the cells use more than one of either."""
+    mixed = len(cells_use(sweep, "arch")) > 1 or len(cells_use(sweep, "dataset")) > 1
+    return "trained dense" + (f" {config_value(sweep.base, 'arch')} on "
+                              f"{config_value(sweep.base, 'dataset')}" if mixed else "")
+
+
 def paper_trained_accuracy(sweep: Sweep) -> float | None:
     """Pensia et al.'s trained dense accuracy (%) for the figure, where every cell is one of
     their architectures on MNIST (the same one), else None."""
@@ -978,10 +986,12 @@ LEGEND_LABEL_MAX = 48
 
 
 def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | None,
-         chance: float | None, spelled: dict[str, str] | None = None) -> Path:
+         chance: float | None, spelled: dict[str, str] | None = None,
+         baseline: str = "trained dense") -> Path:
     """Test accuracy against kept parameters (log x): one line per variant (a band of ± one
     standard deviation when there are several seeds), Pensia et al.'s points as hollow markers
-    of the same colour, the trained baseline as a dashed line (the paper's, ``paper_trained``,
+    of the same colour, the trained baseline as a dashed line named ``baseline``
+    (:func:`baseline_name`; the paper's, ``paper_trained``,
     as a thin grey one: :func:`paper_trained_accuracy`), ``chance`` as a dotted one
     (:func:`chance_accuracy`; None: none). Written as PNG and PDF. A variant is named in the
     legend with its lists and mappings written out (``spelled``:
@@ -1013,7 +1023,7 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     for r in rows:
         if r["variant"] == BASELINE:
             ax.axhline(r["test_acc_mean"], color="black", linestyle="--",
-                       label=f"trained dense ({r['test_acc_mean']:.2f}%)")
+                       label=f"{baseline} ({r['test_acc_mean']:.2f}%)")
     if paper_trained is not None:
         ax.axhline(paper_trained, color="grey", linestyle="--", linewidth=0.8,
                    label=f"trained dense, Pensia et al. ({paper_trained:.2f}%)")
@@ -1295,7 +1305,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
         spelled = spelled_labels(sweep.variants)
         write_table(rows, sweep_dir, sweep.variants, spelled)
         figure = plot(rows, sweep_dir, figure_title(sweep), paper_trained_accuracy(sweep),
-                      chance_accuracy(sweep), spelled=spelled)
+                      chance_accuracy(sweep), spelled=spelled, baseline=baseline_name(sweep))
         if sweep.base.get("wandb"):
             log_to_wandb(spelled_rows(rows, spelled), figure, sweep.base)
         print((sweep_dir / TABLE_MD).read_text(), end="")

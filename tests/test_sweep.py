@@ -1037,6 +1037,9 @@ def test_the_figure_follows_the_data_and_archs_its_cells_use(monkeypatch, varian
     assert sweep_module.figure_title(sweep) == f"{title}: 1 epoch, 1 seed"
     assert sweep_module.chance_accuracy(sweep) == chance
     assert sweep_module.paper_trained_accuracy(sweep) == paper
+    # (the baseline is the base's: named so beside cells of another arch or data set)
+    assert sweep_module.baseline_name(sweep) == (
+        "trained dense" if title == "fc2 on mnist" else "trained dense fc2 on mnist")
 
 
 def test_mapping_flags_add_keys_to_the_sweep_base(tmp_path):
