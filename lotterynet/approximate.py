@@ -27,6 +27,7 @@ draws; each data set gets its own draws) and summarised by its median and min–
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -256,8 +257,8 @@ def run_sweeps(sweeps: list[Sweep], net: str, dataset: str, target: nn.Module, i
         rows = stored["rows"]
         for row in rows:  # a file written before rows had their own: its one record is theirs
             row.setdefault("machine", stored.get("machine"))
-        for size in dict.fromkeys(size for size, _ in cells):
-            for seed in (seed for at, seed in cells if at == size):
+        for size, at_size in itertools.groupby(cells, key=lambda cell: cell[0]):  # (in order)
+            for _, seed in at_size:
                 row = measure(sweep, size, seed, part, head, test_x, test_y, reference)
                 row["machine"] = machine()
                 rows.append(row)
