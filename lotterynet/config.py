@@ -623,7 +623,7 @@ def changed_fields(stored: dict, wanted: dict, ignored: tuple[str, ...] = RESUMA
                                                                         stored["lr"]))]
 
 
-def _check_name(check: Callable, *args) -> None:
+def check_name(check: Callable, *args) -> None:
     """``check(*args)``, a name check (a registry's ``get``, :func:`check_choice`, a layer's),
     its ``ValueError`` as a :class:`ConfigError`."""
     try:
@@ -728,7 +728,7 @@ def validate(config: RunConfig, given_precision=None) -> None:
         # (fc2:x was checked as a timm model name; a bare timm failed to build, unnamed)
         choices = [f"{n}:<model name>" if names_a_model(MODELS.get(n)) else n
                    for n in MODELS.names()]
-        _check_name(check_choice, "architecture", config.arch, choices)  # (refused: not one)
+        check_name(check_choice, "architecture", config.arch, choices)  # (refused: not one)
     if family_kwargs and (config.structure == WIDE or config.train_weights
                           or config.subnet_convs or config.fan_in != "hidden"):
         raise ConfigError(f"--arch {config.arch!r} is converted layer by layer; --structure wide, "
@@ -740,26 +740,26 @@ def validate(config: RunConfig, given_precision=None) -> None:
     if recipe(family).target_only and not config.train_weights:
         raise ConfigError(f"--arch {config.arch} is a target architecture (trained weights with "
                           f"biases): it runs only with --train-weights")
-    _check_name(check_choice, "structure", config.structure, [*STRUCTURES.names(), WIDE])
-    _check_name(check_choice, "match", config.match, STRUCTURES.names())  # (not wide itself)
+    check_name(check_choice, "structure", config.structure, [*STRUCTURES.names(), WIDE])
+    check_name(check_choice, "match", config.match, STRUCTURES.names())  # (not wide itself)
     if config.init is not None:
-        _check_name(DISTRIBUTIONS.get, config.init)
-    _check_name(DATASETS.get, config.dataset)
-    _check_name(AUGMENTATIONS.get, config.augment)
-    _check_name(OPTIMIZERS.get, config.optimizer)
-    _check_name(SCHEDULERS.get, config.scheduler)
-    _check_name(check_activation, config.activation)
+        check_name(DISTRIBUTIONS.get, config.init)
+    check_name(DATASETS.get, config.dataset)
+    check_name(AUGMENTATIONS.get, config.augment)
+    check_name(OPTIMIZERS.get, config.optimizer)
+    check_name(SCHEDULERS.get, config.scheduler)
+    check_name(check_activation, config.activation)
     if config.subnet_convs and family != "lenet5":
         raise ConfigError(f"--subnet-convs makes LeNet5's random frozen convs subnet layers; "
                           f"--arch {config.arch} has none (every layer of it already is one)")
     if config.conv_init is not None:
-        _check_name(DISTRIBUTIONS.get, config.conv_init)
+        check_name(DISTRIBUTIONS.get, config.conv_init)
         if family != "lenet5" or config.subnet_convs:
             raise ConfigError(f"conv_init {config.conv_init!r} draws LeNet5's random frozen conv "
                               f"filters; it needs --arch lenet5 without --subnet-convs (got "
                               f"--arch {config.arch!r}{' --subnet-convs' * config.subnet_convs})")
-    _check_name(check_fan_in, config.fan_in)
-    _check_name(check_score_init, config.score_init)
+    check_name(check_fan_in, config.fan_in)
+    check_name(check_score_init, config.score_init)
     if config.structure == WIDE and config.train_weights:
         raise ConfigError("--train-weights trains the dense net itself: it cannot be combined "
                           "with --structure wide (valid: --train-weights alone, or --structure "
