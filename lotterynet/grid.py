@@ -62,15 +62,15 @@ class Sweep:
     seeds: list[int] = field(default_factory=lambda: [0])
     baseline: bool = True
 
-    def cells(self, keyless: bool = False) -> list[tuple[str, dict]]:
-        """``(label, config values)`` of every cell, baseline cells last; ``keyless``: with
-        the labels that sweeps wrote before (:func:`variant_label`)."""
+    def cells(self, old: str | None = None) -> list[tuple[str, dict]]:
+        """``(label, config values)`` of every cell, baseline cells last; ``old``: with the
+        labels of that form, as sweeps wrote them before (:data:`OLD_LABELS`)."""
         cells = []
         for variant, sparsity, epochs, seed in itertools.product(
                 self.variants, self.sparsities, self.epochs, self.seeds):
             values = {**self.base, **variant, "sparsity": sparsity, "epochs": epochs,
                       "seed": seed}
-            cells.append((variant_label(variant, keyless=keyless), values))
+            cells.append((variant_label(variant, old=old), values))
         if self.baseline:
             cells += [(BASELINE, {**self.base, "train_weights": True, "structure": "dense",
                                   "epochs": epochs, "seed": seed})
@@ -86,21 +86,39 @@ def parse_variant(variant) -> dict:
     return {"structure": structure, **({"activation": activation} if colon else {})}
 
 
-def variant_label(variant: dict, spelled: bool = False, keyless: bool = False) -> str:
-    """The variant's values joined by ``/``, each as :func:`value_label` writes it
-    (``subsetsum/identity/pairs=3``): its rows in the table, and with ``-`` for ``/`` its
-    cells' and stacks' folder names. ``spelled``: with its lists and mappings written out
-    (:func:`spelled_labels`); ``keyless``: as sweeps labelled it before a scalar named its
-    key (``subsetsum/identity/3``), whose folders a sweep renames
-    (:func:`lotterynet.sweep.rename_keyless_folders`)."""
-    return "/".join(value_label(key, value, spelled, keyless) for key, value in variant.items())
+def variant_label(variant: dict, spelled: bool = False, old: str | None = None) -> str:
+    """The variant's values joined by ``/``, each as :func:`value_label` writes it, in one
+    order whatever the order of its keys (:func:`label_items`: ``subsetsum/identity/pairs=3``
+    for ``{pairs: 3, activation: identity, structure: subsetsum}`` too): its rows in the
+    table, and with ``-`` for ``/`` its cells' and stacks' folder names. ``spelled``: with its
+    lists and mappings written out (:func:`spelled_labels`); ``old``: in that form of
+    :data:`OLD_LABELS`, as sweeps labelled it before, whose folders a sweep renames
+    (:func:`lotterynet.sweep.rename_old_folders`)."""
+    items = variant.items() if old else label_items(variant)
+    return "/".join(value_label(key, value, spelled, old == "keyless") for key, value in items)
 
 
+#: The forms of a variant's label that sweeps wrote before (:func:`variant_label`'s ``old``)
+#: -> what is written otherwise now (said where a sweep renames their folders). Both wrote the
+#: keys in the variant's own order.
+OLD_LABELS = {
+    "given": "a variant's label lists its structure, its activation, then its other keys by "
+             "name, in whatever order the variant gives them",
+    "keyless": "a variant's label names the key of each value but its structure and activation",
+}
 #: The kinds of value that a variant's label names by a hash (:func:`variant_label`).
 HASHED = (list, tuple, dict)
-#: The keys whose value a variant's label writes alone (``subsetsum/identity``): the labels of
-#: the paper's curves, and of every sweep in results/, as they always were.
+#: The keys whose value a variant's label writes alone (``subsetsum/identity``), first and in
+#: this order (:func:`label_items`): the labels of the paper's curves, and of every sweep in
+#: results/, as they always were.
 UNNAMED = ("structure", "activation")
+
+
+def label_items(variant: dict) -> list[tuple[str, object]]:
+    """The variant's ``(key, value)`` in the order of its label: :data:`UNNAMED`'s keys, then
+    the others by name (a sweep file's keys written in another order name the same folders)."""
+    return sorted(variant.items(), key=lambda kv: (
+        UNNAMED.index(kv[0]) if kv[0] in UNNAMED else len(UNNAMED), kv[0]))
 
 
 def value_label(key: str, value, spelled: bool = False, keyless: bool = False) -> str:
@@ -119,7 +137,7 @@ def hash_legend(variants: list[dict]) -> dict[str, str]:
     for every list or mapping that the variants' labels name by its hash, in the order of the
     variants: what the table's reader needs to decode them. Empty for variants of scalars."""
     return {value_label(key, value): f"{key} = {canonical(value)!r}"
-            for variant in variants for key, value in variant.items()
+            for variant in variants for key, value in label_items(variant)
             if isinstance(value, HASHED)}
 
 

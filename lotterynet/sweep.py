@@ -85,6 +85,7 @@ from .errors import (
 )
 from .grid import (
     BASELINE,
+    OLD_LABELS,
     SWEEP_FILE,
     SWEEP_LOCK,
     Sweep,
@@ -286,33 +287,39 @@ def repoint(results: Path, old: Path, new: Path) -> None:
         write_json_atomic(data, results)
 
 
-def renamed_folders(sweep: Sweep) -> dict[str, str]:
+def renamed_folders(sweep: Sweep) -> dict[str, tuple[str, str]]:
     """The folders of the grid's cells and stacks (``cells/NAME``, ``stacks/NAME``) under the
-    names that sweeps gave them before a variant's label named its values' keys
-    (``cells/subsetsum-identity-3-s0.5-e10-seed0``: :func:`~lotterynet.grid.variant_label`'s
-    ``keyless``) -> their names now (``cells/subsetsum-identity-pairs=3-s0.5-e10-seed0``);
-    without an old name that two folders would now share (a grid whose old names were
-    refused) or that is a folder's name now."""
-    pairs = {(f"{kind}/{name(old, values)}", f"{kind}/{name(new, values)}")
-             for (old, values), (new, _) in zip(sweep.cells(keyless=True), sweep.cells())
-             for kind, name in (("cells", cell_name), ("stacks", stack_name))}
+    names that sweeps gave them before, in a form of :data:`~lotterynet.grid.OLD_LABELS`
+    (:func:`~lotterynet.grid.variant_label`'s ``old``: ``cells/subsetsum-identity-3-s0.5-
+    e10-seed0`` before a variant's label named its values' keys, ``cells/subsetsum-pairs=3-
+    identity-…`` before it wrote them in one order) -> ``(their name now, what changed)``
+    (``cells/subsetsum-identity-pairs=3-s0.5-e10-seed0``); without an old name that two
+    folders would now share (a grid whose old names were refused) or that is a folder's name
+    now."""
+    pairs: dict[tuple[str, str], str] = {}
+    for form, why in OLD_LABELS.items():
+        for (old, values), (new, _) in zip(sweep.cells(old=form), sweep.cells()):
+            for kind, name in (("cells", cell_name), ("stacks", stack_name)):
+                pairs.setdefault((f"{kind}/{name(old, values)}", f"{kind}/{name(new, values)}"),
+                                 why)
     olds, now = [old for old, _ in pairs], {new for _, new in pairs}
-    return {old: new for old, new in pairs if olds.count(old) == 1 and old not in now}
+    return {old: (new, why) for (old, new), why in pairs.items()
+            if olds.count(old) == 1 and old not in now}
 
 
-def rename_keyless_folders(sweep: Sweep, sweep_dir: Path, cell: str | None = None) -> None:
-    """Rename each folder of the sweep that is under its old name and not its new one
+def rename_old_folders(sweep: Sweep, sweep_dir: Path, cell: str | None = None) -> None:
+    """Rename each folder of the sweep that is under an old name and not its new one
     (:func:`renamed_folders`; a stack's parts, ``-part<i>of<n>``, too) to the new (``cell``:
     that cell's folder alone, a ``--cell``'s), saying so, the cells' results that name it
     repointed (:func:`repoint`): a sweep run before is reused and resumed as before, not
     trained anew."""
     renamed = renamed_folders(sweep)
     cells = {old.removeprefix("cells/"): new.removeprefix("cells/")
-             for old, new in renamed.items() if old.startswith("cells/")}
+             for old, (new, _) in renamed.items() if old.startswith("cells/")}
     for kind in SWEEP_PARTS:
         for old in sorted((sweep_dir / kind).glob("*")):
             stem, part = re.fullmatch(r"(.+?)((?:-part\d+of\d+)?)", old.name).groups()
-            name = renamed.get(f"{kind}/{stem}")
+            name, why = renamed.get(f"{kind}/{stem}", (None, None))
             new = sweep_dir / f"{name}{part}" if name else old
             if new == old or new.exists() or (cell and new != sweep_dir / "cells" / cell):
                 continue
@@ -322,13 +329,12 @@ def rename_keyless_folders(sweep: Sweep, sweep_dir: Path, cell: str | None = Non
             old.rename(new)
             for results in (sweep_dir / "cells").glob(f"*/{RESULTS}"):
                 repoint(results, old, new)
-            print(f"{kind[:-1]} {old.name} is now {new.name} (a variant's label names the key "
-                  f"of each value but its structure and activation)", flush=True)
+            print(f"{kind[:-1]} {old.name} is now {new.name} ({why})", flush=True)
 
 
 def rename_members(stack_dir: Path, cells: dict[str, str], configs: dict[str, RunConfig]
                    ) -> None:
-    """A stack folder that :func:`rename_keyless_folders` renames: what in it names its members
+    """A stack folder that :func:`rename_old_folders` renames: what in it names its members
     by their cells' old names (``cells``: old -> new) names them by the new, so that a stack
     stopped before continues from its checkpoint (:func:`~lotterynet.stack.cannot_continue` matches
     members by name) instead of being set aside and trained anew: its stack file (written anew
@@ -1067,17 +1073,17 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
     cells = {cell_name(label, values): values for label, values in sweep.cells()}
     if name not in cells:
         if renamed := renamed_folders(sweep).get(f"cells/{name}"):  # (a W&B sweep's, before)
+            new, why = renamed
             raise ConfigError(f"--cell {name!r} is this sweep's cell "
-                              f"{renamed.removeprefix('cells/')!r} by its old name (a "
-                              f"variant's label names the key of each value now); run that "
-                              f"one, or write the W&B sweep anew (--wandb-sweep)")
+                              f"{new.removeprefix('cells/')!r} by its old name ({why}); run "
+                              f"that one, or write the W&B sweep anew (--wandb-sweep)")
         names = list(cells)
         valid = ", ".join(names) if len(names) <= CELLS_LISTED else \
             f"{names[0]}, …, {names[-1]}"
         raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
                           f"({len(names)} cells; see --wandb-sweep's file)")
     with outside_a_running_sweep(sweep_dir, f"--cell {name!r}", is_a_sweep=True):
-        rename_keyless_folders(sweep, sweep_dir, name)
+        rename_old_folders(sweep, sweep_dir, name)
         config = prepare_cell(cell_config(cells[name], sweep_dir / "cells" / name))
         if config is None:
             print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
@@ -1137,7 +1143,7 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
         return run_one_cell(sweep, sweep_dir, args.cell)
     if (sweep_dir / "cells").is_dir():  # (before the cells left are counted)
         with sweep_lock(sweep_dir):
-            rename_keyless_folders(sweep, sweep_dir)
+            rename_old_folders(sweep, sweep_dir)
     cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, args.jobs_per_device)
     check_data(sweep)
     check_buildable(sweep)

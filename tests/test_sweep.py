@@ -23,7 +23,15 @@ import lotterynet.sweep as sweep_module
 from conftest import REPO, STD_CONVS, TINY_BIT, default_sigint, processes_mentioning
 from lotterynet.cli import build_parser, given_values, main
 from lotterynet.config import ConfigError, ConfigLoader, make_config
-from lotterynet.grid import Overrides, Sweep, cell_name, load_sweep, parse_variant, variant_label
+from lotterynet.grid import (
+    OLD_LABELS,
+    Overrides,
+    Sweep,
+    cell_name,
+    load_sweep,
+    parse_variant,
+    variant_label,
+)
 from lotterynet.loggers import keep_wandb_id
 from lotterynet.run import run
 from lotterynet.stack import StackRecord, read_stack_file, write_stack_file
@@ -1114,9 +1122,11 @@ def test_a_variants_list_or_mapping_names_its_folders_by_a_hash(tmp_path):
                            "subsetsum-identity-s0.5-e10-seed0",
                            "subsetsum-identity-s0.5-e10-seed1"]
     keyed = names({"variants": [{"structure": "malach", "pairs": 3},
-                                {"structure": "malach", "hidden": 3}],
+                                {"structure": "malach", "hidden": 3},
+                                {"pairs": 2, "activation": "relu", "structure": "subsetsum"}],
                    "sparsities": [0.5], "epochs": [1], "baseline": False}, "--arch", "fc2")
-    assert keyed == ["malach-pairs=3-s0.5-e1-seed0", "malach-hidden=3-s0.5-e1-seed0"]
+    assert keyed == ["malach-pairs=3-s0.5-e1-seed0", "malach-hidden=3-s0.5-e1-seed0",
+                     "subsetsum-relu-pairs=2-s0.5-e1-seed0"]  # (structure, activation, others)
     with pytest.raises(ConfigError, match=r"would share the folder 'wide-s0.5-e1-seed0'; give "
                                           r"sparsities that differ within 6 significant digits"):
         names({"variants": ["wide"], "sparsities": [0.5, 0.5000001], "epochs": [1]})
@@ -1177,25 +1187,32 @@ def test_a_sweep_written_before_labels_named_their_keys_is_renamed_not_trained(
     assert capsys.readouterr().err.splitlines()[-1] == (
         "train.py: error: --cell 'subsetsum-identity-2-s0.9-e1-seed0' is this sweep's cell "
         "'subsetsum-identity-pairs=2-s0.9-e1-seed0' by its old name (a variant's label names "
-        "the key of each value now); run that one, or write the W&B sweep anew (--wandb-sweep)")
+        "the key of each value but its structure and activation); run that one, or write the "
+        "W&B sweep anew (--wandb-sweep)")
     assert results()[cells[0].name] == stored[cells[0].name]
 
 
-def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_names(tmp_path):
+@pytest.mark.parametrize("form, variant, label", [
+    ("keyless", {"structure": "subsetsum", "pairs": 2}, "subsetsum-2"),
+    ("given", {"pairs": 2, "structure": "subsetsum"}, "pairs=2-subsetsum")])
+def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_names(
+        tmp_path, capsys, form, variant, label):
     """A stack stopped (after its first epoch of two) when its variant's label had no keys
-    (``subsetsum-2-seed0``, its members ``subsetsum-2-s0.5-e2-seed0``, ...): once its folder
-    and cells are renamed, the sweep continues it from its checkpoint, whose members, history
-    and stack file name the cells by their new names. Its checkpoint named the old cells: the
-    stack was set aside as one that cannot be continued and trained anew, its stack file naming
-    the old cells."""
+    (``subsetsum-2-seed0``, its members ``subsetsum-2-s0.5-e2-seed0``, ...), or wrote them in
+    the order the variant gave them (``pairs=2-subsetsum-seed0``): once its folder and cells
+    are renamed, the sweep continues it from its checkpoint, whose members, history and stack
+    file name the cells by their new names. Its checkpoint named the old cells: the stack was
+    set aside as one that cannot be continued and trained anew, its stack file naming the old
+    cells (and in the order given, the sweep did not find the old folders at all: it trained
+    every cell anew into new ones)."""
     from lotterynet.checkpointing import atomic_torch_save
     from lotterynet.stack import stack_record
 
-    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum", "pairs": 2}],
+    sweep = Sweep(base={"arch": "fc2"}, variants=[variant],
                   sparsities=[0.5, 0.9], epochs=[2], baseline=False)
     configs = sweep_module.cell_configs(sweep, tmp_path)
-    olds = {cell_name(label, values): values for label, values in sweep.cells(keyless=True)}
-    old = tmp_path / "stacks" / "subsetsum-2-seed0"  # (as a sweep wrote it before)
+    olds = {cell_name(label, values): values for label, values in sweep.cells(old=form)}
+    old = tmp_path / "stacks" / f"{label}-seed0"  # (as a sweep wrote it before)
     (old / "checkpoints").mkdir(parents=True)
     atomic_torch_save({"state_dict": {}, "epoch": 0, "hyper_parameters": {"members": [
         {"name": name, "config": config.to_dict()}
@@ -1206,9 +1223,11 @@ def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_na
         f"{name}/train/acc" for name in olds) + "\n0,3,0.5,0.25\n")
     for name in olds:
         (tmp_path / "cells" / name).mkdir(parents=True)
-    sweep_module.rename_keyless_folders(sweep, tmp_path)
+    sweep_module.rename_old_folders(sweep, tmp_path)
     stack, cells = tmp_path / "stacks" / "subsetsum-pairs=2-seed0", list(configs)
     assert cells == ["subsetsum-pairs=2-s0.5-e2-seed0", "subsetsum-pairs=2-s0.9-e2-seed0"]
+    assert f"stack {label}-seed0 is now subsetsum-pairs=2-seed0 ({OLD_LABELS[form]})" in \
+        capsys.readouterr().out.splitlines()
     todo = [(name, sweep_module.prepare_cell(config)) for name, config in configs.items()]
     assert sweep_module.plan_stacks(sweep, tmp_path, configs, todo) == ({stack: cells}, [], {})
     assert list(stack_record(stack).members) == cells
@@ -1236,7 +1255,8 @@ def test_a_variants_mapping_names_the_same_folders_in_any_key_order(tmp_path):
     reordered = {"stem_chs": 32, "conv_layer": {"a": [{"x": 1, "y": 2}], "b": 1},
                  "channels": [128] * 4}
     assert names({"structure": "dense", "model_kwargs": bit}) == \
-        names({"structure": "dense", "model_kwargs": reordered})
+        names({"structure": "dense", "model_kwargs": reordered}) == \
+        names({"model_kwargs": reordered, "structure": "dense"})  # (the variant's own keys)
     with pytest.raises(ConfigError, match="are the same run; give each variant once"):
         names({"structure": "dense"}, {"structure": "dense", "model_kwargs": reordered},
               base={"model_kwargs": bit})
