@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .distributions import draw_seed, float32_draws, seeded_generator
-from .layers import SubnetLinear, _SubnetLayer, check_float_dtype, drawn
+from .layers import SubnetLinear, _SubnetLayer, check_float_dtype, drawn, traced_as_leaf
 from .masking import MaskedSparsity
 from .structures import check_positive_int
 
@@ -109,6 +109,12 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
         biases = [self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]
         return None if biases[0] is None else torch.cat(biases)
 
+    def forward(self, query, key, value, *args, **kwargs):
+        """``nn.MultiheadAttention``'s; one node under ``torch.fx`` tracing, as that leaf
+        module's (:func:`~lotterynet.layers.traced_as_leaf`)."""
+        traced = traced_as_leaf(self, (query, key, value, *args), kwargs)
+        return super().forward(query, key, value, *args, **kwargs) if traced is None else traced
+
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, kdim={self.kdim}, "
                 f"vdim={self.vdim}, batch_first={self.batch_first}, dropout={self.dropout}")
@@ -150,8 +156,8 @@ def _draw_bias_kv(module: nn.Module, generator, add_bias_kv: bool, embed_dim: in
         setattr(module, name, value)
 
 
-#: Every module type that holds maskable tensors as one replaceable unit (also what torch.fx
-#: should take as leaf modules: their mask selection is not symbolically traceable).
+#: Every module type that holds maskable tensors as one replaceable unit (torch.fx records each
+#: call of one as one node, as a leaf module's: ``traced_as_leaf``).
 SUBNET_MODULES = (_SubnetLayer, SubnetMultiheadAttention)
 
 

@@ -45,6 +45,16 @@ def record_frozen(layer: nn.Module) -> None:
                                                if not p.requires_grad)
 
 
+def traced_as_leaf(module: nn.Module, args: tuple, kwargs: dict):
+    """Under ``torch.fx`` symbolic tracing (an argument is an ``fx.Proxy``), ``module``'s call
+    recorded as one ``call_module`` node, as FX records a leaf module's (``nn.Linear``'s): the
+    mask selection inside branches on values, which FX cannot trace. None otherwise, and for the
+    module traced itself (the root: no node can call it)."""
+    proxy = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.fx.Proxy)), None)
+    name = None if proxy is None else proxy.tracer.path_of_module(module)
+    return proxy.tracer.create_proxy("call_module", name, args, kwargs) if name else None
+
+
 @contextlib.contextmanager
 def drawn(layer: nn.Module, seed: int | None, device=None, dtype=None):
     """Build ``layer``'s tensors in the block, from the generator it yields (``seed``'s; None:
@@ -163,6 +173,10 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
                 for name, m in named_masked_weights(self.structure).items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        traced = traced_as_leaf(self, (x,), {})
+        return self._forward(x) if traced is None else traced
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.structure(x, LayerOp(self._op, self.bias))
 
 
@@ -247,10 +261,10 @@ class _SubnetConvNd(_SubnetLayer):
                     hidden=hidden, seed=seed, kept=kept, ties=ties, fan_in=fan_in,
                     score_init=score_init, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == self.dims + 1:  # unbatched (C, *spatial), as nn.Conv*d takes
-            return super().forward(x.unsqueeze(0)).squeeze(0)
-        return super().forward(x)
+            return super()._forward(x.unsqueeze(0)).squeeze(0)
+        return super()._forward(x)
 
     def _op(self, x, weight, bias):
         return type(self).conv(x, weight, bias, self.stride, self.padding, self.dilation,

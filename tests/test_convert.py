@@ -859,25 +859,40 @@ def test_a_compiled_model_is_converted_as_the_module_it_runs(tmp_path):
     assert torch.equal(loaded.eval()(x), model.eval()(x))
 
 
-def test_a_converted_model_traces_with_fx_taking_its_subnet_layers_as_leaves():
-    """torchvision's feature extractor (torch.fx) over a converted model: its subnet layers'
-    mask selection is not symbolically traceable, so FX refuses them as traced code; as leaf
-    modules (``ln.SUBNET_MODULES``, what README says to pass) the extracted features and
-    logits are the model's."""
-    from torch.fx.proxy import TraceError
+@pytest.mark.parametrize("leaf_modules", [None, list(ln.SUBNET_MODULES)])
+def test_a_converted_model_traces_with_fx_its_subnet_layers_as_leaves(leaf_modules):
+    """torchvision's feature extractor and torch.fx.symbolic_trace over a converted model: its
+    subnet layers' mask selection is not symbolically traceable, so FX refused the model
+    ("symbolically traced variables cannot be used as inputs to control flow") unless told to
+    take them as leaf modules, which a plain model's nn.Linear / nn.MultiheadAttention are
+    (QA: symbolic_trace, torch.fx.experimental.optimization.fuse). Each subnet layer's call is
+    one node, as a leaf module's, told or not: the extracted features, the logits and the
+    traced model's output are the model's, and the traced model trains the scores."""
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    model = ln.convert(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(1),
-                                     nn.Linear(8 * 6 * 6, 10)), sparsity=0.5, seed=0).eval()
+    class Attends(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            x = x.flatten(2).transpose(1, 2)
+            return self.attention(x, x, x, need_weights=False)[0].mean(1)
+
+    model = ln.convert(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), Attends(),
+                                     nn.Linear(8, 10)), sparsity=0.5, seed=0).eval()
     nodes = {"1": "features", "3": "logits"}
-    with pytest.raises(TraceError, match="control flow"):
-        create_feature_extractor(model, nodes)
     features = create_feature_extractor(model, nodes,
-                                        tracer_kwargs={"leaf_modules": list(ln.SUBNET_MODULES)})
+                                        tracer_kwargs={"leaf_modules": leaf_modules or []})
+    traced = torch.fx.symbolic_trace(model)
+    assert [n.target for n in traced.graph.nodes if n.op == "call_module"] == \
+        ["0", "1", "2.attention", "3"]
     x = torch.randn(2, 3, 8, 8)
     out = features(x)
-    assert torch.equal(out["logits"], model(x))
+    assert torch.equal(out["logits"], model(x)) and torch.equal(traced(x), model(x))
     assert torch.equal(out["features"], model[:2](x))
+    traced.train()(x).sum().backward()
+    assert model[0].structure.weight.scores.grad is not None
 
 
 def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_plain():
