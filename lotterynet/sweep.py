@@ -56,6 +56,7 @@ from .checkpointing import (
     CheckpointError,
     atomic_torch_save,
     atomic_write,
+    epochs_done,
     load_checkpoint,
     savefig_atomic,
     write_csv_atomic,
@@ -105,7 +106,6 @@ from .run import (
     LAST,
     RESULTS,
     build_module,
-    changed_results,
     locked,
     needs_less,
     read_json,
@@ -117,6 +117,7 @@ from .run import (
 )
 from .stack import (
     STACK_FILE,
+    StackRecord,
     cannot_continue,
     changes,
     holds_a_stack,
@@ -147,11 +148,22 @@ def prepare_cell(config: RunConfig) -> RunConfig | None:
     in a fresh folder, its old one kept beside it (:func:`set_aside`). Its results are first
     read as the sweep stores them (relative to its folder: :func:`relocate`)."""
     cell_dir = Path(config.out)
-    results = relocate(cell_dir, read_results(cell_dir))
+    prepared, why, _ = plan_cell(config, relocate(cell_dir, read_results(cell_dir)))
+    if why:
+        set_aside(cell_dir, why)
+    return prepared
+
+
+def plan_cell(config: RunConfig, results: dict | None
+              ) -> tuple[RunConfig | None, str | None, int]:
+    """What :func:`prepare_cell` does with a cell whose results are ``results`` (as read;
+    None: none), doing nothing yet: the config to run it with (None: it is finished), why its
+    folder is set aside first (None: it is not), and the epochs that its checkpoint has
+    trained where it resumes from it (else 0; what :func:`cpu_estimate` counts off)."""
     differs = results_differ(config, results)
     if differs == []:
-        return None
-    checkpoint = cell_dir / CHECKPOINTS / LAST
+        return None, None, 0
+    checkpoint = Path(config.out) / CHECKPOINTS / LAST
     try:
         loaded = load_checkpoint(checkpoint)
     except CheckpointError:
@@ -166,11 +178,12 @@ def prepare_cell(config: RunConfig) -> RunConfig | None:
     if differs:
         why = "has damaged results (no test accuracy in [0, 1])" if differs == ["test_acc"] \
             else f"was run with another config ({changes(stored, config, differs)})"
-        set_aside(cell_dir, f"cell {cell_dir.name} {why}; it trains anew (the sweep never reads "
-                            f"a set-aside cell back, even run with its old config again)")
-    elif stored is not None:
-        return dataclasses.replace(config, resume=str(checkpoint))
-    return dataclasses.replace(config, overwrite=True)
+        return dataclasses.replace(config, overwrite=True), (
+            f"cell {Path(config.out).name} {why}; it trains anew (the sweep never reads a "
+            f"set-aside cell back, even run with its old config again)"), 0
+    if stored is not None:
+        return dataclasses.replace(config, resume=str(checkpoint)), None, epochs_done(loaded)
+    return dataclasses.replace(config, overwrite=True), None, 0
 
 
 def set_aside(folder: Path, why: str, cells: Path | None = None, tag: str = "stale") -> Path:
@@ -369,11 +382,6 @@ def rename_members(stack_dir: Path, cells: dict[str, str], configs: dict[str, Ru
     atomic_torch_save(record.checkpoint, stack_dir / CHECKPOINTS / LAST)
 
 
-def cell_done(config: RunConfig, cell_dir: Path) -> bool:
-    """The cell has its results, and they were run with ``config``."""
-    return changed_results(config, cell_dir) == []
-
-
 @contextlib.contextmanager
 def sweep_lock(sweep_dir: Path):
     """An exclusive lock on the sweep directory while the block runs (the system drops it when
@@ -565,7 +573,7 @@ def stack_name(label: str, values: dict) -> str:
 def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                 todo: list[tuple[str, RunConfig]], slots: int = 1
                 ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]],
-                           dict[Path, tuple[str | None, str]]]:
+                           dict[Path, tuple[str | None, str]], dict[Path, StackRecord]]:
     """Split the cells to run (``todo``; ``configs``: every cell's, :func:`cell_configs`) into
     stacks (``{stack_dir: member cell names}``, one per variant and seed) and cells that run
     singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a
@@ -582,7 +590,9 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     :func:`set_aside`'s ``tag``: ``done`` where that stack's checkpoint shows every member of
     it finished, a sweep extended with new cells, nothing of it lost; else ``stale``) with
     why (:func:`~lotterynet.stack.cannot_continue`); and, tag None, the resumed stacks whose
-    members finished outside them train again, their results kept."""
+    members finished outside them train again, their results kept. Fourth: the record of each
+    stack that resumes (:class:`~lotterynet.stack.StackRecord`, its checkpoint as read here:
+    what it has trained, for :func:`cpu_estimate`)."""
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
@@ -602,6 +612,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     to_train = {name for name, _ in todo}
     stacks: dict[Path, list[str]] = {}
     said: dict[Path, tuple[str | None, str]] = {}
+    resumed: dict[Path, StackRecord] = {}
     for stack_dir, cells in planned.items():
         left = [c for c in cells if c in unfinished]
         if not left:
@@ -614,6 +625,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                               [sweep_dir / "cells" / c for c in members])
         if why is None:
             stacks[stack_dir] = recorded  # (its group's cells it lacks, new ones: singly)
+            resumed[stack_dir] = record
             again = [c for c in recorded if c not in to_train and c not in record.diverged
                      and record.epochs_done < configs[c].epochs]
             if again:  # (a stack resumes with every member its checkpoint holds)
@@ -639,7 +651,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                                             "written, or it was deleted; its history is kept): "
                                             "it starts over")
     stacked = {c for members in stacks.values() for c in members}
-    return stacks, [(name, config) for name, config in todo if name not in stacked], said
+    return stacks, [(name, config) for name, config in todo if name not in stacked], said, \
+        resumed
 
 
 def balanced_parts(items: list, weights: dict, n: int) -> list[list]:
@@ -702,8 +715,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     workers = max(1, gpus) * jobs_per_device
     ddp = any(device_count(config) > 1 for _, config in todo)
     slots = 1 if ddp else workers
-    stacks, todo, said = plan_stacks(sweep, sweep_dir, configs, todo, slots) if stack else \
-        ({}, todo, {})
+    stacks, todo, said, _ = plan_stacks(sweep, sweep_dir, configs, todo, slots) if stack else \
+        ({}, todo, {}, {})
     for stack_dir, (tag, why) in said.items():
         if tag:
             set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells", tag=tag)
@@ -1202,23 +1215,32 @@ CPU_HOURS_WITHOUT_ASKING = 4.0
 def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 1
                  ) -> tuple[float, str] | None:
     """``(hours, description)`` for the cells of ``sweep`` not finished yet on the CPU, stacked
-    as :func:`run_cells` will stack them and, with ``jobs`` at once, spread over them longest
-    first (over at most as many as the CPU has cores), each cell at its own architecture's
-    epoch time; None where an architecture of the cells has no stated epoch time."""
+    as :func:`run_cells` will stack them (a stack that resumes: every member it holds, for the
+    epochs each has left, as :func:`plan_stacks` read them; a cell that resumes singly, its
+    epochs left) and, with ``jobs`` at once, spread over them longest first (over at most as
+    many as the CPU has cores), each cell at its own architecture's epoch time; None where an
+    architecture of the cells has no stated epoch time."""
     if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
         return None
     configs = cell_configs(sweep, sweep_dir)
-    todo = [(name, config) for name, config in configs.items()
-            if not cell_done(config, Path(config.out))]
-    stacks, single, _ = plan_stacks(sweep, sweep_dir, configs, todo, jobs) if stack else \
-        ({}, todo, {})
-    unfinished = dict(todo)
+    # (as run_cells will prepare them, nothing set aside yet: a cell that resumes its own
+    # checkpoint runs singly, for the epochs it has left)
+    planned = {name: plan_cell(config, read_results(Path(config.out)))
+               for name, config in configs.items()}
+    todo = [(name, prepared) for name, (prepared, _, _) in planned.items()
+            if prepared is not None]
+    stacks, single, _, resumed = plan_stacks(sweep, sweep_dir, configs, todo, jobs) if \
+        stack else ({}, todo, {}, {})
+    # a stack that resumes trains every member its checkpoint holds (one finished meanwhile
+    # outside it too) for the epochs it has left of that member's budget, a diverged one none
+    left = {name: max(0, config.epochs - planned[name][2]) for name, config in todo}
+    for stack_dir, record in resumed.items():
+        left |= {m: 0 if m in record.diverged else max(0, configs[m].epochs - record.epochs_done)
+                 for m in stacks[stack_dir]}
 
     def epochs(name: str) -> float:
-        if name not in unfinished:  # a finished member of a stack that resumes
-            return 0.0
         # (all its examples: DDP ranks on the CPU share its cores)
-        return configs[name].epochs * training_examples(configs[name]) / FULL_EPOCH
+        return left[name] * training_examples(configs[name]) / FULL_EPOCH
 
     def cost(name: str, kind: str) -> float:
         """The seconds of cell ``name``'s epochs left, ``kind`` "stacked" or "single"."""

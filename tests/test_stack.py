@@ -303,7 +303,7 @@ def test_16_mixed_runs_are_not_stacked_and_a_sweep_runs_them_singly(tmp_path, mo
     sweep = Sweep(base=base, variants=[{"structure": "subsetsum"}], sparsities=[0.5, 0.9],
                   epochs=[2], baseline=False)
     configs = cell_configs(sweep, tmp_path)
-    stacks, single, _ = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
+    stacks, single, _, _ = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
     assert stacks == {} and single == list(configs.items())
     sweep.base = {**base, "precision": "bf16-mixed"}  # (no scaler: stacked)
     configs = cell_configs(sweep, tmp_path)
@@ -325,15 +325,15 @@ def test_a_stopped_stack_whose_group_the_sweep_extends_resumes_and_the_new_cells
     monkeypatch.setattr(sweep_module, "stack_record", lambda stack_dir: record)
     sweep.sparsities = [0.5, 0.7, 0.9]
     configs = cell_configs(sweep, tmp_path)
-    stacks, single, said = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
+    stacks, single, said, resumed = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
     stack_dir = tmp_path / "stacks" / "subsetsum-seed0"
-    assert stacks == {stack_dir: list(record.members)}
+    assert stacks == {stack_dir: list(record.members)} and resumed == {stack_dir: record}
     assert [name for name, _ in single] == ["subsetsum-s0.7-e2-seed0"] and said == {}
     # a member finished meanwhile by its own --cell run trains again with its stack (which
     # resumes with every member its checkpoint holds), its results kept: said in one line
     done = configs["subsetsum-s0.5-e2-seed0"]
     todo = [(name, config) for name, config in configs.items() if config is not done]
-    stacks, _, said = plan_stacks(sweep, tmp_path, configs, todo)
+    stacks, _, said, _ = plan_stacks(sweep, tmp_path, configs, todo)
     assert stacks == {stack_dir: list(record.members)} and said == {stack_dir: (
         None, "resumes with every member its checkpoint holds: subsetsum-s0.5-e2-seed0, "
               "finished meanwhile outside it, trains again with it (its own results are kept, "
@@ -344,8 +344,9 @@ def test_a_stopped_stack_whose_group_the_sweep_extends_resumes_and_the_new_cells
     (stack_dir / "checkpoints" / "last.ckpt").touch()
     sweep.base = {"arch": "fc2", "lr": 0.05}
     configs = cell_configs(sweep, tmp_path)
-    stacks, single, said = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
-    assert stacks == {stack_dir: list(configs)} and single == [] and said == {stack_dir: (
+    stacks, single, said, resumed = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
+    assert stacks == {stack_dir: list(configs)} and single == [] and resumed == {}
+    assert said == {stack_dir: (
         "stale", "cannot be continued: it was run with another config (lr 0.1 -> 0.05)")}
 
 

@@ -21,6 +21,7 @@ import yaml
 import lotterynet.grid as grid_module
 import lotterynet.sweep as sweep_module
 from conftest import REPO, STD_CONVS, TINY_BIT, default_sigint, processes_mentioning
+from lotterynet.checkpointing import atomic_torch_save
 from lotterynet.cli import build_parser, given_values, main
 from lotterynet.config import ConfigError, ConfigLoader, make_config
 from lotterynet.grid import (
@@ -885,20 +886,33 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
         (done / "results.json").write_text(json.dumps({"config": config, "test_acc": 0.5}))
         left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
         assert left * 3600 == pytest.approx(stacked * 3600 - saved * full)
-    # a stack killed after that member finished resumes with its recorded members, the
-    # finished one among them: it costs nothing still
+    # a stack killed after its first epoch, that member finished meanwhile outside it,
+    # resumes with every member it recorded, the finished one among them (it trains again):
+    # each member's epochs left, not its budget; a diverged member trains no more. The
+    # estimate reads each checkpoint once, in plan_stacks (it read them twice)
     group = {cell_name(lab, v): make_config(v).to_dict() for lab, v in sweep.cells()
              if lab == label and v["seed"] == values["seed"]}
-    monkeypatch.setattr(sweep_module, "stack_record",
-                        lambda stack_dir: StackRecord(group, 1) if stack_dir.name.startswith(
-                            label.replace("/", "-")) else None)
-    resumed, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
-    assert resumed == pytest.approx(left)
+    diverged = next(name for name in group if name != done.name)
+    read, lost = [], frozenset()
+
+    def stack_record(stack_dir: Path) -> StackRecord | None:
+        read.append(stack_dir)
+        return StackRecord(group, 1, lost) if stack_dir.name.startswith(
+            label.replace("/", "-")) else None
+
+    monkeypatch.setattr(sweep_module, "stack_record", stack_record)
+    for lost in (frozenset(), frozenset({diverged})):
+        read.clear()
+        resumed, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
+        unrun = len(group) + sum(group[name]["epochs"] - 1 for name in lost)
+        assert resumed * 3600 == pytest.approx(stacked * 3600 - unrun * 10 * full)
+        assert len(read) == len(set(read)) == 3  # (the three variants' stacks)
     # two jobs at once, longest first onto the worker free first: the three variants' stacks
-    # (840 member-epochs each, one less the finished member), then the baseline's three runs
-    # (30, 20, 10 epochs) onto the worker with one stack: the other ends last, with two stacks
+    # (840 member-epochs each, one less per member of the resumed one but the diverged
+    # member's all), then the baseline's three runs (30, 20, 10 epochs) onto the worker with
+    # one stack: the other ends last, with two stacks
     parallel, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=2)
-    assert parallel * 3600 == pytest.approx((840 * 10 * 2 - values["epochs"] * 10) * full)
+    assert parallel * 3600 == pytest.approx((840 * 10 * 2 - unrun * 10) * full)
     assert "2 jobs at once" in what
     # jobs beyond the cores share them: 64 jobs on 2 cores take no less than 2 jobs (they
     # made an 88-hour sweep look like 1.7 hours and start without --yes)
@@ -906,6 +920,17 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     many, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=64)
     assert many >= (stacked * 3600 - values["epochs"] * 10 * full) / 2 / 3600
     assert "64 jobs at once" in what
+    # a cell stopped after 3 epochs of 30 in a single run resumes singly from its checkpoint,
+    # as the sweep runs it: its 27 epochs left at the single epoch time (it counted as a member
+    # of its variant's stack, at its whole budget)
+    name, values = next((cell_name(lab, v), v) for lab, v in sweep.cells()
+                        if lab == "wide" and v["epochs"] == 30)
+    checkpoint = tmp_path / "cells" / name / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    atomic_torch_save({"state_dict": {}, "epoch": 2, "optimizer_states": [],
+                       "hyper_parameters": {"config": make_config(values).to_dict()}}, checkpoint)
+    alone, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
+    assert alone * 3600 == pytest.approx(resumed * 3600 + (27 * 60 - 30 * 10) * full)
 
 
 def test_cpu_estimate_times_each_cell_at_its_own_architecture(tmp_path, monkeypatch):
@@ -1205,7 +1230,6 @@ def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_na
     set aside as one that cannot be continued and trained anew, its stack file naming the old
     cells (and in the order given, the sweep did not find the old folders at all: it trained
     every cell anew into new ones)."""
-    from lotterynet.checkpointing import atomic_torch_save
     from lotterynet.stack import stack_record
 
     sweep = Sweep(base={"arch": "fc2"}, variants=[variant],
@@ -1229,7 +1253,8 @@ def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_na
     assert f"stack {label}-seed0 is now subsetsum-pairs=2-seed0 ({OLD_LABELS[form]})" in \
         capsys.readouterr().out.splitlines()
     todo = [(name, sweep_module.prepare_cell(config)) for name, config in configs.items()]
-    assert sweep_module.plan_stacks(sweep, tmp_path, configs, todo) == ({stack: cells}, [], {})
+    assert sweep_module.plan_stacks(sweep, tmp_path, configs, todo)[:3] == (
+        {stack: cells}, [], {})
     assert list(stack_record(stack).members) == cells
     assert read_stack_file(stack / "stack.yaml")[1] == [tmp_path / "cells" / c for c in cells]
     with open(stack / "metrics.csv") as f:
