@@ -162,6 +162,24 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
                 "layer.structure.u() / layer.structure.v() instead")
         return super().__getattr__(name)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        """As ``nn.Module``'s; but a dense layer's weight (``PREFIXweight``: the state dict of a
+        model not converted, a pretrained one, or of an export) is refused in one line saying
+        why, ``strict`` or not (torch tells a module no more): a strict load listed every key
+        missing and unexpected, and ``strict=False`` loaded the rest silently (norm statistics,
+        biases: a frozen bias so changed then refused by ``save_ticket``)."""
+        if f"{prefix}weight" in state_dict:
+            where = f" {prefix[:-1]!r}" if prefix else ""
+            raise RuntimeError(
+                f"{type(self).__name__}{where} takes no dense weight ({prefix}weight, from a "
+                f"model not converted, such as a pretrained one, or an export): its frozen "
+                f"weights are random, drawn from its seed (convert does not keep a model's "
+                f"weights); load the state dict of the converted model or its ticket "
+                f"(lotterynet.load_ticket), or load this one before converting")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
     def _structure_repr(self) -> str:
         return (f"bias={self.bias is not None}, structure={self.structure_name!r}, "
                 f"density={self.density:.4g}")

@@ -895,6 +895,27 @@ def test_a_converted_model_traces_with_fx_its_subnet_layers_as_leaves(leaf_modul
     assert model[0].structure.weight.scores.grad is not None
 
 
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_dense_state_dict_is_refused_by_a_converted_model_saying_why(strict):
+    """A pretrained (dense) state dict loaded into a converted model: strictly it was refused
+    as a list of every key missing and unexpected, saying nothing of why; with strict=False
+    it loaded what matched (norm statistics, the frozen biases, which save_ticket then
+    refused) and silently left the random weights, where its user meant to load pretrained
+    ones (QA). Refused either way, in one line naming the first converted layer; a lone
+    layer too, and the converted model's own state dict loads."""
+    def make():
+        return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    dense = make().state_dict()
+    model = ln.convert(make(), sparsity=0.5, seed=0)
+    with pytest.raises(RuntimeError, match=r"^SubnetLinear '0' takes no dense weight \(0\.weight, "
+                                           r"from a model not converted, .* its frozen weights "
+                                           r"are random, drawn from its seed"):
+        model.load_state_dict(dense, strict=strict)
+    with pytest.raises(RuntimeError, match=r"^SubnetLinear takes no dense weight \(weight, "):
+        ln.SubnetLinear(4, 3, seed=0).load_state_dict(nn.Linear(4, 3).state_dict(), strict)
+    assert ln.convert(make(), sparsity=0.5, seed=1).load_state_dict(model.state_dict(), strict)
+
+
 def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_plain():
     """A namedtuple (a list in the ticket's JSON, refused by a weights_only checkpoint), a set,
     a dict with a key that is not a string, or another object is refused, naming the argument:
