@@ -240,6 +240,13 @@ def _check_sizes(name: str, sizes, dims: int, least: int) -> None:
 
 class _SubnetConvNd(_SubnetLayer):
     dims: int  # 1 or 2: ``plain`` is nn.Conv1d or nn.Conv2d, ``conv`` its functional op
+    #: As ``nn.Conv*d`` has them, for code that reads a convolution's geometry: zero padding
+    #: (the only mode taken), not transposed.
+    padding_mode, transposed = "zeros", False
+
+    @property
+    def output_padding(self) -> tuple[int, ...]:
+        return (0,) * self.dims
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = False, padding_mode: str = "zeros",

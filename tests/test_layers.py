@@ -204,10 +204,15 @@ def test_two_stage_layers_say_why_they_have_no_weight():
     assert not hasattr(layer, "weight") and layer.bias is None  # other attributes unaffected
 
 
-def test_attributes_and_repr_match_the_replaced_layer():
-    conv = ln.SubnetConv2d(6, 4, 3, 2, 1, sparsity=0.75, seed=0)
-    plain = nn.Conv2d(6, 4, 3, 2, 1)
-    for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "groups"):
+@pytest.mark.parametrize("subnet, plain", [(ln.SubnetConv2d, nn.Conv2d),
+                                           (ln.SubnetConv1d, nn.Conv1d)])
+def test_attributes_and_repr_match_the_replaced_layer(subnet, plain):
+    """A convolution's geometry as nn.Conv*d's; padding_mode, transposed and output_padding
+    were missing (QA: code that reads a convolution's geometry)."""
+    conv = subnet(6, 4, 3, 2, 1, 2, sparsity=0.75, seed=0)
+    plain = plain(6, 4, 3, 2, 1, 2)
+    for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                 "groups", "padding_mode", "transposed", "output_padding"):
         assert getattr(conv, name) == getattr(plain, name), name
     assert conv.weight.shape == plain.weight.shape
     assert "structure='dense', density=0.25" in repr(conv)
