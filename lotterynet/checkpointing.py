@@ -25,6 +25,7 @@ import pickle
 import re
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -113,14 +114,19 @@ def seal(archive: bytes) -> bytes:
     return archive[:-2] + struct.pack("<H", _SEAL_SIZE) + _TAG + digest
 
 
-def unseal(data: bytes, path) -> bytes:
-    """``data`` if its digest matches, else :class:`CheckpointError` naming ``path``."""
+def unseal(data: bytes, path, *, unsealed: bool = False) -> bytes:
+    """``data`` if its digest matches, else :class:`CheckpointError` naming ``path``.
+    ``unsealed``: a file without a digest (what a Trainer of your own writes, through
+    Lightning's checkpoint IO) is taken too when every member of its zip matches its CRC-32,
+    which ``torch.load`` does not check (a changed byte loaded as a changed weight)."""
     end = len(data) - _SEAL_SIZE
     if data.startswith(TICKET_MAGIC):
         raise CheckpointError(f"{str(path)!r} is a ticket (the trained subnetwork, for "
                               f"load_ticket), not a training checkpoint: a run resumes from its "
                               f"RUN/checkpoints/last.ckpt")
     if end < _EOCD_SIZE or data[end:end + len(_TAG)] != _TAG:
+        if unsealed:
+            return _crc_checked(data, path)
         raise CheckpointError(f"checkpoint {str(path)!r} has no lotterynet integrity digest: it "
                               f"is truncated, or was not written by lotterynet")
     body, stored = data[:end - 2], data[end + len(_TAG):]
@@ -128,6 +134,19 @@ def unseal(data: bytes, path) -> bytes:
             or hashlib.sha256(body).hexdigest().encode() != stored):
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its bytes do not match its "
                               f"integrity digest")
+    return data
+
+
+def _crc_checked(data: bytes, path) -> bytes:
+    """``data`` if it is a zip archive whose members all match their CRC-32s."""
+    try:
+        bad = zipfile.ZipFile(io.BytesIO(data)).testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unreadable: "
+                              f"{first_line(err)}") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its {bad!r} does not match "
+                              f"its CRC-32")
     return data
 
 
@@ -169,8 +188,13 @@ Resumed = tuple[str | os.PathLike, dict]
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     """The digest checked, then ``torch.load(weights_only=True)`` of the verified bytes, with
     one-line errors for missing, corrupt or foreign files."""
+    return parse_checkpoint(read_checkpoint(path), path, map_location)
+
+
+def read_checkpoint(path: str | os.PathLike, *, unsealed: bool = False) -> bytes:
+    """The bytes of the checkpoint ``path``, checked by :func:`unseal`."""
     try:
-        data = unseal(Path(path).read_bytes(), path)
+        return unseal(Path(path).read_bytes(), path, unsealed=unsealed)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {str(path)!r} not found") from None
     except IsADirectoryError:
@@ -181,6 +205,11 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     except OSError as err:
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: "
                               f"{err.strerror or err}") from None
+
+
+def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None) -> dict:
+    """``torch.load(weights_only=True)`` of the checkpoint bytes ``data`` (read from ``path``),
+    which must be a Lightning checkpoint as lotterynet writes it."""
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location=map_location or "cpu",
                                 weights_only=True)

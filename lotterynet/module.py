@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 
 import numpy as np
 import pytorch_lightning as pl
@@ -18,6 +19,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from .checkpointing import parse_checkpoint, read_checkpoint
 from .config import RunConfig
 from .convert import plain_numbers
 from .datamodule import TensorDataModule
@@ -128,6 +130,21 @@ class EdgePopupModule(pl.LightningModule):
         self._after_prefix: tuple[torch.nn.Module, ...] | None = None  # set by setup
         self._image_shape: torch.Size | None = None  # the data's own shape, with the prefix
         self.graphs = StepGraphs(cuda_graphs)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None,
+                             strict=None, weights_only=True, **kwargs):
+        """Lightning's, for a checkpoint file read as ``train.py --resume`` reads it
+        (:mod:`lotterynet.checkpointing`): its integrity digest checked (a run's checkpoint),
+        or without one (your own Trainer's) its zip's CRC-32s, then loaded with
+        ``torch.load(weights_only=True)`` whatever ``weights_only`` says; a missing, truncated,
+        corrupt or foreign file (a ticket) is a one-line :class:`~lotterynet.errors.
+        CheckpointError`. Lightning's own loaded a changed byte as a changed weight, and failed
+        on a truncated file deep inside torch."""
+        data = read_checkpoint(checkpoint_path, unsealed=True)
+        parse_checkpoint(data, checkpoint_path)
+        return super().load_from_checkpoint(io.BytesIO(data), map_location, hparams_file, strict,
+                                            weights_only=True, **kwargs)
 
     def setup(self, stage: str) -> None:
         """With a :class:`TensorDataModule`, the model's frozen leading modules (LeNet5's random

@@ -16,8 +16,10 @@ import yaml
 from torch import nn
 
 import lotterynet as ln
+from lotterynet.checkpointing import atomic_torch_save
 from lotterynet.cli import build_parser, config_from_args
 from lotterynet.datamodule import EVAL_BATCH, EpochPermutation, TensorDataModule, load_or_download
+from lotterynet.errors import CheckpointError
 from lotterynet.models import MODELS, build_model
 from lotterynet.module import check_images
 from lotterynet.params import count_params
@@ -123,6 +125,42 @@ def test_module_settings_are_checked_when_built(spec, optim, said):
     and a NaN lr was refused as a value a ticket cannot hold, not as an lr."""
     with pytest.raises(ValueError, match=re.escape(said)):
         ln.EdgePopupModule(spec, optim)
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+@pytest.mark.parametrize("damage", [None, "flip", "truncate", "ticket"])
+def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, sealed, damage):
+    """``EdgePopupModule.load_from_checkpoint`` reads a checkpoint as ``--resume`` does: a
+    byte changed in a weight, in a checkpoint of your own Trainer (no digest: its zip CRC-32s)
+    or of a run (sealed), is refused; it loaded as a changed weight (torch does not check the
+    CRCs). A truncated file or a ticket is one line, not torch's failure deep in its loader."""
+    module = ln.EdgePopupModule({"name": "fc2", "width": 4, "structure": "dense"})
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                  "pytorch-lightning_version": pl.__version__}
+    path = tmp_path / "last.ckpt"
+    if sealed:
+        atomic_torch_save(checkpoint, path)
+    else:
+        torch.save(checkpoint, path)
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        scores = module.state_dict()["model.1.structure.weight.scores"]
+        data[data.index(scores.numpy().tobytes())] ^= 1
+    elif damage == "truncate":
+        del data[len(data) // 2:]
+    elif damage == "ticket":
+        ln.save_ticket(module.model, tmp_path / "model.ticket")
+        data = (tmp_path / "model.ticket").read_bytes()
+    path.write_bytes(data)
+    if damage is None:
+        loaded = ln.EdgePopupModule.load_from_checkpoint(path, weights_only=False)
+        assert all(torch.equal(t, module.state_dict()[k]) for k, t in loaded.state_dict().items())
+        return
+    said = {"flip": "is corrupt: its .* not match its (CRC-32|integrity digest)",
+            "truncate": "(corrupt or unreadable|has no lotterynet integrity digest)",
+            "ticket": "is a ticket"}[damage]
+    with pytest.raises(CheckpointError, match=said):
+        ln.EdgePopupModule.load_from_checkpoint(path)
 
 
 @pytest.mark.parametrize("arch, lr", [("lenet5", 0.01), ("fc2", 0.1)])
