@@ -577,6 +577,25 @@ def cannot_continue(record: StackRecord | None, names: Sequence[str],
     return None
 
 
+def trains_again(record: StackRecord, configs: Sequence[RunConfig], finished: set[str]
+                 ) -> str | None:
+    """What a stack that resumes from ``record`` (``configs``: its members', in its order)
+    says of its members in ``finished`` (their cells hold results: run meanwhile outside it,
+    ``--cell``) that it has neither trained to their budgets nor seen diverge: they train
+    again with it, which resumes with every member its checkpoint holds (restored by
+    position), and their results are kept (:meth:`MemberResults.finish` writes no finished
+    cell); None where there are none. Said by the sweep before it runs the stack and, by hand
+    (``--stack-file``) or in the sweep's process, by :func:`train_stack` as it resumes."""
+    again = [name for name, config in zip(record.members, configs) if name in finished
+             and name not in record.diverged and record.epochs_done < config.epochs]
+    if not again:
+        return None
+    one = len(again) == 1
+    return (f"resumes with every member its checkpoint holds: {', '.join(again)}, finished "
+            f"meanwhile outside it, {'trains' if one else 'train'} again with it "
+            f"({'its' if one else 'their'} own results are kept, not overwritten)")
+
+
 def changes(stored: dict, config: RunConfig, names: list[str]) -> str:
     """``NAME OLD -> NEW, ...`` for the fields ``names`` (:func:`changed_fields`) of a run's
     ``stored`` config that ``config`` changes; an unset ``lr`` is its recipe's."""
@@ -824,6 +843,10 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     if resume is None and (stack_dir / METRICS_FILE).exists():
         print(f"stack {stack_dir.name}: its folder holds no checkpoint and no finished epoch "
               f"(stopped before its first epoch ended): it starts over there", flush=True)
+    again = trains_again(record, configs, {name for name, cell in zip(names, cell_dirs)
+                                           if (cell / RESULTS).is_file()}) if resume else None
+    if again:
+        print(f"stack {stack_dir.name} {again}", flush=True)
     budget = max(c.epochs for c in configs)
     resumed = (resume, record.checkpoint) if resume else None
     if resumed:

@@ -124,6 +124,7 @@ from .stack import (
     run_again,
     run_stack,
     stack_record,
+    trains_again,
     unstackable,
     write_stack_file,
 )
@@ -626,15 +627,10 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
         if why is None:
             stacks[stack_dir] = recorded  # (its group's cells it lacks, new ones: singly)
             resumed[stack_dir] = record
-            again = [c for c in recorded if c not in to_train and c not in record.diverged
-                     and record.epochs_done < configs[c].epochs]
-            if again:  # (a stack resumes with every member its checkpoint holds)
-                one = len(again) == 1
-                said[stack_dir] = (None, f"resumes with every member its checkpoint holds: "
-                                         f"{', '.join(again)}, finished meanwhile outside it, "
-                                         f"{'trains' if one else 'train'} again with it "
-                                         f"({'its' if one else 'their'} own results are kept, "
-                                         f"not overwritten)")
+            again = trains_again(record, [configs[c] for c in recorded],
+                                 set(recorded) - to_train)
+            if again:
+                said[stack_dir] = (None, again)
         elif len(left) > 1:
             stacks[stack_dir] = left
             if not holds_a_stack(stack_dir):
@@ -720,7 +716,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     for stack_dir, (tag, why) in said.items():
         if tag:
             set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells", tag=tag)
-        else:
+        elif slots > 1:  # (a stack in this process says it as it resumes: train_stack)
             print(f"stack {stack_dir.name} {why}", flush=True)
     to_run = len(to_report)
     stacked = f" ({plural(len(stacks), 'stack')})" if stacks else ""

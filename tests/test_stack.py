@@ -987,6 +987,30 @@ def test_a_stack_file_whose_members_finished_runs_again(tmp_path, data_dir, caps
         assert "2 of 2 members finished" in capsys.readouterr().out
 
 
+def test_a_stack_file_run_by_hand_says_a_member_finished_outside_it_trains_again(
+        tmp_path, data_dir, capsys):
+    """A stack stopped after its first epoch of two whose member was meanwhile finished by
+    itself (``--cell``), then run by hand (``--stack-file``): it resumes with every member its
+    checkpoint holds, so that member trains again, its results kept. The sweep said so
+    (473869d); by hand it trained it again without a word."""
+    cells = [tmp_path / "cells" / name for name in ("a", "b")]
+    configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s, "epochs": 2,
+                            "limit_train": 128, "val_size": 32, "progress_bar": False,
+                            "data_dir": str(data_dir), "out": str(c)})
+               for s, c in zip((0.5, 0.9), cells)]
+    stack_dir = tmp_path / "stacks" / "dense-seed0"
+    run_stack([dataclasses.replace(c, stop_after=1) for c in configs], stack_dir, cells)
+    run(configs[0])  # (as its --cell run trains it)
+    finished = json.loads((cells[0] / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["--stack-file", str(write_stack_file(configs, stack_dir, cells))]) == 0
+    assert "stack dense-seed0 resumes with every member its checkpoint holds: a, finished " \
+           "meanwhile outside it, trains again with it (its own results are kept, not " \
+           "overwritten)" in capsys.readouterr().out.splitlines()
+    assert json.loads((cells[0] / "results.json").read_text()) == finished
+    assert (cells[1] / "results.json").is_file()
+
+
 def test_a_diverged_member_stops_alone_and_is_named(tmp_path, data_dir, monkeypatch):
     """A member whose scores turn NaN (here: written in epoch 1, after an update) trains no
     more and is not tested; the others train to their end and write their cells; then the
