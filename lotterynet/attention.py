@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .distributions import draw_seed, float32_draws, seeded_generator
-from .layers import SubnetLinear, _SubnetLayer, check_float_dtype, drawn, traced_as_leaf
+from .layers import SubnetLinear, _SubnetLayer, check_float_dtype, drawn, traced_call
 from .masking import MaskedSparsity
 from .structures import check_positive_int
 
@@ -111,8 +111,8 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
 
     def forward(self, query, key, value, *args, **kwargs):
         """``nn.MultiheadAttention``'s; one node under ``torch.fx`` tracing, as that leaf
-        module's (:func:`~lotterynet.layers.traced_as_leaf`)."""
-        traced = traced_as_leaf(self, (query, key, value, *args), kwargs)
+        module's, refused by ``torch.jit.trace`` (:func:`~lotterynet.layers.traced_call`)."""
+        traced = traced_call(self, (query, key, value, *args), kwargs)
         return super().forward(query, key, value, *args, **kwargs) if traced is None else traced
 
     def extra_repr(self) -> str:
@@ -157,7 +157,7 @@ def _draw_bias_kv(module: nn.Module, generator, add_bias_kv: bool, embed_dim: in
 
 
 #: Every module type that holds maskable tensors as one replaceable unit (torch.fx records each
-#: call of one as one node, as a leaf module's: ``traced_as_leaf``).
+#: call of one as one node, as a leaf module's: ``traced_call``).
 SUBNET_MODULES = (_SubnetLayer, SubnetMultiheadAttention)
 
 

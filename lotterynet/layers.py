@@ -45,11 +45,18 @@ def record_frozen(layer: nn.Module) -> None:
                                                if not p.requires_grad)
 
 
-def traced_as_leaf(module: nn.Module, args: tuple, kwargs: dict):
-    """Under ``torch.fx`` symbolic tracing (an argument is an ``fx.Proxy``), ``module``'s call
-    recorded as one ``call_module`` node, as FX records a leaf module's (``nn.Linear``'s): the
-    mask selection inside branches on values, which FX cannot trace. None otherwise, and for the
-    module traced itself (the root: no node can call it)."""
+def traced_call(module: nn.Module, args: tuple, kwargs: dict):
+    """A call of subnet ``module`` being traced: under ``torch.fx`` symbolic tracing (an
+    argument is an ``fx.Proxy``) recorded as one ``call_module`` node, as FX records a leaf
+    module's (``nn.Linear``'s), since the mask selection inside branches on values, which FX
+    cannot trace; under ``torch.jit.trace`` refused, which would record those branches, and a
+    cached mask, as constants (its check failed: "Graphs differed across invocations"). None
+    otherwise, and for the module FX traces itself (the root: no node can call it)."""
+    if torch.jit.is_tracing():
+        raise TypeError(f"torch.jit.trace: {type(module).__name__} is a subnet layer, whose mask "
+                        f"selection a trace would record as constants; trace the exported model, "
+                        f"masks baked in: torch.jit.trace(lotterynet.export(model), ...) (or "
+                        f"torch.export / torch.compile the model itself)")
     proxy = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.fx.Proxy)), None)
     name = None if proxy is None else proxy.tracer.path_of_module(module)
     return proxy.tracer.create_proxy("call_module", name, args, kwargs) if name else None
@@ -191,7 +198,7 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
                 for name, m in named_masked_weights(self.structure).items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        traced = traced_as_leaf(self, (x,), {})
+        traced = traced_call(self, (x,), {})
         return self._forward(x) if traced is None else traced
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -451,6 +451,28 @@ def test_torch_func_model_ensembling_over_stacked_scores(kw):
                                            atol=1e-6 * float(p.grad.abs().max()))
 
 
+def test_torch_jit_trace_is_refused_in_one_line_and_the_export_traces():
+    """torch.jit.trace of a subnet model failed its check with a diff of two graphs over
+    hundreds of lines ("Graphs differed across invocations": the mask selection's host reads
+    and cached mask recorded as constants). Refused in one line, as torch.jit.script is, for a
+    layer and an attention; the exported model traces and computes what the model does (the
+    layer's: torch's own nn.MultiheadAttention fails the trace's check)."""
+    class Attends(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = ln.SubnetMultiheadAttention(4, 2, batch_first=True, seed=0)
+
+        def forward(self, x):
+            return self.attention(x, x, x)[0]
+    x, linear = torch.randn(2, 3, 4), nn.Sequential(ln.SubnetLinear(4, 4, seed=0), nn.ReLU())
+    for model, name in ((linear, "SubnetLinear"), (Attends(), "SubnetMultiheadAttention")):
+        with pytest.raises(TypeError, match=rf"^torch\.jit\.trace: {name} is a subnet layer, "
+                                            r".* torch\.jit\.trace\(lotterynet\.export\(model\)"):
+            torch.jit.trace(model.eval(), x)
+    traced = torch.jit.trace(ln.export(linear), x)
+    assert torch.allclose(traced(x), linear(x))
+
+
 @pytest.fixture
 def float64_default():
     torch.set_default_dtype(torch.float64)
