@@ -15,20 +15,24 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.trainer.states import TrainerFn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from .archs import Layers
 from .checkpointing import parse_checkpoint, read_checkpoint
 from .config import RunConfig
 from .convert import plain_numbers
 from .datamodule import TensorDataModule
+from .errors import CheckpointError
 from .graphs import StepGraphs
 from .layers import SubnetLinear, _SubnetLayer
 from .masking import masked_weights
 from .models import MODELS, build_model, split_arch
 from .optim import check_optim, optim_settings, optimizer_and_schedule
 from .stacked import frozen_prefix
+from .structures import STRUCTURE_OPTIONS, structure_options
 
 STAGES = ("train", "val", "test")
 #: Each stage's mean loss over an epoch; ``train/loss`` itself is the loss of a step, of
@@ -66,6 +70,25 @@ def spec_value(spec: dict, key: str):
     builder = MODELS.get(split_arch(spec["name"])[0])
     parameter = inspect.signature(builder).parameters.get(key)
     return None if parameter is None else parameter.default
+
+
+def spec_option(spec: dict, key: str):
+    """The option ``key`` of the model ``build_model(**spec)`` builds: the spec's, else its
+    builder's default (:func:`spec_value`), else its layers' (:class:`~lotterynet.archs.Layers`)."""
+    value = spec_value(spec, key)
+    return getattr(Layers, key, None) if value is None and key not in spec else value
+
+
+def spec_difference(saved: dict, ours: dict) -> tuple[str, object, object] | None:
+    """The first option (``key``, its value in ``saved``, in ``ours``) in which two specs build
+    different models; None when they build the same one (a default given in one and left out
+    of the other, or an option their structure does not read, is no difference)."""
+    unread = set(STRUCTURE_OPTIONS) - structure_options(spec_option(ours, "structure"))
+    for key in dict.fromkeys(["name", "structure", *saved, *ours]):
+        theirs, mine = spec_option(saved, key), spec_option(ours, key)
+        if key not in unread and theirs != mine:
+            return key, theirs, mine
+    return None
 
 
 def check_images(spec: dict, data: TensorDataModule) -> None:
@@ -145,6 +168,33 @@ class EdgePopupModule(pl.LightningModule):
         parse_checkpoint(data, checkpoint_path)
         return super().load_from_checkpoint(io.BytesIO(data), map_location, hparams_file, strict,
                                             weights_only=True, **kwargs)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint of another model (``spec``), or a fit resumed from one of another
+        optimizer (``optim``), is refused in one line before Lightning loads it: the state
+        dict of another sparsity or seed loaded silently (``k`` and the frozen weights are in
+        it), replacing this module's, another optimizer's state failed deep inside torch
+        (``KeyError: 'step'``), and another ``lr`` was replaced by the restored one. Another
+        ``epochs`` is taken (a target finishes a longer run's constant schedule), the restored
+        schedule checked by :meth:`on_train_start`."""
+        saved = checkpoint.get("hyper_parameters")
+        if not isinstance(saved, dict) or not isinstance(saved.get("spec"), dict):
+            return
+        trainer = self._trainer
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
+        differs = spec_difference(saved["spec"], self.hparams.spec)
+        what = "spec"
+        if differs is None and fitting and isinstance(saved.get("optim"), dict):
+            what, optim = "optim", self.hparams.optim
+            differs = next(((k, saved["optim"].get(k), v) for k, v in optim.items()
+                            if k != "epochs" and saved["optim"].get(k) != v), None)
+        if differs is not None:
+            key, theirs, mine = differs
+            path = f" {str(trainer.ckpt_path)!r}" if trainer is not None else ""
+            raise CheckpointError(
+                f"checkpoint{path} was saved with {what}[{key!r}] = {theirs!r}, this module has "
+                f"{mine!r}: resume it with the module it was saved with, "
+                f"EdgePopupModule.load_from_checkpoint(path)")
 
     def setup(self, stage: str) -> None:
         """With a :class:`TensorDataModule`, the model's frozen leading modules (LeNet5's random

@@ -354,6 +354,39 @@ def test_own_trainer_resume_in_float64_reaches_the_uninterrupted_run(tmp_path, d
     assert all(torch.equal(resumed[k], v) for k, v in straight.items())
 
 
+@pytest.mark.parametrize("spec, optim, said", [
+    ({"seed": 0, "pairs": 5, "activation": "relu"}, {}, None),  # its defaults, spelled out
+    ({"sparsity": 0.9}, {}, "spec['sparsity'] = 0.5, this module has 0.9"),
+    ({"seed": 1}, {}, "spec['seed'] = 0, this module has 1"),
+    ({}, {"lr": 0.5}, "optim['lr'] = 0.1, this module has 0.5"),
+    ({}, {"optimizer": "adam"}, "optim['optimizer'] = 'sgd', this module has 'adam'"),
+])
+def test_own_trainer_resume_into_another_model_or_optimizer_is_refused(tmp_path, spec, optim,
+                                                                        said):
+    """``trainer.fit(module, ckpt_path=...)`` with a module of another spec or optimizer than
+    the checkpoint's: another sparsity or seed loaded silently (``k`` and the frozen weights
+    are in the state dict: the module trained the checkpoint's model under its own spec),
+    another lr was replaced by the restored one, another optimizer failed inside torch
+    (``KeyError: 'step'``). Refused in one line, before anything is loaded."""
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    base = {"name": "fc2", "width": 4, "structure": "subsetsum", "sparsity": 0.5}
+
+    def fit(module, epochs, ckpt_path=None, **options):
+        pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=tmp_path, **options).fit(
+            module, torch.utils.data.DataLoader(list(zip(x, y)), batch_size=4),
+            ckpt_path=ckpt_path)
+
+    fit(ln.EdgePopupModule(base, {"epochs": 2}), 1,
+        callbacks=[pl.callbacks.ModelCheckpoint(tmp_path, save_last=True)])
+    module = ln.EdgePopupModule({**base, **spec}, {"epochs": 2, **optim})
+    if said is None:
+        fit(module, 2, tmp_path / "last.ckpt", enable_checkpointing=False)
+        return
+    with pytest.raises(CheckpointError, match=re.escape(said)):
+        fit(module, 2, tmp_path / "last.ckpt", enable_checkpointing=False)
+
+
 def test_a_cosine_schedule_shorter_than_the_trainer_is_refused(tmp_path, data_dir):
     """optim['epochs'] 1 under max_epochs 3, or a run of max_epochs 1 resumed with
     max_epochs 2 (its restored schedule keeps its length), trained on silently past the
