@@ -1,15 +1,19 @@
 """A run's memory, counted before its model is built: a lower bound of what its tensors
-certainly take (:func:`memory_needed`, read off a build and a training forward on the ``meta``
-device) against what the machine has available (:func:`check_fits`). A run that needs more
-would end in the kernel's out-of-memory kill, which cannot be caught: it says nothing and
-leaves the run's folder behind."""
+certainly take at the peak of a training step (:func:`memory_needed`, read off a build and
+two training steps on the ``meta`` device) against what the machine has available
+(:func:`check_fits`). A run that needs more would end in the kernel's out-of-memory kill, which
+cannot be caught: it says nothing and leaves the run's folder behind."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from .config import ConfigError, RunConfig, examples_per_device, on_gpu
 from .convert import on_meta
@@ -17,13 +21,14 @@ from .data import DATASETS
 from .errors import in_binary_units, plural
 from .machine import available_memory
 from .models import build_model
+from .optim import optimizer_and_schedule, trainable_parameters
 from .stacked import frozen_prefix_length
 
 #: The dtype a precision casts a model's floating tensors to in training; the others train them
 #: in the float32 they are built in.
 CAST = {"64-true": torch.float64, "bf16-true": torch.bfloat16, "16-true": torch.float16}
 #: The dtype a mixed precision computes in where autocast lowers an operation; at least its
-#: width is what each floating tensor saved for the backward takes there.
+#: width is what each floating tensor a training step makes takes there.
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
@@ -37,8 +42,8 @@ class MemoryNeed:
     scores: int  # trained parameters (scores, and any trained bias or norm)
     states: int  # optimizer tensors per trained parameter
     dtype: torch.dtype  # of the floating tensors in training
-    saved: int  # bytes autograd saves for the backward in one training forward (in trained)
-    batch: int  # of that forward
+    step: int  # bytes a training step holds at its peak beyond these (in trained)
+    batch: int  # of that step
 
 
 def optimizer_states(optim: dict) -> int:
@@ -48,21 +53,23 @@ def optimizer_states(optim: dict) -> int:
     return {"adam": 2, "adamw": 2, "sgd": int(optim["momentum"] > 0)}.get(optim["optimizer"], 0)
 
 
-def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig) -> MemoryNeed:
+def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig,
+                  stack: bool = False) -> MemoryNeed:
     """What the models of ``members`` (``build_model`` spec, optimizer settings) certainly hold,
     read off builds on the ``meta`` device (nothing allocated): built (on the CPU, in the
     float32 they are drawn in), each parameter and buffer; in training under ``config``'s
-    precision, each in the dtype it casts them to, and for each trained parameter (a score) its
-    gradient and the optimizer's state (:func:`optimizer_states`), all allocated by the end of
-    the first step, and what autograd saves for the backward in one forward of a training
-    batch of ``config``'s data set (:func:`saved_for_backward`; its batch size, or all the
-    examples where they are fewer; the batch itself where a layer saves it). Nothing else (the
-    gradients flowing back, a step's temporaries, the data set, the allocators' own) is
-    counted."""
+    precision, each in the dtype it casts them to, for each trained parameter (a score) its
+    gradient and the optimizer's state (:func:`optimizer_states`), all held at once by the end
+    of a step's backward, and what more a training step on a batch of ``config``'s data set
+    holds at its peak (:func:`step_peak`: its activations, masks, masked weights, the
+    gradients flowing back, the optimizer step's temporaries; its batch size, or all the
+    examples where they are fewer; ``stack``: a stack's step). Nothing else (the data set, an
+    operation's scratch, the allocators' own) is counted."""
     dtype = CAST.get(config.precision, torch.float32)
     batch = min(config.batch_size, examples_per_device(config))
     need = MemoryNeed(0, 0, 0, 0, 0, dtype, 0, batch)
     models = []
+    kept = 0  # bytes of the gradients and optimizer states
     for spec, optim in members:
         with on_meta():
             model = build_model(**spec)
@@ -71,49 +78,129 @@ def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig) -> Me
         need.states = max(need.states, states)
         for tensor in (*model.parameters(), *model.buffers()):
             trained = isinstance(tensor, torch.nn.Parameter) and tensor.requires_grad
-            size = (dtype if tensor.is_floating_point() else tensor.dtype).itemsize
+            size = tensor.numel() * (dtype if tensor.is_floating_point() else tensor.dtype).itemsize
             need.built += tensor.numel() * tensor.element_size()
-            need.trained += tensor.numel() * size * (1 + (1 + states) * trained)
+            need.trained += size
+            kept += size * (1 + states) * trained
             need.params += tensor.numel() * isinstance(tensor, torch.nn.Parameter)
             need.scores += tensor.numel() * trained
     data = DATASETS.get(config.dataset)
-    need.saved = saved_for_backward(
-        models, (batch, data.in_channels, data.image_size, data.image_size),
-        AUTOCAST.get(config.precision, dtype))
-    need.trained += need.saved
+    peak = step_peak(models, [optim for _, optim in members],
+                     (batch, data.in_channels, data.image_size, data.image_size), dtype,
+                     AUTOCAST.get(config.precision), stack)
+    need.step = max(0, peak - kept)  # (the peak holds the gradients and states counted)
+    need.trained += kept + need.step
     return need
 
 
-def saved_for_backward(models: Sequence[torch.nn.Module], shape: tuple[int, ...],
-                       dtype: torch.dtype) -> int:
-    """Bytes that autograd saves for the backward in one training forward of a batch of
-    ``shape`` through ``models`` (built on the ``meta`` device; a stack's members, their frozen
-    leading modules run once, as a stack runs them), run on that device, nothing allocated:
-    the activations, and the masked weights the subnet layers compute, each storage once (two
-    tensors that share one are one), its floating tensors in ``dtype``; not the models' own
-    parameters and buffers, counted already. None (0) where a forward cannot run on ``meta``
-    (an operation without a meta kernel, a value read off the data, whatever it raises there:
-    the run is not refused for it): still a lower bound."""
+class LiveStorage(TorchDispatchMode):
+    """While on, the bytes of the storages that operations make, from the operation that makes
+    each to its freeing, and their peak (:attr:`peak`): each storage once (a view of it, or an
+    operation that writes into it, makes none), its floating tensors' in :attr:`dtype`; not
+    those in ``held`` (made before: the models' parameters and buffers). Nothing is allocated
+    where the tensors are on the ``meta`` device."""
+
+    def __init__(self, dtype: torch.dtype, held: set[int]):
+        super().__init__()
+        self.dtype, self.held, self.live, self.peak = dtype, held, 0, 0
+        self.sizes: dict[int, int] = {}  # bytes of each storage counted, by its address
+        self._finalizers: list[weakref.finalize] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.held:
+                self.count(t, self.dtype, again=False)
+        return out
+
+    def count(self, t: torch.Tensor, dtype: torch.dtype, again: bool = True) -> None:
+        """Count the storage of ``t``, its floating tensors in ``dtype``; one counted already
+        only ``again`` (anew)."""
+        storage = t.untyped_storage()
+        key, counted = storage._cdata, self.sizes.get(storage._cdata)
+        if counted is None:
+            self._finalizers.append(weakref.finalize(storage, self._free, key))
+        elif not again:
+            return
+        size = storage.nbytes() // t.element_size() * (
+            dtype if t.is_floating_point() else t.dtype).itemsize
+        self.sizes[key] = size
+        self.live += size - (counted or 0)
+        self.peak = max(self.peak, self.live)
+
+    def _free(self, key: int) -> None:
+        self.live -= self.sizes.pop(key)
+
+    def __exit__(self, *args):
+        for finalizer in self._finalizers:  # (the tensors left are no longer its to count)
+            finalizer.detach()
+        return super().__exit__(*args)
+
+
+def step_peak(models: Sequence[torch.nn.Module], optims: Sequence[dict], shape: tuple[int, ...],
+              dtype: torch.dtype, lowered: torch.dtype | None = None, stack: bool = False
+              ) -> int:
+    """The most bytes a training step holds at once beyond ``models``' parameters and buffers
+    (:class:`LiveStorage`), read off two steps on a batch of ``shape`` through ``models``
+    (built on the ``meta`` device; a stack's members, their frozen leading modules run once,
+    as a stack runs them: in the data module, their output the batch), each with the
+    optimizer of its settings in ``optims``, run on that device, nothing allocated (but
+    Adam's step counts, a scalar each): the batch, the forward's activations, masks and
+    masked weights, the loss, the backward's gradients (those flowing back and the trained
+    parameters'), the optimizer's states (the second step starts with the first's) and its
+    step's temporaries (a fused optimizer, which cannot step on ``meta``: its states, as it
+    makes them, and none). Floating tensors are counted in ``dtype``, the parameters'; under
+    a mixed precision, those that the forward and backward make in ``lowered``, autocast's
+    (at least its width: what autocast lowers is not told apart), but the parameters'
+    gradients. The gradients are set to None before the backward, as a single run's
+    Lightning does (the forward holds the last step's), or, with ``stack``, after the step,
+    as a stack does. None (0) where a step cannot run on ``meta`` (an operation without a
+    meta kernel, a value read off the data, whatever it raises there: the run is not refused
+    for it): still a lower bound. What an operation takes inside it (a kernel's scratch: the
+    CPU quickselect's of a mask, 12 bytes an entry where the threshold's hint misses, as in a
+    first step) is not counted."""
     held = {t.untyped_storage()._cdata for m in models for t in (*m.parameters(), *m.buffers())}
-    saved: dict[int, torch.Tensor] = {}  # by storage (the tensor kept: its id stays unique)
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        key = tensor.untyped_storage()._cdata
-        if key not in held:
-            saved[key] = tensor
-        return tensor
-
     n = frozen_prefix_length(models)
+
+    def step() -> None:
+        x = torch.empty(shape, device="meta")
+        y = torch.empty(shape[:1], dtype=torch.long, device="meta")
+        live.dtype = lowered or dtype
+        loss = sum(F.cross_entropy(model[n:](x) if n else model(x), y) for model in models)
+        if not stack:  # (Lightning's automatic optimization: the forward held the last step's)
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+        loss.backward()
+        live.dtype = dtype
+        for optimizer in optimizers:
+            if not optimizer.defaults.get("fused"):
+                optimizer.step()
+            if stack:  # (a stack's, each member's after its step)
+                optimizer.zero_grad()
+
+    hooks = []
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            x = torch.empty(shape, device="meta")
-            x = models[0][:n](x) if n else x
-            for model in models:  # (built in training mode)
-                (model[n:] if n else model)(x)
-    except Exception:  # noqa: BLE001 (a forward that runs on a real device may fail on meta)
+        if n:
+            with torch.no_grad():
+                shape = tuple(models[0][:n](torch.empty(shape, device="meta")).shape)
+        with LiveStorage(dtype, held) as live:
+            optimizers = [optimizer_and_schedule(model, optim, 1)[0]
+                          for model, optim in zip(models, optims)]
+            hooks = [p.register_post_accumulate_grad_hook(lambda p: live.count(p.grad, dtype))
+                     for model in models for p in trainable_parameters(model)]
+            for model, optim, optimizer in zip(models, optims, optimizers):
+                if optimizer.defaults.get("fused"):  # (no meta kernel: its states, as made)
+                    for p in trainable_parameters(model):
+                        optimizer.state[p]["meta"] = [torch.empty_like(p) for _ in
+                                                      range(optimizer_states(optim))]
+            step()
+            step()
+    except Exception:  # noqa: BLE001 (a step that runs on a real device may fail on meta)
         return 0
-    return sum(t.untyped_storage().nbytes() // t.element_size()
-               * (dtype if t.is_floating_point() else t.dtype).itemsize for t in saved.values())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return live.peak
 
 
 def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
@@ -129,14 +216,15 @@ def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
     have = available_memory()
     state = f" and {plural(need.states, 'optimizer state')}" * bool(need.states)
     needed, stage = (need.built, f"to build ({need.params:,} parameters, drawn in float32)")
-    saved = (f", and {in_binary_units(need.saved)} of activations and masked weights that a "
-             f"batch of {need.batch} saves for the backward") * bool(need.saved)
+    step = (f", and {in_binary_units(need.step)} more at the peak of a training step on a "
+            f"batch of {need.batch}: its activations, masks, masked weights and temporaries"
+            ) * bool(need.step)
     batch = ""
     if not on_gpu(config.accelerator) and need.trained > need.built:
         needed, stage = (need.trained, f"to train ({need.params:,} parameters in "
                                        f"{str(need.dtype)[6:]}, {need.scores:,} of them "
-                                       f"trained, each with a gradient{state}{saved})")
-        batch = " or a smaller --batch-size" * bool(need.saved)
+                                       f"trained, each with a gradient{state}{step})")
+        batch = " or a smaller --batch-size" * bool(need.step)
     if have is not None and needed > have:
         raise ConfigError(
             f"{what} needs at least {in_binary_units(needed)} of memory {stage} and this "

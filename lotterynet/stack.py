@@ -799,7 +799,7 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | P
     with refusing_unbuildable(first.arch):
         members = [dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
                         config=c.to_dict()) for name, c in zip(names, configs)]
-        need = memory_needed([(m["spec"], m["optim"]) for m in members], first)
+        need = memory_needed([(m["spec"], m["optim"]) for m in members], first, stack=True)
     check_fits(f"stack {stack_dir.name} ({plural(len(members), 'member')})", need, first)
     with refusing_unbuildable(first.arch):
         module = StackModule(members, cuda_graphs=first.cuda_graphs)

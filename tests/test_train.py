@@ -197,24 +197,25 @@ def test_a_model_that_cannot_fit_in_memory_is_refused_before_it_is_built(
     trained until the kernel's out-of-memory kill ended it: no line of its own, and its folder
     left behind (a run again into it was refused as not empty). What its tensors certainly
     take (counted on a build on the meta device: every parameter, each score's gradient and
-    momentum, and what autograd saves for the backward in a forward of one training batch,
-    run on the meta device) is compared with the memory this machine has available before
-    the model is built or the folder made: one line, exit 2. Here FC2 subset-sum, 39.7 MiB in
-    training on the CPU (9.3 MiB of it saved for the backward: counted without it, 30.4 MiB,
-    the run was let train), with 32 MiB available; for a run on a GPU, the host holds the
-    model as built (15.2 MiB, float32), with 8 MiB. The count is exactly what its build
-    holds."""
+    momentum, and what more a training step on one batch holds at its peak, the step run on
+    the meta device) is compared with the memory this machine has available before the model
+    is built or the folder made: one line, exit 2. Here FC2 subset-sum, 45.5 MiB in training
+    on the CPU (15.2 MiB of it the step's peak), with 40 MiB available (counted with only
+    what the forward saves for the backward, 39.7 MiB, the run was let train); for a run on
+    a GPU, the host holds the model as built (15.2 MiB, float32), with 8 MiB. The count is
+    exactly what its build holds."""
     import lotterynet.memory
 
     monkeypatch.setattr(lotterynet.memory, "on_gpu", lambda accelerator: gpu)
-    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 2**23 if gpu else 2**25)
+    monkeypatch.setattr(lotterynet.memory, "available_memory",
+                        lambda: 2**23 if gpu else 40 * 2**20)
     code, out = train(tmp_path, data_dir, "--arch", "fc2", "--sparsity", "0.99",
                       "--limit-train", "256", "--epochs", "1")
     need = "15.2 MiB of memory to build (3,982,840 parameters, drawn in float32) and this " \
-        "machine has 8.0 MiB" if gpu else "39.7 MiB of memory to train (3,982,840 " \
+        "machine has 8.0 MiB" if gpu else "45.5 MiB of memory to train (3,982,840 " \
         "parameters in float32, 1,991,420 of them trained, each with a gradient and 1 " \
-        "optimizer state, and 9.3 MiB of activations and masked weights that a batch of 64 " \
-        "saves for the backward) and this machine has 32.0 MiB"
+        "optimizer state, and 15.2 MiB more at the peak of a training step on a batch of 64: " \
+        "its activations, masks, masked weights and temporaries) and this machine has 40.0 MiB"
     batch = "" if gpu else " or a smaller --batch-size"
     assert capsys.readouterr().err.splitlines() == [
         f"train.py: error: fc2 subsetsum needs at least {need} available; the sparsity does "
@@ -231,35 +232,49 @@ def test_a_model_that_cannot_fit_in_memory_is_refused_before_it_is_built(
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "64-true"])
-def test_the_memory_count_holds_what_a_training_batch_saves_for_the_backward(precision):
+def test_the_memory_count_holds_a_training_steps_peak(precision):
     """A training step holds, beyond the parameters, their gradients and the optimizer's state,
-    what autograd saves in the forward for the backward; the count left it out (conv2 malach:
-    12.0 GiB counted, 15.1 GiB with it, its peak 21.7 GB). It is counted on the meta device:
-    for a dense FC2 (784-500-10) a batch of B saves its input (B x 784, for the first weight's
-    gradient), the hidden activation (B x 500, once, for the ReLU's and the second weight's
-    gradients) and the second masked weight (500 x 10, for the hidden activation's gradient),
-    in the precision's width (2 bytes under a mixed precision: autocast's, a lower bound). The
-    parameters it saves (the scores and frozen weights of the masked products) are counted
-    once, as parameters. A batch of B takes the training examples' number where fewer."""
+    its temporaries; the count held only what the forward saves for the backward (conv2
+    malach: 15.1 GiB counted, its peak 21.7 GB; counted with the step's peak, 18.0 GiB). The
+    step runs on the meta device, whatever it holds counted from the operation that makes it
+    to its freeing. For a dense FC2 (784-500-10) trained with SGD its peak is in the first
+    layer's backward: beyond the parameters, every score's gradient and momentum, it holds
+    the gradient reaching the first masked weight (500 x 784), the sign of its scores (their
+    product, a third, is their gradient), the batch (B x 784 floats, B labels) and two of the
+    loss's scalars; what the forward saved, but the batch, is freed by then (1,284 B + 5,000
+    values, all the count held of the step before: less). In the precision's width; under a
+    mixed precision, what the forward and backward make in autocast's (2 bytes, a lower
+    bound), the batch and the gradients in float32: the peak is then in the first layer's
+    forward, the last step's gradients held (Lightning sets them to None before the
+    backward), with the magnitudes of the scores and the mask in place of the two. A batch of
+    B takes the training examples' number where fewer."""
     import lotterynet.memory
 
     def need(**config):
         config = make_config(dict(arch="fc2", structure="dense", precision=precision, **config))
         return lotterynet.memory.memory_needed(
-            [(dict(name="fc2", structure="dense"), {"optimizer": "sgd", "momentum": 0.9})], config)
+            [(dict(name="fc2", structure="dense"), {"optimizer": "sgd", "momentum": 0.9,
+                                                    "lr": 0.1, "weight_decay": 0.0,
+                                                    "scheduler": "cosine"})], config)
 
-    width = {"32-true": 4, "bf16-mixed": 2, "64-true": 8}[precision]
+    width = {"32-true": 4, "bf16-mixed": 4, "64-true": 8}[precision]
+    lowered = {"32-true": 4, "bf16-mixed": 2, "64-true": 8}[precision]
     one, more, few = need(batch_size=1), need(batch_size=65), need(batch_size=65, limit_train=9)
-    assert one.saved == ((784 + 500) + 500 * 10) * width
-    assert more.saved - one.saved == more.trained - one.trained == 64 * (784 + 500) * width
     assert (one.batch, more.batch, few.batch) == (1, 65, 9)
-    assert few.saved - one.saved == 8 * (784 + 500) * width
+    scalars = {"32-true": 2 * 4, "bf16-mixed": 0, "64-true": 2 * 8}[precision]
+    for step in (one, more, few):
+        saved = (1284 * step.batch + 5000) * lowered
+        assert step.step == 2 * 784 * 500 * lowered + step.batch * (784 * width + 8) + \
+            scalars > saved
+        # (every weight and score, and each score's gradient and momentum)
+        assert step.trained == 794000 * 2 * width + step.step
+    assert more.step - one.step == 64 * (784 * width + 8)
 
 
-def test_a_forward_that_cannot_run_on_the_meta_device_counts_nothing_saved():
+def test_a_step_that_cannot_run_on_the_meta_device_counts_nothing():
     """A model whose forward reads a value off its data cannot run on the meta device: what
-    it saves for the backward is then not counted (0, still a lower bound), not an error."""
-    from lotterynet.memory import saved_for_backward
+    its training step holds is then not counted (0, still a lower bound), not an error."""
+    from lotterynet.memory import step_peak
 
     class Reads(torch.nn.Module):
         def forward(self, x):
@@ -269,11 +284,15 @@ def test_a_forward_that_cannot_run_on_the_meta_device_counts_nothing_saved():
         def forward(self, x):  # for a model that cannot be built, and refused the run)
             return x + float(x.detach().numpy().sum())
 
+    optim = {"optimizer": "adam", "momentum": 0.9, "lr": 0.1, "weight_decay": 0.0,
+             "scheduler": "constant"}
     linear = torch.nn.Linear(3, 4, device="meta")
-    assert saved_for_backward([linear], (2, 3), torch.float32) == 2 * 3 * 4  # its input
+    # its input and labels, output, log-softmax and its gradient, the weight's and bias's
+    # gradients, moments and the step's temporaries
+    assert step_peak([linear], [optim], (2, 3), torch.float32) > (2 * 3 + 16 * 3) * 4
     for reads in (Reads(), ToNumpy()):
-        assert saved_for_backward([torch.nn.Sequential(linear, reads)], (2, 3),
-                                  torch.float32) == 0
+        assert step_peak([torch.nn.Sequential(linear, reads)], [optim], (2, 3),
+                         torch.float32) == 0
 
 
 def test_the_wide_sizing_builds_nothing_for_real(monkeypatch):
