@@ -91,6 +91,30 @@ def spec_difference(saved: dict, ours: dict) -> tuple[str, object, object] | Non
     return None
 
 
+def check_same_module(checkpoint: dict, spec: dict, optim: dict | None, path) -> None:
+    """Refuse, in one :class:`~lotterynet.errors.CheckpointError` naming the first option that
+    differs, a checkpoint (read from ``path``) of a module of another model than ``spec``
+    builds or, ``optim`` given (a fit resuming it), of another optimizer: the state dict of
+    another sparsity or seed loaded silently (``k`` and the frozen weights are in it), another
+    optimizer's state failed deep inside torch (``KeyError: 'step'``), and another ``lr`` was
+    replaced by the restored one. Another ``epochs`` is taken (a target finishes a longer
+    run's constant schedule), the restored schedule checked by
+    :meth:`EdgePopupModule.on_train_start`."""
+    saved = checkpoint.get("hyper_parameters")
+    if not isinstance(saved, dict) or not isinstance(saved.get("spec"), dict):
+        return
+    what, differs = "spec", spec_difference(saved["spec"], spec)
+    if differs is None and optim is not None and isinstance(saved.get("optim"), dict):
+        what, differs = "optim", next(((k, saved["optim"].get(k), v) for k, v in optim.items()
+                                       if k != "epochs" and saved["optim"].get(k) != v), None)
+    if differs is not None:
+        key, theirs, mine = differs
+        named = f" {str(path)!r}" if path is not None else ""
+        raise CheckpointError(f"checkpoint{named} was saved with {what}[{key!r}] = {theirs!r}, "
+                              f"not {mine!r}: EdgePopupModule.load_from_checkpoint(path) builds "
+                              f"the module it was saved with")
+
+
 def check_images(spec: dict, data: TensorDataModule) -> None:
     """The model ``build_model(**spec)`` builds takes the data set's images: its channels
     (``in_channels``, timm's ``in_chans``) and, for the paper architectures, their side
@@ -163,38 +187,23 @@ class EdgePopupModule(pl.LightningModule):
         ``torch.load(weights_only=True)`` whatever ``weights_only`` says; a missing, truncated,
         corrupt or foreign file (a ticket) is a one-line :class:`~lotterynet.errors.
         CheckpointError`. Lightning's own loaded a changed byte as a changed weight, and failed
-        on a truncated file deep inside torch."""
+        on a truncated file deep inside torch. A ``spec`` given builds the checkpoint's model
+        (it loaded another sparsity's, under its own spec)."""
         data = read_checkpoint(checkpoint_path, unsealed=True)
-        parse_checkpoint(data, checkpoint_path)
+        checkpoint = parse_checkpoint(data, checkpoint_path)
+        if isinstance(kwargs.get("spec"), dict):  # (Lightning puts it in the checkpoint's place)
+            check_same_module(checkpoint, kwargs["spec"], None, checkpoint_path)
         return super().load_from_checkpoint(io.BytesIO(data), map_location, hparams_file, strict,
                                             weights_only=True, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint of another model (``spec``), or a fit resumed from one of another
-        optimizer (``optim``), is refused in one line before Lightning loads it: the state
-        dict of another sparsity or seed loaded silently (``k`` and the frozen weights are in
-        it), replacing this module's, another optimizer's state failed deep inside torch
-        (``KeyError: 'step'``), and another ``lr`` was replaced by the restored one. Another
-        ``epochs`` is taken (a target finishes a longer run's constant schedule), the restored
-        schedule checked by :meth:`on_train_start`."""
-        saved = checkpoint.get("hyper_parameters")
-        if not isinstance(saved, dict) or not isinstance(saved.get("spec"), dict):
-            return
+        optimizer (``optim``), is refused in one line before Lightning loads it
+        (:func:`check_same_module`)."""
         trainer = self._trainer
         fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
-        differs = spec_difference(saved["spec"], self.hparams.spec)
-        what = "spec"
-        if differs is None and fitting and isinstance(saved.get("optim"), dict):
-            what, optim = "optim", self.hparams.optim
-            differs = next(((k, saved["optim"].get(k), v) for k, v in optim.items()
-                            if k != "epochs" and saved["optim"].get(k) != v), None)
-        if differs is not None:
-            key, theirs, mine = differs
-            path = f" {str(trainer.ckpt_path)!r}" if trainer is not None else ""
-            raise CheckpointError(
-                f"checkpoint{path} was saved with {what}[{key!r}] = {theirs!r}, this module has "
-                f"{mine!r}: resume it with the module it was saved with, "
-                f"EdgePopupModule.load_from_checkpoint(path)")
+        check_same_module(checkpoint, self.hparams.spec, self.hparams.optim if fitting else None,
+                          trainer.ckpt_path if trainer is not None else None)
 
     def setup(self, stage: str) -> None:
         """With a :class:`TensorDataModule`, the model's frozen leading modules (LeNet5's random

@@ -128,13 +128,16 @@ def test_module_settings_are_checked_when_built(spec, optim, said):
 
 
 @pytest.mark.parametrize("sealed", [False, True])
-@pytest.mark.parametrize("damage", [None, "flip", "truncate", "ticket"])
+@pytest.mark.parametrize("damage", [None, "flip", "truncate", "ticket", "spec"])
 def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, sealed, damage):
     """``EdgePopupModule.load_from_checkpoint`` reads a checkpoint as ``--resume`` does: a
     byte changed in a weight, in a checkpoint of your own Trainer (no digest: its zip CRC-32s)
     or of a run (sealed), is refused; it loaded as a changed weight (torch does not check the
-    CRCs). A truncated file or a ticket is one line, not torch's failure deep in its loader."""
-    module = ln.EdgePopupModule({"name": "fc2", "width": 4, "structure": "dense"})
+    CRCs). A truncated file or a ticket is one line, not torch's failure deep in its loader.
+    A ``spec`` of another sparsity loaded the checkpoint's (``k`` is in the state dict) under
+    its own."""
+    spec = {"name": "fc2", "width": 4, "structure": "dense"}
+    module = ln.EdgePopupModule(spec)
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                   "pytorch-lightning_version": pl.__version__}
     path = tmp_path / "last.ckpt"
@@ -158,9 +161,10 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
         return
     said = {"flip": "is corrupt: its .* not match its (CRC-32|integrity digest)",
             "truncate": "(corrupt or unreadable|has no lotterynet integrity digest)",
-            "ticket": "is a ticket"}[damage]
-    with pytest.raises(CheckpointError, match=said):
-        ln.EdgePopupModule.load_from_checkpoint(path)
+            "ticket": "is a ticket", "spec": "spec['sparsity'] = 0.5, not 0.9"}[damage]
+    other = {"spec": {**spec, "sparsity": 0.9}} if damage == "spec" else {}
+    with pytest.raises(CheckpointError, match=re.escape(said) if other else said):
+        ln.EdgePopupModule.load_from_checkpoint(path, **other)
 
 
 @pytest.mark.parametrize("arch, lr", [("lenet5", 0.01), ("fc2", 0.1)])
@@ -356,10 +360,10 @@ def test_own_trainer_resume_in_float64_reaches_the_uninterrupted_run(tmp_path, d
 
 @pytest.mark.parametrize("spec, optim, said", [
     ({"seed": 0, "pairs": 5, "activation": "relu"}, {}, None),  # its defaults, spelled out
-    ({"sparsity": 0.9}, {}, "spec['sparsity'] = 0.5, this module has 0.9"),
-    ({"seed": 1}, {}, "spec['seed'] = 0, this module has 1"),
-    ({}, {"lr": 0.5}, "optim['lr'] = 0.1, this module has 0.5"),
-    ({}, {"optimizer": "adam"}, "optim['optimizer'] = 'sgd', this module has 'adam'"),
+    ({"sparsity": 0.9}, {}, "spec['sparsity'] = 0.5, not 0.9"),
+    ({"seed": 1}, {}, "spec['seed'] = 0, not 1"),
+    ({}, {"lr": 0.5}, "optim['lr'] = 0.1, not 0.5"),
+    ({}, {"optimizer": "adam"}, "optim['optimizer'] = 'sgd', not 'adam'"),
 ])
 def test_own_trainer_resume_into_another_model_or_optimizer_is_refused(tmp_path, spec, optim,
                                                                         said):
