@@ -29,6 +29,11 @@ from .structures import check_positive_int
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
+class NotSingleMaps(ValueError):
+    """An attention's projections would not be single linear maps (ReLU subset-sum, a two-stage
+    structure): :func:`~lotterynet.convert.convert` names every such attention at once."""
+
+
 class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
     """Drop-in for ``nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, add_bias_kv,
     add_zero_attn, kdim, vdim, batch_first, device, dtype)``; ``layer_options``
@@ -63,7 +68,7 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
                                      **layer_options)
                 effective = getattr(layer.structure, "effective_weight", None)
                 if effective is None or effective()[1]:
-                    raise ValueError(
+                    raise NotSingleMaps(
                         f"attention projections must be single linear maps; structure "
                         f"{layer.structure_name!r} with these options is not (use dense, or "
                         "subsetsum / fixedsize with activation='identity')")

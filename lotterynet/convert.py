@@ -64,7 +64,7 @@ from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
-from .attention import SUBNET_MODULES, SubnetMultiheadAttention
+from .attention import SUBNET_MODULES, NotSingleMaps, SubnetMultiheadAttention
 from .distributions import check_seed, layer_seed
 from .errors import plural
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, record_frozen
@@ -492,6 +492,24 @@ def _keeps_nothing(model: nn.Module, refused: list[str],
     return ValueError(f"{first}{', ' * bool(ways)}{' or '.join(ways)}")
 
 
+def _not_single_maps(model: nn.Module, refused: list[str], exclude: Sequence[str],
+                     options: dict) -> ValueError:
+    """The refusal of the attentions named ``refused``, whose projections ``options`` make no
+    single linear map (:func:`_no_single_weight`: ReLU subset-sum, a two-stage structure), all
+    named at once, with the calls that convert them apart, as such maps, and the rest as asked
+    (:func:`covering_patterns`)."""
+    with on_meta():
+        reason, remedy = _no_single_weight(SubnetLinear(1, 1, **{**options, "sparsity": 0.0}))
+    patterns, more = covering_patterns(model, refused), len(refused) - 1
+    them, their = ("them", "their") if more else ("it", "its")
+    others = f" (and {plural(more, 'other attention')})" if more else ""
+    return ValueError(
+        f"cannot convert module {refused[0]!r}{others}: attention projections must be single "
+        f"linear maps, and a {options['structure']!r} projection's weight {reason}: convert "
+        f"{them} with {remedy}, in a call of {their} own (include={patterns}), and leave {them} "
+        f"out of this one (exclude={[*exclude, *patterns]})")
+
+
 #: A frozen layer scale no larger than this scales its residual branch away.
 NEAR_ZERO = 1e-4
 #: How layer scales are named: timm's ``gamma`` (ConvNeXt, ``LayerScale``), CaiT's
@@ -721,6 +739,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     options = dict(sparsity=sparsity, init=init, structure=structure, **layer_options)
     layers = {name: (module, rule) for _, name, module, rule in plan if rule is not None}
     keep_nothing: list[str] = []  # the layers of a tensor the sparsity keeps no weight of
+    not_single: list[str] = []  # the attentions whose projections would not be linear maps
     # every new layer first on the meta device (nothing allocated), then for real before any
     # goes in: a refusal comes before any layer is built, and changes nothing
     with on_meta():
@@ -728,9 +747,14 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             try:
                 _built(module, name, rule, bias_mode, seed=seed, **options)
             except ValueError as error:
-                if not isinstance(error.__cause__, KeepsNoWeight):
+                if isinstance(error.__cause__, KeepsNoWeight):
+                    keep_nothing.append(name)
+                elif isinstance(error.__cause__, NotSingleMaps):
+                    not_single.append(name)
+                else:
                     raise
-                keep_nothing.append(name)
+    if not_single:
+        raise _not_single_maps(model, not_single, exclude, options)
     if keep_nothing:
         raise _keeps_nothing(model, keep_nothing, layers, exclude, options)
     replaced: dict[str, nn.Module] = {}

@@ -644,6 +644,31 @@ def test_a_layer_refused_while_its_sparsity_limit_is_sought_is_named():
                 structure="subsetsum")
 
 
+def test_attentions_of_relu_subset_sum_projections_are_named_at_once_with_the_calls_that_work():
+    """An attention's projections must be single linear maps: a model of several (an
+    nn.TransformerEncoder, torchvision's ViT) converted with ReLU subset-sum was refused naming
+    the first attention only, and told to use dense or activation='identity' for the model
+    (QA). All are named at once, with the include and exclude that convert them apart, as the
+    refusal of a layer whose weight its parent reads does; converted as it says, the model
+    runs, its attentions' projections identity, its feed-forward layers ReLU."""
+    def encoder():
+        return nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2,
+                                     enable_nested_tensor=False)
+    patterns = ["layers.*.self_attn"]
+    with pytest.raises(ValueError, match=re.escape(
+            "cannot convert module 'layers.0.self_attn' (and 1 other attention): attention "
+            "projections must be single linear maps, and a 'subsetsum' projection's weight with "
+            "activation='relu' is [P, 2N] over [relu(x), relu(-x)], not [out, in]: convert "
+            f"them with activation='identity', in a call of their own (include={patterns}), "
+            f"and leave them out of this one (exclude={patterns})")):
+        convert(encoder(), sparsity=0.5, structure="subsetsum")
+    model = convert(encoder(), sparsity=0.5, structure="subsetsum", exclude=patterns)
+    convert(model, sparsity=0.5, structure="subsetsum", activation="identity", include=patterns)
+    assert model.layers[1].self_attn.q_proj.structure.activation == "identity"
+    assert model.layers[1].linear1.structure.activation == "relu"
+    assert model(torch.randn(2, 3, 8)).shape == (2, 3, 8)
+
+
 def test_hooks_on_a_replaced_layer_are_the_new_layers():
     """Forward (pre) and backward hooks see the subnet layer's calls, and the handles their
     registration returned remove them from it."""
