@@ -44,6 +44,7 @@ class MemoryNeed:
     dtype: torch.dtype  # of the floating tensors in training
     step: int  # bytes a training step holds at its peak beyond these (in trained)
     batch: int  # of that step
+    shared: int = 0  # parameters counted once for a stack's members (frozen, at one place)
 
 
 def optimizer_states(optim: dict) -> int:
@@ -58,29 +59,37 @@ def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig,
     """What the models of ``members`` (``build_model`` spec, optimizer settings) certainly hold,
     read off builds on the ``meta`` device (nothing allocated): built (on the CPU, in the
     float32 they are drawn in), each parameter and buffer; in training under ``config``'s
-    precision, each in the dtype it casts them to, for each trained parameter (a score) its
-    gradient and the optimizer's state (:func:`optimizer_states`), all held at once by the end
-    of a step's backward, and what more a training step on a batch of ``config``'s data set
-    holds at its peak (:func:`step_peak`: its activations, masks, masked weights, the
-    gradients flowing back, the optimizer step's temporaries; its batch size, or all the
-    examples where they are fewer; ``stack``: a stack's step). Nothing else (the data set, an
-    operation's scratch, the allocators' own) is counted."""
+    precision, each in the dtype it casts them to (a stack's members' frozen ones at one place
+    once: a stack makes equal ones one, :func:`~lotterynet.stacked.share_frozen`; those of
+    members of other seeds differ, which a build on ``meta`` does not tell), for each trained
+    parameter (a score) its gradient and the optimizer's state (:func:`optimizer_states`), all
+    held at once by the end of a step's backward, and what more a training step on a batch of
+    ``config``'s data set holds at its peak (:func:`step_peak`: its activations, masks, masked
+    weights, the gradients flowing back, the optimizer step's temporaries; its batch size, or
+    all the examples where they are fewer; ``stack``: a stack's step). Nothing else (the data
+    set, an operation's scratch, the allocators' own) is counted."""
     dtype = CAST.get(config.precision, torch.float32)
     batch = min(config.batch_size, examples_per_device(config))
     need = MemoryNeed(0, 0, 0, 0, 0, dtype, 0, batch)
     models = []
     kept = 0  # bytes of the gradients and optimizer states
+    places = set()  # of the frozen parameters counted
     for spec, optim in members:
         with on_meta():
             model = build_model(**spec)
         models.append(model)
         states = optimizer_states(optim)
         need.states = max(need.states, states)
-        for tensor in (*model.parameters(), *model.buffers()):
+        for name, tensor in (*model.named_parameters(), *model.named_buffers()):
             trained = isinstance(tensor, torch.nn.Parameter) and tensor.requires_grad
             size = tensor.numel() * (dtype if tensor.is_floating_point() else tensor.dtype).itemsize
+            place = (name, tensor.shape, tensor.dtype)
+            shared = place in places
+            if isinstance(tensor, torch.nn.Parameter) and not trained:
+                places.add(place)
             need.built += tensor.numel() * tensor.element_size()
-            need.trained += size
+            need.trained += size * (not shared)
+            need.shared += tensor.numel() * shared
             kept += size * (1 + states) * trained
             need.params += tensor.numel() * isinstance(tensor, torch.nn.Parameter)
             need.scores += tensor.numel() * trained
@@ -216,14 +225,16 @@ def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
     have = available_memory()
     state = f" and {plural(need.states, 'optimizer state')}" * bool(need.states)
     needed, stage = (need.built, f"to build ({need.params:,} parameters, drawn in float32)")
+    shared = f", {need.shared:,} of them frozen ones its members may share, counted once" * \
+        bool(need.shared)
     step = (f", and {in_binary_units(need.step)} more at the peak of a training step on a "
             f"batch of {need.batch}: its activations, masks, masked weights and temporaries"
             ) * bool(need.step)
     batch = ""
     if not on_gpu(config.accelerator) and need.trained > need.built:
         needed, stage = (need.trained, f"to train ({need.params:,} parameters in "
-                                       f"{str(need.dtype)[6:]}, {need.scores:,} of them "
-                                       f"trained, each with a gradient{state}{step})")
+                                       f"{str(need.dtype)[6:]}{shared}, {need.scores:,} of "
+                                       f"them trained, each with a gradient{state}{step})")
         batch = " or a smaller --batch-size" * bool(need.step)
     if have is not None and needed > have:
         raise ConfigError(

@@ -9,6 +9,7 @@ from lotterynet.config import make_config
 from lotterynet.memory import memory_needed
 from lotterynet.models import build_model
 from lotterynet.optim import optim_settings, optimizer_and_schedule
+from lotterynet.stacked import StackedModel
 
 
 def allocated_peak(run) -> int:
@@ -69,3 +70,17 @@ def test_the_count_is_at_most_what_real_training_steps_hold(optimizer):
                        for stack in (False, True))
     assert 0.5 * first <= single <= first, (single, first)
     assert 0.9 * later <= stacked <= later, (stacked, later)
+
+
+def test_a_stacks_count_holds_the_frozen_tensors_its_members_share_once():
+    """A stack makes its members' equal frozen tensors one (``share_frozen``); the count held
+    them once per member: two FC2 subset-sum members of one seed, 7.6 MiB over all that the
+    stack's parameters take, which it now counts (and each score's gradient and momentum)."""
+    config = make_config(dict(arch="fc2"))
+    members = [(dict(name="fc2", structure="subsetsum", sparsity=s), optim_settings(config))
+               for s in (0.5, 0.9)]
+    need = memory_needed(members, config, stack=True)
+    stack = StackedModel([build_model(**spec) for spec, _ in members])
+    held = sum(p.numel() * p.element_size() for p in stack.parameters())
+    scores = sum(p.numel() * p.element_size() for p in stack.parameters() if p.requires_grad)
+    assert need.shared == 1991420 and need.trained - need.step == held + 2 * scores
