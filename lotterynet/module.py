@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.model_helpers import _restricted_classmethod
 from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -178,7 +179,7 @@ class EdgePopupModule(pl.LightningModule):
         self._image_shape: torch.Size | None = None  # the data's own shape, with the prefix
         self.graphs = StepGraphs(cuda_graphs)
 
-    @classmethod
+    @_restricted_classmethod  # as Lightning's: called on an instance it loaded nothing into it
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None,
                              strict=None, weights_only=True, **kwargs):
         """Lightning's, for a checkpoint file read as ``train.py --resume`` reads it

@@ -158,6 +158,8 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
     if damage is None:
         loaded = ln.EdgePopupModule.load_from_checkpoint(path, weights_only=False)
         assert all(torch.equal(t, module.state_dict()[k]) for k, t in loaded.state_dict().items())
+        with pytest.raises(TypeError, match="cannot be called on an instance"):
+            module.load_from_checkpoint(path)  # (as Lightning's: it loads nothing into module)
         return
     said = {"flip": "is corrupt: its .* not match its (CRC-32|integrity digest)",
             "truncate": "(corrupt or unreadable|has no lotterynet integrity digest)",
