@@ -670,6 +670,10 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     returned compiled (a compiled layer: its subnet layer, which the wrapper cannot run).
     """
     compiled = check_module(model, "convert")
+    if isinstance(model, torch.jit.ScriptModule):  # (its modules are TorchScript's: none to take)
+        raise TypeError("convert: the model is TorchScript (torch.jit.script / trace), whose "
+                        "layers cannot be replaced; convert the model itself, and script its "
+                        "export: torch.jit.script(lotterynet.export(model))")
     model = uncompiled(compiled)
     meta = next((name for name, p in model.named_parameters() if p.is_meta), None)
     if meta is not None and not PROBING.get():

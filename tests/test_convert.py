@@ -454,9 +454,16 @@ def test_bad_values_name_value_and_choices(kwargs, words):
     assert all(w in str(info.value) for w in words)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
 def test_unsupported_layers_fail_clearly():
+    """Layers convert does not take are refused, naming them and the way round; so is a
+    TorchScript model, which was refused as a model without a convertible layer (its modules
+    are TorchScript's), saying nothing of why (QA)."""
     with pytest.raises(ValueError, match="padding_mode='reflect'"):
         convert(nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="reflect")), sparsity=0.5)
+    with pytest.raises(TypeError, match=r"^convert: the model is TorchScript .* convert the "
+                                        r"model itself, and script its export"):
+        convert(torch.jit.script(nn.Sequential(nn.Linear(3, 3))), sparsity=0.5)
     class OwnLinear(nn.Linear):
         pass
 
