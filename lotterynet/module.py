@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import io
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -200,11 +201,16 @@ class EdgePopupModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint of another model (``spec``), or a fit resumed from one of another
         optimizer (``optim``), is refused in one line before Lightning loads it
-        (:func:`check_same_module`)."""
+        (:func:`check_same_module`); so is a Trainer's ``ckpt_path`` whose bytes are not what
+        was written (its digest, or its zip's CRC-32s: Lightning read it with ``torch.load``
+        alone, and a changed byte in a weight loaded silently)."""
         trainer = self._trainer
+        path = trainer.ckpt_path if trainer is not None else None
+        if path is not None and Path(path).is_file():  # (not a remote one)
+            read_checkpoint(path, unsealed=True)
         fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
         check_same_module(checkpoint, self.hparams.spec, self.hparams.optim if fitting else None,
-                          trainer.ckpt_path if trainer is not None else None)
+                          path)
 
     def setup(self, stage: str) -> None:
         """With a :class:`TensorDataModule`, the model's frozen leading modules (LeNet5's random

@@ -366,14 +366,16 @@ def test_own_trainer_resume_in_float64_reaches_the_uninterrupted_run(tmp_path, d
     ({"seed": 1}, {}, "spec['seed'] = 0, not 1"),
     ({}, {"lr": 0.5}, "optim['lr'] = 0.1, not 0.5"),
     ({}, {"optimizer": "adam"}, "optim['optimizer'] = 'sgd', not 'adam'"),
+    ({}, {}, "does not match its CRC-32"),  # a byte of a weight changed
 ])
-def test_own_trainer_resume_into_another_model_or_optimizer_is_refused(tmp_path, spec, optim,
-                                                                        said):
+def test_own_trainer_resume_of_another_module_or_a_damaged_file_is_refused(tmp_path, spec,
+                                                                            optim, said):
     """``trainer.fit(module, ckpt_path=...)`` with a module of another spec or optimizer than
     the checkpoint's: another sparsity or seed loaded silently (``k`` and the frozen weights
     are in the state dict: the module trained the checkpoint's model under its own spec),
     another lr was replaced by the restored one, another optimizer failed inside torch
-    (``KeyError: 'step'``). Refused in one line, before anything is loaded."""
+    (``KeyError: 'step'``). A changed byte in a weight loaded silently too (Lightning reads
+    the file with torch.load alone). Refused in one line, before anything is loaded."""
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     base = {"name": "fc2", "width": 4, "structure": "subsetsum", "sparsity": 0.5}
 
@@ -386,6 +388,12 @@ def test_own_trainer_resume_into_another_model_or_optimizer_is_refused(tmp_path,
     fit(ln.EdgePopupModule(base, {"epochs": 2}), 1,
         callbacks=[pl.callbacks.ModelCheckpoint(tmp_path, save_last=True)])
     module = ln.EdgePopupModule({**base, **spec}, {"epochs": 2, **optim})
+    if said and "CRC-32" in said:
+        ckpt = tmp_path / "last.ckpt"
+        data = bytearray(ckpt.read_bytes())
+        scores = torch.load(ckpt, weights_only=True)["state_dict"]["model.3.structure.u.scores"]
+        data[data.index(scores.numpy().tobytes())] ^= 1
+        ckpt.write_bytes(data)
     if said is None:
         fit(module, 2, tmp_path / "last.ckpt", enable_checkpointing=False)
         return
