@@ -532,8 +532,9 @@ def _warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
 
 
 #: Weight-bearing layer types ``convert`` does not replace (a UNet decoder's transposed
-#: convolutions): a selected one is left dense, its parameters under ``others``.
-LEFT_DENSE = (nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Bilinear)
+#: convolutions, a CRNN's LSTM): a selected one is left dense, its parameters under ``others``.
+LEFT_DENSE = (nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Bilinear,
+              nn.RNNBase, nn.RNNCellBase)
 
 
 def _warn_layers_left_dense(left: list[tuple[str, nn.Module]], trainable: bool) -> None:

@@ -243,6 +243,17 @@ def test_layers_convert_does_not_replace_are_warned_of(recwarn, tmp_path, others
     assert not [w for w in recwarn if "does not replace" in str(w.message)]
 
 
+def test_recurrent_layers_convert_does_not_replace_are_warned_of():
+    """A CRNN's LSTM (GRU, RNN, their cells) was left dense and, under others='frozen', frozen
+    at its initial random weights without a word, where a transposed convolution left so is
+    warned of (QA); it is warned of too."""
+    with pytest.warns(UserWarning, match=r"^convert: 3 layers of types it does not replace "
+                                         r"\(LSTM, GRUCell, RNN: '1', '2', '3'\) are left dense"):
+        model = convert(nn.Sequential(nn.Linear(4, 4), nn.LSTM(4, 4), nn.GRUCell(4, 4),
+                                      nn.RNN(4, 4)), sparsity=0.5)
+    assert not model[1].weight_ih_l0.requires_grad
+
+
 class ReadsItsLayersWeight(nn.Module):
     """A module whose forward passes a layer's weight to ``F.linear`` itself, as torchvision's
     Swin attention does with ``self.qkv.weight``."""
