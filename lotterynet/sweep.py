@@ -210,6 +210,9 @@ def set_aside(folder: Path, why: str, cells: Path | None = None, tag: str = "sta
 #: them), the first part of every path it stores inside itself (:func:`relocate`).
 SWEEP_PARTS = ("cells", "stacks")
 
+#: How the folder of a stack's part ends (``<stack>-part<i>of<n>``: :func:`plan_stacks`).
+PART = r"-part\d+of\d+"
+
 
 def relocate(cell_dir: Path, results: dict | None) -> dict | None:
     """A cell's ``results.json`` names where its files are (``run_dir``, the config's ``out``
@@ -332,7 +335,7 @@ def rename_old_folders(sweep: Sweep, sweep_dir: Path, cell: str | None = None) -
              for old, (new, _) in renamed.items() if old.startswith("cells/")}
     for kind in SWEEP_PARTS:
         for old in sorted((sweep_dir / kind).glob("*")):
-            stem, part = re.fullmatch(r"(.+?)((?:-part\d+of\d+)?)", old.name).groups()
+            stem, part = re.fullmatch(rf"(.+?)((?:{PART})?)", old.name).groups()
             name, why = renamed.get(f"{kind}/{stem}", (None, None))
             new = sweep_dir / f"{name}{part}" if name else old
             if new == old or new.exists() or (cell and new != sweep_dir / "cells" / cell):
@@ -577,23 +580,28 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                            dict[Path, tuple[str | None, str]], dict[Path, StackRecord]]:
     """Split the cells to run (``todo``; ``configs``: every cell's, :func:`cell_configs`) into
     stacks (``{stack_dir: member cell names}``, one per variant and seed) and cells that run
-    singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a
-    single run's checkpoint). With more job ``slots`` than stacks, each stack is cut into
-    ``slots // stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every
-    slot trains. A stack killed earlier keeps its recorded members while some are unfinished
-    and its checkpoint continues them (:func:`~lotterynet.stack.cannot_continue`), so it resumes
-    instead of starting over (the parts depend only on the sweep and the slots: the same
-    command resumes them); the cells of its group it lacks (a sweep extended meanwhile) then
-    run singly, each resumable from its own checkpoint, rather than start it over; its
-    members finished meanwhile outside it (``--cell``) train again with it. Third: what to
-    say of a stack before it runs, ``(tag, why)``: the folders of stacks that start over
-    though an earlier stack's checkpoint or history is in them, to be set aside (as
-    :func:`set_aside`'s ``tag``: ``done`` where that stack's checkpoint shows every member of
-    it finished, a sweep extended with new cells, nothing of it lost; else ``stale``) with
-    why (:func:`~lotterynet.stack.cannot_continue`); and, tag None, the resumed stacks whose
-    members finished outside them train again, their results kept. Fourth: the record of each
-    stack that resumes (:class:`~lotterynet.stack.StackRecord`, its checkpoint as read here:
-    what it has trained, for :func:`cpu_estimate`)."""
+    singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a single
+    run's checkpoint). With more job ``slots`` than stacks, each stack is cut into ``slots //
+    stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every slot trains. A
+    stack killed earlier, in any folder of its group (``<stack>`` or a part's, as a run with
+    these slots or others cut it), keeps its recorded members while some are unfinished and its
+    checkpoint continues them (:func:`~lotterynet.stack.cannot_continue`), so it resumes as it
+    is instead of starting over: the same command, or one with other slots, resumes a stopped
+    sweep's stacks (of two that hold a cell, the one that trained more member-epochs), and only
+    a group with none is cut by the slots alone. The group's cells that no resumed stack holds
+    train as the planned parts hold them, several as a stack, a lone one singly: the cells of a
+    resumed stack's part it lacks (a sweep extended meanwhile) run singly, each resumable from
+    its own checkpoint, rather than start it over; its members finished meanwhile outside it
+    (``--cell``) train again with it. Third: what to say of a stack before it runs, ``(tag,
+    why)``: the folders of stacks that start over though an earlier stack's checkpoint or
+    history is in them, and the group's other folders whose stack holds cells to train but does
+    not resume (they train elsewhere), to be set aside (as :func:`set_aside`'s ``tag``: ``done``
+    where that stack's checkpoint shows every member of it finished, a sweep extended with new
+    cells, nothing of it lost; else ``stale``) with why
+    (:func:`~lotterynet.stack.cannot_continue`, or the stack that resumes its cells); and, tag
+    None, the resumed stacks whose members finished outside them train again, their results
+    kept. Fourth: the record of each stack that resumes (:class:`~lotterynet.stack.StackRecord`,
+    its checkpoint as read here: what it has trained, for :func:`cpu_estimate`)."""
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
     for label, values in sweep.cells():
@@ -603,49 +611,73 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
         groups.setdefault(stack_name(label, values), []).append(name)
         budgets[name] = values["epochs"]
     parts = max(1, slots // max(1, sum(len(cells) > 1 for cells in groups.values())))
-    planned: dict[Path, list[str]] = {}
-    for group, cells in groups.items():
-        n = min(parts, len(cells))
-        for i, part in enumerate(balanced_parts(cells, budgets, n)):
-            planned[sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group)] = part
+    found = sorted((sweep_dir / "stacks").glob("*"))  # (the stacks earlier runs left)
     # a cell interrupted in a single run resumes singly, from its checkpoint
     unfinished = {name for name, config in todo if not config.resume}
     to_train = {name for name, _ in todo}
     stacks: dict[Path, list[str]] = {}
     said: dict[Path, tuple[str | None, str]] = {}
     resumed: dict[Path, StackRecord] = {}
-    for stack_dir, cells in planned.items():
+
+    def cannot_go_on(record: StackRecord | None, members: list[str]) -> str | None:
+        return cannot_continue(record, members, [configs[c] for c in members],
+                               [sweep_dir / "cells" / c for c in members])
+
+    for group, cells in groups.items():
         left = [c for c in cells if c in unfinished]
         if not left:
             continue
-        record = stack_record(stack_dir)
-        recorded = list(record.members) if record else []
-        members = recorded if set(left) & set(recorded) and set(recorded) <= set(cells) \
-            else left  # (the checkpoint's, where it may continue them; else those left)
-        why = cannot_continue(record, members, [configs[c] for c in members],
-                              [sweep_dir / "cells" / c for c in members])
-        if why is None:
-            stacks[stack_dir] = recorded  # (its group's cells it lacks, new ones: singly)
-            resumed[stack_dir] = record
-            again = trains_again(record, [configs[c] for c in recorded],
-                                 set(recorded) - to_train)
-            if again:
-                said[stack_dir] = (None, again)
-        elif len(left) > 1:
-            stacks[stack_dir] = left
-            if not holds_a_stack(stack_dir):
+        n = min(parts, len(cells))
+        planned = {sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group):
+                   part for i, part in enumerate(balanced_parts(cells, budgets, n))}
+        records = {folder: stack_record(folder) for folder in [*planned, *(
+            f for f in found if f not in planned
+            and re.fullmatch(f"{re.escape(group)}(?:{PART})?", f.name))]}
+        recorded = {folder: list(record.members) if record else []
+                    for folder, record in records.items()}
+        taken: dict[str, Path] = {}  # (a cell -> the stack that resumes it)
+        for folder in sorted(records, key=lambda f: -len(recorded[f]) * (
+                records[f].epochs_done if records[f] else 0)):  # (stable: planned first)
+            members = recorded[folder]
+            if set(left) & set(members) and set(members) <= set(cells) and not \
+                    set(members) & set(taken) and cannot_go_on(records[folder], members) is None:
+                taken |= dict.fromkeys(members, folder)
+        for folder, record in records.items():
+            members = recorded[folder]
+            if folder in taken.values():  # (it resumes)
+                stacks[folder], resumed[folder] = members, record
+                again = trains_again(record, [configs[c] for c in members],
+                                     set(members) - to_train)
+                if again:
+                    said[folder] = (None, again)
                 continue
-            if recorded and not set(recorded) & to_train and all(
-                    (sweep_dir / "cells" / c / RESULTS).is_file() for c in recorded):
-                said[stack_dir] = ("done", "finished all its members before (their results "
-                                           "stay in their cells); this sweep's new cells train "
-                                           "as a new stack")
-            elif (stack_dir / CHECKPOINTS / LAST).is_file():
-                said[stack_dir] = ("stale", f"cannot be continued: {why}")
+            rest = [c for c in planned.get(folder, []) if c in left and c not in taken]
+            if len(rest) > 1:
+                stacks[folder] = rest
+                if not holds_a_stack(folder):
+                    continue
+                compared = members if set(rest) & set(members) and \
+                    set(members) <= set(planned[folder]) else rest
+            elif set(left) & set(members) and (folder not in planned
+                                                 or set(members) & set(taken)):
+                compared = [c for c in members if c in cells]  # (its cells train elsewhere)
             else:
-                said[stack_dir] = ("stale", "has no checkpoint to continue from (none was "
-                                            "written, or it was deleted; its history is kept): "
-                                            "it starts over")
+                continue
+            shared = [c for c in members if c in taken]
+            if members and not set(members) & to_train and all(
+                    (sweep_dir / "cells" / c / RESULTS).is_file() for c in members):
+                said[folder] = ("done", "finished all its members before (their results "
+                                        "stay in their cells); this sweep's new cells train "
+                                        "as a new stack")
+            elif (folder / CHECKPOINTS / LAST).is_file():
+                why = f"stack {taken[shared[0]].name} resumes {', '.join(shared)} (of the " \
+                      f"stacks that hold them, the one that trained most)" if shared else \
+                    cannot_go_on(record, compared)
+                said[folder] = ("stale", f"cannot be continued: {why}")
+            else:
+                said[folder] = ("stale", "has no checkpoint to continue from (none was "
+                                         "written, or it was deleted; its history is kept): "
+                                         "it starts over")
     stacked = {c for members in stacks.values() for c in members}
     return stacks, [(name, config) for name, config in todo if name not in stacked], said, \
         resumed

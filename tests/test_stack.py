@@ -24,7 +24,7 @@ import lotterynet.memory
 import lotterynet.run
 import lotterynet.stack
 from conftest import REPO
-from lotterynet.checkpointing import epochs_done
+from lotterynet.checkpointing import atomic_torch_save, epochs_done
 from lotterynet.cli import main
 from lotterynet.config import ConfigError, make_config
 from lotterynet.convert import convert
@@ -348,6 +348,53 @@ def test_a_stopped_stack_whose_group_the_sweep_extends_resumes_and_the_new_cells
     assert stacks == {stack_dir: list(configs)} and single == [] and resumed == {}
     assert said == {stack_dir: (
         "stale", "cannot be continued: it was run with another config (lr 0.1 -> 0.05)")}
+
+
+def test_a_stopped_sweep_resumes_its_stacks_with_other_job_slots(tmp_path):
+    """A stacked sweep stopped after an epoch in one job, re-run with ``--jobs-per-device 2``:
+    its group was cut into two new parts, the stopped stack's folder never looked at (its
+    members' epochs lost, the folder left behind without a word). Its stack resumes as it is,
+    with its members, and the estimate counts their epochs left; one that cannot continue (a
+    changed lr) is set aside, saying why, as the parts start anew. The parts of a 2-job run
+    resume as parts in one job, and of two stacks that hold a cell, the one that trained more
+    member-epochs resumes; the other is set aside naming it."""
+    import lotterynet.sweep as sweep_module
+
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
+                  sparsities=[0.5, 0.7, 0.8, 0.9], epochs=[3], baseline=False)
+    configs = cell_configs(sweep, tmp_path)
+    stack = tmp_path / "stacks" / "subsetsum-seed0"
+
+    def stopped(folder: Path, members: list[str], epochs: int) -> lotterynet.stack.StackRecord:
+        atomic_torch_save({"state_dict": {}, "epoch": epochs - 1, "hyper_parameters": {
+            "members": [{"name": m, "config": configs[m].to_dict()} for m in members]}},
+            folder / "checkpoints" / "last.ckpt")
+        return lotterynet.stack.stack_record(folder)
+
+    def plan(slots: int) -> tuple:
+        return plan_stacks(sweep, tmp_path, configs, list(configs.items()), slots)
+
+    parts = plan(2)[0]  # (two parts of two cells)
+    assert list(parts) == [stack.with_name(f"{stack.name}-part{i}of2") for i in (1, 2)]
+    record = stopped(stack, list(configs), 1)
+    assert plan(2) == ({stack: list(configs)}, [], {}, {stack: record})
+    hours, what = sweep_module.cpu_estimate(sweep, tmp_path, jobs=2)  # (2 epochs of 4 left)
+    assert hours * 3600 == pytest.approx(8 * sweep_module.CPU_EPOCH_SECONDS["fc2"])
+    assert what.startswith("4 cells, epochs of 55,000 images: 8.00 stacked at")
+    sweep.base = {"arch": "fc2", "lr": 0.05}
+    configs = cell_configs(sweep, tmp_path)
+    assert plan(2)[:3] == (parts, [], {stack: (
+        "stale", "cannot be continued: it was run with another config (lr 0.1 -> 0.05)")})
+    sweep.base = {"arch": "fc2"}
+    configs = cell_configs(sweep, tmp_path)
+    shutil.rmtree(stack)
+    records = {part: stopped(part, members, 1) for part, members in parts.items()}
+    assert plan(1) == (parts, [], {}, records)
+    record = stopped(stack, list(configs), 2)  # (8 member-epochs, the parts 2 each)
+    assert plan(1) == ({stack: list(configs)}, [], {part: ("stale", (
+        f"cannot be continued: stack {stack.name} resumes {', '.join(members)} (of the stacks "
+        f"that hold them, the one that trained most)")) for part, members in parts.items()},
+        {stack: record})
 
 
 def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):

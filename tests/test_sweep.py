@@ -915,10 +915,11 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     assert parallel * 3600 == pytest.approx((840 * 10 * 2 - unrun * 10) * full)
     assert "2 jobs at once" in what
     # jobs beyond the cores share them: 64 jobs on 2 cores take no less than 2 jobs (they
-    # made an 88-hour sweep look like 1.7 hours and start without --yes)
+    # made an 88-hour sweep look like 1.7 hours and start without --yes); the stopped stack
+    # resumes as it is, not cut into parts
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     many, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=64)
-    assert many >= (stacked * 3600 - values["epochs"] * 10 * full) / 2 / 3600
+    assert many >= resumed / 2
     assert "64 jobs at once" in what
     # a cell stopped after 3 epochs of 30 in a single run resumes singly from its checkpoint,
     # as the sweep runs it: its 27 epochs left at the single epoch time (it counted as a member
