@@ -15,7 +15,9 @@ random weights:
   you, as ``load_state_dict`` does, replays the recorded ``convert()`` calls (arguments and
   seeds) on it, then applies masks and tensors. The frozen tensors inside subnet layers are
   regenerated (from the convert seeds, or your layers' own seeds); frozen tensors outside them
-  (norms, tokens, embeddings frozen by ``convert``) are stored.
+  (norms, tokens, embeddings frozen by ``convert``) are stored. A convertible layer added or
+  replaced after ``convert`` (timm's ``reset_classifier``) where the recorded calls reach, which
+  a load would convert too, is refused by ``save_ticket``, naming it: no model would load it.
 
 Either way the frozen weights of a subnet layer made without a seed (``SubnetLinear(...,
 seed=None)``, drawn from torch's global generator, which no load replays) are stored, 32 bits a
@@ -347,7 +349,7 @@ def save_ticket(model: nn.Module, path) -> int:
         raise ValueError(f"tensor {meta!r} is on the meta device, which holds no values: "
                          f"nothing to save as a ticket (build or load the model's values first)")
     spec = _ticket_spec(model)
-    probe = None if spec is None else _rebuilt_as_saved(model, spec)
+    probe = _rebuilt_as_saved(model, spec)
     frozen = frozen_as_built(model, spec, probe)
     regenerated, stored = _split_state(model, frozen)
     changed = _first_changed(regenerated, _redrawn(model, regenerated))
@@ -433,33 +435,52 @@ NOT_AS_BUILT = ("a module replaced after build_model made the model (timm's rese
                 "rebuild another model: make the change where the model is built, by "
                 "build_model's arguments (num_classes=...) or an architecture of your own "
                 "registered in lotterynet.models.MODELS")
+#: Why save_ticket refuses a model of your own that a load's replay of its convert() calls
+#: does not make, and what to do.
+NOT_AS_REPLAYED = ("a convertible layer added or replaced after convert() (timm's "
+                   "reset_classifier, a layer assigned) is converted when a load replays the "
+                   "model's convert() calls on a fresh instance, so the ticket would load into "
+                   "no model: make the change before convert() (timm.create_model(..., "
+                   "num_classes=...)), or leave the layer out of the call (exclude=[...])")
 
 
-def _refuse_differing(what: str, ours: dict, theirs: dict, show) -> None:
-    """Refuse (``ValueError``, :data:`NOT_AS_BUILT`) the first name whose value (a module's
-    type, a tensor's shape) differs between ``ours`` (the model's) and ``theirs`` (the model
-    its spec rebuilds), or that only one of them holds; ``show`` writes a value."""
+def _refuse_differing(what: str, ours: dict, theirs: dict, show, spec: bool) -> None:
+    """Refuse (``ValueError``: :data:`NOT_AS_BUILT` for a model with a ``spec``, else
+    :data:`NOT_AS_REPLAYED`) the first name whose value (a module's type, a tensor's shape)
+    differs between ``ours`` (the model's) and ``theirs`` (the model its ticket rebuilds), or
+    that only one of them holds; ``show`` writes a value."""
+    rebuilds, rebuild, why = (("the model's spec rebuilds", "the spec", NOT_AS_BUILT) if spec else
+                              ("a load of the ticket makes, replaying the convert() calls",
+                               "the load", NOT_AS_REPLAYED))
     for name in dict.fromkeys([*ours, *theirs]):
         if ours.get(name) != theirs.get(name):
-            mine, spec = (show(m[name]) if name in m else "none" for m in (ours, theirs))
-            raise ValueError(f"save_ticket: {what} {name!r} is not the one the model's spec "
-                             f"rebuilds (the model has {mine}, the spec {spec}): "
-                             f"{NOT_AS_BUILT}")
+            mine, made = (show(m[name]) if name in m else "none" for m in (ours, theirs))
+            raise ValueError(f"save_ticket: {what} {name!r} is not the one {rebuilds} (the "
+                             f"model has {mine}, {rebuild} {made}): {why}")
 
 
-def _rebuilt_as_saved(model: nn.Module, spec: dict) -> nn.Module:
-    """The model a ticket of ``model`` rebuilds: its ``spec``'s, the ``convert()`` calls
-    recorded on ``model`` replayed, on the ``meta`` device (nothing allocated: a save at a
-    run's end must not need the model's memory twice). A ``model`` that is not that model
+def _rebuilt_as_saved(model: nn.Module, spec: dict | None) -> nn.Module:
+    """The model a ticket of ``model`` rebuilds, on the ``meta`` device (nothing allocated: a
+    save at a run's end must not need the model's memory twice): its ``spec``'s, the
+    ``convert()`` calls recorded on ``model`` replayed. A ``model`` that is not that model
     (:data:`NOT_AS_BUILT`) is refused (``ValueError``): a call that does not replay there (it
     converted a layer put in place of one that the spec converts), or the first module or
-    tensor that differs (a replacement left plain, another shape)."""
+    tensor that differs (a replacement left plain, another shape).
+    A model without a spec (your own, converted) is loaded by replaying the calls on a fresh
+    instance, which a save does not have: they are replayed on a copy of ``model`` instead,
+    where they must convert nothing (a call that has nothing left to convert is refused,
+    leaving the copy as it was); a layer they would convert there (:data:`NOT_AS_REPLAYED`)
+    is refused, as no model a load is given would make the ticket's."""
     with _offline(), on_meta():
-        probe = _rebuild({"spec": spec}, None)
+        probe = _rebuild({"spec": spec}, None) if spec is not None else _meta_copy(
+            model, "save_ticket does to check that a load's replay of the model's convert() "
+                   "calls on a fresh instance makes this model")
         for call in _replayed(probe, _convert_calls(model)):
             try:
                 probe = _replay_converts(probe, [call])
             except ValueError as error:
+                if spec is None:  # (refused: the copy as it was, nothing converted)
+                    continue
                 where = f"module {call['path']!r}" if call["path"] else "the model"
                 include = call["kwargs"].get("include")
                 raise ValueError(
@@ -468,9 +489,11 @@ def _rebuilt_as_saved(model: nn.Module, spec: dict) -> nn.Module:
                     f"replay on the model the spec builds (convert refuses it there): "
                     f"{NOT_AS_BUILT}") from error
     _refuse_differing("module", *({n: type(m) for n, m in net.named_modules()}
-                                  for net in (model, probe)), lambda t: f"a {t.__name__}")
+                                  for net in (model, probe)), lambda t: f"a {t.__name__}",
+                      spec is not None)
     _refuse_differing("tensor", *({n: list(getattr(t, "shape", ())) for n, t in
-                                   net.state_dict().items()} for net in (model, probe)), str)
+                                   net.state_dict().items()} for net in (model, probe)), str,
+                      spec is not None)
     return probe
 
 
@@ -570,9 +593,15 @@ def _built(model: nn.Module, path: str) -> bool:
                for depth in range(len(names) + 1))  # (get_submodule(""): the model itself)
 
 
-def _meta_copy(model: nn.Module) -> nn.Module:
+#: Why :func:`load_ticket` copies your model (:func:`_meta_copy`).
+LOAD_COPIES = ("load_ticket does to check the ticket's convert() calls on a meta-device copy "
+               "before they allocate")
+
+
+def _meta_copy(model: nn.Module, does: str = LOAD_COPIES) -> nn.Module:
     """A copy of ``model`` with every tensor on the ``meta`` device (nothing allocated). A
-    model that cannot be copied is refused as such (the fault is not the ticket's)."""
+    model that cannot be copied is refused as such (the fault is not the ticket's), saying
+    what copies it (``does``: ``"<who> does to <check what>"``)."""
     memo = {id(t): nn.Parameter(t.detach().to("meta"), t.requires_grad)
             if isinstance(t, nn.Parameter) else t.to("meta")
             for t in (*model.parameters(), *model.buffers())}
@@ -580,8 +609,7 @@ def _meta_copy(model: nn.Module) -> nn.Module:
         return copy.deepcopy(model, memo)
     except Exception as error:  # noqa: BLE001 - whatever the user's module holds
         raise TicketError(f"model= {type(model).__name__} cannot be copied (copy.deepcopy: "
-                          f"{error!r}), which load_ticket does to check the ticket's convert() "
-                          f"calls on a meta-device copy before they allocate; give a model "
+                          f"{error!r}), which {does}; give a model "
                           f"without what cannot be copied (locks, open files, generators)"
                           ) from error
 

@@ -192,6 +192,45 @@ def test_a_module_replaced_after_build_model_is_refused_at_save(tmp_path):
     assert torch.equal(load_ticket(tmp_path / "t.ticket").eval()(x), model(x))
 
 
+def test_a_layer_added_or_replaced_after_convert_is_refused_at_save(tmp_path):
+    """Your own model, converted, then given a convertible layer that the recorded convert()
+    calls reach (timm's reset_classifier: a fresh plain fc; a layer assigned or added): a load
+    replays the calls on a fresh instance, converting that layer too, so the ticket loaded into
+    no model ("mask 'fc.structure.weight' is not in the ticket"), yet save_ticket wrote it
+    without a word. It is refused in one line naming the layer; one the calls leave out saves."""
+    reset = ln.convert(timm.create_model("resnet10t", pretrained=False, num_classes=4),
+                       sparsity=0.5, seed=0)
+    reset.reset_classifier(3)
+    replaced, added = (ln.convert(SmallCNN(), sparsity=0.5, seed=0) for _ in range(2))
+    replaced.head = nn.Linear(8, 3)
+    added.extra = nn.Linear(5, 5)
+    for model, name in ((reset, "fc"), (replaced, "head"), (added, "extra")):
+        with pytest.raises(ValueError, match=rf"^save_ticket: module '{name}' is not the one a "
+                                             r"load of the ticket makes, replaying the convert\(\) "
+                                             r"calls \(the model has a Linear, the load a "
+                                             r"SubnetLinear\): a convertible layer added or "
+                                             r"replaced after convert\(\) .* make the change "
+                                             r"before convert\(\)") as refused:
+            save_ticket(model, tmp_path / "t.ticket")
+        assert "\n" not in str(refused.value)
+        assert not (tmp_path / "t.ticket").exists()
+    import threading  # (the check replays the calls on a meta-device copy: one that cannot be)
+
+    locked = ln.convert(SmallCNN(), sparsity=0.5, seed=0)
+    locked.lock = threading.Lock()
+    with pytest.raises(TicketError, match=r"model= SmallCNN cannot be copied \(copy\.deepcopy: "
+                                          r".*\), which save_ticket does to check"):
+        save_ticket(locked, tmp_path / "t.ticket")
+    model = ln.convert(SmallCNN(), sparsity=0.5, seed=0, exclude=["head"])
+    model.head = nn.Linear(8, 3)  # left out of the call: a load leaves it plain too
+    save_ticket(model, tmp_path / "t.ticket")
+    fresh = SmallCNN()
+    fresh.head = nn.Linear(8, 3)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(load_ticket(tmp_path / "t.ticket", model=fresh).eval()(x),
+                       model.eval()(x))
+
+
 def test_a_built_model_inside_yours_loads_into_yours(tmp_path):
     """A build_model network held by your module (``nn.Sequential``, EdgePopupModule): the
     builder's convert() calls are made again by your model, not replayed over them (it said
