@@ -6,11 +6,14 @@ take a ``seed``.
 
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 from .convert import CONVERT_RECORD, plain_numbers
 from .distributions import cast_drawn, float32_draws
 from .registry import Registry
+from .structures import STRUCTURE_OPTIONS, structure_options
 
 MODELS: Registry = Registry("architecture")
 
@@ -44,6 +47,36 @@ def recorded_spec(model: nn.Module) -> dict | None:
     (a ``spec`` attribute of a user's own model is not one)."""
     spec = getattr(model, "spec", None)
     return spec if isinstance(spec, dict) and spec.get("name") in MODELS else None
+
+
+def spec_value(spec: dict, key: str):
+    """The argument ``key`` of the model ``build_model(**spec)`` builds: the spec's, or its
+    builder's default (``num_classes``: timm's 1000, the paper architectures' 10); None for
+    an argument the builder does not name."""
+    if key in spec:
+        return spec[key]
+    builder = MODELS.get(split_arch(spec["name"])[0])
+    parameter = inspect.signature(builder).parameters.get(key)
+    return None if parameter is None else parameter.default
+
+
+def spec_option(spec: dict, key: str):
+    """The option ``key`` of the model ``build_model(**spec)`` builds: the spec's, else its
+    builder's default (:func:`spec_value`), else its layers' (:class:`~lotterynet.archs.Layers`)."""
+    value = spec_value(spec, key)
+    return getattr(archs.Layers, key, None) if value is None and key not in spec else value
+
+
+def spec_difference(saved: dict, ours: dict) -> tuple[str, object, object] | None:
+    """The first option (``key``, its value in ``saved``, in ``ours``) in which two specs build
+    different models; None when they build the same one (a default given in one and left out
+    of the other, or an option their structure does not read, is no difference)."""
+    unread = set(STRUCTURE_OPTIONS) - structure_options(spec_option(ours, "structure"))
+    for key in dict.fromkeys(["name", "structure", *saved, *ours]):
+        theirs, mine = spec_option(saved, key), spec_option(ours, key)
+        if key not in unread and theirs != mine:
+            return key, theirs, mine
+    return None
 
 
 from . import archs, timm_models  # noqa: E402,F401  (register the architectures)

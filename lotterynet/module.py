@@ -8,7 +8,6 @@ load with ``torch.load(weights_only=True)`` and rebuild the model through ``buil
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from .archs import Layers
 from .checkpointing import parse_checkpoint, read_checkpoint
 from .config import RunConfig
 from .convert import plain_numbers
@@ -31,10 +29,9 @@ from .errors import CheckpointError
 from .graphs import StepGraphs
 from .layers import SubnetLinear, _SubnetLayer
 from .masking import masked_weights
-from .models import MODELS, build_model, split_arch
+from .models import MODELS, build_model, spec_difference, spec_value
 from .optim import check_optim, optim_settings, optimizer_and_schedule
 from .stacked import frozen_prefix
-from .structures import STRUCTURE_OPTIONS, structure_options
 
 STAGES = ("train", "val", "test")
 #: Each stage's mean loss over an epoch; ``train/loss`` itself is the loss of a step, of
@@ -61,36 +58,6 @@ class FloatMean(MeanMetric):
 
     def _apply(self, fn, exclude_state=()):
         return super()._apply(lambda t: fn(t).to(t.dtype), exclude_state)
-
-
-def spec_value(spec: dict, key: str):
-    """The argument ``key`` of the model ``build_model(**spec)`` builds: the spec's, or its
-    builder's default (``num_classes``: timm's 1000, the paper architectures' 10); None for
-    an argument the builder does not name."""
-    if key in spec:
-        return spec[key]
-    builder = MODELS.get(split_arch(spec["name"])[0])
-    parameter = inspect.signature(builder).parameters.get(key)
-    return None if parameter is None else parameter.default
-
-
-def spec_option(spec: dict, key: str):
-    """The option ``key`` of the model ``build_model(**spec)`` builds: the spec's, else its
-    builder's default (:func:`spec_value`), else its layers' (:class:`~lotterynet.archs.Layers`)."""
-    value = spec_value(spec, key)
-    return getattr(Layers, key, None) if value is None and key not in spec else value
-
-
-def spec_difference(saved: dict, ours: dict) -> tuple[str, object, object] | None:
-    """The first option (``key``, its value in ``saved``, in ``ours``) in which two specs build
-    different models; None when they build the same one (a default given in one and left out
-    of the other, or an option their structure does not read, is no difference)."""
-    unread = set(STRUCTURE_OPTIONS) - structure_options(spec_option(ours, "structure"))
-    for key in dict.fromkeys(["name", "structure", *saved, *ours]):
-        theirs, mine = spec_option(saved, key), spec_option(ours, key)
-        if key not in unread and theirs != mine:
-            return key, theirs, mine
-    return None
 
 
 def check_same_module(checkpoint: dict, spec: dict, optim: dict | None, path) -> None:

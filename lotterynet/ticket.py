@@ -59,6 +59,7 @@ import contextlib
 import contextvars
 import copy
 import hashlib
+import json
 import numbers
 import sys
 import warnings
@@ -72,7 +73,7 @@ from .attention import SUBNET_MODULES, outermost_subnet_modules
 from .convert import CONVERT_RECORD, LAYOUTS, convert, laid_out, on_meta
 from .errors import plural
 from .masking import named_masked_weights, uncompiled
-from .models import build_model, recorded_spec
+from .models import build_model, recorded_spec, spec_difference
 from .structures import without_ignored_options
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
 from .timm_models import sourced
@@ -637,6 +638,14 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         raise TicketError(f"{path}: the ticket was saved from build_model({name!r}, ...), which "
                           f"rebuilds it: load_ticket(path) without model=, or pass a model "
                           f"build_model made")
+    differs = None if model is None or header["spec"] is None else spec_difference(
+        header["spec"], json.loads(json.dumps(recorded_spec(model))))  # (as a ticket has it)
+    if differs is not None:  # (masks of one sparsity in a model of another, spec and all)
+        key, theirs, mine = differs
+        raise TicketError(f"{path}: the ticket was saved from build_model(..., {key}="
+                          f"{theirs!r}), but model= was built with {key}={mine!r}: "
+                          f"load_ticket(path) without model= rebuilds the model it was saved "
+                          f"from, or pass one built as it was")
     meta = None if model is None else _meta_tensor(model.state_dict(keep_vars=True))
     if meta is not None:
         raise TicketError(f"{path}: model= {type(model).__name__}'s tensor {meta!r} is on the "
@@ -717,7 +726,10 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     further or not). Otherwise ``model`` is the architecture (a fresh instance, as for
     ``load_state_dict``): the ticket's recorded ``convert()`` calls are replayed on it, in
     place, and the result returned (an :class:`~lotterynet.module.EdgePopupModule` given for a
-    ticket with a spec: its model loaded, the module returned).
+    ticket with a spec: its model loaded, the module returned). For a ticket with a spec it is
+    a model ``build_model`` built with the same arguments: one of another sparsity, seed,
+    structure, ... is refused, naming the first that differs
+    (:func:`~lotterynet.models.spec_difference`).
     ``max_bytes`` bounds the payload and the model (spec-built, or yours once converted).
     Raises :class:`TicketError` for any file or model that does not match, before allocating
     what a hostile header asks for.

@@ -485,6 +485,29 @@ def test_a_bad_path_is_refused_naming_it(tmp_path, monkeypatch, call, path, erro
     assert os.listdir(tmp_path) == ["existing_file"]
 
 
+def test_a_model_built_with_another_spec_is_refused_naming_the_option(tmp_path):
+    """A ticket of build_model's model, loaded into a model built with other arguments: one of
+    another sparsity took the ticket's masks and kept its own spec (model.spec said 0.9 over
+    masks of 0.5), one of another structure was said to be "saved from another architecture",
+    one of another seed to draw "different frozen random weights". Each is refused naming the
+    first argument that differs; a default spelled out is no difference."""
+    model = build_model("fc2", width=8, sparsity=0.5, seed=0)
+    save_ticket(model, tmp_path / "t.ticket")
+    for other, key, theirs, mine in ((dict(sparsity=0.9), "sparsity", 0.5, 0.9),
+                                     (dict(structure="subsetsum"), "structure", "'dense'",
+                                      "'subsetsum'"),
+                                     (dict(seed=1), "seed", 0, 1)):
+        into = build_model("fc2", **{**dict(width=8, sparsity=0.5, seed=0), **other})
+        with pytest.raises(TicketError, match=rf"the ticket was saved from build_model\(\.\.\., "
+                                              rf"{key}={theirs}\), but model= was built with "
+                                              rf"{key}={mine}: load_ticket\(path\) without "
+                                              r"model= rebuilds"):
+            load_ticket(tmp_path / "t.ticket", model=into)
+    into = build_model("fc2", width=8, sparsity=0.5, seed=0, kept="round")
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert_same_ticket(model, load_ticket(tmp_path / "t.ticket", model=into).eval(), x)
+
+
 @pytest.mark.parametrize("spec", [{"width": 3}, "resnet"])
 def test_a_users_own_spec_attribute_is_not_a_build_model_spec(tmp_path, spec):
     """A model of the user's with a ``spec`` attribute of its own saved a ticket whose header

@@ -143,10 +143,11 @@ def test_a_model_converted_already_is_named_not_the_ticket(tmp_path):
 
 def test_a_built_model_converted_again_loads_by_path_alone(tmp_path):
     """build_model, then convert() of what the builder left (here timm's head): the path alone
-    rebuilds it, the spec's calls made once; before, the load named a missing mask."""
+    rebuilds it, the spec's calls made once; before, the load named a missing mask. Built
+    with a tuple, which the ticket's spec (JSON) holds as a list: the same spec."""
     def build():
         return ln.models.build_model("timm:resnet10t", in_chans=1, num_classes=3,
-                                     sparsity=0.5, exclude=["fc"])
+                                     sparsity=0.5, exclude=("fc",))
 
     model = build()
     ln.convert(model, include=["fc"], sparsity=0.9, seed=4)
