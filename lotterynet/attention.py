@@ -22,7 +22,14 @@ import torch
 from torch import nn
 
 from .distributions import draw_seed, float32_draws, seeded_generator
-from .layers import SubnetLinear, _SubnetLayer, check_float_dtype, drawn, traced_call
+from .layers import (
+    SubnetLinear,
+    _SubnetLayer,
+    check_float_dtype,
+    drawn,
+    refuse_thawed,
+    traced_call,
+)
 from .masking import MaskedSparsity
 from .structures import check_positive_int
 
@@ -116,9 +123,14 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
 
     def forward(self, query, key, value, *args, **kwargs):
         """``nn.MultiheadAttention``'s; one node under ``torch.fx`` tracing, as that leaf
-        module's, refused by ``torch.jit.trace`` (:func:`~lotterynet.layers.traced_call`)."""
+        module's, refused by ``torch.jit.trace`` (:func:`~lotterynet.layers.traced_call`), and
+        refused in training where its frozen tensors were unfrozen with its scores
+        (:func:`~lotterynet.layers.refuse_thawed`)."""
         traced = traced_call(self, (query, key, value, *args), kwargs)
-        return super().forward(query, key, value, *args, **kwargs) if traced is None else traced
+        if traced is not None:
+            return traced
+        refuse_thawed(self)
+        return super().forward(query, key, value, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, kdim={self.kdim}, "

@@ -45,6 +45,36 @@ def record_frozen(layer: nn.Module) -> None:
                                                if not p.requires_grad)
 
 
+def refuse_thawed(module: nn.Module) -> None:
+    """Refuse a training forward (``module.training``, grad enabled) of subnet ``module`` in
+    which a tensor it froze as it was made (``frozen_as_built``: a frozen random weight, a
+    frozen bias) requires grad along with its scores: what ``model.requires_grad_(True)``,
+    ``p.requires_grad = True`` over ``model.parameters()`` or Lightning's
+    ``BaseFinetuning.unfreeze_and_add_param_group`` leave, after which an optimizer over the
+    model's parameters trains the random weights (no longer a strong lottery ticket, which
+    only ``save_ticket`` told, much later). One pass over the layer's few parameters. Allowed:
+    the weights trained under a fixed mask (scores frozen), and ``torch.func``'s transforms,
+    under which every tensor differentiated requires grad."""
+    if not (module.training and torch.is_grad_enabled()):
+        return
+    frozen = getattr(module, "frozen_as_built", ())  # (none: a layer pickled before it was)
+    thawed, scored = None, False
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            if name in frozen:
+                thawed = thawed or (name, p)
+            else:
+                scored = scored or name.endswith("scores")
+    if thawed and scored and not torch._C._functorch.is_functorch_wrapped_tensor(thawed[1]):
+        raise RuntimeError(
+            f"{type(module).__name__}({module.extra_repr()}): its frozen random tensor "
+            f"{thawed[0]!r} requires grad, as do its scores (model.requires_grad_(True), or every "
+            f"parameter unfrozen?), so an optimizer would train it and the model would no "
+            f"longer be a strong lottery ticket: unfreeze only the scores (and what convert("
+            f"bias=, batchnorm=, others=) made trainable), or freeze them to train the weights "
+            f"under a fixed mask")
+
+
 def traced_call(module: nn.Module, args: tuple, kwargs: dict):
     """A call of subnet ``module`` being traced: under ``torch.fx`` symbolic tracing (an
     argument is an ``fx.Proxy``) recorded as one ``call_module`` node, as FX records a leaf
@@ -199,7 +229,10 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         traced = traced_call(self, (x,), {})
-        return self._forward(x) if traced is None else traced
+        if traced is not None:
+            return traced
+        refuse_thawed(self)
+        return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.structure(x, LayerOp(self._op, self.bias))

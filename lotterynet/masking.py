@@ -122,9 +122,10 @@ class _MaskedProduct(torch.autograd.Function):
     backward to the scores: ``∂L/∂s = ∂L/∂(w ⊙ m) ⊙ w ⊙ sign(s)`` (Ramanujan et al. 2020,
     Eq. 3 with the |s| ranking). A float mask because on the CPU a product with it is one
     vectorised pass, where ``torch.where`` on a boolean mask costs ~15× more (240k entries:
-    0.05 vs 0.8 ms). The weight is frozen, but a user may unfreeze it (``requires_grad_``):
-    it then gets the product's own gradient ``∂L/∂(w ⊙ m) ⊙ m`` (the mask is kept for the
-    backward only then)."""
+    0.05 vs 0.8 ms). The weight is frozen, but a user may unfreeze it (``requires_grad_``; a
+    subnet layer trains it so only with its scores frozen: ``layers.refuse_thawed``): it then
+    gets the product's own gradient ``∂L/∂(w ⊙ m) ⊙ m`` (the mask is kept for the backward
+    only then)."""
 
     generate_vmap_rule = True  # torch.func.vmap / grad / jacrev run it too
 

@@ -571,3 +571,48 @@ def test_built_models_take_the_kept_and_tie_rules_their_layers_take():
     # n - int(0.55 n), the reference code's count (round keeps 1058 of the first 2352)
     assert [m.kept for m in ln.masked_weights(floor)] == [1059, 14]
     assert {m.ties for m in ln.masked_weights(floor)} == {"high"}
+
+
+class AttendsThenMaps(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.linear(self.attention(x, x, x)[0])
+
+
+def each_parameter_trainable(model):
+    for p in model.parameters():
+        p.requires_grad = True
+
+
+@pytest.mark.parametrize("unfreeze", [
+    lambda model: model.requires_grad_(True), each_parameter_trainable,
+    lambda model: pytest.importorskip("pytorch_lightning").callbacks.BaseFinetuning
+    .make_trainable(model),  # (what unfreeze_and_add_param_group calls)
+], ids=["requires_grad_", "p.requires_grad", "lightning-unfreeze"])
+def test_frozen_tensors_unfrozen_with_the_scores_are_refused_at_a_training_forward(unfreeze):
+    """Every parameter of a converted model made trainable (then an optimizer over
+    ``model.parameters()`` trained the frozen random weights and biases, and only
+    ``save_ticket`` said so) is refused at the first training forward of each subnet layer, in
+    one line naming the layer and the tensor. Evaluation, ``no_grad`` and the weights trained
+    under a fixed mask (scores frozen) still run."""
+    model, x = ln.convert(AttendsThenMaps(), sparsity=0.5, seed=0), torch.randn(2, 3, 4)
+    unfreeze(model)
+    for layer, name in ((model, r"SubnetMultiheadAttention\(embed_dim=4, .*\): its frozen random "
+                                r"tensor 'q_proj\.bias'"),
+                        (model.linear, r"SubnetLinear\(in_features=4, out_features=3, "
+                                       r"bias=True, .*\): its frozen random tensor 'bias'")):
+        with pytest.raises(RuntimeError, match=rf"^{name} requires grad, as do its scores "
+                                               r"\(model\.requires_grad_\(True\), .* unfreeze "
+                                               r"only the scores"):
+            layer(x)
+    model.eval()(x)
+    with torch.no_grad():
+        model.train()(x)
+    for m in ln.masked_weights(model):
+        m.scores.requires_grad_(False)
+    model(x).sum().backward()
+    assert model.linear.structure.weight.weight.grad is not None

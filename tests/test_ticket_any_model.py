@@ -329,13 +329,16 @@ def test_hand_built_subnet_layers(tmp_path):
 
 
 def train_frozen_weights(model, refreeze):
-    """One step of plain SGD on every parameter, frozen ones made trainable; with ``refreeze``
-    all but the scores frozen again after it (as a refusal at save advised: freeze it again)."""
-    model.requires_grad_(True)
+    """One step of plain SGD on every parameter but the scores (a layer refuses a training
+    forward with both unfrozen), frozen ones made trainable; with ``refreeze`` all but the
+    scores frozen again after it (as a refusal at save advised: freeze it again)."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.endswith("scores"))
     model(torch.randn(4, 6)).square().sum().backward()
     with torch.no_grad():
         for p in model.parameters():
-            p.sub_(0.1 * p.grad)
+            if p.grad is not None:
+                p.sub_(0.1 * p.grad)
     if refreeze:
         for name, p in model.named_parameters():
             p.requires_grad_(name.endswith("scores"))
