@@ -589,6 +589,20 @@ class MaskedSparsity:
                         f"torch.jit.script(lotterynet.export(model)) (or torch.export / "
                         f"torch.compile the model itself)")
 
+    def register_parameter(self, name: str, param) -> None:
+        """As ``nn.Module``'s; but ``<weight>_orig`` for a weight the layer computes (its
+        ``weight``, an attention's ``q_proj_weight``: a property) is what
+        ``torch.nn.utils.prune`` registers first, which failed with "cannot assign
+        'torch.FloatTensor' object to parameter 'weight_orig'": refused in one line saying
+        why, before anything changes."""
+        stem = name.removesuffix("_orig")
+        if stem != name and isinstance(getattr(type(self), stem, None), property):
+            raise TypeError(f"torch.nn.utils.prune: {type(self).__name__}.{stem} is computed "
+                            f"from the masks of a subnet layer, which prunes its own weights: "
+                            f"set its sparsity (layer.sparsity, lotterynet.global_topk), or "
+                            f"prune the exported model (lotterynet.export(model))")
+        super().register_parameter(name, param)
+
     @property
     def sparsity(self) -> float:
         """Fraction of this layer's maskable weights that are pruned."""

@@ -616,3 +616,26 @@ def test_frozen_tensors_unfrozen_with_the_scores_are_refused_at_a_training_forwa
         m.scores.requires_grad_(False)
     model(x).sum().backward()
     assert model.linear.structure.weight.weight.grad is not None
+
+
+@pytest.mark.parametrize("make, name, exported_name", [
+    (lambda: ln.SubnetLinear(8, 4, seed=0), "weight", "weight"),
+    (lambda: ln.SubnetConv2d(2, 4, 3, seed=0), "weight", "weight"),
+    (lambda: ln.SubnetMultiheadAttention(4, 2, seed=0), "q_proj_weight", "in_proj_weight"),
+], ids=["linear", "conv", "attention"])
+def test_torch_prune_is_refused_in_one_line_and_the_export_prunes(make, name, exported_name):
+    """``torch.nn.utils.prune`` on a subnet layer's computed weight failed with "cannot assign
+    'torch.FloatTensor' object to parameter 'weight_orig'"; refused saying that the layer prunes
+    by its mask, leaving it as it was. The exported model's layers prune as torch's do."""
+    layer = make()
+    before = {n: p.clone() for n, p in layer.named_parameters()}
+    with pytest.raises(TypeError, match=rf"^torch\.nn\.utils\.prune: {type(layer).__name__}\."
+                                        rf"{name} is computed from the masks of a subnet layer, "
+                                        r"which prunes its own weights: set its sparsity"):
+        torch.nn.utils.prune.l1_unstructured(layer, name, 0.5)
+    after = dict(layer.named_parameters())
+    assert after.keys() == before.keys() and not layer._forward_pre_hooks
+    assert all(torch.equal(after[n], p) for n, p in before.items())
+    exported = ln.export(nn.Sequential(make()))[0]
+    torch.nn.utils.prune.l1_unstructured(exported, exported_name, 0.5)
+    assert hasattr(exported, f"{exported_name}_orig")
