@@ -26,6 +26,7 @@ from .layers import (
     SubnetLinear,
     _SubnetLayer,
     check_float_dtype,
+    copy_redrawn,
     drawn,
     refuse_thawed,
     traced_call,
@@ -100,6 +101,13 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
             _draw_bias_kv(fresh, generator, self.drawn_with["add_bias_kv"],
                           self.drawn_with["embed_dim"])
         return fresh
+
+    def reset_parameters(self) -> None:
+        """The projections' and ``bias_k`` / ``bias_v``'s tensors drawn again, in place, as the
+        layer was built (:meth:`~lotterynet.layers._SubnetLayer.reset_parameters`)."""
+        for name in PROJECTIONS:
+            getattr(self, name).reset_parameters()
+        copy_redrawn(self)
 
     # What nn.MultiheadAttention.forward reads, computed from the projections.
     in_proj_weight = None

@@ -75,6 +75,14 @@ def refuse_thawed(module: nn.Module) -> None:
             f"under a fixed mask")
 
 
+def copy_redrawn(module: nn.Module) -> None:
+    """Copy into ``module``'s parameters, in place (its device, dtype and layout), those of
+    ``module.redrawn()``: the values it was built with, drawn again from its seed."""
+    with torch.no_grad():
+        for name, value in module.redrawn().named_parameters():
+            module.get_parameter(name).copy_(value)
+
+
 def traced_call(module: nn.Module, args: tuple, kwargs: dict):
     """A call of subnet ``module`` being traced: under ``torch.fx`` symbolic tracing (an
     argument is an ``fx.Proxy``) recorded as one ``call_module`` node, as FX records a leaf
@@ -175,6 +183,14 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
         fresh = _SubnetLayer()
         fresh._build(**self.drawn_with, dtype=torch.float32)
         return fresh
+
+    def reset_parameters(self) -> None:
+        """Draw the frozen weights, the bias and the initial scores again, in place, as the
+        layer was built (:meth:`redrawn`: from its seed, or, made without one, from torch's
+        global generator, as ``nn.Linear``'s draws); ``k`` is kept. What a model made on the
+        meta device and given storage by ``to_empty`` needs: ``model.apply(lambda m:
+        hasattr(m, "reset_parameters") and m.reset_parameters())``."""
+        copy_redrawn(self)
 
     @property
     def weight(self) -> torch.Tensor:

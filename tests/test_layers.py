@@ -639,3 +639,44 @@ def test_torch_prune_is_refused_in_one_line_and_the_export_prunes(make, name, ex
     exported = ln.export(nn.Sequential(make()))[0]
     torch.nn.utils.prune.l1_unstructured(exported, exported_name, 0.5)
     assert hasattr(exported, f"{exported_name}_orig")
+
+
+class AttendsWithBiasKV(nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        self.attention = ln.SubnetMultiheadAttention(4, 2, add_bias_kv=True, batch_first=True,
+                                                     seed=3)
+        self.conv = ln.SubnetConv2d(2, 2, 3, bias=True, seed=4, **kw)
+
+    def forward(self, x):
+        return self.conv(self.attention(x, x, x)[0][:, None].repeat(1, 2, 1, 1))
+
+
+@pytest.mark.parametrize("kw", ALL_STRUCTURES)
+def test_reset_parameters_redraws_a_meta_models_tensors_as_built(kw):
+    """``model.to("meta").to_empty(device="cpu")`` (lazy initialisation) left the frozen
+    weights and scores uninitialised, and a subnet layer had no ``reset_parameters`` to draw
+    them again: ``model.apply`` of it now gives every tensor, and the outputs, as built (in
+    the layout the model was given: channels_last); an unseeded layer draws new ones, as
+    torch's do."""
+    model = AttendsWithBiasKV(**kw).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    built, expected = copy_state(model), model(x)
+    model.to("meta").to_empty(device="cpu")
+    with torch.no_grad():  # (to_empty's memory may still hold the values)
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    model.apply(lambda m: hasattr(m, "reset_parameters") and m.reset_parameters())
+    state = model.state_dict()
+    assert state.keys() == built.keys()
+    assert all(torch.equal(state[n], t) and state[n].stride() == t.stride()
+               for n, t in built.items())
+    assert torch.equal(model(x), expected)
+    unseeded = ln.SubnetLinear(4, 3, True)
+    before = copy_state(unseeded)
+    unseeded.reset_parameters()
+    assert not torch.equal(unseeded.bias, before["bias"])
+
+
+def copy_state(model):
+    return {n: t.clone() for n, t in model.state_dict().items()}
