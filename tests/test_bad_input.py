@@ -479,7 +479,7 @@ CASES = [
       "--sparsity", "0"], ["--sparsity 0", "not for a sweep", "axis"]),
     # (a path of many short names, as the variant's data_dir: '/' is '-' in the cell's name)
     (["--sweep", "{sw_long_name}", "--wandb-sweep", "{tmp}/w.yaml", "--data-dir", LONG_PATH],
-     ["folder of sweep cell data_dir=x/x/", "names of at most 255"]),
+     ["folder of sweep cell dense/data_dir=x/x/", "names of at most 255"]),
     (["--stack-file", "/nonexistent/stack.yaml"], ["/nonexistent/stack.yaml", "not found"]),
     (["--sweep", "{tmp}"], ["sweep file", "is a folder; give the file in it"]),
     (["--stack-file", "{st_nomembers}"], ["st_nomembers", "not a stack file", "members"]),
