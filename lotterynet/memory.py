@@ -44,7 +44,7 @@ class MemoryNeed:
     dtype: torch.dtype  # of the floating tensors in training
     step: int  # bytes a training step holds at its peak beyond these (in trained)
     batch: int  # of that step
-    shared: int = 0  # parameters counted once for a stack's members (frozen, at one place)
+    shared: int = 0  # a stack's members' frozen parameters not counted again (at one place)
 
 
 def optimizer_states(optim: dict) -> int:
@@ -66,8 +66,9 @@ def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig,
     held at once by the end of a step's backward, and what more a training step on a batch of
     ``config``'s data set holds at its peak (:func:`step_peak`: its activations, masks, masked
     weights, the gradients flowing back, the optimizer step's temporaries; its batch size, or
-    all the examples where they are fewer; ``stack``: a stack's step). Nothing else (the data
-    set, an operation's scratch, the allocators' own) is counted."""
+    all the examples where they are fewer; ``stack``: a stack's step; not for a run on a GPU,
+    whose memory :func:`check_fits` does not ask). Nothing else (the data set, an operation's
+    scratch, the allocators' own) is counted."""
     dtype = CAST.get(config.precision, torch.float32)
     batch = min(config.batch_size, examples_per_device(config))
     need = MemoryNeed(0, 0, 0, 0, 0, dtype, 0, batch)
@@ -93,6 +94,8 @@ def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig,
             kept += size * (1 + states) * trained
             need.params += tensor.numel() * isinstance(tensor, torch.nn.Parameter)
             need.scores += tensor.numel() * trained
+    if on_gpu(config.accelerator):  # (only what is built is checked: :func:`check_fits`)
+        return need
     data = DATASETS.get(config.dataset)
     peak = step_peak(models, [optim for _, optim in members],
                      (batch, data.in_channels, data.image_size, data.image_size), dtype,
@@ -225,8 +228,8 @@ def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
     have = available_memory()
     state = f" and {plural(need.states, 'optimizer state')}" * bool(need.states)
     needed, stage = (need.built, f"to build ({need.params:,} parameters, drawn in float32)")
-    shared = f", {need.shared:,} of them frozen ones its members may share, counted once" * \
-        bool(need.shared)
+    shared = (f", {need.shared:,} of them copies of frozen ones that an earlier member holds "
+              f"at the same place, not counted again") * bool(need.shared)
     step = (f", and {in_binary_units(need.step)} more at the peak of a training step on a "
             f"batch of {need.batch}: its activations, masks, masked weights and temporaries"
             ) * bool(need.step)

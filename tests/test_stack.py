@@ -427,8 +427,9 @@ def test_a_stack_whose_members_cannot_fit_in_memory_together_is_refused(
                                 data_dir=str(data_dir))) for s in (0.5, 0.9)]
     with pytest.raises(ConfigError, match=r"^stack stack \(2 members\) needs at least 70\.0 "
                                           r"MiB of memory to train \(7,965,680 parameters in "
-                                          r"float32, 1,991,420 of them frozen ones its members "
-                                          r"may share, counted once, .* "
+                                          r"float32, 1,991,420 of them copies of frozen ones "
+                                          r"that an earlier member holds at the same place, "
+                                          r"not counted again, .* "
                                           r"this machine has 48\.0 MiB available; "):
         run_stack(configs, tmp_path / "stack")
     assert not (tmp_path / "stack").exists()
