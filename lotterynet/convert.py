@@ -67,7 +67,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 from .attention import SUBNET_MODULES, NotSingleMaps, SubnetMultiheadAttention
 from .distributions import check_seed, layer_seed
 from .errors import plural
-from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, record_frozen
+from .layers import BIAS_NAMES, SubnetConv1d, SubnetConv2d, SubnetLinear, record_frozen
 from .masking import KeepsNoWeight, MaskedWeight, check_module, uncompiled
 from .registry import Registry
 
@@ -438,7 +438,7 @@ def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMod
                   seed: int, **options) -> nn.Module:
     layer = _built(module, name, rule, bias, seed=seed, **options)
     for param_name, p in layer.named_parameters():
-        if param_name.rpartition(".")[2] in ("bias", "bias_k", "bias_v"):
+        if param_name.rpartition(".")[2] in BIAS_NAMES:
             p.requires_grad_(bias.trainable)
     record_frozen(layer)
     layer.train(module.training)

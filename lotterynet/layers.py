@@ -45,29 +45,34 @@ def record_frozen(layer: nn.Module) -> None:
                                                if not p.requires_grad)
 
 
+#: The names (last part) of a subnet layer's biases: frozen random as built, but trainable
+#: (``convert(bias="trainable")``, or ``layer.bias.requires_grad_()``), unlike its weights.
+BIAS_NAMES = ("bias", "bias_k", "bias_v")
+
+
 def refuse_thawed(module: nn.Module) -> None:
     """Refuse a training forward (``module.training``, grad enabled) of subnet ``module`` in
-    which a tensor it froze as it was made (``frozen_as_built``: a frozen random weight, a
-    frozen bias) requires grad along with its scores: what ``model.requires_grad_(True)``,
-    ``p.requires_grad = True`` over ``model.parameters()`` or Lightning's
-    ``BaseFinetuning.unfreeze_and_add_param_group`` leave, after which an optimizer over the
-    model's parameters trains the random weights (no longer a strong lottery ticket, which
-    only ``save_ticket`` told, much later). One pass over the layer's few parameters. Allowed:
-    the weights trained under a fixed mask (scores frozen), and ``torch.func``'s transforms,
-    under which every tensor differentiated requires grad."""
+    which a random weight it froze as it was made (``frozen_as_built``, biases aside) requires
+    grad along with its scores: what ``model.requires_grad_(True)``, ``p.requires_grad = True``
+    over ``model.parameters()`` or Lightning's ``BaseFinetuning.unfreeze_and_add_param_group``
+    leave, after which an optimizer over the model's parameters trains the random weights (no
+    longer a strong lottery ticket, which only ``save_ticket`` told, much later). One pass
+    over the layer's few parameters. Allowed: the weights trained under a fixed mask (scores
+    frozen), and ``torch.func``'s transforms, under which every tensor differentiated
+    requires grad."""
     if not (module.training and torch.is_grad_enabled()):
         return
     frozen = getattr(module, "frozen_as_built", ())  # (none: a layer pickled before it was)
     thawed, scored = None, False
     for name, p in module.named_parameters():
         if p.requires_grad:
-            if name in frozen:
+            if name in frozen and name.rpartition(".")[2] not in BIAS_NAMES:
                 thawed = thawed or (name, p)
             else:
                 scored = scored or name.endswith("scores")
     if thawed and scored and not torch._C._functorch.is_functorch_wrapped_tensor(thawed[1]):
         raise RuntimeError(
-            f"{type(module).__name__}({module.extra_repr()}): its frozen random tensor "
+            f"{type(module).__name__}({module.extra_repr()}): its frozen random weight "
             f"{thawed[0]!r} requires grad, as do its scores (model.requires_grad_(True), or every "
             f"parameter unfrozen?), so an optimizer would train it and the model would no "
             f"longer be a strong lottery ticket: unfreeze only the scores (and what convert("

@@ -597,14 +597,16 @@ def test_frozen_tensors_unfrozen_with_the_scores_are_refused_at_a_training_forwa
     """Every parameter of a converted model made trainable (then an optimizer over
     ``model.parameters()`` trained the frozen random weights and biases, and only
     ``save_ticket`` said so) is refused at the first training forward of each subnet layer, in
-    one line naming the layer and the tensor. Evaluation, ``no_grad`` and the weights trained
-    under a fixed mask (scores frozen) still run."""
+    one line naming the layer and the weight. Evaluation, ``no_grad``, the weights trained
+    under a fixed mask (scores frozen) and the scores trained with the biases (a user may
+    unfreeze them) still run."""
     model, x = ln.convert(AttendsThenMaps(), sparsity=0.5, seed=0), torch.randn(2, 3, 4)
     unfreeze(model)
     for layer, name in ((model, r"SubnetMultiheadAttention\(embed_dim=4, .*\): its frozen random "
-                                r"tensor 'q_proj\.bias'"),
+                                r"weight 'q_proj\.structure\.weight\.weight'"),
                         (model.linear, r"SubnetLinear\(in_features=4, out_features=3, "
-                                       r"bias=True, .*\): its frozen random tensor 'bias'")):
+                                       r"bias=True, .*\): its frozen random weight "
+                                       r"'structure\.weight\.weight'")):
         with pytest.raises(RuntimeError, match=rf"^{name} requires grad, as do its scores "
                                                r"\(model\.requires_grad_\(True\), .* unfreeze "
                                                r"only the scores"):
@@ -612,8 +614,11 @@ def test_frozen_tensors_unfrozen_with_the_scores_are_refused_at_a_training_forwa
     model.eval()(x)
     with torch.no_grad():
         model.train()(x)
-    for m in ln.masked_weights(model):
-        m.scores.requires_grad_(False)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.endswith(("scores", "bias")))
+    model(x).sum().backward()
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.endswith("scores"))
     model(x).sum().backward()
     assert model.linear.structure.weight.weight.grad is not None
 
