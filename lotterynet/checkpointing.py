@@ -191,10 +191,12 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     return parse_checkpoint(read_checkpoint(path), path, map_location)
 
 
-def read_checkpoint(path: str | os.PathLike, *, unsealed: bool = False) -> bytes:
-    """The bytes of the checkpoint ``path``, checked by :func:`unseal`."""
+def read_checkpoint(path, *, unsealed: bool = False) -> bytes:
+    """The bytes of the checkpoint ``path`` (or of a binary file object: ``io.BytesIO``),
+    checked by :func:`unseal`."""
     try:
-        return unseal(Path(path).read_bytes(), path, unsealed=unsealed)
+        data = path.read() if hasattr(path, "read") else Path(path).read_bytes()
+        return unseal(data, path, unsealed=unsealed)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {str(path)!r} not found") from None
     except IsADirectoryError:

@@ -3,6 +3,7 @@ under a plain ``pl.Trainer``, the Trainer's own options from a config file, and 
 that one architecture family or the other gets."""
 
 import csv
+import io
 import json
 import math
 import re
@@ -135,7 +136,8 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
     or of a run (sealed), is refused; it loaded as a changed weight (torch does not check the
     CRCs). A truncated file or a ticket is one line, not torch's failure deep in its loader.
     A ``spec`` of another sparsity loaded the checkpoint's (``k`` is in the state dict) under
-    its own."""
+    its own. A file object's bytes are checked alike (it failed in ``Path()``); a URL is
+    Lightning's to read (a ``file://`` one was 'not found')."""
     spec = {"name": "fc2", "width": 4, "structure": "dense"}
     module = ln.EdgePopupModule(spec)
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
@@ -156,8 +158,10 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
         data = (tmp_path / "model.ticket").read_bytes()
     path.write_bytes(data)
     if damage is None:
-        loaded = ln.EdgePopupModule.load_from_checkpoint(path, weights_only=False)
-        assert all(torch.equal(t, module.state_dict()[k]) for k, t in loaded.state_dict().items())
+        for source in path, io.BytesIO(data), path.as_uri():
+            loaded = ln.EdgePopupModule.load_from_checkpoint(source, weights_only=False)
+            assert all(torch.equal(t, module.state_dict()[k])
+                       for k, t in loaded.state_dict().items())
         with pytest.raises(TypeError, match="cannot be called on an instance"):
             module.load_from_checkpoint(path)  # (as Lightning's: it loads nothing into module)
         return
@@ -165,8 +169,9 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
             "truncate": "(corrupt or unreadable|has no lotterynet integrity digest)",
             "ticket": "is a ticket", "spec": "spec['sparsity'] = 0.5, not 0.9"}[damage]
     other = {"spec": {**spec, "sparsity": 0.9}} if damage == "spec" else {}
-    with pytest.raises(CheckpointError, match=re.escape(said) if other else said):
-        ln.EdgePopupModule.load_from_checkpoint(path, **other)
+    for source in path, io.BytesIO(data):
+        with pytest.raises(CheckpointError, match=re.escape(said) if other else said):
+            ln.EdgePopupModule.load_from_checkpoint(source, **other)
 
 
 @pytest.mark.parametrize("arch, lr", [("lenet5", 0.01), ("fc2", 0.1)])
