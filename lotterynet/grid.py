@@ -62,20 +62,21 @@ class Sweep:
     seeds: list[int] = field(default_factory=lambda: [0])
     baseline: bool = True
 
-    def cells(self, old: str | None = None) -> list[tuple[str, dict]]:
-        """``(label, config values)`` of every cell, baseline cells last; ``old``: with the
-        labels of that form, as sweeps wrote them before (:data:`OLD_LABELS`)."""
-        cells = []
-        for variant, sparsity, epochs, seed in itertools.product(
-                self.variants, self.sparsities, self.epochs, self.seeds):
-            values = {**self.base, **variant, "sparsity": sparsity, "epochs": epochs,
-                      "seed": seed}
-            cells.append((variant_label(variant, old=old), values))
+    def cells(self) -> list[tuple[str, dict]]:
+        """``(label, config values)`` of every cell, baseline cells last."""
+        cells = [(variant_label(variant), values)
+                 for variant in self.variants for values in self.variant_values(variant)]
         if self.baseline:
             cells += [(BASELINE, {**self.base, "train_weights": True, "structure": "dense",
                                   "epochs": epochs, "seed": seed})
                       for epochs, seed in itertools.product(self.epochs, self.seeds)]
         return cells
+
+    def variant_values(self, variant: dict) -> list[dict]:
+        """The config values of the variant's cells, one for each sparsity, epochs and seed."""
+        return [{**self.base, **variant, "sparsity": sparsity, "epochs": epochs, "seed": seed}
+                for sparsity, epochs, seed in itertools.product(
+                    self.sparsities, self.epochs, self.seeds)]
 
 
 def parse_variant(variant) -> dict:
@@ -106,6 +107,25 @@ OLD_LABELS = {
              "name, in whatever order the variant gives them",
     "keyless": "a variant's label names the key of each value but its structure and activation",
 }
+#: The most keys of a variant whose every order :func:`old_labels` tries (5! = 120 labels).
+ORDERED_KEYS = 5
+
+
+def old_labels(variant: dict, form: str) -> list[str]:
+    """The labels that sweeps gave the variant before, in that form of :data:`OLD_LABELS`:
+    its keys in the order it gives them, and for ``given`` in every other order too, as its
+    sweep file gave them when the folders were written (a file whose keys were reordered
+    since: ``{activation: identity, structure: subsetsum}`` wrote ``identity/subsetsum``).
+    Every key counts, structure and activation too; a variant of more than
+    :data:`ORDERED_KEYS` keys (its ``n!`` orders, each computed for every one of its cells on
+    every sweep start) is tried in its order alone. ``keyless`` labels, whose values name no
+    key, in its order alone: in another, a variant's label could be another's (``2/3``, ``3/2``
+    for both ``{pairs: 2, depth: 3}`` and ``{pairs: 3, depth: 2}``), neither then renamed."""
+    orders = itertools.permutations(variant.items()) \
+        if form == "given" and len(variant) <= ORDERED_KEYS else [variant.items()]
+    return list(dict.fromkeys(variant_label(dict(order), old=form) for order in orders))
+
+
 #: The kinds of value that a variant's label names by a hash (:func:`variant_label`).
 HASHED = (list, tuple, dict)
 #: The keys whose value a variant's label writes alone (``subsetsum/identity``), first and in

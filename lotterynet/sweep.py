@@ -45,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
@@ -93,8 +94,10 @@ from .grid import (
     cell_name,
     config_value,
     hash_legend,
+    old_labels,
     spelled_labels,
     sweep_dir_of,
+    variant_label,
 )
 from .lifetime import die_with_parent
 from .loggers import METRICS_FILE, read_wandb_id
@@ -307,21 +310,25 @@ def repoint(results: Path, old: Path, new: Path) -> None:
 def renamed_folders(sweep: Sweep) -> dict[str, tuple[str, str]]:
     """The folders of the grid's cells and stacks (``cells/NAME``, ``stacks/NAME``) under the
     names that sweeps gave them before, in a form of :data:`~lotterynet.grid.OLD_LABELS`
-    (:func:`~lotterynet.grid.variant_label`'s ``old``: ``cells/subsetsum-identity-3-s0.5-
-    e10-seed0`` before a variant's label named its values' keys, ``cells/subsetsum-pairs=3-
-    identity-…`` before it wrote them in one order) -> ``(their name now, what changed)``
-    (``cells/subsetsum-identity-pairs=3-s0.5-e10-seed0``); without an old name that two
-    folders would now share (a grid whose old names were refused) or that is a folder's name
-    now."""
+    (:func:`~lotterynet.grid.old_labels`: ``cells/subsetsum-identity-3-s0.5-e10-seed0``
+    before a variant's label named its values' keys, ``cells/subsetsum-pairs=3-identity-…``
+    or ``cells/pairs=3-identity-subsetsum-…`` before it wrote them in one order) ->
+    ``(their name now, what changed)`` (``cells/subsetsum-identity-pairs=3-s0.5-e10-seed0``);
+    without an old name that two folders would now share (a grid whose old names were
+    refused) or that is a folder's name now."""
     pairs: dict[tuple[str, str], str] = {}
-    for form, why in OLD_LABELS.items():
-        for (old, values), (new, _) in zip(sweep.cells(old=form), sweep.cells()):
+    for variant in sweep.variants:
+        new = variant_label(variant)
+        labels = [(old, why) for form, why in OLD_LABELS.items()
+                  for old in old_labels(variant, form)]
+        for values in sweep.variant_values(variant):
             for kind, name in (("cells", cell_name), ("stacks", stack_name)):
-                pairs.setdefault((f"{kind}/{name(old, values)}", f"{kind}/{name(new, values)}"),
-                                 why)
-    olds, now = [old for old, _ in pairs], {new for _, new in pairs}
+                for old, why in labels:
+                    pairs.setdefault((f"{kind}/{name(old, values)}",
+                                      f"{kind}/{name(new, values)}"), why)
+    olds, now = Counter(old for old, _ in pairs), {new for _, new in pairs}
     return {old: (new, why) for (old, new), why in pairs.items()
-            if olds.count(old) == 1 and old not in now}
+            if olds[old] == 1 and old not in now}
 
 
 def rename_old_folders(sweep: Sweep, sweep_dir: Path, cell: str | None = None) -> None:

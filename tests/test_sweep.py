@@ -1220,23 +1220,25 @@ def test_a_sweep_written_before_labels_named_their_keys_is_renamed_not_trained(
 
 @pytest.mark.parametrize("form, variant, label", [
     ("keyless", {"structure": "subsetsum", "pairs": 2}, "subsetsum-2"),
-    ("given", {"pairs": 2, "structure": "subsetsum"}, "pairs=2-subsetsum")])
+    ("given", {"pairs": 2, "structure": "subsetsum"}, "pairs=2-subsetsum"),
+    ("given", {"structure": "subsetsum", "pairs": 2}, "pairs=2-subsetsum")])  # (reordered)
 def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_names(
         tmp_path, capsys, form, variant, label):
     """A stack stopped (after its first epoch of two) when its variant's label had no keys
     (``subsetsum-2-seed0``, its members ``subsetsum-2-s0.5-e2-seed0``, ...), or wrote them in
-    the order the variant gave them (``pairs=2-subsetsum-seed0``): once its folder and cells
-    are renamed, the sweep continues it from its checkpoint, whose members, history and stack
-    file name the cells by their new names. Its checkpoint named the old cells: the stack was
-    set aside as one that cannot be continued and trained anew, its stack file naming the old
-    cells (and in the order given, the sweep did not find the old folders at all: it trained
-    every cell anew into new ones)."""
+    the order the variant gave them (``pairs=2-subsetsum-seed0``), the sweep file's keys
+    reordered since or not: once its folder and cells are renamed, the sweep continues it from
+    its checkpoint, whose members, history and stack file name the cells by their new names.
+    Its checkpoint named the old cells: the stack was set aside as one that cannot be continued
+    and trained anew, its stack file naming the old cells (and in the order given, the sweep
+    did not find the old folders at all: it trained every cell anew into new ones; so it did
+    in the order given when written if the file's keys were reordered since)."""
     from lotterynet.stack import stack_record
 
     sweep = Sweep(base={"arch": "fc2"}, variants=[variant],
                   sparsities=[0.5, 0.9], epochs=[2], baseline=False)
     configs = sweep_module.cell_configs(sweep, tmp_path)
-    olds = {cell_name(label, values): values for label, values in sweep.cells(old=form)}
+    olds = {cell_name(label, values): values for _, values in sweep.cells()}
     old = tmp_path / "stacks" / f"{label}-seed0"  # (as a sweep wrote it before)
     (old / "checkpoints").mkdir(parents=True)
     atomic_torch_save({"state_dict": {}, "epoch": 0, "hyper_parameters": {"members": [
@@ -1267,7 +1269,10 @@ def test_a_variants_mapping_names_the_same_folders_in_any_key_order(tmp_path):
     """``model_kwargs: {stem_chs: 32, channels: ...}`` is the same run as ``{channels: ...,
     stem_chs: 32}``: its cells keep their folders (a finished sweep's file with the mapping's
     keys written in another order re-ran every cell into new ones), and a variant that spells
-    out the base's mapping in another order is the same run as one that leaves it out."""
+    out the base's mapping in another order is the same run as one that leaves it out. A
+    folder that a sweep labelled before in its file's order of keys is renamed whatever its
+    keys' order now (``{structure, activation, pairs}`` written as ``{pairs, activation,
+    structure}``: ``pairs=2-identity-subsetsum-…`` was left behind, every cell trained anew)."""
     def names(*variants: dict, base=None) -> list[str]:
         sweep_file = tmp_path / "s.yaml"
         sweep_file.write_text(yaml.safe_dump({
@@ -1286,6 +1291,14 @@ def test_a_variants_mapping_names_the_same_folders_in_any_key_order(tmp_path):
     with pytest.raises(ConfigError, match="are the same run; give each variant once"):
         names({"structure": "dense"}, {"structure": "dense", "model_kwargs": reordered},
               base={"model_kwargs": bit})
+    renamed = sweep_module.renamed_folders(Sweep(
+        base={"arch": "fc2"}, variants=[{"structure": "subsetsum", "activation": "identity",
+                                         "pairs": 2}], sparsities=[0.5], epochs=[1]))
+    assert renamed["cells/pairs=2-identity-subsetsum-s0.5-e1-seed0"] == (
+        "cells/subsetsum-identity-pairs=2-s0.5-e1-seed0", OLD_LABELS["given"])
+    assert renamed["stacks/identity-pairs=2-subsetsum-seed0"][0] == \
+        "stacks/subsetsum-identity-pairs=2-seed0"
+    assert len(renamed) == 2 * (5 + 1)  # (a cell's and a stack's 3! - 1 orders and keyless)
 
 
 def test_a_cell_set_aside_by_another_agent_is_refused_not_a_traceback(tmp_path):
