@@ -103,6 +103,8 @@ _EOCD = b"PK\x05\x06"  # zip "end of central directory" record: 22 bytes + the c
 _EOCD_SIZE = 22
 _TAG = b"lotterynet-sha256:"
 _SEAL_SIZE = len(_TAG) + 64
+#: What torch.load(weights_only=True) says of an object it refuses: the global it names.
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
 def seal(archive: bytes) -> bytes:
@@ -216,6 +218,13 @@ def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None) ->
         checkpoint = torch.load(io.BytesIO(data), map_location=map_location or "cpu",
                                 weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        refused = _REFUSED_GLOBAL.search(str(err))
+        if refused:  # (the bytes were checked: the file holds it as it was written)
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds Python objects that a weights-only load refuses "
+                f"({refused[1]}), and lotterynet unpickles nothing else: save it again without "
+                f"them (numbers, strings, lists, dicts and tensors), or, if you trust the file, "
+                f"load it yourself with torch.load(path, weights_only=False)") from None
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unreadable: "
                               f"{first_line(err)}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -154,9 +154,10 @@ class EdgePopupModule(pl.LightningModule):
         (:mod:`lotterynet.checkpointing`): its integrity digest checked (a run's checkpoint),
         or without one (your own Trainer's) its zip's CRC-32s, then loaded with
         ``torch.load(weights_only=True)`` whatever ``weights_only`` says; a missing, truncated,
-        corrupt or foreign file (a ticket) is a one-line :class:`~lotterynet.errors.
-        CheckpointError`. Lightning's own loaded a changed byte as a changed weight, and failed
-        on a truncated file deep inside torch. A ``spec`` given builds the checkpoint's model
+        corrupt or foreign file (a ticket), or one holding Python objects that such a load
+        refuses (a numpy number), is a one-line :class:`~lotterynet.errors.CheckpointError`.
+        Lightning's own loaded a changed byte as a changed weight, and failed on a truncated
+        file deep inside torch. A ``spec`` given builds the checkpoint's model
         (it loaded another sparsity's, under its own spec). A file object's bytes are checked
         alike; a URL (``s3://``, ``https://``, ``file://``) is Lightning's to read (fsspec),
         with ``weights_only=True``."""

@@ -129,7 +129,7 @@ def test_module_settings_are_checked_when_built(spec, optim, said):
 
 
 @pytest.mark.parametrize("sealed", [False, True])
-@pytest.mark.parametrize("damage", [None, "flip", "truncate", "ticket", "spec"])
+@pytest.mark.parametrize("damage", [None, "flip", "truncate", "ticket", "spec", "object"])
 def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, sealed, damage):
     """``EdgePopupModule.load_from_checkpoint`` reads a checkpoint as ``--resume`` does: a
     byte changed in a weight, in a checkpoint of your own Trainer (no digest: its zip CRC-32s)
@@ -137,11 +137,14 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
     CRCs). A truncated file or a ticket is one line, not torch's failure deep in its loader.
     A ``spec`` of another sparsity loaded the checkpoint's (``k`` is in the state dict) under
     its own. A file object's bytes are checked alike (it failed in ``Path()``); a URL is
-    Lightning's to read (a ``file://`` one was 'not found')."""
+    Lightning's to read (a ``file://`` one was 'not found'). One holding what a weights-only
+    load refuses (a callback's numpy number) was called corrupt: it says what it holds."""
     spec = {"name": "fc2", "width": 4, "structure": "dense"}
     module = ln.EdgePopupModule(spec)
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                   "pytorch-lightning_version": pl.__version__}
+    if damage == "object":
+        checkpoint["callbacks"] = {"EarlyStopping": {"best_score": np.float64(0.9)}}
     path = tmp_path / "last.ckpt"
     if sealed:
         atomic_torch_save(checkpoint, path)
@@ -167,7 +170,9 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
         return
     said = {"flip": "is corrupt: its .* not match its (CRC-32|integrity digest)",
             "truncate": "(corrupt or unreadable|has no lotterynet integrity digest)",
-            "ticket": "is a ticket", "spec": "spec['sparsity'] = 0.5, not 0.9"}[damage]
+            "ticket": "is a ticket", "spec": "spec['sparsity'] = 0.5, not 0.9",
+            "object": r"holds Python objects that a weights-only load refuses \(numpy\.\S*"
+                      r"scalar\).* torch\.load\(path, weights_only=False\)"}[damage]
     other = {"spec": {**spec, "sparsity": 0.9}} if damage == "spec" else {}
     for source in path, io.BytesIO(data):
         with pytest.raises(CheckpointError, match=re.escape(said) if other else said):
