@@ -29,6 +29,7 @@ from .checkpointing import (
     Resumed,
     atomic_torch_save,
     checkpoint_run_dir,
+    epochs_done,
     load_checkpoint,
     remove_stale_temp_files,
     stored_config,
@@ -260,13 +261,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self, resumed: Resumed | None = None):
         super().__init__()
         self.resumed = resumed
+        self.epochs_saved: int | None = None  # the epochs of the last checkpoint saved or loaded
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         atomic_torch_save(checkpoint, path)
+        self.epochs_saved = epochs_done(checkpoint)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         if self.resumed and os.fspath(path) == os.fspath(self.resumed[0]):
             (_, checkpoint), self.resumed = self.resumed, None  # (Lightning edits what it loads)
+            self.epochs_saved = epochs_done(checkpoint)
             return with_its_epoch_completed(checkpoint)
         return load_checkpoint(path, map_location=map_location)
 
@@ -507,8 +511,10 @@ def refusing_unbuildable(arch: str):
         raise ConfigError(f"cannot build {arch!r} with this config: {said}") from None
 
 
-#: How a run stopped in its first epoch goes on.
-NOTHING_TO_RESUME = "no epoch had finished, so there is no checkpoint to resume from"
+#: How a run stopped before its first checkpoint goes on. (An epoch's line is printed before
+#: its checkpoint is written: a run stopped between them has printed an epoch but saved none.)
+NOTHING_TO_RESUME = ("no checkpoint had been written yet (an epoch's is written just after its "
+                     "line), so there is none to resume from")
 
 #: What a sweep given another --batch-size (or model) does: every cell's config changed, it
 #: runs them anew, each old one renamed CELL.stale-N (:func:`~lotterynet.sweep.prepare_cell`).
@@ -663,7 +669,7 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
     except (SystemExit, KeyboardInterrupt, Terminated) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        then = how_to_go_on(checkpoint, resume, resumed) or nothing
+        then = how_to_go_on(checkpoint, resume, resumed, trainer) or nothing
         raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then) from None
 
 
@@ -682,14 +688,19 @@ def reporting_interrupts_before_fit(checkpoint: Path | None, resume: str | None 
         raise interrupted(isinstance(stop, Terminated), then or nothing) from None
 
 
-def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | None = None
-                 ) -> str | None:
+def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | None = None,
+                 trainer: pl.Trainer | None = None) -> str | None:
     """How a run or stack stopped now goes on: from its own ``checkpoint``
     (``RUN/checkpoints/last.ckpt``) while there is one, as ``resume`` says (default: its
-    ``--resume``), else from the checkpoint the run ``resumed`` (:func:`resume_hint`: a run
-    resumed into a new ``--out`` before its first epoch there ended); None with neither."""
+    ``--resume``), with the epoch it ends at where its ``trainer`` saved or loaded it (a stop
+    just after an epoch's line, before its checkpoint, goes on from the epoch before), else
+    from the checkpoint the run ``resumed`` (:func:`resume_hint`: a run resumed into a new
+    ``--out`` before its first epoch there ended); None with neither."""
     if checkpoint.is_file():
-        return resume or resume_hint(checkpoint)
+        then = resume or resume_hint(checkpoint)
+        io = trainer and trainer.strategy.checkpoint_io
+        done = io.epochs_saved if isinstance(io, AtomicCheckpointIO) else None
+        return f"{then} (written at the end of epoch {done})" if done else then
     return resume_hint(resumed, checkpoint.parent.parent)
 
 

@@ -29,6 +29,9 @@ from lotterynet.cli import main
 from lotterynet.config import make_config
 from lotterynet.stack import write_stack_file
 
+#: What a run or stack stopped before its first checkpoint says (its epoch's line came first).
+NOTHING = ("no checkpoint had been written yet (an epoch's is written just after its line), so "
+           "there is none to resume from")
 SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "600", "--val-size", "100",
          "--no-progress-bar", "--seed", "3"]
 
@@ -626,7 +629,7 @@ def test_a_second_sigterm_after_lightnings_teardown_does_not_kill_a_stopping_run
     assert stopped.returncode == 143, stopped.stderr[-2000:]
     assert stopped.stderr.strip().splitlines()[-1] == (
         f"train.py: error: stopped by SIGTERM; resume with --resume "
-        f"{run / 'checkpoints' / 'last.ckpt'}")
+        f"{run / 'checkpoints' / 'last.ckpt'} (written at the end of epoch 1)")
 
 
 STACK_SIGTERM = """
@@ -678,9 +681,10 @@ def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(started_together
     cells = [folder / "cells" / name for name in ("a", "b")]
     assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
     then = {"read_stack_file": "", "TensorDataModule": (
-        "; stack s: no epoch had finished, so there is no checkpoint to resume from; run the "
+        f"; stack s: {NOTHING}; run the "
         "same sweep again to start it over in its folder")}.get(
-        where, "; stack s: run the same sweep again to continue from its checkpoint")
+        where, "; stack s: run the same sweep again to continue from its checkpoint (written "
+               "at the end of epoch 1)")
     assert stopped.stderr.strip().splitlines()[-1] == f"train.py: error: stopped by SIGTERM{then}"
     # (the members' cells are written at the end of their last epoch, before its checkpoint)
     assert all((cell / "results.json").is_file() == (where not in ("read_stack_file",
@@ -879,7 +883,7 @@ def test_memory_running_out_in_training_is_one_line_and_exit_4(tmp_path, data_di
     checkpoint = out / "checkpoints" / "last.ckpt"
     when = f"in training epoch {epoch}" if epoch else "testing its trained model"
     then = {2: f", or resume with --resume {checkpoint} where more memory is free",
-            1: "; no epoch had finished, so there is no checkpoint to resume from",
+            1: f"; {NOTHING}",
             None: f", or resume with --resume {checkpoint} to test where more memory is free"}
     size = f" (one tensor alone: {'2.00' if device == 'cuda' else '4.0'} GiB)"
     assert err == [f"train.py: error: run {str(out)!r}: memory ran out {when}{size}; a new run "
@@ -890,6 +894,34 @@ def test_memory_running_out_in_training_is_one_line_and_exit_4(tmp_path, data_di
         monkeypatch.setattr(EdgePopupModule, name, step)
         assert main(["--resume", str(checkpoint)]) == 0
         assert json.loads((out / "results.json").read_text())["epochs_done"] == 2
+
+
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_ctrl_c_after_an_epochs_line_before_its_checkpoint_says_what_it_resumes_from(
+        tmp_path, data_dir, monkeypatch, capsys, epoch):
+    """An epoch's line is printed before its checkpoint is written: Ctrl-C between them, after
+    the first epoch's line, said 'no epoch had finished' of a run whose screen said one had,
+    and after a later one said nothing of the resume going back one epoch. It says that no
+    checkpoint had been written yet, and from which epoch's end the resume goes on."""
+    from lotterynet.run import EpochTimer
+
+    announce = EpochTimer.on_train_epoch_end
+
+    def then_ctrl_c(self, trainer, pl_module):
+        announce(self, trainer, pl_module)
+        if trainer.current_epoch == epoch - 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochTimer, "on_train_epoch_end", then_ctrl_c)
+    out = tmp_path / "run"
+    assert main([*SMALL, "--epochs", "2", "--data-dir", str(data_dir), "--out", str(out)]) == 130
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    then = {1: NOTHING,
+            2: f"resume with --resume {checkpoint} (written at the end of epoch 1)"}
+    captured = capsys.readouterr()
+    assert f"epoch {epoch}/2" in captured.out
+    assert captured.err.strip().splitlines()[-1] == \
+        f"train.py: error: stopped by Ctrl-C (SIGINT); {then[epoch]}"
 
 
 @pytest.mark.parametrize("asked, size", [(1048576, "1.0 MiB"), (536870912, "0.5 GiB"),
@@ -959,7 +991,8 @@ def test_stopped_by_a_signal_says_so_and_is_not_a_success(whole_and_stopped, sta
     checkpoint = run / "checkpoints" / "last.ckpt"
     assert stopped.returncode == code, stopped.stderr[-2000:]
     assert stopped.stderr.strip().splitlines()[-1] == (
-        f"train.py: error: stopped by {said}; resume with --resume {checkpoint}")
+        f"train.py: error: stopped by {said}; resume with --resume {checkpoint} (written at "
+        f"the end of epoch 1)")
     assert "Detected KeyboardInterrupt" not in stopped.stderr  # (Lightning's, a line before)
     assert "Received SIGTERM" not in stopped.stderr
     assert load_checkpoint(checkpoint)["epoch"] == 0 and not (run / "results.json").exists()
@@ -1004,7 +1037,8 @@ def test_a_signal_outside_the_trainer_is_one_line_too(whole_and_stopped, started
     code, said = (130, "Ctrl-C (SIGINT)") if name == "SIGINT" else (143, "SIGTERM")
     assert stopped.returncode == code and "Traceback" not in stopped.stderr, \
         stopped.stderr[-2000:]
-    then = f"; resume with --resume {checkpoint} to test" if where.startswith("write") else ""
+    then = f"; resume with --resume {checkpoint} to test (written at the end of epoch 3)" \
+        if where.startswith("write") else ""
     assert stopped.stderr.strip().splitlines()[-1] == f"train.py: error: stopped by {said}{then}"
     if then:
         assert not (run / "results.json").exists()
@@ -1143,7 +1177,7 @@ def test_a_stack_stopped_before_its_fit_says_how_to_go_on_where_it_can(tmp_path,
     finally:
         signal.signal(signal.SIGTERM, previous)
     then = "run the same sweep again to continue from its checkpoint" if resumable else (
-        "no epoch had finished, so there is no checkpoint to resume from; run the same sweep "
+        f"{NOTHING}; run the same sweep "
         "again to start it over in its folder")
     assert str(stopped.value) == f"stopped by SIGTERM; stack s: {then}"
     assert stopped.value.exit_code == 143

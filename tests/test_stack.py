@@ -37,6 +37,7 @@ from lotterynet.loggers import read_wandb_records, read_wandb_summary
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.optim import trainable_parameters
+from lotterynet.run import NOTHING_TO_RESUME as NOTHING
 from lotterynet.run import locked, run
 from lotterynet.stack import (
     StackModule,
@@ -719,8 +720,7 @@ def test_memory_running_out_in_a_stack_is_one_line_and_the_sweep_exits_1(
     assert main(argv) == 1
     captured = capsys.readouterr()
     then = (", or run the same sweep again to continue from its checkpoint where more memory "
-            "is free") if epoch > 1 else ("; no epoch had finished, so there is no checkpoint "
-                                          "to resume from; run the same sweep again to start "
+            "is free") if epoch > 1 else (f"; {NOTHING}; run the same sweep again to start "
                                           "it over in its folder")
     assert captured.err.strip().splitlines() == [
         f"train.py: error: stack subsetsum-identity-seed0: memory ran out in training epoch "

@@ -34,6 +34,7 @@ from lotterynet.grid import (
     variant_label,
 )
 from lotterynet.loggers import keep_wandb_id
+from lotterynet.run import NOTHING_TO_RESUME as NOTHING
 from lotterynet.run import run
 from lotterynet.stack import StackRecord, read_stack_file, write_stack_file
 
@@ -1388,7 +1389,7 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
             (Path(config.out) / "checkpoints").mkdir(parents=True)
             (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"")
         raise interrupted(True, "resume with --resume X" if checkpointed else
-                          "no epoch had finished, so there is no checkpoint to resume from")
+                          NOTHING)
 
     monkeypatch.setattr(sweep_module, "run", stopped)
     sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
@@ -1401,8 +1402,7 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
     again = "--cell command" if one_cell else "sweep"
     assert str(err.value) == "stopped by SIGTERM; cell trained-e1-seed0: " + (
         f"run the same {again} again to continue from its checkpoint" if checkpointed else
-        f"no epoch had finished, so there is no checkpoint to resume from; run the same "
-        f"{again} again to start it over in its folder")
+        f"{NOTHING}; run the same {again} again to start it over in its folder")
 
 
 @pytest.mark.parametrize("checkpointed", [True, False])
@@ -1433,8 +1433,7 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
     again = "--cell command" if how == "--cell" else "sweep"
     then = (f", or run the same {again} again to continue from its checkpoint where more "
             f"memory is free") if checkpointed else (
-        f"; no epoch had finished, so there is no checkpoint to resume from; run the same "
-        f"{again} again to start it over in its folder")
+        f"; {NOTHING}; run the same {again} again to start it over in its folder")
     cell = tmp_path / "cells" / "trained-e1-seed0"
     said = (f"run {str(cell)!r}: memory ran out in training epoch 2; a sweep with a smaller "
             f"--batch-size (now 64) or a narrower model (--pairs, --hidden) needs less (its "
