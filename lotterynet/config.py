@@ -418,6 +418,17 @@ def dump_yaml(data, **options) -> str:
     return yaml.dump(data, Dumper=ConfigDumper, **options)
 
 
+def yaml_fault(err: yaml.YAMLError) -> str:
+    """What is wrong in a YAML text, in one line: where (``line L, column C``, 1-based) and
+    what the parser found there, with what it was reading (``while parsing a flow mapping``)."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is None or not problem:
+        return str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (
+        f" ({context})" if context else "")
+
+
 def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
     """The mapping in the YAML file ``path`` (``where`` names it in errors, ``holds`` says what
     it should hold); :class:`ConfigError` for a missing, unreadable, malformed or non-mapping
@@ -433,7 +444,7 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
         raise ConfigError(f"{where} cannot be read as text: "
                           f"{getattr(err, 'strerror', None) or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{where} is not valid YAML: {yaml_fault(err)}") from None
     except RecursionError:  # PyYAML recurses once per level of nesting
         raise ConfigError(f"{where} nests too deep to read (the YAML reader hit Python's "
                           f"recursion limit, {sys.getrecursionlimit()}); no option needs "

@@ -260,7 +260,8 @@ CASES = [
     (["--resume", C, "--config", "{cfg_structure}"], ["--structure 'wide'", "'dense'"]),
     # config files
     (["--config", "/nonexistent/cfg.yaml"], ["/nonexistent/cfg.yaml", "not found"]),
-    (["--config", "{cfg_invalid}"], ["cfg_invalid", "not valid YAML"]),
+    (["--config", "{cfg_invalid}"], ["cfg_invalid", "not valid YAML: line 2, column 1: "
+                                                     "expected ',' or ']'"]),
     (["--config", "{cfg_sparsity}", "--train-weights"], ["1.5", "[0, 1)"]),  # (read as 0)
     (["--config", "{cfg_list}"], ["cfg_list", "mapping"]),
     (["--config", "{cfg_intkey}"], ["1", "not a string", "arch"]),
@@ -310,7 +311,8 @@ CASES = [
     (["--sweep", "{sw_negative_seed}"], ["sw_negative_seed", "seeds: -1", "[0, 2**32)"]),
     (["--sweep", "{sw_bare_variant}"], ["sw_bare_variant", "variants: {'activation': 'relu'}",
                                         "sets no structure", "subsetsum, wide"]),
-    (["--sweep", "{sw_invalid}"], ["sw_invalid", "not valid YAML"]),
+    (["--sweep", "{sw_invalid}"], ["sw_invalid", "not valid YAML: line 2, column 1: expected "
+                                                   "the node content"]),
     (["--sweep", "{sw_list}"], ["sw_list", "mapping"]),
     (["--sweep-sparsities", "abc"], ["abc", "--sweep-sparsities", "numbers"]),
     (["--config", "{cfg_null_epochs}"], ["epochs", "integer", "None"]),
