@@ -257,8 +257,8 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
         return f"config file {args.config!r}: {key}" if key in in_file else \
             given.flagged.get(key, flag_name(key))
 
-    for spell, values in [(spelled, overrides), (lambda k: f"base: {k}", base),
-                          *((lambda k: f"variant: {k}", v) for v in variants)]:
+    for spell, values in [(spelled, overrides), (lambda k: f"{given_in('base')}: {k}", base),
+                          *((lambda k: f"{given_in('variants')}: {k}", v) for v in variants)]:
         check_cell_keys(spell, values)
     for variant in variants:
         key = next((k for k in SWEEP_WIDE if k in variant), None)

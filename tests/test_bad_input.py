@@ -332,8 +332,9 @@ CASES = [
       "--wandb-sweep", "{a_file}/w.yaml"], ["--wandb-sweep's folder", "is a file, not a folder"]),
     (["--sweep", "{sw_twice}"], ["sparsities", "0.5", "twice"]),
     (["--sweep", "{sw_null_seeds}"], ["seeds", "non-empty list", "got None"]),  # ran seed 0
-    (["--sweep", "{sw_variant_sparsity}"], ["variant: sparsity 0.3", "axis", "--sweep-sparsities "
-                                            "(or the sweep file's sparsities)"]),
+    (["--sweep", "{sw_variant_sparsity}"], ["sw_variant_sparsity': variants: sparsity 0.3",
+                                            "axis", "--sweep-sparsities (or the sweep file's "
+                                            "sparsities)"]),
     (["--sweep", "{sw_target_only}"], ["lenet5_dacunha", "--train-weights"]),
     (["--sweep", "{sw_unbuildable}"], ["cannot build", "0.95", "at most 0.8"]),
     (["--jobs-per-device", "2"], ["--jobs-per-device", "sweep"]),
@@ -355,7 +356,7 @@ CASES = [
                                            "--arch lenet5 is not one"]),
     (["--config", "{cfg_exclude_text}"], ["exclude must be a list, got 'conv1.0'"]),
     (["--config", "{cfg_exclude_empty}"], ["exclude '' is not a module-name pattern"]),
-    (["--sweep", "{sw_base_seed}"], ["base: seed 7", "seeds"]),
+    (["--sweep", "{sw_base_seed}"], ["sw_base_seed': base: seed 7", "seeds"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
       "--sparsity", "0.9"], ["--sparsity 0.9", "sparsities"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
@@ -425,7 +426,8 @@ CASES = [
      ["1 example", "batch norm", "--batch-size"]),
     (["--arch", "timm:resnet18", "--limit-train", "131", "--val-size", "100", "--devices", "2",
       "--accelerator", "cpu"], ["1 example (65 examples", "batch norm"]),  # (131 // 2 each)
-    (["--sweep", "{sw_base_resume}"], ["base: resume 'x.ckpt'", "not for a sweep"]),
+    (["--sweep", "{sw_base_resume}"], ["sw_base_resume': base: resume 'x.ckpt'",
+                                       "not for a sweep"]),
     (["--sweep", "{sw_empty_variant}"], ["{}", "at least its structure"]),
     (["--sweep-variants", "subsetsum,subsetsum:relu", "--sweep-sparsities", "0.5",
       "--sweep-epochs", "1"], ["subsetsum at sparsity 0.5", "subsetsum/relu", "same run"]),
