@@ -602,10 +602,9 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     (``--cell``) train again with it. Third: what to say of a stack before it runs, ``(tag,
     why)``: the folders of stacks that start over though an earlier stack's checkpoint or
     history is in them, and the group's other folders whose stack holds cells to train but does
-    not resume (they train elsewhere) or, of another layout, holds no stack checkpoint (the
-    group's cells that train do so in this layout's folders), to be set aside (as
-    :func:`set_aside`'s ``tag``: ``done`` where that stack's checkpoint shows every member of
-    it finished, a sweep extended with new cells, nothing of it lost; else ``stale``) with why
+    not resume (they train elsewhere), to be set aside (as :func:`set_aside`'s ``tag``: ``done``
+    where that stack's checkpoint shows every member of it finished, a sweep extended with new
+    cells, nothing of it lost; else ``stale``) with why
     (:func:`~lotterynet.stack.cannot_continue`, or the stack that resumes its cells); and, tag
     None, the resumed stacks whose members finished outside them train again, their results
     kept. Fourth: the record of each stack that resumes (:class:`~lotterynet.stack.StackRecord`,
@@ -666,11 +665,9 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                     continue
                 compared = members if set(rest) & set(members) and \
                     set(members) <= set(planned[folder]) else rest
-            elif folder not in planned and record is None or set(left) & set(members) and (
-                    folder not in planned or set(members) & set(taken)):
-                # (its cells train elsewhere; another layout's without a stack checkpoint, as
-                # its cells' do: left in place, its stack.yaml would train them again)
-                compared = [c for c in members if c in cells]
+            elif set(left) & set(members) and (folder not in planned
+                                                 or set(members) & set(taken)):
+                compared = [c for c in members if c in cells]  # (its cells train elsewhere)
             else:
                 continue
             shared = [c for c in members if c in taken]

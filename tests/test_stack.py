@@ -395,23 +395,6 @@ def test_a_stopped_sweep_resumes_its_stacks_with_other_job_slots(tmp_path):
         f"cannot be continued: stack {stack.name} resumes {', '.join(members)} (of the stacks "
         f"that hold them, the one that trained most)")) for part, members in parts.items()},
         {stack: record})
-    # a folder of another layout stopped before its first checkpoint (one job's; a 2-job
-    # run's part but the one that saved) was left in place without a word, its stack.yaml
-    # able to train its members again: set aside as one of this layout is; a finished sweep's
-    # (its history kept, no checkpoint, every cell done) is left alone
-    shutil.rmtree(tmp_path / "stacks")
-    first, second = parts
-    for folder in (stack, second):
-        folder.mkdir(parents=True)
-        (folder / "stack.yaml").write_text("members: []\n")
-    none = ("stale", "has no checkpoint to continue from (none was written, or it was deleted; "
-                     "its history is kept): it starts over")
-    assert plan(2)[2] == {stack: none} and plan(1)[2] == {second: none}
-    assert plan_stacks(sweep, tmp_path, configs, [], 2)[2] == {}
-    shutil.rmtree(stack)
-    record = stopped(first, parts[first], 1)
-    assert plan(1) == ({first: parts[first], stack: parts[second]}, [], {second: none},
-                       {first: record})
 
 
 def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):
