@@ -194,21 +194,36 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
 
 
 def read_checkpoint(path, *, unsealed: bool = False) -> bytes:
-    """The bytes of the checkpoint ``path`` (or of a binary file object: ``io.BytesIO``),
-    checked by :func:`unseal`."""
+    """The bytes of the checkpoint ``path`` (a file; a URL, ``s3://``, ``https://``,
+    ``file://``, read as Lightning reads one, through fsspec; or a binary file object,
+    ``io.BytesIO``), checked by :func:`unseal`."""
+    name = source_name(path)
     try:
-        data = path.read() if hasattr(path, "read") else Path(path).read_bytes()
-        return unseal(data, path, unsealed=unsealed)
+        if hasattr(path, "read"):
+            data = path.read()
+        elif isinstance(path, str) and "://" in path:
+            import fsspec  # (Lightning's own dependency)
+
+            with fsspec.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = Path(path).read_bytes()
+        return unseal(data, name, unsealed=unsealed)
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {str(path)!r} not found") from None
+        raise CheckpointError(f"checkpoint {name!r} not found") from None
     except IsADirectoryError:
         inside = Path(path) / CHECKPOINTS / LAST
         hint = (f"give its checkpoint, {str(inside)!r}" if inside.is_file()
                 else f"it holds no {CHECKPOINTS}/{LAST}")
-        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; {hint}") from None
+        raise CheckpointError(f"checkpoint {name!r} is a folder; {hint}") from None
     except OSError as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: "
+        raise CheckpointError(f"checkpoint {name!r} cannot be read: "
                               f"{err.strerror or err}") from None
+
+
+def source_name(path) -> str:
+    """How a message names the checkpoint ``path``: itself, or a file object's ``name``."""
+    return str(getattr(path, "name", "<file object>")) if hasattr(path, "read") else str(path)
 
 
 def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None) -> dict:

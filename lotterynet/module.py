@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from .checkpointing import parse_checkpoint, read_checkpoint
+from .checkpointing import parse_checkpoint, read_checkpoint, source_name
 from .config import RunConfig
 from .convert import plain_numbers
 from .datamodule import TensorDataModule
@@ -158,18 +158,15 @@ class EdgePopupModule(pl.LightningModule):
         refuses (a numpy number), is a one-line :class:`~lotterynet.errors.CheckpointError`.
         Lightning's own loaded a changed byte as a changed weight, and failed on a truncated
         file deep inside torch. A ``spec`` given builds the checkpoint's model
-        (it loaded another sparsity's, under its own spec). A file object's bytes are checked
-        alike; a URL (``s3://``, ``https://``, ``file://``) is Lightning's to read (fsspec),
-        with ``weights_only=True``."""
-        source = checkpoint_path
-        if not (isinstance(checkpoint_path, str) and "://" in checkpoint_path):
-            data = read_checkpoint(checkpoint_path, unsealed=True)
-            checkpoint = parse_checkpoint(data, checkpoint_path)
-            if isinstance(kwargs.get("spec"), dict):  # (Lightning puts it in its place)
-                check_same_module(checkpoint, kwargs["spec"], None, checkpoint_path)
-            source = io.BytesIO(data)
-        return super().load_from_checkpoint(source, map_location, hparams_file, strict,
-                                            weights_only=True, **kwargs)
+        (it loaded another sparsity's, under its own spec). A file object's bytes, and a URL's
+        (``s3://``, ``https://``, ``file://``: read through fsspec, as Lightning reads one), are
+        checked alike."""
+        data = read_checkpoint(checkpoint_path, unsealed=True)
+        checkpoint = parse_checkpoint(data, source_name(checkpoint_path))
+        if isinstance(kwargs.get("spec"), dict):  # (Lightning puts it in its place)
+            check_same_module(checkpoint, kwargs["spec"], None, source_name(checkpoint_path))
+        return super().load_from_checkpoint(io.BytesIO(data), map_location, hparams_file,
+                                            strict, weights_only=True, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint of another model (``spec``), or a fit resumed from one of another

@@ -136,9 +136,10 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
     or of a run (sealed), is refused; it loaded as a changed weight (torch does not check the
     CRCs). A truncated file or a ticket is one line, not torch's failure deep in its loader.
     A ``spec`` of another sparsity loaded the checkpoint's (``k`` is in the state dict) under
-    its own. A file object's bytes are checked alike (it failed in ``Path()``); a URL is
-    Lightning's to read (a ``file://`` one was 'not found'). One holding what a weights-only
-    load refuses (a callback's numpy number) was called corrupt: it says what it holds."""
+    its own. A file object's bytes are checked alike (it failed in ``Path()``), and so are a
+    URL's (a ``file://`` one was 'not found', then loaded unchecked: a changed byte, another
+    spec). One holding what a weights-only load refuses (a callback's numpy number) was called
+    corrupt: it says what it holds."""
     spec = {"name": "fc2", "width": 4, "structure": "dense"}
     module = ln.EdgePopupModule(spec)
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
@@ -174,9 +175,14 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
             "object": r"holds Python objects that a weights-only load refuses \(numpy\.\S*"
                       r"scalar\).* torch\.load\(path, weights_only=False\)"}[damage]
     other = {"spec": {**spec, "sparsity": 0.9}} if damage == "spec" else {}
-    for source in path, io.BytesIO(data):
+    for source in path, io.BytesIO(data), path.as_uri():
         with pytest.raises(CheckpointError, match=re.escape(said) if other else said):
             ln.EdgePopupModule.load_from_checkpoint(source, **other)
+    with pytest.raises(CheckpointError, match=r"^(checkpoint )?'<file object>' "):
+        ln.EdgePopupModule.load_from_checkpoint(io.BytesIO(data), **other)
+    missing = (tmp_path / "gone.ckpt").as_uri()
+    with pytest.raises(CheckpointError, match=f"^checkpoint {re.escape(repr(missing))} not found$"):
+        ln.EdgePopupModule.load_from_checkpoint(missing)
 
 
 @pytest.mark.parametrize("arch, lr", [("lenet5", 0.01), ("fc2", 0.1)])
