@@ -70,7 +70,8 @@ def refuse_thawed(module: nn.Module) -> None:
                 thawed = thawed or (name, p)
             else:
                 scored = scored or name.endswith("scores")
-    if thawed and scored and not torch._C._functorch.is_functorch_wrapped_tensor(thawed[1]):
+    if thawed and scored and (torch.compiler.is_compiling()  # (a check dynamo cannot trace)
+                              or not torch._C._functorch.is_functorch_wrapped_tensor(thawed[1])):
         raise RuntimeError(
             f"{type(module).__name__}({module.extra_repr()}): its frozen random weight "
             f"{thawed[0]!r} requires grad, as do its scores (model.requires_grad_(True), or every "

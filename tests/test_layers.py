@@ -1,4 +1,5 @@
 import io
+import warnings
 
 import pytest
 import torch
@@ -611,6 +612,10 @@ def test_frozen_tensors_unfrozen_with_the_scores_are_refused_at_a_training_forwa
                                                r"\(model\.requires_grad_\(True\), .* unfreeze "
                                                r"only the scores"):
             layer(x)
+    with warnings.catch_warnings(), pytest.raises(RuntimeError, match=r"^SubnetLinear\(.*\): "
+                                                                  r"its frozen random weight"):
+        warnings.simplefilter("error")  # (dynamo warned of a graph break at the functorch check)
+        torch.compile(model.linear, backend="eager")(x)
     model.eval()(x)
     with torch.no_grad():
         model.train()(x)
