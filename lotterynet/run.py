@@ -261,16 +261,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self, resumed: Resumed | None = None):
         super().__init__()
         self.resumed = resumed
-        self.epochs_saved: int | None = None  # the epochs of the last checkpoint saved or loaded
+        self.epochs_saved: dict[str, int] = {}  # each checkpoint saved or loaded: its epochs
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         atomic_torch_save(checkpoint, path)
-        self.epochs_saved = epochs_done(checkpoint)
+        self.epochs_saved[os.fspath(path)] = epochs_done(checkpoint)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         if self.resumed and os.fspath(path) == os.fspath(self.resumed[0]):
             (_, checkpoint), self.resumed = self.resumed, None  # (Lightning edits what it loads)
-            self.epochs_saved = epochs_done(checkpoint)
+            self.epochs_saved[os.fspath(path)] = epochs_done(checkpoint)
             return with_its_epoch_completed(checkpoint)
         return load_checkpoint(path, map_location=map_location)
 
@@ -699,7 +699,8 @@ def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | Non
     if checkpoint.is_file():
         then = resume or resume_hint(checkpoint)
         io = trainer and trainer.strategy.checkpoint_io
-        done = io.epochs_saved if isinstance(io, AtomicCheckpointIO) else None
+        done = io.epochs_saved.get(os.fspath(checkpoint)) if isinstance(
+            io, AtomicCheckpointIO) else None
         return f"{then} (written at the end of epoch {done})" if done else then
     return resume_hint(resumed, checkpoint.parent.parent)
 

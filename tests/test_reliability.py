@@ -924,6 +924,21 @@ def test_ctrl_c_after_an_epochs_line_before_its_checkpoint_says_what_it_resumes_
         f"train.py: error: stopped by Ctrl-C (SIGINT); {then[epoch]}"
 
 
+def test_the_resume_line_names_the_epochs_of_the_runs_own_checkpoint(tmp_path):
+    """A checkpoint that a user's callback saves through the run's checkpoint IO (every N
+    steps, elsewhere) after the run's own ``last.ckpt`` made the resume line name its epoch."""
+    from types import SimpleNamespace
+
+    from lotterynet.run import AtomicCheckpointIO, how_to_go_on
+
+    io, last = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    for path, epoch in ((last, 1), (tmp_path / "extra" / "step=150.ckpt", 2)):
+        path.parent.mkdir(parents=True)
+        io.save_checkpoint({"epoch": epoch}, path)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(checkpoint_io=io))
+    assert how_to_go_on(last, trainer=trainer).endswith("(written at the end of epoch 2)")
+
+
 @pytest.mark.parametrize("asked, size", [(1048576, "1.0 MiB"), (536870912, "0.5 GiB"),
                                          (4294967296, "4.0 GiB"), (300, "300 bytes")])
 def test_the_size_memory_refused_is_said_in_a_unit_it_shows_in(asked, size):
