@@ -12,7 +12,15 @@ from torch import nn
 
 from .convert import laid_out
 from .errors import first_line, memory_refused
-from .masking import laid_out_as, masked_weights, memory_order, rows_topk_mask, score_magnitudes
+from .layers import refuse_thawed
+from .masking import (
+    MaskedSparsity,
+    laid_out_as,
+    masked_weights,
+    memory_order,
+    rows_topk_mask,
+    score_magnitudes,
+)
 from .models import build_model
 
 
@@ -262,6 +270,9 @@ class StackedModel(nn.Module):
         forward is one vmap cannot run (an op reading a value on the host; whatever its
         error says): with a warning, member by member from then on (:attr:`unbatchable`)."""
         first = self._rests[members[0]]
+        for module in first.modules():  # (inside, a weight thawed before the stack was built
+            if isinstance(module, MaskedSparsity):  # is one of those vmapped: not refused)
+                refuse_thawed(module)
         weights = self._masked[members[0]]
         stacked = {name: torch.stack([self._trainable[s][i][1] for s in members])
                    for i, (name, _) in enumerate(self._trainable[members[0]])}

@@ -1195,6 +1195,19 @@ def test_callback_states_are_checked_before_the_run_and_leave_the_host_rngs(tmp_
     assert torch.equal(torch.rand(4), expected)  # (restored on the refusal too)
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_stack_of_members_thawed_before_it_was_built_is_refused(batched):
+    """Members whose frozen random weights were made trainable (``requires_grad_(True)``)
+    before the stack was built: member by member their layers refused it, but vmapped (a GPU's
+    default) the weights were stacked as trainable tensors, which a layer inside vmap takes
+    for its own transform's, and trained."""
+    members = [build_model("fc2", width=16, sparsity=s).requires_grad_(True) for s in (0.5, 0.9)]
+    stack = StackedModel(members, batched=batched)
+    with pytest.raises(RuntimeError, match=r"^SubnetLinear\(.*\): its frozen random weight "
+                                           r"'structure\.weight\.weight' requires grad"):
+        stack(torch.randn(2, 1, 28, 28))
+
+
 @pytest.mark.parametrize("structure,activation", [("subsetsum", "identity"),
                                                    ("subsetsum", "relu"), ("dense", "relu"),
                                                    ("fixedsize", "relu")])
