@@ -687,9 +687,8 @@ def test_a_stack_stopped_before_its_first_epoch_ended_starts_over_in_its_folder(
         assert main(argv) == 130
         assert (stacks / "subsetsum-identity-seed0" / "metrics.csv").is_file()
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
-            "train.py: error: stopped by Ctrl-C (SIGINT); stack subsetsum-identity-seed0: no "
-            "epoch had finished, so there is no checkpoint to resume from; run the same sweep "
-            "again to start it over in its folder")
+            f"train.py: error: stopped by Ctrl-C (SIGINT); stack subsetsum-identity-seed0: "
+            f"{NOTHING}; run the same sweep again to start it over in its folder")
         assert main(argv) == 130
     assert main(argv) == 0
     assert [p.name for p in stacks.iterdir()] == ["subsetsum-identity-seed0"]
