@@ -64,6 +64,13 @@ def _started_together(tmp_path_factory, data_dir):
             proc.wait()
 
 
+def skipped(case: pytest.Item) -> bool:
+    """Whether ``case`` is marked to be skipped (``skip``, or ``skipif`` of a true condition):
+    its process is not started."""
+    return any(mark.name == "skip" or (mark.name == "skipif" and mark.args and mark.args[0])
+               for mark in case.iter_markers())
+
+
 @pytest.fixture
 def started_together(request, _started_together):
     """``started_together(job)``: the folder and the finished process (a CompletedProcess, its
@@ -80,7 +87,7 @@ def started_together(request, _started_together):
         if request.node.nodeid not in started:
             for case in request.session.items:
                 if getattr(case, "function", None) is request.function and \
-                        case.nodeid not in started:
+                        case.nodeid not in started and not skipped(case):
                     folder = tmp_path_factory.mktemp(case.originalname[:30])
                     argv, env = job(folder, data_dir, **case.callspec.params)
                     out, err = folder / ".stdout", folder / ".stderr"
@@ -89,7 +96,11 @@ def started_together(request, _started_together):
                                                 stderr=err_file, preexec_fn=default_sigint)
                     started[case.nodeid] = folder, proc, out, err
         folder, proc, out, err = started[request.node.nodeid]
-        proc.wait(timeout=600)
+        try:
+            proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:  # a hung case frees its core for the cases after it
+            proc.kill()
+            raise
         return folder, subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(),
                                                    err.read_text())
 
