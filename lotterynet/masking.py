@@ -349,7 +349,30 @@ def rows_topk_mask(magnitudes: torch.Tensor, ks: torch.Tensor, ties: str = "low"
     return cut_at(magnitudes, threshold, ks, 1, ties, dtype, host_reads=False)
 
 
-class MaskedWeight(nn.Module):
+class PrunesByMask:
+    """Refuses ``torch.nn.utils.prune`` on what a subnet module prunes by its masks: a weight it
+    computes (a subnet layer's ``weight``, an attention's ``q_proj_weight``: a property), on
+    which prune failed with "cannot assign 'torch.FloatTensor' object to parameter
+    'weight_orig'", and a frozen random tensor (a :class:`MaskedWeight`'s ``weight``, a bias
+    frozen as built: ``frozen_as_built``), which prune silently zeroed: values a ticket
+    regenerates from the seed, and none of the subnetwork the scores choose. Prune registers
+    ``<name>_orig`` first: refused there, in one line, before anything changes."""
+
+    def register_parameter(self, name: str, param) -> None:
+        stem = name.removesuffix("_orig")
+        built = getattr(self, "frozen_as_built", None)  # (none: a MaskedWeight, FrozenWeight)
+        frozen = param is not None and param is self._parameters.get(stem) and (
+            not param.requires_grad if built is None else stem in built)
+        if stem != name and (frozen or isinstance(getattr(type(self), stem, None), property)):
+            what = "a frozen random tensor" if frozen else "computed from the masks"
+            raise TypeError(f"torch.nn.utils.prune: {type(self).__name__}.{stem} is {what} of "
+                            f"a subnet layer, which prunes by its mask: set its sparsity "
+                            f"(layer.sparsity, lotterynet.global_topk), or prune the exported "
+                            f"model (lotterynet.export(model))")
+        super().register_parameter(name, param)
+
+
+class MaskedWeight(PrunesByMask, nn.Module):
     """One maskable tensor: frozen random ``weight`` and trainable ``scores``.
 
     ``forward()`` returns ``weight ⊙ mask``. ``k`` (entries kept per group; one group = the
@@ -513,7 +536,7 @@ class MaskedWeight(nn.Module):
         return f"shape={tuple(self.weight.shape)}, kept={self.kept}/{self.weight.numel()}"
 
 
-class FrozenWeight(nn.Module):
+class FrozenWeight(PrunesByMask, nn.Module):
     """A frozen random tensor that carries no score (not maskable); ``forward()`` returns it, so
     a structure uses it exactly like a :class:`MaskedWeight`."""
 
@@ -575,7 +598,7 @@ def pruned_fraction(model: nn.Module) -> float:
     return (maskable - sum(m.kept for m in tensors)) / maskable
 
 
-class MaskedSparsity:
+class MaskedSparsity(PrunesByMask):
     """``sparsity`` / ``density`` of a layer over the maskable tensors inside it (a subnet
     layer, subnet attention). Setting the sparsity sets every tensor's, or, when one of them
     refuses the value (it would keep none of its weights), none."""
@@ -588,20 +611,6 @@ class MaskedSparsity:
                         f"not scriptable; script the exported model, masks baked in: "
                         f"torch.jit.script(lotterynet.export(model)) (or torch.export / "
                         f"torch.compile the model itself)")
-
-    def register_parameter(self, name: str, param) -> None:
-        """As ``nn.Module``'s; but ``<weight>_orig`` for a weight the layer computes (its
-        ``weight``, an attention's ``q_proj_weight``: a property) is what
-        ``torch.nn.utils.prune`` registers first, which failed with "cannot assign
-        'torch.FloatTensor' object to parameter 'weight_orig'": refused in one line saying
-        why, before anything changes."""
-        stem = name.removesuffix("_orig")
-        if stem != name and isinstance(getattr(type(self), stem, None), property):
-            raise TypeError(f"torch.nn.utils.prune: {type(self).__name__}.{stem} is computed "
-                            f"from the masks of a subnet layer, which prunes its own weights: "
-                            f"set its sparsity (layer.sparsity, lotterynet.global_topk), or "
-                            f"prune the exported model (lotterynet.export(model))")
-        super().register_parameter(name, param)
 
     @property
     def sparsity(self) -> float:

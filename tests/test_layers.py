@@ -641,7 +641,7 @@ def test_torch_prune_is_refused_in_one_line_and_the_export_prunes(make, name, ex
     before = {n: p.clone() for n, p in layer.named_parameters()}
     with pytest.raises(TypeError, match=rf"^torch\.nn\.utils\.prune: {type(layer).__name__}\."
                                         rf"{name} is computed from the masks of a subnet layer, "
-                                        r"which prunes its own weights: set its sparsity"):
+                                        r"which prunes by its mask: set its sparsity"):
         torch.nn.utils.prune.l1_unstructured(layer, name, 0.5)
     after = dict(layer.named_parameters())
     assert after.keys() == before.keys() and not layer._forward_pre_hooks
@@ -650,6 +650,34 @@ def test_torch_prune_is_refused_in_one_line_and_the_export_prunes(make, name, ex
     torch.nn.utils.prune.l1_unstructured(exported, exported_name, 0.5)
     assert hasattr(exported, f"{exported_name}_orig")
 
+
+
+@pytest.mark.parametrize("make, module, name", [
+    (lambda: ln.SubnetLinear(8, 4, seed=0), lambda layer: layer.structure.weight, "weight"),
+    (lambda: ln.SubnetLinear(8, 4, bias=True, seed=0), lambda layer: layer, "bias"),
+    (lambda: ln.SubnetMultiheadAttention(4, 2, add_bias_kv=True, seed=0),
+     lambda layer: layer.q_proj, "bias"),
+    (lambda: ln.SubnetMultiheadAttention(4, 2, add_bias_kv=True, seed=0), lambda layer: layer,
+     "bias_k"),
+], ids=["masked-weight", "bias", "attention-projection-bias", "attention-bias-k"])
+def test_torch_prune_of_a_frozen_random_tensor_is_refused(make, module, name):
+    """``torch.nn.utils.prune`` of a subnet layer's frozen random weight (the ``MaskedWeight``
+    inside it) or of its frozen bias silently zeroed random values that a ticket regenerates
+    from the seed: refused as the computed weight is, leaving the layer as it was. A bias made
+    trainable (``convert(bias="trainable")``) is the user's to prune."""
+    layer = make()
+    target = module(layer)
+    before = {n: p.clone() for n, p in layer.named_parameters()}
+    with pytest.raises(TypeError, match=rf"^torch\.nn\.utils\.prune: {type(target).__name__}\."
+                                        rf"{name} is a frozen random tensor of a subnet layer, "
+                                        r"which prunes by its mask: set its sparsity"):
+        torch.nn.utils.prune.l1_unstructured(target, name, 0.5)
+    after = dict(layer.named_parameters())
+    assert after.keys() == before.keys() and not target._forward_pre_hooks
+    assert all(torch.equal(after[n], p) for n, p in before.items())
+    trained = ln.convert(nn.Sequential(nn.Linear(8, 4)), sparsity=0.5, bias="trainable")[0]
+    torch.nn.utils.prune.l1_unstructured(trained, "bias", 0.5)
+    assert hasattr(trained, "bias_orig")
 
 class AttendsWithBiasKV(nn.Module):
     def __init__(self, **kw):
