@@ -2,7 +2,8 @@
 
 W&B goes offline by itself when no API key is configured (neither ``$WANDB_API_KEY`` nor an
 ``api.wandb.ai`` entry in ``~/.netrc``); an explicit ``$WANDB_MODE`` always wins. Offline runs
-land in ``RUN_DIR/wandb/offline-run-*`` and upload later with ``wandb sync``.
+land in ``RUN_DIR/wandb/offline-run-*`` (``$WANDB_DIR/wandb/`` where it is set, as W&B means it)
+and upload later with ``wandb sync``.
 """
 
 from __future__ import annotations
@@ -255,16 +256,18 @@ def wandb_options(config: dict) -> dict:
 
 def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) -> list[Logger]:
     """The CSV log (continuing the history of the ``resumed`` checkpoint's run) and, on
-    request, W&B (continuing that run's W&B id), with ``config`` (the run's, flat) as the W&B
-    run's config."""
+    request, W&B (continuing that run's W&B id, kept in ``run_dir`` wherever W&B writes), with
+    ``config`` (the run's, flat) as the W&B run's config. W&B writes into ``$WANDB_DIR`` where
+    it is set, else into ``run_dir``."""
     history = resumed_history(resumed)
     loggers: list[Logger] = [HistoryCSVLogger(run_dir, history)]
     if config["wandb"]:
         run_id, continued = wandb_run_id(run_dir, resumed[0] if resumed else None)
         options = wandb_options(config)
         wandb_logger = RunWandbLogger(
-            name=run_dir.name, save_dir=str(run_dir), config=wandb_config(config), id=run_id,
-            resume="allow", log_model=bool(config.get("log_model")), **options)
+            name=run_dir.name, save_dir=os.environ.get("WANDB_DIR") or str(run_dir),
+            config=wandb_config(config), id=run_id, resume="allow",
+            log_model=bool(config.get("log_model")), **options)
         if not (continued and options["mode"] in WANDB_SERVER_MODES):  # (the server has it)
             replay_history(wandb_logger, history)
         loggers.append(wandb_logger)

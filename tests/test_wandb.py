@@ -1,0 +1,29 @@
+"""A run's W&B logger, offline (no training): where it writes, and the run id a resume keeps."""
+
+from pathlib import Path
+
+from lotterynet.loggers import WANDB_ID_FILE, close_wandb_run, make_loggers
+
+
+def wandb_logger(run_dir: Path, resumed=None):
+    """The W&B logger of a ``--wandb`` run in ``run_dir`` (of the ``resumed`` checkpoint)."""
+    *_, logger = make_loggers(run_dir, {"wandb": True}, resumed)
+    return logger
+
+
+def test_wandb_files_go_into_wandb_dir_where_it_is_set(tmp_path, monkeypatch):
+    """``$WANDB_DIR`` is where W&B's folder goes, as W&B documents it (the run's W&B files
+    went into the run's folder whatever it said); without it, into the run's folder. The run
+    id stays in the run's folder: a resume continues the same W&B run."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    run_dir = tmp_path / "run"
+    first = wandb_logger(run_dir)
+    written = Path(close_wandb_run(first.experiment))
+    assert written.parent == tmp_path / "wandb-dir" / "wandb" and not (run_dir / "wandb").exists()
+    assert (run_dir / WANDB_ID_FILE).is_file()
+    resumed = wandb_logger(run_dir, (run_dir / "checkpoints" / "last.ckpt",
+                                     {"epoch": 0, "global_step": 1}))
+    assert resumed.version == first.version
+    monkeypatch.delenv("WANDB_DIR")
+    assert Path(wandb_logger(tmp_path / "other").save_dir) == tmp_path / "other"
