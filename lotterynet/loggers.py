@@ -230,7 +230,13 @@ def logged_number(text: str) -> int | float:
 class RunWandbLogger(WandbLogger):
     """Lightning's W&B logger with one config: the run's, given at creation. Lightning's own
     hyperparameter dump (the module's model spec, optimizer settings and the run config again,
-    nested) is not logged over it."""
+    nested) is not logged over it. Nor does it give ``wandb.init`` Lightning's ``anonymous``
+    setting, which W&B no longer reads: W&B printed "The anonymous setting has no effect and
+    will be removed in a future version" at every run's start."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._wandb_init.pop("anonymous")
 
     def log_hyperparams(self, params) -> None:
         pass

@@ -27,3 +27,15 @@ def test_wandb_files_go_into_wandb_dir_where_it_is_set(tmp_path, monkeypatch):
     assert resumed.version == first.version
     monkeypatch.delenv("WANDB_DIR")
     assert Path(wandb_logger(tmp_path / "other").save_dir) == tmp_path / "other"
+
+
+def test_a_wandb_run_starts_without_the_anonymous_setting_warning(tmp_path, monkeypatch, capfd):
+    """Lightning gives ``wandb.init`` its ``anonymous`` setting, which W&B no longer reads and
+    warns about at every run's start (in a sweep: every cell's); W&B's own lines stay."""
+    from wandb.errors import term
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(term, "_printed_messages", set())  # (W&B warns once per process)
+    close_wandb_run(wandb_logger(tmp_path / "run").experiment)
+    printed = capfd.readouterr().err
+    assert "Tracking run with wandb" in printed and "anonymous" not in printed
