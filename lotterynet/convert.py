@@ -164,6 +164,9 @@ OTHERS_MODES.register("trainable")(True)
 #: modules can be replayed in their order). :func:`~lotterynet.ticket.save_ticket` stores them,
 #: :func:`~lotterynet.ticket.load_ticket` replays them on a fresh model.
 CONVERT_RECORD = "lotterynet_converts"
+#: ... and on each layer it made, under this one, the call's ``order``: a ticket leaves a layer
+#: that a later call made out of the earlier calls that select it (:func:`left_out_of`).
+CONVERTED_BY = "lotterynet_converted_by"
 _CALLS = itertools.count()
 #: True inside :func:`on_meta`: only there may ``convert`` take a model whose parameters hold
 #: no values.
@@ -192,6 +195,36 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
                for i in range(len(parts) + 1) for p in patterns)
 
 
+def escaped(name: str) -> str:
+    """A pattern that matches the module name ``name`` only (its ``*``, ``?``, ``[`` literal)."""
+    return re.sub(r"([*?[])", r"[\1]", name)
+
+
+def left_out_of(calls: list[dict], made: dict[str, int]) -> list[dict]:
+    """The recorded ``convert()`` calls (``{"path", "order", "kwargs"}``, in call order) as a
+    load replays them on a fresh model, given the layers they made that the model holds
+    (``made``: name -> the order of the call that made it, :data:`CONVERTED_BY`): a layer made by
+    a later call where an earlier call selects it (a layer put in place of one converted,
+    timm's ``reset_classifier`` and then ``convert(model, include=["head"])``) is added to the
+    earlier call's ``exclude``, which would convert it first on a fresh model, leaving the later
+    call nothing to convert (refused); an earlier call that then made no layer left is
+    dropped."""
+    replayed = []
+    for call in calls:
+        path, kwargs = call["path"], call["kwargs"]
+        inner = {name[len(path) + 1:] if path else name: order for name, order in made.items()
+                 if path == "" or name.startswith(f"{path}.")}
+        later = [name for name, order in inner.items() if order > call["order"]
+                 and (kwargs["include"] is None or _matches(name, kwargs["include"]))
+                 and not _matches(name, kwargs["exclude"])]
+        if not later:
+            replayed.append(call)
+        elif call["order"] in inner.values():
+            exclude = [*kwargs["exclude"], *map(escaped, later)]
+            replayed.append({**call, "kwargs": {**kwargs, "exclude": exclude}})
+    return replayed
+
+
 def covering_patterns(model: nn.Module, names: Iterable[str]) -> list[str]:
     """Patterns that cover (:func:`_matches`) exactly the modules ``names`` of ``model`` and
     those inside them: each name with its numbers (block indices) read as ``*`` where that
@@ -203,7 +236,7 @@ def covering_patterns(model: nn.Module, names: Iterable[str]) -> list[str]:
     for name in names:
         if _matches(name, patterns):
             continue
-        parts = [re.sub(r"([*?[])", r"[\1]", part) for part in name.split(".")] if name else []
+        parts = [escaped(part) for part in name.split(".")] if name else []
         general = ".".join("*" if part.isdigit() else part for part in parts)
         covers_more = any(_matches(n, [general]) for n in every if n not in wanted)
         patterns.append(".".join(parts) if covers_more else general)
@@ -766,6 +799,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     for key, name, module, rule in plan:
         if rule is not None:
             layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, **options)
+            setattr(layer, CONVERTED_BY, record["order"])
             replaced.update(dict.fromkeys(names[key], layer))
     other_params = []  # (name, parameter)
     for _, name, module, rule in plan:

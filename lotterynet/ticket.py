@@ -17,7 +17,9 @@ random weights:
   regenerated (from the convert seeds, or your layers' own seeds); frozen tensors outside them
   (norms, tokens, embeddings frozen by ``convert``) are stored. A convertible layer added or
   replaced after ``convert`` (timm's ``reset_classifier``) where the recorded calls reach, which
-  a load would convert too, is refused by ``save_ticket``, naming it: no model would load it.
+  a load would convert too, is refused by ``save_ticket``, naming it: no model would load it;
+  converted by a call of its own, it is left out of the earlier calls the ticket records
+  (:func:`~lotterynet.convert.left_out_of`), and loads into a model with the same change.
 
 Either way the frozen weights of a subnet layer made without a seed (``SubnetLinear(...,
 seed=None)``, drawn from torch's global generator, which no load replays) are stored, 32 bits a
@@ -70,7 +72,7 @@ from torch import nn
 
 from . import ticket_file
 from .attention import SUBNET_MODULES, outermost_subnet_modules
-from .convert import CONVERT_RECORD, LAYOUTS, convert, laid_out, on_meta
+from .convert import CONVERT_RECORD, CONVERTED_BY, LAYOUTS, convert, laid_out, left_out_of, on_meta
 from .errors import plural
 from .masking import named_masked_weights, uncompiled
 from .models import build_model, recorded_spec, spec_difference
@@ -305,10 +307,13 @@ def _ticket_spec(model: nn.Module) -> dict | None:
 
 
 def _convert_calls(model: nn.Module) -> list[dict]:
-    """The ``convert()`` calls recorded on ``model`` and its submodules, in call order."""
+    """The ``convert()`` calls recorded on ``model`` and its submodules, in call order, as a
+    load replays them: without the layers later calls converted (:func:`left_out_of`)."""
     calls = [{"path": name, **record} for name, module in model.named_modules()
              for record in module.__dict__.get(CONVERT_RECORD, ())]
-    return sorted(calls, key=lambda call: call["order"])
+    made = {name: module.__dict__[CONVERTED_BY] for name, module in model.named_modules()
+            if CONVERTED_BY in module.__dict__}
+    return left_out_of(sorted(calls, key=lambda call: call["order"]), made)
 
 
 class _Payload:
@@ -442,7 +447,9 @@ NOT_AS_REPLAYED = ("a convertible layer added or replaced after convert() (timm'
                    "reset_classifier, a layer assigned) is converted when a load replays the "
                    "model's convert() calls on a fresh instance, so the ticket would load into "
                    "no model: make the change before convert() (timm.create_model(..., "
-                   "num_classes=...)), or leave the layer out of the call (exclude=[...])")
+                   "num_classes=...)), convert the layer in a call of its own after the change "
+                   "(convert(model, include=[...]); load into a model with the same change), "
+                   "or leave the layer out of the call (exclude=[...])")
 
 
 def _refuse_differing(what: str, ours: dict, theirs: dict, show, spec: bool) -> None:

@@ -232,6 +232,37 @@ def test_a_layer_added_or_replaced_after_convert_is_refused_at_save(tmp_path):
                        model.eval()(x))
 
 
+def test_a_layer_converted_again_by_a_later_call_loads(tmp_path):
+    """Your own model converted, then a layer put in place of one converted (timm's
+    reset_classifier) and converted by a call of its own: save_ticket wrote a ticket that no
+    load read, as the load's replay of the first call converted the new layer too, and the
+    second then had nothing to convert ("the selected layers are already converted"). The
+    ticket leaves such a layer out of the earlier calls (and drops a call of which none is
+    left), so a load into the model with the same change is exact."""
+    def resnet():
+        return timm.create_model("resnet10t", pretrained=False, num_classes=4)
+
+    def reset(model):
+        model.reset_classifier(3)
+        return model
+
+    def new_head(model):
+        model.head = nn.Linear(8, 3)
+        return model
+
+    for make, first, change, layer, x in (
+            (resnet, None, reset, "fc", torch.randn(2, 3, 32, 32)),
+            (SmallCNN, ["head"], new_head, "head", torch.randn(2, 3, 8, 8))):  # (one dropped)
+        model = ln.convert(make(), sparsity=0.5, seed=0, include=first)
+        ln.convert(change(model), sparsity=0.7, seed=1, include=[layer])
+        save_ticket(model, tmp_path / f"{layer}.ticket")
+        same = load_ticket(tmp_path / f"{layer}.ticket", model=change(make()))
+        assert torch.equal(same.eval()(x), model.eval()(x))
+    with pytest.raises(TicketError, match=r"mask 'fc\.structure\.weight' differs: the ticket "
+                                          r"has \[3, 512\], the model \[4, 512\]"):
+        load_ticket(tmp_path / "fc.ticket", model=resnet())  # (without the change)
+
+
 def test_a_built_model_inside_yours_loads_into_yours(tmp_path):
     """A build_model network held by your module (``nn.Sequential``, EdgePopupModule): the
     builder's convert() calls are made again by your model, not replayed over them (it said
