@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError, flag_name
+from .errors import ConfigError, flag_name, python_value
 from .registry import check_choice
 
 
@@ -485,8 +485,9 @@ TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true
 def typed_value(name: str, value):
     """``value`` as field ``name``'s type: an int is a number, but a bool is not an int, a
     float is not an int (epochs: 1.7 is refused, not truncated), a string is not a bool and
-    ``null`` is a value only where the field can be unset (``str | None``)."""
-    kind = field_type(FIELDS[name])
+    ``null`` is a value only where the field can be unset (``str | None``). A numpy scalar
+    (``np.int64(3)``, the Python API's) is the Python value it holds."""
+    kind, value = field_type(FIELDS[name]), python_value(value)
     if "None" in str(FIELDS[name].type):  # null is unset; "" would be unset unsaid
         if value is None:
             return value

@@ -143,6 +143,13 @@ def memory_refused(err: BaseException) -> str | None:
     return f" (one tensor alone: {asked[2] or in_binary_units(int(asked[1]))})"
 
 
+def python_value(value):
+    """``value`` as a user writes it: a numpy scalar (``np.int64(-1)``, as numpy 2 shows it)
+    as the Python value it holds (``-1``); anything else as it is."""
+    numpy_scalar = type(value).__module__ == "numpy" and getattr(value, "shape", None) == ()
+    return value.item() if numpy_scalar else value
+
+
 def plural(count: int, noun: str) -> str:
     """``count`` and ``noun``, in the plural but for one: '1 epoch', '2 epochs'."""
     return f"{count} {noun}{'' if count == 1 else 's'}"

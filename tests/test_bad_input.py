@@ -925,6 +925,23 @@ def test_a_model_argument_beyond_a_floats_range_is_refused_as_such(value, named)
         make_config({"arch": "timm:resnet10t", "model_kwargs": {"drop_rate": value}})
 
 
+@pytest.mark.parametrize("values,refusal", [
+    ({"seed": np.int64(-1)}, "seed must be in [0, 2**32), got -1"),
+    ({"epochs": np.float64(1.5)}, "epochs must be an integer, got 1.5"),
+    ({"sparsity": np.float32(0.5), "seed": np.int64(3), "subnet_convs": np.True_}, None)])
+def test_numpy_numbers_are_read_and_refused_as_the_numbers_they_hold(values, refusal):
+    """The Python API's numpy numbers: an integer (``np.int64(3)``) was refused as not one,
+    'seed must be an integer, got np.int64(3)', and a refusal showed the value in numpy's
+    form; they are the Python numbers they hold (results.json stores those)."""
+    if refusal:
+        with pytest.raises(ConfigError, match="^" + re.escape(refusal) + "$"):
+            make_config({"arch": "lenet5", **values})
+    else:
+        config = make_config({"arch": "lenet5", **values})
+        assert [(config.to_dict()[k], type(config.to_dict()[k])) for k in values] == [
+            (0.5, float), (3, int), (True, bool)]
+
+
 def test_numbers_with_an_exponent_are_numbers(tmp_path):
     """``1e-3`` is a float in a config file, a sweep file and ``--trainer.KEY VALUE`` (YAML 1.1
     read it as a string: lr 1e-3 and gradient_clip_val 1e-6 were refused as not numbers)."""
