@@ -60,6 +60,7 @@ from .checkpointing import (
     epochs_done,
     load_checkpoint,
     savefig_atomic,
+    stored_config,
     write_csv_atomic,
     write_text_atomic,
 )
@@ -331,13 +332,79 @@ def renamed_folders(sweep: Sweep) -> dict[str, tuple[str, str]]:
             if olds[old] == 1 and old not in now}
 
 
+#: Why :func:`same_runs` renames a folder (said as :func:`rename_old_folders` says it).
+SAME_RUN = "its stored config is this sweep's: the sweep file writes its variant another way"
+
+#: How the name of a folder that :func:`set_aside` kept ends: never taken back into the grid.
+SET_ASIDE = r"\.(?:stale|done)-\d+"
+
+
+def same_runs(sweep: Sweep, sweep_dir: Path) -> dict[str, tuple[str, str]]:
+    """The folders of the sweep outside its grid that hold runs of its grid under other names
+    -> ``(their name now, why)``, as :func:`renamed_folders` gives them: a sweep file that
+    writes a variant another way (``subsetsum``, then ``subsetsum:relu``, the default
+    activation written out; ``pairs: 5``, the default) resolves to the same runs but labels
+    them otherwise. A cell folder (``cells/NAME``, not set aside), or a member of a stack
+    checkpoint in ``stacks/``, whose stored config (its results', else its checkpoint's, else
+    its stack checkpoint's; :func:`~lotterynet.config.changed_fields`, as :func:`plan_cell`
+    compares them) is that of exactly one grid cell whose folder does not exist, and of no
+    other such folder's; a stack folder (its parts too) whose checkpoint's members all take the
+    names of one stack of the grid so. A folder of another config (seed, sparsity...) is never
+    renamed, nor two onto one. A stack folder without its checkpoint (a committed sweep's)
+    stays as it is: its cells' results still name it."""
+    configs = cell_configs(sweep, sweep_dir)
+    missing = {name: config.to_dict() for name, config in configs.items()
+               if not (sweep_dir / "cells" / name).exists()}
+    if not missing:
+        return {}
+    stacks = {cell_name(label, values): stack_name(label, values)
+              for label, values in sweep.cells() if label != BASELINE}
+
+    def kept(kind: str, outside: set[str]) -> list[Path]:
+        """The folders of ``kind`` not set aside whose names (a stack's less its part) are
+        not in ``outside``."""
+        return [folder for folder in sorted((sweep_dir / kind).glob("*"))
+                if not re.search(f"{SET_ASIDE}$", folder.name)
+                and re.sub(f"{PART}$", "", folder.name) not in outside]
+
+    records = {folder: record for folder in kept("stacks", set(stacks.values()))
+               if (record := stack_record(folder)) is not None}
+    stored = {name: config for record in records.values()
+              for name, config in record.members.items() if name not in configs}
+    for folder in kept("cells", set(configs)):
+        config = (read_results(folder) or {}).get("config")
+        if not isinstance(config, dict):
+            try:
+                checkpoint = folder / CHECKPOINTS / LAST
+                config = stored_config(load_checkpoint(checkpoint), checkpoint)
+            except CheckpointError:
+                config = stored.get(folder.name)
+        if isinstance(config, dict):
+            stored[folder.name] = config
+    matches = {old: [new for new, wanted in missing.items()
+                     if not changed_fields(config, wanted, NOT_COMPUTED)]
+               for old, config in stored.items()}
+    onto = Counter(new for news in matches.values() for new in news)
+    cells = {old: news[0] for old, news in matches.items() if len(news) == 1 and onto[news[0]] == 1}
+    new_stacks: dict[str, set] = {}
+    for folder, record in records.items():
+        members = [cells.get(name, name) for name in record.members]
+        new_stacks.setdefault(re.sub(f"{PART}$", "", folder.name), set()).add(
+            stacks[members[0]] if members and all(m in stacks for m in members) and
+            len({stacks[m] for m in members}) == 1 else None)
+    return {**{f"cells/{old}": (f"cells/{new}", SAME_RUN) for old, new in cells.items()},
+            **{f"stacks/{old}": (f"stacks/{new}", SAME_RUN) for old, (new, *others)
+               in new_stacks.items() if new is not None and not others}}
+
+
 def rename_old_folders(sweep: Sweep, sweep_dir: Path, cell: str | None = None) -> None:
     """Rename each folder of the sweep that is under an old name and not its new one
-    (:func:`renamed_folders`; a stack's parts, ``-part<i>of<n>``, too) to the new (``cell``:
-    that cell's folder alone, a ``--cell``'s), saying so, the cells' results that name it
-    repointed (:func:`repoint`): a sweep run before is reused and resumed as before, not
-    trained anew."""
-    renamed = renamed_folders(sweep)
+    (:func:`renamed_folders`; a stack's parts, ``-part<i>of<n>``, too), or that holds a cell's
+    run under another label (:func:`same_runs`), to the new (``cell``: that cell's folder
+    alone, a ``--cell``'s), saying so, the cells' results that name it repointed
+    (:func:`repoint`): a sweep run before is reused and resumed as before, not trained
+    anew."""
+    renamed = {**same_runs(sweep, sweep_dir), **renamed_folders(sweep)}
     cells = {old.removeprefix("cells/"): new.removeprefix("cells/")
              for old, (new, _) in renamed.items() if old.startswith("cells/")}
     for kind in SWEEP_PARTS:

@@ -1222,18 +1222,22 @@ def test_a_sweep_written_before_labels_named_their_keys_is_renamed_not_trained(
 @pytest.mark.parametrize("form, variant, label", [
     ("keyless", {"structure": "subsetsum", "pairs": 2}, "subsetsum-2"),
     ("given", {"pairs": 2, "structure": "subsetsum"}, "pairs=2-subsetsum"),
-    ("given", {"structure": "subsetsum", "pairs": 2}, "pairs=2-subsetsum")])  # (reordered)
+    ("given", {"structure": "subsetsum", "pairs": 2}, "pairs=2-subsetsum"),  # (reordered)
+    ("same run", {"structure": "subsetsum", "pairs": 2}, "subsetsum-relu-pairs=2")])
 def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_names(
         tmp_path, capsys, form, variant, label):
     """A stack stopped (after its first epoch of two) when its variant's label had no keys
     (``subsetsum-2-seed0``, its members ``subsetsum-2-s0.5-e2-seed0``, ...), or wrote them in
     the order the variant gave them (``pairs=2-subsetsum-seed0``), the sweep file's keys
-    reordered since or not: once its folder and cells are renamed, the sweep continues it from
-    its checkpoint, whose members, history and stack file name the cells by their new names.
-    Its checkpoint named the old cells: the stack was set aside as one that cannot be continued
-    and trained anew, its stack file naming the old cells (and in the order given, the sweep
-    did not find the old folders at all: it trained every cell anew into new ones; so it did
-    in the order given when written if the file's keys were reordered since)."""
+    reordered since or not, or when the sweep file wrote its variant another way
+    (``subsetsum:relu`` with ``pairs: 2``, the default activation written out; its members'
+    stored configs are the cells' now): once its folder and cells are renamed, the sweep
+    continues it from its checkpoint, whose members, history and stack file name the cells by
+    their new names. Its checkpoint named the old cells: the stack was set aside as one that
+    cannot be continued and trained anew, its stack file naming the old cells (and in the order
+    given, or written another way, the sweep did not find the old folders at all: it trained
+    every cell anew into new ones; so it did in the order given when written if the file's keys
+    were reordered since)."""
     from lotterynet.stack import stack_record
 
     sweep = Sweep(base={"arch": "fc2"}, variants=[variant],
@@ -1254,7 +1258,8 @@ def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_na
     sweep_module.rename_old_folders(sweep, tmp_path)
     stack, cells = tmp_path / "stacks" / "subsetsum-pairs=2-seed0", list(configs)
     assert cells == ["subsetsum-pairs=2-s0.5-e2-seed0", "subsetsum-pairs=2-s0.9-e2-seed0"]
-    assert f"stack {label}-seed0 is now subsetsum-pairs=2-seed0 ({OLD_LABELS[form]})" in \
+    why = OLD_LABELS.get(form, sweep_module.SAME_RUN)
+    assert f"stack {label}-seed0 is now subsetsum-pairs=2-seed0 ({why})" in \
         capsys.readouterr().out.splitlines()
     todo = [(name, sweep_module.prepare_cell(config)) for name, config in configs.items()]
     assert sweep_module.plan_stacks(sweep, tmp_path, configs, todo)[:3] == (
@@ -1264,6 +1269,42 @@ def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_na
     with open(stack / "metrics.csv") as f:
         assert list(csv.reader(f)) == [["epoch", "step", *(f"{c}/train/acc" for c in cells)],
                                        ["0", "3", "0.5", "0.25"]]
+
+
+def test_a_variant_written_another_way_finds_its_cells_by_their_config(tmp_path, data_dir,
+                                                                      capsys):
+    """A sweep file that writes its variant another way (``subsetsum``, then ``{structure:
+    subsetsum, activation: relu, pairs: 5}``, the defaults written out) resolves to the same
+    runs under other labels: the cell folder whose stored config is a cell's takes its name,
+    its results naming it, and nothing trains (every cell was trained anew into new folders).
+    A folder of another config (here another sparsity) keeps its name, and so do two folders
+    of one cell's config (never two onto one)."""
+    sweep_file, out = tmp_path / "s.yaml", tmp_path / "sweep"
+
+    def argv(variant, *sparsities: float) -> list[str]:
+        sweep_file.write_text(yaml.safe_dump({"variants": [variant]}))
+        return ["--sweep", str(sweep_file), *TINY[:7], "--sweep-sparsities",
+                ",".join(map(str, sparsities)), "--sweep-epochs", "1", "--no-baseline",
+                "--data-dir", str(data_dir), "--sweep-out", str(out)]
+
+    assert main(argv("subsetsum", 0.5, 0.9)) == 0
+    old, new = "subsetsum-s0.5-e1-seed0", "subsetsum-relu-pairs=5-s0.5-e1-seed0"
+    stored = json.loads((out / "cells" / old / "results.json").read_text())
+    capsys.readouterr()
+    spelled = {"structure": "subsetsum", "activation": "relu", "pairs": 5}
+    assert main(argv(spelled, 0.5)) == 0
+    printed = capsys.readouterr().out
+    assert f"cell {old} is now {new} ({sweep_module.SAME_RUN})" in printed.splitlines()
+    assert "1 cells, 1 already done, 0 to run" in printed
+    assert sorted(p.name for p in out.glob("cells/*")) == [new, "subsetsum-s0.9-e1-seed0"]
+    assert [p.name for p in out.glob("stacks/*")] == ["subsetsum-seed0"]  # (a member stays)
+    results = json.loads((out / "cells" / new / "results.json").read_text())
+    assert results["run_dir"] == results["config"]["out"] == f"cells/{new}"
+    assert results == {**stored, "run_dir": f"cells/{new}",
+                       "config": {**stored["config"], "out": f"cells/{new}"}}
+    shutil.copytree(out / "cells" / "subsetsum-s0.9-e1-seed0", out / "cells" / "x-s0.9-e1-seed0")
+    args = build_parser().parse_args(argv(spelled, 0.5, 0.9))
+    assert sweep_module.same_runs(load_sweep(args, given_values(args)), out) == {}
 
 
 def test_a_variants_mapping_names_the_same_folders_in_any_key_order(tmp_path):
