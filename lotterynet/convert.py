@@ -16,8 +16,9 @@ What happens to the rest of the selected modules:
   layers of other types such as ``Conv3d``) — ``others="frozen"`` (the default: frozen at its
   initial value, so it is part of the random network and ``count_params`` reports it as
   ``frozen``) or ``"trainable"`` (left as it is; reported as ``trainable``). A layer of a type
-  not replaced (:data:`LEFT_DENSE`: ``ConvTranspose2d``, ``Conv3d``, ...) is so left dense,
-  never pruned, and frozen is never trained either: convert warns of such layers.
+  not replaced (:data:`LEFT_DENSE`: ``ConvTranspose2d``, ``Conv3d``, timm's ``CondConv2d``,
+  ...) is so left dense, never pruned, and frozen is never trained either: convert warns of
+  such layers.
 
 Frozen random values must be reproducible for a ticket to be rebuilt from its seed: each
 replaced layer draws from its own generator, seeded from ``seed`` and the module's name inside
@@ -565,9 +566,18 @@ def _warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
 
 
 #: Weight-bearing layer types ``convert`` does not replace (a UNet decoder's transposed
-#: convolutions, a CRNN's LSTM): a selected one is left dense, its parameters under ``others``.
-LEFT_DENSE = (nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Bilinear,
-              nn.RNNBase, nn.RNNCellBase)
+#: convolutions, a CRNN's LSTM, timm's ``CondConv2d``, whose experts' weights are a raw
+#: parameter), by fully qualified class name (timm's is not imported for it): a selected one,
+#: or one of a subclass, is left dense, its parameters under ``others``.
+LEFT_DENSE = frozenset([*map(type_name, (nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                                         nn.ConvTranspose3d, nn.Bilinear, nn.RNNBase,
+                                         nn.RNNCellBase)),
+                        "timm.layers.cond_conv2d.CondConv2d"])
+
+
+def _left_dense(module: nn.Module) -> bool:
+    """Whether ``module`` is of a :data:`LEFT_DENSE` type or a subclass of one."""
+    return any(type_name(cls) in LEFT_DENSE for cls in type(module).__mro__)
 
 
 def _warn_layers_left_dense(left: list[tuple[str, nn.Module]], trainable: bool) -> None:
@@ -812,7 +822,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     if not others_trainable:
         _warn_frozen_layer_scales(other_params)
     _warn_layers_left_dense([(name, module) for _, name, module, rule in plan
-                             if rule is None and isinstance(module, LEFT_DENSE)], others_trainable)
+                             if rule is None and _left_dense(module)], others_trainable)
     result = replaced.get("", model)
     for name, layer in replaced.items():
         if name:

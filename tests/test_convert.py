@@ -254,6 +254,18 @@ def test_recurrent_layers_convert_does_not_replace_are_warned_of():
     assert not model[1].weight_ih_l0.requires_grad
 
 
+def test_timms_cond_conv_convert_does_not_replace_is_warned_of():
+    """timm's CondConv2d (EfficientNet-CondConv's experts, a raw weight parameter, no
+    nn.Conv2d) was frozen at its initial random weights without a word, where the other layers
+    convert leaves dense are warned of; it is warned of too."""
+    from timm.layers import CondConv2d
+
+    with pytest.warns(UserWarning, match=r"^convert: 1 layer of types it does not replace "
+                                         r"\(CondConv2d: '1'\) is left dense, frozen"):
+        model = convert(nn.Sequential(nn.Conv2d(3, 4, 1), CondConv2d(4, 4, 3)), sparsity=0.5)
+    assert not model[1].weight.requires_grad
+
+
 class ReadsItsLayersWeight(nn.Module):
     """A module whose forward passes a layer's weight to ``F.linear`` itself, as torchvision's
     Swin attention does with ``self.qkv.weight``."""
