@@ -1422,15 +1422,16 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
     the rest of the sweep left unrun. With a checkpoint it says to run the sweep again, as a
     stack does (a cell run by ``--cell``, a W&B agent's: the same ``--cell`` command); without
     one, that there is nothing to resume and that the sweep run again starts it over (it
-    repeated the run's own line, which told of no way on)."""
+    repeated the run's own line, which told of no way on). Its checkpoint's epoch is named, as
+    a single run's resume line names it (it was not)."""
     from lotterynet.errors import Interrupted, interrupted
 
     def stopped(config):
         if checkpointed:
-            (Path(config.out) / "checkpoints").mkdir(parents=True)
-            (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"")
-        raise interrupted(True, "resume with --resume X" if checkpointed else
-                          NOTHING)
+            atomic_torch_save({"state_dict": {}, "epoch": 1},
+                              Path(config.out) / "checkpoints" / "last.ckpt")
+        raise interrupted(True, "resume with --resume X (written at the end of epoch 2)"
+                          if checkpointed else NOTHING)
 
     monkeypatch.setattr(sweep_module, "run", stopped)
     sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
@@ -1442,7 +1443,8 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
     assert err.value.exit_code == 143
     again = "--cell command" if one_cell else "sweep"
     assert str(err.value) == "stopped by SIGTERM; cell trained-e1-seed0: " + (
-        f"run the same {again} again to continue from its checkpoint" if checkpointed else
+        f"run the same {again} again to continue from its checkpoint (written at the end of "
+        f"epoch 2)" if checkpointed else
         f"{NOTHING}; run the same {again} again to start it over in its folder")
 
 
