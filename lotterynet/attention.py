@@ -28,6 +28,7 @@ from .layers import (
     check_float_dtype,
     copy_redrawn,
     drawn,
+    recorded_draw,
     refuse_thawed,
     traced_call,
 )
@@ -93,13 +94,12 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
         CPU: what :func:`~lotterynet.ticket.save_ticket` checks the layer's against (the
         projections are subnet layers, each drawn again by its own
         :meth:`~lotterynet.layers._SubnetLayer.redrawn`)."""
-        fresh = nn.Module()
-        generator = seeded_generator(self.drawn_with["seed"])
+        fresh, drawn_with = nn.Module(), recorded_draw(self)
+        generator = seeded_generator(drawn_with["seed"])
         with float32_draws():
             for _ in PROJECTIONS:  # the projections' seeds come first from the generator
                 draw_seed(generator)
-            _draw_bias_kv(fresh, generator, self.drawn_with["add_bias_kv"],
-                          self.drawn_with["embed_dim"])
+            _draw_bias_kv(fresh, generator, drawn_with["add_bias_kv"], drawn_with["embed_dim"])
         return fresh
 
     def reset_parameters(self) -> None:

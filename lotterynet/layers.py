@@ -81,6 +81,18 @@ def refuse_thawed(module: nn.Module) -> None:
             f"under a fixed mask")
 
 
+def recorded_draw(module: nn.Module) -> dict:
+    """What subnet ``module`` was built from (``drawn_with``, which its ``redrawn`` draws
+    again), or the one-line error saying what to do with a module pickled whole before it was
+    recorded (the bare ``TypeError`` of ``**None`` said nothing)."""
+    if module.drawn_with is None:
+        raise RuntimeError(f"{type(module).__name__} was pickled by an older lotterynet, which did "
+                           f"not record what its frozen weights were drawn from, so they cannot "
+                           f"be drawn again: build the model anew and load this one's state "
+                           f"into it (new.load_state_dict(old.state_dict()))")
+    return module.drawn_with
+
+
 def copy_redrawn(module: nn.Module) -> None:
     """Copy into ``module``'s parameters, in place (its device, dtype and layout), those of
     ``module.redrawn()``: the values it was built with, drawn again from its seed."""
@@ -187,7 +199,7 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
         and options), float32 on the CPU: the frozen weights a ticket regenerates, which
         :func:`~lotterynet.ticket.save_ticket` checks the layer's against."""
         fresh = _SubnetLayer()
-        fresh._build(**self.drawn_with, dtype=torch.float32)
+        fresh._build(**recorded_draw(self), dtype=torch.float32)
         return fresh
 
     def reset_parameters(self) -> None:

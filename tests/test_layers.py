@@ -679,6 +679,7 @@ def test_torch_prune_of_a_frozen_random_tensor_is_refused(make, module, name):
     torch.nn.utils.prune.l1_unstructured(trained, "bias", 0.5)
     assert hasattr(trained, "bias_orig")
 
+
 class AttendsWithBiasKV(nn.Module):
     def __init__(self, **kw):
         super().__init__()
@@ -715,6 +716,29 @@ def test_reset_parameters_redraws_a_meta_models_tensors_as_built(kw):
     unseeded.reset_parameters()
     assert not torch.equal(unseeded.bias, before["bias"])
 
+
+
+@pytest.mark.parametrize("make", [lambda: ln.SubnetLinear(4, 3, True, seed=0),
+                                  lambda: ln.SubnetMultiheadAttention(4, 2, add_bias_kv=True,
+                                                                      seed=0)],
+                         ids=["linear", "attention"])
+def test_a_layer_pickled_before_it_recorded_its_draw_says_what_to_do(tmp_path, make):
+    """A layer pickled whole by a lotterynet that did not record what it was drawn from
+    (``drawn_with``) failed ``reset_parameters`` with a bare TypeError ("argument after ** must
+    be a mapping, not NoneType"); it says, in one line, why and what to do, and loading its
+    state into a layer built anew gives one that redraws."""
+    layer = make()
+    del layer.drawn_with  # (as an older lotterynet pickled it)
+    torch.save(layer, tmp_path / "older.pt")
+    older = torch.load(tmp_path / "older.pt", weights_only=False)
+    with pytest.raises(RuntimeError, match=rf"^{type(layer).__name__} was pickled by an older "
+                                           r"lotterynet, .* cannot be drawn again: build the "
+                                           r"model anew and load this one's state into it "
+                                           r"\(new\.load_state_dict\(old\.state_dict\(\)\)\)$"):
+        older.reset_parameters()
+    new = make()
+    new.load_state_dict(older.state_dict())
+    new.reset_parameters()
 
 def copy_state(model):
     return {n: t.clone() for n, t in model.state_dict().items()}
