@@ -733,7 +733,7 @@ def validate(config: RunConfig, given_precision=None) -> None:
     from .models import MODELS, split_arch
     from .optim import OPTIMIZERS, SCHEDULERS
     from .structures import STRUCTURES, check_activation, check_fan_in
-    from .validate import check_hardware, check_timm_model
+    from .validate import check_hardware, check_output_dir, check_timm_model
 
     family, family_kwargs = split_arch(config.arch)
     if family not in MODELS or bool(family_kwargs) != names_a_model(MODELS.get(family)):
@@ -789,6 +789,8 @@ def validate(config: RunConfig, given_precision=None) -> None:
     if config.wandb:
         require_wandb()
         check_wandb_names(config)
+        if os.environ.get("WANDB_DIR"):  # (W&B would write into the temporary folder instead)
+            check_output_dir(os.environ["WANDB_DIR"], "$WANDB_DIR")
     for name in PATH_FIELDS:
         if getattr(config, name) is not None:
             check_path(name, getattr(config, name))

@@ -890,6 +890,20 @@ def test_a_data_folder_from_the_environment_that_is_a_file_is_named(tmp_path, mo
     assert "\n" not in err and not (tmp_path / "run").exists()
 
 
+def test_a_wandb_dir_that_is_a_file_is_refused(tmp_path, data_dir, monkeypatch, capsys):
+    """``$WANDB_DIR`` (where a ``--wandb`` run's W&B files go) naming a file is refused before
+    any work, as ``--out`` is (W&B warned and wrote into the temporary folder instead)."""
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "a_file"))
+    assert main([*SMALL, "--wandb", "--data-dir", str(data_dir), "--out",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"$WANDB_DIR '{tmp_path / 'a_file'}': '{tmp_path / 'a_file'}' is a "
+                        f"file, not a folder")
+    assert "\n" not in err and not (tmp_path / "run").exists()
+
+
 def test_a_path_with_a_line_break_is_reported_on_one_line(tmp_path, data_dir, capsys):
     """A line break inside a path the user gave is written as ``\\n``: the report stays one
     line (it named the folder over two)."""
