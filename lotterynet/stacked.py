@@ -176,6 +176,9 @@ class StackedModel(nn.Module):
         self._ks: dict[tuple, torch.Tensor] = {}  # each k list once on its device
         self._trainable = [[(name, p) for name, p in rest.named_parameters() if p.requires_grad]
                            for rest in self._rests]
+        # the subnet modules whose refusal of thawed weights a vmapped forward runs (_vmapped)
+        self._subnets = [[m for m in rest.modules() if isinstance(m, MaskedSparsity)]
+                         for rest in self._rests]
         self.unbatchable: str | None = self._why_unbatchable()
 
     def forward(self, x: torch.Tensor, members: Sequence[int] | None = None,
@@ -270,9 +273,8 @@ class StackedModel(nn.Module):
         forward is one vmap cannot run (an op reading a value on the host; whatever its
         error says): with a warning, member by member from then on (:attr:`unbatchable`)."""
         first = self._rests[members[0]]
-        for module in first.modules():  # (inside, a weight thawed before the stack was built
-            if isinstance(module, MaskedSparsity):  # is one of those vmapped: not refused)
-                refuse_thawed(module)
+        for module in self._subnets[members[0]]:  # (inside, a weight thawed before the stack
+            refuse_thawed(module)  # was built is one of those vmapped: not refused)
         weights = self._masked[members[0]]
         stacked = {name: torch.stack([self._trainable[s][i][1] for s in members])
                    for i, (name, _) in enumerate(self._trainable[members[0]])}
