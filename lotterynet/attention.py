@@ -29,8 +29,7 @@ from .layers import (
     copy_redrawn,
     drawn,
     recorded_draw,
-    refuse_thawed,
-    traced_call,
+    subnet_call,
 )
 from .masking import MaskedSparsity
 from .structures import check_positive_int
@@ -130,15 +129,10 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
         return None if biases[0] is None else torch.cat(biases)
 
     def forward(self, query, key, value, *args, **kwargs):
-        """``nn.MultiheadAttention``'s; one node under ``torch.fx`` tracing, as that leaf
-        module's, refused by ``torch.jit.trace`` (:func:`~lotterynet.layers.traced_call`), and
-        refused in training where its frozen tensors were unfrozen with its scores
-        (:func:`~lotterynet.layers.refuse_thawed`)."""
-        traced = traced_call(self, (query, key, value, *args), kwargs)
-        if traced is not None:
-            return traced
-        refuse_thawed(self)
-        return super().forward(query, key, value, *args, **kwargs)
+        """``nn.MultiheadAttention``'s, run as a subnet layer's
+        (:func:`~lotterynet.layers.subnet_call`: one node under ``torch.fx`` tracing, as that
+        leaf module's)."""
+        return subnet_call(self, super().forward, query, key, value, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, kdim={self.kdim}, "

@@ -118,6 +118,18 @@ def traced_call(module: nn.Module, args: tuple, kwargs: dict):
     return proxy.tracer.create_proxy("call_module", name, args, kwargs) if name else None
 
 
+def subnet_call(module: nn.Module, forward, *args, **kwargs):
+    """``forward(*args, **kwargs)``, the computation of subnet ``module``'s forward, as every
+    subnet module runs it: one node under ``torch.fx`` tracing, refused by ``torch.jit.trace``
+    (:func:`traced_call`), and refused in training where its frozen tensors were unfrozen with
+    its scores (:func:`refuse_thawed`)."""
+    traced = traced_call(module, args, kwargs)
+    if traced is not None:
+        return traced
+    refuse_thawed(module)
+    return forward(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def drawn(layer: nn.Module, seed: int | None, device=None, dtype=None):
     """Build ``layer``'s tensors in the block, from the generator it yields (``seed``'s; None:
@@ -262,11 +274,7 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
                 for name, m in named_masked_weights(self.structure).items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        traced = traced_call(self, (x,), {})
-        if traced is not None:
-            return traced
-        refuse_thawed(self)
-        return self._forward(x)
+        return subnet_call(self, self._forward, x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.structure(x, LayerOp(self._op, self.bias))
