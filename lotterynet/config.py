@@ -494,6 +494,10 @@ def typed_value(name: str, value):
         if value == "":
             raise ConfigError(f"{name} is empty; leave it out for its default")
     if kind is float and isinstance(value, float | int) and type(value) is not bool:
+        if isinstance(value, int) and abs(value) > sys.float_info.max:  # (float() overflows)
+            raise ConfigError(f"{name} must be a number within a float's range "
+                              f"(±{sys.float_info.max:.4g}), got an integer of "
+                              f"{len(str(abs(value)))} digits")
         return float(value) + 0.0  # (-0.0 is 0: one run, one folder name)
     if isinstance(value, kind) and not (kind is int and type(value) is bool):
         return value

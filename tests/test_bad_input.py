@@ -956,6 +956,23 @@ def test_numpy_numbers_are_read_and_refused_as_the_numbers_they_hold(values, ref
             (0.5, float), (3, int), (True, bool)]
 
 
+def test_an_integer_beyond_a_floats_range_is_refused_as_a_number(tmp_path, capsys):
+    """A config file's (or the Python API's) integer too large for a float, as a number field
+    or in a sweep's list, ended in a traceback (OverflowError: int too large to convert to
+    float)."""
+    huge = 10**400
+    with pytest.raises(ConfigError, match=re.escape(
+            "sparsity must be a number within a float's range (±1.798e+308), got an integer "
+            "of 401 digits")):
+        make_config({"arch": "fc2", "sparsity": huge})
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"sparsities: [{huge}]\n")
+    assert main(["--sweep", str(sweep), "--sweep-out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"sparsities: {huge} is not valid; sparsities must be numbers in [0, 1)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_numbers_with_an_exponent_are_numbers(tmp_path):
     """``1e-3`` is a float in a config file, a sweep file and ``--trainer.KEY VALUE`` (YAML 1.1
     read it as a string: lr 1e-3 and gradient_clip_val 1e-6 were refused as not numbers)."""
