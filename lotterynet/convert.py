@@ -575,9 +575,35 @@ LEFT_DENSE = frozenset([*map(type_name, (nn.Conv3d, nn.ConvTranspose1d, nn.ConvT
                         "timm.layers.cond_conv2d.CondConv2d"])
 
 
-def _left_dense(module: nn.Module) -> bool:
-    """Whether ``module`` is of a :data:`LEFT_DENSE` type or a subclass of one."""
-    return any(type_name(cls) in LEFT_DENSE for cls in type(module).__mro__)
+def _is_a(module: nn.Module, types: frozenset[str]) -> bool:
+    """Whether ``module`` is of one of ``types`` (fully qualified names) or a subclass of one."""
+    return any(type_name(cls) in types for cls in type(module).__mro__)
+
+
+#: timm's patch embeddings, whose ``set_input_size(patch_size=...)`` (a ViT's, through its
+#: own) puts in place of their ``proj`` a dense ``nn.Conv2d`` of the new patch size holding its
+#: weight resampled (:func:`_refuse_dense_patch_resize`).
+PATCH_EMBEDS = frozenset(["timm.layers.patch_embed.PatchEmbed"])
+_PATCH_GUARD = []  # the registration hook's handle, once convert has converted a patch embedding
+
+
+def _refuse_dense_patch_resize(parent: nn.Module, name: str, module) -> None:
+    """torch's hook on every module's registration of a submodule (installed when ``convert``
+    first converts a timm patch embedding's ``proj``: timm is not patched): refuse a dense layer
+    of another kernel size in place of a patch embedding's subnet ``proj``, which is what
+    ``set_input_size(patch_size=...)`` makes, before anything changes: it silently swapped the
+    subnet layer for an ``nn.Conv2d`` holding its masked weights resampled, frozen and never
+    pruned (export's plain layer, of the same kernel or no ``nn.Conv2d``, is let in)."""
+    old = parent._modules.get(name)
+    if isinstance(old, SUBNET_MODULES) and not isinstance(module, SUBNET_MODULES) and \
+            _is_a(parent, PATCH_EMBEDS) and isinstance(module, nn.Conv2d) and \
+            module.kernel_size != old.kernel_size:
+        raise ValueError(
+            f"{type(parent).__name__}.{name} is a subnet layer (convert()), which a change of "
+            f"patch size (timm's set_input_size(patch_size=...)) would replace by a dense "
+            f"{type(module).__name__} holding its masked weights resampled, frozen and never "
+            f"pruned: change the patch size before convert() (timm.create_model(..., "
+            f"patch_size=...), or set_input_size on the model not yet converted)")
 
 
 def _warn_layers_left_dense(left: list[tuple[str, nn.Module]], trainable: bool) -> None:
@@ -822,12 +848,16 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     if not others_trainable:
         _warn_frozen_layer_scales(other_params)
     _warn_layers_left_dense([(name, module) for _, name, module, rule in plan
-                             if rule is None and _left_dense(module)], others_trainable)
+                             if rule is None and _is_a(module, LEFT_DENSE)], others_trainable)
     result = replaced.get("", model)
     for name, layer in replaced.items():
         if name:
             parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, layer)
+            parent = model.get_submodule(parent)
+            if not _PATCH_GUARD and _is_a(parent, PATCH_EMBEDS):
+                _PATCH_GUARD.append(torch.nn.modules.module.register_module_module_registration_hook(
+                    _refuse_dense_patch_resize))
+            setattr(parent, child, layer)
     _warn_weight_readers(model, replaced, exclude)
     for module in result.modules():
         if isinstance(module, nn.TransformerEncoder):

@@ -266,6 +266,30 @@ def test_timms_cond_conv_convert_does_not_replace_is_warned_of():
     assert not model[1].weight.requires_grad
 
 
+
+def test_a_vits_patch_size_changed_after_convert_is_refused():
+    """timm's set_input_size(patch_size=...) on a converted ViT silently put a dense Conv2d in
+    place of the subnet patch embedding (its masked weights resampled, frozen, never pruned);
+    it is refused where timm makes the swap, the model left as it was, with what to do. A
+    change of image size alone, the model's export (which scripts) and a patch size changed
+    before convert are as before."""
+    model = convert(timm_model("vit_tiny_patch16_224", 16, depth=1, patch_size=8, embed_dim=16,
+                               num_heads=2), sparsity=0.5)
+    proj = model.patch_embed.proj
+    with pytest.raises(ValueError, match=r"^PatchEmbed\.proj is a subnet layer \(convert\(\)\), "
+                                         r"which a change of patch size .* would replace by a "
+                                         r"dense Conv2d .*: change the patch size before "
+                                         r"convert\(\)"):
+        model.set_input_size(patch_size=4)
+    assert model.patch_embed.proj is proj and model.patch_embed.patch_size == (8, 8)
+    model.set_input_size(img_size=32)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    torch.jit.script(ln.export(model))
+    resized = timm_model("vit_tiny_patch16_224", 16, depth=1, patch_size=8, embed_dim=16,
+                         num_heads=2)
+    resized.set_input_size(patch_size=4)
+    assert convert(resized, sparsity=0.5).patch_embed.proj.kernel_size == (4, 4)
+
 class ReadsItsLayersWeight(nn.Module):
     """A module whose forward passes a layer's weight to ``F.linear`` itself, as torchvision's
     Swin attention does with ``self.qkv.weight``."""
