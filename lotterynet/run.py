@@ -20,7 +20,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import Checkpoint, LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .checkpointing import (
@@ -340,6 +340,33 @@ class StopOnDivergence(pl.Callback):
                                f"{what}; lower --lr; {kept}")
 
 
+class EpochLines(Checkpoint):
+    """Prints an epoch's console lines (the epoch timer's, a stack's :class:`~lotterynet.stack.
+    MemberResults`') once the epoch's checkpoint is written. Lightning runs the checkpoint
+    callbacks after all others, in the order given: as one, after the run's ModelCheckpoint,
+    this one's epoch end comes after that one's save. It writes nothing itself. (Printed by
+    the callbacks that made them, the lines came before the save: a Ctrl-C between the two
+    left an epoch on the screen that no checkpoint held.)"""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    @staticmethod
+    def say(trainer: pl.Trainer, line: str) -> None:
+        """``line`` once the ``trainer``'s epoch checkpoint is written; at once where it has no
+        :class:`EpochLines`."""
+        printer = next((c for c in trainer.callbacks if isinstance(c, EpochLines)), None)
+        if printer is None:
+            print(line, flush=True)
+        else:
+            printer.lines.append(line)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        for line in self.lines:
+            print(line, flush=True)
+        self.lines.clear()
+
+
 class EpochTimer(pl.Callback):
     """Seconds per training epoch, the epoch's last train/val accuracy and the best validation
     accuracy; kept in the checkpoint, so a resumed run reports its whole history. With
@@ -391,8 +418,8 @@ class EpochTimer(pl.Callback):
         if self._validated:
             self.val_epoch = trainer.current_epoch + 1
         if self.announce and trainer.is_global_zero:
-            print(self.epoch_line(trainer.current_epoch + 1, self.epochs or trainer.max_epochs,
-                                  self._validated), flush=True)
+            EpochLines.say(trainer, self.epoch_line(
+                trainer.current_epoch + 1, self.epochs or trainer.max_epochs, self._validated))
 
     def epoch_line(self, epoch: int, epochs: int, validated: bool = True) -> str:
         """The epoch's line; its validation accuracy only when the epoch ``validated`` (the
@@ -511,10 +538,8 @@ def refusing_unbuildable(arch: str):
         raise ConfigError(f"cannot build {arch!r} with this config: {said}") from None
 
 
-#: How a run stopped before its first checkpoint goes on. (An epoch's line is printed before
-#: its checkpoint is written: a run stopped between them has printed an epoch but saved none.)
-NOTHING_TO_RESUME = ("no checkpoint had been written yet (an epoch's is written just after its "
-                     "line), so there is none to resume from")
+#: How a run stopped before its first checkpoint goes on.
+NOTHING_TO_RESUME = "no checkpoint had been written yet, so there is none to resume from"
 
 #: What a sweep given another --batch-size (or model) does: every cell's config changed, it
 #: runs them anew, each old one renamed CELL.stale-N (:func:`~lotterynet.sweep.prepare_cell`).
@@ -630,7 +655,8 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
                  callbacks: tuple = (), resumed: Resumed | None = None) -> pl.Trainer:
     """The Trainer of a run (or of a stack, which adds its ``callbacks``, run after the epoch
     timer; the checkpoint is saved after them, at the end of the training epoch: Lightning
-    runs checkpoint callbacks last). ``resumed``: see :class:`AtomicCheckpointIO`."""
+    runs checkpoint callbacks last; the epoch's lines are printed then, :class:`EpochLines`).
+    ``resumed``: see :class:`AtomicCheckpointIO`."""
     checkpoint = epoch_checkpoint(run_dir / CHECKPOINTS)
     quiet_lightning()
     options = trainer_options(config.trainer, run_dir)  # the user's, over the defaults below
@@ -645,8 +671,10 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         **({} if config.val_size else {"limit_val_batches": 0}), **options,  # no val split
         "logger": [*loggers, *options.get("logger", [])],
         # (the run's checkpoint last, after a checkpoint callback of the user's: Lightning runs
-        # them in this order, and the run's holds the state the user's has then)
-        "callbacks": [RNGState(), timer, *callbacks, *options.get("callbacks", []), checkpoint],
+        # them in this order, and the run's holds the state the user's has then; the epoch's
+        # lines once it is written)
+        "callbacks": [RNGState(), timer, *callbacks, *options.get("callbacks", []), checkpoint,
+                      EpochLines()],
         "plugins": [AtomicCheckpointIO(resumed)], "default_root_dir": run_dir})
     stop_all_ranks_on_sigterm(trainer)
     # Lightning resumes a fit bounded by max_steps as if from within an epoch, whatever the
@@ -692,10 +720,10 @@ def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | Non
                  trainer: pl.Trainer | None = None) -> str | None:
     """How a run or stack stopped now goes on: from its own ``checkpoint``
     (``RUN/checkpoints/last.ckpt``) while there is one, as ``resume`` says (default: its
-    ``--resume``), with the epoch it ends at where its ``trainer`` saved or loaded it (a stop
-    just after an epoch's line, before its checkpoint, goes on from the epoch before), else
-    from the checkpoint the run ``resumed`` (:func:`resume_hint`: a run resumed into a new
-    ``--out`` before its first epoch there ended); None with neither."""
+    ``--resume``), with the epoch it ends at where its ``trainer`` saved or loaded it (the last
+    epoch whose line was printed, :class:`EpochLines`), else from the checkpoint the run
+    ``resumed`` (:func:`resume_hint`: a run resumed into a new ``--out`` before its first
+    epoch there ended); None with neither."""
     if checkpoint.is_file():
         then = resume or resume_hint(checkpoint)
         io = trainer and trainer.strategy.checkpoint_io

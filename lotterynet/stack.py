@@ -89,6 +89,7 @@ from .run import (
     NOTHING_TO_RESUME,
     RESULTS,
     TICKET,
+    EpochLines,
     EpochTimer,
     RNGState,
     changed_results,
@@ -423,7 +424,8 @@ class MemberResults(pl.Callback):
                                                   if budget == epoch + 1])
         self.stop_when_none_trains(trainer, module, epoch + 1)
         if trainer.is_global_zero:
-            print(self.epoch_line(epoch, trainer.max_epochs, train_accs, test_accs), flush=True)
+            EpochLines.say(trainer, self.epoch_line(epoch, trainer.max_epochs, train_accs,
+                                                    test_accs))
 
     def epoch_line(self, epoch: int, epochs: int, train_accs: list[float],
                    test_accs: list[float]) -> str:

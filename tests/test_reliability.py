@@ -29,9 +29,8 @@ from lotterynet.cli import main
 from lotterynet.config import make_config
 from lotterynet.stack import write_stack_file
 
-#: What a run or stack stopped before its first checkpoint says (its epoch's line came first).
-NOTHING = ("no checkpoint had been written yet (an epoch's is written just after its line), so "
-           "there is none to resume from")
+#: What a run or stack stopped before its first checkpoint says.
+NOTHING = "no checkpoint had been written yet, so there is none to resume from"
 SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "600", "--val-size", "100",
          "--no-progress-bar", "--seed", "3"]
 
@@ -897,29 +896,29 @@ def test_memory_running_out_in_training_is_one_line_and_exit_4(tmp_path, data_di
 
 
 @pytest.mark.parametrize("epoch", [1, 2])
-def test_ctrl_c_after_an_epochs_line_before_its_checkpoint_says_what_it_resumes_from(
-        tmp_path, data_dir, monkeypatch, capsys, epoch):
-    """An epoch's line is printed before its checkpoint is written: Ctrl-C between them, after
-    the first epoch's line, said 'no epoch had finished' of a run whose screen said one had,
-    and after a later one said nothing of the resume going back one epoch. It says that no
-    checkpoint had been written yet, and from which epoch's end the resume goes on."""
-    from lotterynet.run import EpochTimer
+def test_an_epochs_line_is_printed_once_its_checkpoint_is_written(tmp_path, data_dir,
+                                                                 monkeypatch, capsys, epoch):
+    """An epoch's line was printed before its checkpoint was written (Lightning runs checkpoint
+    callbacks last): Ctrl-C in that save left on the screen an epoch that no checkpoint held,
+    and the resume went on from the epoch before. Ctrl-C in epoch 1's or 2's save: the lines
+    are those of the epochs saved, and the resume goes on from the last of them."""
+    from lotterynet.run import AtomicCheckpointIO
 
-    announce = EpochTimer.on_train_epoch_end
+    save = AtomicCheckpointIO.save_checkpoint
 
-    def then_ctrl_c(self, trainer, pl_module):
-        announce(self, trainer, pl_module)
-        if trainer.current_epoch == epoch - 1:
+    def ctrl_c_in_epoch(self, checkpoint, path, storage_options=None):
+        if checkpoint["epoch"] == epoch - 1:
             raise KeyboardInterrupt
+        save(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(EpochTimer, "on_train_epoch_end", then_ctrl_c)
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", ctrl_c_in_epoch)
     out = tmp_path / "run"
     assert main([*SMALL, "--epochs", "2", "--data-dir", str(data_dir), "--out", str(out)]) == 130
-    checkpoint = out / "checkpoints" / "last.ckpt"
-    then = {1: NOTHING,
-            2: f"resume with --resume {checkpoint} (written at the end of epoch 1)"}
+    then = {1: NOTHING, 2: f"resume with --resume {out / 'checkpoints' / 'last.ckpt'} "
+                           f"(written at the end of epoch 1)"}
     captured = capsys.readouterr()
-    assert f"epoch {epoch}/2" in captured.out
+    assert [line.split(" | ")[0] for line in captured.out.splitlines()
+            if line.startswith("epoch ")] == [f"epoch {e}/2" for e in range(1, epoch)]
     assert captured.err.strip().splitlines()[-1] == \
         f"train.py: error: stopped by Ctrl-C (SIGINT); {then[epoch]}"
 

@@ -698,6 +698,31 @@ def test_a_stack_stopped_before_its_first_epoch_ended_starts_over_in_its_folder(
     assert len(list((tmp_path / "out" / "cells").glob("*/results.json"))) == 2
 
 
+def test_a_stacks_epoch_line_is_printed_once_its_checkpoint_is_written(tmp_path, data_dir,
+                                                                      capsys, monkeypatch):
+    """A stack's epoch line was printed before the stack checkpoint was written: Ctrl-C in
+    epoch 2's save left 'epoch 2/2' on the screen of a stack that goes on from epoch 1."""
+    from lotterynet.run import AtomicCheckpointIO
+
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def ctrl_c_in_epoch_2(self, checkpoint, path, storage_options=None):
+        if checkpoint["epoch"] == 1:
+            raise KeyboardInterrupt
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", ctrl_c_in_epoch_2)
+    argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=320, epochs=2),
+            "--sweep-out", str(tmp_path / "out")]
+    assert main(argv) == 130
+    captured = capsys.readouterr()
+    assert [line.split(" | ")[0] for line in stack_epoch_lines(captured.out)] == [
+        "stack subsetsum-identity-seed0: epoch 1/2"]
+    assert captured.err.strip().splitlines()[-1] == (
+        "train.py: error: stopped by Ctrl-C (SIGINT); stack subsetsum-identity-seed0: run the "
+        "same sweep again to continue from its checkpoint (written at the end of epoch 1)")
+
+
 @pytest.mark.parametrize("epoch", [2, 1])
 def test_memory_running_out_in_a_stack_is_one_line_and_the_sweep_exits_1(
         tmp_path, data_dir, capsys, monkeypatch, epoch):
