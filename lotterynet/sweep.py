@@ -94,6 +94,7 @@ from .grid import (
     Sweep,
     cell_name,
     config_value,
+    digest,
     hash_legend,
     old_labels,
     spelled_labels,
@@ -1211,6 +1212,7 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
         raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
                           f"({len(names)} cells; see --wandb-sweep's file)")
     with outside_a_running_sweep(sweep_dir, f"--cell {name!r}", is_a_sweep=True):
+        keep_wandb_group(sweep, sweep_dir)
         rename_old_folders(sweep, sweep_dir, name)
         config = prepare_cell(cell_config(cells[name], sweep_dir / "cells" / name))
         if config is None:
@@ -1237,25 +1239,52 @@ def check_sweep_dir(sweep_dir: Path) -> None:
                           f"overwrite; choose a new or empty folder")
 
 
+#: The file in a sweep's folder that keeps the W&B group of its cells (:func:`wandb_group`),
+#: written at its first run with ``--wandb`` (:func:`keep_wandb_group`).
+WANDB_GROUP_FILE = "wandb-group"
+
+
 def wandb_group(sweep: Sweep, sweep_dir: Path, sweep_file: str | None, out_given: bool
                 ) -> str:
-    """The W&B group of the sweep's cells: ``--wandb-group``, else the name of the sweep's own
-    folder ``sweep_dir`` (:func:`sweep_dir_of`; also where ``--sweep-out`` is "." or ends in
-    ".."), refused (:class:`ConfigError`) where it is longer than W&B takes, naming what the
-    user gave: ``--sweep-out`` (``out_given``), or the sweep file ``sweep_file`` (the default
-    folder's name is made from it; ``--arch`` for a sweep given by flags)."""
+    """The W&B group of the sweep's cells: ``--wandb-group``; else the one the sweep's own
+    folder ``sweep_dir`` keeps (:data:`WANDB_GROUP_FILE`: its first run's with ``--wandb``);
+    else, for a folder that a sweep ran in before groups were kept, the folder's name, the group
+    its cells were logged in then; else, a new sweep's, the folder's name (:func:`sweep_dir_of`;
+    also where ``--sweep-out`` is "." or ends in "..") and ``-`` 8 hex digits of its resolved
+    path, so that sweeps in folders of one name (``--sweep-out a/run1`` and ``b/run1``) do not
+    share a group and mix their dashboards, while the W&B agents of its ``--wandb-sweep``
+    (given the path) agree on it. Refused (:class:`ConfigError`) where it is longer than W&B
+    takes, naming what the user gave: ``--sweep-out`` (``out_given``), or the sweep file
+    ``sweep_file`` (the default folder's name is made from it; ``--arch`` for a sweep given by
+    flags)."""
     if sweep.base.get("wandb_group") is not None:  # (checked with the cells' configs)
         return sweep.base["wandb_group"]
-    group = Path(os.path.abspath(sweep_dir)).name
+    kept = sweep_dir / WANDB_GROUP_FILE
+    if kept.is_file() and (group := kept.read_text(encoding="utf-8").strip()):
+        return group
+    name = Path(os.path.abspath(sweep_dir)).name
+    started = any((sweep_dir / part).exists() for part in (SWEEP_FILE, *SWEEP_PARTS))
+    suffix = "" if started else f"-{digest(str(sweep_dir.resolve()))}"
+    group = f"{name}{suffix}"
     if len(group) > WANDB_NAME_MAX:
         folder = f"--sweep-out {str(sweep_dir)!r}: its folder's name" if out_given else (
             f"the sweep's folder {str(sweep_dir)!r} (its name from "
             f"{f'the sweep file {sweep_file!r}' if sweep_file else '--arch'}): its name")
-        raise ConfigError(f"{folder}, the sweep's W&B group, has {len(group)} characters; W&B "
-                          f"takes a group name of at most {WANDB_NAME_MAX} (choose "
-                          f"{'a shorter folder' if out_given else '--sweep-out'}, or "
+        raise ConfigError(f"{folder}, the sweep's W&B group"
+                          f"{f' with {suffix!r} after it' if suffix else ''}, has {len(group)} "
+                          f"characters; W&B takes a group name of at most {WANDB_NAME_MAX} "
+                          f"(choose {'a shorter folder' if out_given else '--sweep-out'}, or "
                           f"--wandb-group)")
     return group
+
+
+def keep_wandb_group(sweep: Sweep, sweep_dir: Path) -> None:
+    """A sweep with ``--wandb`` that starts in ``sweep_dir`` keeps its cells' W&B group there
+    (:data:`WANDB_GROUP_FILE`), once: its later runs, of this or another path to the folder (a
+    copy, a move), log to it too (:func:`wandb_group`)."""
+    kept = sweep_dir / WANDB_GROUP_FILE
+    if sweep.base.get("wandb") and not kept.is_file():
+        write_text_atomic(kept, f"{sweep.base['wandb_group']}\n")
 
 
 def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
@@ -1437,6 +1466,7 @@ def cells_without_wandb(sweep: Sweep, sweep_dir: Path) -> list[str]:
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Run the cells that are not done and aggregate them, holding the sweep's lock."""
+    keep_wandb_group(sweep, sweep_dir)
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / SWEEP_FILE)
     failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
     missing = unfinished_cells(sweep, sweep_dir)

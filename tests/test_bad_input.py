@@ -403,11 +403,12 @@ CASES = [
     (["--wandb", "--wandb-tags", "paper,,fc2"], ["--wandb-tags 'paper,,fc2'", "1 to 64", "''"]),
     (["--wandb", "--wandb-tags", "x" * 65], ["--wandb-tags", "1 to 64"]),
     # a W&B group longer than W&B takes (its server refuses it): given, or a sweep folder's name
+    # (a new sweep's: with 9 characters of its path after it)
     (["--wandb", "--wandb-group", "g" * 129], ["--wandb-group", "129 characters", "at most 128"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--wandb",
-      "--sweep-out", "{tmp}/" + "s" * 129], ["--sweep-out", "129 characters", "at most 128"]),
+      "--sweep-out", "{tmp}/" + "s" * 120], ["--sweep-out", "129 characters", "at most 128"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
-      "--sweep-out", "{tmp}/" + "s" * 129, "--wandb-sweep", "{tmp}/w.yaml"],
+      "--sweep-out", "{tmp}/" + "s" * 120, "--wandb-sweep", "{tmp}/w.yaml"],
      ["--sweep-out", "129 characters", "at most 128"]),
     # --no-wandb beside --wandb-sweep: its agents log to W&B whatever it says
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",

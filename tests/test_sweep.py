@@ -29,6 +29,7 @@ from lotterynet.grid import (
     Overrides,
     Sweep,
     cell_name,
+    digest,
     load_sweep,
     parse_variant,
     variant_label,
@@ -1515,7 +1516,34 @@ def test_the_wandb_group_of_a_sweep_is_its_folders_name_however_it_is_spelled(
                         lambda sweep, sweep_dir, name: groups.append(sweep.base["wandb_group"])
                         or 0)
     assert main([*TINY, "--wandb", "--sweep-out", out, "--cell", "trained-e1-seed0"]) == 0
-    assert groups == ["mysweep"]
+    assert groups == [f"mysweep-{digest(str(tmp_path.resolve() / 'mysweep'))}"]
+
+
+def test_sweeps_in_folders_of_one_name_log_to_groups_of_their_own(tmp_path, monkeypatch):
+    """``--sweep-out a/run1`` and ``--sweep-out b/run1`` logged their cells to one W&B group,
+    the folders' name, and mixed their dashboards. A new sweep's group is its folder's name
+    and 8 hex digits of its path, kept in the folder at its first run with ``--wandb``: its
+    later runs log to it, the folder moved too. A folder that a sweep ran in before groups were
+    kept logs to its name, as its cells did; ``--wandb-group`` still chooses."""
+    groups = []
+    monkeypatch.setattr(sweep_module, "run", lambda config: groups.append(
+        config.wandb_group) or {"test_acc": 0.5, "run_dir": config.out})
+
+    def group(out: Path, *flags: str) -> str:
+        assert main([*TINY, "--wandb", *flags, "--sweep-out", str(out),
+                     "--cell", "trained-e1-seed0"]) == 0
+        return groups[-1]
+
+    a, b, moved, before = (tmp_path / "a" / "run1", tmp_path / "b" / "run1",
+                           tmp_path / "c" / "run1", tmp_path / "d" / "run1")
+    first = group(a)
+    assert first == f"run1-{digest(str(a.resolve()))}" and group(b) != first
+    assert (a / "wandb-group").read_text() == f"{first}\n"
+    assert group(a) == first and group(a, "--wandb-group", "mine") == "mine"
+    a.parent.rename(moved.parent)
+    assert group(moved) == first
+    (before / "cells").mkdir(parents=True)
+    assert group(before) == "run1"
 
 
 @pytest.mark.parametrize("how", [["--wandb"], ["--wandb-sweep", "w.yaml"]])
@@ -1530,10 +1558,12 @@ def test_a_default_sweep_folder_too_long_for_a_wandb_group_is_named_by_its_sweep
         "base": {"arch": "fc2"}, "variants": ["dense"], "sparsities": [0.5], "epochs": [1]}))
     assert main(["--sweep", sweep_file, *how]) == 2
     folder = f"runs/sweep-fc2-{'s' * 120}"
+    suffix = f"-{digest(str(tmp_path.resolve() / folder))}"
     assert capsys.readouterr().err.strip() == (
         f"train.py: error: the sweep's folder {folder!r} (its name from the sweep file "
-        f"{sweep_file!r}): its name, the sweep's W&B group, has 130 characters; W&B takes a "
-        f"group name of at most 128 (choose --sweep-out, or --wandb-group)")
+        f"{sweep_file!r}): its name, the sweep's W&B group with {suffix!r} after it, has 139 "
+        f"characters; W&B takes a group name of at most 128 (choose --sweep-out, or "
+        f"--wandb-group)")
     assert sorted(p.name for p in tmp_path.iterdir()) == [sweep_file]  # nothing written
 
 
