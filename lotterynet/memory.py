@@ -20,6 +20,7 @@ from .convert import on_meta
 from .data import DATASETS
 from .errors import in_binary_units, plural
 from .machine import available_memory
+from .masking import HINT_MIN_ENTRIES, MaskedWeight
 from .models import build_model
 from .optim import optimizer_and_schedule, trainable_parameters
 from .stacked import frozen_prefix_length
@@ -67,7 +68,8 @@ def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig,
     ``config``'s data set holds at its peak (:func:`step_peak`: its activations, masks, masked
     weights, the gradients flowing back, the optimizer step's temporaries; its batch size, or
     all the examples where they are fewer; ``stack``: a stack's step; not for a run on a GPU,
-    whose memory :func:`check_fits` does not ask). Nothing else (the data set, an operation's
+    whose memory :func:`check_fits` does not ask), the selection of each mask's scratch
+    included (:func:`selection_scratch`). Nothing else (the data set, another operation's
     scratch, the allocators' own) is counted."""
     dtype = CAST.get(config.precision, torch.float32)
     batch = min(config.batch_size, examples_per_device(config))
@@ -140,6 +142,11 @@ class LiveStorage(TorchDispatchMode):
         self.live += size - (counted or 0)
         self.peak = max(self.peak, self.live)
 
+    def hold(self, size: int) -> None:
+        """Count ``size`` bytes more held for a moment (an operation's scratch), freed before
+        the next operation."""
+        self.peak = max(self.peak, self.live + size)
+
     def _free(self, key: int) -> None:
         self.live -= self.sizes.pop(key)
 
@@ -168,9 +175,10 @@ def step_peak(models: Sequence[torch.nn.Module], optims: Sequence[dict], shape: 
     Lightning does (the forward holds the last step's), or, with ``stack``, after the step,
     as a stack does. None (0) where a step cannot run on ``meta`` (an operation without a
     meta kernel, a value read off the data, whatever it raises there: the run is not refused
-    for it): still a lower bound. What an operation takes inside it (a kernel's scratch: the
-    CPU quickselect's of a mask, 12 bytes an entry where the threshold's hint misses, as in a
-    first step) is not counted."""
+    for it): still a lower bound. What an operation takes inside it (a kernel's scratch) is
+    not counted, but a mask's selection (:func:`selection_scratch`, for a moment before each
+    subnet tensor's forward; the first step's without a threshold hint): on ``meta`` it
+    allocates nothing but the mask."""
     held = {t.untyped_storage()._cdata for m in models for t in (*m.parameters(), *m.buffers())}
     n = frozen_prefix_length(models)
 
@@ -184,13 +192,17 @@ def step_peak(models: Sequence[torch.nn.Module], optims: Sequence[dict], shape: 
                 optimizer.zero_grad()
         loss.backward()
         live.dtype = dtype
-        for optimizer in optimizers:
+        for model, optim, optimizer in zip(models, optims, optimizers):
             if not optimizer.defaults.get("fused"):
                 optimizer.step()
+            elif not optimizer.state:  # (no meta kernel: its states, as its first step makes them)
+                for p in trainable_parameters(model):
+                    optimizer.state[p]["meta"] = [torch.empty_like(p) for _ in
+                                                  range(optimizer_states(optim))]
             if stack:  # (a stack's, each member's after its step)
                 optimizer.zero_grad()
 
-    hooks = []
+    hooks, hinted = [], False  # (the first step's masks have no threshold hint yet)
     try:
         if n:
             with torch.no_grad():
@@ -200,12 +212,11 @@ def step_peak(models: Sequence[torch.nn.Module], optims: Sequence[dict], shape: 
                           for model, optim in zip(models, optims)]
             hooks = [p.register_post_accumulate_grad_hook(lambda p: live.count(p.grad, dtype))
                      for model in models for p in trainable_parameters(model)]
-            for model, optim, optimizer in zip(models, optims, optimizers):
-                if optimizer.defaults.get("fused"):  # (no meta kernel: its states, as made)
-                    for p in trainable_parameters(model):
-                        optimizer.state[p]["meta"] = [torch.empty_like(p) for _ in
-                                                      range(optimizer_states(optim))]
+            hooks += [m.register_forward_pre_hook(
+                lambda m, args: live.hold(selection_scratch(m, dtype, hinted)))
+                for model in models for m in model.modules() if isinstance(m, MaskedWeight)]
             step()
+            hinted = True
             step()
     except Exception:  # noqa: BLE001 (a step that runs on a real device may fail on meta)
         return 0
@@ -213,6 +224,27 @@ def step_peak(models: Sequence[torch.nn.Module], optims: Sequence[dict], shape: 
         for hook in hooks:
             hook.remove()
     return live.peak
+
+
+def selection_scratch(weight: MaskedWeight, dtype: torch.dtype, hinted: bool) -> int:
+    """The most bytes that the CPU's selection of ``weight``'s mask in a training forward
+    (:func:`~lotterynet.masking.topk_mask`) holds at once beyond what the step holds before it,
+    at least, its scores in ``dtype``: the scores' magnitudes and, where it runs a quickselect
+    over the whole tensor (without a threshold hint, ``hinted``, as in a first step, and in
+    every step for a tensor of several groups or under ``HINT_MIN_ENTRIES`` entries), a copy
+    of them and an int64 index each (aten's ``kthvalue``; 12 bytes an entry of float32,
+    measured); near the hint, the 0/1 float32 of those above its band and the float64 copy
+    that summing it makes from 2**24 entries on (``count_ones``: aten's sum casts first), or
+    under that, the band's 0/1 float32 and boolean (what each way takes before it may fall
+    back to a quickselect: 12 and 9 bytes an entry). The mask left is counted on ``meta``.
+    Not counted: ranking the entries tied at the cut-off where some do not fit (16 bytes an
+    entry more), which depends on the scores."""
+    n = weight.weight.numel()
+    if weight.k in (0, weight.group_size) or hinted and not weight.scores.requires_grad:
+        return 0  # (nothing to choose; frozen scores keep their first mask)
+    if hinted and weight.group_size == n >= HINT_MIN_ENTRIES:
+        return n * (dtype.itemsize + 4 + (8 if n >= 1 << 24 else 5))
+    return n * (2 * dtype.itemsize + 8)
 
 
 def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:

@@ -30,26 +30,16 @@ def allocated_peak(run) -> int:
         first.alloc_size
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_the_count_is_at_most_what_real_training_steps_hold(optimizer):
-    """The count, a lower bound of a training step's peak, against what FC2 subset-sum's steps
-    hold at their peak on the CPU beyond the parameters, read off the CPU allocator: the
-    first two steps' as a single run takes them (Lightning's order: the gradients set to None
-    before the backward), and a later step's as a stack takes it (after the step), the
-    optimizer's states made. Not over either, and within 10 % of the later one: 96 % of it
-    with SGD (the fused kernel, whose states the count makes by hand), 100 % with Adam (whose
-    step runs on the meta device too); 71 % and 89 % of the first steps', which also hold
-    what the CPU quickselect of the first masks takes beside them (12 bytes an entry, an
-    operation's own: not counted). Counted with what the forward saves for the backward in
-    place of the step's peak, it was 84 % and 78 % of the later step's, 62 % and 69 % of the
-    first ones'."""
-    config = make_config(dict(arch="fc2", structure="subsetsum", optimizer=optimizer))
-    spec, optim = dict(name="fc2", structure="subsetsum", sparsity=0.5), optim_settings(config)
+def first_steps_peak(spec: dict, optim: dict, stack: bool) -> int:
+    """The most bytes that a model of ``spec`` and its parameters hold in its first two
+    training steps with the optimizer of ``optim`` on the CPU (:func:`allocated_peak`): its
+    gradients set to None before the backward, as Lightning does, or after the step, as a
+    ``stack`` does."""
     model = build_model(**spec)
     trainer = optimizer_and_schedule(model, optim, 1)[0]
     data = torch.Generator().manual_seed(0)
 
-    def step(stack: bool = False) -> None:  # (the batch held through it, as a loader's)
+    def step() -> None:  # (the batch held through it, as a loader's)
         x, y = torch.randn(64, 1, 28, 28, generator=data), torch.randint(10, (64,), generator=data)
         loss = F.cross_entropy(model(x), y)
         if not stack:
@@ -59,17 +49,32 @@ def test_the_count_is_at_most_what_real_training_steps_hold(optimizer):
         if stack:
             trainer.zero_grad()
 
-    def held(*tensors: torch.Tensor) -> int:
-        return sum(t.numel() * t.element_size() for t in tensors)
+    return sum(p.numel() * p.element_size() for p in model.parameters()) + \
+        allocated_peak(lambda: (step(), step()))
 
-    first = held(*model.parameters()) + allocated_peak(lambda: (step(), step()))
-    trainer.zero_grad()
-    states = [t for state in trainer.state.values() for t in state.values()]
-    later = held(*model.parameters(), *states) + allocated_peak(lambda: step(stack=True))
-    single, stacked = (memory_needed([(spec, optim)], config, stack=stack).trained
-                       for stack in (False, True))
-    assert 0.5 * first <= single <= first, (single, first)
-    assert 0.9 * later <= stacked <= later, (stacked, later)
+
+@pytest.mark.parametrize("structure, optimizer, low", [("dense", "sgd", 0.98),
+                                                      ("subsetsum", "sgd", 0.7),
+                                                      ("subsetsum", "adam", 0.85)])
+def test_the_count_is_at_most_what_real_training_steps_hold(structure, optimizer, low):
+    """The count, a lower bound of a training step's peak, against what FC2's first two steps
+    hold at their peak on the CPU, read off the CPU allocator, as a single run takes them
+    (Lightning's order: the gradients set to None before the backward) and as a stack takes
+    them (after the step). Not over either. The first masks are selected by a quickselect
+    over each whole tensor (no threshold hint yet: a copy of the magnitudes and an int64
+    index each, 12 bytes an entry), the second near the hint (9 bytes an entry); the count
+    held neither: dense FC2 with SGD counted 83 % and 96 % of them, now all (98 % asked).
+    Subset-sum with SGD (the fused kernel, whose states the count makes by hand) and Adam
+    (whose step runs on the meta device too): 86 % and 74 %, 92 % and 95 % (71 % and 71 %,
+    89 % and 95 % before): their first mask of 1.96M scores has scores tied at its cut-off,
+    not all of which fit, whose ranking takes 16 bytes an entry more (not counted: it
+    depends on the scores)."""
+    config = make_config(dict(arch="fc2", structure=structure, optimizer=optimizer))
+    spec, optim = dict(name="fc2", structure=structure, sparsity=0.5), optim_settings(config)
+    for stack in (False, True):
+        peak = first_steps_peak(spec, optim, stack)
+        count = memory_needed([(spec, optim)], config, stack=stack).trained
+        assert low * peak <= count <= peak, (stack, count, peak)
 
 
 def test_a_stacks_count_holds_the_frozen_tensors_its_members_share_once():
