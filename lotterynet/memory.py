@@ -9,6 +9,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -247,17 +248,59 @@ def selection_scratch(weight: MaskedWeight, dtype: torch.dtype, hinted: bool) ->
     return n * (2 * dtype.itemsize + 8)
 
 
+#: A cgroup's memory files, by the controllers its line of /proc/self/cgroup names (cgroup
+#: v2's none, v1's memory controller, whose limit is a huge number where none is set): its
+#: limit, what it holds, and the key of its page cache in its memory.stat.
+CGROUP_FILES = {"": ("memory.max", "memory.current", "file"),
+                "memory": ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_cache")}
+
+
+def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")
+                  ) -> int | None:
+    """Bytes that this process's cgroups (named in ``own``, their folders under ``root``) let it
+    still take: the least, over its cgroup and those above it that set a memory limit (cgroup
+    v2's ``memory.max``, v1's ``memory.limit_in_bytes``), of that limit less what the cgroup
+    holds but its page cache (which the kernel reclaims before it kills). None where none
+    sets one or none can be read (not in a cgroup, another system). Swap the cgroup may use
+    beyond its limit is not counted."""
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        return None
+    rooms = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers not in CGROUP_FILES:
+            continue
+        limit, usage, cache = CGROUP_FILES[controllers]
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts) + 1):
+            folder = root.joinpath(controllers, *parts[:depth])
+            try:
+                most = (folder / limit).read_text().strip()
+                if most == "max" or int(most) >= 1 << 62:
+                    continue
+                stat = dict(entry.split() for entry in (folder / "memory.stat").read_text()
+                            .splitlines())
+                rooms.append(int(most) - int((folder / usage).read_text())
+                             + int(stat.get(cache, 0)))
+            except (OSError, ValueError):
+                continue
+    return min(rooms, default=None)
+
+
 def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
     """Refuse in one line (:class:`ConfigError`), before it is built, a run (or a stack,
     ``what``) whose models certainly cannot fit in this machine's memory: their ``need``
     (:func:`memory_needed`) as built (on the CPU, also for a run on a GPU) and, on the CPU,
     in training, against what the machine has available
-    (:func:`~lotterynet.machine.available_memory`; not checked where that is unknown). A run
+    (:func:`~lotterynet.machine.available_memory`, or less where its cgroup's limit leaves
+    less: :func:`cgroup_memory`; not checked where that is unknown). A run
     that needs more ends in the kernel's out-of-memory kill, which cannot be caught: it says
     nothing and leaves the run's folder behind. A GPU's memory is not asked for (that would
     initialise CUDA in this process, which a forking strategy, ``ddp_fork``, then refuses):
     a GPU that runs out raises an error, which the run reports (:class:`OutOfMemory`)."""
-    have = available_memory()
+    have = min((m for m in (available_memory(), cgroup_memory()) if m is not None), default=None)
     state = f" and {plural(need.states, 'optimizer state')}" * bool(need.states)
     needed, stage = (need.built, f"to build ({need.params:,} parameters, drawn in float32)")
     shared = (f", {need.shared:,} of them copies of frozen ones that an earlier member holds "

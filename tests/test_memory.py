@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch._C._profiler import _EventType
 
-from lotterynet.config import make_config
+from lotterynet.config import ConfigError, make_config
 from lotterynet.memory import memory_needed
 from lotterynet.models import build_model
 from lotterynet.optim import optim_settings, optimizer_and_schedule
@@ -89,3 +89,41 @@ def test_a_stacks_count_holds_the_frozen_tensors_its_members_share_once():
     held = sum(p.numel() * p.element_size() for p in stack.parameters())
     scores = sum(p.numel() * p.element_size() for p in stack.parameters() if p.requires_grad)
     assert need.shared == 1991420 and need.trained - need.step == held + 2 * scores
+
+
+def test_a_cgroups_memory_limit_is_what_a_run_has(tmp_path, monkeypatch):
+    """A container's cgroup may limit its memory below what the machine has available: the
+    check read only /proc/meminfo, so a run that could not fit in the cgroup was let start
+    and killed. Read from the process's cgroup (``own``) and those above it, cgroup v2's and
+    v1's: each limit less what the cgroup holds but its page cache; the least of them, and of
+    what the machine has, is what a run has."""
+    import lotterynet.memory
+
+    def write(folder, **files):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (tmp_path / folder / name.replace("_", ".", 1)).write_text(text)
+
+    own = tmp_path / "cgroup"
+    own.write_text("4:memory:/docker/c1\n0::/user/run\n")
+    write("memory/docker", memory_limit_in_bytes=str(2**63 - 4096), memory_usage_in_bytes="0",
+          memory_stat="total_cache 0\n")  # (v1's: no limit)
+    write("memory/docker/c1", memory_limit_in_bytes=str(3 * 2**30),
+          memory_usage_in_bytes=str(2**30), memory_stat="cache 5\ntotal_cache 1024\n")
+    write("user", memory_max=str(2**30), memory_current=str(2**29),
+          memory_stat="anon 7\nfile 4096\n")
+    write("user/run", memory_max="max", memory_current="0", memory_stat="file 0\n")
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29 + 4096
+    (tmp_path / "user" / "memory.max").write_text("max")
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2 * 2**30 + 1024
+    own.write_text("0::/\n")
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) is None
+    assert lotterynet.memory.cgroup_memory(tmp_path, tmp_path / "none") is None
+
+    config = make_config(dict(arch="fc2"))
+    need = memory_needed([(dict(name="fc2", structure="subsetsum", sparsity=0.5),
+                           optim_settings(config))], config)
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 2**40)
+    monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: 2**24)
+    with pytest.raises(ConfigError, match=r"needs at least .* and this machine has 16\.0 MiB "):
+        lotterynet.memory.check_fits("fc2 subsetsum", need, config)
