@@ -353,18 +353,24 @@ class PrunesByMask:
     """Refuses ``torch.nn.utils.prune`` on what a subnet module prunes by its masks: a weight it
     computes (a subnet layer's ``weight``, an attention's ``q_proj_weight``: a property), on
     which prune failed with "cannot assign 'torch.FloatTensor' object to parameter
-    'weight_orig'", and a frozen random tensor (a :class:`MaskedWeight`'s ``weight``, a bias
+    'weight_orig'", a frozen random tensor (a :class:`MaskedWeight`'s ``weight``, a bias
     frozen as built: ``frozen_as_built``), which prune silently zeroed: values a ticket
-    regenerates from the seed, and none of the subnetwork the scores choose. Prune registers
+    regenerates from the seed, and none of the subnetwork the scores choose, and the scores
+    (a :class:`MaskedWeight`'s), whose top-k is the mask: pruned, they left ``scores_orig`` and
+    ``scores_mask`` in the state, which no ticket saves or loads. Prune registers
     ``<name>_orig`` first: refused there, in one line, before anything changes."""
 
     def register_parameter(self, name: str, param) -> None:
         stem = name.removesuffix("_orig")
+        held = param is not None and param is self._parameters.get(stem)
         built = getattr(self, "frozen_as_built", None)  # (none: a MaskedWeight, FrozenWeight)
-        frozen = param is not None and param is self._parameters.get(stem) and (
+        scores = held and stem == "scores"
+        frozen = held and not scores and (
             not param.requires_grad if built is None else stem in built)
-        if stem != name and (frozen or isinstance(getattr(type(self), stem, None), property)):
-            what = "a frozen random tensor" if frozen else "computed from the masks"
+        if stem != name and (scores or frozen
+                             or isinstance(getattr(type(self), stem, None), property)):
+            what = ("the score tensor" if scores else
+                    "a frozen random tensor" if frozen else "computed from the masks")
             raise TypeError(f"torch.nn.utils.prune: {type(self).__name__}.{stem} is {what} of "
                             f"a subnet layer, which prunes by its mask: set its sparsity "
                             f"(layer.sparsity, lotterynet.global_topk), or prune the exported "

@@ -680,6 +680,26 @@ def test_torch_prune_of_a_frozen_random_tensor_is_refused(make, module, name):
     assert hasattr(trained, "bias_orig")
 
 
+@pytest.mark.parametrize("trainable", [True, False], ids=["trainable", "frozen"])
+def test_torch_prune_of_the_scores_is_refused(trainable):
+    """``torch.nn.utils.prune`` of a ``MaskedWeight``'s scores went through, leaving
+    ``scores_orig`` and ``scores_mask`` in the layer's state, which no ticket saves or loads
+    (the layer prunes by the top-k of its scores): refused as its frozen weight is, the layer
+    left as it was, whether the scores train or not."""
+    layer = ln.SubnetLinear(8, 4, seed=0)
+    target = layer.structure.weight
+    target.scores.requires_grad_(trainable)
+    before = {n: p.clone() for n, p in layer.named_parameters()}
+    with pytest.raises(TypeError, match=r"^torch\.nn\.utils\.prune: MaskedWeight\.scores is the "
+                                        r"score tensor of a subnet layer, which prunes by its "
+                                        r"mask: set its sparsity"):
+        torch.nn.utils.prune.l1_unstructured(target, "scores", 0.5)
+    after = dict(layer.named_parameters())
+    assert after.keys() == before.keys() and not dict(layer.named_buffers())
+    assert not target._forward_pre_hooks
+    assert all(torch.equal(after[n], p) for n, p in before.items())
+
+
 class AttendsWithBiasKV(nn.Module):
     def __init__(self, **kw):
         super().__init__()
