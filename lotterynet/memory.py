@@ -7,7 +7,7 @@ cannot be caught: it says nothing and leaves the run's folder behind."""
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,9 @@ class MemoryNeed:
     step: int  # bytes a training step holds at its peak beyond these (in trained)
     batch: int  # of that step
     shared: int = 0  # a stack's members' frozen parameters not counted again (at one place)
+    #: bytes in training with a batch of one (the least a smaller batch needs), counted when
+    #: called (a step on ``meta`` again); None where training is not counted (on a GPU)
+    trained_at_one: Callable[[], int] | None = None
 
 
 def optimizer_states(optim: dict) -> int:
@@ -99,12 +102,16 @@ def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig,
             need.scores += tensor.numel() * trained
     if on_gpu(config.accelerator):  # (only what is built is checked: :func:`check_fits`)
         return need
-    data = DATASETS.get(config.dataset)
-    peak = step_peak(models, [optim for _, optim in members],
-                     (batch, data.in_channels, data.image_size, data.image_size), dtype,
-                     AUTOCAST.get(config.precision), stack)
-    need.step = max(0, peak - kept)  # (the peak holds the gradients and states counted)
+    data, held = DATASETS.get(config.dataset), need.trained
+
+    def step(batch: int) -> int:  # (the peak holds the gradients and states counted)
+        return max(0, step_peak(models, [optim for _, optim in members],
+                                (batch, data.in_channels, data.image_size, data.image_size),
+                                dtype, AUTOCAST.get(config.precision), stack) - kept)
+
+    need.step = step(batch)
     need.trained += kept + need.step
+    need.trained_at_one = lambda: held + kept + step(1)
     return need
 
 
@@ -299,7 +306,8 @@ def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
     that needs more ends in the kernel's out-of-memory kill, which cannot be caught: it says
     nothing and leaves the run's folder behind. A GPU's memory is not asked for (that would
     initialise CUDA in this process, which a forking strategy, ``ddp_fork``, then refuses):
-    a GPU that runs out raises an error, which the run reports (:class:`OutOfMemory`)."""
+    a GPU that runs out raises an error, which the run reports (:class:`OutOfMemory`). A
+    smaller ``--batch-size`` is advised only where a batch of one would fit."""
     have = min((m for m in (available_memory(), cgroup_memory()) if m is not None), default=None)
     state = f" and {plural(need.states, 'optimizer state')}" * bool(need.states)
     needed, stage = (need.built, f"to build ({need.params:,} parameters, drawn in float32)")
@@ -308,13 +316,14 @@ def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
     step = (f", and {in_binary_units(need.step)} more at the peak of a training step on a "
             f"batch of {need.batch}: its activations, masks, masked weights and temporaries"
             ) * bool(need.step)
-    batch = ""
-    if not on_gpu(config.accelerator) and need.trained > need.built:
+    training = not on_gpu(config.accelerator) and need.trained > need.built
+    if training:
         needed, stage = (need.trained, f"to train ({need.params:,} parameters in "
                                        f"{str(need.dtype)[6:]}{shared}, {need.scores:,} of "
                                        f"them trained, each with a gradient{state}{step})")
-        batch = " or a smaller --batch-size" * bool(need.step)
     if have is not None and needed > have:
+        smaller = training and need.batch > 1 and need.trained_at_one() <= have
+        batch = " or a smaller --batch-size" * smaller  # (where a batch of one would fit)
         raise ConfigError(
             f"{what} needs at least {in_binary_units(needed)} of memory {stage} and this "
             f"machine has {in_binary_units(have)} available; the sparsity does not change it "

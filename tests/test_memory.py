@@ -127,3 +127,22 @@ def test_a_cgroups_memory_limit_is_what_a_run_has(tmp_path, monkeypatch):
     monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: 2**24)
     with pytest.raises(ConfigError, match=r"needs at least .* and this machine has 16\.0 MiB "):
         lotterynet.memory.check_fits("fc2 subsetsum", need, config)
+
+
+@pytest.mark.parametrize("have, smaller", [(1_600_000, True), (1_500_000, False)])
+def test_a_smaller_batch_is_advised_only_where_one_would_fit(monkeypatch, have, smaller):
+    """A refusal named a smaller --batch-size among the remedies wherever a step's peak was
+    counted, also where the weights alone leave no room for a batch of one. Dense LeNet5
+    counts 1,679,832 bytes in training with a batch of 64, 1,578,528 with one: the remedy is
+    named with 1,600,000 bytes available, not with 1,500,000."""
+    import lotterynet.memory
+
+    config = make_config(dict(arch="lenet5", structure="dense"))
+    need = memory_needed([(dict(name="lenet5", structure="dense", sparsity=0.5),
+                           optim_settings(config))], config)
+    assert (need.trained, need.trained_at_one()) == (1_679_832, 1_578_528)
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: have)
+    monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
+    with pytest.raises(ConfigError) as refusal:
+        lotterynet.memory.check_fits("lenet5 dense", need, config)
+    assert ("--arch) or a smaller --batch-size need less" in str(refusal.value)) == smaller
