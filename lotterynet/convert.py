@@ -71,6 +71,7 @@ from .errors import plural
 from .layers import BIAS_NAMES, SubnetConv1d, SubnetConv2d, SubnetLinear, record_frozen
 from .masking import KeepsNoWeight, MaskedWeight, check_module, uncompiled
 from .registry import Registry
+from .structures import ignored_options
 
 
 @dataclass(frozen=True)
@@ -533,7 +534,8 @@ def _not_single_maps(model: nn.Module, refused: list[str], exclude: Sequence[str
     named at once, with the calls that convert them apart, as such maps, and the rest as asked
     (:func:`covering_patterns`)."""
     with on_meta():
-        reason, remedy = _no_single_weight(SubnetLinear(1, 1, **{**options, "sparsity": 0.0}))
+        reason, remedy = _no_single_weight(SubnetLinear(1, 1, **{**options, "sparsity": 0.0}),
+                                           options)
     patterns, more = covering_patterns(model, refused), len(refused) - 1
     them, their = ("them", "their") if more else ("it", "its")
     others = f" (and {plural(more, 'other attention')})" if more else ""
@@ -659,17 +661,21 @@ def reads_weight(owner: nn.Module, path: str) -> bool:
                      rf"(?!\.(device|dtype)\b)", _sources(type(owner))) is not None
 
 
-def _no_single_weight(layer: nn.Module) -> tuple[str, str] | None:
-    """Why a new layer has no single ``[out, in]`` weight that a module reading it could use,
-    and the option that gives it one; None where it has one (dense, subset-sum / fixedsize
-    with identity) or is no subnet layer (an attention, whose projections are checked by it).
-    """
+def _no_single_weight(layer: nn.Module, options: dict) -> tuple[str, str] | None:
+    """Why a new layer (built with ``options``, convert's) has no single ``[out, in]`` weight
+    that a module reading it could use, and the options that give it one, as a call with the
+    rest of ``options`` takes them (``structure='dense'`` without the structure options it
+    refuses: ``hidden``, ``pairs``); None where it has one (dense, subset-sum / fixedsize with
+    identity) or is no subnet layer (an attention, whose projections are checked by it)."""
     structure = getattr(layer, "structure", None)
     if structure is None:
         return None
     if not hasattr(structure, "effective_weight"):  # two stages (malach, orseau, dacunha)
+        dropped = ", ".join(f"{name}={value!r}"
+                            for name, value in ignored_options("dense", options).items())
         return (f"with structure={layer.structure_name!r} does not exist: its two stages (map, "
-                f"ReLU, map) are not one linear map", "structure='dense'")
+                f"ReLU, map) are not one linear map",
+                "structure='dense'" + f" and without {dropped}" * bool(dropped))
     if getattr(structure, "activation", None) == "relu":
         return ("with activation='relu' is [P, 2N] over [relu(x), relu(-x)], not [out, in]",
                 "activation='identity'")
@@ -677,7 +683,7 @@ def _no_single_weight(layer: nn.Module) -> tuple[str, str] | None:
 
 
 def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module],
-                         exclude: Sequence[str]) -> None:
+                         exclude: Sequence[str], options: dict) -> None:
     """Warn of new layers (``replaced``, by name) whose weight their parent's forward, or a
     method it calls, reads itself (:func:`reads_weight`), or a module's above it, when they have
     no single ``[out, in]`` weight (:func:`_no_single_weight`): with ReLU a subset-sum /
@@ -690,7 +696,7 @@ def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module],
     with the patterns that cover them (:func:`covering_patterns`)."""
     read = {}  # layer name -> (the reader's type name, the layer's path from it, why)
     for name, layer in replaced.items():
-        why = _no_single_weight(layer)
+        why = _no_single_weight(layer, options)
         if not name or why is None:
             continue
         parts = name.split(".")
@@ -858,7 +864,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                 _PATCH_GUARD.append(torch.nn.modules.module.register_module_module_registration_hook(
                     _refuse_dense_patch_resize))
             setattr(parent, child, layer)
-    _warn_weight_readers(model, replaced, exclude)
+    _warn_weight_readers(model, replaced, exclude, options)
     for module in result.modules():
         if isinstance(module, nn.TransformerEncoder):
             # its nested-tensor fast path (eval, with a padding mask) reads the packed

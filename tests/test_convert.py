@@ -408,6 +408,28 @@ def test_a_layer_whose_weight_its_parent_reads_is_warned_of_under_a_two_stage_st
     assert model(torch.randn(2, 6)).shape == (2, 3) and not recwarn.list
 
 
+def test_the_advice_for_a_two_stage_layer_read_or_attention_drops_what_dense_refuses(recwarn):
+    """The advice to convert a two-stage layer whose weight its parent reads, or an attention,
+    with structure='dense' was refused as written when the call also passed pairs / hidden,
+    which dense does not read ("hidden=8 is not an option of structure 'dense'"). It names them
+    to drop; converted as it says, the model runs, unwarned."""
+    def model():
+        return nn.Sequential(ReadsItsLayersWeight(), nn.ReLU(), nn.Linear(4, 3))
+    options = dict(sparsity=0.5, structure="malach", pairs=3, hidden=8)
+    with pytest.warns(UserWarning, match=r"convert it with structure='dense' and without "
+                                         r"pairs=3, hidden=8, in a call of its own "
+                                         r"\(include=\['\*\.proj'\]\)"):
+        convert(model(), **options)
+    recwarn.clear()
+    ours = convert(model(), **options, exclude=["*.proj"])
+    convert(ours, sparsity=0.5, structure="dense", include=["*.proj"])
+    assert ours(torch.randn(2, 6)).shape == (2, 3) and not recwarn.list
+    with pytest.raises(ValueError, match=r"convert it with structure='dense' and without "
+                                         r"hidden=8, in a call of its own"):
+        convert(nn.Sequential(nn.MultiheadAttention(8, 2), nn.Linear(8, 8)), sparsity=0.5,
+                structure="orseau", hidden=8)
+
+
 def test_swin_converted_with_relu_subset_sum_is_warned_of_naming_its_attention_layers(recwarn):
     """torchvision's Swin attention passes self.qkv.weight and self.proj.weight to
     F.linear itself: swin_t converted with subsetsum (ReLU) was warned of, one layer, and its
