@@ -640,8 +640,9 @@ def changed_fields(stored: dict, wanted: dict, ignored: tuple[str, ...] = RESUMA
 
 
 def check_name(check: Callable, *args) -> None:
-    """``check(*args)``, a name check (a registry's ``get``, :func:`check_choice`, a layer's),
-    its ``ValueError`` as a :class:`ConfigError`."""
+    """``check(*args)``, a check of lotterynet's own (a registry's ``get``,
+    :func:`check_choice`, a layer's, the optimizer's), its ``ValueError`` as a
+    :class:`ConfigError`."""
     try:
         check(*args)
     except ValueError as err:
@@ -961,10 +962,7 @@ def check_numbers(config: RunConfig) -> None:
             raise ConfigError(f"{name} must be a finite number, got {value!r}")
     from .masking import check_sparsity_range
 
-    try:  # (the layers' check, and its message)
-        check_sparsity_range(config.sparsity)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    check_name(check_sparsity_range, config.sparsity)  # (the layers' check, and its message)
     positive = ["epochs", "batch_size", "pairs", "devices"]
     optional = ("limit_train", "stop_after", "hidden")
     positive += [name for name in optional if getattr(config, name) is not None]
@@ -976,12 +974,11 @@ def check_numbers(config: RunConfig) -> None:
     from .optim import check_optim
 
     optim = {"momentum": config.momentum, "weight_decay": config.weight_decay}
-    try:  # (the module's and the data module's checks, and their messages)
-        check_optim(optim if config.lr is None else {"lr": config.lr, **optim})
-        check_seed(config.seed, below=SEED_MAX + 1)
-        DATASETS.get(config.dataset).check_split_sizes(config.val_size, config.limit_train)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    # (the module's and the data module's checks, and their messages)
+    check_name(check_optim, optim if config.lr is None else {"lr": config.lr, **optim})
+    check_name(check_seed, config.seed, SEED_MAX + 1)
+    check_name(DATASETS.get(config.dataset).check_split_sizes, config.val_size,
+               config.limit_train)
     if examples_per_device(config) == 0:
         given = (f"val_size {config.val_size}" if config.limit_train is None
                  else f"limit_train {config.limit_train}")
