@@ -677,14 +677,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     None, the resumed stacks whose members finished outside them train again, their results
     kept. Fourth: the record of each stack that resumes (:class:`~lotterynet.stack.StackRecord`,
     its checkpoint as read here: what it has trained, for :func:`cpu_estimate`)."""
-    groups: dict[str, list[str]] = {}
-    budgets: dict[str, int] = {}
-    for label, values in sweep.cells():
-        name = cell_name(label, values)
-        if unstackable(configs[name]):  # (the trained baseline, DDP, 16-mixed, ...)
-            continue
-        groups.setdefault(stack_name(label, values), []).append(name)
-        budgets[name] = values["epochs"]
+    groups, budgets = stack_groups(sweep, configs)
     parts = max(1, slots // max(1, sum(len(cells) > 1 for cells in groups.values())))
     found = sorted((sweep_dir / "stacks").glob("*"))  # (the stacks earlier runs left)
     # a cell interrupted in a single run resumes singly, from its checkpoint
@@ -710,13 +703,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
             and re.fullmatch(f"{re.escape(group)}(?:{PART})?", f.name))]}
         recorded = {folder: list(record.members) if record else []
                     for folder, record in records.items()}
-        taken: dict[str, Path] = {}  # (a cell -> the stack that resumes it)
-        for folder in sorted(records, key=lambda f: -len(recorded[f]) * (
-                records[f].epochs_done if records[f] else 0)):  # (stable: planned first)
-            members = recorded[folder]
-            if set(left) & set(members) and set(members) <= set(cells) and not \
-                    set(members) & set(taken) and cannot_go_on(records[folder], members) is None:
-                taken |= dict.fromkeys(members, folder)
+        taken = resuming_stacks(records, recorded, left, cells, cannot_go_on)
         for folder, record in records.items():
             members = recorded[folder]
             if folder in taken.values():  # (it resumes)
@@ -738,24 +725,64 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                 compared = [c for c in members if c in cells]  # (its cells train elsewhere)
             else:
                 continue
-            shared = [c for c in members if c in taken]
-            if members and not set(members) & to_train and all(
-                    (sweep_dir / "cells" / c / RESULTS).is_file() for c in members):
-                said[folder] = ("done", "finished all its members before (their results "
-                                        "stay in their cells); this sweep's new cells train "
-                                        "as a new stack")
-            elif (folder / CHECKPOINTS / LAST).is_file():
-                why = f"stack {taken[shared[0]].name} resumes {', '.join(shared)} (of the " \
-                      f"stacks that hold them, the one that trained most)" if shared else \
-                    cannot_go_on(record, compared)
-                said[folder] = ("stale", f"cannot be continued: {why}")
-            else:
-                said[folder] = ("stale", "has no checkpoint to continue from (none was "
-                                         "written, or it was deleted; its history is kept): "
-                                         "it starts over")
+            said[folder] = why_set_aside(folder, members, taken, to_train, sweep_dir / "cells",
+                                         partial(cannot_go_on, record, compared))
     stacked = {c for members in stacks.values() for c in members}
     return stacks, [(name, config) for name, config in todo if name not in stacked], said, \
         resumed
+
+
+def stack_groups(sweep: Sweep, configs: dict[str, RunConfig]
+                 ) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """The cells that may stack (not the trained baseline, DDP, 16-mixed, ...:
+    :func:`~lotterynet.stack.unstackable`) by the stack of their variant and seed
+    (:func:`stack_name`), in the grid's order, and each one's epoch budget."""
+    groups: dict[str, list[str]] = {}
+    budgets: dict[str, int] = {}
+    for label, values in sweep.cells():
+        name = cell_name(label, values)
+        if unstackable(configs[name]):
+            continue
+        groups.setdefault(stack_name(label, values), []).append(name)
+        budgets[name] = values["epochs"]
+    return groups, budgets
+
+
+def resuming_stacks(records: dict[Path, StackRecord | None], recorded: dict[Path, list[str]],
+                    left: list[str], cells: list[str], cannot_go_on) -> dict[str, Path]:
+    """Which of a group's stack folders (``records``, the planned first; ``recorded``: their
+    checkpoints' members) resume: cell -> the folder whose stack resumes it. A folder resumes
+    where its members are cells of the group (``cells``), some unfinished (``left``), none
+    taken by another, and its checkpoint continues them (``cannot_go_on(record, members)``
+    None); of two that hold a cell, the one that trained more member-epochs."""
+    taken: dict[str, Path] = {}
+    for folder in sorted(records, key=lambda f: -len(recorded[f]) * (
+            records[f].epochs_done if records[f] else 0)):  # (stable: planned first)
+        members = recorded[folder]
+        if set(left) & set(members) and set(members) <= set(cells) and not \
+                set(members) & set(taken) and cannot_go_on(records[folder], members) is None:
+            taken |= dict.fromkeys(members, folder)
+    return taken
+
+
+def why_set_aside(folder: Path, members: list[str], taken: dict[str, Path], to_train: set[str],
+                  cells_dir: Path, cannot_go_on) -> tuple[str, str]:
+    """``(tag, why)`` for a stack folder of a group that does not resume though it holds cells
+    to train (``members``: its checkpoint's), for :func:`set_aside`: ``done`` where every
+    member finished before (nothing of it lost: a sweep extended with new cells); else
+    ``stale``: the stack that resumes its members instead (``taken``), or why its checkpoint
+    cannot continue them (``cannot_go_on()``), or that it has none."""
+    shared = [c for c in members if c in taken]
+    if members and not set(members) & to_train and all(
+            (cells_dir / c / RESULTS).is_file() for c in members):
+        return "done", ("finished all its members before (their results stay in their "
+                        "cells); this sweep's new cells train as a new stack")
+    if (folder / CHECKPOINTS / LAST).is_file():
+        why = f"stack {taken[shared[0]].name} resumes {', '.join(shared)} (of the stacks that " \
+              f"hold them, the one that trained most)" if shared else cannot_go_on()
+        return "stale", f"cannot be continued: {why}"
+    return "stale", ("has no checkpoint to continue from (none was written, or it was "
+                     "deleted; its history is kept): it starts over")
 
 
 def balanced_parts(items: list, weights: dict, n: int) -> list[list]:
