@@ -820,12 +820,16 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     layers = {name: (module, rule) for _, name, module, rule in plan if rule is not None}
     keep_nothing: list[str] = []  # the layers of a tensor the sparsity keeps no weight of
     not_single: list[str] = []  # the attentions whose projections would not be linear maps
+    probes: dict[str, nn.Module] = {}  # each name of a layer to replace -> its meta build
     # every new layer first on the meta device (nothing allocated), then for real before any
     # goes in: a refusal comes before any layer is built, and changes nothing
     with on_meta():
-        for name, (module, rule) in layers.items():
+        for key, name, module, rule in plan:
+            if rule is None:
+                continue
             try:
-                _built(module, name, rule, bias_mode, seed=seed, **options)
+                probes.update(dict.fromkeys(names[key], _built(
+                    module, name, rule, bias_mode, seed=seed, **options)))
             except ValueError as error:
                 if isinstance(error.__cause__, KeepsNoWeight):
                     keep_nothing.append(name)
@@ -837,24 +841,27 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
         raise _not_single_maps(model, not_single, exclude, options)
     if keep_nothing:
         raise _keeps_nothing(model, keep_nothing, layers, exclude, options)
+    # the warnings too, before anything changes: one that a warnings filter makes an error
+    # (pytest -W error) refuses the call as the refusals above do
+    other_params = [(f"{name}.{p_name}".lstrip("."), p) for _, name, module, rule in plan
+                    if rule is None and not isinstance(module, _BatchNorm)
+                    for p_name, p in module.named_parameters(recurse=False)]
+    if not others_trainable:
+        _warn_frozen_layer_scales(other_params)
+    _warn_layers_left_dense([(name, module) for _, name, module, rule in plan
+                             if rule is None and _is_a(module, LEFT_DENSE)], others_trainable)
+    _warn_weight_readers(model, probes, exclude, options)
     replaced: dict[str, nn.Module] = {}
     for key, name, module, rule in plan:
         if rule is not None:
             layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, **options)
             setattr(layer, CONVERTED_BY, record["order"])
             replaced.update(dict.fromkeys(names[key], layer))
-    other_params = []  # (name, parameter)
-    for _, name, module, rule in plan:
+    for *_, module, rule in plan:
         if rule is None and isinstance(module, _BatchNorm):
             bn_mode(module)
-        elif rule is None:
-            for p_name, p in module.named_parameters(recurse=False):
-                p.requires_grad_(others_trainable)
-                other_params.append((f"{name}.{p_name}".lstrip("."), p))
-    if not others_trainable:
-        _warn_frozen_layer_scales(other_params)
-    _warn_layers_left_dense([(name, module) for _, name, module, rule in plan
-                             if rule is None and _is_a(module, LEFT_DENSE)], others_trainable)
+    for _, p in other_params:
+        p.requires_grad_(others_trainable)
     result = replaced.get("", model)
     for name, layer in replaced.items():
         if name:
@@ -864,7 +871,6 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                 _PATCH_GUARD.append(torch.nn.modules.module.register_module_module_registration_hook(
                     _refuse_dense_patch_resize))
             setattr(parent, child, layer)
-    _warn_weight_readers(model, replaced, exclude, options)
     for module in result.modules():
         if isinstance(module, nn.TransformerEncoder):
             # its nested-tensor fast path (eval, with a padding mask) reads the packed

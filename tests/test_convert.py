@@ -1,5 +1,6 @@
 import fnmatch
 import re
+import warnings
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torchvision
 from torch import nn
 
 import lotterynet as ln
-from lotterynet.convert import UnconvertibleLayers, convert
+from lotterynet.convert import CONVERT_RECORD, UnconvertibleLayers, convert
 from lotterynet.layers import _SubnetLayer
 from lotterynet.models import build_model
 from lotterynet.ticket import frozen_digest
@@ -428,6 +429,43 @@ def test_the_advice_for_a_two_stage_layer_read_or_attention_drops_what_dense_ref
                                          r"hidden=8, in a call of its own"):
         convert(nn.Sequential(nn.MultiheadAttention(8, 2), nn.Linear(8, 8)), sparsity=0.5,
                 structure="orseau", hidden=8)
+
+
+class ScaledBranch(nn.Module):
+    """A residual branch under a layer scale of 1e-6 (ConvNeXt's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.gamma = nn.Linear(6, 4), nn.Parameter(torch.full((4,), 1e-6))
+
+    def forward(self, x):
+        return self.gamma * self.fc(x)
+
+
+@pytest.mark.parametrize("first,structure,warned", [
+    (ReadsItsLayersWeight, "subsetsum", "reads self.proj.weight itself"),
+    (ScaledBranch, "dense", "frozen layer scale"),
+    (lambda: nn.Sequential(nn.Linear(6, 4), nn.GRUCell(4, 4)), "dense", "does not replace"),
+], ids=["weight-reader", "layer-scale", "left-dense"])
+def test_convert_warns_before_it_changes_the_model(first, structure, warned):
+    """convert warned of a layer whose weight its parent reads, of frozen near-zero layer
+    scales and of layers left dense after it had replaced the layers, made batch norms
+    non-affine and frozen the rest: a warnings filter that makes them errors (pytest -W error)
+    left the model converted in part, with no record of the call. It warns before it changes
+    anything: such an error leaves the model as it was."""
+    model = nn.Sequential(first(), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    state = {name: (p.clone(), p.requires_grad) for name, p in model.named_parameters()}
+    types = [type(m) for m in model.modules()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match=re.escape(warned)):
+            convert(model, sparsity=0.5, structure=structure)
+    assert [type(m) for m in model.modules()] == types
+    assert not hasattr(model, CONVERT_RECORD)
+    after = dict(model.named_parameters())
+    assert after.keys() == state.keys()
+    assert all(torch.equal(after[n], p) and after[n].requires_grad is grad
+               for n, (p, grad) in state.items())
 
 
 def test_swin_converted_with_relu_subset_sum_is_warned_of_naming_its_attention_layers(recwarn):
