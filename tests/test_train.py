@@ -20,10 +20,10 @@ import yaml
 from conftest import REPO, STD_CONVS, TINY_BIT
 from lotterynet import checkpointing
 from lotterynet.archs import recipe, recipe_lr
-from lotterynet.cli import build_parser, config_from_args, main
+from lotterynet.cli import NAMED_CHOICES, build_parser, config_from_args, main
 from lotterynet.config import FIELDS, NOT_COMPUTED, changed_fields, make_config, read_options
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
-from lotterynet.distributions import orseau_range
+from lotterynet.distributions import DISTRIBUTIONS, orseau_range
 from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetConv2d
 from lotterynet.loggers import read_wandb_records, read_wandb_summary, replay_history
@@ -31,6 +31,7 @@ from lotterynet.masking import masked_weights
 from lotterynet.models import MODELS, build_model
 from lotterynet.paper import TRAINED, paper_accuracy
 from lotterynet.run import build_module, check_same_run, model_spec
+from lotterynet.structures import ACTIVATIONS, STRUCTURES
 from lotterynet.ticket import load_ticket
 from lotterynet.widen import maskable_count, wide_width
 
@@ -548,6 +549,25 @@ def test_help_names_every_architecture():
     assert targets == ["lenet5_dacunha"]
     for name in targets:
         assert re.search(rf"{name} \([^)]*only with --train-weights\)", text)
+
+
+def flag_help(flag: str) -> str:
+    """``flag``'s entry in ``python train.py --help``, on one line."""
+    text = build_parser().format_help()
+    entry = re.search(rf"\n  {flag}\b.*?(?=\n  -|\n\n)", text, re.S).group()
+    return " ".join(entry.split())
+
+
+@pytest.mark.parametrize("flag, choices", [
+    ("--structure", [*STRUCTURES.names(), "wide"]), ("--match", STRUCTURES.names()),
+    ("--activation", list(ACTIVATIONS)), ("--init", DISTRIBUTIONS.names()),
+    ("--conv-init", DISTRIBUTIONS.names())])
+def test_help_names_every_choice_of_a_registered_name(flag, choices):
+    """--structure named only dense, subsetsum and wide ("or any registered structure"), and
+    --match, --activation, --init and --conv-init no choice at all; each now lists what the
+    registry it is checked against holds (kept in the command line, which imports no torch)."""
+    assert tuple(sorted(choices)) == NAMED_CHOICES[flag[2:].replace("-", "_")]
+    assert f"; choices: {', '.join(sorted(choices))} (default: " in flag_help(flag)
 
 
 @pytest.mark.parametrize("given, unified", [(32, "32-true"), ("32", "32-true"),
