@@ -21,7 +21,7 @@ _EXPORTS = {
     "SubnetMultiheadAttention": "attention", "SUBNET_MODULES": "attention",
     "StackedModel": "stacked",
     "stack_models": "stacked", "run_stack": "stack", "EdgePopupModule": "module",
-    "TensorDataModule": "datamodule", "build_model": "models",
+    "TensorDataModule": "datamodule", "build_model": "models", "CheckedCheckpointIO": "run",
 }
 
 
@@ -56,6 +56,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "STRUCTURES",
     "SUBNET_MODULES",
+    "CheckedCheckpointIO",
     "EdgePopupModule",
     "FrozenWeight",
     "LayerOp",

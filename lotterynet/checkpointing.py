@@ -9,7 +9,7 @@ the folder. A checkpoint is a zip archive (torch's format); :func:`seal` puts a 
 archive into the zip's own comment field, so ``torch.load`` still reads the file unchanged and
 :func:`load_checkpoint` refuses a file whose bytes no longer match, before unpickling anything.
 Every checkpoint save and load goes through :func:`atomic_torch_save` and
-:func:`load_checkpoint` (Lightning's through :class:`lotterynet.run.AtomicCheckpointIO`).
+:func:`load_checkpoint` (Lightning's through :class:`lotterynet.run.CheckedCheckpointIO`).
 Only torch is imported here, so the command line reads a checkpoint to check a resume before
 it imports Lightning.
 """
@@ -187,10 +187,13 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 Resumed = tuple[str | os.PathLike, dict]
 
 
-def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
-    """The digest checked, then ``torch.load(weights_only=True)`` of the verified bytes, with
-    one-line errors for missing, corrupt or foreign files."""
-    return parse_checkpoint(read_checkpoint(path), path, map_location)
+def load_checkpoint(path: str | os.PathLike, map_location=None, *,
+                    unsealed: bool = False) -> dict:
+    """The digest checked (``unsealed``: or, without one, the zip's CRC-32s, :func:`unseal`),
+    then ``torch.load(weights_only=True)`` of the verified bytes, with one-line errors for
+    missing, corrupt or foreign files."""
+    return parse_checkpoint(read_checkpoint(path, unsealed=unsealed), source_name(path),
+                            map_location)
 
 
 def read_checkpoint(path, *, unsealed: bool = False) -> bytes:

@@ -173,15 +173,15 @@ class EdgePopupModule(pl.LightningModule):
         optimizer (``optim``), is refused in one line before Lightning loads it
         (:func:`check_same_module`); so is a Trainer's ``ckpt_path`` whose bytes are not what
         was written (its digest, or its zip's CRC-32s: Lightning read it with ``torch.load``
-        alone, and a changed byte in a weight loaded silently). A run's checkpoint IO
-        (``train.py``'s :class:`~lotterynet.run.AtomicCheckpointIO`) checked what it loaded,
+        alone, and a changed byte in a weight loaded silently). A Trainer with
+        :class:`~lotterynet.run.CheckedCheckpointIO` (``train.py``'s) checked what it loaded,
         read once: the file is not read again."""
-        from .run import AtomicCheckpointIO  # (run imports this module)
+        from .run import CheckedCheckpointIO  # (run imports this module)
 
         trainer = self._trainer
         path = trainer.ckpt_path if trainer is not None else None
         if path is not None and Path(path).is_file() and not isinstance(  # (not a remote one)
-                trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+                trainer.strategy.checkpoint_io, CheckedCheckpointIO):
             read_checkpoint(path, unsealed=True)
         fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
         check_same_module(checkpoint, self.hparams.spec, self.hparams.optim if fitting else None,

@@ -250,8 +250,19 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
     return without_ignored_options(spec)
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint saves and loads through :mod:`lotterynet.checkpointing`.
+class CheckedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with lotterynet's checks, for a Trainer of your own
+    (``pl.Trainer(plugins=[lotterynet.CheckedCheckpointIO()])``; ``train.py``'s has it). A
+    checkpoint is written atomically and durably, with its integrity digest
+    (:func:`~lotterynet.checkpointing.atomic_torch_save`; to a URL, ``s3://``, as Lightning
+    writes one, without it). A ``ckpt_path`` is read as :meth:`~lotterynet.module.
+    EdgePopupModule.load_from_checkpoint` reads one (a URL through fsspec): its digest
+    checked, or without one (a Trainer's without this plugin) its zip's CRC-32s, and loaded
+    with ``torch.load(weights_only=True)`` whatever the Trainer's ``weights_only``. A
+    truncated, corrupt or foreign file, or one holding Python objects, is a one-line
+    :class:`~lotterynet.errors.CheckpointError` before Lightning restores anything
+    (Lightning's own IO failed on a truncated file deep inside torch, and loaded a changed
+    byte as a changed weight). The module does not read the file again to check it.
 
     ``resumed``: the checkpoint a run resumes from, read and checked before the Trainer was
     built (:func:`~lotterynet.resumable.check_resumable`). Lightning restores those contents,
@@ -264,7 +275,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.epochs_saved: dict[str, int] = {}  # each checkpoint saved or loaded: its epochs
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        atomic_torch_save(checkpoint, path)
+        if "://" in str(path):  # (a URL: written as Lightning writes one, without a digest)
+            super().save_checkpoint(checkpoint, path, storage_options)
+        else:
+            atomic_torch_save(checkpoint, path)
         self.epochs_saved[os.fspath(path)] = epochs_done(checkpoint)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
@@ -272,7 +286,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             (_, checkpoint), self.resumed = self.resumed, None  # (Lightning edits what it loads)
             self.epochs_saved[os.fspath(path)] = epochs_done(checkpoint)
             return with_its_epoch_completed(checkpoint)
-        return load_checkpoint(path, map_location=map_location)
+        return load_checkpoint(path, map_location=map_location, unsealed=True)
 
 
 def with_its_epoch_completed(checkpoint: dict) -> dict:
@@ -656,7 +670,7 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     """The Trainer of a run (or of a stack, which adds its ``callbacks``, run after the epoch
     timer; the checkpoint is saved after them, at the end of the training epoch: Lightning
     runs checkpoint callbacks last; the epoch's lines are printed then, :class:`EpochLines`).
-    ``resumed``: see :class:`AtomicCheckpointIO`."""
+    ``resumed``: see :class:`CheckedCheckpointIO`."""
     checkpoint = epoch_checkpoint(run_dir / CHECKPOINTS)
     quiet_lightning()
     options = trainer_options(config.trainer, run_dir)  # the user's, over the defaults below
@@ -675,7 +689,7 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         # lines once it is written)
         "callbacks": [RNGState(), timer, *callbacks, *options.get("callbacks", []), checkpoint,
                       EpochLines()],
-        "plugins": [AtomicCheckpointIO(resumed)], "default_root_dir": run_dir})
+        "plugins": [CheckedCheckpointIO(resumed)], "default_root_dir": run_dir})
     stop_all_ranks_on_sigterm(trainer)
     # Lightning resumes a fit bounded by max_steps as if from within an epoch, whatever the
     # checkpoint: from the run's, saved at an epoch's end, it called that epoch's end hooks
@@ -728,7 +742,7 @@ def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | Non
         then = resume or resume_hint(checkpoint)
         io = trainer and trainer.strategy.checkpoint_io
         done = io.epochs_saved.get(os.fspath(checkpoint)) if isinstance(
-            io, AtomicCheckpointIO) else None
+            io, CheckedCheckpointIO) else None
         return f"{then} (written at the end of epoch {done})" if done else then
     return resume_hint(resumed, checkpoint.parent.parent)
 
@@ -836,7 +850,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
                    module: EdgePopupModule, counts: dict, densities: dict,
                    resumed: Resumed | None, sigterm: SigtermStop) -> dict:
     """:func:`run` from the moment its folder is held: train, test, write the results.
-    ``resumed``: the checkpoint of ``config.resume``, checked (:class:`AtomicCheckpointIO`).
+    ``resumed``: the checkpoint of ``config.resume``, checked (:class:`CheckedCheckpointIO`).
     ``sigterm``: the run's handler, asked after fit and test for a SIGTERM that Lightning
     noted too late to act on."""
     spec, lr = module.hparams.spec, module.hparams.optim["lr"]

@@ -417,6 +417,61 @@ def test_own_trainer_resume_of_another_module_or_a_damaged_file_is_refused(tmp_p
         fit(module, 2, tmp_path / "last.ckpt", enable_checkpointing=False)
 
 
+@pytest.mark.parametrize("damage", [None, "truncate", "flip", "object"])
+def test_the_checked_checkpoint_io_checks_a_trainers_ckpt_path_once(tmp_path, monkeypatch,
+                                                                    damage):
+    """``pl.Trainer(plugins=[ln.CheckedCheckpointIO()])``: a ``ckpt_path`` (a file, or a URL
+    read through fsspec) written by a Trainer without it is read once and checked before
+    Lightning restores it. Without it (there was no such plugin) a truncated file failed deep
+    inside torch, before any module hook, a URL was not checked at all (a changed byte loaded
+    as a changed weight), and the module's check read the file a second time."""
+    from lotterynet.checkpointing import load_checkpoint
+
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    spec = {"name": "fc2", "width": 4, "structure": "subsetsum", "sparsity": 0.5}
+
+    def fit(epochs, ckpt_path=None, **options):
+        pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=tmp_path, **options).fit(
+            ln.EdgePopupModule(spec, {"epochs": 2}),
+            torch.utils.data.DataLoader(list(zip(x, y)), batch_size=4), ckpt_path=ckpt_path)
+
+    fit(1, callbacks=[pl.callbacks.ModelCheckpoint(tmp_path, save_last=True)])
+    path = tmp_path / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        del data[len(data) // 2:]
+    elif damage == "flip":
+        scores = checkpoint["state_dict"]["model.3.structure.u.scores"]
+        data[data.index(scores.numpy().tobytes())] ^= 1
+    elif damage == "object":
+        checkpoint["callbacks"]["extra"] = {"best": np.float64(0.9)}
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getvalue()
+    path.write_bytes(data)
+    reads = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or read_bytes(self))
+    checked = ln.CheckedCheckpointIO()
+    for source in path, path.as_uri():
+        if damage is None:
+            fit(2, source, plugins=[checked], enable_checkpointing=False)
+            continue
+        said = {"truncate": "is corrupt or unreadable", "flip": "does not match its CRC-32",
+                "object": "holds Python objects that a weights-only load refuses"}[damage]
+        with pytest.raises(CheckpointError, match=f"^checkpoint {re.escape(repr(str(source)))}"
+                                                  f" .*{said}"):
+            fit(2, source, plugins=[checked], enable_checkpointing=False)
+    assert reads.count(path) == 1  # (the URL: through fsspec)
+    if damage is None:  # (its own checkpoint to a URL: written there, as Lightning writes one;
+        # it wrote a local folder named 'memory:')
+        saving = pl.callbacks.ModelCheckpoint(f"memory://{tmp_path.name}")
+        fit(1, plugins=[checked], callbacks=[saving])
+        assert load_checkpoint(saving.best_model_path, unsealed=True)["epoch"] == 0
+
+
 def test_a_cosine_schedule_shorter_than_the_trainer_is_refused(tmp_path, data_dir):
     """optim['epochs'] 1 under max_epochs 3, or a run of max_epochs 1 resumed with
     max_epochs 2 (its restored schedule keeps its length), trained on silently past the

@@ -391,13 +391,13 @@ def test_metrics_history_complete_after_two_kills(whole_and_stopped, tmp_path, d
 
 DIE_AFTER_CHECKPOINT = """
 import os, sys
-from lotterynet.run import AtomicCheckpointIO
+from lotterynet.run import CheckedCheckpointIO
 from lotterynet.cli import main
-save = AtomicCheckpointIO.save_checkpoint
+save = CheckedCheckpointIO.save_checkpoint
 def save_then_die(self, *args, **kwargs):
     save(self, *args, **kwargs)
     os._exit(9)  # as SIGKILL: nothing after the checkpoint's write runs
-AtomicCheckpointIO.save_checkpoint = save_then_die
+CheckedCheckpointIO.save_checkpoint = save_then_die
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -598,9 +598,9 @@ def test_sigterm_to_a_ddp_run_stops_every_rank(tmp_path, data_dir, to):
 LATE_SIGTERM = """
 import os, signal, sys
 from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
-from lotterynet.run import AtomicCheckpointIO
+from lotterynet.run import CheckedCheckpointIO
 from lotterynet.cli import main
-save, teardown = AtomicCheckpointIO.save_checkpoint, _SignalConnector.teardown
+save, teardown = CheckedCheckpointIO.save_checkpoint, _SignalConnector.teardown
 def save_then_signal(self, *args, **kwargs):  # the scheduler's SIGTERM
     save(self, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGTERM)
@@ -608,7 +608,7 @@ def teardown_then_signal(self):  # the copy a launched rank forwarded, landing l
     teardown(self)
     if self.received_sigterm:
         os.kill(os.getpid(), signal.SIGTERM)
-AtomicCheckpointIO.save_checkpoint = save_then_signal
+CheckedCheckpointIO.save_checkpoint = save_then_signal
 _SignalConnector.teardown = teardown_then_signal
 code = main(sys.argv[1:])
 os.kill(os.getpid(), signal.SIGTERM)  # and later still
@@ -638,7 +638,7 @@ import lotterynet.run as run
 import lotterynet.stack as stack
 from lotterynet.cli import main
 name = os.environ["IN"]
-owner = {"save_checkpoint": run.AtomicCheckpointIO, "TensorDataModule": run}.get(name, stack)
+owner = {"save_checkpoint": run.CheckedCheckpointIO, "TensorDataModule": run}.get(name, stack)
 called, teardown = getattr(owner, name), _SignalConnector.teardown
 def signalled(*args, **kwargs):  # the scheduler's SIGTERM
     os.kill(os.getpid(), signal.SIGTERM)
@@ -902,16 +902,16 @@ def test_an_epochs_line_is_printed_once_its_checkpoint_is_written(tmp_path, data
     callbacks last): Ctrl-C in that save left on the screen an epoch that no checkpoint held,
     and the resume went on from the epoch before. Ctrl-C in epoch 1's or 2's save: the lines
     are those of the epochs saved, and the resume goes on from the last of them."""
-    from lotterynet.run import AtomicCheckpointIO
+    from lotterynet.run import CheckedCheckpointIO
 
-    save = AtomicCheckpointIO.save_checkpoint
+    save = CheckedCheckpointIO.save_checkpoint
 
     def ctrl_c_in_epoch(self, checkpoint, path, storage_options=None):
         if checkpoint["epoch"] == epoch - 1:
             raise KeyboardInterrupt
         save(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", ctrl_c_in_epoch)
+    monkeypatch.setattr(CheckedCheckpointIO, "save_checkpoint", ctrl_c_in_epoch)
     out = tmp_path / "run"
     assert main([*SMALL, "--epochs", "2", "--data-dir", str(data_dir), "--out", str(out)]) == 130
     then = {1: NOTHING, 2: f"resume with --resume {out / 'checkpoints' / 'last.ckpt'} "
@@ -928,9 +928,9 @@ def test_the_resume_line_names_the_epochs_of_the_runs_own_checkpoint(tmp_path):
     steps, elsewhere) after the run's own ``last.ckpt`` made the resume line name its epoch."""
     from types import SimpleNamespace
 
-    from lotterynet.run import AtomicCheckpointIO, how_to_go_on
+    from lotterynet.run import CheckedCheckpointIO, how_to_go_on
 
-    io, last = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io, last = CheckedCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
     for path, epoch in ((last, 1), (tmp_path / "extra" / "step=150.ckpt", 2)):
         path.parent.mkdir(parents=True)
         io.save_checkpoint({"epoch": epoch}, path)
@@ -965,13 +965,13 @@ def test_a_diverging_ddp_run_says_so_once(tmp_path, data_dir):
 
 SIGNAL_AFTER_CHECKPOINT = """
 import os, signal, sys
-from lotterynet.run import AtomicCheckpointIO
+from lotterynet.run import CheckedCheckpointIO
 from lotterynet.cli import main
-save = AtomicCheckpointIO.save_checkpoint
+save = CheckedCheckpointIO.save_checkpoint
 def save_then_signal(self, *args, **kwargs):
     save(self, *args, **kwargs)
     os.kill(os.getpid(), getattr(signal, os.environ["SEND"]))
-AtomicCheckpointIO.save_checkpoint = save_then_signal
+CheckedCheckpointIO.save_checkpoint = save_then_signal
 sys.exit(main(sys.argv[1:]))
 """
 

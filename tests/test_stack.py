@@ -702,16 +702,16 @@ def test_a_stacks_epoch_line_is_printed_once_its_checkpoint_is_written(tmp_path,
                                                                       capsys, monkeypatch):
     """A stack's epoch line was printed before the stack checkpoint was written: Ctrl-C in
     epoch 2's save left 'epoch 2/2' on the screen of a stack that goes on from epoch 1."""
-    from lotterynet.run import AtomicCheckpointIO
+    from lotterynet.run import CheckedCheckpointIO
 
-    save = AtomicCheckpointIO.save_checkpoint
+    save = CheckedCheckpointIO.save_checkpoint
 
     def ctrl_c_in_epoch_2(self, checkpoint, path, storage_options=None):
         if checkpoint["epoch"] == 1:
             raise KeyboardInterrupt
         save(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", ctrl_c_in_epoch_2)
+    monkeypatch.setattr(CheckedCheckpointIO, "save_checkpoint", ctrl_c_in_epoch_2)
     argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=320, epochs=2),
             "--sweep-out", str(tmp_path / "out")]
     assert main(argv) == 130
