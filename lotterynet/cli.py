@@ -131,9 +131,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        "(fraction PRUNED)")
     group.add_argument("--sweep-epochs", metavar="LIST", help="comma list of epoch budgets; "
                        "the best budget is kept per point")
-    group.add_argument("--sweep-seeds", metavar="LIST", help="comma list of seeds (default 0)")
+    group.add_argument("--sweep-seeds", metavar="LIST", help="comma list of seeds (default: the "
+                       "sweep file's seeds, else 0)")
     group.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
-                       help="also run the trained dense baseline (default: yes)")
+                       help="also run the trained dense baseline (default: the "
+                            "sweep file's baseline, else yes)")
     group.add_argument("--sweep-out", metavar="DIR", help="sweep directory (default: "
                        "runs/sweep-ARCH-<sweep file name>)")
     group.add_argument("--jobs-per-device", type=int, default=None, metavar="N",

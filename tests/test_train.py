@@ -570,6 +570,13 @@ def test_help_names_every_choice_of_a_registered_name(flag, choices):
     assert f"; choices: {', '.join(sorted(choices))} (default: " in flag_help(flag)
 
 
+def test_help_says_a_sweep_file_gives_the_seeds_and_baseline():
+    """--sweep-seeds said "(default 0)" and --baseline "(default: yes)", where a sweep file's
+    seeds and baseline are the default."""
+    assert "(default: the sweep file's seeds, else 0)" in flag_help("--sweep-seeds")
+    assert "(default: the sweep file's baseline, else yes)" in flag_help("--baseline")
+
+
 @pytest.mark.parametrize("given, unified", [(32, "32-true"), ("32", "32-true"),
                                              (64, "64-true"), ("bf16", "bf16-mixed")])
 def test_lightnings_historical_precisions_are_read_as_lightning_reads_them(given, unified):
