@@ -17,6 +17,7 @@ import numbers
 
 import torch
 
+from .errors import python_value
 from .registry import Registry
 
 DISTRIBUTIONS: Registry = Registry("weight distribution (init)")
@@ -55,13 +56,13 @@ def check_seed(seed, below: int = 2**64) -> int:
     """``seed`` as an ``int``, or an error naming it: an integer in [0, below). The default
     is the range ``torch.Generator.manual_seed`` takes without wrapping (it also takes negative
     seeds, but reads -1 as 2**64 - 1, so two seeds would draw the same weights). The message
-    writes a power of two ``below`` as 2**n."""
+    writes a power of two ``below`` as 2**n, and a numpy ``seed`` as the Python value it holds."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+        raise TypeError(f"seed must be an integer, got {python_value(seed)!r}")
     if not 0 <= seed < below:
         power = below.bit_length() - 1
         bound = f"2**{power}" if below == 2**power else str(below)
-        raise ValueError(f"seed must be in [0, {bound}), got {seed!r}")
+        raise ValueError(f"seed must be in [0, {bound}), got {python_value(seed)!r}")
     return int(seed)
 
 

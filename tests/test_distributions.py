@@ -1,6 +1,7 @@
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -132,6 +133,16 @@ def test_check_seed_takes_0_to_below_minus_1_and_names_the_range(below, said):
     for bad in (-1, below):
         with pytest.raises(ValueError, match=re.escape(f"seed must be in [0, {said}), got {bad}")):
             check_seed(bad, below=below)
+
+
+@pytest.mark.parametrize("seed, below, error, said", [
+    (np.int64(-2), 2**64, ValueError, "seed must be in [0, 2**64), got -2"),
+    (np.uint64(2**63), 10, ValueError, "seed must be in [0, 10), got 9223372036854775808"),
+    (np.float64(1.5), 2**64, TypeError, "seed must be an integer, got 1.5")])
+def test_check_seed_names_a_numpy_seed_as_its_python_value(seed, below, error, said):
+    """A numpy seed was named in numpy's form ("got np.int64(-2)"), not as the user wrote it."""
+    with pytest.raises(error, match=f"^{re.escape(said)}$"):
+        check_seed(seed, below=below)
 
 
 def test_the_data_modules_seed_bound_is_seed_max_whatever_it_is(monkeypatch):
