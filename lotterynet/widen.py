@@ -15,6 +15,7 @@ import math
 from .convert import on_meta
 from .masking import masked_weights
 from .models import build_model
+from .structures import without_ignored_options
 
 
 def maskable_count(arch: str, **kwargs) -> int:
@@ -27,8 +28,10 @@ def maskable_count(arch: str, **kwargs) -> int:
 
 def wide_width(arch: str, target: int, **model_kwargs) -> int:
     """The integer ``width`` whose dense-masked ``arch`` has the maskable count nearest to
-    ``target`` (the smaller width on a tie)."""
-    kwargs = {**model_kwargs, "structure": "dense", "sparsity": 0.0}
+    ``target`` (the smaller width on a tie). ``model_kwargs`` may be those the matched
+    structure was counted with: its own options (``pairs``, ``hidden``...) are left out of the
+    dense builds."""
+    kwargs = without_ignored_options({**model_kwargs, "structure": "dense", "sparsity": 0.0})
     c1, c2, c3 = (maskable_count(arch, width=h, **kwargs) for h in (1, 2, 3))
     a = (c3 - 2 * c2 + c1) / 2  # finite differences of the quadratic
     b = c2 - c1 - 3 * a

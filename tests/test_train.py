@@ -323,6 +323,15 @@ def test_wide_width_matches_authors_sizing(arch, width):
     assert abs(wide - target) / target < 0.002
 
 
+def test_wide_width_takes_the_options_the_matched_structure_was_counted_with():
+    """The Python API: the subset-sum structure's own options, given to wide_width as to
+    maskable_count, are left out of its dense builds (they were refused: 'pairs=5 is not an
+    option of structure 'dense'')."""
+    options = dict(pairs=5, activation="identity", sparsity=0.0)
+    target = maskable_count("fc2", structure="subsetsum", **options)
+    assert wide_width("fc2", target, **options) == 2508
+
+
 def test_wide_width_is_the_width_of_the_nearest_count():
     """conv2 (CIFAR-10) counts 1049·h² + 67·h: 21,460,582 at h = 143, 21,761,712 at 144. A
     target of 21,611,000 is nearer 143's count, though its real root (143.50...) rounds up."""
