@@ -160,11 +160,14 @@ class EdgePopupModule(pl.LightningModule):
         file deep inside torch. A ``spec`` given builds the checkpoint's model
         (it loaded another sparsity's, under its own spec). A file object's bytes, and a URL's
         (``s3://``, ``https://``, ``file://``: read through fsspec, as Lightning reads one), are
-        checked alike."""
+        checked alike. (Lightning's takes a file, not the checked contents, and parses the bytes
+        again: the contents parsed here are let go first, so that two copies of the
+        checkpoint, not three, are in memory at once.)"""
         data = read_checkpoint(checkpoint_path, unsealed=True)
         checkpoint = parse_checkpoint(data, source_name(checkpoint_path))
         if isinstance(kwargs.get("spec"), dict):  # (Lightning puts it in its place)
             check_same_module(checkpoint, kwargs["spec"], None, source_name(checkpoint_path))
+        del checkpoint
         return super().load_from_checkpoint(io.BytesIO(data), map_location, hparams_file,
                                             strict, weights_only=True, **kwargs)
 

@@ -185,6 +185,39 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
         ln.EdgePopupModule.load_from_checkpoint(missing)
 
 
+def test_load_from_checkpoint_lets_its_own_parse_go_before_lightning_parses(tmp_path,
+                                                                            monkeypatch):
+    """``EdgePopupModule.load_from_checkpoint`` parses the checked bytes, then Lightning parses
+    them again (its API takes a file, not the contents): the first parse was held through the
+    second, three copies of the checkpoint in memory at once (the bytes and two parses)."""
+    import weakref
+
+    from pytorch_lightning.core import saving
+
+    import lotterynet.module as module_file
+
+    module = ln.EdgePopupModule({"name": "fc2", "width": 4, "structure": "dense"})
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": pl.__version__}, path)
+    parse, load = module_file.parse_checkpoint, saving.pl_load
+    ours, held = [], []
+
+    def parsing(*args):
+        checkpoint = parse(*args)
+        ours.append(weakref.ref(next(iter(checkpoint["state_dict"].values()))))
+        return checkpoint
+
+    def lightnings(*args, **kwargs):
+        held.append(ours[0]() is not None)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(module_file, "parse_checkpoint", parsing)
+    monkeypatch.setattr(saving, "pl_load", lightnings)
+    ln.EdgePopupModule.load_from_checkpoint(path)
+    assert held == [False]
+
+
 @pytest.mark.parametrize("arch, lr", [("lenet5", 0.01), ("fc2", 0.1)])
 def test_module_takes_the_run_defaults_of_its_architecture(arch, lr):
     """Without an lr the module trained LeNet5 at 0.1, ten times the recipe's 0.01 that
