@@ -260,6 +260,12 @@ def wandb_options(config: dict) -> dict:
             "notes": option("wandb_notes"), "mode": wandb_mode()}
 
 
+def wandb_dir(folder: Path) -> str:
+    """Where W&B writes a run's files (its ``wandb/`` folder): ``$WANDB_DIR`` where it is set,
+    as W&B documents it, else ``folder`` (the run's, a sweep's for its summary run)."""
+    return os.environ.get("WANDB_DIR") or str(folder)
+
+
 def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) -> list[Logger]:
     """The CSV log (continuing the history of the ``resumed`` checkpoint's run) and, on
     request, W&B (continuing that run's W&B id, kept in ``run_dir`` wherever W&B writes), with
@@ -271,7 +277,7 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) ->
         run_id, continued = wandb_run_id(run_dir, resumed[0] if resumed else None)
         options = wandb_options(config)
         wandb_logger = RunWandbLogger(
-            name=run_dir.name, save_dir=os.environ.get("WANDB_DIR") or str(run_dir),
+            name=run_dir.name, save_dir=wandb_dir(run_dir),
             config=wandb_config(config), id=run_id, resume="allow",
             log_model=bool(config.get("log_model")), **options)
         if not (continued and options["mode"] in WANDB_SERVER_MODES):  # (the server has it)

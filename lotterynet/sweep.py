@@ -1203,14 +1203,15 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
 def log_to_wandb(rows: list[dict], figure: Path, base: dict) -> None:
     """The sweep's table and figure, as a run of its own in the cells' W&B group (and
     project, entity, tags, notes): one run per sweep (its id kept in the sweep's folder,
-    beside the figure), which each aggregation resumes."""
+    beside the figure), which each aggregation resumes; its W&B files where the cells' go
+    (:func:`~lotterynet.loggers.wandb_dir`)."""
     import wandb
 
-    from .loggers import close_wandb_run, summary_wandb_id, wandb_options
+    from .loggers import close_wandb_run, summary_wandb_id, wandb_dir, wandb_options
 
     options = wandb_options(base)
     summary = wandb.init(job_type="sweep-summary", name=f"{options['group']}-summary",
-                         dir=str(figure.parent), id=summary_wandb_id(figure.parent),
+                         dir=wandb_dir(figure.parent), id=summary_wandb_id(figure.parent),
                          resume="allow", **options)
     table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
     summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})

@@ -1381,10 +1381,12 @@ def test_a_cell_stopped_in_a_single_run_resumes_singly_in_a_stacked_sweep(tmp_pa
     assert json.loads((cell / "results.json").read_text())["epochs_done"] == 2
 
 
-def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch):
+@pytest.mark.parametrize("wandb_dir", [None, "wandb-dir"])
+def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch, wandb_dir):
     """The table-and-figure run was given only the project and group: with ``--wandb-entity``
     it landed outside the cells' entity, without their tags and notes. Each aggregation made
-    another summary run; it resumes the sweep's one."""
+    another summary run; it resumes the sweep's one. Its W&B files go where the cells' go:
+    into ``$WANDB_DIR`` where it is set (they went beside the figure whatever it said)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1393,6 +1395,8 @@ def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch):
     from lotterynet.loggers import read_wandb_records
 
     monkeypatch.setenv("WANDB_MODE", "offline")
+    if wandb_dir:
+        monkeypatch.setenv("WANDB_DIR", str(tmp_path / wandb_dir))
     figure = tmp_path / "figure.png"
     plt.plot([1, 2])
     plt.savefig(figure)
@@ -1401,7 +1405,9 @@ def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch):
             "wandb_tags": "a, b", "wandb_notes": "n"}
     for _ in range(2):  # a sweep aggregated again (re-run once finished)
         sweep_module.log_to_wandb([{"cell": "x", "test_acc": 0.5}], figure, base)
-    records = [r.run for log in (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    assert (tmp_path / "wandb").exists() == (wandb_dir is None)
+    records = [r.run for log in (tmp_path / (wandb_dir or "") / "wandb").glob(
+                   "offline-run-*/run-*.wandb")
                for r in read_wandb_records(log) if r.WhichOneof("record_type") == "run"]
     assert len(records) == 2
     for record in records:
