@@ -16,7 +16,6 @@ from pathlib import Path
 from .config import (
     RESUMABLE,
     TRAINER_KEYS,
-    WIDE,
     ConfigError,
     add_config_arguments,
     changed_fields,
@@ -64,19 +63,6 @@ PATH_FLAGS = ("config", "data_dir", "out", "resume", "sweep", "sweep_out", "wand
               "stack_file")
 #: How a sweep runs its cells (flags that nothing else reads), with their defaults.
 SWEEP_RUN_FLAGS = {"jobs_per_device": 1, "stack": True, "yes": False}
-_STRUCTURES = ("dacunha", "dense", "fixedsize", "malach", "orseau", "subsetsum")
-_INITS = ("hyperbolic", "kaiming_normal", "kaiming_uniform", "scaled_uniform", "signed_constant",
-          "uniform")
-#: The names that --help lists for the flags that name a registered choice. They are written
-#: out here because --help imports no torch, which the registries need; a test keeps them equal
-#: to the registries' names (STRUCTURES and wide, ACTIVATIONS, DISTRIBUTIONS).
-NAMED_CHOICES = {
-    "structure": (*_STRUCTURES, WIDE),
-    "match": _STRUCTURES,
-    "activation": ("identity", "relu"),
-    "init": _INITS,
-    "conv_init": _INITS,
-}
 
 
 class OneLineParser(OneLineErrorParser):
@@ -111,11 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the resolved config as a YAML file (model:, data:, "
                              "trainer: sections) that --config reads back, and exit")
     add_config_arguments(parser)
-    for action in parser._actions:  # each help of them ends in its default: the names go before
-        if action.dest in NAMED_CHOICES:
-            text, default = action.help.split(" (default:")
-            action.help = (f"{text}; choices: {', '.join(NAMED_CHOICES[action.dest])} "
-                           f"(default:{default}")
     add_sweep_arguments(parser)
     return parser
 

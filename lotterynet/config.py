@@ -47,10 +47,10 @@ class RunConfig:
                      "lenet5_dacunha (da Cunha et al.'s target LeNet5 with biases: only with "
                      "--train-weights), or timm:<model name> for any timm model converted to "
                      "subnet layers)")
-    structure: str | None = _opt(None, "structure of the subnet layers: dense, subsetsum, wide "
-                                 "(the dense net widened to match --match), or any registered "
-                                 "structure (default: subsetsum for the paper's fc2, fc4 and "
-                                 "lenet5; dense, plain edge-popup, for every other --arch)")
+    structure: str | None = _opt(None, "structure of the subnet layers (wide: the dense net "
+                                 "widened to match --match) (default: subsetsum for the "
+                                 "paper's fc2, fc4 and lenet5; dense, plain edge-popup, for "
+                                 "every other --arch)")
     sparsity: float = _opt(0.5, "fraction of maskable weights PRUNED, in [0, 1) (0.9 keeps 10%%)")
     pairs: int = _opt(5, "coefficient pairs per target weight of the subset-sum structure "
                       "(also sizes --structure wide)")
@@ -169,6 +169,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         kind = field_type(f)
         help_text = f.metadata["help"]  # states its default itself, or gets it appended
         help_text += "" if "(default:" in help_text else f" (default: {f.default})"
+        if name in NAMED_CHOICES:
+            help_text = help_text.replace(
+                " (default:", f"; choices: {', '.join(NAMED_CHOICES[name])} (default:", 1)
         extra = {k: v for k, v in f.metadata.items() if k != "help"}
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
@@ -656,6 +659,20 @@ def names_a_model(builder: Callable) -> bool:
 
 
 WIDE = "wide"
+_STRUCTURES = ("dacunha", "dense", "fixedsize", "malach", "orseau", "subsetsum")
+_INITS = ("hyperbolic", "kaiming_normal", "kaiming_uniform", "scaled_uniform", "signed_constant",
+          "uniform")
+#: The names that --help lists (:func:`add_config_arguments`, before the default) for the flags
+#: that name a registered choice. They are written out because --help imports no torch, which
+#: the registries need; a test keeps them equal to the registries' names (STRUCTURES and wide,
+#: ACTIVATIONS, DISTRIBUTIONS).
+NAMED_CHOICES = {
+    "structure": (*_STRUCTURES, WIDE),
+    "match": _STRUCTURES,
+    "activation": ("identity", "relu"),
+    "init": _INITS,
+    "conv_init": _INITS,
+}
 
 
 #: What ``$WANDB_MODE`` may say (wandb's own settings refuse anything else, at ``wandb.init``,

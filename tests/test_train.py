@@ -20,8 +20,15 @@ import yaml
 from conftest import REPO, STD_CONVS, TINY_BIT
 from lotterynet import checkpointing
 from lotterynet.archs import recipe, recipe_lr
-from lotterynet.cli import NAMED_CHOICES, build_parser, config_from_args, main
-from lotterynet.config import FIELDS, NOT_COMPUTED, changed_fields, make_config, read_options
+from lotterynet.cli import build_parser, config_from_args, main
+from lotterynet.config import (
+    FIELDS,
+    NAMED_CHOICES,
+    NOT_COMPUTED,
+    changed_fields,
+    make_config,
+    read_options,
+)
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
 from lotterynet.distributions import DISTRIBUTIONS, orseau_range
 from lotterynet.grid import Sweep
