@@ -499,8 +499,9 @@ def typed_value(name: str, value):
     if kind is float and isinstance(value, float | int) and type(value) is not bool:
         if isinstance(value, int) and abs(value) > sys.float_info.max:  # (float() overflows)
             raise ConfigError(f"{name} must be a number within a float's range "
-                              f"(±{sys.float_info.max:.4g}), got an integer of "
-                              f"{len(str(abs(value)))} digits")
+                              f"(±{sys.float_info.max:.4g}), got an integer of about "
+                              f"10^{int(value.bit_length() * math.log10(2))}")  # (no str():
+            # Python refuses to write an int of over 4,300 digits)
         return float(value) + 0.0  # (-0.0 is 0: one run, one folder name)
     if isinstance(value, kind) and not (kind is int and type(value) is bool):
         return value

@@ -960,12 +960,13 @@ def test_numpy_numbers_are_read_and_refused_as_the_numbers_they_hold(values, ref
 def test_an_integer_beyond_a_floats_range_is_refused_as_a_number(tmp_path, capsys):
     """A config file's (or the Python API's) integer too large for a float, as a number field
     or in a sweep's list, ended in a traceback (OverflowError: int too large to convert to
-    float)."""
+    float); one of over 4,300 digits, which Python does not write as text, too."""
     huge = 10**400
-    with pytest.raises(ConfigError, match=re.escape(
-            "sparsity must be a number within a float's range (±1.798e+308), got an integer "
-            "of 401 digits")):
-        make_config({"arch": "fc2", "sparsity": huge})
+    for value, size in ((huge, 400), (-(10**5000), 5000)):
+        with pytest.raises(ConfigError, match=re.escape(
+                "sparsity must be a number within a float's range (±1.798e+308), got an "
+                f"integer of about 10^{size}")):
+            make_config({"arch": "fc2", "sparsity": value})
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"sparsities: [{huge}]\n")
     assert main(["--sweep", str(sweep), "--sweep-out", str(tmp_path / "out")]) == 2
