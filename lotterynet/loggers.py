@@ -236,7 +236,7 @@ class RunWandbLogger(WandbLogger):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._wandb_init.pop("anonymous")
+        self._wandb_init.pop("anonymous", None)  # (a later Lightning may not give it)
 
     def log_hyperparams(self, params) -> None:
         pass
