@@ -279,14 +279,26 @@ class CheckedCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
         else:
             atomic_torch_save(checkpoint, path)
-        self.epochs_saved[os.fspath(path)] = epochs_done(checkpoint)
+        self.epochs_saved[file_key(path)] = epochs_done(checkpoint)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         if self.resumed and os.fspath(path) == os.fspath(self.resumed[0]):
             (_, checkpoint), self.resumed = self.resumed, None  # (Lightning edits what it loads)
-            self.epochs_saved[os.fspath(path)] = epochs_done(checkpoint)
+            self.epochs_saved[file_key(path)] = epochs_done(checkpoint)
             return with_its_epoch_completed(checkpoint)
         return load_checkpoint(path, map_location=map_location, unsealed=True)
+
+    def epochs_of(self, path: str | os.PathLike) -> int | None:
+        """The epochs of the checkpoint saved or loaded last at ``path``, however the path is
+        written (Lightning's checkpoint callback saves under the absolute path of a relative
+        ``--out``); None where none was."""
+        return self.epochs_saved.get(file_key(path))
+
+
+def file_key(path: str | os.PathLike) -> str:
+    """``path`` as one file has one name: resolved, a URL as it is."""
+    path = os.fspath(path)
+    return path if "://" in path else os.path.realpath(path)
 
 
 def with_its_epoch_completed(checkpoint: dict) -> dict:
@@ -741,8 +753,7 @@ def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | Non
     if checkpoint.is_file():
         then = resume or resume_hint(checkpoint)
         io = trainer and trainer.strategy.checkpoint_io
-        done = io.epochs_saved.get(os.fspath(checkpoint)) if isinstance(
-            io, CheckedCheckpointIO) else None
+        done = io.epochs_of(checkpoint) if isinstance(io, CheckedCheckpointIO) else None
         return f"{then} (written at the end of epoch {done})" if done else then
     return resume_hint(resumed, checkpoint.parent.parent)
 

@@ -895,13 +895,8 @@ def test_memory_running_out_in_training_is_one_line_and_exit_4(tmp_path, data_di
         assert json.loads((out / "results.json").read_text())["epochs_done"] == 2
 
 
-@pytest.mark.parametrize("epoch", [1, 2])
-def test_an_epochs_line_is_printed_once_its_checkpoint_is_written(tmp_path, data_dir,
-                                                                 monkeypatch, capsys, epoch):
-    """An epoch's line was printed before its checkpoint was written (Lightning runs checkpoint
-    callbacks last): Ctrl-C in that save left on the screen an epoch that no checkpoint held,
-    and the resume went on from the epoch before. Ctrl-C in epoch 1's or 2's save: the lines
-    are those of the epochs saved, and the resume goes on from the last of them."""
+def ctrl_c_in_the_save_of(epoch: int, monkeypatch) -> None:
+    """Ctrl-C in the save of epoch ``epoch``'s checkpoint (before it is written)."""
     from lotterynet.run import CheckedCheckpointIO
 
     save = CheckedCheckpointIO.save_checkpoint
@@ -912,6 +907,16 @@ def test_an_epochs_line_is_printed_once_its_checkpoint_is_written(tmp_path, data
         save(self, checkpoint, path, storage_options)
 
     monkeypatch.setattr(CheckedCheckpointIO, "save_checkpoint", ctrl_c_in_epoch)
+
+
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_an_epochs_line_is_printed_once_its_checkpoint_is_written(tmp_path, data_dir,
+                                                                 monkeypatch, capsys, epoch):
+    """An epoch's line was printed before its checkpoint was written (Lightning runs checkpoint
+    callbacks last): Ctrl-C in that save left on the screen an epoch that no checkpoint held,
+    and the resume went on from the epoch before. Ctrl-C in epoch 1's or 2's save: the lines
+    are those of the epochs saved, and the resume goes on from the last of them."""
+    ctrl_c_in_the_save_of(epoch, monkeypatch)
     out = tmp_path / "run"
     assert main([*SMALL, "--epochs", "2", "--data-dir", str(data_dir), "--out", str(out)]) == 130
     then = {1: NOTHING, 2: f"resume with --resume {out / 'checkpoints' / 'last.ckpt'} "
@@ -921,6 +926,18 @@ def test_an_epochs_line_is_printed_once_its_checkpoint_is_written(tmp_path, data
             if line.startswith("epoch ")] == [f"epoch {e}/2" for e in range(1, epoch)]
     assert captured.err.strip().splitlines()[-1] == \
         f"train.py: error: stopped by Ctrl-C (SIGINT); {then[epoch]}"
+
+
+def test_the_resume_line_of_a_run_in_a_relative_out_names_its_epoch(tmp_path, data_dir,
+                                                                   monkeypatch, capsys):
+    """Lightning saves the run's checkpoint under the absolute path of a relative ``--out``:
+    the resume line, which looked it up by the relative one, named no epoch."""
+    ctrl_c_in_the_save_of(2, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert main([*SMALL, "--epochs", "2", "--data-dir", str(data_dir), "--out", "run"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "train.py: error: stopped by Ctrl-C (SIGINT); resume with --resume "
+        "run/checkpoints/last.ckpt (written at the end of epoch 1)")
 
 
 def test_the_resume_line_names_the_epochs_of_the_runs_own_checkpoint(tmp_path):
