@@ -170,11 +170,15 @@ class Interrupted(RuntimeError):
     """A run stopped by Ctrl-C or SIGTERM (its last checkpoint stays). ``exit_code`` is what a
     shell reports for a process the signal ended, 128 + the signal's number, so that a batch
     scheduler or ``train.py && next`` sees a stopped run as not done (Lightning itself ends
-    one stopped by SIGTERM with exit status 0)."""
+    one stopped by SIGTERM with exit status 0). ``checkpoint_epochs``: the epochs that the
+    run's own last checkpoint holds, where its trainer wrote or resumed it (what its resume
+    line names), so that whoever catches the stop need not read the file again to say so;
+    None where it did neither."""
 
-    def __init__(self, message: str, exit_code: int):
+    def __init__(self, message: str, exit_code: int, checkpoint_epochs: int | None = None):
         super().__init__(message)
         self.exit_code = exit_code
+        self.checkpoint_epochs = checkpoint_epochs
 
 
 def resume_flag(checkpoint: str | os.PathLike) -> str:
@@ -183,12 +187,14 @@ def resume_flag(checkpoint: str | os.PathLike) -> str:
     return f"--resume {shlex.quote(str(checkpoint))}"
 
 
-def interrupted(sigterm: bool, then: str | None = None) -> Interrupted:
+def interrupted(sigterm: bool, then: str | None = None,
+                checkpoint_epochs: int | None = None) -> Interrupted:
     """What a run stopped by SIGTERM (``sigterm``) or else by Ctrl-C reports: the
     :class:`Interrupted` that names the signal, with the shell's exit code for it (128 + its
     number), and ``then``, how to go on, after a semicolon."""
     name, number = ("SIGTERM", signal.SIGTERM) if sigterm else ("Ctrl-C (SIGINT)", signal.SIGINT)
-    return Interrupted(f"stopped by {name}" + (f"; {then}" if then else ""), 128 + number)
+    return Interrupted(f"stopped by {name}" + (f"; {then}" if then else ""), 128 + number,
+                       checkpoint_epochs)
 
 
 class Terminated(BaseException):

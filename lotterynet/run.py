@@ -724,7 +724,8 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
         then = how_to_go_on(checkpoint, resume, resumed, trainer) or nothing
-        raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then) from None
+        raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then,
+                          epochs_written(checkpoint, trainer)) from None
 
 
 @contextlib.contextmanager
@@ -752,10 +753,19 @@ def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | Non
     epoch there ended); None with neither."""
     if checkpoint.is_file():
         then = resume or resume_hint(checkpoint)
-        io = trainer and trainer.strategy.checkpoint_io
-        done = io.epochs_of(checkpoint) if isinstance(io, CheckedCheckpointIO) else None
+        done = epochs_written(checkpoint, trainer)
         return f"{then} (written at the end of epoch {done})" if done else then
     return resume_hint(resumed, checkpoint.parent.parent)
+
+
+def epochs_written(checkpoint: Path, trainer: pl.Trainer | None) -> int | None:
+    """The epochs that a run's own ``checkpoint`` holds where its ``trainer`` wrote or loaded
+    it, as its checkpoint IO noted them (the file is not read); None where it did neither, or
+    where the file is gone."""
+    io = trainer and trainer.strategy.checkpoint_io
+    if checkpoint.is_file() and isinstance(io, CheckedCheckpointIO):
+        return io.epochs_of(checkpoint)
+    return None
 
 
 def resume_hint(checkpoint: str | Path | None, run_dir: Path | None = None) -> str | None:

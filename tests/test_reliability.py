@@ -940,6 +940,25 @@ def test_the_resume_line_of_a_run_in_a_relative_out_names_its_epoch(tmp_path, da
         "run/checkpoints/last.ckpt (written at the end of epoch 1)")
 
 
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_a_stopped_run_tells_its_caller_the_epochs_of_its_checkpoint(tmp_path, data_dir,
+                                                                    monkeypatch, epoch):
+    """A sweep named the epoch its stopped cell goes on from by reading the cell's checkpoint
+    again (seconds for a big model, in a scheduler's SIGTERM grace period): ``Interrupted``
+    carries it, None where no checkpoint was written."""
+    from lotterynet.config import make_config
+    from lotterynet.errors import Interrupted
+    from lotterynet.run import run
+
+    ctrl_c_in_the_save_of(epoch, monkeypatch)
+    config = make_config({"arch": "fc2", "structure": "dense", "limit_train": 600,
+                          "val_size": 100, "epochs": 2, "progress_bar": False,
+                          "data_dir": str(data_dir), "out": str(tmp_path / "run")})
+    with pytest.raises(Interrupted) as stopped:
+        run(config)
+    assert stopped.value.checkpoint_epochs == {1: None, 2: 1}[epoch]
+
+
 def test_the_resume_line_names_the_epochs_of_the_runs_own_checkpoint(tmp_path):
     """A checkpoint that a user's callback saves through the run's checkpoint IO (every N
     steps, elsewhere) after the run's own ``last.ckpt`` made the resume line name its epoch."""
