@@ -971,6 +971,34 @@ def test_shipped_sweep_files_build_valid_cells(path):
         validate(make_config(values))
 
 
+def test_a_large_grid_says_how_many_cells_it_checks_before_checking_them(monkeypatch, capsys):
+    """A grid of thousands of cells takes seconds to check, cell by cell: a line says how many,
+    counted from its axes, before the first cell's config is made (it waited silently)."""
+    seen = []
+
+    def spy(values):
+        seen.append(capsys.readouterr().out)  # (what was printed before this cell's config)
+        return make_config(values)
+
+    monkeypatch.setattr(grid_module, "make_config", spy)
+    monkeypatch.setattr(grid_module, "CELLS_TO_SAY", 7)
+    argv = ["--arch", "fc2", "--sweep-variants", "dense,wide", "--sweep-sparsities", "0.5,0.9",
+            "--sweep-epochs", "1", "--sweep-seeds", "0,1"]
+    sweep = load_sweep(build_parser().parse_args([*argv, "--no-baseline"]), Overrides())
+    assert sweep.size() == len(sweep.cells()) == len(seen) == 8
+    assert seen[0] == "checking the 8 cells of the sweep (variants 2 x sparsities 2 x epochs 1 " \
+                      "x seeds 2), about 0 s\n"
+    seen.clear()
+    sweep = load_sweep(build_parser().parse_args(argv), Overrides())
+    assert sweep.size() == len(sweep.cells()) == 10
+    assert seen[0].startswith("checking the 10 cells of the sweep (") and \
+        "seeds 2, and the baseline)" in seen[0]
+    seen.clear()
+    monkeypatch.setattr(grid_module, "CELLS_TO_SAY", 11)  # (a small grid is checked unsaid)
+    load_sweep(build_parser().parse_args(argv), Overrides())
+    assert seen[0] == ""
+
+
 PAPER_SPARSITIES = [0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.98,
                     0.99]
 
