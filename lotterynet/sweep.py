@@ -1428,14 +1428,24 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     wall = max(sum(seconds[job] for job in worker) for worker in workers)
     kinds = {"stacked": [m for members in stacks.values() for m in members],
              "single": [name for name, _ in single]}
-    counts = {k: sum(map(epochs, names)) for k, names in kinds.items()}
+    # (the epochs as the cells train them, each at its own training examples)
+    counts = {k: sum(left[name] for name in names) for k, names in kinds.items()}
     parts = [f"{counts[k]:,.{0 if counts[k] >= 10 else 2}f} {k} at "
-             f"~{sum(cost(n, k) for n in names) / counts[k]:.0f} s"  # (a mean, over archs)
+             f"~{seconds_said(sum(cost(n, k) for n in names) / counts[k])} s"  # (a mean)
              for k, names in kinds.items() if counts[k]]
+    images = " or ".join(f"{n:,}" for n in sorted({training_examples(configs[name])
+                                                   for names in kinds.values()
+                                                   for name in names if left[name]}))
     at_once = f", {jobs} jobs at once" if jobs > 1 else ""
-    return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {FULL_EPOCH:,} images: "
+    return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {images} images: "
                          f"{', '.join(parts)} ({', '.join(cells_use(sweep, 'arch'))}, 2 CPU "
                          f"cores{at_once})")
+
+
+def seconds_said(seconds: float) -> str:
+    """Seconds as the CPU estimate says them: whole from 1 on, else to 2 significant digits
+    (an epoch of a few hundred images: ``0.022``, not ``0``)."""
+    return f"{seconds:.0f}" if seconds >= 1 else f"{seconds:.2g}"
 
 
 def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = True,

@@ -869,7 +869,7 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     stacked, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
     full = 60 / 55  # (its epochs hold all 60,000 images; the epoch times are of 55,000)
     assert stacked * 3600 == pytest.approx((2520 * 10 + 60 * 60) * full)
-    assert "epochs of 55,000 images: 2,749 stacked at ~10 s, 65 single at ~60 s" in what
+    assert "epochs of 60,000 images: 2,520 stacked at ~11 s, 60 single at ~65 s" in what
     unstacked, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=False)
     assert unstacked * 3600 == pytest.approx(2580 * 60 * full)
     # DDP ranks on the CPU share its cores: two take as long as one (each half the examples)
@@ -955,6 +955,21 @@ def test_cpu_estimate_times_each_cell_at_its_own_architecture(tmp_path, monkeypa
     sweep.variants.append({"structure": "dense", "arch": "fc4"})
     assert sweep_module.check_cpu_cost(sweep, tmp_path, go_on=False) == \
         "sweep on the CPU: no epoch-time figure for fc4; no estimate"
+
+
+def test_cpu_estimate_says_the_epochs_the_cells_train_of_the_images_they_train_on(
+        tmp_path, monkeypatch):
+    """Cells of --limit-train 300 are estimated at 300 images an epoch, and the line says their
+    epochs of 300 images at the seconds of one (it said "epochs of 55,000 images: 0.04
+    stacked at ~4 s", the epochs counted in full ones)."""
+    monkeypatch.setattr(sweep_module, "CPU_EPOCH_SECONDS", {"lenet5": 60.0})
+    monkeypatch.setattr(sweep_module, "CPU_STACKED_EPOCH_SECONDS", {"lenet5": 10.0})
+    sweep = Sweep(base={"arch": "lenet5", "limit_train": 300},
+                  variants=[{"structure": "subsetsum"}], sparsities=[0.5, 0.9], epochs=[2])
+    hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
+    assert hours * 3600 == pytest.approx((4 * 10 + 2 * 60) * 300 / 55000)
+    assert what == "3 cells, epochs of 300 images: 4.00 stacked at ~0.055 s, 2.00 single at " \
+                   "~0.33 s (lenet5, 2 CPU cores)"
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")),
