@@ -643,7 +643,7 @@ def changed_fields(stored: dict, wanted: dict, ignored: tuple[str, ...] = RESUMA
                                                                         stored["lr"]))]
 
 
-def check_name(check: Callable, *args) -> None:
+def as_config_error(check: Callable, *args) -> None:
     """``check(*args)``, a check of lotterynet's own (a registry's ``get``,
     :func:`check_choice`, a layer's, the optimizer's), its ``ValueError`` as a
     :class:`ConfigError`."""
@@ -763,7 +763,7 @@ def validate(config: RunConfig, given_precision=None) -> None:
         # (fc2:x was checked as a timm model name; a bare timm failed to build, unnamed)
         choices = [f"{n}:<model name>" if names_a_model(MODELS.get(n)) else n
                    for n in MODELS.names()]
-        check_name(check_choice, "architecture", config.arch, choices)  # (refused: not one)
+        as_config_error(check_choice, "architecture", config.arch, choices)  # (refused: not one)
     if family_kwargs and (config.structure == WIDE or config.train_weights
                           or config.subnet_convs or config.fan_in != "hidden"):
         raise ConfigError(f"--arch {config.arch!r} is converted layer by layer; --structure wide, "
@@ -775,26 +775,26 @@ def validate(config: RunConfig, given_precision=None) -> None:
     if recipe(family).target_only and not config.train_weights:
         raise ConfigError(f"--arch {config.arch} is a target architecture (trained weights with "
                           f"biases): it runs only with --train-weights")
-    check_name(check_choice, "structure", config.structure, [*STRUCTURES.names(), WIDE])
-    check_name(check_choice, "match", config.match, STRUCTURES.names())  # (not wide itself)
+    as_config_error(check_choice, "structure", config.structure, [*STRUCTURES.names(), WIDE])
+    as_config_error(check_choice, "match", config.match, STRUCTURES.names())  # (not wide itself)
     if config.init is not None:
-        check_name(DISTRIBUTIONS.get, config.init)
-    check_name(DATASETS.get, config.dataset)
-    check_name(AUGMENTATIONS.get, config.augment)
-    check_name(OPTIMIZERS.get, config.optimizer)
-    check_name(SCHEDULERS.get, config.scheduler)
-    check_name(check_activation, config.activation)
+        as_config_error(DISTRIBUTIONS.get, config.init)
+    as_config_error(DATASETS.get, config.dataset)
+    as_config_error(AUGMENTATIONS.get, config.augment)
+    as_config_error(OPTIMIZERS.get, config.optimizer)
+    as_config_error(SCHEDULERS.get, config.scheduler)
+    as_config_error(check_activation, config.activation)
     if config.subnet_convs and family != "lenet5":
         raise ConfigError(f"--subnet-convs makes LeNet5's random frozen convs subnet layers; "
                           f"--arch {config.arch} has none (every layer of it already is one)")
     if config.conv_init is not None:
-        check_name(DISTRIBUTIONS.get, config.conv_init)
+        as_config_error(DISTRIBUTIONS.get, config.conv_init)
         if family != "lenet5" or config.subnet_convs:
             raise ConfigError(f"conv_init {config.conv_init!r} draws LeNet5's random frozen conv "
                               f"filters; it needs --arch lenet5 without --subnet-convs (got "
                               f"--arch {config.arch!r}{' --subnet-convs' * config.subnet_convs})")
-    check_name(check_fan_in, config.fan_in)
-    check_name(check_score_init, config.score_init)
+    as_config_error(check_fan_in, config.fan_in)
+    as_config_error(check_score_init, config.score_init)
     if config.structure == WIDE and config.train_weights:
         raise ConfigError("--train-weights trains the dense net itself: it cannot be combined "
                           "with --structure wide (valid: --train-weights alone, or --structure "
@@ -980,7 +980,7 @@ def check_numbers(config: RunConfig) -> None:
             raise ConfigError(f"{name} must be a finite number, got {value!r}")
     from .masking import check_sparsity_range
 
-    check_name(check_sparsity_range, config.sparsity)  # (the layers' check, and its message)
+    as_config_error(check_sparsity_range, config.sparsity)  # (the layers' check, and its message)
     positive = ["epochs", "batch_size", "pairs", "devices"]
     optional = ("limit_train", "stop_after", "hidden")
     positive += [name for name in optional if getattr(config, name) is not None]
@@ -993,9 +993,9 @@ def check_numbers(config: RunConfig) -> None:
 
     optim = {"momentum": config.momentum, "weight_decay": config.weight_decay}
     # (the module's and the data module's checks, and their messages)
-    check_name(check_optim, optim if config.lr is None else {"lr": config.lr, **optim})
-    check_name(check_seed, config.seed, SEED_MAX + 1)
-    check_name(DATASETS.get(config.dataset).check_split_sizes, config.val_size,
+    as_config_error(check_optim, optim if config.lr is None else {"lr": config.lr, **optim})
+    as_config_error(check_seed, config.seed, SEED_MAX + 1)
+    as_config_error(DATASETS.get(config.dataset).check_split_sizes, config.val_size,
                config.limit_train)
     if examples_per_device(config) == 0:
         given = (f"val_size {config.val_size}" if config.limit_train is None

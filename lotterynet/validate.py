@@ -20,7 +20,7 @@ from .config import (
     SEED_MAX,
     ConfigError,
     RunConfig,
-    check_name,
+    as_config_error,
     on_gpu,
     precision_name,
     read_yaml_mapping,
@@ -35,7 +35,7 @@ def check_hardware(config: RunConfig, given_precision=None) -> None:
     refused is named as given (``given_precision``, where it was), not as Lightning reads it."""
     import torch
 
-    check_name(check_choice, "accelerator", config.accelerator, ACCELERATORS)
+    as_config_error(check_choice, "accelerator", config.accelerator, ACCELERATORS)
     precision = precision_name(config.precision)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if config.accelerator in ("gpu", "cuda") and not gpus:
