@@ -46,7 +46,6 @@ import copy
 import fnmatch
 import functools
 import inspect
-import itertools
 import math
 import numbers
 import os
@@ -162,17 +161,34 @@ OTHERS_MODES.register("trainable")(True)
 
 
 #: ``convert`` records each call on the module it converted, under this attribute: a list of
-#: ``{"order": n, "kwargs": {...}}`` (``n`` counts calls in this process, so calls on nested
-#: modules can be replayed in their order). :func:`~lotterynet.ticket.save_ticket` stores them,
-#: :func:`~lotterynet.ticket.load_ticket` replays them on a fresh model.
+#: ``{"order": n, "kwargs": {...}}`` (``n`` orders the calls, so that calls on nested modules
+#: can be replayed in their order: :func:`_next_order`). :func:`~lotterynet.ticket.save_ticket`
+#: stores them, :func:`~lotterynet.ticket.load_ticket` replays them on a fresh model.
 CONVERT_RECORD = "lotterynet_converts"
 #: ... and on each layer it made, under this one, the call's ``order``: a ticket leaves a layer
 #: that a later call made out of the earlier calls that select it (:func:`left_out_of`).
 CONVERTED_BY = "lotterynet_converted_by"
-_CALLS = itertools.count()
+_last_order = -1
 #: True inside :func:`on_meta`: only there may ``convert`` take a model whose parameters hold
 #: no values.
 PROBING = contextvars.ContextVar("lotterynet_convert_probing", default=False)
+#: True while a load replays a call none of whose layers the saved model holds any more
+#: (:func:`left_out_of`): there it may convert nothing, and still applies its ``others`` /
+#: ``batchnorm`` to what it selects.
+NOTHING_LEFT = contextvars.ContextVar("lotterynet_convert_nothing_left", default=False)
+
+
+def _next_order(model: nn.Module) -> int:
+    """The order of a new ``convert()`` call on ``model``: after every call made in this
+    process, and after those recorded in ``model`` (calls and the layers they made), which
+    another process made when the model was pickled there: :func:`left_out_of` compares them."""
+    global _last_order
+    recorded = [record["order"] for module in model.modules()
+                for record in module.__dict__.get(CONVERT_RECORD, ())]
+    recorded += [module.__dict__[CONVERTED_BY] for module in model.modules()
+                 if CONVERTED_BY in module.__dict__]
+    _last_order = max([_last_order, *recorded]) + 1
+    return _last_order
 
 
 @contextlib.contextmanager
@@ -209,21 +225,22 @@ def left_out_of(calls: list[dict], made: dict[str, int]) -> list[dict]:
     a later call where an earlier call selects it (a layer put in place of one converted,
     timm's ``reset_classifier`` and then ``convert(model, include=["head"])``) is added to the
     earlier call's ``exclude``, which would convert it first on a fresh model, leaving the later
-    call nothing to convert (refused); an earlier call that then made no layer left is
-    dropped."""
+    call nothing to convert (refused). A call none of whose layers is left is marked
+    ``nothing_left`` (:data:`NOTHING_LEFT`): its replay may convert nothing, and still freezes
+    (``others``) or makes non-affine (``batchnorm``) what it selects, as it did."""
     replayed = []
     for call in calls:
         path, kwargs = call["path"], call["kwargs"]
         inner = {name[len(path) + 1:] if path else name: order for name, order in made.items()
-                 if path == "" or name.startswith(f"{path}.")}
+                 if name == path or not path or name.startswith(f"{path}.")}
         later = [name for name, order in inner.items() if order > call["order"]
                  and (kwargs["include"] is None or _matches(name, kwargs["include"]))
                  and not _matches(name, kwargs["exclude"])]
-        if not later:
-            replayed.append(call)
-        elif call["order"] in inner.values():
-            exclude = [*kwargs["exclude"], *map(escaped, later)]
-            replayed.append({**call, "kwargs": {**kwargs, "exclude": exclude}})
+        if later:
+            call = {**call, "kwargs": {**kwargs, "exclude": [*kwargs["exclude"],
+                                                             *map(escaped, later)]}}
+        replayed.append({**call, "nothing_left": True}
+                        if call["order"] not in inner.values() else call)
     return replayed
 
 
@@ -766,7 +783,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     others_trainable = OTHERS_MODES.get(others)
     include = None if include is None else _patterns(include, "include")
     exclude = () if exclude is None else _patterns(exclude, "exclude")
-    record = {"order": next(_CALLS), "kwargs": dict(
+    record = {"order": _next_order(model), "kwargs": dict(
         sparsity=sparsity, init=init, structure=structure,
         include=None if include is None else list(include), exclude=list(exclude), seed=seed,
         bias=bias, batchnorm=batchnorm, others=others, **layer_options)}
@@ -795,7 +812,8 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
         raise UnconvertibleLayers(unconvertible,
                                   [*exclude, *covering_patterns(model, unconvertible)])
     _check_tied(modules, names, [module for *_, module, rule in plan if rule is not None])
-    if all(rule is None for *_, rule in plan):  # refused, nothing changed
+    # refused, nothing changed (but in a load's replay of a call none of whose layers is left)
+    if all(rule is None for *_, rule in plan) and not NOTHING_LEFT.get():
         if any(isinstance(m, SUBNET_MODULES) and selected(k) for k, m in modules.items()):
             raise ValueError(
                 "convert: the selected layers are already converted (subnet layers) and no "

@@ -19,7 +19,8 @@ random weights:
   replaced after ``convert`` (timm's ``reset_classifier``) where the recorded calls reach, which
   a load would convert too, is refused by ``save_ticket``, naming it: no model would load it;
   converted by a call of its own, it is left out of the earlier calls the ticket records
-  (:func:`~lotterynet.convert.left_out_of`), and loads into a model with the same change.
+  (:func:`~lotterynet.convert.left_out_of`; a call left with no layer still freezes what it
+  froze), and loads into a model with the same change.
 
 Either way the frozen weights of a subnet layer made without a seed (``SubnetLinear(...,
 seed=None)``, drawn from torch's global generator, which no load replays) are stored, 32 bits a
@@ -72,7 +73,16 @@ from torch import nn
 
 from . import ticket_file
 from .attention import SUBNET_MODULES, outermost_subnet_modules
-from .convert import CONVERT_RECORD, CONVERTED_BY, LAYOUTS, convert, laid_out, left_out_of, on_meta
+from .convert import (
+    CONVERT_RECORD,
+    CONVERTED_BY,
+    LAYOUTS,
+    NOTHING_LEFT,
+    convert,
+    laid_out,
+    left_out_of,
+    on_meta,
+)
 from .errors import plural
 from .masking import named_masked_weights, uncompiled
 from .models import build_model, recorded_spec, spec_difference
@@ -680,12 +690,17 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
 
 def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
     """Apply the ticket's recorded ``convert()`` calls to ``model``, in order, without their
-    warnings (:func:`_without_user_warnings`)."""
+    warnings (:func:`_without_user_warnings`); a call marked ``nothing_left``
+    (:func:`~lotterynet.convert.left_out_of`) may convert nothing."""
     for call in converts:
         path = call["path"]
         target = model.get_submodule(path)
-        with _without_user_warnings():
-            result = convert(target, **without_ignored_options(call["kwargs"]))
+        nothing_left = NOTHING_LEFT.set(call.get("nothing_left") is True)
+        try:
+            with _without_user_warnings():
+                result = convert(target, **without_ignored_options(call["kwargs"]))
+        finally:
+            NOTHING_LEFT.reset(nothing_left)
         if result is not target:  # the call converted a layer itself
             if not path:
                 model = result

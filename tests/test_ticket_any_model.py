@@ -18,6 +18,7 @@ from torch import nn
 
 import lotterynet as ln
 from lotterynet import ticket_file
+from lotterynet.convert import CONVERT_RECORD, CONVERTED_BY
 from lotterynet.ticket import TicketError, load_ticket, save_ticket
 
 
@@ -237,8 +238,8 @@ def test_a_layer_converted_again_by_a_later_call_loads(tmp_path):
     reset_classifier) and converted by a call of its own: save_ticket wrote a ticket that no
     load read, as the load's replay of the first call converted the new layer too, and the
     second then had nothing to convert ("the selected layers are already converted"). The
-    ticket leaves such a layer out of the earlier calls (and drops a call of which none is
-    left), so a load into the model with the same change is exact."""
+    ticket leaves such a layer out of the earlier calls, so a load into the model with the
+    same change is exact."""
     def resnet():
         return timm.create_model("resnet10t", pretrained=False, num_classes=4)
 
@@ -252,7 +253,7 @@ def test_a_layer_converted_again_by_a_later_call_loads(tmp_path):
 
     for make, first, change, layer, x in (
             (resnet, None, reset, "fc", torch.randn(2, 3, 32, 32)),
-            (SmallCNN, ["head"], new_head, "head", torch.randn(2, 3, 8, 8))):  # (one dropped)
+            (SmallCNN, ["head"], new_head, "head", torch.randn(2, 3, 8, 8))):  # (none left)
         model = ln.convert(make(), sparsity=0.5, seed=0, include=first)
         ln.convert(change(model), sparsity=0.7, seed=1, include=[layer])
         save_ticket(model, tmp_path / f"{layer}.ticket")
@@ -261,6 +262,48 @@ def test_a_layer_converted_again_by_a_later_call_loads(tmp_path):
     with pytest.raises(TicketError, match=r"mask 'fc\.structure\.weight' differs: the ticket "
                                           r"has \[3, 512\], the model \[4, 512\]"):
         load_ticket(tmp_path / "fc.ticket", model=resnet())  # (without the change)
+
+
+def test_a_call_whose_layers_a_later_call_all_converted_again_still_freezes(tmp_path):
+    """The first call froze a LayerNorm (others='frozen') and made non-affine a BatchNorm, and
+    its only layer was replaced and converted by a second call: the ticket dropped the first
+    call, so a load left the LayerNorm trainable and the BatchNorm affine. The call is kept,
+    converting nothing; a ticket of the loaded model loads so too."""
+    def make():
+        return nn.Sequential(nn.Sequential(nn.LayerNorm(8), nn.BatchNorm1d(8), nn.Linear(8, 4)))
+
+    def change(model):
+        model[0][2] = nn.Linear(8, 4)
+        return model
+
+    model = ln.convert(make(), sparsity=0.5, seed=0, include=["0"])
+    ln.convert(change(model), sparsity=0.5, seed=1, include=["0.2"])
+    x = torch.randn(3, 8)
+    for i in range(2):
+        save_ticket(model, tmp_path / f"{i}.ticket")
+        loaded = load_ticket(tmp_path / f"{i}.ticket", model=change(make()))
+        assert torch.equal(loaded.eval()(x), model.eval()(x))
+        assert not loaded[0][0].weight.requires_grad and loaded[0][1].weight is None
+        model = loaded
+
+
+def test_a_call_in_another_process_comes_after_the_models_recorded_calls(tmp_path):
+    """Calls were ordered by a count in the process: a model converted in one (pickled, its
+    call at 50) and converted again in another gave the new call a smaller order, so the
+    ticket replayed it first, and the first call froze the LayerNorm the second had made
+    trainable."""
+    def make():
+        return nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 8), nn.Linear(8, 4))
+
+    model = ln.convert(make(), sparsity=0.5, seed=0, exclude=["2"])
+    for module in model.modules():  # (as a process that made 50 calls before left them)
+        for record in module.__dict__.get(CONVERT_RECORD, ()):
+            record["order"] = 50
+        if CONVERTED_BY in module.__dict__:
+            module.__dict__[CONVERTED_BY] = 50
+    ln.convert(model, sparsity=0.5, seed=1, include=["0", "2"], others="trainable")
+    save_ticket(model, tmp_path / "t.ticket")
+    assert load_ticket(tmp_path / "t.ticket", model=make())[0].weight.requires_grad
 
 
 def test_a_built_model_inside_yours_loads_into_yours(tmp_path):
