@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import cast_drawn, float32_draws, seeded_generator
-from .masking import MaskedSparsity, named_masked_weights
+from .masking import BIAS_NAMES, MaskedSparsity, named_masked_weights
 from .structures import (
     STRUCTURE_OPTIONS,
     STRUCTURES,
@@ -43,11 +43,6 @@ def record_frozen(layer: nn.Module) -> None:
         if module is layer or isinstance(module, _SubnetLayer):
             module.frozen_as_built = frozenset(name for name, p in module.named_parameters()
                                                if not p.requires_grad)
-
-
-#: The names (last part) of a subnet layer's biases: frozen random as built, but trainable
-#: (``convert(bias="trainable")``, or ``layer.bias.requires_grad_()``), unlike its weights.
-BIAS_NAMES = ("bias", "bias_k", "bias_v")
 
 
 def refuse_thawed(module: nn.Module) -> None:

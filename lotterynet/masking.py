@@ -349,6 +349,14 @@ def rows_topk_mask(magnitudes: torch.Tensor, ks: torch.Tensor, ties: str = "low"
     return cut_at(magnitudes, threshold, ks, 1, ties, dtype, host_reads=False)
 
 
+#: The names (last part) of a subnet layer's biases: frozen random as built, but, unlike its
+#: weights, made trainable where the model is made (``convert(bias="trainable")``), and then
+#: the ticket's to store. One made to require grad later (``layer.bias.requires_grad_()``) is
+#: still frozen as built (``frozen_as_built``): a ticket regenerates it from the seed, and
+#: ``save_ticket`` refuses it once it differs or while it requires grad.
+BIAS_NAMES = ("bias", "bias_k", "bias_v")
+
+
 class PrunesByMask:
     """Refuses ``torch.nn.utils.prune`` on what a subnet module prunes by its masks: a weight it
     computes (a subnet layer's ``weight``, an attention's ``q_proj_weight``: a property), on
@@ -357,8 +365,11 @@ class PrunesByMask:
     frozen as built: ``frozen_as_built``), which prune silently zeroed: values a ticket
     regenerates from the seed, and none of the subnetwork the scores choose, and the scores
     (a :class:`MaskedWeight`'s), whose top-k is the mask: pruned, they left ``scores_orig`` and
-    ``scores_mask`` in the state, which no ticket saves or loads. Prune registers
-    ``<name>_orig`` first: refused there, in one line, before anything changes."""
+    ``scores_mask`` in the state, which no ticket saves or loads. A bias frozen as built is
+    refused even after ``requires_grad_()`` (a ticket regenerates it all the same:
+    :data:`BIAS_NAMES`), naming the way to make it the user's: ``convert(bias="trainable")``.
+    Prune registers ``<name>_orig`` first: refused there, in one line, before anything
+    changes."""
 
     def register_parameter(self, name: str, param) -> None:
         stem = name.removesuffix("_orig")
@@ -371,10 +382,14 @@ class PrunesByMask:
                              or isinstance(getattr(type(self), stem, None), property)):
             what = ("the score tensor" if scores else
                     "a frozen random tensor" if frozen else "computed from the masks")
+            why = ("which a ticket regenerates from the seed (requires_grad_() does not change "
+                   "that): to train and prune it, make it trainable where the model is made "
+                   "(convert(bias='trainable'))" if frozen and stem in BIAS_NAMES else
+                   "which prunes by its mask: set its sparsity (layer.sparsity, "
+                   "lotterynet.global_topk), or prune the exported model "
+                   "(lotterynet.export(model))")
             raise TypeError(f"torch.nn.utils.prune: {type(self).__name__}.{stem} is {what} of "
-                            f"a subnet layer, which prunes by its mask: set its sparsity "
-                            f"(layer.sparsity, lotterynet.global_topk), or prune the exported "
-                            f"model (lotterynet.export(model))")
+                            f"a subnet layer, {why}")
         super().register_parameter(name, param)
 
 
