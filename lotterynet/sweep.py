@@ -1329,16 +1329,31 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
     if (sweep_dir / "cells").is_dir():  # (before the cells left are counted)
         with sweep_lock(sweep_dir):
             rename_old_folders(sweep, sweep_dir)
-    cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, args.jobs_per_device)
+    jobs, capped = job_slots(args.jobs_per_device)
+    cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, jobs)
     check_data(sweep)
     check_buildable(sweep)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
         check_not_folders(sweep_dir / "cells" / name / file
                           for name in unfinished_cells(sweep, sweep_dir) for file in END_FILES)
-        if cost:  # (said once every check has passed: a refusal stays one line)
-            print(cost, flush=True)
-        return run_locked(sweep, sweep_dir, args)
+        for line in (capped, cost):  # (said once every check has passed: a refusal stays
+            if line:  # one line)
+                print(line, flush=True)
+        return run_locked(sweep, sweep_dir, args, jobs)
+
+
+def job_slots(jobs_per_device: int) -> tuple[int, str | None]:
+    """The jobs a sweep runs at once per device for ``--jobs-per-device``: on a machine
+    without CUDA at most one per core (jobs beyond the cores share them: they add no speed,
+    only memory, and cut stacks into more parts), with the line that says so where that is
+    fewer; else as given."""
+    cores = os.cpu_count() or 1
+    if torch.cuda.is_available() or jobs_per_device <= cores:
+        return jobs_per_device, None
+    return cores, (f"--jobs-per-device {jobs_per_device}: this machine has no GPU and "
+                   f"{plural(cores, 'CPU core')}, so the sweep runs {cores} jobs at once, one "
+                   f"per core")
 
 
 def check_data(sweep: Sweep) -> None:
@@ -1502,11 +1517,13 @@ def cells_without_wandb(sweep: Sweep, sweep_dir: Path) -> list[str]:
     return missing
 
 
-def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace) -> int:
-    """Run the cells that are not done and aggregate them, holding the sweep's lock."""
+def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: int
+               ) -> int:
+    """Run the cells that are not done, ``jobs`` at once per device (:func:`job_slots`), and
+    aggregate them, holding the sweep's lock."""
     keep_wandb_group(sweep, sweep_dir)
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / SWEEP_FILE)
-    failed = run_cells(sweep, sweep_dir, args.jobs_per_device, stack=args.stack)
+    failed = run_cells(sweep, sweep_dir, jobs, stack=args.stack)
     missing = unfinished_cells(sweep, sweep_dir)
     if not failed:  # never "sweep done" with a cell left out, whatever left it
         failed = [Failure(f"cell {name} has no results after the sweep ran it; see its "

@@ -604,6 +604,25 @@ def test_jobs_share_the_cpu_threads_unless_told(monkeypatch):
     assert sweep_module.job_env(None, 4)["OMP_NUM_THREADS"] == "7"
 
 
+def test_jobs_beyond_the_cpu_cores_are_capped_and_said_so(tmp_path, data_dir, capsys,
+                                                          monkeypatch):
+    """--jobs-per-device 99 on 2 cores without a GPU runs 2 jobs at once, one per core, and
+    says so in one line (it started 99 train.py at once, each stack cut into up to 99 parts,
+    unsaid); 2 jobs on 2 cores are run as given, without a word."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ran = []
+    monkeypatch.setattr(sweep_module, "run_locked", lambda *args: ran.append(args[-1]) or 0)
+    argv = [*ONE_CELL, "--sweep-out", str(tmp_path / "s"), "--data-dir", str(data_dir)]
+    for jobs in (99, 2):
+        assert main([*argv, "--jobs-per-device", str(jobs)]) == 0
+        said = [line for line in capsys.readouterr().out.splitlines() if "jobs-per-device" in line]
+        assert said == ([] if jobs == 2 else [
+            "--jobs-per-device 99: this machine has no GPU and 2 CPU cores, so the sweep runs 2 "
+            "jobs at once, one per core"])
+    assert ran == [2, 2]
+
+
 ONE_CELL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
             "--no-progress-bar", "--sweep-variants", "dense", "--sweep-sparsities", "0.5",
             "--sweep-epochs", "1", "--no-baseline"]
