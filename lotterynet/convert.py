@@ -601,8 +601,11 @@ def _is_a(module: nn.Module, types: frozenset[str]) -> bool:
 
 #: timm's patch embeddings, whose ``set_input_size(patch_size=...)`` (a ViT's, through its
 #: own) puts in place of their ``proj`` a dense ``nn.Conv2d`` of the new patch size holding its
-#: weight resampled (:func:`_refuse_dense_patch_resize`).
-PATCH_EMBEDS = frozenset(["timm.layers.patch_embed.PatchEmbed"])
+#: weight resampled (:func:`_refuse_dense_patch_resize`). ``HybridEmbed``'s first asserts that
+#: its ``proj`` is an ``nn.Conv2d``, which a subnet layer is not (timm's AssertionError, "must
+#: have a projection layer", the model left as it was); under ``python -O`` it swaps.
+PATCH_EMBEDS = frozenset(["timm.layers.patch_embed.PatchEmbed",
+                          "timm.layers.hybrid_embed.HybridEmbed"])
 _PATCH_GUARD = []  # the registration hook's handle, once convert has converted a patch embedding
 
 

@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 import torchvision
+from timm.layers import HybridEmbed
 from torch import nn
 
 import lotterynet as ln
@@ -290,6 +291,23 @@ def test_a_vits_patch_size_changed_after_convert_is_refused():
                          num_heads=2)
     resized.set_input_size(patch_size=4)
     assert convert(resized, sparsity=0.5).patch_embed.proj.kernel_size == (4, 4)
+
+
+def test_a_hybrid_embeds_patch_size_changed_after_convert_is_refused():
+    """timm's HybridEmbed.set_input_size(patch_size=...) asserts that its proj is an
+    nn.Conv2d (timm's AssertionError, the model left as it was); where the assert does not
+    run (python -O) it put a dense Conv2d in place of the subnet proj, as PatchEmbed's did:
+    that swap, timm's own assignment, is refused in the same line."""
+    embed = convert(HybridEmbed(nn.Conv2d(3, 4, 2, stride=2), img_size=8, patch_size=2,
+                                embed_dim=6), sparsity=0.5)
+    proj = embed.proj
+    with pytest.raises(AssertionError):
+        embed.set_input_size(patch_size=1)
+    with pytest.raises(ValueError, match=r"^HybridEmbed\.proj is a subnet layer \(convert\(\)\), "
+                                         r"which a change of patch size .*: change the patch "
+                                         r"size before convert\(\)"):
+        embed.proj = nn.Conv2d(4, 6, 1, stride=1)  # (what set_input_size does under -O)
+    assert embed.proj is proj and embed.patch_size == (2, 2)
 
 class ReadsItsLayersWeight(nn.Module):
     """A module whose forward passes a layer's weight to ``F.linear`` itself, as torchvision's
