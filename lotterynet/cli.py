@@ -326,7 +326,9 @@ def dispatch(args: argparse.Namespace) -> int:
                                   f"{'--no-wandb' if args.wandb is False else 'wandb: false'}")
             sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
             check_sweep_dir(sweep_dir)  # what its agents would find only once they start
-            wandb_group(sweep, sweep_dir, args.sweep, bool(args.sweep_out))  # (agents' group)
+            # the agents' group, in their cells file: one, whatever path reaches the folder
+            sweep.base["wandb_group"] = wandb_group(sweep, sweep_dir, args.sweep,
+                                                    bool(args.sweep_out))
             check_buildable(sweep)
             cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), sweep_dir)
             print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "

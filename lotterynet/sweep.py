@@ -1267,33 +1267,42 @@ def check_sweep_dir(sweep_dir: Path) -> None:
                           f"overwrite; choose a new or empty folder")
 
 
-#: The file in a sweep's folder that keeps the W&B group of its cells (:func:`wandb_group`),
-#: written at its first run with ``--wandb`` (:func:`keep_wandb_group`).
+#: The file in a sweep's folder that keeps the W&B group of its cells, written at its first
+#: run (:func:`keep_wandb_group`), read by its later ones (:func:`folder_wandb_group`).
 WANDB_GROUP_FILE = "wandb-group"
+
+
+def folder_wandb_group(sweep_dir: Path) -> tuple[str, str]:
+    """The default W&B group of the cells of the sweep in ``sweep_dir``, and what was added to
+    the folder's name: for a folder that a sweep ran in before groups were kept, its name, the
+    group its cells were logged in then; else the one it keeps (:data:`WANDB_GROUP_FILE`); else,
+    a new sweep's, the folder's name (:func:`sweep_dir_of`; also where ``--sweep-out`` is "." or
+    ends in "..") and ``-`` 8 hex digits of its resolved path, so that sweeps in folders of one
+    name (``--sweep-out a/run1`` and ``b/run1``) do not share a group and mix their dashboards,
+    while the W&B agents of its ``--wandb-sweep`` (given the path) agree on it. Whether a sweep
+    ran there is read first: an agent that finds a new folder and then another agent's file
+    reads the same group in it."""
+    name = Path(os.path.abspath(sweep_dir)).name
+    started = any((sweep_dir / part).exists() for part in (SWEEP_FILE, *SWEEP_PARTS))
+    kept = sweep_dir / WANDB_GROUP_FILE
+    if kept.is_file() and (group := kept.read_text(encoding="utf-8").strip()):
+        return group, group.removeprefix(name)
+    if started:
+        return name, ""
+    suffix = f"-{digest(str(sweep_dir.resolve()))}"
+    return f"{name}{suffix}", suffix
 
 
 def wandb_group(sweep: Sweep, sweep_dir: Path, sweep_file: str | None, out_given: bool
                 ) -> str:
-    """The W&B group of the sweep's cells: ``--wandb-group``; else the one the sweep's own
-    folder ``sweep_dir`` keeps (:data:`WANDB_GROUP_FILE`: its first run's with ``--wandb``);
-    else, for a folder that a sweep ran in before groups were kept, the folder's name, the group
-    its cells were logged in then; else, a new sweep's, the folder's name (:func:`sweep_dir_of`;
-    also where ``--sweep-out`` is "." or ends in "..") and ``-`` 8 hex digits of its resolved
-    path, so that sweeps in folders of one name (``--sweep-out a/run1`` and ``b/run1``) do not
-    share a group and mix their dashboards, while the W&B agents of its ``--wandb-sweep``
-    (given the path) agree on it. Refused (:class:`ConfigError`) where it is longer than W&B
+    """The W&B group of the sweep's cells: ``--wandb-group``, else the folder's
+    (:func:`folder_wandb_group`). Refused (:class:`ConfigError`) where it is longer than W&B
     takes, naming what the user gave: ``--sweep-out`` (``out_given``), or the sweep file
     ``sweep_file`` (the default folder's name is made from it; ``--arch`` for a sweep given by
     flags)."""
     if sweep.base.get("wandb_group") is not None:  # (checked with the cells' configs)
         return sweep.base["wandb_group"]
-    kept = sweep_dir / WANDB_GROUP_FILE
-    if kept.is_file() and (group := kept.read_text(encoding="utf-8").strip()):
-        return group
-    name = Path(os.path.abspath(sweep_dir)).name
-    started = any((sweep_dir / part).exists() for part in (SWEEP_FILE, *SWEEP_PARTS))
-    suffix = "" if started else f"-{digest(str(sweep_dir.resolve()))}"
-    group = f"{name}{suffix}"
+    group, suffix = folder_wandb_group(sweep_dir)
     if len(group) > WANDB_NAME_MAX:
         folder = f"--sweep-out {str(sweep_dir)!r}: its folder's name" if out_given else (
             f"the sweep's folder {str(sweep_dir)!r} (its name from "
@@ -1307,12 +1316,13 @@ def wandb_group(sweep: Sweep, sweep_dir: Path, sweep_file: str | None, out_given
 
 
 def keep_wandb_group(sweep: Sweep, sweep_dir: Path) -> None:
-    """A sweep with ``--wandb`` that starts in ``sweep_dir`` keeps its cells' W&B group there
-    (:data:`WANDB_GROUP_FILE`), once: its later runs, of this or another path to the folder (a
-    copy, a move), log to it too (:func:`wandb_group`)."""
-    kept = sweep_dir / WANDB_GROUP_FILE
-    if sweep.base.get("wandb") and not kept.is_file():
-        write_text_atomic(kept, f"{sweep.base['wandb_group']}\n")
+    """A sweep keeps its cells' W&B group in ``sweep_dir`` (:data:`WANDB_GROUP_FILE`) at its
+    first run, with ``--wandb`` or not: the group its cells log to (``--wandb-group``, a W&B
+    sweep's cells file's), else the folder's (:func:`folder_wandb_group`). Its later runs, of
+    this or another path to the folder (a copy, a move), log to it by default."""
+    if not (sweep_dir / WANDB_GROUP_FILE).is_file():
+        group = sweep.base.get("wandb_group") or folder_wandb_group(sweep_dir)[0]
+        write_text_atomic(sweep_dir / WANDB_GROUP_FILE, f"{group}\n")
 
 
 def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:

@@ -474,7 +474,9 @@ def test_wandb_sweep_files_its_runs_where_the_cells_log_and_runs_anywhere(tmp_pa
     ``--wandb-project`` / ``--wandb-entity``: W&B moves a sweep's runs into the sweep's
     project), and its program and data folder were relative, so an agent started in another
     folder could not run a cell. The default data folder (no --data-dir: ./data here) was
-    written as null, so an agent read ./data where it started: it is written absolute too."""
+    written as null, so an agent read ./data where it started: it is written absolute too. The
+    cells' W&B group is written in the cells file: each agent took it from the path by which
+    it reached the sweep's folder (another mount of it: another group)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LOTTERYNET_DATA", raising=False)
     (tmp_path / "data").mkdir()
@@ -486,6 +488,8 @@ def test_wandb_sweep_files_its_runs_where_the_cells_log_and_runs_anywhere(tmp_pa
     assert Path(spec["program"]).is_absolute() and Path(spec["program"]).is_file()
     cells = yaml.safe_load((tmp_path / "w.cells.yaml").read_text())
     assert cells["base"]["data_dir"] == str(tmp_path / "data")
+    out = Path(spec["command"][spec["command"].index("--sweep-out") + 1])
+    assert cells["base"]["wandb_group"] == f"{out.name}-{digest(str(out))}"
 
 
 def test_the_files_a_sweep_writes_read_back_strings_that_look_like_numbers(tmp_path):
@@ -1590,9 +1594,11 @@ def test_the_wandb_group_of_a_sweep_is_its_folders_name_however_it_is_spelled(
 def test_sweeps_in_folders_of_one_name_log_to_groups_of_their_own(tmp_path, monkeypatch):
     """``--sweep-out a/run1`` and ``--sweep-out b/run1`` logged their cells to one W&B group,
     the folders' name, and mixed their dashboards. A new sweep's group is its folder's name
-    and 8 hex digits of its path, kept in the folder at its first run with ``--wandb``: its
-    later runs log to it, the folder moved too. A folder that a sweep ran in before groups were
-    kept logs to its name, as its cells did; ``--wandb-group`` still chooses."""
+    and 8 hex digits of its path, kept in the folder at its first run, with ``--wandb`` or
+    not (a first run without it left the folder a sweep's, whose later ``--wandb`` runs took
+    its bare name: 'run1' again): its later runs log to it, the folder moved too. A folder that
+    a sweep ran in before groups were kept logs to its name, as its cells did;
+    ``--wandb-group`` still chooses."""
     groups = []
     monkeypatch.setattr(sweep_module, "run", lambda config: groups.append(
         config.wandb_group) or {"test_acc": 0.5, "run_dir": config.out})
@@ -1612,6 +1618,12 @@ def test_sweeps_in_folders_of_one_name_log_to_groups_of_their_own(tmp_path, monk
     assert group(moved) == first
     (before / "cells").mkdir(parents=True)
     assert group(before) == "run1"
+    quiet = [tmp_path / "e" / "run1", tmp_path / "f" / "run1"]
+    for folder in quiet:  # a first run without --wandb, its cell's folder left as a run leaves it
+        assert main([*TINY, "--sweep-out", str(folder), "--cell", "trained-e1-seed0"]) == 0
+        (folder / "cells" / "trained-e1-seed0").mkdir(parents=True, exist_ok=True)
+    assert [group(folder) for folder in quiet] == [
+        f"run1-{digest(str(folder.resolve()))}" for folder in quiet]
 
 
 @pytest.mark.parametrize("how", [["--wandb"], ["--wandb-sweep", "w.yaml"]])
