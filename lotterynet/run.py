@@ -7,6 +7,7 @@ train with Lightning (checkpoint every epoch), test once, write ``results.json``
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import json
 import os
@@ -90,6 +91,10 @@ TICKET = "model.ticket"
 #: The files a run (or a stack's cell) writes when it ends: a folder in the place of one is
 #: refused before the training (:func:`~lotterynet.validate.check_not_folders`).
 END_FILES = (RESULTS, TICKET)
+#: What a run stopped before its first checkpoint leaves in its folder, its files and folders
+#: (``wandb/``: W&B's, where it writes there): :func:`left_before_a_checkpoint`.
+LEFT_BEFORE_A_CHECKPOINT = {METRICS_FILE: False, "hparams.yaml": False, WANDB_ID_FILE: False,
+                            CHECKPOINTS: True, "wandb": True}
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -113,7 +118,9 @@ def run_dir_of(config: RunConfig) -> Path:
 def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     """Refuse to write where it would destroy or mix up a run: into a directory that holds
     another run (unless ``overwrite``), or on from a finished run. A resume writes into the run
-    it continues (from that run's last checkpoint), or into an empty ``--out``."""
+    it continues (from that run's last checkpoint), or into an empty ``--out``. A new run
+    starts over in the folder of one stopped before its first checkpoint
+    (:func:`left_before_a_checkpoint`), as its stop line says."""
     if is_launched_worker():
         return
     check_output_dir(run_dir, "--out")
@@ -146,7 +153,7 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
             return
         raise ConfigError(f"--out {str(run_dir)!r} holds another run; resume into the run "
                           f"{str(source)!r} itself or into an empty --out")
-    if config.overwrite or not holds_files(run_dir):
+    if config.overwrite or not holds_files(run_dir) or left_before_a_checkpoint(run_dir):
         return
     last, done = run_dir / CHECKPOINTS / LAST, (run_dir / RESULTS).is_file()
     resume = f"{resume_flag(last)}, " if last.is_file() and not done else ""
@@ -212,6 +219,28 @@ def write_ticket(model: torch.nn.Module, run_dir: Path) -> Path | None:
 
 def holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
+
+
+def left_before_a_checkpoint(run_dir: Path) -> bool:
+    """``run_dir`` holds only what a run stopped before its first checkpoint leaves
+    (:data:`LEFT_BEFORE_A_CHECKPOINT`): ``hparams.yaml``, a history of no epoch past the
+    first (the first's rows are logged before its checkpoint is written), its W&B id and
+    files, an empty ``checkpoints/``. There is nothing to resume, and a new run there starts
+    over (the W&B files stay). Anything else, a file of the user's or a longer history whose
+    checkpoint is gone, is kept: the folder is not taken."""
+    entries = list(run_dir.iterdir())
+    if not all(LEFT_BEFORE_A_CHECKPOINT.get(entry.name) == entry.is_dir() and not
+               entry.is_symlink() for entry in entries):
+        return False
+    if holds_files(run_dir / CHECKPOINTS):
+        return False
+    try:
+        with open(run_dir / METRICS_FILE, newline="", encoding="utf-8") as f:
+            return all(row.get("epoch") in ("", "0") for row in csv.DictReader(f))
+    except FileNotFoundError:
+        return True
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
 
 
 def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
@@ -566,6 +595,9 @@ def refusing_unbuildable(arch: str):
 
 #: How a run stopped before its first checkpoint goes on.
 NOTHING_TO_RESUME = "no checkpoint had been written yet, so there is none to resume from"
+#: What a run stopped before its first checkpoint says: the same command starts it over in its
+#: folder (:func:`left_before_a_checkpoint`).
+START_OVER = f"{NOTHING_TO_RESUME}; run the same command again to start it over in its folder"
 
 #: What a sweep given another --batch-size (or model) does: every cell's config changed, it
 #: runs them anew, each old one renamed CELL.stale-N (:func:`~lotterynet.sweep.prepare_cell`).
@@ -847,7 +879,10 @@ def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
     counts = count_params(module.model)
     densities = layer_densities(module.model)
     with holding(run_dir, config):
-        if config.overwrite and not config.resume and not is_launched_worker():
+        if not config.resume and not is_launched_worker() and holds_files(run_dir):
+            if not config.overwrite:  # (taken: what a run stopped before a checkpoint left)
+                print(f"run directory {str(run_dir)!r} holds only what a run stopped before "
+                      f"its first checkpoint left: the run starts over there", flush=True)
             clear_previous_run(run_dir)
         return train_and_test(config, run_dir, data, module, counts, densities, resumed,
                               sigterm)
@@ -896,7 +931,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     checkpoint = run_dir / CHECKPOINTS / LAST
     what = f"run {str(run_dir)!r}"
     less = needs_less(config)
-    with reporting_interrupts(trainer, checkpoint, resumed=config.resume), \
+    with reporting_interrupts(trainer, checkpoint, resumed=config.resume, nothing=START_OVER), \
             reporting_out_of_memory(trainer, what, less, checkpoint, resumed=config.resume):
         trainer.fit(module, datamodule=data, ckpt_path=config.resume)  # (its setup: its dtype)
         sigterm.stop_if_received()

@@ -31,6 +31,8 @@ from lotterynet.stack import write_stack_file
 
 #: What a run or stack stopped before its first checkpoint says.
 NOTHING = "no checkpoint had been written yet, so there is none to resume from"
+#: ... and what a run then says to do.
+START_OVER = f"{NOTHING}; run the same command again to start it over in its folder"
 SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "600", "--val-size", "100",
          "--no-progress-bar", "--seed", "3"]
 
@@ -919,7 +921,7 @@ def test_an_epochs_line_is_printed_once_its_checkpoint_is_written(tmp_path, data
     ctrl_c_in_the_save_of(epoch, monkeypatch)
     out = tmp_path / "run"
     assert main([*SMALL, "--epochs", "2", "--data-dir", str(data_dir), "--out", str(out)]) == 130
-    then = {1: NOTHING, 2: f"resume with --resume {out / 'checkpoints' / 'last.ckpt'} "
+    then = {1: START_OVER, 2: f"resume with --resume {out / 'checkpoints' / 'last.ckpt'} "
                            f"(written at the end of epoch 1)"}
     captured = capsys.readouterr()
     assert [line.split(" | ")[0] for line in captured.out.splitlines()
@@ -938,6 +940,38 @@ def test_the_resume_line_of_a_run_in_a_relative_out_names_its_epoch(tmp_path, da
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "train.py: error: stopped by Ctrl-C (SIGINT); resume with --resume "
         "run/checkpoints/last.ckpt (written at the end of epoch 1)")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_the_same_command(
+        tmp_path, data_dir, monkeypatch, capsys):
+    """The same command then said 'run directory ... is not empty; pass --overwrite': it
+    starts the run over in its folder, saying so. A folder holding anything more (a file of
+    the user's, a history past the first epoch whose checkpoint is gone) is still refused,
+    and kept."""
+    ctrl_c_in_the_save_of(1, monkeypatch)
+    out = tmp_path / "run"
+    argv = [*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out)]
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"train.py: error: stopped by Ctrl-C (SIGINT); {START_OVER}"
+    assert sorted(map(str, tree(out))) == ["hparams.yaml", "metrics.csv"]
+    history = (out / "metrics.csv").read_text()
+    for name, extra in (("notes.txt", "mine"),
+                        ("metrics.csv", history + ",,1,,,,18,,,,,\n")):  # (epoch 2's row)
+        other = tmp_path / name
+        shutil.copytree(out, other)
+        (other / name).write_text(extra)
+        before = tree(other)
+        assert main([*argv[:-1], str(other)]) == 2
+        assert "is not empty; pass --overwrite" in capsys.readouterr().err
+        assert tree(other) == before
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert f"run directory {str(out)!r} holds only what a run stopped before its first " \
+           f"checkpoint left: the run starts over there" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["epochs_done"] == 1
+    assert [row["params/maskable"] for row in metric_rows(out)
+            if row["params/maskable"]] == ["397000"]  # (the first attempt's history replaced)
 
 
 @pytest.mark.parametrize("epoch", [1, 2])
