@@ -766,12 +766,12 @@ def resuming_stacks(records: dict[Path, StackRecord | None], recorded: dict[Path
 
 
 def why_set_aside(folder: Path, members: list[str], taken: dict[str, Path], to_train: set[str],
-                  cells_dir: Path, cannot_go_on) -> tuple[str, str]:
+                  cells_dir: Path, why_not_continued) -> tuple[str, str]:
     """``(tag, why)`` for a stack folder of a group that does not resume though it holds cells
     to train (``members``: its checkpoint's), for :func:`set_aside`: ``done`` where every
     member finished before (nothing of it lost: a sweep extended with new cells); else
     ``stale``: the stack that resumes its members instead (``taken``), or why its checkpoint
-    cannot continue them (``cannot_go_on()``), or that it has none."""
+    cannot continue them (``why_not_continued()``), or that it has none."""
     shared = [c for c in members if c in taken]
     if members and not set(members) & to_train and all(
             (cells_dir / c / RESULTS).is_file() for c in members):
@@ -779,7 +779,7 @@ def why_set_aside(folder: Path, members: list[str], taken: dict[str, Path], to_t
                         "cells); this sweep's new cells train as a new stack")
     if (folder / CHECKPOINTS / LAST).is_file():
         why = f"stack {taken[shared[0]].name} resumes {', '.join(shared)} (of the stacks that " \
-              f"hold them, the one that trained most)" if shared else cannot_go_on()
+              f"hold them, the one that trained most)" if shared else why_not_continued()
         return "stale", f"cannot be continued: {why}"
     return "stale", ("has no checkpoint to continue from (none was written, or it was "
                      "deleted; its history is kept): it starts over")
@@ -1506,7 +1506,7 @@ def cells_outside(sweep: Sweep, sweep_dir: Path) -> list[str]:
     :func:`set_aside`)."""
     grid = {cell_name(label, v) for label, v in sweep.cells()}
     return sorted(name for name in (p.parent.name for p in (sweep_dir / "cells").glob(
-        f"*/{RESULTS}")) if name not in grid and ".stale-" not in name)
+        f"*/{RESULTS}")) if name not in grid and not re.search(f"{SET_ASIDE}$", name))
 
 
 def cells_without_wandb(sweep: Sweep, sweep_dir: Path) -> list[str]:
