@@ -374,10 +374,11 @@ class PrunesByMask:
     def register_parameter(self, name: str, param) -> None:
         stem = name.removesuffix("_orig")
         held = param is not None and param is self._parameters.get(stem)
-        built = getattr(self, "frozen_as_built", None)  # (none: a MaskedWeight, FrozenWeight)
+        # (none: a MaskedWeight, FrozenWeight, whose weight is frozen as built whatever its
+        # requires_grad says: trained under a fixed mask, a ticket still regenerates it)
+        built = getattr(self, "frozen_as_built", None)
         scores = held and stem == "scores"
-        frozen = held and not scores and (
-            not param.requires_grad if built is None else stem in built)
+        frozen = held and not scores and (built is None or stem in built)
         if stem != name and (scores or frozen
                              or isinstance(getattr(type(self), stem, None), property)):
             what = ("the score tensor" if scores else
