@@ -223,20 +223,22 @@ def holds_files(folder: Path) -> bool:
 
 def left_before_a_checkpoint(run_dir: Path) -> bool:
     """``run_dir`` holds only what a run stopped before its first checkpoint leaves
-    (:data:`LEFT_BEFORE_A_CHECKPOINT`): ``hparams.yaml``, a history of no epoch past the
-    first (the first's rows are logged before its checkpoint is written), its W&B id and
-    files, an empty ``checkpoints/``. There is nothing to resume, and a new run there starts
-    over (the W&B files stay). Anything else, a file of the user's or a longer history whose
-    checkpoint is gone, is kept: the folder is not taken."""
+    (:data:`LEFT_BEFORE_A_CHECKPOINT`): ``hparams.yaml`` (written as its fit starts) with a
+    history of no epoch past the first (the first's rows are logged before its checkpoint is
+    written), its W&B id and files, an empty ``checkpoints/``. There is nothing to resume, and
+    a new run there starts over (the W&B files stay). Anything else, a file of the user's, a
+    history alone or one past the first epoch whose checkpoint is gone, is kept: the folder
+    is not taken."""
     entries = list(run_dir.iterdir())
     if not all(LEFT_BEFORE_A_CHECKPOINT.get(entry.name) == entry.is_dir() and not
                entry.is_symlink() for entry in entries):
         return False
-    if holds_files(run_dir / CHECKPOINTS):
+    if holds_files(run_dir / CHECKPOINTS) or (
+            (run_dir / METRICS_FILE).exists() and not (run_dir / "hparams.yaml").exists()):
         return False
     try:
         with open(run_dir / METRICS_FILE, newline="", encoding="utf-8") as f:
-            return all(row.get("epoch") in ("", "0") for row in csv.DictReader(f))
+            return all(row.get("epoch") in (None, "", "0") for row in csv.DictReader(f))
     except FileNotFoundError:
         return True
     except (OSError, UnicodeDecodeError, csv.Error):

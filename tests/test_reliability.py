@@ -945,9 +945,11 @@ def test_the_resume_line_of_a_run_in_a_relative_out_names_its_epoch(tmp_path, da
 def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_the_same_command(
         tmp_path, data_dir, monkeypatch, capsys):
     """The same command then said 'run directory ... is not empty; pass --overwrite': it
-    starts the run over in its folder, saying so. A folder holding anything more (a file of
-    the user's, a history past the first epoch whose checkpoint is gone) is still refused,
-    and kept."""
+    starts the run over in its folder, saying so (also where the stop came before the first
+    epoch's rows). A folder holding anything more (a file of the user's, a history past the
+    first epoch whose checkpoint is gone, a history alone) is still refused, and kept."""
+    from lotterynet.run import left_before_a_checkpoint
+
     ctrl_c_in_the_save_of(1, monkeypatch)
     out = tmp_path / "run"
     argv = [*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out)]
@@ -956,11 +958,19 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_the_same_com
         f"train.py: error: stopped by Ctrl-C (SIGINT); {START_OVER}"
     assert sorted(map(str, tree(out))) == ["hparams.yaml", "metrics.csv"]
     history = (out / "metrics.csv").read_text()
+    before_epoch_1 = tmp_path / "before-epoch-1"  # (its rows: no epoch column yet)
+    shutil.copytree(out, before_epoch_1)
+    (before_epoch_1 / "metrics.csv").write_text("lr,step\n0.1,0\n")
+    assert left_before_a_checkpoint(before_epoch_1)
     for name, extra in (("notes.txt", "mine"),
-                        ("metrics.csv", history + ",,1,,,,18,,,,,\n")):  # (epoch 2's row)
+                        ("metrics.csv", history + ",,1,,,,18,,,,,\n"),  # (epoch 2's row)
+                        ("hparams.yaml", None)):
         other = tmp_path / name
         shutil.copytree(out, other)
-        (other / name).write_text(extra)
+        if extra is None:
+            (other / name).unlink()
+        else:
+            (other / name).write_text(extra)
         before = tree(other)
         assert main([*argv[:-1], str(other)]) == 2
         assert "is not empty; pass --overwrite" in capsys.readouterr().err
