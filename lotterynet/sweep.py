@@ -958,23 +958,23 @@ def continued_by_the_sweep(name: str, config: RunConfig, what: str = "sweep"):
         yield
     except Interrupted as err:
         raise interrupted(err.exit_code == 128 + signal.SIGTERM,
-                          f"cell {name}: {going_on(checkpoint, again) or over}") from None
+                          f"cell {name}: "
+                          f"{going_on(checkpoint, again, err.checkpoint_epochs) or over}"
+                          ) from None
     except OutOfMemory as err:
         ran_out = err.args[0]
         raise OutOfMemory(ran_out, needs_less(config, in_a_sweep=True),
                           again if checkpoint.is_file() else None, over) from None
 
 
-def going_on(checkpoint: Path, again: str) -> str | None:
+def going_on(checkpoint: Path, again: str, done: int | None) -> str | None:
     """``again`` (how a stopped cell goes on from its ``checkpoint``) with the epoch at whose
-    end the checkpoint was written, as a single run's resume line names it
-    (:func:`~lotterynet.run.how_to_go_on`), read from the file that the sweep run again
-    continues from (a stop just after an epoch's line, before its checkpoint, goes on from the
-    epoch before); None where there is no checkpoint."""
-    try:
-        done = epochs_done(load_checkpoint(checkpoint))
-    except CheckpointError:  # (none; or not readable: said as it is, without its epoch)
-        return again if checkpoint.is_file() else None
+    end the checkpoint was written (``done``), as a single run's resume line names it
+    (:func:`~lotterynet.run.how_to_go_on`), where the stopped run's ``Interrupted`` carries it
+    (``checkpoint_epochs``: the file is not read again while the process stops, seconds of a
+    scheduler's SIGTERM grace for a big model); None where there is no checkpoint."""
+    if not checkpoint.is_file():
+        return None
     return f"{again} (written at the end of epoch {done})" if done else again
 
 

@@ -1496,15 +1496,16 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
     stack does (a cell run by ``--cell``, a W&B agent's: the same ``--cell`` command); without
     one, that there is nothing to resume and that the sweep run again starts it over (it
     repeated the run's own line, which told of no way on). Its checkpoint's epoch is named, as
-    a single run's resume line names it (it was not)."""
+    a single run's resume line names it (it was not), from what the stopped run says (the
+    file is not read again while the process stops)."""
     from lotterynet.errors import Interrupted, interrupted
 
     def stopped(config):
-        if checkpointed:
-            atomic_torch_save({"state_dict": {}, "epoch": 1},
-                              Path(config.out) / "checkpoints" / "last.ckpt")
+        if checkpointed:  # (bytes that a read would refuse: the epoch is the run's)
+            (Path(config.out) / "checkpoints").mkdir(parents=True)
+            (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"not read")
         raise interrupted(True, "resume with --resume X (written at the end of epoch 2)"
-                          if checkpointed else NOTHING)
+                          if checkpointed else NOTHING, 2 if checkpointed else None)
 
     monkeypatch.setattr(sweep_module, "run", stopped)
     sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
