@@ -597,9 +597,21 @@ def refusing_unbuildable(arch: str):
 
 #: How a run stopped before its first checkpoint goes on.
 NOTHING_TO_RESUME = "no checkpoint had been written yet, so there is none to resume from"
+
+
+def run_again(what: str = "sweep") -> tuple[str, str]:
+    """How a stopped run, stack or sweep cell goes on, by running the same ``what`` again (a
+    run's command; the sweep, which sees which of its members are done; a cell's ``--cell``
+    command): from its checkpoint, and, stopped before its first checkpoint, starting over in
+    its folder (:func:`left_before_a_checkpoint`, :func:`~lotterynet.stack.train_stack`,
+    :func:`~lotterynet.sweep.prepare_cell`)."""
+    return (f"run the same {what} again to continue from its checkpoint",
+            f"{NOTHING_TO_RESUME}; run the same {what} again to start it over in its folder")
+
+
 #: What a run stopped before its first checkpoint says: the same command starts it over in its
 #: folder (:func:`left_before_a_checkpoint`).
-START_OVER = f"{NOTHING_TO_RESUME}; run the same command again to start it over in its folder"
+START_OVER = run_again("command")[1]
 
 #: What a sweep given another --batch-size (or model) does: every cell's config changed, it
 #: runs them anew, each old one renamed CELL.stale-N (:func:`~lotterynet.sweep.prepare_cell`).

@@ -86,7 +86,6 @@ from .run import (
     CHECKPOINTS,
     END_FILES,
     LAST,
-    NOTHING_TO_RESUME,
     RESULTS,
     TICKET,
     EpochLines,
@@ -106,6 +105,7 @@ from .run import (
     reporting_interrupts,
     reporting_interrupts_before_fit,
     reporting_out_of_memory,
+    run_again,
     write_json_atomic,
     write_ticket,
 )
@@ -761,15 +761,6 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
             Path(stack_dir) / CHECKPOINTS / LAST, f"{what}: {RUN_AGAIN}",
             nothing=f"{what}: {START_OVER}"):
         return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm)
-
-
-def run_again(what: str = "sweep") -> tuple[str, str]:
-    """How a stopped stack or sweep cell goes on, by running the same ``what`` again (the
-    sweep, which sees which of its members are done; a cell's ``--cell`` command): from its
-    checkpoint, and, stopped before its first epoch ended, starting over in its folder
-    (:func:`train_stack`, :func:`~lotterynet.sweep.prepare_cell`)."""
-    return (f"run the same {what} again to continue from its checkpoint",
-            f"{NOTHING_TO_RESUME}; run the same {what} again to start it over in its folder")
 
 
 #: How a stopped stack goes on, and one stopped before its first epoch ended (:func:`run_again`).

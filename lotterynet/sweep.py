@@ -117,6 +117,7 @@ from .run import (
     read_results,
     results_differ,
     run,
+    run_again,
     run_dir_of,
     write_json_atomic,
 )
@@ -126,7 +127,6 @@ from .stack import (
     cannot_continue,
     changes,
     holds_a_stack,
-    run_again,
     run_stack,
     stack_record,
     trains_again,
