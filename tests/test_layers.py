@@ -628,6 +628,19 @@ def test_frozen_tensors_unfrozen_with_the_scores_are_refused_at_a_training_forwa
     assert model.linear.structure.weight.weight.grad is not None
 
 
+def refuses_prune(layer: nn.Module, target: nn.Module, name: str, match: str) -> None:
+    """``torch.nn.utils.prune`` of ``target``'s ``name`` (inside ``layer``) raises ``match``, and
+    leaves the layer as it was: its parameters and buffers (no ``<name>_mask``), no hook."""
+    before = {n: p.clone() for n, p in layer.named_parameters()}
+    buffers = dict(layer.named_buffers()).keys()
+    with pytest.raises(TypeError, match=match):
+        torch.nn.utils.prune.l1_unstructured(target, name, 0.5)
+    after = dict(layer.named_parameters())
+    assert after.keys() == before.keys() and dict(layer.named_buffers()).keys() == buffers
+    assert not target._forward_pre_hooks
+    assert all(torch.equal(after[n], p) for n, p in before.items())
+
+
 @pytest.mark.parametrize("make, name, exported_name", [
     (lambda: ln.SubnetLinear(8, 4, seed=0), "weight", "weight"),
     (lambda: ln.SubnetConv2d(2, 4, 3, seed=0), "weight", "weight"),
@@ -638,18 +651,12 @@ def test_torch_prune_is_refused_in_one_line_and_the_export_prunes(make, name, ex
     'torch.FloatTensor' object to parameter 'weight_orig'"; refused saying that the layer prunes
     by its mask, leaving it as it was. The exported model's layers prune as torch's do."""
     layer = make()
-    before = {n: p.clone() for n, p in layer.named_parameters()}
-    with pytest.raises(TypeError, match=rf"^torch\.nn\.utils\.prune: {type(layer).__name__}\."
-                                        rf"{name} is computed from the masks of a subnet layer, "
-                                        r"which prunes by its mask: set its sparsity"):
-        torch.nn.utils.prune.l1_unstructured(layer, name, 0.5)
-    after = dict(layer.named_parameters())
-    assert after.keys() == before.keys() and not layer._forward_pre_hooks
-    assert all(torch.equal(after[n], p) for n, p in before.items())
+    refuses_prune(layer, layer, name, rf"^torch\.nn\.utils\.prune: {type(layer).__name__}\."
+                                      rf"{name} is computed from the masks of a subnet layer, "
+                                      r"which prunes by its mask: set its sparsity")
     exported = ln.export(nn.Sequential(make()))[0]
     torch.nn.utils.prune.l1_unstructured(exported, exported_name, 0.5)
     assert hasattr(exported, f"{exported_name}_orig")
-
 
 
 @pytest.mark.parametrize("make, module, name, thawed", [
@@ -675,18 +682,13 @@ def test_torch_prune_of_a_frozen_random_tensor_is_refused(make, module, name, th
     layer = make()
     target = module(layer)
     getattr(target, name).requires_grad_(thawed)
-    before = {n: p.clone() for n, p in layer.named_parameters()}
     why = (r"which a ticket regenerates from the seed \(requires_grad_\(\) does not change "
            r"that\): to train and prune it, make it trainable where the model is made "
            r"\(convert\(bias='trainable'\)\)$" if name != "weight" else
            r"which prunes by its mask: set its sparsity")
-    with pytest.raises(TypeError, match=rf"^torch\.nn\.utils\.prune: {type(target).__name__}\."
-                                        rf"{name} is a frozen random tensor of a subnet layer, "
-                                        rf"{why}"):
-        torch.nn.utils.prune.l1_unstructured(target, name, 0.5)
-    after = dict(layer.named_parameters())
-    assert after.keys() == before.keys() and not target._forward_pre_hooks
-    assert all(torch.equal(after[n], p) for n, p in before.items())
+    refuses_prune(layer, target, name, rf"^torch\.nn\.utils\.prune: {type(target).__name__}\."
+                                       rf"{name} is a frozen random tensor of a subnet layer, "
+                                       rf"{why}")
     trained = ln.convert(nn.Sequential(nn.Linear(8, 4)), sparsity=0.5, bias="trainable")[0]
     torch.nn.utils.prune.l1_unstructured(trained, "bias", 0.5)
     assert hasattr(trained, "bias_orig")
@@ -701,15 +703,9 @@ def test_torch_prune_of_the_scores_is_refused(trainable):
     layer = ln.SubnetLinear(8, 4, seed=0)
     target = layer.structure.weight
     target.scores.requires_grad_(trainable)
-    before = {n: p.clone() for n, p in layer.named_parameters()}
-    with pytest.raises(TypeError, match=r"^torch\.nn\.utils\.prune: MaskedWeight\.scores is the "
-                                        r"score tensor of a subnet layer, which prunes by its "
-                                        r"mask: set its sparsity"):
-        torch.nn.utils.prune.l1_unstructured(target, "scores", 0.5)
-    after = dict(layer.named_parameters())
-    assert after.keys() == before.keys() and not dict(layer.named_buffers())
-    assert not target._forward_pre_hooks
-    assert all(torch.equal(after[n], p) for n, p in before.items())
+    refuses_prune(layer, target, "scores", r"^torch\.nn\.utils\.prune: MaskedWeight\.scores is "
+                                           r"the score tensor of a subnet layer, which prunes by "
+                                           r"its mask: set its sparsity")
 
 
 class AttendsWithBiasKV(nn.Module):
