@@ -423,6 +423,12 @@ class EpochLines(Checkpoint):
             print(line, flush=True)
         self.lines.clear()
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A diverged epoch's line (its loss not finite), which no checkpoint holds, as the
+        one-line error that follows says: printed all the same."""
+        if isinstance(exception, TrainingDiverged):
+            self.on_train_epoch_end(trainer, pl_module)
+
 
 class EpochTimer(pl.Callback):
     """Seconds per training epoch, the epoch's last train/val accuracy and the best validation

@@ -812,14 +812,20 @@ def test_a_second_ctrl_c_while_train_py_stops_is_ignored():
         signal.signal(signal.SIGTERM, previous[1])
 
 
+@pytest.mark.parametrize("val_size", ["100", "0"])
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(
-        tmp_path, data_dir, capsys):
+        tmp_path, data_dir, capsys, val_size):
     """lr 1e30 turns the scores into NaN in the first epoch; NaN scores keep no entry, so the
-    run used to finish with chance accuracy and the full kept count in results.json."""
+    run used to finish with chance accuracy and the full kept count in results.json. Without
+    validation (the paper recipes') divergence is found at the epoch's end, after its line was
+    made, which waits for the epoch's checkpoint: it is printed all the same (it was not)."""
     out = tmp_path / "run"
     assert main([*SMALL, "--epochs", "2", "--lr", "1e30", "--data-dir", str(data_dir),
-                 "--out", str(out)]) == 3  # (its own: a sweep tells a job that diverged by it)
-    err = capsys.readouterr().err.strip().splitlines()
+                 "--val-size", val_size, "--out", str(out)]) == 3  # (its own: a sweep tells a
+    printed = capsys.readouterr()  # job that diverged by it)
+    assert [line.startswith("epoch 1/2 ") for line in printed.out.splitlines()
+            if line.startswith("epoch ")] == ([True] if val_size == "0" else [])
+    err = printed.err.strip().splitlines()
     assert len(err) == 1 and "diverged in epoch 1" in err[0] and "scores" in err[0], err
     assert "--lr" in err[0] and "no checkpoint was written" in err[0]
     assert not (out / "results.json").exists()
