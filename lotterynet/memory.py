@@ -137,15 +137,21 @@ class LiveStorage(TorchDispatchMode):
         return out
 
     def run(self, func, args: tuple, kwargs: dict):
-        """``func(*args, **kwargs)``; on the ``meta`` device, where the operation ran before on
-        inputs of the same layouts with the same other arguments, what it gave then without
-        its meta kernel: the inputs it returned (in place, its inputs' layouts unchanged) and
-        new tensors in the layouts it made (not a view of an input). Many meta kernels are
-        Python (aten's refs: ~1 ms an operation, nan_to_num_ 6 ms), and a stack's members, of
-        one shape, run the same operations (70 FC2 members: 16k)."""
+        """``func(*args, **kwargs)``; where its tensors are all on the ``meta`` device and the
+        operation ran before on inputs of the same layouts with the same other arguments (of
+        the same types: ``1``, ``1.0`` and ``True`` promote differently), what it gave then
+        without its meta kernel: the inputs it returned (in place, its inputs' layouts
+        unchanged) and new tensors in the layouts it made. A tensor is new only where its
+        storage is none of its inputs' nor of its other outputs' (``_unsafe_view`` returns an
+        alias that its schema does not mark). Many meta kernels are Python (aten's refs: ~1 ms
+        an operation, nan_to_num_ 6 ms), and a stack's members, of one shape, run the same
+        operations (70 FC2 members: 16k)."""
         leaves, spec = tree_flatten((args, kwargs))
+        tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+        if not all(x.is_meta for x in tensors):
+            return func(*args, **kwargs)
         layouts = [(x.shape, x.stride(), x.dtype, x.storage_offset()) if isinstance(
-            x, torch.Tensor) else x for x in leaves]
+            x, torch.Tensor) else typed(x) for x in leaves]
         try:
             key = (func, spec, *layouts)
             made = self.made.get(key)
@@ -156,24 +162,23 @@ class LiveStorage(TorchDispatchMode):
                 m[0], m[1], dtype=m[2], device="meta") for m in made[0]], made[1])
         out = func(*args, **kwargs)
         outs, out_spec = tree_flatten(out)
-        made, returns = [], func._schema.returns
-        for i, t in enumerate(outs):
-            if not isinstance(t, torch.Tensor) or not t.is_meta:
-                return out
+        if not all(isinstance(t, torch.Tensor) and t.is_meta for t in outs):
+            return out
+        storages = [t.untyped_storage()._cdata for t in (*tensors, *outs)]
+        made = []
+        for t in outs:
             given = next((j for j, x in enumerate(leaves) if x is t), None)
-            returned = returns[min(i, len(returns) - 1)]  # (one for a list of tensors)
             if given is not None and layouts[given] == (t.shape, t.stride(), t.dtype,
                                                         t.storage_offset()):
                 made.append(given)
-            elif given is None and returned.alias_info is None and t.storage_offset() == 0 \
-                    and t.untyped_storage().nbytes() == torch.empty_strided(
-                        t.shape, t.stride(), dtype=t.dtype, device="meta").untyped_storage(
-                    ).nbytes():
+            elif given is None and storages.count(t.untyped_storage()._cdata) == 1 \
+                    and t.storage_offset() == 0 and t.untyped_storage().nbytes() == \
+                    torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
+                                        device="meta").untyped_storage().nbytes():
                 made.append((t.shape, t.stride(), t.dtype))
             else:
                 return out
-        if all(x.is_meta for x in leaves if isinstance(x, torch.Tensor)):
-            self.made[key] = made, out_spec
+        self.made[key] = made, out_spec
         return out
 
     def count(self, t: torch.Tensor, dtype: torch.dtype, again: bool = True) -> None:
@@ -203,6 +208,12 @@ class LiveStorage(TorchDispatchMode):
         for finalizer in self._finalizers:  # (the tensors left are no longer its to count)
             finalizer.detach()
         return super().__exit__(*args)
+
+
+def typed(x):
+    """``x`` with its type, and those of its items (a list's, a tuple's): a key that tells
+    ``1``, ``1.0`` and ``True`` apart, which are equal."""
+    return type(x), tuple(map(typed, x)) if isinstance(x, (list, tuple)) else x
 
 
 def step_peak(models: Sequence[torch.nn.Module], optims: Sequence[dict], shape: tuple[int, ...],

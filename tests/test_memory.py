@@ -168,3 +168,42 @@ def test_reusing_what_an_operation_made_counts_the_same(monkeypatch):
     monkeypatch.setattr(lotterynet.memory.LiveStorage, "run",
                         lambda self, func, args, kwargs: func(*args, **kwargs))
     assert reused == counts()
+
+
+def meta(*shape: int) -> torch.Tensor:
+    return torch.empty(shape, device="meta")
+
+
+@pytest.mark.parametrize("calls", [
+    lambda: [torch.ops.aten._unsafe_view(a, (512,)) for a in [meta(16, 32)] for _ in "12"],
+    lambda: [a.reshape(-1) for a in [meta(32, 16).t()] for _ in "12"],
+    lambda: [a.transpose(1, 2) @ b for a, b in [(meta(4, 16, 32), meta(16, 8))] for _ in "12"],
+    lambda: [meta(3).long() + x for x in (1, 1.0, True)],
+    lambda: [torch.full((3,), x, device="meta") for x in (1, 1.0)],
+    lambda: [torch.arange(x, device="meta") for x in (5, 5.0)],
+    lambda: [torch.zeros((), device=d).add_(1) for d in ("meta", "cpu")],
+    lambda: [torch.ones(3, device=d) * 2 for d in ("meta", "cpu")],
+], ids=["unsafe_view", "reshape of t()", "matmul of a transposed 3-D tensor", "1 then 1.0",
+        "full of 1 then of 1.0", "arange(5) then arange(5.0)", "add_ on the CPU after meta",
+        "mul on the CPU after meta"])
+def test_an_operation_made_again_gives_what_it_gives_when_run(monkeypatch, calls):
+    """LiveStorage.run made again what an operation made before on meta inputs of the same
+    layouts, also where that was not what the operation gives: an alias that the operation's
+    schema does not mark (``_unsafe_view``, as reshape and matmul call it) counted as new
+    memory again (the peak of a reshape of a transposed tensor 8192 bytes, not 6144), ``1``,
+    ``1.0`` and ``True`` taken as one argument (``a + 1.0`` of int64 gave int64), and a CPU
+    operation after the same on meta skipped (its value unchanged) or given a meta tensor.
+    Each now gives the tensors (their dtypes, devices, shapes and the CPU's values), the live
+    bytes and their peak of every operation run."""
+    import lotterynet.memory
+
+    def run():
+        with lotterynet.memory.LiveStorage(torch.float32, set()) as live:
+            out = calls()
+        return live.live, live.peak, [(t.dtype, t.device, t.shape, None if t.is_meta else
+                                       t.tolist()) for t in out]
+
+    reused = run()
+    monkeypatch.setattr(lotterynet.memory.LiveStorage, "run",
+                        lambda self, func, args, kwargs: func(*args, **kwargs))
+    assert reused == run()
