@@ -309,9 +309,11 @@ def selection_scratch(weight: MaskedWeight, dtype: torch.dtype, hinted: bool) ->
 
 #: A cgroup's memory files, by the controllers its line of /proc/self/cgroup names (cgroup
 #: v2's none, v1's memory controller, whose limit is a huge number where none is set): its
-#: limit, what it holds, and the key of its page cache in its memory.stat.
-CGROUP_FILES = {"": ("memory.max", "memory.current", "file"),
-                "memory": ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_cache")}
+#: limit, what it holds, and the keys of its page cache and of the shared memory in that
+#: cache in its memory.stat.
+CGROUP_FILES = {"": ("memory.max", "memory.current", "file", "shmem"),
+                "memory": ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_cache",
+                           "total_shmem")}
 
 
 def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")
@@ -319,9 +321,10 @@ def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/s
     """Bytes that this process's cgroups (named in ``own``, their folders under ``root``) let it
     still take: the least, over its cgroup and those above it that set a memory limit (cgroup
     v2's ``memory.max``, v1's ``memory.limit_in_bytes``), of that limit less what the cgroup
-    holds but its page cache (which the kernel reclaims before it kills). None where none
-    sets one or none can be read (not in a cgroup, another system). Swap the cgroup may use
-    beyond its limit is not counted."""
+    holds but its page cache, which the kernel reclaims before it kills (not the shared
+    memory in it, tmpfs and /dev/shm files, which only swap frees). None where none sets one
+    or none can be read (not in a cgroup, another system). Swap the cgroup may use beyond its
+    limit is not counted."""
     try:
         lines = own.read_text().splitlines()
     except OSError:
@@ -331,7 +334,7 @@ def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/s
         _, controllers, path = line.split(":", 2)
         if controllers not in CGROUP_FILES:
             continue
-        limit, usage, cache = CGROUP_FILES[controllers]
+        limit, usage, cache, shmem = CGROUP_FILES[controllers]
         parts = [part for part in path.split("/") if part]
         for depth in range(len(parts) + 1):
             folder = root.joinpath(controllers, *parts[:depth])
@@ -342,7 +345,7 @@ def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/s
                 stat = dict(entry.split() for entry in (folder / "memory.stat").read_text()
                             .splitlines())
                 rooms.append(int(most) - int((folder / usage).read_text())
-                             + int(stat.get(cache, 0)))
+                             + int(stat.get(cache, 0)) - int(stat.get(shmem, 0)))
             except (OSError, ValueError):
                 continue
     return min(rooms, default=None)

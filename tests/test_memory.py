@@ -95,7 +95,8 @@ def test_a_cgroups_memory_limit_is_what_a_run_has(tmp_path, monkeypatch):
     """A container's cgroup may limit its memory below what the machine has available: the
     check read only /proc/meminfo, so a run that could not fit in the cgroup was let start
     and killed. Read from the process's cgroup (``own``) and those above it, cgroup v2's and
-    v1's: each limit less what the cgroup holds but its page cache; the least of them, and of
+    v1's: each limit less what the cgroup holds but its page cache (which counted the shared
+    memory in it as reclaimable, which only swap frees: no longer); the least of them, and of
     what the machine has, is what a run has."""
     import lotterynet.memory
 
@@ -109,13 +110,14 @@ def test_a_cgroups_memory_limit_is_what_a_run_has(tmp_path, monkeypatch):
     write("memory/docker", memory_limit_in_bytes=str(2**63 - 4096), memory_usage_in_bytes="0",
           memory_stat="total_cache 0\n")  # (v1's: no limit)
     write("memory/docker/c1", memory_limit_in_bytes=str(3 * 2**30),
-          memory_usage_in_bytes=str(2**30), memory_stat="cache 5\ntotal_cache 1024\n")
+          memory_usage_in_bytes=str(2**30),
+          memory_stat="cache 5\ntotal_cache 1024\nshmem 3\ntotal_shmem 256\n")
     write("user", memory_max=str(2**30), memory_current=str(2**29),
-          memory_stat="anon 7\nfile 4096\n")
+          memory_stat="anon 7\nfile 4096\nshmem 1024\n")
     write("user/run", memory_max="max", memory_current="0", memory_stat="file 0\n")
-    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29 + 4096
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29 + 4096 - 1024
     (tmp_path / "user" / "memory.max").write_text("max")
-    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2 * 2**30 + 1024
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2 * 2**30 + 1024 - 256
     own.write_text("0::/\n")
     assert lotterynet.memory.cgroup_memory(tmp_path, own) is None
     assert lotterynet.memory.cgroup_memory(tmp_path, tmp_path / "none") is None
