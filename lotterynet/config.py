@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import inspect
 import math
 import netrc
@@ -155,6 +156,7 @@ class RunConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
+@functools.cache  # (read for every field of every sweep cell)
 def field_type(f: dataclasses.Field) -> type:
     """The type of a field (``str | None`` -> ``str``)."""
     return {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list}[
@@ -653,6 +655,7 @@ def as_config_error(check: Callable, *args) -> None:
         raise ConfigError(str(err)) from None
 
 
+@functools.cache  # (inspect.signature, for every sweep cell, costs more than the cell's checks)
 def names_a_model(builder: Callable) -> bool:
     """Whether an architecture's builder is a family that ``--arch FAMILY:NAME`` names a model
     of (its ``model_name``), as ``timm`` is."""
@@ -869,40 +872,50 @@ def check_exclude(patterns: list) -> None:
 
 def unread_options(config: RunConfig) -> dict[str, str]:
     """The fields that the run of ``config`` does not read, each with the reason."""
+    return dict(unread_by(config.wandb, config.arch, config.train_weights, config.subnet_convs,
+                          config.conv_init, config.structure, config.match, config.hidden))
+
+
+@functools.cache
+def unread_by(wandb: bool, arch: str, train_weights: bool, subnet_convs: bool,
+              conv_init: str | None, structure: str, match: str, hidden: int | None
+              ) -> dict[str, str]:
+    """:func:`unread_options` of a config of these fields, the only ones it depends on: made
+    once for a sweep's thousands of cells (a structure's options are read from its signature
+    and probed on a layer). Not to be changed: the same dict answers every such config."""
     from .models import split_arch
     from .structures import STRUCTURE_OPTIONS, sizing_options, structure_options
 
     unread = {name: "it configures W&B logging, which needs --wandb"
-              for name in WANDB_OPTIONS if not config.wandb}
-    if not split_arch(config.arch)[1]:
-        unread["model_kwargs"] = (f"it goes to timm.create_model, and --arch {config.arch} is "
+              for name in WANDB_OPTIONS if not wandb}
+    if not split_arch(arch)[1]:
+        unread["model_kwargs"] = (f"it goes to timm.create_model, and --arch {arch} is "
                                   f"not a timm:<name>")
         unread["exclude"] = (f"it names layers that the conversion of a timm:<name> model "
-                             f"leaves as they are, and --arch {config.arch} is not one")
-    if config.train_weights:
+                             f"leaves as they are, and --arch {arch} is not one")
+    if train_weights:
         why = "the trained dense baseline (--train-weights) has no masks and no structure"
         unread.update({name: why for name in ("structure", "sparsity", "match", "score_init",
                                               *STRUCTURE_OPTIONS)})
-        frozen_convs = split_arch(config.arch)[0] == "lenet5" and not config.subnet_convs
-        if not frozen_convs or config.conv_init is not None:
+        frozen_convs = split_arch(arch)[0] == "lenet5" and not subnet_convs
+        if not frozen_convs or conv_init is not None:
             unread["init"] = (f"it draws frozen random weights, and the trained baseline of "
-                              f"--arch {config.arch} has none"
+                              f"--arch {arch} has none"
                               + " but the convs, drawn from --conv-init" * frozen_convs)
         return unread
-    if config.structure == WIDE:  # a dense net sized to the maskable count of --match's
-        reads = sizing_options(config.match)
-        where = (f"--structure wide is sized to --match {config.match}'s maskable count, which "
+    if structure == WIDE:  # a dense net sized to the maskable count of --match's
+        reads = sizing_options(match)
+        where = (f"--structure wide is sized to --match {match}'s maskable count, which "
                  f"it does not change")
         unread["fan_in"] = ("it scales the init of a structure's second layer; the wide net "
                             "is dense")
     else:
-        reads = structure_options(config.structure)
-        where = f"--structure {config.structure} does not read it"
+        reads = structure_options(structure)
+        where = f"--structure {structure} does not read it"
         unread["match"] = "it sizes --structure wide only"
-    layers = config.match if config.structure == WIDE else config.structure
-    if "hidden" in reads and config.hidden is not None and hidden_replaces_pairs(layers,
-                                                                                  config.hidden):
-        unread["pairs"] = (f"--hidden {config.hidden} sets the hidden width of {layers}, which "
+    layers = match if structure == WIDE else structure
+    if "hidden" in reads and hidden is not None and hidden_replaces_pairs(layers, hidden):
+        unread["pairs"] = (f"--hidden {hidden} sets the hidden width of {layers}, which "
                            f"pairs sets only by default (pairs x in_features)")
     unread.update({name: where for name in STRUCTURE_OPTIONS if name not in reads | set(unread)})
     return unread
@@ -946,8 +959,9 @@ def refuse_unread_flags(flags: dict, configs: list[RunConfig], where: str = "thi
     variant, which ``spell`` names) that no run of ``configs`` (one run, or a sweep's cells)
     reads: it would be ignored unsaid. A config file's values are not checked (one file serves
     several structures), but for :data:`ARCH_OPTIONS` (:func:`refuse_unread_file_options`)."""
+    unread = [unread_options(config) for config in configs]
     for name, value in flags.items():
-        reasons = [unread_options(config).get(name) for config in configs]
+        reasons = [options.get(name) for options in unread]
         if all(reasons):
             raise ConfigError(f"{spell(name, value)} does nothing in {where}: {reasons[0]}; "
                               f"drop it")
