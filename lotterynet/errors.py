@@ -151,8 +151,8 @@ def python_value(value):
 
 
 def plural(count: int, noun: str) -> str:
-    """``count`` and ``noun``, in the plural but for one: '1 epoch', '2 epochs'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    """``count`` and ``noun``, in the plural but for one: '1 epoch', '2 epochs', '4,000 cells'."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def in_binary_units(count: int) -> str:

@@ -854,7 +854,7 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
             print(f"stack {stack_dir.name} {why}", flush=True)
     to_run = len(to_report)
     stacked = f" ({plural(len(stacks), 'stack')})" if stacks else ""
-    print(f"sweep {sweep_dir}: {total} cells, {done} already done, {to_run} to run{stacked}",
+    print(f"sweep {sweep_dir}: {total:,} cells, {done:,} already done, {to_run:,} to run{stacked}",
           flush=True)
     start = time.perf_counter()
 

@@ -1721,3 +1721,13 @@ def test_a_negative_zero_sparsity_is_zero():
     (label, values), = load_sweep(args, given_values(args)).cells()
     assert cell_name(label, values) == "dense-s0-e1-seed0"
     assert str(make_config({"sparsity": -0.0}).sparsity) == "0.0"
+
+
+def test_counts_of_thousands_are_written_with_separators():
+    """A sweep of thousands of cells said 'checking the 4,000 cells' and then '(4000 cells,
+    ...)' in its cost line and 'sweep big: 10000 cells': every count that plural() writes (cells,
+    members, epochs ...) has its thousands separators (QA)."""
+    from lotterynet.errors import plural
+
+    assert (plural(4000, "cell"), plural(1, "member"), plural(12, "epoch")) == (
+        "4,000 cells", "1 member", "12 epochs")
