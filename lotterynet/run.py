@@ -805,9 +805,14 @@ def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | Non
     epoch there ended); None with neither."""
     if checkpoint.is_file():
         then = resume or resume_hint(checkpoint)
-        done = epochs_written(checkpoint, trainer)
-        return f"{then} (written at the end of epoch {done})" if done else then
+        return with_its_epoch(then, epochs_written(checkpoint, trainer))
     return resume_hint(resumed, checkpoint.parent.parent)
+
+
+def with_its_epoch(then: str, done: int | None) -> str:
+    """``then`` (how a stopped run goes on from its checkpoint) with the epoch at whose end that
+    checkpoint was written, where ``done`` (its epochs) is known."""
+    return f"{then} (written at the end of epoch {done})" if done else then
 
 
 def epochs_written(checkpoint: Path, trainer: pl.Trainer | None) -> int | None:

@@ -119,6 +119,7 @@ from .run import (
     run,
     run_again,
     run_dir_of,
+    with_its_epoch,
     write_json_atomic,
 )
 from .stack import (
@@ -975,7 +976,7 @@ def going_on(checkpoint: Path, again: str, done: int | None) -> str | None:
     scheduler's SIGTERM grace for a big model); None where there is no checkpoint."""
     if not checkpoint.is_file():
         return None
-    return f"{again} (written at the end of epoch {done})" if done else again
+    return with_its_epoch(again, done)
 
 
 def run_in_the_sweep(name: str, config: RunConfig) -> None:
