@@ -188,12 +188,12 @@ Resumed = tuple[str | os.PathLike, dict]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location=None, *,
-                    unsealed: bool = False) -> dict:
+                    unsealed: bool = False, weights_only: bool = True) -> dict:
     """The digest checked (``unsealed``: or, without one, the zip's CRC-32s, :func:`unseal`),
-    then ``torch.load(weights_only=True)`` of the verified bytes, with one-line errors for
-    missing, corrupt or foreign files."""
+    then ``torch.load`` of the verified bytes (:func:`parse_checkpoint`), with one-line errors
+    for missing, corrupt or foreign files."""
     return parse_checkpoint(read_checkpoint(path, unsealed=unsealed), source_name(path),
-                            map_location)
+                            map_location, weights_only=weights_only)
 
 
 def read_checkpoint(path, *, unsealed: bool = False) -> bytes:
@@ -229,20 +229,24 @@ def source_name(path) -> str:
     return str(getattr(path, "name", "<file object>")) if hasattr(path, "read") else str(path)
 
 
-def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None) -> dict:
+def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None, *,
+                     weights_only: bool = True) -> dict:
     """``torch.load(weights_only=True)`` of the checkpoint bytes ``data`` (read from ``path``),
-    which must be a Lightning checkpoint as lotterynet writes it."""
+    which must be a Lightning checkpoint as lotterynet writes it. ``weights_only=False`` only
+    where the user asked for it, for a file of their own that holds Python objects (a
+    callback's state): it unpickles whatever the file holds."""
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location=map_location or "cpu",
-                                weights_only=True)
+                                weights_only=weights_only)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         refused = _REFUSED_GLOBAL.search(str(err))
         if refused:  # (the bytes were checked: the file holds it as it was written)
             raise CheckpointError(
                 f"checkpoint {str(path)!r} holds Python objects that a weights-only load refuses "
-                f"({refused[1]}), and lotterynet unpickles nothing else: save it again without "
-                f"them (numbers, strings, lists, dicts and tensors), or, if you trust the file, "
-                f"load it yourself with torch.load(path, weights_only=False)") from None
+                f"({refused[1]}): save it again without them (numbers, strings, lists, dicts "
+                f"and tensors), or, if you trust the file, load it with weights_only=False: "
+                f"torch.load(path, weights_only=False), or a Trainer's fit(ckpt_path=path, "
+                f"weights_only=False)") from None
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unreadable: "
                               f"{first_line(err)}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -505,6 +505,57 @@ def test_the_checked_checkpoint_io_checks_a_trainers_ckpt_path_once(tmp_path, mo
         assert load_checkpoint(saving.best_model_path, unsealed=True)["epoch"] == 0
 
 
+class KeepsAPythonObject(pl.Callback):
+    """A user's callback whose state holds what a weights-only load refuses."""
+
+    def __init__(self):
+        self.best = None
+
+    def state_dict(self):
+        return {"best": np.float64(0.9)}
+
+    def load_state_dict(self, state_dict):
+        self.best = state_dict["best"]
+
+
+def fit_tiny(tmp_path, epochs, ckpt_path=None, weights_only=None, **options):
+    """A 2-batch fit of a 4-wide FC2 under a plain Trainer of ``options``."""
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, **options)
+    trainer.fit(ln.EdgePopupModule({"name": "fc2", "width": 4, "structure": "dense"},
+                                   {"epochs": 2}),
+                torch.utils.data.DataLoader(list(zip(x, y)), batch_size=4),
+                ckpt_path=ckpt_path, weights_only=weights_only)
+    return trainer
+
+
+def test_the_checked_checkpoint_io_honours_a_trainers_weights_only_false(tmp_path):
+    """A user's callback keeps a Python object in its state: ``fit(ckpt_path=...,
+    weights_only=False)``, the user's own choice for their own file, restores it (it was
+    refused whatever ``weights_only`` said); the file's bytes are still checked, and without
+    that choice it is refused as before."""
+    fit_tiny(tmp_path, 1, plugins=[ln.CheckedCheckpointIO()],
+             callbacks=[KeepsAPythonObject(), pl.callbacks.ModelCheckpoint(tmp_path,
+                                                                           save_last=True)])
+    path = tmp_path / "last.ckpt"
+    for weights_only in None, True:
+        with pytest.raises(CheckpointError, match=r"holds Python objects that a weights-only "
+                           r".* a Trainer's fit\(ckpt_path=path, weights_only=False\)$"):
+            fit_tiny(tmp_path, 2, path, weights_only, plugins=[ln.CheckedCheckpointIO()],
+                     callbacks=[KeepsAPythonObject()], enable_checkpointing=False)
+    kept = KeepsAPythonObject()
+    fit_tiny(tmp_path, 2, path, False, plugins=[ln.CheckedCheckpointIO()], callbacks=[kept],
+             enable_checkpointing=False)
+    assert kept.best == 0.9 and isinstance(kept.best, np.float64)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="its bytes do not match its integrity digest"):
+        fit_tiny(tmp_path, 2, path, False, plugins=[ln.CheckedCheckpointIO()],
+                 callbacks=[KeepsAPythonObject()], enable_checkpointing=False)
+
+
 def test_a_cosine_schedule_shorter_than_the_trainer_is_refused(tmp_path, data_dir):
     """optim['epochs'] 1 under max_epochs 3, or a run of max_epochs 1 resumed with
     max_epochs 2 (its restored schedule keeps its length), trained on silently past the
