@@ -286,7 +286,8 @@ class CheckedCheckpointIO(TorchCheckpointIO):
     (``pl.Trainer(plugins=[lotterynet.CheckedCheckpointIO()])``; ``train.py``'s has it). A
     checkpoint is written atomically and durably, with its integrity digest
     (:func:`~lotterynet.checkpointing.atomic_torch_save`; to a URL, ``s3://``, as Lightning
-    writes one, without it). A ``ckpt_path`` is read as :meth:`~lotterynet.module.
+    writes one, without it); ``storage_options`` are refused, as Lightning's own IO refuses
+    them (a ``TypeError``, nothing written). A ``ckpt_path`` is read as :meth:`~lotterynet.module.
     EdgePopupModule.load_from_checkpoint` reads one (a URL through fsspec): its digest
     checked, or without one (a Trainer's without this plugin) its zip's CRC-32s, and loaded
     with ``torch.load(weights_only=True)``, unless the Trainer's ``fit``, ``validate``,
@@ -308,7 +309,8 @@ class CheckedCheckpointIO(TorchCheckpointIO):
         self.epochs_saved: dict[str, int] = {}  # each checkpoint saved or loaded: its epochs
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        if "://" in str(path):  # (a URL: written as Lightning writes one, without a digest)
+        if "://" in str(path) or storage_options is not None:  # (a URL: written as Lightning
+            # writes one, without a digest; storage_options: refused as Lightning refuses them)
             super().save_checkpoint(checkpoint, path, storage_options)
         else:
             atomic_torch_save(checkpoint, path)

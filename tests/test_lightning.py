@@ -556,6 +556,19 @@ def test_the_checked_checkpoint_io_honours_a_trainers_weights_only_false(tmp_pat
                  callbacks=[KeepsAPythonObject()], enable_checkpointing=False)
 
 
+def test_the_checked_checkpoint_io_refuses_storage_options_as_lightnings_does(tmp_path):
+    """``trainer.save_checkpoint(path, storage_options=...)``: Lightning's own IO refuses the
+    options it cannot use (a TypeError); the checked IO dropped them silently for a file and
+    wrote it. Now it refuses them alike, writing nothing."""
+    trainer = fit_tiny(tmp_path, 1, plugins=[ln.CheckedCheckpointIO()], limit_train_batches=1,
+                       enable_checkpointing=False)
+    for path in tmp_path / "own.ckpt", f"memory://{tmp_path.name}/own.ckpt":
+        with pytest.raises(TypeError, match=r"`storage_options` arg is not supported for "
+                                            r"`CheckedCheckpointIO`"):
+            trainer.save_checkpoint(path, storage_options={"compression": None})
+    assert not (tmp_path / "own.ckpt").exists()
+
+
 def test_a_cosine_schedule_shorter_than_the_trainer_is_refused(tmp_path, data_dir):
     """optim['epochs'] 1 under max_epochs 3, or a run of max_epochs 1 resumed with
     max_epochs 2 (its restored schedule keeps its length), trained on silently past the
