@@ -47,33 +47,46 @@ def record_frozen(layer: nn.Module) -> None:
 
 def refuse_thawed(module: nn.Module) -> None:
     """Refuse a training forward (``module.training``, grad enabled) of subnet ``module`` in
-    which a random weight it froze as it was made (``frozen_as_built``, biases aside) requires
-    grad along with its scores: what ``model.requires_grad_(True)``, ``p.requires_grad = True``
-    over ``model.parameters()`` or Lightning's ``BaseFinetuning.unfreeze_and_add_param_group``
+    which a random tensor it froze as it was made (``frozen_as_built``) requires grad along
+    with its scores: what ``model.requires_grad_(True)``, ``p.requires_grad = True`` over
+    ``model.parameters()`` or Lightning's ``BaseFinetuning.unfreeze_and_add_param_group``
     leave, after which an optimizer over the model's parameters trains the random weights (no
-    longer a strong lottery ticket, which only ``save_ticket`` told, much later). One pass
-    over the layer's few parameters. Allowed: the weights trained under a fixed mask (scores
-    frozen), and ``torch.func``'s transforms, under which every tensor differentiated
-    requires grad."""
+    longer a strong lottery ticket, which only ``save_ticket`` told, much later). A bias too
+    (``layer.bias.requires_grad_()``): a ticket regenerates it from the seed, so only one made
+    trainable where the model is made (``convert(bias="trainable")``, not frozen as built)
+    trains. One pass over the layer's few parameters. Allowed: the weights trained under a
+    fixed mask (scores frozen), and ``torch.func``'s transforms, under which every tensor
+    differentiated requires grad."""
     if not (module.training and torch.is_grad_enabled()):
         return
     frozen = getattr(module, "frozen_as_built", ())  # (none: a layer pickled before it was)
-    thawed, scored = None, False
+    thawed, bias, scored = None, None, False  # (a thawed weight is named before a bias)
     for name, p in module.named_parameters():
         if p.requires_grad:
-            if name in frozen and name.rpartition(".")[2] not in BIAS_NAMES:
-                thawed = thawed or (name, p)
-            else:
+            if name not in frozen:
                 scored = scored or name.endswith("scores")
+            elif name.rpartition(".")[2] in BIAS_NAMES:
+                bias = bias or (name, p)
+            else:
+                thawed = thawed or (name, p)
+    thawed = thawed or bias
     if thawed and scored and (torch.compiler.is_compiling()  # (a check dynamo cannot trace)
                               or not torch._C._functorch.is_functorch_wrapped_tensor(thawed[1])):
-        raise RuntimeError(
-            f"{type(module).__name__}({module.extra_repr()}): its frozen random weight "
-            f"{thawed[0]!r} requires grad, as do its scores (model.requires_grad_(True), or every "
-            f"parameter unfrozen?), so an optimizer would train it and the model would no "
-            f"longer be a strong lottery ticket: unfreeze only the scores (and what convert("
-            f"bias=, batchnorm=, others=) made trainable), or freeze them to train the weights "
-            f"under a fixed mask")
+        name = thawed[0]
+        if thawed is bias:
+            what, why = "bias", (
+                ", but a ticket regenerates a bias built frozen from the seed (save_ticket "
+                "would refuse the trained model): make it trainable where the model is made "
+                "(convert(bias='trainable')) so that the ticket stores it, or freeze it again "
+                "(requires_grad_(False))")
+        else:
+            what, why = "weight", (
+                " (model.requires_grad_(True), or every parameter unfrozen?), so an optimizer "
+                "would train it and the model would no longer be a strong lottery ticket: "
+                "unfreeze only the scores (and what convert(bias=, batchnorm=, others=) made "
+                "trainable), or freeze them to train the weights under a fixed mask")
+        raise RuntimeError(f"{type(module).__name__}({module.extra_repr()}): its frozen random "
+                           f"{what} {name!r} requires grad, as do its scores{why}")
 
 
 def recorded_draw(module: nn.Module) -> dict:

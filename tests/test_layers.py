@@ -1,4 +1,5 @@
 import io
+import re
 import warnings
 
 import pytest
@@ -598,9 +599,8 @@ def test_frozen_tensors_unfrozen_with_the_scores_are_refused_at_a_training_forwa
     """Every parameter of a converted model made trainable (then an optimizer over
     ``model.parameters()`` trained the frozen random weights and biases, and only
     ``save_ticket`` said so) is refused at the first training forward of each subnet layer, in
-    one line naming the layer and the weight. Evaluation, ``no_grad``, the weights trained
-    under a fixed mask (scores frozen) and the scores trained with the biases (a user may
-    unfreeze them) still run."""
+    one line naming the layer and the weight. Evaluation, ``no_grad`` and the weights trained
+    under a fixed mask (scores frozen) still run."""
     model, x = ln.convert(AttendsThenMaps(), sparsity=0.5, seed=0), torch.randn(2, 3, 4)
     unfreeze(model)
     for layer, name in ((model, r"SubnetMultiheadAttention\(embed_dim=4, .*\): its frozen random "
@@ -620,12 +620,33 @@ def test_frozen_tensors_unfrozen_with_the_scores_are_refused_at_a_training_forwa
     with torch.no_grad():
         model.train()(x)
     for name, p in model.named_parameters():
-        p.requires_grad_(name.endswith(("scores", "bias")))
-    model(x).sum().backward()
-    for name, p in model.named_parameters():
         p.requires_grad_(not name.endswith("scores"))
     model(x).sum().backward()
     assert model.linear.structure.weight.weight.grad is not None
+
+
+def test_a_frozen_bias_unfrozen_with_the_scores_is_refused_at_a_training_forward():
+    """A bias ``convert`` froze (``bias="frozen"``, the default) made to require grad later
+    (``layer.bias.requires_grad_()``) trained silently, and only ``save_ticket`` refused the
+    model, after the training: a ticket regenerates it from the seed. Refused at the first
+    training forward, in one line naming ``convert(bias='trainable')``, with which the bias
+    trains (the attention's too)."""
+    x = torch.randn(2, 3, 4)
+    model = ln.convert(AttendsThenMaps(), sparsity=0.5, seed=0)
+    for layer, bias, named in ((model.linear, "bias", "bias"),
+                               (model, "attention.q_proj.bias", "q_proj.bias")):
+        layer.get_parameter(bias).requires_grad_()
+        with pytest.raises(RuntimeError, match=rf"^Subnet\w+\(.*\): its frozen random bias "
+                                               rf"'{re.escape(named)}' requires grad, as do its "
+                                               r"scores, but a ticket .*: make it trainable "
+                                               r"where the model is made \(convert\(bias="
+                                               r"'trainable'\)\) so that the ticket stores it"):
+            layer(x)
+        layer.get_parameter(bias).requires_grad_(False)
+    trainable = ln.convert(AttendsThenMaps(), sparsity=0.5, seed=0, bias="trainable")
+    trainable(x).sum().backward()
+    assert trainable.linear.bias.grad is not None and (
+        trainable.attention.q_proj.bias.grad is not None)
 
 
 def refuses_prune(layer: nn.Module, target: nn.Module, name: str, match: str) -> None:
