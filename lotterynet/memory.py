@@ -286,6 +286,26 @@ def step_peak(models: Sequence[torch.nn.Module], optims: Sequence[dict], shape: 
     return live.peak
 
 
+#: The least number of first scores expected to equal the one at a mask's cut-off
+#: (:func:`ties_expected`) for which :func:`selection_scratch` counts the ranking of those
+#: tied: the first mask then ranks them in 99 draws of 100 or more.
+TIES_CERTAIN = 100
+
+
+def ties_expected(weight: MaskedWeight, dtype: torch.dtype) -> float:
+    """How many of ``weight``'s first scores in ``dtype`` are expected, at least, to equal the
+    one at its mask's cut-off (over all groups): its ``n`` scores are drawn U(±b) by
+    ``uniform_`` on a grid of 2**24 values (their magnitudes 2**-23 b apart), and ``dtype``
+    rounds them to its own values, at least ``t * eps / 2`` apart near a cut-off ``t`` (the
+    k-th largest of a group of ``m`` magnitudes uniform on [0, b]: ``t = (m - k) / (m + 1) b``
+    on average). One group expecting ``λ`` such ties ranks none of them only where the k-th
+    largest is the last of them: ``(1 - e**-λ) / λ < 1 / λ`` of draws; several groups rank
+    none less often still."""
+    m = weight.group_size
+    cut = (m - weight.k) / (m + 1)
+    return weight.weight.numel() * max(2.0 ** -23, cut * torch.finfo(dtype).eps / 2)
+
+
 def selection_scratch(weight: MaskedWeight, dtype: torch.dtype, hinted: bool) -> int:
     """The most bytes that the CPU's selection of ``weight``'s mask in a training forward
     (:func:`~lotterynet.masking.topk_mask`) holds at once beyond what the step holds before it,
@@ -297,14 +317,22 @@ def selection_scratch(weight: MaskedWeight, dtype: torch.dtype, hinted: bool) ->
     that summing it makes from 2**24 entries on (``count_ones``: aten's sum casts first), or
     under that, the band's 0/1 float32 and boolean (what each way takes before it may fall
     back to a quickselect: 12 and 9 bytes an entry). The mask left is counted on ``meta``.
-    Not counted: ranking the entries tied at the cut-off where some do not fit (16 bytes an
-    entry more), which depends on the scores."""
-    n = weight.weight.numel()
+    Where the first scores tied at a cut-off do not all fit, the quickselect is followed by
+    their ranking over the whole tensor (:func:`~lotterynet.masking.cut_at`): the magnitudes,
+    the mask and two booleans, the ties' int64 copy and its cumsum (``ties="high"``: and a
+    flipped boolean), and each group's threshold and int64 count: 10 bytes an entry more than
+    the quickselect (11 with ``ties="high"``), measured. It is counted in a first step where
+    those ties are all but certain (:data:`TIES_CERTAIN`), as in bfloat16 from 51,200 scores
+    at sparsity 0.5, in float32 from 839M (a resumed run's trained float32 scores lie finer
+    than the draws: it may rank none); not where they depend on the scores (later steps)."""
+    n, size = weight.weight.numel(), dtype.itemsize
     if weight.k in (0, weight.group_size) or hinted and not weight.scores.requires_grad:
         return 0  # (nothing to choose; frozen scores keep their first mask)
     if hinted and weight.group_size == n >= HINT_MIN_ENTRIES:
-        return n * (dtype.itemsize + 4 + (8 if n >= 1 << 24 else 5))
-    return n * (2 * dtype.itemsize + 8)
+        return n * (size + 4 + (8 if n >= 1 << 24 else 5))
+    if hinted or ties_expected(weight, dtype) < TIES_CERTAIN:
+        return n * (2 * size + 8)
+    return n * (2 * size + 18 + (weight.ties == "high")) + n // weight.group_size * (size + 8)
 
 
 #: A cgroup's memory files, by the controllers its line of /proc/self/cgroup names (cgroup

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch._C._profiler import _EventType
 
 from lotterynet.config import ConfigError, make_config
-from lotterynet.memory import memory_needed
+from lotterynet.masking import MaskedWeight
+from lotterynet.memory import memory_needed, selection_scratch
 from lotterynet.models import build_model
 from lotterynet.optim import optim_settings, optimizer_and_schedule
 from lotterynet.stacked import StackedModel
@@ -75,6 +76,26 @@ def test_the_count_is_at_most_what_real_training_steps_hold(structure, optimizer
         peak = first_steps_peak(spec, optim, stack)
         count = memory_needed([(spec, optim)], config, stack=stack).trained
         assert low * peak <= count <= peak, (stack, count, peak)
+
+
+@pytest.mark.parametrize("shape, groups, dtype, ties", [
+    ((256, 256), None, torch.bfloat16, "low"), ((256, 256), None, torch.bfloat16, "high"),
+    ((64, 32, 32), 8, torch.bfloat16, "low"), ((256, 256), None, torch.float32, "low")])
+def test_a_first_masks_count_holds_the_ranking_of_ties_where_they_are_all_but_certain(
+        shape, groups, dtype, ties):
+    """A first mask whose scores tie at its cut-off, not all of them kept, ranks them over the
+    whole tensor after its quickselect (``cut_at``: 10 bytes an entry more); the count held
+    the quickselect's scratch only: 12 of the 22 bytes an entry that a bfloat16 tensor's
+    selection holds (65,536 scores, 128 ties expected), 13 of 23 with ``ties="high"``. Now
+    the count is what the selection holds, groups of 8 too (their thresholds and counts:
+    23.25 bytes an entry), and still the quickselect's where ties are not expected (float32:
+    0.008; the mask has none to rank)."""
+    torch.manual_seed(0)
+    weight = MaskedWeight(shape, fan_in=256, sparsity=0.5, ties=ties,
+                          group_dim=None if groups is None else 2, group_size=groups).to(dtype)
+    peak = allocated_peak(lambda: weight.mask(dtype))  # (training: the scores require grad)
+    count = selection_scratch(weight, dtype, hinted=False)
+    assert 0.99 * peak <= count <= peak, (count / weight.weight.numel(), peak)
 
 
 def test_a_stacks_count_holds_the_frozen_tensors_its_members_share_once():
