@@ -601,12 +601,24 @@ def _is_a(module: nn.Module, types: frozenset[str]) -> bool:
 
 #: timm's patch embeddings, whose ``set_input_size(patch_size=...)`` (a ViT's, through its
 #: own) puts in place of their ``proj`` a dense ``nn.Conv2d`` of the new patch size holding its
-#: weight resampled (:func:`_refuse_dense_patch_resize`). ``HybridEmbed``'s first asserts that
-#: its ``proj`` is an ``nn.Conv2d``, which a subnet layer is not (timm's AssertionError, "must
-#: have a projection layer", the model left as it was); under ``python -O`` it swaps.
+#: weight resampled (:func:`_refuse_dense_patch_resize`).
 PATCH_EMBEDS = frozenset(["timm.layers.patch_embed.PatchEmbed",
                           "timm.layers.hybrid_embed.HybridEmbed"])
+#: Those whose ``set_input_size`` first asserts that their ``proj`` is an ``nn.Conv2d``, which
+#: a subnet layer is not (timm's bare AssertionError, "must have a projection layer"; under
+#: ``python -O`` it swaps): :func:`_refused_patch_resize` speaks before it.
+ASSERTS_CONV_PROJ = frozenset(["timm.layers.hybrid_embed.HybridEmbed"])
 _PATCH_GUARD = []  # the registration hook's handle, once convert has converted a patch embedding
+
+
+def _dense_patch_refusal(parent: nn.Module, name: str, dense: str) -> str:
+    """The line refusing ``dense`` (a type name) in place of patch embedding ``parent``'s
+    subnet ``name``."""
+    return (f"{type(parent).__name__}.{name} is a subnet layer (convert()), which a change of "
+            f"patch size (timm's set_input_size(patch_size=...)) would replace by a dense "
+            f"{dense} holding its masked weights resampled, frozen and never pruned: change "
+            f"the patch size before convert() (timm.create_model(..., patch_size=...), or "
+            f"set_input_size on the model not yet converted)")
 
 
 def _refuse_dense_patch_resize(parent: nn.Module, name: str, module) -> None:
@@ -620,12 +632,18 @@ def _refuse_dense_patch_resize(parent: nn.Module, name: str, module) -> None:
     if isinstance(old, SUBNET_MODULES) and not isinstance(module, SUBNET_MODULES) and \
             _is_a(parent, PATCH_EMBEDS) and isinstance(module, nn.Conv2d) and \
             module.kernel_size != old.kernel_size:
-        raise ValueError(
-            f"{type(parent).__name__}.{name} is a subnet layer (convert()), which a change of "
-            f"patch size (timm's set_input_size(patch_size=...)) would replace by a dense "
-            f"{type(module).__name__} holding its masked weights resampled, frozen and never "
-            f"pruned: change the patch size before convert() (timm.create_model(..., "
-            f"patch_size=...), or set_input_size on the model not yet converted)")
+        raise ValueError(_dense_patch_refusal(parent, name, type(module).__name__))
+
+
+def _refused_patch_resize(embed: nn.Module, img_size=None, patch_size=None, *args, **kwargs):
+    """``set_input_size`` of a converted patch embedding of :data:`ASSERTS_CONV_PROJ` (this
+    instance's, bound by ``convert``; the class's is timm's, untouched): a new patch size is
+    refused while its ``proj`` is a subnet layer, in the registration hook's line, before
+    timm's assert; the rest (and an exported copy's, a plain ``proj``) is timm's own."""
+    if patch_size is not None and isinstance(embed.proj, SUBNET_MODULES) and \
+            nn.modules.utils._pair(patch_size) != tuple(embed.patch_size):
+        raise ValueError(_dense_patch_refusal(embed, "proj", "Conv2d"))
+    return type(embed).set_input_size(embed, img_size, patch_size, *args, **kwargs)
 
 
 def _warn_layers_left_dense(left: list[tuple[str, nn.Module]], trainable: bool) -> None:
@@ -891,6 +909,8 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             if not _PATCH_GUARD and _is_a(parent, PATCH_EMBEDS):
                 _PATCH_GUARD.append(torch.nn.modules.module.register_module_module_registration_hook(
                     _refuse_dense_patch_resize))
+            if child == "proj" and _is_a(parent, ASSERTS_CONV_PROJ):
+                parent.set_input_size = functools.partial(_refused_patch_resize, parent)
             setattr(parent, child, layer)
     for module in result.modules():
         if isinstance(module, nn.TransformerEncoder):

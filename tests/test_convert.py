@@ -294,20 +294,25 @@ def test_a_vits_patch_size_changed_after_convert_is_refused():
 
 
 def test_a_hybrid_embeds_patch_size_changed_after_convert_is_refused():
-    """timm's HybridEmbed.set_input_size(patch_size=...) asserts that its proj is an
-    nn.Conv2d (timm's AssertionError, the model left as it was); where the assert does not
-    run (python -O) it put a dense Conv2d in place of the subnet proj, as PatchEmbed's did:
-    that swap, timm's own assignment, is refused in the same line."""
+    """timm's HybridEmbed.set_input_size(patch_size=...) asserted that its proj is an
+    nn.Conv2d (timm's bare AssertionError); refused first, in the line that refuses the swap
+    where the assert does not run (python -O: timm's own assignment of a dense Conv2d), the
+    model left as it was. The exported copy (a plain proj) changes its patch size as timm's."""
     embed = convert(HybridEmbed(nn.Conv2d(3, 4, 2, stride=2), img_size=8, patch_size=2,
                                 embed_dim=6), sparsity=0.5)
-    proj = embed.proj
-    with pytest.raises(AssertionError):
+    proj, refused = embed.proj, (r"^HybridEmbed\.proj is a subnet layer \(convert\(\)\), which "
+                                 r"a change of patch size .*: change the patch size before "
+                                 r"convert\(\)")
+    with pytest.raises(ValueError, match=refused):
         embed.set_input_size(patch_size=1)
-    with pytest.raises(ValueError, match=r"^HybridEmbed\.proj is a subnet layer \(convert\(\)\), "
-                                         r"which a change of patch size .*: change the patch "
-                                         r"size before convert\(\)"):
+    with pytest.raises(ValueError, match=refused):
         embed.proj = nn.Conv2d(4, 6, 1, stride=1)  # (what set_input_size does under -O)
     assert embed.proj is proj and embed.patch_size == (2, 2)
+    embed.set_input_size(img_size=16)
+    assert embed(torch.randn(1, 3, 16, 16)).shape == (1, 16, 6)
+    exported = ln.export(embed)
+    exported.set_input_size(patch_size=1)
+    assert exported.proj.kernel_size == (1, 1)
 
 class ReadsItsLayersWeight(nn.Module):
     """A module whose forward passes a layer's weight to ``F.linear`` itself, as torchvision's
