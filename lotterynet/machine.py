@@ -25,15 +25,22 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def available_memory() -> int | None:
-    """Bytes of memory this machine can still give a process: /proc/meminfo's MemAvailable
-    plus SwapFree (Linux); None where that is unknown."""
+def meminfo(*keys: str, path: str = "/proc/meminfo") -> int | None:
+    """Bytes that /proc/meminfo's ``keys`` (``MemAvailable``, ``SwapFree``, ...) add up to
+    (Linux); None where that is unknown."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
-        return sum(int(fields[key].split()[0]) * 1024 for key in ("MemAvailable", "SwapFree"))
+        return sum(int(fields[key].split()[0]) * 1024 for key in keys)
     except (OSError, KeyError, ValueError, IndexError):
         return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give a process: /proc/meminfo's MemAvailable
+    plus SwapFree (the kernel pages a process out to swap before it kills it: a run that
+    needs swap is slow, not ended); None where that is unknown."""
+    return meminfo("MemAvailable", "SwapFree")
 
 
 def keep_freed_memory() -> bool:

@@ -20,7 +20,7 @@ from .config import ConfigError, RunConfig, examples_per_device, on_gpu
 from .convert import on_meta
 from .data import DATASETS
 from .errors import in_binary_units, plural
-from .machine import available_memory
+from .machine import available_memory, meminfo
 from .masking import HINT_MIN_ENTRIES, MaskedWeight
 from .models import build_model
 from .optim import optimizer_and_schedule, trainable_parameters
@@ -336,12 +336,15 @@ def selection_scratch(weight: MaskedWeight, dtype: torch.dtype, hinted: bool) ->
 
 
 #: A cgroup's memory files, by the controllers its line of /proc/self/cgroup names (cgroup
-#: v2's none, v1's memory controller, whose limit is a huge number where none is set): its
-#: limit, what it holds, and the keys of its page cache and of the shared memory in that
-#: cache in its memory.stat.
-CGROUP_FILES = {"": ("memory.max", "memory.current", "file", "shmem"),
+#: v2's none, v1's memory controller, whose limits are a huge number where none is set): its
+#: limit and what it holds, the keys of its page cache and of the shared memory in that cache
+#: in its memory.stat, and its swap limit and what it holds there (v2's of swap alone, v1's
+#: of memory and swap together).
+CGROUP_FILES = {"": ("memory.max", "memory.current", "file", "shmem", "memory.swap.max",
+                     "memory.swap.current"),
                 "memory": ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_cache",
-                           "total_shmem")}
+                           "total_shmem", "memory.memsw.limit_in_bytes",
+                           "memory.memsw.usage_in_bytes")}
 
 
 def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")
@@ -350,33 +353,50 @@ def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/s
     still take: the least, over its cgroup and those above it that set a memory limit (cgroup
     v2's ``memory.max``, v1's ``memory.limit_in_bytes``), of that limit less what the cgroup
     holds but its page cache, which the kernel reclaims before it kills (not the shared
-    memory in it, tmpfs and /dev/shm files, which only swap frees). None where none sets one
-    or none can be read (not in a cgroup, another system). Swap the cgroup may use beyond its
-    limit is not counted."""
+    memory in it, tmpfs and /dev/shm files, which only swap frees), and the swap they may
+    still use beyond it, as :func:`~lotterynet.machine.available_memory` counts the
+    machine's: the machine's SwapFree, or less where a cgroup's swap limit leaves less (v2's
+    ``memory.swap.max``; v1's ``memory.memsw.limit_in_bytes`` limits memory and swap
+    together); none where the machine has none. None where no cgroup sets a memory limit or
+    none can be read (not in a cgroup, another system)."""
     try:
         lines = own.read_text().splitlines()
     except OSError:
         return None
-    rooms = []
+    rooms, together, swaps = [], [], [meminfo("SwapFree") or 0]
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers not in CGROUP_FILES:
             continue
-        limit, usage, cache, shmem = CGROUP_FILES[controllers]
+        limit, usage, cache, shmem, swap_limit, swap_usage = CGROUP_FILES[controllers]
         parts = [part for part in path.split("/") if part]
         for depth in range(len(parts) + 1):
             folder = root.joinpath(controllers, *parts[:depth])
-            try:
-                most = (folder / limit).read_text().strip()
-                if most == "max" or int(most) >= 1 << 62:
-                    continue
-                stat = dict(entry.split() for entry in (folder / "memory.stat").read_text()
-                            .splitlines())
-                rooms.append(int(most) - int((folder / usage).read_text())
-                             + int(stat.get(cache, 0)) - int(stat.get(shmem, 0)))
-            except (OSError, ValueError):
-                continue
-    return min(rooms, default=None)
+            rooms.append(left_under(folder, limit, usage, cache, shmem))
+            if controllers:  # (v1's swap limit holds its memory and swap together)
+                together.append(left_under(folder, swap_limit, swap_usage, cache, shmem))
+            else:
+                swaps.append(left_under(folder, swap_limit, swap_usage))
+    rooms, together, swaps = ([n for n in found if n is not None]
+                              for found in (rooms, together, swaps))
+    return min([min(rooms) + max(min(swaps), 0), *together]) if rooms else None
+
+
+def left_under(folder: Path, limit: str, usage: str, cache: str | None = None,
+               shmem: str | None = None) -> int | None:
+    """Bytes that the cgroup ``folder``'s ``limit`` file leaves beyond what its ``usage``
+    file says it holds, and its page cache (the ``cache`` key of its memory.stat) less the
+    shared memory in it (``shmem``); None where it sets no limit or cannot be read."""
+    try:
+        most = (folder / limit).read_text().strip()
+        if most == "max" or int(most) >= 1 << 62:
+            return None
+        stat = dict(entry.split() for entry in (folder / "memory.stat").read_text()
+                    .splitlines()) if cache else {}
+        return (int(most) - int((folder / usage).read_text()) + int(stat.get(cache, 0))
+                - int(stat.get(shmem, 0)))
+    except (OSError, ValueError):
+        return None
 
 
 def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:

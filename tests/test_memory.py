@@ -112,6 +112,18 @@ def test_a_stacks_count_holds_the_frozen_tensors_its_members_share_once():
     assert need.shared == 1991420 and need.trained - need.step == held + 2 * scores
 
 
+def cgroup_files(root):
+    """``write(folder, **files)``: a fake cgroup folder under ``root`` holding ``files``, the
+    underscores of each name dots but in v1's ``in_bytes`` (``memory_swap_max``:
+    memory.swap.max, ``memory_limit_in_bytes``: memory.limit_in_bytes)."""
+    def write(folder, **files):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (root / folder / name.replace("_", ".").replace(".in.", "_in_")).write_text(text)
+
+    return write
+
+
 def test_a_cgroups_memory_limit_is_what_a_run_has(tmp_path, monkeypatch):
     """A container's cgroup may limit its memory below what the machine has available: the
     check read only /proc/meminfo, so a run that could not fit in the cgroup was let start
@@ -121,11 +133,8 @@ def test_a_cgroups_memory_limit_is_what_a_run_has(tmp_path, monkeypatch):
     what the machine has, is what a run has."""
     import lotterynet.memory
 
-    def write(folder, **files):
-        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            (tmp_path / folder / name.replace("_", ".", 1)).write_text(text)
-
+    monkeypatch.setattr(lotterynet.memory, "meminfo", lambda *keys: 0)  # (no swap)
+    write = cgroup_files(tmp_path)
     own = tmp_path / "cgroup"
     own.write_text("4:memory:/docker/c1\n0::/user/run\n")
     write("memory/docker", memory_limit_in_bytes=str(2**63 - 4096), memory_usage_in_bytes="0",
@@ -150,6 +159,45 @@ def test_a_cgroups_memory_limit_is_what_a_run_has(tmp_path, monkeypatch):
     monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: 2**24)
     with pytest.raises(ConfigError, match=r"needs at least .* and this machine has 16\.0 MiB "):
         lotterynet.memory.check_fits("fc2 subsetsum", need, config)
+
+
+def test_the_swap_a_cgroup_may_use_beyond_its_limit_is_room(tmp_path, monkeypatch):
+    """The machine's check counts its free swap as room (the kernel pages a run out before it
+    kills it), but a cgroup's room was its memory limit alone: a run that the swap its cgroup
+    may use would hold was refused in a container. Its room is now its memory's and the swap
+    it may still use: the machine's SwapFree (read apart from MemAvailable), or less where a
+    cgroup's swap limit (v2's memory.swap.max, also of a cgroup without a memory limit) leaves
+    less, or where v1's memory.memsw.limit_in_bytes (memory and swap together) does."""
+    import lotterynet.machine
+    import lotterynet.memory
+
+    info = tmp_path / "meminfo"
+    info.write_text("MemTotal: 900 kB\nMemAvailable: 100 kB\nSwapFree: 50 kB\n")
+    assert lotterynet.machine.meminfo("SwapFree", path=str(info)) == 50 * 1024
+    assert lotterynet.machine.meminfo("MemAvailable", "SwapFree", path=str(info)) == 150 * 1024
+    assert lotterynet.machine.meminfo("Swap", path=str(info)) is None
+    swap_free = 2**30
+    monkeypatch.setattr(lotterynet.memory, "meminfo", lambda *keys: swap_free)
+    write, own = cgroup_files(tmp_path), tmp_path / "cgroup"
+    own.write_text("0::/user/run\n")
+    write("user", memory_max=str(2**30), memory_current=str(2**29), memory_stat="file 0\n")
+    write("user/run", memory_max="max", memory_current="0", memory_stat="file 0\n")
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29 + 2**30
+    write("user/run", memory_swap_max=str(2**28), memory_swap_current=str(2**26))
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29 + 3 * 2**26
+    write("user/run", memory_swap_max="max")
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29 + 2**30
+    swap_free = None  # (unknown: none counted)
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29
+
+    swap_free = 2**30
+    own.write_text("4:memory:/docker/c1\n")
+    write("memory/docker/c1", memory_limit_in_bytes=str(3 * 2**30),
+          memory_usage_in_bytes=str(2**30), memory_stat="total_cache 1024\ntotal_shmem 256\n")
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2 * 2**30 + 768 + 2**30
+    write("memory/docker/c1", memory_memsw_limit_in_bytes=str(3 * 2**30 + 2**28),
+          memory_memsw_usage_in_bytes=str(2**30 + 2**20))
+    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2 * 2**30 + 768 + 2**28 - 2**20
 
 
 @pytest.mark.parametrize("have, smaller", [(1_600_000, True), (1_500_000, False)])
