@@ -221,28 +221,31 @@ def holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def left_before_a_checkpoint(run_dir: Path) -> bool:
+def left_before_a_checkpoint(run_dir: Path, resumed_epochs: int = 0) -> bool:
     """``run_dir`` holds only what a run stopped before its first checkpoint leaves
     (:data:`LEFT_BEFORE_A_CHECKPOINT`): ``hparams.yaml`` (written as its fit starts) with a
-    history of no epoch past the first (the first's rows are logged before its checkpoint is
-    written), its W&B id and files, an empty ``checkpoints/``. There is nothing to resume, and
-    a new run there starts over (the W&B files stay). Anything else, a file of the user's, a
-    history alone or one past the first epoch whose checkpoint is gone, is kept: the folder
-    is not taken."""
+    history of no epoch past the one it was training (its rows are logged before its
+    checkpoint is written; ``resumed_epochs``: the epochs of the checkpoint it was resumed
+    from, whose history it carries, 0 for a new run), its W&B id and files, an empty
+    ``checkpoints/``. There is nothing to resume, and a new run there starts over (the W&B
+    files stay). Anything else, a file of the user's, a history alone (a header alone holds
+    nothing to keep) or one past that epoch whose checkpoint is gone, is kept: the folder is
+    not taken."""
     entries = list(run_dir.iterdir())
     if not all(LEFT_BEFORE_A_CHECKPOINT.get(entry.name) == entry.is_dir() and not
-               entry.is_symlink() for entry in entries):
-        return False
-    if holds_files(run_dir / CHECKPOINTS) or (
-            (run_dir / METRICS_FILE).exists() and not (run_dir / "hparams.yaml").exists()):
+               entry.is_symlink() for entry in entries) or holds_files(run_dir / CHECKPOINTS):
         return False
     try:
         with open(run_dir / METRICS_FILE, newline="", encoding="utf-8") as f:
-            return all(row.get("epoch") in (None, "", "0") for row in csv.DictReader(f))
+            epochs = [row.get("epoch") for row in csv.DictReader(f)]
     except FileNotFoundError:
         return True
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
+    if epochs and not (run_dir / "hparams.yaml").exists():
+        return False
+    return all(epoch in (None, "") or epoch.isdigit() and int(epoch) <= resumed_epochs
+               for epoch in epochs)
 
 
 def model_spec(config: RunConfig, data: TensorDataModule) -> dict:

@@ -25,12 +25,20 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpointing import load_checkpoint
+from .checkpointing import epochs_done, load_checkpoint
 from .config import ConfigError, make_config
 from .errors import REPORTED, CheckpointError, OneLineErrorParser, exit_code, message
-from .loggers import METRICS_FILE, WANDB_ID_FILE
 from .models import build_model
-from .run import CHECKPOINTS, LAST, RESULTS, check_same_run, holds_files, read_json, run
+from .run import (
+    CHECKPOINTS,
+    LAST,
+    RESULTS,
+    check_same_run,
+    holds_files,
+    left_before_a_checkpoint,
+    read_json,
+    run,
+)
 from .ticket import tensors_digest
 from .validate import check_output_dir
 
@@ -48,8 +56,6 @@ RECIPES = {
 PAPER_ACCURACY = {"pensia_fc2": 0.9719, "dacunha_lenet5_mnist": 0.9899,
                   "dacunha_lenet5_fashion-mnist": 0.8912}
 TARGETS_DIR = Path("runs/targets")
-#: What a run stopped before its first checkpoint leaves: started again, not refused.
-BEFORE_FIRST_CHECKPOINT = {METRICS_FILE, "hparams.yaml", CHECKPOINTS, WANDB_ID_FILE}
 
 
 def target_config(name: str, *, data_dir=None, out: Path | None = None,
@@ -98,7 +104,8 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
         if holds_files(run_dir):  # stopped before its end (begun from --resume or not)
             if last.is_file():  # continued from its own checkpoint
                 config = dataclasses.replace(config, resume=str(last))
-            elif {p.name for p in run_dir.iterdir()} <= BEFORE_FIRST_CHECKPOINT:
+            elif left_before_a_checkpoint(run_dir, epochs_done(load_checkpoint(
+                    config.resume)) if config.resume else 0):  # (its history came along)
                 shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to keep
             else:
                 raise ConfigError(f"target folder {str(run_dir)!r} holds an unfinished run "

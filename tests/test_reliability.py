@@ -990,6 +990,35 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_the_same_com
             if row["params/maskable"]] == ["397000"]  # (the first attempt's history replaced)
 
 
+def test_a_target_folder_is_taken_only_where_a_stopped_run_left_nothing_to_keep(tmp_path,
+                                                                              data_dir):
+    """A target folder without results or checkpoint was deleted, to train the target again,
+    whenever its entries bore the names a run stopped before its first checkpoint leaves: a
+    copy of an earlier checkpoint in its ``checkpoints/``, or a history past the first epoch
+    whose checkpoint is gone, went with it. The targets take a folder by the run's own rule
+    (``left_before_a_checkpoint``), which keeps those; a resumed run carries the history of
+    its checkpoint's epochs, which is no reason to keep its folder."""
+    from lotterynet.config import ConfigError
+    from lotterynet.run import left_before_a_checkpoint
+    from lotterynet.targets import trained_target
+
+    header = "epoch,step,train/acc\n"
+    for name, files in (("copy", {"checkpoints/epoch=0.ckpt": "mine", "hparams.yaml": ""}),
+                        ("history", {"metrics.csv": f"{header}0,3,0.5\n1,7,0.6\n",
+                                     "hparams.yaml": ""})):
+        out = tmp_path / name
+        for file, text in files.items():
+            (out / file).parent.mkdir(parents=True, exist_ok=True)
+            (out / file).write_text(text)
+        (out / "checkpoints").mkdir(exist_ok=True)
+        before = tree(out)
+        with pytest.raises(ConfigError, match="holds an unfinished run with no checkpoint"):
+            trained_target("pensia_fc2", data_dir=data_dir, epochs=2, limit_train=64, out=out)
+        assert tree(out) == before
+    assert [left_before_a_checkpoint(tmp_path / "history", resumed) for resumed in (0, 1)] == \
+        [False, True]  # (resumed from a checkpoint of one epoch: epoch 1 was being trained)
+
+
 @pytest.mark.parametrize("epoch", [1, 2])
 def test_a_stopped_run_tells_its_caller_the_epochs_of_its_checkpoint(tmp_path, data_dir,
                                                                     monkeypatch, epoch):
