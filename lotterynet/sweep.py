@@ -1406,6 +1406,17 @@ CPU_STACKED_EPOCH_SECONDS = {"lenet5": 4.0}
 #: epoch is estimated in proportion to its own (all 60,000 with ``val_size: 0``, as the
 #: paper's sweeps; ``--limit-train``).
 FULL_EPOCH = 55000
+#: What a stack or single cell costs besides its epochs (python, torch and Lightning imported:
+#: ~7 s; the data read, the model built: ~1 s), once per process, and what an image of a
+#: validation or test pass costs (forward only, in batches of 1,000), as a share of one of the
+#: cell's training images. Measured (CPU seconds of one thread, this 2-core machine shared with
+#: other jobs, load 8-9): ``import torch, pytorch_lightning, lotterynet.run`` 7.05 s; fc2
+#: subset-sum 0.57 ms a training image and 0.072 a validated one (0.13), fc2 dense 0.17 and
+#: 0.011 (0.07), LeNet5 0.18 and 0.033 (0.18), from runs of 1 and 4 epochs of 2,000 images with
+#: and without 5,000 validation images. (The epoch times above hold their validation pass,
+#: a few per cent of them.)
+CPU_START_SECONDS = 8.0
+CPU_EVAL_SHARE = 0.15
 #: A CPU sweep estimated to take longer than this needs ``--yes`` to start.
 CPU_HOURS_WITHOUT_ASKING = 4.0
 
@@ -1417,7 +1428,11 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     epochs each has left, as :func:`plan_stacks` read them; a cell that resumes singly, its
     epochs left) and, with ``jobs`` at once, spread over them longest first (over at most as
     many as the CPU has cores), each cell at its own architecture's epoch time; None where an
-    architecture of the cells has no stated epoch time."""
+    architecture of the cells has no stated epoch time. A cell's epoch also validates its
+    ``val_size`` images, and the cell ends with a pass over its data set's test images (not a
+    diverged member's), both at :data:`CPU_EVAL_SHARE` of a training image; each stack and
+    single cell starts a process (:data:`CPU_START_SECONDS`). (Trainer options that validate
+    or test less are not counted off.)"""
     if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
         return None
     configs = cell_configs(sweep, sweep_dir)
@@ -1432,23 +1447,36 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     # a stack that resumes trains every member its checkpoint holds (one finished meanwhile
     # outside it too) for the epochs it has left of that member's budget, a diverged one none
     left = {name: max(0, config.epochs - planned[name][2]) for name, config in todo}
+    diverged = set()
     for stack_dir, record in resumed.items():
         left |= {m: 0 if m in record.diverged else max(0, configs[m].epochs - record.epochs_done)
                  for m in stacks[stack_dir]}
+        diverged |= set(record.diverged)
 
-    def epochs(name: str) -> float:
-        # (all its examples: DDP ranks on the CPU share its cores)
-        return left[name] * training_examples(configs[name]) / FULL_EPOCH
+    def image_seconds(name: str, kind: str) -> float:
+        """The seconds of one training image of cell ``name``, ``kind`` "stacked" or
+        "single"."""
+        arch = configs[name].arch
+        return (CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch])
+                if kind == "stacked" else CPU_EPOCH_SECONDS[arch]) / FULL_EPOCH
+
+    def epoch_cost(name: str, kind: str) -> float:
+        """The seconds of cell ``name``'s epochs left: its training images (all of them: DDP
+        ranks on the CPU share its cores) and its validation pass."""
+        config = configs[name]
+        return left[name] * image_seconds(name, kind) * (
+            training_examples(config) + CPU_EVAL_SHARE * config.val_size)
+
+    def test_cost(name: str, kind: str) -> float:
+        return (name not in diverged) * CPU_EVAL_SHARE * image_seconds(name, kind) * \
+            DATASETS.get(configs[name].dataset).test_size
 
     def cost(name: str, kind: str) -> float:
-        """The seconds of cell ``name``'s epochs left, ``kind`` "stacked" or "single"."""
-        arch = configs[name].arch
-        return epochs(name) * (CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch])
-                               if kind == "stacked" else CPU_EPOCH_SECONDS[arch])
+        return epoch_cost(name, kind) + test_cost(name, kind)
 
-    seconds = {stack_dir: sum(cost(m, "stacked") for m in members)
+    seconds = {stack_dir: CPU_START_SECONDS + sum(cost(m, "stacked") for m in members)
                for stack_dir, members in stacks.items()}
-    seconds |= {name: cost(name, "single") for name, _ in single}
+    seconds |= {name: CPU_START_SECONDS + cost(name, "single") for name, _ in single}
     # (jobs beyond the CPU's cores share them: they add no throughput)
     workers = balanced_parts(list(seconds), seconds, max(1, min(jobs, os.cpu_count() or 1)))
     wall = max(sum(seconds[job] for job in worker) for worker in workers)
@@ -1457,15 +1485,24 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     # (the epochs as the cells train them, each at its own training examples)
     counts = {k: sum(left[name] for name in names) for k, names in kinds.items()}
     parts = [f"{counts[k]:,.{0 if counts[k] >= 10 else 2}f} {k} at "
-             f"~{seconds_said(sum(cost(n, k) for n in names) / counts[k])} s"  # (a mean)
+             f"~{seconds_said(sum(epoch_cost(n, k) for n in names) / counts[k])} s"  # (a mean)
              for k, names in kinds.items() if counts[k]]
-    images = " or ".join(f"{n:,}" for n in sorted({training_examples(configs[name])
-                                                   for names in kinds.values()
-                                                   for name in names if left[name]}))
+
+    def sizes(size) -> str:  # (of the cells that train, each size once)
+        return " or ".join(f"{n:,}" for n in sorted({size(configs[name]) for names in
+                                                      kinds.values() for name in names
+                                                      if left[name]}))
+    tested = [(n, k) for k, names in kinds.items() for n in names if n not in diverged]
+    if tested:
+        parts.append(f"{plural(len(tested), 'test')} of "
+                     f"{sizes(lambda config: DATASETS.get(config.dataset).test_size)} images at "
+                     f"~{seconds_said(sum(test_cost(n, k) for n, k in tested) / len(tested))} s")
+    parts.append(f"{plural(len(seconds), 'process start')} at ~{CPU_START_SECONDS:.0f} s")
     at_once = f", {jobs} jobs at once" if jobs > 1 else ""
-    return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {images} images: "
-                         f"{', '.join(parts)} ({', '.join(cells_use(sweep, 'arch'))}, 2 CPU "
-                         f"cores{at_once})")
+    return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {sizes(training_examples)} "
+                         f"training and {sizes(lambda config: config.val_size)} validation "
+                         f"images: {', '.join(parts)} ({', '.join(cells_use(sweep, 'arch'))}, "
+                         f"2 CPU cores{at_once})")
 
 
 def seconds_said(seconds: float) -> str:

@@ -882,17 +882,25 @@ def test_a_changed_sweep_whose_every_cell_fails_leaves_no_earlier_table(
                for s in (0.5, 0.9))
 
 
+def cpu_epoch_seconds(monkeypatch, single: dict, stacked: dict, start: float = 0.0,
+                      eval_share: float = 0.0) -> None:
+    """The CPU estimate's figures set to these (by default its training epochs alone)."""
+    for name, value in (("CPU_EPOCH_SECONDS", single), ("CPU_STACKED_EPOCH_SECONDS", stacked),
+                        ("CPU_START_SECONDS", start), ("CPU_EVAL_SHARE", eval_share)):
+        monkeypatch.setattr(sweep_module, name, value)
+
+
 def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path, monkeypatch):
     """The paper-sized LeNet5 CPU sweep: 14 sparsities x 3 variants x budgets 10/20/30 stack
     (2,520 member-epochs), the trained baseline runs singly (10 + 20 + 30 epochs)."""
-    monkeypatch.setattr(sweep_module, "CPU_EPOCH_SECONDS", {"lenet5": 60.0})
-    monkeypatch.setattr(sweep_module, "CPU_STACKED_EPOCH_SECONDS", {"lenet5": 10.0})
+    cpu_epoch_seconds(monkeypatch, {"lenet5": 60.0}, {"lenet5": 10.0})
     args = build_parser().parse_args(["--sweep", str(REPO / "configs/sweeps/cpu_lenet5.yaml")])
     sweep = load_sweep(args, Overrides())
     stacked, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
     full = 60 / 55  # (its epochs hold all 60,000 images; the epoch times are of 55,000)
     assert stacked * 3600 == pytest.approx((2520 * 10 + 60 * 60) * full)
-    assert "epochs of 60,000 images: 2,520 stacked at ~11 s, 60 single at ~65 s" in what
+    assert "epochs of 60,000 training and 0 validation images: 2,520 stacked at ~11 s, 60 " \
+           "single at ~65 s" in what
     unstacked, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=False)
     assert unstacked * 3600 == pytest.approx(2580 * 60 * full)
     # DDP ranks on the CPU share its cores: two take as long as one (each half the examples)
@@ -963,14 +971,14 @@ def test_cpu_estimate_times_each_cell_at_its_own_architecture(tmp_path, monkeypa
     """A variant may set its own arch: its cells are estimated at that arch's epoch time (they
     were at the base's, as was the line's arch), and an arch without one leaves the sweep
     without an estimate, the line naming it (it named the base's)."""
-    monkeypatch.setattr(sweep_module, "CPU_EPOCH_SECONDS", {"fc2": 30.0, "lenet5": 60.0})
-    monkeypatch.setattr(sweep_module, "CPU_STACKED_EPOCH_SECONDS", {"lenet5": 10.0})
+    cpu_epoch_seconds(monkeypatch, {"fc2": 30.0, "lenet5": 60.0}, {"lenet5": 10.0})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     sweep = Sweep(base={"arch": "lenet5"}, variants=[{"structure": "subsetsum", "arch": "fc2"}],
                   sparsities=[0.5, 0.9], epochs=[1])
     hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
     assert hours * 3600 == pytest.approx(2 * 30 + 60)  # (an fc2 stack, the LeNet5 baseline)
-    assert what.endswith("2.00 stacked at ~30 s, 1.00 single at ~60 s (fc2, lenet5, 2 CPU cores)")
+    assert what.endswith("2.00 stacked at ~30 s, 1.00 single at ~60 s, 3 tests of 10,000 images "
+                         "at ~0 s, 2 process starts at ~0 s (fc2, lenet5, 2 CPU cores)")
     assert what.startswith("3 cells, ")
     lone = Sweep(base={"arch": "lenet5"}, variants=[{}], sparsities=[0.5], epochs=[1],
                  baseline=False)
@@ -985,14 +993,34 @@ def test_cpu_estimate_says_the_epochs_the_cells_train_of_the_images_they_train_o
     """Cells of --limit-train 300 are estimated at 300 images an epoch, and the line says their
     epochs of 300 images at the seconds of one (it said "epochs of 55,000 images: 0.04
     stacked at ~4 s", the epochs counted in full ones)."""
-    monkeypatch.setattr(sweep_module, "CPU_EPOCH_SECONDS", {"lenet5": 60.0})
-    monkeypatch.setattr(sweep_module, "CPU_STACKED_EPOCH_SECONDS", {"lenet5": 10.0})
+    cpu_epoch_seconds(monkeypatch, {"lenet5": 60.0}, {"lenet5": 10.0})
     sweep = Sweep(base={"arch": "lenet5", "limit_train": 300},
                   variants=[{"structure": "subsetsum"}], sparsities=[0.5, 0.9], epochs=[2])
     hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
     assert hours * 3600 == pytest.approx((4 * 10 + 2 * 60) * 300 / 55000)
-    assert what == "3 cells, epochs of 300 images: 4.00 stacked at ~0.055 s, 2.00 single at " \
-                   "~0.33 s (lenet5, 2 CPU cores)"
+    assert what == "3 cells, epochs of 300 training and 5,000 validation images: 4.00 stacked " \
+                   "at ~0.055 s, 2.00 single at ~0.33 s, 3 tests of 10,000 images at ~0 s, 2 " \
+                   "process starts at ~0 s (lenet5, 2 CPU cores)"
+
+
+def test_cpu_estimate_counts_each_cells_validation_test_and_process_start(tmp_path, monkeypatch):
+    """A cell does more than its training epochs: each epoch validates its config's val_size
+    images, the cell ends with a pass over its data set's 10,000 test images, and each stack
+    and single cell is a process that starts (imports, data, model). Under --limit-train 300
+    these are most of a sweep's time; the estimate counted the training images alone (here
+    0.12 s for the ~20 s they cost)."""
+    cpu_epoch_seconds(monkeypatch, {"lenet5": 55.0}, {"lenet5": 11.0}, start=8.0, eval_share=0.5)
+    sweep = Sweep(base={"arch": "lenet5", "limit_train": 300, "val_size": 1000},
+                  variants=[{"structure": "subsetsum"}], sparsities=[0.5, 0.9], epochs=[2])
+    hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
+    epoch = 300 + 0.5 * 1000  # (its training images, its validation at half a training image's)
+    test = 0.5 * 10000
+    stacked = 2 * (2 * epoch + test) * 11 / 55000  # (2 members of one stack, 2 epochs each)
+    single = (2 * epoch + test) * 55 / 55000  # (the trained baseline)
+    assert hours * 3600 == pytest.approx(2 * 8.0 + stacked + single)
+    assert what == "3 cells, epochs of 300 training and 1,000 validation images: 4.00 stacked " \
+                   "at ~0.16 s, 2.00 single at ~0.8 s, 3 tests of 10,000 images at ~2 s, 2 " \
+                   "process starts at ~8 s (lenet5, 2 CPU cores)"
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")),
