@@ -67,7 +67,14 @@ from torch.nn.utils.weight_norm import WeightNorm
 from .attention import SUBNET_MODULES, NotSingleMaps, SubnetMultiheadAttention
 from .distributions import check_seed, layer_seed
 from .errors import plural
-from .layers import BIAS_NAMES, SubnetConv1d, SubnetConv2d, SubnetLinear, record_frozen
+from .layers import (
+    BIAS_NAMES,
+    DOUBLED_WEIGHT,
+    SubnetConv1d,
+    SubnetConv2d,
+    SubnetLinear,
+    record_frozen,
+)
 from .masking import KeepsNoWeight, MaskedWeight, check_module, uncompiled
 from .registry import Registry
 from .structures import ignored_options
@@ -715,23 +722,24 @@ def _no_single_weight(layer: nn.Module, options: dict) -> tuple[str, str] | None
                 f"ReLU, map) are not one linear map",
                 "structure='dense'" + f" and without {dropped}" * bool(dropped))
     if getattr(structure, "activation", None) == "relu":
-        return ("with activation='relu' is [P, 2N] over [relu(x), relu(-x)], not [out, in]",
-                "activation='identity'")
+        return DOUBLED_WEIGHT, "activation='identity'"
     return None
 
 
 def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module],
-                         exclude: Sequence[str], options: dict) -> None:
+                         exclude: Sequence[str], options: dict) -> dict[str, tuple[str, str]]:
     """Warn of new layers (``replaced``, by name) whose weight their parent's forward, or a
     method it calls, reads itself (:func:`reads_weight`), or a module's above it, when they have
     no single ``[out, in]`` weight (:func:`_no_single_weight`): with ReLU a subset-sum /
     fixedsize weight is ``[P, 2N]`` over ``[relu(x), relu(-x)]``, and a two-stage structure has
-    none, so the forward fails where it runs that read with a shape error, or an
-    ``AttributeError``, naming no layer (torchvision's Swin attention:
-    ``F.linear(x, self.qkv.weight, ...)``). A warning, not a refusal: the match is of source
-    text, which may never run (timm's MobileViT reads ``self.qkv_proj.weight`` only in a cross
-    attention it does not use) or read only what works (``.shape``). All are named at once,
-    with the patterns that cover them (:func:`covering_patterns`)."""
+    none, so the forward fails where it runs that read (torchvision's Swin attention:
+    ``F.linear(x, self.qkv.weight, ...)``): with a shape error deep in torch, which the ReLU
+    weight raises in the layer's line (returned), or an ``AttributeError``. A warning, not a
+    refusal: the match is of source text, which may never run (timm's MobileViT reads
+    ``self.qkv_proj.weight`` only in a cross attention it does not use) or read only what works
+    (``.shape``). All are named at once, with the patterns that cover them
+    (:func:`covering_patterns`). Returns each such layer's line as ``(head, tail)``: its
+    ``weight_read`` (:class:`~lotterynet.layers.DoubledInputWeight`)."""
     read = {}  # layer name -> (the reader's type name, the layer's path from it, why)
     for name, layer in replaced.items():
         why = _no_single_weight(layer, options)
@@ -743,16 +751,21 @@ def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module],
             if reads_weight(owner, path):
                 read[name] = (type(owner).__name__, path, why)
                 break
-    if read:
-        (name, (owner, path, (reason, remedy))), more = next(iter(read.items())), len(read) - 1
-        them, their = ("them", "their") if more else ("it", "its")
-        others = f"; {plural(more, 'other layer')} read so too" if more else ""
-        patterns = covering_patterns(model, read)
-        warnings.warn(
-            f"convert: {owner} reads self.{path}.weight itself (layer {name!r}{others}), which "
-            f"{reason}, so its forward will fail if it runs that read: convert {them} with "
-            f"{remedy}, in a call of {their} own (include={patterns}), and leave {them} out of "
-            f"this one (exclude={[*exclude, *patterns]})", stacklevel=3)
+    if not read:
+        return {}
+    more = len(read) - 1
+    them, their = ("them", "their") if more else ("it", "its")
+    others = f"; {plural(more, 'other layer')} read so too" if more else ""
+    patterns = covering_patterns(model, read)
+    lines = {name: (f"{owner} reads self.{path}.weight itself (layer {name!r}{others}), which "
+                    f"{reason}", f"convert {them} with {remedy}, in a call of {their} own "
+                    f"(include={patterns}), and leave {them} out of this one "
+                    f"(exclude={[*exclude, *patterns]})")
+             for name, (owner, path, (reason, remedy)) in read.items()}
+    head, tail = next(iter(lines.values()))
+    warnings.warn(f"convert: {head}, so its forward will fail if it runs that read: {tail}",
+                  stacklevel=3)
+    return lines
 
 
 def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
@@ -889,13 +902,15 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
         _warn_frozen_layer_scales(other_params)
     _warn_layers_left_dense([(name, module) for _, name, module, rule in plan
                              if rule is None and _is_a(module, LEFT_DENSE)], others_trainable)
-    _warn_weight_readers(model, probes, exclude, options)
+    reads = _warn_weight_readers(model, probes, exclude, options)
     replaced: dict[str, nn.Module] = {}
     for key, name, module, rule in plan:
         if rule is not None:
             layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, **options)
             setattr(layer, CONVERTED_BY, record["order"])
             replaced.update(dict.fromkeys(names[key], layer))
+    for name, line in reads.items():
+        replaced[name].weight_read = line
     for *_, module, rule in plan:
         if rule is None and isinstance(module, _BatchNorm):
             bn_mode(module)

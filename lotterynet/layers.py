@@ -152,6 +152,36 @@ def drawn(layer: nn.Module, seed: int | None, device=None, dtype=None):
     record_frozen(layer)
 
 
+#: What the ``weight`` of a subset-sum / fixedsize layer is under ReLU (``convert``'s warning of
+#: a parent that reads it says so too).
+DOUBLED_WEIGHT = "with activation='relu' is [P, 2N] over [relu(x), relu(-x)], not [out, in]"
+
+
+class DoubledInputWeight(torch.Tensor):
+    """The ``weight`` of a subset-sum / fixedsize layer under ReLU, ``[P, N]`` over
+    ``[relu(x), relu(-x)]`` (:data:`DOUBLED_WEIGHT`). A parent that applies it to ``x`` itself
+    (torchvision's Swin attention: ``F.linear(x, self.qkv.weight, ...)``) failed deep in torch,
+    "mat1 and mat2 shapes cannot be multiplied", naming no layer: a computation with it that
+    fails raises instead the line of ``read``, ``(head, tail)``, naming the layer (its path
+    where ``convert`` warned of the read, as its warning does) and what to do. Computations
+    that work (over ``split_signs(x)``, a norm) and reads of shape, dtype or device are
+    torch's, their results plain tensors. Only a read of ``layer.weight`` makes one: the
+    layer's own forward takes its structure's weight."""
+
+    read: tuple[str, str]
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        with torch._C.DisableTorchFunctionSubclass():
+            try:
+                return func(*args, **(kwargs or {}))
+            except RuntimeError as error:
+                head, tail = next(t.read for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                                  if isinstance(t, cls))
+                name = getattr(func, "__name__", str(func))
+                raise RuntimeError(f"{head}, so {name} failed ({error}): {tail}") from error
+
+
 class _SubnetLayer(MaskedSparsity, nn.Module):
     """Shared machinery: build the structure, hold the (frozen) bias, hand the structure the
     layer's map ``_op(x, weight, bias)`` as a :class:`~lotterynet.structures.LayerOp`.
@@ -230,13 +260,25 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
         hasattr(m, "reset_parameters") and m.reset_parameters())``."""
         copy_redrawn(self)
 
+    #: What a parent reading the layer's ``weight`` does, as ``convert`` warned of it:
+    #: :class:`DoubledInputWeight`'s ``read``; None where it did not.
+    weight_read: tuple[str, str] | None = None
+
     @property
     def weight(self) -> torch.Tensor:
-        """The effective weight the forward uses (class docstring); read-only."""
+        """The effective weight the forward uses (class docstring); read-only. Under ReLU a
+        :class:`DoubledInputWeight`, whose use as an ``[out, in]`` weight names the layer."""
         effective = getattr(self.structure, "effective_weight", None)
         if effective is None:
             raise AttributeError("weight")  # __getattr__ explains
-        return effective()[0]
+        weight, doubles_input = effective()
+        if not doubles_input:
+            return weight
+        weight = weight.as_subclass(DoubledInputWeight)
+        weight.read = self.weight_read or (
+            f"{type(self).__name__}({self.extra_repr()}).weight {DOUBLED_WEIGHT}",
+            "convert this layer with activation='identity', in a call of its own")
+        return weight
 
     def __setattr__(self, name: str, value) -> None:
         if name == "weight":  # (nn.Module would say "attribute 'weight' already exists")

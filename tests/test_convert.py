@@ -494,18 +494,28 @@ def test_convert_warns_before_it_changes_the_model(first, structure, warned):
 def test_swin_converted_with_relu_subset_sum_is_warned_of_naming_its_attention_layers(recwarn):
     """torchvision's Swin attention passes self.qkv.weight and self.proj.weight to
     F.linear itself: swin_t converted with subsetsum (ReLU) was warned of, one layer, and its
-    forward failed deep in torch. The warning names both layers of every block, as patterns;
-    converted as it says, the model runs, unwarned."""
+    forward failed deep in torch ("mat1 and mat2 shapes cannot be multiplied"), naming no
+    layer. The warning names both layers of every block, as patterns, and the forward fails
+    with its line, naming the layer it ran into; converted as it says, the model runs,
+    unwarned."""
     from torchvision.models.swin_transformer import SwinTransformer
 
     def swin():
         return SwinTransformer([4, 4], 8, [1, 1], [2, 2], [2, 2], num_classes=3)
     patterns = ["features.*.*.attn.qkv", "features.*.*.attn.proj"]
+    advice = re.escape(f"(include={patterns}), and leave them out of this one "
+                       f"(exclude={patterns})")
     with pytest.warns(UserWarning, match=re.escape(
             "convert: ShiftedWindowAttention reads self.qkv.weight itself (layer "
-            "'features.1.0.attn.qkv'; 3 other layers read so too)") + ".*" + re.escape(
-            f"(include={patterns}), and leave them out of this one (exclude={patterns})")):
-        convert(swin(), sparsity=0.5, structure="subsetsum")
+            "'features.1.0.attn.qkv'; 3 other layers read so too)") + ".*" + advice):
+        relu = convert(swin(), sparsity=0.5, structure="subsetsum")
+    with pytest.raises(RuntimeError, match=re.escape(
+            "ShiftedWindowAttention reads self.qkv.weight itself (layer 'features.1.0.attn.qkv'; "
+            "3 other layers read so too), which with activation='relu' is [P, 2N] over "
+            "[relu(x), relu(-x)], not [out, in], so linear failed (mat1 and mat2 shapes cannot "
+            "be multiplied") + r".*\): convert them with activation='identity', in a call of "
+                               r"their own " + advice + "$"):
+        relu(torch.randn(2, 3, 16, 16))
     recwarn.clear()
     model = swin()
     convert(model, sparsity=0.5, structure="subsetsum", exclude=patterns)

@@ -199,6 +199,26 @@ def test_weight_is_what_the_forward_uses(kw):
                 layer.weight = value
 
 
+def test_a_relu_subset_sum_weight_used_as_the_targets_names_its_layer():
+    """A ReLU subset-sum layer's weight is [P, 2N] over [relu(x), relu(-x)]: used as the
+    [out, in] weight of the layer it replaces it failed deep in torch ("mat1 and mat2 shapes
+    cannot be multiplied"), naming no layer. That failure names the layer and what to do; its
+    shape and its use over split_signs(x) are as before, the results plain tensors."""
+    from lotterynet.plain import split_signs
+
+    layer, x = ln.SubnetLinear(6, 4, structure="subsetsum", pairs=2, seed=0), torch.randn(3, 6)
+    weight = layer.weight
+    assert weight.shape == (4, 12) and type(weight * 1) is torch.Tensor
+    torch.testing.assert_close(nn.functional.linear(split_signs(x, 1, -1), weight), layer(x))
+    with pytest.raises(RuntimeError, match=r"^SubnetLinear\(in_features=6, out_features=4, .*\)"
+                                           r"\.weight with activation='relu' is \[P, 2N\] over "
+                                           r"\[relu\(x\), relu\(-x\)\], not \[out, in\], so "
+                                           r"linear failed \(mat1 and mat2 shapes .*\): convert "
+                                           r"this layer with activation='identity', in a call of "
+                                           r"its own$"):
+        nn.functional.linear(x, weight)
+
+
 def test_two_stage_layers_say_why_they_have_no_weight():
     layer = ln.SubnetLinear(4, 3, structure="malach")
     with pytest.raises(AttributeError, match="'malach' has no single weight"):
