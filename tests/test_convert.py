@@ -399,7 +399,9 @@ def test_a_layer_whose_weight_its_parent_reads_is_warned_of_under_relu(recwarn, 
             rf"\(exclude=\['\*\.{path}'\]\)$")):
         relu = convert(nn.Sequential(reader(), nn.ReLU(), nn.Linear(4, 3)), sparsity=0.5,
                        structure=structure)
-    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+    with pytest.raises(RuntimeError, match=rf"^{reader.__name__} reads self\.{path}\.weight "
+                                           rf"itself \(layer '0\.{path}'\), .*, so linear "
+                                           r"failed \(mat1 and mat2 shapes cannot be multiplied"):
         relu(torch.randn(2, 6))
     recwarn.clear()
     convert(model, sparsity=0.5, structure=structure, exclude=[pattern])

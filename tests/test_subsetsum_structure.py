@@ -84,7 +84,8 @@ def test_linear_matches_literal(activation, shared, literal_rows, input_grad, mo
                             activation=activation, shared=shared, sparsity=0.4, seed=3)
     with torch.no_grad():
         layer.bias.normal_(generator=torch.Generator().manual_seed(1))
-    layer.bias.requires_grad_()  # (frozen as built: its gradient is checked all the same)
+    layer.bias.requires_grad_()  # (frozen as built: its gradient is checked all the same,
+    ln.layers.record_frozen(layer)  # as a bias made trainable, which a forward then allows)
     x = torch.randn(5, 9, generator=torch.Generator().manual_seed(0))
     # an exact zero input: relu(ũ·0) = 0 with derivative 0, in the shortcut as in autograd
     x[0, 2] = 0
