@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import warnings
@@ -46,6 +47,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from . import memory
 from .archs import recipe_lr
 from .checkpointing import (
     CheckpointError,
@@ -65,6 +67,7 @@ from .config import (
     check_path,
     dump_yaml,
     make_config,
+    on_gpu,
     read_options,
     read_yaml_mapping,
 )
@@ -75,7 +78,7 @@ from .graphs import StepGraphs
 from .grid import SWEEP_FILE
 from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import METRICS_FILE, finish_wandb, make_loggers
-from .memory import check_fits, memory_needed
+from .memory import MemoryNeed, check_fits, memory_needed
 from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
 from .optim import optimizer_and_schedule
@@ -165,6 +168,38 @@ def unstackable(config: RunConfig) -> str | None:
                 "Lightning's one scaler, updated after every member's step (use --no-stack, or "
                 "bf16-mixed)")
     return None
+
+
+#: :func:`memory_needed` of a stack of one member and of two, by the member's config but its
+#: seed, epochs and folders (which change no tensor's size): :func:`members_that_fit`'s.
+MEMBER_NEEDS: dict[str, tuple[MemoryNeed, MemoryNeed]] = {}
+
+
+def members_that_fit(config: RunConfig) -> int | None:
+    """The most members of ``config``'s variant (its cells of one seed, differing in sparsity
+    and epochs) that a stack may hold and still pass its check before it is built
+    (:func:`~lotterynet.memory.check_fits`, against the memory available now): each member
+    more holds the same tensors (its scores, as built its own frozen copies, in training their
+    gradients and states and its part of a step's activations), so what a stack of ``n``
+    needs grows by the same for each, read off :func:`memory_needed` of one member and of two
+    (two builds on ``meta``, not ``n``: a stack of 1,000 members took minutes to count). At
+    least 1 (a member that does not fit alone is refused as its single run); None where the
+    memory available is unknown."""
+    key = repr(dataclasses.replace(config, seed=0, epochs=1, out=None, resume=None))
+    if key not in MEMBER_NEEDS:
+        with refusing_unbuildable(config.arch):
+            member = (model_spec(config, TensorDataModule(config.dataset, config.data_dir)),
+                      optim_settings(config))
+            MEMBER_NEEDS[key] = tuple(memory_needed([member] * n, config, stack=True)
+                                      for n in (1, 2))
+    have = min((m for m in (memory.available_memory(), memory.cgroup_memory())
+                if m is not None), default=None)
+    if have is None:
+        return None
+    one, two = MEMBER_NEEDS[key]
+    checked = ("built",) if on_gpu(config.accelerator) else ("built", "trained")
+    return max(1, min(1 + (have - getattr(one, size)) // (getattr(two, size) - getattr(one, size))
+                      for size in checked))
 
 
 # -------------------------------------------------------------------- the LightningModule

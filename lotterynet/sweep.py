@@ -128,6 +128,7 @@ from .stack import (
     cannot_continue,
     changes,
     holds_a_stack,
+    members_that_fit,
     run_stack,
     stack_record,
     trains_again,
@@ -658,7 +659,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     stacks (``{stack_dir: member cell names}``, one per variant and seed) and cells that run
     singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a single
     run's checkpoint). With more job ``slots`` than stacks, each stack is cut into ``slots //
-    stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every slot trains. A
+    stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every slot trains,
+    and into more where its members would not fit in memory together (:func:`fitting_parts`). A
     stack killed earlier, in any folder of its group (``<stack>`` or a part's, as a run with
     these slots or others cut it), keeps its recorded members while some are unfinished and its
     checkpoint continues them (:func:`~lotterynet.stack.cannot_continue`), so it resumes as it
@@ -696,9 +698,10 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
         left = [c for c in cells if c in unfinished]
         if not left:
             continue
-        n = min(parts, len(cells))
+        split = fitting_parts(cells, budgets, min(parts, len(cells)), configs)
+        n = len(split)
         planned = {sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group):
-                   part for i, part in enumerate(balanced_parts(cells, budgets, n))}
+                   part for i, part in enumerate(split)}
         records = {folder: stack_record(folder) for folder in [*planned, *(
             f for f in found if f not in planned
             and re.fullmatch(f"{re.escape(group)}(?:{PART})?", f.name))]}
@@ -795,6 +798,20 @@ def balanced_parts(items: list, weights: dict, n: int) -> list[list]:
         part_of[item] = load.index(min(load))
         load[part_of[item]] += weights[item]
     return [[i for i in items if part_of[i] == p] for p in range(n)]
+
+
+def fitting_parts(cells: list[str], budgets: dict[str, int], n: int,
+                  configs: dict[str, RunConfig]) -> list[list[str]]:
+    """A group's ``cells`` in ``n`` parts of about equal epochs (:func:`balanced_parts`), or in
+    more where a part would hold more members than fit in memory together
+    (:func:`~lotterynet.stack.members_that_fit`, at the group's highest sparsity): the fewest
+    that fit. A part of one cell runs singly."""
+    most = members_that_fit(configs[max(cells, key=lambda c: configs[c].sparsity)]) \
+        if len(cells) > n else None
+    n = max(n, -(-len(cells) // most)) if most else n
+    while max(map(len, parts := balanced_parts(cells, budgets, n))) > (most or len(cells)):
+        n += 1  # (parts of unequal budgets hold unequal counts)
+    return parts
 
 
 def stack_line(stack_dir: Path, configs: list[RunConfig]) -> str:

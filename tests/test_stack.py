@@ -29,7 +29,7 @@ from lotterynet.cli import main
 from lotterynet.config import ConfigError, make_config
 from lotterynet.convert import convert
 from lotterynet.data import load_split
-from lotterynet.datamodule import EVAL_BATCH
+from lotterynet.datamodule import EVAL_BATCH, TensorDataModule
 from lotterynet.errors import TrainingDiverged
 from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetConv2d, SubnetLinear
@@ -38,7 +38,7 @@ from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.optim import trainable_parameters
 from lotterynet.run import NOTHING_TO_RESUME as NOTHING
-from lotterynet.run import locked, run
+from lotterynet.run import locked, model_spec, optim_settings, run
 from lotterynet.stack import (
     StackModule,
     cannot_continue,
@@ -434,6 +434,47 @@ def test_a_stack_whose_members_cannot_fit_in_memory_together_is_refused(
                                           r"this machine has 64\.0 MiB available; "):
         run_stack(configs, tmp_path / "stack")
     assert not (tmp_path / "stack").exists()
+
+
+def test_a_sweep_cuts_a_stack_too_big_for_memory_into_parts_that_fit(tmp_path, monkeypatch):
+    """A variant's six sparsities, stacked in one process: FC2 subset-sum members need 47.3 MiB
+    alone and 24.5 MiB each more (their frozen weights held once), so 110 MiB holds three. The
+    sweep planned one stack of six, which passed the CPU-cost check and was refused only once
+    its members were counted, after the sweep had started (a stack of 1,000 took minutes). The
+    plan cuts the group into the fewest parts that pass the stack's own check (all its members
+    counted on ``meta``), two of three, one member more would not; where one member alone does
+    not fit, every cell runs singly (as a single run, it is refused before the sweep starts). A
+    stopped stack resumes with its recorded members whatever the memory."""
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 110 * 2**20)
+    monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
+                  sparsities=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95], epochs=[2], baseline=False)
+    configs = cell_configs(sweep, tmp_path)
+    cells = list(configs)
+    stacks, single, _, _ = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
+    stack = tmp_path / "stacks" / "subsetsum-seed0"
+    assert stacks == {stack.with_name(f"{stack.name}-part{i}of2"): cells[i - 1::2]
+                      for i in (1, 2)} and single == []
+    data = TensorDataModule("mnist")
+
+    def check(members: list[str]) -> None:  # (as set_up_and_run_stack checks it)
+        need = lotterynet.memory.memory_needed([(model_spec(configs[m], data), optim_settings(
+            configs[m])) for m in members], configs[members[0]], stack=True)
+        lotterynet.memory.check_fits("stack", need, configs[members[0]])
+
+    for members in stacks.values():
+        check(members)
+    with pytest.raises(ConfigError, match=r"^stack needs at least 120\.7 MiB"):
+        check(cells[:4])
+    atomic_torch_save({"state_dict": {}, "epoch": 0, "hyper_parameters": {"members": [
+        {"name": m, "config": configs[m].to_dict()} for m in cells]}},
+        stack / "checkpoints" / "last.ckpt")
+    resumed = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
+    assert resumed[0] == {stack: cells} and list(resumed[3]) == [stack]
+    shutil.rmtree(stack)
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 40 * 2**20)
+    assert plan_stacks(sweep, tmp_path, configs, list(configs.items()))[:2] == (
+        {}, list(configs.items()))
 
 
 def test_a_stack_counts_steps_as_its_single_runs(tmp_path, data_dir):
