@@ -75,6 +75,7 @@ from .config import (
     make_config,
     training_examples,
 )
+from .convert import on_meta
 from .data import DATASETS
 from .datamodule import TensorDataModule, check_data_set
 from .errors import (
@@ -103,6 +104,7 @@ from .grid import (
 )
 from .lifetime import die_with_parent
 from .loggers import METRICS_FILE, read_wandb_id
+from .models import build_model
 from .paper import LABELS, TRAINED, paper_accuracy
 from .params import kept_params
 from .run import (
@@ -111,7 +113,9 @@ from .run import (
     LAST,
     RESULTS,
     build_module,
+    data_module,
     locked,
+    model_spec,
     needs_less,
     read_json,
     read_results,
@@ -1434,6 +1438,13 @@ FULL_EPOCH = 55000
 #: a few per cent of them.)
 CPU_START_SECONDS = 8.0
 CPU_EVAL_SHARE = 0.15
+#: The epoch times above are of each architecture's default structure (subset-sum, 5 pairs);
+#: a cell's image costs this share of them, and the rest in proportion to the parameters it
+#: trains (its scores; the trained baseline's weights) against that default's. Measured as
+#: above, a training image against the default's (trained parameters'): fc2 dense 0.29
+#: (0.20), malach 3.6 (3.17); LeNet5 dense 0.43 (0.20): this share fits 0.12 (fc2) and 0.29
+#: (LeNet5).
+CPU_FIXED_SHARE = 0.2
 #: A CPU sweep estimated to take longer than this needs ``--yes`` to start.
 CPU_HOURS_WITHOUT_ASKING = 4.0
 
@@ -1444,8 +1455,9 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     as :func:`run_cells` will stack them (a stack that resumes: every member it holds, for the
     epochs each has left, as :func:`plan_stacks` read them; a cell that resumes singly, its
     epochs left) and, with ``jobs`` at once, spread over them longest first (over at most as
-    many as the CPU has cores), each cell at its own architecture's epoch time; None where an
-    architecture of the cells has no stated epoch time. A cell's epoch also validates its
+    many as the CPU has cores), each cell at its own architecture's epoch time for its model's
+    size (:func:`model_sizes`); None where an architecture of the cells has no stated epoch
+    time. A cell's epoch also validates its
     ``val_size`` images, and the cell ends with a pass over its data set's test images (not a
     diverged member's), both at :data:`CPU_EVAL_SHARE` of a training image; each stack and
     single cell starts a process (:data:`CPU_START_SECONDS`). (Trainer options that validate
@@ -1470,12 +1482,14 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
                  for m in stacks[stack_dir]}
         diverged |= set(record.diverged)
 
+    size = model_sizes(sweep, configs)
+
     def image_seconds(name: str, kind: str) -> float:
         """The seconds of one training image of cell ``name``, ``kind`` "stacked" or
         "single"."""
         arch = configs[name].arch
         return (CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch])
-                if kind == "stacked" else CPU_EPOCH_SECONDS[arch]) / FULL_EPOCH
+                if kind == "stacked" else CPU_EPOCH_SECONDS[arch]) / FULL_EPOCH * size[name]
 
     def epoch_cost(name: str, kind: str) -> float:
         """The seconds of cell ``name``'s epochs left: its training images (all of them: DDP
@@ -1520,6 +1534,27 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
                          f"training and {sizes(lambda config: config.val_size)} validation "
                          f"images: {', '.join(parts)} ({', '.join(cells_use(sweep, 'arch'))}, "
                          f"2 CPU cores{at_once})")
+
+
+def model_sizes(sweep: Sweep, configs: dict[str, RunConfig]) -> dict[str, float]:
+    """What an image of each cell's model (``configs``, as :func:`cell_configs` gives them)
+    costs against one of its architecture's default model: :data:`CPU_FIXED_SHARE`, and the
+    rest in proportion to the parameters each trains, counted on builds on the ``meta`` device,
+    one per variant (its cells differ only in sparsity, epochs and seed) and architecture."""
+    def count(config: RunConfig) -> int:
+        with on_meta():
+            model = build_model(**model_spec(config, data_module(config)))
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    trained, sizes = {}, {}  # (by variant label and by (arch, dataset))
+    for (label, _), (name, config) in zip(sweep.cells(), configs.items()):
+        default = (config.arch, config.dataset)
+        if default not in trained:
+            trained[default] = count(make_config({"arch": default[0], "dataset": default[1]}))
+        if label not in trained:
+            trained[label] = count(config)
+        sizes[name] = CPU_FIXED_SHARE + (1 - CPU_FIXED_SHARE) * trained[label] / trained[default]
+    return sizes
 
 
 def seconds_said(seconds: float) -> str:

@@ -883,10 +883,12 @@ def test_a_changed_sweep_whose_every_cell_fails_leaves_no_earlier_table(
 
 
 def cpu_epoch_seconds(monkeypatch, single: dict, stacked: dict, start: float = 0.0,
-                      eval_share: float = 0.0) -> None:
-    """The CPU estimate's figures set to these (by default its training epochs alone)."""
+                      eval_share: float = 0.0, fixed_share: float = 1.0) -> None:
+    """The CPU estimate's figures set to these (by default its training epochs alone, every
+    model's at its architecture's epoch time)."""
     for name, value in (("CPU_EPOCH_SECONDS", single), ("CPU_STACKED_EPOCH_SECONDS", stacked),
-                        ("CPU_START_SECONDS", start), ("CPU_EVAL_SHARE", eval_share)):
+                        ("CPU_START_SECONDS", start), ("CPU_EVAL_SHARE", eval_share),
+                        ("CPU_FIXED_SHARE", fixed_share)):
         monkeypatch.setattr(sweep_module, name, value)
 
 
@@ -1021,6 +1023,20 @@ def test_cpu_estimate_counts_each_cells_validation_test_and_process_start(tmp_pa
     assert what == "3 cells, epochs of 300 training and 1,000 validation images: 4.00 stacked " \
                    "at ~0.16 s, 2.00 single at ~0.8 s, 3 tests of 10,000 images at ~2 s, 2 " \
                    "process starts at ~8 s (lenet5, 2 CPU cores)"
+
+
+def test_cpu_estimate_times_each_structure_by_the_parameters_it_trains(tmp_path, monkeypatch):
+    """fc2's epoch time is its default subset-sum net's (1,991,420 scores); beyond a fixed share
+    a cell's is in proportion to what its model trains: the dense net's 397,000 scores cost
+    less, malach's 6,308,280 more, the trained baseline's 397,000 weights as the dense net's
+    (every cell was at the default's time)."""
+    cpu_epoch_seconds(monkeypatch, {"fc2": 55.0}, {}, fixed_share=0.2)
+    sweep = Sweep(base={"arch": "fc2", "val_size": 0},
+                  variants=[{"structure": s} for s in ("subsetsum", "dense", "malach")],
+                  sparsities=[0.5], epochs=[1])
+    hours, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=False)
+    sizes = [0.2 + 0.8 * n / 1991420 for n in (1991420, 397000, 6308280, 397000)]
+    assert hours * 3600 == pytest.approx(sum(sizes) * 60000 * 55 / 55000)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")),
