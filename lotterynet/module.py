@@ -84,6 +84,14 @@ def check_same_module(checkpoint: dict, spec: dict, optim: dict | None, path) ->
                               f"the module it was saved with")
 
 
+def unwrapped(checkpoint_io):
+    """The checkpoint IO that Lightning's wrappers (``AsyncCheckpointIO``) hand their loads to,
+    or ``checkpoint_io`` itself."""
+    while getattr(checkpoint_io, "checkpoint_io", None) is not None:
+        checkpoint_io = checkpoint_io.checkpoint_io
+    return checkpoint_io
+
+
 def check_images(spec: dict, data: TensorDataModule) -> None:
     """The model ``build_model(**spec)`` builds takes the data set's images: its channels
     (``in_channels``, timm's ``in_chans``) and, for the paper architectures, their side
@@ -153,9 +161,11 @@ class EdgePopupModule(pl.LightningModule):
         """Lightning's, for a checkpoint file read as ``train.py --resume`` reads it
         (:mod:`lotterynet.checkpointing`): its integrity digest checked (a run's checkpoint),
         or without one (your own Trainer's) its zip's CRC-32s, then loaded with
-        ``torch.load(weights_only=True)`` whatever ``weights_only`` says; a missing, truncated,
-        corrupt or foreign file (a ticket), or one holding Python objects that such a load
-        refuses (a numpy number), is a one-line :class:`~lotterynet.errors.CheckpointError`.
+        ``torch.load(weights_only=True)`` unless ``weights_only=False`` is given (your choice,
+        for a file you trust: one whose callback keeps Python objects in its state); a missing,
+        truncated, corrupt or foreign file (a ticket), or one holding Python objects that a
+        weights-only load refuses (a numpy number), is a one-line
+        :class:`~lotterynet.errors.CheckpointError`.
         Lightning's own loaded a changed byte as a changed weight, and failed on a truncated
         file deep inside torch. A ``spec`` given builds the checkpoint's model
         (it loaded another sparsity's, under its own spec). A file object's bytes, and a URL's
@@ -163,13 +173,15 @@ class EdgePopupModule(pl.LightningModule):
         checked alike. (Lightning's takes a file, not the checked contents, and parses the bytes
         again: the contents parsed here are let go first, so that two copies of the
         checkpoint, not three, are in memory at once.)"""
+        weights_only = weights_only is not False
         data = read_checkpoint(checkpoint_path, unsealed=True)
-        checkpoint = parse_checkpoint(data, source_name(checkpoint_path))
+        checkpoint = parse_checkpoint(data, source_name(checkpoint_path),
+                                      weights_only=weights_only)
         if isinstance(kwargs.get("spec"), dict):  # (Lightning puts it in its place)
             check_same_module(checkpoint, kwargs["spec"], None, source_name(checkpoint_path))
         del checkpoint
         return super().load_from_checkpoint(io.BytesIO(data), map_location, hparams_file,
-                                            strict, weights_only=True, **kwargs)
+                                            strict, weights_only=weights_only, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint of another model (``spec``), or a fit resumed from one of another
@@ -178,13 +190,15 @@ class EdgePopupModule(pl.LightningModule):
         was written (its digest, or its zip's CRC-32s: Lightning read it with ``torch.load``
         alone, and a changed byte in a weight loaded silently). A Trainer with
         :class:`~lotterynet.run.CheckedCheckpointIO` (``train.py``'s) checked what it loaded,
-        read once: the file is not read again."""
+        read once, wrapped or not (``AsyncCheckpointIO(CheckedCheckpointIO())``): the file is
+        not read again."""
         from .run import CheckedCheckpointIO  # (run imports this module)
 
         trainer = self._trainer
         path = trainer.ckpt_path if trainer is not None else None
-        if path is not None and Path(path).is_file() and not isinstance(  # (not a remote one)
-                trainer.strategy.checkpoint_io, CheckedCheckpointIO):
+        checked = trainer is not None and isinstance(unwrapped(trainer.strategy.checkpoint_io),
+                                                     CheckedCheckpointIO)
+        if path is not None and Path(path).is_file() and not checked:  # (not a remote one)
             read_checkpoint(path, unsealed=True)
         fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
         check_same_module(checkpoint, self.hparams.spec, self.hparams.optim if fitting else None,

@@ -901,3 +901,29 @@ def test_trainer_devices_are_counted_as_lightning_counts_them(monkeypatch):
     assert device_count(cpu) == 1 and examples_per_device(cpu) == 1000
     with pytest.raises(ConfigError, match="leaves some of the 4 devices no training example"):
         make_config({**base, "trainer": {"devices": "auto"}, "limit_train": 3})
+
+
+def test_the_checked_checkpoint_io_wrapped_in_async_io_reads_the_file_once(tmp_path, monkeypatch):
+    """Wrapped by Lightning's ``AsyncCheckpointIO``, the checked IO's load was not seen by the
+    module, which read and checked the ``ckpt_path`` a second time."""
+    from pytorch_lightning.plugins.io import AsyncCheckpointIO
+
+    fit_tiny(tmp_path, 1, callbacks=[pl.callbacks.ModelCheckpoint(tmp_path, save_last=True)])
+    path, reads, read_bytes = tmp_path / "last.ckpt", [], Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or read_bytes(self))
+    fit_tiny(tmp_path, 2, path, plugins=[AsyncCheckpointIO(ln.CheckedCheckpointIO())],
+             enable_checkpointing=False)
+    assert reads.count(path) == 1
+
+
+def test_load_from_checkpoint_honours_weights_only_false(tmp_path):
+    """``EdgePopupModule.load_from_checkpoint(path, weights_only=False)`` of a checkpoint whose
+    callback kept a Python object was refused as with ``weights_only=True``: it loads, and
+    without it the file is still refused in one line."""
+    fit_tiny(tmp_path, 1, callbacks=[KeepsAPythonObject(),
+                                     pl.callbacks.ModelCheckpoint(tmp_path, save_last=True)])
+    path = tmp_path / "last.ckpt"
+    with pytest.raises(CheckpointError, match="holds Python objects that a weights-only"):
+        ln.EdgePopupModule.load_from_checkpoint(path)
+    model = ln.EdgePopupModule.load_from_checkpoint(path, weights_only=False)
+    assert model.hparams.spec["width"] == 4
