@@ -175,10 +175,12 @@ def unstackable(config: RunConfig) -> str | None:
 MEMBER_NEEDS: dict[str, tuple[MemoryNeed, MemoryNeed]] = {}
 
 
-def members_that_fit(config: RunConfig) -> int | None:
+def members_that_fit(config: RunConfig, jobs: int = 1) -> int | None:
     """The most members of ``config``'s variant (its cells of one seed, differing in sparsity
     and epochs) that a stack may hold and still pass its check before it is built
-    (:func:`~lotterynet.memory.check_fits`, against the memory available now): each member
+    (:func:`~lotterynet.memory.check_fits`, against the memory available now; a ``jobs``-th of
+    it where ``jobs`` stacks train at once, each in its own process, each checked alone as it
+    starts): each member
     more holds the same tensors (its scores, as built its own frozen copies, in training their
     gradients and states and its part of a step's activations), so what a stack of ``n``
     needs grows by the same for each, read off :func:`memory_needed` of one member and of two
@@ -196,6 +198,7 @@ def members_that_fit(config: RunConfig) -> int | None:
                 if m is not None), default=None)
     if have is None:
         return None
+    have //= jobs
     one, two = MEMBER_NEEDS[key]
     checked = ("built",) if on_gpu(config.accelerator) else ("built", "trained")
     return max(1, min(1 + (have - getattr(one, size)) // (getattr(two, size) - getattr(one, size))

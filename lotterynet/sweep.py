@@ -702,7 +702,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
         left = [c for c in cells if c in unfinished]
         if not left:
             continue
-        split = fitting_parts(cells, budgets, min(parts, len(cells)), configs)
+        split = fitting_parts(cells, budgets, min(parts, len(cells)), configs, slots)
         n = len(split)
         planned = {sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group):
                    part for i, part in enumerate(split)}
@@ -805,12 +805,12 @@ def balanced_parts(items: list, weights: dict, n: int) -> list[list]:
 
 
 def fitting_parts(cells: list[str], budgets: dict[str, int], n: int,
-                  configs: dict[str, RunConfig]) -> list[list[str]]:
+                  configs: dict[str, RunConfig], slots: int = 1) -> list[list[str]]:
     """A group's ``cells`` in ``n`` parts of about equal epochs (:func:`balanced_parts`), or in
     more where a part would hold more members than fit in memory together
-    (:func:`~lotterynet.stack.members_that_fit`, at the group's highest sparsity): the fewest
-    that fit. A part of one cell runs singly."""
-    most = members_that_fit(configs[max(cells, key=lambda c: configs[c].sparsity)]) \
+    (:func:`~lotterynet.stack.members_that_fit`, at the group's highest sparsity, in a share of
+    it where ``slots`` jobs run at once): the fewest that fit. A part of one cell runs singly."""
+    most = members_that_fit(configs[max(cells, key=lambda c: configs[c].sparsity)], slots) \
         if len(cells) > n else None
     n = max(n, -(-len(cells) // most)) if most else n
     while max(map(len, parts := balanced_parts(cells, budgets, n))) > (most or len(cells)):

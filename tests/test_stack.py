@@ -443,8 +443,9 @@ def test_a_sweep_cuts_a_stack_too_big_for_memory_into_parts_that_fit(tmp_path, m
     its members were counted, after the sweep had started (a stack of 1,000 took minutes). The
     plan cuts the group into the fewest parts that pass the stack's own check (all its members
     counted on ``meta``), two of three, one member more would not; where one member alone does
-    not fit, every cell runs singly (as a single run, it is refused before the sweep starts). A
-    stopped stack resumes with its recorded members whatever the memory."""
+    not fit, every cell runs singly (as a single run, it is refused before the sweep starts).
+    Jobs that run at once share it. A stopped stack resumes with its recorded members whatever
+    the memory."""
     monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 110 * 2**20)
     monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
     sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
@@ -472,6 +473,12 @@ def test_a_sweep_cuts_a_stack_too_big_for_memory_into_parts_that_fit(tmp_path, m
     resumed = plan_stacks(sweep, tmp_path, configs, list(configs.items()))
     assert resumed[0] == {stack: cells} and list(resumed[3]) == [stack]
     shutil.rmtree(stack)
+    # two jobs at once (--jobs-per-device 2), each checked alone as it starts: the two parts of
+    # three that 160 MiB holds (one for each job) together need 192.5 MiB; three parts of two,
+    # 71.8 MiB each, fit in half of it
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 160 * 2**20)
+    assert plan_stacks(sweep, tmp_path, configs, list(configs.items()), 2)[0] == {
+        stack.with_name(f"{stack.name}-part{i}of3"): cells[i - 1::3] for i in (1, 2, 3)}
     monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 40 * 2**20)
     assert plan_stacks(sweep, tmp_path, configs, list(configs.items()))[:2] == (
         {}, list(configs.items()))
