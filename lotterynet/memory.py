@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch._prims_common import suggest_memory_format
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 
@@ -156,11 +157,11 @@ class LiveStorage(TorchDispatchMode):
             key = (func, spec, *layouts)
             made = self.made.get(key)
         except TypeError:  # (an argument that cannot be a key)
-            return func(*args, **kwargs)
+            return laid_out_as_on_cpu(func, args, func(*args, **kwargs))
         if made is not None:
             return tree_unflatten([leaves[m] if isinstance(m, int) else torch.empty_strided(
                 m[0], m[1], dtype=m[2], device="meta") for m in made[0]], made[1])
-        out = func(*args, **kwargs)
+        out = laid_out_as_on_cpu(func, args, func(*args, **kwargs))
         outs, out_spec = tree_flatten(out)
         if not all(isinstance(t, torch.Tensor) and t.is_meta for t in outs):
             return out
@@ -208,6 +209,18 @@ class LiveStorage(TorchDispatchMode):
         for finalizer in self._finalizers:  # (the tensors left are no longer its to count)
             finalizer.detach()
         return super().__exit__(*args)
+
+
+def laid_out_as_on_cpu(func, args: tuple, out):
+    """``out``, what ``func`` gave on ``args`` on the ``meta`` device, laid out as the CPU's
+    kernel lays it out where they differ: a convolution's output follows its input's (or
+    else its weight's) channels-last memory format on the CPU, its meta kernel's does not (a
+    later reshape of it then copies on ``meta`` alone: conv2 malach's hidden units)."""
+    if func is not torch.ops.aten.convolution.default:
+        return out
+    formats = [suggest_memory_format(t) for t in args[:2]]
+    layout = next((f for f in formats if f != torch.contiguous_format), torch.contiguous_format)
+    return torch.empty_like(out, memory_format=layout)
 
 
 def typed(x):
