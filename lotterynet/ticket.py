@@ -102,9 +102,12 @@ _NETWORK_EVENTS = frozenset({"socket.connect", "socket.getaddrinfo", "socket.get
 _HOOK = []  # installed once, on the first load (audit hooks cannot be removed)
 
 
-def _refuse_network(event: str, args) -> None:
-    if event in _NETWORK_EVENTS and _OFFLINE.get():
-        raise TicketError(f"loading a ticket may not use the network (refused {event})")
+def _refuse_network(event: str, args, events=_NETWORK_EVENTS, offline=_OFFLINE,
+                    error=TicketError) -> None:
+    """The audit hook. What it reads is bound at its definition: it outlives this module's
+    globals, which the interpreter clears as it exits while events still come."""
+    if event in events and offline.get():
+        raise error(f"loading a ticket may not use the network (refused {event})")
 
 
 @contextlib.contextmanager
