@@ -360,8 +360,8 @@ CGROUP_FILES = {"": ("memory.max", "memory.current", "file", "shmem", "memory.sw
                            "memory.memsw.usage_in_bytes")}
 
 
-def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")
-                  ) -> int | None:
+def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup"),
+                  swappiness: Path = Path("/proc/sys/vm/swappiness")) -> int | None:
     """Bytes that this process's cgroups (named in ``own``, their folders under ``root``) let it
     still take: the least, over its cgroup and those above it that set a memory limit (cgroup
     v2's ``memory.max``, v1's ``memory.limit_in_bytes``), of that limit less what the cgroup
@@ -370,8 +370,10 @@ def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/s
     still use beyond it, as :func:`~lotterynet.machine.available_memory` counts the
     machine's: the machine's SwapFree, or less where a cgroup's swap limit leaves less (v2's
     ``memory.swap.max``; v1's ``memory.memsw.limit_in_bytes`` limits memory and swap
-    together); none where the machine has none. None where no cgroup sets a memory limit or
-    none can be read (not in a cgroup, another system)."""
+    together); none where the machine has none, or where the swappiness that a cgroup's
+    reclaim at its limit uses is 0 (v1's own ``memory.swappiness``, v2's ``swappiness``, the
+    machine's): it then swaps nothing out. None where no cgroup sets a memory limit or none
+    can be read (not in a cgroup, another system)."""
     try:
         lines = own.read_text().splitlines()
     except OSError:
@@ -383,6 +385,9 @@ def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/s
             continue
         limit, usage, cache, shmem, swap_limit, swap_usage = CGROUP_FILES[controllers]
         parts = [part for part in path.split("/") if part]
+        if swaps_nothing(root.joinpath(controllers, *parts, "memory.swappiness")
+                         if controllers else swappiness):
+            swaps.append(0)
         for depth in range(len(parts) + 1):
             folder = root.joinpath(controllers, *parts[:depth])
             rooms.append(left_under(folder, limit, usage, cache, shmem))
@@ -393,6 +398,15 @@ def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/s
     rooms, together, swaps = ([n for n in found if n is not None]
                               for found in (rooms, together, swaps))
     return min([min(rooms) + max(min(swaps), 0), *together]) if rooms else None
+
+
+def swaps_nothing(swappiness: Path) -> bool:
+    """Whether the file ``swappiness`` says 0: a cgroup's reclaim at its limit then takes only
+    page cache (only the machine's own reclaim swaps at 0)."""
+    try:
+        return int(swappiness.read_text()) == 0
+    except (OSError, ValueError):
+        return False
 
 
 def left_under(folder: Path, limit: str, usage: str, cache: str | None = None,

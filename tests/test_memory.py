@@ -167,7 +167,8 @@ def test_the_swap_a_cgroup_may_use_beyond_its_limit_is_room(tmp_path, monkeypatc
     may use would hold was refused in a container. Its room is now its memory's and the swap
     it may still use: the machine's SwapFree (read apart from MemAvailable), or less where a
     cgroup's swap limit (v2's memory.swap.max, also of a cgroup without a memory limit) leaves
-    less, or where v1's memory.memsw.limit_in_bytes (memory and swap together) does."""
+    less, or where v1's memory.memsw.limit_in_bytes (memory and swap together) does; none
+    where the swappiness its reclaim uses is 0 (v2's: the machine's; v1's: its own)."""
     import lotterynet.machine
     import lotterynet.memory
 
@@ -178,26 +179,37 @@ def test_the_swap_a_cgroup_may_use_beyond_its_limit_is_room(tmp_path, monkeypatc
     assert lotterynet.machine.meminfo("Swap", path=str(info)) is None
     swap_free = 2**30
     monkeypatch.setattr(lotterynet.memory, "meminfo", lambda *keys: swap_free)
-    write, own = cgroup_files(tmp_path), tmp_path / "cgroup"
+    write, own, swappiness = cgroup_files(tmp_path), tmp_path / "cgroup", tmp_path / "swappiness"
+    swappiness.write_text("60\n")  # (the machine's)
+
+    def room():
+        return lotterynet.memory.cgroup_memory(tmp_path, own, swappiness)
+
     own.write_text("0::/user/run\n")
     write("user", memory_max=str(2**30), memory_current=str(2**29), memory_stat="file 0\n")
     write("user/run", memory_max="max", memory_current="0", memory_stat="file 0\n")
-    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29 + 2**30
+    assert room() == 2**29 + 2**30
     write("user/run", memory_swap_max=str(2**28), memory_swap_current=str(2**26))
-    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29 + 3 * 2**26
+    assert room() == 2**29 + 3 * 2**26
     write("user/run", memory_swap_max="max")
-    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29 + 2**30
+    assert room() == 2**29 + 2**30
+    swappiness.write_text("0\n")  # (v2's cgroups then swap nothing)
+    assert room() == 2**29
+    swappiness.write_text("60\n")
+    assert room() == 2**29 + 2**30
     swap_free = None  # (unknown: none counted)
-    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2**29
+    assert room() == 2**29
 
     swap_free = 2**30
     own.write_text("4:memory:/docker/c1\n")
     write("memory/docker/c1", memory_limit_in_bytes=str(3 * 2**30),
           memory_usage_in_bytes=str(2**30), memory_stat="total_cache 1024\ntotal_shmem 256\n")
-    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2 * 2**30 + 768 + 2**30
+    assert room() == 2 * 2**30 + 768 + 2**30
     write("memory/docker/c1", memory_memsw_limit_in_bytes=str(3 * 2**30 + 2**28),
           memory_memsw_usage_in_bytes=str(2**30 + 2**20))
-    assert lotterynet.memory.cgroup_memory(tmp_path, own) == 2 * 2**30 + 768 + 2**28 - 2**20
+    assert room() == 2 * 2**30 + 768 + 2**28 - 2**20
+    write("memory/docker/c1", memory_swappiness="0")  # (v1's own)
+    assert room() == 2 * 2**30 + 768
 
 
 @pytest.mark.parametrize("have, smaller", [(1_600_000, True), (1_500_000, False)])
