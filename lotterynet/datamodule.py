@@ -162,14 +162,17 @@ class TensorDataModule(pl.LightningDataModule):
     Lightning calls first in one process per machine, is that process's ``setup``.
     ``in_channels``, ``image_size`` and ``num_classes`` are known before either, from the data
     set's registry entry. ``augment`` names the training batches' augmentation
-    (:data:`~lotterynet.augment.AUGMENTATIONS`; default ``none``)."""
+    (:data:`~lotterynet.augment.AUGMENTATIONS`; default ``none``). ``eval_batch_size`` is the
+    batch of validation, test and prediction (and of the encoding ahead, :meth:`encode_with`):
+    the results do not depend on it, the memory a large model needs does."""
 
     def __init__(self, dataset: str = "mnist", data_dir=None, *, batch_size: int = 64,
                  val_size: int = 5000, limit_train: int | None = None, seed: int = 0,
-                 augment: str = "none"):
+                 augment: str = "none", eval_batch_size: int = EVAL_BATCH):
         super().__init__()
         AUGMENTATIONS.get(augment)  # an unknown name: ValueError naming the choices
         check_positive_int("batch_size", batch_size)
+        check_positive_int("eval_batch_size", eval_batch_size)
         if limit_train is not None:
             check_positive_int("limit_train", limit_train)
         if isinstance(val_size, bool) or not isinstance(val_size, int):
@@ -179,7 +182,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.dataset, self.data_dir = dataset, data_dir
         self.batch_size, self.val_size, self.limit_train, self.seed = (
             batch_size, val_size, limit_train, seed)
-        self.augment = augment
+        self.augment, self.eval_batch_size = augment, eval_batch_size
         spec = DATASETS.get(dataset)
         spec.check_split_sizes(val_size, limit_train)
         self.in_channels, self.image_size = spec.in_channels, spec.image_size
@@ -190,7 +193,7 @@ class TensorDataModule(pl.LightningDataModule):
 
     def encode_with(self, encoder: nn.Module | None) -> bool:
         """Serve every split's inputs as ``encoder(x)`` (None: as they are), computed once per
-        split and device, without gradient, in chunks of :data:`EVAL_BATCH`, inside the
+        split and device, without gradient, in chunks of ``eval_batch_size``, inside the
         Trainer's precision context (so under mixed precision they are what the same modules
         give in a step). ``encoder`` must be a fixed function of each example alone: frozen
         tensors, no batch statistics, no randomness. On the CPU the result is bit for bit the
@@ -250,7 +253,7 @@ class TensorDataModule(pl.LightningDataModule):
         plugin = self.trainer.precision_plugin if self.trainer is not None else None
         with plugin.forward_context() if plugin else contextlib.nullcontext():
             return torch.cat([self.encoder(plugin.convert_input(chunk) if plugin else chunk)
-                              for chunk in x.split(EVAL_BATCH)])
+                              for chunk in x.split(self.eval_batch_size)])
 
     def train_dataloader(self) -> TensorLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size,
@@ -259,10 +262,10 @@ class TensorDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> TensorLoader | list:
         if not len(self.splits["val"][0]):
             return []
-        return self._loader("val", shuffle=False, batch_size=EVAL_BATCH)
+        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
 
     def test_dataloader(self) -> TensorLoader:
-        return self._loader("test", shuffle=False, batch_size=EVAL_BATCH)
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
 
     def predict_dataloader(self) -> TensorLoader:
         """The test split (``trainer.predict`` returns its logits, in order)."""

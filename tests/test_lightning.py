@@ -927,3 +927,14 @@ def test_load_from_checkpoint_honours_weights_only_false(tmp_path):
         ln.EdgePopupModule.load_from_checkpoint(path)
     model = ln.EdgePopupModule.load_from_checkpoint(path, weights_only=False)
     assert model.hparams.spec["width"] == 4
+
+
+def test_the_data_modules_evaluation_batch_is_the_users_to_set(data_dir):
+    """Validation, test and prediction came in batches of 1,000 whatever the user set
+    (``EVAL_BATCH``): a large model's memory at evaluation was not the user's to bound."""
+    data = ln.TensorDataModule("mnist", str(data_dir), val_size=500, eval_batch_size=300)
+    data.setup()
+    assert [len(x) for x, _ in data.val_dataloader()] == [300, 200]
+    assert [len(x) for x, _ in data.test_dataloader()] == [300] * 33 + [100]
+    with pytest.raises(ValueError, match=r"^eval_batch_size must be a positive integer, got 0$"):
+        ln.TensorDataModule("mnist", str(data_dir), eval_batch_size=0)
