@@ -385,16 +385,17 @@ def cgroup_memory(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/s
             continue
         limit, usage, cache, shmem, swap_limit, swap_usage = CGROUP_FILES[controllers]
         parts = [part for part in path.split("/") if part]
-        if swaps_nothing(root.joinpath(controllers, *parts, "memory.swappiness")
-                         if controllers else swappiness):
-            swaps.append(0)
-        for depth in range(len(parts) + 1):
-            folder = root.joinpath(controllers, *parts[:depth])
-            rooms.append(left_under(folder, limit, usage, cache, shmem))
-            if controllers:  # (v1's swap limit holds its memory and swap together)
-                together.append(left_under(folder, swap_limit, swap_usage, cache, shmem))
-            else:
-                swaps.append(left_under(folder, swap_limit, swap_usage))
+        folders = [root.joinpath(controllers, *parts[:depth]) for depth in range(len(parts) + 1)]
+        limited = [left_under(folder, limit, usage, cache, shmem) for folder in folders]
+        rooms += limited
+        if controllers:  # (v1's swap limit holds its memory and swap together)
+            together += [left_under(folder, swap_limit, swap_usage, cache, shmem)
+                         for folder in folders]
+        else:
+            swaps += [left_under(folder, swap_limit, swap_usage) for folder in folders]
+        if any(n is not None for n in limited) and swaps_nothing(
+                folders[-1] / "memory.swappiness" if controllers else swappiness):
+            swaps.append(0)  # (where this hierarchy limits memory)
     rooms, together, swaps = ([n for n in found if n is not None]
                               for found in (rooms, together, swaps))
     return min([min(rooms) + max(min(swaps), 0), *together]) if rooms else None

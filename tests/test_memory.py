@@ -210,6 +210,10 @@ def test_the_swap_a_cgroup_may_use_beyond_its_limit_is_room(tmp_path, monkeypatc
     assert room() == 2 * 2**30 + 768 + 2**28 - 2**20
     write("memory/docker/c1", memory_swappiness="0")  # (v1's own)
     assert room() == 2 * 2**30 + 768
+    write("memory/docker/c1", memory_swappiness="60")
+    own.write_text("4:memory:/docker/c1\n0::/\n")
+    swappiness.write_text("0\n")  # (v2's, where v1's memory controller limits: not read)
+    assert room() == 2 * 2**30 + 768 + 2**28 - 2**20
 
 
 @pytest.mark.parametrize("have, smaller", [(1_600_000, True), (1_500_000, False)])
