@@ -180,13 +180,12 @@ def members_that_fit(config: RunConfig, jobs: int = 1) -> int | None:
     and epochs) that a stack may hold and still pass its check before it is built
     (:func:`~lotterynet.memory.check_fits`, against the memory available now; a ``jobs``-th of
     it where ``jobs`` stacks train at once, each in its own process, each checked alone as it
-    starts): each member
-    more holds the same tensors (its scores, as built its own frozen copies, in training their
-    gradients and states and its part of a step's activations), so what a stack of ``n``
-    needs grows by the same for each, read off :func:`memory_needed` of one member and of two
-    (two builds on ``meta``, not ``n``: a stack of 1,000 members took minutes to count). At
-    least 1 (a member that does not fit alone is refused as its single run); None where the
-    memory available is unknown."""
+    starts): each member more holds the same tensors (its scores, as built its own frozen
+    copies, in training their gradients and states and its part of a step's activations), so
+    what a stack of ``n`` needs grows by the same for each, read off :func:`memory_needed` of
+    one member and of two (two builds on ``meta``, not ``n``: a stack of 1,000 members took
+    minutes to count). At least 1 (a member that does not fit alone is refused as its single
+    run); None where the memory available is unknown."""
     key = repr(dataclasses.replace(config, seed=0, epochs=1, out=None, resume=None))
     if key not in MEMBER_NEEDS:
         with refusing_unbuildable(config.arch):
