@@ -43,15 +43,17 @@ EVAL_BATCH = 1000  # evaluation batches: results do not depend on it, per-batch 
 
 def load_or_download(name: str, root, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Local files first; torchvision's download when they are missing (and we are online). A
-    download that fails leaves no empty folders behind."""
+    download that fails leaves no empty folders behind, the data folder's parents included."""
     try:
         return load_split(name, root, train=train)
     except DatasetCorrupt:
         raise
     except DatasetNotFound:
-        folder = resolve_data_dir(root)
+        folder = resolve_data_dir(root).absolute()
         own = folder / DATASETS.get(name).torchvision_name
-        made = [p for p in (folder, own, own / "raw") if not p.exists()]
+        # (the folder's missing parents too: --data-dir ../shared/data run from elsewhere)
+        made = [p for p in (*reversed(folder.parents), folder, own, own / "raw")
+                if not p.exists()]
         try:
             return load_split(name, root, train=train, download=True)
         except DatasetNotFound:

@@ -708,7 +708,8 @@ def test_shipped_configs_are_valid(path):
 
 def test_missing_data_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
     """Offline (every mirror unreachable, as torchvision reports it): one line that says the
-    data is missing and the download failed, and the folders the download made are gone."""
+    data is missing and the download failed, and the folders the download made are gone, the
+    data folder's missing parents too (QA: --data-dir ../shared/data run elsewhere left one)."""
     import urllib.error
 
     import torchvision.datasets.mnist
@@ -717,11 +718,12 @@ def test_missing_data_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", unreachable)
-    assert main(["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "empty"),
+    assert main(["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "shared" / "empty"),
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert err.startswith(f"train.py: error: fashion-mnist: no data under {tmp_path / 'empty'};")
+    assert err.startswith(f"train.py: error: fashion-mnist: no data under "
+                          f"{tmp_path / 'shared' / 'empty'};")
     assert err.endswith("and the download failed (<urlopen error [Errno -2] Name or service not "
                         "known>)")
     assert list(tmp_path.iterdir()) == []  # neither the data folder nor the run
