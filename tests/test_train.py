@@ -244,7 +244,7 @@ def test_the_memory_count_holds_a_training_steps_peak(precision):
     """A training step holds, beyond the parameters, their gradients and the optimizer's state,
     its temporaries; the count held only what the forward saves for the backward (conv2
     malach: 15.1 GiB counted, its peak 21.7 GB; counted with the step's peak, 18.0 GiB; with
-    what choosing its masks takes on the CPU, 23.9 GiB). The steps run on the meta device,
+    what choosing its masks takes on the CPU, 23.8 GiB). The steps run on the meta device,
     whatever they hold counted from the operation that makes it to its freeing. For a dense
     FC2 (784-500-10) trained with SGD the peak is in the second step's choice of the first
     layer's mask (500 x 784 entries), beside the first step's gradients and momentum: the
