@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
@@ -75,7 +76,7 @@ from .layers import (
     SubnetLinear,
     record_frozen,
 )
-from .masking import KeepsNoWeight, MaskedWeight, check_module, uncompiled
+from .masking import KeepsNoWeight, MaskedWeight, check_module, named_masked_weights, uncompiled
 from .registry import Registry
 from .structures import ignored_options
 
@@ -768,6 +769,51 @@ def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module],
     return lines
 
 
+def _warn_loaded_k(model: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """A ``load_state_dict`` pre-hook (:func:`watch_loaded_k`): warn, in one line per load,
+    when the state dict's ``k`` (kept count, in a tensor's extra state) changes the sparsity
+    that was set on a layer. Restoring ``k`` is what a resume needs, so it is never refused;
+    but loading another model's state dict (built at another sparsity) silently changed the
+    sparsity the model was made with. The rule: warn where a tensor's ``k`` is still the one
+    a sparsity gave it (at build, or ``layer.sparsity = ...``) and the loaded ``k`` differs.
+    A ``k`` set otherwise (``global_topk``, ``set_mask``, an earlier load or ticket) is the
+    run's own state and is replaced silently. lotterynet's own resumes (``--resume``, an
+    ``EdgePopupModule`` checkpoint, a sweep's cells) build the model at the run's sparsity and
+    never change ``k`` while training, so they load the ``k`` they have: no warning. A model
+    of yours whose ``k`` a schedule or ``global_topk`` changed while training warns when it is
+    resumed into a freshly built model: a fresh layer cannot tell that resume from another
+    model's state dict."""
+    changed = []  # (layer name, its sparsity, the loaded one)
+    for name, layer in model.named_modules():
+        if not isinstance(layer, SUBNET_MODULES):
+            continue
+        kept = total = 0
+        differs = False
+        for sub, m in named_masked_weights(layer).items():
+            key = ".".join(part for part in (name, sub, _EXTRA_STATE_KEY_SUFFIX) if part)
+            state = state_dict.get(prefix + key)
+            k = m.k if state is None else int(state.reshape(-1)[0])
+            differs |= k != m.k and getattr(m, "_nominal_sparsity", None) is not None
+            kept += k * (m.weight.numel() // m.group_size)
+            total += m.weight.numel()
+        if differs:
+            changed.append((name, layer.sparsity, 1.0 - kept / total))
+    if changed:
+        name, ours, theirs = changed[0]
+        others = f" and of {plural(len(changed) - 1, 'other layer')}" if len(changed) > 1 else ""
+        warnings.warn(f"load_state_dict: the state dict's kept counts (k) change the sparsity of "
+                      f"layer {prefix + name!r} from {ours:.4g} to {theirs:.4g}{others}: "
+                      f"restored, as a resume needs; to keep the model's sparsity, load the state "
+                      f"dict of a model built with it", stacklevel=2)
+
+
+def watch_loaded_k(model: nn.Module) -> None:
+    """Register :func:`_warn_loaded_k` on ``model`` (once)."""
+    hooks = model._load_state_dict_pre_hooks.values()
+    if not any(getattr(h, "hook", None) is _warn_loaded_k for h in hooks):
+        model.register_load_state_dict_pre_hook(_warn_loaded_k)
+
+
 def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             structure: str = "dense", include=None, exclude=None, seed: int = 0,
             bias: str = "frozen", batchnorm: str = "non-affine", others: str = "frozen",
@@ -933,4 +979,5 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             # in_proj_weight, which a SubnetMultiheadAttention does not have
             module.use_nested_tensor = False
     result.__dict__.setdefault(CONVERT_RECORD, []).append(record)
+    watch_loaded_k(result)
     return compiled if result is model else result

@@ -10,7 +10,7 @@ import inspect
 
 from torch import nn
 
-from .convert import CONVERT_RECORD, plain_numbers
+from .convert import CONVERT_RECORD, plain_numbers, watch_loaded_k
 from .distributions import cast_drawn, float32_draws
 from .registry import Registry
 from .structures import STRUCTURE_OPTIONS, structure_options
@@ -39,6 +39,7 @@ def build_model(name: str, **kwargs) -> nn.Module:
     for module in model.modules():  # the spec makes these calls again; a ticket replays others
         for call in module.__dict__.get(CONVERT_RECORD, ()):
             call["by_builder"] = True
+    watch_loaded_k(model)  # (a state dict of another sparsity warns, as a converted model's)
     return model
 
 

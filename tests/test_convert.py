@@ -1148,3 +1148,32 @@ def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_
             plain_numbers({"w": [huge]})
     with pytest.raises(ValueError, match=r"^argument sparsity=1e\+400 \(a Fraction\) is beyond"):
         convert(nn.Sequential(nn.Linear(3, 3)), sparsity=fractions.Fraction(10**400))
+
+
+def test_a_state_dict_that_changes_a_layers_sparsity_warns_once_naming_it():
+    def net(sparsity):
+        return convert(nn.Sequential(nn.Linear(20, 10), nn.ReLU(), nn.Linear(10, 3)),
+                       sparsity=sparsity, seed=0)
+    a, b = net(0.5), net(0.9)
+    with pytest.warns(UserWarning) as caught:
+        b.load_state_dict(a.state_dict())
+    assert [str(w.message) for w in caught] == [
+        "load_state_dict: the state dict's kept counts (k) change the sparsity of layer '0' from "
+        "0.9 to 0.5 and of 1 other layer: restored, as a resume needs; to keep the model's "
+        "sparsity, load the state dict of a model built with it"]
+    assert b[0].sparsity == 0.5  # (restored, not refused)
+    # a resume (the same sparsity), a k set since (global_topk) restored, build_model's models,
+    # a converted submodule loaded through its parent: silent where k is the model's own
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net(0.5).load_state_dict(a.state_dict())
+        ln.global_topk(b, 0.7)
+        b.load_state_dict(a.state_dict())
+        build_model("fc2", sparsity=0.5, seed=0).load_state_dict(
+            build_model("fc2", sparsity=0.5, seed=1).state_dict())
+    with pytest.warns(UserWarning, match=r"layer 'body\.0' from 0\.9 to 0\.5 and of 1"):
+        nn.ModuleDict({"body": net(0.9)}).load_state_dict({f"body.{k}": v for k, v in
+                                                           a.state_dict().items()})
+    with pytest.warns(UserWarning, match=r"sparsity of layer '\w+' from 0\.9 to 0\.5 and of"):
+        build_model("fc2", sparsity=0.9).load_state_dict(build_model("fc2", sparsity=0.5)
+                                                         .state_dict())
