@@ -253,6 +253,7 @@ def run_stack_file(args: argparse.Namespace) -> int:
     """``--stack-file``: the stack exactly as its file says (flags that would change it are
     refused rather than ignored); ``--data-dir``, where the data is, may be given, as with
     ``--resume``."""
+    from .loggers import check_wandb_environment
     from .stack import read_stack_file, run_stack, sweep_folder_of
     from .sweep import outside_a_running_sweep
 
@@ -264,6 +265,8 @@ def run_stack_file(args: argparse.Namespace) -> int:
         raise ConfigError(f"--stack-file runs the stack as its file says; drop "
                           f"{', '.join(flags)} (edit the file, or run the sweep instead; only "
                           f"--data-dir may be given)")
+    if any(config.wandb for config in configs):
+        check_wandb_environment()
     with outside_a_running_sweep(sweep_folder_of(args.stack_file),
                                  f"--stack-file {args.stack_file!r}"):
         results = run_stack(configs, Path(args.stack_file).parent, cells)
@@ -335,8 +338,11 @@ def dispatch(args: argparse.Namespace) -> int:
                   f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
                   f"<sweep id>`")
             return 0
+        from .loggers import check_wandb_environment
         from .sweep import run_sweep
 
+        if sweep.base.get("wandb"):
+            check_wandb_environment()
         keep_freed_memory()
         return run_sweep(args, sweep)
     config = config_from_args(args)  # reads (torch only) the checkpoint a resume continues

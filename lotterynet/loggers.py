@@ -30,6 +30,7 @@ from .checkpointing import (
     write_csv_atomic,
 )
 from .config import WANDB_SERVER_MODES, wandb_mode
+from .errors import ConfigError
 from .grid import config_value
 
 METRICS_FILE = "metrics.csv"
@@ -143,6 +144,25 @@ def is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_wandb_environment() -> None:
+    """Refuse a ``$WANDB_*`` setting that W&B refuses (``WANDB_PROJECT=a/b``, a
+    ``WANDB_RUN_ID`` with ``/``, ``WANDB_CONSOLE=bogus``): ``wandb.init`` raises on it only once
+    the run's model is built and its first files written. W&B's own checks judge each: the
+    variable is read into a :class:`wandb.Settings` as ``wandb.init`` reads the environment."""
+    import wandb
+    from wandb.errors import UsageError
+
+    for name, value in sorted(os.environ.items()):
+        if not name.startswith("WANDB_"):
+            continue
+        try:
+            wandb.Settings().update_from_env_vars({name: value})
+        except (UsageError, ValueError) as err:  # (pydantic's ValidationError is a ValueError)
+            reason = err.errors()[0]["msg"] if hasattr(err, "errors") else str(err)
+            raise ConfigError(f"${name} is {value!r}, which W&B refuses: "
+                              f"{' '.join(reason.split())} (fix it, or unset it)") from None
 
 
 def wandb_run_id(run_dir: Path, checkpoint: str | None) -> tuple[str, bool]:

@@ -64,7 +64,13 @@ from .lifetime import (
     stopping_on_sigterm,
     tying_launched_ranks,
 )
-from .loggers import METRICS_FILE, WANDB_ID_FILE, finish_wandb, make_loggers
+from .loggers import (
+    METRICS_FILE,
+    WANDB_ID_FILE,
+    check_wandb_environment,
+    finish_wandb,
+    make_loggers,
+)
 from .machine import cpu_name, device_clock, is_launched_worker
 from .masking import masked_weights
 from .memory import check_fits, memory_needed
@@ -895,6 +901,8 @@ def run(config: RunConfig) -> dict:
 def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
     """:func:`run` once its SIGTERM handler is installed."""
     run_dir = run_dir_of(config)
+    if config.wandb:
+        check_wandb_environment()
     resumed = None
     if config.resume:
         resumed = (config.resume, load_checkpoint(config.resume))

@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import pytest
+
+from lotterynet.cli import main
 from lotterynet.loggers import WANDB_ID_FILE, close_wandb_run, make_loggers
 
 
@@ -39,3 +42,30 @@ def test_a_wandb_run_starts_without_the_anonymous_setting_warning(tmp_path, monk
     close_wandb_run(wandb_logger(tmp_path / "run").experiment)
     printed = capfd.readouterr().err
     assert "Tracking run with wandb" in printed and "anonymous" not in printed
+
+
+@pytest.mark.parametrize("name, value, reason", [
+    ("WANDB_PROJECT", "a/b", "Invalid project name 'a/b'"),
+    ("WANDB_RUN_ID", "a/b", "Run ID cannot contain the characters"),
+    ("WANDB_CONSOLE", "bogus", "Input should be 'auto', 'off', 'wrap'"),
+])
+def test_a_wandb_setting_from_the_environment_that_wandb_refuses_is_refused_first(
+        name, value, reason, tmp_path, data_dir, monkeypatch, capsys):
+    """A ``$WANDB_*`` value that ``wandb.init`` refuses stopped the run with W&B's traceback
+    (exit 1) once its model was built, leaving its first files in ``--out``: it is refused as
+    a flag is, in one line naming the variable, its value and W&B's reason, before anything is
+    written; so is a sweep."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv(name, value)
+    out = tmp_path / "run"
+    tiny = ["--arch", "fc2", "--limit-train", "100", "--val-size", "100", "--wandb",
+            "--data-dir", str(data_dir)]
+    for argv in ([*tiny, "--epochs", "1", "--out", str(out)],
+                 [*tiny, "--sweep-variants", "dense", "--sweep-sparsities", "0.5",
+                  "--sweep-epochs", "1", "--sweep-out", str(out)]):
+        assert main(argv) == 2
+        printed, err = capsys.readouterr()
+        assert printed == "" and err.count("\n") == 1, err
+        assert f"${name} is {value!r}, which W&B refuses: {reason}" in err
+        assert not out.exists()
