@@ -32,6 +32,7 @@ def build_model(name: str, **kwargs) -> nn.Module:
     numbers (:func:`~lotterynet.convert.plain_numbers`)."""
     family, extra = split_arch(name)
     kwargs = plain_numbers(kwargs)
+    _check_options(family, {**extra, **kwargs})
     with float32_draws() as default:  # a seed's numbers, whatever the default dtype
         model = MODELS.get(family)(**extra, **kwargs)
     cast_drawn(model, default)  # as torch's own layers follow the default dtype
@@ -41,6 +42,28 @@ def build_model(name: str, **kwargs) -> nn.Module:
             call["by_builder"] = True
     watch_loaded_k(model)  # (a state dict of another sparsity warns, as a converted model's)
     return model
+
+
+def _check_options(family: str, kwargs: dict) -> None:
+    """An option the builder does not take (one its ``**kwargs`` take is listed in its
+    ``options``; a builder without that list checks them itself), or one it needs and is not
+    given, refused in one line naming it and the builder's options, before anything is built:
+    a spec's typo failed inside what the builder calls (``convert: unknown option``, naming
+    only the layer options), a missing ``model_name`` as the builder function's TypeError."""
+    builder = MODELS.get(family)
+    parameters = inspect.signature(builder).parameters
+    named = [name for name, p in parameters.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    options = [*named, *getattr(builder, "options", ())]
+    unknown = next((key for key in kwargs if key not in options), None)
+    if unknown is not None and hasattr(builder, "options"):
+        raise ValueError(f"unknown option {unknown!r} of model {family!r}; valid choices: "
+                         f"{', '.join(options)}")
+    missing = next((name for name in named if name not in kwargs
+                    and parameters[name].default is parameters[name].empty), None)
+    if missing is not None:
+        raise ValueError(f"model {family!r} needs the option {missing!r}; its options: "
+                         f"{', '.join(options)}")
 
 
 def recorded_spec(model: nn.Module) -> dict | None:

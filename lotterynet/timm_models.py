@@ -13,13 +13,14 @@ timm constructor arguments go in ``model_kwargs`` (e.g. ``{"patch_size": 4}`` fo
 
 from __future__ import annotations
 
+import inspect
 import shlex
 
 import torch
 from torch import nn
 
 from .config import check_model_kwargs
-from .convert import UnconvertibleLayers, convert
+from .convert import LAYER_OPTIONS, UnconvertibleLayers, convert
 from .models import MODELS
 from .validate import check_timm_model
 
@@ -93,3 +94,10 @@ def timm_model(model_name: str, *, in_chans: int = 3, num_classes: int = 1000, i
         raise ValueError(f"{error}; train.py --arch timm:{model_name} leaves them as they are "
                          f"(not masked, trained) with --exclude {shlex.join(error.exclude)}"
                          ) from None
+
+
+#: What ``timm_model``'s ``**convert_kwargs`` take (:func:`~lotterynet.models.build_model`
+#: refuses another): ``convert``'s options but the two it names itself, and the layers'.
+timm_model.options = (*(name for name, p in inspect.signature(convert).parameters.items()
+                        if p.kind is p.KEYWORD_ONLY and name not in ("sparsity", "seed")),
+                      *LAYER_OPTIONS)

@@ -1177,3 +1177,18 @@ def test_a_state_dict_that_changes_a_layers_sparsity_warns_once_naming_it():
     with pytest.warns(UserWarning, match=r"sparsity of layer '\w+' from 0\.9 to 0\.5 and of"):
         build_model("fc2", sparsity=0.9).load_state_dict(build_model("fc2", sparsity=0.5)
                                                          .state_dict())
+
+
+@pytest.mark.parametrize("spec, line", [
+    (dict(model_name="resnet10t", sparsty=0.5), "unknown option 'sparsty' of model 'timm'; "),
+    (dict(model="resnet10t"), "unknown option 'model' of model 'timm'; "),
+    ({}, "model 'timm' needs the option 'model_name'; its options: "),
+])
+def test_a_timm_spec_with_a_bad_key_is_refused_naming_it_and_the_specs_keys(spec, line):
+    with pytest.raises(ValueError) as error:
+        ln.EdgePopupModule({"name": "timm", **spec})
+    assert str(error.value).startswith(line)
+    assert str(error.value).endswith("model_name, in_chans, num_classes, img_size, model_kwargs, "
+                                     "sparsity, seed, init, structure, include, exclude, bias, "
+                                     "batchnorm, others, init_kwargs, pairs, activation, shared, "
+                                     "hidden, kept, ties, fan_in, score_init")
