@@ -233,25 +233,27 @@ def left_before_a_checkpoint(run_dir: Path, resumed_epochs: int = 0) -> bool:
     history of no epoch past the one it was training (its rows are logged before its
     checkpoint is written; ``resumed_epochs``: the epochs of the checkpoint it was resumed
     from, whose history it carries, 0 for a new run), its W&B id and files, an empty
-    ``checkpoints/``. There is nothing to resume, and a new run there starts over (the W&B
-    files stay). Anything else, a file of the user's, a history alone (a header alone holds
-    nothing to keep) or one past that epoch whose checkpoint is gone, is kept: the folder is
-    not taken."""
+    ``checkpoints/``; without ``hparams.yaml`` (stopped or failed before its fit: W&B refusing
+    to start), a history of the parameter counts it logs before it alone (rows of step 0 and no
+    epoch). There is nothing to resume, and a new run there starts over (the W&B files stay).
+    Anything else, a file of the user's, a history alone (a header alone holds nothing to
+    keep) or one past that epoch whose checkpoint is gone, is kept: the folder is not
+    taken."""
     entries = list(run_dir.iterdir())
     if not all(LEFT_BEFORE_A_CHECKPOINT.get(entry.name) == entry.is_dir() and not
                entry.is_symlink() for entry in entries) or holds_files(run_dir / CHECKPOINTS):
         return False
     try:
         with open(run_dir / METRICS_FILE, newline="", encoding="utf-8") as f:
-            epochs = [row.get("epoch") for row in csv.DictReader(f)]
+            rows = [(row.get("epoch"), row.get("step")) for row in csv.DictReader(f)]
     except FileNotFoundError:
         return True
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
-    if epochs and not (run_dir / "hparams.yaml").exists():
-        return False
+    if not (run_dir / "hparams.yaml").exists():
+        return all(epoch in (None, "") and step == "0" for epoch, step in rows)
     return all(epoch in (None, "") or epoch.isdigit() and int(epoch) <= resumed_epochs
-               for epoch in epochs)
+               for epoch, _ in rows)
 
 
 def model_spec(config: RunConfig, data: TensorDataModule) -> dict:

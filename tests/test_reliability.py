@@ -990,6 +990,30 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_the_same_com
             if row["params/maskable"]] == ["397000"]  # (the first attempt's history replaced)
 
 
+def test_a_run_that_failed_before_its_fit_starts_over_with_the_same_command(
+        tmp_path, data_dir, monkeypatch, capsys):
+    """A run that failed before its fit (W&B failing to start, at the first metrics it logs:
+    the parameter counts) left them in metrics.csv, and its wandb-id, without hparams.yaml;
+    the corrected command was refused, 'run directory ... is not empty; pass --overwrite'. It
+    starts over there, as after a Ctrl-C before the first checkpoint."""
+    from lotterynet.loggers import RunWandbLogger
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("W&B failed to start")
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    out = tmp_path / "run"
+    argv = [*SMALL, "--epochs", "1", "--wandb", "--data-dir", str(data_dir), "--out", str(out)]
+    with monkeypatch.context() as failing, pytest.raises(RuntimeError, match="failed to start"):
+        failing.setattr(RunWandbLogger, "log_metrics", fails)
+        main(argv)
+    assert sorted(map(str, tree(out))) == ["metrics.csv", "wandb-id"]
+    assert main(argv) == 0
+    assert f"run directory {str(out)!r} holds only what a run stopped before its first " \
+           f"checkpoint left: the run starts over there" in capsys.readouterr().out
+
+
 def test_a_target_folder_is_taken_only_where_a_stopped_run_left_nothing_to_keep(tmp_path,
                                                                               data_dir):
     """A target folder without results or checkpoint was deleted, to train the target again,
