@@ -1226,10 +1226,18 @@ def log_to_wandb(rows: list[dict], figure: Path, base: dict) -> None:
     """The sweep's table and figure, as a run of its own in the cells' W&B group (and
     project, entity, tags, notes): one run per sweep (its id kept in the sweep's folder,
     beside the figure), which each aggregation resumes; its W&B files where the cells' go
-    (:func:`~lotterynet.loggers.wandb_dir`)."""
+    (:func:`~lotterynet.loggers.wandb_dir`). Its config is the sweep's resolved grid, as its
+    folder's :data:`SWEEP_FILE` holds it (base, variants, sparsities, epochs, seeds), the base
+    as a run's config shows it (:func:`~lotterynet.loggers.wandb_config`)."""
     import wandb
 
-    from .loggers import close_wandb_run, summary_wandb_id, wandb_dir, wandb_options
+    from .loggers import (
+        close_wandb_run,
+        summary_wandb_id,
+        wandb_config,
+        wandb_dir,
+        wandb_options,
+    )
 
     options = wandb_options(base)
     summary = wandb.init(job_type="sweep-summary", name=f"{options['group']}-summary",
@@ -1270,9 +1278,11 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
             return 0
         with continued_by_the_sweep(name, config, "--cell command"):
             results = run(config)
+    grid = json.loads((figure.parent / SWEEP_FILE).read_text())
         relocate(sweep_dir / "cells" / name, read_results(sweep_dir / "cells" / name))
     print(f"cell {name}: test {100 * results['test_acc']:.2f}% | {results['run_dir']}")
     return 0
+                         config={**grid, "base": wandb_config(grid["base"])},
 
 
 def check_sweep_dir(sweep_dir: Path) -> None:

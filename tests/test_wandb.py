@@ -1,11 +1,18 @@
 """A run's W&B logger, offline (no training): where it writes, and the run id a resume keeps."""
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 
 from lotterynet.cli import main
-from lotterynet.loggers import WANDB_ID_FILE, close_wandb_run, make_loggers
+from lotterynet.loggers import (
+    WANDB_ID_FILE,
+    close_wandb_run,
+    make_loggers,
+    read_wandb_records,
+)
 
 
 def wandb_logger(run_dir: Path, resumed=None):
@@ -69,3 +76,44 @@ def test_a_wandb_setting_from_the_environment_that_wandb_refuses_is_refused_firs
         assert printed == "" and err.count("\n") == 1, err
         assert f"${name} is {value!r}, which W&B refuses: {reason}" in err
         assert not out.exists()
+
+
+def run_config(run_dir: Path) -> dict:
+    """The config of the offline W&B run whose files are in ``run_dir``, as its record log
+    holds it (its run record, then any later config record)."""
+    config = {}
+    for record in read_wandb_records(next(run_dir.glob("run-*.wandb"))):
+        kind = record.WhichOneof("record_type")
+        items = record.run.config.update if kind == "run" else \
+            record.config.update if kind == "config" else []
+        config.update({item.key: json.loads(item.value_json) for item in items})
+    return config
+
+
+def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch):
+    """The sweep's summary run (job type sweep-summary) had an empty W&B config: it holds the
+    sweep's resolved grid, as sweep.json does, its base as a run's config shows it (without
+    where files go nor how it is logged)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lotterynet import sweep as sweep_module
+    from lotterynet.grid import Sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    base = {"arch": "fc2", "wandb": True, "wandb_group": "g", "data_dir": "/data"}
+    grid = Sweep(base, [{"structure": "subsetsum"}, {"structure": "dense"}], [0.5, 0.9], [1, 2],
+                 [0, 1])
+    (tmp_path / "sweep.json").write_text(json.dumps(dataclasses.asdict(grid)))
+    figure = tmp_path / "figure.png"
+    plt.plot([1, 2])
+    plt.savefig(figure)
+    plt.close("all")
+    sweep_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}], figure, base)
+    written, = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*")
+    assert {k: v for k, v in run_config(written).items() if k != "_wandb"} == {
+        "base": {"arch": "fc2"}, "variants": grid.variants, "sparsities": [0.5, 0.9],
+        "epochs": [1, 2], "seeds": [0, 1], "baseline": True}
