@@ -675,7 +675,15 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
     if model is not None and any(not call.get("by_builder") for call in _convert_calls(model)):
         raise TicketError(f"{path}: model= {type(model).__name__} is converted already, and "
                           f"load_ticket replays the ticket's convert() calls on it: pass a "
-                          f"fresh, unconverted instance (load_ticket(path, model=MyNet()))")
+                          f"fresh, unconverted instance (load_ticket(path, model=MyNet()))"
+                          f"{_submodule_advice(header)}")
+    absent = None if model is None else next(
+        (call["path"] for call in header.get("converts", [])
+         if call["path"] not in dict(model.named_modules())), None)
+    if absent is not None:
+        raise TicketError(f"{path}: model= {type(model).__name__} has no submodule "
+                          f"{absent!r}, on which the ticket's convert() calls were made in the "
+                          f"model it was saved from{_submodule_advice(header)}")
     with on_meta():
         probe = _rebuild(header, None if model is None else _meta_copy(model))
     nbytes = _state_nbytes(probe)
@@ -689,6 +697,21 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
                              set(header["tensors"]))
     _check_fits(probe, header, path, frozen, any_float=True)
     return _rebuild(header, model), frozen
+
+
+def _submodule_advice(header: dict) -> str:
+    """Where the ticket's ``convert()`` calls were all made on one submodule of the model saved
+    (a wrapper: a LightningModule whose ``.model`` was converted), what the ticket holds and
+    the advice to save that submodule's ticket; else nothing (a model whose blocks were
+    converted in calls of their own is no wrapper)."""
+    paths = list(dict.fromkeys(call["path"] for call in header.get("converts", [])))
+    if len(paths) != 1 or not paths[0]:
+        return ""
+    return (f"; the ticket's model wraps the converted one, its submodule {paths[0]!r} (a "
+            f"LightningModule's?): load it into a fresh, unconverted instance of the wrapper, "
+            f"or save the submodule's own ticket (save_ticket(wrapper.{paths[0]}, path)), which "
+            f"loads into a fresh instance of its model (a wrapper that converts it when made "
+            f"takes no ticket)")
 
 
 def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:

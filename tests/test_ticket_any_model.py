@@ -855,3 +855,25 @@ def test_a_model_on_the_meta_device_is_refused_at_load(tmp_path):
                                           r"device \(cpu, cuda\)$"):
         load_ticket(tmp_path / "t.ticket", model=model)
     assert isinstance(load_ticket(tmp_path / "t.ticket", model=make())[0], ln.SubnetLinear)
+
+
+def test_a_wrappers_ticket_says_it_holds_the_converted_submodule(tmp_path):
+    """The ticket of a wrapper whose .model is converted (a LightningModule converting it when
+    made) loaded into nothing obvious: the wrapper was "converted already", the model itself
+    "does not build (AttributeError('SmallCNN has no attribute `model`'))"."""
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = ln.convert(SmallCNN(), sparsity=0.5, seed=0)
+
+    save_ticket(Wrapper(), tmp_path / "w.ticket")
+    advice = (r"; the ticket's model wraps the converted one, its submodule 'model' \(a "
+              r"LightningModule's\?\): .* \(save_ticket\(wrapper\.model, path\)\)")
+    with pytest.raises(TicketError, match=r"model= Wrapper is converted already, .*" + advice):
+        load_ticket(tmp_path / "w.ticket", model=Wrapper())
+    absent = (r"model= SmallCNN has no submodule 'model', on which the ticket's convert\(\) "
+              r"calls were made in the model it was saved from")
+    with pytest.raises(TicketError, match=absent + advice):
+        load_ticket(tmp_path / "w.ticket", model=SmallCNN())
+    save_ticket(Wrapper().model, tmp_path / "m.ticket")  # (what it advises loads)
+    load_ticket(tmp_path / "m.ticket", model=SmallCNN())
