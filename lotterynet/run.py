@@ -954,7 +954,9 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     noted too late to act on."""
     spec, lr = module.hparams.spec, module.hparams.optim["lr"]
     width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
-    loggers = make_loggers(run_dir, {**read_options(config), "lr": lr, **width}, resumed)
+    # (the structure built, "dense" for a trained baseline, whose config does not read one)
+    loggers = make_loggers(run_dir, {"structure": spec["structure"], **read_options(config),
+                                     "lr": lr, **width}, resumed)
     if not is_launched_worker():  # (after the last refusal: a refused run prints one line)
         wide = f", width {spec['width']}" if width else ""
         print(f"{config.arch} {spec['structure']}{wide}: maskable {counts['maskable']:,}, "

@@ -117,3 +117,18 @@ def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch)
     assert {k: v for k, v in run_config(written).items() if k != "_wandb"} == {
         "base": {"arch": "fc2"}, "variants": grid.variants, "sparsities": [0.5, 0.9],
         "epochs": [1, 2], "seeds": [0, 1], "baseline": True}
+
+
+def test_the_trained_baselines_wandb_config_names_its_structure(tmp_path, data_dir,
+                                                              monkeypatch):
+    """A trained baseline's (``--train-weights``) W&B config had no ``structure`` (its
+    results.json's spec says dense), so a dashboard filter on the structure missed it."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    out = tmp_path / "run"
+    assert main(["--arch", "fc2", "--train-weights", "--epochs", "1", "--limit-train", "100",
+                 "--val-size", "100", "--no-progress-bar", "--wandb", "--data-dir",
+                 str(data_dir), "--out", str(out)]) == 0
+    written, = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*")
+    results = json.loads((out / "results.json").read_text())
+    assert run_config(written)["structure"] == results["spec"]["structure"] == "dense"
