@@ -343,6 +343,22 @@ LAYER_OPTIONS = tuple(name for name, p in inspect.signature(SubnetLinear).parame
                       and name not in ("sparsity", "init", "structure", "seed"))
 
 
+def _check_arguments(**options) -> None:
+    """Refuse, as convert's own, a value of the layer options (``sparsity``, ``structure``,
+    ``init``, :data:`LAYER_OPTIONS`) that no layer takes, before any layer is looked at: one
+    subnet layer built with them on the meta device, of a size that keeps weights at any
+    sparsity below 1. (Each layer's build refused it, naming the first layer, "cannot convert
+    module '0': ... got 1.0", for a bad argument of the call.) What depends on the layer
+    (a sparsity that keeps none of its weights) is left to the layers' builds."""
+    with on_meta():
+        try:
+            SubnetLinear(64, 64, seed=0, **options)
+        except KeepsNoWeight:
+            pass
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"convert: {error}") from None
+
+
 def _check_layer_options(options: dict) -> None:
     unknown = next((key for key in options if key not in LAYER_OPTIONS), None)
     if unknown in ("dtype", "device"):
@@ -859,6 +875,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     _check_layer_options(layer_options)
     seed = check_seed(seed)
     sparsity, layer_options = plain_numbers(sparsity, "sparsity"), plain_numbers(layer_options)
+    _check_arguments(sparsity=sparsity, init=init, structure=structure, **layer_options)
     bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
     others_trainable = OTHERS_MODES.get(others)
     include = None if include is None else _patterns(include, "include")

@@ -1192,3 +1192,21 @@ def test_a_timm_spec_with_a_bad_key_is_refused_naming_it_and_the_specs_keys(spec
                                      "sparsity, seed, init, structure, include, exclude, bias, "
                                      "batchnorm, others, init_kwargs, pairs, activation, shared, "
                                      "hidden, kept, ties, fan_in, score_init")
+
+
+@pytest.mark.parametrize("option, words", [
+    (dict(sparsity=1.0), "sparsity is the fraction of weights pruned and must be in [0, 1), got "
+                         "1.0"),
+    (dict(structure="bogus"), "unknown structure 'bogus'; valid choices: dacunha, dense, "
+                              "fixedsize, malach, orseau, subsetsum"),
+    (dict(structure="subsetsum", pairs=0), "pairs must be a positive integer, got 0"),
+    (dict(kept="x"), "unknown kept rule 'x'; valid choices: round, floor"),
+])
+def test_a_bad_argument_of_the_call_is_refused_as_converts_not_a_layers(option, words):
+    """convert(net, sparsity=1.0) said "cannot convert module '0': sparsity is the fraction
+    ...", blaming the first layer for an argument of the call."""
+    model = small_model()
+    with pytest.raises(ValueError) as error:
+        convert(model, **{"sparsity": 0.5, **option})
+    assert str(error.value) == f"convert: {words}"
+    assert type(model[0]) is nn.Conv2d
