@@ -53,6 +53,7 @@ from .errors import (
     OutOfMemory,
     Terminated,
     TrainingDiverged,
+    exit_code,
     interrupted,
     memory_refused,
     resume_flag,
@@ -792,8 +793,10 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
         then = how_to_go_on(checkpoint, resume, resumed, trainer) or nothing
-        raise interrupted(isinstance(stop, (SIGTERMException, Terminated)), then,
-                          epochs_written(checkpoint, trainer)) from None
+        stopped = interrupted(isinstance(stop, (SIGTERMException, Terminated)), then,
+                              epochs_written(checkpoint, trainer))
+        finish_wandb(trainer.loggers, {}, exit_code=exit_code(stopped))
+        raise stopped from None
 
 
 @contextlib.contextmanager

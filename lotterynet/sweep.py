@@ -1437,16 +1437,19 @@ CPU_STACKED_EPOCH_SECONDS = {"lenet5": 4.0}
 #: epoch is estimated in proportion to its own (all 60,000 with ``val_size: 0``, as the
 #: paper's sweeps; ``--limit-train``).
 FULL_EPOCH = 55000
-#: What a stack or single cell costs besides its epochs (python, torch and Lightning imported:
-#: ~7 s; the data read, the model built: ~1 s), once per process, and what an image of a
-#: validation or test pass costs (forward only, in batches of 1,000), as a share of one of the
-#: cell's training images. Measured (CPU seconds of one thread, this 2-core machine shared with
-#: other jobs, load 8-9): ``import torch, pytorch_lightning, lotterynet.run`` 7.05 s; fc2
-#: subset-sum 0.57 ms a training image and 0.072 a validated one (0.13), fc2 dense 0.17 and
-#: 0.011 (0.07), LeNet5 0.18 and 0.033 (0.18), from runs of 1 and 4 epochs of 2,000 images with
-#: and without 5,000 validation images. (The epoch times above hold their validation pass,
-#: a few per cent of them.)
-CPU_START_SECONDS = 8.0
+#: What a stack or single cell costs besides its epochs: its start (its data read, its model
+#: built, its Trainer made: ~0.7 s, and where it runs in a train.py of its own, with
+#: ``--jobs-per-device`` N > 1 or beside a DDP cell, python, torch and Lightning imported
+#: first: ~7 s), and what an image of a validation or test pass costs (forward only, in
+#: batches of 1,000), as a share of one of the cell's training images. Measured (CPU seconds
+#: of one thread, this 2-core machine shared with other jobs, load 8-9): ``import torch,
+#: pytorch_lightning, lotterynet.run`` 7.05 s; fc2 subset-sum 0.57 ms a training image and
+#: 0.072 a validated one (0.13), fc2 dense 0.17 and 0.011 (0.07), LeNet5 0.18 and 0.033 (0.18),
+#: from runs of 1 and 4 epochs of 2,000 images with and without 5,000 validation images, in
+#: one process after one run; their starts 0.6-0.7 s (malach 1.3 s). (The epoch times above
+#: hold their validation pass, a few per cent of them.)
+CPU_START_SECONDS = 1.0
+CPU_IMPORT_SECONDS = 7.0
 CPU_EVAL_SHARE = 0.15
 #: The epoch times above are of each architecture's default structure (subset-sum, 5 pairs);
 #: a cell's image costs this share of them, and the rest in proportion to the parameters it
@@ -1470,8 +1473,9 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     time. A cell's epoch also validates its
     ``val_size`` images, and the cell ends with a pass over its data set's test images (not a
     diverged member's), both at :data:`CPU_EVAL_SHARE` of a training image; each stack and
-    single cell starts a process (:data:`CPU_START_SECONDS`). (Trainer options that validate
-    or test less are not counted off.)"""
+    single cell starts (:data:`CPU_START_SECONDS`, and :data:`CPU_IMPORT_SECONDS` where it is
+    a subprocess, as :func:`run_cells` runs it). (Trainer options that validate or test less
+    are not counted off.)"""
     if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
         return None
     configs = cell_configs(sweep, sweep_dir)
@@ -1515,9 +1519,13 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     def cost(name: str, kind: str) -> float:
         return epoch_cost(name, kind) + test_cost(name, kind)
 
-    seconds = {stack_dir: CPU_START_SECONDS + sum(cost(m, "stacked") for m in members)
+    # (each in its own train.py with job slots; with a DDP cell, every single cell)
+    ddp = any(device_count(config) > 1 for _, config in todo)
+    start = {kind: CPU_START_SECONDS + CPU_IMPORT_SECONDS * (jobs > 1 or ddp and kind == "single")
+             for kind in ("stacked", "single")}
+    seconds = {stack_dir: start["stacked"] + sum(cost(m, "stacked") for m in members)
                for stack_dir, members in stacks.items()}
-    seconds |= {name: CPU_START_SECONDS + cost(name, "single") for name, _ in single}
+    seconds |= {name: start["single"] + cost(name, "single") for name, _ in single}
     # (jobs beyond the CPU's cores share them: they add no throughput)
     workers = balanced_parts(list(seconds), seconds, max(1, min(jobs, os.cpu_count() or 1)))
     wall = max(sum(seconds[job] for job in worker) for worker in workers)
@@ -1538,7 +1546,10 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
         parts.append(f"{plural(len(tested), 'test')} of "
                      f"{sizes(lambda config: DATASETS.get(config.dataset).test_size)} images at "
                      f"~{seconds_said(sum(test_cost(n, k) for n, k in tested) / len(tested))} s")
-    parts.append(f"{plural(len(seconds), 'process start')} at ~{CPU_START_SECONDS:.0f} s")
+    starts = [start["stacked"]] * len(stacks) + [start["single"]] * len(single)
+    if starts:
+        parts.append(f"{plural(len(starts), 'start')} at "
+                     f"~{seconds_said(sum(starts) / len(starts))} s")  # (a mean)
     at_once = f", {jobs} jobs at once" if jobs > 1 else ""
     return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {sizes(training_examples)} "
                          f"training and {sizes(lambda config: config.val_size)} validation "

@@ -883,12 +883,13 @@ def test_a_changed_sweep_whose_every_cell_fails_leaves_no_earlier_table(
 
 
 def cpu_epoch_seconds(monkeypatch, single: dict, stacked: dict, start: float = 0.0,
-                      eval_share: float = 0.0, fixed_share: float = 1.0) -> None:
+                      imports: float = 0.0, eval_share: float = 0.0,
+                      fixed_share: float = 1.0) -> None:
     """The CPU estimate's figures set to these (by default its training epochs alone, every
     model's at its architecture's epoch time)."""
     for name, value in (("CPU_EPOCH_SECONDS", single), ("CPU_STACKED_EPOCH_SECONDS", stacked),
-                        ("CPU_START_SECONDS", start), ("CPU_EVAL_SHARE", eval_share),
-                        ("CPU_FIXED_SHARE", fixed_share)):
+                        ("CPU_START_SECONDS", start), ("CPU_IMPORT_SECONDS", imports),
+                        ("CPU_EVAL_SHARE", eval_share), ("CPU_FIXED_SHARE", fixed_share)):
         monkeypatch.setattr(sweep_module, name, value)
 
 
@@ -980,7 +981,7 @@ def test_cpu_estimate_times_each_cell_at_its_own_architecture(tmp_path, monkeypa
     hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
     assert hours * 3600 == pytest.approx(2 * 30 + 60)  # (an fc2 stack, the LeNet5 baseline)
     assert what.endswith("2.00 stacked at ~30 s, 1.00 single at ~60 s, 3 tests of 10,000 images "
-                         "at ~0 s, 2 process starts at ~0 s (fc2, lenet5, 2 CPU cores)")
+                         "at ~0 s, 2 starts at ~0 s (fc2, lenet5, 2 CPU cores)")
     assert what.startswith("3 cells, ")
     lone = Sweep(base={"arch": "lenet5"}, variants=[{}], sparsities=[0.5], epochs=[1],
                  baseline=False)
@@ -1002,16 +1003,18 @@ def test_cpu_estimate_says_the_epochs_the_cells_train_of_the_images_they_train_o
     assert hours * 3600 == pytest.approx((4 * 10 + 2 * 60) * 300 / 55000)
     assert what == "3 cells, epochs of 300 training and 5,000 validation images: 4.00 stacked " \
                    "at ~0.055 s, 2.00 single at ~0.33 s, 3 tests of 10,000 images at ~0 s, 2 " \
-                   "process starts at ~0 s (lenet5, 2 CPU cores)"
+                   "starts at ~0 s (lenet5, 2 CPU cores)"
 
 
-def test_cpu_estimate_counts_each_cells_validation_test_and_process_start(tmp_path, monkeypatch):
+def test_cpu_estimate_counts_each_cells_validation_test_and_start(tmp_path, monkeypatch):
     """A cell does more than its training epochs: each epoch validates its config's val_size
     images, the cell ends with a pass over its data set's 10,000 test images, and each stack
-    and single cell is a process that starts (imports, data, model). Under --limit-train 300
-    these are most of a sweep's time; the estimate counted the training images alone (here
-    0.12 s for the ~20 s they cost)."""
-    cpu_epoch_seconds(monkeypatch, {"lenet5": 55.0}, {"lenet5": 11.0}, start=8.0, eval_share=0.5)
+    and single cell starts (data, model, Trainer; in a train.py of its own with job slots,
+    imports first). Under --limit-train 300 these are most of a sweep's time; the estimate
+    counted the training images alone (here 0.12 s for the ~9 s they cost)."""
+    cpu_epoch_seconds(monkeypatch, {"lenet5": 55.0}, {"lenet5": 11.0}, start=1.0, imports=7.0,
+                      eval_share=0.5)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     sweep = Sweep(base={"arch": "lenet5", "limit_train": 300, "val_size": 1000},
                   variants=[{"structure": "subsetsum"}], sparsities=[0.5, 0.9], epochs=[2])
     hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
@@ -1019,10 +1022,14 @@ def test_cpu_estimate_counts_each_cells_validation_test_and_process_start(tmp_pa
     test = 0.5 * 10000
     stacked = 2 * (2 * epoch + test) * 11 / 55000  # (2 members of one stack, 2 epochs each)
     single = (2 * epoch + test) * 55 / 55000  # (the trained baseline)
-    assert hours * 3600 == pytest.approx(2 * 8.0 + stacked + single)
+    assert hours * 3600 == pytest.approx(2 * 1.0 + stacked + single)
     assert what == "3 cells, epochs of 300 training and 1,000 validation images: 4.00 stacked " \
                    "at ~0.16 s, 2.00 single at ~0.8 s, 3 tests of 10,000 images at ~2 s, 2 " \
-                   "process starts at ~8 s (lenet5, 2 CPU cores)"
+                   "starts at ~1 s (lenet5, 2 CPU cores)"
+    # two jobs at once, each cell in a train.py of its own: two of the three after each other
+    hours, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=False, jobs=2)
+    assert hours * 3600 == pytest.approx(2 * (8.0 + single))
+    assert "3 starts at ~8 s" in what
 
 
 def test_cpu_estimate_times_each_structure_by_the_parameters_it_trains(tmp_path, monkeypatch):
