@@ -306,13 +306,15 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) ->
     return loggers
 
 
-def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] | None = None
-                 ) -> str | None:
+def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] | None = None,
+                 exit_code: int = 0) -> str | None:
     """Write ``summary`` into the W&B run's summary, log each of ``tickets`` (files) as a
     model artifact (``ticket-<run id>`` for the run's own, keyed ``""``; ``ticket-<run
     id>-<member>`` for a stack member's, keyed by its name, its ``<member>/…`` summary as
-    metadata), close the run; returns its directory once its record log is complete. Only
-    rank 0 holds a real W&B run (other DDP ranks get Lightning's dummy)."""
+    metadata), close the run with ``exit_code`` (that of the command: an interrupted run's
+    130 or 143, which W&B otherwise recorded as Lightning's exit 1, a failure); returns its
+    directory once its record log is complete. Only rank 0 holds a real W&B run (other DDP
+    ranks get Lightning's dummy)."""
     for logger in loggers:
         if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
             import wandb
@@ -327,15 +329,15 @@ def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] 
                                           type="model", metadata=metadata)
                 artifact.add_file(str(ticket))
                 run.log_artifact(artifact, aliases=["latest", "final"])
-            return close_wandb_run(run)
+            return close_wandb_run(run, exit_code)
     return None
 
 
-def close_wandb_run(run) -> str | None:
-    """Finish the W&B ``run``; its directory once its record log is complete (None for a
-    disabled run, which writes nothing)."""
+def close_wandb_run(run, exit_code: int = 0) -> str | None:
+    """Finish the W&B ``run`` with ``exit_code``; its directory once its record log is
+    complete (None for a disabled run, which writes nothing)."""
     run_dir = Path(run.dir).parent
-    run.finish()
+    run.finish(exit_code=exit_code)
     if run.settings.mode == "disabled":  # ($WANDB_MODE)
         return None
     wait_for_record_log(run_dir)

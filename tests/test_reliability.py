@@ -1014,6 +1014,22 @@ def test_a_run_that_failed_before_its_fit_starts_over_with_the_same_command(
            f"checkpoint left: the run starts over there" in capsys.readouterr().out
 
 
+def test_a_run_stopped_by_ctrl_c_ends_its_wandb_run_with_its_exit_code(tmp_path, data_dir,
+                                                                       monkeypatch):
+    """A run stopped by Ctrl-C (exit 130) left its W&B run to W&B's exit hook, which recorded
+    Lightning's exit 1, a failure: it is finished with the command's 130."""
+    from lotterynet.loggers import read_wandb_records
+
+    ctrl_c_in_the_save_of(1, monkeypatch)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    assert main([*SMALL, "--epochs", "1", "--wandb", "--data-dir", str(data_dir), "--out",
+                 str(tmp_path / "run")]) == 130
+    log, = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert [r.exit.exit_code for r in read_wandb_records(log)
+            if r.WhichOneof("record_type") == "exit"] == [130]
+
+
 def test_a_target_folder_is_taken_only_where_a_stopped_run_left_nothing_to_keep(tmp_path,
                                                                               data_dir):
     """A target folder without results or checkpoint was deleted, to train the target again,
