@@ -23,8 +23,9 @@ tensors as its single run, and on the CPU ends with the same masks and scores bi
   ``checkpoints/last.ckpt`` (its model, loadable with ``weights_only=True``). The stack's own
   directory holds the stack checkpoint (every member's scores, optimizer and schedule state,
   rewritten every epoch), the stack's ``metrics.csv`` with every member's metrics under its
-  name, and — with ``wandb`` — one W&B run for the whole stack, metrics keyed ``<member>/…``.
-  A killed stack resumes from its checkpoint.
+  name, and — with ``wandb`` — one W&B run for the whole stack, metrics keyed ``<member>/…``,
+  and for each member, once finished, the W&B run its single run would be, its id in its cell
+  (:func:`log_member_run`). A killed stack resumes from its checkpoint.
 
 Python use: :class:`~lotterynet.stacked.StackedModel` (plain torch) for your own loop,
 :func:`run_stack` for Lightning.
@@ -36,6 +37,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -855,6 +857,29 @@ def member_summary(results: dict, history: list[dict]) -> dict:
             **{f"density/{k}": v for k, v in results["layer_density"].items()}}
 
 
+def log_member_run(config: RunConfig, cell: Path, results: dict, history: list[dict]) -> None:
+    """Log a finished member (``results``, its results.json; ``history``, its epochs' rows)
+    into W&B as the run of its cell, as the cell's single run logs itself (its name, config,
+    summary and ticket), so that a sweep's group shows every cell as a run however it trained:
+    its whole ``metrics.csv`` is replayed into it, as a resume replays a history into a W&B run
+    that lacks it, and its id is kept in its cell, where a single run of the cell resuming
+    from its checkpoint continues it. Its ``wandb_dir`` goes into its ``results.json``, as a
+    single run's: a member whose results hold one is not logged again."""
+    spec = results["spec"]
+    width = {"width": spec["width"]} if "width" in spec else {}  # (as run.train_and_test's)
+    # (what a checkpoint of its test would hold: the rows of every epoch, its test's, and of
+    # every step that logs no epoch)
+    every_row = {"epoch": results["epochs_done"], "global_step": math.inf}
+    loggers = make_loggers(cell, {**read_options(config), "lr": results["lr"], **width},
+                           (cell / CHECKPOINTS / LAST, every_row))
+    summary = {k: v for k, v in member_summary(results, history).items()  # (a single run's
+               if k in ("test/acc", "val/acc_best", "params/kept")}  # other keys: its history)
+    ticket = cell / TICKET
+    results["wandb_dir"] = finish_wandb(loggers, summary,
+                                        {"": ticket} if ticket.is_file() else None)
+    write_json_atomic(results, cell / RESULTS)
+
+
 def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path],
                 data: TensorDataModule, module: StackModule, sigterm: SigtermStop
                 ) -> list[dict]:
@@ -910,14 +935,18 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
         sigterm.stop_if_received()
         results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
                    else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
-        finished = [(name, r, history, cell) for name, r, history, cell in
-                    zip(names, results, results_writer.history, cell_dirs) if r["finished"]]
+        finished = [(name, r, history, cell, config) for name, r, history, cell, config in
+                    zip(names, results, results_writer.history, cell_dirs, configs)
+                    if r["finished"]]
         # (each ticket in its cell as it is now: a cell finished before the stack's folders
         # were copied or moved names the old one in its run_dir)
-        finish_wandb(loggers, {f"{name}/{key}": value for name, r, history, _ in finished
+        finish_wandb(loggers, {f"{name}/{key}": value for name, r, history, *_ in finished
                                for key, value in member_summary(r, history).items()},
-                     {name: cell / TICKET for name, _, _, cell in finished
+                     {name: cell / TICKET for name, _, _, cell, _ in finished
                       if (cell / TICKET).is_file()})
+        for _, r, history, cell, config in finished:
+            if config.wandb and "wandb_dir" not in r:  # (a single run's results hold one)
+                log_member_run(config, cell, r, history)
     if module.diverged:
         others = len(configs) - len(module.diverged)
         raise TrainingDiverged(f"stack {stack_dir}: {'; '.join(module.diverged.values())}; "

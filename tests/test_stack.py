@@ -33,7 +33,12 @@ from lotterynet.datamodule import EVAL_BATCH, TensorDataModule
 from lotterynet.errors import TrainingDiverged
 from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetConv2d, SubnetLinear
-from lotterynet.loggers import read_wandb_records, read_wandb_summary
+from lotterynet.loggers import (
+    own_wandb_id,
+    read_wandb_records,
+    read_wandb_summary,
+    wandb_run_id,
+)
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.optim import trainable_parameters
@@ -561,6 +566,58 @@ def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir,
     assert {f"{c.name}/train/loss" for c in cells} <= set(summary)
     with open(cells[0] / "metrics.csv") as f:
         assert [row["step"] for row in csv.DictReader(f) if row["lr"]] == ["0"]
+
+
+def logged_run(folder: Path) -> dict:
+    """What the offline W&B run whose files are in ``folder`` holds: its name, id, group,
+    config, summary, the keys of its history and the names of its artifacts."""
+    logged = {"config": {}, "history": set(), "artifacts": []}
+    for record in read_wandb_records(next(folder.glob("run-*.wandb"))):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            logged.update(name=record.run.display_name, id=record.run.run_id,
+                          group=record.run.run_group)
+            logged["config"].update({i.key: json.loads(i.value_json)
+                                     for i in record.run.config.update if i.key != "_wandb"})
+        elif kind == "history":
+            logged["history"] |= {i.key or "/".join(i.nested_key) for i in record.history.item}
+        elif kind == "artifact":
+            logged["artifacts"].append(record.artifact.name)
+    return {**logged, "summary": read_wandb_summary(next(folder.glob("run-*.wandb")))}
+
+
+def test_each_finished_member_is_the_wandb_run_its_single_run_would_be(tmp_path, data_dir,
+                                                                         monkeypatch):
+    """A stack logged with ``--wandb`` was one W&B run, its members' metrics keyed
+    ``<member>/…``: a sweep's group had no run of a stacked cell (no scalar sparsity, no
+    ``test/acc`` to line up against it). Each finished member is also the W&B run of its cell,
+    as the cell's single run logs itself: its name, config, summary keys, history keys and
+    ticket, its test accuracy its results.json's; its id kept in its cell, which a resume of
+    the cell continues. The stack run again logs no member again."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
+                progress_bar=False, data_dir=str(data_dir), wandb=True, wandb_group="g")
+    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
+    cells = [tmp_path / "cells" / name for name in ("dense-s0.5", "dense-s0.9")]
+    results = run_stack(configs, tmp_path / "stack", cells)
+    single = tmp_path / "single" / cells[0].name
+    run(make_config({**configs[0].to_dict(), "out": str(single)}))
+    as_single = logged_run(next((single / "wandb").glob("offline-run-*")))
+    for cell, config, member in zip(cells, configs, results):
+        (folder,) = (cell / "wandb").glob("offline-run-*")
+        logged = logged_run(folder)
+        assert json.loads((cell / "results.json").read_text())["wandb_dir"] == str(folder)
+        assert (logged["name"], logged["id"], logged["group"]) == (cell.name,
+                                                                   own_wandb_id(cell), "g")
+        assert wandb_run_id(cell, cell / "checkpoints" / "last.ckpt") == (logged["id"], True)
+        assert logged["config"]["sparsity"] == config.sparsity
+        assert logged["summary"]["test/acc"] == pytest.approx(member["test_acc"])
+        assert logged["artifacts"] == [f"ticket-{logged['id']}"]
+        assert logged["config"] == {**as_single["config"], "sparsity": config.sparsity}
+        assert set(logged["summary"]) == set(as_single["summary"])
+        assert logged["history"] == as_single["history"]
+    run_stack(configs, tmp_path / "stack", cells)
+    assert [len(list((cell / "wandb").glob("offline-run-*"))) for cell in cells] == [1, 1]
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict]:
