@@ -933,6 +933,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                              f"{', ...' if len(every_name) > 9 else ''}")
     options = dict(sparsity=sparsity, init=init, structure=structure, **layer_options)
     layers = {name: (module, rule) for _, name, module, rule in plan if rule is not None}
+    refused: dict[str, ValueError] = {}  # the layers whose build refuses them (their padding)
     keep_nothing: list[str] = []  # the layers of a tensor the sparsity keeps no weight of
     not_single: list[str] = []  # the attentions whose projections would not be linear maps
     probes: dict[str, nn.Module] = {}  # each name of a layer to replace -> its meta build
@@ -951,7 +952,12 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                 elif isinstance(error.__cause__, NotSingleMaps):
                     not_single.append(name)
                 else:
-                    raise
+                    refused[name] = error
+    if refused:  # (the call's own arguments were checked first: these are the layers')
+        (name, error), more = next(iter(refused.items())), len(refused) - 1
+        others = f" (and {plural(more, 'other layer')} refused)" if more else ""
+        raise ValueError(f"{error}{others}; leave {'them' if more else 'it'} out (exclude="
+                         f"{[*exclude, *covering_patterns(model, refused)]})") from error.__cause__
     if not_single:
         raise _not_single_maps(model, not_single, exclude, options)
     if keep_nothing:

@@ -1210,3 +1210,20 @@ def test_a_bad_argument_of_the_call_is_refused_as_converts_not_a_layers(option, 
         convert(model, **{"sparsity": 0.5, **option})
     assert str(error.value) == f"convert: {words}"
     assert type(model[0]) is nn.Conv2d
+
+
+def test_a_layer_its_build_refuses_is_named_with_the_exclude_that_leaves_it_out():
+    """A convolution of padding_mode='reflect' was refused without the exclude=[...] that other
+    refusals of a layer give; every such layer is counted and left out by it."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="reflect"), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding_mode="circular"), nn.Flatten(),
+                          nn.LazyLinear(2))
+    model(torch.randn(1, 3, 8, 8))
+    with pytest.raises(ValueError) as error:
+        convert(model, sparsity=0.5)
+    assert str(error.value) == (
+        "cannot convert module '0': padding_mode='reflect': subnet convolutions support only "
+        "padding_mode='zeros' (and 1 other layer refused); leave them out (exclude=['0', '2'])")
+    assert type(model[0]) is nn.Conv2d and type(model[4]) is nn.Linear
+    convert(model, sparsity=0.5, exclude=["0", "2"])  # (what it advises converts the rest)
+    assert isinstance(model[4], ln.SubnetLinear)
