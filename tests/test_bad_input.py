@@ -576,7 +576,7 @@ CASES = [
      ["EarlyStopping", "'nope'", "val/acc"]),
     (["--config", "{cfg_model_unknown}"], ["learning_rate", "model", "valid keys", "sparsity"]),
     pytest.param(["--sweep", str(REPO / "configs" / "sweeps" / "pensia_fc2.yaml")],
-                 ["96 hours", "215 cells", "--yes"],
+                 ["94 hours", "215 cells", "--yes"],
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     # resume targets
     (["--resume", "/nonexistent/last.ckpt"], ["/nonexistent/last.ckpt", "not found"]),

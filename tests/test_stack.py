@@ -384,8 +384,13 @@ def test_a_stopped_sweep_resumes_its_stacks_with_other_job_slots(tmp_path):
     record = stopped(stack, list(configs), 1)
     assert plan(2) == ({stack: list(configs)}, [], {}, {stack: record})
     hours, what = sweep_module.cpu_estimate(sweep, tmp_path, jobs=2)  # (2 epochs of 4 left)
-    assert hours * 3600 == pytest.approx(8 * sweep_module.CPU_EPOCH_SECONDS["fc2"])
-    assert what.startswith("4 cells, epochs of 55,000 images: 8.00 stacked at")
+    image = sweep_module.CPU_EPOCH_SECONDS["fc2"] / sweep_module.FULL_EPOCH
+    share = sweep_module.CPU_EVAL_SHARE  # (2 epochs left of 4 members, 4 tests, one train.py)
+    assert hours * 3600 == pytest.approx(
+        sweep_module.CPU_START_SECONDS + sweep_module.CPU_IMPORT_SECONDS
+        + image * (8 * (55000 + share * 5000) + 4 * share * 10000))
+    assert what.startswith("4 cells, epochs of 55,000 training and 5,000 validation images: "
+                           "8.00 stacked at")
     sweep.base = {"arch": "fc2", "lr": 0.05}
     configs = cell_configs(sweep, tmp_path)
     assert plan(2)[:3] == (parts, [], {stack: (
