@@ -32,6 +32,7 @@ from .checkpointing import TICKET_MAGIC, atomic_write
 from .validate import check_output_dir
 
 MAGIC = TICKET_MAGIC
+ZIP_MAGIC = b"PK\x03\x04"  # what a file torch.save writes (a zip archive) begins with
 FORMAT_VERSION = 1
 MAX_BYTES = 8 * 2**30  # default limit on the payload and on a spec-built model, in bytes
 _PREFIX = struct.Struct("<8sIQ")  # magic, format version, header length
@@ -167,6 +168,11 @@ def _read_bounded(path: Path, max_bytes: int) -> bytes:
                 raise TicketError(f"{path}: truncated ({stat.st_size} bytes), not a complete "
                                   f"ticket")
             magic, version, _ = _PREFIX.unpack(prefix)
+            if magic.startswith(ZIP_MAGIC):
+                raise TicketError(f"{path}: not a lotterynet ticket but a zip archive, as "
+                                  f"torch.save writes: a checkpoint? load it with torch.load, or "
+                                  f"a Lightning one with EdgePopupModule.load_from_checkpoint; "
+                                  f"a ticket is what lotterynet.save_ticket writes")
             if magic != MAGIC:
                 raise TicketError(f"{path}: not a lotterynet ticket (bad magic {magic!r})")
             if version != FORMAT_VERSION:

@@ -572,3 +572,15 @@ def test_a_part_of_a_converted_model_says_to_convert_before_loading(tmp_path):
 def test_model_without_subnet_layers_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no subnet"):
         save_ticket(nn.Sequential(nn.Linear(3, 2)), tmp_path / "t.ticket")
+
+
+def test_a_checkpoint_loaded_as_a_ticket_is_named_as_one(tmp_path):
+    """A Lightning .ckpt given to load_ticket was "not a lotterynet ticket (bad magic
+    b'PK\\x03\\x04...')": what torch.save writes, a zip archive, is named, and how to load it."""
+    torch.save({"state_dict": build_model("ticket_test_mlp", sparsity=0.5, seed=0).state_dict()},
+               tmp_path / "last.ckpt")
+    with pytest.raises(TicketError, match=r"last\.ckpt: not a lotterynet ticket but a zip "
+                                          r"archive, as torch\.save writes: a checkpoint\? load "
+                                          r"it with torch\.load, or a Lightning one with "
+                                          r"EdgePopupModule\.load_from_checkpoint"):
+        load_ticket(tmp_path / "last.ckpt")
