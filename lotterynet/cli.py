@@ -58,6 +58,8 @@ from .machine import is_launched_worker, keep_freed_memory
 NOT_RESUMED = ("resume", "out", "stop_after", "overwrite")
 SWEEP_FLAGS = ("sweep", "sweep_variants", "sweep_sparsities", "sweep_epochs", "sweep_seeds",
                "baseline", "sweep_out", "wandb_sweep", "cell")
+#: Those of them that give the sweep's grid; the others act on a grid given with them.
+SWEEP_GRID_FLAGS = SWEEP_FLAGS[:5]
 #: The flags that name files or folders.
 PATH_FLAGS = ("config", "data_dir", "out", "resume", "sweep", "sweep_out", "wandb_sweep",
               "stack_file")
@@ -307,6 +309,10 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.wandb_sweep and how:
         raise ConfigError(f"{how[0]} says how this process runs a sweep's cells; with "
                           f"--wandb-sweep W&B agents run them, one cell each (drop {how[0]})")
+    if is_sweep(args) and not any(getattr(args, name) is not None for name in SWEEP_GRID_FLAGS):
+        flag = next(flag_name(k) for k in SWEEP_FLAGS if getattr(args, k) is not None)
+        raise ConfigError(f"{flag} is a sweep's option; give the sweep with --sweep FILE.yaml "
+                          f"or the --sweep-* flags (a run does not read it)")
     for name, default in SWEEP_RUN_FLAGS.items():
         setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     if args.stack_file:

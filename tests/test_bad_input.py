@@ -364,6 +364,9 @@ CASES = [
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
       "--cell", "dense-s0.5-e1-seed0", "--wandb-sweep", "{tmp}/w.yaml"],
      ["--cell", "--wandb-sweep"]),
+    # a sweep's option without the sweep: it said "the sweep needs variants", naming neither
+    (["--wandb-sweep", "{tmp}/w.yaml"], ["--wandb-sweep", "give the sweep with --sweep"]),
+    (["--cell", "dense-s0.5-e1-seed0"], ["--cell", "give the sweep with --sweep"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5,,0.9", "--sweep-epochs", "1"],
      ["0.5,,0.9", "empty item"]),
     (["--stack-file", "{st_foreign}"], ["finished run of another config", "sparsity"]),
