@@ -407,3 +407,17 @@ def test_a_compiled_model_exports_the_plain_model_it_runs():
         assert type(exported) is nn.Sequential
         assert type(exported[0]) is (SparseLinear if sparse else nn.Linear)
         assert torch.equal(torch.jit.script(exported)(x), model(x))
+
+
+@pytest.mark.parametrize("structure", ["malach", "dacunha"])
+def test_exporting_a_two_stage_layer_says_why_and_what_to_do(structure):
+    """export of a malach model said "structure 'malach' has no effective_weight()", naming
+    an internal method."""
+    model = convert(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), sparsity=0.5, structure=structure)
+    with pytest.raises(ValueError) as error:
+        export(model)
+    assert str(error.value) == (
+        f"layer '0': structure {structure!r} is two-stage (map, ReLU, map), so no single dense "
+        f"weight holds it for export to bake its masks into a plain layer: convert that layer "
+        f"with a one-weight structure (dense, subsetsum, fixedsize) to export it, or "
+        f"torch.export the converted model itself")
