@@ -282,8 +282,12 @@ def wandb_options(config: dict) -> dict:
 
 def wandb_dir(folder: Path) -> str:
     """Where W&B writes a run's files (its ``wandb/`` folder): ``$WANDB_DIR`` where it is set,
-    as W&B documents it, else ``folder`` (the run's, a sweep's for its summary run)."""
-    return os.environ.get("WANDB_DIR") or str(folder)
+    as W&B documents it, else ``folder`` (the run's, a sweep's for its summary run); created
+    here where it is not yet (a new ``$WANDB_DIR``, which the config checks could be made:
+    W&B made it itself, after warning "git root ... does not exist")."""
+    where = os.environ.get("WANDB_DIR") or str(folder)
+    os.makedirs(where, exist_ok=True)
+    return where
 
 
 def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) -> list[Logger]:

@@ -427,19 +427,25 @@ def left_under(folder: Path, limit: str, usage: str, cache: str | None = None,
         return None
 
 
+def memory_available() -> int | None:
+    """What this machine's memory leaves a run: :func:`~lotterynet.machine.available_memory`,
+    or less where its cgroup's limit leaves less (:func:`cgroup_memory`); None where both are
+    unknown."""
+    return min((m for m in (available_memory(), cgroup_memory()) if m is not None), default=None)
+
+
 def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
     """Refuse in one line (:class:`ConfigError`), before it is built, a run (or a stack,
     ``what``) whose models certainly cannot fit in this machine's memory: their ``need``
     (:func:`memory_needed`) as built (on the CPU, also for a run on a GPU) and, on the CPU,
-    in training, against what the machine has available
-    (:func:`~lotterynet.machine.available_memory`, or less where its cgroup's limit leaves
-    less: :func:`cgroup_memory`; not checked where that is unknown). A run
+    in training, against what the machine has available (:func:`memory_available`; not
+    checked where that is unknown). A run
     that needs more ends in the kernel's out-of-memory kill, which cannot be caught: it says
     nothing and leaves the run's folder behind. A GPU's memory is not asked for (that would
     initialise CUDA in this process, which a forking strategy, ``ddp_fork``, then refuses):
     a GPU that runs out raises an error, which the run reports (:class:`OutOfMemory`). A
     smaller ``--batch-size`` is advised only where a batch of one would fit."""
-    have = min((m for m in (available_memory(), cgroup_memory()) if m is not None), default=None)
+    have = memory_available()
     state = f" and {plural(need.states, 'optimizer state')}" * bool(need.states)
     needed, stage = (need.built, f"to build ({need.params:,} parameters, drawn in float32)")
     shared = (f", {need.shared:,} of them copies of frozen ones that an earlier member holds "

@@ -195,8 +195,7 @@ def members_that_fit(config: RunConfig, jobs: int = 1) -> int | None:
                       optim_settings(config))
             MEMBER_NEEDS[key] = tuple(memory_needed([member] * n, config, stack=True)
                                       for n in (1, 2))
-    have = min((m for m in (memory.available_memory(), memory.cgroup_memory())
-                if m is not None), default=None)
+    have = memory.memory_available()
     if have is None:
         return None
     have //= jobs

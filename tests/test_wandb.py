@@ -39,6 +39,19 @@ def test_wandb_files_go_into_wandb_dir_where_it_is_set(tmp_path, monkeypatch):
     assert Path(wandb_logger(tmp_path / "other").save_dir) == tmp_path / "other"
 
 
+def test_a_new_wandb_dir_is_made_before_wandb_starts(tmp_path, monkeypatch, capfd):
+    """A ``$WANDB_DIR`` that did not exist yet was made by W&B, after its warning "git root
+    ... does not exist": it is made first."""
+    from wandb.errors import term
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "new" / "wandb-dir"))
+    monkeypatch.setattr(term, "_printed_messages", set())  # (W&B warns once per process)
+    written = close_wandb_run(wandb_logger(tmp_path / "run").experiment)
+    assert Path(written).parent == tmp_path / "new" / "wandb-dir" / "wandb"
+    assert "does not exist" not in capfd.readouterr().err
+
+
 def test_a_wandb_run_starts_without_the_anonymous_setting_warning(tmp_path, monkeypatch, capfd):
     """Lightning gives ``wandb.init`` its ``anonymous`` setting, which W&B no longer reads and
     warns about at every run's start (in a sweep: every cell's); W&B's own lines stay."""
