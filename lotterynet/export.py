@@ -73,10 +73,10 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
         return move_hooks(layer, layer.plain(), share=False)
     if not hasattr(layer.structure, "effective_weight"):
         raise ValueError(
-            f"layer {name!r}: structure {layer.structure_name!r} is two-stage (map, ReLU, map), "
-            f"so no single dense weight holds it for export to bake its masks into a plain "
-            f"layer: convert that layer with a one-weight structure (dense, subsetsum, "
-            f"fixedsize) to export it, or torch.export the converted model itself")
+            f"layer {name!r}: structure {layer.structure_name!r} has no single dense weight (a "
+            f"two-stage structure, map, ReLU, map, has two), so export cannot bake its masks "
+            f"into a plain layer: convert that layer with a one-weight structure (dense, "
+            f"subsetsum, fixedsize) to export it, or torch.export the converted model itself")
     form = PLAIN_FORMS[type(layer)]
     with torch.no_grad():
         weight, doubles_input = layer.structure.effective_weight()

@@ -351,7 +351,7 @@ def test_structure_without_effective_weight_fails_clearly():
 
     layer = ln.SubnetLinear(3, 2)
     layer.structure, layer.structure_name = TwoLayers(), "twolayers"
-    with pytest.raises(ValueError, match="'twolayers' has no effective_weight"):
+    with pytest.raises(ValueError, match="'twolayers' has no single dense weight"):
         export(nn.Sequential(layer))
 
 
@@ -417,7 +417,7 @@ def test_exporting_a_two_stage_layer_says_why_and_what_to_do(structure):
     with pytest.raises(ValueError) as error:
         export(model)
     assert str(error.value) == (
-        f"layer '0': structure {structure!r} is two-stage (map, ReLU, map), so no single dense "
-        f"weight holds it for export to bake its masks into a plain layer: convert that layer "
-        f"with a one-weight structure (dense, subsetsum, fixedsize) to export it, or "
-        f"torch.export the converted model itself")
+        f"layer '0': structure {structure!r} has no single dense weight (a two-stage "
+        f"structure, map, ReLU, map, has two), so export cannot bake its masks into a plain "
+        f"layer: convert that layer with a one-weight structure (dense, subsetsum, fixedsize) "
+        f"to export it, or torch.export the converted model itself")
