@@ -244,9 +244,9 @@ def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None, *,
             raise CheckpointError(
                 f"checkpoint {str(path)!r} holds Python objects that a weights-only load refuses "
                 f"({refused[1]}): save it again without them (numbers, strings, lists, dicts "
-                f"and tensors), or, if you trust the file, load it with weights_only=False: "
-                f"torch.load(path, weights_only=False), or a Trainer's fit(ckpt_path=path, "
-                f"weights_only=False)") from None
+                f"and tensors); a file you trust loads in Python with weights_only=False, which "
+                f"torch.load, EdgePopupModule.load_from_checkpoint and a Trainer's fit, "
+                f"validate, test and predict take") from None
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unreadable: "
                               f"{first_line(err)}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -173,7 +173,8 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
             "truncate": "(corrupt or unreadable|has no lotterynet integrity digest)",
             "ticket": "is a ticket", "spec": "spec['sparsity'] = 0.5, not 0.9",
             "object": r"holds Python objects that a weights-only load refuses \(numpy\.\S*"
-                      r"scalar\).* torch\.load\(path, weights_only=False\)"}[damage]
+                      r"scalar\).* weights_only=False, which torch\.load, EdgePopupModule\."
+                      r"load_from_checkpoint"}[damage]
     other = {"spec": {**spec, "sparsity": 0.9}} if damage == "spec" else {}
     for source in path, io.BytesIO(data), path.as_uri():
         with pytest.raises(CheckpointError, match=re.escape(said) if other else said):
@@ -541,7 +542,9 @@ def test_the_checked_checkpoint_io_honours_a_trainers_weights_only_false(tmp_pat
     path = tmp_path / "last.ckpt"
     for weights_only in None, True:
         with pytest.raises(CheckpointError, match=r"holds Python objects that a weights-only "
-                           r".* a Trainer's fit\(ckpt_path=path, weights_only=False\)$"):
+                           r".* weights_only=False, which torch.load, EdgePopupModule."
+                           r"load_from_checkpoint and a Trainer's fit, validate, test and "
+                           r"predict take$"):
             fit_tiny(tmp_path, 2, path, weights_only, plugins=[ln.CheckedCheckpointIO()],
                      callbacks=[KeepsAPythonObject()], enable_checkpointing=False)
     kept = KeepsAPythonObject()
