@@ -1239,9 +1239,11 @@ def log_to_wandb(rows: list[dict], figure: Path, base: dict) -> None:
         wandb_options,
     )
 
+    grid = json.loads((figure.parent / SWEEP_FILE).read_text())
     options = wandb_options(base)
     summary = wandb.init(job_type="sweep-summary", name=f"{options['group']}-summary",
                          dir=wandb_dir(figure.parent), id=summary_wandb_id(figure.parent),
+                         config={**grid, "base": wandb_config(grid["base"])},
                          resume="allow", **options)
     table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
     summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})
@@ -1278,11 +1280,9 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
             return 0
         with continued_by_the_sweep(name, config, "--cell command"):
             results = run(config)
-    grid = json.loads((figure.parent / SWEEP_FILE).read_text())
         relocate(sweep_dir / "cells" / name, read_results(sweep_dir / "cells" / name))
     print(f"cell {name}: test {100 * results['test_acc']:.2f}% | {results['run_dir']}")
     return 0
-                         config={**grid, "base": wandb_config(grid["base"])},
 
 
 def check_sweep_dir(sweep_dir: Path) -> None:
