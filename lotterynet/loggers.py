@@ -290,11 +290,12 @@ def wandb_dir(folder: Path) -> str:
     return where
 
 
-def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) -> list[Logger]:
+def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None,
+                 job_type: str | None = None) -> list[Logger]:
     """The CSV log (continuing the history of the ``resumed`` checkpoint's run) and, on
     request, W&B (continuing that run's W&B id, kept in ``run_dir`` wherever W&B writes), with
-    ``config`` (the run's, flat) as the W&B run's config. W&B writes into ``$WANDB_DIR`` where
-    it is set, else into ``run_dir``."""
+    ``config`` (the run's, flat) as the W&B run's config and ``job_type`` as its job type. W&B
+    writes into ``$WANDB_DIR`` where it is set, else into ``run_dir``."""
     history = resumed_history(resumed)
     loggers: list[Logger] = [HistoryCSVLogger(run_dir, history)]
     if config["wandb"]:
@@ -302,7 +303,7 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None) ->
         options = wandb_options(config)
         wandb_logger = RunWandbLogger(
             name=run_dir.name, save_dir=wandb_dir(run_dir),
-            config=wandb_config(config), id=run_id, resume="allow",
+            config=wandb_config(config), id=run_id, resume="allow", job_type=job_type,
             log_model=bool(config.get("log_model")), **options)
         if not (continued and options["mode"] in WANDB_SERVER_MODES):  # (the server has it)
             replay_history(wandb_logger, history)

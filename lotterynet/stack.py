@@ -912,7 +912,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     loggers = make_loggers(stack_dir, {**shared, "members": names,
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
-                                       "epochs": budget}, resumed)
+                                       "epochs": budget}, resumed, job_type="stack")
     timer = EpochTimer()
     results_writer = MemberResults(cell_dirs, stack_dir, timer)
     longest = make_config({**first.to_dict(), "epochs": budget,

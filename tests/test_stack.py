@@ -559,7 +559,7 @@ def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir,
     config = {i.key: json.loads(i.value_json) for i in run.config.update}
     # (what its members share; not the first member's sparsity beside the list of them)
     assert config["sparsities"] == [0.5, 0.9] and "sparsity" not in config
-    assert config["arch"] == "fc2"
+    assert config["arch"] == "fc2" and run.job_type == "stack"  # (apart from its members' runs)
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     assert sorted(a.name for a in artifacts) == [f"ticket-{run.run_id}-{c.name}" for c in cells]
     steps = [json.loads(i.value_json) for r in records if r.WhichOneof("record_type") ==
