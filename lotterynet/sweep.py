@@ -114,6 +114,7 @@ from .run import (
     RESULTS,
     build_module,
     data_module,
+    epochs_in,
     locked,
     model_spec,
     needs_less,
@@ -994,10 +995,12 @@ def going_on(checkpoint: Path, again: str, done: int | None) -> str | None:
     end the checkpoint was written (``done``), as a single run's resume line names it
     (:func:`~lotterynet.run.how_to_go_on`), where the stopped run's ``Interrupted`` carries it
     (``checkpoint_epochs``: the file is not read again while the process stops, seconds of a
-    scheduler's SIGTERM grace for a big model); None where there is no checkpoint."""
+    scheduler's SIGTERM grace for a big model), else off the file's pickle alone (a cell
+    resumed and stopped before its fit loaded it: :func:`~lotterynet.run.epochs_in`); None
+    where there is no checkpoint."""
     if not checkpoint.is_file():
         return None
-    return with_its_epoch(again, done)
+    return with_its_epoch(again, epochs_in(checkpoint) if done is None else done)
 
 
 def run_in_the_sweep(name: str, config: RunConfig) -> None:

@@ -1252,9 +1252,10 @@ def test_a_resumed_run_stopped_by_sigterm_before_its_own_checkpoint_names_the_on
         finally:  # (train.py's handler stays on its way out)
             signal.signal(signal.SIGTERM, previous)
     err = capsys.readouterr().err.strip().splitlines()
-    then = f"resume with --resume {checkpoint}" + ("" if not out else f" --out {new}"
-        if where == "TensorDataModule" else f" and an empty --out ({str(new)!r} holds this "
-                                            f"attempt's files)")
+    # (in its own folder the epoch its checkpoint holds, read off the file: it said none)
+    then = f"resume with --resume {checkpoint}" + (" (written at the end of epoch 1)"
+        if not out else f" --out {new}" if where == "TensorDataModule" else
+        f" and an empty --out ({str(new)!r} holds this attempt's files)")
     assert err[-1] == f"train.py: error: stopped by SIGTERM; {then}"
     assert load_checkpoint(checkpoint)["epoch"] == 0 and not (run / "results.json").exists()
     if out and where == "TensorDataModule":  # the hint, followed

@@ -1766,6 +1766,37 @@ def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypa
         f"sweep {tmp_path / 'sweep'} stopped by {said}; run the same command again")
 
 
+def test_a_stack_resumed_and_stopped_before_its_first_new_epoch_names_its_checkpoints_epoch(
+        tmp_path, data_dir, capsys, monkeypatch):
+    """A stack resumed and stopped (Ctrl-C) before its fit loaded its checkpoint (here: as it
+    checks it) said to continue from it without the epoch it holds, which its line names once
+    its fit wrote or loaded it: the epoch it was resumed from, read off the file."""
+    from lotterynet.run import CheckedCheckpointIO
+
+    save = CheckedCheckpointIO.save_checkpoint
+
+    def ctrl_c_in_epoch_2(self, checkpoint, path, storage_options=None):
+        if checkpoint["epoch"] == 1:
+            raise KeyboardInterrupt
+        save(self, checkpoint, path, storage_options)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    argv = [*STACKS, "--sweep-variants", "subsetsum:identity", "--sweep-epochs", "3",
+            "--data-dir", str(data_dir), "--sweep-out", str(tmp_path / "out")]
+    stopped = ("train.py: error: stopped by Ctrl-C (SIGINT); stack subsetsum-identity-seed0: "
+               "run the same sweep again to continue from its checkpoint (written at the end "
+               "of epoch 1)")
+    with monkeypatch.context() as stopping:
+        stopping.setattr(CheckedCheckpointIO, "save_checkpoint", ctrl_c_in_epoch_2)
+        assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == stopped
+    monkeypatch.setattr("lotterynet.stack.check_resumable", ctrl_c)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == stopped
+
+
 def test_a_negative_zero_sparsity_is_zero():
     """``-0`` (a sweep's sparsity, a run's) is the run that 0 is: its cell was named
     ``…-s-0-…`` beside 0's ``…-s0-…``, and a run stored ``sparsity: -0.0``."""
