@@ -530,6 +530,11 @@ class Job:
     log: Path
     cells: list[str]
 
+    @property
+    def checkpoint(self) -> Path:
+        """Its checkpoint, where it writes one: in its folder, its log's (a stack's, a cell's)."""
+        return self.log.parent / CHECKPOINTS / LAST
+
 
 #: How a cell that ran without results ended, in its progress line (:func:`run_cells`), by the
 #: exit code of what ran it (:attr:`Failure.code`); any other: :data:`NOT_FINISHED`.
@@ -600,12 +605,14 @@ class JobRunner:
     """The jobs a sweep runs at once, each in its own ``train.py``, until :meth:`stop`: then
     the running ones get SIGTERM (each stops at its next step, keeping its last checkpoint;
     SIGINT, ignored by jobs started in the background, might not stop them) and the queued
-    ones never start."""
+    ones never start. ``stopped``: the jobs that ended after the stop without finishing, with
+    their exit codes."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._running: set[subprocess.Popen] = set()
         self._stopped = False
+        self.stopped: list[tuple[Job, int]] = []
 
     def run(self, job: Job, device: int | None, workers: int) -> int | None:
         """``job``'s exit code; None when the sweep stopped before it started."""
@@ -616,11 +623,16 @@ class JobRunner:
             with open(job.log, "a") as log:
                 proc = start_job(job, device, workers, log)
             self._running.add(proc)
+        code = None
         try:
-            return proc.wait()
+            code = proc.wait()
+            return code
         finally:
             with self._lock:
                 self._running.discard(proc)
+                if self._stopped and code:
+                    self.stopped.append((job, code))
+                self._lock.notify_all()
 
     def stop(self) -> None:
         with self._lock:
@@ -629,11 +641,14 @@ class JobRunner:
                 proc.send_signal(signal.SIGTERM)
 
 
+
+
 @contextlib.contextmanager
-def stopping_jobs(sweep_dir: Path):
+def stopping_jobs(sweep_dir: Path, runner: JobRunner):
     """Ctrl-C or SIGTERM while a sweep's jobs run raises :class:`Interrupted` with the shell's
     exit code, once :func:`run_jobs` has stopped the jobs (:meth:`JobRunner.stop`) and the
-    running ones have ended, inside this block."""
+    running ones have ended, inside this block; its line says how each job that ``runner``
+    stopped goes on (:func:`resumes`), as a stack or cell run in the sweep's process does."""
     def terminated(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (a second one while the jobs stop)
         raise Interrupted("SIGTERM", 128 + signum)
@@ -642,12 +657,23 @@ def stopping_jobs(sweep_dir: Path):
     try:
         yield
     except (KeyboardInterrupt, Interrupted) as err:
-        stopped = interrupted(isinstance(err, Interrupted), "run the same command again to "
-                              "continue (finished cells are kept, stopped ones resume from "
-                              "their checkpoints)")
+        how = [resumes(job) for job, _ in sorted(runner.stopped, key=lambda s: s[0].what)]
+        then = "run the same command again to continue " + (
+            f"(finished cells are kept): {', '.join(how)}" if how else
+            "(finished cells are kept, stopped ones resume from their checkpoints)")
+        stopped = interrupted(isinstance(err, Interrupted), then)
         raise Interrupted(f"sweep {sweep_dir} {stopped}", stopped.exit_code) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def resumes(job: Job) -> str:
+    """How a job that the sweep stopped goes on when it runs again: from its checkpoint, with
+    the epoch at whose end that was written, as a stack or cell stopped in the sweep's process
+    says it (:func:`going_on`), read off the file once the job ended (its pickle alone,
+    :func:`~lotterynet.run.epochs_in`), or over."""
+    return going_on(job.checkpoint, f"{job.what} resumes from its checkpoint", None) or \
+        f"{job.what} starts over (it wrote no checkpoint)"
 
 
 def stack_name(label: str, values: dict) -> str:
@@ -955,7 +981,7 @@ def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finish
             free.put(device)
 
     # (the pool, which waits for the running jobs as it closes, inside stopping_jobs)
-    with stopping_jobs(sweep_dir), ThreadPoolExecutor(max_workers=len(devices)) as pool:
+    with stopping_jobs(sweep_dir, runner), ThreadPoolExecutor(max_workers=len(devices)) as pool:
         try:
             for future in as_completed([pool.submit(work, job) for job in jobs]):
                 finished(*future.result())

@@ -1797,6 +1797,60 @@ def test_a_stack_resumed_and_stopped_before_its_first_new_epoch_names_its_checkp
     assert capsys.readouterr().err.strip().splitlines()[-1] == stopped
 
 
+def stop_the_sweeps_jobs(tmp_path, monkeypatch, jobs, start_job, then=None):
+    """Run ``jobs`` through ``sweep_module.run_jobs`` as ``start_job`` starts them, and stop
+    it once each job's log says ``up``, with ``then``: SIGTERM (None: the jobs stop it
+    themselves); the :class:`Interrupted` that it raised."""
+    import threading
+
+    from lotterynet.errors import Interrupted
+
+    def up_then_stopped():
+        while not all(job.log.is_file() and "up" in job.log.read_text() for job in jobs):
+            time.sleep(0.05)
+        os.kill(os.getpid(), then)
+
+    monkeypatch.setattr(sweep_module, "start_job", start_job)
+    previous = signal.getsignal(signal.SIGTERM)
+    signal_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        if then is not None:
+            threading.Thread(target=up_then_stopped, daemon=True).start()
+        with pytest.raises(Interrupted) as err:
+            sweep_module.run_jobs(jobs, [None] * len(jobs), tmp_path / "sweep",
+                                  lambda job, code: None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal_int)
+    return err.value
+
+
+#: A job's child in the tests that stop them: says it is up, then waits to be stopped.
+WAITING_CHILD = "import time\nprint('up', flush=True)\ntime.sleep(30)\n"
+
+
+def test_a_sweep_that_stops_its_jobs_names_the_epoch_each_ones_checkpoint_holds(
+        tmp_path, monkeypatch):
+    """A sweep whose jobs (``--jobs-per-device``) it stopped said only to run it again (each
+    stopped stack's own ``train.log`` named the epoch its checkpoint holds): its line names
+    each stopped job's, as a stack or cell stopped in the sweep's process does ('written at
+    the end of epoch N'), read off the checkpoint once the job ended, or that it starts
+    over."""
+    stack, cell = tmp_path / "stacks" / "s-seed0", tmp_path / "cells" / "c-seed0"
+    atomic_torch_save({"epoch": 2}, stack / "checkpoints" / "last.ckpt")  # (0-based: epoch 3)
+    jobs = [sweep_module.Job("stack s-seed0", [], stack / "train.log", ["a", "b"]),
+            sweep_module.Job("cell c-seed0", [], cell / "train.log", ["c-seed0"])]
+    stopped = stop_the_sweeps_jobs(tmp_path, monkeypatch, jobs, lambda job, device, workers,
+                                   log: subprocess.Popen([sys.executable, "-c", WAITING_CHILD],
+                                                         stdout=log), signal.SIGTERM)
+    assert stopped.exit_code == 143
+    assert str(stopped) == (
+        f"sweep {tmp_path / 'sweep'} stopped by SIGTERM; run the same command again to "
+        f"continue (finished cells are kept): cell c-seed0 starts over (it wrote no "
+        f"checkpoint), stack s-seed0 resumes from its checkpoint (written at the end of "
+        f"epoch 3)")
+
+
 def test_a_negative_zero_sparsity_is_zero():
     """``-0`` (a sweep's sparsity, a run's) is the run that 0 is: its cell was named
     ``…-s-0-…`` beside 0's ``…-s0-…``, and a run stored ``sparsity: -0.0``."""
