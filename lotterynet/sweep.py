@@ -640,7 +640,19 @@ class JobRunner:
             for proc in self._running:
                 proc.send_signal(signal.SIGTERM)
 
+    def wait(self) -> None:
+        """Until the jobs running at :meth:`stop` have ended. (The pool's close does not
+        always wait for them: a Ctrl-C in its start of a thread, as the thread started a job,
+        left that thread out of those it joins, and the sweep said how its jobs stopped while
+        that one still ran.)"""
+        with self._lock:
+            self._lock.wait_for(lambda: not self._running)
 
+
+def ignored(signum, frame) -> None:
+    """A signal ignored while a sweep's jobs stop: a handler that does nothing, not SIG_IGN,
+    which a job started meanwhile would inherit through its exec (it then ran to its end, a
+    SIGTERM sent as it started lost, the sweep waiting for it)."""
 
 
 @contextlib.contextmanager
@@ -650,7 +662,7 @@ def stopping_jobs(sweep_dir: Path, runner: JobRunner):
     running ones have ended, inside this block; its line says how each job that ``runner``
     stopped goes on (:func:`resumes`), as a stack or cell run in the sweep's process does."""
     def terminated(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (a second one while the jobs stop)
+        signal.signal(signal.SIGTERM, ignored)  # (a second one while the jobs stop)
         raise Interrupted("SIGTERM", 128 + signum)
 
     previous = signal.signal(signal.SIGTERM, terminated)
@@ -986,9 +998,10 @@ def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finish
             for future in as_completed([pool.submit(work, job) for job in jobs]):
                 finished(*future.result())
         except BaseException:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (after a Ctrl-C too; stopping_jobs
-            # puts the handler back)
-            runner.stop()  # (before the pool waits for the running jobs to end)
+            signal.signal(signal.SIGTERM, ignored)  # (after a Ctrl-C too; stopping_jobs puts
+            # the handler back)
+            runner.stop()
+            runner.wait()
             raise
 
 

@@ -1851,6 +1851,26 @@ def test_a_sweep_that_stops_its_jobs_names_the_epoch_each_ones_checkpoint_holds(
         f"epoch 3)")
 
 
+def test_a_job_started_as_the_sweep_stops_is_stopped_too(tmp_path, monkeypatch):
+    """Ctrl-C while a sweep's job was starting: the sweep ignored SIGTERM (SIG_IGN) while it
+    stopped its jobs, and the job started in that moment inherited it through its exec, so
+    the SIGTERM that stops it was lost: it ran to its end, the sweep waiting for it. A job
+    started then has SIGTERM's default action, and stops."""
+    job = sweep_module.Job("stack s-seed0", [], tmp_path / "s" / "train.log", ["a"])
+
+    def ctrl_c_as_it_starts(job, device, workers, log):
+        sweep_handler = signal.getsignal(signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # (the sweep's thread stops the jobs, waiting
+        while signal.getsignal(signal.SIGTERM) is sweep_handler:  # for this one to start)
+            time.sleep(0.01)
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+
+    stopped = stop_the_sweeps_jobs(tmp_path, monkeypatch, [job], ctrl_c_as_it_starts)
+    # (it ran its 5 s and ended with exit 0: the sweep named no job it stopped)
+    assert stopped.exit_code == 130 and str(stopped).endswith(
+        "(finished cells are kept): stack s-seed0 starts over (it wrote no checkpoint)")
+
+
 def test_a_negative_zero_sparsity_is_zero():
     """``-0`` (a sweep's sparsity, a run's) is the run that 0 is: its cell was named
     ``…-s-0-…`` beside 0's ``…-s0-…``, and a run stored ``sparsity: -0.0``."""
