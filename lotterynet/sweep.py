@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
@@ -952,15 +953,19 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     else:  # every stack and cell in its own subprocess, jobs_per_device at once per device
         failed = []
         devices = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
-    jobs = []
-    for stack_dir, members in stacks.items():
-        members_configs = [configs[m] for m in members]
-        print(f"{stack_line(stack_dir, members_configs)} (subprocess, output in "
-              f"{stack_dir / CELL_LOG})", flush=True)
-        jobs.append(stack_job(stack_dir, members_configs, members, sweep_dir))
-    for name, config in todo:
-        jobs.append(cell_job(name, config))
-        print(f"cell {name} (subprocess, output in {jobs[-1].log})", flush=True)
+
+    def jobs() -> Iterator[Job]:
+        """Each job as it is written and said (:func:`run_jobs` starts it, and stops on
+        Ctrl-C meanwhile)."""
+        for stack_dir, members in stacks.items():
+            members_configs = [configs[m] for m in members]
+            print(f"{stack_line(stack_dir, members_configs)} (subprocess, output in "
+                  f"{stack_dir / CELL_LOG})", flush=True)
+            yield stack_job(stack_dir, members_configs, members, sweep_dir)
+        for name, config in todo:
+            job = cell_job(name, config)
+            print(f"cell {name} (subprocess, output in {job.log})", flush=True)
+            yield job
 
     def finished(job: Job, code: int | None) -> None:
         failure = None if code == 0 else \
@@ -970,16 +975,18 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         for name in job.cells:  # (a failed stack's finished members too)
             report(name, failure)
 
-    run_jobs(jobs, devices, sweep_dir, finished)
+    run_jobs(jobs(), devices, sweep_dir, finished)
     return failed
 
 
-def run_jobs(jobs: list[Job], devices: list[int | None], sweep_dir: Path, finished) -> None:
+def run_jobs(jobs: Iterable[Job], devices: list[int | None], sweep_dir: Path, finished
+             ) -> None:
     """Run ``jobs``, each in its own ``train.py``, one per entry of ``devices`` at once (a
     GPU's number, or None: the CPU), calling ``finished(job, exit code)`` as each ends. Ctrl-C
     or SIGTERM stops them all (:func:`stopping_jobs`) and waits for them to end, a SIGTERM
     ignored meanwhile (after the first, or after a Ctrl-C), so that the sweep's line says how
-    it stopped."""
+    it stopped; also while ``jobs`` are made (a generator: their files written, each started
+    as it comes)."""
     free: queue.Queue = queue.Queue()
     for device in devices:
         free.put(device)

@@ -1871,6 +1871,23 @@ def test_a_job_started_as_the_sweep_stops_is_stopped_too(tmp_path, monkeypatch):
         "(finished cells are kept): stack s-seed0 starts over (it wrote no checkpoint)")
 
 
+def test_ctrl_c_while_a_sweep_writes_its_jobs_says_how_to_go_on(tmp_path, data_dir, capsys,
+                                                               monkeypatch):
+    """Ctrl-C while a sweep with job slots wrote its stacks' files, before it started their
+    jobs, said only 'stopped by Ctrl-C (SIGINT)': it says to run it again, as once they
+    run."""
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "write_stack_file", ctrl_c)
+    out = tmp_path / "pool"
+    assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(out),
+                 "--jobs-per-device", "2"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"train.py: error: sweep {out} stopped by Ctrl-C (SIGINT); run the same command again "
+        f"to continue (finished cells are kept, stopped ones resume from their checkpoints)"]
+
+
 def test_a_negative_zero_sparsity_is_zero():
     """``-0`` (a sweep's sparsity, a run's) is the run that 0 is: its cell was named
     ``…-s-0-…`` beside 0's ``…-s0-…``, and a run stored ``sparsity: -0.0``."""
