@@ -853,8 +853,8 @@ def test_memory_running_out_in_a_stack_is_one_line_and_the_sweep_exits_1(
             "--sweep-out", str(tmp_path / "out")]
     assert main(argv) == 1
     captured = capsys.readouterr()
-    then = (", or run the same sweep again to continue from its checkpoint where more memory "
-            "is free") if epoch > 1 else (f"; {NOTHING}; run the same sweep again to start "
+    then = (", or run the same sweep again to continue from its checkpoint (written at the end "
+            "of epoch 1) where more memory is free") if epoch > 1 else (f"; {NOTHING}; run the same sweep again to start "
                                           "it over in its folder")
     assert captured.err.strip().splitlines() == [
         f"train.py: error: stack subsetsum-identity-seed0: memory ran out in training epoch "
