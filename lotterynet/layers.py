@@ -176,8 +176,18 @@ class DoubledInputWeight(torch.Tensor):
             try:
                 return func(*args, **(kwargs or {}))
             except RuntimeError as error:
-                head, tail = next(t.read for t in torch.utils._pytree.tree_leaves((args, kwargs))
-                                  if isinstance(t, cls))
+                tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                           if isinstance(t, torch.Tensor)]
+                weight = next(t for t in tensors if isinstance(t, cls))
+                # only a plain RuntimeError of the weight applied to x itself: another tensor
+                # of x's N features (last dim) or channels (dim 1 of an image) where the weight
+                # takes 2N (its dim 1); a dtype's fault over [relu(x), relu(-x)], an
+                # out-of-memory error, stay torch's
+                doubled = {2 * t.shape[i] for t in tensors if t is not weight and t.dim()
+                           for i in ((-1, 1) if t.dim() > 2 else (-1,))}
+                if type(error) is not RuntimeError or weight.shape[1] not in doubled:
+                    raise
+                head, tail = weight.read
                 name = getattr(func, "__name__", str(func))
                 raise RuntimeError(f"{head}, so {name} failed ({error}): {tail}") from error
 

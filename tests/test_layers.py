@@ -217,6 +217,13 @@ def test_a_relu_subset_sum_weight_used_as_the_targets_names_its_layer():
                                            r"this layer with activation='identity', in a call of "
                                            r"its own$"):
         nn.functional.linear(x, weight)
+    # (review) a fault of another kind over [relu(x), relu(-x)] is torch's, as is its type
+    with pytest.raises(RuntimeError, match=r"^expected m1 and m2 to have the same dtype"):
+        nn.functional.linear(split_signs(x, 1, -1).double(), weight)
+    conv = ln.SubnetConv2d(3, 4, 3, structure="subsetsum", pairs=2, seed=0)
+    with pytest.raises(RuntimeError, match=r"^SubnetConv2d\(3, 4, .*\)\.weight with activation="
+                                           r"'relu' is \[P, 2N\] .*, so conv2d failed"):
+        nn.functional.conv2d(torch.randn(1, 3, 5, 5), conv.weight)
 
 
 def test_two_stage_layers_say_why_they_have_no_weight():
