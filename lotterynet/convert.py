@@ -105,7 +105,7 @@ def _conv_args(m: nn.Conv1d | nn.Conv2d) -> tuple:
 
 
 def _conv_kwargs(m: nn.Conv1d | nn.Conv2d) -> dict:
-    return dict(padding_mode=m.padding_mode)  # (subnet convolutions refuse all but 'zeros')
+    return dict(padding_mode=m.padding_mode)
 
 
 def _attention_args(m: nn.MultiheadAttention) -> tuple:
@@ -933,7 +933,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                              f"{', ...' if len(every_name) > 9 else ''}")
     options = dict(sparsity=sparsity, init=init, structure=structure, **layer_options)
     layers = {name: (module, rule) for _, name, module, rule in plan if rule is not None}
-    refused: dict[str, ValueError] = {}  # the layers whose build refuses them (their padding)
+    refused: dict[str, ValueError] = {}  # the layers whose build refuses them (hidden=, groups)
     keep_nothing: list[str] = []  # the layers of a tensor the sparsity keeps no weight of
     not_single: list[str] = []  # the attentions whose projections would not be linear maps
     probes: dict[str, nn.Module] = {}  # each name of a layer to replace -> its meta build

@@ -381,9 +381,9 @@ def _check_sizes(name: str, sizes, dims: int, least: int) -> None:
 
 
 class _SubnetConvNd(_SubnetLayer):
-    dims: int  # 1 or 2: ``plain`` is nn.Conv1d or nn.Conv2d, ``conv`` its functional op
-    #: As ``nn.Conv*d`` has them, for code that reads a convolution's geometry: zero padding
-    #: (the only mode taken), not transposed.
+    dims: int  # 1 or 2: ``plain`` is nn.Conv1d or nn.Conv2d
+    #: As ``nn.Conv*d`` has them, for code that reads a convolution's geometry: not transposed;
+    #: ``padding_mode`` is the layer's own (this default: a layer pickled before it was kept).
     padding_mode, transposed = "zeros", False
 
     @property
@@ -410,16 +410,16 @@ class _SubnetConvNd(_SubnetLayer):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
-        if padding_mode != "zeros":
-            raise ValueError(f"padding_mode={padding_mode!r}: subnet convolutions support only "
-                             f"padding_mode='zeros'")
         # torch's own argument checks and normal forms (padding strings, 'same' with a
-        # stride), on a weightless meta-device copy of the layer this one replaces
+        # stride, the padding modes), on a weightless meta-device copy of the layer this one
+        # replaces
         plain = type(self).plain(in_channels, out_channels, kernel_size, stride, padding,
-                                 dilation, groups, device="meta")
+                                 dilation, groups, padding_mode=padding_mode, device="meta")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.padding, self.dilation = (
             plain.kernel_size, plain.stride, plain.padding, plain.dilation)
+        self.padding_mode = plain.padding_mode
+        self._reversed_padding_repeated_twice = plain._reversed_padding_repeated_twice
         self._geometry = plain.extra_repr()  # as nn.Conv*d prints it (bias=True prints none)
         target = TargetShape(out_channels, in_channels // groups, self.kernel_size, groups,
                              channel_dim=1)
@@ -434,16 +434,20 @@ class _SubnetConvNd(_SubnetLayer):
         return super()._forward(x)
 
     def _op(self, x, weight, bias):
-        return type(self).conv(x, weight, bias, self.stride, self.padding, self.dilation,
-                               self.groups)
+        """The convolution as ``nn.Conv*d`` computes it (its own ``_conv_forward``): padded
+        other than with zeros by ``F.pad`` first, then convolved unpadded. Every structure
+        calls it once, on its input (doubled or not: ``[relu(x), relu(-x)]`` of the padded
+        ``x`` is the padding of ``[relu(x), relu(-x)]``); a two-stage structure's second stage
+        is a 1×1 map, which pads nothing."""
+        return type(self).plain._conv_forward(self, x, weight, bias)
 
     def extra_repr(self) -> str:
         return f"{self._geometry}, {self._structure_repr()}"
 
 
 class SubnetConv1d(_SubnetConvNd):
-    dims, plain, conv = 1, nn.Conv1d, F.conv1d
+    dims, plain = 1, nn.Conv1d
 
 
 class SubnetConv2d(_SubnetConvNd):
-    dims, plain, conv = 2, nn.Conv2d, F.conv2d
+    dims, plain = 2, nn.Conv2d

@@ -601,8 +601,6 @@ def test_unsupported_layers_fail_clearly():
     """Layers convert does not take are refused, naming them and the way round; so is a
     TorchScript model, which was refused as a model without a convertible layer (its modules
     are TorchScript's), saying nothing of why (QA)."""
-    with pytest.raises(ValueError, match="padding_mode='reflect'"):
-        convert(nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="reflect")), sparsity=0.5)
     with pytest.raises(TypeError, match=r"^convert: the model is TorchScript .* convert the "
                                         r"model itself, and script its export"):
         convert(torch.jit.script(nn.Sequential(nn.Linear(3, 3))), sparsity=0.5)
@@ -1213,17 +1211,39 @@ def test_a_bad_argument_of_the_call_is_refused_as_converts_not_a_layers(option, 
 
 
 def test_a_layer_its_build_refuses_is_named_with_the_exclude_that_leaves_it_out():
-    """A convolution of padding_mode='reflect' was refused without the exclude=[...] that other
+    """A layer whose build refused it (then a convolution of padding_mode='reflect', now a
+    hidden width its groups do not divide) was refused without the exclude=[...] that other
     refusals of a layer give; every such layer is counted and left out by it."""
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="reflect"), nn.ReLU(),
-                          nn.Conv2d(4, 4, 3, padding_mode="circular"), nn.Flatten(),
-                          nn.LazyLinear(2))
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.ReLU(),
+                          nn.Conv2d(6, 6, 3, groups=3), nn.Flatten(), nn.LazyLinear(2))
     model(torch.randn(1, 3, 8, 8))
     with pytest.raises(ValueError) as error:
-        convert(model, sparsity=0.5)
+        convert(model, sparsity=0.5, structure="malach", hidden=4)
     assert str(error.value) == (
-        "cannot convert module '0': padding_mode='reflect': subnet convolutions support only "
-        "padding_mode='zeros' (and 1 other layer refused); leave them out (exclude=['0', '2'])")
+        "cannot convert module '0': hidden=4 must be a multiple of groups=3 (and 1 other layer "
+        "refused); leave them out (exclude=['0', '2'])")
     assert type(model[0]) is nn.Conv2d and type(model[4]) is nn.Linear
-    convert(model, sparsity=0.5, exclude=["0", "2"])  # (what it advises converts the rest)
+    convert(model, sparsity=0.5, structure="malach", hidden=4,
+            exclude=["0", "2"])  # (what it advises converts the rest)
     assert isinstance(model[4], ln.SubnetLinear)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular", "replicate"])
+def test_a_convolution_padded_other_than_with_zeros_converts_and_its_ticket_loads(mode, tmp_path):
+    """convert refused nn.Conv2d(..., padding_mode='reflect' / 'circular' / 'replicate'): it
+    converts, padding as the layer did (at sparsity 0 a dense layer is the nn.Conv2d of its
+    weight and bias), and its ticket loads bit-identical (the load's convert reads the mode)."""
+    def model():
+        return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode=mode, bias=True),
+                             nn.ReLU(), nn.Conv2d(3, 2, 3, padding=1, padding_mode=mode))
+    x, plain = torch.randn(2, 2, 5, 5), model()
+    dense = convert(model(), sparsity=0.0, bias="frozen", seed=0)
+    with torch.no_grad():
+        for i in (0, 2):
+            plain[i].weight.copy_(dense[i].weight)
+            plain[i].bias = dense[i].bias
+        assert torch.equal(dense(x), plain(x))
+    pruned = convert(model(), sparsity=0.5, structure="subsetsum", seed=1)
+    ln.save_ticket(pruned, tmp_path / "m.ticket")
+    loaded = ln.load_ticket(tmp_path / "m.ticket", model=model())
+    assert loaded[0].padding_mode == mode and torch.equal(loaded(x), pruned(x))

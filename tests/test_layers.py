@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import lotterynet as ln
@@ -233,18 +234,21 @@ def test_two_stage_layers_say_why_they_have_no_weight():
     assert not hasattr(layer, "weight") and layer.bias is None  # other attributes unaffected
 
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular"])
 @pytest.mark.parametrize("subnet, plain", [(ln.SubnetConv2d, nn.Conv2d),
                                            (ln.SubnetConv1d, nn.Conv1d)])
-def test_attributes_and_repr_match_the_replaced_layer(subnet, plain):
+def test_attributes_and_repr_match_the_replaced_layer(subnet, plain, padding_mode):
     """A convolution's geometry as nn.Conv*d's; padding_mode, transposed and output_padding
-    were missing (QA: code that reads a convolution's geometry)."""
-    conv = subnet(6, 4, 3, 2, 1, 2, sparsity=0.75, seed=0)
-    plain = plain(6, 4, 3, 2, 1, 2)
+    were missing (QA: code that reads a convolution's geometry), and a padding_mode other
+    than 'zeros' was refused."""
+    conv = subnet(6, 4, 3, 2, 1, 2, padding_mode=padding_mode, sparsity=0.75, seed=0)
+    plain = plain(6, 4, 3, 2, 1, 2, padding_mode=padding_mode)
     for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
                  "groups", "padding_mode", "transposed", "output_padding"):
         assert getattr(conv, name) == getattr(plain, name), name
     assert conv.weight.shape == plain.weight.shape
-    assert "structure='dense', density=0.25" in repr(conv)
+    assert conv.extra_repr() == (f"{plain.extra_repr()}, bias=False, structure='dense', "
+                                 f"density=0.25")
     linear = ln.SubnetLinear(8, 3, sparsity=0.5, structure="subsetsum", seed=0)
     assert (linear.in_features, linear.out_features) == (8, 3)
     assert "structure='subsetsum', density=0.5" in repr(linear)
@@ -303,6 +307,23 @@ def test_unbatched_conv_input_as_torch_takes_it(kw):
                      (ln.SubnetConv1d(4, 6, 3, seed=0, **kw), torch.randn(4, 9))):
         expected = layer(x.unsqueeze(0))[0]
         assert torch.equal(layer(x), expected)
+
+
+@pytest.mark.parametrize("kw", ALL_STRUCTURES)
+def test_a_convolution_padded_other_than_with_zeros_pads_its_input_once(kw):
+    """padding_mode='reflect', 'circular', 'replicate' (refused before) pad the input as
+    nn.Conv*d does, once, before the first stage (a two-stage structure's hidden map pads
+    nothing): the layer is the same layer unpadded on the padded input (the same weights, from
+    its seed), for every structure, and 'same' padding pads asymmetrically as torch's does."""
+    draws = torch.Generator().manual_seed(0)  # (not torch's: later tests' draws unchanged)
+    x, line = torch.randn(2, 4, 5, 5, generator=draws), torch.randn(2, 4, 7, generator=draws)
+    for mode in ("reflect", "circular", "replicate"):
+        padded = ln.SubnetConv2d(4, 6, 3, padding=1, padding_mode=mode, seed=0, **kw)
+        unpadded = ln.SubnetConv2d(4, 6, 3, seed=0, **kw)
+        assert torch.equal(padded(x), unpadded(F.pad(x, [1, 1, 1, 1], mode=mode)))
+        same = ln.SubnetConv1d(4, 6, 4, padding="same", padding_mode=mode, seed=0, **kw)
+        assert torch.equal(same(line), ln.SubnetConv1d(4, 6, 4, seed=0, **kw)(
+            F.pad(line, [1, 2], mode=mode)))
 
 
 @pytest.mark.parametrize("kw", ALL_STRUCTURES)
@@ -387,7 +408,8 @@ def test_autocast_gives_what_torch_layers_give(kw):
     ((4, 4, 3), dict(stride=(1, 1, 1)), r"stride .*or a tuple of 2, got \(1, 1, 1\)"),
     ((4, 4, 3), dict(padding=-1), "padding must be a non-negative integer .*got -1"),
     ((4, 4, 3), dict(padding=1.5), "padding must be a non-negative integer .*got 1.5"),
-    ((4, 4, 3), dict(padding_mode="reflect"), "padding_mode='reflect'.*only padding_mode='zeros'"),
+    ((4, 4, 3), dict(padding_mode="mirror"), "padding_mode must be one of .*got "
+                                              "padding_mode='mirror'"),
 ])
 def test_conv_arguments_are_checked_at_construction(args, kwargs, match):
     """What nn.Conv2d refuses when built is refused when built (not at the first forward)."""
