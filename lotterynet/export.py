@@ -44,7 +44,8 @@ def _linear_args(layer: SubnetLinear, weight: torch.Tensor) -> tuple:
 
 def _conv_args(layer: SubnetConv1d | SubnetConv2d, weight: torch.Tensor) -> tuple:
     return (weight.shape[1] * layer.groups, weight.shape[0], layer.kernel_size, layer.stride,
-            layer.padding, layer.dilation, layer.groups, layer.bias is not None)
+            layer.padding, layer.dilation, layer.groups, layer.bias is not None,
+            layer.padding_mode)
 
 
 @dataclass(frozen=True)

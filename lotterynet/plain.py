@@ -147,7 +147,8 @@ class SparseLinear(_SparseStorage, nn.Linear):
 class _SparseConvNd(_SparseStorage):
     def __init__(self, dense):
         super().__init__(dense.in_channels, dense.out_channels, dense.kernel_size, dense.stride,
-                         dense.padding, dense.dilation, dense.groups, False, device="meta")
+                         dense.padding, dense.dilation, dense.groups, False,
+                         dense.padding_mode, device="meta")
         self.bias = _bias_copy(dense)
         self._store_sparse(dense.weight)
 

@@ -63,6 +63,27 @@ def test_export_computes_what_the_subnet_computes(kw, sparse):
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
+@pytest.mark.parametrize("kw", [STRUCTS["dense"], STRUCTS["relu-unshared"]],
+                         ids=["dense", "relu-unshared"])
+def test_a_convolution_padded_other_than_with_zeros_exports_its_padding(kw, sparse):
+    """A converted nn.Conv2d(..., padding_mode='reflect') (Conv1d 'circular') exports to the
+    plain convolution of that padding, stored dense or sparse, [relu(x), relu(-x)] split or not
+    (the padding of the split input is the split of the padded input), scripted as well: it
+    computes what the converted model computes."""
+    model = convert(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect"),
+                                  nn.Flatten(2), nn.Conv1d(4, 3, 3, padding=2,
+                                                           padding_mode="circular")),
+                    sparsity=0.5, seed=0, **kw)
+    x = torch.randn(2, 2, 4, 4)
+    exported = export(model, sparse=sparse)
+    assert [m.padding_mode for m in exported.modules()
+            if isinstance(m, nn.Conv1d | nn.Conv2d)] == ["reflect", "circular"]
+    with torch.no_grad():
+        assert torch.equal(exported(x), model(x))
+    assert torch.equal(torch.jit.script(exported)(x), exported(x))
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
 def test_a_channels_last_model_exports_channels_last(sparse):
     """The plain convolutions of a channels_last model are channels_last, computing exactly
     what the subnet layers compute; they were contiguous (another kernel, other outputs), and
