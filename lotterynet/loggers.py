@@ -334,8 +334,21 @@ def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] 
                                           type="model", metadata=metadata)
                 artifact.add_file(str(ticket))
                 run.log_artifact(artifact, aliases=["latest", "final"])
+            logger.closed = True
             return close_wandb_run(run, exit_code)
     return None
+
+
+def end_stopped_wandb(loggers: list[Logger], exit_code: int) -> None:
+    """Close with ``exit_code`` (a stop's 130 or 143) the W&B run of ``loggers`` that started
+    and is still open. One not started yet (a stop while the data is read) is left unstarted:
+    starting it only to close it called ``wandb.init`` inside the stop; one that
+    :func:`finish_wandb` closed (a stop while a stack logs its members) is left closed: closing
+    it again raised W&B's error in place of the stop's line."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None and not getattr(
+                logger, "closed", False):
+            finish_wandb([logger], {}, exit_code=exit_code)
 
 
 def close_wandb_run(run, exit_code: int = 0) -> str | None:

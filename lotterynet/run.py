@@ -69,6 +69,7 @@ from .loggers import (
     METRICS_FILE,
     WANDB_ID_FILE,
     check_wandb_environment,
+    end_stopped_wandb,
     finish_wandb,
     make_loggers,
 )
@@ -795,7 +796,7 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
         then = how_to_go_on(checkpoint, resume, resumed, trainer) or nothing
         stopped = interrupted(isinstance(stop, (SIGTERMException, Terminated)), then,
                               epochs_written(checkpoint, trainer))
-        finish_wandb(trainer.loggers, {}, exit_code=exit_code(stopped))
+        end_stopped_wandb(trainer.loggers, exit_code(stopped))
         raise stopped from None
 
 

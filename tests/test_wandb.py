@@ -145,3 +145,22 @@ def test_the_trained_baselines_wandb_config_names_its_structure(tmp_path, data_d
     written, = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*")
     results = json.loads((out / "results.json").read_text())
     assert run_config(written)["structure"] == results["spec"]["structure"] == "dense"
+
+
+def test_a_stop_ends_only_a_wandb_run_that_started_and_is_open(tmp_path, monkeypatch):
+    """A stop (Ctrl-C, SIGTERM) closes its run's W&B run with 130 or 143 (ae0518e); but a stop
+    after the run was closed (a stack logging its members) raised W&B's 'Run ... is finished'
+    error in place of the stop's line, and a stop before the run started (its data being
+    read) started one only to close it (review)."""
+    from lotterynet.loggers import end_stopped_wandb, finish_wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    closed = wandb_logger(tmp_path / "closed")
+    closed.log_metrics({"a": 1.0})
+    finish_wandb([closed], {"b": 2.0})
+    end_stopped_wandb([closed], 130)  # (raised W&B's UsageError)
+    unstarted = wandb_logger(tmp_path / "unstarted")
+    end_stopped_wandb([unstarted], 143)
+    assert len(list((tmp_path / "wandb-dir" / "wandb").glob("offline-run-*"))) == 1
+    assert unstarted._experiment is None
