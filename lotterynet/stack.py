@@ -943,9 +943,13 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                                for key, value in member_summary(r, history).items()},
                      {name: cell / TICKET for name, _, _, cell, _ in finished
                       if (cell / TICKET).is_file()})
-        for _, r, history, cell, config in finished:
-            if config.wandb and "wandb_dir" not in r:  # (a single run's results hold one)
-                log_member_run(config, cell, r, history)
+        unlogged = [(config, cell, r, history) for _, r, history, cell, config in finished
+                    if config.wandb and "wandb_dir" not in r]  # (a single run's results hold one)
+        if unlogged:  # (a second or more each, in silence before: review)
+            print(f"stack {stack_dir.name}: logging {plural(len(unlogged), 'member')} to W&B "
+                  f"as runs of their own", flush=True)
+        for member in unlogged:
+            log_member_run(*member)
     if module.diverged:
         others = len(configs) - len(module.diverged)
         raise TrainingDiverged(f"stack {stack_dir}: {'; '.join(module.diverged.values())}; "

@@ -592,19 +592,21 @@ def logged_run(folder: Path) -> dict:
 
 
 def test_each_finished_member_is_the_wandb_run_its_single_run_would_be(tmp_path, data_dir,
-                                                                         monkeypatch):
+                                                                         monkeypatch, capsys):
     """A stack logged with ``--wandb`` was one W&B run, its members' metrics keyed
     ``<member>/…``: a sweep's group had no run of a stacked cell (no scalar sparsity, no
     ``test/acc`` to line up against it). Each finished member is also the W&B run of its cell,
     as the cell's single run logs itself: its name, config, summary keys, history keys and
     ticket, its test accuracy its results.json's; its id kept in its cell, which a resume of
-    the cell continues. The stack run again logs no member again."""
+    the cell continues, and the stack says it logs them (seconds each, silent before). The
+    stack run again logs no member again."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
                 progress_bar=False, data_dir=str(data_dir), wandb=True, wandb_group="g")
     configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
     cells = [tmp_path / "cells" / name for name in ("dense-s0.5", "dense-s0.9")]
     results = run_stack(configs, tmp_path / "stack", cells)
+    assert "stack stack: logging 2 members to W&B as runs of their own" in capsys.readouterr().out
     single = tmp_path / "single" / cells[0].name
     run(make_config({**configs[0].to_dict(), "out": str(single)}))
     as_single = logged_run(next((single / "wandb").glob("offline-run-*")))
@@ -621,8 +623,10 @@ def test_each_finished_member_is_the_wandb_run_its_single_run_would_be(tmp_path,
         assert logged["config"] == {**as_single["config"], "sparsity": config.sparsity}
         assert set(logged["summary"]) == set(as_single["summary"])
         assert logged["history"] == as_single["history"]
+    capsys.readouterr()
     run_stack(configs, tmp_path / "stack", cells)
     assert [len(list((cell / "wandb").glob("offline-run-*"))) for cell in cells] == [1, 1]
+    assert "logging" not in capsys.readouterr().out
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict]:
@@ -854,8 +858,8 @@ def test_memory_running_out_in_a_stack_is_one_line_and_the_sweep_exits_1(
     assert main(argv) == 1
     captured = capsys.readouterr()
     then = (", or run the same sweep again to continue from its checkpoint (written at the end "
-            "of epoch 1) where more memory is free") if epoch > 1 else (f"; {NOTHING}; run the same sweep again to start "
-                                          "it over in its folder")
+            "of epoch 1) where more memory is free") if epoch > 1 else (
+        f"; {NOTHING}; run the same sweep again to start it over in its folder")
     assert captured.err.strip().splitlines() == [
         f"train.py: error: stack subsetsum-identity-seed0: memory ran out in training epoch "
         f"{epoch} (one tensor alone: 2.00 GiB); a sweep with --no-stack (one run per cell) or "
