@@ -309,8 +309,10 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.wandb_sweep and how:
         raise ConfigError(f"{how[0]} says how this process runs a sweep's cells; with "
                           f"--wandb-sweep W&B agents run them, one cell each (drop {how[0]})")
-    if is_sweep(args) and not any(getattr(args, name) is not None for name in SWEEP_GRID_FLAGS):
+    if not args.stack_file and is_sweep(args) and not any(getattr(args, name) is not None
+                                                          for name in SWEEP_GRID_FLAGS):
         flag = next(flag_name(k) for k in SWEEP_FLAGS if getattr(args, k) is not None)
+        flag = "--no-baseline" if flag == "--baseline" and args.baseline is False else flag
         raise ConfigError(f"{flag} is a sweep's option; give the sweep with --sweep FILE.yaml "
                           f"or the --sweep-* flags (a run does not read it)")
     for name, default in SWEEP_RUN_FLAGS.items():

@@ -498,6 +498,9 @@ CASES = [
     (["--stack-file", "{st_valid}", "--data-dir", "{a_file}"],  # (taken, as with --resume)
      ["--data-dir", "a_file", "is a file, not a folder"]),
     (["--stack-file", "{st_valid}", "--print-config"], ["--print-config", "st_valid"]),
+    # a sweep's option beside a stack file: the stack file's line (was 'a sweep's option')
+    (["--stack-file", "{st_valid}", "--cell", "c"], ["--stack-file runs the stack", "--cell"]),
+    (["--arch", "fc2", "--no-baseline"], ["--no-baseline is a sweep's option"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
       "--jobs-per-device", "2", "--wandb-sweep", "{tmp}/w.yaml"],
      ["--jobs-per-device", "W&B agents run them"]),
