@@ -268,7 +268,7 @@ def run_stack_file(args: argparse.Namespace) -> int:
                           f"{', '.join(flags)} (edit the file, or run the sweep instead; only "
                           f"--data-dir may be given)")
     if any(config.wandb for config in configs):
-        check_wandb_environment()
+        check_wandb_environment(runs="every member of this stack" * (len(configs) > 1))
     with outside_a_running_sweep(sweep_folder_of(args.stack_file),
                                  f"--stack-file {args.stack_file!r}"):
         results = run_stack(configs, Path(args.stack_file).parent, cells)
@@ -350,7 +350,7 @@ def dispatch(args: argparse.Namespace) -> int:
         from .sweep import run_sweep
 
         if sweep.base.get("wandb"):
-            check_wandb_environment()
+            check_wandb_environment(runs=None if args.cell else "every cell of this sweep")
         keep_freed_memory()
         return run_sweep(args, sweep)
     config = config_from_args(args)  # reads (torch only) the checkpoint a resume continues

@@ -146,13 +146,17 @@ def is_number(text: str) -> bool:
     return True
 
 
-def check_wandb_environment() -> None:
+def check_wandb_environment(runs: str | None = None) -> None:
     """Refuse a ``$WANDB_*`` setting that W&B refuses (``WANDB_PROJECT=a/b``, a
     ``WANDB_RUN_ID`` with ``/``, ``WANDB_CONSOLE=bogus``): ``wandb.init`` raises on it only once
     the run's model is built and its first files written. W&B's own checks judge each: the
-    variable is read into a :class:`wandb.Settings` as ``wandb.init`` reads the environment."""
+    variable is read into a :class:`wandb.Settings` as ``wandb.init`` reads the environment.
+    For a command of several W&B runs (``runs``: "every cell of this sweep", "every member of
+    this stack") ``$WANDB_RUN_ID`` is refused too: each would take that one id and continue
+    the same W&B run (:func:`wandb_run_id`; a W&B agent sets it for the one cell it runs)."""
     import wandb
     from wandb.errors import UsageError
+
 
     for name, value in sorted(os.environ.items()):
         if not name.startswith("WANDB_"):
@@ -163,6 +167,10 @@ def check_wandb_environment() -> None:
             reason = err.errors()[0]["msg"] if hasattr(err, "errors") else str(err)
             raise ConfigError(f"${name} is {value!r}, which W&B refuses: "
                               f"{' '.join(reason.split())} (fix it, or unset it)") from None
+    if runs and os.environ.get("WANDB_RUN_ID"):
+        raise ConfigError(f"$WANDB_RUN_ID is {os.environ['WANDB_RUN_ID']!r}, which would make "
+                          f"{runs} one W&B run: unset it (a W&B agent sets it for the one cell "
+                          f"it runs, with --cell)")
 
 
 def wandb_run_id(run_dir: Path, checkpoint: str | None) -> tuple[str, bool]:

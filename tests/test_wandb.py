@@ -164,3 +164,20 @@ def test_a_stop_ends_only_a_wandb_run_that_started_and_is_open(tmp_path, monkeyp
     end_stopped_wandb([unstarted], 143)
     assert len(list((tmp_path / "wandb-dir" / "wandb").glob("offline-run-*"))) == 1
     assert unstarted._experiment is None
+
+
+def test_a_wandb_run_id_is_refused_for_a_sweep_of_several_runs(tmp_path, data_dir, monkeypatch,
+                                                                capsys):
+    """``$WANDB_RUN_ID`` (what a W&B agent sets for the one cell it runs) made every cell of a
+    sweep, and every member of its stacks, continue that one W&B run (review): a sweep with
+    ``--wandb`` refuses it before any work; its ``--cell`` run takes it."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_RUN_ID", "abc123")
+    out = tmp_path / "sweep"
+    assert main(["--arch", "fc2", "--wandb", "--data-dir", str(data_dir), "--sweep-variants",
+                 "dense", "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1",
+                 "--sweep-out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "train.py: error: $WANDB_RUN_ID is 'abc123', which would make every cell of this sweep "
+        "one W&B run: unset it (a W&B agent sets it for the one cell it runs, with --cell)\n")
+    assert not out.exists()
