@@ -236,24 +236,29 @@ def left_before_a_checkpoint(run_dir: Path, resumed_epochs: int = 0) -> bool:
     checkpoint is written; ``resumed_epochs``: the epochs of the checkpoint it was resumed
     from, whose history it carries, 0 for a new run), its W&B id and files, an empty
     ``checkpoints/``; without ``hparams.yaml`` (stopped or failed before its fit: W&B refusing
-    to start), a history of the parameter counts it logs before it alone (rows of step 0 and no
-    epoch). There is nothing to resume, and a new run there starts over (the W&B files stay).
-    Anything else, a file of the user's, a history alone (a header alone holds nothing to
-    keep) or one past that epoch whose checkpoint is gone, is kept: the folder is not
-    taken."""
+    to start), a history of the parameter counts it logs before it alone
+    (:func:`params_metrics`, at step 0). There is nothing to resume, and a new run there starts
+    over (the W&B files stay). Anything else, a file of the user's, a history alone (a header
+    alone holds nothing to keep) or one past that epoch whose checkpoint is gone, is kept: the
+    folder is not taken."""
     entries = list(run_dir.iterdir())
     if not all(LEFT_BEFORE_A_CHECKPOINT.get(entry.name) == entry.is_dir() and not
                entry.is_symlink() for entry in entries) or holds_files(run_dir / CHECKPOINTS):
         return False
     try:
         with open(run_dir / METRICS_FILE, newline="", encoding="utf-8") as f:
-            rows = [(row.get("epoch"), row.get("step")) for row in csv.DictReader(f)]
+            reader = csv.DictReader(f)
+            rows = [(row.get("epoch"), row.get("step")) for row in reader]
+            columns = reader.fieldnames or []
     except FileNotFoundError:
         return True
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
-    if not (run_dir / "hparams.yaml").exists():
-        return all(epoch in (None, "") and step == "0" for epoch, step in rows)
+    if not (run_dir / "hparams.yaml").exists():  # (a history of the counts alone, at step 0)
+        counts = [c for c in columns if c != "step"]  # (params_metrics')
+        return not rows or bool(counts) and all(c.startswith(("params/", "density/"))
+                                                for c in counts) and all(
+            step == "0" for _, step in rows)
     return all(epoch in (None, "") or epoch.isdigit() and int(epoch) <= resumed_epochs
                for epoch, _ in rows)
 
