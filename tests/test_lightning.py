@@ -204,8 +204,8 @@ def test_load_from_checkpoint_lets_its_own_parse_go_before_lightning_parses(tmp_
     parse, load = module_file.parse_checkpoint, saving.pl_load
     ours, held = [], []
 
-    def parsing(*args):
-        checkpoint = parse(*args)
+    def parsing(*args, **kwargs):
+        checkpoint = parse(*args, **kwargs)
         ours.append(weakref.ref(next(iter(checkpoint["state_dict"].values()))))
         return checkpoint
 

@@ -889,9 +889,11 @@ def test_memory_running_out_in_training_is_one_line_and_exit_4(tmp_path, data_di
     err = capsys.readouterr().err.strip().splitlines()
     checkpoint = out / "checkpoints" / "last.ckpt"
     when = f"in training epoch {epoch}" if epoch else "testing its trained model"
-    then = {2: f", or resume with --resume {checkpoint} where more memory is free",
+    then = {2: f", or resume with --resume {checkpoint} (written at the end of epoch 1) where "
+               f"more memory is free",
             1: f"; {NOTHING}",
-            None: f", or resume with --resume {checkpoint} to test where more memory is free"}
+            None: f", or resume with --resume {checkpoint} to test (written at the end of epoch "
+                  f"2) where more memory is free"}
     size = f" (one tensor alone: {'2.00' if device == 'cuda' else '4.0'} GiB)"
     assert err == [f"train.py: error: run {str(out)!r}: memory ran out {when}{size}; a new run "
                    f"with a smaller --batch-size (now 200) or a narrower model (--pairs, "
