@@ -158,7 +158,7 @@ DOUBLED_WEIGHT = "with activation='relu' is [P, 2N] over [relu(x), relu(-x)], no
 
 
 class DoubledInputWeight(torch.Tensor):
-    """The ``weight`` of a subset-sum / fixedsize layer under ReLU, ``[P, N]`` over
+    """The ``weight`` of a subset-sum / fixedsize layer under ReLU, ``[P, 2N]`` over
     ``[relu(x), relu(-x)]`` (:data:`DOUBLED_WEIGHT`). A parent that applies it to ``x`` itself
     (torchvision's Swin attention: ``F.linear(x, self.qkv.weight, ...)``) failed deep in torch,
     "mat1 and mat2 shapes cannot be multiplied", naming no layer: a computation with it that

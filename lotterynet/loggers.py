@@ -157,7 +157,6 @@ def check_wandb_environment(runs: str | None = None) -> None:
     import wandb
     from wandb.errors import UsageError
 
-
     for name, value in sorted(os.environ.items()):
         if not name.startswith("WANDB_"):
             continue

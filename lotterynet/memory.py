@@ -439,12 +439,12 @@ def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
     ``what``) whose models certainly cannot fit in this machine's memory: their ``need``
     (:func:`memory_needed`) as built (on the CPU, also for a run on a GPU) and, on the CPU,
     in training, against what the machine has available (:func:`memory_available`; not
-    checked where that is unknown). A run
-    that needs more ends in the kernel's out-of-memory kill, which cannot be caught: it says
-    nothing and leaves the run's folder behind. A GPU's memory is not asked for (that would
-    initialise CUDA in this process, which a forking strategy, ``ddp_fork``, then refuses):
-    a GPU that runs out raises an error, which the run reports (:class:`OutOfMemory`). A
-    smaller ``--batch-size`` is advised only where a batch of one would fit."""
+    checked where that is unknown). A run that needs more ends in the kernel's out-of-memory
+    kill, which cannot be caught: it says nothing and leaves the run's folder behind. A GPU's
+    memory is not asked for (that would initialise CUDA in this process, which a forking
+    strategy, ``ddp_fork``, then refuses): a GPU that runs out raises an error, which the run
+    reports (:class:`OutOfMemory`). A smaller ``--batch-size`` is advised only where a batch of
+    one would fit."""
     have = memory_available()
     state = f" and {plural(need.states, 'optimizer state')}" * bool(need.states)
     needed, stage = (need.built, f"to build ({need.params:,} parameters, drawn in float32)")

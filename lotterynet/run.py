@@ -256,9 +256,8 @@ def left_before_a_checkpoint(run_dir: Path, resumed_epochs: int = 0) -> bool:
         return False
     if not (run_dir / "hparams.yaml").exists():  # (a history of the counts alone, at step 0)
         counts = [c for c in columns if c != "step"]  # (params_metrics')
-        return not rows or bool(counts) and all(c.startswith(("params/", "density/"))
-                                                for c in counts) and all(
-            step == "0" for _, step in rows)
+        only_counts = bool(counts) and all(c.startswith(("params/", "density/")) for c in counts)
+        return not rows or only_counts and all(step == "0" for _, step in rows)
     return all(epoch in (None, "") or epoch.isdigit() and int(epoch) <= resumed_epochs
                for epoch, _ in rows)
 
