@@ -49,7 +49,7 @@ from .errors import (
     plural,
     resume_flag,
 )
-from .grid import Overrides, load_sweep, sweep_dir_of, write_wandb_sweep
+from .grid import Overrides, Sweep, load_sweep, sweep_dir_of, write_wandb_sweep
 from .lifetime import stopping_on_sigterm
 from .machine import is_launched_worker, keep_freed_memory
 
@@ -259,6 +259,7 @@ def run_stack_file(args: argparse.Namespace) -> int:
     from .stack import read_stack_file, run_stack, sweep_folder_of
     from .sweep import outside_a_running_sweep
 
+    keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
     values = explicit_values(args)
     configs, cells = read_stack_file(args.stack_file, values.get("data_dir"))
     flags = [flag_name(k) for k in values if k != "data_dir"]
@@ -296,8 +297,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    """A stack file, a sweep or one run. The heavy stack (torch, Lightning) is imported only
-    once a run's config is valid: --help, bad flags and bad config files answer at once."""
+    """A stack file, a W&B sweep file, a sweep or one run. The heavy stack (torch, Lightning) is
+    imported only once a run's config is valid: --help, bad flags and bad config files answer at
+    once."""
+    check_flag_combinations(args)
+    fill_sweep_run_defaults(args)
+    if args.stack_file:
+        return run_stack_file(args)
+    if not is_sweep(args):
+        return run_one(args)
+    sweep = load_sweep(args, given_values(args))  # every cell's config checked
+    if args.wandb_sweep:
+        return write_wandb_sweep_file(args, sweep)
+    return run_sweep_cells(args, sweep)
+
+
+def check_flag_combinations(args: argparse.Namespace) -> None:
+    """Refuse a flag that the others make mean nothing, before anything is read."""
+    check_sweep_run_flags(args)
+    check_a_sweep_has_its_grid(args)
+    check_print_config(args)
+
+
+def check_sweep_run_flags(args: argparse.Namespace) -> None:
+    """:data:`SWEEP_RUN_FLAGS` say how this process runs a sweep's cells: a stack file and a
+    run do not read them, --cell runs one cell, and with --wandb-sweep W&B agents run them
+    (--cell, one agent's, refuses --wandb-sweep too)."""
     how = [flag_name(k) for k in SWEEP_RUN_FLAGS if getattr(args, k) is not None]
     if how and (args.stack_file or not is_sweep(args)):
         raise ConfigError(f"{how[0]} says how a sweep runs its cells; give it with --sweep or "
@@ -309,50 +334,72 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.wandb_sweep and how:
         raise ConfigError(f"{how[0]} says how this process runs a sweep's cells; with "
                           f"--wandb-sweep W&B agents run them, one cell each (drop {how[0]})")
-    if not args.stack_file and is_sweep(args) and not any(getattr(args, name) is not None
-                                                          for name in SWEEP_GRID_FLAGS):
-        flag = next(flag_name(k) for k in SWEEP_FLAGS if getattr(args, k) is not None)
-        flag = "--no-baseline" if flag == "--baseline" and args.baseline is False else flag
-        raise ConfigError(f"{flag} is a sweep's option; give the sweep with --sweep FILE.yaml "
-                          f"or the --sweep-* flags (a run does not read it)")
+
+
+def check_a_sweep_has_its_grid(args: argparse.Namespace) -> None:
+    """A sweep's flag without the grid (:data:`SWEEP_GRID_FLAGS`) was meant for a run, which
+    does not read it (a stack file refuses it itself: :func:`run_stack_file`)."""
+    if args.stack_file or not is_sweep(args) or any(getattr(args, name) is not None
+                                                    for name in SWEEP_GRID_FLAGS):
+        return
+    flag = next(flag_name(k) for k in SWEEP_FLAGS if getattr(args, k) is not None)
+    flag = "--no-baseline" if flag == "--baseline" and args.baseline is False else flag
+    raise ConfigError(f"{flag} is a sweep's option; give the sweep with --sweep FILE.yaml "
+                      f"or the --sweep-* flags (a run does not read it)")
+
+
+def check_print_config(args: argparse.Namespace) -> None:
+    """--print-config prints one run's config, not a stack file's or a sweep's."""
+    if args.print_config and args.stack_file:
+        raise ConfigError(f"--print-config prints one run's config; the stack's members "
+                          f"are in {args.stack_file} itself (drop --print-config)")
+    if args.print_config and is_sweep(args):
+        raise ConfigError("--print-config prints one run's config; drop it or the sweep "
+                          "flags (a sweep writes its resolved grid to SWEEP/sweep.json)")
+
+
+def fill_sweep_run_defaults(args: argparse.Namespace) -> None:
+    """The :data:`SWEEP_RUN_FLAGS` left out get their defaults (None until then: the checks
+    refuse only those given)."""
     for name, default in SWEEP_RUN_FLAGS.items():
-        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
-    if args.stack_file:
-        if args.print_config:
-            raise ConfigError(f"--print-config prints one run's config; the stack's members "
-                              f"are in {args.stack_file} itself (drop --print-config)")
-        keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)
-        return run_stack_file(args)
-    if is_sweep(args):
-        if args.print_config:
-            raise ConfigError("--print-config prints one run's config; drop it or the sweep "
-                              "flags (a sweep writes its resolved grid to SWEEP/sweep.json)")
-        sweep = load_sweep(args, given_values(args))  # every cell's config checked
-        if args.wandb_sweep:
-            from .sweep import check_buildable, check_sweep_dir, wandb_group
+        if getattr(args, name) is None:
+            setattr(args, name, default)
 
-            if sweep.base.get("wandb") is False:  # (its agents run every cell with --wandb)
-                raise ConfigError(f"--wandb-sweep: its agents log every cell to W&B (where "
-                                  f"the sweep's metric, test/acc, is read); drop "
-                                  f"{'--no-wandb' if args.wandb is False else 'wandb: false'}")
-            sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
-            check_sweep_dir(sweep_dir)  # what its agents would find only once they start
-            # the agents' group, in their cells file: one, whatever path reaches the folder
-            sweep.base["wandb_group"] = wandb_group(sweep, sweep_dir, args.sweep,
-                                                    bool(args.sweep_out))
-            check_buildable(sweep)
-            cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), sweep_dir)
-            print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "
-                  f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
-                  f"<sweep id>`")
-            return 0
-        from .loggers import check_wandb_environment
-        from .sweep import run_sweep
 
-        if sweep.base.get("wandb"):
-            check_wandb_environment(runs=None if args.cell else "every cell of this sweep")
-        keep_freed_memory()
-        return run_sweep(args, sweep)
+def write_wandb_sweep_file(args: argparse.Namespace, sweep: Sweep) -> int:
+    """``--wandb-sweep``: write the W&B sweep file over the sweep's cells instead of running
+    them (W&B agents run them, one cell each)."""
+    from .sweep import check_buildable, check_sweep_dir, wandb_group
+
+    if sweep.base.get("wandb") is False:  # (its agents run every cell with --wandb)
+        raise ConfigError(f"--wandb-sweep: its agents log every cell to W&B (where "
+                          f"the sweep's metric, test/acc, is read); drop "
+                          f"{'--no-wandb' if args.wandb is False else 'wandb: false'}")
+    sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
+    check_sweep_dir(sweep_dir)  # what its agents would find only once they start
+    # the agents' group, in their cells file: one, whatever path reaches the folder
+    sweep.base["wandb_group"] = wandb_group(sweep, sweep_dir, args.sweep, bool(args.sweep_out))
+    check_buildable(sweep)
+    cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), sweep_dir)
+    print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "
+          f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
+          f"<sweep id>`")
+    return 0
+
+
+def run_sweep_cells(args: argparse.Namespace, sweep: Sweep) -> int:
+    """The sweep's cells (or its ``--cell`` alone), run by this process."""
+    from .loggers import check_wandb_environment
+    from .sweep import run_sweep
+
+    if sweep.base.get("wandb"):
+        check_wandb_environment(runs=None if args.cell else "every cell of this sweep")
+    keep_freed_memory()
+    return run_sweep(args, sweep)
+
+
+def run_one(args: argparse.Namespace) -> int:
+    """One run, its summary printed (or, with ``--print-config``, its config)."""
     config = config_from_args(args)  # reads (torch only) the checkpoint a resume continues
     if args.print_config:
         print(dump_yaml(nested_config(config), sort_keys=False), end="")
