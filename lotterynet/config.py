@@ -237,27 +237,39 @@ def dotted_flags(argv: list[str]) -> list[str]:
                 not section.startswith("--"):
             out.append(arg)
         elif section == "--trainer":
-            key, equals, value = rest.partition("=")
-            if not equals:
-                value = args.popleft() if args else None
-                if value is None or value.startswith("--"):
-                    raise ConfigError(f"{arg} needs a value ({arg} VALUE or {arg}=VALUE)")
-            out += ["--trainer", f"{key}={value}"]
-        else:  # the key as a flat flag: batch_size or batch-size
-            key, equals, value = rest.partition("=")
-            name = section.lstrip("-")
-            if key.replace("-", "_") not in SECTIONS[name]:
-                raise ConfigError(f"unknown {name} key {key!r} in {arg!r}; valid keys: "
-                                  f"{', '.join(SECTIONS[name])}")
-            flag = flag_name(key)
-            if field_type(FIELDS[key.replace("-", "_")]) is not bool:
-                out.append(flag + equals + value)
-            elif equals or (args and not args[0].startswith("--")):  # a value: true or false
-                out.append(bool_flag(arg.partition("=")[0], flag, value if equals
-                                     else args.popleft()))
-            else:
-                out.append(flag)
+            out += trainer_flag(arg, rest, args)
+        else:
+            out.append(section_flag(arg, section.lstrip("-"), rest, args))
     return out
+
+
+def trainer_flag(arg: str, rest: str, args: collections.deque) -> list[str]:
+    """``--trainer.KEY=VALUE`` (``arg``; ``rest``: what follows ``--trainer.``), or
+    ``--trainer.KEY`` and the VALUE it takes from the arguments still to read (``args``), as
+    ``--trainer KEY=VALUE``."""
+    key, equals, value = rest.partition("=")
+    if not equals:
+        value = args.popleft() if args else None
+        if value is None or value.startswith("--"):
+            raise ConfigError(f"{arg} needs a value ({arg} VALUE or {arg}=VALUE)")
+    return ["--trainer", f"{key}={value}"]
+
+
+def section_flag(arg: str, section: str, rest: str, args: collections.deque) -> str:
+    """``--model.KEY`` or ``--data.KEY`` (``arg``; ``rest``: what follows the dot) as the flat
+    flag: ``--KEY`` (with ``=VALUE`` if ``arg`` has it); for a true-or-false KEY given a value,
+    after ``=`` or taken from the arguments still to read (``args``), ``--KEY`` or
+    ``--no-KEY``."""
+    key, equals, value = rest.partition("=")  # the key as a flat flag: batch_size or batch-size
+    if key.replace("-", "_") not in SECTIONS[section]:
+        raise ConfigError(f"unknown {section} key {key!r} in {arg!r}; valid keys: "
+                          f"{', '.join(SECTIONS[section])}")
+    flag = flag_name(key)
+    if field_type(FIELDS[key.replace("-", "_")]) is not bool:
+        return flag + equals + value
+    if equals or (args and not args[0].startswith("--")):  # a value: true or false
+        return bool_flag(arg.partition("=")[0], flag, value if equals else args.popleft())
+    return flag
 
 
 def bool_flag(dotted: str, flag: str, value: str) -> str:
