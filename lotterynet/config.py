@@ -953,8 +953,13 @@ def flag_spelling(name: str, value) -> str:
     flag = flag_name(name)
     if name in MAPPING_FIELDS:
         return " ".join(f"{flag} {k}={v}" for k, v in value)
-    return flag if value is True else f"--no-{flag[2:]}" if value is False else \
-        f"{flag} {shlex.join(value)}" if isinstance(value, list) else f"{flag} {value!r}"
+    if value is True:
+        return flag
+    if value is False:
+        return f"--no-{flag[2:]}"
+    if isinstance(value, list):
+        return f"{flag} {shlex.join(value)}"
+    return f"{flag} {value!r}"
 
 
 def read_options(config: RunConfig) -> dict:
