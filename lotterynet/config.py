@@ -763,15 +763,41 @@ def check_wandb_names(config: RunConfig) -> None:
 def validate(config: RunConfig, given_precision=None) -> None:
     """Raise :class:`ConfigError` on the first bad value (a precision refused named as given,
     ``given_precision``: Lightning's ``16`` as 16, not as the ``16-mixed`` it reads)."""
-    from .archs import recipe
-    from .augment import AUGMENTATIONS
-    from .data import DATASETS
-    from .distributions import DISTRIBUTIONS
     from .masking import check_score_init
+    from .models import split_arch
+    from .structures import check_fan_in
+    from .validate import check_hardware, check_timm_model
+
+    check_arch(config)
+    check_registered_names(config)
+    check_lenet5_convs(config)
+    as_config_error(check_fan_in, config.fan_in)
+    as_config_error(check_score_init, config.score_init)
+    if config.structure == WIDE and config.train_weights:
+        raise ConfigError("--train-weights trains the dense net itself: it cannot be combined "
+                          "with --structure wide (valid: --train-weights alone, or --structure "
+                          "wide without it)")
+    check_numbers(config)
+    check_hardware(config, given_precision)
+    if config.trainer:
+        from .trainer_options import check_trainer_options
+
+        check_trainer_options(config)
+    family_kwargs = split_arch(config.arch)[1]
+    if family_kwargs:
+        check_timm_model(family_kwargs["model_name"])
+    check_model_kwargs(config.model_kwargs)
+    check_exclude(config.exclude)
+    if config.wandb:
+        check_wandb(config)
+    check_paths(config)
+
+
+def check_arch(config: RunConfig) -> None:
+    """``--arch``: a registered architecture (``FAMILY:NAME`` for a family that names a model,
+    as timm), with the options it can run with."""
+    from .archs import recipe
     from .models import MODELS, split_arch
-    from .optim import OPTIMIZERS, SCHEDULERS
-    from .structures import STRUCTURES, check_activation, check_fan_in
-    from .validate import check_hardware, check_output_dir, check_timm_model
 
     family, family_kwargs = split_arch(config.arch)
     if family not in MODELS or bool(family_kwargs) != names_a_model(MODELS.get(family)):
@@ -790,6 +816,17 @@ def validate(config: RunConfig, given_precision=None) -> None:
     if recipe(family).target_only and not config.train_weights:
         raise ConfigError(f"--arch {config.arch} is a target architecture (trained weights with "
                           f"biases): it runs only with --train-weights")
+
+
+def check_registered_names(config: RunConfig) -> None:
+    """The names of a structure, init, data set, augmentation, optimizer, scheduler and
+    activation, each one its registry holds (the refusal lists them)."""
+    from .augment import AUGMENTATIONS
+    from .data import DATASETS
+    from .distributions import DISTRIBUTIONS
+    from .optim import OPTIMIZERS, SCHEDULERS
+    from .structures import STRUCTURES, check_activation
+
     as_config_error(check_choice, "structure", config.structure, [*STRUCTURES.names(), WIDE])
     as_config_error(check_choice, "match", config.match, STRUCTURES.names())  # (not wide itself)
     if config.init is not None:
@@ -799,6 +836,14 @@ def validate(config: RunConfig, given_precision=None) -> None:
     as_config_error(OPTIMIZERS.get, config.optimizer)
     as_config_error(SCHEDULERS.get, config.scheduler)
     as_config_error(check_activation, config.activation)
+
+
+def check_lenet5_convs(config: RunConfig) -> None:
+    """``--subnet-convs`` and ``--conv-init``, which only LeNet5's random frozen convs read."""
+    from .distributions import DISTRIBUTIONS
+    from .models import split_arch
+
+    family = split_arch(config.arch)[0]
     if config.subnet_convs and family != "lenet5":
         raise ConfigError(f"--subnet-convs makes LeNet5's random frozen convs subnet layers; "
                           f"--arch {config.arch} has none (every layer of it already is one)")
@@ -808,32 +853,27 @@ def validate(config: RunConfig, given_precision=None) -> None:
             raise ConfigError(f"conv_init {config.conv_init!r} draws LeNet5's random frozen conv "
                               f"filters; it needs --arch lenet5 without --subnet-convs (got "
                               f"--arch {config.arch!r}{' --subnet-convs' * config.subnet_convs})")
-    as_config_error(check_fan_in, config.fan_in)
-    as_config_error(check_score_init, config.score_init)
-    if config.structure == WIDE and config.train_weights:
-        raise ConfigError("--train-weights trains the dense net itself: it cannot be combined "
-                          "with --structure wide (valid: --train-weights alone, or --structure "
-                          "wide without it)")
-    check_numbers(config)
-    check_hardware(config, given_precision)
-    if config.trainer:
-        from .trainer_options import check_trainer_options
 
-        check_trainer_options(config)
-    if family_kwargs:
-        check_timm_model(family_kwargs["model_name"])
-    check_model_kwargs(config.model_kwargs)
-    check_exclude(config.exclude)
-    if config.wandb:
-        require_wandb()
-        check_wandb_names(config)
-        if os.environ.get("WANDB_DIR"):  # (W&B would write into the temporary folder instead)
-            check_output_dir(os.environ["WANDB_DIR"], "$WANDB_DIR")
+
+def check_wandb(config: RunConfig) -> None:
+    """What ``--wandb`` needs, which W&B itself would refuse only once the run's files are
+    written: the package, a mode, the names, a ``$WANDB_DIR`` to write in."""
+    from .validate import check_output_dir
+
+    require_wandb()
+    check_wandb_names(config)
+    if os.environ.get("WANDB_DIR"):  # (W&B would write into the temporary folder instead)
+        check_output_dir(os.environ["WANDB_DIR"], "$WANDB_DIR")
+
+
+def check_paths(config: RunConfig) -> None:
+    """Paths the file system can hold; a data folder that is not a file; a checkpoint to
+    resume that is there."""
+    from .data import DATA_ENV
+
     for name in PATH_FIELDS:
         if getattr(config, name) is not None:
             check_path(name, getattr(config, name))
-    from .data import DATA_ENV
-
     data_dir = config.data_dir or os.environ.get(DATA_ENV)
     if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
         where = "--data-dir" if config.data_dir else f"${DATA_ENV}"
