@@ -778,6 +778,7 @@ def validate(config: RunConfig, given_precision=None) -> None:
                           "with --structure wide (valid: --train-weights alone, or --structure "
                           "wide without it)")
     check_numbers(config)
+    check_stop_and_resume(config)
     check_hardware(config, given_precision)
     if config.trainer:
         from .trainer_options import check_trainer_options
@@ -1068,17 +1069,27 @@ def check_numbers(config: RunConfig) -> None:
     as_config_error(check_seed, config.seed, SEED_MAX + 1)
     as_config_error(DATASETS.get(config.dataset).check_split_sizes, config.val_size,
                config.limit_train)
+    check_examples_per_device(config)
+
+
+def check_examples_per_device(config: RunConfig) -> None:
+    """Every device gets a training example and, unless there is no validation
+    (``val_size`` 0), a validation example: each device trains and validates its share."""
+    count = device_count(config)
     if examples_per_device(config) == 0:
         given = (f"val_size {config.val_size}" if config.limit_train is None
                  else f"limit_train {config.limit_train}")
-        count = device_count(config)
         raise ConfigError(f"{given} leaves some of the {count} devices no training example; "
                           f"give at least {count} training examples, one for each device")
-    if 0 < config.val_size < device_count(config):  # (each device validates its share)
-        count = device_count(config)
+    if 0 < config.val_size < count:
         raise ConfigError(f"val_size {config.val_size} leaves some of the {count} devices no "
                           f"validation example; give at least {count} (one for each device), "
                           f"or 0 for no validation")
+
+
+def check_stop_and_resume(config: RunConfig) -> None:
+    """``--overwrite`` with ``--resume``, or a ``--stop-after`` past ``--epochs``: a run
+    cannot do what these ask."""
     if config.resume and config.overwrite:
         raise ConfigError("--overwrite with --resume: a resume continues its run and never "
                           "clears it; drop --overwrite, or start the run anew without --resume")
