@@ -434,8 +434,17 @@ def memory_available() -> int | None:
     return min((m for m in (available_memory(), cgroup_memory()) if m is not None), default=None)
 
 
+class DoesNotFit(ConfigError):
+    """:func:`check_fits`' refusal, its parts as its args (it pickles): what needs how much
+    memory and what this machine has available, then what needs less; a stack that resumes
+    says its own ways on after the first (:func:`~lotterynet.stack.set_up_and_run_stack`)."""
+
+    def __str__(self) -> str:
+        return "; ".join(self.args)
+
+
 def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
-    """Refuse in one line (:class:`ConfigError`), before it is built, a run (or a stack,
+    """Refuse in one line (:class:`DoesNotFit`), before it is built, a run (or a stack,
     ``what``) whose models certainly cannot fit in this machine's memory: their ``need``
     (:func:`memory_needed`) as built (on the CPU, also for a run on a GPU) and, on the CPU,
     in training, against what the machine has available (:func:`memory_available`; not
@@ -461,9 +470,9 @@ def check_fits(what: str, need: MemoryNeed, config: RunConfig) -> None:
     if have is not None and needed > have:
         smaller = training and need.batch > 1 and need.trained_at_one() <= have
         batch = " or a smaller --batch-size" * smaller  # (where a batch of one would fit)
-        raise ConfigError(
+        raise DoesNotFit(
             f"{what} needs at least {in_binary_units(needed)} of memory {stage} and this "
-            f"machine has {in_binary_units(have)} available; the sparsity does not change it "
-            f"(pruned weights are held all the same): fewer parameters (a smaller --pairs or "
+            f"machine has {in_binary_units(have)} available", f"the sparsity does not change "
+            f"it (pruned weights are held all the same): fewer parameters (a smaller --pairs or "
             f"--hidden, another --structure or --arch){batch} need less, or a machine with more "
             f"memory")

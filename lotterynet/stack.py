@@ -75,12 +75,12 @@ from .config import (
 )
 from .data import absolute_data_dir
 from .datamodule import TensorDataModule
-from .errors import DIVERGED_IN, TrainingDiverged, plural
+from .errors import DIVERGED_IN, OutOfMemory, TrainingDiverged, plural
 from .graphs import StepGraphs
 from .grid import SWEEP_FILE
 from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import METRICS_FILE, finish_wandb, make_loggers
-from .memory import MemoryNeed, check_fits, memory_needed
+from .memory import DoesNotFit, MemoryNeed, check_fits, memory_needed
 from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
 from .optim import optimizer_and_schedule
@@ -791,9 +791,10 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     checkpoint of another stack there is refused (:class:`ConfigError`), never overwritten. A
     member that diverges stops there, the others train to their end; then
     :class:`TrainingDiverged` names it. Memory that runs out stops it with
-    :class:`~lotterynet.errors.OutOfMemory`. SIGTERM stops it with :class:`Interrupted` from
-    its start to its end, as a single run (:func:`~lotterynet.run.run`; its handler,
-    :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit."""
+    :class:`~lotterynet.errors.OutOfMemory`, as it refuses a stopped stack that resumes, before
+    it is built, whose members do not fit in the memory available now. SIGTERM stops it with
+    :class:`Interrupted` from its start to its end, as a single run (:func:`~lotterynet.run.run`;
+    its handler, :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit."""
     what = f"stack {Path(stack_dir).name}"
     with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(
             Path(stack_dir) / CHECKPOINTS / LAST, f"{what}: {RUN_AGAIN}",
@@ -831,7 +832,18 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | P
         members = [dict(name=name, spec=model_spec(c, data), optim=optim_settings(c),
                         config=c.to_dict()) for name, c in zip(names, configs)]
         need = memory_needed([(m["spec"], m["optim"]) for m in members], first, stack=True)
-    check_fits(f"stack {stack_dir.name} ({plural(len(members), 'member')})", need, first)
+    try:
+        check_fits(f"stack {stack_dir.name} ({plural(len(members), 'member')})", need, first)
+    except DoesNotFit as err:
+        if cannot_continue(stack_record(stack_dir), names, configs, cell_dirs) is not None:
+            raise
+        # a stopped stack resumes with the members its checkpoint holds, whatever the memory
+        # now: not bad input (it fitted where it trained), as memory that ran out
+        unfinished = sum(not (cell / RESULTS).is_file() for cell in cell_dirs)
+        raise OutOfMemory(err.args[0], f"it resumes only with the members its checkpoint "
+                          f"holds: moved away (out of {stack_dir.parent}), it lets the sweep "
+                          f"train its {plural(unfinished, 'unfinished member')} anew in parts "
+                          f"that fit", RUN_AGAIN, START_OVER) from None
     with refusing_unbuildable(first.arch):
         module = StackModule(members, cuda_graphs=first.cuda_graphs)
     check_last_batch(first, module.model)

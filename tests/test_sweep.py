@@ -1629,6 +1629,61 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         "needs less")
 
 
+def test_a_stopped_stack_too_big_for_the_memory_now_fails_alone_and_says_how_to_go_on(
+        tmp_path, data_dir, capsys, monkeypatch):
+    """A stack stopped in its second epoch resumes only with the members its checkpoint
+    holds, and two FC2 members (15.5 MiB together) do not fit in the 13 MiB available now: its
+    check refused it (ConfigError) in the sweep's process, so the sweep exited 2 at once, the
+    other variant's cells never trained, with advice for a new run (fewer parameters). It
+    fails alone, as memory that ran out (exit 4's word), and says what it needs, what there is
+    and how to go on: where more memory is free, the same sweep continues it; moved away, the
+    sweep trains its unfinished members anew in parts that fit. The other cells train (cut
+    into single runs that fit), the sweep exits 1, and the stack's folder is left as it was."""
+    from lotterynet.run import CheckedCheckpointIO
+
+    save = CheckedCheckpointIO.save_checkpoint
+
+    def ctrl_c_in_epoch_2(self, checkpoint, path, storage_options=None):
+        if checkpoint["epoch"] == 1:
+            raise KeyboardInterrupt
+        save(self, checkpoint, path, storage_options)
+
+    out = tmp_path / "out"
+    argv = [*STACKS, "--sweep-epochs", "3", "--data-dir", str(data_dir), "--sweep-out", str(out)]
+    with monkeypatch.context() as stopping:
+        stopping.setattr(CheckedCheckpointIO, "save_checkpoint", ctrl_c_in_epoch_2)
+        assert main(argv) == 130
+    stack = out / "stacks" / "subsetsum-identity-seed0"
+    kept = {f: f.read_bytes() for f in stack.rglob("*") if f.is_file()}
+    capsys.readouterr()
+    monkeypatch.setattr("lotterynet.memory.available_memory", lambda: 13 * 2**20)
+    monkeypatch.setattr("lotterynet.memory.cgroup_memory", lambda: None)
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert re.fullmatch(
+        r"train\.py: error: stack subsetsum-identity-seed0 \(2 members\) needs at least 15\.5 "
+        r"MiB of memory to train \(.*\) and this machine has 13\.0 MiB available; it resumes "
+        r"only with the members its checkpoint holds: moved away \(out of "
+        + re.escape(str(out / "stacks")) + r"\), it lets the sweep train its 2 unfinished "
+        r"members anew in parts that fit, or run the same sweep again to continue from its "
+        r"checkpoint where more memory is free", line), line
+    assert captured.out.count(": out of memory |") == 2
+    assert "sweep incomplete: 2 of 4 cells without results (1 failure)" in captured.out
+    assert [r["variant"] for r in rows(out)] == ["wide"] * 2
+    cells = sorted(p.name for p in (out / "cells").iterdir())
+    assert {f: f.read_bytes() for f in stack.rglob("*") if f.is_file()} == kept
+    # moved away, as the line says, its unfinished members train anew in parts that fit (here
+    # singly)
+    stack.rename(tmp_path / "kept")
+    sweep = Sweep(**json.loads((out / "sweep.json").read_text()))
+    configs = sweep_module.cell_configs(sweep, out)
+    todo = [(name, prepared) for name, config in configs.items()
+            if (prepared := sweep_module.prepare_cell(config)) is not None]
+    assert [name for name, _ in todo] == cells[:2]
+    assert sweep_module.plan_stacks(sweep, out, configs, todo)[:2] == ({}, todo)
+
+
 @pytest.mark.parametrize("out", [".", "../mysweep", "sub/.."])
 def test_the_wandb_group_of_a_sweep_is_its_folders_name_however_it_is_spelled(
         tmp_path, monkeypatch, out):
