@@ -173,21 +173,19 @@ def unstackable(config: RunConfig) -> str | None:
 
 
 #: :func:`memory_needed` of a stack of one member and of two, by the member's config but its
-#: seed, epochs and folders (which change no tensor's size): :func:`members_that_fit`'s.
+#: seed, epochs and folders (which change no tensor's size): :func:`member_needs`'.
 MEMBER_NEEDS: dict[str, tuple[MemoryNeed, MemoryNeed]] = {}
 
 
-def members_that_fit(config: RunConfig, jobs: int = 1) -> int | None:
-    """The most members of ``config``'s variant (its cells of one seed, differing in sparsity
-    and epochs) that a stack may hold and still pass its check before it is built
-    (:func:`~lotterynet.memory.check_fits`, against the memory available now; a ``jobs``-th of
-    it where ``jobs`` stacks train at once, each in its own process, each checked alone as it
-    starts): each member more holds the same tensors (its scores, as built its own frozen
-    copies, in training their gradients and states and its part of a step's activations), so
-    what a stack of ``n`` needs grows by the same for each, read off :func:`memory_needed` of
-    one member and of two (two builds on ``meta``, not ``n``: a stack of 1,000 members took
-    minutes to count). At least 1 (a member that does not fit alone is refused as its single
-    run); None where the memory available is unknown."""
+def member_needs(config: RunConfig) -> list[tuple[int, int]]:
+    """What a stack of one member of ``config``'s variant (its cells of one seed, differing
+    in sparsity and epochs) needs and what each member more adds, in bytes, for each size that
+    its check before it is built compares (:func:`~lotterynet.memory.check_fits`: as built,
+    and on the CPU in training): each member more holds the same tensors (its scores, as built
+    its own frozen copies, in training their gradients and states and its part of a step's
+    activations), so what a stack of ``n`` needs grows by the same for each, read off
+    :func:`memory_needed` of one member and of two (two builds on ``meta``, not ``n``: a stack
+    of 1,000 members took minutes to count)."""
     key = repr(dataclasses.replace(config, seed=0, epochs=1, out=None, resume=None))
     if key not in MEMBER_NEEDS:
         with refusing_unbuildable(config.arch):
@@ -195,14 +193,28 @@ def members_that_fit(config: RunConfig, jobs: int = 1) -> int | None:
                       optim_settings(config))
             MEMBER_NEEDS[key] = tuple(memory_needed([member] * n, config, stack=True)
                                       for n in (1, 2))
+    one, two = MEMBER_NEEDS[key]
+    checked = ("built",) if on_gpu(config.accelerator) else ("built", "trained")
+    return [(getattr(one, size), getattr(two, size) - getattr(one, size)) for size in checked]
+
+
+def stack_need(config: RunConfig, members: int) -> int:
+    """What a stack of ``members`` of ``config``'s variant needs, as its check compares it
+    (:func:`member_needs`)."""
+    return max(first + (members - 1) * more for first, more in member_needs(config))
+
+
+def members_that_fit(config: RunConfig, jobs: int = 1) -> int | None:
+    """The most members of ``config``'s variant that a stack may hold and still pass its check
+    before it is built (:func:`member_needs`, against the memory available now; a ``jobs``-th
+    of it where ``jobs`` stacks train at once, each in its own process, each checked alone as
+    it starts). At least 1 (a member that does not fit alone is refused as its single run);
+    None where the memory available is unknown."""
+    needs = member_needs(config)
     have = memory.memory_available()
     if have is None:
         return None
-    have //= jobs
-    one, two = MEMBER_NEEDS[key]
-    checked = ("built",) if on_gpu(config.accelerator) else ("built", "trained")
-    return max(1, min(1 + (have - getattr(one, size)) // (getattr(two, size) - getattr(one, size))
-                      for size in checked))
+    return max(1, min(1 + (have // jobs - first) // more for first, more in needs))
 
 
 # -------------------------------------------------------------------- the LightningModule

@@ -85,6 +85,7 @@ from .errors import (
     OutOfMemory,
     TrainingDiverged,
     exit_code,
+    in_binary_units,
     interrupted,
     plural,
 )
@@ -105,6 +106,7 @@ from .grid import (
 )
 from .lifetime import die_with_parent
 from .loggers import METRICS_FILE, read_wandb_id
+from .memory import memory_available
 from .models import build_model
 from .paper import LABELS, TRAINED, paper_accuracy
 from .params import kept_params
@@ -136,6 +138,7 @@ from .stack import (
     holds_a_stack,
     members_that_fit,
     run_stack,
+    stack_need,
     stack_record,
     trains_again,
     unstackable,
@@ -696,7 +699,7 @@ def stack_name(label: str, values: dict) -> str:
 
 
 def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
-                todo: list[tuple[str, RunConfig]], slots: int = 1
+                todo: list[tuple[str, RunConfig]], slots: int = 1, say: bool = False
                 ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]],
                            dict[Path, tuple[str | None, str]], dict[Path, StackRecord]]:
     """Split the cells to run (``todo``; ``configs``: every cell's, :func:`cell_configs`) into
@@ -704,7 +707,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a single
     run's checkpoint). With more job ``slots`` than stacks, each stack is cut into ``slots //
     stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every slot trains,
-    and into more where its members would not fit in memory together (:func:`fitting_parts`). A
+    and into more where its members would not fit in memory together (:func:`fitting_parts`;
+    with ``say``, a line says so: :func:`split_line`). A
     stack killed earlier, in any folder of its group (``<stack>`` or a part's, as a run with
     these slots or others cut it), keeps its recorded members while some are unfinished and its
     checkpoint continues them (:func:`~lotterynet.stack.cannot_continue`), so it resumes as it
@@ -752,6 +756,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
         recorded = {folder: list(record.members) if record else []
                     for folder, record in records.items()}
         taken = resuming_stacks(records, recorded, left, cells, cannot_go_on)
+        if say and n > min(parts, len(cells)) and set(taken.values()) <= set(planned):
+            print(split_line(group, cells, split, configs, slots), flush=True)
         for folder, record in records.items():
             members = recorded[folder]
             if folder in taken.values():  # (it resumes)
@@ -858,6 +864,23 @@ def fitting_parts(cells: list[str], budgets: dict[str, int], n: int,
     return parts
 
 
+def split_line(group: str, cells: list[str], split: list[list[str]],
+               configs: dict[str, RunConfig], slots: int) -> str:
+    """What the planner says of a group's stack that it cut into parts (``split``) because its
+    members would not fit in memory together (:func:`fitting_parts`): what they need (at the
+    group's highest sparsity, :func:`~lotterynet.stack.stack_need`), what is available, and
+    the parts."""
+    need = stack_need(configs[max(cells, key=lambda c: configs[c].sparsity)], len(cells))
+    have = memory_available()
+    share = f" ({in_binary_units(have // slots)} for each of {slots} jobs at once)" * (slots > 1)
+    largest = max(map(len, split))
+    parts = f"run as {len(split)} parts of up to {plural(largest, 'member')}" if largest > 1 \
+        else "its cells run singly"
+    return (f"stack {group}: {plural(len(cells), 'member')} need at least "
+            f"{in_binary_units(need)} of memory together, {in_binary_units(have)} available"
+            f"{share}: {parts}")
+
+
 def stack_line(stack_dir: Path, configs: list[RunConfig]) -> str:
     return (f"stack {stack_dir.name}: {len(configs)} members, budgets "
             f"{sorted({c.epochs for c in configs})}")
@@ -907,8 +930,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     workers = max(1, gpus) * jobs_per_device
     ddp = any(device_count(config) > 1 for _, config in todo)
     slots = 1 if ddp else workers
-    stacks, todo, said, _ = plan_stacks(sweep, sweep_dir, configs, todo, slots) if stack else \
-        ({}, todo, {}, {})
+    stacks, todo, said, _ = plan_stacks(sweep, sweep_dir, configs, todo, slots, True) if \
+        stack else ({}, todo, {}, {})
     for stack_dir, (tag, why) in said.items():
         if tag:
             set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells", tag=tag)

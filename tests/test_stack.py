@@ -494,6 +494,41 @@ def test_a_sweep_cuts_a_stack_too_big_for_memory_into_parts_that_fit(tmp_path, m
         {}, list(configs.items()))
 
 
+def test_a_sweep_says_where_it_cuts_a_stack_for_memory(tmp_path, monkeypatch, capsys):
+    """A stack cut into parts because its members would not fit in memory together (above)
+    showed it only in its parts' names. The sweep says so as it plans, before its line of the
+    cells to run: what the members need together (169.7 MiB: 47.3 and 24.5 for each member
+    more), what is available (each job's share where jobs run at once) and the parts; not
+    where a stopped stack resumes whole instead."""
+    import lotterynet.sweep
+
+    monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
+    monkeypatch.setattr(lotterynet.sweep, "run_stack", lambda *args: None)  # (nothing trains)
+    monkeypatch.setattr(lotterynet.sweep, "run_in_the_sweep", lambda *args: None)
+    monkeypatch.setattr(lotterynet.sweep, "run_jobs", lambda *args: None)
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
+                  sparsities=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95], epochs=[2], baseline=False)
+    need = "stack subsetsum-seed0: 6 members need at least 169.7 MiB of memory together"
+    for have, jobs, said in (
+            (110, 1, "110.0 MiB available: run as 2 parts of up to 3 members"),
+            (160, 2, "160.0 MiB available (80.0 MiB for each of 2 jobs at once): run as 3 "
+                     "parts of up to 2 members"),
+            (40, 1, "40.0 MiB available: its cells run singly"),
+            (1000, 1, None)):
+        monkeypatch.setattr(lotterynet.memory, "available_memory", lambda have=have: have * 2**20)
+        lotterynet.sweep.run_cells(sweep, tmp_path, jobs)
+        out = capsys.readouterr().out
+        assert out.startswith(f"{need}, {said}\n" * bool(said) + f"sweep {tmp_path}: 6 cells"), out
+    configs = cell_configs(sweep, tmp_path)
+    atomic_torch_save({"state_dict": {}, "epoch": 0, "hyper_parameters": {"members": [
+        {"name": m, "config": c.to_dict()} for m, c in configs.items()]}},
+        tmp_path / "stacks" / "subsetsum-seed0" / "checkpoints" / "last.ckpt")
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 110 * 2**20)
+    lotterynet.sweep.run_cells(sweep, tmp_path, 1)  # (it resumes whole)
+    assert capsys.readouterr().out.startswith(f"sweep {tmp_path}: 6 cells, 0 already done, "
+                                              f"6 to run (1 stack)\n")
+
+
 def test_a_stack_counts_steps_as_its_single_runs(tmp_path, data_dir):
     """Lightning counts a step per optimizer step, S a batch in a stack of S: the stack's
     checkpoint said global_step 30 after 2 epochs of 10 batches with members of 2 and 1
