@@ -233,13 +233,13 @@ def dotted_flags(argv: list[str]) -> list[str]:
     while args:
         arg = args.popleft()
         section, dot, rest = arg.partition(".")
-        if not dot or section.lstrip("-") not in ("trainer", *SECTIONS) or \
-                not section.startswith("--"):
+        name = section[2:] if section.startswith("--") else None  # (---trainer.x is no flag)
+        if not dot or name not in ("trainer", *SECTIONS):
             out.append(arg)
-        elif section == "--trainer":
+        elif name == "trainer":
             out += trainer_flag(arg, rest, args)
         else:
-            out.append(section_flag(arg, section.lstrip("-"), rest, args))
+            out.append(section_flag(arg, name, rest, args))
     return out
 
 

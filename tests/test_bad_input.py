@@ -391,6 +391,10 @@ CASES = [
     (["--trainer.max_steps", "0"], ["max_steps", "-1"]),
     (["--trainer.max_epochs"], ["--trainer.max_epochs needs a value"]),
     (["--trainer.max_epochs", "--epochs", "3"], ["--trainer.max_epochs needs a value"]),
+    # (three dashes: no LightningCLI spelling; a KeyError traceback, and ---model.arch was read
+    # as --arch)
+    (["---trainer.x", "1"], ["unrecognized arguments: ---trainer.x 1"]),
+    (["---model.arch", "fc2"], ["unrecognized arguments: ---model.arch fc2"]),
     (["--trainer.min_epochs", "50"], ["min_epochs 50", "10 epochs"]),
     (["--trainer.min_steps", "100000"], ["min_steps 100000", "8600 optimizer steps"]),
     (["--trainer.min_steps", "-5"], ["min_steps", "-5", "count >= 0"]),
