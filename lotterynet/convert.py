@@ -785,7 +785,15 @@ def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module],
     return lines
 
 
-def _warn_loaded_k(model: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+#: The load (its ``missing_keys`` list, one per ``load_state_dict`` call, kept here so that its id
+#: is not reused) and the ids of the layers :func:`_warn_loaded_k` checked in it: ``convert`` on a
+#: submodule and then on its parent registers the hook on both, and the parent's, which runs
+#: first, checks the submodule's layers too.
+_checked_in_load: tuple[list, set[int]] = ([], set())
+
+
+def _warn_loaded_k(model: nn.Module, state_dict: dict, prefix: str, local_metadata: dict,
+                   strict: bool, missing_keys: list, *args) -> None:
     """A ``load_state_dict`` pre-hook (:func:`watch_loaded_k`): warn, in one line per load,
     when the state dict's ``k`` (kept count, in a tensor's extra state) changes the sparsity
     that was set on a layer. Restoring ``k`` is what a resume needs, so it is never refused;
@@ -798,11 +806,16 @@ def _warn_loaded_k(model: nn.Module, state_dict: dict, prefix: str, *args) -> No
     never change ``k`` while training, so they load the ``k`` they have: no warning. A model
     of yours whose ``k`` a schedule or ``global_topk`` changed while training warns when it is
     resumed into a freshly built model: a fresh layer cannot tell that resume from another
-    model's state dict."""
+    model's state dict. A layer is checked once per load, by the outermost hook above it."""
+    global _checked_in_load
+    if _checked_in_load[0] is not missing_keys:
+        _checked_in_load = (missing_keys, set())
+    checked = _checked_in_load[1]
     changed = []  # (layer name, its sparsity, the loaded one)
     for name, layer in model.named_modules():
-        if not isinstance(layer, SUBNET_MODULES):
+        if not isinstance(layer, SUBNET_MODULES) or id(layer) in checked:
             continue
+        checked.add(id(layer))
         kept = total = 0
         differs = False
         for sub, m in named_masked_weights(layer).items():

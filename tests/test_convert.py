@@ -1177,6 +1177,22 @@ def test_a_state_dict_that_changes_a_layers_sparsity_warns_once_naming_it():
                                                          .state_dict())
 
 
+def test_a_sparsity_change_warns_once_where_convert_ran_on_a_submodule_and_its_parent():
+    def net(sparsity):  # (both convert calls register the load_state_dict hook)
+        model = nn.Sequential(nn.Sequential(nn.Linear(20, 10), nn.ReLU()), nn.Linear(10, 3))
+        convert(model[0], sparsity=sparsity, seed=0)
+        return convert(model, sparsity=sparsity, seed=0)
+    b = net(0.9)
+    with pytest.warns(UserWarning) as caught:
+        b.load_state_dict(net(0.5).state_dict())
+    assert [str(w.message) for w in caught] == [
+        "load_state_dict: the state dict's kept counts (k) change the sparsity of layer '0.0' "
+        "from 0.9 to 0.5 and of 1 other layer: restored, as a resume needs; to keep the model's "
+        "sparsity, load the state dict of a model built with it"]
+    with pytest.warns(UserWarning, match=r"layer '0' from 0\.5 to 0\.9: restored"):
+        net(0.5)[0].load_state_dict(net(0.9)[0].state_dict())  # (the submodule alone warns)
+
+
 @pytest.mark.parametrize("spec, line", [
     (dict(model_name="resnet10t", sparsty=0.5), "unknown option 'sparsty' of model 'timm'; "),
     (dict(model="resnet10t"), "unknown option 'model' of model 'timm'; "),
