@@ -819,9 +819,14 @@ def _warn_loaded_k(model: nn.Module, state_dict: dict, prefix: str, local_metada
         kept = total = 0
         differs = False
         for sub, m in named_masked_weights(layer).items():
-            key = ".".join(part for part in (name, sub, _EXTRA_STATE_KEY_SUFFIX) if part)
-            state = state_dict.get(prefix + key)
-            k = m.k if state is None else int(state.reshape(-1)[0])
+            stem = prefix + ".".join(part for part in (name, sub) if part) + "."
+            state = state_dict.get(stem + _EXTRA_STATE_KEY_SUFFIX)
+            # (a tensor whose weight or scores have another shape there is not loaded: torch
+            # reports the size mismatch, an error even with strict=False)
+            loads = state is not None and all(
+                getattr(state_dict.get(stem + n), "shape", p.shape) == p.shape
+                for n, p in m.named_parameters(recurse=False))
+            k = int(state.reshape(-1)[0]) if loads else m.k
             differs |= k != m.k and getattr(m, "_nominal_sparsity", None) is not None
             kept += k * (m.weight.numel() // m.group_size)
             total += m.weight.numel()

@@ -1193,6 +1193,24 @@ def test_a_sparsity_change_warns_once_where_convert_ran_on_a_submodule_and_its_p
         net(0.5)[0].load_state_dict(net(0.9)[0].state_dict())  # (the submodule alone warns)
 
 
+def test_a_tensor_that_torch_does_not_load_for_its_shape_is_not_named_as_changing_sparsity():
+    def net(sparsity, classes):
+        return convert(nn.Sequential(nn.Linear(20, 10), nn.ReLU(), nn.Linear(10, classes)),
+                       sparsity=sparsity, seed=0)
+    with pytest.warns(UserWarning) as caught, \
+            pytest.raises(RuntimeError, match=r"size mismatch for 2\.structure\.weight\.weight"):
+        net(0.9, 3).load_state_dict(net(0.5, 4).state_dict(), strict=False)
+    assert [str(w.message) for w in caught] == [
+        "load_state_dict: the state dict's kept counts (k) change the sparsity of layer '0' from "
+        "0.9 to 0.5: restored, as a resume needs; to keep the model's sparsity, load the state "
+        "dict of a model built with it"]  # (not "and of 1 other layer": '2' is not loaded)
+    with warnings.catch_warnings():  # (was: "... of layer '' from 0.9 to 0: ...")
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError, match="size mismatch for structure.weight.weight"):
+            convert(nn.Linear(4, 3), sparsity=0.9).load_state_dict(
+                convert(nn.Linear(8, 3), sparsity=0.5).state_dict(), strict=False)
+
+
 @pytest.mark.parametrize("spec, line", [
     (dict(model_name="resnet10t", sparsty=0.5), "unknown option 'sparsty' of model 'timm'; "),
     (dict(model="resnet10t"), "unknown option 'model' of model 'timm'; "),
