@@ -838,7 +838,21 @@ def _warn_loaded_k(model: nn.Module, state_dict: dict, prefix: str, local_metada
         warnings.warn(f"load_state_dict: the state dict's kept counts (k) change the sparsity of "
                       f"layer {prefix + name!r} from {ours:.4g} to {theirs:.4g}{others}: "
                       f"restored, as a resume needs; to keep the model's sparsity, load the state "
-                      f"dict of a model built with it", stacklevel=2)
+                      f"dict of a model built with it", stacklevel=_outside_stacklevel())
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning of the caller at the first frame out of torch,
+    Lightning and lotterynet: the user's ``load_state_dict`` (``load_from_checkpoint``) call,
+    which torch's load reaches through a number of frames that grows with the submodule's depth.
+    (``warnings.warn(skip_file_prefixes=...)`` does this from Python 3.12; we support 3.10.)"""
+    skipped = tuple(os.path.dirname(module.__file__) + os.sep for module in map(
+        sys.modules.get, ("torch", "pytorch_lightning", "lightning_fabric", "lotterynet"))
+        if module is not None)
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(skipped):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def watch_loaded_k(model: nn.Module) -> None:

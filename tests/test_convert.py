@@ -1,4 +1,5 @@
 import fnmatch
+import inspect
 import re
 import warnings
 
@@ -1209,6 +1210,21 @@ def test_a_tensor_that_torch_does_not_load_for_its_shape_is_not_named_as_changin
         with pytest.raises(RuntimeError, match="size mismatch for structure.weight.weight"):
             convert(nn.Linear(4, 3), sparsity=0.9).load_state_dict(
                 convert(nn.Linear(8, 3), sparsity=0.5).state_dict(), strict=False)
+
+
+def test_the_sparsity_change_warning_points_at_the_users_load_state_dict_call():
+    def net(sparsity, depth):  # (torch's load recurses once per level)
+        model = convert(nn.Linear(4, 3), sparsity=sparsity, seed=0)
+        for _ in range(depth):
+            model = nn.Sequential(model)
+        return model
+    for depth in (0, 3):
+        model, state = net(0.9, depth), net(0.5, depth).state_dict()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            line = inspect.currentframe().f_lineno + 1
+            model.load_state_dict(state)
+        assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)]
 
 
 @pytest.mark.parametrize("spec, line", [
