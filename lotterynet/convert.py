@@ -69,12 +69,13 @@ from .attention import SUBNET_MODULES, NotSingleMaps, SubnetMultiheadAttention
 from .distributions import check_seed, layer_seed
 from .errors import plural
 from .layers import (
-    BIAS_NAMES,
+    BIAS_MODES,
     DOUBLED_WEIGHT,
+    BiasMode,
     SubnetConv1d,
     SubnetConv2d,
     SubnetLinear,
-    record_frozen,
+    set_bias_mode,
 )
 from .masking import KeepsNoWeight, MaskedWeight, check_module, named_masked_weights, uncompiled
 from .registry import Registry
@@ -139,18 +140,6 @@ CONVERTIBLE.register("timm.layers.linear.Linear")(Convertible(SubnetLinear, _lin
 CONVERTIBLE.register(type_name(nn.MultiheadAttention))(
     Convertible(SubnetMultiheadAttention, _attention_args, _attention_kwargs))
 _FAMILIES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention)
-
-
-@dataclass(frozen=True)
-class BiasMode:
-    keep: bool
-    trainable: bool
-
-
-BIAS_MODES: Registry = Registry("bias mode")
-BIAS_MODES.register("frozen")(BiasMode(keep=True, trainable=False))
-BIAS_MODES.register("trainable")(BiasMode(keep=True, trainable=True))
-BIAS_MODES.register("none")(BiasMode(keep=False, trainable=False))
 
 
 def _non_affine(bn: _BatchNorm) -> None:
@@ -513,10 +502,7 @@ def _built(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *, s
 def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *,
                   seed: int, **options) -> nn.Module:
     layer = _built(module, name, rule, bias, seed=seed, **options)
-    for param_name, p in layer.named_parameters():
-        if param_name.rpartition(".")[2] in BIAS_NAMES:
-            p.requires_grad_(bias.trainable)
-    record_frozen(layer)
+    set_bias_mode(layer, bias)
     layer.train(module.training)
     weight = next(module.parameters())  # the replaced layer's device, float dtype, layout
     return move_hooks(module, layer.to(

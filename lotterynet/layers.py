@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch import nn
 
 from .distributions import cast_drawn, float32_draws, seeded_generator
 from .masking import BIAS_NAMES, MaskedSparsity, named_masked_weights
+from .registry import Registry
 from .structures import (
     STRUCTURE_OPTIONS,
     STRUCTURES,
@@ -37,12 +39,43 @@ def record_frozen(layer: nn.Module) -> None:
     """Note on ``layer``, and on each subnet layer inside it, which of its parameters are
     frozen as it is made (``frozen_as_built``, names relative to the layer): the ones a ticket
     regenerates from the seed (:mod:`lotterynet.ticket`), whatever ``requires_grad`` says when
-    it is saved. Called where a layer is made and where :func:`~lotterynet.convert.convert`
-    sets its biases' ``requires_grad``."""
+    it is saved. Called where a layer is made and where its biases' ``requires_grad`` is set
+    (:func:`set_bias_mode`)."""
     for module in layer.modules():
         if module is layer or isinstance(module, _SubnetLayer):
             module.frozen_as_built = frozenset(name for name, p in module.named_parameters()
                                                if not p.requires_grad)
+
+
+@dataclass(frozen=True)
+class BiasMode:
+    keep: bool
+    trainable: bool
+
+
+#: What becomes of a subnet layer's bias, as ``convert(bias=)`` and a layer's own ``bias=``
+#: name it: a random bias frozen (a ticket regenerates it from the seed), the same draw trained
+#: (the ticket stores it), or none.
+BIAS_MODES: Registry = Registry("bias mode")
+BIAS_MODES.register("frozen")(BiasMode(keep=True, trainable=False))
+BIAS_MODES.register("trainable")(BiasMode(keep=True, trainable=True))
+BIAS_MODES.register("none")(BiasMode(keep=False, trainable=False))
+
+
+def bias_mode(bias: bool | str) -> BiasMode:
+    """A subnet layer's ``bias``: as ``nn.Linear``'s, True (``"frozen"``) or False
+    (``"none"``), or a name of :data:`BIAS_MODES`."""
+    return BIAS_MODES.get(bias if isinstance(bias, str) else "frozen" if bias else "none")
+
+
+def set_bias_mode(layer: nn.Module, mode: BiasMode) -> None:
+    """Make the biases (:data:`BIAS_NAMES`) of ``layer`` and of the subnet layers inside it
+    trainable or frozen as ``mode`` says, and record them so (:func:`record_frozen`): where a
+    layer is made, by its ``bias=`` or by ``convert(bias=)``."""
+    for name, p in layer.named_parameters():
+        if name.rpartition(".")[2] in BIAS_NAMES:
+            p.requires_grad_(mode.trainable)
+    record_frozen(layer)
 
 
 def refuse_thawed(module: nn.Module) -> None:
@@ -193,7 +226,7 @@ class DoubledInputWeight(torch.Tensor):
 
 
 class _SubnetLayer(MaskedSparsity, nn.Module):
-    """Shared machinery: build the structure, hold the (frozen) bias, hand the structure the
+    """Shared machinery: build the structure, hold the bias (``bias``), hand the structure the
     layer's map ``_op(x, weight, bias)`` as a :class:`~lotterynet.structures.LayerOp`.
 
     ``init=None`` draws the frozen weights from the structure's own default (``kaiming_normal``
@@ -208,6 +241,10 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
     ``kept`` / ``ties`` choose the kept-count and tie rules of every mask
     (:mod:`lotterynet.masking`; ``kept="floor", ties="high"`` is the edge-popup reference's),
     ``score_init`` the bound of the initial scores (``masking.SCORE_BOUNDS``).
+    ``bias`` takes ``nn.Linear``'s True / False or a mode of ``convert(bias=)``
+    (:data:`BIAS_MODES`): True or ``"frozen"`` draws a random bias and freezes it (part of the
+    random network: a ticket regenerates it from the seed), ``"trainable"`` draws the same bias
+    and trains it with the scores (a ticket stores it), False or ``"none"`` makes none.
 
     Like the layer it replaces, a subnet layer has a ``weight``: the effective weight its
     forward uses, read-only (computed from the masks on each access, gradients reach the
@@ -222,16 +259,17 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
     #: default: a layer pickled before it existed loads as seeded, as its tickets were then.
     seeded: bool = True
 
-    def _build(self, target: TargetShape, bias: bool, *, sparsity, init, init_kwargs, structure,
-               seed, kept="round", ties="low", score_init="edgepopup", device=None, dtype=None,
-               **options) -> None:
-        """The structure and bias, drawn in float32 on the CPU (the same numbers on every
-        device and under any default dtype), then moved to ``device`` / ``dtype`` (default:
-        torch's default dtype) as ``nn.Linear(..., device=, dtype=)`` makes them. ``options``:
-        the structure options (:data:`~lotterynet.structures.STRUCTURE_OPTIONS`); one not
-        given takes its default there (``fan_in``, which a layer pickled before it existed
-        did not record)."""
+    def _build(self, target: TargetShape, bias: bool | str, *, sparsity, init, init_kwargs,
+               structure, seed, kept="round", ties="low", score_init="edgepopup", device=None,
+               dtype=None, **options) -> None:
+        """The structure and bias (:func:`bias_mode`), drawn in float32 on the CPU (the same
+        numbers on every device and under any default dtype), then moved to ``device`` /
+        ``dtype`` (default: torch's default dtype) as ``nn.Linear(..., device=, dtype=)`` makes
+        them. ``options``: the structure options
+        (:data:`~lotterynet.structures.STRUCTURE_OPTIONS`); one not given takes its default
+        there (``fan_in``, which a layer pickled before it existed did not record)."""
         check_float_dtype(dtype)
+        mode = bias_mode(bias)
         options = STRUCTURE_OPTIONS | options
         check_structure_options(structure, options)
         self.structure_name = structure
@@ -239,14 +277,15 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
             self.structure = STRUCTURES.get(structure)(
                 target, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                 generator=generator, kept=kept, ties=ties, score_init=score_init, **options)
-            if bias:  # frozen random, as nn.Linear / nn.Conv*d would initialise it
+            if mode.keep:  # random, as nn.Linear / nn.Conv*d would initialise it
                 bound = 1.0 / math.sqrt(target.fan_in)
                 values = torch.empty(target.out_features).uniform_(-bound, bound,
                                                                    generator=generator)
                 self.bias = nn.Parameter(values, requires_grad=False)
             else:
                 self.register_parameter("bias", None)
-        self.drawn_with = dict(target=target, bias=bias, sparsity=sparsity, init=init,
+        set_bias_mode(self, mode)
+        self.drawn_with = dict(target=target, bias=mode.keep, sparsity=sparsity, init=init,
                                init_kwargs=dict(init_kwargs or {}),  # (not the caller's dict)
                                structure=structure, seed=seed, kept=kept, ties=ties,
                                score_init=score_init, **options)
@@ -341,7 +380,7 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
 
 
 class SubnetLinear(_SubnetLayer):
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, device=None,
+    def __init__(self, in_features: int, out_features: int, bias: bool | str = False, device=None,
                  dtype=None, *,
                  sparsity: float = 0.5, init: str | None = None,
                  init_kwargs: dict | None = None, structure: str = "dense", pairs: int = 5,
@@ -391,7 +430,7 @@ class _SubnetConvNd(_SubnetLayer):
         return (0,) * self.dims
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = False, padding_mode: str = "zeros",
+                 dilation=1, groups: int = 1, bias: bool | str = False, padding_mode: str = "zeros",
                  device=None, dtype=None, *, sparsity: float = 0.5,
                  init: str | None = None, init_kwargs: dict | None = None,
                  structure: str = "dense", pairs: int = 5, activation: str = "relu",

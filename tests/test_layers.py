@@ -700,6 +700,37 @@ def test_a_frozen_bias_unfrozen_with_the_scores_is_refused_at_a_training_forward
         trainable.attention.q_proj.bias.grad is not None)
 
 
+@pytest.mark.parametrize("make, shape", [
+    (lambda bias: ln.SubnetLinear(4, 3, bias=bias, seed=0), (2, 4)),
+    (lambda bias: ln.SubnetConv2d(2, 3, 3, bias=bias, seed=0), (2, 2, 5, 5)),
+], ids=["linear", "conv"])
+def test_a_layer_made_with_a_trainable_bias_trains_it_and_its_ticket_stores_it(make, shape,
+                                                                              tmp_path):
+    """A subnet layer made directly (``SubnetLinear(4, 3, bias=True)``) had a frozen random
+    bias and no public way to train it: only ``convert(bias="trainable")`` made one. Its
+    ``bias`` takes convert's modes: ``"trainable"`` draws the same bias and trains it, and a
+    ticket stores it (reloaded bit-exactly); True (``"frozen"``, the default with a bias) is
+    unchanged, False is ``"none"``."""
+    frozen = make(True)
+    assert not frozen.bias.requires_grad and "bias" in frozen.frozen_as_built
+    assert make("frozen").frozen_as_built == frozen.frozen_as_built
+    assert make(False).bias is None and make("none").bias is None
+    with pytest.raises(ValueError, match=r"^unknown bias mode 'train'; valid choices: frozen, "
+                                         r"none, trainable$"):
+        make("train")
+    layer = make("trainable")
+    assert layer.bias.requires_grad and "bias" not in layer.frozen_as_built
+    assert torch.equal(layer.bias, frozen.bias)  # (the same draw)
+    optimizer = torch.optim.SGD([p for p in layer.parameters() if p.requires_grad], lr=0.5)
+    layer(torch.randn(shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+    optimizer.step()
+    assert not torch.equal(layer.bias, frozen.bias)
+    ln.save_ticket(layer, tmp_path / "layer.ticket")
+    loaded = ln.load_ticket(tmp_path / "layer.ticket", make("trainable"))
+    assert torch.equal(loaded.bias, layer.bias) and loaded.bias.requires_grad
+    assert all(torch.equal(m, layer.mask()[name]) for name, m in loaded.mask().items())
+
+
 def refuses_prune(layer: nn.Module, target: nn.Module, name: str, match: str) -> None:
     """``torch.nn.utils.prune`` of ``target``'s ``name`` (inside ``layer``) raises ``match``, and
     leaves the layer as it was: its parameters and buffers (no ``<name>_mask``), no hook."""
