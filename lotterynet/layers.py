@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import cast_drawn, float32_draws, seeded_generator
-from .masking import BIAS_NAMES, MaskedSparsity, named_masked_weights
+from .masking import BIAS_NAMES, MaskedSparsity, named_masked_weights, trainable_where_made
 from .registry import Registry
 from .structures import (
     STRUCTURE_OPTIONS,
@@ -86,10 +86,10 @@ def refuse_thawed(module: nn.Module) -> None:
     leave, after which an optimizer over the model's parameters trains the random weights (no
     longer a strong lottery ticket, which only ``save_ticket`` told, much later). A bias too
     (``layer.bias.requires_grad_()``): a ticket regenerates it from the seed, so only one made
-    trainable where the model is made (``convert(bias="trainable")``, not frozen as built)
-    trains. One pass over the layer's few parameters. Allowed: the weights trained under a
-    fixed mask (scores frozen), and ``torch.func``'s transforms, under which every tensor
-    differentiated requires grad."""
+    trainable where the model is made (:func:`~lotterynet.masking.trainable_where_made`, not
+    frozen as built) trains. One pass over the layer's few parameters. Allowed: the weights
+    trained under a fixed mask (scores frozen), and ``torch.func``'s transforms, under which
+    every tensor differentiated requires grad."""
     if not (module.training and torch.is_grad_enabled()):
         return
     frozen = getattr(module, "frozen_as_built", ())  # (none: a layer pickled before it was)
@@ -109,9 +109,8 @@ def refuse_thawed(module: nn.Module) -> None:
         if thawed is bias:
             what, why = "bias", (
                 ", but a ticket regenerates a bias built frozen from the seed (save_ticket "
-                "would refuse the trained model): make it trainable where the model is made "
-                "(convert(bias='trainable')) so that the ticket stores it, or freeze it again "
-                "(requires_grad_(False))")
+                f"would refuse the trained model): {trainable_where_made()}, or freeze it "
+                f"again (requires_grad_(False))")
         else:
             what, why = "weight", (
                 " (model.requires_grad_(True), or every parameter unfrozen?), so an optimizer "

@@ -350,11 +350,23 @@ def rows_topk_mask(magnitudes: torch.Tensor, ks: torch.Tensor, ties: str = "low"
 
 
 #: The names (last part) of a subnet layer's biases: frozen random as built, but, unlike its
-#: weights, made trainable where the model is made (``convert(bias="trainable")``), and then
+#: weights, made trainable where the model is made (:func:`trainable_where_made`), and then
 #: the ticket's to store. One made to require grad later (``layer.bias.requires_grad_()``) is
 #: still frozen as built (``frozen_as_built``): a ticket regenerates it from the seed, and
 #: ``save_ticket`` refuses it once it differs or while it requires grad.
 BIAS_NAMES = ("bias", "bias_k", "bias_v")
+
+
+def trainable_where_made(any_tensor: bool = False) -> str:
+    """The advice of every refusal of a tensor frozen as built that is trained or pruned (a
+    subnet layer's training forward, ``torch.nn.utils.prune``, ``save_ticket``): a ticket
+    regenerates such a tensor from the seed, whatever ``requires_grad`` says later, so it is
+    the user's to train only made trainable where the model is made: a bias by
+    ``convert(bias="trainable")`` or a subnet layer's own ``bias="trainable"``; with
+    ``any_tensor``, a norm or other parameter too (``convert(batchnorm=, others=)``)."""
+    options = "bias=, batchnorm=, others='trainable'" if any_tensor else "bias='trainable'"
+    return (f"make it trainable where the model is made (convert({options}), or a subnet "
+            f"layer's own bias='trainable') so that the ticket stores it")
 
 
 class PrunesByMask:
@@ -367,7 +379,7 @@ class PrunesByMask:
     (a :class:`MaskedWeight`'s), whose top-k is the mask: pruned, they left ``scores_orig`` and
     ``scores_mask`` in the state, which no ticket saves or loads. A bias frozen as built is
     refused even after ``requires_grad_()`` (a ticket regenerates it all the same:
-    :data:`BIAS_NAMES`), naming the way to make it the user's: ``convert(bias="trainable")``.
+    :data:`BIAS_NAMES`), naming the way to make it the user's (:func:`trainable_where_made`).
     Prune registers ``<name>_orig`` first: refused there, in one line, before anything
     changes."""
 
@@ -384,8 +396,8 @@ class PrunesByMask:
             what = ("the score tensor" if scores else
                     "a frozen random tensor" if frozen else "computed from the masks")
             why = ("which a ticket regenerates from the seed (requires_grad_() does not change "
-                   "that): to train and prune it, make it trainable where the model is made "
-                   "(convert(bias='trainable'))" if frozen and stem in BIAS_NAMES else
+                   f"that): to train and prune it, {trainable_where_made()}"
+                   if frozen and stem in BIAS_NAMES else
                    "which prunes by its mask: set its sparsity (layer.sparsity, "
                    "lotterynet.global_topk), or prune the exported model "
                    "(lotterynet.export(model))")

@@ -84,7 +84,7 @@ from .convert import (
     on_meta,
 )
 from .errors import plural
-from .masking import named_masked_weights, uncompiled
+from .masking import named_masked_weights, trainable_where_made, uncompiled
 from .models import build_model, recorded_spec, spec_difference
 from .structures import without_ignored_options
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
@@ -377,17 +377,13 @@ def save_ticket(model: nn.Module, path) -> int:
                          f"draws (trained, or changed in place, since the model was made), and "
                          f"a ticket regenerates frozen weights from their seeds, so this model "
                          f"cannot be saved as a ticket: save a checkpoint (model.state_dict()) "
-                         f"instead, or make such a weight trainable where the model is made "
-                         f"(convert(bias=, batchnorm=, others='trainable')) so that its ticket "
-                         f"stores it")
+                         f"instead, or {trainable_where_made(any_tensor=True)}")
     thawed = next((name for name, p in regenerated.items() if p.requires_grad), None)
     if thawed is not None:
         raise ValueError(f"parameter {thawed!r} requires grad, but the model is built with it "
                          f"frozen, so a ticket regenerates it from the seed: freeze it again "
                          f"(model.get_parameter({thawed!r}).requires_grad_(False)) before "
-                         f"save_ticket, or make it trainable where the model is made "
-                         f"(convert(bias=, batchnorm=, others='trainable')) so that the ticket "
-                         f"stores it")
+                         f"save_ticket, or {trainable_where_made(any_tensor=True)}")
     payload = _Payload()
     masks = {}
     for name, m in masked.items():

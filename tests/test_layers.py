@@ -691,7 +691,9 @@ def test_a_frozen_bias_unfrozen_with_the_scores_is_refused_at_a_training_forward
                                                rf"'{re.escape(named)}' requires grad, as do its "
                                                r"scores, but a ticket .*: make it trainable "
                                                r"where the model is made \(convert\(bias="
-                                               r"'trainable'\)\) so that the ticket stores it"):
+                                               r"'trainable'\), or a subnet layer's own bias="
+                                               r"'trainable'\) so that the ticket stores it, "
+                                               r"or freeze it again"):
             layer(x)
         layer.get_parameter(bias).requires_grad_(False)
     trainable = ln.convert(AttendsThenMaps(), sparsity=0.5, seed=0, bias="trainable")
@@ -787,7 +789,8 @@ def test_torch_prune_of_a_frozen_random_tensor_is_refused(make, module, name, th
     getattr(target, name).requires_grad_(thawed)
     why = (r"which a ticket regenerates from the seed \(requires_grad_\(\) does not change "
            r"that\): to train and prune it, make it trainable where the model is made "
-           r"\(convert\(bias='trainable'\)\)$" if name != "weight" else
+           r"\(convert\(bias='trainable'\), or a subnet layer's own bias='trainable'\) so "
+           r"that the ticket stores it$" if name != "weight" else
            r"which prunes by its mask: set its sparsity")
     refuses_prune(layer, target, name, rf"^torch\.nn\.utils\.prune: {type(target).__name__}\."
                                        rf"{name} is a frozen random tensor of a subnet layer, "

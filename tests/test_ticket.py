@@ -91,7 +91,10 @@ def test_a_model_frozen_for_inference_saves_its_trained_tensors(tmp_path):
     thawed = next(n for n, p in model.named_parameters() if n.endswith("structure.weight.weight"))
     model.get_parameter(thawed).requires_grad_(True)
     with pytest.raises(ValueError, match=rf"parameter '{re.escape(thawed)}' requires grad, but "
-                                         "the model is built with it frozen"):
+                                         r"the model is built with it frozen, .* or make it "
+                                         r"trainable where the model is made \(convert\(bias=, "
+                                         r"batchnorm=, others='trainable'\), or a subnet layer's "
+                                         r"own bias='trainable'\) so that the ticket stores it$"):
         save_ticket(model, tmp_path / "u.ticket")
     assert not (tmp_path / "u.ticket").exists()
 
