@@ -25,10 +25,12 @@ from .distributions import draw_seed, float32_draws, seeded_generator
 from .layers import (
     SubnetLinear,
     _SubnetLayer,
+    bias_mode,
     check_float_dtype,
     copy_redrawn,
     drawn,
     recorded_draw,
+    set_bias_mode,
     subnet_call,
 )
 from .masking import MaskedSparsity
@@ -46,13 +48,16 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
     """Drop-in for ``nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, add_bias_kv,
     add_zero_attn, kdim, vdim, batch_first, device, dtype)``; ``layer_options``
     (``sparsity``, ``structure``, ``init``, ``kept``, ...) go to the four projections.
-    ``bias_k`` / ``bias_v`` (with ``add_bias_kv``) are frozen, Xavier-normal as in torch.
-    ``seed`` seeds all of it."""
+    ``bias_k`` / ``bias_v`` (with ``add_bias_kv``) are Xavier-normal as in torch. ``bias``
+    takes a subnet layer's (``convert(bias=)``'s modes too): the projections' biases and
+    ``bias_k`` / ``bias_v`` are frozen, or trained with ``"trainable"``, as ``convert`` makes
+    them. ``seed`` seeds all of it."""
 
     #: As a subnet layer's (layers.py): a layer pickled before it existed loads as seeded.
     seeded: bool = True
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0,
+                 bias: bool | str = True,
                  add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
                  vdim: int | None = None, batch_first: bool = False, device=None, dtype=None, *,
                  seed: int | None = None, **layer_options):
@@ -82,6 +87,7 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
                         "subsetsum / fixedsize with activation='identity')")
                 setattr(self, name, layer)
             _draw_bias_kv(self, generator, add_bias_kv, embed_dim)
+        set_bias_mode(self, bias_mode(bias))  # (bias_k / bias_v too)
         self.drawn_with = dict(seed=seed, add_bias_kv=add_bias_kv, embed_dim=embed_dim)
 
     #: What ``bias_k`` / ``bias_v`` were drawn from (:meth:`redrawn`); None for a layer pickled

@@ -71,6 +71,24 @@ def test_attention_sparsity_is_its_projections():
     assert [m.k for m in ln.masked_weights(attention)] == [16, 8, 16, 16]
 
 
+def test_attention_made_with_a_trainable_bias_trains_its_biases_as_convert_makes_them():
+    """``SubnetMultiheadAttention(bias="trainable")`` (a subnet layer's bias modes) trained its
+    projections' biases but left ``bias_k`` / ``bias_v`` frozen, which
+    ``convert(bias="trainable")`` trains: the same biases train either way; by default none."""
+    def trains(attention):
+        return {name: p.requires_grad for name, p in attention.named_parameters()
+                if name.rpartition(".")[2] in ("bias", "bias_k", "bias_v")}
+    made = ln.SubnetMultiheadAttention(E, HEADS, bias="trainable", add_bias_kv=True, seed=0)
+    converted = convert(nn.ModuleList([nn.MultiheadAttention(E, HEADS, add_bias_kv=True)]),
+                        sparsity=0.5, bias="trainable")[0]
+    assert trains(made) == trains(converted) == dict.fromkeys(
+        ("bias_k", "bias_v", "q_proj.bias", "k_proj.bias", "v_proj.bias", "out_proj.bias"), True)
+    assert not any(trains(ln.SubnetMultiheadAttention(E, HEADS, add_bias_kv=True)).values())
+    x = torch.randn(L, N, E)
+    made(x, x, x)[0].sum().backward()
+    assert made.bias_k.grad is not None and made.q_proj.bias.grad is not None
+
+
 def test_self_attention_and_causal():
     original = nn.MultiheadAttention(E, HEADS, batch_first=True).double().eval()
     converted = convert(copy.deepcopy(original), sparsity=0.0, seed=0).double()
