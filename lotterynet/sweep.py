@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
@@ -83,6 +83,7 @@ from .errors import (
     ERROR,
     Interrupted,
     OutOfMemory,
+    Terminated,
     TrainingDiverged,
     exit_code,
     in_binary_units,
@@ -659,28 +660,59 @@ def ignored(signum, frame) -> None:
     SIGTERM sent as it started lost, the sweep waiting for it)."""
 
 
+#: How a sweep stopped goes on, in its line (:func:`stopped_sweep`).
+CONTINUE = "run the same command again to continue"
+KEPT = "finished cells are kept"
+GO_ON = f"{CONTINUE} ({KEPT}, stopped ones resume from their checkpoints)"
+
+
+@contextlib.contextmanager
+def stopped_sweep(sweep_dir: Path, then: Callable[[], str]):
+    """Ctrl-C or SIGTERM in the block that no stack, cell or job of the sweep said
+    (KeyboardInterrupt, :class:`~lotterynet.errors.Terminated`) raises :class:`Interrupted`
+    with the shell's exit code, in one line: 'sweep DIR stopped by SIGNAL; THEN', ``then()``
+    (how the sweep goes on) asked as it stops."""
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated) as err:
+        stopped = interrupted(isinstance(err, Terminated), then())
+        raise Interrupted(f"sweep {sweep_dir} {stopped}", stopped.exit_code) from None
+
+
 @contextlib.contextmanager
 def stopping_jobs(sweep_dir: Path, runner: JobRunner):
     """Ctrl-C or SIGTERM while a sweep's jobs run raises :class:`Interrupted` with the shell's
-    exit code, once :func:`run_jobs` has stopped the jobs (:meth:`JobRunner.stop`) and the
-    running ones have ended, inside this block; its line says how each job that ``runner``
-    stopped goes on (:func:`resumes`), as a stack or cell run in the sweep's process does."""
+    exit code (:func:`stopped_sweep`), once :func:`run_jobs` has stopped the jobs
+    (:meth:`JobRunner.stop`) and the running ones have ended, inside this block; its line says
+    how each job that ``runner`` stopped goes on (:func:`resumes`), as a stack or cell run in
+    the sweep's process does."""
     def terminated(signum, frame):
         signal.signal(signal.SIGTERM, ignored)  # (a second one while the jobs stop)
-        raise Interrupted("SIGTERM", 128 + signum)
+        raise Terminated
+
+    def then() -> str:
+        how = [resumes(job) for job, _ in sorted(runner.stopped, key=lambda s: s[0].what)]
+        return f"{CONTINUE} ({KEPT}): {', '.join(how)}" if how else GO_ON
 
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        yield
-    except (KeyboardInterrupt, Interrupted) as err:
-        how = [resumes(job) for job, _ in sorted(runner.stopped, key=lambda s: s[0].what)]
-        then = "run the same command again to continue " + (
-            f"(finished cells are kept): {', '.join(how)}" if how else
-            "(finished cells are kept, stopped ones resume from their checkpoints)")
-        stopped = interrupted(isinstance(err, Interrupted), then)
-        raise Interrupted(f"sweep {sweep_dir} {stopped}", stopped.exit_code) from None
+        with stopped_sweep(sweep_dir, then):
+            yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def planning_stopped(sweep_dir: Path, planned: threading.Event) -> str:
+    """How a sweep stopped where none of its stacks, cells and jobs says so goes on
+    (:func:`run_sweep`): while it checked and planned its cells, before :func:`run_cells` set
+    ``planned``, it had started none, and what it had written (its lock, ``sweep.json``, a
+    cell's results repointed or its folder set aside, as every run of it does) loses nothing:
+    the same command starts it (or continues one that ran before: it has ``cells/``). Later
+    (between its stacks, its table being written), as a sweep whose jobs it stopped."""
+    if planned.is_set():
+        return GO_ON
+    return "it had started no cell (it was checking and planning them): " + (
+        GO_ON if (sweep_dir / "cells").is_dir() else "run the same command again to start it")
 
 
 def resumes(job: Job) -> str:
@@ -915,12 +947,13 @@ def failure_of(train, what: str = "") -> Failure | None:
     return None
 
 
-def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True
-              ) -> list[Failure]:
+def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool = True,
+              planned: threading.Event | None = None) -> list[Failure]:
     """Run every unfinished cell: in this process, or with several job slots (GPUs ×
     ``jobs_per_device``) every stack and every single cell in its own subprocess, as many at
     once as there are slots. Returns a :class:`Failure` per subprocess that failed and per run
-    or stack that diverged or ran out of memory (the others go on)."""
+    or stack that diverged or ran out of memory (the others go on). ``planned`` is set once
+    the cells are planned, before the first starts (:func:`planning_stopped`)."""
     configs = cell_configs(sweep, sweep_dir)
     todo = [(name, cfg) for name, config in configs.items()
             if (cfg := prepare_cell(config)) is not None]
@@ -941,6 +974,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     stacked = f" ({plural(len(stacks), 'stack')})" if stacks else ""
     print(f"sweep {sweep_dir}: {total:,} cells, {done:,} already done, {to_run:,} to run{stacked}",
           flush=True)
+    if planned is not None:
+        planned.set()
     start = time.perf_counter()
 
     def report(name: str, failure: Failure | None = None) -> None:
@@ -1440,21 +1475,23 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
                                                  bool(args.sweep_out))
     if args.cell:
         return run_one_cell(sweep, sweep_dir, args.cell)
-    if (sweep_dir / "cells").is_dir():  # (before the cells left are counted)
+    planned = threading.Event()  # (run_cells sets it: a stop is then no longer the planning's)
+    with stopped_sweep(sweep_dir, partial(planning_stopped, sweep_dir, planned)):
+        if (sweep_dir / "cells").is_dir():  # (before the cells left are counted)
+            with sweep_lock(sweep_dir):
+                rename_old_folders(sweep, sweep_dir)
+        jobs, capped = job_slots(args.jobs_per_device)
+        cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, jobs)
+        check_data(sweep)
+        check_buildable(sweep)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         with sweep_lock(sweep_dir):
-            rename_old_folders(sweep, sweep_dir)
-    jobs, capped = job_slots(args.jobs_per_device)
-    cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, jobs)
-    check_data(sweep)
-    check_buildable(sweep)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    with sweep_lock(sweep_dir):
-        check_not_folders(sweep_dir / "cells" / name / file
-                          for name in unfinished_cells(sweep, sweep_dir) for file in END_FILES)
-        for line in (capped, cost):  # (said once every check has passed: a refusal stays
-            if line:  # one line)
-                print(line, flush=True)
-        return run_locked(sweep, sweep_dir, args, jobs)
+            check_not_folders(sweep_dir / "cells" / name / file
+                              for name in unfinished_cells(sweep, sweep_dir) for file in END_FILES)
+            for line in (capped, cost):  # (said once every check has passed: a refusal stays
+                if line:  # one line)
+                    print(line, flush=True)
+            return run_locked(sweep, sweep_dir, args, jobs, planned)
 
 
 def job_slots(jobs_per_device: int) -> tuple[int, str | None]:
@@ -1710,13 +1747,13 @@ def cells_without_wandb(sweep: Sweep, sweep_dir: Path) -> list[str]:
     return missing
 
 
-def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: int
-               ) -> int:
+def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: int,
+               planned: threading.Event) -> int:
     """Run the cells that are not done, ``jobs`` at once per device (:func:`job_slots`), and
-    aggregate them, holding the sweep's lock."""
+    aggregate them, holding the sweep's lock; ``planned``: :func:`run_cells`'."""
     keep_wandb_group(sweep, sweep_dir)
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / SWEEP_FILE)
-    failed = run_cells(sweep, sweep_dir, jobs, stack=args.stack)
+    failed = run_cells(sweep, sweep_dir, jobs, stack=args.stack, planned=planned)
     missing = unfinished_cells(sweep, sweep_dir)
     if not failed:  # never "sweep done" with a cell left out, whatever left it
         failed = [Failure(f"cell {name} has no results after the sweep ran it; see its "

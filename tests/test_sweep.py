@@ -616,7 +616,7 @@ def test_jobs_beyond_the_cpu_cores_are_capped_and_said_so(tmp_path, data_dir, ca
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     ran = []
-    monkeypatch.setattr(sweep_module, "run_locked", lambda *args: ran.append(args[-1]) or 0)
+    monkeypatch.setattr(sweep_module, "run_locked", lambda *args: ran.append(args[3]) or 0)
     argv = [*ONE_CELL, "--sweep-out", str(tmp_path / "s"), "--data-dir", str(data_dir)]
     for jobs in (99, 2):
         assert main([*argv, "--jobs-per-device", str(jobs)]) == 0
@@ -1941,6 +1941,51 @@ def test_ctrl_c_while_a_sweep_writes_its_jobs_says_how_to_go_on(tmp_path, data_d
     assert capsys.readouterr().err.strip().splitlines() == [
         f"train.py: error: sweep {out} stopped by Ctrl-C (SIGINT); run the same command again "
         f"to continue (finished cells are kept, stopped ones resume from their checkpoints)"]
+
+
+@pytest.mark.parametrize("where, sent, ran_before", [
+    ("check_buildable", signal.SIGINT, False), ("prepare_cell", signal.SIGTERM, False),
+    ("plan_stacks", signal.SIGINT, True), ("aggregate", signal.SIGTERM, False)])
+def test_a_sweep_stopped_while_it_plans_says_it_started_no_cell_and_how_to_go_on(
+        tmp_path, data_dir, capsys, monkeypatch, where, sent, ran_before):
+    """Ctrl-C or SIGTERM while a sweep checked and planned its cells (its models built, its
+    stacks planned: seconds for a big grid), before it started one, said only 'stopped by
+    Ctrl-C (SIGINT)': it says it started no cell and that the same command starts it (or
+    continues a sweep that ran before), which it does; stopped after its cells ran (its table
+    being written), to run it again to continue."""
+    called = getattr(sweep_module, where)
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), sent)
+        return called(*args, **kwargs)
+
+    out = tmp_path / "sweep"
+    if ran_before:
+        (out / "cells").mkdir(parents=True)
+    argv = [*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
+    previous = signal.getsignal(signal.SIGTERM)
+    signal_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as stopping:
+            stopping.setattr(sweep_module, where, signalled)
+            assert main(argv) == 128 + sent
+    finally:  # (train.py's handlers stay on its way out)
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal_int)
+    said = "SIGTERM" if sent == signal.SIGTERM else "Ctrl-C (SIGINT)"
+    go_on = ("run the same command again to continue (finished cells are kept, stopped ones "
+             "resume from their checkpoints)")
+    then = go_on if where == "aggregate" else "it had started no cell (it was checking and " \
+        "planning them): " + (go_on if ran_before else "run the same command again to start it")
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"train.py: error: sweep {out} stopped by {said}; {then}"]
+    if where != "aggregate":
+        assert not list(out.glob("cells/*"))  # (no cell started)
+    if where in ("prepare_cell", "aggregate"):  # (what the stop left: its lock, sweep.json)
+        done = int(where == "aggregate")
+        assert main(argv) == 0 and \
+            f"1 cells, {done} already done, {1 - done} to run" in capsys.readouterr().out
+        assert (out / "sweep.csv").is_file()
 
 
 def test_a_negative_zero_sparsity_is_zero():
