@@ -528,17 +528,26 @@ CELL_LOG = "train.log"
 @dataclass
 class Job:
     """One subprocess of a sweep: ``python train.py ARGV``, its output appended to ``log``;
-    ``cells`` are the cells it finishes (one, or a stack's members)."""
+    ``cells`` are the cells it finishes (one, or a stack's members); ``log_start``: the log's
+    size as it started (what its earlier runs, stopped or failed, left there)."""
 
     what: str
     argv: list[str]
     log: Path
     cells: list[str]
+    log_start: int = 0
 
     @property
     def checkpoint(self) -> Path:
         """Its checkpoint, where it writes one: in its folder, its log's (a stack's, a cell's)."""
         return self.log.parent / CHECKPOINTS / LAST
+
+    def wrote(self) -> bool:
+        """Whether it has written to its log (since ``log_start``)."""
+        try:
+            return self.log.stat().st_size > self.log_start
+        except OSError:
+            return False
 
 
 #: How a cell that ran without results ended, in its progress line (:func:`run_cells`), by the
@@ -626,6 +635,7 @@ class JobRunner:
                 return None
             job.log.parent.mkdir(parents=True, exist_ok=True)
             with open(job.log, "a") as log:
+                job.log_start = log.tell()
                 proc = start_job(job, device, workers, log)
             self._running.add(proc)
         code = None
@@ -715,13 +725,15 @@ def planning_stopped(sweep_dir: Path, planned: threading.Event) -> str:
         GO_ON if (sweep_dir / "cells").is_dir() else "run the same command again to start it")
 
 
-def resumes(job: Job) -> str:
+def resumes(job: Job, who: str | None = None) -> str:
     """How a job that the sweep stopped goes on when it runs again: from its checkpoint, with
     the epoch at whose end that was written, as a stack or cell stopped in the sweep's process
     says it (:func:`going_on`), read off the file once the job ended (its pickle alone,
-    :func:`~lotterynet.run.epochs_in`), or over."""
-    return going_on(job.checkpoint, f"{job.what} resumes from its checkpoint", None) or \
-        f"{job.what} starts over (it wrote no checkpoint)"
+    :func:`~lotterynet.run.epochs_in`), or over; ``who``: how the line names it (its
+    ``what``)."""
+    who = who or job.what
+    return going_on(job.checkpoint, f"{who} resumes from its checkpoint", None) or \
+        f"{who} starts over (it wrote no checkpoint)"
 
 
 def stack_name(label: str, values: dict) -> str:
@@ -1129,11 +1141,16 @@ def how_it_ended(code: int | None, job: Job | None = None) -> str:
     ``train.py`` that stopped on Ctrl-C or SIGTERM (128 + the signal; its log says how to go
     on), which a stack does wherever the signal finds it (it was killed by it outside its
     fit); any other, with the line that ``job``'s ``train.py`` reported its error in, if it
-    did (:func:`reported`)."""
+    did (:func:`reported`). Killed by SIGTERM without a word in its log, ``job``'s
+    ``train.py`` got it as it started, before its handler (:func:`~lotterynet.cli.main`):
+    it had done nothing, and its line says how it goes on (:func:`resumes`)."""
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         return f"was stopped by {signal.Signals(code - 128).name} (exit {code})"
     if code is None or code >= 0:
         return f"failed (exit {code})" + (reported(job) if job else "")
+    if code == -signal.SIGTERM and job and not job.wrote():
+        return (f"was stopped by SIGTERM as it started, before it had done anything (exit "
+                f"{code}); when the sweep runs again, {resumes(job, 'it')}")
     name = signal.Signals(-code).name
     return f"was killed by {name}{' (out of memory?)' if name == 'SIGKILL' else ''}"
 

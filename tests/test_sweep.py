@@ -833,6 +833,47 @@ def test_a_job_stopped_by_a_signal_is_said_so():
     assert sweep_module.how_it_ended(3) == "failed (exit 3)"
 
 
+def test_a_job_stopped_by_sigterm_as_it_started_says_so_and_how_it_goes_on(
+        tmp_path, data_dir, capsys, monkeypatch):
+    """A job's ``train.py`` that got SIGTERM as it started (python starting, train.py's imports,
+    before its handler) died by it, its log empty: the sweep said only that the cell 'was
+    killed by SIGTERM'. It says it was stopped before it had done anything and how it goes on
+    when the sweep runs again (it starts over: it had no checkpoint), which it does; the sweep
+    ends as with any failed job: exit 1, to re-run the same command."""
+    fail_subprocesses(tmp_path, monkeypatch, "kill -TERM $$\n")
+    out = tmp_path / "pool"
+    argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"train.py: error: cell dense-s{s}-e1-seed0 was stopped by SIGTERM as it started, "
+        f"before it had done anything (exit -15); when the sweep runs again, it starts over "
+        f"(it wrote no checkpoint); its output: {out / 'cells' / f'dense-s{s}-e1-seed0'}"
+        f"/train.log" for s in ("0.5", "0.9")]
+    assert "sweep incomplete: 2 of 2 cells without results (2 failures)" in captured.out and \
+        "(re-run the same command to retry)" in captured.out
+    monkeypatch.undo()
+    assert main(argv) == 0 and "0 already done, 2 to run" in capsys.readouterr().out
+
+
+def test_a_resumed_job_stopped_by_sigterm_as_it_started_resumes_from_its_checkpoint(tmp_path):
+    """A job resumed (its log holds its earlier run's output, its checkpoint is there) and
+    killed by SIGTERM as it started says it resumes from its checkpoint, with the epoch it
+    holds; one that had written to its log (killed as it exited, after train.py's handler)
+    was killed by it, as before."""
+    cell = tmp_path / "cells" / "c-seed0"
+    atomic_torch_save({"epoch": 1}, cell / "checkpoints" / "last.ckpt")  # (0-based: epoch 2)
+    log = cell / "train.log"
+    log.write_text("train.py: error: stopped by SIGTERM; cell c-seed0: ...\n")
+    job = sweep_module.Job("cell c-seed0", [], log, ["c-seed0"], log_start=log.stat().st_size)
+    assert sweep_module.how_it_ended(-signal.SIGTERM, job) == (
+        "was stopped by SIGTERM as it started, before it had done anything (exit -15); when "
+        "the sweep runs again, it resumes from its checkpoint (written at the end of epoch 2)")
+    with open(log, "a") as more:
+        more.write("test accuracy 97.10%\n")
+    assert sweep_module.how_it_ended(-signal.SIGTERM, job) == "was killed by SIGTERM"
+
+
 @pytest.mark.parametrize("death, said, ended", [
     ("echo 'Killed' >&2; exit 5", "failed (exit 5); its output: ", "not finished"),
     # a job's own one-line error (memory ran out), said beside the exit code (it said only
