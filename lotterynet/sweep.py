@@ -1138,21 +1138,23 @@ def as_a_sweeps_job(config: RunConfig) -> contextlib.AbstractContextManager:
 def how_it_ended(code: int | None, job: Job | None = None) -> str:
     """A failed job's end, from its exit code: a negative one is the signal that killed it
     (``Popen``'s convention; the kernel's out-of-memory killer sends SIGKILL), 130 and 143 a
-    ``train.py`` that stopped on Ctrl-C or SIGTERM (128 + the signal; its log says how to go
-    on), which a stack does wherever the signal finds it (it was killed by it outside its
-    fit); any other, with the line that ``job``'s ``train.py`` reported its error in, if it
-    did (:func:`reported`). Killed by SIGTERM without a word in its log, ``job``'s
-    ``train.py`` got it as it started, before its handler (:func:`~lotterynet.cli.main`):
-    it had done nothing, and its line says how it goes on (:func:`resumes`)."""
+    ``train.py`` that stopped on Ctrl-C or SIGTERM (128 + the signal), which a stack does
+    wherever the signal finds it (it was killed by it outside its fit); any other, with the
+    line that ``job``'s ``train.py`` reported its error in, if it did (:func:`reported`).
+    Killed by SIGTERM without a word in its log, ``job``'s ``train.py`` got it as it started,
+    before its handler (:func:`~lotterynet.cli.main`): it had done nothing. A stopped job's
+    line says how it goes on (:func:`resumes`), as the sweep's does of the jobs it stopped:
+    its log's may not (one stopped as it imported torch says only 'stopped by SIGTERM')."""
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
-        return f"was stopped by {signal.Signals(code - 128).name} (exit {code})"
-    if code is None or code >= 0:
+        stopped = f"was stopped by {signal.Signals(code - 128).name} (exit {code})"
+    elif code is None or code >= 0:
         return f"failed (exit {code})" + (reported(job) if job else "")
-    if code == -signal.SIGTERM and job and not job.wrote():
-        return (f"was stopped by SIGTERM as it started, before it had done anything (exit "
-                f"{code}); when the sweep runs again, {resumes(job, 'it')}")
-    name = signal.Signals(-code).name
-    return f"was killed by {name}{' (out of memory?)' if name == 'SIGKILL' else ''}"
+    elif code == -signal.SIGTERM and job and not job.wrote():
+        stopped = f"was stopped by SIGTERM as it started, before it had done anything (exit {code})"
+    else:
+        name = signal.Signals(-code).name
+        return f"was killed by {name}{' (out of memory?)' if name == 'SIGKILL' else ''}"
+    return stopped + (f"; when the sweep runs again, {resumes(job, 'it')}" if job else "")
 
 
 def reported(job: Job) -> str:

@@ -856,6 +856,23 @@ def test_a_job_stopped_by_sigterm_as_it_started_says_so_and_how_it_goes_on(
     assert main(argv) == 0 and "0 already done, 2 to run" in capsys.readouterr().out
 
 
+def test_a_job_stopped_by_sigterm_as_it_imported_says_how_it_goes_on(
+        tmp_path, data_dir, capsys, monkeypatch):
+    """A job's ``train.py`` stopped by SIGTERM as it imported torch and Lightning (its handler
+    on, before its run's) says only 'stopped by SIGTERM' and exits 143: the sweep said the job
+    'was stopped by SIGTERM (exit 143)', neither line how it goes on. The sweep's says it, as it
+    does of the jobs it stopped itself: here it resumes from its checkpoint."""
+    stopped = tmp_path / "pool" / "cells" / "dense-s0.9-e1-seed0"
+    atomic_torch_save({"epoch": 0}, stopped / "checkpoints" / "last.ckpt")  # (a stopped run's)
+    fail_subprocesses(tmp_path, monkeypatch,
+                      "echo 'train.py: error: stopped by SIGTERM' >&2; exit 143\n")
+    assert main([*POOL, "--data-dir", str(data_dir), "--sweep-out", str(tmp_path / "pool")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert f"train.py: error: cell dense-s0.9-e1-seed0 was stopped by SIGTERM (exit 143); when " \
+        f"the sweep runs again, it resumes from its checkpoint (written at the end of epoch " \
+        f"1); its output: {stopped / 'train.log'}" in lines
+
+
 def test_a_resumed_job_stopped_by_sigterm_as_it_started_resumes_from_its_checkpoint(tmp_path):
     """A job resumed (its log holds its earlier run's output, its checkpoint is there) and
     killed by SIGTERM as it started says it resumes from its checkpoint, with the epoch it
