@@ -298,11 +298,14 @@ def wandb_dir(folder: Path) -> str:
 
 
 def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None,
-                 job_type: str | None = None) -> list[Logger]:
+                 job_type: str | None = None, replay: bool = False) -> list[Logger]:
     """The CSV log (continuing the history of the ``resumed`` checkpoint's run) and, on
     request, W&B (continuing that run's W&B id, kept in ``run_dir`` wherever W&B writes), with
     ``config`` (the run's, flat) as the W&B run's config and ``job_type`` as its job type. W&B
-    writes into ``$WANDB_DIR`` where it is set, else into ``run_dir``."""
+    writes into ``$WANDB_DIR`` where it is set, else into ``run_dir``. The resumed history is
+    replayed into a W&B run that does not hold it (:func:`replay_history`), and with
+    ``replay`` into one it continues on a server too: a stack member's run, which never
+    logged it live (its id kept, a first logging of it failed or was stopped)."""
     history = resumed_history(resumed)
     loggers: list[Logger] = [HistoryCSVLogger(run_dir, history)]
     if config["wandb"]:
@@ -312,7 +315,8 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None,
             name=run_dir.name, save_dir=wandb_dir(run_dir),
             config=wandb_config(config), id=run_id, resume="allow", job_type=job_type,
             log_model=bool(config.get("log_model")), **options)
-        if not (continued and options["mode"] in WANDB_SERVER_MODES):  # (the server has it)
+        if replay or not (continued and options["mode"] in WANDB_SERVER_MODES):  # (else the
+            # server has it)
             replay_history(wandb_logger, history)
         loggers.append(wandb_logger)
     return loggers

@@ -79,7 +79,13 @@ from .errors import DIVERGED_IN, OutOfMemory, TrainingDiverged, plural
 from .graphs import StepGraphs
 from .grid import SWEEP_FILE
 from .lifetime import SigtermStop, stopping_on_sigterm
-from .loggers import METRICS_FILE, finish_wandb, make_loggers
+from .loggers import (
+    METRICS_FILE,
+    finish_wandb,
+    logged_number,
+    make_loggers,
+    resumed_history,
+)
 from .memory import DoesNotFit, MemoryNeed, check_fits, memory_needed
 from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
@@ -880,21 +886,27 @@ def member_summary(results: dict, history: list[dict]) -> dict:
             **{f"density/{k}": v for k, v in results["layer_density"].items()}}
 
 
-def log_member_run(config: RunConfig, cell: Path, results: dict, history: list[dict]) -> None:
-    """Log a finished member (``results``, its results.json; ``history``, its epochs' rows)
-    into W&B as the run of its cell, as the cell's single run logs itself (its name, config,
-    summary and ticket), so that a sweep's group shows every cell as a run however it trained:
-    its whole ``metrics.csv`` is replayed into it, as a resume replays a history into a W&B run
-    that lacks it, and its id is kept in its cell, where a single run of the cell resuming
-    from its checkpoint continues it. Its ``wandb_dir`` goes into its ``results.json``, as a
-    single run's: a member whose results hold one is not logged again."""
+def log_member_run(config: RunConfig, cell: Path, results: dict) -> None:
+    """Log a finished member (``results``, its results.json) into W&B as the run of its cell,
+    as the cell's single run logs itself (its name, config, summary and ticket), so that a
+    sweep's group shows every cell as a run however it trained: its whole ``metrics.csv`` is
+    replayed into it, as a resume replays a history into a W&B run that lacks it, and its id
+    is kept in its cell, where a single run of the cell resuming from its checkpoint continues
+    it (and where a logging that failed or was stopped left it: logged again, the member's run
+    keeps that id). Its ``wandb_dir`` goes into its ``results.json``, as a single run's: a
+    member whose results hold one is not logged again. Called by the stack as it ends, and by
+    a sweep for the members whose stack's logging of them did not end
+    (:func:`~lotterynet.sweep.log_unlogged_members`)."""
     spec = results["spec"]
     width = {"width": spec["width"]} if "width" in spec else {}  # (as run.train_and_test's)
     # (what a checkpoint of its test would hold: the rows of every epoch, its test's, and of
     # every step that logs no epoch)
-    every_row = {"epoch": results["epochs_done"], "global_step": math.inf}
+    resumed = (cell / CHECKPOINTS / LAST,
+               {"epoch": results["epochs_done"], "global_step": math.inf})
     loggers = make_loggers(cell, {**read_options(config), "lr": results["lr"], **width},
-                           (cell / CHECKPOINTS / LAST, every_row))
+                           resumed, replay=True)
+    history = [{k: logged_number(v) for k, v in row.items() if v not in ("", None)}
+               for row in resumed_history(resumed)]
     summary = {k: v for k, v in member_summary(results, history).items()  # (a single run's
                if k in ("test/acc", "val/acc_best", "params/kept")}  # other keys: its history)
     ticket = cell / TICKET
@@ -967,7 +979,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                                for key, value in member_summary(r, history).items()},
                      {name: cell / TICKET for name, _, _, cell, _ in finished
                       if (cell / TICKET).is_file()})
-        unlogged = [(config, cell, r, history) for _, r, history, cell, config in finished
+        unlogged = [(config, cell, r) for _, r, _, cell, config in finished
                     if config.wandb and "wandb_dir" not in r]  # (a single run's results hold one)
         if unlogged:  # (a second or more each, in silence before: review)
             print(f"stack {stack_dir.name}: logging {plural(len(unlogged), 'member')} to W&B "

@@ -137,6 +137,7 @@ from .stack import (
     cannot_continue,
     changes,
     holds_a_stack,
+    log_member_run,
     members_that_fit,
     run_stack,
     stack_need,
@@ -1748,11 +1749,10 @@ def cells_outside(sweep: Sweep, sweep_dir: Path) -> list[str]:
         f"*/{RESULTS}")) if name not in grid and not re.search(f"{SET_ASIDE}$", name))
 
 
-def cells_without_wandb(sweep: Sweep, sweep_dir: Path) -> list[str]:
-    """The finished cells of the sweep's grid that have no W&B run (trained without
-    ``--wandb``): neither their own folder nor the stack's that trained them (their results'
-    ``stack.dir``) holds a W&B id file (:func:`~lotterynet.loggers.read_wandb_id`)."""
-    missing = []
+def finished_cells(sweep: Sweep, sweep_dir: Path) -> Iterator[tuple[str, Path, dict, Path]]:
+    """Each finished cell of the sweep's grid: its name, its folder, its results (as the
+    sweep stores them: :func:`relocate`) and the folder that trained it, the stack's that
+    trained it (its results' ``stack.dir``) or its own."""
     for name in (cell_name(label, v) for label, v in sweep.cells()):
         cell_dir = sweep_dir / "cells" / name
         results = relocate(cell_dir, read_results(cell_dir))
@@ -1760,10 +1760,36 @@ def cells_without_wandb(sweep: Sweep, sweep_dir: Path) -> list[str]:
             continue
         stack = results.get("stack") if isinstance(results.get("stack"), dict) else {}
         # (a stack's folder as the sweep stores it, relative to it: :func:`stored_in_sweep`)
-        trained_in = sweep_dir / stack["dir"] if isinstance(stack.get("dir"), str) else cell_dir
-        if read_wandb_id(trained_in) is None:
-            missing.append(name)
-    return missing
+        yield name, cell_dir, results, sweep_dir / stack["dir"] if isinstance(
+            stack.get("dir"), str) else cell_dir
+
+
+def cells_without_wandb(sweep: Sweep, sweep_dir: Path) -> list[str]:
+    """The finished cells of the sweep's grid that have no W&B run (trained without
+    ``--wandb``): neither their own folder nor the stack's that trained them holds a W&B id
+    file (:func:`~lotterynet.loggers.read_wandb_id`)."""
+    return [name for name, _, _, trained_in in finished_cells(sweep, sweep_dir)
+            if read_wandb_id(trained_in) is None]
+
+
+def log_unlogged_members(sweep: Sweep, sweep_dir: Path) -> None:
+    """Log as W&B runs of their own the finished cells of the sweep's grid that a stack
+    trained with ``--wandb`` (its folder holds its W&B id) and did not log (their results hold
+    no ``wandb_dir``): the stack logs each member it finished as it ends
+    (:func:`~lotterynet.stack.log_member_run`), and where that failed (``wandb.init`` refused)
+    or was stopped, the sweep run again skipped the finished cells and never logged them.
+    Each is logged once, under the id its cell keeps, as the stack would have."""
+    configs = cell_configs(sweep, sweep_dir)
+    unlogged = [(name, cell_dir, results) for name, cell_dir, results, trained_in
+                in finished_cells(sweep, sweep_dir) if trained_in != cell_dir
+                and "wandb_dir" not in results and read_wandb_id(trained_in) is not None]
+    if unlogged:
+        print(f"sweep: logging {plural(len(unlogged), 'stacked cell')} to W&B as runs of their "
+              f"own (their stacks' logging of them did not end): "
+              f"{', '.join(name for name, *_ in unlogged)}", flush=True)
+    for name, cell_dir, results in unlogged:
+        log_member_run(configs[name], cell_dir, results)
+        relocate(cell_dir, results)  # (its wandb_dir as the sweep stores it)
 
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: int,
@@ -1773,6 +1799,8 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
     keep_wandb_group(sweep, sweep_dir)
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / SWEEP_FILE)
     failed = run_cells(sweep, sweep_dir, jobs, stack=args.stack, planned=planned)
+    if sweep.base.get("wandb"):
+        log_unlogged_members(sweep, sweep_dir)
     missing = unfinished_cells(sweep, sweep_dir)
     if not failed:  # never "sweep done" with a cell left out, whatever left it
         failed = [Failure(f"cell {name} has no results after the sweep ran it; see its "

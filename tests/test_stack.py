@@ -20,6 +20,7 @@ import torch
 import yaml
 from torch import nn
 
+import lotterynet.loggers
 import lotterynet.memory
 import lotterynet.run
 import lotterynet.stack
@@ -662,6 +663,54 @@ def test_each_finished_member_is_the_wandb_run_its_single_run_would_be(tmp_path,
     run_stack(configs, tmp_path / "stack", cells)
     assert [len(list((cell / "wandb").glob("offline-run-*"))) for cell in cells] == [1, 1]
     assert "logging" not in capsys.readouterr().out
+
+
+def test_a_sweep_logs_the_finished_members_its_stack_did_not_log(tmp_path, data_dir,
+                                                                 monkeypatch, capsys):
+    """A stack logs each member it finished as a W&B run of its own as it ends; where a stop
+    landed in that (or ``wandb.init`` failed, online: the same, an error for a stop), the
+    sweep run again skipped the finished cells and never logged them (a ``--stack-file`` run
+    did). The sweep logs them, once, under the id the cell kept, with their whole history;
+    the member logged before is not logged again. Its history is replayed even where a server
+    would hold a run it continues (as online: a first logging that failed logged nothing)."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "sweep"
+    argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=300, epochs=1), "--wandb",
+            "--sweep-out", str(out)]
+    init, members = wandb.init, []
+
+    def stopped_in_the_second_member(*args, **kwargs):
+        if kwargs.get("job_type") != "stack":
+            members.append(kwargs["name"])
+            if len(members) == 2:
+                raise KeyboardInterrupt
+        return init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", stopped_in_the_second_member)
+    assert main(argv) == 130
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(lotterynet.loggers, "WANDB_SERVER_MODES", ("online", "offline"))
+    cells = [out / "cells" / name for name in members]
+    kept = own_wandb_id(cells[1])
+    assert kept and not (cells[1] / "wandb").exists()
+    assert all((cell / "results.json").is_file() for cell in cells)
+    capsys.readouterr()
+    for again in range(2):
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        assert (f"sweep: logging 1 stacked cell to W&B as runs of their own (their stacks' "
+                f"logging of them did not end): {cells[1].name}\n" in printed) == (again == 0)
+    first, second = (logged_run(folder) for cell in cells
+                     for folder in (cell / "wandb").glob("offline-run-*"))
+    results = json.loads((cells[1] / "results.json").read_text())
+    assert results["wandb_dir"] == str(next((cells[1] / "wandb").glob("offline-run-*"))
+                                       .relative_to(out))
+    assert (second["name"], second["id"]) == (cells[1].name, kept)
+    assert second["summary"]["test/acc"] == pytest.approx(results["test_acc"])
+    assert second["history"] == first["history"] and "val/acc" in second["history"]
+    assert second["artifacts"] == [f"ticket-{kept}"]
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict]:
