@@ -999,7 +999,14 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     less = needs_less(config)
     with reporting_interrupts(trainer, checkpoint, resumed=config.resume, nothing=START_OVER), \
             reporting_out_of_memory(trainer, what, less, checkpoint, resumed=config.resume):
-        trainer.fit(module, datamodule=data, ckpt_path=config.resume)  # (its setup: its dtype)
+        try:  # (the fit's setup: the module's dtype)
+            trainer.fit(module, datamodule=data, ckpt_path=config.resume)
+        except TrainingDiverged as err:
+            # its W&B run, left open, was closed at the process's exit as finished (exit 0),
+            # and a sweep's next cell in the same process logged into it (wandb.init returns
+            # the run in progress): it ends here, with the divergence's exit code
+            end_stopped_wandb(loggers, err.exit_code)
+            raise
         sigterm.stop_if_received()
         if not finished(trainer, config):  # stopped before its end: resumable
             finish_wandb(loggers, {})

@@ -181,3 +181,32 @@ def test_a_wandb_run_id_is_refused_for_a_sweep_of_several_runs(tmp_path, data_di
         "train.py: error: $WANDB_RUN_ID is 'abc123', which would make every cell of this sweep "
         "one W&B run: unset it (a W&B agent sets it for the one cell it runs, with --cell)\n")
     assert not out.exists()
+
+
+def wandb_exit_code(run_dir: Path) -> int | None:
+    """The exit code the offline W&B run whose files are in ``run_dir`` ended with (its exit
+    record's), None while it has not ended."""
+    return next((record.exit.exit_code for record in read_wandb_records(
+        next(run_dir.glob("run-*.wandb"))) if record.WhichOneof("record_type") == "exit"), None)
+
+
+def test_a_diverged_runs_wandb_run_ends_failed_with_its_exit_code(tmp_path, data_dir,
+                                                                 monkeypatch):
+    """A run that diverged left its W&B run open: W&B closed it at the process's exit as
+    finished (exit code 0), and in a sweep's process the next cell's W&B logger took it over
+    (``wandb.init`` returns the run in progress), logging into the diverged cell's run. It
+    ends with the run's exit code, 3 (W&B marks it failed), its history up to the divergence
+    kept."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "run"
+    assert main(["--arch", "fc2", "--epochs", "1", "--limit-train", "200", "--val-size", "100",
+                 "--lr", "1e30", "--no-progress-bar", "--wandb", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == 3
+    (written,) = (out / "wandb").glob("offline-run-*")
+    assert wandb.run is None and wandb_exit_code(written) == 3
+    history = {item.key or "/".join(item.nested_key) for record in read_wandb_records(
+        next(written.glob("run-*.wandb"))) if record.WhichOneof("record_type") == "history"
+        for item in record.history.item}
+    assert {"train/loss", "params/kept", "lr"} <= history
