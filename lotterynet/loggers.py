@@ -238,9 +238,10 @@ def replay_history(logger: WandbLogger, rows: list[dict]) -> None:
     one — W&B cannot resume offline runs: the resume's ``offline-run-*`` folder starts a
     history of its own, which replaces the first folder's when both are synced. A count the
     training logged as an integer (``params/maskable``, ``epoch``; the CSV writes it without a
-    point) is logged as one again, not as a float."""
+    point) is logged as one again, not as a float. Rows of numbers (a stack member's history,
+    as it logged them) are logged as they are."""
     for row in rows:
-        metrics = {k: logged_number(v) for k, v in row.items()
+        metrics = {k: logged_number(v) if isinstance(v, str) else v for k, v in row.items()
                    if v not in ("", None) and k != "step"}
         logger.log_metrics(metrics, step=int(float(row.get("step") or 0)))
 

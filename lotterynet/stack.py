@@ -81,9 +81,12 @@ from .grid import SWEEP_FILE
 from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import (
     METRICS_FILE,
+    WANDB_ID_FILE,
     finish_wandb,
     logged_number,
     make_loggers,
+    read_wandb_id,
+    replay_history,
     resumed_history,
 )
 from .memory import DoesNotFit, MemoryNeed, check_fits, memory_needed
@@ -522,8 +525,8 @@ class MemberResults(pl.Callback):
             "global_step": budget * trainer.num_training_batches},  # (its single run's)
             cell / CHECKPOINTS / LAST)
         history, counts, densities = self.history[s], count_params(member), layer_densities(member)
-        rows = [{"step": 0, **params_metrics(counts, densities)},
-                *history,  # (then the test row, at the step after the last, as a single run's)
+        # (then the test row, at the step after the last, as a single run's)
+        rows = [*member_history(member, history),
                 {"epoch": budget, "step": budget * trainer.num_training_batches,
                  "test/acc": tested["test_acc"], "test/loss": tested["test_loss"]}]
         write_csv_atomic(cell / METRICS_FILE, rows,
@@ -542,6 +545,14 @@ class MemberResults(pl.Callback):
             "stack": {"dir": str(self.stack_dir), "members": len(module.budgets)},
         }
         write_json_atomic(results, cell / RESULTS)
+
+
+def member_history(member: torch.nn.Module, history: list[dict]) -> list[dict]:
+    """A member's rows as its single run's ``metrics.csv`` holds them up to its last epoch:
+    its parameter counts at step 0 (:func:`params_metrics`, which a run logs before its fit;
+    they count its masks' sizes, not what its scores hold), then its ``history``."""
+    return [{"step": 0, **params_metrics(count_params(member), layer_densities(member))},
+            *history]
 
 
 # ---------------------------------------------------------------------------- the runner
@@ -897,13 +908,11 @@ def log_member_run(config: RunConfig, cell: Path, results: dict) -> None:
     member whose results hold one is not logged again. Called by the stack as it ends, and by
     a sweep for the members whose stack's logging of them did not end
     (:func:`~lotterynet.sweep.log_unlogged_members`)."""
-    spec = results["spec"]
-    width = {"width": spec["width"]} if "width" in spec else {}  # (as run.train_and_test's)
     # (what a checkpoint of its test would hold: the rows of every epoch, its test's, and of
     # every step that logs no epoch)
     resumed = (cell / CHECKPOINTS / LAST,
                {"epoch": results["epochs_done"], "global_step": math.inf})
-    loggers = make_loggers(cell, {**read_options(config), "lr": results["lr"], **width},
+    loggers = make_loggers(cell, member_wandb_config(config, results["spec"], results["lr"]),
                            resumed, replay=True)
     history = [{k: logged_number(v) for k, v in row.items() if v not in ("", None)}
                for row in resumed_history(resumed)]
@@ -913,6 +922,26 @@ def log_member_run(config: RunConfig, cell: Path, results: dict) -> None:
     results["wandb_dir"] = finish_wandb(loggers, summary,
                                         {"": ticket} if ticket.is_file() else None)
     write_json_atomic(results, cell / RESULTS)
+
+
+def log_diverged_member(config: RunConfig, cell: Path, settings: dict, rows: list[dict]
+                        ) -> None:
+    """Log a member that diverged (``settings``: its :class:`StackModule` member's; ``rows``:
+    its history to the divergence, :func:`member_history`) into W&B as the run of its cell,
+    as its single run leaves it: its config and that history, no test, ended with the
+    divergence's exit code (3: W&B marks it failed; ``run.train_and_test``'s). Its id is kept
+    in its cell: the stack run again (the member still diverged) does not log it again."""
+    loggers = make_loggers(cell, member_wandb_config(config, settings["spec"],
+                                                     settings["optim"]["lr"]))
+    replay_history(loggers[-1], rows)
+    finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)
+
+
+def member_wandb_config(config: RunConfig, spec: dict, lr: float) -> dict:
+    """A member's W&B config, as its single run's (``run.train_and_test``'s): its options,
+    its learning rate and a wide net's width."""
+    return {**read_options(config), "lr": lr, **({"width": spec["width"]} if "width" in spec
+                                                 else {})}
 
 
 def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path],
@@ -943,6 +972,12 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
         check_resumable(record.checkpoint, module, budget, resume, finite=False)
         check_callback_states(record.checkpoint, (RNGState(), EpochTimer(), MemberResults(
             cell_dirs, stack_dir, EpochTimer())))
+    if resume is None:  # (its members are new runs: none continues the W&B run of one that
+        # was in its cell before, a diverged member's or a stopped single run's, as a run's
+        # --overwrite clears its id)
+        for cell in cell_dirs:
+            if not (cell / RESULTS).is_file():
+                (cell / WANDB_ID_FILE).unlink(missing_ok=True)
     options = [read_options(c) for c in configs]  # (the W&B run's config: what all share)
     shared = {k: v for k, v in options[0].items() if all(o.get(k) == v for o in options)}
     loggers = make_loggers(stack_dir, {**shared, "members": names,
@@ -981,11 +1016,18 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                       if (cell / TICKET).is_file()})
         unlogged = [(config, cell, r) for _, r, _, cell, config in finished
                     if config.wandb and "wandb_dir" not in r]  # (a single run's results hold one)
-        if unlogged:  # (a second or more each, in silence before: review)
-            print(f"stack {stack_dir.name}: logging {plural(len(unlogged), 'member')} to W&B "
-                  f"as runs of their own", flush=True)
+        diverged = [s for s in module.diverged
+                    if configs[s].wandb and read_wandb_id(cell_dirs[s]) is None]
+        if unlogged or diverged:  # (a second or more each, in silence before: review)
+            print(f"stack {stack_dir.name}: logging "
+                  f"{plural(len(unlogged) + len(diverged), 'member')} to W&B as runs of their "
+                  f"own", flush=True)
         for member in unlogged:
             log_member_run(*member)
+        for s in diverged:
+            log_diverged_member(configs[s], cell_dirs[s], module.hparams.members[s],
+                                member_history(module.model.members[s],
+                                               results_writer.history[s]))
     if module.diverged:
         others = len(configs) - len(module.diverged)
         raise TrainingDiverged(f"stack {stack_dir}: {'; '.join(module.diverged.values())}; "

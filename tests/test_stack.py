@@ -1316,6 +1316,44 @@ def test_a_diverged_member_stops_alone_and_is_named(tmp_path, data_dir, monkeypa
     assert not (cells[1] / "results.json").exists()
 
 
+def test_a_diverged_member_is_a_wandb_run_ended_as_a_diverged_single_run(tmp_path, data_dir,
+                                                                         monkeypatch):
+    """A member that diverged had no W&B run of its own, where its single run has one (ended
+    with its exit code, 3: failed): it is the run of its cell, its history up to the
+    divergence, no test, ended with exit code 3; once (the stack run again, the member still
+    diverged, logs it no more). A new stack in its cell does not continue that run."""
+    def poisoned(self, outputs, batch, batch_idx):
+        if batch_idx == 2:
+            with torch.no_grad():
+                trainable_parameters(self.model.members[1])[0].view(-1)[0] = float("inf")
+
+    def exit_code(folder: Path) -> int | None:
+        return next((r.exit.exit_code for r in read_wandb_records(next(folder.glob(
+            "run-*.wandb"))) if r.WhichOneof("record_type") == "exit"), None)
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(StackModule, "on_train_batch_end", poisoned, raising=False)
+    base = dict(arch="fc2", structure="subsetsum", limit_train=300, val_size=100, epochs=1,
+                progress_bar=False, data_dir=str(data_dir), wandb=True)
+    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
+    cells = [tmp_path / "cells" / name for name in ("a", "b")]
+    for _ in range(2):
+        with pytest.raises(TrainingDiverged, match="b diverged in epoch 1"):
+            run_stack(configs, tmp_path / "stack", cells)
+        (folder,) = (cells[1] / "wandb").glob("offline-run-*")
+    diverged = logged_run(folder)
+    assert exit_code(folder) == 3 and (diverged["name"], diverged["id"]) == ("b",
+                                                                              own_wandb_id(cells[1]))
+    assert diverged["config"]["sparsity"] == 0.9 and "test/acc" not in diverged["summary"]
+    assert {"train/loss", "val/acc", "lr", "params/kept"} <= diverged["history"]
+    assert not (cells[1] / "results.json").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_stack(configs, tmp_path / "new-stack", cells)
+    runs = {logged_run(f)["id"]: exit_code(f) for f in (cells[1] / "wandb").glob("offline-run-*")}
+    assert len(runs) == 2 and runs.pop(diverged["id"]) == 3 and list(runs.values()) == [0]
+
+
 def test_a_sweep_names_what_diverged_and_exits_1(tmp_path, data_dir, capsys):
     """Every member diverges in epoch 1 of 2: the stack ends there (an epoch of no member had
     no loss to step on: a traceback, on every re-run too), and a re-run says so again."""
