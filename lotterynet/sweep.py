@@ -1349,7 +1349,7 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     return sweep_dir / FIGURES[0]
 
 
-def log_to_wandb(rows: list[dict], figure: Path, base: dict) -> None:
+def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
     """The sweep's table and figure, as a run of its own in the cells' W&B group (and
     project, entity, tags, notes): one run per sweep (its id kept in the sweep's folder,
     beside the figure), which each aggregation resumes; its W&B files where the cells' go
@@ -1366,8 +1366,8 @@ def log_to_wandb(rows: list[dict], figure: Path, base: dict) -> None:
         wandb_options,
     )
 
-    grid = json.loads((figure.parent / SWEEP_FILE).read_text())
-    options = wandb_options(base)
+    grid = dataclasses.asdict(sweep)
+    options = wandb_options(sweep.base)
     summary = wandb.init(job_type="sweep-summary", name=f"{options['group']}-summary",
                          dir=wandb_dir(figure.parent), id=summary_wandb_id(figure.parent),
                          config={**grid, "base": wandb_config(grid["base"])},
@@ -1812,7 +1812,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
         figure = plot(rows, sweep_dir, figure_title(sweep), paper_trained_accuracy(sweep),
                       chance_accuracy(sweep), spelled=spelled, baseline=baseline_name(sweep))
         if sweep.base.get("wandb"):
-            log_to_wandb(spelled_rows(rows, spelled), figure, sweep.base)
+            log_to_wandb(spelled_rows(rows, spelled), figure, sweep)
         print((sweep_dir / TABLE_MD).read_text(), end="")
         if sweep.base.get("wandb") and (unlogged := cells_without_wandb(sweep, sweep_dir)):
             one = len(unlogged) == 1

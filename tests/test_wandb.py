@@ -1,6 +1,5 @@
 """A run's W&B logger, offline (no training): where it writes, and the run id a resume keeps."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -120,12 +119,11 @@ def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch)
     base = {"arch": "fc2", "wandb": True, "wandb_group": "g", "data_dir": "/data"}
     grid = Sweep(base, [{"structure": "subsetsum"}, {"structure": "dense"}], [0.5, 0.9], [1, 2],
                  [0, 1])
-    (tmp_path / "sweep.json").write_text(json.dumps(dataclasses.asdict(grid)))
     figure = tmp_path / "figure.png"
     plt.plot([1, 2])
     plt.savefig(figure)
     plt.close("all")
-    sweep_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}], figure, base)
+    sweep_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}], figure, grid)
     written, = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*")
     assert {k: v for k, v in run_config(written).items() if k != "_wandb"} == {
         "base": {"arch": "fc2"}, "variants": grid.variants, "sparsities": [0.5, 0.9],
