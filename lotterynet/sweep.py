@@ -1372,9 +1372,32 @@ def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
                          dir=wandb_dir(figure.parent), id=summary_wandb_id(figure.parent),
                          config={**grid, "base": wandb_config(grid["base"])},
                          resume="allow", **options)
+    rows = wandb_table_rows(rows)
     table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
     summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})
     close_wandb_run(summary)
+
+
+#: The table's columns in percent (``gap`` in points) in sweep.md and sweep.csv, as the
+#: paper's tables: :func:`wandb_table_rows` gives them as fractions.
+PERCENT_COLUMNS = ("test_acc_mean", "test_acc_std", "paper_acc", "gap")
+
+
+def wandb_table_rows(rows: list[dict]) -> list[dict]:
+    """The table's rows as the W&B summary table holds them: the accuracies
+    (:data:`PERCENT_COLUMNS`) as fractions, as its runs' ``test/acc``, beside which they are
+    read (sweep.md and sweep.csv keep the paper's percent); ``best_epochs``, each seed's best
+    budget (``10/20`` there), a list of numbers; a point the paper lacks (``""`` there) empty:
+    W&B types each column, and refused text beside numbers (a grid the paper has only some
+    points of failed at its summary)."""
+    def value(key: str, written):
+        if written == "":
+            return None
+        if key in PERCENT_COLUMNS:
+            return round(written / 100, 5)
+        return [int(e) for e in written.split("/")] if key == "best_epochs" else written
+
+    return [{key: value(key, written) for key, written in row.items()} for row in rows]
 
 
 #: The most cells a refused ``--cell`` lists (of more: the first and the last).

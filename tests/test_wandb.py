@@ -130,6 +130,44 @@ def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch)
         "epochs": [1, 2], "seeds": [0, 1], "baseline": True}
 
 
+def test_the_sweep_summary_table_holds_accuracies_as_fractions_as_its_runs(tmp_path,
+                                                                          monkeypatch):
+    """The W&B summary table held the sweep's accuracies in percent (97.1), beside its runs'
+    ``test/acc`` as fractions (0.971), and each seed's best budget as text (``10/20``); a row
+    without the paper's point (``""``) beside one with it failed the table (W&B refused text
+    in a column of numbers). It holds fractions, lists of budgets and empty cells; sweep.md
+    and sweep.csv keep percent (the rows given are not changed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lotterynet import sweep as sweep_module
+    from lotterynet.grid import Sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    figure = tmp_path / "figure.png"
+    plt.plot([1, 2])
+    plt.savefig(figure)
+    plt.close("all")
+    rows = [{"variant": "wide", "sparsity": 0.9, "test_acc_mean": 97.125, "test_acc_std": 0.25,
+             "seeds": 2, "best_epochs": "10/20", "paper_acc": 97.24, "gap": -0.12},
+            {"variant": "trained", "sparsity": 0.0, "test_acc_mean": 98.5, "test_acc_std": 0.0,
+             "seeds": 2, "best_epochs": "5/5", "paper_acc": "", "gap": ""}]
+    given = [dict(row) for row in rows]
+    sweep_module.log_to_wandb(rows, figure, Sweep({"wandb": True}, [{"structure": "wide"}],
+                                                  [0.9], [5]))
+    assert rows == given
+    (table,) = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*/files/**/*.table.json")
+    logged = json.loads(table.read_text())
+    assert [dict(zip(logged["columns"], row)) for row in logged["data"]] == [
+        {"variant": "wide", "sparsity": 0.9, "test_acc_mean": 0.97125, "test_acc_std": 0.0025,
+         "seeds": 2, "best_epochs": [10, 20], "paper_acc": 0.9724, "gap": -0.0012},
+        {"variant": "trained", "sparsity": 0.0, "test_acc_mean": 0.985, "test_acc_std": 0.0,
+         "seeds": 2, "best_epochs": [5, 5], "paper_acc": None, "gap": None}]
+
+
 def test_the_trained_baselines_wandb_config_names_its_structure(tmp_path, data_dir,
                                                               monkeypatch):
     """A trained baseline's (``--train-weights``) W&B config had no ``structure`` (its
