@@ -352,7 +352,8 @@ def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] 
 
 
 def end_stopped_wandb(loggers: list[Logger], exit_code: int) -> None:
-    """Close with ``exit_code`` (a stop's 130 or 143, a divergence's 3: W&B marks it failed)
+    """Close with ``exit_code`` (a stop's 130 or 143, a divergence's 3 or memory's 4: W&B
+    marks those failed)
     the W&B run of ``loggers`` that started and is still open. One not started yet (a stop
     while the data is read) is left unstarted: starting it only to close it called
     ``wandb.init`` inside the stop; one that

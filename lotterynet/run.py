@@ -664,7 +664,8 @@ def reporting_out_of_memory(trainer: pl.Trainer, what: str, less: str, checkpoin
     :class:`OutOfMemory`, one line: ``what`` (the run or the stack), the training epoch it ran
     out in (its test where ``testing``: Lightning forgets the stage it failed in), the size
     refused, what needs ``less`` memory, and how to go on where more memory is free
-    (:func:`how_to_go_on` of ``checkpoint``, ``resume``, ``resumed``), or ``nothing``."""
+    (:func:`how_to_go_on` of ``checkpoint``, ``resume``, ``resumed``), or ``nothing``. Its
+    W&B run ends with that exit code, 4 (W&B marks it failed)."""
     try:
         yield
     except (RuntimeError, MemoryError) as err:
@@ -674,6 +675,8 @@ def reporting_out_of_memory(trainer: pl.Trainer, what: str, less: str, checkpoin
         when = "testing its trained model" if testing else \
             f"in training epoch {trainer.current_epoch + 1}"
         then = how_to_go_on(checkpoint, resume, resumed)
+        # (its W&B run, left open, would be taken over by a sweep's next cell in this process)
+        end_stopped_wandb(trainer.loggers, OutOfMemory.exit_code)
         raise OutOfMemory(f"{what}: memory ran out {when}{size}", less, then, nothing) from None
 
 

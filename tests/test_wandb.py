@@ -226,6 +226,28 @@ def wandb_exit_code(run_dir: Path) -> int | None:
         next(run_dir.glob("run-*.wandb"))) if record.WhichOneof("record_type") == "exit"), None)
 
 
+def test_a_run_out_of_memory_ends_its_wandb_run_failed_with_its_exit_code(tmp_path, data_dir,
+                                                                           monkeypatch):
+    """A run whose memory ran out left its W&B run open, as a diverged one did: in a sweep's
+    process the next cell logged into it. It ends with the run's exit code, 4."""
+    import wandb
+
+    from lotterynet.module import EdgePopupModule
+
+    def out_of_memory(self, batch, batch_idx):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not "
+                           "enough memory: you tried to allocate 4294967296 bytes.")
+
+    monkeypatch.setattr(EdgePopupModule, "training_step", out_of_memory)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "run"
+    assert main(["--arch", "fc2", "--epochs", "1", "--limit-train", "200", "--val-size", "100",
+                 "--no-progress-bar", "--wandb", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == 4
+    (written,) = (out / "wandb").glob("offline-run-*")
+    assert wandb.run is None and wandb_exit_code(written) == 4
+
+
 def test_a_diverged_runs_wandb_run_ends_failed_with_its_exit_code(tmp_path, data_dir,
                                                                  monkeypatch):
     """A run that diverged left its W&B run open: W&B closed it at the process's exit as
