@@ -117,6 +117,41 @@ def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | Subn
     return subnet.to(layer.weight.device, torch.float64)
 
 
+def _coefficients(generator: torch.Generator | None, *, lo: float, hi: float, n: int,
+                  draws: int, repeats: int) -> torch.Tensor:
+    """``draws`` rows of ``n`` U[lo, hi] coefficients (float64, drawn on the CPU from
+    ``generator``), each row ``repeats`` times (one set shared by the weights of an output)."""
+    coeffs = lo + (hi - lo) * torch.rand(draws, n, generator=generator, dtype=torch.float64,
+                                         device="cpu")
+    return coeffs.repeat_interleave(repeats, dim=0)
+
+
+def _as_v(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Per-weight rows ``(targets, n)`` (a bias's rows after the weights, left out) in the
+    layout of a subset-sum layer's ``v`` for a target weight of ``shape``:
+    ``(out, in_per_group, n, *kernel)``."""
+    return x[:math.prod(shape)].reshape(*shape, x.shape[1]).movedim(-1, 2)
+
+
+def _put_coefficients(subnet: nn.Module, coeffs: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """Make ``subnet``'s frozen weights the coefficients ``coeffs`` (``v``) behind first-layer
+    weights of 1 (``u``)."""
+    with torch.no_grad():
+        subnet.structure.v.weight.copy_(_as_v(coeffs, shape))
+        subnet.structure.u.weight.fill_(1.0)
+
+
+def _redraw_coefficients(subnet: nn.Module, *, state: torch.Tensor, shape: tuple[int, ...],
+                         **draw) -> None:
+    """The ``drawn_over`` of a :func:`subset_sum` layer: a redraw of it (``subnet``, made
+    float64 here, as built) gets the coefficients drawn again from ``state``, the CPU generator
+    state they were drawn from (which the layer's seed does not draw: they come from the
+    target's range)."""
+    generator = torch.Generator()
+    generator.set_state(state)
+    _put_coefficients(subnet.double(), _coefficients(generator, **draw), shape)
+
+
 def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator, *,
                k: int | None = None, coefficients: str = "layer",
                shared_per_row: bool = False) -> tuple[nn.Module, dict]:
@@ -130,8 +165,10 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     if any, is approximated the same way (its own ``n`` coefficients, the range drawn over the
     weights and the bias: every value the subset sums approximate) and stored as the layer's
     frozen bias, since subnet layers have no maskable bias; ``coefficients_kept`` counts the
-    kept coefficients of the weights, the masked edges of the built layer. Returns
-    ``(subnet_layer, stats)``.
+    kept coefficients of the weights, the masked edges of the built layer. The layer records
+    the generator's state the coefficients were drawn from (``drawn_over``), so that its
+    ticket (``save_ticket``) draws them again, as a seed's weights; it stores the bias.
+    Returns ``(subnet_layer, stats)``.
     """
     _check_target(layer, (nn.Linear, nn.Conv2d), "the subset-sum approximation")
     _check_generator(generator)
@@ -143,14 +180,12 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     if layer.bias is not None:
         targets = torch.cat([targets, layer.bias.detach().double()])
     lo, hi = coefficient_bounds(targets, coefficients)
-    per_row = weight[0].numel()
-    draws = weight.shape[0] if shared_per_row else targets.numel()
-    coeffs = lo + (hi - lo) * torch.rand(draws, n, generator=generator, dtype=torch.float64,
-                                         device="cpu").to(targets.device)
-    if shared_per_row:
-        if layer.bias is not None:
-            raise ValueError("shared_per_row is defined for bias-free layers")
-        coeffs = coeffs.repeat_interleave(per_row, dim=0)
+    if shared_per_row and layer.bias is not None:
+        raise ValueError("shared_per_row is defined for bias-free layers")
+    draw = {"lo": lo, "hi": hi, "n": n, "draws": weight.shape[0] if shared_per_row
+            else targets.numel(), "repeats": weight[0].numel() if shared_per_row else 1}
+    state = (torch.default_generator if generator is None else generator).get_state()
+    coeffs = _coefficients(generator, **draw).to(targets.device)
     start = device_clock(targets.device)
     selection, approx, error = solve(targets, coeffs, k, progress=False)
     seconds = device_clock(targets.device) - start
@@ -161,19 +196,17 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     else:
         subnet = _subnet_like(layer, structure="fixedsize", pairs=n, activation="identity",
                               shared=False, sparsity=1 - k / n, seed=0)
-    structure, weights = subnet.structure, weight.numel()
-
-    def as_v(x):  # (weights, n) -> v's layout (out, in_per_group, n, *kernel)
-        return x[:weights].reshape(*weight.shape, n).movedim(-1, 2)
-
-    with torch.no_grad():
-        structure.v.weight.copy_(as_v(coeffs))
-        structure.u.weight.fill_(1.0)
-        if layer.bias is not None:
+    structure, weights, shape = subnet.structure, weight.numel(), tuple(weight.shape)
+    _put_coefficients(subnet, coeffs, shape)
+    # what the ticket's redraw draws: these coefficients again, from the generator's state
+    subnet.drawn_over = partial(_redraw_coefficients, state=state, shape=shape, **draw)
+    if layer.bias is not None:  # the sums found (no draw: the ticket stores it)
+        with torch.no_grad():
             subnet.bias.copy_(approx[weights:])
-    structure.v.set_mask(as_v(selection))
+        subnet.frozen_as_built -= {"bias"}
+    structure.v.set_mask(_as_v(selection, shape))
     if k is None:  # the fixedsize first layer is frozen, unmasked (implied by v's mask)
-        structure.u.set_mask(as_v(selection))
+        structure.u.set_mask(_as_v(selection, shape))
     stats = {
         "targets": targets.numel(),
         "coefficient_range": [lo, hi],

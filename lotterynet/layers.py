@@ -292,12 +292,20 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
     #: What the layer was built from (:meth:`redrawn`); None for a layer pickled before then.
     drawn_with: dict | None = None
 
+    #: What drew the layer's frozen weights over its seed's, called on its :meth:`redrawn`
+    #: layer to draw them so again: a construction's (:func:`lotterynet.constructions.subset_sum`:
+    #: its coefficients, from the target's range, float64); None for a layer its seed draws.
+    drawn_over = None
+
     def redrawn(self) -> nn.Module:
         """The layer's structure and bias drawn again from what it was built from (its seed
-        and options), float32 on the CPU: the frozen weights a ticket regenerates, which
+        and options, and ``drawn_over``), float32 on the CPU (what ``drawn_over`` draws, in its
+        own dtype): the frozen weights a ticket regenerates, which
         :func:`~lotterynet.ticket.save_ticket` checks the layer's against."""
         fresh = _SubnetLayer()
         fresh._build(**recorded_draw(self), dtype=torch.float32)
+        if self.drawn_over is not None:
+            self.drawn_over(fresh)
         return fresh
 
     def reset_parameters(self) -> None:

@@ -504,6 +504,44 @@ def test_construct_model_builds_a_tied_layer_once_and_puts_it_everywhere():
     assert [s["targets"] for s in stats] == [16]
 
 
+def small_conv(bias=True):
+    torch.manual_seed(0)
+    return nn.Conv2d(2, 3, 3, bias=bias)
+
+
+@pytest.mark.parametrize("target, build", [
+    (nn.Sequential(small_linear(6, 5), nn.ReLU(), small_linear(5, 3, seed=1)),
+     lambda layer, generator: subset_sum(layer, 7, generator)),  # Pensia
+    (nn.Sequential(small_linear(6, 5)),
+     lambda layer, generator: subset_sum(layer, 7, generator, shared_per_row=True)),
+    (nn.Sequential(small_linear(6, 5, bias=True)),
+     lambda layer, generator: subset_sum(layer, 7, generator, k=2)),  # Natale
+    (nn.Sequential(small_conv(), nn.ReLU(), small_conv(bias=False)),
+     lambda layer, generator: subset_sum(layer, 5, generator, coefficients="unit")),  # da Cunha
+])
+def test_a_subset_sum_construction_saves_as_a_ticket_and_loads_bit_exactly(target, build,
+                                                                            tmp_path):
+    """save_ticket refused every subset-sum construction: "frozen parameter
+    '0.structure.u.weight' is no longer what its seed draws (trained, or changed in place
+    ...)" ('0.bias' for a conv), since its coefficients are drawn from the target's range, not
+    by the layer's seed. The layer records their draw (the generator's state), which the
+    ticket's check draws again; the bias, the sums found, is stored. A ticket loads into the
+    same construction (not one of another seed), equal bit for bit, holding no coefficient."""
+    model, _ = construct_model(target, build, seed=0)
+    size = ln.save_ticket(model, tmp_path / "x.ticket")
+    assert size < sum(p.numel() * 8 for n, p in model.named_parameters() if "v.weight" in n)
+    loaded = ln.load_ticket(tmp_path / "x.ticket", model=construct_model(target, build)[0])
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    with pytest.raises(ln.TicketError, match="different frozen random weights"):
+        ln.load_ticket(tmp_path / "x.ticket", model=construct_model(target, build, seed=1)[0])
+    with torch.no_grad():
+        model[0].structure.v.weight[0, 0, 0] += 1
+    with pytest.raises(ValueError, match="'0.structure.v.weight' is no longer what its seed"):
+        ln.save_ticket(model, tmp_path / "y.ticket")
+
+
 def test_a_product_networks_median_error_is_over_every_weight():
     """The median weight error of a model of several product layers is the median of all their
     weights' errors (it was the median of the layers' medians: two layers counted equally)."""
