@@ -287,7 +287,8 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     (module doc). Orseau's hyperbolic range is Theorem 3's for ``ε_w = epsilon`` and
     ``w_max = max |w|`` of the layer, and each weight's sign half sums at most
     :func:`golden_ratio_cap` products (a layer with ``3 max |w| ≤ epsilon``, all-zero too,
-    keeps none: every weight is within ε/3 of 0). A bias, if any,
+    keeps none: every weight is within ε/3 of 0); Malach's reads no ``epsilon`` (its nearest
+    product has no accuracy to meet), which is checked all the same. A bias, if any,
     is kept as the frozen output bias. The random layer is drawn on the CPU and moved to
     ``layer``'s device, where its products are chosen (the same seed gives the same network on
     any device). Returns ``(subnet_layer, stats)``."""
@@ -295,11 +296,11 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     _check_generator(generator)
     select = PRODUCT_RULES[check_choice("rule", rule, PRODUCT_RULES)]
     check_positive_int("m", m)
+    check_positive("epsilon", epsilon)  # (malach's too, which does not read it)
     w = layer.weight.detach().double()
     d_out, d_in = w.shape
     init_kwargs = None
     if rule == "orseau":
-        check_positive("epsilon", epsilon)
         w_max = w.abs().max().item()
         # With 3 w_max ≤ ε (an all-zero layer too) Theorem 3's range [2ε/9, 2 w_max/3] is empty
         # and its mask size k′ = log_{3/2}(3 w_max / ε) ≤ 0: every weight is within ε/3 of 0,

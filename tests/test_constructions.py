@@ -301,6 +301,11 @@ def test_construct_model_replaces_every_layer_and_counts():
      "^epsilon must be a positive finite number, got -0.01$"),
     (lambda g: product_network(small_linear(scale=0.0), 4, g, rule="orseau", epsilon=math.nan),
      "^epsilon must be a positive finite number, got nan$"),
+    # malach, which reads no epsilon, took an invalid one silently
+    (lambda g: product_network(small_linear(), 4, g, rule="malach", epsilon=-1.0),
+     "^epsilon must be a positive finite number, got -1.0$"),
+    (lambda g: product_network(small_linear(), 4, g, rule="malach", epsilon=math.inf),
+     "^epsilon must be a positive finite number, got inf$"),
     # refused naming only the hyperbolic range it gives ("hyperbolic needs ... alpha=4.7e-226")
     (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=1e-300),
      r"^epsilon=1e-300 puts Theorem 3's hyperbolic range for this layer \(max \|w\| = 0.371\) "
