@@ -188,8 +188,9 @@ def hyperbolic(shape, fan_in, generator, alpha: float | None = None, beta: float
     alpha = _check_finite("hyperbolic", "alpha", default_alpha if alpha is None else alpha)
     beta = _check_finite("hyperbolic", "beta", default_beta if beta is None else beta)
     if not (FLOAT32.tiny <= alpha < beta <= FLOAT32.max and beta / alpha <= FLOAT32.max):
+        ratio = f", beta/alpha={beta / alpha:.3g}" if alpha > 0 else ""  # (the limit it may break)
         raise ValueError(f"hyperbolic needs {FLOAT32.tiny:.3g} <= alpha < beta <= "
                          f"{FLOAT32.max:.3g} and beta/alpha <= {FLOAT32.max:.3g} (float32), "
-                         f"got alpha={alpha}, beta={beta}")
+                         f"got alpha={alpha}, beta={beta}{ratio}")
     u = torch.rand(shape, generator=generator)
     return _random_signs(shape, generator) * alpha * _one_thread(lambda x: (beta / alpha) ** x, u)

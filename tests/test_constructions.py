@@ -306,6 +306,9 @@ def test_construct_model_replaces_every_layer_and_counts():
      "^epsilon must be a positive finite number, got -1.0$"),
     (lambda g: product_network(small_linear(), 4, g, rule="malach", epsilon=math.inf),
      "^epsilon must be a positive finite number, got inf$"),
+    # alpha and beta are in float32's range: the ratio, the limit broken, was not shown
+    (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=1e-40),
+     r"got alpha=\S+e-31, beta=\S+, beta/alpha=1.11e\+40$"),
     # refused naming only the hyperbolic range it gives ("hyperbolic needs ... alpha=4.7e-226")
     (lambda g: product_network(small_linear(), 4, g, rule="orseau", epsilon=1e-300),
      r"^epsilon=1e-300 puts Theorem 3's hyperbolic range for this layer \(max \|w\| = 0.371\) "
