@@ -295,8 +295,8 @@ def check_stored_targets(out: Path, net: str, dataset: str, sweeps: list[Sweep],
     for path, stored in stored_targets(out, net, dataset, sweeps):
         if (stored["recipe"], stored["epochs"]) != (recipe, epochs):
             raise ValueError(f"{path} holds rows measured on the target {stored['recipe']} "
-                             f"trained {stored['epochs']} epochs, not {epochs}: move it away or "
-                             f"give --out another folder")
+                             f"trained {plural(stored['epochs'], 'epoch')}, not {epochs}: "
+                             f"move it away or give --out another folder")
 
 
 def check_digests_recorded(out: Path, net: str, dataset: str, sweeps: list[Sweep]) -> None:

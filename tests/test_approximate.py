@@ -246,6 +246,20 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert "--seeds" in capsys.readouterr().err
 
 
+def test_rows_of_a_one_epoch_target_are_refused_in_the_singular(tmp_path, capsys, monkeypatch):
+    """The refusal said "trained 1 epochs"."""
+    monkeypatch.setattr(approximate, "trained_target",
+                        lambda *a, **k: pytest.fail("trained before checking the stored rows"))
+    path = tmp_path / "approximation_lenet5_mnist_pensia.json"
+    path.write_text(json.dumps({
+        "construction": "pensia", "target": {"recipe": "dacunha_lenet5_mnist", "epochs": 1},
+        "rows": [{"construction": "pensia", "size": 5, "seed": 0, "test_accuracy": 0.5}]}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lenet5", "--only", "pensia", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "target dacunha_lenet5_mnist trained 1 epoch, not 50: " in capsys.readouterr().err
+
+
 def test_rows_of_another_target_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
     """A result file measured on the 13-epoch target is not resumed by a run on the paper's
     50-epoch one (its rows would count as done): exit 2 naming both, before any training,
