@@ -930,11 +930,17 @@ def log_diverged_member(config: RunConfig, cell: Path, settings: dict, rows: lis
     its history to the divergence, :func:`member_history`) into W&B as the run of its cell,
     as its single run leaves it: its config and that history, no test, ended with the
     divergence's exit code (3: W&B marks it failed; ``run.train_and_test``'s). Its id is kept
-    in its cell: the stack run again (the member still diverged) does not log it again."""
-    loggers = make_loggers(cell, member_wandb_config(config, settings["spec"],
-                                                     settings["optim"]["lr"]))
-    replay_history(loggers[-1], rows)
-    finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)
+    in its cell once its run has ended: the stack run again (the member still diverged) does
+    not log it again; one whose logging was stopped or failed (the id is written as its run
+    begins) it logs anew."""
+    try:
+        loggers = make_loggers(cell, member_wandb_config(config, settings["spec"],
+                                                         settings["optim"]["lr"]))
+        replay_history(loggers[-1], rows)
+        finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)
+    except BaseException:
+        (cell / WANDB_ID_FILE).unlink(missing_ok=True)
+        raise
 
 
 def member_wandb_config(config: RunConfig, spec: dict, lr: float) -> dict:

@@ -31,7 +31,7 @@ from lotterynet.config import ConfigError, make_config
 from lotterynet.convert import convert
 from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH, TensorDataModule
-from lotterynet.errors import TrainingDiverged
+from lotterynet.errors import Interrupted, TrainingDiverged
 from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetConv2d, SubnetLinear
 from lotterynet.loggers import (
@@ -1352,6 +1352,44 @@ def test_a_diverged_member_is_a_wandb_run_ended_as_a_diverged_single_run(tmp_pat
     run_stack(configs, tmp_path / "new-stack", cells)
     runs = {logged_run(f)["id"]: exit_code(f) for f in (cells[1] / "wandb").glob("offline-run-*")}
     assert len(runs) == 2 and runs.pop(diverged["id"]) == 3 and list(runs.values()) == [0]
+
+
+def test_a_diverged_member_whose_logging_was_stopped_is_logged_when_the_stack_runs_again(
+        tmp_path, data_dir, monkeypatch):
+    """A stop (or ``wandb.init`` refused, online) as the stack logged a diverged member left
+    its W&B id in its cell, written before its run started, which marked it logged: the stack
+    run again (it resumes, the member still diverged) never logged it. The id is kept only
+    once its run has ended, so the stack run again logs it, ended with exit code 3."""
+    import wandb
+
+    def poisoned(self, outputs, batch, batch_idx):
+        if batch_idx == 2:
+            with torch.no_grad():
+                trainable_parameters(self.model.members[1])[0].view(-1)[0] = float("inf")
+
+    def stopped_at_the_diverged_member(*args, **kwargs):
+        if kwargs.get("name") == "b":
+            raise KeyboardInterrupt
+        return init(*args, **kwargs)
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(StackModule, "on_train_batch_end", poisoned, raising=False)
+    base = dict(arch="fc2", structure="subsetsum", limit_train=300, val_size=100, epochs=1,
+                progress_bar=False, data_dir=str(data_dir), wandb=True)
+    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
+    cells = [tmp_path / "cells" / name for name in ("a", "b")]
+    init = wandb.init
+    with monkeypatch.context() as stopping:
+        stopping.setattr(wandb, "init", stopped_at_the_diverged_member)
+        with pytest.raises(Interrupted):
+            run_stack(configs, tmp_path / "stack", cells)
+    assert own_wandb_id(cells[1]) is None
+    with pytest.raises(TrainingDiverged, match="b diverged in epoch 1"):
+        run_stack(configs, tmp_path / "stack", cells)
+    (folder,) = (cells[1] / "wandb").glob("offline-run-*")
+    assert logged_run(folder)["id"] == own_wandb_id(cells[1]) and next(
+        r.exit.exit_code for r in read_wandb_records(next(folder.glob("run-*.wandb")))
+        if r.WhichOneof("record_type") == "exit") == 3
 
 
 def test_a_sweep_names_what_diverged_and_exits_1(tmp_path, data_dir, capsys):
