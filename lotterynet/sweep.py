@@ -85,6 +85,7 @@ from .errors import (
     OutOfMemory,
     Terminated,
     TrainingDiverged,
+    escape_line_breaks,
     exit_code,
     in_binary_units,
     interrupted,
@@ -1795,13 +1796,17 @@ def cells_without_wandb(sweep: Sweep, sweep_dir: Path) -> list[str]:
             if read_wandb_id(trained_in) is None]
 
 
-def log_unlogged_members(sweep: Sweep, sweep_dir: Path) -> None:
+def log_unlogged_members(sweep: Sweep, sweep_dir: Path) -> list[Failure]:
     """Log as W&B runs of their own the finished cells of the sweep's grid that a stack
     trained with ``--wandb`` (its folder holds its W&B id) and did not log (their results hold
     no ``wandb_dir``): the stack logs each member it finished as it ends
     (:func:`~lotterynet.stack.log_member_run`), and where that failed (``wandb.init`` refused)
     or was stopped, the sweep run again skipped the finished cells and never logged them.
-    Each is logged once, under the id its cell keeps, as the stack would have."""
+    Each is logged once, under the id its cell keeps, as the stack would have. One that W&B
+    refuses to log (``wandb.init`` online, its server down) is a :class:`Failure`: the sweep
+    still writes its table and says so in one line; run again, it logs it."""
+    import wandb
+
     configs = cell_configs(sweep, sweep_dir)
     unlogged = [(name, cell_dir, results) for name, cell_dir, results, trained_in
                 in finished_cells(sweep, sweep_dir) if trained_in != cell_dir
@@ -1810,9 +1815,17 @@ def log_unlogged_members(sweep: Sweep, sweep_dir: Path) -> None:
         print(f"sweep: logging {plural(len(unlogged), 'stacked cell')} to W&B as runs of their "
               f"own (their stacks' logging of them did not end): "
               f"{', '.join(name for name, *_ in unlogged)}", flush=True)
+    refused = []
     for name, cell_dir, results in unlogged:
-        log_member_run(configs[name], cell_dir, results)
+        try:
+            log_member_run(configs[name], cell_dir, results)
+        except wandb.errors.Error as err:
+            refused.append(Failure(f"cell {name}: W&B refused to log it as a run of its own "
+                                   f"({escape_line_breaks(str(err))}); its results are kept, "
+                                   f"and the sweep run again logs it"))
+            continue
         relocate(cell_dir, results)  # (its wandb_dir as the sweep stores it)
+    return refused
 
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: int,
@@ -1823,7 +1836,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
     write_json_atomic(dataclasses.asdict(sweep), sweep_dir / SWEEP_FILE)
     failed = run_cells(sweep, sweep_dir, jobs, stack=args.stack, planned=planned)
     if sweep.base.get("wandb"):
-        log_unlogged_members(sweep, sweep_dir)
+        failed += log_unlogged_members(sweep, sweep_dir)
     missing = unfinished_cells(sweep, sweep_dir)
     if not failed:  # never "sweep done" with a cell left out, whatever left it
         failed = [Failure(f"cell {name} has no results after the sweep ran it; see its "

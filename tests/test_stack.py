@@ -713,6 +713,49 @@ def test_a_sweep_logs_the_finished_members_its_stack_did_not_log(tmp_path, data_
     assert second["artifacts"] == [f"ticket-{kept}"]
 
 
+def test_a_sweep_whose_logging_of_a_member_w_b_refuses_says_so_and_writes_its_table(
+        tmp_path, data_dir, monkeypatch, capsys):
+    """A member its stack did not log, which the sweep logs (above), while W&B refuses its run
+    (``wandb.init`` online, the server down): the error escaped the sweep as a traceback before
+    it wrote its table, on every run of it until W&B took the run. It is one line among the
+    sweep's failures (exit 1), the table is written, and the sweep run again logs it."""
+    import wandb
+    import wandb.errors
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "sweep"
+    argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=300, epochs=1), "--wandb",
+            "--sweep-out", str(out)]
+    init, members = wandb.init, []
+
+    def stopped_in_the_second_member(*args, **kwargs):
+        if kwargs.get("job_type") != "stack":
+            members.append(kwargs["name"])
+            if len(members) == 2:
+                raise KeyboardInterrupt
+        return init(*args, **kwargs)
+
+    def refused(*args, **kwargs):
+        if kwargs.get("job_type") not in ("stack", "sweep-summary"):
+            raise wandb.errors.CommError("server down")
+        return init(*args, **kwargs)
+
+    with monkeypatch.context() as stopping:
+        stopping.setattr(wandb, "init", stopped_in_the_second_member)
+        assert main(argv) == 130
+    capsys.readouterr()
+    with monkeypatch.context() as refusing:
+        refusing.setattr(wandb, "init", refused)
+        assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if line.startswith("train.py")] == [
+        f"train.py: error: cell {members[1]}: W&B refused to log it as a run of its own (server "
+        f"down); its results are kept, and the sweep run again logs it"]
+    assert "(1 failure)" in captured.out and (out / "sweep.csv").is_file()
+    assert main(argv) == 0 and f"): {members[1]}\n" in capsys.readouterr().out
+    assert "wandb_dir" in json.loads((out / "cells" / members[1] / "results.json").read_text())
+
+
 def sweep_rows(sweep_dir: Path) -> list[dict]:
     with open(sweep_dir / "sweep.csv") as f:
         return list(csv.DictReader(f))
