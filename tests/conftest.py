@@ -7,6 +7,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from lotterynet.loggers import read_wandb_records
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 #: timm's ResNetV2-50x1-BiT at 128 channels (GroupNorm's 32 groups need them; 338k weights):
@@ -17,6 +19,13 @@ TINY_BIT = ["--arch", "timm:resnetv2_50x1_bit", "--model-kwargs", "channels=[128
 STD_CONVS = ["stem.conv", "stages.*.blocks.*.downsample.conv", "stages.*.blocks.*.conv1",
              "stages.*.blocks.*.conv2", "stages.*.blocks.*.conv3"]
 
+
+
+def wandb_exit_code(run_dir: Path) -> int | None:
+    """The exit code the offline W&B run whose files are in ``run_dir`` ended with (its exit
+    record's), None while it has not ended."""
+    return next((record.exit.exit_code for record in read_wandb_records(
+        next(run_dir.glob("run-*.wandb"))) if record.WhichOneof("record_type") == "exit"), None)
 
 
 def requires_cuda(test):

@@ -24,7 +24,7 @@ import lotterynet.loggers
 import lotterynet.memory
 import lotterynet.run
 import lotterynet.stack
-from conftest import REPO
+from conftest import REPO, wandb_exit_code
 from lotterynet.checkpointing import atomic_torch_save, epochs_done
 from lotterynet.cli import main
 from lotterynet.config import ConfigError, make_config
@@ -672,53 +672,11 @@ def test_a_sweep_logs_the_finished_members_its_stack_did_not_log(tmp_path, data_
     sweep run again skipped the finished cells and never logged them (a ``--stack-file`` run
     did). The sweep logs them, once, under the id the cell kept, with their whole history;
     the member logged before is not logged again. Its history is replayed even where a server
-    would hold a run it continues (as online: a first logging that failed logged nothing)."""
-    import wandb
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    out = tmp_path / "sweep"
-    argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=300, epochs=1), "--wandb",
-            "--sweep-out", str(out)]
-    init, members = wandb.init, []
-
-    def stopped_in_the_second_member(*args, **kwargs):
-        if kwargs.get("job_type") != "stack":
-            members.append(kwargs["name"])
-            if len(members) == 2:
-                raise KeyboardInterrupt
-        return init(*args, **kwargs)
-
-    monkeypatch.setattr(wandb, "init", stopped_in_the_second_member)
-    assert main(argv) == 130
-    monkeypatch.setattr(wandb, "init", init)
-    monkeypatch.setattr(lotterynet.loggers, "WANDB_SERVER_MODES", ("online", "offline"))
-    cells = [out / "cells" / name for name in members]
-    kept = own_wandb_id(cells[1])
-    assert kept and not (cells[1] / "wandb").exists()
-    assert all((cell / "results.json").is_file() for cell in cells)
-    capsys.readouterr()
-    for again in range(2):
-        assert main(argv) == 0
-        printed = capsys.readouterr().out
-        assert (f"sweep: logging 1 stacked cell to W&B as runs of their own (their stacks' "
-                f"logging of them did not end): {cells[1].name}\n" in printed) == (again == 0)
-    first, second = (logged_run(folder) for cell in cells
-                     for folder in (cell / "wandb").glob("offline-run-*"))
-    results = json.loads((cells[1] / "results.json").read_text())
-    assert results["wandb_dir"] == str(next((cells[1] / "wandb").glob("offline-run-*"))
-                                       .relative_to(out))
-    assert (second["name"], second["id"]) == (cells[1].name, kept)
-    assert second["summary"]["test/acc"] == pytest.approx(results["test_acc"])
-    assert second["history"] == first["history"] and "val/acc" in second["history"]
-    assert second["artifacts"] == [f"ticket-{kept}"]
-
-
-def test_a_sweep_whose_logging_of_a_member_w_b_refuses_says_so_and_writes_its_table(
-        tmp_path, data_dir, monkeypatch, capsys):
-    """A member its stack did not log, which the sweep logs (above), while W&B refuses its run
-    (``wandb.init`` online, the server down): the error escaped the sweep as a traceback before
-    it wrote its table, on every run of it until W&B took the run. It is one line among the
-    sweep's failures (exit 1), the table is written, and the sweep run again logs it."""
+    would hold a run it continues (as online: a first logging that failed logged nothing).
+    Where W&B refuses that run too (``wandb.init`` online, the server down), the error escaped
+    the sweep as a traceback before it wrote its table, on every run of it until W&B took the
+    run: it is one line among the sweep's failures (exit 1), the table is written, and the
+    sweep run again logs it."""
     import wandb
     import wandb.errors
 
@@ -743,6 +701,11 @@ def test_a_sweep_whose_logging_of_a_member_w_b_refuses_says_so_and_writes_its_ta
     with monkeypatch.context() as stopping:
         stopping.setattr(wandb, "init", stopped_in_the_second_member)
         assert main(argv) == 130
+    monkeypatch.setattr(lotterynet.loggers, "WANDB_SERVER_MODES", ("online", "offline"))
+    cells = [out / "cells" / name for name in members]
+    kept = own_wandb_id(cells[1])
+    assert kept and not (cells[1] / "wandb").exists()
+    assert all((cell / "results.json").is_file() for cell in cells)
     capsys.readouterr()
     with monkeypatch.context() as refusing:
         refusing.setattr(wandb, "init", refused)
@@ -752,8 +715,20 @@ def test_a_sweep_whose_logging_of_a_member_w_b_refuses_says_so_and_writes_its_ta
         f"train.py: error: cell {members[1]}: W&B refused to log it as a run of its own (server "
         f"down); its results are kept, and the sweep run again logs it"]
     assert "(1 failure)" in captured.out and (out / "sweep.csv").is_file()
-    assert main(argv) == 0 and f"): {members[1]}\n" in capsys.readouterr().out
-    assert "wandb_dir" in json.loads((out / "cells" / members[1] / "results.json").read_text())
+    for again in range(2):
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        assert (f"sweep: logging 1 stacked cell to W&B as runs of their own (their stacks' "
+                f"logging of them did not end): {cells[1].name}\n" in printed) == (again == 0)
+    first, second = (logged_run(folder) for cell in cells
+                     for folder in (cell / "wandb").glob("offline-run-*"))
+    results = json.loads((cells[1] / "results.json").read_text())
+    assert results["wandb_dir"] == str(next((cells[1] / "wandb").glob("offline-run-*"))
+                                       .relative_to(out))
+    assert (second["name"], second["id"]) == (cells[1].name, kept)
+    assert second["summary"]["test/acc"] == pytest.approx(results["test_acc"])
+    assert second["history"] == first["history"] and "val/acc" in second["history"]
+    assert second["artifacts"] == [f"ticket-{kept}"]
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict]:
@@ -1370,10 +1345,6 @@ def test_a_diverged_member_is_a_wandb_run_ended_as_a_diverged_single_run(tmp_pat
             with torch.no_grad():
                 trainable_parameters(self.model.members[1])[0].view(-1)[0] = float("inf")
 
-    def exit_code(folder: Path) -> int | None:
-        return next((r.exit.exit_code for r in read_wandb_records(next(folder.glob(
-            "run-*.wandb"))) if r.WhichOneof("record_type") == "exit"), None)
-
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setattr(StackModule, "on_train_batch_end", poisoned, raising=False)
     base = dict(arch="fc2", structure="subsetsum", limit_train=300, val_size=100, epochs=1,
@@ -1385,7 +1356,7 @@ def test_a_diverged_member_is_a_wandb_run_ended_as_a_diverged_single_run(tmp_pat
             run_stack(configs, tmp_path / "stack", cells)
         (folder,) = (cells[1] / "wandb").glob("offline-run-*")
     diverged = logged_run(folder)
-    assert exit_code(folder) == 3 and (diverged["name"], diverged["id"]) == ("b",
+    assert wandb_exit_code(folder) == 3 and (diverged["name"], diverged["id"]) == ("b",
                                                                               own_wandb_id(cells[1]))
     assert diverged["config"]["sparsity"] == 0.9 and "test/acc" not in diverged["summary"]
     assert {"train/loss", "val/acc", "lr", "params/kept"} <= diverged["history"]
@@ -1393,7 +1364,8 @@ def test_a_diverged_member_is_a_wandb_run_ended_as_a_diverged_single_run(tmp_pat
     monkeypatch.undo()
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_stack(configs, tmp_path / "new-stack", cells)
-    runs = {logged_run(f)["id"]: exit_code(f) for f in (cells[1] / "wandb").glob("offline-run-*")}
+    runs = {logged_run(f)["id"]: wandb_exit_code(f)
+            for f in (cells[1] / "wandb").glob("offline-run-*")}
     assert len(runs) == 2 and runs.pop(diverged["id"]) == 3 and list(runs.values()) == [0]
 
 

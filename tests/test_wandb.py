@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wandb_exit_code
 from lotterynet.cli import main
 from lotterynet.loggers import (
     WANDB_ID_FILE,
@@ -217,13 +218,6 @@ def test_a_wandb_run_id_is_refused_for_a_sweep_of_several_runs(tmp_path, data_di
         "train.py: error: $WANDB_RUN_ID is 'abc123', which would make every cell of this sweep "
         "one W&B run: unset it (a W&B agent sets it for the one cell it runs, with --cell)\n")
     assert not out.exists()
-
-
-def wandb_exit_code(run_dir: Path) -> int | None:
-    """The exit code the offline W&B run whose files are in ``run_dir`` ended with (its exit
-    record's), None while it has not ended."""
-    return next((record.exit.exit_code for record in read_wandb_records(
-        next(run_dir.glob("run-*.wandb"))) if record.WhichOneof("record_type") == "exit"), None)
 
 
 def test_a_run_out_of_memory_ends_its_wandb_run_failed_with_its_exit_code(tmp_path, data_dir,
