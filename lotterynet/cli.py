@@ -130,8 +130,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        help="train the cells of each variant and seed as one stacked model "
                             "(--no-stack: one run per cell; default: stack)")
     group.add_argument("--yes", action="store_true", default=None,
-                       help="start a sweep that is estimated to take many hours on the CPU "
-                            "(without it such a sweep is refused, its estimate printed)")
+                       help="start a sweep that is estimated to take many hours on the CPU, "
+                            "or one that sets aside finished cells run with another config "
+                            "(without it such a sweep is refused, saying why)")
     group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
                        "for `wandb sweep FILE && wandb agent ID` instead of running: a grid "
                        "over exactly this sweep's cells, metric test/acc")

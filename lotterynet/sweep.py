@@ -1524,6 +1524,7 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
         if (sweep_dir / "cells").is_dir():  # (before the cells left are counted)
             with sweep_lock(sweep_dir):
                 rename_old_folders(sweep, sweep_dir)
+        check_finished_kept(sweep, sweep_dir, args.yes)
         jobs, capped = job_slots(args.jobs_per_device)
         cost = check_cpu_cost(sweep, sweep_dir, args.yes, args.stack, jobs)
         check_data(sweep)
@@ -1757,6 +1758,37 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = Tru
     minutes = max(1, round(60 * hours))
     took = f"{hours:.1f} hours" if hours >= 1 else plural(minutes, "minute")
     return f"sweep on the CPU: about {took} ({what})"
+
+
+#: The most of their differences a sweep refused for changed finished cells names.
+CHANGES_LISTED = 3
+
+
+def check_finished_kept(sweep: Sweep, sweep_dir: Path, go_on: bool) -> None:
+    """Refuse, unless ``go_on`` (``--yes``), a sweep that would set aside finished cells of its
+    folder (results with a test accuracy) because they were run with another config than its
+    own (:func:`plan_cell`), before it writes anything: a mistyped ``--sweep-out`` or flag set
+    aside hours of finished cells at once, before a Ctrl-C could stop it. Its line says how
+    many and their first differences as the set-aside line says them. A cell without results
+    (stopped, diverged, out of memory, damaged) is set aside without asking, as a stack is:
+    the sweep's own advice after a failure is to run it again with another lr or batch size,
+    which sets them aside, and none holds a finished result."""
+    if go_on:
+        return
+    changed = {}
+    for name, config in cell_configs(sweep, sweep_dir).items():
+        results = read_results(Path(config.out))  # (not relocated: nothing is written)
+        differs = results_differ(config, results)
+        if differs and differs != ["test_acc"]:
+            changed[name] = changes(results.get("config", {}), config, differs)
+    if changed:
+        said = list(dict.fromkeys(changed.values()))
+        more = "; …" if len(said) > CHANGES_LISTED else ""
+        raise ConfigError(f"sweep folder {str(sweep_dir)!r} holds "
+                          f"{plural(len(changed), 'finished cell')} run with another config "
+                          f"than this sweep's ({'; '.join(said[:CHANGES_LISTED])}{more}); "
+                          f"pass --yes to set them aside and train them anew, or give another "
+                          f"--sweep-out")
 
 
 def unfinished_cells(sweep: Sweep, sweep_dir: Path) -> list[str]:

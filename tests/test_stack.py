@@ -826,7 +826,7 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     rerun, fresh = tmp_path / "rerun", tmp_path / "fresh"
     assert main([*argv, "--lr", "0.05", "--sweep-out", str(rerun)]) == 0
     old_stack = tree(rerun / "stacks" / "subsetsum-identity-seed0")
-    assert main([*argv, "--sweep-out", str(rerun)]) == 0
+    assert main([*argv, "--sweep-out", str(rerun), "--yes"]) == 0
     assert "stack subsetsum-identity-seed0 cannot be continued: it was run with another config " \
         "(lr 0.05 -> 0.1); its files are now in" in capsys.readouterr().out
     stale = rerun / "stacks" / "subsetsum-identity-seed0.stale-1"

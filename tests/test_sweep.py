@@ -712,7 +712,7 @@ def test_cell_with_another_config_is_run_again(tmp_path, data_dir, capsys):
     argv = [*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
     assert main([*argv, "--lr", "0.1"]) == 0
     capsys.readouterr()
-    assert main([*argv, "--lr", "0.05"]) == 0
+    assert main([*argv, "--lr", "0.05", "--yes"]) == 0
     assert "0 already done, 1 to run" in capsys.readouterr().out
     cell, kept = sorted((out / "cells").iterdir())  # the lr-0.1 cell kept beside the rerun
     assert kept.name == f"{cell.name}.stale-1"
@@ -720,6 +720,27 @@ def test_cell_with_another_config_is_run_again(tmp_path, data_dir, capsys):
     assert json.loads((kept / "results.json").read_text())["config"]["lr"] == 0.1
     assert main([*argv, "--lr", "0.05"]) == 0
     assert "1 already done, 0 to run" in capsys.readouterr().out
+
+
+def test_a_sweep_that_would_set_aside_finished_cells_asks_for_yes(tmp_path, data_dir, capsys):
+    """A sweep run on a folder whose finished cells were run with another config (a mistyped
+    --sweep-out, a flag given by mistake) is refused before it writes anything, in one line
+    naming how many and what changed: it set them aside at once, sweep.json replaced, however
+    soon it was stopped. With --yes it sets them aside and trains them anew."""
+    out = tmp_path / "sweep"
+    argv = [*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
+    assert main([*argv, "--limit-train", "200"]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(argv) == 2
+    said = capsys.readouterr()
+    assert said.err.strip() == (
+        f"train.py: error: sweep folder {str(out)!r} holds 1 finished cell run with another "
+        f"config than this sweep's (limit_train 200 -> 300); pass --yes to set them aside and "
+        f"train them anew, or give another --sweep-out") and said.out == ""
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert main([*argv, "--yes"]) == 0
+    assert (out / "cells" / "dense-s0.5-e1-seed0.stale-1" / "results.json").is_file()
 
 
 def test_stopping_or_killing_the_sweep_stops_its_cells(tmp_path, data_dir):
@@ -933,7 +954,7 @@ def test_a_changed_sweep_whose_every_cell_fails_leaves_no_earlier_table(
     argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
     assert main(argv) == 0 and rows(out)
     fail_subprocesses(tmp_path, monkeypatch, "echo 'Killed' >&2; exit 5\n")
-    assert main([*argv, "--lr", "0.05"]) == 1
+    assert main([*argv, "--lr", "0.05", "--yes"]) == 1
     assert "no cell finished, so there is no table" in capsys.readouterr().out
     assert [p.name for p in out.iterdir() if p.suffix in (".csv", ".md", ".png", ".pdf")] == []
     assert all((out / "cells" / f"dense-s{s}-e1-seed0.stale-1" / "results.json").is_file()
