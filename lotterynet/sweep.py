@@ -531,13 +531,15 @@ CELL_LOG = "train.log"
 class Job:
     """One subprocess of a sweep: ``python train.py ARGV``, its output appended to ``log``;
     ``cells`` are the cells it finishes (one, or a stack's members); ``log_start``: the log's
-    size as it started (what its earlier runs, stopped or failed, left there)."""
+    size as it started (what its earlier runs, stopped or failed, left there); ``said``: what
+    the sweep says of it as it starts (empty: its ``what``), before where its output goes."""
 
     what: str
     argv: list[str]
     log: Path
     cells: list[str]
     log_start: int = 0
+    said: str = ""
 
     @property
     def checkpoint(self) -> Path:
@@ -592,7 +594,7 @@ def stack_job(stack_dir: Path, configs: list[RunConfig], cells: list[str], sweep
     """A stack as its own ``train.py --stack-file STACK/stack.yaml``."""
     stack_file = write_stack_file(configs, stack_dir, [sweep_dir / "cells" / c for c in cells])
     return Job(f"stack {stack_dir.name}", ["--stack-file", str(stack_file)],
-               stack_dir / CELL_LOG, cells)
+               stack_dir / CELL_LOG, cells, said=stack_line(stack_dir, configs))
 
 
 def job_env(device: int | None, workers: int) -> dict[str, str]:
@@ -622,7 +624,8 @@ class JobRunner:
     the running ones get SIGTERM (each stops at its next step, keeping its last checkpoint;
     SIGINT, ignored by jobs started in the background, might not stop them) and the queued
     ones never start. ``stopped``: the jobs that ended after the stop without finishing, with
-    their exit codes."""
+    their exit codes. Each job is said as it starts, where its output goes: one queued for a
+    free slot has no log yet."""
 
     def __init__(self):
         self._lock = threading.Condition()
@@ -640,6 +643,7 @@ class JobRunner:
                 job.log_start = log.tell()
                 proc = start_job(job, device, workers, log)
             self._running.add(proc)
+            print(f"{job.said or job.what} (subprocess, output in {job.log})", flush=True)
         code = None
         try:
             code = proc.wait()
@@ -1027,17 +1031,12 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         devices = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
 
     def jobs() -> Iterator[Job]:
-        """Each job as it is written and said (:func:`run_jobs` starts it, and stops on
+        """Each job as it is written (:func:`run_jobs` starts it, saying so, and stops on
         Ctrl-C meanwhile)."""
         for stack_dir, members in stacks.items():
-            members_configs = [configs[m] for m in members]
-            print(f"{stack_line(stack_dir, members_configs)} (subprocess, output in "
-                  f"{stack_dir / CELL_LOG})", flush=True)
-            yield stack_job(stack_dir, members_configs, members, sweep_dir)
+            yield stack_job(stack_dir, [configs[m] for m in members], members, sweep_dir)
         for name, config in todo:
-            job = cell_job(name, config)
-            print(f"cell {name} (subprocess, output in {job.log})", flush=True)
-            yield job
+            yield cell_job(name, config)
 
     def finished(job: Job, code: int | None) -> None:
         failure = None if code == 0 else \

@@ -1984,6 +1984,30 @@ def test_a_sweep_that_stops_its_jobs_names_the_epoch_each_ones_checkpoint_holds(
         f"epoch 3)")
 
 
+def test_a_queued_job_is_said_as_it_starts_not_before(tmp_path, monkeypatch, capsys):
+    """With more jobs than slots (``--jobs-per-device``) the sweep said of every job up front
+    where its output goes ('cell c2-seed0 (subprocess, output in .../train.log)'), a queued
+    one's log not there yet: it says so of each as it starts, a stack with its members."""
+    jobs = [sweep_module.Job("stack s-seed0", [], tmp_path / "s" / "train.log", ["a", "b"],
+                             said="stack s-seed0: 2 members, budgets [1]"),
+            sweep_module.Job("cell c-seed0", [], tmp_path / "c" / "train.log", ["c-seed0"])]
+    said_before = []  # (the output so far as each job starts)
+
+    class Ended:  # (a job's process, ended at once)
+        def wait(self) -> int:
+            return 0
+
+    def start(job, device, workers, log):
+        said_before.append(capsys.readouterr().out)
+        return Ended()
+
+    monkeypatch.setattr(sweep_module, "start_job", start)
+    sweep_module.run_jobs(jobs, [None], tmp_path, lambda job, code: None)
+    assert [*said_before, capsys.readouterr().out] == [
+        "", f"stack s-seed0: 2 members, budgets [1] (subprocess, output in {jobs[0].log})\n",
+        f"cell c-seed0 (subprocess, output in {jobs[1].log})\n"]
+
+
 def test_a_job_started_as_the_sweep_stops_is_stopped_too(tmp_path, monkeypatch):
     """Ctrl-C while a sweep's job was starting: the sweep ignored SIGTERM (SIG_IGN) while it
     stopped its jobs, and the job started in that moment inherited it through its exec, so
