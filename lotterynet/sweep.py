@@ -990,8 +990,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
             print(f"stack {stack_dir.name} {why}", flush=True)
     to_run = len(to_report)
     stacked = f" ({plural(len(stacks), 'stack')})" if stacks else ""
-    print(f"sweep {sweep_dir}: {total:,} cells, {done:,} already done, {to_run:,} to run{stacked}",
-          flush=True)
+    print(f"sweep {sweep_dir}: {plural(total, 'cell')}, {done:,} already done, {to_run:,} to run"
+          f"{stacked}", flush=True)
     if planned is not None:
         planned.set()
     start = time.perf_counter()

@@ -713,13 +713,13 @@ def test_cell_with_another_config_is_run_again(tmp_path, data_dir, capsys):
     assert main([*argv, "--lr", "0.1"]) == 0
     capsys.readouterr()
     assert main([*argv, "--lr", "0.05", "--yes"]) == 0
-    assert "0 already done, 1 to run" in capsys.readouterr().out
+    assert f"sweep {out}: 1 cell, 0 already done, 1 to run" in capsys.readouterr().out
     cell, kept = sorted((out / "cells").iterdir())  # the lr-0.1 cell kept beside the rerun
     assert kept.name == f"{cell.name}.stale-1"
     assert json.loads((cell / "results.json").read_text())["config"]["lr"] == 0.05
     assert json.loads((kept / "results.json").read_text())["config"]["lr"] == 0.1
     assert main([*argv, "--lr", "0.05"]) == 0
-    assert "1 already done, 0 to run" in capsys.readouterr().out
+    assert f"sweep {out}: 1 cell, 1 already done, 0 to run" in capsys.readouterr().out
 
 
 def test_a_sweep_that_would_set_aside_finished_cells_asks_for_yes(tmp_path, data_dir, capsys):
@@ -1493,7 +1493,7 @@ def test_a_variant_written_another_way_finds_its_cells_by_their_config(tmp_path,
     assert main(argv(spelled, 0.5)) == 0
     printed = capsys.readouterr().out
     assert f"cell {old} is now {new} ({sweep_module.SAME_RUN})" in printed.splitlines()
-    assert "1 cells, 1 already done, 0 to run" in printed
+    assert "1 cell, 1 already done, 0 to run" in printed
     assert sorted(p.name for p in out.glob("cells/*")) == [new, "subsetsum-s0.9-e1-seed0"]
     assert [p.name for p in out.glob("stacks/*")] == ["subsetsum-seed0"]  # (a member stays)
     results = json.loads((out / "cells" / new / "results.json").read_text())
@@ -2086,7 +2086,7 @@ def test_a_sweep_stopped_while_it_plans_says_it_started_no_cell_and_how_to_go_on
     if where in ("prepare_cell", "aggregate"):  # (what the stop left: its lock, sweep.json)
         done = int(where == "aggregate")
         assert main(argv) == 0 and \
-            f"1 cells, {done} already done, {1 - done} to run" in capsys.readouterr().out
+            f"1 cell, {done} already done, {1 - done} to run" in capsys.readouterr().out
         assert (out / "sweep.csv").is_file()
 
 
