@@ -1768,15 +1768,21 @@ def check_finished_kept(sweep: Sweep, sweep_dir: Path, go_on: bool) -> None:
     folder (results with a test accuracy) because they were run with another config than its
     own (:func:`plan_cell`), before it writes anything: a mistyped ``--sweep-out`` or flag set
     aside hours of finished cells at once, before a Ctrl-C could stop it. Its line says how
-    many and their first differences as the set-aside line says them. A cell without results
-    (stopped, diverged, out of memory, damaged) is set aside without asking, as a stack is:
+    many and their first differences as the set-aside line says them. A cell without a test
+    accuracy (stopped, diverged, out of memory, damaged) is set aside without asking, as a
+    stack is:
     the sweep's own advice after a failure is to run it again with another lr or batch size,
     which sets them aside, and none holds a finished result."""
     if go_on:
         return
     changed = {}
-    for name, config in cell_configs(sweep, sweep_dir).items():
-        results = read_results(Path(config.out))  # (not relocated: nothing is written)
+    for label, values in sweep.cells():
+        name = cell_name(label, values)
+        cell_dir = sweep_dir / "cells" / name
+        results = read_results(cell_dir)  # (not relocated: nothing is written)
+        if results is None:  # (a config made only then: a grid of thousands takes seconds)
+            continue
+        config = cell_config(values, cell_dir)
         differs = results_differ(config, results)
         if differs and differs != ["test_acc"]:
             changed[name] = changes(results.get("config", {}), config, differs)

@@ -743,6 +743,24 @@ def test_a_sweep_that_would_set_aside_finished_cells_asks_for_yes(tmp_path, data
     assert (out / "cells" / "dense-s0.5-e1-seed0.stale-1" / "results.json").is_file()
 
 
+def test_the_refusal_to_set_aside_finished_cells_counts_them_and_names_what_changed(tmp_path):
+    """The refusal counts the finished cells of another config alone (not a damaged one's,
+    nor one of the sweep's config) and names their first differences, each once."""
+    sweep = Sweep({"arch": "fc2", "structure": "dense"}, [{}], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
+                                                                0.7], [1], baseline=False)
+    for (label, values), lr, acc in zip(sweep.cells(), (0.5, 0.5, 0.25, 0.2, 0.15, 0.05, 0.1),
+                                        (0.9, 0.9, 0.9, 0.9, 0.9, 2.0, 0.9)):
+        cell = tmp_path / "cells" / cell_name(label, values)
+        cell.mkdir(parents=True)
+        config = make_config({**values, "lr": lr, "out": str(cell)}).to_dict()
+        (cell / "results.json").write_text(json.dumps({"config": config, "test_acc": acc}))
+    with pytest.raises(ConfigError) as err:
+        sweep_module.check_finished_kept(sweep, tmp_path, go_on=False)
+    assert "holds 5 finished cells run with another config than this sweep's (lr 0.5 -> 0.1; " \
+        "lr 0.25 -> 0.1; lr 0.2 -> 0.1; …); pass --yes" in str(err.value)
+    sweep_module.check_finished_kept(sweep, tmp_path, go_on=True)
+
+
 def test_stopping_or_killing_the_sweep_stops_its_cells(tmp_path, data_dir):
     """Ctrl-C to the sweep alone (SIGINT; a terminal sends it to the children too): the
     running cells stop, the queued one never starts, one line and exit 130. Before, the queued
