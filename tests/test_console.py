@@ -46,7 +46,8 @@ def test_quiet_console_one_line_per_epoch_and_the_paths(started_together, val_si
 def run_with(folder: Path, data_dir: Path, flag: str | None) -> tuple[list[str], dict]:
     return ([sys.executable, "train.py", "--arch", "fc2", "--structure", "dense", "--limit-train",
              "640", "--val-size", "100", "--epochs", "2", *([flag] if flag else []),
-             "--data-dir", str(data_dir), "--out", str(folder / "run")], dict(os.environ))
+             "--trainer.limit_test_batches", "1", "--data-dir", str(data_dir), "--out",
+             str(folder / "run")], dict(os.environ))
 
 
 @pytest.mark.parametrize("flag", [None, "--progress-bar"])
@@ -70,7 +71,8 @@ def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, 
     out = tmp_path / "run"
     assert main(["--no-progress-bar", "--arch", "fc2", "--structure", "dense", "--limit-train",
                  "640", "--val-size", "100", "--epochs", "2", "--stop-after", "1", "--data-dir",
-                 str(data_dir), "--out", str(out)]) == 0  # in this process: only resumes print
+                 str(data_dir), "--out", str(out), "--trainer.limit_test_batches", "1"]) == 0
+    # (in this process: only resumes print; they test on 1,000 images, as the run says)
     assert "epoch 1/2 " in capsys.readouterr().out  # the run's epochs, not --stop-after's
     resume = [sys.executable, "train.py", "--no-progress-bar", "--resume",
               str(out / "checkpoints" / "last.ckpt")]
