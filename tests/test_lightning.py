@@ -805,6 +805,7 @@ def test_trainer_options_train_a_run_end_to_end(tmp_path, data_dir):
                  "--val-size", "128", "--epochs", "2", "--no-progress-bar",
                  "--data-dir", str(data_dir), "--out", str(out),
                  "--trainer.gradient_clip_val", "1.0", "--trainer.accumulate_grad_batches=2",
+                 "--trainer.limit_test_batches=1",
                  "--trainer.callbacks", "{class_path: EarlyStopping, init_args: "
                  "{monitor: val/acc, mode: max}}"]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -828,7 +829,7 @@ def test_step_metrics_reach_every_epoch_under_a_train_batch_limit(tmp_path, data
     assert main(["--arch", "fc2", "--structure", "dense", "--limit-train", "2000",
                  "--val-size", "128", "--epochs", "2", "--no-progress-bar",
                  "--data-dir", str(data_dir), "--out", str(out),
-                 "--trainer.limit_train_batches=3"]) == 0
+                 "--trainer.limit_train_batches=3", "--trainer.limit_test_batches=1"]) == 0
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["epoch"] for r in rows if r["train/loss"]} == {"0", "1"}
