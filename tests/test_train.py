@@ -42,7 +42,9 @@ from lotterynet.structures import ACTIVATIONS, STRUCTURES
 from lotterynet.ticket import load_ticket
 from lotterynet.widen import maskable_count, wide_width
 
-SMALL = ["--limit-train", "2000", "--val-size", "500", "--epochs", "1", "--no-progress-bar"]
+#: (the test pass on 2,000 of the 10,000 test images: enough to tell learning from chance)
+SMALL = ["--limit-train", "2000", "--val-size", "500", "--epochs", "1", "--no-progress-bar",
+         "--trainer.limit_test_batches", "2"]
 
 
 def train(tmp_path, data_dir, *args, name="run"):
@@ -497,7 +499,7 @@ def test_ddp_on_cpu_two_ranks_agree(tmp_path, data_dir):
         [sys.executable, "train.py", "--arch", "lenet5", "--structure", "subsetsum", "--lr", "0.05",
          "--accelerator", "cpu", "--devices", "2", "--limit-train", "1000", "--val-size", "200",
          "--epochs", "1", "--no-progress-bar", "--data-dir", str(data_dir), "--out", str(out),
-         "--trainer.log_every_n_steps", "1"],
+         "--trainer.log_every_n_steps", "1", "--trainer.limit_test_batches", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "all_gather is deprecated" not in proc.stderr  # torch's, about Lightning's call
