@@ -1694,7 +1694,7 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         if checkpointed:
             (Path(config.out) / "checkpoints").mkdir(parents=True)
             (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"")
-        trainer = SimpleNamespace(current_epoch=1)  # (in its second epoch)
+        trainer = SimpleNamespace(current_epoch=1, loggers=[])  # (in its second epoch)
         with run_module.reporting_out_of_memory(
                 trainer, f"run {config.out!r}", run_module.needs_less(config),
                 Path(config.out) / "checkpoints" / "last.ckpt"):
