@@ -1347,8 +1347,8 @@ def test_a_diverged_member_is_a_wandb_run_ended_as_a_diverged_single_run(tmp_pat
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setattr(StackModule, "on_train_batch_end", poisoned, raising=False)
-    base = dict(arch="fc2", structure="subsetsum", limit_train=300, val_size=100, epochs=1,
-                progress_bar=False, data_dir=str(data_dir), wandb=True)
+    base = dict(arch="fc2", structure="subsetsum", pairs=1, limit_train=300, val_size=100,
+                epochs=1, progress_bar=False, data_dir=str(data_dir), wandb=True)
     configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
     cells = [tmp_path / "cells" / name for name in ("a", "b")]
     for _ in range(2):
