@@ -2088,7 +2088,8 @@ def test_a_sweep_stopped_while_it_plans_says_it_started_no_cell_and_how_to_go_on
     out = tmp_path / "sweep"
     if ran_before:
         (out / "cells").mkdir(parents=True)
-    argv = [*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
+    argv = [*ONE_CELL, "--trainer.limit_test_batches", "1", "--data-dir", str(data_dir),
+            "--sweep-out", str(out)]
     previous = signal.getsignal(signal.SIGTERM)
     signal_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
