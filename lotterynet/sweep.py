@@ -1161,10 +1161,11 @@ def how_it_ended(code: int | None, job: Job | None = None) -> str:
 def reported(job: Job) -> str:
     """``": LINE"`` where ``job``'s log ends in its ``train.py``'s one-line error (memory that
     ran out, bad input: ``train.py: error: LINE``, LINE less the job's name), else ``""`` (a
-    traceback, a kill)."""
+    traceback, a kill). Only what this run of the job wrote counts (from ``job.log_start``):
+    a resumed job's log ends in its earlier run's line until it writes."""
     try:
         with open(job.log, "rb") as log:
-            log.seek(max(0, log.seek(0, os.SEEK_END) - 16384))
+            log.seek(max(job.log_start, log.seek(0, os.SEEK_END) - 16384))
             last = log.read().decode(errors="replace").rstrip().rpartition("\n")[2]
     except OSError:
         return ""

@@ -936,6 +936,19 @@ def test_a_resumed_job_stopped_by_sigterm_as_it_started_resumes_from_its_checkpo
     assert sweep_module.how_it_ended(-signal.SIGTERM, job) == "was killed by SIGTERM"
 
 
+def test_a_job_that_fails_without_a_word_is_not_given_its_earlier_runs_line(tmp_path):
+    """A resumed job's log holds its earlier run's output: a job that failed without writing a
+    line of its own (a traceback cut short, a kill) was said to have failed with the earlier
+    run's one-line error; only what this run wrote counts."""
+    log = tmp_path / "train.log"
+    log.write_text("train.py: error: cell c-seed0: memory ran out in training epoch 1\n")
+    job = sweep_module.Job("cell c-seed0", [], log, ["c-seed0"], log_start=log.stat().st_size)
+    assert sweep_module.reported(job) == ""
+    with open(log, "a") as more:
+        more.write("train.py: error: cell c-seed0: memory ran out in training epoch 3\n")
+    assert sweep_module.reported(job) == ": memory ran out in training epoch 3"
+
+
 @pytest.mark.parametrize("death, said, ended", [
     ("echo 'Killed' >&2; exit 5", "failed (exit 5); its output: ", "not finished"),
     # a job's own one-line error (memory ran out), said beside the exit code (it said only
