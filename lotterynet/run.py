@@ -969,6 +969,14 @@ def check_same_run(resumed: Resumed, config: RunConfig) -> None:
                           f"{getattr(config, changed[0])!r}")
 
 
+def wandb_config(config: RunConfig, spec: dict, lr: float) -> dict:
+    """A run's W&B config (a stack member's too, as its single run's): the structure built
+    (``spec``'s: "dense" for a trained baseline, whose config does not read one), its options,
+    its learning rate and a wide net's width."""
+    width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
+    return {"structure": spec["structure"], **read_options(config), "lr": lr, **width}
+
+
 def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
                    module: EdgePopupModule, counts: dict, densities: dict,
                    resumed: Resumed | None, sigterm: SigtermStop) -> dict:
@@ -977,12 +985,9 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     ``sigterm``: the run's handler, asked after fit and test for a SIGTERM that Lightning
     noted too late to act on."""
     spec, lr = module.hparams.spec, module.hparams.optim["lr"]
-    width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
-    # (the structure built, "dense" for a trained baseline, whose config does not read one)
-    loggers = make_loggers(run_dir, {"structure": spec["structure"], **read_options(config),
-                                     "lr": lr, **width}, resumed)
+    loggers = make_loggers(run_dir, wandb_config(config, spec, lr), resumed)
     if not is_launched_worker():  # (after the last refusal: a refused run prints one line)
-        wide = f", width {spec['width']}" if width else ""
+        wide = f", width {spec['width']}" if "width" in spec else ""
         print(f"{config.arch} {spec['structure']}{wide}: maskable {counts['maskable']:,}, "
               f"kept {counts['kept']:,}, frozen {counts['frozen']:,}, "
               f"trainable {counts['trainable']:,}", flush=True)

@@ -120,6 +120,7 @@ from .run import (
     reporting_interrupts_before_fit,
     reporting_out_of_memory,
     run_again,
+    wandb_config,
     write_json_atomic,
     write_ticket,
 )
@@ -912,7 +913,7 @@ def log_member_run(config: RunConfig, cell: Path, results: dict) -> None:
     # every step that logs no epoch)
     resumed = (cell / CHECKPOINTS / LAST,
                {"epoch": results["epochs_done"], "global_step": math.inf})
-    loggers = make_loggers(cell, member_wandb_config(config, results["spec"], results["lr"]),
+    loggers = make_loggers(cell, wandb_config(config, results["spec"], results["lr"]),
                            resumed, replay=True)
     history = [{k: logged_number(v) for k, v in row.items() if v not in ("", None)}
                for row in resumed_history(resumed)]
@@ -934,20 +935,13 @@ def log_diverged_member(config: RunConfig, cell: Path, settings: dict, rows: lis
     not log it again; one whose logging was stopped or failed (the id is written as its run
     begins) it logs anew."""
     try:
-        loggers = make_loggers(cell, member_wandb_config(config, settings["spec"],
+        loggers = make_loggers(cell, wandb_config(config, settings["spec"],
                                                          settings["optim"]["lr"]))
         replay_history(loggers[-1], rows)
         finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)
     except BaseException:
         (cell / WANDB_ID_FILE).unlink(missing_ok=True)
         raise
-
-
-def member_wandb_config(config: RunConfig, spec: dict, lr: float) -> dict:
-    """A member's W&B config, as its single run's (``run.train_and_test``'s): its options,
-    its learning rate and a wide net's width."""
-    return {**read_options(config), "lr": lr, **({"width": spec["width"]} if "width" in spec
-                                                 else {})}
 
 
 def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path],
