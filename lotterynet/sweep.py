@@ -1845,14 +1845,15 @@ def log_unlogged_members(sweep: Sweep, sweep_dir: Path) -> list[Failure]:
     still writes its table and says so in one line; run again, it logs it."""
     import wandb
 
-    configs = cell_configs(sweep, sweep_dir)
     unlogged = [(name, cell_dir, results) for name, cell_dir, results, trained_in
                 in finished_cells(sweep, sweep_dir) if trained_in != cell_dir
                 and "wandb_dir" not in results and read_wandb_id(trained_in) is not None]
-    if unlogged:
-        print(f"sweep: logging {plural(len(unlogged), 'stacked cell')} to W&B as runs of their "
-              f"own (their stacks' logging of them did not end): "
-              f"{', '.join(name for name, *_ in unlogged)}", flush=True)
+    if not unlogged:  # (every cell's config is made only then: seconds for a big grid)
+        return []
+    print(f"sweep: logging {plural(len(unlogged), 'stacked cell')} to W&B as runs of their "
+          f"own (their stacks' logging of them did not end): "
+          f"{', '.join(name for name, *_ in unlogged)}", flush=True)
+    configs = cell_configs(sweep, sweep_dir)
     refused = []
     for name, cell_dir, results in unlogged:
         try:
