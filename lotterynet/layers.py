@@ -370,7 +370,13 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
                                       unexpected_keys, error_msgs)
 
     def _structure_repr(self) -> str:
-        return (f"bias={self.bias is not None}, structure={self.structure_name!r}, "
+        # the bias as ``bias=`` takes it, not nn.Linear's bias=True, which a frozen bias and a
+        # trained one both printed: 'trainable' where made so and still so (a frozen one thawed
+        # since is refused in training: frozen_as_built), else 'frozen'; False: none
+        bias = self.bias is not None and (
+            "trainable" if self.bias.requires_grad and "bias" not in getattr(
+                self, "frozen_as_built", ()) else "frozen")
+        return (f"bias={bias!r}, structure={self.structure_name!r}, "
                 f"density={self.density:.4g}")
 
     def mask(self) -> dict[str, torch.Tensor]:

@@ -254,6 +254,23 @@ def test_attributes_and_repr_match_the_replaced_layer(subnet, plain, padding_mod
     assert "structure='subsetsum', density=0.5" in repr(linear)
 
 
+
+@pytest.mark.parametrize("make", [lambda bias: ln.SubnetLinear(4, 3, bias, seed=0),
+                                  lambda bias: ln.SubnetConv2d(2, 3, 3, bias=bias, seed=0)],
+                         ids=["linear", "conv"])
+def test_the_repr_names_the_bias_mode(make):
+    """A frozen bias and a trainable one both printed ``bias=True`` (nn.Linear's, for any
+    bias): the repr names the bias as ``bias=`` takes it; a trainable one frozen since prints
+    'frozen', a frozen one thawed since (refused in training) still 'frozen'."""
+    for bias, shown in ((True, "'frozen'"), ("frozen", "'frozen'"),
+                        ("trainable", "'trainable'"), (False, "False"), ("none", "False")):
+        assert f", bias={shown}, structure='dense'," in make(bias).extra_repr(), bias
+    thawed, frozen = make("frozen"), make("trainable")
+    thawed.bias.requires_grad_()
+    frozen.bias.requires_grad_(False)
+    assert ", bias='frozen', " in repr(thawed) and ", bias='frozen', " in repr(frozen)
+
+
 @pytest.mark.parametrize("layer, fan_in", [
     (lambda: ln.SubnetLinear(784, 4000, bias=True, seed=0), 784),
     (lambda: ln.SubnetConv2d(8, 4000, 3, bias=True, seed=0), 72)])
@@ -657,7 +674,7 @@ def test_frozen_tensors_unfrozen_with_the_scores_are_refused_at_a_training_forwa
     for layer, name in ((model, r"SubnetMultiheadAttention\(embed_dim=4, .*\): its frozen random "
                                 r"weight 'q_proj\.structure\.weight\.weight'"),
                         (model.linear, r"SubnetLinear\(in_features=4, out_features=3, "
-                                       r"bias=True, .*\): its frozen random weight "
+                                       r"bias='frozen', .*\): its frozen random weight "
                                        r"'structure\.weight\.weight'")):
         with pytest.raises(RuntimeError, match=rf"^{name} requires grad, as do its scores "
                                                r"\(model\.requires_grad_\(True\), .* unfreeze "
