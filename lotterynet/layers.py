@@ -39,8 +39,9 @@ def record_frozen(layer: nn.Module) -> None:
     """Note on ``layer``, and on each subnet layer inside it, which of its parameters are
     frozen as it is made (``frozen_as_built``, names relative to the layer): the ones a ticket
     regenerates from the seed (:mod:`lotterynet.ticket`), whatever ``requires_grad`` says when
-    it is saved. Called where a layer is made and where its biases' ``requires_grad`` is set
-    (:func:`set_bias_mode`)."""
+    it is saved. Called where its biases' ``requires_grad`` is set (:func:`set_bias_mode`),
+    which every subnet layer's build calls once its tensors are drawn (:func:`drawn`), as
+    ``convert`` calls it on the layers it makes."""
     for module in layer.modules():
         if module is layer or isinstance(module, _SubnetLayer):
             module.frozen_as_built = frozenset(name for name, p in module.named_parameters()
@@ -174,14 +175,14 @@ def subnet_call(module: nn.Module, forward, *args, **kwargs):
 def drawn(layer: nn.Module, seed: int | None, device=None, dtype=None):
     """Build ``layer``'s tensors in the block, from the generator it yields (``seed``'s; None:
     torch's global generator): drawn in float32 on the CPU (the same numbers on every device
-    and under any default dtype), then moved to ``device`` / ``dtype`` (:func:`cast_drawn`),
-    and its frozen parameters recorded (:func:`record_frozen`)."""
+    and under any default dtype), then moved to ``device`` / ``dtype`` (:func:`cast_drawn`).
+    The caller then sets its biases' mode, which records its frozen parameters
+    (:func:`set_bias_mode`: once, not here too)."""
     generator = seeded_generator(seed)
     layer.seeded = seed is not None  # (else a ticket stores the frozen weights: ticket.py)
     with float32_draws() as default:
         yield generator
     cast_drawn(layer, default, device, dtype)
-    record_frozen(layer)
 
 
 #: What the ``weight`` of a subset-sum / fixedsize layer is under ReLU (``convert``'s warning of

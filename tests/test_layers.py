@@ -750,6 +750,27 @@ def test_a_layer_made_with_a_trainable_bias_trains_it_and_its_ticket_stores_it(m
     assert all(torch.equal(m, layer.mask()[name]) for name, m in loaded.mask().items())
 
 
+
+@pytest.mark.parametrize("make, records", [
+    (lambda: ln.SubnetLinear(4, 3, "trainable", seed=0), 1),
+    (lambda: ln.SubnetConv2d(2, 3, 3, bias=True, seed=0), 1),
+    (lambda: ln.SubnetMultiheadAttention(4, 2, add_bias_kv=True, seed=0), 5),
+], ids=["linear", "conv", "attention"])
+def test_a_layer_records_its_frozen_tensors_once_as_it_is_made(make, records, monkeypatch):
+    """A subnet layer's build recorded its frozen tensors twice (``drawn``'s exit, then
+    ``set_bias_mode``): once now, by ``set_bias_mode`` (an attention: itself, and each of its
+    four projections as it is made), and what it records is still what is frozen as made."""
+    calls = []
+    record = ln.layers.record_frozen
+    monkeypatch.setattr(ln.layers, "record_frozen", lambda layer: (calls.append(layer),
+                                                                   record(layer)))
+    layer = make()
+    assert len(calls) == records
+    assert all(m.frozen_as_built == {n for n, p in m.named_parameters() if not p.requires_grad}
+               for m in layer.modules() if isinstance(m, ln.SubnetLinear | ln.SubnetConv2d)
+               or m is layer)
+
+
 def refuses_prune(layer: nn.Module, target: nn.Module, name: str, match: str) -> None:
     """``torch.nn.utils.prune`` of ``target``'s ``name`` (inside ``layer``) raises ``match``, and
     leaves the layer as it was: its parameters and buffers (no ``<name>_mask``), no hook."""
