@@ -200,6 +200,7 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     _put_coefficients(subnet, coeffs, shape)
     # what the ticket's redraw draws: these coefficients again, from the generator's state
     subnet.drawn_over = partial(_redraw_coefficients, state=state, shape=shape, **draw)
+    subnet.solved_by = "subset_sum"  # (its masks and bias: reset_parameters refuses)
     if layer.bias is not None:  # the sums found (no draw: the ticket stores it)
         with torch.no_grad():
             subnet.bias.copy_(approx[weights:])
@@ -328,6 +329,7 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     chosen = select(products, u_own > 0, w) | select(products, u_own < 0, w)
     seconds = device_clock(w.device) - start
     v.set_mask(chosen.view(d_out, m * d_in))
+    subnet.solved_by = "product_network"  # (its masks and bias: reset_parameters refuses)
     u_mask = torch.zeros(m * d_in, d_in, dtype=torch.bool, device=w.device)
     u_mask[neurons, inputs] = chosen.any(0).view(-1)
     u.set_mask(u_mask)

@@ -309,12 +309,28 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
             self.drawn_over(fresh)
         return fresh
 
+    #: The construction that solved the layer's masks and bias from a trained layer
+    #: (:mod:`lotterynet.constructions`: ``"subset_sum"``, ``"product_network"``), which no
+    #: seed draws again; None for a layer drawn (and trained).
+    solved_by: str | None = None
+
     def reset_parameters(self) -> None:
         """Draw the frozen weights, the bias and the initial scores again, in place, as the
         layer was built (:meth:`redrawn`: from its seed, or, made without one, from torch's
         global generator, as ``nn.Linear``'s draws); ``k`` is kept. What a model made on the
         meta device and given storage by ``to_empty`` needs: ``model.apply(lambda m:
-        hasattr(m, "reset_parameters") and m.reset_parameters())``."""
+        hasattr(m, "reset_parameters") and m.reset_parameters())``. A construction's layer
+        (``solved_by``) refuses, in one line: its masks and bias are its result, solved, not
+        drawn, so a redraw would replace them with random ones, and after ``to_empty`` (the
+        recipe above; timm's ``init_weights``, FSDP's meta-device init call it too) nothing
+        could give them back."""
+        if self.solved_by is not None:
+            raise RuntimeError(
+                f"{type(self).__name__}({self.extra_repr()}) was built by "
+                f"lotterynet.constructions.{self.solved_by}, which solved its masks and bias "
+                f"from a trained layer: reset_parameters would draw random ones over them "
+                f"(no seed draws them again); build it again with the construction, or load "
+                f"its state dict (or ticket) into a model so built")
         copy_redrawn(self)
 
     #: What a parent reading the layer's ``weight`` does, as ``convert`` warned of it:

@@ -550,6 +550,30 @@ def test_a_subset_sum_construction_saves_as_a_ticket_and_loads_bit_exactly(targe
         ln.save_ticket(model, tmp_path / "y.ticket")
 
 
+
+@pytest.mark.parametrize("build", [
+    lambda layer, generator: subset_sum(layer, 5, generator),
+    lambda layer, generator: subset_sum(layer, 5, generator, k=2),
+    lambda layer, generator: product_network(layer, 3, generator, rule="malach"),
+    lambda layer, generator: product_network(layer, 3, generator, rule="orseau"),
+], ids=["subset_sum", "fixed_size", "malach", "orseau"])
+def test_a_constructions_layer_refuses_reset_parameters_keeping_what_it_solved(build):
+    """``reset_parameters()`` of a construction's layer drew the seed's random bias and initial
+    scores (its masks) over the ones solved from the target: the network built was silently
+    another, random one (``model.apply`` of it after ``to_empty``, timm's ``init_weights``).
+    Refused in one line, saying why and what to do; the layer is as it was."""
+    model, _ = construct_model(nn.Sequential(small_linear(bias=True)), build)
+    state = {n: t.clone() for n, t in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match=r"^SubnetLinear\(in_features=5, out_features=3, "
+                                           r"bias='frozen', .*\) was built by lotterynet\."
+                                           r"constructions\.\w+, which solved its masks and "
+                                           r"bias from a trained layer: reset_parameters would"
+                                           r" .*; build it again with the construction, or "
+                                           r"load its state dict \(or ticket\) into a model so"
+                                           r" built$"):
+        model.apply(lambda m: hasattr(m, "reset_parameters") and m.reset_parameters())
+    assert all(torch.equal(model.state_dict()[n], t) for n, t in state.items())
+
 def test_a_product_networks_median_error_is_over_every_weight():
     """The median weight error of a model of several product layers is the median of all their
     weights' errors (it was the median of the layers' medians: two layers counted equally)."""
