@@ -51,6 +51,7 @@ import numbers
 import os
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -771,11 +772,12 @@ def _warn_weight_readers(model: nn.Module, replaced: dict[str, nn.Module],
     return lines
 
 
-#: The load (its ``missing_keys`` list, one per ``load_state_dict`` call, kept here so that its id
-#: is not reused) and the ids of the layers :func:`_warn_loaded_k` checked in it: ``convert`` on a
-#: submodule and then on its parent registers the hook on both, and the parent's, which runs
-#: first, checks the submodule's layers too.
-_checked_in_load: tuple[list, set[int]] = ([], set())
+#: Per thread (two threads may load at once), the load (``missing_keys``: its list, one per
+#: ``load_state_dict`` call, kept here so that its id is not reused) and the ids of the layers
+#: (``layers``) :func:`_warn_loaded_k` checked in it: ``convert`` on a submodule and then on its
+#: parent registers the hook on both, and the parent's, which runs first, checks the
+#: submodule's layers too.
+_checked_in_load = threading.local()
 
 
 def _warn_loaded_k(model: nn.Module, state_dict: dict, prefix: str, local_metadata: dict,
@@ -793,10 +795,9 @@ def _warn_loaded_k(model: nn.Module, state_dict: dict, prefix: str, local_metada
     of yours whose ``k`` a schedule or ``global_topk`` changed while training warns when it is
     resumed into a freshly built model: a fresh layer cannot tell that resume from another
     model's state dict. A layer is checked once per load, by the outermost hook above it."""
-    global _checked_in_load
-    if _checked_in_load[0] is not missing_keys:
-        _checked_in_load = (missing_keys, set())
-    checked = _checked_in_load[1]
+    if getattr(_checked_in_load, "missing_keys", None) is not missing_keys:
+        _checked_in_load.missing_keys, _checked_in_load.layers = missing_keys, set()
+    checked = _checked_in_load.layers
     changed = []  # (layer name, its sparsity, the loaded one)
     for name, layer in model.named_modules():
         if not isinstance(layer, SUBNET_MODULES) or id(layer) in checked:

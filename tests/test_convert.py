@@ -1,6 +1,7 @@
 import fnmatch
 import inspect
 import re
+import threading
 import warnings
 
 import pytest
@@ -1193,6 +1194,31 @@ def test_a_sparsity_change_warns_once_where_convert_ran_on_a_submodule_and_its_p
     with pytest.warns(UserWarning, match=r"layer '0' from 0\.5 to 0\.9: restored"):
         net(0.5)[0].load_state_dict(net(0.9)[0].state_dict())  # (the submodule alone warns)
 
+
+
+def test_a_load_warns_once_while_another_thread_loads():
+    """The layers checked in a load were kept in one module-wide slot, which another thread's
+    load replaced in the middle of this one (here: between the parent's hook and its converted
+    submodule's): the submodule's layers were checked again, and the load warned twice."""
+    def net(sparsity):  # (both convert calls register the load_state_dict hook)
+        model = nn.Sequential(nn.Identity(), nn.Sequential(nn.Linear(20, 10), nn.ReLU()),
+                              nn.Linear(10, 3))
+        convert(model[1], sparsity=sparsity, seed=0)
+        return convert(model, sparsity=sparsity, seed=0)
+    other = convert(nn.Sequential(nn.Linear(4, 3)), sparsity=0.5, seed=0)
+
+    def load_in_another_thread(*args):
+        thread = threading.Thread(target=other.load_state_dict, args=(other.state_dict(),))
+        thread.start()
+        thread.join()
+    b = net(0.9)
+    b[0].register_load_state_dict_pre_hook(load_in_another_thread)
+    with pytest.warns(UserWarning) as caught:
+        b.load_state_dict(net(0.5).state_dict())
+    assert [str(w.message) for w in caught] == [
+        "load_state_dict: the state dict's kept counts (k) change the sparsity of layer '1.0' "
+        "from 0.9 to 0.5 and of 1 other layer: restored, as a resume needs; to keep the model's "
+        "sparsity, load the state dict of a model built with it"]
 
 def test_a_tensor_that_torch_does_not_load_for_its_shape_is_not_named_as_changing_sparsity():
     def net(sparsity, classes):
