@@ -15,7 +15,12 @@ random weights:
   you, as ``load_state_dict`` does, replays the recorded ``convert()`` calls (arguments and
   seeds) on it, then applies masks and tensors. The frozen tensors inside subnet layers are
   regenerated (from the convert seeds, or your layers' own seeds); frozen tensors outside them
-  (norms, tokens, embeddings frozen by ``convert``) are stored. A convertible layer added or
+  (norms, tokens, embeddings frozen by ``convert``) are stored. A subset-sum construction's
+  layer (:func:`~lotterynet.constructions.subset_sum`) draws its coefficients over its seed's
+  weights from another generator, whose CPU state it records with their range, count and
+  layout (``drawn_over``, which its redraw, ``save_ticket``'s check, draws again); its bias,
+  the sums found, is stored: its ticket loads into the model the same construction builds
+  (``load_ticket(path, model=construct_model(...)[0])``). A convertible layer added or
   replaced after ``convert`` (timm's ``reset_classifier``) where the recorded calls reach, which
   a load would convert too, is refused by ``save_ticket``, naming it: no model would load it;
   converted by a call of its own, it is left out of the earlier calls the ticket records
