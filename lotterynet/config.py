@@ -647,14 +647,19 @@ def changed_fields(stored: dict, wanted: dict, ignored: tuple[str, ...] = RESUMA
 
     stored = {**RunConfig().to_dict(), **stored}
     arch = str(wanted.get("arch", stored["arch"]))  # (str: a hand-edited file's may be a list)
-    # a trained baseline is dense and prunes nothing whatever its structure and sparsity say
-    # (older runs stored the arch's structure and the default sparsity)
     trained = stored["train_weights"] and wanted.get("train_weights", True)
-    return [name for name, value in wanted.items() if name in FIELDS
-            and name not in ignored and stored[name] != value
-            and not (name in ("structure", "sparsity") and trained)
-            and not (name == "lr" and recipe_lr(arch, value) == recipe_lr(str(stored["arch"]),
-                                                                        stored["lr"]))]
+    changed = []
+    for name, value in wanted.items():
+        if name not in FIELDS or name in ignored or stored[name] == value:
+            continue  # not a run option, one that may differ, or the same value
+        if name in ("structure", "sparsity") and trained:
+            # a trained baseline is dense and prunes nothing whatever its structure and sparsity
+            # say (older runs stored the arch's structure and the default sparsity)
+            continue
+        if name == "lr" and recipe_lr(arch, value) == recipe_lr(str(stored["arch"]), stored["lr"]):
+            continue  # the same lr, given or left to the architecture's recipe
+        changed.append(name)
+    return changed
 
 
 def as_config_error(check: Callable, *args) -> None:
