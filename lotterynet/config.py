@@ -930,12 +930,14 @@ def check_exclude(patterns: list) -> None:
 
 def unread_options(config: RunConfig) -> dict[str, str]:
     """The fields that the run of ``config`` does not read, each with the reason."""
-    return dict(unread_by(config.wandb, config.arch, config.train_weights, config.subnet_convs,
-                          config.conv_init, config.structure, config.match, config.hidden))
+    return dict(unread_by(wandb=config.wandb, arch=config.arch,
+                          train_weights=config.train_weights, subnet_convs=config.subnet_convs,
+                          conv_init=config.conv_init, structure=config.structure,
+                          match=config.match, hidden=config.hidden))
 
 
 @functools.cache
-def unread_by(wandb: bool, arch: str, train_weights: bool, subnet_convs: bool,
+def unread_by(*, wandb: bool, arch: str, train_weights: bool, subnet_convs: bool,
               conv_init: str | None, structure: str, match: str, hidden: int | None
               ) -> dict[str, str]:
     """:func:`unread_options` of a config of these fields, the only ones it depends on: made
