@@ -170,26 +170,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per :class:`RunConfig` field, defaulting to ``None`` so that only the flags the
     user gave override the YAML file; the help shows the dataclass default."""
     for name, f in FIELDS.items():
-        flag = flag_name(name)
-        kind = field_type(f)
-        help_text = f.metadata["help"]  # states its default itself, or gets it appended
-        help_text += "" if "(default:" in help_text else f" (default: {f.default})"
-        if name in NAMED_CHOICES:
-            help_text = help_text.replace(
-                " (default:", f"; choices: {', '.join(NAMED_CHOICES[name])} (default:", 1)
-        extra = {k: v for k, v in f.metadata.items() if k != "help"}
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
-        elif kind is dict:  # --trainer.KEY VALUE arrives as --trainer KEY=VALUE (dotted_flags)
-            parser.add_argument(flag, type=key_value, action="append", default=None,
-                                metavar="KEY=VALUE", help=help_text)
-        elif kind is list:  # --exclude A B, or --exclude A --exclude B
-            parser.add_argument(flag, nargs="+", action="extend", default=None, help=help_text,
-                                **extra)
-        else:
-            parser.add_argument(flag, default=None, metavar=name.upper(), help=help_text,
-                                **{"type": kind, **extra})
+        own = {k: v for k, v in f.metadata.items() if k != "help"}  # (option's add_argument ones)
+        parser.add_argument(flag_name(name), default=None, help=flag_help(name, f),
+                            **{**FLAG_ARGUMENTS[field_type(f)], **own})
+
+
+def flag_help(name: str, f: dataclasses.Field) -> str:
+    """The help of field ``name``'s flag: its text, with its default (unless the text states
+    it) and the choices of a name that a registry holds (:data:`NAMED_CHOICES`)."""
+    help_text = f.metadata["help"]  # states its default itself, or gets it appended
+    help_text += "" if "(default:" in help_text else f" (default: {f.default})"
+    if name in NAMED_CHOICES:
+        help_text = help_text.replace(
+            " (default:", f"; choices: {', '.join(NAMED_CHOICES[name])} (default:", 1)
+    return help_text
 
 
 def given_flags(args: argparse.Namespace) -> dict:
@@ -211,6 +205,20 @@ def key_value(text: str) -> tuple[str, object]:
     except (yaml.YAMLError, RecursionError):  # (PyYAML recurses once per level of nesting)
         raise argparse.ArgumentTypeError(f"{text[:60]!r}: the value is not valid YAML, or "
                                          f"nests too deep") from None
+
+
+#: How a field's flag reads its value, by the field's type (:func:`add_config_arguments`); a
+#: field's own ``add_argument`` arguments (:func:`option`'s: a ``type``, a ``metavar``) go on
+#: top.
+FLAG_ARGUMENTS = {
+    bool: {"action": argparse.BooleanOptionalAction},  # --shared, or --no-shared
+    # --trainer.KEY VALUE arrives as --trainer KEY=VALUE (dotted_flags)
+    dict: {"type": key_value, "action": "append", "metavar": "KEY=VALUE"},
+    list: {"nargs": "+", "action": "extend"},  # --exclude A B, or --exclude A --exclude B
+    str: {"type": str},
+    int: {"type": int},
+    float: {"type": float},
+}
 
 
 #: The config file's LightningCLI-style sections: ``model:`` and ``data:`` hold flat keys;
