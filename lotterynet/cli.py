@@ -194,33 +194,57 @@ def resolved_config(explicit: dict):
     from .checkpointing import stored_run
 
     stored, done = stored_run(explicit["resume"])
-    if explicit.get("stop_after") is not None and explicit["stop_after"] <= done:
-        raise ConfigError(f"--stop-after {explicit['stop_after']}: the resumed run has done "
-                          f"{plural(done, 'epoch')} already; give more, or leave it out to "
-                          f"train to its end")
+    check_stop_after_is_ahead(explicit.get("stop_after"), done)
+    # the resumed run's values, but those the command decides (NOT_RESUMED, devices it names)
     values = without_devices_named_in(
         {k: v for k, v in stored.items() if k not in NOT_RESUMED}, explicit)
     run_options = values.get("trainer") if isinstance(values.get("trainer"), dict) else {}
+    refuse_changed_options(stored, run_options, explicit)
+    if "trainer" in explicit:  # the options given (the run's own, but devices) over the others
+        explicit = {**explicit, "trainer": {**run_options, **explicit["trainer"]}}
+    return make_config({**values, **explicit})
+
+
+def check_stop_after_is_ahead(stop_after: int | None, done: int) -> None:
+    """A resume's ``--stop-after`` must be past the ``done`` epochs of the run it resumes."""
+    if stop_after is not None and stop_after <= done:
+        raise ConfigError(f"--stop-after {stop_after}: the resumed run has done "
+                          f"{plural(done, 'epoch')} already; give more, or leave it out to "
+                          f"train to its end")
+
+
+def refuse_changed_options(stored: dict, run_options: dict, explicit: dict) -> None:
+    """A resumed run keeps its config: refuse the first value given (``explicit``) that differs
+    from the resumed run's (``stored``; its Trainer options ``run_options``), naming the flags
+    a resume may be given."""
+    changed = changed_options(stored, run_options, explicit)
+    if not changed:
+        return
+    flag, given, was = changed[0]
+    if flag == "--lr" and stored.get("lr") is None:  # unset: the architecture's recipe lr
+        from .archs import recipe_lr
+
+        was = f"{recipe_lr(str(stored.get('arch')), None)!r} (its recipe's)"
+    differs = f"differs from the resumed run's {was}" if was else \
+        "is not one of the resumed run's Trainer options"
+    allowed = [flag_name(k) for k in RESUMABLE if k != "overwrite"]
+    raise ConfigError(  # (--overwrite: refused with a resume, which never clears its run)
+        f"{flag} {given!r} {differs}; a resumed run keeps its config (with --resume only "
+        f"these may be given: {', '.join(allowed)})")
+
+
+def changed_options(stored: dict, run_options: dict, explicit: dict
+                    ) -> list[tuple[str, object, str | None]]:
+    """The values given to a resume (``explicit``) that differ from the resumed run's, each as
+    (its flag, the value given, the run's value as a refusal writes it: ``None`` for a Trainer
+    option the run was not given): the run options (:func:`changed_fields`), then the Trainer
+    options (:func:`changed_trainer_options`)."""
     changed = [(flag_name(name), explicit[name], repr(stored.get(name)))
                for name in changed_fields(stored, explicit) if name != "trainer"]
     changed += [(f"--trainer.{name}", explicit["trainer"][name],
                  repr(run_options[name]) if name in run_options else None)
                 for name in changed_trainer_options(run_options, explicit.get("trainer") or {})]
-    if changed:
-        flag, given, was = changed[0]
-        if flag == "--lr" and stored.get("lr") is None:  # unset: the architecture's recipe lr
-            from .archs import recipe_lr
-
-            was = f"{recipe_lr(str(stored.get('arch')), None)!r} (its recipe's)"
-        differs = f"differs from the resumed run's {was}" if was else \
-            "is not one of the resumed run's Trainer options"
-        allowed = [flag_name(k) for k in RESUMABLE if k != "overwrite"]
-        raise ConfigError(  # (--overwrite: refused with a resume, which never clears its run)
-            f"{flag} {given!r} {differs}; a resumed run keeps its config (with --resume only "
-            f"these may be given: {', '.join(allowed)})")
-    if "trainer" in explicit:  # the options given (the run's own, but devices) over the others
-        explicit = {**explicit, "trainer": {**run_options, **explicit["trainer"]}}
-    return make_config({**values, **explicit})
+    return changed
 
 
 def changed_trainer_options(run_options: dict, given: dict) -> list[str]:
