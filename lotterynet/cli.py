@@ -10,6 +10,7 @@ out (the same), 3 when the training diverges (one line; its last finite checkpoi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -65,6 +66,13 @@ PATH_FLAGS = ("config", "data_dir", "out", "resume", "sweep", "sweep_out", "wand
               "stack_file")
 #: How a sweep runs its cells (flags that nothing else reads), with their defaults.
 SWEEP_RUN_FLAGS = {"jobs_per_device": 1, "stack": True, "yes": False}
+#: How a command stopped where its run, stack or sweep did not say so goes on
+#: (:func:`stopped`): before its work began (its options and files being read, torch and
+#: Lightning imported: seconds), having written nothing...
+NOT_STARTED = ("it had not started (it was reading its options and files and importing what it "
+               "runs): nothing was written; run the same command again")
+#: ... or once it had begun (a sweep's own files, a finished run's summary being printed).
+BEGUN = "it had begun: what it wrote is kept; run the same command again to go on from it"
 
 
 class OneLineParser(OneLineErrorParser):
@@ -295,11 +303,12 @@ def run_stack_file(args: argparse.Namespace) -> int:
                           f"--data-dir may be given)")
     if any(config.wandb for config in configs):
         check_wandb_environment(runs="every member of this stack" * (len(configs) > 1))
-    with outside_a_running_sweep(sweep_folder_of(args.stack_file),
-                                 f"--stack-file {args.stack_file!r}"):
-        results = run_stack(configs, Path(args.stack_file).parent, cells)
-    print(f"stack {args.stack_file}: {sum(r['finished'] for r in results)} of "
-          f"{len(results)} members finished", flush=True)
+    with stopped(BEGUN):
+        with outside_a_running_sweep(sweep_folder_of(args.stack_file),
+                                     f"--stack-file {args.stack_file!r}"):
+            results = run_stack(configs, Path(args.stack_file).parent, cells)
+        print(f"stack {args.stack_file}: {sum(r['finished'] for r in results)} of "
+              f"{len(results)} members finished", flush=True)
     return 0
 
 
@@ -310,15 +319,25 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         # SIGTERM anywhere (a stack or sweep file being read, the summary printed) is one line
-        with stopping_on_sigterm(ends_the_process=True):  # and ignored on the way out
+        # and ignored on the way out
+        with stopped(NOT_STARTED), stopping_on_sigterm(ends_the_process=True):
             return dispatch(args)
-    except (*REPORTED, KeyboardInterrupt, Terminated) as err:
-        if isinstance(err, (KeyboardInterrupt, Terminated)):  # (where no run reports it)
-            err = interrupted(isinstance(err, Terminated))
+    except REPORTED as err:
         stops_every_rank = isinstance(err, (TrainingDiverged, Interrupted))
         if not (stops_every_rank and is_launched_worker()):  # rank 0 says so
             print(f"{ERROR}{message(err)}", file=sys.stderr)
         return exit_code(err)
+
+
+@contextlib.contextmanager
+def stopped(then: str):
+    """A Ctrl-C or SIGTERM (:class:`~lotterynet.errors.Terminated`) in the block that no run,
+    stack or sweep reported (each says how it goes on) as :class:`Interrupted`, saying
+    ``then``: :data:`NOT_STARTED` before the command's work, :data:`BEGUN` in it."""
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated) as stop:
+        raise interrupted(isinstance(stop, Terminated), then) from None
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -405,10 +424,11 @@ def write_wandb_sweep_file(args: argparse.Namespace, sweep: Sweep) -> int:
     # the agents' group, in their cells file: one, whatever path reaches the folder
     sweep.base["wandb_group"] = wandb_group(sweep, sweep_dir, args.sweep, bool(args.sweep_out))
     check_buildable(sweep)
-    cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), sweep_dir)
-    print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "
-          f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
-          f"<sweep id>`")
+    with stopped(BEGUN):
+        cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), sweep_dir)
+        print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "
+              f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
+              f"<sweep id>`")
     return 0
 
 
@@ -420,7 +440,8 @@ def run_sweep_cells(args: argparse.Namespace, sweep: Sweep) -> int:
     if sweep.base.get("wandb"):
         check_wandb_environment(runs=None if args.cell else "every cell of this sweep")
     keep_freed_memory()
-    return run_sweep(args, sweep)
+    with stopped(BEGUN):
+        return run_sweep(args, sweep)
 
 
 def run_one(args: argparse.Namespace) -> int:
@@ -433,8 +454,9 @@ def run_one(args: argparse.Namespace) -> int:
     from .sweep import as_a_sweeps_job
 
     keep_freed_memory()
-    with as_a_sweeps_job(config):
-        results = run(config)
-    if not is_launched_worker():
-        print(summary_line(results), flush=True)
+    with stopped(BEGUN):
+        with as_a_sweeps_job(config):
+            results = run(config)
+        if not is_launched_worker():
+            print(summary_line(results), flush=True)
     return 0

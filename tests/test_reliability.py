@@ -33,6 +33,9 @@ from lotterynet.stack import write_stack_file
 NOTHING = "no checkpoint had been written yet, so there is none to resume from"
 #: ... and what a run then says to do.
 START_OVER = f"{NOTHING}; run the same command again to start it over in its folder"
+#: What a command stopped before its run, stack or sweep began says.
+NOT_STARTED = ("it had not started (it was reading its options and files and importing what it "
+               "runs): nothing was written; run the same command again")
 #: (tested on 1,000 of the 10,000 test images: what these tests compare is the same there)
 SMALL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "600", "--val-size", "100",
          "--no-progress-bar", "--seed", "3", "--trainer.limit_test_batches", "1"]
@@ -682,7 +685,7 @@ def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(started_together
     folder, stopped = started_together(stack_sigterm)
     cells = [folder / "cells" / name for name in ("a", "b")]
     assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
-    then = {"read_stack_file": "", "TensorDataModule": (
+    then = {"read_stack_file": f"; {NOT_STARTED}", "TensorDataModule": (
         f"; stack s: {NOTHING}; run the "
         "same sweep again to start it over in its folder")}.get(
         where, "; stack s: run the same sweep again to continue from its checkpoint (written "
@@ -692,6 +695,32 @@ def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(started_together
     assert all((cell / "results.json").is_file() == (where not in ("read_stack_file",
                                                                   "TensorDataModule"))
                for cell in cells)
+
+
+@pytest.mark.parametrize("where, stop, said", [
+    ("read_stack_file", KeyboardInterrupt, f"Ctrl-C (SIGINT); {NOT_STARTED}"),
+    ("run_stack", "Terminated", "SIGTERM; it had begun: what it wrote is kept; run the same "
+                                "command again to go on from it")], ids=["before", "begun"])
+def test_a_stop_that_no_run_reports_says_whether_anything_was_written(
+        tmp_path, data_dir, monkeypatch, capsys, where, stop, said):
+    """A Ctrl-C or SIGTERM that no run, stack or sweep reported (a stack file being read, torch
+    being imported; a stack's summary being printed) was a bare "stopped by SIGTERM": it says
+    whether the command had begun, and so written anything, and how to go on (exit 130 / 143)."""
+    import lotterynet.stack as stack_module
+    from lotterynet.errors import Terminated
+
+    stop = Terminated if stop == "Terminated" else stop
+
+    def stopped(*args, **kwargs):
+        raise stop
+    stack_file, _ = stack_sigterm(tmp_path, data_dir, where)
+    monkeypatch.setattr(stack_module, where, stopped)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(stack_file[3:]) == (130 if stop is KeyboardInterrupt else 143)
+    finally:  # (train.py's handler stays on its way out)
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err.strip().splitlines() == [f"train.py: error: stopped by {said}"]
 
 
 @pytest.mark.parametrize("entry", ["run", "run_stack"])
