@@ -118,7 +118,9 @@ def stopping_on_sigterm(ends_the_process: bool = False):
     handler, not where SIGINT is ignored: a job started in the background; ignored after).
     Elsewhere (a notebook, a library caller's own process) the handler the run found is put
     back, and Ctrl-C left as it is. Inside a block of its own (a run in ``train.py``'s, which
-    covers reading the flags' files too), the one handler installed."""
+    covers reading the flags' files too), the one handler installed. ``train.py``'s takes a
+    Ctrl-C that was held back until its handler (a sweep's job blocks SIGINT as it starts:
+    :func:`~lotterynet.sweep.starting_a_job`) as the block begins."""
     installed = signal.getsignal(signal.SIGTERM)
     if isinstance(installed, SigtermStop):
         yield installed
@@ -132,6 +134,8 @@ def stopping_on_sigterm(ends_the_process: bool = False):
     if ctrl_c:
         signal.signal(signal.SIGINT, stop.ctrl_c)
     try:
+        if ends_the_process:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
         yield stop
     finally:
         if not (stop.received and ends_the_process):

@@ -616,7 +616,17 @@ def start_job(job: Job, device: int | None, workers: int, log) -> subprocess.Pop
     train_py = Path(__file__).resolve().parent.parent / "train.py"
     return subprocess.Popen([sys.executable, str(train_py), *job.argv],
                             env=job_env(device, workers), stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=partial(die_with_parent, os.getpid()))
+                            preexec_fn=partial(starting_a_job, os.getpid()))
+
+
+def starting_a_job(sweep: int) -> None:
+    """A job's process between its fork and its ``train.py`` (``preexec_fn``): it dies with the
+    ``sweep`` (:func:`die_with_parent`), and holds SIGINT back until ``train.py``'s handler
+    takes it (:func:`~lotterynet.lifetime.stopping_on_sigterm`), which stops it in one line as
+    it does SIGTERM: Python's own handler raised it in Python's start (its site packages, exit
+    1) or ``train.py``'s imports as a traceback."""
+    die_with_parent(sweep)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
 
 
 class JobRunner:

@@ -901,6 +901,35 @@ def test_a_job_stopped_by_sigterm_as_it_started_says_so_and_how_it_goes_on(
         "0 already done, 2 to run" in capsys.readouterr().out
 
 
+def test_a_job_sent_ctrl_c_as_it_started_stops_in_one_line(tmp_path, data_dir):
+    """A Ctrl-C to a job's ``train.py`` alone (``kill -INT``) as it started, before its
+    handler, was a traceback: Python's own handler raised it in Python's start (its site
+    packages: exit 1) or in train.py's imports, and the sweep said the job failed. The job
+    holds SIGINT back until train.py's handler takes it: it stops there, as on SIGTERM, in one
+    line saying that it wrote nothing (exit 130), and the sweep that it starts over."""
+    cell = tmp_path / "cells" / "c-seed0"
+    cell.mkdir(parents=True)
+    job = sweep_module.Job("cell c-seed0", ["--arch", "fc2", "--limit-train", "64", "--epochs",
+                                            "1", "--data-dir", str(data_dir), "--out", str(cell)],
+                           cell / "train.log", ["c-seed0"])
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (the job's: default)
+    try:
+        with open(job.log, "a") as log:
+            proc = sweep_module.start_job(job, None, 1, log)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    proc.send_signal(signal.SIGINT)  # (its python has not started yet)
+    assert proc.wait(timeout=120) == 130
+    assert job.log.read_text().splitlines() == [
+        "train.py: error: stopped by Ctrl-C (SIGINT); it had not started (it was reading its "
+        "options and files and importing what it runs): nothing was written; run the same "
+        "command again"]
+    assert [p.name for p in cell.iterdir()] == ["train.log"]
+    assert sweep_module.how_it_ended(proc.returncode, job) == (
+        "was stopped by SIGINT (exit 130); when the sweep runs again, it starts over (it wrote "
+        "no checkpoint)")
+
+
 def test_a_job_stopped_by_sigterm_as_it_imported_says_how_it_goes_on(
         tmp_path, data_dir, capsys, monkeypatch):
     """A job's ``train.py`` stopped by SIGTERM as it imported torch and Lightning (its handler
