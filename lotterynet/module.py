@@ -60,6 +60,17 @@ class FloatMean(MeanMetric):
         return super()._apply(lambda t: fn(t).to(t.dtype), exclude_state)
 
 
+class ExactAccuracy(MulticlassAccuracy):
+    """Micro accuracy as the quotient of its counts in float64: correct / examples as Python
+    divides them, as a stack member's (:func:`~lotterynet.stack._epoch_metrics`), where
+    torchmetrics divides in float32 (0.8003000020980835 for 8003 of 10,000). A cell's results
+    and history then hold the same number run singly or stacked."""
+
+    def compute(self) -> torch.Tensor:
+        tp, _, _, fn = self._final_state()
+        return tp.sum().double() / (tp + fn).sum().double()
+
+
 def check_same_module(checkpoint: dict, spec: dict, optim: dict | None, path) -> None:
     """Refuse, in one :class:`~lotterynet.errors.CheckpointError` naming the first option that
     differs, a checkpoint (read from ``path``) of a module of another model than ``spec``
@@ -145,7 +156,7 @@ class EdgePopupModule(pl.LightningModule):
         # ModuleDict keys may not shadow Module attributes such as ``train``: key "<stage>_".
         # No check that reads a GPU tensor on the host in every step: torchmetrics' input
         # validation (torch.unique) and NaN filter (nans.any()) would each wait for the GPU.
-        self.acc = torch.nn.ModuleDict({f"{s}_": MulticlassAccuracy(
+        self.acc = torch.nn.ModuleDict({f"{s}_": ExactAccuracy(
             self.num_classes, average="micro", validate_args=False) for s in STAGES})
         self.loss = torch.nn.ModuleDict(
             {f"{s}_": FloatMean(nan_strategy="disable") for s in STAGES})

@@ -80,6 +80,21 @@ def test_one_epoch_learns_and_keeps_weights_frozen(tmp_path, data_dir, arch, str
     assert any(not torch.equal(fresh[k], trained[k]) for k in scores)  # the scores did train
 
 
+def test_a_runs_accuracies_are_exact_quotients_as_a_stack_members_are(tmp_path, data_dir):
+    """A single run stored its accuracies as torchmetrics' float32 quotients (0.8003000020980835
+    for 8003 of 10,000 test images) where a stack member stores correct / examples as Python
+    divides them (0.8003): the same cell's results differed in form as it ran singly or
+    stacked. Both store the exact quotient (here of 1,000 test and 100 validation images)."""
+    code, out = train(tmp_path, data_dir, "--arch", "fc2", "--structure", "dense",
+                      "--limit-train", "256", "--val-size", "100",
+                      "--trainer.limit_test_batches", "1")
+    results = results_of(out)
+    assert code == 0
+    for key, examples in (("test_acc", 1000), ("val_acc", 100)):
+        correct = round(results[key] * examples)
+        assert results[key] == correct / examples, key
+
+
 def test_authors_protocol_flags_reach_the_frozen_tensors(tmp_path, data_dir):
     """The authors' stored LeNet5 runs: ``--conv-init scaled_uniform`` draws the frozen convs
     from PyTorch's default U(±1/√fan_in) (every other tensor is the default build's),
