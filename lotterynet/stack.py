@@ -49,7 +49,6 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from . import memory
 from .archs import recipe_lr
 from .checkpointing import (
     CheckpointError,
@@ -214,14 +213,14 @@ def stack_need(config: RunConfig, members: int) -> int:
     return max(first + (members - 1) * more for first, more in member_needs(config))
 
 
-def members_that_fit(config: RunConfig, jobs: int = 1) -> int | None:
+def members_that_fit(config: RunConfig, have: int | None, jobs: int = 1) -> int | None:
     """The most members of ``config``'s variant that a stack may hold and still pass its check
-    before it is built (:func:`member_needs`, against the memory available now; a ``jobs``-th
-    of it where ``jobs`` stacks train at once, each in its own process, each checked alone as
-    it starts). At least 1 (a member that does not fit alone is refused as its single run);
-    None where the memory available is unknown."""
+    before it is built (:func:`member_needs`, against ``have``, the memory available
+    (:func:`~lotterynet.memory.memory_available`, read by the caller, who may say it); a
+    ``jobs``-th of it where ``jobs`` stacks train at once, each in its own process, each
+    checked alone as it starts). At least 1 (a member that does not fit alone is refused as
+    its single run); None where the memory available is unknown."""
     needs = member_needs(config)
-    have = memory.memory_available()
     if have is None:
         return None
     return max(1, min(1 + (have // jobs - first) // more for first, more in needs))

@@ -768,7 +768,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     run's checkpoint). With more job ``slots`` than stacks, each stack is cut into ``slots //
     stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every slot trains,
     and into more where its members would not fit in memory together (:func:`fitting_parts`;
-    with ``say``, a line says so: :func:`split_line`). A
+    with ``say``, a line says so: :func:`split_line`, with the memory available that the
+    plan read once and cut by). A
     stack killed earlier, in any folder of its group (``<stack>`` or a part's, as a run with
     these slots or others cut it), keeps its recorded members while some are unfinished and its
     checkpoint continues them (:func:`~lotterynet.stack.cannot_continue`), so it resumes as it
@@ -802,11 +803,12 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
         return cannot_continue(record, members, [configs[c] for c in members],
                                [sweep_dir / "cells" / c for c in members])
 
+    have = memory_available()
     for group, cells in groups.items():
         left = [c for c in cells if c in unfinished]
         if not left:
             continue
-        split = fitting_parts(cells, budgets, min(parts, len(cells)), configs, slots)
+        split = fitting_parts(cells, budgets, min(parts, len(cells)), configs, have, slots)
         n = len(split)
         planned = {sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group):
                    part for i, part in enumerate(split)}
@@ -817,7 +819,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                     for folder, record in records.items()}
         taken = resuming_stacks(records, recorded, left, cells, cannot_go_on)
         if say and n > min(parts, len(cells)) and set(taken.values()) <= set(planned):
-            print(split_line(group, cells, split, configs, slots), flush=True)
+            print(split_line(group, cells, split, configs, have, slots), flush=True)
         for folder, record in records.items():
             members = recorded[folder]
             if folder in taken.values():  # (it resumes)
@@ -911,13 +913,15 @@ def balanced_parts(items: list, weights: dict, n: int) -> list[list]:
 
 
 def fitting_parts(cells: list[str], budgets: dict[str, int], n: int,
-                  configs: dict[str, RunConfig], slots: int = 1) -> list[list[str]]:
+                  configs: dict[str, RunConfig], have: int | None, slots: int = 1
+                  ) -> list[list[str]]:
     """A group's ``cells`` in ``n`` parts of about equal epochs (:func:`balanced_parts`), or in
     more where a part would hold more members than fit in memory together
-    (:func:`~lotterynet.stack.members_that_fit`, at the group's highest sparsity, in a share of
-    it where ``slots`` jobs run at once): the fewest that fit. A part of one cell runs singly."""
-    most = members_that_fit(configs[max(cells, key=lambda c: configs[c].sparsity)], slots) \
-        if len(cells) > n else None
+    (:func:`~lotterynet.stack.members_that_fit`, at the group's highest sparsity, in ``have``,
+    the memory available, or a share of it where ``slots`` jobs run at once): the fewest that
+    fit. A part of one cell runs singly."""
+    most = members_that_fit(configs[max(cells, key=lambda c: configs[c].sparsity)], have,
+                            slots) if len(cells) > n else None
     n = max(n, -(-len(cells) // most)) if most else n
     while max(map(len, parts := balanced_parts(cells, budgets, n))) > (most or len(cells)):
         n += 1  # (parts of unequal budgets hold unequal counts)
@@ -925,13 +929,13 @@ def fitting_parts(cells: list[str], budgets: dict[str, int], n: int,
 
 
 def split_line(group: str, cells: list[str], split: list[list[str]],
-               configs: dict[str, RunConfig], slots: int) -> str:
+               configs: dict[str, RunConfig], have: int, slots: int) -> str:
     """What the planner says of a group's stack that it cut into parts (``split``) because its
     members would not fit in memory together (:func:`fitting_parts`): what they need (at the
-    group's highest sparsity, :func:`~lotterynet.stack.stack_need`), what is available, and
-    the parts."""
+    group's highest sparsity, :func:`~lotterynet.stack.stack_need`), what is available
+    (``have``, what the cut was made by: read again, it may have changed meanwhile), and the
+    parts."""
     need = stack_need(configs[max(cells, key=lambda c: configs[c].sparsity)], len(cells))
-    have = memory_available()
     share = f" ({in_binary_units(have // slots)} for each of {slots} jobs at once)" * (slots > 1)
     largest = max(map(len, split))
     parts = f"run as {len(split)} parts of up to {plural(largest, 'member')}" if largest > 1 \

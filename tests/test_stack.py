@@ -4,6 +4,7 @@ result, and incompatible members are refused naming the key that differs."""
 
 import csv
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -528,6 +529,24 @@ def test_a_sweep_says_where_it_cuts_a_stack_for_memory(tmp_path, monkeypatch, ca
     lotterynet.sweep.run_cells(sweep, tmp_path, 1)  # (it resumes whole)
     assert capsys.readouterr().out.startswith(f"sweep {tmp_path}: 6 cells, 0 already done, "
                                               f"6 to run (1 stack)\n")
+
+
+def test_the_line_of_a_stack_cut_for_memory_says_the_memory_it_was_cut_by(tmp_path,
+                                                                          monkeypatch, capsys):
+    """The line read the memory available again as it was said, after the plan had cut the
+    stack by what it read before: memory freed meanwhile (110 MiB, then 1000 MiB) made it say
+    '1.0 GiB available: run as 2 parts of up to 3 members', a cut that 1000 MiB does not
+    need. It says the figure the plan cut by, read once."""
+    reads = itertools.chain([110], itertools.repeat(1000))
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: next(reads) * 2**20)
+    monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
+                  sparsities=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95], epochs=[2], baseline=False)
+    configs = cell_configs(sweep, tmp_path)
+    stacks = plan_stacks(sweep, tmp_path, configs, list(configs.items()), say=True)[0]
+    assert len(stacks) == 2 and capsys.readouterr().out == (
+        "stack subsetsum-seed0: 6 members need at least 169.7 MiB of memory together, "
+        "110.0 MiB available: run as 2 parts of up to 3 members\n")
 
 
 def test_a_stack_counts_steps_as_its_single_runs(tmp_path, data_dir):
