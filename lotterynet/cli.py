@@ -139,8 +139,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                             "(--no-stack: one run per cell; default: stack)")
     group.add_argument("--yes", action="store_true", default=None,
                        help="start a sweep that is estimated to take many hours on the CPU, "
-                            "or one that sets aside finished cells run with another config "
-                            "(without it such a sweep is refused, saying why)")
+                            "or one (or a --cell run) that sets aside finished cells run with "
+                            "another config (without it such a sweep is refused, saying why)")
     group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
                        "for `wandb sweep FILE && wandb agent ID` instead of running: a grid "
                        "over exactly this sweep's cells, metric test/acc")
@@ -365,16 +365,18 @@ def check_flag_combinations(args: argparse.Namespace) -> None:
 
 def check_sweep_run_flags(args: argparse.Namespace) -> None:
     """:data:`SWEEP_RUN_FLAGS` say how this process runs a sweep's cells: a stack file and a
-    run do not read them, --cell runs one cell, and with --wandb-sweep W&B agents run them
-    (--cell, one agent's, refuses --wandb-sweep too)."""
+    run do not read them, --cell runs one cell (it reads --yes alone: it sets aside its cell
+    finished with another config), and with --wandb-sweep W&B agents run them (--cell, one
+    agent's, refuses --wandb-sweep too)."""
     how = [flag_name(k) for k in SWEEP_RUN_FLAGS if getattr(args, k) is not None]
     if how and (args.stack_file or not is_sweep(args)):
         raise ConfigError(f"{how[0]} says how a sweep runs its cells; give it with --sweep or "
                           f"the --sweep-* flags (a {'stack file' if args.stack_file else 'run'} "
                           f"does not read it)")
-    if args.cell and (how or args.wandb_sweep):
+    unread = [flag for flag in how if flag != "--yes"]
+    if args.cell and (unread or args.wandb_sweep):
         raise ConfigError(f"--cell runs one cell in this process; drop "
-                          f"{how[0] if how else '--wandb-sweep'}")
+                          f"{unread[0] if unread else '--wandb-sweep'}")
     if args.wandb_sweep and how:
         raise ConfigError(f"{how[0]} says how this process runs a sweep's cells; with "
                           f"--wandb-sweep W&B agents run them, one cell each (drop {how[0]})")

@@ -1419,11 +1419,13 @@ def wandb_table_rows(rows: list[dict]) -> list[dict]:
 CELLS_LISTED = 8
 
 
-def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
+def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str, go_on: bool = False) -> int:
     """Cell ``name`` of the sweep alone, in its cell directory (what a W&B agent runs; the
     sweep's lock held shared, :func:`outside_a_running_sweep`, so agents may run cells side
     by side). Stopped or out of memory, it says to run the same ``--cell`` command again
-    (:func:`continued_by_the_sweep`), which continues from the cell's checkpoint."""
+    (:func:`continued_by_the_sweep`), which continues from the cell's checkpoint. Finished
+    with another config, the cell is set aside and trained anew only with ``go_on``
+    (``--yes``), as the sweep's are (:func:`check_finished_kept`)."""
     cells = {cell_name(label, values): values for label, values in sweep.cells()}
     if name not in cells:
         if renamed := renamed_folders(sweep).get(f"cells/{name}"):  # (a W&B sweep's, before)
@@ -1437,8 +1439,9 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str) -> int:
         raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
                           f"({len(names)} cells; see --wandb-sweep's file)")
     with outside_a_running_sweep(sweep_dir, f"--cell {name!r}", is_a_sweep=True):
-        keep_wandb_group(sweep, sweep_dir)
         rename_old_folders(sweep, sweep_dir, name)
+        check_finished_kept(sweep, sweep_dir, go_on, name)
+        keep_wandb_group(sweep, sweep_dir)
         config = prepare_cell(cell_config(cells[name], sweep_dir / "cells" / name))
         if config is None:
             print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
@@ -1532,7 +1535,7 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
         sweep.base["wandb_group"] = wandb_group(sweep, sweep_dir, args.sweep,
                                                  bool(args.sweep_out))
     if args.cell:
-        return run_one_cell(sweep, sweep_dir, args.cell)
+        return run_one_cell(sweep, sweep_dir, args.cell, args.yes)
     planned = threading.Event()  # (run_cells sets it: a stop is then no longer the planning's)
     with stopped_sweep(sweep_dir, partial(planning_stopped, sweep_dir, planned)):
         if (sweep_dir / "cells").is_dir():  # (before the cells left are counted)
@@ -1778,11 +1781,13 @@ def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = Tru
 CHANGES_LISTED = 3
 
 
-def check_finished_kept(sweep: Sweep, sweep_dir: Path, go_on: bool) -> None:
+def check_finished_kept(sweep: Sweep, sweep_dir: Path, go_on: bool, cell: str | None = None
+                        ) -> None:
     """Refuse, unless ``go_on`` (``--yes``), a sweep that would set aside finished cells of its
     folder (results with a test accuracy) because they were run with another config than its
     own (:func:`plan_cell`), before it writes anything: a mistyped ``--sweep-out`` or flag set
-    aside hours of finished cells at once, before a Ctrl-C could stop it. Its line says how
+    aside hours of finished cells at once, before a Ctrl-C could stop it; ``cell``: of that
+    cell alone (a ``--cell`` run's, a W&B agent's, sets aside no other). Its line says how
     many and their first differences as the set-aside line says them. A cell without a test
     accuracy (stopped, diverged, out of memory, damaged) is set aside without asking, as a
     stack is:
@@ -1793,6 +1798,8 @@ def check_finished_kept(sweep: Sweep, sweep_dir: Path, go_on: bool) -> None:
     changed = {}
     for label, values in sweep.cells():
         name = cell_name(label, values)
+        if cell not in (None, name):
+            continue
         cell_dir = sweep_dir / "cells" / name
         results = read_results(cell_dir)  # (not relocated: nothing is written)
         if results is None:  # (a config made only then: a grid of thousands takes seconds)

@@ -746,6 +746,41 @@ def test_a_sweep_that_would_set_aside_finished_cells_asks_for_yes(tmp_path, data
     assert (out / "cells" / "dense-s0.5-e1-seed0.stale-1" / "results.json").is_file()
 
 
+def test_a_cell_run_that_would_set_aside_its_finished_cell_asks_for_yes(tmp_path, monkeypatch,
+                                                                        capsys):
+    """A ``--cell`` run (a W&B agent's) whose cell had finished with another config set it
+    aside and trained it anew without asking, where the whole sweep is refused (above). It is
+    refused by the same check, of its one cell, before it writes anything; with --yes it sets
+    the cell aside and trains it anew."""
+    def ran(config):
+        results = {"finished": True, "config": config.to_dict(), "test_acc": 0.5,
+                   "run_dir": config.out}
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        (Path(config.out) / "results.json").write_text(json.dumps(results))
+        return results
+
+    monkeypatch.setattr(sweep_module, "run", ran)
+    out = tmp_path / "sweep"
+    argv = [*TINY, "--sweep-out", str(out), "--cell", "trained-e1-seed0"]
+    assert main([*argv, "--lr", "0.5"]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(argv) == 2
+    said = capsys.readouterr()
+    assert said.err.strip() == (
+        f"train.py: error: sweep folder {str(out)!r} holds 1 finished cell run with another "
+        f"config than this sweep's (lr 0.5 -> 0.1); pass --yes to set them aside and train "
+        f"them anew, or give another --sweep-out") and said.out == ""
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert main([*argv, "--yes"]) == 0
+    cell = out / "cells" / "trained-e1-seed0"
+    assert json.loads((cell / "results.json").read_text())["config"]["lr"] is None  # (fc2's)
+    kept = cell.with_name(f"{cell.name}.stale-1") / "results.json"
+    assert json.loads(kept.read_text())["config"]["lr"] == 0.5
+    other = "subsetsum-identity-s0.5-e1-seed0"  # (its own cell alone counts)
+    assert main([*TINY, "--sweep-out", str(out), "--cell", other, "--lr", "0.5"]) == 0
+
+
 def test_the_refusal_to_set_aside_finished_cells_counts_them_and_names_what_changed(tmp_path):
     """The refusal counts the finished cells of another config alone (not a damaged one's,
     nor one of the sweep's config) and names their first differences, each once."""
@@ -1839,8 +1874,8 @@ def test_the_wandb_group_of_a_sweep_is_its_folders_name_however_it_is_spelled(
     monkeypatch.chdir(tmp_path / "mysweep")
     groups = []
     monkeypatch.setattr(sweep_module, "run_one_cell",
-                        lambda sweep, sweep_dir, name: groups.append(sweep.base["wandb_group"])
-                        or 0)
+                        lambda sweep, sweep_dir, name, go_on: groups.append(
+                            sweep.base["wandb_group"]) or 0)
     assert main([*TINY, "--wandb", "--sweep-out", out, "--cell", "trained-e1-seed0"]) == 0
     assert groups == [f"mysweep-{digest(str(tmp_path.resolve() / 'mysweep'))}"]
 
