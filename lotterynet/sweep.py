@@ -1931,11 +1931,19 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
             "no cell finished, so there is no table"
         # (a divergence is deterministic: a re-run diverges again)
         diverged = sum(failure.diverged for failure in failed)
-        lower = ("a lower lr: --lr runs every cell anew (another config), lr in a variant's "
-                 "mapping that variant's")
+        # another lr or batch size changes every cell's config: the sweep so changed sets its
+        # finished cells aside only with --yes (check_finished_kept)
+        finished = len(sweep.cells()) - len(missing)
+        aside = f": pass --yes to set aside the {plural(finished, 'finished cell')}" \
+            if finished else ""
+        lower = (f"a lower lr: --lr runs every cell anew (another config{aside}), lr in a "
+                 "variant's mapping that variant's"
+                 + " (with --yes too where it has finished ones)" * bool(finished))
         again = f"a cell that diverged diverges again when re-run: it needs {lower}" \
             if diverged == len(failed) else "re-run the same command to retry" + (
                 f" the others; a cell that diverged needs {lower}" if diverged else "")
+        if aside and any(failure.code == OutOfMemory.exit_code for failure in failed):
+            again += f"; a smaller --batch-size or a narrower model runs every cell anew{aside}"
         print(f"sweep incomplete: {len(missing)} of {len(sweep.cells())} cells without "
               f"results ({plural(len(failed), 'failure')}); {table} ({again})")
         return 1

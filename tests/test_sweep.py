@@ -1808,6 +1808,46 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         "needs less")
 
 
+@pytest.mark.parametrize("ended, advised", [
+    ("diverged", "a lower lr: --lr runs every cell anew (another config: pass --yes to set "
+                 "aside the 1 finished cell), lr in a variant's mapping that variant's (with "
+                 "--yes too where it has finished ones)"),
+    ("out of memory", "re-run the same command to retry; a smaller --batch-size or a narrower "
+                      "model runs every cell anew: pass --yes to set aside the 1 finished cell")],
+    ids=["diverged", "out of memory"])
+def test_the_sweeps_advice_after_a_failed_cell_says_that_finished_cells_need_yes(
+        tmp_path, data_dir, monkeypatch, capsys, ended, advised):
+    """A cell diverged (ran out of memory) beside a finished one: the sweep's line advised
+    another --lr (a smaller --batch-size), which runs every cell anew, and the sweep so changed
+    was refused (exit 2: it would set the finished cell aside) unless --yes, which the advice
+    did not say. It says so, with the finished cells' count; the command it advises then
+    runs (here its cell fails again)."""
+    from lotterynet.errors import OutOfMemory, TrainingDiverged
+
+    def ran(config):
+        if config.sparsity == 0.9:
+            raise TrainingDiverged("diverged in epoch 1") if ended == "diverged" else \
+                OutOfMemory("memory ran out in training epoch 1", "less", None, "nothing")
+        results = {"finished": True, "config": config.to_dict(), "test_acc": 0.5,
+                   "params": {"kept": 1, "maskable": 2, "trainable": 2}, "run_dir": config.out}
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        (Path(config.out) / "results.json").write_text(json.dumps(results))
+
+    monkeypatch.setattr(sweep_module, "run", ran)
+    monkeypatch.setattr(sweep_module, "plot", lambda *args, **kwargs: None)  # (no figure)
+    argv = ["--arch", "fc2", "--structure", "dense", "--sweep-variants", "dense",
+            "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1", "--no-baseline",
+            "--no-stack", "--data-dir", str(data_dir), "--sweep-out", str(tmp_path / "sweep")]
+    assert main(argv) == 1
+    said = capsys.readouterr().out.strip().splitlines()[-1]
+    assert said.startswith("sweep incomplete: 1 of 2 cells without results (1 failure); ")
+    assert said.endswith(f"({advised})" if ended == "out of memory" else
+                         f"(a cell that diverged diverges again when re-run: it needs {advised})")
+    flag = ["--lr", "0.01"] if ended == "diverged" else ["--batch-size", "32"]
+    assert main([*argv, *flag]) == 2 and "pass --yes" in capsys.readouterr().err
+    assert main([*argv, *flag, "--yes"]) == 1
+
+
 def test_a_stopped_stack_too_big_for_the_memory_now_fails_alone_and_says_how_to_go_on(
         tmp_path, data_dir, capsys, monkeypatch):
     """A stack stopped in its second epoch resumes only with the members its checkpoint
