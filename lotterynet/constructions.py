@@ -141,6 +141,15 @@ def _put_coefficients(subnet: nn.Module, coeffs: torch.Tensor, shape: tuple[int,
         subnet.structure.u.weight.fill_(1.0)
 
 
+def _put_bias(subnet: nn.Module, bias: torch.Tensor) -> None:
+    """Make ``subnet``'s frozen bias ``bias``, what a construction found for it: no seed draws
+    it, so it is no longer frozen as built (``frozen_as_built``), and a ticket stores it
+    instead of regenerating it."""
+    with torch.no_grad():
+        subnet.bias.copy_(bias)
+    subnet.frozen_as_built -= {"bias"}
+
+
 def _redraw_coefficients(subnet: nn.Module, *, state: torch.Tensor, shape: tuple[int, ...],
                          **draw) -> None:
     """The ``drawn_over`` of a :func:`subset_sum` layer: a redraw of it (``subnet``, made
@@ -201,10 +210,8 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     # what the ticket's redraw draws: these coefficients again, from the generator's state
     subnet.drawn_over = partial(_redraw_coefficients, state=state, shape=shape, **draw)
     subnet.solved_by = "subset_sum"  # (its masks and bias: reset_parameters refuses)
-    if layer.bias is not None:  # the sums found (no draw: the ticket stores it)
-        with torch.no_grad():
-            subnet.bias.copy_(approx[weights:])
-        subnet.frozen_as_built -= {"bias"}
+    if layer.bias is not None:  # the sums found
+        _put_bias(subnet, approx[weights:])
     structure.v.set_mask(_as_v(selection, shape))
     if k is None:  # the fixedsize first layer is frozen, unmasked (implied by v's mask)
         structure.u.set_mask(_as_v(selection, shape))
@@ -290,9 +297,9 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     :func:`golden_ratio_cap` products (a layer with ``3 max |w| ≤ epsilon``, all-zero too,
     keeps none: every weight is within ε/3 of 0); Malach's reads no ``epsilon`` (its nearest
     product has no accuracy to meet), which is checked all the same. A bias, if any,
-    is kept as the frozen output bias. The random layer is drawn on the CPU and moved to
-    ``layer``'s device, where its products are chosen (the same seed gives the same network on
-    any device). Returns ``(subnet_layer, stats)``."""
+    is kept as the frozen output bias (no seed draws it: its ticket stores it). The random
+    layer is drawn on the CPU and moved to ``layer``'s device, where its products are chosen
+    (the same seed gives the same network on any device). Returns ``(subnet_layer, stats)``."""
     _check_target(layer, (nn.Linear,), f"the {rule} construction")
     _check_generator(generator)
     select = PRODUCT_RULES[check_choice("rule", rule, PRODUCT_RULES)]
@@ -333,9 +340,8 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     u_mask = torch.zeros(m * d_in, d_in, dtype=torch.bool, device=w.device)
     u_mask[neurons, inputs] = chosen.any(0).view(-1)
     u.set_mask(u_mask)
-    if layer.bias is not None:
-        with torch.no_grad():
-            subnet.bias.copy_(layer.bias.detach().double())
+    if layer.bias is not None:  # the target's own
+        _put_bias(subnet, layer.bias.detach().double())
     kept = torch.where(chosen, products, 0.0)
     positive, negative = (kept * (u_own > 0)).sum(-1), (kept * (u_own < 0)).sum(-1)
     error = torch.maximum((positive - w).abs(), (negative - w).abs())

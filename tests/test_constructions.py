@@ -550,6 +550,28 @@ def test_a_subset_sum_construction_saves_as_a_ticket_and_loads_bit_exactly(targe
         ln.save_ticket(model, tmp_path / "y.ticket")
 
 
+@pytest.mark.parametrize("rule", ["malach", "orseau"])
+def test_a_biased_product_network_saves_as_a_ticket_and_loads_bit_exactly(rule, tmp_path):
+    """save_ticket refused a product network of a biased layer: "frozen parameter '0.bias' is
+    no longer what its seed draws (trained, or changed in place ...)", since the construction
+    copies the target's bias over the one the seed drew, still recorded as frozen as built.
+    The bias is the construction's, so the ticket stores it (as a subset sum's): a ticket
+    loads into the same construction, equal bit for bit, and gives the same outputs."""
+    target = nn.Sequential(small_linear(6, 5, bias=True), nn.ReLU(),
+                           small_linear(5, 3, seed=1, bias=True))
+
+    def build(layer, generator):
+        return product_network(layer, 3, generator, rule=rule)
+
+    model = construct_model(target, build)[0].eval()
+    ln.save_ticket(model, tmp_path / "x.ticket")
+    loaded = ln.load_ticket(tmp_path / "x.ticket", model=construct_model(target, build)[0])
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    x = torch.randn(4, 6, dtype=torch.float64)  # (a construction is float64)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), model(x))
+
 
 @pytest.mark.parametrize("build", [
     lambda layer, generator: subset_sum(layer, 5, generator),
