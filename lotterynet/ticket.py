@@ -19,7 +19,8 @@ random weights:
   layer (:func:`~lotterynet.constructions.subset_sum`) draws its coefficients over its seed's
   weights from another generator, whose CPU state it records with their range, count and
   layout (``drawn_over``, which its redraw, ``save_ticket``'s check, draws again); its bias,
-  the sums found, is stored: its ticket loads into the model the same construction builds
+  the sums found, is stored (a product network's, Malach's or Orseau's, the target's bias,
+  too): its ticket loads into the model the same construction builds
   (``load_ticket(path, model=construct_model(...)[0])``). A convertible layer added or
   replaced after ``convert`` (timm's ``reset_classifier``) where the recorded calls reach, which
   a load would convert too, is refused by ``save_ticket``, naming it: no model would load it;
