@@ -366,8 +366,8 @@ def check_flag_combinations(args: argparse.Namespace) -> None:
 def check_sweep_run_flags(args: argparse.Namespace) -> None:
     """:data:`SWEEP_RUN_FLAGS` say how this process runs a sweep's cells: a stack file and a
     run do not read them, --cell runs one cell (it reads --yes alone: it sets aside its cell
-    finished with another config), and with --wandb-sweep W&B agents run them (--cell, one
-    agent's, refuses --wandb-sweep too)."""
+    finished with another config), and with --wandb-sweep W&B agents run them (--yes goes into
+    their --cell command; --cell, one agent's, refuses --wandb-sweep too)."""
     how = [flag_name(k) for k in SWEEP_RUN_FLAGS if getattr(args, k) is not None]
     if how and (args.stack_file or not is_sweep(args)):
         raise ConfigError(f"{how[0]} says how a sweep runs its cells; give it with --sweep or "
@@ -377,9 +377,9 @@ def check_sweep_run_flags(args: argparse.Namespace) -> None:
     if args.cell and (unread or args.wandb_sweep):
         raise ConfigError(f"--cell runs one cell in this process; drop "
                           f"{unread[0] if unread else '--wandb-sweep'}")
-    if args.wandb_sweep and how:
-        raise ConfigError(f"{how[0]} says how this process runs a sweep's cells; with "
-                          f"--wandb-sweep W&B agents run them, one cell each (drop {how[0]})")
+    if args.wandb_sweep and unread:
+        raise ConfigError(f"{unread[0]} says how this process runs a sweep's cells; with "
+                          f"--wandb-sweep W&B agents run them, one cell each (drop {unread[0]})")
 
 
 def check_a_sweep_has_its_grid(args: argparse.Namespace) -> None:
@@ -427,7 +427,8 @@ def write_wandb_sweep_file(args: argparse.Namespace, sweep: Sweep) -> int:
     sweep.base["wandb_group"] = wandb_group(sweep, sweep_dir, args.sweep, bool(args.sweep_out))
     check_buildable(sweep)
     with stopped(BEGUN):
-        cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), sweep_dir)
+        cells_file = write_wandb_sweep(sweep, Path(args.wandb_sweep), sweep_dir,
+                                       bool(args.yes))
         print(f"wrote {args.wandb_sweep} ({len(sweep.cells())} cells, listed in "
               f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
               f"<sweep id>`")

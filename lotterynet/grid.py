@@ -421,15 +421,16 @@ def sweep_dir_of(sweep: Sweep, sweep_file: str | None, sweep_out: str | None) ->
     return Path(sweep_out or f"runs/sweep-{config_value(sweep.base, 'arch')}-{name}")
 
 
-def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path) -> Path:
+def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path, yes: bool = False) -> Path:
     """A W&B grid sweep over exactly the cells of ``sweep`` (the trained baseline included):
     the sweep, resolved, goes beside it as ``<name>.cells.yaml``; the grid is one parameter,
     ``cell``, naming every cell, and each agent run is ``train.py --sweep <that file> --wandb
     --cell=NAME --sweep-out SWEEP_DIR``: the cell as the sweep itself runs it, in the folder
     where the sweep run here would write it (``sweep_dir``, :func:`sweep_dir_of`; so that
-    running the sweep here afterwards finds the agents' cells and only draws the table).
-    Returns the cells file. Refused (:class:`ConfigError`) where the file cannot go or would
-    replace one this did not write."""
+    running the sweep here afterwards finds the agents' cells and only draws the table);
+    ``yes``: with ``--yes``, so that an agent sets aside its cell finished with another
+    config (without, it is refused: an agent cannot answer). Returns the cells file. Refused
+    (:class:`ConfigError`) where the file cannot go or would replace one this did not write."""
     cells_file = path.with_name(f"{path.stem}.cells.yaml")
     if not path.parent.exists():
         raise ConfigError(f"--wandb-sweep {str(path)!r}: the folder {str(path.parent)!r} does "
@@ -459,7 +460,8 @@ def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path) -> Path:
                                                for label, values in sweep.cells()]}},
             "command": ["${env}", "${interpreter}", "${program}", "--sweep",
                         str(cells_file.resolve()), "--wandb", "--no-progress-bar",
-                        "--sweep-out", str(sweep_dir.resolve()), "${args}"]}
+                        "--sweep-out", str(sweep_dir.resolve()), *["--yes"] * yes,
+                        "${args}"]}
     write(path, spec)
     return cells_file
 

@@ -444,6 +444,17 @@ def test_wandb_sweep_file_grid_is_the_sweeps_cells(tmp_path):
     assert "--wandb" in spec["command"] and spec["command"][-1] == "${args}"
 
 
+def test_wandb_sweep_yes_goes_into_its_agents_command(tmp_path):
+    """An agent cannot answer: where the user gives ``--yes`` beside ``--wandb-sweep``, each
+    agent's ``--cell`` run gets it (and sets aside its cell finished with another config);
+    without it, agents are refused there."""
+    source = ["--sweep", str(REPO / "configs" / "sweeps" / "cpu_fc2.yaml")]
+    for yes in ([], ["--yes"]):
+        spec, _ = wandb_sweep_cells([*source, *yes], tmp_path / f"w{len(yes)}.yaml")
+        assert spec["command"].count("--yes") == len(yes)
+        assert spec["command"][-1] == "${args}"
+
+
 def test_wandb_sweep_never_replaces_a_users_sweep_file(tmp_path, capsys):
     """A file is replaced only if an earlier ``--wandb-sweep`` wrote it (its first line), not
     because it holds the keys of a sweep: the user's own sweep file, given as the target or
