@@ -918,9 +918,11 @@ def run(config: RunConfig) -> dict:
     SigtermStop`), also outside Lightning's fit and test."""
     with tying_launched_ranks(), stopping_on_sigterm() as sigterm:  # (its DDP ranks die with it)
         # (in its fit: reporting_interrupts; a fresh run's folder holds no checkpoint of its
-        # own yet, only, with --overwrite, the old run's until it is cleared)
+        # own yet, only, with --overwrite, the old run's until it is cleared: the same command
+        # starts it over there, as after a stop in its fit before its first checkpoint)
         own = run_dir_of(config) / CHECKPOINTS / LAST if config.resume else None
-        with reporting_interrupts_before_fit(own, resumed=config.resume):
+        with reporting_interrupts_before_fit(own, resumed=config.resume,
+                                             nothing=None if config.resume else START_OVER):
             return set_up_and_run(config, sigterm)
 
 

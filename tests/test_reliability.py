@@ -1239,9 +1239,9 @@ def test_a_signal_outside_the_trainer_is_one_line_too(whole_and_stopped, started
     assert stopped.returncode == code and "Traceback" not in stopped.stderr, \
         stopped.stderr[-2000:]
     then = f"; resume with --resume {checkpoint} to test (written at the end of epoch 3)" \
-        if where.startswith("write") else ""
+        if where.startswith("write") else f"; {START_OVER}"
     assert stopped.stderr.strip().splitlines()[-1] == f"train.py: error: stopped by {said}{then}"
-    if then:
+    if where.startswith("write"):
         assert not (run / "results.json").exists()
         assert not list(run.rglob(".*.tmp*"))  # (no part of a ticket or results file)
         assert main(["--resume", str(checkpoint)]) == 0
@@ -1256,10 +1256,10 @@ def test_a_resumed_run_stopped_by_sigterm_before_its_own_checkpoint_names_the_on
     by SIGTERM", and one resumed into a new --out stopped in its fit before its first epoch
     there ended said there was no checkpoint to resume from; the checkpoint it resumed is
     there to resume again, and the line says so as a stop after a checkpoint does (a new run
-    stopped before its first has none: its line says no more, as above): with the --out while
-    that holds nothing (the hint followed resumes there), else into an empty one (without
-    --out the hint would continue the checkpoint's own run, and into one that holds files a
-    resume is refused)."""
+    stopped before its first has none: its line says to start it over, as above): with the
+    --out while that holds nothing (the hint followed resumes there), else into an empty one
+    (without --out the hint would continue the checkpoint's own run, and into one that holds
+    files a resume is refused)."""
     import lotterynet.run as run_module
     from lotterynet.module import EdgePopupModule
 
@@ -1299,7 +1299,8 @@ def test_an_overwrite_stopped_before_its_fit_does_not_name_the_old_runs_checkpoi
         whole_and_stopped, tmp_path, data_dir, monkeypatch, capsys):
     """``--out R --overwrite`` stopped while its data is read (R's old run not yet cleared)
     said "resume with --resume R/checkpoints/last.ckpt": the old run's checkpoint, of another
-    config. A fresh run has no checkpoint to resume before its fit: its line says no more."""
+    config. A fresh run has no checkpoint to resume before its fit: its line says that the same
+    command (--overwrite and all) starts it over."""
     import lotterynet.run as run_module
 
     _, stopped = whole_and_stopped
@@ -1319,7 +1320,32 @@ def test_an_overwrite_stopped_before_its_fit_does_not_name_the_old_runs_checkpoi
     finally:  # (train.py's handler stays on its way out)
         signal.signal(signal.SIGTERM, previous)
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        "train.py: error: stopped by SIGTERM"
+        f"train.py: error: stopped by SIGTERM; {START_OVER}"
+
+
+def test_a_fresh_run_stopped_before_its_fit_starts_over_with_the_same_command(
+        tmp_path, data_dir, monkeypatch, capsys):
+    """A new run stopped by Ctrl-C once its folder was held and its loggers made, before its
+    fit, said a bare "stopped by Ctrl-C (SIGINT)": it says there is no checkpoint and that the
+    same command starts it over in its folder, which it does (no --overwrite needed)."""
+    import lotterynet.run as run_module
+
+    make_trainer = run_module.make_trainer
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return make_trainer(*args, **kwargs)
+
+    out = tmp_path / "run"
+    argv = [*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out)]
+    with monkeypatch.context() as patched:
+        patched.setattr(run_module, "make_trainer", interrupted)
+        assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"train.py: error: stopped by Ctrl-C (SIGINT); {START_OVER}"
+    assert out.is_dir()
+    assert main(argv) == 0
+    assert json.loads((out / "results.json").read_text())["epochs_done"] == 1
 
 
 def test_a_finished_run_resumed_into_a_new_out_stopped_testing_names_the_checkpoint(
