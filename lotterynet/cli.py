@@ -443,7 +443,9 @@ def run_sweep_cells(args: argparse.Namespace, sweep: Sweep) -> int:
     if sweep.base.get("wandb"):
         check_wandb_environment(runs=None if args.cell else "every cell of this sweep")
     keep_freed_memory()
-    with stopped(BEGUN):
+    # a sweep says how it goes on wherever it stops once its first checks (nothing written)
+    # have passed (sweep.stopped_sweep); a --cell run, outside the cell's run, as begun
+    with stopped(BEGUN) if args.cell else contextlib.nullcontext():
         return run_sweep(args, sweep)
 
 
