@@ -219,8 +219,12 @@ PROG = "train.py"
 ERROR = f"{PROG}: error: "
 
 
-def exit_code(err: Exception) -> int:
-    """What a command that stopped on ``err`` (one of :data:`REPORTED`) exits with."""
+def exit_code(err: BaseException) -> int:
+    """What a command that stopped on ``err`` (one of :data:`REPORTED`) exits with; a Ctrl-C
+    or SIGTERM (``KeyboardInterrupt``, :class:`Terminated`) as its :class:`Interrupted`, any
+    other error 1 (a traceback's)."""
+    if isinstance(err, (KeyboardInterrupt, Terminated)):
+        return interrupted(isinstance(err, Terminated)).exit_code
     if isinstance(err, (ConfigError, CheckpointError, DatasetNotFound, *IN_THE_WAY)):
         return 2
     return getattr(err, "exit_code", 1)

@@ -8,6 +8,7 @@ and upload later with ``wandb sync``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -15,6 +16,7 @@ import os
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from .checkpointing import (
     write_csv_atomic,
 )
 from .config import WANDB_SERVER_MODES, wandb_mode
-from .errors import ConfigError
+from .errors import ConfigError, exit_code
 from .grid import config_value
 
 METRICS_FILE = "metrics.csv"
@@ -337,23 +339,24 @@ def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] 
             import wandb
 
             run = logger.experiment
-            run.summary.update(summary)
-            for member, ticket in (tickets or {}).items():
-                prefix = f"{member}/" if member else ""
-                metadata = {k.removeprefix(prefix): v for k, v in summary.items()
-                            if k.startswith(prefix)}
-                artifact = wandb.Artifact(f"ticket-{run.id}" + f"-{member}" * bool(member),
-                                          type="model", metadata=metadata)
-                artifact.add_file(str(ticket))
-                run.log_artifact(artifact, aliases=["latest", "final"])
+            with ending_wandb_on_failure(partial(end_stopped_wandb, [logger])):
+                run.summary.update(summary)
+                for member, ticket in (tickets or {}).items():
+                    prefix = f"{member}/" if member else ""
+                    metadata = {k.removeprefix(prefix): v for k, v in summary.items()
+                                if k.startswith(prefix)}
+                    artifact = wandb.Artifact(f"ticket-{run.id}" + f"-{member}" * bool(member),
+                                              type="model", metadata=metadata)
+                    artifact.add_file(str(ticket))
+                    run.log_artifact(artifact, aliases=["latest", "final"])
             logger.closed = True
             return close_wandb_run(run, exit_code)
     return None
 
 
 def end_stopped_wandb(loggers: list[Logger], exit_code: int) -> None:
-    """Close with ``exit_code`` (a stop's 130 or 143, a divergence's 3 or memory's 4: W&B
-    marks those failed)
+    """Close with ``exit_code`` (a stop's 130 or 143, a divergence's 3, memory's 4 or another
+    failure's 1: W&B marks those failed)
     the W&B run of ``loggers`` that started and is still open. One not started yet (a stop
     while the data is read) is left unstarted: starting it only to close it called
     ``wandb.init`` inside the stop; one that
@@ -362,7 +365,23 @@ def end_stopped_wandb(loggers: list[Logger], exit_code: int) -> None:
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None and not getattr(
                 logger, "closed", False):
-            finish_wandb([logger], {}, exit_code=exit_code)
+            logger.closed = True
+            close_wandb_run(logger.experiment, exit_code)
+
+
+@contextlib.contextmanager
+def ending_wandb_on_failure(end: Callable[[int], object]):
+    """Whatever fails or stops inside the block, once a W&B run has started, ends that run
+    before it is raised, as it was: ``end`` (:func:`end_stopped_wandb` of the run's loggers,
+    or :func:`close_wandb_run` of the run) is given the exit code the command exits with for
+    it (:func:`~lotterynet.errors.exit_code`: a stop's 130 or 143, an error's 1; W&B marks
+    the run failed). Left open, the run ended only with the process (in a sweep's, the next
+    cell's ``wandb.init`` took it over), and its offline folder had no exit record."""
+    try:
+        yield
+    except BaseException as err:
+        end(exit_code(err))
+        raise
 
 
 def close_wandb_run(run, exit_code: int = 0) -> str | None:

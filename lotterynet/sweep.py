@@ -1375,6 +1375,7 @@ def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
 
     from .loggers import (
         close_wandb_run,
+        ending_wandb_on_failure,
         summary_wandb_id,
         wandb_config,
         wandb_dir,
@@ -1387,9 +1388,10 @@ def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
                          dir=wandb_dir(figure.parent), id=summary_wandb_id(figure.parent),
                          config={**grid, "base": wandb_config(grid["base"])},
                          resume="allow", **options)
-    rows = wandb_table_rows(rows)
-    table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
-    summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})
+    with ending_wandb_on_failure(partial(close_wandb_run, summary)):
+        rows = wandb_table_rows(rows)
+        table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
+        summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})
     close_wandb_run(summary)
 
 

@@ -203,6 +203,48 @@ def test_a_stop_ends_only_a_wandb_run_that_started_and_is_open(tmp_path, monkeyp
     assert unstarted._experiment is None
 
 
+@pytest.mark.parametrize("fails", ["summary", "ticket", "table"])
+def test_a_wandb_run_whose_logging_fails_after_it_started_ends_failed_and_the_error_is_raised(
+        tmp_path, monkeypatch, fails):
+    """What failed after ``wandb.init`` (writing a run's summary, logging its ticket, a
+    sweep's table into its summary run: here the disk full) left the W&B run open until the
+    process ended: running on the dashboard, its offline folder without an exit record (in a
+    sweep's process the next cell's run took it over). It ends with exit code 1 (W&B marks it
+    failed), and the error is raised as it was (a full disk: train.py's one line)."""
+    import wandb
+    from wandb.sdk.wandb_summary import SummaryDict
+
+    from lotterynet import sweep as sweep_module
+    from lotterynet.errors import DiskFullError
+    from lotterynet.grid import Sweep
+    from lotterynet.loggers import finish_wandb
+
+    full = DiskFullError(28, "disk full while writing 'x'")
+
+    def failing(*args, **kwargs):
+        raise full
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setattr(*{"summary": (SummaryDict, "update"), "ticket": (wandb.Artifact,
+                                                                          "add_file"),
+                          "table": (wandb, "Image")}[fails], failing)
+    ticket = tmp_path / "model.ticket"
+    ticket.write_bytes(b"masks")
+    with pytest.raises(DiskFullError) as raised:
+        if fails == "table":
+            sweep_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}],
+                                      tmp_path / "figure.png", Sweep({"wandb": True},
+                                                                     ["dense"], [0.5], [1]))
+        else:
+            logger = wandb_logger(tmp_path / "run")
+            logger.log_metrics({"train/loss": 1.0})
+            finish_wandb([logger], {"test/acc": 0.5}, {"": ticket})
+    assert raised.value is full
+    (written,) = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*")
+    assert wandb.run is None and wandb_exit_code(written) == 1
+
+
 def test_a_wandb_run_id_is_refused_for_a_sweep_of_several_runs(tmp_path, data_dir, monkeypatch,
                                                                 capsys):
     """``$WANDB_RUN_ID`` (what a W&B agent sets for the one cell it runs) made every cell of a
