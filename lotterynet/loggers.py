@@ -320,7 +320,8 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None,
             log_model=bool(config.get("log_model")), **options)
         if replay or not (continued and options["mode"] in WANDB_SERVER_MODES):  # (else the
             # server has it)
-            replay_history(wandb_logger, history)
+            with ending_wandb_on_failure(partial(end_stopped_wandb, [wandb_logger])):
+                replay_history(wandb_logger, history)
         loggers.append(wandb_logger)
     return loggers
 

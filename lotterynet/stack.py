@@ -81,6 +81,8 @@ from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import (
     METRICS_FILE,
     WANDB_ID_FILE,
+    end_stopped_wandb,
+    ending_wandb_on_failure,
     finish_wandb,
     logged_number,
     make_loggers,
@@ -912,13 +914,15 @@ def log_member_run(config: RunConfig, cell: Path, results: dict) -> None:
     # every step that logs no epoch)
     resumed = (cell / CHECKPOINTS / LAST,
                {"epoch": results["epochs_done"], "global_step": math.inf})
-    loggers = make_loggers(cell, wandb_config(config, results["spec"], results["lr"]),
-                           resumed, replay=True)
     history = [{k: logged_number(v) for k, v in row.items() if v not in ("", None)}
                for row in resumed_history(resumed)]
     summary = {k: v for k, v in member_summary(results, history).items()  # (a single run's
                if k in ("test/acc", "val/acc_best", "params/kept")}  # other keys: its history)
     ticket = cell / TICKET
+    # (its W&B run last: from its start to its end only make_loggers' replay and
+    # finish_wandb, which end it where they fail or are stopped)
+    loggers = make_loggers(cell, wandb_config(config, results["spec"], results["lr"]),
+                           resumed, replay=True)
     results["wandb_dir"] = finish_wandb(loggers, summary,
                                         {"": ticket} if ticket.is_file() else None)
     write_json_atomic(results, cell / RESULTS)
@@ -936,8 +940,9 @@ def log_diverged_member(config: RunConfig, cell: Path, settings: dict, rows: lis
     try:
         loggers = make_loggers(cell, wandb_config(config, settings["spec"],
                                                          settings["optim"]["lr"]))
-        replay_history(loggers[-1], rows)
-        finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)
+        with ending_wandb_on_failure(partial(end_stopped_wandb, loggers)):
+            replay_history(loggers[-1], rows)
+            finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)
     except BaseException:
         (cell / WANDB_ID_FILE).unlink(missing_ok=True)
         raise

@@ -32,7 +32,7 @@ from lotterynet.config import ConfigError, make_config
 from lotterynet.convert import convert
 from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH, TensorDataModule
-from lotterynet.errors import Interrupted, TrainingDiverged
+from lotterynet.errors import Interrupted, Terminated, TrainingDiverged
 from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetConv2d, SubnetLinear
 from lotterynet.loggers import (
@@ -1424,6 +1424,50 @@ def test_a_diverged_member_whose_logging_was_stopped_is_logged_when_the_stack_ru
     assert logged_run(folder)["id"] == own_wandb_id(cells[1]) and next(
         r.exit.exit_code for r in read_wandb_records(next(folder.glob("run-*.wandb")))
         if r.WhichOneof("record_type") == "exit") == 3
+
+
+@pytest.mark.parametrize("stop,code", [(KeyboardInterrupt, 130), (Terminated, 143)])
+@pytest.mark.parametrize("member", ["finished", "diverged"])
+def test_a_stop_while_a_member_is_logged_to_wandb_ends_its_run_as_stopped(tmp_path, data_dir,
+                                                                          monkeypatch, member,
+                                                                          stop, code):
+    """A Ctrl-C or SIGTERM while a stack (or a sweep, for the members its stack did not log)
+    logged a member as a W&B run of its own, its history being replayed, left that run open
+    until the process ended (its offline folder without an exit record, marked neither
+    stopped nor failed). It ends with the stop's exit code, 130 or 143, as a stopped single
+    run's, and the stop goes on."""
+    import wandb
+
+    from lotterynet.loggers import RunWandbLogger, WandbLogger
+    from lotterynet.stack import log_diverged_member, log_member_run
+
+    def stopped_in_the_replay(self, metrics, step=None):
+        if step:  # (after its first row, which started the run)
+            raise stop
+        WandbLogger.log_metrics(self, metrics, step)
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(RunWandbLogger, "log_metrics", stopped_in_the_replay, raising=False)
+    config = make_config({"arch": "fc2", "structure": "dense", "sparsity": 0.5,
+                          "data_dir": str(data_dir), "wandb": True})
+    cell = tmp_path / "cells" / "a"
+    cell.mkdir(parents=True)
+    rows = [{"step": 0, "train/loss": 2.0}, {"epoch": 0, "step": 4, "train/acc": 0.5},
+            {"epoch": 1, "step": 4, "test/acc": 0.5}]
+    with open(cell / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["epoch", "step", "train/loss", "train/acc", "test/acc"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(stop):
+        if member == "finished":
+            log_member_run(config, cell, {
+                "finished": True, "spec": {"structure": "dense"}, "lr": 0.1, "epochs_done": 1,
+                "test_acc": 0.5, "params": {"kept": 10}, "layer_density": {"fc1": 0.5}})
+        else:
+            log_diverged_member(config, cell, {"spec": {"structure": "dense"},
+                                               "optim": {"lr": 0.1}}, rows)
+    (folder,) = (cell / "wandb").glob("offline-run-*")
+    assert wandb.run is None and wandb_exit_code(folder) == code
 
 
 def test_a_sweep_names_what_diverged_and_exits_1(tmp_path, data_dir, capsys):
