@@ -829,7 +829,11 @@ def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | Non
     ``--resume``), with the epoch it ends at where its ``trainer`` saved or loaded it (the last
     epoch whose line was printed, :class:`EpochLines`), else from the checkpoint the run
     ``resumed`` (:func:`resume_hint`: a run resumed into a new ``--out`` before its first
-    epoch there ended); None with neither."""
+    epoch there ended); None with neither. A run whose results are written (stopped while its
+    W&B run ends, after them) is finished: it names them."""
+    results = checkpoint.parent.parent / RESULTS
+    if results.is_file():
+        return f"the run is finished: its results are in {str(results)!r}"
     if checkpoint.is_file():
         then = resume or resume_hint(checkpoint)
         return with_its_epoch(then, epochs_written(checkpoint, trainer))
@@ -1050,13 +1054,16 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
             "devices": trainer.world_size,
             "mask_digests": [float(d) for d in digests.reshape(-1)],
             "run_dir": str(run_dir),
+            "wandb_dir": None,  # (its W&B run's folder, once that has ended)
         }
         ticket = write_ticket(module.model, run_dir) if trainer.is_global_zero else None
         summary = {"test/acc": results["test_acc"], "params/kept": kept_params(counts),
                    "val/acc_best": timer.best_val_acc}
-        wandb_dir = finish_wandb(loggers, {k: v for k, v in summary.items() if v is not None},
-                                 None if ticket is None else {"": ticket})
-        results["wandb_dir"] = wandb_dir
-        if trainer.is_global_zero:
+        if trainer.is_global_zero:  # (first: a run whose W&B logging fails at its end is
+            write_json_atomic(results, run_dir / RESULTS)  # finished all the same)
+        results["wandb_dir"] = finish_wandb(
+            loggers, {k: v for k, v in summary.items() if v is not None},
+            None if ticket is None else {"": ticket})
+        if results["wandb_dir"] is not None and trainer.is_global_zero:  # (where its run is)
             write_json_atomic(results, run_dir / RESULTS)
         return results

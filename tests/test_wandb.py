@@ -245,6 +245,37 @@ def test_a_wandb_run_whose_logging_fails_after_it_started_ends_failed_and_the_er
     assert wandb.run is None and wandb_exit_code(written) == 1
 
 
+@pytest.mark.parametrize("fails, code, line", [
+    ("disk full", 1, "disk full while writing 'x'"),
+    ("Ctrl-C", 130, "stopped by Ctrl-C (SIGINT); the run is finished: its results are in {}")])
+def test_a_run_whose_wandb_logging_fails_at_its_end_keeps_its_results(
+        tmp_path, data_dir, monkeypatch, capsys, fails, code, line):
+    """A run trained and tested whose W&B end failed or was stopped (its ticket being logged)
+    wrote no ``results.json``: it looked unfinished, and the stop's line said to resume it to
+    test it again. Its results are written before its W&B run ends: the error is said as it
+    was, the stop names them (a resume of a finished run is refused)."""
+    import wandb
+
+    from lotterynet.errors import DiskFullError
+
+    def failing(*args, **kwargs):
+        raise DiskFullError(28, "disk full while writing 'x'") if fails == "disk full" \
+            else KeyboardInterrupt
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(wandb.Artifact, "add_file", failing)
+    out = tmp_path / "run"
+    assert main(["--arch", "fc2", "--epochs", "1", "--limit-train", "100", "--val-size", "100",
+                 "--no-progress-bar", "--wandb", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == code
+    results = out / "results.json"
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        f"train.py: error: {line.format(repr(str(results)))}"
+    assert json.loads(results.read_text())["finished"] is True
+    (written,) = (out / "wandb").glob("offline-run-*")
+    assert wandb.run is None and wandb_exit_code(written) == code
+
+
 def test_a_wandb_run_id_is_refused_for_a_sweep_of_several_runs(tmp_path, data_dir, monkeypatch,
                                                                 capsys):
     """``$WANDB_RUN_ID`` (what a W&B agent sets for the one cell it runs) made every cell of a
