@@ -204,12 +204,19 @@ class Terminated(BaseException):
     Exception`` on the way turns it into another error. Reported as :class:`Interrupted`."""
 
 
+class WandbFailed(RuntimeError):
+    """W&B failed where a run, a stack or a sweep logs to it (its own error, which was a
+    traceback: its server refusing or out of reach, an upload failing, a setting it refuses
+    at its start): one line naming what it failed to log, what is kept and how to go on
+    (:func:`~lotterynet.loggers.reporting_wandb_failure`). Exit code 1, as before."""
+
+
 #: A path that holds the wrong kind of thing: a folder where a file belongs (a damaged run or
 #: sweep folder), a file where a folder does. Bad input, named by its path.
 IN_THE_WAY = (IsADirectoryError, NotADirectoryError, FileExistsError)
 
 REPORTED = (ConfigError, CheckpointError, DatasetNotFound, DiskFullError, TrainingDiverged,
-            OutOfMemory, Interrupted, *IN_THE_WAY)
+            OutOfMemory, Interrupted, WandbFailed, *IN_THE_WAY)
 """The errors a command reports as one line (``prog: error: MESSAGE``), not a traceback."""
 
 #: The command's name, and how it begins the one line it reports an error in (its parser's

@@ -14,7 +14,9 @@ import io
 import json
 import os
 import secrets
+import shlex
 import struct
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -32,7 +34,7 @@ from .checkpointing import (
     write_csv_atomic,
 )
 from .config import WANDB_SERVER_MODES, wandb_mode
-from .errors import ConfigError, exit_code
+from .errors import ConfigError, WandbFailed, exit_code, first_line
 from .grid import config_value
 
 METRICS_FILE = "metrics.csv"
@@ -383,6 +385,31 @@ def ending_wandb_on_failure(end: Callable[[int], object]):
     except BaseException as err:
         end(exit_code(err))
         raise
+
+
+@contextlib.contextmanager
+def reporting_wandb_failure(failed: str, then: Callable[[], str]):
+    """W&B's own errors inside the block (``wandb.errors.Error``: its server refusing or out
+    of reach, an upload failing, a setting it refuses at ``wandb.init``) as one line,
+    :class:`~lotterynet.errors.WandbFailed`: ``failed`` (what W&B failed to log), W&B's
+    reason, then ``then()`` (what is kept and how to go on, as it is when W&B failed). A full
+    disk is an OSError, reported as such. Without wandb loaded (nor installed: W&B not
+    asked for), nothing raised is W&B's."""
+    try:
+        yield
+    except Exception as err:
+        errors = sys.modules.get("wandb.errors")
+        if errors is None or not isinstance(err, errors.Error):
+            raise
+        raise WandbFailed(f"{failed} ({first_line(err)}); {then()}") from None
+
+
+def wandb_sync(folder: Path) -> str:
+    """The ``wandb sync`` command that uploads the W&B runs of ``folder`` (a run's, a cell's:
+    every ``*-ID`` folder of its id, oldest first, as a resumed offline run's are), where
+    W&B writes them (:func:`wandb_dir`)."""
+    where = Path(wandb_dir(folder)) / "wandb"
+    return f"`wandb sync {shlex.quote(str(where))}/*-{own_wandb_id(Path(folder).resolve())}`"
 
 
 def close_wandb_run(run, exit_code: int = 0) -> str | None:

@@ -15,6 +15,7 @@ import random
 import shlex
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,8 @@ from .loggers import (
     end_stopped_wandb,
     finish_wandb,
     make_loggers,
+    reporting_wandb_failure,
+    wandb_sync,
 )
 from .machine import cpu_name, device_clock, is_launched_worker
 from .masking import masked_weights
@@ -919,7 +922,8 @@ def run(config: RunConfig) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the
     config, the parameter counts and the final metrics. SIGTERM stops it with
     :class:`Interrupted` from its start to its results (:class:`~lotterynet.lifetime.
-    SigtermStop`), also outside Lightning's fit and test."""
+    SigtermStop`), also outside Lightning's fit and test. W&B's own errors are one line
+    (:class:`~lotterynet.errors.WandbFailed`) saying how it goes on (:func:`after_wandb_failed`)."""
     with tying_launched_ranks(), stopping_on_sigterm() as sigterm:  # (its DDP ranks die with it)
         # (in its fit: reporting_interrupts; a fresh run's folder holds no checkpoint of its
         # own yet, only, with --overwrite, the old run's until it is cleared: the same command
@@ -957,8 +961,20 @@ def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
                 print(f"run directory {str(run_dir)!r} holds only what a run stopped before "
                       f"its first checkpoint left: the run starts over there", flush=True)
             clear_previous_run(run_dir)
-        return train_and_test(config, run_dir, data, module, counts, densities, resumed,
-                              sigterm)
+        with reporting_wandb_failure(f"run {str(run_dir)!r}: W&B failed to log it",
+                                     partial(after_wandb_failed, run_dir, config.resume)):
+            return train_and_test(config, run_dir, data, module, counts, densities, resumed,
+                                  sigterm)
+
+
+def after_wandb_failed(run_dir: Path, resumed: str | None) -> str:
+    """What a run whose W&B logging failed says of how it goes on: finished (its results are
+    written before its W&B run ends), with the command that uploads what its W&B run holds;
+    else as a stopped run (:func:`how_to_go_on`), W&B offline if its server still refuses."""
+    then = how_to_go_on(run_dir / CHECKPOINTS / LAST, resumed=resumed) or START_OVER
+    if (run_dir / RESULTS).is_file():
+        return f"{then}; {wandb_sync(run_dir)} uploads what its W&B run holds"
+    return f"{then}; with $WANDB_MODE=offline W&B logs it offline, for `wandb sync` later"
 
 
 def check_same_run(resumed: Resumed, config: RunConfig) -> None:

@@ -88,6 +88,7 @@ from .loggers import (
     make_loggers,
     read_wandb_id,
     replay_history,
+    reporting_wandb_failure,
     resumed_history,
 )
 from .memory import DoesNotFit, MemoryNeed, check_fits, memory_needed
@@ -111,6 +112,7 @@ from .run import (
     check_last_batch,
     data_module,
     device_name,
+    how_to_go_on,
     locked,
     make_trainer,
     model_spec,
@@ -825,11 +827,14 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     :class:`~lotterynet.errors.OutOfMemory`, as it refuses a stopped stack that resumes, before
     it is built, whose members do not fit in the memory available now. SIGTERM stops it with
     :class:`Interrupted` from its start to its end, as a single run (:func:`~lotterynet.run.run`;
-    its handler, :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit."""
-    what = f"stack {Path(stack_dir).name}"
+    its handler, :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit.
+    W&B's own errors are one line (:class:`~lotterynet.errors.WandbFailed`), as a run's."""
+    what, checkpoint = f"stack {Path(stack_dir).name}", Path(stack_dir) / CHECKPOINTS / LAST
     with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(
-            Path(stack_dir) / CHECKPOINTS / LAST, f"{what}: {RUN_AGAIN}",
-            nothing=f"{what}: {START_OVER}"):
+            checkpoint, f"{what}: {RUN_AGAIN}", nothing=f"{what}: {START_OVER}"), \
+            reporting_wandb_failure(  # (a sweep run again logs the members its stack did not)
+                f"{what}: W&B failed to log it", lambda: "its finished members' results are "
+                f"kept in their cells; {how_to_go_on(checkpoint, RUN_AGAIN) or START_OVER}"):
         return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm)
 
 

@@ -85,7 +85,7 @@ from .errors import (
     OutOfMemory,
     Terminated,
     TrainingDiverged,
-    escape_line_breaks,
+    WandbFailed,
     exit_code,
     in_binary_units,
     interrupted,
@@ -107,7 +107,7 @@ from .grid import (
     variant_label,
 )
 from .lifetime import die_with_parent
-from .loggers import METRICS_FILE, read_wandb_id
+from .loggers import METRICS_FILE, read_wandb_id, reporting_wandb_failure
 from .memory import memory_available
 from .models import build_model
 from .paper import LABELS, TRAINED, paper_accuracy
@@ -1866,8 +1866,6 @@ def log_unlogged_members(sweep: Sweep, sweep_dir: Path) -> list[Failure]:
     Each is logged once, under the id its cell keeps, as the stack would have. One that W&B
     refuses to log (``wandb.init`` online, its server down) is a :class:`Failure`: the sweep
     still writes its table and says so in one line; run again, it logs it."""
-    import wandb
-
     unlogged = [(name, cell_dir, results) for name, cell_dir, results, trained_in
                 in finished_cells(sweep, sweep_dir) if trained_in != cell_dir
                 and "wandb_dir" not in results and read_wandb_id(trained_in) is not None]
@@ -1880,11 +1878,12 @@ def log_unlogged_members(sweep: Sweep, sweep_dir: Path) -> list[Failure]:
     refused = []
     for name, cell_dir, results in unlogged:
         try:
-            log_member_run(configs[name], cell_dir, results)
-        except wandb.errors.Error as err:
-            refused.append(Failure(f"cell {name}: W&B refused to log it as a run of its own "
-                                   f"({escape_line_breaks(str(err))}); its results are kept, "
-                                   f"and the sweep run again logs it"))
+            with reporting_wandb_failure(f"cell {name}: W&B refused to log it as a run of its "
+                                         f"own", lambda: "its results are kept, and the sweep "
+                                                         "run again logs it"):
+                log_member_run(configs[name], cell_dir, results)
+        except WandbFailed as err:
+            refused.append(Failure(str(err)))
             continue
         relocate(cell_dir, results)  # (its wandb_dir as the sweep stores it)
     return refused

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import wandb_exit_code
 from lotterynet.cli import main
+from lotterynet.config import make_config
 from lotterynet.loggers import (
     WANDB_ID_FILE,
     close_wandb_run,
@@ -274,6 +275,55 @@ def test_a_run_whose_wandb_logging_fails_at_its_end_keeps_its_results(
     assert json.loads(results.read_text())["finished"] is True
     (written,) = (out / "wandb").glob("offline-run-*")
     assert wandb.run is None and wandb_exit_code(written) == code
+
+
+@pytest.mark.parametrize("fails", ["ticket", "init", "stack"])
+def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
+        tmp_path, data_dir, monkeypatch, capsys, fails):
+    """W&B's own errors (its server out of reach while a run's ticket uploads, a setting it
+    refuses at ``wandb.init``, a ``--stack-file`` stack's tickets) were a traceback. They are
+    one line, exit 1, as the sweep's for a member it cannot log: what W&B failed to log, why,
+    what is kept (a finished run's results, a stack's members') and how to go on (upload what
+    the run's W&B folder holds; start the run over, W&B offline; run the sweep again)."""
+    import wandb
+    import wandb.errors
+
+    from lotterynet.loggers import own_wandb_id
+    from lotterynet.run import START_OVER
+    from lotterynet.stack import write_stack_file
+
+    def failing(*args, **kwargs):
+        raise wandb.errors.CommError("server down\n<html>")
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(*(wandb, "init") if fails == "init" else (wandb.Artifact, "add_file"),
+                        failing)
+    out = tmp_path / "run"
+    small = {"arch": "fc2", "epochs": 1, "limit_train": 100, "val_size": 100,
+             "progress_bar": False, "wandb": True, "data_dir": str(data_dir)}
+    if fails == "stack":
+        stack_file = write_stack_file([make_config({**small, "sparsity": 0.5})],
+                                      tmp_path / "stacks" / "s", [tmp_path / "cells" / "a"])
+        argv = ["--stack-file", str(stack_file)]
+    else:
+        argv = ["--config", str(tmp_path / "run.yaml"), "--out", str(out)]
+        (tmp_path / "run.yaml").write_text(json.dumps(small))
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    results = out / "results.json"
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == "train.py: error: " + {
+        "ticket": f"run {str(out)!r}: W&B failed to log it (server down); the run is finished: "
+                  f"its results are in {str(results)!r}; `wandb sync {out}/wandb/*-"
+                  f"{own_wandb_id(out)}` uploads what its W&B run holds",
+        "init": f"run {str(out)!r}: W&B failed to log it (server down); {START_OVER}; with "
+                f"$WANDB_MODE=offline W&B logs it offline, for `wandb sync` later",
+        "stack": "stack s: W&B failed to log it (server down); its finished members' results "
+                 "are kept in their cells; run the same sweep again to continue from its "
+                 "checkpoint (written at the end of epoch 1)"}[fails]
+    assert (tmp_path / "cells" / "a" / "results.json").is_file() if fails == "stack" else \
+        results.is_file() == (fails == "ticket")
+    assert wandb.run is None
 
 
 def test_a_wandb_run_id_is_refused_for_a_sweep_of_several_runs(tmp_path, data_dir, monkeypatch,
