@@ -1027,10 +1027,10 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                     if config.wandb and "wandb_dir" not in r]  # (a single run's results hold one)
         diverged = [s for s in module.diverged
                     if configs[s].wandb and read_wandb_id(cell_dirs[s]) is None]
-        if unlogged or diverged:  # (a second or more each, in silence before: review)
-            print(f"stack {stack_dir.name}: logging "
-                  f"{plural(len(unlogged) + len(diverged), 'member')} to W&B as runs of their "
-                  f"own", flush=True)
+        logged = len(unlogged) + len(diverged)
+        if logged:  # (a second or more each, in silence before: review)
+            print(f"stack {stack_dir.name}: logging {plural(logged, 'member')} to W&B as "
+                  f"{'a run of its' if logged == 1 else 'runs of their'} own", flush=True)
         for member in unlogged:
             log_member_run(*member)
         for s in diverged:

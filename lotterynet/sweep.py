@@ -1871,9 +1871,10 @@ def log_unlogged_members(sweep: Sweep, sweep_dir: Path) -> list[Failure]:
                 and "wandb_dir" not in results and read_wandb_id(trained_in) is not None]
     if not unlogged:  # (every cell's config is made only then: seconds for a big grid)
         return []
-    print(f"sweep: logging {plural(len(unlogged), 'stacked cell')} to W&B as runs of their "
-          f"own (their stacks' logging of them did not end): "
-          f"{', '.join(name for name, *_ in unlogged)}", flush=True)
+    as_runs = "a run of its own (its stack's logging of it" if len(unlogged) == 1 else \
+        "runs of their own (their stacks' logging of them"
+    print(f"sweep: logging {plural(len(unlogged), 'stacked cell')} to W&B as {as_runs} did not "
+          f"end): {', '.join(name for name, *_ in unlogged)}", flush=True)
     configs = cell_configs(sweep, sweep_dir)
     refused = []
     for name, cell_dir, results in unlogged:

@@ -684,6 +684,18 @@ def test_each_finished_member_is_the_wandb_run_its_single_run_would_be(tmp_path,
     assert "logging" not in capsys.readouterr().out
 
 
+def test_a_stack_logging_one_member_says_it_in_the_singular(tmp_path, data_dir, monkeypatch,
+                                                           capsys):
+    """A stack logging one member as a W&B run of its own said "logging 1 member to W&B as
+    runs of their own"."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = make_config(dict(arch="fc2", structure="dense", limit_train=100, val_size=100,
+                              epochs=1, progress_bar=False, data_dir=str(data_dir), wandb=True))
+    run_stack([config], tmp_path / "stack", [tmp_path / "cells" / "a"])
+    assert "stack stack: logging 1 member to W&B as a run of its own\n" in \
+        capsys.readouterr().out
+
+
 def test_a_sweep_logs_the_finished_members_its_stack_did_not_log(tmp_path, data_dir,
                                                                  monkeypatch, capsys):
     """A stack logs each member it finished as a W&B run of its own as it ends; where a stop
@@ -737,8 +749,8 @@ def test_a_sweep_logs_the_finished_members_its_stack_did_not_log(tmp_path, data_
     for again in range(2):
         assert main(argv) == 0
         printed = capsys.readouterr().out
-        assert (f"sweep: logging 1 stacked cell to W&B as runs of their own (their stacks' "
-                f"logging of them did not end): {cells[1].name}\n" in printed) == (again == 0)
+        assert (f"sweep: logging 1 stacked cell to W&B as a run of its own (its stack's "
+                f"logging of it did not end): {cells[1].name}\n" in printed) == (again == 0)
     first, second = (logged_run(folder) for cell in cells
                      for folder in (cell / "wandb").glob("offline-run-*"))
     results = json.loads((cells[1] / "results.json").read_text())
