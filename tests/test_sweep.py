@@ -736,6 +736,20 @@ def test_cell_with_another_config_is_run_again(tmp_path, data_dir, capsys):
     assert f"sweep {out}: 1 cell, 1 already done, 0 to run" in capsys.readouterr().out
 
 
+def assert_refused_to_set_aside(argv: list[str], out: Path, changed: str, capsys) -> None:
+    """``argv`` is refused in one line, its sweep folder ``out`` left byte for byte, for its
+    one finished cell of another config (``changed``: what differs)."""
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(argv) == 2
+    said = capsys.readouterr()
+    assert said.err.strip() == (
+        f"train.py: error: sweep folder {str(out)!r} holds 1 finished cell run with another "
+        f"config than this sweep's ({changed}); pass --yes to set them aside and train them "
+        f"anew, or give another --sweep-out") and said.out == ""
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_a_sweep_that_would_set_aside_finished_cells_asks_for_yes(tmp_path, data_dir, capsys):
     """A sweep run on a folder whose finished cells were run with another config (a mistyped
     --sweep-out, a flag given by mistake) is refused before it writes anything, in one line
@@ -744,15 +758,7 @@ def test_a_sweep_that_would_set_aside_finished_cells_asks_for_yes(tmp_path, data
     out = tmp_path / "sweep"
     argv = [*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
     assert main([*argv, "--limit-train", "200"]) == 0
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    capsys.readouterr()
-    assert main(argv) == 2
-    said = capsys.readouterr()
-    assert said.err.strip() == (
-        f"train.py: error: sweep folder {str(out)!r} holds 1 finished cell run with another "
-        f"config than this sweep's (limit_train 200 -> 300); pass --yes to set them aside and "
-        f"train them anew, or give another --sweep-out") and said.out == ""
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert_refused_to_set_aside(argv, out, "limit_train 200 -> 300", capsys)
     assert main([*argv, "--yes"]) == 0
     assert (out / "cells" / "dense-s0.5-e1-seed0.stale-1" / "results.json").is_file()
 
@@ -774,15 +780,7 @@ def test_a_cell_run_that_would_set_aside_its_finished_cell_asks_for_yes(tmp_path
     out = tmp_path / "sweep"
     argv = [*TINY, "--sweep-out", str(out), "--cell", "trained-e1-seed0"]
     assert main([*argv, "--lr", "0.5"]) == 0
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    capsys.readouterr()
-    assert main(argv) == 2
-    said = capsys.readouterr()
-    assert said.err.strip() == (
-        f"train.py: error: sweep folder {str(out)!r} holds 1 finished cell run with another "
-        f"config than this sweep's (lr 0.5 -> 0.1); pass --yes to set them aside and train "
-        f"them anew, or give another --sweep-out") and said.out == ""
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert_refused_to_set_aside(argv, out, "lr 0.5 -> 0.1", capsys)
     assert main([*argv, "--yes"]) == 0
     cell = out / "cells" / "trained-e1-seed0"
     assert json.loads((cell / "results.json").read_text())["config"]["lr"] is None  # (fc2's)
