@@ -1195,7 +1195,6 @@ def test_a_sparsity_change_warns_once_where_convert_ran_on_a_submodule_and_its_p
         net(0.5)[0].load_state_dict(net(0.9)[0].state_dict())  # (the submodule alone warns)
 
 
-
 def test_a_load_warns_once_while_another_thread_loads():
     """The layers checked in a load were kept in one module-wide slot, which another thread's
     load replaced in the middle of this one (here: between the parent's hook and its converted
@@ -1219,6 +1218,7 @@ def test_a_load_warns_once_while_another_thread_loads():
         "load_state_dict: the state dict's kept counts (k) change the sparsity of layer '1.0' "
         "from 0.9 to 0.5 and of 1 other layer: restored, as a resume needs; to keep the model's "
         "sparsity, load the state dict of a model built with it"]
+
 
 def test_a_tensor_that_torch_does_not_load_for_its_shape_is_not_named_as_changing_sparsity():
     def net(sparsity, classes):
