@@ -970,11 +970,12 @@ def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], rep
 
 def failure_of(train, what: str = "") -> Failure | None:
     """Call ``train``, which trains a stack or a cell in the sweep's process: None, or the
-    :class:`Failure` (its line: ``what`` and the error's) where it diverged or ran out of
-    memory, which leaves the sweep's other cells to go on."""
+    :class:`Failure` (its line: ``what`` and the error's) where it diverged, ran out of
+    memory or W&B failed to log it (its server out of reach: its results are kept), which
+    leaves the sweep's other cells to go on."""
     try:
         train()
-    except (TrainingDiverged, OutOfMemory) as err:
+    except (TrainingDiverged, OutOfMemory, WandbFailed) as err:
         return Failure(f"{what}{err}", exit_code(err))
     return None
 

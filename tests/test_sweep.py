@@ -1857,6 +1857,33 @@ def test_the_sweeps_advice_after_a_failed_cell_says_that_finished_cells_need_yes
     assert main([*argv, *flag, "--yes"]) == 1
 
 
+def test_a_cell_that_wandb_failed_to_log_fails_alone(tmp_path, data_dir, monkeypatch, capsys):
+    """W&B's own error in a cell the sweep runs in its process (its server out of reach: a
+    one-line WandbFailed) stopped the whole sweep there: the cells after it never trained and
+    no table was written. It fails alone, as a divergence does; the others train."""
+    from lotterynet.errors import WandbFailed
+
+    def ran(config):
+        if config.sparsity == 0.5:
+            raise WandbFailed("run: W&B failed to log it (server unreachable); resume it")
+        results = {"finished": True, "config": config.to_dict(), "test_acc": 0.5,
+                   "params": {"kept": 1, "maskable": 2, "trainable": 2}, "run_dir": config.out}
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        (Path(config.out) / "results.json").write_text(json.dumps(results))
+
+    monkeypatch.setattr(sweep_module, "run", ran)
+    monkeypatch.setattr(sweep_module, "plot", lambda *args, **kwargs: None)  # (no figure)
+    out = tmp_path / "sweep"
+    assert main(["--arch", "fc2", "--structure", "dense", "--sweep-variants", "dense",
+                 "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1", "--no-baseline",
+                 "--no-stack", "--data-dir", str(data_dir), "--sweep-out", str(out)]) == 1
+    said = capsys.readouterr()
+    assert "cell dense-s0.5-e1-seed0: run: W&B failed to log it (server unreachable)" in said.err
+    assert (out / "cells" / "dense-s0.9-e1-seed0" / "results.json").is_file()
+    assert said.out.strip().splitlines()[-1].startswith(
+        "sweep incomplete: 1 of 2 cells without results (1 failure); the table holds the others")
+
+
 def test_a_stopped_stack_too_big_for_the_memory_now_fails_alone_and_says_how_to_go_on(
         tmp_path, data_dir, capsys, monkeypatch):
     """A stack stopped in its second epoch resumes only with the members its checkpoint
