@@ -71,6 +71,7 @@ from .loggers import (
     WANDB_ID_FILE,
     check_wandb_environment,
     end_stopped_wandb,
+    ending_wandb_on_failure,
     finish_wandb,
     make_loggers,
     reporting_wandb_failure,
@@ -961,10 +962,17 @@ def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
                 print(f"run directory {str(run_dir)!r} holds only what a run stopped before "
                       f"its first checkpoint left: the run starts over there", flush=True)
             clear_previous_run(run_dir)
+        spec, lr = module.hparams.spec, module.hparams.optim["lr"]
         with reporting_wandb_failure(f"run {str(run_dir)!r}: W&B failed to log it",
                                      partial(after_wandb_failed, run_dir, config.resume)):
-            return train_and_test(config, run_dir, data, module, counts, densities, resumed,
-                                  sigterm)
+            loggers = make_loggers(run_dir, wandb_config(config, spec, lr), resumed)
+            # whatever ends the run early (a divergence, W&B's own error in the fit) ends its
+            # W&B run with its exit code: left open, it was closed at the process's exit as
+            # finished, and a sweep's next cell in the same process logged into it
+            # (wandb.init returns the run in progress)
+            with ending_wandb_on_failure(partial(end_stopped_wandb, loggers)):
+                return train_and_test(config, run_dir, data, module, loggers, counts,
+                                      densities, resumed, sigterm)
 
 
 def after_wandb_failed(run_dir: Path, resumed: str | None) -> str:
@@ -1000,14 +1008,13 @@ def wandb_config(config: RunConfig, spec: dict, lr: float) -> dict:
 
 
 def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
-                   module: EdgePopupModule, counts: dict, densities: dict,
+                   module: EdgePopupModule, loggers: list, counts: dict, densities: dict,
                    resumed: Resumed | None, sigterm: SigtermStop) -> dict:
-    """:func:`run` from the moment its folder is held: train, test, write the results.
-    ``resumed``: the checkpoint of ``config.resume``, checked (:class:`CheckedCheckpointIO`).
-    ``sigterm``: the run's handler, asked after fit and test for a SIGTERM that Lightning
-    noted too late to act on."""
-    spec, lr = module.hparams.spec, module.hparams.optim["lr"]
-    loggers = make_loggers(run_dir, wandb_config(config, spec, lr), resumed)
+    """:func:`run` from the moment its folder is held and its ``loggers`` made: train, test,
+    write the results. ``resumed``: the checkpoint of ``config.resume``, checked
+    (:class:`CheckedCheckpointIO`). ``sigterm``: the run's handler, asked after fit and test
+    for a SIGTERM that Lightning noted too late to act on."""
+    spec = module.hparams.spec
     if not is_launched_worker():  # (after the last refusal: a refused run prints one line)
         wide = f", width {spec['width']}" if "width" in spec else ""
         print(f"{config.arch} {spec['structure']}{wide}: maskable {counts['maskable']:,}, "
@@ -1029,14 +1036,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     less = needs_less(config)
     with reporting_interrupts(trainer, checkpoint, resumed=config.resume, nothing=START_OVER), \
             reporting_out_of_memory(trainer, what, less, checkpoint, resumed=config.resume):
-        try:  # (the fit's setup: the module's dtype)
-            trainer.fit(module, datamodule=data, ckpt_path=config.resume)
-        except TrainingDiverged as err:
-            # its W&B run, left open, was closed at the process's exit as finished (exit 0),
-            # and a sweep's next cell in the same process logged into it (wandb.init returns
-            # the run in progress): it ends here, with the divergence's exit code
-            end_stopped_wandb(loggers, err.exit_code)
-            raise
+        trainer.fit(module, datamodule=data, ckpt_path=config.resume)
         sigterm.stop_if_received()
         if not finished(trainer, config):  # stopped before its end: resumable
             finish_wandb(loggers, {})
@@ -1054,7 +1054,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
             "finished": True,
             "config": config.to_dict(),
             "spec": spec,
-            "lr": lr,
+            "lr": module.hparams.optim["lr"],
             "params": counts,
             "layer_density": densities,
             "test_acc": tested["test/acc"],
