@@ -1006,8 +1006,10 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     what = f"stack {stack_dir.name}"
     less = (f"a sweep with --no-stack (one run per cell) or a smaller --batch-size (now "
             f"{first.batch_size}; {CELLS_ANEW}) needs less")
-    with reporting_interrupts(trainer, checkpoint, f"{what}: {RUN_AGAIN}",
-                              nothing=f"{what}: {START_OVER}"), \
+    # (whatever ends the stack early, W&B's own error in its fit too, ends its W&B run)
+    with ending_wandb_on_failure(partial(end_stopped_wandb, loggers)), \
+            reporting_interrupts(trainer, checkpoint, f"{what}: {RUN_AGAIN}",
+                                 nothing=f"{what}: {START_OVER}"), \
             reporting_out_of_memory(trainer, what, less, checkpoint, RUN_AGAIN,
                                     nothing=START_OVER):
         trainer.fit(module, datamodule=data, ckpt_path=resume)

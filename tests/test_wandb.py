@@ -277,14 +277,17 @@ def test_a_run_whose_wandb_logging_fails_at_its_end_keeps_its_results(
     assert wandb.run is None and wandb_exit_code(written) == code
 
 
-def test_a_wandb_failure_in_the_fit_ends_the_run(tmp_path, data_dir, monkeypatch, capsys):
-    """W&B's own error while a run logs in its fit (its server out of reach) was one line, but
-    the W&B run stayed open until the process ended: in a sweep's process, which now goes on
-    with the next cell, that cell's ``wandb.init`` would have taken it over. It ends, with the
-    command's exit code (1)."""
+@pytest.mark.parametrize("of", ["run", "stack"])
+def test_a_wandb_failure_in_the_fit_ends_the_run(tmp_path, data_dir, monkeypatch, capsys, of):
+    """W&B's own error while a run (a stack) logs in its fit (its server out of reach) was one
+    line, but the W&B run stayed open until the process ended: in a sweep's process, which now
+    goes on with the next cell, that cell's ``wandb.init`` would have taken it over. It ends,
+    with the command's exit code (1)."""
     import wandb
     import wandb.errors
     from pytorch_lightning.loggers import WandbLogger
+
+    from lotterynet.stack import write_stack_file
 
     def failing(self, *args, **kwargs):
         assert self.experiment is not None  # (started: what is left open)
@@ -292,10 +295,16 @@ def test_a_wandb_failure_in_the_fit_ends_the_run(tmp_path, data_dir, monkeypatch
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setattr(WandbLogger, "log_metrics", failing)
-    out = tmp_path / "run"
-    assert main(["--arch", "fc2", "--epochs", "1", "--limit-train", "100", "--val-size", "100",
-                 "--no-progress-bar", "--wandb", "--data-dir", str(data_dir),
-                 "--out", str(out)]) == 1
+    small = {"arch": "fc2", "epochs": 1, "limit_train": 100, "val_size": 100,
+             "progress_bar": False, "wandb": True, "data_dir": str(data_dir)}
+    out = tmp_path / of
+    if of == "stack":
+        stack_file = write_stack_file([make_config(small)], out, [tmp_path / "cell"])
+        argv = ["--stack-file", str(stack_file)]
+    else:
+        (tmp_path / "run.yaml").write_text(json.dumps(small))
+        argv = ["--config", str(tmp_path / "run.yaml"), "--out", str(out)]
+    assert main(argv) == 1
     assert "W&B failed to log it (server down)" in capsys.readouterr().err.splitlines()[-1]
     (written,) = (out / "wandb").glob("offline-run-*")
     assert wandb.run is None and wandb_exit_code(written) == 1
