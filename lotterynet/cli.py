@@ -139,8 +139,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                             "(--no-stack: one run per cell; default: stack)")
     group.add_argument("--yes", action="store_true", default=None,
                        help="start a sweep that is estimated to take many hours on the CPU, "
-                            "or one (or a --cell run) that sets aside finished cells run with "
-                            "another config (without it such a sweep is refused, saying why)")
+                            "or one (or a --cell run; with --wandb-sweep, its agents') that "
+                            "sets aside finished cells run with another config (without it "
+                            "such a sweep is refused, saying why)")
     group.add_argument("--wandb-sweep", metavar="FILE.yaml", help="write a W&B sweep file "
                        "for `wandb sweep FILE && wandb agent ID` instead of running: a grid "
                        "over exactly this sweep's cells, metric test/acc")
