@@ -1817,6 +1817,27 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         "needs less")
 
 
+#: Two single cells (no stack, no baseline), which :func:`failing_at` runs in the sweep's process.
+TWO_CELLS = ["--arch", "fc2", "--structure", "dense", "--sweep-variants", "dense",
+             "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1", "--no-baseline",
+             "--no-stack"]
+
+
+def failing_at(sparsity: float, error: Exception, monkeypatch) -> None:
+    """The sweep's runs, stood in for: the cell of ``sparsity`` raises ``error``, the others
+    write a finished cell's results at once; no figure is drawn."""
+    def ran(config):
+        if config.sparsity == sparsity:
+            raise error
+        results = {"finished": True, "config": config.to_dict(), "test_acc": 0.5,
+                   "params": {"kept": 1, "maskable": 2, "trainable": 2}, "run_dir": config.out}
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        (Path(config.out) / "results.json").write_text(json.dumps(results))
+
+    monkeypatch.setattr(sweep_module, "run", ran)
+    monkeypatch.setattr(sweep_module, "plot", lambda *args, **kwargs: None)
+
+
 @pytest.mark.parametrize("ended, advised", [
     ("diverged", "a lower lr: --lr runs every cell anew (another config: pass --yes to set "
                  "aside the 1 finished cell), lr in a variant's mapping that variant's (with "
@@ -1833,20 +1854,10 @@ def test_the_sweeps_advice_after_a_failed_cell_says_that_finished_cells_need_yes
     runs (here its cell fails again)."""
     from lotterynet.errors import OutOfMemory, TrainingDiverged
 
-    def ran(config):
-        if config.sparsity == 0.9:
-            raise TrainingDiverged("diverged in epoch 1") if ended == "diverged" else \
-                OutOfMemory("memory ran out in training epoch 1", "less", None, "nothing")
-        results = {"finished": True, "config": config.to_dict(), "test_acc": 0.5,
-                   "params": {"kept": 1, "maskable": 2, "trainable": 2}, "run_dir": config.out}
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        (Path(config.out) / "results.json").write_text(json.dumps(results))
-
-    monkeypatch.setattr(sweep_module, "run", ran)
-    monkeypatch.setattr(sweep_module, "plot", lambda *args, **kwargs: None)  # (no figure)
-    argv = ["--arch", "fc2", "--structure", "dense", "--sweep-variants", "dense",
-            "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1", "--no-baseline",
-            "--no-stack", "--data-dir", str(data_dir), "--sweep-out", str(tmp_path / "sweep")]
+    failing_at(0.9, TrainingDiverged("diverged in epoch 1") if ended == "diverged" else
+               OutOfMemory("memory ran out in training epoch 1", "less", None, "nothing"),
+               monkeypatch)
+    argv = [*TWO_CELLS, "--data-dir", str(data_dir), "--sweep-out", str(tmp_path / "sweep")]
     assert main(argv) == 1
     said = capsys.readouterr().out.strip().splitlines()[-1]
     assert said.startswith("sweep incomplete: 1 of 2 cells without results (1 failure); ")
@@ -1863,20 +1874,10 @@ def test_a_cell_that_wandb_failed_to_log_fails_alone(tmp_path, data_dir, monkeyp
     no table was written. It fails alone, as a divergence does; the others train."""
     from lotterynet.errors import WandbFailed
 
-    def ran(config):
-        if config.sparsity == 0.5:
-            raise WandbFailed("run: W&B failed to log it (server unreachable); resume it")
-        results = {"finished": True, "config": config.to_dict(), "test_acc": 0.5,
-                   "params": {"kept": 1, "maskable": 2, "trainable": 2}, "run_dir": config.out}
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        (Path(config.out) / "results.json").write_text(json.dumps(results))
-
-    monkeypatch.setattr(sweep_module, "run", ran)
-    monkeypatch.setattr(sweep_module, "plot", lambda *args, **kwargs: None)  # (no figure)
+    failing_at(0.5, WandbFailed("run: W&B failed to log it (server unreachable); resume it"),
+               monkeypatch)
     out = tmp_path / "sweep"
-    assert main(["--arch", "fc2", "--structure", "dense", "--sweep-variants", "dense",
-                 "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1", "--no-baseline",
-                 "--no-stack", "--data-dir", str(data_dir), "--sweep-out", str(out)]) == 1
+    assert main([*TWO_CELLS, "--data-dir", str(data_dir), "--sweep-out", str(out)]) == 1
     said = capsys.readouterr()
     assert "cell dense-s0.5-e1-seed0: run: W&B failed to log it (server unreachable)" in said.err
     assert (out / "cells" / "dense-s0.9-e1-seed0" / "results.json").is_file()
