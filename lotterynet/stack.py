@@ -829,28 +829,36 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     :class:`Interrupted` from its start to its end, as a single run (:func:`~lotterynet.run.run`;
     its handler, :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit.
     W&B's own errors are one line (:class:`~lotterynet.errors.WandbFailed`), as a run's."""
-    what, checkpoint = f"stack {Path(stack_dir).name}", Path(stack_dir) / CHECKPOINTS / LAST
+    stack_dir = Path(stack_dir)
+    cell_dirs = [Path(d) for d in cell_dirs] if cell_dirs else [
+        stack_dir / "cells" / str(i) for i in range(len(configs))]
+    what, checkpoint = f"stack {stack_dir.name}", stack_dir / CHECKPOINTS / LAST
     with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(
             checkpoint, f"{what}: {RUN_AGAIN}", nothing=f"{what}: {START_OVER}"), \
             reporting_wandb_failure(  # (a sweep run again logs the members its stack did not)
-                f"{what}: W&B failed to log it", lambda: "its finished members' results are "
-                f"kept in their cells; {how_to_go_on(checkpoint, RUN_AGAIN) or START_OVER}"):
+                f"{what}: W&B failed to log it", lambda: f"{members_kept(cell_dirs)}; "
+                f"{how_to_go_on(checkpoint, RUN_AGAIN) or START_OVER}"):
         return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm)
+
+
+def members_kept(cell_dirs: list[Path]) -> str:
+    """What a stack stopped part way keeps of its members: the results of those finished."""
+    finished = sum((cell / RESULTS).is_file() for cell in cell_dirs)
+    if finished == 0:
+        return "no member had finished"
+    return "its finished member's results are kept in its cell" if finished == 1 else \
+        f"its {finished} finished members' results are kept in their cells"
 
 
 #: How a stopped stack goes on, and one stopped before its first epoch ended (:func:`run_again`).
 RUN_AGAIN, START_OVER = run_again()
 
 
-def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
-                         cell_dirs: Sequence[str | Path] | None, sigterm: SigtermStop
-                         ) -> list[dict]:
+def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: Path,
+                         cell_dirs: list[Path], sigterm: SigtermStop) -> list[dict]:
     """:func:`run_stack` once its SIGTERM handler is installed."""
     configs = [c if isinstance(c, RunConfig) else make_config(c) for c in configs]
     check_stackable(configs)
-    stack_dir = Path(stack_dir)
-    cell_dirs = [Path(d) for d in cell_dirs] if cell_dirs else [
-        stack_dir / "cells" / str(i) for i in range(len(configs))]
     if len(cell_dirs) != len(configs):
         raise ValueError(f"{len(configs)} members but {len(cell_dirs)} cell directories")
     twice = named_twice(cell_dirs)

@@ -310,7 +310,7 @@ def test_a_wandb_failure_in_the_fit_ends_the_run(tmp_path, data_dir, monkeypatch
     assert wandb.run is None and wandb_exit_code(written) == 1
 
 
-@pytest.mark.parametrize("fails", ["ticket", "init", "stack"])
+@pytest.mark.parametrize("fails", ["ticket", "init", "stack", "stack init"])
 def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
         tmp_path, data_dir, monkeypatch, capsys, fails):
     """W&B's own errors (its server out of reach while a run's ticket uploads, a setting it
@@ -323,18 +323,19 @@ def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
 
     from lotterynet.loggers import own_wandb_id
     from lotterynet.run import START_OVER
+    from lotterynet.stack import START_OVER as STACK_START_OVER
     from lotterynet.stack import write_stack_file
 
     def failing(*args, **kwargs):
         raise wandb.errors.CommError("server down\n<html>")
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setattr(*(wandb, "init") if fails == "init" else (wandb.Artifact, "add_file"),
-                        failing)
+    monkeypatch.setattr(*(wandb, "init") if fails.endswith("init") else
+                        (wandb.Artifact, "add_file"), failing)
     out = tmp_path / "run"
     small = {"arch": "fc2", "epochs": 1, "limit_train": 100, "val_size": 100,
              "progress_bar": False, "wandb": True, "data_dir": str(data_dir)}
-    if fails == "stack":
+    if fails.startswith("stack"):
         stack_file = write_stack_file([make_config({**small, "sparsity": 0.5})],
                                       tmp_path / "stacks" / "s", [tmp_path / "cells" / "a"])
         argv = ["--stack-file", str(stack_file)]
@@ -351,11 +352,13 @@ def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
                   f"{own_wandb_id(out)}` uploads what its W&B run holds",
         "init": f"run {str(out)!r}: W&B failed to log it (server down); {START_OVER}; with "
                 f"$WANDB_MODE=offline W&B logs it offline, for `wandb sync` later",
-        "stack": "stack s: W&B failed to log it (server down); its finished members' results "
-                 "are kept in their cells; run the same sweep again to continue from its "
-                 "checkpoint (written at the end of epoch 1)"}[fails]
-    assert (tmp_path / "cells" / "a" / "results.json").is_file() if fails == "stack" else \
-        results.is_file() == (fails == "ticket")
+        "stack": "stack s: W&B failed to log it (server down); its finished member's results "
+                 "are kept in its cell; run the same sweep again to continue from its "
+                 "checkpoint (written at the end of epoch 1)",
+        "stack init": "stack s: W&B failed to log it (server down); no member had finished; "
+                      f"{STACK_START_OVER}"}[fails]
+    assert (tmp_path / "cells" / "a" / "results.json").is_file() == (fails == "stack") \
+        if fails.startswith("stack") else results.is_file() == (fails == "ticket")
     assert wandb.run is None
 
 
