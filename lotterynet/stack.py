@@ -955,7 +955,7 @@ def log_diverged_member(config: RunConfig, cell: Path, settings: dict, rows: lis
                                                          settings["optim"]["lr"]))
         with ending_wandb_on_failure(partial(end_stopped_wandb, loggers)):
             replay_history(loggers[-1], rows)
-            finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)
+        finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)  # (ends it on failure)
     except BaseException:
         (cell / WANDB_ID_FILE).unlink(missing_ok=True)
         raise
