@@ -1,5 +1,4 @@
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -7,6 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+import prefork
 from lotterynet.loggers import read_wandb_records
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,6 +19,15 @@ TINY_BIT = ["--arch", "timm:resnetv2_50x1_bit", "--model-kwargs", "channels=[128
 STD_CONVS = ["stem.conv", "stages.*.blocks.*.downsample.conv", "stages.*.blocks.*.conv1",
              "stages.*.blocks.*.conv2", "stages.*.blocks.*.conv3"]
 
+
+
+def pytest_collection_modifyitems(items):
+    """The prefork server imports in the background from the start of a test session that
+    has tests forking from it (those of modules that import :mod:`prefork`, or use
+    ``started_together``)."""
+    if any(hasattr(item.module, "prefork") or "started_together" in item.fixturenames
+           for item in items if isinstance(item, pytest.Function)):
+        prefork.start_server()
 
 
 def wandb_exit_code(run_dir: Path) -> int | None:
@@ -56,13 +65,6 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def default_sigint() -> None:
-    """``preexec_fn`` of a subprocess a test stops with SIGINT: the signal's default action in
-    the child, where Python then raises KeyboardInterrupt. A test run started in the background
-    (``pytest &`` in a script, ``nohup``) ignores SIGINT, and its children would inherit that."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.fixture(scope="module")
 def _started_together(tmp_path_factory, data_dir):
     started = {}  # test id -> (its folder, its process, its stdout file, its stderr file)
@@ -87,9 +89,8 @@ def started_together(request, _started_together):
     ask having started every collected case's process at once. ``job(folder, data_dir,
     **params)``, given an empty folder of the case's own and the case's parameters, writes
     what the process needs there and returns its argv and environment (it runs in the
-    repository, SIGINT at its default action, as :func:`default_sigint`). The cases' processes
-    are as independent as when each test started its own; the CI machine's second core runs
-    one while another imports torch and Lightning, most of a short run's seconds."""
+    repository: :func:`prefork.Popen`). The cases' processes are as independent as when each
+    test started its own; the CI machine's second core runs one while another trains."""
     started, tmp_path_factory, data_dir = _started_together
 
     def run(job) -> tuple[Path, subprocess.CompletedProcess]:
@@ -100,9 +101,7 @@ def started_together(request, _started_together):
                     folder = tmp_path_factory.mktemp(case.originalname[:30])
                     argv, env = job(folder, data_dir, **case.callspec.params)
                     out, err = folder / ".stdout", folder / ".stderr"
-                    with open(out, "w") as out_file, open(err, "w") as err_file:
-                        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out_file,
-                                                stderr=err_file, preexec_fn=default_sigint)
+                    proc = prefork.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=err)
                     started[case.nodeid] = folder, proc, out, err
         folder, proc, out, err = started[request.node.nodeid]
         try:

@@ -3,12 +3,12 @@ summary that names the files it wrote."""
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import prefork
 from conftest import REPO
 from lotterynet.cli import main
 
@@ -77,8 +77,7 @@ def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, 
     resume = [sys.executable, "train.py", "--no-progress-bar", "--resume",
               str(out / "checkpoints" / "last.ckpt")]
     for extra in (["--out", str(tmp_path / "copy")], []):  # into an empty folder, then in place
-        resumed = subprocess.run([*resume, *extra], cwd=REPO, capture_output=True, text=True,
-                                 timeout=300)
+        resumed = prefork.run([*resume, *extra], cwd=REPO, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         console = resumed.stdout + resumed.stderr
         assert "epoch 2/2" in console

@@ -2,12 +2,12 @@
 
 import os
 import re
-import subprocess
 import sys
 
 import pytest
 import torch
 
+import prefork
 from conftest import REPO
 
 CHECKS = {  # report row (start) -> whether it needs CUDA
@@ -41,11 +41,10 @@ CHECKS = {  # report row (start) -> whether it needs CUDA
 
 def test_quick_cpu_run_reports_every_check(tmp_path, data_dir):
     report = tmp_path / "report.md"
-    proc = subprocess.run(
+    proc = prefork.run(
         [sys.executable, "benchmarks/gpu_suite.py", "--device", "cpu", "--quick",
          "--data-dir", str(data_dir), "--report", str(report)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        cwd=REPO, timeout=900, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report.read_text()
     assert "- device: CPU: " in text and "- torch " in text

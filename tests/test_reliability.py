@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, default_sigint, processes_mentioning
+import prefork
+from conftest import REPO, processes_mentioning
 from lotterynet.checkpointing import (
     CheckpointError,
     DiskFullError,
@@ -357,10 +358,8 @@ def test_a_run_bounded_by_max_steps_resumes_to_the_uninterrupted_run(tmp_path, d
     assert_same_run(run, tmp_path / "whole")
 
 
-def start(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "train.py", *argv], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+def start(argv: list[str]) -> prefork.Process:
+    return prefork.Popen([sys.executable, "train.py", *argv], cwd=REPO, start_new_session=True)
 
 
 def kill_after_next_checkpoint(proc: subprocess.Popen, checkpoint: Path) -> None:
@@ -416,9 +415,8 @@ def test_kill_right_after_a_checkpoint_loses_no_row(whole_and_stopped, tmp_path,
     checkpoint = run / "checkpoints" / "last.ckpt"
     for argv in ([*SMALL, "--epochs", "3", "--data-dir", str(data_dir), "--out", str(run)],
                  ["--resume", str(checkpoint)]):
-        died = subprocess.run([sys.executable, "-c", DIE_AFTER_CHECKPOINT, *argv], cwd=REPO,
-                              capture_output=True)
-        assert died.returncode == 9, died.stderr.decode()[-2000:]
+        died = prefork.run([sys.executable, "-c", DIE_AFTER_CHECKPOINT, *argv], cwd=REPO)
+        assert died.returncode == 9, died.stderr[-2000:]
     assert load_checkpoint(checkpoint)["epoch"] == 1 and not (run / "results.json").exists()
     assert main(["--resume", str(checkpoint)]) == 0
     assert_same_history_and_result(run, whole)
@@ -547,8 +545,10 @@ def test_ddp_ranks_die_with_rank_zero(tmp_path, data_dir):
     """SIGKILL rank 0 of a two-rank run: the rank it launched does not live on (it would hang
     in a collective, or train on alone in the same folder)."""
     out = tmp_path / "ddp"
-    proc = start([*SMALL, "--accelerator", "cpu", "--devices", "2", "--epochs", "500",
-                  "--data-dir", str(data_dir), "--out", str(out)])
+    proc = subprocess.Popen(  # (started, not forked: its ranks are found by their command line)
+        [sys.executable, "train.py", *SMALL, "--accelerator", "cpu", "--devices", "2", "--epochs",
+         "500", "--data-dir", str(data_dir), "--out", str(out)], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120
         while len(processes_mentioning(str(out))) < 2 and time.time() < deadline:
@@ -628,9 +628,9 @@ def test_a_second_sigterm_after_lightnings_teardown_does_not_kill_a_stopping_run
     (forwarded by the rank it launched) after Lightning's teardown had put back the handler
     it found, the default one, and died by it (-15) instead of exiting 143 with its line."""
     run = tmp_path / "run"
-    stopped = subprocess.run(
+    stopped = prefork.run(
         [sys.executable, "-c", LATE_SIGTERM, *SMALL, "--epochs", "2", "--data-dir",
-         str(data_dir), "--out", str(run)], cwd=REPO, capture_output=True, text=True)
+         str(data_dir), "--out", str(run)], cwd=REPO)
     assert stopped.returncode == 143, stopped.stderr[-2000:]
     assert stopped.stderr.strip().splitlines()[-1] == (
         f"train.py: error: stopped by SIGTERM; resume with --resume "
@@ -1165,9 +1165,8 @@ sys.exit(main(sys.argv[1:]))
 
 def signalled(argv: list[str], name: str) -> subprocess.CompletedProcess:
     """``train.py ARGV`` sent signal ``name`` by itself once its first checkpoint is written."""
-    return subprocess.run([sys.executable, "-c", SIGNAL_AFTER_CHECKPOINT, *argv], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, "SEND": name},
-                          preexec_fn=default_sigint)
+    return prefork.run([sys.executable, "-c", SIGNAL_AFTER_CHECKPOINT, *argv], cwd=REPO,
+                       env={**os.environ, "SEND": name})
 
 
 def signalled_after_a_checkpoint(folder: Path, data_dir: Path, name: str,

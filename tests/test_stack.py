@@ -25,6 +25,7 @@ import lotterynet.loggers
 import lotterynet.memory
 import lotterynet.run
 import lotterynet.stack
+import prefork
 from conftest import REPO, wandb_exit_code
 from lotterynet.checkpointing import atomic_torch_save, epochs_done
 from lotterynet.cli import main
@@ -795,9 +796,8 @@ def test_killed_stack_resumes_to_the_uninterrupted_result(tmp_path, data_dir, ca
     assert all("2 members trained" in line for line in lines)
     assert ["done" in line for line in lines] == [False, False, True]
     stack_dir = killed / "stacks" / "subsetsum-identity-seed0"
-    proc = subprocess.Popen([sys.executable, "train.py", *argv, "--sweep-out", str(killed)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = prefork.Popen([sys.executable, "train.py", *argv, "--sweep-out", str(killed)],
+                         cwd=REPO, start_new_session=True)
     checkpoint = stack_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:

@@ -20,7 +20,8 @@ import yaml
 
 import lotterynet.grid as grid_module
 import lotterynet.sweep as sweep_module
-from conftest import REPO, STD_CONVS, TINY_BIT, default_sigint, processes_mentioning
+import prefork
+from conftest import REPO, STD_CONVS, TINY_BIT, processes_mentioning
 from lotterynet.checkpointing import atomic_torch_save
 from lotterynet.cli import build_parser, given_values, main
 from lotterynet.config import ConfigError, ConfigLoader, make_config
@@ -38,6 +39,7 @@ from lotterynet.loggers import keep_wandb_id
 from lotterynet.run import NOTHING_TO_RESUME as NOTHING
 from lotterynet.run import run
 from lotterynet.stack import StackRecord, read_stack_file, write_stack_file
+from prefork import default_sigint
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
         "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
@@ -405,9 +407,8 @@ def test_killed_sweep_resumes_to_the_same_rows(tmp_path, data_dir, capsys):
     argv = ["--sweep", str(sweep_file), "--data-dir", str(data_dir)]
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     assert main([*argv, "--sweep-out", str(whole)]) == 0
-    proc = subprocess.Popen([sys.executable, "train.py", *argv, "--sweep-out", str(killed)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = prefork.Popen([sys.executable, "train.py", *argv, "--sweep-out", str(killed)],
+                         cwd=REPO, start_new_session=True)
     checkpoint = killed / "cells" / "dense-s0.5-e3-seed0" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:

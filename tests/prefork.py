@@ -1,0 +1,240 @@
+"""``train.py`` (or ``python -c SCRIPT``) in a process of its own, started in a fraction of a
+second: forked from a server process that has imported what a run imports (torch, Lightning,
+torchvision: ~6 of a short run's ~8 s on the CI machine's cores, paid once a test session
+instead of once a process).
+
+The forked process is what the tests need of one started by ``subprocess``: its own pid,
+session, working directory, environment, output files and exit code (a signal's ``-N``),
+signals at Python's start-up dispositions, Python's own way out (threads joined, atexit hooks,
+modules cleared), and the output the imports wrote at the start of its own. What it is not: a
+fresh interpreter. The tests of Python's start itself (the command line importing no torch, a
+missing wandb, ``-I``), of Lightning's DDP ranks (launched by ``sys.argv``, found by their
+command line) and of the sweep's own jobs start real processes. An environment that differs
+from the server's (the session's, at its start) in a variable read at import (outside
+:data:`READ_AT_RUN_TIME`) gets a real process too.
+
+``python tests/prefork.py SOCKET`` is the server: a request (a JSON line: argv, cwd, env, the
+output and status files, whether a new session) is answered with the pid of the process it
+forks; the process's exit status is written to its status file once it has ended.
+"""
+
+import atexit
+import gc
+import json
+import os
+import runpy
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+#: What a run imports (train.py's command line, then its run, stack or sweep).
+PRELOADED = ("lotterynet.cli", "lotterynet.run", "lotterynet.stack", "lotterynet.sweep")
+#: The environment variables a test may set for its process that nothing reads at import.
+READ_AT_RUN_TIME = ("SEND", "IN", "LOTTERYNET_", "WANDB_", "PYTHONPATH", "COLUMNS", "LINES")
+_ENV_AT_START = dict(os.environ)
+
+
+# --- the server ----------------------------------------------------------------------------
+
+def serve(address: str) -> None:
+    for name in PRELOADED:
+        __import__(name)
+    gc.freeze()  # (the forked processes' collections leave the server's objects unwritten)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    said = {fd: Path(f"/proc/self/fd/{fd}").read_text() for fd in (1, 2)}  # the imports' output
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(address)
+    server.listen(16)
+    status_files = {}
+    while True:
+        if select.select([server], [], [], 0.02)[0]:
+            connection, _ = server.accept()
+            with connection, connection.makefile("rw") as stream:
+                request = json.loads(stream.readline())
+                pid = os.fork()
+                if pid == 0:
+                    server.close()
+                    run_forked(request, said)  # (ends the process)
+                status_files[pid] = request["status"]
+                stream.write(f"{pid}\n")
+        while status_files:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            written = status_files.pop(pid)
+            Path(written + ".tmp").write_text(str(code))
+            os.replace(written + ".tmp", written)
+
+
+def run_forked(request: dict, said: dict[int, str]) -> None:
+    """The forked process: set up as ``subprocess`` and Python's start would have it, then
+    ``argv`` run as Python runs it. Its ``sys.exit``, or an exception it raises, ends it as
+    Python ends (a KeyboardInterrupt by SIGINT, after a traceback that has the server's frames
+    too), having run what Python runs on its way out."""
+    if request["new_session"]:
+        os.setsid()
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for fd, path in ((0, os.devnull), (1, request["stdout"]), (2, request["stderr"])):
+        opened = os.open(path, os.O_RDONLY if fd == 0 else os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(opened, fd)
+        os.close(opened)
+    sys.stdout.write(said[1])
+    sys.stderr.write(said[2])
+    extra = [p for p in request["env"].get("PYTHONPATH", "").split(":") if p and p not in sys.path]
+    if request["argv"][1] == "-c":
+        sys.argv = ["-c", *request["argv"][3:]]
+        sys.path[0:1] = ["", *extra]
+        main = sys.modules["__main__"] = types.ModuleType("__main__")
+        exec(compile(request["argv"][2], "<string>", "exec"), main.__dict__)
+    else:
+        sys.argv = request["argv"][1:]
+        sys.path[0:1] = [str(Path(sys.argv[0]).resolve().parent), *extra]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    sys.exit(0)
+
+
+# --- the tests' side -----------------------------------------------------------------------
+
+class Process:
+    """The part of :class:`subprocess.Popen` the tests use, of a forked process."""
+
+    def __init__(self, args: list[str], pid: int, status: Path):
+        self.args, self.pid, self._status, self.returncode = args, pid, status, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._status.exists():
+            self.returncode = int(self._status.read_text())
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class _Server:
+    """The server process: started by :func:`start_server` or at the first request."""
+
+    proc: subprocess.Popen | None = None
+    folder: Path | None = None
+    started = 0  # (processes: their status files' names)
+
+    @classmethod
+    def start(cls) -> None:
+        if cls.proc is None:
+            cls.folder = Path(tempfile.mkdtemp(prefix="prefork-"))
+            with open(cls.folder / "out", "w") as out, open(cls.folder / "err", "w") as err:
+                cls.proc = subprocess.Popen([sys.executable, __file__, str(cls.folder / "socket")],
+                                            env=_ENV_AT_START, stdout=out, stderr=err)
+            atexit.register(cls.stop)
+
+    @classmethod
+    def address(cls) -> str:
+        cls.start()
+        address = cls.folder / "socket"
+        while not address.exists():
+            if cls.proc.poll() is not None:
+                raise RuntimeError(f"the prefork server failed: {(cls.folder / 'err').read_text()}")
+            time.sleep(0.05)
+        return str(address)
+
+    @classmethod
+    def status_file(cls) -> Path:
+        cls.started += 1
+        return cls.folder / f"status{cls.started}"
+
+    @classmethod
+    def stop(cls) -> None:
+        cls.proc.kill()
+        cls.proc.wait()
+        shutil.rmtree(cls.folder)
+
+
+def start_server() -> None:
+    """Start the server, which imports in the background while the first tests run."""
+    _Server.start()
+
+
+def forkable(argv: list[str], env: dict[str, str] | None) -> bool:
+    """Whether ``argv`` can run forked from the server: Python running a script or ``-c`` in
+    an environment whose differences from the server's are read at run time only."""
+    if argv[0] != sys.executable or len(argv) < 2 or argv[1].startswith("-") and argv[1] != "-c":
+        return False
+    changed = {k for k in {*(env or {}), *_ENV_AT_START}
+               if (env or _ENV_AT_START).get(k) != _ENV_AT_START.get(k)}
+    return all(k.startswith(READ_AT_RUN_TIME) for k in changed)
+
+
+def Popen(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
+          stdout: Path | None = None, stderr: Path | None = None,
+          start_new_session: bool = False) -> Process | subprocess.Popen:
+    """``argv`` (``sys.executable``, then a script or ``-c``) forked from the server where
+    :func:`forkable`, otherwise started by ``subprocess`` (SIGINT at :func:`default_sigint`),
+    its output into the files ``stdout`` and ``stderr`` (None: discarded)."""
+    if not forkable(argv, env):
+        with open(stdout or os.devnull, "w") as out, open(stderr or os.devnull, "w") as err:
+            return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
+                                    preexec_fn=default_sigint, start_new_session=start_new_session)
+    address = _Server.address()
+    request = {"argv": [str(a) for a in argv], "cwd": str(cwd), "env": env or _ENV_AT_START,
+               "stdout": str(stdout or os.devnull), "stderr": str(stderr or os.devnull),
+               "status": str(_Server.status_file()), "new_session": start_new_session}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(address)
+        with client.makefile("rw") as stream:
+            stream.write(json.dumps(request) + "\n")
+            stream.flush()
+            pid = int(stream.readline())
+    return Process(request["argv"], pid, Path(request["status"]))
+
+
+def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
+    timeout=timeout)`` by :func:`Popen`."""
+    with tempfile.TemporaryDirectory(prefix="prefork-run-") as folder:
+        out, err = Path(folder) / "out", Path(folder) / "err"
+        proc = Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(),
+                                           err.read_text())
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a real subprocess: SIGINT at its default action (then Python's own
+    handler), as a forked one has it, also under a test run started in the background (which
+    ignores SIGINT, and its children would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
