@@ -401,6 +401,46 @@ def test_a_run_out_of_memory_ends_its_wandb_run_failed_with_its_exit_code(tmp_pa
     assert wandb.run is None and wandb_exit_code(written) == 4
 
 
+@pytest.mark.parametrize("ends, code", [("Ctrl-C", 130), ("SIGTERM", 143), ("memory", 4)])
+def test_a_wandb_logger_given_as_a_trainer_option_ends_with_the_runs_exit_code(
+        tmp_path, data_dir, monkeypatch, ends, code):
+    """A W&B logger of the user's own, given as a Trainer option (``--trainer.logger``, not
+    ``--wandb``: only the Trainer holds it), ends as the run's own W&B run does where the run
+    ends early in its fit: stopped, with 130 or 143; memory run out, with 4 (W&B marks it
+    failed). Left open, its run would end only with the process (in a sweep's, the next
+    cell's ``wandb.init`` would take it over)."""
+    import os
+    import signal
+
+    import wandb
+
+    from lotterynet.module import EdgePopupModule
+
+    step = EdgePopupModule.training_step
+
+    def ending(self, batch, batch_idx):
+        if ends == "SIGTERM":  # (the run stops at its next batch)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return step(self, batch, batch_idx)
+        raise {"Ctrl-C": KeyboardInterrupt(),
+               "memory": RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. "
+                                      "DefaultCPUAllocator: not enough memory: you tried to "
+                                      "allocate 4294967296 bytes.")}[ends]
+
+    monkeypatch.setattr(EdgePopupModule, "training_step", ending)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "run"
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["--arch", "fc2", "--epochs", "1", "--limit-train", "200", "--val-size",
+                     "100", "--no-progress-bar", "--trainer.logger", "{class_path: WandbLogger}",
+                     "--data-dir", str(data_dir), "--out", str(out)]) == code
+    finally:  # (train.py's handler stays on its way out)
+        signal.signal(signal.SIGTERM, previous)
+    (written,) = (out / "wandb").glob("offline-run-*")
+    assert wandb.run is None and wandb_exit_code(written) == code
+
+
 def test_a_diverged_runs_wandb_run_ends_failed_with_its_exit_code(tmp_path, data_dir,
                                                                  monkeypatch):
     """A run that diverged left its W&B run open: W&B closed it at the process's exit as
