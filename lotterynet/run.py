@@ -54,7 +54,6 @@ from .errors import (
     OutOfMemory,
     Terminated,
     TrainingDiverged,
-    exit_code,
     interrupted,
     memory_refused,
     resume_flag,
@@ -668,8 +667,7 @@ def reporting_out_of_memory(trainer: pl.Trainer, what: str, less: str, checkpoin
     :class:`OutOfMemory`, one line: ``what`` (the run or the stack), the training epoch it ran
     out in (its test where ``testing``: Lightning forgets the stage it failed in), the size
     refused, what needs ``less`` memory, and how to go on where more memory is free
-    (:func:`how_to_go_on` of ``checkpoint``, ``resume``, ``resumed``), or ``nothing``. Its
-    W&B run ends with that exit code, 4 (W&B marks it failed)."""
+    (:func:`how_to_go_on` of ``checkpoint``, ``resume``, ``resumed``), or ``nothing``."""
     try:
         yield
     except (RuntimeError, MemoryError) as err:
@@ -679,8 +677,6 @@ def reporting_out_of_memory(trainer: pl.Trainer, what: str, less: str, checkpoin
         when = "testing its trained model" if testing else \
             f"in training epoch {trainer.current_epoch + 1}"
         then = how_to_go_on(checkpoint, resume, resumed)
-        # (its W&B run, left open, would be taken over by a sweep's next cell in this process)
-        end_stopped_wandb(trainer.loggers, OutOfMemory.exit_code)
         raise OutOfMemory(f"{what}: memory ran out {when}{size}", less, then, nothing) from None
 
 
@@ -807,7 +803,6 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
         then = how_to_go_on(checkpoint, resume, resumed, trainer) or nothing
         stopped = interrupted(isinstance(stop, (SIGTERMException, Terminated)), then,
                               epochs_written(checkpoint, trainer))
-        end_stopped_wandb(trainer.loggers, exit_code(stopped))
         raise stopped from None
 
 
@@ -966,13 +961,8 @@ def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
         with reporting_wandb_failure(f"run {str(run_dir)!r}: W&B failed to log it",
                                      partial(after_wandb_failed, run_dir, config.resume)):
             loggers = make_loggers(run_dir, wandb_config(config, spec, lr), resumed)
-            # whatever ends the run early (a divergence, W&B's own error in the fit) ends its
-            # W&B run with its exit code: left open, it was closed at the process's exit as
-            # finished, and a sweep's next cell in the same process logged into it
-            # (wandb.init returns the run in progress)
-            with ending_wandb_on_failure(partial(end_stopped_wandb, loggers)):
-                return train_and_test(config, run_dir, data, module, loggers, counts,
-                                      densities, resumed, sigterm)
+            return train_and_test(config, run_dir, data, module, loggers, counts, densities,
+                                  resumed, sigterm)
 
 
 def after_wandb_failed(run_dir: Path, resumed: str | None) -> str:
@@ -1029,6 +1019,24 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
                            # accumulated batch
                            callbacks=(LearningRateMonitor(logging_interval="epoch"),
                                       StopOnDivergence()), resumed=resumed)
+    # whatever ends the run early (a stop, memory running out, a divergence, W&B's own error
+    # in the fit) ends the W&B runs its Trainer logs to, its own and a W&B logger of the
+    # user's Trainer options, with the command's exit code (around reporting_interrupts: a
+    # stop's 130 or 143, not Lightning's exit 1): left open, one was closed at the process's
+    # exit as finished, and a sweep's next cell in the same process logged into it
+    # (wandb.init returns the run in progress)
+    with ending_wandb_on_failure(partial(end_stopped_wandb, trainer.loggers)):
+        return fit_and_test(config, run_dir, data, module, loggers, trainer, timer, counts,
+                            densities, sigterm)
+
+
+def fit_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
+                 module: EdgePopupModule, loggers: list, trainer: pl.Trainer,
+                 timer: EpochTimer, counts: dict, densities: dict, sigterm: SigtermStop
+                 ) -> dict:
+    """:func:`train_and_test` once its ``trainer`` is made (logging to ``loggers``, the run's
+    own, and to the user's Trainer options' loggers; ``timer``: its epoch timer)."""
+    spec = module.hparams.spec
     for logger in loggers if not config.resume else []:  # a resumed run has logged these
         logger.log_metrics(params_metrics(counts, densities), step=0)
     checkpoint = run_dir / CHECKPOINTS / LAST

@@ -1014,8 +1014,9 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     what = f"stack {stack_dir.name}"
     less = (f"a sweep with --no-stack (one run per cell) or a smaller --batch-size (now "
             f"{first.batch_size}; {CELLS_ANEW}) needs less")
-    # (whatever ends the stack early, W&B's own error in its fit too, ends its W&B run)
-    with ending_wandb_on_failure(partial(end_stopped_wandb, loggers)), \
+    # (whatever ends the stack early, a stop, memory running out, W&B's own error in its fit,
+    # ends the W&B run its Trainer logs to, as a run's: run.train_and_test)
+    with ending_wandb_on_failure(partial(end_stopped_wandb, trainer.loggers)), \
             reporting_interrupts(trainer, checkpoint, f"{what}: {RUN_AGAIN}",
                                  nothing=f"{what}: {START_OVER}"), \
             reporting_out_of_memory(trainer, what, less, checkpoint, RUN_AGAIN,

@@ -401,19 +401,21 @@ def test_a_run_out_of_memory_ends_its_wandb_run_failed_with_its_exit_code(tmp_pa
     assert wandb.run is None and wandb_exit_code(written) == 4
 
 
-@pytest.mark.parametrize("ends, code", [("Ctrl-C", 130), ("SIGTERM", 143), ("memory", 4)])
+@pytest.mark.parametrize("ends, code", [("Ctrl-C", 130), ("SIGTERM", 143), ("memory", 4),
+                                        ("disk full", 1)])
 def test_a_wandb_logger_given_as_a_trainer_option_ends_with_the_runs_exit_code(
         tmp_path, data_dir, monkeypatch, ends, code):
     """A W&B logger of the user's own, given as a Trainer option (``--trainer.logger``, not
     ``--wandb``: only the Trainer holds it), ends as the run's own W&B run does where the run
-    ends early in its fit: stopped, with 130 or 143; memory run out, with 4 (W&B marks it
-    failed). Left open, its run would end only with the process (in a sweep's, the next
-    cell's ``wandb.init`` would take it over)."""
+    ends early in its fit: stopped, with 130 or 143; memory run out, with 4; another error,
+    with 1 (W&B marks those failed). Left open, its run would end only with the process (in a
+    sweep's, the next cell's ``wandb.init`` would take it over)."""
     import os
     import signal
 
     import wandb
 
+    from lotterynet.errors import DiskFullError
     from lotterynet.module import EdgePopupModule
 
     step = EdgePopupModule.training_step
@@ -422,7 +424,7 @@ def test_a_wandb_logger_given_as_a_trainer_option_ends_with_the_runs_exit_code(
         if ends == "SIGTERM":  # (the run stops at its next batch)
             os.kill(os.getpid(), signal.SIGTERM)
             return step(self, batch, batch_idx)
-        raise {"Ctrl-C": KeyboardInterrupt(),
+        raise {"Ctrl-C": KeyboardInterrupt(), "disk full": DiskFullError(28, "disk full"),
                "memory": RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. "
                                       "DefaultCPUAllocator: not enough memory: you tried to "
                                       "allocate 4294967296 bytes.")}[ends]
