@@ -1139,11 +1139,10 @@ def test_the_size_memory_refused_is_said_in_a_unit_it_shows_in(asked, size):
 
 def test_a_diverging_ddp_run_says_so_once(tmp_path, data_dir):
     """Every rank stops at the same epoch end; rank 0 speaks for all (one line, exit 3)."""
-    proc = subprocess.run(
+    proc = prefork.run(
         [sys.executable, "train.py", *SMALL, "--accelerator", "cpu", "--devices", "2",
          "--epochs", "1", "--lr", "1e30", "--data-dir", str(data_dir),
-         "--out", str(tmp_path / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+         "--out", str(tmp_path / "run")], cwd=REPO, timeout=600)
     assert proc.returncode == 3
     errors = [line for line in proc.stderr.splitlines() if line.startswith("train.py: error")]
     assert len(errors) == 1 and "diverged in epoch 1" in errors[0], proc.stderr[-2000:]

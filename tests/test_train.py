@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+import prefork
 from conftest import REPO, STD_CONVS, TINY_BIT
 from lotterynet import checkpointing
 from lotterynet.archs import recipe, recipe_lr
@@ -510,12 +511,12 @@ def test_ddp_on_cpu_two_ranks_agree(tmp_path, data_dir):
     serving its share of the frozen convs' output from its own data module. The first step's
     train/loss is the mean of the two ranks' batch losses (it was rank 0's alone)."""
     out = tmp_path / "ddp"
-    proc = subprocess.run(
+    proc = prefork.run(  # (rank 0 forked; the rank it launches is started by Lightning)
         [sys.executable, "train.py", "--arch", "lenet5", "--structure", "subsetsum", "--lr", "0.05",
          "--accelerator", "cpu", "--devices", "2", "--limit-train", "1000", "--val-size", "200",
          "--epochs", "1", "--no-progress-bar", "--data-dir", str(data_dir), "--out", str(out),
          "--trainer.log_every_n_steps", "1", "--trainer.limit_test_batches", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "all_gather is deprecated" not in proc.stderr  # torch's, about Lightning's call
     results = results_of(out)
