@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import (
@@ -331,14 +333,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def stopped(then: str):
+def stopped(then: str | Callable[[], str]):
     """A Ctrl-C or SIGTERM (:class:`~lotterynet.errors.Terminated`) in the block that no run,
     stack or sweep reported (each says how it goes on) as :class:`Interrupted`, saying
-    ``then``: :data:`NOT_STARTED` before the command's work, :data:`BEGUN` in it."""
+    ``then``: :data:`NOT_STARTED` before the command's work, :data:`BEGUN` in it; a callable,
+    asked as it stops, where the block holds both (as :func:`~lotterynet.sweep.stopped_sweep`'s
+    ``then``)."""
     try:
         yield
     except (KeyboardInterrupt, Terminated) as stop:
-        raise interrupted(isinstance(stop, Terminated), then) from None
+        raise interrupted(isinstance(stop, Terminated), then() if callable(then) else then
+                          ) from None
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -445,9 +450,13 @@ def run_sweep_cells(args: argparse.Namespace, sweep: Sweep) -> int:
         check_wandb_environment(runs=None if args.cell else "every cell of this sweep")
     keep_freed_memory()
     # a sweep says how it goes on wherever it stops once its first checks (nothing written)
-    # have passed (sweep.stopped_sweep); a --cell run, outside the cell's run, as begun
-    with stopped(BEGUN) if args.cell else contextlib.nullcontext():
+    # have passed (sweep.stopped_sweep); a --cell run, outside the cell's run, whether its
+    # first checks had passed (sweep.run_one_cell sets ``begun`` before it writes anything)
+    if not args.cell:
         return run_sweep(args, sweep)
+    begun = threading.Event()
+    with stopped(lambda: BEGUN if begun.is_set() else NOT_STARTED):
+        return run_sweep(args, sweep, begun)
 
 
 def run_one(args: argparse.Namespace) -> int:

@@ -1422,13 +1422,16 @@ def wandb_table_rows(rows: list[dict]) -> list[dict]:
 CELLS_LISTED = 8
 
 
-def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str, go_on: bool = False) -> int:
+def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str, go_on: bool = False,
+                 begun: threading.Event | None = None) -> int:
     """Cell ``name`` of the sweep alone, in its cell directory (what a W&B agent runs; the
     sweep's lock held shared, :func:`outside_a_running_sweep`, so agents may run cells side
     by side). Stopped or out of memory, it says to run the same ``--cell`` command again
     (:func:`continued_by_the_sweep`), which continues from the cell's checkpoint. Finished
     with another config, the cell is set aside and trained anew only with ``go_on``
-    (``--yes``), as the sweep's are (:func:`check_finished_kept`)."""
+    (``--yes``), as the sweep's are (:func:`check_finished_kept`). ``begun`` is set once its
+    name is checked, before it writes anything (the sweep's folder and lock): a stop before
+    then had written nothing (``cli.run_sweep_cells``)."""
     cells = {cell_name(label, values): values for label, values in sweep.cells()}
     if name not in cells:
         if renamed := renamed_folders(sweep).get(f"cells/{name}"):  # (a W&B sweep's, before)
@@ -1441,6 +1444,8 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str, go_on: bool = False) 
             f"{names[0]}, …, {names[-1]}"
         raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
                           f"({len(names)} cells; see --wandb-sweep's file)")
+    if begun is not None:
+        begun.set()
     with outside_a_running_sweep(sweep_dir, f"--cell {name!r}", is_a_sweep=True):
         rename_old_folders(sweep, sweep_dir, name)
         check_finished_kept(sweep, sweep_dir, go_on, name)
@@ -1528,8 +1533,10 @@ def keep_wandb_group(sweep: Sweep, sweep_dir: Path) -> None:
         write_text_atomic(sweep_dir / WANDB_GROUP_FILE, f"{group}\n")
 
 
-def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
-    """The sweep's cells (or with ``--cell`` one of them), then its table and figure."""
+def run_sweep(args: argparse.Namespace, sweep: Sweep, begun: threading.Event | None = None
+              ) -> int:
+    """The sweep's cells (or with ``--cell`` one of them, ``begun`` set as it begins:
+    :func:`run_one_cell`), then its table and figure."""
     if args.jobs_per_device < 1:
         raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
     sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
@@ -1538,7 +1545,7 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep) -> int:
         sweep.base["wandb_group"] = wandb_group(sweep, sweep_dir, args.sweep,
                                                  bool(args.sweep_out))
     if args.cell:
-        return run_one_cell(sweep, sweep_dir, args.cell, args.yes)
+        return run_one_cell(sweep, sweep_dir, args.cell, args.yes, begun)
     planned = threading.Event()  # (run_cells sets it: a stop is then no longer the planning's)
     with stopped_sweep(sweep_dir, partial(planning_stopped, sweep_dir, planned)):
         if (sweep_dir / "cells").is_dir():  # (before the cells left are counted)

@@ -2271,25 +2271,28 @@ def test_a_sweep_stopped_while_it_plans_says_it_started_no_cell_and_how_to_go_on
 
 
 
-@pytest.mark.parametrize("cell", [False, True], ids=["sweep", "cell"])
+@pytest.mark.parametrize("cell, where", [(False, "check_sweep_dir"), (True, "check_sweep_dir"),
+                                         (True, "keep_wandb_group")],
+                         ids=["sweep", "cell first checks", "cell"])
 def test_a_sweep_stopped_before_it_wrote_anything_says_it_had_not_started(
-        tmp_path, data_dir, capsys, monkeypatch, cell):
-    """A sweep stopped by Ctrl-C in its first checks (its folder checked: milliseconds,
-    nothing written) said 'it had begun: what it wrote is kept': it says it had not started
-    and wrote nothing, which is so. A --cell run stopped where it writes outside the cell's
-    run (the sweep's W&B group kept) says it had begun."""
+        tmp_path, data_dir, capsys, monkeypatch, cell, where):
+    """A sweep or a --cell run stopped by Ctrl-C in its first checks (its folder checked:
+    milliseconds, nothing written) said 'it had begun: what it wrote is kept': it says it had
+    not started and wrote nothing, which is so. A --cell run stopped where it writes outside
+    the cell's run (the sweep's W&B group kept) says it had begun."""
     from lotterynet.cli import BEGUN, NOT_STARTED
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep_module, "keep_wandb_group" if cell else "check_sweep_dir", ctrl_c)
+    monkeypatch.setattr(sweep_module, where, ctrl_c)
     out = tmp_path / "sweep"
+    begun = where == "keep_wandb_group"
     assert main([*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out),
                  *(["--cell", "dense-s0.5-e1-seed0"] if cell else [])]) == 130
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"train.py: error: stopped by Ctrl-C (SIGINT); {BEGUN if cell else NOT_STARTED}"]
-    assert out.exists() == cell
+        f"train.py: error: stopped by Ctrl-C (SIGINT); {BEGUN if begun else NOT_STARTED}"]
+    assert out.exists() == begun
 
 def test_a_negative_zero_sparsity_is_zero():
     """``-0`` (a sweep's sparsity, a run's) is the run that 0 is: its cell was named
