@@ -119,8 +119,8 @@ def stopping_on_sigterm(ends_the_process: bool = False):
     Elsewhere (a notebook, a library caller's own process) the handler the run found is put
     back, and Ctrl-C left as it is. Inside a block of its own (a run in ``train.py``'s, which
     covers reading the flags' files too), the one handler installed. ``train.py``'s takes a
-    Ctrl-C that was held back until its handler (a sweep's job blocks SIGINT as it starts:
-    :func:`~lotterynet.sweep.starting_a_job`) as the block begins."""
+    Ctrl-C or SIGTERM that was held back until its handlers (a sweep's job blocks both as it
+    starts: :func:`~lotterynet.sweep.starting_a_job`) as the block begins."""
     installed = signal.getsignal(signal.SIGTERM)
     if isinstance(installed, SigtermStop):
         yield installed
@@ -135,7 +135,7 @@ def stopping_on_sigterm(ends_the_process: bool = False):
         signal.signal(signal.SIGINT, stop.ctrl_c)
     try:
         if ends_the_process:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
         yield stop
     finally:
         if not (stop.received and ends_the_process):

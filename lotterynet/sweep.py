@@ -546,13 +546,6 @@ class Job:
         """Its checkpoint, where it writes one: in its folder, its log's (a stack's, a cell's)."""
         return self.log.parent / CHECKPOINTS / LAST
 
-    def wrote(self) -> bool:
-        """Whether it has written to its log (since ``log_start``)."""
-        try:
-            return self.log.stat().st_size > self.log_start
-        except OSError:
-            return False
-
 
 #: How a cell that ran without results ended, in its progress line (:func:`run_cells`), by the
 #: exit code of what ran it (:attr:`Failure.code`); any other: :data:`NOT_FINISHED`.
@@ -621,12 +614,14 @@ def start_job(job: Job, device: int | None, workers: int, log) -> subprocess.Pop
 
 def starting_a_job(sweep: int) -> None:
     """A job's process between its fork and its ``train.py`` (``preexec_fn``): it dies with the
-    ``sweep`` (:func:`die_with_parent`), and holds SIGINT back until ``train.py``'s handler
-    takes it (:func:`~lotterynet.lifetime.stopping_on_sigterm`), which stops it in one line as
-    it does SIGTERM: Python's own handler raised it in Python's start (its site packages, exit
-    1) or ``train.py``'s imports as a traceback."""
+    ``sweep`` (:func:`die_with_parent`: SIGKILL, which no mask holds back), and holds SIGINT
+    and SIGTERM back until ``train.py``'s handlers take them
+    (:func:`~lotterynet.lifetime.stopping_on_sigterm`), which stop it in one line, exit 130 /
+    143: Python's own SIGINT handler raised a Ctrl-C in Python's start (its site packages, exit
+    1) or ``train.py``'s imports as a traceback, and SIGTERM's default action killed the job
+    without a word (exit -15; the sweep stopping its jobs sends it to one as it starts)."""
     die_with_parent(sweep)
-    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
 
 
 class JobRunner:
@@ -1156,17 +1151,15 @@ def how_it_ended(code: int | None, job: Job | None = None) -> str:
     (``Popen``'s convention; the kernel's out-of-memory killer sends SIGKILL), 130 and 143 a
     ``train.py`` that stopped on Ctrl-C or SIGTERM (128 + the signal), which a stack does
     wherever the signal finds it (it was killed by it outside its fit); any other, with the
-    line that ``job``'s ``train.py`` reported its error in, if it did (:func:`reported`).
-    Killed by SIGTERM without a word in its log, ``job``'s ``train.py`` got it as it started,
-    before its handler (:func:`~lotterynet.cli.main`): it had done nothing. A stopped job's
-    line says how it goes on (:func:`resumes`), as the sweep's does of the jobs it stopped:
-    its log's may not (one stopped as it imported torch says only 'stopped by SIGTERM')."""
+    line that ``job``'s ``train.py`` reported its error in, if it did (:func:`reported`). A
+    job stopped as it started is one of those (it holds SIGINT and SIGTERM back until
+    ``train.py``'s handlers: :func:`starting_a_job`). A stopped job's line says how it goes on
+    (:func:`resumes`), as the sweep's does of the jobs it stopped: its log's may not (one
+    stopped as it imported torch says only 'stopped by SIGTERM')."""
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         stopped = f"was stopped by {signal.Signals(code - 128).name} (exit {code})"
     elif code is None or code >= 0:
         return f"failed (exit {code})" + (reported(job) if job else "")
-    elif code == -signal.SIGTERM and job and not job.wrote():
-        stopped = f"was stopped by SIGTERM as it started, before it had done anything (exit {code})"
     else:
         name = signal.Signals(-code).name
         return f"was killed by {name}{' (out of memory?)' if name == 'SIGKILL' else ''}"

@@ -924,9 +924,10 @@ def test_a_job_stopped_by_sigterm_as_it_started_says_so_and_how_it_goes_on(
         tmp_path, data_dir, capsys, monkeypatch):
     """A job's ``train.py`` that got SIGTERM as it started (python starting, train.py's imports,
     before its handler) died by it, its log empty: the sweep said only that the cell 'was
-    killed by SIGTERM'. It says it was stopped before it had done anything and how it goes on
-    when the sweep runs again (it starts over: it had no checkpoint), which it does; the sweep
-    ends as with any failed job: exit 1, to re-run the same command."""
+    killed by SIGTERM'. The job holds SIGTERM back until train.py's handler, which stops it in
+    one line (exit 143): the sweep says so and how it goes on when the sweep runs again (it
+    starts over: it had no checkpoint), which it does; the sweep ends as with any failed job:
+    exit 1, to re-run the same command."""
     fail_subprocesses(tmp_path, monkeypatch, "kill -TERM $$\n")
     out = tmp_path / "pool"
     argv = [*POOL, "--trainer.limit_test_batches", "1", "--data-dir", str(data_dir),
@@ -934,10 +935,9 @@ def test_a_job_stopped_by_sigterm_as_it_started_says_so_and_how_it_goes_on(
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines() == [
-        f"train.py: error: cell dense-s{s}-e1-seed0 was stopped by SIGTERM as it started, "
-        f"before it had done anything (exit -15); when the sweep runs again, it starts over "
-        f"(it wrote no checkpoint); its output: {out / 'cells' / f'dense-s{s}-e1-seed0'}"
-        f"/train.log" for s in ("0.5", "0.9")]
+        f"train.py: error: cell dense-s{s}-e1-seed0 was stopped by SIGTERM (exit 143); when "
+        f"the sweep runs again, it starts over (it wrote no checkpoint); its output: "
+        f"{out / 'cells' / f'dense-s{s}-e1-seed0'}/train.log" for s in ("0.5", "0.9")]
     assert "sweep incomplete: 2 of 2 cells without results (2 failures)" in captured.out and \
         "(re-run the same command to retry)" in captured.out
     monkeypatch.undo()  # (run again in the sweep's process: the grid is the same, the cells
@@ -946,12 +946,14 @@ def test_a_job_stopped_by_sigterm_as_it_started_says_so_and_how_it_goes_on(
         "0 already done, 2 to run" in capsys.readouterr().out
 
 
-def test_a_job_sent_ctrl_c_as_it_started_stops_in_one_line(tmp_path, data_dir):
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_job_sent_ctrl_c_or_sigterm_as_it_started_stops_in_one_line(tmp_path, data_dir, sent):
     """A Ctrl-C to a job's ``train.py`` alone (``kill -INT``) as it started, before its
     handler, was a traceback: Python's own handler raised it in Python's start (its site
-    packages: exit 1) or in train.py's imports, and the sweep said the job failed. The job
-    holds SIGINT back until train.py's handler takes it: it stops there, as on SIGTERM, in one
-    line saying that it wrote nothing (exit 130), and the sweep that it starts over."""
+    packages: exit 1) or in train.py's imports, and the sweep said the job failed; a SIGTERM
+    (the sweep stopping its jobs as one started) killed it without a word (exit -15). The job
+    holds both back until train.py's handlers take them: it stops there in one line saying
+    that it wrote nothing (exit 130 / 143), and the sweep that it starts over."""
     cell = tmp_path / "cells" / "c-seed0"
     cell.mkdir(parents=True)
     job = sweep_module.Job("cell c-seed0", ["--arch", "fc2", "--limit-train", "64", "--epochs",
@@ -963,16 +965,17 @@ def test_a_job_sent_ctrl_c_as_it_started_stops_in_one_line(tmp_path, data_dir):
             proc = sweep_module.start_job(job, None, 1, log)
     finally:
         signal.signal(signal.SIGINT, previous)
-    proc.send_signal(signal.SIGINT)  # (its python has not started yet)
-    assert proc.wait(timeout=120) == 130
+    proc.send_signal(sent)  # (its python has not started yet)
+    code, said = 128 + sent, "SIGTERM" if sent == signal.SIGTERM else "Ctrl-C (SIGINT)"
+    assert proc.wait(timeout=120) == code
     assert job.log.read_text().splitlines() == [
-        "train.py: error: stopped by Ctrl-C (SIGINT); it had not started (it was reading its "
+        f"train.py: error: stopped by {said}; it had not started (it was reading its "
         "options and files and importing what it runs): nothing was written; run the same "
         "command again"]
     assert [p.name for p in cell.iterdir()] == ["train.log"]
     assert sweep_module.how_it_ended(proc.returncode, job) == (
-        "was stopped by SIGINT (exit 130); when the sweep runs again, it starts over (it wrote "
-        "no checkpoint)")
+        f"was stopped by {sent.name} (exit {code}); when the sweep runs again, it starts over "
+        "(it wrote no checkpoint)")
 
 
 def test_a_job_stopped_by_sigterm_as_it_imported_says_how_it_goes_on(
@@ -990,24 +993,6 @@ def test_a_job_stopped_by_sigterm_as_it_imported_says_how_it_goes_on(
     assert f"train.py: error: cell dense-s0.9-e1-seed0 was stopped by SIGTERM (exit 143); when " \
         f"the sweep runs again, it resumes from its checkpoint (written at the end of epoch " \
         f"1); its output: {stopped / 'train.log'}" in lines
-
-
-def test_a_resumed_job_stopped_by_sigterm_as_it_started_resumes_from_its_checkpoint(tmp_path):
-    """A job resumed (its log holds its earlier run's output, its checkpoint is there) and
-    killed by SIGTERM as it started says it resumes from its checkpoint, with the epoch it
-    holds; one that had written to its log (killed as it exited, after train.py's handler)
-    was killed by it, as before."""
-    cell = tmp_path / "cells" / "c-seed0"
-    atomic_torch_save({"epoch": 1}, cell / "checkpoints" / "last.ckpt")  # (0-based: epoch 2)
-    log = cell / "train.log"
-    log.write_text("train.py: error: stopped by SIGTERM; cell c-seed0: ...\n")
-    job = sweep_module.Job("cell c-seed0", [], log, ["c-seed0"], log_start=log.stat().st_size)
-    assert sweep_module.how_it_ended(-signal.SIGTERM, job) == (
-        "was stopped by SIGTERM as it started, before it had done anything (exit -15); when "
-        "the sweep runs again, it resumes from its checkpoint (written at the end of epoch 2)")
-    with open(log, "a") as more:
-        more.write("test accuracy 97.10%\n")
-    assert sweep_module.how_it_ended(-signal.SIGTERM, job) == "was killed by SIGTERM"
 
 
 def test_a_job_that_fails_without_a_word_is_not_given_its_earlier_runs_line(tmp_path):
