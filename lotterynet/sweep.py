@@ -558,10 +558,12 @@ class Failure:
     """A stack, cell or job that ended without its results: its line, and its exit code
     (``code``: a job's, or the one its error gives ``train.py``, :func:`~lotterynet.errors.
     exit_code`, where it ran in the sweep's process; None: none), by which how it ended is
-    known, not by what its line says."""
+    known, not by what its line says; ``cells``: the cells it ran (a stack's members), whose
+    variant the sweep's advice names (:func:`diverged_variants_aside`)."""
 
     line: str
     code: int | None = None
+    cells: tuple[str, ...] = ()
 
     @property
     def ended(self) -> str:
@@ -955,7 +957,7 @@ def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], rep
         members_configs = [configs[m] for m in members]
         print(stack_line(stack_dir, members_configs), flush=True)
         failure = failure_of(partial(run_stack, members_configs, stack_dir,
-                                     [Path(c.out) for c in members_configs]))
+                                     [Path(c.out) for c in members_configs]), members)
         if failure:  # (raised once the others finished)
             failed.append(failure)
         for m in members:
@@ -963,15 +965,15 @@ def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], rep
     return failed
 
 
-def failure_of(train, what: str = "") -> Failure | None:
-    """Call ``train``, which trains a stack or a cell in the sweep's process: None, or the
-    :class:`Failure` (its line: ``what`` and the error's) where it diverged, ran out of
+def failure_of(train, cells: list[str], what: str = "") -> Failure | None:
+    """Call ``train``, which trains a stack or a cell (``cells``) in the sweep's process: None,
+    or the :class:`Failure` (its line: ``what`` and the error's) where it diverged, ran out of
     memory or W&B failed to log it (its server out of reach: its results are kept), which
     leaves the sweep's other cells to go on."""
     try:
         train()
     except (TrainingDiverged, OutOfMemory, WandbFailed) as err:
-        return Failure(f"{what}{err}", exit_code(err))
+        return Failure(f"{what}{err}", exit_code(err), tuple(cells))
     return None
 
 
@@ -1028,7 +1030,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         failed = run_stacks(stacks, configs, report)
         if not ddp:
             for name, config in todo:
-                failure = failure_of(partial(run_in_the_sweep, name, config), f"cell {name}: ")
+                failure = failure_of(partial(run_in_the_sweep, name, config), [name],
+                                     f"cell {name}: ")
                 if failure:
                     failed.append(failure)
                 report(name, failure)
@@ -1050,7 +1053,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
 
     def finished(job: Job, code: int | None) -> None:
         failure = None if code == 0 else \
-            Failure(f"{job.what} {how_it_ended(code, job)}; its output: {job.log}", code)
+            Failure(f"{job.what} {how_it_ended(code, job)}; its output: {job.log}", code,
+                    tuple(job.cells))
         if failure:
             failed.append(failure)
         for name in job.cells:  # (a failed stack's finished members too)
@@ -1821,6 +1825,26 @@ def check_finished_kept(sweep: Sweep, sweep_dir: Path, go_on: bool, cell: str | 
                           f"--sweep-out")
 
 
+def yes_sets_aside(finished: int, of: str = "") -> str:
+    """What the sweep's advice to change its cells' config (another --lr or --batch-size, a
+    variant's lr: ``of`` names it) says of their ``finished`` ones, which the sweep so changed
+    sets aside only with --yes (:func:`check_finished_kept`): ``''`` where there are none."""
+    return f": pass --yes to set aside the {plural(finished, 'finished cell')}{of}" \
+        if finished else ""
+
+
+def diverged_variants_aside(sweep: Sweep, failed: list[Failure], missing: list[str]) -> str:
+    """:func:`yes_sets_aside` of the finished cells of the variants whose cells diverged
+    (``failed``; ``missing``: the cells without results), which another lr in their mappings
+    sets aside (the trained baseline has none: --lr alone sets its lr)."""
+    variant_of = {cell_name(label, v): label for label, v in sweep.cells() if label != BASELINE}
+    diverged = sorted({variant_of[c] for failure in failed if failure.diverged
+                       for c in failure.cells if c in variant_of})
+    left = set(missing)
+    return yes_sets_aside(sum(label in diverged for c, label in variant_of.items()
+                              if c not in left), f" of {', '.join(diverged)}")
+
+
 def unfinished_cells(sweep: Sweep, sweep_dir: Path) -> list[str]:
     return [name for name in (cell_name(label, v) for label, v in sweep.cells())
             if not (sweep_dir / "cells" / name / RESULTS).is_file()]
@@ -1934,14 +1958,12 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
             "no cell finished, so there is no table"
         # (a divergence is deterministic: a re-run diverges again)
         diverged = sum(failure.diverged for failure in failed)
-        # another lr or batch size changes every cell's config: the sweep so changed sets its
-        # finished cells aside only with --yes (check_finished_kept)
-        finished = len(sweep.cells()) - len(missing)
-        aside = f": pass --yes to set aside the {plural(finished, 'finished cell')}" \
-            if finished else ""
+        # another lr or batch size changes every cell's config, a variant's lr its cells': the
+        # sweep so changed sets their finished cells aside only with --yes (check_finished_kept)
+        aside = yes_sets_aside(len(sweep.cells()) - len(missing))
+        theirs = diverged_variants_aside(sweep, failed, missing)
         lower = (f"a lower lr: --lr runs every cell anew (another config{aside}), lr in a "
-                 "variant's mapping that variant's"
-                 + " (with --yes too where it has finished ones)" * bool(finished))
+                 "variant's mapping that variant's" + f" (another config{theirs})" * bool(theirs))
         again = f"a cell that diverged diverges again when re-run: it needs {lower}" \
             if diverged == len(failed) else "re-run the same command to retry" + (
                 f" the others; a cell that diverged needs {lower}" if diverged else "")

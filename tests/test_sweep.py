@@ -1797,7 +1797,8 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         assert str(err.value) == said
         return
     assert sweep_module.run_cells(sweep, tmp_path, 1, stack=False) == [
-        sweep_module.Failure(f"cell trained-e1-seed0: {said}", OutOfMemory.exit_code)]
+        sweep_module.Failure(f"cell trained-e1-seed0: {said}", OutOfMemory.exit_code,
+                             ("trained-e1-seed0",))]
     assert run_module.needs_less(make_config({"batch_size": 8})) == (  # (outside a sweep)
         "a new run with a smaller --batch-size (now 8) or a narrower model (--pairs, --hidden) "
         "needs less")
@@ -1809,11 +1810,13 @@ TWO_CELLS = ["--arch", "fc2", "--structure", "dense", "--sweep-variants", "dense
              "--no-stack"]
 
 
-def failing_at(sparsity: float, error: Exception, monkeypatch) -> None:
-    """The sweep's runs, stood in for: the cell of ``sparsity`` raises ``error``, the others
-    write a finished cell's results at once; no figure is drawn."""
+def failing_at(sparsity: float, error: Exception, monkeypatch, structure: str | None = None
+               ) -> None:
+    """The sweep's runs, stood in for: the cell of ``sparsity`` (of ``structure``'s variant,
+    where given) raises ``error``, the others write a finished cell's results at once; no
+    figure is drawn."""
     def ran(config):
-        if config.sparsity == sparsity:
+        if config.sparsity == sparsity and structure in (None, config.structure):
             raise error
         results = {"finished": True, "config": config.to_dict(), "test_acc": 0.5,
                    "params": {"kept": 1, "maskable": 2, "trainable": 2}, "run_dir": config.out}
@@ -1826,8 +1829,8 @@ def failing_at(sparsity: float, error: Exception, monkeypatch) -> None:
 
 @pytest.mark.parametrize("ended, advised", [
     ("diverged", "a lower lr: --lr runs every cell anew (another config: pass --yes to set "
-                 "aside the 1 finished cell), lr in a variant's mapping that variant's (with "
-                 "--yes too where it has finished ones)"),
+                 "aside the 1 finished cell), lr in a variant's mapping that variant's (another "
+                 "config: pass --yes to set aside the 1 finished cell of dense)"),
     ("out of memory", "re-run the same command to retry; a smaller --batch-size or a narrower "
                       "model runs every cell anew: pass --yes to set aside the 1 finished cell")],
     ids=["diverged", "out of memory"])
@@ -1852,6 +1855,25 @@ def test_the_sweeps_advice_after_a_failed_cell_says_that_finished_cells_need_yes
     flag = ["--lr", "0.01"] if ended == "diverged" else ["--batch-size", "32"]
     assert main([*argv, *flag]) == 2 and "pass --yes" in capsys.readouterr().err
     assert main([*argv, *flag, "--yes"]) == 1
+
+
+def test_the_advice_after_a_diverged_cell_counts_its_variants_finished_cells(
+        tmp_path, data_dir, monkeypatch, capsys):
+    """A cell diverged beside finished cells of its variant and of another: the advice to
+    lower the lr in that variant's mapping said only '(with --yes too where it has finished
+    ones)', where --lr's says how many finished cells --yes would set aside. It says how many
+    of that variant's, as --lr's does of every cell's."""
+    from lotterynet.errors import TrainingDiverged
+
+    failing_at(0.9, TrainingDiverged("diverged in epoch 1"), monkeypatch, structure="dense")
+    assert main(["--arch", "fc2", "--sweep-variants", "dense,wide", "--sweep-sparsities",
+                 "0.5,0.9", "--sweep-epochs", "1", "--no-baseline", "--no-stack", "--data-dir",
+                 str(data_dir), "--sweep-out", str(tmp_path / "sweep")]) == 1
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+        "(a cell that diverged diverges again when re-run: it needs a lower lr: --lr runs every "
+        "cell anew (another config: pass --yes to set aside the 3 finished cells), lr in a "
+        "variant's mapping that variant's (another config: pass --yes to set aside the 1 "
+        "finished cell of dense))")
 
 
 def test_a_cell_that_wandb_failed_to_log_fails_alone(tmp_path, data_dir, monkeypatch, capsys):
