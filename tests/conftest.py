@@ -21,12 +21,12 @@ STD_CONVS = ["stem.conv", "stages.*.blocks.*.downsample.conv", "stages.*.blocks.
 
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_finish(session):
     """The prefork server imports in the background from the start of a test session that
     has tests forking from it (those of modules that import :mod:`prefork`, or use
     ``started_together``)."""
     if any(hasattr(item.module, "prefork") or "started_together" in item.fixturenames
-           for item in items if isinstance(item, pytest.Function)):
+           for item in session.items if isinstance(item, pytest.Function)):
         prefork.start_server()
 
 

@@ -37,7 +37,8 @@ from pathlib import Path
 #: What a run imports (train.py's command line, then its run, stack or sweep).
 PRELOADED = ("lotterynet.cli", "lotterynet.run", "lotterynet.stack", "lotterynet.sweep")
 #: The environment variables a test may set for its process that nothing reads at import.
-READ_AT_RUN_TIME = ("SEND", "IN", "LOTTERYNET_", "WANDB_", "PYTHONPATH", "COLUMNS", "LINES")
+READ_AT_RUN_TIME = ("SEND", "IN", "LOTTERYNET_", "WANDB_", "PYTHONPATH", "PYTEST_", "COLUMNS",
+                    "LINES")
 _ENV_AT_START = dict(os.environ)
 
 
@@ -179,13 +180,12 @@ def start_server() -> None:
     _Server.start()
 
 
-def forkable(argv: list[str], env: dict[str, str] | None) -> bool:
+def forkable(argv: list[str], env: dict[str, str]) -> bool:
     """Whether ``argv`` can run forked from the server: Python running a script or ``-c`` in
-    an environment whose differences from the server's are read at run time only."""
+    an environment ``env`` whose differences from the server's are read at run time only."""
     if argv[0] != sys.executable or len(argv) < 2 or argv[1].startswith("-") and argv[1] != "-c":
         return False
-    changed = {k for k in {*(env or {}), *_ENV_AT_START}
-               if (env or _ENV_AT_START).get(k) != _ENV_AT_START.get(k)}
+    changed = {k for k in {*env, *_ENV_AT_START} if env.get(k) != _ENV_AT_START.get(k)}
     return all(k.startswith(READ_AT_RUN_TIME) for k in changed)
 
 
@@ -194,13 +194,15 @@ def Popen(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
           start_new_session: bool = False) -> Process | subprocess.Popen:
     """``argv`` (``sys.executable``, then a script or ``-c``) forked from the server where
     :func:`forkable`, otherwise started by ``subprocess`` (SIGINT at :func:`default_sigint`),
-    its output into the files ``stdout`` and ``stderr`` (None: discarded)."""
+    its output into the files ``stdout`` and ``stderr`` (None: discarded); ``env`` None: this
+    process's environment, as ``subprocess`` has it."""
+    env = dict(os.environ) if env is None else env
     if not forkable(argv, env):
         with open(stdout or os.devnull, "w") as out, open(stderr or os.devnull, "w") as err:
             return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
                                     preexec_fn=default_sigint, start_new_session=start_new_session)
     address = _Server.address()
-    request = {"argv": [str(a) for a in argv], "cwd": str(cwd), "env": env or _ENV_AT_START,
+    request = {"argv": [str(a) for a in argv], "cwd": str(cwd), "env": env,
                "stdout": str(stdout or os.devnull), "stderr": str(stderr or os.devnull),
                "status": str(_Server.status_file()), "new_session": start_new_session}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:

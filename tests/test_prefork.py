@@ -1,0 +1,48 @@
+"""The tests' forked processes (tests/prefork.py) behave as the started ones they stand for."""
+
+import os
+import signal
+import sys
+import time
+
+import prefork
+from conftest import REPO
+
+SCRIPT = """
+import os, sys
+print(os.getcwd(), os.environ.get("SEND"), sys.argv[1:], __name__, sys.path[0] == "")
+print("to stderr", file=sys.stderr)
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_a_tests_environment_forks_and_one_read_at_import_does_not():
+    # (the test's own environment has PYTEST_CURRENT_TEST, which the server's had not)
+    assert os.environ.get("PYTEST_CURRENT_TEST")
+    assert prefork.forkable([sys.executable, "train.py"], {**os.environ, "SEND": "SIGINT"})
+    assert not prefork.forkable([sys.executable, "train.py"],
+                                {**os.environ, "OMP_NUM_THREADS": "7"})
+    assert not prefork.forkable([sys.executable, "-I", "-c", "pass"], dict(os.environ))
+
+
+def test_a_forked_process_has_its_own_cwd_environment_arguments_output_and_exit_code(tmp_path):
+    done = prefork.run([sys.executable, "-c", SCRIPT, "3"], cwd=tmp_path,
+                       env={**os.environ, "SEND": "x"})
+    assert isinstance(prefork.Popen([sys.executable, "-c", ""], cwd=tmp_path), prefork.Process)
+    assert done.returncode == 3
+    assert done.stdout.splitlines()[-1] == f"{tmp_path} x ['3'] __main__ True"
+    assert done.stderr.splitlines()[-1] == "to stderr"
+
+
+def test_a_forked_process_dies_of_a_signal_and_of_an_uncaught_ctrl_c(tmp_path):
+    slept = prefork.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path,
+                          start_new_session=True)
+    deadline = time.time() + 30
+    while os.getsid(slept.pid) != slept.pid and time.time() < deadline:
+        time.sleep(0.01)
+    assert os.getsid(slept.pid) == slept.pid  # (its own session)
+    slept.send_signal(signal.SIGTERM)
+    assert slept.wait(30) == -signal.SIGTERM
+    interrupted = prefork.run([sys.executable, "-c", "raise KeyboardInterrupt"], cwd=REPO)
+    assert interrupted.returncode == -signal.SIGINT  # (as Python ends on one)
+    assert interrupted.stderr.splitlines()[-1] == "KeyboardInterrupt"
