@@ -1959,8 +1959,7 @@ def test_the_wandb_group_of_a_sweep_is_its_folders_name_however_it_is_spelled(
     monkeypatch.chdir(tmp_path / "mysweep")
     groups = []
     monkeypatch.setattr(sweep_module, "run_one_cell",
-                        lambda sweep, sweep_dir, name, go_on: groups.append(
-                            sweep.base["wandb_group"]) or 0)
+                        lambda sweep, *_: groups.append(sweep.base["wandb_group"]) or 0)
     assert main([*TINY, "--wandb", "--sweep-out", out, "--cell", "trained-e1-seed0"]) == 0
     assert groups == [f"mysweep-{digest(str(tmp_path.resolve() / 'mysweep'))}"]
 
