@@ -32,13 +32,16 @@ import sys
 import tempfile
 import time
 import types
+import warnings
 from pathlib import Path
 
 #: What a run imports (train.py's command line, then its run, stack or sweep).
 PRELOADED = ("lotterynet.cli", "lotterynet.run", "lotterynet.stack", "lotterynet.sweep")
 #: The environment variables a test may set for its process that nothing reads at import.
-READ_AT_RUN_TIME = ("SEND", "IN", "LOTTERYNET_", "WANDB_", "PYTHONPATH", "PYTEST_", "COLUMNS",
-                    "LINES")
+#: (``PL_GLOBAL_SEED``, ``PL_SEED_WORKERS``: Lightning's ``seed_everything`` in a test's own
+#: process sets them.)
+READ_AT_RUN_TIME = ("SEND", "IN", "LOTTERYNET_", "WANDB_", "PYTHONPATH", "PYTEST_",
+                    "PL_GLOBAL_SEED", "PL_SEED_WORKERS", "COLUMNS", "LINES")
 _ENV_AT_START = dict(os.environ)
 
 
@@ -180,13 +183,23 @@ def start_server() -> None:
     _Server.start()
 
 
+def runs_python(argv: list[str]) -> bool:
+    """Whether ``argv`` is this Python running a script or ``-c`` (no other option)."""
+    return argv[0] == sys.executable and len(argv) > 1 and (argv[1] == "-c"
+                                                            or not argv[1].startswith("-"))
+
+
+def read_at_import(env: dict[str, str]) -> list[str]:
+    """The variables in which ``env`` differs from the server's, outside
+    :data:`READ_AT_RUN_TIME`."""
+    return sorted(k for k in {*env, *_ENV_AT_START} if env.get(k) != _ENV_AT_START.get(k)
+                  and not k.startswith(READ_AT_RUN_TIME))
+
+
 def forkable(argv: list[str], env: dict[str, str]) -> bool:
     """Whether ``argv`` can run forked from the server: Python running a script or ``-c`` in
     an environment ``env`` whose differences from the server's are read at run time only."""
-    if argv[0] != sys.executable or len(argv) < 2 or argv[1].startswith("-") and argv[1] != "-c":
-        return False
-    changed = {k for k in {*env, *_ENV_AT_START} if env.get(k) != _ENV_AT_START.get(k)}
-    return all(k.startswith(READ_AT_RUN_TIME) for k in changed)
+    return runs_python(argv) and not read_at_import(env)
 
 
 def Popen(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
@@ -198,6 +211,9 @@ def Popen(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
     process's environment, as ``subprocess`` has it."""
     env = dict(os.environ) if env is None else env
     if not forkable(argv, env):
+        if runs_python(argv):  # (the test's, or a variable an earlier test left set)
+            warnings.warn(f"prefork: {argv[1]} started, not forked: the environment differs "
+                          f"from the server's in {read_at_import(env)}", stacklevel=2)
         with open(stdout or os.devnull, "w") as out, open(stderr or os.devnull, "w") as err:
             return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
                                     preexec_fn=default_sigint, start_new_session=start_new_session)

@@ -5,6 +5,8 @@ import signal
 import sys
 import time
 
+import pytest
+
 import prefork
 from conftest import REPO
 
@@ -16,12 +18,19 @@ sys.exit(int(sys.argv[1]))
 """
 
 
-def test_a_tests_environment_forks_and_one_read_at_import_does_not():
-    # (the test's own environment has PYTEST_CURRENT_TEST, which the server's had not)
+def test_a_tests_environment_forks_and_one_read_at_import_does_not(monkeypatch):
+    # (the test's own environment has PYTEST_CURRENT_TEST, which the server's had not, and
+    # Lightning's seed_everything's variables after a run in the test's process)
     assert os.environ.get("PYTEST_CURRENT_TEST")
-    assert prefork.forkable([sys.executable, "train.py"], {**os.environ, "SEND": "SIGINT"})
-    assert not prefork.forkable([sys.executable, "train.py"],
-                                {**os.environ, "OMP_NUM_THREADS": "7"})
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    monkeypatch.setenv("PL_SEED_WORKERS", "0")
+    assert prefork.read_at_import({**os.environ, "SEND": "SIGINT"}) == []
+    assert prefork.forkable([sys.executable, "train.py"], dict(os.environ))
+    assert prefork.read_at_import({**os.environ, "OMP_NUM_THREADS": "7"}) == ["OMP_NUM_THREADS"]
+    with pytest.warns(UserWarning, match=r"started, not forked: .* in \['OMP_NUM_THREADS'\]"):
+        started = prefork.run([sys.executable, "-c", "pass"], cwd=REPO,
+                              env={**os.environ, "OMP_NUM_THREADS": "7"})
+    assert started.returncode == 0
     assert not prefork.forkable([sys.executable, "-I", "-c", "pass"], dict(os.environ))
 
 
