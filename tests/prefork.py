@@ -39,9 +39,10 @@ from pathlib import Path
 PRELOADED = ("lotterynet.cli", "lotterynet.run", "lotterynet.stack", "lotterynet.sweep")
 #: The environment variables a test may set for its process that nothing reads at import.
 #: (``PL_GLOBAL_SEED``, ``PL_SEED_WORKERS``: Lightning's ``seed_everything`` in a test's own
-#: process sets them.)
+#: process sets them; ``CUBLAS_WORKSPACE_CONFIG``: its ``Trainer(deterministic=True)``.)
 READ_AT_RUN_TIME = ("SEND", "IN", "LOTTERYNET_", "WANDB_", "PYTHONPATH", "PYTEST_",
-                    "PL_GLOBAL_SEED", "PL_SEED_WORKERS", "COLUMNS", "LINES")
+                    "PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG", "COLUMNS",
+                    "LINES")
 _ENV_AT_START = dict(os.environ)
 
 

@@ -20,10 +20,12 @@ sys.exit(int(sys.argv[1]))
 
 def test_a_tests_environment_forks_and_one_read_at_import_does_not(monkeypatch):
     # (the test's own environment has PYTEST_CURRENT_TEST, which the server's had not, and
-    # Lightning's seed_everything's variables after a run in the test's process)
+    # what Lightning sets after a run in the test's process: seed_everything's variables,
+    # deterministic=True's)
     assert os.environ.get("PYTEST_CURRENT_TEST")
     monkeypatch.setenv("PL_GLOBAL_SEED", "0")
     monkeypatch.setenv("PL_SEED_WORKERS", "0")
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     assert prefork.read_at_import({**os.environ, "SEND": "SIGINT"}) == []
     assert prefork.forkable([sys.executable, "train.py"], dict(os.environ))
     assert prefork.read_at_import({**os.environ, "OMP_NUM_THREADS": "7"}) == ["OMP_NUM_THREADS"]
