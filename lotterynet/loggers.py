@@ -322,7 +322,7 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None,
             log_model=bool(config.get("log_model")), **options)
         if replay or not (continued and options["mode"] in WANDB_SERVER_MODES):  # (else the
             # server has it)
-            with ending_wandb_on_failure(partial(end_stopped_wandb, [wandb_logger])):
+            with ending_wandb_on_failure(partial(end_open_wandb, [wandb_logger])):
                 replay_history(wandb_logger, history)
         loggers.append(wandb_logger)
     return loggers
@@ -342,7 +342,7 @@ def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] 
             import wandb
 
             run = logger.experiment
-            with ending_wandb_on_failure(partial(end_stopped_wandb, [logger])):
+            with ending_wandb_on_failure(partial(end_open_wandb, [logger])):
                 run.summary.update(summary)
                 for member, ticket in (tickets or {}).items():
                     prefix = f"{member}/" if member else ""
@@ -357,10 +357,10 @@ def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] 
     return None
 
 
-def end_stopped_wandb(loggers: list[Logger], exit_code: int) -> None:
+def end_open_wandb(loggers: list[Logger], exit_code: int) -> None:
     """Close with ``exit_code`` (a stop's 130 or 143, a divergence's 3, memory's 4 or another
-    failure's 1: W&B marks those failed)
-    the W&B run of ``loggers`` that started and is still open. One not started yet (a stop
+    failure's 1: W&B marks those failed; a finished run's 0) the W&B run of ``loggers`` that
+    started and is still open. One not started yet (a stop
     while the data is read) is left unstarted: starting it only to close it called
     ``wandb.init`` inside the stop; one that
     :func:`finish_wandb` closed (a stop while a stack logs its members) is left closed: closing
@@ -375,7 +375,7 @@ def end_stopped_wandb(loggers: list[Logger], exit_code: int) -> None:
 @contextlib.contextmanager
 def ending_wandb_on_failure(end: Callable[[int], object]):
     """Whatever fails or stops inside the block, once a W&B run has started, ends that run
-    before it is raised, as it was: ``end`` (:func:`end_stopped_wandb` of the run's loggers,
+    before it is raised, as it was: ``end`` (:func:`end_open_wandb` of the run's loggers,
     or :func:`close_wandb_run` of the run) is given the exit code the command exits with for
     it (:func:`~lotterynet.errors.exit_code`: a stop's 130 or 143, an error's 1; W&B marks
     the run failed). Left open, the run ended only with the process (in a sweep's, the next

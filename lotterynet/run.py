@@ -69,7 +69,7 @@ from .loggers import (
     METRICS_FILE,
     WANDB_ID_FILE,
     check_wandb_environment,
-    end_stopped_wandb,
+    end_open_wandb,
     ending_wandb_on_failure,
     finish_wandb,
     make_loggers,
@@ -1025,9 +1025,13 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     # stop's 130 or 143, not Lightning's exit 1): left open, one was closed at the process's
     # exit as finished, and a sweep's next cell in the same process logged into it
     # (wandb.init returns the run in progress)
-    with ending_wandb_on_failure(partial(end_stopped_wandb, trainer.loggers)):
-        return fit_and_test(config, run_dir, data, module, loggers, trainer, timer, counts,
-                            densities, sigterm)
+    with ending_wandb_on_failure(partial(end_open_wandb, trainer.loggers)):
+        results = fit_and_test(config, run_dir, data, module, loggers, trainer, timer, counts,
+                               densities, sigterm)
+    # the run's own W&B run is finished (finish_wandb); one of the user's Trainer options,
+    # which Lightning leaves open (a sweep's next cell would log into it), ends with the run
+    end_open_wandb(trainer.loggers, 0)
+    return results
 
 
 def fit_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,

@@ -81,7 +81,7 @@ from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import (
     METRICS_FILE,
     WANDB_ID_FILE,
-    end_stopped_wandb,
+    end_open_wandb,
     ending_wandb_on_failure,
     finish_wandb,
     logged_number,
@@ -953,7 +953,7 @@ def log_diverged_member(config: RunConfig, cell: Path, settings: dict, rows: lis
     try:
         loggers = make_loggers(cell, wandb_config(config, settings["spec"],
                                                          settings["optim"]["lr"]))
-        with ending_wandb_on_failure(partial(end_stopped_wandb, loggers)):
+        with ending_wandb_on_failure(partial(end_open_wandb, loggers)):
             replay_history(loggers[-1], rows)
         finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)  # (ends it on failure)
     except BaseException:
@@ -1016,7 +1016,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
             f"{first.batch_size}; {CELLS_ANEW}) needs less")
     # (whatever ends the stack early, a stop, memory running out, W&B's own error in its fit,
     # ends the W&B run its Trainer logs to, as a run's: run.train_and_test)
-    with ending_wandb_on_failure(partial(end_stopped_wandb, trainer.loggers)), \
+    with ending_wandb_on_failure(partial(end_open_wandb, trainer.loggers)), \
             reporting_interrupts(trainer, checkpoint, f"{what}: {RUN_AGAIN}",
                                  nothing=f"{what}: {START_OVER}"), \
             reporting_out_of_memory(trainer, what, less, checkpoint, RUN_AGAIN,

@@ -190,16 +190,16 @@ def test_a_stop_ends_only_a_wandb_run_that_started_and_is_open(tmp_path, monkeyp
     after the run was closed (a stack logging its members) raised W&B's 'Run ... is finished'
     error in place of the stop's line, and a stop before the run started (its data being
     read) started one only to close it (review)."""
-    from lotterynet.loggers import end_stopped_wandb, finish_wandb
+    from lotterynet.loggers import end_open_wandb, finish_wandb
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
     closed = wandb_logger(tmp_path / "closed")
     closed.log_metrics({"a": 1.0})
     finish_wandb([closed], {"b": 2.0})
-    end_stopped_wandb([closed], 130)  # (raised W&B's UsageError)
+    end_open_wandb([closed], 130)  # (raised W&B's UsageError)
     unstarted = wandb_logger(tmp_path / "unstarted")
-    end_stopped_wandb([unstarted], 143)
+    end_open_wandb([unstarted], 143)
     assert len(list((tmp_path / "wandb-dir" / "wandb").glob("offline-run-*"))) == 1
     assert unstarted._experiment is None
 
@@ -402,14 +402,15 @@ def test_a_run_out_of_memory_ends_its_wandb_run_failed_with_its_exit_code(tmp_pa
 
 
 @pytest.mark.parametrize("ends, code", [("Ctrl-C", 130), ("SIGTERM", 143), ("memory", 4),
-                                        ("disk full", 1)])
+                                        ("disk full", 1), ("finished", 0), ("stop-after", 0)])
 def test_a_wandb_logger_given_as_a_trainer_option_ends_with_the_runs_exit_code(
         tmp_path, data_dir, monkeypatch, ends, code):
     """A W&B logger of the user's own, given as a Trainer option (``--trainer.logger``, not
     ``--wandb``: only the Trainer holds it), ends as the run's own W&B run does where the run
     ends early in its fit: stopped, with 130 or 143; memory run out, with 4; another error,
-    with 1 (W&B marks those failed). Left open, its run would end only with the process (in a
-    sweep's, the next cell's ``wandb.init`` would take it over)."""
+    with 1 (W&B marks those failed); and as it ends otherwise, finished or stopped by
+    --stop-after, with 0. Left open (Lightning leaves it so), its run would end only with the
+    process (in a sweep's, the next cell's ``wandb.init`` would take it over)."""
     import os
     import signal
 
@@ -421,6 +422,8 @@ def test_a_wandb_logger_given_as_a_trainer_option_ends_with_the_runs_exit_code(
     step = EdgePopupModule.training_step
 
     def ending(self, batch, batch_idx):
+        if ends in ("finished", "stop-after"):
+            return step(self, batch, batch_idx)
         if ends == "SIGTERM":  # (the run stops at its next batch)
             os.kill(os.getpid(), signal.SIGTERM)
             return step(self, batch, batch_idx)
@@ -434,9 +437,11 @@ def test_a_wandb_logger_given_as_a_trainer_option_ends_with_the_runs_exit_code(
     out = tmp_path / "run"
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        assert main(["--arch", "fc2", "--epochs", "1", "--limit-train", "200", "--val-size",
+        assert main(["--arch", "fc2", "--epochs", "2", "--limit-train", "200", "--val-size",
                      "100", "--no-progress-bar", "--trainer.logger", "{class_path: WandbLogger}",
-                     "--data-dir", str(data_dir), "--out", str(out)]) == code
+                     *["--stop-after", "1"] * (ends == "stop-after"),
+                     "--trainer.limit_test_batches", "1", "--data-dir", str(data_dir),
+                     "--out", str(out)]) == code
     finally:  # (train.py's handler stays on its way out)
         signal.signal(signal.SIGTERM, previous)
     (written,) = (out / "wandb").glob("offline-run-*")
