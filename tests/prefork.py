@@ -99,16 +99,18 @@ def run_forked(request: dict, said: dict[int, str]) -> None:
         os.close(opened)
     sys.stdout.write(said[1])
     sys.stderr.write(said[2])
-    extra = [p for p in request["env"].get("PYTHONPATH", "").split(":") if p and p not in sys.path]
-    if request["argv"][1] == "-c":
-        sys.argv = ["-c", *request["argv"][3:]]
-        sys.path[0:1] = ["", *extra]
+    script = request["argv"][1] != "-c"
+    sys.argv = request["argv"][1 if script else 2:]
+    # Python's: the script's folder ('' for -c), then $PYTHONPATH's, then the installation's
+    pythonpath = [p for p in request["env"].get("PYTHONPATH", "").split(":") if p]
+    sys.path[:] = [str(Path(sys.argv[0]).resolve().parent) if script else "", *pythonpath,
+                   *(p for p in sys.path[1:] if p not in pythonpath)]
+    if script:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    else:
+        sys.argv[0] = "-c"
         main = sys.modules["__main__"] = types.ModuleType("__main__")
         exec(compile(request["argv"][2], "<string>", "exec"), main.__dict__)
-    else:
-        sys.argv = request["argv"][1:]
-        sys.path[0:1] = [str(Path(sys.argv[0]).resolve().parent), *extra]
-        runpy.run_path(sys.argv[0], run_name="__main__")
     sys.exit(0)
 
 

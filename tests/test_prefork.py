@@ -12,6 +12,7 @@ from conftest import REPO
 
 SCRIPT = """
 import os, sys
+import only_here, test_prefork  # ($PYTHONPATH's folders: the test's own, and tests/)
 print(os.getcwd(), os.environ.get("SEND"), sys.argv[1:], __name__, sys.path[0] == "")
 print("to stderr", file=sys.stderr)
 sys.exit(int(sys.argv[1]))
@@ -37,8 +38,11 @@ def test_a_tests_environment_forks_and_one_read_at_import_does_not(monkeypatch):
 
 
 def test_a_forked_process_has_its_own_cwd_environment_arguments_output_and_exit_code(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "only_here.py").write_text("")
     done = prefork.run([sys.executable, "-c", SCRIPT, "3"], cwd=tmp_path,
-                       env={**os.environ, "SEND": "x"})
+                       env={**os.environ, "SEND": "x",
+                            "PYTHONPATH": f"{tmp_path / 'lib'}:{REPO / 'tests'}"})
     assert isinstance(prefork.Popen([sys.executable, "-c", ""], cwd=tmp_path), prefork.Process)
     assert done.returncode == 3
     assert done.stdout.splitlines()[-1] == f"{tmp_path} x ['3'] __main__ True"

@@ -39,7 +39,6 @@ from lotterynet.loggers import keep_wandb_id
 from lotterynet.run import NOTHING_TO_RESUME as NOTHING
 from lotterynet.run import run
 from lotterynet.stack import StackRecord, read_stack_file, write_stack_file
-from prefork import default_sigint
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
         "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
@@ -819,11 +818,10 @@ def test_stopping_or_killing_the_sweep_stops_its_cells(tmp_path, data_dir):
             "--sweep-sparsities", "0.5,0.9,0.95", "--sweep-epochs", "500", "--no-baseline",
             "--no-stack", "--jobs-per-device", "2", "--data-dir", str(data_dir),
             "--sweep-out", str(out)]
-    cells = str(out / "cells")
+    cells, err_file = str(out / "cells"), tmp_path / "stderr"
 
     def start_and_wait_for_two_cells():
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+        proc = prefork.Popen(argv, cwd=REPO, stderr=err_file)  # (its jobs are started)
         deadline = time.time() + 120
         while len(processes_mentioning(cells)) < 2 and time.time() < deadline:
             time.sleep(0.2)
@@ -834,7 +832,7 @@ def test_stopping_or_killing_the_sweep_stops_its_cells(tmp_path, data_dir):
         proc = start_and_wait_for_two_cells()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130
-        err = proc.stderr.read()
+        err = err_file.read_text()
         assert len(err.splitlines()) == 1 and "stopped by Ctrl-C" in err, err
         assert processes_mentioning(cells) == []
         assert len(list(Path(cells).glob("*/train.log"))) == 2  # the third never started

@@ -3,7 +3,6 @@ import json
 import os
 import re
 import struct
-import subprocess
 import sys
 import warnings
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 import lotterynet as ln
+import prefork
 from conftest import REPO
 from lotterynet import timm_models  # noqa: F401 (registers the "timm" architecture)
 from lotterynet.models import MODELS, build_model
@@ -215,9 +215,10 @@ def test_fresh_process_rebuilds_bit_identically(tmp_path):
               "m = load_ticket(sys.argv[1]).eval(); "
               "torch.save(m(torch.load(sys.argv[2], weights_only=True)), sys.argv[3]); "
               "import lotterynet.ticket, test_ticket; lotterynet.ticket.late = test_ticket.Late()")
-    done = subprocess.run([sys.executable, "-c", script, tmp_path / "t.ticket", tmp_path / "x.pt",
-                           tmp_path / "y.pt"], check=True, cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"})
+    done = prefork.run([sys.executable, "-c", script, tmp_path / "t.ticket", tmp_path / "x.pt",
+                        tmp_path / "y.pt"], cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"})
+    assert done.returncode == 0, done.stderr
     assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), model(IMAGES))
     assert done.stderr == ""
 
