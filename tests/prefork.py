@@ -7,11 +7,12 @@ The forked process is what the tests need of one started by ``subprocess``: its 
 session, working directory, environment, output files and exit code (a signal's ``-N``),
 signals at Python's start-up dispositions, Python's own way out (threads joined, atexit hooks,
 modules cleared), and the output the imports wrote at the start of its own. What it is not: a
-fresh interpreter. The tests of Python's start itself (the command line importing no torch, a
-missing wandb, ``-I``), of Lightning's DDP ranks (launched by ``sys.argv``, found by their
-command line) and of the sweep's own jobs start real processes. An environment that differs
-from the server's (the session's, at its start) in a variable read at import (outside
-:data:`READ_AT_RUN_TIME`) gets a real process too.
+fresh interpreter, nor one whose command line names it (``/proc/PID/cmdline`` is the
+server's). The tests of Python's start itself (the command line importing no torch, a missing
+wandb, ``-I``, a child's own peak memory) start real processes; the ranks Lightning launches
+and the sweep's jobs are started as ever, by them. An environment that differs from the
+server's (the session's, at its start) in a variable read at import (outside
+:data:`READ_AT_RUN_TIME`) gets a real process too, with a warning naming it.
 
 ``python tests/prefork.py SOCKET`` is the server: a request (a JSON line: argv, cwd, env, the
 output and status files, whether a new session) is answered with the pid of the process it
@@ -49,6 +50,8 @@ _ENV_AT_START = dict(os.environ)
 # --- the server ----------------------------------------------------------------------------
 
 def serve(address: str) -> None:
+    """Import :data:`PRELOADED`, then fork a process for each request on the socket at
+    ``address``, and write each one's exit status once it has ended."""
     for name in PRELOADED:
         __import__(name)
     gc.freeze()  # (the forked processes' collections leave the server's objects unwritten)
