@@ -54,7 +54,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -76,7 +76,6 @@ from .layers import (
     SubnetConv1d,
     SubnetConv2d,
     SubnetLinear,
-    set_bias_mode,
 )
 from .masking import KeepsNoWeight, MaskedWeight, check_module, named_masked_weights, uncompiled
 from .registry import Registry
@@ -92,8 +91,9 @@ class Convertible:
     args: Callable[[nn.Module], tuple]
     kwargs: Callable[[nn.Module], dict] = field(default=lambda m: {})
 
-    def build(self, module: nn.Module, bias: bool, **options) -> nn.Module:
-        """The subnet layer with ``module``'s geometry, a bias or not, and ``options``."""
+    def build(self, module: nn.Module, bias: bool | BiasMode, **options) -> nn.Module:
+        """The subnet layer with ``module``'s geometry, a bias or not (or its mode:
+        :func:`~lotterynet.layers.bias_mode`), and ``options``."""
         return self.subnet(*self.args(module), bias, **self.kwargs(module), **options)
 
 
@@ -494,8 +494,8 @@ def _built(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *, s
     """``module``'s subnet layer as ``rule`` builds it (on the default device: the meta one
     under :func:`on_meta`), or its refusal naming the module."""
     try:
-        return rule.build(module, bias.keep and _has_bias(module), seed=layer_seed(seed, name),
-                          **options)
+        return rule.build(module, replace(bias, keep=bias.keep and _has_bias(module)),
+                          seed=layer_seed(seed, name), **options)
     except (ValueError, TypeError) as error:
         raise ValueError(f"cannot convert module {name!r}: {error}") from error
 
@@ -503,7 +503,6 @@ def _built(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *, s
 def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *,
                   seed: int, **options) -> nn.Module:
     layer = _built(module, name, rule, bias, seed=seed, **options)
-    set_bias_mode(layer, bias)
     layer.train(module.training)
     weight = next(module.parameters())  # the replaced layer's device, float dtype, layout
     return move_hooks(module, layer.to(

@@ -36,16 +36,15 @@ def check_float_dtype(dtype) -> None:
 
 
 def record_frozen(layer: nn.Module) -> None:
-    """Note on ``layer``, and on each subnet layer inside it, which of its parameters are
-    frozen as it is made (``frozen_as_built``, names relative to the layer): the ones a ticket
-    regenerates from the seed (:mod:`lotterynet.ticket`), whatever ``requires_grad`` says when
-    it is saved. Called where its biases' ``requires_grad`` is set (:func:`set_bias_mode`),
-    which every subnet layer's build calls once its tensors are drawn (:func:`drawn`), as
-    ``convert`` calls it on the layers it makes."""
-    for module in layer.modules():
-        if module is layer or isinstance(module, _SubnetLayer):
-            module.frozen_as_built = frozenset(name for name, p in module.named_parameters()
-                                               if not p.requires_grad)
+    """Note on ``layer`` which of its parameters are frozen as it is made (``frozen_as_built``,
+    names relative to the layer): the ones a ticket regenerates from the seed
+    (:mod:`lotterynet.ticket`), whatever ``requires_grad`` says when it is saved. Called where
+    its biases' ``requires_grad`` is set (:func:`set_bias_mode`), which every subnet layer's
+    build calls once its tensors are drawn (:func:`drawn`), in the mode ``convert`` asks for
+    too: each layer once, an attention's projections as each is made (a set of names, one pass
+    over the layer's parameters; no tensor is read)."""
+    layer.frozen_as_built = frozenset(name for name, p in layer.named_parameters()
+                                      if not p.requires_grad)
 
 
 @dataclass(frozen=True)
@@ -63,9 +62,13 @@ BIAS_MODES.register("trainable")(BiasMode(keep=True, trainable=True))
 BIAS_MODES.register("none")(BiasMode(keep=False, trainable=False))
 
 
-def bias_mode(bias: bool | str) -> BiasMode:
+def bias_mode(bias: bool | str | BiasMode) -> BiasMode:
     """A subnet layer's ``bias``: as ``nn.Linear``'s, True (``"frozen"``) or False
-    (``"none"``), or a name of :data:`BIAS_MODES`."""
+    (``"none"``), or a name of :data:`BIAS_MODES`; or the mode itself, as ``convert`` passes
+    it (an attention without biases keeps its ``bias_k`` / ``bias_v`` trainable in ``convert``'s
+    ``"trainable"`` mode: no bias, trainable)."""
+    if isinstance(bias, BiasMode):
+        return bias
     return BIAS_MODES.get(bias if isinstance(bias, str) else "frozen" if bias else "none")
 
 

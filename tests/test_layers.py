@@ -771,6 +771,45 @@ def test_a_layer_records_its_frozen_tensors_once_as_it_is_made(make, records, mo
                or m is layer)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: ln.SubnetMultiheadAttention(4, 2, bias="trainable", add_bias_kv=True, seed=0),
+    lambda: ln.convert(nn.Sequential(nn.Linear(4, 4), nn.Conv2d(1, 2, 3)), bias="trainable",
+                       sparsity=0.5, seed=0),
+    lambda: ln.convert(nn.Sequential(nn.MultiheadAttention(4, 2, add_bias_kv=True)),
+                       bias="trainable", sparsity=0.5, seed=0),
+    lambda: ln.convert(nn.Sequential(nn.MultiheadAttention(4, 2, bias=False, add_bias_kv=True)),
+                       bias="trainable", sparsity=0.5, seed=0),
+], ids=["attention", "convert", "convert-attention", "convert-attention-no-bias"])
+def test_each_subnet_layer_records_its_frozen_tensors_once(make, monkeypatch):
+    """An attention recorded each projection twice (as the projection was made, then again
+    with itself), and ``convert`` recorded each layer it made twice (its build in the frozen
+    mode, then its own ``set_bias_mode`` in the one asked for): each once now, built in the
+    mode asked for; what is recorded is what is frozen as made, ``bias_k`` / ``bias_v``
+    trainable with the biases (an attention without biases too, as before)."""
+    records = {}
+
+    def recorded(module):
+        if "recorded" not in module.__dict__:
+            raise AttributeError("frozen_as_built")  # (not yet: as without the property)
+        return module.__dict__["recorded"]
+
+    def record(module, value):
+        records[id(module)] = records.get(id(module), 0) + 1
+        module.__dict__["recorded"] = value
+
+    for cls in (ln.SubnetLinear, ln.SubnetConv2d, ln.SubnetMultiheadAttention):
+        monkeypatch.setattr(cls, "frozen_as_built", property(recorded, record), raising=False)
+    model = make()
+    subnet = [m for m in model.modules() if isinstance(
+        m, ln.SubnetLinear | ln.SubnetConv2d | ln.SubnetMultiheadAttention)]
+    assert {id(m): records.get(id(m)) for m in subnet} == dict.fromkeys(map(id, subnet), 1)
+    assert all(m.frozen_as_built == {n for n, p in m.named_parameters() if not p.requires_grad}
+               and not {n for n in m.frozen_as_built if n.rpartition(".")[2] in
+                        ("bias", "bias_k", "bias_v")} for m in subnet)
+    assert any(n.endswith("bias_k") and p.requires_grad for n, p in model.named_parameters()) \
+        or not isinstance(model[0], ln.SubnetMultiheadAttention)
+
+
 def refuses_prune(layer: nn.Module, target: nn.Module, name: str, match: str) -> None:
     """``torch.nn.utils.prune`` of ``target``'s ``name`` (inside ``layer``) raises ``match``, and
     leaves the layer as it was: its parameters and buffers (no ``<name>_mask``), no hook."""
