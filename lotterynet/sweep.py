@@ -1833,13 +1833,17 @@ def yes_sets_aside(finished: int, of: str = "") -> str:
         if finished else ""
 
 
-def diverged_variants_aside(sweep: Sweep, failed: list[Failure], missing: list[str]) -> str:
+def diverged_variants_aside(sweep: Sweep, failed: list[Failure], missing: list[str]
+                            ) -> str | None:
     """:func:`yes_sets_aside` of the finished cells of the variants whose cells diverged
     (``failed``; ``missing``: the cells without results), which another lr in their mappings
-    sets aside (the trained baseline has none: --lr alone sets its lr)."""
+    sets aside; None where no variant's cell diverged, only the trained baseline's (it has no
+    mapping: --lr alone sets its lr)."""
     variant_of = {cell_name(label, v): label for label, v in sweep.cells() if label != BASELINE}
     diverged = sorted({variant_of[c] for failure in failed if failure.diverged
                        for c in failure.cells if c in variant_of})
+    if not diverged:
+        return None
     left = set(missing)
     return yes_sets_aside(sum(label in diverged for c, label in variant_of.items()
                               if c not in left), f" of {', '.join(diverged)}")
@@ -1962,8 +1966,9 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
         # sweep so changed sets their finished cells aside only with --yes (check_finished_kept)
         aside = yes_sets_aside(len(sweep.cells()) - len(missing))
         theirs = diverged_variants_aside(sweep, failed, missing)
-        lower = (f"a lower lr: --lr runs every cell anew (another config{aside}), lr in a "
-                 "variant's mapping that variant's" + f" (another config{theirs})" * bool(theirs))
+        lower = f"a lower lr: --lr runs every cell anew (another config{aside})" + (
+            "" if theirs is None else ", lr in a variant's mapping that variant's"
+            + f" (another config{theirs})" * bool(theirs))
         again = f"a cell that diverged diverges again when re-run: it needs {lower}" \
             if diverged == len(failed) else "re-run the same command to retry" + (
                 f" the others; a cell that diverged needs {lower}" if diverged else "")

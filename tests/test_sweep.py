@@ -1874,6 +1874,24 @@ def test_the_advice_after_a_diverged_cell_counts_its_variants_finished_cells(
         "finished cell of dense))")
 
 
+def test_the_advice_after_only_the_baseline_diverged_leaves_the_variants_lr_out(
+        tmp_path, data_dir, monkeypatch, capsys):
+    """Only the trained baseline's cell diverged: the advice still said "lr in a variant's
+    mapping that variant's", which does not set the baseline's lr (--lr alone does: it has no
+    mapping). It says only --lr's way."""
+    from lotterynet.errors import TrainingDiverged
+
+    failing_at(0.0, TrainingDiverged("diverged in epoch 1"), monkeypatch)  # (its sparsity)
+    assert main(["--arch", "fc2", "--structure", "dense", "--sweep-variants", "dense",
+                 "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--no-stack",
+                 "--data-dir", str(data_dir), "--sweep-out", str(tmp_path / "sweep")]) == 1
+    said = capsys.readouterr()
+    assert re.search(r"cell trained-\S*: diverged in epoch 1", said.err), said.err
+    assert said.out.strip().splitlines()[-1].endswith(
+        "(a cell that diverged diverges again when re-run: it needs a lower lr: --lr runs every "
+        "cell anew (another config: pass --yes to set aside the 1 finished cell))")
+
+
 def test_a_cell_that_wandb_failed_to_log_fails_alone(tmp_path, data_dir, monkeypatch, capsys):
     """W&B's own error in a cell the sweep runs in its process (its server out of reach: a
     one-line WandbFailed) stopped the whole sweep there: the cells after it never trained and
