@@ -309,7 +309,7 @@ def run_stack_file(args: argparse.Namespace) -> int:
     with stopped(BEGUN):
         with outside_a_running_sweep(sweep_folder_of(args.stack_file),
                                      f"--stack-file {args.stack_file!r}"):
-            results = run_stack(configs, Path(args.stack_file).parent, cells)
+            results = run_stack(configs, Path(args.stack_file).parent, cells, in_a_sweep=True)
         print(f"stack {args.stack_file}: {sum(r['finished'] for r in results)} of "
               f"{len(results)} members finished", flush=True)
     return 0

@@ -816,7 +816,8 @@ def in_its_sweep(path: str | Path, cells: list[Path]) -> list[Path]:
 
 
 def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
-              cell_dirs: Sequence[str | Path] | None = None) -> list[dict]:
+              cell_dirs: Sequence[str | Path] | None = None, *, in_a_sweep: bool = False
+              ) -> list[dict]:
     """Train ``configs`` as one stack in ``stack_dir`` and return every member's results (as
     ``results.json`` holds them). ``cell_dirs`` (default ``stack_dir/cells/<i>``) are the
     members' own directories. A stack whose checkpoint is in ``stack_dir`` with the same
@@ -828,17 +829,20 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     it is built, whose members do not fit in the memory available now. SIGTERM stops it with
     :class:`Interrupted` from its start to its end, as a single run (:func:`~lotterynet.run.run`;
     its handler, :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit.
-    W&B's own errors are one line (:class:`~lotterynet.errors.WandbFailed`), as a run's."""
+    W&B's own errors are one line (:class:`~lotterynet.errors.WandbFailed`), as a run's.
+    ``in_a_sweep``: a sweep runs it (in its process, or as its ``--stack-file`` job), and its
+    lines say how to go on by the sweep (:func:`run_again_by`), not by the same call."""
     stack_dir = Path(stack_dir)
     cell_dirs = [Path(d) for d in cell_dirs] if cell_dirs else [
         stack_dir / "cells" / str(i) for i in range(len(configs))]
     what, checkpoint = f"stack {stack_dir.name}", stack_dir / CHECKPOINTS / LAST
+    again, over = run_again_by(in_a_sweep)
     with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(
-            checkpoint, f"{what}: {RUN_AGAIN}", nothing=f"{what}: {START_OVER}"), \
+            checkpoint, f"{what}: {again}", nothing=f"{what}: {over}"), \
             reporting_wandb_failure(  # (a sweep run again logs the members its stack did not)
                 f"{what}: W&B failed to log it", lambda: f"{members_kept(cell_dirs)}; "
-                f"{how_to_go_on(checkpoint, RUN_AGAIN) or START_OVER}"):
-        return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm)
+                f"{how_to_go_on(checkpoint, again) or over}"):
+        return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm, in_a_sweep)
 
 
 def members_kept(cell_dirs: list[Path]) -> str:
@@ -850,12 +854,16 @@ def members_kept(cell_dirs: list[Path]) -> str:
         f"its {finished} finished members' results are kept in their cells"
 
 
-#: How a stopped stack goes on, and one stopped before its first epoch ended (:func:`run_again`).
-RUN_AGAIN, START_OVER = run_again()
+def run_again_by(in_a_sweep: bool) -> tuple[str, str]:
+    """How a stopped stack goes on, and one stopped before its first epoch ended
+    (:func:`run_again`): by the same sweep run again where a sweep runs it, else by the same
+    :func:`run_stack` call."""
+    return run_again("sweep" if in_a_sweep else "run_stack call")
 
 
 def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: Path,
-                         cell_dirs: list[Path], sigterm: SigtermStop) -> list[dict]:
+                         cell_dirs: list[Path], sigterm: SigtermStop, in_a_sweep: bool
+                         ) -> list[dict]:
     """:func:`run_stack` once its SIGTERM handler is installed."""
     configs = [c if isinstance(c, RunConfig) else make_config(c) for c in configs]
     check_stackable(configs)
@@ -883,11 +891,14 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: Path,
             raise
         # a stopped stack resumes with the members its checkpoint holds, whatever the memory
         # now: not bad input (it fitted where it trained), as memory that ran out
-        unfinished = sum(not (cell / RESULTS).is_file() for cell in cell_dirs)
+        unfinished = plural(sum(not (cell / RESULTS).is_file() for cell in cell_dirs),
+                            "unfinished member")
+        anew = f"it lets the sweep train its {unfinished} anew in parts that fit" \
+            if in_a_sweep else f"its {unfinished} train anew in run_stack calls of fewer " \
+                               f"members that fit"
         raise OutOfMemory(err.args[0], f"it resumes only with the members its checkpoint "
-                          f"holds: moved away (out of {stack_dir.parent}), it lets the sweep "
-                          f"train its {plural(unfinished, 'unfinished member')} anew in parts "
-                          f"that fit", RUN_AGAIN, START_OVER) from None
+                          f"holds: moved away (out of {stack_dir.parent}), {anew}",
+                          *run_again_by(in_a_sweep)) from None
     with refusing_unbuildable(first.arch):
         module = StackModule(members, cuda_graphs=first.cuda_graphs)
     check_last_batch(first, module.model)
@@ -900,7 +911,7 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: Path,
         for folder in (stack_dir, *cell_dirs):  # what a killed stack's writes left, as a run
             for written in (folder, folder / CHECKPOINTS):  # removes its own
                 remove_stale_temp_files(written)
-        return train_stack(configs, stack_dir, cell_dirs, data, module, sigterm)
+        return train_stack(configs, stack_dir, cell_dirs, data, module, sigterm, in_a_sweep)
 
 
 def member_summary(results: dict, history: list[dict]) -> dict:
@@ -962,8 +973,8 @@ def log_diverged_member(config: RunConfig, cell: Path, settings: dict, rows: lis
 
 
 def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path],
-                data: TensorDataModule, module: StackModule, sigterm: SigtermStop
-                ) -> list[dict]:
+                data: TensorDataModule, module: StackModule, sigterm: SigtermStop,
+                in_a_sweep: bool) -> list[dict]:
     """:func:`run_stack`'s training, its folder locked. ``sigterm``: the stack's handler,
     asked after the fit for a SIGTERM that Lightning noted too late to act on."""
     first, names = configs[0], module.names
@@ -1011,16 +1022,16 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
         logger.log_hyperparams({**module.hparams, "members": [
             {**member, "config": config} for member, config in
             zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
-    what = f"stack {stack_dir.name}"
+    what, (again, over) = f"stack {stack_dir.name}", run_again_by(in_a_sweep)
     less = (f"a sweep with --no-stack (one run per cell) or a smaller --batch-size (now "
-            f"{first.batch_size}; {CELLS_ANEW}) needs less")
+            f"{first.batch_size}; {CELLS_ANEW}) needs less") if in_a_sweep else (
+        f"a stack of fewer members or a smaller batch_size (now {first.batch_size}) needs less")
     # (whatever ends the stack early, a stop, memory running out, W&B's own error in its fit,
     # ends the W&B run its Trainer logs to, as a run's: run.train_and_test)
     with ending_wandb_on_failure(partial(end_open_wandb, trainer.loggers)), \
-            reporting_interrupts(trainer, checkpoint, f"{what}: {RUN_AGAIN}",
-                                 nothing=f"{what}: {START_OVER}"), \
-            reporting_out_of_memory(trainer, what, less, checkpoint, RUN_AGAIN,
-                                    nothing=START_OVER):
+            reporting_interrupts(trainer, checkpoint, f"{what}: {again}",
+                                 nothing=f"{what}: {over}"), \
+            reporting_out_of_memory(trainer, what, less, checkpoint, again, nothing=over):
         trainer.fit(module, datamodule=data, ckpt_path=resume)
         sigterm.stop_if_received()
         results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()

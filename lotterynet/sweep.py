@@ -957,7 +957,8 @@ def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], rep
         members_configs = [configs[m] for m in members]
         print(stack_line(stack_dir, members_configs), flush=True)
         failure = failure_of(partial(run_stack, members_configs, stack_dir,
-                                     [Path(c.out) for c in members_configs]), members)
+                                     [Path(c.out) for c in members_configs], in_a_sweep=True),
+                             members)
         if failure:  # (raised once the others finished)
             failed.append(failure)
         for m in members:

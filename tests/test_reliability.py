@@ -1401,9 +1401,8 @@ def test_a_stack_stopped_before_its_fit_says_how_to_go_on_where_it_can(tmp_path,
             stack_module.run_stack([config, {**config, "sparsity": 0.9}], stack_dir)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    then = "run the same sweep again to continue from its checkpoint" if resumable else (
-        f"{NOTHING}; run the same sweep "
-        "again to start it over in its folder")
+    then = "run the same run_stack call again to continue from its checkpoint" if resumable \
+        else f"{NOTHING}; run the same run_stack call again to start it over in its folder"
     assert str(stopped.value) == f"stopped by SIGTERM; stack s: {then}"
     assert stopped.value.exit_code == 143
 

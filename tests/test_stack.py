@@ -429,6 +429,64 @@ def test_a_stack_that_cannot_be_built_is_one_line(tmp_path, data_dir):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_stopped_stack_too_big_for_the_memory_now_says_how_to_go_on_by_its_caller(
+        tmp_path, data_dir, monkeypatch):
+    """A stack run from Python (``ln.run_stack``), stopped in its second epoch and then too
+    big for the memory now, said "moved away ..., it lets the sweep train its 2 unfinished
+    members anew in parts that fit, or run the same sweep again", as its stop said "run the
+    same sweep again": there is no sweep. Its lines name the same run_stack call, and calls of
+    fewer members; a sweep's stacks still name the sweep (its tests)."""
+    from lotterynet.errors import OutOfMemory
+    from lotterynet.run import CheckedCheckpointIO
+
+    save = CheckedCheckpointIO.save_checkpoint
+
+    def ctrl_c_in_epoch_2(self, checkpoint, path, storage_options=None):
+        if checkpoint["epoch"] == 1:
+            raise KeyboardInterrupt
+        save(self, checkpoint, path, storage_options)
+
+    configs = [make_config(dict(arch="fc2", sparsity=s, epochs=3, limit_train=128, val_size=64,
+                                data_dir=str(data_dir))) for s in (0.5, 0.9)]
+    with monkeypatch.context() as stopping, pytest.raises(Interrupted) as stopped:
+        stopping.setattr(CheckedCheckpointIO, "save_checkpoint", ctrl_c_in_epoch_2)
+        run_stack(configs, tmp_path / "stack")
+    again = ("run the same run_stack call again to continue from its checkpoint (written at "
+             "the end of epoch 1)")
+    assert str(stopped.value) == f"stopped by Ctrl-C (SIGINT); stack stack: {again}"
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
+    with pytest.raises(OutOfMemory) as refused:
+        run_stack(configs, tmp_path / "stack")
+    assert re.fullmatch(
+        r"stack stack \(2 members\) needs at least .* and this machine has 1\.0 MiB available; "
+        r"it resumes only with the members its checkpoint holds: moved away \(out of "
+        + re.escape(str(tmp_path)) + r"\), its 2 unfinished members train anew in run_stack "
+        r"calls of fewer members that fit, or run the same run_stack call again to continue "
+        r"from its checkpoint where more memory is free", str(refused.value)), refused.value
+
+
+def test_memory_running_out_in_a_stack_run_from_python_says_what_needs_less_there(
+        tmp_path, data_dir, monkeypatch):
+    """Memory running out in a stack run by ``ln.run_stack`` advised "a sweep with --no-stack
+    (one run per cell) or a smaller --batch-size (...; its cells then start over ...)" and to
+    "run the same sweep again": there is no sweep, nor flags. It names fewer members or a
+    smaller batch_size, and the same run_stack call."""
+    from lotterynet.errors import OutOfMemory
+
+    def out_of_memory(self, batch, batch_idx):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+    monkeypatch.setattr(StackModule, "training_step", out_of_memory)
+    configs = [make_config(dict(arch="fc2", sparsity=s, limit_train=128, val_size=64,
+                                data_dir=str(data_dir))) for s in (0.5, 0.9)]
+    with pytest.raises(OutOfMemory) as ran_out:
+        run_stack(configs, tmp_path / "stack")
+    assert str(ran_out.value) == (
+        "stack stack: memory ran out in training epoch 1 (one tensor alone: 2.00 GiB); a stack "
+        "of fewer members or a smaller batch_size (now 64) needs less; "
+        f"{NOTHING}; run the same run_stack call again to start it over in its folder")
+
+
 def test_a_stack_whose_members_cannot_fit_in_memory_together_is_refused(
         tmp_path, data_dir, monkeypatch):
     """A stack's members train in one process: their memory needs add up (two FC2 subset-sum
@@ -506,7 +564,7 @@ def test_a_sweep_says_where_it_cuts_a_stack_for_memory(tmp_path, monkeypatch, ca
     import lotterynet.sweep
 
     monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
-    monkeypatch.setattr(lotterynet.sweep, "run_stack", lambda *args: None)  # (nothing trains)
+    monkeypatch.setattr(lotterynet.sweep, "run_stack", lambda *args, **kwargs: None)  # (none)
     monkeypatch.setattr(lotterynet.sweep, "run_in_the_sweep", lambda *args: None)
     monkeypatch.setattr(lotterynet.sweep, "run_jobs", lambda *args: None)
     sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
@@ -1230,8 +1288,8 @@ def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypa
     assert [c.out for c in read] == [str(tmp_path / c) for c in cells]
     assert [c.data_dir for c in read] == [str((tmp_path / "data").resolve())] * 2
     ran = []
-    monkeypatch.setattr(lotterynet.stack, "run_stack", lambda configs, *_: ran.extend(configs)
-                        or [{"finished": False}] * len(configs))
+    monkeypatch.setattr(lotterynet.stack, "run_stack", lambda configs, *_, **__: ran.extend(
+        configs) or [{"finished": False}] * len(configs))
     assert main(["--stack-file", str(tmp_path / path), "--data-dir", "mine"]) == 0
     assert [c.data_dir for c in ran] == ["mine"] * 2
     record = lotterynet.stack.StackRecord({"a": read[0].to_dict(), "b": read[1].to_dict()}, 0)

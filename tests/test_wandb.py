@@ -323,8 +323,9 @@ def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
 
     from lotterynet.loggers import own_wandb_id
     from lotterynet.run import START_OVER
-    from lotterynet.stack import START_OVER as STACK_START_OVER
-    from lotterynet.stack import write_stack_file
+    from lotterynet.stack import run_again_by, write_stack_file
+
+    stack_start_over = run_again_by(in_a_sweep=True)[1]  # (--stack-file: a sweep's stack)
 
     def failing(*args, **kwargs):
         raise wandb.errors.CommError("server down\n<html>")
@@ -356,7 +357,7 @@ def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
                  "are kept in its cell; run the same sweep again to continue from its "
                  "checkpoint (written at the end of epoch 1)",
         "stack init": "stack s: W&B failed to log it (server down); no member had finished; "
-                      f"{STACK_START_OVER}"}[fails]
+                      f"{stack_start_over}"}[fails]
     assert (tmp_path / "cells" / "a" / "results.json").is_file() == (fails == "stack") \
         if fails.startswith("stack") else results.is_file() == (fails == "ticket")
     assert wandb.run is None
