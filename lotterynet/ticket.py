@@ -564,8 +564,14 @@ def _check_fits(model: nn.Module, header: dict, path, frozen: set[str],
                                   "subnet layer made without a seed, into a model whose layer "
                                   "is made without one too")
             if name not in ours:
-                raise TicketError(f"{path}: the model has no {key[:-1]} {name!r} (the ticket "
-                                  "was saved from another architecture)")
+                inside = _holder(ours, header[key])
+                raise TicketError(
+                    f"{path}: the model has no {key[:-1]} {name!r} " + (
+                        "(the ticket was saved from another architecture)" if inside is None else
+                        f"but its submodule {inside!r} holds the ticket's {key}: the ticket was "
+                        f"saved from that model alone (save_ticket(wrapper.{inside}, path)); "
+                        f"load it into a fresh, unconverted instance of that model "
+                        f"(load_ticket(path, model=...)) and put it in the wrapper"))
             if ours[name] != describe(entry):
                 raise TicketError(f"{path}: {key[:-1]} {name!r} differs: the ticket has "
                                   f"{describe(entry)}, the model {ours[name]}")
@@ -573,6 +579,15 @@ def _check_fits(model: nn.Module, header: dict, path, frozen: set[str],
         if extra:
             raise TicketError(f"{path}: the model's {key[:-1]} {extra[0]!r} is not in the "
                               "ticket (the ticket was saved from another architecture)")
+
+
+def _holder(ours: dict, names) -> str | None:
+    """The submodule of the model under which it holds every one of the ticket's ``names`` (a
+    wrapper, a LightningModule, given the ticket of its converted ``.model``), or None."""
+    first = next(iter(names))
+    return next((prefix for prefix in (n[:-len(first) - 1] for n in ours
+                                       if n.endswith(f".{first}"))
+                 if all(f"{prefix}.{name}" in ours for name in names)), None)
 
 
 def _state_nbytes(model: nn.Module) -> int:

@@ -877,3 +877,23 @@ def test_a_wrappers_ticket_says_it_holds_the_converted_submodule(tmp_path):
         load_ticket(tmp_path / "w.ticket", model=SmallCNN())
     save_ticket(Wrapper().model, tmp_path / "m.ticket")  # (what it advises loads)
     load_ticket(tmp_path / "m.ticket", model=SmallCNN())
+
+
+def test_a_models_ticket_loaded_into_its_wrapper_names_the_submodule(tmp_path):
+    """The ticket of a converted model (``save_ticket(lit.model, path)``, as the README
+    advises) loaded into a fresh wrapper of it (a LightningModule given the model) was refused
+    as "saved from another architecture"; it names the wrapper's submodule that holds the
+    ticket's masks and says to load into that model."""
+    class Wrapper(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+    save_ticket(ln.convert(SmallCNN(), sparsity=0.5, seed=0), tmp_path / "m.ticket")
+    with pytest.raises(TicketError, match=r"m\.ticket: the model has no mask '\S+' but its "
+                                          r"submodule 'model' holds the ticket's masks: .* "
+                                          r"\(save_ticket\(wrapper\.model, path\)\)"):
+        load_ticket(tmp_path / "m.ticket", model=Wrapper(SmallCNN()))
+    with pytest.raises(TicketError, match=r"\(the ticket was saved from another architecture\)$"):
+        load_ticket(tmp_path / "m.ticket", model=nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+    load_ticket(tmp_path / "m.ticket", model=Wrapper(SmallCNN()).model)
