@@ -215,8 +215,9 @@ def read_checkpoint(path, *, unsealed: bool = False) -> bytes:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {name!r} not found") from None
     except IsADirectoryError:
-        inside = Path(path) / CHECKPOINTS / LAST
-        hint = (f"give its checkpoint, {str(inside)!r}" if inside.is_file()
+        inside = next((file for file in (Path(path) / CHECKPOINTS / LAST, Path(path) / LAST)
+                       if file.is_file()), None)  # (a run's folder, or its checkpoints/)
+        hint = (f"give its checkpoint, {str(inside)!r}" if inside is not None
                 else f"it holds no {CHECKPOINTS}/{LAST}")
         raise CheckpointError(f"checkpoint {name!r} is a folder; {hint}") from None
     except OSError as err:

@@ -591,6 +591,8 @@ CASES = [
     # resume targets
     (["--resume", "/nonexistent/last.ckpt"], ["/nonexistent/last.ckpt", "not found"]),
     (["--resume", "{run}"], ["is a folder; give its checkpoint", "resumable/checkpoints/last"]),
+    (["--resume", "{run}/checkpoints"], ["is a folder; give its checkpoint",
+                                         "resumable/checkpoints/last.ckpt'"]),
     (["--resume", "{tmp}"], ["is a folder; it holds no checkpoints/last.ckpt"]),
     (["--resume", "{ckpt_bitflip}"], ["bitflip-run", "corrupt", "digest"]),
     (["--resume", "{ckpt_truncated}"], ["truncated-run", "digest"]),
