@@ -160,8 +160,10 @@ def _read_bounded(path: Path, max_bytes: int) -> bytes:
     first bytes)."""
     try:
         stat = path.stat()  # (before open: opening a named pipe waits for a writer)
-        if not S_ISREG(stat.st_mode):
-            raise TicketError(f"{path}: not a regular file, so not a ticket")
+        if not S_ISREG(stat.st_mode):  # (a run's folder holds its ticket: named)
+            inside = path / "model.ticket"
+            raise TicketError(f"{path}: not a regular file, so not a ticket" + (
+                f"; give its ticket, {str(inside)!r}" if inside.is_file() else ""))
         with open(path, "rb") as f:
             prefix = f.read(_PREFIX.size)
             if len(prefix) < _PREFIX.size or stat.st_size < _PREFIX.size + _DIGEST_BYTES:

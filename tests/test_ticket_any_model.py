@@ -695,6 +695,19 @@ def test_a_huge_file_a_device_or_a_pipe_is_refused_before_it_is_read(tmp_path, s
     refused(tmp_path / "pipe", "not a regular file")
 
 
+def test_a_runs_folder_given_as_a_ticket_is_told_its_ticket(tmp_path, spec_ticket):
+    """``load_ticket("RUN")`` (the run's folder, not its ``RUN/model.ticket``) was refused as
+    "not a regular file" without the file to give, as ``--resume RUN`` names its checkpoint."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(TicketError, match=r"run: not a regular file, so not a ticket$"):
+        load_ticket(run)
+    shutil.copy(spec_ticket, run / "model.ticket")
+    with pytest.raises(TicketError, match=r"run: not a regular file, so not a ticket; give its "
+                                          r"ticket, '.*run/model\.ticket'$"):
+        load_ticket(run)
+
+
 def test_spec_asking_for_31_gb_is_refused_on_the_meta_device(tmp_path, spec_ticket):
     header, compressed = ticket_parts(spec_ticket)
     header["spec"]["width"] = 5_000_000  # fc2 784 -> 5e6 -> 10: weights and scores, 31 GB
