@@ -200,8 +200,12 @@ def instantiate(option: str, spec, run_dir: Path) -> list:
         if not isinstance(item, dict) or not isinstance(item.get("class_path"), str) or \
                 set(item) - {"class_path", "init_args"} or \
                 not isinstance(item.get("init_args") or {}, dict):
+            glued = next((key for key, value in item.items() if isinstance(key, str) and
+                          ":" in key and value is None), None) if isinstance(item, dict) else None
             raise ConfigError(f"trainer: {option} entry {item!r} must be a mapping "
-                              f"{{class_path: NAME, init_args: {{...}}}}")
+                              f"{{class_path: NAME, init_args: {{...}}}}" + (
+                                  f" (YAML read {glued!r} as one key: put a space after its "
+                                  f"':')" if glued else ""))
         cls = import_class(item["class_path"], package)
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise ConfigError(f"trainer: {option} class_path {item['class_path']!r} is not a "

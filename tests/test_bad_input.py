@@ -524,6 +524,8 @@ CASES = [
     (["--trainer.callbacks", "{{class_path: EarlyStopping, init_args: {{monitr: x}}}}"],
      ["EarlyStopping", "monitr"]),
     (["--trainer.logger", "[1]"], ["logger", "1", "class_path"]),
+    (["--trainer.callbacks", "{{class_path:EarlyStopping}}"],  # (YAML: a key, no value)
+     ["callbacks entry", "'class_path:EarlyStopping' as one key: put a space after its ':'"]),
     # (each trained and tested on other settings than the run's, or crashed part way)
     (["--trainer.callbacks", "{{class_path: StochasticWeightAveraging, init_args: "
                              "{{swa_lrs: 0.01}}}}"], ["StochasticWeightAveraging", "not for a run",
