@@ -360,9 +360,8 @@ def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] 
 def end_open_wandb(loggers: list[Logger], exit_code: int) -> None:
     """Close with ``exit_code`` (a stop's 130 or 143, a divergence's 3, memory's 4 or another
     failure's 1: W&B marks those failed; a finished run's 0) the W&B run of ``loggers`` that
-    started and is still open. One not started yet (a stop
-    while the data is read) is left unstarted: starting it only to close it called
-    ``wandb.init`` inside the stop; one that
+    started and is still open. One not started yet (a stop while the data is read) is left
+    unstarted: starting it only to close it called ``wandb.init`` inside the stop; one that
     :func:`finish_wandb` closed (a stop while a stack logs its members) is left closed: closing
     it again raised W&B's error in place of the stop's line."""
     for logger in loggers:
