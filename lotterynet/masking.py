@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -672,7 +673,8 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
     entries together (``round((1 - sparsity) * total)``, or ``total - int(sparsity * total)``
     for ``"floor"``), ties at the cut-off broken by the tensors' tie rule, over the tensors in
     the model's order. Returns the new ``k`` per tensor (by module name). A tensor may end up
-    with ``k = 0``. A ``torch.compile``d model's names are its module's (:func:`uncompiled`).
+    with ``k = 0`` (a warning names them). A ``torch.compile``d model's names are its module's
+    (:func:`uncompiled`).
 
     This concatenates all scores once per call; call it when the ranking should be refreshed
     (e.g. once per epoch), not on every batch: between calls each tensor keeps its own top-k.
@@ -702,4 +704,8 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
         counts = torch.stack([part.sum() for part in kept.split(sizes)]).tolist()
     for (_, m), c in zip(named, counts):
         m.keep(int(c))
+    if empty := [n for (n, _), c in zip(named, counts) if c == 0]:  # (convert refuses that)
+        warnings.warn(f"global_topk at sparsity {sparsity} keeps no weight of {', '.join(empty)}: "
+                      f"what those layers output no longer depends on their input (a lower "
+                      f"sparsity, or each tensor's own top-k, keeps some in each)", stacklevel=2)
     return {n: m.k for n, m in named}
