@@ -259,6 +259,9 @@ def trainer_flag(arg: str, rest: str, args: collections.deque) -> list[str]:
     ``--trainer.KEY`` and the VALUE it takes from the arguments still to read (``args``), as
     ``--trainer KEY=VALUE``."""
     key, equals, value = rest.partition("=")
+    if ":" in key and not equals:  # (KEY:VALUE, as a YAML file writes it)
+        raise ConfigError(f"{arg}: a Trainer option is --trainer.KEY=VALUE or --trainer.KEY "
+                          f"VALUE; write --trainer.{key.replace(':', '=', 1)}")
     if not equals:
         value = args.popleft() if args else None
         if value is None or value.startswith("--"):

@@ -391,6 +391,8 @@ CASES = [
     (["--trainer.max_steps", "0"], ["max_steps", "-1"]),
     (["--trainer.max_epochs"], ["--trainer.max_epochs needs a value"]),
     (["--trainer.max_epochs", "--epochs", "3"], ["--trainer.max_epochs needs a value"]),
+    (["--trainer.gradient_clip_val:0.5"], ["gradient_clip_val:0.5: a Trainer option is --trainer.",
+                                          "write --trainer.gradient_clip_val=0.5"]),
     # (three dashes: no LightningCLI spelling; a KeyError traceback, and ---model.arch was read
     # as --arch)
     (["---trainer.x", "1"], ["unrecognized arguments: ---trainer.x 1"]),
