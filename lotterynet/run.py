@@ -87,6 +87,7 @@ from .quiet import quiet_lightning
 from .resumable import check_resumable, is_real, nested
 from .structures import without_ignored_options
 from .ticket import save_ticket
+from .ticket_file import TICKET
 from .trainer_options import (
     default_strategy,
     epoch_checkpoint,
@@ -98,7 +99,6 @@ from .validate import check_not_folders, check_output_dir
 from .widen import maskable_count, wide_width
 
 RESULTS = "results.json"
-TICKET = "model.ticket"
 #: The files a run (or a stack's cell) writes when it ends: a folder in the place of one is
 #: refused before the training (:func:`~lotterynet.validate.check_not_folders`).
 END_FILES = (RESULTS, TICKET)

@@ -35,6 +35,7 @@ MAGIC = TICKET_MAGIC
 ZIP_MAGIC = b"PK\x03\x04"  # what a file torch.save writes (a zip archive) begins with
 FORMAT_VERSION = 1
 MAX_BYTES = 8 * 2**30  # default limit on the payload and on a spec-built model, in bytes
+TICKET = "model.ticket"  # a run's ticket, in its folder
 _PREFIX = struct.Struct("<8sIQ")  # magic, format version, header length
 _DIGEST_BYTES = 32
 _ZLIB_LEVEL = 6
@@ -161,7 +162,7 @@ def _read_bounded(path: Path, max_bytes: int) -> bytes:
     try:
         stat = path.stat()  # (before open: opening a named pipe waits for a writer)
         if not S_ISREG(stat.st_mode):  # (a run's folder holds its ticket: named)
-            inside = path / "model.ticket"
+            inside = path / TICKET
             raise TicketError(f"{path}: not a regular file, so not a ticket" + (
                 f"; give its ticket, {str(inside)!r}" if inside.is_file() else ""))
         with open(path, "rb") as f:
