@@ -394,7 +394,7 @@ def test_hand_built_subnet_layers(tmp_path):
         return nn.Sequential(ln.SubnetLinear(6, 4, True, seed=seed), nn.LayerNorm(4),
                              ln.SubnetLinear(4, 2, structure="subsetsum", seed=seed))
     model = make(0)
-    ln.global_topk(model, 0.7)
+    ln.global_topk(model, 0.5)  # (every tensor keeps some: at 0.7 subset sum's v kept none)
     save_ticket(model, tmp_path / "t.ticket")
     x = torch.randn(3, 6)
     assert torch.equal(load_ticket(tmp_path / "t.ticket", model=make(0))(x), model(x))
