@@ -385,6 +385,34 @@ def move_hooks(old: nn.Module, new: nn.Module, *, share: bool = True) -> nn.Modu
     return new
 
 
+def torch_pruned(module: nn.Module) -> str | None:
+    """The name of the first tensor of ``module``'s own that ``torch.nn.utils.prune`` masks
+    (``<name>_orig``, ``<name>_mask`` and a hook that computes ``<name>`` stand for it), or
+    None."""
+    return next((hook._tensor_name for hook in module._forward_pre_hooks.values()
+                 if isinstance(hook, prune.BasePruningMethod)), None)
+
+
+def refuse_torch_pruned(model: nn.Module, who: str, which: str) -> None:
+    """Refuse (``ValueError``, one line) a ``model`` with a tensor ``torch.nn.utils.prune``
+    masks (:func:`torch_pruned`: a subnet layer's trainable bias, the one tensor of its own it
+    lets prune, or any other module's), naming the module and the tensor, ``which`` ``who``
+    (the caller) does not take, and the ``prune.remove`` that makes the pruning permanent, as
+    ``convert`` refuses one (:func:`_check_hooks`). ``save_ticket``, ``export`` and
+    ``load_ticket`` into such a model failed deep in ``copy.deepcopy`` ("Only Tensors created
+    explicitly by the user (graph leaves) support the deepcopy protocol"): the pruned tensor
+    is computed, with grad."""
+    for name, module in model.named_modules():
+        pruned = torch_pruned(module)
+        if pruned is not None:
+            where = f"model.get_submodule({name!r})" if name else "model"
+            raise ValueError(
+                f"{who}: {f'module {name!r}' if name else 'the model'} "
+                f"({type(module).__name__}) has {pruned!r} pruned by torch.nn.utils.prune "
+                f"({pruned}_orig, {pruned}_mask and a hook), which {which}; make the pruning "
+                f"permanent first: torch.nn.utils.prune.remove({where}, {pruned!r})")
+
+
 def _check_hooks(module: nn.Module, name: str) -> None:
     """Refuse hooks that would not survive the replacement of the module's parameters."""
     reparametrisations = [type(hook).__name__ for hook in module._forward_pre_hooks.values()
@@ -394,8 +422,7 @@ def _check_hooks(module: nn.Module, name: str) -> None:
         raise ValueError(f"module {name!r} has a {reparametrisations[0]} reparametrisation of the "
                          "weight that the frozen random weights replace; remove it first "
                          f"(torch.nn.utils.{function})")
-    pruned = next((hook._tensor_name for hook in module._forward_pre_hooks.values()
-                   if isinstance(hook, prune.BasePruningMethod)), None)
+    pruned = torch_pruned(module)
     if pruned is not None:
         raise ValueError(f"module {name!r} has a torch.nn.utils.prune mask ({pruned}_mask), "
                          "which the subnet layer's masks replace; remove it first "

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention, outermost_subnet_modules
-from .convert import CONVERT_RECORD, move_hooks
+from .convert import CONVERT_RECORD, move_hooks, refuse_torch_pruned
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .masking import uncompiled
 from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
@@ -103,7 +103,9 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
     ``torch.compile``d model, of the module it runs (uncompiled: scriptable)."""
     if not isinstance(sparse, bool):
         raise TypeError(f"sparse must be True or False, got {sparse!r}")
-    exported = copy.deepcopy(uncompiled(model, "export"))
+    model = uncompiled(model, "export")
+    refuse_torch_pruned(model, "export", "export does not take")
+    exported = copy.deepcopy(model)
     for module in exported.modules():  # no longer what build_model / convert made
         module.__dict__.pop("spec", None)
         module.__dict__.pop(CONVERT_RECORD, None)

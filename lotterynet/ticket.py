@@ -88,6 +88,7 @@ from .convert import (
     laid_out,
     left_out_of,
     on_meta,
+    refuse_torch_pruned,
 )
 from .errors import plural
 from .masking import named_masked_weights, trainable_where_made, uncompiled
@@ -361,6 +362,7 @@ def save_ticket(model: nn.Module, path) -> int:
     (``UserWarning``) when subnet layers made without a seed make it store their frozen weights.
     Refuses (``ValueError``) a model whose frozen weights are not what a load regenerates."""
     model = _trained(uncompiled(model, "save_ticket"))
+    refuse_torch_pruned(model, "save_ticket", "a ticket does not store")
     masked = named_masked_weights(model)
     if not masked:
         raise ValueError("the model has no subnet (maskable) layers: nothing to save as a ticket")
@@ -802,6 +804,7 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     compiled = model
     if model is not None:
         model = uncompiled(model, "load_ticket")
+        refuse_torch_pruned(model, "load_ticket", "a ticket does not load into")
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) \
             or max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive integer (bytes), got {max_bytes!r}")

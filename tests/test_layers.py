@@ -877,6 +877,40 @@ def test_torch_prune_of_a_frozen_random_tensor_is_refused(make, module, name, th
     assert hasattr(trained, "bias_orig")
 
 
+def trainable_bias_model() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), ln.SubnetLinear(8, 4, bias="trainable", seed=0))
+
+
+@pytest.mark.parametrize("use", [
+    lambda model, path: ln.save_ticket(model, path),
+    lambda model, path: ln.export(model),
+    lambda model, path: ln.save_ticket(trainable_bias_model(), path) and ln.load_ticket(
+        path, model)], ids=["save_ticket", "export", "load_ticket"])
+def test_a_bias_pruned_by_torch_is_refused_by_save_ticket_and_export_until_removed(
+        use, tmp_path):
+    """A subnet layer's trainable bias is the user's to prune with ``torch.nn.utils.prune``;
+    ``save_ticket``, ``export`` and ``load_ticket`` into the model then failed deep in
+    ``copy.deepcopy`` ("Only Tensors created explicitly by the user (graph leaves) support the
+    deepcopy protocol"), naming neither layer nor tensor. Refused in one line naming both and
+    the ``prune.remove`` that makes the pruning permanent, after which the model saves (its
+    ticket stores the pruned bias), loads and exports."""
+    model = trainable_bias_model()
+    torch.nn.utils.prune.l1_unstructured(model[1], "bias", 0.5)
+    with pytest.raises(ValueError, match=r"^(save_ticket|export|load_ticket): module '1' "
+                                         r"\(SubnetLinear\) has 'bias' pruned by torch\.nn\."
+                                         r"utils\.prune \(bias_orig, bias_mask and a hook\), "
+                                         r"which .*; make the pruning permanent first: torch\."
+                                         r"nn\.utils\.prune\.remove\(model\.get_submodule"
+                                         r"\('1'\), 'bias'\)$"):
+        use(model, tmp_path / "m.ticket")
+    torch.nn.utils.prune.remove(model.get_submodule("1"), "bias")
+    ln.save_ticket(model, tmp_path / "m.ticket")
+    loaded = ln.load_ticket(tmp_path / "m.ticket", trainable_bias_model())
+    x = torch.randn(2, 8)
+    assert int((loaded[1].bias == 0).sum()) == 2
+    assert torch.equal(loaded(x), model(x)) and torch.equal(ln.export(model)(x), model(x))
+
+
 @pytest.mark.parametrize("trainable", [True, False], ids=["trainable", "frozen"])
 def test_torch_prune_of_the_scores_is_refused(trainable):
     """``torch.nn.utils.prune`` of a ``MaskedWeight``'s scores went through, leaving
