@@ -94,9 +94,10 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     try:
         root.resolve()
     except (OSError, RuntimeError):  # a symbolic link loop (RuntimeError before Python 3.13)
-        raise DatasetNotFound(f"the data folder {str(root)!r} cannot be reached: a symbolic "
-                              f"link on its way leads in a loop; point --data-dir or "
-                              f"${DATA_ENV} at the folder that holds the data") from None
+        raise DatasetNotFound.naming_data_dir(
+            lambda setting: f"the data folder {str(root)!r} cannot be reached: a symbolic link "
+                            f"on its way leads in a loop; point {setting} or ${DATA_ENV} at the "
+                            f"folder that holds the data") from None
     return root
 
 
@@ -127,9 +128,10 @@ def _missing(name: str, root: Path, spec: DatasetSpec, how: str,
                                f"{' and '.join(p.name.removesuffix('.gz') for p in missing)}"
                                f"{gzipped}; put {'them' if len(missing) > 1 else 'it'} "
                                f"there, {how}")
-    return DatasetNotFound(f"{name}: no data under {root.resolve()}; put {spec.files}{gzipped} "
-                           f"there, point --data-dir or ${DATA_ENV} at the folder that holds "
-                           f"them, {how}")
+    return DatasetNotFound.naming_data_dir(
+        lambda setting: f"{name}: no data under {root.resolve()}; put {spec.files}{gzipped} "
+                        f"there, point {setting} or ${DATA_ENV} at the folder that holds them, "
+                        f"{how}")
 
 
 def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,

@@ -80,7 +80,20 @@ class CheckpointError(ValueError):
 
 
 class DatasetNotFound(FileNotFoundError):
-    """The data set is neither on disk nor downloadable; the message says what to do."""
+    """The data set is neither on disk nor downloadable; the message says what to do. One that
+    says where the data folder is set is made by :meth:`naming_data_dir`: its text names the
+    Python argument (``TensorDataModule(data_dir=...)``), its ``command_line``, which a
+    command reports (:func:`message`), the flag (``--data-dir``)."""
+
+    def __init__(self, text: str, command_line: str | None = None):
+        super().__init__(text)
+        self.command_line = text if command_line is None else command_line
+
+    @classmethod
+    def naming_data_dir(cls, says) -> "DatasetNotFound":
+        """The error whose text is ``says(setting)``, ``setting`` naming where the data folder is
+        set: ``data_dir=`` in Python, ``--data-dir`` on a command's line."""
+        return cls(says("data_dir="), says("--data-dir"))
 
 
 class DatasetCorrupt(DatasetNotFound):
@@ -255,4 +268,5 @@ def message(err: Exception) -> str:
     if isinstance(err, IN_THE_WAY):  # (a rename's error names its destination second)
         return (f"{err.filename2 or err.filename!r}: {err.strerror} (something else is where "
                 f"lotterynet writes or reads: move it away)")
-    return escape_line_breaks(err.strerror if isinstance(err, DiskFullError) else str(err))
+    return escape_line_breaks(err.strerror if isinstance(err, DiskFullError) else
+                              err.command_line if isinstance(err, DatasetNotFound) else str(err))

@@ -101,6 +101,31 @@ def test_a_dangling_data_folder_is_missing_not_corrupt(tmp_path, monkeypatch):
     assert str(refused.value).startswith(f"mnist: no data under {tmp_path / 'gone'}; put ")
 
 
+@pytest.mark.parametrize("folder, says", [
+    ("gone", "mnist: no data under {tmp}/gone; put MNIST/raw/{{train,t10k}}-{{images-idx3,"
+             "labels-idx1}}-ubyte (or .gz) there, point {setting} or $LOTTERYNET_DATA at the "
+             "folder that holds them, and the download failed (<urlopen error [Errno -2] Name "
+             "or service not known>)"),
+    ("loop", "the data folder '{tmp}/loop' cannot be reached: a symbolic link on its way leads "
+             "in a loop; point {setting} or $LOTTERYNET_DATA at the folder that holds the data")],
+    ids=["missing", "loop"])
+def test_a_data_modules_missing_folder_names_the_argument_given(tmp_path, monkeypatch, folder,
+                                                                says):
+    """A data module given a data folder with no data (or one that cannot be reached) said to
+    point ``--data-dir`` at it, a flag of the commands, from Python too: it names the
+    argument, ``data_dir=``, there, and the flag still where a command reports it
+    (:func:`~lotterynet.errors.message`)."""
+    from lotterynet.datamodule import TensorDataModule
+    from lotterynet.errors import message
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    offline(monkeypatch)
+    with pytest.raises(DatasetNotFound) as refused:
+        TensorDataModule("mnist", data_dir=tmp_path / folder).prepare_data()
+    assert str(refused.value) == says.format(tmp=tmp_path, setting="data_dir=")
+    assert message(refused.value) == says.format(tmp=tmp_path, setting="--data-dir")
+
+
 def test_a_download_fills_the_raw_folder_and_is_read_there(data_dir, tmp_path, monkeypatch):
     """Missing files are downloaded by torchvision (its download alone: a stale processed/
     folder is not read) and read from the raw folder."""
