@@ -209,12 +209,12 @@ def subset_sum(layer: nn.Linear | nn.Conv2d, n: int, generator: torch.Generator,
     _put_coefficients(subnet, coeffs, shape)
     # what the ticket's redraw draws: these coefficients again, from the generator's state
     subnet.drawn_over = partial(_redraw_coefficients, state=state, shape=shape, **draw)
-    subnet.solved_by = "subset_sum"  # (its masks and bias: reset_parameters refuses)
     if layer.bias is not None:  # the sums found
         _put_bias(subnet, approx[weights:])
     structure.v.set_mask(_as_v(selection, shape))
     if k is None:  # the fixedsize first layer is frozen, unmasked (implied by v's mask)
         structure.u.set_mask(_as_v(selection, shape))
+    subnet.record_solved()  # (what reset_parameters puts back)
     stats = {
         "targets": targets.numel(),
         "coefficient_range": [lo, hi],
@@ -336,12 +336,12 @@ def product_network(layer: nn.Linear, m: int, generator: torch.Generator, *, rul
     chosen = select(products, u_own > 0, w) | select(products, u_own < 0, w)
     seconds = device_clock(w.device) - start
     v.set_mask(chosen.view(d_out, m * d_in))
-    subnet.solved_by = "product_network"  # (its masks and bias: reset_parameters refuses)
     u_mask = torch.zeros(m * d_in, d_in, dtype=torch.bool, device=w.device)
     u_mask[neurons, inputs] = chosen.any(0).view(-1)
     u.set_mask(u_mask)
     if layer.bias is not None:  # the target's own
         _put_bias(subnet, layer.bias.detach().double())
+    subnet.record_solved()  # (what reset_parameters puts back)
     kept = torch.where(chosen, products, 0.0)
     positive, negative = (kept * (u_own > 0)).sum(-1), (kept * (u_own < 0)).sum(-1)
     error = torch.maximum((positive - w).abs(), (negative - w).abs())

@@ -312,10 +312,16 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
             self.drawn_over(fresh)
         return fresh
 
-    #: The construction that solved the layer's masks and bias from a trained layer
-    #: (:mod:`lotterynet.constructions`: ``"subset_sum"``, ``"product_network"``), which no
-    #: seed draws again; None for a layer drawn (and trained).
-    solved_by: str | None = None
+    #: What a construction (:mod:`lotterynet.constructions`) solved from a trained layer, which
+    #: no seed draws again: the layer's masks, by tensor name (:meth:`mask`), and its bias, on
+    #: the CPU (:meth:`record_solved`); None for a layer drawn (and trained).
+    solved: dict | None = None
+
+    def record_solved(self) -> None:
+        """Record the layer's masks and bias as what a construction solved (:attr:`solved`),
+        which :meth:`reset_parameters` puts back."""
+        self.solved = {"masks": {name: m.cpu() for name, m in self.mask().items()},
+                       "bias": None if self.bias is None else self.bias.detach().cpu().clone()}
 
     def reset_parameters(self) -> None:
         """Draw the frozen weights, the bias and the initial scores again, in place, as the
@@ -323,18 +329,18 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
         global generator, as ``nn.Linear``'s draws); ``k`` is kept. What a model made on the
         meta device and given storage by ``to_empty`` needs: ``model.apply(lambda m:
         hasattr(m, "reset_parameters") and m.reset_parameters())``. A construction's layer
-        (``solved_by``) refuses, in one line: its masks and bias are its result, solved, not
-        drawn, so a redraw would replace them with random ones, and after ``to_empty`` (the
-        recipe above; timm's ``init_weights``, FSDP's meta-device init call it too) nothing
-        could give them back."""
-        if self.solved_by is not None:
-            raise RuntimeError(
-                f"{type(self).__name__}({self.extra_repr()}) was built by "
-                f"lotterynet.constructions.{self.solved_by}, which solved its masks and bias "
-                f"from a trained layer: reset_parameters would draw random ones over them "
-                f"(no seed draws them again); build it again with the construction, or load "
-                f"its state dict (or ticket) into a model so built")
+        (:attr:`solved`) gets back the masks (and their ``k``) and the bias it was solved
+        with over its redrawn frozen weights: the network the construction built, which a
+        redraw alone replaced with a random one (it was refused, after ``model.apply`` had
+        reset the modules before it)."""
         copy_redrawn(self)
+        if self.solved is None:
+            return
+        for name, weight in named_masked_weights(self.structure).items():
+            weight.set_mask(self.solved["masks"][name].to(weight.scores.device))
+        if self.bias is not None:
+            with torch.no_grad():
+                self.bias.copy_(self.solved["bias"])
 
     #: What a parent reading the layer's ``weight`` does, as ``convert`` warned of it:
     #: :class:`DoubledInputWeight`'s ``read``; None where it did not.

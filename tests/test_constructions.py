@@ -579,22 +579,24 @@ def test_a_biased_product_network_saves_as_a_ticket_and_loads_bit_exactly(rule, 
     lambda layer, generator: product_network(layer, 3, generator, rule="malach"),
     lambda layer, generator: product_network(layer, 3, generator, rule="orseau"),
 ], ids=["subset_sum", "fixed_size", "malach", "orseau"])
-def test_a_constructions_layer_refuses_reset_parameters_keeping_what_it_solved(build):
+def test_a_constructions_layer_resets_to_what_it_solved(build):
     """``reset_parameters()`` of a construction's layer drew the seed's random bias and initial
-    scores (its masks) over the ones solved from the target: the network built was silently
-    another, random one (``model.apply`` of it after ``to_empty``, timm's ``init_weights``).
-    Refused in one line, saying why and what to do; the layer is as it was."""
-    model, _ = construct_model(nn.Sequential(small_linear(bias=True)), build)
-    state = {n: t.clone() for n, t in model.state_dict().items()}
-    with pytest.raises(RuntimeError, match=r"^SubnetLinear\(in_features=5, out_features=3, "
-                                           r"bias='frozen', .*\) was built by lotterynet\."
-                                           r"constructions\.\w+, which solved its masks and "
-                                           r"bias from a trained layer: reset_parameters would"
-                                           r" .*; build it again with the construction, or "
-                                           r"load its state dict \(or ticket\) into a model so"
-                                           r" built$"):
-        model.apply(lambda m: hasattr(m, "reset_parameters") and m.reset_parameters())
-    assert all(torch.equal(model.state_dict()[n], t) for n, t in state.items())
+    scores (its masks) over the ones solved from the target; then it was refused, but
+    ``model.apply`` of it (after ``to_empty``, timm's ``init_weights``) had reset the modules
+    visited before it, leaving the model half reset. It puts back what it solved, over its
+    frozen weights drawn again: after ``to_empty`` too, the model is the one built, whole."""
+    layer = construct_model(small_linear(bias=True), build)[0]
+    state = {n: t.clone() for n, t in layer.state_dict().items()}
+    x = torch.randn(4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        built = layer(x)
+    model = nn.Sequential(nn.Linear(5, 5, dtype=torch.float64), layer).to_empty(device="cpu")
+    model.apply(lambda m: hasattr(m, "reset_parameters") and m.reset_parameters())
+    assert layer.state_dict().keys() == state.keys()
+    assert all(torch.equal(layer.state_dict()[n], t) for n, t in state.items())
+    with torch.no_grad():
+        assert torch.equal(layer(x), built)
+
 
 def test_a_product_networks_median_error_is_over_every_weight():
     """The median weight error of a model of several product layers is the median of all their
