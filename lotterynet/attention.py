@@ -23,6 +23,7 @@ from torch import nn
 
 from .distributions import draw_seed, float32_draws, seeded_generator
 from .layers import (
+    BiasMode,
     SubnetLinear,
     _SubnetLayer,
     bias_mode,
@@ -57,7 +58,7 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
     seeded: bool = True
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0,
-                 bias: bool | str = True,
+                 bias: bool | str | BiasMode = True,
                  add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
                  vdim: int | None = None, batch_first: bool = False, device=None, dtype=None, *,
                  seed: int | None = None, **layer_options):

@@ -262,9 +262,9 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
     #: default: a layer pickled before it existed loads as seeded, as its tickets were then.
     seeded: bool = True
 
-    def _build(self, target: TargetShape, bias: bool | str, *, sparsity, init, init_kwargs,
-               structure, seed, kept="round", ties="low", score_init="edgepopup", device=None,
-               dtype=None, **options) -> None:
+    def _build(self, target: TargetShape, bias: bool | str | BiasMode, *, sparsity, init,
+               init_kwargs, structure, seed, kept="round", ties="low", score_init="edgepopup",
+               device=None, dtype=None, **options) -> None:
         """The structure and bias (:func:`bias_mode`), drawn in float32 on the CPU (the same
         numbers on every device and under any default dtype), then moved to ``device`` /
         ``dtype`` (default: torch's default dtype) as ``nn.Linear(..., device=, dtype=)`` makes
@@ -419,8 +419,8 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
 
 
 class SubnetLinear(_SubnetLayer):
-    def __init__(self, in_features: int, out_features: int, bias: bool | str = False, device=None,
-                 dtype=None, *,
+    def __init__(self, in_features: int, out_features: int, bias: bool | str | BiasMode = False,
+                 device=None, dtype=None, *,
                  sparsity: float = 0.5, init: str | None = None,
                  init_kwargs: dict | None = None, structure: str = "dense", pairs: int = 5,
                  activation: str = "relu", shared: bool = True, hidden: int | None = None,
@@ -469,8 +469,8 @@ class _SubnetConvNd(_SubnetLayer):
         return (0,) * self.dims
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool | str = False, padding_mode: str = "zeros",
-                 device=None, dtype=None, *, sparsity: float = 0.5,
+                 dilation=1, groups: int = 1, bias: bool | str | BiasMode = False,
+                 padding_mode: str = "zeros", device=None, dtype=None, *, sparsity: float = 0.5,
                  init: str | None = None, init_kwargs: dict | None = None,
                  structure: str = "dense", pairs: int = 5, activation: str = "relu",
                  shared: bool = True, hidden: int | None = None, seed: int | None = None,
