@@ -875,6 +875,8 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: Path,
                          f"the name {cell_dirs[twice].name!r}; give each member a cell of its "
                          f"own name (its metrics are logged under it)")
     check_not_folders(d / file for d in cell_dirs for file in END_FILES)
+    if all((d / RESULTS).is_file() for d in cell_dirs):  # (before any memory check)
+        return finished_stack(configs, stack_dir, cell_dirs)
     names = [d.name for d in cell_dirs]
     first = configs[0]
     pl.seed_everything(first.seed, verbose=False)
@@ -912,6 +914,23 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: Path,
             for written in (folder, folder / CHECKPOINTS):  # removes its own
                 remove_stale_temp_files(written)
         return train_stack(configs, stack_dir, cell_dirs, data, module, sigterm, in_a_sweep)
+
+
+def finished_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
+                   ) -> list[dict]:
+    """A stack whose every member has finished (its results in its cell: one run again once
+    done, or stopped as it saved its last epoch's checkpoint, after its members' results):
+    nothing trains, nor is built, whatever the memory now. It logs to W&B the members its end
+    did not (:func:`log_member_run`) and returns their results. Resumed from its checkpoint,
+    it trained an epoch again for nothing (saying its members had finished "outside it"), and
+    the memory check refused it, "its 0 unfinished members train anew"."""
+    print(f"stack {stack_dir.name}: every member has finished (its results are in its cell); "
+          f"nothing to train", flush=True)
+    results = [json.loads((d / RESULTS).read_text()) for d in cell_dirs]
+    for config, cell, r in zip(configs, cell_dirs, results):
+        if config.wandb and "wandb_dir" not in r:
+            log_member_run(config, cell, r)
+    return results
 
 
 def member_summary(results: dict, history: list[dict]) -> dict:

@@ -466,6 +466,42 @@ def test_a_stopped_stack_too_big_for_the_memory_now_says_how_to_go_on_by_its_cal
         r"from its checkpoint where more memory is free", str(refused.value)), refused.value
 
 
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_a_stack_stopped_as_it_saved_its_last_checkpoint_trains_nothing_again(
+        tmp_path, data_dir, monkeypatch, capsys, epochs):
+    """A stack stopped as it saved its last epoch's checkpoint, after every member's results:
+    run again too big for the memory now, it was refused, "its 0 unfinished members train
+    anew"; with the memory, it trained its last epoch again for nothing, saying its members
+    had finished "meanwhile outside it" (without an earlier checkpoint, at one epoch, it was
+    refused as holding another stack's history). Nothing trains: it says so and returns the
+    members' results, its folders as they were."""
+    from lotterynet.run import CheckedCheckpointIO
+
+    save = CheckedCheckpointIO.save_checkpoint
+
+    def ctrl_c_at_the_last(self, checkpoint, path, storage_options=None):
+        if checkpoint["epoch"] == epochs - 1:
+            raise KeyboardInterrupt
+        save(self, checkpoint, path, storage_options)
+
+    configs = [make_config(dict(arch="fc2", sparsity=s, epochs=epochs, limit_train=128,
+                                val_size=64, data_dir=str(data_dir))) for s in (0.5, 0.9)]
+    with monkeypatch.context() as stopping, pytest.raises(Interrupted):
+        stopping.setattr(CheckedCheckpointIO, "save_checkpoint", ctrl_c_at_the_last)
+        run_stack(configs, tmp_path / "stack")
+    kept = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
+    assert sum(f.name == "results.json" for f in kept) == 2
+    capsys.readouterr()
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
+    results = run_stack(configs, tmp_path / "stack")
+    assert capsys.readouterr().out == ("stack stack: every member has finished (its results "
+                                       "are in its cell); nothing to train\n")
+    assert results == [json.loads((tmp_path / "stack" / "cells" / c / "results.json")
+                                  .read_text()) for c in ("0", "1")]
+    assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == kept
+
+
 def test_memory_running_out_in_a_stack_run_from_python_says_what_needs_less_there(
         tmp_path, data_dir, monkeypatch):
     """Memory running out in a stack run by ``ln.run_stack`` advised "a sweep with --no-stack
