@@ -628,11 +628,10 @@ def starting_a_job(sweep: int) -> None:
 
 class JobRunner:
     """The jobs a sweep runs at once, each in its own ``train.py``, until :meth:`stop`: then
-    the running ones get SIGTERM (each stops at its next step, keeping its last checkpoint;
-    SIGINT, ignored by jobs started in the background, might not stop them) and the queued
-    ones never start. ``stopped``: the jobs that ended after the stop without finishing, with
-    their exit codes. Each job is said as it starts, where its output goes: one queued for a
-    free slot has no log yet."""
+    the running ones get the signal it is given (:func:`forwarded`; each stops at its next
+    step, keeping its last checkpoint) and the queued ones never start. ``stopped``: the jobs
+    that ended after the stop without finishing, with their exit codes. Each job is said as it
+    starts, where its output goes: one queued for a free slot has no log yet."""
 
     def __init__(self):
         self._lock = threading.Condition()
@@ -662,11 +661,11 @@ class JobRunner:
                     self.stopped.append((job, code))
                 self._lock.notify_all()
 
-    def stop(self) -> None:
+    def stop(self, signum: int) -> None:
         with self._lock:
             self._stopped = True
             for proc in self._running:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signum)
 
     def wait(self) -> None:
         """Until the jobs running at :meth:`stop` have ended. (The pool's close does not
@@ -675,6 +674,16 @@ class JobRunner:
         that one still ran.)"""
         with self._lock:
             self._lock.wait_for(lambda: not self._running)
+
+
+def forwarded(err: BaseException) -> signal.Signals:
+    """The signal that a sweep stopped by ``err`` sends its running jobs: SIGINT for a Ctrl-C,
+    which a terminal sends them too (with SIGTERM besides, the two raced: one job's line said
+    SIGINT, another's SIGTERM), unless the sweep ignores SIGINT (started in the background),
+    which its jobs then ignore too; else SIGTERM."""
+    ctrl_c = isinstance(err, KeyboardInterrupt) and \
+        signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None)
+    return signal.SIGINT if ctrl_c else signal.SIGTERM
 
 
 def ignored(signum, frame) -> None:
@@ -1090,10 +1099,10 @@ def run_jobs(jobs: Iterable[Job], devices: list[int | None], sweep_dir: Path, fi
         try:
             for future in as_completed([pool.submit(work, job) for job in jobs]):
                 finished(*future.result())
-        except BaseException:
+        except BaseException as err:
             signal.signal(signal.SIGTERM, ignored)  # (after a Ctrl-C too; stopping_jobs puts
             # the handler back)
-            runner.stop()
+            runner.stop(forwarded(err))
             runner.wait()
             raise
 

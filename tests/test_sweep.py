@@ -2064,6 +2064,7 @@ def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypa
 
     child = ("import signal, sys, time\n"
              "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1), sys.exit(143)))\n"
+             "signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))\n"
              "print('up', flush=True)\n"
              "time.sleep(30)\n")
 
@@ -2185,6 +2186,29 @@ def test_a_sweep_that_stops_its_jobs_names_the_epoch_each_ones_checkpoint_holds(
         f"epoch 3)")
 
 
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_sweep_stops_its_jobs_by_the_signal_it_got(tmp_path, monkeypatch, sent):
+    """One Ctrl-C to a sweep with jobs (``--jobs-per-device``): the terminal sends SIGINT to
+    the jobs too, and the sweep sent them SIGTERM; the two raced, and one job's line said it
+    was stopped by SIGINT, another's by SIGTERM. The sweep sends its jobs the signal it got:
+    every job has the same account of one Ctrl-C, or of one SIGTERM."""
+    child = ("import signal, sys, time\n"
+             "def stop(signum, frame):\n"
+             "    print(signal.Signals(signum).name, flush=True)\n"
+             "    sys.exit(128 + signum)\n"
+             "signal.signal(signal.SIGINT, stop)\n"
+             "signal.signal(signal.SIGTERM, stop)\n"
+             "print('up', flush=True)\n"
+             "time.sleep(30)\n")
+    jobs = [sweep_module.Job(f"cell c{i}-seed0", [], tmp_path / f"c{i}" / "train.log",
+                             [f"c{i}-seed0"]) for i in (1, 2)]
+    stopped = stop_the_sweeps_jobs(tmp_path, monkeypatch, jobs, lambda job, device, workers,
+                                   log: subprocess.Popen([sys.executable, "-c", child],
+                                                         stdout=log), sent)
+    assert stopped.exit_code == 128 + sent
+    assert [job.log.read_text().split() for job in jobs] == [["up", sent.name]] * 2
+
+
 def test_a_queued_job_is_said_as_it_starts_not_before(tmp_path, monkeypatch, capsys):
     """With more jobs than slots (``--jobs-per-device``) the sweep said of every job up front
     where its output goes ('cell c2-seed0 (subprocess, output in .../train.log)'), a queued
@@ -2209,23 +2233,24 @@ def test_a_queued_job_is_said_as_it_starts_not_before(tmp_path, monkeypatch, cap
         f"cell c-seed0 (subprocess, output in {jobs[1].log})\n"]
 
 
-def test_a_job_started_as_the_sweep_stops_is_stopped_too(tmp_path, monkeypatch):
-    """Ctrl-C while a sweep's job was starting: the sweep ignored SIGTERM (SIG_IGN) while it
-    stopped its jobs, and the job started in that moment inherited it through its exec, so
-    the SIGTERM that stops it was lost: it ran to its end, the sweep waiting for it. A job
-    started then has SIGTERM's default action, and stops."""
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_job_started_as_the_sweep_stops_is_stopped_too(tmp_path, monkeypatch, sent):
+    """Ctrl-C (or SIGTERM) while a sweep's job was starting: the sweep ignored SIGTERM
+    (SIG_IGN) while it stopped its jobs, and the job started in that moment inherited it
+    through its exec, so the SIGTERM that stops it was lost: it ran to its end, the sweep
+    waiting for it. A job started then has SIGTERM's default action, and stops."""
     job = sweep_module.Job("stack s-seed0", [], tmp_path / "s" / "train.log", ["a"])
 
     def ctrl_c_as_it_starts(job, device, workers, log):
         sweep_handler = signal.getsignal(signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGINT)  # (the sweep's thread stops the jobs, waiting
+        os.kill(os.getpid(), sent)  # (the sweep's thread stops the jobs, waiting
         while signal.getsignal(signal.SIGTERM) is sweep_handler:  # for this one to start)
             time.sleep(0.01)
         return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
 
     stopped = stop_the_sweeps_jobs(tmp_path, monkeypatch, [job], ctrl_c_as_it_starts)
     # (it ran its 5 s and ended with exit 0: the sweep named no job it stopped)
-    assert stopped.exit_code == 130 and str(stopped).endswith(
+    assert stopped.exit_code == 128 + sent and str(stopped).endswith(
         "(finished cells are kept): stack s-seed0 starts over (it wrote no checkpoint)")
 
 
