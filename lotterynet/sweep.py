@@ -36,6 +36,7 @@ import dataclasses
 import fcntl
 import itertools
 import json
+import math
 import os
 import queue
 import re
@@ -1198,7 +1199,9 @@ def reported(job: Job) -> str:
 
 def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     """Best test accuracy over epoch budgets per (variant, sparsity, seed); mean and standard
-    deviation over seeds; the fraction of the maskable weights the cells' masks prune
+    deviation over seeds (empty for a point of one seed, as ``paper_acc`` where the paper has
+    none: no spread was measured, where 0.0 said none was found); the fraction of the
+    maskable weights the cells' masks prune
     (``pruned``: the nominal ``sparsity`` is rounded to a kept count per tensor, and per group
     of terms in fixedsize, which keeps 1 of 3 at 0.6); Pensia et al.'s accuracy for the point
     (``paper_acc``, from the cells' own settings) and ours minus theirs (``gap``), empty where
@@ -1233,7 +1236,7 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
             "kept_params": round(statistics.mean(kept)), "maskable_params": maskable,
             "trained_params": round(trained),
             "test_acc_mean": round(statistics.mean(accs), 3),
-            "test_acc_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else 0.0,
+            "test_acc_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else "",
             "seeds": len(runs), "best_epochs": "/".join(
                 str(r["config"]["epochs"]) for r in runs)})
         paper = paper_accuracy(runs[0]["config"])
@@ -1347,7 +1350,8 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
         mean = [r["test_acc_mean"] for r in points]
         line, = ax.plot(kept, mean, marker="o", label=legend_name(variant))
         if any(r["seeds"] > 1 for r in points):
-            std = [r["test_acc_std"] for r in points]
+            std = [math.nan if r["test_acc_std"] == "" else r["test_acc_std"]  # (no band
+                   for r in points]  # at a point of one seed)
             ax.fill_between(kept, [m - s for m, s in zip(mean, std)],
                             [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
         paper = [(k, r["paper_acc"]) for k, r in zip(kept, points) if r.get("paper_acc") != ""]

@@ -132,6 +132,36 @@ def test_a_row_says_the_fraction_its_masks_prune_beside_the_nominal_sparsity(tmp
     assert (trained["sparsity"], trained["pruned"]) == (0.0, 0.0)
 
 
+def test_a_point_of_one_seed_has_no_spread(tmp_path):
+    """A point of one seed (a sweep of one seed, or a seed's cell missing) had test_acc_std
+    0.0 in the table, as if its seeds had agreed, where no spread was measured: it is empty
+    (blank in sweep.csv and sweep.md, None in the W&B table, no band in the figure), as
+    paper_acc where the paper has none; a point of two seeds has their standard deviation."""
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "wide"}],
+                  sparsities=[0.5, 0.9], epochs=[1], seeds=[0, 1])
+    accs = {(0.5, 0): 0.9, (0.5, 1): 0.8, (0.9, 0): 0.7, (0.0, 0): 0.95}  # (0.9, 1): missing
+    for label, values in sweep.cells():
+        acc = accs.get((values.get("sparsity", 0.0) if label != "trained" else 0.0,
+                        values["seed"]))
+        if acc is None:
+            continue
+        cell = tmp_path / "cells" / cell_name(label, values)
+        cell.mkdir(parents=True)
+        (cell / "results.json").write_text(json.dumps({
+            "config": make_config(values).to_dict(), "test_acc": acc,
+            "params": {"kept": 10, "trainable": 10, "maskable": 100}}))
+    table = sweep_module.aggregate(sweep, tmp_path)
+    assert [(r["sparsity"], r["seeds"], r["test_acc_std"]) for r in table] == [
+        (0.5, 2, 7.071), (0.9, 1, ""), (0.0, 1, "")]
+    sweep_module.write_table(table, tmp_path, sweep.variants, {})
+    assert [r["test_acc_std"] for r in rows(tmp_path)] == ["7.071", "", ""]
+    assert [line.split(" | ")[list(table[0]).index("test_acc_std")] for line in
+            (tmp_path / "sweep.md").read_text().splitlines()[2:]] == ["7.071", "", ""]
+    assert [r["test_acc_std"] for r in sweep_module.wandb_table_rows(table)] == [
+        0.07071, None, None]
+    sweep_module.plot(table, tmp_path, "title", None, 10.0)  # (a band at 0.5 alone)
+
+
 def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
     """write_table and plot write exactly TABLE_FILES, the names a sweep whose every cell
     failed removes (the names were written out twice, once in each list)."""
