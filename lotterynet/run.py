@@ -15,6 +15,7 @@ import random
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -124,6 +125,16 @@ def run_dir_of(config: RunConfig) -> Path:
     if config.resume:
         return checkpoint_run_dir(config.resume)
     return default_run_dir(config)
+
+
+def resumed_out(config: RunConfig, resumed: Resumed) -> str | None:
+    """The ``out`` of a resume given none, which goes on in its checkpoint's run folder: the
+    ``out`` of that run (in the ``resumed`` checkpoint's config) where it names the folder from
+    here, so that the resume records (in ``results.json``, its checkpoints) what the
+    uninterrupted run did; else (a run moved, resumed from another directory) the folder."""
+    path, loaded = resumed
+    run_dir, out = checkpoint_run_dir(path), stored_config(loaded, path).get("out")
+    return out if Path(out or default_run_dir(config)).resolve() == run_dir else str(run_dir)
 
 
 def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
@@ -932,13 +943,15 @@ def run(config: RunConfig) -> dict:
 
 def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
     """:func:`run` once its SIGTERM handler is installed."""
-    run_dir = run_dir_of(config)
     if config.wandb:
         check_wandb_environment()
     resumed = None
     if config.resume:
         resumed = (config.resume, load_checkpoint(config.resume))
         check_same_run(resumed, config)
+        if not config.out:
+            config = replace(config, out=resumed_out(config, resumed))
+    run_dir = run_dir_of(config)
     claim_run_dir(run_dir, config)
     for folder in (run_dir, run_dir / CHECKPOINTS):  # what a killed run's writes left (its
         remove_stale_temp_files(folder)  # results, ticket, history, W&B id; its checkpoint)

@@ -400,6 +400,27 @@ def test_resume_reaches_the_uninterrupted_result(tmp_path, data_dir, capsys):
     assert (part / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
 
 
+def test_a_resume_records_the_out_of_the_run_it_continues(tmp_path, data_dir, monkeypatch):
+    """A resume without --out goes on in its checkpoint's run and records that run's --out, as
+    given (its results.json said out null), in its checkpoint too (a second resume reads it
+    there); a run moved since records the folder it is in."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--arch", "fc2", "--structure", "dense", "--limit-train", "256", "--val-size", "64",
+            "--epochs", "3", "--no-progress-bar", "--trainer.limit_test_batches", "1",
+            "--data-dir", str(data_dir)]
+    assert main([*args, "--out", "runs/a", "--stop-after", "1"]) == 0
+    assert main(["--resume", "runs/a/checkpoints/last.ckpt", "--stop-after", "2"]) == 0
+    stored = torch.load("runs/a/checkpoints/last.ckpt", weights_only=True)
+    assert stored["hyper_parameters"]["config"]["out"] == "runs/a"
+    assert main(["--resume", "runs/a/checkpoints/last.ckpt"]) == 0
+    results = results_of(Path("runs/a"))
+    assert (results["config"]["out"], results["run_dir"]) == ("runs/a", "runs/a")
+    assert main([*args, "--out", "runs/b", "--stop-after", "1"]) == 0
+    Path("runs/b").rename("moved")
+    assert main(["--resume", "moved/checkpoints/last.ckpt"]) == 0
+    assert results_of(Path("moved"))["config"]["out"] == str(tmp_path.resolve() / "moved")
+
+
 def test_existing_run_dir_is_not_overwritten(tmp_path, data_dir):
     args = ["--arch", "fc2", "--structure", "dense", "--limit-train", "200", "--val-size", "100"]
     code, out = train(tmp_path, data_dir, *args)
