@@ -1017,28 +1017,31 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     write the results. ``resumed``: the checkpoint of ``config.resume``, checked
     (:class:`CheckedCheckpointIO`). ``sigterm``: the run's handler, asked after fit and test
     for a SIGTERM that Lightning noted too late to act on."""
-    spec = module.hparams.spec
-    if not is_launched_worker():  # (after the last refusal: a refused run prints one line)
-        wide = f", width {spec['width']}" if "width" in spec else ""
-        print(f"{config.arch} {spec['structure']}{wide}: maskable {counts['maskable']:,}, "
-              f"kept {counts['kept']:,}, frozen {counts['frozen']:,}, "
-              f"trainable {counts['trainable']:,}", flush=True)
-        if resumed and (note := history_left_behind(resumed, run_dir)):
-            print(note, flush=True)
-    timer = EpochTimer(announce=not shows_progress_bar(config), epochs=config.epochs)
-    trainer = make_trainer(config, run_dir, loggers, timer,
-                           # the schedule steps once per epoch (module.configure_optimizers),
-                           # so once per epoch says all: per step it was logged again for each
-                           # accumulated batch
-                           callbacks=(LearningRateMonitor(logging_interval="epoch"),
-                                      StopOnDivergence()), resumed=resumed)
     # whatever ends the run early (a stop, memory running out, a divergence, W&B's own error
-    # in the fit) ends the W&B runs its Trainer logs to, its own and a W&B logger of the
-    # user's Trainer options, with the command's exit code (around reporting_interrupts: a
-    # stop's 130 or 143, not Lightning's exit 1): left open, one was closed at the process's
-    # exit as finished, and a sweep's next cell in the same process logged into it
-    # (wandb.init returns the run in progress)
-    with ending_wandb_on_failure(partial(end_open_wandb, trainer.loggers)):
+    # in the fit) ends the W&B runs it logs to, with the command's exit code (around
+    # reporting_interrupts: a stop's 130 or 143, not Lightning's exit 1): its own from the
+    # moment it is made (a resume's, which replayed its history into it, has started), then
+    # those its Trainer logs to, its own and a W&B logger of the user's Trainer options. Left
+    # open, one was closed at the process's exit as finished, and a sweep's next cell in the
+    # same process logged into it (wandb.init returns the run in progress)
+    logged_to = list(loggers)
+    with ending_wandb_on_failure(partial(end_open_wandb, logged_to)):
+        spec = module.hparams.spec
+        if not is_launched_worker():  # (after the last refusal: a refused run prints one line)
+            wide = f", width {spec['width']}" if "width" in spec else ""
+            print(f"{config.arch} {spec['structure']}{wide}: maskable {counts['maskable']:,}, "
+                  f"kept {counts['kept']:,}, frozen {counts['frozen']:,}, "
+                  f"trainable {counts['trainable']:,}", flush=True)
+            if resumed and (note := history_left_behind(resumed, run_dir)):
+                print(note, flush=True)
+        timer = EpochTimer(announce=not shows_progress_bar(config), epochs=config.epochs)
+        trainer = make_trainer(config, run_dir, loggers, timer,
+                               # the schedule steps once per epoch (module.configure_optimizers),
+                               # so once per epoch says all: per step it was logged again for
+                               # each accumulated batch
+                               callbacks=(LearningRateMonitor(logging_interval="epoch"),
+                                          StopOnDivergence()), resumed=resumed)
+        logged_to[:] = trainer.loggers
         results = fit_and_test(config, run_dir, data, module, loggers, trainer, timer, counts,
                                densities, sigterm)
     # the run's own W&B run is finished (finish_wandb); one of the user's Trainer options,

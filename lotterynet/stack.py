@@ -1031,53 +1031,56 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
                                        "epochs": budget}, resumed, job_type="stack")
-    timer = EpochTimer()
-    results_writer = MemberResults(cell_dirs, stack_dir, timer)
-    longest = make_config({**first.to_dict(), "epochs": budget,
-                           "resume": None})
-    trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
-                           resumed=resumed)
-    for logger in loggers:  # (hparams.yaml: the members' cells named as stack.yaml names them)
-        logger.log_hyperparams({**module.hparams, "members": [
-            {**member, "config": config} for member, config in
-            zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
-    what, (again, over) = f"stack {stack_dir.name}", run_again_by(in_a_sweep)
-    less = (f"a sweep with --no-stack (one run per cell) or a smaller --batch-size (now "
-            f"{first.batch_size}; {CELLS_ANEW}) needs less") if in_a_sweep else (
-        f"a stack of fewer members or a smaller batch_size (now {first.batch_size}) needs less")
     # (whatever ends the stack early, a stop, memory running out, W&B's own error in its fit,
-    # ends the W&B run its Trainer logs to, as a run's: run.train_and_test)
-    with ending_wandb_on_failure(partial(end_open_wandb, trainer.loggers)), \
-            reporting_interrupts(trainer, checkpoint, f"{what}: {again}",
-                                 nothing=f"{what}: {over}"), \
-            reporting_out_of_memory(trainer, what, less, checkpoint, again, nothing=over):
-        trainer.fit(module, datamodule=data, ckpt_path=resume)
-        sigterm.stop_if_received()
-        results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
-                   else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
-        finished = [(name, r, history, cell, config) for name, r, history, cell, config in
-                    zip(names, results, results_writer.history, cell_dirs, configs)
-                    if r["finished"]]
-        # (each ticket in its cell as it is now: a cell finished before the stack's folders
-        # were copied or moved names the old one in its run_dir)
-        finish_wandb(loggers, {f"{name}/{key}": value for name, r, history, *_ in finished
-                               for key, value in member_summary(r, history).items()},
-                     {name: cell / TICKET for name, _, _, cell, _ in finished
-                      if (cell / TICKET).is_file()})
-        unlogged = [(config, cell, r) for _, r, _, cell, config in finished
-                    if config.wandb and "wandb_dir" not in r]  # (a single run's results hold one)
-        diverged = [s for s in module.diverged
-                    if configs[s].wandb and read_wandb_id(cell_dirs[s]) is None]
-        logged = len(unlogged) + len(diverged)
-        if logged:  # (a second or more each, in silence before: review)
-            print(f"stack {stack_dir.name}: logging {plural(logged, 'member')} to W&B as "
-                  f"{'a run of its' if logged == 1 else 'runs of their'} own", flush=True)
-        for member in unlogged:
-            log_member_run(*member)
-        for s in diverged:
-            log_diverged_member(configs[s], cell_dirs[s], module.hparams.members[s],
-                                member_history(module.model.members[s],
-                                               results_writer.history[s]))
+    # ends the W&B runs it logs to, as a run's, from the moment they are made: a resumed
+    # stack's, which replayed its history, has started; run.train_and_test)
+    logged_to = list(loggers)
+    with ending_wandb_on_failure(partial(end_open_wandb, logged_to)):
+        timer = EpochTimer()
+        results_writer = MemberResults(cell_dirs, stack_dir, timer)
+        longest = make_config({**first.to_dict(), "epochs": budget,
+                               "resume": None})
+        trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
+                               resumed=resumed)
+        logged_to[:] = trainer.loggers
+        for logger in loggers:  # (hparams.yaml: the members' cells named as stack.yaml names them)
+            logger.log_hyperparams({**module.hparams, "members": [
+                {**member, "config": config} for member, config in
+                zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
+        what, (again, over) = f"stack {stack_dir.name}", run_again_by(in_a_sweep)
+        less = (f"a sweep with --no-stack (one run per cell) or a smaller --batch-size (now "
+                f"{first.batch_size}; {CELLS_ANEW}) needs less") if in_a_sweep else (
+            f"a stack of fewer members or a smaller batch_size (now {first.batch_size}) needs less")
+        with reporting_interrupts(trainer, checkpoint, f"{what}: {again}",
+                                  nothing=f"{what}: {over}"), \
+                reporting_out_of_memory(trainer, what, less, checkpoint, again, nothing=over):
+            trainer.fit(module, datamodule=data, ckpt_path=resume)
+            sigterm.stop_if_received()
+            results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
+                       else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
+            finished = [(name, r, history, cell, config) for name, r, history, cell, config in
+                        zip(names, results, results_writer.history, cell_dirs, configs)
+                        if r["finished"]]
+            # (each ticket in its cell as it is now: a cell finished before the stack's folders
+            # were copied or moved names the old one in its run_dir)
+            finish_wandb(loggers, {f"{name}/{key}": value for name, r, history, *_ in finished
+                                   for key, value in member_summary(r, history).items()},
+                         {name: cell / TICKET for name, _, _, cell, _ in finished
+                          if (cell / TICKET).is_file()})
+            unlogged = [(config, cell, r) for _, r, _, cell, config in finished  # (a single
+                        if config.wandb and "wandb_dir" not in r]  # run's results hold one)
+            diverged = [s for s in module.diverged
+                        if configs[s].wandb and read_wandb_id(cell_dirs[s]) is None]
+            logged = len(unlogged) + len(diverged)
+            if logged:  # (a second or more each, in silence before: review)
+                print(f"stack {stack_dir.name}: logging {plural(logged, 'member')} to W&B as "
+                      f"{'a run of its' if logged == 1 else 'runs of their'} own", flush=True)
+            for member in unlogged:
+                log_member_run(*member)
+            for s in diverged:
+                log_diverged_member(configs[s], cell_dirs[s], module.hparams.members[s],
+                                    member_history(module.model.members[s],
+                                                   results_writer.history[s]))
     if module.diverged:
         others = len(configs) - len(module.diverged)
         raise TrainingDiverged(f"stack {stack_dir}: {'; '.join(module.diverged.values())}; "

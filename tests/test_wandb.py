@@ -310,6 +310,42 @@ def test_a_wandb_failure_in_the_fit_ends_the_run(tmp_path, data_dir, monkeypatch
     assert wandb.run is None and wandb_exit_code(written) == 1
 
 
+@pytest.mark.parametrize("of", ["run", "stack"])
+def test_a_stop_before_a_resumes_trainer_ends_its_replayed_wandb_run(tmp_path, data_dir,
+                                                                      monkeypatch, of):
+    """A resume (a stack's too) replays its history into its W&B run (offline: W&B cannot
+    resume one), which starts it before the Trainer is made; a stop between the two (its
+    parameter line, its Trainer being made, a stack's hparams.yaml written) left that run
+    open: ending the W&B runs began only with the Trainer. It ends with the stop's 130."""
+    import wandb
+
+    from lotterynet import run, stack
+    from lotterynet.errors import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    small = {"arch": "fc2", "epochs": 2, "limit_train": 100, "val_size": 100,
+             "progress_bar": False, "wandb": True, "data_dir": str(data_dir)}
+    out = tmp_path / of
+    if of == "stack":
+        cells = [tmp_path / "cell"]
+        stack.run_stack([make_config({**small, "stop_after": 1})], out, cells)
+        monkeypatch.setattr(stack, "make_trainer", stopped)
+        with pytest.raises(Interrupted):
+            stack.run_stack([make_config(small)], out, cells)
+    else:
+        (tmp_path / "run.yaml").write_text(json.dumps(small))
+        assert main(["--config", str(tmp_path / "run.yaml"), "--out", str(out),
+                     "--stop-after", "1"]) == 0
+        monkeypatch.setattr(run, "make_trainer", stopped)
+        assert main(["--resume", str(out / "checkpoints" / "last.ckpt")]) == 130
+    # (the first attempt's, ended by its --stop-after; the resume's)
+    ended = {wandb_exit_code(folder) for folder in (out / "wandb").glob("offline-run-*")}
+    assert wandb.run is None and ended == {0, 130}
+
+
 @pytest.mark.parametrize("fails", ["ticket", "init", "stack", "stack init"])
 def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
         tmp_path, data_dir, monkeypatch, capsys, fails):
