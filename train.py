@@ -1,8 +1,14 @@
 """Edge-popup training on MNIST / Fashion-MNIST / CIFAR-10: ``python train.py --help``."""
 
+import signal
 import sys
 
-from lotterynet.cli import main
-
 if __name__ == "__main__":
+    # Ctrl-C and SIGTERM held back while the command imports what it runs, until its handlers
+    # take them (lifetime.stopping_on_sigterm), which stop it in one line, exit 130 / 143, as
+    # later: Python's own handler raised a Ctrl-C in the imports as a traceback, and SIGTERM's
+    # default action killed the process without a word
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
+    from lotterynet.cli import main
+
     sys.exit(main())

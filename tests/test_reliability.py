@@ -722,6 +722,33 @@ def test_a_stop_that_no_run_reports_says_whether_anything_was_written(
     assert capsys.readouterr().err.strip().splitlines() == [f"train.py: error: stopped by {said}"]
 
 
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_train_py_stopped_as_it_imports_stops_in_one_line(tmp_path, data_dir, sent):
+    """A Ctrl-C to ``train.py`` in its own imports (before its handlers: here as it imports
+    lotterynet's command line, which ``-X importtime`` shows) was Python's KeyboardInterrupt
+    traceback, and SIGTERM's default action killed it without a word (exit -15). It holds both
+    back until its handlers take them: it stops in the one line, and with the exit code, of a
+    stop a moment later (130 / 143), having written nothing. (A real process: Python's start.)"""
+    out = tmp_path / "run"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (not inherited ignored)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "train.py", *SMALL, "--data-dir", str(data_dir),
+             "--out", str(out)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with proc:
+        for line in proc.stderr:  # (each import as it ends: the package's, then its cli's)
+            if line.rsplit("|", 1)[-1].strip() == "lotterynet":
+                proc.send_signal(sent)
+                break
+        said = proc.stderr.read()
+    said_as = "SIGTERM" if sent == signal.SIGTERM else "Ctrl-C (SIGINT)"
+    assert proc.returncode == 128 + sent and "Traceback" not in said
+    assert said.strip().splitlines()[-1] == f"train.py: error: stopped by {said_as}; {NOT_STARTED}"
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("entry", ["run", "run_stack"])
 def test_a_run_stopped_by_sigterm_in_a_library_callers_process_puts_its_handler_back(
         tmp_path, data_dir, monkeypatch, entry):
