@@ -774,15 +774,24 @@ def read_stack_file(path: str | Path, data_dir: str | None = None
         for member, cell, written in zip(members, cell_dirs, written_dirs)]
     check_stackable(configs)
     above = {Path.cwd().resolve(), *Path(path).resolve().parents}
-    for config, cell, name in zip(configs, cell_dirs, shown):
+    for cell, name in zip(cell_dirs, shown):
         if cell.resolve() in above:
             raise ConfigError(f"{where}: cell {name!r} is not a folder of its own (it holds "
                               f"the stack file or is the current folder)")
+    check_finished_cells(configs, cell_dirs, [f"{where}: cell {name!r}" for name in shown])
+    return configs, cell_dirs
+
+
+def check_finished_cells(configs: Sequence[RunConfig], cell_dirs: Sequence[Path],
+                         named: Sequence[str]) -> None:
+    """Refuse (:class:`ConfigError`) a member whose cell (``named``: as the caller says it)
+    holds the results of a run of another config (:func:`~lotterynet.run.changed_results`):
+    the stack would return them as the member's, or take the cell for finished."""
+    for config, cell, name in zip(configs, cell_dirs, named):
         differs = changed_results(config, cell)
         if differs:
-            raise ConfigError(f"{where}: cell {name!r} holds a finished run of another config "
+            raise ConfigError(f"{name} holds a finished run of another config "
                               f"({differs[0]} differs); give the member a cell of its own")
-    return configs, cell_dirs
 
 
 def sweep_folder_of(stack_file: str | Path) -> Path:
@@ -875,6 +884,7 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: Path,
                          f"the name {cell_dirs[twice].name!r}; give each member a cell of its "
                          f"own name (its metrics are logged under it)")
     check_not_folders(d / file for d in cell_dirs for file in END_FILES)
+    check_finished_cells(configs, cell_dirs, [f"cell directory {str(d)!r}" for d in cell_dirs])
     if all((d / RESULTS).is_file() for d in cell_dirs):  # (before any memory check)
         return finished_stack(configs, stack_dir, cell_dirs)
     names = [d.name for d in cell_dirs]

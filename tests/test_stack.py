@@ -502,6 +502,24 @@ def test_a_stack_stopped_as_it_saved_its_last_checkpoint_trains_nothing_again(
     assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == kept
 
 
+def test_a_cell_holding_another_configs_results_is_refused_before_training(tmp_path, data_dir):
+    """``ln.run_stack`` given a member's cell that holds a finished run of another config
+    returned those results as the member's (every cell finished: nothing trained; else the
+    stack trained, keeping the cell as finished) where ``--stack-file`` refuses such a cell.
+    It refuses it, naming the cell and what differs, before anything trains or is written."""
+    def configs(sparsity):
+        return [make_config(dict(arch="fc2", sparsity=sparsity, epochs=1, limit_train=128,
+                                 val_size=64, data_dir=str(data_dir), seed=seed))
+                for seed in (0, 1)]
+    run_stack(configs(0.5), tmp_path / "a")
+    cells = [tmp_path / "a" / "cells" / "0", tmp_path / "b" / "cells" / "1"]
+    with pytest.raises(ConfigError, match=re.escape(
+            f"cell directory {str(cells[0])!r} holds a finished run of another config "
+            f"(sparsity differs); give the member a cell of its own")):
+        run_stack(configs(0.9), tmp_path / "b", cells)
+    assert not (tmp_path / "b").exists()
+
+
 def test_memory_running_out_in_a_stack_run_from_python_says_what_needs_less_there(
         tmp_path, data_dir, monkeypatch):
     """Memory running out in a stack run by ``ln.run_stack`` advised "a sweep with --no-stack
