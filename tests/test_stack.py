@@ -686,15 +686,17 @@ def test_a_stack_counts_steps_as_its_single_runs(tmp_path, data_dir):
 
 
 def test_a_copied_stack_logs_the_tickets_of_its_own_cells(tmp_path, data_dir, monkeypatch):
-    """A finished stack's folders copied (``cp -r A B``, A deleted) and run again: each
-    member's ticket was looked for in the cell its results.json names, A's, so none was
-    logged; they are B's."""
-    base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
+    """A stack's folders copied (``cp -r A B``, A deleted) after its first epoch, which
+    finished its one-epoch member, and run again: each member's ticket was looked for in the
+    cell its results.json names, A's, so none was logged; they are B's."""
+    base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100,
                 progress_bar=False, data_dir=str(data_dir))
-    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
+    configs = [make_config({**base, "sparsity": s, "epochs": e}) for s, e in ((0.5, 1), (0.9, 2))]
     names = ("dense-s0.5", "dense-s0.9")
     original, copy = tmp_path / "A", tmp_path / "B"
-    run_stack(configs, original / "stack", [original / name for name in names])
+    run_stack([dataclasses.replace(c, stop_after=1) for c in configs], original / "stack",
+              [original / name for name in names])
+    assert [(original / name / "results.json").is_file() for name in names] == [True, False]
     shutil.copytree(original, copy)
     shutil.rmtree(original)
     logged = []
