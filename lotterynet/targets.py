@@ -37,6 +37,7 @@ from .run import (
     holds_files,
     left_before_a_checkpoint,
     read_json,
+    results_differ,
     run,
 )
 from .ticket import tensors_digest
@@ -118,6 +119,12 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
             raise ConfigError(f"target run {str(run_dir)!r} stopped before its last epoch; run "
                               f"the same command again to continue it from its checkpoint")
     model, results = load_target(run_dir)
+    differ = results_differ(config, results)
+    if differ:  # (a folder copied or renamed: another arch's network would be approximated)
+        stored = results.get("config", {}).get(differ[0])
+        raise ConfigError(f"target folder {str(run_dir)!r} holds a run of another recipe than "
+                          f"{name}: its {differ[0]} is {stored!r}, the recipe's "
+                          f"{getattr(config, differ[0])!r}; delete it to train the target again")
     info = {"recipe": name, "run_dir": str(run_dir), "test_accuracy": results["test_acc"],
             "weights_sha256": tensors_digest(model.state_dict()),
             "paper_test_accuracy": PAPER_ACCURACY[name], "epochs": results["epochs_done"],

@@ -566,6 +566,33 @@ def test_targets_resume_refuses_another_recipes_checkpoint(tmp_path, data_dir, c
     assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
 
 
+def test_a_target_folder_holding_another_recipes_run_is_refused(tmp_path, data_dir, capsys,
+                                                                monkeypatch):
+    """A finished run copied (or renamed) into another recipe's target folder was loaded as
+    that target: ``approximate fc2`` measured LeNet5's conv layers as FC2's (exit 0), and
+    ``targets`` reported it as pensia_fc2. Its stored config is checked against the recipe's."""
+    from lotterynet import targets
+
+    monkeypatch.chdir(tmp_path)
+    lenet5 = tmp_path / "lenet5"
+    trained_target("dacunha_lenet5_mnist", data_dir=data_dir, epochs=1, limit_train=256,
+                   out=lenet5)
+    fc2 = targets.TARGETS_DIR / "pensia_fc2-e1-seed0"
+    shutil.copytree(lenet5, fc2)
+    said = (f"target folder {str(fc2)!r} holds a run of another recipe than pensia_fc2: its "
+            f"arch is 'lenet5_dacunha', the recipe's 'fc2'; delete it to train the target again")
+    with pytest.raises(ConfigError, match="its arch is 'lenet5_dacunha'"):
+        trained_target("pensia_fc2", data_dir=data_dir, epochs=1, limit_train=256, out=fc2)
+    for command, argv in ((targets.main, ["pensia_fc2", "--epochs", "1"]),
+                          (main, ["fc2", "--target-epochs", "1", "--out", "out", "--seeds",
+                                  "1", "--sizes", "3", "--only", "pensia"])):
+        with pytest.raises(SystemExit) as exit_info:
+            command([*argv, "--data-dir", str(data_dir)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.splitlines()[1:] == [] and said in err, err
+    assert not (tmp_path / "out" / "approximation_fc2_pensia.json").exists()
+
+
 @pytest.mark.parametrize("command, argv, said", [
     ("approximate", ["table", "--out", ""], "--out is empty"),  # was: results in the cwd
     ("approximate", ["fc2", "--out="], "--out is empty"),
