@@ -507,6 +507,9 @@ def parse_args(argv=None) -> argparse.Namespace:
             args.device = flags.device("cuda")
         except argparse.ArgumentTypeError as err:
             parser.error(f"argument --device: the default {err}")
+    if torch.device(args.device).type == "cpu" and not args.quick:  # (its full sizes are a GPU's)
+        parser.error("--device cpu runs the suite only scaled down: add --quick (the full "
+                     "suite is sized for a GPU: --device cuda)")
     if args.report.is_dir():
         parser.error(f"--report {str(args.report)!r} is a folder; give the report's file, "
                      f"e.g. {str(args.report / 'gpu_report.md')!r}")

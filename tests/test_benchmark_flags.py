@@ -43,6 +43,8 @@ CASES = [  # (script, argv, what the line must name)
      "argument --budget: 500,000 is more than a structure keeps unpruned; valid: 1 to"),
     ("structures_fc2", ["--data-dir", "DATA", "--runs-dir", "FILE"], "--runs-dir"),
     ("gpu_suite", ["--device", "tpu"], "argument --device: 'tpu' is not a device"),
+    ("gpu_suite", ["--device", "cpu", "--data-dir", "EMPTY"],  # (was: the full suite, on the CPU)
+     "--device cpu runs the suite only scaled down: add --quick"),
     ("bench_lightning_overhead", ["--steps", "3"], "argument --steps: 3 is not an integer >= 10"),
     ("bench_lightning_overhead", ["--data-dir", "EMPTY"], "mnist: no data under"),
 ]
