@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from .convert import CONVERTIBLE, type_name
-from .distributions import check_positive, draw_seed, orseau_range
+from .distributions import check_positive, check_seed, draw_seed, orseau_range
 from .layers import SubnetConv2d, SubnetLinear
 from .machine import device_clock
 from .registry import check_choice
@@ -381,7 +381,9 @@ def construct_model(target: nn.Module, build, *, seed: int = 0) -> tuple[nn.Modu
     ``build`` refuses (``ValueError``) is refused naming it (its module path in ``target``);
     a target with no such layer, or with trained values elsewhere (another layer type's
     parameters, a norm's running statistics: they would stay in the pruned random network),
-    is refused naming those modules, before anything is built."""
+    is refused naming those modules, before anything is built; so is a ``seed`` that is not an
+    integer in [0, 2**64) (:func:`check_seed`: -1 would draw what 2**64 - 1 draws)."""
+    seed = check_seed(seed)
     kept = _kept_trained(target)
     if kept:
         more = f" and {len(kept) - 3} more" if len(kept) > 3 else ""

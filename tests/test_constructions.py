@@ -502,6 +502,18 @@ def test_construct_model_refuses_a_target_whose_trained_values_it_would_keep(tar
     assert not built  # before anything is built
 
 
+
+@pytest.mark.parametrize("seed, error, match", [
+    (-1, ValueError, r"^seed must be in \[0, 2\*\*64\), got -1$"),  # (drew 2**64 - 1's network)
+    (1.5, TypeError, "^seed must be an integer, got 1.5$"),  # (torch's RuntimeError)
+    ("0", TypeError, "^seed must be an integer, got '0'$"),
+])
+def test_construct_model_refuses_a_seed_that_is_not_a_generators(seed, error, match):
+    built = []
+    with pytest.raises(error, match=match):
+        construct_model(small_linear(), lambda layer, generator: built.append(layer), seed=seed)
+    assert not built  # before anything is built
+
 def test_construct_model_builds_a_tied_layer_once_and_puts_it_everywhere():
     """A layer used twice was replaced at its first place only: the second stayed the exact
     trained layer, counted in no stats."""
