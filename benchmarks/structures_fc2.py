@@ -19,6 +19,7 @@ from pathlib import Path
 
 import flags
 
+from lotterynet.checkpointing import write_text_atomic
 from lotterynet.datamodule import load_or_download
 from lotterynet.structures import STRUCTURES, TargetShape, layer_counts
 from lotterynet.validate import check_output_dir
@@ -106,7 +107,6 @@ def main(argv=None) -> None:
                      **{k: result[k] for k in ("params", "test_acc", "val_acc",
                                                "train_seconds")}})
         print(f"{label}: {result['test_acc']:.4f}", flush=True)
-    Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
     lines = [f"# MNIST fc2 at matched kept-parameter budgets ({args.epochs} epoch(s), first "
              f"{args.limit_train} training examples, seed 0, CPU)", "",
              "| structure | init | maskable | kept | sparsity | test acc | train s |",
@@ -114,7 +114,9 @@ def main(argv=None) -> None:
     lines += [f"| {r['structure']} | {r['init']} | {r['params']['maskable']:,} | "
               f"{r['params']['kept']:,} | {r['sparsity']:.4f} | {100 * r['test_acc']:.2f} | "
               f"{r['train_seconds']:.0f} |" for r in rows]
-    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    with flags.reported(parser):  # (a full disk: one line, and the previous files kept)
+        write_text_atomic(args.out + ".json", json.dumps(rows, indent=1))
+        write_text_atomic(args.out + ".md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

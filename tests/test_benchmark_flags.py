@@ -3,6 +3,7 @@ names the bad value, before anything is measured (no traceback, no half-run benc
 what the scripts measure is what they say they measure (peak memory, mask check, paths,
 warm-up)."""
 
+import errno
 import importlib
 import json
 import os
@@ -163,6 +164,38 @@ def test_structures_fc2_paths_are_the_callers_and_inits_the_ones_used(monkeypatc
                      "subsetsum identity n=5": "kaiming_normal",
                      "fixedsize identity n=5, k=1": "kaiming_normal"}
 
+
+
+def test_structures_fc2_keeps_its_previous_results_when_the_disk_fills(monkeypatch, tmp_path,
+                                                                       data_dir, capsys):
+    """Its results were written in place (Path.write_text): a disk that filled after all the
+    training left half a table over the previous one, and a traceback. They are written
+    atomically: one line saying so, the previous files kept, no temporary file left."""
+    structures_fc2 = benchmark("structures_fc2", monkeypatch)
+    monkeypatch.setattr(structures_fc2.subprocess, "run", fake_train(tmp_path))
+    out = tmp_path / "results"
+    out.mkdir()
+    for suffix in (".json", ".md"):
+        (out / f"fc2{suffix}").write_text("the previous results\n")
+    write_text = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        if self.parent == out:  # half of it fits
+            write_text(self, text[:len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(SystemExit) as exit_:
+        structures_fc2.main(["--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"),
+                             "--out", str(out / "fc2")])
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"structures_fc2.py: error: disk full while writing "
+                          f"{str(out / 'fc2.json')!r}"), err
+    assert [(out / f"fc2{s}").read_text() for s in (".json", ".md")] == [
+        "the previous results\n"] * 2
+    assert sorted(p.name for p in out.iterdir()) == ["fc2.json", "fc2.md"]
 
 def test_structures_fc2_downloads_missing_data_as_its_runs_do(monkeypatch, tmp_path, capsys):
     """Missing MNIST was refused with "..., or allow downloading", which the script has no way
