@@ -76,6 +76,10 @@ def load_target(run_dir: Path) -> tuple[nn.Module, dict]:
     whose digest is checked) and the run's ``results.json``; a damaged one is a
     :class:`CheckpointError` naming the file."""
     path = Path(run_dir) / CHECKPOINTS / LAST
+    if not path.is_file():  # (results/approximation_targets/ keeps the results only)
+        raise CheckpointError(f"target folder {str(run_dir)!r} holds a finished run's results "
+                              f"but not its checkpoint {str(path)!r}, which the target is "
+                              f"loaded from; delete {str(run_dir)!r} to train it again")
     ckpt = load_checkpoint(path)
     try:
         model = build_model(**ckpt["hyper_parameters"]["spec"])

@@ -593,6 +593,25 @@ def test_a_target_folder_holding_another_recipes_run_is_refused(tmp_path, data_d
     assert not (tmp_path / "out" / "approximation_fc2_pensia.json").exists()
 
 
+def test_a_target_folder_without_its_checkpoint_says_what_to_do(tmp_path, capsys, monkeypatch):
+    """results/approximation_targets/ keeps each target's results.json only: given as
+    --targets-dir, it was refused as "checkpoint '.../last.ckpt' not found", which said
+    neither why nor what to do."""
+    from lotterynet import targets
+
+    folder = tmp_path / "pensia_fc2-e10-seed0"
+    shutil.copytree(REPO / "results" / "approximation_targets" / folder.name, folder)
+    said = (f"target folder {str(folder)!r} holds a finished run's results but not its "
+            f"checkpoint {str(folder / 'checkpoints' / 'last.ckpt')!r}, which the target is "
+            f"loaded from; delete {str(folder)!r} to train it again")
+    for command, argv in ((targets.main, ["pensia_fc2"]),
+                          (main, ["fc2", "--out", str(tmp_path / "out")])):
+        with pytest.raises(SystemExit) as exit_info:
+            command([*argv, "--targets-dir", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.endswith(f"error: {said}\n"), err
+        assert len(err.splitlines()) == 1, err
+
 @pytest.mark.parametrize("command, argv, said", [
     ("approximate", ["table", "--out", ""], "--out is empty"),  # was: results in the cwd
     ("approximate", ["fc2", "--out="], "--out is empty"),
