@@ -27,7 +27,7 @@ import torch
 
 from .checkpointing import savefig_atomic
 from .distributions import check_positive
-from .errors import ConfigError, OneLineErrorParser, flag_name, unread_option
+from .errors import ConfigError, OneLineErrorParser, flag_name, plural, unread_option
 from .registry import Registry
 from .validate import check_output_dir
 
@@ -282,8 +282,8 @@ def format_table(widths, rows) -> str:
                          f"table has one target")
     kernel = kernels.pop() if kernels else 1
     shape = f" ({kernel} × {kernel} kernels)" if kernel != 1 else ""
-    lines = [f"target {'-'.join(map(str, widths))}{shape}: {target_weights(widths, kernel):,} "
-             f"weights",
+    lines = [f"target {'-'.join(map(str, widths))}{shape}: "
+             f"{plural(target_weights(widths, kernel), 'weight')}",
              f"{'bound':<18}{'hidden units per layer':<44}{'params':>12}{'params/N*':>12}"]
     for r in rows:
         hidden = ", ".join(f"{h:.3g}" for h in r["hidden"])

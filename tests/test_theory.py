@@ -82,6 +82,12 @@ def test_dacunha_counts_the_conv_kernels():
         "target 6-16 (5 × 5 kernels): 2,400 weights")
 
 
+def test_a_one_weight_target_is_one_weight():
+    """The table's header said "target 1-1: 1 weights"."""
+    assert theory.format_table((1, 1), theory.width_table((1, 1), 0.01)).startswith(
+        "target 1-1: 1 weight\n")
+
+
 def test_natale_sparser_tickets_need_wider_networks():
     dense = theory.natale((784, 500, 10), 0.01, 0.01, density=0.5)
     sparse = theory.natale((784, 500, 10), 0.01, 0.01, density=0.05)
