@@ -77,8 +77,13 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=flags.integer(1), default=198_500)
     parser.add_argument("--runs-dir", default="runs/structures_fc2", type=os.path.abspath)
     parser.add_argument("--out", default=str(REPO / "results" / "structures_fc2"),
-                        type=os.path.abspath)
+                        type=os.path.abspath, help="the results' path without a suffix: OUT.md "
+                        "and OUT.json are written (default: results/structures_fc2)")
     args = parser.parse_args(argv)
+    if Path(args.out).suffix in (".md", ".json"):  # (it wrote OUT.md.md and OUT.md.json)
+        parser.error(f"argument --out: {args.out!r} ends in {Path(args.out).suffix}; give the "
+                     f"path without a suffix, e.g. {str(Path(args.out).with_suffix(''))!r}, "
+                     f"for its .md and .json")
     plan = runs(args.budget, floor=397_000)
     largest = min(count for _, count, budget, _ in plan if budget == args.budget)
     if args.budget > largest:

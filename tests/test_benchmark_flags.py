@@ -43,6 +43,8 @@ CASES = [  # (script, argv, what the line must name)
     ("structures_fc2", ["--data-dir", "DATA", "--budget", "500000"],
      "argument --budget: 500,000 is more than a structure keeps unpruned; valid: 1 to"),
     ("structures_fc2", ["--data-dir", "DATA", "--runs-dir", "FILE"], "--runs-dir"),
+    ("structures_fc2", ["--data-dir", "EMPTY", "--out", "table.md"],  # (wrote table.md.md)
+     "table.md' ends in .md; give the path without a suffix"),
     ("gpu_suite", ["--device", "tpu"], "argument --device: 'tpu' is not a device"),
     ("gpu_suite", ["--device", "cpu", "--data-dir", "EMPTY"],  # (was: the full suite, on the CPU)
      "--device cpu runs the suite only scaled down: add --quick"),
