@@ -775,8 +775,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     run's checkpoint). With more job ``slots`` than stacks, each stack is cut into ``slots //
     stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every slot trains,
     and into more where its members would not fit in memory together (:func:`fitting_parts`;
-    with ``say``, a line says so: :func:`split_line`, with the memory available that the
-    plan read once and cut by). A
+    with ``say``, a line says so as the cut is made, no part's folder there yet:
+    :func:`split_line`, with the memory available that the plan read once and cut by). A
     stack killed earlier, in any folder of its group (``<stack>`` or a part's, as a run with
     these slots or others cut it), keeps its recorded members while some are unfinished and its
     checkpoint continues them (:func:`~lotterynet.stack.cannot_continue`), so it resumes as it
@@ -825,7 +825,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
         recorded = {folder: list(record.members) if record else []
                     for folder, record in records.items()}
         taken = resuming_stacks(records, recorded, left, cells, cannot_go_on)
-        if say and n > min(parts, len(cells)) and set(taken.values()) <= set(planned):
+        if say and n > min(parts, len(cells)) and not taken and \
+                not any(f.exists() for f in planned):  # (the cut is made now, not resumed)
             print(split_line(group, cells, split, configs, have, slots), flush=True)
         for folder, record in records.items():
             members = recorded[folder]

@@ -644,6 +644,27 @@ def test_a_sweep_says_where_it_cuts_a_stack_for_memory(tmp_path, monkeypatch, ca
                                               f"6 to run (1 stack)\n")
 
 
+def test_a_sweep_run_again_does_not_say_again_that_it_cut_a_stack_for_memory(tmp_path,
+                                                                             monkeypatch, capsys):
+    """The line of a stack cut for memory (above) was said again on every run of the sweep
+    while a cell of it was unfinished, though the cut was made on the first run and its parts
+    resume. It is said as the cut is made, where no part's folder is there yet."""
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 110 * 2**20)
+    monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
+                  sparsities=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95], epochs=[2], baseline=False)
+    configs = cell_configs(sweep, tmp_path)
+    stacks = plan_stacks(sweep, tmp_path, configs, list(configs.items()), say=True)[0]
+    assert "run as 2 parts of up to 3 members" in capsys.readouterr().out
+    for folder, members in stacks.items():  # (the first run stopped: its parts' checkpoints)
+        atomic_torch_save({"state_dict": {}, "epoch": 0, "hyper_parameters": {"members": [
+            {"name": m, "config": configs[m].to_dict()} for m in members]}},
+            folder / "checkpoints" / "last.ckpt")
+    again = plan_stacks(sweep, tmp_path, configs, list(configs.items()), say=True)
+    assert again[0] == stacks and list(again[3]) == list(stacks)
+    assert capsys.readouterr().out == ""
+
+
 def test_the_line_of_a_stack_cut_for_memory_says_the_memory_it_was_cut_by(tmp_path,
                                                                           monkeypatch, capsys):
     """The line read the memory available again as it was said, after the plan had cut the
