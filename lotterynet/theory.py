@@ -79,11 +79,15 @@ def check_constant(name: str, value: float) -> float:
     return float(value)
 
 
-def resolve_widths(arch: str | None = None, widths: Sequence[int] | None = None):
-    """Widths from an architecture name (``ARCHITECTURES``) or given explicitly."""
+def resolve_widths(arch: str | None = None, widths: Sequence[int] | None = None,
+                   name: Callable[[str], str] = str):
+    """Widths from an architecture name (``ARCHITECTURES``) or given explicitly. ``name``
+    names an argument in the error: as Python's (``arch``), or as a flag on a command's line
+    (:func:`~lotterynet.errors.flag_name`: ``--arch``)."""
     if (arch is None) == (widths is None):
-        raise ValueError(f"give exactly one of arch or widths, got arch={arch!r}, "
-                         f"widths={widths!r}; valid archs: {', '.join(ARCHITECTURES.names())}")
+        raise ValueError(f"give exactly one of {name('arch')} or {name('widths')}, got "
+                         f"{name('arch')}={arch!r}, {name('widths')}={widths!r}; valid archs: "
+                         f"{', '.join(ARCHITECTURES.names())}")
     return ARCHITECTURES.get(arch) if widths is None else check_widths(widths)
 
 
@@ -441,7 +445,8 @@ def main(argv=None) -> None:
         print(f"wrote {args.out}")
         return
     try:
-        widths = resolve_widths(args.arch or (None if args.widths else "fc2"), args.widths)
+        widths = resolve_widths(args.arch or (None if args.widths else "fc2"), args.widths,
+                                flag_name)
         rows = width_table(widths, args.epsilon, args.delta, C=args.C, c_amp=args.c_amp,
                            density=args.density, spectral_norm=args.spectral_norm)
     except ValueError as err:

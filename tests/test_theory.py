@@ -109,6 +109,8 @@ def test_natale_sparser_tickets_need_wider_networks():
     (lambda: theory.resolve_widths("vgg"), r"unknown target architecture 'vgg'; valid "
                                            r"choices: fc2, fc4, lenet5"),
     (lambda: theory.resolve_widths(widths=[784]), r"at least two positive integers, got \[784\]"),
+    (lambda: theory.resolve_widths("fc2", [784, 10]), r"give exactly one of arch or widths, "
+                                                      r"got arch='fc2'"),  # (the CLI: flags)
     (lambda: theory.width_table((784, 10), 1.5), r"epsilon must be in \[1e-12, 1\), got 1\.5"),
     (lambda: theory.width_table((784, 10), 0.1, bounds=["lueker"]),
      r"unknown width bound 'lueker'; valid choices: dacunha, malach"),
@@ -208,7 +210,8 @@ def test_cli_help_says_which_gamma_density_is(capsys):
     (["--density", "1e-300"], "--density must be"),  # printed 8e+307 hidden units
     (["--widths", "100,100", "--density", "0.6"], "needs γ′ ≤ 1/2"),  # printed its widths
     (["study", "--C", "1e308", "--n-max", "3", "--trials", "1"], "--C must be"),
-    (["--arch", "fc4", "--widths", "784,500,10"], "give exactly one of arch or widths"),
+    (["--arch", "fc4", "--widths", "784,500,10"], "give exactly one of --arch or --widths, "
+                                                  "got --arch='fc4'"),
     (["study", "--trials", "0"], "--trials must be in [1, 10000]"),
     (["study", "--n-max", "2", "--epsilon", "1e-6"], "give fewer --trials"),
     (["study", "--out", "/sys/lotterynet-test.png"], "--out '/sys' is not writable"),
