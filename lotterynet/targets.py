@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
                         "run of the same recipe (its first EPOCHS epochs; valid only for a "
                         "constant schedule, where the first epochs do not depend on the total)")
     args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:  # (as approximate's --target-epochs)
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
     if args.resume is not None:
         if len(args.names) > 1:

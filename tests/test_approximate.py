@@ -525,11 +525,26 @@ def test_targets_cli_refuses_a_damaged_target_in_one_line(tmp_path, data_dir, ca
     checkpoint.write_bytes(bytes(data))
     monkeypatch.chdir(tmp_path)
     for argv, said in ((["pensia_fc2", "--epochs", "1"], "do not match its integrity digest"),
-                       (["pensia_fc2", "--epochs", "0"], "epochs must be positive")):
+                       (["pensia_fc2", "--epochs", "0"], "--epochs must be >= 1, got 0")):
         with pytest.raises(SystemExit) as exit_info:
             targets.main([*argv, "--data-dir", str(data_dir)])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
+
+
+def test_targets_cli_names_the_epochs_flag_before_any_work(tmp_path, capsys, monkeypatch):
+    """``--epochs -1`` was refused as "epochs must be positive" (the run's config key, not the
+    flag) once the target's run was being set up."""
+    from lotterynet import targets
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(targets, "trained_target",
+                        lambda *a, **k: pytest.fail("worked before refusing --epochs"))
+    with pytest.raises(SystemExit) as exit_info:
+        targets.main(["pensia_fc2", "--epochs", "-1"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.splitlines() == [
+        "python -m lotterynet.targets: error: --epochs must be >= 1, got -1"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_targets_resume_refuses_another_recipes_checkpoint(tmp_path, data_dir, capsys,
