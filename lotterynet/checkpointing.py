@@ -168,11 +168,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+#: The metadata matplotlib writes by format that changes from one save to the next (a PDF's
+#: creation time), left out: a figure redrawn from the same results is the same file, so a
+#: committed one (a sweep's figure.pdf) does not show as changed. (A PNG has none.)
+UNDATED = {"pdf": {"CreationDate": None}}
+
+
 def savefig_atomic(fig, path: str | os.PathLike, **savefig_kwargs) -> None:
     """A matplotlib figure saved as ``path`` (its format from the suffix), with
-    :func:`atomic_write`."""
+    :func:`atomic_write`, the same figure as the same bytes (:data:`UNDATED`)."""
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:], **savefig_kwargs))
+    kind = path.suffix[1:]
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=kind, metadata=UNDATED.get(kind),
+                                               **savefig_kwargs))
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:

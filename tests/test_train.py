@@ -814,6 +814,29 @@ def test_figures_and_texts_are_written_atomically(tmp_path, monkeypatch):
     plt.close(fig)
 
 
+def test_a_figure_saved_again_later_is_the_same_file(tmp_path, monkeypatch):
+    """A sweep's figure.pdf redrawn from the same results differed from the committed one by
+    its creation date alone, so git showed it as changed; the clock is moved a day between
+    the saves (matplotlib dates a PDF by $SOURCE_DATE_EPOCH where it is set)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lotterynet.checkpointing import savefig_atomic
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    for name in ("figure.png", "figure.pdf"):
+        saves = []
+        for day in (0, 1):
+            monkeypatch.setenv("SOURCE_DATE_EPOCH", str(86400 * day))
+            savefig_atomic(fig, tmp_path / name, dpi=50)
+            saves.append((tmp_path / name).read_bytes())
+        assert saves[0] == saves[1], name
+    plt.close(fig)
+
+
 def test_registry_sgd_is_plain_sgd_bit_for_bit_on_the_cpu():
     """The fused SGD the runs use updates exactly as torch's single-tensor SGD (momentum and
     weight decay included), so fusing changed no result."""
