@@ -39,6 +39,11 @@ from .grid import config_value
 
 METRICS_FILE = "metrics.csv"
 WANDB_ID_FILE = "wandb-id"
+#: Written in a stack member's cell (atomically; it holds the W&B folder) once the W&B run of
+#: the member that diverged has ended: its id file is written as that run starts, and a
+#: logging stopped or failed is done again under that id
+#: (:func:`~lotterynet.stack.log_diverged_member`).
+WANDB_ENDED_FILE = "wandb-ended"
 
 
 class AtomicExperimentWriter(ExperimentWriter):
@@ -176,9 +181,11 @@ def check_wandb_environment(runs: str | None = None) -> None:
                           f"it runs, with --cell)")
 
 
-def wandb_run_id(run_dir: Path, checkpoint: str | None) -> tuple[str, bool]:
+def wandb_run_id(run_dir: Path, checkpoint: str | None, own: bool = False
+                 ) -> tuple[str, bool]:
     """The W&B run id of this run and whether it continues the resumed run's: the resumed
-    run's (``RUN/wandb-id``) when the resume writes into that run's own folder, else the one a
+    run's (``RUN/wandb-id``) when the resume writes into that run's own folder (with ``own``,
+    whatever it resumes: a stack member's run, logged after its training), else the one a
     W&B sweep agent chose (``$WANDB_RUN_ID``), else a new one. A resume into another ``--out``
     is a new W&B run: the original folder stays resumable, and one W&B run would get two
     histories; so is a resume of a copy (``cp -r R C``), whose id file names R, which still
@@ -187,7 +194,7 @@ def wandb_run_id(run_dir: Path, checkpoint: str | None) -> tuple[str, bool]:
     continued in a new run, which gets its history."""
     origin = checkpoint_run_dir(checkpoint) if checkpoint else None
     here = Path(run_dir).resolve()
-    kept = own_wandb_id(here) if origin == here else None
+    kept = own_wandb_id(here) if own or origin == here else None
     continued = kept is not None and not os.environ.get("WANDB_SWEEP_ID")
     run_id = kept if continued else os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
     if rank_zero_only.rank == 0:
@@ -310,11 +317,12 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None,
     writes into ``$WANDB_DIR`` where it is set, else into ``run_dir``. The resumed history is
     replayed into a W&B run that does not hold it (:func:`replay_history`), and with
     ``replay`` into one it continues on a server too: a stack member's run, which never
-    logged it live (its id kept, a first logging of it failed or was stopped)."""
+    logged it live, and which continues the id its cell keeps (a first logging of it failed
+    or was stopped)."""
     history = resumed_history(resumed)
     loggers: list[Logger] = [HistoryCSVLogger(run_dir, history)]
     if config["wandb"]:
-        run_id, continued = wandb_run_id(run_dir, resumed[0] if resumed else None)
+        run_id, continued = wandb_run_id(run_dir, resumed[0] if resumed else None, replay)
         options = wandb_options(config)
         wandb_logger = RunWandbLogger(
             name=run_dir.name, save_dir=wandb_dir(run_dir),

@@ -68,6 +68,7 @@ from .lifetime import (
 )
 from .loggers import (
     METRICS_FILE,
+    WANDB_ENDED_FILE,
     WANDB_ID_FILE,
     check_wandb_environment,
     end_open_wandb,
@@ -104,9 +105,10 @@ RESULTS = "results.json"
 #: refused before the training (:func:`~lotterynet.validate.check_not_folders`).
 END_FILES = (RESULTS, TICKET)
 #: What a run stopped before its first checkpoint leaves in its folder, its files and folders
-#: (``wandb/``: W&B's, where it writes there): :func:`left_before_a_checkpoint`.
+#: (``wandb/``: W&B's, where it writes there), as a stack's member that diverged leaves its
+#: cell (its W&B run's end, ``wandb-ended``): :func:`left_before_a_checkpoint`.
 LEFT_BEFORE_A_CHECKPOINT = {METRICS_FILE: False, "hparams.yaml": False, WANDB_ID_FILE: False,
-                            CHECKPOINTS: True, "wandb": True}
+                            WANDB_ENDED_FILE: False, CHECKPOINTS: True, "wandb": True}
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -225,7 +227,7 @@ def clear_previous_run(run_dir: Path) -> None:
     that the folder holds the new run alone — finished only when it finishes, resumable from its
     own checkpoint if stopped before, never logging into the old run's W&B history (its
     ``metrics.csv`` starts anew with it)."""
-    for name in (*END_FILES, f"{CHECKPOINTS}/{LAST}", WANDB_ID_FILE):
+    for name in (*END_FILES, f"{CHECKPOINTS}/{LAST}", WANDB_ID_FILE, WANDB_ENDED_FILE):
         (run_dir / name).unlink(missing_ok=True)
 
 

@@ -80,13 +80,13 @@ from .grid import SWEEP_FILE
 from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import (
     METRICS_FILE,
+    WANDB_ENDED_FILE,
     WANDB_ID_FILE,
     end_open_wandb,
     ending_wandb_on_failure,
     finish_wandb,
     logged_number,
     make_loggers,
-    read_wandb_id,
     replay_history,
     reporting_wandb_failure,
     resumed_history,
@@ -986,19 +986,17 @@ def log_diverged_member(config: RunConfig, cell: Path, settings: dict, rows: lis
     """Log a member that diverged (``settings``: its :class:`StackModule` member's; ``rows``:
     its history to the divergence, :func:`member_history`) into W&B as the run of its cell,
     as its single run leaves it: its config and that history, no test, ended with the
-    divergence's exit code (3: W&B marks it failed; ``run.train_and_test``'s). Its id is kept
-    in its cell once its run has ended: the stack run again (the member still diverged) does
-    not log it again; one whose logging was stopped or failed (the id is written as its run
-    begins) it logs anew."""
-    try:
-        loggers = make_loggers(cell, wandb_config(config, settings["spec"],
-                                                         settings["optim"]["lr"]))
-        with ending_wandb_on_failure(partial(end_open_wandb, loggers)):
-            replay_history(loggers[-1], rows)
-        finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)  # (ends it on failure)
-    except BaseException:
-        (cell / WANDB_ID_FILE).unlink(missing_ok=True)
-        raise
+    divergence's exit code (3: W&B marks it failed; ``run.train_and_test``'s). Once its run
+    has ended its cell's :data:`~lotterynet.loggers.WANDB_ENDED_FILE` says so: the stack run
+    again (the member still diverged) does not log it again; one whose logging was stopped or
+    failed it logs again under the id its cell keeps, as :func:`log_member_run` does (its
+    stopped run's offline folder and the new one are one W&B run)."""
+    loggers = make_loggers(cell, wandb_config(config, settings["spec"], settings["optim"]["lr"]),
+                           replay=True)
+    with ending_wandb_on_failure(partial(end_open_wandb, loggers)):
+        replay_history(loggers[-1], rows)
+    ended = finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)  # (ends it on failure)
+    write_text_atomic(cell / WANDB_ENDED_FILE, f"{ended}\n")
 
 
 def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path],
@@ -1034,7 +1032,8 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
         # --overwrite clears its id)
         for cell in cell_dirs:
             if not (cell / RESULTS).is_file():
-                (cell / WANDB_ID_FILE).unlink(missing_ok=True)
+                for name in (WANDB_ID_FILE, WANDB_ENDED_FILE):
+                    (cell / name).unlink(missing_ok=True)
     options = [read_options(c) for c in configs]  # (the W&B run's config: what all share)
     shared = {k: v for k, v in options[0].items() if all(o.get(k) == v for o in options)}
     loggers = make_loggers(stack_dir, {**shared, "members": names,
@@ -1080,7 +1079,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
             unlogged = [(config, cell, r) for _, r, _, cell, config in finished  # (a single
                         if config.wandb and "wandb_dir" not in r]  # run's results hold one)
             diverged = [s for s in module.diverged
-                        if configs[s].wandb and read_wandb_id(cell_dirs[s]) is None]
+                        if configs[s].wandb and not (cell_dirs[s] / WANDB_ENDED_FILE).is_file()]
             logged = len(unlogged) + len(diverged)
             if logged:  # (a second or more each, in silence before: review)
                 print(f"stack {stack_dir.name}: logging {plural(logged, 'member')} to W&B as "

@@ -160,10 +160,11 @@ def test_overwrite_forgets_the_old_runs_wandb_id(tmp_path, data_dir):
     out = tmp_path / "run"
     out.mkdir()
     (out / "wandb-id").write_text("0ldrun00\n")
+    (out / "wandb-ended").write_text("wandb\n")  # (a stack's diverged member's, logged)
     (out / "results.json").write_text("{}")
     assert main([*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out),
                  "--overwrite"]) == 0
-    assert not (out / "wandb-id").exists()
+    assert not (out / "wandb-id").exists() and not (out / "wandb-ended").exists()
 
 
 @pytest.mark.parametrize("marker", ["sweep.json", ".sweep.lock"])
