@@ -1536,57 +1536,30 @@ def test_a_diverged_member_is_a_wandb_run_ended_as_a_diverged_single_run(tmp_pat
     assert not (cells[1] / "wandb-ended").exists()  # (that it was logged: not the new one's)
 
 
-def test_a_diverged_member_whose_logging_was_stopped_is_logged_when_the_stack_runs_again(
-        tmp_path, data_dir, monkeypatch):
-    """A stop (or ``wandb.init`` refused, online) as the stack logged a diverged member left
-    its W&B id in its cell, written before its run started, which marked it logged: the stack
-    run again (it resumes, the member still diverged) never logged it. Only the end of its
-    run marks it logged, so the stack run again logs it, under the id its cell keeps, ended
-    with exit code 3."""
+@pytest.mark.parametrize("stopped_in", ["init", "replay"])
+def test_a_diverged_member_whose_logging_was_stopped_is_logged_again_under_its_id(
+        tmp_path, data_dir, monkeypatch, stopped_in):
+    """A stop as the stack logged a diverged member, in ``wandb.init`` (or it refused, online)
+    or as its history was replayed into its started run, left its W&B id in its cell, written
+    before its run started, which marked it logged: the stack run again (it resumes, the
+    member still diverged) never logged it. Then, with the id deleted on the stop, it was
+    logged under a new id: a stopped replay's offline folder (130) synced as a failed run of
+    its own. Only the end of its run marks it logged (``wandb-ended``): the stack run again
+    logs it under the id its cell keeps, ended with exit code 3, one W&B run with the stopped
+    folder's."""
     import wandb
 
-    def poisoned(self, outputs, batch, batch_idx):
-        if batch_idx == 2:
-            with torch.no_grad():
-                trainable_parameters(self.model.members[1])[0].view(-1)[0] = float("inf")
-
-    def stopped_at_the_diverged_member(*args, **kwargs):
-        if kwargs.get("name") == "b":
-            raise KeyboardInterrupt
-        return init(*args, **kwargs)
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setattr(StackModule, "on_train_batch_end", poisoned, raising=False)
-    base = dict(arch="fc2", structure="subsetsum", limit_train=300, val_size=100, epochs=1,
-                progress_bar=False, data_dir=str(data_dir), wandb=True)
-    configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
-    cells = [tmp_path / "cells" / name for name in ("a", "b")]
-    init = wandb.init
-    with monkeypatch.context() as stopping:
-        stopping.setattr(wandb, "init", stopped_at_the_diverged_member)
-        with pytest.raises(Interrupted):
-            run_stack(configs, tmp_path / "stack", cells)
-    assert not (cells[1] / "wandb-ended").exists()
-    with pytest.raises(TrainingDiverged, match="b diverged in epoch 1"):
-        run_stack(configs, tmp_path / "stack", cells)
-    (folder,) = (cells[1] / "wandb").glob("offline-run-*")
-    assert logged_run(folder)["id"] == own_wandb_id(cells[1]) and next(
-        r.exit.exit_code for r in read_wandb_records(next(folder.glob("run-*.wandb")))
-        if r.WhichOneof("record_type") == "exit") == 3
-
-
-def test_a_diverged_member_stopped_in_its_logging_is_logged_again_under_its_id(
-        tmp_path, data_dir, monkeypatch):
-    """A Ctrl-C as the stack replayed a diverged member's history into its W&B run (its id
-    written, its run started, then ended as stopped: 130) made the stack run again log it
-    under a new id: the stopped offline folder synced as a failed run of its own beside it.
-    Logged again, it keeps its id, as a finished member's does: both folders are one run."""
     from lotterynet.loggers import RunWandbLogger, WandbLogger
 
     def poisoned(self, outputs, batch, batch_idx):
         if batch_idx == 2:
             with torch.no_grad():
                 trainable_parameters(self.model.members[1])[0].view(-1)[0] = float("inf")
+
+    def stopped_in_init(*args, **kwargs):
+        if kwargs.get("name") == "b":
+            raise KeyboardInterrupt
+        return init(*args, **kwargs)
 
     def stopped_in_the_replay(self, metrics, step=None):
         if step and self._wandb_init.get("name") == "b":  # (after its run started)
@@ -1599,15 +1572,20 @@ def test_a_diverged_member_stopped_in_its_logging_is_logged_again_under_its_id(
                 progress_bar=False, data_dir=str(data_dir), wandb=True)
     configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
     cells = [tmp_path / "cells" / name for name in ("a", "b")]
+    init = wandb.init
     with monkeypatch.context() as stopping:
-        stopping.setattr(RunWandbLogger, "log_metrics", stopped_in_the_replay, raising=False)
+        if stopped_in == "init":
+            stopping.setattr(wandb, "init", stopped_in_init)
+        else:
+            stopping.setattr(RunWandbLogger, "log_metrics", stopped_in_the_replay, raising=False)
         with pytest.raises(Interrupted):
             run_stack(configs, tmp_path / "stack", cells)
+    assert not (cells[1] / "wandb-ended").exists()
     with pytest.raises(TrainingDiverged, match="b diverged in epoch 1"):
         run_stack(configs, tmp_path / "stack", cells)
     folders = sorted((cells[1] / "wandb").glob("offline-run-*"))
-    assert [logged_run(f)["id"] for f in folders] == [own_wandb_id(cells[1])] * 2
-    assert [wandb_exit_code(f) for f in folders] == [130, 3]
+    assert [logged_run(f)["id"] for f in folders] == [own_wandb_id(cells[1])] * len(folders)
+    assert [wandb_exit_code(f) for f in folders] == ([3] if stopped_in == "init" else [130, 3])
     assert left_before_a_checkpoint(cells[1])  # (its marker too: --cell starts it over there)
 
 
