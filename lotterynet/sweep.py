@@ -1981,9 +1981,10 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
         # sweep so changed sets their finished cells aside only with --yes (check_finished_kept)
         aside = yes_sets_aside(len(sweep.cells()) - len(missing))
         theirs = diverged_variants_aside(sweep, failed, missing)
-        lower = f"a lower lr: --lr runs every cell anew (another config{aside})" + (
-            "" if theirs is None else ", lr in a variant's mapping that variant's"
-            + f" (another config{theirs})" * bool(theirs))
+        lower = f"a lower lr: --lr runs every cell anew (another config{aside})"
+        if theirs is not None:  # (a variant's cell diverged, not only the trained baseline's)
+            lower += ", lr in a variant's mapping that variant's" + (
+                f" (another config{theirs})" if theirs else "")
         again = f"a cell that diverged diverges again when re-run: it needs {lower}" \
             if diverged == len(failed) else "re-run the same command to retry" + (
                 f" the others; a cell that diverged needs {lower}" if diverged else "")
