@@ -25,8 +25,8 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpointing import epochs_done, load_checkpoint
-from .config import ConfigError, make_config
+from .checkpointing import epochs_done, load_checkpoint, stored_config
+from .config import RESUMABLE, ConfigError, changed_fields, make_config
 from .errors import REPORTED, CheckpointError, OneLineErrorParser, exit_code, message
 from .models import build_model
 from .run import (
@@ -93,7 +93,25 @@ def load_target(run_dir: Path) -> tuple[nn.Module, dict]:
     if not isinstance(results.get("test_acc"), float):
         raise CheckpointError(f"{str(Path(run_dir) / RESULTS)!r} is not a finished run's "
                               f"results; delete {str(run_dir)!r} to train the target again")
+    check_checkpoint_of_results(path, ckpt, results, run_dir)
     return model.eval(), results
+
+
+def check_checkpoint_of_results(path: Path, ckpt: dict, results: dict, run_dir: Path) -> None:
+    """The checkpoint a target is loaded from must be of the run its ``results.json`` reports
+    (a checkpoint copied in from another seed's or recipe's run would be approximated under the
+    results' accuracy): the same config (a target finished from a longer run's checkpoint keeps
+    that run's ``epochs``) and as many epochs done."""
+    stored = stored_config(ckpt, path)
+    reported = results.get("config") if isinstance(results.get("config"), dict) else {}
+    fields = changed_fields(stored, reported, ignored=(*RESUMABLE, "epochs"))
+    for what, own, said in [*((name, stored.get(name), reported.get(name)) for name in fields),
+                            ("epochs done", epochs_done(ckpt), results.get("epochs_done"))]:
+        if own != said:
+            raise CheckpointError(f"checkpoint {str(path)!r} is of another run than "
+                                  f"{str(Path(run_dir) / RESULTS)!r}: its {what} is {own!r}, "
+                                  f"the results' {said!r}; delete {str(run_dir)!r} to train the "
+                                  f"target again")
 
 
 def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module, dict]:

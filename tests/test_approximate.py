@@ -23,6 +23,7 @@ from lotterynet.approximate import (
 )
 from lotterynet.config import ConfigError
 from lotterynet.data import load_split
+from lotterynet.errors import CheckpointError
 from lotterynet.models import build_model
 from lotterynet.targets import RECIPES, load_target, trained_target
 
@@ -606,6 +607,36 @@ def test_a_target_folder_holding_another_recipes_run_is_refused(tmp_path, data_d
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.splitlines()[1:] == [] and said in err, err
     assert not (tmp_path / "out" / "approximation_fc2_pensia.json").exists()
+
+
+def test_a_target_whose_checkpoint_is_another_runs_is_refused(tmp_path, data_dir, monkeypatch):
+    """A checkpoint copied in from another seed's run was loaded as the target whose
+    results.json reported the first run's accuracy (only the results' config was checked);
+    one of another length (epochs done) too."""
+    from lotterynet import targets
+
+    monkeypatch.chdir(tmp_path)
+    folder = targets.TARGETS_DIR / "pensia_fc2-e1-seed0"
+    other = {"seed": tmp_path / "seed1", "epochs done": tmp_path / "e2"}
+    weights = trained_target("pensia_fc2", data_dir=data_dir, epochs=1, limit_train=256,
+                             out=folder)[1]["weights_sha256"]
+    trained_target("pensia_fc2", data_dir=data_dir, epochs=1, limit_train=256, seed=1,
+                   out=other["seed"])
+    trained_target("pensia_fc2", data_dir=data_dir, epochs=2, limit_train=256,
+                   out=other["epochs done"])
+    checkpoint, results = folder / "checkpoints" / "last.ckpt", folder / "results.json"
+    own = checkpoint.read_bytes()
+    for what, values in (("seed", "1, the results' 0"), ("epochs done", "2, the results' 1")):
+        shutil.copy(other[what] / "checkpoints" / "last.ckpt", checkpoint)
+        said = (f"checkpoint {str(checkpoint)!r} is of another run than {str(results)!r}: its "
+                f"{what} is {values}; delete {str(folder)!r} to train the target again")
+        with pytest.raises(CheckpointError) as refused:
+            trained_target("pensia_fc2", data_dir=data_dir, epochs=1, limit_train=256,
+                           out=folder)
+        assert str(refused.value) == said
+    checkpoint.write_bytes(own)  # its own checkpoint is loaded as before
+    assert trained_target("pensia_fc2", data_dir=data_dir, epochs=1, limit_train=256,
+                          out=folder)[1]["weights_sha256"] == weights
 
 
 def test_a_target_folder_without_its_checkpoint_says_what_to_do(tmp_path, capsys, monkeypatch):
