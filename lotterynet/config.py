@@ -71,7 +71,8 @@ class RunConfig:
                          "(Pensia et al.'s code: sqrt(pairs) larger weights)")
     score_init: str = option("edgepopup", "bound b of the initial scores U(+-b): edgepopup = "
                              "1/sqrt(fan-in) (the edge-popup reference), kaiming = sqrt(2/fan-in) "
-                             "(Pensia et al.'s code for the subset-sum layers: sqrt(2) wider)")
+                             "(Pensia et al.'s code for the subset-sum layers: sqrt(2) wider), "
+                             "unit = 1 for every layer (one scale: for a global top-k ranking)")
     match: str = option("subsetsum", "for --structure wide: the structure whose maskable count the "
                         "wide net matches (built with the same --pairs/--activation)")
     subnet_convs: bool = option(False, "LeNet5: make the conv layers subnet layers too (default: "

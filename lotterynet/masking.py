@@ -46,10 +46,13 @@ KEPT_RULES = {
 TIE_RULES = ("low", "high")
 #: ``score_init`` rules: the bound b of the initial scores U(±b) from the tensor's fan-in.
 #: ``edgepopup``: 1/√fan_in, the reference's ``kaiming_uniform_(a=√5)``; ``kaiming``:
-#: √(2/fan_in), the Kaiming-normal std — what Pensia et al.'s ``RedLayer`` draws (√2 wider).
+#: √(2/fan_in), the Kaiming-normal std — what Pensia et al.'s ``RedLayer`` draws (√2 wider);
+#: ``unit``: 1 whatever the fan-in, one scale for every tensor, so that :func:`global_topk`'s
+#: ranking at init gives each tensor its size's share, not the small fan-in layers' more.
 SCORE_BOUNDS = {
     "edgepopup": lambda fan_in: fan_in ** -0.5,
     "kaiming": lambda fan_in: (2.0 / fan_in) ** 0.5,
+    "unit": lambda fan_in: 1.0,
 }
 
 
@@ -678,6 +681,12 @@ def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:
 
     This concatenates all scores once per call; call it when the ranking should be refreshed
     (e.g. once per epoch), not on every batch: between calls each tensor keeps its own top-k.
+
+    The ranking compares raw scores across tensors, so it inherits their init scales: scores
+    drawn from U(±1/√fan_in) (``score_init="edgepopup"``, the default) give the layers of small
+    fan-in larger scores, and a ranking at init keeps more of them. Build the layers with
+    ``score_init="unit"`` (one scale for all) for a ranking at init that keeps about
+    ``1 - sparsity`` of every tensor.
     """
     named = list(named_masked_weights(uncompiled(model, "global_topk")).items())
     if not named:

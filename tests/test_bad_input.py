@@ -689,7 +689,7 @@ CASES = [
      ["gives (2, 17, 10)", "logits of shape (2, 10)"]),
     (["--arch", "timm:resnet10t", "--config", "{cfg_model_kwargs}"],
      ["model_kwargs", "mapping", "[7]"]),
-    (["--config", "{cfg_score_init}"], ["score_init", "'wider'", "edgepopup, kaiming"]),
+    (["--config", "{cfg_score_init}"], ["score_init", "'wider'", "edgepopup, kaiming, unit"]),
     (["--arch", "timm:resnet18", "--fan-in", "target"], ["timm:resnet18", "--fan-in"]),
     (["--arch", "lenet5", "--conv-init", "gaussianish"], ["gaussianish", "scaled_uniform"]),
     (["--arch", "fc2", "--conv-init", "scaled_uniform"], ["conv_init", "lenet5", "'fc2'"]),

@@ -39,7 +39,8 @@ def test_mask_keeps_largest_magnitudes():
 
 @pytest.mark.parametrize("rule, fan_in, bound", [("edgepopup", 40, 40 ** -0.5),
                                                   ("kaiming", 40, (2 / 40) ** 0.5),
-                                                  ("kaiming", 1, 2 ** 0.5)])
+                                                  ("kaiming", 1, 2 ** 0.5),
+                                                  ("unit", 400, 1.0)])
 def test_scores_start_uniform_inside_the_score_init_bound(rule, fan_in, bound):
     """U(±b): the same draws for either rule, scaled to b (edge-popup 1/√fan_in; kaiming
     √(2/fan_in), Pensia et al.'s RedLayer); the frozen weight does not depend on the rule."""
@@ -125,6 +126,22 @@ def test_global_topk_ranks_all_tensors_together():
     # a compiled model's are its module's names (not the wrapper's _orig_mod.…)
     assert ln.global_topk(torch.compile(model), sparsity=0.5) == {"0.structure.weight": 400,
                                                                   "1.structure.weight": 0}
+
+
+@pytest.mark.parametrize("score_init, small_fan_in_share", [("edgepopup", (0.85, 0.95)),
+                                                             ("unit", (0.45, 0.55))])
+def test_global_topk_at_init_is_fair_to_every_layer_with_unit_scores(score_init,
+                                                                      small_fan_in_share):
+    """Default scores U(±1/√fan_in) rank a fan-in-4 layer's above a fan-in-400 layer's: a
+    global ranking at init keeps 10/11 of the small one (|s| > t with 2t + 20t = 1).
+    ``score_init="unit"`` draws every tensor on one scale: each keeps about its share
+    (1 − sparsity) of its weights."""
+    model = torch.nn.Sequential(ln.SubnetLinear(4, 400, seed=0, score_init=score_init),
+                                ln.SubnetLinear(400, 4, seed=1, score_init=score_init))
+    ks = ln.global_topk(model, sparsity=0.5)
+    low, high = small_fan_in_share
+    assert low <= ks["0.structure.weight"] / 1600 <= high, ks
+    assert sum(ks.values()) == 1600
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5", None, True])
