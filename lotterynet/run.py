@@ -14,7 +14,7 @@ import os
 import random
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -802,7 +802,8 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
 
 @contextlib.contextmanager
 def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | None = None,
-                         resumed: str | None = None, nothing: str = NOTHING_TO_RESUME):
+                         resumed: str | None = None, nothing: str = NOTHING_TO_RESUME,
+                         finished: Callable[[], str | None] | None = None):
     """Turn Lightning's end of a run stopped by a signal — ``sys.exit(1)`` after Ctrl-C, a
     ``SystemExit`` without a code after SIGTERM — into :class:`Interrupted`, which names the
     signal and how to go on (:func:`how_to_go_on`, or ``nothing``: that there is nothing to
@@ -813,7 +814,7 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
     except (SystemExit, KeyboardInterrupt, Terminated) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        then = how_to_go_on(checkpoint, resume, resumed, trainer) or nothing
+        then = how_to_go_on(checkpoint, resume, resumed, trainer, finished) or nothing
         stopped = interrupted(isinstance(stop, (SIGTERMException, Terminated)), then,
                               epochs_written(checkpoint, trainer))
         raise stopped from None
@@ -821,7 +822,8 @@ def reporting_interrupts(trainer: pl.Trainer, checkpoint: Path, resume: str | No
 
 @contextlib.contextmanager
 def reporting_interrupts_before_fit(checkpoint: Path | None, resume: str | None = None,
-                                    resumed: str | None = None, nothing: str | None = None):
+                                    resumed: str | None = None, nothing: str | None = None,
+                                    finished: Callable[[], str | None] | None = None):
     """A Ctrl-C or SIGTERM (:class:`Terminated`) before a run's or a stack's fit (its
     checkpoint or data being read, its model built) as :class:`Interrupted`, saying how to
     go on as in its fit (:func:`how_to_go_on`), or ``nothing`` (default: no more) where there
@@ -830,22 +832,27 @@ def reporting_interrupts_before_fit(checkpoint: Path | None, resume: str | None 
     try:
         yield
     except (KeyboardInterrupt, Terminated) as stop:
-        then = checkpoint and how_to_go_on(checkpoint, resume, resumed)
+        then = checkpoint and how_to_go_on(checkpoint, resume, resumed, finished=finished)
         raise interrupted(isinstance(stop, Terminated), then or nothing) from None
 
 
 def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | None = None,
-                 trainer: pl.Trainer | None = None) -> str | None:
+                 trainer: pl.Trainer | None = None,
+                 finished: Callable[[], str | None] | None = None) -> str | None:
     """How a run or stack stopped now goes on: from its own ``checkpoint``
     (``RUN/checkpoints/last.ckpt``) while there is one, as ``resume`` says (default: its
     ``--resume``), with the epoch it ends at where its ``trainer`` saved or loaded it (the last
     epoch whose line was printed, :class:`EpochLines`), else from the checkpoint the run
     ``resumed`` (:func:`resume_hint`: a run resumed into a new ``--out`` before its first
     epoch there ended); None with neither. A run whose results are written (stopped while its
-    W&B run ends, after them) is finished: it names them."""
+    W&B run ends, after them) is finished: it names them; ``finished``, where given, says
+    instead what one that has finished says (None while it has not: a stack's, whose
+    members' results are in their cells, :func:`~lotterynet.stack.every_member_finished`)."""
     results = checkpoint.parent.parent / RESULTS
-    if results.is_file():
-        return f"the run is finished: its results are in {str(results)!r}"
+    done = finished() if finished else \
+        f"the run is finished: its results are in {str(results)!r}" if results.is_file() else None
+    if done:
+        return done
     if checkpoint.is_file():
         then = resume or resume_hint(checkpoint)
         return with_its_epoch(then, epochs_written(checkpoint, trainer))

@@ -847,9 +847,11 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     what, checkpoint = f"stack {stack_dir.name}", stack_dir / CHECKPOINTS / LAST
     again, over = run_again_by(in_a_sweep)
     with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(
-            checkpoint, f"{what}: {again}", nothing=f"{what}: {over}"), \
+            checkpoint, f"{what}: {again}", nothing=f"{what}: {over}",
+            finished=partial(every_member_finished, cell_dirs, in_a_sweep, f"{what}: ")), \
             reporting_wandb_failure(  # (a sweep run again logs the members its stack did not)
-                f"{what}: W&B failed to log it", lambda: f"{members_kept(cell_dirs)}; "
+                f"{what}: W&B failed to log it", lambda: every_member_finished(
+                    cell_dirs, in_a_sweep) or f"{members_kept(cell_dirs)}; "
                 f"{how_to_go_on(checkpoint, again) or over}"):
         return set_up_and_run_stack(configs, stack_dir, cell_dirs, sigterm, in_a_sweep)
 
@@ -867,7 +869,26 @@ def run_again_by(in_a_sweep: bool) -> tuple[str, str]:
     """How a stopped stack goes on, and one stopped before its first epoch ended
     (:func:`run_again`): by the same sweep run again where a sweep runs it, else by the same
     :func:`run_stack` call."""
-    return run_again("sweep" if in_a_sweep else "run_stack call")
+    return run_again(again_by(in_a_sweep))
+
+
+def again_by(in_a_sweep: bool) -> str:
+    """What runs a stack again: the sweep where a sweep runs it, else the :func:`run_stack`
+    call."""
+    return "sweep" if in_a_sweep else "run_stack call"
+
+
+def every_member_finished(cell_dirs: Sequence[Path], in_a_sweep: bool, what: str = ""
+                          ) -> str | None:
+    """How a stack stopped (or failed) once every member's results were written goes on,
+    ``what`` before it: run again (:func:`again_by`) it trains nothing
+    (:func:`finished_stack`), with its checkpoint or without (stopped as it saved its last,
+    or as it logged to W&B); None while a member's results are missing (a diverged
+    member's: it goes on from its checkpoint or starts over, :func:`run_again`)."""
+    if not all((cell / RESULTS).is_file() for cell in cell_dirs):
+        return None
+    return (f"{what}every member has finished (its results are in its cell); run the same "
+            f"{again_by(in_a_sweep)} again to end it, training nothing")
 
 
 def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: Path,
@@ -1061,7 +1082,8 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                 f"{first.batch_size}; {CELLS_ANEW}) needs less") if in_a_sweep else (
             f"a stack of fewer members or a smaller batch_size (now {first.batch_size}) needs less")
         with reporting_interrupts(trainer, checkpoint, f"{what}: {again}",
-                                  nothing=f"{what}: {over}"), \
+                                  nothing=f"{what}: {over}", finished=partial(
+                                      every_member_finished, cell_dirs, in_a_sweep, f"{what}: ")), \
                 reporting_out_of_memory(trainer, what, less, checkpoint, again, nothing=over):
             trainer.fit(module, datamodule=data, ckpt_path=resume)
             sigterm.stop_if_received()

@@ -681,15 +681,16 @@ def test_a_sigterm_anywhere_in_a_stack_is_one_line_and_exit_143(started_together
     does: while its file or the data are read, in its fit with a second SIGTERM after
     Lightning's teardown, or once its members' results are written; one line, exit 143 (it was
     killed by the signal: the sweep said "was killed by SIGTERM" of a stack it had not
-    stopped)."""
+    stopped). Once every member has finished it says that the sweep run again trains nothing
+    (it said to continue from the checkpoint, where nothing is left to train)."""
     folder, stopped = started_together(stack_sigterm)
     cells = [folder / "cells" / name for name in ("a", "b")]
     assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
     then = {"read_stack_file": f"; {NOT_STARTED}", "TensorDataModule": (
         f"; stack s: {NOTHING}; run the "
         "same sweep again to start it over in its folder")}.get(
-        where, "; stack s: run the same sweep again to continue from its checkpoint (written "
-               "at the end of epoch 1)")
+        where, "; stack s: every member has finished (its results are in its cell); run the "
+               "same sweep again to end it, training nothing")
     assert stopped.stderr.strip().splitlines()[-1] == f"train.py: error: stopped by SIGTERM{then}"
     # (the members' cells are written at the end of their last epoch, before its checkpoint)
     assert all((cell / "results.json").is_file() == (where not in ("read_stack_file",

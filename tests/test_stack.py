@@ -474,7 +474,8 @@ def test_a_stack_stopped_as_it_saved_its_last_checkpoint_trains_nothing_again(
     anew"; with the memory, it trained its last epoch again for nothing, saying its members
     had finished "meanwhile outside it" (without an earlier checkpoint, at one epoch, it was
     refused as holding another stack's history). Nothing trains: it says so and returns the
-    members' results, its folders as they were."""
+    members' results, its folders as they were; the stop said so too, not to "start it over"
+    (no checkpoint written) or to "continue from its checkpoint"."""
     from lotterynet.run import CheckedCheckpointIO
 
     save = CheckedCheckpointIO.save_checkpoint
@@ -486,9 +487,12 @@ def test_a_stack_stopped_as_it_saved_its_last_checkpoint_trains_nothing_again(
 
     configs = [make_config(dict(arch="fc2", sparsity=s, epochs=epochs, limit_train=128,
                                 val_size=64, data_dir=str(data_dir))) for s in (0.5, 0.9)]
-    with monkeypatch.context() as stopping, pytest.raises(Interrupted):
+    with monkeypatch.context() as stopping, pytest.raises(Interrupted) as stopped:
         stopping.setattr(CheckedCheckpointIO, "save_checkpoint", ctrl_c_at_the_last)
         run_stack(configs, tmp_path / "stack")
+    assert str(stopped.value) == (
+        "stopped by Ctrl-C (SIGINT); stack stack: every member has finished (its results are "
+        "in its cell); run the same run_stack call again to end it, training nothing")
     kept = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
     assert sum(f.name == "results.json" for f in kept) == 2
     capsys.readouterr()
@@ -1100,9 +1104,10 @@ def test_a_stacks_epoch_line_is_printed_once_its_checkpoint_is_written(tmp_path,
     captured = capsys.readouterr()
     assert [line.split(" | ")[0] for line in stack_epoch_lines(captured.out)] == [
         "stack subsetsum-identity-seed0: epoch 1/2"]
-    assert captured.err.strip().splitlines()[-1] == (
-        "train.py: error: stopped by Ctrl-C (SIGINT); stack subsetsum-identity-seed0: run the "
-        "same sweep again to continue from its checkpoint (written at the end of epoch 1)")
+    assert captured.err.strip().splitlines()[-1] == (  # (its members' results are written)
+        "train.py: error: stopped by Ctrl-C (SIGINT); stack subsetsum-identity-seed0: every "
+        "member has finished (its results are in its cell); run the same sweep again to end "
+        "it, training nothing")
 
 
 @pytest.mark.parametrize("epoch", [2, 1])

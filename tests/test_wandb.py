@@ -389,9 +389,9 @@ def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
                   f"{own_wandb_id(out)}` uploads what its W&B run holds",
         "init": f"run {str(out)!r}: W&B failed to log it (server down); {START_OVER}; with "
                 f"$WANDB_MODE=offline W&B logs it offline, for `wandb sync` later",
-        "stack": "stack s: W&B failed to log it (server down); its finished member's results "
-                 "are kept in its cell; run the same sweep again to continue from its "
-                 "checkpoint (written at the end of epoch 1)",
+        "stack": "stack s: W&B failed to log it (server down); every member has finished "
+                 "(its results are in its cell); run the same sweep again to end it, training "
+                 "nothing",
         "stack init": "stack s: W&B failed to log it (server down); no member had finished; "
                       f"{stack_start_over}"}[fails]
     assert (tmp_path / "cells" / "a" / "results.json").is_file() == (fails == "stack") \
