@@ -395,6 +395,23 @@ def ending_wandb_on_failure(end: Callable[[int], object]):
 
 
 @contextlib.contextmanager
+def ending_wandb_runs(loggers: list[Logger]):
+    """Whatever ends a run or a stack early (a stop, memory running out, a divergence, W&B's
+    own error in the fit) ends the W&B runs it logs to inside the block
+    (:func:`ending_wandb_on_failure` of :func:`end_open_wandb`), with the command's exit code
+    (around its ``reporting_interrupts``: a stop's 130 or 143, not Lightning's exit 1): those
+    of ``loggers``, its own, from the moment they are made (a resume's, which replayed its
+    history into it, has started), then those of the list it yields once the block has set
+    it to its Trainer's loggers (``logged_to[:] = trainer.loggers``): its own and a W&B
+    logger of the user's Trainer options. Left open, one was closed at the process's exit as
+    finished, and a sweep's next cell in the same process logged into it (``wandb.init``
+    returns the run in progress)."""
+    logged_to = list(loggers)
+    with ending_wandb_on_failure(partial(end_open_wandb, logged_to)):
+        yield logged_to
+
+
+@contextlib.contextmanager
 def reporting_wandb_failure(failed: str, then: Callable[[], str]):
     """W&B's own errors inside the block (``wandb.errors.Error``: its server refusing or out
     of reach, an upload failing, a setting it refuses at ``wandb.init``) as one line,

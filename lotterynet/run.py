@@ -72,7 +72,7 @@ from .loggers import (
     WANDB_ID_FILE,
     check_wandb_environment,
     end_open_wandb,
-    ending_wandb_on_failure,
+    ending_wandb_runs,
     finish_wandb,
     make_loggers,
     reporting_wandb_failure,
@@ -1026,15 +1026,7 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
     write the results. ``resumed``: the checkpoint of ``config.resume``, checked
     (:class:`CheckedCheckpointIO`). ``sigterm``: the run's handler, asked after fit and test
     for a SIGTERM that Lightning noted too late to act on."""
-    # whatever ends the run early (a stop, memory running out, a divergence, W&B's own error
-    # in the fit) ends the W&B runs it logs to, with the command's exit code (around
-    # reporting_interrupts: a stop's 130 or 143, not Lightning's exit 1): its own from the
-    # moment it is made (a resume's, which replayed its history into it, has started), then
-    # those its Trainer logs to, its own and a W&B logger of the user's Trainer options. Left
-    # open, one was closed at the process's exit as finished, and a sweep's next cell in the
-    # same process logged into it (wandb.init returns the run in progress)
-    logged_to = list(loggers)
-    with ending_wandb_on_failure(partial(end_open_wandb, logged_to)):
+    with ending_wandb_runs(loggers) as logged_to:
         spec = module.hparams.spec
         if not is_launched_worker():  # (after the last refusal: a refused run prints one line)
             wide = f", width {spec['width']}" if "width" in spec else ""

@@ -84,6 +84,7 @@ from .loggers import (
     WANDB_ID_FILE,
     end_open_wandb,
     ending_wandb_on_failure,
+    ending_wandb_runs,
     finish_wandb,
     logged_number,
     make_loggers,
@@ -1061,11 +1062,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                                        "resume": str(resume) if resume else None,
                                        "sparsities": [c.sparsity for c in configs],
                                        "epochs": budget}, resumed, job_type="stack")
-    # (whatever ends the stack early, a stop, memory running out, W&B's own error in its fit,
-    # ends the W&B runs it logs to, as a run's, from the moment they are made: a resumed
-    # stack's, which replayed its history, has started; run.train_and_test)
-    logged_to = list(loggers)
-    with ending_wandb_on_failure(partial(end_open_wandb, logged_to)):
+    with ending_wandb_runs(loggers) as logged_to:
         timer = EpochTimer()
         results_writer = MemberResults(cell_dirs, stack_dir, timer)
         longest = make_config({**first.to_dict(), "epochs": budget,
