@@ -40,7 +40,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -959,10 +959,18 @@ def finished_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Pa
     print(f"stack {stack_dir.name}: every member has finished (its results are in its cell); "
           f"nothing to train", flush=True)
     results = [json.loads((d / RESULTS).read_text()) for d in cell_dirs]
-    for config, cell, r in zip(configs, cell_dirs, results):
-        if config.wandb and "wandb_dir" not in r:
-            log_member_run(config, cell, r)
+    for member in unlogged_members(zip(configs, cell_dirs, results)):
+        log_member_run(*member)
     return results
+
+
+def unlogged_members(finished: Iterable[tuple[RunConfig, Path, dict]]
+                     ) -> list[tuple[RunConfig, Path, dict]]:
+    """Of ``finished`` members (each its config, cell and results), those to log to W&B as
+    runs of their own (:func:`log_member_run`): asked for with ``wandb``, and not logged yet
+    (their results hold no ``wandb_dir``, which a logged member's and a single run's hold)."""
+    return [(config, cell, r) for config, cell, r in finished
+            if config.wandb and "wandb_dir" not in r]
 
 
 def member_summary(results: dict, history: list[dict]) -> dict:
@@ -1095,8 +1103,7 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                                    for key, value in member_summary(r, history).items()},
                          {name: cell / TICKET for name, _, _, cell, _ in finished
                           if (cell / TICKET).is_file()})
-            unlogged = [(config, cell, r) for _, r, _, cell, config in finished  # (a single
-                        if config.wandb and "wandb_dir" not in r]  # run's results hold one)
+            unlogged = unlogged_members((config, cell, r) for _, r, _, cell, config in finished)
             diverged = [s for s in module.diverged
                         if configs[s].wandb and not (cell_dirs[s] / WANDB_ENDED_FILE).is_file()]
             logged = len(unlogged) + len(diverged)

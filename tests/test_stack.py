@@ -506,6 +506,47 @@ def test_a_stack_stopped_as_it_saved_its_last_checkpoint_trains_nothing_again(
     assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == kept
 
 
+def test_a_finished_stack_run_again_logs_the_members_its_end_did_not(tmp_path, data_dir,
+                                                                      monkeypatch, capsys):
+    """A stack whose end was stopped as it logged its finished members to W&B (the second
+    one's ``wandb.init``) has finished: run again (``ln.run_stack``) it trains nothing and
+    logs that member, once, under the id its cell keeps, saying only that nothing trains; the
+    member logged before is not logged again."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    init, members = wandb.init, []
+
+    def stopped_in_the_second_member(*args, **kwargs):
+        if kwargs.get("job_type") != "stack":
+            members.append(kwargs["name"])
+            if len(members) == 2:
+                raise KeyboardInterrupt
+        return init(*args, **kwargs)
+
+    configs = [make_config(dict(arch="fc2", sparsity=s, epochs=1, limit_train=128, val_size=64,
+                                progress_bar=False, wandb=True, data_dir=str(data_dir)))
+               for s in (0.5, 0.9)]
+    cells = [tmp_path / "stack" / "cells" / name for name in ("0", "1")]
+    with monkeypatch.context() as stopping, pytest.raises(Interrupted):
+        stopping.setattr(wandb, "init", stopped_in_the_second_member)
+        run_stack(configs, tmp_path / "stack")
+    logged_before = json.loads((cells[0] / "results.json").read_text())["wandb_dir"]
+    kept = own_wandb_id(cells[1])
+    assert kept and "wandb_dir" not in json.loads((cells[1] / "results.json").read_text())
+    capsys.readouterr()
+    results = run_stack(configs, tmp_path / "stack")
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("stack")] \
+        == ["stack stack: every member has finished (its results are in its cell); nothing to "
+            "train"]
+    assert results == [json.loads((cell / "results.json").read_text()) for cell in cells]
+    assert [len(list((cell / "wandb").glob("offline-run-*"))) for cell in cells] == [1, 1]
+    assert results[0]["wandb_dir"] == logged_before
+    logged = logged_run(Path(results[1]["wandb_dir"]))
+    assert (logged["name"], logged["id"]) == ("1", kept)
+    assert logged["summary"]["test/acc"] == pytest.approx(results[1]["test_acc"])
+
+
 def test_a_cell_holding_another_configs_results_is_refused_before_training(tmp_path, data_dir):
     """``ln.run_stack`` given a member's cell that holds a finished run of another config
     returned those results as the member's (every cell finished: nothing trained; else the
