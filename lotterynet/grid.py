@@ -100,7 +100,7 @@ def variant_label(variant: dict, spelled: bool = False, old: str | None = None) 
     table, and with ``-`` for ``/`` its cells' and stacks' folder names. ``spelled``: with its
     lists and mappings written out (:func:`spelled_labels`); ``old``: in that form of
     :data:`OLD_LABELS`, as sweeps labelled it before, whose folders a sweep renames
-    (:func:`lotterynet.sweep.rename_old_folders`)."""
+    (:func:`lotterynet.sweep_cells.rename_old_folders`)."""
     items = variant.items() if old else label_items(variant)
     return "/".join(value_label(key, value, spelled, old == "keyless") for key, value in items)
 

@@ -648,7 +648,7 @@ def run_again(what: str = "sweep") -> tuple[str, str]:
     run's command; the sweep, which sees which of its members are done; a cell's ``--cell``
     command): from its checkpoint, and, stopped before its first checkpoint, starting over in
     its folder (:func:`left_before_a_checkpoint`, :func:`~lotterynet.stack.train_stack`,
-    :func:`~lotterynet.sweep.prepare_cell`)."""
+    :func:`~lotterynet.sweep_cells.prepare_cell`)."""
     return (f"run the same {what} again to continue from its checkpoint",
             f"{NOTHING_TO_RESUME}; run the same {what} again to start it over in its folder")
 
@@ -658,7 +658,7 @@ def run_again(what: str = "sweep") -> tuple[str, str]:
 START_OVER = run_again("command")[1]
 
 #: What a sweep given another --batch-size (or model) does: every cell's config changed, it
-#: runs them anew, each old one renamed CELL.stale-N (:func:`~lotterynet.sweep.prepare_cell`).
+#: runs them anew, each old one renamed CELL.stale-N (:func:`~lotterynet.sweep_cells.prepare_cell`).
 CELLS_ANEW = "its cells then start over as new ones, the old set aside as stale"
 
 

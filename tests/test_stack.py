@@ -57,7 +57,8 @@ from lotterynet.stack import (
     write_stack_file,
 )
 from lotterynet.stacked import StackedModel, stack_models
-from lotterynet.sweep import cell_configs, plan_stacks
+from lotterynet.sweep import plan_stacks
+from lotterynet.sweep_cells import cell_configs
 from lotterynet.ticket import load_ticket
 
 # Three sparsities, two epoch budgets mixed in one stack (the 0.95 member stops after epoch 1).
@@ -1055,7 +1056,7 @@ def test_a_stack_run_with_another_config_is_set_aside_not_resumed(tmp_path, data
     assert_run_stack_refuses(stale, data_dir, epochs=2, cells=[stale / "a", stale / "b"])
     assert tree(stale) == old_stack
     # a folder another process trains in (a --stack-file run by hand) is not renamed under it
-    from lotterynet.sweep import set_aside
+    from lotterynet.sweep_cells import set_aside
 
     with locked(stale, "held as a --stack-file run holds it"):
         with pytest.raises(ConfigError, match="is in use by another process"):

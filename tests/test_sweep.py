@@ -20,6 +20,7 @@ import yaml
 
 import lotterynet.grid as grid_module
 import lotterynet.sweep as sweep_module
+import lotterynet.sweep_cells as cells_module
 import prefork
 from conftest import REPO, STD_CONVS, TINY_BIT, processes_mentioning
 from lotterynet.checkpointing import atomic_torch_save
@@ -1328,7 +1329,7 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
         old = make_config({**values, **other, "out": str(cell)}).to_dict()
         (cell / "results.json").write_text(json.dumps({"config": old, "test_acc": n / 10}))
         (cell / "metrics.csv").write_text(f"epoch\n{n}\n")
-        config = sweep_module.prepare_cell(sweep_module.cell_config(values, cell))
+        config = cells_module.prepare_cell(cells_module.cell_config(values, cell))
         assert config.overwrite and config.resume is None and not cell.exists()
         kept = cell.with_name(f"{cell.name}.stale-{n}")
         assert json.loads((kept / "results.json").read_text())["test_acc"] == n / 10
@@ -1344,14 +1345,14 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
     for n, acc in enumerate(damaged, 4):
         cell.mkdir()
         (cell / "results.json").write_text(json.dumps({"config": ours, **acc}))
-        config = sweep_module.prepare_cell(sweep_module.cell_config(values, cell))
+        config = cells_module.prepare_cell(cells_module.cell_config(values, cell))
         assert config.overwrite and not cell.exists()
         assert cell.with_name(f"{cell.name}.stale-{n}").is_dir()
         assert "has damaged results (no test accuracy in [0, 1]); it trains anew" in \
             capsys.readouterr().out
     cell.mkdir()  # a cell with the sweep's own config and results is done: left as it is
     (cell / "results.json").write_text(json.dumps({"config": ours, "test_acc": 0.5}))
-    assert sweep_module.prepare_cell(sweep_module.cell_config(values, cell)) is None
+    assert cells_module.prepare_cell(cells_module.cell_config(values, cell)) is None
     assert (cell / "results.json").is_file()
 
 
@@ -1507,7 +1508,7 @@ def test_a_sweep_written_before_labels_named_their_keys_is_renamed_not_trained(
         for new in folders:
             new.rename(new.with_name(new.name.replace("pairs=", "")))
             for path in out.glob("cells/*/results.json"):
-                sweep_module.repoint(path, new, new.with_name(new.name.replace("pairs=", "")))
+                cells_module.repoint(path, new, new.with_name(new.name.replace("pairs=", "")))
 
     stored = results()
     stacks = {r["stack"]["dir"] for r in stored.values()}
@@ -1564,26 +1565,26 @@ def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_na
 
     sweep = Sweep(base={"arch": "fc2"}, variants=[variant],
                   sparsities=[0.5, 0.9], epochs=[2], baseline=False)
-    configs = sweep_module.cell_configs(sweep, tmp_path)
+    configs = cells_module.cell_configs(sweep, tmp_path)
     olds = {cell_name(label, values): values for _, values in sweep.cells()}
     old = tmp_path / "stacks" / f"{label}-seed0"  # (as a sweep wrote it before)
     (old / "checkpoints").mkdir(parents=True)
     atomic_torch_save({"state_dict": {}, "epoch": 0, "hyper_parameters": {"members": [
         {"name": name, "config": config.to_dict()}
         for name, config in zip(olds, configs.values())]}}, old / "checkpoints" / "last.ckpt")
-    write_stack_file([sweep_module.cell_config(v, tmp_path / "cells" / n) for n, v in olds.items()],
+    write_stack_file([cells_module.cell_config(v, tmp_path / "cells" / n) for n, v in olds.items()],
                      old, [tmp_path / "cells" / name for name in olds])
     (old / "metrics.csv").write_text("epoch,step," + ",".join(
         f"{name}/train/acc" for name in olds) + "\n0,3,0.5,0.25\n")
     for name in olds:
         (tmp_path / "cells" / name).mkdir(parents=True)
-    sweep_module.rename_old_folders(sweep, tmp_path)
+    cells_module.rename_old_folders(sweep, tmp_path)
     stack, cells = tmp_path / "stacks" / "subsetsum-pairs=2-seed0", list(configs)
     assert cells == ["subsetsum-pairs=2-s0.5-e2-seed0", "subsetsum-pairs=2-s0.9-e2-seed0"]
-    why = OLD_LABELS.get(form, sweep_module.SAME_RUN)
+    why = OLD_LABELS.get(form, cells_module.SAME_RUN)
     assert f"stack {label}-seed0 is now subsetsum-pairs=2-seed0 ({why})" in \
         capsys.readouterr().out.splitlines()
-    todo = [(name, sweep_module.prepare_cell(config)) for name, config in configs.items()]
+    todo = [(name, cells_module.prepare_cell(config)) for name, config in configs.items()]
     assert sweep_module.plan_stacks(sweep, tmp_path, configs, todo)[:3] == (
         {stack: cells}, [], {})
     assert list(stack_record(stack).members) == cells
@@ -1616,7 +1617,7 @@ def test_a_variant_written_another_way_finds_its_cells_by_their_config(tmp_path,
     spelled = {"structure": "subsetsum", "activation": "relu", "pairs": 5}
     assert main(argv(spelled, 0.5)) == 0
     printed = capsys.readouterr().out
-    assert f"cell {old} is now {new} ({sweep_module.SAME_RUN})" in printed.splitlines()
+    assert f"cell {old} is now {new} ({cells_module.SAME_RUN})" in printed.splitlines()
     assert "1 cell, 1 already done, 0 to run" in printed
     assert sorted(p.name for p in out.glob("cells/*")) == [new, "subsetsum-s0.9-e1-seed0"]
     assert [p.name for p in out.glob("stacks/*")] == ["subsetsum-seed0"]  # (a member stays)
@@ -1626,7 +1627,7 @@ def test_a_variant_written_another_way_finds_its_cells_by_their_config(tmp_path,
                        "config": {**stored["config"], "out": f"cells/{new}"}}
     shutil.copytree(out / "cells" / "subsetsum-s0.9-e1-seed0", out / "cells" / "x-s0.9-e1-seed0")
     args = build_parser().parse_args(argv(spelled, 0.5, 0.9))
-    assert sweep_module.same_runs(load_sweep(args, given_values(args)), out) == {}
+    assert cells_module.same_runs(load_sweep(args, given_values(args)), out) == {}
 
 
 def test_a_variants_mapping_names_the_same_folders_in_any_key_order(tmp_path):
@@ -1655,7 +1656,7 @@ def test_a_variants_mapping_names_the_same_folders_in_any_key_order(tmp_path):
     with pytest.raises(ConfigError, match="are the same run; give each variant once"):
         names({"structure": "dense"}, {"structure": "dense", "model_kwargs": reordered},
               base={"model_kwargs": bit})
-    renamed = sweep_module.renamed_folders(Sweep(
+    renamed = cells_module.renamed_folders(Sweep(
         base={"arch": "fc2"}, variants=[{"structure": "subsetsum", "activation": "identity",
                                          "pairs": 2}], sparsities=[0.5], epochs=[1]))
     assert renamed["cells/pairs=2-identity-subsetsum-s0.5-e1-seed0"] == (
@@ -1672,10 +1673,10 @@ def test_a_cell_set_aside_by_another_agent_is_refused_not_a_traceback(tmp_path):
     cell = tmp_path / "cells" / "dense-s0.5-e1-seed0"
     cell.mkdir(parents=True)
     (cell / "results.json").write_text("{}")
-    kept = sweep_module.set_aside(cell, "cell was run with another config")
+    kept = cells_module.set_aside(cell, "cell was run with another config")
     assert kept == cell.with_name(f"{cell.name}.stale-1") and not cell.exists()
     with pytest.raises(sweep_module.ConfigError, match="is in use by another process"):
-        sweep_module.set_aside(cell, "cell was run with another config")
+        cells_module.set_aside(cell, "cell was run with another config")
     assert os.listdir(tmp_path / "cells") == [kept.name]
     assert (kept / "results.json").read_text() == "{}"
 
@@ -1691,7 +1692,7 @@ def test_a_cell_stopped_in_a_single_run_resumes_singly_in_a_stacked_sweep(tmp_pa
     args = build_parser().parse_args(argv)
     (label, values), *_ = load_sweep(args, given_values(args)).cells()
     cell = tmp_path / "sweep" / "cells" / cell_name(label, values)
-    run(dataclasses.replace(sweep_module.prepare_cell(sweep_module.cell_config(values, cell)),
+    run(dataclasses.replace(cells_module.prepare_cell(cells_module.cell_config(values, cell)),
                             stop_after=1))
     capsys.readouterr()
     assert main(argv) == 0
@@ -1987,9 +1988,9 @@ def test_a_stopped_stack_too_big_for_the_memory_now_fails_alone_and_says_how_to_
     # singly)
     stack.rename(tmp_path / "kept")
     sweep = Sweep(**json.loads((out / "sweep.json").read_text()))
-    configs = sweep_module.cell_configs(sweep, out)
+    configs = cells_module.cell_configs(sweep, out)
     todo = [(name, prepared) for name, config in configs.items()
-            if (prepared := sweep_module.prepare_cell(config)) is not None]
+            if (prepared := cells_module.prepare_cell(config)) is not None]
     assert [name for name, _ in todo] == cells[:2]
     assert sweep_module.plan_stacks(sweep, out, configs, todo)[:2] == ({}, todo)
 
