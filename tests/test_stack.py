@@ -57,8 +57,8 @@ from lotterynet.stack import (
     write_stack_file,
 )
 from lotterynet.stacked import StackedModel, stack_models
-from lotterynet.sweep import plan_stacks
 from lotterynet.sweep_cells import cell_configs
+from lotterynet.sweep_plan import plan_stacks
 from lotterynet.ticket import load_ticket
 
 # Three sparsities, two epoch budgets mixed in one stack (the 0.95 member stops after epoch 1).
@@ -325,13 +325,13 @@ def test_a_stopped_stack_whose_group_the_sweep_extends_resumes_and_the_new_cells
     group: the stack was set aside as STACK.stale-1 and its members started over with the new
     one (its epochs lost). It resumes with its own members, and the new cell runs singly
     (resumable from its own checkpoint, so a later run stacks nothing of it anew)."""
-    import lotterynet.sweep as sweep_module
+    import lotterynet.sweep_plan as plan_module
 
     sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
                   sparsities=[0.5, 0.9], epochs=[2], baseline=False)
     configs = cell_configs(sweep, tmp_path)
     record = lotterynet.stack.StackRecord({n: c.to_dict() for n, c in configs.items()}, 1)
-    monkeypatch.setattr(sweep_module, "stack_record", lambda stack_dir: record)
+    monkeypatch.setattr(plan_module, "stack_record", lambda stack_dir: record)
     sweep.sparsities = [0.5, 0.7, 0.9]
     configs = cell_configs(sweep, tmp_path)
     stacks, single, said, resumed = plan_stacks(sweep, tmp_path, configs, list(configs.items()))

@@ -21,6 +21,7 @@ import yaml
 import lotterynet.grid as grid_module
 import lotterynet.sweep as sweep_module
 import lotterynet.sweep_cells as cells_module
+import lotterynet.sweep_plan as plan_module
 import prefork
 from conftest import REPO, STD_CONVS, TINY_BIT, processes_mentioning
 from lotterynet.checkpointing import atomic_torch_save
@@ -1140,7 +1141,7 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
         return StackRecord(group, 1, lost) if stack_dir.name.startswith(
             label.replace("/", "-")) else None
 
-    monkeypatch.setattr(sweep_module, "stack_record", stack_record)
+    monkeypatch.setattr(plan_module, "stack_record", stack_record)
     for lost in (frozenset(), frozenset({diverged})):
         read.clear()
         resumed, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
@@ -1585,7 +1586,7 @@ def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_na
     assert f"stack {label}-seed0 is now subsetsum-pairs=2-seed0 ({why})" in \
         capsys.readouterr().out.splitlines()
     todo = [(name, cells_module.prepare_cell(config)) for name, config in configs.items()]
-    assert sweep_module.plan_stacks(sweep, tmp_path, configs, todo)[:3] == (
+    assert plan_module.plan_stacks(sweep, tmp_path, configs, todo)[:3] == (
         {stack: cells}, [], {})
     assert list(stack_record(stack).members) == cells
     assert read_stack_file(stack / "stack.yaml")[1] == [tmp_path / "cells" / c for c in cells]
@@ -1992,7 +1993,7 @@ def test_a_stopped_stack_too_big_for_the_memory_now_fails_alone_and_says_how_to_
     todo = [(name, prepared) for name, config in configs.items()
             if (prepared := cells_module.prepare_cell(config)) is not None]
     assert [name for name, _ in todo] == cells[:2]
-    assert sweep_module.plan_stacks(sweep, out, configs, todo)[:2] == ({}, todo)
+    assert plan_module.plan_stacks(sweep, out, configs, todo)[:2] == ({}, todo)
 
 
 @pytest.mark.parametrize("out", [".", "../mysweep", "sub/.."])

@@ -1,0 +1,216 @@
+"""How a sweep stacks its cells (:func:`plan_stacks`): one stack per variant and seed
+(:func:`stack_groups`), cut into parts for its job slots or where its members would not fit in
+memory together (:func:`fitting_parts`); a stack stopped before resumes as it is
+(:func:`resuming_stacks`), and the folders of those that cannot are set aside
+(:func:`why_set_aside`)."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import in_binary_units, plural
+from .grid import Sweep, cell_name
+from .memory import memory_available
+from .run import CHECKPOINTS, LAST, RESULTS
+from .stack import (
+    StackRecord,
+    cannot_continue,
+    holds_a_stack,
+    members_that_fit,
+    stack_need,
+    stack_record,
+    trains_again,
+    unstackable,
+)
+from .sweep_cells import PART, stack_name
+
+
+def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
+                todo: list[tuple[str, RunConfig]], slots: int = 1, say: bool = False
+                ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]],
+                           dict[Path, tuple[str | None, str]], dict[Path, StackRecord]]:
+    """Split the cells to run (``todo``; ``configs``: every cell's, :func:`cell_configs`) into
+    stacks (``{stack_dir: member cell names}``, one per variant and seed) and cells that run
+    singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a single
+    run's checkpoint). With more job ``slots`` than stacks, each stack is cut into ``slots //
+    stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every slot trains,
+    and into more where its members would not fit in memory together (:func:`fitting_parts`;
+    with ``say``, a line says so as the cut is made, no part's folder there yet:
+    :func:`split_line`, with the memory available that the plan read once and cut by). A
+    stack killed earlier, in any folder of its group (``<stack>`` or a part's, as a run with
+    these slots or others cut it), keeps its recorded members while some are unfinished and its
+    checkpoint continues them (:func:`~lotterynet.stack.cannot_continue`), so it resumes as it
+    is instead of starting over: the same command, or one with other slots, resumes a stopped
+    sweep's stacks (of two that hold a cell, the one that trained more member-epochs), and only
+    a group with none is cut by the slots alone. The group's cells that no resumed stack holds
+    train as the planned parts hold them, several as a stack, a lone one singly: the cells of a
+    resumed stack's part it lacks (a sweep extended meanwhile) run singly, each resumable from
+    its own checkpoint, rather than start it over; its members finished meanwhile outside it
+    (``--cell``) train again with it. Third: what to say of a stack before it runs, ``(tag,
+    why)``: the folders of stacks that start over though an earlier stack's checkpoint or
+    history is in them, and the group's other folders whose stack holds cells to train but does
+    not resume (they train elsewhere), to be set aside (as :func:`set_aside`'s ``tag``: ``done``
+    where that stack's checkpoint shows every member of it finished, a sweep extended with new
+    cells, nothing of it lost; else ``stale``) with why
+    (:func:`~lotterynet.stack.cannot_continue`, or the stack that resumes its cells); and, tag
+    None, the resumed stacks whose members finished outside them train again, their results
+    kept. Fourth: the record of each stack that resumes (:class:`~lotterynet.stack.StackRecord`,
+    its checkpoint as read here: what it has trained, for :func:`cpu_estimate`)."""
+    groups, budgets = stack_groups(sweep, configs)
+    parts = max(1, slots // max(1, sum(len(cells) > 1 for cells in groups.values())))
+    found = sorted((sweep_dir / "stacks").glob("*"))  # (the stacks earlier runs left)
+    # a cell interrupted in a single run resumes singly, from its checkpoint
+    unfinished = {name for name, config in todo if not config.resume}
+    to_train = {name for name, _ in todo}
+    stacks: dict[Path, list[str]] = {}
+    said: dict[Path, tuple[str | None, str]] = {}
+    resumed: dict[Path, StackRecord] = {}
+
+    def cannot_go_on(record: StackRecord | None, members: list[str]) -> str | None:
+        return cannot_continue(record, members, [configs[c] for c in members],
+                               [sweep_dir / "cells" / c for c in members])
+
+    have = memory_available()
+    for group, cells in groups.items():
+        left = [c for c in cells if c in unfinished]
+        if not left:
+            continue
+        split = fitting_parts(cells, budgets, min(parts, len(cells)), configs, have, slots)
+        n = len(split)
+        planned = {sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group):
+                   part for i, part in enumerate(split)}
+        records = {folder: stack_record(folder) for folder in [*planned, *(
+            f for f in found if f not in planned
+            and re.fullmatch(f"{re.escape(group)}(?:{PART})?", f.name))]}
+        recorded = {folder: list(record.members) if record else []
+                    for folder, record in records.items()}
+        taken = resuming_stacks(records, recorded, left, cells, cannot_go_on)
+        if say and n > min(parts, len(cells)) and not taken and \
+                not any(f.exists() for f in planned):  # (the cut is made now, not resumed)
+            print(split_line(group, cells, split, configs, have, slots), flush=True)
+        for folder, record in records.items():
+            members = recorded[folder]
+            if folder in taken.values():  # (it resumes)
+                stacks[folder], resumed[folder] = members, record
+                again = trains_again(record, [configs[c] for c in members],
+                                     set(members) - to_train)
+                if again:
+                    said[folder] = (None, again)
+                continue
+            rest = [c for c in planned.get(folder, []) if c in left and c not in taken]
+            if len(rest) > 1:
+                stacks[folder] = rest
+                if not holds_a_stack(folder):
+                    continue
+                compared = members if set(rest) & set(members) and \
+                    set(members) <= set(planned[folder]) else rest
+            elif set(left) & set(members) and (folder not in planned
+                                                 or set(members) & set(taken)):
+                compared = [c for c in members if c in cells]  # (its cells train elsewhere)
+            else:
+                continue
+            said[folder] = why_set_aside(folder, members, taken, to_train, sweep_dir / "cells",
+                                         partial(cannot_go_on, record, compared))
+    stacked = {c for members in stacks.values() for c in members}
+    return stacks, [(name, config) for name, config in todo if name not in stacked], said, \
+        resumed
+
+
+def stack_groups(sweep: Sweep, configs: dict[str, RunConfig]
+                 ) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """The cells that may stack (not the trained baseline, DDP, 16-mixed, ...:
+    :func:`~lotterynet.stack.unstackable`) by the stack of their variant and seed
+    (:func:`stack_name`), in the grid's order, and each one's epoch budget."""
+    groups: dict[str, list[str]] = {}
+    budgets: dict[str, int] = {}
+    for label, values in sweep.cells():
+        name = cell_name(label, values)
+        if unstackable(configs[name]):
+            continue
+        groups.setdefault(stack_name(label, values), []).append(name)
+        budgets[name] = values["epochs"]
+    return groups, budgets
+
+
+def resuming_stacks(records: dict[Path, StackRecord | None], recorded: dict[Path, list[str]],
+                    left: list[str], cells: list[str], cannot_go_on) -> dict[str, Path]:
+    """Which of a group's stack folders (``records``, the planned first; ``recorded``: their
+    checkpoints' members) resume: cell -> the folder whose stack resumes it. A folder resumes
+    where its members are cells of the group (``cells``), some unfinished (``left``), none
+    taken by another, and its checkpoint continues them (``cannot_go_on(record, members)``
+    None); of two that hold a cell, the one that trained more member-epochs."""
+    taken: dict[str, Path] = {}
+    for folder in sorted(records, key=lambda f: -len(recorded[f]) * (
+            records[f].epochs_done if records[f] else 0)):  # (stable: planned first)
+        members = recorded[folder]
+        if set(left) & set(members) and set(members) <= set(cells) and not \
+                set(members) & set(taken) and cannot_go_on(records[folder], members) is None:
+            taken |= dict.fromkeys(members, folder)
+    return taken
+
+
+def why_set_aside(folder: Path, members: list[str], taken: dict[str, Path], to_train: set[str],
+                  cells_dir: Path, why_not_continued) -> tuple[str, str]:
+    """``(tag, why)`` for a stack folder of a group that does not resume though it holds cells
+    to train (``members``: its checkpoint's), for :func:`set_aside`: ``done`` where every
+    member finished before (nothing of it lost: a sweep extended with new cells); else
+    ``stale``: the stack that resumes its members instead (``taken``), or why its checkpoint
+    cannot continue them (``why_not_continued()``), or that it has none."""
+    shared = [c for c in members if c in taken]
+    if members and not set(members) & to_train and all(
+            (cells_dir / c / RESULTS).is_file() for c in members):
+        return "done", ("finished all its members before (their results stay in their "
+                        "cells); this sweep's new cells train as a new stack")
+    if (folder / CHECKPOINTS / LAST).is_file():
+        why = f"stack {taken[shared[0]].name} resumes {', '.join(shared)} (of the stacks that " \
+              f"hold them, the one that trained most)" if shared else why_not_continued()
+        return "stale", f"cannot be continued: {why}"
+    return "stale", ("has no checkpoint to continue from (none was written, or it was "
+                     "deleted; its history is kept): it starts over")
+
+
+def balanced_parts(items: list, weights: dict, n: int) -> list[list]:
+    """``items`` in ``n`` parts of about equal total weight (heaviest first onto the part with
+    the least; deterministic), each part in the items' own order: a stack's cells by epoch
+    budget, or a sweep's jobs by seconds onto its workers."""
+    load, part_of = [0] * n, {}
+    for item in sorted(items, key=lambda i: -weights[i]):  # stable: ties keep the given order
+        part_of[item] = load.index(min(load))
+        load[part_of[item]] += weights[item]
+    return [[i for i in items if part_of[i] == p] for p in range(n)]
+
+
+def fitting_parts(cells: list[str], budgets: dict[str, int], n: int,
+                  configs: dict[str, RunConfig], have: int | None, slots: int = 1
+                  ) -> list[list[str]]:
+    """A group's ``cells`` in ``n`` parts of about equal epochs (:func:`balanced_parts`), or in
+    more where a part would hold more members than fit in memory together
+    (:func:`~lotterynet.stack.members_that_fit`, at the group's highest sparsity, in ``have``,
+    the memory available, or a share of it where ``slots`` jobs run at once): the fewest that
+    fit. A part of one cell runs singly."""
+    most = members_that_fit(configs[max(cells, key=lambda c: configs[c].sparsity)], have,
+                            slots) if len(cells) > n else None
+    n = max(n, -(-len(cells) // most)) if most else n
+    while max(map(len, parts := balanced_parts(cells, budgets, n))) > (most or len(cells)):
+        n += 1  # (parts of unequal budgets hold unequal counts)
+    return parts
+
+
+def split_line(group: str, cells: list[str], split: list[list[str]],
+               configs: dict[str, RunConfig], have: int, slots: int) -> str:
+    """What the planner says of a group's stack that it cut into parts (``split``) because its
+    members would not fit in memory together (:func:`fitting_parts`): what they need (at the
+    group's highest sparsity, :func:`~lotterynet.stack.stack_need`), what is available
+    (``have``, what the cut was made by: read again, it may have changed meanwhile), and the
+    parts."""
+    need = stack_need(configs[max(cells, key=lambda c: configs[c].sparsity)], len(cells))
+    share = f" ({in_binary_units(have // slots)} for each of {slots} jobs at once)" * (slots > 1)
+    largest = max(map(len, split))
+    parts = f"run as {len(split)} parts of up to {plural(largest, 'member')}" if largest > 1 \
+        else "its cells run singly"
+    return (f"stack {group}: {plural(len(cells), 'member')} need at least "
+            f"{in_binary_units(need)} of memory together, {in_binary_units(have)} available"
+            f"{share}: {parts}")
