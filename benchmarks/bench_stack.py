@@ -37,7 +37,7 @@ from lotterynet.config import make_config
 from lotterynet.machine import cpu_name, keep_freed_memory
 from lotterynet.run import run
 from lotterynet.stack import run_stack, write_stack_file
-from lotterynet.sweep import Job, JobRunner
+from lotterynet.sweep_jobs import Job, JobRunner
 from lotterynet.sweep_plan import balanced_parts
 
 PAPER_SPARSITIES = [0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.98,

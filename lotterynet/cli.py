@@ -337,7 +337,7 @@ def stopped(then: str | Callable[[], str]):
     """A Ctrl-C or SIGTERM (:class:`~lotterynet.errors.Terminated`) in the block that no run,
     stack or sweep reported (each says how it goes on) as :class:`Interrupted`, saying
     ``then``: :data:`NOT_STARTED` before the command's work, :data:`BEGUN` in it; a callable,
-    asked as it stops, where the block holds both (as :func:`~lotterynet.sweep.stopped_sweep`'s
+    asked as it stops, where the block holds both (as :func:`~lotterynet.sweep_jobs.stopped_sweep`'s
     ``then``)."""
     try:
         yield
@@ -450,7 +450,7 @@ def run_sweep_cells(args: argparse.Namespace, sweep: Sweep) -> int:
         check_wandb_environment(runs=None if args.cell else "every cell of this sweep")
     keep_freed_memory()
     # a sweep says how it goes on wherever it stops once its first checks (nothing written)
-    # have passed (sweep.stopped_sweep); a --cell run, outside the cell's run, whether its
+    # have passed (sweep_jobs.stopped_sweep); a --cell run, outside the cell's run, whether its
     # first checks had passed (sweep.run_one_cell sets ``begun`` before it writes anything)
     if not args.cell:
         return run_sweep(args, sweep)

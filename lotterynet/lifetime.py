@@ -120,7 +120,7 @@ def stopping_on_sigterm(ends_the_process: bool = False):
     back, and Ctrl-C left as it is. Inside a block of its own (a run in ``train.py``'s, which
     covers reading the flags' files too), the one handler installed. ``train.py``'s takes a
     Ctrl-C or SIGTERM that was held back until its handlers (``train.py`` blocks both as it
-    imports, a sweep's job as it starts: :func:`~lotterynet.sweep.starting_a_job`) as the
+    imports, a sweep's job as it starts: :func:`~lotterynet.sweep_jobs.starting_a_job`) as the
     block begins."""
     installed = signal.getsignal(signal.SIGTERM)
     if isinstance(installed, SigtermStop):

@@ -21,6 +21,7 @@ import yaml
 import lotterynet.grid as grid_module
 import lotterynet.sweep as sweep_module
 import lotterynet.sweep_cells as cells_module
+import lotterynet.sweep_jobs as jobs_module
 import lotterynet.sweep_plan as plan_module
 import prefork
 from conftest import REPO, STD_CONVS, TINY_BIT, processes_mentioning
@@ -542,7 +543,7 @@ def test_the_files_a_sweep_writes_read_back_strings_that_look_like_numbers(tmp_p
     written bare and read back as the number 1000.0 or 0.05 (refused)."""
     names = {"wandb_group": "1e3", "data_dir": "5E-2"}
     config = make_config({"arch": "fc2", "out": str(tmp_path / "cells" / "a"), **names})
-    cell = sweep_module.cell_job("a", config)
+    cell = jobs_module.cell_job("a", config)
     assert yaml.load(Path(cell.argv[1]).read_text(), Loader=ConfigLoader) == config.to_dict()
     stack_file = write_stack_file([config], tmp_path / "stacks" / "s", [tmp_path / "cells" / "a"])
     member = read_stack_file(stack_file)[0][0]
@@ -646,12 +647,12 @@ def test_jobs_share_the_cpu_threads_unless_told(monkeypatch):
     its GPU; an OMP_NUM_THREADS the user set is kept."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
-    assert sweep_module.job_env(None, 4)["OMP_NUM_THREADS"] == "4"
-    assert sweep_module.job_env(None, 32)["OMP_NUM_THREADS"] == "1"
-    assert sweep_module.job_env(3, 2)["CUDA_VISIBLE_DEVICES"] == "3"
-    assert "OMP_NUM_THREADS" not in sweep_module.job_env(3, 2)
+    assert jobs_module.job_env(None, 4)["OMP_NUM_THREADS"] == "4"
+    assert jobs_module.job_env(None, 32)["OMP_NUM_THREADS"] == "1"
+    assert jobs_module.job_env(3, 2)["CUDA_VISIBLE_DEVICES"] == "3"
+    assert "OMP_NUM_THREADS" not in jobs_module.job_env(3, 2)
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
-    assert sweep_module.job_env(None, 4)["OMP_NUM_THREADS"] == "7"
+    assert jobs_module.job_env(None, 4)["OMP_NUM_THREADS"] == "7"
 
 
 def test_jobs_beyond_the_cpu_cores_are_capped_and_said_so(tmp_path, data_dir, capsys,
@@ -714,8 +715,8 @@ def test_a_stack_file_run_by_hand_is_refused_while_its_sweep_runs(tmp_path, data
         assert "is running and runs it" in err and len(err.strip().splitlines()) == 1
         assert not any(c.exists() for c in cells)
         with monkeypatch.context() as job:  # one of its jobs
-            job.setenv(sweep_module.SWEEP_JOB, sweep_module.job_env(None, 1)[
-                sweep_module.SWEEP_JOB])
+            job.setenv(jobs_module.SWEEP_JOB, jobs_module.job_env(None, 1)[
+                jobs_module.SWEEP_JOB])
             assert main(["--stack-file", str(path)]) == 0
     assert main(["--stack-file", str(path)]) == 0  # by hand, the sweep over
     assert "2 of 2 members finished" in capsys.readouterr().out
@@ -736,7 +737,7 @@ def test_a_cell_run_by_hand_is_refused_while_its_sweep_runs(tmp_path, data_dir, 
     argv = [*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out),
             "--cell", "dense-s0.5-e1-seed0"]
     out.mkdir()
-    monkeypatch.delenv(sweep_module.SWEEP_JOB, raising=False)
+    monkeypatch.delenv(jobs_module.SWEEP_JOB, raising=False)
     with open(out / ".sweep.lock", "a+") as held:  # the sweep is running
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert main(argv) == 2
@@ -944,10 +945,10 @@ def test_a_job_stopped_by_a_signal_is_said_so():
     """A job's ``train.py`` that stopped on SIGTERM or Ctrl-C exits 128 + the signal after its
     line (a stack does wherever SIGTERM finds it; it was killed by it outside its fit): the
     sweep says it was stopped, not that it failed (exit 143)."""
-    assert sweep_module.how_it_ended(143) == "was stopped by SIGTERM (exit 143)"
-    assert sweep_module.how_it_ended(130) == "was stopped by SIGINT (exit 130)"
-    assert sweep_module.how_it_ended(-15) == "was killed by SIGTERM"
-    assert sweep_module.how_it_ended(3) == "failed (exit 3)"
+    assert jobs_module.how_it_ended(143) == "was stopped by SIGTERM (exit 143)"
+    assert jobs_module.how_it_ended(130) == "was stopped by SIGINT (exit 130)"
+    assert jobs_module.how_it_ended(-15) == "was killed by SIGTERM"
+    assert jobs_module.how_it_ended(3) == "failed (exit 3)"
 
 
 def test_a_job_stopped_by_sigterm_as_it_started_says_so_and_how_it_goes_on(
@@ -986,13 +987,13 @@ def test_a_job_sent_ctrl_c_or_sigterm_as_it_started_stops_in_one_line(tmp_path, 
     that it wrote nothing (exit 130 / 143), and the sweep that it starts over."""
     cell = tmp_path / "cells" / "c-seed0"
     cell.mkdir(parents=True)
-    job = sweep_module.Job("cell c-seed0", ["--arch", "fc2", "--limit-train", "64", "--epochs",
+    job = jobs_module.Job("cell c-seed0", ["--arch", "fc2", "--limit-train", "64", "--epochs",
                                             "1", "--data-dir", str(data_dir), "--out", str(cell)],
                            cell / "train.log", ["c-seed0"])
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (the job's: default)
     try:
         with open(job.log, "a") as log:
-            proc = sweep_module.start_job(job, None, 1, log)
+            proc = jobs_module.start_job(job, None, 1, log)
     finally:
         signal.signal(signal.SIGINT, previous)
     proc.send_signal(sent)  # (its python has not started yet)
@@ -1003,7 +1004,7 @@ def test_a_job_sent_ctrl_c_or_sigterm_as_it_started_stops_in_one_line(tmp_path, 
         "options and files and importing what it runs): nothing was written; run the same "
         "command again"]
     assert [p.name for p in cell.iterdir()] == ["train.log"]
-    assert sweep_module.how_it_ended(proc.returncode, job) == (
+    assert jobs_module.how_it_ended(proc.returncode, job) == (
         f"was stopped by {sent.name} (exit {code}); when the sweep runs again, it starts over "
         "(it wrote no checkpoint)")
 
@@ -1031,11 +1032,11 @@ def test_a_job_that_fails_without_a_word_is_not_given_its_earlier_runs_line(tmp_
     run's one-line error; only what this run wrote counts."""
     log = tmp_path / "train.log"
     log.write_text("train.py: error: cell c-seed0: memory ran out in training epoch 1\n")
-    job = sweep_module.Job("cell c-seed0", [], log, ["c-seed0"], log_start=log.stat().st_size)
-    assert sweep_module.reported(job) == ""
+    job = jobs_module.Job("cell c-seed0", [], log, ["c-seed0"], log_start=log.stat().st_size)
+    assert jobs_module.reported(job) == ""
     with open(log, "a") as more:
         more.write("train.py: error: cell c-seed0: memory ran out in training epoch 3\n")
-    assert sweep_module.reported(job) == ": memory ran out in training epoch 3"
+    assert jobs_module.reported(job) == ": memory ran out in training epoch 3"
 
 
 @pytest.mark.parametrize("death, said, ended", [
@@ -1816,7 +1817,7 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
     sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
     if how == "as its job":
         monkeypatch.setattr(run_module, "run", ran_out)
-        monkeypatch.setenv(sweep_module.SWEEP_JOB, "1")
+        monkeypatch.setenv(jobs_module.SWEEP_JOB, "1")
         assert main(["--arch", "fc2", "--out", str(cell)]) == 4  # (OutOfMemory's: 1 before)
         assert capsys.readouterr().err.strip() == f"train.py: error: {said}"
         return
@@ -1827,7 +1828,7 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
         assert str(err.value) == said
         return
     assert sweep_module.run_cells(sweep, tmp_path, 1, stack=False) == [
-        sweep_module.Failure(f"cell trained-e1-seed0: {said}", OutOfMemory.exit_code,
+        jobs_module.Failure(f"cell trained-e1-seed0: {said}", OutOfMemory.exit_code,
                              ("trained-e1-seed0",))]
     assert run_module.needs_less(make_config({"batch_size": 8})) == (  # (outside a sweep)
         "a new run with a smaller --batch-size (now 8) or a narrower model (--pairs, --hidden) "
@@ -2106,8 +2107,8 @@ def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypa
     def second(signum, frame):
         raise RuntimeError("the handler from before the sweep")
 
-    monkeypatch.setattr(sweep_module, "start_job", start)
-    jobs = [sweep_module.Job(f"stack {i}", [], tmp_path / f"{i}.log", [f"c{i}"]) for i in (1, 2)]
+    monkeypatch.setattr(jobs_module, "start_job", start)
+    jobs = [jobs_module.Job(f"stack {i}", [], tmp_path / f"{i}.log", [f"c{i}"]) for i in (1, 2)]
 
     def signal_twice():
         while not all(job.log.is_file() and "up" in job.log.read_text() for job in jobs):
@@ -2122,7 +2123,7 @@ def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypa
     try:
         threading.Thread(target=signal_twice, daemon=True).start()
         with pytest.raises(Interrupted) as err:
-            sweep_module.run_jobs(jobs, [None, None], tmp_path / "sweep",
+            jobs_module.run_jobs(jobs, [None, None], tmp_path / "sweep",
                                   lambda job, code: ended.append(code))
         assert signal.getsignal(signal.SIGTERM) is second
     finally:
@@ -2165,7 +2166,7 @@ def test_a_stack_resumed_and_stopped_before_its_first_new_epoch_names_its_checkp
 
 
 def stop_the_sweeps_jobs(tmp_path, monkeypatch, jobs, start_job, then=None):
-    """Run ``jobs`` through ``sweep_module.run_jobs`` as ``start_job`` starts them, and stop
+    """Run ``jobs`` through ``jobs_module.run_jobs`` as ``start_job`` starts them, and stop
     it once each job's log says ``up``, with ``then``: SIGTERM (None: the jobs stop it
     themselves); the :class:`Interrupted` that it raised."""
     import threading
@@ -2177,14 +2178,14 @@ def stop_the_sweeps_jobs(tmp_path, monkeypatch, jobs, start_job, then=None):
             time.sleep(0.05)
         os.kill(os.getpid(), then)
 
-    monkeypatch.setattr(sweep_module, "start_job", start_job)
+    monkeypatch.setattr(jobs_module, "start_job", start_job)
     previous = signal.getsignal(signal.SIGTERM)
     signal_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if then is not None:
             threading.Thread(target=up_then_stopped, daemon=True).start()
         with pytest.raises(Interrupted) as err:
-            sweep_module.run_jobs(jobs, [None] * len(jobs), tmp_path / "sweep",
+            jobs_module.run_jobs(jobs, [None] * len(jobs), tmp_path / "sweep",
                                   lambda job, code: None)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -2205,8 +2206,8 @@ def test_a_sweep_that_stops_its_jobs_names_the_epoch_each_ones_checkpoint_holds(
     over."""
     stack, cell = tmp_path / "stacks" / "s-seed0", tmp_path / "cells" / "c-seed0"
     atomic_torch_save({"epoch": 2}, stack / "checkpoints" / "last.ckpt")  # (0-based: epoch 3)
-    jobs = [sweep_module.Job("stack s-seed0", [], stack / "train.log", ["a", "b"]),
-            sweep_module.Job("cell c-seed0", [], cell / "train.log", ["c-seed0"])]
+    jobs = [jobs_module.Job("stack s-seed0", [], stack / "train.log", ["a", "b"]),
+            jobs_module.Job("cell c-seed0", [], cell / "train.log", ["c-seed0"])]
     stopped = stop_the_sweeps_jobs(tmp_path, monkeypatch, jobs, lambda job, device, workers,
                                    log: subprocess.Popen([sys.executable, "-c", WAITING_CHILD],
                                                          stdout=log), signal.SIGTERM)
@@ -2232,7 +2233,7 @@ def test_a_sweep_stops_its_jobs_by_the_signal_it_got(tmp_path, monkeypatch, sent
              "signal.signal(signal.SIGTERM, stop)\n"
              "print('up', flush=True)\n"
              "time.sleep(30)\n")
-    jobs = [sweep_module.Job(f"cell c{i}-seed0", [], tmp_path / f"c{i}" / "train.log",
+    jobs = [jobs_module.Job(f"cell c{i}-seed0", [], tmp_path / f"c{i}" / "train.log",
                              [f"c{i}-seed0"]) for i in (1, 2)]
     stopped = stop_the_sweeps_jobs(tmp_path, monkeypatch, jobs, lambda job, device, workers,
                                    log: subprocess.Popen([sys.executable, "-c", child],
@@ -2245,9 +2246,9 @@ def test_a_queued_job_is_said_as_it_starts_not_before(tmp_path, monkeypatch, cap
     """With more jobs than slots (``--jobs-per-device``) the sweep said of every job up front
     where its output goes ('cell c2-seed0 (subprocess, output in .../train.log)'), a queued
     one's log not there yet: it says so of each as it starts, a stack with its members."""
-    jobs = [sweep_module.Job("stack s-seed0", [], tmp_path / "s" / "train.log", ["a", "b"],
+    jobs = [jobs_module.Job("stack s-seed0", [], tmp_path / "s" / "train.log", ["a", "b"],
                              said="stack s-seed0: 2 members, budgets [1]"),
-            sweep_module.Job("cell c-seed0", [], tmp_path / "c" / "train.log", ["c-seed0"])]
+            jobs_module.Job("cell c-seed0", [], tmp_path / "c" / "train.log", ["c-seed0"])]
     said_before = []  # (the output so far as each job starts)
 
     class Ended:  # (a job's process, ended at once)
@@ -2258,8 +2259,8 @@ def test_a_queued_job_is_said_as_it_starts_not_before(tmp_path, monkeypatch, cap
         said_before.append(capsys.readouterr().out)
         return Ended()
 
-    monkeypatch.setattr(sweep_module, "start_job", start)
-    sweep_module.run_jobs(jobs, [None], tmp_path, lambda job, code: None)
+    monkeypatch.setattr(jobs_module, "start_job", start)
+    jobs_module.run_jobs(jobs, [None], tmp_path, lambda job, code: None)
     assert [*said_before, capsys.readouterr().out] == [
         "", f"stack s-seed0: 2 members, budgets [1] (subprocess, output in {jobs[0].log})\n",
         f"cell c-seed0 (subprocess, output in {jobs[1].log})\n"]
@@ -2271,7 +2272,7 @@ def test_a_job_started_as_the_sweep_stops_is_stopped_too(tmp_path, monkeypatch, 
     (SIG_IGN) while it stopped its jobs, and the job started in that moment inherited it
     through its exec, so the SIGTERM that stops it was lost: it ran to its end, the sweep
     waiting for it. A job started then has SIGTERM's default action, and stops."""
-    job = sweep_module.Job("stack s-seed0", [], tmp_path / "s" / "train.log", ["a"])
+    job = jobs_module.Job("stack s-seed0", [], tmp_path / "s" / "train.log", ["a"])
 
     def ctrl_c_as_it_starts(job, device, workers, log):
         sweep_handler = signal.getsignal(signal.SIGTERM)
@@ -2294,7 +2295,7 @@ def test_ctrl_c_while_a_sweep_writes_its_jobs_says_how_to_go_on(tmp_path, data_d
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep_module, "write_stack_file", ctrl_c)
+    monkeypatch.setattr(jobs_module, "write_stack_file", ctrl_c)
     out = tmp_path / "pool"
     assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(out),
                  "--jobs-per-device", "2"]) == 130
