@@ -23,6 +23,7 @@ import lotterynet.sweep as sweep_module
 import lotterynet.sweep_cells as cells_module
 import lotterynet.sweep_jobs as jobs_module
 import lotterynet.sweep_plan as plan_module
+import lotterynet.sweep_table as table_module
 import prefork
 from conftest import REPO, STD_CONVS, TINY_BIT, processes_mentioning
 from lotterynet.checkpointing import atomic_torch_save
@@ -81,7 +82,7 @@ def test_paper_points_follow_the_cells_own_settings(tmp_path, base, variants, pa
         (cell / "results.json").write_text(json.dumps({
             "config": make_config(values).to_dict(), "test_acc": 0.9,
             "params": {"kept": 10, "trainable": 10, "maskable": 100}}))
-    table = sweep_module.aggregate(sweep, tmp_path)
+    table = table_module.aggregate(sweep, tmp_path)
     assert {r["variant"]: r["paper_acc"] for r in table} == paper
     assert all(r["gap"] == ("" if r["paper_acc"] == "" else round(90 - r["paper_acc"], 2))
                for r in table)
@@ -102,7 +103,7 @@ def test_a_variant_that_trains_weights_beside_its_masks_has_them_counted(tmp_pat
                 {"maskable": 100, "kept": 50, "frozen": 0, "trainable": 100 + trained}
             (cell / "results.json").write_text(json.dumps({
                 "config": make_config(values).to_dict(), "test_acc": 0.9, "params": params}))
-        return sweep_module.aggregate(sweep, tmp_path / str(trained))
+        return table_module.aggregate(sweep, tmp_path / str(trained))
 
     dense, baseline = table(30)
     assert (dense["kept_params"], dense["trained_params"]) == (50, 30)
@@ -129,7 +130,7 @@ def test_a_row_says_the_fraction_its_masks_prune_beside_the_nominal_sparsity(tmp
         cell.mkdir(parents=True)
         (cell / "results.json").write_text(json.dumps({
             "config": config.to_dict(), "test_acc": 0.9, "params": count_params(module.model)}))
-    fixedsize, trained = sweep_module.aggregate(sweep, tmp_path)
+    fixedsize, trained = table_module.aggregate(sweep, tmp_path)
     assert (fixedsize["sparsity"], fixedsize["pruned"]) == (0.6, 0.6667)
     assert fixedsize["kept_params"] * 3 == fixedsize["maskable_params"]
     assert (trained["sparsity"], trained["pruned"]) == (0.0, 0.0)
@@ -153,16 +154,16 @@ def test_a_point_of_one_seed_has_no_spread(tmp_path):
         (cell / "results.json").write_text(json.dumps({
             "config": make_config(values).to_dict(), "test_acc": acc,
             "params": {"kept": 10, "trainable": 10, "maskable": 100}}))
-    table = sweep_module.aggregate(sweep, tmp_path)
+    table = table_module.aggregate(sweep, tmp_path)
     assert [(r["sparsity"], r["seeds"], r["test_acc_std"]) for r in table] == [
         (0.5, 2, 7.071), (0.9, 1, ""), (0.0, 1, "")]
-    sweep_module.write_table(table, tmp_path, sweep.variants, {})
+    table_module.write_table(table, tmp_path, sweep.variants, {})
     assert [r["test_acc_std"] for r in rows(tmp_path)] == ["7.071", "", ""]
     assert [line.split(" | ")[list(table[0]).index("test_acc_std")] for line in
             (tmp_path / "sweep.md").read_text().splitlines()[2:]] == ["7.071", "", ""]
-    assert [r["test_acc_std"] for r in sweep_module.wandb_table_rows(table)] == [
+    assert [r["test_acc_std"] for r in table_module.wandb_table_rows(table)] == [
         0.07071, None, None]
-    sweep_module.plot(table, tmp_path, "title", None, 10.0)  # (a band at 0.5 alone)
+    table_module.plot(table, tmp_path, "title", None, 10.0)  # (a band at 0.5 alone)
 
 
 def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
@@ -171,10 +172,10 @@ def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
     rows = [{"variant": variant, "sparsity": 0.5, "kept_params": 100, "test_acc_mean": 90.0,
              "test_acc_std": 0.0, "seeds": 1, "paper_acc": ""}
             for variant in ("subsetsum", "trained")]
-    sweep_module.write_table(rows, tmp_path, [{"structure": "subsetsum"}], {})
-    figure = sweep_module.plot(rows, tmp_path, "title", None, 10.0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sweep_module.TABLE_FILES)
-    assert figure.name in sweep_module.TABLE_FILES
+    table_module.write_table(rows, tmp_path, [{"structure": "subsetsum"}], {})
+    figure = table_module.plot(rows, tmp_path, "title", None, 10.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(table_module.TABLE_FILES)
+    assert figure.name in table_module.TABLE_FILES
 
 
 def test_the_table_says_what_its_hashed_variant_values_are(tmp_path):
@@ -184,7 +185,7 @@ def test_the_table_says_what_its_hashed_variant_values_are(tmp_path):
     def table(variants: list[dict]) -> str:
         rows = [{"variant": variant_label(variant), "sparsity": 0.5, "test_acc_mean": 90.0}
                 for variant in variants]
-        sweep_module.write_table(rows, tmp_path, variants, grid_module.spelled_labels(variants))
+        table_module.write_table(rows, tmp_path, variants, grid_module.spelled_labels(variants))
         return (tmp_path / "sweep.md").read_text()
 
     bit = {"stem_chs": 32, "channels": [64] * 4}
@@ -217,7 +218,7 @@ def test_the_csv_table_and_the_figure_spell_out_hashed_variant_values(tmp_path, 
             for i, variant in enumerate((long_one, short_one))]
     rows.append({**rows[0], "variant": "trained", "sparsity": 0.0})
     spelled = grid_module.spelled_labels([long_one, short_one])
-    sweep_module.write_table(rows, tmp_path, [long_one, short_one], spelled)
+    table_module.write_table(rows, tmp_path, [long_one, short_one], spelled)
     with open(tmp_path / "sweep.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0])[:2] == ["variant", "variant_values"]
@@ -225,12 +226,12 @@ def test_the_csv_table_and_the_figure_spell_out_hashed_variant_values(tmp_path, 
         ("dense/exclude=4fe8ab4f", f"dense/exclude={STD_CONVS!r}"),
         ("dense/exclude=0112b2d1", "dense/exclude=['stem.conv']"), ("trained", "trained")]
     legends = []
-    monkeypatch.setattr(sweep_module, "savefig_atomic", lambda fig, *_, **__: legends.append(
+    monkeypatch.setattr(table_module, "savefig_atomic", lambda fig, *_, **__: legends.append(
         [t.get_text() for t in fig.axes[0].get_legend().get_texts()]))
-    sweep_module.plot(rows, tmp_path, "title", None, 10.0, spelled=spelled)
+    table_module.plot(rows, tmp_path, "title", None, 10.0, spelled=spelled)
     assert legends[0][:2] == ["dense/exclude=4fe8ab4f", "dense/exclude=['stem.conv']"]
     scalar = [{**rows[0], "variant": "wide"}]
-    sweep_module.write_table(scalar, tmp_path, [{"structure": "wide"}], {})
+    table_module.write_table(scalar, tmp_path, [{"structure": "wide"}], {})
     assert (tmp_path / "sweep.csv").read_text().splitlines()[0].startswith("variant,sparsity,")
 
 
@@ -353,7 +354,7 @@ def test_a_copied_sweep_names_its_own_cells(tmp_path, data_dir, capsys):
     as_older_sweeps_wrote(older, original)
     shutil.rmtree(original)
     for sweep_dir in (copy, older):
-        for name in sweep_module.TABLE_FILES:
+        for name in table_module.TABLE_FILES:
             (sweep_dir / name).unlink()
         capsys.readouterr()
         start = time.time_ns()
@@ -1363,7 +1364,7 @@ def test_a_cell_run_with_another_config_is_kept_beside_the_rerun(tmp_path, capsy
     ([10, 20, 30], "best of 10, 20 or 30 epochs")])
 def test_the_figure_title_names_the_epoch_budgets(epochs, said):
     sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=epochs, seeds=[0, 1])
-    assert sweep_module.figure_title(sweep) == f"fc2 on mnist: {said}, 2 seeds"
+    assert table_module.figure_title(sweep) == f"fc2 on mnist: {said}, 2 seeds"
 
 
 def test_the_figures_chance_line_is_the_sweeps_data_sets(monkeypatch):
@@ -1374,7 +1375,7 @@ def test_the_figures_chance_line_is_the_sweeps_data_sets(monkeypatch):
     monkeypatch.setitem(DATASETS._entries, "cifar100", hundred)
     for dataset, chance in [("mnist", 10.0), ("cifar100", 1.0)]:
         sweep = Sweep(base={"dataset": dataset}, variants=[], sparsities=[0.5], epochs=[1])
-        assert sweep_module.chance_accuracy(sweep) == chance
+        assert table_module.chance_accuracy(sweep) == chance
 
 
 @pytest.mark.parametrize("variant, title, chance, paper", [
@@ -1394,11 +1395,11 @@ def test_the_figure_follows_the_data_and_archs_its_cells_use(monkeypatch, varian
     monkeypatch.setitem(DATASETS._entries, "cifar100", hundred)
     sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "wide", **variant}],
                   sparsities=[0.5], epochs=[1])
-    assert sweep_module.figure_title(sweep) == f"{title}: 1 epoch, 1 seed"
-    assert sweep_module.chance_accuracy(sweep) == chance
-    assert sweep_module.paper_trained_accuracy(sweep) == paper
+    assert table_module.figure_title(sweep) == f"{title}: 1 epoch, 1 seed"
+    assert table_module.chance_accuracy(sweep) == chance
+    assert table_module.paper_trained_accuracy(sweep) == paper
     # (the baseline is the base's: named so beside cells of another arch or data set)
-    assert sweep_module.baseline_name(sweep) == (
+    assert table_module.baseline_name(sweep) == (
         "trained dense" if title == "fc2 on mnist" else "trained dense fc2 on mnist")
 
 
@@ -1728,7 +1729,7 @@ def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch, wa
     base = {"wandb_project": "p", "wandb_group": "g", "wandb_entity": "e",
             "wandb_tags": "a, b", "wandb_notes": "n"}
     for _ in range(2):  # a sweep aggregated again (re-run once finished)
-        sweep_module.log_to_wandb([{"cell": "x", "test_acc": 0.5}], figure,
+        table_module.log_to_wandb([{"cell": "x", "test_acc": 0.5}], figure,
                                   Sweep(base, [{"structure": "dense"}], [0.5], [1]))
     assert (tmp_path / "wandb").exists() == (wandb_dir is None)
     records = [r.run for log in (tmp_path / (wandb_dir or "") / "wandb").glob(

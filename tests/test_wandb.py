@@ -113,7 +113,7 @@ def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lotterynet import sweep as sweep_module
+    from lotterynet import sweep_table as table_module
     from lotterynet.grid import Sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -125,7 +125,7 @@ def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch)
     plt.plot([1, 2])
     plt.savefig(figure)
     plt.close("all")
-    sweep_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}], figure, grid)
+    table_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}], figure, grid)
     written, = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*")
     assert {k: v for k, v in run_config(written).items() if k != "_wandb"} == {
         "base": {"arch": "fc2"}, "variants": grid.variants, "sparsities": [0.5, 0.9],
@@ -144,7 +144,7 @@ def test_the_sweep_summary_table_holds_accuracies_as_fractions_as_its_runs(tmp_p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lotterynet import sweep as sweep_module
+    from lotterynet import sweep_table as table_module
     from lotterynet.grid import Sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -158,7 +158,7 @@ def test_the_sweep_summary_table_holds_accuracies_as_fractions_as_its_runs(tmp_p
             {"variant": "trained", "sparsity": 0.0, "test_acc_mean": 98.5, "test_acc_std": 0.0,
              "seeds": 2, "best_epochs": "5/5", "paper_acc": "", "gap": ""}]
     given = [dict(row) for row in rows]
-    sweep_module.log_to_wandb(rows, figure, Sweep({"wandb": True}, [{"structure": "wide"}],
+    table_module.log_to_wandb(rows, figure, Sweep({"wandb": True}, [{"structure": "wide"}],
                                                   [0.9], [5]))
     assert rows == given
     (table,) = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*/files/**/*.table.json")
@@ -215,7 +215,7 @@ def test_a_wandb_run_whose_logging_fails_after_it_started_ends_failed_and_the_er
     import wandb
     from wandb.sdk.wandb_summary import SummaryDict
 
-    from lotterynet import sweep as sweep_module
+    from lotterynet import sweep_table as table_module
     from lotterynet.errors import DiskFullError
     from lotterynet.grid import Sweep
     from lotterynet.loggers import finish_wandb
@@ -234,7 +234,7 @@ def test_a_wandb_run_whose_logging_fails_after_it_started_ends_failed_and_the_er
     ticket.write_bytes(b"masks")
     with pytest.raises(DiskFullError) as raised:
         if fails == "table":
-            sweep_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}],
+            table_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}],
                                       tmp_path / "figure.png", Sweep({"wandb": True},
                                                                      ["dense"], [0.5], [1]))
         else:

@@ -1,0 +1,247 @@
+"""A sweep's results: its cells aggregated as Pensia et al. do (:func:`aggregate`), the table
+as CSV and Markdown (:func:`write_table`), the figure (:func:`plot`) and the sweep's W&B summary
+run (:func:`log_to_wandb`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from functools import partial
+from pathlib import Path
+
+from .checkpointing import savefig_atomic, write_csv_atomic, write_text_atomic
+from .data import DATASETS
+from .errors import plural
+from .grid import BASELINE, Sweep, cell_name, config_value, hash_legend
+from .paper import LABELS, TRAINED, paper_accuracy
+from .params import kept_params
+from .run import RESULTS
+from .sweep_cells import cells_use
+
+
+def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
+    """Best test accuracy over epoch budgets per (variant, sparsity, seed); mean and standard
+    deviation over seeds (empty for a point of one seed, as ``paper_acc`` where the paper has
+    none: no spread was measured, where 0.0 said none was found); the fraction of the
+    maskable weights the cells' masks prune
+    (``pruned``: the nominal ``sparsity`` is rounded to a kept count per tensor, and per group
+    of terms in fixedsize, which keeps 1 of 3 at 0.6); Pensia et al.'s accuracy for the point
+    (``paper_acc``, from the cells' own settings) and ours minus theirs (``gap``), empty where
+    the paper has none. ``kept_params`` counts the masked weights alone: where a variant also
+    trains weights (``--exclude``'s layers), a ``trained_params`` column counts them (the
+    trained baseline's: all its weights).
+    Rows sorted by variant, then kept parameters."""
+    best: dict[tuple, dict] = {}
+    for label, values in sweep.cells():
+        results_file = sweep_dir / "cells" / cell_name(label, values) / RESULTS
+        if not results_file.is_file():
+            continue
+        results = json.loads(results_file.read_text())
+        sparsity = 0.0 if label == BASELINE else values["sparsity"]
+        key = (label, sparsity, values["seed"])
+        if key not in best or results["test_acc"] > best[key]["test_acc"]:
+            best[key] = results
+    groups: dict[tuple, list[dict]] = {}
+    for (label, sparsity, _), results in best.items():
+        groups.setdefault((label, sparsity), []).append(results)
+    rows = []
+    for (label, sparsity), runs in groups.items():
+        accs = [100 * r["test_acc"] for r in runs]
+        kept = [kept_params(r["params"]) for r in runs]
+        maskable = runs[0]["params"]["maskable"]  # (0: the trained baseline, unpruned)
+        pruned = 1 - statistics.mean(r["params"]["kept"] for r in runs) / maskable \
+            if maskable else 0.0
+        # (a score per maskable weight: whatever else trains is a weight)
+        trained = statistics.mean(r["params"]["trainable"] - r["params"]["maskable"]
+                                  for r in runs)
+        rows.append({"variant": label, "sparsity": sparsity, "pruned": round(pruned, 4),
+            "kept_params": round(statistics.mean(kept)), "maskable_params": maskable,
+            "trained_params": round(trained),
+            "test_acc_mean": round(statistics.mean(accs), 3),
+            "test_acc_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else "",
+            "seeds": len(runs), "best_epochs": "/".join(
+                str(r["config"]["epochs"]) for r in runs)})
+        paper = paper_accuracy(runs[0]["config"])
+        rows[-1]["paper_acc"] = "" if paper is None else paper
+        rows[-1]["gap"] = "" if paper is None else round(rows[-1]["test_acc_mean"] - paper, 2)
+    if not any(row["trained_params"] for row in rows if row["variant"] != BASELINE):
+        rows = [{k: v for k, v in row.items() if k != "trained_params"} for row in rows]
+    return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], r["kept_params"]))
+
+
+#: What :func:`write_table` (the table as CSV and Markdown) and :func:`plot` (the figure as
+#: PNG and PDF) write into the sweep's folder.
+TABLE_CSV, TABLE_MD, FIGURES = "sweep.csv", "sweep.md", ("figure.png", "figure.pdf")
+TABLE_FILES = (TABLE_CSV, TABLE_MD, *FIGURES)
+
+
+def spelled_rows(rows: list[dict], spelled: dict[str, str]) -> list[dict]:
+    """The rows with a ``variant_values`` column after ``variant`` that writes out the lists
+    and mappings its label names by a hash (``spelled``: :func:`lotterynet.grid.spelled_labels`),
+    where any variant has one: the table as a CSV file or a W&B table is read without
+    sweep.md's legend."""
+    if not spelled:
+        return rows
+    return [{"variant": row["variant"],
+             "variant_values": spelled.get(row["variant"], row["variant"]), **row}
+            for row in rows]
+
+
+def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict],
+                spelled: dict[str, str]) -> None:
+    """The rows as CSV (with :func:`spelled_rows`' column, from ``spelled``) and as a Markdown
+    table, under which a legend of the ``KEY=<hash>`` that name the variants' lists and
+    mappings (:func:`lotterynet.grid.hash_legend`), where there are any."""
+    csv_rows = spelled_rows(rows, spelled)
+    write_csv_atomic(sweep_dir / TABLE_CSV, csv_rows, list(csv_rows[0]))
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
+    legend = hash_legend(variants)
+    if legend:
+        lines += ["", *(f"- `{label}`: `{value}`" for label, value in legend.items())]
+    write_text_atomic(sweep_dir / TABLE_MD, "\n".join(lines) + "\n")
+
+
+def figure_title(sweep: Sweep) -> str:
+    """What a reader needs to place the figure: architectures, data, budgets, seeds."""
+    *more, last = sweep.epochs
+    budgets = f"best of {', '.join(map(str, more))} or {last} epochs" if more else \
+        plural(last, "epoch")
+    return (f"{', '.join(cells_use(sweep, 'arch'))} on {', '.join(cells_use(sweep, 'dataset'))}"
+            f": {budgets}, {plural(len(sweep.seeds), 'seed')}")
+
+
+def chance_accuracy(sweep: Sweep) -> float | None:
+    """The test accuracy (%) of a guess: 100 over the classes of the cells' data sets, None
+    where they differ in their number of classes (no one chance line)."""
+    classes = {DATASETS.get(dataset).num_classes for dataset in cells_use(sweep, "dataset")}
+    return 100 / classes.pop() if len(classes) == 1 else None
+
+
+def baseline_name(sweep: Sweep) -> str:
+    """The trained baseline's name in the figure: "trained dense", with the architecture and
+    data set it was trained on (the base's) where the cells use more than one of either."""
+    mixed = len(cells_use(sweep, "arch")) > 1 or len(cells_use(sweep, "dataset")) > 1
+    return "trained dense" + (f" {config_value(sweep.base, 'arch')} on "
+                              f"{config_value(sweep.base, 'dataset')}" if mixed else "")
+
+
+def paper_trained_accuracy(sweep: Sweep) -> float | None:
+    """Pensia et al.'s trained dense accuracy (%) for the figure, where every cell is one of
+    their architectures on MNIST (the same one), else None."""
+    archs = cells_use(sweep, "arch")
+    return TRAINED.get(archs[0]) if len(archs) == 1 and cells_use(sweep, "dataset") == [
+        "mnist"] else None
+
+
+#: The longest variant label the figure's legend spells out (:func:`plot`).
+LEGEND_LABEL_MAX = 48
+
+
+def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | None,
+         chance: float | None, spelled: dict[str, str] | None = None,
+         baseline: str = "trained dense") -> Path:
+    """Test accuracy against kept parameters (log x): one line per variant (a band of ± one
+    standard deviation when there are several seeds), Pensia et al.'s points as hollow markers
+    of the same colour, the trained baseline as a dashed line named ``baseline``
+    (:func:`baseline_name`; the paper's, ``paper_trained``,
+    as a thin grey one: :func:`paper_trained_accuracy`), ``chance`` as a dotted one
+    (:func:`chance_accuracy`; None: none). Written as PNG and PDF. A variant is named in the
+    legend with its lists and mappings written out (``spelled``:
+    :func:`lotterynet.grid.spelled_labels`) where that is at most :data:`LEGEND_LABEL_MAX`
+    characters long, else by its label's hashes (sweep.md's legend decodes them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def legend_name(variant: str) -> str:
+        written = (spelled or {}).get(variant, variant)
+        return LABELS.get(variant, written if len(written) <= LEGEND_LABEL_MAX else variant)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] != BASELINE):
+        points = [r for r in rows if r["variant"] == variant]
+        kept = [r["kept_params"] for r in points]
+        mean = [r["test_acc_mean"] for r in points]
+        line, = ax.plot(kept, mean, marker="o", label=legend_name(variant))
+        if any(r["seeds"] > 1 for r in points):
+            std = [math.nan if r["test_acc_std"] == "" else r["test_acc_std"]  # (no band
+                   for r in points]  # at a point of one seed)
+            ax.fill_between(kept, [m - s for m, s in zip(mean, std)],
+                            [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
+        paper = [(k, r["paper_acc"]) for k, r in zip(kept, points) if r.get("paper_acc") != ""]
+        if paper:
+            ax.scatter(*zip(*paper), facecolors="none", edgecolors=line.get_color(), s=60,
+                       label=f"{legend_name(variant)} (Pensia et al.)")
+    for r in rows:
+        if r["variant"] == BASELINE:
+            ax.axhline(r["test_acc_mean"], color="black", linestyle="--",
+                       label=f"{baseline} ({r['test_acc_mean']:.2f}%)")
+    if paper_trained is not None:
+        ax.axhline(paper_trained, color="grey", linestyle="--", linewidth=0.8,
+                   label=f"trained dense, Pensia et al. ({paper_trained:.2f}%)")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", label="chance")
+    ax.set(xscale="log", xlabel="kept parameters", ylabel="test accuracy (%)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    for name in FIGURES:
+        savefig_atomic(fig, sweep_dir / name, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return sweep_dir / FIGURES[0]
+
+
+def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
+    """The sweep's table and figure, as a run of its own in the cells' W&B group (and
+    project, entity, tags, notes): one run per sweep (its id kept in the sweep's folder,
+    beside the figure), which each aggregation resumes; its W&B files where the cells' go
+    (:func:`~lotterynet.loggers.wandb_dir`). Its config is the sweep's resolved grid, as its
+    folder's :data:`SWEEP_FILE` holds it (base, variants, sparsities, epochs, seeds), the base
+    as a run's config shows it (:func:`~lotterynet.loggers.wandb_config`)."""
+    import wandb
+
+    from .loggers import (
+        close_wandb_run,
+        ending_wandb_on_failure,
+        summary_wandb_id,
+        wandb_config,
+        wandb_dir,
+        wandb_options,
+    )
+
+    grid = dataclasses.asdict(sweep)
+    options = wandb_options(sweep.base)
+    summary = wandb.init(job_type="sweep-summary", name=f"{options['group']}-summary",
+                         dir=wandb_dir(figure.parent), id=summary_wandb_id(figure.parent),
+                         config={**grid, "base": wandb_config(grid["base"])},
+                         resume="allow", **options)
+    with ending_wandb_on_failure(partial(close_wandb_run, summary)):
+        rows = wandb_table_rows(rows)
+        table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
+        summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})
+    close_wandb_run(summary)
+
+
+#: The table's columns in percent (``gap`` in points) in sweep.md and sweep.csv, as the
+#: paper's tables: :func:`wandb_table_rows` gives them as fractions.
+PERCENT_COLUMNS = ("test_acc_mean", "test_acc_std", "paper_acc", "gap")
+
+
+def wandb_table_rows(rows: list[dict]) -> list[dict]:
+    """The table's rows as the W&B summary table holds them: the accuracies
+    (:data:`PERCENT_COLUMNS`) as fractions, as its runs' ``test/acc``, beside which they are
+    read (sweep.md and sweep.csv keep the paper's percent); ``best_epochs``, each seed's best
+    budget (``10/20`` there), a list of numbers; a point the paper lacks (``""`` there) empty:
+    W&B types each column, and refused text beside numbers (a grid the paper has only some
+    points of failed at its summary)."""
+    def value(key: str, written):
+        if written == "":
+            return None
+        if key in PERCENT_COLUMNS:
+            return round(written / 100, 5)
+        return [int(e) for e in written.split("/")] if key == "best_epochs" else written
+
+    return [{key: value(key, written) for key, written in row.items()} for row in rows]
