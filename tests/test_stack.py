@@ -367,7 +367,7 @@ def test_a_stopped_sweep_resumes_its_stacks_with_other_job_slots(tmp_path):
     changed lr) is set aside, saying why, as the parts start anew. The parts of a 2-job run
     resume as parts in one job, and of two stacks that hold a cell, the one that trained more
     member-epochs resumes; the other is set aside naming it."""
-    import lotterynet.sweep as sweep_module
+    import lotterynet.sweep_cost as cost_module
 
     sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
                   sparsities=[0.5, 0.7, 0.8, 0.9], epochs=[3], baseline=False)
@@ -387,11 +387,11 @@ def test_a_stopped_sweep_resumes_its_stacks_with_other_job_slots(tmp_path):
     assert list(parts) == [stack.with_name(f"{stack.name}-part{i}of2") for i in (1, 2)]
     record = stopped(stack, list(configs), 1)
     assert plan(2) == ({stack: list(configs)}, [], {}, {stack: record})
-    hours, what = sweep_module.cpu_estimate(sweep, tmp_path, jobs=2)  # (2 epochs of 4 left)
-    image = sweep_module.CPU_EPOCH_SECONDS["fc2"] / sweep_module.FULL_EPOCH
-    share = sweep_module.CPU_EVAL_SHARE  # (2 epochs left of 4 members, 4 tests, one train.py)
+    hours, what = cost_module.cpu_estimate(sweep, tmp_path, jobs=2)  # (2 epochs of 4 left)
+    image = cost_module.CPU_EPOCH_SECONDS["fc2"] / cost_module.FULL_EPOCH
+    share = cost_module.CPU_EVAL_SHARE  # (2 epochs left of 4 members, 4 tests, one train.py)
     assert hours * 3600 == pytest.approx(
-        sweep_module.CPU_START_SECONDS + sweep_module.CPU_IMPORT_SECONDS
+        cost_module.CPU_START_SECONDS + cost_module.CPU_IMPORT_SECONDS
         + image * (8 * (55000 + share * 5000) + 4 * share * 10000))
     assert what.startswith("4 cells, epochs of 55,000 training and 5,000 validation images: "
                            "8.00 stacked at")

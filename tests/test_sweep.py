@@ -21,6 +21,7 @@ import yaml
 import lotterynet.grid as grid_module
 import lotterynet.sweep as sweep_module
 import lotterynet.sweep_cells as cells_module
+import lotterynet.sweep_cost as cost_module
 import lotterynet.sweep_jobs as jobs_module
 import lotterynet.sweep_plan as plan_module
 import lotterynet.sweep_table as table_module
@@ -1097,7 +1098,7 @@ def cpu_epoch_seconds(monkeypatch, single: dict, stacked: dict, start: float = 0
     for name, value in (("CPU_EPOCH_SECONDS", single), ("CPU_STACKED_EPOCH_SECONDS", stacked),
                         ("CPU_START_SECONDS", start), ("CPU_IMPORT_SECONDS", imports),
                         ("CPU_EVAL_SHARE", eval_share), ("CPU_FIXED_SHARE", fixed_share)):
-        monkeypatch.setattr(sweep_module, name, value)
+        monkeypatch.setattr(cost_module, name, value)
 
 
 def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path, monkeypatch):
@@ -1106,17 +1107,17 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     cpu_epoch_seconds(monkeypatch, {"lenet5": 60.0}, {"lenet5": 10.0})
     args = build_parser().parse_args(["--sweep", str(REPO / "configs/sweeps/cpu_lenet5.yaml")])
     sweep = load_sweep(args, Overrides())
-    stacked, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
+    stacked, what = cost_module.cpu_estimate(sweep, tmp_path, stack=True)
     full = 60 / 55  # (its epochs hold all 60,000 images; the epoch times are of 55,000)
     assert stacked * 3600 == pytest.approx((2520 * 10 + 60 * 60) * full)
     assert "epochs of 60,000 training and 0 validation images: 2,520 stacked at ~11 s, 60 " \
            "single at ~65 s" in what
-    unstacked, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=False)
+    unstacked, _ = cost_module.cpu_estimate(sweep, tmp_path, stack=False)
     assert unstacked * 3600 == pytest.approx(2580 * 60 * full)
     # DDP ranks on the CPU share its cores: two take as long as one (each half the examples)
     ddp = build_parser().parse_args(["--sweep", str(REPO / "configs/sweeps/cpu_lenet5.yaml"),
                                      "--devices", "2", "--accelerator", "cpu"])
-    ranks, _ = sweep_module.cpu_estimate(load_sweep(ddp, given_values(ddp)), tmp_path / "ddp",
+    ranks, _ = cost_module.cpu_estimate(load_sweep(ddp, given_values(ddp)), tmp_path / "ddp",
                                          stack=False)
     assert ranks == pytest.approx(unstacked)
     # a finished cell costs nothing (one finished member leaves 13 of its stack); a cell
@@ -1127,7 +1128,7 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     for lr, saved in ((values["lr"] / 2, 0), (values["lr"], values["epochs"] * 10)):
         config = make_config({**values, "lr": lr}).to_dict()
         (done / "results.json").write_text(json.dumps({"config": config, "test_acc": 0.5}))
-        left, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
+        left, _ = cost_module.cpu_estimate(sweep, tmp_path, stack=True)
         assert left * 3600 == pytest.approx(stacked * 3600 - saved * full)
     # a stack killed after its first epoch, that member finished meanwhile outside it,
     # resumes with every member it recorded, the finished one among them (it trains again):
@@ -1146,7 +1147,7 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     monkeypatch.setattr(plan_module, "stack_record", stack_record)
     for lost in (frozenset(), frozenset({diverged})):
         read.clear()
-        resumed, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
+        resumed, _ = cost_module.cpu_estimate(sweep, tmp_path, stack=True)
         unrun = len(group) + sum(group[name]["epochs"] - 1 for name in lost)
         assert resumed * 3600 == pytest.approx(stacked * 3600 - unrun * 10 * full)
         assert len(read) == len(set(read)) == 3  # (the three variants' stacks)
@@ -1154,14 +1155,14 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     # (840 member-epochs each, one less per member of the resumed one but the diverged
     # member's all), then the baseline's three runs (30, 20, 10 epochs) onto the worker with
     # one stack: the other ends last, with two stacks
-    parallel, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=2)
+    parallel, what = cost_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=2)
     assert parallel * 3600 == pytest.approx((840 * 10 * 2 - unrun * 10) * full)
     assert "2 jobs at once" in what
     # jobs beyond the cores share them: 64 jobs on 2 cores take no less than 2 jobs (they
     # made an 88-hour sweep look like 1.7 hours and start without --yes); the stopped stack
     # resumes as it is, not cut into parts
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    many, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=64)
+    many, what = cost_module.cpu_estimate(sweep, tmp_path, stack=True, jobs=64)
     assert many >= resumed / 2
     assert "64 jobs at once" in what
     # a cell stopped after 3 epochs of 30 in a single run resumes singly from its checkpoint,
@@ -1173,7 +1174,7 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     checkpoint.parent.mkdir(parents=True)
     atomic_torch_save({"state_dict": {}, "epoch": 2, "optimizer_states": [],
                        "hyper_parameters": {"config": make_config(values).to_dict()}}, checkpoint)
-    alone, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=True)
+    alone, _ = cost_module.cpu_estimate(sweep, tmp_path, stack=True)
     assert alone * 3600 == pytest.approx(resumed * 3600 + (27 * 60 - 30 * 10) * full)
 
 
@@ -1185,16 +1186,16 @@ def test_cpu_estimate_times_each_cell_at_its_own_architecture(tmp_path, monkeypa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     sweep = Sweep(base={"arch": "lenet5"}, variants=[{"structure": "subsetsum", "arch": "fc2"}],
                   sparsities=[0.5, 0.9], epochs=[1])
-    hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
+    hours, what = cost_module.cpu_estimate(sweep, tmp_path)
     assert hours * 3600 == pytest.approx(2 * 30 + 60)  # (an fc2 stack, the LeNet5 baseline)
     assert what.endswith("2.00 stacked at ~30 s, 1.00 single at ~60 s, 3 tests of 10,000 images "
                          "at ~0 s, 2 starts at ~0 s (fc2, lenet5, 2 CPU cores)")
     assert what.startswith("3 cells, ")
     lone = Sweep(base={"arch": "lenet5"}, variants=[{}], sparsities=[0.5], epochs=[1],
                  baseline=False)
-    assert sweep_module.cpu_estimate(lone, tmp_path / "lone")[1].startswith("1 cell, ")
+    assert cost_module.cpu_estimate(lone, tmp_path / "lone")[1].startswith("1 cell, ")
     sweep.variants.append({"structure": "dense", "arch": "fc4"})
-    assert sweep_module.check_cpu_cost(sweep, tmp_path, go_on=False) == \
+    assert cost_module.check_cpu_cost(sweep, tmp_path, go_on=False) == \
         "sweep on the CPU: no epoch-time figure for fc4; no estimate"
 
 
@@ -1206,7 +1207,7 @@ def test_cpu_estimate_says_the_epochs_the_cells_train_of_the_images_they_train_o
     cpu_epoch_seconds(monkeypatch, {"lenet5": 60.0}, {"lenet5": 10.0})
     sweep = Sweep(base={"arch": "lenet5", "limit_train": 300},
                   variants=[{"structure": "subsetsum"}], sparsities=[0.5, 0.9], epochs=[2])
-    hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
+    hours, what = cost_module.cpu_estimate(sweep, tmp_path)
     assert hours * 3600 == pytest.approx((4 * 10 + 2 * 60) * 300 / 55000)
     assert what == "3 cells, epochs of 300 training and 5,000 validation images: 4.00 stacked " \
                    "at ~0.055 s, 2.00 single at ~0.33 s, 3 tests of 10,000 images at ~0 s, 2 " \
@@ -1224,7 +1225,7 @@ def test_cpu_estimate_counts_each_cells_validation_test_and_start(tmp_path, monk
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     sweep = Sweep(base={"arch": "lenet5", "limit_train": 300, "val_size": 1000},
                   variants=[{"structure": "subsetsum"}], sparsities=[0.5, 0.9], epochs=[2])
-    hours, what = sweep_module.cpu_estimate(sweep, tmp_path)
+    hours, what = cost_module.cpu_estimate(sweep, tmp_path)
     epoch = 300 + 0.5 * 1000  # (its training images, its validation at half a training image's)
     test = 0.5 * 10000
     stacked = 2 * (2 * epoch + test) * 11 / 55000  # (2 members of one stack, 2 epochs each)
@@ -1234,7 +1235,7 @@ def test_cpu_estimate_counts_each_cells_validation_test_and_start(tmp_path, monk
                    "at ~0.16 s, 2.00 single at ~0.8 s, 3 tests of 10,000 images at ~2 s, 2 " \
                    "starts at ~1 s (lenet5, 2 CPU cores)"
     # two jobs at once, each cell in a train.py of its own: two of the three after each other
-    hours, what = sweep_module.cpu_estimate(sweep, tmp_path, stack=False, jobs=2)
+    hours, what = cost_module.cpu_estimate(sweep, tmp_path, stack=False, jobs=2)
     assert hours * 3600 == pytest.approx(2 * (8.0 + single))
     assert "3 starts at ~8 s" in what
 
@@ -1248,7 +1249,7 @@ def test_cpu_estimate_times_each_structure_by_the_parameters_it_trains(tmp_path,
     sweep = Sweep(base={"arch": "fc2", "val_size": 0},
                   variants=[{"structure": s} for s in ("subsetsum", "dense", "malach")],
                   sparsities=[0.5], epochs=[1])
-    hours, _ = sweep_module.cpu_estimate(sweep, tmp_path, stack=False)
+    hours, _ = cost_module.cpu_estimate(sweep, tmp_path, stack=False)
     sizes = [0.2 + 0.8 * n / 1991420 for n in (1991420, 397000, 6308280, 397000)]
     assert hours * 3600 == pytest.approx(sum(sizes) * 60000 * 55 / 55000)
 

@@ -1,0 +1,206 @@
+"""What a sweep will cost on a machine without CUDA, said before it starts, and one of many
+hours refused without ``--yes`` (:func:`check_cpu_cost`): the stated epoch times per
+architecture (:data:`CPU_EPOCH_SECONDS`, ...) and the estimate made from them
+(:func:`cpu_estimate`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, RunConfig, device_count, make_config, training_examples
+from .convert import on_meta
+from .data import DATASETS
+from .errors import plural
+from .grid import Sweep
+from .models import build_model
+from .run import data_module, model_spec, read_results
+from .sweep_cells import cell_configs, cells_use, plan_cell
+from .sweep_plan import balanced_parts, plan_stacks
+
+#: Seconds per training epoch over 55,000 MNIST images on this project's 2-core CPU machine
+#: (single runs, subset-sum / wide; ``results/``, ``BENCHMARKS.md``): what a CPU sweep is
+#: estimated with before it starts. LeNet5: 4.6 s on one idle thread since its frozen convs
+#: run once per example (``BENCHMARKS.md``; a stack member 3.7 s), with the margin of the
+#: stacked figure below.
+CPU_EPOCH_SECONDS = {"fc2": 35.0, "fc4": 60.0, "lenet5": 5.0}
+#: The same for one member of a stack (full-MNIST epoch of a 14-member stack / 14). LeNet5's
+#: members share the frozen convolutions and the loop: 2.6 s on the idle machine with the
+#: member step of 2d54fd8 (``benchmarks/bench_stack.py``, one thread), 3.7 s on the machine of
+#: session 2026-12-03, 5.2-5.5 s with the 2 cores shared with two other jobs; 4 s allows for
+#: a shared machine. FC2 / FC4 members share nothing costly (``BENCHMARKS.md``: 1.0x), so they
+#: cost what a single run costs.
+CPU_STACKED_EPOCH_SECONDS = {"lenet5": 4.0}
+#: The training examples of the epochs timed above (60,000 less 5,000 held out): a cell's
+#: epoch is estimated in proportion to its own (all 60,000 with ``val_size: 0``, as the
+#: paper's sweeps; ``--limit-train``).
+FULL_EPOCH = 55000
+#: What a stack or single cell costs besides its epochs: its start (its data read, its model
+#: built, its Trainer made: ~0.7 s, and where it runs in a train.py of its own, with
+#: ``--jobs-per-device`` N > 1 or beside a DDP cell, python, torch and Lightning imported
+#: first: ~7 s), and what an image of a validation or test pass costs (forward only, in
+#: batches of 1,000), as a share of one of the cell's training images. Measured (CPU seconds
+#: of one thread, this 2-core machine shared with other jobs, load 8-9): ``import torch,
+#: pytorch_lightning, lotterynet.run`` 7.05 s; fc2 subset-sum 0.57 ms a training image and
+#: 0.072 a validated one (0.13), fc2 dense 0.17 and 0.011 (0.07), LeNet5 0.18 and 0.033 (0.18),
+#: from runs of 1 and 4 epochs of 2,000 images with and without 5,000 validation images, in
+#: one process after one run; their starts 0.6-0.7 s (malach 1.3 s). (The epoch times above
+#: hold their validation pass, a few per cent of them.)
+CPU_START_SECONDS = 1.0
+CPU_IMPORT_SECONDS = 7.0
+CPU_EVAL_SHARE = 0.15
+#: The epoch times above are of each architecture's default structure (subset-sum, 5 pairs);
+#: a cell's image costs this share of them, and the rest in proportion to the parameters it
+#: trains (its scores; the trained baseline's weights) against that default's. Measured as
+#: above, a training image against the default's (trained parameters'): fc2 dense 0.29
+#: (0.20), malach 3.6 (3.17); LeNet5 dense 0.43 (0.20): this share fits 0.12 (fc2) and 0.29
+#: (LeNet5).
+CPU_FIXED_SHARE = 0.2
+#: A CPU sweep estimated to take longer than this needs ``--yes`` to start.
+CPU_HOURS_WITHOUT_ASKING = 4.0
+
+
+def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 1
+                 ) -> tuple[float, str] | None:
+    """``(hours, description)`` for the cells of ``sweep`` not finished yet on the CPU, stacked
+    as :func:`run_cells` will stack them (a stack that resumes: every member it holds, for the
+    epochs each has left, as :func:`plan_stacks` read them; a cell that resumes singly, its
+    epochs left) and, with ``jobs`` at once, spread over them longest first (over at most as
+    many as the CPU has cores), each cell at its own architecture's epoch time for its model's
+    size (:func:`model_sizes`); None where an architecture of the cells has no stated epoch
+    time. A cell's epoch also validates its
+    ``val_size`` images, and the cell ends with a pass over its data set's test images (not a
+    diverged member's), both at :data:`CPU_EVAL_SHARE` of a training image; each stack and
+    single cell starts (:data:`CPU_START_SECONDS`, and :data:`CPU_IMPORT_SECONDS` where it is
+    a subprocess, as :func:`run_cells` runs it). (Trainer options that validate or test less
+    are not counted off.)"""
+    if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
+        return None
+    configs = cell_configs(sweep, sweep_dir)
+    # (as run_cells will prepare them, nothing set aside yet: a cell that resumes its own
+    # checkpoint runs singly, for the epochs it has left)
+    planned = {name: plan_cell(config, read_results(Path(config.out)))
+               for name, config in configs.items()}
+    todo = [(name, prepared) for name, (prepared, _, _) in planned.items()
+            if prepared is not None]
+    stacks, single, _, resumed = plan_stacks(sweep, sweep_dir, configs, todo, jobs) if \
+        stack else ({}, todo, {}, {})
+    # a stack that resumes trains every member its checkpoint holds (one finished meanwhile
+    # outside it too) for the epochs it has left of that member's budget, a diverged one none
+    left = {name: max(0, config.epochs - planned[name][2]) for name, config in todo}
+    diverged = set()
+    for stack_dir, record in resumed.items():
+        left |= {m: 0 if m in record.diverged else max(0, configs[m].epochs - record.epochs_done)
+                 for m in stacks[stack_dir]}
+        diverged |= set(record.diverged)
+
+    size = model_sizes(sweep, configs)
+
+    def image_seconds(name: str, kind: str) -> float:
+        """The seconds of one training image of cell ``name``, ``kind`` "stacked" or
+        "single"."""
+        arch = configs[name].arch
+        return (CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch])
+                if kind == "stacked" else CPU_EPOCH_SECONDS[arch]) / FULL_EPOCH * size[name]
+
+    def epoch_cost(name: str, kind: str) -> float:
+        """The seconds of cell ``name``'s epochs left: its training images (all of them: DDP
+        ranks on the CPU share its cores) and its validation pass."""
+        config = configs[name]
+        return left[name] * image_seconds(name, kind) * (
+            training_examples(config) + CPU_EVAL_SHARE * config.val_size)
+
+    def test_cost(name: str, kind: str) -> float:
+        return (name not in diverged) * CPU_EVAL_SHARE * image_seconds(name, kind) * \
+            DATASETS.get(configs[name].dataset).test_size
+
+    def cost(name: str, kind: str) -> float:
+        return epoch_cost(name, kind) + test_cost(name, kind)
+
+    # (each in its own train.py with job slots; with a DDP cell, every single cell)
+    ddp = any(device_count(config) > 1 for _, config in todo)
+    start = {kind: CPU_START_SECONDS + CPU_IMPORT_SECONDS * (jobs > 1 or ddp and kind == "single")
+             for kind in ("stacked", "single")}
+    seconds = {stack_dir: start["stacked"] + sum(cost(m, "stacked") for m in members)
+               for stack_dir, members in stacks.items()}
+    seconds |= {name: start["single"] + cost(name, "single") for name, _ in single}
+    # (jobs beyond the CPU's cores share them: they add no throughput)
+    workers = balanced_parts(list(seconds), seconds, max(1, min(jobs, os.cpu_count() or 1)))
+    wall = max(sum(seconds[job] for job in worker) for worker in workers)
+    kinds = {"stacked": [m for members in stacks.values() for m in members],
+             "single": [name for name, _ in single]}
+    # (the epochs as the cells train them, each at its own training examples)
+    counts = {k: sum(left[name] for name in names) for k, names in kinds.items()}
+    parts = [f"{counts[k]:,.{0 if counts[k] >= 10 else 2}f} {k} at "
+             f"~{seconds_said(sum(epoch_cost(n, k) for n in names) / counts[k])} s"  # (a mean)
+             for k, names in kinds.items() if counts[k]]
+
+    def sizes(size) -> str:  # (of the cells that train, each size once)
+        return " or ".join(f"{n:,}" for n in sorted({size(configs[name]) for names in
+                                                      kinds.values() for name in names
+                                                      if left[name]}))
+    tested = [(n, k) for k, names in kinds.items() for n in names if n not in diverged]
+    if tested:
+        parts.append(f"{plural(len(tested), 'test')} of "
+                     f"{sizes(lambda config: DATASETS.get(config.dataset).test_size)} images at "
+                     f"~{seconds_said(sum(test_cost(n, k) for n, k in tested) / len(tested))} s")
+    starts = [start["stacked"]] * len(stacks) + [start["single"]] * len(single)
+    if starts:
+        parts.append(f"{plural(len(starts), 'start')} at "
+                     f"~{seconds_said(sum(starts) / len(starts))} s")  # (a mean)
+    at_once = f", {jobs} jobs at once" if jobs > 1 else ""
+    return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {sizes(training_examples)} "
+                         f"training and {sizes(lambda config: config.val_size)} validation "
+                         f"images: {', '.join(parts)} ({', '.join(cells_use(sweep, 'arch'))}, "
+                         f"2 CPU cores{at_once})")
+
+
+def model_sizes(sweep: Sweep, configs: dict[str, RunConfig]) -> dict[str, float]:
+    """What an image of each cell's model (``configs``, as :func:`cell_configs` gives them)
+    costs against one of its architecture's default model: :data:`CPU_FIXED_SHARE`, and the
+    rest in proportion to the parameters each trains, counted on builds on the ``meta`` device,
+    one per variant (its cells differ only in sparsity, epochs and seed) and architecture."""
+    def count(config: RunConfig) -> int:
+        with on_meta():
+            model = build_model(**model_spec(config, data_module(config)))
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    trained, sizes = {}, {}  # (by variant label and by (arch, dataset))
+    for (label, _), (name, config) in zip(sweep.cells(), configs.items()):
+        default = (config.arch, config.dataset)
+        if default not in trained:
+            trained[default] = count(make_config({"arch": default[0], "dataset": default[1]}))
+        if label not in trained:
+            trained[label] = count(config)
+        sizes[name] = CPU_FIXED_SHARE + (1 - CPU_FIXED_SHARE) * trained[label] / trained[default]
+    return sizes
+
+
+def seconds_said(seconds: float) -> str:
+    """Seconds as the CPU estimate says them: whole from 1 on, else to 2 significant digits
+    (an epoch of a few hundred images: ``0.022``, not ``0``)."""
+    return f"{seconds:.0f}" if seconds >= 1 else f"{seconds:.2g}"
+
+
+def check_cpu_cost(sweep: Sweep, sweep_dir: Path, go_on: bool, stack: bool = True,
+                   jobs: int = 1) -> str | None:
+    """On a machine without CUDA, what the sweep will cost (a line to print, None: nothing to
+    say); refuse one of many hours unless ``go_on`` (``--yes``)."""
+    if torch.cuda.is_available():
+        return None
+    estimate = cpu_estimate(sweep, sweep_dir, stack, jobs)
+    if estimate is None:
+        unknown = [arch for arch in cells_use(sweep, "arch") if arch not in CPU_EPOCH_SECONDS]
+        return f"sweep on the CPU: no epoch-time figure for {', '.join(unknown)}; no estimate"
+    hours, what = estimate
+    if hours == 0:  # nothing left to run
+        return None
+    if hours > CPU_HOURS_WITHOUT_ASKING and not go_on:
+        raise ConfigError(f"this sweep would take about {hours:,.0f} hours on this CPU ({what}); "
+                          f"run it on a GPU, shrink it (--sweep-epochs, --sweep-sparsities, "
+                          f"--limit-train), or pass --yes to start it anyway")
+    minutes = max(1, round(60 * hours))
+    took = f"{hours:.1f} hours" if hours >= 1 else plural(minutes, "minute")
+    return f"sweep on the CPU: about {took} ({what})"
