@@ -2308,7 +2308,8 @@ def test_ctrl_c_while_a_sweep_writes_its_jobs_says_how_to_go_on(tmp_path, data_d
 
 @pytest.mark.parametrize("where, sent, ran_before", [
     ("check_buildable", signal.SIGINT, False), ("prepare_cell", signal.SIGTERM, False),
-    ("plan_stacks", signal.SIGINT, True), ("aggregate", signal.SIGTERM, False)])
+    ("check_cpu_cost", signal.SIGTERM, True), ("plan_stacks", signal.SIGINT, True),
+    ("aggregate", signal.SIGTERM, False)])
 def test_a_sweep_stopped_while_it_plans_says_it_started_no_cell_and_how_to_go_on(
         tmp_path, data_dir, capsys, monkeypatch, where, sent, ran_before):
     """Ctrl-C or SIGTERM while a sweep checked and planned its cells (its models built, its
