@@ -90,9 +90,10 @@ class RunConfig:
     exclude: list = field(default_factory=list, metadata={"metavar": "PATTERN", "help": (
         "--arch timm:<name>: layers the conversion leaves as timm built them, as module-name "
         "glob patterns (convert's exclude=; a pattern covers the modules inside those it "
-        "names): --exclude stem.conv 'stages.*.conv1', such as the StdConv2d layers that a "
-        "refusal names. They are not masked: their random weights (never pretrained) are "
-        "trained as ordinary weights, with --lr and --weight-decay (default: none)")})
+        "names): --exclude stem.conv 'stages.*.conv1', such as the ScaledStdConv2d layers "
+        "(NFNet) that a refusal names. They are not masked: their random weights (never "
+        "pretrained) are trained as ordinary weights, with --lr and --weight-decay (default: "
+        "none)")})
     # data
     dataset: str = option("mnist", "data set (mnist, fashion-mnist, cifar10)")
     data_dir: str | None = option(None, "folder with the data in torchvision's layout (default: "

@@ -110,6 +110,15 @@ def _conv_kwargs(m: nn.Conv1d | nn.Conv2d) -> dict:
     return dict(padding_mode=m.padding_mode)
 
 
+def _timm_conv(*, same_pad: Callable[[nn.Conv2d], bool], standardized: bool) -> Convertible:
+    """The rule of a timm convolution that pads each input TensorFlow's "SAME" way where
+    ``same_pad(module)`` says (``Conv2dSame`` always, ``StdConv2dSame`` where its padding is not
+    static) and standardises its weight with its ``eps`` where ``standardized``
+    (``StdConv2d``, ``StdConv2dSame``): the subnet layer's ``same_pad`` and ``std_eps``."""
+    return Convertible(SubnetConv2d, _conv_args, lambda m: dict(
+        _conv_kwargs(m), same_pad=same_pad(m), std_eps=m.eps if standardized else None))
+
+
 def _attention_args(m: nn.MultiheadAttention) -> tuple:
     return (m.embed_dim, m.num_heads, m.dropout)
 
@@ -129,15 +138,22 @@ def type_name(cls: type) -> str:
 
 #: Layer types ``convert`` replaces, by fully qualified class name. A subclass of ``nn.Linear``
 #: or ``nn.Conv*d`` that is not listed here may compute something else (``timm``'s
-#: ``Conv2dSame`` pads dynamically), so ``convert`` refuses it rather than change what the model
-#: computes. The modules inside an ``nn.MultiheadAttention`` (its ``out_proj``) are converted
-#: with it, never on their own.
+#: ``ScaledStdConv2d`` scales its standardised weight by a trained gain), so ``convert`` refuses
+#: it rather than change what the model computes. The modules inside an
+#: ``nn.MultiheadAttention`` (its ``out_proj``) are converted with it, never on their own.
 CONVERTIBLE: Registry = Registry("convertible layer type")
 CONVERTIBLE.register(type_name(nn.Linear))(Convertible(SubnetLinear, _linear_args))
 CONVERTIBLE.register(type_name(nn.Conv1d))(Convertible(SubnetConv1d, _conv_args, _conv_kwargs))
 CONVERTIBLE.register(type_name(nn.Conv2d))(Convertible(SubnetConv2d, _conv_args, _conv_kwargs))
 # timm's Linear only adds a dtype cast under TorchScript.
 CONVERTIBLE.register("timm.layers.linear.Linear")(Convertible(SubnetLinear, _linear_args))
+# timm's TF-"SAME" and weight-standardised convolutions (EfficientNet's tf_ variants, BiT)
+CONVERTIBLE.register("timm.layers.conv2d_same.Conv2dSame")(
+    _timm_conv(same_pad=lambda m: True, standardized=False))
+CONVERTIBLE.register("timm.layers.std_conv.StdConv2d")(
+    _timm_conv(same_pad=lambda m: False, standardized=True))
+CONVERTIBLE.register("timm.layers.std_conv.StdConv2dSame")(
+    _timm_conv(same_pad=lambda m: m.same_pad, standardized=True))
 CONVERTIBLE.register(type_name(nn.MultiheadAttention))(
     Convertible(SubnetMultiheadAttention, _attention_args, _attention_kwargs))
 _FAMILIES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention)
@@ -436,7 +452,7 @@ def _check_hooks(module: nn.Module, name: str) -> None:
 
 class UnconvertibleLayers(ValueError):
     """Selected layers whose types subclass a convertible one but are not :data:`CONVERTIBLE`
-    themselves (timm's ``StdConv2d``: ``layers``, ``{name: type}``), all named at once;
+    themselves (timm's ``ScaledStdConv2d``: ``layers``, ``{name: type}``), all named at once;
     ``exclude``: the ``exclude=`` that leaves them out too, the call's patterns and those that
     cover exactly these layers (:func:`covering_patterns`)."""
 

@@ -6,9 +6,11 @@ structure's ``effective_weight()``: the masked weight for ``dense``; for ``subse
 collapsed weight (``../shared/DESIGN.md``) — with φ = identity one layer
 ``W_ij = Σ_t ṽ_ijt ũ_jt``, with φ = ReLU ``SplitSigns`` (``[relu(x), relu(-x)]`` per group)
 followed by one layer with weight ``[P, N]`` on twice the input channels. Any structure that
-exposes ``effective_weight()`` exports the same way. ``sparse=True`` stores each baked weight as
-the indices and values of its non-zero entries (:mod:`lotterynet.plain`), smaller when most
-weights are pruned.
+exposes ``effective_weight()`` exports the same way. A convolution converted from timm's
+``StdConv2d`` bakes in its weight standardised (dense: its pruned entries are no longer 0), one
+from ``Conv2dSame`` becomes ``SamePad`` followed by the unpadded convolution.
+``sparse=True`` stores each baked weight as the indices and values of its non-zero entries
+(:mod:`lotterynet.plain`), smaller when most weights are pruned.
 
 ``SubnetMultiheadAttention`` becomes the ``nn.MultiheadAttention`` with the same masked weights
 (stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly).
@@ -35,7 +37,7 @@ from .attention import SUBNET_MODULES, SubnetMultiheadAttention, outermost_subne
 from .convert import CONVERT_RECORD, move_hooks, refuse_torch_pruned
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .masking import uncompiled
-from .plain import SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
+from .plain import SamePad, SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
 
 
 def _linear_args(layer: SubnetLinear, weight: torch.Tensor) -> tuple:
@@ -81,6 +83,7 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
     form = PLAIN_FORMS[type(layer)]
     with torch.no_grad():
         weight, doubles_input = layer.structure.effective_weight()
+        weight = layer.baked(weight)  # (standardised: timm's StdConv2d)
         # built on the meta device (no draw from the RNG, nothing allocated), then given the
         # baked weight (in its layout: channels_last stays) and the bias, copied; the sparse
         # form copies what it keeps (the weight's non-zero entries, the bias) itself
@@ -91,9 +94,13 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
                                                              copy=not sparse))
     if sparse:
         plain = form.sparse(plain)
+    inputs = []  # what the layer does to its input before its map
+    if getattr(layer, "same_pad", False):  # (timm's Conv2dSame)
+        inputs.append(SamePad(layer.kernel_size, layer.stride, layer.dilation))
     if doubles_input:
-        groups = getattr(layer, "groups", 1)
-        plain = nn.Sequential(SplitSigns(groups, form.channel_dim), plain)
+        inputs.append(SplitSigns(getattr(layer, "groups", 1), form.channel_dim))
+    if inputs:
+        plain = nn.Sequential(*inputs, plain)
     return move_hooks(layer, plain.train(layer.training), share=False)
 
 

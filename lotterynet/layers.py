@@ -17,6 +17,7 @@ from torch import nn
 
 from .distributions import cast_drawn, float32_draws, seeded_generator
 from .masking import BIAS_NAMES, MaskedSparsity, named_masked_weights, trainable_where_made
+from .plain import pad_same
 from .registry import Registry
 from .structures import (
     STRUCTURE_OPTIONS,
@@ -417,6 +418,11 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.structure(x, LayerOp(self._op, self.bias))
 
+    def baked(self, weight: torch.Tensor) -> torch.Tensor:
+        """The weight the layer's map runs with, given the structure's effective one (what an
+        export bakes in): that weight itself (a standardising convolution's is standardised)."""
+        return weight
+
 
 class SubnetLinear(_SubnetLayer):
     def __init__(self, in_features: int, out_features: int, bias: bool | str | BiasMode = False,
@@ -458,11 +464,29 @@ def _check_sizes(name: str, sizes, dims: int, least: int) -> None:
                          f"{sizes!r}")
 
 
+def standardized(weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``weight`` standardised per output channel (zero mean, unit variance over its inputs and
+    kernel taps, the variance biased, ``eps`` added to it), as timm's ``StdConv2d`` computes it
+    (Weight Standardization, Qiao et al. 2019): ``F.batch_norm`` over the weight reshaped to
+    ``(1, out, -1)``, in training mode without running statistics."""
+    return F.batch_norm(weight.reshape(1, weight.shape[0], -1), None, None, training=True,
+                        momentum=0.0, eps=eps).reshape_as(weight)
+
+
 class _SubnetConvNd(_SubnetLayer):
+    """``same_pad``: pad each input TensorFlow's "SAME" way (:func:`~lotterynet.plain.pad_same`,
+    per input size: timm's ``Conv2dSame``), then convolve unpadded (``padding`` must be 0);
+    ``std_eps``: standardise the weight per output channel with this eps before the
+    convolution (:func:`standardized`: timm's ``StdConv2d``), which takes a structure of one
+    ``[out, in, *kernel]`` weight (dense; subsetsum / fixedsize with activation='identity').
+    Both apply to the weight the structure computes (its masked one), at every forward."""
+
     dims: int  # 1 or 2: ``plain`` is nn.Conv1d or nn.Conv2d
     #: As ``nn.Conv*d`` has them, for code that reads a convolution's geometry: not transposed;
     #: ``padding_mode`` is the layer's own (this default: a layer pickled before it was kept).
     padding_mode, transposed = "zeros", False
+    #: The defaults of a layer pickled before they were kept: neither.
+    same_pad, std_eps = False, None
 
     @property
     def output_padding(self) -> tuple[int, ...]:
@@ -475,7 +499,8 @@ class _SubnetConvNd(_SubnetLayer):
                  structure: str = "dense", pairs: int = 5, activation: str = "relu",
                  shared: bool = True, hidden: int | None = None, seed: int | None = None,
                  kept: str = "round", ties: str = "low", fan_in: str = "hidden",
-                 score_init: str = "edgepopup"):
+                 score_init: str = "edgepopup", same_pad: bool = False,
+                 std_eps: float | None = None):
         super().__init__()
         for name, size in (("in_channels", in_channels), ("out_channels", out_channels),
                            ("groups", groups)):
@@ -499,12 +524,31 @@ class _SubnetConvNd(_SubnetLayer):
         self.padding_mode = plain.padding_mode
         self._reversed_padding_repeated_twice = plain._reversed_padding_repeated_twice
         self._geometry = plain.extra_repr()  # as nn.Conv*d prints it (bias=True prints none)
+        if not isinstance(same_pad, bool):
+            raise ValueError(f"same_pad must be True or False, got {same_pad!r}")
+        if same_pad and (plain.padding != (0,) * self.dims or plain.padding_mode != "zeros"):
+            raise ValueError(f"same_pad=True pads each input itself (with zeros), so padding must "
+                             f"be 0 and padding_mode 'zeros', got padding={padding!r}, "
+                             f"padding_mode={padding_mode!r}")
+        if std_eps is not None and not (isinstance(std_eps, numbers.Real) and not isinstance(
+                std_eps, bool) and 0 <= std_eps < math.inf):
+            raise ValueError(f"std_eps must be None or a non-negative number, got {std_eps!r}")
+        self.same_pad, self.std_eps = same_pad, None if std_eps is None else float(std_eps)
+        self._geometry += ", same_pad=True" * same_pad + (
+            "" if std_eps is None else f", std_eps={std_eps:g}")
         target = TargetShape(out_channels, in_channels // groups, self.kernel_size, groups,
                              channel_dim=1)
         self._build(target, bias, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                     structure=structure, pairs=pairs, activation=activation, shared=shared,
                     hidden=hidden, seed=seed, kept=kept, ties=ties, fan_in=fan_in,
                     score_init=score_init, device=device, dtype=dtype)
+        if std_eps is not None and (not hasattr(self.structure, "effective_weight") or getattr(
+                self.structure, "activation", None) == "relu"):
+            relu = " with activation='relu'" * hasattr(self.structure, "effective_weight")
+            raise ValueError(f"std_eps (weight standardisation: timm's StdConv2d) standardises "
+                             f"one [out, in, *kernel] weight, which structure={structure!r}"
+                             f"{relu} does not have: use structure='dense', or subsetsum / "
+                             f"fixedsize with activation='identity'")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == self.dims + 1:  # unbatched (C, *spatial), as nn.Conv*d takes
@@ -516,8 +560,14 @@ class _SubnetConvNd(_SubnetLayer):
         other than with zeros by ``F.pad`` first, then convolved unpadded. Every structure
         calls it once, on its input (doubled or not: ``[relu(x), relu(-x)]`` of the padded
         ``x`` is the padding of ``[relu(x), relu(-x)]``); a two-stage structure's second stage
-        is a 1×1 map, which pads nothing."""
-        return type(self).plain._conv_forward(self, x, weight, bias)
+        is a 1×1 map, which pads nothing. ``same_pad`` pads ``x`` first, and ``std_eps``
+        standardises ``weight`` (class docstring), as timm's layers do."""
+        if self.same_pad:
+            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+        return type(self).plain._conv_forward(self, x, self.baked(weight), bias)
+
+    def baked(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight if self.std_eps is None else standardized(weight, self.std_eps)
 
     def extra_repr(self) -> str:
         return f"{self._geometry}, {self._structure_repr()}"

@@ -57,6 +57,40 @@ class SplitSigns(nn.Module):
         return f"groups={self.groups}, dim={self.dim}"
 
 
+def pad_same(x: torch.Tensor, kernel_size: list[int], stride: list[int],
+             dilation: list[int]) -> torch.Tensor:
+    """``x`` zero-padded TensorFlow's "SAME" way for a convolution of this geometry (timm's
+    ``pad_same``, which its ``Conv2dSame`` and ``StdConv2dSame`` run before an unpadded
+    convolution), in as many spatial dimensions as ``kernel_size`` has: from each input size
+    ``i``, ``max((⌈i / s⌉ - 1)·s + (k - 1)·d + 1 - i, 0)`` in all, half of it (rounded down)
+    before and the rest after, so the output has ⌈i / s⌉ positions (asymmetric for an even
+    input under stride 2, and computed per input, not fixed by the layer)."""
+    pads: list[int] = []
+    for i in range(len(kernel_size) - 1, -1, -1):  # (F.pad's order: the last dimension first)
+        size, s = x.shape[i - len(kernel_size)], stride[i]
+        total = max((-(-size // s) - 1) * s + (kernel_size[i] - 1) * dilation[i] + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)
+
+
+class SamePad(nn.Module):
+    """The input side of an exported convolution padded TensorFlow's "SAME" way
+    (:func:`pad_same`; the convolution that follows pads nothing)."""
+
+    def __init__(self, kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                 dilation: tuple[int, ...]):
+        super().__init__()
+        self.kernel_size, self.stride, self.dilation = (
+            list(kernel_size), list(stride), list(dilation))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pad_same(x, self.kernel_size, self.stride, self.dilation)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={tuple(self.kernel_size)}, stride={tuple(self.stride)}, "
+                f"dilation={tuple(self.dilation)}")
+
+
 class MaxPool2x2(nn.MaxPool2d):
     """``nn.MaxPool2d(2)``, with the same outputs, computed on the CPU as two elementwise
     maxima (row pairs, then column pairs) when nothing needs its gradient. PyTorch's CPU

@@ -12,12 +12,20 @@ from lotterynet.loggers import read_wandb_records
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 #: timm's ResNetV2-50x1-BiT at 128 channels (GroupNorm's 32 groups need them; 338k weights):
-#: 53 weight-standardised StdConv2d layers, which convert does not take, and a plain Conv2d
-#: head; ``STD_CONVS``: the --exclude patterns its refusal advises, exactly those 53 layers.
+#: 53 weight-standardised StdConv2d layers and a plain Conv2d head; ``STD_CONVS``: patterns
+#: that cover exactly those 53 layers.
 TINY_BIT = ["--arch", "timm:resnetv2_50x1_bit", "--model-kwargs", "channels=[128,128,128,128]",
             "--model-kwargs", "stem_chs=32"]
 STD_CONVS = ["stem.conv", "stages.*.blocks.*.downsample.conv", "stages.*.blocks.*.conv1",
              "stages.*.blocks.*.conv2", "stages.*.blocks.*.conv3"]
+#: timm's NF-ResNet-26 at 32 channels, one block a stage (14k weights): 17 ScaledStdConv2d
+#: layers (weight-standardised, scaled by a trained gain), which convert does not take, and a
+#: Linear head; ``SCALED_STD_CONVS``: the --exclude patterns its refusal advises, exactly those
+#: 17 layers.
+TINY_NF = ["--arch", "timm:nf_resnet26", "--model-kwargs", "channels=[32,32,32,32]",
+           "--model-kwargs", "depths=[1,1,1,1]"]
+SCALED_STD_CONVS = ["stem.conv", "stages.*.*.downsample.conv", "stages.*.*.conv1",
+                    "stages.*.*.conv2", "stages.*.*.conv3"]
 
 
 

@@ -662,12 +662,13 @@ def test_timm_builder_reproducible_and_adapted():
 def test_a_hybrid_vits_patches_tile_its_backbones_features():
     """A hybrid ViT's patches tile its backbone's feature map (8x8 for a 32x32 image), not the
     image: it was refused at any size ('8x8 patches cover 8x8 of the 32x32 pixels'). Its
-    weight-standardised stem convolution is excluded, as the refusal of it says."""
+    weight-standardised stem convolution (a StdConv2dSame, TF-"SAME" padded under stride 2)
+    converts with the rest."""
     spec = dict(model_name="vit_tiny_r_s16_p8_224", in_chans=1, num_classes=10, img_size=32,
                 sparsity=0.5, seed=0)
-    with pytest.raises(ValueError, match=r"exclude=\['patch_embed\.backbone\.conv'\]"):
-        build_model("timm", **spec)
-    model = build_model("timm", **spec, exclude=["patch_embed.backbone.conv"]).eval()
+    model = build_model("timm", **spec).eval()
+    stem = model.patch_embed.backbone.conv
+    assert isinstance(stem, ln.SubnetConv2d) and stem.same_pad and stem.std_eps == 1e-8
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
@@ -965,19 +966,22 @@ def test_kernels_with_a_size_1_dimension_keep_their_layout(tmp_path, channels_la
 
 
 def test_layers_of_subclasses_convert_does_not_take_are_named_all_together():
-    """Every selected layer of a convertible type's subclass (timm's weight-standardised
-    StdConv2d, StdConv2dSame) is named in one refusal, with an exclude= that takes them all;
-    the first alone was named (exclude=['0']), then the next, one refusal at a time."""
-    from timm.layers import StdConv2d, StdConv2dSame
+    """Every selected layer of a convertible type's subclass (timm's scaled weight-standardised
+    ScaledStdConv2d, ScaledStdConv2dSame) is named in one refusal, with an exclude= that takes
+    them all; the first alone was named (exclude=['0']), then the next, one refusal at a
+    time."""
+    from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame
 
     def make(n):
-        return nn.Sequential(StdConv2d(2, 2, 1), StdConv2dSame(2, 2, 1),
-                             *(StdConv2d(2, 2, 1) for _ in range(n - 2)), nn.Conv2d(2, 2, 1))
+        return nn.Sequential(ScaledStdConv2d(2, 2, 1), ScaledStdConv2dSame(2, 2, 1),
+                             *(ScaledStdConv2d(2, 2, 1) for _ in range(n - 2)),
+                             nn.Conv2d(2, 2, 1))
 
     model = make(2)
     with pytest.raises(ValueError, match=re.escape(
-            "2 modules, such as '0' (a timm.layers.std_conv.StdConv2d), are of types StdConv2d, "
-            "StdConv2dSame, each a subclass of a convertible layer (known: ") + ".* that may "
+            "2 modules, such as '0' (a timm.layers.std_conv.ScaledStdConv2d), are of types "
+            "ScaledStdConv2d, ScaledStdConv2dSame, each a subclass of a convertible layer "
+            "(known: ") + ".* that may "
             "compute something else; exclude them \\(exclude=\\['0', '1'\\]\\) or register the "
             "types in lotterynet.convert.CONVERTIBLE$"):
         convert(model, sparsity=0.5)
@@ -995,12 +999,12 @@ def test_the_refusal_carries_the_exclude_that_leaves_out_exactly_those_layers():
     """``UnconvertibleLayers.exclude``: the call's patterns and, per layer, its name with the
     block numbers as ``*`` where that covers no other module (``*.std``), else the name itself
     (``*.0`` would cover ``3.0``, a plain Conv2d); convert with it converts every other layer."""
-    from timm.layers import StdConv2d
+    from timm.layers import ScaledStdConv2d
 
     def make():
-        blocks = [nn.ModuleDict({"std": StdConv2d(2, 2, 1), "fc": nn.Conv2d(2, 2, 1)})
+        blocks = [nn.ModuleDict({"std": ScaledStdConv2d(2, 2, 1), "fc": nn.Conv2d(2, 2, 1)})
                   for _ in range(2)]
-        return nn.Sequential(*blocks, nn.Sequential(StdConv2d(2, 2, 1)),
+        return nn.Sequential(*blocks, nn.Sequential(ScaledStdConv2d(2, 2, 1)),
                              nn.Sequential(nn.Conv2d(2, 2, 1)))
 
     with pytest.raises(UnconvertibleLayers) as refused:
@@ -1323,3 +1327,150 @@ def test_a_convolution_padded_other_than_with_zeros_converts_and_its_ticket_load
     ln.save_ticket(pruned, tmp_path / "m.ticket")
     loaded = ln.load_ticket(tmp_path / "m.ticket", model=model())
     assert loaded[0].padding_mode == mode and torch.equal(loaded(x), pruned(x))
+
+
+#: timm's convolutions that pad each input TensorFlow's "SAME" way (asymmetric under stride 2)
+#: or standardise their weight, or both: the type and its arguments past the channels (a
+#: StdConv2dSame of stride 1 pads statically).
+TIMM_CONVS = {"Conv2dSame": ("Conv2dSame", dict(kernel_size=3, stride=2, bias=True)),
+              "Conv2dSame-dilated": ("Conv2dSame", dict(kernel_size=(3, 2), stride=(2, 1),
+                                                        dilation=(1, 2))),
+              "StdConv2d": ("StdConv2d", dict(kernel_size=3, stride=2, eps=1e-8)),
+              "StdConv2dSame": ("StdConv2dSame", dict(kernel_size=3, stride=2)),
+              "StdConv2dSame-static": ("StdConv2dSame", dict(kernel_size=3, bias=True))}
+
+
+def timm_conv(kind: str) -> nn.Conv2d:
+    import timm.layers
+
+    name, kwargs = TIMM_CONVS[kind]
+    torch.manual_seed(0)
+    return getattr(timm.layers, name)(3, 4, dtype=torch.float64, **kwargs)
+
+
+@pytest.mark.parametrize("kind", TIMM_CONVS)
+def test_timms_same_padded_and_standardised_convolutions_compute_what_timm_does(kind):
+    """timm's Conv2dSame (TensorFlow's "SAME" padding, per input size) and StdConv2d /
+    StdConv2dSame (weight standardisation, with their eps) were refused as subclasses that may
+    compute something else: converted, each computes what the timm layer computes with the
+    subnet's masked weight (float64; odd and even inputs, stride 2), its scores get the
+    straight-through gradient of that weight there, and it keeps exactly k weights."""
+    layer = convert(timm_conv(kind), sparsity=0.5, seed=0)
+    reference = timm_conv(kind)
+    assert isinstance(layer, ln.SubnetConv2d)
+    with torch.no_grad():
+        reference.weight.copy_(layer.weight)
+        if reference.bias is not None:
+            reference.bias.copy_(layer.bias)
+    masked = layer.structure.weight
+    assert int(masked.mask().sum()) == ln.kept_count(reference.weight.numel(), 0.5)
+    for size in [(7, 9), (8, 8), (5, 6)]:
+        x = torch.randn(2, 3, *size, dtype=torch.float64)
+        out, expected = layer(x), reference(x)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+        grad = torch.randn_like(out)
+        out.backward(grad)
+        expected.backward(grad)
+        torch.testing.assert_close(masked.scores.grad, reference.weight.grad * masked.weight
+                                   * masked.scores.sign(), rtol=0, atol=1e-12)
+        masked.scores.grad = reference.weight.grad = None
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
+def test_timms_same_padded_and_standardised_convolutions_reload_and_export(tmp_path):
+    """A model of converted Conv2dSame, StdConv2d and StdConv2dSame layers prints what they do,
+    reloads bit for bit from its ticket and from its state dict into a freshly converted model,
+    keeps channels_last, and exports (SamePad before an unpadded convolution, the standardised
+    weight baked in), dense or sparse, to a scripted model that computes the same."""
+    from timm.layers import Conv2dSame, StdConv2d, StdConv2dSame
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(Conv2dSame(3, 4, 3, stride=2), nn.ReLU(),
+                             StdConv2d(4, 5, 3, eps=1e-8), nn.ReLU(),
+                             StdConv2dSame(5, 6, 3, stride=2))
+
+    model = convert(make(), sparsity=0.5, seed=0).eval()
+    assert [model[i].extra_repr() for i in (0, 2, 4)] == [
+        "3, 4, kernel_size=(3, 3), stride=(2, 2), same_pad=True, bias='frozen', "
+        "structure='dense', density=0.5",
+        "4, 5, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), std_eps=1e-08, bias=False, "
+        "structure='dense', density=0.5",
+        "5, 6, kernel_size=(3, 3), stride=(2, 2), same_pad=True, std_eps=1e-06, bias=False, "
+        "structure='dense', density=0.5"]
+    x = torch.randn(2, 3, 9, 10)
+    with torch.no_grad():
+        out = model(x)
+        fresh = convert(make(), sparsity=0.5, seed=0).eval()
+        fresh.load_state_dict(model.state_dict())
+        assert torch.equal(fresh(x), out)
+        laid = convert(make().to(memory_format=torch.channels_last), sparsity=0.5, seed=0).eval()
+        laid.load_state_dict(model.state_dict())
+        assert laid[0].structure.weight.weight.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(laid(x.contiguous(memory_format=torch.channels_last)), out)
+    ln.save_ticket(model, tmp_path / "t.ticket")
+    loaded = ln.load_ticket(tmp_path / "t.ticket", model=make()).eval()
+    assert repr(loaded) == repr(model)
+    for name, value in model.state_dict().items():
+        if not name.endswith("scores"):  # (the ticket holds the masks: 0/1 scores)
+            assert torch.equal(loaded.state_dict()[name], value), name
+    with torch.no_grad():
+        assert torch.equal(loaded(x), out)
+        for sparse in (False, True):
+            exported = ln.export(model, sparse=sparse)
+            assert [type(m).__name__ for m in exported[0]] == ["SamePad", "Conv2d" if not sparse
+                                                               else "SparseConv2d"]
+            assert torch.equal(exported(x), out)
+            assert torch.equal(torch.jit.script(exported)(x), out)
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("tf_mobilenetv3_small_minimal_100", {}),  # (Conv2dSame: stem, strided depthwise convs)
+    ("resnetv2_50x1_bit", dict(channels=[128] * 4, stem_chs=32))])  # (StdConv2d throughout)
+def test_timm_models_of_same_padded_or_standardised_convolutions_convert_and_compute_as_timm(
+        name, kwargs):
+    """Models that convert refused for their Conv2dSame / StdConv2d layers convert whole and
+    compute what the timm model computes with each layer's masked weight and bias put in
+    (eval: batch norms as they were, batchnorm='trainable')."""
+    plain = timm_model(name, None, **kwargs).eval()
+    timm_types = {type(m).__name__ for m in plain.modules()} & {"Conv2dSame", "StdConv2d"}
+    assert len(timm_types) == 1
+    model = convert(timm_model(name, None, **kwargs).eval(), sparsity=0.5,
+                    batchnorm="trainable", seed=0)
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, _SubnetLayer)}
+    assert not any(isinstance(m, PLAIN) for m in model.modules())
+    assert any(layer.same_pad or layer.std_eps for layer in layers.values())
+    x = torch.randn(2, 3, 33, 30)
+    with torch.no_grad():
+        for name, layer in layers.items():
+            dense = plain.get_submodule(name)
+            dense.weight.copy_(layer.weight)
+            if dense.bias is not None:
+                dense.bias.copy_(layer.bias)
+        torch.testing.assert_close(model(x), plain(x))
+
+
+def test_a_standardised_convolution_takes_a_structure_of_one_weight():
+    """A converted StdConv2d standardises the structure's one weight: a structure without one
+    (two stages; subset sum under ReLU, over [relu(x), relu(-x)]) is refused naming the layer
+    and the exclude that leaves it out; subset sum with identity converts. A subnet layer of
+    its own pads TF-"SAME" only unpadded, and takes a number as std_eps."""
+    from timm.layers import StdConv2d
+
+    model = nn.Sequential(StdConv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    for structure, has in (("malach", "structure='malach'"),
+                           ("subsetsum", "structure='subsetsum' with activation='relu'")):
+        with pytest.raises(ValueError, match=re.escape(
+                f"cannot convert module '0': std_eps (weight standardisation: timm's StdConv2d) "
+                f"standardises one [out, in, *kernel] weight, which {has} does not have: use "
+                f"structure='dense', or subsetsum / fixedsize with activation='identity'; leave "
+                f"it out (exclude=['0'])")):
+            convert(model, sparsity=0.5, structure=structure)
+    assert type(model[0]) is StdConv2d
+    convert(model, sparsity=0.5, structure="subsetsum", activation="identity")
+    assert model[0].std_eps == 1e-6 and model(torch.randn(1, 2, 7, 7)).shape == (1, 2, 5, 5)
+    with pytest.raises(ValueError, match=r"same_pad=True pads each input itself .* padding=1,"):
+        ln.SubnetConv2d(2, 4, 3, padding=1, same_pad=True)
+    with pytest.raises(ValueError, match=r"std_eps must be None or a non-negative number, got "
+                                         r"'1e-6'"):
+        ln.SubnetConv2d(2, 4, 3, std_eps="1e-6")

@@ -286,6 +286,30 @@ def test_timm_models_stack_and_stochastic_ones_are_refused():
                       for _ in range(2)])
 
 
+def test_timms_same_padded_and_standardised_convolutions_stack_vmapped():
+    """Members of converted timm Conv2dSame / StdConv2d / StdConv2dSame layers (TF-"SAME"
+    padding per input, weight standardisation by batch norm over the weight) run vmapped as
+    one, each computing what it computes alone, and train through it."""
+    from timm.layers import Conv2dSame, StdConv2d, StdConv2dSame
+
+    def member(sparsity):
+        torch.manual_seed(0)
+        return convert(nn.Sequential(Conv2dSame(1, 4, 3, stride=2), nn.ReLU(),
+                                     StdConv2d(4, 4, 3), nn.ReLU(),
+                                     StdConv2dSame(4, 2, 3, stride=2)), sparsity=sparsity, seed=0)
+
+    members = [member(0.5), member(0.8)]
+    x = torch.randn(3, 1, 8, 9)
+    stack = StackedModel(members, batched=True)
+    outputs = stack(x)
+    assert stack.unbatchable is None  # (vmapped, not run one by one)
+    for out, alone in zip(outputs, members, strict=True):
+        torch.testing.assert_close(out, alone(x))
+    sum(out.sum() for out in outputs).backward()
+    assert all(m[i].structure.weight.scores.grad.abs().sum() > 0 for m in members
+               for i in (0, 2, 4))
+
+
 @pytest.mark.parametrize("key, value", [("arch", "lenet5"), ("structure", "malach"),
                                         ("hidden", 64), ("lr", 0.3), ("pairs", 3)])
 def test_incompatible_members_are_refused_naming_the_key(key, value):

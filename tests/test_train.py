@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import yaml
 
 import prefork
-from conftest import REPO, STD_CONVS, TINY_BIT
+from conftest import REPO, SCALED_STD_CONVS, TINY_NF
 from lotterynet import checkpointing
 from lotterynet.archs import recipe, recipe_lr
 from lotterynet.cli import build_parser, config_from_args, main
@@ -33,7 +33,7 @@ from lotterynet.config import (
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
 from lotterynet.distributions import DISTRIBUTIONS, orseau_range
 from lotterynet.grid import Sweep
-from lotterynet.layers import SubnetConv2d
+from lotterynet.layers import SubnetLinear
 from lotterynet.loggers import read_wandb_records, read_wandb_summary, replay_history
 from lotterynet.masking import masked_weights
 from lotterynet.models import MODELS, build_model
@@ -163,15 +163,16 @@ def test_model_kwargs_reach_timm_and_the_spec(tmp_path, data_dir):
 
 def test_exclude_leaves_timm_layers_trained_and_is_kept_by_resume_and_ticket(tmp_path, data_dir,
                                                                              capsys):
-    """A timm model with layers convert does not take (StdConv2d) is refused naming the
+    """A timm model with layers convert does not take (ScaledStdConv2d) is refused naming the
     ``--exclude`` that leaves them out; with it the run learns, those layers unmasked and
     trained (the rest frozen as the spec builds it), the patterns in results.json's config and
     spec; a resume refuses other patterns and keeps the run's; its ticket rebuilds the trained
     model bit for bit (train.py had no --exclude)."""
-    assert train(tmp_path, data_dir, *TINY_BIT, name="refused")[0] == 2
-    assert shlex.split(capsys.readouterr().err.partition(" --exclude ")[2]) == STD_CONVS
-    code, out = train(tmp_path, data_dir, *TINY_BIT, "--exclude", *STD_CONVS[:2], "--exclude",
-                      *STD_CONVS[2:], "--limit-train", "1000", "--epochs", "2", "--stop-after", "1")
+    assert train(tmp_path, data_dir, *TINY_NF, name="refused")[0] == 2
+    assert shlex.split(capsys.readouterr().err.partition(" --exclude ")[2]) == SCALED_STD_CONVS
+    code, out = train(tmp_path, data_dir, *TINY_NF, "--exclude", *SCALED_STD_CONVS[:2],
+                      "--exclude", *SCALED_STD_CONVS[2:], "--limit-train", "1000", "--epochs", "2",
+                      "--stop-after", "1")
     assert code == 0
     checkpoint = out / "checkpoints" / "last.ckpt"
     assert main(["--resume", str(checkpoint), "--exclude", "stem.conv"]) == 2
@@ -180,14 +181,15 @@ def test_exclude_leaves_timm_layers_trained_and_is_kept_by_resume_and_ticket(tmp
     assert main(["--resume", str(checkpoint), "--no-progress-bar"]) == 0
     results = results_of(out)
     assert results["test_acc"] > 0.2
-    assert results["config"]["exclude"] == results["spec"]["exclude"] == STD_CONVS
+    assert results["config"]["exclude"] == results["spec"]["exclude"] == SCALED_STD_CONVS
     fresh = build_model(**results["spec"])
-    kept = {f"{n}.weight" for n, m in fresh.named_modules() if type(m).__name__ == "StdConv2d"}
-    assert len(kept) == 53 and isinstance(fresh.head.fc, SubnetConv2d)
+    kept = {f"{n}.{p}" for n, m in fresh.named_modules() if type(m).__name__ == "ScaledStdConv2d"
+            for p in ("weight", "bias", "gain")}
+    assert len(kept) == 3 * 17 and isinstance(fresh.head.fc, SubnetLinear)
     # (what a sweep's table counts as trained_params: trainable beyond the scores)
     assert results["params"]["trainable"] - results["params"]["maskable"] == sum(
         fresh.get_parameter(name).numel() for name in kept)
-    subnets = [n for n, m in fresh.named_modules() if isinstance(m, SubnetConv2d)]
+    subnets = [n for n, m in fresh.named_modules() if isinstance(m, SubnetLinear)]
     assert subnets == ["head.fc"]  # (the only layer masked: its scores the only ones)
     ran = build_model(**results["spec"]).eval()
     ran.load_state_dict({k.removeprefix("model."): v for k, v in torch.load(
