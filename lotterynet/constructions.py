@@ -108,10 +108,18 @@ def _check_generator(generator) -> None:
 
 def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:
     """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one), as
-    ``convert`` makes it (:data:`~lotterynet.convert.CONVERTIBLE`'s rule for ``layer``'s
-    family: the callers checked it is one of the two), drawn on the CPU and moved to
-    ``layer``'s device (the same seed gives the same network on any device)."""
-    rule = CONVERTIBLE.get(type_name(nn.Linear if isinstance(layer, nn.Linear) else nn.Conv2d))
+    ``convert`` makes it (:data:`~lotterynet.convert.CONVERTIBLE`'s rule for ``layer``'s type:
+    timm's ``Conv2dSame`` pads and ``StdConv2d`` standardises as the target does), drawn on the
+    CPU and moved to ``layer``'s device (the same seed gives the same network on any device).
+    A subclass of nn.Linear / nn.Conv2d without a rule may compute something else (timm's
+    ``ScaledStdConv2d`` scales its weight by a trained gain): refused, naming its type."""
+    name = type_name(type(layer))
+    if name not in CONVERTIBLE:
+        raise ValueError(f"{name} subclasses nn.{type(layer).__mro__[1].__name__} and may "
+                         f"compute something else, so no construction rebuilds it (known: "
+                         f"{', '.join(CONVERTIBLE.names())}); register its rule in "
+                         f"lotterynet.convert.CONVERTIBLE")
+    rule = CONVERTIBLE.get(name)
     with torch.device("cpu"):  # (whatever the default device)
         subnet = rule.build(layer, layer.bias is not None, **options)
     return subnet.to(layer.weight.device, torch.float64)

@@ -1,5 +1,6 @@
 """Each construction against a brute-force or float64 reference on tiny layers."""
 
+import copy
 import itertools
 import math
 
@@ -458,6 +459,33 @@ def test_construct_model_replaces_layers_at_any_depth():
     assert isinstance(model[0][0], ln.SubnetLinear) and isinstance(model[1], ln.SubnetLinear)
     assert [s["targets"] for s in stats] == [48, 18]
     assert effective_errors(model, target).numel() == 66
+
+
+@pytest.mark.parametrize("kind", ["Conv2dSame", "StdConv2dSame"])
+def test_a_timm_convolution_is_rebuilt_computing_as_it_does(kind):
+    """A target layer of timm's Conv2dSame (TF "SAME" padding) or StdConv2dSame (weight
+    standardisation) was rebuilt as a plain convolution: its network padded nothing and
+    standardised nothing, so it computed something else than the target's layer given the
+    constructed weight (another output size under stride 2). ScaledStdConv2d, a subclass with
+    no rule (its trained gain), is refused naming its type."""
+    import timm.layers
+
+    torch.manual_seed(0)
+    target = nn.Sequential(getattr(timm.layers, kind)(2, 3, 3, stride=2)).double()
+    model, _ = construct_model(target, lambda layer, generator: subset_sum(
+        layer, 6, generator), seed=0)
+    reference = copy.deepcopy(target)
+    with torch.no_grad():  # (the bias too is a subset sum's)
+        for name in ("weight", "bias"):
+            if getattr(target[0], name) is not None:
+                getattr(reference[0], name).copy_(getattr(model[0], name))
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    assert model(x).shape == (2, 3, 4, 4)
+    torch.testing.assert_close(model(x), reference(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"^layer '0': timm\.layers\.std_conv\.ScaledStdConv2d "
+                       r"subclasses nn\.Conv2d and may compute something else"):
+        construct_model(nn.Sequential(timm.layers.ScaledStdConv2d(2, 3, 3)),
+                        lambda layer, generator: subset_sum(layer, 6, generator))
 
 
 def test_construct_model_of_a_single_layer_is_its_construction():
