@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from .checkpointing import write_text_atomic
 from .config import RunConfig, dump_yaml
 from .errors import ERROR, Interrupted, OutOfMemory, Terminated, TrainingDiverged, interrupted
 from .lifetime import die_with_parent
-from .run import CHECKPOINTS, LAST, epochs_in, with_its_epoch
+from .run import CHECKPOINTS, LAST, RESULTS, epochs_in, with_its_epoch
 from .stack import write_stack_file
 
 #: Set in the environment of a sweep's jobs (:func:`job_env`): they run under its lock.
@@ -40,7 +40,8 @@ class Job:
     """One subprocess of a sweep: ``python train.py ARGV``, its output appended to ``log``;
     ``cells`` are the cells it finishes (one, or a stack's members); ``log_start``: the log's
     size as it started (what its earlier runs, stopped or failed, left there); ``said``: what
-    the sweep says of it as it starts (empty: its ``what``), before where its output goes."""
+    the sweep says of it as it starts (empty: its ``what``), before where its output goes;
+    ``cell_dirs``: the folders its cells' results are written to."""
 
     what: str
     argv: list[str]
@@ -48,6 +49,7 @@ class Job:
     cells: list[str]
     log_start: int = 0
     said: str = ""
+    cell_dirs: list[Path] = field(default_factory=list)
 
     @property
     def checkpoint(self) -> Path:
@@ -89,15 +91,18 @@ def cell_job(name: str, config: RunConfig) -> Job:
     cell_dir.mkdir(parents=True, exist_ok=True)
     config_file = cell_dir / "cell.yaml"
     write_text_atomic(config_file, dump_yaml(config.to_dict()))
-    return Job(f"cell {name}", ["--config", str(config_file)], cell_dir / CELL_LOG, [name])
+    return Job(f"cell {name}", ["--config", str(config_file)], cell_dir / CELL_LOG, [name],
+               cell_dirs=[cell_dir])
 
 
 def stack_job(stack_dir: Path, configs: list[RunConfig], cells: list[str], sweep_dir: Path
               ) -> Job:
     """A stack as its own ``train.py --stack-file STACK/stack.yaml``."""
-    stack_file = write_stack_file(configs, stack_dir, [sweep_dir / "cells" / c for c in cells])
+    cell_dirs = [sweep_dir / "cells" / c for c in cells]
+    stack_file = write_stack_file(configs, stack_dir, cell_dirs)
     return Job(f"stack {stack_dir.name}", ["--stack-file", str(stack_file)],
-               stack_dir / CELL_LOG, cells, said=stack_line(stack_dir, configs))
+               stack_dir / CELL_LOG, cells, said=stack_line(stack_dir, configs),
+               cell_dirs=cell_dirs)
 
 
 def stack_line(stack_dir: Path, configs: list[RunConfig]) -> str:
@@ -284,9 +289,12 @@ def resumes(job: Job, who: str | None = None) -> str:
     """How a job that the sweep stopped goes on when it runs again: from its checkpoint, with
     the epoch at whose end that was written, as a stack or cell stopped in the sweep's process
     says it (:func:`going_on`), read off the file once the job ended (its pickle alone,
-    :func:`~lotterynet.run.epochs_in`), or over; ``who``: how the line names it (its
-    ``what``)."""
+    :func:`~lotterynet.run.epochs_in`), or over; not at all once every cell's results were
+    written (stopped as it saved its last checkpoint or logged to W&B: the sweep run again
+    trains nothing there). ``who``: how the line names it (its ``what``)."""
     who = who or job.what
+    if job.cell_dirs and all((cell / RESULTS).is_file() for cell in job.cell_dirs):
+        return f"{who} has finished (its results are written): it trains nothing"
     return going_on(job.checkpoint, f"{who} resumes from its checkpoint", None) or \
         f"{who} starts over (it wrote no checkpoint)"
 

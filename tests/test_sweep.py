@@ -2214,8 +2214,19 @@ def test_a_sweep_that_stops_its_jobs_names_the_epoch_each_ones_checkpoint_holds(
     over."""
     stack, cell = tmp_path / "stacks" / "s-seed0", tmp_path / "cells" / "c-seed0"
     atomic_torch_save({"epoch": 2}, stack / "checkpoints" / "last.ckpt")  # (0-based: epoch 3)
-    jobs = [jobs_module.Job("stack s-seed0", [], stack / "train.log", ["a", "b"]),
-            jobs_module.Job("cell c-seed0", [], cell / "train.log", ["c-seed0"])]
+    # a stack stopped as it saved its last checkpoint, its members' results written, said it
+    # resumes from that checkpoint: run again it trains nothing
+    done, members = tmp_path / "stacks" / "d-seed0", [tmp_path / "cells" / m for m in "de"]
+    atomic_torch_save({"epoch": 0}, done / "checkpoints" / "last.ckpt")
+    for member in members:
+        member.mkdir(parents=True)
+        (member / "results.json").write_text("{}")
+    jobs = [jobs_module.Job("stack s-seed0", [], stack / "train.log", ["a", "b"],
+                            cell_dirs=[tmp_path / "cells" / m for m in "ab"]),
+            jobs_module.Job("cell c-seed0", [], cell / "train.log", ["c-seed0"],
+                            cell_dirs=[cell]),
+            jobs_module.Job("stack d-seed0", [], done / "train.log", ["d", "e"],
+                            cell_dirs=members)]
     stopped = stop_the_sweeps_jobs(tmp_path, monkeypatch, jobs, lambda job, device, workers,
                                    log: subprocess.Popen([sys.executable, "-c", WAITING_CHILD],
                                                          stdout=log), signal.SIGTERM)
@@ -2223,8 +2234,8 @@ def test_a_sweep_that_stops_its_jobs_names_the_epoch_each_ones_checkpoint_holds(
     assert str(stopped) == (
         f"sweep {tmp_path / 'sweep'} stopped by SIGTERM; run the same command again to "
         f"continue (finished cells are kept): cell c-seed0 starts over (it wrote no "
-        f"checkpoint), stack s-seed0 resumes from its checkpoint (written at the end of "
-        f"epoch 3)")
+        f"checkpoint), stack d-seed0 has finished (its results are written): it trains "
+        f"nothing, stack s-seed0 resumes from its checkpoint (written at the end of epoch 3)")
 
 
 @pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
