@@ -531,6 +531,19 @@ def test_a_stack_stopped_as_it_saved_its_last_checkpoint_trains_nothing_again(
     assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == kept
 
 
+def stopped_in_second_member_init(init, members: list):
+    """A ``wandb.init`` that logs as ``init`` does but stops (KeyboardInterrupt) in the second
+    member's run of a stack (not the stack's own), the members' names appended to ``members``."""
+    def stopped_in_the_second_member(*args, **kwargs):
+        if kwargs.get("job_type") != "stack":
+            members.append(kwargs["name"])
+            if len(members) == 2:
+                raise KeyboardInterrupt
+        return init(*args, **kwargs)
+
+    return stopped_in_the_second_member
+
+
 def test_a_finished_stack_run_again_logs_the_members_its_end_did_not(tmp_path, data_dir,
                                                                       monkeypatch, capsys):
     """A stack whose end was stopped as it logged its finished members to W&B (the second
@@ -540,15 +553,8 @@ def test_a_finished_stack_run_again_logs_the_members_its_end_did_not(tmp_path, d
     import wandb
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    init, members = wandb.init, []
-
-    def stopped_in_the_second_member(*args, **kwargs):
-        if kwargs.get("job_type") != "stack":
-            members.append(kwargs["name"])
-            if len(members) == 2:
-                raise KeyboardInterrupt
-        return init(*args, **kwargs)
-
+    members = []
+    stopped_in_the_second_member = stopped_in_second_member_init(wandb.init, members)
     configs = [make_config(dict(arch="fc2", sparsity=s, epochs=1, limit_train=128, val_size=64,
                                 progress_bar=False, wandb=True, data_dir=str(data_dir)))
                for s in (0.5, 0.9)]
@@ -922,13 +928,7 @@ def test_a_sweep_logs_the_finished_members_its_stack_did_not_log(tmp_path, data_
     argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=300, epochs=1), "--wandb",
             "--sweep-out", str(out)]
     init, members = wandb.init, []
-
-    def stopped_in_the_second_member(*args, **kwargs):
-        if kwargs.get("job_type") != "stack":
-            members.append(kwargs["name"])
-            if len(members) == 2:
-                raise KeyboardInterrupt
-        return init(*args, **kwargs)
+    stopped_in_the_second_member = stopped_in_second_member_init(init, members)
 
     def refused(*args, **kwargs):
         if kwargs.get("job_type") not in ("stack", "sweep-summary"):
