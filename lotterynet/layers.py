@@ -526,7 +526,8 @@ class _SubnetConvNd(_SubnetLayer):
         self._geometry = plain.extra_repr()  # as nn.Conv*d prints it (bias=True prints none)
         if not isinstance(same_pad, bool):
             raise ValueError(f"same_pad must be True or False, got {same_pad!r}")
-        if same_pad and (plain.padding != (0,) * self.dims or plain.padding_mode != "zeros"):
+        if same_pad and (plain.padding not in ("valid", (0,) * self.dims)
+                         or plain.padding_mode != "zeros"):
             raise ValueError(f"same_pad=True pads each input itself (with zeros), so padding must "
                              f"be 0 and padding_mode 'zeros', got padding={padding!r}, "
                              f"padding_mode={padding_mode!r}")

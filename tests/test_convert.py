@@ -1471,6 +1471,8 @@ def test_a_standardised_convolution_takes_a_structure_of_one_weight():
     assert model[0].std_eps == 1e-6 and model(torch.randn(1, 2, 7, 7)).shape == (1, 2, 5, 5)
     with pytest.raises(ValueError, match=r"same_pad=True pads each input itself .* padding=1,"):
         ln.SubnetConv2d(2, 4, 3, padding=1, same_pad=True)
+    valid = ln.SubnetConv2d(2, 4, 3, stride=2, padding="valid", same_pad=True)  # (padding 0)
+    assert valid(torch.randn(1, 2, 8, 8)).shape == (1, 4, 4, 4)
     with pytest.raises(ValueError, match=r"std_eps must be None or a non-negative number, got "
                                          r"'1e-6'"):
         ln.SubnetConv2d(2, 4, 3, std_eps="1e-6")
