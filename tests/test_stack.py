@@ -74,13 +74,29 @@ def trained_model(run_dir: Path) -> torch.nn.Module:
     return model
 
 
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    """``single_run(config)``: the folder and results of ``config`` run singly, run once a
+    module (the batched and one-by-one cases of a variant compare with the same runs)."""
+    done = {}
+
+    def run_once(config) -> tuple[Path, dict]:
+        key = json.dumps(config.to_dict(), sort_keys=True)
+        if key not in done:
+            folder = tmp_path_factory.mktemp(f"single-{config.sparsity}")
+            done[key] = folder, run(make_config({**config.to_dict(), "out": str(folder)}))
+        return done[key]
+
+    return run_once
+
+
 @pytest.mark.parametrize("arch,variant,batched,augment", [
     ("lenet5", "subsetsum:relu", False, "none"), ("lenet5", "subsetsum:identity", False, "none"),
     ("lenet5", "wide", False, "crop-flip"),  # (augmented: a case of its own, +15 s)
     ("fc2", "subsetsum:identity", False, "none"),  # (an all-linear net; its other two: +33 s)
     ("lenet5", "subsetsum:relu", True, "none"), ("lenet5", "wide", True, "none")])
 def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batched, augment,
-                                         monkeypatch):
+                                         monkeypatch, single_run):
     """One by one (the CPU's default) each member ends with its single run's masks and scores
     bit for bit; ``batched``: the stack runs its members as one (a GPU's default) on the CPU
     too, the same masks and the scores up to float rounding (batched products). Augmented
@@ -98,8 +114,7 @@ def test_members_equal_their_single_runs(tmp_path, data_dir, arch, variant, batc
     cells = [tmp_path / "stack" / f"m{i}" for i in range(len(configs))]
     stacked = run_stack(configs, tmp_path / "stack", cells)
     for config, cell, member in zip(configs, cells, stacked):
-        single_dir = tmp_path / f"single-{config.sparsity}"
-        single = run(make_config({**config.to_dict(), "out": str(single_dir)}))
+        single_dir, single = single_run(config)
         a, b = trained_model(single_dir), trained_model(cell)
         # each wrote its ticket: the trained subnetwork, without W&B, loading to its model
         x = torch.randn(3, 1, 28, 28)
