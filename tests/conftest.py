@@ -6,7 +6,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+import lotterynet.datamodule
 import prefork
+from lotterynet.data import resolve_data_dir
+from lotterynet.errors import DatasetNotFound
 from lotterynet.loggers import read_wandb_records
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,6 +62,32 @@ def data_dir() -> Path:
     if not (path / "MNIST" / "raw").is_dir():
         pytest.fail(f"MNIST not found under {path}: set LOTTERYNET_DATA")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_data_read_once():
+    """The splits of the data sets in the shared data folder (:func:`data_dir`'s, which no
+    test writes) are read from their files once a session, not once a run: every run of the
+    tests' own process gets a copy of the tensors of the first read (its data module's, or
+    the run's check of the data before it starts). A split elsewhere (a test's own files) is
+    read as ever."""
+    read, splits = lotterynet.datamodule.load_split, {}
+    shared = Path(os.environ.get("LOTTERYNET_DATA", SHARED_DATA)).resolve()
+
+    def load_split(name: str, root=None, *, train: bool, download: bool = False):
+        try:
+            elsewhere = resolve_data_dir(root).resolve() != shared
+        except DatasetNotFound:  # (a loop of links: refused by the read)
+            elsewhere = True
+        if elsewhere:
+            return read(name, root, train=train, download=download)
+        if (name, train) not in splits:
+            splits[name, train] = read(name, root, train=train, download=download)
+        return tuple(t.clone() for t in splits[name, train])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lotterynet.datamodule, "load_split", load_split)
+        yield
 
 
 def processes_mentioning(text: str) -> list[int]:
