@@ -345,7 +345,8 @@ def run_in_the_sweep(name: str, config: RunConfig) -> None:
 def as_a_sweeps_job(config: RunConfig) -> contextlib.AbstractContextManager:
     """Where this process is a sweep's job for one cell (``train.py --config CELL/cell.yaml``,
     :data:`SWEEP_JOB` in its environment), the run of ``config`` goes on as the sweep's cells
-    do (:func:`continued_by_the_sweep`): the sweep quotes its line (:func:`reported`)."""
+    do (:func:`continued_by_the_sweep`): the sweep quotes its line
+    (:func:`~lotterynet.sweep_jobs.reported`)."""
     if not os.environ.get(SWEEP_JOB):
         return contextlib.nullcontext()
     return continued_by_the_sweep(run_dir_of(config).name, config)
@@ -542,7 +543,8 @@ def check_finished_kept(sweep: Sweep, sweep_dir: Path, go_on: bool, cell: str | 
                         ) -> None:
     """Refuse, unless ``go_on`` (``--yes``), a sweep that would set aside finished cells of its
     folder (results with a test accuracy) because they were run with another config than its
-    own (:func:`plan_cell`), before it writes anything: a mistyped ``--sweep-out`` or flag set
+    own (:func:`~lotterynet.sweep_cells.plan_cell`), before it writes anything: a mistyped
+    ``--sweep-out`` or flag set
     aside hours of finished cells at once, before a Ctrl-C could stop it; ``cell``: of that
     cell alone (a ``--cell`` run's, a W&B agent's, sets aside no other). Its line says how
     many and their first differences as the set-aside line says them. A cell without a test
@@ -623,7 +625,8 @@ def finished_cells(sweep: Sweep, sweep_dir: Path) -> Iterator[tuple[str, Path, d
         if results is None:
             continue
         stack = results.get("stack") if isinstance(results.get("stack"), dict) else {}
-        # (a stack's folder as the sweep stores it, relative to it: :func:`stored_in_sweep`)
+        # (a stack's folder as the sweep stores it, relative to it:
+        # :func:`~lotterynet.sweep_cells.stored_in_sweep`)
         yield name, cell_dir, results, sweep_dir / stack["dir"] if isinstance(
             stack.get("dir"), str) else cell_dir
 

@@ -58,7 +58,7 @@ def cells_use(sweep: Sweep, key: str) -> list:
 
 def stack_name(label: str, values: dict) -> str:
     """The folder in ``stacks/`` of the stack of a variant's cells of one seed (of its parts,
-    with ``-part<i>of<n>``: :func:`plan_stacks`)."""
+    with ``-part<i>of<n>``: :func:`~lotterynet.sweep_plan.plan_stacks`)."""
     return f"{label.replace('/', '-')}-seed{values['seed']}"
 
 
@@ -80,7 +80,8 @@ def plan_cell(config: RunConfig, results: dict | None
     """What :func:`prepare_cell` does with a cell whose results are ``results`` (as read;
     None: none), doing nothing yet: the config to run it with (None: it is finished), why its
     folder is set aside first (None: it is not), and the epochs that its checkpoint has
-    trained where it resumes from it (else 0; what :func:`cpu_estimate` counts off)."""
+    trained where it resumes from it (else 0; what :func:`~lotterynet.sweep_cost.cpu_estimate`
+    counts off)."""
     differs = results_differ(config, results)
     if differs == []:
         return None, None, 0
@@ -130,7 +131,8 @@ def set_aside(folder: Path, why: str, cells: Path | None = None, tag: str = "sta
 #: them), the first part of every path it stores inside itself (:func:`relocate`).
 SWEEP_PARTS = ("cells", "stacks")
 
-#: How the folder of a stack's part ends (``<stack>-part<i>of<n>``: :func:`plan_stacks`).
+#: How the folder of a stack's part ends (``<stack>-part<i>of<n>``:
+#: :func:`~lotterynet.sweep_plan.plan_stacks`).
 PART = r"-part\d+of\d+"
 
 

@@ -65,7 +65,8 @@ CPU_HOURS_WITHOUT_ASKING = 4.0
 def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 1
                  ) -> tuple[float, str] | None:
     """``(hours, description)`` for the cells of ``sweep`` not finished yet on the CPU, stacked
-    as :func:`run_cells` will stack them (a stack that resumes: every member it holds, for the
+    as :func:`~lotterynet.sweep.run_cells` will stack them (a stack that resumes: every member it
+    holds, for the
     epochs each has left, as :func:`plan_stacks` read them; a cell that resumes singly, its
     epochs left) and, with ``jobs`` at once, spread over them longest first (over at most as
     many as the CPU has cores), each cell at its own architecture's epoch time for its model's
@@ -74,7 +75,8 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     ``val_size`` images, and the cell ends with a pass over its data set's test images (not a
     diverged member's), both at :data:`CPU_EVAL_SHARE` of a training image; each stack and
     single cell starts (:data:`CPU_START_SECONDS`, and :data:`CPU_IMPORT_SECONDS` where it is
-    a subprocess, as :func:`run_cells` runs it). (Trainer options that validate or test less
+    a subprocess, as :func:`~lotterynet.sweep.run_cells` runs it). (Trainer options that validate or
+    test less
     are not counted off.)"""
     if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
         return None

@@ -57,7 +57,8 @@ class Job:
         return self.log.parent / CHECKPOINTS / LAST
 
 
-#: How a cell that ran without results ended, in its progress line (:func:`run_cells`), by the
+#: How a cell that ran without results ended, in its progress line
+#: (:func:`~lotterynet.sweep.run_cells`), by the
 #: exit code of what ran it (:attr:`Failure.code`); any other: :data:`NOT_FINISHED`.
 ENDED = {TrainingDiverged.exit_code: "diverged", OutOfMemory.exit_code: "out of memory"}
 NOT_FINISHED = "not finished"
@@ -69,7 +70,7 @@ class Failure:
     (``code``: a job's, or the one its error gives ``train.py``, :func:`~lotterynet.errors.
     exit_code`, where it ran in the sweep's process; None: none), by which how it ended is
     known, not by what its line says; ``cells``: the cells it ran (a stack's members), whose
-    variant the sweep's advice names (:func:`diverged_variants_aside`)."""
+    variant the sweep's advice names (:func:`~lotterynet.sweep.diverged_variants_aside`)."""
 
     line: str
     code: int | None = None

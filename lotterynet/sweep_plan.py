@@ -32,7 +32,8 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                 todo: list[tuple[str, RunConfig]], slots: int = 1, say: bool = False
                 ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]],
                            dict[Path, tuple[str | None, str]], dict[Path, StackRecord]]:
-    """Split the cells to run (``todo``; ``configs``: every cell's, :func:`cell_configs`) into
+    """Split the cells to run (``todo``; ``configs``: every cell's,
+    :func:`~lotterynet.sweep_cells.cell_configs`) into
     stacks (``{stack_dir: member cell names}``, one per variant and seed) and cells that run
     singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a single
     run's checkpoint). With more job ``slots`` than stacks, each stack is cut into ``slots //
@@ -52,13 +53,15 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     (``--cell``) train again with it. Third: what to say of a stack before it runs, ``(tag,
     why)``: the folders of stacks that start over though an earlier stack's checkpoint or
     history is in them, and the group's other folders whose stack holds cells to train but does
-    not resume (they train elsewhere), to be set aside (as :func:`set_aside`'s ``tag``: ``done``
+    not resume (they train elsewhere), to be set aside (as
+    :func:`~lotterynet.sweep_cells.set_aside`'s ``tag``: ``done``
     where that stack's checkpoint shows every member of it finished, a sweep extended with new
     cells, nothing of it lost; else ``stale``) with why
     (:func:`~lotterynet.stack.cannot_continue`, or the stack that resumes its cells); and, tag
     None, the resumed stacks whose members finished outside them train again, their results
     kept. Fourth: the record of each stack that resumes (:class:`~lotterynet.stack.StackRecord`,
-    its checkpoint as read here: what it has trained, for :func:`cpu_estimate`)."""
+    its checkpoint as read here: what it has trained, for
+    :func:`~lotterynet.sweep_cost.cpu_estimate`)."""
     groups, budgets = stack_groups(sweep, configs)
     parts = max(1, slots // max(1, sum(len(cells) > 1 for cells in groups.values())))
     found = sorted((sweep_dir / "stacks").glob("*"))  # (the stacks earlier runs left)
@@ -155,7 +158,8 @@ def resuming_stacks(records: dict[Path, StackRecord | None], recorded: dict[Path
 def why_set_aside(folder: Path, members: list[str], taken: dict[str, Path], to_train: set[str],
                   cells_dir: Path, why_not_continued) -> tuple[str, str]:
     """``(tag, why)`` for a stack folder of a group that does not resume though it holds cells
-    to train (``members``: its checkpoint's), for :func:`set_aside`: ``done`` where every
+    to train (``members``: its checkpoint's), for :func:`~lotterynet.sweep_cells.set_aside`:
+    ``done`` where every
     member finished before (nothing of it lost: a sweep extended with new cells); else
     ``stale``: the stack that resumes its members instead (``taken``), or why its checkpoint
     cannot continue them (``why_not_continued()``), or that it has none."""
