@@ -450,14 +450,24 @@ def _check_hooks(module: nn.Module, name: str) -> None:
                          "them first")
 
 
-class UnconvertibleLayers(ValueError):
+class LayersRefused(ValueError):
+    """A refusal of selected layers whose line names the ``exclude=`` that leaves them out:
+    ``exclude``, the call's patterns and those that cover exactly these layers
+    (:func:`covering_patterns`), which ``train.py --arch timm:…`` names as ``--exclude``."""
+
+    def __init__(self, message: str, exclude: list[str] | None):
+        super().__init__(message)
+        self.exclude = exclude
+
+
+class UnconvertibleLayers(LayersRefused):
     """Selected layers whose types subclass a convertible one but are not :data:`CONVERTIBLE`
-    themselves (timm's ``ScaledStdConv2d``: ``layers``, ``{name: type}``), all named at once;
-    ``exclude``: the ``exclude=`` that leaves them out too, the call's patterns and those that
-    cover exactly these layers (:func:`covering_patterns`)."""
+    themselves (timm's ``ScaledStdConv2d``: ``layers``, ``{name: type}``), all named at once
+    (``exclude``: None while one layer's refusal waits to be named with the others)."""
 
     def __init__(self, layers: dict[str, type], exclude: list[str] | None = None):
-        self.layers, self.exclude = layers, exclude
+        self.layers = layers
+        patterns = exclude
         (first, cls), many = next(iter(layers.items())), len(layers) > 1
         types = tuple(dict.fromkeys(t.__name__ for t in layers.values()))
         exclude = list(layers) if len(layers) <= 3 else \
@@ -469,7 +479,7 @@ class UnconvertibleLayers(ValueError):
             f"{what} a subclass of a convertible layer (known: {', '.join(CONVERTIBLE.names())}) "
             f"that may compute something else; exclude {'them' if many else 'it'} "
             f"(exclude={exclude}) or register the type{'s' * (len(types) > 1)} in "
-            f"lotterynet.convert.CONVERTIBLE")
+            f"lotterynet.convert.CONVERTIBLE", patterns)
 
 
 def _convertible(module: nn.Module, name: str) -> Convertible | None:
@@ -1017,8 +1027,9 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     if refused:  # (the call's own arguments were checked first: these are the layers')
         (name, error), more = next(iter(refused.items())), len(refused) - 1
         others = f" (and {plural(more, 'other layer')} refused)" if more else ""
-        raise ValueError(f"{error}{others}; leave {'them' if more else 'it'} out (exclude="
-                         f"{[*exclude, *covering_patterns(model, refused)]})") from error.__cause__
+        patterns = [*exclude, *covering_patterns(model, refused)]
+        raise LayersRefused(f"{error}{others}; leave {'them' if more else 'it'} out "
+                            f"(exclude={patterns})", patterns) from error.__cause__
     if not_single:
         raise _not_single_maps(model, not_single, exclude, options)
     if keep_nothing:

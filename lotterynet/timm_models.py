@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .config import check_model_kwargs
-from .convert import LAYER_OPTIONS, UnconvertibleLayers, convert
+from .convert import LAYER_OPTIONS, LayersRefused, convert
 from .models import MODELS
 from .validate import check_timm_model
 
@@ -90,7 +90,7 @@ def timm_model(model_name: str, *, in_chans: int = 3, num_classes: int = 1000, i
                               num_classes=num_classes, **(model_kwargs or {}))
     try:
         return convert(model, sparsity=sparsity, seed=seed, **convert_kwargs)
-    except UnconvertibleLayers as error:
+    except LayersRefused as error:  # (a subclass it does not take, a layer its options refuse)
         raise ValueError(f"{error}; train.py --arch timm:{model_name} leaves them as they are "
                          f"(not masked, trained) with --exclude {shlex.join(error.exclude)}"
                          ) from None

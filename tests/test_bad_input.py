@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from conftest import REPO, TINY_BIT
 from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
 from lotterynet.cli import main
 from lotterynet.config import load_yaml, make_config
@@ -654,6 +654,11 @@ CASES = [
      ["29 modules", "ScaledStdConv2d", "train.py --arch timm:nf_resnet26 leaves them as they "
       "are (not masked, trained) with --exclude stem.conv 'stages.*.*.downsample.conv' "
       "'stages.*.*.conv1' 'stages.*.*.conv2' 'stages.*.*.conv3'"]),
+    ([*TINY_BIT, "--structure", "subsetsum"],  # (layers its options refuse: it named only
+     ["std_eps", "and 52 other layers refused",  # exclude=[...], convert's spelling)
+      "train.py --arch timm:resnetv2_50x1_bit leaves them as they are (not masked, trained) "
+      "with --exclude stem.conv 'stages.*.blocks.*.downsample.conv' 'stages.*.blocks.*.conv1' "
+      "'stages.*.blocks.*.conv2' 'stages.*.blocks.*.conv3'"]),
     (["--arch", "timm:nf_resnet26", "--exclude", "stem.conv", "stages.*.conv1"],
      ["20 modules", "--exclude stem.conv 'stages.*.conv1' 'stages.*.*.downsample.conv' "
       "'stages.*.*.conv2' 'stages.*.*.conv3'"]),  # (the patterns given, and more)
