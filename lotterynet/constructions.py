@@ -113,9 +113,9 @@ def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | Subn
     CPU and moved to ``layer``'s device (the same seed gives the same network on any device).
     A subclass of nn.Linear / nn.Conv2d without a rule may compute something else (timm's
     ``ScaledStdConv2d`` scales its weight by a trained gain): refused, naming its type."""
-    name = type_name(type(layer))
+    name, family = type_name(type(layer)), nn.Linear if isinstance(layer, nn.Linear) else nn.Conv2d
     if name not in CONVERTIBLE:
-        raise ValueError(f"{name} subclasses nn.{type(layer).__mro__[1].__name__} and may "
+        raise ValueError(f"{name} subclasses nn.{family.__name__} and may "
                          f"compute something else, so no construction rebuilds it (known: "
                          f"{', '.join(CONVERTIBLE.names())}); register its rule in "
                          f"lotterynet.convert.CONVERTIBLE")

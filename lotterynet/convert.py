@@ -76,6 +76,7 @@ from .layers import (
     SubnetConv1d,
     SubnetConv2d,
     SubnetLinear,
+    lacks_single_weight,
 )
 from .masking import KeepsNoWeight, MaskedWeight, check_module, named_masked_weights, uncompiled
 from .registry import Registry
@@ -467,10 +468,9 @@ class UnconvertibleLayers(LayersRefused):
 
     def __init__(self, layers: dict[str, type], exclude: list[str] | None = None):
         self.layers = layers
-        patterns = exclude
         (first, cls), many = next(iter(layers.items())), len(layers) > 1
         types = tuple(dict.fromkeys(t.__name__ for t in layers.values()))
-        exclude = list(layers) if len(layers) <= 3 else \
+        shown = list(layers) if len(layers) <= 3 else \
             f"[name for name, m in model.named_modules() if type(m).__name__ in {types!r}]"
         what = (f"{len(layers)} modules, such as {first!r} (a {type_name(cls)}), are of "
                 f"type{'s' * (len(types) > 1)} {', '.join(types)}, each" if many else
@@ -478,8 +478,8 @@ class UnconvertibleLayers(LayersRefused):
         super().__init__(
             f"{what} a subclass of a convertible layer (known: {', '.join(CONVERTIBLE.names())}) "
             f"that may compute something else; exclude {'them' if many else 'it'} "
-            f"(exclude={exclude}) or register the type{'s' * (len(types) > 1)} in "
-            f"lotterynet.convert.CONVERTIBLE", patterns)
+            f"(exclude={shown}) or register the type{'s' * (len(types) > 1)} in "
+            f"lotterynet.convert.CONVERTIBLE", exclude)
 
 
 def _convertible(module: nn.Module, name: str) -> Convertible | None:
@@ -769,15 +769,14 @@ def _no_single_weight(layer: nn.Module, options: dict) -> tuple[str, str] | None
     refuses: ``hidden``, ``pairs``); None where it has one (dense, subset-sum / fixedsize with
     identity) or is no subnet layer (an attention, whose projections are checked by it)."""
     structure = getattr(layer, "structure", None)
-    if structure is None:
-        return None
-    if not hasattr(structure, "effective_weight"):  # two stages (malach, orseau, dacunha)
+    lacking = None if structure is None else lacks_single_weight(structure)
+    if lacking == "two stages":  # (malach, orseau, dacunha)
         dropped = ", ".join(f"{name}={value!r}"
                             for name, value in ignored_options("dense", options).items())
         return (f"with structure={layer.structure_name!r} does not exist: its two stages (map, "
                 f"ReLU, map) are not one linear map",
                 "structure='dense'" + f" and without {dropped}" * bool(dropped))
-    if getattr(structure, "activation", None) == "relu":
+    if lacking == "relu":
         return DOUBLED_WEIGHT, "activation='identity'"
     return None
 

@@ -464,6 +464,18 @@ def _check_sizes(name: str, sizes, dims: int, least: int) -> None:
                          f"{sizes!r}")
 
 
+def lacks_single_weight(structure: nn.Module) -> str | None:
+    """Why a layer of ``structure`` has no single ``[out, in, *kernel]`` weight: ``"two
+    stages"`` (malach, orseau, dacunha: map, ReLU, map; no effective weight) or ``"relu"``
+    (subset-sum / fixedsize with ReLU: :data:`DOUBLED_WEIGHT`); None where it has one (dense;
+    subset-sum / fixedsize with identity)."""
+    if not hasattr(structure, "effective_weight"):
+        return "two stages"
+    if getattr(structure, "activation", None) == "relu":
+        return "relu"
+    return None
+
+
 def standardized(weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``weight`` standardised per output channel (zero mean, unit variance over its inputs and
     kernel taps, the variance biased, ``eps`` added to it), as timm's ``StdConv2d`` computes it
@@ -543,9 +555,9 @@ class _SubnetConvNd(_SubnetLayer):
                     structure=structure, pairs=pairs, activation=activation, shared=shared,
                     hidden=hidden, seed=seed, kept=kept, ties=ties, fan_in=fan_in,
                     score_init=score_init, device=device, dtype=dtype)
-        if std_eps is not None and (not hasattr(self.structure, "effective_weight") or getattr(
-                self.structure, "activation", None) == "relu"):
-            relu = " with activation='relu'" * hasattr(self.structure, "effective_weight")
+        lacking = lacks_single_weight(self.structure)
+        if std_eps is not None and lacking:
+            relu = " with activation='relu'" * (lacking == "relu")
             raise ValueError(f"std_eps (weight standardisation: timm's StdConv2d) standardises "
                              f"one [out, in, *kernel] weight, which structure={structure!r}"
                              f"{relu} does not have: use structure='dense', or subsetsum / "

@@ -849,8 +849,12 @@ def how_to_go_on(checkpoint: Path, resume: str | None = None, resumed: str | Non
     instead what one that has finished says (None while it has not: a stack's, whose
     members' results are in their cells, :func:`~lotterynet.stack.every_member_finished`)."""
     results = checkpoint.parent.parent / RESULTS
-    done = finished() if finished else \
-        f"the run is finished: its results are in {str(results)!r}" if results.is_file() else None
+    if finished:
+        done = finished()
+    elif results.is_file():
+        done = f"the run is finished: its results are in {str(results)!r}"
+    else:
+        done = None
     if done:
         return done
     if checkpoint.is_file():
