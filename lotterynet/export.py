@@ -7,17 +7,19 @@ collapsed weight (``../shared/DESIGN.md``) — with φ = identity one layer
 ``W_ij = Σ_t ṽ_ijt ũ_jt``, with φ = ReLU ``SplitSigns`` (``[relu(x), relu(-x)]`` per group)
 followed by one layer with weight ``[P, N]`` on twice the input channels. Any structure that
 exposes ``effective_weight()`` exports the same way. A convolution converted from timm's
-``StdConv2d`` bakes in its weight standardised (dense: its pruned entries are no longer 0), one
-from ``Conv2dSame`` becomes ``SamePad`` followed by the unpadded convolution.
+``StdConv2d`` bakes in its weight standardised (its pruned entries no longer 0; sparse: below),
+one from ``Conv2dSame`` becomes ``SamePad`` followed by the unpadded convolution.
 ``sparse=True`` stores each baked weight as the indices and values of its non-zero entries
-(:mod:`lotterynet.plain`), smaller when most weights are pruned.
+(:mod:`lotterynet.plain`), smaller when most weights are pruned, and rebuilds it at each
+forward; a standardised convolution stores its masked weight so (what its masks keep) and
+standardises the rebuilt weight at each forward as the subnet layer does (``std_eps``).
 
 ``SubnetMultiheadAttention`` becomes the ``nn.MultiheadAttention`` with the same masked weights
 (stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly).
-A sparse layer's ``weight`` is the dense weight rebuilt from its entries, for a module that
-reads a layer's weight itself (``nn.TransformerEncoderLayer``'s fast path its feed-forward
-layers', torchvision's Swin attention its ``qkv`` and ``proj``, timm's MobileViT cross attention
-its ``qkv_proj``'s).
+A sparse layer's ``weight`` is the dense weight it computes with, rebuilt from its entries
+(and standardised, for a standardised convolution), for a module that reads a layer's weight
+itself (``nn.TransformerEncoderLayer``'s fast path its feed-forward layers', torchvision's Swin
+attention its ``qkv`` and ``proj``, timm's MobileViT cross attention its ``qkv_proj``'s).
 
 The result is made of torch modules and of those in :mod:`lotterynet.plain` (torch only,
 TorchScript-scriptable): ``torch.jit.script(export(model))`` runs with no lotterynet at all
@@ -81,9 +83,13 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
             f"into a plain layer: convert that layer with a one-weight structure (dense, "
             f"subsetsum, fixedsize) to export it, or torch.export the converted model itself")
     form = PLAIN_FORMS[type(layer)]
+    # a standardising convolution's (timm's StdConv2d) sparse form stores its masked weight
+    # and standardises it at each forward; dense, the standardised weight is baked in
+    std_eps = getattr(layer, "std_eps", None) if sparse else None
     with torch.no_grad():
         weight, doubles_input = layer.structure.effective_weight()
-        weight = layer.baked(weight)  # (standardised: timm's StdConv2d)
+        if std_eps is None:
+            weight = layer.baked(weight)
         # built on the meta device (no draw from the RNG, nothing allocated), then given the
         # baked weight (in its layout: channels_last stays) and the bias, copied; the sparse
         # form copies what it keeps (the weight's non-zero entries, the bias) itself
@@ -93,7 +99,7 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
             plain.bias = nn.Parameter(layer.bias.detach().to(weight.device, weight.dtype,
                                                              copy=not sparse))
     if sparse:
-        plain = form.sparse(plain)
+        plain = form.sparse(plain) if std_eps is None else form.sparse(plain, std_eps)
     inputs = []  # what the layer does to its input before its map
     if getattr(layer, "same_pad", False):  # (timm's Conv2dSame)
         inputs.append(SamePad(layer.kernel_size, layer.stride, layer.dilation))

@@ -17,7 +17,7 @@ from torch import nn
 
 from .distributions import cast_drawn, float32_draws, seeded_generator
 from .masking import BIAS_NAMES, MaskedSparsity, named_masked_weights, trainable_where_made
-from .plain import pad_same
+from .plain import pad_same, standardized
 from .registry import Registry
 from .structures import (
     STRUCTURE_OPTIONS,
@@ -474,15 +474,6 @@ def lacks_single_weight(structure: nn.Module) -> str | None:
     if getattr(structure, "activation", None) == "relu":
         return "relu"
     return None
-
-
-def standardized(weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``weight`` standardised per output channel (zero mean, unit variance over its inputs and
-    kernel taps, the variance biased, ``eps`` added to it), as timm's ``StdConv2d`` computes it
-    (Weight Standardization, Qiao et al. 2019): ``F.batch_norm`` over the weight reshaped to
-    ``(1, out, -1)``, in training mode without running statistics."""
-    return F.batch_norm(weight.reshape(1, weight.shape[0], -1), None, None, training=True,
-                        momentum=0.0, eps=eps).reshape_as(weight)
 
 
 class _SubnetConvNd(_SubnetLayer):

@@ -91,6 +91,15 @@ class SamePad(nn.Module):
                 f"dilation={tuple(self.dilation)}")
 
 
+def standardized(weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``weight`` standardised per output channel (zero mean, unit variance over its inputs and
+    kernel taps, the variance biased, ``eps`` added to it), as timm's ``StdConv2d`` computes it
+    (Weight Standardization, Qiao et al. 2019): ``F.batch_norm`` over the weight reshaped to
+    ``(1, out, -1)``, in training mode without running statistics."""
+    return F.batch_norm(weight.reshape(1, weight.shape[0], -1), None, None, training=True,
+                        momentum=0.0, eps=eps).reshape_as(weight)
+
+
 class MaxPool2x2(nn.MaxPool2d):
     """``nn.MaxPool2d(2)``, with the same outputs, computed on the CPU as two elementwise
     maxima (row pairs, then column pairs) when nothing needs its gradient. PyTorch's CPU
@@ -120,9 +129,12 @@ class _SparseStorage(nn.Module):
     """Keeps a layer's weight as the flat ``indices`` (int32 when they fit) and ``values`` of its
     non-zero entries, and rebuilds the dense weight for each forward (``sparse_weight``), in
     the weight's memory layout: a channels_last weight comes back channels_last (a convolution's
-    result depends on the layout, by float rounding)."""
+    result depends on the layout, by float rounding). With ``std_eps`` (a convolution converted
+    from timm's ``StdConv2d``) it keeps the masked weight, whose pruned entries are 0, and
+    standardises the rebuilt one with that eps (:func:`standardized`) at each forward, as the
+    subnet layer does: the standardised weight, whose pruned entries are not 0, is not stored."""
 
-    def _store_sparse(self, weight: torch.Tensor) -> None:
+    def _store_sparse(self, weight: torch.Tensor, std_eps: float | None = None) -> None:
         order = sorted(range(weight.dim()), key=lambda d: -weight.stride(d))  # in memory order
         stored = weight.detach().permute(order)
         if not stored.is_contiguous():  # (no dense layout: stored contiguous)
@@ -136,24 +148,31 @@ class _SparseStorage(nn.Module):
         self.weight_shape: list[int] = list(stored.shape)  # (in memory order)
         self.weight_order: list[int] = [order.index(d) for d in range(weight.dim())]
         self.weight_numel: int = math.prod(weight.shape)
+        self.std_eps = std_eps
 
     def __setstate__(self, state: dict) -> None:
         """Unpickling (``torch.load``, ``copy.deepcopy``). A layer pickled before
         ``weight_order`` existed stored its entries in the weight's own order
-        (``weight_shape`` its shape), which the identity order reads exactly as it did then."""
+        (``weight_shape`` its shape), which the identity order reads exactly as it did then;
+        one pickled before ``std_eps`` existed stored the weight it computes with."""
         super().__setstate__(state)
         if "weight_order" not in self.__dict__:
             self.weight_order = list(range(len(self.weight_shape)))
+        if "std_eps" not in self.__dict__:
+            self.std_eps = None
 
     def sparse_weight(self) -> torch.Tensor:
+        """The dense weight the layer computes with, rebuilt from the stored entries (and
+        standardised, with ``std_eps``)."""
         w = torch.zeros(self.weight_numel, dtype=self.values.dtype, device=self.values.device)
         w = w.index_put_([self.indices.long()], self.values)
-        return w.view(self.weight_shape).permute(self.weight_order)
+        w = w.view(self.weight_shape).permute(self.weight_order)
+        return w if self.std_eps is None else standardized(w, self.std_eps)
 
     @property
     def weight(self) -> torch.Tensor:
-        """The dense weight, rebuilt from the stored entries (read-only), for a module that
-        reads its layer's weight itself (``F.linear(x, self.qkv.weight, ...)``,
+        """The dense weight the layer computes with (:meth:`sparse_weight`, read-only), for a
+        module that reads its layer's weight itself (``F.linear(x, self.qkv.weight, ...)``,
         ``self.qk.weight.device``)."""
         return self.sparse_weight()
 
@@ -179,15 +198,22 @@ class SparseLinear(_SparseStorage, nn.Linear):
 
 
 class _SparseConvNd(_SparseStorage):
-    def __init__(self, dense):
+    """``std_eps``: ``dense``'s weight is the masked one of a convolution that standardises it
+    with this eps (:class:`_SparseStorage`)."""
+
+    def __init__(self, dense, std_eps: float | None = None):
         super().__init__(dense.in_channels, dense.out_channels, dense.kernel_size, dense.stride,
                          dense.padding, dense.dilation, dense.groups, False,
                          dense.padding_mode, device="meta")
         self.bias = _bias_copy(dense)
-        self._store_sparse(dense.weight)
+        self._store_sparse(dense.weight, std_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.sparse_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.std_eps is None else
+                                       f", std_eps={self.std_eps:g}")
 
 
 class SparseConv1d(_SparseConvNd, nn.Conv1d):

@@ -180,6 +180,44 @@ def test_sparse_storage_keeps_only_kept_entries():
     assert state_bytes(sparse) < 0.35 * state_bytes(dense)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
+@pytest.mark.parametrize("same_pad", [False, True], ids=["StdConv2d", "StdConv2dSame"])
+def test_a_standardised_convolution_exports_sparse_storing_only_what_its_masks_keep(
+        tmp_path, same_pad):
+    """A subnet convolution that standardises its masked weight at each forward (timm's
+    StdConv2d / StdConv2dSame) exports sparse storing its masked weight's kept entries (it
+    stored the standardised weight, whose pruned entries are not 0: every entry) and
+    standardises the rebuilt weight at each forward: the subnet layer's outputs, scripted too,
+    its ``weight`` the standardised one (the dense export's), its state dict reloaded bit for
+    bit."""
+    def make(seed):
+        return ln.SubnetConv2d(4, 6, 3, padding=0 if same_pad else 1, bias=True, sparsity=0.9,
+                               seed=seed, same_pad=same_pad, std_eps=1e-5,
+                               dtype=torch.float64).eval()
+
+    def conv(exported):  # (same_pad: SamePad, then the convolution)
+        return exported[-1] if same_pad else exported
+
+    layer, x = make(0), torch.randn(2, 4, 7, 8, dtype=torch.float64)
+    exported = export(layer, sparse=True)
+    sparse, kept = conv(exported), int(layer.mask()["weight"].sum())
+    assert isinstance(sparse, SparseConv2d)
+    assert sparse.values.numel() == sparse.indices.numel() == kept < 0.15 * 6 * 4 * 3 * 3
+    with torch.no_grad():
+        expected = layer(x)
+        assert torch.equal(sparse.weight, conv(export(layer)).weight)
+        torch.testing.assert_close(exported(x), expected, rtol=0, atol=1e-12)
+        torch.testing.assert_close(torch.jit.script(exported)(x), expected, rtol=0, atol=1e-12)
+    torch.save(exported.state_dict(), tmp_path / "sparse.pt")
+    other = export(make(1), sparse=True)  # (as many kept entries: other ones)
+    other.load_state_dict(torch.load(tmp_path / "sparse.pt", weights_only=True))
+    assert sorted(conv(other).state_dict()) == ["bias", "indices", "values"]
+    for name, value in exported.state_dict().items():
+        assert torch.equal(other.state_dict()[name], value), name
+    with torch.no_grad():
+        assert torch.equal(other(x), exported(x))
+
+
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
 def test_export_allocates_no_dense_weight_it_throws_away(sparse):
     """A layer's export makes its baked weight (the masked product) and, stored dense, one
@@ -222,6 +260,7 @@ def test_a_sparse_export_pickled_before_weight_order_runs_as_before(tmp_path):
     assert len(old) == 4 and all(m.weight_order == list(range(len(m.weight_shape))) for m in old)
     for m in old:  # (the entries of a contiguous weight are in its own order, as they were)
         del m.weight_order
+        del m.std_eps  # (nor std_eps: it stored the weight it computes with)
     torch.save(exported, tmp_path / "old.pt")
     loaded = torch.load(tmp_path / "old.pt", weights_only=False)
     with torch.no_grad():
