@@ -918,17 +918,16 @@ def test_pool_runs_cells_and_a_failing_one_is_one_line(tmp_path, data_dir, capsy
     assert [r["sparsity"] for r in rows(out)] == ["0.5"]
 
 
-@pytest.mark.parametrize("death, said", [
-    ("echo 'Killed' >&2; exit 5", "failed (exit 5)"),
-    # the out-of-memory killer's way (it read "failed (exit -9)")
-    ("kill -9 $$", "was killed by SIGKILL (out of memory?)")])
 def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
-        tmp_path, data_dir, capsys, monkeypatch, death, said):
-    """A stack whose ``train.py --stack-file`` dies is named in one line with its log and how
-    it ended, its members stay out of the table (each has its progress line: not finished),
-    the other stack's members are in it; exit 1."""
+        tmp_path, data_dir, capsys, monkeypatch):
+    """A stack whose ``train.py --stack-file`` dies (killed, as by the out-of-memory killer: it
+    read "failed (exit -9)") is named in one line with its log and how it ended, its members
+    stay out of the table (each has its progress line: not finished), the other stack's
+    members are in it; exit 1. (How other ends are said:
+    test_a_jobs_end_is_said_by_its_exit_code.)"""
+    said = "was killed by SIGKILL (out of memory?)"
     fail_subprocesses(tmp_path, monkeypatch,  # argv: train.py --stack-file STACK.yaml
-                      f"case \"$3\" in *wide-seed0*) {death};; esac\n")
+                      "case \"$3\" in *wide-seed0*) kill -9 $$;; esac\n")
     out = tmp_path / "pool"
     assert main([*STACKS, "--data-dir", str(data_dir), "--sweep-out", str(out),
                  "--jobs-per-device", "2"]) == 1
@@ -943,14 +942,23 @@ def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
     assert "[8/8] " in captured.out and captured.out.count(": not finished |") == 4
 
 
-def test_a_job_stopped_by_a_signal_is_said_so():
+def test_a_jobs_end_is_said_by_its_exit_code(tmp_path):
     """A job's ``train.py`` that stopped on SIGTERM or Ctrl-C exits 128 + the signal after its
     line (a stack does wherever SIGTERM finds it; it was killed by it outside its fit): the
-    sweep says it was stopped, not that it failed (exit 143)."""
+    sweep says it was stopped, not that it failed (exit 143). A job killed by SIGKILL may have
+    run out of memory; one that exited with another code failed, with the one-line error its
+    log ends in, if any: a log that ends in "Killed" (a shell's word) is no kill."""
     assert jobs_module.how_it_ended(143) == "was stopped by SIGTERM (exit 143)"
     assert jobs_module.how_it_ended(130) == "was stopped by SIGINT (exit 130)"
     assert jobs_module.how_it_ended(-15) == "was killed by SIGTERM"
+    assert jobs_module.how_it_ended(-9) == "was killed by SIGKILL (out of memory?)"
     assert jobs_module.how_it_ended(3) == "failed (exit 3)"
+    log = tmp_path / "train.log"
+    job = jobs_module.Job("stack wide-seed0", [], log, ["wide-s0.5-e1-seed0"])
+    log.write_text("epoch 1\nKilled\n")
+    assert jobs_module.how_it_ended(5, job) == "failed (exit 5)"
+    log.write_text("epoch 1\ntrain.py: error: stack wide-seed0: out of memory on cpu\n")
+    assert jobs_module.how_it_ended(4, job) == "failed (exit 4): out of memory on cpu"
 
 
 def test_a_job_stopped_by_sigterm_as_it_started_says_so_and_how_it_goes_on(
@@ -1081,7 +1089,8 @@ def test_a_changed_sweep_whose_every_cell_fails_leaves_no_earlier_table(
     not left standing for cells that are now in CELL.stale-1 (the cells themselves are)."""
     out = tmp_path / "pool"
     argv = [*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]
-    assert main(argv) == 0 and rows(out)
+    # (the first run in the sweep's process: two jobs' imports of torch took seconds)
+    assert main([*argv, "--jobs-per-device", "1"]) == 0 and rows(out)
     fail_subprocesses(tmp_path, monkeypatch, "echo 'Killed' >&2; exit 5\n")
     assert main([*argv, "--lr", "0.05", "--yes"]) == 1
     assert "no cell finished, so there is no table" in capsys.readouterr().out
