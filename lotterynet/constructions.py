@@ -45,7 +45,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .convert import CONVERTIBLE, type_name
+from .convert_rules import CONVERTIBLE, type_name
 from .distributions import check_positive, check_seed, draw_seed, orseau_range
 from .layers import SubnetConv2d, SubnetLinear
 from .machine import device_clock
@@ -108,7 +108,7 @@ def _check_generator(generator) -> None:
 
 def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:
     """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one), as
-    ``convert`` makes it (:data:`~lotterynet.convert.CONVERTIBLE`'s rule for ``layer``'s type:
+    ``convert`` makes it (:data:`~lotterynet.convert_rules.CONVERTIBLE`'s rule for ``layer``'s type:
     timm's ``Conv2dSame`` pads and ``StdConv2d`` standardises as the target does), drawn on the
     CPU and moved to ``layer``'s device (the same seed gives the same network on any device).
     A subclass of nn.Linear / nn.Conv2d without a rule may compute something else (timm's

@@ -54,7 +54,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -66,114 +66,27 @@ from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
-from .attention import SUBNET_MODULES, NotSingleMaps, SubnetMultiheadAttention
+from .attention import SUBNET_MODULES, NotSingleMaps
+from .convert_rules import (
+    BATCHNORM_MODES,
+    CONVERTIBLE,
+    FAMILIES,
+    LEFT_DENSE,
+    OTHERS_MODES,
+    Convertible,
+    type_name,
+)
 from .distributions import check_seed, layer_seed
 from .errors import plural
 from .layers import (
     BIAS_MODES,
     DOUBLED_WEIGHT,
     BiasMode,
-    SubnetConv1d,
-    SubnetConv2d,
     SubnetLinear,
     lacks_single_weight,
 )
 from .masking import KeepsNoWeight, MaskedWeight, check_module, named_masked_weights, uncompiled
-from .registry import Registry
 from .structures import ignored_options
-
-
-@dataclass(frozen=True)
-class Convertible:
-    """How to rebuild a plain layer type as a subnet layer: the class, its positional args
-    (before ``bias``) and its keyword args."""
-
-    subnet: type
-    args: Callable[[nn.Module], tuple]
-    kwargs: Callable[[nn.Module], dict] = field(default=lambda m: {})
-
-    def build(self, module: nn.Module, bias: bool | BiasMode, **options) -> nn.Module:
-        """The subnet layer with ``module``'s geometry, a bias or not (or its mode:
-        :func:`~lotterynet.layers.bias_mode`), and ``options``."""
-        return self.subnet(*self.args(module), bias, **self.kwargs(module), **options)
-
-
-def _linear_args(m: nn.Linear) -> tuple:
-    return (m.in_features, m.out_features)
-
-
-def _conv_args(m: nn.Conv1d | nn.Conv2d) -> tuple:
-    return (m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-            m.groups)
-
-
-def _conv_kwargs(m: nn.Conv1d | nn.Conv2d) -> dict:
-    return dict(padding_mode=m.padding_mode)
-
-
-def _timm_conv(*, same_pad: Callable[[nn.Conv2d], bool], standardized: bool) -> Convertible:
-    """The rule of a timm convolution that pads each input TensorFlow's "SAME" way where
-    ``same_pad(module)`` says (``Conv2dSame`` always, ``StdConv2dSame`` where its padding is not
-    static) and standardises its weight with its ``eps`` where ``standardized``
-    (``StdConv2d``, ``StdConv2dSame``): the subnet layer's ``same_pad`` and ``std_eps``."""
-    return Convertible(SubnetConv2d, _conv_args, lambda m: dict(
-        _conv_kwargs(m), same_pad=same_pad(m), std_eps=m.eps if standardized else None))
-
-
-def _attention_args(m: nn.MultiheadAttention) -> tuple:
-    return (m.embed_dim, m.num_heads, m.dropout)
-
-
-def _attention_kwargs(m: nn.MultiheadAttention) -> dict:
-    return dict(add_bias_kv=m.bias_k is not None, add_zero_attn=m.add_zero_attn, kdim=m.kdim,
-                vdim=m.vdim, batch_first=m.batch_first)
-
-
-def _has_bias(m: nn.Module) -> bool:
-    return (m.in_proj_bias if isinstance(m, nn.MultiheadAttention) else m.bias) is not None
-
-
-def type_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-#: Layer types ``convert`` replaces, by fully qualified class name. A subclass of ``nn.Linear``
-#: or ``nn.Conv*d`` that is not listed here may compute something else (``timm``'s
-#: ``ScaledStdConv2d`` scales its standardised weight by a trained gain), so ``convert`` refuses
-#: it rather than change what the model computes. The modules inside an
-#: ``nn.MultiheadAttention`` (its ``out_proj``) are converted with it, never on their own.
-CONVERTIBLE: Registry = Registry("convertible layer type")
-CONVERTIBLE.register(type_name(nn.Linear))(Convertible(SubnetLinear, _linear_args))
-CONVERTIBLE.register(type_name(nn.Conv1d))(Convertible(SubnetConv1d, _conv_args, _conv_kwargs))
-CONVERTIBLE.register(type_name(nn.Conv2d))(Convertible(SubnetConv2d, _conv_args, _conv_kwargs))
-# timm's Linear only adds a dtype cast under TorchScript.
-CONVERTIBLE.register("timm.layers.linear.Linear")(Convertible(SubnetLinear, _linear_args))
-# timm's TF-"SAME" and weight-standardised convolutions (EfficientNet's tf_ variants, BiT)
-CONVERTIBLE.register("timm.layers.conv2d_same.Conv2dSame")(
-    _timm_conv(same_pad=lambda m: True, standardized=False))
-CONVERTIBLE.register("timm.layers.std_conv.StdConv2d")(
-    _timm_conv(same_pad=lambda m: False, standardized=True))
-CONVERTIBLE.register("timm.layers.std_conv.StdConv2dSame")(
-    _timm_conv(same_pad=lambda m: m.same_pad, standardized=True))
-CONVERTIBLE.register(type_name(nn.MultiheadAttention))(
-    Convertible(SubnetMultiheadAttention, _attention_args, _attention_kwargs))
-_FAMILIES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention)
-
-
-def _non_affine(bn: _BatchNorm) -> None:
-    bn.affine = False
-    bn.weight = None  # nn.Module turns this into register_parameter("weight", None)
-    bn.bias = None
-
-
-BATCHNORM_MODES: Registry = Registry("batchnorm mode")
-BATCHNORM_MODES.register("non-affine")(_non_affine)
-BATCHNORM_MODES.register("trainable")(lambda bn: None)
-
-OTHERS_MODES: Registry = Registry("mode for other parameters (others)")
-OTHERS_MODES.register("frozen")(False)  # the value is requires_grad
-OTHERS_MODES.register("trainable")(True)
-
 
 #: ``convert`` records each call on the module it converted, under this attribute: a list of
 #: ``{"order": n, "kwargs": {...}}`` (``n`` orders the calls, so that calls on nested modules
@@ -484,7 +397,7 @@ class UnconvertibleLayers(LayersRefused):
 
 def _convertible(module: nn.Module, name: str) -> Convertible | None:
     """The conversion rule for ``module``, ``None`` if it is not a Linear/Conv1d/Conv2d."""
-    if not isinstance(module, _FAMILIES):
+    if not isinstance(module, FAMILIES):
         return None
     if isinstance(module, LazyModuleMixin):
         raise ValueError(f"module {name!r} is an uninitialised lazy module "
@@ -540,6 +453,10 @@ def laid_out(t: torch.Tensor) -> bool:
     "contiguous" in both formats whichever it has."""
     return t.dim() in LAYOUTS and tuple(t.stride()) == _strides(t.shape, LAYOUTS[t.dim()]) \
         != _strides(t.shape, torch.contiguous_format)
+
+
+def _has_bias(m: nn.Module) -> bool:
+    return (m.in_proj_bias if isinstance(m, nn.MultiheadAttention) else m.bias) is not None
 
 
 def _built(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *, seed: int,
@@ -645,16 +562,6 @@ def _warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
                       f"0, such as {tiny[0]!r}: the residual branches they scale add almost "
                       f"nothing to the network; others='trainable' trains them, or build the "
                       f"model with a larger init (timm: ls_init_value=1.0)", stacklevel=3)
-
-
-#: Weight-bearing layer types ``convert`` does not replace (a UNet decoder's transposed
-#: convolutions, a CRNN's LSTM, timm's ``CondConv2d``, whose experts' weights are a raw
-#: parameter), by fully qualified class name (timm's is not imported for it): a selected one,
-#: or one of a subclass, is left dense, its parameters under ``others``.
-LEFT_DENSE = frozenset([*map(type_name, (nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                                         nn.ConvTranspose3d, nn.Bilinear, nn.RNNBase,
-                                         nn.RNNCellBase)),
-                        "timm.layers.cond_conv2d.CondConv2d"])
 
 
 def _is_a(module: nn.Module, types: frozenset[str]) -> bool:
@@ -993,7 +900,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             f"convert: no layer to convert is selected (include={include and list(include)!r}, "
             f"exclude={list(exclude)!r}); the model's convertible layers: "
             f"{', '.join(convertible[:8]) + (', ...' if len(convertible) > 8 else '') or 'none'} "
-            f"(of the types {', '.join(f.__name__ for f in _FAMILIES)})")
+            f"(of the types {', '.join(f.__name__ for f in FAMILIES)})")
     every_name = [n for ns in names.values() for n in ns]
     for what, patterns in (("include", include or ()), ("exclude", exclude)):
         unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in every_name)]

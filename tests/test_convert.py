@@ -767,7 +767,7 @@ def test_a_refusal_to_keep_no_weight_names_the_lowest_limit_and_builds_no_layer(
     other layer was built for real before it (a large model's memory, thrown away). It names
     the limit at which every layer keeps a weight, of the smallest tensor among them, and
     builds layers on the meta device only."""
-    from lotterynet.convert import Convertible
+    from lotterynet.convert_rules import Convertible
 
     devices = set()
     build = Convertible.build
