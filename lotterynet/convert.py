@@ -67,6 +67,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from .attention import SUBNET_MODULES, NotSingleMaps
+from .convert_patterns import covering_patterns, escaped, matches
 from .convert_rules import (
     BATCHNORM_MODES,
     CONVERTIBLE,
@@ -133,19 +134,6 @@ def on_meta():
         PROBING.reset(token)
 
 
-def _matches(name: str, patterns: Sequence[str]) -> bool:
-    """``name``, or a module it is inside, matches a pattern (``"stem"`` covers ``stem.0``,
-    ``""``, the model, covers every module)."""
-    parts = name.split(".") if name else []
-    return any(fnmatch.fnmatchcase(".".join(parts[:i]), p)
-               for i in range(len(parts) + 1) for p in patterns)
-
-
-def escaped(name: str) -> str:
-    """A pattern that matches the module name ``name`` only (its ``*``, ``?``, ``[`` literal)."""
-    return re.sub(r"([*?[])", r"[\1]", name)
-
-
 def left_out_of(calls: list[dict], made: dict[str, int]) -> list[dict]:
     """The recorded ``convert()`` calls (``{"path", "order", "kwargs"}``, in call order) as a
     load replays them on a fresh model, given the layers they made that the model holds
@@ -162,32 +150,14 @@ def left_out_of(calls: list[dict], made: dict[str, int]) -> list[dict]:
         inner = {name[len(path) + 1:] if path else name: order for name, order in made.items()
                  if name == path or not path or name.startswith(f"{path}.")}
         later = [name for name, order in inner.items() if order > call["order"]
-                 and (kwargs["include"] is None or _matches(name, kwargs["include"]))
-                 and not _matches(name, kwargs["exclude"])]
+                 and (kwargs["include"] is None or matches(name, kwargs["include"]))
+                 and not matches(name, kwargs["exclude"])]
         if later:
             call = {**call, "kwargs": {**kwargs, "exclude": [*kwargs["exclude"],
                                                              *map(escaped, later)]}}
         replayed.append({**call, "nothing_left": True}
                         if call["order"] not in inner.values() else call)
     return replayed
-
-
-def covering_patterns(model: nn.Module, names: Iterable[str]) -> list[str]:
-    """Patterns that cover (:func:`_matches`) exactly the modules ``names`` of ``model`` and
-    those inside them: each name with its numbers (block indices) read as ``*`` where that
-    covers nothing else (``stages.*.blocks.*.conv1``), else the name itself."""
-    names = list(names)
-    every = [name for name, _ in model.named_modules(remove_duplicate=False)]
-    wanted = {name for name in every if _matches(name, names)}
-    patterns: list[str] = []
-    for name in names:
-        if _matches(name, patterns):
-            continue
-        parts = [escaped(part) for part in name.split(".")] if name else []
-        general = ".".join("*" if part.isdigit() else part for part in parts)
-        covers_more = any(_matches(n, [general]) for n in every if n not in wanted)
-        patterns.append(".".join(parts) if covers_more else general)
-    return patterns
 
 
 #: What :func:`plain_numbers` advises passing instead of a value of these types (the first
@@ -869,8 +839,8 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
         modules[id(module)] = module
 
     def selected(key: int) -> bool:
-        return (include is None or any(_matches(n, include) for n in names[key])) and \
-            not any(_matches(n, exclude) for n in names[key])
+        return (include is None or any(matches(n, include) for n in names[key])) and \
+            not any(matches(n, exclude) for n in names[key])
     inside_subnets = {id(m) for layer in modules.values() if isinstance(layer, SUBNET_MODULES)
                       for m in layer.modules()}
     inside_subnets |= {id(m) for layer in modules.values()
