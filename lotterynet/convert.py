@@ -568,7 +568,7 @@ def _refused_patch_resize(embed: nn.Module, img_size=None, patch_size=None, *arg
     """``set_input_size`` of a converted patch embedding of :data:`ASSERTS_CONV_PROJ` (this
     instance's, bound by ``convert``; the class's is timm's, untouched): a new patch size is
     refused while its ``proj`` is a subnet layer, in the registration hook's line, before
-    timm's assert; the rest (and an exported copy's, a plain ``proj``) is timm's own."""
+    timm's assert; the rest is timm's own (an export drops it: :func:`drop_subnet_guards`)."""
     if patch_size is not None and isinstance(embed.proj, SUBNET_MODULES) and \
             nn.modules.utils._pair(patch_size) != tuple(embed.patch_size):
         raise ValueError(_dense_patch_refusal(embed, "proj", "Conv2d"))
@@ -650,6 +650,19 @@ def watch_loaded_k(model: nn.Module) -> None:
     hooks = model._load_state_dict_pre_hooks.values()
     if not any(getattr(h, "hook", None) is _warn_loaded_k for h in hooks):
         model.register_load_state_dict_pre_hook(_warn_loaded_k)
+
+
+def drop_subnet_guards(module: nn.Module) -> None:
+    """Remove from ``module`` what ``convert`` and ``build_model`` attach to a model for its
+    subnet layers: :func:`_warn_loaded_k` and a converted patch embedding's
+    :func:`_refused_patch_resize`, for an export, which has none of those layers left (a pickle
+    of it would name them, and so need lotterynet to load)."""
+    for key, hook in list(module._load_state_dict_pre_hooks.items()):
+        if getattr(hook, "hook", None) is _warn_loaded_k:
+            del module._load_state_dict_pre_hooks[key]
+    resize = module.__dict__.get("set_input_size")
+    if isinstance(resize, functools.partial) and resize.func is _refused_patch_resize:
+        del module.set_input_size
 
 
 def convert(model: nn.Module, *, sparsity: float, init: str | None = None,

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention, outermost_subnet_modules
-from .convert import CONVERT_RECORD, move_hooks, refuse_torch_pruned
+from .convert import CONVERT_RECORD, drop_subnet_guards, move_hooks, refuse_torch_pruned
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .masking import uncompiled
 from .plain import SamePad, SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
@@ -122,6 +122,7 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
     for module in exported.modules():  # no longer what build_model / convert made
         module.__dict__.pop("spec", None)
         module.__dict__.pop(CONVERT_RECORD, None)
+        drop_subnet_guards(module)
     if isinstance(exported, SUBNET_MODULES):
         return export_layer(exported, sparse=sparse)
     plain: dict[int, nn.Module] = {}

@@ -1,3 +1,4 @@
+import pickle
 import re
 import subprocess
 import sys
@@ -247,6 +248,25 @@ def test_export_allocates_no_dense_weight_it_throws_away(sparse):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
+def test_a_dense_export_pickles_without_naming_lotterynet():
+    """An export is torch modules (and lotterynet.plain's where it holds one): a pickle of a
+    dense one (torch.save(model)) loads without lotterynet. It held the loaded-k pre-hook of
+    convert and build_model (lotterynet.convert._warn_loaded_k), and a converted HybridEmbed its
+    guarded set_input_size, so it named lotterynet and needed it to load. Neither is left, and
+    the exported embedding changes its patch size as timm's does."""
+    from timm.layers import HybridEmbed
+    made = [convert(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)), sparsity=0.5),
+            ln.build_model("fc2", width=16, structure="dense", sparsity=0.5),
+            convert(HybridEmbed(nn.Conv2d(3, 4, 2, stride=2), img_size=8, patch_size=2,
+                                embed_dim=6), sparsity=0.5)]
+    for model in made:
+        exported = export(model)
+        assert b"lotterynet" not in pickle.dumps(exported), type(model).__name__
+        exported.load_state_dict(exported.state_dict())
+    exported.set_input_size(patch_size=1)
+    assert exported.proj.kernel_size == (1, 1)
+
+
 def test_a_sparse_export_pickled_before_weight_order_runs_as_before(tmp_path):
     """A sparse export pickled (torch.save(model)) before the sparse layers kept their
     weight's layout (weight_order) stored each weight's entries in its own order: it loads and
