@@ -27,11 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import (
-    FIELDS,
     WANDB_OPTIONS,
-    WIDE,
     ConfigError,
-    RunConfig,
     check_path,
     check_wandb_names,
     dump_yaml,
@@ -43,6 +40,7 @@ from .config import (
     refuse_unread_flags,
     string_keys,
 )
+from .config_schema import FIELDS, WIDE, RunConfig
 from .errors import flag_name
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
@@ -410,7 +408,7 @@ def describe_cell(label: str, values: dict) -> str:
 
 def config_value(values: dict, key: str):
     """``key`` of the run that config ``values`` make (a sweep's base, a cell's values): its
-    value there, else :class:`~lotterynet.config.RunConfig`'s default."""
+    value there, else :class:`~lotterynet.config_schema.RunConfig`'s default."""
     return values.get(key, FIELDS[key].default)
 
 

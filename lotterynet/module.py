@@ -22,7 +22,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .checkpointing import parse_checkpoint, read_checkpoint, source_name
-from .config import RunConfig
+from .config_schema import RunConfig
 from .convert import plain_numbers
 from .datamodule import TensorDataModule
 from .errors import CheckpointError
@@ -45,7 +45,7 @@ MONITORABLE = {"train": ("train/loss", "train/loss_epoch", "train/acc", "lr"),
 def default_optim(arch: str) -> dict:
     """What :class:`EdgePopupModule` takes for the optimizer keys it is not given: those of
     ``train.py --arch <arch>`` (the recipe's ``lr`` of ``arch``,
-    :func:`~lotterynet.archs.recipe_lr`, and :class:`~lotterynet.config.RunConfig`'s
+    :func:`~lotterynet.archs.recipe_lr`, and :class:`~lotterynet.config_schema.RunConfig`'s
     defaults), but ``epochs`` None: the cosine schedule spans the Trainer's ``max_epochs``."""
     return {**optim_settings(RunConfig(arch=arch)), "epochs": None}
 

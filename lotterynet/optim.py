@@ -74,7 +74,7 @@ def optimizer_and_schedule(model: nn.Module, optim: dict, epochs: int | None):
 
 
 def optim_settings(config) -> dict:
-    """The optimizer and schedule of a run (a :class:`~lotterynet.config.RunConfig`), as
+    """The optimizer and schedule of a run (a :class:`~lotterynet.config_schema.RunConfig`), as
     :class:`~lotterynet.module.EdgePopupModule` takes them: an unset ``lr`` is the recipe's of
     its architecture (:func:`~lotterynet.archs.recipe_lr`)."""
     return dict(optimizer=config.optimizer, scheduler=config.scheduler,

@@ -1,5 +1,5 @@
-"""One training run from a :class:`~lotterynet.config.RunConfig`: build the data and the model,
-train with Lightning (checkpoint every epoch), test once, write ``results.json``.
+"""One training run from a :class:`~lotterynet.config_schema.RunConfig`: build the data and the
+model, train with Lightning (checkpoint every epoch), test once, write ``results.json``.
 
 :func:`run` returns the results dict; the sweep runs many configs through it.
 """
@@ -38,16 +38,8 @@ from .checkpointing import (
     stored_config,
     write_text_atomic,
 )
-from .config import (
-    NOT_COMPUTED,
-    RESUMABLE,
-    WIDE,
-    ConfigError,
-    RunConfig,
-    changed_fields,
-    examples_per_device,
-    read_options,
-)
+from .config import NOT_COMPUTED, RESUMABLE, ConfigError, changed_fields, read_options
+from .config_schema import WIDE, RunConfig, examples_per_device
 from .datamodule import TensorDataModule
 from .errors import (
     DIVERGED_IN,

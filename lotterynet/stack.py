@@ -63,15 +63,14 @@ from .config import (
     NOT_COMPUTED,
     OUTPUT_ONLY,
     ConfigError,
-    RunConfig,
     changed_fields,
     check_path,
     dump_yaml,
     make_config,
-    on_gpu,
     read_options,
     read_yaml_mapping,
 )
+from .config_schema import RunConfig, on_gpu
 from .data import absolute_data_dir
 from .datamodule import TensorDataModule
 from .errors import DIVERGED_IN, OutOfMemory, TrainingDiverged, plural

@@ -23,7 +23,8 @@ from .checkpointing import (
     load_checkpoint,
     stored_config,
 )
-from .config import NOT_COMPUTED, RunConfig, changed_fields, make_config
+from .config import NOT_COMPUTED, changed_fields, make_config
+from .config_schema import RunConfig
 from .grid import BASELINE, OLD_LABELS, Sweep, cell_name, config_value, old_labels, variant_label
 from .loggers import METRICS_FILE
 from .run import (

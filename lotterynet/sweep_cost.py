@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, RunConfig, device_count, make_config, training_examples
+from .config import ConfigError, make_config
+from .config_schema import RunConfig, device_count, training_examples
 from .convert import on_meta
 from .data import DATASETS
 from .errors import plural

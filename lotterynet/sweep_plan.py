@@ -10,7 +10,7 @@ import re
 from functools import partial
 from pathlib import Path
 
-from .config import RunConfig
+from .config_schema import RunConfig
 from .errors import in_binary_units, plural
 from .grid import Sweep, cell_name
 from .memory import memory_available

@@ -19,12 +19,11 @@ from .config import (
     PRECISIONS,
     SEED_MAX,
     ConfigError,
-    RunConfig,
     as_config_error,
-    on_gpu,
     precision_name,
     read_yaml_mapping,
 )
+from .config_schema import RunConfig, on_gpu
 from .registry import check_choice
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")

@@ -223,7 +223,7 @@ def test_load_from_checkpoint_lets_its_own_parse_go_before_lightning_parses(tmp_
 def test_module_takes_the_run_defaults_of_its_architecture(arch, lr):
     """Without an lr the module trained LeNet5 at 0.1, ten times the recipe's 0.01 that
     ``train.py --arch lenet5`` uses: the settings it is not given are a run's."""
-    from lotterynet.config import RunConfig
+    from lotterynet.config_schema import RunConfig
     from lotterynet.optim import optim_settings
 
     optim = ln.EdgePopupModule({"name": arch}).hparams.optim
@@ -860,7 +860,8 @@ def test_devices_on_the_command_line_win_over_the_files_in_either_form(tmp_path,
     """A config file's ``trainer.devices: auto`` (the README's example) outlived ``--devices
     2``, and Lightning read it: the run trained on one device (its config said 2); a resume
     with ``--devices`` likewise kept the stored ``trainer.devices``."""
-    from lotterynet.config import device_count, make_config
+    from lotterynet.config import make_config
+    from lotterynet.config_schema import device_count
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
@@ -886,7 +887,8 @@ def test_trainer_devices_are_counted_as_lightning_counts_them(monkeypatch):
     """``--devices auto`` / ``0,1`` / ``-1`` go to the Trainer as its ``devices``; the shares of
     the training split, the per-device checks and the strategy count the devices they name
     (here four GPUs, simulated), not one."""
-    from lotterynet.config import ConfigError, device_count, examples_per_device, make_config
+    from lotterynet.config import ConfigError, make_config
+    from lotterynet.config_schema import device_count, examples_per_device
     from lotterynet.trainer_options import split_batches
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -230,7 +230,7 @@ def test_conv_malach_width_default_is_pairs_in_channels_as_help_says():
     --hidden's help said."""
     import dataclasses
 
-    from lotterynet.config import RunConfig
+    from lotterynet.config_schema import RunConfig
     conv = ln.SubnetConv2d(4, 6, 3, groups=2, structure="malach", pairs=2)
     assert conv.structure.u.weight.shape == (2 * 4, 2, 3, 3)
     help_text = {f.name: f for f in dataclasses.fields(RunConfig)}["hidden"].metadata["help"]
