@@ -25,7 +25,6 @@ from .config import (
     check_agree,
     check_path,
     dotted_flags,
-    dump_yaml,
     given_flags,
     lightning_devices,
     load_yaml,
@@ -37,6 +36,7 @@ from .config import (
     split_trainer_options,
     without_devices_named_in,
 )
+from .config_yaml import dump_yaml
 from .errors import (
     ERROR,
     PROG,

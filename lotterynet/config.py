@@ -19,7 +19,6 @@ import inspect
 import math
 import netrc
 import os
-import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from .config_schema import (
     examples_per_device,
     field_type,
 )
+from .config_yaml import ConfigLoader, read_yaml_mapping, string_keys
 from .errors import ConfigError, flag_name, python_value
 from .registry import check_choice
 
@@ -271,115 +271,12 @@ def nested_config(config: RunConfig) -> dict:
     return {**nested, "trainer": trainer, **flat}
 
 
-def expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
-    """The values under a composed YAML ``node`` with every alias written out, counted
-    without writing them out (``sizes``: the count of each node already counted)."""
-    if id(node) not in sizes:
-        children = node.value if isinstance(node, yaml.SequenceNode) else \
-            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
-        sizes[id(node)] = 1 + sum(expanded_size(child, sizes) for child in children)
-    return sizes[id(node)]
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a mapping that gives one key twice (the last would win
-    unsaid) and a document whose aliases expand it past :attr:`MAX_VALUES` values (a few
-    hundred bytes of ``*name`` can stand for billions, which every later step would walk)."""
-
-    MAX_VALUES = 100_000
-
-    def construct_document(self, node):
-        if expanded_size(node, {}) > self.MAX_VALUES:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"its aliases (*name) expand it to more than {self.MAX_VALUES:,} "
-                f"values; no option needs that", node.start_mark)
-        return super().construct_document(node)
-
-    def construct_mapping(self, node, deep=False):
-        keys = [(k.tag, k.value) for k, _ in node.value if isinstance(k, yaml.ScalarNode)
-                and k.tag != "tag:yaml.org,2002:merge"]
-        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
-        if twice:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {twice[1]!r} is given twice", node.start_mark)
-        return super().construct_mapping(node, deep)
-
-
-class ConfigDumper(yaml.SafeDumper):
-    """PyYAML's safe dumper, quoting the strings :class:`ConfigLoader` reads as numbers: a
-    folder or W&B name ``1e3`` printed bare came back as the number 1000.0 (refused)."""
-
-
-# YAML 1.1 reads a float with an exponent only with a dot and a signed exponent: 1e-3, 5E-4
-# and 1.0e6 were strings (a refused lr); as YAML 1.2 and LightningCLI they are numbers.
-EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
-ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
-ConfigDumper.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
-
-
-def dump_yaml(data, **options) -> str:
-    """``data`` as YAML that :class:`ConfigLoader` reads back as ``data``."""
-    return yaml.dump(data, Dumper=ConfigDumper, **options)
-
-
-def yaml_fault(err: yaml.YAMLError) -> str:
-    """What is wrong in a YAML text, in one line: where (``line L, column C``, 1-based) and
-    what the parser found there, with what it was reading (``while parsing a flow mapping``)."""
-    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
-    if mark is None or not problem:
-        return str(err).splitlines()[0]
-    context = getattr(err, "context", None)
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (
-        f" ({context})" if context else "")
-
-
-def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
-    """The mapping in the YAML file ``path`` (``where`` names it in errors, ``holds`` says what
-    it should hold); :class:`ConfigError` for a missing, unreadable, malformed or non-mapping
-    file."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{where} is a folder; give the file in it")
-    if not path.is_file():
-        raise ConfigError(f"{where} not found")
-    try:
-        data = yaml.load(path.read_text(), Loader=ConfigLoader)
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{where} cannot be read as text: "
-                          f"{getattr(err, 'strerror', None) or err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{where} is not valid YAML: {yaml_fault(err)}") from None
-    except RecursionError:  # PyYAML recurses once per level of nesting
-        raise ConfigError(f"{where} nests too deep to read (the YAML reader hit Python's "
-                          f"recursion limit, {sys.getrecursionlimit()}); no option needs "
-                          f"that") from None
-    if data is None:  # an empty file, or comments only
-        return {}
-    if not isinstance(data, dict):  # ([] and false too: they were read as an empty file)
-        raise ConfigError(f"{where} must hold {holds}")
-    return data
-
-
 def load_yaml(path: str | Path) -> dict:
     """The flat mapping of a config file (flat keys, or LightningCLI-style ``model:``,
     ``data:`` and ``trainer:`` sections), keys with ``-`` read as ``_``."""
     where = f"config file {str(Path(path))!r}"
     return flatten_sections(string_keys(read_yaml_mapping(path, where, "a mapping of options"),
                                         where), where)
-
-
-def string_keys(data: dict, where: str) -> dict:
-    """``data`` with ``-`` in its keys read as ``_``; every key must be a string."""
-    for key in data:
-        if not isinstance(key, str):
-            raise ConfigError(f"{where}: key {key!r} is not a string; valid keys: "
-                              f"{', '.join(FIELDS)}")
-    keys = [k.replace("-", "_") for k in data]
-    twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
-    if twice:
-        raise ConfigError(f"{where}: {twice} is given twice (spelt with - and with _); give it "
-                          f"once")
-    return dict(zip(keys, data.values()))
 
 
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",

@@ -31,16 +31,15 @@ from .config import (
     ConfigError,
     check_path,
     check_wandb_names,
-    dump_yaml,
     flatten_sections,
     given_flags,
     make_config,
     overlay,
     refuse_unread_file_options,
     refuse_unread_flags,
-    string_keys,
 )
 from .config_schema import FIELDS, WIDE, RunConfig
+from .config_yaml import dump_yaml, string_keys
 from .errors import flag_name
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 

@@ -65,12 +65,11 @@ from .config import (
     ConfigError,
     changed_fields,
     check_path,
-    dump_yaml,
     make_config,
     read_options,
-    read_yaml_mapping,
 )
 from .config_schema import RunConfig, on_gpu
+from .config_yaml import dump_yaml, read_yaml_mapping
 from .data import absolute_data_dir
 from .datamodule import TensorDataModule
 from .errors import DIVERGED_IN, OutOfMemory, TrainingDiverged, plural

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from .checkpointing import write_text_atomic
-from .config import dump_yaml
 from .config_schema import RunConfig
+from .config_yaml import dump_yaml
 from .errors import ERROR, Interrupted, OutOfMemory, Terminated, TrainingDiverged, interrupted
 from .lifetime import die_with_parent
 from .run import CHECKPOINTS, LAST, RESULTS, epochs_in, with_its_epoch

@@ -15,15 +15,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from .config import (
-    PRECISIONS,
-    SEED_MAX,
-    ConfigError,
-    as_config_error,
-    precision_name,
-    read_yaml_mapping,
-)
+from .config import PRECISIONS, SEED_MAX, ConfigError, as_config_error, precision_name
 from .config_schema import RunConfig, on_gpu
+from .config_yaml import read_yaml_mapping
 from .registry import check_choice
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
