@@ -18,21 +18,23 @@ from pathlib import Path
 
 from .config import (
     RESUMABLE,
-    TRAINER_KEYS,
     ConfigError,
-    add_config_arguments,
     changed_fields,
-    check_agree,
     check_path,
+    load_yaml,
+    make_config,
+    refuse_unread_file_options,
+    refuse_unread_flags,
+)
+from .config_flags import (
+    TRAINER_KEYS,
+    add_config_arguments,
+    check_agree,
     dotted_flags,
     given_flags,
     lightning_devices,
-    load_yaml,
-    make_config,
     nested_config,
     overlay,
-    refuse_unread_file_options,
-    refuse_unread_flags,
     split_trainer_options,
     without_devices_named_in,
 )
@@ -79,7 +81,7 @@ BEGUN = "it had begun: what it wrote is kept; run the same command again to go o
 
 class OneLineParser(OneLineErrorParser):
     """Argument errors as one line (no usage block), exit code 2; LightningCLI's dotted flags
-    (``--trainer.KEY``, ``--data.KEY``: :func:`~lotterynet.config.dotted_flags`) accepted."""
+    (``--trainer.KEY``, ``--data.KEY``: :func:`~lotterynet.config_flags.dotted_flags`) accepted."""
 
     def parse_args(self, args=None, namespace=None):
         try:

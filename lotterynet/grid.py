@@ -31,13 +31,11 @@ from .config import (
     ConfigError,
     check_path,
     check_wandb_names,
-    flatten_sections,
-    given_flags,
     make_config,
-    overlay,
     refuse_unread_file_options,
     refuse_unread_flags,
 )
+from .config_flags import flatten_sections, given_flags, overlay
 from .config_schema import FIELDS, WIDE, RunConfig
 from .config_yaml import dump_yaml, string_keys
 from .errors import flag_name
