@@ -16,16 +16,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import (
-    RESUMABLE,
-    ConfigError,
-    changed_fields,
-    check_path,
-    load_yaml,
-    make_config,
-    refuse_unread_file_options,
-    refuse_unread_flags,
-)
+from .config import RESUMABLE, ConfigError, changed_fields, load_yaml, make_config
+from .config_checks import check_path, refuse_unread_file_options, refuse_unread_flags
 from .config_flags import (
     TRAINER_KEYS,
     add_config_arguments,

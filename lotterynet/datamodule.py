@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .augment import AUGMENTATIONS, batch_seed, unchanged
-from .config import SEED_MAX
+from .config_checks import SEED_MAX
 from .data import DATASETS, load_split, resolve_data_dir
 from .distributions import check_seed
 from .errors import DatasetCorrupt, DatasetNotFound

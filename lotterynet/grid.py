@@ -26,12 +26,11 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import (
+from .config import ConfigError, make_config
+from .config_checks import (
     WANDB_OPTIONS,
-    ConfigError,
     check_path,
     check_wandb_names,
-    make_config,
     refuse_unread_file_options,
     refuse_unread_flags,
 )

@@ -33,7 +33,7 @@ from .checkpointing import (
     checkpoint_run_dir,
     write_csv_atomic,
 )
-from .config import WANDB_SERVER_MODES, wandb_mode
+from .config_checks import WANDB_SERVER_MODES, wandb_mode
 from .errors import ConfigError, WandbFailed, exit_code, first_line
 from .grid import config_value
 

@@ -98,7 +98,8 @@ def check_optim(optim: dict) -> None:
     """One line (``ValueError``) naming the first bad setting of those ``optim`` holds: names
     from the registries, ``lr``, ``momentum`` and ``weight_decay`` as :data:`OPTIM_NUMBERS`
     says, ``epochs`` None or a positive integer. The one check of a run's config
-    (``check_numbers``) and of :class:`~lotterynet.module.EdgePopupModule`'s settings."""
+    (:func:`~lotterynet.config_checks.check_numbers`) and of
+    :class:`~lotterynet.module.EdgePopupModule`'s settings."""
     if "optimizer" in optim:
         OPTIMIZERS.get(optim["optimizer"])
     if "scheduler" in optim:

@@ -38,7 +38,8 @@ from .checkpointing import (
     stored_config,
     write_text_atomic,
 )
-from .config import NOT_COMPUTED, RESUMABLE, ConfigError, changed_fields, read_options
+from .config import NOT_COMPUTED, RESUMABLE, ConfigError, changed_fields
+from .config_checks import read_options
 from .config_schema import WIDE, RunConfig, examples_per_device
 from .datamodule import TensorDataModule
 from .errors import (

@@ -59,15 +59,8 @@ from .checkpointing import (
     write_csv_atomic,
     write_text_atomic,
 )
-from .config import (
-    NOT_COMPUTED,
-    OUTPUT_ONLY,
-    ConfigError,
-    changed_fields,
-    check_path,
-    make_config,
-    read_options,
-)
+from .config import NOT_COMPUTED, OUTPUT_ONLY, ConfigError, changed_fields, make_config
+from .config_checks import check_path, read_options
 from .config_schema import RunConfig, on_gpu
 from .config_yaml import dump_yaml, read_yaml_mapping
 from .data import absolute_data_dir

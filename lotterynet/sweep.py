@@ -51,7 +51,8 @@ from pathlib import Path
 import torch
 
 from .checkpointing import write_text_atomic
-from .config import WANDB_NAME_MAX, ConfigError, make_config
+from .config import ConfigError, make_config
+from .config_checks import WANDB_NAME_MAX
 from .config_schema import RunConfig, device_count
 from .datamodule import TensorDataModule, check_data_set
 from .errors import (

@@ -19,7 +19,7 @@ import shlex
 import torch
 from torch import nn
 
-from .config import check_model_kwargs
+from .config_checks import check_model_kwargs
 from .convert import LAYER_OPTIONS, LayersRefused, convert
 from .models import MODELS
 from .validate import check_timm_model

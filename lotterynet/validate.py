@@ -15,7 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .config import PRECISIONS, SEED_MAX, ConfigError, as_config_error, precision_name
+from .config import PRECISIONS, ConfigError, precision_name
+from .config_checks import SEED_MAX, as_config_error
 from .config_schema import RunConfig, on_gpu
 from .config_yaml import read_yaml_mapping
 from .registry import check_choice

@@ -1269,7 +1269,8 @@ def test_cpu_estimate_times_each_structure_by_the_parameters_it_trains(tmp_path,
 def test_shipped_sweep_files_build_valid_cells(path):
     """Every cell of every shipped sweep file is a valid run config (a misspelt value in a
     sweep's base would otherwise surface only when its cell starts, hours in)."""
-    from lotterynet.config import make_config, validate
+    from lotterynet.config import make_config
+    from lotterynet.config_checks import validate
 
     sweep = load_sweep(build_parser().parse_args(["--sweep", str(path)]), Overrides())
     cells = sweep.cells()

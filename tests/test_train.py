@@ -22,7 +22,8 @@ from conftest import REPO, SCALED_STD_CONVS, TINY_NF
 from lotterynet import checkpointing
 from lotterynet.archs import recipe, recipe_lr
 from lotterynet.cli import build_parser, config_from_args, main
-from lotterynet.config import NOT_COMPUTED, changed_fields, make_config, read_options
+from lotterynet.config import NOT_COMPUTED, changed_fields, make_config
+from lotterynet.config_checks import read_options
 from lotterynet.config_flags import NAMED_CHOICES
 from lotterynet.config_schema import FIELDS
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
