@@ -54,7 +54,7 @@ from .errors import (
 )
 from .machine import cpu_name
 from .params import count_params
-from .run import RESULTS
+from .run_dir import RESULTS
 from .targets import (
     RECIPES,
     add_targets_dir,

@@ -7,9 +7,6 @@ model, train with Lightning (checkpoint every epoch), test once, write ``results
 from __future__ import annotations
 
 import contextlib
-import csv
-import fcntl
-import json
 import os
 import random
 import shlex
@@ -36,9 +33,8 @@ from .checkpointing import (
     load_checkpoint,
     remove_stale_temp_files,
     stored_config,
-    write_text_atomic,
 )
-from .config import NOT_COMPUTED, RESUMABLE, ConfigError, changed_fields
+from .config import RESUMABLE, ConfigError, changed_fields
 from .config_checks import read_options
 from .config_schema import WIDE, RunConfig, examples_per_device
 from .datamodule import TensorDataModule
@@ -52,7 +48,6 @@ from .errors import (
     memory_refused,
     resume_flag,
 )
-from .grid import SWEEP_FILE, SWEEP_LOCK
 from .lifetime import (
     SigtermStop,
     stop_all_ranks_on_sigterm,
@@ -61,8 +56,6 @@ from .lifetime import (
 )
 from .loggers import (
     METRICS_FILE,
-    WANDB_ENDED_FILE,
-    WANDB_ID_FILE,
     check_wandb_environment,
     end_open_wandb,
     ending_wandb_runs,
@@ -72,7 +65,6 @@ from .loggers import (
     wandb_sync,
 )
 from .machine import cpu_name, device_clock, is_launched_worker
-from .masking import masked_weights
 from .memory import check_fits, memory_needed
 from .models import split_arch
 from .module import EPOCH_LOSS, EdgePopupModule, divergence, layer_densities, mask_digest
@@ -80,9 +72,18 @@ from .optim import optim_settings
 from .params import count_params, kept_params
 from .quiet import quiet_lightning
 from .resumable import check_resumable, is_real, nested
+from .run_dir import (
+    RESULTS,
+    claim_run_dir,
+    clear_previous_run,
+    holding,
+    holds_files,
+    resumed_out,
+    run_dir_of,
+    write_json_atomic,
+    write_ticket,
+)
 from .structures import without_ignored_options
-from .ticket import save_ticket
-from .ticket_file import TICKET
 from .trainer_options import (
     default_strategy,
     epoch_checkpoint,
@@ -90,185 +91,7 @@ from .trainer_options import (
     optimizer_steps_per_epoch,
     trainer_options,
 )
-from .validate import check_not_folders, check_output_dir
 from .widen import maskable_count, wide_width
-
-RESULTS = "results.json"
-#: The files a run (or a stack's cell) writes when it ends: a folder in the place of one is
-#: refused before the training (:func:`~lotterynet.validate.check_not_folders`).
-END_FILES = (RESULTS, TICKET)
-#: What a run stopped before its first checkpoint leaves in its folder, its files and folders
-#: (``wandb/``: W&B's, where it writes there), as a stack's member that diverged leaves its
-#: cell (its W&B run's end, ``wandb-ended``): :func:`left_before_a_checkpoint`.
-LEFT_BEFORE_A_CHECKPOINT = {METRICS_FILE: False, "hparams.yaml": False, WANDB_ID_FILE: False,
-                            WANDB_ENDED_FILE: False, CHECKPOINTS: True, "wandb": True}
-
-
-def default_run_dir(config: RunConfig) -> Path:
-    kind = "trained" if config.train_weights else config.structure
-    if config.structure == WIDE and not config.train_weights:
-        kind = f"wide-{config.match}"
-    return Path("runs") / (f"{config.arch}-{kind}-s{config.sparsity:g}-{config.activation}-"
-                           f"e{config.epochs}-seed{config.seed}")
-
-
-def run_dir_of(config: RunConfig) -> Path:
-    """``--out``, else the run that holds the ``--resume`` checkpoint, else the default name. A
-    path stored inside a checkpoint never decides where files go."""
-    if config.out:
-        return Path(config.out)
-    if config.resume:
-        return checkpoint_run_dir(config.resume)
-    return default_run_dir(config)
-
-
-def resumed_out(config: RunConfig, resumed: Resumed) -> str | None:
-    """The ``out`` of a resume given none, which goes on in its checkpoint's run folder: the
-    ``out`` of that run (in the ``resumed`` checkpoint's config) where it names the folder from
-    here, so that the resume records (in ``results.json``, its checkpoints) what the
-    uninterrupted run did; else (a run moved, resumed from another directory) the folder."""
-    path, loaded = resumed
-    run_dir, out = checkpoint_run_dir(path), stored_config(loaded, path).get("out")
-    return out if Path(out or default_run_dir(config)).resolve() == run_dir else str(run_dir)
-
-
-def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
-    """Refuse to write where it would destroy or mix up a run: into a directory that holds
-    another run (unless ``overwrite``), or on from a finished run. A resume writes into the run
-    it continues (from that run's last checkpoint), or into an empty ``--out``. A new run
-    starts over in the folder of one stopped before its first checkpoint
-    (:func:`left_before_a_checkpoint`), as its stop line says."""
-    if is_launched_worker():
-        return
-    check_output_dir(run_dir, "--out")
-    check_not_folders(run_dir / file for file in (*END_FILES, METRICS_FILE))  # (its history)
-    sweep = next((name for name in (SWEEP_FILE, SWEEP_LOCK) if (run_dir / name).exists()), None)
-    if sweep is not None:
-        raise ConfigError(f"--out {str(run_dir)!r} is a sweep's folder ({sweep} is there): a run "
-                          f"there would be mixed with its cells, and --overwrite would clear "
-                          f"them; choose another --out")
-    if config.resume:
-        source = checkpoint_run_dir(config.resume)
-        if (source / RESULTS).is_file():
-            raise ConfigError(f"run {str(source)!r} is finished ({RESULTS} is there); "
-                              f"there is nothing to resume: start a new run with --out")
-        last, into_source = source / CHECKPOINTS / LAST, run_dir.resolve() == source
-        if not into_source and (run_dir / RESULTS).is_file():  # (the run resumed is not)
-            raise ConfigError(f"--out {str(run_dir)!r} holds a finished run ({RESULTS} is "
-                              f"there); resume into the run {str(source)!r} itself or into "
-                              f"an empty --out")
-        if into_source and Path(config.resume).resolve().parent.name != CHECKPOINTS:
-            raise ConfigError(f"--resume {config.resume!r} is not in a run's {CHECKPOINTS}/ "
-                              f"folder, so there is no run to continue it in (its history is "
-                              f"the run's); give an empty --out")
-        if into_source and Path(config.resume).resolve() != last.resolve():
-            raise ConfigError(f"--resume {config.resume!r} is not the last checkpoint of run "
-                              f"{str(source)!r} ({str(last)!r}); continued there, it would cut "
-                              f"the run's history back to it and replace its last checkpoint: "
-                              f"give an empty --out")
-        if into_source or not holds_files(run_dir):
-            return
-        raise ConfigError(f"--out {str(run_dir)!r} holds another run; resume into the run "
-                          f"{str(source)!r} itself or into an empty --out")
-    if config.overwrite or not holds_files(run_dir) or left_before_a_checkpoint(run_dir):
-        return
-    last, done = run_dir / CHECKPOINTS / LAST, (run_dir / RESULTS).is_file()
-    resume = f"{resume_flag(last)}, " if last.is_file() and not done else ""
-    finished = f" (a finished run: {RESULTS} is there)" if done else ""
-    raise ConfigError(f"run directory {str(run_dir)!r} is not empty{finished}; pass "
-                      f"--overwrite, {resume}or another --out")
-
-
-@contextlib.contextmanager
-def holding(run_dir: Path, config: RunConfig):
-    """Create ``run_dir`` and hold an exclusive lock on it (``flock`` on the folder itself, so
-    nothing is added to it; the system drops it when the process dies) while the block runs,
-    then check again what :func:`claim_run_dir` checked before the data was loaded: two runs
-    started into one ``--out`` at once would both have passed that check and written into each
-    other's files. The one that comes second is refused (exit 2)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_launched_worker():  # rank 0 holds it for every rank
-        yield
-        return
-    with locked(run_dir, f"run directory {str(run_dir)!r} is in use by another run; wait for "
-                         f"it, or choose another --out"):
-        claim_run_dir(run_dir, config)
-        yield
-
-
-@contextlib.contextmanager
-def locked(folder: Path, busy: str):
-    """An exclusive ``flock`` on ``folder`` itself (nothing is added to it; the system drops
-    it when the process dies) while the block runs; :class:`ConfigError` ``busy`` when another
-    process holds it, or has just moved it away."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except FileNotFoundError:
-        raise ConfigError(busy) from None
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(busy) from None
-        yield
-    finally:
-        os.close(handle)  # and with it the lock
-
-
-def clear_previous_run(run_dir: Path) -> None:
-    """``--overwrite``: remove the previous run's result, ticket, checkpoint and W&B run id, so
-    that the folder holds the new run alone — finished only when it finishes, resumable from its
-    own checkpoint if stopped before, never logging into the old run's W&B history (its
-    ``metrics.csv`` starts anew with it)."""
-    for name in (*END_FILES, f"{CHECKPOINTS}/{LAST}", WANDB_ID_FILE, WANDB_ENDED_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-
-
-def write_ticket(model: torch.nn.Module, run_dir: Path) -> Path | None:
-    """``RUN/model.ticket``, the trained subnetwork (1-bit masks + trained tensors + spec,
-    :func:`~lotterynet.ticket.save_ticket`; its W&B model artifact), or None for a model with
-    no masks (the trained baseline)."""
-    if not masked_weights(model):
-        return None
-    save_ticket(model, run_dir / TICKET)
-    return run_dir / TICKET
-
-
-def holds_files(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.iterdir())
-
-
-def left_before_a_checkpoint(run_dir: Path, resumed_epochs: int = 0) -> bool:
-    """``run_dir`` holds only what a run stopped before its first checkpoint leaves
-    (:data:`LEFT_BEFORE_A_CHECKPOINT`): ``hparams.yaml`` (written as its fit starts) with a
-    history of no epoch past the one it was training (its rows are logged before its
-    checkpoint is written; ``resumed_epochs``: the epochs of the checkpoint it was resumed
-    from, whose history it carries, 0 for a new run), its W&B id and files, an empty
-    ``checkpoints/``; without ``hparams.yaml`` (stopped or failed before its fit: W&B refusing
-    to start), a history of the parameter counts it logs before it alone
-    (:func:`params_metrics`, at step 0). There is nothing to resume, and a new run there starts
-    over (the W&B files stay). Anything else, a file of the user's, a history alone (a header
-    alone holds nothing to keep) or one past that epoch whose checkpoint is gone, is kept: the
-    folder is not taken."""
-    entries = list(run_dir.iterdir())
-    if not all(LEFT_BEFORE_A_CHECKPOINT.get(entry.name) == entry.is_dir() and not
-               entry.is_symlink() for entry in entries) or holds_files(run_dir / CHECKPOINTS):
-        return False
-    try:
-        with open(run_dir / METRICS_FILE, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = [(row.get("epoch"), row.get("step")) for row in reader]
-            columns = reader.fieldnames or []
-    except FileNotFoundError:
-        return True
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
-    if not (run_dir / "hparams.yaml").exists():  # (a history of the counts alone, at step 0)
-        counts = [c for c in columns if c != "step"]  # (params_metrics')
-        only_counts = bool(counts) and all(c.startswith(("params/", "density/")) for c in counts)
-        return not rows or only_counts and all(step == "0" for _, step in rows)
-    return all(epoch in (None, "") or epoch.isdigit() and int(epoch) <= resumed_epochs
-               for epoch, _ in rows)
 
 
 def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
@@ -575,44 +398,6 @@ def device_name(trainer: pl.Trainer) -> str:
     return f"{cpu_name()} ({torch.get_num_threads()} threads)"
 
 
-def read_json(path: Path) -> dict:
-    """The mapping in a JSON file; a missing or unreadable file reads as empty."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def read_results(run_dir: Path) -> dict | None:
-    """``run_dir``'s ``results.json``: None where there is none; one not readable as a mapping
-    reads as empty."""
-    return read_json(run_dir / RESULTS) if (run_dir / RESULTS).is_file() else None
-
-
-def changed_results(config: RunConfig, run_dir: Path) -> list[str] | None:
-    """The fields in which the finished run in ``run_dir`` (its ``results.json``) differs from
-    ``config`` (:func:`results_differ`)."""
-    return results_differ(config, read_results(run_dir))
-
-
-def results_differ(config: RunConfig, results: dict | None) -> list[str] | None:
-    """The fields in which a run's ``results`` (as :func:`read_results` read them) differ from
-    ``config``: empty when they are ``config``'s run's, None when there are none. Results
-    without a test accuracy in [0, 1] (damaged, hand-edited) differ in ``test_acc``: they are
-    no finished run's."""
-    if results is None:
-        return None
-    acc = results.get("test_acc")
-    if not (is_real(acc) and 0 <= acc <= 1):
-        return ["test_acc"]
-    return changed_fields(results.get("config", {}), config.to_dict(), NOT_COMPUTED)
-
-
-def write_json_atomic(obj, path: Path) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
 @contextlib.contextmanager
 def refusing_unbuildable(arch: str):
     """A model the config cannot build (a fixed-size group that keeps nothing, a structure
@@ -640,14 +425,14 @@ def run_again(what: str = "sweep") -> tuple[str, str]:
     """How a stopped run, stack or sweep cell goes on, by running the same ``what`` again (a
     run's command; the sweep, which sees which of its members are done; a cell's ``--cell``
     command): from its checkpoint, and, stopped before its first checkpoint, starting over in
-    its folder (:func:`left_before_a_checkpoint`, :func:`~lotterynet.stack.train_stack`,
-    :func:`~lotterynet.sweep_cells.prepare_cell`)."""
+    its folder (:func:`~lotterynet.run_dir.left_before_a_checkpoint`,
+    :func:`~lotterynet.stack.train_stack`, :func:`~lotterynet.sweep_cells.prepare_cell`)."""
     return (f"run the same {what} again to continue from its checkpoint",
             f"{NOTHING_TO_RESUME}; run the same {what} again to start it over in its folder")
 
 
 #: What a run stopped before its first checkpoint says: the same command starts it over in its
-#: folder (:func:`left_before_a_checkpoint`).
+#: folder (:func:`~lotterynet.run_dir.left_before_a_checkpoint`).
 START_OVER = run_again("command")[1]
 
 #: What a sweep given another --batch-size (or model) does: every cell's config changed, it

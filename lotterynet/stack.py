@@ -92,20 +92,15 @@ from .resumable import check_resumable, is_real
 from .run import (
     CELLS_ANEW,
     CHECKPOINTS,
-    END_FILES,
     LAST,
-    RESULTS,
-    TICKET,
     EpochLines,
     EpochTimer,
     RNGState,
-    changed_results,
     check_callback_states,
     check_last_batch,
     data_module,
     device_name,
     how_to_go_on,
-    locked,
     make_trainer,
     model_spec,
     optim_settings,
@@ -116,10 +111,10 @@ from .run import (
     reporting_out_of_memory,
     run_again,
     wandb_config,
-    write_json_atomic,
-    write_ticket,
 )
+from .run_dir import END_FILES, RESULTS, changed_results, locked, write_json_atomic, write_ticket
 from .stacked import StackedModel
+from .ticket_file import TICKET
 from .validate import check_not_folders, check_output_dir
 
 #: What the members of a stack may differ in; every other model or recipe field must agree.

@@ -77,20 +77,8 @@ from .grid import (
     sweep_dir_of,
 )
 from .loggers import read_wandb_id, reporting_wandb_failure
-from .run import (
-    CHECKPOINTS,
-    END_FILES,
-    LAST,
-    RESULTS,
-    build_module,
-    needs_less,
-    read_results,
-    results_differ,
-    run,
-    run_again,
-    run_dir_of,
-    write_json_atomic,
-)
+from .run import CHECKPOINTS, LAST, build_module, needs_less, run, run_again
+from .run_dir import END_FILES, RESULTS, read_results, results_differ, run_dir_of, write_json_atomic
 from .stack import changes, log_member_run, run_stack
 from .sweep_cells import (
     SET_ASIDE,

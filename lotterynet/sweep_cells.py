@@ -27,16 +27,8 @@ from .config import NOT_COMPUTED, changed_fields, make_config
 from .config_schema import RunConfig
 from .grid import BASELINE, OLD_LABELS, Sweep, cell_name, config_value, old_labels, variant_label
 from .loggers import METRICS_FILE
-from .run import (
-    CHECKPOINTS,
-    LAST,
-    RESULTS,
-    locked,
-    read_json,
-    read_results,
-    results_differ,
-    write_json_atomic,
-)
+from .run import CHECKPOINTS, LAST
+from .run_dir import RESULTS, locked, read_json, read_results, results_differ, write_json_atomic
 from .stack import STACK_FILE, changes, stack_record, write_stack_file
 
 

@@ -17,7 +17,8 @@ from .data import DATASETS
 from .errors import plural
 from .grid import Sweep
 from .models import build_model
-from .run import data_module, model_spec, read_results
+from .run import data_module, model_spec
+from .run_dir import read_results
 from .sweep_cells import cell_configs, cells_use, plan_cell
 from .sweep_plan import balanced_parts, plan_stacks
 

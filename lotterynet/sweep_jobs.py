@@ -26,7 +26,8 @@ from .config_schema import RunConfig
 from .config_yaml import dump_yaml
 from .errors import ERROR, Interrupted, OutOfMemory, Terminated, TrainingDiverged, interrupted
 from .lifetime import die_with_parent
-from .run import CHECKPOINTS, LAST, RESULTS, epochs_in, with_its_epoch
+from .run import CHECKPOINTS, LAST, epochs_in, with_its_epoch
+from .run_dir import RESULTS
 from .stack import write_stack_file
 
 #: Set in the environment of a sweep's jobs (:func:`job_env`): they run under its lock.

@@ -14,7 +14,8 @@ from .config_schema import RunConfig
 from .errors import in_binary_units, plural
 from .grid import Sweep, cell_name
 from .memory import memory_available
-from .run import CHECKPOINTS, LAST, RESULTS
+from .run import CHECKPOINTS, LAST
+from .run_dir import RESULTS
 from .stack import (
     StackRecord,
     cannot_continue,

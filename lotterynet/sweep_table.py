@@ -17,7 +17,7 @@ from .errors import plural
 from .grid import BASELINE, Sweep, cell_name, config_value, hash_legend
 from .paper import LABELS, TRAINED, paper_accuracy
 from .params import kept_params
-from .run import RESULTS
+from .run_dir import RESULTS
 from .sweep_cells import cells_use
 
 

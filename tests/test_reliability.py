@@ -1014,7 +1014,7 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_the_same_com
     starts the run over in its folder, saying so (also where the stop came before the first
     epoch's rows). A folder holding anything more (a file of the user's, a history past the
     first epoch whose checkpoint is gone, a history alone) is still refused, and kept."""
-    from lotterynet.run import left_before_a_checkpoint
+    from lotterynet.run_dir import left_before_a_checkpoint
 
     ctrl_c_in_the_save_of(1, monkeypatch)
     out = tmp_path / "run"
@@ -1099,7 +1099,7 @@ def test_a_target_folder_is_taken_only_where_a_stopped_run_left_nothing_to_keep(
     (``left_before_a_checkpoint``), which keeps those; a resumed run carries the history of
     its checkpoint's epochs, which is no reason to keep its folder."""
     from lotterynet.config import ConfigError
-    from lotterynet.run import left_before_a_checkpoint
+    from lotterynet.run_dir import left_before_a_checkpoint
     from lotterynet.targets import trained_target
 
     header = "epoch,step,train/acc\n"
