@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import lotterynet as ln
 from lotterynet.machine import cpu_name
 from lotterynet.quiet import quiet_lightning
-from lotterynet.run import EpochTimer
+from lotterynet.run_callbacks import EpochTimer
 
 SPEC = {"name": "fc2", "structure": "dense", "sparsity": 0.5, "width": 4}
 OPTIM = {"lr": 0.01, "epochs": 1}

@@ -77,7 +77,8 @@ from lotterynet.datamodule import EpochPermutation, TensorLoader, check_data_set
 from lotterynet.graphs import StepGraphs
 from lotterynet.machine import cpu_name
 from lotterynet.optim import OPTIMIZERS
-from lotterynet.run import EpochTimer, build_module, data_module, make_trainer, run
+from lotterynet.run import build_module, data_module, make_trainer, run
+from lotterynet.run_callbacks import EpochTimer
 from lotterynet.stacked import frozen_prefix
 from lotterynet.validate import check_output_dir
 

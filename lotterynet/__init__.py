@@ -21,7 +21,8 @@ _EXPORTS = {
     "SubnetMultiheadAttention": "attention", "SUBNET_MODULES": "attention",
     "StackedModel": "stacked",
     "stack_models": "stacked", "run_stack": "stack", "EdgePopupModule": "module",
-    "TensorDataModule": "datamodule", "build_model": "models", "CheckedCheckpointIO": "run",
+    "TensorDataModule": "datamodule", "build_model": "models",
+    "CheckedCheckpointIO": "run_callbacks",
 }
 
 

@@ -9,7 +9,7 @@ the folder. A checkpoint is a zip archive (torch's format); :func:`seal` puts a 
 archive into the zip's own comment field, so ``torch.load`` still reads the file unchanged and
 :func:`load_checkpoint` refuses a file whose bytes no longer match, before unpickling anything.
 Every checkpoint save and load goes through :func:`atomic_torch_save` and
-:func:`load_checkpoint` (Lightning's through :class:`lotterynet.run.CheckedCheckpointIO`).
+:func:`load_checkpoint` (Lightning's through :class:`lotterynet.run_callbacks.CheckedCheckpointIO`).
 Only torch is imported here, so the command line reads a checkpoint to check a resume before
 it imports Lightning.
 """

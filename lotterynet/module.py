@@ -200,10 +200,10 @@ class EdgePopupModule(pl.LightningModule):
         (:func:`check_same_module`); so is a Trainer's ``ckpt_path`` whose bytes are not what
         was written (its digest, or its zip's CRC-32s: Lightning read it with ``torch.load``
         alone, and a changed byte in a weight loaded silently). A Trainer with
-        :class:`~lotterynet.run.CheckedCheckpointIO` (``train.py``'s) checked what it loaded,
-        read once, wrapped or not (``AsyncCheckpointIO(CheckedCheckpointIO())``): the file is
-        not read again."""
-        from .run import CheckedCheckpointIO  # (run imports this module)
+        :class:`~lotterynet.run_callbacks.CheckedCheckpointIO` (``train.py``'s) checked what it
+        loaded, read once, wrapped or not (``AsyncCheckpointIO(CheckedCheckpointIO())``): the
+        file is not read again."""
+        from .run_callbacks import CheckedCheckpointIO  # (run_callbacks imports this module)
 
         trainer = self._trainer
         path = trainer.ckpt_path if trainer is not None else None
@@ -407,7 +407,7 @@ def layer_densities(model: torch.nn.Module) -> dict[str, float]:
 def divergence(model: torch.nn.Module, lr: float) -> str | None:
     """``"<tensor> holds NaN or infinite values (lr <lr>)"`` for the first trainable tensor of
     ``model`` that is no longer finite, None while all are: one pass over them, one host
-    read. What a single run (``run.StopOnDivergence``) and a stack member report."""
+    read. What a single run (``run_callbacks.StopOnDivergence``) and a stack member report."""
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if not named:
         return None

@@ -93,10 +93,6 @@ from .run import (
     CELLS_ANEW,
     CHECKPOINTS,
     LAST,
-    EpochLines,
-    EpochTimer,
-    RNGState,
-    check_callback_states,
     check_last_batch,
     data_module,
     device_name,
@@ -112,6 +108,7 @@ from .run import (
     run_again,
     wandb_config,
 )
+from .run_callbacks import EpochLines, EpochTimer, RNGState, check_callback_states
 from .run_dir import END_FILES, RESULTS, changed_results, locked, write_json_atomic, write_ticket
 from .stacked import StackedModel
 from .ticket_file import TICKET

@@ -727,7 +727,8 @@ def test_trainer_section_of_a_config_file_reaches_the_trainer(tmp_path):
     from pytorch_lightning.callbacks import EarlyStopping
     from pytorch_lightning.loggers import CSVLogger
 
-    from lotterynet.run import EpochTimer, make_trainer
+    from lotterynet.run import make_trainer
+    from lotterynet.run_callbacks import EpochTimer
 
     config = nested_config(tmp_path, "--trainer.accumulate_grad_batches", "4")
     assert (config.arch, config.epochs, config.limit_train, config.progress_bar) == (

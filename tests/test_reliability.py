@@ -397,7 +397,7 @@ def test_metrics_history_complete_after_two_kills(whole_and_stopped, tmp_path, d
 
 DIE_AFTER_CHECKPOINT = """
 import os, sys
-from lotterynet.run import CheckedCheckpointIO
+from lotterynet.run_callbacks import CheckedCheckpointIO
 from lotterynet.cli import main
 save = CheckedCheckpointIO.save_checkpoint
 def save_then_die(self, *args, **kwargs):
@@ -604,7 +604,7 @@ def test_sigterm_to_a_ddp_run_stops_every_rank(tmp_path, data_dir, to):
 LATE_SIGTERM = """
 import os, signal, sys
 from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
-from lotterynet.run import CheckedCheckpointIO
+from lotterynet.run_callbacks import CheckedCheckpointIO
 from lotterynet.cli import main
 save, teardown = CheckedCheckpointIO.save_checkpoint, _SignalConnector.teardown
 def save_then_signal(self, *args, **kwargs):  # the scheduler's SIGTERM
@@ -641,10 +641,12 @@ STACK_SIGTERM = """
 import os, signal, sys
 from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
 import lotterynet.run as run
+import lotterynet.run_callbacks as run_callbacks
 import lotterynet.stack as stack
 from lotterynet.cli import main
 name = os.environ["IN"]
-owner = {"save_checkpoint": run.CheckedCheckpointIO, "TensorDataModule": run}.get(name, stack)
+owner = {"save_checkpoint": run_callbacks.CheckedCheckpointIO,
+         "TensorDataModule": run}.get(name, stack)
 called, teardown = getattr(owner, name), _SignalConnector.teardown
 def signalled(*args, **kwargs):  # the scheduler's SIGTERM
     os.kill(os.getpid(), signal.SIGTERM)
@@ -965,7 +967,7 @@ def test_memory_running_out_in_training_is_one_line_and_exit_4(tmp_path, data_di
 
 def ctrl_c_in_the_save_of(epoch: int, monkeypatch) -> None:
     """Ctrl-C in the save of epoch ``epoch``'s checkpoint (before it is written)."""
-    from lotterynet.run import CheckedCheckpointIO
+    from lotterynet.run_callbacks import CheckedCheckpointIO
 
     save = CheckedCheckpointIO.save_checkpoint
 
@@ -1143,7 +1145,8 @@ def test_the_resume_line_names_the_epochs_of_the_runs_own_checkpoint(tmp_path):
     steps, elsewhere) after the run's own ``last.ckpt`` made the resume line name its epoch."""
     from types import SimpleNamespace
 
-    from lotterynet.run import CheckedCheckpointIO, how_to_go_on
+    from lotterynet.run import how_to_go_on
+    from lotterynet.run_callbacks import CheckedCheckpointIO
 
     io, last = CheckedCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
     for path, epoch in ((last, 1), (tmp_path / "extra" / "step=150.ckpt", 2)):
@@ -1179,7 +1182,7 @@ def test_a_diverging_ddp_run_says_so_once(tmp_path, data_dir):
 
 SIGNAL_AFTER_CHECKPOINT = """
 import os, signal, sys
-from lotterynet.run import CheckedCheckpointIO
+from lotterynet.run_callbacks import CheckedCheckpointIO
 from lotterynet.cli import main
 save = CheckedCheckpointIO.save_checkpoint
 def save_then_signal(self, *args, **kwargs):

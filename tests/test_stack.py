@@ -478,7 +478,7 @@ def test_a_stopped_stack_too_big_for_the_memory_now_says_how_to_go_on_by_its_cal
     same sweep again": there is no sweep. Its lines name the same run_stack call, and calls of
     fewer members; a sweep's stacks still name the sweep (its tests)."""
     from lotterynet.errors import OutOfMemory
-    from lotterynet.run import CheckedCheckpointIO
+    from lotterynet.run_callbacks import CheckedCheckpointIO
 
     save = CheckedCheckpointIO.save_checkpoint
 
@@ -517,7 +517,7 @@ def test_a_stack_stopped_as_it_saved_its_last_checkpoint_trains_nothing_again(
     refused as holding another stack's history). Nothing trains: it says so and returns the
     members' results, its folders as they were; the stop said so too, not to "start it over"
     (no checkpoint written) or to "continue from its checkpoint"."""
-    from lotterynet.run import CheckedCheckpointIO
+    from lotterynet.run_callbacks import CheckedCheckpointIO
 
     save = CheckedCheckpointIO.save_checkpoint
 
@@ -1181,7 +1181,7 @@ def test_a_stacks_epoch_line_is_printed_once_its_checkpoint_is_written(tmp_path,
                                                                       capsys, monkeypatch):
     """A stack's epoch line was printed before the stack checkpoint was written: Ctrl-C in
     epoch 2's save left 'epoch 2/2' on the screen of a stack that goes on from epoch 1."""
-    from lotterynet.run import CheckedCheckpointIO
+    from lotterynet.run_callbacks import CheckedCheckpointIO
 
     save = CheckedCheckpointIO.save_checkpoint
 
@@ -1794,7 +1794,7 @@ def test_a_stack_checkpoint_with_junk_members_or_divergences_is_not_resumed(tmp_
 
 def test_junk_member_histories_in_a_stack_checkpoint_are_one_line(tmp_path):
     from lotterynet.errors import CheckpointError
-    from lotterynet.run import EpochTimer
+    from lotterynet.run_callbacks import EpochTimer
     from lotterynet.stack import MemberResults
 
     results = MemberResults([tmp_path / "a", tmp_path / "b"], tmp_path, EpochTimer())
@@ -1813,7 +1813,7 @@ def test_callback_states_are_checked_before_the_run_and_leave_the_host_rngs(tmp_
     printed or written (Lightning restores them only inside ``fit``, after the run's first
     lines): junk is refused there, and the host RNGs stay as they were."""
     from lotterynet.errors import CheckpointError
-    from lotterynet.run import EpochTimer, RNGState, check_callback_states
+    from lotterynet.run_callbacks import EpochTimer, RNGState, check_callback_states
     from lotterynet.stack import MemberResults
 
     torch.manual_seed(1)

@@ -1971,7 +1971,7 @@ def test_a_stopped_stack_too_big_for_the_memory_now_fails_alone_and_says_how_to_
     and how to go on: where more memory is free, the same sweep continues it; moved away, the
     sweep trains its unfinished members anew in parts that fit. The other cells train (cut
     into single runs that fit), the sweep exits 1, and the stack's folder is left as it was."""
-    from lotterynet.run import CheckedCheckpointIO
+    from lotterynet.run_callbacks import CheckedCheckpointIO
 
     save = CheckedCheckpointIO.save_checkpoint
 
@@ -2158,7 +2158,7 @@ def test_a_stack_resumed_and_stopped_before_its_first_new_epoch_names_its_checkp
     """A stack resumed and stopped (Ctrl-C) before its fit loaded its checkpoint (here: as it
     checks it) said to continue from it without the epoch it holds, which its line names once
     its fit wrote or loaded it: the epoch it was resumed from, read off the file."""
-    from lotterynet.run import CheckedCheckpointIO
+    from lotterynet.run_callbacks import CheckedCheckpointIO
 
     save = CheckedCheckpointIO.save_checkpoint
 
