@@ -90,26 +90,28 @@ from .optim import optimizer_and_schedule
 from .params import count_params
 from .resumable import check_resumable, is_real
 from .run import (
-    CELLS_ANEW,
     CHECKPOINTS,
     LAST,
     check_last_batch,
     data_module,
     device_name,
-    how_to_go_on,
     make_trainer,
     model_spec,
     optim_settings,
     params_metrics,
     refusing_unbuildable,
-    reporting_interrupts,
-    reporting_interrupts_before_fit,
-    reporting_out_of_memory,
-    run_again,
     wandb_config,
 )
 from .run_callbacks import EpochLines, EpochTimer, RNGState, check_callback_states
 from .run_dir import END_FILES, RESULTS, changed_results, locked, write_json_atomic, write_ticket
+from .run_stops import (
+    CELLS_ANEW,
+    how_to_go_on,
+    reporting_interrupts,
+    reporting_interrupts_before_fit,
+    reporting_out_of_memory,
+    run_again,
+)
 from .stacked import StackedModel
 from .ticket_file import TICKET
 from .validate import check_not_folders, check_output_dir

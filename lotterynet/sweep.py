@@ -77,8 +77,9 @@ from .grid import (
     sweep_dir_of,
 )
 from .loggers import read_wandb_id, reporting_wandb_failure
-from .run import CHECKPOINTS, LAST, build_module, needs_less, run, run_again
+from .run import CHECKPOINTS, LAST, build_module, run
 from .run_dir import END_FILES, RESULTS, read_results, results_differ, run_dir_of, write_json_atomic
+from .run_stops import needs_less, run_again
 from .stack import changes, log_member_run, run_stack
 from .sweep_cells import (
     SET_ASIDE,
@@ -309,7 +310,7 @@ def continued_by_the_sweep(name: str, config: RunConfig, what: str = "sweep"):
     own line gave the ``--resume`` of that one cell, which left the rest of the sweep unrun.
     ``what``: what runs it again (:func:`run_again`; a W&B agent's ``--cell``,
     :func:`run_one_cell`, the same ``--cell command``). What needs less memory is then the
-    sweep's (:func:`~lotterynet.run.needs_less`): a smaller batch given to it."""
+    sweep's (:func:`~lotterynet.run_stops.needs_less`): a smaller batch given to it."""
     checkpoint = run_dir_of(config) / CHECKPOINTS / LAST
     again, over = run_again(what)
     try:

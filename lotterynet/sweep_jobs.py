@@ -26,8 +26,9 @@ from .config_schema import RunConfig
 from .config_yaml import dump_yaml
 from .errors import ERROR, Interrupted, OutOfMemory, Terminated, TrainingDiverged, interrupted
 from .lifetime import die_with_parent
-from .run import CHECKPOINTS, LAST, epochs_in, with_its_epoch
+from .run import CHECKPOINTS, LAST
 from .run_dir import RESULTS
+from .run_stops import epochs_in, with_its_epoch
 from .stack import write_stack_file
 
 #: Set in the environment of a sweep's jobs (:func:`job_env`): they run under its lock.
@@ -292,7 +293,7 @@ def resumes(job: Job, who: str | None = None) -> str:
     """How a job that the sweep stopped goes on when it runs again: from its checkpoint, with
     the epoch at whose end that was written, as a stack or cell stopped in the sweep's process
     says it (:func:`going_on`), read off the file once the job ended (its pickle alone,
-    :func:`~lotterynet.run.epochs_in`), or over; not at all once every cell's results were
+    :func:`~lotterynet.run_stops.epochs_in`), or over; not at all once every cell's results were
     written (stopped as it saved its last checkpoint or logged to W&B: the sweep run again
     trains nothing there). ``who``: how the line names it (its ``what``)."""
     who = who or job.what
@@ -305,10 +306,10 @@ def resumes(job: Job, who: str | None = None) -> str:
 def going_on(checkpoint: Path, again: str, done: int | None) -> str | None:
     """``again`` (how a stopped cell goes on from its ``checkpoint``) with the epoch at whose
     end the checkpoint was written (``done``), as a single run's resume line names it
-    (:func:`~lotterynet.run.how_to_go_on`), where the stopped run's ``Interrupted`` carries it
+    (:func:`~lotterynet.run_stops.how_to_go_on`), where the stopped run's ``Interrupted`` carries it
     (``checkpoint_epochs``: the file is not read again while the process stops, seconds of a
     scheduler's SIGTERM grace for a big model), else off the file's pickle alone (a cell
-    resumed and stopped before its fit loaded it: :func:`~lotterynet.run.epochs_in`); None
+    resumed and stopped before its fit loaded it: :func:`~lotterynet.run_stops.epochs_in`); None
     where there is no checkpoint."""
     if not checkpoint.is_file():
         return None

@@ -92,7 +92,7 @@ def test_a_resume_hint_is_a_command_a_shell_reads_as_printed(tmp_path, capsys):
     refusal offer is quoted where the path needs it (an --out with a space): it was printed
     bare, and pasted into a shell it named two paths."""
     from lotterynet.cli import summary_line
-    from lotterynet.run import resume_hint
+    from lotterynet.run_stops import resume_hint
 
     run = tmp_path / "my runs" / "run 1"
     checkpoint = run / "checkpoints" / "last.ckpt"

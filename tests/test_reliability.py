@@ -1145,8 +1145,8 @@ def test_the_resume_line_names_the_epochs_of_the_runs_own_checkpoint(tmp_path):
     steps, elsewhere) after the run's own ``last.ckpt`` made the resume line name its epoch."""
     from types import SimpleNamespace
 
-    from lotterynet.run import how_to_go_on
     from lotterynet.run_callbacks import CheckedCheckpointIO
+    from lotterynet.run_stops import how_to_go_on
 
     io, last = CheckedCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
     for path, epoch in ((last, 1), (tmp_path / "extra" / "step=150.ckpt", 2)):

@@ -45,9 +45,9 @@ from lotterynet.loggers import (
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.optim import trainable_parameters
-from lotterynet.run import NOTHING_TO_RESUME as NOTHING
 from lotterynet.run import model_spec, optim_settings, run
 from lotterynet.run_dir import left_before_a_checkpoint, locked
+from lotterynet.run_stops import NOTHING_TO_RESUME as NOTHING
 from lotterynet.stack import (
     StackModule,
     cannot_continue,

@@ -42,8 +42,8 @@ from lotterynet.grid import (
     variant_label,
 )
 from lotterynet.loggers import keep_wandb_id
-from lotterynet.run import NOTHING_TO_RESUME as NOTHING
 from lotterynet.run import run
+from lotterynet.run_stops import NOTHING_TO_RESUME as NOTHING
 from lotterynet.stack import StackRecord, read_stack_file, write_stack_file
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
@@ -1814,14 +1814,15 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
     then start over as new ones."""
     import lotterynet.run as run_module
     from lotterynet.errors import OutOfMemory
+    from lotterynet.run_stops import needs_less, reporting_out_of_memory
 
     def ran_out(config):
         if checkpointed:
             (Path(config.out) / "checkpoints").mkdir(parents=True)
             (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"")
         trainer = SimpleNamespace(current_epoch=1, loggers=[])  # (in its second epoch)
-        with run_module.reporting_out_of_memory(
-                trainer, f"run {config.out!r}", run_module.needs_less(config),
+        with reporting_out_of_memory(
+                trainer, f"run {config.out!r}", needs_less(config),
                 Path(config.out) / "checkpoints" / "last.ckpt"):
             raise MemoryError
 
@@ -1849,7 +1850,7 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
     assert sweep_module.run_cells(sweep, tmp_path, 1, stack=False) == [
         jobs_module.Failure(f"cell trained-e1-seed0: {said}", OutOfMemory.exit_code,
                              ("trained-e1-seed0",))]
-    assert run_module.needs_less(make_config({"batch_size": 8})) == (  # (outside a sweep)
+    assert needs_less(make_config({"batch_size": 8})) == (  # (outside a sweep)
         "a new run with a smaller --batch-size (now 8) or a narrower model (--pairs, --hidden) "
         "needs less")
 

@@ -358,7 +358,7 @@ def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
     import wandb.errors
 
     from lotterynet.loggers import own_wandb_id
-    from lotterynet.run import START_OVER
+    from lotterynet.run_stops import START_OVER
     from lotterynet.stack import run_again_by, write_stack_file
 
     stack_start_over = run_again_by(in_a_sweep=True)[1]  # (--stack-file: a sweep's stack)
