@@ -19,7 +19,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .checkpointing import CHECKPOINTS, LAST, Resumed, checkpoint_run_dir, epochs_done
-from .config import RunConfig
+from .config_schema import RunConfig
 from .errors import OutOfMemory, Terminated, interrupted, memory_refused, resume_flag
 from .loggers import METRICS_FILE, wandb_sync
 from .run_callbacks import CheckedCheckpointIO
