@@ -409,7 +409,7 @@ def default_strategy(config: RunConfig) -> str:
 def check_trainer_options(config: RunConfig) -> None:
     """Refuse, as one :class:`ConfigError` line, any Trainer option that Lightning would
     refuse: names and class paths here, values by building (not running) the Trainer."""
-    from .run_dir import run_dir_of  # (run builds its Trainer from these options)
+    from .run_dir import run_dir_of  # (it imports the models and tickets: only when checked)
 
     kwargs = trainer_options(config.trainer, run_dir_of(config))  # built, never used
     if config.wandb and any(isinstance(x, WandbLogger) for x in kwargs.get("logger", [])):
