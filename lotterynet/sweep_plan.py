@@ -16,16 +16,8 @@ from .grid import Sweep, cell_name
 from .memory import memory_available
 from .run import CHECKPOINTS, LAST
 from .run_dir import RESULTS
-from .stack import (
-    StackRecord,
-    cannot_continue,
-    holds_a_stack,
-    members_that_fit,
-    stack_need,
-    stack_record,
-    trains_again,
-    unstackable,
-)
+from .stack import StackRecord, cannot_continue, holds_a_stack, stack_record, trains_again
+from .stack_checks import members_that_fit, stack_need, unstackable
 from .sweep_cells import PART, stack_name
 
 
@@ -126,7 +118,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
 def stack_groups(sweep: Sweep, configs: dict[str, RunConfig]
                  ) -> tuple[dict[str, list[str]], dict[str, int]]:
     """The cells that may stack (not the trained baseline, DDP, 16-mixed, ...:
-    :func:`~lotterynet.stack.unstackable`) by the stack of their variant and seed
+    :func:`~lotterynet.stack_checks.unstackable`) by the stack of their variant and seed
     (:func:`stack_name`), in the grid's order, and each one's epoch budget."""
     groups: dict[str, list[str]] = {}
     budgets: dict[str, int] = {}
@@ -193,7 +185,8 @@ def fitting_parts(cells: list[str], budgets: dict[str, int], n: int,
                   ) -> list[list[str]]:
     """A group's ``cells`` in ``n`` parts of about equal epochs (:func:`balanced_parts`), or in
     more where a part would hold more members than fit in memory together
-    (:func:`~lotterynet.stack.members_that_fit`, at the group's highest sparsity, in ``have``,
+    (:func:`~lotterynet.stack_checks.members_that_fit`, at the group's highest sparsity, in
+    ``have``,
     the memory available, or a share of it where ``slots`` jobs run at once): the fewest that
     fit. A part of one cell runs singly."""
     most = members_that_fit(configs[max(cells, key=lambda c: configs[c].sparsity)], have,
@@ -208,7 +201,7 @@ def split_line(group: str, cells: list[str], split: list[list[str]],
                configs: dict[str, RunConfig], have: int, slots: int) -> str:
     """What the planner says of a group's stack that it cut into parts (``split``) because its
     members would not fit in memory together (:func:`fitting_parts`): what they need (at the
-    group's highest sparsity, :func:`~lotterynet.stack.stack_need`), what is available
+    group's highest sparsity, :func:`~lotterynet.stack_checks.stack_need`), what is available
     (``have``, what the cut was made by: read again, it may have changed meanwhile), and the
     parts."""
     need = stack_need(configs[max(cells, key=lambda c: configs[c].sparsity)], len(cells))

@@ -51,12 +51,12 @@ from lotterynet.run_stops import NOTHING_TO_RESUME as NOTHING
 from lotterynet.stack import (
     StackModule,
     cannot_continue,
-    check_stackable,
     member_losses,
     read_stack_file,
     run_stack,
     write_stack_file,
 )
+from lotterynet.stack_checks import check_stackable
 from lotterynet.stacked import StackedModel, stack_models
 from lotterynet.sweep_cells import cell_configs
 from lotterynet.sweep_plan import plan_stacks
