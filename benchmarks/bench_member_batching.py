@@ -28,7 +28,7 @@ from lotterynet.graphs import StepGraphs
 from lotterynet.machine import cpu_name
 from lotterynet.models import build_model
 from lotterynet.optim import OPTIMIZERS, trainable_parameters
-from lotterynet.stack import member_losses
+from lotterynet.stack_module import member_losses
 from lotterynet.stacked import StackedModel
 
 

@@ -62,7 +62,7 @@ class FloatMean(MeanMetric):
 
 class ExactAccuracy(MulticlassAccuracy):
     """Micro accuracy as the quotient of its counts in float64: correct / examples as Python
-    divides them, as a stack member's (:func:`~lotterynet.stack._epoch_metrics`), where
+    divides them, as a stack member's (:func:`~lotterynet.stack_module._epoch_metrics`), where
     torchmetrics divides in float32 (0.8003000020980835 for 8003 of 10,000). A cell's results
     and history then hold the same number run singly or stacked."""
 

@@ -14,7 +14,7 @@ from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.optim import OPTIMIZERS, trainable_parameters
 from lotterynet.run import build_module
-from lotterynet.stack import StackModule
+from lotterynet.stack_module import StackModule
 from lotterynet.stacked import StackedModel
 
 

@@ -48,15 +48,9 @@ from lotterynet.optim import trainable_parameters
 from lotterynet.run import model_spec, optim_settings, run
 from lotterynet.run_dir import left_before_a_checkpoint, locked
 from lotterynet.run_stops import NOTHING_TO_RESUME as NOTHING
-from lotterynet.stack import (
-    StackModule,
-    cannot_continue,
-    member_losses,
-    read_stack_file,
-    run_stack,
-    write_stack_file,
-)
+from lotterynet.stack import cannot_continue, read_stack_file, run_stack, write_stack_file
 from lotterynet.stack_checks import check_stackable
+from lotterynet.stack_module import StackModule, member_losses
 from lotterynet.stacked import StackedModel, stack_models
 from lotterynet.sweep_cells import cell_configs
 from lotterynet.sweep_plan import plan_stacks
@@ -1795,7 +1789,7 @@ def test_a_stack_checkpoint_with_junk_members_or_divergences_is_not_resumed(tmp_
 def test_junk_member_histories_in_a_stack_checkpoint_are_one_line(tmp_path):
     from lotterynet.errors import CheckpointError
     from lotterynet.run_callbacks import EpochTimer
-    from lotterynet.stack import MemberResults
+    from lotterynet.stack_module import MemberResults
 
     results = MemberResults([tmp_path / "a", tmp_path / "b"], tmp_path, EpochTimer())
     good = {"history": [[{"epoch": 0, "val/acc": 0.5}], []], "seconds": [1.5]}
@@ -1814,7 +1808,7 @@ def test_callback_states_are_checked_before_the_run_and_leave_the_host_rngs(tmp_
     lines): junk is refused there, and the host RNGs stay as they were."""
     from lotterynet.errors import CheckpointError
     from lotterynet.run_callbacks import EpochTimer, RNGState, check_callback_states
-    from lotterynet.stack import MemberResults
+    from lotterynet.stack_module import MemberResults
 
     torch.manual_seed(1)
     stored = {"RNGState": RNGState().state_dict(), "EpochTimer": EpochTimer().state_dict(),
