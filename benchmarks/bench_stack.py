@@ -36,7 +36,8 @@ import torch
 from lotterynet.config import make_config
 from lotterynet.machine import cpu_name, keep_freed_memory
 from lotterynet.run import run
-from lotterynet.stack import run_stack, write_stack_file
+from lotterynet.stack import run_stack
+from lotterynet.stack_files import write_stack_file
 from lotterynet.sweep_jobs import Job, JobRunner
 from lotterynet.sweep_plan import balanced_parts
 

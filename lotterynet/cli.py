@@ -286,7 +286,8 @@ def run_stack_file(args: argparse.Namespace) -> int:
     refused rather than ignored); ``--data-dir``, where the data is, may be given, as with
     ``--resume``."""
     from .loggers import check_wandb_environment
-    from .stack import read_stack_file, run_stack, sweep_folder_of
+    from .stack import run_stack
+    from .stack_files import read_stack_file, sweep_folder_of
     from .sweep import outside_a_running_sweep
 
     keep_freed_memory()  # CPU steps allocate many score-sized temporaries (see there)

@@ -29,38 +29,34 @@ tensors as its single run, and on the CPU ends with the same masks and scores bi
 
 Python use: :class:`~lotterynet.stacked.StackedModel` (plain torch) for your own loop,
 :func:`run_stack` for Lightning.
+
+The stack's parts, a module each: which runs may stack and how many members fit in memory
+(:mod:`lotterynet.stack_checks`), its LightningModule and the callback that writes each
+member's cell (:mod:`lotterynet.stack_module`), and what its checkpoint records and its stack
+file (:mod:`lotterynet.stack_files`); this module runs them (:func:`run_stack`) and logs its
+members to W&B as runs of their own (:func:`log_member_run`, :func:`log_diverged_member`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
-import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
 
-from .archs import recipe_lr
 from .checkpointing import (
-    CheckpointError,
-    epochs_done,
-    load_checkpoint,
     remove_stale_temp_files,
     write_text_atomic,
 )
-from .config import NOT_COMPUTED, ConfigError, changed_fields, make_config
-from .config_checks import check_path, read_options
+from .config import ConfigError, make_config
+from .config_checks import read_options
 from .config_schema import RunConfig
-from .config_yaml import dump_yaml, read_yaml_mapping
-from .data import absolute_data_dir
 from .datamodule import TensorDataModule
 from .errors import OutOfMemory, TrainingDiverged, plural
-from .grid import SWEEP_FILE
 from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import (
     METRICS_FILE,
@@ -90,7 +86,7 @@ from .run import (
     wandb_config,
 )
 from .run_callbacks import EpochTimer, RNGState, check_callback_states
-from .run_dir import END_FILES, RESULTS, changed_results, locked, write_json_atomic
+from .run_dir import END_FILES, RESULTS, locked, write_json_atomic
 from .run_stops import (
     CELLS_ANEW,
     how_to_go_on,
@@ -100,273 +96,24 @@ from .run_stops import (
     run_again,
 )
 from .stack_checks import check_stackable
+from .stack_files import (
+    cannot_continue,
+    check_finished_cells,
+    holds_a_stack,
+    members_in,
+    named_twice,
+    stack_record,
+    trains_again,
+)
 from .stack_module import MemberResults, StackModule, member_history
 from .ticket_file import TICKET
-from .validate import check_not_folders, check_output_dir
+from .validate import check_not_folders
 
 # ---------------------------------------------------------------------------- the runner
 
 
 #: Why a stack whose checkpoint is gone does not continue (its history is kept).
 NO_CHECKPOINT = "it has no checkpoint (none was written, or it was deleted)"
-
-
-def holds_a_stack(stack_dir: Path) -> bool:
-    """``stack_dir`` holds an earlier stack's checkpoint or the history (``metrics.csv``) of
-    an epoch it finished: a stack that does not continue it would overwrite what it holds (a
-    committed sweep keeps the history without the checkpoint). One stopped before its first
-    epoch ended holds neither: nothing to keep, a stack starts over in its folder."""
-    return (stack_dir / CHECKPOINTS / LAST).exists() or logged_an_epoch(stack_dir / METRICS_FILE)
-
-
-def logged_an_epoch(history: Path) -> bool:
-    """A stack's ``history`` logged an epoch's end: its header names a member's train
-    accuracy, which only an epoch's end logs (in the logs of every version of the stack; the
-    older had no epoch train loss). A file read as CSV without such a column (a stack stopped
-    before its first epoch ended) does not count; one that cannot be read as CSV (a folder,
-    bytes that are not UTF-8) counts: kept, not overwritten unseen."""
-    if not history.exists():
-        return False
-    try:
-        with open(history, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return True
-    return any(column.endswith("/train/acc") for column in header)
-
-
-@dataclass(frozen=True)
-class StackRecord:
-    """What a stack checkpoint holds of its stack: the members in order, each name with the
-    run config it was stored with, the epochs trained and the members that diverged; and the
-    checkpoint itself as read (a resume checks and restores it without reading it again)."""
-
-    members: dict[str, dict]
-    epochs_done: int
-    diverged: frozenset[str] = frozenset()
-    checkpoint: dict = field(default_factory=dict, compare=False, repr=False)
-
-
-def stack_record(stack_dir: str | Path) -> StackRecord | None:
-    """The :class:`StackRecord` of the checkpoint in ``stack_dir`` (None: none readable, or a
-    single run's, such as a finished member's in its cell)."""
-    try:
-        stored = load_checkpoint(Path(stack_dir) / CHECKPOINTS / LAST)
-    except CheckpointError:
-        return None
-    members = stored.get("hyper_parameters", {}).get("members")
-    diverged = stored.get("diverged", {})
-    if not (isinstance(members, list) and all(isinstance(m, dict) for m in members)
-            and isinstance(diverged, dict) and all(
-                type(s) is int and 0 <= s < len(members) and isinstance(why, str)
-                for s, why in diverged.items())):
-        return None  # (not a stack checkpoint as run_stack writes it: set aside, not resumed)
-    names = [m.get("name") for m in members]
-    return StackRecord(dict(zip(names, (m.get("config") or {} for m in members))),
-                       epochs_done(stored), frozenset(names[s] for s in diverged), stored)
-
-
-def cannot_continue(record: StackRecord | None, names: Sequence[str],
-                    configs: Sequence[RunConfig], cell_dirs: Sequence[Path]) -> str | None:
-    """Why a stack checkpoint (its :class:`StackRecord`; None: none readable) does not
-    continue the stack of ``configs`` (``names``: its members), None where it does: it must
-    hold the same members in the same order, each stored with the config it has now
-    (:func:`changed_fields`: what it trains; the differences as :func:`changes` says them) —
-    and, once it has trained every member's budget, no member's results missing but a
-    diverged one's (Lightning would stop at once, writing none)."""
-    if record is None:
-        return "its checkpoint cannot be read as a stack's"
-    if list(record.members) != list(names):
-        without = [n for n in record.members if n not in names]
-        new = [n for n in names if n not in record.members]
-        return "it was run with other members (" + ("; ".join(
-            [*([f"now without {', '.join(without)}"] if without else []),
-             *([f"now with {', '.join(new)}"] if new else [])]) or "in another order") + ")"
-    changed = dict.fromkeys(changes(record.members[name], config, differs)
-                            for name, config in zip(names, configs)
-                            if (differs := changed_fields(record.members[name],
-                                                          config.to_dict(), NOT_COMPUTED)))
-    if changed:
-        return f"it was run with another config ({'; '.join(changed)})"
-    lost = [name for name, cell in zip(names, cell_dirs)
-            if not (cell / RESULTS).is_file() and name not in record.diverged]
-    if record.epochs_done >= max(c.epochs for c in configs) and lost:
-        return f"it trained to its end, and the results of {', '.join(lost)} are missing"
-    return None
-
-
-def trains_again(record: StackRecord, configs: Sequence[RunConfig], finished: set[str]
-                 ) -> str | None:
-    """What a stack that resumes from ``record`` (``configs``: its members', in its order)
-    says of its members in ``finished`` (their cells hold results: run meanwhile outside it,
-    ``--cell``) that it has neither trained to their budgets nor seen diverge: they train
-    again with it, which resumes with every member its checkpoint holds (restored by
-    position), and their results are kept (:meth:`MemberResults.finish` writes no finished
-    cell); None where there are none. Said by the sweep before it runs the stack and, by hand
-    (``--stack-file``) or in the sweep's process, by :func:`train_stack` as it resumes."""
-    again = [name for name, config in zip(record.members, configs) if name in finished
-             and name not in record.diverged and record.epochs_done < config.epochs]
-    if not again:
-        return None
-    one = len(again) == 1
-    return (f"resumes with every member its checkpoint holds: {', '.join(again)}, finished "
-            f"meanwhile outside it, {'trains' if one else 'train'} again with it "
-            f"({'its' if one else 'their'} own results are kept, not overwritten)")
-
-
-def changes(stored: dict, config: RunConfig, names: list[str]) -> str:
-    """``NAME OLD -> NEW, ...`` for the fields ``names`` (:func:`changed_fields`) of a run's
-    ``stored`` config that ``config`` changes; an unset ``lr`` is its recipe's."""
-    old, new = {**RunConfig().to_dict(), **stored}, config.to_dict()
-
-    def shown(values: dict, name: str):
-        return recipe_lr(str(values["arch"]), values["lr"]) if name == "lr" else values[name]
-
-    return ", ".join(f"{name} {shown(old, name)!r} -> {shown(new, name)!r}" for name in names)
-
-
-STACK_FILE = "stack.yaml"
-
-
-def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
-                     cell_dirs: Sequence[Path]) -> Path:
-    """``STACK/stack.yaml``: the members' configs and cell directories, for
-    :func:`read_stack_file` (``train.py --stack-file``) to run the stack in another process.
-    The cells (and the members' ``out`` and ``resume``) are written relative to the file's
-    folder (:func:`members_in`): read from there, not from where a later run happens to be,
-    they go with the folder when it is copied or moved (``cp -r A B``). The data folder, given
-    relative to where the sweep runs or not given (``./data`` there), and going with no copy
-    of it, is written absolute (:func:`absolute_data_dir`): the stack run by hand from another
-    folder reads the same data."""
-    stack_dir.mkdir(parents=True, exist_ok=True)
-    path = stack_dir / STACK_FILE
-    members = [{**m, "data_dir": absolute_data_dir(m["data_dir"])}
-               for m in members_in(stack_dir, configs, cell_dirs)]
-    write_text_atomic(path, dump_yaml({"members": members,
-                                       "cells": [m["out"] for m in members]}, sort_keys=False))
-    return path
-
-
-def members_in(stack_dir: Path, configs: Sequence[RunConfig], cell_dirs: Sequence[Path]
-               ) -> list[dict]:
-    """The members' configs as the stack's own files name them (``stack.yaml``,
-    ``hparams.yaml``): ``out`` the member's cell and ``resume``, relative to ``stack_dir``
-    (a sweep's ``../../cells/CELL``), so that they name no folder of the machine they ran on
-    and go with the folders when they are copied or moved."""
-    def from_here(where: str | Path) -> str:
-        return os.path.relpath(Path(where).absolute(), stack_dir.absolute())
-
-    return [{**c.to_dict(), "out": from_here(cell), "resume": c.resume and from_here(c.resume)}
-            for c, cell in zip(configs, cell_dirs)]
-
-
-def named_twice(cells: Sequence[Path]) -> int | None:
-    """The index of the first cell whose folder name (resolved) another member's cell has
-    before it: the members' metrics are logged under their cells' names, one each."""
-    names = [cell.resolve().name for cell in cells]
-    return next((i for i, name in enumerate(names) if name in names[:i]), None)
-
-
-def read_stack_file(path: str | Path, data_dir: str | None = None
-                    ) -> tuple[list[RunConfig], list[Path]]:
-    """The members' configs and cell directories :func:`write_stack_file` wrote to ``path``
-    (the stack then runs in ``path``'s directory): a relative path in it is read from that
-    folder, an absolute one as it is, but a sweep's stack file naming another sweep's cells
-    names its own (:func:`in_its_sweep`); ``data_dir``, where given, replaces the members'
-    (as a resume's ``--data-dir``: where the data is changes nothing the stack trains);
-    :class:`ConfigError` for a file that is not such a stack or holds an invalid config."""
-    stack = read_yaml_mapping(path, f"--stack-file {str(path)!r}", "a stack file")
-    members, cells = stack.get("members"), stack.get("cells")
-    if set(stack) - {"members", "cells"} or not (
-            isinstance(members, list) and isinstance(cells, list) and members
-            and len(members) == len(cells) and all(isinstance(m, dict) for m in members)
-            and all(isinstance(c, str) and c for c in cells)):
-        raise ConfigError(f"--stack-file {str(path)!r} is not a stack file: it holds 'members' "
-                          f"(a list of run configs) and 'cells' (one directory per member, "
-                          f"non-empty paths), nothing else")
-    where = f"--stack-file {str(path)!r}"
-    for cell in cells:
-        check_path(f"{where}: cell", cell)
-    folder = Path(path).absolute().parent
-
-    def read(written: str) -> Path:
-        return Path(written) if Path(written).is_absolute() else \
-            Path(os.path.normpath(folder / written))
-
-    written_dirs = [read(c) for c in cells]
-    for member, cell, written in zip(members, written_dirs, cells):  # a sweep writes them so
-        elsewhere = {"out": member.get("out") and read(member["out"]) != cell,
-                     "resume": member.get("resume") and cell not in read(member["resume"]).parents}
-        key = next((k for k, outside in elsewhere.items() if outside), None)
-        if key:
-            raise ConfigError(f"{where}: a member's {key} {member[key]!r} is outside its cell "
-                              f"{written!r}; a member's files go to its cell")
-    cell_dirs = in_its_sweep(path, written_dirs)
-    shown = cells if cell_dirs == written_dirs else [str(c) for c in cell_dirs]
-    for cell, name in zip(cell_dirs, shown):
-        check_output_dir(cell, f"{where}: cell")
-        if (cell / STACK_FILE).exists() or stack_record(cell) is not None:
-            raise ConfigError(f"{where}: cell {name!r} is a stack's folder; give the member a "
-                              f"cell of its own")
-    twice = named_twice(cell_dirs)
-    if twice is not None:
-        raise ConfigError(f"{where}: cell {shown[twice]!r} has the name of another member's "
-                          f"cell ({cell_dirs[twice].resolve().name!r}); give each member a "
-                          f"cell of its own name")
-    configs = [make_config({**member, **({"data_dir": data_dir} if data_dir else {}),
-                            "out": str(cell), "resume": member.get("resume") and str(
-        cell / read(member["resume"]).relative_to(written))})
-        for member, cell, written in zip(members, cell_dirs, written_dirs)]
-    check_stackable(configs)
-    above = {Path.cwd().resolve(), *Path(path).resolve().parents}
-    for cell, name in zip(cell_dirs, shown):
-        if cell.resolve() in above:
-            raise ConfigError(f"{where}: cell {name!r} is not a folder of its own (it holds "
-                              f"the stack file or is the current folder)")
-    check_finished_cells(configs, cell_dirs, [f"{where}: cell {name!r}" for name in shown])
-    return configs, cell_dirs
-
-
-def check_finished_cells(configs: Sequence[RunConfig], cell_dirs: Sequence[Path],
-                         named: Sequence[str]) -> None:
-    """Refuse (:class:`ConfigError`) a member whose cell (``named``: as the caller says it)
-    holds the results of a run of another config (:func:`~lotterynet.run.changed_results`):
-    the stack would return them as the member's, or take the cell for finished."""
-    for config, cell, name in zip(configs, cell_dirs, named):
-        differs = changed_results(config, cell)
-        if differs:
-            raise ConfigError(f"{name} holds a finished run of another config "
-                              f"({differs[0]} differs); give the member a cell of its own")
-
-
-def sweep_folder_of(stack_file: str | Path) -> Path:
-    """The sweep folder a stack file is in where a sweep wrote it
-    (``SWEEP/stacks/STACK/stack.yaml``: ``SWEEP``, absolute), whether or not it is a sweep's:
-    where its sweep's cells and lock would be."""
-    return Path(stack_file).absolute().parent.parent.parent
-
-
-def in_its_sweep(path: str | Path, cells: list[Path]) -> list[Path]:
-    """The cells a stack file at ``path`` runs. A sweep writes its stacks' files in
-    ``SWEEP/stacks/STACK`` and their cells in ``SWEEP/cells``; one there whose cells are all in
-    another folder's ``cells`` was written before the cells were relative to its folder:
-    absolute, naming the sweep it was since copied or moved from (``cp -r A B``: A's cells),
-    or relative to the folder the sweep ran in (the committed sweeps' ``results/SWEEP/cells/
-    CELL``, now read from the file's folder). It runs its own sweep's cells of those names, as
-    the sweep run again would rewrite it to say. Other cells (a file not in a sweep's
-    ``stacks``, or naming cells of no one sweep) are as written."""
-    sweep = sweep_folder_of(path)
-    folders = {cell.parent for cell in cells}
-    if Path(path).absolute().parent.parent.name != "stacks" or len(folders) != 1 or \
-            not (sweep / SWEEP_FILE).is_file():
-        return cells
-    (written,) = folders
-    if written.name != "cells" or written.resolve() == (sweep / "cells").resolve():
-        return cells
-    print(f"--stack-file {str(path)!r}: its cells name {str(written)!r}, not its own sweep's "
-          f"{str(sweep / 'cells')!r} (an older stack file, its sweep since copied or moved, or "
-          f"written from another folder); it runs the cells of the same names there", flush=True)
-    return [sweep / "cells" / cell.name for cell in cells]
 
 
 def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,

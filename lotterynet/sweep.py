@@ -80,7 +80,8 @@ from .loggers import read_wandb_id, reporting_wandb_failure
 from .run import CHECKPOINTS, LAST, build_module, run
 from .run_dir import END_FILES, RESULTS, read_results, results_differ, run_dir_of, write_json_atomic
 from .run_stops import needs_less, run_again
-from .stack import changes, log_member_run, run_stack
+from .stack import log_member_run, run_stack
+from .stack_files import changes
 from .sweep_cells import (
     SET_ASIDE,
     SWEEP_PARTS,

@@ -29,7 +29,7 @@ from .grid import BASELINE, OLD_LABELS, Sweep, cell_name, config_value, old_labe
 from .loggers import METRICS_FILE
 from .run import CHECKPOINTS, LAST
 from .run_dir import RESULTS, locked, read_json, read_results, results_differ, write_json_atomic
-from .stack import STACK_FILE, changes, stack_record, write_stack_file
+from .stack_files import STACK_FILE, changes, stack_record, write_stack_file
 
 
 def cell_config(values: dict, cell_dir: Path) -> RunConfig:
@@ -338,7 +338,8 @@ def rename_members(stack_dir: Path, cells: dict[str, str], configs: dict[str, Ru
                    ) -> None:
     """A stack folder that :func:`rename_old_folders` renames: what in it names its members
     by their cells' old names (``cells``: old -> new) names them by the new, so that a stack
-    stopped before continues from its checkpoint (:func:`~lotterynet.stack.cannot_continue` matches
+    stopped before continues from its checkpoint
+    (:func:`~lotterynet.stack_files.cannot_continue` matches
     members by name) instead of being set aside and trained anew: its stack file (written anew
     from the members' ``configs``, the sweep's cells', as the sweep writes it), the columns of
     its history (``NAME/train/acc``) and, last, the checkpoint's members (by which a stack

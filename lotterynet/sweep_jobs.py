@@ -29,7 +29,7 @@ from .lifetime import die_with_parent
 from .run import CHECKPOINTS, LAST
 from .run_dir import RESULTS
 from .run_stops import epochs_in, with_its_epoch
-from .stack import write_stack_file
+from .stack_files import write_stack_file
 
 #: Set in the environment of a sweep's jobs (:func:`job_env`): they run under its lock.
 SWEEP_JOB = "LOTTERYNET_SWEEP_JOB"

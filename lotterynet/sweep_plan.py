@@ -16,8 +16,8 @@ from .grid import Sweep, cell_name
 from .memory import memory_available
 from .run import CHECKPOINTS, LAST
 from .run_dir import RESULTS
-from .stack import StackRecord, cannot_continue, holds_a_stack, stack_record, trains_again
 from .stack_checks import members_that_fit, stack_need, unstackable
+from .stack_files import StackRecord, cannot_continue, holds_a_stack, stack_record, trains_again
 from .sweep_cells import PART, stack_name
 
 
@@ -36,7 +36,7 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     :func:`split_line`, with the memory available that the plan read once and cut by). A
     stack killed earlier, in any folder of its group (``<stack>`` or a part's, as a run with
     these slots or others cut it), keeps its recorded members while some are unfinished and its
-    checkpoint continues them (:func:`~lotterynet.stack.cannot_continue`), so it resumes as it
+    checkpoint continues them (:func:`~lotterynet.stack_files.cannot_continue`), so it resumes as it
     is instead of starting over: the same command, or one with other slots, resumes a stopped
     sweep's stacks (of two that hold a cell, the one that trained more member-epochs), and only
     a group with none is cut by the slots alone. The group's cells that no resumed stack holds
@@ -50,9 +50,10 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     :func:`~lotterynet.sweep_cells.set_aside`'s ``tag``: ``done``
     where that stack's checkpoint shows every member of it finished, a sweep extended with new
     cells, nothing of it lost; else ``stale``) with why
-    (:func:`~lotterynet.stack.cannot_continue`, or the stack that resumes its cells); and, tag
-    None, the resumed stacks whose members finished outside them train again, their results
-    kept. Fourth: the record of each stack that resumes (:class:`~lotterynet.stack.StackRecord`,
+    (:func:`~lotterynet.stack_files.cannot_continue`, or the stack that resumes its cells); and,
+    tag None, the resumed stacks whose members finished outside them train again, their results
+    kept. Fourth: the record of each stack that resumes
+    (:class:`~lotterynet.stack_files.StackRecord`,
     its checkpoint as read here: what it has trained, for
     :func:`~lotterynet.sweep_cost.cpu_estimate`)."""
     groups, budgets = stack_groups(sweep, configs)

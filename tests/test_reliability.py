@@ -28,7 +28,7 @@ from lotterynet.checkpointing import (
 )
 from lotterynet.cli import main
 from lotterynet.config import make_config
-from lotterynet.stack import write_stack_file
+from lotterynet.stack_files import write_stack_file
 
 #: What a run or stack stopped before its first checkpoint says.
 NOTHING = "no checkpoint had been written yet, so there is none to resume from"
@@ -643,10 +643,11 @@ from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnect
 import lotterynet.run as run
 import lotterynet.run_callbacks as run_callbacks
 import lotterynet.stack as stack
+import lotterynet.stack_files as stack_files
 from lotterynet.cli import main
 name = os.environ["IN"]
-owner = {"save_checkpoint": run_callbacks.CheckedCheckpointIO,
-         "TensorDataModule": run}.get(name, stack)
+owner = {"save_checkpoint": run_callbacks.CheckedCheckpointIO, "TensorDataModule": run,
+         "read_stack_file": stack_files}.get(name, stack)
 called, teardown = getattr(owner, name), _SignalConnector.teardown
 def signalled(*args, **kwargs):  # the scheduler's SIGTERM
     os.kill(os.getpid(), signal.SIGTERM)
@@ -710,6 +711,7 @@ def test_a_stop_that_no_run_reports_says_whether_anything_was_written(
     being imported; a stack's summary being printed) was a bare "stopped by SIGTERM": it says
     whether the command had begun, and so written anything, and how to go on (exit 130 / 143)."""
     import lotterynet.stack as stack_module
+    import lotterynet.stack_files as files_module
     from lotterynet.errors import Terminated
 
     stop = Terminated if stop == "Terminated" else stop
@@ -717,7 +719,8 @@ def test_a_stop_that_no_run_reports_says_whether_anything_was_written(
     def stopped(*args, **kwargs):
         raise stop
     stack_file, _ = stack_sigterm(tmp_path, data_dir, where)
-    monkeypatch.setattr(stack_module, where, stopped)
+    monkeypatch.setattr(files_module if where == "read_stack_file" else stack_module, where,
+                        stopped)
     previous = signal.getsignal(signal.SIGTERM)
     try:
         assert main(stack_file[3:]) == (130 if stop is KeyboardInterrupt else 143)

@@ -25,6 +25,7 @@ import lotterynet.loggers
 import lotterynet.memory
 import lotterynet.run
 import lotterynet.stack
+import lotterynet.stack_files
 import prefork
 from conftest import REPO, wandb_exit_code
 from lotterynet.checkpointing import atomic_torch_save, epochs_done
@@ -48,8 +49,9 @@ from lotterynet.optim import trainable_parameters
 from lotterynet.run import model_spec, optim_settings, run
 from lotterynet.run_dir import left_before_a_checkpoint, locked
 from lotterynet.run_stops import NOTHING_TO_RESUME as NOTHING
-from lotterynet.stack import cannot_continue, read_stack_file, run_stack, write_stack_file
+from lotterynet.stack import run_stack
 from lotterynet.stack_checks import check_stackable
+from lotterynet.stack_files import cannot_continue, read_stack_file, write_stack_file
 from lotterynet.stack_module import StackModule, member_losses
 from lotterynet.stacked import StackedModel, stack_models
 from lotterynet.sweep_cells import cell_configs
@@ -364,7 +366,7 @@ def test_a_stopped_stack_whose_group_the_sweep_extends_resumes_and_the_new_cells
     sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "subsetsum"}],
                   sparsities=[0.5, 0.9], epochs=[2], baseline=False)
     configs = cell_configs(sweep, tmp_path)
-    record = lotterynet.stack.StackRecord({n: c.to_dict() for n, c in configs.items()}, 1)
+    record = lotterynet.stack_files.StackRecord({n: c.to_dict() for n, c in configs.items()}, 1)
     monkeypatch.setattr(plan_module, "stack_record", lambda stack_dir: record)
     sweep.sparsities = [0.5, 0.7, 0.9]
     configs = cell_configs(sweep, tmp_path)
@@ -408,11 +410,12 @@ def test_a_stopped_sweep_resumes_its_stacks_with_other_job_slots(tmp_path):
     configs = cell_configs(sweep, tmp_path)
     stack = tmp_path / "stacks" / "subsetsum-seed0"
 
-    def stopped(folder: Path, members: list[str], epochs: int) -> lotterynet.stack.StackRecord:
+    def stopped(folder: Path, members: list[str], epochs: int
+                ) -> lotterynet.stack_files.StackRecord:
         atomic_torch_save({"state_dict": {}, "epoch": epochs - 1, "hyper_parameters": {
             "members": [{"name": m, "config": configs[m].to_dict()} for m in members]}},
             folder / "checkpoints" / "last.ckpt")
-        return lotterynet.stack.stack_record(folder)
+        return lotterynet.stack_files.stack_record(folder)
 
     def plan(slots: int) -> tuple:
         return plan_stacks(sweep, tmp_path, configs, list(configs.items()), slots)
@@ -1238,7 +1241,7 @@ def test_a_stack_history_is_kept_where_it_logged_an_epoch(tmp_path, header, kept
     overwritten) where its metrics.csv logged an epoch's end, in this version's log or an
     older one's (the committed sweeps' stacks)."""
     (tmp_path / "metrics.csv").write_text(f"{header}\n0,0,0.1,0.1\n")
-    assert lotterynet.stack.holds_a_stack(tmp_path) is kept
+    assert lotterynet.stack_files.holds_a_stack(tmp_path) is kept
 
 
 def test_a_stack_stopped_in_another_precision_starts_over(tmp_path, data_dir, capsys,
@@ -1275,7 +1278,7 @@ def test_a_stack_that_cannot_be_continued_says_why(tmp_path):
     configs = {n: make_config({"arch": "fc2", "structure": "subsetsum", "sparsity": s})
                for n, s in (("a", 0.5), ("b", 0.9), ("c", 0.7))}
     cells = {n: tmp_path / n for n in configs}
-    record = lotterynet.stack.StackRecord({n: configs[n].to_dict() for n in "ab"}, 1)
+    record = lotterynet.stack_files.StackRecord({n: configs[n].to_dict() for n in "ab"}, 1)
 
     def why(record, names):
         return cannot_continue(record, names, [configs[n] for n in names],
@@ -1462,8 +1465,8 @@ def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypa
         configs) or [{"finished": False}] * len(configs))
     assert main(["--stack-file", str(tmp_path / path), "--data-dir", "mine"]) == 0
     assert [c.data_dir for c in ran] == ["mine"] * 2
-    record = lotterynet.stack.StackRecord({"a": read[0].to_dict(), "b": read[1].to_dict()}, 0)
-    assert lotterynet.stack.cannot_continue(record, ["a", "b"], ran, read_cells) is None
+    record = lotterynet.stack_files.StackRecord({"a": read[0].to_dict(), "b": read[1].to_dict()}, 0)
+    assert lotterynet.stack_files.cannot_continue(record, ["a", "b"], ran, read_cells) is None
     by_hand = tmp_path / "mine" / "stack.yaml"
     by_hand.parent.mkdir()
     absolute = [str(tmp_path / cell) for cell in cells]
@@ -1768,7 +1771,7 @@ def test_a_stack_checkpoint_with_junk_members_or_divergences_is_not_resumed(tmp_
     ``stack_record`` raised, and a ``diverged`` index of -1 named the last member, so a
     divergence that never happened was reported."""
     from lotterynet.checkpointing import atomic_torch_save
-    from lotterynet.stack import stack_record
+    from lotterynet.stack_files import stack_record
 
     def record(**changes):
         checkpoint = {"state_dict": {}, "epoch": 0, "diverged": {1: "b diverged"},

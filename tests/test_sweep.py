@@ -44,7 +44,7 @@ from lotterynet.grid import (
 from lotterynet.loggers import keep_wandb_id
 from lotterynet.run import run
 from lotterynet.run_stops import NOTHING_TO_RESUME as NOTHING
-from lotterynet.stack import StackRecord, read_stack_file, write_stack_file
+from lotterynet.stack_files import StackRecord, read_stack_file, write_stack_file
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
         "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",
@@ -1582,7 +1582,7 @@ def test_a_stack_stopped_before_labels_named_their_keys_resumes_under_the_new_na
     given, or written another way, the sweep did not find the old folders at all: it trained
     every cell anew into new ones; so it did in the order given when written if the file's keys
     were reordered since)."""
-    from lotterynet.stack import stack_record
+    from lotterynet.stack_files import stack_record
 
     sweep = Sweep(base={"arch": "fc2"}, variants=[variant],
                   sparsities=[0.5, 0.9], epochs=[2], baseline=False)

@@ -287,7 +287,7 @@ def test_a_wandb_failure_in_the_fit_ends_the_run(tmp_path, data_dir, monkeypatch
     import wandb.errors
     from pytorch_lightning.loggers import WandbLogger
 
-    from lotterynet.stack import write_stack_file
+    from lotterynet.stack_files import write_stack_file
 
     def failing(self, *args, **kwargs):
         assert self.experiment is not None  # (started: what is left open)
@@ -359,7 +359,8 @@ def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
 
     from lotterynet.loggers import own_wandb_id
     from lotterynet.run_stops import START_OVER
-    from lotterynet.stack import run_again_by, write_stack_file
+    from lotterynet.stack import run_again_by
+    from lotterynet.stack_files import write_stack_file
 
     stack_start_over = run_again_by(in_a_sweep=True)[1]  # (--stack-file: a sweep's stack)
 
