@@ -125,9 +125,10 @@ def trains_again(record: StackRecord, configs: Sequence[RunConfig], finished: se
     says of its members in ``finished`` (their cells hold results: run meanwhile outside it,
     ``--cell``) that it has neither trained to their budgets nor seen diverge: they train
     again with it, which resumes with every member its checkpoint holds (restored by
-    position), and their results are kept (:meth:`MemberResults.finish` writes no finished
-    cell); None where there are none. Said by the sweep before it runs the stack and, by hand
-    (``--stack-file``) or in the sweep's process, by :func:`train_stack` as it resumes."""
+    position), and their results are kept
+    (:meth:`~lotterynet.stack_module.MemberResults.finish` writes no finished cell); None where
+    there are none. Said by the sweep before it runs the stack and, by hand (``--stack-file``)
+    or in the sweep's process, by :func:`~lotterynet.stack.train_stack` as it resumes."""
     again = [name for name, config in zip(record.members, configs) if name in finished
              and name not in record.diverged and record.epochs_done < config.epochs]
     if not again:

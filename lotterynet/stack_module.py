@@ -54,7 +54,7 @@ class StackModule(pl.LightningModule):
 
     def __init__(self, members: list[dict], cuda_graphs: bool = True):
         super().__init__()
-        self.save_hyperparameters(logger=False)  # (logged by train_stack, paths relative)
+        self.save_hyperparameters(logger=False)  # (logged by stack.train_stack, paths relative)
         self.automatic_optimization = False
         self.names = [m["name"] for m in members]
         self.budgets = [m["optim"]["epochs"] for m in members]
