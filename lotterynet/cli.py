@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import RESUMABLE, ConfigError, changed_fields, load_yaml, make_config
+from .config import RESUMABLE, changed_fields, load_yaml, make_config
 from .config_checks import check_path, refuse_unread_file_options, refuse_unread_flags
 from .config_flags import (
     TRAINER_KEYS,
@@ -35,6 +35,7 @@ from .errors import (
     ERROR,
     PROG,
     REPORTED,
+    ConfigError,
     Interrupted,
     OneLineErrorParser,
     Terminated,

@@ -26,7 +26,7 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, make_config
+from .config import make_config
 from .config_checks import (
     WANDB_OPTIONS,
     check_path,
@@ -37,7 +37,7 @@ from .config_checks import (
 from .config_flags import flatten_sections, given_flags, overlay
 from .config_schema import FIELDS, WIDE, RunConfig
 from .config_yaml import dump_yaml, string_keys
-from .errors import flag_name
+from .errors import ConfigError, flag_name
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"

@@ -26,15 +26,9 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
-from .checkpointing import (
-    CheckpointError,
-    Resumed,
-    atomic_write,
-    checkpoint_run_dir,
-    write_csv_atomic,
-)
+from .checkpointing import Resumed, atomic_write, checkpoint_run_dir, write_csv_atomic
 from .config_checks import WANDB_SERVER_MODES, wandb_mode
-from .errors import ConfigError, WandbFailed, exit_code, first_line
+from .errors import CheckpointError, ConfigError, WandbFailed, exit_code, first_line
 from .grid import config_value
 
 METRICS_FILE = "metrics.csv"

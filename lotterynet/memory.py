@@ -17,11 +17,10 @@ from torch._prims_common import suggest_memory_format
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 
-from .config import ConfigError
 from .config_schema import RunConfig, examples_per_device, on_gpu
 from .convert import on_meta
 from .data import DATASETS
-from .errors import in_binary_units, plural
+from .errors import ConfigError, in_binary_units, plural
 from .machine import available_memory, meminfo
 from .masking import HINT_MIN_ENTRIES, MaskedWeight
 from .models import build_model

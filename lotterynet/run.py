@@ -30,11 +30,11 @@ from .checkpointing import (
     remove_stale_temp_files,
     stored_config,
 )
-from .config import RESUMABLE, ConfigError, changed_fields
+from .config import RESUMABLE, changed_fields
 from .config_checks import read_options
 from .config_schema import WIDE, RunConfig, examples_per_device
 from .datamodule import TensorDataModule
-from .errors import memory_refused, resume_flag
+from .errors import ConfigError, memory_refused, resume_flag
 from .lifetime import (
     SigtermStop,
     stop_all_ranks_on_sigterm,

@@ -155,12 +155,12 @@ class StopOnDivergence(pl.Callback):
 
 
 class EpochLines(Checkpoint):
-    """Prints an epoch's console lines (the epoch timer's, a stack's :class:`~lotterynet.stack.
-    MemberResults`') once the epoch's checkpoint is written. Lightning runs the checkpoint
-    callbacks after all others, in the order given: as one, after the run's ModelCheckpoint,
-    this one's epoch end comes after that one's save. It writes nothing itself. (Printed by
-    the callbacks that made them, the lines came before the save: a Ctrl-C between the two
-    left an epoch on the screen that no checkpoint held.)"""
+    """Prints an epoch's console lines (the epoch timer's, a stack's
+    :class:`~lotterynet.stack_module.MemberResults`') once the epoch's checkpoint is written.
+    Lightning runs the checkpoint callbacks after all others, in the order given: as one, after
+    the run's ModelCheckpoint, this one's epoch end comes after that one's save. It writes
+    nothing itself. (Printed by the callbacks that made them, the lines came before the save:
+    a Ctrl-C between the two left an epoch on the screen that no checkpoint held.)"""
 
     def __init__(self):
         self.lines: list[str] = []

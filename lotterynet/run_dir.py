@@ -26,9 +26,9 @@ from .checkpointing import (
     stored_config,
     write_text_atomic,
 )
-from .config import NOT_COMPUTED, ConfigError, changed_fields
+from .config import NOT_COMPUTED, changed_fields
 from .config_schema import WIDE, RunConfig
-from .errors import resume_flag
+from .errors import ConfigError, resume_flag
 from .grid import SWEEP_FILE, SWEEP_LOCK
 from .loggers import METRICS_FILE, WANDB_ENDED_FILE, WANDB_ID_FILE
 from .machine import is_launched_worker

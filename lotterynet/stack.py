@@ -49,14 +49,16 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from .checkpointing import (
+    CHECKPOINTS,
+    LAST,
     remove_stale_temp_files,
     write_text_atomic,
 )
-from .config import ConfigError, make_config
+from .config import make_config
 from .config_checks import read_options
 from .config_schema import RunConfig
 from .datamodule import TensorDataModule
-from .errors import OutOfMemory, TrainingDiverged, plural
+from .errors import ConfigError, OutOfMemory, TrainingDiverged, plural
 from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import (
     METRICS_FILE,
@@ -73,15 +75,13 @@ from .loggers import (
     resumed_history,
 )
 from .memory import DoesNotFit, check_fits, memory_needed
+from .optim import optim_settings
 from .resumable import check_resumable
 from .run import (
-    CHECKPOINTS,
-    LAST,
     check_last_batch,
     data_module,
     make_trainer,
     model_spec,
-    optim_settings,
     refusing_unbuildable,
     wandb_config,
 )

@@ -14,7 +14,8 @@ from .config_schema import RunConfig, on_gpu
 from .datamodule import TensorDataModule
 from .errors import ConfigError
 from .memory import MemoryNeed, memory_needed
-from .run import model_spec, optim_settings, refusing_unbuildable
+from .optim import optim_settings
+from .run import model_spec, refusing_unbuildable
 
 #: What the members of a stack may differ in; every other model or recipe field must agree.
 VARYING = ("sparsity", "epochs", "seed")

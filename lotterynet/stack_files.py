@@ -14,20 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .archs import recipe_lr
-from .checkpointing import (
-    CHECKPOINTS,
-    LAST,
-    CheckpointError,
-    epochs_done,
-    load_checkpoint,
-    write_text_atomic,
-)
+from .checkpointing import CHECKPOINTS, LAST, epochs_done, load_checkpoint, write_text_atomic
 from .config import NOT_COMPUTED, changed_fields, make_config
 from .config_checks import check_path
 from .config_schema import RunConfig
 from .config_yaml import dump_yaml, read_yaml_mapping
 from .data import absolute_data_dir
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .grid import SWEEP_FILE
 from .loggers import METRICS_FILE
 from .run_dir import RESULTS, changed_results
@@ -255,7 +248,7 @@ def read_stack_file(path: str | Path, data_dir: str | None = None
 def check_finished_cells(configs: Sequence[RunConfig], cell_dirs: Sequence[Path],
                          named: Sequence[str]) -> None:
     """Refuse (:class:`ConfigError`) a member whose cell (``named``: as the caller says it)
-    holds the results of a run of another config (:func:`~lotterynet.run.changed_results`):
+    holds the results of a run of another config (:func:`~lotterynet.run_dir.changed_results`):
     the stack would return them as the member's, or take the cell for finished."""
     for config, cell, name in zip(configs, cell_dirs, named):
         differs = changed_results(config, cell)

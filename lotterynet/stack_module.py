@@ -16,8 +16,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from .checkpointing import CHECKPOINTS, LAST, CheckpointError, atomic_torch_save, write_csv_atomic
-from .errors import DIVERGED_IN, plural
+from .checkpointing import CHECKPOINTS, LAST, atomic_torch_save, write_csv_atomic
+from .errors import DIVERGED_IN, CheckpointError, plural
 from .graphs import StepGraphs
 from .loggers import METRICS_FILE
 from .models import build_model

@@ -50,13 +50,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpointing import write_text_atomic
-from .config import ConfigError, make_config
+from .checkpointing import CHECKPOINTS, LAST, write_text_atomic
+from .config import make_config
 from .config_checks import WANDB_NAME_MAX
 from .config_schema import RunConfig, device_count
 from .datamodule import TensorDataModule, check_data_set
 from .errors import (
     ERROR,
+    ConfigError,
     Interrupted,
     OutOfMemory,
     TrainingDiverged,
@@ -77,7 +78,7 @@ from .grid import (
     sweep_dir_of,
 )
 from .loggers import read_wandb_id, reporting_wandb_failure
-from .run import CHECKPOINTS, LAST, build_module, run
+from .run import build_module, run
 from .run_dir import END_FILES, RESULTS, read_results, results_differ, run_dir_of, write_json_atomic
 from .run_stops import needs_less, run_again
 from .stack import log_member_run, run_stack

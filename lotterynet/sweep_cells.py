@@ -16,7 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 from .checkpointing import (
-    CheckpointError,
+    CHECKPOINTS,
+    LAST,
     atomic_torch_save,
     atomic_write,
     epochs_done,
@@ -25,9 +26,9 @@ from .checkpointing import (
 )
 from .config import NOT_COMPUTED, changed_fields, make_config
 from .config_schema import RunConfig
+from .errors import CheckpointError
 from .grid import BASELINE, OLD_LABELS, Sweep, cell_name, config_value, old_labels, variant_label
 from .loggers import METRICS_FILE
-from .run import CHECKPOINTS, LAST
 from .run_dir import RESULTS, locked, read_json, read_results, results_differ, write_json_atomic
 from .stack_files import STACK_FILE, changes, stack_record, write_stack_file
 

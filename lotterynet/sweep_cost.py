@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, make_config
+from .config import make_config
 from .config_schema import RunConfig, device_count, training_examples
 from .convert import on_meta
 from .data import DATASETS
-from .errors import plural
+from .errors import ConfigError, plural
 from .grid import Sweep
 from .models import build_model
 from .run import data_module, model_spec

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpointing import write_text_atomic
+from .checkpointing import CHECKPOINTS, LAST, write_text_atomic
 from .config_schema import RunConfig
 from .config_yaml import dump_yaml
 from .errors import ERROR, Interrupted, OutOfMemory, Terminated, TrainingDiverged, interrupted
 from .lifetime import die_with_parent
-from .run import CHECKPOINTS, LAST
 from .run_dir import RESULTS
 from .run_stops import epochs_in, with_its_epoch
 from .stack_files import write_stack_file

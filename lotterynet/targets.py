@@ -25,11 +25,11 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpointing import epochs_done, load_checkpoint, stored_config
-from .config import RESUMABLE, ConfigError, changed_fields, make_config
-from .errors import REPORTED, CheckpointError, OneLineErrorParser, exit_code, message
+from .checkpointing import CHECKPOINTS, LAST, epochs_done, load_checkpoint, stored_config
+from .config import RESUMABLE, changed_fields, make_config
+from .errors import REPORTED, CheckpointError, ConfigError, OneLineErrorParser, exit_code, message
 from .models import build_model
-from .run import CHECKPOINTS, LAST, check_same_run, run
+from .run import check_same_run, run
 from .run_dir import RESULTS, holds_files, left_before_a_checkpoint, read_json, results_differ
 from .ticket import tensors_digest
 from .validate import check_output_dir

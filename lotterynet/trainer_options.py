@@ -29,8 +29,9 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.strategies import StrategyRegistry
 
 from .checkpointing import CHECKPOINTS, LAST
-from .config import TYPE_NAMES, ConfigError
+from .config import TYPE_NAMES
 from .config_schema import RunConfig, device_count, steps_per_epoch
+from .errors import ConfigError
 from .quiet import lightning_info_off
 from .validate import check_output_dir
 

@@ -1,5 +1,5 @@
 """Checks that run before any work starts, each raising a one-line
-:class:`~lotterynet.config.ConfigError` that names the bad value and the valid choices: the
+:class:`~lotterynet.errors.ConfigError` that names the bad value and the valid choices: the
 hardware request, ``timm:`` model names, output folders and sweep files.
 
 What Lightning or torch would reject later (after data loading, or after training had started)
@@ -15,10 +15,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from .config import PRECISIONS, ConfigError, precision_name
+from .config import PRECISIONS, precision_name
 from .config_checks import SEED_MAX, as_config_error
 from .config_schema import RunConfig, on_gpu
 from .config_yaml import read_yaml_mapping
+from .errors import ConfigError
 from .registry import check_choice
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")

@@ -21,9 +21,8 @@ from lotterynet.approximate import (
     smallest_working,
     theory_sizes,
 )
-from lotterynet.config import ConfigError
 from lotterynet.data import load_split
-from lotterynet.errors import CheckpointError
+from lotterynet.errors import CheckpointError, ConfigError
 from lotterynet.models import build_model
 from lotterynet.targets import RECIPES, load_target, trained_target
 

@@ -888,8 +888,9 @@ def test_trainer_devices_are_counted_as_lightning_counts_them(monkeypatch):
     """``--devices auto`` / ``0,1`` / ``-1`` go to the Trainer as its ``devices``; the shares of
     the training split, the per-device checks and the strategy count the devices they name
     (here four GPUs, simulated), not one."""
-    from lotterynet.config import ConfigError, make_config
+    from lotterynet.config import make_config
     from lotterynet.config_schema import device_count, examples_per_device
+    from lotterynet.errors import ConfigError
     from lotterynet.trainer_options import split_batches
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch._C._profiler import _EventType
 
-from lotterynet.config import ConfigError, make_config
+from lotterynet.config import make_config
+from lotterynet.errors import ConfigError
 from lotterynet.masking import MaskedWeight
 from lotterynet.memory import memory_needed, selection_scratch
 from lotterynet.models import build_model

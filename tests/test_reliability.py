@@ -19,15 +19,10 @@ import yaml
 
 import prefork
 from conftest import REPO, processes_mentioning
-from lotterynet.checkpointing import (
-    CheckpointError,
-    DiskFullError,
-    atomic_torch_save,
-    load_checkpoint,
-    remove_stale_temp_files,
-)
+from lotterynet.checkpointing import atomic_torch_save, load_checkpoint, remove_stale_temp_files
 from lotterynet.cli import main
 from lotterynet.config import make_config
+from lotterynet.errors import CheckpointError, DiskFullError
 from lotterynet.stack_files import write_stack_file
 
 #: What a run or stack stopped before its first checkpoint says.
@@ -243,7 +238,8 @@ def test_the_python_api_resumes_only_the_same_run(whole_and_stopped, tmp_path, d
     """``run(config)`` with ``config.resume`` (the Python API, the targets command) builds its
     config by hand, not from the checkpoint: one of another data set, seed or optimizer would
     train on as if it were this run's first epochs. Refused, nothing written."""
-    from lotterynet.config import ConfigError, make_config
+    from lotterynet.config import make_config
+    from lotterynet.errors import ConfigError
     from lotterynet.run import run
 
     _, stopped = whole_and_stopped
@@ -710,7 +706,7 @@ def test_a_stop_that_no_run_reports_says_whether_anything_was_written(
     """A Ctrl-C or SIGTERM that no run, stack or sweep reported (a stack file being read, torch
     being imported; a stack's summary being printed) was a bare "stopped by SIGTERM": it says
     whether the command had begun, and so written anything, and how to go on (exit 130 / 143)."""
-    import lotterynet.stack as stack_module
+    import lotterynet.stack as stack_runner
     import lotterynet.stack_files as files_module
     from lotterynet.errors import Terminated
 
@@ -719,7 +715,7 @@ def test_a_stop_that_no_run_reports_says_whether_anything_was_written(
     def stopped(*args, **kwargs):
         raise stop
     stack_file, _ = stack_sigterm(tmp_path, data_dir, where)
-    monkeypatch.setattr(files_module if where == "read_stack_file" else stack_module, where,
+    monkeypatch.setattr(files_module if where == "read_stack_file" else stack_runner, where,
                         stopped)
     previous = signal.getsignal(signal.SIGTERM)
     try:
@@ -763,7 +759,7 @@ def test_a_run_stopped_by_sigterm_in_a_library_callers_process_puts_its_handler_
     its handler installed, and the caller's process ignored every later SIGTERM (only
     train.py's process, on its way out, should). The handler the caller had is put back."""
     import lotterynet.run as run_module
-    import lotterynet.stack as stack_module
+    import lotterynet.stack as stack_runner
     from lotterynet.errors import Interrupted, Terminated
 
     data_module = run_module.TensorDataModule  # (run.data_module: a run's and a stack's)
@@ -784,7 +780,7 @@ def test_a_run_stopped_by_sigterm_in_a_library_callers_process_puts_its_handler_
             if entry == "run":
                 run_module.run(make_config(config))
             else:
-                stack_module.run_stack([config, {**config, "sparsity": 0.9}], tmp_path / "stack")
+                stack_runner.run_stack([config, {**config, "sparsity": 0.9}], tmp_path / "stack")
         assert signal.getsignal(signal.SIGTERM) is callers
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -1103,7 +1099,7 @@ def test_a_target_folder_is_taken_only_where_a_stopped_run_left_nothing_to_keep(
     whose checkpoint is gone, went with it. The targets take a folder by the run's own rule
     (``left_before_a_checkpoint``), which keeps those; a resumed run carries the history of
     its checkpoint's epochs, which is no reason to keep its folder."""
-    from lotterynet.config import ConfigError
+    from lotterynet.errors import ConfigError
     from lotterynet.run_dir import left_before_a_checkpoint
     from lotterynet.targets import trained_target
 
@@ -1419,7 +1415,7 @@ def test_a_stack_stopped_before_its_fit_says_how_to_go_on_where_it_can(tmp_path,
     by SIGTERM" though its checkpoint was there to continue from, and so did one with none,
     which in its fit says that the sweep starts it over; each says so as in its fit."""
     import lotterynet.run as run_module
-    import lotterynet.stack as stack_module
+    import lotterynet.stack as stack_runner
     from lotterynet.errors import Interrupted
 
     def terminated(*args, **kwargs):
@@ -1433,7 +1429,7 @@ def test_a_stack_stopped_before_its_fit_says_how_to_go_on_where_it_can(tmp_path,
     previous = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(Interrupted) as stopped:
-            stack_module.run_stack([config, {**config, "sparsity": 0.9}], stack_dir)
+            stack_runner.run_stack([config, {**config, "sparsity": 0.9}], stack_dir)
     finally:
         signal.signal(signal.SIGTERM, previous)
     then = "run the same run_stack call again to continue from its checkpoint" if resumable \

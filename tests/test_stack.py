@@ -4,6 +4,7 @@ result, and incompatible members are refused naming the key that differs."""
 
 import csv
 import dataclasses
+import importlib
 import itertools
 import json
 import os
@@ -30,11 +31,11 @@ import prefork
 from conftest import REPO, wandb_exit_code
 from lotterynet.checkpointing import atomic_torch_save, epochs_done
 from lotterynet.cli import main
-from lotterynet.config import ConfigError, make_config
+from lotterynet.config import make_config
 from lotterynet.convert import convert
 from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH, TensorDataModule
-from lotterynet.errors import Interrupted, Terminated, TrainingDiverged
+from lotterynet.errors import ConfigError, Interrupted, Terminated, TrainingDiverged
 from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetConv2d, SubnetLinear
 from lotterynet.loggers import (
@@ -45,8 +46,8 @@ from lotterynet.loggers import (
 )
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
-from lotterynet.optim import trainable_parameters
-from lotterynet.run import model_spec, optim_settings, run
+from lotterynet.optim import optim_settings, trainable_parameters
+from lotterynet.run import model_spec, run
 from lotterynet.run_dir import left_before_a_checkpoint, locked
 from lotterynet.run_stops import NOTHING_TO_RESUME as NOTHING
 from lotterynet.stack import run_stack
@@ -1358,7 +1359,7 @@ def test_a_stack_holds_its_members_cells_as_a_run_holds_its_folder(tmp_path, dat
     """A stack and a single run (``--cell``, a W&B agent) never train one cell at once: the
     stack holds every member's cell folder while it trains, and a stack whose member's cell a
     run holds is refused before it writes anything."""
-    import lotterynet.stack as stack_module
+    import lotterynet.stack as stack_runner
 
     configs = [make_config({"arch": "fc2", "structure": "subsetsum", "sparsity": s,
                             "limit_train": 640, "val_size": 100, "data_dir": str(data_dir)})
@@ -1375,7 +1376,7 @@ def test_a_stack_holds_its_members_cells_as_a_run_holds_its_folder(tmp_path, dat
                 busy.append(cell)
         return []
 
-    monkeypatch.setattr(stack_module, "train_stack", try_each_cell)
+    monkeypatch.setattr(stack_runner, "train_stack", try_each_cell)
     run_stack(configs, stack_dir, cells)
     assert busy == cells
     monkeypatch.undo()
@@ -1461,6 +1462,9 @@ def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypa
     assert [c.out for c in read] == [str(tmp_path / c) for c in cells]
     assert [c.data_dir for c in read] == [str((tmp_path / "data").resolve())] * 2
     ran = []
+    # (lotterynet.sweep, which main imports, imported first: it binds run_stack as it imports,
+    # and one bound to this stand-in ran the next test's stacks)
+    importlib.import_module("lotterynet.sweep")
     monkeypatch.setattr(lotterynet.stack, "run_stack", lambda configs, *_, **__: ran.extend(
         configs) or [{"finished": False}] * len(configs))
     assert main(["--stack-file", str(tmp_path / path), "--data-dir", "mine"]) == 0

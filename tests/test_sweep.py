@@ -29,8 +29,9 @@ import prefork
 from conftest import REPO, STD_CONVS, TINY_BIT, processes_mentioning
 from lotterynet.checkpointing import atomic_torch_save
 from lotterynet.cli import build_parser, given_values, main
-from lotterynet.config import ConfigError, make_config
+from lotterynet.config import make_config
 from lotterynet.config_yaml import ConfigLoader
+from lotterynet.errors import ConfigError
 from lotterynet.grid import (
     OLD_LABELS,
     Overrides,

@@ -16,7 +16,8 @@ import prefork
 from conftest import REPO
 from lotterynet import timm_models  # noqa: F401 (registers the "timm" architecture)
 from lotterynet.models import MODELS, build_model
-from lotterynet.ticket import FORMAT_VERSION, TicketError, load_ticket, save_ticket
+from lotterynet.ticket import load_ticket, save_ticket
+from lotterynet.ticket_file import FORMAT_VERSION, TicketError
 
 
 @MODELS.register("ticket_test_mlp")

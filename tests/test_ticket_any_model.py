@@ -19,7 +19,8 @@ from torch import nn
 import lotterynet as ln
 from lotterynet import ticket_file
 from lotterynet.convert import CONVERT_RECORD, CONVERTED_BY
-from lotterynet.ticket import TicketError, load_ticket, save_ticket
+from lotterynet.ticket import load_ticket, save_ticket
+from lotterynet.ticket_file import TicketError
 
 
 class SmallCNN(nn.Module):
