@@ -14,6 +14,7 @@ from .config import make_config
 from .config_schema import RunConfig, device_count, training_examples
 from .convert import on_meta
 from .data import DATASETS
+from .datamodule import EVAL_BATCH
 from .errors import ConfigError, plural
 from .grid import Sweep
 from .models import build_model
@@ -21,6 +22,7 @@ from .run import data_module, model_spec
 from .run_dir import read_results
 from .sweep_cells import cell_configs, cells_use, plan_cell
 from .sweep_plan import balanced_parts, plan_stacks
+from .trainer_options import limited_batches
 
 #: Seconds per training epoch over 55,000 MNIST images on this project's 2-core CPU machine
 #: (single runs, subset-sum / wide; ``results/``, ``BENCHMARKS.md``): what a CPU sweep is
@@ -77,9 +79,11 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     ``val_size`` images, and the cell ends with a pass over its data set's test images (not a
     diverged member's), both at :data:`CPU_EVAL_SHARE` of a training image; each stack and
     single cell starts (:data:`CPU_START_SECONDS`, and :data:`CPU_IMPORT_SECONDS` where it is
-    a subprocess, as :func:`~lotterynet.sweep.run_cells` runs it). (Trainer options that validate or
-    test less
-    are not counted off.)"""
+    a subprocess, as :func:`~lotterynet.sweep.run_cells` runs it). Each split counts the
+    images its Trainer runs (:func:`split_images`: after ``limit_train_batches``,
+    ``limit_val_batches``, ``limit_test_batches``), and a cell validates in the epochs left
+    that ``check_val_every_n_epoch`` validates. (A ``val_check_interval`` that validates more
+    often than once an epoch is not counted.)"""
     if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
         return None
     configs = cell_configs(sweep, sweep_dir)
@@ -109,16 +113,18 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
         return (CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch])
                 if kind == "stacked" else CPU_EPOCH_SECONDS[arch]) / FULL_EPOCH * size[name]
 
+    images = {name: split_images(config) for name, config in configs.items()}
+
     def epoch_cost(name: str, kind: str) -> float:
         """The seconds of cell ``name``'s epochs left: its training images (all of them: DDP
-        ranks on the CPU share its cores) and its validation pass."""
-        config = configs[name]
-        return left[name] * image_seconds(name, kind) * (
-            training_examples(config) + CPU_EVAL_SHARE * config.val_size)
+        ranks on the CPU share its cores) and its validation passes."""
+        return image_seconds(name, kind) * (
+            left[name] * images[name]["train"] +
+            CPU_EVAL_SHARE * validations(configs[name], left[name]) * images[name]["val"])
 
     def test_cost(name: str, kind: str) -> float:
         return (name not in diverged) * CPU_EVAL_SHARE * image_seconds(name, kind) * \
-            DATASETS.get(configs[name].dataset).test_size
+            images[name]["test"]
 
     def cost(name: str, kind: str) -> float:
         return epoch_cost(name, kind) + test_cost(name, kind)
@@ -141,24 +147,46 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
              f"~{seconds_said(sum(epoch_cost(n, k) for n in names) / counts[k])} s"  # (a mean)
              for k, names in kinds.items() if counts[k]]
 
-    def sizes(size) -> str:  # (of the cells that train, each size once)
-        return " or ".join(f"{n:,}" for n in sorted({size(configs[name]) for names in
+    def sizes(split: str) -> str:  # (of the cells that train, each size once)
+        return " or ".join(f"{n:,}" for n in sorted({images[name][split] for names in
                                                       kinds.values() for name in names
                                                       if left[name]}))
     tested = [(n, k) for k, names in kinds.items() for n in names if n not in diverged]
     if tested:
         parts.append(f"{plural(len(tested), 'test')} of "
-                     f"{sizes(lambda config: DATASETS.get(config.dataset).test_size)} images at "
+                     f"{sizes('test')} images at "
                      f"~{seconds_said(sum(test_cost(n, k) for n, k in tested) / len(tested))} s")
     starts = [start["stacked"]] * len(stacks) + [start["single"]] * len(single)
     if starts:
         parts.append(f"{plural(len(starts), 'start')} at "
                      f"~{seconds_said(sum(starts) / len(starts))} s")  # (a mean)
     at_once = f", {jobs} jobs at once" if jobs > 1 else ""
-    return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {sizes(training_examples)} "
-                         f"training and {sizes(lambda config: config.val_size)} validation "
+    return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {sizes('train')} "
+                         f"training and {sizes('val')} validation "
                          f"images: {', '.join(parts)} ({', '.join(cells_use(sweep, 'arch'))}, "
                          f"2 CPU cores{at_once})")
+
+
+def split_images(config: RunConfig) -> dict[str, int]:
+    """Images of each split that a cell's Trainer runs (an epoch's training, a validation
+    pass, the test), all devices together: the split's, or fewer where a Trainer limit
+    (:func:`~lotterynet.trainer_options.limited_batches`) ends it after as many whole batches
+    (training ones of ``batch_size``, evaluation ones of
+    :data:`~lotterynet.datamodule.EVAL_BATCH`)."""
+    whole = {"train": training_examples(config), "val": config.val_size,
+             "test": DATASETS.get(config.dataset).test_size}
+    batch = {"train": config.batch_size, "val": EVAL_BATCH, "test": EVAL_BATCH}
+    batches = limited_batches(config)
+    return {split: min(whole[split], batches[split] * batch[split] * device_count(config))
+            for split in whole}
+
+
+def validations(config: RunConfig, left: int) -> int:
+    """The validation passes of a cell's last ``left`` epochs: one every
+    ``check_val_every_n_epoch`` epochs (Lightning's, at the end of epochs N, 2N, ...; null,
+    validation by steps, read as every epoch)."""
+    every = config.trainer.get("check_val_every_n_epoch") or 1
+    return config.epochs // every - (config.epochs - left) // every
 
 
 def model_sizes(sweep: Sweep, configs: dict[str, RunConfig]) -> dict[str, float]:

@@ -302,13 +302,24 @@ def split_batches(config: RunConfig) -> dict[str, int]:
             "test": evaluation(DATASETS.get(config.dataset).test_size)}
 
 
+def limited_batches(config: RunConfig) -> dict[str, int]:
+    """Batches per device of each split that the Trainer runs (an epoch's training, a
+    validation pass, the test), after its :data:`LIMITS` (a count, or a fraction of the
+    split; 0 none), as Lightning applies them."""
+    def limited(batches: int, limit) -> int:
+        if type(limit) is int:
+            return min(batches, limit)
+        return int(batches * limit) if type(limit) is float else batches
+
+    batches = split_batches(config)
+    return {split: limited(batches[split], config.trainer.get(name))
+            for name, split in LIMITS.items()}
+
+
 def train_batches(config: RunConfig) -> int:
     """Training batches per epoch on each device, after the Trainer's ``limit_train_batches``
-    (a count, or a fraction of the epoch)."""
-    limit, train = config.trainer.get("limit_train_batches"), split_batches(config)["train"]
-    if type(limit) is int:
-        return min(train, limit)
-    return int(train * limit) if type(limit) is float else train
+    (:func:`limited_batches`)."""
+    return limited_batches(config)["train"]
 
 
 def optimizer_steps_per_epoch(config: RunConfig) -> int:

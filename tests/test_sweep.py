@@ -1251,6 +1251,38 @@ def test_cpu_estimate_counts_each_cells_validation_test_and_start(tmp_path, monk
     assert "3 starts at ~8 s" in what
 
 
+def test_cpu_estimate_counts_the_images_the_trainer_limits_leave(tmp_path, monkeypatch):
+    """A cell's Trainer options limit_train_batches (a count or a fraction of the epoch),
+    limit_val_batches (0: no validation; a fraction), limit_test_batches (a count) and
+    check_val_every_n_epoch make it train, validate and test fewer images: the estimate counts
+    those (it counted every image, and a quick sweep a user limited could be refused as many
+    hours), and its line says them."""
+    import math
+
+    from lotterynet.datamodule import EVAL_BATCH
+
+    cpu_epoch_seconds(monkeypatch, {"fc2": 55.0}, {}, eval_share=0.5)
+    limits = [{"limit_train_batches": 10, "limit_val_batches": 0, "limit_test_batches": 2},
+              {"limit_train_batches": 0.25, "limit_val_batches": 0.4,
+               "check_val_every_n_epoch": 2}]
+    sweep = Sweep(base={"arch": "fc2", "val_size": 5000, "batch_size": 64},
+                  variants=[{"structure": s, "trainer": t}
+                            for s, t in zip(("subsetsum", "dense"), limits)],
+                  sparsities=[0.5], epochs=[3], baseline=False)
+    hours, what = cost_module.cpu_estimate(sweep, tmp_path)
+    counted = {"train": 10 * 64, "val": 0, "test": 2 * EVAL_BATCH}
+    fraction = {"train": int(math.ceil(55000 / 64) * 0.25) * 64,
+                "val": int(math.ceil(5000 / EVAL_BATCH) * 0.4) * EVAL_BATCH, "test": 10000}
+    # (3 epochs each; the second validates in epoch 2 alone, both test once)
+    images = sum(3 * cell["train"] + 0.5 * (validations * cell["val"] + cell["test"])
+                 for cell, validations in ((counted, 3), (fraction, 1)))
+    assert hours * 3600 == pytest.approx(images * 55 / 55000)
+    assert what.startswith(f"2 cells, epochs of {counted['train']:,} or {fraction['train']:,} "
+                           f"training and 0 or {fraction['val']:,} validation images: 6.00 "
+                           f"single at ")
+    assert f"2 tests of {counted['test']:,} or 10,000 images" in what
+
+
 def test_cpu_estimate_times_each_structure_by_the_parameters_it_trains(tmp_path, monkeypatch):
     """fc2's epoch time is its default subset-sum net's (1,991,420 scores); beyond a fixed share
     a cell's is in proportion to what its model trains: the dense net's 397,000 scores cost
