@@ -82,8 +82,8 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     a subprocess, as :func:`~lotterynet.sweep.run_cells` runs it). Each split counts the
     images its Trainer runs (:func:`split_images`: after ``limit_train_batches``,
     ``limit_val_batches``, ``limit_test_batches``), and a cell validates in the epochs left
-    that ``check_val_every_n_epoch`` validates. (A ``val_check_interval`` that validates more
-    often than once an epoch is not counted.)"""
+    that ``check_val_every_n_epoch`` validates, as often as ``val_check_interval`` says
+    (:func:`validations`)."""
     if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
         return None
     configs = cell_configs(sweep, sweep_dir)
@@ -182,11 +182,20 @@ def split_images(config: RunConfig) -> dict[str, int]:
 
 
 def validations(config: RunConfig, left: int) -> int:
-    """The validation passes of a cell's last ``left`` epochs: one every
-    ``check_val_every_n_epoch`` epochs (Lightning's, at the end of epochs N, 2N, ...; null,
-    validation by steps, read as every epoch)."""
-    every = config.trainer.get("check_val_every_n_epoch") or 1
-    return config.epochs // every - (config.epochs - left) // every
+    """The validation passes of a cell's last ``left`` epochs, as Lightning schedules them: in
+    every ``check_val_every_n_epoch``-th epoch (1 unless set), one every ``val_check_interval``
+    training batches (an int) or fraction of the epoch's (a float; 1.0 unless set: one, at its
+    end); with ``check_val_every_n_epoch`` null, every ``val_check_interval`` training batches
+    of the run, across epochs."""
+    every = config.trainer.get("check_val_every_n_epoch", 1)
+    interval = config.trainer.get("val_check_interval", 1.0)
+    batches = limited_batches(config)["train"]
+    step = int(batches * interval) if type(interval) is float else interval
+    if not batches or not step:  # (a run that trains no batch validates none)
+        return 0
+    if every is None:
+        return (config.epochs * batches) // step - ((config.epochs - left) * batches) // step
+    return (config.epochs // every - (config.epochs - left) // every) * (batches // step)
 
 
 def model_sizes(sweep: Sweep, configs: dict[str, RunConfig]) -> dict[str, float]:

@@ -1253,10 +1253,12 @@ def test_cpu_estimate_counts_each_cells_validation_test_and_start(tmp_path, monk
 
 def test_cpu_estimate_counts_the_images_the_trainer_limits_leave(tmp_path, monkeypatch):
     """A cell's Trainer options limit_train_batches (a count or a fraction of the epoch),
-    limit_val_batches (0: no validation; a fraction), limit_test_batches (a count) and
-    check_val_every_n_epoch make it train, validate and test fewer images: the estimate counts
-    those (it counted every image, and a quick sweep a user limited could be refused as many
-    hours), and its line says them."""
+    limit_val_batches (0: no validation; a fraction), limit_test_batches (a count),
+    check_val_every_n_epoch and val_check_interval (a fraction of the epoch; a count of the
+    run's batches where check_val_every_n_epoch is null) make it train, validate and test
+    fewer or more images: the estimate counts those (it counted every image once an epoch,
+    and a quick sweep a user limited could be refused as many hours), and its line says
+    them."""
     import math
 
     from lotterynet.datamodule import EVAL_BATCH
@@ -1264,23 +1266,31 @@ def test_cpu_estimate_counts_the_images_the_trainer_limits_leave(tmp_path, monke
     cpu_epoch_seconds(monkeypatch, {"fc2": 55.0}, {}, eval_share=0.5)
     limits = [{"limit_train_batches": 10, "limit_val_batches": 0, "limit_test_batches": 2},
               {"limit_train_batches": 0.25, "limit_val_batches": 0.4,
-               "check_val_every_n_epoch": 2}]
+               "check_val_every_n_epoch": 2},
+              {"limit_train_batches": 20, "val_check_interval": 0.25},
+              {"limit_train_batches": 10, "check_val_every_n_epoch": None,
+               "val_check_interval": 4}]
     sweep = Sweep(base={"arch": "fc2", "val_size": 5000, "batch_size": 64},
                   variants=[{"structure": s, "trainer": t}
-                            for s, t in zip(("subsetsum", "dense"), limits)],
+                            for s, t in zip(("subsetsum", "dense", "malach", "fixedsize"),
+                                            limits)],
                   sparsities=[0.5], epochs=[3], baseline=False)
     hours, what = cost_module.cpu_estimate(sweep, tmp_path)
     counted = {"train": 10 * 64, "val": 0, "test": 2 * EVAL_BATCH}
     fraction = {"train": int(math.ceil(55000 / 64) * 0.25) * 64,
                 "val": int(math.ceil(5000 / EVAL_BATCH) * 0.4) * EVAL_BATCH, "test": 10000}
-    # (3 epochs each; the second validates in epoch 2 alone, both test once)
+    quarters = {"train": 20 * 64, "val": 5000, "test": 10000}
+    steps = {"train": 10 * 64, "val": 5000, "test": 10000}
+    # (3 epochs each; the second validates in epoch 2 alone, the third 4 times an epoch (every
+    # 5 of its 20 batches), the fourth every 4 of the run's 30 batches: 7 times; all test once)
     images = sum(3 * cell["train"] + 0.5 * (validations * cell["val"] + cell["test"])
-                 for cell, validations in ((counted, 3), (fraction, 1)))
+                 for cell, validations in ((counted, 3), (fraction, 1), (quarters, 12),
+                                           (steps, 7)))
     assert hours * 3600 == pytest.approx(images * 55 / 55000)
-    assert what.startswith(f"2 cells, epochs of {counted['train']:,} or {fraction['train']:,} "
-                           f"training and 0 or {fraction['val']:,} validation images: 6.00 "
-                           f"single at ")
-    assert f"2 tests of {counted['test']:,} or 10,000 images" in what
+    assert what.startswith(f"4 cells, epochs of {counted['train']:,} or {quarters['train']:,} "
+                           f"or {fraction['train']:,} training and 0 or {fraction['val']:,} or "
+                           f"5,000 validation images: 12 single at ")
+    assert f"4 tests of {counted['test']:,} or 10,000 images" in what
 
 
 def test_cpu_estimate_times_each_structure_by_the_parameters_it_trains(tmp_path, monkeypatch):
