@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import lotterynet as ln
 from lotterynet.graphs import StepGraphs
 from lotterynet.machine import keep_freed_memory
-from lotterynet.masking import topk_mask
+from lotterynet.topk import topk_mask
 
 D_IN, D_OUT, PAIRS = 784, 500, 5
 

@@ -22,10 +22,11 @@ from .convert import on_meta
 from .data import DATASETS
 from .errors import ConfigError, in_binary_units, plural
 from .machine import available_memory, meminfo
-from .masking import HINT_MIN_ENTRIES, MaskedWeight
+from .masking import MaskedWeight
 from .models import build_model
 from .optim import optimizer_and_schedule, trainable_parameters
 from .stacked import frozen_prefix_length
+from .topk import HINT_MIN_ENTRIES
 
 #: The dtype a precision casts a model's floating tensors to in training; the others train them
 #: in the float32 they are built in.
@@ -321,7 +322,7 @@ def ties_expected(weight: MaskedWeight, dtype: torch.dtype) -> float:
 
 def selection_scratch(weight: MaskedWeight, dtype: torch.dtype, hinted: bool) -> int:
     """The most bytes that the CPU's selection of ``weight``'s mask in a training forward
-    (:func:`~lotterynet.masking.topk_mask`) holds at once beyond what the step holds before it,
+    (:func:`~lotterynet.topk.topk_mask`) holds at once beyond what the step holds before it,
     at least, its scores in ``dtype``: the scores' magnitudes and, where it runs a quickselect
     over the whole tensor (without a threshold hint, ``hinted``, as in a first step, and in
     every step for a tensor of several groups or under ``HINT_MIN_ENTRIES`` entries), a copy
@@ -331,7 +332,7 @@ def selection_scratch(weight: MaskedWeight, dtype: torch.dtype, hinted: bool) ->
     under that, the band's 0/1 float32 and boolean (what each way takes before it may fall
     back to a quickselect: 12 and 9 bytes an entry). The mask left is counted on ``meta``.
     Where the first scores tied at a cut-off do not all fit, the quickselect is followed by
-    their ranking over the whole tensor (:func:`~lotterynet.masking.cut_at`): the magnitudes,
+    their ranking over the whole tensor (:func:`~lotterynet.topk.cut_at`): the magnitudes,
     the mask and two booleans, the ties' int64 copy and its cumsum (``ties="high"``: and a
     flipped boolean), and each group's threshold and int64 count: 10 bytes an entry more than
     the quickselect (11 with ``ties="high"``), measured. It is counted in a first step where

@@ -13,15 +13,9 @@ from torch import nn
 from .convert import laid_out
 from .errors import first_line, memory_refused
 from .layers import refuse_thawed
-from .masking import (
-    MaskedSparsity,
-    laid_out_as,
-    masked_weights,
-    memory_order,
-    rows_topk_mask,
-    score_magnitudes,
-)
+from .masking import MaskedSparsity, masked_weights, score_magnitudes
 from .models import build_model
+from .topk import laid_out_as, memory_order, rows_topk_mask
 
 
 def share_frozen(models: Sequence[nn.Module]) -> None:
@@ -102,7 +96,7 @@ def check_one_layout(models: Sequence[nn.Module]) -> None:
     a member would compute in another layout than its single run (other numbers, by float
     rounding) or read two (slower). Tensors of other shapes are not compared (they share
     nothing), nor the strides of size-1 dimensions, which order nothing
-    (:func:`~lotterynet.masking.memory_order`)."""
+    (:func:`~lotterynet.topk.memory_order`)."""
     def layout(p: torch.Tensor) -> str:
         return "channels last" if laid_out(p) else "contiguous" if p.is_contiguous() else \
             f"laid out with strides {tuple(p.stride())}"
@@ -135,7 +129,7 @@ class StackedModel(nn.Module):
     ``encode_with``).
 
     ``batched``: run the members as one. Each maskable tensor's masks of all running members
-    come from one :func:`~lotterynet.masking.rows_topk_mask` (the masks each member's own
+    come from one :func:`~lotterynet.topk.rows_topk_mask` (the masks each member's own
     selection gives), and where the members allow it (:attr:`unbatchable` is None) one
     ``torch.func.vmap`` of the first member's forward computes every member's output, over their
     scores stacked into ``(S, …)`` tensors: a few large kernels per op where member by member

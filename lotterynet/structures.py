@@ -84,7 +84,7 @@ class LayerOp:
 @dataclass(frozen=True)
 class TensorSpec:
     """One random tensor of a structure: its shape, the fan-in its init scales with, whether it
-    carries scores (maskable), and the groups of its top-k (see ``masking.topk_mask``)."""
+    carries scores (maskable), and the groups of its top-k (see ``topk.topk_mask``)."""
 
     shape: tuple[int, ...]
     fan_in: int

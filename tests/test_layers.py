@@ -388,7 +388,7 @@ def test_a_mask_laid_out_as_a_1x1_channels_last_weight_is_not_copied():
     """A 1x1 kernel's channels_last strides differ from the contiguous ones only in its size-1
     dimensions, one memory order: laid_out_as returns the mask itself (it copied it, on every
     ranking), and copies where the order differs."""
-    from lotterynet.masking import laid_out_as
+    from lotterynet.topk import laid_out_as
 
     mask = torch.arange(64 * 32 * 9.0)
     for shape, copied in (((64, 32, 1, 1), False), ((64, 32, 3, 3), True)):

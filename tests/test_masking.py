@@ -6,14 +6,8 @@ import torch
 from torch import nn
 
 import lotterynet as ln
-from lotterynet.masking import (
-    HINT_MIN_ENTRIES,
-    MaskedWeight,
-    ThresholdHint,
-    count_ones,
-    rows_topk_mask,
-    topk_mask,
-)
+from lotterynet.masking import MaskedWeight
+from lotterynet.topk import HINT_MIN_ENTRIES, ThresholdHint, count_ones, rows_topk_mask, topk_mask
 
 
 @pytest.mark.parametrize("shape", [(10,), (7, 13), (4, 3, 5, 5), (1000, 3)])

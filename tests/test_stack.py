@@ -2029,7 +2029,7 @@ def test_a_batched_stack_ranks_nan_scores_as_each_member_does():
 def test_a_channels_last_stacks_batched_masks_are_laid_out_as_its_members_weights():
     """A batched stack's masks of a channels_last conv member are laid out as its weight (they
     were contiguous rows: ``weight * mask`` read two layouts, as the single layer did before
-    ``masking.laid_out_as``), hold each member's own mask, and the vmapped forward gives what
+    ``topk.laid_out_as``), hold each member's own mask, and the vmapped forward gives what
     the members give one by one."""
     members = [nn.Sequential(SubnetConv2d(3, 8, 3, sparsity=s, seed=0), nn.Flatten())
                for s in (0.25, 0.5, 0.75)]
