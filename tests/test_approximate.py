@@ -8,19 +8,10 @@ import torch
 from torch import nn
 
 from conftest import REPO
-from lotterynet import approximate, theory
-from lotterynet.approximate import (
-    FC2_SWEEPS,
-    LENET5_CONV_PART,
-    LENET5_SWEEPS,
-    curve,
-    curve_markdown,
-    main,
-    measure,
-    predict,
-    smallest_working,
-    theory_sizes,
-)
+from lotterynet import approximate, approximate_sweeps, approximate_table, theory
+from lotterynet.approximate import main, measure, predict
+from lotterynet.approximate_sweeps import FC2_SWEEPS, LENET5_CONV_PART, LENET5_SWEEPS
+from lotterynet.approximate_table import curve, curve_markdown, smallest_working, theory_sizes
 from lotterynet.data import load_split
 from lotterynet.errors import CheckpointError, ConfigError
 from lotterynet.models import build_model
@@ -157,7 +148,7 @@ def test_curves_and_the_width_table(monkeypatch):
     # Pensia's and da Cunha's n are theory.pensia's / theory.dacunha's, with their min{ε, δ}
     # (it was recomputed with ε): at δ = 0.001, 3⌈log2(784·500·2/0.001)⌉ = 3 · 30 = 90 per
     # input; LeNet5's layer 2 3⌈log2(6·16·25·2/0.001)⌉ = 69, layer 1 57 per output, · 6
-    monkeypatch.setattr(approximate, "DELTA", 0.001)
+    monkeypatch.setattr(approximate_table, "DELTA", 0.001)
     assert theory_sizes("fc2", "pensia", result) == ("90", f"{90 * 784:,}") == (
         "90", f"{theory.pensia((784, 500, 10), 0.01, 0.001)[0].hidden:,}")
     assert theory_sizes("lenet5", "dacunha", result) == ("69", "342")
@@ -186,8 +177,9 @@ def test_the_table_states_natales_kept_basis_and_orseaus_epsilon(tmp_path, capsy
     text = (tmp_path / "approximation_table.md").read_text()
     assert capsys.readouterr().out == text + "\n"
     natale, pensia = text.split("\n### ")[1:]
-    assert approximate.NATALE_KEPT in natale and approximate.NATALE_KEPT not in pensia
-    assert "Natale's `fixedsize` masks only the coefficient layer v" in approximate.NATALE_KEPT
+    kept = approximate_table.NATALE_KEPT
+    assert kept in natale and kept not in pensia
+    assert "Natale's `fixedsize` masks only the coefficient layer v" in kept
     assert ("per-weight ε_w = ε / (e ℓ n_max^{3/2}) (theory.orseau_k, k′ = log_{3/2}(3/ε_w)) "
             "is 8.4e-08 for FC2; the network built here uses ε_w = 0.01 per weight") in text
 
@@ -225,8 +217,8 @@ def test_paper_defaults_of_the_coefficient_range():
                       "natale": "layer"}
     lenet = {s.name: s.build(5).keywords["coefficients"] for s in LENET5_SWEEPS}
     assert lenet["natale"] == lenet["natale_k"] == lenet["dacunha"] == "unit"
-    assert approximate.DATASET_SEED_OFFSET["mnist"] != approximate.DATASET_SEED_OFFSET[
-        "fashion-mnist"]  # independent draws per data set
+    offset = approximate_sweeps.DATASET_SEED_OFFSET
+    assert offset["mnist"] != offset["fashion-mnist"]  # independent draws per data set
 
 
 def test_cli_help_and_errors(tmp_path, capsys):

@@ -643,7 +643,8 @@ def test_a_product_networks_median_error_is_over_every_weight():
     weights' errors (it was the median of the layers' medians: two layers counted equally)."""
     from functools import partial
 
-    from lotterynet.approximate import Sweep, _product, measure
+    from lotterynet.approximate import measure
+    from lotterynet.approximate_sweeps import Sweep, _product
 
     target = nn.Sequential(small_linear(20, 10, 0), nn.ReLU(), small_linear(10, 2, 1))
     sweep = Sweep("malach", "Malach", "m", (3,), partial(_product, "malach"))
