@@ -130,9 +130,10 @@ def run_targets(net: str, sweeps: list[Sweep], targets: list[tuple[str, str, int
     """:func:`run_sweeps` on each target ``(dataset, recipe, target_epochs)`` (``target_epochs``:
     the target run with fewer epochs than its paper's recipe, None: the paper's), the sweeps
     with cells left to measure (:func:`cells_left`) only: a target with none is not trained.
-    Before any work, every stored result file is checked (:func:`~lotterynet.approximate_files.check_stored_targets`), those
-    that get rows (:func:`~lotterynet.approximate_files.check_digests_recorded`) against the targets trained already too; a
-    target still to train is checked once it is trained."""
+    Before any work, every stored result file is checked
+    (:func:`~lotterynet.approximate_files.check_stored_targets`), those that get rows
+    (:func:`~lotterynet.approximate_files.check_digests_recorded`) against the targets trained
+    already too; a target still to train is checked once it is trained."""
     for dataset, recipe, epochs in targets:
         check_stored_targets(args.out, net, dataset, sweeps, recipe, epochs)
     todo = {dataset: [s for s in sweeps if cells_left(s, net, dataset, args)]
@@ -173,7 +174,8 @@ def target_trained(recipe: str, epochs: int | None, args) -> bool:
 def checked_target(net: str, dataset: str, sweeps: list[Sweep], recipe: str,
                    epochs: int | None, args) -> tuple[nn.Module, dict]:
     """The target of ``recipe`` (trained now unless it is already), the stored rows of
-    ``sweeps`` checked against its weights (:func:`~lotterynet.approximate_files.check_stored_weights`)."""
+    ``sweeps`` checked against its weights
+    (:func:`~lotterynet.approximate_files.check_stored_weights`)."""
     target, info = trained_target(recipe, data_dir=args.data_dir, targets_dir=args.targets_dir,
                                   **({} if epochs is None else {"epochs": epochs}))
     check_stored_weights(args.out, net, dataset, sweeps, info)
