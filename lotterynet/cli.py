@@ -417,7 +417,8 @@ def fill_sweep_run_defaults(args: argparse.Namespace) -> None:
 def write_wandb_sweep_file(args: argparse.Namespace, sweep: Sweep) -> int:
     """``--wandb-sweep``: write the W&B sweep file over the sweep's cells instead of running
     them (W&B agents run them, one cell each)."""
-    from .sweep import check_buildable, check_sweep_dir, wandb_group
+    from .sweep_checks import check_buildable, check_sweep_dir
+    from .sweep_wandb import wandb_group
 
     if sweep.base.get("wandb") is False:  # (its agents run every cell with --wandb)
         raise ConfigError(f"--wandb-sweep: its agents log every cell to W&B (where "

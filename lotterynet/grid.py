@@ -370,7 +370,7 @@ def refuse_unread_variant_keys(variants: list[dict], labels: list[str],
             f"sweep variant {label!r} sets {key}: {value!r}, which"))
 
 
-#: What a sweep sets for all its cells at once (:func:`~lotterynet.sweep.wandb_group`), so a
+#: What a sweep sets for all its cells at once (:func:`~lotterynet.sweep_wandb.wandb_group`), so a
 #: variant may not: whether and how they log to W&B (a variant that differed from another only
 #: there would be the same run, trained twice).
 SWEEP_WIDE = ("wandb", *WANDB_OPTIONS)

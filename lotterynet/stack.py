@@ -283,7 +283,7 @@ def log_member_run(config: RunConfig, cell: Path, results: dict) -> None:
     keeps that id). Its ``wandb_dir`` goes into its ``results.json``, as a single run's: a
     member whose results hold one is not logged again. Called by the stack as it ends, and by
     a sweep for the members whose stack's logging of them did not end
-    (:func:`~lotterynet.sweep.log_unlogged_members`)."""
+    (:func:`~lotterynet.sweep_wandb.log_unlogged_members`)."""
     # (what a checkpoint of its test would hold: the rows of every epoch, its test's, and of
     # every step that logs no epoch)
     resumed = (cell / CHECKPOINTS / LAST,

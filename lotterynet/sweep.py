@@ -28,8 +28,10 @@ The grid itself and the sweep file's format: :mod:`lotterynet.grid`.
 
 The sweep's parts, a module each: its cells' configs and folders (:mod:`lotterynet.sweep_cells`),
 how it stacks them (:mod:`lotterynet.sweep_plan`), its jobs (:mod:`lotterynet.sweep_jobs`), its
-table and figure (:mod:`lotterynet.sweep_table`) and its cost on the CPU
-(:mod:`lotterynet.sweep_cost`); this module runs them.
+table and figure (:mod:`lotterynet.sweep_table`), its cost on the CPU
+(:mod:`lotterynet.sweep_cost`), its checks before it writes anything
+(:mod:`lotterynet.sweep_checks`) and its W&B group and runs (:mod:`lotterynet.sweep_wandb`);
+this module runs them.
 """
 
 from __future__ import annotations
@@ -50,11 +52,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpointing import CHECKPOINTS, LAST, write_text_atomic
-from .config import make_config
-from .config_checks import WANDB_NAME_MAX
+from .checkpointing import CHECKPOINTS, LAST
 from .config_schema import RunConfig, device_count
-from .datamodule import TensorDataModule, check_data_set
 from .errors import (
     ERROR,
     ConfigError,
@@ -72,20 +71,15 @@ from .grid import (
     SWEEP_LOCK,
     Sweep,
     cell_name,
-    config_value,
-    digest,
     spelled_labels,
     sweep_dir_of,
 )
-from .loggers import read_wandb_id, reporting_wandb_failure
-from .run import build_module, run
-from .run_dir import END_FILES, RESULTS, read_results, results_differ, run_dir_of, write_json_atomic
+from .run import run
+from .run_dir import END_FILES, RESULTS, read_results, run_dir_of, write_json_atomic
 from .run_stops import needs_less, run_again
-from .stack import log_member_run, run_stack
-from .stack_files import changes
+from .stack import run_stack
 from .sweep_cells import (
     SET_ASIDE,
-    SWEEP_PARTS,
     cell_config,
     cell_configs,
     prepare_cell,
@@ -94,6 +88,7 @@ from .sweep_cells import (
     renamed_folders,
     set_aside,
 )
+from .sweep_checks import check_buildable, check_data, check_finished_kept, check_sweep_dir
 from .sweep_cost import check_cpu_cost
 from .sweep_jobs import (
     CELL_LOG,
@@ -125,7 +120,8 @@ from .sweep_table import (
     spelled_rows,
     write_table,
 )
-from .validate import check_not_folders, check_output_dir
+from .sweep_wandb import cells_without_wandb, keep_wandb_group, log_unlogged_members, wandb_group
+from .validate import check_not_folders
 
 
 @contextlib.contextmanager
@@ -356,9 +352,9 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str, go_on: bool = False,
     by side). Stopped or out of memory, it says to run the same ``--cell`` command again
     (:func:`continued_by_the_sweep`), which continues from the cell's checkpoint. Finished
     with another config, the cell is set aside and trained anew only with ``go_on``
-    (``--yes``), as the sweep's are (:func:`check_finished_kept`). ``begun`` is set once its
-    name is checked, before it writes anything (the sweep's folder and lock): a stop before
-    then had written nothing (``cli.run_sweep_cells``)."""
+    (``--yes``), as the sweep's are (:func:`~lotterynet.sweep_checks.check_finished_kept`).
+    ``begun`` is set once its name is checked, before it writes anything (the sweep's folder
+    and lock): a stop before then had written nothing (``cli.run_sweep_cells``)."""
     cells = {cell_name(label, values): values for label, values in sweep.cells()}
     if name not in cells:
         if renamed := renamed_folders(sweep).get(f"cells/{name}"):  # (a W&B sweep's, before)
@@ -386,78 +382,6 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str, go_on: bool = False,
         relocate(sweep_dir / "cells" / name, read_results(sweep_dir / "cells" / name))
     print(f"cell {name}: test {100 * results['test_acc']:.2f}% | {results['run_dir']}")
     return 0
-
-
-def check_sweep_dir(sweep_dir: Path) -> None:
-    """``--sweep-out``: a folder a sweep may write (new, empty, or a sweep's own), not a run's
-    nor one holding other files, which its table and figure could overwrite."""
-    check_output_dir(sweep_dir, "--sweep-out")
-    if (sweep_dir / RESULTS).is_file() or (sweep_dir / CHECKPOINTS).is_dir():
-        raise ConfigError(f"--sweep-out {str(sweep_dir)!r} holds a run ({RESULTS} or "
-                          f"{CHECKPOINTS}/), not a sweep; choose another folder")
-    if sweep_dir.is_dir() and any(sweep_dir.iterdir()) and not any(
-            (sweep_dir / name).exists() for name in (SWEEP_FILE, SWEEP_LOCK, "cells", "stacks")):
-        raise ConfigError(f"--sweep-out {str(sweep_dir)!r} holds files but not a sweep (no "
-                          f"{SWEEP_FILE}, no cells/), which its table and figure could "
-                          f"overwrite; choose a new or empty folder")
-
-
-#: The file in a sweep's folder that keeps the W&B group of its cells, written at its first
-#: run (:func:`keep_wandb_group`), read by its later ones (:func:`folder_wandb_group`).
-WANDB_GROUP_FILE = "wandb-group"
-
-
-def folder_wandb_group(sweep_dir: Path) -> tuple[str, str]:
-    """The default W&B group of the cells of the sweep in ``sweep_dir``, and what was added to
-    the folder's name: for a folder that a sweep ran in before groups were kept, its name, the
-    group its cells were logged in then; else the one it keeps (:data:`WANDB_GROUP_FILE`); else,
-    a new sweep's, the folder's name (:func:`sweep_dir_of`; also where ``--sweep-out`` is "." or
-    ends in "..") and ``-`` 8 hex digits of its resolved path, so that sweeps in folders of one
-    name (``--sweep-out a/run1`` and ``b/run1``) do not share a group and mix their dashboards,
-    while the W&B agents of its ``--wandb-sweep`` (given the path) agree on it. Whether a sweep
-    ran there is read first: an agent that finds a new folder and then another agent's file
-    reads the same group in it."""
-    name = Path(os.path.abspath(sweep_dir)).name
-    started = any((sweep_dir / part).exists() for part in (SWEEP_FILE, *SWEEP_PARTS))
-    kept = sweep_dir / WANDB_GROUP_FILE
-    if kept.is_file() and (group := kept.read_text(encoding="utf-8").strip()):
-        return group, group.removeprefix(name)
-    if started:
-        return name, ""
-    suffix = f"-{digest(str(sweep_dir.resolve()))}"
-    return f"{name}{suffix}", suffix
-
-
-def wandb_group(sweep: Sweep, sweep_dir: Path, sweep_file: str | None, out_given: bool
-                ) -> str:
-    """The W&B group of the sweep's cells: ``--wandb-group``, else the folder's
-    (:func:`folder_wandb_group`). Refused (:class:`ConfigError`) where it is longer than W&B
-    takes, naming what the user gave: ``--sweep-out`` (``out_given``), or the sweep file
-    ``sweep_file`` (the default folder's name is made from it; ``--arch`` for a sweep given by
-    flags)."""
-    if sweep.base.get("wandb_group") is not None:  # (checked with the cells' configs)
-        return sweep.base["wandb_group"]
-    group, suffix = folder_wandb_group(sweep_dir)
-    if len(group) > WANDB_NAME_MAX:
-        folder = f"--sweep-out {str(sweep_dir)!r}: its folder's name" if out_given else (
-            f"the sweep's folder {str(sweep_dir)!r} (its name from "
-            f"{f'the sweep file {sweep_file!r}' if sweep_file else '--arch'}): its name")
-        raise ConfigError(f"{folder}, the sweep's W&B group"
-                          f"{f' with {suffix!r} after it' if suffix else ''}, has {len(group)} "
-                          f"characters; W&B takes a group name of at most {WANDB_NAME_MAX} "
-                          f"(choose {'a shorter folder' if out_given else '--sweep-out'}, or "
-                          f"--wandb-group)")
-    return group
-
-
-def keep_wandb_group(sweep: Sweep, sweep_dir: Path) -> None:
-    """A sweep keeps its cells' W&B group in ``sweep_dir`` (:data:`WANDB_GROUP_FILE`) at its
-    first run, with ``--wandb`` or not: the group its cells log to (``--wandb-group``, a W&B
-    sweep's cells file's), else the folder's (:func:`folder_wandb_group`). Its later runs, of
-    this or another path to the folder (a copy, a move), log to it by default."""
-    if not (sweep_dir / WANDB_GROUP_FILE).is_file():
-        group = sweep.base.get("wandb_group") or folder_wandb_group(sweep_dir)[0]
-        write_text_atomic(sweep_dir / WANDB_GROUP_FILE, f"{group}\n")
 
 
 def run_sweep(args: argparse.Namespace, sweep: Sweep, begun: threading.Event | None = None
@@ -506,74 +430,11 @@ def job_slots(jobs_per_device: int) -> tuple[int, str | None]:
                    f"per core")
 
 
-def check_data(sweep: Sweep) -> None:
-    """Read every data set the sweep's cells use (both splits) before anything is written: a
-    missing or corrupt one is refused up front (:class:`DatasetNotFound`), not when its first
-    cell or stack starts."""
-    for dataset, data_dir in {(config_value(v, "dataset"), v.get("data_dir"))
-                              for _, v in sweep.cells()}:
-        check_data_set(dataset, data_dir)
-
-
-def check_buildable(sweep: Sweep) -> None:
-    """Build each variant's model once, at its first seed and highest sparsity (where a group of
-    a fixed-size top-k may keep nothing), so that a cell whose model cannot be built is refused
-    before the sweep writes anything, as a single run is."""
-    built = set()
-    for label, values in sweep.cells():
-        if label not in built:
-            built.add(label)
-            sparsest = {} if label == BASELINE else {"sparsity": max(sweep.sparsities)}
-            config = make_config({**values, **sparsest})
-            build_module(config, TensorDataModule(config.dataset, config.data_dir))
-
-
-#: The most of their differences a sweep refused for changed finished cells names.
-CHANGES_LISTED = 3
-
-
-def check_finished_kept(sweep: Sweep, sweep_dir: Path, go_on: bool, cell: str | None = None
-                        ) -> None:
-    """Refuse, unless ``go_on`` (``--yes``), a sweep that would set aside finished cells of its
-    folder (results with a test accuracy) because they were run with another config than its
-    own (:func:`~lotterynet.sweep_cells.plan_cell`), before it writes anything: a mistyped
-    ``--sweep-out`` or flag set
-    aside hours of finished cells at once, before a Ctrl-C could stop it; ``cell``: of that
-    cell alone (a ``--cell`` run's, a W&B agent's, sets aside no other). Its line says how
-    many and their first differences as the set-aside line says them. A cell without a test
-    accuracy (stopped, diverged, out of memory, damaged) is set aside without asking, as a
-    stack is:
-    the sweep's own advice after a failure is to run it again with another lr or batch size,
-    which sets them aside, and none holds a finished result."""
-    if go_on:
-        return
-    changed = {}
-    for label, values in sweep.cells():
-        name = cell_name(label, values)
-        if cell not in (None, name):
-            continue
-        cell_dir = sweep_dir / "cells" / name
-        results = read_results(cell_dir)  # (not relocated: nothing is written)
-        if results is None:  # (a config made only then: a grid of thousands takes seconds)
-            continue
-        config = cell_config(values, cell_dir)
-        differs = results_differ(config, results)
-        if differs and differs != ["test_acc"]:
-            changed[name] = changes(results.get("config", {}), config, differs)
-    if changed:
-        said = list(dict.fromkeys(changed.values()))
-        more = "; …" if len(said) > CHANGES_LISTED else ""
-        raise ConfigError(f"sweep folder {str(sweep_dir)!r} holds "
-                          f"{plural(len(changed), 'finished cell')} run with another config "
-                          f"than this sweep's ({'; '.join(said[:CHANGES_LISTED])}{more}); "
-                          f"pass --yes to set them aside and train them anew, or give another "
-                          f"--sweep-out")
-
-
 def yes_sets_aside(finished: int, of: str = "") -> str:
     """What the sweep's advice to change its cells' config (another --lr or --batch-size, a
     variant's lr: ``of`` names it) says of their ``finished`` ones, which the sweep so changed
-    sets aside only with --yes (:func:`check_finished_kept`): ``''`` where there are none."""
+    sets aside only with --yes (:func:`~lotterynet.sweep_checks.check_finished_kept`): ``''``
+    where there are none."""
     return f": pass --yes to set aside the {plural(finished, 'finished cell')}{of}" \
         if finished else ""
 
@@ -606,63 +467,6 @@ def cells_outside(sweep: Sweep, sweep_dir: Path) -> list[str]:
     grid = {cell_name(label, v) for label, v in sweep.cells()}
     return sorted(name for name in (p.parent.name for p in (sweep_dir / "cells").glob(
         f"*/{RESULTS}")) if name not in grid and not re.search(f"{SET_ASIDE}$", name))
-
-
-def finished_cells(sweep: Sweep, sweep_dir: Path) -> Iterator[tuple[str, Path, dict, Path]]:
-    """Each finished cell of the sweep's grid: its name, its folder, its results (as the
-    sweep stores them: :func:`relocate`) and the folder that trained it, the stack's that
-    trained it (its results' ``stack.dir``) or its own."""
-    for name in (cell_name(label, v) for label, v in sweep.cells()):
-        cell_dir = sweep_dir / "cells" / name
-        results = relocate(cell_dir, read_results(cell_dir))
-        if results is None:
-            continue
-        stack = results.get("stack") if isinstance(results.get("stack"), dict) else {}
-        # (a stack's folder as the sweep stores it, relative to it:
-        # :func:`~lotterynet.sweep_cells.stored_in_sweep`)
-        yield name, cell_dir, results, sweep_dir / stack["dir"] if isinstance(
-            stack.get("dir"), str) else cell_dir
-
-
-def cells_without_wandb(sweep: Sweep, sweep_dir: Path) -> list[str]:
-    """The finished cells of the sweep's grid that have no W&B run (trained without
-    ``--wandb``): neither their own folder nor the stack's that trained them holds a W&B id
-    file (:func:`~lotterynet.loggers.read_wandb_id`)."""
-    return [name for name, _, _, trained_in in finished_cells(sweep, sweep_dir)
-            if read_wandb_id(trained_in) is None]
-
-
-def log_unlogged_members(sweep: Sweep, sweep_dir: Path) -> list[Failure]:
-    """Log as W&B runs of their own the finished cells of the sweep's grid that a stack
-    trained with ``--wandb`` (its folder holds its W&B id) and did not log (their results hold
-    no ``wandb_dir``): the stack logs each member it finished as it ends
-    (:func:`~lotterynet.stack.log_member_run`), and where that failed (``wandb.init`` refused)
-    or was stopped, the sweep run again skipped the finished cells and never logged them.
-    Each is logged once, under the id its cell keeps, as the stack would have. One that W&B
-    refuses to log (``wandb.init`` online, its server down) is a :class:`Failure`: the sweep
-    still writes its table and says so in one line; run again, it logs it."""
-    unlogged = [(name, cell_dir, results) for name, cell_dir, results, trained_in
-                in finished_cells(sweep, sweep_dir) if trained_in != cell_dir
-                and "wandb_dir" not in results and read_wandb_id(trained_in) is not None]
-    if not unlogged:  # (every cell's config is made only then: seconds for a big grid)
-        return []
-    as_runs = "a run of its own (its stack's logging of it" if len(unlogged) == 1 else \
-        "runs of their own (their stacks' logging of them"
-    print(f"sweep: logging {plural(len(unlogged), 'stacked cell')} to W&B as {as_runs} did not "
-          f"end): {', '.join(name for name, *_ in unlogged)}", flush=True)
-    configs = cell_configs(sweep, sweep_dir)
-    refused = []
-    for name, cell_dir, results in unlogged:
-        try:
-            with reporting_wandb_failure(f"cell {name}: W&B refused to log it as a run of its "
-                                         f"own", lambda: "its results are kept, and the sweep "
-                                                         "run again logs it"):
-                log_member_run(configs[name], cell_dir, results)
-        except WandbFailed as err:
-            refused.append(Failure(str(err)))
-            continue
-        relocate(cell_dir, results)  # (its wandb_dir as the sweep stores it)
-    return refused
 
 
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: int,

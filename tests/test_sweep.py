@@ -21,6 +21,7 @@ import yaml
 import lotterynet.grid as grid_module
 import lotterynet.sweep as sweep_module
 import lotterynet.sweep_cells as cells_module
+import lotterynet.sweep_checks as checks_module
 import lotterynet.sweep_cost as cost_module
 import lotterynet.sweep_jobs as jobs_module
 import lotterynet.sweep_plan as plan_module
@@ -839,10 +840,10 @@ def test_the_refusal_to_set_aside_finished_cells_counts_them_and_names_what_chan
         config = make_config({**values, "lr": lr, "out": str(cell)}).to_dict()
         (cell / "results.json").write_text(json.dumps({"config": config, "test_acc": acc}))
     with pytest.raises(ConfigError) as err:
-        sweep_module.check_finished_kept(sweep, tmp_path, go_on=False)
+        checks_module.check_finished_kept(sweep, tmp_path, go_on=False)
     assert "holds 5 finished cells run with another config than this sweep's (lr 0.5 -> 0.1; " \
         "lr 0.25 -> 0.1; lr 0.2 -> 0.1; …); pass --yes" in str(err.value)
-    sweep_module.check_finished_kept(sweep, tmp_path, go_on=True)
+    checks_module.check_finished_kept(sweep, tmp_path, go_on=True)
 
 
 def test_stopping_or_killing_the_sweep_stops_its_cells(tmp_path, data_dir):
@@ -1489,13 +1490,13 @@ def test_a_sweep_variant_may_exclude_layers_of_a_timm_model(tmp_path):
     sweep = load_sweep(args, given_values(args))
     excluding = [values for label, values in sweep.cells() if "exclude" in values]
     assert len(excluding) == 2 and all(v["exclude"] == SCALED_STD_CONVS for v in excluding)
-    sweep_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[:1]))
+    checks_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[:1]))
     with pytest.raises(ConfigError, match=re.escape("--exclude stem.conv 'stages.*.*.down")):
-        sweep_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[1:]))
+        checks_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[1:]))
     # (BiT's weight-standardised StdConv2d layers convert: its variant without exclude builds)
     args = build_parser().parse_args(["--sweep", str(sweep_file), *TINY_BIT])
     sweep = load_sweep(args, given_values(args))
-    sweep_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[1:]))
+    checks_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[1:]))
 
 
 def test_a_variants_list_or_mapping_names_its_folders_by_a_hash(tmp_path):
