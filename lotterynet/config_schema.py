@@ -71,8 +71,9 @@ class RunConfig:
     exclude: list = field(default_factory=list, metadata={"metavar": "PATTERN", "help": (
         "--arch timm:<name>: layers the conversion leaves as timm built them, as module-name "
         "glob patterns (convert's exclude=; a pattern covers the modules inside those it "
-        "names): --exclude stem.conv 'stages.*.conv1', such as the ScaledStdConv2d layers "
-        "(NFNet) that a refusal names. They are not masked: their random weights (never "
+        "names): --exclude stem.conv 'stages.*.conv1', such as the layers that a refusal "
+        "names (an NFNet's ScaledStdConv2d under --structure subsetsum, which takes them "
+        "only with --activation identity). They are not masked: their random weights (never "
         "pretrained) are trained as ordinary weights, with --lr and --weight-decay (default: "
         "none)")})
     # data

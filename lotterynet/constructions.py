@@ -109,10 +109,11 @@ def _check_generator(generator) -> None:
 def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | SubnetConv2d:
     """A float64 subnet layer with ``layer``'s geometry (and a frozen bias if it has one), as
     ``convert`` makes it (:data:`~lotterynet.convert_rules.CONVERTIBLE`'s rule for ``layer``'s type:
-    timm's ``Conv2dSame`` pads and ``StdConv2d`` standardises as the target does), drawn on the
+    timm's ``Conv2dSame`` pads and ``StdConv2d`` standardises as the target does,
+    ``ScaledStdConv2d`` also scales by the target's gain, which it takes, frozen), drawn on the
     CPU and moved to ``layer``'s device (the same seed gives the same network on any device).
     A subclass of nn.Linear / nn.Conv2d without a rule may compute something else (timm's
-    ``ScaledStdConv2d`` scales its weight by a trained gain): refused, naming its type."""
+    ``Conv2dSameExport`` pads each input itself): refused, naming its type."""
     name, family = type_name(type(layer)), nn.Linear if isinstance(layer, nn.Linear) else nn.Conv2d
     if name not in CONVERTIBLE:
         raise ValueError(f"{name} subclasses nn.{family.__name__} and may "
@@ -122,7 +123,9 @@ def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | Subn
     rule = CONVERTIBLE.get(name)
     with torch.device("cpu"):  # (whatever the default device)
         subnet = rule.build(layer, layer.bias is not None, **options)
-    return subnet.to(layer.weight.device, torch.float64)
+    subnet = subnet.to(layer.weight.device, torch.float64)
+    rule.take(layer, subnet, trainable=False)
+    return subnet
 
 
 def _coefficients(generator: torch.Generator | None, *, lo: float, hi: float, n: int,

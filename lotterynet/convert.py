@@ -13,8 +13,9 @@ What happens to the rest of the selected modules:
 * **batch norm** — ``"non-affine"`` (affine weight and bias removed, running statistics kept,
   as in the edge-popup paper), ``"trainable"`` (left as it is).
 * **any other parameter** (LayerNorm, embeddings, cls/position tokens, layer-scale gammas,
-  layers of other types such as ``Conv3d``) — ``others="frozen"`` (the default: frozen at its
-  initial value, so it is part of the random network and ``count_params`` reports it as
+  layers of other types such as ``Conv3d``, and the gain of timm's ``ScaledStdConv2d``, which
+  its subnet layer takes as it is, not drawn anew) — ``others="frozen"`` (the default: frozen
+  at its initial value, so it is part of the random network and ``count_params`` reports it as
   ``frozen``) or ``"trainable"`` (left as it is; reported as ``trainable``). A layer of a type
   not replaced (:data:`LEFT_DENSE`: ``ConvTranspose2d``, ``Conv3d``, timm's ``CondConv2d``,
   ...) is so left dense, never pruned, and frozen is never trained either: convert warns of
@@ -356,7 +357,7 @@ class LayersRefused(ValueError):
 
 class UnconvertibleLayers(LayersRefused):
     """Selected layers whose types subclass a convertible one but are not :data:`CONVERTIBLE`
-    themselves (timm's ``ScaledStdConv2d``: ``layers``, ``{name: type}``), all named at once
+    themselves (timm's ``Conv2dSameExport``: ``layers``, ``{name: type}``), all named at once
     (``exclude``: None while one layer's refusal waits to be named with the others)."""
 
     def __init__(self, layers: dict[str, type], exclude: list[str] | None = None):
@@ -451,13 +452,17 @@ def _built(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *, s
 
 
 def _subnet_layer(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *,
-                  seed: int, **options) -> nn.Module:
+                  seed: int, others_trainable: bool, **options) -> nn.Module:
+    """``module``'s subnet layer, on its device, in its dtype and layout, with the parameters
+    the rule takes from it (timm's ``ScaledStdConv2d``'s gain) under ``others``."""
     layer = _built(module, name, rule, bias, seed=seed, **options)
     layer.train(module.training)
     weight = next(module.parameters())  # the replaced layer's device, float dtype, layout
-    return move_hooks(module, layer.to(
+    layer = layer.to(
         weight.device, weight.dtype if weight.is_floating_point() else None,
-        memory_format=LAYOUTS[weight.dim()] if laid_out(weight) else torch.preserve_format))
+        memory_format=LAYOUTS[weight.dim()] if laid_out(weight) else torch.preserve_format)
+    rule.take(module, layer, others_trainable)
+    return move_hooks(module, layer)
 
 
 def _builds(module: nn.Module, rule: Convertible, **options) -> bool:
@@ -688,7 +693,8 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
 
     The frozen random weights of a replaced layer are drawn anew (from ``init``, by default the
     structure's own as for a subnet layer, and the layer's seed), not taken from the layer it
-    replaces. A refusal (``ValueError``) leaves the model as it was. The call is recorded on the
+    replaces (what is no random weight is: timm's ``ScaledStdConv2d``'s gain, under
+    ``others``). A refusal (``ValueError``) leaves the model as it was. The call is recorded on the
     result (:data:`CONVERT_RECORD`) so that a ticket can replay it. A ``torch.compile``d model
     is converted as the module it runs (names, seeds and record without ``_orig_mod.``) and
     returned compiled (a compiled layer: its subnet layer, which the wrapper cannot run).
@@ -811,7 +817,8 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     replaced: dict[str, nn.Module] = {}
     for key, name, module, rule in plan:
         if rule is not None:
-            layer = _subnet_layer(module, name, rule, bias_mode, seed=seed, **options)
+            layer = _subnet_layer(module, name, rule, bias_mode, seed=seed,
+                                  others_trainable=others_trainable, **options)
             setattr(layer, CONVERTED_BY, record["order"])
             replaced.update(dict.fromkeys(names[key], layer))
     for name, line in reads.items():

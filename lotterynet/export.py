@@ -8,11 +8,13 @@ collapsed weight (``../shared/DESIGN.md``) — with φ = identity one layer
 followed by one layer with weight ``[P, N]`` on twice the input channels. Any structure that
 exposes ``effective_weight()`` exports the same way. A convolution converted from timm's
 ``StdConv2d`` bakes in its weight standardised (its pruned entries no longer 0; sparse: below),
+one from ``ScaledStdConv2d`` standardised and scaled (by its ``gain * std_scale``),
 one from ``Conv2dSame`` becomes ``SamePad`` followed by the unpadded convolution.
 ``sparse=True`` stores each baked weight as the indices and values of its non-zero entries
 (:mod:`lotterynet.plain`), smaller when most weights are pruned, and rebuilds it at each
 forward; a standardised convolution stores its masked weight so (what its masks keep) and
-standardises the rebuilt weight at each forward as the subnet layer does (``std_eps``).
+standardises (and scales) the rebuilt weight at each forward as the subnet layer does
+(``std_eps``, ``std_gain``: its factors, ``gain * std_scale`` as exported).
 
 ``SubnetMultiheadAttention`` becomes the ``nn.MultiheadAttention`` with the same masked weights
 (stored dense even with ``sparse=True``: ``nn.MultiheadAttention`` reads its weights directly).
@@ -84,7 +86,8 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
             f"subsetsum, fixedsize) to export it, or torch.export the converted model itself")
     form = PLAIN_FORMS[type(layer)]
     # a standardising convolution's (timm's StdConv2d) sparse form stores its masked weight
-    # and standardises it at each forward; dense, the standardised weight is baked in
+    # (and the factors that scale it: timm's ScaledStdConv2d) and standardises it at each
+    # forward; dense, the standardised (scaled) weight is baked in
     std_eps = getattr(layer, "std_eps", None) if sparse else None
     with torch.no_grad():
         weight, doubles_input = layer.structure.effective_weight()
@@ -99,7 +102,8 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
             plain.bias = nn.Parameter(layer.bias.detach().to(weight.device, weight.dtype,
                                                              copy=not sparse))
     if sparse:
-        plain = form.sparse(plain) if std_eps is None else form.sparse(plain, std_eps)
+        plain = form.sparse(plain) if std_eps is None else form.sparse(plain, std_eps,
+                                                                     layer.std_gain())
     inputs = []  # what the layer does to its input before its map
     if getattr(layer, "same_pad", False):  # (timm's Conv2dSame)
         inputs.append(SamePad(layer.kernel_size, layer.stride, layer.dilation))

@@ -481,15 +481,20 @@ class _SubnetConvNd(_SubnetLayer):
     per input size: timm's ``Conv2dSame``), then convolve unpadded (``padding`` must be 0);
     ``std_eps``: standardise the weight per output channel with this eps before the
     convolution (:func:`standardized`: timm's ``StdConv2d``), which takes a structure of one
-    ``[out, in, *kernel]`` weight (dense; subsetsum / fixedsize with activation='identity').
-    Both apply to the weight the structure computes (its masked one), at every forward."""
+    ``[out, in, *kernel]`` weight (dense; subsetsum / fixedsize with activation='identity');
+    ``std_scale`` (with ``std_eps``): then multiply each output channel of the standardised
+    weight by ``gain * std_scale`` (timm's ``ScaledStdConv2d``: its ``gamma / sqrt(fan_in)``),
+    ``gain`` an ``[out, 1, 1, 1]`` parameter of the layer, made 1 and frozen (a parameter that
+    is not a masked weight, not drawn from the seed: a ticket stores it; ``convert`` gives it
+    the timm layer's values, trainable or frozen as its ``others`` says).
+    All apply to the weight the structure computes (its masked one), at every forward."""
 
     dims: int  # 1 or 2: ``plain`` is nn.Conv1d or nn.Conv2d
     #: As ``nn.Conv*d`` has them, for code that reads a convolution's geometry: not transposed;
     #: ``padding_mode`` is the layer's own (this default: a layer pickled before it was kept).
     padding_mode, transposed = "zeros", False
-    #: The defaults of a layer pickled before they were kept: neither.
-    same_pad, std_eps = False, None
+    #: The defaults of a layer pickled before they were kept: none.
+    same_pad, std_eps, std_scale = False, None, None
 
     @property
     def output_padding(self) -> tuple[int, ...]:
@@ -503,7 +508,7 @@ class _SubnetConvNd(_SubnetLayer):
                  shared: bool = True, hidden: int | None = None, seed: int | None = None,
                  kept: str = "round", ties: str = "low", fan_in: str = "hidden",
                  score_init: str = "edgepopup", same_pad: bool = False,
-                 std_eps: float | None = None):
+                 std_eps: float | None = None, std_scale: float | None = None):
         super().__init__()
         for name, size in (("in_channels", in_channels), ("out_channels", out_channels),
                            ("groups", groups)):
@@ -537,15 +542,27 @@ class _SubnetConvNd(_SubnetLayer):
         if std_eps is not None and not (isinstance(std_eps, numbers.Real) and not isinstance(
                 std_eps, bool) and 0 <= std_eps < math.inf):
             raise ValueError(f"std_eps must be None or a non-negative number, got {std_eps!r}")
+        if std_scale is not None and (std_eps is None or not (isinstance(
+                std_scale, numbers.Real) and not isinstance(std_scale, bool)
+                and math.isfinite(std_scale))):
+            raise ValueError(f"std_scale (scaled weight standardisation: timm's "
+                             f"ScaledStdConv2d) must be None or a finite number, with std_eps, "
+                             f"got std_scale={std_scale!r}, std_eps={std_eps!r}")
         self.same_pad, self.std_eps = same_pad, None if std_eps is None else float(std_eps)
+        self.std_scale = None if std_scale is None else float(std_scale)
         self._geometry += ", same_pad=True" * same_pad + (
-            "" if std_eps is None else f", std_eps={std_eps:g}")
+            "" if std_eps is None else f", std_eps={std_eps:g}") + (
+            "" if std_scale is None else f", std_scale={std_scale:g}")
         target = TargetShape(out_channels, in_channels // groups, self.kernel_size, groups,
                              channel_dim=1)
         self._build(target, bias, sparsity=sparsity, init=init, init_kwargs=init_kwargs,
                     structure=structure, pairs=pairs, activation=activation, shared=shared,
                     hidden=hidden, seed=seed, kept=kept, ties=ties, fan_in=fan_in,
                     score_init=score_init, device=device, dtype=dtype)
+        if std_scale is not None:  # (made after the build: not frozen as built, not drawn)
+            like = next(self.structure.parameters())  # (its device and dtype, as built)
+            self.gain = nn.Parameter(torch.ones(out_channels, 1, 1, 1, device=like.device,
+                                                dtype=like.dtype), requires_grad=False)
         lacking = lacks_single_weight(self.structure)
         if std_eps is not None and lacking:
             relu = " with activation='relu'" * (lacking == "relu")
@@ -571,7 +588,13 @@ class _SubnetConvNd(_SubnetLayer):
         return type(self).plain._conv_forward(self, x, self.baked(weight), bias)
 
     def baked(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight if self.std_eps is None else standardized(weight, self.std_eps)
+        return weight if self.std_eps is None else standardized(weight, self.std_eps,
+                                                                self.std_gain())
+
+    def std_gain(self) -> torch.Tensor | None:
+        """The factor of each output channel of the standardised weight, ``gain * std_scale``
+        (as timm's ``ScaledStdConv2d`` computes it); None without ``std_scale``."""
+        return None if self.std_scale is None else self.gain * self.std_scale
 
     def extra_repr(self) -> str:
         return f"{self._geometry}, {self._structure_repr()}"

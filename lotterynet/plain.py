@@ -91,12 +91,17 @@ class SamePad(nn.Module):
                 f"dilation={tuple(self.dilation)}")
 
 
-def standardized(weight: torch.Tensor, eps: float) -> torch.Tensor:
+def standardized(weight: torch.Tensor, eps: float, gain: torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """``weight`` standardised per output channel (zero mean, unit variance over its inputs and
     kernel taps, the variance biased, ``eps`` added to it), as timm's ``StdConv2d`` computes it
     (Weight Standardization, Qiao et al. 2019): ``F.batch_norm`` over the weight reshaped to
-    ``(1, out, -1)``, in training mode without running statistics."""
-    return F.batch_norm(weight.reshape(1, weight.shape[0], -1), None, None, training=True,
+    ``(1, out, -1)``, in training mode without running statistics; with ``gain`` (one factor
+    per output channel, any shape of ``out`` entries) each channel then multiplied by its
+    factor, batch norm's affine weight, as timm's ``ScaledStdConv2d`` computes it (its
+    ``gain * scale``: Brock et al. 2021's Scaled Weight Standardization)."""
+    return F.batch_norm(weight.reshape(1, weight.shape[0], -1), None, None,
+                        weight=None if gain is None else gain.reshape(-1), training=True,
                         momentum=0.0, eps=eps).reshape_as(weight)
 
 
@@ -132,9 +137,12 @@ class _SparseStorage(nn.Module):
     result depends on the layout, by float rounding). With ``std_eps`` (a convolution converted
     from timm's ``StdConv2d``) it keeps the masked weight, whose pruned entries are 0, and
     standardises the rebuilt one with that eps (:func:`standardized`) at each forward, as the
-    subnet layer does: the standardised weight, whose pruned entries are not 0, is not stored."""
+    subnet layer does: the standardised weight, whose pruned entries are not 0, is not stored;
+    with ``std_gain`` too (a buffer of one factor per output channel: one converted from timm's
+    ``ScaledStdConv2d``, its gain times its scale) the standardised weight is scaled by it."""
 
-    def _store_sparse(self, weight: torch.Tensor, std_eps: float | None = None) -> None:
+    def _store_sparse(self, weight: torch.Tensor, std_eps: float | None = None,
+                      std_gain: torch.Tensor | None = None) -> None:
         order = sorted(range(weight.dim()), key=lambda d: -weight.stride(d))  # in memory order
         stored = weight.detach().permute(order)
         if not stored.is_contiguous():  # (no dense layout: stored contiguous)
@@ -149,25 +157,29 @@ class _SparseStorage(nn.Module):
         self.weight_order: list[int] = [order.index(d) for d in range(weight.dim())]
         self.weight_numel: int = math.prod(weight.shape)
         self.std_eps = std_eps
+        self.register_buffer("std_gain", None if std_gain is None else
+                             std_gain.detach().reshape(-1).clone())
 
     def __setstate__(self, state: dict) -> None:
         """Unpickling (``torch.load``, ``copy.deepcopy``). A layer pickled before
         ``weight_order`` existed stored its entries in the weight's own order
         (``weight_shape`` its shape), which the identity order reads exactly as it did then;
-        one pickled before ``std_eps`` existed stored the weight it computes with."""
+        one pickled before ``std_eps`` or ``std_gain`` existed stored the weight it computes
+        with, or standardised it unscaled."""
         super().__setstate__(state)
         if "weight_order" not in self.__dict__:
             self.weight_order = list(range(len(self.weight_shape)))
         if "std_eps" not in self.__dict__:
             self.std_eps = None
+        self._buffers.setdefault("std_gain", None)
 
     def sparse_weight(self) -> torch.Tensor:
         """The dense weight the layer computes with, rebuilt from the stored entries (and
-        standardised, with ``std_eps``)."""
+        standardised, with ``std_eps``, and scaled, with ``std_gain``)."""
         w = torch.zeros(self.weight_numel, dtype=self.values.dtype, device=self.values.device)
         w = w.index_put_([self.indices.long()], self.values)
         w = w.view(self.weight_shape).permute(self.weight_order)
-        return w if self.std_eps is None else standardized(w, self.std_eps)
+        return w if self.std_eps is None else standardized(w, self.std_eps, self.std_gain)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -199,21 +211,23 @@ class SparseLinear(_SparseStorage, nn.Linear):
 
 class _SparseConvNd(_SparseStorage):
     """``std_eps``: ``dense``'s weight is the masked one of a convolution that standardises it
-    with this eps (:class:`_SparseStorage`)."""
+    with this eps, ``std_gain``: and scales it by these factors (:class:`_SparseStorage`)."""
 
-    def __init__(self, dense, std_eps: float | None = None):
+    def __init__(self, dense, std_eps: float | None = None,
+                 std_gain: torch.Tensor | None = None):
         super().__init__(dense.in_channels, dense.out_channels, dense.kernel_size, dense.stride,
                          dense.padding, dense.dilation, dense.groups, False,
                          dense.padding_mode, device="meta")
         self.bias = _bias_copy(dense)
-        self._store_sparse(dense.weight, std_eps)
+        self._store_sparse(dense.weight, std_eps, std_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.sparse_weight(), self.bias)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.std_eps is None else
-                                       f", std_eps={self.std_eps:g}")
+                                       f", std_eps={self.std_eps:g}") + (
+            "" if self.std_gain is None else ", std_gain=True")
 
 
 class SparseConv1d(_SparseConvNd, nn.Conv1d):

@@ -22,9 +22,9 @@ TINY_BIT = ["--arch", "timm:resnetv2_50x1_bit", "--model-kwargs", "channels=[128
 STD_CONVS = ["stem.conv", "stages.*.blocks.*.downsample.conv", "stages.*.blocks.*.conv1",
              "stages.*.blocks.*.conv2", "stages.*.blocks.*.conv3"]
 #: timm's NF-ResNet-26 at 32 channels, one block a stage (14k weights): 17 ScaledStdConv2d
-#: layers (weight-standardised, scaled by a trained gain), which convert does not take, and a
-#: Linear head; ``SCALED_STD_CONVS``: the --exclude patterns its refusal advises, exactly those
-#: 17 layers.
+#: layers (weight-standardised, scaled by a trained gain), which convert takes only with a
+#: structure of one weight (refused under --structure subsetsum with ReLU), and a Linear head;
+#: ``SCALED_STD_CONVS``: the --exclude patterns its refusal advises, exactly those 17 layers.
 TINY_NF = ["--arch", "timm:nf_resnet26", "--model-kwargs", "channels=[32,32,32,32]",
            "--model-kwargs", "depths=[1,1,1,1]"]
 SCALED_STD_CONVS = ["stem.conv", "stages.*.*.downsample.conv", "stages.*.*.conv1",

@@ -461,17 +461,22 @@ def test_construct_model_replaces_layers_at_any_depth():
     assert effective_errors(model, target).numel() == 66
 
 
-@pytest.mark.parametrize("kind", ["Conv2dSame", "StdConv2dSame"])
+@pytest.mark.parametrize("kind", ["Conv2dSame", "StdConv2dSame", "ScaledStdConv2dSame"])
 def test_a_timm_convolution_is_rebuilt_computing_as_it_does(kind):
     """A target layer of timm's Conv2dSame (TF "SAME" padding) or StdConv2dSame (weight
     standardisation) was rebuilt as a plain convolution: its network padded nothing and
     standardised nothing, so it computed something else than the target's layer given the
-    constructed weight (another output size under stride 2). ScaledStdConv2d, a subclass with
-    no rule (its trained gain), is refused naming its type."""
+    constructed weight (another output size under stride 2); a ScaledStdConv2dSame was refused
+    (its trained gain), and is rebuilt scaled by the target's gain. Conv2dSameExport, a
+    subclass with no rule, is refused naming its type."""
     import timm.layers
+    from timm.layers.conv2d_same import Conv2dSameExport
 
     torch.manual_seed(0)
     target = nn.Sequential(getattr(timm.layers, kind)(2, 3, 3, stride=2)).double()
+    if hasattr(target[0], "gain"):  # (as training leaves it: not timm's 1s)
+        with torch.no_grad():
+            target[0].gain.uniform_(0.5, 2.0)
     model, _ = construct_model(target, lambda layer, generator: subset_sum(
         layer, 6, generator), seed=0)
     reference = copy.deepcopy(target)
@@ -482,9 +487,9 @@ def test_a_timm_convolution_is_rebuilt_computing_as_it_does(kind):
     x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
     assert model(x).shape == (2, 3, 4, 4)
     torch.testing.assert_close(model(x), reference(x), rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match=r"^layer '0': timm\.layers\.std_conv\.ScaledStdConv2d "
-                       r"subclasses nn\.Conv2d and may compute something else"):
-        construct_model(nn.Sequential(timm.layers.ScaledStdConv2d(2, 3, 3)),
+    with pytest.raises(ValueError, match=r"^layer '0': timm\.layers\.conv2d_same\."
+                       r"Conv2dSameExport subclasses nn\.Conv2d and may compute something else"):
+        construct_model(nn.Sequential(Conv2dSameExport(2, 3, 3)),
                         lambda layer, generator: subset_sum(layer, 6, generator))
 
 

@@ -1,3 +1,4 @@
+import copy
 import fnmatch
 import inspect
 import re
@@ -965,22 +966,26 @@ def test_kernels_with_a_size_1_dimension_keep_their_layout(tmp_path, channels_la
             assert torch.equal(exported(x), out)
 
 
+class UnknownConv2d(nn.Conv2d):
+    """A subclass of a convertible layer that convert does not know (it may compute something
+    else)."""
+
+
 def test_layers_of_subclasses_convert_does_not_take_are_named_all_together():
-    """Every selected layer of a convertible type's subclass (timm's scaled weight-standardised
-    ScaledStdConv2d, ScaledStdConv2dSame) is named in one refusal, with an exclude= that takes
-    them all; the first alone was named (exclude=['0']), then the next, one refusal at a
-    time."""
-    from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame
+    """Every selected layer of a convertible type's subclass (timm's Conv2dSameExport, one of
+    the test's own) is named in one refusal, with an exclude= that takes them all; the first
+    alone was named (exclude=['0']), then the next, one refusal at a time."""
+    from timm.layers.conv2d_same import Conv2dSameExport
 
     def make(n):
-        return nn.Sequential(ScaledStdConv2d(2, 2, 1), ScaledStdConv2dSame(2, 2, 1),
-                             *(ScaledStdConv2d(2, 2, 1) for _ in range(n - 2)),
+        return nn.Sequential(Conv2dSameExport(2, 2, 1), UnknownConv2d(2, 2, 1),
+                             *(Conv2dSameExport(2, 2, 1) for _ in range(n - 2)),
                              nn.Conv2d(2, 2, 1))
 
     model = make(2)
     with pytest.raises(ValueError, match=re.escape(
-            "2 modules, such as '0' (a timm.layers.std_conv.ScaledStdConv2d), are of types "
-            "ScaledStdConv2d, ScaledStdConv2dSame, each a subclass of a convertible layer "
+            "2 modules, such as '0' (a timm.layers.conv2d_same.Conv2dSameExport), are of types "
+            "Conv2dSameExport, UnknownConv2d, each a subclass of a convertible layer "
             "(known: ") + ".* that may "
             "compute something else; exclude them \\(exclude=\\['0', '1'\\]\\) or register the "
             "types in lotterynet.convert.CONVERTIBLE$"):
@@ -999,12 +1004,10 @@ def test_the_refusal_carries_the_exclude_that_leaves_out_exactly_those_layers():
     """``UnconvertibleLayers.exclude``: the call's patterns and, per layer, its name with the
     block numbers as ``*`` where that covers no other module (``*.std``), else the name itself
     (``*.0`` would cover ``3.0``, a plain Conv2d); convert with it converts every other layer."""
-    from timm.layers import ScaledStdConv2d
-
     def make():
-        blocks = [nn.ModuleDict({"std": ScaledStdConv2d(2, 2, 1), "fc": nn.Conv2d(2, 2, 1)})
+        blocks = [nn.ModuleDict({"std": UnknownConv2d(2, 2, 1), "fc": nn.Conv2d(2, 2, 1)})
                   for _ in range(2)]
-        return nn.Sequential(*blocks, nn.Sequential(ScaledStdConv2d(2, 2, 1)),
+        return nn.Sequential(*blocks, nn.Sequential(UnknownConv2d(2, 2, 1)),
                              nn.Sequential(nn.Conv2d(2, 2, 1)))
 
     with pytest.raises(UnconvertibleLayers) as refused:
@@ -1330,14 +1333,19 @@ def test_a_convolution_padded_other_than_with_zeros_converts_and_its_ticket_load
 
 
 #: timm's convolutions that pad each input TensorFlow's "SAME" way (asymmetric under stride 2)
-#: or standardise their weight, or both: the type and its arguments past the channels (a
-#: StdConv2dSame of stride 1 pads statically).
+#: or standardise their weight (and scale it by a gain), or both: the type and its arguments
+#: past the channels (a StdConv2dSame of stride 1 pads statically).
 TIMM_CONVS = {"Conv2dSame": ("Conv2dSame", dict(kernel_size=3, stride=2, bias=True)),
               "Conv2dSame-dilated": ("Conv2dSame", dict(kernel_size=(3, 2), stride=(2, 1),
                                                         dilation=(1, 2))),
               "StdConv2d": ("StdConv2d", dict(kernel_size=3, stride=2, eps=1e-8)),
               "StdConv2dSame": ("StdConv2dSame", dict(kernel_size=3, stride=2)),
-              "StdConv2dSame-static": ("StdConv2dSame", dict(kernel_size=3, bias=True))}
+              "StdConv2dSame-static": ("StdConv2dSame", dict(kernel_size=3, bias=True)),
+              "ScaledStdConv2d": ("ScaledStdConv2d", dict(kernel_size=3, stride=2, gamma=1.7,
+                                                          eps=1e-8)),
+              "ScaledStdConv2dSame": ("ScaledStdConv2dSame", dict(kernel_size=3, stride=2,
+                                                                  bias=False)),
+              "ScaledStdConv2dSame-static": ("ScaledStdConv2dSame", dict(kernel_size=(3, 1)))}
 
 
 def timm_conv(kind: str) -> nn.Conv2d:
@@ -1345,13 +1353,18 @@ def timm_conv(kind: str) -> nn.Conv2d:
 
     name, kwargs = TIMM_CONVS[kind]
     torch.manual_seed(0)
-    return getattr(timm.layers, name)(3, 4, dtype=torch.float64, **kwargs)
+    layer = getattr(timm.layers, name)(3, 4, dtype=torch.float64, **kwargs)
+    if hasattr(layer, "gain"):  # (one per output channel, as training leaves it: not 1s)
+        with torch.no_grad():
+            layer.gain.uniform_(0.5, 2.0)
+    return layer
 
 
 @pytest.mark.parametrize("kind", TIMM_CONVS)
 def test_timms_same_padded_and_standardised_convolutions_compute_what_timm_does(kind):
     """timm's Conv2dSame (TensorFlow's "SAME" padding, per input size) and StdConv2d /
-    StdConv2dSame (weight standardisation, with their eps) were refused as subclasses that may
+    StdConv2dSame (weight standardisation, with their eps) and ScaledStdConv2d(Same) (scaled by
+    their gain and scale) were refused as subclasses that may
     compute something else: converted, each computes what the timm layer computes with the
     subnet's masked weight (float64; odd and even inputs, stride 2), its scores get the
     straight-through gradient of that weight there, and it keeps exactly k weights."""
@@ -1476,3 +1489,81 @@ def test_a_standardised_convolution_takes_a_structure_of_one_weight():
     with pytest.raises(ValueError, match=r"std_eps must be None or a non-negative number, got "
                                          r"'1e-6'"):
         ln.SubnetConv2d(2, 4, 3, std_eps="1e-6")
+
+
+@pytest.mark.parametrize("others", ["frozen", "trainable"])
+def test_a_scaled_standardised_convolution_takes_the_timm_layers_gain_under_others(others):
+    """A converted ScaledStdConv2d takes the timm layer's gain as it is (a copy of its values,
+    as timm's init or a pretrained model left them: not drawn anew, not shared), with its
+    scale, frozen or trainable as ``others`` says, and never frozen as built (no seed draws it:
+    a ticket stores it); trainable, it gets the gradient timm's layer gives its gain with the
+    masked weight. A subnet layer of its own holds a gain of 1s, frozen, and takes std_scale
+    only with std_eps."""
+    plain, module = timm_conv("ScaledStdConv2d"), timm_conv("ScaledStdConv2d")
+    layer = convert(module, sparsity=0.5, seed=0, others=others)
+    assert layer.std_eps == 1e-8 and layer.std_scale == plain.scale == 1.7 * 27 ** -0.5
+    assert torch.equal(layer.gain, plain.gain) and layer.gain is not module.gain
+    assert layer.gain.requires_grad == (others == "trainable")
+    assert "gain" not in layer.frozen_as_built
+    assert ln.count_params(layer)["trainable"] == 108 + 4 * (others == "trainable")  # (scores)
+    with torch.no_grad():
+        plain.weight.copy_(layer.weight)
+        plain.bias.copy_(layer.bias)
+    x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
+    out, expected = layer(x), plain(x)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    if others == "trainable":
+        torch.testing.assert_close(layer.gain.grad, plain.gain.grad, rtol=0, atol=1e-12)
+    else:
+        assert layer.gain.grad is None
+    own = ln.SubnetConv2d(3, 4, 3, std_eps=1e-6, std_scale=0.5)
+    assert torch.equal(own.gain, torch.ones(4, 1, 1, 1)) and not own.gain.requires_grad
+    assert "std_eps=1e-06, std_scale=0.5" in own.extra_repr()
+    with pytest.raises(ValueError, match=re.escape(
+            "std_scale (scaled weight standardisation: timm's ScaledStdConv2d) must be None or "
+            "a finite number, with std_eps, got std_scale=0.5, std_eps=None")):
+        ln.SubnetConv2d(3, 4, 3, std_scale=0.5)
+
+
+def test_a_converted_nfnet_computes_as_timm_reloads_from_its_ticket_and_exports(tmp_path):
+    """timm's NFNets (ScaledStdConv2d throughout) converted only with every convolution
+    excluded: a small NF-ResNet-26 converts whole and computes what timm's model computes with
+    each layer's masked weight and bias put in, its gains (other than timm's 1s here, as
+    training leaves them) taken as they are; its ticket stores the gains and reloads the model
+    bit for bit into a fresh one (whose gains are 1s), and its dense and sparse exports compute
+    the same."""
+    def make(gains=False):
+        model = timm_model("nf_resnet26", None, channels=[8] * 4, depths=[1] * 4).eval()
+        if gains:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name.endswith("gain"):
+                        p.uniform_(0.5, 2.0)
+        return model
+
+    plain = make(gains=True)
+    model = convert(copy.deepcopy(plain), sparsity=0.5, seed=0)
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, _SubnetLayer)}
+    assert sum(getattr(m, "std_scale", None) is not None for m in layers.values()) == 17
+    x = torch.randn(2, 3, 32, 30)
+    with torch.no_grad():
+        for name, layer in layers.items():
+            dense = plain.get_submodule(name)
+            dense.weight.copy_(layer.weight)
+            if dense.bias is not None:
+                dense.bias.copy_(layer.bias)
+        out = model(x)
+        torch.testing.assert_close(out, plain(x))
+    ln.save_ticket(model, tmp_path / "t.ticket")
+    loaded = ln.load_ticket(tmp_path / "t.ticket", model=make()).eval()
+    for name, value in model.state_dict().items():
+        if not name.endswith("scores"):  # (the ticket holds the masks: 0/1 scores)
+            assert torch.equal(loaded.state_dict()[name], value), name
+    with torch.no_grad():
+        assert torch.equal(loaded(x), out)
+        for sparse in (False, True):
+            exported = ln.export(model, sparse=sparse)
+            assert not any(isinstance(m, _SubnetLayer) for m in exported.modules())
+            torch.testing.assert_close(exported(x), out)

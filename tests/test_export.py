@@ -219,6 +219,44 @@ def test_a_standardised_convolution_exports_sparse_storing_only_what_its_masks_k
         assert torch.equal(other(x), exported(x))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
+def test_a_scaled_standardised_convolution_exports_scaled_by_its_gain(tmp_path):
+    """A subnet convolution that standardises its masked weight and scales each output channel
+    by ``gain * std_scale`` (timm's ScaledStdConv2d) exports dense with that weight baked in,
+    and sparse storing its masked weight's kept entries and the factors (``std_gain``, in its
+    state dict) that scale the rebuilt weight at each forward: the subnet layer's outputs,
+    scripted too; another export loads its state bit for bit. A standardised one (StdConv2d's)
+    exported sparse and pickled before std_gain existed loads and computes as it did."""
+    def make(seed):
+        layer = ln.SubnetConv2d(4, 6, 3, padding=1, bias=True, sparsity=0.9, seed=seed,
+                                std_eps=1e-5, std_scale=0.3, dtype=torch.float64).eval()
+        with torch.no_grad():  # (other than 1s, as training leaves them)
+            layer.gain.copy_(torch.linspace(0.5, 2.0, 6).reshape(6, 1, 1, 1) * (seed + 1))
+        return layer
+
+    layer, x = make(0), torch.randn(2, 4, 7, 8, dtype=torch.float64)
+    dense, sparse = export(layer), export(layer, sparse=True)
+    assert isinstance(sparse, SparseConv2d)
+    assert sparse.values.numel() == int(layer.mask()["weight"].sum()) < 0.15 * 6 * 4 * 3 * 3
+    with torch.no_grad():
+        expected = layer(x)
+        assert torch.equal(sparse.weight, dense.weight)
+        for exported in (dense, sparse, torch.jit.script(sparse)):
+            torch.testing.assert_close(exported(x), expected, rtol=0, atol=1e-12)
+    torch.save(sparse.state_dict(), tmp_path / "sparse.pt")
+    other = export(make(1), sparse=True)  # (other gains, as many kept entries: other ones)
+    other.load_state_dict(torch.load(tmp_path / "sparse.pt", weights_only=True))
+    assert sorted(other.state_dict()) == ["bias", "indices", "std_gain", "values"]
+    with torch.no_grad():
+        assert torch.equal(other(x), sparse(x))
+        unscaled = export(ln.SubnetConv2d(4, 6, 3, sparsity=0.9, seed=0, std_eps=1e-5,
+                                          dtype=torch.float64), sparse=True)
+        expected = unscaled(x)
+        del unscaled._buffers["std_gain"]
+        torch.save(unscaled, tmp_path / "old.pt")
+        assert torch.equal(torch.load(tmp_path / "old.pt", weights_only=False)(x), expected)
+
+
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
 def test_export_allocates_no_dense_weight_it_throws_away(sparse):
     """A layer's export makes its baked weight (the masked product) and, stored dense, one
@@ -281,6 +319,7 @@ def test_a_sparse_export_pickled_before_weight_order_runs_as_before(tmp_path):
     for m in old:  # (the entries of a contiguous weight are in its own order, as they were)
         del m.weight_order
         del m.std_eps  # (nor std_eps: it stored the weight it computes with)
+        del m._buffers["std_gain"]  # (nor std_gain)
     torch.save(exported, tmp_path / "old.pt")
     loaded = torch.load(tmp_path / "old.pt", weights_only=False)
     with torch.no_grad():

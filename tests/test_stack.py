@@ -323,6 +323,38 @@ def test_timms_same_padded_and_standardised_convolutions_stack_vmapped():
                for i in (0, 2, 4))
 
 
+@pytest.mark.parametrize("others", ["frozen", "trainable"])
+def test_timms_scaled_standardised_convolutions_stack_vmapped(others):
+    """Members of converted timm ScaledStdConv2d / ScaledStdConv2dSame layers (the standardised
+    weight scaled by the gain each took from timm's layer: frozen, one tensor for all; or
+    trainable, each member's own) run vmapped as one, each computing what it computes alone,
+    and train through it, their gains too where trainable."""
+    from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame
+
+    def member(sparsity):
+        torch.manual_seed(0)
+        model = nn.Sequential(ScaledStdConv2d(1, 4, 3), nn.ReLU(),
+                              ScaledStdConv2dSame(4, 2, 3, stride=2, gamma=1.5))
+        with torch.no_grad():  # (as training leaves them: not timm's 1s)
+            for i in (0, 2):
+                model[i].gain.uniform_(0.5, 2.0)
+        return convert(model, sparsity=sparsity, seed=0, others=others)
+
+    members = [member(0.5), member(0.8)]
+    x = torch.randn(3, 1, 8, 9)
+    stack = StackedModel(members, batched=True)
+    outputs = stack(x)
+    assert stack.unbatchable is None  # (vmapped, not run one by one)
+    assert (members[0][0].gain is members[1][0].gain) == (others == "frozen")
+    for out, alone in zip(outputs, members, strict=True):
+        torch.testing.assert_close(out, alone(x))
+    sum(out.sum() for out in outputs).backward()
+    for m in members:
+        for i in (0, 2):
+            assert m[i].structure.weight.scores.grad.abs().sum() > 0
+            assert (m[i].gain.grad is not None) == (others == "trainable")
+
+
 @pytest.mark.parametrize("key, value", [("arch", "lenet5"), ("structure", "malach"),
                                         ("hidden", 64), ("lr", 0.3), ("pairs", 3)])
 def test_incompatible_members_are_refused_naming_the_key(key, value):

@@ -1478,25 +1478,30 @@ def test_mapping_flags_add_keys_to_the_sweep_base(tmp_path):
 
 def test_a_sweep_variant_may_exclude_layers_of_a_timm_model(tmp_path):
     """A variant's ``exclude`` reaches its cells' configs and models: convert leaves the
-    ScaledStdConv2d layers as they are (every cell's model builds), where the variant without
-    it is refused before the sweep starts, naming the --exclude that builds it."""
+    ScaledStdConv2d layers, which subset sum with ReLU refuses, as they are (every cell's model
+    builds), where the variant without it is refused before the sweep starts, naming the
+    --exclude that builds it."""
     from conftest import SCALED_STD_CONVS, TINY_NF
 
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(yaml.safe_dump({
-        "variants": [{"structure": "dense", "exclude": SCALED_STD_CONVS}, "dense"],
-        "sparsities": [0.5, 0.9], "epochs": [1], "baseline": False}))
+        "variants": [{"structure": "subsetsum", "exclude": SCALED_STD_CONVS}, "subsetsum",
+                     "dense"], "sparsities": [0.5, 0.9], "epochs": [1], "baseline": False}))
     args = build_parser().parse_args(["--sweep", str(sweep_file), *TINY_NF])
     sweep = load_sweep(args, given_values(args))
     excluding = [values for label, values in sweep.cells() if "exclude" in values]
     assert len(excluding) == 2 and all(v["exclude"] == SCALED_STD_CONVS for v in excluding)
     checks_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[:1]))
-    with pytest.raises(ConfigError, match=re.escape("--exclude stem.conv 'stages.*.*.down")):
-        checks_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[1:]))
-    # (BiT's weight-standardised StdConv2d layers convert: its variant without exclude builds)
+    with pytest.raises(ConfigError, match=re.escape(
+            "(not masked, trained) with --exclude 'stages.*.*.downsample.conv' "
+            "'stages.*.*.conv1'")):
+        checks_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[1:2]))
+    # (the weight-standardised layers convert, NF-ResNet's scaled ScaledStdConv2d and BiT's
+    # StdConv2d: their dense variant without exclude builds)
+    checks_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[2:]))
     args = build_parser().parse_args(["--sweep", str(sweep_file), *TINY_BIT])
     sweep = load_sweep(args, given_values(args))
-    checks_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[1:]))
+    checks_module.check_buildable(dataclasses.replace(sweep, variants=sweep.variants[2:]))
 
 
 def test_a_variants_list_or_mapping_names_its_folders_by_a_hash(tmp_path):

@@ -159,14 +159,16 @@ def test_model_kwargs_reach_timm_and_the_spec(tmp_path, data_dir):
 
 def test_exclude_leaves_timm_layers_trained_and_is_kept_by_resume_and_ticket(tmp_path, data_dir,
                                                                              capsys):
-    """A timm model with layers convert does not take (ScaledStdConv2d) is refused naming the
+    """A timm model with layers its conversion refuses (NF-ResNet's ScaledStdConv2d under subset
+    sum with ReLU) is refused naming the
     ``--exclude`` that leaves them out; with it the run learns, those layers unmasked and
     trained (the rest frozen as the spec builds it), the patterns in results.json's config and
     spec; a resume refuses other patterns and keeps the run's; its ticket rebuilds the trained
     model bit for bit (train.py had no --exclude)."""
-    assert train(tmp_path, data_dir, *TINY_NF, name="refused")[0] == 2
+    assert train(tmp_path, data_dir, *TINY_NF, "--structure", "subsetsum", name="refused")[0] == 2
     assert shlex.split(capsys.readouterr().err.partition(" --exclude ")[2]) == SCALED_STD_CONVS
-    code, out = train(tmp_path, data_dir, *TINY_NF, "--exclude", *SCALED_STD_CONVS[:2],
+    code, out = train(tmp_path, data_dir, *TINY_NF, "--structure", "subsetsum",
+                      "--exclude", *SCALED_STD_CONVS[:2],
                       "--exclude", *SCALED_STD_CONVS[2:], "--limit-train", "1000", "--epochs", "2",
                       "--stop-after", "1")
     assert code == 0
