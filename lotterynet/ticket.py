@@ -64,8 +64,6 @@ ticket loads), so a spec cannot make the load download anything.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
 import hashlib
 import json
@@ -79,55 +77,16 @@ from torch import nn
 
 from . import ticket_file
 from .attention import SUBNET_MODULES, outermost_subnet_modules
-from .convert import (
-    CONVERT_RECORD,
-    CONVERTED_BY,
-    LAYOUTS,
-    NOTHING_LEFT,
-    convert,
-    laid_out,
-    left_out_of,
-    on_meta,
-    refuse_torch_pruned,
-)
+from .convert import LAYOUTS, laid_out, on_meta, refuse_torch_pruned
 from .errors import plural
 from .masking import named_masked_weights, trainable_where_made, uncompiled
-from .models import build_model, recorded_spec, spec_difference
-from .structures import without_ignored_options
+from .models import recorded_spec, spec_difference
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
+from .ticket_rebuild import convert_calls, offline, rebuild, replay_converts, replayed
 from .timm_models import sourced
 
 __all__ = ["FORMAT_VERSION", "MAX_BYTES", "TicketError", "frozen_digest", "load_ticket",
            "save_ticket"]
-
-# --- no network while a ticket loads ---------------------------------------------------------
-
-_OFFLINE = contextvars.ContextVar("lotterynet_ticket_offline", default=False)
-_NETWORK_EVENTS = frozenset({"socket.connect", "socket.getaddrinfo", "socket.gethostbyname",
-                             "socket.gethostbyname_ex", "socket.gethostbyaddr", "socket.sendto",
-                             "socket.sendmsg", "urllib.Request"})
-_HOOK = []  # installed once, on the first load (audit hooks cannot be removed)
-
-
-def _refuse_network(event: str, args, events=_NETWORK_EVENTS, offline=_OFFLINE,
-                    error=TicketError) -> None:
-    """The audit hook. What it reads is bound at its definition: it outlives this module's
-    globals, which the interpreter clears as it exits while events still come."""
-    if event in events and offline.get():
-        raise error(f"loading a ticket may not use the network (refused {event})")
-
-
-@contextlib.contextmanager
-def _offline():
-    if not _HOOK:
-        sys.addaudithook(_refuse_network)
-        _HOOK.append(_refuse_network)
-    token = _OFFLINE.set(True)
-    try:
-        yield
-    finally:
-        _OFFLINE.reset(token)
-
 
 # --- what a ticket stores --------------------------------------------------------------------
 
@@ -153,9 +112,9 @@ def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None
     seeded = _subnet_frozen(model)
     if spec is not None:
         if probe is None:
-            header = {"spec": spec, "converts": _convert_calls(model)}
-            with _offline(), on_meta():
-                probe = _rebuild(header, None)
+            header = {"spec": spec, "converts": convert_calls(model)}
+            with offline(), on_meta():
+                probe = rebuild(header, None)
         frozen = {name for name, p in probe.named_parameters() if not p.requires_grad}
     else:
         frozen = set(seeded)
@@ -326,16 +285,6 @@ def _ticket_spec(model: nn.Module) -> dict | None:
     return None if _sourced(spec) else spec
 
 
-def _convert_calls(model: nn.Module) -> list[dict]:
-    """The ``convert()`` calls recorded on ``model`` and its submodules, in call order, as a
-    load replays them: without the layers later calls converted (:func:`left_out_of`)."""
-    calls = [{"path": name, **record} for name, module in model.named_modules()
-             for record in module.__dict__.get(CONVERT_RECORD, ())]
-    made = {name: module.__dict__[CONVERTED_BY] for name, module in model.named_modules()
-            if CONVERTED_BY in module.__dict__}
-    return left_out_of(sorted(calls, key=lambda call: call["order"]), made)
-
-
 class _Payload:
     def __init__(self):
         self.chunks: list[bytes] = []
@@ -403,7 +352,7 @@ def save_ticket(model: nn.Module, path) -> int:
         if dtype not in DTYPES:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which tickets do not store")
         tensors[name] = {"dtype": dtype, "shape": list(t.shape), **payload.add(_tensor_bytes(t))}
-    header = {"spec": spec, "converts": _convert_calls(model), "masks": masks,
+    header = {"spec": spec, "converts": convert_calls(model), "masks": masks,
               "tensors": tensors, "frozen_sha256": tensors_digest(regenerated),
               "frozen_dtypes": sorted(ticket_file.dtype_name(d)
                                       for d in _float_dtypes(regenerated.values())),
@@ -496,13 +445,13 @@ def _rebuilt_as_saved(model: nn.Module, spec: dict | None) -> nn.Module:
     where they must convert nothing (a call that has nothing left to convert is refused,
     leaving the copy as it was); a layer they would convert there (:data:`NOT_AS_REPLAYED`)
     is refused, as no model a load is given would make the ticket's."""
-    with _offline(), on_meta():
-        probe = _rebuild({"spec": spec}, None) if spec is not None else _meta_copy(
+    with offline(), on_meta():
+        probe = rebuild({"spec": spec}, None) if spec is not None else _meta_copy(
             model, "save_ticket does to check that a load's replay of the model's convert() "
                    "calls on a fresh instance makes this model")
-        for call in _replayed(probe, _convert_calls(model)):
+        for call in replayed(probe, convert_calls(model)):
             try:
-                probe = _replay_converts(probe, [call])
+                probe = replay_converts(probe, [call])
             except ValueError as error:
                 if spec is None:  # (refused: the copy as it was, nothing converted)
                     continue
@@ -596,43 +545,6 @@ def _state_nbytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
-def _rebuild(header: dict, base: nn.Module | None) -> nn.Module:
-    """The ticket's model: ``base`` (your architecture; ``build_model(**spec)`` for None) with
-    the recorded ``convert()`` calls replayed, except those a ``build_model`` builder made when
-    ``base`` was built by one (it made them again)."""
-    if base is None:  # (a spec or call saved before ignored options were refused: as then)
-        spec = without_ignored_options(header["spec"])
-        with _without_user_warnings():  # (a timm spec's build converts)
-            base = build_model(**spec)
-    return _replay_converts(base, _replayed(base, header.get("converts", [])))
-
-
-@contextlib.contextmanager
-def _without_user_warnings():
-    """Without ``UserWarning`` s, which a load's rebuild would give again (convert's: layers
-    left dense, near-zero layer scales, weights read by a parent; a builder's own): the
-    model's build gave them when it was made."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-
-
-def _replayed(base: nn.Module, converts: list[dict]) -> list[dict]:
-    """The ``convert()`` calls a rebuild on ``base`` replays: all but those a ``build_model``
-    builder made when ``base`` was built by one (it made them again)."""
-    return [call for call in converts
-            if not (call.get("by_builder") and _built(base, call["path"]))]
-
-
-def _built(model: nn.Module, path: str) -> bool:
-    """Whether the module at ``path`` in ``model``, or one that holds it, was made by
-    :func:`~lotterynet.models.build_model` (a built model wrapped in yours: its builder's
-    ``convert()`` calls are made again when your model is)."""
-    names = path.split(".") if path else []
-    return any(recorded_spec(model.get_submodule(".".join(names[:depth]))) is not None
-               for depth in range(len(names) + 1))  # (get_submodule(""): the model itself)
-
-
 #: Why :func:`load_ticket` copies your model (:func:`_meta_copy`).
 LOAD_COPIES = ("load_ticket does to check the ticket's convert() calls on a meta-device copy "
                "before they allocate")
@@ -656,7 +568,7 @@ def _meta_copy(model: nn.Module, does: str = LOAD_COPIES) -> nn.Module:
 
 def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
                    ) -> tuple[nn.Module, set[str]]:
-    """:func:`_rebuild`, first on the ``meta`` device (from a meta copy of your ``model``): its
+    """:func:`rebuild`, first on the ``meta`` device (from a meta copy of your ``model``): its
     size and tensors are checked against ``max_bytes`` and the header before the real build
     allocates anything (a hostile spec or ``pairs`` would otherwise allocate without bound).
     Returns the model and what it regenerates (:func:`frozen_as_built`, read off the probe:
@@ -691,7 +603,7 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
                           f"meta device, which holds no values, and a ticket restores what it "
                           f"stores into the model's tensors: build the model on a real device "
                           f"(cpu, cuda)")
-    if model is not None and any(not call.get("by_builder") for call in _convert_calls(model)):
+    if model is not None and any(not call.get("by_builder") for call in convert_calls(model)):
         raise TicketError(f"{path}: model= {type(model).__name__} is converted already, and "
                           f"load_ticket replays the ticket's convert() calls on it: pass a "
                           f"fresh, unconverted instance (load_ticket(path, model=MyNet()))"
@@ -704,7 +616,7 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
                           f"{absent!r}, on which the ticket's convert() calls were made in the "
                           f"model it was saved from{_submodule_advice(header)}")
     with on_meta():
-        probe = _rebuild(header, None if model is None else _meta_copy(model))
+        probe = rebuild(header, None if model is None else _meta_copy(model))
     nbytes = _state_nbytes(probe)
     if nbytes > max_bytes:
         what = "spec builds" if model is None else "convert() calls build"
@@ -715,7 +627,7 @@ def _build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
     frozen = frozen_as_built(probe, header["spec"], probe if model is None else None,
                              set(header["tensors"]))
     _check_fits(probe, header, path, frozen, any_float=True)
-    return _rebuild(header, model), frozen
+    return rebuild(header, model), frozen
 
 
 def _submodule_advice(header: dict) -> str:
@@ -731,28 +643,6 @@ def _submodule_advice(header: dict) -> str:
             f"or save the submodule's own ticket (save_ticket(wrapper.{paths[0]}, path)), which "
             f"loads into a fresh instance of its model (a wrapper that converts it when made "
             f"takes no ticket)")
-
-
-def _replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
-    """Apply the ticket's recorded ``convert()`` calls to ``model``, in order, without their
-    warnings (:func:`_without_user_warnings`); a call marked ``nothing_left``
-    (:func:`~lotterynet.convert.left_out_of`) may convert nothing."""
-    for call in converts:
-        path = call["path"]
-        target = model.get_submodule(path)
-        nothing_left = NOTHING_LEFT.set(call.get("nothing_left") is True)
-        try:
-            with _without_user_warnings():
-                result = convert(target, **without_ignored_options(call["kwargs"]))
-        finally:
-            NOTHING_LEFT.reset(nothing_left)
-        if result is not target:  # the call converted a layer itself
-            if not path:
-                model = result
-            else:
-                parent, _, child = path.rpartition(".")
-                setattr(model.get_submodule(parent), child, result)
-    return model
 
 
 def _impose_masks(model: nn.Module, masks: dict, payload: memoryview) -> None:
@@ -813,7 +703,7 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
         model = _trained(model)  # (a ticket without one: an older one of the whole module)
     into, built = model, model is None
     try:
-        with _offline():
+        with offline():
             model, frozen = _build_checked(header, model, path, max_bytes)
     except TicketError:
         raise

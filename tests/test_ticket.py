@@ -215,7 +215,8 @@ def test_fresh_process_rebuilds_bit_identically(tmp_path):
               "from lotterynet.ticket import load_ticket; "
               "m = load_ticket(sys.argv[1]).eval(); "
               "torch.save(m(torch.load(sys.argv[2], weights_only=True)), sys.argv[3]); "
-              "import lotterynet.ticket, test_ticket; lotterynet.ticket.late = test_ticket.Late()")
+              "import lotterynet.ticket_rebuild, test_ticket; "
+              "lotterynet.ticket_rebuild.late = test_ticket.Late()")
     done = prefork.run([sys.executable, "-c", script, tmp_path / "t.ticket", tmp_path / "x.pt",
                         tmp_path / "y.pt"], cwd=REPO,
                        env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"})
@@ -374,10 +375,10 @@ def test_saving_a_spec_models_ticket_builds_no_second_model(tmp_path, monkeypatc
     """save_ticket's rebuild of a spec's model (its structure and shapes checked against the
     model's) is on the meta device and its frozen weights are compared a layer at a time: it
     was a real second model (at a run's end, twice the model's memory)."""
-    from lotterynet import ticket as ticket_module
+    from lotterynet import ticket_rebuild
 
-    built, build = [], ticket_module.build_model
-    monkeypatch.setattr(ticket_module, "build_model",
+    built, build = [], ticket_rebuild.build_model
+    monkeypatch.setattr(ticket_rebuild, "build_model",
                         lambda **spec: built.append(build(**spec)) or built[-1])
     save_ticket(trained(MLP, VECTORS), tmp_path / "t.ticket")
     assert built and all(p.is_meta for model in built for p in model.parameters())
