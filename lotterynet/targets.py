@@ -31,7 +31,7 @@ from .errors import REPORTED, CheckpointError, ConfigError, OneLineErrorParser, 
 from .models import build_model
 from .run import check_same_run, run
 from .run_dir import RESULTS, holds_files, left_before_a_checkpoint, read_json, results_differ
-from .ticket import tensors_digest
+from .ticket_frozen import tensors_digest
 from .validate import check_output_dir
 
 PENSIA_SGD = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,

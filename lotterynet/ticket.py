@@ -65,7 +65,6 @@ ticket loads), so a spec cannot make the load download anything.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import numbers
 import sys
@@ -76,12 +75,26 @@ import torch
 from torch import nn
 
 from . import ticket_file
-from .attention import SUBNET_MODULES, outermost_subnet_modules
+from .attention import outermost_subnet_modules
 from .convert import LAYOUTS, laid_out, on_meta, refuse_torch_pruned
 from .errors import plural
 from .masking import named_masked_weights, trainable_where_made, uncompiled
 from .models import recorded_spec, spec_difference
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
+from .ticket_frozen import (
+    EXTRA_STATE,
+    first_changed,
+    first_names,
+    float_dtypes,
+    frozen_as_built,
+    redrawn,
+    round_through,
+    saved_casts,
+    split_state,
+    subnet_frozen,
+    tensor_bytes,
+    tensors_digest,
+)
 from .ticket_rebuild import convert_calls, offline, rebuild, replay_converts, replayed
 from .timm_models import sourced
 
@@ -90,50 +103,11 @@ __all__ = ["FORMAT_VERSION", "MAX_BYTES", "TicketError", "frozen_digest", "load_
 
 # --- what a ticket stores --------------------------------------------------------------------
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
-EXTRA_STATE = "_extra_state"  # a state dict's name for what get_extra_state returns
-
-
-def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None = None,
-                    stored: set[str] | None = None) -> set[str]:
-    """The parameters a ticket of ``model`` regenerates: those a fresh build of it freezes.
-    For a spec-built model (``spec``: its ticket's, :func:`_ticket_spec`), all that its spec
-    (and the recorded ``convert`` calls) freeze, read off a build on the ``meta`` device
-    (``probe``, when it is made already); for any other, those its subnet layers froze when
-    they were made (:func:`~lotterynet.layers.record_frozen`). Either way not those of a
-    subnet layer of ``model`` made without a seed (``seed=None``: drawn from torch's global
-    generator, which no load replays), which the ticket stores; at a load, only those of them
-    that the ticket stores (``stored``: an older lotterynet stored none, and drew them again).
-    A ticket never replaces what a seeded layer regenerates. Never the live ``requires_grad``:
-    a model frozen for inference (``requires_grad_(False)``) still stores its trained biases."""
-    seeded = _subnet_frozen(model)
-    if spec is not None:
-        if probe is None:
-            header = {"spec": spec, "converts": convert_calls(model)}
-            with offline(), on_meta():
-                probe = rebuild(header, None)
-        frozen = {name for name, p in probe.named_parameters() if not p.requires_grad}
-    else:
-        frozen = set(seeded)
-    unseeded = {name for name, is_seeded in seeded.items() if not is_seeded}
-    return frozen - (unseeded if stored is None else unseeded & stored)
-
-
-def _subnet_frozen(model: nn.Module) -> dict[str, bool]:
-    """``{name: seeded}`` for each parameter that a subnet layer of ``model`` froze when it
-    was made: whether the layer was made with a seed (else a ticket stores it)."""
-    return {f"{prefix}.{name}".lstrip("."): m.seeded for prefix, m in model.named_modules()
-            if isinstance(m, SUBNET_MODULES) for name in m.frozen_as_built}
-
-
 def _warn_unseeded(model: nn.Module, stored: dict, size: int) -> None:
     """Warn, once for the ticket, that subnet layers of ``model`` made without a seed made it
     ``size`` bytes: it stores their frozen weights (``stored``: what it stores), which a seed
     would regenerate. An attention's projections are counted in it."""
-    frozen = [name for name, seeded in _subnet_frozen(model).items()
+    frozen = [name for name, seeded in subnet_frozen(model).items()
               if not seeded and name in stored]
     if not frozen:
         return
@@ -148,36 +122,10 @@ def _warn_unseeded(model: nn.Module, stored: dict, size: int) -> None:
                   f"mask only", stacklevel=3)
 
 
-def _split_state(model: nn.Module, frozen: set[str]) -> tuple[dict, dict]:
-    """``(regenerated, stored)``: the parameters in ``frozen`` (:func:`frozen_as_built`),
-    which the load regenerates, and the parameters and buffers a ticket stores (everything
-    else, except the scores and their ``k``: the masks hold both). A module registered under
-    several names, or a tensor tied to another, is listed once, under its first name."""
-    in_masks = {f"{n}.{what}" for n in named_masked_weights(model, remove_duplicate=False)
-                for what in ("scores", EXTRA_STATE)}
-    regenerated, stored = {}, {}
-    for name, value in _first_names(model, skip=in_masks):
-        (regenerated if name in frozen else stored)[name] = value
-    return regenerated, stored
-
-
-def _first_names(model: nn.Module, skip: set[str] = frozenset()):
-    """``(name, value)`` of ``model``'s state (``keep_vars``) but the names in ``skip``, each
-    tensor once, under its first name (a module used twice, a tensor tied to another); every
-    extra state (made by each call, maybe one tensor)."""
-    seen = set()
-    for name, value in model.state_dict(keep_vars=True).items():
-        if name in skip or id(value) in seen:
-            continue
-        if name.rpartition(".")[2] != EXTRA_STATE:
-            seen.add(id(value))
-        yield name, value
-
-
 def _channels_last(model: nn.Module) -> list[str]:
     """The names of ``model``'s tensors laid out channels last (``model.to(memory_format=
     torch.channels_last)``), each tensor once (under its first name)."""
-    return [name for name, value in _first_names(model)
+    return [name for name, value in first_names(model)
             if name.rpartition(".")[2] != EXTRA_STATE and laid_out(value)]
 
 
@@ -193,68 +141,6 @@ def _restore_layouts(model: nn.Module, names: list[str], path) -> None:
         value.data = torch.empty_like(value, memory_format=LAYOUTS[value.dim()]).copy_(value)
 
 
-def tensors_digest(tensors: dict) -> str:
-    """sha256 over the names and bytes of ``tensors`` (a state dict, or part of one)."""
-    return _digest(tensors)
-
-
-def _digest(tensors: dict, via: torch.dtype | None = None, dtype: torch.dtype | None = None
-            ) -> str:
-    """:func:`tensors_digest` of ``tensors`` rounded through ``via`` (:func:`_rounded_through`)
-    and cast to the floating dtype ``dtype``, one tensor at a time (no copy of the whole)."""
-    h = hashlib.sha256()
-    for name, value in tensors.items():
-        value = _rounded_through(value, via)
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        h.update(name.encode())
-        h.update(_tensor_bytes(value))
-    return h.hexdigest()
-
-
-#: Narrower floating dtypes a model's frozen weights may have been rounded through and cast
-#: back from (``model.half()`` for a quick evaluation, then ``model.float()``).
-ROUNDED_THROUGH = (torch.float16, torch.bfloat16)
-
-
-def _rounded_through(t: torch.Tensor, via: torch.dtype | None) -> torch.Tensor:
-    """``t`` rounded through the floating dtype ``via`` and cast back (``t`` itself where
-    ``via`` is None, ``t`` is not floating or no wider than ``via``)."""
-    if via is None or not t.is_floating_point() or t.dtype.itemsize <= via.itemsize:
-        return t
-    return t.to(via).to(t.dtype)
-
-
-def _float_dtypes(tensors) -> set[torch.dtype]:
-    return {t.dtype for t in tensors if t.is_floating_point()}
-
-
-def _as_saved(regenerated: dict, digest: str, saved_dtypes: list[str] | None = None
-              ) -> tuple[torch.dtype | None, torch.dtype | None] | None:
-    """``(rounded_through, saved_in)`` when ``regenerated`` (whose digest is not ``digest``)
-    are the saved model's frozen weights but for what casts did to them since the model was
-    built: rounded through a narrower dtype and cast back (:data:`ROUNDED_THROUGH`), and/or
-    in another floating dtype (``saved_in``: a model saved after ``.double()``); else None.
-    Each candidate that changes something is hashed once, the first match returned; only
-    those whose floating dtypes are the saved weights' (``saved_dtypes``, the ticket's
-    ``frozen_dtypes``; None for an older ticket, which does not record them: all), so a
-    ticket that rebuilds other weights costs at most two hashes more, not nine."""
-    tensors = list(regenerated.values())
-    floats = _float_dtypes(tensors)
-    # None: no rounding, no cast; else only a rounding or a cast that changes something
-    vias = [None, *(via for via in ROUNDED_THROUGH
-                    if any(_rounded_through(t, via) is not t for t in tensors))]
-    casts = [None, *(dtype for dtype in (torch.float64, torch.float32, torch.float16,
-                                         torch.bfloat16) if not floats <= {dtype})]
-    if saved_dtypes is not None:  # only into the dtypes the weights were saved in
-        saved = {DTYPES[name] for name in saved_dtypes}
-        casts = [dtype for dtype in casts if ({dtype} if dtype else floats) == saved]
-    # (never via == dtype: (None, None) is the digest that did not match, and a cast to the
-    # dtype rounded through gives what the cast alone does)
-    return next(((via, dtype) for via in vias for dtype in casts
-                 if dtype != via and _digest(regenerated, via, dtype) == digest), None)
-
-
 def _trained(model: nn.Module) -> nn.Module:
     """The model an :class:`~lotterynet.module.EdgePopupModule` trains (``module.model``, which
     ``build_model`` made: its ticket has the spec), or ``model`` itself."""
@@ -267,7 +153,7 @@ def frozen_digest(model: nn.Module) -> str:
     """sha256 over the names and bytes of the frozen parameters a load of ``model``'s ticket
     regenerates."""
     model = _trained(uncompiled(model, "frozen_digest"))
-    return tensors_digest(_split_state(model, frozen_as_built(model, _ticket_spec(model)))[0])
+    return tensors_digest(split_state(model, frozen_as_built(model, _ticket_spec(model)))[0])
 
 
 def _sourced(spec: dict | None) -> str | None:
@@ -327,8 +213,8 @@ def save_ticket(model: nn.Module, path) -> int:
     spec = _ticket_spec(model)
     probe = _rebuilt_as_saved(model, spec)
     frozen = frozen_as_built(model, spec, probe)
-    regenerated, stored = _split_state(model, frozen)
-    changed = _first_changed(regenerated, _redrawn(model, regenerated))
+    regenerated, stored = split_state(model, frozen)
+    changed = first_changed(regenerated, redrawn(model, regenerated))
     if changed is not None:
         raise ValueError(f"save_ticket: frozen parameter {changed!r} is no longer what its seed "
                          f"draws (trained, or changed in place, since the model was made), and "
@@ -351,51 +237,21 @@ def save_ticket(model: nn.Module, path) -> int:
         dtype = ticket_file.dtype_name(t.dtype)
         if dtype not in DTYPES:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which tickets do not store")
-        tensors[name] = {"dtype": dtype, "shape": list(t.shape), **payload.add(_tensor_bytes(t))}
+        tensors[name] = {"dtype": dtype, "shape": list(t.shape), **payload.add(tensor_bytes(t))}
     header = {"spec": spec, "converts": convert_calls(model), "masks": masks,
               "tensors": tensors, "frozen_sha256": tensors_digest(regenerated),
               "frozen_dtypes": sorted(ticket_file.dtype_name(d)
-                                      for d in _float_dtypes(regenerated.values())),
+                                      for d in float_dtypes(regenerated.values())),
               "channels_last": _channels_last(model), "payload_nbytes": payload.size}
     size = ticket_file.write(path, header, b"".join(payload.chunks))
     _warn_unseeded(model, stored, size)
     return size
 
 
-def _redrawn(model: nn.Module, regenerated: dict):
-    """``(name, tensor)`` of each of ``regenerated`` (:func:`_split_state`) that a subnet layer
-    of ``model`` draws again from its seed (:meth:`~lotterynet.layers._SubnetLayer.redrawn`;
-    an attention's ``bias_k`` / ``bias_v``,
-    :meth:`~lotterynet.attention.SubnetMultiheadAttention.redrawn`), one layer at a time: what
-    a load into a fresh instance regenerates. Not those of a layer made without a seed (drawn
-    from torch's global generator, which a draw would advance), or pickled before layers
-    recorded what they were built from."""
-    for prefix, layer in model.named_modules():
-        if (getattr(layer, "drawn_with", None) or {}).get("seed") is not None:
-            for name, value in layer.redrawn().named_parameters():
-                if (full := f"{prefix}.{name}".lstrip(".")) in regenerated:
-                    yield full, value
-
-
-def _first_changed(regenerated: dict, drawn) -> str | None:
-    """The name of the first of ``regenerated`` (the model's, :func:`_split_state`) that is not
-    what its seed draws (``drawn``: ``(name, tensor)`` pairs, as a load rebuilds them), compared
-    as a load does (:func:`_as_saved`): cast to the model's dtype, all rounded through the same
-    narrower dtype (:data:`ROUNDED_THROUGH`) or none; None when all are."""
-    vias = [None, *ROUNDED_THROUGH]
-    for name, value in drawn:
-        ours = regenerated[name].detach()
-        value = value.detach().to(ours.device, ours.dtype)
-        vias = [via for via in vias if torch.equal(ours, _rounded_through(value, via))]
-        if not vias:
-            return name
-    return None
-
-
 def _entries(model: nn.Module, frozen: set[str]) -> dict[str, dict]:
     """What the model's ticket would list: ``{"masks": {name: shape}, "tensors": {name:
     [dtype, shape]}}``."""
-    stored = _split_state(model, frozen)[1]
+    stored = split_state(model, frozen)[1]
     return {"masks": {n: list(m.weight.shape) for n, m in named_masked_weights(model).items()},
             "tensors": {n: [ticket_file.dtype_name(t.dtype), list(t.shape)]
                         for n, t in stored.items()}}
@@ -709,9 +565,9 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
         raise
     except Exception as error:  # the spec and convert arguments are untrusted input
         raise TicketError(f"{path}: the ticket's model does not build ({error!r})") from error
-    regenerated = _split_state(model, frozen)[0]
+    regenerated = split_state(model, frozen)[0]
     same = tensors_digest(regenerated) == header["frozen_sha256"]
-    as_saved = None if same else _as_saved(regenerated, header["frozen_sha256"],
+    as_saved = None if same else saved_casts(regenerated, header["frozen_sha256"],
                                            header.get("frozen_dtypes"))
     rounded_through, saved_in = as_saved or (None, None)
     if saved_in is not None and not built:
@@ -720,12 +576,12 @@ def load_ticket(path, model: nn.Module | None = None, *, max_bytes: int = MAX_BY
     if rounded_through is not None:  # as saved: rounded as the casts since its build rounded
         with torch.no_grad():
             for p in regenerated.values():
-                if (rounded := _rounded_through(p, rounded_through)) is not p:
+                if (rounded := round_through(p, rounded_through)) is not p:
                     p.copy_(rounded)
     if saved_in is not None:  # as saved: the spec's model after .to(dtype), digest and all
         model = model.to(saved_in)
     _check_fits(model, header, path, frozen)
-    stored = _split_state(model, frozen)[1]
+    stored = split_state(model, frozen)[1]
     if not same and as_saved is None:
         raise TicketError(f"{path}: rebuilding the model gave different frozen random weights "
                           "than when the ticket was saved (different torch, timm or lotterynet "

@@ -389,7 +389,7 @@ def test_a_rebuild_of_other_weights_is_hashed_only_in_the_saved_dtypes(tmp_path,
     rebuild that draws other weights is refused after 3 hashes of them (as built, rounded
     through float16, through bfloat16), not 10 (every rounding and dtype, as an older ticket,
     which does not record them, still does: refused the same, and its dtype found)."""
-    from lotterynet import ticket as ticket_module
+    from lotterynet import ticket_frozen
 
     save_ticket(trained(MLP, VECTORS), tmp_path / "t.ticket")
     (tmp_path / "t.ticket").write_bytes(reheadered(
@@ -398,8 +398,8 @@ def test_a_rebuild_of_other_weights_is_hashed_only_in_the_saved_dtypes(tmp_path,
     for name in ("t", "t64"):
         (tmp_path / f"{name}-older.ticket").write_bytes(reheadered(
             (tmp_path / f"{name}.ticket").read_bytes(), lambda h: h.pop("frozen_dtypes")))
-    hashes, digest = [], ticket_module._digest
-    monkeypatch.setattr(ticket_module, "_digest", lambda *a: hashes.append(a) or digest(*a))
+    hashes, digest = [], ticket_frozen._digest
+    monkeypatch.setattr(ticket_frozen, "_digest", lambda *a: hashes.append(a) or digest(*a))
     for name, expected in (("t", 3), ("t-older", 10)):
         hashes.clear()
         with pytest.raises(TicketError, match="different frozen"):

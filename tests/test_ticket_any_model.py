@@ -21,6 +21,7 @@ from lotterynet import ticket_file
 from lotterynet.convert import CONVERT_RECORD, CONVERTED_BY
 from lotterynet.ticket import load_ticket, save_ticket
 from lotterynet.ticket_file import TicketError
+from lotterynet.ticket_frozen import frozen_as_built, tensors_digest
 
 
 class SmallCNN(nn.Module):
@@ -557,8 +558,8 @@ def test_a_ticket_cannot_replace_frozen_weights_a_load_regenerates(tmp_path, whi
     model = make()
     save_ticket(model, tmp_path / "t.ticket")
     name, weight = next((n, p) for n, p in model.named_parameters() if not p.requires_grad)
-    frozen = ln.ticket.frozen_as_built(model, getattr(model, "spec", None)) - {name}
-    rest = ln.ticket.tensors_digest({n: t for n, t in model.state_dict().items() if n in frozen})
+    frozen = frozen_as_built(model, getattr(model, "spec", None)) - {name}
+    rest = tensors_digest({n: t for n, t in model.state_dict().items() if n in frozen})
     forged = with_tensors(tmp_path / "t.ticket", tmp_path / "forged.ticket",
                           {name: torch.full_like(weight, 3.0)},
                           lambda header: header.update(frozen_sha256=rest))
