@@ -30,7 +30,7 @@ def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None
                     stored: set[str] | None = None) -> set[str]:
     """The parameters a ticket of ``model`` regenerates: those a fresh build of it freezes.
     For a spec-built model (``spec``: its ticket's,
-    :func:`~lotterynet.ticket._ticket_spec`), all that its spec
+    :func:`~lotterynet.ticket_checks.ticket_spec`), all that its spec
     (and the recorded ``convert`` calls) freeze, read off a build on the ``meta`` device
     (``probe``, when it is made already); for any other, those its subnet layers froze when
     they were made (:func:`~lotterynet.layers.record_frozen`). Either way not those of a
