@@ -135,7 +135,7 @@ def _next_order(model: nn.Module) -> int:
 def on_meta():
     """Build on the ``meta`` device (nothing allocated), ``convert()`` calls included, which
     refuse a model on it anywhere else: what a ticket's load would allocate, a run's memory
-    and a wide net's width are counted so (:mod:`lotterynet.ticket`, :mod:`lotterynet.run`,
+    and a wide net's width are counted so (:mod:`lotterynet.ticket_checks`, :mod:`lotterynet.run`,
     :mod:`lotterynet.widen`)."""
     token = PROBING.set(True)
     try:

@@ -39,11 +39,11 @@ def check_float_dtype(dtype) -> None:
 def record_frozen(layer: nn.Module) -> None:
     """Note on ``layer`` which of its parameters are frozen as it is made (``frozen_as_built``,
     names relative to the layer): the ones a ticket regenerates from the seed
-    (:mod:`lotterynet.ticket`), whatever ``requires_grad`` says when it is saved. Called where
-    its biases' ``requires_grad`` is set (:func:`set_bias_mode`), which every subnet layer's
-    build calls once its tensors are drawn (:func:`drawn`), in the mode ``convert`` asks for
-    too: each layer once, an attention's projections as each is made (a set of names, one pass
-    over the layer's parameters; no tensor is read)."""
+    (:mod:`lotterynet.ticket_frozen`), whatever ``requires_grad`` says when it is saved. Called
+    where its biases' ``requires_grad`` is set (:func:`set_bias_mode`), which every subnet
+    layer's build calls once its tensors are drawn (:func:`drawn`), in the mode ``convert``
+    asks for too: each layer once, an attention's projections as each is made (a set of names,
+    one pass over the layer's parameters; no tensor is read)."""
     layer.frozen_as_built = frozenset(name for name, p in layer.named_parameters()
                                       if not p.requires_grad)
 
