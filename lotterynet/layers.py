@@ -566,10 +566,11 @@ class _SubnetConvNd(_SubnetLayer):
         lacking = lacks_single_weight(self.structure)
         if std_eps is not None and lacking:
             relu = " with activation='relu'" * (lacking == "relu")
-            raise ValueError(f"std_eps (weight standardisation: timm's StdConv2d) standardises "
-                             f"one [out, in, *kernel] weight, which structure={structure!r}"
-                             f"{relu} does not have: use structure='dense', or subsetsum / "
-                             f"fixedsize with activation='identity'")
+            raise ValueError(f"std_eps (weight standardisation: timm's StdConv2d, "
+                             f"ScaledStdConv2d) standardises one [out, in, *kernel] weight, "
+                             f"which structure={structure!r}{relu} does not have: use "
+                             f"structure='dense', or subsetsum / fixedsize with "
+                             f"activation='identity'")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == self.dims + 1:  # unbatched (C, *spatial), as nn.Conv*d takes

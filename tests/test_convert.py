@@ -1474,10 +1474,10 @@ def test_a_standardised_convolution_takes_a_structure_of_one_weight():
     for structure, has in (("malach", "structure='malach'"),
                            ("subsetsum", "structure='subsetsum' with activation='relu'")):
         with pytest.raises(ValueError, match=re.escape(
-                f"cannot convert module '0': std_eps (weight standardisation: timm's StdConv2d) "
-                f"standardises one [out, in, *kernel] weight, which {has} does not have: use "
-                f"structure='dense', or subsetsum / fixedsize with activation='identity'; leave "
-                f"it out (exclude=['0'])")):
+                f"cannot convert module '0': std_eps (weight standardisation: timm's StdConv2d, "
+                f"ScaledStdConv2d) standardises one [out, in, *kernel] weight, which {has} does "
+                f"not have: use structure='dense', or subsetsum / fixedsize with "
+                f"activation='identity'; leave it out (exclude=['0'])")):
             convert(model, sparsity=0.5, structure=structure)
     assert type(model[0]) is StdConv2d
     convert(model, sparsity=0.5, structure="subsetsum", activation="identity")
