@@ -143,7 +143,7 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
              "single": [name for name, _ in single]}
     # (the epochs as the cells train them, each at its own training examples)
     counts = {k: sum(left[name] for name in names) for k, names in kinds.items()}
-    parts = [f"{counts[k]:,.{0 if counts[k] >= 10 else 2}f} {k} at "
+    parts = [f"{counts[k]:,} {k} at "
              f"~{seconds_said(sum(epoch_cost(n, k) for n in names) / counts[k])} s"  # (a mean)
              for k, names in kinds.items() if counts[k]]
 
@@ -164,7 +164,7 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {sizes('train')} "
                          f"training and {sizes('val')} validation "
                          f"images: {', '.join(parts)} ({', '.join(cells_use(sweep, 'arch'))}, "
-                         f"2 CPU cores{at_once})")
+                         f"the epoch times of a 2-core CPU{at_once})")
 
 
 def split_images(config: RunConfig) -> dict[str, int]:

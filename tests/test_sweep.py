@@ -1200,8 +1200,8 @@ def test_cpu_estimate_times_each_cell_at_its_own_architecture(tmp_path, monkeypa
                   sparsities=[0.5, 0.9], epochs=[1])
     hours, what = cost_module.cpu_estimate(sweep, tmp_path)
     assert hours * 3600 == pytest.approx(2 * 30 + 60)  # (an fc2 stack, the LeNet5 baseline)
-    assert what.endswith("2.00 stacked at ~30 s, 1.00 single at ~60 s, 3 tests of 10,000 images "
-                         "at ~0 s, 2 starts at ~0 s (fc2, lenet5, 2 CPU cores)")
+    assert what.endswith("2 stacked at ~30 s, 1 single at ~60 s, 3 tests of 10,000 images "
+                         "at ~0 s, 2 starts at ~0 s (fc2, lenet5, the epoch times of a 2-core CPU)")
     assert what.startswith("3 cells, ")
     lone = Sweep(base={"arch": "lenet5"}, variants=[{}], sparsities=[0.5], epochs=[1],
                  baseline=False)
@@ -1221,9 +1221,9 @@ def test_cpu_estimate_says_the_epochs_the_cells_train_of_the_images_they_train_o
                   variants=[{"structure": "subsetsum"}], sparsities=[0.5, 0.9], epochs=[2])
     hours, what = cost_module.cpu_estimate(sweep, tmp_path)
     assert hours * 3600 == pytest.approx((4 * 10 + 2 * 60) * 300 / 55000)
-    assert what == "3 cells, epochs of 300 training and 5,000 validation images: 4.00 stacked " \
-                   "at ~0.055 s, 2.00 single at ~0.33 s, 3 tests of 10,000 images at ~0 s, 2 " \
-                   "starts at ~0 s (lenet5, 2 CPU cores)"
+    assert what == "3 cells, epochs of 300 training and 5,000 validation images: 4 stacked " \
+                   "at ~0.055 s, 2 single at ~0.33 s, 3 tests of 10,000 images at ~0 s, 2 " \
+                   "starts at ~0 s (lenet5, the epoch times of a 2-core CPU)"
 
 
 def test_cpu_estimate_counts_each_cells_validation_test_and_start(tmp_path, monkeypatch):
@@ -1243,9 +1243,9 @@ def test_cpu_estimate_counts_each_cells_validation_test_and_start(tmp_path, monk
     stacked = 2 * (2 * epoch + test) * 11 / 55000  # (2 members of one stack, 2 epochs each)
     single = (2 * epoch + test) * 55 / 55000  # (the trained baseline)
     assert hours * 3600 == pytest.approx(2 * 1.0 + stacked + single)
-    assert what == "3 cells, epochs of 300 training and 1,000 validation images: 4.00 stacked " \
-                   "at ~0.16 s, 2.00 single at ~0.8 s, 3 tests of 10,000 images at ~2 s, 2 " \
-                   "starts at ~1 s (lenet5, 2 CPU cores)"
+    assert what == "3 cells, epochs of 300 training and 1,000 validation images: 4 stacked " \
+                   "at ~0.16 s, 2 single at ~0.8 s, 3 tests of 10,000 images at ~2 s, 2 " \
+                   "starts at ~1 s (lenet5, the epoch times of a 2-core CPU)"
     # two jobs at once, each cell in a train.py of its own: two of the three after each other
     hours, what = cost_module.cpu_estimate(sweep, tmp_path, stack=False, jobs=2)
     assert hours * 3600 == pytest.approx(2 * (8.0 + single))
