@@ -41,7 +41,7 @@ from .attention import SUBNET_MODULES, SubnetMultiheadAttention, outermost_subne
 from .convert import CONVERT_RECORD, drop_subnet_guards, move_hooks, refuse_torch_pruned
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .masking import uncompiled
-from .plain import SamePad, SparseConv1d, SparseConv2d, SparseLinear, SplitSigns
+from .plain import SamePad, SparseConv1d, SparseConv2d, SparseLinear, SplitSigns, WithInputOps
 
 
 def _linear_args(layer: SubnetLinear, weight: torch.Tensor) -> tuple:
@@ -110,7 +110,7 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
     if doubles_input:
         inputs.append(SplitSigns(getattr(layer, "groups", 1), form.channel_dim))
     if inputs:
-        plain = nn.Sequential(*inputs, plain)
+        plain = WithInputOps(*inputs, plain)
     return move_hooks(layer, plain.train(layer.training), share=False)
 
 

@@ -91,6 +91,23 @@ class SamePad(nn.Module):
                 f"dilation={tuple(self.dilation)}")
 
 
+class WithInputOps(nn.Sequential):
+    """What a subnet layer does to its input first (:class:`SamePad`, :class:`SplitSigns`),
+    then its plain layer (the last module), which it looks like, as the subnet layer did: an
+    attribute it has not is the layer's (``weight``, ``bias``, ``kernel_size``, ...), for a
+    module that reads it itself (timm's XCiT positional encoding reads
+    ``token_projection.weight.device``, DaViT's downsampling ``conv.kernel_size``)."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            layers = self.__dict__.get("_modules")
+            if not layers or name.startswith("_"):  # (being built, or unpickled)
+                raise
+            return getattr(next(reversed(layers.values())), name)
+
+
 def standardized(weight: torch.Tensor, eps: float, gain: torch.Tensor | None = None
                  ) -> torch.Tensor:
     """``weight`` standardised per output channel (zero mean, unit variance over its inputs and

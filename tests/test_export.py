@@ -463,6 +463,46 @@ def test_a_sparse_layers_weight_is_its_dense_weight_for_any_module_that_reads_it
                                    atol=1e-6)
 
 
+class ReadsItsLayersAttributes(nn.Module):
+    """Reads its layer's weight for the device and dtype of its input, as timm's XCiT
+    positional encoding does (``self.token_projection.weight.device``), and its kernel size,
+    as DaViT's downsampling does (``self.conv.kernel_size``)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.proj = layer
+
+    def forward(self, x):
+        x = x.to(self.proj.weight.device, self.proj.weight.dtype)
+        return self.proj(x)[..., :self.proj.kernel_size[0]]
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-storage", "sparse-storage"])
+@pytest.mark.parametrize("make, options", [
+    (lambda: nn.Conv2d(2, 3, 3), dict(structure="subsetsum")),  # SplitSigns, then the conv
+    (lambda: __import__("timm").layers.Conv2dSame(2, 3, 3, stride=2), {}),  # SamePad, then it
+], ids=["relu-subset-sum", "same-padded"])
+def test_a_layer_exported_after_what_it_does_to_its_input_has_the_layers_attributes(
+        make, options, sparse):
+    """A layer exported as what its subnet layer does to the input first (ReLU subset sum's
+    split, timm's SAME padding), then the plain layer, has that layer's attributes, so a
+    module that reads them itself runs as the converted model did (the export was an
+    ``nn.Sequential``: XCiT's and DaViT's exported with ReLU subset sum failed at their first
+    forward, 'Sequential' object has no attribute 'weight', 'kernel_size')."""
+    torch.manual_seed(0)
+    model = convert(ReadsItsLayersAttributes(make()), sparsity=0.5, **options).eval()
+    exported = export(model, sparse=sparse)
+    layer = exported.proj[-1]
+    assert isinstance(layer, nn.Conv2d) and len(exported.proj) == 2
+    assert torch.equal(exported.proj.weight, layer.weight)
+    assert exported.proj.bias is layer.bias is not None
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        exported.proj.nothing  # noqa: B018 (what the test reads)
+    x = torch.randn(2, 2, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-6)
+
+
 def test_structure_without_effective_weight_fails_clearly():
     class TwoLayers(nn.Module):
         def forward(self, x, op):
