@@ -266,7 +266,7 @@ TIMM_WEIGHTS = ("pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_c
 
 def check_model_kwargs(model_kwargs: dict) -> None:
     """``model_kwargs`` go into the run's spec (results.json, the ticket): string keys, values
-    a ticket gives back (:func:`~lotterynet.convert.plain_numbers`, with no NaN or infinity,
+    a ticket gives back (:func:`~lotterynet.convert_checks.plain_numbers`, with no NaN or infinity,
     which its JSON cannot hold, nor a number beyond a float's range), none of the arguments
     the data set decides (:data:`TIMM_SET`) or that load weights (:data:`TIMM_WEIGHTS`)."""
     for key, value in model_kwargs.items():
@@ -279,7 +279,7 @@ def check_model_kwargs(model_kwargs: dict) -> None:
         if key in TIMM_WEIGHTS:
             raise ConfigError(f"model_kwargs {key!r}: the frozen weights are random, never "
                               f"loaded ({', '.join(TIMM_WEIGHTS)} are refused); drop it")
-        from .convert import plain_numbers  # (torch: only for a model's arguments)
+        from .convert_checks import plain_numbers  # (torch: only for a model's arguments)
 
         try:
             plain_numbers(value, key)

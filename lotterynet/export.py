@@ -38,7 +38,9 @@ import torch
 from torch import nn
 
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention, outermost_subnet_modules
-from .convert import CONVERT_RECORD, drop_subnet_guards, move_hooks, refuse_torch_pruned
+from .convert import drop_subnet_guards, move_hooks
+from .convert_checks import refuse_torch_pruned
+from .convert_record import CONVERT_RECORD
 from .layers import SubnetConv1d, SubnetConv2d, SubnetLinear, _SubnetLayer
 from .masking import uncompiled
 from .plain import SamePad, SparseConv1d, SparseConv2d, SparseLinear, SplitSigns, WithInputOps

@@ -10,7 +10,9 @@ import inspect
 
 from torch import nn
 
-from .convert import CONVERT_RECORD, plain_numbers, watch_loaded_k
+from .convert import watch_loaded_k
+from .convert_checks import plain_numbers
+from .convert_record import CONVERT_RECORD
 from .distributions import cast_drawn, float32_draws
 from .registry import Registry
 from .structures import STRUCTURE_OPTIONS, structure_options
@@ -29,7 +31,7 @@ def build_model(name: str, **kwargs) -> nn.Module:
     """The model ``name`` builds (a registered family, or ``family:model`` as ``--arch`` spells
     it: ``build_model("timm:resnet18", ...)`` is ``build_model("timm", model_name="resnet18",
     ...)``); ``model.spec`` records the arguments, in the second form, numpy scalars as Python
-    numbers (:func:`~lotterynet.convert.plain_numbers`)."""
+    numbers (:func:`~lotterynet.convert_checks.plain_numbers`)."""
     family, extra = split_arch(name)
     kwargs = plain_numbers(kwargs)
     _check_options(family, {**extra, **kwargs})

@@ -23,7 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .checkpointing import parse_checkpoint, read_checkpoint, source_name
 from .config_schema import RunConfig
-from .convert import plain_numbers
+from .convert_checks import plain_numbers
 from .datamodule import TensorDataModule
 from .errors import CheckpointError
 from .graphs import StepGraphs

@@ -25,7 +25,7 @@ random weights:
   replaced after ``convert`` (timm's ``reset_classifier``) where the recorded calls reach, which
   a load would convert too, is refused by ``save_ticket``, naming it: no model would load it;
   converted by a call of its own, it is left out of the earlier calls the ticket records
-  (:func:`~lotterynet.convert.left_out_of`; a call left with no layer still freezes what it
+  (:func:`~lotterynet.convert_record.left_out_of`; a call left with no layer still freezes what it
   froze), and loads into a model with the same change.
 
 Either way the frozen weights of a subnet layer made without a seed (``SubnetLinear(...,
@@ -82,7 +82,8 @@ from torch import nn
 
 from . import ticket_file
 from .attention import outermost_subnet_modules
-from .convert import LAYOUTS, laid_out, refuse_torch_pruned
+from .convert import LAYOUTS, laid_out
+from .convert_checks import refuse_torch_pruned
 from .errors import plural
 from .masking import named_masked_weights, trainable_where_made, uncompiled
 from .ticket_checks import build_checked, check_fits, meta_tensor, rebuilt_as_saved, ticket_spec

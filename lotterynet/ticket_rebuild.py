@@ -14,7 +14,8 @@ import warnings
 
 from torch import nn
 
-from .convert import CONVERT_RECORD, CONVERTED_BY, NOTHING_LEFT, convert, left_out_of
+from .convert import convert
+from .convert_record import CONVERT_RECORD, CONVERTED_BY, NOTHING_LEFT, left_out_of
 from .models import build_model, recorded_spec
 from .structures import without_ignored_options
 from .ticket_file import TicketError
@@ -98,7 +99,7 @@ def _built(model: nn.Module, path: str) -> bool:
 def replay_converts(model: nn.Module, converts: list[dict]) -> nn.Module:
     """Apply the ticket's recorded ``convert()`` calls to ``model``, in order, without their
     warnings (:func:`_without_user_warnings`); a call marked ``nothing_left``
-    (:func:`~lotterynet.convert.left_out_of`) may convert nothing."""
+    (:func:`~lotterynet.convert_record.left_out_of`) may convert nothing."""
     for call in converts:
         path = call["path"]
         target = model.get_submodule(path)

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .config_checks import check_model_kwargs
-from .convert import LAYER_OPTIONS, LayersRefused, convert
+from .convert import convert
+from .convert_checks import LAYER_OPTIONS, LayersRefused
 from .models import MODELS
 from .validate import check_timm_model
 

@@ -12,7 +12,9 @@ from timm.layers import HybridEmbed
 from torch import nn
 
 import lotterynet as ln
-from lotterynet.convert import CONVERT_RECORD, UnconvertibleLayers, convert
+from lotterynet.convert import convert
+from lotterynet.convert_checks import UnconvertibleLayers
+from lotterynet.convert_record import CONVERT_RECORD
 from lotterynet.layers import _SubnetLayer
 from lotterynet.models import build_model
 from lotterynet.ticket import frozen_digest
@@ -1114,7 +1116,7 @@ def test_plain_numbers_refuses_what_a_ticket_cannot_give_back_and_makes_numbers_
 
     import numpy as np
 
-    from lotterynet.convert import plain_numbers
+    from lotterynet.convert_checks import plain_numbers
 
     Shape = collections.namedtuple("Shape", "depth width")
     for value, message in (

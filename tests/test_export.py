@@ -12,7 +12,7 @@ import lotterynet as ln
 from lotterynet.convert import convert
 from lotterynet.export import export
 from lotterynet.plain import MaxPool2x2, SparseConv2d, SparseLinear, SplitSigns, split_signs
-from lotterynet.structures import split_signs as structure_split_signs
+from lotterynet.plain import split_signs as structure_split_signs
 from lotterynet.timm_models import create_timm_model
 
 STRUCTS = {

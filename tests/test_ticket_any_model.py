@@ -18,7 +18,7 @@ from torch import nn
 
 import lotterynet as ln
 from lotterynet import ticket_file
-from lotterynet.convert import CONVERT_RECORD, CONVERTED_BY
+from lotterynet.convert_record import CONVERT_RECORD, CONVERTED_BY
 from lotterynet.ticket import load_ticket, save_ticket
 from lotterynet.ticket_file import TicketError
 from lotterynet.ticket_frozen import frozen_as_built, tensors_digest
