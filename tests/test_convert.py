@@ -1391,6 +1391,18 @@ def test_timms_same_padded_and_standardised_convolutions_compute_what_timm_does(
         masked.scores.grad = reference.weight.grad = None
 
 
+def reloaded_from_ticket(model: nn.Module, fresh: nn.Module, path) -> nn.Module:
+    """``model``'s ticket saved to ``path`` and loaded into ``fresh`` (in eval mode), every
+    tensor of whose state but the scores (the ticket holds the masks: 0/1 scores) is the
+    model's."""
+    ln.save_ticket(model, path)
+    loaded = ln.load_ticket(path, model=fresh).eval()
+    for name, value in model.state_dict().items():
+        if not name.endswith("scores"):
+            assert torch.equal(loaded.state_dict()[name], value), name
+    return loaded
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in 2.x
 def test_timms_same_padded_and_standardised_convolutions_reload_and_export(tmp_path):
     """A model of converted Conv2dSame, StdConv2d and StdConv2dSame layers prints what they do,
@@ -1423,12 +1435,8 @@ def test_timms_same_padded_and_standardised_convolutions_reload_and_export(tmp_p
         laid.load_state_dict(model.state_dict())
         assert laid[0].structure.weight.weight.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(laid(x.contiguous(memory_format=torch.channels_last)), out)
-    ln.save_ticket(model, tmp_path / "t.ticket")
-    loaded = ln.load_ticket(tmp_path / "t.ticket", model=make()).eval()
+    loaded = reloaded_from_ticket(model, make(), tmp_path / "t.ticket")
     assert repr(loaded) == repr(model)
-    for name, value in model.state_dict().items():
-        if not name.endswith("scores"):  # (the ticket holds the masks: 0/1 scores)
-            assert torch.equal(loaded.state_dict()[name], value), name
     with torch.no_grad():
         assert torch.equal(loaded(x), out)
         for sparse in (False, True):
@@ -1437,6 +1445,16 @@ def test_timms_same_padded_and_standardised_convolutions_reload_and_export(tmp_p
                                                                else "SparseConv2d"]
             assert torch.equal(exported(x), out)
             assert torch.equal(torch.jit.script(exported)(x), out)
+
+
+def put_masked_weights(plain: nn.Module, layers: dict[str, nn.Module]) -> None:
+    """Give each layer of ``plain`` named in ``layers`` (the converted model's subnet layers)
+    the subnet layer's masked weight and bias: the timm model that computes what it does."""
+    for name, layer in layers.items():
+        dense = plain.get_submodule(name)
+        dense.weight.copy_(layer.weight)
+        if dense.bias is not None:
+            dense.bias.copy_(layer.bias)
 
 
 @pytest.mark.parametrize("name, kwargs", [
@@ -1457,11 +1475,7 @@ def test_timm_models_of_same_padded_or_standardised_convolutions_convert_and_com
     assert any(layer.same_pad or layer.std_eps for layer in layers.values())
     x = torch.randn(2, 3, 33, 30)
     with torch.no_grad():
-        for name, layer in layers.items():
-            dense = plain.get_submodule(name)
-            dense.weight.copy_(layer.weight)
-            if dense.bias is not None:
-                dense.bias.copy_(layer.bias)
+        put_masked_weights(plain, layers)
         torch.testing.assert_close(model(x), plain(x))
 
 
@@ -1551,18 +1565,10 @@ def test_a_converted_nfnet_computes_as_timm_reloads_from_its_ticket_and_exports(
     assert sum(getattr(m, "std_scale", None) is not None for m in layers.values()) == 17
     x = torch.randn(2, 3, 32, 30)
     with torch.no_grad():
-        for name, layer in layers.items():
-            dense = plain.get_submodule(name)
-            dense.weight.copy_(layer.weight)
-            if dense.bias is not None:
-                dense.bias.copy_(layer.bias)
+        put_masked_weights(plain, layers)
         out = model(x)
         torch.testing.assert_close(out, plain(x))
-    ln.save_ticket(model, tmp_path / "t.ticket")
-    loaded = ln.load_ticket(tmp_path / "t.ticket", model=make()).eval()
-    for name, value in model.state_dict().items():
-        if not name.endswith("scores"):  # (the ticket holds the masks: 0/1 scores)
-            assert torch.equal(loaded.state_dict()[name], value), name
+    loaded = reloaded_from_ticket(model, make(), tmp_path / "t.ticket")
     with torch.no_grad():
         assert torch.equal(loaded(x), out)
         for sparse in (False, True):
