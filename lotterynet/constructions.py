@@ -45,7 +45,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .convert_rules import CONVERTIBLE, type_name
+from .convert_rules import CONVERTIBLE, base_rule, type_name
 from .distributions import check_positive, check_seed, draw_seed, orseau_range
 from .layers import SubnetConv2d, SubnetLinear
 from .machine import device_clock
@@ -116,10 +116,11 @@ def _subnet_like(layer: nn.Linear | nn.Conv2d, **options) -> SubnetLinear | Subn
     ``Conv2dSameExport`` pads each input itself): refused, naming its type."""
     name, family = type_name(type(layer)), nn.Linear if isinstance(layer, nn.Linear) else nn.Conv2d
     if name not in CONVERTIBLE:
+        base, call = base_rule(type(layer))
         raise ValueError(f"{name} subclasses nn.{family.__name__} and may "
                          f"compute something else, so no construction rebuilds it (known: "
-                         f"{', '.join(CONVERTIBLE.names())}); register its rule in "
-                         f"lotterynet.convert.CONVERTIBLE")
+                         f"{', '.join(CONVERTIBLE.names())}); if it computes what its base "
+                         f"{base} does, register that rule for it first: {call}")
     rule = CONVERTIBLE.get(name)
     with torch.device("cpu"):  # (whatever the default device)
         subnet = rule.build(layer, layer.bias is not None, **options)

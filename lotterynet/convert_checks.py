@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
-from .convert_rules import CONVERTIBLE, FAMILIES, Convertible, type_name
+from .convert_rules import CONVERTIBLE, FAMILIES, Convertible, base_rule, type_name
 from .layers import SubnetLinear
 
 #: What :func:`plain_numbers` advises passing instead of a value of these types (the first
@@ -192,14 +192,18 @@ class UnconvertibleLayers(LayersRefused):
         types = tuple(dict.fromkeys(t.__name__ for t in layers.values()))
         shown = list(layers) if len(layers) <= 3 else \
             f"[name for name, m in model.named_modules() if type(m).__name__ in {types!r}]"
+        base, call = base_rule(cls)
+        advice = (f"for each type that computes what its base does, register that rule for it "
+                  f"before converting (the first: {call})" if len(types) > 1 else
+                  f"if {cls.__name__} computes what its base {base} does, register that rule "
+                  f"for it before converting: {call}")
         what = (f"{len(layers)} modules, such as {first!r} (a {type_name(cls)}), are of "
                 f"type{'s' * (len(types) > 1)} {', '.join(types)}, each" if many else
                 f"module {first!r} is a {type_name(cls)},")
         super().__init__(
             f"{what} a subclass of a convertible layer (known: {', '.join(CONVERTIBLE.names())}) "
             f"that may compute something else; exclude {'them' if many else 'it'} "
-            f"(exclude={shown}) or register the type{'s' * (len(types) > 1)} in "
-            f"lotterynet.convert.CONVERTIBLE", exclude)
+            f"(exclude={shown}) or, {advice}", exclude)
 
 
 def conversion_rule(module: nn.Module, name: str) -> Convertible | None:

@@ -85,6 +85,15 @@ def type_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def base_rule(cls: type) -> tuple[str, str]:
+    """``(base, call)``: the nearest base of ``cls`` (a subclass of a convertible type without
+    a rule of its own) that has a rule, and the call that registers that rule for ``cls``, for
+    a subclass that computes what its base does (which only the user can know)."""
+    base = next(type_name(c) for c in cls.__mro__[1:] if type_name(c) in CONVERTIBLE)
+    return base, (f"lotterynet.convert_rules.CONVERTIBLE.register({type_name(cls)!r})("
+                  f"lotterynet.convert_rules.CONVERTIBLE.get({base!r}))")
+
+
 #: Layer types ``convert`` replaces, by fully qualified class name. A subclass of ``nn.Linear``
 #: or ``nn.Conv*d`` that is not listed here may compute something else (``timm``'s
 #: ``Conv2dSameExport`` pads each input itself), so ``convert`` refuses it rather than change

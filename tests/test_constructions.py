@@ -488,7 +488,10 @@ def test_a_timm_convolution_is_rebuilt_computing_as_it_does(kind):
     assert model(x).shape == (2, 3, 4, 4)
     torch.testing.assert_close(model(x), reference(x), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match=r"^layer '0': timm\.layers\.conv2d_same\."
-                       r"Conv2dSameExport subclasses nn\.Conv2d and may compute something else"):
+                       r"Conv2dSameExport subclasses nn\.Conv2d and may compute something else.*"
+                       r"; if it computes what its base torch\.nn\.modules\.conv\.Conv2d does, "
+                       r"register that rule for it first: lotterynet\.convert_rules\.CONVERTIBLE"
+                       r"\.register\('timm\.layers\.conv2d_same\.Conv2dSameExport'\)"):
         construct_model(nn.Sequential(Conv2dSameExport(2, 3, 3)),
                         lambda layer, generator: subset_sum(layer, 6, generator))
 

@@ -989,17 +989,41 @@ def test_layers_of_subclasses_convert_does_not_take_are_named_all_together():
             "2 modules, such as '0' (a timm.layers.conv2d_same.Conv2dSameExport), are of types "
             "Conv2dSameExport, UnknownConv2d, each a subclass of a convertible layer "
             "(known: ") + ".* that may "
-            "compute something else; exclude them \\(exclude=\\['0', '1'\\]\\) or register the "
-            "types in lotterynet.convert.CONVERTIBLE$"):
+            "compute something else; exclude them \\(exclude=\\['0', '1'\\]\\) or, for each type "
+            "that computes what its base does, register that rule for it before converting "
+            "\\(the first: lotterynet.convert_rules.CONVERTIBLE.register\\("
+            "'timm.layers.conv2d_same.Conv2dSameExport'\\)\\(lotterynet.convert_rules."
+            "CONVERTIBLE.get\\('torch.nn.modules.conv.Conv2d'\\)\\)\\)$"):
         convert(model, sparsity=0.5)
     assert type(model[2]) is nn.Conv2d  # (the refusal changed nothing)
     assert isinstance(convert(model, sparsity=0.5, exclude=["0", "1"])[2], ln.SubnetConv2d)
     model = make(5)
     with pytest.raises(ValueError) as refused:
         convert(model, sparsity=0.5)
-    exclude = re.search(r"\(exclude=(.*)\) or register", str(refused.value))[1]
+    exclude = re.search(r"\(exclude=(.*)\) or, for each", str(refused.value))[1]
     assert str(refused.value).startswith("5 modules, such as '0'")
     assert eval(exclude, {"model": model}) == ["0", "1", "2", "3", "4"]
+
+
+def test_a_subclass_registered_as_the_refusal_says_converts_as_its_base(monkeypatch):
+    """The refusal of a subclass without a rule said "register the type in
+    lotterynet.convert.CONVERTIBLE", not how: it names the call that gives it its base's rule,
+    for a subclass that computes what its base does; run as written, the layer converts and
+    computes what the base's subnet layer computes."""
+    from lotterynet.convert_rules import CONVERTIBLE
+
+    monkeypatch.setattr(CONVERTIBLE, "_entries", dict(CONVERTIBLE._entries))  # (undone after)
+    with pytest.raises(UnconvertibleLayers) as refused:
+        convert(nn.Sequential(UnknownConv2d(3, 4, 3)), sparsity=0.5, seed=0)
+    call = str(refused.value).split("register that rule for it before converting: ")[1]
+    assert call == ("lotterynet.convert_rules.CONVERTIBLE.register('test_convert.UnknownConv2d')"
+                    "(lotterynet.convert_rules.CONVERTIBLE.get('torch.nn.modules.conv.Conv2d'))")
+    eval(call, {"lotterynet": ln})
+    model = convert(nn.Sequential(UnknownConv2d(3, 4, 3)), sparsity=0.5, seed=0)
+    base = convert(nn.Sequential(nn.Conv2d(3, 4, 3)), sparsity=0.5, seed=0)
+    assert type(model[0]) is ln.SubnetConv2d
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(model(x), base(x))
 
 
 def test_the_refusal_carries_the_exclude_that_leaves_out_exactly_those_layers():
