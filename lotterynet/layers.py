@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import cast_drawn, float32_draws, seeded_generator
+from .loaded_k import watch_loaded_k
 from .masking import BIAS_NAMES, MaskedSparsity, named_masked_weights, trainable_where_made
 from .plain import pad_same, standardized
 from .registry import Registry
@@ -289,6 +290,7 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
             else:
                 self.register_parameter("bias", None)
         set_bias_mode(self, mode)
+        watch_loaded_k(self)  # (a state dict of another sparsity warns: loaded_k)
         self.drawn_with = dict(target=target, bias=mode.keep, sparsity=sparsity, init=init,
                                init_kwargs=dict(init_kwargs or {}),  # (not the caller's dict)
                                structure=structure, seed=seed, kept=kept, ties=ties,
@@ -319,10 +321,16 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
     solved: dict | None = None
 
     def record_solved(self) -> None:
-        """Record the layer's masks and bias as what a construction solved (:attr:`solved`),
-        which :meth:`reset_parameters` puts back."""
+        """Record the layer's masks and the tensors it took (:meth:`_taken`: its bias) as what a
+        construction solved (:attr:`solved`), which :meth:`reset_parameters` puts back."""
         self.solved = {"masks": {name: m.cpu() for name, m in self.mask().items()},
-                       "bias": None if self.bias is None else self.bias.detach().cpu().clone()}
+                       **{name: None if t is None else t.detach().cpu().clone()
+                          for name, t in self._taken().items()}}
+
+    def _taken(self) -> dict[str, torch.Tensor | None]:
+        """The layer's tensors a construction takes or solves, which no seed draws, by name:
+        its bias (a convolution adds its ``gain``)."""
+        return {"bias": self.bias}
 
     def reset_parameters(self) -> None:
         """Draw the frozen weights, the bias and the initial scores again, in place, as the
@@ -330,8 +338,8 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
         global generator, as ``nn.Linear``'s draws); ``k`` is kept. What a model made on the
         meta device and given storage by ``to_empty`` needs: ``model.apply(lambda m:
         hasattr(m, "reset_parameters") and m.reset_parameters())``. A construction's layer
-        (:attr:`solved`) gets back the masks (and their ``k``) and the bias it was solved
-        with over its redrawn frozen weights: the network the construction built, which a
+        (:attr:`solved`) gets back the masks (and their ``k``) and the bias (and gain) it was
+        solved with over its redrawn frozen weights: the network the construction built, which a
         redraw alone replaced with a random one (it was refused, after ``model.apply`` had
         reset the modules before it)."""
         copy_redrawn(self)
@@ -339,9 +347,10 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
             return
         for name, weight in named_masked_weights(self.structure).items():
             weight.set_mask(self.solved["masks"][name].to(weight.scores.device))
-        if self.bias is not None:
-            with torch.no_grad():
-                self.bias.copy_(self.solved["bias"])
+        with torch.no_grad():
+            for name, tensor in self._taken().items():
+                if tensor is not None and self.solved.get(name) is not None:  # (not a gain
+                    tensor.copy_(self.solved[name])  # pickled before one was recorded)
 
     #: What a parent reading the layer's ``weight`` does, as ``convert`` warned of it:
     #: :class:`DoubledInputWeight`'s ``read``; None where it did not.
@@ -591,6 +600,19 @@ class _SubnetConvNd(_SubnetLayer):
     def baked(self, weight: torch.Tensor) -> torch.Tensor:
         return weight if self.std_eps is None else standardized(weight, self.std_eps,
                                                                 self.std_gain())
+
+    def reset_parameters(self) -> None:
+        """As every subnet layer's (:meth:`_SubnetLayer.reset_parameters`), and ``gain`` made 1
+        again, as built (a converted layer's copy of timm's gain is lost, as a BatchNorm's
+        trained weight is to its reset; a construction's layer gets back the target's gain it
+        took, :attr:`solved`)."""
+        if self.std_scale is not None:
+            with torch.no_grad():
+                self.gain.fill_(1)
+        super().reset_parameters()
+
+    def _taken(self) -> dict[str, torch.Tensor | None]:
+        return {**super()._taken(), "gain": None if self.std_scale is None else self.gain}
 
     def std_gain(self) -> torch.Tensor | None:
         """The factor of each output channel of the standardised weight, ``gain * std_scale``

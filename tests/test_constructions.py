@@ -646,6 +646,32 @@ def test_a_constructions_layer_resets_to_what_it_solved(build):
         assert torch.equal(layer(x), built)
 
 
+def test_a_constructions_scaled_standardised_layer_resets_to_the_targets_gain():
+    """``reset_parameters()`` of a construction's layer rebuilt from timm's ScaledStdConv2d
+    left its gain as ``to_empty`` left it (garbage): it gets back the target's gain it took,
+    and the model computes what it was built to."""
+    from timm.layers import ScaledStdConv2d
+
+    torch.manual_seed(0)
+    target = nn.Sequential(ScaledStdConv2d(2, 3, 3)).double()
+    with torch.no_grad():  # (as training leaves it: not timm's 1s)
+        target[0].gain.uniform_(0.5, 2.0)
+    model, _ = construct_model(target, lambda layer, generator: subset_sum(
+        layer, 6, generator), seed=0)
+    state = {n: t.clone() for n, t in model.state_dict().items()}
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        built = model(x)
+        model.to_empty(device="cpu")
+        for p in model.parameters():  # (to_empty's memory may still hold the values)
+            p.fill_(float("nan"))
+    model.apply(lambda m: hasattr(m, "reset_parameters") and m.reset_parameters())
+    assert torch.equal(model[0].gain, target[0].gain)
+    assert all(torch.equal(model.state_dict()[n], t) for n, t in state.items())
+    with torch.no_grad():
+        assert torch.equal(model(x), built)
+
+
 def test_a_product_networks_median_error_is_over_every_weight():
     """The median weight error of a model of several product layers is the median of all their
     weights' errors (it was the median of the layers' medians: two layers counted equally)."""

@@ -964,6 +964,22 @@ def test_reset_parameters_redraws_a_meta_models_tensors_as_built(kw):
 
 
 
+def test_reset_parameters_makes_a_scaled_standardised_layers_gain_1_as_built():
+    """A subnet convolution scaled as timm's ScaledStdConv2d (``std_scale``) left its ``gain``
+    as ``to_empty`` left it (garbage, as timm's own layer does): reset, it is 1 again, as
+    built (a trained or copied gain is lost, as a BatchNorm's weight is), with everything else
+    as the seed draws it."""
+    layer = ln.SubnetConv2d(2, 3, 3, seed=0, std_eps=1e-6, std_scale=0.5)
+    built = copy_state(layer)
+    layer.to("meta").to_empty(device="cpu")
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.fill_(float("nan"))
+    layer.reset_parameters()
+    assert torch.equal(layer.gain, torch.ones(3, 1, 1, 1))
+    assert all(torch.equal(layer.state_dict()[n], t) for n, t in built.items())
+
+
 @pytest.mark.parametrize("make", [lambda: ln.SubnetLinear(4, 3, True, seed=0),
                                   lambda: ln.SubnetMultiheadAttention(4, 2, add_bias_kv=True,
                                                                       seed=0)],
