@@ -34,6 +34,7 @@ from .layers import (
     set_bias_mode,
     subnet_call,
 )
+from .loaded_k import watch_loaded_k
 from .masking import MaskedSparsity
 from .structures import check_positive_int
 
@@ -90,6 +91,7 @@ class SubnetMultiheadAttention(MaskedSparsity, nn.MultiheadAttention):
             _draw_bias_kv(self, generator, add_bias_kv, embed_dim)
         set_bias_mode(self, bias_mode(bias))  # (bias_k / bias_v too)
         self.drawn_with = dict(seed=seed, add_bias_kv=add_bias_kv, embed_dim=embed_dim)
+        watch_loaded_k(self)  # (a state dict of another sparsity warns, naming the attention)
 
     #: What ``bias_k`` / ``bias_v`` were drawn from (:meth:`redrawn`); None for a layer pickled
     #: before then.

@@ -43,10 +43,11 @@ convert's parts, a module each: which layer types it replaces and how it rebuild
 (:mod:`lotterynet.convert_patterns`), the checks of a call and of the model before anything
 changes (:mod:`lotterynet.convert_checks`), the warnings it gives then
 (:mod:`lotterynet.convert_warnings`) and the record of its calls that a ticket replays
-(:mod:`lotterynet.convert_record`). This module holds the building of the new layers, the
-refusals that need builds (layers that would keep no weight, attentions of no single map), the
-guards of a converted patch embedding and the warning of a loaded ``k`` (functions that a model
-pickled whole refers to by their name here), and ``convert`` itself.
+(:mod:`lotterynet.convert_record`); the warning of a loaded ``k`` it registers is
+:mod:`lotterynet.loaded_k`'s. This module holds the building of the new layers, the refusals
+that need builds (layers that would keep no weight, attentions of no single map), the guards
+of a converted patch embedding (functions that a model pickled whole refers to by their name
+here), and ``convert`` itself.
 """
 
 from __future__ import annotations
@@ -56,17 +57,12 @@ import contextvars
 import copy
 import fnmatch
 import functools
-import os
-import sys
-import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 
 from .attention import SUBNET_MODULES, NotSingleMaps
 from .convert_checks import (
@@ -102,7 +98,8 @@ from .layers import (
     BiasMode,
     SubnetLinear,
 )
-from .masking import KeepsNoWeight, MaskedWeight, check_module, named_masked_weights, uncompiled
+from .loaded_k import _warn_loaded_k, watch_loaded_k  # (an older pickle names convert's)
+from .masking import KeepsNoWeight, MaskedWeight, check_module, uncompiled
 
 #: True inside :func:`on_meta`: only there may ``convert`` take a model whose parameters hold
 #: no values.
@@ -315,83 +312,6 @@ def _refused_patch_resize(embed: nn.Module, img_size=None, patch_size=None, *arg
             nn.modules.utils._pair(patch_size) != tuple(embed.patch_size):
         raise ValueError(_dense_patch_refusal(embed, "proj", "Conv2d"))
     return type(embed).set_input_size(embed, img_size, patch_size, *args, **kwargs)
-
-
-#: Per thread (two threads may load at once), the load (``missing_keys``: its list, one per
-#: ``load_state_dict`` call, kept here so that its id is not reused) and the ids of the layers
-#: (``layers``) :func:`_warn_loaded_k` checked in it: ``convert`` on a submodule and then on its
-#: parent registers the hook on both, and the parent's, which runs first, checks the
-#: submodule's layers too.
-_checked_in_load = threading.local()
-
-
-def _warn_loaded_k(model: nn.Module, state_dict: dict, prefix: str, local_metadata: dict,
-                   strict: bool, missing_keys: list, *args) -> None:
-    """A ``load_state_dict`` pre-hook (:func:`watch_loaded_k`): warn, in one line per load,
-    when the state dict's ``k`` (kept count, in a tensor's extra state) changes the sparsity
-    that was set on a layer. Restoring ``k`` is what a resume needs, so it is never refused;
-    but loading another model's state dict (built at another sparsity) silently changed the
-    sparsity the model was made with. The rule: warn where a tensor's ``k`` is still the one
-    a sparsity gave it (at build, or ``layer.sparsity = ...``) and the loaded ``k`` differs.
-    A ``k`` set otherwise (``global_topk``, ``set_mask``, an earlier load or ticket) is the
-    run's own state and is replaced silently. lotterynet's own resumes (``--resume``, an
-    ``EdgePopupModule`` checkpoint, a sweep's cells) build the model at the run's sparsity and
-    never change ``k`` while training, so they load the ``k`` they have: no warning. A model
-    of yours whose ``k`` a schedule or ``global_topk`` changed while training warns when it is
-    resumed into a freshly built model: a fresh layer cannot tell that resume from another
-    model's state dict. A layer is checked once per load, by the outermost hook above it."""
-    if getattr(_checked_in_load, "missing_keys", None) is not missing_keys:
-        _checked_in_load.missing_keys, _checked_in_load.layers = missing_keys, set()
-    checked = _checked_in_load.layers
-    changed = []  # (layer name, its sparsity, the loaded one)
-    for name, layer in model.named_modules():
-        if not isinstance(layer, SUBNET_MODULES) or id(layer) in checked:
-            continue
-        checked.add(id(layer))
-        kept = total = 0
-        differs = False
-        for sub, m in named_masked_weights(layer).items():
-            stem = prefix + ".".join(part for part in (name, sub) if part) + "."
-            state = state_dict.get(stem + _EXTRA_STATE_KEY_SUFFIX)
-            # (a tensor whose weight or scores have another shape there is not loaded: torch
-            # reports the size mismatch, an error even with strict=False)
-            loads = state is not None and all(
-                getattr(state_dict.get(stem + n), "shape", p.shape) == p.shape
-                for n, p in m.named_parameters(recurse=False))
-            k = int(state.reshape(-1)[0]) if loads else m.k
-            differs |= k != m.k and getattr(m, "_nominal_sparsity", None) is not None
-            kept += k * (m.weight.numel() // m.group_size)
-            total += m.weight.numel()
-        if differs:
-            changed.append((name, layer.sparsity, 1.0 - kept / total))
-    if changed:
-        name, ours, theirs = changed[0]
-        others = f" and of {plural(len(changed) - 1, 'other layer')}" if len(changed) > 1 else ""
-        warnings.warn(f"load_state_dict: the state dict's kept counts (k) change the sparsity of "
-                      f"layer {prefix + name!r} from {ours:.4g} to {theirs:.4g}{others}: "
-                      f"restored, as a resume needs; to keep the model's sparsity, load the state "
-                      f"dict of a model built with it", stacklevel=_outside_stacklevel())
-
-
-def _outside_stacklevel() -> int:
-    """The ``stacklevel`` that points a warning of the caller at the first frame out of torch,
-    Lightning and lotterynet: the user's ``load_state_dict`` (``load_from_checkpoint``) call,
-    which torch's load reaches through a number of frames that grows with the submodule's depth.
-    (``warnings.warn(skip_file_prefixes=...)`` does this from Python 3.12; we support 3.10.)"""
-    skipped = tuple(os.path.dirname(module.__file__) + os.sep for module in map(
-        sys.modules.get, ("torch", "pytorch_lightning", "lightning_fabric", "lotterynet"))
-        if module is not None)
-    frame, level = sys._getframe(1), 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(skipped):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def watch_loaded_k(model: nn.Module) -> None:
-    """Register :func:`_warn_loaded_k` on ``model`` (once)."""
-    hooks = model._load_state_dict_pre_hooks.values()
-    if not any(getattr(h, "hook", None) is _warn_loaded_k for h in hooks):
-        model.register_load_state_dict_pre_hook(_warn_loaded_k)
 
 
 def drop_subnet_guards(module: nn.Module) -> None:

@@ -10,10 +10,10 @@ import inspect
 
 from torch import nn
 
-from .convert import watch_loaded_k
 from .convert_checks import plain_numbers
 from .convert_record import CONVERT_RECORD
 from .distributions import cast_drawn, float32_draws
+from .loaded_k import watch_loaded_k
 from .registry import Registry
 from .structures import STRUCTURE_OPTIONS, structure_options
 

@@ -1271,6 +1271,46 @@ def test_a_tensor_that_torch_does_not_load_for_its_shape_is_not_named_as_changin
                 convert(nn.Linear(8, 3), sparsity=0.5).state_dict(), strict=False)
 
 
+def sparsities(model):
+    return [m.sparsity for m in model.modules() if isinstance(m, ln.SubnetLinear)]
+
+
+def test_a_model_of_subnet_layers_built_by_hand_warns_once_of_a_sparsity_change():
+    """Only convert's and build_model's models held the loaded-k hook: a model of subnet
+    layers built by hand (or attention) loaded another sparsity's state dict silently. Each
+    layer holds it now; the load warns once, naming the first layer it changes, as it does
+    for sibling submodules converted one by one (which warned once each)."""
+    def by_hand(sparsity):
+        torch.manual_seed(0)
+        return nn.Sequential(ln.SubnetConv2d(1, 2, 3, sparsity=sparsity), nn.Flatten(),
+                             ln.SubnetLinear(8, 4, sparsity=sparsity), nn.Unflatten(1, (1, 4)),
+                             ln.SubnetMultiheadAttention(4, 2, sparsity=sparsity))
+
+    def siblings(sparsity):
+        model = nn.Sequential(nn.Sequential(nn.Linear(6, 5), nn.ReLU()),
+                              nn.Sequential(nn.Linear(5, 3)))
+        for block in model:
+            convert(block, sparsity=sparsity, seed=0)
+        return model
+    for make, first, ours, theirs in ((by_hand, "0", 0.5, 0.9), (siblings, "0.0", 0.9, 0.5)):
+        model, source = make(ours), make(theirs)
+        with pytest.warns(UserWarning) as caught:
+            model.load_state_dict(source.state_dict())
+        loaded = model.get_submodule(first).sparsity  # (0.9 of the convolution's 18: 0.8889)
+        assert [str(w.message) for w in caught] == [
+            f"load_state_dict: the state dict's kept counts (k) change the sparsity of layer "
+            f"{first!r} from {ours} to {loaded:.4g}: restored, as a resume needs; to keep the "
+            f"model's sparsity, load the state dict of a model built with it"]
+        assert sparsities(model) == sparsities(source) != sparsities(make(ours))  # (restored)
+        with warnings.catch_warnings():  # (a resume: the same sparsity)
+            warnings.simplefilter("error")
+            make(ours).load_state_dict(make(ours).state_dict())
+    attention = ln.SubnetMultiheadAttention(4, 2, sparsity=0.5, seed=0)
+    with pytest.warns(UserWarning, match=r"sparsity of the layer from 0\.5 to 0\.875: "
+                                         r"restored"):  # (one layer: not 'and of 4 other')
+        attention.load_state_dict(ln.SubnetMultiheadAttention(4, 2, sparsity=0.9).state_dict())
+
+
 def test_the_sparsity_change_warning_points_at_the_users_load_state_dict_call():
     def net(sparsity, depth):  # (torch's load recurses once per level)
         model = convert(nn.Linear(4, 3), sparsity=sparsity, seed=0)
