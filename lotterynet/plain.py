@@ -96,7 +96,9 @@ class WithInputOps(nn.Sequential):
     then its plain layer (the last module), which it looks like, as the subnet layer did: an
     attribute it has not is the layer's (``weight``, ``bias``, ``kernel_size``, ...), for a
     module that reads it itself (timm's XCiT positional encoding reads
-    ``token_projection.weight.device``, DaViT's downsampling ``conv.kernel_size``)."""
+    ``token_projection.weight.device``, DaViT's downsampling ``conv.kernel_size``), but for
+    ``in_channels`` / ``in_features``, which are the module's input's, as the subnet layer's
+    were (a split's layer takes twice as many, as its weight shows)."""
 
     def __getattr__(self, name: str):
         try:
@@ -105,7 +107,11 @@ class WithInputOps(nn.Sequential):
             layers = self.__dict__.get("_modules")
             if not layers or name.startswith("_"):  # (being built, or unpickled)
                 raise
-            return getattr(next(reversed(layers.values())), name)
+            *ops, layer = layers.values()
+            value = getattr(layer, name)
+            if name in ("in_channels", "in_features"):
+                value //= 2 ** sum(isinstance(op, SplitSigns) for op in ops)
+            return value
 
 
 def standardized(weight: torch.Tensor, eps: float, gain: torch.Tensor | None = None

@@ -488,7 +488,8 @@ def test_a_layer_exported_after_what_it_does_to_its_input_has_the_layers_attribu
     split, timm's SAME padding), then the plain layer, has that layer's attributes, so a
     module that reads them itself runs as the converted model did (the export was an
     ``nn.Sequential``: XCiT's and DaViT's exported with ReLU subset sum failed at their first
-    forward, 'Sequential' object has no attribute 'weight', 'kernel_size')."""
+    forward, 'Sequential' object has no attribute 'weight', 'kernel_size'); its ``in_channels``
+    is the input's (the split's layer's, twice that, was shown)."""
     torch.manual_seed(0)
     model = convert(ReadsItsLayersAttributes(make()), sparsity=0.5, **options).eval()
     exported = export(model, sparse=sparse)
@@ -496,6 +497,7 @@ def test_a_layer_exported_after_what_it_does_to_its_input_has_the_layers_attribu
     assert isinstance(layer, nn.Conv2d) and len(exported.proj) == 2
     assert torch.equal(exported.proj.weight, layer.weight)
     assert exported.proj.bias is layer.bias is not None
+    assert exported.proj.in_channels == model.proj.in_channels == 2  # (not the split's 4)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         exported.proj.nothing  # noqa: B018 (what the test reads)
     x = torch.randn(2, 2, 7, 7)
