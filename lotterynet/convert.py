@@ -52,8 +52,6 @@ here), and ``convert`` itself.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
 import fnmatch
 import functools
@@ -101,24 +99,6 @@ from .layers import (
 from .loaded_k import _warn_loaded_k, watch_loaded_k  # (an older pickle names convert's)
 from .masking import KeepsNoWeight, MaskedWeight, check_module, uncompiled
 
-#: True inside :func:`on_meta`: only there may ``convert`` take a model whose parameters hold
-#: no values.
-PROBING = contextvars.ContextVar("lotterynet_convert_probing", default=False)
-
-
-@contextlib.contextmanager
-def on_meta():
-    """Build on the ``meta`` device (nothing allocated), ``convert()`` calls included, which
-    refuse a model on it anywhere else: what a ticket's load would allocate, a run's memory
-    and a wide net's width are counted so (:mod:`lotterynet.ticket_checks`, :mod:`lotterynet.run`,
-    :mod:`lotterynet.widen`)."""
-    token = PROBING.set(True)
-    try:
-        with torch.device("meta"):
-            yield
-    finally:
-        PROBING.reset(token)
-
 
 def _check_arguments(**options) -> None:
     """Refuse, as convert's own, a value of the layer options (``sparsity``, ``structure``,
@@ -127,7 +107,7 @@ def _check_arguments(**options) -> None:
     weights at any sparsity below 1. (Each layer's build refused it, naming the first layer, "cannot
     convert module '0': ... got 1.0", for a bad argument of the call.) What depends on the layer (a
     sparsity that keeps none of its weights) is left to the layers' builds."""
-    with on_meta():
+    with torch.device("meta"):
         try:
             SubnetLinear(64, 64, seed=0, **options)
         except KeepsNoWeight:
@@ -177,7 +157,7 @@ def _has_bias(m: nn.Module) -> bool:
 def _built(module: nn.Module, name: str, rule: Convertible, bias: BiasMode, *, seed: int,
            **options) -> nn.Module:
     """``module``'s subnet layer as ``rule`` builds it (on the default device: the meta one
-    under :func:`on_meta`), or its refusal naming the module."""
+    under ``torch.device("meta")``), or its refusal naming the module."""
     try:
         return rule.build(module, replace(bias, keep=bias.keep and _has_bias(module)),
                           seed=layer_seed(seed, name), **options)
@@ -203,7 +183,7 @@ def _builds(module: nn.Module, rule: Convertible, **options) -> bool:
     """Whether ``module``'s subnet layer builds with ``options`` (on the meta device: nothing
     allocated)."""
     try:
-        with on_meta():
+        with torch.device("meta"):
             rule.build(module, False, seed=0, **options)
     except (ValueError, TypeError):
         return False
@@ -230,7 +210,7 @@ def _keeps_nothing(model: nn.Module, refused: list[str],
     if options.get("shared", True) is True and all(
             _builds(*layers[name], **{**options, "shared": False}) for name in refused):
         ways.append("unshare the first-stage weights u (shared=False)")
-    with on_meta():  # (the tensors, of every size, that a sparsity of 0 keeps)
+    with torch.device("meta"):  # (the tensors, of every size, that a sparsity of 0 keeps)
         tensors = [(tensor, name) for name in refused for tensor in
                    _built(layers[name][0], name, layers[name][1], BIAS_MODES.get("none"),
                           seed=0, **{**options, "sparsity": 0.0}).modules()
@@ -249,7 +229,7 @@ def _not_single_maps(model: nn.Module, refused: list[str], exclude: Sequence[str
     single linear map (:func:`no_single_weight`: ReLU subset-sum, a two-stage structure), all
     named at once, with the calls that convert them apart, as such maps, and the rest as asked
     (:func:`covering_patterns`)."""
-    with on_meta():
+    with torch.device("meta"):
         reason, remedy = no_single_weight(SubnetLinear(1, 1, **{**options, "sparsity": 0.0}),
                                           options)
     patterns, more = covering_patterns(model, refused), len(refused) - 1
@@ -363,14 +343,6 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
                         "layers cannot be replaced; convert the model itself, and script its "
                         "export: torch.jit.script(lotterynet.export(model))")
     model = uncompiled(compiled)
-    meta = next((name for name, p in model.named_parameters() if p.is_meta), None)
-    if meta is not None and not PROBING.get():
-        raise ValueError(f"convert: parameter {meta!r} is on the meta device, which holds no "
-                         f"values, so the frozen random weights drawn from the seed when "
-                         f"converting would be lost (to_empty leaves them, and the scores, "
-                         f"uninitialised): build the model on a real device (cpu, cuda), then "
-                         f"convert it; to restore a subnetwork found, load its ticket "
-                         f"(load_ticket(path, model=...))")
     check_layer_options(layer_options)
     seed = check_seed(seed)
     sparsity, layer_options = plain_numbers(sparsity, "sparsity"), plain_numbers(layer_options)
@@ -438,7 +410,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     probes: dict[str, nn.Module] = {}  # each name of a layer to replace -> its meta build
     # every new layer first on the meta device (nothing allocated), then for real before any
     # goes in: a refusal comes before any layer is built, and changes nothing
-    with on_meta():
+    with torch.device("meta"):
         for key, name, module, rule in plan:
             if rule is None:
                 continue

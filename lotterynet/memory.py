@@ -18,7 +18,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 
 from .config_schema import RunConfig, examples_per_device, on_gpu
-from .convert import on_meta
 from .data import DATASETS
 from .errors import ConfigError, in_binary_units, plural
 from .machine import available_memory, meminfo
@@ -84,7 +83,7 @@ def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig,
     kept = 0  # bytes of the gradients and optimizer states
     places = set()  # of the frozen parameters counted
     for spec, optim in members:
-        with on_meta():
+        with torch.device("meta"):
             model = build_model(**spec)
         models.append(model)
         states = optimizer_states(optim)

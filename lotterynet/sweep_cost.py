@@ -12,7 +12,6 @@ import torch
 
 from .config import make_config
 from .config_schema import RunConfig, device_count, training_examples
-from .convert import on_meta
 from .data import DATASETS
 from .datamodule import EVAL_BATCH
 from .errors import ConfigError, plural
@@ -204,7 +203,7 @@ def model_sizes(sweep: Sweep, configs: dict[str, RunConfig]) -> dict[str, float]
     rest in proportion to the parameters each trains, counted on builds on the ``meta`` device,
     one per variant (its cells differ only in sparsity, epochs and seed) and architecture."""
     def count(config: RunConfig) -> int:
-        with on_meta():
+        with torch.device("meta"):
             model = build_model(**model_spec(config, data_module(config)))
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

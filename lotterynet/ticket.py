@@ -201,8 +201,9 @@ def save_ticket(model: nn.Module, path) -> int:
     changed = first_changed(regenerated, redrawn(model, regenerated))
     if changed is not None:
         raise ValueError(f"save_ticket: frozen parameter {changed!r} is no longer what its seed "
-                         f"draws (trained, or changed in place, since the model was made), and "
-                         f"a ticket regenerates frozen weights from their seeds, so this model "
+                         f"draws (trained, or changed in place, since the model was made; "
+                         f"to_empty leaves it uninitialised until reset_parameters draws it), "
+                         f"and a ticket regenerates frozen weights from their seeds, so this model "
                          f"cannot be saved as a ticket: save a checkpoint (model.state_dict()) "
                          f"instead, or {trainable_where_made(any_tensor=True)}")
     thawed = next((name for name, p in regenerated.items() if p.requires_grad), None)

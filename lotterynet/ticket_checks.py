@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from . import ticket_file
-from .convert import on_meta
 from .masking import named_masked_weights
 from .models import recorded_spec, spec_difference
 from .ticket_file import DTYPES, TicketError
@@ -100,7 +99,7 @@ def rebuilt_as_saved(model: nn.Module, spec: dict | None) -> nn.Module:
     where they must convert nothing (a call that has nothing left to convert is refused,
     leaving the copy as it was); a layer they would convert there (:data:`NOT_AS_REPLAYED`)
     is refused, as no model a load is given would make the ticket's."""
-    with offline(), on_meta():
+    with offline(), torch.device("meta"):
         probe = rebuild({"spec": spec}, None) if spec is not None else _meta_copy(
             model, "save_ticket does to check that a load's replay of the model's convert() "
                    "calls on a fresh instance makes this model")
@@ -270,7 +269,7 @@ def build_checked(header: dict, model: nn.Module | None, path, max_bytes: int
         raise TicketError(f"{path}: model= {type(model).__name__} has no submodule "
                           f"{absent!r}, on which the ticket's convert() calls were made in the "
                           f"model it was saved from{_submodule_advice(header)}")
-    with on_meta():
+    with torch.device("meta"):
         probe = rebuild(header, None if model is None else _meta_copy(model))
     nbytes = _state_nbytes(probe)
     if nbytes > max_bytes:

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from .attention import SUBNET_MODULES
-from .convert import on_meta
 from .masking import named_masked_weights
 from .ticket_file import DTYPES
 from .ticket_rebuild import convert_calls, offline, rebuild
@@ -43,7 +42,7 @@ def frozen_as_built(model: nn.Module, spec: dict | None, probe: nn.Module | None
     if spec is not None:
         if probe is None:
             header = {"spec": spec, "converts": convert_calls(model)}
-            with offline(), on_meta():
+            with offline(), torch.device("meta"):
                 probe = rebuild(header, None)
         frozen = {name for name, p in probe.named_parameters() if not p.requires_grad}
     else:

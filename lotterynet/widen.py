@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-from .convert import on_meta
+import torch
+
 from .masking import masked_weights
 from .models import build_model
 from .structures import without_ignored_options
@@ -22,7 +23,7 @@ def maskable_count(arch: str, **kwargs) -> int:
     """The maskable weights of ``arch`` built with ``kwargs``, counted on a build on the
     ``meta`` device: nothing is allocated (the structured net a wide run matches may be larger
     than the machine's memory, which the run's own check then says)."""
-    with on_meta():
+    with torch.device("meta"):
         return sum(m.weight.numel() for m in masked_weights(build_model(arch, **kwargs)))
 
 

@@ -172,18 +172,47 @@ def test_bias_modes(bias, present, trainable):
     assert counts["frozen"] == (0 if trainable else n_bias)
 
 
-def test_a_model_on_the_meta_device_is_refused():
-    """A model on the meta device was converted, but the frozen weights its seed drew were
-    lost there (no subnet layer has reset_parameters; to_empty left them uninitialised): it is
-    refused, naming a parameter, and left as it was. (A ticket's own meta build converts:
-    test_ticket_any_model's loads.)"""
+def test_a_model_converted_on_the_meta_device_takes_a_state_dict_by_assignment(tmp_path):
+    """The lazy-init idiom: a model built and converted on the meta device (nothing allocated),
+    then given a converted model's state dict by ``load_state_dict(assign=True)``, is that
+    model (its tensors, which of them train, its ``k``); given storage by ``to_empty`` and
+    ``reset_parameters`` instead, it is the model converted on the CPU, and so is its ticket.
+    Such a model was refused ("convert: parameter '0.weight' is on the meta device"); one
+    left uninitialised by to_empty is refused by save_ticket, which says so."""
+    torch.manual_seed(0)
+    trained = convert(small_model(), sparsity=0.5, seed=0).eval()
+    trained[4].structure.weight.keep(5)  # (a k no fresh build has)
+    fresh = convert(small_model(), sparsity=0.5, seed=0).eval()
+    x = torch.randn(2, 3, 6, 6)
+    for source in (trained, fresh):
+        with torch.device("meta"):
+            model = convert(small_model(), sparsity=0.5, seed=0)
+        if source is trained:
+            with pytest.warns(UserWarning, match="change the sparsity of layer '4'"):
+                model.load_state_dict(trained.state_dict(), assign=True)
+        else:
+            model.to_empty(device="cpu")
+            model.apply(lambda m: hasattr(m, "reset_parameters") and m.reset_parameters())
+        model.eval()
+        assert [(n, t.requires_grad) for n, t in model.named_parameters()] == [
+            (n, t.requires_grad) for n, t in source.named_parameters()]
+        assert all(torch.equal(t, source.get_parameter(n)) for n, t in model.named_parameters())
+        assert [m.k for m in ln.masked_weights(model)] == [m.k for m in ln.masked_weights(source)]
+        assert torch.equal(model(x), source(x))
+    ln.save_ticket(model, tmp_path / "t.ticket")
+    assert torch.equal(ln.load_ticket(tmp_path / "t.ticket", model=small_model()).eval()(x),
+                       fresh(x))
     with torch.device("meta"):
-        model = small_model()
-    with pytest.raises(ValueError, match=r"convert: parameter '0\.weight' is on the meta "
-                                         r"device, which holds no values, .* build the model "
-                                         r"on a real device \(cpu, cuda\), then convert it"):
-        convert(model, sparsity=0.5)
-    assert type(model[0]) is nn.Conv2d and isinstance(model[4], nn.Linear)
+        model = convert(small_model(), sparsity=0.5, seed=0)
+    model.to_empty(device="cpu")
+    with torch.no_grad():  # (what to_empty leaves, made zeros: memory freed may hold the seed's)
+        for p in model.parameters():
+            p.zero_()
+    with pytest.raises(ValueError, match=r"^save_ticket: frozen parameter '0\.bias' is no "
+                                         r"longer what its seed draws \(trained, or changed in "
+                                         r"place, since the model was made; to_empty leaves it "
+                                         r"uninitialised until reset_parameters draws it\), "):
+        ln.save_ticket(model, tmp_path / "u.ticket")
 
 
 def test_batchnorm_modes():
