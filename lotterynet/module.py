@@ -32,6 +32,7 @@ from .masking import masked_weights
 from .models import MODELS, build_model, spec_difference, spec_value
 from .optim import check_optim, optim_settings, optimizer_and_schedule
 from .stacked import frozen_prefix
+from .ticket_rebuild import rebuild
 
 STAGES = ("train", "val", "test")
 #: Each stage's mean loss over an epoch; ``train/loss`` itself is the loss of a step, of
@@ -372,6 +373,18 @@ class EdgePopupModule(pl.LightningModule):
         """The logits of a batch: ``(x, y)`` (the data module's test split, or your loader),
         ``(x,)`` or ``x``."""
         return self._logits(batch[0] if isinstance(batch, list | tuple) else batch)
+
+    def unfreeze(self) -> None:
+        """Lightning's (after ``freeze()``: every parameter requires grad again, training mode),
+        but the model's parameters require grad as its build makes them: its scores (a
+        baseline's weights), not the frozen random weights, which Lightning's unfroze too, so
+        that the next training step refused them (``layers.refuse_thawed``). The build is the
+        one a ticket's load makes of the spec: on the meta device, without its warnings."""
+        super().unfreeze()
+        with torch.device("meta"):  # (nothing allocated)
+            built = dict(rebuild({"spec": self.model.spec}, None).named_parameters())
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name not in built or built[name].requires_grad)
 
     def configure_optimizers(self):
         o = self.hparams.optim

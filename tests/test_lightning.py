@@ -219,6 +219,24 @@ def test_load_from_checkpoint_lets_its_own_parse_go_before_lightning_parses(tmp_
     assert held == [False]
 
 
+@pytest.mark.parametrize("spec", [{"name": "lenet5", "sparsity": 0.5},
+                                  {"name": "fc2", "width": 4, "trained": True}])
+def test_unfreeze_after_freeze_trains_what_the_model_is_built_to_train(spec):
+    """Lightning's ``freeze()`` then ``unfreeze()`` made every parameter require grad, LeNet5's
+    frozen random weights too, so its next training forward was refused ("its frozen random
+    weight 'structure.weight.weight' requires grad"); unfreeze gives back the build's: the
+    scores (and LeNet5's frozen convolutions stay frozen), a baseline's weights."""
+    module = ln.EdgePopupModule(spec)
+    built = {name: p.requires_grad for name, p in module.named_parameters()}
+    module.freeze()
+    assert not module.training and not any(p.requires_grad for p in module.parameters())
+    module.unfreeze()
+    assert module.training and {n: p.requires_grad for n, p in module.named_parameters()} == built
+    module(torch.randn(2, 1, 28, 28)).sum().backward()
+    assert {n for n, p in module.named_parameters() if p.grad is not None} == {
+        n for n, trains in built.items() if trains}
+
+
 @pytest.mark.parametrize("arch, lr", [("lenet5", 0.01), ("fc2", 0.1)])
 def test_module_takes_the_run_defaults_of_its_architecture(arch, lr):
     """Without an lr the module trained LeNet5 at 0.1, ten times the recipe's 0.01 that
