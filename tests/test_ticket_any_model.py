@@ -466,6 +466,33 @@ def test_frozen_weights_changed_since_the_model_was_made_are_refused_at_save(tmp
     assert not (tmp_path / "u.ticket").exists()
 
 
+@pytest.mark.parametrize("average", ["ModelEmaV3", "AveragedModel"])
+def test_a_weight_averaged_copy_of_a_converted_model_is_its_ticket(tmp_path, average):
+    """The copy that timm's ``ModelEmaV3`` and torch's ``AveragedModel`` keep of a converted
+    model while it trains (as README says) averages the scores and leaves its frozen weights the
+    seed's, exactly: it saves as a ticket, which loads into a fresh model computing as it does.
+    (timm's ``ModelEmaV2`` rounds them, ``decay * ema + (1 - decay) * model``: no ticket.)"""
+    from timm.utils import ModelEmaV3
+    from torch.optim.swa_utils import AveragedModel
+
+    torch.manual_seed(0)
+    model = ln.convert(SmallCNN(), sparsity=0.5, seed=0)
+    copy = ModelEmaV3(model, decay=0.5) if average == "ModelEmaV3" else AveragedModel(model)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    x = torch.randn(4, 3, 8, 8)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(x).square().sum().backward()
+        optimizer.step()
+        copy.update(model) if average == "ModelEmaV3" else copy.update_parameters(model)
+    averaged = copy.module.eval()
+    scores = [m.scores for m in ln.masked_weights(averaged)]
+    assert not any(torch.equal(s, m.scores) for s, m in zip(scores, ln.masked_weights(model)))
+    save_ticket(averaged, tmp_path / "avg.ticket")
+    loaded = load_ticket(tmp_path / "avg.ticket", model=SmallCNN()).eval()
+    assert torch.equal(loaded(x), averaged(x))
+
+
 def test_a_layers_init_kwargs_changed_by_its_caller_afterwards_changes_nothing(tmp_path):
     """A subnet layer keeps a copy of its ``init_kwargs``: it held the caller's dict, so a
     later change to that dict made save_ticket's draw-again differ from the layer's frozen
