@@ -258,7 +258,12 @@ class TensorDataModule(pl.LightningDataModule):
                               for chunk in x.split(self.eval_batch_size)])
 
     def train_dataloader(self) -> TensorLoader:
-        return self._loader("train", shuffle=True, batch_size=self.batch_size,
+        """The training batches, in a fresh order every epoch; in the split's own order under
+        a Trainer's ``overfit_batches`` (Lightning's fixed batches, every epoch the same: its
+        own unshuffling replaces a ``DataLoader``'s sampler, which this loader has not, and
+        the batches changed every epoch)."""
+        overfit = self.trainer is not None and self.trainer.overfit_batches > 0
+        return self._loader("train", shuffle=not overfit, batch_size=self.batch_size,
                             augment=self.augment)
 
     def val_dataloader(self) -> TensorLoader | list:

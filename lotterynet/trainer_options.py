@@ -38,9 +38,8 @@ from .validate import check_output_dir
 #: Options the run itself decides, and why.
 OWNED = {
     "default_root_dir": "files go to --out",
-    "overfit_batches": "lotterynet's data module reshuffles every epoch, so Lightning's "
-                       "fixed overfit batches would not be fixed; train on a fixed subset "
-                       "with --limit-train N",
+    "overfit_batches": "a debugging option that cuts validation to as many batches too; "
+                       "train on a fixed subset with --limit-train N",
     "plugins": "checkpoints are written atomically by lotterynet's own plugin",
     "enable_checkpointing": "every run checkpoints every epoch (RUN/checkpoints/last.ckpt)",
     "barebones": "a run always logs its metrics (RUN/metrics.csv) and checkpoints",

@@ -405,7 +405,7 @@ CASES = [
     (["--trainer.limit_test_batches", "0.0001"], ["limit_test_batches 0.0001", "10 test",
                                                   "leaves none"]),
     (["--trainer.limit_val_batches", "0.0001"], ["limit_val_batches 0.0001", "5 val"]),
-    (["--trainer.overfit_batches", "2"], ["overfit_batches", "reshuffles", "--limit-train"]),
+    (["--trainer.overfit_batches", "2"], ["overfit_batches", "validation", "--limit-train"]),
     (["--trainer.limit_train_batches", ".inf"], ["limit_train_batches inf", "fraction in [0, 1]"]),
     (["--trainer.limit_val_batches", "1.5"], ["limit_val_batches 1.5", "fraction in [0, 1]"]),
     (["--wandb", "--wandb-project", "a/b"], ["--wandb-project 'a/b'", "1 to 128", "/ \\ #"]),

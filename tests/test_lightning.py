@@ -318,6 +318,29 @@ def test_the_training_loader_iterated_again_serves_the_next_epoch(data_dir):
     assert loader.sampler.epoch == 2
 
 
+def test_overfit_batches_train_on_the_same_first_batches_every_epoch(tmp_path, data_dir):
+    """A Trainer's ``overfit_batches=2`` trains every epoch on the training split's first two
+    batches, in order, as Lightning's unshuffled ``DataLoader`` would: they were a new shuffle
+    every epoch (Lightning's warning said it turned shuffling off; it could not)."""
+    class Batches(pl.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.seen.append((trainer.current_epoch, batch[1].clone()))
+
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=256, val_size=64,
+                               batch_size=32)
+    batches = Batches()
+    pl.Trainer(max_epochs=2, overfit_batches=2, callbacks=[batches], logger=False,
+               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+               default_root_dir=tmp_path).fit(ln.EdgePopupModule({"name": "fc2"}), data)
+    labels = data.splits["train"][1]
+    assert [epoch for epoch, _ in batches.seen] == [0, 0, 1, 1]
+    for i, (_, y) in enumerate(batches.seen):
+        assert torch.equal(y, labels[i % 2 * 32:(i % 2 + 1) * 32])
+
+
 def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, data_dir):
     """A Trainer bounded by max_steps alone has no epochs for the cosine schedule (it annealed
     over max_epochs=-1: the rate was 0 every other epoch); a model of other classes than the
