@@ -163,6 +163,7 @@ class EdgePopupModule(pl.LightningModule):
             {f"{s}_": FloatMean(nan_strategy="disable") for s in STAGES})
         self._handed: set[str] = set()  # stages whose metrics Lightning holds this epoch
         self._loss_logged = True  # whether the last training step logged its loss
+        self._monitored_loss = False  # whether a callback monitors the step loss (on_fit_start)
         self._after_prefix: tuple[torch.nn.Module, ...] | None = None  # set by setup
         self._image_shape: torch.Size | None = None  # the data's own shape, with the prefix
         self.graphs = StepGraphs(cuda_graphs)
@@ -242,9 +243,13 @@ class EdgePopupModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         """Fresh metric states: a ``validate`` or ``test`` call before this fit left states made
-        in inference mode, which the fit's steps (outside it) may not update in place."""
+        in inference mode, which the fit's steps (outside it) may not update in place. Whether
+        a callback (``ModelCheckpoint``, ``EarlyStopping``) monitors ``train/loss``: then every
+        step logs it (:meth:`_logs_step_loss`)."""
         for metric in (*self.acc.values(), *self.loss.values()):
             metric.reset()
+        self._monitored_loss = any(getattr(callback, "monitor", None) == "train/loss"
+                                   for callback in self.trainer.callbacks)
 
     def on_train_start(self) -> None:
         """A cosine schedule that ends before the Trainer's ``max_epochs`` (``optim['epochs']``
@@ -318,7 +323,7 @@ class EdgePopupModule(pl.LightningModule):
             self.log(EPOCH_LOSS[stage], mean_loss, on_step=False, on_epoch=True,
                      logger=to_loggers)
         if stage == "train":
-            self._loss_logged = self._writes_step_logs()
+            self._loss_logged = self._logs_step_loss()
             if self._loss_logged:
                 self._log_step_loss(loss)
         return loss
@@ -328,14 +333,18 @@ class EdgePopupModule(pl.LightningModule):
         the step's whole batch), not rank 0's alone; an all-reduce in logged steps only."""
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, sync_dist=True)
 
-    def _writes_step_logs(self) -> bool:
-        """Whether Lightning writes this training step's logs: every ``log_every_n_steps``-th
-        optimizer step, and a stopping one (its ``should_update_logs``, which counts the same
-        steps). Logging in no other step saves ~1 ms of host time per step (``self.log`` moves
-        Lightning's record of the value to its device at every call): half a graphed LeNet5
-        step on a GPU, ~10 % of one on the CPU."""
+    def _logs_step_loss(self) -> bool:
+        """Whether this training step logs its loss: where Lightning writes the step's logs,
+        every ``log_every_n_steps``-th optimizer step and a stopping one (its
+        ``should_update_logs``, which counts the same steps), and in every step while a
+        callback monitors it. Logging in no other step saves ~1 ms of host time per step
+        (``self.log`` moves Lightning's record of the value to its device at every call): half
+        a graphed LeNet5 step on a GPU, ~10 % of one on the CPU. A monitoring callback reads
+        the last step's loss, as of any module that logs it in every step (it read the last
+        logged step's, up to ``log_every_n_steps - 1`` steps old, and none before the first:
+        ``ModelCheckpoint(monitor='train/loss')`` failed at the end of an epoch shorter)."""
         trainer = self._trainer
-        if trainer is None:  # a step called by hand: self.log warns that nothing is logged
+        if trainer is None or self._monitored_loss:  # (by hand: self.log warns, logs nothing)
             return True
         n = trainer.log_every_n_steps
         return n > 0 and ((self.global_step + 1) % n == 0 or trainer.should_stop)

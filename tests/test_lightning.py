@@ -898,6 +898,34 @@ def test_step_loss_is_logged_only_in_the_steps_whose_logs_lightning_writes(tmp_p
     assert logged.count("train/loss") == 5 and len(set(losses.values())) == 5
 
 
+def test_a_callback_monitoring_the_step_loss_reads_the_last_steps(tmp_path, data_dir):
+    """``ModelCheckpoint(monitor='train/loss')`` compares each epoch's last step loss, as with
+    any module that logs it in every step: it read the last step whose logs Lightning writes
+    (here step 6 of 8), and in an epoch shorter than ``log_every_n_steps`` found none."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    class Losses(pl.Callback):
+        def __init__(self):
+            self.losses = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.losses.append(float(outputs["loss"]))
+
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=512, val_size=64)
+    losses = Losses()
+    best = ModelCheckpoint(tmp_path, monitor="train/loss", save_top_k=1)
+    for every in (3, 50):
+        trainer = pl.Trainer(max_epochs=2, log_every_n_steps=every, callbacks=[losses, best],
+                             logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, default_root_dir=tmp_path)
+        losses.losses = []
+        trainer.fit(ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5,
+                                        "width": 64}, {"optimizer": "adam", "lr": 1e-2}), data)
+        assert len(losses.losses) == 16  # 8 steps an epoch
+        assert float(trainer.callback_metrics["train/loss"]) == losses.losses[15]
+        assert float(best.best_model_score) == min(losses.losses[7], losses.losses[15])
+
+
 def test_devices_on_the_command_line_win_over_the_files_in_either_form(tmp_path, monkeypatch):
     """A config file's ``trainer.devices: auto`` (the README's example) outlived ``--devices
     2``, and Lightning read it: the run trained on one device (its config said 2); a resume
