@@ -168,6 +168,20 @@ class EdgePopupModule(pl.LightningModule):
         self._image_shape: torch.Size | None = None  # the data's own shape, with the prefix
         self.graphs = StepGraphs(cuda_graphs)
 
+    @property
+    def lr(self) -> float:
+        """The optimizer's ``lr``, ``hparams.optim['lr']`` (what :meth:`configure_optimizers`
+        builds with, and a checkpoint keeps): the attribute that Lightning's
+        ``Tuner(trainer).lr_find`` looks for and sets to its suggestion (it found none, and its
+        ``attr_name`` cannot name a key of a dict)."""
+        return self.hparams.optim["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        optim = {**self.hparams.optim, "lr": plain_numbers(value)}
+        check_optim(optim)
+        self.hparams.optim = optim
+
     @_restricted_classmethod  # as Lightning's: called on an instance it loaded nothing into it
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None,
                              strict=None, weights_only=True, **kwargs):

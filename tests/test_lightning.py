@@ -613,6 +613,30 @@ def test_the_checked_checkpoint_io_refuses_storage_options_as_lightnings_does(tm
     assert not (tmp_path / "own.ckpt").exists()
 
 
+def test_lr_find_sets_the_lr_the_fit_and_its_checkpoint_take(tmp_path, data_dir):
+    """``Tuner(trainer).lr_find`` finds the module's ``lr`` (it found no ``lr`` attribute, and
+    its ``attr_name`` cannot name ``hparams.optim['lr']``) and sets it to its suggestion: the
+    fit's optimizer starts from it and the checkpoint keeps it (a plain float)."""
+    from pytorch_lightning.tuner import Tuner
+
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=320, val_size=64,
+                               batch_size=16)  # 20 steps an epoch: lr_find's num_training
+    module = ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5,
+                                 "width": 64}, {"optimizer": "adam", "lr": 1e-2})
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    found = Tuner(trainer).lr_find(module, datamodule=data, num_training=20).suggestion()
+    assert found != 1e-2 and module.lr == module.hparams.optim["lr"] == found
+    trainer.fit(module, datamodule=data)
+    assert trainer.optimizers[0].param_groups[0]["initial_lr"] == found
+    saved = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
+    assert type(saved["hyper_parameters"]["optim"]["lr"]) is float
+    assert ln.EdgePopupModule.load_from_checkpoint(
+        trainer.checkpoint_callback.best_model_path).lr == found
+    with pytest.raises(ValueError, match=r"^lr must be a positive finite number, got -1$"):
+        module.lr = -1
+
+
 def test_a_cosine_schedule_shorter_than_the_trainer_is_refused(tmp_path, data_dir):
     """optim['epochs'] 1 under max_epochs 3, or a run of max_epochs 1 resumed with
     max_epochs 2 (its restored schedule keeps its length), trained on silently past the
