@@ -43,6 +43,11 @@ MONITORABLE = {"train": ("train/loss", "train/loss_epoch", "train/acc", "lr"),
                "val": ("val/loss", "val/acc")}
 
 
+#: The hooks that take a batch the data module may serve through the model's frozen prefix
+#: (:meth:`EdgePopupModule.setup`): a subclass that overrides one of them gets the images.
+ENCODED_HOOKS = ("forward", "training_step", "validation_step", "test_step", "predict_step")
+
+
 def default_optim(arch: str) -> dict:
     """What :class:`EdgePopupModule` takes for the optimizer keys it is not given: those of
     ``train.py --arch <arch>`` (the recipe's ``lr`` of ``arch``,
@@ -236,8 +241,11 @@ class EdgePopupModule(pl.LightningModule):
         convolutions and pools, :func:`~lotterynet.stacked.frozen_prefix`) run once per example
         of each split, in the data module (:meth:`TensorDataModule.encode_with`), and the steps
         run the rest of the model: the same numbers (bit for bit on the CPU), ~25 % less time
-        per LeNet5 step there. Other data (your own loaders), and every split of a data module
-        that augments its training batches, goes through the whole model.
+        per LeNet5 step there. Other data (your own loaders), every split of a data module
+        that augments its training batches, and the batches of a subclass that overrides a step
+        or ``forward`` (:data:`ENCODED_HOOKS`: its own ``self(x)`` ran the whole model on the
+        encoded batch, a convolution's error) go through the whole model. (A callback's batch
+        hooks get the batch as the step does: encoded, for the module's own steps.)
 
         The module takes its precision's dtype here (``64-true``: float64), before Lightning
         restores a ``ckpt_path`` into it (Lightning converts it only after): a float64
@@ -250,7 +258,9 @@ class EdgePopupModule(pl.LightningModule):
                                  f"{data.dataset!r} {data.num_classes}: build it with "
                                  f"num_classes={data.num_classes}")
             check_images(self.hparams.spec, data)
-            prefix = frozen_prefix(self.model)
+            own = all(getattr(type(self), hook) is getattr(EdgePopupModule, hook)
+                      for hook in ENCODED_HOOKS)
+            prefix = frozen_prefix(self.model) if own else None
             if data.encode_with(prefix):
                 self._after_prefix = tuple(self.model)[len(prefix):]
                 self._image_shape = data.splits["test"][0].shape[1:]

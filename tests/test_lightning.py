@@ -739,6 +739,25 @@ def test_frozen_convs_run_once_per_example_with_the_same_numbers(tmp_path, data_
                for i, s in reference[2].items())
 
 
+def test_a_subclass_with_a_step_of_its_own_gets_the_images(tmp_path, data_dir):
+    """A subclass whose ``training_step`` calls ``self(x)`` trains LeNet5 on the data module:
+    its steps get the images, not the frozen convolutions' output that the module's own steps
+    take (the whole model ran on that: "Expected 3D (unbatched) or 4D (batched) input to
+    conv2d, but got input of size: [64, 400]")."""
+    class Mine(ln.EdgePopupModule):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            self.shapes.add(tuple(x.shape[1:]))
+            return nn.functional.cross_entropy(self(x), y)
+
+    module = Mine({"name": "lenet5", "sparsity": 0.5}, {"epochs": 1})
+    module.shapes = set()
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=256, val_size=64)
+    pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, default_root_dir=tmp_path).fit(module, data)
+    assert module.shapes == {(1, 28, 28)}
+
+
 def test_data_module_serves_images_again_once_the_trainer_is_done(tmp_path, data_dir):
     """During fit and test the data module serves LeNet5's frozen-conv features; afterwards
     its loaders give the images again, which the model takes: evaluating by hand reproduces
