@@ -313,9 +313,12 @@ class EdgePopupModule(pl.LightningModule):
         """The model's output for ``x``; for a batch the data module encoded, only the layers
         after the frozen prefix. Images (your own loader, while Lightning keeps a data module
         of an earlier call attached) go through the whole model. ``graphed``: through
-        :attr:`graphs` (training steps)."""
+        :attr:`graphs` (training steps), unless a subclass's own ``forward`` computes them, which
+        runs as it is (the training steps ran ``self.model`` past it, the evaluation steps not)."""
         if self._after_prefix is None or x.shape[1:] == self._image_shape:
-            return self.graphs(self.model, (self.model,), x) if graphed else self(x)
+            if graphed and type(self).forward is EdgePopupModule.forward:
+                return self.graphs(self.model, (self.model,), x)
+            return self(x)
         if graphed:
             return self.graphs(self._after_prefix_logits, self._after_prefix, x)
         return self._after_prefix_logits(x)

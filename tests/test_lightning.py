@@ -758,6 +758,25 @@ def test_a_subclass_with_a_step_of_its_own_gets_the_images(tmp_path, data_dir):
     assert module.shapes == {(1, 28, 28)}
 
 
+def test_a_subclass_with_a_forward_of_its_own_trains_through_it(tmp_path, data_dir):
+    """A subclass's ``forward`` computes the logits of the training steps too, as of the
+    evaluation steps: the training steps ran ``self.model`` past it. Here it gives all-zero
+    logits: a loss of ln 10 and every prediction class 0."""
+    class Mine(ln.EdgePopupModule):
+        def forward(self, x):
+            return self.model(x) * 0
+
+    module = Mine({"name": "fc2", "structure": "dense", "sparsity": 0.5, "width": 64})
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=256, val_size=64)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(module, data)
+    labels = data.splits["train"][1]
+    assert float(trainer.callback_metrics["train/loss_epoch"]) == pytest.approx(math.log(10))
+    assert float(trainer.callback_metrics["train/acc"]) == float((labels == 0).double().mean())
+
+
 def test_data_module_serves_images_again_once_the_trainer_is_done(tmp_path, data_dir):
     """During fit and test the data module serves LeNet5's frozen-conv features; afterwards
     its loaders give the images again, which the model takes: evaluating by hand reproduces
