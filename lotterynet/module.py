@@ -15,6 +15,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.model_helpers import _restricted_classmethod
 from torch.optim.lr_scheduler import CosineAnnealingLR
@@ -423,7 +424,18 @@ class EdgePopupModule(pl.LightningModule):
             p.requires_grad_(name not in built or built[name].requires_grad)
 
     def configure_optimizers(self):
-        o = self.hparams.optim
+        """The optimizer ``optim`` names and its schedule. The fused SGD (``sgd``) with a
+        Trainer's ``gradient_clip_val`` under a mixed precision is refused in one line before
+        the fit's first step: Lightning does not clip the gradients of an optimizer that
+        unscales them itself, and failed at that step ("Are you using a 'fused' optimizer?")."""
+        o, trainer = self.hparams.optim, self._trainer  # (None: a resume's check builds them)
+        if trainer is not None and o["optimizer"] == "sgd" and trainer.gradient_clip_val and \
+                isinstance(trainer.precision_plugin, MixedPrecision):
+            raise ValueError(f"gradient_clip_val {trainer.gradient_clip_val!r} with precision "
+                             f"{trainer.precision!r} and optimizer 'sgd': Lightning does not "
+                             f"clip the gradients of the fused SGD under a mixed precision; "
+                             f"give optim['optimizer'] 'adam' or 'adamw', or precision "
+                             f"'32-true' or 'bf16-true'")
         optimizer, scheduler = optimizer_and_schedule(self.model, o,
                                                       o["epochs"] or self.trainer.max_epochs)
         # "name": what LearningRateMonitor logs the rate as.

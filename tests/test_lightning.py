@@ -637,6 +637,27 @@ def test_lr_find_sets_the_lr_the_fit_and_its_checkpoint_take(tmp_path, data_dir)
         module.lr = -1
 
 
+def test_clipping_the_fused_sgd_under_a_mixed_precision_is_refused_before_training(tmp_path,
+                                                                                  data_dir):
+    """``gradient_clip_val`` under ``bf16-mixed`` with the default fused SGD: one line before
+    the first step, saying what to change (Lightning refused at that step: "The current
+    optimizer, SGD, does not allow for gradient clipping ... Are you using a 'fused'
+    optimizer?"); Adam is clipped."""
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=128, val_size=64)
+    spec = {"name": "fc2", "structure": "dense", "sparsity": 0.5, "width": 64}
+    trainer = pl.Trainer(max_epochs=1, precision="bf16-mixed", gradient_clip_val=0.5,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"^gradient_clip_val 0\.5 with precision 'bf16-mixed' "
+                                         r"and optimizer 'sgd': .* give optim\['optimizer'\] "
+                                         r"'adam' or 'adamw', or precision '32-true' or "
+                                         r"'bf16-true'$"):
+        trainer.fit(ln.EdgePopupModule(spec), data)
+    assert trainer.global_step == 0
+    trainer.fit(ln.EdgePopupModule(spec, {"optimizer": "adam"}), data)
+    assert trainer.global_step == 2
+
+
 def test_a_cosine_schedule_shorter_than_the_trainer_is_refused(tmp_path, data_dir):
     """optim['epochs'] 1 under max_epochs 3, or a run of max_epochs 1 resumed with
     max_epochs 2 (its restored schedule keeps its length), trained on silently past the
