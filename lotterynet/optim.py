@@ -49,7 +49,8 @@ def cosine(optimizer, *, epochs):
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"the cosine schedule needs its length: optim['epochs'] or the "
                          f"Trainer's max_epochs, got {epochs!r} (a Trainer bounded by "
-                         f"max_steps only has none); give one, or scheduler='constant'")
+                         f"max_steps or max_time only has none); give one, or "
+                         f"scheduler='constant'")
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
 
 

@@ -342,17 +342,23 @@ def test_overfit_batches_train_on_the_same_first_batches_every_epoch(tmp_path, d
 
 
 def test_own_trainer_misfits_are_one_line_and_predict_gives_logits(tmp_path, data_dir):
-    """A Trainer bounded by max_steps alone has no epochs for the cosine schedule (it annealed
-    over max_epochs=-1: the rate was 0 every other epoch); a model of other classes than the
-    data is named in setup (was an IndexError in the loss), and so are other input channels
+    """A Trainer bounded by max_steps (or max_time) alone has no epochs for the cosine schedule
+    (it annealed over max_epochs=-1: the rate was 0 every other epoch), and the refusal names
+    both; a model of other classes than the data is named in setup (was an IndexError in the
+    loss), and so are other input channels
     or another image size (a convolution's or a matrix product's error at the first step).
     ``trainer.predict`` gives the test split's logits, LeNet5's frozen convs run by the data
     module (had no predict), and then your own loader's."""
     data = ln.TensorDataModule("mnist", str(data_dir), limit_train=256, val_size=64)
     options = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, default_root_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"cosine schedule needs its length.*got -1"):
-        pl.Trainer(max_steps=4, **options).fit(ln.EdgePopupModule({"name": "fc2"}), data)
+    for bound in ({"max_steps": 4}, {"max_time": {"minutes": 1}}):
+        with pytest.raises(ValueError, match=r"^the cosine schedule needs its length: "
+                                             r"optim\['epochs'\] or the Trainer's max_epochs, got "
+                                             r"-1 \(a Trainer bounded by max_steps or max_time "
+                                             r"only has none\); give one, or "
+                                             r"scheduler='constant'$"):
+            pl.Trainer(**bound, **options).fit(ln.EdgePopupModule({"name": "fc2"}), data)
     with pytest.raises(ValueError, match="the model has 5 classes, the data set 'mnist' 10"):
         pl.Trainer(max_epochs=1, **options).fit(
             ln.EdgePopupModule({"name": "fc2", "num_classes": 5}), data)
