@@ -625,7 +625,7 @@ def test_lr_find_sets_the_lr_the_fit_and_its_checkpoint_take(tmp_path, data_dir)
     fit's optimizer starts from it and the checkpoint keeps it (a plain float)."""
     from pytorch_lightning.tuner import Tuner
 
-    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=320, val_size=64,
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=320, val_size=0,
                                batch_size=16)  # 20 steps an epoch: lr_find's num_training
     module = ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5,
                                  "width": 64}, {"optimizer": "adam", "lr": 1e-2})
@@ -1000,7 +1000,7 @@ def test_a_callback_monitoring_the_step_loss_reads_the_last_steps(tmp_path, data
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             self.losses.append(float(outputs["loss"]))
 
-    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=512, val_size=64)
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=512, val_size=0)
     losses = Losses()
     best = ModelCheckpoint(tmp_path, monitor="train/loss", save_top_k=1)
     for every in (3, 50):
