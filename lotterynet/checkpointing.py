@@ -103,8 +103,9 @@ _EOCD = b"PK\x05\x06"  # zip "end of central directory" record: 22 bytes + the c
 _EOCD_SIZE = 22
 _TAG = b"lotterynet-sha256:"
 _SEAL_SIZE = len(_TAG) + 64
-#: What torch.load(weights_only=True) says of an object it refuses: the global it names.
-_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+#: What torch.load(weights_only=True) says of an object it refuses: the global it names (one
+#: of a module it blocks, ``os.system`` as ``posix.system``, in other words).
+_REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)")
 
 
 def seal(archive: bytes) -> bytes:

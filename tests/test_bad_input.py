@@ -4,6 +4,7 @@ value, before any training starts, and leaves nothing behind (the corrected re-r
 
 import json
 import math
+import os
 import re
 import resource
 import shutil
@@ -106,9 +107,19 @@ def checkpoint_variant(stopped_run: Path, tmp: Path, kind: str) -> str:
          "timerjunk": lambda: callbacks["EpochTimer"].update(best_val_acc="x"),
          # the history's step-logged rows (the learning rate) are kept up to global_step
          "stepjunk": lambda: checkpoint.update(global_step=checkpoint["global_step"] + 7),
+         # (torch names a global of a module it blocks otherwise: it was 'corrupt or
+         # unreadable', and torch's advice that weights_only=False would 'likely succeed')
+         "ossystem": lambda: checkpoint.update(extra=RunsACommand()),
          }[kind]()
         atomic_torch_save(checkpoint, path)
     return str(path)
+
+
+class RunsACommand:
+    """What a pickle that runs a shell command when loaded holds (``os.system``)."""
+
+    def __reduce__(self):
+        return os.system, ("true",)
 
 
 def corrupt_mnist(tmp: Path, data_dir: Path) -> str:
@@ -630,6 +641,8 @@ CASES = [
     (["--resume", "{ckpt_rngjunk}"], ["random-generator state", "cannot be restored"]),
     (["--resume", "{ckpt_timerjunk}"], ["epoch history", "'best_val_acc' is 'x'"]),
     (["--resume", "{ckpt_stepjunk}"], ["stepjunk-run", "global_step 11 is not its loop's (4)"]),
+    (["--resume", "{ckpt_ossystem}"], ["ossystem-run", "holds Python objects that a weights-only "
+                                                       "load refuses (posix.system)"]),
     (["--resume", C, "--out", "{other_run}"], ["other_run", "another run"]),
     (["--resume", C, "--out", "{finished_dir}"],  # (it said nothing was left to resume)
      ["--out", "holds a finished run", "resume into the run", "or into an empty --out"]),
@@ -734,7 +747,7 @@ def broken_inputs(tmp_path_factory, data_dir, stopped_run) -> dict:
     tmp = tmp_path_factory.mktemp("broken")
     kinds = ("bitflip", "truncated", "foreign", "noconfig", "otherarch", "text", "hplist",
              "weightsonly", "badopt", "shortmomentum", "nomomentum", "nanscores", "infmomentum",
-             "intscores", "otherk",
+             "intscores", "otherk", "ossystem",
              "noepoch", "tmax0", "loopstext", "loaderjunk", "rngjunk", "timerjunk", "stepjunk")
     return {**{f"ckpt_{k}": checkpoint_variant(stopped_run, tmp, k) for k in kinds},
             **{f"wrong_{k}": wrong_mnist(tmp, data_dir, k) for k in ("label10", "small", "count",
