@@ -229,9 +229,18 @@ PATH_FIELDS = ("data_dir", "out", "resume")
 
 def check_path(flag: str, path: str) -> None:
     """A path the file system can hold: no name over NAME_MAX bytes, at most PATH_MAX in all
-    (otherwise every look at it would fail with 'File name too long'), and no NUL byte."""
+    (otherwise every look at it would fail with 'File name too long'), and no NUL byte. Nor a
+    ``~`` first, which only a shell expands (unquoted): the run read ``--out '~/x'`` (or
+    ``./~/x``, the same path) as the folder ``./~/x``, Lightning (fsspec) as ``$HOME/x``, and
+    wrote its history there, then failed with a traceback."""
     if "\x00" in str(path):
         raise ConfigError(f"{flag} {str(path)!r}: a path cannot hold a NUL byte")
+    if str(Path(path)).startswith("~"):
+        home = os.path.expanduser(Path(path))
+        mean = f"{home!r} (in the home folder), or " if home != str(Path(path)) else ""
+        raise ConfigError(f"{flag} {str(path)!r} starts with '~', which only a shell expands "
+                          f"(unquoted); give {mean}{os.path.abspath(path)!r} (the name "
+                          f"{Path(path).parts[0]!r} here)")
     names = [len(os.fsencode(part)) for part in Path(path).parts]
     size = len(os.fsencode(str(path)))
     if max(names, default=0) > NAME_MAX or size >= PATH_MAX:
@@ -249,8 +258,10 @@ def check_paths(config: RunConfig) -> None:
         if getattr(config, name) is not None:
             check_path(name, getattr(config, name))
     data_dir = config.data_dir or os.environ.get(DATA_ENV)
+    where = "--data-dir" if config.data_dir else f"${DATA_ENV}"
+    if data_dir and not config.data_dir:
+        check_path(where, data_dir)
     if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
-        where = "--data-dir" if config.data_dir else f"${DATA_ENV}"
         raise ConfigError(f"{where} {data_dir!r} is a file, not a folder")
     if config.resume is not None and not Path(config.resume).is_file():
         what = "is a folder; give the checkpoint file in it" if Path(config.resume).is_dir() \

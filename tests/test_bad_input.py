@@ -928,6 +928,42 @@ def test_a_data_folder_from_the_environment_that_is_a_file_is_named(tmp_path, mo
     assert "\n" not in err and not (tmp_path / "run").exists()
 
 
+def test_paths_starting_with_a_tilde_are_refused_naming_what_they_would_mean(tmp_path,
+                                                                           monkeypatch, capsys):
+    """A path that starts with ``~``, which no shell expanded (quoted, in a file, in
+    ``$LOTTERYNET_DATA``), is refused naming the home folder's path and the one of the name
+    here: ``--out '~/x'`` was the run's folder ``./~/x`` and Lightning's ``$HOME/x``, which
+    got the history, then a traceback (FileNotFoundError: '~/x/metrics.csv'); a data folder
+    was read as ``./~/data``."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    said = ("starts with '~', which only a shell expands (unquoted); give "
+            f"'{tmp_path}/home/x' (in the home folder), or '{tmp_path}/~/x' (the name '~' here)")
+    for flag, path in (("--out", "~/x"), ("--out", "./~/x"), ("--sweep-out", "~/x"),
+                       ("--resume", "~/x")):
+        sweep = ["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs",
+                 "1"] if flag == "--sweep-out" else SMALL
+        assert main([*sweep, flag, path]) == 2
+        assert capsys.readouterr().err == f"train.py: error: {flag} {path!r} {said}\n"
+    assert main(["--resume", "~nobody-here/x"]) == 2  # (no such user: no home to name)
+    assert capsys.readouterr().err.endswith(f"(unquoted); give '{tmp_path}/~nobody-here/x' "
+                                            f"(the name '~nobody-here' here)\n")
+    sweep = write(tmp_path / "s.yaml", {"variants": [{"structure": "dense", "data_dir": "~/d"}],
+                                        "sparsities": [0.5], "epochs": [1]})
+    assert main(["--sweep", sweep, "--sweep-out", str(tmp_path / "sweep")]) == 2
+    assert capsys.readouterr().err == (
+        f"train.py: error: sweep file '{sweep}': variants: {{'data_dir': '~/d', 'structure': "
+        f"'dense'}}: data_dir '~/d' starts with '~', which only a shell expands (unquoted); give "
+        f"'{tmp_path}/home/d' (in the home folder), or '{tmp_path}/~/d' (the name '~' here)\n")
+    monkeypatch.setenv("LOTTERYNET_DATA", "~/data")
+    assert main([*SMALL, "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (
+        f"train.py: error: $LOTTERYNET_DATA '~/data' starts with '~', which only a shell "
+        f"expands (unquoted); give '{tmp_path}/home/data' (in the home folder), or "
+        f"'{tmp_path}/~/data' (the name '~' here)\n")
+    assert sorted(tmp_path.iterdir()) == [Path(sweep)]
+
+
 def test_a_wandb_dir_that_is_a_file_is_refused(tmp_path, data_dir, monkeypatch, capsys):
     """``$WANDB_DIR`` (where a ``--wandb`` run's W&B files go) naming a file is refused before
     any work, as ``--out`` is (W&B warned and wrote into the temporary folder instead)."""
