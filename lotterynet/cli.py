@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import RESUMABLE, changed_fields, load_yaml, make_config
+from .config import RESUMABLE, changed_fields, load_yaml, make_config, typed_value
 from .config_checks import check_path, refuse_unread_file_options, refuse_unread_flags
 from .config_flags import (
     TRAINER_KEYS,
@@ -199,7 +199,9 @@ def resolved_config(explicit: dict):
         return make_config(explicit)
     from .checkpointing import stored_run
 
-    stored, done = stored_run(explicit["resume"])
+    resume = typed_value("resume", explicit["resume"])  # (a file's resume: 3 was a TypeError)
+    check_path("resume", resume)
+    stored, done = stored_run(resume)
     check_stop_after_is_ahead(explicit.get("stop_after"), done)
     # the resumed run's values, but those the command decides (NOT_RESUMED, devices it names)
     values = without_devices_named_in(
@@ -213,6 +215,7 @@ def resolved_config(explicit: dict):
 
 def check_stop_after_is_ahead(stop_after: int | None, done: int) -> None:
     """A resume's ``--stop-after`` must be past the ``done`` epochs of the run it resumes."""
+    stop_after = typed_value("stop_after", stop_after)  # (a file's: 'x' was a TypeError)
     if stop_after is not None and stop_after <= done:
         raise ConfigError(f"--stop-after {stop_after}: the resumed run has done "
                           f"{plural(done, 'epoch')} already; give more, or leave it out to "

@@ -269,6 +269,10 @@ CASES = [
     (["--resume", C, "--epochs", "5"], ["--epochs 5", "2"]),
     (["--resume", "{loose}"], ["loose.ckpt", "not in a run's checkpoints/ folder", "--out"]),
     (["--resume", C, "--config", "{cfg_structure}"], ["--structure 'wide'", "'dense'"]),
+    # (a config file's, read before its type was checked: a TypeError traceback; True was 1)
+    (["--config", "{cfg_resume_int}"], ["resume must be a string, got 3"]),
+    (["--resume", C, "--config", "{cfg_stop_text}"], ["stop_after must be an integer, got 'x'"]),
+    (["--resume", C, "--config", "{cfg_stop_true}"], ["stop_after must be an integer, got True"]),
     # config files
     (["--config", "/nonexistent/cfg.yaml"], ["/nonexistent/cfg.yaml", "not found"]),
     (["--config", "{cfg_invalid}"], ["cfg_invalid", "not valid YAML: line 2, column 1: "
@@ -845,6 +849,8 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "st_foreign": {"members": [{**member, "sparsity": 0.9}], "cells": [str(finished)]},
         "st_dot": {"members": [member], "cells": ["."]},
         "st_resume": {"members": [{**member, "resume": "x.ckpt"}], "cells": [str(tmp_path / "c")]},
+        "cfg_resume_int": {"resume": 3}, "cfg_stop_text": {"stop_after": "x"},
+        "cfg_stop_true": {"stop_after": True},
         "cfg_dupkey": "arch: fc2\narch: fc4\n", "cfg_int_precision": {"precision": 17},
         "cfg_section_twice": {"arch": "fc2", "model": {"arch": "fc4"}},
         "cfg_dash_twice": {"batch-size": 32, "batch_size": 64},
