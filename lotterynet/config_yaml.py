@@ -86,8 +86,11 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{where} is a folder; give the file in it")
-    if not path.is_file():
-        raise ConfigError(f"{where} not found")
+    if not path.is_file():  # (a pipe, --config <(...), was 'not found'; a FIFO without a
+        # writer would hang the read, /dev/zero fill the memory)
+        raise ConfigError(f"{where} is not a regular file (a pipe, a device or a socket); "
+                          f"save the YAML in a file and give that" if path.exists()
+                          else f"{where} not found")
     try:
         data = yaml.load(path.read_text(), Loader=ConfigLoader)
     except (OSError, UnicodeDecodeError) as err:

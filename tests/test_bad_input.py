@@ -303,6 +303,10 @@ CASES = [
     (["--sweep", "{sw_false}"], ["sw_false", "mapping"]),
     (["--config", "{cfg_binary}"], ["cfg_binary", "cannot be read"]),
     (["--config", "{tmp}"], ["is a folder; give the file in it"]),
+    # (each was 'not found': --config <(...) is a pipe; one without a writer would hang a read)
+    (["--config", "/dev/null"], ["config file '/dev/null' is not a regular file (a pipe, a "
+                                 "device or a socket); save the YAML in a file and give that"]),
+    (["--sweep", "{fifo}"], ["sweep file", "fifo' is not a regular file"]),
     # sweep files and flags
     (["--sweep", "/nonexistent/sweep.yaml"], ["/nonexistent/sweep.yaml", "not found"]),
     (["--sweep", "{sw_unknown}"], ["sparsity", "valid keys", "sparsities"]),
@@ -869,6 +873,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
     }
     names = {name: write(tmp_path / name, data) for name, data in configs.items()}
     (tmp_path / "loop").symlink_to("loop")
+    os.mkfifo(tmp_path / "fifo")  # (no writer: opened for reading, it waits for one)
     loose = tmp_path / "loose" / "loose.ckpt"  # a checkpoint copied out of its run
     loose.parent.mkdir()
     shutil.copy(run / "checkpoints" / "last.ckpt", loose)
@@ -879,7 +884,8 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
             "tmp": str(tmp_path), "done": str(finished_run / "checkpoints" / "last.ckpt"),
             "ticket": str(finished_run / "model.ticket"),
             "finished_dir": str(finished_run), "other_run": str(other),
-            "loop": str(tmp_path / "loop"), "a_file": write(tmp_path / "a_file", "x")}
+            "loop": str(tmp_path / "loop"), "fifo": str(tmp_path / "fifo"),
+            "a_file": write(tmp_path / "a_file", "x")}
 
 
 def alias_bomb(indent: str) -> str:
