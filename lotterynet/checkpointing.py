@@ -218,6 +218,10 @@ def read_checkpoint(path, *, unsealed: bool = False) -> bytes:
 
             with fsspec.open(path, "rb") as f:
                 data = f.read()
+        elif Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
+            # (/dev/zero was read until the memory ran out, a FIFO waited for a writer)
+            raise CheckpointError(f"checkpoint {name!r} is not a regular file (a pipe, a device "
+                                  f"or a socket); give the run's checkpoints/{LAST}")
         else:
             data = Path(path).read_bytes()
         return unseal(data, name, unsealed=unsealed)

@@ -617,6 +617,10 @@ CASES = [
     (["--resume", "{run}/checkpoints"], ["is a folder; give its checkpoint",
                                          "resumable/checkpoints/last.ckpt'"]),
     (["--resume", "{tmp}"], ["is a folder; it holds no checkpoints/last.ckpt"]),
+    # (it read as one without a digest; /dev/zero was read until the memory ran out, a FIFO
+    # waited for a writer)
+    (["--resume", "/dev/null"], ["checkpoint '/dev/null' is not a regular file (a pipe, a device "
+                                 "or a socket); give the run's checkpoints/last.ckpt"]),
     (["--resume", "{ckpt_bitflip}"], ["bitflip-run", "corrupt", "digest"]),
     (["--resume", "{ckpt_truncated}"], ["truncated-run", "digest"]),
     (["--resume", "{ckpt_foreign}"], ["foreign-run", "not written by lotterynet"]),
