@@ -49,7 +49,7 @@ from .errors import (
 )
 from .grid import Overrides, Sweep, load_sweep, sweep_dir_of, write_wandb_sweep
 from .lifetime import stopping_on_sigterm
-from .machine import is_launched_worker, keep_freed_memory
+from .machine import check_rank_variables, is_launched_worker, keep_freed_memory
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
 # train now): the flags decide, or the location of the checkpoint does.
@@ -349,6 +349,7 @@ def dispatch(args: argparse.Namespace) -> int:
     """A stack file, a W&B sweep file, a sweep or one run. The heavy stack (torch, Lightning) is
     imported only once a run's config is valid: --help, bad flags and bad config files answer at
     once."""
+    check_rank_variables()
     check_flag_combinations(args)
     fill_sweep_run_defaults(args)
     if args.stack_file:

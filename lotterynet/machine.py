@@ -10,6 +10,8 @@ import os
 import platform
 import time
 
+from .errors import ConfigError
+
 #: glibc ``mallopt`` parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
@@ -64,6 +66,27 @@ def keep_freed_memory() -> bool:
 def is_launched_worker() -> bool:
     """True in the processes Lightning's DDP launcher starts (rank > 0)."""
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+def check_rank_variables() -> None:
+    """``$LOCAL_RANK`` and ``$NODE_RANK`` (set by Lightning's launcher and torchrun for the
+    ranks they start, with ``$WORLD_SIZE``) must be ranks; a rank over 0 without
+    ``$WORLD_SIZE`` is left over in the shell, not from a launcher. A value not a number was a
+    traceback (in torchmetrics' import, or here); a leftover ``LOCAL_RANK=1`` made the run a
+    launched rank, which leaves its ``--out`` unchecked to rank 0: it wrote over another
+    run's checkpoint and results."""
+    for name in ("LOCAL_RANK", "NODE_RANK"):
+        value = os.environ.get(name)
+        if value is not None and not value.strip().isdigit():
+            raise ConfigError(f"${name} is {value!r}, not a process rank (a whole number, 0 or "
+                              f"more); unset it (Lightning and torchrun set it for the ranks "
+                              f"they start)")
+    if is_launched_worker() and "WORLD_SIZE" not in os.environ:
+        ranks = ", ".join(f"${name} {os.environ[name]}" for name in ("LOCAL_RANK", "NODE_RANK")
+                          if name in os.environ)
+        raise ConfigError(f"{ranks} make this process a rank over 0 of a DDP run, but no "
+                          f"launcher started it ($WORLD_SIZE is unset): it would leave its "
+                          f"output folder unchecked, to rank 0; unset LOCAL_RANK and NODE_RANK")
 
 
 def device_clock(device) -> float:

@@ -980,6 +980,32 @@ def test_paths_starting_with_a_tilde_are_refused_naming_what_they_would_mean(tmp
     assert sorted(tmp_path.iterdir()) == [Path(sweep)]
 
 
+def test_rank_variables_left_in_the_shell_are_refused(tmp_path, stopped_run, data_dir,
+                                                     monkeypatch, capsys):
+    """``$LOCAL_RANK`` / ``$NODE_RANK`` that no launcher set: one that is not a rank was a
+    traceback, and a leftover ``LOCAL_RANK=1`` (no ``$WORLD_SIZE``) made the run a launched
+    rank, which leaves its output folder unchecked: it wrote over another run's checkpoint
+    and results."""
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run, run)
+    before = snapshot(run)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for name, value, said in (
+            ("LOCAL_RANK", "1", "$LOCAL_RANK 1 make this process a rank over 0 of a DDP run, "
+                                "but no launcher started it ($WORLD_SIZE is unset): it would "
+                                "leave its output folder unchecked, to rank 0; unset LOCAL_RANK "
+                                "and NODE_RANK"),
+            ("NODE_RANK", "x", "$NODE_RANK is 'x', not a process rank (a whole number, 0 or "
+                               "more); unset it (Lightning and torchrun set it for the ranks "
+                               "they start)")):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            assert main([*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out",
+                         str(run)]) == 2
+        assert capsys.readouterr().err == f"train.py: error: {said}\n"
+    assert snapshot(run) == before
+
+
 def test_a_wandb_dir_that_is_a_file_is_refused(tmp_path, data_dir, monkeypatch, capsys):
     """``$WANDB_DIR`` (where a ``--wandb`` run's W&B files go) naming a file is refused before
     any work, as ``--out`` is (W&B warned and wrote into the temporary folder instead)."""
