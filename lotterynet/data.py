@@ -166,6 +166,12 @@ def _idx_files(name: str, root: Path, spec: DatasetSpec, train: bool,
     by torchvision when some are missing and ``download``; the ones missing are named."""
     raw = root / spec.torchvision_name / "raw"
     files = split_files(raw, train)
+    folder = next((q for p in files if not p.is_file()
+                   for q in (p.with_name(p.name.removesuffix(".gz")), p) if q.is_dir()), None)
+    if folder is not None:  # (an archive unpacked into a folder of the file's name: it 'lacked'
+        # the file, and a download would not replace it)
+        raise DatasetCorrupt(f"{name}: {folder.resolve()} is a folder, not the IDX file of that "
+                             f"name; put the file itself there (plain or .gz)")
     missing = [p for p in files if not p.is_file()]
     if missing and not download:
         raise _missing(name, root, spec, "or allow downloading", missing)

@@ -90,6 +90,19 @@ def test_the_missing_files_are_named(data_dir, tmp_path, monkeypatch, present, l
                                   "(<urlopen error [Errno -2] Name or service not known>)")
 
 
+@pytest.mark.parametrize("folder", ["t10k-labels-idx1-ubyte", "t10k-labels-idx1-ubyte.gz"])
+def test_a_folder_in_the_place_of_a_file_is_named(data_dir, tmp_path, monkeypatch, folder):
+    """A folder of a file's name (an archive unpacked into one) is said to be one, and not
+    downloaded over: the raw folder 'lacked' the file, which a download would not put there."""
+    raw = linked_set(tmp_path, data_dir, files=FILES[:3])
+    (raw / folder / "t10k-labels.idx1-ubyte").mkdir(parents=True)
+    offline(monkeypatch)
+    with pytest.raises(DatasetCorrupt) as refused:
+        load_or_download("mnist", tmp_path, train=False)
+    assert str(refused.value) == (f"mnist: {raw / folder} is a folder, not the IDX file of that "
+                                  f"name; put the file itself there (plain or .gz)")
+
+
 def test_a_dangling_data_folder_is_missing_not_corrupt(tmp_path, monkeypatch):
     """A --data-dir that links to nothing holds no data (it read as "corrupt")."""
     folder = tmp_path / "data"
