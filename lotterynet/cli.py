@@ -91,12 +91,24 @@ class OneLineParser(OneLineErrorParser):
         return args
 
 
+class OneConfigFile(argparse.Action):
+    """``--config`` given once: a second one was read alone, the first dropped unsaid (where
+    LightningCLI merges them)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if getattr(namespace, self.dest) is not None:
+            parser.error(f"--config is given twice ({getattr(namespace, self.dest)!r}, then "
+                         f"{value!r}): one config file is read; put their options in one file, "
+                         f"or give the second's as flags")
+        setattr(namespace, self.dest, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         description="Edge-popup training of score masks over frozen random weights (or the "
                     "trained dense baseline), with checkpoints, results.json, CSV and W&B logs.")
-    parser.add_argument("--config", metavar="FILE.yaml", default=None,
+    parser.add_argument("--config", metavar="FILE.yaml", default=None, action=OneConfigFile,
                         help="YAML file of options: keys as the flags (with _ or -), or "
                              "LightningCLI-style model:, data: and trainer: sections; flags "
                              "given on the command line override it (default: none)")

@@ -398,6 +398,10 @@ CASES = [
     (["--stack-file", "{st_same_name}"], ["'q/a' has the name of another member's cell ('a')"]),
     (["--stack-file", "{st_resume}"], ["resume 'x.ckpt'", "outside its cell"]),
     (["--config", "{cfg_dupkey}"], ["cfg_dupkey", "'arch' is given twice"]),
+    # (the second was read alone: the first's options dropped unsaid; LightningCLI merges them)
+    (["--config", "{cfg_seed}", "--config={cfg_relu}"],
+     ["--config is given twice (", "cfg_seed', then ", "cfg_relu'): one config file is read; "
+      "put their options in one file, or give the second's as flags"]),
     (["--config", "{cfg_section_twice}"], ["arch is given twice", "model.arch"]),
     (["--config", "{cfg_dash_twice}"], ["batch_size is given twice"]),
     (["--limit-train", "1000000"], ["limit_train 1000000", "55,000"]),
