@@ -84,9 +84,10 @@ def check_rank_variables() -> None:
     if is_launched_worker() and "WORLD_SIZE" not in os.environ:
         ranks = ", ".join(f"${name} {os.environ[name]}" for name in ("LOCAL_RANK", "NODE_RANK")
                           if name in os.environ)
-        raise ConfigError(f"{ranks} make this process a rank over 0 of a DDP run, but no "
-                          f"launcher started it ($WORLD_SIZE is unset): it would leave its "
-                          f"output folder unchecked, to rank 0; unset LOCAL_RANK and NODE_RANK")
+        raise ConfigError(f"{ranks}: this process would be a rank over 0 of a DDP run, but "
+                          f"no launcher started it ($WORLD_SIZE is unset), and it would leave "
+                          f"its output folder unchecked, to rank 0; unset LOCAL_RANK and "
+                          f"NODE_RANK")
 
 
 def device_clock(device) -> float:

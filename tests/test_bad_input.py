@@ -995,10 +995,10 @@ def test_rank_variables_left_in_the_shell_are_refused(tmp_path, stopped_run, dat
     before = snapshot(run)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     for name, value, said in (
-            ("LOCAL_RANK", "1", "$LOCAL_RANK 1 make this process a rank over 0 of a DDP run, "
-                                "but no launcher started it ($WORLD_SIZE is unset): it would "
-                                "leave its output folder unchecked, to rank 0; unset LOCAL_RANK "
-                                "and NODE_RANK"),
+            ("LOCAL_RANK", "1", "$LOCAL_RANK 1: this process would be a rank over 0 of a DDP "
+                                "run, but no launcher started it ($WORLD_SIZE is unset), and it "
+                                "would leave its output folder unchecked, to rank 0; unset "
+                                "LOCAL_RANK and NODE_RANK"),
             ("NODE_RANK", "x", "$NODE_RANK is 'x', not a process rank (a whole number, 0 or "
                                "more); unset it (Lightning and torchrun set it for the ranks "
                                "they start)")):
