@@ -42,7 +42,6 @@ import dataclasses
 import fcntl
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -62,7 +61,6 @@ from .errors import (
     TrainingDiverged,
     WandbFailed,
     exit_code,
-    interrupted,
     plural,
 )
 from .grid import (
@@ -98,8 +96,8 @@ from .sweep_jobs import (
     Failure,
     Job,
     cell_job,
-    going_on,
     how_it_ended,
+    run_again_to_go_on,
     run_jobs,
     stack_job,
     stack_line,
@@ -314,10 +312,7 @@ def continued_by_the_sweep(name: str, config: RunConfig, what: str = "sweep"):
     try:
         yield
     except Interrupted as err:
-        raise interrupted(err.exit_code == 128 + signal.SIGTERM,
-                          f"cell {name}: "
-                          f"{going_on(checkpoint, again, err.checkpoint_epochs) or over}"
-                          ) from None
+        raise run_again_to_go_on(err, f"cell {name}", checkpoint, what) from None
     except OutOfMemory as err:
         ran_out = err.args[0]
         raise OutOfMemory(ran_out, needs_less(config, in_a_sweep=True),

@@ -27,7 +27,7 @@ from .config_yaml import dump_yaml
 from .errors import ERROR, Interrupted, OutOfMemory, Terminated, TrainingDiverged, interrupted
 from .lifetime import die_with_parent
 from .run_dir import RESULTS
-from .run_stops import epochs_in, with_its_epoch
+from .run_stops import epochs_in, run_again, with_its_epoch
 from .stack_files import write_stack_file
 
 #: Set in the environment of a sweep's jobs (:func:`job_env`): they run under its lock.
@@ -313,6 +313,19 @@ def going_on(checkpoint: Path, again: str, done: int | None) -> str | None:
     if not checkpoint.is_file():
         return None
     return with_its_epoch(again, epochs_in(checkpoint) if done is None else done)
+
+
+def run_again_to_go_on(stop: Interrupted, who: str, checkpoint: Path, what: str
+                       ) -> Interrupted:
+    """``stop``, a run's :class:`Interrupted`, as a run that the rerun of ``what`` continues
+    says it (a sweep's cell; a target that ``approximate`` or ``targets`` trains): for
+    ``who``, to run the same ``what`` again (:func:`~lotterynet.run_stops.run_again`), to
+    continue from its ``checkpoint`` (:func:`going_on`) or, without one, to start it over. The
+    run's own line gave the ``--resume`` of that one run, which the command has not, or which
+    left the rest of its work undone."""
+    again, over = run_again(what)
+    return interrupted(stop.exit_code == 128 + signal.SIGTERM,
+                       f"{who}: {going_on(checkpoint, again, stop.checkpoint_epochs) or over}")
 
 
 def how_it_ended(code: int | None, job: Job | None = None) -> str:

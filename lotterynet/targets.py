@@ -27,10 +27,19 @@ from torch import nn
 
 from .checkpointing import CHECKPOINTS, LAST, epochs_done, load_checkpoint, stored_config
 from .config import RESUMABLE, changed_fields, make_config
-from .errors import REPORTED, CheckpointError, ConfigError, OneLineErrorParser, exit_code, message
+from .errors import (
+    REPORTED,
+    CheckpointError,
+    ConfigError,
+    Interrupted,
+    OneLineErrorParser,
+    exit_code,
+    message,
+)
 from .models import build_model
 from .run import check_same_run, run
 from .run_dir import RESULTS, holds_files, left_before_a_checkpoint, read_json, results_differ
+from .sweep_jobs import run_again_to_go_on
 from .ticket_frozen import tensors_digest
 from .validate import check_output_dir
 
@@ -108,7 +117,10 @@ def check_checkpoint_of_results(path: Path, ckpt: dict, results: dict, run_dir: 
 def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module, dict]:
     """Recipe ``name`` trained through :func:`lotterynet.run.run`, or loaded when its run
     directory already holds the finished run; a run that was killed before it finished
-    continues from its last checkpoint. Returns ``(model in eval mode, info)``."""
+    continues from its last checkpoint. Returns ``(model in eval mode, info)``. Stopped by
+    Ctrl-C or SIGTERM, it says so: the same command again (``approximate``'s, ``targets``')
+    continues it; the run's own line said to resume with ``--resume``, which ``approximate``
+    has not (and ``targets``' is for a longer run's checkpoint)."""
     config = target_config(name, data_dir=data_dir, **overrides)
     run_dir = Path(config.out)
     if config.resume and (run_dir / RESULTS).is_file():  # (run() checks it otherwise)
@@ -124,7 +136,11 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
             else:
                 raise ConfigError(f"target folder {str(run_dir)!r} holds an unfinished run "
                                   f"with no checkpoint; delete it to train the target again")
-        run(config)
+        try:
+            run(config)
+        except Interrupted as stop:
+            raise run_again_to_go_on(stop, f"target run {str(run_dir)!r}", last,
+                                     "command") from None
         if config.resume and not last.is_file():  # nothing left to train: the resumed
             last.parent.mkdir(parents=True, exist_ok=True)  # checkpoint was tested
             shutil.copy(config.resume, last)

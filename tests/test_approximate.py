@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -479,6 +480,40 @@ def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, caps
     assert exit_info.value.code == 2 and measured == [], err
     assert f"{path} holds rows measured on other pensia_fc2 target weights" in err
     assert "sha256 abababababab, not cdcdcdcdcdcd" in err
+
+
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_a_stopped_target_says_the_same_command_continues_it(checkpointed, tmp_path, capsys,
+                                                             monkeypatch):
+    """SIGTERM or Ctrl-C while a target trains said the run's own line, "resume with --resume
+    T/checkpoints/last.ckpt", a flag approximate has not (targets' is for a longer run's
+    checkpoint): the same command again is what continues the target (or, stopped before its
+    first checkpoint, starts it over)."""
+    from lotterynet import targets
+    from lotterynet.errors import interrupted
+
+    folder = tmp_path / "t" / "pensia_fc2-e2-seed0"
+
+    def stopped(config):
+        if checkpointed:  # (bytes a read would refuse: the epoch is the run's)
+            (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (folder / "checkpoints" / "last.ckpt").write_bytes(b"not read")
+        raise interrupted(True, "resume with --resume X (written at the end of epoch 1)"
+                          if checkpointed else None, 1 if checkpointed else None)
+
+    monkeypatch.setattr(targets, "run", stopped)
+    then = ("run the same command again to continue from its checkpoint (written at the end "
+            "of epoch 1)" if checkpointed else
+            "no checkpoint had been written yet, so there is none to resume from; run the same "
+            "command again to start it over in its folder")
+    for command, argv in ((main, ["fc2", "--target-epochs", "2", "--out", str(tmp_path)]),
+                          (targets.main, ["pensia_fc2", "--epochs", "2"])):
+        with pytest.raises(SystemExit) as exit_info:
+            command([*argv, "--targets-dir", str(tmp_path / "t")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 143, err
+        assert re.match(rf"^python -m lotterynet\.\w+: error: stopped by SIGTERM; target run "
+                        rf"{re.escape(repr(str(folder)))}: {re.escape(then)}\n$", err), err
 
 
 def test_missing_test_data_is_downloaded_as_the_targets_are(tmp_path, capsys, monkeypatch):
