@@ -580,7 +580,7 @@ CASES = [
      ["CSVLogger", "version", "an integer, or a string, or null", "[1]"]),  # (version_[1]/)
     (["--trainer.callbacks", "{{class_path: EarlyStopping, init_args: {{monitor: val/acc, "
                              "patience: 2.5}}}}"], ["EarlyStopping", "patience", "2.5"]),
-    pytest.param(["--devices", "0,1"], ["0,1", "devices", "int"],
+    pytest.param(["--devices", "0,1"], ["--devices '0,1'", "CPU cores", "1 to", "auto"],
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     (["--config", "{cfg_trainer_list}"], ["cfg_trainer_list", "trainer", "mapping"]),
     (["--config", "{cfg_init_args_list}"], ["init_args", "['x']", "mapping"]),
@@ -982,6 +982,36 @@ def test_paths_starting_with_a_tilde_are_refused_naming_what_they_would_mean(tmp
         f"expands (unquoted); give '{tmp_path}/home/data' (in the home folder), or "
         f"'{tmp_path}/~/data' (the name '~' here)\n")
     assert sorted(tmp_path.iterdir()) == [Path(sweep)]
+
+
+@pytest.mark.parametrize("value", ["abc", "1,", "1.5", "-1", "0,1"])
+def test_devices_neither_a_count_nor_auto_are_named_with_the_valid_choices(value, tmp_path,
+                                                                           capsys):
+    """``--devices`` that is not a count nor ``auto`` (nor, on GPUs, GPU indices) was refused
+    by Lightning once the Trainer was built, naming no flag nor the valid forms: "trainer
+    options {'devices': 'abc'} refused by Lightning: `devices` selected with `CPUAccelerator`
+    should be an int > 0"."""
+    assert main(["--devices", value, "--accelerator", "cpu", "--out", str(tmp_path / "r")]) == 2
+    assert re.match(rf"^train\.py: error: --devices {re.escape(repr(value))} is not a count of "
+                    rf"CPU cores nor auto; valid choices on the CPU: 1 to {os.cpu_count()}, or "
+                    rf"auto\n$", capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_devices_on_gpus_take_gpu_indices_and_name_the_valid_choices(monkeypatch):
+    """On GPUs, GPU indices go on to Lightning (which checks that they exist); a value that is
+    none of the forms is named as on the CPU."""
+    from lotterynet.config_schema import RunConfig
+    from lotterynet.validate import check_hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for devices in ("auto", "0,1", "1,", "-1", [0, 1]):
+        check_hardware(RunConfig(accelerator="gpu", trainer={"devices": devices}))
+    with pytest.raises(ConfigError, match=r"^--devices 'abc' is not a count of CUDA GPUs, auto, "
+                                          r"nor GPU indices; valid choices: 1 to 2, auto, or "
+                                          r"GPU indices such as 0,1$"):
+        check_hardware(RunConfig(accelerator="gpu", trainer={"devices": "abc"}))
 
 
 def test_rank_variables_left_in_the_shell_are_refused(tmp_path, stopped_run, data_dir,
