@@ -21,7 +21,16 @@ class OneLineErrorParser(argparse.ArgumentParser):
     value (``--out ""``, ``--out=``) is refused: a path flag would otherwise silently mean the
     current folder, a name flag the default. A value given to a flag that takes none
     (``--baseline maybe``, ``--baseline=maybe``) is refused naming the flag and its forms
-    (argparse said "unrecognized arguments: maybe", or "ignored explicit argument")."""
+    (argparse said "unrecognized arguments: maybe", or "ignored explicit argument"). A value
+    that begins as a negative number does is a value (``--sweep-seeds -1,2``, ``--lr -1e-3``):
+    argparse took all but ``-1`` and ``-0.5`` for flags, and said "argument --sweep-seeds:
+    expected one argument", naming neither the value nor the ``--sweep-seeds=-1,2`` form."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # (argparse's own test of what "looks like a negative number", which it reads as a
+        # value while no flag of the parser looks like one: here none does)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {escape_line_breaks(message)}\n")

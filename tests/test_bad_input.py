@@ -1155,6 +1155,24 @@ def test_a_value_ending_in_equals_is_not_an_empty_flag(tmp_path, capsys):
     assert main(["--arch", "fc2", "--out=", "--print-config"]) == 2
 
 
+def test_a_value_that_begins_as_a_negative_number_is_a_value(tmp_path, capsys):
+    """``--sweep-seeds -1,2`` (a comma list, an exponent: all but ``-1`` and ``-0.5``) was
+    taken for a flag: "argument --sweep-seeds: expected one argument", naming neither the
+    value nor the ``=`` form, which was read. Both forms now read the value, and its own check
+    names it."""
+    for argv, said in ((["--sweep-seeds", "-1,2", "--sweep-sparsities", "0.5"],
+                        "--sweep-seeds: -1 is not valid; seeds must be integers in [0, 2**32)"),
+                       (["--sweep-sparsities", "-0.0,0"], "--sweep-sparsities: 0.0 is listed "
+                                                          "twice"),
+                       (["--lr", "-1e-3"], "lr must be a positive finite number, got -0.001")):
+        for spelled in (argv, [f"{argv[0]}={argv[1]}", *argv[2:]]):
+            assert main([*spelled, "--sweep-out", str(tmp_path / "sweep")] if "--lr" not in argv
+                        else [*spelled, "--out", str(tmp_path / "run")]) == 2
+            assert re.match(rf"^train\.py: error: {re.escape(said)}\n$",
+                            capsys.readouterr().err), spelled
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_corrected_rerun_works_after_a_refusal(tmp_path, data_dir, capsys):
     out = tmp_path / "run"
     base = [*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out)]
