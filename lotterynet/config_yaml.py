@@ -42,12 +42,16 @@ class ConfigLoader(yaml.SafeLoader):
         return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
-        keys = [(k.tag, k.value) for k, _ in node.value if isinstance(k, yaml.ScalarNode)
-                and k.tag != "tag:yaml.org,2002:merge"]
-        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
-        if twice:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {twice[1]!r} is given twice", node.start_mark)
+        """The mapping; one that gives a key twice is refused at the second (its line: the
+        mapping's own, its first line, was named), naming the first's line."""
+        first = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                earlier = first.setdefault((key.tag, key.value), key)
+                if earlier is not key:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key.value!r} is given twice (first on line "
+                        f"{earlier.start_mark.line + 1})", key.start_mark)
         return super().construct_mapping(node, deep)
 
 

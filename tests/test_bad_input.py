@@ -1067,6 +1067,27 @@ def test_a_path_with_a_line_break_is_reported_on_one_line(tmp_path, data_dir, ca
     assert not (tmp_path / "run").exists()
 
 
+def test_a_key_given_twice_in_a_yaml_file_is_named_at_its_second_line(tmp_path, capsys):
+    """A config or sweep file that gives a key twice was refused at the line of the mapping
+    that holds it ("line 1, column 1: key 'sparsities' is given twice", the file's first
+    line); it names the line and column of the second, and the first's line."""
+    config = write(tmp_path / "c.yaml", "epochs: 1\nlr: 0.1\nlr: 0.2\n")
+    sweep = write(tmp_path / "s.yaml", "sparsities: [0.5]\nepochs: [1]\nsparsities: [0.9]\n")
+    variants = write(tmp_path / "v.yaml", "variants:\n  - structure: dense\n    lr: 0.1\n"
+                                          "    lr: 0.2\nsparsities: [0.5]\nepochs: [1]\n")
+    for argv, said in (
+            (["--config", config], f"config file '{config}' is not valid YAML: line 3, column "
+                                   f"1: key 'lr' is given twice (first on line 2)"),
+            (["--sweep", sweep], f"sweep file '{sweep}' is not valid YAML: line 3, column 1: "
+                                 f"key 'sparsities' is given twice (first on line 1)"),
+            (["--sweep", variants], f"sweep file '{variants}' is not valid YAML: line 4, "
+                                    f"column 5: key 'lr' is given twice (first on line 3)")):
+        assert main([*argv, "--out" if "--config" in argv else "--sweep-out",
+                     str(tmp_path / "out")]) == 2
+        assert re.match(rf"^train\.py: error: {re.escape(said)}\n$", capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_config_may_still_use_a_few_aliases(tmp_path):
     """The bound on aliases leaves their everyday use (a value given once, a merge key)."""
     config = tmp_path / "c.yaml"
