@@ -50,6 +50,7 @@ from .approximate_files import (
 )
 from .approximate_sweeps import DATASET_SEED_OFFSET, FC2_SWEEPS, LENET5_CONV_PART, SWEEPS, Sweep
 from .approximate_table import run_table
+from .config_checks import check_path
 from .constructions import construct_model, effective_errors
 from .datamodule import load_or_download
 from .errors import (
@@ -276,6 +277,9 @@ def check_options(args) -> None:
             raise ConfigError(f"--sizes {outside[0]} is in no sweep of "
                               f"{', '.join(s.name for s in sweeps)}; valid sizes: "
                               f"{', '.join(map(str, sizes))}")
+    for flag, path in (("--out", args.out), ("--data-dir", args.data_dir)):
+        if path is not None:  # (a '~' first: ./~/x was made)
+            check_path(flag, str(path))
     check_output_dir(args.out, "--out")
     if args.experiment != "table":
         args.targets_dir = checked_targets_dir(args.targets_dir)

@@ -27,6 +27,7 @@ from torch import nn
 
 from .checkpointing import CHECKPOINTS, LAST, epochs_done, load_checkpoint, stored_config
 from .config import RESUMABLE, changed_fields, make_config
+from .config_checks import check_path
 from .errors import (
     REPORTED,
     CheckpointError,
@@ -172,8 +173,10 @@ def add_targets_dir(parser: argparse.ArgumentParser) -> None:
 
 def checked_targets_dir(targets_dir: Path | None) -> Path:
     """``--targets-dir`` (:data:`TARGETS_DIR` when not given), refused before any work unless
-    it is, or can be made, a writable folder."""
+    it is, or can be made, a writable folder, and a path as train.py takes one (not ``~/t``,
+    which was refused as the target run's ``out``)."""
     targets_dir = TARGETS_DIR if targets_dir is None else targets_dir
+    check_path("--targets-dir", str(targets_dir))
     check_output_dir(targets_dir, "--targets-dir")
     return targets_dir
 

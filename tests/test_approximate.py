@@ -774,3 +774,30 @@ def test_a_bad_targets_folder_is_named_as_targets_dir_before_any_work(tmp_path, 
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.splitlines()[1:] == [], err
         assert f"error: --targets-dir {str(bad)!r}: {str(tmp_path / 'file')!r} is a file" in err
+
+
+def test_paths_starting_with_a_tilde_are_refused_naming_what_they_would_mean(tmp_path,
+                                                                           monkeypatch, capsys):
+    """``--out '~/x'`` (quoted: no shell expanded it) made the folder ``./~/x``; ``--data-dir``
+    read ``./~/d``; ``--targets-dir '~/t'`` was refused as the target run's ``out``. Each is
+    refused as train.py refuses its paths, naming its flag, before any work."""
+    import lotterynet.targets as targets
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for module in (targets, approximate):
+        monkeypatch.setattr(module, "trained_target",
+                            lambda *a, **k: pytest.fail("worked before refusing the path"))
+    for command, argv, flag in ((main, ["table"], "--out"), (main, ["fc2"], "--out"),
+                                (main, ["lenet5"], "--data-dir"),
+                                (main, ["fc2"], "--targets-dir"),
+                                (targets.main, ["pensia_fc2"], "--targets-dir")):
+        with pytest.raises(SystemExit) as exit_info:
+            command([*argv, flag, "~/x"])
+        said = (f"{flag} '~/x' starts with '~', which only a shell expands (unquoted); give "
+                f"'{tmp_path}/home/x' (in the home folder), or '{tmp_path}/~/x' (the name '~' "
+                f"here)")
+        assert exit_info.value.code == 2
+        assert re.match(rf"^python -m lotterynet\.\w+: error: {re.escape(said)}\n$",
+                        capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
