@@ -22,7 +22,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
     current folder, a name flag the default. A value given to a flag that takes none
     (``--baseline maybe``, ``--baseline=maybe``) is refused naming the flag and its forms
     (argparse said "unrecognized arguments: maybe", or "ignored explicit argument"). A value
-    that begins as a negative number does is a value (``--sweep-seeds -1,2``, ``--lr -1e-3``):
+    that begins as a negative number is a value (``--sweep-seeds -1,2``, ``--lr -1e-3``):
     argparse took all but ``-1`` and ``-0.5`` for flags, and said "argument --sweep-seeds:
     expected one argument", naming neither the value nor the ``--sweep-seeds=-1,2`` form."""
 
