@@ -224,10 +224,13 @@ class EdgePopupModule(pl.LightningModule):
         alone, and a changed byte in a weight loaded silently). A Trainer with
         :class:`~lotterynet.run_callbacks.CheckedCheckpointIO` (``train.py``'s) checked what it
         loaded, read once, wrapped or not (``AsyncCheckpointIO(CheckedCheckpointIO())``): the
-        file is not read again."""
+        file is not read again. Loaded without a Trainer (:meth:`load_from_checkpoint`), the
+        module takes the dtype of the checkpoint's tensors first (:func:`stored_dtype`)."""
         from .run_callbacks import CheckedCheckpointIO  # (run_callbacks imports this module)
 
         trainer = self._trainer
+        if trainer is None and (dtype := stored_dtype(checkpoint)) is not None:
+            self.to(dtype)
         path = trainer.ckpt_path if trainer is not None else None
         checked = trainer is not None and isinstance(unwrapped(trainer.strategy.checkpoint_io),
                                                      CheckedCheckpointIO)
@@ -475,6 +478,15 @@ def divergence(model: torch.nn.Module, lr: float) -> str | None:
     bad = (~torch.stack([torch.isfinite(p).all() for _, p in named])).nonzero()
     return f"{named[int(bad[0])][0]} holds NaN or infinite values (lr {lr:g})" if len(bad) \
         else None
+
+
+def stored_dtype(checkpoint: dict) -> torch.dtype | None:
+    """The one floating dtype of the checkpoint's weights and scores (``64-true``'s float64,
+    ``bf16-true``'s bfloat16), None where they have several. A module built in float32 and
+    given float64 scores rounds them: scores apart by less than float32 resolves tie, and
+    the top-k keeps other weights (another mask, another network)."""
+    dtypes = {t.dtype for t in checkpoint["state_dict"].values() if t.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else None
 
 
 def mask_digest(model: torch.nn.Module) -> float:

@@ -22,7 +22,7 @@ from lotterynet.cli import build_parser, config_from_args
 from lotterynet.datamodule import EVAL_BATCH, EpochPermutation, TensorDataModule, load_or_download
 from lotterynet.errors import CheckpointError
 from lotterynet.models import MODELS, build_model
-from lotterynet.module import check_images
+from lotterynet.module import check_images, mask_digest
 from lotterynet.params import count_params
 from lotterynet.timm_models import create_timm_model
 
@@ -217,6 +217,29 @@ def test_load_from_checkpoint_lets_its_own_parse_go_before_lightning_parses(tmp_
     monkeypatch.setattr(saving, "pl_load", lightnings)
     ln.EdgePopupModule.load_from_checkpoint(path)
     assert held == [False]
+
+
+def test_load_from_checkpoint_keeps_a_float64_checkpoints_dtype_and_masks(tmp_path):
+    """A ``64-true`` run's checkpoint loaded with ``load_from_checkpoint`` came back float32:
+    scores apart by less than float32 resolves (1 + i * 1e-12) rounded to one value, and the
+    top-k kept other weights (another mask digest, another network). It loads as float64,
+    its scores and masks bit for bit."""
+    module = ln.EdgePopupModule({"name": "fc2", "width": 8, "structure": "dense",
+                                 "sparsity": 0.5}).double()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("scores"):
+                order = torch.randperm(p.numel(), generator=generator, dtype=torch.float64)
+                p.copy_(1 + order.reshape(p.shape) * 1e-12)
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"state_dict": module.state_dict(), "hyper_parameters": dict(
+        module.hparams), "pytorch-lightning_version": pl.__version__}, path)
+    loaded = ln.EdgePopupModule.load_from_checkpoint(path)
+    assert loaded.dtype == torch.float64
+    assert all(torch.equal(t, module.state_dict()[k]) and t.dtype == torch.float64
+               for k, t in loaded.state_dict().items() if t.is_floating_point())
+    assert mask_digest(loaded.model) == mask_digest(module.model)
 
 
 @pytest.mark.parametrize("spec", [{"name": "lenet5", "sparsity": 0.5},
