@@ -188,16 +188,26 @@ def resume_hint(checkpoint: str | Path | None, run_dir: Path | None = None) -> s
 
 def history_left_behind(resumed: Resumed, run_dir: Path) -> str | None:
     """What a resume says at its start when the history of the epochs its checkpoint trained
-    is not beside it (no ``metrics.csv`` of its run: a checkpoint copied out of its run
-    folder), so that ``run_dir``'s begins after them (:func:`~lotterynet.loggers.
-    resumed_history`); None where that history is there, carried on."""
+    is not beside it, so that ``run_dir``'s ``metrics.csv`` begins after them
+    (:func:`~lotterynet.loggers.resumed_history`): a checkpoint copied out of its run folder
+    (its run's ``metrics.csv`` holds them), or one in its run's ``checkpoints/`` whose
+    ``metrics.csv`` is gone (deleted, moved away: nothing the run has holds them, the
+    checkpoint only its last epoch's numbers; put back before the resume writes a new one, it
+    is carried on). None where that history is there, carried on."""
     checkpoint, stored = resumed
-    if (checkpoint_run_dir(checkpoint) / METRICS_FILE).is_file():
+    source = checkpoint_run_dir(checkpoint)
+    if (source / METRICS_FILE).is_file():
         return None
     done = stored["epoch"] + 1  # (saved at the end of its last epoch: its index)
-    return (f"--resume {str(checkpoint)!r}: no {METRICS_FILE} of its run beside it, so "
-            f"{str(run_dir / METRICS_FILE)!r} begins at epoch {done + 1}; the metrics of "
-            f"epoch{'s 1 to' * (done > 1)} {done} are in the original run's {METRICS_FILE} only")
+    epochs = f"epoch{'s 1 to' * (done > 1)} {done}"
+    if Path(checkpoint).resolve().parent.name != CHECKPOINTS:
+        return (f"--resume {str(checkpoint)!r}: no {METRICS_FILE} of its run beside it, so "
+                f"{str(run_dir / METRICS_FILE)!r} begins at epoch {done + 1}; the metrics of "
+                f"{epochs} are in the original run's {METRICS_FILE} only")
+    history = "it" if run_dir.resolve() == source else repr(str(run_dir / METRICS_FILE))
+    return (f"--resume {str(checkpoint)!r}: its run's history, {str(source / METRICS_FILE)!r}, "
+            f"is gone, so {history} begins anew at epoch {done + 1}, without the metrics of "
+            f"{epochs}; to keep them, stop now (Ctrl-C) and put that file back")
 
 
 def after_wandb_failed(run_dir: Path, resumed: str | None) -> str:

@@ -216,6 +216,24 @@ def test_a_loose_checkpoint_resumed_says_its_history_stayed_behind(whole_and_sto
     assert sorted(per_epoch(out, "val/acc")) == [1, 2]
 
 
+def test_a_resume_of_a_run_whose_history_is_gone_says_so(whole_and_stopped, tmp_path, capsys):
+    """A run whose metrics.csv was deleted, resumed: it said the history was in "the original
+    run's metrics.csv", which is the file gone. It says that the history is gone and how to
+    keep it."""
+    _, stopped = whole_and_stopped
+    run = tmp_path / "run"
+    shutil.copytree(stopped, run)
+    (run / "metrics.csv").rename(tmp_path / "kept.csv")
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    assert main(["--resume", str(checkpoint), "--stop-after", "2"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[1] == (f"--resume {str(checkpoint)!r}: its run's history, "
+                       f"{str(run / 'metrics.csv')!r}, is gone, so it begins anew at epoch 2, "
+                       f"without the metrics of epoch 1; to keep them, stop now (Ctrl-C) and "
+                       f"put that file back")
+    assert sorted(per_epoch(run, "val/acc")) == [1]  # (0-based: the resume's epoch 2 alone)
+
+
 def test_resume_takes_the_recipe_lr_of_a_run_stored_without_one(whole_and_stopped, tmp_path,
                                                                  capsys):
     """The run left ``lr`` unset (fc2's recipe: 0.1): ``--lr 0.1`` on its resume is the same
