@@ -133,13 +133,15 @@ class EdgePopupModule(pl.LightningModule):
     """
 
     def __init__(self, spec: dict, optim: dict | None = None, config: dict | None = None,
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = True, run_id: str | None = None):
         """``spec``: ``build_model`` arguments, ``{"name": arch, **kwargs}``; ``optim``: any of
         ``optimizer``, ``scheduler``, ``lr``, ``momentum``, ``weight_decay``, ``epochs``
         (:func:`default_optim` of the architecture for the others); ``config``: the run's
         whole configuration, kept in the checkpoint for ``--resume``; ``cuda_graphs``: replay
         each training step's forward and backward from a CUDA graph where one may be used
-        (:mod:`lotterynet.graphs`)."""
+        (:mod:`lotterynet.graphs`); ``run_id``: the ``train.py`` run it trains, kept in its
+        checkpoints and its folder's ``hparams.yaml``, so that a resume tells its run's
+        checkpoint from another run's copied there (:func:`~lotterynet.run_dir.check_own_run`)."""
         super().__init__()
         if not isinstance(spec, dict) or "name" not in spec:
             raise ValueError(f"spec holds build_model's arguments with the architecture as "

@@ -67,12 +67,15 @@ from .run_callbacks import (
 )
 from .run_dir import (
     RESULTS,
+    check_own_run,
     claim_run_dir,
     clear_previous_run,
     holding,
     holds_files,
+    new_run_id,
     resumed_out,
     run_dir_of,
+    stored_run_id,
     write_json_atomic,
     write_ticket,
 )
@@ -171,14 +174,16 @@ def data_module(config: RunConfig) -> TensorDataModule:
                             seed=config.seed, augment=config.augment)
 
 
-def build_module(config: RunConfig, data: TensorDataModule) -> EdgePopupModule:
+def build_module(config: RunConfig, data: TensorDataModule,
+                 run_id: str | None = None) -> EdgePopupModule:
     optim = optim_settings(config)
     with refusing_unbuildable(config.arch):
         spec = model_spec(config, data)
         need = memory_needed([(spec, optim)], config)
     check_fits(f"{config.arch} {spec['structure']}", need, config)
     with refusing_unbuildable(config.arch):
-        module = EdgePopupModule(spec, optim, config.to_dict(), cuda_graphs=config.cuda_graphs)
+        module = EdgePopupModule(spec, optim, config.to_dict(), cuda_graphs=config.cuda_graphs,
+                                 run_id=run_id)
     check_last_batch(config, module.model)
     if split_arch(config.arch)[1]:
         check_logits(config, module.model, data)
@@ -311,12 +316,14 @@ def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
             config = replace(config, out=resumed_out(config, resumed))
     run_dir = run_dir_of(config)
     claim_run_dir(run_dir, config)
+    check_own_run(resumed)
     for folder in (run_dir, run_dir / CHECKPOINTS):  # what a killed run's writes left (its
         remove_stale_temp_files(folder)  # results, ticket, history, W&B id; its checkpoint)
     pl.seed_everything(config.seed, verbose=False)
     data = data_module(config)
     data.setup()  # a missing or corrupt data set is refused here, before anything is written
-    module = build_module(config, data)
+    # (a checkpoint written before runs had ids: the resume takes one, kept from then on)
+    module = build_module(config, data, resumed and stored_run_id(resumed[1]) or new_run_id())
     if resumed:
         check_resumable(resumed[1], module, config.epochs, config.resume)
         check_callback_states(resumed[1], (RNGState(), EpochTimer()))

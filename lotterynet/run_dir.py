@@ -14,9 +14,12 @@ import csv
 import fcntl
 import json
 import os
+import re
+import secrets
 from pathlib import Path
 
 import torch
+import yaml
 
 from .checkpointing import (
     CHECKPOINTS,
@@ -39,6 +42,8 @@ from .ticket_file import TICKET
 from .validate import check_not_folders, check_output_dir
 
 RESULTS = "results.json"
+HPARAMS = "hparams.yaml"  # (Lightning's CSV logger's: the module's hyperparameters)
+_RUN_ID = re.compile(r"[0-9a-f]{16}")  # (new_run_id's)
 #: The files a run (or a stack's cell) writes when it ends: a folder in the place of one is
 #: refused before the training (:func:`~lotterynet.validate.check_not_folders`).
 END_FILES = (RESULTS, TICKET)
@@ -167,6 +172,54 @@ def clear_previous_run(run_dir: Path) -> None:
     ``metrics.csv`` starts anew with it)."""
     for name in (*END_FILES, f"{CHECKPOINTS}/{LAST}", WANDB_ID_FILE, WANDB_ENDED_FILE):
         (run_dir / name).unlink(missing_ok=True)
+
+
+def new_run_id() -> str:
+    """A new run's id (:func:`check_own_run`): 16 random hex digits."""
+    return secrets.token_hex(8)
+
+
+def stored_run_id(hyper_parameters) -> str | None:
+    """The run id (:class:`~lotterynet.module.EdgePopupModule`'s ``run_id``) in a checkpoint
+    or in the mapping of a run folder's ``hparams.yaml``; None where there is none (written
+    before runs had ids, or not by ``train.py``) or none whole (a file cut short)."""
+    if isinstance(hyper_parameters, dict) and "state_dict" in hyper_parameters:
+        hyper_parameters = hyper_parameters.get("hyper_parameters")
+    run_id = hyper_parameters.get("run_id") if isinstance(hyper_parameters, dict) else None
+    return run_id if isinstance(run_id, str) and _RUN_ID.fullmatch(run_id) else None
+
+
+def folder_run_id(run_dir: Path) -> str | None:
+    """The run id in ``run_dir``'s ``hparams.yaml`` (written as each fit of its run starts);
+    None without one, or where the file cannot be read (cut short by a kill as Lightning
+    rewrote it)."""
+    try:
+        return stored_run_id(yaml.safe_load((run_dir / HPARAMS).read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def check_own_run(resumed: Resumed | None) -> None:
+    """The ``resumed`` checkpoint must be of the run whose folder holds it (whose history
+    a resume carries on, :func:`~lotterynet.loggers.resumed_history`, and which a resume
+    without ``--out`` continues): another run's copied there would train on from the other
+    run's weights under this run's history, the epochs of both mixed. Both keep their run's
+    id (a run folder copied or moved whole keeps its own); a checkpoint or a folder without
+    one (written before runs had ids) is taken as the folder's."""
+    if not resumed or is_launched_worker():
+        return
+    path, loaded = resumed
+    source = checkpoint_run_dir(path)
+    ours, theirs = folder_run_id(source), stored_run_id(loaded)
+    if ours is None or theirs is None or ours == theirs:
+        return
+    origin = stored_config(loaded, path).get("out")
+    where = f"of the run started in {origin!r}" if origin else "of another run"
+    raise ConfigError(f"--resume {str(path)!r} is a checkpoint {where} (run {theirs}), not of "
+                      f"the run in {str(source)!r} (run {ours}, its {HPARAMS}), copied there: "
+                      f"resume it from its own run's folder, or from a copy outside any run's "
+                      f"folder into an empty --out; to continue the run in {str(source)!r}, "
+                      f"put its own checkpoint back")
 
 
 def write_ticket(model: torch.nn.Module, run_dir: Path) -> Path | None:

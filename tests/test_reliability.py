@@ -149,6 +149,51 @@ def test_resume_of_an_older_checkpoint_into_its_run_is_refused(whole_and_stopped
     assert_same_history_and_result(tmp_path / "elsewhere", whole)
 
 
+def test_another_runs_checkpoint_copied_into_a_run_is_refused(whole_and_stopped, tmp_path,
+                                                              data_dir, capsys):
+    """``cp runB/checkpoints/last.ckpt runA/checkpoints/; --resume runA/checkpoints/last.ckpt``
+    (both stopped after their first epoch) trained on from B's weights under A's history (A's
+    first epoch, then B's), exit 0. Each run keeps its id (its checkpoints, its hparams.yaml):
+    refused, exit 2, nothing written; into an empty --out too (it would carry A's history)."""
+    _, stopped = whole_and_stopped
+    other, run = tmp_path / "other", tmp_path / "run"
+    assert main([*SMALL, "--limit-train", "64", "--seed", "4", "--epochs", "3", "--stop-after",
+                 "1", "--data-dir", str(data_dir), "--out", str(other)]) == 0
+    shutil.copytree(stopped, run)
+    shutil.copy(other / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    ids = [yaml.safe_load((r / "hparams.yaml").read_text())["run_id"] for r in (other, run)]
+    capsys.readouterr()
+    before, checkpoint = tree(run), run / "checkpoints" / "last.ckpt"
+    for out in ([], ["--out", str(tmp_path / "new")]):
+        assert main(["--resume", str(checkpoint), *out]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"train.py: error: --resume {str(checkpoint)!r} is a checkpoint of the run started "
+            f"in {str(other)!r} (run {ids[0]}), not of the run in {str(run)!r} (run {ids[1]}, "
+            f"its hparams.yaml), copied there: resume it from its own run's folder, or from a "
+            f"copy outside any run's folder into an empty --out; to continue the run in "
+            f"{str(run)!r}, put its own checkpoint back"]
+        assert tree(run) == before and not (tmp_path / "new").exists()
+
+
+def test_a_checkpoint_written_before_runs_had_ids_resumes_and_takes_one(whole_and_stopped,
+                                                                       tmp_path):
+    """A run's checkpoint without a run id (written before runs had one) resumes in its run
+    as before; the resume gives the run an id, which its folder and next checkpoint keep."""
+    _, stopped = whole_and_stopped
+    run = tmp_path / "run"
+    shutil.copytree(stopped, run)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    older, first = load_checkpoint(checkpoint), yaml.safe_load(
+        (run / "hparams.yaml").read_text())["run_id"]
+    assert older["hyper_parameters"].pop("run_id") == first
+    atomic_torch_save(older, checkpoint)
+    assert main(["--resume", str(checkpoint), "--stop-after", "2"]) == 0
+    taken = load_checkpoint(checkpoint)["hyper_parameters"]["run_id"]
+    assert taken != first and yaml.safe_load((run / "hparams.yaml").read_text())[
+        "run_id"] == taken
+    assert sorted(per_epoch(run, "val/acc")) == [0, 1]
+
+
 def test_overwrite_forgets_the_old_runs_wandb_id(tmp_path, data_dir):
     """An --overwrite run is a new run: a later --wandb resume of it must not log into the W&B
     run of what was there before."""
