@@ -22,6 +22,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
@@ -50,6 +51,16 @@ class AtomicExperimentWriter(ExperimentWriter):
         with open(self.metrics_file_path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         write_csv_atomic(self.metrics_file_path, rows, fieldnames)
+
+    def log_hparams(self, params: dict) -> None:
+        """Lightning's, written atomically (:func:`~lotterynet.checkpointing.atomic_write`):
+        Lightning reopens ``hparams.yaml`` with ``"w"`` at each fit's start, so a kill or a
+        full disk then left it empty, the run's id with it (what tells a checkpoint of this
+        folder's run from another run's copied there, :func:`~lotterynet.run_dir.check_own_run`,
+        which then let the other run's resume)."""
+        self.hparams.update(params)
+        atomic_write(Path(self.log_dir) / self.NAME_HPARAMS_FILE,
+                     lambda tmp: save_hparams_to_yaml(tmp, self.hparams))
 
 
 class HistoryCSVLogger(CSVLogger):

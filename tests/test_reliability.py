@@ -1614,6 +1614,34 @@ def test_a_failed_rewrite_of_the_history_keeps_its_rows(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temporary file left
 
 
+def test_a_failed_rewrite_of_the_hyperparameters_keeps_the_file(tmp_path, monkeypatch):
+    """Lightning rewrites ``hparams.yaml`` at each fit's start, reopening it with "w": a kill
+    or full disk then left it empty, and with it the run's id (which tells this folder's
+    checkpoint from another run's). The rewrite is atomic: after a failed one the file is as
+    it was."""
+    import yaml
+    from pytorch_lightning.loggers import csv_logs
+
+    from lotterynet import loggers
+
+    logger = loggers.HistoryCSVLogger(tmp_path, [])
+    logger.log_hyperparams({"run_id": "0123456789abcdef", "lr": 0.1})
+    before = (tmp_path / "hparams.yaml").read_bytes()
+    assert yaml.safe_load(before) == {"run_id": "0123456789abcdef", "lr": 0.1}
+
+    def fail(path, hparams):  # (Lightning's writer, failing part way)
+        with open(path, "w") as f:
+            f.write("run_")
+            raise OSError(28, "No space left on device")
+
+    for module in (csv_logs, loggers):  # (Lightning's writer calls it from csv_logs)
+        monkeypatch.setattr(module, "save_hparams_to_yaml", fail)
+    with pytest.raises(OSError):
+        logger.log_hyperparams({"lr": 0.2})
+    assert (tmp_path / "hparams.yaml").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hparams.yaml"]  # no temporary left
+
+
 def test_a_history_begun_by_a_resume_without_one_is_not_cut_short(whole_and_stopped, tmp_path):
     """A run resumed once with its history moved away logs from its resumed epoch on: a later
     resume takes that history as it is."""
