@@ -57,10 +57,13 @@ from .errors import (
     REPORTED,
     ConfigError,
     OneLineErrorParser,
+    Terminated,
     exit_code,
+    interrupted,
     message,
     unread_option,
 )
+from .lifetime import stopping_on_sigterm
 from .machine import cpu_name
 from .params import count_params
 from .run_dir import RESULTS
@@ -306,17 +309,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="+", choices=["mnist", "fashion-mnist"],
                         help="lenet5: data sets (default: mnist fashion-mnist)")
     args = parser.parse_args(argv)
-    try:
-        check_options(args)
-        args.seeds = args.seeds or 5
-        args.datasets = args.datasets or ["mnist", "fashion-mnist"]
-        {"fc2": run_fc2, "lenet5": run_lenet5, "table": run_table}[args.experiment](args)
+    try:  # (Ctrl-C and SIGTERM one line wherever they land, as train.py's: lifetime.py)
+        with stopping_on_sigterm(ends_the_process=True):
+            check_options(args)
+            args.seeds = args.seeds or 5
+            args.datasets = args.datasets or ["mnist", "fashion-mnist"]
+            {"fc2": run_fc2, "lenet5": run_lenet5, "table": run_table}[args.experiment](args)
+    except (KeyboardInterrupt, Terminated) as stop:  # a target's training says its own
+        stopped = interrupted(isinstance(stop, Terminated), going_on(args))
+        parser.exit(stopped.exit_code, f"{parser.prog}: error: {stopped}\n")
     except (*REPORTED, ValueError) as err:
         parser.exit(exit_code(err) if isinstance(err, REPORTED) else 2,
                     f"{parser.prog}: error: {message(err)}\n")
-    except KeyboardInterrupt:  # the rows of every finished size are in their result files
-        parser.exit(130, f"{parser.prog}: error: stopped by Ctrl-C; the same command "
-                         f"continues from the sizes measured so far in {args.out}\n")
+
+
+def going_on(args) -> str:
+    """How a command stopped outside its target's training goes on: the table is written
+    anew; a sweep's result file is rewritten (atomically) as each size's last seed is
+    measured, and the same command measures only the cells it does not hold
+    (:func:`cells_left`)."""
+    if args.experiment == "table":
+        return "run the same command again to write the table"
+    return (f"the rows of every size measured to its last seed are kept in the result files "
+            f"in {str(args.out)!r}, not those of the size being measured: run the same command "
+            f"again to measure the rest")
+
 
 if __name__ == "__main__":
     main()

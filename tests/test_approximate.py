@@ -482,6 +482,55 @@ def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, caps
     assert "sha256 abababababab, not cdcdcdcdcdcd" in err
 
 
+def test_sigterm_while_measuring_is_one_line_and_the_same_command_measures_the_rest(
+        tmp_path, capsys, monkeypatch):
+    """SIGTERM once the target was trained (measuring) killed the command by the signal's
+    default action, exit 143 without a word (only Ctrl-C had a line): it says, in one line,
+    what is kept and how to go on; the sizes finished are in the result file, no half file
+    beside it, and the same command measures only the rest."""
+    import os
+    import signal
+
+    info = {"recipe": "pensia_fc2", "epochs": RECIPES["pensia_fc2"]["epochs"],
+            "run_dir": "runs/targets/pensia_fc2-e10-seed0", "weights_sha256": "ab" * 32}
+    monkeypatch.setattr(approximate, "trained_target", lambda *a, **k: (
+        nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), info))
+    monkeypatch.setattr(approximate, "load_or_download", lambda *a, **k: (
+        torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)))
+    measured = []
+
+    def measure(sweep, size, seed, *args):
+        if len(measured) == 3:  # (the default action would end pytest's process too)
+            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                pytest.fail("no SIGTERM handler while measuring: the signal kills silently")
+            os.kill(os.getpid(), signal.SIGTERM)
+        measured.append((size, seed))
+        return {"construction": sweep.name, "size": size, "seed": seed, "test_accuracy": 0.5,
+                "weight_error_max": 0.1}
+
+    monkeypatch.setattr(approximate, "measure", measure)
+    argv = ["fc2", "--only", "pensia", "--sizes", "3", "5", "--seeds", "2", "--out",
+            str(tmp_path)]
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+    finally:  # (the command's handler stays on its way out)
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 143 and err.splitlines() == [
+        f"python -m lotterynet.approximate: error: stopped by SIGTERM; the rows of every size "
+        f"measured to its last seed are kept in the result files in {str(tmp_path)!r}, not "
+        f"those of the size being measured: run the same command again to measure the rest"]
+    path = tmp_path / "approximation_fc2_pensia.json"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert [(r["size"], r["seed"]) for r in json.loads(path.read_text())["rows"]] == [
+        (3, 0), (3, 1)]
+    measured.clear()
+    main(argv)
+    assert measured == [(5, 0), (5, 1)]
+
+
 @pytest.mark.parametrize("checkpointed", [True, False])
 def test_a_stopped_target_says_the_same_command_continues_it(checkpointed, tmp_path, capsys,
                                                              monkeypatch):
