@@ -34,13 +34,15 @@ from .errors import (
     ConfigError,
     Interrupted,
     OneLineErrorParser,
+    OutOfMemory,
     exit_code,
     message,
 )
 from .models import build_model
 from .run import check_same_run, run
 from .run_dir import RESULTS, holds_files, left_before_a_checkpoint, read_json, results_differ
-from .sweep_jobs import run_again_to_go_on
+from .run_stops import run_again
+from .sweep_jobs import going_on, run_again_to_go_on
 from .ticket_frozen import tensors_digest
 from .validate import check_output_dir
 
@@ -121,7 +123,8 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
     continues from its last checkpoint. Returns ``(model in eval mode, info)``. Stopped by
     Ctrl-C or SIGTERM, it says so: the same command again (``approximate``'s, ``targets``')
     continues it; the run's own line said to resume with ``--resume``, which ``approximate``
-    has not (and ``targets``' is for a longer run's checkpoint)."""
+    has not (and ``targets``' is for a longer run's checkpoint); so does one out of memory
+    (:func:`out_of_memory`)."""
     config = target_config(name, data_dir=data_dir, **overrides)
     run_dir = Path(config.out)
     if config.resume and (run_dir / RESULTS).is_file():  # (run() checks it otherwise)
@@ -142,6 +145,8 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
         except Interrupted as stop:
             raise run_again_to_go_on(stop, f"target run {str(run_dir)!r}", last,
                                      "command") from None
+        except OutOfMemory as err:
+            raise out_of_memory(err, config, last) from None
         if config.resume and not last.is_file():  # nothing left to train: the resumed
             last.parent.mkdir(parents=True, exist_ok=True)  # checkpoint was tested
             shutil.copy(config.resume, last)
@@ -163,6 +168,19 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
                           ("optimizer", "lr", "momentum", "weight_decay", "scheduler",
                            "batch_size")}}
     return model, info
+
+
+def out_of_memory(err: OutOfMemory, config, checkpoint: Path) -> OutOfMemory:
+    """``err``, a target's run out of memory, as the command that trains it can go on: its
+    batch size and model are the paper's recipe, which no flag of ``approximate`` or
+    ``targets`` changes, so only the same command again where more memory is free, from its
+    ``checkpoint`` or, without one, over (:func:`~lotterynet.sweep_jobs.going_on`). The run's
+    own line advised a smaller ``--batch-size`` and ``--resume``, flags the commands have not
+    (or, ``targets``' ``--resume``, for another checkpoint)."""
+    again, over = run_again("command")
+    return OutOfMemory(f"target {err.args[0]}", f"its batch size ({config.batch_size}) and "
+                       f"model are the paper's recipe, which no flag of this command changes",
+                       going_on(checkpoint, again, None), over)
 
 
 def add_targets_dir(parser: argparse.ArgumentParser) -> None:

@@ -565,6 +565,46 @@ def test_a_stopped_target_says_the_same_command_continues_it(checkpointed, tmp_p
                         rf"{re.escape(repr(str(folder)))}: {re.escape(then)}\n$", err), err
 
 
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_a_target_out_of_memory_says_what_the_same_command_can_do(checkpointed, tmp_path,
+                                                                   capsys, monkeypatch):
+    """A target whose training ran out of memory said the run's own line, "a new run with a
+    smaller --batch-size (now 64) or a narrower model (--pairs, --hidden) needs less, or resume
+    with --resume T/checkpoints/last.ckpt", flags approximate has not (targets' --resume is for
+    a longer run's checkpoint): the recipe's batch size is the paper's, and the same command
+    again, where more memory is free, continues the target (or starts it over). Exit 4."""
+    from lotterynet import targets
+    from lotterynet.errors import OutOfMemory
+    from lotterynet.run_stops import NOTHING_TO_RESUME, needs_less
+
+    folder = tmp_path / "t" / "pensia_fc2-e2-seed0"
+
+    def ran_out(config):  # (as run() reports it: run_stops.reporting_out_of_memory)
+        if checkpointed:
+            (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+            torch.save({"epoch": 0}, folder / "checkpoints" / "last.ckpt")
+        raise OutOfMemory(f"run {str(folder)!r}: memory ran out in training epoch 2 (one "
+                          f"tensor alone: 2.0 GiB)", needs_less(config),
+                          "resume with --resume X (written at the end of epoch 1)"
+                          if checkpointed else None, NOTHING_TO_RESUME)
+
+    monkeypatch.setattr(targets, "run", ran_out)
+    then = (", or run the same command again to continue from its checkpoint (written at the "
+            "end of epoch 1) where more memory is free" if checkpointed else
+            "; no checkpoint had been written yet, so there is none to resume from; run the "
+            "same command again to start it over in its folder")
+    for command, argv in ((main, ["fc2", "--target-epochs", "2", "--out", str(tmp_path)]),
+                          (targets.main, ["pensia_fc2", "--epochs", "2"])):
+        with pytest.raises(SystemExit) as exit_info:
+            command([*argv, "--targets-dir", str(tmp_path / "t")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 4 and err.splitlines() == [
+            f"python -m lotterynet.{command.__module__.split('.')[-1]}: error: target run "
+            f"{str(folder)!r}: memory ran out in training epoch 2 (one tensor alone: 2.0 GiB); "
+            f"its batch size (64) and model are the paper's recipe, which no flag of this "
+            f"command changes{then}"], err
+
+
 def test_missing_test_data_is_downloaded_as_the_targets_are(tmp_path, capsys, monkeypatch):
     """The test split is loaded as the training stack loads the target's data: downloaded
     when missing, and a failed download says so (it ended "or allow downloading", which
