@@ -605,6 +605,48 @@ def test_a_target_out_of_memory_says_what_the_same_command_can_do(checkpointed, 
             f"command changes{then}"], err
 
 
+def test_targets_stopped_outside_a_targets_training_is_one_line(tmp_path, capsys, monkeypatch):
+    """python -m lotterynet.targets stopped while it loads a trained target (or prints it)
+    was killed by SIGTERM's default action without a word, and Ctrl-C there was a traceback:
+    each is one line, exit 143 / 130, saying that the trained targets are kept and the same
+    command goes on."""
+    import os
+    import signal
+
+    from lotterynet import targets
+
+    stop = []
+
+    def load_target(run_dir):  # (the default action would end pytest's process too)
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            pytest.fail("no SIGTERM handler while a target loads: the signal kills silently")
+        stop[0]()
+        pytest.fail("the signal did not stop the command")
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    folder = tmp_path / "t" / "pensia_fc2-e2-seed0"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text("{}")  # (a finished run: loaded, not trained)
+    monkeypatch.setattr(targets, "load_target", load_target)
+    for sent, code, said in ((lambda: os.kill(os.getpid(), signal.SIGTERM), 143, "SIGTERM"),
+                             (interrupt, 130, "Ctrl-C (SIGINT)")):
+        stop[:] = [sent]
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            with pytest.raises(SystemExit) as exit_info:
+                targets.main(["pensia_fc2", "--epochs", "2", "--targets-dir",
+                              str(tmp_path / "t")])
+        finally:  # (the command's handler stays on its way out)
+            signal.signal(signal.SIGTERM, previous)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == code and err.splitlines() == [
+            f"python -m lotterynet.targets: error: stopped by {said}; every target trained is "
+            f"kept in {str(tmp_path / 't')!r}: run the same command again to go on (a trained "
+            f"target is loaded, not trained again)"], err
+
+
 def test_missing_test_data_is_downloaded_as_the_targets_are(tmp_path, capsys, monkeypatch):
     """The test split is loaded as the training stack loads the target's data: downloaded
     when missing, and a failed download says so (it ended "or allow downloading", which
