@@ -181,9 +181,9 @@ def out_of_memory(err: OutOfMemory, config, checkpoint: Path) -> OutOfMemory:
     own line advised a smaller ``--batch-size`` and ``--resume``, flags the commands have not
     (or, ``targets``' ``--resume``, for another checkpoint)."""
     again, over = run_again("command")
-    return OutOfMemory(f"target {err.args[0]}", f"its batch size ({config.batch_size}) and "
-                       f"model are the paper's recipe, which no flag of this command changes",
-                       going_on(checkpoint, again, None), over)
+    return OutOfMemory(f"target {err.args[0]}", f"free memory (its batch size, "
+                       f"{config.batch_size}, and model are the paper's recipe: no flag of this "
+                       f"command changes them)", going_on(checkpoint, again, None), over)
 
 
 def add_targets_dir(parser: argparse.ArgumentParser) -> None:

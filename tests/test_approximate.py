@@ -601,8 +601,8 @@ def test_a_target_out_of_memory_says_what_the_same_command_can_do(checkpointed, 
         assert exit_info.value.code == 4 and err.splitlines() == [
             f"python -m lotterynet.{command.__module__.split('.')[-1]}: error: target run "
             f"{str(folder)!r}: memory ran out in training epoch 2 (one tensor alone: 2.0 GiB); "
-            f"its batch size (64) and model are the paper's recipe, which no flag of this "
-            f"command changes{then}"], err
+            f"free memory (its batch size, 64, and model are the paper's recipe: no flag of "
+            f"this command changes them){then}"], err
 
 
 def test_targets_stopped_outside_a_targets_training_is_one_line(tmp_path, capsys, monkeypatch):
