@@ -408,9 +408,10 @@ def test_options_an_experiment_cannot_use_are_refused_before_any_work(argv, said
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
 
 
-def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, capsys, monkeypatch):
-    """Ctrl-C during a sweep: exit 130 and one line (not a traceback); the sizes finished
-    stay in the result file, and the same command measures only what is left."""
+def measured_until(monkeypatch, stop):
+    """``approximate`` with a stand-in FC2 target (one linear map) and data, whose
+    measurements record each ``(size, seed)`` and call ``stop`` at the fourth: ``(the
+    target's info, the list of those measured)``."""
     info = {"recipe": "pensia_fc2", "epochs": RECIPES["pensia_fc2"]["epochs"],
             "run_dir": "runs/targets/pensia_fc2-e10-seed0", "weights_sha256": "ab" * 32}
     monkeypatch.setattr(approximate, "trained_target", lambda *a, **k: (
@@ -421,12 +422,22 @@ def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, caps
 
     def measure(sweep, size, seed, *args):
         if len(measured) == 3:
-            raise KeyboardInterrupt
+            stop()
         measured.append((size, seed))
         return {"construction": sweep.name, "size": size, "seed": seed, "test_accuracy": 0.5,
                 "weight_error_max": 0.1}
 
     monkeypatch.setattr(approximate, "measure", measure)
+    return info, measured
+
+
+def test_ctrl_c_is_one_line_and_only_the_same_target_is_continued(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during a sweep: exit 130 and one line (not a traceback); the sizes finished
+    stay in the result file, and the same command measures only what is left."""
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    info, measured = measured_until(monkeypatch, ctrl_c)
     monkeypatch.setattr(approximate, "machine", lambda: {"cpu": "first"})
     argv = ["fc2", "--only", "pensia", "--sizes", "3", "5", "--seeds", "2", "--out",
             str(tmp_path)]
@@ -491,24 +502,12 @@ def test_sigterm_while_measuring_is_one_line_and_the_same_command_measures_the_r
     import os
     import signal
 
-    info = {"recipe": "pensia_fc2", "epochs": RECIPES["pensia_fc2"]["epochs"],
-            "run_dir": "runs/targets/pensia_fc2-e10-seed0", "weights_sha256": "ab" * 32}
-    monkeypatch.setattr(approximate, "trained_target", lambda *a, **k: (
-        nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), info))
-    monkeypatch.setattr(approximate, "load_or_download", lambda *a, **k: (
-        torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)))
-    measured = []
+    def sigterm():  # (the default action would end pytest's process too)
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            pytest.fail("no SIGTERM handler while measuring: the signal kills silently")
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    def measure(sweep, size, seed, *args):
-        if len(measured) == 3:  # (the default action would end pytest's process too)
-            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-                pytest.fail("no SIGTERM handler while measuring: the signal kills silently")
-            os.kill(os.getpid(), signal.SIGTERM)
-        measured.append((size, seed))
-        return {"construction": sweep.name, "size": size, "seed": seed, "test_accuracy": 0.5,
-                "weight_error_max": 0.1}
-
-    monkeypatch.setattr(approximate, "measure", measure)
+    _, measured = measured_until(monkeypatch, sigterm)
     argv = ["fc2", "--only", "pensia", "--sizes", "3", "5", "--seeds", "2", "--out",
             str(tmp_path)]
     previous = signal.getsignal(signal.SIGTERM)
@@ -555,14 +554,23 @@ def test_a_stopped_target_says_the_same_command_continues_it(checkpointed, tmp_p
             "of epoch 1)" if checkpointed else
             "no checkpoint had been written yet, so there is none to resume from; run the same "
             "command again to start it over in its folder")
+    for _, code, err in each_target_command(tmp_path, capsys):
+        assert code == 143, err
+        assert re.match(rf"^python -m lotterynet\.\w+: error: stopped by SIGTERM; target run "
+                        rf"{re.escape(repr(str(folder)))}: {re.escape(then)}\n$", err), err
+
+
+def each_target_command(tmp_path, capsys):
+    """``(command, exit code, stderr)`` of ``approximate`` and of ``targets`` training the
+    FC2 target (2 epochs, seed 0) into ``tmp_path / "t"``, each stopped by what its training
+    raises."""
+    from lotterynet import targets
+
     for command, argv in ((main, ["fc2", "--target-epochs", "2", "--out", str(tmp_path)]),
                           (targets.main, ["pensia_fc2", "--epochs", "2"])):
         with pytest.raises(SystemExit) as exit_info:
             command([*argv, "--targets-dir", str(tmp_path / "t")])
-        err = capsys.readouterr().err
-        assert exit_info.value.code == 143, err
-        assert re.match(rf"^python -m lotterynet\.\w+: error: stopped by SIGTERM; target run "
-                        rf"{re.escape(repr(str(folder)))}: {re.escape(then)}\n$", err), err
+        yield command.__module__.split(".")[-1], exit_info.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("checkpointed", [True, False])
@@ -593,13 +601,9 @@ def test_a_target_out_of_memory_says_what_the_same_command_can_do(checkpointed, 
             "end of epoch 1) where more memory is free" if checkpointed else
             "; no checkpoint had been written yet, so there is none to resume from; run the "
             "same command again to start it over in its folder")
-    for command, argv in ((main, ["fc2", "--target-epochs", "2", "--out", str(tmp_path)]),
-                          (targets.main, ["pensia_fc2", "--epochs", "2"])):
-        with pytest.raises(SystemExit) as exit_info:
-            command([*argv, "--targets-dir", str(tmp_path / "t")])
-        err = capsys.readouterr().err
-        assert exit_info.value.code == 4 and err.splitlines() == [
-            f"python -m lotterynet.{command.__module__.split('.')[-1]}: error: target run "
+    for command, code, err in each_target_command(tmp_path, capsys):
+        assert code == 4 and err.splitlines() == [
+            f"python -m lotterynet.{command}: error: target run "
             f"{str(folder)!r}: memory ran out in training epoch 2 (one tensor alone: 2.0 GiB); "
             f"free memory (its batch size, 64, and model are the paper's recipe: no flag of "
             f"this command changes them){then}"], err
