@@ -57,10 +57,9 @@ from .errors import (
     REPORTED,
     ConfigError,
     OneLineErrorParser,
-    Terminated,
     exit_code,
-    interrupted,
     message,
+    stopped,
     unread_option,
 )
 from .lifetime import stopping_on_sigterm
@@ -309,15 +308,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="+", choices=["mnist", "fashion-mnist"],
                         help="lenet5: data sets (default: mnist fashion-mnist)")
     args = parser.parse_args(argv)
-    try:  # (Ctrl-C and SIGTERM one line wherever they land, as train.py's: lifetime.py)
-        with stopping_on_sigterm(ends_the_process=True):
+    try:  # (Ctrl-C and SIGTERM one line wherever they land, as train.py's: lifetime.py; a
+        # target's training says its own)
+        with stopped(lambda: going_on(args)), stopping_on_sigterm(ends_the_process=True):
             check_options(args)
             args.seeds = args.seeds or 5
             args.datasets = args.datasets or ["mnist", "fashion-mnist"]
             {"fc2": run_fc2, "lenet5": run_lenet5, "table": run_table}[args.experiment](args)
-    except (KeyboardInterrupt, Terminated) as stop:  # a target's training says its own
-        stopped = interrupted(isinstance(stop, Terminated), going_on(args))
-        parser.exit(stopped.exit_code, f"{parser.prog}: error: {stopped}\n")
     except (*REPORTED, ValueError) as err:
         parser.exit(exit_code(err) if isinstance(err, REPORTED) else 2,
                     f"{parser.prog}: error: {message(err)}\n")

@@ -10,10 +10,8 @@ out (the same), 3 when the training diverges (one line; its last finite checkpoi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from .config import RESUMABLE, changed_fields, load_yaml, make_config, typed_value
@@ -38,14 +36,13 @@ from .errors import (
     ConfigError,
     Interrupted,
     OneLineErrorParser,
-    Terminated,
     TrainingDiverged,
     exit_code,
     flag_name,
-    interrupted,
     message,
     plural,
     resume_flag,
+    stopped,
 )
 from .grid import Overrides, Sweep, load_sweep, sweep_dir_of, write_wandb_sweep
 from .lifetime import stopping_on_sigterm
@@ -64,8 +61,8 @@ PATH_FLAGS = ("config", "data_dir", "out", "resume", "sweep", "sweep_out", "wand
 #: How a sweep runs its cells (flags that nothing else reads), with their defaults.
 SWEEP_RUN_FLAGS = {"jobs_per_device": 1, "stack": True, "yes": False}
 #: How a command stopped where its run, stack or sweep did not say so goes on
-#: (:func:`stopped`): before its work began (its options and files being read, torch and
-#: Lightning imported: seconds), having written nothing...
+#: (:func:`~lotterynet.errors.stopped`): before its work began (its options and files being
+#: read, torch and Lightning imported: seconds), having written nothing...
 NOT_STARTED = ("it had not started (it was reading its options and files and importing what it "
                "runs): nothing was written; run the same command again")
 #: ... or once it had begun (a sweep's own files, a finished run's summary being printed).
@@ -341,20 +338,6 @@ def main(argv: list[str] | None = None) -> int:
         if not (stops_every_rank and is_launched_worker()):  # rank 0 says so
             print(f"{ERROR}{message(err)}", file=sys.stderr)
         return exit_code(err)
-
-
-@contextlib.contextmanager
-def stopped(then: str | Callable[[], str]):
-    """A Ctrl-C or SIGTERM (:class:`~lotterynet.errors.Terminated`) in the block that no run,
-    stack or sweep reported (each says how it goes on) as :class:`Interrupted`, saying
-    ``then``: :data:`NOT_STARTED` before the command's work, :data:`BEGUN` in it; a callable,
-    asked as it stops, where the block holds both (as :func:`~lotterynet.sweep_jobs.stopped_sweep`'s
-    ``then``)."""
-    try:
-        yield
-    except (KeyboardInterrupt, Terminated) as stop:
-        raise interrupted(isinstance(stop, Terminated), then() if callable(then) else then
-                          ) from None
 
 
 def dispatch(args: argparse.Namespace) -> int:

@@ -9,11 +9,13 @@ second, before the heavy imports.
 
 
 import argparse
+import contextlib
 import os
 import re
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -217,6 +219,21 @@ def interrupted(sigterm: bool, then: str | None = None,
     name, number = ("SIGTERM", signal.SIGTERM) if sigterm else ("Ctrl-C (SIGINT)", signal.SIGINT)
     return Interrupted(f"stopped by {name}" + (f"; {then}" if then else ""), 128 + number,
                        checkpoint_epochs)
+
+
+@contextlib.contextmanager
+def stopped(then: str | Callable[[], str]):
+    """A Ctrl-C or SIGTERM (:class:`Terminated`) in the block that no run, stack or sweep
+    reported (each says how it goes on) as :class:`Interrupted`, saying ``then``
+    (``train.py``'s :data:`~lotterynet.cli.NOT_STARTED` before the command's work,
+    :data:`~lotterynet.cli.BEGUN` in it; ``approximate``'s and ``targets``' what they keep); a
+    callable, asked as it stops, where the block holds both (as
+    :func:`~lotterynet.sweep_jobs.stopped_sweep`'s ``then``)."""
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated) as stop:
+        raise interrupted(isinstance(stop, Terminated), then() if callable(then) else then
+                          ) from None
 
 
 class Terminated(BaseException):

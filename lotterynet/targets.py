@@ -35,10 +35,9 @@ from .errors import (
     Interrupted,
     OneLineErrorParser,
     OutOfMemory,
-    Terminated,
     exit_code,
-    interrupted,
     message,
+    stopped,
 )
 from .lifetime import stopping_on_sigterm
 from .models import build_model
@@ -223,19 +222,16 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--resume needs --epochs and a recipe with a constant schedule; to "
                          "continue a stopped target, run the same command again")
         overrides["resume"] = args.resume
-    try:  # (Ctrl-C and SIGTERM one line wherever they land, as train.py's: lifetime.py)
-        with stopping_on_sigterm(ends_the_process=True):
+    kept = (f"every target trained is kept in {str(args.targets_dir or TARGETS_DIR)!r}: run "
+            f"the same command again to go on (a trained target is loaded, not trained again)")
+    try:  # (Ctrl-C and SIGTERM one line wherever they land, as train.py's: lifetime.py; a
+        # target's training says its own)
+        with stopped(kept), stopping_on_sigterm(ends_the_process=True):
             targets_dir = checked_targets_dir(args.targets_dir)
             for name in args.names:
                 _, info = trained_target(name, data_dir=args.data_dir, targets_dir=targets_dir,
                                          **overrides)
                 print(json.dumps(info), flush=True)
-    except (KeyboardInterrupt, Terminated) as stop:  # (a target's training says its own)
-        kept = str(args.targets_dir or TARGETS_DIR)
-        stopped = interrupted(isinstance(stop, Terminated), f"every target trained is kept in "
-                              f"{kept!r}: run the same command again to go on (a trained "
-                              f"target is loaded, not trained again)")
-        parser.exit(stopped.exit_code, f"{parser.prog}: error: {stopped}\n")
     except REPORTED as err:
         parser.exit(exit_code(err), f"{parser.prog}: error: {message(err)}\n")
 
