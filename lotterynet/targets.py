@@ -40,6 +40,7 @@ from .errors import (
     stopped,
 )
 from .lifetime import stopping_on_sigterm
+from .memory import DoesNotFit
 from .models import build_model
 from .run import check_same_run, run
 from .run_dir import RESULTS, holds_files, left_before_a_checkpoint, read_json, results_differ
@@ -126,7 +127,9 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
     Ctrl-C or SIGTERM, it says so: the same command again (``approximate``'s, ``targets``')
     continues it; the run's own line said to resume with ``--resume``, which ``approximate``
     has not (and ``targets``' is for a longer run's checkpoint); so does one out of memory
-    (:func:`out_of_memory`)."""
+    (:func:`out_of_memory`), and one refused before it is built for the memory it needs
+    (:func:`~lotterynet.memory.check_fits`, whose line named ``--pairs``, ``--hidden``,
+    ``--structure``, ``--arch`` and ``--batch-size``: :func:`free_memory`)."""
     config = target_config(name, data_dir=data_dir, **overrides)
     run_dir = Path(config.out)
     if config.resume and (run_dir / RESULTS).is_file():  # (run() checks it otherwise)
@@ -149,6 +152,10 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
                                      "command") from None
         except OutOfMemory as err:
             raise out_of_memory(err, config, last) from None
+        except DoesNotFit as err:  # (the run's check before it is built: its flags' remedies)
+            raise DoesNotFit(f"target run {str(run_dir)!r}: {err.args[0]}",
+                             f"{free_memory(config)}, or run the same command on a machine "
+                             f"with more memory") from None
         if config.resume and not last.is_file():  # nothing left to train: the resumed
             last.parent.mkdir(parents=True, exist_ok=True)  # checkpoint was tested
             shutil.copy(config.resume, last)
@@ -180,9 +187,17 @@ def out_of_memory(err: OutOfMemory, config, checkpoint: Path) -> OutOfMemory:
     own line advised a smaller ``--batch-size`` and ``--resume``, flags the commands have not
     (or, ``targets``' ``--resume``, for another checkpoint)."""
     again, over = run_again("command")
-    return OutOfMemory(f"target {err.args[0]}", f"free memory (its batch size, "
-                       f"{config.batch_size}, and model are the paper's recipe: no flag of this "
-                       f"command changes them)", going_on(checkpoint, again, None), over)
+    return OutOfMemory(f"target {err.args[0]}", free_memory(config),
+                       going_on(checkpoint, again, None), over)
+
+
+def free_memory(config) -> str:
+    """What makes a target's run of ``config`` fit, said in the terms of ``approximate`` and
+    ``targets`` (:func:`out_of_memory`, :func:`trained_target`): its batch size and model are
+    the paper's recipe, which none of their flags changes (``--epochs`` and
+    ``--target-epochs`` do not change what a step holds)."""
+    return (f"free memory (its batch size, {config.batch_size}, and model are the paper's "
+            f"recipe: no flag of this command changes them)")
 
 
 def add_targets_dir(parser: argparse.ArgumentParser) -> None:

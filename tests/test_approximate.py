@@ -609,6 +609,29 @@ def test_a_target_out_of_memory_says_what_the_same_command_can_do(checkpointed, 
             f"this command changes them){then}"], err
 
 
+def test_a_target_that_cannot_fit_names_what_the_same_command_can_do(tmp_path, capsys,
+                                                                     monkeypatch):
+    """A target whose run was refused before it was built for the memory it needs said the
+    run's remedies, "fewer parameters (a smaller --pairs or --hidden, another --structure or
+    --arch) need less", flags neither command has: the recipe's model and batch size are the
+    paper's, so only free memory or a machine with more. Exit 2, before its folder is made."""
+    import lotterynet.memory
+
+    monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
+    folder = tmp_path / "t" / "pensia_fc2-e2-seed0"
+    for command, code, err in each_target_command(tmp_path, capsys):
+        assert code == 2, err
+        assert re.match(rf"^python -m lotterynet\.{command}: error: target run "
+                        rf"{re.escape(repr(str(folder)))}: fc2 dense needs at least 5\.0 MiB of "
+                        rf"memory to train \(397,000 parameters in float32, .*\) and this "
+                        rf"machine has 1\.0 MiB available; free memory \(its batch size, 64, "
+                        rf"and model are the paper's recipe: no flag of this command changes "
+                        rf"them\), or run the same command on a machine with more memory\n$",
+                        err), err
+        assert not folder.exists()
+
+
 def test_targets_stopped_outside_a_targets_training_is_one_line(tmp_path, capsys, monkeypatch):
     """python -m lotterynet.targets stopped while it loads a trained target (or prints it)
     was killed by SIGTERM's default action without a word, and Ctrl-C there was a traceback:
