@@ -29,6 +29,11 @@ draws; each data set gets its own draws) and summarised by its median and min–
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # (Ctrl-C and SIGTERM in the imports: one line, as later)
+    from lotterynet.lifetime import hold_stops
+
+    hold_stops()
+
 import argparse
 import itertools
 import json

@@ -61,6 +61,17 @@ def launching_run() -> int | None:
     return None
 
 
+def hold_stops() -> None:
+    """Hold Ctrl-C and SIGTERM back in this process until a command's handlers take them
+    (:func:`stopping_on_sigterm` with ``ends_the_process`` unblocks them), called by
+    ``python -m lotterynet.approximate`` and ``lotterynet.targets`` before they import torch
+    (~0.5 s): Python's own SIGINT handler raised a Ctrl-C there as a traceback, and SIGTERM's
+    default action killed the process without a word. ``train.py`` and a sweep's job
+    (:func:`~lotterynet.sweep_jobs.starting_a_job`) block the same two signals themselves, before
+    importing anything of lotterynet's (whose import a stop could otherwise still land in)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
+
+
 class SigtermStop:
     """A run's SIGTERM handler from its start to its end (:func:`stopping_on_sigterm`): the run
     stops with its one line and exit 143 wherever the signal finds it, as on Ctrl-C.
@@ -120,8 +131,9 @@ def stopping_on_sigterm(ends_the_process: bool = False):
     back, and Ctrl-C left as it is. Inside a block of its own (a run in ``train.py``'s, which
     covers reading the flags' files too), the one handler installed. ``train.py``'s takes a
     Ctrl-C or SIGTERM that was held back until its handlers (``train.py`` blocks both as it
-    imports, a sweep's job as it starts: :func:`~lotterynet.sweep_jobs.starting_a_job`) as the
-    block begins."""
+    imports, a sweep's job as it starts: :func:`~lotterynet.sweep_jobs.starting_a_job`,
+    ``approximate`` and ``targets`` as they import torch: :func:`hold_stops`) as the block
+    begins."""
     installed = signal.getsignal(signal.SIGTERM)
     if isinstance(installed, SigtermStop):
         yield installed

@@ -17,6 +17,11 @@ Both train on the whole 60k training split (``val_size=0``) and report the 10k t
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # (Ctrl-C and SIGTERM in the imports: one line, as later)
+    from lotterynet.lifetime import hold_stops
+
+    hold_stops()
+
 import argparse
 import dataclasses
 import json

@@ -3,6 +3,9 @@ import json
 import math
 import re
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -672,6 +675,41 @@ def test_targets_stopped_outside_a_targets_training_is_one_line(tmp_path, capsys
             f"python -m lotterynet.targets: error: stopped by {said}; every target trained is "
             f"kept in {str(tmp_path / 't')!r}: run the same command again to go on (a trained "
             f"target is loaded, not trained again)"], err
+
+
+@pytest.mark.parametrize("command, sent", [("approximate", signal.SIGTERM),
+                                           ("targets", signal.SIGINT)],
+                         ids=["approximate-SIGTERM", "targets-SIGINT"])
+def test_a_module_command_stopped_as_it_imports_torch_stops_in_one_line(command, sent,
+                                                                          tmp_path):
+    """``python -m lotterynet.approximate`` / ``lotterynet.targets`` stopped in their own
+    imports (here as torch's ends, which ``-X importtime`` shows) got Python's default: a
+    Ctrl-C was a KeyboardInterrupt traceback (killed by SIGINT), SIGTERM killed the process
+    without a word (exit -15). Each holds both back until its handlers take them, as
+    ``train.py`` does: the one line and exit code (130 / 143) of a stop a moment later."""
+    argv, then = {
+        "approximate": (["table", "--out", str(tmp_path)],
+                        "run the same command again to write the table"),
+        "targets": (["pensia_fc2", "--targets-dir", str(tmp_path / "t")],
+                    f"every target trained is kept in {str(tmp_path / 't')!r}: run the same "
+                    f"command again to go on (a trained target is loaded, not trained again)")}[
+        command]
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (not inherited ignored)
+    try:
+        proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", f"lotterynet.{command}",
+                                 *argv], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with proc:
+        for line in proc.stderr:  # (each import as it ends)
+            if line.rsplit("|", 1)[-1].strip() == "torch":
+                proc.send_signal(sent)
+                break
+        said = proc.stderr.read()
+    said_as = "SIGTERM" if sent == signal.SIGTERM else "Ctrl-C (SIGINT)"
+    assert proc.returncode == 128 + sent and "Traceback" not in said, said
+    lines = [line for line in said.splitlines() if not line.startswith("import time:")]
+    assert lines == [f"python -m lotterynet.{command}: error: stopped by {said_as}; {then}"]
 
 
 def test_missing_test_data_is_downloaded_as_the_targets_are(tmp_path, capsys, monkeypatch):
