@@ -227,7 +227,12 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
             return "--baseline" if key == "baseline" else f"--sweep-{key}"
         return f"sweep file {str(Path(args.sweep))!r}: {key}"
 
-    check_sweep_values(data, given_in)
+    def written(key: str) -> list[str] | None:
+        """The items of ``key``'s flag as the command wrote them; None where the file gave it."""
+        text = getattr(args, f"sweep_{key}") if flags.get(key) is not None else None
+        return None if text is None else [item.strip() for item in text.split(",")]
+
+    check_sweep_values(data, given_in, written)
     for key in ("variants", "sparsities", "epochs"):
         if not data.get(key):
             raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")

@@ -145,21 +145,24 @@ def _is_number(value) -> bool:
     return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
-SWEEP_LISTS = {  # key: (test of one item, what an item must be)
+SWEEP_LISTS = {  # key: (test of one item, what an item must be, what an item is)
     "variants": (lambda v: (isinstance(v, str) and v) or isinstance(v, dict),
-                 "structure[:activation] strings or mappings of run options"),
-    "sparsities": (lambda v: _is_number(v) and 0 <= v < 1, "numbers in [0, 1)"),
-    "epochs": (lambda v: _is_int(v) and v > 0, "positive integers"),
+                 "structure[:activation] strings or mappings of run options", "variant"),
+    "sparsities": (lambda v: _is_number(v) and 0 <= v < 1, "numbers in [0, 1)", "sparsity"),
+    "epochs": (lambda v: _is_int(v) and v > 0, "positive integers", "epoch budget"),
     "seeds": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX,  # (as check_seed words it)
-              f"integers in [0, 2**{SEED_MAX.bit_length()})"),
+              f"integers in [0, 2**{SEED_MAX.bit_length()})", "seed"),
 }
 
 
-def check_sweep_values(data: dict, given_in) -> None:
-    """Types of a merged sweep (file overlaid with flags): lists of the right items, a
-    boolean ``baseline``, a mapping ``base``; ``given_in(key)`` names where the sweep got a
-    key (its flag, or the sweep file and the key). Values are checked again as run configs."""
-    for key, (valid, what) in SWEEP_LISTS.items():
+def check_sweep_values(data: dict, given_in, written=lambda key: None) -> None:
+    """Types of a merged sweep (file overlaid with flags): lists of the right items, each
+    once, a boolean ``baseline``, a mapping ``base``; ``given_in(key)`` names where the sweep
+    got a key (its flag, or the sweep file and the key), ``written(key)`` the items of its list
+    as the command wrote them (a flag's comma list; None: a file's, named by their values), so
+    that two equal items written differently are named as written (``-0.0`` and ``0``: it
+    said "0.0 is listed twice"). Values are checked again as run configs."""
+    for key, (valid, what, item) in SWEEP_LISTS.items():
         if key not in data:  # (a key left empty, "seeds:", is refused: it ran seed 0 alone)
             continue
         values = data[key]
@@ -169,9 +172,14 @@ def check_sweep_values(data: dict, given_in) -> None:
         bad = [v for v in values if not valid(v)]
         if bad:
             raise ConfigError(f"{given_in(key)}: {bad[0]!r} is not valid; {key} must be {what}")
-        twice = [v for i, v in enumerate(values) if v in values[:i]]
-        if twice:  # the same cell twice would train twice into one folder
-            raise ConfigError(f"{given_in(key)}: {twice[0]!r} is listed twice")
+        twice = next((i for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:  # the same cell twice would train twice into one folder
+            spelled = written(key) or [repr(v) for v in values]
+            first = spelled[values.index(values[twice])]
+            if first == spelled[twice]:
+                raise ConfigError(f"{given_in(key)}: {values[twice]!r} is listed twice")
+            raise ConfigError(f"{given_in(key)}: {first} and {spelled[twice]} are the same "
+                              f"{item}, listed twice")
     if not isinstance(data.get("baseline", True), bool):
         raise ConfigError(f"{given_in('baseline')} must be true or false, got "
                           f"{data['baseline']!r}")

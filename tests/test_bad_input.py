@@ -1183,8 +1183,8 @@ def test_a_value_that_begins_as_a_negative_number_is_a_value(tmp_path, capsys):
     names it."""
     for argv, said in ((["--sweep-seeds", "-1,2", "--sweep-sparsities", "0.5"],
                         "--sweep-seeds: -1 is not valid; seeds must be integers in [0, 2**32)"),
-                       (["--sweep-sparsities", "-0.0,0"], "--sweep-sparsities: 0.0 is listed "
-                                                          "twice"),
+                       (["--sweep-sparsities", "-0.0,0"], "--sweep-sparsities: -0.0 and 0 are "
+                                                          "the same sparsity, listed twice"),
                        (["--lr", "-1e-3"], "lr must be a positive finite number, got -0.001")):
         for spelled in (argv, [f"{argv[0]}={argv[1]}", *argv[2:]]):
             assert main([*spelled, "--sweep-out", str(tmp_path / "sweep")] if "--lr" not in argv
@@ -1192,6 +1192,29 @@ def test_a_value_that_begins_as_a_negative_number_is_a_value(tmp_path, capsys):
             assert re.match(rf"^train\.py: error: {re.escape(said)}\n$",
                             capsys.readouterr().err), spelled
     assert list(tmp_path.iterdir()) == []
+
+
+def test_equal_values_listed_twice_are_named_as_they_were_written(tmp_path, capsys):
+    """``--sweep-sparsities -0.0,0`` said "0.0 is listed twice", a value given neither way,
+    and ``--sweep-seeds 1,01`` "1 is listed twice", without saying that the two are one: a
+    flag's items are named as written, a sweep file's by their values (``0`` and ``0.0``); the
+    same spelling twice is said as before."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("variants: [dense]\nsparsities: [0, 0.0]\nepochs: [1]\n")
+    for argv, said in (
+            (["--sweep-sparsities", "-0.0,0"],
+             "--sweep-sparsities: -0.0 and 0 are the same sparsity, listed twice"),
+            (["--sweep-sparsities", "0.5, .50"],
+             "--sweep-sparsities: 0.5 and .50 are the same sparsity, listed twice"),
+            (["--sweep-epochs", "1,2,01"],
+             "--sweep-epochs: 1 and 01 are the same epoch budget, listed twice"),
+            (["--sweep-seeds", "1,01"], "--sweep-seeds: 1 and 01 are the same seed, listed twice"),
+            (["--sweep-seeds", "3, 3"], "--sweep-seeds: 3 is listed twice"),
+            (["--sweep", str(sweep)], f"sweep file {str(sweep)!r}: sparsities: 0 and 0.0 are "
+                                      f"the same sparsity, listed twice")):
+        assert main([*argv, "--sweep-out", str(tmp_path / "out")]) == 2
+        assert re.match(rf"^train\.py: error: {re.escape(said)}\n$", capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == [sweep]
 
 
 def test_corrected_rerun_works_after_a_refusal(tmp_path, data_dir, capsys):
