@@ -26,7 +26,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
     (argparse said "unrecognized arguments: maybe", or "ignored explicit argument"). A value
     that begins as a negative number is a value (``--sweep-seeds -1,2``, ``--lr -1e-3``):
     argparse took all but ``-1`` and ``-0.5`` for flags, and said "argument --sweep-seeds:
-    expected one argument", naming neither the value nor the ``--sweep-seeds=-1,2`` form."""
+    expected one argument", naming neither the value nor the ``--sweep-seeds=-1,2`` form; so
+    it said for any other value that begins with ``-`` (``--out -x``): such a value, given to
+    a flag that takes one, is refused naming the flag and the ``--out=-x`` form, which
+    argparse reads as the value."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -49,11 +52,25 @@ class OneLineErrorParser(argparse.ArgumentParser):
                 self.error("an argument is empty (''); drop it or fill it in")
             if arg.startswith("--") and equals:  # --baseline=maybe
                 self.refuse_a_value(flag, value)
+            self.refuse_a_flag_as_value(before, arg)
         namespace, extras = super().parse_known_args(args, namespace)
         for before, arg in zip(args, args[1:]):  # --baseline maybe (maybe left over)
             if arg in extras:
                 self.refuse_a_value(before, arg)
         return namespace, extras
+
+    def refuse_a_flag_as_value(self, flag: str, value: str) -> None:
+        """Refuse ``value`` after ``flag``, a flag that takes one value, where argparse would
+        read it as a flag (it begins with one ``-``, and is no flag of the parser, nor a
+        negative number, nor holds a space): it said "argument --out: expected one
+        argument"."""
+        action = self._option_string_actions.get(flag)
+        if (action is not None and action.nargs is None and value.startswith("-")
+                and not value.startswith("--") and value != "-" and " " not in value
+                and value not in self._option_string_actions
+                and not self._negative_number_matcher.match(value)):
+            self.error(f"{flag} {value}: {value!r} begins with '-' and reads as a flag, not as "
+                       f"{flag}'s value; to give it, write {flag}={value}")
 
     def refuse_a_value(self, flag: str, value: str) -> None:
         """Refuse ``value`` given to ``flag`` if that is a flag that takes no value."""

@@ -1194,6 +1194,33 @@ def test_a_value_that_begins_as_a_negative_number_is_a_value(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_value_that_begins_with_a_dash_names_its_flag_and_the_equals_form(capsys):
+    """``--out -x`` (a folder named ``-x``) was "argument --out: expected one argument",
+    naming neither the value nor the ``--out=-x`` form, which is read; so for every flag that
+    takes a value, of train.py and of the module commands. A value argparse reads as a value
+    (with a space, a negative number) is still one, and so is the ``=`` form."""
+    from lotterynet import approximate, targets
+
+    for flag in ("--out", "--data-dir", "--config", "--resume", "--sweep-out", "--stack-file",
+                 "--arch"):
+        assert main([flag, "-x", "--print-config"]) == 2
+        assert capsys.readouterr().err == (
+            f"train.py: error: {flag} -x: '-x' begins with '-' and reads as a flag, not as "
+            f"{flag}'s value; to give it, write {flag}=-x\n")
+    for command, argv in ((approximate.main, ["table", "--out", "-x"]),
+                          (targets.main, ["pensia_fc2", "--targets-dir", "-x"])):
+        with pytest.raises(SystemExit) as exit_info:
+            command(argv)
+        flag = argv[-2]
+        assert exit_info.value.code == 2 and capsys.readouterr().err == (
+            f"python -m lotterynet.{command.__module__.split('.')[-1]}: error: {flag} -x: '-x' "
+            f"begins with '-' and reads as a flag, not as {flag}'s value; to give it, write "
+            f"{flag}=-x\n")
+    for given in (["--out=-x"], ["--out", "-x y"]):
+        assert main(["--arch", "fc2", *given, "--print-config"]) == 0
+        assert f"out: {given[-1].removeprefix('--out=')}\n" in capsys.readouterr().out
+
+
 def test_equal_values_listed_twice_are_named_as_they_were_written(tmp_path, capsys):
     """``--sweep-sparsities -0.0,0`` said "0.0 is listed twice", a value given neither way,
     and ``--sweep-seeds 1,01`` "1 is listed twice", without saying that the two are one: a
