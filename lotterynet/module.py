@@ -418,15 +418,10 @@ class EdgePopupModule(pl.LightningModule):
 
     def unfreeze(self) -> None:
         """Lightning's (after ``freeze()``: every parameter requires grad again, training mode),
-        but the model's parameters require grad as its build makes them: its scores (a
-        baseline's weights), not the frozen random weights, which Lightning's unfroze too, so
-        that the next training step refused them (``layers.refuse_thawed``). The build is the
-        one a ticket's load makes of the spec: on the meta device, without its warnings."""
+        but the model's parameters require grad as its build makes them
+        (:func:`require_grad_as_built`)."""
         super().unfreeze()
-        with torch.device("meta"):  # (nothing allocated)
-            built = dict(rebuild({"spec": self.model.spec}, None).named_parameters())
-        for name, p in self.model.named_parameters():
-            p.requires_grad_(name not in built or built[name].requires_grad)
+        require_grad_as_built(self.model)
 
     def configure_optimizers(self):
         """The optimizer ``optim`` names and its schedule. The fused SGD (``sgd``) with a
@@ -502,3 +497,15 @@ def mask_digest(model: torch.nn.Module) -> float:
         digest.update(repr(tuple(mask.shape)).encode())
         digest.update(np.packbits(mask.reshape(-1).bool().cpu().numpy()).tobytes())
     return float(int.from_bytes(digest.digest()[:7], "big") >> 4)
+
+
+def require_grad_as_built(model: torch.nn.Module) -> None:
+    """Each parameter of ``model`` (made by ``build_model``) requires grad as its build makes
+    it: its scores (a baseline's weights), not the frozen random weights, which Lightning's
+    ``unfreeze()`` thaws too, so that the next training step refused them
+    (``layers.refuse_thawed``). The build is the one a ticket's load makes of the spec: on the
+    meta device (nothing allocated), without its warnings."""
+    with torch.device("meta"):
+        built = dict(rebuild({"spec": model.spec}, None).named_parameters())
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in built or built[name].requires_grad)

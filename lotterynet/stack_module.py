@@ -21,7 +21,7 @@ from .errors import DIVERGED_IN, CheckpointError, plural
 from .graphs import StepGraphs
 from .loggers import METRICS_FILE
 from .models import build_model
-from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest
+from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest, require_grad_as_built
 from .optim import optimizer_and_schedule
 from .params import count_params
 from .resumable import is_real
@@ -80,6 +80,14 @@ class StackModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.diverged = dict(checkpoint.get("diverged", {}))
+
+    def unfreeze(self) -> None:
+        """Lightning's (after ``freeze()``), but each member's parameters require grad as its
+        build makes them (:func:`~lotterynet.module.require_grad_as_built`): Lightning's thawed
+        the frozen random weights too, which the members' optimizers would train."""
+        super().unfreeze()
+        for member in self.model.members:
+            require_grad_as_built(member)
 
     def training_members(self, epoch: int) -> list[int]:
         """Members still within their budget in ``epoch`` (0-based) that have not diverged."""

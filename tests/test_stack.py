@@ -185,6 +185,26 @@ def test_shared_tensors_are_stored_and_run_once():
         two_seeds(two_seeds._prefixes[0](x), prefixed=True)
 
 
+def test_unfreeze_after_freeze_trains_what_the_members_are_built_to_train():
+    """Lightning's ``freeze()`` then ``unfreeze()`` of a stack made every parameter require
+    grad, its members' frozen random weights too (LeNet5's random convolutions, the subnet
+    layers' weights), which a training forward then refused; unfreeze gives back the builds'."""
+    members = [{"name": f"m{s}", "spec": {"name": "lenet5", "sparsity": sparsity},
+                "optim": {"lr": 0.01, "epochs": 1}, "config": {}}
+               for s, sparsity in enumerate([0.5, 0.9])]
+    module = StackModule(members)
+    built = {name: p.requires_grad for name, p in module.named_parameters()}
+    assert not built["model.members.0.0.weight"]  # (LeNet5's random convolution)
+    assert built["model.members.1.7.structure.weight.scores"]
+    module.freeze()
+    assert not any(p.requires_grad for p in module.parameters())
+    module.unfreeze()
+    assert module.training and {n: p.requires_grad for n, p in module.named_parameters()} == built
+    sum(out.sum() for out in module.model(torch.randn(2, 1, 28, 28))).backward()
+    assert {n for n, p in module.named_parameters() if p.grad is not None} == {
+        n for n, trains in built.items() if trains}
+
+
 def test_members_laid_out_differently_are_refused():
     """One member channels last, another not: the stack made the frozen weights one tensor (of
     the first member's layout) and laid every member's masks out as the first's, so the other
