@@ -32,9 +32,10 @@ from functools import partial
 import torch
 from torch import nn
 
-from .distributions import check_seed, layer_seed, sample_weights
+from .convert_rules import CONVERTIBLE, type_name
+from .distributions import check_seed, float32_draws, layer_seed, sample_weights
 from .errors import plural
-from .layers import SubnetConv2d, SubnetLinear
+from .layers import SubnetConv2d, SubnetLinear, copy_redrawn
 from .models import MODELS, split_arch
 from .plain import MaxPool2x2
 from .structures import check_positive_int
@@ -119,12 +120,41 @@ class Layers:
                     init: str | None = None) -> nn.Module:
         """A conv with random frozen filters and no mask (LeNet5 in the paper), drawn from
         ``init``, else the layers' ``init``, else Kaiming normal (the paper's text)."""
-        conv = nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False)
-        generator = torch.Generator().manual_seed(self._next_seed())
-        weight = sample_weights(init or self.init or "kaiming_normal", conv.weight.shape,
-                                c_in * kernel * kernel, generator)
-        conv.weight = nn.Parameter(weight, requires_grad=False)
-        return conv
+        return FrozenConv2d(c_in, c_out, kernel, padding=padding,
+                            init=init or self.init or "kaiming_normal", seed=self._next_seed())
+
+
+class FrozenConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` without bias whose filters are random and frozen, drawn from the
+    distribution ``init`` by a generator seeded with ``seed``. Its :meth:`reset_parameters`
+    draws them again from that seed, as a subnet layer's does (``nn.Conv2d``'s drew them from
+    torch's global generator: a model built on the meta device, given storage by ``to_empty``
+    and reset, held other filters than its spec builds, and its ticket did not load), and
+    :meth:`redrawn` is what :func:`~lotterynet.ticket.save_ticket` checks them against.
+    :func:`~lotterynet.export.export` makes it a plain ``nn.Conv2d``."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, padding: int, init: str, seed: int):
+        self.drawn_with = dict(init=init, seed=seed)  # (nn.Conv2d's __init__ resets: first)
+        super().__init__(c_in, c_out, kernel, padding=padding, bias=False)
+        self.weight.requires_grad_(False)
+
+    def redrawn(self) -> nn.Module:
+        """A module holding the filters drawn again from the seed, float32 on the CPU."""
+        fresh = nn.Module()
+        generator = torch.Generator().manual_seed(self.drawn_with["seed"])
+        with float32_draws(), torch.device("cpu"):
+            fresh.weight = nn.Parameter(sample_weights(
+                self.drawn_with["init"], self.weight.shape, self.weight[0].numel(), generator),
+                requires_grad=False)
+        return fresh
+
+    def reset_parameters(self) -> None:
+        """The filters drawn again from the seed, in place (:meth:`redrawn`)."""
+        copy_redrawn(self)
+
+
+# convert() masks it as the nn.Conv2d it computes (only its reset differs)
+CONVERTIBLE.register(type_name(FrozenConv2d))(CONVERTIBLE.get(type_name(nn.Conv2d)))
 
 
 def _seeded(layer: nn.Module, seed: int) -> nn.Module:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .archs import FrozenConv2d
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention, outermost_subnet_modules
 from .convert import drop_subnet_guards, move_hooks
 from .convert_checks import refuse_torch_pruned
@@ -129,6 +130,9 @@ def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
         module.__dict__.pop("spec", None)
         module.__dict__.pop(CONVERT_RECORD, None)
         drop_subnet_guards(module)
+        if isinstance(module, FrozenConv2d):  # (LeNet5's: a plain conv, its seed dropped)
+            del module.drawn_with
+            module.__class__ = nn.Conv2d
     if isinstance(exported, SUBNET_MODULES):
         return export_layer(exported, sparse=sparse)
     plain: dict[int, nn.Module] = {}

@@ -45,8 +45,9 @@ A model whose frozen weights are no longer what a load regenerates (trained, or 
 place, since it was made) cannot be a ticket: ``save_ticket`` refuses it, naming the first,
 before writing anything. It compares them with each seeded subnet layer drawn again, one layer
 at a time (float32 on the CPU; about 0.2 s for a ResNet-18 on one core; never the whole model
-twice in memory), an attention's frozen ``bias_k`` / ``bias_v`` too; the frozen tensors
-outside subnet layers (LeNet5's random convs, a timm model's excluded layers) are not compared.
+twice in memory), an attention's frozen ``bias_k`` / ``bias_v`` and LeNet5's random convs
+(:class:`~lotterynet.archs.FrozenConv2d`) too; the other frozen tensors outside subnet layers
+(a timm model's excluded layers, its norms and tokens) are not compared.
 
 The file (:mod:`lotterynet.ticket_file`: no pickle, JSON header, zlib payload, sha256) holds
 the spec (or null), the ``convert`` calls, the bit-packed masks and the stored tensors. zlib

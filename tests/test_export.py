@@ -305,6 +305,19 @@ def test_a_dense_export_pickles_without_naming_lotterynet():
     assert exported.proj.kernel_size == (1, 1)
 
 
+def test_lenet5s_random_convolutions_export_as_torchs():
+    """LeNet5's frozen random convolutions, which draw again from their seed when reset (an
+    ``nn.Conv2d`` of lotterynet's), export as ``nn.Conv2d``: the export holds nothing of
+    lotterynet but lotterynet.plain's pool (torch only), and computes what the model does."""
+    model = ln.build_model("lenet5", sparsity=0.5)
+    exported = export(model)
+    assert type(exported[0]) is nn.Conv2d and type(exported[3]) is nn.Conv2d
+    assert {type(m).__module__ for m in exported.modules()
+            if type(m).__module__.startswith("lotterynet")} == {"lotterynet.plain"}
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(exported(x), model(x))
+
+
 def test_a_sparse_export_pickled_before_weight_order_runs_as_before(tmp_path):
     """A sparse export pickled (torch.save(model)) before the sparse layers kept their
     weight's layout (weight_order) stored each weight's entries in its own order: it loads and

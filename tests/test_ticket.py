@@ -371,6 +371,29 @@ def test_model_that_does_not_rebuild_is_rejected(tmp_path):
         load_ticket(tmp_path / "t.ticket")
 
 
+def test_a_lenet5_built_on_the_meta_device_and_reset_saves_a_ticket_that_loads(tmp_path):
+    """LeNet5 built on the meta device, given storage by ``to_empty`` and reset (the README's
+    idiom) drew its random frozen convolutions from torch's global generator, not its seed:
+    its ticket's load said "rebuilding the model gave different frozen random weights"; they
+    are drawn from the seed, as built, and one changed in place is refused at save, naming it
+    (they were not compared)."""
+    with torch.device("meta"):
+        model = build_model("lenet5", sparsity=0.7, seed=3)
+    model.to_empty(device="cpu")
+    model.apply(lambda m: hasattr(m, "reset_parameters") and m.reset_parameters())
+    built = build_model("lenet5", sparsity=0.7, seed=3).state_dict()
+    assert all(torch.equal(t, built[n]) for n, t in model.state_dict().items())
+    save_ticket(model, tmp_path / "t.ticket")
+    assert_same_ticket(model, load_ticket(tmp_path / "t.ticket"), IMAGES[:, :1, 2:30, 2:30])
+    with torch.no_grad():
+        model[3].weight[0, 0, 0, 0] += 1
+    with pytest.raises(ValueError, match=r"^save_ticket: frozen parameter '3\.weight' is no "
+                                         r"longer what its seed draws "):
+        save_ticket(model, tmp_path / "u.ticket")
+    # convert masks them as the nn.Conv2d they compute, as it did
+    assert isinstance(ln.convert(build_model("lenet5"), sparsity=0.5)[3], ln.SubnetConv2d)
+
+
 def test_saving_a_spec_models_ticket_builds_no_second_model(tmp_path, monkeypatch):
     """save_ticket's rebuild of a spec's model (its structure and shapes checked against the
     model's) is on the meta device and its frozen weights are compared a layer at a time: it
