@@ -84,10 +84,12 @@ from .convert_rules import (
     type_name,
 )
 from .convert_warnings import (
+    _warn_loaded_layer_scales,
     no_single_weight,
     warn_frozen_layer_scales,
     warn_layers_left_dense,
     warn_weight_readers,
+    watch_loaded_layer_scales,
 )
 from .distributions import check_seed, layer_seed
 from .errors import plural
@@ -295,12 +297,14 @@ def _refused_patch_resize(embed: nn.Module, img_size=None, patch_size=None, *arg
 
 
 def drop_subnet_guards(module: nn.Module) -> None:
-    """Remove from ``module`` what ``convert`` and ``build_model`` attach to a model for its
-    subnet layers: :func:`_warn_loaded_k` and a converted patch embedding's
-    :func:`_refused_patch_resize`, for an export, which has none of those layers left (a pickle
-    of it would name them, and so need lotterynet to load)."""
+    """Remove from ``module`` what ``convert`` and ``build_model`` attach to a model for its subnet
+    layers: :func:`_warn_loaded_k`, the check of frozen layer scales converted on the meta device
+    (:func:`~lotterynet.convert_warnings.watch_loaded_layer_scales`) and a converted patch
+    embedding's :func:`_refused_patch_resize`, for an export, which has none of those layers left (a
+    pickle of it would name them, and so need lotterynet to load)."""
     for key, hook in list(module._load_state_dict_pre_hooks.items()):
-        if getattr(hook, "hook", None) is _warn_loaded_k:
+        hook = getattr(hook, "hook", None)
+        if hook is _warn_loaded_k or getattr(hook, "func", None) is _warn_loaded_layer_scales:
             del module._load_state_dict_pre_hooks[key]
     resize = module.__dict__.get("set_input_size")
     if isinstance(resize, functools.partial) and resize.func is _refused_patch_resize:
@@ -439,8 +443,7 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     other_params = [(f"{name}.{p_name}".lstrip("."), p) for _, name, module, rule in plan
                     if rule is None and not isinstance(module, _BatchNorm)
                     for p_name, p in module.named_parameters(recurse=False)]
-    if not others_trainable:
-        warn_frozen_layer_scales(other_params)
+    unchecked_scales = [] if others_trainable else warn_frozen_layer_scales(other_params)
     warn_layers_left_dense([(name, module) for _, name, module, rule in plan
                             if rule is None and _is_a(module, LEFT_DENSE)], others_trainable)
     reads = warn_weight_readers(model, probes, exclude, options)
@@ -476,4 +479,5 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             module.use_nested_tensor = False
     result.__dict__.setdefault(CONVERT_RECORD, []).append(record)
     watch_loaded_k(result)
+    watch_loaded_layer_scales(result, unchecked_scales)
     return compiled if result is model else result

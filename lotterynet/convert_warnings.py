@@ -1,11 +1,12 @@
 """The warnings :func:`~lotterynet.convert.convert` gives before it changes anything (a
-warnings filter that makes them errors refuses the call): frozen layer scales near 0, which
-silence their residual branches (:func:`warn_frozen_layer_scales`); selected layers of types it
-leaves dense, never pruned (:func:`warn_layers_left_dense`); and new layers whose weight a
-module's forward reads itself where they have no single weight (:func:`warn_weight_readers`,
-by the source text :func:`reads_weight` reads). The warning of a loaded ``k`` and the guards of
-a converted patch embedding stay in :mod:`lotterynet.convert`: models pickled whole hold
-references to their functions there."""
+warnings filter that makes them errors refuses the call): frozen layer scales near 0, which silence
+their residual branches (:func:`warn_frozen_layer_scales`; converted on the meta device, at the
+first load of their values: :func:`watch_loaded_layer_scales`); selected layers of types it leaves
+dense, never pruned (:func:`warn_layers_left_dense`); and new layers whose weight a module's forward
+reads itself where they have no single weight (:func:`warn_weight_readers`, by the source text
+:func:`reads_weight` reads). The warning of a loaded ``k`` and the guards of a converted patch
+embedding stay in :mod:`lotterynet.convert`: models pickled whole hold references to their functions
+there."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import re
 import warnings
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from .convert_patterns import covering_patterns
 from .errors import plural
 from .layers import DOUBLED_WEIGHT, lacks_single_weight
+from .loaded_k import _outside_stacklevel
 from .structures import ignored_options
 
 #: A frozen layer scale no larger than this scales its residual branch away.
@@ -29,18 +32,46 @@ NEAR_ZERO = 1e-4
 LAYER_SCALE = re.compile(r"gamma|layer_scale")
 
 
-def warn_frozen_layer_scales(frozen: list[tuple[str, nn.Parameter]]) -> None:
-    """Warn of frozen layer scales within :data:`NEAR_ZERO` of 0 (timm's ConvNeXt: 1e-6 at
-    init): each makes its residual branch add almost nothing whatever the masks, so the network
-    is little more than its stem, downsampling and head."""
-    tiny = [name for name, p in frozen if LAYER_SCALE.search(name.rpartition(".")[2])
-            and not p.is_meta and p.numel() and float(p.detach().abs().max()) <= NEAR_ZERO]
+def warn_frozen_layer_scales(frozen: list[tuple[str, torch.Tensor]], by: str = "convert",
+                             stacklevel: int = 3) -> list[str]:
+    """Warn (``by``: the call that warns) of frozen layer scales within :data:`NEAR_ZERO` of 0
+    (timm's ConvNeXt: 1e-6 at init): each makes its residual branch add almost nothing whatever
+    the masks, so the network is little more than its stem, downsampling and head. Returns the
+    names of the layer scales on the meta device, whose values it could not see
+    (:func:`watch_loaded_layer_scales` checks them when a state dict gives them values)."""
+    scales = [(name, p) for name, p in frozen if LAYER_SCALE.search(name.rpartition(".")[2])]
+    tiny = [name for name, p in scales if not p.is_meta and p.numel()
+            and float(p.detach().abs().max()) <= NEAR_ZERO]
     if tiny:
-        warnings.warn(f"convert: {plural(len(tiny), 'frozen layer scale')} "
+        warnings.warn(f"{by}: {plural(len(tiny), 'frozen layer scale')} "
                       f"{'is' if len(tiny) == 1 else 'are'} within {NEAR_ZERO:g} of "
                       f"0, such as {tiny[0]!r}: the residual branches they scale add almost "
                       f"nothing to the network; others='trainable' trains them, or build the "
-                      f"model with a larger init (timm: ls_init_value=1.0)", stacklevel=3)
+                      f"model with a larger init (timm: ls_init_value=1.0)", stacklevel=stacklevel)
+    return [name for name, p in scales if p.is_meta]
+
+
+def watch_loaded_layer_scales(model: nn.Module, names: list[str]) -> None:
+    """``model`` converted on the meta device (``with torch.device("meta"): convert(...)``), where
+    :func:`warn_frozen_layer_scales` saw no values of its frozen layer scales ``names``: its
+    first ``load_state_dict`` that gives them values warns of them instead
+    (:func:`_warn_loaded_layer_scales`), once."""
+    if names:
+        model.register_load_state_dict_pre_hook(
+            functools.partial(_warn_loaded_layer_scales, list(names)))
+
+
+def _warn_loaded_layer_scales(unchecked: list[str], model: nn.Module, state_dict: dict,
+                              prefix: str, *args) -> None:
+    """A ``load_state_dict`` pre-hook (:func:`watch_loaded_layer_scales`): warn of the
+    ``unchecked`` layer scales of ``model`` that the state dict gives near-zero values while
+    they are frozen, then drop from ``unchecked`` those it gave values (a warning once)."""
+    loaded = [(name, state_dict[prefix + name]) for name in unchecked
+              if prefix + name in state_dict]
+    frozen = [(name, t) for name, t in loaded if not model.get_parameter(name).requires_grad]
+    still_meta = warn_frozen_layer_scales(frozen, "load_state_dict", _outside_stacklevel() + 1)
+    unchecked[:] = [name for name in unchecked if prefix + name not in state_dict
+                    or name in still_meta]
 
 
 def warn_layers_left_dense(left: list[tuple[str, nn.Module]], trainable: bool) -> None:

@@ -1,6 +1,7 @@
 import copy
 import fnmatch
 import inspect
+import pickle
 import re
 import threading
 import warnings
@@ -250,6 +251,31 @@ def test_layer_scales_frozen_near_zero_are_warned_of(recwarn):
     convert(torchvision.models.convnext_tiny(num_classes=10), sparsity=0.5, others="trainable")
     convert(timm_model("vit_tiny_patch16_224", 32, depth=1), sparsity=0.5)  # (a 1e-6 cls token)
     assert not [w for w in recwarn if "layer scale" in str(w.message)]
+
+
+def test_layer_scales_converted_on_the_meta_device_are_warned_of_at_their_first_load():
+    """Converted on the meta device (``with torch.device("meta"): convert(...)``) a model's
+    layer scales hold no values, and convert said nothing of those near 0: the first
+    ``load_state_dict`` that gives them values warns of them, once, at the user's call; a
+    load of larger ones, nothing."""
+    with pytest.warns(UserWarning, match="frozen layer scale"):
+        real = convert(nn.Sequential(ScaledBranch()), sparsity=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.device("meta"):
+            model, larger = (convert(nn.Sequential(ScaledBranch()), sparsity=0.5)
+                             for _ in range(2))
+        larger.load_state_dict({**real.state_dict(), "0.gamma": torch.ones(4)}, assign=True)
+    line = r"^load_state_dict: 1 frozen layer scale is within 0\.0001 of 0, such as '0\.gamma': "
+    exported = ln.export(model)  # (its check not left in an export: a pickle needs no lotterynet)
+    assert not exported._load_state_dict_pre_hooks and b"lotterynet" not in pickle.dumps(exported)
+    with pytest.warns(UserWarning, match=line) as said:
+        model.load_state_dict(real.state_dict(), assign=True)
+    assert len(said) == 1 and said[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.load_state_dict(real.state_dict())
+        larger.load_state_dict(real.state_dict())  # (its layer scales were checked at its load)
 
 
 @pytest.mark.parametrize("others,fate", [
