@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from .checkpointing import savefig_atomic, write_csv_atomic, write_text_atomic
+from .config import RunConfig
 from .data import DATASETS
 from .errors import plural
 from .grid import BASELINE, Sweep, cell_name, config_value, hash_legend
@@ -63,7 +64,8 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
             "test_acc_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else "",
             "seeds": len(runs), "best_epochs": "/".join(
                 str(r["config"]["epochs"]) for r in runs)})
-        paper = paper_accuracy(runs[0]["config"])
+        # (a cell written before an option existed ran with its default, as the sweep reads it)
+        paper = paper_accuracy({**RunConfig().to_dict(), **runs[0]["config"]})
         rows[-1]["paper_acc"] = "" if paper is None else paper
         rows[-1]["gap"] = "" if paper is None else round(rows[-1]["test_acc_mean"] - paper, 2)
     if not any(row["trained_params"] for row in rows if row["variant"] != BASELINE):

@@ -92,6 +92,27 @@ def test_paper_points_follow_the_cells_own_settings(tmp_path, base, variants, pa
                for r in table)
 
 
+def test_cells_written_before_an_option_existed_get_the_paper_points(tmp_path):
+    """A cell whose results.json was written before ``hidden`` (and the other later options)
+    existed, as those of results/sweep_fc2_cpu_reduced/, is a finished cell of the sweep run
+    again, which then failed drawing its table: ``KeyError: 'hidden'``. Its config reads as the
+    sweep reads it, the later options at their defaults: the paper's point."""
+    later = ("augment", "conv_init", "cuda_graphs", "exclude", "fan_in", "hidden", "log_model",
+             "model_kwargs", "score_init", "trainer")
+    sweep = Sweep(base={"arch": "fc2"}, variants=[parse_variant("wide")], sparsities=[0.9],
+                  epochs=[1])
+    for label, values in sweep.cells():
+        cell = tmp_path / "cells" / cell_name(label, values)
+        cell.mkdir(parents=True)
+        config = {k: v for k, v in make_config(values).to_dict().items() if k not in later}
+        (cell / "results.json").write_text(json.dumps({
+            "config": config, "test_acc": 0.9,
+            "params": {"kept": 10, "trainable": 10, "maskable": 100}}))
+    table = table_module.aggregate(sweep, tmp_path)
+    assert [(r["variant"], r["paper_acc"], r["gap"]) for r in table] == [
+        ("wide", 97.24, -7.24), ("trained", 98.59, -8.59)]
+
+
 def test_a_variant_that_trains_weights_beside_its_masks_has_them_counted(tmp_path):
     """``kept_params`` counts masked weights alone: a variant that trains some layers
     (``--exclude``) shows them in a ``trained_params`` column (the trained baseline: all its
