@@ -17,8 +17,10 @@ cell on its own. With ``--jobs-per-device N`` every stack and single cell is its
 on the CPU N at once sharing its threads; with more slots than stacks, the stacks are cut into
 parts (:func:`plan_stacks`).
 
-Aggregation follows the paper: for every variant, sparsity and seed the best test accuracy over
-the epoch budgets; then mean and standard deviation over seeds. Outputs: ``sweep.csv``,
+Aggregation: for every variant, sparsity and seed the test accuracy of the best epoch budget,
+chosen by validation accuracy where the cells hold out a validation split, else by test accuracy
+as the paper does (its protocol: ``val_size`` 0); then mean and standard deviation over seeds.
+Outputs: ``sweep.csv``,
 ``sweep.md`` (with Pensia et al.'s accuracy and our gap to it where the paper has the point, and
 under the table the values of the variants' ``KEY=<hash>``, if any) and ``figure.png`` /
 ``figure.pdf`` (test accuracy vs. kept parameters, log x, one line per variant, the paper's
@@ -481,7 +483,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
     if rows:  # (none when every cell failed)
         spelled = spelled_labels(sweep.variants)
         write_table(rows, sweep_dir, sweep.variants, spelled)
-        figure = plot(rows, sweep_dir, figure_title(sweep), paper_trained_accuracy(sweep),
+        figure = plot(rows, sweep_dir, figure_title(sweep, rows), paper_trained_accuracy(sweep),
                       chance_accuracy(sweep), spelled=spelled, baseline=baseline_name(sweep))
         if sweep.base.get("wandb"):
             log_to_wandb(spelled_rows(rows, spelled), figure, sweep)

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -22,8 +23,21 @@ from .run_dir import RESULTS
 from .sweep_cells import cells_use
 
 
+def best_budget(runs: list[dict]) -> tuple[dict, str]:
+    """The results of the best epoch budget among one (variant, sparsity, seed)'s ``runs``,
+    with the accuracy that chose it (``best_by``): ``val_acc`` where every budget has one (a
+    validation split held out: choosing on the test accuracy that is then reported would
+    bias it upwards), else ``test_acc``, Pensia et al.'s protocol (their runs hold out no
+    validation split, ``val_size`` 0: the best test accuracy of their 10-100 epoch runs);
+    ``""`` for one budget (nothing chosen). Of equal ones the earliest budget."""
+    by = "val_acc" if all(r.get("val_acc") is not None for r in runs) else "test_acc"
+    return max(runs, key=lambda r: r[by]), by if len(runs) > 1 else ""
+
+
 def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
-    """Best test accuracy over epoch budgets per (variant, sparsity, seed); mean and standard
+    """Per (variant, sparsity, seed) the test accuracy of the best epoch budget
+    (:func:`best_budget`: by validation accuracy where the cells have it, else by test
+    accuracy, the paper's protocol; ``best_by`` says which); mean and standard
     deviation over seeds (empty for a point of one seed, as ``paper_acc`` where the paper has
     none: no spread was measured, where 0.0 said none was found); the fraction of the
     maskable weights the cells' masks prune
@@ -34,21 +48,20 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     trains weights (``--exclude``'s layers), a ``trained_params`` column counts them (the
     trained baseline's: all its weights).
     Rows sorted by variant, then kept parameters."""
-    best: dict[tuple, dict] = {}
+    budgets: dict[tuple, list[dict]] = {}
     for label, values in sweep.cells():
         results_file = sweep_dir / "cells" / cell_name(label, values) / RESULTS
         if not results_file.is_file():
             continue
-        results = json.loads(results_file.read_text())
         sparsity = 0.0 if label == BASELINE else values["sparsity"]
-        key = (label, sparsity, values["seed"])
-        if key not in best or results["test_acc"] > best[key]["test_acc"]:
-            best[key] = results
-    groups: dict[tuple, list[dict]] = {}
-    for (label, sparsity, _), results in best.items():
-        groups.setdefault((label, sparsity), []).append(results)
+        budgets.setdefault((label, sparsity, values["seed"]), []).append(
+            json.loads(results_file.read_text()))
+    groups: dict[tuple, list[tuple[dict, str]]] = {}
+    for (label, sparsity, _), runs in budgets.items():
+        groups.setdefault((label, sparsity), []).append(best_budget(runs))
     rows = []
-    for (label, sparsity), runs in groups.items():
+    for (label, sparsity), chosen in groups.items():
+        runs = [results for results, _ in chosen]
         accs = [100 * r["test_acc"] for r in runs]
         kept = [kept_params(r["params"]) for r in runs]
         maskable = runs[0]["params"]["maskable"]  # (0: the trained baseline, unpruned)
@@ -63,7 +76,9 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
             "test_acc_mean": round(statistics.mean(accs), 3),
             "test_acc_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else "",
             "seeds": len(runs), "best_epochs": "/".join(
-                str(r["config"]["epochs"]) for r in runs)})
+                str(r["config"]["epochs"]) for r in runs),
+            # (the seeds' criteria, once each: a seed of one budget chose nothing)
+            "best_by": "/".join(dict.fromkeys(by for _, by in chosen if by))})
         # (a cell written before an option existed ran with its default, as the sweep reads it)
         paper = paper_accuracy({**RunConfig().to_dict(), **runs[0]["config"]})
         rows[-1]["paper_acc"] = "" if paper is None else paper
@@ -91,14 +106,34 @@ def spelled_rows(rows: list[dict], spelled: dict[str, str]) -> list[dict]:
             for row in rows]
 
 
+#: How :func:`best_budget` chose the epoch budgets, in words (:func:`chosen_by`).
+CHOSEN_BY = {"val_acc": "by validation accuracy",
+             "test_acc": "by test accuracy, the paper's protocol (no validation split)"}
+
+
+def chosen_by(rows: Sequence[dict]) -> str | None:
+    """How the rows' epoch budgets were chosen (their ``best_by``), in words: the line above
+    sweep.md's table and under the figure's title, so that a number chosen on the test set
+    is read as such; None where no point had more than one budget (nothing chosen)."""
+    found = list(dict.fromkeys(by for row in rows for by in row.get("best_by", "").split("/")
+                               if by))
+    if len(found) > 1:
+        return ("by validation accuracy where each budget of a seed has one, else by test "
+                "accuracy, the paper's protocol (best_by)")
+    return CHOSEN_BY[found[0]] if found else None
+
+
 def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict],
                 spelled: dict[str, str]) -> None:
     """The rows as CSV (with :func:`spelled_rows`' column, from ``spelled``) and as a Markdown
-    table, under which a legend of the ``KEY=<hash>`` that name the variants' lists and
+    table, above which a line says how the epoch budgets were chosen (:func:`chosen_by`), and
+    under which a legend of the ``KEY=<hash>`` that name the variants' lists and
     mappings (:func:`lotterynet.grid.hash_legend`), where there are any."""
     csv_rows = spelled_rows(rows, spelled)
     write_csv_atomic(sweep_dir / TABLE_CSV, csv_rows, list(csv_rows[0]))
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    chosen = chosen_by(rows)
+    lines = [f"Best of the epoch budgets {chosen}.", ""] if chosen else []
+    lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
     legend = hash_legend(variants)
     if legend:
@@ -106,13 +141,16 @@ def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict],
     write_text_atomic(sweep_dir / TABLE_MD, "\n".join(lines) + "\n")
 
 
-def figure_title(sweep: Sweep) -> str:
-    """What a reader needs to place the figure: architectures, data, budgets, seeds."""
+def figure_title(sweep: Sweep, rows: Sequence[dict] = ()) -> str:
+    """What a reader needs to place the figure: architectures, data, budgets, seeds, and
+    under them how the budgets were chosen (:func:`chosen_by`, from the table's ``rows``)."""
     *more, last = sweep.epochs
     budgets = f"best of {', '.join(map(str, more))} or {last} epochs" if more else \
         plural(last, "epoch")
+    chosen = chosen_by(rows)
     return (f"{', '.join(cells_use(sweep, 'arch'))} on {', '.join(cells_use(sweep, 'dataset'))}"
-            f": {budgets}, {plural(len(sweep.seeds), 'seed')}")
+            f": {budgets}, {plural(len(sweep.seeds), 'seed')}"
+            + (f"\nchosen {chosen}" if chosen else ""))
 
 
 def chance_accuracy(sweep: Sweep) -> float | None:

@@ -191,6 +191,44 @@ def test_a_point_of_one_seed_has_no_spread(tmp_path):
     table_module.plot(table, tmp_path, "title", None, 10.0)  # (a band at 0.5 alone)
 
 
+def test_the_best_epoch_budget_is_chosen_by_validation_accuracy_where_the_cells_have_it(
+        tmp_path):
+    """A point's best epoch budget was chosen by test accuracy even where the cells hold out a
+    validation split: chosen on the test set whose accuracy it reports. It is chosen by
+    val_acc where every budget of the seed has one, else by test_acc, Pensia et al.'s protocol
+    (val_size 0); the table's best_by, the line above sweep.md's table and the figure's title
+    say which."""
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "wide"}], sparsities=[0.5],
+                  epochs=[1, 2], seeds=[0, 1], baseline=False)
+    accs = {(1, 0): (0.9, 0.8), (2, 0): (0.7, 0.85), (1, 1): (0.6, 0.78), (2, 1): (0.8, 0.75)}
+
+    def table(validated: bool) -> list[dict]:
+        for label, values in sweep.cells():
+            val, test = accs[values["epochs"], values["seed"]]
+            cell = tmp_path / str(validated) / "cells" / cell_name(label, values)
+            cell.mkdir(parents=True)
+            (cell / "results.json").write_text(json.dumps({
+                "config": make_config(values).to_dict(), "test_acc": test,
+                "val_acc": val if validated else None,
+                "params": {"kept": 10, "trainable": 10, "maskable": 100}}))
+        rows = table_module.aggregate(sweep, tmp_path / str(validated))
+        table_module.write_table(rows, tmp_path / str(validated), sweep.variants, {})
+        return rows
+
+    validated, tested = table(True), table(False)
+    assert [(r["test_acc_mean"], r["best_epochs"]) for r in validated] == [(77.5, "1/2")]
+    assert [(r["test_acc_mean"], r["best_epochs"]) for r in tested] == [(81.5, "2/1")]
+    for points, by, said in [(validated, "val_acc", "by validation accuracy"), (
+            tested, "test_acc", "by test accuracy, the paper's protocol (no validation split)")]:
+        assert [r["best_by"] for r in points] == [by]
+        folder = tmp_path / str(points is validated)
+        assert [r["best_by"] for r in rows(folder)] == [by]
+        assert (folder / "sweep.md").read_text().splitlines()[:3] == [
+            f"Best of the epoch budgets {said}.", "", "| " + " | ".join(points[0]) + " |"]
+        assert table_module.figure_title(sweep, points) == (
+            f"fc2 on mnist: best of 1 or 2 epochs, 2 seeds\nchosen {said}")
+
+
 def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
     """write_table and plot write exactly TABLE_FILES, the names a sweep whose every cell
     failed removes (the names were written out twice, once in each list)."""
