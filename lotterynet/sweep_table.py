@@ -46,14 +46,20 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     (``paper_acc``, from the cells' own settings) and ours minus theirs (``gap``), empty where
     the paper has none. ``kept_params`` counts the masked weights alone: where a variant also
     trains weights (``--exclude``'s layers), a ``trained_params`` column counts them (the
-    trained baseline's: all its weights).
+    trained baseline's: all its weights). A point some of whose cells have no results (a
+    sweep stopped, a cell failed) names them in a ``missing`` column (``e20-seed1, ...``, the
+    end of their cells' names; the column only where a point lacks one): its mean is of the
+    budgets and seeds found.
     Rows sorted by variant, then kept parameters."""
     budgets: dict[tuple, list[dict]] = {}
+    missing: dict[tuple, list[str]] = {}
     for label, values in sweep.cells():
         results_file = sweep_dir / "cells" / cell_name(label, values) / RESULTS
-        if not results_file.is_file():
-            continue
         sparsity = 0.0 if label == BASELINE else values["sparsity"]
+        if not results_file.is_file():
+            missing.setdefault((label, sparsity), []).append(
+                f"e{values['epochs']}-seed{values['seed']}")
+            continue
         budgets.setdefault((label, sparsity, values["seed"]), []).append(
             json.loads(results_file.read_text()))
     groups: dict[tuple, list[tuple[dict, str]]] = {}
@@ -78,13 +84,16 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
             "seeds": len(runs), "best_epochs": "/".join(
                 str(r["config"]["epochs"]) for r in runs),
             # (the seeds' criteria, once each: a seed of one budget chose nothing)
-            "best_by": "/".join(dict.fromkeys(by for _, by in chosen if by))})
+            "best_by": "/".join(dict.fromkeys(by for _, by in chosen if by)),
+            "missing": ", ".join(missing.get((label, sparsity), []))})
         # (a cell written before an option existed ran with its default, as the sweep reads it)
         paper = paper_accuracy({**RunConfig().to_dict(), **runs[0]["config"]})
         rows[-1]["paper_acc"] = "" if paper is None else paper
         rows[-1]["gap"] = "" if paper is None else round(rows[-1]["test_acc_mean"] - paper, 2)
+    unused = {"missing"} if not any(row["missing"] for row in rows) else set()
     if not any(row["trained_params"] for row in rows if row["variant"] != BASELINE):
-        rows = [{k: v for k, v in row.items() if k != "trained_params"} for row in rows]
+        unused.add("trained_params")
+    rows = [{k: v for k, v in row.items() if k not in unused} for row in rows]
     return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], r["kept_params"]))
 
 
@@ -178,6 +187,9 @@ def paper_trained_accuracy(sweep: Sweep) -> float | None:
 
 #: The longest variant label the figure's legend spells out (:func:`plot`).
 LEGEND_LABEL_MAX = 48
+#: The figure's legend for a point (an ``x`` on it) some of whose cells have no results
+#: (:func:`aggregate`'s ``missing``).
+INCOMPLETE = "missing budgets or seeds"
 
 
 def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | None,
@@ -188,7 +200,8 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     of the same colour, the trained baseline as a dashed line named ``baseline``
     (:func:`baseline_name`; the paper's, ``paper_trained``,
     as a thin grey one: :func:`paper_trained_accuracy`), ``chance`` as a dotted one
-    (:func:`chance_accuracy`; None: none). Written as PNG and PDF. A variant is named in the
+    (:func:`chance_accuracy`; None: none); a point missing some of its cells crossed
+    (:data:`INCOMPLETE`). Written as PNG and PDF. A variant is named in the
     legend with its lists and mappings written out (``spelled``:
     :func:`lotterynet.grid.spelled_labels`) where that is at most :data:`LEGEND_LABEL_MAX`
     characters long, else by its label's hashes (sweep.md's legend decodes them)."""
@@ -216,10 +229,16 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
         if paper:
             ax.scatter(*zip(*paper), facecolors="none", edgecolors=line.get_color(), s=60,
                        label=f"{legend_name(variant)} (Pensia et al.)")
+    incomplete = [(r["kept_params"], r["test_acc_mean"]) for r in rows
+                  if r.get("missing") and r["variant"] != BASELINE]
+    if incomplete:
+        ax.scatter(*zip(*incomplete), marker="x", color="black", s=60, zorder=3,
+                   label=f"{INCOMPLETE} (sweep.md)")
     for r in rows:
         if r["variant"] == BASELINE:
             ax.axhline(r["test_acc_mean"], color="black", linestyle="--",
-                       label=f"{baseline} ({r['test_acc_mean']:.2f}%)")
+                       label=f"{baseline} ({r['test_acc_mean']:.2f}%"
+                             f"{'; ' + INCOMPLETE if r.get('missing') else ''})")
     if paper_trained is not None:
         ax.axhline(paper_trained, color="grey", linestyle="--", linewidth=0.8,
                    label=f"trained dense, Pensia et al. ({paper_trained:.2f}%)")

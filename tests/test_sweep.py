@@ -229,6 +229,44 @@ def test_the_best_epoch_budget_is_chosen_by_validation_accuracy_where_the_cells_
             f"fc2 on mnist: best of 1 or 2 epochs, 2 seeds\nchosen {said}")
 
 
+def test_a_point_missing_some_of_its_cells_names_them_in_the_table_and_is_crossed(
+        tmp_path, monkeypatch):
+    """A point some of whose cells have no results (a sweep stopped, a cell failed) looked
+    complete in the table (``seeds 2, best_epochs 2/1``, seed 1 with budget 1 alone): its row
+    names the missing cells (``missing``), and the figure crosses it (the baseline: in its
+    legend); a table whose every point is complete has no such column, as before."""
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "wide"}],
+                  sparsities=[0.5, 0.9], epochs=[1, 2], seeds=[0, 1])
+    absent = {(0.5, 2, 1), (0.0, 1, 0)}  # (sparsity, epochs, seed)
+    for label, values in sweep.cells():
+        sparsity = values["sparsity"] if label != "trained" else 0.0
+        cell = tmp_path / "cells" / cell_name(label, values)
+        cell.mkdir(parents=True)
+        (cell / "results.json").write_text(json.dumps({
+            "config": make_config(values).to_dict(), "test_acc": values["epochs"] / 10,
+            "val_acc": None, "params": {"kept": round(100 * (1 - sparsity)), "trainable": 10,
+                                        "maskable": 100}}))
+        if (sparsity, values["epochs"], values["seed"]) in absent:
+            (cell / "results.json").unlink()
+    table = table_module.aggregate(sweep, tmp_path)
+    assert [(r["variant"], r["sparsity"], r["seeds"], r["best_epochs"], r.get("missing"))
+            for r in table] == [("wide", 0.9, 2, "2/2", ""), ("wide", 0.5, 2, "2/1", "e2-seed1"),
+                                ("trained", 0.0, 2, "2/2", "e1-seed0")]
+    table_module.write_table(table, tmp_path, sweep.variants, {})
+    assert [r["missing"] for r in rows(tmp_path)] == ["", "e2-seed1", "e1-seed0"]
+    legends, crossed = [], []
+    monkeypatch.setattr(table_module, "savefig_atomic", lambda fig, *_, **__: (
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()]),
+        crossed.append([c.get_offsets().tolist() for c in fig.axes[0].collections])))
+    table_module.plot(table, tmp_path, "title", None, 10.0)
+    assert legends[0] == ["wide random", "wide random (Pensia et al.)",
+                          "missing budgets or seeds (sweep.md)",
+                          "trained dense (20.00%; missing budgets or seeds)", "chance"]
+    assert crossed[0][-1] == [[50.0, 15.0]]  # (after the wide line's band and paper points)
+    complete = dataclasses.replace(sweep, sparsities=[0.9], baseline=False)
+    assert "missing" not in table_module.aggregate(complete, tmp_path)[0]
+
+
 def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
     """write_table and plot write exactly TABLE_FILES, the names a sweep whose every cell
     failed removes (the names were written out twice, once in each list)."""
