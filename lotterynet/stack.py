@@ -55,7 +55,6 @@ from .checkpointing import (
     write_text_atomic,
 )
 from .config import make_config
-from .config_checks import read_options
 from .config_schema import RunConfig
 from .datamodule import TensorDataModule
 from .errors import ConfigError, OutOfMemory, TrainingDiverged, plural
@@ -355,7 +354,10 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
             if not (cell / RESULTS).is_file():
                 for name in (WANDB_ID_FILE, WANDB_ENDED_FILE):
                     (cell / name).unlink(missing_ok=True)
-    options = [read_options(c) for c in configs]  # (the W&B run's config: what all share)
+    # (the W&B run's config: what its members' runs' configs share; their learning rate as
+    # they train with it, not the config's null for the architecture's default)
+    options = [wandb_config(c, m["spec"], m["optim"]["lr"])
+               for c, m in zip(configs, module.hparams.members)]
     shared = {k: v for k, v in options[0].items() if all(o.get(k) == v for o in options)}
     loggers = make_loggers(stack_dir, {**shared, "members": names,
                                        "resume": str(resume) if resume else None,

@@ -889,9 +889,16 @@ def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir,
     # as single runs log them: each member's ticket an artifact, epochs at optimizer steps
     records = list(read_wandb_records(logs[0]))
     (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    config = {i.key: json.loads(i.value_json) for i in run.config.update}
+    config = {i.key: json.loads(i.value_json) for i in run.config.update if i.key != "_wandb"}
     # (what its members share; not the first member's sparsity beside the list of them)
     assert config["sparsities"] == [0.5, 0.9] and "sparsity" not in config
+    # what its members' own runs' configs share, as they trained: the learning rate fc2's
+    # recipe gives them (the stack's showed the config's null)
+    members = [logged_run(next((cell / "wandb").glob("offline-run-*")))["config"]
+               for cell in cells]
+    shared = {k: v for k, v in members[0].items() if all(m[k] == v for m in members)}
+    assert config == {**shared, "members": [cell.name for cell in cells],
+                      "sparsities": [0.5, 0.9], "epochs": 1} and config["lr"] == 0.1
     assert config["arch"] == "fc2" and run.job_type == "stack"  # (apart from its members' runs)
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     assert sorted(a.name for a in artifacts) == [f"ticket-{run.run_id}-{c.name}" for c in cells]
