@@ -334,8 +334,9 @@ class MemberResults(pl.Callback):
         atomic_torch_save({"state_dict": state, "hyper_parameters": {
             k: settings[k] for k in ("spec", "optim", "config")},
             "epoch": budget - 1,  # Lightning's: the last epoch's 0-based index
-            "global_step": budget * trainer.num_training_batches},  # (its single run's)
-            cell / CHECKPOINTS / LAST)
+            "global_step": budget * trainer.num_training_batches,  # (its single run's)
+            # (what Lightning's load_from_checkpoint reads first, to migrate an older file)
+            "pytorch-lightning_version": pl.__version__}, cell / CHECKPOINTS / LAST)
         history, counts, densities = self.history[s], count_params(member), layer_densities(member)
         # (then the test row, at the step after the last, as a single run's)
         rows = [*member_history(member, history),

@@ -46,6 +46,7 @@ from lotterynet.loggers import (
 )
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
+from lotterynet.module import EdgePopupModule
 from lotterynet.optim import optim_settings, trainable_parameters
 from lotterynet.run import model_spec, run
 from lotterynet.run_dir import left_before_a_checkpoint, locked
@@ -64,12 +65,10 @@ MEMBERS = [(0.5, 2), (0.9, 2), (0.95, 1)]
 
 
 def trained_model(run_dir: Path) -> torch.nn.Module:
-    """The model a run (or a stack member) ended with, rebuilt from its checkpoint."""
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    model = build_model(**checkpoint["hyper_parameters"]["spec"])
-    model.load_state_dict({k.removeprefix("model."): v
-                           for k, v in checkpoint["state_dict"].items()})
-    return model
+    """The model a run (or a stack member) ended with, rebuilt from its checkpoint by
+    ``EdgePopupModule.load_from_checkpoint`` (a member's raised Lightning's KeyError
+    'pytorch-lightning_version': it was written without it)."""
+    return EdgePopupModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").model
 
 
 @pytest.fixture(scope="module")
