@@ -342,8 +342,10 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None,
 
 
 def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] | None = None,
-                 exit_code: int = 0) -> str | None:
-    """Write ``summary`` into the W&B run's summary, log each of ``tickets`` (files) as a
+                 exit_code: int = 0, checkpoint: Path | None = None) -> str | None:
+    """Write ``summary`` into the W&B run's summary, log ``checkpoint`` (a file no Trainer of
+    this run saved: a stack member's, ``--log-model``) as Lightning logs a run's own
+    (``model-<run id>``, its file ``model.ckpt``), log each of ``tickets`` (files) as a
     model artifact (``ticket-<run id>`` for the run's own, keyed ``""``; ``ticket-<run
     id>-<member>`` for a stack member's, keyed by its name, its ``<member>/…`` summary as
     metadata), close the run with ``exit_code`` (that of the command: an interrupted run's
@@ -357,6 +359,12 @@ def finish_wandb(loggers: list[Logger], summary: dict, tickets: dict[str, Path] 
             run = logger.experiment
             with ending_wandb_on_failure(partial(end_open_wandb, [logger])):
                 run.summary.update(summary)
+                if checkpoint is not None:  # (Lightning's aliases: its one checkpoint is
+                    # the run's last and, monitoring nothing, its best)
+                    artifact = wandb.Artifact(f"model-{run.id}", type="model",
+                                              metadata={"original_filename": checkpoint.name})
+                    artifact.add_file(str(checkpoint), name="model.ckpt")
+                    run.log_artifact(artifact, aliases=["latest", "best"])
                 for member, ticket in (tickets or {}).items():
                     prefix = f"{member}/" if member else ""
                     metadata = {k.removeprefix(prefix): v for k, v in summary.items()

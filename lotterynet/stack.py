@@ -297,7 +297,9 @@ def log_member_run(config: RunConfig, cell: Path, results: dict) -> None:
     loggers = make_loggers(cell, wandb_config(config, results["spec"], results["lr"]),
                            resumed, replay=True)
     results["wandb_dir"] = finish_wandb(loggers, summary,
-                                        {"": ticket} if ticket.is_file() else None)
+                                        {"": ticket} if ticket.is_file() else None,
+                                        checkpoint=cell / CHECKPOINTS / LAST
+                                        if config.log_model else None)
     write_json_atomic(results, cell / RESULTS)
 
 

@@ -938,10 +938,12 @@ def test_each_finished_member_is_the_wandb_run_its_single_run_would_be(tmp_path,
     as the cell's single run logs itself: its name, config, summary keys, history keys and
     ticket, its test accuracy its results.json's; its id kept in its cell, which a resume of
     the cell continues, and the stack says it logs them (seconds each, silent before). The
-    stack run again logs no member again."""
+    stack run again logs no member again. With ``--log-model`` its checkpoint is its
+    ``model-<id>`` artifact, as a single run's (a member's run had none)."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
-                progress_bar=False, data_dir=str(data_dir), wandb=True, wandb_group="g")
+                progress_bar=False, data_dir=str(data_dir), wandb=True, wandb_group="g",
+                log_model=True)
     configs = [make_config({**base, "sparsity": s}) for s in (0.5, 0.9)]
     cells = [tmp_path / "cells" / name for name in ("dense-s0.5", "dense-s0.9")]
     results = run_stack(configs, tmp_path / "stack", cells)
@@ -958,7 +960,12 @@ def test_each_finished_member_is_the_wandb_run_its_single_run_would_be(tmp_path,
         assert wandb_run_id(cell, cell / "checkpoints" / "last.ckpt") == (logged["id"], True)
         assert logged["config"]["sparsity"] == config.sparsity
         assert logged["summary"]["test/acc"] == pytest.approx(member["test_acc"])
-        assert logged["artifacts"] == [f"ticket-{logged['id']}"]
+        assert logged["artifacts"] == [f"model-{logged['id']}", f"ticket-{logged['id']}"]
+        assert as_single["artifacts"] == [f"model-{as_single['id']}", f"ticket-{as_single['id']}"]
+        (stored,) = [entry.local_path for record in read_wandb_records(
+            next(folder.glob("run-*.wandb"))) if record.WhichOneof("record_type") == "artifact"
+            for entry in record.artifact.manifest.contents if entry.path == "model.ckpt"]
+        assert Path(stored).read_bytes() == (cell / "checkpoints" / "last.ckpt").read_bytes()
         assert logged["config"] == {**as_single["config"], "sparsity": config.sparsity}
         assert set(logged["summary"]) == set(as_single["summary"])
         assert logged["history"] == as_single["history"]
