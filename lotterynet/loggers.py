@@ -276,11 +276,17 @@ class RunWandbLogger(WandbLogger):
     hyperparameter dump (the module's model spec, optimizer settings and the run config again,
     nested) is not logged over it. Nor does it give ``wandb.init`` Lightning's ``anonymous``
     setting, which W&B no longer reads: W&B printed "The anonymous setting has no effect and
-    will be removed in a future version" at every run's start."""
+    will be removed in a future version" at every run's start; nor, under a W&B sweep agent,
+    the project, entity and id that W&B takes from the agent."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._wandb_init.pop("anonymous", None)  # (a later Lightning may not give it)
+        if os.environ.get("WANDB_SWEEP_ID"):  # a W&B agent's run: W&B takes its project,
+            # entity and id from the agent, and warned at every cell's start "Ignoring
+            # project 'lotterynet' when running a sweep." (and its run_id, the agent's own)
+            for key in ("project", "entity", "id"):
+                self._wandb_init.pop(key, None)
 
     def log_hyperparams(self, params) -> None:
         pass

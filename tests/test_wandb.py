@@ -65,6 +65,32 @@ def test_a_wandb_run_starts_without_the_anonymous_setting_warning(tmp_path, monk
     assert "Tracking run with wandb" in printed and "anonymous" not in printed
 
 
+def test_a_wandb_agents_run_starts_without_wandbs_warnings_that_it_ignores_its_settings(
+        tmp_path, monkeypatch, capfd):
+    """Under a W&B sweep agent (``$WANDB_SWEEP_ID``) W&B takes a run's project, entity and id
+    from the agent, and warned at every cell's start "Ignoring project 'lotterynet' when
+    running a sweep." and "Ignoring run_id 'agent1' ..." (as if the cell's project were lost):
+    they are not given to it. The run is the agent's id, as before."""
+    import wandb
+    from wandb.errors import term
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep1")
+    monkeypatch.setenv("WANDB_RUN_ID", "agent1")
+    monkeypatch.setattr(term, "_printed_messages", set())  # (W&B warns once per process)
+    wandb.teardown()  # (W&B reads the agent's variables as its session starts)
+    try:
+        run = wandb_logger(tmp_path / "cell").experiment
+        run_id = run.id
+        close_wandb_run(run)
+    finally:
+        wandb.teardown()  # (the next tests' runs are no agent's)
+    printed = capfd.readouterr()
+    assert run_id == "agent1" and "Tracking run with wandb" in printed.err
+    assert "Ignoring" not in printed.out + printed.err
+
+
 @pytest.mark.parametrize("name, value, reason", [
     ("WANDB_PROJECT", "a/b", "Invalid project name 'a/b'"),
     ("WANDB_RUN_ID", "a/b", "Run ID cannot contain the characters"),
