@@ -454,8 +454,7 @@ class MaskedSparsity(PrunesByMask):
     @property
     def sparsity(self) -> float:
         """Fraction of this layer's maskable weights that are pruned."""
-        tensors = masked_weights(self)
-        return 1.0 - sum(m.kept for m in tensors) / sum(m.weight.numel() for m in tensors)
+        return 1.0 - self.density
 
     @sparsity.setter
     def sparsity(self, value: float) -> None:
@@ -467,8 +466,11 @@ class MaskedSparsity(PrunesByMask):
 
     @property
     def density(self) -> float:
-        """Fraction of this layer's maskable weights that are kept (1 − sparsity)."""
-        return 1.0 - self.sparsity
+        """Fraction of this layer's maskable weights that are kept (1 − sparsity): kept /
+        maskable itself, the nearest float to it (1 − the sparsity was 0.09999999999999998
+        for a tenth kept, in ``results.json`` and W&B's ``density/<layer>``)."""
+        tensors = masked_weights(self)
+        return sum(m.kept for m in tensors) / sum(m.weight.numel() for m in tensors)
 
 
 def global_topk(model: nn.Module, sparsity: float) -> dict[str, int]:

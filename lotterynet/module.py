@@ -462,7 +462,7 @@ def layer_names(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
 def layer_densities(model: torch.nn.Module) -> dict[str, float]:
     """Fraction kept of each subnet layer's maskable weights, by :func:`layer_names`."""
-    return {name: 1.0 - m.sparsity for name, m in layer_names(model).items()}
+    return {name: m.density for name, m in layer_names(model).items()}
 
 
 def divergence(model: torch.nn.Module, lr: float) -> str | None:

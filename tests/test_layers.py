@@ -9,6 +9,7 @@ from torch import nn
 
 import lotterynet as ln
 from lotterynet.models import build_model
+from lotterynet.module import layer_densities
 
 STRUCTS = [dict(structure="dense"), dict(structure="subsetsum", activation="relu"),
            dict(structure="subsetsum", activation="identity", shared=False)]
@@ -129,6 +130,16 @@ def test_sparsity_property_updates_every_tensor():
     layer.sparsity = 0.9
     assert {m.k for m in ln.masked_weights(layer)} == {round(0.1 * 40), round(0.1 * 400)}
     assert layer.sparsity == pytest.approx(1 - 44 / 440)
+
+
+def test_a_layers_density_is_its_kept_fraction_as_the_nearest_float():
+    """A layer's density (``results.json``'s ``layer_density``, W&B's ``density/<layer>``) was
+    1 − its sparsity: 0.09999999999999998 for a tenth kept. It is kept / maskable itself."""
+    model = nn.Sequential(ln.SubnetLinear(20, 10, sparsity=0.9), nn.ReLU(),
+                          ln.SubnetLinear(10, 10, sparsity=0.7))
+    assert [layer.density for layer in (model[0], model[2])] == [20 / 200, 30 / 100] == [0.1, 0.3]
+    assert layer_densities(model) == {"fc1": 0.1, "fc2": 0.3}
+    assert model[0].sparsity == 1 - 0.1
 
 
 def test_a_sparsity_one_tensor_refuses_changes_no_tensor():
