@@ -185,8 +185,8 @@ def planning_stopped(sweep_dir: Path, planned: threading.Event) -> str:
 def run_stacks(stacks: dict[Path, list[str]], configs: dict[str, RunConfig], report
                ) -> list[Failure]:
     """The stacks in this process, one after another; returns the :class:`Failure` of each
-    that diverged or ran out of memory (the others go on, as they do beside a job that
-    failed)."""
+    that diverged, ran out of memory or that W&B failed to log (:func:`failure_of`; the others
+    go on, as they do beside a job that failed)."""
     failed = []
     for stack_dir, members in stacks.items():
         members_configs = [configs[m] for m in members]
@@ -218,8 +218,9 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     """Run every unfinished cell: in this process, or with several job slots (GPUs ×
     ``jobs_per_device``) every stack and every single cell in its own subprocess, as many at
     once as there are slots. Returns a :class:`Failure` per subprocess that failed and per run
-    or stack that diverged or ran out of memory (the others go on). ``planned`` is set once
-    the cells are planned, before the first starts (:func:`planning_stopped`)."""
+    or stack that diverged, ran out of memory or that W&B failed to log (:func:`failure_of`;
+    the others go on). ``planned`` is set once the cells are planned, before the first starts
+    (:func:`planning_stopped`)."""
     configs = cell_configs(sweep, sweep_dir)
     todo = [(name, cfg) for name, config in configs.items()
             if (cfg := prepare_cell(config)) is not None]
