@@ -273,15 +273,16 @@ def member_summary(results: dict, history: list[dict]) -> dict:
 
 
 def log_member_run(config: RunConfig, cell: Path, results: dict) -> None:
-    """Log a finished member (``results``, its results.json) into W&B as the run of its cell,
-    as the cell's single run logs itself (its name, config, summary and ticket), so that a
-    sweep's group shows every cell as a run however it trained: its whole ``metrics.csv`` is
-    replayed into it, as a resume replays a history into a W&B run that lacks it, and its id
-    is kept in its cell, where a single run of the cell resuming from its checkpoint continues
-    it (and where a logging that failed or was stopped left it: logged again, the member's run
-    keeps that id). Its ``wandb_dir`` goes into its ``results.json``, as a single run's: a
-    member whose results hold one is not logged again. Called by the stack as it ends, and by
-    a sweep for the members whose stack's logging of them did not end
+    """Log a finished member (``results``, its results.json) into W&B as the run of its cell, as
+    the cell's single run logs itself (its name, config, summary and ticket; with
+    ``--log-model`` its checkpoint, as ``model-<run id>``), so that a sweep's group shows every
+    cell as a run however it trained: its whole ``metrics.csv`` is replayed into it, as a resume
+    replays a history into a W&B run that lacks it, and its id is kept in its cell, where a
+    single run of the cell resuming from its checkpoint continues it (and where a logging that
+    failed or was stopped left it: logged again, the member's run keeps that id). Its
+    ``wandb_dir`` goes into its ``results.json``, as a single run's: a member whose results hold
+    one is not logged again. Called by the stack as it ends, and by a sweep for the members
+    whose stack's logging of them did not end
     (:func:`~lotterynet.sweep_wandb.log_unlogged_members`)."""
     # (what a checkpoint of its test would hold: the rows of every epoch, its test's, and of
     # every step that logs no epoch)
