@@ -2,9 +2,11 @@
 
 ``main(argv)`` returns the exit code: 0 on success, 2 on bad input (one line on stderr naming
 the bad value and the valid choices, no traceback, before any work starts), 1 when the disk
-fills (one line; the last good checkpoint is kept) or a sweep's cell fails, 4 when memory runs
-out (the same), 3 when the training diverges (one line; its last finite checkpoint is kept),
-130 / 143 when stopped by Ctrl-C / SIGTERM (resumable from its checkpoint).
+fills (one line; the last good checkpoint is kept), W&B fails to log (one line, its
+:class:`~lotterynet.errors.WandbFailed`) or a sweep's cell fails, 4 when memory runs out (one
+line; the last good checkpoint is kept), 3 when the training diverges (one line; its last
+finite checkpoint is kept), 130 / 143 when stopped by Ctrl-C / SIGTERM (resumable from its
+checkpoint).
 """
 
 from __future__ import annotations

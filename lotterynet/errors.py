@@ -1,6 +1,6 @@
 """The errors ``train.py`` reports as one line on stderr (exit code 2 for bad input; 1 for a
-full disk, 3 for a run that diverged, 4 for one that ran out of memory; 130 / 143 for a run
-stopped by Ctrl-C / SIGTERM).
+full disk or W&B's own failure, 3 for a run that diverged, 4 for one that ran out of memory;
+130 / 143 for a run stopped by Ctrl-C / SIGTERM).
 
 They live apart from the code that raises them so that the command line can catch them
 without importing torch or Lightning: a bad flag or config file is refused in a fraction of a
