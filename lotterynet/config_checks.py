@@ -9,6 +9,7 @@ run does not read (:func:`unread_options`), refused where given (:func:`refuse_u
 
 from __future__ import annotations
 
+import configparser
 import functools
 import inspect
 import math
@@ -17,6 +18,7 @@ import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .config_flags import MAPPING_FIELDS
 from .config_schema import FIELDS, WIDE, RunConfig, device_count, examples_per_device, field_type
@@ -53,18 +55,52 @@ WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
 WANDB_SERVER_MODES = ("online", "shared", "run")
 
 
+#: The W&B server whose API key wandb also finds under another server's netrc entry: its CoreWeave
+#: Forge address (wandb 0.31's default; ``wandb login`` stores its key under that name) takes
+#: the key of W&B's cloud it serves, the one older wandb stores.
+WANDB_NETRC_UPSTREAM = {"api.forge.coreweave.com": "api.wandb.ai"}
+
+
+def wandb_server() -> str:
+    """The host (``host[:port]``) of the W&B server a run logs to, as wandb finds it:
+    ``$WANDB_BASE_URL``, else the ``base_url`` that ``wandb login --host`` writes into W&B's
+    settings file (``$WANDB_CONFIG_DIR/settings``, else ``~/.config/wandb/settings``), else
+    wandb's default server."""
+    import wandb
+
+    url = os.environ.get("WANDB_BASE_URL")
+    if not url:
+        settings = configparser.ConfigParser()
+        config_dir = os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb"
+        try:  # (wandb reads a file it cannot parse as empty)
+            settings.read(Path(config_dir, "settings").expanduser())
+        except (OSError, configparser.Error):
+            pass
+        url = settings.get("default", "base_url", fallback=None) or wandb.Settings().base_url
+    return urlsplit(url).netloc
+
+
 def wandb_has_api_key() -> bool:
+    """Whether wandb finds an API key for its server (:func:`wandb_server`), where wandb looks
+    for one without asking: ``$WANDB_API_KEY``, else the server's entry in the netrc file that
+    ``wandb login`` writes (``$NETRC``, else ``~/.netrc``; read as wandb reads it, whatever its
+    permissions)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
+    server = wandb_server()
+    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
     try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
+        entries = netrc.netrc(path)
     except (OSError, netrc.NetrcParseError):
         return False
+    entry = (entries.authenticators(server)
+             or entries.authenticators(WANDB_NETRC_UPSTREAM.get(server, server)))
+    return entry is not None and bool(entry[2])
 
 
 def wandb_mode() -> str:
-    """``$WANDB_MODE``, else online with an API key (``$WANDB_API_KEY`` or an
-    ``api.wandb.ai`` entry in ``~/.netrc``), else offline."""
+    """``$WANDB_MODE``, else online where wandb finds an API key (:func:`wandb_has_api_key`),
+    else offline."""
     mode = os.environ.get("WANDB_MODE")
     return mode if mode is not None else ("online" if wandb_has_api_key() else "offline")
 

@@ -1,9 +1,9 @@
 """Metric loggers of a run: a CSV log always, W&B on request.
 
-W&B goes offline by itself when no API key is configured (neither ``$WANDB_API_KEY`` nor an
-``api.wandb.ai`` entry in ``~/.netrc``); an explicit ``$WANDB_MODE`` always wins. Offline runs
-land in ``RUN_DIR/wandb/offline-run-*`` (``$WANDB_DIR/wandb/`` where it is set, as W&B means it)
-and upload later with ``wandb sync``.
+W&B goes offline by itself where wandb finds no API key for its server
+(:func:`~lotterynet.config_checks.wandb_has_api_key`); an explicit ``$WANDB_MODE`` always wins.
+Offline runs land in ``RUN_DIR/wandb/offline-run-*`` (``$WANDB_DIR/wandb/`` where it is set, as
+W&B means it) and upload later with ``wandb sync``.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -38,6 +39,48 @@ def test_wandb_files_go_into_wandb_dir_where_it_is_set(tmp_path, monkeypatch):
     assert resumed.version == first.version
     monkeypatch.delenv("WANDB_DIR")
     assert Path(wandb_logger(tmp_path / "other").save_dir) == tmp_path / "other"
+
+
+#: A W&B server's API key as ``wandb login`` stores it (a host's netrc entry).
+NETRC_ENTRY = "machine {}\n  login user\n  password " + "k" * 40 + "\n"
+
+
+@pytest.mark.parametrize("files, env, mode", [
+    ({}, {"WANDB_API_KEY": "k" * 40}, "online"),
+    ({}, {}, "offline"),
+    # wandb login's entry for wandb's own server, in a ~/.netrc others may read
+    ({".netrc": None}, {}, "online"),
+    ({"keys": "api.wandb.ai"}, {"NETRC": "keys"}, "online"),
+    ({".netrc": "wandb.example.com:8443"}, {"WANDB_BASE_URL": "https://wandb.example.com:8443"},
+     "online"),
+    ({".netrc": "wandb.example.com",  # (wandb login --host writes both)
+      ".config/wandb/settings": "[default]\nbase_url = https://wandb.example.com\n"}, {}, "online"),
+    ({".netrc": "api.wandb.ai"}, {"WANDB_BASE_URL": "https://wandb.example.com"}, "offline"),
+], ids=["env-key", "no-key", "wandb-login", "netrc-env", "base-url-env", "settings-base-url",
+        "another-servers-key"])
+def test_a_wandb_run_is_online_where_wandb_finds_an_api_key(tmp_path, monkeypatch, files, env,
+                                                            mode):
+    """Without ``$WANDB_MODE`` a run is online where wandb finds an API key for its server, as
+    README says: it was offline unless ``$WANDB_API_KEY`` or ``~/.netrc`` held one for
+    api.wandb.ai, read as Python reads ``~/.netrc`` (none in a file others may read), while
+    wandb reads ``$NETRC``'s file, a self-hosted server's entry (``$WANDB_BASE_URL``, or the
+    ``base_url`` of its settings file) and, in wandb 0.31, its default server's."""
+    import wandb
+
+    from lotterynet.config_checks import wandb_mode
+
+    default = urlsplit(wandb.Settings().base_url).netloc
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_CONFIG_DIR", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(tmp_path / value) if name == "NETRC" else value)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        is_netrc = not name.startswith(".config")
+        (tmp_path / name).write_text(NETRC_ENTRY.format(text or default) if is_netrc else text)
+        (tmp_path / name).chmod(0o644)
+    assert wandb_mode() == mode
 
 
 def test_a_new_wandb_dir_is_made_before_wandb_starts(tmp_path, monkeypatch, capfd):
