@@ -273,6 +273,18 @@ def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None, *,
     return checkpoint
 
 
+def check_restorable(checkpoint: dict, path: str | os.PathLike) -> None:
+    """:class:`CheckpointError` for a parsed checkpoint without the ``pytorch-lightning_version``
+    that Lightning reads first as it loads or restores one (to migrate an older file's): its
+    own failure was a bare ``KeyError`` deep in that migration. (Only where Lightning loads it:
+    what lotterynet reads of a checkpoint itself, a run's config and epochs, does not need it.)"""
+    if "pytorch-lightning_version" not in checkpoint:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a Lightning checkpoint: it holds "
+                              f"no 'pytorch-lightning_version', which Lightning's load reads "
+                              f"first (a file of your own: store pytorch_lightning.__version__ "
+                              f"there)")
+
+
 def stored_run(checkpoint: str | os.PathLike) -> tuple[dict, int]:
     """The run config a training checkpoint was written with, and the epochs it has done."""
     loaded = load_checkpoint(checkpoint)

@@ -22,7 +22,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from .checkpointing import parse_checkpoint, read_checkpoint, source_name
+from .checkpointing import check_restorable, parse_checkpoint, read_checkpoint, source_name
 from .config_schema import RunConfig
 from .convert_checks import plain_numbers
 from .datamodule import TensorDataModule
@@ -198,7 +198,8 @@ class EdgePopupModule(pl.LightningModule):
         or without one (your own Trainer's) its zip's CRC-32s, then loaded with
         ``torch.load(weights_only=True)`` unless ``weights_only=False`` is given (your choice,
         for a file you trust: one whose callback keeps Python objects in its state); a missing,
-        truncated, corrupt or foreign file (a ticket), or one holding Python objects that a
+        truncated, corrupt or foreign file (a ticket, a dict without the Lightning version
+        that Lightning's load reads first), or one holding Python objects that a
         weights-only load refuses (a numpy number), is a one-line
         :class:`~lotterynet.errors.CheckpointError`.
         Lightning's own loaded a changed byte as a changed weight, and failed on a truncated
@@ -212,6 +213,7 @@ class EdgePopupModule(pl.LightningModule):
         data = read_checkpoint(checkpoint_path, unsealed=True)
         checkpoint = parse_checkpoint(data, source_name(checkpoint_path),
                                       weights_only=weights_only)
+        check_restorable(checkpoint, source_name(checkpoint_path))
         if isinstance(kwargs.get("spec"), dict):  # (Lightning puts it in its place)
             check_same_module(checkpoint, kwargs["spec"], None, source_name(checkpoint_path))
         del checkpoint

@@ -24,6 +24,7 @@ from .checkpointing import (
     LAST,
     Resumed,
     atomic_torch_save,
+    check_restorable,
     epochs_done,
     load_checkpoint,
 )
@@ -45,7 +46,8 @@ class CheckedCheckpointIO(TorchCheckpointIO):
     with ``torch.load(weights_only=True)``, unless the Trainer's ``fit``, ``validate``,
     ``test`` or ``predict`` was given ``weights_only=False`` (the user's choice, for a file of
     their own whose callback states hold Python objects). A truncated, corrupt or foreign
-    file, or one holding Python objects (unless so asked), is a one-line
+    file (one without the Lightning version it reads first too), or one holding Python objects
+    (unless so asked), is a one-line
     :class:`~lotterynet.errors.CheckpointError` before Lightning restores anything
     (Lightning's own IO failed on a truncated file deep inside torch, and loaded a changed
     byte as a changed weight). The module does not read the file again to check it.
@@ -73,8 +75,10 @@ class CheckedCheckpointIO(TorchCheckpointIO):
             (_, checkpoint), self.resumed = self.resumed, None  # (Lightning edits what it loads)
             self.epochs_saved[file_key(path)] = epochs_done(checkpoint)
             return with_its_epoch_completed(checkpoint)
-        return load_checkpoint(path, map_location=map_location, unsealed=True,
-                               weights_only=weights_only is not False)
+        checkpoint = load_checkpoint(path, map_location=map_location, unsealed=True,
+                                     weights_only=weights_only is not False)
+        check_restorable(checkpoint, path)
+        return checkpoint
 
     def epochs_of(self, path: str | os.PathLike) -> int | None:
         """The epochs of the checkpoint saved or loaded last at ``path``, however the path is

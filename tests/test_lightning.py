@@ -186,6 +186,23 @@ def test_load_from_checkpoint_checks_the_file_and_unpickles_nothing(tmp_path, se
         ln.EdgePopupModule.load_from_checkpoint(missing)
 
 
+@pytest.mark.parametrize("sealed", [False, True])
+def test_load_from_checkpoint_of_a_file_without_lightnings_version_is_one_line(tmp_path, sealed):
+    """A checkpoint without the ``pytorch-lightning_version`` Lightning's load reads first (a
+    run's ``last.ckpt`` saved again without it) was a bare ``KeyError:
+    'pytorch-lightning_version'`` traceback from deep in Lightning: it is one line naming the
+    file and what it lacks."""
+    module = ln.EdgePopupModule({"name": "fc2", "width": 4, "structure": "dense"})
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    path = tmp_path / "last.ckpt"
+    (atomic_torch_save if sealed else torch.save)(checkpoint, path)
+    said = (f"checkpoint {str(path)!r} is not a Lightning checkpoint: it holds no "
+            f"'pytorch-lightning_version', which Lightning's load reads first (a file of your "
+            f"own: store pytorch_lightning.__version__ there)")
+    with pytest.raises(CheckpointError, match=f"^{re.escape(said)}$"):
+        ln.EdgePopupModule.load_from_checkpoint(path)
+
+
 def test_load_from_checkpoint_lets_its_own_parse_go_before_lightning_parses(tmp_path,
                                                                             monkeypatch):
     """``EdgePopupModule.load_from_checkpoint`` parses the checked bytes, then Lightning parses
@@ -521,14 +538,15 @@ def test_own_trainer_resume_of_another_module_or_a_damaged_file_is_refused(tmp_p
         fit(module, 2, tmp_path / "last.ckpt", enable_checkpointing=False)
 
 
-@pytest.mark.parametrize("damage", [None, "truncate", "flip", "object"])
+@pytest.mark.parametrize("damage", [None, "truncate", "flip", "object", "version"])
 def test_the_checked_checkpoint_io_checks_a_trainers_ckpt_path_once(tmp_path, monkeypatch,
                                                                     damage):
     """``pl.Trainer(plugins=[ln.CheckedCheckpointIO()])``: a ``ckpt_path`` (a file, or a URL
     read through fsspec) written by a Trainer without it is read once and checked before
     Lightning restores it. Without it (there was no such plugin) a truncated file failed deep
     inside torch, before any module hook, a URL was not checked at all (a changed byte loaded
-    as a changed weight), and the module's check read the file a second time."""
+    as a changed weight), and the module's check read the file a second time. A file saved
+    again without Lightning's version was a bare ``KeyError: 'pytorch-lightning_version'``."""
     from lotterynet.checkpointing import load_checkpoint
 
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
@@ -549,8 +567,11 @@ def test_the_checked_checkpoint_io_checks_a_trainers_ckpt_path_once(tmp_path, mo
     elif damage == "flip":
         scores = checkpoint["state_dict"]["model.3.structure.u.scores"]
         data[data.index(scores.numpy().tobytes())] ^= 1
-    elif damage == "object":
-        checkpoint["callbacks"]["extra"] = {"best": np.float64(0.9)}
+    elif damage in ("object", "version"):
+        if damage == "object":
+            checkpoint["callbacks"]["extra"] = {"best": np.float64(0.9)}
+        else:
+            del checkpoint["pytorch-lightning_version"]
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         data = buffer.getvalue()
@@ -564,7 +585,11 @@ def test_the_checked_checkpoint_io_checks_a_trainers_ckpt_path_once(tmp_path, mo
             fit(2, source, plugins=[checked], enable_checkpointing=False)
             continue
         said = {"truncate": "is corrupt or unreadable", "flip": "does not match its CRC-32",
-                "object": "holds Python objects that a weights-only load refuses"}[damage]
+                "object": "holds Python objects that a weights-only load refuses",
+                "version": "is not a Lightning checkpoint: it holds no "
+                           "'pytorch-lightning_version', which Lightning's load reads first "
+                           r"\(a file of your own: store pytorch_lightning.__version__ there\)$"
+                }[damage]
         with pytest.raises(CheckpointError, match=f"^checkpoint {re.escape(repr(str(source)))}"
                                                   f" .*{said}"):
             fit(2, source, plugins=[checked], enable_checkpointing=False)
