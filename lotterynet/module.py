@@ -201,9 +201,10 @@ class EdgePopupModule(pl.LightningModule):
         truncated, corrupt or foreign file (a ticket, a dict without the Lightning version
         that Lightning's load reads first), or one holding Python objects that a
         weights-only load refuses (a numpy number), is a one-line
-        :class:`~lotterynet.errors.CheckpointError`.
-        Lightning's own loaded a changed byte as a changed weight, and failed on a truncated
-        file deep inside torch. A ``spec`` given builds the checkpoint's model
+        :class:`~lotterynet.errors.CheckpointError`; so is one whose hyperparameters hold no
+        ``spec``, unless ``spec`` is given (a bare ``TypeError`` of ``__init__``'s missing
+        argument). Lightning's own loaded a changed byte as a changed weight, and failed on a
+        truncated file deep inside torch. A ``spec`` given builds the checkpoint's model
         (it loaded another sparsity's, under its own spec). A file object's bytes, and a URL's
         (``s3://``, ``https://``, ``file://``: read through fsspec, as Lightning reads one), are
         checked alike. (Lightning's takes a file, not the checked contents, and parses the bytes
@@ -216,6 +217,11 @@ class EdgePopupModule(pl.LightningModule):
         check_restorable(checkpoint, source_name(checkpoint_path))
         if isinstance(kwargs.get("spec"), dict):  # (Lightning puts it in its place)
             check_same_module(checkpoint, kwargs["spec"], None, source_name(checkpoint_path))
+        elif "spec" not in kwargs and hparams_file is None \
+                and "spec" not in checkpoint.get("hyper_parameters", {}):
+            raise CheckpointError(f"checkpoint {source_name(checkpoint_path)!r} holds no model "
+                                  f"spec (no 'spec' in its 'hyper_parameters': not saved from "
+                                  f"an EdgePopupModule); give the model's as spec=...")
         del checkpoint
         return super().load_from_checkpoint(io.BytesIO(data), map_location, hparams_file,
                                             strict, weights_only=weights_only, **kwargs)

@@ -203,6 +203,26 @@ def test_load_from_checkpoint_of_a_file_without_lightnings_version_is_one_line(t
         ln.EdgePopupModule.load_from_checkpoint(path)
 
 
+def test_load_from_checkpoint_of_a_file_without_a_spec_is_one_line_unless_one_is_given(
+        tmp_path):
+    """A checkpoint whose hyperparameters hold no ``spec`` (not saved from an EdgePopupModule)
+    was a bare ``TypeError: EdgePopupModule.__init__() missing 1 required positional argument:
+    'spec'``: it is one line naming the file and saying to give ``spec=``, which then loads it."""
+    module = ln.EdgePopupModule({"name": "fc2", "width": 4, "structure": "dense"})
+    hparams = {k: v for k, v in module.hparams.items() if k != "spec"}
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": pl.__version__}, path)
+    said = (f"checkpoint {str(path)!r} holds no model spec (no 'spec' in its "
+            f"'hyper_parameters': not saved from an EdgePopupModule); give the model's as "
+            f"spec=...")
+    with pytest.raises(CheckpointError, match=f"^{re.escape(said)}$"):
+        ln.EdgePopupModule.load_from_checkpoint(path)
+    loaded = ln.EdgePopupModule.load_from_checkpoint(path, spec=dict(module.hparams.spec))
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
 def test_load_from_checkpoint_lets_its_own_parse_go_before_lightning_parses(tmp_path,
                                                                             monkeypatch):
     """``EdgePopupModule.load_from_checkpoint`` parses the checked bytes, then Lightning parses
