@@ -49,8 +49,11 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     trained baseline's: all its weights). A point some of whose cells have no results (a
     sweep stopped, a cell failed) names them in a ``missing`` column (``e20-seed1, ...``, the
     end of their cells' names; the column only where a point lacks one): its mean is of the
-    budgets and seeds found.
-    Rows sorted by variant, then kept parameters."""
+    budgets and seeds found; a point none of whose cells has results has a row of its variant
+    and sparsity, ``seeds`` 0 and ``missing``, every other column empty (no row at all where
+    no cell has results: no table).
+    Rows sorted by variant, then kept parameters (a variant's points without results last, in
+    the grid's order)."""
     budgets: dict[tuple, list[dict]] = {}
     missing: dict[tuple, list[str]] = {}
     for label, values in sweep.cells():
@@ -90,11 +93,16 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
         paper = paper_accuracy({**RunConfig().to_dict(), **runs[0]["config"]})
         rows[-1]["paper_acc"] = "" if paper is None else paper
         rows[-1]["gap"] = "" if paper is None else round(rows[-1]["test_acc_mean"] - paper, 2)
+    if rows:  # (a point none of whose cells has results: a row of its name and missing cells)
+        rows += [{**dict.fromkeys(rows[0], ""), "variant": label, "sparsity": sparsity,
+                  "seeds": 0, "missing": ", ".join(cells)}
+                 for (label, sparsity), cells in missing.items() if (label, sparsity) not in groups]
     unused = {"missing"} if not any(row["missing"] for row in rows) else set()
     if not any(row["trained_params"] for row in rows if row["variant"] != BASELINE):
         unused.add("trained_params")
     rows = [{k: v for k, v in row.items() if k not in unused} for row in rows]
-    return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], r["kept_params"]))
+    return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], not r["seeds"],
+                                       r["kept_params"]))
 
 
 #: What :func:`write_table` (the table as CSV and Markdown) and :func:`plot` (the figure as
@@ -201,7 +209,8 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     (:func:`baseline_name`; the paper's, ``paper_trained``,
     as a thin grey one: :func:`paper_trained_accuracy`), ``chance`` as a dotted one
     (:func:`chance_accuracy`; None: none); a point missing some of its cells crossed
-    (:data:`INCOMPLETE`). Written as PNG and PDF. A variant is named in the
+    (:data:`INCOMPLETE`), one without results (no ``test_acc_mean``) not drawn. Written as
+    PNG and PDF. A variant is named in the
     legend with its lists and mappings written out (``spelled``:
     :func:`lotterynet.grid.spelled_labels`) where that is at most :data:`LEGEND_LABEL_MAX`
     characters long, else by its label's hashes (sweep.md's legend decodes them)."""
@@ -209,6 +218,8 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["test_acc_mean"] != ""]  # (a point without results: no number)
 
     def legend_name(variant: str) -> str:
         written = (spelled or {}).get(variant, variant)

@@ -267,6 +267,46 @@ def test_a_point_missing_some_of_its_cells_names_them_in_the_table_and_is_crosse
     assert "missing" not in table_module.aggregate(complete, tmp_path)[0]
 
 
+def test_a_point_none_of_whose_cells_has_results_has_a_row_naming_them(tmp_path, monkeypatch):
+    """A point whose every cell lacks results (results/sweep_lenet5_authors/'s trained
+    baseline) had no row, and nothing in the table said so: its row names its variant and
+    sparsity, 0 seeds and its missing cells, every other column empty (None in the W&B
+    table); the figure draws the points with numbers alone."""
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "wide"}],
+                  sparsities=[0.5, 0.9], epochs=[1, 2], seeds=[0, 1])
+    for label, values in sweep.cells():
+        if label == "trained" or values["sparsity"] == 0.9:
+            continue
+        cell = tmp_path / "cells" / cell_name(label, values)
+        cell.mkdir(parents=True)
+        (cell / "results.json").write_text(json.dumps({
+            "config": make_config(values).to_dict(), "test_acc": values["epochs"] / 10,
+            "val_acc": None, "params": {"kept": 50, "trainable": 100, "maskable": 100}}))
+    table = table_module.aggregate(sweep, tmp_path)
+    every = "e1-seed0, e1-seed1, e2-seed0, e2-seed1"
+    assert [(r["variant"], r["sparsity"], r["seeds"], r["test_acc_mean"], r["missing"])
+            for r in table] == [("wide", 0.5, 2, 20.0, ""), ("wide", 0.9, 0, "", every),
+                                ("trained", 0.0, 0, "", every)]
+    assert list(table[1]) == list(table[0]) and all(
+        {k for k, v in row.items() if v != ""} == {"variant", "sparsity", "seeds", "missing"}
+        for row in table[1:])
+    table_module.write_table(table, tmp_path, sweep.variants, {})
+    assert [(r["variant"], r["seeds"], r["test_acc_mean"], r["missing"])
+            for r in rows(tmp_path)] == [("wide", "2", "20.0", ""), ("wide", "0", "", every),
+                                         ("trained", "0", "", every)]
+    assert (tmp_path / "sweep.md").read_text().splitlines()[-1] == (
+        f"| trained | 0.0 |  |  |  |  |  | 0 |  |  | {every} |  |  |")
+    assert [(r["test_acc_mean"], r["best_epochs"]) for r in
+            table_module.wandb_table_rows(table)] == [(0.2, [2, 2]), (None, None), (None, None)]
+    legends = []
+    monkeypatch.setattr(table_module, "savefig_atomic", lambda fig, *_, **__: legends.append(
+        ([t.get_text() for t in fig.axes[0].get_legend().get_texts()],
+         [line.get_xydata().tolist() for line in fig.axes[0].get_lines()])))
+    table_module.plot(table, tmp_path, "title", None, 10.0)
+    assert legends[0] == (["wide random", "wide random (Pensia et al.)", "chance"],
+                          [[[50.0, 20.0]], [[0.0, 10.0], [1.0, 10.0]]])
+
+
 def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
     """write_table and plot write exactly TABLE_FILES, the names a sweep whose every cell
     failed removes (the names were written out twice, once in each list)."""
@@ -1015,15 +1055,15 @@ def test_pool_runs_cells_and_a_failing_one_is_one_line(tmp_path, data_dir, capsy
             captured.out
     finished = out / "cells" / "dense-s0.5-e1-seed0"
     assert (finished / "results.json").is_file() and (finished / "cell.yaml").is_file()
-    assert [r["sparsity"] for r in rows(out)] == ["0.5"]
+    assert [(r["sparsity"], r["seeds"]) for r in rows(out)] == [("0.5", "1"), ("0.9", "0")]
 
 
 def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
         tmp_path, data_dir, capsys, monkeypatch):
     """A stack whose ``train.py --stack-file`` dies (killed, as by the out-of-memory killer: it
-    read "failed (exit -9)") is named in one line with its log and how it ended, its members
-    stay out of the table (each has its progress line: not finished), the other stack's
-    members are in it; exit 1. (How other ends are said:
+    read "failed (exit -9)") is named in one line with its log and how it ended, its members'
+    points are in the table without numbers, their cells missing (each has its progress line:
+    not finished), the other stack's members with theirs; exit 1. (How other ends are said:
     test_a_jobs_end_is_said_by_its_exit_code.)"""
     said = "was killed by SIGKILL (out of memory?)"
     fail_subprocesses(tmp_path, monkeypatch,  # argv: train.py --stack-file STACK.yaml
@@ -1037,7 +1077,8 @@ def test_a_failing_stack_subprocess_is_one_line_and_the_other_stack_finishes(
     assert f"stack wide-seed0 {said}" in line and str(log) in line
     # one failure, the stack's four cells (two sparsities, two budgets) without results
     assert "sweep incomplete: 4 of 8 cells without results (1 failure)" in captured.out
-    assert [r["variant"] for r in rows(out)] == ["subsetsum/identity"] * 2
+    assert [(r["variant"], r["seeds"]) for r in rows(out)] == [("subsetsum/identity", "1")] * 2 \
+        + [("wide", "0")] * 2
     # every cell has its progress line, the failed stack's too (they had none: [4/8] last)
     assert "[8/8] " in captured.out and captured.out.count(": not finished |") == 4
 
@@ -2149,7 +2190,8 @@ def test_a_stopped_stack_too_big_for_the_memory_now_fails_alone_and_says_how_to_
         r"checkpoint where more memory is free", line), line
     assert captured.out.count(": out of memory |") == 2
     assert "sweep incomplete: 2 of 4 cells without results (1 failure)" in captured.out
-    assert [r["variant"] for r in rows(out)] == ["wide"] * 2
+    assert [(r["variant"], r["seeds"]) for r in rows(out)] == [("subsetsum/identity", "0")] * 2 \
+        + [("wide", "1")] * 2
     cells = sorted(p.name for p in (out / "cells").iterdir())
     assert {f: f.read_bytes() for f in stack.rglob("*") if f.is_file()} == kept
     # moved away, as the line says, its unfinished members train anew in parts that fit (here
