@@ -34,10 +34,21 @@ def best_budget(runs: list[dict]) -> tuple[dict, str]:
     return max(runs, key=lambda r: r[by]), by if len(runs) > 1 else ""
 
 
+def seeds_chosen_by(criteria: list[str]) -> str:
+    """A point's ``best_by`` from its seeds' (:func:`best_budget`'s, in ``best_epochs``'
+    order): their criterion once where those that chose agree, else each seed's, ``-`` for a
+    seed of one budget (``test_acc/val_acc/-``: a seed short of a budget's validation, as a
+    cell that validates every 5th epoch at 2 epochs, chose by test accuracy), so that no
+    reader takes a mixed point for one criterion per seed or the other way round."""
+    used = set(criteria) - {""}
+    return "/".join(by or "-" for by in criteria) if len(used) > 1 else "".join(used)
+
+
 def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     """Per (variant, sparsity, seed) the test accuracy of the best epoch budget
     (:func:`best_budget`: by validation accuracy where the cells have it, else by test
-    accuracy, the paper's protocol; ``best_by`` says which); mean and standard
+    accuracy, the paper's protocol; ``best_by`` says which: :func:`seeds_chosen_by`), each
+    seed's budget in ``best_epochs``, in seed order; mean and standard
     deviation over seeds (empty for a point of one seed, as ``paper_acc`` where the paper has
     none: no spread was measured, where 0.0 said none was found); the fraction of the
     maskable weights the cells' masks prune
@@ -65,11 +76,13 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
             continue
         budgets.setdefault((label, sparsity, values["seed"]), []).append(
             json.loads(results_file.read_text()))
-    groups: dict[tuple, list[tuple[dict, str]]] = {}
-    for (label, sparsity, _), runs in budgets.items():
-        groups.setdefault((label, sparsity), []).append(best_budget(runs))
+    groups: dict[tuple, dict[int, tuple[dict, str]]] = {}
+    for (label, sparsity, seed), runs in budgets.items():
+        groups.setdefault((label, sparsity), {})[seed] = best_budget(runs)
     rows = []
-    for (label, sparsity), chosen in groups.items():
+    for (label, sparsity), seeds in groups.items():
+        # (in seed order, where a seed's first cells are missing too: best_epochs and best_by)
+        chosen = [seeds[seed] for seed in sorted(seeds)]
         runs = [results for results, _ in chosen]
         accs = [100 * r["test_acc"] for r in runs]
         kept = [kept_params(r["params"]) for r in runs]
@@ -86,8 +99,7 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
             "test_acc_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else "",
             "seeds": len(runs), "best_epochs": "/".join(
                 str(r["config"]["epochs"]) for r in runs),
-            # (the seeds' criteria, once each: a seed of one budget chose nothing)
-            "best_by": "/".join(dict.fromkeys(by for _, by in chosen if by)),
+            "best_by": seeds_chosen_by([by for _, by in chosen]),
             "missing": ", ".join(missing.get((label, sparsity), []))})
         # (a cell written before an option existed ran with its default, as the sweep reads it)
         paper = paper_accuracy({**RunConfig().to_dict(), **runs[0]["config"]})
@@ -133,7 +145,7 @@ def chosen_by(rows: Sequence[dict]) -> str | None:
     sweep.md's table and under the figure's title, so that a number chosen on the test set
     is read as such; None where no point had more than one budget (nothing chosen)."""
     found = list(dict.fromkeys(by for row in rows for by in row.get("best_by", "").split("/")
-                               if by))
+                               if by in CHOSEN_BY))
     if len(found) > 1:
         return ("by validation accuracy where each budget of a seed has one, else by test "
                 "accuracy, the paper's protocol (best_by)")

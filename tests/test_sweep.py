@@ -229,6 +229,37 @@ def test_the_best_epoch_budget_is_chosen_by_validation_accuracy_where_the_cells_
             f"fc2 on mnist: best of 1 or 2 epochs, 2 seeds\nchosen {said}")
 
 
+def test_a_point_whose_seeds_chose_their_budgets_differently_says_each_seeds_criterion(
+        tmp_path):
+    """A point whose seeds chose by different accuracies (a budget too short to validate, as
+    a cell validating every 2nd epoch at 1 epoch, has no val_acc: its seed chose by test
+    accuracy) read ``best_by`` ``test_acc/val_acc``, each criterion once, not which seed used
+    which, and its ``best_epochs`` put a seed whose first budget was missing after the next
+    seed: both are each seed's, in seed order, ``-`` for a seed of one budget (nothing
+    chosen); seeds that agree still say their criterion once."""
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "wide"}], sparsities=[0.5, 0.9],
+                  epochs=[1, 2, 3], seeds=[0, 1, 2], baseline=False)
+    accs = {(1, 1): (None, 0.7), (2, 1): (0.8, 0.9), (3, 1): (0.6, 0.85),  # (val, test)
+            (2, 0): (0.7, 0.8), (3, 0): (0.9, 0.75), (3, 2): (0.5, 0.6)}  # (epochs, seed)
+    for label, values in sweep.cells():
+        val, test = accs.get((values["epochs"], values["seed"]), (None, None)) \
+            if values["sparsity"] == 0.5 else (0.5 + values["epochs"] / 10, 0.5)
+        if test is None:
+            continue
+        cell = tmp_path / "cells" / cell_name(label, values)
+        cell.mkdir(parents=True)
+        (cell / "results.json").write_text(json.dumps({
+            "config": make_config(values).to_dict(), "test_acc": test, "val_acc": val,
+            "params": {"kept": round(100 * (1 - values["sparsity"])), "trainable": 100,
+                       "maskable": 100}}))
+    table = table_module.aggregate(sweep, tmp_path)
+    assert [(r["sparsity"], r["test_acc_mean"], r["best_epochs"], r["best_by"]) for r in table] \
+        == [(0.9, 50.0, "3/3/3", "val_acc"), (0.5, 75.0, "3/2/3", "val_acc/test_acc/-")]
+    assert table_module.chosen_by(table) == (
+        "by validation accuracy where each budget of a seed has one, else by test accuracy, "
+        "the paper's protocol (best_by)")
+
+
 def test_a_point_missing_some_of_its_cells_names_them_in_the_table_and_is_crossed(
         tmp_path, monkeypatch):
     """A point some of whose cells have no results (a sweep stopped, a cell failed) looked
