@@ -112,9 +112,10 @@ def absolute_data_dir(data_dir: str | os.PathLike | None = None) -> str:
     return str(resolve_data_dir(data_dir).resolve())
 
 
-def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception) -> DatasetCorrupt:
-    """``err`` in full when it is an :class:`IDXError` (it names the file), else cut short."""
-    fault = str(err) if isinstance(err, IDXError) else first_line(err)[:200]
+def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception | str) -> DatasetCorrupt:
+    """``err`` in full when it is our own fault (a string) or an :class:`IDXError` (it names
+    the file), else cut short."""
+    fault = err if isinstance(err, (str, IDXError)) else first_line(err)[:200]
     return DatasetCorrupt(f"{name}: the files under {root.resolve()} are corrupt or unreadable "
                            f"({fault}); replace {spec.files} with intact copies")
 
@@ -151,7 +152,7 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
     images = torch.as_tensor(np.asarray(data)).float().div_(255)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     labels = torch.as_tensor(targets).long()
-    check_split(name, root, spec, train, images, labels)
+    check_split(name, root, spec, train, images, labels, files if spec.idx else None)
     if spec.idx:
         for kind, array, path in zip(("images", "labels"), (data, targets), files):
             check_fingerprint(name, spec, train, kind, array, path)
@@ -224,10 +225,11 @@ def _torchvision_split(name: str, root: Path, spec: DatasetSpec, train: bool,
 
 
 def check_split(name: str, root: Path, spec: DatasetSpec, train: bool, images: torch.Tensor,
-                labels: torch.Tensor) -> None:
+                labels: torch.Tensor, files: list[Path] | None = None) -> None:
     """Files that read cleanly but do not hold the data set (other image sizes, a label per
     image missing, labels outside the classes, a split of another size) are refused
-    as corrupt before anything trains on them."""
+    as corrupt before anything trains on them, naming the split's ``files`` (an IDX set's
+    images and labels) where given."""
     shape = (spec.in_channels, spec.image_size, spec.image_size)
     faults = {
         f"images of {tuple(images.shape[1:])}, not {shape}": tuple(images.shape[1:]) != shape,
@@ -244,7 +246,8 @@ def check_split(name: str, root: Path, spec: DatasetSpec, train: bool, images: t
     fault = next((what for what, bad in faults.items() if bad), None)
     if fault:
         split = "train" if train else "test"
-        raise _corrupt(name, root, spec, ValueError(f"the {split} split has {fault}"))
+        held = f", {files[0]} and {files[1].name}," if files else ""
+        raise _corrupt(name, root, spec, f"the {split} split{held} has {fault}")
 
 
 def check_fingerprint(name: str, spec: DatasetSpec, train: bool, kind: str, array: np.ndarray,

@@ -75,6 +75,26 @@ def test_a_damaged_raw_file_is_named(data_dir, tmp_path, damage, fault):
         load_split("mnist", tmp_path, train=True)
 
 
+@pytest.mark.parametrize("damage, fault", [
+    (lambda data: data[:4] + (9999).to_bytes(4, "big") + data[8:-1], "10,000 images but 9,999 "
+     "labels"),
+    (lambda data: data[:8] + b"\x0a" + data[9:], "labels outside 0..9"),
+], ids=["count", "range"])
+def test_a_split_that_does_not_hold_the_set_names_its_files(data_dir, tmp_path, damage, fault):
+    """Well-formed IDX files that do not hold MNIST (a label per image missing, a label 10)
+    named only the data folder, and a long one cut the fault off at 200 characters: the
+    split's two files are named, in full."""
+    root = tmp_path / ("a-long-folder-name-" * 8)
+    raw = linked_set(root, data_dir, files=FILES[:3])
+    (raw / FILES[3]).write_bytes(damage((data_dir / "MNIST" / "raw" / FILES[3]).read_bytes()))
+    with pytest.raises(DatasetCorrupt) as refused:
+        load_split("mnist", root, train=False)
+    assert str(refused.value) == (
+        f"mnist: the files under {root} are corrupt or unreadable (the test split, "
+        f"{raw}/t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, has {fault}); replace "
+        "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte with intact copies")
+
+
 @pytest.mark.parametrize("present, lacks", [
     (FILES[:2], "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (or .gz); put them there"),
     (FILES[:3], "t10k-labels-idx1-ubyte (or .gz); put it there"),
