@@ -175,7 +175,7 @@ def _idx_files(name: str, root: Path, spec: DatasetSpec, train: bool,
                              f"name; put the file itself there (plain or .gz)")
     missing = [p for p in files if not p.is_file()]
     if missing and not download:
-        raise _missing(name, root, spec, "or allow downloading", missing)
+        raise _missing(name, root, spec, "or allow downloading (download=True)", missing)
     if missing:
         from torchvision import datasets  # here, not at import: config checks stay light
 
@@ -209,7 +209,8 @@ def _torchvision_split(name: str, root: Path, spec: DatasetSpec, train: bool,
             raise _corrupt(name, root, spec, RuntimeError(
                 f"{folder} holds files that fail torchvision's MD5 check" if present
                 else err)) from None
-        how = "or allow downloading" if not download else "(the download failed too)"
+        how = ("or allow downloading (download=True)" if not download
+               else "(the download failed too)")
         raise _missing(name, root, spec, how) from err
     except URLError as err:  # offline, and the set is downloaded in one piece
         if present:

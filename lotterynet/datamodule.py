@@ -166,11 +166,16 @@ class TensorDataModule(pl.LightningDataModule):
     set's registry entry. ``augment`` names the training batches' augmentation
     (:data:`~lotterynet.augment.AUGMENTATIONS`; default ``none``). ``eval_batch_size`` is the
     batch of validation, test and prediction (and of the encoding ahead, :meth:`encode_with`):
-    the results do not depend on it, the memory a large model needs does."""
+    the results do not depend on it, the memory a large model needs does. ``download=False``
+    reads only what is on disk, as torchvision's ``download=False``: a missing set is refused
+    (:class:`DatasetNotFound`, saying where to put the files) without a try of the network
+    (torchvision's download sets no timeout: where a firewall drops it, it waits out the
+    system's connect timeouts)."""
 
     def __init__(self, dataset: str = "mnist", data_dir=None, *, batch_size: int = 64,
                  val_size: int = 5000, limit_train: int | None = None, seed: int = 0,
-                 augment: str = "none", eval_batch_size: int = EVAL_BATCH):
+                 augment: str = "none", eval_batch_size: int = EVAL_BATCH,
+                 download: bool = True):
         super().__init__()
         AUGMENTATIONS.get(augment)  # an unknown name: ValueError naming the choices
         check_positive_int("batch_size", batch_size)
@@ -179,12 +184,14 @@ class TensorDataModule(pl.LightningDataModule):
             check_positive_int("limit_train", limit_train)
         if isinstance(val_size, bool) or not isinstance(val_size, int):
             raise ValueError(f"val_size must be an integer, got {val_size!r}")
+        if not isinstance(download, bool):
+            raise ValueError(f"download must be True or False, got {download!r}")
         # the run config's seeds, [0, SEED_MAX]: what the epochs' and batches' seeds are made of
         seed = check_seed(seed, below=SEED_MAX + 1)
         self.dataset, self.data_dir = dataset, data_dir
         self.batch_size, self.val_size, self.limit_train, self.seed = (
             batch_size, val_size, limit_train, seed)
-        self.augment, self.eval_batch_size = augment, eval_batch_size
+        self.augment, self.eval_batch_size, self.download = augment, eval_batch_size, download
         spec = DATASETS.get(dataset)
         spec.check_split_sizes(val_size, limit_train)
         self.in_channels, self.image_size = spec.in_channels, spec.image_size
@@ -219,12 +226,13 @@ class TensorDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        x, y = load_or_download(self.dataset, self.data_dir, train=True)
+        load = load_or_download if self.download else load_split
+        x, y = load(self.dataset, self.data_dir, train=True)
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
         train_idx, val_idx = order[:len(x) - self.val_size], order[len(x) - self.val_size:]
         train_idx = train_idx[:self.limit_train] if self.limit_train else train_idx
         self.splits = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]),
-                       "test": load_or_download(self.dataset, self.data_dir, train=False)}
+                       "test": load(self.dataset, self.data_dir, train=False)}
 
     def _loader(self, split: str, shuffle: bool, batch_size: int,
                 augment: str = "none") -> TensorLoader:

@@ -159,6 +159,36 @@ def test_a_data_modules_missing_folder_names_the_argument_given(tmp_path, monkey
     assert message(refused.value) == says.format(tmp=tmp_path, setting="--data-dir")
 
 
+@pytest.mark.parametrize("present, says", [
+    ([], "mnist: no data under {tmp}; put MNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}"
+         "-ubyte (or .gz) there, point data_dir= or $LOTTERYNET_DATA at the folder that holds "
+         "them, or allow downloading (download=True)"),
+    (FILES[:2], "mnist: {tmp}/MNIST/raw lacks t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte "
+                "(or .gz); put them there, or allow downloading (download=True)"),
+], ids=["none", "some"])
+def test_a_data_module_that_may_not_download_never_tries(data_dir, tmp_path, monkeypatch,
+                                                         present, says):
+    """A data module always downloaded a missing set (no ``download=False``, torchvision's
+    way): on a machine whose firewall drops the traffic, its download, without a timeout,
+    hung. With ``download=False`` it is one line saying where to put the files, nothing tried
+    and no folder made; the files there, it reads them as the default does."""
+    from lotterynet.datamodule import TensorDataModule
+
+    tried = []
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive",
+                        lambda *args, **kwargs: tried.append(args))
+    if present:
+        linked_set(tmp_path, data_dir, files=present)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(DatasetNotFound) as refused:
+        TensorDataModule("mnist", tmp_path, download=False).prepare_data()
+    assert str(refused.value) == says.format(tmp=tmp_path)
+    assert tried == [] and sorted(tmp_path.rglob("*")) == before
+    kept = TensorDataModule("mnist", data_dir, download=False, val_size=0)
+    kept.setup()
+    assert torch.equal(kept.splits["test"][1], load_split("mnist", data_dir, train=False)[1])
+
+
 def test_a_download_fills_the_raw_folder_and_is_read_there(data_dir, tmp_path, monkeypatch):
     """Missing files are downloaded by torchvision (its download alone: a stale processed/
     folder is not read) and read from the raw folder."""

@@ -318,6 +318,7 @@ def test_module_takes_the_run_defaults_of_its_architecture(arch, lr):
     (dict(seed="0"), "seed must be an integer, got '0'"),
     (dict(seed=-1), "seed must be in [0, 2**32), got -1"),
     (dict(seed=2**32), "seed must be in [0, 2**32), got 4294967296"),
+    (dict(download="no"), "download must be True or False, got 'no'"),
 ])
 def test_data_module_sizes_are_checked_when_built(kwargs, said):
     """A limit above the training split was taken silently (train.py's flag refuses it), a
