@@ -164,7 +164,9 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
 def _idx_files(name: str, root: Path, spec: DatasetSpec, train: bool,
                download: bool) -> list[Path]:
     """The split's images and labels files (:func:`~lotterynet.idx.split_files`), downloaded
-    by torchvision when some are missing and ``download``; the ones missing are named."""
+    by torchvision when some are missing and ``download``; the ones missing are named. A
+    ``root`` that is the set's own folder (``MNIST`` or ``MNIST/raw`` of a data folder) is
+    refused naming the folder above it (a download put a second copy under it)."""
     raw = root / spec.torchvision_name / "raw"
     files = split_files(raw, train)
     folder = next((q for p in files if not p.is_file()
@@ -174,6 +176,14 @@ def _idx_files(name: str, root: Path, spec: DatasetSpec, train: bool,
         raise DatasetCorrupt(f"{name}: {folder.resolve()} is a folder, not the IDX file of that "
                              f"name; put the file itself there (plain or .gz)")
     missing = [p for p in files if not p.is_file()]
+    above = next((q for q in root.resolve().parents[:2] if missing and all(
+        p.is_file() for p in split_files(q / spec.torchvision_name / "raw", train))), None)
+    if above is not None:  # (the set's own folder, or its raw/: a download filled a second
+        # copy under it, MNIST/MNIST/raw)
+        raise DatasetNotFound.naming_data_dir(
+            lambda setting: f"{name}: {root.resolve()} is the data set's own folder, inside the "
+                            f"data folder; point {setting} or ${DATA_ENV} at {above}, which "
+                            f"holds {spec.torchvision_name}/raw")
     if missing and not download:
         raise _missing(name, root, spec, "or allow downloading (download=True)", missing)
     if missing:

@@ -110,6 +110,22 @@ def test_the_missing_files_are_named(data_dir, tmp_path, monkeypatch, present, l
                                   "(<urlopen error [Errno -2] Name or service not known>)")
 
 
+@pytest.mark.parametrize("inside", ["MNIST", "MNIST/raw"])
+def test_the_sets_own_folder_given_as_the_data_folder_names_the_one_above(data_dir, tmp_path,
+                                                                          monkeypatch, inside):
+    """``--data-dir DATA/MNIST`` (or ``DATA/MNIST/raw``) said "no data under DATA/MNIST; put
+    MNIST/raw/... there" and downloaded a second copy into ``DATA/MNIST/MNIST/raw``: it names
+    the data folder to point at instead, and downloads nothing."""
+    linked_set(tmp_path, data_dir)
+    offline(monkeypatch)
+    with pytest.raises(DatasetNotFound) as refused:
+        load_or_download("mnist", tmp_path / inside, train=True)
+    assert str(refused.value) == (f"mnist: {tmp_path / inside} is the data set's own folder, "
+                                  f"inside the data folder; point data_dir= or "
+                                  f"$LOTTERYNET_DATA at {tmp_path}, which holds MNIST/raw")
+    assert not (tmp_path / inside / "MNIST").exists()
+
+
 @pytest.mark.parametrize("folder", ["t10k-labels-idx1-ubyte", "t10k-labels-idx1-ubyte.gz"])
 def test_a_folder_in_the_place_of_a_file_is_named(data_dir, tmp_path, monkeypatch, folder):
     """A folder of a file's name (an archive unpacked into one) is said to be one, and not
