@@ -35,12 +35,13 @@ def figure2_curve(config: dict) -> str | None:
     point of — a ``FIGURE2`` variant or ``"trained"`` — or None where the run is not one of
     the paper's networks: other data, or another network (not n = 5 coefficient pairs, a hidden
     width of its own, first-layer coefficients not shared by all outputs, LeNet5's convolutions
-    pruned too, a wide net not sized as the subset-sum one). Initialisation and recipe may
-    differ: those are what a sweep compares."""
+    pruned too, or trained too in its trained baseline, a wide net not sized as the subset-sum
+    one). Initialisation and recipe may differ: those are what a sweep compares."""
     if config["dataset"] != "mnist":
         return None
     if config["train_weights"]:
-        return "trained" if config["structure"] == "dense" else None
+        trained = config["structure"] == "dense" and not config["subnet_convs"]
+        return "trained" if trained else None
     if (config["pairs"] != 5 or config["hidden"] is not None or not config["shared"]
             or config["subnet_convs"]):
         return None
