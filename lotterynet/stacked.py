@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -299,7 +300,11 @@ class StackedModel(nn.Module):
 def stack_models(arch: str, sparsities: Sequence[float], **kwargs) -> StackedModel:
     """A :class:`StackedModel` of ``build_model(arch, sparsity=s, **kwargs)`` for every ``s``:
     ``stack_models("lenet5", [0.5, 0.9], structure="subsetsum", seed=0)``, or
-    ``stack_models("timm:resnet10t", [0.5, 0.9], num_classes=10)``."""
+    ``stack_models("timm:resnet10t", [0.5, 0.9], num_classes=10)``. ``sparsities`` may be a
+    1-D numpy array (``np.linspace(0.5, 0.99, 5)``): its numbers are taken as ``build_model``
+    takes numpy's."""
+    if isinstance(sparsities, np.ndarray) and sparsities.ndim == 1:
+        sparsities = list(sparsities)
     if isinstance(sparsities, str | bytes) or not isinstance(sparsities, Sequence):
         raise TypeError(f"sparsities must be a sequence of numbers (one member each), got "
                         f"{sparsities!r}")

@@ -17,6 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -153,6 +154,21 @@ def assert_history_as_a_single_runs(cell: Path, single_dir: Path) -> None:
         assert [row[:2] for row in at(ours, key)] == [row[:2] for row in at(theirs, key)]
         assert [row[2] for row in at(ours, key)] == pytest.approx(  # (float32 quotients)
             [row[2] for row in at(theirs, key)], abs=1e-6), key
+
+
+def test_stack_models_takes_a_numpy_array_of_sparsities():
+    """``np.linspace(...)`` as a notebook writes it: one member per number, each the model
+    ``build_model`` makes of it (it was refused: "sparsities must be a sequence of numbers (one
+    member each), got array([0.5, 0.9])"); a single number in an array is still refused."""
+    stack = stack_models("fc2", np.linspace(0.5, 0.9, 2), seed=0)
+    assert [m.spec["sparsity"] for m in stack.members] == [0.5, 0.9]
+    assert all(type(m.spec["sparsity"]) is float for m in stack.members)  # (a ticket's JSON)
+    x = torch.randn(3, 1, 28, 28)
+    for sparsity, out in zip((0.5, 0.9), stack(x), strict=True):
+        assert torch.equal(out, build_model("fc2", sparsity=sparsity, seed=0)(x))
+    with pytest.raises(TypeError, match=r"^sparsities must be a sequence of numbers \(one member "
+                                        r"each\), got array\(0\.5\)$"):
+        stack_models("fc2", np.array(0.5))
 
 
 def test_shared_tensors_are_stored_and_run_once():
