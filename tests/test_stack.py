@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 
@@ -59,7 +60,7 @@ from lotterynet.stack_module import StackModule, member_losses
 from lotterynet.stacked import StackedModel, stack_models
 from lotterynet.sweep_cells import cell_configs
 from lotterynet.sweep_plan import plan_stacks
-from lotterynet.ticket import load_ticket
+from lotterynet.ticket import load_ticket, save_ticket
 
 # Three sparsities, two epoch budgets mixed in one stack (the 0.95 member stops after epoch 1).
 MEMBERS = [(0.5, 2), (0.9, 2), (0.95, 1)]
@@ -169,6 +170,32 @@ def test_stack_models_takes_a_numpy_array_of_sparsities():
     with pytest.raises(TypeError, match=r"^sparsities must be a sequence of numbers \(one member "
                                         r"each\), got array\(0\.5\)$"):
         stack_models("fc2", np.array(0.5))
+
+
+def test_a_stack_member_trained_in_your_own_loop_is_its_single_model_and_saves_its_ticket(
+        tmp_path):
+    """README's own loop: SGD over ``stack.parameters()`` on the sum of the members' losses
+    trains each member as its single model trained alone (the same scores, bit for bit), and
+    ``stack.members[i]``, an ordinary model, saves a ticket that loads into a fresh model giving
+    the member's outputs exactly."""
+    stack = stack_models("fc2", [0.5, 0.9], seed=0)
+    alone = build_model("fc2", sparsity=0.9, seed=0)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+                  for m in (stack, alone)]
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x, y = torch.randn(8, 1, 28, 28, generator=generator), torch.arange(8)
+        losses = [sum(F.cross_entropy(out, y) for out in stack(x)), F.cross_entropy(alone(x), y)]
+        for optimizer, loss in zip(optimizers, losses):
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for mine, its in zip(masked_weights(stack.members[1]), masked_weights(alone), strict=True):
+        assert torch.equal(mine.scores, its.scores) and torch.equal(mine.mask(), its.mask())
+    save_ticket(stack.members[1], tmp_path / "member.ticket")
+    loaded = load_ticket(tmp_path / "member.ticket", build_model("fc2", sparsity=0.9, seed=0))
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(loaded(x), stack(x)[1]) and torch.equal(loaded(x), alone(x))
 
 
 def test_shared_tensors_are_stored_and_run_once():
