@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -120,11 +121,11 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
               ) -> list[dict]:
     """Train ``configs`` as one stack in ``stack_dir`` and return every member's results (as
     ``results.json`` holds them). ``cell_dirs`` (default ``stack_dir/cells/<i>``) are the
-    members' own directories. A stack whose checkpoint is in ``stack_dir`` with the same
-    members and configs resumes from it (members already finished are not trained again); the
-    checkpoint of another stack there is refused (:class:`ConfigError`), never overwritten. A
-    member that diverges stops there, the others train to their end; then
-    :class:`TrainingDiverged` names it. Memory that runs out stops it with
+    members' own directories (a member's ``out``, where set, must be its cell). A stack whose
+    checkpoint is in ``stack_dir`` with the same members and configs resumes from it (members
+    already finished are not trained again); the checkpoint of another stack there is refused
+    (:class:`ConfigError`), never overwritten. A member that diverges stops there, the others
+    train to their end; then :class:`TrainingDiverged` names it. Memory that runs out stops it with
     :class:`~lotterynet.errors.OutOfMemory`, as it refuses a stopped stack that resumes, before
     it is built, whose members do not fit in the memory available now. SIGTERM stops it with
     :class:`Interrupted` from its start to its end, as a single run (:func:`~lotterynet.run.run`;
@@ -190,6 +191,12 @@ def set_up_and_run_stack(configs: Sequence[RunConfig | dict], stack_dir: Path,
     check_stackable(configs)
     if len(cell_dirs) != len(configs):
         raise ValueError(f"{len(configs)} members but {len(cell_dirs)} cell directories")
+    elsewhere = next((s for s, (c, d) in enumerate(zip(configs, cell_dirs))
+                      if c.out and os.path.abspath(c.out) != os.path.abspath(d)), None)
+    if elsewhere is not None:  # (its results.json would name a folder nothing was written to)
+        raise ValueError(f"member {elsewhere}'s out {configs[elsewhere].out!r} is not its cell "
+                         f"directory {str(cell_dirs[elsewhere])!r}: a member's files go to its "
+                         f"cell; leave out unset, or pass the folders as cell_dirs")
     twice = named_twice(cell_dirs)
     if twice is not None:
         raise ValueError(f"cell directory {str(cell_dirs[twice])!r}: another member's cell has "

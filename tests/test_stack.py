@@ -704,6 +704,25 @@ def test_a_cell_holding_another_configs_results_is_refused_before_training(tmp_p
     assert not (tmp_path / "b").exists()
 
 
+def test_a_members_out_other_than_its_cell_is_refused_before_anything_is_written(tmp_path):
+    """``ln.run_stack`` given configs with an ``out`` of their own trained them into
+    ``STACK/cells/<i>`` while each results.json named that ``out`` as its config's, a folder
+    nothing was written to (``--stack-file`` refuses such a member). It refuses it in one line
+    naming the member, its ``out`` and its cell; an ``out`` that is its cell is taken."""
+    configs = [make_config(dict(arch="fc2", sparsity=s, out=str(tmp_path / "mine" / name)))
+               for s, name in ((0.5, "a"), (0.9, "b"))]
+    with pytest.raises(ValueError, match=re.escape(
+            f"member 0's out {str(tmp_path / 'mine' / 'a')!r} is not its cell directory "
+            f"{str(tmp_path / 'stack' / 'cells' / '0')!r}: a member's files go to its cell; "
+            f"leave out unset, or pass the folders as cell_dirs") + "$"):
+        run_stack(configs, tmp_path / "stack")
+    assert not (tmp_path / "stack").exists() and not (tmp_path / "mine").exists()
+    cells = [tmp_path / "mine" / "a", tmp_path / "other" / "a"]  # (its outs: checked next)
+    same = [make_config({**c.to_dict(), "out": str(d)}) for c, d in zip(configs, cells)]
+    with pytest.raises(ValueError, match=r"^cell directory .*another member's cell has the name"):
+        run_stack(same, tmp_path / "stack", cells)
+
+
 def test_memory_running_out_in_a_stack_run_from_python_says_what_needs_less_there(
         tmp_path, data_dir, monkeypatch):
     """Memory running out in a stack run by ``ln.run_stack`` advised "a sweep with --no-stack
