@@ -96,9 +96,11 @@ def cannot_continue(record: StackRecord | None, names: Sequence[str],
     if list(record.members) != list(names):
         without = [n for n in record.members if n not in names]
         new = [n for n in names if n not in record.members]
+        def named(members: list[str]) -> str:  # ("now with 2": a member, not a count)
+            return f"{'member' if len(members) == 1 else 'members'} {', '.join(members)}"
         return "it was run with other members (" + ("; ".join(
-            [*([f"now without {', '.join(without)}"] if without else []),
-             *([f"now with {', '.join(new)}"] if new else [])]) or "in another order") + ")"
+            [*([f"now without {named(without)}"] if without else []),
+             *([f"now with {named(new)}"] if new else [])]) or "in another order") + ")"
     changed = dict.fromkeys(changes(record.members[name], config, differs)
                             for name, config in zip(names, configs)
                             if (differs := changed_fields(record.members[name],

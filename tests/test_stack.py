@@ -1413,7 +1413,9 @@ def test_a_stack_that_cannot_be_continued_says_why(tmp_path):
                                [cells[n] for n in names])
 
     assert why(None, "ab") == "its checkpoint cannot be read as a stack's"
-    assert why(record, "ac") == "it was run with other members (now without b; now with c)"
+    assert why(record, "ac") == ("it was run with other members (now without member b; now "
+                                 "with member c)")
+    assert why(record, "abc") == "it was run with other members (now with member c)"  # (not 1)
     assert why(record, "ba") == "it was run with other members (in another order)"
     assert why(record, "ab") is None
     configs = {n: dataclasses.replace(c, lr=0.05, seed=1) for n, c in configs.items()}
@@ -1444,8 +1446,9 @@ def test_a_stopped_stack_whose_members_left_the_sweep_is_not_called_finished(
     assert main([*argv, "--sweep-out", str(out), "--sweep-epochs", "1"]) == 0
     said = capsys.readouterr().out
     assert "stack subsetsum-identity-seed0 cannot be continued: it was run with other members " \
-        "(now without subsetsum-identity-s0.5-e2-seed0, subsetsum-identity-s0.9-e2-seed0; now " \
-        "with subsetsum-identity-s0.5-e1-seed0, subsetsum-identity-s0.9-e1-seed0); its" in said
+        "(now without members subsetsum-identity-s0.5-e2-seed0, " \
+        "subsetsum-identity-s0.9-e2-seed0; now with members subsetsum-identity-s0.5-e1-seed0, " \
+        "subsetsum-identity-s0.9-e1-seed0); its" in said
     assert "finished all its members" not in said
     assert stack_dir.with_name(f"{stack_dir.name}.stale-1").is_dir()
     assert not any((c / "results.json").is_file() for c in cells)
