@@ -233,10 +233,15 @@ def read_stack_file(path: str | Path, data_dir: str | None = None
         raise ConfigError(f"{where}: cell {shown[twice]!r} has the name of another member's "
                           f"cell ({cell_dirs[twice].resolve().name!r}); give each member a "
                           f"cell of its own name")
-    configs = [make_config({**member, **({"data_dir": data_dir} if data_dir else {}),
-                            "out": str(cell), "resume": member.get("resume") and str(
-        cell / read(member["resume"]).relative_to(written))})
-        for member, cell, written in zip(members, cell_dirs, written_dirs)]
+    configs = []
+    for s, (member, cell, written) in enumerate(zip(members, cell_dirs, written_dirs)):
+        try:  # (which of the file's members holds the bad value: a sweep's stack has 14)
+            configs.append(make_config({
+                **member, **({"data_dir": data_dir} if data_dir else {}), "out": str(cell),
+                "resume": member.get("resume") and str(
+                    cell / read(member["resume"]).relative_to(written))}))
+        except ConfigError as err:
+            raise ConfigError(f"{where}: member {s} (cell {cells[s]!r}): {err}") from None
     check_stackable(configs)
     above = {Path.cwd().resolve(), *Path(path).resolve().parents}
     for cell, name in zip(cell_dirs, shown):

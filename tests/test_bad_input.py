@@ -521,6 +521,8 @@ CASES = [
     (["--sweep", "{tmp}"], ["sweep file", "is a folder; give the file in it"]),
     (["--stack-file", "{st_nomembers}"], ["st_nomembers", "not a stack file", "members"]),
     (["--stack-file", "{st_badmember}"], ["nope", "lenet5"]),
+    (["--stack-file", "{st_bad_epochs}"],  # (which member: the error alone did not say)
+     ["st_bad_epochs", "member 1 (cell 'b'): epochs must be an integer, got 'one'"]),
     (["--stack-file", "{st_mixed}"], ["differ", "'arch'", "sparsity"]),
     (["--stack-file", "{st_valid}", "--lr", "0.1"],
      ["--stack-file", "drop", "--lr", "only --data-dir may be given"]),
@@ -868,6 +870,7 @@ def files(tmp_path, broken_inputs, stopped_run, finished_run) -> dict:
         "cfg_dash_twice": {"batch-size": 32, "batch_size": 64},
         "st_nomembers": {"cells": ["a"]},
         "st_badmember": {"members": [{"arch": "nope"}], "cells": ["a"]},
+        "st_bad_epochs": {"members": [member, {**member, "epochs": "one"}], "cells": ["a", "b"]},
         "st_mixed": {"members": [member, {**member, "arch": "lenet5"}], "cells": ["a", "b"]},
         "st_valid": {"members": [member], "cells": [str(tmp_path / "cell")]},
         "st_stack_cell": {"members": [member], "cells": [str(other_stack)]},
