@@ -1,4 +1,4 @@
-"""Stacked runs: runs that differ only in sparsity (and optionally epoch budget and seed) trained
+"""Stacked runs: runs that differ only in sparsity (and optionally epoch budget) trained
 together as one model, one forward and one backward pass per batch for all of them.
 
 A stack of S *members* is S ordinary models (``build_model`` of each member's own config)
@@ -15,9 +15,10 @@ tensors as its single run, and on the CPU ends with the same masks and scores bi
 * **Budgets.** A member whose epoch budget is over stops updating (no forward, no optimizer
   step, no weight decay) and is tested at once; so one stack over budgets 10/20/30 gives the
   paper's best-over-budgets points.
-* **Seeds.** Members may have different seeds (their frozen weights and scores come from
-  their own seed); the batch order is the *first* member's seed's, so only members with that
-  seed match their single runs exactly. Sweeps therefore stack per seed.
+* **Seeds.** Members share one seed: it draws their batch order as well as their frozen
+  weights and scores (a member of another seed would have recorded a seed whose single run
+  trains on another order). Sweeps stack per seed; :class:`~lotterynet.stacked.StackedModel`
+  in a loop of one's own takes members of any seeds.
 * **Outputs.** Each member writes its own cell directory as a single run does:
   ``results.json`` (with ``stack`` naming the stack), ``metrics.csv`` (its whole history) and
   ``checkpoints/last.ckpt`` (its model, loadable with ``weights_only=True``). The stack's own

@@ -17,8 +17,10 @@ from .memory import MemoryNeed, memory_needed
 from .optim import optim_settings
 from .run import model_spec, refusing_unbuildable
 
-#: What the members of a stack may differ in; every other model or recipe field must agree.
-VARYING = ("sparsity", "epochs", "seed")
+#: What the members of a stack may differ in; every other model or recipe field must agree,
+#: the seed too: the members train on one batch order, and a member of another seed than the
+#: order's recorded a seed whose single run trains on another (its results not its config's).
+VARYING = ("sparsity", "epochs")
 #: The precision whose runs are not stacked: float16 autocast scales each run's loss by its
 #: own ``GradScaler``, and a stack steps its members through Lightning's one scaler, whose
 #: ``update`` after each member's step changes the scale the next members' gradients are
@@ -33,7 +35,7 @@ def recipe(config: RunConfig) -> dict:
 
 def check_stackable(configs: Sequence[RunConfig]) -> None:
     """Raise :class:`ConfigError` naming the first key in which two members differ (other than
-    sparsity, epochs and seed), or what keeps them from being stacked at all."""
+    sparsity and epochs), or what keeps them from being stacked at all."""
     if not configs:
         raise ConfigError("a stack needs at least one member")
     first = recipe(configs[0])
@@ -43,7 +45,9 @@ def check_stackable(configs: Sequence[RunConfig]) -> None:
                 raise ConfigError(
                     f"cannot stack these runs: they differ in {key!r} ({first[key]!r} vs "
                     f"{value!r}); the members of a stack may differ only in "
-                    f"{', '.join(VARYING)}")
+                    f"{' and '.join(VARYING)}"
+                    + ("" if key != "seed" else " (one batch order, its seed's: a stack per "
+                       "seed, as a sweep makes)"))
     why = unstackable(configs[0])
     if why:
         raise ConfigError(why)
