@@ -613,7 +613,7 @@ def test_a_target_out_of_memory_says_what_the_same_command_can_do(checkpointed, 
 
 
 def test_a_target_that_cannot_fit_names_what_the_same_command_can_do(tmp_path, capsys,
-                                                                     monkeypatch):
+                                                                     monkeypatch, data_dir):
     """A target whose run was refused before it was built for the memory it needs said the
     run's remedies, "fewer parameters (a smaller --pairs or --hidden, another --structure or
     --arch) need less", flags neither command has: the recipe's model and batch size are the
@@ -622,6 +622,7 @@ def test_a_target_that_cannot_fit_names_what_the_same_command_can_do(tmp_path, c
 
     monkeypatch.setattr(lotterynet.memory, "available_memory", lambda: 2**20)
     monkeypatch.setattr(lotterynet.memory, "cgroup_memory", lambda: None)
+    monkeypatch.setenv("LOTTERYNET_DATA", str(data_dir))  # (the commands read it before)
     folder = tmp_path / "t" / "pensia_fc2-e2-seed0"
     for command, code, err in each_target_command(tmp_path, capsys):
         assert code == 2, err
