@@ -65,10 +65,11 @@ def hold_stops() -> None:
     """Hold Ctrl-C and SIGTERM back in this process until a command's handlers take them
     (:func:`stopping_on_sigterm` with ``ends_the_process`` unblocks them), called by
     ``python -m lotterynet.approximate`` and ``lotterynet.targets`` before they import torch
-    (~0.5 s): Python's own SIGINT handler raised a Ctrl-C there as a traceback, and SIGTERM's
-    default action killed the process without a word. ``train.py`` and a sweep's job
-    (:func:`~lotterynet.sweep_jobs.starting_a_job`) block the same two signals themselves, before
-    importing anything of lotterynet's (whose import a stop could otherwise still land in)."""
+    (~0.5 s), and by a sweep's job as it starts (:func:`~lotterynet.sweep_jobs.starting_a_job`):
+    Python's own SIGINT handler raised a Ctrl-C there as a traceback, and SIGTERM's default
+    action killed the process without a word. ``train.py`` blocks the same two signals itself,
+    before importing anything of lotterynet's (whose import a stop could otherwise still land
+    in)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
 
 

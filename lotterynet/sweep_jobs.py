@@ -25,7 +25,7 @@ from .checkpointing import CHECKPOINTS, LAST, write_text_atomic
 from .config_schema import RunConfig
 from .config_yaml import dump_yaml
 from .errors import ERROR, Interrupted, OutOfMemory, Terminated, TrainingDiverged, interrupted
-from .lifetime import die_with_parent
+from .lifetime import die_with_parent, hold_stops
 from .run_dir import RESULTS
 from .run_stops import epochs_in, run_again, with_its_epoch
 from .stack_files import write_stack_file
@@ -144,7 +144,7 @@ def starting_a_job(sweep: int) -> None:
     1) or ``train.py``'s imports as a traceback, and SIGTERM's default action killed the job
     without a word (exit -15; the sweep stopping its jobs sends it to one as it starts)."""
     die_with_parent(sweep)
-    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
+    hold_stops()
 
 
 class JobRunner:
