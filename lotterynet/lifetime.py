@@ -64,8 +64,9 @@ def launching_run() -> int | None:
 def hold_stops() -> None:
     """Hold Ctrl-C and SIGTERM back in this process until a command's handlers take them
     (:func:`stopping_on_sigterm` with ``ends_the_process`` unblocks them), called by
-    ``python -m lotterynet.approximate`` and ``lotterynet.targets`` before they import torch
-    (~0.5 s), and by a sweep's job as it starts (:func:`~lotterynet.sweep_jobs.starting_a_job`):
+    ``python -m lotterynet.approximate``, ``lotterynet.targets`` and ``lotterynet.theory``
+    before they import torch (~0.5 s), and by a sweep's job as it starts
+    (:func:`~lotterynet.sweep_jobs.starting_a_job`):
     Python's own SIGINT handler raised a Ctrl-C there as a traceback, and SIGTERM's default
     action killed the process without a word. ``train.py`` blocks the same two signals itself,
     before importing anything of lotterynet's (whose import a stop could otherwise still land
@@ -133,8 +134,8 @@ def stopping_on_sigterm(ends_the_process: bool = False):
     covers reading the flags' files too), the one handler installed. ``train.py``'s takes a
     Ctrl-C or SIGTERM that was held back until its handlers (``train.py`` blocks both as it
     imports, a sweep's job as it starts: :func:`~lotterynet.sweep_jobs.starting_a_job`,
-    ``approximate`` and ``targets`` as they import torch: :func:`hold_stops`) as the block
-    begins."""
+    ``approximate``, ``targets`` and ``theory`` as they import torch: :func:`hold_stops`) as
+    the block begins."""
     installed = signal.getsignal(signal.SIGTERM)
     if isinstance(installed, SigtermStop):
         yield installed

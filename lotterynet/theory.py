@@ -16,6 +16,11 @@ leave open (``C``, ``c_amp``, the log base) are arguments; defaults are document
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # (Ctrl-C and SIGTERM in the imports: one line, as later)
+    from lotterynet.lifetime import hold_stops
+
+    hold_stops()
+
 import argparse
 import inspect
 import math
@@ -27,7 +32,17 @@ import torch
 
 from .checkpointing import savefig_atomic
 from .distributions import check_positive
-from .errors import ConfigError, OneLineErrorParser, flag_name, plural, unread_option
+from .errors import (
+    ConfigError,
+    Interrupted,
+    OneLineErrorParser,
+    flag_name,
+    message,
+    plural,
+    stopped,
+    unread_option,
+)
+from .lifetime import stopping_on_sigterm
 from .registry import Registry
 from .validate import check_output_dir
 
@@ -437,21 +452,32 @@ def main(argv=None) -> None:
                          f"most {2**27:,}); give fewer --trials, a smaller --n-max or a larger "
                          f"--epsilon")
         check_png_path(parser, args.out)
-        study = rss_study(args.epsilon, range(1, args.n_max + 1), args.trials, args.density,
-                          C=args.C)
-        for n, p_any, p_fixed in zip(study["n"], study["any"], study["fixed"]):
-            print(f"n={n:>3}  any={p_any:.3f}  fixed-size={p_fixed:.3f}")
-        plot_study(study, args.out)
-        print(f"wrote {args.out}")
-        return
+    # (Ctrl-C and SIGTERM one line wherever they land, as approximate's: lifetime.py; the
+    # figure is written atomically, so a stop in its write leaves no part of it)
+    then = "run the same command again"
+    if studying:
+        then = f"--out {args.out!r} is written whole or not at all: {then}"
     try:
-        widths = resolve_widths(args.arch or (None if args.widths else "fc2"), args.widths,
-                                flag_name)
-        rows = width_table(widths, args.epsilon, args.delta, C=args.C, c_amp=args.c_amp,
-                           density=args.density, spectral_norm=args.spectral_norm)
-    except ValueError as err:
-        parser.error(str(err))
-    print(format_table(widths, rows))
+        with stopped(then), stopping_on_sigterm(ends_the_process=True):
+            if studying:
+                study = rss_study(args.epsilon, range(1, args.n_max + 1), args.trials,
+                                  args.density, C=args.C)
+                for n, p_any, p_fixed in zip(study["n"], study["any"], study["fixed"]):
+                    print(f"n={n:>3}  any={p_any:.3f}  fixed-size={p_fixed:.3f}")
+                plot_study(study, args.out)
+                print(f"wrote {args.out}")
+                return
+            try:
+                widths = resolve_widths(args.arch or (None if args.widths else "fc2"),
+                                        args.widths, flag_name)
+                rows = width_table(widths, args.epsilon, args.delta, C=args.C,
+                                   c_amp=args.c_amp, density=args.density,
+                                   spectral_norm=args.spectral_norm)
+            except ValueError as err:
+                parser.error(str(err))
+            print(format_table(widths, rows))
+    except Interrupted as stop:
+        parser.exit(stop.exit_code, f"{parser.prog}: error: {message(stop)}\n")
 
 
 if __name__ == "__main__":

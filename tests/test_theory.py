@@ -3,6 +3,7 @@ against exact small cases."""
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -229,3 +230,39 @@ def test_cli_refuses_bad_values_in_one_line_before_computing(argv, said, capsys)
         theory.main(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
+
+
+@pytest.mark.parametrize("sent, code, said", [("SIGTERM", 143, "SIGTERM"),
+                                              ("SIGINT", 130, "Ctrl-C (SIGINT)")])
+def test_a_study_stopped_as_it_writes_its_figure_is_one_line_and_leaves_no_part(
+        sent, code, said, tmp_path, capsys, monkeypatch):
+    """``theory study`` (~30 s at its defaults) stopped by Ctrl-C was a KeyboardInterrupt
+    traceback, and SIGTERM killed it without a word, leaving the figure's temporary file
+    (``.fig.png.tmp<pid>``) beside it: each is one line, exit 130 / 143, as ``approximate``'s,
+    and nothing of the figure is left."""
+    import os
+    import signal
+
+    from matplotlib.figure import Figure
+
+    def savefig(self, fname, **kwargs):  # (a stop half way through the write)
+        Path(fname).write_bytes(b"part of a figure")
+        if sent == "SIGINT":
+            raise KeyboardInterrupt
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):  # (would end pytest)
+            pytest.fail("no SIGTERM handler while the figure is written: the signal kills")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    out = tmp_path / "fig.png"
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            theory.main(["study", "--n-max", "3", "--trials", "1", "--out", str(out)])
+    finally:  # (the command's handler stays on its way out)
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == code and err.splitlines() == [
+        f"python -m lotterynet.theory: error: stopped by {said}; --out {str(out)!r} is "
+        f"written whole or not at all: run the same command again"], err
+    assert list(tmp_path.iterdir()) == []
