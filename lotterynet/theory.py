@@ -387,7 +387,10 @@ def widths_list(text: str) -> list[int]:
 def check_png_path(parser: argparse.ArgumentParser, out: str) -> None:
     """``--out`` names a PNG file in a folder that is, or can be made, writable: refused before
     the computation, not at the write after it."""
-    if Path(out).suffix.lower() != ".png" or Path(out).is_dir():
+    if Path(out).is_dir():  # (x.png a folder: "must name a .png file" named one)
+        parser.error(f"--out {out!r} is a folder; it must name a .png file, e.g. "
+                     f"{str(Path(out) / 'rss_study.png')!r}")
+    if Path(out).suffix.lower() != ".png":
         parser.error(f"--out {out!r} must name a .png file")
     try:
         check_output_dir(Path(out).parent, "--out")

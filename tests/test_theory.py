@@ -266,3 +266,16 @@ def test_a_study_stopped_as_it_writes_its_figure_is_one_line_and_leaves_no_part(
         f"python -m lotterynet.theory: error: stopped by {said}; --out {str(out)!r} is "
         f"written whole or not at all: run the same command again"], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_study_into_a_folder_named_like_a_png_says_it_is_a_folder(tmp_path, capsys):
+    """``--out runs/fig.png`` where that is a folder said "must name a .png file", which it
+    does: the line says it is a folder, and the file to name instead."""
+    folder = tmp_path / "fig.png"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        theory.main(["study", "--n-max", "3", "--trials", "1", "--out", str(folder)])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.splitlines() == [
+        f"python -m lotterynet.theory: error: --out {str(folder)!r} is a folder; it must name "
+        f"a .png file, e.g. {str(folder / 'rss_study.png')!r}"]
+    assert list(folder.iterdir()) == []
