@@ -305,6 +305,22 @@ def test_a_dense_export_pickles_without_naming_lotterynet():
     assert exported.proj.kernel_size == (1, 1)
 
 
+def test_an_export_goes_through_torch_export_into_a_program_of_aten_ops(tmp_path):
+    """README's "Bring your own model" and "Any model" examples: ``torch.export.export`` of
+    ``ln.export(model, sparse=True)`` (its weights rebuilt from their stored entries, a ReLU
+    subset-sum layer's split of signs), saved and loaded with ``torch.export``, computes what
+    the export does, in a graph of aten operators only (nothing of lotterynet to import)."""
+    model, x = subnet_model(**STRUCTS["relu-shared"]).eval(), torch.randn(3, 2, 8, 8)
+    exported = export(model, sparse=True)
+    program = torch.export.export(exported, (x,))
+    assert {node.op for node in program.graph.nodes} == {"placeholder", "call_function",
+                                                         "output"}
+    assert all(str(node.target).startswith("aten.") for node in program.graph.nodes
+               if node.op == "call_function")
+    torch.export.save(program, tmp_path / "model.pt2")
+    assert torch.equal(torch.export.load(tmp_path / "model.pt2").module()(x), exported(x))
+
+
 def test_lenet5s_random_convolutions_export_as_torchs():
     """LeNet5's frozen random convolutions, which draw again from their seed when reset (an
     ``nn.Conv2d`` of lotterynet's), export as ``nn.Conv2d``: the export holds nothing of
