@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import glob
 import hashlib
 import io
 import os
@@ -55,7 +56,8 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, fsync it, rename it over ``path``
     (``os.replace``, atomic on POSIX) and fsync the folder: readers see the old file or the new
     one, never a part, and the new one survives a power cut. A full disk raises
-    :class:`DiskFullError` and leaves the old file in place."""
+    :class:`DiskFullError` and leaves the old file in place. The temporary files of ``path``
+    that killed writers left (SIGKILL, a power cut: no cleanup ran) go once it is written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
@@ -70,13 +72,16 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             raise DiskFullError(err.errno, f"disk full while writing {str(path)!r}; the "
                                 f"previous {path.name} (if any) is kept unchanged") from None
         raise
+    remove_stale_temp_files(path.parent, path.name)
 
 
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temp_files(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
     """Delete the temporary files that interrupted :func:`atomic_write` calls left in
-    ``folder`` (those whose writing process is gone); returns what was deleted."""
+    ``folder`` (those whose writing process is gone), of every file or of the file ``name``
+    only; returns what was deleted."""
     removed = []
-    for path in Path(folder).glob(f".*{TEMP_INFIX}*"):
+    of = glob.escape(name) if name else "*"
+    for path in Path(folder).glob(f".{of}{TEMP_INFIX}*"):
         match = _TEMP_NAME.match(path.name)
         if match and path.is_file() and not _process_alive(int(match.group(1))):
             path.unlink(missing_ok=True)

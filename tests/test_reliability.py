@@ -511,6 +511,25 @@ def test_full_disk_says_so_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_a_file_written_again_takes_away_the_temp_files_killed_writers_left_of_it(tmp_path):
+    """SIGKILL leaves ``.NAME.tmpPID`` beside a file (theory's figure, a sweep's table): the
+    next atomic write of that file removes it, and only its own (a live writer's and another
+    file's stay)."""
+    from lotterynet.checkpointing import write_text_atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".fig[1].png.tmp{dead}"
+    live = tmp_path / f".fig[1].png.tmp{os.getppid()}"
+    other = tmp_path / f".table.md.tmp{dead}"
+    for path in (stale, live, other):
+        path.write_bytes(b"half")
+    write_text_atomic(tmp_path / "fig[1].png", "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["fig[1].png", live.name, other.name])
+    assert (tmp_path / "fig[1].png").read_text() == "whole"
+
+
 def test_stale_temp_files_are_removed_and_refusal_names_only_real_files(tmp_path, capsys):
     checkpoints = tmp_path / "run" / "checkpoints"
     checkpoints.mkdir(parents=True)
