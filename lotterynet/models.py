@@ -19,6 +19,12 @@ from .structures import STRUCTURE_OPTIONS, structure_options
 
 MODELS: Registry = Registry("architecture")
 
+#: Set on a model :func:`build_model` built on the ``meta`` device: given storage by
+#: ``to_empty``, its frozen tensors outside the seeded layers (a timm model's tokens, position
+#: embeddings, layer scales, a layer left dense) hold what no reset draws as the build does,
+#: so :func:`~lotterynet.ticket.save_ticket` compares them with a real build.
+BUILT_ON_META = "lotterynet_built_on_meta"
+
 
 def split_arch(arch: str) -> tuple[str, dict]:
     """``"family:model"`` names a family builder and its ``model_name`` (``"timm:resnet18"`` →
@@ -39,6 +45,8 @@ def build_model(name: str, **kwargs) -> nn.Module:
         model = MODELS.get(family)(**extra, **kwargs)
     cast_drawn(model, default)  # as torch's own layers follow the default dtype
     model.spec = {"name": family, **extra, **kwargs}
+    if any(p.is_meta for p in model.parameters()):
+        model.__dict__[BUILT_ON_META] = True
     for module in model.modules():  # the spec makes these calls again; a ticket replays others
         for call in module.__dict__.get(CONVERT_RECORD, ()):
             call["by_builder"] = True

@@ -47,7 +47,9 @@ before writing anything. It compares them with each seeded subnet layer drawn ag
 at a time (float32 on the CPU; about 0.2 s for a ResNet-18 on one core; never the whole model
 twice in memory), an attention's frozen ``bias_k`` / ``bias_v`` and LeNet5's random convs
 (:class:`~lotterynet.archs.FrozenConv2d`) too; the other frozen tensors outside subnet layers
-(a timm model's excluded layers, its norms and tokens) are not compared.
+(a timm model's excluded layers, its norms and tokens) are not compared, but in a model
+``build_model`` built on the ``meta`` device, where ``to_empty`` leaves them uninitialised and
+no reset draws them as the build does: compared with a real build (the model built twice).
 
 The file (:mod:`lotterynet.ticket_file`: no pickle, JSON header, zlib payload, sha256) holds
 the spec (or null), the ``convert`` calls, the bit-packed masks and the stored tensors. zlib
@@ -87,10 +89,12 @@ from .convert import LAYOUTS, laid_out
 from .convert_checks import refuse_torch_pruned
 from .errors import plural
 from .masking import named_masked_weights, trainable_where_made, uncompiled
+from .models import BUILT_ON_META
 from .ticket_checks import build_checked, check_fits, meta_tensor, rebuilt_as_saved, ticket_spec
 from .ticket_file import DTYPES, FORMAT_VERSION, MAX_BYTES, TicketError, inflate, read_header
 from .ticket_frozen import (
     EXTRA_STATE,
+    built_again,
     first_changed,
     first_names,
     float_dtypes,
@@ -207,6 +211,16 @@ def save_ticket(model: nn.Module, path) -> int:
                          f"and a ticket regenerates frozen weights from their seeds, so this model "
                          f"cannot be saved as a ticket: save a checkpoint (model.state_dict()) "
                          f"instead, or {trainable_where_made(any_tensor=True)}")
+    unset = first_changed(regenerated, built_again(model, spec, regenerated)) \
+        if spec is not None and model.__dict__.get(BUILT_ON_META) else None
+    if unset is not None:
+        raise ValueError(f"save_ticket: frozen parameter {unset!r} is not what the model's spec "
+                         f"builds: the model was built on the meta device and to_empty left it "
+                         f"uninitialised, which no reset_parameters draws as the build does (a "
+                         f"timm model's tokens, position embeddings and layer scales, a layer "
+                         f"left dense), and a ticket regenerates it from the spec: build the "
+                         f"model on a real device (or give it a real build's values: "
+                         f"model.load_state_dict(state, assign=True))")
     thawed = next((name for name, p in regenerated.items() if p.requires_grad), None)
     if thawed is not None:
         raise ValueError(f"parameter {thawed!r} requires grad, but the model is built with it "

@@ -161,6 +161,18 @@ def redrawn(model: nn.Module, regenerated: dict):
                     yield full, value
 
 
+def built_again(model: nn.Module, spec: dict, regenerated: dict):
+    """``(name, tensor)`` of each of ``regenerated`` as a real build of ``spec`` makes it (on
+    the CPU, the ``convert()`` calls recorded on ``model`` replayed): what a load regenerates.
+    For a model :func:`~lotterynet.models.build_model` built on the ``meta`` device only
+    (:data:`~lotterynet.models.BUILT_ON_META`), whose frozen tensors outside the seeded layers
+    (:func:`redrawn`) no reset after ``to_empty`` draws as the build did: the whole model is
+    built a second time for it."""
+    with offline(), torch.device("cpu"):
+        real = rebuild({"spec": spec, "converts": convert_calls(model)}, None)
+    return ((name, value) for name, value in first_names(real) if name in regenerated)
+
+
 def first_changed(regenerated: dict, drawn) -> str | None:
     """The name of the first of ``regenerated`` (the model's, :func:`split_state`) that is not
     what its seed draws (``drawn``: ``(name, tensor)`` pairs, as a load rebuilds them), compared

@@ -394,6 +394,33 @@ def test_a_lenet5_built_on_the_meta_device_and_reset_saves_a_ticket_that_loads(t
     assert isinstance(ln.convert(build_model("lenet5"), sparsity=0.5)[3], ln.SubnetConv2d)
 
 
+def test_a_timm_model_built_on_the_meta_device_and_reset_is_refused_at_save_naming_a_token(
+        tmp_path):
+    """A timm ViT built on the meta device, given storage by ``to_empty`` and reset, holds
+    what no reset draws as its spec's build does (its ``cls_token``, position embedding:
+    uninitialised; a layer left dense, reset from torch's global generator): its ticket was
+    saved, and its load refused ("rebuilding the model gave different frozen random
+    weights") after training. save_ticket compares them with a real build and refuses,
+    naming the first; given a real build's values (``assign=True``) it saves, and loads."""
+    spec = dict(name="timm", model_name="vit_tiny_patch16_224", img_size=16, num_classes=3,
+                model_kwargs={"patch_size": 8, "depth": 1}, sparsity=0.5, seed=1)
+    with torch.device("meta"):
+        model = build_model(**spec)
+    model.to_empty(device="cpu")
+    model.apply(lambda m: hasattr(m, "reset_parameters") and m.reset_parameters())
+    with pytest.raises(ValueError, match=r"^save_ticket: frozen parameter 'cls_token' is not "
+                                         r"what the model's spec builds: the model was built "
+                                         r"on the meta device and to_empty left it "
+                                         r"uninitialised, .* build the model on a real device "
+                                         r"\(or give it a real build's values: model\."
+                                         r"load_state_dict\(state, assign=True\)\)$"):
+        save_ticket(model, tmp_path / "t.ticket")
+    assert not (tmp_path / "t.ticket").exists()
+    model.load_state_dict(build_model(**spec).state_dict(), assign=True)
+    save_ticket(model, tmp_path / "t.ticket")
+    assert_same_ticket(model, load_ticket(tmp_path / "t.ticket"), IMAGES[:, :, :16, :16])
+
+
 def test_saving_a_spec_models_ticket_builds_no_second_model(tmp_path, monkeypatch):
     """save_ticket's rebuild of a spec's model (its structure and shapes checked against the
     model's) is on the meta device and its frozen weights are compared a layer at a time: it
