@@ -110,7 +110,7 @@ OUTPUT_ONLY = ("out", "resume", "overwrite", "stop_after", "progress_bar", "wand
                *WANDB_OPTIONS)
 #: Fields a run's results do not depend on: where it ran and where it wrote. A sweep's cell
 #: (or stack) trained with another value of any other field is not the sweep's cell.
-NOT_COMPUTED = (*OUTPUT_ONLY, "data_dir", "accelerator", "devices", "cuda_graphs")
+NOT_COMPUTED = (*OUTPUT_ONLY, "data_dir", "download", "accelerator", "devices", "cuda_graphs")
 # What a resumed run may take from the flags; every other value comes from the checkpoint and
 # a flag that differs from it is refused (it would change the meaning of the trained scores).
 # A run resumed by hand may change its precision too (continued on a CPU after a GPU).

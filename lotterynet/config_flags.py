@@ -98,7 +98,7 @@ SECTIONS = {
               "fan_in", "score_init", "match", "subnet_convs", "conv_init", "train_weights",
               "model_kwargs", "exclude", "lr", "optimizer", "momentum", "weight_decay",
               "scheduler", "seed"),
-    "data": ("dataset", "data_dir", "val_size", "limit_train", "augment", "batch_size"),
+    "data": ("dataset", "data_dir", "download", "val_size", "limit_train", "augment", "batch_size"),
 }
 TRAINER_KEYS = {"max_epochs": "epochs", "accelerator": "accelerator", "devices": "devices",
                 "precision": "precision", "enable_progress_bar": "progress_bar"}

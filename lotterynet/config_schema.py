@@ -81,6 +81,10 @@ class RunConfig:
     data_dir: str | None = option(None, "folder with the data in torchvision's layout (default: "
                                   "$LOTTERYNET_DATA, else ./data; downloaded if missing and "
                                   "online)")
+    download: bool = option(True, "download a missing data set (torchvision's download sets no "
+                            "timeout: where a firewall drops it, it waits out the system's "
+                            "connect timeouts, or for ever); --no-download refuses it at once, "
+                            "naming the files")
     val_size: int = option(5000, "validation examples held out from the TRAIN set (fixed split)")
     limit_train: int | None = option(None, "train on only N training examples: the first N of "
                                      "a fixed (seeded) shuffle of the training split, the same "

@@ -120,19 +120,29 @@ def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception | str) -> 
                            f"({fault}); replace {spec.files} with intact copies")
 
 
-def _missing(name: str, root: Path, spec: DatasetSpec, how: str,
+#: What a load without downloading (``download=False``) says to do besides putting the files
+#: there: in Python, and on a command's line (``train.py --no-download``, the sweep's).
+NOT_DOWNLOADED = ("or allow downloading (download=True)",
+                  "or allow downloading (leave out --no-download)")
+
+
+def _missing(name: str, root: Path, spec: DatasetSpec, how: str | tuple[str, str],
              missing: list[Path] | None = None) -> DatasetNotFound:
-    """``missing``: the files of an IDX split that are not there, named when others are."""
+    """``missing``: the files of an IDX split that are not there, named when others are.
+    ``how``: what else to do, or that in Python and on a command's line
+    (:data:`NOT_DOWNLOADED`)."""
     gzipped = " (or .gz)" if spec.idx else ""  # IDX files may come gzipped
+    in_python, on_command_line = (how, how) if isinstance(how, str) else how
     if missing and any(missing[0].parent.glob("*-ubyte*")):
-        return DatasetNotFound(f"{name}: {missing[0].parent.resolve()} lacks "
-                               f"{' and '.join(p.name.removesuffix('.gz') for p in missing)}"
-                               f"{gzipped}; put {'them' if len(missing) > 1 else 'it'} "
-                               f"there, {how}")
+        lacks = (f"{name}: {missing[0].parent.resolve()} lacks "
+                 f"{' and '.join(p.name.removesuffix('.gz') for p in missing)}{gzipped}; put "
+                 f"{'them' if len(missing) > 1 else 'it'} there, ")
+        return DatasetNotFound(lacks + in_python, lacks + on_command_line)
+    how_there = {"data_dir=": in_python, "--data-dir": on_command_line}
     return DatasetNotFound.naming_data_dir(
         lambda setting: f"{name}: no data under {root.resolve()}; put {spec.files}{gzipped} "
                         f"there, point {setting} or ${DATA_ENV} at the folder that holds them, "
-                        f"{how}")
+                        f"{how_there[setting]}")
 
 
 def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
@@ -185,7 +195,7 @@ def _idx_files(name: str, root: Path, spec: DatasetSpec, train: bool,
                             f"data folder; point {setting} or ${DATA_ENV} at {above}, which "
                             f"holds {spec.torchvision_name}/raw")
     if missing and not download:
-        raise _missing(name, root, spec, "or allow downloading (download=True)", missing)
+        raise _missing(name, root, spec, NOT_DOWNLOADED, missing)
     if missing:
         from torchvision import datasets  # here, not at import: config checks stay light
 
@@ -219,8 +229,7 @@ def _torchvision_split(name: str, root: Path, spec: DatasetSpec, train: bool,
             raise _corrupt(name, root, spec, RuntimeError(
                 f"{folder} holds files that fail torchvision's MD5 check" if present
                 else err)) from None
-        how = ("or allow downloading (download=True)" if not download
-               else "(the download failed too)")
+        how = NOT_DOWNLOADED if not download else "(the download failed too)"
         raise _missing(name, root, spec, how) from err
     except URLError as err:  # offline, and the set is downloaded in one piece
         if present:

@@ -149,12 +149,14 @@ class TensorLoader:
         self._resume = (state["epoch"], state["batches"])
 
 
-def check_data_set(name: str, root) -> None:
-    """Read both splits of data set ``name`` (downloading a missing set) and let them go: a
-    missing or corrupt set refused (:class:`DatasetNotFound`, :class:`DatasetCorrupt`) before
-    anything else starts, without a data module's splits made of them."""
+def check_data_set(name: str, root, *, download: bool = True) -> None:
+    """Read both splits of data set ``name`` (downloading a missing set, unless ``download`` is
+    False) and let them go: a missing or corrupt set refused (:class:`DatasetNotFound`,
+    :class:`DatasetCorrupt`) before anything else starts, without a data module's splits made
+    of them."""
+    load = load_or_download if download else load_split
     for train in (True, False):
-        load_or_download(name, root, train=train)
+        load(name, root, train=train)
 
 
 class TensorDataModule(pl.LightningDataModule):

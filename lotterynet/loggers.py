@@ -297,7 +297,7 @@ def wandb_config(config: dict) -> dict:
     how it is logged (``out``, ``overwrite``, ``progress_bar``, the W&B options, …)."""
     from .config import OUTPUT_ONLY
 
-    return {k: v for k, v in config.items() if k not in (*OUTPUT_ONLY, "data_dir")}
+    return {k: v for k, v in config.items() if k not in (*OUTPUT_ONLY, "data_dir", "download")}
 
 
 def wandb_options(config: dict) -> dict:

@@ -171,7 +171,8 @@ def data_module(config: RunConfig) -> TensorDataModule:
     """The run's data: its data set, folder, batches, held-out split, seed and augmentation."""
     return TensorDataModule(config.dataset, config.data_dir, batch_size=config.batch_size,
                             val_size=config.val_size, limit_train=config.limit_train,
-                            seed=config.seed, augment=config.augment)
+                            seed=config.seed, augment=config.augment,
+                            download=config.download)
 
 
 def build_module(config: RunConfig, data: TensorDataModule,

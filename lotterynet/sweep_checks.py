@@ -37,9 +37,10 @@ def check_data(sweep: Sweep) -> None:
     """Read every data set the sweep's cells use (both splits) before anything is written: a
     missing or corrupt one is refused up front (:class:`DatasetNotFound`), not when its first
     cell or stack starts."""
-    for dataset, data_dir in {(config_value(v, "dataset"), v.get("data_dir"))
-                              for _, v in sweep.cells()}:
-        check_data_set(dataset, data_dir)
+    for dataset, data_dir, download in {
+            (config_value(v, "dataset"), v.get("data_dir"), config_value(v, "download"))
+            for _, v in sweep.cells()}:
+        check_data_set(dataset, data_dir, download=download)
 
 
 def check_buildable(sweep: Sweep) -> None:

@@ -977,7 +977,7 @@ def test_dotted_flags_in_lightnings_spelling(tmp_path, capsys):
     assert main(["--data.batch_szie", "32"]) == 2
     assert capsys.readouterr().err.strip() == (
         "train.py: error: unknown data key 'batch_szie' in '--data.batch_szie'; valid keys: "
-        "dataset, data_dir, val_size, limit_train, augment, batch_size")
+        "dataset, data_dir, download, val_size, limit_train, augment, batch_size")
     assert main(["--trainer.max_epochs", "4", "--epochs", "5"]) == 2
     assert capsys.readouterr().err.strip() == (
         "train.py: error: --trainer.max_epochs 4 and --epochs 5 disagree; give one of them")

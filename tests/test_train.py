@@ -768,6 +768,35 @@ def test_missing_data_offline_is_one_clear_error(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []  # neither the data folder nor the run
 
 
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_no_download_refuses_missing_data_at_once_without_trying_the_network(
+        tmp_path, monkeypatch, capsys, sweep):
+    """A missing data set was always downloaded, and torchvision's download sets no timeout:
+    on a machine whose firewall drops the traffic (or a proxy that never answers) train.py and
+    the sweep waited before their one line, or for ever. ``--no-download`` (a run option, as
+    ``TensorDataModule(download=False)``) refuses it at once, naming the files and the flag,
+    nothing tried and nothing made."""
+    import torchvision.datasets.mnist
+
+    tried = []
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive",
+                        lambda *args, **kwargs: tried.append(args))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    if sweep:
+        (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+            "base": {"arch": "fc2"}, "sparsities": [0.5], "epochs": [1], "variants": ["dense"]}))
+        where = ["--sweep", str(tmp_path / "s.yaml"), "--sweep-out", str(tmp_path / "out")]
+    else:
+        where = ["--out", str(tmp_path / "out")]
+    assert main([*where, "--data-dir", str(empty), "--no-download"]) == 2
+    assert capsys.readouterr().err == (
+        f"train.py: error: mnist: no data under {empty}; put MNIST/raw/{{train,t10k}}-"
+        f"{{images-idx3,labels-idx1}}-ubyte (or .gz) there, point --data-dir or $LOTTERYNET_DATA "
+        f"at the folder that holds them, or allow downloading (leave out --no-download)\n")
+    assert tried == [] and sorted(tmp_path.rglob("*")) == [empty] + [tmp_path / "s.yaml"] * sweep
+
+
 def test_checkpoint_save_is_atomic(tmp_path):
     from lotterynet.checkpointing import atomic_torch_save, atomic_write
 
