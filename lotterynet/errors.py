@@ -60,17 +60,28 @@ class OneLineErrorParser(argparse.ArgumentParser):
         return namespace, extras
 
     def refuse_a_flag_as_value(self, flag: str, value: str) -> None:
-        """Refuse ``value`` after ``flag``, a flag that takes one value, where argparse would
-        read it as a flag (it begins with one ``-``, and is no flag of the parser, nor a
+        """Refuse ``value`` after ``flag``, a flag that takes one value or a list (or an
+        abbreviation of one, as argparse reads it: ``--ou`` for ``--out``), where argparse
+        would read it as a flag (it begins with one ``-``, and is no flag of the parser, nor a
         negative number, nor holds a space): it said "argument --out: expected one
-        argument"."""
-        action = self._option_string_actions.get(flag)
-        if (action is not None and action.nargs is None and value.startswith("-")
+        argument" (a list's: "expected at least one argument")."""
+        full = self.flag_read_as(flag)
+        action = self._option_string_actions.get(full)
+        if (action is not None and action.nargs in (None, "+") and value.startswith("-")
                 and not value.startswith("--") and value != "-" and " " not in value
                 and value not in self._option_string_actions
                 and not self._negative_number_matcher.match(value)):
             self.error(f"{flag} {value}: {value!r} begins with '-' and reads as a flag, not as "
-                       f"{flag}'s value; to give it, write {flag}={value}")
+                       f"{full}'s value; to give it, write {full}={value}")
+
+    def flag_read_as(self, flag: str) -> str:
+        """The flag of the parser that argparse reads ``flag`` as: itself, or the one long flag
+        it abbreviates (``--ou``: ``--out``, where no other begins so); ``flag`` where none."""
+        if flag in self._option_string_actions or not (self.allow_abbrev
+                                                       and flag.startswith("--")):
+            return flag
+        longer = [name for name in self._option_string_actions if name.startswith(flag)]
+        return longer[0] if len(longer) == 1 else flag
 
     def refuse_a_value(self, flag: str, value: str) -> None:
         """Refuse ``value`` given to ``flag`` if that is a flag that takes no value."""

@@ -1224,6 +1224,29 @@ def test_a_value_that_begins_with_a_dash_names_its_flag_and_the_equals_form(caps
         assert f"out: {given[-1].removeprefix('--out=')}\n" in capsys.readouterr().out
 
 
+def test_a_dash_value_of_an_abbreviated_or_list_flag_names_the_flag_and_the_equals_form(
+        capsys):
+    """``--ou -x`` (argparse reads ``--ou`` as ``--out``) and a list flag's ``--exclude -x``
+    (``python -m lotterynet.approximate ... --only -x``) kept argparse's "expected one
+    argument" / "expected at least one argument", where ``--out -x`` named the ``=`` form:
+    they name the flag read and its ``=`` form too, which is read (a list of that one value)."""
+    from lotterynet import approximate
+
+    for given, flag in (("--ou", "--out"), ("--exclude", "--exclude")):
+        assert main(["--arch", "timm:resnet18", given, "-x", "--print-config"]) == 2
+        assert capsys.readouterr().err == (
+            f"train.py: error: {given} -x: '-x' begins with '-' and reads as a flag, not as "
+            f"{flag}'s value; to give it, write {flag}=-x\n")
+    with pytest.raises(SystemExit) as exit_info:
+        approximate.main(["table", "--only", "-x"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err == (
+        "python -m lotterynet.approximate: error: --only -x: '-x' begins with '-' and reads as "
+        "a flag, not as --only's value; to give it, write --only=-x\n")
+    assert main(["--arch", "timm:resnet18", "--ou=-x", "--exclude=-x", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["out"], printed["model"]["exclude"]) == ("-x", ["-x"])
+
+
 def test_equal_values_listed_twice_are_named_as_they_were_written(tmp_path, capsys):
     """``--sweep-sparsities -0.0,0`` said "0.0 is listed twice", a value given neither way,
     and ``--sweep-seeds 1,01`` "1 is listed twice", without saying that the two are one: a
