@@ -61,7 +61,7 @@ def lightning_epoch(data, device: str, every_step: bool = False, metrics: bool =
                     manual: bool = False) -> float:
     module = (ManualStep if manual else ln.EdgePopupModule)(SPEC, OPTIM)
     if every_step:
-        module._writes_step_logs = lambda: True
+        module._logs_step_loss = lambda: True
     if not metrics:
         for metric in (*module.acc.values(), *module.loss.values()):
             object.__setattr__(metric, "update", lambda *args, **kwargs: None)

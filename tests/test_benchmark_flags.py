@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import lotterynet as ln
 from conftest import REPO
 from lotterynet.models import MODELS
 
@@ -235,3 +236,26 @@ def test_lightning_overhead_warms_up_every_loop_and_alternates_the_order(monkeyp
     assert ms == pytest.approx(dict.fromkeys(ms, 1.0))
     loops = len(ms)
     assert calls[2 * loops:] == calls[loops:2 * loops][::-1]
+
+
+def test_lightning_overhead_logs_the_step_loss_in_every_step_only_where_it_says(monkeypatch,
+                                                                               data_dir):
+    """Its "step loss logged every step" loop set ``_writes_step_logs``, a name the module no
+    longer reads (it asks ``_logs_step_loss``): the loop was the shipped one, which logs it in
+    every 50th step (Lightning's ``log_every_n_steps``), and its row measured nothing of what
+    it names."""
+    overhead = benchmark("bench_lightning_overhead", monkeypatch)
+    logged = []
+    log_step_loss = ln.EdgePopupModule._log_step_loss
+
+    def spy(self, loss):
+        logged.append(self.global_step)
+        log_step_loss(self, loss)
+
+    monkeypatch.setattr(ln.EdgePopupModule, "_log_step_loss", spy)
+    data = overhead.tiny_data(str(data_dir), steps=10)
+    overhead.lightning_epoch(data, "cpu", every_step=True)
+    assert logged == list(range(10))
+    logged.clear()
+    overhead.lightning_epoch(data, "cpu")  # as shipped: no step of 10 is a 50th
+    assert logged == []
