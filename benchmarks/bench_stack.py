@@ -34,6 +34,7 @@ import flags
 import torch
 
 from lotterynet.config import make_config
+from lotterynet.config_schema import training_examples
 from lotterynet.machine import cpu_name, keep_freed_memory
 from lotterynet.run import run
 from lotterynet.stack import run_stack
@@ -163,8 +164,9 @@ def measure(args) -> None:
         f"{cpu_name()} ({torch.get_num_threads()} threads"
         f"{f'; stack: {args.jobs} parts side by side' if args.jobs > 1 else ''})")
     row = {"arch": args.arch, "structure": f"{args.structure}/{args.activation}",
-           "members": len(cells), "epochs": args.epochs, "train_examples":
-           args.limit_train or "all", "device": device,
+           "members": len(cells), "epochs": args.epochs,
+           "train_examples": training_examples(cells[0]), "limit_train": args.limit_train,
+           "held_out": cells[0].val_size, "device": device,
            "cells_wall_s": round(cells_wall, 1), "stack_wall_s": round(stack_wall, 1),
            "wall_speedup": round(cells_wall / stack_wall, 2),
            "cells_cpu_s": round(cells_cpu, 1), "stack_cpu_s": round(stack_cpu, 1),
@@ -174,11 +176,18 @@ def measure(args) -> None:
            "single_peak_mib": round(single_mib), "stack_peak_mib": round(stack_mib),
            "memory_ratio": round(stack_mib / single_mib, 2)}
     print(json.dumps(row))
-    print(f"| {row['arch']} | {row['structure']} | {row['members']} | {row['cells_wall_s']} s "
-          f"| {row['stack_wall_s']} s | **{row['wall_speedup']}×** | {row['cpu_speedup']}× "
-          f"| {row['cells_epoch_s']} s "
-          f"| {row['stack_epoch_s']} s | {row['epoch_speedup']}× | {row['single_peak_mib']} MiB "
-          f"| {row['stack_peak_mib']} MiB ({row['memory_ratio']}×) | {device} |")
+    print(markdown_row(row))
+
+
+def markdown_row(row: dict) -> str:
+    """``row`` as a row of BENCHMARKS.md's "Stacked sweeps" table, in its columns."""
+    examples = f"{row['train_examples']:,}" + (
+        f" (full split, {row['held_out']:,} held out)" if row["limit_train"] is None else "")
+    return (f"| {row['arch']} | {row['structure']} | {row['members']} | {examples} "
+            f"| {row['cells_wall_s']} s | {row['stack_wall_s']} s | **{row['wall_speedup']}×** "
+            f"| {row['cpu_speedup']}× | {row['cells_epoch_s']} s | {row['stack_epoch_s']} s "
+            f"| {row['epoch_speedup']}× | {row['single_peak_mib']} MiB "
+            f"| {row['stack_peak_mib']} MiB ({row['memory_ratio']}×) | {row['device']} |")
 
 
 if __name__ == "__main__":

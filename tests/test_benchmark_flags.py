@@ -107,6 +107,26 @@ def test_stack_memory_child_reports_its_own_peak(monkeypatch, data_dir):
     assert bench_stack.peak_memory_mib(args, "single") < own_peak_mib - 1024
 
 
+def test_stack_prints_its_row_in_the_columns_of_the_benchmarks_table(monkeypatch):
+    """BENCHMARKS.md's "Stacked sweeps" table has a "train examples" column that the printed
+    row lacked, so a row pasted in put every later figure one column to the left."""
+    bench_stack = benchmark("bench_stack", monkeypatch)
+    header = next(line for line in (REPO / "BENCHMARKS.md").read_text().splitlines()
+                  if line.startswith("| arch | structure | members | train examples |"))
+    row = dict(arch="lenet5", structure="subsetsum/identity", members=14,
+               train_examples=55_000, limit_train=None, held_out=5000, cells_wall_s=130.7,
+               stack_wall_s=38.4, wall_speedup=3.4, cpu_speedup=3.31, cells_epoch_s=113.6,
+               stack_epoch_s=36.3, epoch_speedup=3.13, single_peak_mib=1227,
+               stack_peak_mib=1329, memory_ratio=1.08, device="AMD EPYC (1 threads)")
+    printed = bench_stack.markdown_row(row)
+    assert printed.count("|") == header.count("|")
+    assert printed == ("| lenet5 | subsetsum/identity | 14 | 55,000 (full split, 5,000 held out) "
+                       "| 130.7 s | 38.4 s | **3.4×** | 3.31× | 113.6 s | 36.3 s | 3.13× "
+                       "| 1227 MiB | 1329 MiB (1.08×) | AMD EPYC (1 threads) |")
+    row.update(train_examples=6400, limit_train=6400)
+    assert "| 14 | 6,400 | 130.7 s |" in bench_stack.markdown_row(row)
+
+
 def test_mask_check_accepts_any_choice_among_tied_scores(monkeypatch):
     """A full sort orders tied scores arbitrarily, ``topk_mask`` keeps the lowest indices: the
     check asked for equal masks and failed at random on ties (10M unseeded scores, seed 2)."""
