@@ -65,6 +65,7 @@ def compare_with_milp(n, W):
     (_, _, ours), t_ours = min((timed(solve, targets, coeffs) for _ in range(5)),
                                key=lambda result: result[1])
     milp_err, milp_time = [], []
+    milp_one(targets.numpy()[0], coeffs.numpy()[0])  # warm-up: scipy's import (~0.3 s)
     for w, c in zip(targets.numpy(), coeffs.numpy()):
         err, dt = timed(milp_one, w, c)
         milp_err.append(err)
