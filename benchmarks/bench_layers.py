@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 import lotterynet as ln
 from lotterynet.graphs import StepGraphs
-from lotterynet.machine import keep_freed_memory
+from lotterynet.machine import cpu_name, keep_freed_memory
 from lotterynet.topk import topk_mask
 
 D_IN, D_OUT, PAIRS = 784, 500, 5
@@ -240,7 +240,7 @@ def main(argv=None):
     if args.rss:
         return rss_child(args.rss)
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"device: {name}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     target_table(device, args.repeats)
     if args.target_only:

@@ -16,6 +16,7 @@ import torch
 
 import lotterynet as ln
 from conftest import REPO
+from lotterynet.machine import cpu_name
 from lotterynet.models import MODELS
 
 NO_GPU = not torch.cuda.is_available()
@@ -151,6 +152,16 @@ def test_subsetsum_times_milp_after_a_warm_up_as_it_times_solve(monkeypatch, cap
     bench_subsetsum.compare_with_milp(21, 2)
     assert milps == ["untimed", "timed", "timed"]
     assert "ours <= milp on 2/2 instances" in capsys.readouterr().out
+
+
+def test_layers_names_the_cpu_it_measured_on(monkeypatch, capsys):
+    """Its first line said "device: CPU": BENCHMARKS.md's rows name the processor (the other
+    scripts print it), which a reader re-measuring had to look up elsewhere."""
+    bench_layers = benchmark("bench_layers", monkeypatch)
+    monkeypatch.setattr(bench_layers, "target_table", lambda device, repeats: None)
+    bench_layers.main(["--target-only"])
+    assert capsys.readouterr().out == (f"device: {cpu_name()}, torch {torch.__version__}, "
+                                       f"threads {torch.get_num_threads()}\n")
 
 
 def test_mask_check_accepts_any_choice_among_tied_scores(monkeypatch):
