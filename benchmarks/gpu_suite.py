@@ -297,18 +297,20 @@ def mask_selection(suite: Suite) -> None:
 
 
 def bare_epoch_seconds(config, device: torch.device) -> float:
-    """The last of ``config.epochs`` training epochs as a bare PyTorch loop over the same model,
+    """The last of ``config.epochs`` epochs as a bare PyTorch loop over the same model,
     optimizer and batches, the frozen prefix run once per example and the rest through the same
-    CUDA graphs as the run's: what an epoch costs without Lightning."""
+    CUDA graphs as the run's, then the validation split's forward in evaluation batches, as the
+    run's epoch ends (its timer counts the validation): what an epoch costs without
+    Lightning."""
     data = data_module(config)
     data.setup()
     module = build_module(config, data).to(device)
     optimizer = module.configure_optimizers()["optimizer"]
-    x, y = (t.to(device) for t in data.splits["train"])
+    (x, y), (x_val, y_val) = ((t.to(device) for t in data.splits[s]) for s in ("train", "val"))
     prefix = frozen_prefix(module.model)
     rest = module.model[len(prefix):] if prefix is not None else module.model
     data.encode_with(prefix)
-    x = data._encoded(x)  # once per example, as the run's loaders serve it
+    x, x_val = data._encoded(x), data._encoded(x_val)  # once per example, as the run's loaders
     graphs = StepGraphs(config.cuda_graphs)
     sampler = EpochPermutation(len(x), shuffle=True, seed=config.seed)
     seconds = 0.0
@@ -321,6 +323,11 @@ def bare_epoch_seconds(config, device: torch.device) -> float:
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(graphs(rest, (rest,), xb), yb).backward()
             optimizer.step()
+        module.eval()
+        with torch.no_grad():
+            for xb, yb in zip(x_val.split(data.eval_batch_size), y_val.split(data.eval_batch_size)):
+                F.cross_entropy(rest(xb), yb)
+        module.train()
         bench_layers.sync(device)
         seconds = time.perf_counter() - start
     return seconds

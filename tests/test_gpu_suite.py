@@ -74,6 +74,33 @@ def test_quick_epochs_are_timed_after_a_warm_up(monkeypatch):
 CPU = ["--device", "cpu", "--quick", "--data-dir", "{data}"]
 
 
+def test_the_bare_loops_epoch_validates_as_the_runs_epoch_does(monkeypatch, tmp_path, data_dir):
+    """A run's epoch seconds (its EpochTimer) count the validation pass, which Lightning runs
+    before the epoch's end: the bare loop it is compared with ("Lightning / bare PyTorch loop")
+    trained only. It now also takes the validation split's forward, in evaluation batches,
+    without gradient, in every epoch."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_suite
+
+    from lotterynet.config import make_config
+
+    seen = []  # (examples, whether a gradient was recorded) of each forward after the convs
+    build_module = gpu_suite.build_module
+
+    def spied(config, data):
+        module = build_module(config, data)
+        module.model[-1].register_forward_hook(
+            lambda layer, args, out: seen.append((len(out), torch.is_grad_enabled())))
+        return module
+
+    monkeypatch.setattr(gpu_suite, "build_module", spied)
+    config = make_config(dict(arch="lenet5", structure="subsetsum", activation="identity",
+                              epochs=2, limit_train=128, val_size=1500, data_dir=str(data_dir),
+                              accelerator="cpu", progress_bar=False, out=str(tmp_path / "run")))
+    gpu_suite.bare_epoch_seconds(config, torch.device("cpu"))
+    assert seen == [(64, True), (64, True), (1000, False), (500, False)] * 2
+
+
 @pytest.mark.parametrize("argv, line", [
     (["--nope"], "unrecognized arguments: --nope"),  # not the default device (no CUDA here)
     ([], "argument --device: the default 'cuda': this machine has no CUDA device(s); valid "
