@@ -61,22 +61,38 @@ WANDB_SERVER_MODES = ("online", "shared", "run")
 WANDB_NETRC_UPSTREAM = {"api.forge.coreweave.com": "api.wandb.ai"}
 
 
+def wandb_settings_files() -> dict[str, tuple[str, Path]]:
+    """The settings in W&B's settings files, each with the file that sets it, read as wandb
+    reads them as it starts (``wandb.sdk.lib.settings_file``): the global file
+    (``$WANDB_CONFIG_DIR/settings``, else ``~/.config/wandb/settings``; ``wandb login --host``
+    writes its ``base_url``), then the workspace's, which wins (``./wandb/settings`` in the
+    working folder, or ``./.wandb/settings`` where ``./.wandb`` exists, whatever
+    ``$WANDB_DIR`` says; ``wandb offline`` / ``wandb disabled`` write its ``mode``). wandb reads
+    a file it cannot parse as empty."""
+    import wandb
+
+    config_dir = os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb"
+    found: dict[str, tuple[str, Path]] = {}
+    for path in (Path(config_dir, "settings").expanduser(),
+                 Path(wandb.Settings().settings_workspace)):
+        settings = configparser.ConfigParser()
+        try:
+            settings.read(path)
+            found.update({key: (value, path) for key, value in settings.items("default")})
+        except (OSError, configparser.Error):
+            pass
+    return found
+
+
 def wandb_server() -> str:
     """The host (``host[:port]``) of the W&B server a run logs to, as wandb finds it:
-    ``$WANDB_BASE_URL``, else the ``base_url`` that ``wandb login --host`` writes into W&B's
-    settings file (``$WANDB_CONFIG_DIR/settings``, else ``~/.config/wandb/settings``), else
-    wandb's default server."""
+    ``$WANDB_BASE_URL``, else the ``base_url`` of W&B's settings files
+    (:func:`wandb_settings_files`), else wandb's default server."""
     import wandb
 
     url = os.environ.get("WANDB_BASE_URL")
     if not url:
-        settings = configparser.ConfigParser()
-        config_dir = os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb"
-        try:  # (wandb reads a file it cannot parse as empty)
-            settings.read(Path(config_dir, "settings").expanduser())
-        except (OSError, configparser.Error):
-            pass
-        url = settings.get("default", "base_url", fallback=None) or wandb.Settings().base_url
+        url, _ = wandb_settings_files().get("base_url", (wandb.Settings().base_url, None))
     return urlsplit(url).netloc
 
 
@@ -98,11 +114,23 @@ def wandb_has_api_key() -> bool:
     return entry is not None and bool(entry[2])
 
 
+def wandb_mode_and_source() -> tuple[str, str | None]:
+    """The mode a W&B run logs in and what set it, in wandb's own order: ``$WANDB_MODE``,
+    else the ``mode`` of W&B's settings files (:func:`wandb_settings_files`: what ``wandb
+    offline`` / ``wandb disabled`` set), named by their path; else lotterynet's own rule
+    (``None``): online where wandb finds an API key (:func:`wandb_has_api_key`), else offline
+    (wandb itself would go online and ask for a key)."""
+    if "WANDB_MODE" in os.environ:
+        return os.environ["WANDB_MODE"], "$WANDB_MODE"
+    if "mode" in (files := wandb_settings_files()):
+        mode, path = files["mode"]
+        return mode, f"the mode in W&B's settings file {str(path)!r}"
+    return ("online" if wandb_has_api_key() else "offline"), None
+
+
 def wandb_mode() -> str:
-    """``$WANDB_MODE``, else online where wandb finds an API key (:func:`wandb_has_api_key`),
-    else offline."""
-    mode = os.environ.get("WANDB_MODE")
-    return mode if mode is not None else ("online" if wandb_has_api_key() else "offline")
+    """The mode a W&B run logs in (:func:`wandb_mode_and_source`)."""
+    return wandb_mode_and_source()[0]
 
 
 def require_wandb() -> None:
@@ -114,14 +142,15 @@ def require_wandb() -> None:
     except ImportError:
         raise ConfigError("--wandb needs the wandb package, which is not installed "
                           "(pip install wandb, or run without W&B: --no-wandb)") from None
-    mode = wandb_mode()
+    mode, source = wandb_mode_and_source()
     if mode not in WANDB_MODES:
-        raise ConfigError(f"$WANDB_MODE is {mode!r}; valid choices: {', '.join(WANDB_MODES)} "
+        raise ConfigError(f"{source} is {mode!r}; valid choices: {', '.join(WANDB_MODES)} "
                           f"(or unset: online with an API key, else offline)")
     if mode in WANDB_SERVER_MODES and not wandb_has_api_key():
-        raise ConfigError(f"$WANDB_MODE is {mode!r} but no W&B API key is configured: run "
+        unset = "unset" if source == "$WANDB_MODE" else "`wandb offline` in this folder"
+        raise ConfigError(f"{source} is {mode!r} but no W&B API key is configured: run "
                           f"`wandb login` (or set $WANDB_API_KEY), or log offline "
-                          f"(WANDB_MODE=offline, or unset) and `wandb sync` later")
+                          f"(WANDB_MODE=offline, or {unset}) and `wandb sync` later")
 
 
 #: Characters W&B refuses in a project name; it says so only once the run has started.

@@ -1,7 +1,8 @@
 """Metric loggers of a run: a CSV log always, W&B on request.
 
 W&B goes offline by itself where wandb finds no API key for its server
-(:func:`~lotterynet.config_checks.wandb_has_api_key`); an explicit ``$WANDB_MODE`` always wins.
+(:func:`~lotterynet.config_checks.wandb_has_api_key`); ``$WANDB_MODE``, else the ``mode`` of
+W&B's settings files (``wandb offline``), wins (:func:`~lotterynet.config_checks.wandb_mode`).
 Offline runs land in ``RUN_DIR/wandb/offline-run-*`` (``$WANDB_DIR/wandb/`` where it is set, as
 W&B means it) and upload later with ``wandb sync``.
 """
@@ -460,7 +461,7 @@ def close_wandb_run(run, exit_code: int = 0) -> str | None:
     complete (None for a disabled run, which writes nothing)."""
     run_dir = Path(run.dir).parent
     run.finish(exit_code=exit_code)
-    if run.settings.mode == "disabled":  # ($WANDB_MODE)
+    if run.settings.mode == "disabled":  # ($WANDB_MODE, a settings file)
         return None
     wait_for_record_log(run_dir)
     return str(run_dir)

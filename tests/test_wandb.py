@@ -56,15 +56,30 @@ NETRC_ENTRY = "machine {}\n  login user\n  password " + "k" * 40 + "\n"
     ({".netrc": "wandb.example.com",  # (wandb login --host writes both)
       ".config/wandb/settings": "[default]\nbase_url = https://wandb.example.com\n"}, {}, "online"),
     ({".netrc": "api.wandb.ai"}, {"WANDB_BASE_URL": "https://wandb.example.com"}, "offline"),
+    # the workspace's settings file (the working folder's wandb/) wins over the global one
+    ({".netrc": "wandb.example.com",
+      ".config/wandb/settings": "[default]\nbase_url = https://other.example.com\n",
+      "wandb/settings": "[default]\nbase_url = https://wandb.example.com\n"}, {}, "online"),
+    # `wandb offline` / `wandb disabled` in the working folder, over a key and a global mode
+    ({".netrc": None, ".config/wandb/settings": "[default]\nmode = disabled\n",
+      "wandb/settings": "[default]\nmode = offline\n"}, {}, "offline"),
+    ({".config/wandb/settings": "[default]\nmode = disabled\n"}, {"WANDB_API_KEY": "k" * 40},
+     "disabled"),
+    ({"wandb/settings": "[default]\nmode = offline\n"}, {"WANDB_MODE": "online"}, "online"),
 ], ids=["env-key", "no-key", "wandb-login", "netrc-env", "base-url-env", "settings-base-url",
-        "another-servers-key"])
+        "another-servers-key", "workspace-base-url", "workspace-mode", "settings-mode",
+        "env-mode-over-settings"])
 def test_a_wandb_run_is_online_where_wandb_finds_an_api_key(tmp_path, monkeypatch, files, env,
                                                             mode):
-    """Without ``$WANDB_MODE`` a run is online where wandb finds an API key for its server, as
-    README says: it was offline unless ``$WANDB_API_KEY`` or ``~/.netrc`` held one for
-    api.wandb.ai, read as Python reads ``~/.netrc`` (none in a file others may read), while
-    wandb reads ``$NETRC``'s file, a self-hosted server's entry (``$WANDB_BASE_URL``, or the
-    ``base_url`` of its settings file) and, in wandb 0.31, its default server's."""
+    """Without ``$WANDB_MODE`` nor a ``mode`` in W&B's settings files a run is online where
+    wandb finds an API key for its server, as README says: it was offline unless
+    ``$WANDB_API_KEY`` or ``~/.netrc`` held one for api.wandb.ai, read as Python reads
+    ``~/.netrc`` (none in a file others may read), while wandb reads ``$NETRC``'s file, a
+    self-hosted server's entry (``$WANDB_BASE_URL``, or the ``base_url`` of its settings
+    files) and, in wandb 0.31, its default server's. The mode that ``wandb offline``
+    (``disabled``) writes into the working folder's ``wandb/settings`` was overridden by
+    lotterynet's own (online, with a key): wandb's order holds, ``$WANDB_MODE``, then the
+    workspace's settings file, then the global one."""
     import wandb
 
     from lotterynet.config_checks import wandb_mode
@@ -73,14 +88,42 @@ def test_a_wandb_run_is_online_where_wandb_finds_an_api_key(tmp_path, monkeypatc
     for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_CONFIG_DIR", "NETRC"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
     for name, value in env.items():
         monkeypatch.setenv(name, str(tmp_path / value) if name == "NETRC" else value)
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        is_netrc = not name.startswith(".config")
+        is_netrc = not name.endswith("settings")
         (tmp_path / name).write_text(NETRC_ENTRY.format(text or default) if is_netrc else text)
         (tmp_path / name).chmod(0o644)
     assert wandb_mode() == mode
+
+
+@pytest.mark.parametrize("mode, said", [
+    ("bogus", "the mode in W&B's settings file {!r} is 'bogus'; valid choices: online, offline, "
+              "disabled, shared, dryrun, run (or unset: online with an API key, else offline)"),
+    ("online", "the mode in W&B's settings file {!r} is 'online' but no W&B API key is "
+               "configured: run `wandb login` (or set $WANDB_API_KEY), or log offline "
+               "(WANDB_MODE=offline, or `wandb offline` in this folder) and `wandb sync` later"),
+], ids=["bogus", "online-without-a-key"])
+def test_a_bad_wandb_mode_from_a_settings_file_is_refused_naming_the_file(tmp_path, monkeypatch,
+                                                                          mode, said):
+    """A mode wandb refuses, or a server mode without an API key (what ``wandb enabled``
+    writes), set in the working folder's W&B settings file is refused as ``$WANDB_MODE``'s is,
+    naming the file it came from (not ``$WANDB_MODE``, which is unset)."""
+    from lotterynet.config_checks import require_wandb
+    from lotterynet.errors import ConfigError
+
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wandb").mkdir()
+    (tmp_path / "wandb" / "settings").write_text(f"[default]\nmode = {mode}\n")
+    with pytest.raises(ConfigError) as refused:
+        require_wandb()
+    assert str(refused.value) == said.format(str(tmp_path / "wandb" / "settings"))
 
 
 def test_a_new_wandb_dir_is_made_before_wandb_starts(tmp_path, monkeypatch, capfd):
