@@ -97,11 +97,13 @@ def wandb_server() -> str:
 
 
 def wandb_has_api_key() -> bool:
-    """Whether wandb finds an API key for its server (:func:`wandb_server`), where wandb looks
-    for one without asking: ``$WANDB_API_KEY``, else the server's entry in the netrc file that
+    """Whether wandb finds credentials for its server (:func:`wandb_server`), where wandb 0.31
+    looks for them without asking (``wandb.sdk.lib.wbauth.authenticate``): ``$WANDB_API_KEY``
+    or ``$WANDB_IDENTITY_TOKEN_FILE``, else the server's entry in the netrc file that
     ``wandb login`` writes (``$NETRC``, else ``~/.netrc``; read as wandb reads it, whatever its
-    permissions)."""
-    if os.environ.get("WANDB_API_KEY"):
+    permissions), else the ``api_key`` of W&B's settings files (:func:`wandb_settings_files`)."""
+    key, _ = wandb_settings_files().get("api_key", ("", None))
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE") or key:
         return True
     server = wandb_server()
     path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()

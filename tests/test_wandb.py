@@ -60,6 +60,9 @@ NETRC_ENTRY = "machine {}\n  login user\n  password " + "k" * 40 + "\n"
     ({".netrc": "wandb.example.com",
       ".config/wandb/settings": "[default]\nbase_url = https://other.example.com\n",
       "wandb/settings": "[default]\nbase_url = https://wandb.example.com\n"}, {}, "online"),
+    ({}, {"WANDB_IDENTITY_TOKEN_FILE": "token.jwt"}, "online"),
+    ({".config/wandb/settings": f"[default]\napi_key = {'k' * 40}\n"}, {}, "online"),
+    ({"wandb/settings": f"[default]\napi_key = {'k' * 40}\n"}, {}, "online"),
     # `wandb offline` / `wandb disabled` in the working folder, over a key and a global mode
     ({".netrc": None, ".config/wandb/settings": "[default]\nmode = disabled\n",
       "wandb/settings": "[default]\nmode = offline\n"}, {}, "offline"),
@@ -67,8 +70,8 @@ NETRC_ENTRY = "machine {}\n  login user\n  password " + "k" * 40 + "\n"
      "disabled"),
     ({"wandb/settings": "[default]\nmode = offline\n"}, {"WANDB_MODE": "online"}, "online"),
 ], ids=["env-key", "no-key", "wandb-login", "netrc-env", "base-url-env", "settings-base-url",
-        "another-servers-key", "workspace-base-url", "workspace-mode", "settings-mode",
-        "env-mode-over-settings"])
+        "another-servers-key", "workspace-base-url", "identity-token-file", "settings-api-key",
+        "workspace-api-key", "workspace-mode", "settings-mode", "env-mode-over-settings"])
 def test_a_wandb_run_is_online_where_wandb_finds_an_api_key(tmp_path, monkeypatch, files, env,
                                                             mode):
     """Without ``$WANDB_MODE`` nor a ``mode`` in W&B's settings files a run is online where
@@ -76,21 +79,24 @@ def test_a_wandb_run_is_online_where_wandb_finds_an_api_key(tmp_path, monkeypatc
     ``$WANDB_API_KEY`` or ``~/.netrc`` held one for api.wandb.ai, read as Python reads
     ``~/.netrc`` (none in a file others may read), while wandb reads ``$NETRC``'s file, a
     self-hosted server's entry (``$WANDB_BASE_URL``, or the ``base_url`` of its settings
-    files) and, in wandb 0.31, its default server's. The mode that ``wandb offline``
-    (``disabled``) writes into the working folder's ``wandb/settings`` was overridden by
-    lotterynet's own (online, with a key): wandb's order holds, ``$WANDB_MODE``, then the
-    workspace's settings file, then the global one."""
+    files) and, in wandb 0.31, its default server's; ``$WANDB_IDENTITY_TOKEN_FILE`` and a
+    settings file's ``api_key`` too. The mode that ``wandb offline`` (``disabled``) writes
+    into the working folder's ``wandb/settings`` was overridden by lotterynet's own (online,
+    with a key): wandb's order holds, ``$WANDB_MODE``, then the workspace's settings file,
+    then the global one."""
     import wandb
 
     from lotterynet.config_checks import wandb_mode
 
     default = urlsplit(wandb.Settings().base_url).netloc
-    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_CONFIG_DIR", "NETRC"):
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_CONFIG_DIR", "NETRC",
+                 "WANDB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     for name, value in env.items():
-        monkeypatch.setenv(name, str(tmp_path / value) if name == "NETRC" else value)
+        monkeypatch.setenv(name, str(tmp_path / value) if name in ("NETRC",
+                           "WANDB_IDENTITY_TOKEN_FILE") else value)
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         is_netrc = not name.endswith("settings")
@@ -114,7 +120,7 @@ def test_a_bad_wandb_mode_from_a_settings_file_is_refused_naming_the_file(tmp_pa
     from lotterynet.config_checks import require_wandb
     from lotterynet.errors import ConfigError
 
-    for name in ("WANDB_MODE", "WANDB_API_KEY", "NETRC"):
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "NETRC"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
