@@ -76,6 +76,11 @@ def recipe_lr(arch: str, lr: float | None) -> float:
     return recipe(arch).lr if lr is None else lr
 
 
+#: The distribution of random frozen conv filters where neither their own init nor the layers'
+#: is given: Kaiming normal, the paper's text.
+FROZEN_CONV_INIT = "kaiming_normal"
+
+
 @dataclass
 class Layers:
     """Builds the layers of one model; layer ``i`` gets seed ``layer_seed(seed, str(i))``, so the
@@ -119,9 +124,9 @@ class Layers:
     def frozen_conv(self, c_in: int, c_out: int, kernel: int, padding: int = 0,
                     init: str | None = None) -> nn.Module:
         """A conv with random frozen filters and no mask (LeNet5 in the paper), drawn from
-        ``init``, else the layers' ``init``, else Kaiming normal (the paper's text)."""
+        ``init``, else the layers' ``init``, else :data:`FROZEN_CONV_INIT`."""
         return FrozenConv2d(c_in, c_out, kernel, padding=padding,
-                            init=init or self.init or "kaiming_normal", seed=self._next_seed())
+                            init=init or self.init or FROZEN_CONV_INIT, seed=self._next_seed())
 
 
 class FrozenConv2d(nn.Conv2d):

@@ -399,11 +399,18 @@ def unread_by(*, wandb: bool, arch: str, train_weights: bool, subnet_convs: bool
                                   f"not a timm:<name>")
         unread["exclude"] = (f"it names layers that the conversion of a timm:<name> model "
                              f"leaves as they are, and --arch {arch} is not one")
+    family = split_arch(arch)[0]
+    if family != "lenet5":
+        unread["subnet_convs"] = (f"it makes LeNet5's random frozen convs subnet layers; "
+                                  f"--arch {arch} has none")
+    if family != "lenet5" or subnet_convs:
+        unread["conv_init"] = (f"it draws LeNet5's random frozen conv filters; --arch {arch}"
+                               f"{' --subnet-convs' * subnet_convs} has none")
     if train_weights:
         why = "the trained dense baseline (--train-weights) has no masks and no structure"
         unread.update({name: why for name in ("structure", "sparsity", "match", "score_init",
                                               *STRUCTURE_OPTIONS)})
-        frozen_convs = split_arch(arch)[0] == "lenet5" and not subnet_convs
+        frozen_convs = family == "lenet5" and not subnet_convs
         if not frozen_convs or conv_init is not None:
             unread["init"] = (f"it draws frozen random weights, and the trained baseline of "
                               f"--arch {arch} has none"

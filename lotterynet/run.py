@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from .archs import FROZEN_CONV_INIT
 from .checkpointing import (
     CHECKPOINTS,
     LAST,
@@ -88,7 +89,7 @@ from .run_stops import (
     reporting_interrupts_before_fit,
     reporting_out_of_memory,
 )
-from .structures import without_ignored_options
+from .structures import STRUCTURES, without_ignored_options
 from .trainer_options import (
     default_strategy,
     epoch_checkpoint,
@@ -361,9 +362,27 @@ def check_same_run(resumed: Resumed, config: RunConfig) -> None:
 def wandb_config(config: RunConfig, spec: dict, lr: float) -> dict:
     """A run's W&B config (a stack member's too, as its single run's): the structure built
     (``spec``'s: "dense" for a trained baseline, whose config does not read one), its options,
-    its learning rate and a wide net's width."""
+    the distributions it draws from where its config leaves them to a default
+    (:func:`drawn_inits`), its learning rate and a wide net's width."""
     width = {"width": spec["width"]} if "width" in spec else {}  # --structure wide's
-    return {"structure": spec["structure"], **read_options(config), "lr": lr, **width}
+    read = read_options(config)
+    return {"structure": spec["structure"], **read, **drawn_inits(config, spec["structure"], read),
+            "lr": lr, **width}
+
+
+def drawn_inits(config: RunConfig, structure: str, read: dict) -> dict:
+    """``init`` and ``conv_init`` as the run draws them where it reads them (``read``) and its
+    config leaves them unset (None: a W&B filter on the init would miss the run): ``init``,
+    the built ``structure``'s ``default_init`` (a trained baseline's, which only LeNet5's
+    frozen convs read, :data:`~lotterynet.archs.FROZEN_CONV_INIT`); ``conv_init``, ``init``,
+    else ``FROZEN_CONV_INIT`` (``Layers.frozen_conv``)."""
+    drawn = {}
+    if "init" in read and config.init is None:
+        drawn["init"] = (FROZEN_CONV_INIT if config.train_weights
+                         else STRUCTURES.get(structure).default_init)
+    if "conv_init" in read and config.conv_init is None:
+        drawn["conv_init"] = config.init or FROZEN_CONV_INIT
+    return drawn
 
 
 def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,

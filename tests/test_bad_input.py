@@ -734,6 +734,8 @@ CASES = [
     (["--arch", "fc2", "--conv-init", "scaled_uniform"], ["conv_init", "lenet5", "'fc2'"]),
     (["--arch", "lenet5", "--subnet-convs", "--conv-init", "uniform"],
      ["conv_init", "--subnet-convs"]),
+    (["--arch", "fc2", "--no-subnet-convs"],
+     ["--no-subnet-convs does nothing in this run", "--arch fc2 has none", "drop it"]),
     # data folders
     (["--data-dir", "{corrupt_data}"], ["mnist", "corrupt-data", "corrupt or unreadable"]),
     (["--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1", "--data-dir",

@@ -303,6 +303,45 @@ def test_the_trained_baselines_wandb_config_names_its_structure(tmp_path, data_d
     assert run_config(written)["structure"] == results["spec"]["structure"] == "dense"
 
 
+@pytest.mark.parametrize("values, shown", [
+    ({"arch": "fc2"}, {"init": "kaiming_normal"}),
+    ({"arch": "fc2", "structure": "malach"}, {"init": "uniform"}),
+    ({"arch": "fc2", "structure": "wide", "init": "signed_constant"}, {"init": "signed_constant"}),
+    ({"arch": "lenet5", "structure": "orseau"},
+     {"init": "hyperbolic", "subnet_convs": False, "conv_init": "kaiming_normal"}),
+    ({"arch": "lenet5", "init": "uniform"},
+     {"init": "uniform", "subnet_convs": False, "conv_init": "uniform"}),
+    ({"arch": "lenet5", "subnet_convs": True}, {"init": "kaiming_normal", "subnet_convs": True}),
+    ({"arch": "lenet5", "train_weights": True},
+     {"init": "kaiming_normal", "subnet_convs": False, "conv_init": "kaiming_normal"}),
+], ids=["fc2", "fc2-malach", "fc2-wide-init", "lenet5-orseau", "lenet5-init", "lenet5-subnet",
+        "lenet5-trained"])
+def test_a_runs_wandb_config_shows_the_inits_it_drew_and_no_convs_option_it_has_none_for(
+        values, shown):
+    """An fc2 run's W&B config showed ``init: null`` (the structure's default), so a filter on
+    ``init`` missed it, and LeNet5's ``conv_init: null`` and ``subnet_convs: false``, which an
+    fc2 run has no convs for. It shows the distributions the run draws from (building the model
+    with them gives the same tensors), and leaves out the conv options of a run without frozen
+    convs; results.json's config is unchanged (resume and sweeps read it)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from lotterynet.models import build_model
+    from lotterynet.run import model_spec, wandb_config
+
+    config = make_config(values)
+    spec = model_spec(config, SimpleNamespace(in_channels=1, image_size=28, num_classes=10))
+    logged = wandb_config(config, spec, 0.1)
+    inits = ("init", "subnet_convs", "conv_init")
+    assert {k: logged[k] for k in inits if k in logged} == shown
+    assert {"init": values.get("init"), "subnet_convs": values.get("subnet_convs", False),
+            "conv_init": None} == {k: config.to_dict()[k] for k in inits}
+    drawn = build_model(**{**spec, "init": shown["init"]} | (
+        {"conv_init": shown["conv_init"]} if "conv_init" in shown else {})).state_dict()
+    assert all(torch.equal(t, drawn[k]) for k, t in build_model(**spec).state_dict().items())
+
+
 def test_a_stop_ends_only_a_wandb_run_that_started_and_is_open(tmp_path, monkeypatch):
     """A stop (Ctrl-C, SIGTERM) closes its run's W&B run with 130 or 143 (ae0518e); but a stop
     after the run was closed (a stack logging its members) raised W&B's 'Run ... is finished'
