@@ -468,8 +468,8 @@ def run_one(args: argparse.Namespace) -> int:
 
     keep_freed_memory()
     with stopped(BEGUN):
-        with as_a_sweeps_job(config):
-            results = run(config)
+        with as_a_sweeps_job(config) as job_type:
+            results = run(config, job_type)
         if not is_launched_worker():
             print(summary_line(results), flush=True)
     return 0

@@ -293,6 +293,12 @@ class RunWandbLogger(WandbLogger):
         pass
 
 
+#: The W&B job type of a sweep's cell's own run, single or a stack member's, beside a stack's
+#: (``stack``) and a sweep's summary run (``sweep-summary``): W&B's runs table groups or filters
+#: a sweep's group by it, its cells apart from the runs that span several.
+CELL_JOB = "cell"
+
+
 def wandb_config(config: dict) -> dict:
     """What a W&B run's config shows: what the run computes, without where its files go or
     how it is logged (``out``, ``overwrite``, ``progress_bar``, the W&B options, …)."""

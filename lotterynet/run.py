@@ -290,9 +290,10 @@ def epochs_completed(trainer: pl.Trainer) -> int:
     return trainer.current_epoch - (partial and trainer.current_epoch > 0)
 
 
-def run(config: RunConfig) -> dict:
+def run(config: RunConfig, job_type: str | None = None) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the
-    config, the parameter counts and the final metrics. SIGTERM stops it with
+    config, the parameter counts and the final metrics; ``job_type``: its W&B run's (a sweep's
+    cell's, :data:`~lotterynet.loggers.CELL_JOB`). SIGTERM stops it with
     :class:`Interrupted` from its start to its results (:class:`~lotterynet.lifetime.
     SigtermStop`), also outside Lightning's fit and test. W&B's own errors are one line
     (:class:`~lotterynet.errors.WandbFailed`) saying how it goes on (:func:`after_wandb_failed`)."""
@@ -303,10 +304,10 @@ def run(config: RunConfig) -> dict:
         own = run_dir_of(config) / CHECKPOINTS / LAST if config.resume else None
         with reporting_interrupts_before_fit(own, resumed=config.resume,
                                              nothing=None if config.resume else START_OVER):
-            return set_up_and_run(config, sigterm)
+            return set_up_and_run(config, sigterm, job_type)
 
 
-def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
+def set_up_and_run(config: RunConfig, sigterm: SigtermStop, job_type: str | None) -> dict:
     """:func:`run` once its SIGTERM handler is installed."""
     if config.wandb:
         check_wandb_environment()
@@ -340,7 +341,7 @@ def set_up_and_run(config: RunConfig, sigterm: SigtermStop) -> dict:
         spec, lr = module.hparams.spec, module.hparams.optim["lr"]
         with reporting_wandb_failure(f"run {str(run_dir)!r}: W&B failed to log it",
                                      partial(after_wandb_failed, run_dir, config.resume)):
-            loggers = make_loggers(run_dir, wandb_config(config, spec, lr), resumed)
+            loggers = make_loggers(run_dir, wandb_config(config, spec, lr), resumed, job_type)
             return train_and_test(config, run_dir, data, module, loggers, counts, densities,
                                   resumed, sigterm)
 

@@ -62,6 +62,7 @@ from .datamodule import TensorDataModule
 from .errors import ConfigError, OutOfMemory, TrainingDiverged, plural
 from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import (
+    CELL_JOB,
     METRICS_FILE,
     WANDB_ENDED_FILE,
     WANDB_ID_FILE,
@@ -304,7 +305,7 @@ def log_member_run(config: RunConfig, cell: Path, results: dict) -> None:
     # (its W&B run last: from its start to its end only make_loggers' replay and
     # finish_wandb, which end it where they fail or are stopped)
     loggers = make_loggers(cell, wandb_config(config, results["spec"], results["lr"]),
-                           resumed, replay=True)
+                           resumed, CELL_JOB, replay=True)
     results["wandb_dir"] = finish_wandb(loggers, summary,
                                         {"": ticket} if ticket.is_file() else None,
                                         checkpoint=cell / CHECKPOINTS / LAST
@@ -323,7 +324,7 @@ def log_diverged_member(config: RunConfig, cell: Path, settings: dict, rows: lis
     failed it logs again under the id its cell keeps, as :func:`log_member_run` does (its
     stopped run's offline folder and the new one are one W&B run)."""
     loggers = make_loggers(cell, wandb_config(config, settings["spec"], settings["optim"]["lr"]),
-                           replay=True)
+                           job_type=CELL_JOB, replay=True)
     with ending_wandb_on_failure(partial(end_open_wandb, loggers)):
         replay_history(loggers[-1], rows)
     ended = finish_wandb(loggers, {}, exit_code=TrainingDiverged.exit_code)  # (ends it on failure)

@@ -74,6 +74,7 @@ from .grid import (
     spelled_labels,
     sweep_dir_of,
 )
+from .loggers import CELL_JOB
 from .run import run
 from .run_dir import END_FILES, RESULTS, read_results, run_dir_of, write_json_atomic
 from .run_stops import needs_less, run_again
@@ -309,11 +310,12 @@ def continued_by_the_sweep(name: str, config: RunConfig, what: str = "sweep"):
     own line gave the ``--resume`` of that one cell, which left the rest of the sweep unrun.
     ``what``: what runs it again (:func:`run_again`; a W&B agent's ``--cell``,
     :func:`run_one_cell`, the same ``--cell command``). What needs less memory is then the
-    sweep's (:func:`~lotterynet.run_stops.needs_less`): a smaller batch given to it."""
+    sweep's (:func:`~lotterynet.run_stops.needs_less`): a smaller batch given to it. It
+    gives the job type of the cell's W&B run (:data:`~lotterynet.loggers.CELL_JOB`)."""
     checkpoint = run_dir_of(config) / CHECKPOINTS / LAST
     again, over = run_again(what)
     try:
-        yield
+        yield CELL_JOB
     except Interrupted as err:
         raise run_again_to_go_on(err, f"cell {name}", checkpoint, what) from None
     except OutOfMemory as err:
@@ -325,15 +327,16 @@ def continued_by_the_sweep(name: str, config: RunConfig, what: str = "sweep"):
 def run_in_the_sweep(name: str, config: RunConfig) -> None:
     """Cell ``name`` run in the sweep's process, as the sweep continues it
     (:func:`continued_by_the_sweep`)."""
-    with continued_by_the_sweep(name, config):
-        run(config)
+    with continued_by_the_sweep(name, config) as job_type:
+        run(config, job_type)
 
 
 def as_a_sweeps_job(config: RunConfig) -> contextlib.AbstractContextManager:
     """Where this process is a sweep's job for one cell (``train.py --config CELL/cell.yaml``,
     :data:`SWEEP_JOB` in its environment), the run of ``config`` goes on as the sweep's cells
     do (:func:`continued_by_the_sweep`): the sweep quotes its line
-    (:func:`~lotterynet.sweep_jobs.reported`)."""
+    (:func:`~lotterynet.sweep_jobs.reported`); it gives the run's W&B job type (None for a run
+    that is no sweep's job)."""
     if not os.environ.get(SWEEP_JOB):
         return contextlib.nullcontext()
     return continued_by_the_sweep(run_dir_of(config).name, config)
@@ -375,8 +378,8 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str, go_on: bool = False,
         if config is None:
             print(f"cell {name} is done: {sweep_dir / 'cells' / name / RESULTS}")
             return 0
-        with continued_by_the_sweep(name, config, "--cell command"):
-            results = run(config)
+        with continued_by_the_sweep(name, config, "--cell command") as job_type:
+            results = run(config, job_type)
         relocate(sweep_dir / "cells" / name, read_results(sweep_dir / "cells" / name))
     print(f"cell {name}: test {100 * results['test_acc']:.2f}% | {results['run_dir']}")
     return 0

@@ -985,14 +985,14 @@ def test_a_stack_is_one_wandb_run_with_every_members_metrics(tmp_path, data_dir,
 
 
 def logged_run(folder: Path) -> dict:
-    """What the offline W&B run whose files are in ``folder`` holds: its name, id, group,
-    config, summary, the keys of its history and the names of its artifacts."""
+    """What the offline W&B run whose files are in ``folder`` holds: its name, id, group, job
+    type, config, summary, the keys of its history and the names of its artifacts."""
     logged = {"config": {}, "history": set(), "artifacts": []}
     for record in read_wandb_records(next(folder.glob("run-*.wandb"))):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             logged.update(name=record.run.display_name, id=record.run.run_id,
-                          group=record.run.run_group)
+                          group=record.run.run_group, job_type=record.run.job_type)
             logged["config"].update({i.key: json.loads(i.value_json)
                                      for i in record.run.config.update if i.key != "_wandb"})
         elif kind == "history":
@@ -1011,7 +1011,8 @@ def test_each_finished_member_is_the_wandb_run_its_single_run_would_be(tmp_path,
     ticket, its test accuracy its results.json's; its id kept in its cell, which a resume of
     the cell continues, and the stack says it logs them (seconds each, silent before). The
     stack run again logs no member again. With ``--log-model`` its checkpoint is its
-    ``model-<id>`` artifact, as a single run's (a member's run had none)."""
+    ``model-<id>`` artifact, as a single run's (a member's run had none). Its job type is a
+    sweep's cell's, ``cell`` (it had none)."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     base = dict(arch="fc2", structure="dense", limit_train=300, val_size=100, epochs=1,
                 progress_bar=False, data_dir=str(data_dir), wandb=True, wandb_group="g",
@@ -1027,8 +1028,8 @@ def test_each_finished_member_is_the_wandb_run_its_single_run_would_be(tmp_path,
         (folder,) = (cell / "wandb").glob("offline-run-*")
         logged = logged_run(folder)
         assert json.loads((cell / "results.json").read_text())["wandb_dir"] == str(folder)
-        assert (logged["name"], logged["id"], logged["group"]) == (cell.name,
-                                                                   own_wandb_id(cell), "g")
+        assert (logged["name"], logged["id"], logged["group"], logged["job_type"]) == (
+            cell.name, own_wandb_id(cell), "g", "cell")
         assert wandb_run_id(cell, cell / "checkpoints" / "last.ckpt") == (logged["id"], True)
         assert logged["config"]["sparsity"] == config.sparsity
         assert logged["summary"]["test/acc"] == pytest.approx(member["test_acc"])

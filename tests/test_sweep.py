@@ -979,7 +979,7 @@ def test_a_cell_run_that_would_set_aside_its_finished_cell_asks_for_yes(tmp_path
     aside and trained it anew without asking, where the whole sweep is refused (above). It is
     refused by the same check, of its one cell, before it writes anything; with --yes it sets
     the cell aside and trains it anew."""
-    def ran(config):
+    def ran(config, job_type=None):
         results = {"finished": True, "config": config.to_dict(), "test_acc": 0.5,
                    "run_dir": config.out}
         Path(config.out).mkdir(parents=True, exist_ok=True)
@@ -2000,7 +2000,7 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
     file is not read again while the process stops)."""
     from lotterynet.errors import Interrupted, interrupted
 
-    def stopped(config):
+    def stopped(config, job_type=None):
         if checkpointed:  # (bytes that a read would refuse: the epoch is the run's)
             (Path(config.out) / "checkpoints").mkdir(parents=True)
             (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"not read")
@@ -2038,7 +2038,7 @@ def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
     from lotterynet.errors import OutOfMemory
     from lotterynet.run_stops import needs_less, reporting_out_of_memory
 
-    def ran_out(config):
+    def ran_out(config, job_type=None):
         if checkpointed:
             (Path(config.out) / "checkpoints").mkdir(parents=True)
             (Path(config.out) / "checkpoints" / "last.ckpt").write_bytes(b"")
@@ -2088,7 +2088,7 @@ def failing_at(sparsity: float, error: Exception, monkeypatch, structure: str | 
     """The sweep's runs, stood in for: the cell of ``sparsity`` (of ``structure``'s variant,
     where given) raises ``error``, the others write a finished cell's results at once; no
     figure is drawn."""
-    def ran(config):
+    def ran(config, job_type=None):
         if config.sparsity == sparsity and structure in (None, config.structure):
             raise error
         results = {"finished": True, "config": config.to_dict(), "test_acc": 0.5,
@@ -2265,7 +2265,7 @@ def test_sweeps_in_folders_of_one_name_log_to_groups_of_their_own(tmp_path, monk
     a sweep ran in before groups were kept logs to its name, as its cells did;
     ``--wandb-group`` still chooses."""
     groups = []
-    monkeypatch.setattr(sweep_module, "run", lambda config: groups.append(
+    monkeypatch.setattr(sweep_module, "run", lambda config, job_type=None: groups.append(
         config.wandb_group) or {"test_acc": 0.5, "run_dir": config.out})
 
     def group(out: Path, *flags: str) -> str:

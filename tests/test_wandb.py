@@ -342,6 +342,26 @@ def test_a_runs_wandb_config_shows_the_inits_it_drew_and_no_convs_option_it_has_
     assert all(torch.equal(t, drawn[k]) for k, t in build_model(**spec).state_dict().items())
 
 
+def test_a_cell_the_sweep_runs_is_a_wandb_run_of_job_type_cell(tmp_path, data_dir,
+                                                              monkeypatch):
+    """A sweep's cells' own W&B runs had no job type, beside its stacks' (``stack``) and its
+    summary run's (``sweep-summary``): W&B's runs table could not group or filter the cells
+    apart from the runs that span several. A cell the sweep runs (in its process, as its job,
+    or a ``--cell`` command: :func:`~lotterynet.sweep.continued_by_the_sweep`) is of job type
+    ``cell``, as a stacked cell's own run is (test_stack)."""
+    from lotterynet.sweep import run_in_the_sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cell = tmp_path / "cells" / "dense-s0.5"
+    run_in_the_sweep(cell.name, make_config({
+        "arch": "fc2", "structure": "dense", "epochs": 1, "limit_train": 100, "val_size": 100,
+        "progress_bar": False, "wandb": True, "data_dir": str(data_dir), "out": str(cell)}))
+    (written,) = (cell / "wandb").glob("offline-run-*")
+    (job_type,) = [record.run.job_type for record in read_wandb_records(
+        next(written.glob("run-*.wandb"))) if record.WhichOneof("record_type") == "run"]
+    assert job_type == "cell"
+
+
 def test_a_stop_ends_only_a_wandb_run_that_started_and_is_open(tmp_path, monkeypatch):
     """A stop (Ctrl-C, SIGTERM) closes its run's W&B run with 130 or 143 (ae0518e); but a stop
     after the run was closed (a stack logging its members) raised W&B's 'Run ... is finished'
