@@ -347,8 +347,10 @@ class MemberResults(pl.Callback):
         write_ticket(member, cell)
         last = history[-1] if history else {}
         seconds = self.timer.seconds[:budget]
-        results = {
-            "finished": True, "config": settings["config"], "spec": settings["spec"],
+        config = settings["config"]
+        results = {  # (its config's out, unset, is its cell, as a single run's is its folder)
+            "finished": True, "config": {**config, "out": config["out"] or str(cell)},
+            "spec": settings["spec"],
             "lr": settings["optim"]["lr"], "params": counts, "layer_density": densities, **tested,
             "val_acc": last.get("val/acc"), "train_acc": last.get("train/acc"),
             "val_epoch": budget if "val/acc" in last else None,
@@ -356,6 +358,9 @@ class MemberResults(pl.Callback):
             "train_seconds": sum(seconds), "device": device_name(trainer), "devices": 1,
             "mask_digests": [mask_digest(member)], "run_dir": str(cell),
             "stack": {"dir": str(self.stack_dir), "members": len(module.budgets)},
+            # (a single run's W&B folder: with --wandb, its W&B run's once logged, which its
+            # absence says it is not yet, stack.unlogged_members)
+            **({} if config["wandb"] else {"wandb_dir": None}),
         }
         write_json_atomic(results, cell / RESULTS)
 

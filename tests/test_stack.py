@@ -900,7 +900,10 @@ def test_a_stack_counts_steps_as_its_single_runs(tmp_path, data_dir):
     """Lightning counts a step per optimizer step, S a batch in a stack of S: the stack's
     checkpoint said global_step 30 after 2 epochs of 10 batches with members of 2 and 1
     epochs. It says 20, the longest member's single run's; each member's checkpoint says its
-    single run's (20, 10), and its history has the single run's steps."""
+    single run's (20, 10), and its history has the single run's steps. Its results.json had
+    ``config.out: null`` (its config left it unset) and no ``wandb_dir``, where its single
+    run's has its folder and ``wandb_dir`` (None without W&B): it has both, its out its cell,
+    and beyond them only its ``stack``."""
     base = dict(arch="fc2", structure="dense", limit_train=640, val_size=100,
                 progress_bar=False, data_dir=str(data_dir))
     configs = [make_config({**base, "sparsity": s, "epochs": e}) for s, e in ((0.5, 2),
@@ -917,6 +920,10 @@ def test_a_stack_counts_steps_as_its_single_runs(tmp_path, data_dir):
         run(make_config({**config.to_dict(), "out": str(single_dir)}))
         assert global_step(cell) == global_step(single_dir) == steps
         assert_history_as_a_single_runs(cell, single_dir)
+        member, single = (json.loads((f / "results.json").read_text()) for f in (cell,
+                                                                                 single_dir))
+        assert set(member) == {*single, "stack"} and member["wandb_dir"] is None
+        assert member["config"] == {**single["config"], "out": str(cell)}
 
 
 def test_a_copied_stack_logs_the_tickets_of_its_own_cells(tmp_path, data_dir, monkeypatch):
