@@ -5,6 +5,7 @@ run (:func:`log_to_wandb`)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import statistics
@@ -276,13 +277,22 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     return sweep_dir / FIGURES[0]
 
 
+#: Written in a sweep's folder once its W&B summary run holds its table and figure: a digest
+#: of what was logged (:func:`log_to_wandb`).
+WANDB_LOGGED_FILE = "wandb-logged"
+
+
 def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
     """The sweep's table and figure, as a run of its own in the cells' W&B group (and
     project, entity, tags, notes): one run per sweep (its id kept in the sweep's folder,
     beside the figure), which each aggregation resumes; its W&B files where the cells' go
     (:func:`~lotterynet.loggers.wandb_dir`). Its config is the sweep's resolved grid, as its
     folder's :data:`SWEEP_FILE` holds it (base, variants, sparsities, epochs, seeds), the base
-    as a run's config shows it (:func:`~lotterynet.loggers.wandb_config`)."""
+    as a run's config shows it (:func:`~lotterynet.loggers.wandb_config`). Logged only where
+    that run does not hold them yet (:data:`WANDB_LOGGED_FILE` says what it holds): the sweep
+    run again with nothing new (no cell ran) logged the same table and figure into it again,
+    a duplicate on its dashboard; a table that changed (cells ran), another run or place
+    (the id, project, group, ..., mode) or a logging that did not end logs them, once."""
     import wandb
 
     from .loggers import (
@@ -296,15 +306,21 @@ def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
 
     grid = dataclasses.asdict(sweep)
     options = wandb_options(sweep.base)
+    run_id, config, rows = summary_wandb_id(figure.parent), \
+        {**grid, "base": wandb_config(grid["base"])}, wandb_table_rows(rows)
+    # (the figure is drawn from the rows and the grid)
+    logged = hashlib.sha256(json.dumps([run_id, options, config, rows]).encode()).hexdigest()
+    record = figure.parent / WANDB_LOGGED_FILE
+    if record.is_file() and record.read_text().strip() == logged:
+        return
     summary = wandb.init(job_type="sweep-summary", name=f"{options['group']}-summary",
-                         dir=wandb_dir(figure.parent), id=summary_wandb_id(figure.parent),
-                         config={**grid, "base": wandb_config(grid["base"])},
+                         dir=wandb_dir(figure.parent), id=run_id, config=config,
                          resume="allow", **options)
     with ending_wandb_on_failure(partial(close_wandb_run, summary)):
-        rows = wandb_table_rows(rows)
         table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
         summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})
     close_wandb_run(summary)
+    write_text_atomic(record, logged + "\n")
 
 
 #: The table's columns in percent (``gap`` in points) in sweep.md and sweep.csv, as the

@@ -1968,8 +1968,8 @@ def test_the_sweep_summary_run_goes_where_its_cells_go(tmp_path, monkeypatch, wa
     plt.close("all")
     base = {"wandb_project": "p", "wandb_group": "g", "wandb_entity": "e",
             "wandb_tags": "a, b", "wandb_notes": "n"}
-    for _ in range(2):  # a sweep aggregated again (re-run once finished)
-        table_module.log_to_wandb([{"cell": "x", "test_acc": 0.5}], figure,
+    for again in range(2):  # a sweep aggregated again (re-run, a cell run since)
+        table_module.log_to_wandb([{"cell": "x", "test_acc": 0.5 + again / 10}], figure,
                                   Sweep(base, [{"structure": "dense"}], [0.5], [1]))
     assert (tmp_path / "wandb").exists() == (wandb_dir is None)
     records = [r.run for log in (tmp_path / (wandb_dir or "") / "wandb").glob(

@@ -288,6 +288,37 @@ def test_the_sweep_summary_table_holds_accuracies_as_fractions_as_its_runs(tmp_p
          "seeds": 2, "best_epochs": [5, 5], "paper_acc": None, "gap": None}]
 
 
+def test_a_sweep_summary_is_logged_again_only_where_its_table_changed(tmp_path, monkeypatch):
+    """A finished sweep run again (no cell ran) logged its table and figure into its summary
+    run again, each time: duplicate entries on its dashboard (offline, another folder of that
+    run). The same table is not logged again; one that changed (cells ran) is, once, into the
+    same run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lotterynet import sweep_table as table_module
+    from lotterynet.grid import Sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    figure = tmp_path / "figure.png"
+    plt.plot([1, 2])
+    plt.savefig(figure)
+    plt.close("all")
+    grid = Sweep({"wandb": True}, [{"structure": "dense"}], [0.5], [1])
+    for accuracy in (97.0, 97.0, 98.0, 98.0):  # (run again: nothing new, a cell ran, nothing)
+        table_module.log_to_wandb([{"variant": "dense", "test_acc_mean": accuracy}], figure,
+                                  grid)
+    written = list((tmp_path / "wandb-dir" / "wandb").glob("offline-run-*"))
+    logged = [json.loads(table.read_text())["data"] for folder in written
+              for table in folder.glob("files/**/*.table.json")]
+    assert sorted(logged) == [[["dense", 0.97]], [["dense", 0.98]]]
+    run_id = (tmp_path / "wandb-id").read_text().splitlines()[0]
+    assert all(f"-{run_id}" in folder.name for folder in written)  # (a second's: -1 after it)
+
+
 def test_the_trained_baselines_wandb_config_names_its_structure(tmp_path, data_dir,
                                                               monkeypatch):
     """A trained baseline's (``--train-weights``) W&B config had no ``structure`` (its
