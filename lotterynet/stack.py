@@ -136,6 +136,8 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     ``in_a_sweep``: a sweep runs it (in its process, or as its ``--stack-file`` job), and its
     lines say how to go on by the sweep (:func:`run_again_by`), not by the same call."""
     stack_dir = Path(stack_dir)
+    if stack_dir.name in ("", ".."):  # "." (train.py --stack-file stack.yaml): named in its lines
+        stack_dir = stack_dir.resolve()
     cell_dirs = [Path(d) for d in cell_dirs] if cell_dirs else [
         stack_dir / "cells" / str(i) for i in range(len(configs))]
     what, checkpoint = f"stack {stack_dir.name}", stack_dir / CHECKPOINTS / LAST

@@ -696,6 +696,22 @@ def test_a_finished_stack_run_again_logs_the_members_its_end_did_not(tmp_path, d
     assert logged["summary"]["test/acc"] == pytest.approx(results[1]["test_acc"])
 
 
+def test_a_stack_run_in_its_own_folder_names_the_folder_in_its_lines(tmp_path, data_dir,
+                                                                    monkeypatch, capsys):
+    """A stack run as ``.`` (``train.py --stack-file stack.yaml`` in the stack's folder, or
+    ``ln.run_stack(configs, ".")``) said "stack : ..." (the name of ``.`` is empty): its
+    lines name the folder."""
+    (tmp_path / "mystack").mkdir()
+    monkeypatch.chdir(tmp_path / "mystack")
+    configs = [make_config(dict(arch="fc2", sparsity=s, epochs=1, limit_train=64, val_size=0,
+                                progress_bar=False, data_dir=str(data_dir))) for s in (0.5, 0.9)]
+    run_stack(configs, ".")
+    capsys.readouterr()
+    run_stack(configs, ".")
+    assert capsys.readouterr().out == ("stack mystack: every member has finished (its results "
+                                       "are in its cell); nothing to train\n")
+
+
 def test_a_cell_holding_another_configs_results_is_refused_before_training(tmp_path, data_dir):
     """``ln.run_stack`` given a member's cell that holds a finished run of another config
     returned those results as the member's (every cell finished: nothing trained; else the
