@@ -135,10 +135,16 @@ def wandb_mode() -> str:
     return wandb_mode_and_source()[0]
 
 
+#: The environment variables that each give wandb credentials; wandb 0.31 refuses to log in
+#: where both are set (``wandb.sdk.lib.wbauth.authenticate._try_env_auth``).
+WANDB_CREDENTIAL_VARIABLES = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE")
+
+
 def require_wandb() -> None:
     """``--wandb`` needs the wandb package, which lotterynet does not import otherwise, and a
     mode wandb takes: ``wandb.init`` refuses any other (an empty one too), and a server mode
-    without an API key, only after the run's first files were written."""
+    without an API key or with both credential variables (:data:`WANDB_CREDENTIAL_VARIABLES`;
+    an offline run does not log in), only after the run's first files were written."""
     try:
         import wandb  # noqa: F401
     except ImportError:
@@ -153,6 +159,9 @@ def require_wandb() -> None:
         raise ConfigError(f"{source} is {mode!r} but no W&B API key is configured: run "
                           f"`wandb login` (or set $WANDB_API_KEY), or log offline "
                           f"(WANDB_MODE=offline, or {unset}) and `wandb sync` later")
+    if mode in WANDB_SERVER_MODES and all(map(os.environ.get, WANDB_CREDENTIAL_VARIABLES)):
+        raise ConfigError("$WANDB_API_KEY and $WANDB_IDENTITY_TOKEN_FILE are both set, which "
+                          "W&B refuses as it logs in: unset one of them")
 
 
 #: Characters W&B refuses in a project name; it says so only once the run has started.

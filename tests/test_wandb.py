@@ -132,6 +132,28 @@ def test_a_bad_wandb_mode_from_a_settings_file_is_refused_naming_the_file(tmp_pa
     assert str(refused.value) == said.format(str(tmp_path / "wandb" / "settings"))
 
 
+@pytest.mark.parametrize("mode, refused", [("online", True), ("shared", True),
+                                            ("offline", False)])
+def test_an_api_key_and_an_identity_token_file_both_set_are_refused_where_wandb_logs_in(
+        tmp_path, monkeypatch, mode, refused):
+    """wandb 0.31 refuses to log in where both ``$WANDB_API_KEY`` and
+    ``$WANDB_IDENTITY_TOKEN_FILE`` are set ("Both WANDB_API_KEY and WANDB_IDENTITY_TOKEN_FILE
+    are set, which is not allowed.", at ``wandb.init``, once the run's folder was written): a
+    run that would log in is refused at once, in one line; an offline run does not log in."""
+    from lotterynet.config_checks import require_wandb
+    from lotterynet.errors import ConfigError
+
+    monkeypatch.setenv("WANDB_MODE", mode)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_IDENTITY_TOKEN_FILE", str(tmp_path / "token.jwt"))
+    if not refused:
+        require_wandb()
+        return
+    with pytest.raises(ConfigError, match=r"^\$WANDB_API_KEY and \$WANDB_IDENTITY_TOKEN_FILE are "
+                       r"both set, which W&B refuses as it logs in: unset one of them$"):
+        require_wandb()
+
+
 def test_a_new_wandb_dir_is_made_before_wandb_starts(tmp_path, monkeypatch, capfd):
     """A ``$WANDB_DIR`` that did not exist yet was made by W&B, after its warning "git root
     ... does not exist": it is made first."""
