@@ -68,7 +68,10 @@ def wandb_settings_files() -> dict[str, tuple[str, Path]]:
     writes its ``base_url``), then the workspace's, which wins (``./wandb/settings`` in the
     working folder, or ``./.wandb/settings`` where ``./.wandb`` exists, whatever
     ``$WANDB_DIR`` says; ``wandb offline`` / ``wandb disabled`` write its ``mode``). wandb reads
-    a file it cannot parse as empty."""
+    a file it cannot parse as empty, and where the merged settings hold a value its
+    :class:`wandb.Settings` rejects (``console = bogus``, ``mode = bogus``, an unknown key) it
+    prints the error and drops them all, every file's (``Settings.update_from_system_settings``,
+    ``_parse_system_settings``): so does this, none found."""
     import wandb
 
     config_dir = os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb"
@@ -81,6 +84,12 @@ def wandb_settings_files() -> dict[str, tuple[str, Path]]:
             found.update({key: (value, path) for key, value in settings.items("default")})
         except (OSError, configparser.Error):
             pass
+    try:  # (wandb's reading of the files: a list, a deprecated key unset, a file's own keys left)
+        wandb.Settings(**{key: value.split(",") if key == "ignore_globs" else value
+                          for key, (value, _) in found.items()
+                          if key not in ("anonymous", "settings_system", "root_dir")})
+    except Exception:  # noqa: BLE001 - as wandb's: any error drops them all
+        return {}
     return found
 
 

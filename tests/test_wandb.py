@@ -69,9 +69,20 @@ NETRC_ENTRY = "machine {}\n  login user\n  password " + "k" * 40 + "\n"
     ({".config/wandb/settings": "[default]\nmode = disabled\n"}, {"WANDB_API_KEY": "k" * 40},
      "disabled"),
     ({"wandb/settings": "[default]\nmode = offline\n"}, {"WANDB_MODE": "online"}, "online"),
+    # a value wandb's Settings rejects, in either file, drops every file's settings
+    ({".netrc": None, "wandb/settings": "[default]\nmode = bogus\n"}, {}, "online"),
+    ({".netrc": None, ".config/wandb/settings": "[default]\nconsole = bogus\n",
+      "wandb/settings": "[default]\nmode = offline\n"}, {}, "online"),
+    ({".netrc": "wandb.example.com",
+      ".config/wandb/settings": "[default]\nbase_url = https://wandb.example.com\n",
+      "wandb/settings": "[default]\nbogus_key = 1\n"}, {}, "offline"),
+    ({".config/wandb/settings": f"[default]\napi_key = {'k' * 40}\nconsole = bogus\n"}, {},
+     "offline"),
 ], ids=["env-key", "no-key", "wandb-login", "netrc-env", "base-url-env", "settings-base-url",
         "another-servers-key", "workspace-base-url", "identity-token-file", "settings-api-key",
-        "workspace-api-key", "workspace-mode", "settings-mode", "env-mode-over-settings"])
+        "workspace-api-key", "workspace-mode", "settings-mode", "env-mode-over-settings",
+        "bad-mode-drops-the-file", "bad-global-value-drops-the-workspace-mode",
+        "unknown-key-drops-the-global-base-url", "bad-value-drops-the-api-key"])
 def test_a_wandb_run_is_online_where_wandb_finds_an_api_key(tmp_path, monkeypatch, files, env,
                                                             mode):
     """Without ``$WANDB_MODE`` nor a ``mode`` in W&B's settings files a run is online where
@@ -83,7 +94,10 @@ def test_a_wandb_run_is_online_where_wandb_finds_an_api_key(tmp_path, monkeypatc
     settings file's ``api_key`` too. The mode that ``wandb offline`` (``disabled``) writes
     into the working folder's ``wandb/settings`` was overridden by lotterynet's own (online,
     with a key): wandb's order holds, ``$WANDB_MODE``, then the workspace's settings file,
-    then the global one."""
+    then the global one. Where the files hold a value wandb's settings reject (``mode =
+    bogus``, ``console = bogus``, a key it does not know) wandb prints the error and drops
+    every file's settings: lotterynet read the others (and refused the bad mode), so its mode
+    and server were not wandb's."""
     import wandb
 
     from lotterynet.config_checks import wandb_mode
@@ -105,18 +119,12 @@ def test_a_wandb_run_is_online_where_wandb_finds_an_api_key(tmp_path, monkeypatc
     assert wandb_mode() == mode
 
 
-@pytest.mark.parametrize("mode, said", [
-    ("bogus", "the mode in W&B's settings file {!r} is 'bogus'; valid choices: online, offline, "
-              "disabled, shared, dryrun, run (or unset: online with an API key, else offline)"),
-    ("online", "the mode in W&B's settings file {!r} is 'online' but no W&B API key is "
-               "configured: run `wandb login` (or set $WANDB_API_KEY), or log offline "
-               "(WANDB_MODE=offline, or `wandb offline` in this folder) and `wandb sync` later"),
-], ids=["bogus", "online-without-a-key"])
-def test_a_bad_wandb_mode_from_a_settings_file_is_refused_naming_the_file(tmp_path, monkeypatch,
-                                                                          mode, said):
-    """A mode wandb refuses, or a server mode without an API key (what ``wandb enabled``
-    writes), set in the working folder's W&B settings file is refused as ``$WANDB_MODE``'s is,
-    naming the file it came from (not ``$WANDB_MODE``, which is unset)."""
+def test_a_server_mode_without_a_key_from_a_settings_file_is_refused_naming_the_file(
+        tmp_path, monkeypatch):
+    """A server mode without an API key (what ``wandb enabled`` writes), set in the working
+    folder's W&B settings file, is refused as ``$WANDB_MODE``'s is, naming the file it came
+    from (not ``$WANDB_MODE``, which is unset). (A mode wandb refuses there makes wandb drop
+    the files' settings: test_a_wandb_run_is_online_where_wandb_finds_an_api_key.)"""
     from lotterynet.config_checks import require_wandb
     from lotterynet.errors import ConfigError
 
@@ -126,10 +134,13 @@ def test_a_bad_wandb_mode_from_a_settings_file_is_refused_naming_the_file(tmp_pa
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "wandb").mkdir()
-    (tmp_path / "wandb" / "settings").write_text(f"[default]\nmode = {mode}\n")
+    (tmp_path / "wandb" / "settings").write_text("[default]\nmode = online\n")
     with pytest.raises(ConfigError) as refused:
         require_wandb()
-    assert str(refused.value) == said.format(str(tmp_path / "wandb" / "settings"))
+    assert str(refused.value) == (
+        f"the mode in W&B's settings file {str(tmp_path / 'wandb' / 'settings')!r} is 'online' "
+        f"but no W&B API key is configured: run `wandb login` (or set $WANDB_API_KEY), or log "
+        f"offline (WANDB_MODE=offline, or `wandb offline` in this folder) and `wandb sync` later")
 
 
 @pytest.mark.parametrize("mode, refused", [("online", True), ("shared", True),
