@@ -197,13 +197,19 @@ def wandb_run_id(run_dir: Path, checkpoint: str | None, own: bool = False
     histories; so is a resume of a copy (``cp -r R C``), whose id file names R, which still
     holds that id (:func:`own_wandb_id`). Under a sweep agent (``$WANDB_SWEEP_ID``) the run is
     always the agent's (W&B ignores any other id there): a cell an interrupted agent left is
-    continued in a new run, which gets its history."""
+    continued in a new run, which gets its history. A copy's resume says so, in one line: its
+    user may expect R's W&B run to go on."""
     origin = checkpoint_run_dir(checkpoint) if checkpoint else None
     here = Path(run_dir).resolve()
     kept = own_wandb_id(here) if own or origin == here else None
     continued = kept is not None and not os.environ.get("WANDB_SWEEP_ID")
     run_id = kept if continued else os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
     if rank_zero_only.rank == 0:
+        copied = read_wandb_id(here) if (own or origin == here) and kept is None else None
+        if copied:
+            print(f"W&B: {str(here)!r} is a copy of {str(copied[1])!r}, which keeps its W&B run "
+                  f"{copied[0]}: it logs into a W&B run of its own, {run_id}",
+                  flush=True)
         keep_wandb_id(here, run_id)
     return run_id, continued
 

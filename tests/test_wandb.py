@@ -1,6 +1,7 @@
 """A run's W&B logger, offline (no training): where it writes, and the run id a resume keeps."""
 
 import json
+import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +40,37 @@ def test_wandb_files_go_into_wandb_dir_where_it_is_set(tmp_path, monkeypatch):
     assert resumed.version == first.version
     monkeypatch.delenv("WANDB_DIR")
     assert Path(wandb_logger(tmp_path / "other").save_dir) == tmp_path / "other"
+
+
+def test_a_copied_run_folder_resumed_logs_into_a_wandb_run_of_its_own_and_says_so(
+        tmp_path, monkeypatch, capsys):
+    """``cp -r runs/a runs/b`` then ``--resume runs/b/checkpoints/last.ckpt --wandb``: b's id
+    file is a's, naming a, which still holds that id, so b's resume is a W&B run of its own
+    (two runs would log into one otherwise) and says so in one line, which it did not; a's own
+    resume continues a's run, saying nothing."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_DIR", "WANDB_RUN_ID", "WANDB_SWEEP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    first_dir, copy_dir = (tmp_path / "runs" / "a").resolve(), (tmp_path / "runs" / "b").resolve()
+    first = wandb_logger(first_dir)
+    first_written = Path(close_wandb_run(first.experiment))
+    shutil.copytree(first_dir, copy_dir)
+    capsys.readouterr()
+    copy = wandb_logger(copy_dir, (copy_dir / "checkpoints" / "last.ckpt",
+                                   {"epoch": 0, "global_step": 1}))
+    copy_written = Path(close_wandb_run(copy.experiment))
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("W&B:")]
+    assert said == [f"W&B: {str(copy_dir)!r} is a copy of {str(first_dir)!r}, which keeps its "
+                    f"W&B run {first.version}: it logs into a W&B run of its own, "
+                    f"{copy.version}"]
+    assert copy.version != first.version
+    assert first_written.parent == first_dir / "wandb" and first_written.name.endswith(
+        f"-{first.version}")
+    assert copy_written.parent == copy_dir / "wandb" and copy_written.name.endswith(
+        f"-{copy.version}")
+    resumed = wandb_logger(first_dir, (first_dir / "checkpoints" / "last.ckpt",
+                                       {"epoch": 0, "global_step": 1}))
+    assert resumed.version == first.version and "W&B:" not in capsys.readouterr().out
 
 
 #: A W&B server's API key as ``wandb login`` stores it (a host's netrc entry).
