@@ -306,8 +306,9 @@ def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
 
     grid = dataclasses.asdict(sweep)
     options = wandb_options(sweep.base)
-    run_id, config, rows = summary_wandb_id(figure.parent), \
-        {**grid, "base": wandb_config(grid["base"])}, wandb_table_rows(rows)
+    run_id = summary_wandb_id(figure.parent)
+    config = {**grid, "base": wandb_config(grid["base"])}
+    rows = wandb_table_rows(rows)
     # (the figure is drawn from the rows and the grid)
     logged = hashlib.sha256(json.dumps([run_id, options, config, rows]).encode()).hexdigest()
     record = figure.parent / WANDB_LOGGED_FILE

@@ -211,9 +211,9 @@ def save_ticket(model: nn.Module, path) -> int:
                          f"and a ticket regenerates frozen weights from their seeds, so this model "
                          f"cannot be saved as a ticket: save a checkpoint (model.state_dict()) "
                          f"instead, or {trainable_where_made(any_tensor=True)}")
-    unset = first_changed(regenerated, built_again(model, spec, regenerated)) \
-        if spec is not None and model.__dict__.get(BUILT_ON_META) else None
-    if unset is not None:
+    built_on_meta = spec is not None and model.__dict__.get(BUILT_ON_META)
+    unset = built_on_meta and first_changed(regenerated, built_again(model, spec, regenerated))
+    if unset:
         raise ValueError(f"save_ticket: frozen parameter {unset!r} is not what the model's spec "
                          f"builds: the model was built on the meta device and to_empty left it "
                          f"uninitialised, which no reset_parameters draws as the build does (a "
