@@ -13,11 +13,14 @@ runs it.
 from __future__ import annotations
 
 import contextlib
+import os
+import random
 import sys
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor
@@ -290,6 +293,39 @@ def epochs_completed(trainer: pl.Trainer) -> int:
     return trainer.current_epoch - (partial and trainer.current_epoch > 0)
 
 
+#: What ``pl.seed_everything`` sets besides the generators (a DDP rank's seed is read from it).
+SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
+
+@contextlib.contextmanager
+def keeping_global_rngs():
+    """The caller's global random generators (torch's, CUDA's, numpy's, Python's ``random``)
+    and :data:`SEED_ENV` as they were before the block, a run's or a stack's, which seeds them
+    (``pl.seed_everything(config.seed)``: what draws from them in training, a timm model's
+    dropout, follows the run's seed): a notebook's or a script's later draws are those it would
+    have made without the run, not the same ones after every run. CUDA's, where it was not
+    started before the block, are seeded again from torch's seed, as CUDA would seed them."""
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    env = {name: os.environ.get(name) for name in SEED_ENV}
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+        if cuda is None:  # (queued until CUDA starts, where it has not)
+            torch.cuda.manual_seed_all(torch.initial_seed())
+        else:
+            torch.cuda.set_rng_state_all(cuda)
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@keeping_global_rngs()
 def run(config: RunConfig, job_type: str | None = None) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the
     config, the parameter counts and the final metrics; ``job_type``: its W&B run's (a sweep's

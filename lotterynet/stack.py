@@ -82,6 +82,7 @@ from .resumable import check_resumable
 from .run import (
     check_last_batch,
     data_module,
+    keeping_global_rngs,
     make_trainer,
     model_spec,
     refusing_unbuildable,
@@ -118,6 +119,7 @@ from .validate import check_not_folders
 NO_CHECKPOINT = "it has no checkpoint (none was written, or it was deleted)"
 
 
+@keeping_global_rngs()
 def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
               cell_dirs: Sequence[str | Path] | None = None, *, in_a_sweep: bool = False
               ) -> list[dict]:

@@ -896,6 +896,44 @@ def test_a_run_in_a_library_callers_process_leaves_its_environment_as_it_was(
     assert os.environ[lifetime.LAUNCHER_ENV] == "12345"
 
 
+@pytest.mark.parametrize("entry", ["run", "run_stack", "failed run"])
+def test_a_run_in_a_library_callers_process_leaves_its_global_random_generators_as_they_were(
+        tmp_path, data_dir, entry):
+    """run() and run_stack() seed torch's, numpy's and Python's global generators with the
+    run's seed (pl.seed_everything) and left them so: a notebook's or a script's draws after
+    a run were the same after every run, whatever it had seeded, and $PL_GLOBAL_SEED stayed set
+    for a later Lightning fit of its own. They are as they were, also after a run that failed
+    once seeded (its data set missing)."""
+    import random
+
+    import numpy as np
+
+    import lotterynet.run as run_module
+    import lotterynet.stack as stack_runner
+    from lotterynet.errors import DatasetNotFound
+
+    torch.manual_seed(1234), np.random.seed(1234), random.seed(1234)  # the caller's
+    torch.rand(3), np.random.rand(3), random.random()  # (and drawn from since)
+    before = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
+              dict(os.environ))
+    config = {"arch": "fc2", "structure": "dense", "sparsity": 0.5, "seed": 3, "limit_train": 128,
+              "val_size": 100, "epochs": 1, "data_dir": str(data_dir), "progress_bar": False}
+    if entry == "run":
+        run_module.run(make_config({**config, "out": str(tmp_path / "run")}))
+    elif entry == "run_stack":
+        stack_runner.run_stack([config, {**config, "sparsity": 0.9}], tmp_path / "stack")
+    else:
+        with pytest.raises(DatasetNotFound):
+            run_module.run(make_config({**config, "data_dir": str(tmp_path / "none"),
+                                        "download": False, "out": str(tmp_path / "run")}))
+    torch_state, (kind, keys, pos, has_gauss, gauss), python_state, environment = before
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    now = np.random.get_state()
+    assert (now[0], now[2:]) == (kind, (pos, has_gauss, gauss)) and np.array_equal(now[1], keys)
+    assert random.getstate() == python_state
+    assert dict(os.environ) == environment
+
+
 def test_a_rank_another_launcher_started_stops_on_sigterm_and_runs_twice(monkeypatch):
     """A DDP rank that torchrun (not a lotterynet run) started has LOCAL_RANK > 0 and records
     itself as the run its own ranks die with: SIGTERM outside Lightning's fit (reading the
