@@ -47,16 +47,27 @@ def lightning_info_off():
         logger.setLevel(level)
 
 
-def quiet_lightning() -> None:
-    """Install the filters (once per process)."""
+@contextlib.contextmanager
+def quiet_lightning():
+    """The filters while the block runs (a run's, a stack's), then the process's own again: in
+    a notebook, a fit of the user's own after a run warns as before it (its "Checkpoint
+    directory ... exists and is not empty" too), and Lightning's logger drops no line."""
     logger = logging.getLogger(LIGHTNING_INFO)
-    if not any(isinstance(f, DropLines) for f in logger.filters):
-        logger.addFilter(DropLines("litlogger", "Detected KeyboardInterrupt"))
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                            category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not "
-                            r"empty\. Previous log files in this directory will be deleted")
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
-    warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather "
-                            r"is deprecated")
+    drop = DropLines("litlogger", "Detected KeyboardInterrupt")
+    logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is "
+                                    r"deprecated", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and "
+                                    r"is not empty\. Previous log files in this directory will be "
+                                    r"deleted")
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not "
+                                    r"empty")
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be "
+                                    r"reloaded")
+            warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\."
+                                    r"all_gather is deprecated")
+            yield
+    finally:
+        logger.removeFilter(drop)

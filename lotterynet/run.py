@@ -249,7 +249,6 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     runs checkpoint callbacks last; the epoch's lines are printed then, :class:`EpochLines`).
     ``resumed``: see :class:`CheckedCheckpointIO`."""
     checkpoint = epoch_checkpoint(run_dir / CHECKPOINTS)
-    quiet_lightning()
     options = trainer_options(config.trainer, run_dir)  # the user's, over the defaults below
     trainer = pl.Trainer(**{
         "max_epochs": min(config.stop_after or config.epochs, config.epochs),
@@ -326,6 +325,7 @@ def keeping_global_rngs():
 
 
 @keeping_global_rngs()
+@quiet_lightning()
 def run(config: RunConfig, job_type: str | None = None) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the
     config, the parameter counts and the final metrics; ``job_type``: its W&B run's (a sweep's

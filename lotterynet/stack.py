@@ -78,6 +78,7 @@ from .loggers import (
 )
 from .memory import DoesNotFit, check_fits, memory_needed
 from .optim import optim_settings
+from .quiet import quiet_lightning
 from .resumable import check_resumable
 from .run import (
     check_last_batch,
@@ -120,6 +121,7 @@ NO_CHECKPOINT = "it has no checkpoint (none was written, or it was deleted)"
 
 
 @keeping_global_rngs()
+@quiet_lightning()
 def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
               cell_dirs: Sequence[str | Path] | None = None, *, in_a_sweep: bool = False
               ) -> list[dict]:

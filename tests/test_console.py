@@ -87,6 +87,32 @@ def test_a_resume_prints_no_warning_about_deleting_or_reusing_the_run(tmp_path, 
     assert len((out / "metrics.csv").read_text().strip().splitlines()) >= 3  # header + 2 epochs
 
 
+@pytest.mark.parametrize("entry", ["run", "run_stack"])
+def test_a_run_in_a_library_callers_process_leaves_its_warning_filters_as_they_were(
+        tmp_path, data_dir, entry):
+    """run() and run_stack() installed their filters of that noise for good: in a notebook, a
+    Trainer of the user's own after a run no longer warned that its checkpoint directory
+    "exists and is not empty", and Lightning's logger dropped lines of its text. They hold
+    while the run lasts only."""
+    import logging
+    import warnings
+
+    import lotterynet.run as run_module
+    import lotterynet.stack as stack_runner
+    from lotterynet.config import make_config
+    from lotterynet.quiet import LIGHTNING_INFO
+
+    lightning = logging.getLogger(LIGHTNING_INFO)
+    before = list(warnings.filters), list(lightning.filters)
+    config = {"arch": "fc2", "structure": "dense", "sparsity": 0.5, "limit_train": 128,
+              "val_size": 100, "epochs": 1, "data_dir": str(data_dir), "progress_bar": False}
+    if entry == "run":
+        run_module.run(make_config({**config, "out": str(tmp_path / "run")}))
+    else:
+        stack_runner.run_stack([config, {**config, "sparsity": 0.9}], tmp_path / "stack")
+    assert (list(warnings.filters), list(lightning.filters)) == before
+
+
 def test_a_resume_hint_is_a_command_a_shell_reads_as_printed(tmp_path, capsys):
     """The --resume a stopped run's line, the summary of a run stopped by --stop-after and a
     refusal offer is quoted where the path needs it (an --out with a space): it was printed
