@@ -40,15 +40,21 @@ def tying_launched_ranks():
         die_with_parent(launcher)
         yield
         return
-    previous = os.environ.get(LAUNCHER_ENV)
+    previous = {LAUNCHER_ENV: os.environ.get(LAUNCHER_ENV)}
     os.environ[LAUNCHER_ENV] = str(os.getpid())
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(LAUNCHER_ENV, None)
+        put_back_environment(previous)
+
+
+def put_back_environment(values: dict[str, str | None]) -> None:
+    """The environment variables ``values`` names as it gives them (None: unset)."""
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
         else:
-            os.environ[LAUNCHER_ENV] = previous
+            os.environ[name] = value
 
 
 def launching_run() -> int | None:

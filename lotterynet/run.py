@@ -41,6 +41,7 @@ from .datamodule import TensorDataModule
 from .errors import ConfigError, memory_refused, resume_flag
 from .lifetime import (
     SigtermStop,
+    put_back_environment,
     stop_all_ranks_on_sigterm,
     stopping_on_sigterm,
     tying_launched_ranks,
@@ -96,6 +97,7 @@ from .structures import STRUCTURES, without_ignored_options
 from .trainer_options import (
     default_strategy,
     epoch_checkpoint,
+    keeping_torch_flags,
     one_line,
     optimizer_steps_per_epoch,
     trainer_options,
@@ -317,14 +319,11 @@ def keeping_global_rngs():
             torch.cuda.manual_seed_all(torch.initial_seed())
         else:
             torch.cuda.set_rng_state_all(cuda)
-        for name, value in env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        put_back_environment(env)
 
 
 @keeping_global_rngs()
+@keeping_torch_flags()
 @quiet_lightning()
 def run(config: RunConfig, job_type: str | None = None) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the

@@ -9,15 +9,18 @@ top of the run's own: the epoch checkpoint, the CSV log and W&B keep working.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import math
+import os
 import types
 import typing
 from datetime import timedelta
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import (
     BatchSizeFinder,
     Callback,
@@ -32,6 +35,7 @@ from .checkpointing import CHECKPOINTS, LAST
 from .config import TYPE_NAMES
 from .config_schema import RunConfig, device_count, steps_per_epoch
 from .errors import ConfigError
+from .lifetime import put_back_environment
 from .quiet import lightning_info_off
 from .validate import check_output_dir
 
@@ -417,6 +421,30 @@ def default_strategy(config: RunConfig) -> str:
     return "ddp" if device_count(config) > 1 else "auto"
 
 
+#: What Lightning's ``deterministic=True`` sets besides torch's flags.
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
+
+
+@contextlib.contextmanager
+def keeping_torch_flags():
+    """torch's process-wide flags as they were before the block (a run, or the Trainer that
+    :func:`check_trainer_options` builds), whose ``--trainer.deterministic`` /
+    ``--trainer.benchmark`` Lightning's Trainer sets for good
+    (``torch.use_deterministic_algorithms``, ``cudnn.benchmark`` and :data:`CUBLAS_ENV`): a
+    notebook's later GPU code raised on an op with no deterministic implementation. (A stack
+    takes no Trainer options.)"""
+    algorithms = (torch.are_deterministic_algorithms_enabled(),
+                  torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    env = {CUBLAS_ENV: os.environ.get(CUBLAS_ENV)}
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(algorithms[0], warn_only=algorithms[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+        put_back_environment(env)
+
+
 def check_trainer_options(config: RunConfig) -> None:
     """Refuse, as one :class:`ConfigError` line, any Trainer option that Lightning would
     refuse: names and class paths here, values by building (not running) the Trainer."""
@@ -432,7 +460,7 @@ def check_trainer_options(config: RunConfig) -> None:
     kwargs.setdefault("devices", config.devices)
     kwargs.setdefault("strategy", default_strategy(config))
     try:
-        with lightning_info_off():
+        with lightning_info_off(), keeping_torch_flags():  # (it sets them)
             pl.Trainer(accelerator=config.accelerator, precision=config.precision,
                        max_epochs=config.epochs, **{
                            "enable_progress_bar": False, "enable_model_summary": False,

@@ -934,6 +934,37 @@ def test_a_run_in_a_library_callers_process_leaves_its_global_random_generators_
     assert dict(os.environ) == environment
 
 
+def test_a_run_in_a_library_callers_process_leaves_torchs_flags_as_they_were(
+        tmp_path, data_dir, monkeypatch):
+    """Lightning's Trainer sets --trainer.deterministic and --trainer.benchmark process-wide,
+    and the config's check of its options builds one: after such a run, or only make_config,
+    torch.use_deterministic_algorithms(True), cudnn.benchmark and $CUBLAS_WORKSPACE_CONFIG
+    stayed set, and a notebook's later GPU code raised on an op with no deterministic
+    implementation. They are as the caller had them."""
+    import lotterynet.run as run_module
+    from lotterynet.trainer_options import CUBLAS_ENV
+
+    def flags():
+        return (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # (put back after the test)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setenv(CUBLAS_ENV, ":16:8")  # the caller's own
+    before = flags(), dict(os.environ)
+    try:
+        config = make_config({"arch": "fc2", "structure": "dense", "limit_train": 128,
+                              "val_size": 100, "epochs": 1, "data_dir": str(data_dir),
+                              "progress_bar": False, "out": str(tmp_path / "run"),
+                              "trainer": {"deterministic": True, "benchmark": True}})
+        assert (flags(), dict(os.environ)) == before
+        run_module.run(config)
+        assert (flags(), dict(os.environ)) == before
+    finally:
+        torch.use_deterministic_algorithms(before[0][0], warn_only=before[0][1])
+
+
 def test_a_rank_another_launcher_started_stops_on_sigterm_and_runs_twice(monkeypatch):
     """A DDP rank that torchrun (not a lotterynet run) started has LOCAL_RANK > 0 and records
     itself as the run its own ranks die with: SIGTERM outside Lightning's fit (reading the
