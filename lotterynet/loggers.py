@@ -26,6 +26,7 @@ from pathlib import Path
 from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from .checkpointing import Resumed, atomic_write, checkpoint_run_dir, write_csv_atomic
@@ -284,7 +285,10 @@ class RunWandbLogger(WandbLogger):
     nested) is not logged over it. Nor does it give ``wandb.init`` Lightning's ``anonymous``
     setting, which W&B no longer reads: W&B printed "The anonymous setting has no effect and
     will be removed in a future version" at every run's start; nor, under a W&B sweep agent,
-    the project, entity and id that W&B takes from the agent."""
+    the project, entity and id that W&B takes from the agent. Its W&B run is its own, beside
+    any the user has open (``wandb.init`` in a notebook before the run): Lightning's logger
+    took that one over ("There is a wandb run already in progress ... will reuse this run"),
+    logged the run into it, finished it, and kept another id in ``RUN/wandb-id``."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -294,6 +298,22 @@ class RunWandbLogger(WandbLogger):
             # project 'lotterynet' when running a sweep." (and its run_id, the agent's own)
             for key in ("project", "entity", "id"):
                 self._wandb_init.pop(key, None)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        """Lightning's, started with ``reinit="create_new"`` (wandb >= 0.19.10): a new run,
+        which leaves the user's open and ``wandb.run`` as they were; with Lightning's x-axis
+        for every metric. A logger unpickled in another process attaches to its run, as
+        Lightning's."""
+        if self._experiment is None and getattr(self, "_attach_id", None) is None:
+            import wandb
+
+            run = wandb.init(**self._wandb_init, reinit="create_new")
+            run.define_metric("trainer/global_step")
+            run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+            self._experiment = run
+        return super().experiment
 
     def log_hyperparams(self, params) -> None:
         pass

@@ -316,7 +316,8 @@ def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
         return
     summary = wandb.init(job_type="sweep-summary", name=f"{options['group']}-summary",
                          dir=wandb_dir(figure.parent), id=run_id, config=config,
-                         resume="allow", **options)
+                         resume="allow", reinit="create_new", **options)  # (beside a
+    # run the user has open, which W&B returned, or in a notebook finished)
     with ending_wandb_on_failure(partial(close_wandb_run, summary)):
         table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
         summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})

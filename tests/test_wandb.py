@@ -15,6 +15,7 @@ from lotterynet.loggers import (
     close_wandb_run,
     make_loggers,
     read_wandb_records,
+    read_wandb_summary,
 )
 
 
@@ -315,6 +316,43 @@ def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch)
         "epochs": [1, 2], "seeds": [0, 1], "baseline": True}
 
 
+def test_the_sweep_summary_is_a_wandb_run_of_its_own_beside_the_users_open_one(tmp_path,
+                                                                              monkeypatch):
+    """The sweep's summary, aggregated where the user has a W&B run open (``mine =
+    wandb.init()`` in a notebook), was logged into that run (``wandb.init`` returned it) and
+    finished it. It is a run of its own, of the id its folder keeps; ``mine`` stays open and
+    ``wandb.run``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import wandb
+
+    from lotterynet import sweep_table as table_module
+    from lotterynet.grid import Sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    figure = tmp_path / "sweep" / "figure.png"
+    figure.parent.mkdir()
+    plt.plot([1, 2])
+    plt.savefig(figure)
+    plt.close("all")
+    mine = wandb.init(dir=tmp_path, mode="offline")
+    try:
+        table_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}], figure,
+                                  Sweep({"arch": "fc2", "wandb": True}, [{}], [0.5], [1], [0]))
+        assert wandb.run is mine
+        mine.log({"mine": 1.0})
+    finally:
+        mine_written = Path(close_wandb_run(mine))
+    run_id = (figure.parent / WANDB_ID_FILE).read_text().split()[0]
+    (written,) = (figure.parent / "wandb").glob("offline-run-*")
+    assert written.name.endswith(f"-{run_id}") and wandb_exit_code(written) == 0
+    logged = read_wandb_summary(next(mine_written.glob("run-*.wandb")))
+    assert {k: v for k, v in logged.items() if not k.startswith("_")} == {"mine": 1.0}
+
+
 def test_the_sweep_summary_table_holds_accuracies_as_fractions_as_its_runs(tmp_path,
                                                                           monkeypatch):
     """The W&B summary table held the sweep's accuracies in percent (97.1), beside its runs'
@@ -581,6 +619,41 @@ def test_a_wandb_failure_in_the_fit_ends_the_run(tmp_path, data_dir, monkeypatch
     assert "W&B failed to log it (server down)" in capsys.readouterr().err.splitlines()[-1]
     (written,) = (out / "wandb").glob("offline-run-*")
     assert wandb.run is None and wandb_exit_code(written) == 1
+
+
+@pytest.mark.parametrize("of", ["run", "stack"])
+def test_a_run_logs_into_a_wandb_run_of_its_own_beside_the_users_open_one(tmp_path, data_dir,
+                                                                           monkeypatch, of):
+    """A W&B run the user opened before (``mine = wandb.init()`` in a notebook) was taken over
+    by the run (a stack's members too): Lightning's logger reused it, logged the run's metrics
+    into it and finished it (``mine.log`` then raised), while ``RUN/wandb-id`` kept another id.
+    The run logs into its own W&B run, of the id its folder keeps, and ``mine`` stays open and
+    ``wandb.run``, untouched."""
+    import wandb
+
+    from lotterynet.run import run
+    from lotterynet.stack import run_stack
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    mine = wandb.init(dir=tmp_path, mode="offline")
+    try:
+        config = make_config({"arch": "fc2", "epochs": 1, "limit_train": 100, "val_size": 100,
+                              "progress_bar": False, "wandb": True, "data_dir": str(data_dir),
+                              "out": str(tmp_path / "run")})
+        if of == "stack":
+            run_stack([config], tmp_path / "stack", [tmp_path / "run"])
+        else:
+            run(config)
+        assert wandb.run is mine
+        mine.log({"mine": 1.0})
+    finally:
+        mine_written = Path(close_wandb_run(mine))
+    run_id = (tmp_path / "run" / WANDB_ID_FILE).read_text().split()[0]
+    (written,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    assert written.name.endswith(f"-{run_id}") and wandb_exit_code(written) == 0
+    logged = read_wandb_summary(next(mine_written.glob("run-*.wandb")))
+    assert {k: v for k, v in logged.items() if not k.startswith("_")} == {"mine": 1.0}
 
 
 @pytest.mark.parametrize("of", ["run", "stack"])
