@@ -207,12 +207,23 @@ def wandb_run_id(run_dir: Path, checkpoint: str | None, own: bool = False
     run_id = kept if continued else os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
     if rank_zero_only.rank == 0:
         copied = read_wandb_id(here) if (own or origin == here) and kept is None else None
+        keep_wandb_id(here, run_id)
         if copied:
             print(f"W&B: {str(here)!r} is a copy of {str(copied[1])!r}, which keeps its W&B run "
-                  f"{copied[0]}: it logs into a W&B run of its own, {run_id}",
-                  flush=True)
-        keep_wandb_id(here, run_id)
+                  f"{copied[0]}: it logs into a W&B run of its own, {run_id}"
+                  f"{copied_wandb_folders(here, copied[0])}", flush=True)
     return run_id, continued
+
+
+def copied_wandb_folders(run_dir: Path, copied_id: str) -> str:
+    """What a copy's line adds where its W&B folder holds the offline runs of the run it was
+    copied from (``*-<copied_id>``): that they are that run's, and the ``wandb sync`` of its
+    own (:func:`wandb_sync`): ``wandb sync C/wandb/offline-run-*`` uploaded the copy's partial
+    history into the first run's W&B run."""
+    if not any((Path(wandb_dir(run_dir)) / "wandb").glob(f"*-{copied_id}")):
+        return ""
+    return f" (the *-{copied_id} folders copied with it are that run's: sync its own, " \
+           f"{wandb_sync(run_dir)})"
 
 
 def summary_wandb_id(folder: Path) -> str:

@@ -43,12 +43,14 @@ def test_wandb_files_go_into_wandb_dir_where_it_is_set(tmp_path, monkeypatch):
     assert Path(wandb_logger(tmp_path / "other").save_dir) == tmp_path / "other"
 
 
-def test_a_copied_run_folder_resumed_logs_into_a_wandb_run_of_its_own_and_says_so(
+def test_a_copied_run_folder_resumed_logs_into_a_wandb_run_of_its_own_and_says_what_to_sync(
         tmp_path, monkeypatch, capsys):
     """``cp -r runs/a runs/b`` then ``--resume runs/b/checkpoints/last.ckpt --wandb``: b's id
     file is a's, naming a, which still holds that id, so b's resume is a W&B run of its own
     (two runs would log into one otherwise) and says so in one line, which it did not; a's own
-    resume continues a's run, saying nothing."""
+    resume continues a's run, saying nothing. The line names the folders to sync, b's own: the
+    offline folders copied into ``runs/b/wandb`` are a's (``wandb sync
+    runs/b/wandb/offline-run-*`` uploaded b's partial copy of a into a's W&B run)."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     for name in ("WANDB_DIR", "WANDB_RUN_ID", "WANDB_SWEEP_ID"):
         monkeypatch.delenv(name, raising=False)
@@ -63,7 +65,9 @@ def test_a_copied_run_folder_resumed_logs_into_a_wandb_run_of_its_own_and_says_s
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("W&B:")]
     assert said == [f"W&B: {str(copy_dir)!r} is a copy of {str(first_dir)!r}, which keeps its "
                     f"W&B run {first.version}: it logs into a W&B run of its own, "
-                    f"{copy.version}"]
+                    f"{copy.version} (the *-{first.version} folders copied with it are that "
+                    f"run's: sync its own, `wandb sync {copy_dir}/wandb/*-{copy.version}`)"]
+    assert (copy_dir / "wandb" / first_written.name).is_dir()
     assert copy.version != first.version
     assert first_written.parent == first_dir / "wandb" and first_written.name.endswith(
         f"-{first.version}")
