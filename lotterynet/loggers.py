@@ -383,8 +383,9 @@ def make_loggers(run_dir: Path, config: dict, resumed: Resumed | None = None,
             name=run_dir.name, save_dir=wandb_dir(run_dir),
             config=wandb_config(config), id=run_id, resume="allow", job_type=job_type,
             log_model=bool(config.get("log_model")), **options)
-        if replay or not (continued and options["mode"] in WANDB_SERVER_MODES):  # (else the
-            # server has it)
+        wandb_logger.replays_history = replay or not (
+            continued and options["mode"] in WANDB_SERVER_MODES)  # (else the server has it)
+        if wandb_logger.replays_history:
             with ending_wandb_on_failure(partial(end_open_wandb, [wandb_logger])):
                 replay_history(wandb_logger, history)
         loggers.append(wandb_logger)

@@ -435,7 +435,8 @@ def train_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
             print(f"{config.arch} {spec['structure']}{wide}: maskable {counts['maskable']:,}, "
                   f"kept {counts['kept']:,}, frozen {counts['frozen']:,}, "
                   f"trainable {counts['trainable']:,}", flush=True)
-            if resumed and (note := history_left_behind(resumed, run_dir)):
+            if resumed and (note := history_left_behind(resumed, run_dir, any(
+                    getattr(logger, "replays_history", False) for logger in loggers))):
                 print(note, flush=True)
         timer = EpochTimer(announce=not shows_progress_bar(config), epochs=config.epochs)
         trainer = make_trainer(config, run_dir, loggers, timer,

@@ -186,14 +186,17 @@ def resume_hint(checkpoint: str | Path | None, run_dir: Path | None = None) -> s
         f"{hint} and an empty --out ({str(run_dir)!r} holds this attempt's files)"
 
 
-def history_left_behind(resumed: Resumed, run_dir: Path) -> str | None:
+def history_left_behind(resumed: Resumed, run_dir: Path, wandb: bool = False) -> str | None:
     """What a resume says at its start when the history of the epochs its checkpoint trained
     is not beside it, so that ``run_dir``'s ``metrics.csv`` begins after them
     (:func:`~lotterynet.loggers.resumed_history`): a checkpoint copied out of its run folder
     (its run's ``metrics.csv`` holds them), or one in its run's ``checkpoints/`` whose
     ``metrics.csv`` is gone (deleted, moved away: nothing the run has holds them, the
     checkpoint only its last epoch's numbers; put back before the resume writes a new one, it
-    is carried on). None where that history is there, carried on."""
+    is carried on). With ``wandb`` (its W&B run gets that history from the file,
+    :func:`~lotterynet.loggers.replay_history`: offline, a new W&B run) the W&B history begins
+    anew too: the resume's offline folder, synced last, replaced the run's. None where that
+    history is there, carried on."""
     checkpoint, stored = resumed
     source = checkpoint_run_dir(checkpoint)
     if (source / METRICS_FILE).is_file():
@@ -206,7 +209,8 @@ def history_left_behind(resumed: Resumed, run_dir: Path) -> str | None:
                 f"{epochs} are in the original run's {METRICS_FILE} only")
     history = "it" if run_dir.resolve() == source else repr(str(run_dir / METRICS_FILE))
     return (f"--resume {str(checkpoint)!r}: its run's history, {str(source / METRICS_FILE)!r}, "
-            f"is gone, so {history} begins anew at epoch {done + 1}, without the metrics of "
+            f"is gone, so {history}{' and the W&B history begin' if wandb else ' begins'} "
+            f"anew at epoch {done + 1}, without the metrics of "
             f"{epochs}; to keep them, stop now (Ctrl-C) and put that file back")
 
 

@@ -261,21 +261,36 @@ def test_a_loose_checkpoint_resumed_says_its_history_stayed_behind(whole_and_sto
     assert sorted(per_epoch(out, "val/acc")) == [1, 2]
 
 
-def test_a_resume_of_a_run_whose_history_is_gone_says_so(whole_and_stopped, tmp_path, capsys):
+@pytest.mark.parametrize("wandb", [False, True])
+def test_a_resume_of_a_run_whose_history_is_gone_says_so(whole_and_stopped, tmp_path, capsys,
+                                                         monkeypatch, wandb):
     """A run whose metrics.csv was deleted, resumed: it said the history was in "the original
     run's metrics.csv", which is the file gone. It says that the history is gone and how to
-    keep it."""
+    keep it; with W&B offline, that its W&B history is too: the resume's offline folder, which
+    the history is replayed into from the file, holds only the epochs after the checkpoint,
+    and synced last replaced the W&B run's history (put back, the file is replayed whole)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
     _, stopped = whole_and_stopped
     run = tmp_path / "run"
     shutil.copytree(stopped, run)
     (run / "metrics.csv").rename(tmp_path / "kept.csv")
     checkpoint = run / "checkpoints" / "last.ckpt"
-    assert main(["--resume", str(checkpoint), "--stop-after", "2"]) == 0
-    said = capsys.readouterr().out.splitlines()
-    assert said[1] == (f"--resume {str(checkpoint)!r}: its run's history, "
-                       f"{str(run / 'metrics.csv')!r}, is gone, so it begins anew at epoch 2, "
-                       f"without the metrics of epoch 1; to keep them, stop now (Ctrl-C) and "
-                       f"put that file back")
+    argv = ["--resume", str(checkpoint), "--stop-after", "2"] + ["--wandb"] * wandb
+    assert main(argv) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if "is gone" in line]
+    assert said == [f"--resume {str(checkpoint)!r}: its run's history, "
+                    f"{str(run / 'metrics.csv')!r}, is gone, so it "
+                    f"{'and the W&B history begin' if wandb else 'begins'} anew at epoch 2, "
+                    f"without the metrics of epoch 1; to keep them, stop now (Ctrl-C) and put "
+                    f"that file back"]
+    if wandb:
+        from lotterynet.loggers import read_wandb_records
+
+        (written,) = (run / "wandb").glob("offline-run-*")
+        epochs = {json.loads(item.value_json) for record in read_wandb_records(
+            next(written.glob("run-*.wandb"))) if record.WhichOneof("record_type") == "history"
+            for item in record.history.item if (item.key or "/".join(item.nested_key)) == "epoch"}
+        assert epochs == {1}  # (0-based: the resume's epoch 2 alone)
     assert sorted(per_epoch(run, "val/acc")) == [1]  # (0-based: the resume's epoch 2 alone)
 
 
