@@ -313,13 +313,16 @@ class RunWandbLogger(WandbLogger):
     @property
     @rank_zero_experiment
     def experiment(self):
-        """Lightning's, started with ``reinit="create_new"`` (wandb >= 0.19.10): a new run,
-        which leaves the user's open and ``wandb.run`` as they were; with Lightning's x-axis
-        for every metric. A logger unpickled in another process attaches to its run, as
-        Lightning's."""
-        if self._experiment is None and getattr(self, "_attach_id", None) is None:
-            import wandb
+        """Lightning's; where the user has a W&B run open, started with
+        ``reinit="create_new"`` (wandb >= 0.19.10): a new run, which leaves the user's open and
+        ``wandb.run`` as they were; with Lightning's x-axis for every metric. Where none is
+        open, it is ``wandb.run`` while it lasts, as Lightning's (a callback's own
+        ``wandb.log`` goes into it). A logger unpickled in another process attaches to its
+        run, as Lightning's."""
+        import wandb
 
+        if (self._experiment is None and getattr(self, "_attach_id", None) is None
+                and wandb.run is not None):
             run = wandb.init(**self._wandb_init, reinit="create_new")
             run.define_metric("trainer/global_step")
             run.define_metric("*", step_metric="trainer/global_step", step_sync=True)

@@ -660,6 +660,22 @@ def test_a_run_logs_into_a_wandb_run_of_its_own_beside_the_users_open_one(tmp_pa
     assert {k: v for k, v in logged.items() if not k.startswith("_")} == {"mine": 1.0}
 
 
+def test_a_runs_wandb_run_is_wandb_run_where_the_user_has_none_open(tmp_path, monkeypatch):
+    """Where no W&B run is open, the run's is ``wandb.run`` while it lasts, as Lightning's
+    logger makes it: a callback of the user's that calls ``wandb.log`` logs into it (a new
+    run beside ``wandb.run`` is only for a run the user has open)."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    experiment = wandb_logger(tmp_path / "run").experiment
+    try:
+        assert wandb.run is experiment
+    finally:
+        close_wandb_run(experiment)
+    assert wandb.run is None
+
+
 @pytest.mark.parametrize("of", ["run", "stack"])
 def test_a_stop_before_a_resumes_trainer_ends_its_replayed_wandb_run(tmp_path, data_dir,
                                                                       monkeypatch, of):
