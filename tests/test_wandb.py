@@ -292,15 +292,24 @@ def run_config(run_dir: Path) -> dict:
     return config
 
 
-def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch):
-    """The sweep's summary run (job type sweep-summary) had an empty W&B config: it holds the
-    sweep's resolved grid, as sweep.json does, its base as a run's config shows it (without
-    where files go nor how it is logged)."""
+def a_figure(path: Path) -> Path:
+    """A small PNG at ``path`` (a sweep's figure, for its summary run to log)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.plot([1, 2])
+    plt.savefig(path)
+    plt.close("all")
+    return path
+
+
+def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch):
+    """The sweep's summary run (job type sweep-summary) had an empty W&B config: it holds the
+    sweep's resolved grid, as sweep.json does, its base as a run's config shows it (without
+    where files go nor how it is logged)."""
     from lotterynet import sweep_table as table_module
     from lotterynet.grid import Sweep
 
@@ -309,10 +318,7 @@ def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch)
     base = {"arch": "fc2", "wandb": True, "wandb_group": "g", "data_dir": "/data"}
     grid = Sweep(base, [{"structure": "subsetsum"}, {"structure": "dense"}], [0.5, 0.9], [1, 2],
                  [0, 1])
-    figure = tmp_path / "figure.png"
-    plt.plot([1, 2])
-    plt.savefig(figure)
-    plt.close("all")
+    figure = a_figure(tmp_path / "figure.png")
     table_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}], figure, grid)
     written, = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*")
     assert {k: v for k, v in run_config(written).items() if k != "_wandb"} == {
@@ -326,10 +332,6 @@ def test_the_sweep_summary_is_a_wandb_run_of_its_own_beside_the_users_open_one(t
     wandb.init()`` in a notebook), was logged into that run (``wandb.init`` returned it) and
     finished it. It is a run of its own, of the id its folder keeps; ``mine`` stays open and
     ``wandb.run``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import wandb
 
     from lotterynet import sweep_table as table_module
@@ -337,11 +339,7 @@ def test_the_sweep_summary_is_a_wandb_run_of_its_own_beside_the_users_open_one(t
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
-    figure = tmp_path / "sweep" / "figure.png"
-    figure.parent.mkdir()
-    plt.plot([1, 2])
-    plt.savefig(figure)
-    plt.close("all")
+    figure = a_figure(tmp_path / "sweep" / "figure.png")
     mine = wandb.init(dir=tmp_path, mode="offline")
     try:
         table_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}], figure,
@@ -364,20 +362,12 @@ def test_the_sweep_summary_table_holds_accuracies_as_fractions_as_its_runs(tmp_p
     without the paper's point (``""``) beside one with it failed the table (W&B refused text
     in a column of numbers). It holds fractions, lists of budgets and empty cells; sweep.md
     and sweep.csv keep percent (the rows given are not changed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from lotterynet import sweep_table as table_module
     from lotterynet.grid import Sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
-    figure = tmp_path / "figure.png"
-    plt.plot([1, 2])
-    plt.savefig(figure)
-    plt.close("all")
+    figure = a_figure(tmp_path / "figure.png")
     rows = [{"variant": "wide", "sparsity": 0.9, "test_acc_mean": 97.125, "test_acc_std": 0.25,
              "seeds": 2, "best_epochs": "10/20", "paper_acc": 97.24, "gap": -0.12},
             {"variant": "trained", "sparsity": 0.0, "test_acc_mean": 98.5, "test_acc_std": 0.0,
@@ -400,20 +390,12 @@ def test_a_sweep_summary_is_logged_again_only_where_its_table_changed(tmp_path, 
     run again, each time: duplicate entries on its dashboard (offline, another folder of that
     run). The same table is not logged again; one that changed (cells ran) is, once, into the
     same run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from lotterynet import sweep_table as table_module
     from lotterynet.grid import Sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
-    figure = tmp_path / "figure.png"
-    plt.plot([1, 2])
-    plt.savefig(figure)
-    plt.close("all")
+    figure = a_figure(tmp_path / "figure.png")
     grid = Sweep({"wandb": True}, [{"structure": "dense"}], [0.5], [1])
     for accuracy in (97.0, 97.0, 98.0, 98.0):  # (run again: nothing new, a cell ran, nothing)
         table_module.log_to_wandb([{"variant": "dense", "test_acc_mean": accuracy}], figure,
