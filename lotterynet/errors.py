@@ -38,7 +38,24 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {escape_line_breaks(message)}\n")
+        self.exit(2, f"{self.prog}: error: {escape_line_breaks(self.typed(message))}\n")
+
+    #: argparse's line for a value its ``type=int`` / ``float`` cannot read.
+    NOT_READ = re.compile(r"^argument (?P<flags>[^:]+): invalid (?P<type>int|float) value: "
+                          r"(?P<value>.+)$")
+
+    def typed(self, message: str) -> str:
+        """argparse's "argument --sparsity: invalid float value: 'abc'" names the value but
+        not what the flag takes: "--sparsity 'abc' is not a number: " and the flag's help
+        (its range, where it has one; its default)."""
+        match = self.NOT_READ.match(message)
+        if match is None:
+            return message
+        flag = match["flags"].split("/")[-1]
+        kind = {"int": "an integer", "float": "a number"}[match["type"]]
+        action = self._option_string_actions.get(flag)
+        takes = action and action.help and self._get_formatter()._expand_help(action)
+        return f"{flag} {match['value']} is not {kind}" + (f": {takes}" if takes else "")
 
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)

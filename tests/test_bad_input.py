@@ -208,7 +208,7 @@ CASES = [
     (["--limit-train", "0"], ["limit_train must be positive, got 0"]),
     (["--stop-after", "0"], ["stop_after must be positive, got 0"]),
     (["--structure", "malach", "--hidden", "0"], ["hidden must be positive, got 0"]),
-    (["--sparsity", "abc"], ["abc", "float"]),
+    (["--sparsity", "abc"], ["abc", "--sparsity", "not a number", "[0, 1)"]),
     (["--jobs-per-device", "two", "--sweep-sparsities", "0.5"], ["two", "int"]),
     # hardware
     (["--devices", "0"], ["devices must be positive, got 0"]),
@@ -1247,6 +1247,26 @@ def test_a_dash_value_of_an_abbreviated_or_list_flag_names_the_flag_and_the_equa
     assert main(["--arch", "timm:resnet18", "--ou=-x", "--exclude=-x", "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert (printed["out"], printed["model"]["exclude"]) == ("-x", ["-x"])
+
+
+def test_a_value_that_is_no_number_names_what_the_flag_takes(capsys):
+    """argparse's "argument --sparsity: invalid float value: 'abc'" named the value but not
+    what the flag takes: the line says it is not a number (an integer) and gives the flag's
+    help, its range where it has one (train.py's flags, theory's alike)."""
+    from lotterynet import theory
+
+    assert main(["--sparsity", "abc"]) == 2
+    assert capsys.readouterr().err == (
+        "train.py: error: --sparsity 'abc' is not a number: fraction of maskable weights "
+        "PRUNED, in [0, 1) (0.9 keeps 10%) (default: 0.5)\n")
+    assert main(["--epochs", "1.5"]) == 2
+    assert capsys.readouterr().err == ("train.py: error: --epochs '1.5' is not an integer: "
+                                       "training epochs (default: 10)\n")
+    with pytest.raises(SystemExit) as exit_info:
+        theory.main(["--epsilon", "abc"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err == (
+        "python -m lotterynet.theory: error: --epsilon 'abc' is not a number: target accuracy "
+        "(table: 0.01, study: 0.05)\n")
 
 
 def test_equal_values_listed_twice_are_named_as_they_were_written(tmp_path, capsys):
