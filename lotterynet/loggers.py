@@ -222,8 +222,8 @@ def copied_wandb_folders(run_dir: Path, copied_id: str) -> str:
     history into the first run's W&B run."""
     if not any((Path(wandb_dir(run_dir)) / "wandb").glob(f"*-{copied_id}")):
         return ""
-    return f" (the *-{copied_id} folders copied with it are that run's: sync its own, " \
-           f"{wandb_sync(run_dir)})"
+    return (f" (the *-{copied_id} folders copied with it are that run's: sync its own, "
+            f"{wandb_sync(run_dir)})")
 
 
 def summary_wandb_id(folder: Path) -> str:

@@ -212,14 +212,14 @@ class EdgePopupModule(pl.LightningModule):
         checkpoint, not three, are in memory at once.)"""
         weights_only = weights_only is not False
         data = read_checkpoint(checkpoint_path, unsealed=True)
-        checkpoint = parse_checkpoint(data, source_name(checkpoint_path),
-                                      weights_only=weights_only)
-        check_restorable(checkpoint, source_name(checkpoint_path))
+        name = source_name(checkpoint_path)
+        checkpoint = parse_checkpoint(data, name, weights_only=weights_only)
+        check_restorable(checkpoint, name)
         if isinstance(kwargs.get("spec"), dict):  # (Lightning puts it in its place)
-            check_same_module(checkpoint, kwargs["spec"], None, source_name(checkpoint_path))
-        elif "spec" not in kwargs and hparams_file is None \
-                and "spec" not in checkpoint.get("hyper_parameters", {}):
-            raise CheckpointError(f"checkpoint {source_name(checkpoint_path)!r} holds no model "
+            check_same_module(checkpoint, kwargs["spec"], None, name)
+        elif ("spec" not in kwargs and hparams_file is None
+              and "spec" not in checkpoint.get("hyper_parameters", {})):
+            raise CheckpointError(f"checkpoint {name!r} holds no model "
                                   f"spec (no 'spec' in its 'hyper_parameters': not saved from "
                                   f"an EdgePopupModule); give the model's as spec=...")
         del checkpoint
