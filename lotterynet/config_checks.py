@@ -220,6 +220,7 @@ def validate(config: RunConfig, given_precision=None) -> None:
     check_numbers(config)
     check_stop_and_resume(config)
     check_hardware(config, given_precision)
+    check_precision_optimizer(config)
     if config.trainer:
         from .trainer_options import check_trainer_options
 
@@ -277,6 +278,17 @@ def check_registered_names(config: RunConfig) -> None:
     as_config_error(OPTIMIZERS.get, config.optimizer)
     as_config_error(SCHEDULERS.get, config.scheduler)
     as_config_error(check_activation, config.activation)
+
+
+def check_precision_optimizer(config: RunConfig) -> None:
+    """An optimizer that cannot train the precision's tensors (Adam in ``16-true``'s float16:
+    :func:`~lotterynet.optim.float16_failure`), which diverged in the first epoch."""
+    from .optim import float16_failure
+
+    why = float16_failure(config.optimizer) if config.precision == "16-true" else None
+    if why:
+        raise ConfigError(f"--optimizer {config.optimizer} with --precision 16-true: {why}; use "
+                          f"--optimizer sgd, or --precision bf16-true, bf16-mixed or 32-true")
 
 
 def check_lenet5_convs(config: RunConfig) -> None:

@@ -63,14 +63,33 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def float16_failure(optimizer: str) -> str | None:
+    """Why ``optimizer`` cannot train float16 tensors (``16-true``, a model made ``.half()``),
+    None where it can. Adam's and AdamW's second moment, (1 − β₂)·g² with β₂ = 0.999, rounds to
+    0 below float16's least number (2⁻²⁴) for every |g| < 5.5e-3, and so does their eps (1e-8):
+    the first step divides the first moment by 0, and such a tensor is inf (NaN where g = 0).
+    A run then stopped as diverged in its first epoch, telling to lower the lr, which cannot
+    help. (bfloat16 has float32's range: Adam trains ``bf16-true``.)"""
+    if optimizer in ("adam", "adamw"):
+        return (f"in float16 {optimizer}'s second moment of a gradient below about 5e-3, and "
+                f"its eps 1e-8, round to 0, so its first step makes those tensors inf or NaN")
+    return None
+
+
 def optimizer_and_schedule(model: nn.Module, optim: dict, epochs: int | None):
     """The optimizer of ``model``'s trainable parameters and its schedule over ``epochs``, as
     ``optim`` (a run's ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``scheduler``)
     names them: one construction for a single run and each member of a stack, which then take
-    the same steps."""
+    the same steps. An optimizer that cannot train the float16 parameters given
+    (:func:`float16_failure`) is refused (``ValueError``), before any step."""
+    params = trainable_parameters(model)
+    why = float16_failure(optim["optimizer"])
+    if why and any(p.dtype == torch.float16 for p in params):
+        raise ValueError(f"optimizer {optim['optimizer']!r} with float16 parameters (precision "
+                         f"'16-true', or a model made .half()): {why}; give optim['optimizer'] "
+                         f"'sgd', or precision 'bf16-true', 'bf16-mixed' or '32-true'")
     optimizer = OPTIMIZERS.get(optim["optimizer"])(
-        trainable_parameters(model), lr=optim["lr"], momentum=optim["momentum"],
-        weight_decay=optim["weight_decay"])
+        params, lr=optim["lr"], momentum=optim["momentum"], weight_decay=optim["weight_decay"])
     return optimizer, SCHEDULERS.get(optim["scheduler"])(optimizer, epochs=epochs)
 
 

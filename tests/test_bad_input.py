@@ -574,6 +574,11 @@ CASES = [
     (["--trainer.gradient_clip_algorithm", "value"], ["'value' without gradient_clip_val"]),
     (["--precision", "bf16-mixed", "--trainer.gradient_clip_val", "0.5"],
      ["gradient_clip_val 0.5", "fused SGD under mixed precision", "--optimizer adam"]),
+    # (float16 rounds Adam's second moment to 0: its first step made the scores inf or NaN, and
+    # the run stopped as diverged, telling to lower the lr)
+    (["--precision", "16-true", "--optimizer", "adam"],
+     ["--optimizer adam with --precision 16-true", "round to 0", "inf or NaN",
+      "use --optimizer sgd, or --precision bf16-true, bf16-mixed or 32-true"]),
     (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{save_dir: {cfg_list}/logs}}}}"],
      ["logger 'CSVLogger' save_dir", "cfg_list", "is a file, not a folder"]),
     (["--trainer.logger", "{{class_path: CSVLogger, init_args: {{save_dir: ''}}}}"],

@@ -733,6 +733,30 @@ def test_clipping_the_fused_sgd_under_a_mixed_precision_is_refused_before_traini
     assert trainer.global_step == 2
 
 
+def test_adam_on_float16_parameters_is_refused_before_training(tmp_path, data_dir):
+    """Adam under ``16-true``: float16 rounds its second moment (and eps) to 0 for gradients
+    below ~5e-3, so its first step made the scores inf or NaN (a run then stopped as diverged,
+    telling to lower the lr); refused in one line before any step. SGD trains in float16."""
+    data = ln.TensorDataModule("mnist", str(data_dir), limit_train=128, val_size=64)
+    spec = {"name": "fc2", "structure": "dense", "sparsity": 0.5, "width": 64}
+    trainer = pl.Trainer(max_epochs=1, precision="16-true", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    module = ln.EdgePopupModule(spec, {"optimizer": "adam"})
+    with pytest.raises(ValueError, match=r"^optimizer 'adam' with float16 parameters \(precision "
+                                         r"'16-true', or a model made \.half\(\)\): in float16 "
+                                         r"adam's second moment .* inf or NaN; give "
+                                         r"optim\['optimizer'\] 'sgd', or precision 'bf16-true', "
+                                         r"'bf16-mixed' or '32-true'$"):
+        trainer.fit(module, data)
+    assert trainer.global_step == 0
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    module = ln.EdgePopupModule(spec)
+    trainer.fit(module, data)
+    assert trainer.global_step == 2
+    assert all(p.dtype == torch.float16 and torch.isfinite(p).all() for p in module.parameters())
+
+
 def test_a_cosine_schedule_shorter_than_the_trainer_is_refused(tmp_path, data_dir):
     """optim['epochs'] 1 under max_epochs 3, or a run of max_epochs 1 resumed with
     max_epochs 2 (its restored schedule keeps its length), trained on silently past the
