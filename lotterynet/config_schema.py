@@ -112,7 +112,8 @@ class RunConfig:
     accelerator: str = option("auto", "Lightning accelerator: auto (CUDA when present), cpu, gpu")
     devices: int = option(1, "devices; N > 1 runs DDP (gloo on the CPU); auto, or GPU indices "
                           "such as 0,1, go to Lightning as --trainer.devices", type=devices_value)
-    precision: str = option("32-true", "Lightning precision (32-true, bf16-mixed, 16-mixed)")
+    precision: str = option("32-true", "Lightning precision (16-mixed needs a CUDA GPU; "
+                            "Lightning's 16, 32, 64 and bf16 are read as it reads them)")
     cuda_graphs: bool = option(True, "on one CUDA device without autocast, replay each training "
                                "step's forward and backward from a CUDA graph (several times "
                                "faster for small models, whose steps wait on kernel launches); "

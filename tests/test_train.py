@@ -22,7 +22,7 @@ from conftest import REPO, SCALED_STD_CONVS, TINY_NF
 from lotterynet import checkpointing
 from lotterynet.archs import recipe, recipe_lr
 from lotterynet.cli import build_parser, config_from_args, main
-from lotterynet.config import NOT_COMPUTED, changed_fields, make_config
+from lotterynet.config import NOT_COMPUTED, PRECISIONS, changed_fields, make_config
 from lotterynet.config_checks import read_options
 from lotterynet.config_flags import NAMED_CHOICES
 from lotterynet.config_schema import FIELDS
@@ -612,11 +612,13 @@ def flag_help(flag: str) -> str:
 @pytest.mark.parametrize("flag, choices", [
     ("--structure", [*STRUCTURES.names(), "wide"]), ("--match", STRUCTURES.names()),
     ("--activation", list(ACTIVATIONS)), ("--init", DISTRIBUTIONS.names()),
-    ("--conv-init", DISTRIBUTIONS.names())])
+    ("--conv-init", DISTRIBUTIONS.names()), ("--precision", PRECISIONS)])
 def test_help_names_every_choice_of_a_registered_name(flag, choices):
     """--structure named only dense, subsetsum and wide ("or any registered structure"), and
     --match, --activation, --init and --conv-init no choice at all; each now lists what the
-    registry it is checked against holds (kept in the command line, which imports no torch)."""
+    registry it is checked against holds (kept in the command line, which imports no torch).
+    --precision named 32-true, bf16-mixed and 16-mixed, not the 64-true, bf16-true and 16-true
+    that a run takes too."""
     assert tuple(sorted(choices)) == NAMED_CHOICES[flag[2:].replace("-", "_")]
     assert f"; choices: {', '.join(sorted(choices))} (default: " in flag_help(flag)
 
