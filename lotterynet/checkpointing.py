@@ -52,6 +52,15 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_folder(folder: Path) -> None:
+    """fsync ``folder``, so that a rename in it survives a power cut; not where the folder
+    cannot be opened: Windows opens none (PermissionError), nor fsyncs one."""
+    try:
+        _fsync(folder)
+    except PermissionError:
+        pass
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, fsync it, rename it over ``path``
     (``os.replace``, atomic on POSIX) and fsync the folder: readers see the old file or the new
@@ -65,7 +74,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         write(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
-        _fsync(path.parent)
+        _fsync_folder(path.parent)
     except BaseException as err:  # interrupted or failed: the previous file stays intact
         tmp.unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno in _NO_SPACE:

@@ -67,7 +67,7 @@ def launching_run() -> int | None:
     return None
 
 
-def hold_stops() -> None:
+def hold_stops(hold: bool = True) -> None:
     """Hold Ctrl-C and SIGTERM back in this process until a command's handlers take them
     (:func:`stopping_on_sigterm` with ``ends_the_process`` unblocks them), called by
     ``python -m lotterynet.approximate``, ``lotterynet.targets`` and ``lotterynet.theory``
@@ -76,8 +76,11 @@ def hold_stops() -> None:
     Python's own SIGINT handler raised a Ctrl-C there as a traceback, and SIGTERM's default
     action killed the process without a word. ``train.py`` blocks the same two signals itself,
     before importing anything of lotterynet's (whose import a stop could otherwise still land
-    in)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
+    in). ``hold`` False lets them through again. Windows has no signal masks: nothing is held
+    there, and a stop that lands in the imports is Python's own traceback."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK if hold else signal.SIG_UNBLOCK,
+                               [signal.SIGINT, signal.SIGTERM])
 
 
 class SigtermStop:
@@ -156,7 +159,7 @@ def stopping_on_sigterm(ends_the_process: bool = False):
         signal.signal(signal.SIGINT, stop.ctrl_c)
     try:
         if ends_the_process:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
+            hold_stops(False)
         yield stop
     finally:
         if not (stop.received and ends_the_process):

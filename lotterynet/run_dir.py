@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import json
 import os
 import re
@@ -40,6 +39,11 @@ from .resumable import is_real
 from .ticket import save_ticket
 from .ticket_file import TICKET
 from .validate import check_not_folders, check_output_dir
+
+try:
+    import fcntl
+except ImportError:  # (Windows: no flock, see flocked)
+    fcntl = None
 
 RESULTS = "results.json"
 HPARAMS = "hparams.yaml"  # (Lightning's CSV logger's: the module's hyperparameters)
@@ -150,19 +154,35 @@ def holding(run_dir: Path, config: RunConfig):
 def locked(folder: Path, busy: str):
     """An exclusive ``flock`` on ``folder`` itself (nothing is added to it; the system drops
     it when the process dies) while the block runs; :class:`ConfigError` ``busy`` when another
-    process holds it, or has just moved it away."""
+    process holds it, or has just moved it away. Nothing is locked where there is no ``flock``
+    (:func:`flocked`; Windows, which opens no folder either)."""
+    if fcntl is None:
+        yield
+        return
     try:
         handle = os.open(folder, os.O_RDONLY)
     except FileNotFoundError:
         raise ConfigError(busy) from None
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(busy) from None
+        if not flocked(handle):
+            raise ConfigError(busy)
         yield
     finally:
         os.close(handle)  # and with it the lock
+
+
+def flocked(file, shared: bool = False) -> bool:
+    """Lock ``file`` (a descriptor or an open file) exclusively, or ``shared``, until it is
+    closed, without waiting; False where another process holds it. Where the system has no
+    ``flock`` (Windows) nothing is locked and it returns True: there, runs and sweeps are not
+    kept from writing into one folder at once (README: Platforms)."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(file, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def clear_previous_run(run_dir: Path) -> None:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import os
 import re
 import sys
@@ -76,7 +75,7 @@ from .grid import (
 )
 from .loggers import CELL_JOB
 from .run import run
-from .run_dir import END_FILES, RESULTS, read_results, run_dir_of, write_json_atomic
+from .run_dir import END_FILES, RESULTS, flocked, read_results, run_dir_of, write_json_atomic
 from .run_stops import needs_less, run_again
 from .stack import run_stack
 from .sweep_cells import (
@@ -130,15 +129,12 @@ def sweep_lock(sweep_dir: Path):
     """An exclusive lock on the sweep directory while the block runs (the system drops it when
     the process dies); refuses when another sweep holds it."""
     with open(sweep_dir / SWEEP_LOCK, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not flocked(lock):
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             raise ConfigError(f"sweep directory {str(sweep_dir)!r} is in use by another sweep "
                               f"({holder}) or a --stack-file or --cell run of one of its "
-                              f"stacks or cells; wait for it, or choose another --sweep-out"
-                              ) from None
+                              f"stacks or cells; wait for it, or choose another --sweep-out")
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()}\n")
@@ -162,11 +158,9 @@ def outside_a_running_sweep(sweep_dir: Path, what: str, is_a_sweep: bool = False
         return
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not flocked(lock, shared=True):
             raise ConfigError(f"{what}: its sweep {str(sweep_dir)!r} is running and runs it; "
-                              f"wait for it, or stop it first") from None
+                              f"wait for it, or stop it first")
         yield
 
 

@@ -561,6 +561,52 @@ def test_ddp_on_cpu_two_ranks_agree(tmp_path, data_dir):
     assert logged == pytest.approx(float(sum(losses) / 2), rel=1e-5)
 
 
+#: Windows, as far as this machine can be it: lotterynet imported afresh (torch kept) where
+#: there is no fcntl, no signal mask and no folder that os.open opens (PermissionError); a
+#: ticket of a converted model saved into argv[1] and loaded, then ``train.py`` with the rest.
+WINDOWS_LIKE = """
+import os, runpy, signal, sys, torch
+for name in [name for name in sys.modules if name.split(".")[0] == "lotterynet"]:
+    del sys.modules[name]
+sys.modules["fcntl"] = None
+del signal.pthread_sigmask
+open_file = os.open
+def no_folders(path, *args, **kwargs):
+    if os.path.isdir(path):
+        raise PermissionError(13, "Permission denied", str(path))
+    return open_file(path, *args, **kwargs)
+os.open = no_folders
+from lotterynet import SubnetLinear, convert, load_ticket, save_ticket
+def net():
+    return torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+model = convert(net(), sparsity=0.5, seed=0).eval()
+assert isinstance(model[0], SubnetLinear)
+path = sys.argv.pop(1)
+save_ticket(model, path)
+x = torch.randn(5, 6)
+assert torch.equal(load_ticket(path, model=net()).eval()(x), model(x))
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_a_run_its_ticket_and_the_layers_work_without_linuxs_locks_and_signal_masks(
+        tmp_path, data_dir):
+    """On Windows ``train.py`` failed at once (AttributeError: module 'signal' has no
+    attribute 'pthread_sigmask'), then as it imported its run (ModuleNotFoundError: fcntl); and
+    every ticket or checkpoint written, a converted model's too, ended in PermissionError as
+    its folder was fsynced. Now the ticket loads bit for bit and the run trains, unlocked, and
+    writes its results and its ticket."""
+    out = tmp_path / "run"
+    done = prefork.run([sys.executable, "-c", WINDOWS_LIKE, tmp_path / "t.ticket", *SMALL,
+                        "--arch", "fc2", "--limit-train", "256", "--val-size", "0",
+                        "--data-dir", str(data_dir), "--out", str(out)], cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert results_of(out)["test_acc"] > 0.1
+    assert any(isinstance(m, SubnetLinear) for m in load_ticket(out / "model.ticket").modules())
+
+
 def test_cli_subprocess_bad_input_and_help():
     proc = subprocess.run([sys.executable, "train.py", "--structure", "bogus"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
