@@ -385,6 +385,15 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep, begun: threading.Event | N
     :func:`run_one_cell`), then its table and figure."""
     if args.jobs_per_device < 1:
         raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
+    gpus = torch.cuda.device_count()
+    if sys.platform == "win32" and not args.cell and max(1, gpus) * args.jobs_per_device > 1:
+        # (its jobs hold Ctrl-C and SIGTERM back as they start and are stopped by them: POSIX
+        # signals; Popen refuses the preexec_fn that holds them on Windows: a traceback per job)
+        on = f" on {gpus} GPUs" if gpus > 1 else ""
+        raise ConfigError(f"--jobs-per-device {args.jobs_per_device}{on}: a sweep runs its "
+                          f"cells as jobs side by side on Linux and macOS only; on Windows "
+                          f"run it with --jobs-per-device 1 on one device "
+                          f"(CUDA_VISIBLE_DEVICES=0)")
     sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
     check_sweep_dir(sweep_dir)
     if sweep.base.get("wandb"):

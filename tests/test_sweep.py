@@ -788,6 +788,22 @@ STACKS = ["--arch", "fc2", "--pairs", "1", "--limit-train", "300", "--val-size",
           "--sweep-sparsities", "0.5,0.9", "--sweep-epochs", "1,2", "--no-baseline"]
 
 
+def test_a_sweep_with_jobs_is_refused_on_windows_in_one_line(tmp_path, data_dir, capsys,
+                                                             monkeypatch):
+    """Windows has not the POSIX signals that hold a sweep's jobs back as they start and stop
+    them (Popen refuses their ``preexec_fn`` there): a sweep with job slots is refused before
+    it writes anything, in one line, not at its first job (ValueError: preexec_fn is not
+    supported on Windows platforms)."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    out = tmp_path / "sweep"
+    assert main([*POOL, "--data-dir", str(data_dir), "--sweep-out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "train.py: error: --jobs-per-device 2: a sweep runs its cells as jobs side by side on "
+        "Linux and macOS only; on Windows run it with --jobs-per-device 1 on one device "
+        "(CUDA_VISIBLE_DEVICES=0)\n")
+    assert not out.exists()
+
+
 def test_subprocess_pool_splits_a_stack_over_free_slots(tmp_path, data_dir, capsys, monkeypatch):
     """With job slots every stack runs in its own ``train.py --stack-file``; with more slots
     than stacks (2 for 1 variant) it is cut into parts of equal epochs (one budget-1 and one
