@@ -25,6 +25,7 @@ import os
 import pickle
 import re
 import struct
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -99,8 +100,12 @@ def remove_stale_temp_files(folder: str | os.PathLike, name: str | None = None) 
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (``os.kill(pid, 0)``); taken for running on Windows, whose
+    ``os.kill`` is no probe: its signal 0 is CTRL_C_EVENT, sent to a console's processes."""
     if pid == os.getpid():
         return False  # a leftover of an earlier process that had our id
+    if sys.platform == "win32":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -545,6 +545,17 @@ def test_a_file_written_again_takes_away_the_temp_files_killed_writers_left_of_i
     assert (tmp_path / "fig[1].png").read_text() == "whole"
 
 
+def test_on_windows_a_temp_file_of_another_process_is_kept_unprobed(tmp_path, monkeypatch):
+    """Windows' ``os.kill(pid, 0)`` sends Ctrl-C (its signal 0 is CTRL_C_EVENT) to the processes
+    of a console, the run's own among them, or raises OSError: there a temp file
+    of another process is kept, whether or not that process runs."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    stale = tmp_path / f".results.json.tmp{2 ** 22 + 1}"  # (above any pid_max: no process)
+    stale.write_bytes(b"half")
+    assert remove_stale_temp_files(tmp_path) == []
+    assert stale.read_bytes() == b"half"
+
+
 def test_stale_temp_files_are_removed_and_refusal_names_only_real_files(tmp_path, capsys):
     checkpoints = tmp_path / "run" / "checkpoints"
     checkpoints.mkdir(parents=True)
