@@ -166,6 +166,16 @@ def on_gpu(accelerator: str) -> bool:
                                               torch.cuda.is_available())
 
 
+def lightning_accelerator(accelerator: str) -> str:
+    """The accelerator a run's Trainer is given: ``auto`` as this project reads it
+    (:func:`on_gpu`: CUDA when present, else the CPU). Lightning's own ``auto`` takes a Mac's
+    MPS first, which no check here counts with, and which has no float64 for the exact
+    accuracies (:class:`~lotterynet.module.ExactAccuracy`)."""
+    if accelerator != "auto":
+        return accelerator
+    return "cuda" if on_gpu(accelerator) else "cpu"
+
+
 def device_count(config: RunConfig) -> int:
     """How many devices a run trains on: ``devices``, or as many as ``--trainer.devices``
     names, as Lightning reads it: ``auto`` every GPU (one process on the CPU), ``-1`` every

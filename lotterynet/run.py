@@ -36,7 +36,7 @@ from .checkpointing import (
 )
 from .config import RESUMABLE, changed_fields
 from .config_checks import read_options
-from .config_schema import WIDE, RunConfig, examples_per_device
+from .config_schema import WIDE, RunConfig, examples_per_device, lightning_accelerator
 from .datamodule import TensorDataModule
 from .errors import ConfigError, memory_refused, resume_flag
 from .lifetime import (
@@ -254,7 +254,7 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
     options = trainer_options(config.trainer, run_dir)  # the user's, over the defaults below
     trainer = pl.Trainer(**{
         "max_epochs": min(config.stop_after or config.epochs, config.epochs),
-        "accelerator": config.accelerator, "devices": config.devices,
+        "accelerator": lightning_accelerator(config.accelerator), "devices": config.devices,
         "strategy": default_strategy(config), "precision": config.precision,
         "num_sanity_val_steps": 0, "enable_model_summary": False,
         "enable_progress_bar": shows_progress_bar(config),

@@ -33,7 +33,7 @@ from pytorch_lightning.strategies import StrategyRegistry
 
 from .checkpointing import CHECKPOINTS, LAST
 from .config import TYPE_NAMES
-from .config_schema import RunConfig, device_count, steps_per_epoch
+from .config_schema import RunConfig, device_count, lightning_accelerator, steps_per_epoch
 from .errors import ConfigError
 from .lifetime import put_back_environment
 from .quiet import lightning_info_off
@@ -461,8 +461,8 @@ def check_trainer_options(config: RunConfig) -> None:
     kwargs.setdefault("strategy", default_strategy(config))
     try:
         with lightning_info_off(), keeping_torch_flags():  # (it sets them)
-            pl.Trainer(accelerator=config.accelerator, precision=config.precision,
-                       max_epochs=config.epochs, **{
+            pl.Trainer(accelerator=lightning_accelerator(config.accelerator),
+                       precision=config.precision, max_epochs=config.epochs, **{
                            "enable_progress_bar": False, "enable_model_summary": False,
                            **kwargs, "logger": False, "callbacks": [
                                epoch_checkpoint(Path(CHECKPOINTS)),

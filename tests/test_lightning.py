@@ -967,6 +967,22 @@ def test_trainer_section_of_a_config_file_reaches_the_trainer(tmp_path):
 
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto is CUDA here")
+def test_auto_accelerator_without_cuda_is_the_cpu_where_lightning_would_take_mps(
+        tmp_path, monkeypatch):
+    """``--accelerator auto`` is CUDA when present, else the CPU, as its help and the checks of
+    memory and precision read it: on a Mac Lightning's own ``auto`` took MPS, where the exact
+    accuracies' float64 has no kernel. (Lightning told here that MPS is available.)"""
+    from lightning_fabric.accelerators.mps import MPSAccelerator
+
+    from lotterynet.run import make_trainer
+    from lotterynet.run_callbacks import EpochTimer
+
+    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: True))
+    trainer = make_trainer(nested_config(tmp_path), tmp_path / "run", [], EpochTimer())
+    assert trainer.strategy.root_device == torch.device("cpu")
+
+
 def test_dotted_true_or_false_keys_take_a_value_as_in_lightning(capsys):
     """``--model.shared false`` (LightningCLI's spelling, also ``=false``) is ``--no-shared``:
     it was refused as an unrecognized argument ``false``."""
