@@ -128,9 +128,11 @@ def measure(sweep: Sweep, size: int, seed: int, part: nn.Sequential, head: nn.Se
 
 
 def machine() -> dict:
-    """Where the numbers were measured (the load average tells whether the cores were shared)."""
+    """Where the numbers were measured (the load average tells whether the cores were shared;
+    None on Windows, which has none)."""
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "load_average_1min": round(os.getloadavg()[0], 2)}
+            "load_average_1min": load}
 
 
 def run_targets(net: str, sweeps: list[Sweep], targets: list[tuple[str, str, int | None]],

@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -124,6 +125,15 @@ def test_measure_on_a_small_network_reports_the_built_model():
     assert high["weight_error_max"] < 1e-2 < low["weight_error_max"]
     assert high["output_relative_error_max"] < low["output_relative_error_max"]
     assert high["coefficient_ranges"] == [[-1.0, 1.0]] * 2  # da Cunha's U[-1, 1]
+
+
+def test_a_rows_machine_without_a_load_average_records_none(monkeypatch):
+    """Windows has no ``os.getloadavg``: every measured row's record of its machine raised
+    AttributeError there, after the row had been measured."""
+    monkeypatch.delattr(os, "getloadavg")
+    assert approximate.machine() == {"cpu": approximate.cpu_name(),
+                                     "threads": torch.get_num_threads(),
+                                     "torch": torch.__version__, "load_average_1min": None}
 
 
 def test_curves_and_the_width_table(monkeypatch):
