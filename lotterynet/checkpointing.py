@@ -45,8 +45,11 @@ def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{TEMP_INFIX}{os.getpid()}")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _fsync(path: Path, flags: int = os.O_RDWR) -> None:
+    """fsync ``path``, opened with ``flags``: a file for writing (Windows' fsync,
+    FlushFileBuffers, fails on one opened read-only: EBADF), a folder read-only (all that a
+    folder opens as)."""
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
@@ -57,7 +60,7 @@ def _fsync_folder(folder: Path) -> None:
     """fsync ``folder``, so that a rename in it survives a power cut; not where the folder
     cannot be opened: Windows opens none (PermissionError), nor fsyncs one."""
     try:
-        _fsync(folder)
+        _fsync(folder, os.O_RDONLY)
     except PermissionError:
         pass
 

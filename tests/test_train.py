@@ -562,20 +562,25 @@ def test_ddp_on_cpu_two_ranks_agree(tmp_path, data_dir):
 
 
 #: Windows, as far as this machine can be it: lotterynet imported afresh (torch kept) where
-#: there is no fcntl, no signal mask and no folder that os.open opens (PermissionError); a
-#: ticket of a converted model saved into argv[1] and loaded, then ``train.py`` with the rest.
+#: there is no fcntl, no signal mask, no folder that os.open opens (PermissionError) and no
+#: fsync of a file opened read-only (EBADF: FlushFileBuffers needs write access); a ticket of
+#: a converted model saved into argv[1] and loaded, then ``train.py`` with the rest.
 WINDOWS_LIKE = """
-import os, runpy, signal, sys, torch
+import fcntl, os, runpy, signal, sys, torch
 for name in [name for name in sys.modules if name.split(".")[0] == "lotterynet"]:
     del sys.modules[name]
 sys.modules["fcntl"] = None
 del signal.pthread_sigmask
-open_file = os.open
+open_file, fsync = os.open, os.fsync
 def no_folders(path, *args, **kwargs):
     if os.path.isdir(path):
         raise PermissionError(13, "Permission denied", str(path))
     return open_file(path, *args, **kwargs)
-os.open = no_folders
+def fsync_written(fd):
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+        raise OSError(9, "Bad file descriptor")
+    fsync(fd)
+os.open, os.fsync = no_folders, fsync_written
 from lotterynet import SubnetLinear, convert, load_ticket, save_ticket
 def net():
     return torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
@@ -594,9 +599,9 @@ def test_a_run_its_ticket_and_the_layers_work_without_linuxs_locks_and_signal_ma
         tmp_path, data_dir):
     """On Windows ``train.py`` failed at once (AttributeError: module 'signal' has no
     attribute 'pthread_sigmask'), then as it imported its run (ModuleNotFoundError: fcntl); and
-    every ticket or checkpoint written, a converted model's too, ended in PermissionError as
-    its folder was fsynced. Now the ticket loads bit for bit and the run trains, unlocked, and
-    writes its results and its ticket."""
+    every ticket or checkpoint written, a converted model's too, ended in OSError (EBADF) as
+    it was fsynced (opened read-only), or in PermissionError as its folder was. Now the ticket
+    loads bit for bit and the run trains, unlocked, and writes its results and its ticket."""
     out = tmp_path / "run"
     done = prefork.run([sys.executable, "-c", WINDOWS_LIKE, tmp_path / "t.ticket", *SMALL,
                         "--arch", "fc2", "--limit-train", "256", "--val-size", "0",
