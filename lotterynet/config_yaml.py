@@ -96,7 +96,9 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
                           f"save the YAML in a file and give that" if path.exists()
                           else f"{where} not found")
     try:
-        data = yaml.load(path.read_text(), Loader=ConfigLoader)
+        # (UTF-8, YAML's own: the locale's, cp1252 on Windows, read a config's 'é' as 'Ã©',
+        # and an ASCII locale refused it)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{where} cannot be read as text: "
                           f"{getattr(err, 'strerror', None) or err}") from None

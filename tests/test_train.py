@@ -3,6 +3,7 @@ checkpoints (atomic, weights_only, resumable), W&B offline, DDP over gloo, bad i
 
 import csv
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -693,6 +694,21 @@ def test_flags_override_config_file(tmp_path):
     args = build_parser().parse_args(["--config", str(config), "--sparsity", "0.25"])
     resolved = config_from_args(args)
     assert (resolved.arch, resolved.sparsity, resolved.epochs) == ("fc4", 0.25, 7)
+
+
+def test_a_config_file_is_read_as_utf_8_whatever_the_locale(tmp_path):
+    """A config file is read as UTF-8, YAML's encoding, as an editor saves it:
+    under the locale's encoding (cp1252 on Windows, ASCII here) its 'é' was 'Ã©', or the
+    file was refused ("... cannot be read as text: 'ascii' codec can't decode byte 0xc3")."""
+    config = tmp_path / "c.yaml"
+    config.write_text("wandb_notes: résumé, γ = 0.5\n", encoding="utf-8")
+    script = ("import sys; from lotterynet.config import load_yaml; "
+              "print(ascii(load_yaml(sys.argv[1])))")
+    done = subprocess.run([sys.executable, "-c", script, config], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "LC_ALL": "C",
+                                                      "PYTHONCOERCECLOCALE": "0",
+                                                      "PYTHONUTF8": "0"})
+    assert done.stdout == "{'wandb_notes': 'r\\xe9sum\\xe9, \\u03b3 = 0.5'}\n", done.stderr
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("edgepopup_conv*.yaml")),
