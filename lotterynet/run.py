@@ -102,6 +102,7 @@ from .trainer_options import (
     optimizer_steps_per_epoch,
     trainer_options,
 )
+from .validate import check_relaunchable
 from .widen import maskable_count, wide_width
 
 
@@ -344,6 +345,7 @@ def run(config: RunConfig, job_type: str | None = None) -> dict:
 
 def set_up_and_run(config: RunConfig, sigterm: SigtermStop, job_type: str | None) -> dict:
     """:func:`run` once its SIGTERM handler is installed."""
+    check_relaunchable(config)
     if config.wandb:
         check_wandb_environment()
     resumed = None

@@ -13,12 +13,13 @@ import errno
 import math
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
 from .config import PRECISIONS, precision_name
 from .config_checks import SEED_MAX, as_config_error
-from .config_schema import RunConfig, on_gpu
+from .config_schema import RunConfig, device_count, on_gpu
 from .config_yaml import read_yaml_mapping
 from .errors import ConfigError
 from .registry import check_choice
@@ -67,6 +68,28 @@ def check_devices_named(devices, gpu: bool, available: int, kind: str) -> None:
                           f"such as 0,1")
     raise ConfigError(f"--devices {devices!r} is not a count of {kind} nor auto; valid "
                       f"choices on the CPU: 1 to {available}, or auto")
+
+
+def check_relaunchable(config: RunConfig) -> None:
+    """A run on several devices (DDP) started where its ranks can start: Lightning starts each
+    rank over 0 by running the program again (the script's path, or ``-m`` its module), which
+    a notebook or the Python prompt cannot be (Lightning refused, after the run's first line,
+    advising ``ddp_notebook``, a strategy that a run refuses), nor ``python -c`` or stdin (the
+    rank failed, "can't open file '-c'", and Lightning SIGKILLed the caller's process)."""
+    import __main__
+
+    devices = device_count(config)
+    if devices < 2:
+        return
+    if hasattr(sys, "ps1") or sys.flags.interactive:  # (Lightning's test of a notebook)
+        where = "an interactive session (a notebook, the Python prompt)"
+    elif getattr(__main__, "__spec__", None) is None and not os.path.isfile(sys.argv[0]):
+        where = f"python {sys.argv[0] or '-'}"
+    else:
+        return
+    raise ConfigError(f"devices {devices}: DDP starts each further rank by running the program "
+                      f"again, which {where} cannot be; run it from a script file (python "
+                      f"my_run.py) or a module (python -m my_run), or on 1 device")
 
 
 def check_timm_model(name: str) -> None:

@@ -1050,6 +1050,42 @@ def test_rank_variables_left_in_the_shell_are_refused(tmp_path, stopped_run, dat
     assert snapshot(run) == before
 
 
+def test_ddp_from_where_its_ranks_cannot_start_is_refused(tmp_path, data_dir, monkeypatch,
+                                                          capsys):
+    """DDP starts each rank over 0 by running the program again: ``lotterynet.run.run`` on 2
+    devices in a notebook (Lightning's test of one, here made true) printed the run's first
+    line, left its folder and raised Lightning's advice of ``ddp_notebook``, which a run
+    refuses; from ``python -c`` (or stdin) the rank failed and Lightning SIGKILLed the caller.
+    Refused before anything, in one line; a script file or a module starts its ranks."""
+    import pytorch_lightning.trainer.connectors.accelerator_connector as connector
+
+    import __main__
+    from lotterynet.run import run
+    from lotterynet.validate import check_relaunchable
+
+    config = make_config({"arch": "fc2", "structure": "dense", "accelerator": "cpu",
+                          "devices": 2, "data_dir": str(data_dir), "out": str(tmp_path / "run")})
+    advice = ("cannot be; run it from a script file (python my_run.py) or a module (python -m "
+              "my_run), or on 1 device")
+    with monkeypatch.context() as notebook:
+        notebook.setattr(sys, "ps1", ">>> ", raising=False)
+        notebook.setattr(connector, "_IS_INTERACTIVE", True)
+        with pytest.raises(ConfigError, match=re.escape(
+                "devices 2: DDP starts each further rank by running the program again, which "
+                f"an interactive session (a notebook, the Python prompt) {advice}") + "$"):
+            run(config)
+    assert capsys.readouterr().out == "" and not (tmp_path / "run").exists()
+    monkeypatch.setattr(__main__, "__spec__", None)
+    for program in ("-c", "-", ""):
+        monkeypatch.setattr(sys, "argv", [program])
+        with pytest.raises(ConfigError, match=re.escape(
+                "devices 2: DDP starts each further rank by running the program again, which "
+                f"python {program or '-'} {advice}") + "$"):
+            check_relaunchable(config)
+    monkeypatch.setattr(sys, "argv", [__file__])  # a script
+    check_relaunchable(config)
+
+
 def test_a_wandb_dir_that_is_a_file_is_refused(tmp_path, data_dir, monkeypatch, capsys):
     """``$WANDB_DIR`` (where a ``--wandb`` run's W&B files go) naming a file is refused before
     any work, as ``--out`` is (W&B warned and wrote into the temporary folder instead)."""
