@@ -146,24 +146,24 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
              f"~{seconds_said(sum(epoch_cost(n, k) for n in names) / counts[k])} s"  # (a mean)
              for k, names in kinds.items() if counts[k]]
 
-    def sizes(split: str) -> str:  # (of the cells that train, each size once)
-        return " or ".join(f"{n:,}" for n in sorted({images[name][split] for names in
-                                                      kinds.values() for name in names
-                                                      if left[name]}))
+    def sizes(split: str, names: list[str]) -> str:  # (each size once)
+        return " or ".join(f"{n:,}" for n in sorted({images[name][split] for name in names}))
     tested = [(n, k) for k, names in kinds.items() for n in names if n not in diverged]
     if tested:
         parts.append(f"{plural(len(tested), 'test')} of "
-                     f"{sizes('test')} images at "
+                     f"{sizes('test', [n for n, _ in tested])} images at "
                      f"~{seconds_said(sum(test_cost(n, k) for n, k in tested) / len(tested))} s")
     starts = [start["stacked"]] * len(stacks) + [start["single"]] * len(single)
     if starts:
         parts.append(f"{plural(len(starts), 'start')} at "
                      f"~{seconds_said(sum(starts) / len(starts))} s")  # (a mean)
+    trained = [name for names in kinds.values() for name in names if left[name]]
+    epochs = (f"epochs of {sizes('train', trained)} training and {sizes('val', trained)} "
+              f"validation images: ") if trained else ""  # (none: cells left only to test)
     at_once = f", {jobs} jobs at once" if jobs > 1 else ""
-    return wall / 3600, (f"{plural(len(todo), 'cell')}, epochs of {sizes('train')} "
-                         f"training and {sizes('val')} validation "
-                         f"images: {', '.join(parts)} ({', '.join(cells_use(sweep, 'arch'))}, "
-                         f"the epoch times of a 2-core CPU{at_once})")
+    return wall / 3600, (f"{plural(len(todo), 'cell')}, {epochs}{', '.join(parts)} "
+                         f"({', '.join(cells_use(sweep, 'arch'))}, the epoch times of a 2-core "
+                         f"CPU{at_once})")
 
 
 def split_images(config: RunConfig) -> dict[str, int]:

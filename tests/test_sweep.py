@@ -1441,6 +1441,24 @@ def test_cpu_estimate_counts_each_cells_validation_test_and_start(tmp_path, monk
     assert "3 starts at ~8 s" in what
 
 
+def test_cpu_estimate_of_a_cell_left_only_to_test_says_its_test(tmp_path, monkeypatch):
+    """A cell killed once it had trained every epoch resumes only to test: the estimate said
+    "1 cell, epochs of  training and  validation images: 1 test of  images at ~5 s", its
+    numbers blank (the sizes were those of cells with epochs left); it says its test."""
+    cpu_epoch_seconds(monkeypatch, {"lenet5": 55.0}, {"lenet5": 11.0}, start=1.0, eval_share=0.5)
+    sweep = Sweep(base={"arch": "lenet5", "limit_train": 300}, variants=[{}], sparsities=[0.5],
+                  epochs=[2], baseline=False)
+    (label, values), = sweep.cells()
+    checkpoint = tmp_path / "cells" / cell_name(label, values) / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    atomic_torch_save({"state_dict": {}, "epoch": 1, "optimizer_states": [],
+                       "hyper_parameters": {"config": make_config(values).to_dict()}}, checkpoint)
+    hours, what = cost_module.cpu_estimate(sweep, tmp_path)
+    assert hours * 3600 == pytest.approx(1.0 + 0.5 * 10000 * 55 / 55000)
+    assert what == ("1 cell, 1 test of 10,000 images at ~5 s, 1 start at ~1 s (lenet5, the "
+                    "epoch times of a 2-core CPU)")
+
+
 def test_cpu_estimate_counts_the_images_the_trainer_limits_leave(tmp_path, monkeypatch):
     """A cell's Trainer options limit_train_batches (a count or a fraction of the epoch),
     limit_val_batches (0: no validation; a fraction), limit_test_batches (a count),
