@@ -461,17 +461,23 @@ def check_trainer_options(config: RunConfig) -> None:
     kwargs.setdefault("strategy", default_strategy(config))
     try:
         with lightning_info_off(), keeping_torch_flags():  # (it sets them)
-            pl.Trainer(accelerator=lightning_accelerator(config.accelerator),
-                       precision=config.precision, max_epochs=config.epochs, **{
-                           "enable_progress_bar": False, "enable_model_summary": False,
-                           **kwargs, "logger": False, "callbacks": [
-                               epoch_checkpoint(Path(CHECKPOINTS)),
-                               *kwargs.get("callbacks", [])]})
+            trainer = pl.Trainer(accelerator=lightning_accelerator(config.accelerator),
+                                 precision=config.precision, max_epochs=config.epochs, **{
+                                     "enable_progress_bar": False, "enable_model_summary": False,
+                                     **kwargs, "logger": False, "callbacks": [
+                                         epoch_checkpoint(Path(CHECKPOINTS)),
+                                         *kwargs.get("callbacks", [])]})
     except Exception as err:  # noqa: BLE001 - Lightning's own check of the values
         given = {k: config.trainer[k] for k in config.trainer
                  if k not in CLASS_OPTIONS} or config.trainer
         raise ConfigError(f"trainer options {given!r} refused by Lightning: "
                           f"{one_line(err)}") from None
+    # (torch's DistributedDataParallel refused it as the training started, on every rank)
+    if (kwargs.get("sync_batchnorm") and trainer.num_devices > 1
+            and trainer.strategy.root_device.type == "cpu"):
+        raise ConfigError(f"trainer sync_batchnorm true on {trainer.num_devices} CPU devices: "
+                          f"torch's SyncBatchNorm runs on CUDA GPUs only; leave it out on the "
+                          f"CPU")
     check_inert(config)
     if kwargs.get("gradient_clip_val") and config.precision.endswith("-mixed") and \
             config.optimizer == "sgd":  # (Lightning raises at the first clipped step)

@@ -1050,6 +1050,21 @@ def test_rank_variables_left_in_the_shell_are_refused(tmp_path, stopped_run, dat
     assert snapshot(run) == before
 
 
+def test_sync_batchnorm_on_cpu_ranks_is_refused_before_any_work(tmp_path, data_dir):
+    """``--trainer.sync_batchnorm true`` under DDP on the CPU ran until torch's
+    DistributedDataParallel refused it as the training started ("SyncBatchNorm layers only
+    work with GPU modules"): a traceback from every rank, exit 1, ``metrics.csv`` left. It is
+    refused with the config (train.py: exit 2, nothing written); on one device, with no DDP and
+    nothing to sync, it runs as before."""
+    base = {"arch": "fc2", "accelerator": "cpu", "data_dir": str(data_dir),
+            "out": str(tmp_path / "run"), "trainer": {"sync_batchnorm": True}}
+    with pytest.raises(ConfigError, match=r"^trainer sync_batchnorm true on 2 CPU devices: "
+                                          r"torch's SyncBatchNorm runs on CUDA GPUs only; leave "
+                                          r"it out on the CPU$"):
+        make_config({**base, "devices": 2})
+    make_config({**base, "devices": 1})
+
+
 def test_ddp_from_where_its_ranks_cannot_start_is_refused(tmp_path, data_dir, monkeypatch,
                                                           capsys):
     """DDP starts each rank over 0 by running the program again: ``lotterynet.run.run`` on 2
