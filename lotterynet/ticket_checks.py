@@ -87,6 +87,17 @@ def _refuse_differing(what: str, ours: dict, theirs: dict, show, spec: bool) -> 
                              f"model has {mine}, {rebuild} {made}): {why}")
 
 
+def _batch_norm_as_built(module: nn.Module, built: type | None) -> type:
+    """``module``'s type; a ``SyncBatchNorm``'s, the batch norm built in its place where that
+    is one: DDP's ``sync_batchnorm`` (Lightning's, ``SyncBatchNorm.convert_sync_batchnorm``)
+    swaps each batch norm for one holding the same tensors, which a ticket stores and rebuilds
+    as built (a multi-GPU run's ticket was refused at its end, its training done)."""
+    if (isinstance(module, nn.SyncBatchNorm) and built is not None
+            and issubclass(built, nn.modules.batchnorm._BatchNorm)):
+        return built
+    return type(module)
+
+
 def rebuilt_as_saved(model: nn.Module, spec: dict | None) -> nn.Module:
     """The model a ticket of ``model`` rebuilds, on the ``meta`` device (nothing allocated: a
     save at a run's end must not need the model's memory twice): its ``spec``'s, the
@@ -116,9 +127,10 @@ def rebuilt_as_saved(model: nn.Module, spec: dict | None) -> nn.Module:
                     f"{f' (include={include!r})' if include is not None else ''} does not "
                     f"replay on the model the spec builds (convert refuses it there): "
                     f"{NOT_AS_BUILT}") from error
-    _refuse_differing("module", *({n: type(m) for n, m in net.named_modules()}
-                                  for net in (model, probe)), lambda t: f"a {t.__name__}",
-                      spec is not None)
+    built = {n: type(m) for n, m in probe.named_modules()}
+    _refuse_differing("module", {n: _batch_norm_as_built(m, built.get(n))
+                                 for n, m in model.named_modules()}, built,
+                      lambda t: f"a {t.__name__}", spec is not None)
     _refuse_differing("tensor", *({n: list(getattr(t, "shape", ())) for n, t in
                                    net.state_dict().items()} for net in (model, probe)), str,
                       spec is not None)

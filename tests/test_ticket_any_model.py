@@ -196,6 +196,28 @@ def test_a_module_replaced_after_build_model_is_refused_at_save(tmp_path):
     assert torch.equal(load_ticket(tmp_path / "t.ticket").eval()(x), model(x))
 
 
+def test_a_model_whose_batch_norms_ddp_synced_saves_as_built(tmp_path):
+    """DDP's ``sync_batchnorm`` (Lightning's ``Trainer(sync_batchnorm=True)`` on GPUs, torch's
+    ``SyncBatchNorm.convert_sync_batchnorm``) swaps a built model's batch norms for
+    SyncBatchNorms holding the same tensors: save_ticket refused it ("module 'bn1' is not the
+    one the model's spec rebuilds (the model has a SyncBatchNorm, the spec a BatchNorm2d)"),
+    a multi-GPU run's ticket at its end. It saves, loads with the batch norms built, bit for
+    bit; a SyncBatchNorm where the spec builds no batch norm is still refused."""
+    model = ln.models.build_model("timm:resnet10t", in_chans=1, num_classes=3, sparsity=0.5)
+    model(torch.randn(4, 1, 32, 32))  # (running statistics of its own)
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(model).eval()
+    assert type(synced.bn1) is nn.SyncBatchNorm
+    save_ticket(synced, tmp_path / "t.ticket")
+    loaded = load_ticket(tmp_path / "t.ticket").eval()
+    x = torch.randn(2, 1, 32, 32)
+    assert type(loaded.bn1) is nn.BatchNorm2d and torch.equal(loaded(x), synced(x))
+    synced.act1 = nn.SyncBatchNorm(64)
+    with pytest.raises(ValueError, match=r"^save_ticket: module 'act1' is not the one the "
+                                         r"model's spec rebuilds \(the model has a "
+                                         r"SyncBatchNorm, the spec a ReLU\): "):
+        save_ticket(synced, tmp_path / "other.ticket")
+
+
 def test_a_layer_added_or_replaced_after_convert_is_refused_at_save(tmp_path):
     """Your own model, converted, then given a convertible layer that the recorded convert()
     calls reach (timm's reset_classifier: a fresh plain fc; a layer assigned or added): a load
