@@ -92,6 +92,10 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
                for name, config in configs.items()}
     todo = [(name, prepared) for name, (prepared, _, _) in planned.items()
             if prepared is not None]
+    # (each in its own train.py with job slots; with a DDP cell, every single cell, one at a
+    # time, as run_cells runs them, whatever the slots)
+    ddp = any(device_count(config) > 1 for _, config in todo)
+    jobs = 1 if ddp else jobs
     stacks, single, _, resumed = plan_stacks(sweep, sweep_dir, configs, todo, jobs) if \
         stack else ({}, todo, {}, {})
     # a stack that resumes trains every member its checkpoint holds (one finished meanwhile
@@ -128,8 +132,6 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     def cost(name: str, kind: str) -> float:
         return epoch_cost(name, kind) + test_cost(name, kind)
 
-    # (each in its own train.py with job slots; with a DDP cell, every single cell)
-    ddp = any(device_count(config) > 1 for _, config in todo)
     start = {kind: CPU_START_SECONDS + CPU_IMPORT_SECONDS * (jobs > 1 or ddp and kind == "single")
              for kind in ("stacked", "single")}
     seconds = {stack_dir: start["stacked"] + sum(cost(m, "stacked") for m in members)

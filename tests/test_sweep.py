@@ -1321,6 +1321,11 @@ def test_cpu_estimate_counts_stacked_members_at_the_stacked_epoch_time(tmp_path,
     ranks, _ = cost_module.cpu_estimate(load_sweep(ddp, given_values(ddp)), tmp_path / "ddp",
                                          stack=False)
     assert ranks == pytest.approx(unstacked)
+    # DDP cells run one at a time whatever --jobs-per-device says (the estimate halved, "2 jobs
+    # at once")
+    slots, what = cost_module.cpu_estimate(load_sweep(ddp, given_values(ddp)), tmp_path / "ddp",
+                                           stack=False, jobs=2)
+    assert slots == pytest.approx(unstacked) and "jobs at once" not in what
     # a finished cell costs nothing (one finished member leaves 13 of its stack); a cell
     # finished with another config than the sweep's now is run again, so it counts
     label, values = next((lab, v) for lab, v in sweep.cells() if lab != "trained")
