@@ -481,7 +481,7 @@ def write_report(path: Path, suite: Suite, timings: list[tuple[str, float, float
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def run_suite(suite: Suite, quick: bool) -> list[tuple[str, float, float]]:
+def run_suite(suite: Suite) -> list[tuple[str, float, float]]:
     """Every check in turn; a crash becomes an ERROR row (and a note with the traceback)."""
     timings = []
     for check, budget in CHECKS:
@@ -533,7 +533,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         suite = Suite(torch.device(args.device), QUICK if args.quick else Scale(),
                       args.data_dir, Path(tmp))
-        timings = run_suite(suite, args.quick)
+        timings = run_suite(suite)
     write_report(args.report, suite, timings, time.perf_counter() - start, args.quick)
     print(f"report: {args.report}")
     return 1 if any(r.result == "ERROR" for r in suite.rows) else 0
