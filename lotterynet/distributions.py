@@ -105,10 +105,10 @@ def draw_seed(generator: torch.Generator | None) -> int | None:
         torch.randint(2**62, (), generator=generator, device="cpu"))
 
 
-def _check_finite(distribution: str, name: str, value):
-    """``value``, if it is a finite real number; else an error naming the parameter."""
+def _check_finite(name: str, value):
+    """``value``, if it is a finite real number; else an error naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{distribution} {name} must be a finite number, got {value!r}")
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     return value
 
 
@@ -185,8 +185,8 @@ def hyperbolic(shape, fan_in, generator, alpha: float | None = None, beta: float
     float32, so α, β and β/α must be normal float32 numbers (else the weights are 0, inf or
     NaN)."""
     default_alpha, default_beta = orseau_range()
-    alpha = _check_finite("hyperbolic", "alpha", default_alpha if alpha is None else alpha)
-    beta = _check_finite("hyperbolic", "beta", default_beta if beta is None else beta)
+    alpha = _check_finite("hyperbolic alpha", default_alpha if alpha is None else alpha)
+    beta = _check_finite("hyperbolic beta", default_beta if beta is None else beta)
     if not (FLOAT32.tiny <= alpha < beta <= FLOAT32.max and beta / alpha <= FLOAT32.max):
         ratio = f", beta/alpha={beta / alpha:.3g}" if alpha > 0 else ""  # (the limit it may break)
         raise ValueError(f"hyperbolic needs {FLOAT32.tiny:.3g} <= alpha < beta <= "
