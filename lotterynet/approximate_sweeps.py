@@ -13,6 +13,7 @@ EPSILON, DELTA = 0.01, 0.01
 ACCURACY_SLACK = 0.005  # "within 0.5 points of the target's test accuracy"
 NATALE_DENSITY = 0.25
 NATALE_K_N = 16  # Natale vs k: k of this many coefficients per weight
+NATALE_K_SIZES = (1, 2, 3, 4, 5, 6, 8)  # Natale vs k: the k it sweeps, for either net
 LENET5_CONV_PART = 6  # lenet5_dacunha modules 0-5: conv, ReLU, pool, conv, ReLU, pool
 DATASET_SEED_OFFSET = {"mnist": 0, "fashion-mnist": 1000}  # independent draws per data set
 
@@ -38,16 +39,15 @@ def _natale_vs_n(coefficients, size):
     return _subset_sum(coefficients, size, k=max(1, round(NATALE_DENSITY * size)))
 
 
-def _natale_vs_k(coefficients, n, size):
-    return _subset_sum(coefficients, n, k=size)
+def _natale_vs_k(coefficients, size):
+    return _subset_sum(coefficients, NATALE_K_N, k=size)
 
 
 def _product(rule, size):
     return partial(product_network, m=size, rule=rule, epsilon=EPSILON)
 
 
-def subset_sum_sweeps(default_range: str, n_sizes, natale_n: int, k_sizes,
-                      natale_sizes) -> list[Sweep]:
+def subset_sum_sweeps(default_range: str, n_sizes, natale_sizes) -> list[Sweep]:
     """The subset-sum family with ``default_range`` as the paper's own coefficient range."""
     return [
         Sweep("pensia", "Pensia et al. 2020, Exp. 1 (Fig. 1b network), U[min, max] of the "
@@ -59,20 +59,20 @@ def subset_sum_sweeps(default_range: str, n_sizes, natale_n: int, k_sizes,
         Sweep("natale", f"Natale et al., fixed size k = {NATALE_DENSITY:g} n, "
               f"{default_range} range", "n", natale_sizes,
               partial(_natale_vs_n, default_range)),
-        Sweep("natale_k", f"Natale et al., fixed n = {natale_n}, k of n, {default_range} range",
-              "k", k_sizes, partial(_natale_vs_k, default_range, natale_n)),
+        Sweep("natale_k", f"Natale et al., fixed n = {NATALE_K_N}, k of n, {default_range} "
+              "range", "k", NATALE_K_SIZES, partial(_natale_vs_k, default_range)),
     ]
 
 
-FC2_SWEEPS = subset_sum_sweeps("layer", (3, 5, 7, 9, 11, 13, 15, 17, 19, 21), NATALE_K_N,
-                               (1, 2, 3, 4, 5, 6, 8), (4, 8, 12, 16, 20)) + [
+FC2_SWEEPS = subset_sum_sweeps("layer", (3, 5, 7, 9, 11, 13, 15, 17, 19, 21),
+                               (4, 8, 12, 16, 20)) + [
     Sweep("malach", "Malach et al. 2020, Lemmas 2.4-2.5, U[-1, 1]", "m", (4, 8, 16, 32, 64),
           partial(_product, "malach")),
     Sweep("orseau", "Orseau et al. 2020, Cor. 10 / Thm. 3, hyperbolic", "m",
           (4, 8, 16, 32, 64), partial(_product, "orseau")),
 ]
-LENET5_SWEEPS = subset_sum_sweeps("unit", (5, 8, 10, 12, 14, 16, 18, 20, 22, 25, 30), NATALE_K_N,
-                                  (1, 2, 3, 4, 5, 6, 8), (4, 8, 12, 16, 20, 24))
+LENET5_SWEEPS = subset_sum_sweeps("unit", (5, 8, 10, 12, 14, 16, 18, 20, 22, 25, 30),
+                                  (4, 8, 12, 16, 20, 24))
 SWEEPS = {"fc2": FC2_SWEEPS, "lenet5": LENET5_SWEEPS}
 
 
