@@ -69,7 +69,8 @@ COEFFICIENT_RANGES = {
 |weight or bias|; ``unit``: U[−1, 1] (da Cunha et al., and the theorems' distribution)."""
 
 GOLDEN_GAMMA = 2 / 3
-"""γ of Orseau et al.'s Corollary 10 (Lemma 9 with 1/φ ≤ γ < 1)."""
+"""γ of Orseau et al.'s Corollary 10 (Lemma 9 with 1/φ ≤ γ < 1): its log base 3/2 is
+log_{1/γ}."""
 
 
 def coefficient_bounds(weight: torch.Tensor, coefficients: str) -> tuple[float, float]:
@@ -293,7 +294,7 @@ def golden_ratio_cap(w_max: float, epsilon: float) -> int:
     ``k = ⌈log_{3/2}(2 w_max / ε_w)⌉``, what the γ^k bound needs (0 when ε_w > 2 w_max:
     ŵ = 0 is then within ε_w/2 of every weight). (A relative 1e-12 keeps an integer k′
     whole.)"""
-    return math.floor(math.log(3 * w_max / epsilon, 1.5) * (1 + 1e-12))
+    return math.floor(math.log(3 * w_max / epsilon, 1 / GOLDEN_GAMMA) * (1 + 1e-12))
 
 
 #: The product networks' selections, by ``rule``, which is also the structure they build.
