@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, DiskFullError, first_line
+from .errors import IN_THE_WAY, CheckpointError, DiskFullError, WriteFailed, first_line
 
 CHECKPOINTS = "checkpoints"  # RUN/checkpoints/last.ckpt
 LAST = "last.ckpt"
@@ -68,24 +68,41 @@ def _fsync_folder(folder: Path) -> None:
 def atomic_write(path: str | os.PathLike, write) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, fsync it, rename it over ``path``
     (``os.replace``, atomic on POSIX) and fsync the folder: readers see the old file or the new
-    one, never a part, and the new one survives a power cut. A full disk raises
-    :class:`DiskFullError` and leaves the old file in place. The temporary files of ``path``
-    that killed writers left (SIGKILL, a power cut: no cleanup ran) go once it is written."""
+    one, never a part, and the new one survives a power cut. A file that cannot be written
+    raises :class:`WriteFailed` (a full disk :class:`DiskFullError`), one line naming it, and
+    leaves the old file in place; a folder or file in the way (:data:`IN_THE_WAY`) is raised
+    as it is. The temporary files of ``path`` that killed writers left (SIGKILL, a power cut:
+    no cleanup ran) go once it is written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
     try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync_folder(path.parent)
-    except BaseException as err:  # interrupted or failed: the previous file stays intact
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in _NO_SPACE:
-            raise DiskFullError(err.errno, f"disk full while writing {str(path)!r}; the "
-                                f"previous {path.name} (if any) is kept unchanged") from None
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write(tmp)
+            _fsync(tmp)
+            os.replace(tmp, path)
+            _fsync_folder(path.parent)
+        except BaseException:  # interrupted or failed: the previous file stays intact
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        raise write_failed(err, path, f"; the previous {path.name} (if any) is kept "
+                                      f"unchanged") from None
     remove_stale_temp_files(path.parent, path.name)
+
+
+def write_failed(err: OSError, path: Path, kept: str = "") -> OSError:
+    """What a command reports for ``err``, raised as ``path`` was written: ``err`` itself where
+    it is one line already (a folder or file in the way, :data:`IN_THE_WAY`; a
+    :class:`WriteFailed` of a file written on the way), else one line naming ``path`` and the
+    system's reason, :class:`DiskFullError` for a full disk or quota, else
+    :class:`WriteFailed`, then ``kept`` (what is left of the file)."""
+    if isinstance(err, (*IN_THE_WAY, WriteFailed)):
+        return err
+    if err.errno in _NO_SPACE:
+        return DiskFullError(err.errno, f"disk full while writing {str(path)!r}{kept}")
+    return WriteFailed(err.errno, f"could not write {str(path)!r} "
+                                  f"({err.strerror or first_line(err)}){kept}")
 
 
 def remove_stale_temp_files(folder: str | os.PathLike, name: str | None = None) -> list[Path]:

@@ -158,8 +158,15 @@ class DatasetCorrupt(DatasetNotFound):
     report them missing)."""
 
 
-class DiskFullError(OSError):
-    """The disk filled while writing a file; the previous version of the file is intact."""
+class WriteFailed(OSError):
+    """A file could not be written: a file size limit (``ulimit -f``: "File too large"), its
+    folder made read-only or taken away, an I/O error; the previous version of the file is
+    intact. Not bad input: the same command goes on where it can write (exit 1)."""
+
+
+class DiskFullError(WriteFailed):
+    """The disk (or the quota) filled while writing a file; the previous version of the file
+    is intact."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -299,7 +306,7 @@ class WandbFailed(RuntimeError):
 #: sweep folder), a file where a folder does. Bad input, named by its path.
 IN_THE_WAY = (IsADirectoryError, NotADirectoryError, FileExistsError)
 
-REPORTED = (ConfigError, CheckpointError, DatasetNotFound, DiskFullError, TrainingDiverged,
+REPORTED = (ConfigError, CheckpointError, DatasetNotFound, WriteFailed, TrainingDiverged,
             OutOfMemory, Interrupted, WandbFailed, *IN_THE_WAY)
 """The errors a command reports as one line (``prog: error: MESSAGE``), not a traceback."""
 
@@ -339,5 +346,5 @@ def message(err: Exception) -> str:
     if isinstance(err, IN_THE_WAY):  # (a rename's error names its destination second)
         return (f"{err.filename2 or err.filename!r}: {err.strerror} (something else is where "
                 f"lotterynet writes or reads: move it away)")
-    return escape_line_breaks(err.strerror if isinstance(err, DiskFullError) else
+    return escape_line_breaks(err.strerror if isinstance(err, WriteFailed) else
                               err.command_line if isinstance(err, DatasetNotFound) else str(err))

@@ -29,7 +29,13 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
-from .checkpointing import Resumed, atomic_write, checkpoint_run_dir, write_csv_atomic
+from .checkpointing import (
+    Resumed,
+    atomic_write,
+    checkpoint_run_dir,
+    write_csv_atomic,
+    write_failed,
+)
 from .config_checks import WANDB_SERVER_MODES, wandb_mode
 from .errors import CheckpointError, ConfigError, WandbFailed, exit_code, first_line
 from .grid import config_value
@@ -53,6 +59,15 @@ class AtomicExperimentWriter(ExperimentWriter):
         with open(self.metrics_file_path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         write_csv_atomic(self.metrics_file_path, rows, fieldnames)
+
+    def save(self) -> None:
+        """Lightning's, whose append of the rows logged raised the system's error as a
+        traceback where the disk was full or the run's folder had been taken away: one line
+        naming the file (:func:`~lotterynet.checkpointing.write_failed`)."""
+        try:
+            super().save()
+        except OSError as err:
+            raise write_failed(err, Path(self.metrics_file_path)) from None
 
     def log_hparams(self, params: dict) -> None:
         """Lightning's, written atomically (:func:`~lotterynet.checkpointing.atomic_write`):

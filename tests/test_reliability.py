@@ -526,6 +526,30 @@ def test_full_disk_says_so_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+@pytest.mark.parametrize("number", [errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO])
+def test_a_write_the_system_refuses_is_one_line_naming_the_file_and_keeps_the_last_good_one(
+        tmp_path, monkeypatch, number):
+    """A file size limit (``ulimit -f``: EFBIG), a folder made read-only, an I/O error: the
+    system's reason, with the file, in one line (it was a traceback; only a full disk was
+    said), and the previous checkpoint kept."""
+    from lotterynet.errors import WriteFailed
+
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def refused(self, data):
+        raise OSError(number, os.strerror(number))
+
+    monkeypatch.setattr(Path, "write_bytes", refused)
+    with pytest.raises(WriteFailed) as error:
+        atomic_torch_save({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert error.value.strerror == (f"could not write {str(path)!r} ({os.strerror(number)}); "
+                                    f"the previous last.ckpt (if any) is kept unchanged")
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
 def test_a_file_written_again_takes_away_the_temp_files_killed_writers_left_of_it(tmp_path):
     """SIGKILL leaves ``.NAME.tmpPID`` beside a file (theory's figure, a sweep's table): the
     next atomic write of that file removes it, and only its own (a live writer's and another
@@ -632,17 +656,22 @@ def test_a_copied_run_resumed_is_a_wandb_run_of_its_own_and_a_moved_one_keeps_it
     assert wandb_run_id(moved, str(moved / "checkpoints" / "last.ckpt")) == ("0ldrun00", True)
 
 
+@pytest.mark.parametrize("number, says", [(errno.ENOSPC, "disk full while writing {}"),
+                                           (errno.EFBIG, "could not write {} (File too large)")])
 def test_full_disk_during_training_is_one_line_and_exit_1(tmp_path, data_dir, monkeypatch,
-                                                           capsys):
+                                                           capsys, number, says):
+    """A full disk, and a file size limit (``ulimit -f``, whose EFBIG was a traceback)."""
     def no_space(self, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise OSError(number, os.strerror(number))
 
     monkeypatch.setattr(Path, "write_bytes", no_space)  # the checkpoint write
     out = tmp_path / "run"
     assert main([*SMALL, "--limit-train", "200", "--epochs", "1", "--data-dir", str(data_dir),
                  "--out", str(out)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "disk full" in err[0] and "last.ckpt" in err[0]
+    last = str(out / "checkpoints" / "last.ckpt")
+    assert capsys.readouterr().err.strip().splitlines()[-1:] == [
+        f"train.py: error: {says.format(repr(last))}; the previous last.ckpt (if any) is kept "
+        f"unchanged"]
     assert not list((out / "checkpoints").iterdir())  # no temp file left behind
 
 
@@ -1727,6 +1756,24 @@ def test_a_failed_rewrite_of_the_history_keeps_its_rows(tmp_path, monkeypatch):
         logger.save()
     assert (tmp_path / "metrics.csv").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temporary file left
+
+
+def test_a_history_whose_folder_was_removed_under_the_run_is_one_line_naming_it(tmp_path):
+    """``rm -rf RUN`` while the run trains: Lightning's append of the next rows raised
+    FileNotFoundError as a traceback; it is one line naming the file, and nothing is made
+    again in the folder's place."""
+    from lotterynet.errors import WriteFailed
+    from lotterynet.loggers import HistoryCSVLogger
+
+    run = tmp_path / "run"
+    logger = HistoryCSVLogger(run, [])
+    logger.log_metrics({"train/loss": 0.5}, step=0)
+    shutil.rmtree(run)
+    with pytest.raises(WriteFailed) as error:
+        logger.log_metrics({"train/loss": 0.25}, step=1)
+    assert error.value.strerror == (f"could not write {str(run / 'metrics.csv')!r} (No such "
+                                    f"file or directory)")
+    assert not run.exists()
 
 
 def test_a_failed_rewrite_of_the_hyperparameters_keeps_the_file(tmp_path, monkeypatch):
