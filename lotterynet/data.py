@@ -152,7 +152,13 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, train: bool,
     spec: DatasetSpec = DATASETS.get(name)
     root = resolve_data_dir(root)
     if spec.idx:
-        files = _idx_files(name, root, spec, train, download)
+        try:
+            files = _idx_files(name, root, spec, train, download)
+        except DatasetNotFound:  # (an OSError: its own line)
+            raise
+        except OSError as err:  # a folder on the way this user may not open: the look for the
+            # files (Path.is_file) raised "Permission denied" as a traceback
+            raise _corrupt(name, root, spec, err) from None
         try:
             data, targets = read_split(files)
         except IDXError as err:

@@ -4,6 +4,7 @@ with one line that names the file at fault (or the files missing), and what to d
 import re
 import shutil
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,6 +74,27 @@ def test_a_damaged_raw_file_is_named(data_dir, tmp_path, damage, fault):
     with pytest.raises(DatasetCorrupt, match=f"\\({re.escape(str(images))}: {fault}\\); "
                                              "replace MNIST/raw/"):
         load_split("mnist", tmp_path, train=True)
+
+
+def test_a_data_folder_that_cannot_be_opened_is_named_not_a_traceback(data_dir, tmp_path,
+                                                                        monkeypatch):
+    """``chmod 000 DATA`` (or a folder of another user's): looking for the files raised
+    PermissionError as a traceback; it is the one line of files that cannot be read."""
+    raw = linked_set(tmp_path, data_dir)
+    stat = Path.stat
+
+    def denied(self, **kwargs):  # (as the system answers for a folder this user may not open)
+        if self.parent == raw:
+            raise PermissionError(13, "Permission denied", str(self))
+        return stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", denied)
+    with pytest.raises(DatasetCorrupt) as refused:
+        load_split("mnist", tmp_path, train=True)
+    assert str(refused.value) == (
+        f"mnist: the files under {tmp_path} are corrupt or unreadable ([Errno 13] Permission "
+        f"denied: '{raw}/train-images-idx3-ubyte'); replace "
+        "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte with intact copies")
 
 
 @pytest.mark.parametrize("damage, fault", [
