@@ -37,7 +37,7 @@ from .checkpointing import (
     write_failed,
 )
 from .config_checks import WANDB_SERVER_MODES, wandb_mode
-from .errors import CheckpointError, ConfigError, WandbFailed, exit_code, first_line
+from .errors import IN_THE_WAY, CheckpointError, ConfigError, WandbFailed, exit_code, first_line
 from .grid import config_value
 
 METRICS_FILE = "metrics.csv"
@@ -496,18 +496,33 @@ def ending_wandb_runs(loggers: list[Logger]):
 @contextlib.contextmanager
 def reporting_wandb_failure(failed: str, then: Callable[[], str]):
     """W&B's own errors inside the block (``wandb.errors.Error``: its server refusing or out
-    of reach, an upload failing, a setting it refuses at ``wandb.init``) as one line,
-    :class:`~lotterynet.errors.WandbFailed`: ``failed`` (what W&B failed to log), W&B's
-    reason, then ``then()`` (what is kept and how to go on, as it is when W&B failed). A full
-    disk is an OSError, reported as such. Without wandb loaded (nor installed: W&B not
-    asked for), nothing raised is W&B's."""
+    of reach, an upload failing, a setting it refuses at ``wandb.init``; an OSError raised in
+    W&B's code, :func:`raised_in_wandb`: its folder not writable, the disk full under it; a
+    file in the way of its folder keeps its own line, :data:`~lotterynet.errors.IN_THE_WAY`) as
+    one line, :class:`~lotterynet.errors.WandbFailed`: ``failed`` (what W&B failed to log),
+    W&B's reason, then ``then()`` (what is kept and how to go on, as it is when W&B failed).
+    A full disk in lotterynet's own writes is reported as such. Without wandb loaded (nor
+    installed: W&B not asked for), nothing raised is W&B's."""
     try:
         yield
     except Exception as err:
         errors = sys.modules.get("wandb.errors")
-        if errors is None or not isinstance(err, errors.Error):
+        if errors is None or not (isinstance(err, errors.Error) or isinstance(err, OSError)
+                                  and not isinstance(err, IN_THE_WAY) and raised_in_wandb(err)):
             raise
         raise WandbFailed(f"{failed} ({first_line(err)}); {then()}") from None
+
+
+def raised_in_wandb(err: BaseException) -> bool:
+    """Whether W&B's code is on the way to where ``err`` was raised: its OSErrors were
+    tracebacks (a folder W&B may not write in, at ``wandb.init``; the disk full as
+    ``run.finish()`` closes its log, after the run had been trained and saved)."""
+    frame = err.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__", "").partition(".")[0] == "wandb":
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def wandb_sync(folder: Path) -> str:

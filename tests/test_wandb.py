@@ -16,6 +16,7 @@ from lotterynet.loggers import (
     make_loggers,
     read_wandb_records,
     read_wandb_summary,
+    reporting_wandb_failure,
 )
 
 
@@ -572,6 +573,32 @@ def test_a_run_whose_wandb_logging_fails_at_its_end_keeps_its_results(
     assert json.loads(results.read_text())["finished"] is True
     (written,) = (out / "wandb").glob("offline-run-*")
     assert wandb.run is None and wandb_exit_code(written) == code
+
+
+@pytest.mark.parametrize("refused, reason", [
+    (PermissionError(13, "Permission denied"), "{} is not writable"),  # (W&B's own words)
+    (OSError(28, "No space left on device"), "[Errno 28] No space left on device")])
+def test_an_os_error_in_wandbs_code_is_its_failure_in_one_line(tmp_path, monkeypatch, refused,
+                                                                 reason):
+    """W&B's folder not writable (made read-only, another user's) or the disk full under it:
+    W&B raised the OSError from its own code, at ``wandb.init`` (or as ``run.finish()`` closed
+    its log, once the run was saved) — a traceback. It is W&B's failure, said in one line
+    with what is kept."""
+    import os
+
+    from wandb.sdk.lib import filesystem
+
+    from lotterynet.errors import WandbFailed
+
+    def refuse(path, *args, **kwargs):  # (as the system answers W&B making its run's folder)
+        raise refused
+
+    monkeypatch.setattr(os, "makedirs", refuse)
+    folder = tmp_path / "wandb" / "offline-run-1"
+    with pytest.raises(WandbFailed) as failed:
+        with reporting_wandb_failure("run 'r': W&B failed to log it", lambda: "kept"):
+            filesystem.mkdir_exists_ok(folder)
+    assert str(failed.value) == f"run 'r': W&B failed to log it ({reason.format(folder)}); kept"
 
 
 @pytest.mark.parametrize("of", ["run", "stack"])
