@@ -94,7 +94,12 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     (:func:`left_before_a_checkpoint`), as its stop line says."""
     if is_launched_worker():
         return
-    check_output_dir(run_dir, "--out")
+    if config.resume and run_dir.resolve() == checkpoint_run_dir(config.resume):  # (the run
+        # it continues: no --out given, or that run's folder)
+        check_output_dir(run_dir, f"--resume {config.resume!r}: its run folder",
+                         "resume into an empty --out")
+    else:
+        check_output_dir(run_dir, "--out")
     check_not_folders(run_dir / file for file in (*END_FILES, METRICS_FILE))  # (its history)
     sweep = next((name for name in (SWEEP_FILE, SWEEP_LOCK) if (run_dir / name).exists()), None)
     if sweep is not None:

@@ -104,9 +104,11 @@ def check_timm_model(name: str) -> None:
         raise ConfigError(f"unknown timm model {name!r}; {hint}")
 
 
-def check_output_dir(path: str | os.PathLike, flag: str) -> None:
+def check_output_dir(path: str | os.PathLike, flag: str,
+                     instead: str = "choose another folder") -> None:
     """``path`` is, or can be created as, a folder we may write in: probed by creating (and
-    removing) a temporary folder in its nearest existing ancestor."""
+    removing) a temporary folder in its nearest existing ancestor. ``instead``: what to do
+    where it is not writable."""
     path = Path(path)
     existing = next(p for p in (path, *path.parents)
                     if os.path.lexists(p) or p == Path(p.anchor))
@@ -120,7 +122,7 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> None:
         os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=existing))
     except OSError as err:
         raise ConfigError(f"{flag} {str(path)!r} is not writable ({err.strerror or err} in "
-                          f"{str(existing)!r}); choose another folder") from None
+                          f"{str(existing)!r}); {instead}") from None
 
 
 def check_not_folders(paths) -> None:

@@ -946,6 +946,30 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(argv, named, files, 
     assert time.perf_counter() - started < 30  # refused before any training
 
 
+def test_a_resume_whose_run_folder_is_read_only_names_the_resume_not_out(
+        stopped_run, tmp_path, monkeypatch, capsys):
+    """``--resume RUN/checkpoints/last.ckpt`` of a run made read-only said "--out 'RUN' is not
+    writable (...); choose another folder", naming a flag not given: it names the resume's
+    run folder and the way on, an empty --out."""
+    import tempfile
+
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run, run)
+    mkdtemp = tempfile.mkdtemp
+
+    def read_only(*args, dir=None, **kwargs):  # (as the system answers chmod a-w; root passes)
+        if Path(dir) == run:
+            raise PermissionError(13, "Permission denied")
+        return mkdtemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    assert main(["--resume", checkpoint]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"train.py: error: --resume {checkpoint!r}: its run folder {str(run)!r} is not writable "
+        f"(Permission denied in {str(run)!r}); resume into an empty --out"]
+
+
 def test_a_data_folder_from_the_environment_that_is_a_file_is_named(tmp_path, monkeypatch,
                                                                     capsys):
     """``$LOTTERYNET_DATA`` naming a file is refused as ``--data-dir`` is (it read as corrupt
