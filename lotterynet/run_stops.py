@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .checkpointing import CHECKPOINTS, LAST, Resumed, checkpoint_run_dir, epochs_done
+from .config_checks import wandb_mode
 from .config_schema import RunConfig
 from .errors import OutOfMemory, Terminated, interrupted, memory_refused, resume_flag
 from .loggers import METRICS_FILE, wandb_sync
@@ -217,8 +218,11 @@ def history_left_behind(resumed: Resumed, run_dir: Path, wandb: bool = False) ->
 def after_wandb_failed(run_dir: Path, resumed: str | None) -> str:
     """What a run whose W&B logging failed says of how it goes on: finished (its results are
     written before its W&B run ends), with the command that uploads what its W&B run holds;
-    else as a stopped run (:func:`how_to_go_on`), W&B offline if its server still refuses."""
+    else as a stopped run (:func:`how_to_go_on`), W&B offline if its server still refuses, or
+    without W&B where it was offline already (its folder not writable, its disk full)."""
     then = how_to_go_on(run_dir / CHECKPOINTS / LAST, resumed=resumed) or START_OVER
     if (run_dir / RESULTS).is_file():
         return f"{then}; {wandb_sync(run_dir)} uploads what its W&B run holds"
+    if wandb_mode() == "offline":
+        return f"{then}; --no-wandb runs it without W&B"
     return f"{then}; with $WANDB_MODE=offline W&B logs it offline, for `wandb sync` later"

@@ -721,14 +721,15 @@ def test_a_stop_before_a_resumes_trainer_ends_its_replayed_wandb_run(tmp_path, d
     assert wandb.run is None and ended == {0, 130}
 
 
-@pytest.mark.parametrize("fails", ["ticket", "init", "stack", "stack init"])
+@pytest.mark.parametrize("fails", ["ticket", "init", "online init", "stack", "stack init"])
 def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
         tmp_path, data_dir, monkeypatch, capsys, fails):
     """W&B's own errors (its server out of reach while a run's ticket uploads, a setting it
     refuses at ``wandb.init``, a ``--stack-file`` stack's tickets) were a traceback. They are
     one line, exit 1, as the sweep's for a member it cannot log: what W&B failed to log, why,
     what is kept (a finished run's results, a stack's members') and how to go on (upload what
-    the run's W&B folder holds; start the run over, W&B offline; run the sweep again)."""
+    the run's W&B folder holds; start the run over, W&B offline, or without W&B where it was
+    offline already; run the sweep again)."""
     import wandb
     import wandb.errors
 
@@ -742,7 +743,8 @@ def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
     def failing(*args, **kwargs):
         raise wandb.errors.CommError("server down\n<html>")
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_MODE", "online" if fails == "online init" else "offline")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     monkeypatch.setattr(*(wandb, "init") if fails.endswith("init") else
                         (wandb.Artifact, "add_file"), failing)
     out = tmp_path / "run"
@@ -763,8 +765,10 @@ def test_a_wandb_failure_is_one_line_naming_what_is_kept_and_how_to_go_on(
         "ticket": f"run {str(out)!r}: W&B failed to log it (server down); the run is finished: "
                   f"its results are in {str(results)!r}; `wandb sync {out}/wandb/*-"
                   f"{own_wandb_id(out)}` uploads what its W&B run holds",
-        "init": f"run {str(out)!r}: W&B failed to log it (server down); {START_OVER}; with "
-                f"$WANDB_MODE=offline W&B logs it offline, for `wandb sync` later",
+        "init": f"run {str(out)!r}: W&B failed to log it (server down); {START_OVER}; "
+                f"--no-wandb runs it without W&B",
+        "online init": f"run {str(out)!r}: W&B failed to log it (server down); {START_OVER}; "
+                       f"with $WANDB_MODE=offline W&B logs it offline, for `wandb sync` later",
         "stack": "stack s: W&B failed to log it (server down); every member has finished "
                  "(its results are in its cell); run the same sweep again to end it, training "
                  "nothing",
