@@ -21,7 +21,14 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from .checkpointing import CHECKPOINTS, LAST, Resumed, checkpoint_run_dir, epochs_done
 from .config_checks import wandb_mode
 from .config_schema import RunConfig
-from .errors import OutOfMemory, Terminated, interrupted, memory_refused, resume_flag
+from .errors import (
+    OutOfMemory,
+    Terminated,
+    WriteFailed,
+    interrupted,
+    memory_refused,
+    resume_flag,
+)
 from .loggers import METRICS_FILE, wandb_sync
 from .run_callbacks import CheckedCheckpointIO
 from .run_dir import RESULTS, holds_files
@@ -213,6 +220,19 @@ def history_left_behind(resumed: Resumed, run_dir: Path, wandb: bool = False) ->
             f"is gone, so {history}{' and the W&B history begin' if wandb else ' begins'} "
             f"anew at epoch {done + 1}, without the metrics of "
             f"{epochs}; to keep them, stop now (Ctrl-C) and put that file back")
+
+
+@contextlib.contextmanager
+def reporting_write_failure(run_dir: Path, resumed: str | None):
+    """A file the run in ``run_dir`` could not write (:class:`~lotterynet.errors.WriteFailed`:
+    the disk full, a file size limit, its folder taken away) ends it saying, after the file,
+    how it goes on once it can write, as a stopped run does (:func:`how_to_go_on`): the line
+    named the file alone."""
+    try:
+        yield
+    except WriteFailed as err:
+        then = how_to_go_on(run_dir / CHECKPOINTS / LAST, resumed=resumed) or START_OVER
+        raise type(err)(err.errno, f"{err.strerror}; {then}") from None
 
 
 def after_wandb_failed(run_dir: Path, resumed: str | None) -> str:

@@ -658,21 +658,32 @@ def test_a_copied_run_resumed_is_a_wandb_run_of_its_own_and_a_moved_one_keeps_it
 
 @pytest.mark.parametrize("number, says", [(errno.ENOSPC, "disk full while writing {}"),
                                            (errno.EFBIG, "could not write {} (File too large)")])
+@pytest.mark.parametrize("failing", [1, 2])
 def test_full_disk_during_training_is_one_line_and_exit_1(tmp_path, data_dir, monkeypatch,
-                                                           capsys, number, says):
-    """A full disk, and a file size limit (``ulimit -f``, whose EFBIG was a traceback)."""
+                                                           capsys, number, says, failing):
+    """A full disk, and a file size limit (``ulimit -f``, whose EFBIG was a traceback), at the
+    ``failing``-th epoch's checkpoint: one line naming the file, then how the run goes on once
+    it can write (the line named the file alone): from the checkpoint kept, else over."""
+    write_bytes, written = Path.write_bytes, []
+
     def no_space(self, data):
-        raise OSError(number, os.strerror(number))
+        written.append(self)
+        if len(written) == failing:
+            raise OSError(number, os.strerror(number))
+        return write_bytes(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", no_space)  # the checkpoint write
     out = tmp_path / "run"
-    assert main([*SMALL, "--limit-train", "200", "--epochs", "1", "--data-dir", str(data_dir),
+    assert main([*SMALL, "--limit-train", "200", "--epochs", "2", "--data-dir", str(data_dir),
                  "--out", str(out)]) == 1
-    last = str(out / "checkpoints" / "last.ckpt")
+    last = out / "checkpoints" / "last.ckpt"
+    then = (f"resume with --resume {last} (written at the end of epoch 1)" if failing == 2
+            else START_OVER)
     assert capsys.readouterr().err.strip().splitlines()[-1:] == [
-        f"train.py: error: {says.format(repr(last))}; the previous last.ckpt (if any) is kept "
-        f"unchanged"]
-    assert not list((out / "checkpoints").iterdir())  # no temp file left behind
+        f"train.py: error: {says.format(repr(str(last)))}; the previous last.ckpt (if any) is "
+        f"kept unchanged; {then}"]
+    # no temp file left behind; epoch 1's checkpoint kept
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["last.ckpt"] * (failing - 1)
 
 
 def test_ddp_ranks_die_with_rank_zero(tmp_path, data_dir):

@@ -545,14 +545,14 @@ def test_a_wandb_run_whose_logging_fails_after_it_started_ends_failed_and_the_er
 
 
 @pytest.mark.parametrize("fails, code, line", [
-    ("disk full", 1, "disk full while writing 'x'"),
+    ("disk full", 1, "disk full while writing 'x'; the run is finished: its results are in {}"),
     ("Ctrl-C", 130, "stopped by Ctrl-C (SIGINT); the run is finished: its results are in {}")])
 def test_a_run_whose_wandb_logging_fails_at_its_end_keeps_its_results(
         tmp_path, data_dir, monkeypatch, capsys, fails, code, line):
     """A run trained and tested whose W&B end failed or was stopped (its ticket being logged)
     wrote no ``results.json``: it looked unfinished, and the stop's line said to resume it to
-    test it again. Its results are written before its W&B run ends: the error is said as it
-    was, the stop names them (a resume of a finished run is refused)."""
+    test it again. Its results are written before its W&B run ends: the error and the stop
+    name them (a resume of a finished run is refused)."""
     import wandb
 
     from lotterynet.errors import DiskFullError
