@@ -32,7 +32,15 @@ from pathlib import Path
 
 import torch
 
-from .errors import IN_THE_WAY, CheckpointError, DiskFullError, WriteFailed, first_line
+from .errors import (
+    IN_THE_WAY,
+    CheckpointError,
+    DiskFullError,
+    WriteFailed,
+    first_line,
+    in_binary_units,
+)
+from .machine import available_memory
 
 CHECKPOINTS = "checkpoints"  # RUN/checkpoints/last.ckpt
 LAST = "last.ckpt"
@@ -262,6 +270,11 @@ def read_checkpoint(path, *, unsealed: bool = False) -> bytes:
             raise CheckpointError(f"checkpoint {name!r} is not a regular file (a pipe, a device "
                                   f"or a socket); give the run's checkpoints/{LAST}")
         else:
+            size, have = Path(path).stat().st_size, available_memory()
+            if have is not None and size > have:  # (read whole: a MemoryError's traceback)
+                raise CheckpointError(f"checkpoint {name!r} is {in_binary_units(size)}, more "
+                                      f"than the {in_binary_units(have)} of memory this machine "
+                                      f"has available to read it")
             data = Path(path).read_bytes()
         return unseal(data, name, unsealed=unsealed)
     except FileNotFoundError:

@@ -6,6 +6,7 @@ import csv
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -507,6 +508,17 @@ def test_bit_flipped_checkpoint_is_refused_before_loading(tmp_path):
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_larger_than_the_memory_is_refused_in_one_line_unread(tmp_path):
+    """(a 1 TiB file, sparse here: read whole, it was a MemoryError's traceback)"""
+    path = tmp_path / "last.ckpt"
+    with path.open("wb") as f:
+        f.truncate(2**40)
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(repr(str(path)))} is "
+                                              rf"1\.0 TiB, more than the [\d,.]+ [KMG]iB of "
+                                              rf"memory this machine has available to read it$"):
         load_checkpoint(path)
 
 
