@@ -316,11 +316,15 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
                 raise ConfigError(f"{where}: {err}") from None
             raise
 
+    counted = (f"{sweep.size():,} cells of the sweep (variants {len(variants)} x sparsities "
+               f"{len(sweep.sparsities)} x epochs {len(sweep.epochs)} x seeds "
+               f"{len(sweep.seeds)}{', and the baseline' if sweep.baseline else ''})")
+    if sweep.size() > MAX_CELLS:
+        raise ConfigError(f"the {counted} are more than {MAX_CELLS:,}, which no sweep needs; "
+                          f"give fewer variants, sparsities, epochs or seeds")
     if sweep.size() >= CELLS_TO_SAY:  # (a grid of thousands takes a while to check)
-        print(f"checking the {sweep.size():,} cells of the sweep (variants {len(variants)} x "
-              f"sparsities {len(sweep.sparsities)} x epochs {len(sweep.epochs)} x seeds "
-              f"{len(sweep.seeds)}{', and the baseline' if sweep.baseline else ''}), about "
-              f"{sweep.size() * CELL_CHECK_SECONDS:,.0f} s", flush=True)
+        print(f"checking the {counted}, about {sweep.size() * CELL_CHECK_SECONDS:,.0f} s",
+              flush=True)
     named: dict[str, tuple[str, dict]] = {}
     runs: dict[str, tuple[str, dict]] = {}
     configs = []
@@ -362,6 +366,10 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
 #: loaded): a grid of thousands is then not a silent wait.
 CELLS_TO_SAY = 2000
 CELL_CHECK_SECONDS = 0.0002
+#: The most cells :func:`load_sweep` takes: a few axes of a thousand values multiply to
+#: millions (10,000,000 cells were checked for about 2,000 s, their configs held in memory,
+#: before any refusal; the paper's grids have 215).
+MAX_CELLS = 100_000
 
 
 def refuse_unread_variant_keys(variants: list[dict], labels: list[str],

@@ -1564,6 +1564,22 @@ def test_a_large_grid_says_how_many_cells_it_checks_before_checking_them(monkeyp
     assert seen[0] == ""
 
 
+def test_a_grid_of_millions_of_cells_is_refused_from_its_axes_before_any_is_checked(
+        monkeypatch):
+    """Axes of a thousand values multiply to millions of cells: 10,000,000 were checked for
+    about 2,000 s, their configs held in memory, before any refusal."""
+    monkeypatch.setattr(grid_module, "make_config", lambda values: pytest.fail("checked"))
+    argv = ["--arch", "fc2", "--sweep-variants", "dense",
+            "--sweep-sparsities", ",".join(f"{i / 1000:g}" for i in range(500)),
+            "--sweep-epochs", ",".join(str(e) for e in range(1, 202)), "--sweep-seeds", "0"]
+    with pytest.raises(ConfigError, match=r"^the 100,701 cells of the sweep \(variants 1 x "
+                                          r"sparsities 500 x epochs 201 x seeds 1, and the "
+                                          r"baseline\) are more than 100,000, which no sweep "
+                                          r"needs; give fewer variants, sparsities, epochs or "
+                                          r"seeds$"):
+        load_sweep(build_parser().parse_args(argv), Overrides())
+
+
 PAPER_SPARSITIES = [0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.98,
                     0.99]
 
