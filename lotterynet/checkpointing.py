@@ -301,6 +301,12 @@ def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None, *,
     which must be a Lightning checkpoint as lotterynet writes it. ``weights_only=False`` only
     where the user asked for it, for a file of their own that holds Python objects (a
     callback's state): it unpickles whatever the file holds."""
+    inflated, have = _inflated_size(data), available_memory()
+    if have is not None and inflated > have:  # (torch.load allocates each member's size)
+        raise CheckpointError(f"checkpoint {str(path)!r} inflates to "
+                              f"{in_binary_units(inflated)}, more than the "
+                              f"{in_binary_units(have)} of memory this machine has available "
+                              f"to load it")
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location=map_location or "cpu",
                                 weights_only=weights_only)
@@ -323,6 +329,16 @@ def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None, *,
         raise CheckpointError(f"checkpoint {str(path)!r} is not a Lightning checkpoint as "
                               f"lotterynet writes it: {fault}")
     return checkpoint
+
+
+def _inflated_size(data: bytes) -> int:
+    """The bytes the members of the zip archive ``data`` declare, which ``torch.load`` reads
+    whole: deflated, a file of megabytes can declare gigabytes (0 for what is no zip archive,
+    which ``torch.load`` then names)."""
+    try:
+        return sum(member.file_size for member in zipfile.ZipFile(io.BytesIO(data)).infolist())
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        return 0
 
 
 def check_restorable(checkpoint: dict, path: str | os.PathLike) -> None:

@@ -12,15 +12,22 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+import lotterynet.checkpointing as checkpointing
 import prefork
 from conftest import REPO, processes_mentioning
-from lotterynet.checkpointing import atomic_torch_save, load_checkpoint, remove_stale_temp_files
+from lotterynet.checkpointing import (
+    atomic_torch_save,
+    load_checkpoint,
+    remove_stale_temp_files,
+    seal,
+)
 from lotterynet.cli import main
 from lotterynet.config import make_config
 from lotterynet.errors import CheckpointError, DiskFullError
@@ -519,6 +526,27 @@ def test_a_checkpoint_larger_than_the_memory_is_refused_in_one_line_unread(tmp_p
     with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(repr(str(path)))} is "
                                               rf"1\.0 TiB, more than the [\d,.]+ [KMG]iB of "
                                               rf"memory this machine has available to read it$"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_that_inflates_past_the_memory_is_refused_before_it_loads(tmp_path,
+                                                                              monkeypatch):
+    """torch.load reads a zip's deflated members whole: 40 kB of file declared 40 MB (and
+    megabytes declare gigabytes, a colleague's checkpoint an out-of-memory kill)."""
+    stored = tmp_path / "stored.ckpt"
+    atomic_torch_save({"state_dict": {"w": torch.zeros(10**7)}}, stored)
+    with zipfile.ZipFile(stored) as archive, zipfile.ZipFile(tmp_path / "zip", "w") as deflated:
+        for member in archive.infolist():
+            deflated.writestr(member.filename, archive.read(member), zipfile.ZIP_DEFLATED)
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(seal((tmp_path / "zip").read_bytes()))
+    assert path.stat().st_size < 10**5
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.zeros(10**7))
+    monkeypatch.setattr(checkpointing, "available_memory", lambda: 2**25)  # (32 MiB)
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(repr(str(path)))} "
+                                              rf"inflates to 38\.1 MiB, more than the 32\.0 "
+                                              rf"MiB of memory this machine has available to "
+                                              rf"load it$"):
         load_checkpoint(path)
 
 
