@@ -35,10 +35,13 @@ class ConfigLoader(yaml.SafeLoader):
     MAX_VALUES = 100_000
 
     def construct_document(self, node):
-        if expanded_size(node, {}) > self.MAX_VALUES:
+        sizes: dict[int, int] = {}  # (one entry per value the text writes)
+        if expanded_size(node, sizes) > self.MAX_VALUES:
+            many = "it holds" if len(sizes) > self.MAX_VALUES else \
+                "its aliases (*name) expand it to"
             raise yaml.constructor.ConstructorError(
-                None, None, f"its aliases (*name) expand it to more than {self.MAX_VALUES:,} "
-                f"values; no option needs that", node.start_mark)
+                None, None, f"{many} more than {self.MAX_VALUES:,} values; no option needs "
+                f"that", node.start_mark)
         return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):

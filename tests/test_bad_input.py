@@ -24,6 +24,7 @@ from conftest import REPO, TINY_BIT
 from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
 from lotterynet.cli import main
 from lotterynet.config import load_yaml, make_config
+from lotterynet.config_yaml import ConfigLoader
 from lotterynet.errors import ConfigError
 from lotterynet.idx import read_idx
 
@@ -1181,6 +1182,23 @@ def test_a_config_may_still_use_a_few_aliases(tmp_path):
     values = load_yaml(config)
     assert values["lr"] == 0.05 and values["arch"] == "fc2" and values["model_kwargs"] == \
         {"a": [1, 2]}
+
+
+def test_a_config_of_too_many_values_written_out_is_not_said_to_expand_aliases(tmp_path,
+                                                                               monkeypatch):
+    """A file that writes out more values than the bound (200,000 keys: 3 MB) was refused as
+    one whose "aliases (*name) expand it", though it had none."""
+    monkeypatch.setattr(ConfigLoader, "MAX_VALUES", 10)
+    config = tmp_path / "c.yaml"
+    config.write_text("model_kwargs: {a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n")
+    with pytest.raises(ConfigError, match=r"^config file '.+c\.yaml' is not valid YAML: line 1, "
+                                          r"column 1: it holds more than 10 values; no option "
+                                          r"needs that$"):
+        load_yaml(config)
+    config.write_text("model_kwargs: {a: &a [1, 2], b: [*a, *a, *a]}\n")
+    with pytest.raises(ConfigError, match=r": its aliases \(\*name\) expand it to more than 10 "
+                                          r"values; no option needs that$"):
+        load_yaml(config)
 
 
 @pytest.mark.parametrize("value,named", [
