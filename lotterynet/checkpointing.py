@@ -40,7 +40,7 @@ from .errors import (
     first_line,
     in_binary_units,
 )
-from .machine import available_memory
+from .machine import available_memory, refuse_larger_than_memory
 
 CHECKPOINTS = "checkpoints"  # RUN/checkpoints/last.ckpt
 LAST = "last.ckpt"
@@ -270,11 +270,7 @@ def read_checkpoint(path, *, unsealed: bool = False) -> bytes:
             raise CheckpointError(f"checkpoint {name!r} is not a regular file (a pipe, a device "
                                   f"or a socket); give the run's checkpoints/{LAST}")
         else:
-            size, have = Path(path).stat().st_size, available_memory()
-            if have is not None and size > have:  # (read whole: a MemoryError's traceback)
-                raise CheckpointError(f"checkpoint {name!r} is {in_binary_units(size)}, more "
-                                      f"than the {in_binary_units(have)} of memory this machine "
-                                      f"has available to read it")
+            refuse_larger_than_memory(Path(path), f"checkpoint {name!r}", CheckpointError)
             data = Path(path).read_bytes()
         return unseal(data, name, unsealed=unsealed)
     except FileNotFoundError:

@@ -39,6 +39,7 @@ from .checkpointing import (
 from .config_checks import WANDB_SERVER_MODES, wandb_mode
 from .errors import IN_THE_WAY, CheckpointError, ConfigError, WandbFailed, exit_code, first_line
 from .grid import config_value
+from .machine import refuse_larger_than_memory
 
 METRICS_FILE = "metrics.csv"
 WANDB_ID_FILE = "wandb-id"
@@ -114,6 +115,8 @@ def resumed_history(resumed: Resumed | None) -> list[dict]:
     source = checkpoint_run_dir(checkpoint) / METRICS_FILE
     if not source.is_file():
         return []
+    refuse_larger_than_memory(source, f"{source}, the history of the run being resumed,",
+                              CheckpointError)
     try:
         with open(source, newline="", encoding="utf-8") as f:
             content = f.read()

@@ -9,8 +9,9 @@ import ctypes.util
 import os
 import platform
 import time
+from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, in_binary_units
 
 #: glibc ``mallopt`` parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -43,6 +44,18 @@ def available_memory() -> int | None:
     plus SwapFree (the kernel pages a process out to swap before it kills it: a run that
     needs swap is slow, not ended); None where that is unknown."""
     return meminfo("MemAvailable", "SwapFree")
+
+
+def refuse_larger_than_memory(path: Path, what: str, error: type[Exception] = ConfigError
+                              ) -> None:
+    """Refuse (``error``, one line) the file ``path``, named as ``what``, where it is larger
+    than the memory available (:func:`available_memory`), before it is read whole: read, a
+    colleague's file of a terabyte (or a sparse one) was a MemoryError's traceback, and one
+    a little smaller filled the memory."""
+    size, have = path.stat().st_size, available_memory()
+    if have is not None and size > have:
+        raise error(f"{what} is {in_binary_units(size)}, more than the {in_binary_units(have)} "
+                    f"of memory this machine has available to read it")
 
 
 def keep_freed_memory() -> bool:

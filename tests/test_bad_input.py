@@ -1201,6 +1201,18 @@ def test_a_config_of_too_many_values_written_out_is_not_said_to_expand_aliases(t
         load_yaml(config)
 
 
+def test_a_config_larger_than_the_memory_is_refused_in_one_line_unread(tmp_path):
+    """(a 1 TiB config or sweep file, sparse here: read whole, it was a MemoryError's
+    traceback)"""
+    config = tmp_path / "c.yaml"
+    with config.open("wb") as f:
+        f.truncate(2**40)
+    with pytest.raises(ConfigError, match=r"^config file '.+c\.yaml' is 1\.0 TiB, more than the "
+                                          r"[\d,.]+ [KMG]iB of memory this machine has "
+                                          r"available to read it$"):
+        load_yaml(config)
+
+
 @pytest.mark.parametrize("value,named", [
     (Fraction(10**400), "drop_rate=1e+400"), ([0.1, Fraction(-10**400)], "drop_rate[1]=-1e+400")])
 def test_a_model_argument_beyond_a_floats_range_is_refused_as_such(value, named):

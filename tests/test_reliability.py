@@ -1784,6 +1784,21 @@ def test_only_a_last_line_a_kill_cut_off_is_left_out_of_the_history(tmp_path):
             resumed_history(resumed)
 
 
+def test_a_history_larger_than_the_memory_is_refused_in_one_line_unread(tmp_path):
+    """(a 1 TiB metrics.csv, sparse here: read whole, it was a MemoryError's traceback)"""
+    from lotterynet.loggers import resumed_history
+
+    history = tmp_path / "metrics.csv"
+    with history.open("wb") as f:
+        f.truncate(2**40)
+    resumed = (tmp_path / "checkpoints" / "last.ckpt", {"epoch": 0, "global_step": 8})
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(history))}, the history of the "
+                                              rf"run being resumed, is 1\.0 TiB, more than the "
+                                              rf"[\d,.]+ [KMG]iB of memory this machine has "
+                                              rf"available to read it$"):
+        resumed_history(resumed)
+
+
 def test_a_failed_rewrite_of_the_history_keeps_its_rows(tmp_path, monkeypatch):
     """Lightning rewrites the whole file when a column first appears (``test/acc`` at the
     test), reopening it with "w": a kill or full disk during the rewrite left it cut short.
