@@ -33,7 +33,7 @@ from .config_schema import WIDE, RunConfig
 from .errors import ConfigError, resume_flag
 from .grid import SWEEP_FILE, SWEEP_LOCK
 from .loggers import METRICS_FILE, WANDB_ENDED_FILE, WANDB_ID_FILE
-from .machine import is_launched_worker
+from .machine import is_launched_worker, refuse_larger_than_memory
 from .masking import masked_weights
 from .resumable import is_real
 from .ticket import save_ticket
@@ -217,8 +217,9 @@ def stored_run_id(hyper_parameters) -> str | None:
 def folder_run_id(run_dir: Path) -> str | None:
     """The run id in ``run_dir``'s ``hparams.yaml`` (written as each fit of its run starts);
     None without one, or where the file cannot be read (cut short by a kill as Lightning
-    rewrote it)."""
+    rewrote it, or larger than the memory: read whole, a MemoryError's traceback)."""
     try:
+        refuse_larger_than_memory(run_dir / HPARAMS, HPARAMS, OSError)
         return stored_run_id(yaml.safe_load((run_dir / HPARAMS).read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
@@ -295,8 +296,10 @@ def left_before_a_checkpoint(run_dir: Path, resumed_epochs: int = 0) -> bool:
 
 
 def read_json(path: Path) -> dict:
-    """The mapping in a JSON file; a missing or unreadable file reads as empty."""
+    """The mapping in a JSON file; a missing or unreadable file reads as empty, as does one
+    larger than the memory (read whole, it was a MemoryError's traceback)."""
     try:
+        refuse_larger_than_memory(path, str(path), OSError)
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}

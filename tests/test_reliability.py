@@ -1784,6 +1784,18 @@ def test_only_a_last_line_a_kill_cut_off_is_left_out_of_the_history(tmp_path):
             resumed_history(resumed)
 
 
+def test_a_results_or_hparams_file_larger_than_the_memory_reads_as_unreadable(tmp_path):
+    """A run's results.json and hparams.yaml of 1 TiB (sparse here) read as files that cannot
+    be read, as a damaged one does (a sweep sets its cell aside; a resume takes the folder's
+    run id as unknown): read whole, they were a MemoryError's traceback."""
+    from lotterynet.run_dir import folder_run_id, read_results
+
+    for name in ("results.json", "hparams.yaml"):
+        with (tmp_path / name).open("wb") as f:
+            f.truncate(2**40)
+    assert read_results(tmp_path) == {} and folder_run_id(tmp_path) is None
+
+
 def test_a_history_larger_than_the_memory_is_refused_in_one_line_unread(tmp_path):
     """(a 1 TiB metrics.csv, sparse here: read whole, it was a MemoryError's traceback)"""
     from lotterynet.loggers import resumed_history
