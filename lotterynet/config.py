@@ -33,10 +33,17 @@ from .registry import check_choice
 
 def load_yaml(path: str | Path) -> dict:
     """The flat mapping of a config file (flat keys, or LightningCLI-style ``model:``,
-    ``data:`` and ``trainer:`` sections), keys with ``-`` read as ``_``."""
+    ``data:`` and ``trainer:`` sections), keys with ``-`` read as ``_``. A file may not set
+    ``overwrite``: a colleague's config holding ``out: runs/<your run>`` and ``overwrite:
+    true`` replaced that run's results, ticket, checkpoint and history unasked; replacing a
+    run is the command's decision (``--overwrite``)."""
     where = f"config file {str(Path(path))!r}"
-    return flatten_sections(string_keys(read_yaml_mapping(path, where, "a mapping of options"),
+    flat = flatten_sections(string_keys(read_yaml_mapping(path, where, "a mapping of options"),
                                         where), where)
+    if flat.get("overwrite", False) is not False:
+        raise ConfigError(f"{where} sets overwrite: a file may not replace the run in its "
+                          f"folder; drop the key and give --overwrite on the command line")
+    return flat
 
 
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",

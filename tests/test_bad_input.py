@@ -1201,6 +1201,24 @@ def test_a_config_of_too_many_values_written_out_is_not_said_to_expand_aliases(t
         load_yaml(config)
 
 
+def test_a_config_file_may_not_overwrite_a_run(tmp_path, capsys):
+    """A colleague's config holding ``out: <your run>`` and ``overwrite: true`` replaced that
+    run's results, ticket, checkpoint and history, no ``--overwrite`` given: a file may not
+    set it (``overwrite: false``, what ``--print-config`` writes, reads as before), refused
+    before anything is read or written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text('{"finished": true}')
+    config = tmp_path / "c.yaml"
+    config.write_text(f"arch: fc2\nepochs: 1\nlimit_train: 64\nval_size: 0\nout: {run}\n"
+                      f"overwrite: true\n")
+    assert main(["--config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"train.py: error: config file {str(config)!r} sets overwrite: a file may not replace "
+        f"the run in its folder; drop the key and give --overwrite on the command line\n")
+    assert [p.name for p in run.iterdir()] == ["results.json"]
+
+
 def test_a_config_larger_than_the_memory_is_refused_in_one_line_unread(tmp_path):
     """(a 1 TiB config or sweep file, sparse here: read whole, it was a MemoryError's
     traceback)"""
