@@ -48,6 +48,20 @@ def wandb_exit_code(run_dir: Path) -> int | None:
         next(run_dir.glob("run-*.wandb"))) if record.WhichOneof("record_type") == "exit"), None)
 
 
+#: The end of the line refusing a 1 TiB file (:func:`terabyte_file`) unread:
+#: ``machine.refuse_larger_than_memory``'s.
+LARGER_THAN_MEMORY = (r"is 1\.0 TiB, more than the [\d,.]+ [KMG]iB of memory this machine has "
+                      r"available to read it$")
+
+
+def terabyte_file(path: Path) -> Path:
+    """``path`` made a file of 1 TiB, sparse (no disk used), as a colleague's file larger
+    than any machine's memory."""
+    with path.open("wb") as f:
+        f.truncate(2**40)
+    return path
+
+
 def requires_cuda(test):
     """Skipped without a GPU, and marked ``cuda`` so that ``pytest -m cuda`` runs exactly these
     (the GPU suite does)."""

@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TINY_BIT
+from conftest import LARGER_THAN_MEMORY, REPO, TINY_BIT, terabyte_file
 from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
 from lotterynet.cli import main
 from lotterynet.config import load_yaml, make_config
@@ -1222,12 +1222,8 @@ def test_a_config_file_may_not_overwrite_a_run(tmp_path, capsys):
 def test_a_config_larger_than_the_memory_is_refused_in_one_line_unread(tmp_path):
     """(a 1 TiB config or sweep file, sparse here: read whole, it was a MemoryError's
     traceback)"""
-    config = tmp_path / "c.yaml"
-    with config.open("wb") as f:
-        f.truncate(2**40)
-    with pytest.raises(ConfigError, match=r"^config file '.+c\.yaml' is 1\.0 TiB, more than the "
-                                          r"[\d,.]+ [KMG]iB of memory this machine has "
-                                          r"available to read it$"):
+    config = terabyte_file(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=rf"^config file '.+c\.yaml' {LARGER_THAN_MEMORY}"):
         load_yaml(config)
 
 

@@ -21,7 +21,7 @@ import yaml
 
 import lotterynet.checkpointing as checkpointing
 import prefork
-from conftest import REPO, processes_mentioning
+from conftest import LARGER_THAN_MEMORY, REPO, processes_mentioning, terabyte_file
 from lotterynet.checkpointing import (
     atomic_torch_save,
     load_checkpoint,
@@ -520,12 +520,9 @@ def test_bit_flipped_checkpoint_is_refused_before_loading(tmp_path):
 
 def test_a_checkpoint_larger_than_the_memory_is_refused_in_one_line_unread(tmp_path):
     """(a 1 TiB file, sparse here: read whole, it was a MemoryError's traceback)"""
-    path = tmp_path / "last.ckpt"
-    with path.open("wb") as f:
-        f.truncate(2**40)
-    with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(repr(str(path)))} is "
-                                              rf"1\.0 TiB, more than the [\d,.]+ [KMG]iB of "
-                                              rf"memory this machine has available to read it$"):
+    path = terabyte_file(tmp_path / "last.ckpt")
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(repr(str(path)))} "
+                                              rf"{LARGER_THAN_MEMORY}"):
         load_checkpoint(path)
 
 
@@ -1791,8 +1788,7 @@ def test_a_results_or_hparams_file_larger_than_the_memory_reads_as_unreadable(tm
     from lotterynet.run_dir import folder_run_id, read_results
 
     for name in ("results.json", "hparams.yaml"):
-        with (tmp_path / name).open("wb") as f:
-            f.truncate(2**40)
+        terabyte_file(tmp_path / name)
     assert read_results(tmp_path) == {} and folder_run_id(tmp_path) is None
 
 
@@ -1800,14 +1796,10 @@ def test_a_history_larger_than_the_memory_is_refused_in_one_line_unread(tmp_path
     """(a 1 TiB metrics.csv, sparse here: read whole, it was a MemoryError's traceback)"""
     from lotterynet.loggers import resumed_history
 
-    history = tmp_path / "metrics.csv"
-    with history.open("wb") as f:
-        f.truncate(2**40)
+    history = terabyte_file(tmp_path / "metrics.csv")
     resumed = (tmp_path / "checkpoints" / "last.ckpt", {"epoch": 0, "global_step": 8})
     with pytest.raises(CheckpointError, match=rf"^{re.escape(str(history))}, the history of the "
-                                              rf"run being resumed, is 1\.0 TiB, more than the "
-                                              rf"[\d,.]+ [KMG]iB of memory this machine has "
-                                              rf"available to read it$"):
+                                              rf"run being resumed, {LARGER_THAN_MEMORY}"):
         resumed_history(resumed)
 
 
