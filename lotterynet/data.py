@@ -114,10 +114,13 @@ def absolute_data_dir(data_dir: str | os.PathLike | None = None) -> str:
 
 def _corrupt(name: str, root: Path, spec: DatasetSpec, err: Exception | str) -> DatasetCorrupt:
     """``err`` in full when it is our own fault (a string) or an :class:`IDXError` (it names
-    the file), else cut short."""
+    the file), else cut short. Files this user may not read (``PermissionError``: another
+    user's folder) are to be made readable, not replaced."""
     fault = err if isinstance(err, (str, IDXError)) else first_line(err)[:200]
+    fix = (f"make {spec.files} and their folders readable for this user" if
+           isinstance(err, PermissionError) else f"replace {spec.files} with intact copies")
     return DatasetCorrupt(f"{name}: the files under {root.resolve()} are corrupt or unreadable "
-                           f"({fault}); replace {spec.files} with intact copies")
+                           f"({fault}); {fix}")
 
 
 #: What a load without downloading (``download=False``) says to do besides putting the files

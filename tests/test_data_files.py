@@ -79,7 +79,8 @@ def test_a_damaged_raw_file_is_named(data_dir, tmp_path, damage, fault):
 def test_a_data_folder_that_cannot_be_opened_is_named_not_a_traceback(data_dir, tmp_path,
                                                                         monkeypatch):
     """``chmod 000 DATA`` (or a folder of another user's): looking for the files raised
-    PermissionError as a traceback; it is the one line of files that cannot be read."""
+    PermissionError as a traceback; it is the one line of files that cannot be read, which
+    says to make them readable (not, as for damaged files, to replace them)."""
     raw = linked_set(tmp_path, data_dir)
     stat = Path.stat
 
@@ -93,8 +94,9 @@ def test_a_data_folder_that_cannot_be_opened_is_named_not_a_traceback(data_dir, 
         load_split("mnist", tmp_path, train=True)
     assert str(refused.value) == (
         f"mnist: the files under {tmp_path} are corrupt or unreadable ([Errno 13] Permission "
-        f"denied: '{raw}/train-images-idx3-ubyte'); replace "
-        "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte with intact copies")
+        f"denied: '{raw}/train-images-idx3-ubyte'); make "
+        "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte and their folders readable for "
+        "this user")
 
 
 @pytest.mark.parametrize("damage, fault", [
