@@ -161,7 +161,15 @@ class DatasetCorrupt(DatasetNotFound):
 class WriteFailed(OSError):
     """A file could not be written: a file size limit (``ulimit -f``: "File too large"), its
     folder made read-only or taken away, an I/O error; the previous version of the file is
-    intact. Not bad input: the same command goes on where it can write (exit 1)."""
+    intact. Not bad input: the same command goes on where it can write (exit 1). ``then``:
+    how the run, stack or sweep it ended goes on once it can, said after the file (its line,
+    :func:`message`), None until one says it
+    (:func:`~lotterynet.run_stops.reporting_write_failure`)."""
+
+    then: str | None = None
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}; {self.then}" if self.then else super().__str__()
 
 
 class DiskFullError(WriteFailed):
@@ -342,9 +350,11 @@ def escape_line_breaks(text: str) -> str:
 
 
 def message(err: Exception) -> str:
-    """The one line reported for ``err``: an OSError's text without its ``[Errno N]``."""
+    """The one line reported for ``err``: an OSError's text without its ``[Errno N]`` (a
+    :class:`WriteFailed`'s with how it goes on)."""
     if isinstance(err, IN_THE_WAY):  # (a rename's error names its destination second)
         return (f"{err.filename2 or err.filename!r}: {err.strerror} (something else is where "
                 f"lotterynet writes or reads: move it away)")
-    return escape_line_breaks(err.strerror if isinstance(err, WriteFailed) else
-                              err.command_line if isinstance(err, DatasetNotFound) else str(err))
+    if isinstance(err, WriteFailed):
+        return escape_line_breaks(err.strerror + (f"; {err.then}" if err.then else ""))
+    return escape_line_breaks(err.command_line if isinstance(err, DatasetNotFound) else str(err))

@@ -93,6 +93,7 @@ from .run_stops import (
     reporting_interrupts_before_fit,
     reporting_out_of_memory,
     reporting_write_failure,
+    run_goes_on,
 )
 from .structures import STRUCTURES, without_ignored_options
 from .trainer_options import (
@@ -377,7 +378,7 @@ def set_up_and_run(config: RunConfig, sigterm: SigtermStop, job_type: str | None
                       f"its first checkpoint left: the run starts over there", flush=True)
             clear_previous_run(run_dir)
         spec, lr = module.hparams.spec, module.hparams.optim["lr"]
-        with (reporting_write_failure(run_dir, config.resume),
+        with (reporting_write_failure(partial(run_goes_on, run_dir, config.resume)),
               reporting_wandb_failure(f"run {str(run_dir)!r}: W&B failed to log it",
                                       partial(after_wandb_failed, run_dir, config.resume))):
             loggers = make_loggers(run_dir, wandb_config(config, spec, lr), resumed, job_type)

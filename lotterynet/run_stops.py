@@ -1,11 +1,12 @@
 """What a run (a stack, a sweep's cell) that stops or fails says of how it goes on: stopped by
 Ctrl-C or SIGTERM in its fit or before it (:func:`reporting_interrupts`,
 :func:`reporting_interrupts_before_fit`), out of memory (:func:`reporting_out_of_memory`, with
-what needs less: :func:`needs_less`), its W&B logging failed (:func:`after_wandb_failed`); from
-its checkpoint, with the epoch that wrote it, or from the checkpoint it resumed
-(:func:`how_to_go_on`, :func:`resume_hint`), else by the same command run again
-(:func:`run_again`, :data:`START_OVER`); and what a resume says where the history of its
-checkpoint's epochs is not beside it (:func:`history_left_behind`)."""
+what needs less: :func:`needs_less`), its W&B logging failed (:func:`after_wandb_failed`), a
+file it could not write (:func:`reporting_write_failure`); from its checkpoint, with the epoch
+that wrote it, or from the checkpoint it resumed (:func:`how_to_go_on`, :func:`resume_hint`),
+else by the same command run again (:func:`run_again`, :data:`START_OVER`); and what a resume
+says where the history of its checkpoint's epochs is not beside it
+(:func:`history_left_behind`)."""
 
 from __future__ import annotations
 
@@ -223,16 +224,26 @@ def history_left_behind(resumed: Resumed, run_dir: Path, wandb: bool = False) ->
 
 
 @contextlib.contextmanager
-def reporting_write_failure(run_dir: Path, resumed: str | None):
-    """A file the run in ``run_dir`` could not write (:class:`~lotterynet.errors.WriteFailed`:
+def reporting_write_failure(then: str | Callable[[], str], instead: bool = False):
+    """A file that could not be written in the block (:class:`~lotterynet.errors.WriteFailed`:
     the disk full, a file size limit, its folder taken away) ends it saying, after the file,
-    how it goes on once it can write, as a stopped run does (:func:`how_to_go_on`): the line
-    named the file alone."""
+    how it goes on once it can write, as its stop says it: ``then``, a callable asked as it
+    fails (a run's, :func:`run_goes_on`; a stack's; a sweep's,
+    :func:`~lotterynet.sweep_jobs.stopped_sweep`), where no run or stack inside said it; or
+    ``instead`` of what that said (a sweep's cell, whose run named its own ``--resume``:
+    :func:`~lotterynet.sweep.continued_by_the_sweep`). The line named the file alone."""
     try:
         yield
     except WriteFailed as err:
-        then = how_to_go_on(run_dir / CHECKPOINTS / LAST, resumed=resumed) or START_OVER
-        raise type(err)(err.errno, f"{err.strerror}; {then}") from None
+        if err.then is None or instead:
+            err.then = then() if callable(then) else then
+        raise
+
+
+def run_goes_on(run_dir: Path, resumed: str | None) -> str:
+    """How the run in ``run_dir`` (resumed from ``resumed``) goes on once it failed or was
+    stopped outside its fit: as :func:`how_to_go_on` says, else over (:data:`START_OVER`)."""
+    return how_to_go_on(run_dir / CHECKPOINTS / LAST, resumed=resumed) or START_OVER
 
 
 def after_wandb_failed(run_dir: Path, resumed: str | None) -> str:
@@ -240,7 +251,7 @@ def after_wandb_failed(run_dir: Path, resumed: str | None) -> str:
     written before its W&B run ends), with the command that uploads what its W&B run holds;
     else as a stopped run (:func:`how_to_go_on`), W&B offline if its server still refuses, or
     without W&B where it was offline already (its folder not writable, its disk full)."""
-    then = how_to_go_on(run_dir / CHECKPOINTS / LAST, resumed=resumed) or START_OVER
+    then = run_goes_on(run_dir, resumed)
     if (run_dir / RESULTS).is_file():
         return f"{then}; {wandb_sync(run_dir)} uploads what its W&B run holds"
     if wandb_mode() == "offline":

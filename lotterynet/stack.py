@@ -97,6 +97,7 @@ from .run_stops import (
     reporting_interrupts,
     reporting_interrupts_before_fit,
     reporting_out_of_memory,
+    reporting_write_failure,
     run_again,
 )
 from .stack_checks import check_stackable
@@ -136,7 +137,9 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     it is built, whose members do not fit in the memory available now. SIGTERM stops it with
     :class:`Interrupted` from its start to its end, as a single run (:func:`~lotterynet.run.run`;
     its handler, :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit.
-    W&B's own errors are one line (:class:`~lotterynet.errors.WandbFailed`), as a run's.
+    W&B's own errors are one line (:class:`~lotterynet.errors.WandbFailed`), as a run's; a
+    file it could not write (:class:`~lotterynet.errors.WriteFailed`) says how it goes on as
+    its stop does.
     ``in_a_sweep``: a sweep runs it (in its process, or as its ``--stack-file`` job), and its
     lines say how to go on by the sweep (:func:`run_again_by`), not by the same call."""
     stack_dir = Path(stack_dir)
@@ -146,9 +149,11 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         stack_dir / "cells" / str(i) for i in range(len(configs))]
     what, checkpoint = f"stack {stack_dir.name}", stack_dir / CHECKPOINTS / LAST
     again, over = run_again_by(in_a_sweep)
+    finished = partial(every_member_finished, cell_dirs, in_a_sweep, f"{what}: ")
     with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(
-            checkpoint, f"{what}: {again}", nothing=f"{what}: {over}",
-            finished=partial(every_member_finished, cell_dirs, in_a_sweep, f"{what}: ")), \
+            checkpoint, f"{what}: {again}", nothing=f"{what}: {over}", finished=finished), \
+            reporting_write_failure(lambda: how_to_go_on(
+                checkpoint, f"{what}: {again}", finished=finished) or f"{what}: {over}"), \
             reporting_wandb_failure(  # (a sweep run again logs the members its stack did not)
                 f"{what}: W&B failed to log it", lambda: every_member_finished(
                     cell_dirs, in_a_sweep) or f"{members_kept(cell_dirs)}; "

@@ -76,7 +76,7 @@ from .grid import (
 from .loggers import CELL_JOB
 from .run import run
 from .run_dir import END_FILES, RESULTS, flocked, read_results, run_dir_of, write_json_atomic
-from .run_stops import needs_less, run_again
+from .run_stops import needs_less, reporting_write_failure, run_again
 from .stack import run_stack
 from .sweep_cells import (
     SET_ASIDE,
@@ -98,6 +98,7 @@ from .sweep_jobs import (
     Failure,
     Job,
     cell_job,
+    goes_on_by,
     how_it_ended,
     run_again_to_go_on,
     run_jobs,
@@ -299,7 +300,8 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
 @contextlib.contextmanager
 def continued_by_the_sweep(name: str, config: RunConfig, what: str = "sweep"):
     """A cell that the sweep runs (in its own process, or as its job), stopped by Ctrl-C or
-    SIGTERM or out of memory, says to run the same sweep again, as a stack does: to continue
+    SIGTERM, out of memory or unable to write a file (:class:`~lotterynet.errors.WriteFailed`),
+    says to run the same sweep again, as a stack does: to continue
     from its checkpoint, or, without one, to start it over (:func:`prepare_cell`); the run's
     own line gave the ``--resume`` of that one cell, which left the rest of the sweep unrun.
     ``what``: what runs it again (:func:`run_again`; a W&B agent's ``--cell``,
@@ -309,7 +311,9 @@ def continued_by_the_sweep(name: str, config: RunConfig, what: str = "sweep"):
     checkpoint = run_dir_of(config) / CHECKPOINTS / LAST
     again, over = run_again(what)
     try:
-        yield CELL_JOB
+        with reporting_write_failure(partial(goes_on_by, f"cell {name}", checkpoint, what),
+                                     instead=True):
+            yield CELL_JOB
     except Interrupted as err:
         raise run_again_to_go_on(err, f"cell {name}", checkpoint, what) from None
     except OutOfMemory as err:

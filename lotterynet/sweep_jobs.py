@@ -27,7 +27,7 @@ from .config_yaml import dump_yaml
 from .errors import ERROR, Interrupted, OutOfMemory, Terminated, TrainingDiverged, interrupted
 from .lifetime import die_with_parent, hold_stops
 from .run_dir import RESULTS
-from .run_stops import epochs_in, run_again, with_its_epoch
+from .run_stops import epochs_in, reporting_write_failure, run_again, with_its_epoch
 from .stack_files import write_stack_file
 
 #: Set in the environment of a sweep's jobs (:func:`job_env`): they run under its lock.
@@ -224,9 +224,12 @@ def stopped_sweep(sweep_dir: Path, then: Callable[[], str]):
     """Ctrl-C or SIGTERM in the block that no stack, cell or job of the sweep said
     (KeyboardInterrupt, :class:`~lotterynet.errors.Terminated`) raises :class:`Interrupted`
     with the shell's exit code, in one line: 'sweep DIR stopped by SIGNAL; THEN', ``then()``
-    (how the sweep goes on) asked as it stops."""
+    (how the sweep goes on) asked as it stops; a file that could not be written, which no stack
+    or cell said how it goes on, says ``then()`` after it
+    (:func:`~lotterynet.run_stops.reporting_write_failure`)."""
     try:
-        yield
+        with reporting_write_failure(then):
+            yield
     except (KeyboardInterrupt, Terminated) as err:
         stopped = interrupted(isinstance(err, Terminated), then())
         raise Interrupted(f"sweep {sweep_dir} {stopped}", stopped.exit_code) from None
@@ -318,14 +321,20 @@ def going_on(checkpoint: Path, again: str, done: int | None) -> str | None:
 def run_again_to_go_on(stop: Interrupted, who: str, checkpoint: Path, what: str
                        ) -> Interrupted:
     """``stop``, a run's :class:`Interrupted`, as a run that the rerun of ``what`` continues
-    says it (a sweep's cell; a target that ``approximate`` or ``targets`` trains): for
-    ``who``, to run the same ``what`` again (:func:`~lotterynet.run_stops.run_again`), to
-    continue from its ``checkpoint`` (:func:`going_on`) or, without one, to start it over. The
-    run's own line gave the ``--resume`` of that one run, which the command has not, or which
-    left the rest of its work undone."""
-    again, over = run_again(what)
+    says it (a sweep's cell; a target that ``approximate`` or ``targets`` trains):
+    :func:`goes_on_by`. The run's own line gave the ``--resume`` of that one run, which the
+    command has not, or which left the rest of its work undone."""
     return interrupted(stop.exit_code == 128 + signal.SIGTERM,
-                       f"{who}: {going_on(checkpoint, again, stop.checkpoint_epochs) or over}")
+                       goes_on_by(who, checkpoint, what, stop.checkpoint_epochs))
+
+
+def goes_on_by(who: str, checkpoint: Path, what: str, done: int | None = None) -> str:
+    """How ``who``, a run stopped or failed, goes on by the rerun of ``what``: to run the same
+    ``what`` again (:func:`~lotterynet.run_stops.run_again`), to continue from its
+    ``checkpoint``, written at the end of epoch ``done`` where known (:func:`going_on`) or,
+    without one, to start it over."""
+    again, over = run_again(what)
+    return f"{who}: {going_on(checkpoint, again, done) or over}"
 
 
 def how_it_ended(code: int | None, job: Job | None = None) -> str:

@@ -4,6 +4,7 @@ result, and incompatible members are refused naming the key that differs."""
 
 import csv
 import dataclasses
+import errno
 import importlib
 import itertools
 import json
@@ -1360,6 +1361,51 @@ def test_a_stacks_epoch_line_is_printed_once_its_checkpoint_is_written(tmp_path,
         "train.py: error: stopped by Ctrl-C (SIGINT); stack subsetsum-identity-seed0: every "
         "member has finished (its results are in its cell); run the same sweep again to end "
         "it, training nothing")
+
+
+@pytest.mark.parametrize("how, failing", [("--stack-file", 1), ("--stack-file", 2),
+                                          ("--stack-file", 6), ("sweep", 2)])
+def test_a_stack_that_cannot_write_a_file_says_how_it_goes_on_as_its_stop_does(
+        tmp_path, data_dir, capsys, monkeypatch, how, failing):
+    """A stack (``--stack-file``, or in a sweep's process) whose disk filled as it wrote a file
+    (the ``failing``-th checkpoint: the stack's of epoch 1, a member's in epoch 2, the stack's
+    once every member finished) ended with a line naming the file alone: it says how it goes
+    on as its Ctrl-C does, by the same sweep run again (the sweep's own line does not replace
+    it)."""
+    write_bytes, written = Path.write_bytes, []
+
+    def no_space(self, data):
+        written.append(self)
+        if len(written) == failing:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_bytes(self, data)
+
+    if how == "sweep":
+        argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=320, epochs=2),
+                "--sweep-out", str(tmp_path / "out")]
+        stack_dir = tmp_path / "out" / "stacks" / "subsetsum-identity-seed0"
+        cells = [tmp_path / "out" / "cells" / f"subsetsum-identity-s{s}-e2-seed0"
+                 for s in (0.5, 0.9)]
+    else:
+        cells = [tmp_path / "cells" / name for name in ("a", "b")]
+        configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s,
+                                "epochs": 2, "limit_train": 256, "val_size": 64,
+                                "progress_bar": False, "data_dir": str(data_dir),
+                                "out": str(c)}) for s, c in zip((0.5, 0.9), cells)]
+        stack_dir = tmp_path / "stacks" / "dense-seed0"
+        argv = ["--stack-file", str(write_stack_file(configs, stack_dir, cells))]
+    monkeypatch.setattr(Path, "write_bytes", no_space)  # the checkpoint writes
+    assert main(argv) == 1
+    failed = [stack_dir, cells[0], stack_dir][[1, 2, 6].index(failing)] / "checkpoints" / \
+        "last.ckpt"
+    then = {1: f"{NOTHING}; run the same sweep again to start it over in its folder",
+            2: "run the same sweep again to continue from its checkpoint (written at the end "
+               "of epoch 1)",
+            6: "every member has finished (its results are in its cell); run the same sweep "
+               "again to end it, training nothing"}[failing]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"train.py: error: disk full while writing {str(failed)!r}; the previous last.ckpt "
+        f"(if any) is kept unchanged; stack {stack_dir.name}: {then}")
 
 
 @pytest.mark.parametrize("epoch", [2, 1])

@@ -3,6 +3,7 @@ sweep killed in the middle of a cell."""
 
 import csv
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -2077,6 +2078,36 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
         f"{NOTHING}; run the same {again} again to start it over in its folder")
 
 
+@pytest.mark.parametrize("failing", [1, 2])
+def test_a_cell_the_sweep_runs_itself_that_cannot_write_says_to_run_the_sweep_again(
+        tmp_path, data_dir, capsys, monkeypatch, failing):
+    """A cell run in the sweep's own process whose disk filled as it wrote its checkpoint (the
+    ``failing``-th: epoch 1's, epoch 2's) said its run's way on, ``resume with --resume
+    CELL/checkpoints/last.ckpt``: that one cell, the rest of the sweep left unrun. It says
+    what its Ctrl-C says: to run the sweep again, to continue from its checkpoint or, without
+    one, to start it over."""
+    write_bytes, written = Path.write_bytes, []
+
+    def no_space(self, data):
+        written.append(self)
+        if len(written) == failing:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)  # the checkpoint writes
+    out = tmp_path / "sweep"
+    assert main([*ONE_CELL, "--sweep-epochs", "2", "--data-dir", str(data_dir),
+                 "--sweep-out", str(out)]) == 1
+    cell = "dense-s0.5-e2-seed0"
+    then = (f"{NOTHING}; run the same sweep again to start it over in its folder" if failing == 1
+            else "run the same sweep again to continue from its checkpoint (written at the end "
+                 "of epoch 1)")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"train.py: error: disk full while writing "
+        f"{str(out / 'cells' / cell / 'checkpoints' / 'last.ckpt')!r}; the previous last.ckpt "
+        f"(if any) is kept unchanged; cell {cell}: {then}")
+
+
 @pytest.mark.parametrize("checkpointed", [True, False])
 @pytest.mark.parametrize("how", ["in its process", "as its job", "--cell"])
 def test_a_cell_the_sweep_runs_says_to_run_the_sweep_again_when_memory_ran_out(
@@ -2659,6 +2690,31 @@ def test_a_sweep_stopped_while_it_plans_says_it_started_no_cell_and_how_to_go_on
             f"1 cell, {done} already done, {1 - done} to run" in capsys.readouterr().out
         assert (out / "sweep.csv").is_file()
 
+
+
+@pytest.mark.parametrize("file", ["sweep.json", "sweep.md"])
+def test_a_sweep_that_cannot_write_its_own_file_says_how_it_goes_on_as_its_stop_does(
+        tmp_path, data_dir, capsys, monkeypatch, file):
+    """A sweep whose disk filled as it wrote a file of its own (its ``sweep.json`` as it
+    planned its cells, its table once they ran) ended with a line naming the file alone: it
+    says how it goes on as its Ctrl-C there does."""
+    write_text = Path.write_text
+
+    def no_space(self, *args, **kwargs):
+        if self.name.startswith(f".{file}."):  # (its temporary file)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    out = tmp_path / "sweep"
+    assert main([*ONE_CELL, "--data-dir", str(data_dir), "--sweep-out", str(out)]) == 1
+    then = "run the same command again to continue (finished cells are kept, stopped ones " \
+        "resume from their checkpoints)" if file == "sweep.md" else \
+        "it had started no cell (it was checking and planning them): run the same command " \
+        "again to start it"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"train.py: error: disk full while writing {str(out / file)!r}; the previous {file} "
+        f"(if any) is kept unchanged; {then}")
 
 
 @pytest.mark.parametrize("cell, where", [(False, "check_sweep_dir"), (True, "check_sweep_dir"),
