@@ -13,6 +13,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -336,19 +337,58 @@ class RunWandbLogger(WandbLogger):
         ``wandb.run`` as they were; with Lightning's x-axis for every metric. Where none is
         open, it is ``wandb.run`` while it lasts, as Lightning's (a callback's own
         ``wandb.log`` goes into it). A logger unpickled in another process attaches to its
-        run, as Lightning's."""
+        run, as Lightning's. Its debug log drops what it cannot write
+        (:func:`quietly_started`)."""
         import wandb
 
-        if (self._experiment is None and getattr(self, "_attach_id", None) is None
-                and wandb.run is not None):
-            run = wandb.init(**self._wandb_init, reinit="create_new")
-            run.define_metric("trainer/global_step")
-            run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
-            self._experiment = run
-        return super().experiment
+        parent = super()
+        if self._experiment is not None:
+            return parent.experiment
+
+        def start():
+            if getattr(self, "_attach_id", None) is None and wandb.run is not None:
+                run = wandb.init(**self._wandb_init, reinit="create_new")
+                run.define_metric("trainer/global_step")
+                run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+                self._experiment = run
+            return parent.experiment
+
+        return quietly_started(start)
 
     def log_hyperparams(self, params) -> None:
         pass
+
+
+def quietly_started(start: Callable):
+    """The W&B run that ``start()`` starts (``wandb.init``), whose debug log drops the records
+    it cannot write (:func:`quiet_debug_log`): as it starts, which writes to it before the
+    run is there, Python's logging says nothing of a record a handler fails to write
+    (``logging.raiseExceptions`` off, then as it was)."""
+    said = logging.raiseExceptions
+    logging.raiseExceptions = False
+    try:
+        run = start()
+    finally:
+        logging.raiseExceptions = said
+    quiet_debug_log(run)
+    return run
+
+
+def quiet_debug_log(run) -> None:
+    """W&B's debug log of its ``run`` (``debug.log``: a handler of the ``wandb`` logger that
+    W&B adds for that run alone and removes as it ends) drops the records it cannot write: on
+    a full disk, Python's logging printed "--- Logging error ---" and a traceback for each
+    (some 11,000 lines before the run's one-line error). A file the run cannot write says
+    the disk is full itself (:class:`~lotterynet.errors.WriteFailed`), W&B's run files
+    W&B's failure (:func:`reporting_wandb_failure`). Other handlers are left as they are."""
+    log = os.path.abspath(run.settings.log_user)
+    for handler in logging.getLogger("wandb").handlers:
+        if getattr(handler, "baseFilename", None) == log:
+            handler.handleError = unwritten
+
+
+def unwritten(record: logging.LogRecord) -> None:
+    """A log record that could not be written: dropped (:func:`quiet_debug_log`)."""
 
 
 #: The W&B job type of a sweep's cell's own run, single or a stack member's, beside a stack's

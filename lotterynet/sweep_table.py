@@ -298,6 +298,7 @@ def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
     from .loggers import (
         close_wandb_run,
         ending_wandb_on_failure,
+        quietly_started,
         summary_wandb_id,
         wandb_config,
         wandb_dir,
@@ -314,10 +315,11 @@ def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
     record = figure.parent / WANDB_LOGGED_FILE
     if record.is_file() and record.read_text().strip() == logged:
         return
-    summary = wandb.init(job_type="sweep-summary", name=f"{options['group']}-summary",
-                         dir=wandb_dir(figure.parent), id=run_id, config=config,
-                         resume="allow", reinit="create_new", **options)  # (beside a
-    # run the user has open, which W&B returned, or in a notebook finished)
+    summary = quietly_started(partial(  # (beside a run the user has open, which W&B
+        # returned, or in a notebook finished)
+        wandb.init, job_type="sweep-summary", name=f"{options['group']}-summary",
+        dir=wandb_dir(figure.parent), id=run_id, config=config, resume="allow",
+        reinit="create_new", **options))
     with ending_wandb_on_failure(partial(close_wandb_run, summary)):
         table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
         summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})

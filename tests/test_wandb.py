@@ -17,6 +17,7 @@ from lotterynet.loggers import (
     read_wandb_records,
     read_wandb_summary,
     reporting_wandb_failure,
+    wandb_sync,
 )
 
 
@@ -573,6 +574,41 @@ def test_a_run_whose_wandb_logging_fails_at_its_end_keeps_its_results(
     assert json.loads(results.read_text())["finished"] is True
     (written,) = (out / "wandb").glob("offline-run-*")
     assert wandb.run is None and wandb_exit_code(written) == code
+
+
+def test_a_run_whose_wandb_debug_log_cannot_be_written_prints_no_logging_error(
+        tmp_path, data_dir, monkeypatch, capsys):
+    """W&B's folder on a full disk: its debug log (``debug.log``, a handler of Python's
+    logging) failed each record, and Python's logging printed "--- Logging error ---" and a
+    traceback for each, some 11,000 lines before the run's one line (W&B's log failing as it
+    closes). The records it cannot write are dropped; Python's logging still reports a
+    handler of its own that fails."""
+    import logging
+
+    flush = logging.StreamHandler.flush
+
+    def no_space(self):
+        if getattr(self, "baseFilename", "").endswith("debug.log"):
+            raise OSError(28, "No space left on device")
+        flush(self)
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(logging.StreamHandler, "flush", no_space)
+    out = tmp_path / "run"
+    assert main(["--arch", "fc2", "--epochs", "1", "--limit-train", "100", "--val-size", "100",
+                 "--no-progress-bar", "--wandb", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" not in err and logging.raiseExceptions
+    assert err.strip().splitlines()[-1] == (  # (closing its log, it fails)
+        f"train.py: error: run {str(out)!r}: W&B failed to log it ([Errno 28] No space left on "
+        f"device); the run is finished: its results are in {str(out / 'results.json')!r}; "
+        f"{wandb_sync(out)} uploads what its W&B run holds")
+    own = logging.FileHandler(tmp_path / "debug.log")
+    own.emit(logging.makeLogRecord({"msg": "mine"}))
+    monkeypatch.undo()  # (its close flushes)
+    own.close()
+    assert capsys.readouterr().err.startswith("--- Logging error ---")
 
 
 @pytest.mark.parametrize("refused, reason", [
