@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 from torch import nn
@@ -49,8 +50,8 @@ from .memory import DoesNotFit
 from .models import build_model
 from .run import check_same_run, run
 from .run_dir import RESULTS, holds_files, left_before_a_checkpoint, read_json, results_differ
-from .run_stops import run_again
-from .sweep_jobs import going_on, run_again_to_go_on
+from .run_stops import reporting_write_failure, run_again
+from .sweep_jobs import goes_on_by, going_on, run_again_to_go_on
 from .ticket_frozen import tensors_digest
 from .validate import check_output_dir
 
@@ -132,9 +133,10 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
     Ctrl-C or SIGTERM, it says so: the same command again (``approximate``'s, ``targets``')
     continues it; the run's own line said to resume with ``--resume``, which ``approximate``
     has not (and ``targets``' is for a longer run's checkpoint); so does one out of memory
-    (:func:`out_of_memory`), and one refused before it is built for the memory it needs
-    (:func:`~lotterynet.memory.check_fits`, whose line named ``--pairs``, ``--hidden``,
-    ``--structure``, ``--arch`` and ``--batch-size``: :func:`free_memory`)."""
+    (:func:`out_of_memory`), one that could not write a file (the disk full), and one refused
+    before it is built for the memory it needs (:func:`~lotterynet.memory.check_fits`, whose
+    line named ``--pairs``, ``--hidden``, ``--structure``, ``--arch`` and ``--batch-size``:
+    :func:`free_memory`)."""
     config = target_config(name, data_dir=data_dir, **overrides)
     run_dir = Path(config.out)
     if config.resume and (run_dir / RESULTS).is_file():  # (run() checks it otherwise)
@@ -151,7 +153,9 @@ def trained_target(name: str, *, data_dir=None, **overrides) -> tuple[nn.Module,
                 raise ConfigError(f"target folder {str(run_dir)!r} holds an unfinished run "
                                   f"with no checkpoint; delete it to train the target again")
         try:
-            run(config)
+            with reporting_write_failure(partial(goes_on_by, f"target run {str(run_dir)!r}",
+                                                 last, "command"), instead=True):
+                run(config)
         except Interrupted as stop:
             raise run_again_to_go_on(stop, f"target run {str(run_dir)!r}", last,
                                      "command") from None

@@ -573,6 +573,38 @@ def test_a_stopped_target_says_the_same_command_continues_it(checkpointed, tmp_p
                         rf"{re.escape(repr(str(folder)))}: {re.escape(then)}\n$", err), err
 
 
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_a_target_that_cannot_write_a_file_says_the_same_command_continues_it(
+        checkpointed, tmp_path, capsys, monkeypatch):
+    """A target whose disk filled as it trained said its run's way on, "resume with --resume
+    T/checkpoints/last.ckpt", a flag approximate has not: it says what its stop says, the
+    same command again (from its checkpoint, with that checkpoint's epoch, or over)."""
+    import torch
+
+    from lotterynet import targets
+    from lotterynet.errors import DiskFullError
+
+    folder = tmp_path / "t" / "pensia_fc2-e2-seed0"
+
+    def full(config):
+        if checkpointed:
+            (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+            torch.save({"epoch": 0}, folder / "checkpoints" / "last.ckpt")
+        failed = DiskFullError(28, "disk full while writing 'x'")
+        failed.then = "resume with --resume X (written at the end of epoch 1)"  # (the run's)
+        raise failed
+
+    monkeypatch.setattr(targets, "run", full)
+    then = ("run the same command again to continue from its checkpoint (written at the end "
+            "of epoch 1)" if checkpointed else
+            "no checkpoint had been written yet, so there is none to resume from; run the same "
+            "command again to start it over in its folder")
+    for command, code, err in each_target_command(tmp_path, capsys):
+        assert code == 1, err
+        assert err == (f"python -m lotterynet.{command}: error: disk full while writing 'x'; "
+                       f"target run {str(folder)!r}: {then}\n")
+
+
 def each_target_command(tmp_path, capsys):
     """``(command, exit code, stderr)`` of ``approximate`` and of ``targets`` training the
     FC2 target (2 epochs, seed 0) into ``tmp_path / "t"``, each stopped by what its training
