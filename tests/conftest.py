@@ -1,3 +1,4 @@
+import errno
 import os
 import subprocess
 from pathlib import Path
@@ -60,6 +61,21 @@ def terabyte_file(path: Path) -> Path:
     with path.open("wb") as f:
         f.truncate(2**40)
     return path
+
+
+def disk_full_at(monkeypatch, failing: int, number: int = errno.ENOSPC) -> None:
+    """``Path.write_bytes`` (what the checkpoint writes go through) fails at its ``failing``-th
+    call as the system does (``number``: a full disk; ``EFBIG``, a file size limit); the
+    others write."""
+    write_bytes, written = Path.write_bytes, []
+
+    def write(self, data):
+        written.append(self)
+        if len(written) == failing:
+            raise OSError(number, os.strerror(number))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write)
 
 
 def requires_cuda(test):

@@ -563,10 +563,7 @@ def test_a_stopped_target_says_the_same_command_continues_it(checkpointed, tmp_p
                           if checkpointed else None, 1 if checkpointed else None)
 
     monkeypatch.setattr(targets, "run", stopped)
-    then = ("run the same command again to continue from its checkpoint (written at the end "
-            "of epoch 1)" if checkpointed else
-            "no checkpoint had been written yet, so there is none to resume from; run the same "
-            "command again to start it over in its folder")
+    then = same_command_again(checkpointed)
     for _, code, err in each_target_command(tmp_path, capsys):
         assert code == 143, err
         assert re.match(rf"^python -m lotterynet\.\w+: error: stopped by SIGTERM; target run "
@@ -595,14 +592,20 @@ def test_a_target_that_cannot_write_a_file_says_the_same_command_continues_it(
         raise failed
 
     monkeypatch.setattr(targets, "run", full)
-    then = ("run the same command again to continue from its checkpoint (written at the end "
-            "of epoch 1)" if checkpointed else
-            "no checkpoint had been written yet, so there is none to resume from; run the same "
-            "command again to start it over in its folder")
+    then = same_command_again(checkpointed)
     for command, code, err in each_target_command(tmp_path, capsys):
         assert code == 1, err
         assert err == (f"python -m lotterynet.{command}: error: disk full while writing 'x'; "
                        f"target run {str(folder)!r}: {then}\n")
+
+
+def same_command_again(checkpointed: bool) -> str:
+    """How a target stopped (or failed) as it trained goes on: the same command again, from
+    its checkpoint of epoch 1 where it had one, else over."""
+    return ("run the same command again to continue from its checkpoint (written at the end "
+            "of epoch 1)" if checkpointed else
+            "no checkpoint had been written yet, so there is none to resume from; run the same "
+            "command again to start it over in its folder")
 
 
 def each_target_command(tmp_path, capsys):

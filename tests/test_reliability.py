@@ -21,7 +21,13 @@ import yaml
 
 import lotterynet.checkpointing as checkpointing
 import prefork
-from conftest import LARGER_THAN_MEMORY, REPO, processes_mentioning, terabyte_file
+from conftest import (
+    LARGER_THAN_MEMORY,
+    REPO,
+    disk_full_at,
+    processes_mentioning,
+    terabyte_file,
+)
 from lotterynet.checkpointing import (
     atomic_torch_save,
     load_checkpoint,
@@ -701,15 +707,7 @@ def test_full_disk_during_training_is_one_line_and_exit_1(tmp_path, data_dir, mo
     """A full disk, and a file size limit (``ulimit -f``, whose EFBIG was a traceback), at the
     ``failing``-th epoch's checkpoint: one line naming the file, then how the run goes on once
     it can write (the line named the file alone): from the checkpoint kept, else over."""
-    write_bytes, written = Path.write_bytes, []
-
-    def no_space(self, data):
-        written.append(self)
-        if len(written) == failing:
-            raise OSError(number, os.strerror(number))
-        return write_bytes(self, data)
-
-    monkeypatch.setattr(Path, "write_bytes", no_space)  # the checkpoint write
+    disk_full_at(monkeypatch, failing, number)
     out = tmp_path / "run"
     assert main([*SMALL, "--limit-train", "200", "--epochs", "2", "--data-dir", str(data_dir),
                  "--out", str(out)]) == 1

@@ -4,7 +4,6 @@ result, and incompatible members are refused naming the key that differs."""
 
 import csv
 import dataclasses
-import errno
 import importlib
 import itertools
 import json
@@ -31,7 +30,7 @@ import lotterynet.run
 import lotterynet.stack
 import lotterynet.stack_files
 import prefork
-from conftest import REPO, wandb_exit_code
+from conftest import REPO, disk_full_at, wandb_exit_code
 from lotterynet.checkpointing import atomic_torch_save, epochs_done
 from lotterynet.cli import main
 from lotterynet.config import make_config
@@ -1372,14 +1371,6 @@ def test_a_stack_that_cannot_write_a_file_says_how_it_goes_on_as_its_stop_does(
     once every member finished) ended with a line naming the file alone: it says how it goes
     on as its Ctrl-C does, by the same sweep run again (the sweep's own line does not replace
     it)."""
-    write_bytes, written = Path.write_bytes, []
-
-    def no_space(self, data):
-        written.append(self)
-        if len(written) == failing:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return write_bytes(self, data)
-
     if how == "sweep":
         argv = [*fc2_stack_sweep(tmp_path, data_dir, limit_train=320, epochs=2),
                 "--sweep-out", str(tmp_path / "out")]
@@ -1394,7 +1385,7 @@ def test_a_stack_that_cannot_write_a_file_says_how_it_goes_on_as_its_stop_does(
                                 "out": str(c)}) for s, c in zip((0.5, 0.9), cells)]
         stack_dir = tmp_path / "stacks" / "dense-seed0"
         argv = ["--stack-file", str(write_stack_file(configs, stack_dir, cells))]
-    monkeypatch.setattr(Path, "write_bytes", no_space)  # the checkpoint writes
+    disk_full_at(monkeypatch, failing)  # the checkpoint writes
     assert main(argv) == 1
     failed = [stack_dir, cells[0], stack_dir][[1, 2, 6].index(failing)] / "checkpoints" / \
         "last.ckpt"

@@ -28,7 +28,7 @@ import lotterynet.sweep_jobs as jobs_module
 import lotterynet.sweep_plan as plan_module
 import lotterynet.sweep_table as table_module
 import prefork
-from conftest import REPO, STD_CONVS, TINY_BIT, processes_mentioning
+from conftest import REPO, STD_CONVS, TINY_BIT, disk_full_at, processes_mentioning
 from lotterynet.checkpointing import atomic_torch_save
 from lotterynet.cli import build_parser, given_values, main
 from lotterynet.config import make_config
@@ -2086,15 +2086,7 @@ def test_a_cell_the_sweep_runs_itself_that_cannot_write_says_to_run_the_sweep_ag
     CELL/checkpoints/last.ckpt``: that one cell, the rest of the sweep left unrun. It says
     what its Ctrl-C says: to run the sweep again, to continue from its checkpoint or, without
     one, to start it over."""
-    write_bytes, written = Path.write_bytes, []
-
-    def no_space(self, data):
-        written.append(self)
-        if len(written) == failing:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return write_bytes(self, data)
-
-    monkeypatch.setattr(Path, "write_bytes", no_space)  # the checkpoint writes
+    disk_full_at(monkeypatch, failing)  # the checkpoint writes
     out = tmp_path / "sweep"
     assert main([*ONE_CELL, "--sweep-epochs", "2", "--data-dir", str(data_dir),
                  "--sweep-out", str(out)]) == 1
