@@ -96,10 +96,14 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
         return
     if config.resume and run_dir.resolve() == checkpoint_run_dir(config.resume):  # (the run
         # it continues: no --out given, or that run's folder)
-        check_output_dir(run_dir, f"--resume {config.resume!r}: its run folder",
-                         "resume into an empty --out")
+        flag, instead = f"--resume {config.resume!r}: its run folder", "resume into an empty --out"
     else:
-        check_output_dir(run_dir, "--out")
+        flag, instead = "--out", "choose another folder"
+    check_output_dir(run_dir, flag, instead)
+    if (run_dir / CHECKPOINTS).is_dir():  # (one not writable was refused at the first
+        # checkpoint, its epoch trained for nothing)
+        check_output_dir(run_dir / CHECKPOINTS, f"{flag.partition(': ')[0]}: its "
+                         f"{CHECKPOINTS} folder", instead)
     check_not_folders(run_dir / file for file in (*END_FILES, METRICS_FILE))  # (its history)
     sweep = next((name for name in (SWEEP_FILE, SWEEP_LOCK) if (run_dir / name).exists()), None)
     if sweep is not None:

@@ -971,6 +971,36 @@ def test_a_resume_whose_run_folder_is_read_only_names_the_resume_not_out(
         f"(Permission denied in {str(run)!r}); resume into an empty --out"]
 
 
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_run_whose_checkpoints_folder_is_read_only_is_refused_before_it_trains(
+        stopped_run, tmp_path, monkeypatch, capsys, resume):
+    """A run folder whose ``checkpoints/`` was made read-only (the folder itself writable) was
+    refused only at its first checkpoint, an epoch trained for nothing: it is refused up
+    front, naming that folder (a resume of the run, a new run there with --overwrite)."""
+    import tempfile
+
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run, run)
+    checkpoints = run / "checkpoints"
+    mkdtemp = tempfile.mkdtemp
+
+    def read_only(*args, dir=None, **kwargs):  # (as the system answers chmod a-w; root passes)
+        if Path(dir) == checkpoints:
+            raise PermissionError(13, "Permission denied")
+        return mkdtemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    checkpoint = str(checkpoints / "last.ckpt")
+    argv = ["--resume", checkpoint] if resume else [
+        *SMALL, "--epochs", "1", "--overwrite", "--out", str(run)]
+    flag, instead = ((f"--resume {checkpoint!r}", "resume into an empty --out") if resume
+                     else ("--out", "choose another folder"))
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"train.py: error: {flag}: its checkpoints folder {str(checkpoints)!r} is not writable "
+        f"(Permission denied in {str(checkpoints)!r}); {instead}"]
+
+
 def test_a_data_folder_from_the_environment_that_is_a_file_is_named(tmp_path, monkeypatch,
                                                                     capsys):
     """``$LOTTERYNET_DATA`` naming a file is refused as ``--data-dir`` is (it read as corrupt
