@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import hashlib
 import itertools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -423,9 +424,17 @@ def config_value(values: dict, key: str):
 
 def sweep_dir_of(sweep: Sweep, sweep_file: str | None, sweep_out: str | None) -> Path:
     """Where a sweep writes: ``--sweep-out``, else ``runs/sweep-<arch>-<sweep file's name>``
-    (``grid`` for a sweep given by flags alone)."""
+    (``grid`` for a sweep given by flags alone; the arch :func:`in_a_folder_name`)."""
     name = Path(sweep_file).stem if sweep_file else "grid"
-    return Path(sweep_out or f"runs/sweep-{config_value(sweep.base, 'arch')}-{name}")
+    arch = in_a_folder_name(config_value(sweep.base, "arch"))
+    return Path(sweep_out or f"runs/sweep-{arch}-{name}")
+
+
+def in_a_folder_name(arch: str) -> str:
+    """``arch`` (``timm:resnet18``) as part of a default folder's name: its ":" as "-" on
+    Windows, which forbids ":" in a name (a folder ``runs/timm:resnet18-…`` could not be made
+    there); as it is elsewhere, where existing runs and sweeps keep their folders."""
+    return arch.replace(":", "-") if sys.platform == "win32" else arch
 
 
 def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path, yes: bool = False) -> Path:

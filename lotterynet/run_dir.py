@@ -31,7 +31,7 @@ from .checkpointing import (
 from .config import NOT_COMPUTED, changed_fields
 from .config_schema import WIDE, RunConfig
 from .errors import ConfigError, resume_flag
-from .grid import SWEEP_FILE, SWEEP_LOCK
+from .grid import SWEEP_FILE, SWEEP_LOCK, in_a_folder_name
 from .loggers import METRICS_FILE, WANDB_ENDED_FILE, WANDB_ID_FILE
 from .machine import is_launched_worker, refuse_larger_than_memory
 from .masking import masked_weights
@@ -62,8 +62,8 @@ def default_run_dir(config: RunConfig) -> Path:
     kind = "trained" if config.train_weights else config.structure
     if config.structure == WIDE and not config.train_weights:
         kind = f"wide-{config.match}"
-    return Path("runs") / (f"{config.arch}-{kind}-s{config.sparsity:g}-{config.activation}-"
-                           f"e{config.epochs}-seed{config.seed}")
+    return Path("runs") / (f"{in_a_folder_name(config.arch)}-{kind}-s{config.sparsity:g}-"
+                           f"{config.activation}-e{config.epochs}-seed{config.seed}")
 
 
 def run_dir_of(config: RunConfig) -> Path:

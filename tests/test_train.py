@@ -613,6 +613,25 @@ def test_a_run_its_ticket_and_the_layers_work_without_linuxs_locks_and_signal_ma
     assert any(isinstance(m, SubnetLinear) for m in load_ticket(out / "model.ticket").modules())
 
 
+@pytest.mark.parametrize("platform, name", [("win32", "timm-resnet18"),
+                                            ("linux", "timm:resnet18")])
+def test_a_timm_runs_default_folder_holds_no_colon_on_windows(monkeypatch, platform, name):
+    """``--arch timm:resnet18`` without ``--out`` made ``runs/timm:resnet18-…`` (and a sweep
+    ``runs/sweep-timm:resnet18-grid``): Windows forbids ":" in a name, so neither could be
+    made there. On Windows ":" is "-"; elsewhere the names are as they were (existing runs and
+    sweeps keep their folders)."""
+    from types import SimpleNamespace
+
+    from lotterynet.grid import sweep_dir_of
+    from lotterynet.run_dir import default_run_dir
+
+    monkeypatch.setattr(sys, "platform", platform)
+    config = make_config({"arch": "timm:resnet18", "sparsity": 0.9})
+    assert default_run_dir(config) == Path("runs") / f"{name}-dense-s0.9-relu-e10-seed0"
+    sweep = SimpleNamespace(base={"arch": "timm:resnet18"})
+    assert sweep_dir_of(sweep, None, None) == Path(f"runs/sweep-{name}-grid")
+
+
 def test_cli_subprocess_bad_input_and_help():
     proc = subprocess.run([sys.executable, "train.py", "--structure", "bogus"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
