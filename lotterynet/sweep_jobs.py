@@ -89,13 +89,16 @@ class Failure:
 
 
 def cell_job(name: str, config: RunConfig) -> Job:
-    """A cell as its own ``train.py --config CELL/cell.yaml``."""
+    """A cell as its own ``train.py --config CELL/cell.yaml``, with ``--overwrite`` where the
+    sweep clears the cell (a config file may not set it:
+    :func:`~lotterynet.config.load_yaml`)."""
     cell_dir = Path(config.out)
     cell_dir.mkdir(parents=True, exist_ok=True)
     config_file = cell_dir / "cell.yaml"
-    write_text_atomic(config_file, dump_yaml(config.to_dict()))
-    return Job(f"cell {name}", ["--config", str(config_file)], cell_dir / CELL_LOG, [name],
-               cell_dirs=[cell_dir])
+    write_text_atomic(config_file, dump_yaml({**config.to_dict(), "overwrite": False}))
+    return Job(f"cell {name}", ["--config", str(config_file),
+                                *["--overwrite"] * config.overwrite], cell_dir / CELL_LOG,
+               [name], cell_dirs=[cell_dir])
 
 
 def stack_job(stack_dir: Path, configs: list[RunConfig], cells: list[str], sweep_dir: Path
