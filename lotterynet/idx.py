@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .machine import refuse_larger_than_memory
+
 DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -26,8 +28,10 @@ class IDXError(ValueError):
 
 def read_bytes(path: Path) -> bytearray:
     """The file's contents, through ``gzip`` when its name ends in ``.gz`` (a writable buffer,
-    so that tensors can share it)."""
+    so that tensors can share it). A file larger than the memory is refused unread (read, a
+    file of a terabyte was a MemoryError's traceback)."""
     try:
+        refuse_larger_than_memory(path, str(path), IDXError)
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             return bytearray(f.read())
     except (OSError, EOFError, zlib.error) as err:  # (gzip.BadGzipFile is an OSError)

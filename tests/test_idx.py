@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import LARGER_THAN_MEMORY, terabyte_file
 from lotterynet.data import load_split
 from lotterynet.idx import IDXError, read_idx
 
@@ -70,6 +71,14 @@ def test_malformed_files_name_the_fault(tmp_path, content, message):
     with gzip.open(path, "wb") as f:
         f.write(content)
     with pytest.raises(IDXError, match=message):
+        read_idx(path)
+
+
+def test_a_file_larger_than_the_memory_is_refused_unread(tmp_path):
+    """(a 1 TiB file, sparse here, in a data folder: read whole, it was a MemoryError's
+    traceback)"""
+    path = terabyte_file(tmp_path / "train-images-idx3-ubyte")
+    with pytest.raises(IDXError, match=rf"^{re.escape(str(path))} {LARGER_THAN_MEMORY}"):
         read_idx(path)
 
 
