@@ -947,23 +947,29 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(argv, named, files, 
     assert time.perf_counter() - started < 30  # refused before any training
 
 
+def read_only(monkeypatch, folder: Path) -> None:
+    """``folder`` refuses new entries as the system does after ``chmod a-w`` (the probe of a
+    folder one may write in, a temporary folder made there, fails; root passes chmod)."""
+    import tempfile
+
+    mkdtemp = tempfile.mkdtemp
+
+    def probe(*args, dir=None, **kwargs):
+        if Path(dir) == folder:
+            raise PermissionError(13, "Permission denied")
+        return mkdtemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", probe)
+
+
 def test_a_resume_whose_run_folder_is_read_only_names_the_resume_not_out(
         stopped_run, tmp_path, monkeypatch, capsys):
     """``--resume RUN/checkpoints/last.ckpt`` of a run made read-only said "--out 'RUN' is not
     writable (...); choose another folder", naming a flag not given: it names the resume's
     run folder and the way on, an empty --out."""
-    import tempfile
-
     run = tmp_path / "run"
     shutil.copytree(stopped_run, run)
-    mkdtemp = tempfile.mkdtemp
-
-    def read_only(*args, dir=None, **kwargs):  # (as the system answers chmod a-w; root passes)
-        if Path(dir) == run:
-            raise PermissionError(13, "Permission denied")
-        return mkdtemp(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    read_only(monkeypatch, run)
     checkpoint = str(run / "checkpoints" / "last.ckpt")
     assert main(["--resume", checkpoint]) == 2
     assert capsys.readouterr().err.splitlines() == [
@@ -977,19 +983,10 @@ def test_a_run_whose_checkpoints_folder_is_read_only_is_refused_before_it_trains
     """A run folder whose ``checkpoints/`` was made read-only (the folder itself writable) was
     refused only at its first checkpoint, an epoch trained for nothing: it is refused up
     front, naming that folder (a resume of the run, a new run there with --overwrite)."""
-    import tempfile
-
     run = tmp_path / "run"
     shutil.copytree(stopped_run, run)
     checkpoints = run / "checkpoints"
-    mkdtemp = tempfile.mkdtemp
-
-    def read_only(*args, dir=None, **kwargs):  # (as the system answers chmod a-w; root passes)
-        if Path(dir) == checkpoints:
-            raise PermissionError(13, "Permission denied")
-        return mkdtemp(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    read_only(monkeypatch, checkpoints)
     checkpoint = str(checkpoints / "last.ckpt")
     argv = ["--resume", checkpoint] if resume else [
         *SMALL, "--epochs", "1", "--overwrite", "--out", str(run)]
