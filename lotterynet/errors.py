@@ -168,8 +168,12 @@ class WriteFailed(OSError):
 
     then: str | None = None
 
+    def said_after(self, text: str) -> str:
+        """``text`` (what names the file), then ``then`` where one said it."""
+        return f"{text}; {self.then}" if self.then else text
+
     def __str__(self) -> str:
-        return f"{super().__str__()}; {self.then}" if self.then else super().__str__()
+        return self.said_after(super().__str__())
 
 
 class DiskFullError(WriteFailed):
@@ -356,5 +360,5 @@ def message(err: Exception) -> str:
         return (f"{err.filename2 or err.filename!r}: {err.strerror} (something else is where "
                 f"lotterynet writes or reads: move it away)")
     if isinstance(err, WriteFailed):
-        return escape_line_breaks(err.strerror + (f"; {err.then}" if err.then else ""))
+        return escape_line_breaks(err.said_after(err.strerror))
     return escape_line_breaks(err.command_line if isinstance(err, DatasetNotFound) else str(err))

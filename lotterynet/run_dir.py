@@ -94,16 +94,14 @@ def claim_run_dir(run_dir: Path, config: RunConfig) -> None:
     (:func:`left_before_a_checkpoint`), as its stop line says."""
     if is_launched_worker():
         return
-    if config.resume and run_dir.resolve() == checkpoint_run_dir(config.resume):  # (the run
-        # it continues: no --out given, or that run's folder)
-        flag, instead = f"--resume {config.resume!r}: its run folder", "resume into an empty --out"
-    else:
-        flag, instead = "--out", "choose another folder"
-    check_output_dir(run_dir, flag, instead)
+    # (a resume into the run it continues: no --out given, or that run's folder)
+    resuming = config.resume and run_dir.resolve() == checkpoint_run_dir(config.resume)
+    flag, instead = ((f"--resume {config.resume!r}", "resume into an empty --out") if resuming
+                     else ("--out", "choose another folder"))
+    check_output_dir(run_dir, f"{flag}: its run folder" if resuming else flag, instead)
     if (run_dir / CHECKPOINTS).is_dir():  # (one not writable was refused at the first
         # checkpoint, its epoch trained for nothing)
-        check_output_dir(run_dir / CHECKPOINTS, f"{flag.partition(': ')[0]}: its "
-                         f"{CHECKPOINTS} folder", instead)
+        check_output_dir(run_dir / CHECKPOINTS, f"{flag}: its {CHECKPOINTS} folder", instead)
     check_not_folders(run_dir / file for file in (*END_FILES, METRICS_FILE))  # (its history)
     sweep = next((name for name in (SWEEP_FILE, SWEEP_LOCK) if (run_dir / name).exists()), None)
     if sweep is not None:
