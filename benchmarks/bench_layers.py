@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import lotterynet as ln
-from lotterynet.graphs import StepGraphs
+from lotterynet.cuda_graphs import StepGraphs
 from lotterynet.machine import cpu_name, keep_freed_memory
 from lotterynet.topk import topk_mask
 
@@ -89,7 +89,7 @@ def make_target_step(kind, activation, batch, device, update: bool, stacked: boo
     one the scores do not change, so the cached mask is reused); ``stacked``: a stack of four
     members at four sparsities, one forward and backward for all of them; ``graphed``: the
     forward and backward replayed from a CUDA graph, as training steps are
-    (:class:`lotterynet.graphs.StepGraphs`; eager on the CPU)."""
+    (:class:`lotterynet.cuda_graphs.StepGraphs`; eager on the CPU)."""
     def layer(sparsity):
         if kind == "subsetsum":
             return ln.SubnetLinear(D_IN, D_OUT, structure="subsetsum", pairs=PAIRS,

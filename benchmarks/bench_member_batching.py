@@ -24,12 +24,12 @@ from bench_layers import median_times  # the benchmarks beside this file (sys.pa
 from bench_stack import PAPER_SPARSITIES
 from torch.profiler import profile
 
-from lotterynet.graphs import StepGraphs
+from lotterynet.cuda_graphs import StepGraphs
 from lotterynet.machine import cpu_name
 from lotterynet.models import build_model
 from lotterynet.optim import OPTIMIZERS, trainable_parameters
+from lotterynet.stack_model import StackedModel
 from lotterynet.stack_module import member_losses
-from lotterynet.stacked import StackedModel
 
 
 def stack_step(members: int, batched: bool, device: torch.device, graphed: bool = True

@@ -73,13 +73,13 @@ from lotterynet.augment import AUGMENTATIONS, batch_seed
 from lotterynet.checkpointing import write_text_atomic
 from lotterynet.cli import main as cli_main
 from lotterynet.config import make_config
+from lotterynet.cuda_graphs import StepGraphs
 from lotterynet.datamodule import EpochPermutation, TensorLoader, check_data_set
-from lotterynet.graphs import StepGraphs
 from lotterynet.machine import cpu_name
 from lotterynet.optim import OPTIMIZERS
 from lotterynet.run import build_module, data_module, make_trainer, run
 from lotterynet.run_callbacks import EpochTimer
-from lotterynet.stacked import frozen_prefix
+from lotterynet.stack_model import frozen_prefix
 from lotterynet.validate import check_output_dir
 
 REPO = Path(__file__).resolve().parent.parent

@@ -30,7 +30,7 @@ draws; each data set gets its own draws) and summarised by its median and min–
 from __future__ import annotations
 
 if __name__ == "__main__":  # (Ctrl-C and SIGTERM in the imports: one line, as later)
-    from lotterynet.lifetime import hold_stops
+    from lotterynet.process_lifetime import hold_stops
 
     hold_stops()
 
@@ -67,9 +67,9 @@ from .errors import (
     stopped,
     unread_option,
 )
-from .lifetime import stopping_on_sigterm
 from .machine import cpu_name
 from .params import count_params
+from .process_lifetime import stopping_on_sigterm
 from .run_dir import RESULTS
 from .targets import (
     add_targets_dir,
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="+", choices=["mnist", "fashion-mnist"],
                         help="lenet5: data sets (default: mnist fashion-mnist)")
     args = parser.parse_args(argv)
-    try:  # (Ctrl-C and SIGTERM one line wherever they land, as train.py's: lifetime.py; a
+    try:  # (Ctrl-C and SIGTERM one line wherever they land, as train.py's: process_lifetime.py; a
         # target's training says its own)
         with stopped(lambda: going_on(args)), stopping_on_sigterm(ends_the_process=True):
             check_options(args)

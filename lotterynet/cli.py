@@ -46,9 +46,9 @@ from .errors import (
     resume_flag,
     stopped,
 )
-from .grid import Overrides, Sweep, load_sweep, sweep_dir_of, write_wandb_sweep
-from .lifetime import stopping_on_sigterm
 from .machine import check_rank_variables, is_launched_worker, keep_freed_memory
+from .process_lifetime import stopping_on_sigterm
+from .sweep_grid import Overrides, Sweep, load_sweep, sweep_dir_of, write_wandb_sweep
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
 # train now): the flags decide, or the location of the checkpoint does.

@@ -302,7 +302,7 @@ def stopped(then: str | Callable[[], str]):
 
 class Terminated(BaseException):
     """SIGTERM where Lightning does not handle it (data being read, the ticket or the results
-    being written), raised by the run's handler (:class:`~lotterynet.lifetime.SigtermStop`)
+    being written), raised by the run's handler (:class:`~lotterynet.process_lifetime.SigtermStop`)
     as Python raises KeyboardInterrupt for Ctrl-C: a BaseException, so that no ``except
     Exception`` on the way turns it into another error. Reported as :class:`Interrupted`."""
 

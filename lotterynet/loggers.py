@@ -39,8 +39,8 @@ from .checkpointing import (
 )
 from .config_checks import WANDB_SERVER_MODES, wandb_mode
 from .errors import IN_THE_WAY, CheckpointError, ConfigError, WandbFailed, exit_code, first_line
-from .grid import config_value
 from .machine import refuse_larger_than_memory
+from .sweep_grid import config_value
 
 METRICS_FILE = "metrics.csv"
 WANDB_ID_FILE = "wandb-id"

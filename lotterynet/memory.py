@@ -24,7 +24,7 @@ from .machine import available_memory, meminfo
 from .masking import MaskedWeight
 from .models import build_model
 from .optim import optimizer_and_schedule, trainable_parameters
-from .stacked import frozen_prefix_length
+from .stack_model import frozen_prefix_length
 from .topk import HINT_MIN_ENTRIES
 
 #: The dtype a precision casts a model's floating tensors to in training; the others train them
@@ -66,7 +66,7 @@ def memory_needed(members: Sequence[tuple[dict, dict]], config: RunConfig,
     read off builds on the ``meta`` device (nothing allocated): built (on the CPU, in the
     float32 they are drawn in), each parameter and buffer; in training under ``config``'s
     precision, each in the dtype it casts them to (a stack's members' frozen ones at one place
-    once: a stack makes equal ones one, :func:`~lotterynet.stacked.share_frozen`; those of
+    once: a stack makes equal ones one, :func:`~lotterynet.stack_model.share_frozen`; those of
     members of other seeds differ, which a build on ``meta`` does not tell), for each trained
     parameter (a score) its gradient and the optimizer's state (:func:`optimizer_states`), all
     held at once by the end of a step's backward, and what more a training step on a batch of

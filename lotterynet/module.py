@@ -25,14 +25,14 @@ from torchmetrics.classification import MulticlassAccuracy
 from .checkpointing import check_restorable, parse_checkpoint, read_checkpoint, source_name
 from .config_schema import RunConfig
 from .convert_checks import plain_numbers
+from .cuda_graphs import StepGraphs
 from .datamodule import TensorDataModule
 from .errors import CheckpointError
-from .graphs import StepGraphs
 from .layers import SubnetLinear, _SubnetLayer
 from .masking import masked_weights
 from .models import MODELS, build_model, spec_difference, spec_value
 from .optim import check_optim, optim_settings, optimizer_and_schedule
-from .stacked import frozen_prefix
+from .stack_model import frozen_prefix
 from .ticket_rebuild import rebuild
 
 STAGES = ("train", "val", "test")
@@ -139,7 +139,7 @@ class EdgePopupModule(pl.LightningModule):
         (:func:`default_optim` of the architecture for the others); ``config``: the run's
         whole configuration, kept in the checkpoint for ``--resume``; ``cuda_graphs``: replay
         each training step's forward and backward from a CUDA graph where one may be used
-        (:mod:`lotterynet.graphs`); ``run_id``: the ``train.py`` run it trains, kept in its
+        (:mod:`lotterynet.cuda_graphs`); ``run_id``: the ``train.py`` run it trains, kept in its
         checkpoints and its folder's ``hparams.yaml``, so that a resume tells its run's
         checkpoint from another run's copied there (:func:`~lotterynet.run_dir.check_own_run`)."""
         super().__init__()
@@ -252,7 +252,7 @@ class EdgePopupModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """With a :class:`TensorDataModule`, the model's frozen leading modules (LeNet5's random
-        convolutions and pools, :func:`~lotterynet.stacked.frozen_prefix`) run once per example
+        convolutions and pools, :func:`~lotterynet.stack_model.frozen_prefix`) run once per example
         of each split, in the data module (:meth:`TensorDataModule.encode_with`), and the steps
         run the rest of the model: the same numbers (bit for bit on the CPU), ~25 % less time
         per LeNet5 step there. Other data (your own loaders), every split of a data module

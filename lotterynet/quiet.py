@@ -10,7 +10,7 @@ epoch's; no metric ranks checkpoints); and torch's deprecation of the
 ``torch.distributed.nn.functional.all_gather`` that Lightning's own ``all_gather`` calls (once
 per DDP rank at every run's end); and Lightning's "Detected KeyboardInterrupt, attempting
 graceful shutdown" before the run's own line saying that Ctrl-C stopped it (SIGTERM's
-"Received SIGTERM" goes with Lightning's handler: :func:`lotterynet.lifetime.
+"Received SIGTERM" goes with Lightning's handler: :func:`lotterynet.process_lifetime.
 stop_all_ranks_on_sigterm`). Everything else Lightning and torch say still
 reaches the console (the ``log_every_n_steps`` warning is avoided, not hidden:
 :func:`lotterynet.run.make_trainer` logs at most once per epoch's worth of steps)."""

@@ -39,13 +39,6 @@ from .config_checks import read_options
 from .config_schema import WIDE, RunConfig, examples_per_device, lightning_accelerator
 from .datamodule import TensorDataModule
 from .errors import ConfigError, memory_refused, resume_flag
-from .lifetime import (
-    SigtermStop,
-    put_back_environment,
-    stop_all_ranks_on_sigterm,
-    stopping_on_sigterm,
-    tying_launched_ranks,
-)
 from .loggers import (
     check_wandb_environment,
     end_open_wandb,
@@ -60,6 +53,13 @@ from .models import split_arch
 from .module import EdgePopupModule, layer_densities, mask_digest
 from .optim import optim_settings
 from .params import count_params, kept_params
+from .process_lifetime import (
+    SigtermStop,
+    put_back_environment,
+    stop_all_ranks_on_sigterm,
+    stopping_on_sigterm,
+    tying_launched_ranks,
+)
 from .quiet import quiet_lightning
 from .resumable import check_resumable
 from .run_callbacks import (
@@ -332,7 +332,7 @@ def run(config: RunConfig, job_type: str | None = None) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the
     config, the parameter counts and the final metrics; ``job_type``: its W&B run's (a sweep's
     cell's, :data:`~lotterynet.loggers.CELL_JOB`). SIGTERM stops it with
-    :class:`Interrupted` from its start to its results (:class:`~lotterynet.lifetime.
+    :class:`Interrupted` from its start to its results (:class:`~lotterynet.process_lifetime.
     SigtermStop`), also outside Lightning's fit and test. W&B's own errors are one line
     (:class:`~lotterynet.errors.WandbFailed`) saying how it goes on (:func:`after_wandb_failed`)."""
     with tying_launched_ranks(), stopping_on_sigterm() as sigterm:  # (its DDP ranks die with it)

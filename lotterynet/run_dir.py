@@ -31,11 +31,11 @@ from .checkpointing import (
 from .config import NOT_COMPUTED, changed_fields
 from .config_schema import WIDE, RunConfig
 from .errors import ConfigError, resume_flag
-from .grid import SWEEP_FILE, SWEEP_LOCK, in_a_folder_name
 from .loggers import METRICS_FILE, WANDB_ENDED_FILE, WANDB_ID_FILE
 from .machine import is_launched_worker, refuse_larger_than_memory
 from .masking import masked_weights
 from .resumable import is_real
+from .sweep_grid import SWEEP_FILE, SWEEP_LOCK, in_a_folder_name
 from .ticket import save_ticket
 from .ticket_file import TICKET
 from .validate import check_not_folders, check_output_dir

@@ -17,7 +17,7 @@ tensors as its single run, and on the CPU ends with the same masks and scores bi
   paper's best-over-budgets points.
 * **Seeds.** Members share one seed: it draws their batch order as well as their frozen
   weights and scores (a member of another seed would have recorded a seed whose single run
-  trains on another order). Sweeps stack per seed; :class:`~lotterynet.stacked.StackedModel`
+  trains on another order). Sweeps stack per seed; :class:`~lotterynet.stack_model.StackedModel`
   in a loop of one's own takes members of any seeds.
 * **Outputs.** Each member writes its own cell directory as a single run does:
   ``results.json`` (with ``stack`` naming the stack), ``metrics.csv`` (its whole history) and
@@ -28,7 +28,7 @@ tensors as its single run, and on the CPU ends with the same masks and scores bi
   and for each member, once finished, the W&B run its single run would be, its id in its cell
   (:func:`log_member_run`). A killed stack resumes from its checkpoint.
 
-Python use: :class:`~lotterynet.stacked.StackedModel` (plain torch) for your own loop,
+Python use: :class:`~lotterynet.stack_model.StackedModel` (plain torch) for your own loop,
 :func:`run_stack` for Lightning.
 
 The stack's parts, a module each: which runs may stack and how many members fit in memory
@@ -60,7 +60,6 @@ from .config import make_config
 from .config_schema import RunConfig
 from .datamodule import TensorDataModule
 from .errors import ConfigError, OutOfMemory, TrainingDiverged, plural
-from .lifetime import SigtermStop, stopping_on_sigterm
 from .loggers import (
     CELL_JOB,
     METRICS_FILE,
@@ -78,6 +77,7 @@ from .loggers import (
 )
 from .memory import DoesNotFit, check_fits, memory_needed
 from .optim import optim_settings
+from .process_lifetime import SigtermStop, stopping_on_sigterm
 from .quiet import quiet_lightning
 from .resumable import check_resumable
 from .run import (
@@ -136,7 +136,7 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
     :class:`~lotterynet.errors.OutOfMemory`, as it refuses a stopped stack that resumes, before
     it is built, whose members do not fit in the memory available now. SIGTERM stops it with
     :class:`Interrupted` from its start to its end, as a single run (:func:`~lotterynet.run.run`;
-    its handler, :class:`~lotterynet.lifetime.SigtermStop`), also outside Lightning's fit.
+    its handler, :class:`~lotterynet.process_lifetime.SigtermStop`), also outside Lightning's fit.
     W&B's own errors are one line (:class:`~lotterynet.errors.WandbFailed`), as a run's; a
     file it could not write (:class:`~lotterynet.errors.WriteFailed`) says how it goes on as
     its stop does.

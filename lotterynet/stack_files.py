@@ -21,10 +21,10 @@ from .config_schema import RunConfig
 from .config_yaml import dump_yaml, read_yaml_mapping
 from .data import absolute_data_dir
 from .errors import CheckpointError, ConfigError
-from .grid import SWEEP_FILE
 from .loggers import METRICS_FILE
 from .run_dir import RESULTS, changed_results
 from .stack_checks import check_stackable
+from .sweep_grid import SWEEP_FILE
 from .validate import check_output_dir
 
 

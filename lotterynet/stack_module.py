@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from .checkpointing import CHECKPOINTS, LAST, atomic_torch_save, write_csv_atomic
+from .cuda_graphs import StepGraphs
 from .errors import DIVERGED_IN, CheckpointError, plural
-from .graphs import StepGraphs
 from .loggers import METRICS_FILE
 from .models import build_model
 from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest, require_grad_as_built
@@ -28,7 +28,7 @@ from .resumable import is_real
 from .run import device_name, params_metrics
 from .run_callbacks import EpochLines, EpochTimer
 from .run_dir import RESULTS, write_json_atomic, write_ticket
-from .stacked import StackedModel
+from .stack_model import StackedModel
 
 # -------------------------------------------------------------------- the LightningModule
 
@@ -50,7 +50,7 @@ class StackModule(pl.LightningModule):
     ``diverged`` (kept in the checkpoint): the members whose trainable tensors stopped being
     finite, with what happened; they train no more and are not tested. ``cuda_graphs``: replay
     the training members' forward and backward from a CUDA graph where one may be used
-    (:mod:`lotterynet.graphs`)."""
+    (:mod:`lotterynet.cuda_graphs`)."""
 
     def __init__(self, members: list[dict], cuda_graphs: bool = True):
         super().__init__()

@@ -26,7 +26,7 @@ under the table the values of the variants' ``KEY=<hash>``, if any) and ``figure
 ``figure.pdf`` (test accuracy vs. kept parameters, log x, one line per variant, the paper's
 points as hollow markers, the trained baseline and chance as lines).
 
-The grid itself and the sweep file's format: :mod:`lotterynet.grid`.
+The grid itself and the sweep file's format: :mod:`lotterynet.sweep_grid`.
 
 The sweep's parts, a module each: its cells' configs and folders (:mod:`lotterynet.sweep_cells`),
 how it stacks them (:mod:`lotterynet.sweep_plan`), its jobs (:mod:`lotterynet.sweep_jobs`), its
@@ -64,15 +64,6 @@ from .errors import (
     exit_code,
     plural,
 )
-from .grid import (
-    BASELINE,
-    SWEEP_FILE,
-    SWEEP_LOCK,
-    Sweep,
-    cell_name,
-    spelled_labels,
-    sweep_dir_of,
-)
 from .loggers import CELL_JOB
 from .run import run
 from .run_dir import END_FILES, RESULTS, flocked, read_results, run_dir_of, write_json_atomic
@@ -90,6 +81,15 @@ from .sweep_cells import (
 )
 from .sweep_checks import check_buildable, check_data, check_finished_kept, check_sweep_dir
 from .sweep_cost import check_cpu_cost
+from .sweep_grid import (
+    BASELINE,
+    SWEEP_FILE,
+    SWEEP_LOCK,
+    Sweep,
+    cell_name,
+    spelled_labels,
+    sweep_dir_of,
+)
 from .sweep_jobs import (
     CELL_LOG,
     GO_ON,

@@ -27,10 +27,18 @@ from .checkpointing import (
 from .config import NOT_COMPUTED, changed_fields, make_config
 from .config_schema import RunConfig
 from .errors import CheckpointError
-from .grid import BASELINE, OLD_LABELS, Sweep, cell_name, config_value, old_labels, variant_label
 from .loggers import METRICS_FILE
 from .run_dir import RESULTS, locked, read_json, read_results, results_differ, write_json_atomic
 from .stack_files import STACK_FILE, changes, stack_record, write_stack_file
+from .sweep_grid import (
+    BASELINE,
+    OLD_LABELS,
+    Sweep,
+    cell_name,
+    config_value,
+    old_labels,
+    variant_label,
+)
 
 
 def cell_config(values: dict, cell_dir: Path) -> RunConfig:
@@ -222,8 +230,8 @@ def repoint(results: Path, old: Path, new: Path) -> None:
 
 def renamed_folders(sweep: Sweep) -> dict[str, tuple[str, str]]:
     """The folders of the grid's cells and stacks (``cells/NAME``, ``stacks/NAME``) under the
-    names that sweeps gave them before, in a form of :data:`~lotterynet.grid.OLD_LABELS`
-    (:func:`~lotterynet.grid.old_labels`: ``cells/subsetsum-identity-3-s0.5-e10-seed0``
+    names that sweeps gave them before, in a form of :data:`~lotterynet.sweep_grid.OLD_LABELS`
+    (:func:`~lotterynet.sweep_grid.old_labels`: ``cells/subsetsum-identity-3-s0.5-e10-seed0``
     before a variant's label named its values' keys, ``cells/subsetsum-pairs=3-identity-…``
     or ``cells/pairs=3-identity-subsetsum-…`` before it wrote them in one order) ->
     ``(their name now, what changed)`` (``cells/subsetsum-identity-pairs=3-s0.5-e10-seed0``);

@@ -15,11 +15,11 @@ from .config_schema import RunConfig, device_count, training_examples
 from .data import DATASETS
 from .datamodule import EVAL_BATCH
 from .errors import ConfigError, plural
-from .grid import Sweep
 from .models import build_model
 from .run import data_module, model_spec
 from .run_dir import read_results
 from .sweep_cells import cell_configs, cells_use, plan_cell
+from .sweep_grid import Sweep
 from .sweep_plan import balanced_parts, plan_stacks
 from .trainer_options import limited_batches
 

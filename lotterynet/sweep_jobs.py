@@ -25,7 +25,7 @@ from .checkpointing import CHECKPOINTS, LAST, write_text_atomic
 from .config_schema import RunConfig
 from .config_yaml import dump_yaml
 from .errors import ERROR, Interrupted, OutOfMemory, Terminated, TrainingDiverged, interrupted
-from .lifetime import die_with_parent, hold_stops
+from .process_lifetime import die_with_parent, hold_stops
 from .run_dir import RESULTS
 from .run_stops import epochs_in, reporting_write_failure, run_again, with_its_epoch
 from .stack_files import write_stack_file
@@ -142,10 +142,11 @@ def starting_a_job(sweep: int) -> None:
     """A job's process between its fork and its ``train.py`` (``preexec_fn``): it dies with the
     ``sweep`` (:func:`die_with_parent`: SIGKILL, which no mask holds back), and holds SIGINT
     and SIGTERM back until ``train.py``'s handlers take them
-    (:func:`~lotterynet.lifetime.stopping_on_sigterm`), which stop it in one line, exit 130 /
-    143: Python's own SIGINT handler raised a Ctrl-C in Python's start (its site packages, exit
-    1) or ``train.py``'s imports as a traceback, and SIGTERM's default action killed the job
-    without a word (exit -15; the sweep stopping its jobs sends it to one as it starts)."""
+    (:func:`~lotterynet.process_lifetime.stopping_on_sigterm`), which stop it in one line,
+    exit 130 / 143: Python's own SIGINT handler raised a Ctrl-C in Python's start (its site
+    packages, exit 1) or ``train.py``'s imports as a traceback, and SIGTERM's default action
+    killed the job without a word (exit -15; the sweep stopping its jobs sends it to one as it
+    starts)."""
     die_with_parent(sweep)
     hold_stops()
 

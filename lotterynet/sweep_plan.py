@@ -13,12 +13,12 @@ from pathlib import Path
 from .checkpointing import CHECKPOINTS, LAST
 from .config_schema import RunConfig
 from .errors import in_binary_units, plural
-from .grid import Sweep, cell_name
 from .memory import memory_available
 from .run_dir import RESULTS
 from .stack_checks import members_that_fit, stack_need, unstackable
 from .stack_files import StackRecord, cannot_continue, holds_a_stack, stack_record, trains_again
 from .sweep_cells import PART, stack_name
+from .sweep_grid import Sweep, cell_name
 
 
 def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],

@@ -17,11 +17,11 @@ from .checkpointing import savefig_atomic, write_csv_atomic, write_text_atomic
 from .config import RunConfig
 from .data import DATASETS
 from .errors import plural
-from .grid import BASELINE, Sweep, cell_name, config_value, hash_legend
-from .paper import LABELS, TRAINED, paper_accuracy
 from .params import kept_params
+from .pensia_figure2 import LABELS, TRAINED, paper_accuracy
 from .run_dir import RESULTS
 from .sweep_cells import cells_use
+from .sweep_grid import BASELINE, Sweep, cell_name, config_value, hash_legend
 
 
 def best_budget(runs: list[dict]) -> tuple[dict, str]:
@@ -126,7 +126,8 @@ TABLE_FILES = (TABLE_CSV, TABLE_MD, *FIGURES)
 
 def spelled_rows(rows: list[dict], spelled: dict[str, str]) -> list[dict]:
     """The rows with a ``variant_values`` column after ``variant`` that writes out the lists
-    and mappings its label names by a hash (``spelled``: :func:`lotterynet.grid.spelled_labels`),
+    and mappings its label names by a hash
+    (``spelled``: :func:`lotterynet.sweep_grid.spelled_labels`),
     where any variant has one: the table as a CSV file or a W&B table is read without
     sweep.md's legend."""
     if not spelled:
@@ -158,7 +159,7 @@ def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict],
     """The rows as CSV (with :func:`spelled_rows`' column, from ``spelled``) and as a Markdown
     table, above which a line says how the epoch budgets were chosen (:func:`chosen_by`), and
     under which a legend of the ``KEY=<hash>`` that name the variants' lists and
-    mappings (:func:`lotterynet.grid.hash_legend`), where there are any."""
+    mappings (:func:`lotterynet.sweep_grid.hash_legend`), where there are any."""
     csv_rows = spelled_rows(rows, spelled)
     write_csv_atomic(sweep_dir / TABLE_CSV, csv_rows, list(csv_rows[0]))
     chosen = chosen_by(rows)
@@ -225,7 +226,7 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     (:data:`INCOMPLETE`), one without results (no ``test_acc_mean``) not drawn. Written as
     PNG and PDF. A variant is named in the
     legend with its lists and mappings written out (``spelled``:
-    :func:`lotterynet.grid.spelled_labels`) where that is at most :data:`LEGEND_LABEL_MAX`
+    :func:`lotterynet.sweep_grid.spelled_labels`) where that is at most :data:`LEGEND_LABEL_MAX`
     characters long, else by its label's hashes (sweep.md's legend decodes them)."""
     import matplotlib
 

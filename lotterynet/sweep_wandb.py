@@ -12,11 +12,11 @@ from pathlib import Path
 from .checkpointing import write_text_atomic
 from .config_checks import WANDB_NAME_MAX
 from .errors import ConfigError, WandbFailed, plural
-from .grid import SWEEP_FILE, Sweep, cell_name, digest
 from .loggers import read_wandb_id, reporting_wandb_failure
 from .run_dir import read_results
 from .stack import log_member_run
 from .sweep_cells import SWEEP_PARTS, cell_configs, relocate
+from .sweep_grid import SWEEP_FILE, Sweep, cell_name, digest
 from .sweep_jobs import Failure
 
 #: The file in a sweep's folder that keeps the W&B group of its cells, written at its first
@@ -28,7 +28,7 @@ def folder_wandb_group(sweep_dir: Path) -> tuple[str, str]:
     """The default W&B group of the cells of the sweep in ``sweep_dir``, and what was added to
     the folder's name: for a folder that a sweep ran in before groups were kept, its name, the
     group its cells were logged in then; else the one it keeps (:data:`WANDB_GROUP_FILE`); else,
-    a new sweep's, the folder's name (:func:`~lotterynet.grid.sweep_dir_of`; also where
+    a new sweep's, the folder's name (:func:`~lotterynet.sweep_grid.sweep_dir_of`; also where
     ``--sweep-out`` is "." or ends in "..") and ``-`` 8 hex digits of its resolved path, so that
     sweeps in folders of one name (``--sweep-out a/run1`` and ``b/run1``) do not share a group
     and mix their dashboards, while the W&B agents of its ``--wandb-sweep`` (given the path)

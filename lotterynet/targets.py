@@ -18,7 +18,7 @@ Both train on the whole 60k training split (``val_size=0``) and report the 10k t
 from __future__ import annotations
 
 if __name__ == "__main__":  # (Ctrl-C and SIGTERM in the imports: one line, as later)
-    from lotterynet.lifetime import hold_stops
+    from lotterynet.process_lifetime import hold_stops
 
     hold_stops()
 
@@ -45,9 +45,9 @@ from .errors import (
     message,
     stopped,
 )
-from .lifetime import stopping_on_sigterm
 from .memory import DoesNotFit
 from .models import build_model
+from .process_lifetime import stopping_on_sigterm
 from .run import check_same_run, run
 from .run_dir import RESULTS, holds_files, left_before_a_checkpoint, read_json, results_differ
 from .run_stops import reporting_write_failure, run_again
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides["resume"] = args.resume
     kept = (f"every target trained is kept in {str(args.targets_dir or TARGETS_DIR)!r}: run "
             f"the same command again to go on (a trained target is loaded, not trained again)")
-    try:  # (Ctrl-C and SIGTERM one line wherever they land, as train.py's: lifetime.py; a
+    try:  # (Ctrl-C and SIGTERM one line wherever they land, as train.py's: process_lifetime.py; a
         # target's training says its own)
         with stopped(kept), stopping_on_sigterm(ends_the_process=True):
             targets_dir = checked_targets_dir(args.targets_dir)

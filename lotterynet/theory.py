@@ -17,7 +17,7 @@ leave open (``C``, ``c_amp``, the log base) are arguments; defaults are document
 from __future__ import annotations
 
 if __name__ == "__main__":  # (Ctrl-C and SIGTERM in the imports: one line, as later)
-    from lotterynet.lifetime import hold_stops
+    from lotterynet.process_lifetime import hold_stops
 
     hold_stops()
 
@@ -42,7 +42,7 @@ from .errors import (
     stopped,
     unread_option,
 )
-from .lifetime import stopping_on_sigterm
+from .process_lifetime import stopping_on_sigterm
 from .registry import Registry
 from .validate import check_output_dir
 
@@ -455,7 +455,7 @@ def main(argv=None) -> None:
                          f"most {2**27:,}); give fewer --trials, a smaller --n-max or a larger "
                          f"--epsilon")
         check_png_path(parser, args.out)
-    # (Ctrl-C and SIGTERM one line wherever they land, as approximate's: lifetime.py; the
+    # (Ctrl-C and SIGTERM one line wherever they land, as approximate's: process_lifetime.py; the
     # figure is written atomically, so a stop in its write leaves no part of it)
     then = "run the same command again"
     if studying:

@@ -1,6 +1,6 @@
 """Exactly ``k`` entries of largest magnitude, chosen by selection, never a full sort: the
 masks of :class:`~lotterynet.masking.MaskedWeight` (:func:`topk_mask`) and, for a stack's
-members all at once, of :class:`~lotterynet.stacked.StackedModel` (:func:`rows_topk_mask`).
+members all at once, of :class:`~lotterynet.stack_model.StackedModel` (:func:`rows_topk_mask`).
 
 The k-th largest magnitude is found by ``torch.topk(sorted=False)`` on CUDA (``k`` is a Python
 int fixed by the shape and the sparsity, so there is no host-device sync) and by quickselect
@@ -204,7 +204,7 @@ def rows_topk_mask(magnitudes: torch.Tensor, ks: torch.Tensor, ties: str = "low"
     """Row ``r`` of the ``(S, N)`` ``magnitudes`` keeps its own ``ks[r]`` largest entries
     (``ks``: integers on the same device), tied entries by index as :func:`topk_mask` keeps
     them, so each row's mask is the one :func:`topk_mask` gives that row alone. The masks of S
-    tensors of one shape in one pass: a stack's members (:class:`~lotterynet.stacked.
+    tensors of one shape in one pass: a stack's members (:class:`~lotterynet.stack_model.
     StackedModel`). One sort of all rows, where S selections would each launch a dozen small
     kernels on a GPU."""
     ks = ks.view(-1, 1)

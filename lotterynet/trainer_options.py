@@ -35,7 +35,7 @@ from .checkpointing import CHECKPOINTS, LAST
 from .config import TYPE_NAMES
 from .config_schema import RunConfig, device_count, lightning_accelerator, steps_per_epoch
 from .errors import ConfigError
-from .lifetime import put_back_environment
+from .process_lifetime import put_back_environment
 from .quiet import lightning_info_off
 from .validate import check_output_dir
 

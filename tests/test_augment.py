@@ -10,7 +10,7 @@ import lotterynet as ln
 from lotterynet.augment import AUGMENTATIONS, batch_seed, crop_flip
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, TensorLoader
 from lotterynet.models import build_model
-from lotterynet.stacked import frozen_prefix
+from lotterynet.stack_model import frozen_prefix
 
 
 def candidates(x: torch.Tensor, fill: torch.Tensor, padding: int = 4):

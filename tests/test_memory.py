@@ -11,7 +11,7 @@ from lotterynet.masking import MaskedWeight
 from lotterynet.memory import memory_needed, selection_scratch
 from lotterynet.models import build_model
 from lotterynet.optim import optim_settings, optimizer_and_schedule
-from lotterynet.stacked import StackedModel
+from lotterynet.stack_model import StackedModel
 
 
 def allocated_peak(run) -> int:

@@ -977,7 +977,7 @@ def test_a_run_in_a_library_callers_process_leaves_its_environment_as_it_was(
     their launcher and tied themselves to it. The variable is there during the run only."""
     import pytorch_lightning as pl
 
-    import lotterynet.lifetime as lifetime
+    import lotterynet.process_lifetime as lifetime
     import lotterynet.run as run_module
 
     monkeypatch.delenv(lifetime.LAUNCHER_ENV, raising=False)
@@ -1071,7 +1071,7 @@ def test_a_rank_another_launcher_started_stops_on_sigterm_and_runs_twice(monkeyp
     itself as the run its own ranks die with: SIGTERM outside Lightning's fit (reading the
     data) made its handler signal its own process, again and again (a RecursionError, not the
     one line and exit 143), and a second run() in it exited at once (it 'died with' itself)."""
-    import lotterynet.lifetime as lifetime
+    import lotterynet.process_lifetime as lifetime
     from lotterynet.errors import Terminated
 
     monkeypatch.setenv("LOCAL_RANK", "1")
@@ -1099,7 +1099,7 @@ def test_a_second_ctrl_c_while_train_py_stops_is_ignored():
     finish, an atexit hook) or killed the process by the signal at its exit. A block without
     Ctrl-C puts Python's handler back; a library caller's (not ending the process) leaves it
     alone."""
-    import lotterynet.lifetime as lifetime
+    import lotterynet.process_lifetime as lifetime
 
     previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # (as Python starts train.py)

@@ -38,7 +38,6 @@ from lotterynet.convert import convert
 from lotterynet.data import load_split
 from lotterynet.datamodule import EVAL_BATCH, TensorDataModule
 from lotterynet.errors import ConfigError, Interrupted, Terminated, TrainingDiverged
-from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetConv2d, SubnetLinear
 from lotterynet.loggers import (
     own_wandb_id,
@@ -56,9 +55,10 @@ from lotterynet.run_stops import NOTHING_TO_RESUME as NOTHING
 from lotterynet.stack import run_stack
 from lotterynet.stack_checks import check_stackable
 from lotterynet.stack_files import cannot_continue, read_stack_file, write_stack_file
+from lotterynet.stack_model import StackedModel, stack_models
 from lotterynet.stack_module import StackModule, member_losses
-from lotterynet.stacked import StackedModel, stack_models
 from lotterynet.sweep_cells import cell_configs
+from lotterynet.sweep_grid import Sweep
 from lotterynet.sweep_plan import plan_stacks
 from lotterynet.ticket import load_ticket, save_ticket
 

@@ -19,11 +19,11 @@ import pytest
 import torch
 import yaml
 
-import lotterynet.grid as grid_module
 import lotterynet.sweep as sweep_module
 import lotterynet.sweep_cells as cells_module
 import lotterynet.sweep_checks as checks_module
 import lotterynet.sweep_cost as cost_module
+import lotterynet.sweep_grid as grid_module
 import lotterynet.sweep_jobs as jobs_module
 import lotterynet.sweep_plan as plan_module
 import lotterynet.sweep_table as table_module
@@ -34,7 +34,11 @@ from lotterynet.cli import build_parser, given_values, main
 from lotterynet.config import make_config
 from lotterynet.config_yaml import ConfigLoader
 from lotterynet.errors import ConfigError
-from lotterynet.grid import (
+from lotterynet.loggers import keep_wandb_id
+from lotterynet.run import run
+from lotterynet.run_stops import NOTHING_TO_RESUME as NOTHING
+from lotterynet.stack_files import StackRecord, read_stack_file, write_stack_file
+from lotterynet.sweep_grid import (
     OLD_LABELS,
     Overrides,
     Sweep,
@@ -44,10 +48,6 @@ from lotterynet.grid import (
     parse_variant,
     variant_label,
 )
-from lotterynet.loggers import keep_wandb_id
-from lotterynet.run import run
-from lotterynet.run_stops import NOTHING_TO_RESUME as NOTHING
-from lotterynet.stack_files import StackRecord, read_stack_file, write_stack_file
 
 TINY = ["--arch", "fc2", "--limit-train", "300", "--val-size", "100", "--no-progress-bar",
         "--sweep-variants", "subsetsum:identity,wide", "--sweep-sparsities", "0.5,0.9",

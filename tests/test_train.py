@@ -29,14 +29,14 @@ from lotterynet.config_flags import NAMED_CHOICES
 from lotterynet.config_schema import FIELDS
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
 from lotterynet.distributions import DISTRIBUTIONS, orseau_range
-from lotterynet.grid import Sweep
 from lotterynet.layers import SubnetLinear
 from lotterynet.loggers import read_wandb_records, read_wandb_summary, replay_history
 from lotterynet.masking import masked_weights
 from lotterynet.models import MODELS, build_model
-from lotterynet.paper import TRAINED, paper_accuracy
+from lotterynet.pensia_figure2 import TRAINED, paper_accuracy
 from lotterynet.run import build_module, check_same_run, model_spec
 from lotterynet.structures import ACTIVATIONS, STRUCTURES
+from lotterynet.sweep_grid import Sweep
 from lotterynet.ticket import load_ticket
 from lotterynet.widen import maskable_count, wide_width
 
@@ -622,8 +622,8 @@ def test_a_timm_runs_default_folder_holds_no_colon_on_windows(monkeypatch, platf
     sweeps keep their folders)."""
     from types import SimpleNamespace
 
-    from lotterynet.grid import sweep_dir_of
     from lotterynet.run_dir import default_run_dir
+    from lotterynet.sweep_grid import sweep_dir_of
 
     monkeypatch.setattr(sys, "platform", platform)
     config = make_config({"arch": "timm:resnet18", "sparsity": 0.9})

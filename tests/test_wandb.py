@@ -313,7 +313,7 @@ def test_the_sweep_summary_runs_config_is_the_sweeps_grid(tmp_path, monkeypatch)
     sweep's resolved grid, as sweep.json does, its base as a run's config shows it (without
     where files go nor how it is logged)."""
     from lotterynet import sweep_table as table_module
-    from lotterynet.grid import Sweep
+    from lotterynet.sweep_grid import Sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
@@ -337,7 +337,7 @@ def test_the_sweep_summary_is_a_wandb_run_of_its_own_beside_the_users_open_one(t
     import wandb
 
     from lotterynet import sweep_table as table_module
-    from lotterynet.grid import Sweep
+    from lotterynet.sweep_grid import Sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
@@ -365,7 +365,7 @@ def test_the_sweep_summary_table_holds_accuracies_as_fractions_as_its_runs(tmp_p
     in a column of numbers). It holds fractions, lists of budgets and empty cells; sweep.md
     and sweep.csv keep percent (the rows given are not changed)."""
     from lotterynet import sweep_table as table_module
-    from lotterynet.grid import Sweep
+    from lotterynet.sweep_grid import Sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
@@ -393,7 +393,7 @@ def test_a_sweep_summary_is_logged_again_only_where_its_table_changed(tmp_path, 
     run). The same table is not logged again; one that changed (cells ran) is, once, into the
     same run."""
     from lotterynet import sweep_table as table_module
-    from lotterynet.grid import Sweep
+    from lotterynet.sweep_grid import Sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
@@ -516,8 +516,8 @@ def test_a_wandb_run_whose_logging_fails_after_it_started_ends_failed_and_the_er
 
     from lotterynet import sweep_table as table_module
     from lotterynet.errors import DiskFullError
-    from lotterynet.grid import Sweep
     from lotterynet.loggers import finish_wandb
+    from lotterynet.sweep_grid import Sweep
 
     full = DiskFullError(28, "disk full while writing 'x'")
 

@@ -1,4 +1,4 @@
-"""CUDA graphs for training steps (lotterynet.graphs): a graphed step computes what the eager
+"""CUDA graphs for training steps (lotterynet.cuda_graphs): a graphed step computes what the eager
 step computes, recaptures what changed, and is used only where it may be."""
 
 import pytorch_lightning as pl
@@ -9,13 +9,13 @@ import lotterynet as ln
 from conftest import requires_cuda
 from lotterynet.cli import build_parser, config_from_args
 from lotterynet.config import NOT_COMPUTED, changed_fields, make_config
-from lotterynet.graphs import StepGraphs
+from lotterynet.cuda_graphs import StepGraphs
 from lotterynet.masking import masked_weights
 from lotterynet.models import build_model
 from lotterynet.optim import OPTIMIZERS, trainable_parameters
 from lotterynet.run import build_module
+from lotterynet.stack_model import StackedModel
 from lotterynet.stack_module import StackModule
-from lotterynet.stacked import StackedModel
 
 
 def lenet_fc(sparsity=0.5):
