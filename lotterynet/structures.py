@@ -573,7 +573,7 @@ class DaCunha(TwoLayer):
     """da Cunha et al. (2022), Lemma 2 / Theorem 1: a target kernel ``K ∈ R^{c1×c0×d×d}``
     becomes ``Conv2d(c0 → c1·n′, d) → ReLU → Conv2d(c1·n′ → c1, 1, groups=c1)`` with U[−1, 1]
     weights: output channel ℓ owns its own n′ = ``pairs`` intermediate channels (the
-    block-diagonal mask T of App. B). For Linear the analogous form: ``Linear(d_in → d_out·n′)``,
+    block-diagonal mask T of Sec. 4.3). For Linear the analogous form: ``Linear(d_in → d_out·n′)``,
     then output i sums its own n′ hidden units. The theorem assumes **non-negative inputs**
     (X ∈ [0, 1]); on signed inputs the structure still runs but carries no guarantee.
     """
