@@ -298,6 +298,9 @@ def sum_terms(products: torch.Tensor) -> torch.Tensor:
 class SubsetSum(Structure):
     """Pensia et al. (2020), Figure 1c: each target weight w_ij is replaced by ``pairs`` = n
     two-layer paths, ``y_i = Σ_{j,t} ṽ_ijt φ(ũ_jt x_j)`` with both coefficient layers masked.
+    (The figure, like Lemma 1, draws 2n: n pairs (a_t, b_t) for σ(wx) and n (c_t, d_t) for
+    −σ(−wx); here the signs of the n random ũ_jt split one set of n, as the authors' code
+    does, whose ``redundancy=5`` is Figure 2's "5 (a_i, b_i) coefficient pairs per weight".)
 
     * ``u`` — first layer; ``shared=True``: shape ``(in_channels, n)``, one hidden unit (j, t)
       per input channel and pair, shared by all outputs (and kernel positions), as in the
