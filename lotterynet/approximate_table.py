@@ -57,8 +57,9 @@ def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
     Thm. 3 (Eq. 28) at γ′ = k/n, the fraction of each subset-sum block the construction keeps
     (the theorem's ticket density is ``γ = ρ γ′``), hidden ``2 a n*``; Malach et al. Thm. 2.1
     and Orseau et al. Thm. 3 from :mod:`lotterynet.theory` (Orseau's per-weight m of Thm. 3,
-    Step 2: ``8⌈k′ ln(k′/δ_w)⌉`` with Step 3's union bound ``δ_w = δ/(2N*)`` over the target's
-    N* weights). Conv layers (LeNet5) enter the FC bounds with fan-in ``c_in d²``."""
+    Step 2: ``8⌈k′ ln(k′/δ_w)⌉`` with the union bound ``δ_w = δ/(2N*)`` over the target's N*
+    weights of Thm. 30's Step 3, App. D; Thm. 3's own Step 3 has ``δ_i = δ/ℓ`` per layer).
+    Conv layers (LeNet5) enter the FC bounds with fan-in ``c_in d²``."""
     pairs, ell = LAYERS[net], len(LAYERS[net])
     if construction in ("malach", "orseau"):
         widths = (pairs[0][0], *(b for _, b in pairs))

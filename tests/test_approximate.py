@@ -150,8 +150,8 @@ def test_curves_and_the_width_table(monkeypatch):
     # Pensia's Theorem 1 at ε = 0.01 for FC2: 3⌈log2(784·500·2/0.01)⌉ = 81 per input
     assert theory_sizes("fc2", "pensia", result) == ("81", f"{81 * 784:,}")
     assert theory_sizes("fc2", "dacunha", result) == ("81", f"{81 * 500:,}")
-    # Orseau's Thm. 3, Step 2: m = 8⌈k′ ln(k′/δ_w)⌉, δ_w = δ/(2N*) (Step 3's union bound over
-    # FC2's 397,000 weights; with δ in its place the table said 2.87e+03)
+    # Orseau's Thm. 3, Step 2: m = 8⌈k′ ln(k′/δ_w)⌉, δ_w = δ/(2N*) (Thm. 30's Step 3 union
+    # bound over FC2's 397,000 weights; with δ in its place the table said 2.87e+03)
     k = theory.orseau_k((784, 500, 10), 0.01)
     asked = theory_sizes("fc2", "orseau", result)[0]
     assert asked == "7,536"  # exact, as README quotes it (it printed 7.54e+03)
