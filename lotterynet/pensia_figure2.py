@@ -1,19 +1,20 @@
 """Pensia et al. (2020), Experiment 2 / Figure 2: the authors' stored accuracies on MNIST
 (``../shared/DESIGN.md``, "Paper recipes and anchor numbers"), for putting a sweep beside the paper.
 
-``FIGURE2[(arch, variant)]`` maps sparsity (fraction pruned) to test accuracy in percent, each
-the best over the paper's 10/20/30/50/100-epoch runs; ``TRAINED[arch]`` is the trained dense
-baseline (LeNet5 with its random frozen convolutions). ``LABELS`` names the sweep variants in
-the paper's words.
+``FIGURE2[(arch, variant)]`` maps sparsity (fraction pruned; so is the authors' ``--sparsity``:
+their ``GetSubnet`` prunes the ``int(sparsity · numel)`` lowest |scores|) to test accuracy in
+percent, each the best over the paper's 10/20/30/50/100-epoch runs; ``TRAINED[arch]`` is the
+trained dense baseline (LeNet5 with its random frozen convolutions). ``LABELS`` names the sweep
+variants in the paper's words.
 """
 
 from __future__ import annotations
 
-_KEPT = (0.5, 0.75, 0.9, 0.95, 0.99)  # 50 %, 25 %, 10 %, 5 %, 1 % kept
+_SPARSITIES = (0.5, 0.75, 0.9, 0.95, 0.99)  # fractions pruned: 50, 25, 10, 5, 1 % kept
 
 
 def _points(*accuracies: float) -> dict[float, float]:
-    return dict(zip(_KEPT, accuracies))
+    return dict(zip(_SPARSITIES, accuracies))
 
 
 FIGURE2: dict[tuple[str, str], dict[float, float]] = {
