@@ -3,9 +3,11 @@ project's training stack (:func:`lotterynet.run.run` with ``train_weights=True``
 paper's own recipe, and cached: a target whose run directory already holds a finished run is
 loaded from its checkpoint, never retrained.
 
-* ``pensia_fc2`` — Pensia et al. (2020), Experiment 1 / Sec. 5: FC2 784-500-10 without bias,
-  SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine annealing, batch 64, 10 epochs; the paper
-  reports 97.19 % test accuracy.
+* ``pensia_fc2`` — Pensia et al. (2020), Experiment 1 / Sec. 5: FC2 784-500-10 without bias
+  (its 397,000 weights), SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine annealing, batch
+  64, 10 epochs; the paper reports 97.19 % test accuracy. (Sec. 5 gives momentum, weight decay,
+  schedule and batch for all its training; lr 0.1 for 10 epochs is Experiment 2's for its dense
+  FC baselines: Experiment 1 names no lr or epochs for its target.)
 * ``dacunha_lenet5_<dataset>`` — da Cunha et al. (2022), Sec. 3: their LeNet5
   (``archs.lenet5_dacunha``: biases, 7 × 7 × 16 conv output), Adam lr 1e-3, β = (0.9, 0.999),
   batch 64, 50 epochs; 98.99 % (MNIST) / 89.12 % (Fashion-MNIST).
