@@ -468,7 +468,8 @@ class FixedSize(SubsetSum):
     """Natale et al., *On the Sparsity of the SLTH*: the subset-sum structure where every target
     weight keeps **exactly k** of its terms (Random Fixed-Size Subset Sum, Theorem 2 /
     Corollary 1), so every weight of the ticket has the same size. Density per group
-    γ = k / n; the layer's ``sparsity`` sets ``k = round((1 − sparsity) · n)`` (≥ 1, validated),
+    γ′ = k / n (Natale et al.'s γ′; their ticket density is γ = ργ′, Theorem 3); the layer's
+    ``sparsity`` sets ``k = round((1 − sparsity) · n)`` (≥ 1, validated),
     so ``sparsity = 1 − k/n`` asks for a given k.
 
     * ``v`` (second layer) carries the group-wise top-k over the n scores of each group
