@@ -9,7 +9,8 @@ the subset whose sum is nearest to ``w`` (exact, :func:`lotterynet.subsetsum.sol
   and biases (their FC2 has no biases: ``U[min w, max w]``); built as the ``subsetsum``
   structure with ``activation="identity"``, ``shared=False`` and the first layer fixed at 1:
   the over-parameterised *linear* network of their **Figure 1b** (one path of weight ``a_t``
-  per coefficient), not the ReLU construction of Figure 1c.
+  per coefficient; the figure puts the random ``a_t`` in the first layer and the 1s in the
+  second, the same paths in the other order), not the ReLU construction of Figure 1c.
 * **da Cunha et al. (2022), Sec. 3** — the same per-weight subset sum with ``U[−1, 1]``
   coefficients, applied to conv kernels (``SubnetConv2d``).
 * **Natale et al., Random Fixed-Size Subset Sum (Theorem 2)** — exactly ``k`` of the ``n``
