@@ -19,8 +19,8 @@ _EXPORTS = {
     "solve_subset_sum": "subsetsum.solve",
     "TicketError": "ticket", "load_ticket": "ticket", "save_ticket": "ticket",
     "SubnetMultiheadAttention": "attention", "SUBNET_MODULES": "attention",
-    "StackedModel": "stacked",
-    "stack_models": "stacked", "run_stack": "stack", "EdgePopupModule": "module",
+    "StackedModel": "stack_model",
+    "stack_models": "stack_model", "run_stack": "stack", "EdgePopupModule": "module",
     "TensorDataModule": "datamodule", "build_model": "models",
     "CheckedCheckpointIO": "run_callbacks",
 }
