@@ -47,16 +47,21 @@ changes (:mod:`lotterynet.convert_checks`), the warnings it gives then
 :mod:`lotterynet.loaded_k`'s. This module holds the building of the new layers, the refusals
 that need builds (layers that would keep no weight, attentions of no single map), the guards
 of a converted patch embedding (functions that a model pickled whole refers to by their name
-here), and ``convert`` itself.
+here), and ``convert`` itself, as its steps in their order: the call checked
+(:func:`_checked_call`), its plan (:func:`_plan`: what it selects and how each is replaced),
+the refusals (:func:`_refuse_nothing_to_convert`, the patterns', :func:`_probe_builds`) and
+warnings that come before anything changes, the new layers built (:func:`_new_layers`) and
+put in place (:func:`_apply_modes`, :func:`_put_in_place`), and the call recorded
+(:func:`_record`).
 """
 
 from __future__ import annotations
 
 import copy
-import fnmatch
 import functools
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -67,6 +72,7 @@ from .convert_checks import (
     LayersRefused,
     UnconvertibleLayers,
     check_layer_options,
+    check_patterns_name_modules,
     check_tied,
     checked_patterns,
     conversion_rule,
@@ -311,6 +317,264 @@ def drop_subnet_guards(module: nn.Module) -> None:
         del module.set_input_size
 
 
+def _refuse_torchscript(model: nn.Module) -> None:
+    if isinstance(model, torch.jit.ScriptModule):  # (its modules are TorchScript's: none to take)
+        raise TypeError("convert: the model is TorchScript (torch.jit.script / trace), whose "
+                        "layers cannot be replaced; convert the model itself, and script its "
+                        "export: torch.jit.script(lotterynet.export(model))")
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A ``convert`` call's arguments as :func:`_checked_call` checked them: ``options``, what
+    every new layer is built with (``sparsity``, ``init``, ``structure`` and the layer
+    options), the patterns (``include`` None: every module), the modes as their registries
+    give them, and ``record``, the call as a ticket replays it (:data:`CONVERT_RECORD`)."""
+
+    options: dict
+    include: tuple[str, ...] | None
+    exclude: tuple[str, ...]
+    seed: int
+    bias: BiasMode
+    batchnorm: Callable[[_BatchNorm], None]
+    others_trainable: bool
+    record: dict
+
+
+def _checked_call(model: nn.Module, *, sparsity, init, structure, include, exclude, seed, bias,
+                  batchnorm, others, layer_options: dict) -> _Call:
+    """``convert``'s arguments checked, each refusal one line, before the model is looked at;
+    the call's order (:func:`next_order`) taken for its record."""
+    check_layer_options(layer_options)
+    seed = check_seed(seed)
+    sparsity, layer_options = plain_numbers(sparsity, "sparsity"), plain_numbers(layer_options)
+    _check_arguments(sparsity=sparsity, init=init, structure=structure, **layer_options)
+    bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
+    others_trainable = OTHERS_MODES.get(others)
+    include = None if include is None else checked_patterns(include, "include")
+    exclude = () if exclude is None else checked_patterns(exclude, "exclude")
+    record = {"order": next_order(model), "kwargs": dict(
+        sparsity=sparsity, init=init, structure=structure,
+        include=None if include is None else list(include), exclude=list(exclude), seed=seed,
+        bias=bias, batchnorm=batchnorm, others=others, **layer_options)}
+    return _Call(dict(sparsity=sparsity, init=init, structure=structure, **layer_options),
+                 include, exclude, seed, bias_mode, bn_mode, others_trainable, record)
+
+
+class _Step(NamedTuple):
+    """A selected module as ``convert`` plans it: its id, its first name, the module, and the
+    rule that replaces it (None: not replaced, its parameters under ``others`` and, a batch
+    norm, under ``batchnorm``)."""
+
+    key: int
+    name: str
+    module: nn.Module
+    rule: Convertible | None
+
+
+@dataclass
+class _Plan:
+    """What a ``convert`` call does to its model, known before anything changes: the model's
+    modules by id (``modules``) with every name each is registered under (``names``: one module
+    may be registered under several), the ids of those converted with a layer around them,
+    never on their own (``inside``: a subnet layer's, an attention's), and the selected
+    modules outside those (``steps``)."""
+
+    names: dict[int, list[str]]
+    modules: dict[int, nn.Module]
+    inside: set[int]
+    steps: list[_Step]
+
+    @property
+    def to_replace(self) -> list[_Step]:
+        return [step for step in self.steps if step.rule is not None]
+
+    @property
+    def kept(self) -> list[_Step]:
+        return [step for step in self.steps if step.rule is None]
+
+    @functools.cached_property
+    def other_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The own parameters (by name) of the selected modules not replaced, but batch
+        norms': what ``others`` freezes or leaves trainable."""
+        return [(f"{name}.{p_name}".lstrip("."), p) for _, name, module, _ in self.kept
+                if not isinstance(module, _BatchNorm)
+                for p_name, p in module.named_parameters(recurse=False)]
+
+    @property
+    def left_dense(self) -> list[tuple[str, nn.Module]]:
+        """The selected layers of :data:`LEFT_DENSE` types (by name), which nothing replaces."""
+        return [(name, module) for _, name, module, _ in self.kept if _is_a(module, LEFT_DENSE)]
+
+
+def _is_selected(names: list[str], call: _Call) -> bool:
+    """Whether a module of these ``names`` is selected: one of them covered by an ``include``
+    pattern (every one, where ``include`` is None), none by an ``exclude`` one."""
+    return (call.include is None or any(matches(n, call.include) for n in names)) and \
+        not any(matches(n, call.exclude) for n in names)
+
+
+def _plan(model: nn.Module, call: _Call) -> _Plan:
+    """The selected modules of ``model`` and the rule of each (:func:`conversion_rule`),
+    refusing those of types without one, all named at once (:class:`UnconvertibleLayers`),
+    and layers to replace that share a parameter with another module (:func:`check_tied`)."""
+    names: dict[int, list[str]] = {}
+    modules: dict[int, nn.Module] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+        modules[id(module)] = module
+    inside = {id(m) for layer in modules.values() if isinstance(layer, SUBNET_MODULES)
+              for m in layer.modules()}
+    inside |= {id(m) for layer in modules.values() if isinstance(layer, nn.MultiheadAttention)
+               for m in layer.children()}
+    steps, unconvertible = [], {}
+    for key, module in modules.items():
+        if _is_selected(names[key], call) and key not in inside:
+            try:
+                steps.append(_Step(key, names[key][0], module,
+                                   conversion_rule(module, names[key][0])))
+            except UnconvertibleLayers as error:  # (named all together)
+                unconvertible.update(error.layers)
+    if unconvertible:
+        raise UnconvertibleLayers(unconvertible,
+                                  [*call.exclude, *covering_patterns(model, unconvertible)])
+    plan = _Plan(names, modules, inside, steps)
+    check_tied(modules, names, [step.module for step in plan.to_replace])
+    return plan
+
+
+def _refuse_nothing_to_convert(plan: _Plan, call: _Call) -> None:
+    """Refuse a call that selects no layer to replace, naming the layers it could have (but
+    in a load's replay of a call none of whose layers is left: :data:`NOTHING_LEFT`)."""
+    if plan.to_replace or NOTHING_LEFT.get():
+        return
+    sparsity = call.options["sparsity"]
+    if any(isinstance(m, SUBNET_MODULES) and _is_selected(plan.names[k], call)
+           for k, m in plan.modules.items()):
+        raise ValueError(
+            "convert: the selected layers are already converted (subnet layers) and no "
+            f"other layer is selected, so sparsity={sparsity!r} would change nothing; to "
+            f"change their sparsity set layer.sparsity = {sparsity!r} on each, or rank "
+            f"the whole model's scores with lotterynet.global_topk(model, {sparsity!r})")
+    convertible = [plan.names[key][0] or "(the model)" for key, module in plan.modules.items()
+                   if key not in plan.inside and type_name(type(module)) in CONVERTIBLE]
+    include = call.include
+    raise ValueError(
+        f"convert: no layer to convert is selected (include={include and list(include)!r}, "
+        f"exclude={list(call.exclude)!r}); the model's convertible layers: "
+        f"{', '.join(convertible[:8]) + (', ...' if len(convertible) > 8 else '') or 'none'} "
+        f"(of the types {', '.join(f.__name__ for f in FAMILIES)})")
+
+
+def _layers_refused(model: nn.Module, refused: dict[str, ValueError],
+                    exclude: Sequence[str]) -> LayersRefused:
+    """The refusal of the layers whose builds refused them (``refused``: name -> the build's
+    refusal; ``hidden=``, groups), the first's line with the ``exclude=`` that leaves them
+    out."""
+    error, more = next(iter(refused.values())), len(refused) - 1
+    others = f" (and {plural(more, 'other layer')} refused)" if more else ""
+    patterns = [*exclude, *covering_patterns(model, refused)]
+    return LayersRefused(f"{error}{others}; leave {'them' if more else 'it'} out "
+                         f"(exclude={patterns})", patterns)
+
+
+def _probe_builds(model: nn.Module, plan: _Plan, call: _Call) -> dict[str, nn.Module]:
+    """Build every new layer on the meta device (nothing allocated), so that a refusal comes
+    before any layer is built for real, and changes nothing: the layers' own refusals
+    (:func:`_layers_refused`; the call's own arguments were checked first), then attentions
+    of no single maps (:func:`_not_single_maps`), then layers that would keep no weight
+    (:func:`_keeps_nothing`). Returns each name of a layer to replace -> its meta build."""
+    refused: dict[str, ValueError] = {}
+    keep_nothing: list[str] = []  # the layers of a tensor the sparsity keeps no weight of
+    not_single: list[str] = []  # the attentions whose projections would not be linear maps
+    probes: dict[str, nn.Module] = {}
+    with torch.device("meta"):
+        for key, name, module, rule in plan.to_replace:
+            try:
+                probes.update(dict.fromkeys(plan.names[key], _built(
+                    module, name, rule, call.bias, seed=call.seed, **call.options)))
+            except ValueError as error:
+                if isinstance(error.__cause__, KeepsNoWeight):
+                    keep_nothing.append(name)
+                elif isinstance(error.__cause__, NotSingleMaps):
+                    not_single.append(name)
+                else:
+                    refused[name] = error
+    if refused:
+        raise _layers_refused(model, refused, call.exclude) from \
+            next(iter(refused.values())).__cause__
+    if not_single:
+        raise _not_single_maps(model, not_single, call.exclude, call.options)
+    if keep_nothing:
+        layers = {name: (module, rule) for _, name, module, rule in plan.to_replace}
+        raise _keeps_nothing(model, keep_nothing, layers, call.exclude, call.options)
+    return probes
+
+
+def _new_layers(plan: _Plan, call: _Call,
+                reads: dict[str, tuple[str, str]]) -> dict[str, nn.Module]:
+    """Each name of a layer to replace -> its subnet layer, built for real, marked with the
+    call's order (:data:`CONVERTED_BY`), and given the line of its weight's read where a
+    forward reads it (``reads``: :func:`~lotterynet.convert_warnings.warn_weight_readers`)."""
+    replaced: dict[str, nn.Module] = {}
+    for key, name, module, rule in plan.to_replace:
+        layer = _subnet_layer(module, name, rule, call.bias, seed=call.seed,
+                              others_trainable=call.others_trainable, **call.options)
+        setattr(layer, CONVERTED_BY, call.record["order"])
+        replaced.update(dict.fromkeys(plan.names[key], layer))
+    for name, line in reads.items():
+        replaced[name].weight_read = line
+    return replaced
+
+
+def _apply_modes(plan: _Plan, call: _Call) -> None:
+    """The call's ``batchnorm`` mode on the selected batch norms, its ``others`` on the other
+    parameters of the selected modules not replaced."""
+    for _, _, module, _ in plan.kept:
+        if isinstance(module, _BatchNorm):
+            call.batchnorm(module)
+    for _, p in plan.other_parameters:
+        p.requires_grad_(call.others_trainable)
+
+
+def _guard_patch_embedding(parent: nn.Module, child: str) -> None:
+    """Guard a timm patch embedding ``parent`` whose ``child`` is to be a subnet layer against a
+    change of patch size: torch's registration hook, once (:func:`_refuse_dense_patch_resize`),
+    and its own ``set_input_size`` where timm's asserts first (:func:`_refused_patch_resize`)."""
+    if not _PATCH_GUARD and _is_a(parent, PATCH_EMBEDS):
+        _PATCH_GUARD.append(torch.nn.modules.module.register_module_module_registration_hook(
+            _refuse_dense_patch_resize))
+    if child == "proj" and _is_a(parent, ASSERTS_CONV_PROJ):
+        parent.set_input_size = functools.partial(_refused_patch_resize, parent)
+
+
+def _put_in_place(model: nn.Module, replaced: dict[str, nn.Module]) -> nn.Module:
+    """Set each new layer (``replaced``, by name) in ``model`` in place of its module; returns
+    the result: ``model``, or the subnet layer if ``model`` itself is a layer."""
+    for name, layer in replaced.items():
+        if name:
+            parent, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent)
+            _guard_patch_embedding(parent, child)
+            setattr(parent, child, layer)
+    result = replaced.get("", model)
+    for module in result.modules():
+        if isinstance(module, nn.TransformerEncoder):
+            # its nested-tensor fast path (eval, with a padding mask) reads the packed
+            # in_proj_weight, which a SubnetMultiheadAttention does not have
+            module.use_nested_tensor = False
+    return result
+
+
+def _record(result: nn.Module, call: _Call, unchecked_scales: list[str]) -> None:
+    """Record the call on ``result`` (:data:`CONVERT_RECORD`), and watch its loads: of a ``k``
+    (:func:`watch_loaded_k`), of the frozen layer scales converted on the meta device
+    (:func:`watch_loaded_layer_scales`)."""
+    result.__dict__.setdefault(CONVERT_RECORD, []).append(call.record)
+    watch_loaded_k(result)
+    watch_loaded_layer_scales(result, unchecked_scales)
+
+
 def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             structure: str = "dense", include=None, exclude=None, seed: int = 0,
             bias: str = "frozen", batchnorm: str = "non-affine", others: str = "frozen",
@@ -342,142 +606,24 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     returned compiled (a compiled layer: its subnet layer, which the wrapper cannot run).
     """
     compiled = check_module(model, "convert")
-    if isinstance(model, torch.jit.ScriptModule):  # (its modules are TorchScript's: none to take)
-        raise TypeError("convert: the model is TorchScript (torch.jit.script / trace), whose "
-                        "layers cannot be replaced; convert the model itself, and script its "
-                        "export: torch.jit.script(lotterynet.export(model))")
+    _refuse_torchscript(model)
     model = uncompiled(compiled)
-    check_layer_options(layer_options)
-    seed = check_seed(seed)
-    sparsity, layer_options = plain_numbers(sparsity, "sparsity"), plain_numbers(layer_options)
-    _check_arguments(sparsity=sparsity, init=init, structure=structure, **layer_options)
-    bias_mode, bn_mode = BIAS_MODES.get(bias), BATCHNORM_MODES.get(batchnorm)
-    others_trainable = OTHERS_MODES.get(others)
-    include = None if include is None else checked_patterns(include, "include")
-    exclude = () if exclude is None else checked_patterns(exclude, "exclude")
-    record = {"order": next_order(model), "kwargs": dict(
-        sparsity=sparsity, init=init, structure=structure,
-        include=None if include is None else list(include), exclude=list(exclude), seed=seed,
-        bias=bias, batchnorm=batchnorm, others=others, **layer_options)}
-
-    names: dict[int, list[str]] = {}  # one module may be registered under several names
-    modules: dict[int, nn.Module] = {}
-    for name, module in model.named_modules(remove_duplicate=False):
-        names.setdefault(id(module), []).append(name)
-        modules[id(module)] = module
-
-    def selected(key: int) -> bool:
-        return (include is None or any(matches(n, include) for n in names[key])) and \
-            not any(matches(n, exclude) for n in names[key])
-    inside_subnets = {id(m) for layer in modules.values() if isinstance(layer, SUBNET_MODULES)
-                      for m in layer.modules()}
-    inside_subnets |= {id(m) for layer in modules.values()
-                       if isinstance(layer, nn.MultiheadAttention) for m in layer.children()}
-    plan, unconvertible = [], {}
-    for key, module in modules.items():
-        if selected(key) and key not in inside_subnets:
-            try:
-                plan.append((key, names[key][0], module, conversion_rule(module, names[key][0])))
-            except UnconvertibleLayers as error:  # (named all together)
-                unconvertible.update(error.layers)
-    if unconvertible:
-        raise UnconvertibleLayers(unconvertible,
-                                  [*exclude, *covering_patterns(model, unconvertible)])
-    check_tied(modules, names, [module for *_, module, rule in plan if rule is not None])
-    # refused, nothing changed (but in a load's replay of a call none of whose layers is left)
-    if all(rule is None for *_, rule in plan) and not NOTHING_LEFT.get():
-        if any(isinstance(m, SUBNET_MODULES) and selected(k) for k, m in modules.items()):
-            raise ValueError(
-                "convert: the selected layers are already converted (subnet layers) and no "
-                f"other layer is selected, so sparsity={sparsity!r} would change nothing; to "
-                f"change their sparsity set layer.sparsity = {sparsity!r} on each, or rank "
-                f"the whole model's scores with lotterynet.global_topk(model, {sparsity!r})")
-        convertible = [names[key][0] or "(the model)" for key, module in modules.items()
-                       if key not in inside_subnets and type_name(type(module)) in CONVERTIBLE]
-        raise ValueError(
-            f"convert: no layer to convert is selected (include={include and list(include)!r}, "
-            f"exclude={list(exclude)!r}); the model's convertible layers: "
-            f"{', '.join(convertible[:8]) + (', ...' if len(convertible) > 8 else '') or 'none'} "
-            f"(of the types {', '.join(f.__name__ for f in FAMILIES)})")
-    every_name = [n for ns in names.values() for n in ns]
-    for what, patterns in (("include", include or ()), ("exclude", exclude)):
-        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in every_name)]
-        if unmatched:
-            raise ValueError(f"convert: {what} pattern {unmatched[0]!r} names no module of the "
-                             f"model (a typo?); its modules: {', '.join(every_name[1:9])}"
-                             f"{', ...' if len(every_name) > 9 else ''}")
-    options = dict(sparsity=sparsity, init=init, structure=structure, **layer_options)
-    layers = {name: (module, rule) for _, name, module, rule in plan if rule is not None}
-    refused: dict[str, ValueError] = {}  # the layers whose build refuses them (hidden=, groups)
-    keep_nothing: list[str] = []  # the layers of a tensor the sparsity keeps no weight of
-    not_single: list[str] = []  # the attentions whose projections would not be linear maps
-    probes: dict[str, nn.Module] = {}  # each name of a layer to replace -> its meta build
-    # every new layer first on the meta device (nothing allocated), then for real before any
-    # goes in: a refusal comes before any layer is built, and changes nothing
-    with torch.device("meta"):
-        for key, name, module, rule in plan:
-            if rule is None:
-                continue
-            try:
-                probes.update(dict.fromkeys(names[key], _built(
-                    module, name, rule, bias_mode, seed=seed, **options)))
-            except ValueError as error:
-                if isinstance(error.__cause__, KeepsNoWeight):
-                    keep_nothing.append(name)
-                elif isinstance(error.__cause__, NotSingleMaps):
-                    not_single.append(name)
-                else:
-                    refused[name] = error
-    if refused:  # (the call's own arguments were checked first: these are the layers')
-        (name, error), more = next(iter(refused.items())), len(refused) - 1
-        others = f" (and {plural(more, 'other layer')} refused)" if more else ""
-        patterns = [*exclude, *covering_patterns(model, refused)]
-        raise LayersRefused(f"{error}{others}; leave {'them' if more else 'it'} out "
-                            f"(exclude={patterns})", patterns) from error.__cause__
-    if not_single:
-        raise _not_single_maps(model, not_single, exclude, options)
-    if keep_nothing:
-        raise _keeps_nothing(model, keep_nothing, layers, exclude, options)
+    call = _checked_call(model, sparsity=sparsity, init=init, structure=structure,
+                         include=include, exclude=exclude, seed=seed, bias=bias,
+                         batchnorm=batchnorm, others=others, layer_options=layer_options)
+    plan = _plan(model, call)
+    _refuse_nothing_to_convert(plan, call)
+    check_patterns_name_modules(call.include, call.exclude, plan.names)
+    probes = _probe_builds(model, plan, call)
     # the warnings too, before anything changes: one that a warnings filter makes an error
-    # (pytest -W error) refuses the call as the refusals above do
-    other_params = [(f"{name}.{p_name}".lstrip("."), p) for _, name, module, rule in plan
-                    if rule is None and not isinstance(module, _BatchNorm)
-                    for p_name, p in module.named_parameters(recurse=False)]
-    unchecked_scales = [] if others_trainable else warn_frozen_layer_scales(other_params)
-    warn_layers_left_dense([(name, module) for _, name, module, rule in plan
-                            if rule is None and _is_a(module, LEFT_DENSE)], others_trainable)
-    reads = warn_weight_readers(model, probes, exclude, options)
-    replaced: dict[str, nn.Module] = {}
-    for key, name, module, rule in plan:
-        if rule is not None:
-            layer = _subnet_layer(module, name, rule, bias_mode, seed=seed,
-                                  others_trainable=others_trainable, **options)
-            setattr(layer, CONVERTED_BY, record["order"])
-            replaced.update(dict.fromkeys(names[key], layer))
-    for name, line in reads.items():
-        replaced[name].weight_read = line
-    for *_, module, rule in plan:
-        if rule is None and isinstance(module, _BatchNorm):
-            bn_mode(module)
-    for _, p in other_params:
-        p.requires_grad_(others_trainable)
-    result = replaced.get("", model)
-    for name, layer in replaced.items():
-        if name:
-            parent, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent)
-            if not _PATCH_GUARD and _is_a(parent, PATCH_EMBEDS):
-                _PATCH_GUARD.append(torch.nn.modules.module.register_module_module_registration_hook(
-                    _refuse_dense_patch_resize))
-            if child == "proj" and _is_a(parent, ASSERTS_CONV_PROJ):
-                parent.set_input_size = functools.partial(_refused_patch_resize, parent)
-            setattr(parent, child, layer)
-    for module in result.modules():
-        if isinstance(module, nn.TransformerEncoder):
-            # its nested-tensor fast path (eval, with a padding mask) reads the packed
-            # in_proj_weight, which a SubnetMultiheadAttention does not have
-            module.use_nested_tensor = False
-    result.__dict__.setdefault(CONVERT_RECORD, []).append(record)
-    watch_loaded_k(result)
-    watch_loaded_layer_scales(result, unchecked_scales)
+    # (pytest -W error) refuses the call as the refusals above do (given here, in convert's own
+    # frame: their stacklevel points at its caller)
+    unchecked_scales = [] if call.others_trainable else \
+        warn_frozen_layer_scales(plan.other_parameters)
+    warn_layers_left_dense(plan.left_dense, call.others_trainable)
+    reads = warn_weight_readers(model, probes, call.exclude, call.options)
+    replaced = _new_layers(plan, call, reads)
+    _apply_modes(plan, call)
+    result = _put_in_place(model, replaced)
+    _record(result, call, unchecked_scales)
     return compiled if result is model else result

@@ -1,18 +1,20 @@
 """The checks of a ``convert`` call and of its model, before anything changes, each refusal one
 line: its arguments as a ticket records them (:func:`plain_numbers`, :data:`LAYER_OPTIONS`,
-glob patterns), each selected layer's rule or why it has none (:func:`conversion_rule`: a lazy
-module, a reparametrisation, hooks, a subclass without a rule: :class:`UnconvertibleLayers`),
-tensors ``torch.nn.utils.prune`` masks (:func:`refuse_torch_pruned`) and tied weights
+glob patterns, each naming a module: :func:`check_patterns_name_modules`), each selected
+layer's rule or why it has none (:func:`conversion_rule`: a lazy module, a reparametrisation,
+hooks, a subclass without a rule: :class:`UnconvertibleLayers`), tensors
+``torch.nn.utils.prune`` masks (:func:`refuse_torch_pruned`) and tied weights
 (:func:`check_tied`)."""
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import math
 import numbers
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -115,6 +117,19 @@ def checked_patterns(patterns, what: str) -> tuple[str, ...]:
     if not isinstance(patterns, Iterable) or not all(isinstance(p, str) for p in patterns):
         raise ValueError(f"{what} must be glob patterns (strings), got {patterns!r}")
     return tuple(patterns)
+
+
+def check_patterns_name_modules(include: Sequence[str] | None, exclude: Sequence[str],
+                                names: dict[int, list[str]]) -> None:
+    """Refuse an ``include`` or ``exclude`` pattern that names no module of the model (a typo),
+    given every name of its modules (``names``: each module's, the model's ``""`` first)."""
+    every_name = [n for ns in names.values() for n in ns]
+    for what, patterns in (("include", include or ()), ("exclude", exclude)):
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in every_name)]
+        if unmatched:
+            raise ValueError(f"convert: {what} pattern {unmatched[0]!r} names no module of the "
+                             f"model (a typo?); its modules: {', '.join(every_name[1:9])}"
+                             f"{', ...' if len(every_name) > 9 else ''}")
 
 
 STATE_HOOKS = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
