@@ -22,6 +22,7 @@ from .approximate_sweeps import (
 )
 from .checkpointing import savefig_atomic, write_text_atomic
 from .errors import plural
+from .registry import Registry
 
 
 def curve(rows: list[dict], key: str) -> list[dict]:
@@ -47,43 +48,95 @@ def smallest_working(result: dict) -> dict | None:
     return None
 
 
+#: Each construction's theorem, by construction name: ``(net, result) -> (n per weight, layer-1
+#: hidden width)`` that it asks for at ε = δ = 0.01, as the table writes them
+#: (:func:`theory_count`). n is the largest over the layers, the hidden width is layer 1's from
+#: layer 1's own n; conv layers (LeNet5) enter the FC bounds with fan-in ``c_in d²``.
+THEOREMS: Registry = Registry("construction")
+
+
 def theory_sizes(net: str, construction: str, result: dict) -> tuple[str, str]:
-    """(n per weight, layer-1 hidden width) that the construction's theorem asks for at
-    ε = δ = 0.01: n is the largest over the layers, the hidden width is layer 1's from layer 1's
-    own n. da Cunha et al. Thm. 1 (Lemma 2, :func:`theory.dacunha`):
-    ``n′ = C⌈log2(c_in c_out d² ℓ / min{ε, δ})⌉`` per *output* channel, hidden ``b n′``;
-    Pensia et al. Thm. 1 (Lemma 3, Eq. 11, :func:`theory.pensia`): the same n* (at d = 1; a
-    conv layer enters with fan-in ``a = c_in d²``) per input, hidden ``a n*``; Natale et al.
-    Thm. 3 (Eq. 28) at γ′ = k/n, the fraction of each subset-sum block the construction keeps
-    (the theorem's ticket density is ``γ = ρ γ′``), hidden ``2 a n*``; Malach et al. Thm. 2.1
-    and Orseau et al. Thm. 3 from :mod:`lotterynet.theory` (Orseau's per-weight m of Thm. 3,
-    Step 2: ``8⌈k′ ln(k′/δ_w)⌉`` with the union bound ``δ_w = δ/(2N*)`` over the target's N*
-    weights of Thm. 30's Step 3, App. D; Thm. 3's own Step 3 has ``δ_i = δ/ℓ`` per layer).
-    Conv layers (LeNet5) enter the FC bounds with fan-in ``c_in d²``."""
-    pairs, ell = LAYERS[net], len(LAYERS[net])
-    if construction in ("malach", "orseau"):
-        widths = (pairs[0][0], *(b for _, b in pairs))
-        first = theory.BOUNDS.get(construction)(widths, EPSILON, DELTA)[0]
-        k = theory.orseau_k(widths, EPSILON)
-        delta_w = DELTA / (2 * theory.target_weights(widths))
-        per_weight = (first.hidden / (first.fan_in * first.fan_out) if construction == "malach"
-                      else 8 * math.ceil(k * math.log(k / delta_w)))
-        return theory_count(per_weight), theory_count(first.hidden)
-    gamma_ = NATALE_DENSITY
-    if construction == "natale_k":
-        point = smallest_working(result)
-        if point is None:
-            return "—", "—"
-        gamma_ = point["size"] / NATALE_K_N
-    fan_in, fan_out = pairs[0]
-    if construction.startswith("natale"):
-        ns = [theory.natale_terms(a, b, ell, min(EPSILON, DELTA), gamma_) for a, b in pairs]
-        return f"{theory_count(max(ns))} (γ′ = {gamma_:.3g})", theory_count(2 * fan_in * ns[0])
+    """(n per weight, layer-1 hidden width) that the construction's theorem asks for
+    (:data:`THEOREMS`), for ``result``, its results on ``net``."""
+    return THEOREMS.get(construction)(net, result)
+
+
+def _first_layer(bound: str, net: str) -> tuple[theory.LayerBound, tuple[int, ...]]:
+    """The first layer's bound of :mod:`lotterynet.theory`'s ``bound`` for ``net``, and the
+    widths of ``net``'s layers it was computed for."""
+    pairs = LAYERS[net]
+    widths = (pairs[0][0], *(b for _, b in pairs))
+    return theory.BOUNDS.get(bound)(widths, EPSILON, DELTA)[0], widths
+
+
+@THEOREMS.register("malach")
+def _malach(net: str, result: dict) -> tuple[str, str]:
+    """Malach et al. Thm. 2.1 (:func:`theory.malach`): m per weight = the hidden width over
+    the layer's fan-in times fan-out."""
+    first, _ = _first_layer("malach", net)
+    return (theory_count(first.hidden / (first.fan_in * first.fan_out)),
+            theory_count(first.hidden))
+
+
+@THEOREMS.register("orseau")
+def _orseau(net: str, result: dict) -> tuple[str, str]:
+    """Orseau et al. Thm. 3 (:func:`theory.orseau`): the per-weight m of Step 2,
+    ``8⌈k′ ln(k′/δ_w)⌉``, with the union bound ``δ_w = δ/(2N*)`` over the target's N* weights
+    of Thm. 30's Step 3, App. D (Thm. 3's own Step 3 has ``δ_i = δ/ℓ`` per layer)."""
+    first, widths = _first_layer("orseau", net)
+    k = theory.orseau_k(widths, EPSILON)
+    delta_w = DELTA / (2 * theory.target_weights(widths))
+    return theory_count(8 * math.ceil(k * math.log(k / delta_w))), theory_count(first.hidden)
+
+
+def _natale_at(net: str, gamma_: float) -> tuple[str, str]:
+    """Natale et al. Thm. 3 (Eq. 28, :func:`theory.natale_terms`) at γ′ = k/n, the fraction of
+    each subset-sum block the construction keeps (the theorem's ticket density is
+    ``γ = ρ γ′``), hidden ``2 a n*``."""
+    pairs = LAYERS[net]
+    ns = [theory.natale_terms(a, b, len(pairs), min(EPSILON, DELTA), gamma_) for a, b in pairs]
+    return f"{theory_count(max(ns))} (γ′ = {gamma_:.3g})", theory_count(2 * pairs[0][0] * ns[0])
+
+
+@THEOREMS.register("natale")
+def _natale(net: str, result: dict) -> tuple[str, str]:
+    """Natale's theorem at the fixed fraction k = :data:`NATALE_DENSITY` n the sweep keeps."""
+    return _natale_at(net, NATALE_DENSITY)
+
+
+@THEOREMS.register("natale_k")
+def _natale_k(net: str, result: dict) -> tuple[str, str]:
+    """Natale's theorem at the k of n = :data:`NATALE_K_N` of the smallest size that works
+    (none: "—")."""
+    point = smallest_working(result)
+    if point is None:
+        return "—", "—"
+    return _natale_at(net, point["size"] / NATALE_K_N)
+
+
+def _subset_sum_layers(net: str) -> tuple[list[theory.LayerBound], list[int]]:
+    """da Cunha et al.'s layers for ``net`` (:func:`theory.dacunha`) and each one's n (per
+    output channel; Pensia's n* at d = 1)."""
     widths, kernel = NETS[net]
-    layers = theory.dacunha(widths, EPSILON, DELTA, kernel=kernel)  # (Pensia's n* at d = 1)
-    ns = [layer.hidden // layer.fan_out for layer in layers]
-    hidden = layers[0].hidden if construction == "dacunha" else ns[0] * fan_in
-    return theory_count(max(ns)), theory_count(hidden)
+    layers = theory.dacunha(widths, EPSILON, DELTA, kernel=kernel)
+    return layers, [layer.hidden // layer.fan_out for layer in layers]
+
+
+@THEOREMS.register("dacunha")
+def _dacunha(net: str, result: dict) -> tuple[str, str]:
+    """da Cunha et al. Thm. 1 (Lemma 2, :func:`theory.dacunha`):
+    ``n′ = C⌈log2(c_in c_out d² ℓ / min{ε, δ})⌉`` per *output* channel, hidden ``b n′``."""
+    layers, ns = _subset_sum_layers(net)
+    return theory_count(max(ns)), theory_count(layers[0].hidden)
+
+
+@THEOREMS.register("pensia")
+@THEOREMS.register("symmetric")  # (Pensia's construction over a symmetric range)
+def _pensia(net: str, result: dict) -> tuple[str, str]:
+    """Pensia et al. Thm. 1 (Lemma 3, Eq. 11, :func:`theory.pensia`): da Cunha's n* (at d = 1;
+    a conv layer enters with fan-in ``a = c_in d²``) per input, hidden ``a n*``."""
+    _, ns = _subset_sum_layers(net)
+    return theory_count(max(ns)), theory_count(ns[0] * LAYERS[net][0][0])
 
 
 def theory_count(x: float) -> str:
