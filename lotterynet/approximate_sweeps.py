@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+from . import theory
 from .constructions import product_network, subset_sum
 
 EPSILON, DELTA = 0.01, 0.01
@@ -76,8 +77,9 @@ LENET5_SWEEPS = subset_sum_sweeps("unit", (5, 8, 10, 12, 14, 16, 18, 20, 22, 25,
 SWEEPS = {"fc2": FC2_SWEEPS, "lenet5": LENET5_SWEEPS}
 
 
-NETS = {"fc2": ((784, 500, 10), 1), "lenet5": ((1, 6, 16), 5)}
-"""(widths, kernel d) of the approximated layers: units, or channels of d × d convolutions."""
+NETS = {"fc2": (theory.ARCHITECTURES.get("fc2"), 1), "lenet5": ((1, 6, 16), 5)}
+"""(widths, kernel d) of the approximated layers: units (FC2's: :mod:`lotterynet.theory`'s), or
+channels of d × d convolutions (LeNet5's conv part, :func:`~lotterynet.archs.lenet5_dacunha`)."""
 LAYERS = {net: [(a * d**2, b) for a, b in zip(widths[:-1], widths[1:])]
           for net, (widths, d) in NETS.items()}
 """(fan-in, fan-out) of the approximated layers; a conv layer's fan-in is c_in · d²."""
