@@ -12,8 +12,10 @@ checkpoint).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import RESUMABLE, changed_fields, load_yaml, make_config, typed_value
@@ -196,18 +198,19 @@ def config_from_args(args: argparse.Namespace):
     resumed run refuses values that would change what it trains, and every run a flag that
     it would not read."""
     given = given_values(args)
-    config = resolved_config(given.values)
+    config = resolved_config(given.values, functools.partial(given.spelled,
+                                                             config_file=args.config))
     refuse_unread_flags(given_flags(args), [config])
     if args.config:
         refuse_unread_file_options(args.config, given.file_values, [config])
     return config
 
 
-def resolved_config(explicit: dict):
-    """The run's config from the values the command gave (:func:`given_values`), over the
-    resumed run's where it resumes one."""
+def resolved_config(explicit: dict, spell: Callable[[str], str]):
+    """The run's config from the values the command gave (:func:`given_values`; ``spell``
+    names each as it gave it), over the resumed run's where it resumes one."""
     if not explicit.get("resume"):  # from a flag, or from the config file
-        return make_config(explicit)
+        return make_config(explicit, spell)
     from .checkpointing import stored_run
 
     resume = typed_value("resume", explicit["resume"])  # (a file's resume: 3 was a TypeError)
@@ -221,7 +224,7 @@ def resolved_config(explicit: dict):
     refuse_changed_options(stored, run_options, explicit)
     if "trainer" in explicit:  # the options given (the run's own, but devices) over the others
         explicit = {**explicit, "trainer": {**run_options, **explicit["trainer"]}}
-    return make_config({**values, **explicit})
+    return make_config({**values, **explicit}, spell)
 
 
 def check_stop_after_is_ahead(stop_after: int | None, done: int) -> None:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .config_checks import WANDB_OPTIONS, validate
 from .config_flags import flatten_sections
 from .config_schema import FIELDS, WIDE, RunConfig, field_type
 from .config_yaml import read_yaml_mapping, string_keys
-from .errors import ConfigError, python_value
+from .errors import ConfigError, flag_name, python_value
 from .registry import check_choice
 
 
@@ -90,8 +91,9 @@ def precision_name(value) -> str:
         raise ConfigError(f"{err} (or Lightning's {aliases})") from None
 
 
-def make_config(values: dict) -> RunConfig:
-    """A validated :class:`RunConfig` from a mapping of (some of) its fields."""
+def make_config(values: dict, spell: Callable[[str], str] = flag_name) -> RunConfig:
+    """A validated :class:`RunConfig` from a mapping of (some of) its fields; ``spell`` names
+    a field as the command gave it (``--trainer.precision``), where a refusal names its flag."""
     unknown = sorted((k for k in values if k not in FIELDS), key=str)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(FIELDS)}")
@@ -106,7 +108,7 @@ def make_config(values: dict) -> RunConfig:
 
         config.structure = recipe(config.arch).structure
     # (a trained baseline's sparsity too: a bad value in its file is refused)
-    validate(config, given_precision)
+    validate(config, given_precision, spell)
     if config.train_weights:
         config.sparsity = 0.0  # what it prunes (nothing), not the default it never reads
     return config

@@ -200,9 +200,11 @@ def check_wandb_names(config: RunConfig) -> None:
                               f"characters each (comma-separated), not {tag.strip()!r}")
 
 
-def validate(config: RunConfig, given_precision=None) -> None:
+def validate(config: RunConfig, given_precision=None,
+             spell: Callable[[str], str] = flag_name) -> None:
     """Raise :class:`ConfigError` on the first bad value (a precision refused named as given,
-    ``given_precision``: Lightning's ``16`` as 16, not as the ``16-mixed`` it reads)."""
+    ``given_precision``: Lightning's ``16`` as 16, not as the ``16-mixed`` it reads; the
+    hardware's options by ``spell``, as the command gave them)."""
     from .masking import check_score_init
     from .models import split_arch
     from .structures import check_fan_in
@@ -219,7 +221,7 @@ def validate(config: RunConfig, given_precision=None) -> None:
                           "wide without it)")
     check_numbers(config)
     check_stop_and_resume(config)
-    check_hardware(config, given_precision)
+    check_hardware(config, given_precision, spell)
     check_precision_optimizer(config)
     if config.trainer:
         from .trainer_options import check_trainer_options

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import hashlib
 import itertools
 import sys
@@ -210,6 +211,11 @@ class Overrides:
         that a ``--trainer.devices`` flag did are gone)."""
         return {key: self.values[key] for key in self.in_file if key in self.values}
 
+    def spelled(self, key: str, config_file: str | None) -> str:
+        """``key`` as the command gave it: the ``config_file``'s key, or its flag."""
+        return f"config file {config_file!r}: {key}" if key in self.in_file else \
+            self.flagged.get(key, flag_name(key))
+
 
 def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
     """The sweep file (if any), overlaid with the sweep flags; the run values ``given``
@@ -259,9 +265,7 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
     # line's epochs, not a config file's)
     overrides, in_file = given.values, given.in_file
 
-    def spelled(key: str) -> str:
-        return f"config file {args.config!r}: {key}" if key in in_file else \
-            given.flagged.get(key, flag_name(key))
+    spelled = functools.partial(given.spelled, config_file=args.config)
 
     for spell, values in [(spelled, overrides), (lambda k: f"{given_in('base')}: {k}", base),
                           *((lambda k: f"{given_in('variants')}: {k}", v) for v in variants)]:

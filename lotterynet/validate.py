@@ -15,32 +15,36 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import PRECISIONS, precision_name
 from .config_checks import SEED_MAX, as_config_error
 from .config_schema import RunConfig, device_count, on_gpu
 from .config_yaml import read_yaml_mapping
-from .errors import ConfigError
+from .errors import ConfigError, flag_name
 from .registry import check_choice
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 
 
-def check_hardware(config: RunConfig, given_precision=None) -> None:
+def check_hardware(config: RunConfig, given_precision=None,
+                   spell: Callable[[str], str] = flag_name) -> None:
     """Accelerator and precision names, and a device count this machine has; a precision
-    refused is named as given (``given_precision``, where it was), not as Lightning reads it."""
+    refused is named as given (``given_precision``, where it was), not as Lightning reads it,
+    and each option by ``spell``: as the command gave it (``--trainer.precision``, a config
+    file's ``precision``), not as a flag it did not type."""
     import torch
 
     as_config_error(check_choice, "accelerator", config.accelerator, ACCELERATORS)
     precision = precision_name(config.precision)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if config.accelerator in ("gpu", "cuda") and not gpus:
-        raise ConfigError(f"--accelerator {config.accelerator}: this machine has no CUDA GPU; "
-                          f"valid choices here: auto, cpu")
+        raise ConfigError(f"{spell('accelerator')} {config.accelerator}: this machine has no "
+                          f"CUDA GPU; valid choices here: auto, cpu")
     gpu = on_gpu(config.accelerator)
     if precision == "16-mixed" and not gpu:  # Lightning would run bf16-mixed, unsaid
-        raise ConfigError(f"--precision {given_precision or precision} needs a CUDA GPU "
+        raise ConfigError(f"{spell('precision')} {given_precision or precision} needs a CUDA GPU "
                           f"(float16 autocast); on the CPU: "
                           f"{', '.join(p for p in PRECISIONS if p != '16-mixed')}")
     available, kind = (gpus, "CUDA GPUs") if gpu else (os.cpu_count() or 1, "CPU cores")

@@ -1060,6 +1060,33 @@ def test_devices_neither_a_count_nor_auto_are_named_with_the_valid_choices(value
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")
+@pytest.mark.parametrize("given, named", [
+    (["--trainer.precision", "16-mixed"], "--trainer.precision 16-mixed"),
+    (["--trainer.precision=16"], "--trainer.precision 16"),
+    (["--precision", "16"], "--precision 16"),
+    (["--config", "{file}"], "config file '{file}': precision 16-mixed")])
+def test_a_precision_the_cpu_cannot_run_is_named_as_the_command_gave_it(given, named, tmp_path,
+                                                                        capsys):
+    """``--trainer.precision 16-mixed`` (or a config file's ``trainer: {precision: 16-mixed}``)
+    on the CPU was refused naming ``--precision 16-mixed``, a flag the user did not type."""
+    file = write(tmp_path / "c.yaml", {"trainer": {"precision": "16-mixed"}})
+    argv = [arg.format(file=file) for arg in given]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == (
+        f"train.py: error: {named.format(file=file)} needs a CUDA GPU (float16 autocast); on the "
+        f"CPU: 32-true, 64-true, bf16-mixed, bf16-true, 16-true\n")
+    assert sorted(tmp_path.iterdir()) == [Path(file)]
+
+
+@pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")
+def test_a_gpu_accelerator_on_a_machine_without_one_is_named_as_the_command_gave_it(tmp_path,
+                                                                                    capsys):
+    assert main(["--trainer.accelerator", "gpu", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == ("train.py: error: --trainer.accelerator gpu: this machine "
+                                       "has no CUDA GPU; valid choices here: auto, cpu\n")
+
+
 def test_devices_on_gpus_take_gpu_indices_and_name_the_valid_choices(monkeypatch):
     """On GPUs, GPU indices go on to Lightning (which checks that they exist); a value that is
     none of the forms is named as on the CPU."""
