@@ -188,7 +188,7 @@ def given_values(args: argparse.Namespace) -> Overrides:
         check_agree(flags, covered, given, lambda name: f"--trainer.{name}", flag_name)
         flags = {**covered, **flags, "trainer": options}
         flagged = {**{key: f"--trainer.{name}" for name, key in TRAINER_KEYS.items()
-                      if key in covered}, **flagged}
+                      if name in given}, **flagged}  # (--trainer.devices auto: not covered)
     return Overrides(lightning_devices(overlay(without_devices_named_in(values, flags), flags)),
                      frozenset(set(values) - set(flagged)), flagged)
 

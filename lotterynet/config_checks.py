@@ -219,9 +219,9 @@ def validate(config: RunConfig, given_precision=None,
         raise ConfigError("--train-weights trains the dense net itself: it cannot be combined "
                           "with --structure wide (valid: --train-weights alone, or --structure "
                           "wide without it)")
+    check_hardware(config, given_precision, spell)  # (the devices that check_numbers shares)
     check_numbers(config)
     check_stop_and_resume(config)
-    check_hardware(config, given_precision, spell)
     check_precision_optimizer(config)
     if config.trainer:
         from .trainer_options import check_trainer_options
@@ -545,7 +545,7 @@ def check_numbers(config: RunConfig) -> None:
     from .masking import check_sparsity_range
 
     as_config_error(check_sparsity_range, config.sparsity)  # (the layers' check, and its message)
-    positive = ["epochs", "batch_size", "pairs", "devices"]
+    positive = ["epochs", "batch_size", "pairs"]  # (devices: check_hardware's choices)
     optional = ("limit_train", "stop_after", "hidden")
     positive += [name for name in optional if getattr(config, name) is not None]
     for name in positive:

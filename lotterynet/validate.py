@@ -48,30 +48,32 @@ def check_hardware(config: RunConfig, given_precision=None,
                           f"(float16 autocast); on the CPU: "
                           f"{', '.join(p for p in PRECISIONS if p != '16-mixed')}")
     available, kind = (gpus, "CUDA GPUs") if gpu else (os.cpu_count() or 1, "CPU cores")
-    check_devices_named(config.trainer.get("devices"), gpu, available, kind)
-    if config.devices > available:
-        raise ConfigError(f"--devices {config.devices}: this machine has {available} {kind}; "
-                          f"valid choices: 1 to {available}")
+    check_devices(config.trainer.get("devices", config.devices), gpu, available, kind,
+                  spell("devices"))
 
 
-def check_devices_named(devices, gpu: bool, available: int, kind: str) -> None:
-    """A ``--devices`` that is not a count (``lightning_devices`` moved it into the Trainer
-    options): ``auto``, and on GPUs Lightning's GPU indices (``0,1``, ``[0, 1]``; ``-1``, every
-    GPU), which Lightning checks. Anything else (``abc``, ``1.5``; GPU indices on the CPU) was
-    refused only once the Trainer was built, in Lightning's words, naming no flag:
-    "trainer options {'devices': 'abc'} refused by Lightning: ... should be an int > 0"."""
-    if devices is None or devices == "auto" or not isinstance(devices, str | list):
+def check_devices(devices, gpu: bool, available: int, kind: str, flag: str) -> None:
+    """``devices`` (given as ``flag``): a count of the machine's ``available`` devices,
+    ``auto``, and on GPUs Lightning's GPU indices (``0,1``, ``[0, 1]``; ``-1``, every GPU),
+    which Lightning checks. Anything else was refused in other words than the valid choices:
+    0 "devices must be positive, got 0"; 99 by the examples it left some of the 99 devices,
+    before the machine's 2 cores; ``abc`` only once the Trainer was built, in Lightning's
+    words, naming no flag: "trainer options {'devices': 'abc'} refused by Lightning: ...
+    should be an int > 0"."""
+    if devices == "auto" or not isinstance(devices, int | str | list):
         return  # (a float: the Trainer's types refuse it, checked later)
+    if type(devices) is int and 1 <= devices <= available:
+        return
     gpu_indices = isinstance(devices, list) or devices == "-1" or \
-        re.fullmatch(r"[\d\s,]*\d[\d\s,]*", devices)
+        isinstance(devices, str) and re.fullmatch(r"[\d\s,]*\d[\d\s,]*", devices)
     if gpu and gpu_indices:
         return
-    if gpu:
-        raise ConfigError(f"--devices {devices!r} is not a count of {kind}, auto, nor GPU "
-                          f"indices; valid choices: 1 to {available}, auto, or GPU indices "
-                          f"such as 0,1")
-    raise ConfigError(f"--devices {devices!r} is not a count of {kind} nor auto; valid "
-                      f"choices on the CPU: 1 to {available}, or auto")
+    choices = (f"valid choices: 1 to {available}, auto, or GPU indices such as 0,1" if gpu
+               else f"valid choices on the CPU: 1 to {available}, or auto")
+    if type(devices) is int and devices > available:
+        raise ConfigError(f"{flag} {devices}: this machine has {available} {kind}; {choices}")
+    forms = f"a count of {kind}, auto, nor GPU indices" if gpu else f"a count of {kind} nor auto"
+    raise ConfigError(f"{flag} {devices!r} is not {forms}; {choices}")
 
 
 def check_relaunchable(config: RunConfig) -> None:

@@ -212,8 +212,7 @@ CASES = [
     (["--sparsity", "abc"], ["abc", "--sparsity", "not a number", "[0, 1)"]),
     (["--jobs-per-device", "two", "--sweep-sparsities", "0.5"], ["two", "int"]),
     # hardware
-    (["--devices", "0"], ["devices must be positive, got 0"]),
-    (["--accelerator", "cpu", "--devices", "999"], ["999", "valid choices: 1 to"]),
+    (["--accelerator", "cpu", "--devices", "999"], ["999", "valid choices on the CPU: 1 to"]),
     pytest.param(["--accelerator", "gpu"], ["gpu", "no CUDA GPU", "cpu"],
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),
     pytest.param(["--accelerator", "cuda", "--devices", "2"], ["cuda", "no CUDA GPU"],
@@ -1058,6 +1057,29 @@ def test_devices_neither_a_count_nor_auto_are_named_with_the_valid_choices(value
                     rf"CPU cores nor auto; valid choices on the CPU: 1 to {os.cpu_count()}, or "
                     rf"auto\n$", capsys.readouterr().err)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("given, named", [
+    (["--devices", "0"], "--devices 0 is not a count of CPU cores nor auto"),
+    (["--trainer.devices", "-2"], "--trainer.devices -2 is not a count of CPU cores nor auto"),
+    (["--trainer.devices", "abc"], "--trainer.devices 'abc' is not a count of CPU cores nor auto"),
+    (["--config", "{file}"], "config file '{file}': devices 0 is not a count of CPU cores nor "
+                             "auto"),
+    # (it was refused by the examples it left some of the 99 devices, the 2 cores unsaid)
+    (["--devices", "{many}", "--limit-train", "64"], "--devices {many}: this machine has {cores} "
+                                                     "CPU cores")])
+def test_a_device_count_this_machine_cannot_run_is_named_with_the_valid_choices(given, named,
+                                                                               tmp_path, capsys):
+    """``--devices 0`` was refused as "devices must be positive, got 0": a config key, and no
+    word of what is valid (``auto``, and no more than the machine has)."""
+    file = write(tmp_path / "c.yaml", {"devices": 0})
+    cores = os.cpu_count()
+    fill = {"file": file, "many": cores + 1, "cores": cores}
+    argv = [arg.format(**fill) for arg in given]
+    assert main([*argv, "--accelerator", "cpu", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == (f"train.py: error: {named.format(**fill)}; valid choices "
+                                       f"on the CPU: 1 to {cores}, or auto\n")
+    assert sorted(tmp_path.iterdir()) == [Path(file)]
 
 
 @pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")
