@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .machine import refuse_larger_than_memory
+from .errors import in_binary_units
+from .machine import available_memory, refuse_larger_than_memory
 
 DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -26,37 +27,52 @@ class IDXError(ValueError):
     """A file that is not a well-formed IDX file; the message names the file and the fault."""
 
 
-def read_bytes(path: Path) -> bytearray:
-    """The file's contents, through ``gzip`` when its name ends in ``.gz`` (a writable buffer,
-    so that tensors can share it). A file larger than the memory is refused unread (read, a
-    file of a terabyte was a MemoryError's traceback)."""
+def read_idx(path: str | Path) -> np.ndarray:
+    """The array stored in an IDX file, plain or gzipped, in native byte order. No more is
+    read than its header promises (and a byte to tell a longer file): a gzip bomb, a small
+    ``.gz`` of gigabytes of data, was decompressed whole until it filled the memory. A file
+    larger than the memory is refused unread (read, a file of a terabyte was a MemoryError's
+    traceback), and so is a header that promises more."""
+    path = Path(path)
     try:
         refuse_larger_than_memory(path, str(path), IDXError)
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-            return bytearray(f.read())
+            dims, dtype = read_header(path, f)
+            data = bytearray(promised_bytes(path, dims, dtype) + 1)  # (writable: tensors
+            read = f.readinto(data)                                   # share it)
     except (OSError, EOFError, zlib.error) as err:  # (gzip.BadGzipFile is an OSError)
         what = "not a readable gzip file" if path.suffix == ".gz" else "unreadable"
         raise IDXError(f"{path}: {what} ({err})") from None
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """The array stored in an IDX file, in native byte order."""
-    path = Path(path)
-    data = read_bytes(path)
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in DTYPES:
-        raise IDXError(f"{path}: not an IDX file (magic bytes {bytes(data[:4]).hex() or 'none'})")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise IDXError(f"{path}: truncated header ({len(data)} bytes, {ndim} dimensions)")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(DTYPES[data[2]])
-    size = header + math.prod(dims) * dtype.itemsize
-    if len(data) != size:
-        raise IDXError(f"{path}: {len(data):,} bytes, but its header ({'x'.join(map(str, dims))} "
-                       f"of {dtype}) needs {size:,}")
-    array = np.frombuffer(data, dtype, offset=header).reshape(dims)
+    header, needed = 4 + 4 * len(dims), len(data) - 1
+    if read != needed:
+        size = f"{header + read:,}" if read < needed else f"more than {header + needed:,}"
+        raise IDXError(f"{path}: {size} bytes, but its header ({'x'.join(map(str, dims))} "
+                       f"of {dtype}) needs {header + needed:,}")
+    array = np.frombuffer(data, dtype, math.prod(dims)).reshape(dims)
     return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+
+def read_header(path: Path, f) -> tuple[tuple[int, ...], np.dtype]:
+    """The sizes and the dtype of the IDX file ``path``, read from its start (``f``)."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in DTYPES:
+        raise IDXError(f"{path}: not an IDX file (magic bytes {magic.hex() or 'none'})")
+    ndim = magic[3]
+    sizes = f.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise IDXError(f"{path}: truncated header ({4 + len(sizes)} bytes, {ndim} dimensions)")
+    return struct.unpack(f">{ndim}I", sizes), np.dtype(DTYPES[magic[2]])
+
+
+def promised_bytes(path: Path, dims: tuple[int, ...], dtype: np.dtype) -> int:
+    """The bytes of data that the header of ``path`` promises (``dims`` of ``dtype``), refused
+    where they are more than the memory available to read them."""
+    size, have = math.prod(dims) * dtype.itemsize, available_memory()
+    if have is not None and size > have:
+        raise IDXError(f"{path}: its header ({'x'.join(map(str, dims))} of {dtype}) promises "
+                       f"{in_binary_units(size)} of data, more than the {in_binary_units(have)} "
+                       f"of memory this machine has available to read it")
+    return size
 
 
 def split_files(raw: Path, train: bool) -> list[Path]:

@@ -82,6 +82,42 @@ def test_a_file_larger_than_the_memory_is_refused_unread(tmp_path):
         read_idx(path)
 
 
+def test_a_gzip_bomb_is_refused_after_the_bytes_its_header_promises(tmp_path):
+    """A small ``.gz`` (16 KiB here) whose data decompresses to far more than its header
+    promises (5 labels; 16 MiB of zeros) was decompressed whole before its length was checked:
+    a gzip bomb in a data folder filled the memory. No more is read than the header promises
+    and a byte."""
+    import tracemalloc
+    import zlib
+
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # (31: the gzip format)
+    with open(path, "wb") as f:
+        f.write(packer.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05"))
+        for _ in range(16):
+            f.write(packer.compress(bytes(2**20)))
+        f.write(packer.flush())
+    assert path.stat().st_size < 2**15
+    tracemalloc.start()
+    try:
+        with pytest.raises(IDXError, match=rf"^{re.escape(str(path))}: more than 13 bytes, but "
+                                           r"its header \(5 of uint8\) needs 13$"):
+            read_idx(path)
+        assert tracemalloc.get_traced_memory()[1] < 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_header_that_promises_more_than_the_memory_is_refused_unread(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\xff" * 12))
+    with pytest.raises(IDXError, match=rf"^{re.escape(str(path))}: its header "
+                                       r"\(4294967295x4294967295x4294967295 of uint8\) promises "
+                                       r"[\d,.]+ TiB of data, more than the [\d,.]+ [KMG]iB of "
+                                       r"memory this machine has available to read it$"):
+        read_idx(path)
+
+
 def test_a_gz_name_that_is_not_gzip(tmp_path):
     path = tmp_path / "labels-idx1-ubyte.gz"
     path.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")
