@@ -12,6 +12,7 @@ from pathlib import Path
 from .approximate_sweeps import FC2_SWEEPS, LAYERS, Sweep
 from .checkpointing import write_text_atomic
 from .errors import plural
+from .machine import refuse_larger_than_memory
 from .targets import RECIPES
 
 
@@ -135,8 +136,10 @@ def table_fault(data: dict) -> str | None:
 def read_result(path: Path, for_table: bool = False) -> dict:
     """An approximation result file (``net``, ``construction``, ``target``, ``rows``), checked:
     anything else (not JSON, rows without their keys, a folder) is a :class:`ValueError`
-    naming the file, never a half-read table."""
+    naming the file, never a half-read table (nor, where it is larger than the memory, a
+    MemoryError's traceback)."""
     try:
+        refuse_larger_than_memory(path, "it", OSError)
         data = json.loads(path.read_text())
         fault = result_fault(data) or (table_fault(data) if for_table else None)
         if not fault and for_table and not path.name.startswith(f"approximation_{data['net']}_"):

@@ -276,8 +276,10 @@ def own_wandb_id(run_dir: Path) -> str | None:
 
 def read_wandb_id(run_dir: Path) -> tuple[str, Path] | None:
     """``(id, the folder its file was written in)`` from ``run_dir``'s W&B id file (an older
-    file holds the id alone: ``run_dir``); None without one."""
+    file holds the id alone: ``run_dir``); None without one, or where it cannot be read (larger
+    than the memory: read whole, a MemoryError's traceback)."""
     try:
+        refuse_larger_than_memory(run_dir / WANDB_ID_FILE, WANDB_ID_FILE, OSError)
         run_id, _, written_in = (run_dir / WANDB_ID_FILE).read_text().partition("\n")
     except OSError:  # (none, or another folder's that cannot be read)
         return None

@@ -17,6 +17,7 @@ from .checkpointing import savefig_atomic, write_csv_atomic, write_text_atomic
 from .config import RunConfig
 from .data import DATASETS
 from .errors import plural
+from .machine import refuse_larger_than_memory
 from .params import kept_params
 from .pensia_figure2 import LABELS, TRAINED, paper_accuracy
 from .run_dir import RESULTS
@@ -75,6 +76,8 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
             missing.setdefault((label, sparsity), []).append(
                 f"e{values['epochs']}-seed{values['seed']}")
             continue
+        refuse_larger_than_memory(results_file, str(results_file))  # (read whole, a file of
+        # a terabyte was a MemoryError's traceback)
         budgets.setdefault((label, sparsity, values["seed"]), []).append(
             json.loads(results_file.read_text()))
     groups: dict[tuple, dict[int, tuple[dict, str]]] = {}

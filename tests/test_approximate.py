@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO
+from conftest import REPO, terabyte_file
 from lotterynet import approximate, approximate_sweeps, approximate_table, theory
 from lotterynet.approximate import main, measure, predict
 from lotterynet.approximate_sweeps import FC2_SWEEPS, LENET5_CONV_PART, LENET5_SWEEPS
@@ -394,6 +394,19 @@ def test_result_files_and_datasets_it_cannot_use_are_one_line(tmp_path, capsys):
         main(["lenet5", "--datasets", "mnist", "mnist", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "--datasets names 'mnist' twice" in capsys.readouterr().err
+
+
+def test_a_result_file_larger_than_the_memory_is_refused_unread(tmp_path):
+    """(a 1 TiB approximation file, sparse here: read whole, it was a MemoryError's
+    traceback)"""
+    from lotterynet.approximate_files import read_result
+
+    path = terabyte_file(tmp_path / "approximation_fc2_pensia.json")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))} is not an approximation "
+                                         rf"result file \(it is 1\.0 TiB, more than the [\d,.]+ "
+                                         rf"[KMG]iB of memory this machine has available to read "
+                                         rf"it\); move it away or restore it$"):
+        read_result(path)
 
 
 @pytest.mark.parametrize("argv, said", [

@@ -1790,6 +1790,15 @@ def test_a_results_or_hparams_file_larger_than_the_memory_reads_as_unreadable(tm
     assert read_results(tmp_path) == {} and folder_run_id(tmp_path) is None
 
 
+def test_a_wandb_id_file_larger_than_the_memory_reads_as_none(tmp_path):
+    """A run's wandb-id of 1 TiB (sparse here) reads as one that cannot be read (no id kept),
+    as another folder's unreadable one does: read whole, it was a MemoryError's traceback."""
+    from lotterynet.loggers import WANDB_ID_FILE, read_wandb_id
+
+    terabyte_file(tmp_path / WANDB_ID_FILE)
+    assert read_wandb_id(tmp_path) is None
+
+
 def test_a_history_larger_than_the_memory_is_refused_in_one_line_unread(tmp_path):
     """(a 1 TiB metrics.csv, sparse here: read whole, it was a MemoryError's traceback)"""
     from lotterynet.loggers import resumed_history

@@ -28,7 +28,15 @@ import lotterynet.sweep_jobs as jobs_module
 import lotterynet.sweep_plan as plan_module
 import lotterynet.sweep_table as table_module
 import prefork
-from conftest import REPO, STD_CONVS, TINY_BIT, disk_full_at, processes_mentioning
+from conftest import (
+    LARGER_THAN_MEMORY,
+    REPO,
+    STD_CONVS,
+    TINY_BIT,
+    disk_full_at,
+    processes_mentioning,
+    terabyte_file,
+)
 from lotterynet.checkpointing import atomic_torch_save
 from lotterynet.cli import build_parser, given_values, main
 from lotterynet.config import make_config
@@ -95,6 +103,23 @@ def test_paper_points_follow_the_cells_own_settings(tmp_path, base, variants, pa
     assert {r["variant"]: r["paper_acc"] for r in table} == paper
     assert all(r["gap"] == ("" if r["paper_acc"] == "" else round(90 - r["paper_acc"], 2))
                for r in table)
+
+
+def test_a_cell_result_or_a_wandb_group_larger_than_the_memory_is_refused_unread(tmp_path):
+    """A sweep's table read each cell's results.json whole, and its default W&B group the
+    folder's wandb-group file: one of 1 TiB (sparse here) was a MemoryError's traceback."""
+    from lotterynet.sweep_wandb import WANDB_GROUP_FILE, folder_wandb_group
+
+    sweep = Sweep(base={"arch": "fc2"}, variants=[parse_variant("dense")], sparsities=[0.9],
+                  epochs=[1], baseline=False)
+    [(label, values)] = sweep.cells()
+    (tmp_path / "cells" / cell_name(label, values)).mkdir(parents=True)
+    results = terabyte_file(tmp_path / "cells" / cell_name(label, values) / "results.json")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(results))} {LARGER_THAN_MEMORY}"):
+        table_module.aggregate(sweep, tmp_path)
+    group = terabyte_file(tmp_path / WANDB_GROUP_FILE)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(group))} {LARGER_THAN_MEMORY}"):
+        folder_wandb_group(tmp_path)
 
 
 def test_cells_written_before_an_option_existed_get_the_paper_points(tmp_path):
