@@ -11,5 +11,7 @@ if __name__ == "__main__":
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
     from lotterynet.cli import main
+    from lotterynet.errors import encodable_output
 
+    encodable_output()
     sys.exit(main())

@@ -62,6 +62,7 @@ from .errors import (
     REPORTED,
     ConfigError,
     OneLineErrorParser,
+    encodable_output,
     exit_code,
     message,
     stopped,
@@ -340,4 +341,5 @@ def going_on(args) -> str:
 
 
 if __name__ == "__main__":
+    encodable_output()
     main()

@@ -18,6 +18,18 @@ import sys
 from collections.abc import Callable
 
 
+def encodable_output() -> None:
+    """Make ``sys.stdout`` write a character its encoding lacks as a backslash escape
+    (``\\u03b3``) instead of raising, as ``sys.stderr`` does already: under a Windows console's
+    or a redirected output's cp1252 (the locale, ``PYTHONIOENCODING``), the ``γ``, ``≤`` and
+    ``ℓ`` of a table, a ``--help`` or a path were a UnicodeEncodeError's traceback, after the
+    work was done. Called as each command starts (``train.py``, ``python -m
+    lotterynet.approximate``, ``lotterynet.targets``, ``lotterynet.theory``); a stream that
+    already handles them (``surrogateescape`` under the C locale) is left as it is."""
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (no usage block), exit code 2. An empty
     value (``--out ""``, ``--out=``) is refused: a path flag would otherwise silently mean the

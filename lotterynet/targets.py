@@ -43,6 +43,7 @@ from .errors import (
     Interrupted,
     OneLineErrorParser,
     OutOfMemory,
+    encodable_output,
     exit_code,
     message,
     stopped,
@@ -263,4 +264,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    encodable_output()
     main()

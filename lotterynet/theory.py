@@ -36,6 +36,7 @@ from .errors import (
     ConfigError,
     Interrupted,
     OneLineErrorParser,
+    encodable_output,
     flag_name,
     message,
     plural,
@@ -484,4 +485,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    encodable_output()
     main()

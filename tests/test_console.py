@@ -130,3 +130,35 @@ def test_a_resume_hint_is_a_command_a_shell_reads_as_printed(tmp_path, capsys):
     assert resume_hint(str(checkpoint)) == f"resume with {quoted}"
     assert main(["--arch", "fc2", "--out", str(run)]) == 2
     assert f"pass --overwrite, {quoted}, or another --out" in capsys.readouterr().err
+
+
+
+#: A process's stdout as ``PYTHONIOENCODING=cp1252`` (or a Windows console, or output
+#: redirected there) sets it up: cp1252, strict. (The variable itself is read as Python
+#: starts, which a process forked from the prefork server has done: it is set up here.)
+CP1252_STDOUT = ("import io, runpy, sys; sys.stdout = io.TextIOWrapper(sys.stdout.buffer, "
+                 "'cp1252', line_buffering=True); ")
+
+
+@pytest.mark.parametrize("command, said", [
+    ("runpy.run_module('lotterynet.theory', run_name='__main__', alter_sys=True)",
+     "target widths ``n_0, \u2026, n_\\u2113``"),  # (cp1252 has the '…', not the 'ℓ')
+    ("runpy.run_module('lotterynet.approximate', run_name='__main__', alter_sys=True)",
+     "(subset sum, U[\\u22121, 1])"),
+    ("runpy.run_path('train.py', run_name='__main__')",
+     "wrote {folder}/\\u03b3/w.yaml (2 cells, listed in {folder}/\\u03b3/w.cells.yaml)")],
+    ids=["theory", "approximate", "train.py"])
+def test_output_an_encoding_cannot_hold_is_escaped_not_a_traceback(command, said, tmp_path):
+    """``python -m lotterynet.theory --help`` (its 'ℓ'), ``lotterynet.approximate --help`` (its
+    '−'), train.py's "wrote PATH" of a path with a 'γ', to a cp1252 stdout: a
+    UnicodeEncodeError's traceback (exit 1; approximate's exit 2, its one line), after the W&B
+    sweep file was written. Each is written as a backslash escape."""
+    (tmp_path / "γ").mkdir()
+    argv = ["--help"] if "run_module" in command else [
+        "--sweep-variants", "dense", "--sweep-sparsities", "0.5", "--sweep-epochs", "1",
+        "--wandb-sweep", str(tmp_path / "γ" / "w.yaml"), "--sweep-out", str(tmp_path / "s")]
+    out, err = tmp_path / "out", tmp_path / "err"
+    proc = prefork.Popen([sys.executable, "-c", f"{CP1252_STDOUT}sys.argv[1:] = {argv!r}; "
+                          f"{command}"], cwd=REPO, stdout=out, stderr=err)
+    assert proc.wait(120) == 0, err.read_text()[-2000:]
+    assert said.format(folder=tmp_path) in out.read_bytes().decode("cp1252")
