@@ -336,7 +336,13 @@ def goes_on_by(who: str, checkpoint: Path, what: str, done: int | None = None) -
     """How ``who``, a run stopped or failed, goes on by the rerun of ``what``: to run the same
     ``what`` again (:func:`~lotterynet.run_stops.run_again`), to continue from its
     ``checkpoint``, written at the end of epoch ``done`` where known (:func:`going_on`) or,
-    without one, to start it over."""
+    without one, to start it over. A run whose results are written (stopped, or failing a
+    write, as its W&B run ends, after them) is finished, which the rerun counts done: a cell's
+    line said to continue it from its checkpoint, where the run's own said it was finished."""
+    results = checkpoint.parent.parent / RESULTS
+    if results.is_file():
+        return (f"{who} is finished: its results are in {str(results)!r}, and the same {what} "
+                f"run again counts it done")
     again, over = run_again(what)
     return f"{who}: {going_on(checkpoint, again, done) or over}"
 

@@ -2103,6 +2103,37 @@ def test_a_cell_the_sweep_runs_itself_says_to_run_the_sweep_again_when_stopped(
         f"{NOTHING}; run the same {again} again to start it over in its folder")
 
 
+@pytest.mark.parametrize("stop", ["disk full", "SIGTERM"])
+def test_a_finished_cell_whose_wandb_end_fails_says_it_is_finished(tmp_path, monkeypatch,
+                                                                   stop):
+    """A cell whose results were written, then whose W&B end failed a write (or was stopped),
+    said to "run the same sweep again to continue from its checkpoint", where its run's own
+    line said it was finished (a sweep run again counts it done, and continues nothing)."""
+    from lotterynet.errors import DiskFullError, Interrupted, interrupted, message
+
+    def finished_then_failed(config, job_type=None):
+        cell = Path(config.out)
+        (cell / "checkpoints").mkdir(parents=True)
+        (cell / "checkpoints" / "last.ckpt").write_bytes(b"not read")
+        (cell / "results.json").write_text("{}")
+        done = f"the run is finished: its results are in {str(cell / 'results.json')!r}"
+        if stop == "SIGTERM":
+            raise interrupted(True, done, 1)
+        full = DiskFullError(28, "disk full while writing 'x'")
+        full.then = done
+        raise full
+
+    monkeypatch.setattr(sweep_module, "run", finished_then_failed)
+    sweep = Sweep(base={"arch": "fc2"}, variants=[], sparsities=[0.5], epochs=[1])
+    with pytest.raises(DiskFullError if stop == "disk full" else Interrupted) as err:
+        sweep_module.run_cells(sweep, tmp_path, 1, stack=False)
+    results = tmp_path / "cells" / "trained-e1-seed0" / "results.json"
+    said = "disk full while writing 'x'" if stop == "disk full" else "stopped by SIGTERM"
+    assert message(err.value) == (f"{said}; cell trained-e1-seed0 is finished: its results are "
+                                  f"in {str(results)!r}, and the same sweep run again counts it "
+                                  f"done")
+
+
 @pytest.mark.parametrize("failing", [1, 2])
 def test_a_cell_the_sweep_runs_itself_that_cannot_write_says_to_run_the_sweep_again(
         tmp_path, data_dir, capsys, monkeypatch, failing):
