@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import functools
 import hashlib
 import itertools
 import sys
@@ -217,9 +216,56 @@ class Overrides:
             self.flagged.get(key, flag_name(key))
 
 
+@dataclass(frozen=True)
+class Sources:
+    """Where a sweep command's values came from, to name each in the message that refuses it:
+    its sweep file and ``--sweep-*`` flags (``flags``: each flag's value, None where not
+    given), and its run values (``given``: the ``--config`` file's, the flags')."""
+
+    args: argparse.Namespace
+    flags: dict
+    given: Overrides
+
+    def given_in(self, key: str) -> str:
+        """Where the sweep got ``key``: its flag, else the sweep file."""
+        if self.flags.get(key) is not None:
+            return "--baseline" if key == "baseline" else f"--sweep-{key}"
+        return f"sweep file {str(Path(self.args.sweep))!r}: {key}"
+
+    def written(self, key: str) -> list[str] | None:
+        """The items of ``key``'s flag as the command wrote them; None where the file gave it."""
+        text = getattr(self.args, f"sweep_{key}") if self.flags.get(key) is not None else None
+        return None if text is None else [item.strip() for item in text.split(",")]
+
+    def spelled(self, key: str) -> str:
+        """Run value ``key`` named as the user gave it (:meth:`Overrides.spelled`):
+        --trainer.max_epochs 4 is the command line's epochs, not a config file's."""
+        return self.given.spelled(key, self.args.config)
+
+
 def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
     """The sweep file (if any), overlaid with the sweep flags; the run values ``given``
-    override ``base``."""
+    override ``base``. Every cell is checked as a run config, and every refusal made, before
+    it returns (before anything is written)."""
+    data, sources = read_grid(args, given)
+    check_sweep_values(data, sources.given_in, sources.written)
+    refuse_missing_axes(data)
+    variants = read_variants(data["variants"], sources)
+    base = flatten_sections(string_keys(data.get("base", {}), "sweep base"), "sweep base")
+    refuse_keys_the_sweep_sets(base, variants, sources)
+    sweep = Sweep(base=overlay(base, given.values), variants=variants,
+                  sparsities=[float(s) + 0.0 for s in data["sparsities"]],  # (-0.0: 0)
+                  epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
+                  baseline=data.get("baseline", True))
+    configs = checked_configs(sweep, variant_sources(data["variants"], variants, sources),
+                              base_source(base, sources))
+    refuse_unread_options(args, given, sweep, configs)
+    return sweep
+
+
+def read_grid(args: argparse.Namespace, given: Overrides) -> tuple[dict, Sources]:
+    """The sweep file's keys (if there is one) overlaid with the ``--sweep-*`` flags given, and
+    where each came from: a flag replaces the file's key whole."""
     data = read_sweep_file(args.sweep, SWEEP_KEYS) if args.sweep else {}
     flags = {"variants": parse_list(args.sweep_variants, str, "--sweep-variants"),
              "sparsities": parse_list(args.sweep_sparsities, float, "--sweep-sparsities"),
@@ -227,102 +273,121 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
              "seeds": parse_list(args.sweep_seeds, int, "--sweep-seeds"),
              "baseline": args.baseline}
     data.update({k: v for k, v in flags.items() if v is not None})
+    return data, Sources(args, flags, given)
 
-    def given_in(key: str) -> str:
-        """Where the sweep got ``key``: its flag, else the sweep file."""
-        if flags.get(key) is not None:
-            return "--baseline" if key == "baseline" else f"--sweep-{key}"
-        return f"sweep file {str(Path(args.sweep))!r}: {key}"
 
-    def written(key: str) -> list[str] | None:
-        """The items of ``key``'s flag as the command wrote them; None where the file gave it."""
-        text = getattr(args, f"sweep_{key}") if flags.get(key) is not None else None
-        return None if text is None else [item.strip() for item in text.split(",")]
-
-    check_sweep_values(data, given_in, written)
+def refuse_missing_axes(data: dict) -> None:
+    """Refuse a grid without variants, sparsities or epochs: it has no cell to run (seeds
+    default to ``[0]``)."""
     for key in ("variants", "sparsities", "epochs"):
         if not data.get(key):
             raise ConfigError(f"the sweep needs {key} (sweep file or --sweep-{key})")
-    odd = next((v for v in data["variants"] if isinstance(v, str) and v.count(":") > 1), None)
+
+
+def read_variants(as_given: list, sources: Sources) -> list[dict]:
+    """The variants as run values (``"subsetsum:identity"`` parsed, sections flattened), each
+    refused where it is not ``structure[:activation]`` or sets no structure."""
+    odd = next((v for v in as_given if isinstance(v, str) and v.count(":") > 1), None)
     if odd is not None:  # (it read as activation 'identity:x')
-        raise ConfigError(f"{given_in('variants')}: {odd!r} is not structure[:activation] "
-                          f"(subsetsum:identity, wide); a mapping sets more ({{structure: "
-                          f"subsetsum, activation: identity, pairs: 3}})")
+        raise ConfigError(f"{sources.given_in('variants')}: {odd!r} is not "
+                          f"structure[:activation] (subsetsum:identity, wide); a mapping sets "
+                          f"more ({{structure: subsetsum, activation: identity, pairs: 3}})")
     variants = [flatten_sections(string_keys(parse_variant(v), "sweep variant"),
-                                 "sweep variant") for v in data["variants"]]
-    bare = next((given for given, v in zip(data["variants"], variants)
+                                 "sweep variant") for v in as_given]
+    refuse_variant_without_structure(as_given, variants, sources)
+    return variants
+
+
+def refuse_variant_without_structure(as_given: list, variants: list[dict],
+                                     sources: Sources) -> None:
+    """Refuse a variant that sets no structure: it ran as the default structure, labelled
+    without one (``:identity`` was told to leave its empty structure out "for its default")."""
+    bare = next((written for written, v in zip(as_given, variants)
                  if v.get("structure") in (None, "")), None)
-    if bare is not None:  # (it ran as the default structure, labelled without one; ':identity'
-        # was told to leave its empty structure out "for its default")
+    if bare is not None:
         from .structures import STRUCTURES  # (torch: only to say what the choices are)
 
-        raise ConfigError(f"{given_in('variants')}: {bare!r} sets no structure; each variant "
-                          f"sets at least its structure, one of "
+        raise ConfigError(f"{sources.given_in('variants')}: {bare!r} sets no structure; each "
+                          f"variant sets at least its structure, one of "
                           f"{', '.join(STRUCTURES.names() + [WIDE])} (subsetsum:identity, "
                           f"wide, {{structure: dense}})")
-    base = flatten_sections(string_keys(data.get("base", {}), "sweep base"), "sweep base")
-    # (each run value named as the user gave it: --trainer.max_epochs 4 is the command
-    # line's epochs, not a config file's)
-    overrides, in_file = given.values, given.in_file
 
-    spelled = functools.partial(given.spelled, config_file=args.config)
-
-    for spell, values in [(spelled, overrides), (lambda k: f"{given_in('base')}: {k}", base),
-                          *((lambda k: f"{given_in('variants')}: {k}", v) for v in variants)]:
+def refuse_keys_the_sweep_sets(base: dict, variants: list[dict], sources: Sources) -> None:
+    """Refuse a value that the sweep would override or drop unsaid: a key it sets in every
+    cell (in the run values, the base or a variant), a W&B option in a variant, and a run
+    value that a variant sets otherwise."""
+    overrides = sources.given.values
+    for spell, values in [(sources.spelled, overrides),
+                          (lambda k: f"{sources.given_in('base')}: {k}", base),
+                          *((lambda k: f"{sources.given_in('variants')}: {k}", v)
+                            for v in variants)]:
         check_cell_keys(spell, values)
     for variant in variants:
-        key = next((k for k in SWEEP_WIDE if k in variant), None)
-        if key is not None:
-            raise ConfigError(f"variant {variant_label(variant)!r} sets {key}: "
-                              f"{variant[key]!r}, which is the whole sweep's: W&B options say "
-                              f"how cells are logged, not what they train, and a sweep's cells "
-                              f"log to one W&B group beside one summary run; set it in the "
-                              f"base (or {flag_name(key)})")
-    for key, value in overrides.items():  # a flag the variants set would be dropped, unsaid
-        variant = next((v for v in variants if key in v and v[key] != value), None)
-        if variant is not None:
-            change = "or drop it from the config file" if key in in_file else "not the flag"
-            raise ConfigError(f"{spelled(key)} {value!r}: the sweep's variant "
-                              f"{variant_label(variant)!r} sets {key}: {variant[key]!r}; change "
-                              f"the variants (sweep file or --sweep-variants), {change}")
-    sweep = Sweep(base=overlay(base, overrides), variants=variants,
-                  sparsities=[float(s) + 0.0 for s in data["sparsities"]],  # (-0.0: 0)
-                  epochs=[int(e) for e in data["epochs"]], seeds=data.get("seeds") or [0],
-                  baseline=data.get("baseline", True))
-    # where each cell's values came from, besides the grid and the flags
-    parts = {variant_label(v): [(f"{given_in('variants')}: {g!r}", v)]
-             for g, v in zip(data["variants"], variants)}
-    in_base = [(given_in("base"), {k: v for k, v in base.items() if k not in overrides})
-               ] if base else []
+        refuse_sweep_wide_key(variant)
+    for key, value in overrides.items():
+        refuse_override_a_variant_sets(key, value, variants, sources)
 
+
+def refuse_sweep_wide_key(variant: dict) -> None:
+    """Refuse a :data:`SWEEP_WIDE` key in a variant: the sweep sets it for all its cells."""
+    key = next((k for k in SWEEP_WIDE if k in variant), None)
+    if key is not None:
+        raise ConfigError(f"variant {variant_label(variant)!r} sets {key}: "
+                          f"{variant[key]!r}, which is the whole sweep's: W&B options say "
+                          f"how cells are logged, not what they train, and a sweep's cells "
+                          f"log to one W&B group beside one summary run; set it in the "
+                          f"base (or {flag_name(key)})")
+
+
+def refuse_override_a_variant_sets(key: str, value, variants: list[dict],
+                                   sources: Sources) -> None:
+    """Refuse run value ``key`` where a variant sets it otherwise: the variant's would win,
+    and the flag (or the config file's key) be dropped, unsaid."""
+    variant = next((v for v in variants if key in v and v[key] != value), None)
+    if variant is not None:
+        change = "or drop it from the config file" if key in sources.given.in_file else \
+            "not the flag"
+        raise ConfigError(f"{sources.spelled(key)} {value!r}: the sweep's variant "
+                          f"{variant_label(variant)!r} sets {key}: {variant[key]!r}; change "
+                          f"the variants (sweep file or --sweep-variants), {change}")
+
+
+def variant_sources(as_given: list, variants: list[dict],
+                    sources: Sources) -> dict[str, list[tuple[str, dict]]]:
+    """The label of each variant -> ``[(where, values)]``, the variant as given: what a cell's
+    refusal names where the variant's keys make it invalid."""
+    return {variant_label(v): [(f"{sources.given_in('variants')}: {g!r}", v)]
+            for g, v in zip(as_given, variants)}
+
+
+def base_source(base: dict, sources: Sources) -> list[tuple[str, dict]]:
+    """``[(where, values)]`` of the sweep file's base (less the run values that replace it;
+    none where it has no base): what a cell's refusal names where no variant's keys did."""
+    return [(sources.given_in("base"),
+             {k: v for k, v in base.items() if k not in sources.given.values})] if base else []
+
+
+def checked_configs(sweep: Sweep, parts: dict[str, list[tuple[str, dict]]],
+                    in_base: list[tuple[str, dict]]) -> list[RunConfig]:
+    """The config of every cell, in :meth:`Sweep.cells`'s order: every cell must be a valid
+    run, in a folder of its own, before any starts. ``parts``, ``in_base``: where its values
+    came from (:func:`variant_sources`, :func:`base_source`), named where one is refused."""
+    say_cells_to_check(sweep)
     checked: dict[str, RunConfig] = {}
+    named: dict[str, tuple[str, dict]] = {}
+    runs: dict[str, tuple[str, dict]] = {}
+    configs = []
+    for label, values in sweep.cells():
+        configs.append(cell_config(values, checked, [*parts.get(label, []), *in_base]))
+        refuse_twin_cells(label, values, configs[-1], named, runs)
+    return configs
 
-    def made(label: str, values: dict) -> RunConfig:
-        """The cell's config; a bad value refused naming the variant or the sweep file's base
-        it came from (the first of them without whose keys the cell is valid). A config's
-        checks read its sparsity and seed only for their ranges, which check_sweep_values has
-        checked: the cells that differ in them alone are checked once, the first of them."""
-        same = repr({k: v for k, v in values.items() if k not in ("sparsity", "seed")})
-        if same in checked:
-            config = copy.copy(checked[same])  # (dataclasses.replace: 10 times as long)
-            config.seed = values["seed"]
-            if not config.train_weights:  # (its sparsity is 0)
-                config.sparsity = values["sparsity"]
-            return config
-        try:
-            checked[same] = make_config(values)
-            return checked[same]
-        except ConfigError as err:
-            for where, part in [*parts.get(label, []), *in_base]:
-                try:
-                    make_config({k: v for k, v in values.items() if k not in part})
-                except ConfigError:
-                    continue
-                raise ConfigError(f"{where}: {err}") from None
-            raise
 
-    counted = (f"{sweep.size():,} cells of the sweep (variants {len(variants)} x sparsities "
-               f"{len(sweep.sparsities)} x epochs {len(sweep.epochs)} x seeds "
+def say_cells_to_check(sweep: Sweep) -> None:
+    """Refuse more than :data:`MAX_CELLS` cells, and say how many are checked where that takes
+    a while (:data:`CELLS_TO_SAY`)."""
+    counted = (f"{sweep.size():,} cells of the sweep (variants {len(sweep.variants)} x "
+               f"sparsities {len(sweep.sparsities)} x epochs {len(sweep.epochs)} x seeds "
                f"{len(sweep.seeds)}{', and the baseline' if sweep.baseline else ''})")
     if sweep.size() > MAX_CELLS:
         raise ConfigError(f"the {counted} are more than {MAX_CELLS:,}, which no sweep needs; "
@@ -330,29 +395,71 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
     if sweep.size() >= CELLS_TO_SAY:  # (a grid of thousands takes a while to check)
         print(f"checking the {counted}, about {sweep.size() * CELL_CHECK_SECONDS:,.0f} s",
               flush=True)
-    named: dict[str, tuple[str, dict]] = {}
-    runs: dict[str, tuple[str, dict]] = {}
-    configs = []
-    for label, values in sweep.cells():  # every cell must be a valid run before any starts
-        configs.append(made(label, values))
-        # (its fields' values, in the one order every config sets them: as the repr of its sorted
-        # to_dict, a deep copy that took as long as the cell's checks, tells runs apart)
-        name, run = cell_name(label, values), repr(canonical([*vars(configs[-1]).values()]))
-        check_path(f"the folder of sweep cell {describe_cell(label, values)}", name)
-        if run in runs:  # a variant given twice, or spelling out a default of another (a
-            raise ConfigError(f"sweep cells {describe_cell(*runs[run])} and "  # mapping's keys
-                              f"{describe_cell(label, values)} are the same run; give each "
-                              f"variant once")  # in any order)
-        if name in named:  # two cells, one folder: sparsities alike to 6 digits (:g), or
-            # values alike but for '/' and '-' (a path)
-            fix = "give sparsities that differ within 6 significant digits" if \
-                named[name][0] == label else "make the variants' values differ in more than " \
-                                             "'/' against '-'"
-            raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
-                              f"{describe_cell(label, values)} would share the folder {name!r}; "
-                              f"{fix}")
-        named[name], runs[run] = (label, values), (label, values)
-    refuse_unread_variant_keys(variants, [label for label, _ in sweep.cells()], configs)
+
+
+def cell_config(values: dict, checked: dict[str, RunConfig],
+                sources: list[tuple[str, dict]]) -> RunConfig:
+    """The cell's config; a bad value refused naming the first of ``sources`` (the variant, the
+    sweep file's base) without whose keys the cell is valid. A config's checks read its
+    sparsity and seed only for their ranges, which check_sweep_values has checked: the cells
+    that differ in them alone are checked once, the first of them (``checked``)."""
+    same = repr({k: v for k, v in values.items() if k not in ("sparsity", "seed")})
+    if same in checked:
+        config = copy.copy(checked[same])  # (dataclasses.replace: 10 times as long)
+        config.seed = values["seed"]
+        if not config.train_weights:  # (its sparsity is 0)
+            config.sparsity = values["sparsity"]
+        return config
+    try:
+        checked[same] = make_config(values)
+        return checked[same]
+    except ConfigError as err:
+        refuse_naming_the_source(err, values, sources)
+        raise
+
+
+def refuse_naming_the_source(err: ConfigError, values: dict,
+                             sources: list[tuple[str, dict]]) -> None:
+    """Refuse ``err`` again prefixed with where the values that caused it came from: the first
+    of ``sources`` without whose keys the cell is valid (none: ``err`` stands as it is)."""
+    for where, part in sources:
+        try:
+            make_config({k: v for k, v in values.items() if k not in part})
+        except ConfigError:
+            continue
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def refuse_twin_cells(label: str, values: dict, config: RunConfig,
+                      named: dict[str, tuple[str, dict]],
+                      runs: dict[str, tuple[str, dict]]) -> None:
+    """Refuse a cell whose folder name is not a path's, or that is the same run as a cell
+    before it (``runs``) or shares its folder (``named``); then note it in both."""
+    # (its fields' values, in the one order every config sets them: as the repr of its sorted
+    # to_dict, a deep copy that took as long as the cell's checks, tells runs apart)
+    name, run = cell_name(label, values), repr(canonical([*vars(config).values()]))
+    check_path(f"the folder of sweep cell {describe_cell(label, values)}", name)
+    if run in runs:  # a variant given twice, or spelling out a default of another (a
+        raise ConfigError(f"sweep cells {describe_cell(*runs[run])} and "  # mapping's keys
+                          f"{describe_cell(label, values)} are the same run; give each "
+                          f"variant once")  # in any order)
+    if name in named:  # two cells, one folder: sparsities alike to 6 digits (:g), or
+        # values alike but for '/' and '-' (a path)
+        fix = "give sparsities that differ within 6 significant digits" if \
+            named[name][0] == label else "make the variants' values differ in more than " \
+                                         "'/' against '-'"
+        raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
+                          f"{describe_cell(label, values)} would share the folder {name!r}; "
+                          f"{fix}")
+    named[name], runs[run] = (label, values), (label, values)
+
+
+def refuse_unread_options(args: argparse.Namespace, given: Overrides, sweep: Sweep,
+                          configs: list[RunConfig]) -> None:
+    """Refuse what no cell reads (a variant's key, a flag, a config file's option: it would be
+    dropped unsaid), and W&B names W&B would refuse where a W&B sweep's agents run the cells
+    (with --wandb)."""
+    refuse_unread_variant_keys(sweep.variants, [label for label, _ in sweep.cells()], configs)
     if args.wandb_sweep:  # its agents run every cell with --wandb (and the names W&B takes)
         configs = [dataclasses.replace(config, wandb=True) for config in configs]
         for config in configs:
@@ -361,7 +468,6 @@ def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
     if args.config:
         refuse_unread_file_options(args.config, given.file_values, configs,
                                    "any cell of this sweep")
-    return sweep
 
 
 #: From this many cells on, :func:`load_sweep` says how many it checks before it checks them,
