@@ -6,6 +6,7 @@ architecture (:data:`CPU_EPOCH_SECONDS`, ...) and the estimate made from them
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -86,86 +87,161 @@ def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 
     if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
         return None
     configs = cell_configs(sweep, sweep_dir)
-    # (as run_cells will prepare them, nothing set aside yet: a cell that resumes its own
-    # checkpoint runs singly, for the epochs it has left)
-    planned = {name: plan_cell(config, read_results(Path(config.out)))
-               for name, config in configs.items()}
-    todo = [(name, prepared) for name, (prepared, _, _) in planned.items()
-            if prepared is not None]
+    planned, todo = cells_to_run(configs)
     # (each in its own train.py with job slots; with a DDP cell, every single cell, one at a
     # time, as run_cells runs them, whatever the slots)
     ddp = any(device_count(config) > 1 for _, config in todo)
     jobs = 1 if ddp else jobs
     stacks, single, _, resumed = plan_stacks(sweep, sweep_dir, configs, todo, jobs) if \
         stack else ({}, todo, {}, {})
-    # a stack that resumes trains every member its checkpoint holds (one finished meanwhile
-    # outside it too) for the epochs it has left of that member's budget, a diverged one none
+    left, diverged = epochs_left(configs, planned, todo, stacks, resumed)
+    costs = CellCosts(configs, model_sizes(sweep, configs),
+                      {name: split_images(config) for name, config in configs.items()},
+                      left, diverged)
+    start = start_seconds(jobs, ddp)
+    seconds = job_seconds(costs, stacks, single, start)
+    kinds = {"stacked": [m for members in stacks.values() for m in members],
+             "single": [name for name, _ in single]}
+    starts = [start["stacked"]] * len(stacks) + [start["single"]] * len(single)
+    return wall_seconds(seconds, jobs) / 3600, estimate_said(sweep, costs, kinds, starts,
+                                                             len(todo), jobs)
+
+
+def cells_to_run(configs: dict[str, RunConfig]) -> tuple[dict[str, tuple], list]:
+    """Each cell planned (:func:`plan_cell`) as run_cells will prepare it, nothing set aside
+    yet (a cell that resumes its own checkpoint runs singly, for the epochs it has left), and
+    the ``(name, prepared config)`` of those left to run."""
+    planned = {name: plan_cell(config, read_results(Path(config.out)))
+               for name, config in configs.items()}
+    todo = [(name, prepared) for name, (prepared, _, _) in planned.items()
+            if prepared is not None]
+    return planned, todo
+
+
+def epochs_left(configs: dict[str, RunConfig], planned: dict[str, tuple], todo: list,
+                stacks: dict[str, list[str]], resumed: dict) -> tuple[dict[str, int], set[str]]:
+    """The epochs each cell to run has left, and the members diverged in the stacks that
+    resume: a stack that resumes trains every member its checkpoint holds (one finished
+    meanwhile outside it too) for the epochs it has left of that member's budget, a diverged
+    one none."""
     left = {name: max(0, config.epochs - planned[name][2]) for name, config in todo}
     diverged = set()
     for stack_dir, record in resumed.items():
         left |= {m: 0 if m in record.diverged else max(0, configs[m].epochs - record.epochs_done)
                  for m in stacks[stack_dir]}
         diverged |= set(record.diverged)
+    return left, diverged
 
-    size = model_sizes(sweep, configs)
 
-    def image_seconds(name: str, kind: str) -> float:
+@dataclass(frozen=True)
+class CellCosts:
+    """The seconds of each cell's work left, run ``kind`` "stacked" or "single": its model's
+    ``size`` (:func:`model_sizes`), the ``images`` of its splits (:func:`split_images`), the
+    epochs it has ``left``, and whether it ``diverged`` (then it is not tested)."""
+
+    configs: dict[str, RunConfig]
+    size: dict[str, float]
+    images: dict[str, dict[str, int]]
+    left: dict[str, int]
+    diverged: set[str]
+
+    def image_seconds(self, name: str, kind: str) -> float:
         """The seconds of one training image of cell ``name``, ``kind`` "stacked" or
         "single"."""
-        arch = configs[name].arch
+        arch = self.configs[name].arch
         return (CPU_STACKED_EPOCH_SECONDS.get(arch, CPU_EPOCH_SECONDS[arch])
-                if kind == "stacked" else CPU_EPOCH_SECONDS[arch]) / FULL_EPOCH * size[name]
+                if kind == "stacked" else CPU_EPOCH_SECONDS[arch]) / FULL_EPOCH * self.size[name]
 
-    images = {name: split_images(config) for name, config in configs.items()}
-
-    def epoch_cost(name: str, kind: str) -> float:
+    def epoch_cost(self, name: str, kind: str) -> float:
         """The seconds of cell ``name``'s epochs left: its training images (all of them: DDP
         ranks on the CPU share its cores) and its validation passes."""
-        return image_seconds(name, kind) * (
-            left[name] * images[name]["train"] +
-            CPU_EVAL_SHARE * validations(configs[name], left[name]) * images[name]["val"])
+        images, left = self.images[name], self.left[name]
+        return self.image_seconds(name, kind) * (
+            left * images["train"] +
+            CPU_EVAL_SHARE * validations(self.configs[name], left) * images["val"])
 
-    def test_cost(name: str, kind: str) -> float:
-        return (name not in diverged) * CPU_EVAL_SHARE * image_seconds(name, kind) * \
-            images[name]["test"]
+    def test_cost(self, name: str, kind: str) -> float:
+        """The seconds of cell ``name``'s test pass (none for a diverged member)."""
+        return (name not in self.diverged) * CPU_EVAL_SHARE * self.image_seconds(name, kind) * \
+            self.images[name]["test"]
 
-    def cost(name: str, kind: str) -> float:
-        return epoch_cost(name, kind) + test_cost(name, kind)
+    def cost(self, name: str, kind: str) -> float:
+        """The seconds of all cell ``name`` has left to do, but its start."""
+        return self.epoch_cost(name, kind) + self.test_cost(name, kind)
 
-    start = {kind: CPU_START_SECONDS + CPU_IMPORT_SECONDS * (jobs > 1 or ddp and kind == "single")
-             for kind in ("stacked", "single")}
-    seconds = {stack_dir: start["stacked"] + sum(cost(m, "stacked") for m in members)
+
+def start_seconds(jobs: int, ddp: bool) -> dict[str, float]:
+    """The seconds a stack and a single cell take to start: a subprocess (with job slots, or a
+    single cell beside a DDP one) imports torch and Lightning first."""
+    return {kind: CPU_START_SECONDS + CPU_IMPORT_SECONDS * (jobs > 1 or ddp and kind == "single")
+            for kind in ("stacked", "single")}
+
+
+def job_seconds(costs: CellCosts, stacks: dict[str, list[str]], single: list,
+                start: dict[str, float]) -> dict[str, float]:
+    """The seconds of each job, a stack (by its folder: its members one after another) or a
+    single cell (by its name), its start included."""
+    seconds = {stack_dir: start["stacked"] + sum(costs.cost(m, "stacked") for m in members)
                for stack_dir, members in stacks.items()}
-    seconds |= {name: start["single"] + cost(name, "single") for name, _ in single}
-    # (jobs beyond the CPU's cores share them: they add no throughput)
-    workers = balanced_parts(list(seconds), seconds, max(1, min(jobs, os.cpu_count() or 1)))
-    wall = max(sum(seconds[job] for job in worker) for worker in workers)
-    kinds = {"stacked": [m for members in stacks.values() for m in members],
-             "single": [name for name, _ in single]}
-    # (the epochs as the cells train them, each at its own training examples)
-    counts = {k: sum(left[name] for name in names) for k, names in kinds.items()}
-    parts = [f"{counts[k]:,} {k} at "
-             f"~{seconds_said(sum(epoch_cost(n, k) for n in names) / counts[k])} s"  # (a mean)
-             for k, names in kinds.items() if counts[k]]
+    seconds |= {name: start["single"] + costs.cost(name, "single") for name, _ in single}
+    return seconds
 
-    def sizes(split: str, names: list[str]) -> str:  # (each size once)
-        return " or ".join(f"{n:,}" for n in sorted({images[name][split] for name in names}))
-    tested = [(n, k) for k, names in kinds.items() for n in names if n not in diverged]
-    if tested:
-        parts.append(f"{plural(len(tested), 'test')} of "
-                     f"{sizes('test', [n for n, _ in tested])} images at "
-                     f"~{seconds_said(sum(test_cost(n, k) for n, k in tested) / len(tested))} s")
-    starts = [start["stacked"]] * len(stacks) + [start["single"]] * len(single)
-    if starts:
-        parts.append(f"{plural(len(starts), 'start')} at "
-                     f"~{seconds_said(sum(starts) / len(starts))} s")  # (a mean)
-    trained = [name for names in kinds.values() for name in names if left[name]]
-    epochs = (f"epochs of {sizes('train', trained)} training and {sizes('val', trained)} "
-              f"validation images: ") if trained else ""  # (none: cells left only to test)
+
+def wall_seconds(seconds: dict[str, float], jobs: int) -> float:
+    """The seconds until the last job ends, the jobs spread over ``jobs`` slots longest first;
+    jobs beyond the CPU's cores share them: they add no throughput."""
+    workers = balanced_parts(list(seconds), seconds, max(1, min(jobs, os.cpu_count() or 1)))
+    return max(sum(seconds[job] for job in worker) for worker in workers)
+
+
+def estimate_said(sweep: Sweep, costs: CellCosts, kinds: dict[str, list[str]],
+                  starts: list[float], cells: int, jobs: int) -> str:
+    """The estimate's description: the ``cells`` left, the images of their epochs, what their
+    epochs (by ``kinds``: the names run stacked and single), tests and ``starts`` cost, and
+    what the times are of."""
+    parts = [*epochs_said(costs, kinds), *tests_said(costs, kinds), *starts_said(starts)]
+    trained = [name for names in kinds.values() for name in names if costs.left[name]]
+    epochs = (f"epochs of {sizes_said(costs, 'train', trained)} training and "
+              f"{sizes_said(costs, 'val', trained)} validation images: "
+              ) if trained else ""  # (none: cells left only to test)
     at_once = f", {jobs} jobs at once" if jobs > 1 else ""
-    return wall / 3600, (f"{plural(len(todo), 'cell')}, {epochs}{', '.join(parts)} "
-                         f"({', '.join(cells_use(sweep, 'arch'))}, the epoch times of a 2-core "
-                         f"CPU{at_once})")
+    return (f"{plural(cells, 'cell')}, {epochs}{', '.join(parts)} "
+            f"({', '.join(cells_use(sweep, 'arch'))}, the epoch times of a 2-core "
+            f"CPU{at_once})")
+
+
+def epochs_said(costs: CellCosts, kinds: dict[str, list[str]]) -> list[str]:
+    """How many epochs are left of each kind, as the cells train them (each at its own
+    training examples), and what one costs on average."""
+    counts = {k: sum(costs.left[name] for name in names) for k, names in kinds.items()}
+    return [f"{counts[k]:,} {k} at "
+            f"~{seconds_said(sum(costs.epoch_cost(n, k) for n in names) / counts[k])} s"
+            for k, names in kinds.items() if counts[k]]
+
+
+def tests_said(costs: CellCosts, kinds: dict[str, list[str]]) -> list[str]:
+    """How many cells are tested (none diverged), of how many images, and what a test costs
+    on average; nothing where none is."""
+    tested = [(n, k) for k, names in kinds.items() for n in names if n not in costs.diverged]
+    if not tested:
+        return []
+    mean = sum(costs.test_cost(n, k) for n, k in tested) / len(tested)
+    return [f"{plural(len(tested), 'test')} of "
+            f"{sizes_said(costs, 'test', [n for n, _ in tested])} images at "
+            f"~{seconds_said(mean)} s"]
+
+
+def starts_said(starts: list[float]) -> list[str]:
+    """How many stacks and single cells start, and what a start costs on average; nothing
+    where none does."""
+    if not starts:
+        return []
+    return [f"{plural(len(starts), 'start')} at ~{seconds_said(sum(starts) / len(starts))} s"]
+
+
+def sizes_said(costs: CellCosts, split: str, names: list[str]) -> str:
+    """The sizes of a split of the cells ``names``, each size once (``2,000 or 55,000``)."""
+    return " or ".join(f"{n:,}" for n in sorted({costs.images[name][split] for name in names}))
 
 
 def split_images(config: RunConfig) -> dict[str, int]:
