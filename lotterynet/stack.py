@@ -49,10 +49,12 @@ from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import Logger
 
 from .checkpointing import (
     CHECKPOINTS,
     LAST,
+    Resumed,
     remove_stale_temp_files,
     write_text_atomic,
 )
@@ -102,6 +104,7 @@ from .run_stops import (
 )
 from .stack_checks import check_stackable
 from .stack_files import (
+    StackRecord,
     cannot_continue,
     check_finished_cells,
     holds_a_stack,
@@ -347,9 +350,40 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
                 in_a_sweep: bool) -> list[dict]:
     """:func:`run_stack`'s training, its folder locked. ``sigterm``: the stack's handler,
     asked after the fit for a SIGTERM that Lightning noted too late to act on."""
-    first, names = configs[0], module.names
-    checkpoint = stack_dir / CHECKPOINTS / LAST
     record = stack_record(stack_dir)
+    resume = resume_point(stack_dir, record, module.names, configs, cell_dirs)
+    budget = max(c.epochs for c in configs)
+    resumed = (resume, record.checkpoint) if resume else None
+    if resumed:
+        say_what_trains_again(stack_dir, record, module.names, configs, cell_dirs)
+        check_resumable(record.checkpoint, module, budget, resume, finite=False)
+        check_callback_states(record.checkpoint, (RNGState(), EpochTimer(), MemberResults(
+            cell_dirs, stack_dir, EpochTimer())))
+    else:
+        forget_earlier_wandb_runs(cell_dirs)
+    loggers = stack_loggers(configs, module, stack_dir, resume, resumed, budget)
+    with ending_wandb_runs(loggers) as logged_to:
+        trainer, results_writer = stack_trainer(configs[0], budget, stack_dir, cell_dirs,
+                                                loggers, resumed)
+        logged_to[:] = trainer.loggers
+        log_stack_hparams(loggers, module, stack_dir, configs, cell_dirs)
+        with reporting_stack_stops(trainer, stack_dir, configs[0], cell_dirs, in_a_sweep):
+            trainer.fit(module, datamodule=data, ckpt_path=resume)
+            sigterm.stop_if_received()
+            results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
+                       else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
+            log_stack_end(loggers, stack_dir, configs, cell_dirs, module,
+                          results_writer.history, results)
+    raise_if_diverged(stack_dir, configs, module)
+    return results
+
+
+def resume_point(stack_dir: Path, record: StackRecord | None, names: list[str],
+                 configs: list[RunConfig], cell_dirs: list[Path]) -> Path | None:
+    """The stack checkpoint this stack resumes from; None where its folder holds none it can
+    continue: refused where the folder holds an earlier stack's checkpoint or history, said
+    where a stack stopped before its first epoch ended left only its metrics there."""
+    checkpoint = stack_dir / CHECKPOINTS / LAST
     why = cannot_continue(record, names, configs, cell_dirs)
     resume = checkpoint if why is None else None
     if resume is None and holds_a_stack(stack_dir):
@@ -360,80 +394,123 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
     if resume is None and (stack_dir / METRICS_FILE).exists():
         print(f"stack {stack_dir.name}: its folder holds no checkpoint and no finished epoch "
               f"(stopped before its first epoch ended): it starts over there", flush=True)
+    return resume
+
+
+def say_what_trains_again(stack_dir: Path, record: StackRecord, names: list[str],
+                          configs: list[RunConfig], cell_dirs: list[Path]) -> None:
+    """Say which members a resumed stack trains again (:func:`trains_again`: a member its
+    checkpoint holds that finished meanwhile outside it), where any does."""
     again = trains_again(record, configs, {name for name, cell in zip(names, cell_dirs)
-                                           if (cell / RESULTS).is_file()}) if resume else None
+                                           if (cell / RESULTS).is_file()})
     if again:
         print(f"stack {stack_dir.name} {again}", flush=True)
-    budget = max(c.epochs for c in configs)
-    resumed = (resume, record.checkpoint) if resume else None
-    if resumed:
-        check_resumable(record.checkpoint, module, budget, resume, finite=False)
-        check_callback_states(record.checkpoint, (RNGState(), EpochTimer(), MemberResults(
-            cell_dirs, stack_dir, EpochTimer())))
-    if resume is None:  # (its members are new runs: none continues the W&B run of one that
-        # was in its cell before, a diverged member's or a stopped single run's, as a run's
-        # --overwrite clears its id)
-        for cell in cell_dirs:
-            if not (cell / RESULTS).is_file():
-                for name in (WANDB_ID_FILE, WANDB_ENDED_FILE):
-                    (cell / name).unlink(missing_ok=True)
-    # (the W&B run's config: what its members' runs' configs share; their learning rate as
-    # they train with it, not the config's null for the architecture's default)
+
+
+def forget_earlier_wandb_runs(cell_dirs: list[Path]) -> None:
+    """A new stack's unfinished members are new runs: none continues the W&B run of one that
+    was in its cell before, a diverged member's or a stopped single run's, as a run's
+    --overwrite clears its id."""
+    for cell in cell_dirs:
+        if not (cell / RESULTS).is_file():
+            for name in (WANDB_ID_FILE, WANDB_ENDED_FILE):
+                (cell / name).unlink(missing_ok=True)
+
+
+def stack_loggers(configs: list[RunConfig], module: StackModule, stack_dir: Path,
+                  resume: Path | None, resumed: Resumed | None, budget: int) -> list[Logger]:
+    """The stack's loggers. Its W&B run's config: what its members' runs' configs share
+    (their learning rate as they train with it, not the config's null for the architecture's
+    default), its members, their sparsities and the longest budget."""
     options = [wandb_config(c, m["spec"], m["optim"]["lr"])
                for c, m in zip(configs, module.hparams.members)]
     shared = {k: v for k, v in options[0].items() if all(o.get(k) == v for o in options)}
-    loggers = make_loggers(stack_dir, {**shared, "members": names,
-                                       "resume": str(resume) if resume else None,
-                                       "sparsities": [c.sparsity for c in configs],
-                                       "epochs": budget}, resumed, job_type="stack")
-    with ending_wandb_runs(loggers) as logged_to:
-        timer = EpochTimer()
-        results_writer = MemberResults(cell_dirs, stack_dir, timer)
-        longest = make_config({**first.to_dict(), "epochs": budget,
-                               "resume": None})
-        trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
-                               resumed=resumed)
-        logged_to[:] = trainer.loggers
-        for logger in loggers:  # (hparams.yaml: the members' cells named as stack.yaml names them)
-            logger.log_hyperparams({**module.hparams, "members": [
-                {**member, "config": config} for member, config in
-                zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
-        what, (again, over) = f"stack {stack_dir.name}", run_again_by(in_a_sweep)
-        less = (f"a sweep with --no-stack (one run per cell) or a smaller --batch-size (now "
-                f"{first.batch_size}; {CELLS_ANEW}) needs less") if in_a_sweep else (
-            f"a stack of fewer members or a smaller batch_size (now {first.batch_size}) needs less")
-        with reporting_interrupts(trainer, checkpoint, f"{what}: {again}",
-                                  nothing=f"{what}: {over}", finished=partial(
-                                      every_member_finished, cell_dirs, in_a_sweep, f"{what}: ")), \
-                reporting_out_of_memory(trainer, what, less, checkpoint, again, nothing=over):
-            trainer.fit(module, datamodule=data, ckpt_path=resume)
-            sigterm.stop_if_received()
-            results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
-                       else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
-            finished = [(name, r, history, cell, config) for name, r, history, cell, config in
-                        zip(names, results, results_writer.history, cell_dirs, configs)
-                        if r["finished"]]
-            # (each ticket in its cell as it is now: a cell finished before the stack's folders
-            # were copied or moved names the old one in its run_dir)
-            finish_wandb(loggers, {f"{name}/{key}": value for name, r, history, *_ in finished
-                                   for key, value in member_summary(r, history).items()},
-                         {name: cell / TICKET for name, _, _, cell, _ in finished
-                          if (cell / TICKET).is_file()})
-            unlogged = unlogged_members((config, cell, r) for _, r, _, cell, config in finished)
-            diverged = [s for s in module.diverged
-                        if configs[s].wandb and not (cell_dirs[s] / WANDB_ENDED_FILE).is_file()]
-            logged = len(unlogged) + len(diverged)
-            if logged:  # (a second or more each, in silence before: review)
-                print(f"stack {stack_dir.name}: logging {plural(logged, 'member')} to W&B as "
-                      f"{'a run of its' if logged == 1 else 'runs of their'} own", flush=True)
-            for member in unlogged:
-                log_member_run(*member)
-            for s in diverged:
-                log_diverged_member(configs[s], cell_dirs[s], module.hparams.members[s],
-                                    member_history(module.model.members[s],
-                                                   results_writer.history[s]))
+    return make_loggers(stack_dir, {**shared, "members": module.names,
+                                    "resume": str(resume) if resume else None,
+                                    "sparsities": [c.sparsity for c in configs],
+                                    "epochs": budget}, resumed, job_type="stack")
+
+
+def stack_trainer(first: RunConfig, budget: int, stack_dir: Path, cell_dirs: list[Path],
+                  loggers: list[Logger], resumed: Resumed | None
+                  ) -> tuple[pl.Trainer, MemberResults]:
+    """The stack's Trainer, run for the longest member's ``budget``, and its callback that
+    writes each member's cell as it finishes (:class:`MemberResults`)."""
+    timer = EpochTimer()
+    results_writer = MemberResults(cell_dirs, stack_dir, timer)
+    longest = make_config({**first.to_dict(), "epochs": budget,
+                           "resume": None})
+    trainer = make_trainer(longest, stack_dir, loggers, timer, callbacks=(results_writer,),
+                           resumed=resumed)
+    return trainer, results_writer
+
+
+def log_stack_hparams(loggers: list[Logger], module: StackModule, stack_dir: Path,
+                      configs: list[RunConfig], cell_dirs: list[Path]) -> None:
+    """Log the stack's hyperparameters (hparams.yaml), its members' cells named as stack.yaml
+    names them."""
+    for logger in loggers:
+        logger.log_hyperparams({**module.hparams, "members": [
+            {**member, "config": config} for member, config in
+            zip(module.hparams.members, members_in(stack_dir, configs, cell_dirs))]})
+
+
+@contextlib.contextmanager
+def reporting_stack_stops(trainer: pl.Trainer, stack_dir: Path, first: RunConfig,
+                          cell_dirs: list[Path], in_a_sweep: bool):
+    """A stack's fit stopped (Ctrl-C, SIGTERM) or out of memory ends in one line saying how it
+    goes on: run again (by the sweep, or run_stack), or with less memory needed."""
+    checkpoint = stack_dir / CHECKPOINTS / LAST
+    what, (again, over) = f"stack {stack_dir.name}", run_again_by(in_a_sweep)
+    less = (f"a sweep with --no-stack (one run per cell) or a smaller --batch-size (now "
+            f"{first.batch_size}; {CELLS_ANEW}) needs less") if in_a_sweep else (
+        f"a stack of fewer members or a smaller batch_size (now {first.batch_size}) needs less")
+    with reporting_interrupts(trainer, checkpoint, f"{what}: {again}",
+                              nothing=f"{what}: {over}", finished=partial(
+                                  every_member_finished, cell_dirs, in_a_sweep, f"{what}: ")), \
+            reporting_out_of_memory(trainer, what, less, checkpoint, again, nothing=over):
+        yield
+
+
+def log_stack_end(loggers: list[Logger], stack_dir: Path, configs: list[RunConfig],
+                  cell_dirs: list[Path], module: StackModule, histories: list[list[dict]],
+                  results: list[dict]) -> None:
+    """End the stack's W&B run with its finished members' summaries and tickets (each ticket
+    in its cell as it is now: a cell finished before the stack's folders were copied or moved
+    names the old one in its run_dir), then log its members as runs of their own."""
+    finished = [(name, r, history, cell, config) for name, r, history, cell, config in
+                zip(module.names, results, histories, cell_dirs, configs)
+                if r["finished"]]
+    finish_wandb(loggers, {f"{name}/{key}": value for name, r, history, *_ in finished
+                           for key, value in member_summary(r, history).items()},
+                 {name: cell / TICKET for name, _, _, cell, _ in finished
+                  if (cell / TICKET).is_file()})
+    unlogged = unlogged_members((config, cell, r) for _, r, _, cell, config in finished)
+    log_members_as_runs(stack_dir, configs, cell_dirs, module, histories, unlogged)
+
+
+def log_members_as_runs(stack_dir: Path, configs: list[RunConfig], cell_dirs: list[Path],
+                        module: StackModule, histories: list[list[dict]],
+                        unlogged: list[tuple[RunConfig, Path, dict]]) -> None:
+    """Log to W&B, each as the run of its cell, the ``unlogged`` finished members
+    (:func:`log_member_run`) and the diverged ones whose run has not ended
+    (:func:`log_diverged_member`), saying so first (a second or more each)."""
+    diverged = [s for s in module.diverged
+                if configs[s].wandb and not (cell_dirs[s] / WANDB_ENDED_FILE).is_file()]
+    logged = len(unlogged) + len(diverged)
+    if logged:  # (a second or more each, in silence before: review)
+        print(f"stack {stack_dir.name}: logging {plural(logged, 'member')} to W&B as "
+              f"{'a run of its' if logged == 1 else 'runs of their'} own", flush=True)
+    for member in unlogged:
+        log_member_run(*member)
+    for s in diverged:
+        log_diverged_member(configs[s], cell_dirs[s], module.hparams.members[s],
+                            member_history(module.model.members[s], histories[s]))
+
+
+def raise_if_diverged(stack_dir: Path, configs: list[RunConfig], module: StackModule) -> None:
+    """A stack one of whose members diverged fails, naming each (the others finished)."""
     if module.diverged:
         others = len(configs) - len(module.diverged)
         raise TrainingDiverged(f"stack {stack_dir}: {'; '.join(module.diverged.values())}; "
                                f"lower --lr" + f" (the other {others} finished)" * (others > 0))
-    return results
