@@ -7,6 +7,7 @@ memory together (:func:`fitting_parts`); a stack stopped before resumes as it is
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -61,59 +62,119 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
     found = sorted((sweep_dir / "stacks").glob("*"))  # (the stacks earlier runs left)
     # a cell interrupted in a single run resumes singly, from its checkpoint
     unfinished = {name for name, config in todo if not config.resume}
-    to_train = {name for name, _ in todo}
-    stacks: dict[Path, list[str]] = {}
-    said: dict[Path, tuple[str | None, str]] = {}
-    resumed: dict[Path, StackRecord] = {}
-
-    def cannot_go_on(record: StackRecord | None, members: list[str]) -> str | None:
-        return cannot_continue(record, members, [configs[c] for c in members],
-                               [sweep_dir / "cells" / c for c in members])
-
+    plan = StackPlan(sweep_dir, configs, {name for name, _ in todo})
     have = memory_available()
     for group, cells in groups.items():
         left = [c for c in cells if c in unfinished]
         if not left:
             continue
-        split = fitting_parts(cells, budgets, min(parts, len(cells)), configs, have, slots)
-        n = len(split)
-        planned = {sweep_dir / "stacks" / (f"{group}-part{i + 1}of{n}" if n > 1 else group):
-                   part for i, part in enumerate(split)}
-        records = {folder: stack_record(folder) for folder in [*planned, *(
-            f for f in found if f not in planned
-            and re.fullmatch(f"{re.escape(group)}(?:{PART})?", f.name))]}
+        wanted = min(parts, len(cells))
+        split = fitting_parts(cells, budgets, wanted, configs, have, slots)
+        planned = part_folders(sweep_dir / "stacks", group, split)
+        records = group_records(group, planned, found)
         recorded = {folder: list(record.members) if record else []
                     for folder, record in records.items()}
-        taken = resuming_stacks(records, recorded, left, cells, cannot_go_on)
-        if say and n > min(parts, len(cells)) and not taken and \
+        taken = resuming_stacks(records, recorded, left, cells, plan.cannot_go_on)
+        if say and len(split) > wanted and not taken and \
                 not any(f.exists() for f in planned):  # (the cut is made now, not resumed)
             print(split_line(group, cells, split, configs, have, slots), flush=True)
         for folder, record in records.items():
-            members = recorded[folder]
-            if folder in taken.values():  # (it resumes)
-                stacks[folder], resumed[folder] = members, record
-                again = trains_again(record, [configs[c] for c in members],
-                                     set(members) - to_train)
-                if again:
-                    said[folder] = (None, again)
-                continue
-            rest = [c for c in planned.get(folder, []) if c in left and c not in taken]
-            if len(rest) > 1:
-                stacks[folder] = rest
-                if not holds_a_stack(folder):
-                    continue
-                compared = members if set(rest) & set(members) and \
-                    set(members) <= set(planned[folder]) else rest
-            elif set(left) & set(members) and (folder not in planned
-                                                 or set(members) & set(taken)):
-                compared = [c for c in members if c in cells]  # (its cells train elsewhere)
-            else:
-                continue
-            said[folder] = why_set_aside(folder, members, taken, to_train, sweep_dir / "cells",
-                                         partial(cannot_go_on, record, compared))
-    stacked = {c for members in stacks.values() for c in members}
-    return stacks, [(name, config) for name, config in todo if name not in stacked], said, \
-        resumed
+            plan.place(folder, record, recorded[folder], planned, left, cells, taken)
+    return plan.result(todo)
+
+
+def part_folders(stacks_dir: Path, group: str, split: list[list[str]]
+                 ) -> dict[Path, list[str]]:
+    """The folder of each part of a group's stack (``split``) -> its cells: the group's name
+    for a stack not cut, else ``<group>-part<i>of<n>``."""
+    n = len(split)
+    return {stacks_dir / (f"{group}-part{i + 1}of{n}" if n > 1 else group): part
+            for i, part in enumerate(split)}
+
+
+def group_records(group: str, planned: dict[Path, list[str]], found: list[Path]
+                  ) -> dict[Path, StackRecord | None]:
+    """The checkpoint record of every folder of a group's stacks (None: none readable): the
+    ``planned`` parts first, then those that earlier runs left (``found``: ``<group>`` or a
+    part's, as a run with other slots cut it)."""
+    return {folder: stack_record(folder) for folder in [*planned, *(
+        f for f in found if f not in planned
+        and re.fullmatch(f"{re.escape(group)}(?:{PART})?", f.name))]}
+
+
+@dataclass
+class StackPlan:
+    """What :func:`plan_stacks` plans, a group at a time (:meth:`place`): the ``stacks`` to
+    run, what to ``said`` of a stack's folder before it runs, and the records of the stacks
+    ``resumed``. ``to_train``: the cells to run."""
+
+    sweep_dir: Path
+    configs: dict[str, RunConfig]
+    to_train: set[str]
+    stacks: dict[Path, list[str]] = field(default_factory=dict)
+    said: dict[Path, tuple[str | None, str]] = field(default_factory=dict)
+    resumed: dict[Path, StackRecord] = field(default_factory=dict)
+
+    def cannot_go_on(self, record: StackRecord | None, members: list[str]) -> str | None:
+        """Why ``record``'s checkpoint does not continue a stack of the cells ``members``
+        (:func:`~lotterynet.stack_files.cannot_continue`), None where it does."""
+        return cannot_continue(record, members, [self.configs[c] for c in members],
+                               [self.sweep_dir / "cells" / c for c in members])
+
+    def place(self, folder: Path, record: StackRecord | None, members: list[str],
+              planned: dict[Path, list[str]], left: list[str], cells: list[str],
+              taken: dict[str, Path]) -> None:
+        """Plan a folder of a group (``members``: its checkpoint's): the stack that resumes
+        there (``taken``), or the group's ``left`` cells planned there that no resumed stack
+        holds, and what to say of a stack in it that does not resume (:func:`why_set_aside`)."""
+        if folder in taken.values():
+            self.resume(folder, record, members)
+            return
+        rest = [c for c in planned.get(folder, []) if c in left and c not in taken]
+        if len(rest) > 1:
+            self.stacks[folder] = rest
+        compared = compared_members(folder, members, rest, planned, left, cells, taken)
+        if compared is not None:
+            self.said[folder] = why_set_aside(folder, members, taken, self.to_train,
+                                              self.sweep_dir / "cells",
+                                              partial(self.cannot_go_on, record, compared))
+
+    def resume(self, folder: Path, record: StackRecord, members: list[str]) -> None:
+        """Plan the stack in ``folder`` to resume with every member its checkpoint holds,
+        saying which of them finished outside it and train again (:func:`trains_again`)."""
+        self.stacks[folder], self.resumed[folder] = members, record
+        again = trains_again(record, [self.configs[c] for c in members],
+                             set(members) - self.to_train)
+        if again:
+            self.said[folder] = (None, again)
+
+    def result(self, todo: list[tuple[str, RunConfig]]
+               ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]],
+                          dict[Path, tuple[str | None, str]], dict[Path, StackRecord]]:
+        """:func:`plan_stacks`'s four: the stacks, the cells of ``todo`` that no stack holds
+        (they run singly), what to say of each stack's folder, and the resumed ones' records."""
+        stacked = {c for members in self.stacks.values() for c in members}
+        return self.stacks, [(name, config) for name, config in todo if name not in stacked], \
+            self.said, self.resumed
+
+
+def compared_members(folder: Path, members: list[str], rest: list[str],
+                     planned: dict[Path, list[str]], left: list[str], cells: list[str],
+                     taken: dict[str, Path]) -> list[str] | None:
+    """The cells whose stack a folder that does not resume was asked to continue, for why it
+    cannot (``members``: its checkpoint's; ``rest``: the cells planned there now): its
+    recorded members where they are those of its part, else the planned ones; for a folder
+    planned for no stack, the group's cells among its members (they train elsewhere). None:
+    nothing to say of it (a new stack's folder that holds none before it, or a folder whose
+    stack holds no cell this plan trains elsewhere)."""
+    if len(rest) > 1:
+        if not holds_a_stack(folder):
+            return None
+        return members if set(rest) & set(members) and \
+            set(members) <= set(planned[folder]) else rest
+    if set(left) & set(members) and (folder not in planned or set(members) & set(taken)):
+        return [c for c in members if c in cells]  # (its cells train elsewhere)
+    return None
 
 
 def stack_groups(sweep: Sweep, configs: dict[str, RunConfig]
