@@ -220,7 +220,6 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     configs = cell_configs(sweep, sweep_dir)
     todo = [(name, cfg) for name, config in configs.items()
             if (cfg := prepare_cell(config)) is not None]
-    total, done = len(configs), len(configs) - len(todo)
     to_report = {name for name, _ in todo}  # (a resumed stack's finished members are done)
     gpus = torch.cuda.device_count()
     workers = max(1, gpus) * jobs_per_device
@@ -228,63 +227,95 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
     slots = 1 if ddp else workers
     stacks, todo, said, _ = plan_stacks(sweep, sweep_dir, configs, todo, slots, True) if \
         stack else ({}, todo, {}, {})
+    set_aside_or_say(said, sweep_dir, slots)
+    say_what_runs(sweep_dir, len(configs), len(to_report), stacks)
+    if planned is not None:
+        planned.set()
+    report = Progress(sweep_dir, len(configs), to_report).report
+    if slots > 1:  # every stack and cell in its own subprocess, jobs_per_device at once per device
+        devices = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
+        return run_as_jobs(stacks, todo, configs, devices, sweep_dir, report)
+    failed = run_stacks(stacks, configs, report)
+    if not ddp:
+        return failed + run_singly(todo, report)
+    # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
+    # in its own train.py that sees all devices, one at a time.
+    return failed + run_as_jobs({}, todo, configs, [None], sweep_dir, report)
+
+
+def set_aside_or_say(said: dict[Path, tuple[str | None, str]], sweep_dir: Path,
+                     slots: int) -> None:
+    """Act on what the plan says of each stack's folder (:func:`plan_stacks`): set aside one
+    whose stack does not resume (its tag), and say which members a resumed stack trains again
+    where a job runs it (a stack in this process says it as it resumes: train_stack)."""
     for stack_dir, (tag, why) in said.items():
         if tag:
             set_aside(stack_dir, f"stack {stack_dir.name} {why}", sweep_dir / "cells", tag=tag)
-        elif slots > 1:  # (a stack in this process says it as it resumes: train_stack)
+        elif slots > 1:
             print(f"stack {stack_dir.name} {why}", flush=True)
-    to_run = len(to_report)
-    stacked = f" ({plural(len(stacks), 'stack')})" if stacks else ""
-    print(f"sweep {sweep_dir}: {plural(total, 'cell')}, {done:,} already done, {to_run:,} to run"
-          f"{stacked}", flush=True)
-    if planned is not None:
-        planned.set()
-    start = time.perf_counter()
 
-    def report(name: str, failure: Failure | None = None) -> None:
+
+def say_what_runs(sweep_dir: Path, total: int, to_run: int, stacks: dict[Path, list[str]]
+                  ) -> None:
+    """The sweep's first line: how many cells it has, how many are done, and how many it runs
+    (in how many stacks)."""
+    stacked = f" ({plural(len(stacks), 'stack')})" if stacks else ""
+    print(f"sweep {sweep_dir}: {plural(total, 'cell')}, {total - to_run:,} already done, "
+          f"{to_run:,} to run{stacked}", flush=True)
+
+
+class Progress:
+    """A sweep's progress lines (:meth:`report`), one per cell it ran, its time counted from
+    when it was made: ``total`` cells, of which ``to_report`` (the names of those to run) are
+    not done yet."""
+
+    def __init__(self, sweep_dir: Path, total: int, to_report: set[str]):
+        self.sweep_dir, self.total, self.to_report = sweep_dir, total, to_report
+        self.to_run = len(to_report)
+        self.done = total - self.to_run
+        self.start = time.perf_counter()
+
+    def report(self, name: str, failure: Failure | None = None) -> None:
         """The progress line of a cell that ran: its test accuracy, else how it ended (its
         stack's or its own ``failure``'s word, :attr:`Failure.ended`)."""
-        nonlocal done
-        if name not in to_report:
+        if name not in self.to_report:
             return
-        to_report.discard(name)
-        done += 1
-        elapsed = time.perf_counter() - start
-        ran = done - (total - to_run)
-        eta = elapsed / ran * (total - done)
-        cell_dir = sweep_dir / "cells" / name  # (stored as the sweep stores its paths)
+        self.to_report.discard(name)
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        ran = self.done - (self.total - self.to_run)
+        eta = elapsed / ran * (self.total - self.done)
+        cell_dir = self.sweep_dir / "cells" / name  # (stored as the sweep stores its paths)
         acc = (relocate(cell_dir, read_results(cell_dir)) or {}).get("test_acc")
         tested = f"test {100 * acc:.2f}%" if acc is not None else \
             failure.ended if failure else NOT_FINISHED
-        print(f"[{done}/{total}] {name}: {tested} | elapsed {elapsed:.0f} s | ETA {eta:.0f} s",
-              flush=True)
+        print(f"[{self.done}/{self.total}] {name}: {tested} | elapsed {elapsed:.0f} s | "
+              f"ETA {eta:.0f} s", flush=True)
 
-    if slots == 1:
-        failed = run_stacks(stacks, configs, report)
-        if not ddp:
-            for name, config in todo:
-                failure = failure_of(partial(run_in_the_sweep, name, config), [name],
-                                     f"cell {name}: ")
-                if failure:
-                    failed.append(failure)
-                report(name, failure)
-            return failed
-        # DDP cells: Lightning relaunches the running script per rank, so every such cell runs
-        # in its own train.py that sees all devices, one at a time.
-        stacks, devices = {}, [None]
-    else:  # every stack and cell in its own subprocess, jobs_per_device at once per device
-        failed = []
-        devices = [gpu for gpu in range(gpus) for _ in range(jobs_per_device)] or [None] * workers
 
-    def jobs() -> Iterator[Job]:
-        """Each job as it is written (:func:`run_jobs` starts it, saying so, and stops on
-        Ctrl-C meanwhile)."""
-        for stack_dir, members in stacks.items():
-            yield stack_job(stack_dir, [configs[m] for m in members], members, sweep_dir)
-        for name, config in todo:
-            yield cell_job(name, config)
+def run_singly(todo: list[tuple[str, RunConfig]], report) -> list[Failure]:
+    """The single cells in this process, one after another; returns the :class:`Failure` of
+    each that diverged, ran out of memory or that W&B failed to log (:func:`failure_of`; the
+    others go on)."""
+    failed = []
+    for name, config in todo:
+        failure = failure_of(partial(run_in_the_sweep, name, config), [name], f"cell {name}: ")
+        if failure:
+            failed.append(failure)
+        report(name, failure)
+    return failed
+
+
+def run_as_jobs(stacks: dict[Path, list[str]], todo: list[tuple[str, RunConfig]],
+                configs: dict[str, RunConfig], devices: list, sweep_dir: Path, report
+                ) -> list[Failure]:
+    """Every stack and single cell in a train.py of its own, as many at once as there are
+    ``devices`` (job slots); returns the :class:`Failure` of each job that failed (the others
+    go on)."""
+    failed = []
 
     def finished(job: Job, code: int | None) -> None:
+        """Note the job's failure (its exit ``code`` not 0), and report each of its cells."""
         failure = None if code == 0 else \
             Failure(f"{job.what} {how_it_ended(code, job)}; its output: {job.log}", code,
                     tuple(job.cells))
@@ -293,8 +324,18 @@ def run_cells(sweep: Sweep, sweep_dir: Path, jobs_per_device: int, stack: bool =
         for name in job.cells:  # (a failed stack's finished members too)
             report(name, failure)
 
-    run_jobs(jobs(), devices, sweep_dir, finished)
+    run_jobs(jobs_of(stacks, todo, configs, sweep_dir), devices, sweep_dir, finished)
     return failed
+
+
+def jobs_of(stacks: dict[Path, list[str]], todo: list[tuple[str, RunConfig]],
+            configs: dict[str, RunConfig], sweep_dir: Path) -> Iterator[Job]:
+    """Each job as it is written (:func:`run_jobs` starts it, saying so, and stops on Ctrl-C
+    meanwhile): the stacks, then the single cells."""
+    for stack_dir, members in stacks.items():
+        yield stack_job(stack_dir, [configs[m] for m in members], members, sweep_dir)
+    for name, config in todo:
+        yield cell_job(name, config)
 
 
 @contextlib.contextmanager
