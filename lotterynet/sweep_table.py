@@ -16,10 +16,11 @@ from pathlib import Path
 from .checkpointing import savefig_atomic, write_csv_atomic, write_text_atomic
 from .config import RunConfig
 from .data import DATASETS
-from .errors import plural
+from .errors import ConfigError, plural
 from .machine import refuse_larger_than_memory
 from .params import kept_params
 from .pensia_figure2 import LABELS, TRAINED, paper_accuracy
+from .resumable import is_real
 from .run_dir import RESULTS
 from .sweep_cells import cells_use
 from .sweep_grid import BASELINE, Sweep, cell_name, config_value, hash_legend
@@ -76,10 +77,8 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
             missing.setdefault((label, sparsity), []).append(
                 f"e{values['epochs']}-seed{values['seed']}")
             continue
-        refuse_larger_than_memory(results_file, str(results_file))  # (read whole, a file of
-        # a terabyte was a MemoryError's traceback)
         budgets.setdefault((label, sparsity, values["seed"]), []).append(
-            json.loads(results_file.read_text()))
+            read_cell_results(results_file))
     groups: dict[tuple, dict[int, tuple[dict, str]]] = {}
     for (label, sparsity, seed), runs in budgets.items():
         groups.setdefault((label, sparsity), {})[seed] = best_budget(runs)
@@ -119,6 +118,45 @@ def aggregate(sweep: Sweep, sweep_dir: Path) -> list[dict]:
     rows = [{k: v for k, v in row.items() if k not in unused} for row in rows]
     return sorted(rows, key=lambda r: (r["variant"] == BASELINE, r["variant"], not r["seeds"],
                                        r["kept_params"]))
+
+
+def read_cell_results(path: Path) -> dict:
+    """A cell's ``results.json`` as :func:`aggregate` reads it; one it cannot tabulate (not
+    JSON, as a write cut short or a hand edit leaves it, or without the test accuracy,
+    parameter counts or epochs its row holds) is refused in one line naming it, where it was
+    a JSONDecodeError's or KeyError's traceback. Moved away, the sweep run again reruns the
+    cell (from its checkpoint, where it has one); one not a mapping with a test accuracy in
+    [0, 1] it sets aside and trains anew itself (:func:`~lotterynet.sweep_cells.plan_cell`)."""
+    refuse_larger_than_memory(path, str(path))  # (read whole, a file of a terabyte was a
+    # MemoryError's traceback)
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        fault = str(err)
+    else:
+        fault = results_fault(results)
+    if fault:
+        raise ConfigError(f"{path} is not a finished cell's results ({fault}); move it away (the "
+                          f"sweep run again reruns the cell) or restore it")
+    return results
+
+
+def results_fault(results) -> str | None:
+    """What keeps ``results`` (a cell's, as read) from a row of :func:`aggregate`, or None."""
+    if not isinstance(results, dict):
+        return "not a mapping"
+    acc, val = results.get("test_acc"), results.get("val_acc")
+    if not (is_real(acc) and 0 <= acc <= 1):
+        return "no test accuracy in [0, 1]"
+    if not (val is None or is_real(val)):
+        return f"a validation accuracy of {val!r}"
+    params, config = results.get("params"), results.get("config")
+    if not (isinstance(params, dict) and all(type(params.get(key)) is int
+                                             for key in ("kept", "trainable", "maskable"))):
+        return "no parameter counts (kept, trainable, maskable)"
+    if not (isinstance(config, dict) and type(config.get("epochs")) is int):
+        return "no epochs in its config"
+    return None
 
 
 #: What :func:`write_table` (the table as CSV and Markdown) and :func:`plot` (the figure as

@@ -122,6 +122,33 @@ def test_a_cell_result_or_a_wandb_group_larger_than_the_memory_is_refused_unread
         folder_wandb_group(tmp_path)
 
 
+@pytest.mark.parametrize("written, fault", [
+    ("{bad", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ("[]", "not a mapping"),
+    ('{"test_acc": 1.5}', "no test accuracy in [0, 1]"),
+    ('{"test_acc": 0.9, "val_acc": "x"}', "a validation accuracy of 'x'"),
+    ('{"test_acc": 0.9, "params": {"kept": 10}}', "no parameter counts (kept, trainable, "
+                                                  "maskable)"),
+    ('{"test_acc": 0.9, "params": {"kept": 1, "trainable": 1, "maskable": 1}, "config": {}}',
+     "no epochs in its config")])
+def test_a_damaged_cell_result_is_refused_in_a_line_naming_it(tmp_path, written, fault):
+    """A cell's results.json that is not JSON (``{bad``: a write cut short, a hand edit), or
+    lacks what its row holds, was a JSONDecodeError's (KeyError's) traceback from the table.
+    (A sweep run again sets a cell of results not JSON aside and trains it anew before its
+    table; one of a hand-edited mapping it counts done: moved away, it reruns the cell.)"""
+    sweep = Sweep(base={"arch": "fc2"}, variants=[parse_variant("dense")], sparsities=[0.9],
+                  epochs=[1], baseline=False)
+    [(label, values)] = sweep.cells()
+    results = tmp_path / "cells" / cell_name(label, values) / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(written)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(results))} is not a finished "
+                                          rf"cell's results \({re.escape(fault)}\); move it "
+                                          rf"away \(the sweep run again reruns the cell\) or "
+                                          rf"restore it$"):
+        table_module.aggregate(sweep, tmp_path)
+
+
 def test_cells_written_before_an_option_existed_get_the_paper_points(tmp_path):
     """A cell whose results.json was written before ``hidden`` (and the other later options)
     existed, as those of results/sweep_fc2_cpu_reduced/, is a finished cell of the sweep run
