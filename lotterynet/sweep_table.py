@@ -354,8 +354,7 @@ def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
     rows = wandb_table_rows(rows)
     # (the figure is drawn from the rows and the grid)
     logged = hashlib.sha256(json.dumps([run_id, options, config, rows]).encode()).hexdigest()
-    record = figure.parent / WANDB_LOGGED_FILE
-    if record.is_file() and record.read_text().strip() == logged:
+    if logged_record(figure.parent / WANDB_LOGGED_FILE) == logged:
         return
     summary = quietly_started(partial(  # (beside a run the user has open, which W&B
         # returned, or in a notebook finished)
@@ -366,7 +365,18 @@ def log_to_wandb(rows: list[dict], figure: Path, sweep: Sweep) -> None:
         table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
         summary.log({"sweep/table": table, "sweep/figure": wandb.Image(str(figure))})
     close_wandb_run(summary)
-    write_text_atomic(record, logged + "\n")
+    write_text_atomic(figure.parent / WANDB_LOGGED_FILE, logged + "\n")
+
+
+def logged_record(record: Path) -> str | None:
+    """The digest in a sweep's :data:`WANDB_LOGGED_FILE`; None where there is none or it
+    cannot be read (not text, larger than the memory: read whole, a MemoryError's traceback),
+    which :func:`log_to_wandb` then logs again and writes anew."""
+    try:
+        refuse_larger_than_memory(record, str(record), OSError)
+        return record.read_text().strip()
+    except (OSError, ValueError):  # (none, a folder, unreadable, not UTF-8)
+        return None
 
 
 #: The table's columns in percent (``gap`` in points) in sweep.md and sweep.csv, as the

@@ -1,13 +1,14 @@
 """A run's W&B logger, offline (no training): where it writes, and the run id a resume keeps."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import wandb_exit_code
+from conftest import terabyte_file, wandb_exit_code
 from lotterynet.cli import main
 from lotterynet.config import make_config
 from lotterynet.loggers import (
@@ -385,6 +386,31 @@ def test_the_sweep_summary_table_holds_accuracies_as_fractions_as_its_runs(tmp_p
          "seeds": 2, "best_epochs": [10, 20], "paper_acc": 0.9724, "gap": -0.0012},
         {"variant": "trained", "sparsity": 0.0, "test_acc_mean": 0.985, "test_acc_std": 0.0,
          "seeds": 2, "best_epochs": [5, 5], "paper_acc": None, "gap": None}]
+
+
+@pytest.mark.parametrize("damage", ["terabyte", "not utf-8"])
+def test_a_wandb_logged_record_that_cannot_be_read_logs_the_summary_again(tmp_path,
+                                                                         monkeypatch, damage):
+    """A sweep's wandb-logged record (what its summary run holds) was read whole: one of 1 TiB
+    (sparse here, or a damaged copy) was a MemoryError's traceback, one not UTF-8 a
+    UnicodeDecodeError's. It reads as no record: the summary is logged, and the record
+    written anew."""
+    from lotterynet import sweep_table as table_module
+    from lotterynet.sweep_grid import Sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    figure = a_figure(tmp_path / "figure.png")
+    record = tmp_path / table_module.WANDB_LOGGED_FILE
+    if damage == "terabyte":
+        terabyte_file(record)
+    else:
+        record.write_bytes(b"\xff" * 65)
+    table_module.log_to_wandb([{"variant": "dense", "test_acc_mean": 97.0}], figure,
+                              Sweep({"wandb": True}, [{"structure": "dense"}], [0.5], [1]))
+    (table,) = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*/files/**/*.table.json")
+    assert json.loads(table.read_text())["data"] == [["dense", 0.97]]
+    assert re.fullmatch(r"[0-9a-f]{64}\n", record.read_text())
 
 
 def test_a_sweep_summary_is_logged_again_only_where_its_table_changed(tmp_path, monkeypatch):
