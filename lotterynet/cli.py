@@ -189,8 +189,10 @@ def given_values(args: argparse.Namespace) -> Overrides:
         flags = {**covered, **flags, "trainer": options}
         flagged = {**{key: f"--trainer.{name}" for name, key in TRAINER_KEYS.items()
                       if name in given}, **flagged}  # (--trainer.devices auto: not covered)
+    # (the file's devices, flat or trainer.devices, read into the Trainer's: named as its own)
+    in_file = set(values) | ({"devices"} if "devices" in (values.get("trainer") or {}) else set())
     return Overrides(lightning_devices(overlay(without_devices_named_in(values, flags), flags)),
-                     frozenset(set(values) - set(flagged)), flagged)
+                     frozenset(in_file - set(flagged)), flagged)
 
 
 def config_from_args(args: argparse.Namespace):

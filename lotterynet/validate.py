@@ -54,7 +54,8 @@ def check_hardware(config: RunConfig, given_precision=None,
 
 def check_devices(devices, gpu: bool, available: int, kind: str, flag: str) -> None:
     """``devices`` (given as ``flag``): a count of the machine's ``available`` devices,
-    ``auto``, and on GPUs Lightning's GPU indices (``0,1``, ``[0, 1]``; ``-1``, every GPU),
+    ``auto``, and on GPUs Lightning's GPU indices (``0,1``, ``[0, 1]``; ``-1``, every GPU,
+    as text from ``--devices`` or a number from ``--trainer.devices``: the number was refused),
     which Lightning checks. Anything else was refused in other words than the valid choices:
     0 "devices must be positive, got 0"; 99 by the examples it left some of the 99 devices,
     before the machine's 2 cores; ``abc`` only once the Trainer was built, in Lightning's
@@ -64,7 +65,7 @@ def check_devices(devices, gpu: bool, available: int, kind: str, flag: str) -> N
         return  # (a float: the Trainer's types refuse it, checked later)
     if type(devices) is int and 1 <= devices <= available:
         return
-    gpu_indices = isinstance(devices, list) or devices == "-1" or \
+    gpu_indices = isinstance(devices, list) or devices in (-1, "-1") or \
         isinstance(devices, str) and re.fullmatch(r"[\d\s,]*\d[\d\s,]*", devices)
     if gpu and gpu_indices:
         return

@@ -22,7 +22,7 @@ import yaml
 
 from conftest import LARGER_THAN_MEMORY, REPO, TINY_BIT, terabyte_file
 from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
-from lotterynet.cli import main
+from lotterynet.cli import build_parser, main
 from lotterynet.config import load_yaml, make_config
 from lotterynet.config_yaml import ConfigLoader
 from lotterynet.errors import ConfigError
@@ -1065,6 +1065,9 @@ def test_devices_neither_a_count_nor_auto_are_named_with_the_valid_choices(value
     (["--trainer.devices", "abc"], "--trainer.devices 'abc' is not a count of CPU cores nor auto"),
     (["--config", "{file}"], "config file '{file}': devices 0 is not a count of CPU cores nor "
                              "auto"),
+    # (a file's trainer: {devices: abc} was named --devices 'abc', a flag not given)
+    (["--config", "{trainer_file}"], "config file '{trainer_file}': devices 'abc' is not a count "
+                                     "of CPU cores nor auto"),
     # (it was refused by the examples it left some of the 99 devices, the 2 cores unsaid)
     (["--devices", "{many}", "--limit-train", "64"], "--devices {many}: this machine has {cores} "
                                                      "CPU cores")])
@@ -1073,13 +1076,14 @@ def test_a_device_count_this_machine_cannot_run_is_named_with_the_valid_choices(
     """``--devices 0`` was refused as "devices must be positive, got 0": a config key, and no
     word of what is valid (``auto``, and no more than the machine has)."""
     file = write(tmp_path / "c.yaml", {"devices": 0})
+    trainer_file = write(tmp_path / "t.yaml", {"trainer": {"devices": "abc"}})
     cores = os.cpu_count()
-    fill = {"file": file, "many": cores + 1, "cores": cores}
+    fill = {"file": file, "trainer_file": trainer_file, "many": cores + 1, "cores": cores}
     argv = [arg.format(**fill) for arg in given]
     assert main([*argv, "--accelerator", "cpu", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == (f"train.py: error: {named.format(**fill)}; valid choices "
                                        f"on the CPU: 1 to {cores}, or auto\n")
-    assert sorted(tmp_path.iterdir()) == [Path(file)]
+    assert sorted(tmp_path.iterdir()) == sorted([Path(file), Path(trainer_file)])
 
 
 @pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")
@@ -1123,6 +1127,23 @@ def test_devices_on_gpus_take_gpu_indices_and_name_the_valid_choices(monkeypatch
                                           r"nor GPU indices; valid choices: 1 to 2, auto, or "
                                           r"GPU indices such as 0,1$"):
         check_hardware(RunConfig(accelerator="gpu", trainer={"devices": "abc"}))
+
+
+@pytest.mark.parametrize("given", [["--devices", "-1"], ["--trainer.devices", "-1"],
+                                   ["--trainer.devices=-1"], ["--config", "{file}"]])
+def test_minus_one_device_is_every_gpu_in_either_spelling(given, tmp_path, monkeypatch):
+    """``--trainer.devices -1`` (read as the number -1, as a config file's ``devices: -1``) was
+    refused on GPUs, "--trainer.devices -1 is not a count of CUDA GPUs, auto, nor GPU indices",
+    where ``--devices -1`` (read as text) went to Lightning as every GPU: both are every GPU
+    (two here, simulated)."""
+    from lotterynet.cli import config_from_args
+    from lotterynet.config_schema import device_count
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    file = write(tmp_path / "c.yaml", {"devices": -1})
+    argv = ["--accelerator", "gpu", *(arg.format(file=file) for arg in given)]
+    assert device_count(config_from_args(build_parser().parse_args(argv))) == 2
 
 
 def test_rank_variables_left_in_the_shell_are_refused(tmp_path, stopped_run, data_dir,
