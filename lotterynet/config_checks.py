@@ -16,6 +16,7 @@ import math
 import netrc
 import os
 import shlex
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -181,10 +182,27 @@ WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
 WANDB_NAME_MAX = 128
 
 
+#: The W&B names and texts a run gives W&B (its ``wandb.init``), with the control characters
+#: each may hold: notes are a run's description, of lines (W&B shows them as Markdown).
+WANDB_TEXTS = {"wandb_project": "", "wandb_entity": "", "wandb_group": "", "wandb_tags": "",
+               "wandb_notes": "\n\t"}
+
+
 def check_wandb_names(config: RunConfig) -> None:
     """The project name, group and tags W&B would refuse at ``wandb.init``, after the run's
     files were written: a project of 1 to 128 characters without ``/ \\ # ? % :``, a group of
-    at most 128, tags of 1 to 64."""
+    at most 128, tags of 1 to 64. And no control character (ESC, ``\\r``, NUL, ...; notes may
+    hold line breaks and tabs) in any of them nor the entity: W&B took them as given, into
+    the run's records and so its pages (and the project and entity into the lines it prints
+    online)."""
+    for key, allowed in WANDB_TEXTS.items():
+        text = getattr(config, key)
+        control = next((c for c in text or "" if unicodedata.category(c) == "Cc"
+                        and c not in allowed), None)
+        if control is not None:
+            may = " (notes may hold line breaks and tabs)" if allowed else ""
+            raise ConfigError(f"{flag_name(key)} {text!r} holds the control character "
+                              f"{control!r}; remove it{may}")
     project = config.wandb_project
     if not 1 <= len(project) <= WANDB_NAME_MAX or set(project) & set(WANDB_PROJECT_FORBIDDEN):
         raise ConfigError(f"--wandb-project {project!r}: a W&B project name has 1 to "

@@ -1223,6 +1223,25 @@ def test_ddp_from_where_its_ranks_cannot_start_is_refused(tmp_path, data_dir, mo
     check_relaunchable(config)
 
 
+@pytest.mark.parametrize("flag, given, control", [
+    ("--wandb-group", "a\x1b[31mb", "\x1b"), ("--wandb-project", "p\r", "\r"),
+    ("--wandb-entity", "e\x00", "\x00"), ("--wandb-tags", "a,\x7f", "\x7f"),
+    ("--wandb-notes", "one\n\ttwo\x9b", "\x9b")])
+def test_a_wandb_name_with_a_control_character_is_refused_naming_it(tmp_path, monkeypatch,
+                                                                   flag, given, control):
+    """A W&B project, entity, group, tags or notes holding a control character (ESC, CR, NUL,
+    DEL, a C1 CSI) went to W&B as given, into the run's records (and so its pages); notes keep
+    their line breaks and tabs (a description of lines). It is refused in one line naming the
+    flag and the character (given here in a config file: an argument cannot hold a NUL)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    may = " (notes may hold line breaks and tabs)" if flag == "--wandb-notes" else ""
+    refused = f"{flag} {given!r} holds the control character {control!r}; remove it{may}"
+    file = write(tmp_path / "c.yaml", {"wandb": True, flag[2:].replace("-", "_"): given})
+    with pytest.raises(ConfigError, match=f"^{re.escape(refused)}$"):
+        make_config(load_yaml(file))
+    assert make_config({"wandb": True, "wandb_notes": "one\n\ttwo"}).wandb_notes == "one\n\ttwo"
+
+
 def test_a_wandb_dir_that_is_a_file_is_refused(tmp_path, data_dir, monkeypatch, capsys):
     """``$WANDB_DIR`` (where a ``--wandb`` run's W&B files go) naming a file is refused before
     any work, as ``--out`` is (W&B warned and wrote into the temporary folder instead)."""
