@@ -13,7 +13,7 @@ import itertools
 import os
 import re
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from .checkpointing import (
     CHECKPOINTS,
@@ -149,8 +149,11 @@ def relocate(cell_dir: Path, results: dict | None) -> dict | None:
     ``results/SWEEP/cells/CELL``, wherever the sweep is run from: :func:`within`), into this
     sweep folder, or into the one a copied sweep was written in (where ``run_dir`` names the
     cell of this name in another folder: :func:`names`). Other paths (``wandb_dir`` in
-    another folder) stay as written. ``results``: the cell's, as read (None: it has none);
-    returns them as they are now, written back where any path changed."""
+    another folder) stay as written. They are stored with ``/`` on every system, which
+    Windows reads too (``str(Path)`` there wrote ``cells\\CELL``: on Linux or macOS a name
+    of no folder), and such a path a sweep wrote on Windows is read and rewritten so
+    (:func:`sweep_form`). ``results``: the cell's, as read (None: it has none); returns them
+    as they are now, written back where any path changed."""
     if results is None:
         return None
     written, folders = results.get("run_dir"), [cell_dir.parent.parent]
@@ -159,14 +162,24 @@ def relocate(cell_dir: Path, results: dict | None) -> dict | None:
         folders.append(Path(written).parent.parent)  # the sweep folder it was copied from
     changed = False
     for holder, key in path_fields(results):
+        if (form := sweep_form(holder[key])) != holder[key]:
+            holder[key], changed = form, True
         inside = None if stored_in_sweep(holder[key]) else next(
             (path for folder in folders if (path := within(holder[key], folder)) is not None),
             None)
         if inside is not None and stored_in_sweep(str(inside)):
-            holder[key], changed = str(inside), True
+            holder[key], changed = inside.as_posix(), True
     if changed:
         write_json_atomic(results, cell_dir / RESULTS)
     return results
+
+
+def sweep_form(written: str) -> str:
+    """``written`` (a path a cell's results hold) with ``/`` for the ``\\`` of a path that a
+    sweep stored on Windows inside its folder (``stacks\\STACK``); any other as written (on
+    Linux a ``\\`` may be part of a name)."""
+    posix = PureWindowsPath(written).as_posix()
+    return posix if posix != written and stored_in_sweep(posix) else written
 
 
 def stored_in_sweep(written: str) -> bool:
@@ -223,7 +236,7 @@ def repoint(results: Path, old: Path, new: Path) -> None:
     for holder, key in path_fields(data):
         inside = within(holder[key], old)
         if inside is not None:
-            holder[key], changed = str(Path(new.parent.name, new.name, inside)), True
+            holder[key], changed = Path(new.parent.name, new.name, inside).as_posix(), True
     if changed:
         write_json_atomic(data, results)
 

@@ -631,6 +631,25 @@ def test_a_sweep_run_from_elsewhere_keeps_its_relative_paths(tmp_path, data_dir,
         p.relative_to(sweep_dir): text for p, text in before.items()}
 
 
+def test_paths_a_sweep_stored_on_windows_are_read_with_slashes(tmp_path):
+    """A sweep run on Windows stored its cells' paths as ``str(Path)`` writes them there,
+    ``cells\\CELL``, ``stacks\\STACK``: its folder copied to Linux or macOS (a committed
+    sweep cloned), they named no folder there (the stack whose members' W&B runs are logged
+    from it). They are read as the sweep's own and stored with ``/``, as every sweep now
+    stores them, which Windows reads too; a path outside the sweep's folders stays as
+    written (``\\`` may be part of a name there)."""
+    cell = tmp_path / "sweep" / "cells" / "dense-s0.5-e1-seed0"
+    cell.mkdir(parents=True)
+    results = {"test_acc": 0.5, "run_dir": "cells\\dense-s0.5-e1-seed0",
+               "wandb_dir": "elsewhere\\wandb", "stack": {"dir": "stacks\\dense-seed0"},
+               "config": {"out": "cells\\dense-s0.5-e1-seed0", "resume": None}}
+    posix = {**results, "run_dir": "cells/dense-s0.5-e1-seed0",
+             "stack": {"dir": "stacks/dense-seed0"},
+             "config": {"out": "cells/dense-s0.5-e1-seed0", "resume": None}}
+    assert cells_module.relocate(cell, json.loads(json.dumps(results))) == posix
+    assert json.loads((cell / "results.json").read_text()) == posix
+
+
 def test_a_sweep_run_from_elsewhere_repoints_what_it_sets_aside(tmp_path, data_dir, capsys,
                                                                  monkeypatch):
     """A sweep written from one folder (results naming ``results/s/...``, relative, as older
