@@ -188,6 +188,12 @@ WANDB_TEXTS = {"wandb_project": "", "wandb_entity": "", "wandb_group": "", "wand
                "wandb_notes": "\n\t"}
 
 
+def control_character(text: str, allowed: str = "") -> str | None:
+    """The first control character (Unicode's Cc: C0, DEL, C1) in ``text`` but ``allowed``;
+    None where there is none."""
+    return next((c for c in text if unicodedata.category(c) == "Cc" and c not in allowed), None)
+
+
 def check_wandb_names(config: RunConfig) -> None:
     """The project name, group and tags W&B would refuse at ``wandb.init``, after the run's
     files were written: a project of 1 to 128 characters without ``/ \\ # ? % :``, a group of
@@ -196,10 +202,9 @@ def check_wandb_names(config: RunConfig) -> None:
     the run's records and so its pages (and the project and entity into the lines it prints
     online)."""
     for key, allowed in WANDB_TEXTS.items():
-        text = getattr(config, key)
-        control = next((c for c in text or "" if unicodedata.category(c) == "Cc"
-                        and c not in allowed), None)
+        control = control_character(getattr(config, key) or "", allowed)
         if control is not None:
+            text = getattr(config, key)
             may = " (notes may hold line breaks and tabs)" if allowed else ""
             raise ConfigError(f"{flag_name(key)} {text!r} holds the control character "
                               f"{control!r}; remove it{may}")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .checkpointing import write_text_atomic
-from .config_checks import WANDB_NAME_MAX
+from .config_checks import WANDB_NAME_MAX, control_character
 from .errors import ConfigError, WandbFailed, plural
 from .loggers import read_wandb_id, reporting_wandb_failure
 from .machine import refuse_larger_than_memory
@@ -55,19 +55,23 @@ def wandb_group(sweep: Sweep, sweep_dir: Path, sweep_file: str | None, out_given
     (:func:`folder_wandb_group`). Refused (:class:`ConfigError`) where it is longer than W&B
     takes, naming what the user gave: ``--sweep-out`` (``out_given``), or the sweep file
     ``sweep_file`` (the default folder's name is made from it; ``--arch`` for a sweep given by
-    flags)."""
+    flags); so is one that holds a control character (a folder's name may: the cells' configs
+    refused it as a ``--wandb-group`` that was not given)."""
     if sweep.base.get("wandb_group") is not None:  # (checked with the cells' configs)
         return sweep.base["wandb_group"]
     group, suffix = folder_wandb_group(sweep_dir)
-    if len(group) > WANDB_NAME_MAX:
+    control = control_character(group)
+    if len(group) > WANDB_NAME_MAX or control:
         folder = f"--sweep-out {str(sweep_dir)!r}: its folder's name" if out_given else (
             f"the sweep's folder {str(sweep_dir)!r} (its name from "
             f"{f'the sweep file {sweep_file!r}' if sweep_file else '--arch'}): its name")
+        fault = f"holds the control character {control!r}" if control else (
+            f"has {len(group)} characters; W&B takes a group name of at most {WANDB_NAME_MAX}")
+        choose = f"{'another' if control else 'a shorter'} folder" if out_given else \
+            "--sweep-out"
         raise ConfigError(f"{folder}, the sweep's W&B group"
-                          f"{f' with {suffix!r} after it' if suffix else ''}, has {len(group)} "
-                          f"characters; W&B takes a group name of at most {WANDB_NAME_MAX} "
-                          f"(choose {'a shorter folder' if out_given else '--sweep-out'}, or "
-                          f"--wandb-group)")
+                          f"{f' with {suffix!r} after it' if suffix else ''}, {fault} "
+                          f"(choose {choose}, or --wandb-group)")
     return group
 
 

@@ -149,6 +149,25 @@ def test_a_damaged_cell_result_is_refused_in_a_line_naming_it(tmp_path, written,
         table_module.aggregate(sweep, tmp_path)
 
 
+def test_a_sweep_folder_whose_name_holds_a_control_character_is_named_as_the_group(tmp_path):
+    """A sweep's default W&B group is its folder's name: one holding a control character (ESC
+    here) was refused by the cells' configs as "--wandb-group 's\\x1bx-…' holds the control
+    character", a flag the command did not give. It is refused as the folder, as one too long
+    for a group is."""
+    from lotterynet.sweep_wandb import wandb_group
+
+    sweep = Sweep(base={"arch": "fc2", "wandb": True}, variants=[parse_variant("dense")],
+                  sparsities=[0.9], epochs=[1], baseline=False)
+    folder = tmp_path / "s\x1bx"
+    suffix = f"-{digest(str(folder.resolve()))}"
+    with pytest.raises(ConfigError, match=rf"^--sweep-out {re.escape(repr(str(folder)))}: its "
+                                          rf"folder's name, the sweep's W&B group with "
+                                          rf"'{suffix}' after it, holds the control character "
+                                          rf"'\\x1b' \(choose another folder, or "
+                                          rf"--wandb-group\)$"):
+        wandb_group(sweep, folder, None, out_given=True)
+
+
 def test_cells_written_before_an_option_existed_get_the_paper_points(tmp_path):
     """A cell whose results.json was written before ``hidden`` (and the other later options)
     existed, as those of results/sweep_fc2_cpu_reduced/, is a finished cell of the sweep run
