@@ -24,6 +24,7 @@ from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
+from .attention import outermost_subnet_modules
 from .convert_rules import CONVERTIBLE, FAMILIES, Convertible, base_rule, type_name
 from .layers import SubnetLinear
 
@@ -162,6 +163,27 @@ def refuse_torch_pruned(model: nn.Module, who: str, which: str) -> None:
                 f"({type(module).__name__}) has {pruned!r} pruned by torch.nn.utils.prune "
                 f"({pruned}_orig, {pruned}_mask and a hook), which {which}; make the pruning "
                 f"permanent first: torch.nn.utils.prune.remove({where}, {pruned!r})")
+
+
+def refuse_parametrized(model: nn.Module) -> None:
+    """Refuse (``ValueError``, one line) to save as a ticket a ``model`` with a parametrization
+    (``torch.nn.utils.parametrize``) inside a subnet layer: on its trainable bias or its scores
+    (a computed ``weight`` has none to take, and ``convert`` refuses a layer that has one,
+    :func:`conversion_rule`), naming the module, its tensors and the
+    ``remove_parametrizations`` that bakes them in. Such a layer trains and exports (its values
+    baked in), but ``save_ticket`` wrote a ticket that no load took ("the model has no tensor
+    '1.parametrizations.bias.original' (the ticket was saved from another architecture)": a
+    load replays ``convert``, which makes none). Parametrizations outside subnet layers (a head
+    left dense) are the model's own, made by its constructor again at a load: kept."""
+    for outer, layer in outermost_subnet_modules(model):
+        for name, module in layer.named_modules(prefix=outer):
+            if parametrize.is_parametrized(module):
+                raise ValueError(
+                    f"save_ticket: module {name!r} of a subnet layer has parametrizations of "
+                    f"{', '.join(module.parametrizations)} (torch.nn.utils.parametrize), which "
+                    f"a ticket does not store; remove them first, keeping their values: "
+                    f"torch.nn.utils.parametrize.remove_parametrizations(model.get_submodule("
+                    f"{name!r}), {next(iter(module.parametrizations))!r})")
 
 
 def _check_hooks(module: nn.Module, name: str) -> None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .archs import FrozenConv2d
 from .attention import SUBNET_MODULES, SubnetMultiheadAttention, outermost_subnet_modules
@@ -87,7 +88,8 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
             f"two-stage structure, map, ReLU, map, has two), so export cannot bake its masks "
             f"into a plain layer: convert that layer with a one-weight structure (dense, "
             f"subsetsum, fixedsize) to export it, or torch.export the converted model itself")
-    form = PLAIN_FORMS[type(layer)]
+    # (a parametrized layer, its bias or scores: of a subclass torch made; the values baked in)
+    form = PLAIN_FORMS[parametrize.type_before_parametrizations(layer)]
     # a standardising convolution's (timm's StdConv2d) sparse form stores its masked weight
     # (and the factors that scale it: timm's ScaledStdConv2d) and standardises it at each
     # forward; dense, the standardised (scaled) weight is baked in

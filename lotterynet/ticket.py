@@ -86,7 +86,7 @@ from torch import nn
 from . import ticket_file
 from .attention import outermost_subnet_modules
 from .convert import LAYOUTS, laid_out
-from .convert_checks import refuse_torch_pruned
+from .convert_checks import refuse_parametrized, refuse_torch_pruned
 from .errors import plural
 from .masking import named_masked_weights, trainable_where_made, uncompiled
 from .models import BUILT_ON_META
@@ -187,6 +187,7 @@ def save_ticket(model: nn.Module, path) -> int:
     Refuses (``ValueError``) a model whose frozen weights are not what a load regenerates."""
     model = _trained(uncompiled(model, "save_ticket"))
     refuse_torch_pruned(model, "save_ticket", "a ticket does not store")
+    refuse_parametrized(model)
     masked = named_masked_weights(model)
     if not masked:
         raise ValueError("the model has no subnet (maskable) layers: nothing to save as a ticket")

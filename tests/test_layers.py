@@ -923,6 +923,38 @@ def test_a_bias_pruned_by_torch_is_refused_by_save_ticket_and_export_until_remov
     assert torch.equal(loaded(x), model(x)) and torch.equal(ln.export(model)(x), model(x))
 
 
+class Doubled(nn.Module):
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        return 2 * tensor
+
+
+@pytest.mark.parametrize("module, tensor", [("1", "bias"), ("1.structure.weight", "scores")])
+def test_a_parametrized_bias_or_score_exports_baked_in_and_saves_once_removed(
+        module, tensor, tmp_path):
+    """A parametrization (``torch.nn.utils.parametrize``) of a subnet layer's trainable bias or
+    scores trains, but ``export`` failed with ``KeyError: <class '...ParametrizedSubnetLinear'>``
+    and ``save_ticket`` wrote a ticket that no load took ("the model has no tensor
+    '1.parametrizations.bias.original'"). ``export`` now bakes the parametrized values in;
+    ``save_ticket`` refuses in one line naming the module, the tensor and the
+    ``remove_parametrizations`` after which the model saves and loads bit for bit."""
+    model = trainable_bias_model()
+    torch.nn.utils.parametrize.register_parametrization(model.get_submodule(module), tensor,
+                                                        Doubled())
+    x = torch.randn(3, 8)
+    assert torch.equal(ln.export(model)(x), model(x))
+    with pytest.raises(ValueError, match=rf"^save_ticket: module '{re.escape(module)}' of a "
+                                         rf"subnet layer has parametrizations of {tensor} \("
+                                         r"torch\.nn\.utils\.parametrize\), which a ticket does "
+                                         r"not store; remove them first, keeping their values: "
+                                         r"torch\.nn\.utils\.parametrize\.remove_"
+                                         rf"parametrizations\(model\.get_submodule\("
+                                         rf"'{re.escape(module)}'\), '{tensor}'\)$"):
+        ln.save_ticket(model, tmp_path / "m.ticket")
+    torch.nn.utils.parametrize.remove_parametrizations(model.get_submodule(module), tensor)
+    ln.save_ticket(model, tmp_path / "m.ticket")
+    assert torch.equal(ln.load_ticket(tmp_path / "m.ticket", trainable_bias_model())(x), model(x))
+
+
 @pytest.mark.parametrize("trainable", [True, False], ids=["trainable", "frozen"])
 def test_torch_prune_of_the_scores_is_refused(trainable):
     """``torch.nn.utils.prune`` of a ``MaskedWeight``'s scores went through, leaving
