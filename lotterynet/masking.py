@@ -269,6 +269,13 @@ class MaskedWeight(PrunesByMask, nn.Module):
         self._cache: tuple | None = None
         self._hint = ThresholdHint()
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles (``copy.deepcopy``: an EMA or SWA copy, ``torch.save(model)``)
+        leave the evaluation mask cache behind: keyed by the scores' storage, it is never hit
+        by a copy's scores, which live elsewhere, yet it held a snapshot of the scores and the
+        mask, which doubled the pickle of a model that had evaluated."""
+        return {**self.__dict__, "_cache": None}
+
     def set_rules(self, kept: str = "round", ties: str = "low") -> None:
         """Choose the kept-count rule (``"round"``/``"floor"``) and the tie rule
         (``"low"``/``"high"``); ``k`` is recomputed from the last sparsity set, under the new

@@ -1,3 +1,5 @@
+import copy
+import io
 import math
 import re
 
@@ -65,6 +67,25 @@ def test_mask_cache_follows_score_updates():
     assert not torch.equal(before, m.mask())
     m.sparsity = 0.9
     assert torch.equal(m.mask(), torch.arange(20) >= 18)
+
+
+def test_a_copy_or_pickle_of_an_evaluated_layer_leaves_its_mask_cache_behind():
+    """The evaluation mask cache (a snapshot of the scores and the mask, keyed by the scores'
+    storage) went into ``copy.deepcopy`` and ``torch.save(model)``, where no forward can hit
+    it: the pickle of a layer that had evaluated was twice that of a fresh one. It stays
+    behind now, and the copies compute what the layer does."""
+    layer = ln.SubnetLinear(64, 64, sparsity=0.5, seed=0).eval()
+    fresh, evaluated = io.BytesIO(), io.BytesIO()
+    torch.save(layer, fresh)
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        y = layer(x)
+    torch.save(layer, evaluated)
+    assert evaluated.tell() == fresh.tell()
+    evaluated.seek(0)
+    for copy_ in (torch.load(evaluated, weights_only=False), copy.deepcopy(layer)):
+        with torch.no_grad():
+            assert torch.equal(copy_(x), y)
 
 
 def test_a_layers_masks_are_copies_the_caller_may_change():
