@@ -108,17 +108,19 @@ def refuse_thawed(module: nn.Module) -> None:
                 bias = bias or (name, p)
             else:
                 thawed = thawed or (name, p)
+    # (named, not told by `thawed is bias`: dynamo cannot trace `is` between tuples)
+    what = "weight" if thawed else "bias"
     thawed = thawed or bias
     if thawed and scored and (torch.compiler.is_compiling()  # (a check dynamo cannot trace)
                               or not torch._C._functorch.is_functorch_wrapped_tensor(thawed[1])):
         name = thawed[0]
-        if thawed is bias:
-            what, why = "bias", (
+        if what == "bias":
+            why = (
                 ", but a ticket regenerates a bias built frozen from the seed (save_ticket "
                 f"would refuse the trained model): {trainable_where_made()}, or freeze it "
                 f"again (requires_grad_(False))")
         else:
-            what, why = "weight", (
+            why = (
                 " (model.requires_grad_(True), or every parameter unfrozen?), so an optimizer "
                 "would train it and the model would no longer be a strong lottery ticket: "
                 "unfreeze only the scores (and what convert(bias=, batchnorm=, others=) made "

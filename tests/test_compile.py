@@ -50,3 +50,18 @@ def test_compiled_training_is_one_graph_and_matches_eager(make, shape):
     assert all(torch.equal(a, b) for a, b in zip(*masks))
     first = make()
     assert any(not torch.equal(a, b.mask()) for a, b in zip(masks[1], masked_weights(first)))
+
+
+def test_a_thawed_frozen_weight_is_refused_under_fullgraph_naming_it():
+    """A training forward with a frozen random weight thawed along with the scores
+    (``model.requires_grad_(True)``, its frozen bias too) is refused in eager; compiled with
+    ``fullgraph=True`` the refusal failed to trace ("Dynamo does not know how to trace builtin
+    operator `is_` with argument types ['tuple', 'tuple']"), and the error named neither layer
+    nor weight. Dynamo now traces it to the refusal, whose line its error carries."""
+    torch._dynamo.reset()
+    model = nn.Sequential(ln.SubnetLinear(4, 3, bias=True, seed=0)).requires_grad_(True)
+    with pytest.raises(torch._dynamo.exc.Unsupported,
+                       match=r"SubnetLinear\(in_features=4, out_features=3, bias='frozen', "
+                             r"structure='dense', density=0\.5\): its frozen random weight "
+                             r"'structure\.weight\.weight' requires grad, as do its scores"):
+        torch.compile(model, backend="eager", fullgraph=True)(torch.randn(2, 4))
