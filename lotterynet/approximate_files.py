@@ -140,7 +140,7 @@ def read_result(path: Path, for_table: bool = False) -> dict:
     MemoryError's traceback)."""
     try:
         refuse_larger_than_memory(path, "it", OSError)
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         fault = result_fault(data) or (table_fault(data) if for_table else None)
         if not fault and for_table and not path.name.startswith(f"approximation_{data['net']}_"):
             fault = f"net {data['net']!r} in a file named {path.name!r}"

@@ -201,9 +201,10 @@ def _crc_checked(data: bytes, path) -> bytes:
 
 
 def write_csv_atomic(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
-    """``rows`` as a CSV file with a header of ``columns``, written with :func:`atomic_write`."""
+    """``rows`` as a CSV file (UTF-8, as it is read) with a header of ``columns``, written with
+    :func:`atomic_write`."""
     def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)

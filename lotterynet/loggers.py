@@ -258,7 +258,8 @@ def summary_wandb_id(folder: Path) -> str:
 def keep_wandb_id(folder: Path, run_id: str) -> None:
     """Write ``folder``'s W&B id file (atomically): ``run_id`` and the folder, resolved, that
     it was written in (:func:`own_wandb_id`)."""
-    atomic_write(folder / WANDB_ID_FILE, lambda tmp: tmp.write_text(f"{run_id}\n{folder}\n"))
+    atomic_write(folder / WANDB_ID_FILE,
+                 lambda tmp: tmp.write_text(f"{run_id}\n{folder}\n", encoding="utf-8"))
 
 
 def own_wandb_id(run_dir: Path) -> str | None:
@@ -280,8 +281,9 @@ def read_wandb_id(run_dir: Path) -> tuple[str, Path] | None:
     than the memory: read whole, a MemoryError's traceback)."""
     try:
         refuse_larger_than_memory(run_dir / WANDB_ID_FILE, WANDB_ID_FILE, OSError)
-        run_id, _, written_in = (run_dir / WANDB_ID_FILE).read_text().partition("\n")
-    except OSError:  # (none, or another folder's that cannot be read)
+        run_id, _, written_in = (run_dir / WANDB_ID_FILE).read_text(
+            encoding="utf-8").partition("\n")
+    except (OSError, ValueError):  # (none, or another folder's that cannot be read, not UTF-8)
         return None
     written_in = written_in.removesuffix("\n")
     return (run_id.strip(), Path(written_in) if written_in else run_dir) if run_id.strip() \

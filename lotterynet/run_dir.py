@@ -302,7 +302,7 @@ def read_json(path: Path) -> dict:
     larger than the memory (read whole, it was a MemoryError's traceback)."""
     try:
         refuse_larger_than_memory(path, str(path), OSError)
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -271,7 +271,7 @@ def finished_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Pa
     the memory check refused it, "its 0 unfinished members train anew"."""
     print(f"stack {stack_dir.name}: every member has finished (its results are in its cell); "
           f"nothing to train", flush=True)
-    results = [json.loads((d / RESULTS).read_text()) for d in cell_dirs]
+    results = [json.loads((d / RESULTS).read_text(encoding="utf-8")) for d in cell_dirs]
     for member in unlogged_members(zip(configs, cell_dirs, results)):
         log_member_run(*member)
     return results
@@ -370,8 +370,9 @@ def train_stack(configs: list[RunConfig], stack_dir: Path, cell_dirs: list[Path]
         with reporting_stack_stops(trainer, stack_dir, configs[0], cell_dirs, in_a_sweep):
             trainer.fit(module, datamodule=data, ckpt_path=resume)
             sigterm.stop_if_received()
-            results = [json.loads((d / RESULTS).read_text()) if (d / RESULTS).is_file()
-                       else {"finished": False, "run_dir": str(d)} for d in cell_dirs]
+            results = [json.loads((d / RESULTS).read_text(encoding="utf-8"))
+                       if (d / RESULTS).is_file() else {"finished": False, "run_dir": str(d)}
+                       for d in cell_dirs]
             log_stack_end(loggers, stack_dir, configs, cell_dirs, module,
                           results_writer.history, results)
     raise_if_diverged(stack_dir, configs, module)

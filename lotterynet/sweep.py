@@ -534,12 +534,12 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
     rows = aggregate(sweep, sweep_dir)
     if rows:  # (none when every cell failed)
         spelled = spelled_labels(sweep.variants)
-        write_table(rows, sweep_dir, sweep.variants, spelled)
+        markdown = write_table(rows, sweep_dir, sweep.variants, spelled)
         figure = plot(rows, sweep_dir, figure_title(sweep, rows), paper_trained_accuracy(sweep),
                       chance_accuracy(sweep), spelled=spelled, baseline=baseline_name(sweep))
         if sweep.base.get("wandb"):
             log_to_wandb(spelled_rows(rows, spelled), figure, sweep)
-        print((sweep_dir / TABLE_MD).read_text(), end="")
+        print(markdown, end="")
         if sweep.base.get("wandb") and (unlogged := cells_without_wandb(sweep, sweep_dir)):
             one = len(unlogged) == 1
             print(f"{plural(len(unlogged), 'finished cell')} {'has' if one else 'have'} no W&B "

@@ -130,7 +130,7 @@ def read_cell_results(path: Path) -> dict:
     refuse_larger_than_memory(path, str(path))  # (read whole, a file of a terabyte was a
     # MemoryError's traceback)
     try:
-        results = json.loads(path.read_text())
+        results = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         fault = str(err)
     else:
@@ -196,11 +196,13 @@ def chosen_by(rows: Sequence[dict]) -> str | None:
 
 
 def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict],
-                spelled: dict[str, str]) -> None:
+                spelled: dict[str, str]) -> str:
     """The rows as CSV (with :func:`spelled_rows`' column, from ``spelled``) and as a Markdown
     table, above which a line says how the epoch budgets were chosen (:func:`chosen_by`), and
     under which a legend of the ``KEY=<hash>`` that name the variants' lists and
-    mappings (:func:`lotterynet.sweep_grid.hash_legend`), where there are any."""
+    mappings (:func:`lotterynet.sweep_grid.hash_legend`), where there are any; returns the
+    Markdown, which the sweep prints (read back from its file in the locale's encoding, not the
+    UTF-8 it is written in, a non-ASCII label was a UnicodeDecodeError under another locale)."""
     csv_rows = spelled_rows(rows, spelled)
     write_csv_atomic(sweep_dir / TABLE_CSV, csv_rows, list(csv_rows[0]))
     chosen = chosen_by(rows)
@@ -210,7 +212,9 @@ def write_table(rows: list[dict], sweep_dir: Path, variants: list[dict],
     legend = hash_legend(variants)
     if legend:
         lines += ["", *(f"- `{label}`: `{value}`" for label, value in legend.items())]
-    write_text_atomic(sweep_dir / TABLE_MD, "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    write_text_atomic(sweep_dir / TABLE_MD, text)
+    return text
 
 
 def figure_title(sweep: Sweep, rows: Sequence[dict] = ()) -> str:
@@ -374,7 +378,7 @@ def logged_record(record: Path) -> str | None:
     which :func:`log_to_wandb` then logs again and writes anew."""
     try:
         refuse_larger_than_memory(record, str(record), OSError)
-        return record.read_text().strip()
+        return record.read_text(encoding="utf-8").strip()
     except (OSError, ValueError):  # (none, a folder, unreadable, not UTF-8)
         return None
 

@@ -5,12 +5,14 @@ import csv
 import dataclasses
 import errno
 import json
+import locale
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -481,6 +483,36 @@ def test_the_csv_table_and_the_figure_spell_out_hashed_variant_values(tmp_path, 
     scalar = [{**rows[0], "variant": "wide"}]
     table_module.write_table(scalar, tmp_path, [{"structure": "wide"}], {})
     assert (tmp_path / "sweep.csv").read_text().splitlines()[0].startswith("variant,sparsity,")
+
+
+def test_a_table_holding_a_non_ascii_character_is_printed_under_a_non_utf8_locale(
+        tmp_path, capsys):
+    """sweep.md is written as UTF-8; the sweep printed it by reading it back in the locale's
+    encoding (and wrote sweep.csv in it): under a non-UTF-8 locale a non-ASCII character in
+    the table (``exclude = ['γ']`` in its legend) was a UnicodeDecodeError (the CSV's a
+    UnicodeEncodeError) once every cell had finished. Both files are UTF-8, the table printed."""
+    sweep = Sweep(base={"arch": "fc2"}, variants=[{"structure": "dense", "exclude": ["γ"]}],
+                  sparsities=[0.5], epochs=[1], baseline=False)
+    for config in cells_module.cell_configs(sweep, tmp_path).values():
+        Path(config.out).mkdir(parents=True)
+        (Path(config.out) / "results.json").write_text(json.dumps({
+            "config": config.to_dict(), "test_acc": 0.9,
+            "params": {"kept": 50, "trainable": 100, "maskable": 100}}))
+    was = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # (ASCII, as a Latin-1 or cp1252 locale for 'γ')
+    try:
+        with open(os.devnull) as f:
+            if sys.flags.utf8_mode or f.encoding.lower() in ("utf-8", "utf8"):
+                pytest.skip("this Python opens files as UTF-8 whatever the locale")
+        args = SimpleNamespace(stack=True)
+        assert sweep_module.run_locked(sweep, tmp_path, args, 1, threading.Event()) == 0
+    finally:
+        locale.setlocale(locale.LC_CTYPE, was)
+    legend = f"- `exclude={digest(['γ'])}`: `exclude = ['γ']`\n"
+    table = (tmp_path / "sweep.md").read_text(encoding="utf-8")
+    assert table.endswith(legend) and f"to run\n{table}sweep done: " in capsys.readouterr().out
+    with open(tmp_path / "sweep.csv", newline="", encoding="utf-8") as f:
+        assert [r["variant_values"] for r in csv.DictReader(f)] == ["dense/exclude=['γ']"]
 
 
 def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys, monkeypatch):
