@@ -68,22 +68,20 @@ CPU_HOURS_WITHOUT_ASKING = 4.0
 
 def cpu_estimate(sweep: Sweep, sweep_dir: Path, stack: bool = True, jobs: int = 1
                  ) -> tuple[float, str] | None:
-    """``(hours, description)`` for the cells of ``sweep`` not finished yet on the CPU, stacked
-    as :func:`~lotterynet.sweep.run_cells` will stack them (a stack that resumes: every member it
-    holds, for the
-    epochs each has left, as :func:`plan_stacks` read them; a cell that resumes singly, its
-    epochs left) and, with ``jobs`` at once, spread over them longest first (over at most as
-    many as the CPU has cores), each cell at its own architecture's epoch time for its model's
-    size (:func:`model_sizes`); None where an architecture of the cells has no stated epoch
-    time. A cell's epoch also validates its
-    ``val_size`` images, and the cell ends with a pass over its data set's test images (not a
-    diverged member's), both at :data:`CPU_EVAL_SHARE` of a training image; each stack and
-    single cell starts (:data:`CPU_START_SECONDS`, and :data:`CPU_IMPORT_SECONDS` where it is
-    a subprocess, as :func:`~lotterynet.sweep.run_cells` runs it). Each split counts the
-    images its Trainer runs (:func:`split_images`: after ``limit_train_batches``,
-    ``limit_val_batches``, ``limit_test_batches``), and a cell validates in the epochs left
-    that ``check_val_every_n_epoch`` validates, as often as ``val_check_interval`` says
-    (:func:`validations`)."""
+    """``(hours, description)`` for the cells of ``sweep`` not finished yet on the CPU, stacked as
+    :func:`~lotterynet.sweep.run_cells` will stack them (a stack that resumes: every member it
+    holds, for the epochs each has left, as :func:`plan_stacks` read them; a cell that resumes
+    singly, its epochs left) and, with ``jobs`` at once, spread over them longest first (over at
+    most as many as the CPU has cores), each cell at its own architecture's epoch time for its
+    model's size (:func:`model_sizes`); None where an architecture of the cells has no stated epoch
+    time. A cell's epoch also validates its ``val_size`` images, and the cell ends with a pass over
+    its data set's test images (not a diverged member's), both at :data:`CPU_EVAL_SHARE` of a
+    training image; each stack and single cell starts (:data:`CPU_START_SECONDS`, and
+    :data:`CPU_IMPORT_SECONDS` where it is a subprocess, as :func:`~lotterynet.sweep.run_cells` runs
+    it). Each split counts the images its Trainer runs (:func:`split_images`: after
+    ``limit_train_batches``, ``limit_val_batches``, ``limit_test_batches``), and a cell validates in
+    the epochs left that ``check_val_every_n_epoch`` validates, as often as ``val_check_interval``
+    says (:func:`validations`)."""
     if not set(cells_use(sweep, "arch")) <= set(CPU_EPOCH_SECONDS):
         return None
     configs = cell_configs(sweep, sweep_dir)

@@ -27,35 +27,32 @@ def plan_stacks(sweep: Sweep, sweep_dir: Path, configs: dict[str, RunConfig],
                 ) -> tuple[dict[Path, list[str]], list[tuple[str, RunConfig]],
                            dict[Path, tuple[str | None, str]], dict[Path, StackRecord]]:
     """Split the cells to run (``todo``; ``configs``: every cell's,
-    :func:`~lotterynet.sweep_cells.cell_configs`) into
-    stacks (``{stack_dir: member cell names}``, one per variant and seed) and cells that run
-    singly (the trained baseline, DDP and 16-mixed cells, lone cells, cells that resume a single
-    run's checkpoint). With more job ``slots`` than stacks, each stack is cut into ``slots //
-    stacks`` parts of about equal epochs (``<stack>-part<i>of<n>``) so that every slot trains,
-    and into more where its members would not fit in memory together (:func:`fitting_parts`;
-    with ``say``, a line says so as the cut is made, no part's folder there yet:
-    :func:`split_line`, with the memory available that the plan read once and cut by). A
-    stack killed earlier, in any folder of its group (``<stack>`` or a part's, as a run with
-    these slots or others cut it), keeps its recorded members while some are unfinished and its
-    checkpoint continues them (:func:`~lotterynet.stack_files.cannot_continue`), so it resumes as it
-    is instead of starting over: the same command, or one with other slots, resumes a stopped
-    sweep's stacks (of two that hold a cell, the one that trained more member-epochs), and only
-    a group with none is cut by the slots alone. The group's cells that no resumed stack holds
-    train as the planned parts hold them, several as a stack, a lone one singly: the cells of a
-    resumed stack's part it lacks (a sweep extended meanwhile) run singly, each resumable from
-    its own checkpoint, rather than start it over; its members finished meanwhile outside it
-    (``--cell``) train again with it. Third: what to say of a stack before it runs, ``(tag,
-    why)``: the folders of stacks that start over though an earlier stack's checkpoint or
-    history is in them, and the group's other folders whose stack holds cells to train but does
-    not resume (they train elsewhere), to be set aside (as
-    :func:`~lotterynet.sweep_cells.set_aside`'s ``tag``: ``done``
-    where that stack's checkpoint shows every member of it finished, a sweep extended with new
-    cells, nothing of it lost; else ``stale``) with why
-    (:func:`~lotterynet.stack_files.cannot_continue`, or the stack that resumes its cells); and,
-    tag None, the resumed stacks whose members finished outside them train again, their results
-    kept. Fourth: the record of each stack that resumes
-    (:class:`~lotterynet.stack_files.StackRecord`,
-    its checkpoint as read here: what it has trained, for
+    :func:`~lotterynet.sweep_cells.cell_configs`) into stacks (``{stack_dir: member cell names}``,
+    one per variant and seed) and cells that run singly (the trained baseline, DDP and 16-mixed
+    cells, lone cells, cells that resume a single run's checkpoint). With more job ``slots`` than
+    stacks, each stack is cut into ``slots // stacks`` parts of about equal epochs
+    (``<stack>-part<i>of<n>``) so that every slot trains, and into more where its members would not
+    fit in memory together (:func:`fitting_parts`; with ``say``, a line says so as the cut is made,
+    no part's folder there yet: :func:`split_line`, with the memory available that the plan read
+    once and cut by). A stack killed earlier, in any folder of its group (``<stack>`` or a part's,
+    as a run with these slots or others cut it), keeps its recorded members while some are
+    unfinished and its checkpoint continues them (:func:`~lotterynet.stack_files.cannot_continue`),
+    so it resumes as it is instead of starting over: the same command, or one with other slots,
+    resumes a stopped sweep's stacks (of two that hold a cell, the one that trained more
+    member-epochs), and only a group with none is cut by the slots alone. The group's cells that no
+    resumed stack holds train as the planned parts hold them, several as a stack, a lone one singly:
+    the cells of a resumed stack's part it lacks (a sweep extended meanwhile) run singly, each
+    resumable from its own checkpoint, rather than start it over; its members finished meanwhile
+    outside it (``--cell``) train again with it. Third: what to say of a stack before it runs,
+    ``(tag, why)``: the folders of stacks that start over though an earlier stack's checkpoint or
+    history is in them, and the group's other folders whose stack holds cells to train but does not
+    resume (they train elsewhere), to be set aside (as :func:`~lotterynet.sweep_cells.set_aside`'s
+    ``tag``: ``done`` where that stack's checkpoint shows every member of it finished, a sweep
+    extended with new cells, nothing of it lost; else ``stale``) with why
+    (:func:`~lotterynet.stack_files.cannot_continue`, or the stack that resumes its cells); and, tag
+    None, the resumed stacks whose members finished outside them train again, their results kept.
+    Fourth: the record of each stack that resumes (:class:`~lotterynet.stack_files.StackRecord`, its
+    checkpoint as read here: what it has trained, for
     :func:`~lotterynet.sweep_cost.cpu_estimate`)."""
     groups, budgets = stack_groups(sweep, configs)
     parts = max(1, slots // max(1, sum(len(cells) > 1 for cells in groups.values())))
