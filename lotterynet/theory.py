@@ -407,7 +407,7 @@ DEFAULTS = {"table": {"epsilon": 0.01, "delta": 0.01, "density": 0.1, "C": 3.0, 
 READS = {"table": {"arch", "widths", *DEFAULTS["table"]}, "study": set(DEFAULTS["study"])}
 
 
-def main(argv=None) -> None:
+def build_parser() -> OneLineErrorParser:
     parser = OneLineErrorParser(prog="python -m lotterynet.theory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="table", choices=["table", "study"])
@@ -426,14 +426,20 @@ def main(argv=None) -> None:
     parser.add_argument("--n-max", type=int, help="study: largest n (≤ 22; 20)")
     parser.add_argument("--trials", type=int, help="study: trials per n (100)")
     parser.add_argument("--out", help="study: the figure (rss_study.png)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_options(parser: OneLineErrorParser, args: argparse.Namespace) -> None:
+    """Fill in the command's defaults (:data:`DEFAULTS`) and refuse in one line
+    (``parser.error``, exit code 2) an option it does not read, a value out of range, a study
+    too large to hold in memory and an ``--out`` that is no writable .png file
+    (:func:`check_png_path`), all before any computation."""
     unread = unread_option(args, READS, args.command)
     if unread:
         parser.error(unread)
     for name, default in DEFAULTS[args.command].items():
         if getattr(args, name) is None:
             setattr(args, name, default)
-    studying = args.command == "study"
     unit, constant = f"a number in [{SMALLEST:g}, 1)", f"a positive number below {LARGEST:g}"
     fraction, positive = (lambda v: SMALLEST <= v < 1), (lambda v: 0 < v < LARGEST)
     checks = {"epsilon": (fraction, unit), "delta": (fraction, unit),
@@ -448,7 +454,7 @@ def main(argv=None) -> None:
         value = getattr(args, name)  # (None: an option this command does not read)
         if value is not None and not valid(value):
             parser.error(f"{flag_name(name)} must be {what}, got {value!r}")
-    if studying:
+    if args.command == "study":
         entries = args.trials * (2**args.n_max + round(2 / args.epsilon))
         if entries > 2**27:  # sums and grid points per trial, in a few float64 copies
             parser.error(f"--n-max {args.n_max}, --epsilon {args.epsilon} and --trials "
@@ -456,6 +462,39 @@ def main(argv=None) -> None:
                          f"most {2**27:,}); give fewer --trials, a smaller --n-max or a larger "
                          f"--epsilon")
         check_png_path(parser, args.out)
+
+
+def run_study(args: argparse.Namespace) -> None:
+    """``study``: :func:`rss_study`'s probabilities for n = 1 … ``--n-max``, printed and
+    plotted to ``--out``."""
+    study = rss_study(args.epsilon, range(1, args.n_max + 1), args.trials,
+                      args.density, C=args.C)
+    for n, p_any, p_fixed in zip(study["n"], study["any"], study["fixed"]):
+        print(f"n={n:>3}  any={p_any:.3f}  fixed-size={p_fixed:.3f}")
+    plot_study(study, args.out)
+    print(f"wrote {args.out}")
+
+
+def run_table(parser: OneLineErrorParser, args: argparse.Namespace) -> None:
+    """``table``: every bound's widths for ``--arch`` or ``--widths`` (:func:`width_table`);
+    widths it cannot take (both flags) or a bound's refusal of its inputs is one line, as bad
+    input."""
+    try:
+        widths = resolve_widths(args.arch or (None if args.widths else "fc2"),
+                                args.widths, flag_name)
+        rows = width_table(widths, args.epsilon, args.delta, C=args.C,
+                           c_amp=args.c_amp, density=args.density,
+                           spectral_norm=args.spectral_norm)
+    except ValueError as err:
+        parser.error(str(err))
+    print(format_table(widths, rows))
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_options(parser, args)
+    studying = args.command == "study"
     # (Ctrl-C and SIGTERM one line wherever they land, as approximate's: process_lifetime.py; the
     # figure is written atomically, so a stop in its write leaves no part of it)
     then = "run the same command again"
@@ -464,22 +503,9 @@ def main(argv=None) -> None:
     try:
         with stopped(then), stopping_on_sigterm(ends_the_process=True):
             if studying:
-                study = rss_study(args.epsilon, range(1, args.n_max + 1), args.trials,
-                                  args.density, C=args.C)
-                for n, p_any, p_fixed in zip(study["n"], study["any"], study["fixed"]):
-                    print(f"n={n:>3}  any={p_any:.3f}  fixed-size={p_fixed:.3f}")
-                plot_study(study, args.out)
-                print(f"wrote {args.out}")
-                return
-            try:
-                widths = resolve_widths(args.arch or (None if args.widths else "fc2"),
-                                        args.widths, flag_name)
-                rows = width_table(widths, args.epsilon, args.delta, C=args.C,
-                                   c_amp=args.c_amp, density=args.density,
-                                   spectral_norm=args.spectral_norm)
-            except ValueError as err:
-                parser.error(str(err))
-            print(format_table(widths, rows))
+                run_study(args)
+            else:
+                run_table(parser, args)
     except Interrupted as stop:
         parser.exit(stop.exit_code, f"{parser.prog}: error: {message(stop)}\n")
 
