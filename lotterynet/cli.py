@@ -219,6 +219,8 @@ def resolved_config(explicit: dict, spell: Callable[[str], str]):
     check_path("resume", resume)
     stored, done = stored_run(resume)
     check_stop_after_is_ahead(explicit.get("stop_after"), done)
+    if not explicit.get("data_dir"):
+        check_stored_data_dir(stored.get("data_dir"), resume)
     # the resumed run's values, but those the command decides (NOT_RESUMED, devices it names)
     values = without_devices_named_in(
         {k: v for k, v in stored.items() if k not in NOT_RESUMED}, explicit)
@@ -236,6 +238,18 @@ def check_stop_after_is_ahead(stop_after: int | None, done: int) -> None:
         raise ConfigError(f"--stop-after {stop_after}: the resumed run has done "
                           f"{plural(done, 'epoch')} already; give more, or leave it out to "
                           f"train to its end")
+
+
+def check_stored_data_dir(data_dir: str | None, resume: str) -> None:
+    """A resumed run reads its data from the folder it was given (``--data-dir``, stored in
+    its checkpoint), as a given ``--data-dir`` comes before ``$LOTTERYNET_DATA``: one not here
+    (a colleague's checkpoint names their path) is refused, saying how to point elsewhere,
+    rather than reported as data missing there or downloaded into it."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise ConfigError(f"--resume: the data folder {data_dir!r} stored in checkpoint "
+                          f"{resume!r} is not a folder here; give --data-dir with the folder "
+                          f"that holds the data here (a stored folder comes before "
+                          f"$LOTTERYNET_DATA)")
 
 
 def refuse_changed_options(stored: dict, run_options: dict, explicit: dict) -> None:

@@ -1009,6 +1009,26 @@ def test_a_data_folder_from_the_environment_that_is_a_file_is_named(tmp_path, mo
     assert "\n" not in err and not (tmp_path / "run").exists()
 
 
+def test_a_resume_whose_stored_data_folder_is_not_here_names_it_and_data_dir(
+        tmp_path, stopped_run, data_dir, monkeypatch, capsys):
+    """A checkpoint from elsewhere names a data folder not here: its resume is refused in one
+    line naming the folder, that the checkpoint stored it, and --data-dir (it said "no data
+    under" it and to point $LOTTERYNET_DATA there, though that was set: a stored folder comes
+    first)."""
+    loaded = load_checkpoint(stopped_run / "checkpoints" / "last.ckpt")
+    loaded["hyper_parameters"]["config"]["data_dir"] = str(tmp_path / "gone")
+    shutil.copytree(stopped_run, tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    atomic_torch_save(loaded, checkpoint)
+    monkeypatch.setenv("LOTTERYNET_DATA", str(data_dir))
+    assert main(["--resume", str(checkpoint)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"train.py: error: --resume: the data folder '{tmp_path / 'gone'}' stored in checkpoint "
+        f"'{checkpoint}' is not a folder here; give --data-dir with the folder that holds the "
+        f"data here (a stored folder comes before $LOTTERYNET_DATA)"]
+    assert not (tmp_path / "gone").exists()
+
+
 def test_paths_starting_with_a_tilde_are_refused_naming_what_they_would_mean(tmp_path,
                                                                            monkeypatch, capsys):
     """A path that starts with ``~``, which no shell expanded (quoted, in a file, in
