@@ -12,7 +12,7 @@ from pathlib import Path
 from .approximate_sweeps import FC2_SWEEPS, LAYERS, Sweep
 from .checkpointing import write_text_atomic
 from .errors import plural
-from .machine import refuse_larger_than_memory
+from .machine import read_text_within_memory
 from .targets import RECIPES
 
 
@@ -139,8 +139,7 @@ def read_result(path: Path, for_table: bool = False) -> dict:
     naming the file, never a half-read table (nor, where it is larger than the memory, a
     MemoryError's traceback)."""
     try:
-        refuse_larger_than_memory(path, "it", OSError)
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_within_memory(path, "it", OSError))
         fault = result_fault(data) or (table_fault(data) if for_table else None)
         if not fault and for_table and not path.name.startswith(f"approximation_{data['net']}_"):
             fault = f"net {data['net']!r} in a file named {path.name!r}"

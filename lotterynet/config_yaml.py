@@ -15,7 +15,7 @@ import yaml
 
 from .config_schema import FIELDS
 from .errors import ConfigError
-from .machine import refuse_larger_than_memory
+from .machine import read_text_within_memory
 
 
 def expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
@@ -102,8 +102,7 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
     try:
         # (UTF-8, YAML's own: the locale's, cp1252 on Windows, read a config's 'é' as 'Ã©',
         # and an ASCII locale refused it)
-        refuse_larger_than_memory(path, where)
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
+        data = yaml.load(read_text_within_memory(path, where), Loader=ConfigLoader)
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{where} cannot be read as text: "
                           f"{getattr(err, 'strerror', None) or err}") from None

@@ -39,7 +39,7 @@ from .checkpointing import (
 )
 from .config_checks import WANDB_SERVER_MODES, wandb_mode
 from .errors import IN_THE_WAY, CheckpointError, ConfigError, WandbFailed, exit_code, first_line
-from .machine import refuse_larger_than_memory
+from .machine import read_text_within_memory, refuse_larger_than_memory
 from .sweep_grid import config_value
 
 METRICS_FILE = "metrics.csv"
@@ -280,9 +280,8 @@ def read_wandb_id(run_dir: Path) -> tuple[str, Path] | None:
     file holds the id alone: ``run_dir``); None without one, or where it cannot be read (larger
     than the memory: read whole, a MemoryError's traceback)."""
     try:
-        refuse_larger_than_memory(run_dir / WANDB_ID_FILE, WANDB_ID_FILE, OSError)
-        run_id, _, written_in = (run_dir / WANDB_ID_FILE).read_text(
-            encoding="utf-8").partition("\n")
+        run_id, _, written_in = read_text_within_memory(run_dir / WANDB_ID_FILE, WANDB_ID_FILE,
+                                                        OSError).partition("\n")
     except (OSError, ValueError):  # (none, or another folder's that cannot be read, not UTF-8)
         return None
     written_in = written_in.removesuffix("\n")

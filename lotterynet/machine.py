@@ -58,6 +58,14 @@ def refuse_larger_than_memory(path: Path, what: str, error: type[Exception] = Co
                     f"of memory this machine has available to read it")
 
 
+def read_text_within_memory(path: Path, what: str, error: type[Exception] = ConfigError) -> str:
+    """The text of ``path`` (UTF-8, as lotterynet writes its files), refused unread where it is
+    larger than the memory available (:func:`refuse_larger_than_memory`: ``error`` naming it
+    as ``what``)."""
+    refuse_larger_than_memory(path, what, error)
+    return path.read_text(encoding="utf-8")
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of returning
     each one to the system. An edge-popup step on the CPU creates a dozen score-sized temporary

@@ -32,7 +32,7 @@ from .config import NOT_COMPUTED, changed_fields
 from .config_schema import WIDE, RunConfig
 from .errors import ConfigError, resume_flag
 from .loggers import METRICS_FILE, WANDB_ENDED_FILE, WANDB_ID_FILE
-from .machine import is_launched_worker, refuse_larger_than_memory
+from .machine import is_launched_worker, read_text_within_memory
 from .masking import masked_weights
 from .resumable import is_real
 from .sweep_grid import SWEEP_FILE, SWEEP_LOCK, in_a_folder_name
@@ -221,8 +221,8 @@ def folder_run_id(run_dir: Path) -> str | None:
     None without one, or where the file cannot be read (cut short by a kill as Lightning
     rewrote it, or larger than the memory: read whole, a MemoryError's traceback)."""
     try:
-        refuse_larger_than_memory(run_dir / HPARAMS, HPARAMS, OSError)
-        return stored_run_id(yaml.safe_load((run_dir / HPARAMS).read_text(encoding="utf-8")))
+        return stored_run_id(yaml.safe_load(read_text_within_memory(run_dir / HPARAMS, HPARAMS,
+                                                                    OSError)))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
 
@@ -301,8 +301,7 @@ def read_json(path: Path) -> dict:
     """The mapping in a JSON file; a missing or unreadable file reads as empty, as does one
     larger than the memory (read whole, it was a MemoryError's traceback)."""
     try:
-        refuse_larger_than_memory(path, str(path), OSError)
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_within_memory(path, str(path), OSError))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -17,7 +17,7 @@ from .checkpointing import savefig_atomic, write_csv_atomic, write_text_atomic
 from .config import RunConfig
 from .data import DATASETS
 from .errors import ConfigError, plural
-from .machine import refuse_larger_than_memory
+from .machine import read_text_within_memory, refuse_larger_than_memory
 from .params import kept_params
 from .pensia_figure2 import LABELS, TRAINED, paper_accuracy
 from .resumable import is_real
@@ -377,8 +377,7 @@ def logged_record(record: Path) -> str | None:
     cannot be read (not text, larger than the memory: read whole, a MemoryError's traceback),
     which :func:`log_to_wandb` then logs again and writes anew."""
     try:
-        refuse_larger_than_memory(record, str(record), OSError)
-        return record.read_text(encoding="utf-8").strip()
+        return read_text_within_memory(record, str(record), OSError).strip()
     except (OSError, ValueError):  # (none, a folder, unreadable, not UTF-8)
         return None
 

@@ -13,7 +13,7 @@ from .checkpointing import write_text_atomic
 from .config_checks import WANDB_NAME_MAX, control_character
 from .errors import ConfigError, WandbFailed, plural
 from .loggers import read_wandb_id, reporting_wandb_failure
-from .machine import refuse_larger_than_memory
+from .machine import read_text_within_memory
 from .run_dir import read_results
 from .stack import log_member_run
 from .sweep_cells import SWEEP_PARTS, cell_configs, relocate
@@ -38,11 +38,8 @@ def folder_wandb_group(sweep_dir: Path) -> tuple[str, str]:
     name = Path(os.path.abspath(sweep_dir)).name
     started = any((sweep_dir / part).exists() for part in (SWEEP_FILE, *SWEEP_PARTS))
     kept = sweep_dir / WANDB_GROUP_FILE
-    if kept.is_file():
-        refuse_larger_than_memory(kept, str(kept))  # (read whole, a file of a terabyte was a
-        # MemoryError's traceback)
-        if group := kept.read_text(encoding="utf-8").strip():
-            return group, group.removeprefix(name)
+    if kept.is_file() and (group := read_text_within_memory(kept, str(kept)).strip()):
+        return group, group.removeprefix(name)
     if started:
         return name, ""
     suffix = f"-{digest(str(sweep_dir.resolve()))}"
