@@ -12,7 +12,6 @@ checkpoint).
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import threading
 from collections.abc import Callable
@@ -192,7 +191,7 @@ def given_values(args: argparse.Namespace) -> Overrides:
     # (the file's devices, flat or trainer.devices, read into the Trainer's: named as its own)
     in_file = set(values) | ({"devices"} if "devices" in (values.get("trainer") or {}) else set())
     return Overrides(lightning_devices(overlay(without_devices_named_in(values, flags), flags)),
-                     frozenset(in_file - set(flagged)), flagged)
+                     frozenset(in_file - set(flagged)), flagged, args.config)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -200,8 +199,7 @@ def config_from_args(args: argparse.Namespace):
     resumed run refuses values that would change what it trains, and every run a flag that
     it would not read."""
     given = given_values(args)
-    config = resolved_config(given.values, functools.partial(given.spelled,
-                                                             config_file=args.config))
+    config = resolved_config(given.values, given.spelled)
     refuse_unread_flags(given_flags(args), [config])
     if args.config:
         refuse_unread_file_options(args.config, given.file_values, [config])

@@ -197,12 +197,14 @@ def cell_name(label: str, values: dict) -> str:
 class Overrides:
     """A sweep command's run values, over its ``base`` (its ``--config`` file's, the flags'
     on top: :func:`lotterynet.cli.given_values`, which reads the file), and how the command
-    gave each: ``in_file``, the keys only the config file sets; ``flagged``, the flag that
-    set each other one (``--trainer.max_epochs`` for the epochs a Trainer flag gave)."""
+    gave each: ``in_file``, the keys only the config file (``config_file``) sets; ``flagged``,
+    the flag that set each other one (``--trainer.max_epochs`` for the epochs a Trainer flag
+    gave)."""
 
     values: dict = field(default_factory=dict)
     in_file: frozenset[str] = frozenset()
     flagged: dict[str, str] = field(default_factory=dict)
+    config_file: str | None = None
 
     @property
     def file_values(self) -> dict:
@@ -210,9 +212,9 @@ class Overrides:
         that a ``--trainer.devices`` flag did are gone)."""
         return {key: self.values[key] for key in self.in_file if key in self.values}
 
-    def spelled(self, key: str, config_file: str | None) -> str:
-        """``key`` as the command gave it: the ``config_file``'s key, or its flag."""
-        return f"config file {config_file!r}: {key}" if key in self.in_file else \
+    def spelled(self, key: str) -> str:
+        """``key`` as the command gave it: the config file's key, or its flag."""
+        return f"config file {self.config_file!r}: {key}" if key in self.in_file else \
             self.flagged.get(key, flag_name(key))
 
 
@@ -236,11 +238,6 @@ class Sources:
         """The items of ``key``'s flag as the command wrote them; None where the file gave it."""
         text = getattr(self.args, f"sweep_{key}") if self.flags.get(key) is not None else None
         return None if text is None else [item.strip() for item in text.split(",")]
-
-    def spelled(self, key: str) -> str:
-        """Run value ``key`` named as the user gave it (:meth:`Overrides.spelled`):
-        --trainer.max_epochs 4 is the command line's epochs, not a config file's."""
-        return self.given.spelled(key, self.args.config)
 
 
 def load_sweep(args: argparse.Namespace, given: Overrides) -> Sweep:
@@ -317,7 +314,7 @@ def refuse_keys_the_sweep_sets(base: dict, variants: list[dict], sources: Source
     cell (in the run values, the base or a variant), a W&B option in a variant, and a run
     value that a variant sets otherwise."""
     overrides = sources.given.values
-    for spell, values in [(sources.spelled, overrides),
+    for spell, values in [(sources.given.spelled, overrides),
                           (lambda k: f"{sources.given_in('base')}: {k}", base),
                           *((lambda k: f"{sources.given_in('variants')}: {k}", v)
                             for v in variants)]:
@@ -347,7 +344,7 @@ def refuse_override_a_variant_sets(key: str, value, variants: list[dict],
     if variant is not None:
         change = "or drop it from the config file" if key in sources.given.in_file else \
             "not the flag"
-        raise ConfigError(f"{sources.spelled(key)} {value!r}: the sweep's variant "
+        raise ConfigError(f"{sources.given.spelled(key)} {value!r}: the sweep's variant "
                           f"{variant_label(variant)!r} sets {key}: {variant[key]!r}; change "
                           f"the variants (sweep file or --sweep-variants), {change}")
 
