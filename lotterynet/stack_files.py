@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from .archs import recipe_lr
 from .checkpointing import CHECKPOINTS, LAST, epochs_done, load_checkpoint, write_text_atomic
@@ -154,7 +154,8 @@ def write_stack_file(configs: Sequence[RunConfig], stack_dir: Path,
     :func:`read_stack_file` (``train.py --stack-file``) to run the stack in another process.
     The cells (and the members' ``out`` and ``resume``) are written relative to the file's
     folder (:func:`members_in`): read from there, not from where a later run happens to be,
-    they go with the folder when it is copied or moved (``cp -r A B``). The data folder, given
+    they go with the folder when it is copied or moved (``cp -r A B``), also to another system
+    (written with ``/``, which Windows reads too). The data folder, given
     relative to where the sweep runs or not given (``./data`` there), and going with no copy
     of it, is written absolute (:func:`absolute_data_dir`): the stack run by hand from another
     folder reads the same data."""
@@ -172,9 +173,12 @@ def members_in(stack_dir: Path, configs: Sequence[RunConfig], cell_dirs: Sequenc
     """The members' configs as the stack's own files name them (``stack.yaml``,
     ``hparams.yaml``): ``out`` the member's cell and ``resume``, relative to ``stack_dir``
     (a sweep's ``../../cells/CELL``), so that they name no folder of the machine they ran on
-    and go with the folders when they are copied or moved."""
+    and go with the folders when they are copied or moved; with ``/`` on every system, as a
+    sweep stores the paths in its cells' results
+    (:func:`~lotterynet.sweep_cells.relocate`): ``os.path.relpath`` wrote ``..\\..\\cells\\CELL``
+    on Windows, on Linux or macOS a name of no folder (a sweep folder copied there)."""
     def from_here(where: str | Path) -> str:
-        return os.path.relpath(Path(where).absolute(), stack_dir.absolute())
+        return os.path.relpath(Path(where).absolute(), stack_dir.absolute()).replace(os.sep, "/")
 
     return [{**c.to_dict(), "out": from_here(cell), "resume": c.resume and from_here(c.resume)}
             for c, cell in zip(configs, cell_dirs)]
@@ -210,6 +214,7 @@ def read_stack_file(path: str | Path, data_dir: str | None = None
     folder = Path(path).absolute().parent
 
     def read(written: str) -> Path:
+        written = posix_form(written, into_sweep_cells)  # (a file written on Windows)
         return Path(written) if Path(written).is_absolute() else \
             Path(os.path.normpath(folder / written))
 
@@ -250,6 +255,21 @@ def read_stack_file(path: str | Path, data_dir: str | None = None
                               f"the stack file or is the current folder)")
     check_finished_cells(configs, cell_dirs, [f"{where}: cell {name!r}" for name in shown])
     return configs, cell_dirs
+
+
+def posix_form(written: str, ours: Callable[[str], bool]) -> str:
+    """``written`` (a path in a file that a sweep wrote) with ``/`` for the ``\\`` of one that
+    ``str(Path)`` wrote on Windows, where that is a path as the sweep writes it (``ours``): so
+    it names the same folder on every system (on Linux or macOS ``cells\\CELL`` is a name);
+    any other as written (a ``\\`` may be part of a name there)."""
+    posix = PureWindowsPath(written).as_posix()
+    return posix if posix != written and ours(posix) else written
+
+
+def into_sweep_cells(written: str) -> bool:
+    """``written`` (a path in a stack file) is as a sweep writes it there: from the stack's
+    folder into the sweep's cells (``../../cells/CELL``: :func:`members_in`)."""
+    return Path(written).parts[:3] == ("..", "..", "cells")
 
 
 def check_finished_cells(configs: Sequence[RunConfig], cell_dirs: Sequence[Path],

@@ -13,7 +13,7 @@ import itertools
 import os
 import re
 from collections import Counter
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 
 from .checkpointing import (
     CHECKPOINTS,
@@ -29,7 +29,7 @@ from .config_schema import RunConfig
 from .errors import CheckpointError
 from .loggers import METRICS_FILE
 from .run_dir import RESULTS, locked, read_json, read_results, results_differ, write_json_atomic
-from .stack_files import STACK_FILE, changes, stack_record, write_stack_file
+from .stack_files import STACK_FILE, changes, posix_form, stack_record, write_stack_file
 from .sweep_grid import (
     BASELINE,
     OLD_LABELS,
@@ -178,8 +178,7 @@ def sweep_form(written: str) -> str:
     """``written`` (a path a cell's results hold) with ``/`` for the ``\\`` of a path that a
     sweep stored on Windows inside its folder (``stacks\\STACK``); any other as written (on
     Linux a ``\\`` may be part of a name)."""
-    posix = PureWindowsPath(written).as_posix()
-    return posix if posix != written and stored_in_sweep(posix) else written
+    return posix_form(written, stored_in_sweep)
 
 
 def stored_in_sweep(written: str) -> bool:

@@ -1681,6 +1681,39 @@ def test_a_stack_file_names_its_cells_wherever_it_is_run_from(tmp_path, monkeypa
     assert read_stack_file(by_hand)[1] == [tmp_path / c for c in cells]
 
 
+def test_a_stack_file_written_on_windows_names_its_cells_on_linux(tmp_path, monkeypatch):
+    """A sweep's stack file written on Windows (``os.path.relpath`` there: ``\\``) named its
+    cells ``..\\..\\cells\\a``: its sweep folder copied to Linux or macOS, that was a name
+    of no folder there. It is written with ``/`` (Windows reads it too), and one an older
+    version wrote on Windows is read as naming the same cells, resume and all."""
+    import ntpath
+    from types import SimpleNamespace
+
+    sweep = tmp_path / "sweep"
+    cells = [sweep / "cells" / "a", sweep / "cells" / "b"]
+    resume = cells[0] / "checkpoints" / "last.ckpt"
+    resume.parent.mkdir(parents=True)
+    resume.write_bytes(b"")
+    configs = [make_config({"arch": "fc2", "structure": "dense", "sparsity": s, "out": str(c),
+                            "data_dir": str(tmp_path), "resume": r and str(r)})
+               for s, c, r in zip((0.5, 0.9), cells, (resume, None))]
+    windows = SimpleNamespace(path=ntpath, sep="\\")  # (the os this file's code sees there)
+    monkeypatch.setattr(lotterynet.stack_files, "os", windows)
+    path = write_stack_file(configs, sweep / "stacks" / "dense-seed0", cells)
+    monkeypatch.undo()
+    written = yaml.safe_load(path.read_text())
+    assert written["cells"] == [m["out"] for m in written["members"]] == [
+        "../../cells/a", "../../cells/b"]
+    assert [m["resume"] for m in written["members"]] == [
+        "../../cells/a/checkpoints/last.ckpt", None]
+    for text in (path.read_text(), path.read_text().replace("/", "\\")):  # (as before)
+        path.write_text(text)
+        read, read_cells = read_stack_file(path)
+        assert read_cells == cells
+        assert [(c.out, c.resume) for c in read] == [(str(cells[0]), str(resume)),
+                                                     (str(cells[1]), None)]
+
+
 def test_a_copied_sweeps_stack_file_runs_its_own_cells(tmp_path, data_dir, capsys,
                                                         monkeypatch):
     """``cp -r A B``, A deleted: B's stack file, run by hand from another folder, named A's
