@@ -48,13 +48,22 @@ class ThresholdHint:
 
 def count_ones(mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """How many entries of a boolean or 0/1 float ``mask`` are set (along ``dim``). A float
-    mask is summed into float32 (float64 from 2**24 entries on), exact whatever the mask's
-    own float: a bfloat16 or float16 sum rounds counts above 256 or 2048. ``count_nonzero``
-    of a float is ~100x slower on the CPU (240k entries: 1.07 ms against 11 µs for the
-    sum)."""
+    mask is summed into :func:`count_dtype`, exact whatever the mask's own float: a bfloat16
+    or float16 sum rounds counts above 256 or 2048. ``count_nonzero`` of a float is ~100x
+    slower on the CPU (240k entries: 1.07 ms against 11 µs for the sum)."""
     if not mask.is_floating_point():
         return mask.sum(dim)
-    return mask.sum(dim, dtype=torch.float64 if mask.numel() >= 1 << 24 else torch.float32)
+    return mask.sum(dim, dtype=count_dtype(mask.numel(), mask.device))
+
+
+def count_dtype(entries: int, device: torch.device) -> torch.dtype:
+    """The dtype in which :func:`count_ones` sums a 0/1 float mask of ``entries`` on
+    ``device``: float32, exact below 2**24; from there float64, or on MPS, which has no
+    float64 (TypeError: 'Cannot convert a MPS Tensor to float64 dtype'), int64, as a boolean
+    mask is counted."""
+    if entries < 1 << 24:
+        return torch.float32
+    return torch.int64 if device.type == "mps" else torch.float64
 
 
 def compare(op, values: torch.Tensor, threshold, dtype: torch.dtype) -> torch.Tensor:

@@ -9,7 +9,14 @@ from torch import nn
 
 import lotterynet as ln
 from lotterynet.masking import MaskedWeight
-from lotterynet.topk import HINT_MIN_ENTRIES, ThresholdHint, count_ones, rows_topk_mask, topk_mask
+from lotterynet.topk import (
+    HINT_MIN_ENTRIES,
+    ThresholdHint,
+    count_dtype,
+    count_ones,
+    rows_topk_mask,
+    topk_mask,
+)
 
 
 @pytest.mark.parametrize("shape", [(10,), (7, 13), (4, 3, 5, 5), (1000, 3)])
@@ -440,6 +447,20 @@ def test_count_ones_is_exact_past_the_integers_of_float32():
     mask[0, :1234] = 1
     assert count_ones(mask, 1).tolist() == [1234, 0]
     assert int(count_ones(mask.bool())) == 1234
+
+
+@pytest.mark.parametrize("device, dtype", [("cpu", torch.float64), ("cuda", torch.float64),
+                                           ("mps", torch.int64)])
+def test_count_ones_past_the_integers_of_float32_needs_no_float64_on_mps(device, dtype):
+    """Past 2**24 entries a 0/1 float mask was summed in float64 on every device: MPS has
+    none (a drop-in layer's mask counted on an Apple GPU raised TypeError: 'Cannot convert a
+    MPS Tensor to float64 dtype'). There it is counted in int64, as a boolean mask is; exact
+    too (checked here on the CPU); elsewhere in float64 as before, and below 2**24 in
+    float32 on every device."""
+    n = (1 << 24) + 3
+    assert count_dtype(n, torch.device(device)) == dtype
+    assert count_dtype(n - 4, torch.device(device)) == torch.float32
+    assert torch.ones(n).sum(dtype=dtype).item() == n
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
