@@ -432,8 +432,9 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep, begun: threading.Event | N
         raise ConfigError(f"--jobs-per-device must be positive, got {args.jobs_per_device}")
     gpus = torch.cuda.device_count()
     if sys.platform == "win32" and not args.cell and max(1, gpus) * args.jobs_per_device > 1:
-        # (its jobs hold Ctrl-C and SIGTERM back as they start and are stopped by them: POSIX
-        # signals; Popen refuses the preexec_fn that holds them on Windows: a traceback per job)
+        # (its jobs hold Ctrl-C and SIGTERM back as they start, die with it and are stopped by
+        # the signals it sends them: none of which Windows has; a DDP cell's job runs there
+        # alone, started without them: sweep_jobs.start_job)
         on = f" on {gpus} GPUs" if gpus > 1 else ""
         raise ConfigError(f"--jobs-per-device {args.jobs_per_device}{on}: a sweep runs its "
                           f"cells as jobs side by side on Linux and macOS only; on Windows "

@@ -131,11 +131,15 @@ def job_env(device: int | None, workers: int) -> dict[str, str]:
 
 
 def start_job(job: Job, device: int | None, workers: int, log) -> subprocess.Popen:
-    """``job``'s ``train.py`` (environment: :func:`job_env`), its output into ``log``."""
+    """``job``'s ``train.py`` (environment: :func:`job_env`), its output into ``log``; held
+    as it starts (:func:`starting_a_job`) but on Windows, whose Popen takes no ``preexec_fn``
+    (ValueError: 'preexec_fn is not supported on Windows platforms', for every job, a DDP
+    cell's too) and which has nothing it holds: no ``PR_SET_PDEATHSIG``, no signal masks."""
     train_py = Path(__file__).resolve().parent.parent / "train.py"
+    held = {} if sys.platform == "win32" else {"preexec_fn": partial(starting_a_job, os.getpid())}
     return subprocess.Popen([sys.executable, str(train_py), *job.argv],
                             env=job_env(device, workers), stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=partial(starting_a_job, os.getpid()))
+                            **held)
 
 
 def starting_a_job(sweep: int) -> None:

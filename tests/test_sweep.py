@@ -927,6 +927,33 @@ def test_a_sweep_with_jobs_is_refused_on_windows_in_one_line(tmp_path, data_dir,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("platform", ["win32", "linux"])
+def test_a_sweeps_job_starts_on_windows_without_a_preexec_fn(tmp_path, monkeypatch, platform):
+    """Windows' Popen refuses a ``preexec_fn`` (ValueError: preexec_fn is not supported on
+    Windows platforms), which every job of a sweep was started with: a sweep's DDP cells, each
+    a job of its own with --jobs-per-device 1 too, all failed there. A job starts there
+    without one (what it does, die with the sweep and hold signals back, Windows has not: it
+    did nothing there), elsewhere with it as before. (Its python: ``echo``, which says how it
+    was started.)"""
+    popen, hooks = subprocess.Popen, []
+
+    def as_on(args, **kwargs):  # (subprocess's own rule, on Windows)
+        hooks.append(kwargs.get("preexec_fn"))
+        if platform == "win32" and hooks[-1] is not None:
+            raise ValueError("preexec_fn is not supported on Windows platforms")
+        return popen(args, **kwargs)
+
+    monkeypatch.setattr(sys, "executable", shutil.which("echo"))
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(subprocess, "Popen", as_on)
+    job = jobs_module.Job("cell c-seed0", ["--config", "c.yaml"], tmp_path / "train.log", ["c"])
+    with open(job.log, "a") as log:
+        assert jobs_module.start_job(job, None, 1, log).wait(timeout=10) == 0
+    assert job.log.read_text() == f"{REPO / 'train.py'} --config c.yaml\n"
+    assert [hook and hook.func for hook in hooks] == [
+        None if platform == "win32" else jobs_module.starting_a_job]
+
+
 def test_subprocess_pool_splits_a_stack_over_free_slots(tmp_path, data_dir, capsys, monkeypatch):
     """With job slots every stack runs in its own ``train.py --stack-file``; with more slots
     than stacks (2 for 1 variant) it is cut into parts of equal epochs (one budget-1 and one
