@@ -190,9 +190,11 @@ class JobRunner:
                     self.stopped.append((job, code))
                 self._lock.notify_all()
 
-    def stop(self, signum: int) -> None:
+    def stop(self, signum: int | None) -> None:
         with self._lock:
             self._stopped = True
+            if signum is None:  # (a Ctrl-C on Windows: the console's reached every job)
+                return
             for proc in self._running:
                 proc.send_signal(signum)
 
@@ -205,13 +207,17 @@ class JobRunner:
             self._lock.wait_for(lambda: not self._running)
 
 
-def forwarded(err: BaseException) -> signal.Signals:
+def forwarded(err: BaseException) -> signal.Signals | None:
     """The signal that a sweep stopped by ``err`` sends its running jobs: SIGINT for a Ctrl-C,
     which a terminal sends them too (with SIGTERM besides, the two raced: one job's line said
     SIGINT, another's SIGTERM), unless the sweep ignores SIGINT (started in the background),
-    which its jobs then ignore too; else SIGTERM."""
+    which its jobs then ignore too; else SIGTERM. On Windows none for a Ctrl-C (None): the
+    console sends it to every process attached to it, the jobs too, and Popen sends no SIGINT
+    there (ValueError: 'Unsupported signal: 2', a traceback for the sweep's line)."""
     ctrl_c = isinstance(err, KeyboardInterrupt) and \
         signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None)
+    if ctrl_c and sys.platform == "win32":
+        return None
     return signal.SIGINT if ctrl_c else signal.SIGTERM
 
 

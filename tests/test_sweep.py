@@ -2635,6 +2635,55 @@ def test_a_second_sigterm_while_a_sweeps_jobs_stop_is_ignored(tmp_path, monkeypa
         f"sweep {tmp_path / 'sweep'} stopped by {said}; run the same command again")
 
 
+def test_a_ctrl_c_stops_a_sweeps_jobs_on_windows_in_the_sweeps_line(tmp_path, monkeypatch):
+    """On Windows a Ctrl-C reaches every process of the console, the sweep's jobs too (a DDP
+    cell's there); the sweep sent them SIGINT besides, which Popen sends no process there: its
+    ValueError ('Unsupported signal: 2') replaced the sweep's line. Now it sends nothing more
+    and waits for them: its line, with how each job goes on."""
+    from lotterynet.errors import Interrupted
+
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGINT, lambda *a: sys.exit(130))\n"
+             "print('up', flush=True)\n"
+             "time.sleep(30)\n")
+    started = []
+
+    def start(job, device, workers, log):
+        started.append(subprocess.Popen([sys.executable, "-c", child], stdout=log))
+        return started[-1]
+
+    def as_on_windows(self, sig):  # (subprocess's own Popen.send_signal there)
+        if sig != signal.SIGTERM:
+            raise ValueError(f"Unsupported signal: {sig}")
+        self.terminate()
+
+    monkeypatch.setattr(jobs_module, "start_job", start)
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(subprocess.Popen, "send_signal", as_on_windows)
+    jobs = [jobs_module.Job(f"cell c{i}", [], tmp_path / f"{i}.log", [f"c{i}"]) for i in (1, 2)]
+
+    def console_ctrl_c():
+        while not all(job.log.is_file() and "up" in job.log.read_text() for job in jobs):
+            time.sleep(0.05)
+        for pid in [*(proc.pid for proc in started), os.getpid()]:
+            os.kill(pid, signal.SIGINT)
+
+    ended = []
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=console_ctrl_c, daemon=True).start()
+        with pytest.raises(Interrupted) as err:
+            jobs_module.run_jobs(jobs, [None, None], tmp_path / "sweep",
+                                  lambda job, code: ended.append(code))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert [proc.returncode for proc in started] == [130, 130]
+    assert (err.value.exit_code, str(err.value)) == (130, (
+        f"sweep {tmp_path / 'sweep'} stopped by Ctrl-C (SIGINT); run the same command again "
+        f"to continue (finished cells are kept): cell c1 starts over (it wrote no checkpoint), "
+        f"cell c2 starts over (it wrote no checkpoint)"))
+
+
 def test_a_stack_resumed_and_stopped_before_its_first_new_epoch_names_its_checkpoints_epoch(
         tmp_path, data_dir, capsys, monkeypatch):
     """A stack resumed and stopped (Ctrl-C) before its fit loaded its checkpoint (here: as it
