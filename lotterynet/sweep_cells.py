@@ -36,6 +36,7 @@ from .sweep_grid import (
     Sweep,
     cell_name,
     config_value,
+    folder_label,
     old_labels,
     variant_label,
 )
@@ -61,7 +62,7 @@ def cells_use(sweep: Sweep, key: str) -> list:
 def stack_name(label: str, values: dict) -> str:
     """The folder in ``stacks/`` of the stack of a variant's cells of one seed (of its parts,
     with ``-part<i>of<n>``: :func:`~lotterynet.sweep_plan.plan_stacks`)."""
-    return f"{label.replace('/', '-')}-seed{values['seed']}"
+    return f"{folder_label(label)}-seed{values['seed']}"
 
 
 def prepare_cell(config: RunConfig) -> RunConfig | None:

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import hashlib
 import itertools
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +191,16 @@ def canonical(value):
 
 def cell_name(label: str, values: dict) -> str:
     sparsity = "" if label == BASELINE else f"-s{values['sparsity']:g}"
-    return f"{label.replace('/', '-')}{sparsity}-e{values['epochs']}-seed{values['seed']}"
+    return f"{folder_label(label)}{sparsity}-e{values['epochs']}-seed{values['seed']}"
+
+
+def folder_label(label: str) -> str:
+    """A variant's label (:func:`variant_label`) as its cells' and stacks' folder names begin:
+    its "/" as "-" on every system, and on Windows also what a name cannot hold there
+    (:func:`in_a_folder_name`). Those names begin with its structure (or ``trained``) and end
+    with ``-seed<N>`` (or a stack part's ``-part<i>of<n>``): never a name Windows reserves
+    (``CON``, ``NUL``, ...), nor one ending in a dot or a space, which it forbids too."""
+    return in_a_folder_name(label.replace("/", "-"))
 
 
 @dataclass(frozen=True)
@@ -441,10 +451,12 @@ def refuse_twin_cells(label: str, values: dict, config: RunConfig,
                           f"{describe_cell(label, values)} are the same run; give each "
                           f"variant once")  # in any order)
     if name in named:  # two cells, one folder: sparsities alike to 6 digits (:g), or
-        # values alike but for '/' and '-' (a path)
+        # values alike but for '/' and '-' (a path), or on Windows ':' and '-' (folder_label)
+        windows = ' or a character Windows forbids in a name (<>:"\\|?*)' \
+            if sys.platform == "win32" else ""
         fix = "give sparsities that differ within 6 significant digits" if \
-            named[name][0] == label else "make the variants' values differ in more than " \
-                                         "'/' against '-'"
+            named[name][0] == label else f"make the variants' values differ in more than " \
+                                         f"'/'{windows} against '-'"
         raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
                           f"{describe_cell(label, values)} would share the folder {name!r}; "
                           f"{fix}")
@@ -537,11 +549,19 @@ def sweep_dir_of(sweep: Sweep, sweep_file: str | None, sweep_out: str | None) ->
     return Path(sweep_out or f"runs/sweep-{arch}-{name}")
 
 
-def in_a_folder_name(arch: str) -> str:
-    """``arch`` (``timm:resnet18``) as part of a default folder's name: its ":" as "-" on
-    Windows, which forbids ":" in a name (a folder ``runs/timm:resnet18-…`` could not be made
-    there); as it is elsewhere, where existing runs and sweeps keep their folders."""
-    return arch.replace(":", "-") if sys.platform == "win32" else arch
+#: What a name cannot hold on Windows, other than "/" (which a sweep's folder names write as
+#: "-" everywhere): its reserved characters and the control characters.
+WINDOWS_FORBIDDEN = re.compile(r'[<>:"\\|?*\x00-\x1f]')
+
+
+def in_a_folder_name(text: str) -> str:
+    """``text`` (an arch, ``timm:resnet18``; a variant's label, :func:`folder_label`) as part
+    of a folder's name: on Windows each character a name there cannot hold
+    (:data:`WINDOWS_FORBIDDEN`) as "-", where ``runs/timm:resnet18-…`` or a cell
+    ``dense-data_dir=D:\\mnist-…`` could not be made (``\\``: a folder in another); as it is
+    elsewhere, where existing runs and sweeps keep their folders (a sweep finds its cells by
+    name)."""
+    return WINDOWS_FORBIDDEN.sub("-", text) if sys.platform == "win32" else text
 
 
 def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path, yes: bool = False) -> Path:

@@ -1932,6 +1932,48 @@ def test_a_variants_list_or_mapping_names_its_folders_by_a_hash(tmp_path):
         assert re.fullmatch(r"[\w.=-]+", name) and len(name) < 64, name
 
 
+@pytest.mark.parametrize("platform", ["win32", "linux"])
+def test_a_variants_value_windows_forbids_in_a_name_is_a_dash_in_its_folders_there(
+        tmp_path, capsys, monkeypatch, platform):
+    """A variant's value holding what a name cannot hold on Windows (``arch: timm:resnet18``,
+    ``data_dir: D:\\mnist``; ``<>"|?*``) made cell and stack folders Windows cannot make
+    (``\\`` a folder in another): there each such character is "-", as "/" is on every
+    system, and two variants whose cells would then share a folder are refused before any
+    work, in one line (exit 2); elsewhere the names are as they were (a resumed sweep finds
+    its cells by name)."""
+    monkeypatch.setattr(sys, "platform", platform)
+    sweep_file, windows = tmp_path / "s.yaml", platform == "win32"
+    argv = ["--sweep", str(sweep_file), "--arch", "fc2", "--sweep-out", str(tmp_path / "out")]
+
+    def folders(*data_dirs: str) -> list[tuple[str, str]]:
+        sweep_file.write_text(yaml.safe_dump({"variants": [
+            {"structure": "dense", "data_dir": d} for d in data_dirs], "sparsities": [0.5],
+            "epochs": [1], "baseline": False}))
+        args = build_parser().parse_args(argv)
+        return [(cell_name(*cell), cells_module.stack_name(*cell))
+                for cell in load_sweep(args, given_values(args)).cells()]
+
+    named = ["data_dir=D--mnist", "data_dir=a-b-c-d-e-f-g"] if windows else \
+        ["data_dir=D:\\mnist", 'data_dir=a<b>c"d|e?f*g']
+    assert folders("D:\\mnist", 'a<b>c"d|e?f*g') == [
+        (f"dense-{n}-s0.5-e1-seed0", f"dense-{n}-seed0") for n in named]
+    assert cell_name("dense/arch=timm:resnet18", {"sparsity": 0.5, "epochs": 1, "seed": 0}) == \
+        f"dense-arch=timm{'-' if windows else ':'}resnet18-s0.5-e1-seed0"
+    if not windows:
+        assert [cell for cell, _ in folders("a:b", "a-b")] == [
+            "dense-data_dir=a:b-s0.5-e1-seed0", "dense-data_dir=a-b-s0.5-e1-seed0"]
+        return
+    with pytest.raises(ConfigError):  # (the sweep file written)
+        folders("a:b", "a-b")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "train.py: error: sweep cells dense/data_dir=a:b at sparsity 0.5 and dense/data_dir=a-b "
+        "at sparsity 0.5 would share the folder 'dense-data_dir=a-b-s0.5-e1-seed0'; make the "
+        "variants' values differ in more than '/' or a character Windows forbids in a name "
+        "(<>:\"\\|?*) against '-'\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_sweep_written_before_labels_named_their_keys_is_renamed_not_trained(
         tmp_path, data_dir, capsys):
     """A sweep folder written when a variant's scalars stood without their keys
