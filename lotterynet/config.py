@@ -27,7 +27,7 @@ from pathlib import Path
 from .config_checks import WANDB_OPTIONS, validate
 from .config_flags import flatten_sections
 from .config_schema import FIELDS, WIDE, RunConfig, field_type
-from .config_yaml import read_yaml_mapping, string_keys
+from .config_yaml import MAX_FILE_BYTES, read_yaml_mapping, string_keys
 from .errors import ConfigError, flag_name, python_value
 from .registry import check_choice
 
@@ -39,8 +39,8 @@ def load_yaml(path: str | Path) -> dict:
     true`` replaced that run's results, ticket, checkpoint and history unasked; replacing a
     run is the command's decision (``--overwrite``)."""
     where = f"config file {str(Path(path))!r}"
-    flat = flatten_sections(string_keys(read_yaml_mapping(path, where, "a mapping of options"),
-                                        where), where)
+    flat = flatten_sections(string_keys(read_yaml_mapping(path, where, "a mapping of options",
+                                                          MAX_FILE_BYTES), where), where)
     if flat.get("overwrite", False) is not False:
         raise ConfigError(f"{where} sets overwrite: a file may not replace the run in its "
                           f"folder; drop the key and give --overwrite on the command line")

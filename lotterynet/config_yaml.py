@@ -14,8 +14,15 @@ from pathlib import Path
 import yaml
 
 from .config_schema import FIELDS
-from .errors import ConfigError
+from .errors import ConfigError, in_binary_units
 from .machine import read_text_within_memory
+
+#: The largest config or sweep file read, in bytes: PyYAML's pure-Python parser reads about
+#: 20,000 values a second (a 3 MB file of them took 23 s to be refused for holding more than
+#: :attr:`ConfigLoader.MAX_VALUES`; its C parser, 5 times faster, words its errors otherwise),
+#: and the longest file in ``configs/`` is 1.3 KB. A stack file, which lotterynet writes and
+#: which grows with its members, is not bound.
+MAX_FILE_BYTES = 256 * 2**10
 
 
 def expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
@@ -87,10 +94,11 @@ def yaml_fault(err: yaml.YAMLError) -> str:
         f" ({context})" if context else "")
 
 
-def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
+def read_yaml_mapping(path: str | Path, where: str, holds: str,
+                      max_bytes: int | None = None) -> dict:
     """The mapping in the YAML file ``path`` (``where`` names it in errors, ``holds`` says what
     it should hold); :class:`ConfigError` for a missing, unreadable, malformed or non-mapping
-    file."""
+    file, and one over ``max_bytes`` (refused unread)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{where} is a folder; give the file in it")
@@ -99,6 +107,10 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str) -> dict:
         raise ConfigError(f"{where} is not a regular file (a pipe, a device or a socket); "
                           f"save the YAML in a file and give that" if path.exists()
                           else f"{where} not found")
+    if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
+        raise ConfigError(f"{where} is {in_binary_units(size)}, more than the "
+                          f"{in_binary_units(max_bytes)} a config or sweep file may be; no "
+                          f"option needs that")
     try:
         # (UTF-8, YAML's own: the locale's, cp1252 on Windows, read a config's 'é' as 'Ã©',
         # and an ASCII locale refused it)

@@ -21,7 +21,7 @@ from pathlib import Path
 from .config import PRECISIONS, precision_name
 from .config_checks import SEED_MAX, as_config_error
 from .config_schema import RunConfig, device_count, on_gpu
-from .config_yaml import read_yaml_mapping
+from .config_yaml import MAX_FILE_BYTES, read_yaml_mapping
 from .errors import ConfigError, flag_name
 from .registry import check_choice
 
@@ -146,7 +146,7 @@ def check_not_folders(paths) -> None:
 def read_sweep_file(path: str | os.PathLike, keys: tuple[str, ...]) -> dict:
     """The mapping in a sweep file, with only ``keys``."""
     data = read_yaml_mapping(path, f"sweep file {str(Path(path))!r}",
-                             f"a mapping with keys {', '.join(keys)}")
+                             f"a mapping with keys {', '.join(keys)}", MAX_FILE_BYTES)
     unknown = [k for k in data if k not in keys]
     if unknown:
         raise ConfigError(f"sweep file {str(Path(path))!r}: unknown key {unknown[0]!r}; valid "
