@@ -253,10 +253,14 @@ def load_checkpoint(path: str | os.PathLike, map_location=None, *,
                             map_location, weights_only=weights_only)
 
 
-def read_checkpoint(path, *, unsealed: bool = False) -> bytes:
+def read_checkpoint(path, *, unsealed: bool = False, loading: bool = True) -> bytes:
     """The bytes of the checkpoint ``path`` (a file; a URL, ``s3://``, ``https://``,
     ``file://``, read as Lightning reads one, through fsspec; or a binary file object,
-    ``io.BytesIO``), checked by :func:`unseal`."""
+    ``io.BytesIO``), checked by :func:`unseal`. ``loading`` (the bytes are to be loaded, not
+    the check of a file a Trainer loaded already): refused first where its zip's members
+    declare more than the memory available (:func:`refuse_inflating_past_memory`), before
+    the CRC-32s of a file without a digest are checked by inflating every member (a member
+    declaring gigabytes was read out, then refused)."""
     name = source_name(path)
     try:
         if hasattr(path, "read"):
@@ -273,6 +277,8 @@ def read_checkpoint(path, *, unsealed: bool = False) -> bytes:
         else:
             refuse_larger_than_memory(Path(path), f"checkpoint {name!r}", CheckpointError)
             data = Path(path).read_bytes()
+        if loading:
+            refuse_inflating_past_memory(data, name)
         return unseal(data, name, unsealed=unsealed)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {name!r} not found") from None
@@ -297,13 +303,8 @@ def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None, *,
     """``torch.load(weights_only=True)`` of the checkpoint bytes ``data`` (read from ``path``),
     which must be a Lightning checkpoint as lotterynet writes it. ``weights_only=False`` only
     where the user asked for it, for a file of their own that holds Python objects (a
-    callback's state): it unpickles whatever the file holds."""
-    inflated, have = _inflated_size(data), available_memory()
-    if have is not None and inflated > have:  # (torch.load allocates each member's size)
-        raise CheckpointError(f"checkpoint {str(path)!r} inflates to "
-                              f"{in_binary_units(inflated)}, more than the "
-                              f"{in_binary_units(have)} of memory this machine has available "
-                              f"to load it")
+    callback's state): it unpickles whatever the file holds. ``data``: as
+    :func:`read_checkpoint` reads it to load it (its declared size checked)."""
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location=map_location or "cpu",
                                 weights_only=weights_only)
@@ -326,6 +327,17 @@ def parse_checkpoint(data: bytes, path: str | os.PathLike, map_location=None, *,
         raise CheckpointError(f"checkpoint {str(path)!r} is not a Lightning checkpoint as "
                               f"lotterynet writes it: {fault}")
     return checkpoint
+
+
+def refuse_inflating_past_memory(data: bytes, path: str) -> None:
+    """Refuse (:class:`CheckpointError`, one line) the checkpoint bytes ``data`` (read from
+    ``path``) where its zip's members declare more bytes than the memory available:
+    ``torch.load`` allocates each member's declared size."""
+    inflated, have = _inflated_size(data), available_memory()
+    if have is not None and inflated > have:
+        raise CheckpointError(f"checkpoint {path!r} inflates to {in_binary_units(inflated)}, "
+                              f"more than the {in_binary_units(have)} of memory this machine "
+                              f"has available to load it")
 
 
 def _inflated_size(data: bytes) -> int:

@@ -245,7 +245,7 @@ class EdgePopupModule(pl.LightningModule):
         checked = trainer is not None and isinstance(unwrapped(trainer.strategy.checkpoint_io),
                                                      CheckedCheckpointIO)
         if path is not None and Path(path).is_file() and not checked:  # (not a remote one)
-            read_checkpoint(path, unsealed=True)
+            read_checkpoint(path, unsealed=True, loading=False)
         fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
         check_same_module(checkpoint, self.hparams.spec, self.hparams.optim if fitting else None,
                           path)

@@ -4,6 +4,7 @@ history; checkpoints are sealed with a digest, written durably, and a full disk 
 import contextlib
 import csv
 import errno
+import io
 import json
 import os
 import re
@@ -532,17 +533,24 @@ def test_a_checkpoint_larger_than_the_memory_is_refused_in_one_line_unread(tmp_p
         load_checkpoint(path)
 
 
+def deflated_zeros(tmp_path: Path) -> bytes:
+    """A checkpoint of 10**7 float32 zeros (40 MB) as ``torch.save`` writes it, but with its
+    zip's members deflated: 40 kB (megabytes of a file can declare gigabytes)."""
+    stored = tmp_path / "stored.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(10**7)}}, stored)
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(stored) as archive, zipfile.ZipFile(zipped, "w") as deflated:
+        for member in archive.infolist():
+            deflated.writestr(member.filename, archive.read(member), zipfile.ZIP_DEFLATED)
+    return zipped.getvalue()
+
+
 def test_a_checkpoint_that_inflates_past_the_memory_is_refused_before_it_loads(tmp_path,
                                                                               monkeypatch):
     """torch.load reads a zip's deflated members whole: 40 kB of file declared 40 MB (and
     megabytes declare gigabytes, a colleague's checkpoint an out-of-memory kill)."""
-    stored = tmp_path / "stored.ckpt"
-    atomic_torch_save({"state_dict": {"w": torch.zeros(10**7)}}, stored)
-    with zipfile.ZipFile(stored) as archive, zipfile.ZipFile(tmp_path / "zip", "w") as deflated:
-        for member in archive.infolist():
-            deflated.writestr(member.filename, archive.read(member), zipfile.ZIP_DEFLATED)
     path = tmp_path / "last.ckpt"
-    path.write_bytes(seal((tmp_path / "zip").read_bytes()))
+    path.write_bytes(seal(deflated_zeros(tmp_path)))
     assert path.stat().st_size < 10**5
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.zeros(10**7))
     monkeypatch.setattr(checkpointing, "available_memory", lambda: 2**25)  # (32 MiB)
@@ -551,6 +559,35 @@ def test_a_checkpoint_that_inflates_past_the_memory_is_refused_before_it_loads(t
                                               rf"MiB of memory this machine has available to "
                                               rf"load it$"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_declaring_more_than_the_memory_is_refused_before_its_crcs(tmp_path,
+                                                                               monkeypatch):
+    """A checkpoint without a digest (a Trainer's of your own) had its zip's CRC-32s checked
+    first, inflating every member: one whose 40 kB member declared 40 MB (more than the
+    memory) was read out to its end before its declared size was looked at (here, its CRC-32
+    changed, refused as not matching it). ``load_from_checkpoint`` and
+    ``load_checkpoint(unsealed=True)`` refuse the declared size first, read from the zip's
+    central directory."""
+    from lotterynet.module import EdgePopupModule
+
+    data = bytearray(deflated_zeros(tmp_path))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        largest = max(archive.infolist(), key=lambda member: member.file_size)
+    # its central directory entry (its name 46 bytes in), whose CRC-32 is 16 bytes in
+    entry = data.index(largest.filename.encode(), data.index(b"PK\x01\x02")) - 46
+    data[entry + 16] ^= 0x01
+    path = tmp_path / "own.ckpt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"does not match its CRC-32$"):
+        load_checkpoint(path, unsealed=True)  # (the memory it has: inflated, then refused)
+    monkeypatch.setattr(checkpointing, "available_memory", lambda: 2**25)  # (32 MiB)
+    refusal = (rf"^checkpoint {re.escape(repr(str(path)))} inflates to 38\.1 MiB, more than "
+               rf"the 32\.0 MiB of memory this machine has available to load it$")
+    with pytest.raises(CheckpointError, match=refusal):
+        EdgePopupModule.load_from_checkpoint(path)
+    with pytest.raises(CheckpointError, match=refusal):
+        load_checkpoint(path, unsealed=True)
 
 
 def test_full_disk_says_so_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
