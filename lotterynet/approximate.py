@@ -73,7 +73,7 @@ from .params import count_params
 from .process_lifetime import stopping_on_sigterm
 from .run_dir import RESULTS
 from .targets import (
-    add_targets_dir,
+    add_data_and_targets_dirs,
     checked_targets_dir,
     target_config,
     trained_target,
@@ -299,15 +299,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = OneLineErrorParser(
         prog="python -m lotterynet.approximate", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", choices=["fc2", "lenet5", "table"])
-    parser.add_argument("--data-dir", help="folder holding MNIST/ and FashionMNIST/ in "
-                        "torchvision's layout (default: $LOTTERYNET_DATA, else ./data; "
-                        "downloaded if missing and online)")
+    parser.add_argument("experiment", choices=["fc2", "lenet5", "table"],
+                        help="the experiment (above); table reads only --out")
+    add_data_and_targets_dirs(parser)
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="where the JSON, Markdown and PNG results go (default: results)")
-    add_targets_dir(parser)
     parser.add_argument("--seeds", type=int, help="seeds per point (default: 5)")
-    parser.add_argument("--only", nargs="+", help="run only these constructions")
+    parser.add_argument("--only", nargs="+", metavar="CONSTRUCTION", help="run only these "
+                        f"constructions: fc2 {', '.join(s.name for s in SWEEPS['fc2'])}; lenet5 "
+                        f"{', '.join(s.name for s in SWEEPS['lenet5'])} (default: all)")
     parser.add_argument("--sizes", nargs="+", type=int, help="run only these sizes of each "
                         "sweep (default: all)")
     parser.add_argument("--target-epochs", nargs="+", type=int, help="use the target trained "

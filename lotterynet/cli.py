@@ -120,24 +120,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The default of a grid's flag (--sweep-variants, --sweep-sparsities, --sweep-epochs).
+FILE_S = "(default: the sweep file's; without --sweep, required)"
+
+
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sweep mode (a grid of runs, aggregated like Figure 2)")
     group.add_argument("--sweep", metavar="FILE.yaml", help="sweep file (see "
                        "configs/sweeps/); the run flags above override its base config "
                        "(not what its variants set)")
     group.add_argument("--sweep-variants", metavar="LIST", help="comma list of structure"
-                       "[:activation], e.g. subsetsum:identity,subsetsum:relu,wide")
+                       "[:activation], e.g. subsetsum:identity,subsetsum:relu,wide " + FILE_S)
     group.add_argument("--sweep-sparsities", metavar="LIST", help="comma list of sparsities "
-                       "(fraction PRUNED)")
+                       "(fraction PRUNED), e.g. 0.5,0.9 " + FILE_S)
     group.add_argument("--sweep-epochs", metavar="LIST", help="comma list of epoch budgets; "
-                       "the best budget is kept per point")
+                       "the best budget is kept per point " + FILE_S)
     group.add_argument("--sweep-seeds", metavar="LIST", help="comma list of seeds (default: the "
                        "sweep file's seeds, else 0)")
     group.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
                        help="also run the trained dense baseline (default: the "
                             "sweep file's baseline, else yes)")
     group.add_argument("--sweep-out", metavar="DIR", help="sweep directory (default: "
-                       "runs/sweep-ARCH-<sweep file name>)")
+                       "runs/sweep-ARCH-<sweep file name>, or runs/sweep-ARCH-grid without "
+                       "--sweep)")
     group.add_argument("--jobs-per-device", type=int, default=None, metavar="N",
                        help="stacks and cells run at once on each device, one subprocess "
                             "each; with several GPUs every GPU gets its own, on the CPU the "

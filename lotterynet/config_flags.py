@@ -21,11 +21,22 @@ from .errors import ConfigError, flag_name
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per :class:`RunConfig` field, defaulting to ``None`` so that only the flags the
-    user gave override the YAML file; the help shows the dataclass default."""
+    user gave override the YAML file; the help shows the dataclass default. The flags are
+    listed in the groups of :data:`FLAG_GROUPS` (--help was one wall of 50 flags)."""
+    group = parser
     for name, f in FIELDS.items():
+        if name in FLAG_GROUPS:
+            group = parser.add_argument_group(FLAG_GROUPS[name])
         own = {k: v for k, v in f.metadata.items() if k != "help"}  # (option's add_argument ones)
-        parser.add_argument(flag_name(name), default=None, help=flag_help(name, f),
-                            **{**FLAG_ARGUMENTS[field_type(f)], **own})
+        group.add_argument(flag_name(name), default=None, help=flag_help(name, f),
+                           **{**FLAG_ARGUMENTS[field_type(f)], **own})
+
+
+#: The groups of the run's flags in --help, by the first field of each (the fields are in
+#: this order in :class:`RunConfig`).
+FLAG_GROUPS = {"arch": "model (what is trained)", "dataset": "data",
+               "epochs": "training", "accelerator": "hardware",
+               "progress_bar": "output", "wandb": "Weights & Biases"}
 
 
 def flag_help(name: str, f: dataclasses.Field) -> str:

@@ -60,8 +60,9 @@ class RunConfig:
                                 "random frozen filters, as in the paper); with --train-weights: "
                                 "train the convs too")
     conv_init: str | None = option(None, "LeNet5: distribution of the random frozen conv filters "
-                                   "(default: --init; the authors' stored runs froze PyTorch's "
-                                   "default, scaled_uniform)")
+                                   "(default: --init, else kaiming_normal, the paper's; the "
+                                   "authors' stored runs froze PyTorch's default, "
+                                   "scaled_uniform)")
     train_weights: bool = option(False, "the trained dense baseline: the same architecture with "
                                  "ordinary trained weights (no masks)")
     model_kwargs: dict = field(default_factory=dict, metadata={"help": (
@@ -80,15 +81,17 @@ class RunConfig:
     dataset: str = option("mnist", "data set (mnist, fashion-mnist, cifar10)")
     data_dir: str | None = option(None, "folder with the data in torchvision's layout (default: "
                                   "$LOTTERYNET_DATA, else ./data; downloaded if missing and "
-                                  "online)")
+                                  "online)", metavar="DIR")
     download: bool = option(True, "download a missing data set (torchvision's download sets no "
                             "timeout: where a firewall drops it, it waits out the system's "
                             "connect timeouts, or for ever); --no-download refuses it at once, "
                             "naming the files")
-    val_size: int = option(5000, "validation examples held out from the TRAIN set (fixed split)")
+    val_size: int = option(5000, "validation examples held out from the TRAIN set (fixed split)",
+                           metavar="N")
     limit_train: int | None = option(None, "train on only N training examples: the first N of "
                                      "a fixed (seeded) shuffle of the training split, the same "
-                                     "examples whatever --seed")
+                                     "examples whatever --seed (default: all of them)",
+                                     metavar="N")
     augment: str = option("none", "augmentation of the training batches, drawn anew every batch "
                           "(seeded by --seed, the epoch and the batch): none, or crop-flip = "
                           "edge-popup's CIFAR-10 one, a random crop of the image padded by 4 "
@@ -97,9 +100,11 @@ class RunConfig:
     # optimisation (Pensia et al., Experiment 2)
     epochs: int = option(10, "training epochs")
     stop_after: int | None = option(None, "stop after this many epochs, untested, leaving the "
-                                    "checkpoint to --resume (the schedule still spans --epochs)")
+                                    "checkpoint to --resume (the schedule still spans --epochs) "
+                                    "(default: train all --epochs)", metavar="N")
     lr: float | None = option(None, "learning rate (default: the architecture's paper recipe: "
-                              "0.1 FC nets and conv nets, 0.01 LeNet5; 0.1 for timm models)")
+                              "0.1 FC nets and conv nets, 0.01 LeNet5, 0.001 lenet5_dacunha; "
+                              "0.1 for timm models)")
     optimizer: str = option("sgd", "optimizer: sgd, adam (torch.optim.Adam, L2 weight decay) or "
                             "adamw (decoupled weight decay); Adam's betas are (momentum, 0.999)")
     momentum: float = option(0.9, "SGD momentum, Adam's beta1")
@@ -109,7 +114,8 @@ class RunConfig:
     batch_size: int = option(64, "batch size (per device)")
     seed: int = option(0, "seed of the frozen weights, the scores and the batch order")
     # hardware
-    accelerator: str = option("auto", "Lightning accelerator: auto (CUDA when present), cpu, gpu")
+    accelerator: str = option("auto", "Lightning accelerator: auto (CUDA when present), cpu, "
+                              "gpu or cuda")
     devices: int = option(1, "devices; N > 1 runs DDP (gloo on the CPU); auto, or GPU indices "
                           "such as 0,1, go to Lightning as --trainer.devices", type=devices_value)
     precision: str = option("32-true", "Lightning precision (16-mixed needs a CUDA GPU; "
@@ -128,16 +134,22 @@ class RunConfig:
                                        "output is a terminal; otherwise, as with "
                                        "--no-progress-bar, one line per epoch)")
     out: str | None = option(None, "run directory (default: runs/ARCH-STRUCTURE-s<SPARSITY>-"
-                             "<ACTIVATION>-e<EPOCHS>-seed<SEED>)")
+                             "<ACTIVATION>-e<EPOCHS>-seed<SEED>)", metavar="DIR")
     overwrite: bool = option(False, "allow writing into a run directory that already holds a run")
     resume: str | None = option(None, "continue from this checkpoint (e.g. "
-                                "RUN/checkpoints/last.ckpt), with the config stored in it")
+                                "RUN/checkpoints/last.ckpt), with the config stored in it "
+                                "(default: none, a new run)",
+                                metavar="FILE.ckpt")
     wandb: bool = option(False, "log to Weights & Biases (offline when no API key is configured)")
     wandb_project: str = option("lotterynet", "W&B project")
-    wandb_group: str | None = option(None, "W&B group (a sweep puts its cells in one group)")
-    wandb_entity: str | None = option(None, "W&B entity (user or team; default: yours)")
-    wandb_tags: str | None = option(None, "W&B tags, a comma list (e.g. paper,fc2)")
-    wandb_notes: str | None = option(None, "W&B notes: a sentence on what the run is for")
+    wandb_group: str | None = option(None, "W&B group (default: none; a sweep puts its cells in "
+                                     "one group)")
+    wandb_entity: str | None = option(None, "W&B entity, a user or team (default: your W&B "
+                                      "default entity)")
+    wandb_tags: str | None = option(None, "W&B tags, a comma list (e.g. paper,fc2) (default: "
+                                    "none)")
+    wandb_notes: str | None = option(None, "W&B notes: a sentence on what the run is for "
+                                     "(default: none)")
     log_model: bool = option(False, "also upload the checkpoint to W&B as a model artifact (the "
                              "ticket, masks and trained tensors, is always logged with --wandb)")
 

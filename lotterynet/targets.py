@@ -212,7 +212,12 @@ def free_memory(config) -> str:
             f"recipe: no flag of this command changes them)")
 
 
-def add_targets_dir(parser: argparse.ArgumentParser) -> None:
+def add_data_and_targets_dirs(parser: argparse.ArgumentParser) -> None:
+    """The folders a command that trains targets reads and writes (this module's and
+    :mod:`lotterynet.approximate`'s)."""
+    parser.add_argument("--data-dir", help="folder holding MNIST/ and FashionMNIST/ in "
+                        "torchvision's layout (default: $LOTTERYNET_DATA, else ./data; "
+                        "downloaded if missing and online)")
     parser.add_argument("--targets-dir", type=Path,
                         help=f"where the trained targets' runs are kept (default: {TARGETS_DIR}, "
                         f"under the working folder)")
@@ -231,9 +236,9 @@ def checked_targets_dir(targets_dir: Path | None) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = OneLineErrorParser(prog="python -m lotterynet.targets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="+", choices=list(RECIPES))
-    parser.add_argument("--data-dir")
-    add_targets_dir(parser)
+    parser.add_argument("names", nargs="+", choices=list(RECIPES),
+                        help="the targets to train (or load, where trained already)")
+    add_data_and_targets_dirs(parser)
     parser.add_argument("--epochs", type=int, help="deviate from the recipe's epochs")
     parser.add_argument("--resume", help="with --epochs: finish from this checkpoint of a longer "
                         "run of the same recipe (its first EPOCHS epochs; valid only for a "

@@ -410,10 +410,17 @@ READS = {"table": {"arch", "widths", *DEFAULTS["table"]}, "study": set(DEFAULTS[
 def build_parser() -> OneLineErrorParser:
     parser = OneLineErrorParser(prog="python -m lotterynet.theory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="table", choices=["table", "study"])
-    parser.add_argument("--arch", choices=ARCHITECTURES.names())
-    parser.add_argument("--widths", type=widths_list, help="layer widths, e.g. 784,500,10")
-    parser.add_argument("--epsilon", type=float, help="target accuracy (table: 0.01, study: 0.05)")
+    parser.add_argument("command", nargs="?", default="table", choices=["table", "study"],
+                        help="table: the widths each theorem asks for (the default); study: "
+                        "random subset-sum coverage against n, printed and plotted")
+    parser.add_argument("--arch", choices=ARCHITECTURES.names(),
+                        help="table: the target network (lenet5: its FC part) (default: fc2, "
+                        "unless --widths)")
+    parser.add_argument("--widths", type=widths_list, help="table: the target's layer widths "
+                        "instead of --arch, e.g. 784,500,10")
+    parser.add_argument("--epsilon", type=float, help="approximation error ε: table, of the "
+                        "target's outputs (0.01); study, of each point of the grid −1, −1+ε, "
+                        "…, 1 (0.05)")
     parser.add_argument("--delta", type=float, help="table: failure probability (0.01)")
     parser.add_argument("--density", type=float,
                         help="table: Natale et al.'s ticket density γ = ργ′ (Theorem 3; each "

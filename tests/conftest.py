@@ -1,3 +1,4 @@
+import argparse
 import errno
 import os
 import subprocess
@@ -76,6 +77,28 @@ def disk_full_at(monkeypatch, failing: int, number: int = errno.ENOSPC) -> None:
         return write_bytes(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", write)
+
+
+def parser_of(main, monkeypatch) -> argparse.ArgumentParser:
+    """The parser that command ``main`` (a ``main(argv)``) builds, read as ``--help`` prints
+    it: nothing past the flags runs."""
+    printed = []
+    print_help = argparse.ArgumentParser.print_help
+    monkeypatch.setattr(argparse.ArgumentParser, "print_help",
+                        lambda parser, file=None: printed.append(parser) or print_help(parser))
+    try:
+        code = main(["--help"])  # (train.py's returns its exit code)
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 0 and len(printed) == 1
+    return printed[0]
+
+
+def unexplained_arguments(parser: argparse.ArgumentParser) -> list[str]:
+    """The arguments of ``parser`` that its --help lists without a word on what they do
+    (hidden ones, ``help=argparse.SUPPRESS``, aside)."""
+    return [", ".join(a.option_strings) or a.dest for a in parser._actions
+            if a.help is not argparse.SUPPRESS and not (a.help or "").strip()]
 
 
 def requires_cuda(test):

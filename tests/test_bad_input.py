@@ -1543,8 +1543,9 @@ def test_a_value_that_is_no_number_names_what_the_flag_takes(capsys):
     with pytest.raises(SystemExit) as exit_info:
         theory.main(["--epsilon", "abc"])
     assert exit_info.value.code == 2 and capsys.readouterr().err == (
-        "python -m lotterynet.theory: error: --epsilon 'abc' is not a number: target accuracy "
-        "(table: 0.01, study: 0.05)\n")
+        "python -m lotterynet.theory: error: --epsilon 'abc' is not a number: approximation "
+        "error ε: table, of the target's outputs (0.01); study, of each point of the grid −1, "
+        "−1+ε, …, 1 (0.05)\n")
 
 
 def test_equal_values_listed_twice_are_named_as_they_were_written(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """What a run prints: no third-party noise, one line per epoch without a progress bar, and a
 summary that names the files it wrote."""
 
+import importlib
 import os
 import re
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import prefork
-from conftest import REPO
+from conftest import REPO, parser_of, unexplained_arguments
 from lotterynet.cli import main
 
 
@@ -162,3 +163,30 @@ def test_output_an_encoding_cannot_hold_is_escaped_not_a_traceback(command, said
                           f"{command}"], cwd=REPO, stdout=out, stderr=err)
     assert proc.wait(120) == 0, err.read_text()[-2000:]
     assert said.format(folder=tmp_path) in out.read_bytes().decode("cp1252")
+
+
+COMMANDS = ["lotterynet.cli", "lotterynet.approximate", "lotterynet.theory", "lotterynet.targets"]
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_every_argument_of_a_command_says_what_it_does_and_no_default_is_none(module, capsys,
+                                                                               monkeypatch):
+    """--help listed theory's --arch and command, approximate's experiment and targets' names
+    and --data-dir bare, and train.py's --limit-train, --stop-after, --resume and four W&B
+    flags as "(default: None)": Python's word, not what the run does without them."""
+    parser = parser_of(importlib.import_module(module).main, monkeypatch)
+    assert unexplained_arguments(parser) == []
+    assert "default: None" not in " ".join(capsys.readouterr().out.split())
+
+
+def test_train_help_lists_the_run_flags_in_groups(monkeypatch):
+    """train.py --help listed its 50 run flags as one wall under "options"."""
+    parser = parser_of(main, monkeypatch)
+    group = {action.dest: g.title for g in parser._action_groups for action in g._group_actions}
+    assert [dest for dest, title in group.items() if title == "options"] == [
+        "help", "config", "print_config"]
+    assert [group[dest] for dest in ("sparsity", "limit_train", "lr", "precision", "out",
+                                     "wandb_tags", "sweep_epochs")] == [
+        "model (what is trained)", "data", "training", "hardware", "output", "Weights & Biases",
+        "sweep mode (a grid of runs, aggregated like Figure 2)"]
+
