@@ -55,8 +55,10 @@ def make_step(model, shape, device):
 
 def main(argv=None) -> None:
     parser = flags.parser(__file__, __doc__)
-    parser.add_argument("--device", type=flags.device, default="cpu")
-    parser.add_argument("--repeats", type=flags.integer(1), default=20)
+    parser.add_argument("--device", type=flags.device, default="cpu",
+                        help="torch device: cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--repeats", type=flags.integer(1), default=20,
+                        help="timed steps of each form; the median is reported (default: 20)")
     args = parser.parse_args(argv)
     keep_freed_memory()
     device = torch.device(args.device)

@@ -230,8 +230,11 @@ def mask_times(numel: int, device, repeats: int) -> tuple[float, float]:
 
 def main(argv=None):
     parser = flags.parser(__file__, __doc__)
-    parser.add_argument("--device", type=flags.device, default="cpu")
-    parser.add_argument("--repeats", type=flags.integer(1), default=20)
+    parser.add_argument("--device", type=flags.device, default="cpu",
+                        help="torch device: cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--repeats", type=flags.integer(1), default=20,
+                        help="timed calls of each variant (3 of one slower than 1 s); the median "
+                        "is reported (default: 20)")
     parser.add_argument("--target-only", action="store_true",
                         help="only the subset-sum vs wide table (the layer target)")
     parser.add_argument("--rss", help=argparse.SUPPRESS)

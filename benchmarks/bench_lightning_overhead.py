@@ -120,10 +120,16 @@ def tiny_data(data_dir: str, steps: int) -> ln.TensorDataModule:
 
 def main(argv=None) -> None:
     parser = flags.parser(__file__, __doc__)
-    parser.add_argument("--device", type=flags.device, default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--steps", type=flags.integer(10), default=500)
-    parser.add_argument("--repeats", type=flags.integer(1), default=3)
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--device", type=flags.device, default="cpu", choices=["cpu", "cuda"],
+                        help="torch device (default: cpu)")
+    parser.add_argument("--steps", type=flags.integer(10), default=500,
+                        help="training steps of 64 MNIST examples in each timed epoch, at "
+                        "least 10 (default: 500)")
+    parser.add_argument("--repeats", type=flags.integer(1), default=3,
+                        help="timed epochs of each loop; the median is reported (default: 3)")
+    parser.add_argument("--data-dir", default="../shared/data",
+                        help="folder holding MNIST/ in torchvision's layout (default: "
+                        "../shared/data)")
     args = parser.parse_args(argv)
     quiet_lightning()
     with flags.reported(parser):  # missing data: one line

@@ -68,10 +68,15 @@ def dispatched_ops(step: Callable[[], None]) -> int:
 
 def main(argv=None) -> None:
     parser = flags.parser(__file__, __doc__)
-    parser.add_argument("--device", type=flags.device, default="cpu")
-    parser.add_argument("--threads", type=flags.integer(1), nargs="+", default=[1, 2])
-    parser.add_argument("--steps", type=flags.integer(1), default=100)
-    parser.add_argument("--graphs", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--device", type=flags.device, default="cpu",
+                        help="torch device: cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--threads", type=flags.integer(1), nargs="+", default=[1, 2],
+                        help="torch CPU threads, one table row each (default: 1 2)")
+    parser.add_argument("--steps", type=flags.integer(1), default=100,
+                        help="timed steps of each form; the median is reported (default: 100)")
+    parser.add_argument("--graphs", action=argparse.BooleanOptionalAction, default=True,
+                        help="on CUDA, replay the steps from CUDA graphs as a run's are "
+                        "(--no-graphs: eager) (default: graphs)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     S = len(PAPER_SPARSITIES)

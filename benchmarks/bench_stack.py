@@ -124,15 +124,24 @@ def memory_child(args) -> None:
 
 def main(argv=None) -> None:
     parser = flags.parser(__file__, __doc__)
-    parser.add_argument("--arch", default="lenet5")
-    parser.add_argument("--structure", default="subsetsum")
-    parser.add_argument("--activation", default="identity")
+    parser.add_argument("--arch", default="lenet5", help="train.py's --arch (default: lenet5)")
+    parser.add_argument("--structure", default="subsetsum",
+                        help="train.py's --structure (default: subsetsum)")
+    parser.add_argument("--activation", default="identity",
+                        help="train.py's --activation (default: identity)")
     parser.add_argument("--members", type=flags.integer(1, len(PAPER_SPARSITIES)),
-                        default=len(PAPER_SPARSITIES))
-    parser.add_argument("--epochs", type=flags.integer(1), default=1)
-    parser.add_argument("--limit-train", type=flags.integer(1), default=None)
-    parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--device", type=flags.device, default="cpu", choices=["cpu", "cuda"])
+                        default=len(PAPER_SPARSITIES),
+                        help=f"cells in the stack: the paper's first N sparsities, 1 to "
+                        f"{len(PAPER_SPARSITIES)} (default: {len(PAPER_SPARSITIES)})")
+    parser.add_argument("--epochs", type=flags.integer(1), default=1,
+                        help="epochs of every cell (default: 1)")
+    parser.add_argument("--limit-train", type=flags.integer(1), default=None, metavar="N",
+                        help="train.py's --limit-train (default: the whole split)")
+    parser.add_argument("--data-dir", default="../shared/data",
+                        help="folder holding MNIST/ in torchvision's layout (default: "
+                        "../shared/data)")
+    parser.add_argument("--device", type=flags.device, default="cpu", choices=["cpu", "cuda"],
+                        help="torch device (default: cpu)")
     parser.add_argument("--jobs", type=flags.integer(1), default=1,
                         help="train the stack as this many parts side by side (CPU)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)

@@ -84,10 +84,13 @@ def compare_with_milp(n, W):
 def main(argv=None):
     parser = flags.parser(__file__, __doc__)
     parser.add_argument("--milp-instances", type=flags.integer(0), default=200,
-                        help="0 skips (a)")
-    parser.add_argument("--instances", type=flags.integer(1), default=397_000)
+                        help="instances of (a), against scipy's milp; 0 skips (a) "
+                        "(default: 200)")
+    parser.add_argument("--instances", type=flags.integer(1), default=397_000,
+                        help="instances of (b) and (c) (default: 397,000, FC2's weights)")
     parser.add_argument("--repeats", type=flags.integer(1), default=1,
-                        help="(b)/(c) timed this many times; the median is reported")
+                        help="(b)/(c) timed this many times; the median is reported "
+                        "(default: 1)")
     args = parser.parse_args(argv)
     print(f"CPU: {cpu_name()}, torch threads: {torch.get_num_threads()}, "
           f"torch {torch.__version__}, load average before start: {os.getloadavg()[0]:.1f}")

@@ -58,7 +58,8 @@ CASES = [  # label, build_model arguments, the plain model, an input
 
 def main(argv=None) -> None:
     parser = flags.parser(__file__, __doc__)
-    parser.add_argument("--sparsity", type=flags.sparsity, default=0.5)
+    parser.add_argument("--sparsity", type=flags.sparsity, default=0.5,
+                        help="fraction of maskable weights PRUNED, in [0, 1) (default: 0.5)")
     args = parser.parse_args(argv)
     header = (f"{'model':<36} {'structure':<10} {'plain fp32':>11} {'subnet fp32':>12} "
               f"{'ticket':>10} {'vs plain':>9} {'vs subnet':>10}  round trip")

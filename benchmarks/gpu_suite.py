@@ -507,8 +507,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="cuda (the default), or cpu with --quick (the CI smoke run)")
     parser.add_argument("--quick", action="store_true", help="the 2-minute smoke version")
     parser.add_argument("--data-dir", default=".gpu_data",
-                        help="MNIST in torchvision's layout, plain or gzipped IDX files")
-    parser.add_argument("--report", type=Path, default=Path("gpu_report.md"))
+                        help="MNIST in torchvision's layout, plain or gzipped IDX files "
+                        "(default: .gpu_data)")
+    parser.add_argument("--report", type=Path, default=Path("gpu_report.md"),
+                        help="the Markdown report's file (default: gpu_report.md)")
     args = parser.parse_args(argv)
     if args.device is None:
         try:

@@ -72,10 +72,15 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", required=True, type=os.path.abspath,
                         help="folder holding MNIST/ in torchvision's layout (downloaded if "
                         "missing and online)")
-    parser.add_argument("--epochs", type=flags.integer(1), default=1)
-    parser.add_argument("--limit-train", type=flags.integer(1), default=10000)
-    parser.add_argument("--budget", type=flags.integer(1), default=198_500)
-    parser.add_argument("--runs-dir", default="runs/structures_fc2", type=os.path.abspath)
+    parser.add_argument("--epochs", type=flags.integer(1), default=1,
+                        help="epochs of every run (default: 1)")
+    parser.add_argument("--limit-train", type=flags.integer(1), default=10000, metavar="N",
+                        help="training examples of every run (default: 10000)")
+    parser.add_argument("--budget", type=flags.integer(1), default=198_500,
+                        help="weights every structure keeps (fixedsize: at least 397,000) "
+                        "(default: 198,500, dense fc2 at sparsity 0.5)")
+    parser.add_argument("--runs-dir", default="runs/structures_fc2", type=os.path.abspath,
+                        help="where the runs are written (default: runs/structures_fc2)")
     parser.add_argument("--out", default=str(REPO / "results" / "structures_fc2"),
                         type=os.path.abspath, help="the results' path without a suffix: OUT.md "
                         "and OUT.json are written (default: results/structures_fc2)")

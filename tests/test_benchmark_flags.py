@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import lotterynet as ln
-from conftest import REPO
+from conftest import REPO, parser_of, unexplained_arguments
 from lotterynet.machine import cpu_name
 from lotterynet.models import MODELS
 
@@ -78,6 +78,18 @@ def test_bad_flag_is_one_line_exit_2(script, argv, named, capsys, monkeypatch, t
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"{script}.py: error: "), err
     assert named in err, err
+
+
+SCRIPTS = sorted({script for script, _, _ in CASES})
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_flag_of_a_benchmark_says_what_it_does(script, monkeypatch, capsys):
+    """Their --help listed 27 flags bare, their defaults unsaid: bench_stack's --arch,
+    --members and six more, bench_compile's and bench_layers' --device and --repeats, ..."""
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # (as above)
+    assert unexplained_arguments(parser_of(benchmark(script, monkeypatch).main,
+                                           monkeypatch)) == []
 
 
 def offline(monkeypatch) -> None:
