@@ -110,7 +110,8 @@ class RunConfig:
     momentum: float = option(0.9, "SGD momentum, Adam's beta1")
     weight_decay: float = option(5e-4, "weight decay (applies to the scores, or to the weights "
                                  "with --train-weights; frozen weights never change)")
-    scheduler: str = option("cosine", "learning-rate schedule (cosine, constant)")
+    scheduler: str = option("cosine", "learning-rate schedule: cosine (annealed to 0 over "
+                            "--epochs, stepped once per epoch) or constant")
     batch_size: int = option(64, "batch size (per device)")
     seed: int = option(0, "seed of the frozen weights, the scores and the batch order")
     # hardware

@@ -190,3 +190,35 @@ def test_train_help_lists_the_run_flags_in_groups(monkeypatch):
         "model (what is trained)", "data", "training", "hardware", "output", "Weights & Biases",
         "sweep mode (a grid of runs, aggregated like Figure 2)"]
 
+
+def test_every_flag_readme_names_is_a_flag_of_its_command(monkeypatch, capsys):
+    """A flag in README's commands (``python train.py ...``, ``python -m lotterynet.X ...``,
+    ``benchmarks/X.py ...``) is one of that command's, and one its prose names is one of
+    some command's: a renamed flag left in README is caught (the flags of other tools aside:
+    the hidden-networks table, ``wandb login --host``, LightningCLI's ``--model.KEY``); and
+    README names every flag of train.py."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    flags = {}
+    for name in ("cli", "approximate", "theory", "targets"):
+        flags[name] = parser_of(importlib.import_module(f"lotterynet.{name}").main,
+                                monkeypatch)._option_string_actions
+    for name in ("bench_subsetsum", "bench_member_batching", "gpu_suite"):
+        flags[name] = parser_of(importlib.import_module(name).main,
+                                monkeypatch)._option_string_actions
+    capsys.readouterr()
+    readme = (REPO / "README.md").read_text().split("## Coming from hidden-networks")
+    readme = readme[0] + readme[1].split("\n## ", 1)[1]
+    named = re.compile(r"(?<![\w-])--(?!(?:model|data|trainer)\.)[a-z][\w-]*")
+    commands = re.findall(r"(train\.py|-m lotterynet\.(\w+)|benchmarks/(\w+)\.py)([^#`\n]*)",
+                          readme.replace("\\\n", " "))
+    assert len(commands) > 20
+    for command, module, script, argv in commands:
+        parser = flags[module or script or "cli"]
+        assert [flag for flag in named.findall(argv) if flag not in parser] == [], command
+    every = set().union(*flags.values()) | {"--host", "--wandb-"}
+    assert sorted(set(named.findall(readme)) - every) == []
+    # and it names every flag of train.py, in one of its forms (it had no --scheduler, and no
+    # --shared nor --no-shared)
+    mentioned = set(named.findall(readme)) | {"--help", "--trainer"}  # (as --trainer.KEY)
+    assert sorted({action.option_strings[0] for action in flags["cli"].values()
+                   if not mentioned & set(action.option_strings)}) == []
