@@ -254,6 +254,9 @@ def paper_trained_accuracy(sweep: Sweep) -> float | None:
 
 #: The longest variant label the figure's legend spells out (:func:`plot`).
 LEGEND_LABEL_MAX = 48
+#: The figure's legend for the bands of the variants' lines (:func:`plot`), where they have
+#: several seeds: ``test_acc_std``, the sample standard deviation.
+BAND = "± 1 std over the seeds"
 #: The figure's legend for a point (an ``x`` on it) some of whose cells have no results
 #: (:func:`aggregate`'s ``missing``).
 INCOMPLETE = "missing budgets or seeds"
@@ -263,7 +266,8 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
          chance: float | None, spelled: dict[str, str] | None = None,
          baseline: str = "trained dense") -> Path:
     """Test accuracy against kept parameters (log x): one line per variant (a band of ± one
-    standard deviation when there are several seeds), Pensia et al.'s points as hollow markers
+    standard deviation when there are several seeds, named in the legend: :data:`BAND`),
+    Pensia et al.'s points as hollow markers
     of the same colour, the trained baseline as a dashed line named ``baseline``
     (:func:`baseline_name`; the paper's, ``paper_trained``,
     as a thin grey one: :func:`paper_trained_accuracy`), ``chance`` as a dotted one
@@ -272,11 +276,14 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     PNG and PDF. A variant is named in the
     legend with its lists and mappings written out (``spelled``:
     :func:`lotterynet.sweep_grid.spelled_labels`) where that is at most :data:`LEGEND_LABEL_MAX`
-    characters long, else by its label's hashes (sweep.md's legend decodes them)."""
+    characters long, else by its label's hashes (sweep.md's legend decodes them). The legend
+    stands right of the axes: inside, its up to a dozen entries covered the points and the
+    baseline's line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     rows = [r for r in rows if r["test_acc_mean"] != ""]  # (a point without results: no number)
 
@@ -285,6 +292,7 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
         return LABELS.get(variant, written if len(written) <= LEGEND_LABEL_MAX else variant)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    banded = False
     for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] != BASELINE):
         points = [r for r in rows if r["variant"] == variant]
         kept = [r["kept_params"] for r in points]
@@ -295,6 +303,7 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
                    for r in points]  # at a point of one seed)
             ax.fill_between(kept, [m - s for m, s in zip(mean, std)],
                             [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
+            banded = True
         paper = [(k, r["paper_acc"]) for k, r in zip(kept, points) if r.get("paper_acc") != ""]
         if paper:
             ax.scatter(*zip(*paper), facecolors="none", edgecolors=line.get_color(), s=60,
@@ -316,7 +325,10 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
         ax.axhline(chance, color="grey", linestyle=":", label="chance")
     ax.set(xscale="log", xlabel="kept parameters", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small")
+    handles = ax.get_legend_handles_labels()[0]
+    handles += [Patch(color="grey", alpha=0.2, label=BAND)] if banded else []
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1),
+              borderaxespad=0)
     for name in FIGURES:
         savefig_atomic(fig, sweep_dir / name, dpi=120, bbox_inches="tight")
     plt.close(fig)

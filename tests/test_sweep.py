@@ -370,7 +370,8 @@ def test_a_point_missing_some_of_its_cells_names_them_in_the_table_and_is_crosse
     table_module.plot(table, tmp_path, "title", None, 10.0)
     assert legends[0] == ["wide random", "wide random (Pensia et al.)",
                           "missing budgets or seeds (sweep.md)",
-                          "trained dense (20.00%; missing budgets or seeds)", "chance"]
+                          "trained dense (20.00%; missing budgets or seeds)", "chance",
+                          table_module.BAND]
     assert crossed[0][-1] == [[50.0, 15.0]]  # (after the wide line's band and paper points)
     complete = dataclasses.replace(sweep, sparsities=[0.9], baseline=False)
     assert "missing" not in table_module.aggregate(complete, tmp_path)[0]
@@ -412,8 +413,36 @@ def test_a_point_none_of_whose_cells_has_results_has_a_row_naming_them(tmp_path,
         ([t.get_text() for t in fig.axes[0].get_legend().get_texts()],
          [line.get_xydata().tolist() for line in fig.axes[0].get_lines()])))
     table_module.plot(table, tmp_path, "title", None, 10.0)
-    assert legends[0] == (["wide random", "wide random (Pensia et al.)", "chance"],
+    assert legends[0] == (["wide random", "wide random (Pensia et al.)", "chance",
+                           table_module.BAND],
                           [[[50.0, 20.0]], [[0.0, 10.0], [1.0, 10.0]]])
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_the_figure_names_its_axes_its_curves_and_its_band_beside_the_points(seeds, tmp_path,
+                                                                              monkeypatch):
+    """Figure 2 as a reader takes it in: test accuracy (%) against kept parameters on a log
+    axis, a line per variant and the trained dense baseline named in the legend. The legend
+    stood inside the axes, over the points and the baseline's line (9 entries for three
+    variants), and the shaded band of a point of several seeds was named nowhere: the legend
+    stands right of the axes, and names the band (± 1 std) where there is one."""
+    rows = [{"variant": variant, "sparsity": sparsity, "kept_params": kept,
+             "test_acc_mean": 50.0 + kept / 100, "test_acc_std": 2.0 if seeds > 1 else "",
+             "seeds": seeds, "paper_acc": ""}
+            for variant in ("subsetsum/identity", "wide") for sparsity, kept in ((0.5, 2000),
+                                                                               (0.9, 400))]
+    rows.append({**rows[0], "variant": "trained", "test_acc_mean": 98.0})
+    figures = []
+    monkeypatch.setattr(table_module, "savefig_atomic", lambda fig, *_, **__: figures.append(
+        (fig, fig.axes[0], fig.canvas.draw())))
+    table_module.plot(rows, tmp_path, "title", None, 10.0)
+    fig, ax, _ = figures[0]
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale()) == (
+        "kept parameters", "test accuracy (%)", "log")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "subset-sum, identity", "wide random", "trained dense (98.00%)", "chance",
+        *[table_module.BAND] * (seeds > 1)]
+    assert ax.get_legend().get_window_extent().x0 > ax.get_window_extent().x1
 
 
 def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
