@@ -130,7 +130,7 @@ def main(argv=None) -> None:
     parser.add_argument("--activation", default="identity",
                         help="train.py's --activation (default: identity)")
     parser.add_argument("--members", type=flags.integer(1, len(PAPER_SPARSITIES)),
-                        default=len(PAPER_SPARSITIES),
+                        default=len(PAPER_SPARSITIES), metavar="N",
                         help=f"cells in the stack: the paper's first N sparsities, 1 to "
                         f"{len(PAPER_SPARSITIES)} (default: {len(PAPER_SPARSITIES)})")
     parser.add_argument("--epochs", type=flags.integer(1), default=1,

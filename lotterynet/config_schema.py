@@ -36,8 +36,10 @@ class RunConfig:
                                    "paper's fc2, fc4 and lenet5; dense, plain edge-popup, for "
                                    "every other --arch)")
     sparsity: float = option(0.5, "fraction of maskable weights PRUNED, in [0, 1) (0.9 keeps 10%%)")
-    pairs: int = option(5, "coefficient pairs per target weight of the subset-sum structure "
-                        "(also sizes --structure wide)")
+    pairs: int = option(5, "n, the coefficient pairs per target weight of the subset-sum "
+                        "structure; fixedsize's n terms of each group, dacunha's hidden units "
+                        "per output, malach/orseau's default --hidden (pairs x d_in); also "
+                        "sizes --structure wide", metavar="N")
     activation: str = option("relu", "activation inside the subset-sum structure")
     init: str | None = option(None, "distribution of the frozen random weights (default: the "
                               "structure's own: kaiming_normal for dense/subsetsum/fixedsize, "
