@@ -152,7 +152,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        help="train the cells of each variant and seed as one stacked model "
                             "(--no-stack: one run per cell; default: stack)")
     group.add_argument("--yes", action="store_true", default=None,
-                       help="start a sweep that is estimated to take many hours on the CPU, "
+                       help="start a sweep that is estimated to take over 4 hours on the "
+                            "CPU (a machine without CUDA), "
                             "or one (or a --cell run; with --wandb-sweep, its agents') that "
                             "sets aside finished cells run with another config (without it "
                             "such a sweep is refused, saying why)")

@@ -1584,6 +1584,14 @@ def test_cpu_estimate_times_each_cell_at_its_own_architecture(tmp_path, monkeypa
         "sweep on the CPU: no epoch-time figure for fc4; no estimate"
 
 
+def test_the_help_of_yes_states_the_hours_over_which_a_cpu_sweep_is_refused():
+    """--yes's help said "estimated to take many hours on the CPU"; the sweep is refused over
+    CPU_HOURS_WITHOUT_ASKING (4), which the help states (written out: --help imports no
+    torch)."""
+    help_text = build_parser()._option_string_actions["--yes"].help
+    assert f"over {cost_module.CPU_HOURS_WITHOUT_ASKING:g} hours on the CPU" in help_text
+
+
 def test_cpu_estimate_says_the_epochs_the_cells_train_of_the_images_they_train_on(
         tmp_path, monkeypatch):
     """Cells of --limit-train 300 are estimated at 300 images an epoch, and the line says their
