@@ -208,7 +208,7 @@ def test_every_flag_readme_names_is_a_flag_of_its_command(monkeypatch, capsys):
     capsys.readouterr()
     readme = (REPO / "README.md").read_text().split("## Coming from hidden-networks")
     readme = readme[0] + readme[1].split("\n## ", 1)[1]
-    named = re.compile(r"(?<![\w-])--(?!(?:model|data|trainer)\.)[a-z][\w-]*")
+    named = re.compile(r"(?<![\w-])--(?!(?:model|data|trainer)\.)[a-zA-Z][\w-]*")
     commands = re.findall(r"(train\.py|-m lotterynet\.(\w+)|benchmarks/(\w+)\.py)([^#`\n]*)",
                           readme.replace("\\\n", " "))
     assert len(commands) > 20
@@ -218,7 +218,8 @@ def test_every_flag_readme_names_is_a_flag_of_its_command(monkeypatch, capsys):
     every = set().union(*flags.values()) | {"--host", "--wandb-"}
     assert sorted(set(named.findall(readme)) - every) == []
     # and it names every flag of train.py, in one of its forms (it had no --scheduler, and no
-    # --shared nor --no-shared)
+    # --shared nor --no-shared), of approximate, targets and theory
     mentioned = set(named.findall(readme)) | {"--help", "--trainer"}  # (as --trainer.KEY)
-    assert sorted({action.option_strings[0] for action in flags["cli"].values()
+    assert sorted({action.option_strings[0] for name in ("cli", *COMMANDS[1:])
+                   for action in flags[name.split(".")[-1]].values()
                    if not mentioned & set(action.option_strings)}) == []
