@@ -49,13 +49,20 @@ from .errors import (
 )
 from .machine import check_rank_variables, is_launched_worker, keep_freed_memory
 from .process_lifetime import stopping_on_sigterm
-from .sweep_grid import Overrides, Sweep, load_sweep, sweep_dir_of, write_wandb_sweep
+from .sweep_grid import (
+    Overrides,
+    Sweep,
+    load_sweep,
+    read_resolved_sweep,
+    sweep_dir_of,
+    write_wandb_sweep,
+)
 
 # What a resumed run never takes from the checkpoint's stored config (where files go, how far to
 # train now): the flags decide, or the location of the checkpoint does.
 NOT_RESUMED = ("resume", "out", "stop_after", "overwrite")
 SWEEP_FLAGS = ("sweep", "sweep_variants", "sweep_sparsities", "sweep_epochs", "sweep_seeds",
-               "baseline", "sweep_out", "wandb_sweep", "cell")
+               "baseline", "sweep_out", "wandb_sweep", "cell", "table_only")
 #: Those of them that give the sweep's grid; the others act on a grid given with them.
 SWEEP_GRID_FLAGS = SWEEP_FLAGS[:5]
 #: The flags that name files or folders.
@@ -162,6 +169,13 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        "over exactly this sweep's cells, metric test/acc")
     group.add_argument("--cell", metavar="NAME", help="run only this cell of the sweep, as "
                        "the sweep would (what the agents of a --wandb-sweep file run)")
+    group.add_argument("--table-only", action="store_true", default=None,
+                       help="write the sweep's table and figure from the cells finished in "
+                            "its folder, train nothing: the grid from --sweep-out DIR's "
+                            "sweep.json, or from --sweep FILE (and the --sweep-* and run "
+                            "flags) as the sweep resolves it; points missing cells are marked "
+                            "as the sweep marks them; logs no W&B summary run (the sweep run "
+                            "again does); safe while a sweep runs there")
     group.add_argument("--stack-file", metavar="STACK.yaml", help="run the stack that a "
                        "stacked sweep with --jobs-per-device wrote to "
                        "SWEEP/stacks/<stack>/stack.yaml for the subprocess it starts (a sweep "
@@ -376,6 +390,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_stack_file(args)
     if not is_sweep(args):
         return run_one(args)
+    if args.table_only:
+        return write_table_only(args)
     sweep = load_sweep(args, given_values(args))  # every cell's config checked
     if args.wandb_sweep:
         return write_wandb_sweep_file(args, sweep)
@@ -384,6 +400,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def check_flag_combinations(args: argparse.Namespace) -> None:
     """Refuse a flag that the others make mean nothing, before anything is read."""
+    check_table_only(args)
     check_sweep_run_flags(args)
     check_a_sweep_has_its_grid(args)
     check_print_config(args)
@@ -408,11 +425,44 @@ def check_sweep_run_flags(args: argparse.Namespace) -> None:
                           f"--wandb-sweep W&B agents run them, one cell each (drop {unread[0]})")
 
 
+#: What --table-only (which runs nothing) refuses beside it: what runs cells or writes
+#: something else, and how a sweep runs its cells.
+NOT_WITH_TABLE_ONLY = ("cell", "stack_file", "wandb_sweep", "print_config", *SWEEP_RUN_FLAGS)
+
+
+def check_table_only(args: argparse.Namespace) -> None:
+    """``--table-only`` writes a sweep's table from its finished cells and runs nothing: the
+    flags that run cells (or say how) are refused, and without a grid (``--sweep``, the
+    ``--sweep-*`` flags) it needs the sweep's folder, whose ``sweep.json`` holds its whole
+    config: a run flag, a ``--config`` file or ``--baseline`` would not change it."""
+    if not args.table_only:
+        return
+    clash = next((k for k in NOT_WITH_TABLE_ONLY if getattr(args, k) is not None and (
+        getattr(args, k) is not False or k == "stack")), None)  # (--print-config: False)
+    if clash:
+        flag = "--no-stack" if clash == "stack" and args.stack is False else flag_name(clash)
+        raise ConfigError(f"--table-only writes the table and figure of a sweep's finished "
+                          f"cells and runs nothing; drop {flag}")
+    if any(getattr(args, name) is not None for name in SWEEP_GRID_FLAGS):
+        return
+    if args.sweep_out is None:
+        raise ConfigError("--table-only needs the sweep: its folder with --sweep-out DIR (whose "
+                          "sweep.json holds its grid), or --sweep FILE.yaml (or the --sweep-* "
+                          "flags) as it ran")
+    given = [flag_name(k) for k in given_flags(args)] + ["--config"] * bool(args.config) + [
+        "--no-baseline" if args.baseline is False else "--baseline"] * (args.baseline is not None)
+    if given:
+        raise ConfigError(f"{given[0]}: --table-only --sweep-out reads the sweep's grid and "
+                          f"config from {str(Path(args.sweep_out) / 'sweep.json')!r}; drop "
+                          f"{given[0]}, or give the sweep with --sweep FILE.yaml (or the "
+                          f"--sweep-* flags) as it ran")
+
+
 def check_a_sweep_has_its_grid(args: argparse.Namespace) -> None:
     """A sweep's flag without the grid (:data:`SWEEP_GRID_FLAGS`) was meant for a run, which
     does not read it (a stack file refuses it itself: :func:`run_stack_file`)."""
-    if args.stack_file or not is_sweep(args) or any(getattr(args, name) is not None
-                                                    for name in SWEEP_GRID_FLAGS):
+    if args.stack_file or args.table_only or not is_sweep(args) or any(
+            getattr(args, name) is not None for name in SWEEP_GRID_FLAGS):
         return
     flag = next(flag_name(k) for k in SWEEP_FLAGS if getattr(args, k) is not None)
     flag = "--no-baseline" if flag == "--baseline" and args.baseline is False else flag
@@ -460,6 +510,24 @@ def write_wandb_sweep_file(args: argparse.Namespace, sweep: Sweep) -> int:
               f"{cells_file}): run `wandb sweep {args.wandb_sweep}` then `wandb agent "
               f"<sweep id>`")
     return 0
+
+
+def write_table_only(args: argparse.Namespace) -> int:
+    """``--table-only``: the table and figure of the sweep's finished cells, nothing trained
+    (:func:`~lotterynet.sweep.write_finished_table`); the sweep from its folder's
+    ``sweep.json`` (``--sweep-out`` alone), or as a sweep resolves its file and flags (its
+    data not read: nothing trains)."""
+    from .sweep import write_finished_table
+
+    given = any(getattr(args, name) is not None for name in SWEEP_GRID_FLAGS)
+    if given:
+        sweep = load_sweep(args, given_values(args))
+        sweep_dir = sweep_dir_of(sweep, args.sweep, args.sweep_out)
+    else:
+        sweep_dir = Path(args.sweep_out)
+        sweep = read_resolved_sweep(sweep_dir)
+    with stopped(BEGUN):
+        return write_finished_table(sweep, sweep_dir, given)
 
 
 def run_sweep_cells(args: argparse.Namespace, sweep: Sweep) -> int:

@@ -79,7 +79,13 @@ from .sweep_cells import (
     renamed_folders,
     set_aside,
 )
-from .sweep_checks import check_buildable, check_data, check_finished_kept, check_sweep_dir
+from .sweep_checks import (
+    check_buildable,
+    check_data,
+    check_finished_kept,
+    check_sweep_dir,
+    finished_with_another_config,
+)
 from .sweep_cost import check_cpu_cost
 from .sweep_grid import (
     BASELINE,
@@ -519,6 +525,72 @@ def cells_outside(sweep: Sweep, sweep_dir: Path) -> list[str]:
         f"*/{RESULTS}")) if name not in grid and not re.search(f"{SET_ASIDE}$", name))
 
 
+def write_results(sweep: Sweep, sweep_dir: Path, wandb: bool) -> tuple[list[dict], Path | None]:
+    """The sweep's table and figure from the cells of its grid finished in ``sweep_dir``
+    (:func:`~lotterynet.sweep_table.aggregate`: a point missing cells names them, and is
+    crossed in the figure), the table printed, and ``wandb``: logged to its W&B summary run;
+    its rows and figure (none: no cell has results, and an earlier run's table and figure,
+    which would stand for cells since set aside or failed, are removed). What the sweep
+    writes at its end, and ``--table-only`` (:func:`write_finished_table`)."""
+    rows = aggregate(sweep, sweep_dir)
+    if not rows:
+        for name in TABLE_FILES:
+            (sweep_dir / name).unlink(missing_ok=True)
+        return rows, None
+    spelled = spelled_labels(sweep.variants)
+    markdown = write_table(rows, sweep_dir, sweep.variants, spelled)
+    figure = plot(rows, sweep_dir, figure_title(sweep, rows), paper_trained_accuracy(sweep),
+                  chance_accuracy(sweep), spelled=spelled, baseline=baseline_name(sweep))
+    if wandb:
+        log_to_wandb(spelled_rows(rows, spelled), figure, sweep)
+    print(markdown, end="")
+    if wandb and (unlogged := cells_without_wandb(sweep, sweep_dir)):
+        one = len(unlogged) == 1
+        print(f"{plural(len(unlogged), 'finished cell')} {'has' if one else 'have'} no W&B "
+              f"run (trained without --wandb): {', '.join(unlogged)}; "
+              f"{'its row is' if one else 'their rows are'} in the summary table",
+              flush=True)
+    if outside := cells_outside(sweep, sweep_dir):
+        print(f"not in the table: {plural(len(outside), 'finished cell')} of "
+              f"{sweep_dir / 'cells'} "
+              f"outside this sweep's grid ({', '.join(outside[:3])}"
+              f"{', …' if len(outside) > 3 else ''}); a sweep of their grid and config "
+              f"tabulates them", flush=True)
+    return rows, figure
+
+
+def write_finished_table(sweep: Sweep, sweep_dir: Path, given: bool = False) -> int:
+    """``--table-only``: the sweep's table and figure (:func:`write_results`) from the cells
+    finished in its folder, nothing trained, set aside or renamed, and no W&B summary run
+    logged (the sweep run again logs the table, where it changed: ``log_to_wandb``). Its
+    lock is not taken: every file a sweep writes is written whole (renamed into place), so
+    the table of a sweep running there now holds the cells finished so far (that sweep
+    writes its own at its end). A folder that is not a sweep's, or where no cell of the
+    grid has finished, is refused before anything is written (an earlier table is kept);
+    so is, for a sweep ``given`` by its file and flags (not its folder's ``sweep.json``, the
+    grid it ran), a folder of cells finished with another config, which the table would
+    give as this sweep's (the sweep itself refuses them too: ``check_finished_kept``)."""
+    check_sweep_dir(sweep_dir)
+    if given and (changed := finished_with_another_config(sweep, sweep_dir)):
+        raise ConfigError(f"--table-only: {changed}; give the sweep's flags as it ran them, or "
+                          f"--sweep-out alone (its {SWEEP_FILE} holds the grid it ran)")
+    total = len(sweep.cells())
+    missing = unfinished_cells(sweep, sweep_dir)
+    if len(missing) == total:
+        where = "no cell has finished" if (sweep_dir / "cells").is_dir() else \
+            "it has no cells/"
+        raise ConfigError(f"--table-only: sweep folder {str(sweep_dir)!r} holds no finished "
+                          f"cell of this sweep's {plural(total, 'cell')} ({where}); give the "
+                          f"folder it ran in (--sweep-out), or run the sweep")
+    _, figure = write_results(sweep, sweep_dir, wandb=False)
+    done = f"all {plural(total, 'cell')}" if not missing else \
+        f"{total - len(missing):,} of {total:,} cells ({len(missing):,} without results: " \
+        f"sweep.md's missing column names them, the figure crosses their points)"
+    print(f"table of {done}, nothing trained: {sweep_dir / TABLE_CSV}, "
+          f"{sweep_dir / TABLE_MD}, {figure}", flush=True)
+    return 0
+
+
 def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: int,
                planned: threading.Event) -> int:
     """Run the cells that are not done, ``jobs`` at once per device (:func:`job_slots`), and
@@ -532,30 +604,7 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
     if not failed:  # never "sweep done" with a cell left out, whatever left it
         failed = [Failure(f"cell {name} has no results after the sweep ran it; see its "
                           f"stack's or its own {CELL_LOG}") for name in missing]
-    rows = aggregate(sweep, sweep_dir)
-    if rows:  # (none when every cell failed)
-        spelled = spelled_labels(sweep.variants)
-        markdown = write_table(rows, sweep_dir, sweep.variants, spelled)
-        figure = plot(rows, sweep_dir, figure_title(sweep, rows), paper_trained_accuracy(sweep),
-                      chance_accuracy(sweep), spelled=spelled, baseline=baseline_name(sweep))
-        if sweep.base.get("wandb"):
-            log_to_wandb(spelled_rows(rows, spelled), figure, sweep)
-        print(markdown, end="")
-        if sweep.base.get("wandb") and (unlogged := cells_without_wandb(sweep, sweep_dir)):
-            one = len(unlogged) == 1
-            print(f"{plural(len(unlogged), 'finished cell')} {'has' if one else 'have'} no W&B "
-                  f"run (trained without --wandb): {', '.join(unlogged)}; "
-                  f"{'its row is' if one else 'their rows are'} in the summary table",
-                  flush=True)
-        if outside := cells_outside(sweep, sweep_dir):
-            print(f"not in the table: {plural(len(outside), 'finished cell')} of "
-                  f"{sweep_dir / 'cells'} "
-                  f"outside this sweep's grid ({', '.join(outside[:3])}"
-                  f"{', …' if len(outside) > 3 else ''}); a sweep of their grid and config "
-                  f"tabulates them", flush=True)
-    else:  # an earlier run's table would stand for cells this one set aside or failed
-        for name in TABLE_FILES:
-            (sweep_dir / name).unlink(missing_ok=True)
+    rows, figure = write_results(sweep, sweep_dir, bool(sweep.base.get("wandb")))
     if failed:
         print("\n".join(f"{ERROR}{failure.line}" for failure in failed), file=sys.stderr)
         table = f"the table holds the others: {sweep_dir / TABLE_CSV}" if rows else \

@@ -75,6 +75,19 @@ def check_finished_kept(sweep: Sweep, sweep_dir: Path, go_on: bool, cell: str | 
     which sets them aside, and none holds a finished result."""
     if go_on:
         return
+    changed = finished_with_another_config(sweep, sweep_dir, cell)
+    if changed:
+        raise ConfigError(f"{changed}; pass --yes to set them aside and train them anew, or "
+                          f"give another --sweep-out")
+
+
+def finished_with_another_config(sweep: Sweep, sweep_dir: Path, cell: str | None = None
+                                 ) -> str | None:
+    """What says that the sweep's folder holds finished cells (of ``cell`` alone, where given)
+    run with another config than the sweep's (how many, and their first differences as the
+    set-aside line says them), or None where it holds none: what
+    :func:`check_finished_kept` refuses, and ``--table-only`` (whose table would give their
+    results as this sweep's)."""
     changed = {}
     for label, values in sweep.cells():
         name = cell_name(label, values)
@@ -88,11 +101,10 @@ def check_finished_kept(sweep: Sweep, sweep_dir: Path, go_on: bool, cell: str | 
         differs = results_differ(config, results)
         if differs and differs != ["test_acc"]:
             changed[name] = changes(results.get("config", {}), config, differs)
-    if changed:
-        said = list(dict.fromkeys(changed.values()))
-        more = "; …" if len(said) > CHANGES_LISTED else ""
-        raise ConfigError(f"sweep folder {str(sweep_dir)!r} holds "
-                          f"{plural(len(changed), 'finished cell')} run with another config "
-                          f"than this sweep's ({'; '.join(said[:CHANGES_LISTED])}{more}); "
-                          f"pass --yes to set them aside and train them anew, or give another "
-                          f"--sweep-out")
+    if not changed:
+        return None
+    said = list(dict.fromkeys(changed.values()))
+    more = "; …" if len(said) > CHANGES_LISTED else ""
+    return (f"sweep folder {str(sweep_dir)!r} holds {plural(len(changed), 'finished cell')} "
+            f"run with another config than this sweep's "
+            f"({'; '.join(said[:CHANGES_LISTED])}{more})")

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import hashlib
 import itertools
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from .config_flags import flatten_sections, given_flags, overlay
 from .config_schema import FIELDS, WIDE, RunConfig
 from .config_yaml import dump_yaml, string_keys
 from .errors import ConfigError, flag_name
+from .machine import read_text_within_memory
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
@@ -547,6 +549,50 @@ def sweep_dir_of(sweep: Sweep, sweep_file: str | None, sweep_out: str | None) ->
     name = Path(sweep_file).stem if sweep_file else "grid"
     arch = in_a_folder_name(config_value(sweep.base, "arch"))
     return Path(sweep_out or f"runs/sweep-{arch}-{name}")
+
+
+def read_resolved_sweep(sweep_dir: Path) -> Sweep:
+    """The grid that the sweep in ``sweep_dir`` last ran, as it wrote it there (its
+    :data:`SWEEP_FILE`: :func:`dataclasses.asdict` of its :class:`Sweep`, the flags and config
+    file resolved into its base): what ``--table-only --sweep-out DIR`` tabulates. A folder
+    without one (not a sweep's, or one whose cells W&B agents' ``--cell`` runs wrote: they
+    write none) or one that is no such grid (not JSON, cut short, edited) is refused in one
+    line naming it and saying what to give instead."""
+    path = sweep_dir / SWEEP_FILE
+    instead = "give the sweep itself with --sweep FILE.yaml (or the --sweep-* flags) as it ran"
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"--table-only: --sweep-out {str(sweep_dir)!r} is not a folder; give "
+                          f"the folder a sweep wrote (its {SWEEP_FILE} and cells/)")
+    if not path.is_file():
+        which = "its cells were run by --cell, which writes none, or by an older sweep" if \
+            (sweep_dir / "cells").is_dir() else "not a sweep's folder"
+        raise ConfigError(f"--table-only: --sweep-out {str(sweep_dir)!r} has no {SWEEP_FILE} "
+                          f"({which}); {instead}")
+    try:
+        data = json.loads(read_text_within_memory(path, str(path)))
+    except (OSError, ValueError) as err:  # (not UTF-8, not JSON)
+        fault = str(err)
+    else:
+        fault = resolved_sweep_fault(data)
+    if fault:
+        raise ConfigError(f"--table-only: {str(path)!r} is not a sweep's resolved grid "
+                          f"({fault}); restore it, or {instead}")
+    return Sweep(**data)
+
+
+def resolved_sweep_fault(data) -> str | None:
+    """What keeps ``data`` (a :data:`SWEEP_FILE` as read) from being the :class:`Sweep` a
+    sweep wrote, or None: a mapping of exactly :data:`SWEEP_KEYS`, each as a sweep file's is
+    checked, its variants mappings of run options (as resolved)."""
+    if not isinstance(data, dict) or set(data) != set(SWEEP_KEYS):
+        return f"not a mapping of the keys {', '.join(SWEEP_KEYS)}"
+    try:
+        check_sweep_values(data, lambda key: key)
+    except ConfigError as err:
+        return str(err)
+    if not all(isinstance(variant, dict) and variant for variant in data["variants"]):
+        return "variants must be mappings of run options"
+    return None
 
 
 #: What a name cannot hold on Windows, other than "/" (which a sweep's folder names write as

@@ -1,6 +1,7 @@
 """Sparsity sweeps: grid, aggregation (CSV, Markdown, PNG), skipping finished cells, resuming a
 sweep killed in the middle of a cell."""
 
+import contextlib
 import csv
 import dataclasses
 import errno
@@ -542,6 +543,154 @@ def test_a_table_holding_a_non_ascii_character_is_printed_under_a_non_utf8_local
     assert table.endswith(legend) and f"to run\n{table}sweep done: " in capsys.readouterr().out
     with open(tmp_path / "sweep.csv", newline="", encoding="utf-8") as f:
         assert [r["variant_values"] for r in csv.DictReader(f)] == ["dense/exclude=['γ']"]
+
+
+#: A grid of 8 cells and 4 trained baselines (2 sparsities, 2 budgets, 2 seeds) whose results
+#: :func:`finished_sweep` writes as a run does, training nothing.
+TABLE_GRID = ["--arch", "fc2", "--sweep-variants", "wide", "--sweep-sparsities", "0.5,0.9",
+              "--sweep-epochs", "1,2", "--sweep-seeds", "0,1"]
+
+
+@pytest.fixture(scope="module")
+def _finished_sweep(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """The sweep of :data:`TABLE_GRID`, every cell finished (results of each its own accuracy
+    and kept count, written as a run writes them), and the table and figure that the sweep
+    itself wrote of them (it ran none): ``sweep.csv`` and ``sweep.md``'s bytes. Made once."""
+    out = tmp_path_factory.mktemp("finished") / "sweep"
+    args = build_parser().parse_args([*TABLE_GRID, "--sweep-out", str(out)])
+    sweep = load_sweep(args, given_values(args))
+    for i, config in enumerate(cells_module.cell_configs(sweep, out).values()):
+        Path(config.out).mkdir(parents=True)
+        (Path(config.out) / "results.json").write_text(json.dumps({
+            "config": config.to_dict(), "test_acc": 0.5 + i / 100, "val_acc": None,
+            "params": {"kept": 50 - i, "trainable": 100, "maskable": 100}}))
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        assert sweep_module.run_locked(sweep, out, SimpleNamespace(stack=True), 1,
+                                       threading.Event()) == 0
+    return out, {name: (out / name).read_bytes() for name in ("sweep.csv", "sweep.md")}
+
+
+@pytest.fixture
+def finished_sweep(_finished_sweep, tmp_path) -> tuple[Path, dict[str, bytes]]:
+    """A copy of :func:`_finished_sweep`'s in ``tmp_path / "sweep"``."""
+    made, written = _finished_sweep
+    return Path(shutil.copytree(made, tmp_path / "sweep")), written
+
+
+def files_of(folder: Path) -> dict[Path, int]:
+    """Every file under ``folder`` and its modification time (a folder's own changes as a
+    sweep probes it: check_output_dir)."""
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if not p.is_dir()}
+
+
+def test_table_only_writes_the_sweeps_own_table_and_marks_missing_cells_training_nothing(
+        finished_sweep, tmp_path, capsys, monkeypatch):
+    """A sweep's table and figure were written only by running the sweep, which trains every
+    cell not finished: none could be had of half a grid, of cells copied in, or redrawn after
+    a plotting fix. ``--table-only`` writes them from the finished cells and trains nothing:
+    from the folder's sweep.json alone, or the sweep's file and flags, byte for byte the
+    table the sweep wrote (with --wandb too, no W&B summary run logged); of a half-finished
+    grid (no data to read), its missing points marked as the sweep marks them, no cell
+    folder, checkpoint or other file written."""
+    out, written = finished_sweep
+    for name in table_module.TABLE_FILES:
+        (out / name).unlink()
+    capsys.readouterr()
+    monkeypatch.setattr(sweep_module, "log_to_wandb", lambda *_: pytest.fail("logged"))
+    for argv in (["--sweep-out", str(out)], [*TABLE_GRID, "--wandb", "--sweep-out", str(out)]):
+        assert main(["--table-only", *argv]) == 0
+        assert {name: (out / name).read_bytes() for name in written} == written
+        assert (out / "figure.png").read_bytes()[:4] == b"\x89PNG"
+        assert capsys.readouterr().out.splitlines()[-1] == (
+            f"table of all 12 cells, nothing trained: {out / 'sweep.csv'}, "
+            f"{out / 'sweep.md'}, {out / 'figure.png'}")
+    for cell in ("wide-s0.5-e2-seed1", "trained-e1-seed0", "trained-e2-seed0",
+                 "trained-e1-seed1", "trained-e2-seed1"):
+        shutil.rmtree(out / "cells" / cell)
+    monkeypatch.setenv("LOTTERYNET_DATA", str(tmp_path / "no-data"))
+    before = files_of(out)
+    assert main(["--table-only", "--sweep-out", str(out)]) == 0
+    after = files_of(out)
+    assert after.keys() == before.keys()
+    assert sorted(p.name for p in after if after[p] != before[p]) == sorted(
+        table_module.TABLE_FILES)
+    assert [(r["variant"], r["sparsity"], r["seeds"], r["best_epochs"], r["missing"])
+            for r in rows(out)] == [
+        ("wide", "0.9", "2", "2/2", ""), ("wide", "0.5", "2", "2/1", "e2-seed1"),
+        ("trained", "0.0", "0", "", "e1-seed0, e1-seed1, e2-seed0, e2-seed1")]
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"table of 7 of 12 cells (5 without results: sweep.md's missing column names them, the "
+        f"figure crosses their points), nothing trained: {out / 'sweep.csv'}, "
+        f"{out / 'sweep.md'}, {out / 'figure.png'}")
+
+
+TABLE_ONLY = "--table-only writes the table and figure of a sweep's finished cells and runs " \
+    "nothing; drop "
+DAMAGED = "is not a sweep's resolved grid ({}); restore it, or give the sweep itself with " \
+    "--sweep FILE.yaml (or the --sweep-* flags) as it ran"
+
+
+@pytest.mark.parametrize("argv, line", [
+    ([], "--table-only needs the sweep: its folder with --sweep-out DIR (whose sweep.json holds "
+         "its grid), or --sweep FILE.yaml (or the --sweep-* flags) as it ran"),
+    (["--sweep-out", "{sweep}", "--cell", "wide-s0.5-e1-seed0"], TABLE_ONLY + "--cell"),
+    (["--stack-file", "{sweep}/stacks/wide-seed0/stack.yaml"], TABLE_ONLY + "--stack-file"),
+    (["--sweep-out", "{sweep}", "--wandb-sweep", "w.yaml"], TABLE_ONLY + "--wandb-sweep"),
+    (["--sweep-out", "{sweep}", "--jobs-per-device", "2"], TABLE_ONLY + "--jobs-per-device"),
+    (["--sweep-out", "{sweep}", "--no-stack"], TABLE_ONLY + "--no-stack"),
+    (["--sweep-out", "{sweep}", "--yes"], TABLE_ONLY + "--yes"),
+    (["--sweep-out", "{sweep}", "--print-config"], TABLE_ONLY + "--print-config"),
+    (["--sweep-out", "{sweep}", "--lr", "0.2"],
+     "--lr: --table-only --sweep-out reads the sweep's grid and config from "
+     "'{sweep}/sweep.json'; drop --lr, or give the sweep with --sweep FILE.yaml (or the "
+     "--sweep-* flags) as it ran"),
+    (["--sweep-out", "{tmp}/nowhere"], "--table-only: --sweep-out '{tmp}/nowhere' is not a "
+     "folder; give the folder a sweep wrote (its sweep.json and cells/)"),
+    (["--sweep-out", "{tmp}"], "--table-only: --sweep-out '{tmp}' has no sweep.json (not a "
+     "sweep's folder); give the sweep itself with --sweep FILE.yaml (or the --sweep-* flags) "
+     "as it ran"),
+    (["--sweep-out", "{sweep}", "no sweep.json"], "--table-only: --sweep-out '{sweep}' has no "
+     "sweep.json (its cells were run by --cell, which writes none, or by an older sweep); "
+     "give the sweep itself with --sweep FILE.yaml (or the --sweep-* flags) as it ran"),
+    (["--sweep-out", "{sweep}", '{"base": {}'], "--table-only: '{sweep}/sweep.json' " +
+     DAMAGED.format("Expecting ',' delimiter: line 1 column 12 (char 11)")),
+    (["--sweep-out", "{sweep}", '{"base": {}}'], "--table-only: '{sweep}/sweep.json' " +
+     DAMAGED.format("not a mapping of the keys base, variants, sparsities, epochs, seeds, "
+                    "baseline")),
+    (["--sweep-out", "{sweep}", "epochs: 2"], "--table-only: '{sweep}/sweep.json' " +
+     DAMAGED.format("epochs must be a non-empty list of positive integers, got 2")),
+    ([*TABLE_GRID, "--sweep-out", "{tmp}/other"], "--table-only: sweep folder '{tmp}/other' "
+     "holds no finished cell of this sweep's 12 cells (it has no cells/); give the folder it "
+     "ran in (--sweep-out), or run the sweep"),
+    ([*TABLE_GRID, "--lr", "0.2", "--sweep-out", "{sweep}"], "--table-only: sweep folder "
+     "'{sweep}' holds 12 finished cells run with another config than this sweep's (lr 0.1 -> "
+     "0.2); give the sweep's flags as it ran them, or --sweep-out alone (its sweep.json holds "
+     "the grid it ran)"),
+])
+def test_table_only_refuses_what_it_cannot_tabulate_in_one_line_writing_nothing(
+        finished_sweep, tmp_path, capsys, argv, line):
+    """``--table-only`` beside a flag that runs cells or says how, with a run flag where the
+    folder's sweep.json gives the config, or given a folder that is not a sweep's, without a
+    sweep.json (a sweep's of W&B agents) or with a damaged one (a third argument here: it
+    replaces the file, or a ``KEY: VALUE`` its key), a folder holding no cell of the grid or
+    cells of another config: exit 2, one line naming it and what to give, nothing written."""
+    sweep, _ = finished_sweep
+    if argv[2:3] and not argv[2].startswith("-"):
+        argv, file = argv[:2], argv[2]
+        data = json.loads((sweep / "sweep.json").read_text())
+        (sweep / "sweep.json").unlink()
+        if file.startswith("epochs"):
+            data["epochs"] = 2
+            (sweep / "sweep.json").write_text(json.dumps(data))
+        elif file != "no sweep.json":
+            (sweep / "sweep.json").write_text(file)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    before = files_of(tmp_path)
+    argv = [arg.format(sweep=sweep, tmp=tmp_path) for arg in argv]
+    assert main(["--table-only", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"train.py: error: {line.format(sweep=sweep, tmp=tmp_path)}\n")
+    assert files_of(tmp_path) == before
 
 
 def test_tiny_sweep_table_plot_and_rerun_skips(tmp_path, data_dir, capsys, monkeypatch):
