@@ -443,7 +443,11 @@ def refuse_twin_cells(label: str, values: dict, config: RunConfig,
                       named: dict[str, tuple[str, dict]],
                       runs: dict[str, tuple[str, dict]]) -> None:
     """Refuse a cell whose folder name is not a path's, or that is the same run as a cell
-    before it (``runs``) or shares its folder (``named``); then note it in both."""
+    before it (``runs``) or shares its folder (``named``, by :func:`one_folder_name`: on macOS
+    and Windows, names that differ only in case); then note it in both. (A stack's name is
+    its variant's folder label and seed, :func:`~lotterynet.sweep_cells.stack_name`, and
+    every variant has a cell of each sparsity, epochs and seed: two stacks sharing a folder
+    are two cells sharing one.)"""
     # (its fields' values, in the one order every config sets them: as the repr of its sorted
     # to_dict, a deep copy that took as long as the cell's checks, tells runs apart)
     name, run = cell_name(label, values), repr(canonical([*vars(config).values()]))
@@ -452,17 +456,35 @@ def refuse_twin_cells(label: str, values: dict, config: RunConfig,
         raise ConfigError(f"sweep cells {describe_cell(*runs[run])} and "  # mapping's keys
                           f"{describe_cell(label, values)} are the same run; give each "
                           f"variant once")  # in any order)
-    if name in named:  # two cells, one folder: sparsities alike to 6 digits (:g), or
-        # values alike but for '/' and '-' (a path), or on Windows ':' and '-' (folder_label)
+    folder = one_folder_name(name)
+    if folder in named:  # two cells, one folder: sparsities alike to 6 digits (:g), or
+        # values alike but for '/' and '-' (a path), or on Windows ':' and '-' (folder_label),
+        # or on macOS and Windows alike but for case
+        twin, twin_values = named[folder]
         windows = ' or a character Windows forbids in a name (<>:"\\|?*)' \
             if sys.platform == "win32" else ""
-        fix = "give sparsities that differ within 6 significant digits" if \
-            named[name][0] == label else f"make the variants' values differ in more than " \
-                                         f"'/'{windows} against '-'"
-        raise ConfigError(f"sweep cells {describe_cell(*named[name])} and "
-                          f"{describe_cell(label, values)} would share the folder {name!r}; "
-                          f"{fix}")
-    named[name], runs[run] = (label, values), (label, values)
+        twin_name = cell_name(twin, twin_values)
+        fix = "give sparsities that differ within 6 significant digits" if twin == label \
+            else f"make the variants' values differ in more than " \
+                 f"{'case or ' if twin_name != name else ''}'/'{windows} against '-'"
+        where = "" if twin_name == name else \
+            f" on {CASELESS[sys.platform]}, whose file systems ignore case ({name!r} is the " \
+            f"same name there)"
+        raise ConfigError(f"sweep cells {describe_cell(twin, twin_values)} and "
+                          f"{describe_cell(label, values)} would share the folder "
+                          f"{twin_name!r}{where}; {fix}")
+    named[folder], runs[run] = (label, values), (label, values)
+
+
+#: The systems whose file systems ignore case by default (macOS's APFS, Windows' NTFS): there
+#: ``Data`` and ``data`` are one folder. Linux's are case-sensitive.
+CASELESS = {"darwin": "macOS", "win32": "Windows"}
+
+
+def one_folder_name(name: str) -> str:
+    """The same for folder names that are one folder here: ``name`` casefolded on the systems
+    that ignore case (:data:`CASELESS`), ``name`` elsewhere."""
+    return name.casefold() if sys.platform in CASELESS else name
 
 
 def refuse_unread_options(args: argparse.Namespace, given: Overrides, sweep: Sweep,

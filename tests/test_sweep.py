@@ -2160,6 +2160,39 @@ def test_a_variants_value_windows_forbids_in_a_name_is_a_dash_in_its_folders_the
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("platform", ["darwin", "win32", "linux"])
+def test_variants_whose_values_differ_only_in_case_are_refused_where_case_is_ignored(
+        tmp_path, capsys, monkeypatch, platform):
+    """Two variants whose values differ only in case (``data_dir: A``, ``data_dir: a``) named
+    their cells and stacks apart by case alone: on macOS and Windows, whose file systems ignore
+    case, one folder, where a cell would resume or replace the other's run and the table give
+    one result for two points. There they are refused before any work, in one line naming
+    both cells and the folder (exit 2); on Linux, case-sensitive, they run apart as before."""
+    monkeypatch.chdir(tmp_path)  # (data_dir: A, where the old code went on to train)
+    monkeypatch.setattr(sys, "platform", platform)
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({"variants": [
+        {"structure": "dense", "data_dir": d} for d in ("A", "a")], "sparsities": [0.5],
+        "epochs": [1], "baseline": False}))
+    argv = ["--sweep", str(sweep_file), "--arch", "fc2", "--sweep-out", str(tmp_path / "out")]
+    if platform == "linux":
+        args = build_parser().parse_args(argv)
+        cells = load_sweep(args, given_values(args)).cells()
+        assert [(cell_name(*cell), cells_module.stack_name(*cell)) for cell in cells] == [
+            (f"dense-data_dir={d}-s0.5-e1-seed0", f"dense-data_dir={d}-seed0") for d in "Aa"]
+        return
+    assert main(argv) == 2
+    system = {"darwin": "macOS", "win32": "Windows"}[platform]
+    windows = ' or a character Windows forbids in a name (<>:"\\|?*)' * (platform == "win32")
+    assert capsys.readouterr().err == (
+        f"train.py: error: sweep cells dense/data_dir=A at sparsity 0.5 and dense/data_dir=a "
+        f"at sparsity 0.5 would share the folder 'dense-data_dir=A-s0.5-e1-seed0' on {system}, "
+        f"whose file systems ignore case ('dense-data_dir=a-s0.5-e1-seed0' is the same name "
+        f"there); make the variants' values differ in more than case or '/'{windows} against "
+        f"'-'\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_sweep_written_before_labels_named_their_keys_is_renamed_not_trained(
         tmp_path, data_dir, capsys):
     """A sweep folder written when a variant's scalars stood without their keys
