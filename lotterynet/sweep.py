@@ -93,6 +93,7 @@ from .sweep_grid import (
     SWEEP_LOCK,
     Sweep,
     cell_name,
+    in_a_folder_name,
     spelled_labels,
     sweep_dir_of,
 )
@@ -395,23 +396,28 @@ def run_one_cell(sweep: Sweep, sweep_dir: Path, name: str, go_on: bool = False,
                  begun: threading.Event | None = None) -> int:
     """Cell ``name`` of the sweep alone, in its cell directory (what a W&B agent runs; the
     sweep's lock held shared, :func:`outside_a_running_sweep`, so agents may run cells side
-    by side). Stopped or out of memory, it says to run the same ``--cell`` command again
-    (:func:`continued_by_the_sweep`), which continues from the cell's checkpoint. Finished
-    with another config, the cell is set aside and trained anew only with ``go_on``
-    (``--yes``), as the sweep's are (:func:`~lotterynet.sweep_checks.check_finished_kept`).
+    by side). ``name`` may be given as on any system (a W&B sweep's file names cells as all
+    but Windows do: :func:`~lotterynet.sweep_grid.cell_name`'s portable form): it is the
+    cell whose folder it names here (:func:`in_a_folder_name`, ``timm:resnet18`` as
+    ``timm-resnet18`` on Windows). Stopped or out of memory, it says to run the same
+    ``--cell`` command again (:func:`continued_by_the_sweep`), which continues from the
+    cell's checkpoint. Finished with another config, the cell is set aside and trained anew
+    only with ``go_on`` (``--yes``), as the sweep's are
+    (:func:`~lotterynet.sweep_checks.check_finished_kept`).
     ``begun`` is set once its name is checked, before it writes anything (the sweep's folder
     and lock): a stop before then had written nothing (``cli.run_sweep_cells``)."""
     cells = {cell_name(label, values): values for label, values in sweep.cells()}
+    given, name = name, in_a_folder_name(name)  # (as a W&B sweep's file names it: portable)
     if name not in cells:
         if renamed := renamed_folders(sweep).get(f"cells/{name}"):  # (a W&B sweep's, before)
             new, why = renamed
-            raise ConfigError(f"--cell {name!r} is this sweep's cell "
+            raise ConfigError(f"--cell {given!r} is this sweep's cell "
                               f"{new.removeprefix('cells/')!r} by its old name ({why}); run "
                               f"that one, or write the W&B sweep anew (--wandb-sweep)")
         names = list(cells)
         valid = ", ".join(names) if len(names) <= CELLS_LISTED else \
             f"{names[0]}, …, {names[-1]}"
-        raise ConfigError(f"--cell {name!r} is not a cell of this sweep; valid: {valid} "
+        raise ConfigError(f"--cell {given!r} is not a cell of this sweep; valid: {valid} "
                           f"({len(names)} cells; see --wandb-sweep's file)")
     if begun is not None:
         begun.set()

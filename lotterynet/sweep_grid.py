@@ -191,18 +191,23 @@ def canonical(value):
     return value
 
 
-def cell_name(label: str, values: dict) -> str:
+def cell_name(label: str, values: dict, portable: bool = False) -> str:
+    """The name of a cell's folder here; ``portable``: as every system but Windows names it
+    (:func:`folder_label`), which ``--cell`` takes on every system (:func:`in_a_folder_name`
+    maps it to the name there): what a W&B sweep's file lists, whose agents may run anywhere."""
     sparsity = "" if label == BASELINE else f"-s{values['sparsity']:g}"
-    return f"{folder_label(label)}{sparsity}-e{values['epochs']}-seed{values['seed']}"
+    return f"{folder_label(label, portable)}{sparsity}-e{values['epochs']}-seed{values['seed']}"
 
 
-def folder_label(label: str) -> str:
+def folder_label(label: str, portable: bool = False) -> str:
     """A variant's label (:func:`variant_label`) as its cells' and stacks' folder names begin:
     its "/" as "-" on every system, and on Windows also what a name cannot hold there
-    (:func:`in_a_folder_name`). Those names begin with its structure (or ``trained``) and end
-    with ``-seed<N>`` (or a stack part's ``-part<i>of<n>``): never a name Windows reserves
+    (:func:`in_a_folder_name`; not with ``portable``, the name on every other system, from
+    which each system's follows). Those names begin with its structure (or ``trained``) and
+    end with ``-seed<N>`` (or a stack part's ``-part<i>of<n>``): never a name Windows reserves
     (``CON``, ``NUL``, ...), nor one ending in a dot or a space, which it forbids too."""
-    return in_a_folder_name(label.replace("/", "-"))
+    label = label.replace("/", "-")
+    return label if portable else in_a_folder_name(label)
 
 
 @dataclass(frozen=True)
@@ -635,7 +640,8 @@ def in_a_folder_name(text: str) -> str:
 def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path, yes: bool = False) -> Path:
     """A W&B grid sweep over exactly the cells of ``sweep`` (the trained baseline included):
     the sweep, resolved, goes beside it as ``<name>.cells.yaml``; the grid is one parameter,
-    ``cell``, naming every cell, and each agent run is ``train.py --sweep <that file> --wandb
+    ``cell``, naming every cell (:func:`cell_name`, portable: the same file's agents find their
+    cells on Linux, macOS and Windows), and each agent run is ``train.py --sweep <that file> --wandb
     --cell=NAME --sweep-out SWEEP_DIR``: the cell as the sweep itself runs it, in the folder
     where the sweep run here would write it (``sweep_dir``, :func:`sweep_dir_of`; so that
     running the sweep here afterwards finds the agents' cells and only draws the table);
@@ -667,7 +673,7 @@ def write_wandb_sweep(sweep: Sweep, path: Path, sweep_dir: Path, yes: bool = Fal
     spec = {**where, "program": str(TRAIN_PY) if TRAIN_PY.is_file() else "train.py",
             "method": "grid",
             "metric": {"name": "test/acc", "goal": "maximize"},
-            "parameters": {"cell": {"values": [cell_name(label, values)
+            "parameters": {"cell": {"values": [cell_name(label, values, portable=True)
                                                for label, values in sweep.cells()]}},
             "command": ["${env}", "${interpreter}", "${program}", "--sweep",
                         str(cells_file.resolve()), "--wandb", "--no-progress-bar",

@@ -1076,6 +1076,38 @@ def test_a_wandb_agent_runs_one_cell_of_the_sweep(tmp_path, data_dir):
     assert (out / "cells" / cells[1] / "results.json").is_file()
 
 
+def test_a_wandb_sweeps_cell_names_find_their_cells_on_every_system(tmp_path, capsys,
+                                                                    monkeypatch):
+    """A W&B sweep's file named a variant's cells with what a name on Windows cannot hold
+    (``data_dir: D:mnist``) as Linux names them, or, written on Windows, as Windows does: its
+    agents on Windows refused ``--cell dense-data_dir=D:mnist-…`` (not a cell: there it is
+    ``dense-data_dir=D-mnist-…``), and those elsewhere the dashed one. Its file names them as
+    every system but Windows does, on Windows too, and each system's ``--cell`` takes that
+    name for the cell of its folder there; a name of no cell is refused as before. (Its
+    training: ``ran``, which says the folder it was given.)"""
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    monkeypatch.setattr(sweep_module, "run", lambda config, job_type=None: ran.append(
+        Path(config.out).name) or {"test_acc": 0.5, "run_dir": config.out})
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({"variants": [
+        {"structure": "dense", "data_dir": "D:mnist"}], "sparsities": [0.5], "epochs": [1],
+        "baseline": False}))
+    for platform, folder in (("win32", "dense-data_dir=D-mnist-s0.5-e1-seed0"),
+                             ("linux", "dense-data_dir=D:mnist-s0.5-e1-seed0")):
+        monkeypatch.setattr(sys, "platform", platform)
+        spec, _ = wandb_sweep_cells(["--sweep", str(sweep_file), "--arch", "fc2"],
+                                    tmp_path / f"{platform}.yaml")
+        assert spec["parameters"]["cell"]["values"] == ["dense-data_dir=D:mnist-s0.5-e1-seed0"]
+        command = [a for a in spec["command"][3:-1] if a != "--wandb"]  # as the agent's
+        assert main([*command, "--cell=dense-data_dir=D:mnist-s0.5-e1-seed0"]) == 0
+        assert ran.pop() == folder
+        assert main([*command, "--cell=dense-data_dir=D:mnist-s0.5-e2-seed0"]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"train.py: error: --cell 'dense-data_dir=D:mnist-s0.5-e2-seed0' is not a cell of "
+            f"this sweep; valid: {folder} (1 cells; see --wandb-sweep's file)")
+
+
 #: (POOL's and ONE_CELL's cells are tested on 1,000 of the 10,000 test images: cells run
 #: singly take Trainer options; a stack does not)
 POOL = ["--arch", "fc2", "--structure", "dense", "--limit-train", "300", "--val-size", "100",
