@@ -26,6 +26,7 @@ import itertools
 import json
 import re
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -469,12 +470,13 @@ def refuse_twin_cells(label: str, values: dict, config: RunConfig,
         windows = ' or a character Windows forbids in a name (<>:"\\|?*)' \
             if sys.platform == "win32" else ""
         twin_name = cell_name(twin, twin_values)
+        system, ignored = CASELESS.get(sys.platform, ("", ""))
         fix = "give sparsities that differ within 6 significant digits" if twin == label \
             else f"make the variants' values differ in more than " \
-                 f"{'case or ' if twin_name != name else ''}'/'{windows} against '-'"
+                 f"{f'{ignored} or ' if twin_name != name else ''}'/'{windows} against '-'"
         where = "" if twin_name == name else \
-            f" on {CASELESS[sys.platform]}, whose file systems ignore case ({name!r} is the " \
-            f"same name there)"
+            f" on {system}, whose file systems ignore {ignored} ({name!r} is the same name " \
+            f"there)"
         raise ConfigError(f"sweep cells {describe_cell(twin, twin_values)} and "
                           f"{describe_cell(label, values)} would share the folder "
                           f"{twin_name!r}{where}; {fix}")
@@ -482,13 +484,17 @@ def refuse_twin_cells(label: str, values: dict, config: RunConfig,
 
 
 #: The systems whose file systems ignore case by default (macOS's APFS, Windows' NTFS): there
-#: ``Data`` and ``data`` are one folder. Linux's are case-sensitive.
-CASELESS = {"darwin": "macOS", "win32": "Windows"}
+#: ``Data`` and ``data`` are one folder (Linux's are case-sensitive); each one's name and what
+#: its file systems ignore. APFS (and HFS+) also ignore Unicode normalization: ``é`` as one
+#: code point or as ``e`` and a combining accent (NFC, NFD) is one name there.
+CASELESS = {"darwin": ("macOS", "case and Unicode normalization"), "win32": ("Windows", "case")}
 
 
 def one_folder_name(name: str) -> str:
     """The same for folder names that are one folder here: ``name`` casefolded on the systems
-    that ignore case (:data:`CASELESS`), ``name`` elsewhere."""
+    that ignore case (:data:`CASELESS`), in NFD on macOS too; ``name`` elsewhere."""
+    if sys.platform == "darwin":
+        name = unicodedata.normalize("NFD", name)
     return name.casefold() if sys.platform in CASELESS else name
 
 

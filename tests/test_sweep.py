@@ -2214,15 +2214,43 @@ def test_variants_whose_values_differ_only_in_case_are_refused_where_case_is_ign
             (f"dense-data_dir={d}-s0.5-e1-seed0", f"dense-data_dir={d}-seed0") for d in "Aa"]
         return
     assert main(argv) == 2
-    system = {"darwin": "macOS", "win32": "Windows"}[platform]
+    system, ignored = {"darwin": ("macOS", "case and Unicode normalization"),
+                       "win32": ("Windows", "case")}[platform]
     windows = ' or a character Windows forbids in a name (<>:"\\|?*)' * (platform == "win32")
     assert capsys.readouterr().err == (
         f"train.py: error: sweep cells dense/data_dir=A at sparsity 0.5 and dense/data_dir=a "
         f"at sparsity 0.5 would share the folder 'dense-data_dir=A-s0.5-e1-seed0' on {system}, "
-        f"whose file systems ignore case ('dense-data_dir=a-s0.5-e1-seed0' is the same name "
-        f"there); make the variants' values differ in more than case or '/'{windows} against "
-        f"'-'\n")
+        f"whose file systems ignore {ignored} ('dense-data_dir=a-s0.5-e1-seed0' is the same "
+        f"name there); make the variants' values differ in more than {ignored} or "
+        f"'/'{windows} against '-'\n")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("platform", ["darwin", "win32", "linux"])
+def test_variants_whose_values_differ_only_in_unicode_normalization_are_refused_on_macos(
+        tmp_path, monkeypatch, platform):
+    """``data_dir: é`` as one code point and as ``e`` and a combining accent (NFC, NFD: what
+    two editors may write) named two cells that macOS's file systems, which ignore Unicode
+    normalization, take for one folder. On macOS they are refused before any work; on
+    Windows and Linux, whose file systems keep both names apart, they run apart."""
+    monkeypatch.setattr(sys, "platform", platform)
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({"variants": [
+        {"structure": "dense", "data_dir": d} for d in ("\u00e9", "e\u0301")],
+        "sparsities": [0.5], "epochs": [1], "baseline": False}))
+    args = build_parser().parse_args(["--sweep", str(sweep_file), "--arch", "fc2"])
+    if platform == "darwin":
+        with pytest.raises(ConfigError, match=r"^sweep cells dense/data_dir=\u00e9 at sparsity "
+                           r"0\.5 and dense/data_dir=e\u0301 at sparsity 0\.5 would share the "
+                           r"folder 'dense-data_dir=\u00e9-s0\.5-e1-seed0' on macOS, whose file "
+                           r"systems ignore case and Unicode normalization \('dense-data_dir="
+                           r"e\u0301-s0\.5-e1-seed0' is the same name there\); make the "
+                           r"variants' values differ in more than case and Unicode normalization"
+                           r" or '/' against '-'$"):
+            load_sweep(args, given_values(args))
+        return
+    assert [cell_name(*cell) for cell in load_sweep(args, given_values(args)).cells()] == [
+        f"dense-data_dir={d}-s0.5-e1-seed0" for d in ("\u00e9", "e\u0301")]
 
 
 def test_a_sweep_written_before_labels_named_their_keys_is_renamed_not_trained(
