@@ -5,8 +5,10 @@ how SIGTERM stops a run, wherever it arrives and on whichever rank."""
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -99,6 +101,8 @@ class SigtermStop:
     def __init__(self):
         self.received = False
         self.interrupted = False  # (Ctrl-C, where train.py's block handles it: ctrl_c)
+        self.raised: tuple[int, BaseException] | None = None  # (the signal, its stop)
+        self.again: threading.Timer | None = None  # (a stop a finalizer dropped, sent again)
 
     def ctrl_c(self, signum, frame) -> None:
         """``train.py``'s SIGINT handler: the first Ctrl-C raises KeyboardInterrupt, as
@@ -109,7 +113,7 @@ class SigtermStop:
         process by the signal."""
         first, self.interrupted = not self.interrupted, True
         if first:
-            raise KeyboardInterrupt
+            self.stop(signum, KeyboardInterrupt())
 
     def __call__(self, signum, frame) -> None:
         in_lightning = signal.getsignal(signal.SIGTERM) is not self  # (its handler calls this)
@@ -121,13 +125,47 @@ class SigtermStop:
             return
         first, self.received = not self.received, True
         if first and not in_lightning:
-            raise Terminated
+            self.stop(signum, Terminated())
+
+    def stop(self, signum: int, stop: BaseException) -> None:
+        """Raise ``stop``, the one that ``signum`` makes, noted for :meth:`dropped`."""
+        self.raised = signum, stop
+        raise stop
+
+    def dropped(self, unraisable, hook) -> None:
+        """``sys.unraisablehook`` while the block runs (``hook``: the one it found, given every
+        other exception). A stop raised while the garbage collector ran a finalizer (a
+        ``__del__``, as a regex's parse tree has) is one Python drops, printed as "Exception
+        ignored in": the run went on to its end, and as it had raised its stop, it ignored every
+        Ctrl-C or SIGTERM after. The signal is sent again to the main thread once the finalizer
+        is over (from a thread: sent from here, its stop would be raised in this hook, and
+        dropped again); a finalizer that drops it too sends it once more."""
+        if self.raised is None or unraisable.exc_value is not self.raised[1]:
+            hook(unraisable)
+            return
+        signum, self.raised = self.raised[0], None
+        if signum == signal.SIGINT:
+            self.interrupted = False
+        else:
+            self.received = False
+        self.again = threading.Timer(0.01, send_to_main_thread, (signum,))
+        self.again.daemon = True
+        self.again.start()
 
     def stop_if_received(self) -> None:
         """Raise :class:`Terminated` if the run has had SIGTERM: one that Lightning's handler
         noted after the loop's last look at it would else go unheeded."""
         if self.received:
             raise Terminated
+
+
+def send_to_main_thread(signum: int) -> None:
+    """``signum`` to the main thread, which it wakes from a wait (``_thread.interrupt_main``
+    where there are no POSIX thread signals, Windows: its handler runs once the wait ends)."""
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, signum)
+    else:
+        _thread.interrupt_main(signum)
 
 
 @contextlib.contextmanager
@@ -157,11 +195,16 @@ def stopping_on_sigterm(ends_the_process: bool = False):
     ctrl_c = ends_the_process and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if ctrl_c:
         signal.signal(signal.SIGINT, stop.ctrl_c)
+    hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(stop.dropped, hook=hook)
     try:
         if ends_the_process:
             hold_stops(False)
         yield stop
     finally:
+        sys.unraisablehook = hook
+        if stop.again:  # (the block is over: a stop sent again now would land outside it)
+            stop.again.cancel()
         if not (stop.received and ends_the_process):
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if ctrl_c:  # (ignored, not handled: Python resets a handler to the default action

@@ -1161,6 +1161,40 @@ def test_a_second_ctrl_c_while_train_py_stops_is_ignored():
         signal.signal(signal.SIGTERM, previous[1])
 
 
+class StoppedInAFinalizer:
+    """An object whose finalizer the signal ``sent`` lands in (as a Ctrl-C did in a regex's
+    ``Group.__del__`` while the garbage collector ran during a run's start)."""
+
+    def __init__(self, sent: int):
+        self.sent = sent
+
+    def __del__(self):
+        signal.raise_signal(self.sent)  # (its handler runs here, in the finalizer)
+
+
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_that_lands_in_a_finalizer_still_stops_train_py(sent):
+    """A Ctrl-C or SIGTERM whose handler ran inside a finalizer raised its stop there, which
+    Python drops ("Exception ignored in: <function Group.__del__ ...>", a traceback): the run
+    trained on to its end, exit 0, and, its stop raised, ignored every Ctrl-C or SIGTERM
+    after. The stop is raised again once the finalizer is over: train.py stops (130 / 143)."""
+    import lotterynet.process_lifetime as lifetime
+    from lotterynet.errors import Terminated
+
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    hook = sys.unraisablehook
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (as Python starts train.py)
+    try:
+        with pytest.raises(KeyboardInterrupt if sent == signal.SIGINT else Terminated), \
+                lifetime.stopping_on_sigterm(ends_the_process=True):
+            StoppedInAFinalizer(sent)  # (dropped at once: its finalizer runs here)
+            time.sleep(5)  # (the stop, raised again, lands here)
+        assert sys.unraisablehook is hook
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
 @pytest.mark.parametrize("val_size", ["100", "0"])
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(
         tmp_path, data_dir, capsys, val_size):
