@@ -14,4 +14,10 @@ if __name__ == "__main__":
     from lotterynet.errors import encodable_output
 
     encodable_output()
-    sys.exit(main())
+    code = main()
+    # done: a Ctrl-C or SIGTERM as the interpreter exits (torch's teardown takes a moment) is
+    # ignored, as during a stop; the handler main put back killed a finished run by the signal
+    # (exit 143, no line) or printed a Ctrl-C as an ignored KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)

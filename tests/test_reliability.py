@@ -972,6 +972,28 @@ def test_train_py_stopped_as_it_imports_stops_in_one_line(tmp_path, data_dir, se
     assert not out.exists()
 
 
+STOPPED_AS_IT_EXITS = """
+import atexit, os, runpy, signal, sys
+atexit.register(os.kill, os.getpid(), int(sys.argv[1]))  # (as the interpreter exits)
+sys.argv = ["train.py", *sys.argv[2:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_train_py_stopped_as_it_exits_done_keeps_its_exit_code(sent):
+    """A Ctrl-C or SIGTERM that found ``train.py`` done, its interpreter exiting (torch's
+    teardown: a killed run's fuzzing landed there), met the handler its command put back: a
+    finished run died by SIGTERM (exit 143 without a word: a scheduler counts it as failed,
+    and its same command then refuses the finished folder) or printed "Exception ignored ...
+    KeyboardInterrupt". Both are ignored then, as while a run stops: exit 0, nothing said.
+    (A command done at once, --print-config, through the same handlers as a run's.)"""
+    done = prefork.run([sys.executable, "-c", STOPPED_AS_IT_EXITS, str(int(sent)), "--arch",
+                        "fc2", "--print-config"], cwd=REPO)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "  arch: fc2\n" in done.stdout
+
+
 @pytest.mark.parametrize("entry", ["run", "run_stack"])
 def test_a_run_stopped_by_sigterm_in_a_library_callers_process_puts_its_handler_back(
         tmp_path, data_dir, monkeypatch, entry):
