@@ -383,7 +383,8 @@ def resume_point(stack_dir: Path, record: StackRecord | None, names: list[str],
                  configs: list[RunConfig], cell_dirs: list[Path]) -> Path | None:
     """The stack checkpoint this stack resumes from; None where its folder holds none it can
     continue: refused where the folder holds an earlier stack's checkpoint or history, said
-    where a stack stopped before its first epoch ended left only its metrics there."""
+    where a stack stopped before its first checkpoint was written left only its metrics there
+    (:func:`~lotterynet.stack_files.holds_a_stack`)."""
     checkpoint = stack_dir / CHECKPOINTS / LAST
     why = cannot_continue(record, names, configs, cell_dirs)
     resume = checkpoint if why is None else None
@@ -393,8 +394,8 @@ def resume_point(stack_dir: Path, record: StackRecord | None, names: list[str],
                           f"({why if checkpoint.exists() else NO_CHECKPOINT}); give this stack "
                           f"a folder of its own, or move that one away")
     if resume is None and (stack_dir / METRICS_FILE).exists():
-        print(f"stack {stack_dir.name}: its folder holds no checkpoint and no finished epoch "
-              f"(stopped before its first epoch ended): it starts over there", flush=True)
+        print(f"stack {stack_dir.name}: its folder holds no checkpoint (stopped before its "
+              f"first was written): it starts over there", flush=True)
     return resume
 
 

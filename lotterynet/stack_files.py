@@ -22,7 +22,7 @@ from .config_yaml import dump_yaml, read_yaml_mapping
 from .data import absolute_data_dir
 from .errors import CheckpointError, ConfigError
 from .loggers import METRICS_FILE
-from .run_dir import RESULTS, changed_results
+from .run_dir import HPARAMS, RESULTS, changed_results
 from .stack_checks import check_stackable
 from .sweep_grid import SWEEP_FILE
 from .validate import check_output_dir
@@ -32,24 +32,49 @@ def holds_a_stack(stack_dir: Path) -> bool:
     """``stack_dir`` holds an earlier stack's checkpoint or the history (``metrics.csv``) of
     an epoch it finished: a stack that does not continue it would overwrite what it holds (a
     committed sweep keeps the history without the checkpoint). One stopped before its first
-    epoch ended holds neither: nothing to keep, a stack starts over in its folder."""
+    checkpoint holds neither: nothing to keep, a stack starts over in its folder."""
     return (stack_dir / CHECKPOINTS / LAST).exists() or logged_an_epoch(stack_dir / METRICS_FILE)
 
 
 def logged_an_epoch(history: Path) -> bool:
-    """A stack's ``history`` logged an epoch's end: its header names a member's train
-    accuracy, which only an epoch's end logs (in the logs of every version of the stack; the
-    older had no epoch train loss). A file read as CSV without such a column (a stack stopped
-    before its first epoch ended) does not count; one that cannot be read as CSV (a folder,
-    bytes that are not UTF-8) counts: kept, not overwritten unseen."""
+    """A stack's ``history`` logged an epoch it finished: one past its first (which begins once
+    the first checkpoint is written), or the end of its first where that finished a member
+    (:func:`finished_a_member_first`). Without its checkpoint, the end of a first epoch that
+    finished no member is what a stack stopped before that checkpoint leaves (its rows are
+    logged first, as a run's: :func:`~lotterynet.run_dir.left_before_a_checkpoint`): that epoch
+    trains again, in its folder (it was set aside as stale, and refused by a ``--stack-file``
+    run or ``run_stack``, though the stop had said to start it over there). An older stack's
+    log without an ``epoch`` column counts where its header names a member's train accuracy,
+    which only an epoch's end logs. A file that cannot be read as CSV (a folder, bytes that are
+    not UTF-8) counts: kept, not overwritten unseen."""
     if not history.exists():
         return False
+    first_ended = False
     try:
         with open(history, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
+            reader = csv.DictReader(f)
+            ends = [c for c in reader.fieldnames or [] if c.endswith("/train/acc")]
+            if "epoch" not in (reader.fieldnames or []):
+                return bool(ends)
+            for row in reader:
+                if row["epoch"] not in ("", "0"):
+                    return True
+                first_ended = first_ended or any(row.get(c) for c in ends)
     except (OSError, UnicodeDecodeError, csv.Error):
         return True
-    return any(column.endswith("/train/acc") for column in header)
+    return first_ended and finished_a_member_first(history.parent)
+
+
+def finished_a_member_first(stack_dir: Path) -> bool:
+    """A member of the stack in ``stack_dir`` (its ``hparams.yaml``) finished with its first
+    epoch: its budget that one, its cell holding its results (written before the stack's
+    checkpoint); a file that cannot be read counts too (what the folder holds is kept)."""
+    try:
+        members = read_yaml_mapping(stack_dir / HPARAMS, HPARAMS, "a stack's members")["members"]
+        return any(member["config"]["epochs"] <= 1 and
+                   (stack_dir / member["config"]["out"] / RESULTS).is_file() for member in members)
+    except (ConfigError, KeyError, TypeError):
+        return True
 
 
 @dataclass(frozen=True)

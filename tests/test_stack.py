@@ -1331,8 +1331,8 @@ def test_a_stack_stopped_before_its_first_epoch_ended_starts_over_in_its_folder(
     assert main(argv) == 0
     assert [p.name for p in stacks.iterdir()] == ["subsetsum-identity-seed0"]
     assert capsys.readouterr().out.count(
-        "stack subsetsum-identity-seed0: its folder holds no checkpoint and no finished epoch "
-        "(stopped before its first epoch ended): it starts over there") == 2
+        "stack subsetsum-identity-seed0: its folder holds no checkpoint (stopped before its "
+        "first was written): it starts over there") == 2
     assert len(list((tmp_path / "out" / "cells").glob("*/results.json"))) == 2
 
 
@@ -1441,6 +1441,43 @@ def test_a_stack_history_is_kept_where_it_logged_an_epoch(tmp_path, header, kept
     older one's (the committed sweeps' stacks)."""
     (tmp_path / "metrics.csv").write_text(f"{header}\n0,0,0.1,0.1\n")
     assert lotterynet.stack_files.holds_a_stack(tmp_path) is kept
+
+
+@pytest.mark.parametrize("budgets, where", [((2, 2), "save_checkpoint"), ((1, 2), "finish")])
+def test_a_stack_stopped_before_its_first_checkpoint_starts_over_in_its_folder(
+        tmp_path, data_dir, monkeypatch, budgets, where):
+    """A Ctrl-C after a stack's first epoch's rows were logged but before its first checkpoint
+    (as that was written; as the member whose budget the epoch ended was tested), no member
+    finished (a sweep killed at random landed there): its stop said to run it again "to start
+    it over in its folder", but run again (``run_stack``, ``--stack-file``) it was refused,
+    "holds an earlier stack's checkpoint or history that this stack cannot continue (it has no
+    checkpoint ...)", and a sweep set the folder aside as ``STACK.stale-1``. It starts over
+    there: its history holds each epoch once."""
+    from lotterynet.run_callbacks import CheckedCheckpointIO
+    from lotterynet.stack_module import MemberResults
+
+    finish = MemberResults.finish
+
+    def ctrl_c(*args, **kwargs):
+        if where == "save_checkpoint" or args[-1]:  # (a member to test: at an epoch's end)
+            raise KeyboardInterrupt
+        return finish(*args)
+
+    configs = [make_config(dict(arch="fc2", sparsity=s, epochs=e, limit_train=128, val_size=64,
+                                data_dir=str(data_dir))) for s, e in zip((0.5, 0.9), budgets)]
+    with monkeypatch.context() as stopping, pytest.raises(Interrupted) as stopped:
+        stopping.setattr(CheckedCheckpointIO if where == "save_checkpoint" else MemberResults,
+                         where, ctrl_c)
+        run_stack(configs, tmp_path / "stack")
+    assert str(stopped.value) == (f"stopped by Ctrl-C (SIGINT); stack stack: {NOTHING}; run the "
+                                  f"same run_stack call again to start it over in its folder")
+    with open(tmp_path / "stack" / "metrics.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f) if r["1/train/acc"]] == ["0"]
+    again = run_stack(configs, tmp_path / "stack")
+    assert [r["epochs_done"] for r in again] == list(budgets)
+    with open(tmp_path / "stack" / "metrics.csv", newline="") as f:  # (each epoch's end once)
+        assert [r["epoch"] for r in csv.DictReader(f) if r["1/train/acc"]] == ["0", "1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack"]
 
 
 def test_a_stack_stopped_in_another_precision_starts_over(tmp_path, data_dir, capsys,
