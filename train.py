@@ -1,5 +1,6 @@
 """Edge-popup training on MNIST / Fashion-MNIST / CIFAR-10: ``python train.py --help``."""
 
+import os
 import signal
 import sys
 
@@ -15,9 +16,17 @@ if __name__ == "__main__":
 
     encodable_output()
     code = main()
-    # done: a Ctrl-C or SIGTERM as the interpreter exits (torch's teardown takes a moment) is
-    # ignored, as during a stop; the handler main put back killed a finished run by the signal
-    # (exit 143, no line) or printed a Ctrl-C as an ignored KeyboardInterrupt
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def exit_done(signum, frame):
+        """Done: a Ctrl-C or SIGTERM as the interpreter exits (torch's teardown, W&B's exit
+        hooks) ends it at once with the command's own code. The handler main put back killed a
+        finished run by the signal (exit 143, no line: a scheduler counts it failed) or
+        printed a Ctrl-C as an ignored KeyboardInterrupt; ignored, one would wait for a
+        teardown that hangs."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, exit_done)
+    signal.signal(signal.SIGTERM, exit_done)
     sys.exit(code)

@@ -986,7 +986,7 @@ def test_train_py_stopped_as_it_exits_done_keeps_its_exit_code(sent):
     teardown: a killed run's fuzzing landed there), met the handler its command put back: a
     finished run died by SIGTERM (exit 143 without a word: a scheduler counts it as failed,
     and its same command then refuses the finished folder) or printed "Exception ignored ...
-    KeyboardInterrupt". Both are ignored then, as while a run stops: exit 0, nothing said.
+    KeyboardInterrupt". Either ends it then with its own exit code: 0, nothing said.
     (A command done at once, --print-config, through the same handlers as a run's.)"""
     done = prefork.run([sys.executable, "-c", STOPPED_AS_IT_EXITS, str(int(sent)), "--arch",
                         "fc2", "--print-config"], cwd=REPO)
