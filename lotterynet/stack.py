@@ -111,6 +111,7 @@ from .stack_files import (
     members_in,
     named_twice,
     stack_record,
+    train_again,
     trains_again,
 )
 from .stack_module import MemberResults, StackModule, member_history
@@ -384,18 +385,22 @@ def resume_point(stack_dir: Path, record: StackRecord | None, names: list[str],
     """The stack checkpoint this stack resumes from; None where its folder holds none it can
     continue: refused where the folder holds an earlier stack's checkpoint or history, said
     where a stack stopped before its first checkpoint was written left only its metrics there
-    (:func:`~lotterynet.stack_files.holds_a_stack`)."""
+    (:func:`~lotterynet.stack_files.holds_a_stack`), with the members it had finished (they
+    train again with it, their results kept)."""
     checkpoint = stack_dir / CHECKPOINTS / LAST
     why = cannot_continue(record, names, configs, cell_dirs)
     resume = checkpoint if why is None else None
-    if resume is None and holds_a_stack(stack_dir):
+    if resume is None and holds_a_stack(stack_dir, lambda stopped: cannot_continue(
+            stopped, names, configs, cell_dirs) is None):
         raise ConfigError(f"stack folder {str(stack_dir)!r} holds an earlier stack's "
                           f"checkpoint or history that this stack cannot continue "
                           f"({why if checkpoint.exists() else NO_CHECKPOINT}); give this stack "
                           f"a folder of its own, or move that one away")
     if resume is None and (stack_dir / METRICS_FILE).exists():
+        finished = [name for name, cell in zip(names, cell_dirs) if (cell / RESULTS).is_file()]
         print(f"stack {stack_dir.name}: its folder holds no checkpoint (stopped before its "
-              f"first was written): it starts over there", flush=True)
+              f"first was written): it starts over there"
+              f"{'; ' + train_again(finished, 'finished') if finished else ''}", flush=True)
     return resume
 
 

@@ -28,25 +28,30 @@ from .sweep_grid import SWEEP_FILE
 from .validate import check_output_dir
 
 
-def holds_a_stack(stack_dir: Path) -> bool:
+def holds_a_stack(stack_dir: Path, is_this: Callable[[StackRecord], bool] | None = None
+                  ) -> bool:
     """``stack_dir`` holds an earlier stack's checkpoint or the history (``metrics.csv``) of
     an epoch it finished: a stack that does not continue it would overwrite what it holds (a
     committed sweep keeps the history without the checkpoint). One stopped before its first
-    checkpoint holds neither: nothing to keep, a stack starts over in its folder."""
-    return (stack_dir / CHECKPOINTS / LAST).exists() or logged_an_epoch(stack_dir / METRICS_FILE)
+    checkpoint holds neither: nothing to keep, a stack starts over in its folder (``is_this``:
+    whether a record is of the stack run there, :func:`finished_a_member_first`)."""
+    return (stack_dir / CHECKPOINTS / LAST).exists() or logged_an_epoch(
+        stack_dir / METRICS_FILE, is_this)
 
 
-def logged_an_epoch(history: Path) -> bool:
+def logged_an_epoch(history: Path, is_this: Callable[[StackRecord], bool] | None = None
+                    ) -> bool:
     """A stack's ``history`` logged an epoch it finished: one past its first (which begins once
     the first checkpoint is written), or the end of its first where that finished a member
-    (:func:`finished_a_member_first`). Without its checkpoint, the end of a first epoch that
-    finished no member is what a stack stopped before that checkpoint leaves (its rows are
-    logged first, as a run's: :func:`~lotterynet.run_dir.left_before_a_checkpoint`): that epoch
-    trains again, in its folder (it was set aside as stale, and refused by a ``--stack-file``
-    run or ``run_stack``, though the stop had said to start it over there). An older stack's
-    log without an ``epoch`` column counts where its header names a member's train accuracy,
-    which only an epoch's end logs. A file that cannot be read as CSV (a folder, bytes that are
-    not UTF-8) counts: kept, not overwritten unseen."""
+    (:func:`finished_a_member_first`, ``is_this`` passed on). Without its checkpoint, the end
+    of a first epoch that finished no member is what a stack stopped before that checkpoint
+    leaves (its rows are logged first, as a run's:
+    :func:`~lotterynet.run_dir.left_before_a_checkpoint`): that epoch trains again, in its
+    folder (it was set aside as stale, and refused by a ``--stack-file`` run or ``run_stack``,
+    though the stop had said to start it over there). An older stack's log without an
+    ``epoch`` column counts where its header names a member's train accuracy, which only an
+    epoch's end logs. A file that cannot be read as CSV (a folder, bytes that are not UTF-8)
+    counts: kept, not overwritten unseen."""
     if not history.exists():
         return False
     first_ended = False
@@ -62,15 +67,25 @@ def logged_an_epoch(history: Path) -> bool:
                 first_ended = first_ended or any(row.get(c) for c in ends)
     except (OSError, UnicodeDecodeError, csv.Error):
         return True
-    return first_ended and finished_a_member_first(history.parent)
+    return first_ended and finished_a_member_first(history.parent, is_this)
 
 
-def finished_a_member_first(stack_dir: Path) -> bool:
+def finished_a_member_first(stack_dir: Path, is_this: Callable[[StackRecord], bool] | None = None
+                            ) -> bool:
     """A member of the stack in ``stack_dir`` (its ``hparams.yaml``) finished with its first
     epoch: its budget that one, its cell holding its results (written before the stack's
-    checkpoint); a file that cannot be read counts too (what the folder holds is kept)."""
+    checkpoint); a file that cannot be read counts too (what the folder holds is kept). Not
+    where that stack is the one run there again (``is_this`` its record, of no epoch done): it
+    starts over, as its stop said, keeping all it had: the finished member trains again with
+    it, its cell (checkpoint, history, results) kept as it is, its rows logged again in the
+    stack's history (it was refused, "holds an earlier stack's ... history"). For another
+    stack (a sweep's, of the cells left) it still counts: the sweep sets the folder aside, the
+    finished member's results naming it there."""
     try:
         members = read_yaml_mapping(stack_dir / HPARAMS, HPARAMS, "a stack's members")["members"]
+        if is_this is not None and is_this(StackRecord(
+                {member["name"]: member["config"] for member in members}, 0)):
+            return False
         return any(member["config"]["epochs"] <= 1 and
                    (stack_dir / member["config"]["out"] / RESULTS).is_file() for member in members)
     except (ConfigError, KeyError, TypeError):
@@ -153,9 +168,15 @@ def trains_again(record: StackRecord, configs: Sequence[RunConfig], finished: se
              and name not in record.diverged and record.epochs_done < config.epochs]
     if not again:
         return None
+    return (f"resumes with every member its checkpoint holds: "
+            f"{train_again(again, 'finished meanwhile outside it')}")
+
+
+def train_again(again: Sequence[str], finished: str) -> str:
+    """``A, B, finished ..., train again with it (...)``: members whose cells hold results
+    (``finished``: how they came to) that a stack trains again, keeping those results."""
     one = len(again) == 1
-    return (f"resumes with every member its checkpoint holds: {', '.join(again)}, finished "
-            f"meanwhile outside it, {'trains' if one else 'train'} again with it "
+    return (f"{', '.join(again)}, {finished}, {'trains' if one else 'train'} again with it "
             f"({'its' if one else 'their'} own results are kept, not overwritten)")
 
 

@@ -1443,40 +1443,58 @@ def test_a_stack_history_is_kept_where_it_logged_an_epoch(tmp_path, header, kept
     assert lotterynet.stack_files.holds_a_stack(tmp_path) is kept
 
 
-@pytest.mark.parametrize("budgets, where", [((2, 2), "save_checkpoint"), ((1, 2), "finish")])
+@pytest.mark.parametrize("budgets, where", [((2, 2), "save_checkpoint"), ((1, 2), "finish"),
+                                            ((1, 2), "finished")])
 def test_a_stack_stopped_before_its_first_checkpoint_starts_over_in_its_folder(
-        tmp_path, data_dir, monkeypatch, budgets, where):
+        tmp_path, data_dir, monkeypatch, capsys, budgets, where):
     """A Ctrl-C after a stack's first epoch's rows were logged but before its first checkpoint
-    (as that was written; as the member whose budget the epoch ended was tested), no member
-    finished (a sweep killed at random landed there): its stop said to run it again "to start
-    it over in its folder", but run again (``run_stack``, ``--stack-file``) it was refused,
-    "holds an earlier stack's checkpoint or history that this stack cannot continue (it has no
-    checkpoint ...)", and a sweep set the folder aside as ``STACK.stale-1``. It starts over
-    there: its history holds each epoch once."""
+    (as that was written; as the member whose budget the epoch ended was tested; once that
+    member's results were written), a member left unfinished (a sweep killed at random landed
+    there): its stop said to run it again "to start it over in its folder", but run again
+    (``run_stack``, ``--stack-file``) it was refused, "holds an earlier stack's checkpoint or
+    history that this stack cannot continue (it has no checkpoint ...)", and a sweep set the
+    folder aside as ``STACK.stale-1`` (where none had finished: once one has, the sweep's stack
+    of the cells left is another, and still does). It starts over there: its history holds
+    each epoch once, and a member it had finished trains again with it, its cell's files kept
+    as they were."""
     from lotterynet.run_callbacks import CheckedCheckpointIO
     from lotterynet.stack_module import MemberResults
 
     finish = MemberResults.finish
 
     def ctrl_c(*args, **kwargs):
-        if where == "save_checkpoint" or args[-1]:  # (a member to test: at an epoch's end)
+        if where == "save_checkpoint":
             raise KeyboardInterrupt
-        return finish(*args)
+        tested = finish(*args) if where == "finished" or not args[-1] else None
+        if args[-1]:  # (a member to test: at an epoch's end; "finished": once it is written)
+            raise KeyboardInterrupt
+        return tested
 
     configs = [make_config(dict(arch="fc2", sparsity=s, epochs=e, limit_train=128, val_size=64,
                                 data_dir=str(data_dir))) for s, e in zip((0.5, 0.9), budgets)]
     with monkeypatch.context() as stopping, pytest.raises(Interrupted) as stopped:
-        stopping.setattr(CheckedCheckpointIO if where == "save_checkpoint" else MemberResults,
-                         where, ctrl_c)
+        stopping.setattr(*(CheckedCheckpointIO, where) if where == "save_checkpoint" else
+                         (MemberResults, "finish"), ctrl_c)
         run_stack(configs, tmp_path / "stack")
     assert str(stopped.value) == (f"stopped by Ctrl-C (SIGINT); stack stack: {NOTHING}; run the "
                                   f"same run_stack call again to start it over in its folder")
     with open(tmp_path / "stack" / "metrics.csv", newline="") as f:
         assert [r["epoch"] for r in csv.DictReader(f) if r["1/train/acc"]] == ["0"]
+    finished = {p: p.read_bytes() for p in tmp_path.glob("stack/cells/**/*") if p.is_file()}
+    assert len(finished) == (4 if where == "finished" else 0)  # (its checkpoint, history,
+    # ticket and results)
+    capsys.readouterr()
     again = run_stack(configs, tmp_path / "stack")
     assert [r["epochs_done"] for r in again] == list(budgets)
+    assert {p: p.read_bytes() for p in finished} == finished  # (kept, not tested again)
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "stack stack: its folder holds no checkpoint (stopped before its first was written): it "
+        "starts over there" + ("; 0, finished, trains again with it (its own results are kept, "
+                               "not overwritten)" if where == "finished" else ""))
     with open(tmp_path / "stack" / "metrics.csv", newline="") as f:  # (each epoch's end once)
-        assert [r["epoch"] for r in csv.DictReader(f) if r["1/train/acc"]] == ["0", "1"]
+        rows = list(csv.DictReader(f))
+    assert [[r["epoch"] for r in rows if r[f"{s}/train/acc"]] for s in (0, 1)] == [
+        [str(epoch) for epoch in range(budget)] for budget in budgets]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stack"]
 
 
