@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ConfigError, in_binary_units
@@ -64,6 +66,20 @@ def read_text_within_memory(path: Path, what: str, error: type[Exception] = Conf
     as ``what``)."""
     refuse_larger_than_memory(path, what, error)
     return path.read_text(encoding="utf-8")
+
+
+def read_json_within_memory(path: Path, fault_of: Callable[[object], str | None]
+                            ) -> tuple[object, str | None]:
+    """The JSON value in ``path`` and what keeps it from being what its reader needs: a read
+    or parse fault (not UTF-8, not JSON, cut short) or ``fault_of`` the value (None: nothing).
+    Refused unread (:class:`ConfigError`, outside the faults: it names the file's size, not its
+    contents) where it is larger than the memory available (:func:`refuse_larger_than_memory`)."""
+    refuse_larger_than_memory(path, str(path))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return None, str(err)
+    return data, fault_of(data)
 
 
 def keep_freed_memory() -> bool:

@@ -23,7 +23,6 @@ import copy
 import dataclasses
 import hashlib
 import itertools
-import json
 import re
 import sys
 import unicodedata
@@ -42,7 +41,7 @@ from .config_flags import flatten_sections, given_flags, overlay
 from .config_schema import FIELDS, WIDE, RunConfig
 from .config_yaml import dump_yaml, string_keys
 from .errors import ConfigError, flag_name
-from .machine import read_text_within_memory
+from .machine import read_json_within_memory
 from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
 
 BASELINE = "trained"
@@ -601,12 +600,7 @@ def read_resolved_sweep(sweep_dir: Path) -> Sweep:
             (sweep_dir / "cells").is_dir() else "not a sweep's folder"
         raise ConfigError(f"--table-only: --sweep-out {str(sweep_dir)!r} has no {SWEEP_FILE} "
                           f"({which}); {instead}")
-    try:
-        data = json.loads(read_text_within_memory(path, str(path)))
-    except (OSError, ValueError) as err:  # (not UTF-8, not JSON)
-        fault = str(err)
-    else:
-        fault = resolved_sweep_fault(data)
+    data, fault = read_json_within_memory(path, resolved_sweep_fault)
     if fault:
         raise ConfigError(f"--table-only: {str(path)!r} is not a sweep's resolved grid "
                           f"({fault}); restore it, or {instead}")

@@ -17,7 +17,7 @@ from .checkpointing import savefig_atomic, write_csv_atomic, write_text_atomic
 from .config import RunConfig
 from .data import DATASETS
 from .errors import ConfigError, plural
-from .machine import read_text_within_memory, refuse_larger_than_memory
+from .machine import read_json_within_memory, read_text_within_memory
 from .params import kept_params
 from .pensia_figure2 import LABELS, TRAINED, paper_accuracy
 from .resumable import is_real
@@ -127,14 +127,8 @@ def read_cell_results(path: Path) -> dict:
     a JSONDecodeError's or KeyError's traceback. Moved away, the sweep run again reruns the
     cell (from its checkpoint, where it has one); one not a mapping with a test accuracy in
     [0, 1] it sets aside and trains anew itself (:func:`~lotterynet.sweep_cells.plan_cell`)."""
-    refuse_larger_than_memory(path, str(path))  # (read whole, a file of a terabyte was a
-    # MemoryError's traceback)
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        fault = str(err)
-    else:
-        fault = results_fault(results)
+    results, fault = read_json_within_memory(path, results_fault)  # (read whole, a file of a
+    # terabyte was a MemoryError's traceback)
     if fault:
         raise ConfigError(f"{path} is not a finished cell's results ({fault}); move it away (the "
                           f"sweep run again reruns the cell) or restore it")
