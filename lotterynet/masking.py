@@ -217,9 +217,9 @@ class MaskedWeight(PrunesByMask, nn.Module):
     ``forward()`` returns ``weight ⊙ mask``. ``k`` (entries kept per group; one group = the
     whole tensor unless ``group_dim`` is given) is set from ``sparsity`` or directly (global
     top-k, :meth:`set_mask`) and saved in ``state_dict``; ``kept`` is the tensor's total.
-    ``weight`` may be passed in already sampled (``init`` is then unused). Scores are
-    U(±b), b from the weight's fan-in by ``score_init`` (:data:`SCORE_BOUNDS`; default the
-    edge-popup reference's Kaiming-uniform bound 1/√fan_in). ``kept`` /
+    ``weight`` may be passed in already sampled, of ``shape`` (``init`` is then unused).
+    Scores are U(±b), b from the weight's fan-in by ``score_init`` (:data:`SCORE_BOUNDS`;
+    default the edge-popup reference's Kaiming-uniform bound 1/√fan_in). ``kept`` /
     ``ties`` select the count and tie rules (module docstring; :meth:`set_rules`).
 
     **When the mask is recomputed.** Scores can change behind the version counter's back:
@@ -255,6 +255,9 @@ class MaskedWeight(PrunesByMask, nn.Module):
         bound = score_bound(fan_in, score_init)
         if weight is None:
             weight = sample_weights(init, shape, fan_in, generator, **(init_kwargs or {}))
+        elif weight.shape != torch.Size(shape):  # (the scores' shape: a product broadcast)
+            raise ValueError(f"weight of shape {tuple(weight.shape)} given for a MaskedWeight "
+                             f"of shape {tuple(shape)}: pass a weight of that shape")
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.scores = nn.Parameter(torch.empty(shape).uniform_(-bound, bound, generator=generator))
         if group_dim is not None and (group_size is None or group_size < 1

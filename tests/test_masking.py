@@ -33,6 +33,17 @@ def test_exact_kept_count(shape, sparsity):
     assert int(mask.sum()) == round((1 - sparsity) * numel) == m.k
 
 
+def test_a_weight_passed_in_must_have_the_masked_weights_shape():
+    """A weight of another shape than ``shape`` (the scores') was taken: the product broadcast
+    it against the mask, and ``kept`` counted the weight's entries with the scores' ``k``."""
+    weight = torch.arange(12.0).view(3, 4)
+    m = MaskedWeight([3, 4], fan_in=4, sparsity=0.5, weight=weight)
+    assert torch.equal(m.weight, weight) and m.kept == 6
+    with pytest.raises(ValueError, match=r"^weight of shape \(4,\) given for a MaskedWeight of "
+                                         r"shape \(3, 4\): pass a weight of that shape$"):
+        MaskedWeight((3, 4), fan_in=4, sparsity=0.5, weight=torch.randn(4))
+
+
 def test_mask_keeps_largest_magnitudes():
     m = MaskedWeight((50, 40), fan_in=40, sparsity=0.8, generator=torch.Generator().manual_seed(1))
     mags = m.scores.detach().abs()
