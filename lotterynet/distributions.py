@@ -39,7 +39,12 @@ def layer_seed(seed: int, name: str) -> int:
 
 
 def sample_weights(name: str, shape, fan_in: int, generator=None, **options) -> torch.Tensor:
-    """Draw a frozen weight tensor from the distribution registered as ``name``."""
+    """Draw a frozen weight tensor of ``shape`` from the distribution registered as ``name``
+    (:data:`DISTRIBUTIONS`): float32 on the CPU whatever torch's default dtype, as the layers
+    draw theirs, so that a seed's numbers do not depend on it. ``fan_in``: the inputs a unit
+    of the layer receives (the scale of all but ``uniform`` and ``hyperbolic``);
+    ``generator``: a CPU ``torch.Generator`` (None: torch's global one); ``options``: the
+    distribution's own, a layer's ``init_kwargs`` (``hyperbolic``'s ``alpha`` and ``beta``)."""
     from .structures import check_positive_int  # structures imports this module
 
     sampler = DISTRIBUTIONS.get(name)
@@ -49,7 +54,8 @@ def sample_weights(name: str, shape, fan_in: int, generator=None, **options) -> 
     if unknown:
         raise ValueError(f"init {name!r} takes no option {unknown[0]!r} (init_kwargs); its "
                          f"options: {', '.join(takes) or 'none'}")
-    return sampler(tuple(shape), fan_in, generator, **options)
+    with float32_draws():  # (under a float64 default dtype a seed drew other numbers)
+        return sampler(tuple(shape), fan_in, generator, **options)
 
 
 def check_seed(seed, below: int = 2**64) -> int:

@@ -85,6 +85,21 @@ def test_a_seed_draws_the_same_numbers_on_any_number_of_threads(name):
     assert all(torch.equal(drawn[0], w) for w in drawn[1:])
 
 
+
+@pytest.mark.parametrize("name", DISTRIBUTIONS.names())
+def test_a_seed_draws_the_same_float32_numbers_under_any_default_dtype(name):
+    """Under ``torch.set_default_dtype(torch.float64)`` five of the six drew float64 tensors
+    of other numbers than the float32 ones a layer of the same seed is built from (a layer
+    draws under float32 itself); ``signed_constant`` drew float32 all along."""
+    reference = ln.sample_weights(name, (50, 40), 40, torch.Generator().manual_seed(0))
+    torch.set_default_dtype(torch.float64)
+    try:
+        drawn = ln.sample_weights(name, (50, 40), 40, torch.Generator().manual_seed(0))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert drawn.dtype == reference.dtype == torch.float32 and drawn.device.type == "cpu"
+    assert torch.equal(drawn, reference)
+
 @pytest.mark.parametrize("kw,match", [
     ({"alpha": 0.0}, "alpha=0.0"),
     ({"alpha": 2.0, "beta": 1.0}, "alpha=2.0, beta=1.0"),
