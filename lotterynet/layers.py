@@ -7,6 +7,7 @@ shapes; the weights are frozen and random, and what trains is the scores of a
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import numbers
 from dataclasses import dataclass
@@ -232,35 +233,55 @@ class DoubledInputWeight(torch.Tensor):
                 raise RuntimeError(f"{head}, so {name} failed ({error}): {tail}") from error
 
 
+#: What every subnet layer takes besides its torch layer's arguments, and its ``weight``: the
+#: end of each public layer's docstring (``help()`` shows a class's own docstring, not its
+#: base's, so each has it whole).
+LAYER_DOC = """
+``sparsity`` is the fraction of the maskable weights pruned (0.5 by default; 0.9 keeps a
+tenth): each maskable tensor keeps exactly its count (:func:`~lotterynet.masking.kept_count`)
+of the weights of largest ``|score|``; ``layer.sparsity = s`` sets it again. ``structure``:
+how frozen random weights stand in for the layer's weight (``lotterynet.STRUCTURES``:
+``dense``, the weight itself masked; ``subsetsum``, ``fixedsize``, ``malach``, ``orseau``,
+``dacunha``). ``seed``: the frozen weights, the bias and the initial scores are drawn from it,
+the same numbers on every device and thread count (None: from torch's global generator,
+as ``nn.Linear``'s are; a ticket then stores the frozen weights).
+
+``init=None`` draws the frozen weights from the structure's own default (``kaiming_normal``
+for dense / subsetsum / fixedsize, ``uniform`` for malach / dacunha, ``hyperbolic`` for
+orseau); an explicit ``init`` always wins. ``pairs`` configures every structure but dense
+(n terms per weight; n′ channels per output for dacunha; malach's / orseau's default hidden
+width ``pairs · in``), ``activation``, ``shared`` and ``fan_in`` subsetsum / fixedsize,
+``hidden`` the hidden width H of malach / orseau (dacunha refuses it: its width is
+``out · pairs``); an option that the structure does not read is refused unless it is at
+its default (:func:`~lotterynet.structures.check_structure_options`): ``pairs=3`` on a
+dense layer is not silently a dense layer.
+``kept`` / ``ties`` choose the kept-count and tie rules of every mask
+(:mod:`lotterynet.masking`; ``kept="floor", ties="high"`` is the edge-popup reference's),
+``score_init`` the bound of the initial scores (``masking.SCORE_BOUNDS``).
+``bias`` takes ``nn.Linear``'s True / False or a mode of ``convert(bias=)``
+(:data:`BIAS_MODES`): True or ``"frozen"`` draws a random bias and freezes it (part of the
+random network: a ticket regenerates it from the seed), ``"trainable"`` draws the same bias
+and trains it with the scores (a ticket stores it), False or ``"none"`` makes none.
+
+Like the layer it replaces, a subnet layer has a ``weight``: the effective weight its
+forward uses, read-only (computed from the masks on each access, gradients reach the
+scores). For ``dense`` it is the masked weight; for ``subsetsum`` / ``fixedsize`` the
+collapsed weight — with ``activation="relu"`` that is ``[P, N]`` over twice the input
+channels, applied to ``[relu(x), relu(-x)]`` (:func:`lotterynet.plain.split_signs`).
+Two-stage structures (malach, orseau, dacunha) have no single weight: reading it raises
+``AttributeError`` saying so.
+"""
+
+
+def _public_doc(head: str, *more: str) -> str:
+    # a public layer's docstring: ``head``, :data:`LAYER_DOC`, then ``more``
+    return "\n\n".join(inspect.cleandoc(part) for part in (head, LAYER_DOC, *more))
+
+
 class _SubnetLayer(MaskedSparsity, nn.Module):
     """Shared machinery: build the structure, hold the bias (``bias``), hand the structure the
-    layer's map ``_op(x, weight, bias)`` as a :class:`~lotterynet.structures.LayerOp`.
-
-    ``init=None`` draws the frozen weights from the structure's own default (``kaiming_normal``
-    for dense / subsetsum / fixedsize, ``uniform`` for malach / dacunha, ``hyperbolic`` for
-    orseau); an explicit ``init`` always wins. ``pairs`` configures every structure but dense
-    (n terms per weight; n′ channels per output for dacunha; malach's / orseau's default hidden
-    width ``pairs · in``), ``activation``, ``shared`` and ``fan_in`` subsetsum / fixedsize,
-    ``hidden`` the hidden width H of malach / orseau (dacunha refuses it: its width is
-    ``out · pairs``); an option that the structure does not read is refused unless it is at
-    its default (:func:`~lotterynet.structures.check_structure_options`): ``pairs=3`` on a
-    dense layer is not silently a dense layer.
-    ``kept`` / ``ties`` choose the kept-count and tie rules of every mask
-    (:mod:`lotterynet.masking`; ``kept="floor", ties="high"`` is the edge-popup reference's),
-    ``score_init`` the bound of the initial scores (``masking.SCORE_BOUNDS``).
-    ``bias`` takes ``nn.Linear``'s True / False or a mode of ``convert(bias=)``
-    (:data:`BIAS_MODES`): True or ``"frozen"`` draws a random bias and freezes it (part of the
-    random network: a ticket regenerates it from the seed), ``"trainable"`` draws the same bias
-    and trains it with the scores (a ticket stores it), False or ``"none"`` makes none.
-
-    Like the layer it replaces, a subnet layer has a ``weight``: the effective weight its
-    forward uses, read-only (computed from the masks on each access, gradients reach the
-    scores). For ``dense`` it is the masked weight; for ``subsetsum`` / ``fixedsize`` the
-    collapsed weight — with ``activation="relu"`` that is ``[P, N]`` over twice the input
-    channels, applied to ``[relu(x), relu(-x)]`` (:func:`lotterynet.plain.split_signs`).
-    Two-stage structures (malach, orseau, dacunha) have no single weight: reading it raises
-    ``AttributeError`` saying so.
-    """
+    layer's map ``_op(x, weight, bias)`` as a :class:`~lotterynet.structures.LayerOp`; what
+    the layers take and do: :data:`LAYER_DOC`."""
 
     #: Whether the layer was made with a seed (else a ticket stores its frozen weights). A class
     #: default: a layer pickled before it existed loads as seeded, as its tickets were then.
@@ -436,6 +457,11 @@ class _SubnetLayer(MaskedSparsity, nn.Module):
 
 
 class SubnetLinear(_SubnetLayer):
+    __doc__ = _public_doc("""``nn.Linear(in_features, out_features, bias, device, dtype)`` over
+        frozen random weights (edge-popup, Ramanujan et al. 2020): inputs and outputs of
+        ``nn.Linear``'s shapes; what trains is the scores that choose the weights the masks
+        keep. ``bias`` is False by default, unlike ``nn.Linear``'s.""")
+
     def __init__(self, in_features: int, out_features: int, bias: bool | str | BiasMode = False,
                  device=None, dtype=None, *,
                  sparsity: float = 0.5, init: str | None = None,
@@ -626,8 +652,17 @@ class _SubnetConvNd(_SubnetLayer):
 
 
 class SubnetConv1d(_SubnetConvNd):
+    __doc__ = _public_doc("""``nn.Conv1d(in_channels, out_channels, kernel_size, stride, padding,
+        dilation, groups, bias, padding_mode, device, dtype)`` over frozen random weights, as
+        :class:`SubnetLinear` is ``nn.Linear``'s: inputs and outputs of ``nn.Conv1d``'s shapes
+        (an unbatched ``(C, L)`` too); ``bias`` is False by default.""", _SubnetConvNd.__doc__)
     dims, plain = 1, nn.Conv1d
 
 
 class SubnetConv2d(_SubnetConvNd):
+    __doc__ = _public_doc("""``nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+        dilation, groups, bias, padding_mode, device, dtype)`` over frozen random weights, as
+        :class:`SubnetLinear` is ``nn.Linear``'s: inputs and outputs of ``nn.Conv2d``'s shapes
+        (an unbatched ``(C, H, W)`` too); ``bias`` is False by default.""",
+                          _SubnetConvNd.__doc__)
     dims, plain = 2, nn.Conv2d
