@@ -579,7 +579,9 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
             structure: str = "dense", include=None, exclude=None, seed: int = 0,
             bias: str = "frozen", batchnorm: str = "non-affine", others: str = "frozen",
             **layer_options) -> nn.Module:
-    """Replace the selected Linear/Conv1d/Conv2d layers of ``model`` by subnet layers, in place.
+    """Replace the selected ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` /
+    ``nn.MultiheadAttention`` layers of ``model`` by subnet layers, in place, at ``sparsity``
+    (the fraction of each one's maskable weights pruned).
 
     ``include`` / ``exclude``: module-name glob patterns (``fnmatch``; ``"layer4.*"``,
     ``"*.fc2"``, ``"head"``), each covering the modules it names and everything inside them
@@ -589,6 +591,15 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     Subnet layers (converted before) are left alone; a call that selects no other layer to
     convert is refused. Only selected modules are touched: replaced, batch-norm mode applied,
     other parameters frozen (``others``).
+    ``bias``: the bias of a replaced layer that has one is ``"frozen"`` (drawn anew, frozen),
+    ``"trainable"`` (the same draw, trained) or ``"none"`` (removed; an attention's
+    ``bias_k`` / ``bias_v`` stay, frozen); ``batchnorm``: a selected batch norm is
+    ``"non-affine"`` (its affine weight and bias removed, its running statistics kept, as in
+    edge-popup) or ``"trainable"`` (left as it is); ``others``: any other parameter of the
+    selected modules (norms, embeddings, tokens, layers of a type not replaced) is ``"frozen"``
+    at its value (part of the random network) or ``"trainable"`` (left as it is). ``seed``:
+    each replaced layer draws from a generator seeded by ``seed`` and its module name, so
+    parts of one model converted in separate calls need a seed each.
     ``layer_options`` go to every subnet layer
     (:data:`~lotterynet.convert_checks.LAYER_OPTIONS`: ``init_kwargs``, ``pairs``, ``activation``,
     ``shared``, ``hidden``, ``kept``, ``ties``, ``fan_in``, ``score_init``); any other is
@@ -600,7 +611,8 @@ def convert(model: nn.Module, *, sparsity: float, init: str | None = None,
     The frozen random weights of a replaced layer are drawn anew (from ``init``, by default the
     structure's own as for a subnet layer, and the layer's seed), not taken from the layer it
     replaces (what is no random weight is: timm's ``ScaledStdConv2d``'s gain, under
-    ``others``). A refusal (``ValueError``) leaves the model as it was. The call is recorded on the
+    ``others``). A refusal (``ValueError``; ``TypeError`` for a ``seed`` or ``model`` of a wrong
+    type) leaves the model as it was. The call is recorded on the
     result (:data:`CONVERT_RECORD`) so that a ticket can replay it. A ``torch.compile``d model
     is converted as the module it runs (names, seeds and record without ``_orig_mod.``) and
     returned compiled (a compiled layer: its subnet layer, which the wrapper cannot run).
