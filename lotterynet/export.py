@@ -122,7 +122,16 @@ def export_layer(layer: nn.Module, *, sparse: bool = False, name: str = "") -> n
 def export(model: nn.Module, *, sparse: bool = False) -> nn.Module:
     """A deep copy of ``model`` with every subnet layer replaced by :func:`export_layer` (a
     layer registered under several names, tied, is one plain layer under all of them); of a
-    ``torch.compile``d model, of the module it runs (uncompiled: scriptable)."""
+    ``torch.compile``d model, of the module it runs (uncompiled: scriptable). ``model`` is
+    left as it is; each plain layer is in its subnet layer's mode (``train`` / ``eval``).
+
+    Each subnet layer becomes the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` /
+    ``nn.MultiheadAttention`` computing what it computes with its current masks, weights baked
+    in (a subset-sum layer with ``activation="relu"``: :class:`~lotterynet.plain.SplitSigns`
+    before it); ``sparse=True`` stores each baked weight as the indices and values of its
+    non-zero entries (:class:`~lotterynet.plain.SparseLinear`, ...: smaller where most are
+    pruned; an attention's stay dense). A layer of a two-stage structure (malach, orseau,
+    dacunha: no single weight) is refused (``ValueError``, naming it)."""
     if not isinstance(sparse, bool):
         raise TypeError(f"sparse must be True or False, got {sparse!r}")
     model = uncompiled(model, "export")
