@@ -165,7 +165,11 @@ class TensorDataModule(pl.LightningDataModule):
     downloading a missing set (once; later calls reuse them), and ``prepare_data``, which
     Lightning calls first in one process per machine, is that process's ``setup``.
     ``in_channels``, ``image_size`` and ``num_classes`` are known before either, from the data
-    set's registry entry. ``augment`` names the training batches' augmentation
+    set's registry entry. ``data_dir``: where the set's files are (None: ``$LOTTERYNET_DATA``,
+    else ``./data``). ``val_size`` examples of the training split are held out for validation,
+    the same ones in every run, whatever ``seed`` (0: no validation); ``limit_train`` keeps that
+    many of the rest (None: all). ``seed`` draws the training batches' order, a fresh one every
+    epoch, and their augmentation. ``augment`` names the training batches' augmentation
     (:data:`~lotterynet.augment.AUGMENTATIONS`; default ``none``). ``eval_batch_size`` is the
     batch of validation, test and prediction (and of the encoding ahead, :meth:`encode_with`):
     the logits and losses depend on it only in their last bits (a batch of another size sums
