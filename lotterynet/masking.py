@@ -314,7 +314,8 @@ class MaskedWeight(PrunesByMask, nn.Module):
         self.k, self._nominal_sparsity = k, None
 
     def checked_sparsity(self, value) -> float:
-        """``value`` as a sparsity of this tensor, or the error that names why it is not."""
+        """``value`` as a sparsity of this tensor (a float), else a ``ValueError`` naming why
+        it is not one: not a number in [0, 1), or one that keeps no entry (of a group)."""
         unit = "a tensor" if self.group_dim is None else "a group (fixed-size top-k)"
         return check_sparsity(value, self.group_size, unit, self.kept_rule)
 
