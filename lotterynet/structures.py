@@ -184,9 +184,10 @@ def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
                  **options) -> dict[str, int]:
     """Maskable / kept / frozen counts of one layer built with ``structure`` (by name) for
     ``target`` — the analytic form of ``count_params`` (minus biases), for width matching.
-    ``options``: ``kept`` and the subnet layers' structure options (``pairs``, ``hidden``,
-    ...); as in a layer, one that ``structure`` does not read is refused unless it is at its
-    default (:func:`check_structure_options`)."""
+    ``sparsity``: the fraction pruned, 0 by default (all kept; a layer's default is 0.5, so
+    give a layer's). ``options``: ``kept`` and the subnet layers' structure options
+    (``pairs``, ``hidden``, ...); as in a layer, one that ``structure`` does not read is
+    refused unless it is at its default (:func:`check_structure_options`)."""
     counts = STRUCTURES.get(structure).counts
     if not isinstance(target, TargetShape):
         raise TypeError(f"target must be a TargetShape(out_features, in_per_group, ...), "
