@@ -20,6 +20,11 @@ def check_choice(kind: str, value, choices: Iterable[str]):
 
 
 class Registry(Generic[T]):
+    """Names and their entries, of one ``kind`` (``lotterynet.DISTRIBUTIONS``,
+    ``lotterynet.STRUCTURES``, ...): ``names()`` lists them, sorted; ``name in registry`` asks;
+    ``get(name)`` gives one, a ``ValueError`` naming the valid choices for another;
+    ``@registry.register(name)`` adds one (a name registered twice is refused)."""
+
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
