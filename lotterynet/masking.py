@@ -300,6 +300,9 @@ class MaskedWeight(PrunesByMask, nn.Module):
 
     @property
     def sparsity(self) -> float:
+        """The fraction of the tensor's entries pruned, each group's: ``1 - k / group_size``.
+        Set, it sets ``k`` by the kept rule (:func:`kept_count`), or refuses a value that is no
+        sparsity of this tensor (:meth:`checked_sparsity`)."""
         return 1.0 - self.k / self.group_size
 
     @sparsity.setter
