@@ -2,8 +2,9 @@
 masks of :class:`~lotterynet.masking.MaskedWeight` (:func:`topk_mask`) and, for a stack's
 members all at once, of :class:`~lotterynet.stack_model.StackedModel` (:func:`rows_topk_mask`).
 
-The k-th largest magnitude is found by ``torch.topk(sorted=False)`` on CUDA (``k`` is a Python
-int fixed by the shape and the sparsity, so there is no host-device sync) and by quickselect
+The k-th largest magnitude is found by ``torch.topk(sorted=False)`` on every device but the CPU
+(``k`` is a Python int fixed by the shape and the sparsity, so there is no host-device sync;
+and MPS, say, had no ``kthvalue`` until pytorch PR #161817, August 2025) and by quickselect
 (``kthvalue``) on the CPU, where it is faster; everything above it is kept, and entries tied
 with it fill the remaining places by index: the lowest indices first (``ties="low"``, the
 default) or the highest (``ties="high"``, what a stable ascending sort keeps, as in the
@@ -124,7 +125,7 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
         return torch.full_like(magnitudes, k > 0, dtype=dtype)
     if magnitudes.is_meta:  # shapes only (a model probed or built on the meta device)
         return torch.empty_like(magnitudes, dtype=dtype)
-    # No host reads on CUDA (they would wait for the device) nor under torch.compile (they
+    # No host reads off the CPU (they would wait for the device) nor under torch.compile (they
     # would break the graph): the tie ranking then always runs, and a compiled CPU step
     # selects by plain quickselect.
     # torch.func's transforms (vmap over stacked scores: model ensembling) can do neither
@@ -132,7 +133,8 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
     compiling = torch.compiler.is_compiling()
     functional = not compiling and torch._C._functorch.is_functorch_wrapped_tensor(grouped)
     traced = compiling or functional
-    if grouped.is_cuda:  # radix select; k is a Python int, so nothing waits on the device
+    on_cpu = grouped.device.type == "cpu"
+    if not on_cpu:  # radix select; k is a Python int, so nothing waits on the device
         threshold = grouped.topk(k, dim=dim, sorted=False).values.amin(dim, keepdim=True)
     elif traced:
         threshold = grouped.kthvalue(n - k + 1, dim=dim, keepdim=True).values
@@ -157,7 +159,7 @@ def topk_mask(magnitudes: torch.Tensor, k: int, group_dim: int | None = None,
             return laid_out_as(at_least, magnitudes)
     # On the CPU a host read (free there) skips the ranking of ties when all of them fit.
     return laid_out_as(cut_at(grouped, threshold, k, dim, ties, dtype,
-                              host_reads=not (grouped.is_cuda or traced), functional=functional),
+                              host_reads=on_cpu and not traced, functional=functional),
                        magnitudes)
 
 

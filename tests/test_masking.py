@@ -6,6 +6,8 @@ import re
 import pytest
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import lotterynet as ln
 from lotterynet.masking import MaskedWeight
@@ -472,6 +474,27 @@ def test_count_ones_past_the_integers_of_float32_needs_no_float64_on_mps(device,
     assert count_dtype(n, torch.device(device)) == dtype
     assert count_dtype(n - 4, torch.device(device)) == torch.float32
     assert torch.ones(n).sum(dtype=dtype).item() == n
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu"])
+def test_a_mask_on_a_device_other_than_the_cpu_is_selected_by_topk_without_host_reads(device):
+    """Only CUDA took ``torch.topk``: every other device took the CPU's ``kthvalue``, which MPS
+    lacked (NotImplementedError before pytorch PR #161817), and its host reads, which would wait
+    for the device. Selected on a fake tensor of that device (shapes only: a host read raises
+    DataDependentOutputException), a mask now comes from topk, of the scores' shape, device and
+    the dtype asked for."""
+    ops = set()
+
+    class RecordOps(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with FakeTensorMode(), RecordOps():
+        mask = topk_mask(torch.empty(4, 6, device=device), 2, group_dim=1, group_size=3,
+                         dtype=torch.float16)
+    assert (mask.shape, mask.device.type, mask.dtype) == ((4, 6), device, torch.float16)
+    assert "topk" in ops and "kthvalue" not in ops
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
