@@ -2,8 +2,8 @@
 refusing a key given twice and a document its aliases expand past
 :attr:`~ConfigLoader.MAX_VALUES` values, and reading ``1e-3`` as a number) and
 :class:`ConfigDumper` (:func:`dump_yaml`), whose YAML it reads back; the mapping in a YAML file,
-its faults said in one line (:func:`read_yaml_mapping`, :func:`yaml_fault`); a mapping's keys
-read as field names (:func:`string_keys`)."""
+its faults said in one line (:func:`read_yaml_mapping`, :func:`yaml_fault`), refused unread over
+a size (:func:`refuse_larger_than`); a mapping's keys read as field names (:func:`string_keys`)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,16 @@ def yaml_fault(err: yaml.YAMLError) -> str:
         f" ({context})" if context else "")
 
 
+def refuse_larger_than(path: Path, where: str, max_bytes: int,
+                       kind: str = "a config or sweep file") -> None:
+    """:class:`ConfigError` where the file ``path`` (``where`` names it, ``kind`` says what it
+    is) is larger than ``max_bytes`` (:data:`MAX_FILE_BYTES`: what parsing it would cost);
+    refused unread. OSError where it cannot be examined."""
+    if (size := path.stat().st_size) > max_bytes:
+        raise ConfigError(f"{where} is {in_binary_units(size)}, more than the "
+                          f"{in_binary_units(max_bytes)} {kind} may be; no option needs that")
+
+
 def read_yaml_mapping(path: str | Path, where: str, holds: str,
                       max_bytes: int | None = None) -> dict:
     """The mapping in the YAML file ``path`` (``where`` names it in errors, ``holds`` says what
@@ -110,10 +120,8 @@ def read_yaml_mapping(path: str | Path, where: str, holds: str,
         raise ConfigError(f"{where} is not a regular file (a pipe, a device or a socket); "
                           f"save the YAML in a file and give that" if path.exists()
                           else f"{where} not found")
-    if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
-        raise ConfigError(f"{where} is {in_binary_units(size)}, more than the "
-                          f"{in_binary_units(max_bytes)} a config or sweep file may be; no "
-                          f"option needs that")
+    if max_bytes is not None:
+        refuse_larger_than(path, where, max_bytes)
     try:
         # (UTF-8, YAML's own: the locale's, cp1252 on Windows, read a config's 'é' as 'Ã©',
         # and an ASCII locale refused it)

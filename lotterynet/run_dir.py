@@ -30,6 +30,7 @@ from .checkpointing import (
 )
 from .config import NOT_COMPUTED, changed_fields
 from .config_schema import WIDE, RunConfig
+from .config_yaml import MAX_FILE_BYTES, refuse_larger_than
 from .errors import ConfigError, resume_flag
 from .loggers import METRICS_FILE, WANDB_ENDED_FILE, WANDB_ID_FILE
 from .machine import is_launched_worker, read_text_within_memory
@@ -219,10 +220,15 @@ def stored_run_id(hyper_parameters) -> str | None:
 def folder_run_id(run_dir: Path) -> str | None:
     """The run id in ``run_dir``'s ``hparams.yaml`` (written as each fit of its run starts);
     None without one, or where the file cannot be read (cut short by a kill as Lightning
-    rewrote it, or larger than the memory: read whole, a MemoryError's traceback)."""
+    rewrote it). One larger than :data:`~lotterynet.config_yaml.MAX_FILE_BYTES` (train.py
+    writes the run's options there, a few KB) is refused unread, a :class:`ConfigError`: its
+    parse took 20 s for 3 MB, and taking its run id as unknown would skip the check of
+    :func:`check_own_run`."""
+    path = run_dir / HPARAMS
     try:
-        return stored_run_id(yaml.safe_load(read_text_within_memory(run_dir / HPARAMS, HPARAMS,
-                                                                    OSError)))
+        refuse_larger_than(path, f"the run's {HPARAMS} {str(path)!r}", MAX_FILE_BYTES,
+                           f"a run's {HPARAMS}")
+        return stored_run_id(yaml.safe_load(read_text_within_memory(path, HPARAMS, OSError)))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
 

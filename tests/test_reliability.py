@@ -37,7 +37,7 @@ from lotterynet.checkpointing import (
 )
 from lotterynet.cli import main
 from lotterynet.config import make_config
-from lotterynet.errors import CheckpointError, DiskFullError
+from lotterynet.errors import CheckpointError, ConfigError, DiskFullError
 from lotterynet.stack_files import write_stack_file
 
 #: What a run or stack stopped before its first checkpoint says.
@@ -1872,15 +1872,43 @@ def test_only_a_last_line_a_kill_cut_off_is_left_out_of_the_history(tmp_path):
             resumed_history(resumed)
 
 
-def test_a_results_or_hparams_file_larger_than_the_memory_reads_as_unreadable(tmp_path):
-    """A run's results.json and hparams.yaml of 1 TiB (sparse here) read as files that cannot
-    be read, as a damaged one does (a sweep sets its cell aside; a resume takes the folder's
-    run id as unknown): read whole, they were a MemoryError's traceback."""
-    from lotterynet.run_dir import folder_run_id, read_results
+def test_a_results_file_larger_than_the_memory_reads_as_unreadable(tmp_path):
+    """A run's results.json of 1 TiB (sparse here) reads as a file that cannot be read, as a
+    damaged one does (a sweep sets its cell aside): read whole, it was a MemoryError's
+    traceback. (An hparams.yaml that large is refused unread, below.)"""
+    from lotterynet.run_dir import read_results
 
-    for name in ("results.json", "hparams.yaml"):
-        terabyte_file(tmp_path / name)
-    assert read_results(tmp_path) == {} and folder_run_id(tmp_path) is None
+    terabyte_file(tmp_path / "results.json")
+    assert read_results(tmp_path) == {}
+
+
+def test_a_resumed_runs_hparams_yaml_over_the_config_cap_is_refused_unread(whole_and_stopped,
+                                                                          tmp_path, capsys):
+    """The run id of a resumed run's folder was read by parsing its whole hparams.yaml, of any
+    size (3 MB: 20 s; 1 TiB: taken as unknown, which skipped the check that the checkpoint is
+    the folder's run's). One over the 256 KiB a config may be (train.py writes the run's
+    options there, a few KB) is refused in one line naming it and the cap, exit 2, nothing
+    written."""
+    from lotterynet.run_dir import folder_run_id
+
+    _, stopped = whole_and_stopped
+    run = tmp_path / "run"
+    shutil.copytree(stopped, run)
+    hparams = run / "hparams.yaml"
+    text = hparams.read_text()  # (ASCII) + a comment: 300 KiB in all
+    hparams.write_text(text + "# " + "x" * (300 * 2**10 - len(text) - 3) + "\n")
+    before, checkpoint = tree(run), run / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    assert main(["--resume", str(checkpoint)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"train.py: error: the run's hparams.yaml {str(hparams)!r} is 300.0 KiB, more than the "
+        f"256.0 KiB a run's hparams.yaml may be; no option needs that"]
+    assert tree(run) == before
+    terabyte_file(hparams)
+    with pytest.raises(ConfigError, match=r"^the run's hparams\.yaml '.+' is 1\.0 TiB, more than "
+                                          r"the 256\.0 KiB a run's hparams\.yaml may be; no option "
+                                          r"needs that$"):
+        folder_run_id(run)
 
 
 def test_a_wandb_id_file_larger_than_the_memory_reads_as_none(tmp_path):
