@@ -95,6 +95,7 @@ from .run_callbacks import EpochTimer, RNGState, check_callback_states
 from .run_dir import END_FILES, RESULTS, locked, write_json_atomic
 from .run_stops import (
     CELLS_ANEW,
+    NOTHING_TO_RESUME,
     how_to_go_on,
     reporting_interrupts,
     reporting_interrupts_before_fit,
@@ -153,7 +154,7 @@ def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
         stack_dir / "cells" / str(i) for i in range(len(configs))]
     what, checkpoint = f"stack {stack_dir.name}", stack_dir / CHECKPOINTS / LAST
     again, over = run_again_by(in_a_sweep)
-    finished = partial(every_member_finished, cell_dirs, in_a_sweep, f"{what}: ")
+    finished = partial(with_members_finished, stack_dir, cell_dirs, in_a_sweep, f"{what}: ")
     with stopping_on_sigterm() as sigterm, reporting_interrupts_before_fit(
             checkpoint, f"{what}: {again}", nothing=f"{what}: {over}", finished=finished), \
             reporting_write_failure(lambda: how_to_go_on(
@@ -185,6 +186,26 @@ def again_by(in_a_sweep: bool) -> str:
     """What runs a stack again: the sweep where a sweep runs it, else the :func:`run_stack`
     call."""
     return "sweep" if in_a_sweep else "run_stack call"
+
+
+def with_members_finished(stack_dir: Path, cell_dirs: Sequence[Path], in_a_sweep: bool,
+                          what: str = "") -> str | None:
+    """How a stack stopped (or failed) with members finished goes on, ``what`` before it,
+    where that is neither from its checkpoint nor by starting over in its folder: every member
+    finished (:func:`every_member_finished`); or, in a sweep, before its first checkpoint was
+    written, some (a 1-epoch member, finished at the first epoch's end). The sweep run again
+    keeps their results and trains the members left anew: not in this folder as it is, whose
+    history logged that epoch (:func:`~lotterynet.stack_files.holds_a_stack`): a stack of them
+    finds it set aside first (``STACK.stale-N``, :func:`~lotterynet.sweep_plan.why_set_aside`;
+    run_again's line said to start it over in its folder), a lone one trains singly. None
+    otherwise."""
+    done = every_member_finished(cell_dirs, in_a_sweep, what)
+    if done or not in_a_sweep or (stack_dir / CHECKPOINTS / LAST).is_file() or \
+            not any((cell / RESULTS).is_file() for cell in cell_dirs):
+        return done
+    return (f"{what}{NOTHING_TO_RESUME}; run the same sweep again to train the members left "
+            f"anew ({members_kept(cell_dirs)}; where they train as a stack again, the sweep "
+            f"first sets this stack's folder aside as {stack_dir.name}.stale-N)")
 
 
 def every_member_finished(cell_dirs: Sequence[Path], in_a_sweep: bool, what: str = ""
@@ -474,7 +495,8 @@ def reporting_stack_stops(trainer: pl.Trainer, stack_dir: Path, first: RunConfig
         f"a stack of fewer members or a smaller batch_size (now {first.batch_size}) needs less")
     with reporting_interrupts(trainer, checkpoint, f"{what}: {again}",
                               nothing=f"{what}: {over}", finished=partial(
-                                  every_member_finished, cell_dirs, in_a_sweep, f"{what}: ")), \
+                                  with_members_finished, stack_dir, cell_dirs, in_a_sweep,
+                                  f"{what}: ")), \
             reporting_out_of_memory(trainer, what, less, checkpoint, again, nothing=over):
         yield
 

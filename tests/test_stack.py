@@ -1498,6 +1498,45 @@ def test_a_stack_stopped_before_its_first_checkpoint_starts_over_in_its_folder(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stack"]
 
 
+def test_a_sweeps_stack_stopped_with_a_member_finished_before_its_checkpoint_says_what_follows(
+        tmp_path, data_dir, monkeypatch, capsys):
+    """A sweep's stack of 1- and 2-epoch members stopped (Ctrl-C) once its 1-epoch members'
+    results were written, before its first checkpoint: it said "run the same sweep again to
+    start it over in its folder", but the sweep run again keeps the finished cells and trains
+    the cells left as another stack, setting that folder aside first. The line says so; run
+    again, the sweep does what it said."""
+    from lotterynet.stack_module import MemberResults
+
+    finish = MemberResults.finish
+
+    def ctrl_c(*args):
+        tested = finish(*args)
+        if args[-1]:  # (once the first member to finish is written)
+            raise KeyboardInterrupt
+        return tested
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "base": {"arch": "fc2", "limit_train": 64, "val_size": 64, "progress_bar": False},
+        "variants": ["subsetsum:identity"], "sparsities": [0.5, 0.9], "epochs": [1, 2],
+        "baseline": False}))
+    argv = ["--sweep", str(sweep), "--data-dir", str(data_dir), "--sweep-out",
+            str(tmp_path / "out")]
+    stacks = tmp_path / "out" / "stacks"
+    with monkeypatch.context() as stopping:
+        stopping.setattr(MemberResults, "finish", ctrl_c)
+        assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"train.py: error: stopped by Ctrl-C (SIGINT); stack subsetsum-identity-seed0: "
+        f"{NOTHING}; run the same sweep again to train the members left anew (its 2 finished "
+        f"members' results are kept in their cells; where they train as a stack again, the "
+        f"sweep first sets this stack's folder aside as subsetsum-identity-seed0.stale-N)")
+    assert main(argv) == 0
+    assert sorted(p.name for p in stacks.iterdir()) == [
+        "subsetsum-identity-seed0", "subsetsum-identity-seed0.stale-1"]
+    assert "stack subsetsum-identity-seed0: 2 members, budgets [2]" in capsys.readouterr().out
+
+
 def test_a_stack_stopped_in_another_precision_starts_over(tmp_path, data_dir, capsys,
                                                          fc2_stack_sweep_done):
     """A sweep's cells are its precision's: the sweep's stack, stopped after epoch 1 of 2 in
