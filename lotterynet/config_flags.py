@@ -55,14 +55,21 @@ _INITS = ("hyperbolic", "kaiming_normal", "kaiming_uniform", "scaled_uniform", "
           "uniform")
 #: The names that --help lists (:func:`add_config_arguments`, before the default) for the flags
 #: that name a registered choice. They are written out because --help imports no torch, which
-#: the registries need; a test keeps them equal to the registries' names (STRUCTURES and wide,
-#: ACTIVATIONS, DISTRIBUTIONS) and to the precisions a run takes (``config.PRECISIONS``).
+#: the registries need; a test keeps them equal to what each flag is checked against: the
+#: registries' names (STRUCTURES and wide, ACTIVATIONS, DISTRIBUTIONS, DATASETS, OPTIMIZERS,
+#: SCHEDULERS), ``structures.FAN_INS``, ``masking.SCORE_BOUNDS`` and the precisions a run takes
+#: (``config.PRECISIONS``).
 NAMED_CHOICES = {
     "structure": (*_STRUCTURES, WIDE),
     "match": _STRUCTURES,
     "activation": ("identity", "relu"),
     "init": _INITS,
+    "fan_in": ("hidden", "target"),
+    "score_init": ("edgepopup", "kaiming", "unit"),
     "conv_init": _INITS,
+    "dataset": ("cifar10", "fashion-mnist", "mnist"),
+    "optimizer": ("adam", "adamw", "sgd"),
+    "scheduler": ("constant", "cosine"),
     "precision": ("16-mixed", "16-true", "32-true", "64-true", "bf16-mixed", "bf16-true"),
 }
 

@@ -80,7 +80,7 @@ class RunConfig:
         "pretrained) are trained as ordinary weights, with --lr and --weight-decay (default: "
         "none)")})
     # data
-    dataset: str = option("mnist", "data set (mnist, fashion-mnist, cifar10)")
+    dataset: str = option("mnist", "data set")
     data_dir: str | None = option(None, "folder with the data in torchvision's layout (default: "
                                   "$LOTTERYNET_DATA, else ./data; downloaded if missing and "
                                   "online)", metavar="DIR")
@@ -107,13 +107,13 @@ class RunConfig:
     lr: float | None = option(None, "learning rate (default: the architecture's paper recipe: "
                               "0.1 FC nets and conv nets, 0.01 LeNet5, 0.001 lenet5_dacunha; "
                               "0.1 for timm models)")
-    optimizer: str = option("sgd", "optimizer: sgd, adam (torch.optim.Adam, L2 weight decay) or "
-                            "adamw (decoupled weight decay); Adam's betas are (momentum, 0.999)")
+    optimizer: str = option("sgd", "optimizer: adam is torch.optim.Adam (L2 weight decay), adamw "
+                            "decouples the weight decay; Adam's betas are (momentum, 0.999)")
     momentum: float = option(0.9, "SGD momentum, Adam's beta1")
     weight_decay: float = option(5e-4, "weight decay (applies to the scores, or to the weights "
                                  "with --train-weights; frozen weights never change)")
-    scheduler: str = option("cosine", "learning-rate schedule: cosine (annealed to 0 over "
-                            "--epochs, stepped once per epoch) or constant")
+    scheduler: str = option("cosine", "learning-rate schedule: cosine anneals it to 0 over "
+                            "--epochs, stepped once per epoch")
     batch_size: int = option(64, "batch size (per device)")
     seed: int = option(0, "seed of the frozen weights, the scores and the batch order")
     # hardware

@@ -27,15 +27,17 @@ from lotterynet.config import NOT_COMPUTED, PRECISIONS, changed_fields, make_con
 from lotterynet.config_checks import read_options
 from lotterynet.config_flags import NAMED_CHOICES
 from lotterynet.config_schema import FIELDS
+from lotterynet.data import DATASETS
 from lotterynet.datamodule import EpochPermutation, TensorDataModule, load_or_download
 from lotterynet.distributions import DISTRIBUTIONS, orseau_range
 from lotterynet.layers import SubnetLinear
 from lotterynet.loggers import read_wandb_records, read_wandb_summary, replay_history
-from lotterynet.masking import masked_weights
+from lotterynet.masking import SCORE_BOUNDS, masked_weights
 from lotterynet.models import MODELS, build_model
+from lotterynet.optim import OPTIMIZERS, SCHEDULERS
 from lotterynet.pensia_figure2 import TRAINED, paper_accuracy
 from lotterynet.run import build_module, check_same_run, model_spec
-from lotterynet.structures import ACTIVATIONS, STRUCTURES
+from lotterynet.structures import ACTIVATIONS, FAN_INS, STRUCTURES
 from lotterynet.sweep_grid import Sweep
 from lotterynet.ticket import load_ticket
 from lotterynet.widen import maskable_count, wide_width
@@ -690,6 +692,18 @@ def test_help_names_every_choice_of_a_registered_name(flag, choices):
     registry it is checked against holds (kept in the command line, which imports no torch).
     --precision named 32-true, bf16-mixed and 16-mixed, not the 64-true, bf16-true and 16-true
     that a run takes too."""
+    assert tuple(sorted(choices)) == NAMED_CHOICES[flag[2:].replace("-", "_")]
+    assert f"; choices: {', '.join(sorted(choices))} (default: " in flag_help(flag)
+
+
+@pytest.mark.parametrize("flag, choices", [
+    ("--dataset", DATASETS.names()), ("--optimizer", OPTIMIZERS.names()),
+    ("--scheduler", SCHEDULERS.names()), ("--fan-in", FAN_INS), ("--score-init", SCORE_BOUNDS)])
+def test_help_lists_the_choices_of_every_named_option_as_the_registered_ones_do(flag, choices):
+    """--dataset, --optimizer, --scheduler, --fan-in and --score-init named their values in
+    prose of their own ("data set (mnist, fashion-mnist, cifar10)", "cosine (...) or
+    constant"), not in the "; choices: ..." of the flags above; each now lists, in that form,
+    what its value is checked against (a registry, structures.FAN_INS, masking.SCORE_BOUNDS)."""
     assert tuple(sorted(choices)) == NAMED_CHOICES[flag[2:].replace("-", "_")]
     assert f"; choices: {', '.join(sorted(choices))} (default: " in flag_help(flag)
 
