@@ -13,8 +13,13 @@ runs it.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.metadata
 import os
+import platform
 import random
+import re
+import subprocess
 import sys
 from dataclasses import replace
 from functools import partial
@@ -149,6 +154,43 @@ def device_name(trainer: pl.Trainer) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+
+
+#: The folder that holds the lotterynet package: a git checkout's root where it runs from one.
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def versions() -> dict:
+    """What made a run's numbers besides its config and ``device``, as ``results.json``'s
+    ``versions`` records it: on the CPU the same config gives the same numbers bit for bit
+    only under the same torch build (another one sums in another order: other last digits,
+    which training grows), and the code is named by the commit of the git checkout lotterynet
+    runs from (None where it runs from none, as installed; uncommitted changes are not
+    recorded), its package version (None where it is not installed) naming no change."""
+    try:
+        version = importlib.metadata.version("lotterynet")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {"lotterynet": version, "commit": checkout_commit(CHECKOUT),
+            "torch": torch.__version__, "pytorch_lightning": pl.__version__,
+            "python": platform.python_version()}
+
+
+def checkout_commit(root: Path) -> str | None:
+    """The commit checked out in ``root`` (``git rev-parse HEAD``, git's own reading of a
+    worktree or a packed ref), None where ``root`` is no git checkout or git cannot say (not
+    installed, a repository it refuses as another user's)."""
+    if not (root / ".git").exists():
+        return None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # (a hook's)
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], env=env,
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and re.fullmatch("[0-9a-f]{40,64}", commit) else None
 
 
 @contextlib.contextmanager
@@ -504,6 +546,7 @@ def fit_and_test(config: RunConfig, run_dir: Path, data: TensorDataModule,
             "seconds_per_epoch": timer.seconds,
             "train_seconds": sum(timer.seconds),  # every epoch's, those before a resume too
             "device": device_name(trainer),
+            "versions": versions(),
             "devices": trainer.world_size,
             "mask_digests": [float(d) for d in digests.reshape(-1)],
             "run_dir": str(run_dir),

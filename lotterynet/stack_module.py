@@ -25,7 +25,7 @@ from .module import EPOCH_LOSS, divergence, layer_densities, mask_digest, requir
 from .optim import optimizer_and_schedule
 from .params import count_params
 from .resumable import is_real
-from .run import device_name, params_metrics
+from .run import device_name, params_metrics, versions
 from .run_callbacks import EpochLines, EpochTimer
 from .run_dir import RESULTS, write_json_atomic, write_ticket
 from .stack_model import StackedModel
@@ -355,7 +355,8 @@ class MemberResults(pl.Callback):
             "val_acc": last.get("val/acc"), "train_acc": last.get("train/acc"),
             "val_epoch": budget if "val/acc" in last else None,
             "epochs_done": budget, "partial_epoch": None, "seconds_per_epoch": seconds,
-            "train_seconds": sum(seconds), "device": device_name(trainer), "devices": 1,
+            "train_seconds": sum(seconds), "device": device_name(trainer),
+            "versions": versions(), "devices": 1,
             "mask_digests": [mask_digest(member)], "run_dir": str(cell),
             "stack": {"dir": str(self.stack_dir), "members": len(module.budgets)},
             # (a single run's W&B folder: with --wandb, its W&B run's once logged, which its

@@ -940,6 +940,7 @@ def test_a_stack_counts_steps_as_its_single_runs(tmp_path, data_dir):
                                                                                  single_dir))
         assert set(member) == {*single, "stack"} and member["wandb_dir"] is None
         assert member["config"] == {**single["config"], "out": str(cell)}
+        assert member["versions"] == single["versions"]  # (torch's, the code's: as recorded)
 
 
 def test_a_copied_stack_logs_the_tickets_of_its_own_cells(tmp_path, data_dir, monkeypatch):

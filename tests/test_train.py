@@ -2,8 +2,10 @@
 checkpoints (atomic, weights_only, resumable), W&B offline, DDP over gloo, bad input."""
 
 import csv
+import importlib.metadata
 import json
 import os
+import platform
 import re
 import shlex
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import yaml
@@ -36,7 +39,7 @@ from lotterynet.masking import SCORE_BOUNDS, masked_weights
 from lotterynet.models import MODELS, build_model
 from lotterynet.optim import OPTIMIZERS, SCHEDULERS
 from lotterynet.pensia_figure2 import TRAINED, paper_accuracy
-from lotterynet.run import build_module, check_same_run, model_spec
+from lotterynet.run import build_module, check_same_run, checkout_commit, model_spec
 from lotterynet.structures import ACTIVATIONS, FAN_INS, STRUCTURES
 from lotterynet.sweep_grid import Sweep
 from lotterynet.ticket import load_ticket
@@ -80,7 +83,7 @@ def test_one_epoch_learns_and_keeps_weights_frozen(tmp_path, data_dir, arch, str
     assert any(not torch.equal(fresh[k], trained[k]) for k in scores)  # the scores did train
 
 
-def test_a_runs_accuracies_are_exact_quotients_as_a_stack_members_are(tmp_path, data_dir):
+def test_a_runs_results_hold_exact_accuracies_and_the_versions_it_ran_with(tmp_path, data_dir):
     """A single run stored its accuracies as torchmetrics' float32 quotients (0.8003000020980835
     for 8003 of 10,000 test images) where a stack member stores correct / examples as Python
     divides them (0.8003): the same cell's results differed in form as it ran singly or
@@ -93,6 +96,17 @@ def test_a_runs_accuracies_are_exact_quotients_as_a_stack_members_are(tmp_path, 
     for key, examples in (("test_acc", 1000), ("val_acc", 100)):
         correct = round(results[key] * examples)
         assert results[key] == correct / examples, key
+    # results.json recorded no versions, while a CPU run gives the same numbers bit for bit
+    # only under the same torch build (the committed cells measured under the build installed
+    # before give other last digits: results/README.md) and none said which build or code
+    # made it: torch's, Lightning's, Python's, lotterynet's and the checkout's commit (HEAD)
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() if (REPO / ".git").exists() else None
+    assert results["versions"] == {
+        "lotterynet": importlib.metadata.version("lotterynet"), "commit": head or None,
+        "torch": torch.__version__, "pytorch_lightning": pl.__version__,
+        "python": platform.python_version()}
+    assert checkout_commit(tmp_path) is None  # (no checkout, no commit)
 
 
 def test_authors_protocol_flags_reach_the_frozen_tensors(tmp_path, data_dir):
