@@ -13,7 +13,6 @@ runs it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.metadata
 import os
 import platform
@@ -22,7 +21,7 @@ import re
 import subprocess
 import sys
 from dataclasses import replace
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -160,21 +159,25 @@ def device_name(trainer: pl.Trainer) -> str:
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-@functools.cache
+@cache
 def versions() -> dict:
     """What made a run's numbers besides its config and ``device``, as ``results.json``'s
     ``versions`` records it: on the CPU the same config gives the same numbers bit for bit
     only under the same torch build (another one sums in another order: other last digits,
     which training grows), and the code is named by the commit of the git checkout lotterynet
     runs from (None where it runs from none, as installed; uncommitted changes are not
-    recorded), its package version (None where it is not installed) naming no change."""
+    recorded), its package version (None where it is not installed) naming no change. The
+    CPU's vector instructions that torch's kernels use (``cpu_capability``: AVX2, AVX512, ...)
+    choose their order of sums too, and ``device`` names only the CPU's brand on many clouds'
+    machines (``AMD EPYC``)."""
     try:
         version = importlib.metadata.version("lotterynet")
     except importlib.metadata.PackageNotFoundError:
         version = None
     return {"lotterynet": version, "commit": checkout_commit(CHECKOUT),
             "torch": torch.__version__, "pytorch_lightning": pl.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def checkout_commit(root: Path) -> str | None:

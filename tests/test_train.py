@@ -105,7 +105,8 @@ def test_a_runs_results_hold_exact_accuracies_and_the_versions_it_ran_with(tmp_p
     assert results["versions"] == {
         "lotterynet": importlib.metadata.version("lotterynet"), "commit": head or None,
         "torch": torch.__version__, "pytorch_lightning": pl.__version__,
-        "python": platform.python_version()}
+        "python": platform.python_version(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     assert checkout_commit(tmp_path) is None  # (no checkout, no commit)
 
 
