@@ -404,9 +404,32 @@ LIGHTNING_KEYS = {
 
 
 def epochs_done(checkpoint: dict) -> int:
-    """Epochs a loaded training checkpoint has trained (Lightning stores the last one's
-    0-based index; a checkpoint saved before any epoch ended holds none)."""
-    return checkpoint.get("epoch", -1) + 1
+    """Epochs a loaded training checkpoint has trained, whenever it was saved. Its ``epoch``
+    (Lightning's ``current_epoch``, the epochs counted completed) is one short in a checkpoint
+    saved at an epoch's end (in ``on_train_epoch_end``: ``ModelCheckpoint``'s, a run's
+    ``last.ckpt``), as Lightning counts the epoch completed after that hook, but not in one
+    saved after ``fit`` or within an epoch: the fit loop's ``processed`` epochs count every
+    kind alike (its ``max_epochs`` reads them; an epoch that a Trainer option, ``max_time`` or
+    ``max_steps``, stopped part way among them). An epoch under way whose last batch has
+    trained (saved at that batch, ``every_n_train_steps``, or at a validation of its end)
+    counts too. A checkpoint without loop states (not a Trainer's): its ``epoch`` + 1, as at an
+    epoch's end (0 for one saved before any epoch ended)."""
+    loop = nested(checkpoint, "loops", "fit_loop", default={})
+    epochs = nested(loop, "epoch_progress", "current", default={})
+    processed = nested(epochs, "processed", default=None)
+    if type(processed) is not int:
+        return checkpoint.get("epoch", -1) + 1
+    last_batch = nested(loop, "epoch_loop.batch_progress", "is_last_batch", default=False)
+    return processed + (epochs.get("started") == processed + 1 and last_batch is True)
+
+
+def nested(mapping: dict, *keys, default):
+    """``mapping[k1][k2]…``, or ``default`` where a level is missing."""
+    for key in keys:
+        if not isinstance(mapping, dict) or key not in mapping:
+            return default
+        mapping = mapping[key]
+    return mapping
 
 
 def checkpoint_run_dir(checkpoint: str | os.PathLike) -> Path:

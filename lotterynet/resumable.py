@@ -17,7 +17,7 @@ import numbers
 
 import torch
 
-from .checkpointing import epochs_done
+from .checkpointing import epochs_done, nested
 from .datamodule import TensorLoader
 from .errors import CheckpointError
 
@@ -117,15 +117,6 @@ def is_counts(state) -> bool:
     return isinstance(state, dict) and all(
         is_counts(v) if isinstance(v, dict) else isinstance(v, bool) or (
             isinstance(v, int) and v >= 0) for v in state.values())
-
-
-def nested(mapping: dict, *keys, default):
-    """``mapping[k1][k2]…``, or ``default`` where a level is missing."""
-    for key in keys:
-        if not isinstance(mapping, dict) or key not in mapping:
-            return default
-        mapping = mapping[key]
-    return mapping
 
 
 def check_model_state(checkpoint: dict, module: torch.nn.Module, path,

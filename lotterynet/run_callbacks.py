@@ -27,11 +27,12 @@ from .checkpointing import (
     check_restorable,
     epochs_done,
     load_checkpoint,
+    nested,
 )
 from .errors import DIVERGED_IN, CheckpointError, TrainingDiverged
 from .machine import device_clock
 from .module import EPOCH_LOSS, divergence
-from .resumable import is_real, nested
+from .resumable import is_real
 
 
 class CheckedCheckpointIO(TorchCheckpointIO):

@@ -210,7 +210,7 @@ def history_left_behind(resumed: Resumed, run_dir: Path, wandb: bool = False) ->
     source = checkpoint_run_dir(checkpoint)
     if (source / METRICS_FILE).is_file():
         return None
-    done = stored["epoch"] + 1  # (saved at the end of its last epoch: its index)
+    done = epochs_done(stored)
     epochs = f"epoch{'s 1 to' * (done > 1)} {done}"
     if Path(checkpoint).resolve().parent.name != CHECKPOINTS:
         return (f"--resume {str(checkpoint)!r}: no {METRICS_FILE} of its run beside it, so "

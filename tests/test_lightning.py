@@ -688,6 +688,39 @@ def test_the_checked_checkpoint_io_refuses_storage_options_as_lightnings_does(tm
     assert not (tmp_path / "own.ckpt").exists()
 
 
+def test_a_checkpoint_counts_the_epochs_it_has_trained_whenever_it_was_saved(tmp_path):
+    """``CheckedCheckpointIO().epochs_of`` a checkpoint that ``trainer.save_checkpoint`` wrote
+    after a fit said an epoch more than the fit's (its ``epoch`` + 1, right for one saved at an
+    epoch's end only, before Lightning counts the epoch completed), as did a resume of it (it
+    had trained more epochs than its run's) and its line on a history left behind. Saved at an
+    epoch's end (ModelCheckpoint's), within an epoch, at its last batch, or after the fit: the
+    epochs it has trained."""
+    from lotterynet.checkpointing import epochs_done
+    from lotterynet.resumable import progress_fault
+    from lotterynet.run_stops import history_left_behind
+
+    class SavesInTheSecondEpoch(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 1:
+                trainer.save_checkpoint(tmp_path / f"batch={batch_idx}.ckpt")
+
+    io = ln.CheckedCheckpointIO()
+    trainer = fit_tiny(tmp_path, 2, plugins=[io], callbacks=[
+        SavesInTheSecondEpoch(), pl.callbacks.ModelCheckpoint(tmp_path, "{epoch}", save_top_k=-1)])
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    names = ["epoch=0.ckpt", "epoch=1.ckpt", "batch=0.ckpt", "batch=1.ckpt", "after.ckpt"]
+    assert [io.epochs_of(tmp_path / name) for name in names] == [1, 2, 1, 2, 2]
+    saved = {name: torch.load(tmp_path / name, weights_only=True) for name in names}
+    assert [epochs_done(saved[name]) for name in names] == [1, 2, 1, 2, 2]
+    assert epochs_done({"epoch": 1}) == 2 and epochs_done({}) == 0  # (no loop states)
+    assert progress_fault(saved["after.ckpt"], 2) is None
+    assert progress_fault(saved["after.ckpt"], 1) == "it has trained 2 epochs of a run of 1"
+    assert history_left_behind((tmp_path / "after.ckpt", saved["after.ckpt"]), tmp_path) == (
+        f"--resume {str(tmp_path / 'after.ckpt')!r}: no metrics.csv of its run beside it, so "
+        f"{str(tmp_path / 'metrics.csv')!r} begins at epoch 3; the metrics of epochs 1 to 2 "
+        f"are in the original run's metrics.csv only")
+
+
 def test_lr_find_sets_the_lr_the_fit_and_its_checkpoint_take(tmp_path, data_dir):
     """``Tuner(trainer).lr_find`` finds the module's ``lr`` (it found no ``lr`` attribute, and
     its ``attr_name`` cannot name ``hparams.optim['lr']``) and sets it to its suggestion: the
