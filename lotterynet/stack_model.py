@@ -4,6 +4,7 @@ leading modules of ``nn.Sequential`` members run once per batch for every member
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Sequence
 
@@ -124,10 +125,10 @@ class StackedModel(nn.Module):
     The members are ordinary models of one architecture (e.g. ``build_model`` with S
     sparsities). Equal frozen tensors become one (:func:`share_frozen`); the frozen leading
     modules of ``nn.Sequential`` members run once per batch for all members that have the same
-    ones. ``forward(x, members=[...])`` runs only those members (the others do no work);
-    ``forward(h, prefixed=True)`` takes ``h`` as the output of the one frozen prefix all
-    members share (:attr:`shared_prefix`), computed elsewhere (a data module's
-    ``encode_with``).
+    ones. ``forward(x, members=[...])`` runs only those members (indices 0 to S - 1, each once:
+    their outputs in that order, none for ``[]``; the others do no work); ``forward(h,
+    prefixed=True)`` takes ``h`` as the output of the one frozen prefix all members share
+    (:attr:`shared_prefix`), computed elsewhere (a data module's ``encode_with``).
 
     ``batched``: run the members as one. Each maskable tensor's masks of all running members
     come from one :func:`~lotterynet.topk.rows_topk_mask` (the masks each member's own
@@ -182,7 +183,8 @@ class StackedModel(nn.Module):
             raise ValueError(f"prefixed=True takes the output of the one frozen prefix every "
                              f"member shares, but these members have {self.shared_prefixes} "
                              f"different ones (other seeds' frozen layers): pass the input")
-        members = list(range(len(self.members)) if members is None else members)
+        members = list(range(len(self.members))) if members is None else \
+            member_indices(members, len(self.members))
         masks = self._row_masks(members)
         if masks and all(m is not None for m in masks) and self.unbatchable is None and \
                 len({self._prefix_of[s] for s in members}) == 1:
@@ -295,6 +297,37 @@ class StackedModel(nn.Module):
         """The frozen prefix every member shares, where it holds tensors (LeNet5's convs with
         one seed: :func:`frozen_prefix`); None otherwise."""
         return frozen_prefix(self.members[0]) if self.shared_prefixes == 1 else None
+
+
+def member_indices(members, count: int) -> list[int]:
+    """``members``, the members a :class:`StackedModel` of ``count`` runs, as their indices:
+    integers (numpy's, a torch integer scalar), 0 to ``count - 1``, each once. A bad one was a
+    bare ``IndexError`` (``[5]``) or ``TypeError`` (``[1.0]``) deep in the forward, or ran
+    another member than meant (``[True]``: member 1, a bool being an int; ``[-1]``: the last)
+    or one twice; now a one-line error naming it. Plain Python on a short list, per forward."""
+    choices = f"the stack's members are 0 to {count - 1}" if count > 1 else \
+        "the stack's one member is 0"
+    try:
+        given = list(members)
+    except TypeError:
+        raise TypeError(f"members={members!r} is not a list of member indices; "
+                        f"{choices}") from None
+    indices: list[int] = []
+    for s in given:
+        try:
+            index = None if isinstance(s, bool) or getattr(s, "dtype", None) == torch.bool \
+                else operator.index(s)
+        except TypeError:
+            index = None
+        if index is None:
+            raise TypeError(f"members={given!r}: {s!r} is not a member's index; {choices}")
+        if not 0 <= index < count:
+            raise ValueError(f"members={given!r}: {s!r} is not a member's index; {choices}")
+        if index in indices:
+            raise ValueError(f"members={given!r}: member {index} is named twice; name each "
+                             f"member once")
+        indices.append(index)
+    return indices
 
 
 def stack_models(arch: str, sparsities: Sequence[float], **kwargs) -> StackedModel:

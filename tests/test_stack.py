@@ -172,6 +172,37 @@ def test_stack_models_takes_a_numpy_array_of_sparsities():
         stack_models("fc2", np.array(0.5))
 
 
+def test_a_stacks_forward_names_a_bad_member_index_and_the_members_there_are():
+    """``stack(x, members=[5])`` of a 3-member stack was a bare ``IndexError: list index out
+    of range`` and ``members=[1.0]`` a bare ``TypeError``; ``[True]`` ran member 1 (a bool is an
+    int), ``[-1]`` the last. Now one line names the bad value and the members there are; a
+    member named twice is refused; numpy's integers and a torch integer scalar are indices,
+    and ``[]`` runs none."""
+    stack = stack_models("fc2", [0.5, 0.7, 0.9], seed=0, width=8)
+    x = torch.randn(2, 1, 28, 28)
+    choices = "the stack's members are 0 to 2"
+    for members, error, said in [
+            ([5], ValueError, f"members=[5]: 5 is not a member's index; {choices}"),
+            ([0, -1], ValueError, f"members=[0, -1]: -1 is not a member's index; {choices}"),
+            ([1.0], TypeError, f"members=[1.0]: 1.0 is not a member's index; {choices}"),
+            ([True], TypeError, f"members=[True]: True is not a member's index; {choices}"),
+            ([torch.tensor(False)], TypeError,
+             f"members=[tensor(False)]: tensor(False) is not a member's index; {choices}"),
+            ([2, 0, 2], ValueError,
+             "members=[2, 0, 2]: member 2 is named twice; name each member once"),
+            (1, TypeError, f"members=1 is not a list of member indices; {choices}")]:
+        with pytest.raises(error, match=f"^{re.escape(said)}$"):
+            stack(x, members=members)
+    with pytest.raises(ValueError, match=r"^members=\[1\]: 1 is not a member's index; the "
+                                         r"stack's one member is 0$"):
+        StackedModel([stack.members[0]])(x, members=[1])
+    outputs = stack(x)
+    chosen = stack(x, members=[np.int64(2), torch.tensor(0)])
+    assert len(chosen) == 2 and torch.equal(chosen[0], outputs[2]) and \
+        torch.equal(chosen[1], outputs[0])
+    assert stack(x, members=[]) == []
+
+
 def test_a_stack_member_trained_in_your_own_loop_is_its_single_model_and_saves_its_ticket(
         tmp_path):
     """README's own loop: SGD over ``stack.parameters()`` on the sum of the members' losses
