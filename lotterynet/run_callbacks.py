@@ -223,6 +223,9 @@ class EpochTimer(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         # (here, not when restored: Lightning then counts the checkpoint's epoch as done)
         trainer.should_stop = trainer.should_stop or self.stopped
+        # a resume within an epoch (a checkpoint of every_n_train_steps) starts no epoch: the
+        # epoch's clock starts here (its seconds: the part trained after the resume)
+        self._start = device_clock(pl_module.device)
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start = device_clock(pl_module.device)

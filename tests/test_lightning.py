@@ -850,6 +850,23 @@ def test_own_trainer_resumed_mid_epoch_trains_on_the_batches_left(tmp_path, data
         assert all(torch.equal(resumed[k], v) for k, v in straight.items()), name
 
 
+def test_a_runs_epoch_timer_resumes_within_an_epoch(tmp_path):
+    """``train.py --resume`` of a checkpoint saved part way through an epoch (a trainer
+    option's ``ModelCheckpoint(every_n_train_steps=...)``) failed at that epoch's end with
+    ``AttributeError: 'EpochTimer' object has no attribute '_start'``: Lightning starts no
+    epoch on such a resume, and the timer's clock started only with one. Now the epoch's
+    seconds are those trained after the resume, after the checkpoint's epochs'."""
+    from lotterynet.run_callbacks import EpochTimer
+
+    fit_tiny(tmp_path, 2, callbacks=[EpochTimer(), pl.callbacks.ModelCheckpoint(
+        tmp_path, every_n_train_steps=1, save_top_k=-1)])
+    path = tmp_path / "epoch=1-step=3.ckpt"  # (the second epoch's first of 2 batches)
+    saved = torch.load(path, weights_only=True)["callbacks"]["EpochTimer"]["seconds"]
+    timer = EpochTimer()
+    fit_tiny(tmp_path, 2, path, callbacks=[timer], enable_checkpointing=False)
+    assert len(saved) == 1 and timer.seconds[:1] == saved and len(timer.seconds) == 2
+
+
 @pytest.mark.parametrize("precision", ["32-true", "64-true", "bf16-true"])
 def test_frozen_convs_run_once_per_example_with_the_same_numbers(tmp_path, data_dir,
                                                                  monkeypatch, precision):
