@@ -34,6 +34,7 @@ from .checkpointing import (
     Resumed,
     atomic_write,
     checkpoint_run_dir,
+    epochs_done,
     write_csv_atomic,
     write_failed,
 )
@@ -106,10 +107,13 @@ class HistoryCSVLogger(CSVLogger):
 
 def resumed_history(resumed: Resumed | None) -> list[dict]:
     """The ``metrics.csv`` rows of the run that the ``resumed`` checkpoint belongs to, up to
-    what the checkpoint holds: rows of its epochs, and rows without an epoch (the learning
-    rate, the parameter counts) of its steps; rows logged after it, before a kill, are logged
-    again by the resume. A file that is not such a log (edited by hand) is a
-    :class:`CheckpointError`, raised before Lightning's CSV logger replaces the file."""
+    what the checkpoint holds: the rows of the steps it has trained (below its
+    ``global_step``: Lightning logs a step's rows, and an epoch's end's, at the step's 0-based
+    index), also where it was saved within an epoch (``every_n_train_steps``: the rows its
+    epoch logged after it are not its own); rows logged after it, before a kill, are logged
+    again by the resume. Every epoch it has trained whole (:func:`epochs_done`) has rows. A
+    file that is not such a log (edited by hand) is a :class:`CheckpointError`, raised before
+    Lightning's CSV logger replaces the file."""
     if not resumed:
         return []
     checkpoint, stored = resumed
@@ -149,10 +153,9 @@ def resumed_history(resumed: Resumed | None) -> list[dict]:
                 f"{source} line {line} holds {row[text]!r} as {text}, not a number: it is not "
                 f"a row of the run's history; fix or remove the line, or move the file away "
                 f"to resume without it")
-        epoch, step = row.get("epoch"), float(row.get("step") or 0)
-        if float(epoch) <= stored["epoch"] if epoch else step < stored["global_step"]:
+        if float(row.get("step") or 0) < stored["global_step"]:
             complete.append(row)
-    missing = missing_epochs(complete, stored["epoch"] + 1)  # (its epoch: the last one's index)
+    missing = missing_epochs(complete, epochs_done(stored))
     if missing:
         raise CheckpointError(
             f"{source}, the history of the run being resumed, has no rows of epoch "

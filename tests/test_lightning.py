@@ -867,6 +867,40 @@ def test_a_runs_epoch_timer_resumes_within_an_epoch(tmp_path):
     assert len(saved) == 1 and timer.seconds[:1] == saved and len(timer.seconds) == 2
 
 
+def test_a_resume_within_an_epoch_keeps_the_history_of_the_steps_its_checkpoint_trained(
+        tmp_path):
+    """``train.py --resume`` of a checkpoint saved part way through an epoch
+    (``every_n_train_steps``) kept the rows that its epoch logged after it (those of the
+    checkpoint's epoch index and below), and the resume logged them again: metrics.csv held
+    them twice. Now the history keeps the rows of the steps the checkpoint trained, and the
+    resumed run's rows (epoch, step, columns) are an uninterrupted run's."""
+    from lotterynet.loggers import HistoryCSVLogger, resumed_history
+
+    x, y = torch.randn(12, 1, 28, 28), torch.randint(0, 10, (12,))
+
+    def fit(run, ckpt_path=None):
+        history = resumed_history((ckpt_path, torch.load(ckpt_path, weights_only=True))
+                                  if ckpt_path else None)
+        saves = pl.callbacks.ModelCheckpoint(run / "checkpoints", every_n_train_steps=1,
+                                             save_top_k=-1)
+        pl.Trainer(max_epochs=2, logger=HistoryCSVLogger(run, history), log_every_n_steps=1,
+                   enable_progress_bar=False, enable_model_summary=False,
+                   callbacks=[saves, pl.callbacks.LearningRateMonitor()]).fit(
+            ln.EdgePopupModule({"name": "fc2", "width": 4, "structure": "dense"}, {"epochs": 2}),
+            torch.utils.data.DataLoader(list(zip(x, y)), batch_size=4), ckpt_path=ckpt_path)
+        with open(run / "metrics.csv", newline="") as f:
+            return [(row["epoch"], row["step"], sorted(k for k, v in row.items() if v))
+                    for row in csv.DictReader(f)]
+
+    straight = fit(tmp_path / "straight")
+    assert [(epoch, step) for epoch, step, _ in straight] == [
+        ("", "0"), ("0", "0"), ("0", "1"), ("0", "2"), ("0", "2"),
+        ("", "3"), ("1", "3"), ("1", "4"), ("1", "5"), ("1", "5")]
+    # (the second epoch's first of 3 batches, and its second)
+    for name in "epoch=1-step=4.ckpt", "epoch=1-step=5.ckpt":
+        assert fit(tmp_path / name, tmp_path / "straight" / "checkpoints" / name) == straight
+
+
 @pytest.mark.parametrize("precision", ["32-true", "64-true", "bf16-true"])
 def test_frozen_convs_run_once_per_example_with_the_same_numbers(tmp_path, data_dir,
                                                                  monkeypatch, precision):
