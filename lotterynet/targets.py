@@ -116,12 +116,17 @@ def check_checkpoint_of_results(path: Path, ckpt: dict, results: dict, run_dir: 
     """The checkpoint a target is loaded from must be of the run its ``results.json`` reports
     (a checkpoint copied in from another seed's or recipe's run would be approximated under the
     results' accuracy): the same config (a target finished from a longer run's checkpoint keeps
-    that run's ``epochs``) and as many epochs done."""
+    that run's ``epochs``) and as many epochs done. The checkpoint counts an epoch that a
+    Trainer option (``max_time``, ``max_steps``) stopped part way, as Lightning does
+    (:func:`epochs_done`); the results count it in ``partial_epoch``, not in ``epochs_done``."""
     stored = stored_config(ckpt, path)
     reported = results.get("config") if isinstance(results.get("config"), dict) else {}
     fields = changed_fields(stored, reported, ignored=(*RESUMABLE, "epochs"))
+    said_done = results.get("epochs_done")
+    if isinstance(said_done, int) and results.get("partial_epoch"):
+        said_done += 1
     for what, own, said in [*((name, stored.get(name), reported.get(name)) for name in fields),
-                            ("epochs done", epochs_done(ckpt), results.get("epochs_done"))]:
+                            ("epochs done", epochs_done(ckpt), said_done)]:
         if own != said:
             raise CheckpointError(f"checkpoint {str(path)!r} is of another run than "
                                   f"{str(Path(run_dir) / RESULTS)!r}: its {what} is {own!r}, "

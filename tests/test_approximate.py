@@ -920,6 +920,19 @@ def test_a_target_whose_checkpoint_is_another_runs_is_refused(tmp_path, data_dir
                           out=folder)[1]["weights_sha256"] == weights
 
 
+def test_a_target_a_trainer_option_stopped_within_an_epoch_is_loaded(tmp_path, data_dir):
+    """A target run that a Trainer option (``max_steps`` here, ``max_time`` alike) stopped part
+    way through its second epoch was refused as soon as it was trained: "its epochs done is 2,
+    the results' 1" (the checkpoint counts the epoch begun, as Lightning does; results.json
+    gives it as ``partial_epoch``). Now it is loaded, as it was trained."""
+    options = {"data_dir": data_dir, "epochs": 2, "limit_train": 128,
+               "trainer": {"max_steps": 3}, "out": tmp_path / "target"}  # (2 batches an epoch)
+    info = trained_target("pensia_fc2", **options)[1]
+    results = json.loads((tmp_path / "target" / "results.json").read_text())
+    assert (results["epochs_done"], results["partial_epoch"]) == (1, {"batches": 1, "of": 2})
+    assert trained_target("pensia_fc2", **options)[1]["weights_sha256"] == info["weights_sha256"]
+
+
 def test_a_target_folder_without_its_checkpoint_says_what_to_do(tmp_path, capsys, monkeypatch):
     """results/approximation_targets/ keeps each target's results.json only: given as
     --targets-dir, it was refused as "checkpoint '.../last.ckpt' not found", which said
