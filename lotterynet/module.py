@@ -293,7 +293,10 @@ class EdgePopupModule(pl.LightningModule):
         """A cosine schedule that ends before the Trainer's ``max_epochs`` (``optim['epochs']``
         shorter, or the length a ``ckpt_path`` restored: a resumed run keeps its schedule's)
         is refused before the first step: past its end ``CosineAnnealingLR``'s rate rises
-        again, to the full ``lr`` at twice its length."""
+        again, to the full ``lr`` at twice its length. CUDA graphs capture one device's steps
+        only: on for the fit where ``cuda_graphs`` asks and it runs in one process (here, not at
+        each epoch's start, which a resume within an epoch skips for its first)."""
+        self.graphs.enabled = self.hparams.cuda_graphs and self.trainer.world_size == 1
         schedule, max_epochs = self.lr_schedulers(), self.trainer.max_epochs
         if isinstance(schedule, CosineAnnealingLR) and max_epochs > schedule.T_max:
             raise ValueError(
@@ -312,7 +315,6 @@ class EdgePopupModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._handed.discard("train")
         self.graphs.clear()  # capture anew what changed since the last epoch
-        self.graphs.enabled = self.hparams.cuda_graphs and self.trainer.world_size == 1
 
     def on_validation_epoch_start(self) -> None:
         self._handed.discard("val")

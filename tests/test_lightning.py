@@ -850,6 +850,35 @@ def test_own_trainer_resumed_mid_epoch_trains_on_the_batches_left(tmp_path, data
         assert all(torch.equal(resumed[k], v) for k, v in straight.items()), name
 
 
+def test_cuda_graphs_stay_off_under_several_processes_on_a_resume_within_an_epoch(
+        tmp_path, data_dir, monkeypatch):
+    """Graphs capture one device's steps: a fit in several processes runs eagerly. That was set
+    at each epoch's start, which a resume within an epoch skips for its first, so the module's
+    own ``cuda_graphs=True`` stood for the rest of that epoch (DDP's steps captured). Now the
+    fit sets it as it starts (a world of 2 imitated: the flag is read, nothing runs on CUDA)."""
+    enabled = []
+
+    class Reads(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            enabled.append(module.graphs.enabled)
+
+    def fit(ckpt_path=None, callbacks=()):
+        module = ln.EdgePopupModule({"name": "fc2", "structure": "dense", "sparsity": 0.5},
+                                    {"lr": 0.05}, cuda_graphs=True)
+        data = ln.TensorDataModule("mnist", str(data_dir), limit_train=256, val_size=0)
+        pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=tmp_path, callbacks=[
+                       Reads(), *callbacks]).fit(module, data, ckpt_path=ckpt_path)
+
+    fit(callbacks=[pl.callbacks.ModelCheckpoint(tmp_path / "ck", every_n_train_steps=1,
+                                                save_top_k=-1)])
+    assert enabled == [True] * 4  # (one process: on)
+    enabled.clear()
+    monkeypatch.setattr(pl.Trainer, "world_size", property(lambda trainer: 2))
+    fit(tmp_path / "ck" / "epoch=0-step=1.ckpt")
+    assert enabled and not any(enabled)
+
+
 def test_a_runs_epoch_timer_resumes_within_an_epoch(tmp_path):
     """``train.py --resume`` of a checkpoint saved part way through an epoch (a trainer
     option's ``ModelCheckpoint(every_n_train_steps=...)``) failed at that epoch's end with
