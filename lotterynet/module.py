@@ -295,7 +295,21 @@ class EdgePopupModule(pl.LightningModule):
         is refused before the first step: past its end ``CosineAnnealingLR``'s rate rises
         again, to the full ``lr`` at twice its length. CUDA graphs capture one device's steps
         only: on for the fit where ``cuda_graphs`` asks and it runs in one process (here, not at
-        each epoch's start, which a resume within an epoch skips for its first)."""
+        each epoch's start, which a resume within an epoch skips for its first).
+
+        A checkpoint saved at an epoch's last batch (``every_n_train_steps``) resumes with the
+        next epoch's start, as an uninterrupted fit goes on: Lightning counted the checkpoint's
+        epoch done (``FitLoop.reset``), but took the next for one restarted part way, started
+        without its ``on_train_epoch_start`` hooks (``LearningRateMonitor`` logged no ``lr`` for
+        it) and with the batch's optimizer step not yet counted (``_batches_that_stepped``, which
+        the hooks' rows are logged at, is counted after the batch's save)."""
+        loop = self.trainer.fit_loop
+        batches = loop.epoch_loop
+        if loop.restarted_mid_epoch and batches.restarted_on_train_batch_end and \
+                batches.batch_progress.is_last_batch:
+            loop.reset_restart_stage()  # its first iteration starts an epoch, hooks and all
+            batches.restarting = False  # whose batches start afresh (reset_on_run)
+            batches._batches_that_stepped += 1  # (as the restart would have, after the hooks)
         self.graphs.enabled = self.hparams.cuda_graphs and self.trainer.world_size == 1
         schedule, max_epochs = self.lr_schedulers(), self.trainer.max_epochs
         if isinstance(schedule, CosineAnnealingLR) and max_epochs > schedule.T_max:

@@ -902,7 +902,9 @@ def test_a_resume_within_an_epoch_keeps_the_history_of_the_steps_its_checkpoint_
     (``every_n_train_steps``) kept the rows that its epoch logged after it (those of the
     checkpoint's epoch index and below), and the resume logged them again: metrics.csv held
     them twice. Now the history keeps the rows of the steps the checkpoint trained, and the
-    resumed run's rows (epoch, step, columns) are an uninterrupted run's."""
+    resumed run's rows (epoch, step, columns, ``lr``) are an uninterrupted run's. One saved at
+    an epoch's last batch lost the next epoch's ``lr`` row: Lightning started that epoch as one
+    restarted part way, without its ``on_train_epoch_start`` hooks (LearningRateMonitor's)."""
     from lotterynet.loggers import HistoryCSVLogger, resumed_history
 
     x, y = torch.randn(12, 1, 28, 28), torch.randint(0, 10, (12,))
@@ -918,15 +920,16 @@ def test_a_resume_within_an_epoch_keeps_the_history_of_the_steps_its_checkpoint_
             ln.EdgePopupModule({"name": "fc2", "width": 4, "structure": "dense"}, {"epochs": 2}),
             torch.utils.data.DataLoader(list(zip(x, y)), batch_size=4), ckpt_path=ckpt_path)
         with open(run / "metrics.csv", newline="") as f:
-            return [(row["epoch"], row["step"], sorted(k for k, v in row.items() if v))
+            return [(row["epoch"], row["step"], row["lr"], sorted(k for k, v in row.items() if v))
                     for row in csv.DictReader(f)]
 
     straight = fit(tmp_path / "straight")
-    assert [(epoch, step) for epoch, step, _ in straight] == [
+    assert [(epoch, step) for epoch, step, *_ in straight] == [
         ("", "0"), ("0", "0"), ("0", "1"), ("0", "2"), ("0", "2"),
         ("", "3"), ("1", "3"), ("1", "4"), ("1", "5"), ("1", "5")]
-    # (the second epoch's first of 3 batches, and its second)
-    for name in "epoch=1-step=4.ckpt", "epoch=1-step=5.ckpt":
+    assert [lr for _, _, lr, _ in straight if lr] == ["0.1", "0.05"]  # (cosine over 2 epochs)
+    # (the first epoch's last of 3 batches, the second epoch's first, and its second)
+    for name in "epoch=0-step=3.ckpt", "epoch=1-step=4.ckpt", "epoch=1-step=5.ckpt":
         assert fit(tmp_path / name, tmp_path / "straight" / "checkpoints" / name) == straight
 
 
