@@ -236,9 +236,11 @@ class MaskedWeight(PrunesByMask, nn.Module):
       several times cheaper than the quickselect it saves (1M scores: 8 ms vs 50 ms on 2
       shared cores), and it sees every write, whoever made it. The snapshot is one copy of
       the scores, held only once an evaluation forward has run;
-    * on CUDA outside training, re-ranks every call: a content check would need its answer on
-      the host, a device sync per layer, which the mask path never does; the radix select it
-      would save is sync-free (not measured on a GPU in this change).
+    * on any other device (CUDA, MPS, XPU, as ``topk_mask`` tells them apart) outside
+      training, re-ranks every call: a content check would need its answer on the host, a
+      device sync per layer, which the mask path never does; the radix select it would save
+      is sync-free (not measured on a GPU in this change). (On ``meta`` there is no content
+      to check: ``torch.equal`` has no meta kernel.)
     """
 
     #: A mask for the next forwards in place of :meth:`mask` (a stack sets its members' masks
@@ -347,7 +349,7 @@ class MaskedWeight(PrunesByMask, nn.Module):
                                  self.ties, dtype=dtype)
         key = (*_storage_version(scores), self.k, self.ties, dtype)
         training = torch.is_grad_enabled() and scores.requires_grad
-        reusable = not (training or scores.is_cuda or key[0] is None)
+        reusable = scores.device.type == "cpu" and not (training or key[0] is None)
         cache = self._cache
         if reusable and cache is not None and cache[0] == key and torch.equal(cache[1], scores):
             return cache[2]

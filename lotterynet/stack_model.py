@@ -136,9 +136,10 @@ class StackedModel(nn.Module):
     ``torch.func.vmap`` of the first member's forward computes every member's output, over their
     scores stacked into ``(S, …)`` tensors: a few large kernels per op where member by member
     launches one small kernel per member and op (the same values up to float rounding; the
-    gradients reach each member's own scores). None (default): on a GPU, where a graphed
-    stack's step is bound by its many small kernels (14 LeNet5 members: ~2,700 kernels,
-    6.5 ms of an H200's time); not on the CPU, where each member's hinted quickselect is
+    gradients reach each member's own scores). None (default): on a GPU, any device but the
+    CPU (as ``topk_mask`` tells them apart: CUDA, MPS, XPU), where a graphed stack's step is
+    bound by its many small kernels (14 LeNet5 members: ~2,700 kernels, 6.5 ms of an H200's
+    time); not on the CPU, where each member's hinted quickselect is
     cheaper than a sort and the members' steps are bound by memory traffic, not launches
     (``BENCHMARKS.md``)."""
 
@@ -227,8 +228,8 @@ class StackedModel(nn.Module):
         list when the members are not batched."""
         if len(members) < 2 or not self._masked[0]:
             return []
-        on_gpu = self._masked[0][0].scores.is_cuda
-        if not (on_gpu if self.batched is None else self.batched):
+        off_cpu = self._masked[0][0].scores.device.type != "cpu"
+        if not (off_cpu if self.batched is None else self.batched):
             return []
         masks = []
         for same in zip(*(self._masked[s] for s in members)):

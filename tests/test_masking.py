@@ -497,6 +497,18 @@ def test_a_mask_on_a_device_other_than_the_cpu_is_selected_by_topk_without_host_
     assert "topk" in ops and "kthvalue" not in ops
 
 
+def test_a_layer_off_the_cpu_evaluates_again_without_checking_its_scores_on_the_host():
+    """Outside training the mask cache checks the scores by content (``torch.equal``, whose
+    answer is read on the host): on every device but CUDA, where ``topk_mask`` reads nothing
+    back off the CPU. A layer on ``meta`` (a model probed for its shapes) raised
+    NotImplementedError (aten::equal has no meta kernel) at its second evaluation forward; on
+    MPS each forward waited for the device. Off the CPU the mask is now chosen anew."""
+    layer = ln.SubnetLinear(8, 4, sparsity=0.5, seed=0).to("meta").eval()
+    with torch.no_grad():
+        for _ in range(2):
+            assert layer(torch.empty(2, 8, device="meta")).shape == (2, 4)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_a_half_precision_mask_keeps_exactly_k_among_many_ties(dtype):
     """4097 tied entries and k = 4096: the mask's own float cannot count them (a bfloat16 or

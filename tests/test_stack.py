@@ -2207,6 +2207,24 @@ def test_a_stack_of_members_thawed_before_it_was_built_is_refused(batched):
         stack(torch.randn(2, 1, 28, 28))
 
 
+def test_a_stack_batches_its_members_by_default_on_every_device_but_the_cpu():
+    """``batched=None`` batched the members on CUDA only (MPS and XPU ran them one by one,
+    though ``topk_mask`` selects there as on CUDA); now off the CPU, here ``meta`` (shapes
+    only): each tensor's masks of both members come from one selection, ``(S, *shape)``
+    rows, and the vmapped forward gives both outputs. On the CPU, still one by one."""
+    members = [build_model("fc2", width=16, sparsity=s) for s in (0.5, 0.9)]
+    stack = StackedModel(members)
+    assert stack._row_masks([0, 1]) == []
+    stack.to("meta")
+    assert [(tuple(m.shape), m.device.type) for m in stack._row_masks([0, 1])] == [
+        ((2, 16, 784), "meta"), ((2, 10, 16), "meta")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (no "members run one by one")
+        with torch.no_grad():
+            outputs = stack(torch.empty(3, 1, 28, 28, device="meta"))
+    assert [tuple(y.shape) for y in outputs] == [(3, 10)] * 2 and stack.unbatchable is None
+
+
 @pytest.mark.parametrize("structure,activation", [("subsetsum", "identity"),
                                                    ("subsetsum", "relu"), ("dense", "relu"),
                                                    ("fixedsize", "relu")])
