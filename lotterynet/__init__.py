@@ -5,6 +5,10 @@ import importlib
 import sys
 import types
 
+#: The code's version, pyproject.toml's (read from here): what a run's ``results.json`` names
+#: as ``versions["lotterynet"]``, also for a checkout on ``PYTHONPATH`` beside an installed copy.
+__version__ = "0.1.0"
+
 # Exported names and their modules (``module.attribute`` where the name differs there), imported
 # on first use (PEP 562): ``import lotterynet`` and ``train.py --help`` stay fast, and torch is
 # loaded only when something needs it.

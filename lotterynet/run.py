@@ -13,7 +13,6 @@ runs it.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import platform
 import random
@@ -29,6 +28,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from . import __version__
 from .archs import FROZEN_CONV_INIT
 from .checkpointing import (
     CHECKPOINTS,
@@ -166,15 +166,12 @@ def versions() -> dict:
     only under the same torch build (another one sums in another order: other last digits,
     which training grows), and the code is named by the commit of the git checkout lotterynet
     runs from (None where it runs from none, as installed; uncommitted changes are not
-    recorded), its package version (None where it is not installed) naming no change. The
-    CPU's vector instructions that torch's kernels use (``cpu_capability``: AVX2, AVX512, ...)
-    choose their order of sums too, and ``device`` names only the CPU's brand on many clouds'
-    machines (``AMD EPYC``)."""
-    try:
-        version = importlib.metadata.version("lotterynet")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    return {"lotterynet": version, "commit": checkout_commit(CHECKOUT),
+    recorded) and by its own ``__version__`` (pyproject.toml's: the installed package's
+    metadata named the installed copy, not a checkout on ``PYTHONPATH``), naming no change.
+    The CPU's vector instructions that torch's kernels use (``cpu_capability``: AVX2, AVX512,
+    ...) choose their order of sums too, and ``device`` names only the CPU's brand on many
+    clouds' machines (``AMD EPYC``)."""
+    return {"lotterynet": __version__, "commit": checkout_commit(CHECKOUT),
             "torch": torch.__version__, "pytorch_lightning": pl.__version__,
             "python": platform.python_version(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}

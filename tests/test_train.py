@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+import lotterynet
 import prefork
 from conftest import REPO, SCALED_STD_CONVS, TINY_NF
 from lotterynet import checkpointing
@@ -103,11 +104,30 @@ def test_a_runs_results_hold_exact_accuracies_and_the_versions_it_ran_with(tmp_p
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                           text=True).stdout.strip() if (REPO / ".git").exists() else None
     assert results["versions"] == {
-        "lotterynet": importlib.metadata.version("lotterynet"), "commit": head or None,
+        "lotterynet": lotterynet.__version__, "commit": head or None,
         "torch": torch.__version__, "pytorch_lightning": pl.__version__,
         "python": platform.python_version(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     assert checkout_commit(tmp_path) is None  # (no checkout, no commit)
+
+
+@pytest.mark.parametrize("installed", ["0.0.1", None])  # (an older copy installed; none)
+def test_the_versions_name_the_lotterynet_that_ran_not_the_installed_copy(monkeypatch,
+                                                                          installed):
+    """``versions["lotterynet"]`` was the installed package's metadata version: with
+    ``PYTHONPATH`` on a checkout it named the installed copy (another checkout's, maybe another
+    release's), and None where none was installed. It is the imported code's own
+    ``__version__`` now (pyproject.toml reads its version from there)."""
+    from lotterynet.run import versions
+
+    def metadata_version(name):
+        if installed is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed
+
+    monkeypatch.setattr(importlib.metadata, "version", metadata_version)
+    assert versions()["lotterynet"] == lotterynet.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", lotterynet.__version__)
 
 
 def test_authors_protocol_flags_reach_the_frozen_tensors(tmp_path, data_dir):
