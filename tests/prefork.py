@@ -40,10 +40,13 @@ from pathlib import Path
 PRELOADED = ("lotterynet.cli", "lotterynet.run", "lotterynet.stack", "lotterynet.sweep")
 #: The environment variables a test may set for its process that nothing reads at import.
 #: (``PL_GLOBAL_SEED``, ``PL_SEED_WORKERS``: Lightning's ``seed_everything`` in a test's own
-#: process sets them; ``CUBLAS_WORKSPACE_CONFIG``: its ``Trainer(deterministic=True)``.)
+#: process sets them; ``CUBLAS_WORKSPACE_CONFIG``: its ``Trainer(deterministic=True)``;
+#: ``TORCHINDUCTOR_CACHE_DIR``: its ``torch.compile``, to torch's default, under torch 2.9 at
+#: the first compile; a later torch sets it as ``torch._dynamo`` is imported, in the tests'
+#: process and the server's alike.)
 READ_AT_RUN_TIME = ("SEND", "IN", "LOTTERYNET_", "WANDB_", "PYTHONPATH", "PYTEST_",
-                    "PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG", "COLUMNS",
-                    "LINES")
+                    "PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG",
+                    "TORCHINDUCTOR_CACHE_DIR", "COLUMNS", "LINES")
 _ENV_AT_START = dict(os.environ)
 
 

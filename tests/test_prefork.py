@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 import prefork
 from conftest import REPO
@@ -22,11 +23,16 @@ sys.exit(int(sys.argv[1]))
 def test_a_tests_environment_forks_and_one_read_at_import_does_not(monkeypatch):
     # (the test's own environment has PYTEST_CURRENT_TEST, which the server's had not, and
     # what Lightning sets after a run in the test's process: seed_everything's variables,
-    # deterministic=True's)
+    # deterministic=True's; and what a torch.compile there sets: under torch 2.9, whose
+    # import does not, every test's process after the first compile was started, not forked)
     assert os.environ.get("PYTEST_CURRENT_TEST")
     monkeypatch.setenv("PL_GLOBAL_SEED", "0")
     monkeypatch.setenv("PL_SEED_WORKERS", "0")
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")  # (put back as it was, after the test)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    torch.compile(torch.neg, backend="eager")(torch.zeros(1))
+    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     assert prefork.read_at_import({**os.environ, "SEND": "SIGINT"}) == []
     assert prefork.forkable([sys.executable, "train.py"], dict(os.environ))
     assert prefork.read_at_import({**os.environ, "OMP_NUM_THREADS": "7"}) == ["OMP_NUM_THREADS"]
