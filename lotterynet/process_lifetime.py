@@ -220,9 +220,10 @@ def stop_all_ranks_on_sigterm(trainer) -> None:
     gets the signal: a scheduler's SIGTERM to the whole process group, which rank 0 also
     forwards to the ranks it launched, made those broadcast once more than rank 0, and the run
     hung. Here the handler only notes the signal: rank 0 sets the flag that Lightning's
-    training loop broadcasts before every batch (every rank stops at that batch; rank 0 exits
-    143, and the ranks it launched die with it), and a rank it launched passes the signal on
-    to rank 0 instead of acting on it."""
+    training loop looks at after every batch (rank 0 stops at the end of its batch, and kills
+    the ranks it launched: :class:`~lotterynet.run_callbacks.StopLaunchedRanks`) and
+    broadcasts before every batch (where every rank stops, on a flag set since that look),
+    and a rank it launched passes the signal on to rank 0 instead of acting on it."""
     connector = trainer._signal_connector  # (it installs the handler at fit, from here)
     launcher = os.environ.get(LAUNCHER_ENV)
 

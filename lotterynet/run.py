@@ -71,6 +71,7 @@ from .run_callbacks import (
     EpochLines,
     EpochTimer,
     RNGState,
+    StopLaunchedRanks,
     StopOnDivergence,
     check_callback_states,
 )
@@ -310,8 +311,8 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         # (the run's checkpoint last, after a checkpoint callback of the user's: Lightning runs
         # them in this order, and the run's holds the state the user's has then; the epoch's
         # lines once it is written)
-        "callbacks": [RNGState(), timer, *callbacks, *options.get("callbacks", []), checkpoint,
-                      EpochLines()],
+        "callbacks": [RNGState(), StopLaunchedRanks(), timer, *callbacks,
+                      *options.get("callbacks", []), checkpoint, EpochLines()],
         "plugins": [CheckedCheckpointIO(resumed)], "default_root_dir": run_dir})
     stop_all_ranks_on_sigterm(trainer)
     # Lightning resumes a fit bounded by max_steps as if from within an epoch, whatever the

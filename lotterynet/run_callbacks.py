@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .checkpointing import (
     CHECKPOINTS,
@@ -134,6 +137,26 @@ class RNGState(pl.Callback):
             raise CheckpointError(f"the checkpoint being resumed holds a random-generator "
                                   f"state that cannot be restored ({type(err).__name__}: "
                                   f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+class StopLaunchedRanks(pl.Callback):
+    """A run stopped by SIGTERM: rank 0 kills the DDP ranks it launched (SIGKILL, as Lightning
+    does on Ctrl-C) as it stops, before it closes anything. It stops at the end of its batch,
+    on the flag that it alone sets (:func:`~lotterynet.process_lifetime.
+    stop_all_ranks_on_sigterm`), while they go on to the next batch's broadcast of that flag,
+    where rank 0 never comes. They died with rank 0 (``PR_SET_PDEATHSIG``), but under torch 2.9
+    rank 0's exit closed its connections first: the broadcast failed, which Lightning takes
+    for no SIGTERM, and each launched rank died in its next all-reduce, its traceback
+    ("RuntimeError: [.../gloo/transport/tcp/pair.cc:547] Connection closed by peer") after the
+    run's one line."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        launcher = trainer.strategy.launcher
+        if isinstance(exception, SIGTERMException) and isinstance(launcher,
+                                                                  _SubprocessScriptLauncher):
+            launcher.kill(signal.SIGKILL)  # (none in a launched rank: it launched none)
+            for proc in launcher.procs:
+                proc.wait()
 
 
 class StopOnDivergence(pl.Callback):
