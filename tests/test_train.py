@@ -600,11 +600,14 @@ def test_ddp_on_cpu_two_ranks_agree(tmp_path, data_dir):
 
 
 #: Windows, as far as this machine can be it: lotterynet imported afresh (torch kept) where
-#: there is no fcntl, no signal mask, no folder that os.open opens (PermissionError) and no
-#: fsync of a file opened read-only (EBADF: FlushFileBuffers needs write access); a ticket of
-#: a converted model saved into argv[1] and loaded, then ``train.py`` with the rest.
+#: there is no fcntl, no signal mask, no folder that os.open opens (PermissionError; and so
+#: shutil.rmtree walks folders by their names, as there, where nothing takes ``dir_fd``:
+#: Linux's opened them, and torch 2.9's temporary folder, removed at exit, ended the process
+#: with a traceback) and no fsync of a file opened read-only (EBADF: FlushFileBuffers needs
+#: write access); a ticket of a converted model saved into argv[1] and loaded, then
+#: ``train.py`` with the rest.
 WINDOWS_LIKE = """
-import fcntl, os, runpy, signal, sys, torch
+import fcntl, os, runpy, shutil, signal, sys, torch
 for name in [name for name in sys.modules if name.split(".")[0] == "lotterynet"]:
     del sys.modules[name]
 sys.modules["fcntl"] = None
@@ -619,6 +622,7 @@ def fsync_written(fd):
         raise OSError(9, "Bad file descriptor")
     fsync(fd)
 os.open, os.fsync = no_folders, fsync_written
+shutil._use_fd_functions = False
 from lotterynet import SubnetLinear, convert, load_ticket, save_ticket
 def net():
     return torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
