@@ -10,6 +10,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lotterynet as ln
+from conftest import requires_cuda
 from lotterynet.masking import MaskedWeight
 from lotterynet.topk import (
     HINT_MIN_ENTRIES,
@@ -79,14 +80,16 @@ def test_mask_with_ties_is_exact():
 
 
 def test_mask_cache_follows_score_updates():
+    """Under no_grad, where the mask is cached (with grad it is re-ranked on every call): a
+    change of the scores, or of ``k`` alone (the same scores), makes a new mask."""
     m = MaskedWeight((20,), fan_in=1, sparsity=0.5, generator=torch.Generator().manual_seed(0))
-    before = m.mask().clone()
     with torch.no_grad():
+        before = m.mask().clone()
         m.scores.copy_(torch.arange(20.0))  # in place: the version counter moves
-    assert torch.equal(m.mask(), torch.arange(20) >= 10)
-    assert not torch.equal(before, m.mask())
-    m.sparsity = 0.9
-    assert torch.equal(m.mask(), torch.arange(20) >= 18)
+        assert torch.equal(m.mask(), torch.arange(20) >= 10)
+        assert not torch.equal(before, m.mask())
+        m.sparsity = 0.9
+        assert torch.equal(m.mask(), torch.arange(20) >= 18)
 
 
 def test_a_copy_or_pickle_of_an_evaluated_layer_leaves_its_mask_cache_behind():
@@ -509,6 +512,20 @@ def test_a_layer_off_the_cpu_evaluates_again_without_checking_its_scores_on_the_
             assert layer(torch.empty(2, 8, device="meta")).shape == (2, 4)
 
 
+@requires_cuda
+@pytest.mark.parametrize("ties", ["low", "high"])
+def test_a_cuda_mask_is_the_cpu_mask_ties_included(ties):
+    """CUDA selects by ``torch.topk`` (the k-th largest is the least of the k largest), the CPU
+    by quickselect: the same exactly ``k`` entries, ties at the cut-off by the same rule, whole
+    tensors and groups (values on a coarse grid, so many magnitudes tie)."""
+    g = torch.Generator().manual_seed(0)
+    magnitudes = torch.randint(0, 12, (6, 300), generator=g).float() / 4
+    for k, group in ((1, {}), (37, {}), (1799, {}), (7, dict(group_dim=1, group_size=50))):
+        cpu = topk_mask(magnitudes, k, ties=ties, **group)
+        assert torch.equal(topk_mask(magnitudes.cuda(), k, ties=ties, **group).cpu(), cpu)
+        assert int(cpu.sum()) == k * (36 if group else 1)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_a_half_precision_mask_keeps_exactly_k_among_many_ties(dtype):
     """4097 tied entries and k = 4096: the mask's own float cannot count them (a bfloat16 or
@@ -642,6 +659,15 @@ def test_global_topk_and_set_mask_survive_a_state_dict(tmp_path):
         fresh.load_state_dict(state)
 
 
+def test_a_tensor_keeping_every_entry_survives_a_state_dict():
+    """``k`` may be the whole tensor (sparsity 0, or a global_topk share of all of it): a state
+    dict's ``k`` equal to the entries loads, as one above them is refused."""
+    dense = ln.SubnetLinear(3, 2, sparsity=0.0, seed=0)
+    fresh = ln.SubnetLinear(3, 2, seed=0)  # sparsity 0.5: k = 3
+    fresh.load_state_dict(dense.state_dict())
+    assert fresh.structure.weight.k == 6 and bool(fresh.structure.weight.mask().all())
+
+
 @pytest.mark.parametrize("ties", ["low", "high"])
 def test_rows_topk_mask_is_each_rows_own_topk_mask(ties):
     """One pass over S rows, each with its own k (none, one, all, all but one, any), gives
@@ -686,6 +712,16 @@ def test_nan_scores_rank_below_every_other_and_exactly_k_are_kept(n, ties):
         assert torch.equal(mask, sorted_mask(layer.scores.detach().abs().nan_to_num(-1.0), k,
                                              ties))
         assert int((mask & nan).sum()) == max(0, k - int((~nan).sum()))
+
+
+@pytest.mark.parametrize("ties", ["low", "high"])
+def test_a_nan_score_ranks_below_a_zero_score(ties):
+    """Below every magnitude means below 0 too (the score of an entry set_mask pruned, a loaded
+    ticket's): a NaN ranked as 0 would tie with it and, first by the tie rule, take its place."""
+    m = MaskedWeight((4,), fan_in=4, sparsity=0.5, ties=ties)  # k = 2
+    with torch.no_grad():
+        m.scores.copy_(torch.tensor([math.nan, 0.0, 1.0, math.nan]))
+    assert m.mask().tolist() == [False, True, True, False]
 
 
 def test_mask_digest_tells_masks_of_the_same_index_sum_apart():
