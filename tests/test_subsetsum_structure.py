@@ -146,6 +146,20 @@ def test_fan_in_target_draws_the_second_layer_at_the_authors_scale(structure):
         ln.SubnetLinear(400, 120, fan_in="sideways", **common)
 
 
+@pytest.mark.parametrize("fan_in, v_fan_in", [("hidden", 64 * 9 * 5), ("target", 64 * 9)])
+def test_a_conv_layers_tensors_are_drawn_at_their_fan_ins(fan_in, v_fan_in):
+    """Each hidden unit of ``u`` sees one input: fan-in 1. Each output of ``v`` sums
+    in·k·k·n hidden units (Kaiming's fan-in), or in·k·k with ``fan_in="target"``: the kernel
+    taps count, as in ``nn.Conv2d``'s init. Weights Kaiming-normal, std √(2/fan_in); scores
+    U(±1/√fan_in), the largest of hundreds near the bound."""
+    layer = ln.SubnetConv2d(64, 8, 3, structure="subsetsum", pairs=5, activation="identity",
+                            fan_in=fan_in, seed=0)
+    for m, fan in ((layer.structure.u, 1), (layer.structure.v, v_fan_in)):
+        assert abs(m.weight.std().item() / (2 / fan) ** 0.5 - 1) < 0.2  # 320 / 23,040 draws
+        largest = m.scores.abs().max().item()
+        assert 0.95 * fan ** -0.5 < largest <= fan ** -0.5
+
+
 def test_first_layer_shortcut_under_autocast():
     """Under bf16 autocast the literal ReLU layer's first-layer backward (ũ's gradient from
     ṽ's) gives the scores what autograd gives through the hidden units, to bf16 precision."""
