@@ -73,10 +73,20 @@ def test_subset_sum_picks_the_best_subset_of_each_weight(k, coefficients):
         assert lo <= v[j, i].min() and v[j, i].max() <= hi
         assert abs(weight[j, i].item() - w) == pytest.approx(brute_force(w, v[j, i], k),
                                                              abs=1e-12)
-    # the bias is approximated by its own subset sum of the same distribution
+    # the bias is approximated by its own subset sum of the same distribution: its n
+    # coefficients are the generator's rows after the weights' (drawn again here), and the
+    # frozen bias is their best subset's sum, not the target's bias itself
     errors = effective_errors(nn.Sequential(subnet), nn.Sequential(layer))
     assert errors.numel() == 15 + 3
     assert errors.max().item() == pytest.approx(stats["weight_error_max"], abs=1e-12)
+    lo, hi = stats["coefficient_range"]
+    coeffs = lo + (hi - lo) * torch.rand(15 + 3, n, generator=torch.Generator().manual_seed(1),
+                                         dtype=torch.float64)
+    assert torch.equal(coeffs[:15], v.movedim(2, -1).reshape(15, n))
+    for j in range(3):
+        b = layer.bias[j].item()
+        assert errors[15 + j].item() == pytest.approx(brute_force(b, coeffs[15 + j], k),
+                                                      abs=1e-12)
 
 
 def test_coefficient_ranges_and_wrong_sign_count():
