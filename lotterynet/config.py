@@ -104,7 +104,7 @@ def make_config(values: dict, spell: Callable[[str], str] = flag_name) -> RunCon
     if config.train_weights and config.structure != WIDE:  # (wide: refused below)
         config.structure = "dense"  # what it trains, whatever a shared config file says
     elif config.structure is None:
-        from .archs import recipe
+        from .archs import recipe  # (here: archs imports torch; --help needs none)
 
         config.structure = recipe(config.arch).structure
     # (a trained baseline's sparsity too: a bad value in its file is refused)
@@ -120,9 +120,9 @@ OUTPUT_ONLY = ("out", "resume", "overwrite", "stop_after", "progress_bar", "wand
 #: Fields a run's results do not depend on: where it ran and where it wrote. A sweep's cell
 #: (or stack) trained with another value of any other field is not the sweep's cell.
 NOT_COMPUTED = (*OUTPUT_ONLY, "data_dir", "download", "accelerator", "devices", "cuda_graphs")
-# What a resumed run may take from the flags; every other value comes from the checkpoint and
-# a flag that differs from it is refused (it would change the meaning of the trained scores).
-# A run resumed by hand may change its precision too (continued on a CPU after a GPU).
+#: What a resumed run may take from the flags; every other value comes from the checkpoint and
+#: a flag that differs from it is refused (it would change the meaning of the trained scores).
+#: A run resumed by hand may change its precision too (continued on a CPU after a GPU).
 RESUMABLE = (*NOT_COMPUTED, "precision")
 
 
@@ -130,7 +130,7 @@ def changed_fields(stored: dict, wanted: dict, ignored: tuple[str, ...] = RESUMA
                    ) -> list[str]:
     """The fields, outside ``ignored``, whose ``wanted`` value differs from ``stored``; an
     unset ``lr`` is its architecture's recipe lr (``--lr 0.01`` is a LeNet5 run's lr)."""
-    from .archs import recipe_lr
+    from .archs import recipe_lr  # (here: archs imports torch; --help needs none)
 
     stored = {**RunConfig().to_dict(), **stored}
     arch = str(wanted.get("arch", stored["arch"]))  # (str: a hand-edited file's may be a list)

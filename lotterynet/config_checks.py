@@ -5,7 +5,12 @@ a timm model's arguments; W&B's mode and names, where W&B itself would refuse th
 run's files were written: :func:`require_wandb`, :func:`check_wandb_names`); and the options a
 run does not read (:func:`unread_options`), refused where given (:func:`refuse_unread_flags`,
 :func:`refuse_unread_file_options`) and left out of what its W&B run shows
-(:func:`read_options`)."""
+(:func:`read_options`).
+
+What a check reads is imported inside it, not here: the registries (structures, data sets,
+optimizers, ...) import torch and wandb is slow to import, which ``lotterynet.cli`` (importing
+this module) does without until a check needs them (``train.py --help`` and an unknown flag
+answer at once); :mod:`lotterynet.validate` imports this module."""
 
 from __future__ import annotations
 
