@@ -1,4 +1,6 @@
-"""Parameter accounting in the vocabulary of the design notes (``../shared/DESIGN.md``)."""
+"""Parameter accounting: a model's maskable, kept, frozen and trainable counts
+(:func:`count_params`), and the kept count that a sweep's table and W&B report
+(:func:`kept_params`)."""
 
 from __future__ import annotations
 

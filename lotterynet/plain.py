@@ -1,4 +1,7 @@
-"""Plain-torch modules that exported models are made of (see :mod:`lotterynet.export`).
+"""Plain-torch modules that exported models are made of (see :mod:`lotterynet.export`), and
+the functions they share with the subnet layers (:func:`split_signs`, :func:`pad_same`,
+:func:`standardized`), so that an export computes what its layer computed; LeNet5's pool
+(:class:`MaxPool2x2`) is the trained model's too.
 
 This file imports nothing but torch, and every module here is TorchScript-scriptable, so an
 exported model saved with ``torch.jit.script(...).save`` runs without lotterynet. A pickled
