@@ -311,9 +311,10 @@ class SubsetSum(Structure):
       target's ``in·kernel`` when ``fan_in="target"`` (:data:`FAN_INS`, the authors' code).
 
     Computed through the collapse identity ``relu(a x) = relu(a) relu(x) + relu(-a) relu(-x)``
-    (``../shared/DESIGN.md``): with φ = ReLU, ``y = P relu(x) + N relu(-x)`` where
-    ``P_ij = Σ_t ṽ_ijt relu(ũ_jt)``, ``N_ij = Σ_t ṽ_ijt relu(-ũ_jt)``, i.e. one op on
-    ``[relu(x), relu(-x)]`` with weight ``[P, N]``; with φ = identity, ``W_ij = Σ_t ṽ_ijt ũ_jt``.
+    (``a x`` is positive exactly where ``a`` and ``x`` share their sign): with φ = ReLU,
+    ``y = P relu(x) + N relu(-x)`` where ``P_ij = Σ_t ṽ_ijt relu(ũ_jt)``,
+    ``N_ij = Σ_t ṽ_ijt relu(-ũ_jt)``, i.e. one op on ``[relu(x), relu(-x)]`` with weight
+    ``[P, N]``; with φ = identity, ``W_ij = Σ_t ṽ_ijt ũ_jt``.
     Exact in value and gradient; costs one O(out·in·n·kernel) reduction per step, independent
     of the batch, instead of a batch × out × in × n intermediate.
     """
