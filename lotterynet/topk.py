@@ -1,6 +1,8 @@
-"""Exactly ``k`` entries of largest magnitude, chosen by selection, never a full sort: the
-masks of :class:`~lotterynet.masking.MaskedWeight` (:func:`topk_mask`) and, for a stack's
-members all at once, of :class:`~lotterynet.stack_model.StackedModel` (:func:`rows_topk_mask`).
+"""Exactly ``k`` entries of largest magnitude: the masks of
+:class:`~lotterynet.masking.MaskedWeight`, chosen by selection, never a full sort
+(:func:`topk_mask`), and, for a stack's members all at once, of
+:class:`~lotterynet.stack_model.StackedModel`, by one sort of all rows (:func:`rows_topk_mask`),
+each row's mask the one :func:`topk_mask` gives it.
 
 The k-th largest magnitude is found by ``torch.topk(sorted=False)`` on every device but the CPU
 (``k`` is a Python int fixed by the shape and the sparsity, so there is no host-device sync;
