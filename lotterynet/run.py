@@ -150,6 +150,8 @@ def model_spec(config: RunConfig, data: TensorDataModule) -> dict:
 
 
 def device_name(trainer: pl.Trainer) -> str:
+    """What ``results.json`` names as the run's ``device``: the GPU's name, or the CPU's with
+    the threads torch computes on."""
     device = trainer.strategy.root_device
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -229,6 +231,11 @@ def data_module(config: RunConfig) -> TensorDataModule:
 
 def build_module(config: RunConfig, data: TensorDataModule,
                  run_id: str | None = None) -> EdgePopupModule:
+    """The run's module, each refusal one line before anything is written: a config it cannot
+    build (:func:`refusing_unbuildable`: its spec, its size, its build), tensors that would not
+    fit in memory (:func:`~lotterynet.memory.check_fits`, before the build), a last training
+    batch of one example for a batch norm (:func:`check_last_batch`), a timm model that does
+    not map the data's images to logits (:func:`check_logits`)."""
     optim = optim_settings(config)
     with refusing_unbuildable(config.arch):
         spec = model_spec(config, data)
