@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The default of a grid's flag (--sweep-variants, --sweep-sparsities, --sweep-epochs).
-FILE_S = "(default: the sweep file's; without --sweep, required)"
+GRID_DEFAULT = "(default: the sweep file's; without --sweep, required)"
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,11 +137,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        "configs/sweeps/); the run flags above override its base config "
                        "(not what its variants set)")
     group.add_argument("--sweep-variants", metavar="LIST", help="comma list of structure"
-                       "[:activation], e.g. subsetsum:identity,subsetsum:relu,wide " + FILE_S)
+                       "[:activation], e.g. subsetsum:identity,subsetsum:relu,wide " + GRID_DEFAULT)
     group.add_argument("--sweep-sparsities", metavar="LIST", help="comma list of sparsities "
-                       "(fraction PRUNED), e.g. 0.5,0.9 " + FILE_S)
+                       "(fraction PRUNED), e.g. 0.5,0.9 " + GRID_DEFAULT)
     group.add_argument("--sweep-epochs", metavar="LIST", help="comma list of epoch budgets; "
-                       "the best budget is kept per point " + FILE_S)
+                       "the best budget is kept per point " + GRID_DEFAULT)
     group.add_argument("--sweep-seeds", metavar="LIST", help="comma list of seeds (default: the "
                        "sweep file's seeds, else 0)")
     group.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
