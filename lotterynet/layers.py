@@ -52,6 +52,9 @@ def record_frozen(layer: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class BiasMode:
+    """A subnet layer's bias (:data:`BIAS_MODES` names them): whether it has one (``keep``: a
+    random draw) and whether that bias trains with the scores (``trainable``)."""
+
     keep: bool
     trainable: bool
 
