@@ -6,9 +6,11 @@ import sys
 
 if __name__ == "__main__":
     # Ctrl-C and SIGTERM held back while the command imports what it runs, until its handlers
-    # take them (lifetime.stopping_on_sigterm), which stop it in one line, exit 130 / 143, as
-    # later: Python's own handler raised a Ctrl-C in the imports as a traceback, and SIGTERM's
-    # default action killed the process without a word (Windows has no signal masks)
+    # take them (process_lifetime.stopping_on_sigterm unblocks them), which stop it in one
+    # line, exit 130 / 143, as later: Python's own handler raised a Ctrl-C in the imports as a
+    # traceback, and SIGTERM's default action killed the process without a word. Blocked here,
+    # not by process_lifetime.hold_stops, which a stop in lotterynet's own import would
+    # precede (Windows has no signal masks)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
     from lotterynet.cli import main
