@@ -64,7 +64,7 @@ NOT_RESUMED = ("resume", "out", "stop_after", "overwrite")
 SWEEP_FLAGS = ("sweep", "sweep_variants", "sweep_sparsities", "sweep_epochs", "sweep_seeds",
                "baseline", "sweep_out", "wandb_sweep", "cell", "table_only")
 #: Those of them that give the sweep's grid; the others act on a grid given with them.
-SWEEP_GRID_FLAGS = SWEEP_FLAGS[:5]
+SWEEP_GRID_FLAGS = ("sweep", "sweep_variants", "sweep_sparsities", "sweep_epochs", "sweep_seeds")
 #: The flags that name files or folders.
 PATH_FLAGS = ("config", "data_dir", "out", "resume", "sweep", "sweep_out", "wandb_sweep",
               "stack_file")

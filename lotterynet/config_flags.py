@@ -119,6 +119,8 @@ SECTIONS = {
               "scheduler", "seed"),
     "data": ("dataset", "data_dir", "download", "val_size", "limit_train", "augment", "batch_size"),
 }
+#: Trainer options that a run's own key stands for: the Trainer's name → the run's key
+#: (``trainer.max_epochs`` is ``epochs``).
 TRAINER_KEYS = {"max_epochs": "epochs", "accelerator": "accelerator", "devices": "devices",
                 "precision": "precision", "enable_progress_bar": "progress_bar"}
 
