@@ -377,6 +377,7 @@ def keeping_global_rngs():
 
 @keeping_global_rngs()
 @keeping_torch_flags()
+@torch.enable_grad()  # (the caller's grad mode after it: Lightning's fit turns it on)
 @quiet_lightning()
 def run(config: RunConfig, job_type: str | None = None) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the

@@ -49,6 +49,7 @@ from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import Logger
 
 from .checkpointing import (
@@ -127,6 +128,7 @@ NO_CHECKPOINT = "it has no checkpoint (none was written, or it was deleted)"
 
 
 @keeping_global_rngs()
+@torch.enable_grad()  # (the caller's grad mode after it: Lightning's fit turns it on)
 @quiet_lightning()
 def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
               cell_dirs: Sequence[str | Path] | None = None, *, in_a_sweep: bool = False

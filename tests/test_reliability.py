@@ -1094,6 +1094,24 @@ def test_a_run_in_a_library_callers_process_leaves_its_global_random_generators_
     assert dict(os.environ) == environment
 
 
+@pytest.mark.parametrize("entry", ["run", "run_stack"])
+def test_a_run_called_under_no_grad_leaves_grad_off(tmp_path, data_dir, entry):
+    """Lightning's fit turns autograd on with ``torch.set_grad_enabled(True)``, never put back: a
+    notebook cell's run() or run_stack() inside ``torch.no_grad()`` left the rest of the block
+    (and the thread, after it) building autograd graphs. The caller's grad mode is put back."""
+    import lotterynet.run as run_module
+    import lotterynet.stack as stack_runner
+
+    config = {"arch": "fc2", "structure": "dense", "sparsity": 0.5, "limit_train": 128,
+              "val_size": 100, "epochs": 1, "data_dir": str(data_dir), "progress_bar": False}
+    with torch.no_grad():
+        if entry == "run":
+            run_module.run(make_config({**config, "out": str(tmp_path / "run")}))
+        else:
+            stack_runner.run_stack([config, {**config, "sparsity": 0.9}], tmp_path / "stack")
+        assert not torch.is_grad_enabled()
+
+
 def test_a_run_in_a_library_callers_process_leaves_torchs_flags_as_they_were(
         tmp_path, data_dir, monkeypatch):
     """Lightning's Trainer sets --trainer.deterministic and --trainer.benchmark process-wide,
