@@ -42,6 +42,7 @@ from .config import RESUMABLE, changed_fields
 from .config_checks import read_options
 from .config_schema import WIDE, RunConfig, examples_per_device, lightning_accelerator
 from .datamodule import TensorDataModule
+from .distributions import float32_draws
 from .errors import ConfigError, memory_refused, resume_flag
 from .loggers import (
     check_wandb_environment,
@@ -375,9 +376,21 @@ def keeping_global_rngs():
         put_back_environment(env)
 
 
+@contextlib.contextmanager
+def training_as_its_own_process():
+    """A run or a stack called from the caller's code (a notebook's cell) trains as in
+    ``train.py``'s process, whatever the caller's autograd mode and default dtype, both put back
+    after it: under ``torch.no_grad()`` Lightning's fit turned autograd on for good, under
+    ``torch.inference_mode()`` the first backward raised "element 0 of tensors does not require
+    grad", and under ``torch.set_default_dtype(torch.float64)`` the model's float64 tensors met
+    float32 batches ("expected m1 and m2 to have the same dtype")."""
+    with torch.inference_mode(False), torch.enable_grad(), float32_draws():
+        yield
+
+
 @keeping_global_rngs()
 @keeping_torch_flags()
-@torch.enable_grad()  # (the caller's grad mode after it: Lightning's fit turns it on)
+@training_as_its_own_process()
 @quiet_lightning()
 def run(config: RunConfig, job_type: str | None = None) -> dict:
     """Train and test one configuration; returns (and writes to ``RUN_DIR/results.json``) the

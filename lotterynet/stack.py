@@ -49,7 +49,6 @@ from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.loggers import Logger
 
 from .checkpointing import (
@@ -90,6 +89,7 @@ from .run import (
     make_trainer,
     model_spec,
     refusing_unbuildable,
+    training_as_its_own_process,
     wandb_config,
 )
 from .run_callbacks import EpochTimer, RNGState, check_callback_states
@@ -128,7 +128,7 @@ NO_CHECKPOINT = "it has no checkpoint (none was written, or it was deleted)"
 
 
 @keeping_global_rngs()
-@torch.enable_grad()  # (the caller's grad mode after it: Lightning's fit turns it on)
+@training_as_its_own_process()
 @quiet_lightning()
 def run_stack(configs: Sequence[RunConfig | dict], stack_dir: str | Path,
               cell_dirs: Sequence[str | Path] | None = None, *, in_a_sweep: bool = False

@@ -1094,22 +1094,45 @@ def test_a_run_in_a_library_callers_process_leaves_its_global_random_generators_
     assert dict(os.environ) == environment
 
 
+@contextlib.contextmanager
+def float64_default():
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 @pytest.mark.parametrize("entry", ["run", "run_stack"])
-def test_a_run_called_under_no_grad_leaves_grad_off(tmp_path, data_dir, entry):
+@pytest.mark.parametrize("caller", [torch.no_grad, torch.inference_mode, float64_default])
+def test_a_run_trains_whatever_its_callers_grad_mode_and_dtype_and_leaves_them(
+        tmp_path, data_dir, entry, caller):
     """Lightning's fit turns autograd on with ``torch.set_grad_enabled(True)``, never put back: a
     notebook cell's run() or run_stack() inside ``torch.no_grad()`` left the rest of the block
-    (and the thread, after it) building autograd graphs. The caller's grad mode is put back."""
+    (and the thread, after it) building autograd graphs; inside ``torch.inference_mode()`` or
+    under a float64 default dtype it failed in its first step (no grad_fn; float64 weights,
+    float32 batches). It trains as outside them (the same metrics), the caller's mode and dtype
+    put back."""
     import lotterynet.run as run_module
     import lotterynet.stack as stack_runner
 
     config = {"arch": "fc2", "structure": "dense", "sparsity": 0.5, "limit_train": 128,
               "val_size": 100, "epochs": 1, "data_dir": str(data_dir), "progress_bar": False}
-    with torch.no_grad():
+
+    def metrics(out):
         if entry == "run":
-            run_module.run(make_config({**config, "out": str(tmp_path / "run")}))
+            results = [run_module.run(make_config({**config, "out": str(out)}))]
         else:
-            stack_runner.run_stack([config, {**config, "sparsity": 0.9}], tmp_path / "stack")
-        assert not torch.is_grad_enabled()
+            results = stack_runner.run_stack([config, {**config, "sparsity": 0.9}], out)
+        return [(result["test_acc"], result["test_loss"]) for result in results]
+
+    with caller():
+        grad, inference, dtype = (torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+                                  torch.get_default_dtype())
+        called = metrics(tmp_path / "called")
+        assert (torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+                torch.get_default_dtype()) == (grad, inference, dtype)
+    assert called == metrics(tmp_path / "plain")
 
 
 def test_a_run_in_a_library_callers_process_leaves_torchs_flags_as_they_were(
