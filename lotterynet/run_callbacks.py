@@ -223,7 +223,11 @@ class EpochTimer(pl.Callback):
 
     The checkpoint keeps too whether a Trainer option (EarlyStopping, ``max_time``) stopped the
     run in its epoch: a run killed in its test phase resumes to test, not to train on past the
-    option's stop (Lightning does not keep ``should_stop``)."""
+    option's stop (Lightning does not keep ``should_stop``); and the seconds of an epoch under
+    way (``running``: one saved within it, ``every_n_train_steps``), which its resume adds to
+    those it trains after. One saved at an epoch's last batch resumes with the next epoch's
+    start (``EdgePopupModule.on_train_start``): the epoch's are then those it trained until
+    its checkpoint (the checkpoint predates its validation)."""
 
     METRICS = ("train/acc", "val/acc", EPOCH_LOSS["train"])
 
@@ -238,6 +242,8 @@ class EpochTimer(pl.Callback):
         self.announce, self.epochs = announce, epochs
         self._validated = False  # whether the epoch under way has validated
         self.stopped = False  # a resumed checkpoint's: a Trainer option stopped the run
+        self._start: float | None = None  # the clock when the epoch under way (None: none) began
+        self._before: float | None = None  # a resumed checkpoint's seconds of its epoch under way
         self._trainer: pl.Trainer | None = None  # (its should_stop is saved: state_dict)
 
     def setup(self, trainer, pl_module, stage):
@@ -247,10 +253,13 @@ class EpochTimer(pl.Callback):
         # (here, not when restored: Lightning then counts the checkpoint's epoch as done)
         trainer.should_stop = trainer.should_stop or self.stopped
         # a resume within an epoch (a checkpoint of every_n_train_steps) starts no epoch: the
-        # epoch's clock starts here (its seconds: the part trained after the resume)
+        # epoch's clock starts here (its seconds: the part trained after the resume, and before)
         self._start = device_clock(pl_module.device)
 
     def on_train_epoch_start(self, trainer, pl_module):
+        if self._before is not None:  # the checkpoint's epoch ended at its last batch
+            self.seconds.append(self._before)
+            self.partial, self._before = None, None
         self._start = device_clock(pl_module.device)
         self._validated = False  # (check_val_every_n_epoch: not every epoch validates)
 
@@ -258,7 +267,8 @@ class EpochTimer(pl.Callback):
         self._validated = not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.seconds.append(device_clock(pl_module.device) - self._start)
+        self.seconds.append(self._running())
+        self._start, self._before = None, None
         progress = trainer.fit_loop.epoch_loop.batch_progress
         self.partial = None if progress.is_last_batch else {
             "batches": progress.current.completed, "of": trainer.num_training_batches}
@@ -287,10 +297,17 @@ class EpochTimer(pl.Callback):
                          f"batches")
         return " | ".join([*parts, f"{self.seconds[-1]:.1f} s"])
 
+    def _running(self) -> float | None:
+        """Seconds the epoch under way has trained, those before a resume too; None: none."""
+        if self._start is None:
+            return None
+        clock = device_clock(self._trainer.lightning_module.device)
+        return (self._before or 0.0) + clock - self._start
+
     def state_dict(self) -> dict:
         return {"seconds": list(self.seconds), "metrics": dict(self.metrics),
                 "best_val_acc": self.best_val_acc, "val_epoch": self.val_epoch,
-                "partial": self.partial,
+                "partial": self.partial, "running": self._running(),
                 "stopped": bool(self._trainer is not None and self._trainer.should_stop)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -301,6 +318,7 @@ class EpochTimer(pl.Callback):
                  "val_epoch": lambda v: v is None or (type(v) is int and v >= 1),
                  "partial": lambda v: v is None or (isinstance(v, dict) and set(v) == {
                      "batches", "of"} and all(type(n) is int and n >= 0 for n in v.values())),
+                 "running": lambda v: v is None or (is_real(v) and v >= 0),
                  "stopped": lambda v: v is None or isinstance(v, bool)}
         bad = next((key for key, ok in valid.items() if not ok(state.get(key))), None)
         if bad:
@@ -309,6 +327,7 @@ class EpochTimer(pl.Callback):
         self.seconds, self.metrics = list(state["seconds"]), dict(state["metrics"])
         self.best_val_acc, self.val_epoch = state["best_val_acc"], state.get("val_epoch")
         self.partial, self.stopped = state.get("partial"), bool(state.get("stopped"))
+        self._before = state.get("running")
 
 
 def check_callback_states(checkpoint: dict, callbacks: Sequence[pl.Callback]) -> None:

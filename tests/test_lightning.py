@@ -884,7 +884,7 @@ def test_a_runs_epoch_timer_resumes_within_an_epoch(tmp_path):
     option's ``ModelCheckpoint(every_n_train_steps=...)``) failed at that epoch's end with
     ``AttributeError: 'EpochTimer' object has no attribute '_start'``: Lightning starts no
     epoch on such a resume, and the timer's clock started only with one. Now the epoch's
-    seconds are those trained after the resume, after the checkpoint's epochs'."""
+    seconds follow the checkpoint's epochs'."""
     from lotterynet.run_callbacks import EpochTimer
 
     fit_tiny(tmp_path, 2, callbacks=[EpochTimer(), pl.callbacks.ModelCheckpoint(
@@ -894,6 +894,35 @@ def test_a_runs_epoch_timer_resumes_within_an_epoch(tmp_path):
     timer = EpochTimer()
     fit_tiny(tmp_path, 2, path, callbacks=[timer], enable_checkpointing=False)
     assert len(saved) == 1 and timer.seconds[:1] == saved and len(timer.seconds) == 2
+
+
+def test_a_resume_within_an_epoch_counts_the_seconds_its_epoch_trained_before_and_after(
+        tmp_path, monkeypatch):
+    """A run resumed from a checkpoint saved at an epoch's last batch (``every_n_train_steps``)
+    had a ``seconds_per_epoch`` entry fewer than its epochs done: the checkpoint predates the
+    epoch's end, where the timer counts it, and the resume starts the next epoch. One resumed
+    part way through an epoch counted only the part trained after the resume. Now the
+    checkpoint keeps the seconds of its epoch under way: each epoch has its whole seconds (a
+    clock of the optimizer steps taken: 2 an epoch)."""
+    from lotterynet import run_callbacks
+    from lotterynet.run_callbacks import EpochTimer
+
+    class Steps(pl.Callback):
+        def setup(self, trainer, pl_module, stage):
+            monkeypatch.setattr(run_callbacks, "device_clock",
+                                lambda device: float(trainer.global_step))
+
+    def fit(ckpt_path=None, callbacks=()):
+        timer = EpochTimer()
+        fit_tiny(tmp_path, 2, ckpt_path, callbacks=[Steps(), timer, *callbacks],
+                 enable_checkpointing=bool(callbacks))
+        return timer.seconds
+
+    assert fit(callbacks=[pl.callbacks.ModelCheckpoint(tmp_path, every_n_train_steps=1,
+                                                       save_top_k=-1)]) == [2.0, 2.0]
+    # (the first epoch's last of 2 batches, the second epoch's first)
+    for name in "epoch=0-step=2.ckpt", "epoch=1-step=3.ckpt":
+        assert fit(tmp_path / name) == [2.0, 2.0], name
 
 
 def test_a_resume_within_an_epoch_keeps_the_history_of_the_steps_its_checkpoint_trained(
