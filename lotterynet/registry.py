@@ -4,6 +4,7 @@ name always fails the same way: a ``ValueError`` naming the value and the valid 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -19,11 +20,22 @@ def check_choice(kind: str, value, choices: Iterable[str]):
     return value
 
 
+def defined_again(entry, new) -> bool:
+    """Whether ``new`` is ``entry`` defined again by its module run as ``__main__`` (``python
+    -m lotterynet.archs``): that module imports the package, whose import of it under its own
+    name registered ``entry`` first."""
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return (main is not None and getattr(new, "__module__", None) == "__main__"
+            and getattr(entry, "__module__", None) == main.name
+            and getattr(entry, "__qualname__", None) == getattr(new, "__qualname__", None))
+
+
 class Registry(Generic[T]):
     """Names and their entries, of one ``kind`` (``lotterynet.DISTRIBUTIONS``,
     ``lotterynet.STRUCTURES``, ...): ``names()`` lists them, sorted; ``name in registry`` asks;
     ``get(name)`` gives one, a ``ValueError`` naming the valid choices for another;
-    ``@registry.register(name)`` adds one (a name registered twice is refused)."""
+    ``@registry.register(name)`` adds one (a name registered twice is refused, but for the
+    same definition again from its module run as a command: see :func:`defined_again`)."""
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -32,6 +44,8 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[T], T]:
         def add(entry: T) -> T:
             if name in self._entries:
+                if defined_again(self._entries[name], entry):
+                    return entry
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = entry
             return entry

@@ -12,6 +12,7 @@ import pytest
 import prefork
 from conftest import REPO, parser_of, unexplained_arguments
 from lotterynet.cli import main
+from lotterynet.registry import Registry
 
 
 def quiet_run(folder: Path, data_dir: Path, val_size: int) -> tuple[list[str], dict]:
@@ -163,6 +164,29 @@ def test_output_an_encoding_cannot_hold_is_escaped_not_a_traceback(command, said
                           f"{command}"], cwd=REPO, stdout=out, stderr=err)
     assert proc.wait(120) == 0, err.read_text()[-2000:]
     assert said.format(folder=tmp_path) in out.read_bytes().decode("cp1252")
+
+
+@pytest.mark.parametrize("module", ["lotterynet.archs", "lotterynet.timm_models"])
+def test_a_module_that_registers_architectures_runs_as_a_command_silently(module):
+    """``python -m lotterynet.archs`` (``timm_models``) ended in a traceback, ``ValueError:
+    architecture 'fc2' is registered twice`` ('timm'): run as ``__main__`` the module registers
+    its architectures again, beside the package's import of it. It runs silently, as every
+    other module does; a name registered twice is still refused, the same entry too."""
+    # (as python -m runs it; the prefork server imported it already, which runpy warns of)
+    proc = prefork.run([sys.executable, "-c", "import runpy, sys, warnings; "
+                        "warnings.filterwarnings('ignore', '.* found in sys.modules after "
+                        "import of package', RuntimeWarning); runpy.run_module(sys.argv[1], "
+                        "run_name='__main__', alter_sys=True)", module], cwd=REPO, timeout=120)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    things = Registry("thing")
+
+    def build():
+        pass
+
+    things.register("a")(build)
+    for again in build, lambda: None:
+        with pytest.raises(ValueError, match=r"^thing 'a' is registered twice$"):
+            things.register("a")(again)
 
 
 COMMANDS = ["lotterynet.cli", "lotterynet.approximate", "lotterynet.theory", "lotterynet.targets"]
