@@ -94,6 +94,7 @@ from .sweep_grid import (
     Sweep,
     cell_name,
     in_a_folder_name,
+    resolved_base,
     spelled_labels,
     sweep_dir_of,
 )
@@ -602,7 +603,8 @@ def run_locked(sweep: Sweep, sweep_dir: Path, args: argparse.Namespace, jobs: in
     """Run the cells that are not done, ``jobs`` at once per device (:func:`job_slots`), and
     aggregate them, holding the sweep's lock; ``planned``: :func:`run_cells`'."""
     keep_wandb_group(sweep, sweep_dir)
-    write_json_atomic(dataclasses.asdict(sweep), sweep_dir / SWEEP_FILE)
+    write_json_atomic({**dataclasses.asdict(sweep), "base": resolved_base(sweep)},
+                      sweep_dir / SWEEP_FILE)
     failed = run_cells(sweep, sweep_dir, jobs, stack=args.stack, planned=planned)
     if sweep.base.get("wandb"):
         failed += log_unlogged_members(sweep, sweep_dir)

@@ -29,7 +29,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import make_config
+from .config import NOT_COMPUTED, make_config
 from .config_checks import (
     WANDB_OPTIONS,
     check_path,
@@ -581,6 +581,20 @@ def sweep_dir_of(sweep: Sweep, sweep_file: str | None, sweep_out: str | None) ->
     name = Path(sweep_file).stem if sweep_file else "grid"
     arch = in_a_folder_name(config_value(sweep.base, "arch"))
     return Path(sweep_out or f"runs/sweep-{arch}-{name}")
+
+
+def resolved_base(sweep: Sweep) -> dict:
+    """The base that :data:`SWEEP_FILE` records: ``sweep.base``, and the value every cell runs
+    with of each option it computes with that no variant and no axis sets (a default, where not
+    given). The sweep run again from its file then makes its cells as they ran, a later change
+    of a default notwithstanding (they were refused as run with another config)."""
+    checked: dict[str, RunConfig] = {}  # (one config of the cells that differ in axes alone)
+    for _, values in sweep.cells():
+        cell_config(values, checked, [])
+    apart = {*NOT_COMPUTED, *NOT_IN_CELLS, *(key for variant in sweep.variants for key in variant)}
+    first, *others = [config.to_dict() for config in checked.values()]
+    return {**{key: value for key, value in first.items() if key not in apart
+               and all(other[key] == value for other in others)}, **sweep.base}
 
 
 def read_resolved_sweep(sweep_dir: Path) -> Sweep:

@@ -5,6 +5,7 @@ import contextlib
 import csv
 import dataclasses
 import errno
+import inspect
 import json
 import locale
 import os
@@ -43,6 +44,7 @@ from conftest import (
 from lotterynet.checkpointing import atomic_torch_save
 from lotterynet.cli import build_parser, given_values, main
 from lotterynet.config import make_config
+from lotterynet.config_schema import RunConfig
 from lotterynet.config_yaml import ConfigLoader
 from lotterynet.errors import ConfigError
 from lotterynet.loggers import keep_wandb_id
@@ -622,6 +624,26 @@ def test_table_only_writes_the_sweeps_own_table_and_marks_missing_cells_training
         f"table of 7 of 12 cells (5 without results: sweep.md's missing column names them, the "
         f"figure crosses their points), nothing trained: {out / 'sweep.csv'}, "
         f"{out / 'sweep.md'}, {out / 'figure.png'}")
+
+
+def test_a_sweep_run_again_from_its_sweep_json_keeps_its_cells_when_a_default_changed(
+        finished_sweep, capsys, monkeypatch):
+    """A sweep's sweep.json held its base as given (its config file and flags), not the
+    defaults then in force: once a default changed, the sweep run again from it refused its
+    own finished cells as run with another config ('momentum 0.9 -> 0.5'; the results'
+    README's sweep_fc2_cpu_reduced). It records the value every cell ran with of each option
+    no variant sets: the cells are the sweep's, nothing trains."""
+    out, written = finished_sweep
+    fields = list(inspect.signature(RunConfig.__init__).parameters)[1:]
+    defaults = list(RunConfig.__init__.__defaults__)
+    defaults[fields.index("momentum")] = 0.5  # (a later version's default, say)
+    monkeypatch.setattr(RunConfig.__init__, "__defaults__", tuple(defaults))
+    assert make_config({}).momentum == 0.5
+    capsys.readouterr()
+    assert main(["--sweep", str(out / "sweep.json"), "--sweep-out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"sweep done: {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'figure.png'}")
+    assert {name: (out / name).read_bytes() for name in written} == written
 
 
 TABLE_ONLY = "--table-only writes the table and figure of a sweep's finished cells and runs " \
