@@ -77,10 +77,10 @@ from lotterynet.cuda_graphs import StepGraphs
 from lotterynet.datamodule import EpochPermutation, TensorLoader, check_data_set
 from lotterynet.machine import cpu_name
 from lotterynet.optim import OPTIMIZERS
+from lotterynet.path_checks import check_output_dir
 from lotterynet.run import build_module, data_module, make_trainer, run
 from lotterynet.run_callbacks import EpochTimer
 from lotterynet.stack_model import frozen_prefix
-from lotterynet.validate import check_output_dir
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 600  # seconds: a hung subprocess, not a slow one

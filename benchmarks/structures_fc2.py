@@ -21,8 +21,8 @@ import flags
 
 from lotterynet.checkpointing import write_text_atomic
 from lotterynet.datamodule import load_or_download
+from lotterynet.path_checks import check_output_dir
 from lotterynet.structures import STRUCTURES, TargetShape, layer_counts
-from lotterynet.validate import check_output_dir
 from lotterynet.widen import wide_width
 
 FC2 = (784, 500, 10)

@@ -70,6 +70,7 @@ from .errors import (
 )
 from .machine import cpu_name
 from .params import count_params
+from .path_checks import check_output_dir
 from .process_lifetime import stopping_on_sigterm
 from .run_dir import RESULTS
 from .targets import (
@@ -78,7 +79,6 @@ from .targets import (
     target_config,
     trained_target,
 )
-from .validate import check_output_dir
 
 
 @torch.no_grad()

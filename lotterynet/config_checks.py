@@ -10,7 +10,8 @@ run does not read (:func:`unread_options`), refused where given (:func:`refuse_u
 What a check reads is imported inside it, not here: the registries (structures, data sets,
 optimizers, ...) import torch and wandb is slow to import, which ``lotterynet.cli`` (importing
 this module) does without until a check needs them (``train.py --help`` and an unknown flag
-answer at once); :mod:`lotterynet.validate` imports this module."""
+answer at once); :mod:`lotterynet.hardware_checks` and :mod:`lotterynet.timm_models`, whose
+checks :func:`validate` makes, import this module."""
 
 from __future__ import annotations
 
@@ -233,10 +234,11 @@ def validate(config: RunConfig, given_precision=None,
     """Raise :class:`ConfigError` on the first bad value (a precision refused named as given,
     ``given_precision``: Lightning's ``16`` as 16, not as the ``16-mixed`` it reads; the
     hardware's options by ``spell``, as the command gave them)."""
+    from .hardware_checks import check_hardware
     from .masking import check_score_init
     from .models import split_arch
     from .structures import check_fan_in
-    from .validate import check_hardware, check_timm_model
+    from .timm_models import check_timm_model
 
     check_arch(config)
     check_registered_names(config)
@@ -341,7 +343,7 @@ def check_lenet5_convs(config: RunConfig) -> None:
 def check_wandb(config: RunConfig) -> None:
     """What ``--wandb`` needs, which W&B itself would refuse only once the run's files are
     written: the package, a mode, the names, a ``$WANDB_DIR`` to write in."""
-    from .validate import check_output_dir
+    from .path_checks import check_output_dir
 
     require_wandb()
     check_wandb_names(config)

@@ -44,6 +44,7 @@ from .config_schema import WIDE, RunConfig, examples_per_device, lightning_accel
 from .datamodule import TensorDataModule
 from .distributions import float32_draws
 from .errors import ConfigError, memory_refused, resume_flag
+from .hardware_checks import check_relaunchable
 from .loggers import (
     check_wandb_environment,
     end_open_wandb,
@@ -110,7 +111,6 @@ from .trainer_options import (
     optimizer_steps_per_epoch,
     trainer_options,
 )
-from .validate import check_relaunchable
 from .widen import maskable_count, wide_width
 
 

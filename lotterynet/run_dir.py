@@ -35,11 +35,11 @@ from .errors import ConfigError, resume_flag
 from .loggers import METRICS_FILE, WANDB_ENDED_FILE, WANDB_ID_FILE
 from .machine import is_launched_worker, read_text_within_memory
 from .masking import masked_weights
+from .path_checks import check_not_folders, check_output_dir
 from .resumable import is_real
 from .sweep_grid import SWEEP_FILE, SWEEP_LOCK, in_a_folder_name
 from .ticket import save_ticket
 from .ticket_file import TICKET
-from .validate import check_not_folders, check_output_dir
 
 try:
     import fcntl
@@ -50,7 +50,7 @@ RESULTS = "results.json"
 HPARAMS = "hparams.yaml"  # (Lightning's CSV logger's: the module's hyperparameters)
 _RUN_ID = re.compile(r"[0-9a-f]{16}")  # (new_run_id's)
 #: The files a run (or a stack's cell) writes when it ends: a folder in the place of one is
-#: refused before the training (:func:`~lotterynet.validate.check_not_folders`).
+#: refused before the training (:func:`~lotterynet.path_checks.check_not_folders`).
 END_FILES = (RESULTS, TICKET)
 #: What a run stopped before its first checkpoint leaves in its folder, its files and folders
 #: (``wandb/``: W&B's, where it writes there), as a stack's member that diverged leaves its

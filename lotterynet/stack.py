@@ -79,6 +79,7 @@ from .loggers import (
 )
 from .memory import DoesNotFit, check_fits, memory_needed
 from .optim import optim_settings
+from .path_checks import check_not_folders
 from .process_lifetime import SigtermStop, stopping_on_sigterm
 from .quiet import quiet_lightning
 from .resumable import check_resumable
@@ -118,7 +119,6 @@ from .stack_files import (
 )
 from .stack_module import MemberResults, StackModule, member_history
 from .ticket_file import TICKET
-from .validate import check_not_folders
 
 # ---------------------------------------------------------------------------- the runner
 

@@ -22,10 +22,10 @@ from .config_yaml import dump_yaml, read_yaml_mapping
 from .data import absolute_data_dir
 from .errors import CheckpointError, ConfigError
 from .loggers import METRICS_FILE
+from .path_checks import check_output_dir
 from .run_dir import HPARAMS, RESULTS, changed_results
 from .stack_checks import check_stackable
 from .sweep_grid import SWEEP_FILE
-from .validate import check_output_dir
 
 
 def holds_a_stack(stack_dir: Path, is_this: Callable[[StackRecord], bool] | None = None

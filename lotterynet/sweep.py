@@ -65,6 +65,7 @@ from .errors import (
     plural,
 )
 from .loggers import CELL_JOB
+from .path_checks import check_not_folders
 from .run import run
 from .run_dir import END_FILES, RESULTS, flocked, read_results, run_dir_of, write_json_atomic
 from .run_stops import needs_less, reporting_write_failure, run_again
@@ -130,7 +131,6 @@ from .sweep_table import (
     write_table,
 )
 from .sweep_wandb import cells_without_wandb, keep_wandb_group, log_unlogged_members, wandb_group
-from .validate import check_not_folders
 
 
 @contextlib.contextmanager

@@ -11,12 +11,12 @@ from .checkpointing import CHECKPOINTS
 from .config import make_config
 from .datamodule import TensorDataModule, check_data_set
 from .errors import ConfigError, plural
+from .path_checks import check_output_dir
 from .run import build_module
 from .run_dir import RESULTS, read_results, results_differ
 from .stack_files import changes
 from .sweep_cells import cell_config
 from .sweep_grid import BASELINE, SWEEP_FILE, SWEEP_LOCK, Sweep, cell_name, config_value
-from .validate import check_output_dir
 
 
 def check_sweep_dir(sweep_dir: Path) -> None:

@@ -1,6 +1,7 @@
 """A sweep's grid: ``variant × sparsity × epoch budget × seed`` plus the trained baseline, read
-from a sweep file and the ``--sweep-*`` flags, every cell checked as a run config before
-anything runs; and the W&B sweep file that lists its cells. How the cells run:
+from a sweep file (:func:`read_sweep_file`) and the ``--sweep-*`` flags (:func:`parse_list`),
+its lists' items checked (:func:`check_sweep_values`) and every cell checked as a run config
+before anything runs; and the W&B sweep file that lists its cells. How the cells run:
 :mod:`lotterynet.sweep`.
 
 Only the config layer is imported here (no Lightning), so a bad sweep file is refused, and a
@@ -23,6 +24,8 @@ import copy
 import dataclasses
 import hashlib
 import itertools
+import math
+import os
 import re
 import sys
 import unicodedata
@@ -31,6 +34,7 @@ from pathlib import Path
 
 from .config import NOT_COMPUTED, make_config
 from .config_checks import (
+    SEED_MAX,
     WANDB_OPTIONS,
     check_path,
     check_wandb_names,
@@ -39,10 +43,10 @@ from .config_checks import (
 )
 from .config_flags import flatten_sections, given_flags, overlay
 from .config_schema import FIELDS, WIDE, RunConfig
-from .config_yaml import dump_yaml, string_keys
+from .config_yaml import MAX_FILE_BYTES, dump_yaml, read_yaml_mapping, string_keys
 from .errors import ConfigError, flag_name
 from .machine import read_json_within_memory
-from .validate import check_output_dir, check_sweep_values, parse_list, read_sweep_file
+from .path_checks import check_output_dir
 
 BASELINE = "trained"
 #: What makes a folder a sweep's: the sweep it runs, and the lock a running sweep holds.
@@ -288,6 +292,83 @@ def read_grid(args: argparse.Namespace, given: Overrides) -> tuple[dict, Sources
              "baseline": args.baseline}
     data.update({k: v for k, v in flags.items() if v is not None})
     return data, Sources(args, flags, given)
+
+
+def read_sweep_file(path: str | os.PathLike, keys: tuple[str, ...]) -> dict:
+    """The mapping in a sweep file, with only ``keys``."""
+    data = read_yaml_mapping(path, f"sweep file {str(Path(path))!r}",
+                             f"a mapping with keys {', '.join(keys)}", MAX_FILE_BYTES)
+    unknown = [k for k in data if k not in keys]
+    if unknown:
+        raise ConfigError(f"sweep file {str(Path(path))!r}: unknown key {unknown[0]!r}; valid "
+                          f"keys: {', '.join(keys)}")
+    return data
+
+
+def parse_list(text: str | None, kind: type, flag: str) -> list | None:
+    """A comma list given on the command line, each item read as ``kind``."""
+    if text is None:
+        return None
+    items = text.split(",")
+    if not all(v.strip() for v in items):
+        raise ConfigError(f"{flag} {text!r} has an empty item; give a comma list without "
+                          f"blanks")
+    try:
+        return [kind(v) for v in items]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} must be a comma list of "
+                          f"{'integers' if kind is int else 'numbers'}") from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+SWEEP_LISTS = {  # key: (test of one item, what an item must be, what an item is)
+    "variants": (lambda v: (isinstance(v, str) and v) or isinstance(v, dict),
+                 "structure[:activation] strings or mappings of run options", "variant"),
+    "sparsities": (lambda v: _is_number(v) and 0 <= v < 1, "numbers in [0, 1)", "sparsity"),
+    "epochs": (lambda v: _is_int(v) and v > 0, "positive integers", "epoch budget"),
+    "seeds": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX,  # (as check_seed words it)
+              f"integers in [0, 2**{SEED_MAX.bit_length()})", "seed"),
+}
+
+
+def check_sweep_values(data: dict, given_in, written=lambda key: None) -> None:
+    """Types of a merged sweep (file overlaid with flags): lists of the right items, each
+    once, a boolean ``baseline``, a mapping ``base``; ``given_in(key)`` names where the sweep
+    got a key (its flag, or the sweep file and the key), ``written(key)`` the items of its list
+    as the command wrote them (a flag's comma list; None: a file's, named by their values), so
+    that two equal items written differently are named as written (``-0.0`` and ``0``: it
+    said "0.0 is listed twice"). Values are checked again as run configs."""
+    for key, (valid, what, item) in SWEEP_LISTS.items():
+        if key not in data:  # (a key left empty, "seeds:", is refused: it ran seed 0 alone)
+            continue
+        values = data[key]
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{given_in(key)} must be a non-empty list of {what}, got "
+                              f"{values!r}")
+        bad = [v for v in values if not valid(v)]
+        if bad:
+            raise ConfigError(f"{given_in(key)}: {bad[0]!r} is not valid; {key} must be {what}")
+        twice = next((i for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:  # the same cell twice would train twice into one folder
+            spelled = written(key) or [repr(v) for v in values]
+            first = spelled[values.index(values[twice])]
+            if first == spelled[twice]:
+                raise ConfigError(f"{given_in(key)}: {values[twice]!r} is listed twice")
+            raise ConfigError(f"{given_in(key)}: {first} and {spelled[twice]} are the same "
+                              f"{item}, listed twice")
+    if not isinstance(data.get("baseline", True), bool):
+        raise ConfigError(f"{given_in('baseline')} must be true or false, got "
+                          f"{data['baseline']!r}")
+    if not isinstance(data.get("base", {}), dict):  # (null and [] too: they ran as {})
+        raise ConfigError(f"{given_in('base')} must be a mapping of run options (leave it out "
+                          f"for none), got {data['base']!r}")
 
 
 def refuse_missing_axes(data: dict) -> None:

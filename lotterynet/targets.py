@@ -50,13 +50,13 @@ from .errors import (
 )
 from .memory import DoesNotFit
 from .models import build_model
+from .path_checks import check_output_dir
 from .process_lifetime import stopping_on_sigterm
 from .run import check_same_run, run
 from .run_dir import RESULTS, holds_files, left_before_a_checkpoint, read_json, results_differ
 from .run_stops import reporting_write_failure, run_again
 from .sweep_jobs import goes_on_by, going_on, run_again_to_go_on
 from .ticket_frozen import tensors_digest
-from .validate import check_output_dir
 
 PENSIA_SGD = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
                   scheduler="cosine", batch_size=64, epochs=10)

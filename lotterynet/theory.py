@@ -43,9 +43,9 @@ from .errors import (
     stopped,
     unread_option,
 )
+from .path_checks import check_output_dir
 from .process_lifetime import stopping_on_sigterm
 from .registry import Registry
-from .validate import check_output_dir
 
 ARCHITECTURES: Registry = Registry("target architecture")
 for _name, _widths in {"fc2": (784, 500, 10), "fc4": (784, 500, 500, 500, 10),

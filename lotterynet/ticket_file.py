@@ -29,7 +29,7 @@ from stat import S_ISREG
 import torch
 
 from .checkpointing import TICKET_MAGIC, atomic_write
-from .validate import check_output_dir
+from .path_checks import check_output_dir
 
 MAGIC = TICKET_MAGIC
 ZIP_MAGIC = b"PK\x03\x04"  # what a file torch.save writes (a zip archive) begins with

@@ -9,10 +9,16 @@ are reproducible from the spec) and converted to edge-popup layers::
 28×28 or 32×32 inputs) and ignored by the others (convolutional nets accept any size). Other
 timm constructor arguments go in ``model_kwargs`` (e.g. ``{"patch_size": 4}`` for a ViT on
 28×28 inputs); other keyword arguments go to :func:`lotterynet.convert.convert`.
+
+A ``timm:<name>`` that names no timm model is refused in one line naming the closest names
+(:func:`check_timm_model`), by a run config's checks too
+(:func:`~lotterynet.config_checks.validate`, which imports :mod:`lotterynet.models`, and so this
+module, already).
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import shlex
 
@@ -22,14 +28,26 @@ from torch import nn
 from .config_checks import check_model_kwargs
 from .convert import convert
 from .convert_checks import LAYER_OPTIONS, LayersRefused
+from .errors import ConfigError
 from .models import MODELS
-from .validate import check_timm_model
 
 
 def sourced(model_name: str) -> bool:
     """Whether timm builds ``model_name`` from a config it fetches or reads: a source prefix,
     ``hf-hub:`` (the Hugging Face Hub) or ``local-dir:`` (a folder's ``config.json``)."""
     return ":" in model_name
+
+
+def check_timm_model(name: str) -> None:
+    """``timm:<name>`` must name a timm model (closest names suggested)."""
+    if not name:
+        raise ConfigError("--arch 'timm:' needs a timm model name, e.g. timm:resnet18")
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"closest: {', '.join(close)}" if close else "see timm.list_models()"
+        raise ConfigError(f"unknown timm model {name!r}; {hint}")
 
 
 def _seeded_create(model_name: str, seed: int, **kwargs) -> nn.Module:

@@ -35,9 +35,9 @@ from .checkpointing import CHECKPOINTS, LAST
 from .config import TYPE_NAMES
 from .config_schema import RunConfig, device_count, lightning_accelerator, steps_per_epoch
 from .errors import ConfigError
+from .path_checks import check_output_dir
 from .process_lifetime import put_back_environment
 from .quiet import lightning_info_off
-from .validate import check_output_dir
 
 #: Options the run itself decides, and why.
 OWNED = {

@@ -1137,7 +1137,7 @@ def test_devices_on_gpus_take_gpu_indices_and_name_the_valid_choices(monkeypatch
     """On GPUs, GPU indices go on to Lightning (which checks that they exist); a value that is
     none of the forms is named as on the CPU."""
     from lotterynet.config_schema import RunConfig
-    from lotterynet.validate import check_hardware
+    from lotterynet.hardware_checks import check_hardware
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -1217,8 +1217,8 @@ def test_ddp_from_where_its_ranks_cannot_start_is_refused(tmp_path, data_dir, mo
     import pytorch_lightning.trainer.connectors.accelerator_connector as connector
 
     import __main__
+    from lotterynet.hardware_checks import check_relaunchable
     from lotterynet.run import run
-    from lotterynet.validate import check_relaunchable
 
     config = make_config({"arch": "fc2", "structure": "dense", "accelerator": "cpu",
                           "devices": 2, "data_dir": str(data_dir), "out": str(tmp_path / "run")})
