@@ -19,6 +19,11 @@ from .errors import Terminated
 PR_SET_PDEATHSIG = 1
 #: Set by a run for the DDP ranks Lightning launches from it: the pid they must not outlive.
 LAUNCHER_ENV = "LOTTERYNET_LAUNCHER_PID"
+#: Signals that stop a run as SIGTERM does: SIGUSR1, SLURM's notice that a job's time is
+#: nearly up (``sbatch --signal=USR1@90``), whose default action killed the run without a word
+#: (none on Windows). lotterynet does not requeue the job (Lightning's SLURM auto-requeue):
+#: the stopped run is resumed as any, by ``--resume`` of its last checkpoint.
+AS_SIGTERM = (signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()
 
 
 def die_with_parent(parent: int) -> None:
@@ -70,19 +75,19 @@ def launching_run() -> int | None:
 
 
 def hold_stops(hold: bool = True) -> None:
-    """Hold Ctrl-C and SIGTERM back in this process until a command's handlers take them
-    (:func:`stopping_on_sigterm` with ``ends_the_process`` unblocks them), called by
-    ``python -m lotterynet.approximate``, ``lotterynet.targets`` and ``lotterynet.theory``
-    before they import torch (~0.5 s), and by a sweep's job as it starts
+    """Hold Ctrl-C and SIGTERM (and :data:`AS_SIGTERM`) back in this process until a command's
+    handlers take them (:func:`stopping_on_sigterm` with ``ends_the_process`` unblocks them),
+    called by ``python -m lotterynet.approximate``, ``lotterynet.targets`` and
+    ``lotterynet.theory`` before they import torch (~0.5 s), and by a sweep's job as it starts
     (:func:`~lotterynet.sweep_jobs.starting_a_job`):
     Python's own SIGINT handler raised a Ctrl-C there as a traceback, and SIGTERM's default
-    action killed the process without a word. ``train.py`` blocks the same two signals itself,
+    action killed the process without a word. ``train.py`` blocks the same signals itself,
     before importing anything of lotterynet's (whose import a stop could otherwise still land
     in). ``hold`` False lets them through again. Windows has no signal masks: nothing is held
     there, and a stop that lands in the imports is Python's own traceback."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK if hold else signal.SIG_UNBLOCK,
-                               [signal.SIGINT, signal.SIGTERM])
+                               [signal.SIGINT, signal.SIGTERM, *AS_SIGTERM])
 
 
 class SigtermStop:
@@ -159,6 +164,13 @@ class SigtermStop:
             raise Terminated
 
 
+def as_sigterm(signum, frame) -> None:
+    """The handler of :data:`AS_SIGTERM`'s signals while a run's SIGTERM handler is installed:
+    SIGTERM raised in this process, whichever handler takes it (the run's, or Lightning's
+    in its fit, which stops at the end of the batch)."""
+    signal.raise_signal(signal.SIGTERM)
+
+
 def send_to_main_thread(signum: int) -> None:
     """``signum`` to the main thread, which it wakes from a wait (``_thread.interrupt_main``
     where there are no POSIX thread signals, Windows: its handler runs once the wait ends)."""
@@ -171,7 +183,8 @@ def send_to_main_thread(signum: int) -> None:
 @contextlib.contextmanager
 def stopping_on_sigterm(ends_the_process: bool = False):
     """:class:`SigtermStop` installed while the block runs (Python installs handlers only in the
-    main thread: elsewhere one that is not installed), then the handler it found put back.
+    main thread: elsewhere one that is not installed), and :func:`as_sigterm` for
+    :data:`AS_SIGTERM`, then the handlers it found put back.
     ``ends_the_process`` (``train.py``'s, whose process ends with the block): a block that has
     had SIGTERM keeps it after, ignoring more: its process is on its way out; and so for
     Ctrl-C (:meth:`SigtermStop.ctrl_c` in the block, installed in place of Python's own
@@ -192,6 +205,7 @@ def stopping_on_sigterm(ends_the_process: bool = False):
         yield stop
         return
     previous = signal.signal(signal.SIGTERM, stop)
+    previous_as = {signum: signal.signal(signum, as_sigterm) for signum in AS_SIGTERM}
     ctrl_c = ends_the_process and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if ctrl_c:
         signal.signal(signal.SIGINT, stop.ctrl_c)
@@ -206,7 +220,8 @@ def stopping_on_sigterm(ends_the_process: bool = False):
         if stop.again:  # (the block is over: a stop sent again now would land outside it)
             stop.again.cancel()
         if not (stop.received and ends_the_process):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+            for signum, handler in {signal.SIGTERM: previous, **previous_as}.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         if ctrl_c:  # (ignored, not handled: Python resets a handler to the default action
             # at its exit, after the atexit hooks, where Ctrl-C then killed the process)
             signal.signal(signal.SIGINT, signal.SIG_IGN if stop.interrupted

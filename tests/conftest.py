@@ -50,6 +50,11 @@ def wandb_exit_code(run_dir: Path) -> int | None:
         next(run_dir.glob("run-*.wandb"))) if record.WhichOneof("record_type") == "exit"), None)
 
 
+#: What ``sbatch`` sets in a one-task batch job's environment (a job named by its script, not
+#: ``bash``: an ``salloc`` shell's, which Lightning does not take for SLURM's).
+SLURM_BATCH_JOB = {"SLURM_JOB_ID": "123", "SLURM_JOB_NAME": "job.sh", "SLURM_NTASKS": "1",
+                   "SLURM_NODEID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
+
 #: The end of the line refusing a 1 TiB file (:func:`terabyte_file`) unread:
 #: ``machine.refuse_larger_than_memory``'s.
 LARGER_THAN_MEMORY = (r"is 1\.0 TiB, more than the [\d,.]+ [KMG]iB of memory this machine has "

@@ -44,7 +44,7 @@ PRELOADED = ("lotterynet.cli", "lotterynet.run", "lotterynet.stack", "lotterynet
 #: ``TORCHINDUCTOR_CACHE_DIR``: its ``torch.compile``, to torch's default, under torch 2.9 at
 #: the first compile; a later torch sets it as ``torch._dynamo`` is imported, in the tests'
 #: process and the server's alike.)
-READ_AT_RUN_TIME = ("SEND", "IN", "LOTTERYNET_", "WANDB_", "PYTHONPATH", "PYTEST_",
+READ_AT_RUN_TIME = ("SEND", "IN", "LOTTERYNET_", "WANDB_", "SLURM_", "PYTHONPATH", "PYTEST_",
                     "PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG",
                     "TORCHINDUCTOR_CACHE_DIR", "COLUMNS", "LINES")
 _ENV_AT_START = dict(os.environ)

@@ -25,6 +25,7 @@ import prefork
 from conftest import (
     LARGER_THAN_MEMORY,
     REPO,
+    SLURM_BATCH_JOB,
     disk_full_at,
     processes_mentioning,
     terabyte_file,
@@ -1612,6 +1613,46 @@ def test_stopped_by_a_signal_says_so_and_is_not_a_success(whole_and_stopped, sta
     assert "Detected KeyboardInterrupt" not in stopped.stderr  # (Lightning's, a line before)
     assert "Received SIGTERM" not in stopped.stderr
     assert load_checkpoint(checkpoint)["epoch"] == 0 and not (run / "results.json").exists()
+    assert main(["--resume", str(checkpoint)]) == 0
+    assert_same_history_and_result(run, whole)
+
+
+#: SLURM's notice that a job's time is nearly up (``sbatch --signal=USR1@90``), sent once, as
+#: the run's first checkpoint is written.
+SLURM_NOTICE_AFTER_CHECKPOINT = """
+import os, signal, sys
+from lotterynet.run_callbacks import CheckedCheckpointIO
+from lotterynet.cli import main
+save, sent = CheckedCheckpointIO.save_checkpoint, []
+def save_then_notice(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    if not sent:
+        sent.append(True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+CheckedCheckpointIO.save_checkpoint = save_then_notice
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_slurms_sigusr1_in_a_batch_job_stops_the_run_as_sigterm_does(whole_and_stopped,
+                                                                      tmp_path, data_dir):
+    """In a SLURM batch job Lightning's auto-requeue took SIGUSR1: it wrote ``hpc_ckpt_1.ckpt``
+    into the run's folder, failed to run ``scontrol requeue`` (here: "scontrol: not found"),
+    trained on, then tested the model it had loaded back from that checkpoint, exit 0. The
+    notice stops the run as SIGTERM does: one line, exit 143, resumed by ``--resume`` to the
+    uninterrupted run's result."""
+    whole, _ = whole_and_stopped
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    stopped = prefork.run([sys.executable, "-c", SLURM_NOTICE_AFTER_CHECKPOINT, *SMALL,
+                           "--epochs", "3", "--data-dir", str(data_dir), "--out", str(run)],
+                          cwd=REPO, env={**os.environ, **SLURM_BATCH_JOB}, timeout=600)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"train.py: error: stopped by SIGTERM; resume with --resume {checkpoint} (written at "
+        f"the end of epoch 1)")
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "hparams.yaml",
+                                                     "metrics.csv"]
     assert main(["--resume", str(checkpoint)]) == 0
     assert_same_history_and_result(run, whole)
 
