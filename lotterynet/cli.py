@@ -47,7 +47,12 @@ from .errors import (
     resume_flag,
     stopped,
 )
-from .machine import check_rank_variables, is_launched_worker, keep_freed_memory
+from .machine import (
+    check_rank_variables,
+    check_slurm_tasks,
+    is_launched_worker,
+    keep_freed_memory,
+)
 from .process_lifetime import stopping_on_sigterm
 from .sweep_grid import (
     Overrides,
@@ -384,6 +389,7 @@ def dispatch(args: argparse.Namespace) -> int:
     imported only once a run's config is valid: --help, bad flags and bad config files answer at
     once."""
     check_rank_variables()
+    check_slurm_tasks()
     check_flag_combinations(args)
     fill_sweep_run_defaults(args)
     if args.stack_file:

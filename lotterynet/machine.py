@@ -1,6 +1,6 @@
 """The machine a run is on: the CPU's model name (for results and benchmarks), the memory it
 has available, the one allocator setting that CPU training needs, whether this process is
-a DDP worker, and a clock for work queued on a GPU."""
+a DDP worker or a SLURM job's task, and a clock for work queued on a GPU."""
 
 from __future__ import annotations
 
@@ -125,6 +125,30 @@ def check_rank_variables() -> None:
                           f"no launcher started it ($WORLD_SIZE is unset), and it would leave "
                           f"its output folder unchecked, to rank 0; unset LOCAL_RANK and "
                           f"NODE_RANK")
+
+
+def in_slurm_task() -> bool:
+    """Whether Lightning takes this process for a task that SLURM's ``srun`` started
+    (``SLURMEnvironment.detect``): ``$SLURM_NTASKS`` set, in a job not named ``bash`` nor
+    ``interactive`` (an ``salloc`` shell's, which Lightning leaves alone). So is every command
+    of an ``sbatch`` script, ``srun`` or not."""
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
+        "bash", "interactive")
+
+
+def check_slurm_tasks() -> None:
+    """A SLURM job of more than one task (``--ntasks`` or ``--ntasks-per-node`` N: ``srun``
+    starts the command N times) is refused: a run is one process on one machine that launches
+    its own DDP ranks (``--devices``; README: a run is one machine). Lightning's
+    SLURMEnvironment raised its own traceback for ``--ntasks=2`` once the model was built,
+    ``RuntimeError: You set `--ntasks=2` in your SLURM bash script, but this variable is not
+    supported``; N copies of the run would each train into the same ``--out``."""
+    tasks = os.environ.get("SLURM_NTASKS", "1")
+    if in_slurm_task() and tasks.strip() != "1":
+        raise ConfigError(f"$SLURM_NTASKS is {tasks!r}: SLURM starts this command as that many "
+                          f"tasks, but a lotterynet run is one task on one machine, which "
+                          f"launches its own DDP ranks (--devices N); give the job one task "
+                          f"(sbatch --ntasks=1) and the CPUs or GPUs its --devices need")
 
 
 def device_clock(device) -> float:

@@ -104,6 +104,7 @@ from .run_stops import (
 )
 from .structures import STRUCTURES, without_ignored_options
 from .trainer_options import (
+    cluster_environment,
     default_strategy,
     epoch_checkpoint,
     keeping_torch_flags,
@@ -321,7 +322,8 @@ def make_trainer(config: RunConfig, run_dir: Path, loggers, timer: EpochTimer,
         # lines once it is written)
         "callbacks": [RNGState(), StopLaunchedRanks(), timer, *callbacks,
                       *options.get("callbacks", []), checkpoint, EpochLines()],
-        "plugins": [CheckedCheckpointIO(resumed)], "default_root_dir": run_dir})
+        "plugins": [CheckedCheckpointIO(resumed), *cluster_environment()],
+        "default_root_dir": run_dir})
     stop_all_ranks_on_sigterm(trainer)
     # Lightning resumes a fit bounded by max_steps as if from within an epoch, whatever the
     # checkpoint: from the run's, saved at an epoch's end, it called that epoch's end hooks

@@ -35,6 +35,7 @@ from .checkpointing import CHECKPOINTS, LAST
 from .config import TYPE_NAMES
 from .config_schema import RunConfig, device_count, lightning_accelerator, steps_per_epoch
 from .errors import ConfigError
+from .machine import in_slurm_task
 from .path_checks import check_output_dir
 from .process_lifetime import put_back_environment
 from .quiet import lightning_info_off
@@ -421,6 +422,21 @@ def default_strategy(config: RunConfig) -> str:
     return "ddp" if device_count(config) > 1 else "auto"
 
 
+def cluster_environment() -> list:
+    """The cluster environment plugin of a run's Trainer in a SLURM job (Lightning's own
+    ``LightningEnvironment``, in a list for ``plugins``), else none (Lightning's choice, as
+    torchrun's). A run is one task that launches its own ranks; Lightning's SLURMEnvironment
+    takes the ranks for ``srun``'s tasks instead: ``--devices 2`` in a one-task job trained on
+    one device ("Starting with 1 processes", ``"devices": 1`` in its results), and its SIGUSR1
+    auto-requeue wrote ``hpc_ckpt_N.ckpt`` into the run's folder, called ``scontrol requeue``,
+    and the run's test then loaded that checkpoint, testing the model of the signal's batch
+    instead of the trained one (SIGUSR1 stops a run as SIGTERM does:
+    :func:`~lotterynet.process_lifetime.stopping_on_sigterm`)."""
+    from lightning_fabric.plugins.environments import LightningEnvironment
+
+    return [LightningEnvironment()] if in_slurm_task() else []
+
+
 #: What Lightning's ``deterministic=True`` sets besides torch's flags.
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 
@@ -464,7 +480,8 @@ def check_trainer_options(config: RunConfig) -> None:
             trainer = pl.Trainer(accelerator=lightning_accelerator(config.accelerator),
                                  precision=config.precision, max_epochs=config.epochs, **{
                                      "enable_progress_bar": False, "enable_model_summary": False,
-                                     **kwargs, "logger": False, "callbacks": [
+                                     "plugins": cluster_environment(), **kwargs,
+                                     "logger": False, "callbacks": [
                                          epoch_checkpoint(Path(CHECKPOINTS)),
                                          *kwargs.get("callbacks", [])]})
     except Exception as err:  # noqa: BLE001 - Lightning's own check of the values

@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import LARGER_THAN_MEMORY, REPO, TINY_BIT, terabyte_file
+from conftest import LARGER_THAN_MEMORY, REPO, SLURM_BATCH_JOB, TINY_BIT, terabyte_file
 from lotterynet.checkpointing import atomic_torch_save, load_checkpoint
 from lotterynet.cli import build_parser, main
 from lotterynet.config import load_yaml, make_config
@@ -1190,6 +1190,24 @@ def test_rank_variables_left_in_the_shell_are_refused(tmp_path, stopped_run, dat
                          str(run)]) == 2
         assert capsys.readouterr().err == f"train.py: error: {said}\n"
     assert snapshot(run) == before
+
+
+def test_a_slurm_job_of_several_tasks_is_refused_before_any_work(tmp_path, data_dir,
+                                                                 monkeypatch, capsys):
+    """``sbatch --ntasks=2`` (``srun`` starts the command twice): Lightning's SLURMEnvironment
+    raised its own traceback once the model was built ("RuntimeError: You set `--ntasks=2` in
+    your SLURM bash script, but this variable is not supported"). A run is one task that
+    launches its own ranks: the job is refused in one line, exit 2, nothing written."""
+    for name, value in {**SLURM_BATCH_JOB, "SLURM_NTASKS": "2"}.items():
+        monkeypatch.setenv(name, value)
+    run = tmp_path / "run"
+    assert main([*SMALL, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        "train.py: error: $SLURM_NTASKS is '2': SLURM starts this command as that many tasks, "
+        "but a lotterynet run is one task on one machine, which launches its own DDP ranks "
+        "(--devices N); give the job one task (sbatch --ntasks=1) and the CPUs or GPUs its "
+        "--devices need\n")
+    assert not run.exists()
 
 
 def test_sync_batchnorm_on_cpu_ranks_is_refused_before_any_work(tmp_path, data_dir):

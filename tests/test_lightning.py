@@ -17,6 +17,7 @@ import yaml
 from torch import nn
 
 import lotterynet as ln
+from conftest import SLURM_BATCH_JOB
 from lotterynet.checkpointing import atomic_torch_save
 from lotterynet.cli import build_parser, config_from_args
 from lotterynet.datamodule import EVAL_BATCH, EpochPermutation, TensorDataModule, load_or_download
@@ -1126,6 +1127,24 @@ def test_auto_accelerator_without_cuda_is_the_cpu_where_lightning_would_take_mps
     monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: True))
     trainer = make_trainer(nested_config(tmp_path), tmp_path / "run", [], EpochTimer())
     assert trainer.strategy.root_device == torch.device("cpu")
+
+
+def test_a_slurm_batch_job_launches_the_ranks_of_its_devices(tmp_path, monkeypatch):
+    """In a SLURM batch job Lightning's SLURMEnvironment took a run's ranks for ``srun``'s
+    tasks: ``--devices 2`` in a one-task job trained on one device ("Starting with 1
+    processes", ``"devices": 1`` in its results) without a word. The run launches its two
+    ranks there as anywhere."""
+    from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
+
+    from lotterynet.run import make_trainer
+    from lotterynet.run_callbacks import EpochTimer
+
+    for name, value in SLURM_BATCH_JOB.items():
+        monkeypatch.setenv(name, value)
+    config = nested_config(tmp_path, "--devices", "2")
+    trainer = make_trainer(config, tmp_path / "run", [], EpochTimer())
+    assert (trainer.world_size, trainer.num_devices) == (2, 2)
+    assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
 
 
 def test_dotted_true_or_false_keys_take_a_value_as_in_lightning(capsys):
