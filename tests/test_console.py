@@ -219,8 +219,8 @@ def test_every_flag_readme_names_is_a_flag_of_its_command(monkeypatch, capsys):
     """A flag in README's commands (``python train.py ...``, ``python -m lotterynet.X ...``,
     ``benchmarks/X.py ...``) is one of that command's, and one its prose names is one of
     some command's: a renamed flag left in README is caught (the flags of other tools aside:
-    the hidden-networks table, ``wandb login --host``, LightningCLI's ``--model.KEY``); and
-    README names every flag of train.py."""
+    the hidden-networks table, ``wandb login --host``, ``sbatch --ntasks / --signal``,
+    LightningCLI's ``--model.KEY``); and README names every flag of train.py."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     flags = {}
     for name in ("cli", "approximate", "theory", "targets"):
@@ -239,7 +239,7 @@ def test_every_flag_readme_names_is_a_flag_of_its_command(monkeypatch, capsys):
     for command, module, script, argv in commands:
         parser = flags[module or script or "cli"]
         assert [flag for flag in named.findall(argv) if flag not in parser] == [], command
-    every = set().union(*flags.values()) | {"--host", "--wandb-"}
+    every = set().union(*flags.values()) | {"--host", "--wandb-", "--ntasks", "--signal"}
     assert sorted(set(named.findall(readme)) - every) == []
     # and it names every flag of train.py, in one of its forms (it had no --scheduler, and no
     # --shared nor --no-shared), of approximate, targets and theory

@@ -627,7 +627,7 @@ def test_table_only_writes_the_sweeps_own_table_and_marks_missing_cells_training
 
 
 def test_a_sweep_run_again_from_its_sweep_json_keeps_its_cells_when_a_default_changed(
-        finished_sweep, capsys, monkeypatch):
+        finished_sweep, data_dir, capsys, monkeypatch):
     """A sweep's sweep.json held its base as given (its config file and flags), not the
     defaults then in force: once a default changed, the sweep run again from it refused its
     own finished cells as run with another config ('momentum 0.9 -> 0.5'; the results'
@@ -640,7 +640,8 @@ def test_a_sweep_run_again_from_its_sweep_json_keeps_its_cells_when_a_default_ch
     monkeypatch.setattr(RunConfig.__init__, "__defaults__", tuple(defaults))
     assert make_config({}).momentum == 0.5
     capsys.readouterr()
-    assert main(["--sweep", str(out / "sweep.json"), "--sweep-out", str(out)]) == 0
+    assert main(["--sweep", str(out / "sweep.json"), "--sweep-out", str(out),
+                 "--data-dir", str(data_dir)]) == 0  # (CI has no $LOTTERYNET_DATA)
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"sweep done: {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'figure.png'}")
     assert {name: (out / name).read_bytes() for name in written} == written
