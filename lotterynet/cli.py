@@ -132,6 +132,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or an argument error (2, already printed)
+        return int(exit_.code or 0)
+    try:
+        # SIGTERM anywhere (a stack or sweep file being read, the summary printed) is one line
+        # and ignored on the way out
+        with stopped(NOT_STARTED), stopping_on_sigterm(ends_the_process=True):
+            return dispatch(args)
+    except REPORTED as err:
+        stops_every_rank = isinstance(err, (TrainingDiverged, Interrupted))
+        if not (stops_every_rank and is_launched_worker()):  # rank 0 says so
+            print(f"{ERROR}{message(err)}", file=sys.stderr)
+        return exit_code(err)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """A stack file, a W&B sweep file, a sweep or one run. The heavy stack (torch, Lightning) is
+    imported only once a run's config is valid: --help, bad flags and bad config files answer at
+    once."""
+    check_rank_variables()
+    check_slurm_tasks()
+    check_flag_combinations(args)
+    fill_sweep_run_defaults(args)
+    if args.stack_file:
+        return run_stack_file(args)
+    if not is_sweep(args):
+        return run_one(args)
+    if args.table_only:
+        return write_table_only(args)
+    sweep = load_sweep(args, given_values(args))  # every cell's config checked
+    if args.wandb_sweep:
+        return write_wandb_sweep_file(args, sweep)
+    return run_sweep_cells(args, sweep)
+
+
 #: The default of a grid's flag (--sweep-variants, --sweep-sparsities, --sweep-epochs).
 GRID_DEFAULT = "(default: the sweep file's; without --sweep, required)"
 
@@ -365,43 +402,6 @@ def run_stack_file(args: argparse.Namespace) -> int:
         print(f"stack {args.stack_file}: {sum(r['finished'] for r in results)} of "
               f"{len(results)} members finished", flush=True)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # --help (0) or an argument error (2, already printed)
-        return int(exit_.code or 0)
-    try:
-        # SIGTERM anywhere (a stack or sweep file being read, the summary printed) is one line
-        # and ignored on the way out
-        with stopped(NOT_STARTED), stopping_on_sigterm(ends_the_process=True):
-            return dispatch(args)
-    except REPORTED as err:
-        stops_every_rank = isinstance(err, (TrainingDiverged, Interrupted))
-        if not (stops_every_rank and is_launched_worker()):  # rank 0 says so
-            print(f"{ERROR}{message(err)}", file=sys.stderr)
-        return exit_code(err)
-
-
-def dispatch(args: argparse.Namespace) -> int:
-    """A stack file, a W&B sweep file, a sweep or one run. The heavy stack (torch, Lightning) is
-    imported only once a run's config is valid: --help, bad flags and bad config files answer at
-    once."""
-    check_rank_variables()
-    check_slurm_tasks()
-    check_flag_combinations(args)
-    fill_sweep_run_defaults(args)
-    if args.stack_file:
-        return run_stack_file(args)
-    if not is_sweep(args):
-        return run_one(args)
-    if args.table_only:
-        return write_table_only(args)
-    sweep = load_sweep(args, given_values(args))  # every cell's config checked
-    if args.wandb_sweep:
-        return write_wandb_sweep_file(args, sweep)
-    return run_sweep_cells(args, sweep)
 
 
 def check_flag_combinations(args: argparse.Namespace) -> None:
