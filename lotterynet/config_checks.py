@@ -590,7 +590,7 @@ def check_numbers(config: RunConfig) -> None:
     as_config_error(check_optim, optim if config.lr is None else {"lr": config.lr, **optim})
     as_config_error(check_seed, config.seed, SEED_MAX + 1)
     as_config_error(DATASETS.get(config.dataset).check_split_sizes, config.val_size,
-               config.limit_train)
+                    config.limit_train)
     check_examples_per_device(config)
 
 
