@@ -436,6 +436,63 @@ def check_exclude(patterns: list) -> None:
                           f"such as stem.conv or 'stages.*.conv1')")
 
 
+SEED_MAX = 2**32 - 1  # what seed_everything and numpy accept
+
+
+def check_numbers(config: RunConfig) -> None:
+    """Finite numbers inside the ranges that torch and Lightning accept."""
+    for name, f in FIELDS.items():
+        value = getattr(config, name)
+        if field_type(f) is float and value is not None and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    from .masking import check_sparsity_range
+
+    as_config_error(check_sparsity_range, config.sparsity)  # (the layers' check, and its message)
+    positive = ["epochs", "batch_size", "pairs"]  # (devices: check_hardware's choices)
+    optional = ("limit_train", "stop_after", "hidden")
+    positive += [name for name in optional if getattr(config, name) is not None]
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)!r}")
+    from .data import DATASETS
+    from .distributions import check_seed
+    from .optim import check_optim
+
+    optim = {"momentum": config.momentum, "weight_decay": config.weight_decay}
+    # (the module's and the data module's checks, and their messages)
+    as_config_error(check_optim, optim if config.lr is None else {"lr": config.lr, **optim})
+    as_config_error(check_seed, config.seed, SEED_MAX + 1)
+    as_config_error(DATASETS.get(config.dataset).check_split_sizes, config.val_size,
+                    config.limit_train)
+    check_examples_per_device(config)
+
+
+def check_examples_per_device(config: RunConfig) -> None:
+    """Every device gets a training example and, unless there is no validation
+    (``val_size`` 0), a validation example: each device trains and validates its share."""
+    count = device_count(config)
+    if examples_per_device(config) == 0:
+        given = (f"val_size {config.val_size}" if config.limit_train is None
+                 else f"limit_train {config.limit_train}")
+        raise ConfigError(f"{given} leaves some of the {count} devices no training example; "
+                          f"give at least {count} training examples, one for each device")
+    if 0 < config.val_size < count:
+        raise ConfigError(f"val_size {config.val_size} leaves some of the {count} devices no "
+                          f"validation example; give at least {count} (one for each device), "
+                          f"or 0 for no validation")
+
+
+def check_stop_and_resume(config: RunConfig) -> None:
+    """``--overwrite`` with ``--resume``, or a ``--stop-after`` past ``--epochs``: a run
+    cannot do what these ask."""
+    if config.resume and config.overwrite:
+        raise ConfigError("--overwrite with --resume: a resume continues its run and never "
+                          "clears it; drop --overwrite, or start the run anew without --resume")
+    if config.stop_after is not None and config.stop_after > config.epochs:
+        raise ConfigError(f"stop_after {config.stop_after} is more than the run's "
+                          f"{config.epochs} epochs; it stops a run before its end")
+
+
 def unread_options(config: RunConfig) -> dict[str, str]:
     """The fields that the run of ``config`` does not read, each with the reason."""
     return dict(unread_by(wandb=config.wandb, arch=config.arch,
@@ -561,60 +618,3 @@ def refuse_unread_file_options(path: str, values: dict, configs: list[RunConfig]
     given = {name: values[name] for name in ARCH_OPTIONS if values.get(name)}
     refuse_unread_flags(given, configs, where, spell=lambda name, value: (
         f"config file {str(path)!r}: {name} {value!r}"))
-
-
-SEED_MAX = 2**32 - 1  # what seed_everything and numpy accept
-
-
-def check_numbers(config: RunConfig) -> None:
-    """Finite numbers inside the ranges that torch and Lightning accept."""
-    for name, f in FIELDS.items():
-        value = getattr(config, name)
-        if field_type(f) is float and value is not None and not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    from .masking import check_sparsity_range
-
-    as_config_error(check_sparsity_range, config.sparsity)  # (the layers' check, and its message)
-    positive = ["epochs", "batch_size", "pairs"]  # (devices: check_hardware's choices)
-    optional = ("limit_train", "stop_after", "hidden")
-    positive += [name for name in optional if getattr(config, name) is not None]
-    for name in positive:
-        if getattr(config, name) <= 0:
-            raise ConfigError(f"{name} must be positive, got {getattr(config, name)!r}")
-    from .data import DATASETS
-    from .distributions import check_seed
-    from .optim import check_optim
-
-    optim = {"momentum": config.momentum, "weight_decay": config.weight_decay}
-    # (the module's and the data module's checks, and their messages)
-    as_config_error(check_optim, optim if config.lr is None else {"lr": config.lr, **optim})
-    as_config_error(check_seed, config.seed, SEED_MAX + 1)
-    as_config_error(DATASETS.get(config.dataset).check_split_sizes, config.val_size,
-                    config.limit_train)
-    check_examples_per_device(config)
-
-
-def check_examples_per_device(config: RunConfig) -> None:
-    """Every device gets a training example and, unless there is no validation
-    (``val_size`` 0), a validation example: each device trains and validates its share."""
-    count = device_count(config)
-    if examples_per_device(config) == 0:
-        given = (f"val_size {config.val_size}" if config.limit_train is None
-                 else f"limit_train {config.limit_train}")
-        raise ConfigError(f"{given} leaves some of the {count} devices no training example; "
-                          f"give at least {count} training examples, one for each device")
-    if 0 < config.val_size < count:
-        raise ConfigError(f"val_size {config.val_size} leaves some of the {count} devices no "
-                          f"validation example; give at least {count} (one for each device), "
-                          f"or 0 for no validation")
-
-
-def check_stop_and_resume(config: RunConfig) -> None:
-    """``--overwrite`` with ``--resume``, or a ``--stop-after`` past ``--epochs``: a run
-    cannot do what these ask."""
-    if config.resume and config.overwrite:
-        raise ConfigError("--overwrite with --resume: a resume continues its run and never "
-                          "clears it; drop --overwrite, or start the run anew without --resume")
-    if config.stop_after is not None and config.stop_after > config.epochs:
-        raise ConfigError(f"stop_after {config.stop_after} is more than the run's "
-                          f"{config.epochs} epochs; it stops a run before its end")
