@@ -39,6 +39,12 @@ ACTIVATIONS = ("relu", "identity")
 FAN_INS = ("hidden", "target")
 
 
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class TargetShape:
     """The layer a structure stands in for. ``channel_dim`` is where features live in the
@@ -95,12 +101,6 @@ class TensorSpec:
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
-
-
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def check_activation(activation: str) -> str:
@@ -180,6 +180,12 @@ class Structure(nn.Module):
         return {"maskable": maskable, "kept": kept_total, "frozen": frozen}
 
 
+#: The subnet layers' options that a layer hands every structure, with their defaults (the
+#: subnet layers'); each reads those its ``specs`` names (:func:`structure_options`).
+STRUCTURE_OPTIONS = {"pairs": 5, "activation": "relu", "shared": True, "fan_in": "hidden",
+                     "hidden": None}
+
+
 def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
                  **options) -> dict[str, int]:
     """Maskable / kept / frozen counts of one layer built with ``structure`` (by name) for
@@ -199,12 +205,6 @@ def layer_counts(structure: str, target: TargetShape, *, sparsity: float = 0.0,
                          f"{', '.join(valid)}")
     check_structure_options(structure, options)
     return counts(target, sparsity=sparsity, **options)
-
-
-#: The subnet layers' options that a layer hands every structure, with their defaults (the
-#: subnet layers'); each reads those its ``specs`` names (:func:`structure_options`).
-STRUCTURE_OPTIONS = {"pairs": 5, "activation": "relu", "shared": True, "fan_in": "hidden",
-                     "hidden": None}
 
 
 def structure_options(structure: str) -> frozenset[str]:
