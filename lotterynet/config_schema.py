@@ -26,6 +26,10 @@ def devices_value(text: str) -> int | str:
 
 @dataclass
 class RunConfig:
+    """One run's options: each field is an option with its default and its flag's help
+    (:func:`option`), the fields grouped by section (what is trained, data, optimisation,
+    hardware, output)."""
+
     # what is trained
     arch: str = option("lenet5", "architecture (fc2, fc4, lenet5, conv2, conv4, conv6, conv8, "
                        "lenet5_dacunha (da Cunha et al.'s target LeNet5 with biases: only with "

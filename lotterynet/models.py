@@ -1,7 +1,9 @@
 """Architectures by name. ``build_model(name, **kwargs)`` calls the builder registered as
 ``name`` and records the call on the model as ``model.spec`` (JSON-able), so that a ticket or a
 checkpoint can rebuild the same model — frozen random weights included, since the builders
-take a ``seed``.
+take a ``seed``. The builders live in :mod:`lotterynet.archs` (the paper's nets: fc2, lenet5,
+conv2, ...) and :mod:`lotterynet.timm_models` (``timm:<model name>``, timm's models converted
+to subnet layers).
 """
 
 from __future__ import annotations
