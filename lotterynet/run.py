@@ -339,8 +339,9 @@ def finished(trainer: pl.Trainer, config: RunConfig) -> bool:
         return False
     stopped_by_option = trainer.should_stop or (  # (in --stop-after's epoch too)
         trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps)
-    return stopped_by_option or trainer.current_epoch >= config.epochs or (
-        config.stop_after is None or trainer.current_epoch < config.stop_after)
+    stopped_by_stop_after = (config.stop_after is not None
+                             and config.stop_after <= trainer.current_epoch < config.epochs)
+    return stopped_by_option or not stopped_by_stop_after
 
 
 def epochs_completed(trainer: pl.Trainer) -> int:
