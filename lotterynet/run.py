@@ -167,15 +167,20 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 @cache
 def versions() -> dict:
     """What made a run's numbers besides its config and ``device``, as ``results.json``'s
-    ``versions`` records it: on the CPU the same config gives the same numbers bit for bit
-    only under the same torch build (another one sums in another order: other last digits,
-    which training grows), and the code is named by the commit of the git checkout lotterynet
-    runs from (None where it runs from none, as installed; uncommitted changes are not
-    recorded) and by its own ``__version__`` (pyproject.toml's: the installed package's
-    metadata named the installed copy, not a checkout on ``PYTHONPATH``), naming no change.
+    ``versions`` records it.
+
+    On the CPU the same config gives the same numbers bit for bit only under the same torch
+    build. Another build sums in another order: other last digits, which training grows.
+
     The CPU's vector instructions that torch's kernels use (``cpu_capability``: AVX2, AVX512,
-    ...) choose their order of sums too, and ``device`` names only the CPU's brand on many
-    clouds' machines (``AMD EPYC``)."""
+    ...) choose their order of sums too. ``device`` names only the CPU's brand on many clouds'
+    machines (``AMD EPYC``).
+
+    The code is named by the commit of the git checkout lotterynet runs from. It is None where
+    lotterynet runs from none (as installed); uncommitted changes are not recorded. The code is
+    also named by lotterynet's own ``__version__``, pyproject.toml's. (The installed package's
+    metadata would name the installed copy, not a checkout on ``PYTHONPATH``.) The version
+    alone names no change."""
     return {"lotterynet": __version__, "commit": checkout_commit(CHECKOUT),
             "torch": torch.__version__, "pytorch_lightning": pl.__version__,
             "python": platform.python_version(),
