@@ -207,12 +207,10 @@ def curve_markdown(r: dict) -> str:
 def plot(results: list[dict], path: Path, title: str) -> None:
     """Max weight error and test accuracy (median, min–max band over seeds) of every
     construction, against the hidden width of layer 1 (top) and the kept parameters (bottom)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # (not pyplot: the caller's backend stays as it is)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig = Figure(figsize=(11, 8))
+    axes = fig.subplots(2, 2)
     for r in results:
         label = (f"{r['construction']} ({r['dataset']})" if r["net"] == "lenet5"
                  else r["construction"])
@@ -239,7 +237,6 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     fig.suptitle(f"{title} — median over seeds, band min–max; dotted: target, dashed: −0.5 pt")
     fig.tight_layout()
     savefig_atomic(fig, path, dpi=130)
-    plt.close(fig)
 
 
 def run_table(args) -> None:

@@ -273,10 +273,7 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
     characters long, else by its label's hashes (sweep.md's legend decodes them). The legend
     stands right of the axes: inside, its up to a dozen entries covered the points and the
     baseline's line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # (not pyplot: the caller's backend stays as it is)
     from matplotlib.patches import Patch
 
     rows = [r for r in rows if r["test_acc_mean"] != ""]  # (a point without results: no number)
@@ -285,7 +282,8 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
         written = (spelled or {}).get(variant, variant)
         return LABELS.get(variant, written if len(written) <= LEGEND_LABEL_MAX else variant)
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     banded = False
     for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] != BASELINE):
         points = [r for r in rows if r["variant"] == variant]
@@ -325,7 +323,6 @@ def plot(rows: list[dict], sweep_dir: Path, title: str, paper_trained: float | N
               borderaxespad=0)
     for name in FIGURES:
         savefig_atomic(fig, sweep_dir / name, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return sweep_dir / FIGURES[0]
 
 

@@ -357,11 +357,10 @@ def rss_study(epsilon: float = 0.05, n_values=range(1, 21), trials: int = 100,
 
 
 def plot_study(study: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # (not pyplot: the caller's backend stays as it is)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(study["n"], study["any"], "o-", label="any subset")
     ax.plot(study["n"], study["fixed"], "s--",
             label=f"fixed size k = round({study['density']}·n)")
@@ -373,7 +372,6 @@ def plot_study(study: dict, path: str) -> None:
     ax.legend(loc="lower right")
     fig.tight_layout()
     savefig_atomic(fig, path, dpi=120)
-    plt.close(fig)
 
 
 def widths_list(text: str) -> list[int]:

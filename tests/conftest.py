@@ -43,6 +43,18 @@ def pytest_collection_finish(session):
         prefork.start_server()
 
 
+@pytest.fixture
+def pdf_backend():
+    """matplotlib's backend set to ``pdf`` (a notebook user's own, say) for the test, and set
+    back after it: a figure lotterynet draws in-process must leave it as it is."""
+    import matplotlib
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    yield "pdf"
+    matplotlib.use(previous)
+
+
 def wandb_exit_code(run_dir: Path) -> int | None:
     """The exit code the offline W&B run whose files are in ``run_dir`` ended with (its exit
     record's), None while it has not ended."""

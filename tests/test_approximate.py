@@ -181,6 +181,19 @@ def test_a_curve_says_how_many_seeds_it_is_over(seeds):
     assert f"Median over {seeds} seed{'s' * (seeds > 1)}, [min–max]." in curve_markdown(result)
 
 
+def test_the_approximation_figure_leaves_the_callers_matplotlib_backend_as_it_was(
+        tmp_path, pdf_backend):
+    """approximate_table.plot called ``matplotlib.use("Agg")``: called in-process (a
+    notebook), it switched its caller's backend for the whole process. It draws on a Figure
+    of its own."""
+    import matplotlib
+
+    shutil.copy(REPO / "results" / "approximation_fc2_pensia.json", tmp_path)
+    approximate_table.plot(approximate_table.load_results(tmp_path), tmp_path / "fig.png", "t")
+    assert matplotlib.get_backend() == pdf_backend
+    assert (tmp_path / "fig.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_the_table_states_natales_kept_basis_and_orseaus_epsilon(tmp_path, capsys):
     """Natale's kept params count v alone (u frozen), the others' u and v: the curve says so
     (it made Natale look ~2× cheaper); Orseau's theorem m is at ε_w ≈ 8.4e-8, the built

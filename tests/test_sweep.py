@@ -460,6 +460,21 @@ def test_the_table_and_figure_are_the_files_a_failed_sweep_clears(tmp_path):
     assert figure.name in table_module.TABLE_FILES
 
 
+def test_the_sweep_figure_leaves_the_callers_matplotlib_backend_as_it_was(tmp_path,
+                                                                          pdf_backend):
+    """sweep_table.plot called ``matplotlib.use("Agg")``: called in-process (a sweep's table
+    from Python, a notebook), it switched its caller's backend for the whole process. It
+    draws on a Figure of its own, and still writes both files."""
+    import matplotlib
+
+    rows = [{"variant": variant, "sparsity": 0.5, "kept_params": 100, "test_acc_mean": 90.0,
+             "test_acc_std": 0.0, "seeds": 1, "paper_acc": ""}
+            for variant in ("subsetsum", "trained")]
+    table_module.plot(rows, tmp_path, "title", None, 10.0)
+    assert matplotlib.get_backend() == pdf_backend
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(table_module.FIGURES)
+
+
 def test_the_table_says_what_its_hashed_variant_values_are(tmp_path):
     """sweep.md's rows name a variant's list or mapping ``KEY=<hash>``; a legend under the
     table gives each hash's value, once however many variants share it (a mapping's keys in

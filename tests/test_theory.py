@@ -232,6 +232,18 @@ def test_cli_refuses_bad_values_in_one_line_before_computing(argv, said, capsys)
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
 
 
+def test_the_study_figure_leaves_the_callers_matplotlib_backend_as_it_was(tmp_path, pdf_backend):
+    """plot_study called ``matplotlib.use("Agg")``: called in-process (a notebook), it switched
+    its caller's backend for the whole process. It draws on a Figure of its own."""
+    import matplotlib
+
+    study = {"n": [2, 4], "any": [0.0, 1.0], "fixed": [0.0, 0.5], "density": 0.5,
+             "marker_n": 3, "C": 1.0, "epsilon": 0.1, "trials": 2}
+    theory.plot_study(study, str(tmp_path / "study.png"))
+    assert matplotlib.get_backend() == pdf_backend
+    assert (tmp_path / "study.png").read_bytes().startswith(b"\x89PNG")
+
+
 @pytest.mark.parametrize("sent, code, said", [("SIGTERM", 143, "SIGTERM"),
                                               ("SIGINT", 130, "Ctrl-C (SIGINT)")])
 def test_a_study_stopped_as_it_writes_its_figure_is_one_line_and_leaves_no_part(
