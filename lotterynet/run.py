@@ -286,12 +286,19 @@ def check_logits(config: RunConfig, model: torch.nn.Module, data: TensorDataModu
 
 
 def check_last_batch(config: RunConfig, model: torch.nn.Module) -> None:
-    """Batch normalisation cannot train on a batch of one example (its variance is 0/0):
-    refuse a split whose last batch would hold one, before training reaches it."""
-    batch_norm = torch.nn.modules.batchnorm._BatchNorm
+    """Batch normalisation cannot train on a batch of one example (its variance is 0/0 where
+    it sees one value per channel: a timm ResNet's last stage on MNIST's 28×28): refuse a split
+    whose last batch, or a batch size whose every batch, would hold one, before training
+    reaches it (``--batch-size 1`` ran into torch's "Expected more than 1 value per channel
+    when training" traceback)."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
     examples = examples_per_device(config)
-    if examples % config.batch_size == 1 and any(isinstance(m, batch_norm)
-                                                 for m in model.modules()):
+    if config.batch_size == 1:
+        raise ConfigError(f"--batch-size 1: every training batch would hold 1 example, on which "
+                          f"{config.arch}'s batch norm cannot train; use a batch size of 2 or "
+                          f"more")
+    if examples % config.batch_size == 1:
         raise ConfigError(f"the last training batch would hold 1 example ({examples:,} "
                           f"examples, batch size {config.batch_size}), on which "
                           f"{config.arch}'s batch norm cannot train; change --batch-size or "

@@ -459,6 +459,9 @@ CASES = [
      ["1 example", "batch norm", "--batch-size"]),
     (["--arch", "timm:resnet18", "--limit-train", "131", "--val-size", "100", "--devices", "2",
       "--accelerator", "cpu"], ["1 example (65 examples", "batch norm"]),  # (131 // 2 each)
+    # every batch one example: its last stage's batch norm (1×1 on 28×28) raised torch's error
+    (["--arch", "timm:resnet10t", "--batch-size", "1", "--limit-train", "64", "--val-size", "100"],
+     ["--batch-size 1: every training batch would hold 1 example", "batch norm", "2 or more"]),
     (["--sweep", "{sw_base_resume}"], ["sw_base_resume': base: resume 'x.ckpt'",
                                        "not for a sweep"]),
     (["--sweep", "{sw_empty_variant}"], ["{}", "at least its structure"]),
