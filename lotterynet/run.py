@@ -240,9 +240,9 @@ def build_module(config: RunConfig, data: TensorDataModule,
                  run_id: str | None = None) -> EdgePopupModule:
     """The run's module, each refusal one line before anything is written: a config it cannot
     build (:func:`refusing_unbuildable`: its spec, its size, its build), tensors that would not
-    fit in memory (:func:`~lotterynet.memory.check_fits`, before the build), a last training
-    batch of one example for a batch norm (:func:`check_last_batch`), a timm model that does
-    not map the data's images to logits (:func:`check_logits`)."""
+    fit in memory (:func:`~lotterynet.memory.check_fits`, before the build), a training batch
+    of one example (the last, or every one) for a batch norm (:func:`check_last_batch`), a timm
+    model that does not map the data's images to logits (:func:`check_logits`)."""
     optim = optim_settings(config)
     with refusing_unbuildable(config.arch):
         spec = model_spec(config, data)
